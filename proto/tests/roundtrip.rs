@@ -302,8 +302,14 @@ fn round_trips<M: Message + Default + PartialEq>(msg: &M) -> bool {
     }
 }
 
+/// 500 cases per property unless `QUICKCHECK_TESTS` asks for another number (for long runs).
 fn quickcheck() -> QuickCheck {
-    QuickCheck::new().tests(500)
+    let qc = QuickCheck::new();
+    if std::env::var_os("QUICKCHECK_TESTS").is_some() {
+        qc
+    } else {
+        qc.tests(500)
+    }
 }
 
 #[test]
