@@ -1,0 +1,357 @@
+//! Errors and reasons. Three kinds of outcome are kept apart: a caller's misuse of the API
+//! is an [`Error`] returned at once; a remote's misbehaviour closes the connection and is
+//! reported as an event with a [`CloseReason`] or [`HandshakeError`]; a broken internal
+//! invariant is a bug (and is never reachable from input).
+
+use crate::ids::PkiId;
+use crate::security::SecurityError;
+use core::fmt;
+
+/// API misuse, returned synchronously. Nothing about the network is implied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The core was stopped; it accepts no new work.
+    Stopped,
+    /// The handle does not name a live object (closed, or from another generation).
+    UnknownHandle,
+    /// The connection behind the handle has closed (e.g. `respond` after the peer left).
+    ConnectionClosed,
+    /// No peers were given where at least one is needed.
+    NoPeers,
+    /// A blocking send found both the send buffer and the wait queue full.
+    WouldBlock,
+    /// A bounded table is full (operations, subscriptions, pending handshakes).
+    LimitReached(&'static str),
+    /// The message could not be signed.
+    Signing(SecurityError),
+    /// The message is larger than `max_message_size` once encoded.
+    MessageTooLarge {
+        /// Encoded size.
+        size: usize,
+        /// Configured limit.
+        limit: usize,
+    },
+    /// The message has no content, which no Fabric peer would accept.
+    EmptyMessage,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Stopped => f.write_str("comm is stopped"),
+            Error::UnknownHandle => f.write_str("unknown or stale handle"),
+            Error::ConnectionClosed => f.write_str("connection is closed"),
+            Error::NoPeers => f.write_str("no peers given"),
+            Error::WouldBlock => f.write_str("send buffer and wait queue are full"),
+            Error::LimitReached(what) => write!(f, "limit reached: {what}"),
+            Error::Signing(e) => write!(f, "signing failed: {e}"),
+            Error::MessageTooLarge { size, limit } => {
+                write!(f, "message of {size} bytes exceeds the limit of {limit}")
+            }
+            Error::EmptyMessage => f.write_str("message has no content"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Why a handshake failed. Variants follow Fabric's checks in Fabric's order
+/// (spec section 4), each distinct so tests and counters can tell them apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// TLS is on and the remote presented no certificate ("No TLS certificate").
+    NoTlsCertificate,
+    /// No `ConnEstablish` arrived within `conn_timeout`.
+    Timeout,
+    /// The stream ended before the remote's `ConnEstablish` arrived.
+    StreamEnded(String),
+    /// The first Envelope could not be decoded (bytes, or its payload as a GossipMessage).
+    Malformed(String),
+    /// The first message is not a `ConnEstablish` ("wrong type").
+    WrongType,
+    /// `ConnEstablish.pki_id` is empty ("no PKI-ID").
+    NoPkiId,
+    /// `ConnEstablish.identity` is empty ("identity is nil").
+    NoIdentity,
+    /// The provider cannot classify the identity ("failed classifying identity").
+    UnclassifiableIdentity(SecurityError),
+    /// The provider refused the identity (`ValidateIdentity`).
+    InvalidIdentity(SecurityError),
+    /// PKI-ID-of(identity) differs from the claimed PKI-ID.
+    IdentityMismatch,
+    /// The identity has expired.
+    IdentityExpired,
+    /// `tls_cert_hash` differs from the hash of the certificate the remote presented.
+    TlsCertHashMismatch,
+    /// The Envelope's payload or signature is empty.
+    Unsigned,
+    /// The signature does not verify with the claimed identity.
+    BadSignature(SecurityError),
+    /// The secret envelope is present but incomplete or does not verify.
+    BadSecretEnvelope,
+    /// Dialling the remote failed or timed out (initiator side).
+    Dial(DialError),
+    /// The remote's Ping failed or timed out (initiator side).
+    Ping(String),
+    /// The remote authenticated as a PKI-ID other than the expected one, in another
+    /// organization ("authentication failure").
+    UnexpectedPeer {
+        /// The PKI-ID the caller expected.
+        expected: PkiId,
+        /// The PKI-ID the remote proved.
+        actual: PkiId,
+    },
+    /// `handshake()` authenticated a PKI-ID other than the expected one
+    /// ("PKI-ID of remote peer doesn't match expected PKI-ID").
+    PkiIdMismatch {
+        /// The PKI-ID the caller expected.
+        expected: PkiId,
+        /// The PKI-ID the remote proved.
+        actual: PkiId,
+    },
+    /// The node is shutting down.
+    ShuttingDown,
+    /// Too many handshakes were pending; this one (the oldest) was refused.
+    Evicted,
+    /// The node already holds `max_connections` connections.
+    TooManyConnections,
+    /// `handshake_timeout` elapsed for a `handshake()` operation.
+    OperationTimeout,
+    /// The connection attempt was cancelled (`close_conn` or `stop`).
+    Cancelled,
+    /// Our own `ConnEstablish` could not be signed.
+    LocalSigning(SecurityError),
+}
+
+impl HandshakeError {
+    /// A short stable name, used as a counter label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HandshakeError::NoTlsCertificate => "no_tls_certificate",
+            HandshakeError::Timeout => "timeout",
+            HandshakeError::StreamEnded(_) => "stream_ended",
+            HandshakeError::Malformed(_) => "malformed",
+            HandshakeError::WrongType => "wrong_type",
+            HandshakeError::NoPkiId => "no_pki_id",
+            HandshakeError::NoIdentity => "no_identity",
+            HandshakeError::UnclassifiableIdentity(_) => "unclassifiable_identity",
+            HandshakeError::InvalidIdentity(_) => "invalid_identity",
+            HandshakeError::IdentityMismatch => "identity_mismatch",
+            HandshakeError::IdentityExpired => "identity_expired",
+            HandshakeError::TlsCertHashMismatch => "tls_cert_hash_mismatch",
+            HandshakeError::Unsigned => "unsigned",
+            HandshakeError::BadSignature(_) => "bad_signature",
+            HandshakeError::BadSecretEnvelope => "bad_secret_envelope",
+            HandshakeError::Dial(_) => "dial",
+            HandshakeError::Ping(_) => "ping",
+            HandshakeError::UnexpectedPeer { .. } => "unexpected_peer",
+            HandshakeError::PkiIdMismatch { .. } => "pki_id_mismatch",
+            HandshakeError::ShuttingDown => "shutting_down",
+            HandshakeError::Evicted => "evicted",
+            HandshakeError::TooManyConnections => "too_many_connections",
+            HandshakeError::OperationTimeout => "operation_timeout",
+            HandshakeError::Cancelled => "cancelled",
+            HandshakeError::LocalSigning(_) => "local_signing",
+        }
+    }
+
+    /// Every label, in a fixed order, for counter tables.
+    pub const LABELS: [&'static str; 25] = [
+        "no_tls_certificate",
+        "timeout",
+        "stream_ended",
+        "malformed",
+        "wrong_type",
+        "no_pki_id",
+        "no_identity",
+        "unclassifiable_identity",
+        "invalid_identity",
+        "identity_mismatch",
+        "identity_expired",
+        "tls_cert_hash_mismatch",
+        "unsigned",
+        "bad_signature",
+        "bad_secret_envelope",
+        "dial",
+        "ping",
+        "unexpected_peer",
+        "pki_id_mismatch",
+        "shutting_down",
+        "evicted",
+        "too_many_connections",
+        "operation_timeout",
+        "cancelled",
+        "local_signing",
+    ];
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::NoTlsCertificate => f.write_str("No TLS certificate"),
+            HandshakeError::Timeout => f.write_str("timed out waiting for connection message"),
+            HandshakeError::StreamEnded(r) => write!(f, "stream ended during handshake: {r}"),
+            HandshakeError::Malformed(r) => write!(f, "malformed handshake message: {r}"),
+            HandshakeError::WrongType => f.write_str("wrong type"),
+            HandshakeError::NoPkiId => f.write_str("no PKI-ID"),
+            HandshakeError::NoIdentity => f.write_str("identity is nil"),
+            HandshakeError::UnclassifiableIdentity(e) => {
+                write!(f, "failed classifying identity: {e}")
+            }
+            HandshakeError::InvalidIdentity(e) => write!(f, "identity refused: {e}"),
+            HandshakeError::IdentityMismatch => {
+                f.write_str("identity doesn't match the computed pkiID")
+            }
+            HandshakeError::IdentityExpired => f.write_str("identity expired"),
+            HandshakeError::TlsCertHashMismatch => {
+                f.write_str("TLS certificate hash doesn't match the presented certificate")
+            }
+            HandshakeError::Unsigned => f.write_str("envelope has an empty payload or signature"),
+            HandshakeError::BadSignature(e) => write!(f, "failed verifying signature: {e}"),
+            HandshakeError::BadSecretEnvelope => f.write_str("secret envelope doesn't verify"),
+            HandshakeError::Dial(e) => write!(f, "dial failed: {e}"),
+            HandshakeError::Ping(e) => write!(f, "ping failed: {e}"),
+            HandshakeError::UnexpectedPeer { expected, actual } => write!(
+                f,
+                "authentication failure: expected {expected}, remote is {actual}"
+            ),
+            HandshakeError::PkiIdMismatch { .. } => {
+                f.write_str("PKI-ID of remote peer doesn't match expected PKI-ID")
+            }
+            HandshakeError::ShuttingDown => f.write_str("Shutting down"),
+            HandshakeError::Evicted => f.write_str("refused: too many pending handshakes"),
+            HandshakeError::TooManyConnections => f.write_str("refused: too many connections"),
+            HandshakeError::OperationTimeout => f.write_str("handshake timed out"),
+            HandshakeError::Cancelled => f.write_str("cancelled"),
+            HandshakeError::LocalSigning(e) => write!(f, "signing own ConnEstablish: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Why a dial failed, as reported by the driver or decided by the core's timer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DialError {
+    /// No answer within `dial_timeout`.
+    Timeout,
+    /// The driver reported a failure (refused, unreachable, TLS error...).
+    Failed(String),
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DialError::Timeout => f.write_str("dial timed out"),
+            DialError::Failed(r) => f.write_str(r),
+        }
+    }
+}
+
+/// Why `probe` failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// Dialling failed.
+    Dial(DialError),
+    /// Ping failed or timed out (`conn_timeout`).
+    Ping(String),
+    /// The node is stopping.
+    Stopped,
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeError::Dial(e) => write!(f, "dial failed: {e}"),
+            ProbeError::Ping(e) => write!(f, "ping failed: {e}"),
+            ProbeError::Stopped => f.write_str("stopping"),
+        }
+    }
+}
+
+/// Why one peer of a `send_with_ack` did not ack successfully.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The peer acked with this error text.
+    Remote(String),
+    /// No ack arrived within the operation's timeout ("timed out").
+    Timeout,
+    /// No connection to the peer could be had.
+    NoConnection(String),
+    /// The connection closed before the ack arrived.
+    ConnectionClosed,
+    /// The message could not be queued (wait queue full).
+    WouldBlock,
+    /// The node is stopping.
+    Stopped,
+}
+
+impl fmt::Display for AckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AckError::Remote(e) => f.write_str(e),
+            AckError::Timeout => f.write_str("timed out"),
+            AckError::NoConnection(e) => write!(f, "no connection: {e}"),
+            AckError::ConnectionClosed => f.write_str("connection closed before ack"),
+            AckError::WouldBlock => f.write_str("send buffer and wait queue are full"),
+            AckError::Stopped => f.write_str("comm is stopping"),
+        }
+    }
+}
+
+/// Why a connection (an authenticated stream) was closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The stream ended cleanly from the remote side.
+    RemoteClosed,
+    /// The stream failed (reset, transport error) with the driver's explanation.
+    StreamError(String),
+    /// A write to the stream failed; the peer is presumed dead.
+    WriteFailed(String),
+    /// An Envelope could not be decoded, or exceeded the size limit.
+    Malformed(String),
+    /// A newer connection with the same PKI-ID replaced this one.
+    Replaced,
+    /// This stream lost a crossing dial and its grace period ended.
+    CrossingLoser,
+    /// `close_conn` was called.
+    Local,
+    /// The remote's identity expired.
+    IdentityExpired,
+    /// The node stopped.
+    Stopped,
+}
+
+impl CloseReason {
+    /// A short stable name, used as a counter label and in traces.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseReason::RemoteClosed => "remote_closed",
+            CloseReason::StreamError(_) => "stream_error",
+            CloseReason::WriteFailed(_) => "write_failed",
+            CloseReason::Malformed(_) => "malformed",
+            CloseReason::Replaced => "replaced",
+            CloseReason::CrossingLoser => "crossing_loser",
+            CloseReason::Local => "local",
+            CloseReason::IdentityExpired => "identity_expired",
+            CloseReason::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::StreamError(e) => write!(f, "stream error: {e}"),
+            CloseReason::WriteFailed(e) => write!(f, "write failed: {e}"),
+            CloseReason::Malformed(e) => write!(f, "malformed envelope: {e}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The identity store (Fabric's identity mapper): PKI-ID → identity, with expiry.
+
+use crate::error::HandshakeError;
+use crate::ids::PkiId;
+use crate::security::Security;
+use crate::time::Instant;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub(crate) struct StoredIdentity {
+    pub(crate) identity: Bytes,
+    pub(crate) expires: Option<Instant>,
+    pub(crate) organization: Option<Bytes>,
+    inserted: u64,
+}
+
+/// Identities the node has accepted, keyed by PKI-ID. Bounded: when full, the oldest
+/// identity that `in_use` says is not needed is evicted. A `BTreeMap` keeps iteration
+/// deterministic.
+#[derive(Debug)]
+pub(crate) struct IdentityStore {
+    by_pki: BTreeMap<PkiId, StoredIdentity>,
+    capacity: usize,
+    seq: u64,
+    own: PkiId,
+}
+
+impl IdentityStore {
+    pub(crate) fn new(capacity: usize, own: PkiId) -> Self {
+        IdentityStore {
+            by_pki: BTreeMap::new(),
+            capacity,
+            seq: 0,
+            own,
+        }
+    }
+
+    /// Fabric's `Put`: checks in Fabric's order, then stores (keeping an existing entry).
+    /// Returns the expiry of a newly stored identity, for the caller to arm a timer.
+    pub(crate) fn put(
+        &mut self,
+        security: &dyn Security,
+        pki_id: &PkiId,
+        identity: &Bytes,
+        now: Instant,
+        in_use: impl Fn(&PkiId) -> bool,
+    ) -> Result<Option<Instant>, HandshakeError> {
+        if pki_id.is_empty() {
+            return Err(HandshakeError::NoPkiId);
+        }
+        if identity.is_empty() {
+            return Err(HandshakeError::NoIdentity);
+        }
+        let expires = security
+            .expiration(identity)
+            .map_err(HandshakeError::UnclassifiableIdentity)?;
+        security
+            .validate_identity(identity, now)
+            .map_err(HandshakeError::InvalidIdentity)?;
+        if security.pki_id_of(identity) != *pki_id {
+            return Err(HandshakeError::IdentityMismatch);
+        }
+        if let Some(existing) = self.by_pki.get(pki_id) {
+            // Fabric keeps the identity it has; an expired one would already be purged.
+            if existing.expires.is_some_and(|e| e <= now) {
+                return Err(HandshakeError::IdentityExpired);
+            }
+            return Ok(None);
+        }
+        if expires.is_some_and(|e| e <= now) {
+            return Err(HandshakeError::IdentityExpired);
+        }
+        if self.by_pki.len() >= self.capacity {
+            self.evict_one(&in_use);
+        }
+        self.seq += 1;
+        self.by_pki.insert(
+            pki_id.clone(),
+            StoredIdentity {
+                identity: identity.clone(),
+                expires,
+                organization: security.organization_of(identity),
+                inserted: self.seq,
+            },
+        );
+        Ok(expires)
+    }
+
+    fn evict_one(&mut self, in_use: &impl Fn(&PkiId) -> bool) {
+        let victim = self
+            .by_pki
+            .iter()
+            .filter(|(k, _)| **k != self.own && !in_use(k))
+            .min_by_key(|(_, v)| v.inserted)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = victim {
+            self.by_pki.remove(&k);
+        }
+    }
+
+    pub(crate) fn get(&self, pki_id: &PkiId) -> Option<&StoredIdentity> {
+        self.by_pki.get(pki_id)
+    }
+
+    /// Removes the identity if it has expired by `now`; returns whether it did.
+    pub(crate) fn purge_if_expired(&mut self, pki_id: &PkiId, now: Instant) -> bool {
+        let expired = self
+            .by_pki
+            .get(pki_id)
+            .is_some_and(|s| s.expires.is_some_and(|e| e <= now));
+        if expired {
+            self.by_pki.remove(pki_id);
+        }
+        expired
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_pki.len()
+    }
+}

@@ -1,0 +1,166 @@
+//! Messages as they travel: signed for sending, and received with their original bytes.
+
+use crate::error::{Error, HandshakeError};
+use crate::ids::{PkiId, StreamId};
+use crate::security::Security;
+use bytes::Bytes;
+use fabric_gossip_proto::gossip::{Envelope, GossipMessage, SecretEnvelope};
+use prost::Message;
+use std::sync::Arc;
+
+/// A GossipMessage together with the exact Envelope bytes that go on the wire
+/// (Fabric's `SignedGossipMessage`).
+///
+/// The Envelope is encoded once, when the message is made, and the same `Bytes` is handed
+/// to every connection the message is sent on: sending to N peers costs N reference-count
+/// increments, not N encodings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignedMessage {
+    message: GossipMessage,
+    envelope: Bytes,
+}
+
+impl SignedMessage {
+    /// Signs `message` with the node's key: payload = its encoding, signature = Sign(payload).
+    pub fn sign(message: GossipMessage, security: &dyn Security) -> Result<Self, Error> {
+        let payload = Bytes::from(message.encode_to_vec());
+        let signature = security.sign(&payload).map_err(Error::Signing)?;
+        Ok(Self::from_parts(message, payload, signature, None))
+    }
+
+    /// "Noop-signs" `message`: an Envelope with an empty signature, which is what Fabric
+    /// puts on the wire for `Send`, `Respond`, acks and `SendWithAck`.
+    pub fn noop(message: GossipMessage) -> Self {
+        let payload = Bytes::from(message.encode_to_vec());
+        Self::from_parts(message, payload, Bytes::new(), None)
+    }
+
+    /// Signs `message` and attaches a signed `SecretEnvelope` carrying `secret` (an encoded
+    /// `gossip.Secret`), as Fabric's discovery does for alive messages.
+    pub fn sign_with_secret(
+        message: GossipMessage,
+        secret: Bytes,
+        security: &dyn Security,
+    ) -> Result<Self, Error> {
+        let payload = Bytes::from(message.encode_to_vec());
+        let signature = security.sign(&payload).map_err(Error::Signing)?;
+        let secret_sig = security.sign(&secret).map_err(Error::Signing)?;
+        Ok(Self::from_parts(
+            message,
+            payload,
+            signature,
+            Some(SecretEnvelope {
+                payload: secret,
+                signature: secret_sig,
+            }),
+        ))
+    }
+
+    fn from_parts(
+        message: GossipMessage,
+        payload: Bytes,
+        signature: Bytes,
+        secret: Option<SecretEnvelope>,
+    ) -> Self {
+        let env = Envelope {
+            payload,
+            signature,
+            secret_envelope: secret,
+        };
+        SignedMessage {
+            message,
+            envelope: Bytes::from(env.encode_to_vec()),
+        }
+    }
+
+    /// Wraps Envelope bytes received from the wire, keeping them byte for byte so that
+    /// forwarding and verification see exactly what the originator signed.
+    pub fn from_envelope_bytes(envelope: Bytes) -> Result<Self, prost::DecodeError> {
+        let env = Envelope::decode(envelope.clone())?;
+        let message = GossipMessage::decode(env.payload)?;
+        Ok(SignedMessage { message, envelope })
+    }
+
+    /// The message.
+    pub fn message(&self) -> &GossipMessage {
+        &self.message
+    }
+
+    /// The encoded Envelope as it goes on the wire.
+    pub fn envelope_bytes(&self) -> &Bytes {
+        &self.envelope
+    }
+}
+
+/// What the core knows about the remote end of an authenticated connection
+/// (Fabric's `ConnectionInfo`), shared by every message received on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The PKI-ID the remote proved in its handshake.
+    pub id: PkiId,
+    /// The remote's serialized identity.
+    pub identity: Bytes,
+    /// The remote address as the driver reported it.
+    pub endpoint: String,
+    /// The signed `ConnEstablish` payload.
+    pub signed_data: Bytes,
+    /// The signature over `signed_data`.
+    pub signature: Bytes,
+}
+
+/// A message received on an authenticated connection (Fabric's `ReceivedMessage`).
+///
+/// Answer it with [`crate::Comm::respond`] or [`crate::Comm::ack`] using `conn`.
+#[derive(Clone, Debug)]
+pub struct ReceivedMessage {
+    /// The decoded message. Its `bytes` fields share the receive buffer.
+    pub message: GossipMessage,
+    /// The decoded Envelope.
+    pub envelope: Envelope,
+    /// The Envelope exactly as received; forward and verify these bytes.
+    pub envelope_bytes: Bytes,
+    /// The connection it arrived on.
+    pub conn: StreamId,
+    /// Who sent it.
+    pub info: Arc<ConnectionInfo>,
+}
+
+impl ReceivedMessage {
+    /// The sender's PKI-ID.
+    pub fn sender(&self) -> &PkiId {
+        &self.info.id
+    }
+
+    /// Re-wraps the message for forwarding with its original bytes.
+    pub fn to_signed(&self) -> SignedMessage {
+        SignedMessage {
+            message: self.message.clone(),
+            envelope: self.envelope_bytes.clone(),
+        }
+    }
+}
+
+/// Verifies an Envelope against `identity` as Fabric does (spec section 3): payload and
+/// signature must be non-empty, the signature must verify over the payload bytes as
+/// received, and a secret envelope, if present, must be complete and verify too.
+pub fn verify_envelope(
+    security: &dyn Security,
+    identity: &[u8],
+    envelope: &Envelope,
+) -> Result<(), HandshakeError> {
+    if envelope.payload.is_empty() || envelope.signature.is_empty() {
+        return Err(HandshakeError::Unsigned);
+    }
+    security
+        .verify(identity, &envelope.signature, &envelope.payload)
+        .map_err(HandshakeError::BadSignature)?;
+    if let Some(secret) = &envelope.secret_envelope {
+        if secret.payload.is_empty() || secret.signature.is_empty() {
+            return Err(HandshakeError::BadSecretEnvelope);
+        }
+        security
+            .verify(identity, &secret.signature, &secret.payload)
+            .map_err(|_| HandshakeError::BadSecretEnvelope)?;
+    }
+    Ok(())
+}

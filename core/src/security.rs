@@ -1,0 +1,245 @@
+//! The security provider the core delegates all cryptography to, and Fabric's test provider.
+
+use crate::ids::PkiId;
+use crate::time::Instant;
+use bytes::Bytes;
+use core::fmt;
+
+/// Why a security operation failed. Each variant names a distinct failure so that a caller
+/// (and a test) can tell a tampered signature from an untrusted certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecurityError {
+    /// The signature does not verify over the message with the identity's key.
+    BadSignature(String),
+    /// The signature is not well-formed (bad DER, wrong length).
+    MalformedSignature(String),
+    /// The signature is well-formed and would verify, but is not in canonical low-S form.
+    HighS,
+    /// The identity bytes cannot be parsed (not a SerializedIdentity, not a certificate).
+    MalformedIdentity(String),
+    /// The identity names an MSP this provider does not know.
+    UnknownMsp(String),
+    /// The certificate does not chain to a CA of the MSP it names.
+    UntrustedCertificate(String),
+    /// The certificate is outside its validity period (expired or not yet valid).
+    Expired(String),
+    /// The public key is unusable (unsupported curve, not on the curve).
+    BadKey(String),
+    /// Producing a signature failed.
+    SigningFailed(String),
+    /// Anything else, with the provider's explanation.
+    Other(String),
+}
+
+impl fmt::Display for SecurityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecurityError::BadSignature(s) => write!(f, "signature does not verify: {s}"),
+            SecurityError::MalformedSignature(s) => write!(f, "malformed signature: {s}"),
+            SecurityError::HighS => f.write_str("signature is not low-S"),
+            SecurityError::MalformedIdentity(s) => write!(f, "malformed identity: {s}"),
+            SecurityError::UnknownMsp(s) => write!(f, "unknown MSP: {s}"),
+            SecurityError::UntrustedCertificate(s) => write!(f, "untrusted certificate: {s}"),
+            SecurityError::Expired(s) => write!(f, "certificate not valid now: {s}"),
+            SecurityError::BadKey(s) => write!(f, "unusable public key: {s}"),
+            SecurityError::SigningFailed(s) => write!(f, "signing failed: {s}"),
+            SecurityError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for SecurityError {}
+
+/// What the core needs from an identity and crypto provider: Fabric's
+/// `MessageCryptoService` plus `SecurityAdvisor` and the node's own signer, in one trait.
+///
+/// Identity bytes are opaque to the core; only the provider interprets them (a serialized
+/// `msp.SerializedIdentity` for real Fabric, an endpoint string for the test provider).
+/// Methods that depend on the current time receive it, so the core stays clock-free.
+/// Implementations must be deterministic for deterministic simulation.
+pub trait Security: Send {
+    /// The node's own serialized identity, sent in every `ConnEstablish`.
+    fn own_identity(&self) -> Bytes;
+
+    /// Signs `msg` with the node's own key.
+    fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError>;
+
+    /// Verifies `signature` over `message` with the key of `identity`.
+    fn verify(
+        &self,
+        identity: &[u8],
+        signature: &[u8],
+        message: &[u8],
+    ) -> Result<(), SecurityError>;
+
+    /// Checks that `identity` is acceptable at `now` (chains to a trusted CA, in validity).
+    fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError>;
+
+    /// When `identity` stops being valid, if it ever does. An error means the identity
+    /// cannot be classified at all (Fabric: "failed classifying identity").
+    fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError>;
+
+    /// The PKI-ID that `identity` maps to.
+    fn pki_id_of(&self, identity: &[u8]) -> PkiId;
+
+    /// The organization `identity` belongs to (Fabric `OrgByPeerIdentity`), used to decide
+    /// whether a peer that answers with an unexpected PKI-ID has switched identity within
+    /// its organization. `None` when the provider cannot tell.
+    fn organization_of(&self, identity: &[u8]) -> Option<Bytes>;
+}
+
+impl<S: Security + ?Sized> Security for Box<S> {
+    fn own_identity(&self) -> Bytes {
+        (**self).own_identity()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
+        (**self).sign(msg)
+    }
+    fn verify(
+        &self,
+        identity: &[u8],
+        signature: &[u8],
+        message: &[u8],
+    ) -> Result<(), SecurityError> {
+        (**self).verify(identity, signature, message)
+    }
+    fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
+        (**self).validate_identity(identity, now)
+    }
+    fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
+        (**self).expiration(identity)
+    }
+    fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+        (**self).pki_id_of(identity)
+    }
+    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+        (**self).organization_of(identity)
+    }
+}
+
+/// **Test only, no security at all.** Fabric's unit-test provider (`gossip/comm` tests),
+/// reproduced so that this crate interoperates with Fabric's own test peers and vectors.
+///
+/// Identity = PKI-ID = the endpoint string (e.g. `127.0.0.1:7051`); signatures are
+/// HMAC-SHA256 with the fixed, public key `[0, 0, 0]`, so anyone can forge them;
+/// every identity validates. Never use it where authentication matters.
+///
+/// For negative tests it can be told to refuse identities or to produce bad signatures.
+#[derive(Clone, Debug)]
+pub struct TestOnlyHmacSecurity {
+    identity: Bytes,
+    organizations: Vec<(Bytes, Bytes)>,
+    corrupt_signatures: bool,
+    reject: Vec<Bytes>,
+    expirations: Vec<(Bytes, Instant)>,
+}
+
+/// The HMAC key of Fabric's unit-test provider.
+pub const TEST_HMAC_KEY: [u8; 3] = [0, 0, 0];
+
+impl TestOnlyHmacSecurity {
+    /// A provider whose own identity and PKI-ID are `endpoint`.
+    pub fn new(endpoint: impl AsRef<str>) -> Self {
+        TestOnlyHmacSecurity {
+            identity: Bytes::copy_from_slice(endpoint.as_ref().as_bytes()),
+            organizations: Vec::new(),
+            corrupt_signatures: false,
+            reject: Vec::new(),
+            expirations: Vec::new(),
+        }
+    }
+
+    /// Report `org` as the organization of `identity` (tests of identity switch).
+    /// Identities without an entry share one empty organization, as in Fabric's tests.
+    pub fn with_organization(mut self, identity: impl Into<Bytes>, org: impl Into<Bytes>) -> Self {
+        self.organizations.push((identity.into(), org.into()));
+        self
+    }
+
+    /// Produce signatures that never verify (a peer that "sends a bad signature").
+    pub fn with_corrupt_signatures(mut self) -> Self {
+        self.corrupt_signatures = true;
+        self
+    }
+
+    /// Refuse `identity` in `validate_identity`.
+    pub fn rejecting(mut self, identity: impl Into<Bytes>) -> Self {
+        self.reject.push(identity.into());
+        self
+    }
+
+    /// Report that `identity` expires at `at`.
+    pub fn expiring(mut self, identity: impl Into<Bytes>, at: Instant) -> Self {
+        self.expirations.push((identity.into(), at));
+        self
+    }
+
+    /// HMAC-SHA256 of `msg` with the test key; what Fabric's test provider signs with.
+    pub fn hmac(msg: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&TEST_HMAC_KEY)
+            .expect("HMAC accepts keys of any length");
+        mac.update(msg);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl Security for TestOnlyHmacSecurity {
+    fn own_identity(&self) -> Bytes {
+        self.identity.clone()
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
+        let mut sig = Self::hmac(msg);
+        if self.corrupt_signatures {
+            sig[0] ^= 0xff;
+        }
+        Ok(Bytes::copy_from_slice(&sig))
+    }
+
+    fn verify(
+        &self,
+        _identity: &[u8],
+        signature: &[u8],
+        message: &[u8],
+    ) -> Result<(), SecurityError> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&TEST_HMAC_KEY)
+            .expect("HMAC accepts keys of any length");
+        mac.update(message);
+        mac.verify_slice(signature)
+            .map_err(|_| SecurityError::BadSignature("HMAC mismatch".into()))
+    }
+
+    fn validate_identity(&self, identity: &[u8], _now: Instant) -> Result<(), SecurityError> {
+        if self.reject.iter().any(|r| r.as_ref() == identity) {
+            return Err(SecurityError::UntrustedCertificate(
+                "identity refused by test provider".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
+        Ok(self
+            .expirations
+            .iter()
+            .find(|(id, _)| id.as_ref() == identity)
+            .map(|(_, at)| *at))
+    }
+
+    fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+        PkiId(Bytes::copy_from_slice(identity))
+    }
+
+    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+        Some(
+            self.organizations
+                .iter()
+                .find(|(id, _)| id.as_ref() == identity)
+                .map(|(_, org)| org.clone())
+                .unwrap_or_default(),
+        )
+    }
+}
