@@ -2,6 +2,7 @@
 //! from Envelope bytes in to delivery out, and from `send` to `Action::Write` out,
 //! on an established connection with 1 KiB DataMessages.
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
