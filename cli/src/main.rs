@@ -1,0 +1,2 @@
+//! The `fabric-gossip` binary.
+fn main() {}

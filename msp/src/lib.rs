@@ -1,0 +1,1 @@
+//! X.509 ECDSA MSP security provider for real Fabric identities.

@@ -1,0 +1,1 @@
+//! Scenario suite written once and run on every transport.

@@ -1,0 +1,1 @@
+//! Deterministic in-memory network simulator driving the unmodified comm core.

@@ -1,0 +1,1 @@
+//! Real gRPC transport (tonic, tokio, mutual TLS) driving the comm core.
