@@ -521,9 +521,17 @@ impl<S: Security> Comm<S> {
         msg
     }
 
-    /// When the core next needs [`Comm::handle_timeout`]. A spurious early call is harmless.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    /// When the core next needs [`Comm::handle_timeout`]. Deadlines of objects that are
+    /// gone are discarded here, so a driver is not woken for nothing. (An early
+    /// `handle_timeout` is still harmless.)
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, _, key))) = self.timers.peek() {
+            if self.timer_valid(*at, key) {
+                return Some(*at);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     // ----------------------------------------------------------------- driver inputs

@@ -415,6 +415,8 @@ impl Net {
             let next_wire = self.queue.iter().map(|(t, _)| *t).min();
             let next_timer = (0..self.nodes.len())
                 .filter(|i| self.nodes[*i].up)
+                .collect::<Vec<_>>()
+                .into_iter()
                 .filter_map(|i| self.nodes[i].comm.poll_timeout())
                 .min();
             let next = match (next_wire, next_timer) {

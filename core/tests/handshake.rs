@@ -1,0 +1,344 @@
+//! Handshake rules (spec section 4), driven directly through the core's API: a fake remote
+//! writes crafted Envelopes into an accepting or dialling core. Each negative path is
+//! checked by its exact error, in Fabric's order, and by its counter.
+
+use bytes::Bytes;
+use fabric_gossip_core::proto::gossip::{ConnEstablish, Envelope, GossipMessage, gossip_message};
+use fabric_gossip_core::*;
+use prost::Message;
+use std::time::Duration;
+
+const ME: &str = "127.0.0.1:7050";
+const REMOTE: &str = "127.0.0.1:7051";
+
+fn now() -> Instant {
+    Instant::from_unix_secs(1_700_000_000)
+}
+
+fn tls() -> TlsHashes {
+    TlsHashes {
+        client_cert_hash: [1; 32],
+        server_cert_hash: [2; 32],
+    }
+}
+
+fn core(config: Config) -> Comm<TestOnlyHmacSecurity> {
+    Comm::new(config, TestOnlyHmacSecurity::new(ME), now()).unwrap()
+}
+
+/// A ConnEstablish envelope as a remote would send it.
+fn conn_env(pki: &str, identity: &str, hash: &[u8], probe: bool, sign: bool) -> Bytes {
+    let msg = GossipMessage {
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::Conn(ConnEstablish {
+            pki_id: Bytes::copy_from_slice(pki.as_bytes()),
+            identity: Bytes::copy_from_slice(identity.as_bytes()),
+            tls_cert_hash: Bytes::copy_from_slice(hash),
+            probe,
+        })),
+        ..Default::default()
+    };
+    let payload = msg.encode_to_vec();
+    let signature = if sign {
+        TestOnlyHmacSecurity::hmac(&payload).to_vec()
+    } else {
+        vec![]
+    };
+    Bytes::from(
+        Envelope {
+            payload: payload.into(),
+            signature: signature.into(),
+            secret_envelope: None,
+        }
+        .encode_to_vec(),
+    )
+}
+
+fn drain(c: &mut Comm<TestOnlyHmacSecurity>) -> (Vec<Action>, Vec<Event>) {
+    let mut a = Vec::new();
+    while let Some(x) = c.poll_action() {
+        a.push(x);
+    }
+    let mut e = Vec::new();
+    while let Some(x) = c.poll_event() {
+        e.push(x);
+    }
+    (a, e)
+}
+
+fn failed_with(events: &[Event]) -> Option<HandshakeError> {
+    events.iter().find_map(|e| match e {
+        Event::HandshakeFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    })
+}
+
+/// Accepts a stream, feeds `first`, returns the handshake error if it failed.
+fn inbound_with(config: Config, cert: Option<CertHash>, first: Bytes) -> (Comm<TestOnlyHmacSecurity>, Option<HandshakeError>) {
+    let mut c = core(config);
+    let s = c.accept_stream(now(), REMOTE, cert).unwrap();
+    let _ = drain(&mut c);
+    c.handle_envelope(now(), s, first).unwrap();
+    let (_, ev) = drain(&mut c);
+    let err = failed_with(&ev);
+    (c, err)
+}
+
+#[test]
+fn responder_sends_its_conn_establish_first_and_registers() {
+    let mut c = core(Config::default());
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    let (acts, _) = drain(&mut c);
+    let Action::Write { stream, envelope } = &acts[0] else {
+        panic!("first action must be our ConnEstablish, got {acts:?}");
+    };
+    assert_eq!(*stream, s);
+    let m = SignedMessage::from_envelope_bytes(envelope.clone()).unwrap();
+    let Some(gossip_message::Content::Conn(conn)) = &m.message().content else {
+        panic!("not a ConnEstablish");
+    };
+    assert_eq!(conn.pki_id.as_ref(), ME.as_bytes());
+    assert_eq!(conn.identity.as_ref(), ME.as_bytes());
+    assert!(conn.tls_cert_hash.is_empty());
+    assert!(!conn.probe);
+    assert_eq!(m.message().tag, gossip_message::Tag::Empty as i32);
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true)).unwrap();
+    let (_, ev) = drain(&mut c);
+    assert!(ev.iter().any(|e| matches!(e, Event::Connected { conn, inbound: true, .. } if *conn == s)));
+    assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s));
+    assert_eq!(c.stats().handshakes_ok, 1);
+}
+
+#[test]
+fn our_conn_establish_matches_fabric_vector_bytes() {
+    // conn_establish_notls from Fabric v2.4.9: the test provider for 127.0.0.1:7051.
+    let mut c = Comm::new(Config::default(), TestOnlyHmacSecurity::new("127.0.0.1:7051"), now()).unwrap();
+    let _ = c.accept_stream(now(), REMOTE, None).unwrap();
+    let (acts, _) = drain(&mut c);
+    let Action::Write { envelope, .. } = &acts[0] else { panic!() };
+    assert_eq!(
+        hex::encode(envelope),
+        "0a24180172200a0e3132372e302e302e313a37303531120e3132372e302e302e313a373035311220bb1b5663b921b10f03a82113351c05f95bf2e51160efb745bbd200644aacda55"
+    );
+}
+
+#[test]
+fn tls_binds_the_role_certificate_hash() {
+    let mut c = core(Config::default().with_tls(tls()));
+    let _ = c.accept_stream(now(), REMOTE, Some([9; 32])).unwrap();
+    let (acts, _) = drain(&mut c);
+    let Action::Write { envelope, .. } = &acts[0] else { panic!() };
+    let m = SignedMessage::from_envelope_bytes(envelope.clone()).unwrap();
+    let Some(gossip_message::Content::Conn(conn)) = &m.message().content else { panic!() };
+    assert_eq!(conn.tls_cert_hash.as_ref(), &[2; 32], "server role uses the server certificate");
+
+    // Dialling side uses the client certificate.
+    let mut c = core(Config::default().with_tls(tls()));
+    let op = c.handshake(now(), &RemotePeer::new(REMOTE, REMOTE)).unwrap();
+    let _ = op;
+    let (acts, _) = drain(&mut c);
+    let Action::Dial { dial, .. } = acts[0].clone() else { panic!() };
+    c.handle_dial_result(now(), dial, Ok(Some([7; 32]))).unwrap();
+    c.handle_ping_result(now(), dial, Ok(())).unwrap();
+    let (acts, _) = drain(&mut c);
+    let env = acts.iter().find_map(|a| match a {
+        Action::Write { envelope, .. } => Some(envelope.clone()),
+        _ => None,
+    });
+    let m = SignedMessage::from_envelope_bytes(env.unwrap()).unwrap();
+    let Some(gossip_message::Content::Conn(conn)) = &m.message().content else { panic!() };
+    assert_eq!(conn.tls_cert_hash.as_ref(), &[1; 32]);
+    assert!(conn.probe, "handshake() announces a probe");
+}
+
+#[test]
+fn no_tls_certificate_fails_at_once() {
+    let mut c = core(Config::default().with_tls(tls()));
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    let (acts, ev) = drain(&mut c);
+    assert!(!acts.iter().any(|a| matches!(a, Action::Write { .. })), "nothing is sent");
+    assert!(acts.iter().any(|a| matches!(a, Action::CloseStream { stream, error: Some(_) } if *stream == s)));
+    assert_eq!(failed_with(&ev), Some(HandshakeError::NoTlsCertificate));
+    assert_eq!(c.stats().handshake_failures_for("no_tls_certificate"), 1);
+}
+
+#[test]
+fn negative_paths_each_have_their_error() {
+    let cases: Vec<(&str, Config, Option<CertHash>, Bytes, HandshakeError)> = vec![
+        (
+            "wrong type",
+            Config::default(),
+            None,
+            SignedMessage::noop(GossipMessage {
+                content: Some(gossip_message::Content::Empty(Default::default())),
+                ..Default::default()
+            })
+            .envelope_bytes()
+            .clone(),
+            HandshakeError::WrongType,
+        ),
+        ("no pki id", Config::default(), None, conn_env("", REMOTE, b"", false, true), HandshakeError::NoPkiId),
+        ("no identity", Config::default(), None, conn_env(REMOTE, "", b"", false, true), HandshakeError::NoIdentity),
+        (
+            "pki id does not match identity",
+            Config::default(),
+            None,
+            conn_env("127.0.0.1:9999", REMOTE, b"", false, true),
+            HandshakeError::IdentityMismatch,
+        ),
+        (
+            "wrong tls cert hash",
+            Config::default().with_tls(tls()),
+            Some([5; 32]),
+            conn_env(REMOTE, REMOTE, &[6; 32], false, true),
+            HandshakeError::TlsCertHashMismatch,
+        ),
+        ("unsigned", Config::default(), None, conn_env(REMOTE, REMOTE, b"", false, false), HandshakeError::Unsigned),
+        (
+            "not protobuf",
+            Config::default(),
+            None,
+            Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]),
+            HandshakeError::Malformed(String::new()),
+        ),
+    ];
+    for (name, cfg, cert, first, want) in cases {
+        let (c, got) = inbound_with(cfg, cert, first);
+        let got = got.unwrap_or_else(|| panic!("{name}: handshake did not fail"));
+        match (&want, &got) {
+            (HandshakeError::Malformed(_), HandshakeError::Malformed(_)) => {}
+            _ => assert_eq!(got, want, "{name}"),
+        }
+        assert_eq!(c.stats().handshake_failures_for(got.label()), 1, "{name}");
+        assert!(c.connections().is_empty(), "{name}: nothing registered");
+    }
+}
+
+#[test]
+fn bad_signature_is_refused() {
+    let mut env = Envelope::decode(conn_env(REMOTE, REMOTE, b"", false, true)).unwrap();
+    let mut sig = env.signature.to_vec();
+    sig[0] ^= 1;
+    env.signature = sig.into();
+    let (_, err) = inbound_with(Config::default(), None, Bytes::from(env.encode_to_vec()));
+    assert!(matches!(err, Some(HandshakeError::BadSignature(SecurityError::BadSignature(_)))), "{err:?}");
+}
+
+#[test]
+fn checks_run_in_fabric_order() {
+    // Wrong hash AND bad signature AND pki mismatch: the identity check comes first.
+    let (_, err) = inbound_with(
+        Config::default().with_tls(tls()),
+        Some([5; 32]),
+        conn_env("127.0.0.1:9999", REMOTE, &[6; 32], false, false),
+    );
+    assert_eq!(err, Some(HandshakeError::IdentityMismatch));
+    // Wrong hash AND unsigned: the hash check comes before the signature.
+    let (_, err) = inbound_with(
+        Config::default().with_tls(tls()),
+        Some([5; 32]),
+        conn_env(REMOTE, REMOTE, &[6; 32], false, false),
+    );
+    assert_eq!(err, Some(HandshakeError::TlsCertHashMismatch));
+}
+
+#[test]
+fn invalid_and_expired_identities_are_refused() {
+    let sec = TestOnlyHmacSecurity::new(ME).rejecting(Bytes::from_static(REMOTE.as_bytes()));
+    let mut c = Comm::new(Config::default(), sec, now()).unwrap();
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true)).unwrap();
+    let (_, ev) = drain_any(&mut c);
+    assert!(matches!(failed_with(&ev), Some(HandshakeError::InvalidIdentity(_))));
+
+    let sec = TestOnlyHmacSecurity::new(ME).expiring(Bytes::from_static(REMOTE.as_bytes()), now());
+    let mut c = Comm::new(Config::default(), sec, now()).unwrap();
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true)).unwrap();
+    let (_, ev) = drain_any(&mut c);
+    assert_eq!(failed_with(&ev), Some(HandshakeError::IdentityExpired));
+}
+
+fn drain_any<S: Security>(c: &mut Comm<S>) -> (Vec<Action>, Vec<Event>) {
+    let mut a = Vec::new();
+    while let Some(x) = c.poll_action() {
+        a.push(x);
+    }
+    let mut e = Vec::new();
+    while let Some(x) = c.poll_event() {
+        e.push(x);
+    }
+    (a, e)
+}
+
+#[test]
+fn identity_expiring_while_connected_closes_the_connection() {
+    let expiry = now() + Duration::from_secs(60);
+    let sec = TestOnlyHmacSecurity::new(ME).expiring(Bytes::from_static(REMOTE.as_bytes()), expiry);
+    let mut c = Comm::new(Config::default(), sec, now()).unwrap();
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true)).unwrap();
+    let _ = drain_any(&mut c);
+    assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s));
+    assert_eq!(c.poll_timeout(), Some(expiry));
+    c.handle_timeout(expiry);
+    let (acts, ev) = drain_any(&mut c);
+    assert!(acts.iter().any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == s)));
+    assert!(ev.iter().any(|e| matches!(e, Event::Disconnected { reason: CloseReason::IdentityExpired, .. })));
+    assert!(c.identity_of(&PkiId::from(REMOTE)).is_none());
+    assert!(c.connections().is_empty());
+}
+
+#[test]
+fn no_conn_establish_within_conn_timeout() {
+    let mut c = core(Config::default());
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    let _ = drain(&mut c);
+    let deadline = now() + Duration::from_secs(2);
+    assert_eq!(c.poll_timeout(), Some(deadline));
+    c.handle_timeout(deadline - Duration::from_nanos(1));
+    assert!(c.is_live_stream(s));
+    c.handle_timeout(deadline);
+    let (acts, ev) = drain(&mut c);
+    assert_eq!(failed_with(&ev), Some(HandshakeError::Timeout));
+    assert!(acts.iter().any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == s)));
+    assert!(!c.is_live_stream(s));
+}
+
+#[test]
+fn inbound_probe_is_authenticated_then_released() {
+    let mut c = core(Config::default());
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    let _ = drain(&mut c);
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", true, true)).unwrap();
+    let (acts, ev) = drain(&mut c);
+    assert!(acts.iter().any(|a| matches!(a, Action::CloseStream { stream, error: None } if *stream == s)));
+    assert!(!ev.iter().any(|e| matches!(e, Event::Connected { .. })));
+    assert!(c.connections().is_empty());
+    assert_eq!(c.stats().probed, 1);
+}
+
+#[test]
+fn pending_handshakes_are_capped_oldest_refused_first() {
+    let mut cfg = Config::default();
+    cfg.max_pending_handshakes = 3;
+    let mut c = core(cfg);
+    let streams: Vec<_> = (0..5).map(|_| c.accept_stream(now(), REMOTE, None).unwrap()).collect();
+    let (_, ev) = drain(&mut c);
+    let evicted: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::HandshakeFailed { stream, error: HandshakeError::Evicted, .. } => Some(*stream),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted, vec![streams[0], streams[1]]);
+    assert!(streams[2..].iter().all(|s| c.is_live_stream(*s)));
+}
+
+#[test]
+fn accept_after_stop_is_refused() {
+    let mut c = core(Config::default());
+    c.stop(now());
+    assert_eq!(c.accept_stream(now(), REMOTE, None), Err(Error::Stopped));
+}
