@@ -74,7 +74,11 @@ fn failed_with(events: &[Event]) -> Option<HandshakeError> {
 }
 
 /// Accepts a stream, feeds `first`, returns the handshake error if it failed.
-fn inbound_with(config: Config, cert: Option<CertHash>, first: Bytes) -> (Comm<TestOnlyHmacSecurity>, Option<HandshakeError>) {
+fn inbound_with(
+    config: Config,
+    cert: Option<CertHash>,
+    first: Bytes,
+) -> (Comm<TestOnlyHmacSecurity>, Option<HandshakeError>) {
     let mut c = core(config);
     let s = c.accept_stream(now(), REMOTE, cert).unwrap();
     let _ = drain(&mut c);
@@ -102,9 +106,13 @@ fn responder_sends_its_conn_establish_first_and_registers() {
     assert!(conn.tls_cert_hash.is_empty());
     assert!(!conn.probe);
     assert_eq!(m.message().tag, gossip_message::Tag::Empty as i32);
-    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true)).unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
+        .unwrap();
     let (_, ev) = drain(&mut c);
-    assert!(ev.iter().any(|e| matches!(e, Event::Connected { conn, inbound: true, .. } if *conn == s)));
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Connected { conn, inbound: true, .. } if *conn == s))
+    );
     assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s));
     assert_eq!(c.stats().handshakes_ok, 1);
 }
@@ -112,10 +120,17 @@ fn responder_sends_its_conn_establish_first_and_registers() {
 #[test]
 fn our_conn_establish_matches_fabric_vector_bytes() {
     // conn_establish_notls from Fabric v2.4.9: the test provider for 127.0.0.1:7051.
-    let mut c = Comm::new(Config::default(), TestOnlyHmacSecurity::new("127.0.0.1:7051"), now()).unwrap();
+    let mut c = Comm::new(
+        Config::default(),
+        TestOnlyHmacSecurity::new("127.0.0.1:7051"),
+        now(),
+    )
+    .unwrap();
     let _ = c.accept_stream(now(), REMOTE, None).unwrap();
     let (acts, _) = drain(&mut c);
-    let Action::Write { envelope, .. } = &acts[0] else { panic!() };
+    let Action::Write { envelope, .. } = &acts[0] else {
+        panic!()
+    };
     assert_eq!(
         hex::encode(envelope),
         "0a24180172200a0e3132372e302e302e313a37303531120e3132372e302e302e313a373035311220bb1b5663b921b10f03a82113351c05f95bf2e51160efb745bbd200644aacda55"
@@ -127,18 +142,31 @@ fn tls_binds_the_role_certificate_hash() {
     let mut c = core(Config::default().with_tls(tls()));
     let _ = c.accept_stream(now(), REMOTE, Some([9; 32])).unwrap();
     let (acts, _) = drain(&mut c);
-    let Action::Write { envelope, .. } = &acts[0] else { panic!() };
+    let Action::Write { envelope, .. } = &acts[0] else {
+        panic!()
+    };
     let m = SignedMessage::from_envelope_bytes(envelope.clone()).unwrap();
-    let Some(gossip_message::Content::Conn(conn)) = &m.message().content else { panic!() };
-    assert_eq!(conn.tls_cert_hash.as_ref(), &[2; 32], "server role uses the server certificate");
+    let Some(gossip_message::Content::Conn(conn)) = &m.message().content else {
+        panic!()
+    };
+    assert_eq!(
+        conn.tls_cert_hash.as_ref(),
+        &[2; 32],
+        "server role uses the server certificate"
+    );
 
     // Dialling side uses the client certificate.
     let mut c = core(Config::default().with_tls(tls()));
-    let op = c.handshake(now(), &RemotePeer::new(REMOTE, REMOTE)).unwrap();
+    let op = c
+        .handshake(now(), &RemotePeer::new(REMOTE, REMOTE))
+        .unwrap();
     let _ = op;
     let (acts, _) = drain(&mut c);
-    let Action::Dial { dial, .. } = acts[0].clone() else { panic!() };
-    c.handle_dial_result(now(), dial, Ok(Some([7; 32]))).unwrap();
+    let Action::Dial { dial, .. } = acts[0].clone() else {
+        panic!()
+    };
+    c.handle_dial_result(now(), dial, Ok(Some([7; 32])))
+        .unwrap();
     c.handle_ping_result(now(), dial, Ok(())).unwrap();
     let (acts, _) = drain(&mut c);
     let env = acts.iter().find_map(|a| match a {
@@ -146,7 +174,9 @@ fn tls_binds_the_role_certificate_hash() {
         _ => None,
     });
     let m = SignedMessage::from_envelope_bytes(env.unwrap()).unwrap();
-    let Some(gossip_message::Content::Conn(conn)) = &m.message().content else { panic!() };
+    let Some(gossip_message::Content::Conn(conn)) = &m.message().content else {
+        panic!()
+    };
     assert_eq!(conn.tls_cert_hash.as_ref(), &[1; 32]);
     assert!(conn.probe, "handshake() announces a probe");
 }
@@ -156,8 +186,14 @@ fn no_tls_certificate_fails_at_once() {
     let mut c = core(Config::default().with_tls(tls()));
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
     let (acts, ev) = drain(&mut c);
-    assert!(!acts.iter().any(|a| matches!(a, Action::Write { .. })), "nothing is sent");
-    assert!(acts.iter().any(|a| matches!(a, Action::CloseStream { stream, error: Some(_) } if *stream == s)));
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::Write { .. })),
+        "nothing is sent"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::CloseStream { stream, error: Some(_) } if *stream == s))
+    );
     assert_eq!(failed_with(&ev), Some(HandshakeError::NoTlsCertificate));
     assert_eq!(c.stats().handshake_failures_for("no_tls_certificate"), 1);
 }
@@ -177,8 +213,20 @@ fn negative_paths_each_have_their_error() {
             .clone(),
             HandshakeError::WrongType,
         ),
-        ("no pki id", Config::default(), None, conn_env("", REMOTE, b"", false, true), HandshakeError::NoPkiId),
-        ("no identity", Config::default(), None, conn_env(REMOTE, "", b"", false, true), HandshakeError::NoIdentity),
+        (
+            "no pki id",
+            Config::default(),
+            None,
+            conn_env("", REMOTE, b"", false, true),
+            HandshakeError::NoPkiId,
+        ),
+        (
+            "no identity",
+            Config::default(),
+            None,
+            conn_env(REMOTE, "", b"", false, true),
+            HandshakeError::NoIdentity,
+        ),
         (
             "pki id does not match identity",
             Config::default(),
@@ -193,7 +241,13 @@ fn negative_paths_each_have_their_error() {
             conn_env(REMOTE, REMOTE, &[6; 32], false, true),
             HandshakeError::TlsCertHashMismatch,
         ),
-        ("unsigned", Config::default(), None, conn_env(REMOTE, REMOTE, b"", false, false), HandshakeError::Unsigned),
+        (
+            "unsigned",
+            Config::default(),
+            None,
+            conn_env(REMOTE, REMOTE, b"", false, false),
+            HandshakeError::Unsigned,
+        ),
         (
             "not protobuf",
             Config::default(),
@@ -221,7 +275,13 @@ fn bad_signature_is_refused() {
     sig[0] ^= 1;
     env.signature = sig.into();
     let (_, err) = inbound_with(Config::default(), None, Bytes::from(env.encode_to_vec()));
-    assert!(matches!(err, Some(HandshakeError::BadSignature(SecurityError::BadSignature(_)))), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Some(HandshakeError::BadSignature(SecurityError::BadSignature(_)))
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -247,14 +307,19 @@ fn invalid_and_expired_identities_are_refused() {
     let sec = TestOnlyHmacSecurity::new(ME).rejecting(Bytes::from_static(REMOTE.as_bytes()));
     let mut c = Comm::new(Config::default(), sec, now()).unwrap();
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
-    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true)).unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
+        .unwrap();
     let (_, ev) = drain_any(&mut c);
-    assert!(matches!(failed_with(&ev), Some(HandshakeError::InvalidIdentity(_))));
+    assert!(matches!(
+        failed_with(&ev),
+        Some(HandshakeError::InvalidIdentity(_))
+    ));
 
     let sec = TestOnlyHmacSecurity::new(ME).expiring(Bytes::from_static(REMOTE.as_bytes()), now());
     let mut c = Comm::new(Config::default(), sec, now()).unwrap();
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
-    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true)).unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
+        .unwrap();
     let (_, ev) = drain_any(&mut c);
     assert_eq!(failed_with(&ev), Some(HandshakeError::IdentityExpired));
 }
@@ -277,14 +342,24 @@ fn identity_expiring_while_connected_closes_the_connection() {
     let sec = TestOnlyHmacSecurity::new(ME).expiring(Bytes::from_static(REMOTE.as_bytes()), expiry);
     let mut c = Comm::new(Config::default(), sec, now()).unwrap();
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
-    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true)).unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
+        .unwrap();
     let _ = drain_any(&mut c);
     assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s));
     assert_eq!(c.poll_timeout(), Some(expiry));
     c.handle_timeout(expiry);
     let (acts, ev) = drain_any(&mut c);
-    assert!(acts.iter().any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == s)));
-    assert!(ev.iter().any(|e| matches!(e, Event::Disconnected { reason: CloseReason::IdentityExpired, .. })));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == s))
+    );
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Disconnected {
+            reason: CloseReason::IdentityExpired,
+            ..
+        }
+    )));
     assert!(c.identity_of(&PkiId::from(REMOTE)).is_none());
     assert!(c.connections().is_empty());
 }
@@ -301,7 +376,10 @@ fn no_conn_establish_within_conn_timeout() {
     c.handle_timeout(deadline);
     let (acts, ev) = drain(&mut c);
     assert_eq!(failed_with(&ev), Some(HandshakeError::Timeout));
-    assert!(acts.iter().any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == s)));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == s))
+    );
     assert!(!c.is_live_stream(s));
 }
 
@@ -310,9 +388,13 @@ fn inbound_probe_is_authenticated_then_released() {
     let mut c = core(Config::default());
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
     let _ = drain(&mut c);
-    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", true, true)).unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", true, true))
+        .unwrap();
     let (acts, ev) = drain(&mut c);
-    assert!(acts.iter().any(|a| matches!(a, Action::CloseStream { stream, error: None } if *stream == s)));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::CloseStream { stream, error: None } if *stream == s))
+    );
     assert!(!ev.iter().any(|e| matches!(e, Event::Connected { .. })));
     assert!(c.connections().is_empty());
     assert_eq!(c.stats().probed, 1);
@@ -323,12 +405,18 @@ fn pending_handshakes_are_capped_oldest_refused_first() {
     let mut cfg = Config::default();
     cfg.max_pending_handshakes = 3;
     let mut c = core(cfg);
-    let streams: Vec<_> = (0..5).map(|_| c.accept_stream(now(), REMOTE, None).unwrap()).collect();
+    let streams: Vec<_> = (0..5)
+        .map(|_| c.accept_stream(now(), REMOTE, None).unwrap())
+        .collect();
     let (_, ev) = drain(&mut c);
     let evicted: Vec<_> = ev
         .iter()
         .filter_map(|e| match e {
-            Event::HandshakeFailed { stream, error: HandshakeError::Evicted, .. } => Some(*stream),
+            Event::HandshakeFailed {
+                stream,
+                error: HandshakeError::Evicted,
+                ..
+            } => Some(*stream),
             _ => None,
         })
         .collect();

@@ -454,8 +454,32 @@ impl Net {
         }
     }
 
+    /// Delivers everything in flight (time moves to each delivery); fires only timers that
+    /// fall due on the way. Deadlines later than the last delivery stay pending: use
+    /// `advance` to let virtual time pass.
     pub fn settle(&mut self) {
-        self.run_for(Duration::from_secs(30));
+        for i in 0..self.nodes.len() {
+            self.flush(i);
+        }
+        while let Some(next) = self.queue.iter().map(|(t, _)| *t).min() {
+            let due_timer = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].up)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|i| self.nodes[i].comm.poll_timeout().map(|t| (t, i)))
+                .filter(|(t, _)| *t < next)
+                .min();
+            if let Some((t, i)) = due_timer {
+                self.now = self.now.max(t);
+                self.nodes[i].comm.handle_timeout(self.now);
+                self.flush(i);
+                continue;
+            }
+            self.now = self.now.max(next);
+            let pos = self.queue.iter().position(|(t, _)| *t <= self.now).unwrap();
+            let (_, w) = self.queue.remove(pos).unwrap();
+            self.deliver(w);
+        }
     }
 
     /// Advances virtual time by `d`, firing whatever is due.
@@ -506,7 +530,27 @@ impl Net {
         }
     }
 
+    /// Restarts node i with a fresh core. Streams of the old incarnation are forgotten; a
+    /// remote that was not told (no `crash` first) keeps a stream into a black hole.
     pub fn restart(&mut self, i: usize, security: Box<dyn Security>, config: Config) {
+        let stale: Vec<_> = self
+            .links
+            .keys()
+            .filter(|(n, _)| *n == i)
+            .copied()
+            .collect();
+        for k in stale {
+            self.links.remove(&k);
+        }
+        for v in self.links.values_mut() {
+            if v.0 == i {
+                *v = (usize::MAX, None);
+            }
+        }
+        self.pending_writes.retain(|(n, _), _| *n != i);
+        self.queue.retain(|(_, w)| !matches!(w,
+            Wire::DialResult { node, .. } | Wire::PingResult { node, .. } | Wire::Envelope { node, .. }
+            | Wire::Sent { node, .. } | Wire::Closed { node, .. } if *node == i));
         self.nodes[i].comm =
             Comm::new(config.with_seed(1000 + i as u64), security, self.now).unwrap();
         self.nodes[i].up = true;

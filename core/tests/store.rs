@@ -1,0 +1,850 @@
+//! Connection store, sending and receiving rules (spec sections 5–7), on the in-memory
+//! harness with a virtual clock.
+
+mod common;
+use common::*;
+use fabric_gossip_core::proto::gossip::gossip_message;
+use fabric_gossip_core::*;
+use std::time::Duration;
+
+fn cfg(_: usize) -> Config {
+    Config::default()
+}
+
+fn events_of(net: &Net, i: usize) -> &[Event] {
+    &net.nodes[i].events
+}
+
+#[test]
+fn concurrent_sends_share_one_attempt_and_arrive_in_order() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(1);
+    net.record = true;
+    for k in 0..5u8 {
+        net.send(0, 1, &[k]);
+    }
+    let dials = net.log.iter().filter(|l| l.starts_with("n0 Dial")).count();
+    assert_eq!(dials, 1, "one attempt per PKI-ID: {:#?}", net.log);
+    net.settle();
+    assert_eq!(
+        net.delivered_data(1),
+        (0..5u8).map(|k| vec![k]).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn crossing_dials_end_with_one_connection_on_the_same_stream() {
+    for first_lower in [true, false] {
+        let mut net = Net::new(2, cfg);
+        net.subscribe_all(0);
+        net.subscribe_all(1);
+        // Both dial at the same instant.
+        let (a, b) = if first_lower { (0, 1) } else { (1, 0) };
+        net.send(a, b, b"x");
+        net.send(b, a, b"y");
+        net.settle();
+        net.advance(Duration::from_secs(5));
+        let c0 = net.nodes[0].comm.connections();
+        let c1 = net.nodes[1].comm.connections();
+        assert_eq!(c0.len(), 1);
+        assert_eq!(c1.len(), 1);
+        assert_eq!(c0[0].2, None, "secondary closed after the grace period");
+        assert_eq!(c1[0].2, None);
+        // Node 0 has the lower PKI-ID ("127.0.0.1:7050"): its outbound stream wins.
+        let info0 = net.nodes[0].comm.connection_info(c0[0].1).unwrap().clone();
+        assert_eq!(info0.id, PkiId::from(ep(1).as_str()));
+        assert!(net.nodes[0].events.iter().any(
+            |e| matches!(e, Event::Connected { conn, inbound: false, .. } if *conn == c0[0].1)
+        ));
+        assert!(net.nodes[1].events.iter().any(
+            |e| matches!(e, Event::Connected { conn, inbound: true, .. } if *conn == c1[0].1)
+        ));
+        let (to0, to1) = if first_lower {
+            (b"y", b"x")
+        } else {
+            (b"x", b"y")
+        };
+        assert_eq!(net.delivered_data(0), vec![to0.to_vec()]);
+        assert_eq!(net.delivered_data(1), vec![to1.to_vec()]);
+        assert!(net.nodes[0].comm.stats().crossings + net.nodes[1].comm.stats().crossings >= 1);
+        // And the surviving stream still works both ways.
+        net.send(0, 1, b"after");
+        net.send(1, 0, b"after");
+        net.settle();
+        assert_eq!(net.delivered_data(1).last().unwrap(), b"after");
+        assert_eq!(net.delivered_data(0).last().unwrap(), b"after");
+    }
+}
+
+#[test]
+fn reconnect_from_the_same_side_replaces_the_old_connection() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(1);
+    net.send(0, 1, b"1");
+    net.settle();
+    let old = net.nodes[1]
+        .comm
+        .connection(&PkiId::from(ep(0).as_str()))
+        .unwrap();
+    // Node 0 restarts (same identity) and reconnects before node 1 notices the old one.
+    net.restart(
+        0,
+        Box::new(TestOnlyHmacSecurity::new(ep(0))),
+        Config::default(),
+    );
+    net.send(0, 1, b"2");
+    net.settle();
+    let new = net.nodes[1]
+        .comm
+        .connection(&PkiId::from(ep(0).as_str()))
+        .unwrap();
+    assert_ne!(old, new);
+    assert!(events_of(&net, 1).iter().any(|e| matches!(e, Event::Disconnected { conn, reason: CloseReason::Replaced, .. } if *conn == old)));
+    assert_eq!(net.delivered_data(1), vec![b"1".to_vec(), b"2".to_vec()]);
+}
+
+#[test]
+fn close_conn_then_resend_reconnects() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(1);
+    net.send(0, 1, b"1");
+    net.settle();
+    let first = net.nodes[0]
+        .comm
+        .connection(&PkiId::from(ep(1).as_str()))
+        .unwrap();
+    let now = net.now;
+    net.nodes[0]
+        .comm
+        .close_conn(now, &PkiId::from(ep(1).as_str()));
+    net.flush(0);
+    net.settle();
+    assert!(net.nodes[0].comm.connections().is_empty());
+    assert!(
+        net.nodes[1].comm.connections().is_empty(),
+        "remote saw the stream end"
+    );
+    net.send(0, 1, b"2");
+    net.settle();
+    let second = net.nodes[0]
+        .comm
+        .connection(&PkiId::from(ep(1).as_str()))
+        .unwrap();
+    assert_ne!(first, second);
+    assert_eq!(net.delivered_data(1), vec![b"1".to_vec(), b"2".to_vec()]);
+}
+
+#[test]
+fn failed_dial_presumes_the_peer_dead() {
+    let mut net = Net::new(2, cfg);
+    net.refuse_dials.insert(1);
+    net.send(0, 1, b"x");
+    net.send(0, 1, b"y");
+    net.settle();
+    let dead: Vec<_> = events_of(&net, 0)
+        .iter()
+        .filter_map(|e| match e {
+            Event::PresumedDead(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dead, vec![PkiId::from(ep(1).as_str())]);
+    let st = net.nodes[0].comm.stats();
+    assert_eq!(st.dropped_no_connection, 2);
+    assert_eq!(st.presumed_dead, 1);
+}
+
+#[test]
+fn presumed_dead_after_remote_stops() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(1);
+    net.send(0, 1, b"x");
+    net.settle();
+    net.crash(1);
+    net.settle();
+    // The reset closed the connection; the next send cannot connect.
+    net.send(0, 1, b"y");
+    net.settle();
+    assert!(
+        events_of(&net, 0)
+            .iter()
+            .any(|e| matches!(e, Event::PresumedDead(p) if *p == PkiId::from(ep(1).as_str())))
+    );
+}
+
+#[test]
+fn write_failure_presumes_dead_and_closes() {
+    let mut net = Net::new(2, cfg);
+    net.send(0, 1, b"x");
+    net.settle();
+    let s = net.nodes[0]
+        .comm
+        .connection(&PkiId::from(ep(1).as_str()))
+        .unwrap();
+    let now = net.now;
+    net.nodes[0]
+        .comm
+        .handle_write_failed(now, s, "broken pipe".into())
+        .unwrap();
+    net.flush(0);
+    assert!(
+        events_of(&net, 0)
+            .iter()
+            .any(|e| matches!(e, Event::PresumedDead(_)))
+    );
+    assert!(events_of(&net, 0).iter().any(|e| matches!(
+        e,
+        Event::Disconnected {
+            reason: CloseReason::WriteFailed(_),
+            ..
+        }
+    )));
+    assert!(net.nodes[0].comm.connections().is_empty());
+}
+
+#[test]
+fn full_send_buffer_drops_and_counts_without_closing() {
+    let mut net = Net::new(2, |_| {
+        Config::default().with_send_buffer(4).with_write_window(1)
+    });
+    net.subscribe_all(1);
+    net.send(0, 1, b"warm");
+    net.settle();
+    // The remote never reads: hold every write by not running the network.
+    for k in 0..50u8 {
+        let now = net.now;
+        net.nodes[0]
+            .comm
+            .send(now, &SignedMessage::noop(data_msg(&[k])), &[peer(1)])
+            .unwrap();
+    }
+    let st = net.nodes[0].comm.stats().clone();
+    // 1 in flight + 4 buffered; the other 45 dropped.
+    assert_eq!(st.dropped_overflow, 45);
+    let s = net.nodes[0]
+        .comm
+        .connection(&PkiId::from(ep(1).as_str()))
+        .unwrap();
+    assert_eq!(net.nodes[0].comm.send_queue_len(s), Some((4, 0, 1)));
+    net.flush(0);
+    net.settle();
+    assert_eq!(
+        net.nodes[0].comm.connections().len(),
+        1,
+        "overflow does not tear the connection down"
+    );
+    assert_eq!(net.delivered_data(1).len(), 1 + 5);
+}
+
+#[test]
+fn send_wait_queues_instead_of_dropping_and_keeps_order() {
+    let mut net = Net::new(2, |_| {
+        Config::default().with_send_buffer(2).with_write_window(1)
+    });
+    net.subscribe_all(1);
+    net.send(0, 1, b"warm");
+    net.settle();
+    for k in 0..20u8 {
+        let now = net.now;
+        net.nodes[0]
+            .comm
+            .send_wait(now, &SignedMessage::noop(data_msg(&[k])), &peer(1))
+            .unwrap();
+    }
+    assert_eq!(net.nodes[0].comm.stats().dropped_overflow, 0);
+    net.flush(0);
+    net.settle();
+    let got = net.delivered_data(1);
+    assert_eq!(got.len(), 21);
+    assert_eq!(
+        &got[1..],
+        (0..20u8).map(|k| vec![k]).collect::<Vec<_>>().as_slice()
+    );
+}
+
+#[test]
+fn send_wait_refuses_when_the_wait_queue_is_full() {
+    let mut c = Config::default().with_send_buffer(1).with_write_window(1);
+    c.max_waiting_sends = 2;
+    let mut net = Net::new(2, move |_| c.clone());
+    net.send(0, 1, b"warm");
+    net.settle();
+    let now = net.now;
+    let m = SignedMessage::noop(data_msg(b"z"));
+    let results: Vec<_> = (0..5)
+        .map(|_| net.nodes[0].comm.send_wait(now, &m, &peer(1)))
+        .collect();
+    // 1 in flight, 1 buffered, 2 waiting, then refused.
+    assert_eq!(results[..4], [Ok(()), Ok(()), Ok(()), Ok(())]);
+    assert_eq!(results[4], Err(Error::WouldBlock));
+}
+
+#[test]
+fn predicates_route_each_message_only_to_its_subscribers() {
+    let mut net = Net::new(2, cfg);
+    let even = net.nodes[1]
+        .comm
+        .subscribe(Box::new(|m: &ReceivedMessage| match &m.message.content {
+            Some(gossip_message::Content::DataMsg(d)) => {
+                d.payload.as_ref().is_some_and(|p| p.data[0] % 2 == 0)
+            }
+            _ => false,
+        }))
+        .unwrap();
+    let odd = net.nodes[1]
+        .comm
+        .subscribe(Box::new(|m: &ReceivedMessage| match &m.message.content {
+            Some(gossip_message::Content::DataMsg(d)) => {
+                d.payload.as_ref().is_some_and(|p| p.data[0] % 2 == 1)
+            }
+            _ => false,
+        }))
+        .unwrap();
+    net.nodes[1].subs = vec![even, odd];
+    for k in 0..10u8 {
+        net.send(0, 1, &[k]);
+    }
+    net.settle();
+    let data = |sub| -> Vec<u8> {
+        net.nodes[1].delivered[&sub]
+            .iter()
+            .map(|m| match &m.message.content {
+                Some(gossip_message::Content::DataMsg(d)) => d.payload.as_ref().unwrap().data[0],
+                _ => 255,
+            })
+            .collect()
+    };
+    assert_eq!(data(even), vec![0, 2, 4, 6, 8]);
+    assert_eq!(data(odd), vec![1, 3, 5, 7, 9]);
+}
+
+#[test]
+fn received_messages_carry_connection_info_and_original_bytes() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(1);
+    net.send(0, 1, b"info");
+    net.settle();
+    let m = net.nodes[1].delivered.values().next().unwrap()[0].clone();
+    assert_eq!(m.info.id, PkiId::from(ep(0).as_str()));
+    assert_eq!(m.info.identity.as_ref(), ep(0).as_bytes());
+    assert_eq!(m.info.endpoint, ep(0));
+    assert!(!m.info.signed_data.is_empty() && !m.info.signature.is_empty());
+    assert_eq!(
+        &m.envelope_bytes,
+        SignedMessage::noop(data_msg(b"info")).envelope_bytes()
+    );
+}
+
+#[test]
+fn respond_goes_back_on_the_same_connection() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(0);
+    net.subscribe_all(1);
+    net.send(0, 1, b"ping");
+    net.settle();
+    let m = net.nodes[1].delivered.values().next().unwrap()[0].clone();
+    let now = net.now;
+    net.nodes[1]
+        .comm
+        .respond(now, m.conn, data_msg(b"pong"))
+        .unwrap();
+    net.flush(1);
+    net.settle();
+    assert_eq!(net.delivered_data(0), vec![b"pong".to_vec()]);
+    let reply = &net.nodes[0].delivered.values().next().unwrap()[0];
+    assert!(
+        reply.envelope.signature.is_empty(),
+        "responses are noop-signed"
+    );
+}
+
+#[test]
+fn respond_after_close_is_a_typed_error() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(1);
+    net.send(0, 1, b"x");
+    net.settle();
+    let m = net.nodes[1].delivered.values().next().unwrap()[0].clone();
+    let now = net.now;
+    net.nodes[1]
+        .comm
+        .close_conn(now, &PkiId::from(ep(0).as_str()));
+    assert_eq!(
+        net.nodes[1].comm.respond(now, m.conn, data_msg(b"late")),
+        Err(Error::ConnectionClosed)
+    );
+    assert_eq!(
+        net.nodes[1].comm.ack(now, m.conn, 1, None),
+        Err(Error::ConnectionClosed)
+    );
+    assert_eq!(
+        net.nodes[1]
+            .comm
+            .respond(now, StreamId::from_parts(999, 0), data_msg(b"?")),
+        Err(Error::UnknownHandle)
+    );
+}
+
+fn ack_results(net: &Net, i: usize) -> Vec<Vec<SendResult>> {
+    net.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendWithAckDone { results, .. } => Some(results.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Node `i` acks every DataMessage it receives, with `error` if given.
+fn ack_all(net: &mut Net, i: usize, error: Option<&str>) {
+    let msgs: Vec<ReceivedMessage> = net.nodes[i]
+        .delivered
+        .values_mut()
+        .flat_map(std::mem::take)
+        .collect();
+    let now = net.now;
+    for m in msgs {
+        net.nodes[i]
+            .comm
+            .ack(now, m.conn, m.message.nonce, error)
+            .unwrap();
+    }
+    net.flush(i);
+}
+
+#[test]
+fn send_with_ack_collects_acks_and_intercepts_them() {
+    let mut net = Net::new(3, cfg);
+    net.subscribe_all(0);
+    net.subscribe_all(1);
+    net.subscribe_all(2);
+    let now = net.now;
+    let op = net.nodes[0]
+        .comm
+        .send_with_ack(
+            now,
+            data_msg(b"a"),
+            Duration::from_secs(5),
+            2,
+            &[peer(1), peer(2)],
+        )
+        .unwrap();
+    net.flush(0);
+    net.settle();
+    ack_all(&mut net, 1, None);
+    ack_all(&mut net, 2, Some("no thanks"));
+    net.settle();
+    let done: Vec<_> = net.nodes[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::SendWithAckDone { op: o, .. } if *o == op))
+        .collect();
+    assert_eq!(done.len(), 1);
+    let results = &ack_results(&net, 0)[0];
+    assert_eq!(results.len(), 2);
+    assert!(results.contains(&SendResult {
+        peer: PkiId::from(ep(1).as_str()),
+        result: Ok(())
+    }));
+    assert!(results.contains(&SendResult {
+        peer: PkiId::from(ep(2).as_str()),
+        result: Err(AckError::Remote("no thanks".into()))
+    }));
+    assert!(
+        net.delivered_data(0).is_empty(),
+        "acks are never delivered to subscribers"
+    );
+}
+
+#[test]
+fn send_with_ack_returns_once_min_ack_reached() {
+    let mut net = Net::new(3, cfg);
+    net.subscribe_all(1);
+    net.subscribe_all(2);
+    let now = net.now;
+    net.nodes[0]
+        .comm
+        .send_with_ack(
+            now,
+            data_msg(b"a"),
+            Duration::from_secs(5),
+            1,
+            &[peer(1), peer(2)],
+        )
+        .unwrap();
+    net.flush(0);
+    net.settle();
+    ack_all(&mut net, 1, None);
+    net.settle();
+    let results = ack_results(&net, 0);
+    assert_eq!(
+        results,
+        vec![vec![SendResult {
+            peer: PkiId::from(ep(1).as_str()),
+            result: Ok(())
+        }]]
+    );
+    // A late ack for the finished operation is counted, not delivered.
+    ack_all(&mut net, 2, None);
+    net.settle();
+    assert_eq!(net.nodes[0].comm.stats().acks_unmatched, 1);
+}
+
+#[test]
+fn send_with_ack_times_out() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(1);
+    let now = net.now;
+    net.nodes[0]
+        .comm
+        .send_with_ack(now, data_msg(b"a"), Duration::from_secs(1), 1, &[peer(1)])
+        .unwrap();
+    net.flush(0);
+    net.advance(Duration::from_secs(2));
+    assert_eq!(
+        ack_results(&net, 0),
+        vec![vec![SendResult {
+            peer: PkiId::from(ep(1).as_str()),
+            result: Err(AckError::Timeout)
+        }]]
+    );
+}
+
+#[test]
+fn send_with_ack_to_an_unreachable_peer_fails_fast() {
+    let mut net = Net::new(2, cfg);
+    net.refuse_dials.insert(1);
+    let now = net.now;
+    net.nodes[0]
+        .comm
+        .send_with_ack(now, data_msg(b"a"), Duration::from_secs(60), 1, &[peer(1)])
+        .unwrap();
+    net.flush(0);
+    net.settle();
+    let r = ack_results(&net, 0);
+    assert!(
+        matches!(r[0][0].result, Err(AckError::NoConnection(_))),
+        "{r:?}"
+    );
+    assert!(
+        net.now < Instant::from_unix_secs(1_700_000_010),
+        "did not wait for the 60 s time-out"
+    );
+}
+
+#[test]
+fn many_parallel_send_with_ack_each_way() {
+    let mut net = Net::new(2, |_| Config::default().with_send_buffer(200));
+    net.subscribe_all(0);
+    net.subscribe_all(1);
+    let now = net.now;
+    for k in 0..1000u32 {
+        net.nodes[0]
+            .comm
+            .send_with_ack(
+                now,
+                data_msg(&k.to_be_bytes()),
+                Duration::from_secs(10),
+                1,
+                &[peer(1)],
+            )
+            .unwrap();
+        net.nodes[1]
+            .comm
+            .send_with_ack(
+                now,
+                data_msg(&k.to_be_bytes()),
+                Duration::from_secs(10),
+                1,
+                &[peer(0)],
+            )
+            .unwrap();
+    }
+    net.flush(0);
+    net.flush(1);
+    for _ in 0..50 {
+        net.settle();
+        ack_all(&mut net, 0, None);
+        ack_all(&mut net, 1, None);
+    }
+    net.settle();
+    for i in 0..2 {
+        let r = ack_results(&net, i);
+        assert_eq!(r.len(), 1000, "node {i}");
+        assert!(r.iter().all(|v| v.len() == 1 && v[0].result.is_ok()));
+    }
+}
+
+#[test]
+fn probe_succeeds_and_fails_by_conn_timeout_when_ping_hangs() {
+    let mut net = Net::new(3, cfg);
+    net.hang_pings.insert(2);
+    let now = net.now;
+    let ok = net.nodes[0].comm.probe(now, &peer(1)).unwrap();
+    let hung = net.nodes[0].comm.probe(now, &peer(2)).unwrap();
+    net.flush(0);
+    net.settle();
+    assert!(
+        net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ProbeDone { op, result: Ok(()) } if *op == ok))
+    );
+    assert!(
+        !net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ProbeDone { op, .. } if *op == hung)),
+        "hung ping pending"
+    );
+    net.advance(Duration::from_secs(3));
+    let results: Vec<_> = net.nodes[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ProbeDone { op, result } => Some((*op, result.clone(), net.now)),
+            _ => None,
+        })
+        .collect();
+    assert!(results.iter().any(|(op, r, _)| *op == ok && r.is_ok()));
+    assert!(
+        results
+            .iter()
+            .any(|(op, r, _)| *op == hung && matches!(r, Err(ProbeError::Ping(_))))
+    );
+    assert!(
+        net.nodes[0].comm.connections().is_empty(),
+        "probe registers nothing"
+    );
+    assert!(net.nodes[1].comm.connections().is_empty());
+    assert_eq!(net.nodes[0].comm.live_counts(), (0, 0, 0), "no leftovers");
+}
+
+#[test]
+fn handshake_op_authenticates_and_registers_nothing() {
+    let mut net = Net::new(2, cfg);
+    let now = net.now;
+    let op = net.nodes[0].comm.handshake(now, &peer(1)).unwrap();
+    let wrong = net.nodes[0]
+        .comm
+        .handshake(now, &RemotePeer::new(ep(1), "someone-else"))
+        .unwrap();
+    net.flush(0);
+    net.settle();
+    let mut seen = 0;
+    for e in &net.nodes[0].events {
+        if let Event::HandshakeDone { op: o, result } = e {
+            seen += 1;
+            if *o == op {
+                assert_eq!(result.as_ref().unwrap().identity.as_ref(), ep(1).as_bytes());
+            } else {
+                assert_eq!(*o, wrong);
+                assert!(matches!(result, Err(HandshakeError::PkiIdMismatch { .. })));
+            }
+        }
+    }
+    assert_eq!(seen, 2);
+    assert!(net.nodes[0].comm.connections().is_empty());
+    assert!(
+        net.nodes[1].comm.connections().is_empty(),
+        "the remote saw a probe"
+    );
+    assert_eq!(net.nodes[1].comm.stats().probed, 2);
+}
+
+#[test]
+fn identity_switch_same_org_is_reported_other_org_refused() {
+    // Node 1 restarts with a new identity at the same endpoint.
+    for same_org in [true, false] {
+        let org_of_new = if same_org { "Org1" } else { "Org2" };
+        let mk = move |i: usize| -> Box<dyn Security> {
+            Box::new(
+                TestOnlyHmacSecurity::new(ep(i))
+                    .with_organization(ep(0), "Org1")
+                    .with_organization(ep(1), "Org1")
+                    .with_organization("new-identity-of-1", org_of_new),
+            )
+        };
+        let mut net = Net::with_security(2, cfg, mk);
+        net.subscribe_all(1);
+        net.send(0, 1, b"x");
+        net.settle();
+        net.crash(1);
+        net.settle();
+        let new_sec = TestOnlyHmacSecurity::new("new-identity-of-1")
+            .with_organization(ep(0), "Org1")
+            .with_organization("new-identity-of-1", org_of_new);
+        net.restart(1, Box::new(new_sec), Config::default());
+        net.subscribe_all(1);
+        net.send(0, 1, b"y");
+        net.settle();
+        let switched = net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::IdentitySwitch(p) if *p == PkiId::from(ep(1).as_str())));
+        let refused = net.nodes[0].events.iter().any(|e| {
+            matches!(
+                e,
+                Event::HandshakeFailed {
+                    error: HandshakeError::UnexpectedPeer { .. },
+                    ..
+                }
+            )
+        });
+        if same_org {
+            assert!(switched && !refused);
+            assert_eq!(net.delivered_data(1), vec![b"y".to_vec()]);
+            assert!(
+                net.nodes[0]
+                    .comm
+                    .connection(&PkiId::from("new-identity-of-1"))
+                    .is_some()
+            );
+        } else {
+            assert!(refused && !switched);
+            assert!(net.delivered_data(1).is_empty());
+        }
+    }
+}
+
+#[test]
+fn stop_closes_everything_and_refuses_work() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(1);
+    net.send(0, 1, b"x");
+    net.settle();
+    let now = net.now;
+    net.nodes[1].comm.stop(now);
+    net.nodes[1].comm.stop(now); // idempotent
+    net.flush(1);
+    let stopped = net.nodes[1]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Stopped))
+        .count();
+    assert_eq!(stopped, 1);
+    assert!(net.nodes[1].comm.connections().is_empty());
+    assert_eq!(net.nodes[1].comm.live_counts(), (0, 0, 0));
+    let m = SignedMessage::noop(data_msg(b"late"));
+    assert_eq!(
+        net.nodes[1].comm.send(now, &m, &[peer(0)]),
+        Err(Error::Stopped)
+    );
+    assert_eq!(net.nodes[1].comm.probe(now, &peer(0)), Err(Error::Stopped));
+    assert!(net.nodes[1].comm.subscribe(Box::new(|_| true)).is_err());
+    assert_eq!(net.nodes[1].comm.poll_action(), None);
+    net.settle();
+    assert!(
+        net.nodes[0].comm.connections().is_empty(),
+        "the remote saw the close"
+    );
+}
+
+#[test]
+fn nothing_is_delivered_after_stop() {
+    let mut net = Net::new(2, cfg);
+    let sub = net.subscribe_all(1);
+    net.nodes[1].slow_reader = true;
+    for k in 0..5u8 {
+        net.send(0, 1, &[k]);
+    }
+    net.settle();
+    assert_eq!(net.nodes[1].comm.delivery_queue_len(sub), 5);
+    let now = net.now;
+    net.nodes[1].comm.stop(now);
+    assert!(net.nodes[1].comm.poll_delivery(sub).is_none());
+    assert_eq!(net.nodes[1].comm.stats().dropped_on_stop, 5);
+}
+
+#[test]
+fn slow_subscriber_pauses_reading_and_loses_nothing() {
+    let mut net = Net::new(2, |_| {
+        Config::default()
+            .with_subscription_buffer(3)
+            .with_send_buffer(100)
+    });
+    let sub = net.subscribe_all(1);
+    net.nodes[1].slow_reader = true;
+    for k in 0..20u8 {
+        net.send(0, 1, &[k]);
+    }
+    net.settle();
+    assert_eq!(
+        net.nodes[1].comm.delivery_queue_len(sub),
+        3,
+        "reading paused at the buffer size"
+    );
+    assert!(net.nodes[1].comm.stats().read_pauses >= 1);
+    net.nodes[1].slow_reader = false;
+    net.drain_deliveries(1);
+    net.settle();
+    net.drain_deliveries(1);
+    assert_eq!(
+        net.delivered_data(1),
+        (0..20u8).map(|k| vec![k]).collect::<Vec<_>>()
+    );
+    assert_eq!(net.nodes[1].comm.stats().dropped_subscription_overflow, 0);
+}
+
+#[test]
+fn bad_envelope_after_handshake_ends_the_connection() {
+    let mut net = Net::new(2, cfg);
+    net.subscribe_all(1);
+    net.send(0, 1, b"x");
+    net.settle();
+    let s = net.nodes[1]
+        .comm
+        .connection(&PkiId::from(ep(0).as_str()))
+        .unwrap();
+    let now = net.now;
+    net.nodes[1]
+        .comm
+        .handle_envelope(now, s, bytes::Bytes::from_static(&[0x0a, 0xff]))
+        .unwrap();
+    net.flush(1);
+    assert!(net.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::Disconnected {
+            reason: CloseReason::Malformed(_),
+            ..
+        }
+    )));
+    assert_eq!(net.nodes[1].comm.stats().malformed, 1);
+    assert!(net.nodes[1].comm.connections().is_empty());
+}
+
+#[test]
+fn concurrent_close_and_send_lose_nothing_silently() {
+    let mut net = Net::new(2, |_| Config::default().with_send_buffer(100));
+    net.subscribe_all(1);
+    net.send(0, 1, b"warm");
+    net.settle();
+    let now = net.now;
+    for k in 0..10u8 {
+        net.nodes[0]
+            .comm
+            .send(now, &SignedMessage::noop(data_msg(&[k])), &[peer(1)])
+            .unwrap();
+        if k == 5 {
+            net.nodes[0]
+                .comm
+                .close_conn(now, &PkiId::from(ep(1).as_str()));
+        }
+    }
+    net.flush(0);
+    net.settle();
+    let st = net.nodes[0].comm.stats();
+    let delivered = net.delivered_data(1).len() as u64;
+    // Every message is delivered or counted as dropped.
+    assert_eq!(
+        delivered - 1 + st.dropped_on_close + st.dropped_overflow,
+        10,
+        "{st:?}"
+    );
+    assert_eq!(
+        net.nodes[0].comm.connections().len(),
+        1,
+        "sends after close reconnect"
+    );
+}
