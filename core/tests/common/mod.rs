@@ -83,6 +83,11 @@ pub struct Net {
     dial_target: BTreeMap<(usize, DialId), usize>,
     pub log: Vec<String>,
     pub record: bool,
+    /// Handles each node has closed; an action naming one afterwards is a bug.
+    closed_streams: BTreeSet<(usize, StreamId)>,
+    closed_dials: BTreeSet<(usize, DialId)>,
+    /// Data payloads in the order each node's core received them (handle_envelope).
+    pub arrivals: BTreeMap<usize, Vec<Vec<u8>>>,
 }
 
 impl Net {
@@ -126,6 +131,9 @@ impl Net {
             dial_target: BTreeMap::new(),
             log: Vec::new(),
             record: false,
+            closed_streams: BTreeSet::new(),
+            closed_dials: BTreeSet::new(),
+            arrivals: BTreeMap::new(),
         }
     }
 
@@ -187,6 +195,42 @@ impl Net {
     }
 
     fn act(&mut self, i: usize, a: Action) {
+        let stream = match &a {
+            Action::OpenStream { stream, .. }
+            | Action::Write { stream, .. }
+            | Action::PauseRead { stream }
+            | Action::ResumeRead { stream }
+            | Action::CloseStream { stream, .. } => Some(*stream),
+            _ => None,
+        };
+        let dial = match &a {
+            Action::Dial { dial, .. }
+            | Action::Ping { dial }
+            | Action::OpenStream { dial, .. }
+            | Action::CloseDial { dial } => Some(*dial),
+            _ => None,
+        };
+        if let Some(s) = stream {
+            assert!(
+                !self.closed_streams.contains(&(i, s)),
+                "node {i}: {a:?} names a closed stream"
+            );
+        }
+        if let Some(d) = dial {
+            assert!(
+                !self.closed_dials.contains(&(i, d)),
+                "node {i}: {a:?} names a closed dial"
+            );
+        }
+        match &a {
+            Action::CloseStream { stream, .. } => {
+                self.closed_streams.insert((i, *stream));
+            }
+            Action::CloseDial { dial } => {
+                self.closed_dials.insert((i, *dial));
+            }
+            _ => {}
+        }
         match a {
             Action::Dial { dial, endpoint } => {
                 let target = self.node_of(&endpoint);
@@ -288,12 +332,31 @@ impl Net {
                             self.held.entry((i, stream)).or_default().push_back(b);
                             continue;
                         }
+                        self.record_arrival(i, stream, &b);
                         let _ = self.nodes[i].comm.handle_envelope(self.now, stream, b);
                     }
                     self.flush(i);
                 }
             }
             Action::CloseDial { .. } => {}
+        }
+    }
+
+    fn record_arrival(&mut self, node: usize, stream: StreamId, bytes: &Bytes) {
+        if self.nodes[node].comm.connection_info(stream).is_none() {
+            return;
+        }
+        if let Ok(m) = SignedMessage::from_envelope_bytes(bytes.clone()) {
+            if let Some(fabric_gossip_core::proto::gossip::gossip_message::Content::DataMsg(d)) =
+                &m.message().content
+            {
+                let data = d
+                    .payload
+                    .as_ref()
+                    .map(|p| p.data.to_vec())
+                    .unwrap_or_default();
+                self.arrivals.entry(node).or_default().push(data);
+            }
         }
     }
 
@@ -393,6 +456,7 @@ impl Net {
                         .push_back(bytes);
                     return;
                 }
+                self.record_arrival(node, stream, &bytes);
                 let _ = self.nodes[node].comm.handle_envelope(now, stream, bytes);
             }
             Wire::Sent { node, stream } => {
@@ -548,6 +612,10 @@ impl Net {
             }
         }
         self.pending_writes.retain(|(n, _), _| *n != i);
+        self.closed_streams.retain(|(n, _)| *n != i);
+        self.closed_dials.retain(|(n, _)| *n != i);
+        self.paused.retain(|(n, _)| *n != i);
+        self.held.retain(|(n, _), _| *n != i);
         self.queue.retain(|(_, w)| !matches!(w,
             Wire::DialResult { node, .. } | Wire::PingResult { node, .. } | Wire::Envelope { node, .. }
             | Wire::Sent { node, .. } | Wire::Closed { node, .. } if *node == i));
