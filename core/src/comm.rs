@@ -1350,6 +1350,12 @@ impl<S: Security> Comm<S> {
         if conn.pki_id.is_empty() {
             return Err(HandshakeError::NoPkiId);
         }
+        if conn.identity.len() > self.config.max_identity_size {
+            return Err(HandshakeError::IdentityTooLarge {
+                size: conn.identity.len(),
+                limit: self.config.max_identity_size,
+            });
+        }
         let pki = PkiId(conn.pki_id);
         let registry = &self.registry;
         let expires = self
@@ -1799,6 +1805,16 @@ impl<S: Security> Comm<S> {
         let cap = self.config.send_buffer_size;
         let max_wait = self.config.max_waiting_sends;
         let new_attempt = !self.attempts.contains_key(&peer.pki_id);
+        if new_attempt && self.attempts.len() + self.registry.len() >= self.config.max_connections
+        {
+            // No room for another connection: refuse rather than grow without bound.
+            self.stats.dropped_no_connection += 1;
+            return if mode == Mode::Drop {
+                Ok(())
+            } else {
+                Err(Error::LimitReached("connections"))
+            };
+        }
         let att = self.attempts.entry(peer.pki_id.clone()).or_default();
         let res = push_bounded(&mut att.buf, &mut att.waiting, bytes, mode, cap, max_wait);
         if res.is_ok()
@@ -1899,6 +1915,10 @@ impl<S: Security> Comm<S> {
             return;
         };
         let info = c.info.clone();
+        if message.content.is_none() {
+            self.stats.empty_messages += 1;
+            return;
+        }
         if let Some(gossip_message::Content::Ack(ack)) = &message.content {
             let key = (message.nonce, info.id.clone());
             match self.acks.get(&key).copied() {
