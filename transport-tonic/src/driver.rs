@@ -1,0 +1,789 @@
+//! The driver: the core behind one mutex, and the tasks that carry out its actions.
+//!
+//! # Why a mutex and not an actor task
+//!
+//! Every core call is short and never waits, so the tasks that have input for the core (a
+//! stream's reader, a writer returning credit, the timer, API callers) take the lock, call
+//! the core, carry out its actions and release. Compared with an actor task that owns the
+//! core, this saves a channel hop and a task wake-up per input, which is most of the cost of
+//! a small message. It cannot deadlock: nothing awaits or blocks while holding the lock
+//! (a `std::sync::MutexGuard` cannot be held across an `.await` in a `Send` future), and
+//! what runs under it only does non-blocking things: `try_send` into bounded channels,
+//! waking wakers, spawning tasks, aborting tasks (which never runs their destructors
+//! inline). Nothing that itself takes the lock is ever dropped under it.
+
+use crate::codec::RawCodec;
+use crate::tls::{ClientTls, Dialer};
+use bytes::Bytes;
+use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
+use fabric_gossip_core::proto::gossip::Empty;
+use fabric_gossip_core::proto::gossip::gossip_client::GossipClient;
+use fabric_gossip_core::{
+    Action, CertHash, Comm, ConnectionInfo, DialId, Event, HandshakeError, Instant, OpId, PkiId,
+    ProbeError, Security, SendResult, StreamEnd, StreamId, SubscriptionId,
+};
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio_stream::Stream;
+use tonic::codec::Streaming;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+/// The core as the driver holds it: the security provider is boxed so that `Node` is not
+/// generic.
+pub(crate) type Core = Comm<Box<dyn Security>>;
+
+/// Envelopes read from a stream and handed to the core under one lock.
+const READ_BATCH: usize = 64;
+/// ... or fewer, once they add up to this many bytes.
+const READ_BATCH_BYTES: usize = 1 << 20;
+/// HTTP/2 flow-control windows. Large enough that one connection is not limited by
+/// round trips on loopback or a LAN; a paused reader still pushes back once they fill.
+pub(crate) const STREAM_WINDOW: u32 = 4 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 8 << 20;
+
+/// One item for a stream's writer.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// An encoded Envelope.
+    Env(Bytes),
+    /// End the stream; for an inbound stream, with this error status.
+    End(Option<String>),
+}
+
+/// Read-side control of one stream, shared with its reader task.
+#[derive(Debug, Default)]
+pub(crate) struct StreamCtl {
+    paused: AtomicBool,
+    resume: Notify,
+}
+
+struct StreamEntry {
+    /// Capacity `write_window + 2`: the core never has more than `write_window` Envelopes in
+    /// flight on an established stream, plus its one `ConnEstablish` and the end marker.
+    tx: mpsc::Sender<Out>,
+    ctl: Arc<StreamCtl>,
+    task: Option<AbortHandle>,
+}
+
+struct DialEntry {
+    channel: Option<Channel>,
+    task: Option<AbortHandle>,
+}
+
+/// Who is waiting for an operation's result.
+pub(crate) enum Waiter {
+    Probe(oneshot::Sender<Result<(), ProbeError>>),
+    Handshake(oneshot::Sender<Result<Arc<ConnectionInfo>, HandshakeError>>),
+    Ack(oneshot::Sender<Vec<SendResult>>),
+}
+
+/// Counters of the driver itself (the core counts everything else).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverStats {
+    /// PresumedDead notifications dropped because nobody drained `presumed_dead()` and its
+    /// buffer (`presumed_dead_buffer`) was full.
+    pub presumed_dead_dropped: u64,
+    /// IdentitySwitch notifications dropped for the same reason.
+    pub identity_switch_dropped: u64,
+    /// Writes that found their stream's writer gone (connection already broken); each
+    /// closed the connection as a failed write.
+    pub write_failures: u64,
+    /// Outbound connections (TCP, and TLS when on) established.
+    pub dials_ok: u64,
+    /// Dials that failed.
+    pub dials_failed: u64,
+}
+
+/// Everything behind the lock.
+pub(crate) struct State {
+    pub(crate) comm: Core,
+    streams: HashMap<StreamId, StreamEntry>,
+    dials: HashMap<DialId, DialEntry>,
+    pub(crate) ops: HashMap<OpId, Waiter>,
+    pub(crate) subs: HashMap<SubscriptionId, Option<Waker>>,
+    presumed_dead_tx: Option<mpsc::Sender<PkiId>>,
+    identity_switch_tx: Option<mpsc::Sender<PkiId>>,
+    timer_target: Option<Instant>,
+    pub(crate) stats: DriverStats,
+}
+
+/// Settings the tasks need, fixed at start.
+pub(crate) struct Settings {
+    pub(crate) max_message_size: usize,
+    pub(crate) dial_timeout: Duration,
+    pub(crate) conn_timeout: Duration,
+    pub(crate) write_window: usize,
+    pub(crate) tls: Option<Arc<ClientTls>>,
+}
+
+/// Core time from a monotonic clock: the wall-clock time at start plus the monotonic time
+/// elapsed since. Certificate expiry needs wall-clock time; timers need monotonic time.
+pub(crate) struct Clock {
+    anchor: Instant,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            anchor: Instant::from_system_time(std::time::SystemTime::now()),
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.anchor + self.base.elapsed()
+    }
+
+    fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
+        self.base + t.saturating_duration_since(self.anchor)
+    }
+}
+
+/// Shared by every task and handle of one node.
+pub(crate) struct Inner {
+    state: Mutex<State>,
+    /// Woken whenever send buffers make progress or connections close: blocked senders
+    /// (`send_wait`, `respond`, `ack`) retry.
+    pub(crate) room: Notify,
+    /// Woken when the core's next deadline moved earlier.
+    timer: Notify,
+    pub(crate) clock: Clock,
+    rt: tokio::runtime::Handle,
+    pub(crate) settings: Settings,
+    pub(crate) presumed_dead: Arc<tokio::sync::Mutex<mpsc::Receiver<PkiId>>>,
+    pub(crate) identity_switch: Arc<tokio::sync::Mutex<mpsc::Receiver<PkiId>>>,
+    /// Receivers currently waiting in `room` (to skip waking nobody).
+    pub(crate) room_waiters: AtomicU64,
+}
+
+impl Inner {
+    pub(crate) fn new(comm: Core, settings: Settings, clock: Clock) -> Arc<Self> {
+        let cap = comm.config().presumed_dead_buffer.max(1);
+        let (dead_tx, dead_rx) = mpsc::channel(cap);
+        let (switch_tx, switch_rx) = mpsc::channel(cap);
+        Arc::new(Inner {
+            state: Mutex::new(State {
+                comm,
+                streams: HashMap::new(),
+                dials: HashMap::new(),
+                ops: HashMap::new(),
+                subs: HashMap::new(),
+                presumed_dead_tx: Some(dead_tx),
+                identity_switch_tx: Some(switch_tx),
+                timer_target: None,
+                stats: DriverStats::default(),
+            }),
+            room: Notify::new(),
+            timer: Notify::new(),
+            clock,
+            rt: tokio::runtime::Handle::current(),
+            settings,
+            presumed_dead: Arc::new(tokio::sync::Mutex::new(dead_rx)),
+            identity_switch: Arc::new(tokio::sync::Mutex::new(switch_rx)),
+            room_waiters: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under the lock would be a bug; the state is still the best there is.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    fn wake_room(&self) {
+        if self.room_waiters.load(Ordering::Acquire) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Runs `f` on the core, then carries out everything it asked for.
+    pub(crate) fn with_core<R>(self: &Arc<Self>, f: impl FnOnce(&mut Core, Instant) -> R) -> R {
+        let mut st = self.lock();
+        let r = f(&mut st.comm, self.now());
+        drain(self, &mut st);
+        r
+    }
+
+    /// Waits until something may have freed room in a send buffer, then runs `attempt`
+    /// again, for as long as it answers `WouldBlock`. No wake-up is lost: the waiter is
+    /// registered before each attempt.
+    pub(crate) async fn retry_blocked<R>(
+        self: &Arc<Self>,
+        mut attempt: impl FnMut(&mut Core, Instant) -> Result<R, fabric_gossip_core::Error>,
+    ) -> Result<R, fabric_gossip_core::Error> {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.room_waiters.fetch_add(1, Ordering::AcqRel);
+            let r = self.with_core(&mut attempt);
+            match r {
+                Err(fabric_gossip_core::Error::WouldBlock) => {
+                    notified.await;
+                    self.room_waiters.fetch_sub(1, Ordering::AcqRel);
+                }
+                other => {
+                    self.room_waiters.fetch_sub(1, Ordering::AcqRel);
+                    return other;
+                }
+            }
+        }
+    }
+}
+
+/// Carries out the core's actions, dispatches its events, and re-arms the timer. Called
+/// after every core call, under the lock.
+pub(crate) fn drain(inner: &Arc<Inner>, st: &mut State) {
+    drain_actions(inner, st);
+    while let Some(ev) = st.comm.poll_event() {
+        handle_event(inner, st, ev);
+    }
+    let next = st.comm.poll_timeout();
+    let earlier = match (next, st.timer_target) {
+        (Some(n), Some(t)) => n < t,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if earlier {
+        st.timer_target = next;
+        inner.timer.notify_one();
+    }
+}
+
+fn drain_actions(inner: &Arc<Inner>, st: &mut State) {
+    while let Some(action) = st.comm.poll_action() {
+        execute(inner, st, action);
+    }
+}
+
+fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
+    match action {
+        Action::Dial { dial, endpoint } => {
+            let task = inner.rt.spawn(dial_task(inner.clone(), dial, endpoint));
+            st.dials.insert(
+                dial,
+                DialEntry {
+                    channel: None,
+                    task: Some(task.abort_handle()),
+                },
+            );
+        }
+        Action::Ping { dial } => {
+            let channel = st.dials.get(&dial).and_then(|d| d.channel.clone());
+            match channel {
+                Some(channel) => {
+                    let task = inner.rt.spawn(ping_task(inner.clone(), dial, channel));
+                    if let Some(d) = st.dials.get_mut(&dial) {
+                        d.task = Some(task.abort_handle());
+                    }
+                }
+                None => {
+                    let now = inner.now();
+                    let _ = st
+                        .comm
+                        .handle_ping_result(now, dial, Err("no channel".into()));
+                }
+            }
+        }
+        Action::OpenStream { dial, stream } => {
+            let (tx, rx) = mpsc::channel(inner.settings.write_window + 2);
+            let ctl = Arc::new(StreamCtl::default());
+            let channel = st.dials.get(&dial).and_then(|d| d.channel.clone());
+            let task = channel.map(|channel| {
+                inner
+                    .rt
+                    .spawn(outbound_task(
+                        inner.clone(),
+                        channel,
+                        stream,
+                        rx,
+                        ctl.clone(),
+                    ))
+                    .abort_handle()
+            });
+            let missing = task.is_none();
+            st.streams.insert(stream, StreamEntry { tx, ctl, task });
+            if missing {
+                let now = inner.now();
+                let _ = st.comm.handle_stream_closed(
+                    now,
+                    stream,
+                    StreamEnd::Error("no channel".into()),
+                );
+            }
+        }
+        Action::Write { stream, envelope } => {
+            let failed = match st.streams.get(&stream) {
+                Some(e) => e.tx.try_send(Out::Env(envelope)).is_err(),
+                None => false,
+            };
+            if failed {
+                st.stats.write_failures += 1;
+                let now = inner.now();
+                let _ = st
+                    .comm
+                    .handle_write_failed(now, stream, "stream is gone".into());
+            }
+        }
+        Action::PauseRead { stream } => {
+            if let Some(e) = st.streams.get(&stream) {
+                e.ctl.paused.store(true, Ordering::Release);
+            }
+        }
+        Action::ResumeRead { stream } => {
+            if let Some(e) = st.streams.get(&stream) {
+                e.ctl.paused.store(false, Ordering::Release);
+                e.ctl.resume.notify_one();
+            }
+        }
+        Action::CloseStream { stream, error } => {
+            if let Some(e) = st.streams.remove(&stream) {
+                // If the writer is gone or full the sender's drop still ends the stream.
+                let _ = e.tx.try_send(Out::End(error));
+                if let Some(t) = e.task {
+                    t.abort();
+                }
+            }
+            inner.wake_room();
+        }
+        Action::CloseDial { dial } => {
+            if let Some(d) = st.dials.remove(&dial)
+                && let Some(t) = d.task
+            {
+                t.abort();
+            }
+        }
+    }
+}
+
+fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
+    match ev {
+        Event::PresumedDead(p) => {
+            if let Some(tx) = &st.presumed_dead_tx
+                && tx.try_send(p).is_err()
+            {
+                st.stats.presumed_dead_dropped += 1;
+            }
+        }
+        Event::IdentitySwitch(p) => {
+            if let Some(tx) = &st.identity_switch_tx
+                && tx.try_send(p).is_err()
+            {
+                st.stats.identity_switch_dropped += 1;
+            }
+        }
+        Event::DeliveryReady(sub) => {
+            if let Some(w) = st.subs.get_mut(&sub).and_then(Option::take) {
+                w.wake();
+            }
+        }
+        Event::ProbeDone { op, result } => {
+            if let Some(Waiter::Probe(tx)) = st.ops.remove(&op) {
+                let _ = tx.send(result);
+            }
+        }
+        Event::HandshakeDone { op, result } => {
+            if let Some(Waiter::Handshake(tx)) = st.ops.remove(&op) {
+                let _ = tx.send(result);
+            }
+        }
+        Event::SendWithAckDone { op, results } => {
+            if let Some(Waiter::Ack(tx)) = st.ops.remove(&op) {
+                let _ = tx.send(results);
+            }
+        }
+        Event::Stopped => {
+            // Subscriptions are gone: wake their consumers so their streams end, and end
+            // the notification streams once drained.
+            for w in st.subs.values_mut().filter_map(Option::take) {
+                w.wake();
+            }
+            st.presumed_dead_tx = None;
+            st.identity_switch_tx = None;
+            st.ops.clear();
+            inner.room.notify_waiters();
+            inner.timer.notify_one();
+        }
+        Event::Connected { .. } | Event::Disconnected { .. } | Event::HandshakeFailed { .. } => {}
+    }
+}
+
+/// Human-readable text of an error and its sources (tonic's transport errors say little
+/// at the top level).
+pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+async fn dial_task(inner: Arc<Inner>, dial: DialId, endpoint: String) {
+    let result = connect(&inner.settings, &endpoint).await;
+    let mut st = inner.lock();
+    let now = inner.now();
+    let result = match result {
+        Ok((channel, hash)) => {
+            st.stats.dials_ok += 1;
+            if let Some(d) = st.dials.get_mut(&dial) {
+                d.channel = Some(channel);
+                d.task = None;
+            }
+            Ok(hash)
+        }
+        Err(e) => {
+            st.stats.dials_failed += 1;
+            Err(e)
+        }
+    };
+    let _ = st.comm.handle_dial_result(now, dial, result);
+    drain(&inner, &mut st);
+}
+
+/// Opens a client channel to `endpoint` (`host:port`), returning the hash of the server's
+/// leaf certificate when TLS is on.
+async fn connect(
+    settings: &Settings,
+    endpoint: &str,
+) -> Result<(Channel, Option<CertHash>), String> {
+    let ep = Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|e| format!("bad endpoint {endpoint:?}: {}", error_text(&e)))?
+        .connect_timeout(settings.dial_timeout)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .tcp_nodelay(true);
+    let dialer = Dialer::new(settings.tls.clone());
+    let connecting = ep.connect_with_connector(dialer.clone());
+    let channel = match tokio::time::timeout(settings.dial_timeout, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(error_text(&e)),
+        Err(_) => return Err("dial timed out".into()),
+    };
+    let hash = dialer.captured();
+    if settings.tls.is_some() && hash.is_none() {
+        return Err("server presented no TLS certificate".into());
+    }
+    Ok((channel, hash))
+}
+
+async fn ping_task(inner: Arc<Inner>, dial: DialId, channel: Channel) {
+    let mut client = GossipClient::new(channel);
+    let result = match tokio::time::timeout(
+        inner.settings.conn_timeout,
+        client.ping(Request::new(Empty {})),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(status_text(&status)),
+        Err(_) => Err("ping timed out".into()),
+    };
+    let mut st = inner.lock();
+    let now = inner.now();
+    if let Some(d) = st.dials.get_mut(&dial) {
+        d.task = None;
+    }
+    let _ = st.comm.handle_ping_result(now, dial, result);
+    drain(&inner, &mut st);
+}
+
+pub(crate) fn status_text(status: &Status) -> String {
+    let mut s = format!("{:?}: {}", status.code(), status.message());
+    if let Some(src) = std::error::Error::source(status) {
+        s.push_str(": ");
+        s.push_str(&error_text(src));
+    }
+    s
+}
+
+async fn outbound_task(
+    inner: Arc<Inner>,
+    channel: Channel,
+    stream: StreamId,
+    rx: mpsc::Receiver<Out>,
+    ctl: Arc<StreamCtl>,
+) {
+    let max = inner.settings.max_message_size;
+    let body = ClientOut(OutStream::new(inner.clone(), stream, rx));
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let opened = match grpc.ready().await {
+        Ok(()) => {
+            grpc.streaming(
+                Request::new(body),
+                PathAndQuery::from_static(GOSSIP_STREAM_PATH),
+                RawCodec,
+            )
+            .await
+        }
+        Err(e) => Err(Status::unavailable(error_text(&e))),
+    };
+    match opened {
+        Ok(response) => read_loop(inner, stream, response.into_inner(), ctl).await,
+        Err(status) => {
+            let mut st = inner.lock();
+            let now = inner.now();
+            let _ =
+                st.comm
+                    .handle_stream_closed(now, stream, StreamEnd::Error(status_text(&status)));
+            drain(&inner, &mut st);
+        }
+    }
+}
+
+/// Registers an inbound stream with the core and starts its reader. Returns the stream's
+/// outgoing half, or the status to refuse the RPC with.
+pub(crate) fn accept_inbound(
+    inner: &Arc<Inner>,
+    remote_addr: &str,
+    remote_cert_hash: Option<CertHash>,
+    streaming: Streaming<Bytes>,
+) -> Result<ServerOut, Status> {
+    let mut st = inner.lock();
+    let now = inner.now();
+    let stream = st
+        .comm
+        .accept_stream(now, remote_addr, remote_cert_hash)
+        .map_err(|_| Status::unavailable("Shutting down"))?;
+    let (tx, rx) = mpsc::channel(inner.settings.write_window + 2);
+    let ctl = Arc::new(StreamCtl::default());
+    let task = inner
+        .rt
+        .spawn(read_loop(inner.clone(), stream, streaming, ctl.clone()));
+    st.streams.insert(
+        stream,
+        StreamEntry {
+            tx,
+            ctl,
+            task: Some(task.abort_handle()),
+        },
+    );
+    drain(inner, &mut st);
+    Ok(ServerOut(OutStream::new(inner.clone(), stream, rx)))
+}
+
+/// Collects Envelopes that are ready without waiting, up to a batch. `Ready(None)`: a batch
+/// is there; `Ready(Some(end))`: the stream ended (after the batch).
+fn fill(
+    s: &mut Streaming<Bytes>,
+    batch: &mut VecDeque<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<StreamEnd>> {
+    let mut bytes = 0;
+    while batch.len() < READ_BATCH && bytes < READ_BATCH_BYTES {
+        match Pin::new(&mut *s).poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                bytes += b.len();
+                batch.push_back(b);
+            }
+            Poll::Ready(Some(Err(status))) => {
+                return Poll::Ready(Some(StreamEnd::Error(status_text(&status))));
+            }
+            Poll::Ready(None) => return Poll::Ready(Some(StreamEnd::Finished)),
+            Poll::Pending => break,
+        }
+    }
+    if batch.is_empty() {
+        Poll::Pending
+    } else {
+        Poll::Ready(None)
+    }
+}
+
+/// Reads a stream into the core, honouring PauseRead: while paused it does not poll the
+/// stream, so HTTP/2 flow control pushes back to the sender. Envelopes read before a pause
+/// took effect are held here (at most one batch) and handed in on resume, so none is lost.
+async fn read_loop(
+    inner: Arc<Inner>,
+    stream: StreamId,
+    mut streaming: Streaming<Bytes>,
+    ctl: Arc<StreamCtl>,
+) {
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(READ_BATCH);
+    let mut end: Option<StreamEnd> = None;
+    loop {
+        while ctl.paused.load(Ordering::Acquire) {
+            let resumed = ctl.resume.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if !ctl.paused.load(Ordering::Acquire) {
+                break;
+            }
+            resumed.await;
+        }
+        if batch.is_empty() && end.is_none() {
+            end = poll_fn(|cx| fill(&mut streaming, &mut batch, cx)).await;
+        }
+        let mut st = inner.lock();
+        let now = inner.now();
+        while let Some(b) = batch.pop_front() {
+            if ctl.paused.load(Ordering::Acquire) {
+                batch.push_front(b);
+                break;
+            }
+            if st.comm.handle_envelope(now, stream, b).is_err() {
+                return; // the core closed the stream meanwhile
+            }
+            drain_actions(&inner, &mut st);
+        }
+        if batch.is_empty()
+            && let Some(e) = end.take()
+        {
+            let _ = st.comm.handle_stream_closed(now, stream, e);
+            drain(&inner, &mut st);
+            return;
+        }
+        drain(&inner, &mut st);
+    }
+}
+
+/// The outgoing half of a stream: Envelopes the core wrote, pulled by tonic's encoder.
+///
+/// Taking an Envelope out counts as written. Credit goes back to the core in batches: every
+/// half write window, and whenever the queue runs dry, so the core can refill it before the
+/// encoder is told to wait. The first Envelope (the handshake's `ConnEstablish`) is outside
+/// the core's write window and is not counted.
+pub(crate) struct OutStream {
+    inner: Arc<Inner>,
+    stream: StreamId,
+    rx: mpsc::Receiver<Out>,
+    first: bool,
+    unreported: usize,
+    report_every: usize,
+    done: bool,
+}
+
+impl OutStream {
+    fn new(inner: Arc<Inner>, stream: StreamId, rx: mpsc::Receiver<Out>) -> Self {
+        let report_every = (inner.settings.write_window / 2).max(1);
+        OutStream {
+            inner,
+            stream,
+            rx,
+            first: true,
+            unreported: 0,
+            report_every,
+            done: false,
+        }
+    }
+
+    fn report(&mut self) {
+        let n = std::mem::take(&mut self.unreported);
+        let inner = self.inner.clone();
+        {
+            let mut st = inner.lock();
+            let now = inner.now();
+            let _ = st.comm.handle_sent(now, self.stream, n);
+            drain(&inner, &mut st);
+        }
+        inner.wake_room();
+    }
+
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Out::Env(b))) => {
+                    if self.first {
+                        self.first = false;
+                    } else {
+                        self.unreported += 1;
+                        if self.unreported >= self.report_every {
+                            self.report();
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(b)));
+                }
+                Poll::Ready(Some(Out::End(error))) => {
+                    self.done = true;
+                    return Poll::Ready(error.map(Err));
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending if self.unreported > 0 => self.report(),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// The request body of a stream this node opened.
+pub(crate) struct ClientOut(OutStream);
+
+impl Stream for ClientOut {
+    type Item = Bytes;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        // A client cannot send an error status; ending the body is all it can do.
+        self.get_mut()
+            .0
+            .poll_item(cx)
+            .map(|o| o.and_then(Result::ok))
+    }
+}
+
+/// The response body of a stream a remote opened.
+pub(crate) struct ServerOut(OutStream);
+
+impl Stream for ServerOut {
+    type Item = Result<Bytes, Status>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut()
+            .0
+            .poll_item(cx)
+            .map(|o| o.map(|r| r.map_err(Status::unknown)))
+    }
+}
+
+/// The timer: sleeps until the core's next deadline, or until woken because it moved.
+pub(crate) async fn timer_task(inner: Arc<Inner>) {
+    loop {
+        let woken = inner.timer.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let (deadline, stopped) = {
+            let mut st = inner.lock();
+            let next = st.comm.poll_timeout();
+            st.timer_target = next;
+            (next, st.comm.is_stopped())
+        };
+        if stopped && deadline.is_none() {
+            return;
+        }
+        match deadline {
+            Some(t) => {
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep_until(inner.clock.to_tokio(t)) => {
+                        inner.with_core(|c, now| c.handle_timeout(now));
+                    }
+                }
+            }
+            None => woken.await,
+        }
+    }
+}

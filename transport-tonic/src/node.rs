@@ -1,0 +1,620 @@
+//! The user-facing handle: Fabric's `Comm` as async methods on a cheap-to-clone [`Node`].
+
+use crate::driver::{
+    CONNECTION_WINDOW, Clock, Core, DriverStats, Inner, STREAM_WINDOW, Settings, Waiter, drain,
+    timer_task,
+};
+use crate::service::GossipService;
+use crate::tls::TlsConfig;
+use bytes::Bytes;
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage};
+use fabric_gossip_core::{
+    Config, ConnectionInfo, Error, HandshakeError, OpId, PkiId, ProbeError, ReceivedMessage,
+    RemotePeer, Security, SendResult, SignedMessage, Stats, StreamId, SubscriptionId,
+};
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_stream::Stream;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+/// Messages an [`Incoming`] takes from the core per lock, at most; they are its only
+/// buffering beyond the core's own subscription queue.
+pub const DELIVERY_BATCH: usize = 32;
+
+/// A stream of PKI-IDs (PresumedDead or IdentitySwitch notifications).
+///
+/// Every stream of one kind returned by a node draws from the same bounded queue, as every
+/// caller of Fabric's `PresumedDead()` reads the same channel: each notification goes to
+/// one reader. The stream ends after the node stops and the queue is drained.
+pub type NotificationStream = Pin<Box<dyn Stream<Item = PkiId> + Send>>;
+
+/// Why a node could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The listen address could not be bound.
+    Bind(std::io::Error),
+    /// The TLS material is unusable (bad PEM, key not matching, no CA).
+    Tls(String),
+    /// The security provider refused the node's own identity.
+    Identity(HandshakeError),
+    /// The gRPC server could not be configured.
+    Server(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind(e) => write!(f, "cannot listen: {e}"),
+            StartError::Tls(e) => write!(f, "TLS configuration: {e}"),
+            StartError::Identity(e) => write!(f, "own identity refused: {e}"),
+            StartError::Server(e) => write!(f, "gRPC server: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// How an asynchronous operation (`probe`, `handshake`) ended badly: refused at once (API
+/// misuse, node stopped, too many operations) or failed on the network. Kept apart so a
+/// caller can tell "I asked wrongly" from "the peer is not there".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpError<E> {
+    /// The core refused to start the operation.
+    Refused(Error),
+    /// The operation ran and failed.
+    Failed(E),
+}
+
+impl<E: fmt::Display> fmt::Display for OpError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Refused(e) => write!(f, "refused: {e}"),
+            OpError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for OpError<E> {}
+
+/// Configures and starts a [`Node`].
+#[derive(Debug)]
+pub struct NodeBuilder {
+    config: Config,
+    listen: SocketAddr,
+    listener: Option<std::net::TcpListener>,
+    tls: Option<TlsConfig>,
+    stop_timeout: Duration,
+}
+
+impl NodeBuilder {
+    /// Where to listen; `127.0.0.1:0` (a free loopback port) unless set.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Serve on a listener the caller already bound (it is switched to non-blocking mode).
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Turns on mutual TLS. The core's `Config::tls` is then set from these certificates;
+    /// without this call it is cleared, since the core cannot bind certificates that the
+    /// transport does not use.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Upper bound on [`Node::stop`] waiting for the server to finish its connections
+    /// gracefully (default 5 s); past it they are cut.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Starts the node with `security` as its identity and crypto provider.
+    pub async fn start<S: Security + 'static>(self, security: S) -> Result<Node, StartError> {
+        self.start_with(move |_| security).await
+    }
+
+    /// Starts the node, building the security provider once the listen address is known
+    /// (Fabric's test identities are the endpoint itself, and port 0 is only resolved by
+    /// binding).
+    pub async fn start_with<S, F>(self, security: F) -> Result<Node, StartError>
+    where
+        S: Security + 'static,
+        F: FnOnce(SocketAddr) -> S,
+    {
+        let NodeBuilder {
+            mut config,
+            listen,
+            listener,
+            tls,
+            stop_timeout,
+        } = self;
+        let tls = match &tls {
+            Some(t) => Some(t.prepare().map_err(StartError::Tls)?),
+            None => None,
+        };
+        config.tls = tls.as_ref().map(|t| t.hashes.clone());
+        let listener = match listener {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(StartError::Bind)?;
+                tokio::net::TcpListener::from_std(l).map_err(StartError::Bind)?
+            }
+            None => tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(StartError::Bind)?,
+        };
+        let local_addr = listener.local_addr().map_err(StartError::Bind)?;
+        let clock = Clock::new();
+        let security: Box<dyn Security> = Box::new(security(local_addr));
+        let settings = Settings {
+            max_message_size: config.max_message_size,
+            dial_timeout: config.dial_timeout,
+            conn_timeout: config.conn_timeout,
+            write_window: config.write_window.max(1),
+            tls: tls.as_ref().map(|t| t.client.clone()),
+        };
+        let comm = Core::new(config, security, clock.now()).map_err(StartError::Identity)?;
+        let pki_id = comm.pki_id().clone();
+        let inner = Inner::new(comm, settings, clock);
+
+        let mut server = Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
+        if let Some(t) = &tls {
+            server = server
+                .tls_config(t.server.clone())
+                .map_err(|e| StartError::Server(crate::driver::error_text(&e)))?;
+        }
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let router = server.add_service(GossipService::new(inner.clone()));
+        let server_task = tokio::spawn(async move {
+            let _ = router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+        });
+        let timer = tokio::spawn(timer_task(inner.clone())).abort_handle();
+        Ok(Node {
+            h: Arc::new(Handle {
+                inner,
+                local_addr,
+                pki_id,
+                shutdown: Mutex::new(Some(shutdown_tx)),
+                server: tokio::sync::Mutex::new(Some(server_task)),
+                timer,
+                stop_timeout,
+            }),
+        })
+    }
+}
+
+/// One running gossip comm node. Clones share it; it stops when [`Node::stop`] is called or
+/// the last clone is dropped.
+#[derive(Clone)]
+pub struct Node {
+    h: Arc<Handle>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("pki_id", &self.h.pki_id)
+            .field("local_addr", &self.h.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Handle {
+    inner: Arc<Inner>,
+    local_addr: SocketAddr,
+    pki_id: PkiId,
+    shutdown: Mutex<Option<oneshot::Sender<()>>>,
+    server: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    timer: AbortHandle,
+    stop_timeout: Duration,
+}
+
+impl Handle {
+    /// The part of stopping that needs no waiting: the core closes everything, the server
+    /// stops accepting.
+    fn stop_now(&self) {
+        self.inner.with_core(|c, now| c.stop(now));
+        let tx = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop_now();
+        self.timer.abort();
+        // Give the server its graceful period, then cut it, without blocking here.
+        if let Ok(mut guard) = self.server.try_lock()
+            && let Some(task) = guard.take()
+        {
+            let limit = self.stop_timeout;
+            let abort = task.abort_handle();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if tokio::time::timeout(limit, task).await.is_err() {
+                        abort.abort();
+                    }
+                });
+            } else {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Starts configuring a node with this core configuration.
+    pub fn builder(config: Config) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listener: None,
+            tls: None,
+            stop_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The node's own PKI-ID (Fabric `GetPKIid`).
+    pub fn pki_id(&self) -> &PkiId {
+        &self.h.pki_id
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.h.local_addr
+    }
+
+    /// `host:port` that other nodes can dial (the listen address as text).
+    pub fn endpoint(&self) -> String {
+        self.h.local_addr.to_string()
+    }
+
+    /// This node as a [`RemotePeer`] for others to send to.
+    pub fn as_peer(&self) -> RemotePeer {
+        RemotePeer::new(self.endpoint(), self.h.pki_id.clone())
+    }
+
+    /// Fabric's `Send`: queues `msg` for each peer without waiting, connecting as needed. A
+    /// full send buffer drops the message and counts it (`Stats::dropped_overflow`); failing
+    /// to connect presumes the peer dead. `Err` only for misuse (stopped, no peers, too large).
+    pub fn send(&self, msg: &SignedMessage, peers: &[RemotePeer]) -> Result<(), Error> {
+        self.h.inner.with_core(|c, now| c.send(now, msg, peers))
+    }
+
+    /// Like [`Node::send`] to one peer, but waits for buffer room instead of dropping: for
+    /// callers that must not lose messages to a full buffer. Returns once the message is
+    /// queued; it can still be lost if the connection breaks. Cancellation-safe: dropping
+    /// the future before it completes leaves the message unsent.
+    pub async fn send_wait(&self, msg: &SignedMessage, peer: &RemotePeer) -> Result<(), Error> {
+        self.h
+            .inner
+            .retry_blocked(|c, now| c.send_wait(now, msg, peer))
+            .await
+    }
+
+    /// Fabric's `SendWithAck`: sends `msg` (with a fresh nonce, noop-signed) to every peer
+    /// and returns when `min_ack` peers acked, every peer has a result, or `timeout` passed:
+    /// one result per peer that answered or failed in time.
+    pub async fn send_with_ack(
+        &self,
+        msg: GossipMessage,
+        timeout: Duration,
+        min_ack: usize,
+        peers: &[RemotePeer],
+    ) -> Result<Vec<SendResult>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.h.inner.with_core_op(Waiter::Ack(tx), |c, now| {
+            c.send_with_ack(now, msg, timeout, min_ack, peers)
+        })?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Fabric's `Probe`: dials and Pings the peer, no handshake, nothing registered.
+    pub async fn probe(&self, peer: &RemotePeer) -> Result<(), OpError<ProbeError>> {
+        let (tx, rx) = oneshot::channel();
+        self.h
+            .inner
+            .with_core_op(Waiter::Probe(tx), |c, now| c.probe(now, peer))
+            .map_err(OpError::Refused)?;
+        match rx.await {
+            Ok(r) => r.map_err(OpError::Failed),
+            Err(_) => Err(OpError::Failed(ProbeError::Stopped)),
+        }
+    }
+
+    /// Fabric's `Handshake`: dials, Pings, authenticates the peer on a probing stream
+    /// (bounded by `handshake_timeout`) and returns what it proved; nothing is registered.
+    /// An empty expected PKI-ID accepts whoever answers.
+    pub async fn handshake(
+        &self,
+        peer: &RemotePeer,
+    ) -> Result<Arc<ConnectionInfo>, OpError<HandshakeError>> {
+        let (tx, rx) = oneshot::channel();
+        self.h
+            .inner
+            .with_core_op(Waiter::Handshake(tx), |c, now| c.handshake(now, peer))
+            .map_err(OpError::Refused)?;
+        match rx.await {
+            Ok(r) => r.map_err(OpError::Failed),
+            Err(_) => Err(OpError::Failed(HandshakeError::ShuttingDown)),
+        }
+    }
+
+    /// Fabric's `Accept`: a stream of received messages (acks excepted) that `acceptor`
+    /// accepts, in arrival order. Messages are taken from the core only as the stream is
+    /// polled, so a slow consumer makes the core pause the connections feeding it and the
+    /// senders feel it through HTTP/2 flow control. Dropping the stream unsubscribes.
+    pub fn accept<F>(&self, acceptor: F) -> Result<Incoming, Error>
+    where
+        F: Fn(&ReceivedMessage) -> bool + Send + 'static,
+    {
+        let inner = self.h.inner.clone();
+        let sub = {
+            let mut st = inner.lock();
+            let sub = st.comm.subscribe(Box::new(acceptor))?;
+            st.subs.insert(sub, None);
+            sub
+        };
+        Ok(Incoming {
+            inner,
+            sub,
+            buf: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    /// Fabric's `PresumedDead()`: PKI-IDs of peers that sending to failed.
+    pub fn presumed_dead(&self) -> NotificationStream {
+        notifications(self.h.inner.presumed_dead.clone())
+    }
+
+    /// Fabric's `IdentitySwitch()`: old PKI-IDs of peers that answered with a new identity
+    /// of the same organization.
+    pub fn identity_switch(&self) -> NotificationStream {
+        notifications(self.h.inner.identity_switch.clone())
+    }
+
+    /// Fabric's `CloseConn`: closes the connection to `pki_id`; a later send reconnects.
+    pub fn close_conn(&self, pki_id: &PkiId) {
+        self.h.inner.with_core(|c, now| c.close_conn(now, pki_id));
+    }
+
+    /// Fabric's `Stop`: idempotent. Closes every stream and channel, ends every
+    /// subscription, fails pending operations, refuses new streams ("Shutting down"), and
+    /// waits for the server to wind down, at most the builder's `stop_timeout` (then its
+    /// remaining connections are cut). Concurrent callers all return once it is done.
+    pub async fn stop(&self) {
+        self.h.stop_now();
+        let mut server = self.h.server.lock().await;
+        if let Some(mut task) = server.take()
+            && tokio::time::timeout(self.h.stop_timeout, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+        self.h.timer.abort();
+    }
+
+    /// The core's counters (Fabric's sent, received and overflow counters among them).
+    pub fn stats(&self) -> Stats {
+        self.h.inner.lock().comm.stats().clone()
+    }
+
+    /// The driver's own counters.
+    pub fn driver_stats(&self) -> DriverStats {
+        self.h.inner.lock().stats.clone()
+    }
+
+    /// Registered connections as (PKI-ID, primary, crossing secondary), sorted by PKI-ID.
+    pub fn connections(&self) -> Vec<(PkiId, StreamId, Option<StreamId>)> {
+        self.h.inner.lock().comm.connections()
+    }
+
+    /// Whether a connection to `pki_id` is registered.
+    pub fn is_connected(&self, pki_id: &PkiId) -> bool {
+        self.h.inner.lock().comm.connection(pki_id).is_some()
+    }
+
+    /// Whether `stop` was called (or the last handle dropped).
+    pub fn is_stopped(&self) -> bool {
+        self.h.inner.lock().comm.is_stopped()
+    }
+}
+
+fn notifications(
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<PkiId>>>,
+) -> NotificationStream {
+    Box::pin(futures_util::stream::unfold(rx, |rx| async move {
+        let next = rx.lock().await.recv().await;
+        next.map(|p| (p, rx))
+    }))
+}
+
+impl Inner {
+    /// Starts an operation and registers who waits for its result, under one lock so that
+    /// even a result produced at once finds its waiter.
+    fn with_core_op(
+        self: &Arc<Self>,
+        waiter: Waiter,
+        start: impl FnOnce(&mut Core, fabric_gossip_core::Instant) -> Result<OpId, Error>,
+    ) -> Result<OpId, Error> {
+        let mut st = self.lock();
+        let now = self.now();
+        let r = start(&mut st.comm, now);
+        if let Ok(op) = r {
+            st.ops.insert(op, waiter);
+        }
+        drain(self, &mut st);
+        r
+    }
+}
+
+/// Received messages of one subscription, as a `Stream` (Fabric's `Accept` channel).
+///
+/// Cancellation-safe: state lives in the stream, so dropping a pending `recv()` loses
+/// nothing. Dropping the stream unsubscribes; messages it still held are discarded.
+pub struct Incoming {
+    inner: Arc<Inner>,
+    sub: SubscriptionId,
+    buf: VecDeque<ReceivedMessage>,
+    done: bool,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("sub", &self.sub)
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Incoming {
+    /// The next message; `None` once the node stopped.
+    pub async fn recv(&mut self) -> Option<Received> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for Incoming {
+    type Item = Received;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
+        let this = self.get_mut();
+        if this.buf.is_empty() && !this.done {
+            let inner = this.inner.clone();
+            let mut st = inner.lock();
+            if st.comm.is_stopped() {
+                this.done = true;
+            } else {
+                while this.buf.len() < DELIVERY_BATCH {
+                    match st.comm.poll_delivery(this.sub) {
+                        Some(m) => this.buf.push_back(m),
+                        None => break,
+                    }
+                }
+                if this.buf.is_empty() {
+                    st.subs.insert(this.sub, Some(cx.waker().clone()));
+                    return Poll::Pending;
+                }
+                // Taking deliveries may resume paused streams.
+                drain(&inner, &mut st);
+            }
+        }
+        match this.buf.pop_front() {
+            Some(msg) => Poll::Ready(Some(Received {
+                msg,
+                inner: this.inner.clone(),
+            })),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        st.subs.remove(&self.sub);
+        let _ = st.comm.unsubscribe(self.sub);
+        drain(&self.inner, &mut st);
+    }
+}
+
+/// A received message (Fabric's `ReceivedMessage`): the message, its original Envelope
+/// bytes, who sent it, and the means to answer on the same connection.
+#[derive(Clone)]
+pub struct Received {
+    msg: ReceivedMessage,
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Received {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.msg, f)
+    }
+}
+
+impl Received {
+    /// The decoded message.
+    pub fn message(&self) -> &GossipMessage {
+        &self.msg.message
+    }
+
+    /// The decoded Envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.msg.envelope
+    }
+
+    /// The Envelope exactly as received: verify and forward these bytes, never a
+    /// re-encoding (spec section 3).
+    pub fn envelope_bytes(&self) -> &Bytes {
+        &self.msg.envelope_bytes
+    }
+
+    /// What the sender proved in its handshake.
+    pub fn info(&self) -> &Arc<ConnectionInfo> {
+        &self.msg.info
+    }
+
+    /// The sender's PKI-ID.
+    pub fn sender(&self) -> &PkiId {
+        self.msg.sender()
+    }
+
+    /// The core's view of the message, for code shared with other transports.
+    pub fn as_received_message(&self) -> &ReceivedMessage {
+        &self.msg
+    }
+
+    /// Re-wraps the message with its original bytes, for forwarding.
+    pub fn to_signed(&self) -> SignedMessage {
+        self.msg.to_signed()
+    }
+
+    /// Fabric's `Respond`: sends `msg`, noop-signed, back on the connection this message
+    /// came in on, waiting for buffer room. Fails with `ConnectionClosed` if it is gone.
+    pub async fn respond(&self, msg: GossipMessage) -> Result<(), Error> {
+        let conn = self.msg.conn;
+        self.inner
+            .retry_blocked(|c, now| c.respond(now, conn, msg.clone()))
+            .await
+    }
+
+    /// Fabric's `Ack`: answers this message's nonce with an Acknowledgement carrying
+    /// `error` (`None` for success).
+    pub async fn ack(&self, error: Option<&str>) -> Result<(), Error> {
+        let conn = self.msg.conn;
+        let nonce = self.msg.message.nonce;
+        self.inner
+            .retry_blocked(|c, now| c.ack(now, conn, nonce, error))
+            .await
+    }
+}

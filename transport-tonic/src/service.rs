@@ -1,0 +1,106 @@
+//! The `gossip.Gossip` gRPC service, hand-routed so `GossipStream` can use the raw codec.
+
+use crate::codec::RawCodec;
+use crate::driver::{Inner, ServerOut, accept_inbound};
+use bytes::Bytes;
+use fabric_gossip_core::cert_hash;
+use fabric_gossip_core::proto::gossip::Empty;
+use fabric_gossip_core::proto::{GOSSIP_STREAM_PATH, PING_PATH, SERVICE_NAME};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::body::Body;
+use tonic::codec::Streaming;
+use tonic::codegen::{Body as HttpBody, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
+use tonic::{Request, Response, Status};
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// Serves `GossipStream` and `Ping` for one node.
+///
+/// The generated `GossipServer` would decode every Envelope with prost; this service routes
+/// the two paths itself so the stream carries raw Envelope bytes (see [`RawCodec`]) while
+/// `Ping` keeps the generated message types.
+#[derive(Clone)]
+pub(crate) struct GossipService {
+    inner: Arc<Inner>,
+}
+
+impl GossipService {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        GossipService { inner }
+    }
+}
+
+impl NamedService for GossipService {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+struct StreamSvc(Arc<Inner>);
+
+impl StreamingService<Bytes> for StreamSvc {
+    type Response = Bytes;
+    type ResponseStream = ServerOut;
+    type Future = std::future::Ready<Result<Response<ServerOut>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+        let remote = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        // The leaf certificate the client actually presented (first of the chain).
+        let hash = request
+            .peer_certs()
+            .and_then(|chain| chain.first().map(|c| cert_hash(c.as_ref())));
+        let streaming = request.into_inner();
+        std::future::ready(accept_inbound(&self.0, &remote, hash, streaming).map(Response::new))
+    }
+}
+
+struct PingSvc;
+
+impl UnaryService<Empty> for PingSvc {
+    type Response = Empty;
+    type Future = std::future::Ready<Result<Response<Empty>, Status>>;
+
+    fn call(&mut self, _request: Request<Empty>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Empty {})))
+    }
+}
+
+impl<B> Service<http::Request<B>> for GossipService
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let max = self.inner.settings.max_message_size;
+        match req.uri().path() {
+            GOSSIP_STREAM_PATH => {
+                let svc = StreamSvc(self.inner.clone());
+                Box::pin(async move {
+                    let mut grpc =
+                        Grpc::new(RawCodec).apply_max_message_size_config(Some(max), Some(max));
+                    Ok(grpc.streaming(svc, req).await)
+                })
+            }
+            PING_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(tonic_prost::ProstCodec::<Empty, Empty>::default())
+                    .apply_max_message_size_config(Some(max), Some(max));
+                Ok(grpc.unary(PingSvc, req).await)
+            }),
+            _ => Box::pin(async move { Ok(Status::unimplemented("").into_http()) }),
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Mutual TLS: certificates in, rustls configurations and own certificate hashes out; and the
+//! dialling side's connector, which captures the certificate the server actually presented.
+
+use fabric_gossip_core::{CertHash, TlsHashes, cert_hash};
+use hyper_util::rt::TokioIo;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tonic::codegen::Service;
+use tonic::codegen::http::Uri;
+
+/// The node's TLS material, PEM-encoded, as a Fabric peer has it (`peer.tls.*`).
+///
+/// With TLS on, a node serves gRPC over TLS, *requires* a client certificate that chains to
+/// one of `ca_pem`, and dials with its client certificate. Both sides bind the certificate
+/// they used into the gossip handshake (`tls_cert_hash`), so the hashes of the certificates
+/// here become the core's [`TlsHashes`]. Fabric uses the server certificate as the client
+/// certificate unless told otherwise; [`TlsConfig::new`] does the same.
+#[derive(Clone)]
+pub struct TlsConfig {
+    server_cert_pem: Vec<u8>,
+    server_key_pem: Vec<u8>,
+    client: Option<(Vec<u8>, Vec<u8>)>,
+    ca_pem: Vec<u8>,
+    server_name_override: Option<String>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys stay out of logs.
+        f.debug_struct("TlsConfig")
+            .field("client_certificate", &self.client.is_some())
+            .field("server_name_override", &self.server_name_override)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// One certificate and key for both roles, and the CA certificates (PEM, one or more) that
+    /// remote servers' and clients' certificates must chain to.
+    pub fn new(
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+        ca_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        let cert = cert_pem.into();
+        let key = key_pem.into();
+        TlsConfig {
+            client: Some((cert.clone(), key.clone())),
+            server_cert_pem: cert,
+            server_key_pem: key,
+            ca_pem: ca_pem.into(),
+            server_name_override: None,
+        }
+    }
+
+    /// A separate certificate for dialling (Fabric's `peer.tls.clientCert`); the handshake
+    /// then binds this one on streams the node opens.
+    pub fn with_client_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Dial without any client certificate. Only useful to check that servers refuse such
+    /// clients: every mutual-TLS server, this crate's included, turns them away.
+    pub fn without_client_identity(mut self) -> Self {
+        self.client = None;
+        self
+    }
+
+    /// Verify servers' certificates against this name instead of the host being dialled
+    /// (Fabric's `serverHostOverride`), for certificates issued to a name the address lacks.
+    pub fn with_server_name_override(mut self, name: impl Into<String>) -> Self {
+        self.server_name_override = Some(name.into());
+        self
+    }
+
+    pub(crate) fn prepare(&self) -> Result<PreparedTls, String> {
+        // Ring is the only provider this crate enables; installing it keeps rustls from
+        // refusing to pick one if another crate in the build enables a second provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let server_chain = certs(&self.server_cert_pem, "server certificate")?;
+        let server_hash = cert_hash(server_chain[0].as_ref());
+        let mut roots = RootCertStore::empty();
+        for ca in certs(&self.ca_pem, "CA certificate")? {
+            roots
+                .add(ca)
+                .map_err(|e| format!("unusable CA certificate: {e}"))?;
+        }
+        let builder =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots);
+        let (mut client, client_hash) = match &self.client {
+            Some((cert, key)) => {
+                let chain = certs(cert, "client certificate")?;
+                let hash = cert_hash(chain[0].as_ref());
+                let key =
+                    PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("client key: {e}"))?;
+                let config = builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("client certificate: {e}"))?;
+                (config, hash)
+            }
+            // No client certificate: the hash is never sent, since servers refuse us first.
+            None => (builder.with_no_client_auth(), server_hash),
+        };
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        let server = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &self.server_cert_pem,
+                &self.server_key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .client_auth_optional(false);
+        let server_name_override = match &self.server_name_override {
+            Some(n) => Some(
+                ServerName::try_from(n.clone())
+                    .map_err(|e| format!("server name override {n:?}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(PreparedTls {
+            hashes: TlsHashes {
+                client_cert_hash: client_hash,
+                server_cert_hash: server_hash,
+            },
+            server,
+            client: Arc::new(ClientTls {
+                config: Arc::new(client),
+                server_name_override,
+            }),
+        })
+    }
+}
+
+fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("{what}: no certificate in PEM"));
+    }
+    Ok(chain)
+}
+
+/// TLS settings ready for use, derived once at start.
+pub(crate) struct PreparedTls {
+    pub(crate) hashes: TlsHashes,
+    pub(crate) server: tonic::transport::ServerTlsConfig,
+    pub(crate) client: Arc<ClientTls>,
+}
+
+/// What the dialling side needs.
+pub(crate) struct ClientTls {
+    config: Arc<ClientConfig>,
+    server_name_override: Option<ServerName<'static>>,
+}
+
+/// Anything hyper can run HTTP/2 over: plain TCP or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A tonic connector that opens TCP (and TLS on top when configured) itself.
+///
+/// Tonic's own TLS keeps the server's certificate to itself, but the core must compare the
+/// leaf the server presented with the hash the server claims in its `ConnEstablish`. So the
+/// channel is given an `http://` endpoint, and this connector does the TLS handshake and
+/// records the SHA-256 of the server's leaf certificate in `captured`.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    tls: Option<Arc<ClientTls>>,
+    pub(crate) captured: Arc<Mutex<Option<CertHash>>>,
+}
+
+impl Dialer {
+    pub(crate) fn new(tls: Option<Arc<ClientTls>>) -> Self {
+        Dialer {
+            tls,
+            captured: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub(crate) fn captured(&self) -> Option<CertHash> {
+        *self.captured.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Service<Uri> for Dialer {
+    type Response = TokioIo<Box<dyn Io>>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        let captured = self.captured.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no port"))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let Some(tls) = tls else {
+                return Ok(TokioIo::new(Box::new(tcp) as Box<dyn Io>));
+            };
+            let name = match &tls.server_name_override {
+                Some(n) => n.clone(),
+                None => ServerName::try_from(host)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            };
+            let stream = TlsConnector::from(tls.config.clone())
+                .connect(name, tcp)
+                .await?;
+            let leaf = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| cert_hash(c.as_ref()));
+            *captured.lock().unwrap_or_else(PoisonError::into_inner) = leaf;
+            Ok(TokioIo::new(Box::new(stream) as Box<dyn Io>))
+        })
+    }
+}
