@@ -1,0 +1,510 @@
+//! Faults as data: what can go wrong, when, written so that a schedule can be printed,
+//! parsed back, and drawn at random from the run's RNG.
+
+use crate::rng::SimRng;
+use core::fmt;
+use core::time::Duration;
+use std::collections::BTreeSet;
+
+/// How a node's application consumes its subscriptions. A slow consumer is what makes a
+/// core pause reading, gRPC flow control push back, and the sender's buffer overflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReaderMode {
+    /// Every delivery is taken as soon as it is ready.
+    #[default]
+    Eager,
+    /// Nothing is taken until the mode changes.
+    Paused,
+    /// One delivery per subscription is taken every interval.
+    Every(Duration),
+}
+
+/// One thing that can go wrong on the simulated network. Node arguments are indices into
+/// the network's nodes; a fault naming a node that does not exist is ignored (and traced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Nodes of `a` and nodes of `b` cannot reach each other, either way.
+    Partition {
+        /// One side.
+        a: Vec<usize>,
+        /// The other side.
+        b: Vec<usize>,
+    },
+    /// Packets from `from` to `to` are lost; the other direction still works (an
+    /// asymmetric partition: dials and pings still hang, since they need both ways).
+    OneWay {
+        /// Senders whose packets are lost.
+        from: Vec<usize>,
+        /// Receivers that never see them.
+        to: Vec<usize>,
+    },
+    /// Every partition is removed; stalled stream data flows again.
+    Heal,
+    /// The node can reach nobody and nobody can reach it.
+    Isolate(usize),
+    /// The process dies: no `stop`, its streams reset at the remote ends, dials are refused.
+    Crash(usize),
+    /// A crashed or stopped node comes back with the same identity and endpoint.
+    Restart(usize),
+    /// A crashed or stopped node comes back at the same endpoint with a new identity
+    /// (what makes its peers see an IdentitySwitch).
+    RestartNewIdentity(usize),
+    /// The node's comm is stopped gracefully and its listener closed.
+    Stop(usize),
+    /// Every stream between the two nodes is reset (RST_STREAM both ways).
+    Reset(usize, usize),
+    /// The next envelope written from the first node to the second arrives with bytes
+    /// flipped.
+    Corrupt(usize, usize),
+    /// The node writes nothing on its streams (never sends its `ConnEstablish`) while on.
+    Silent(usize, bool),
+    /// The node's `ConnEstablish` signatures arrive mangled while on.
+    BadSignature(usize, bool),
+    /// The node's gRPC server accepts connections but never answers Ping while on.
+    HangPing(usize, bool),
+    /// The node's application reads its subscriptions this way from now on.
+    Reader(usize, ReaderMode),
+}
+
+/// A fault and the virtual time, since the start of the run, at which it strikes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledFault {
+    /// Offset from the start of the run.
+    pub at: Duration,
+    /// What happens.
+    pub fault: Fault,
+}
+
+impl Fault {
+    /// Every node the fault names, for validating a schedule against a network.
+    pub fn nodes(&self) -> Vec<usize> {
+        match self {
+            Fault::Partition { a, b } => a.iter().chain(b).copied().collect(),
+            Fault::OneWay { from, to } => from.iter().chain(to).copied().collect(),
+            Fault::Heal => Vec::new(),
+            Fault::Isolate(n)
+            | Fault::Crash(n)
+            | Fault::Restart(n)
+            | Fault::RestartNewIdentity(n)
+            | Fault::Stop(n)
+            | Fault::Silent(n, _)
+            | Fault::BadSignature(n, _)
+            | Fault::HangPing(n, _)
+            | Fault::Reader(n, _) => vec![*n],
+            Fault::Reset(a, b) | Fault::Corrupt(a, b) => vec![*a, *b],
+        }
+    }
+}
+
+fn fmt_set(f: &mut fmt::Formatter<'_>, v: &[usize]) -> fmt::Result {
+    for (i, n) in v.iter().enumerate() {
+        if i > 0 {
+            f.write_str("+")?;
+        }
+        write!(f, "{n}")?;
+    }
+    Ok(())
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "" } else { "=off" }
+}
+
+/// Formats a duration so that [`parse_duration`] reads it back exactly.
+pub fn fmt_duration(d: Duration) -> String {
+    let n = d.as_nanos();
+    if n == 0 {
+        "0s".into()
+    } else if n % 1_000_000_000 == 0 {
+        format!("{}s", n / 1_000_000_000)
+    } else if n % 1_000_000 == 0 {
+        format!("{}ms", n / 1_000_000)
+    } else if n % 1_000 == 0 {
+        format!("{}us", n / 1_000)
+    } else {
+        format!("{n}ns")
+    }
+}
+
+/// Parses `1.5s`, `200ms`, `30us`, `10ns` or `2m` (minutes). A bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit_nanos) = if let Some(x) = s.strip_suffix("ns") {
+        (x, 1.0)
+    } else if let Some(x) = s.strip_suffix("us") {
+        (x, 1e3)
+    } else if let Some(x) = s.strip_suffix("ms") {
+        (x, 1e6)
+    } else if let Some(x) = s.strip_suffix('s') {
+        (x, 1e9)
+    } else if let Some(x) = s.strip_suffix('m') {
+        (x, 60e9)
+    } else {
+        (s, 1e9)
+    };
+    if let Ok(whole) = num.parse::<u64>() {
+        let nanos = (whole as u128) * (unit_nanos as u128);
+        return u64::try_from(nanos)
+            .map(Duration::from_nanos)
+            .map_err(|_| format!("duration too large: {s:?}"));
+    }
+    let x: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 1.5s, 200ms, 30us)"))?;
+    if !x.is_finite() || x < 0.0 || x * unit_nanos > u64::MAX as f64 {
+        return Err(format!("duration out of range: {s:?}"));
+    }
+    Ok(Duration::from_nanos((x * unit_nanos).round() as u64))
+}
+
+impl fmt::Display for ReaderMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReaderMode::Eager => f.write_str("eager"),
+            ReaderMode::Paused => f.write_str("paused"),
+            ReaderMode::Every(d) => f.write_str(&fmt_duration(*d)),
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_at(f, None)
+    }
+}
+
+impl Fault {
+    fn fmt_at(&self, f: &mut fmt::Formatter<'_>, at: Option<Duration>) -> fmt::Result {
+        let name = match self {
+            Fault::Partition { .. } => "partition",
+            Fault::OneWay { .. } => "oneway",
+            Fault::Heal => "heal",
+            Fault::Isolate(_) => "isolate",
+            Fault::Crash(_) => "crash",
+            Fault::Restart(_) => "restart",
+            Fault::RestartNewIdentity(_) => "restart-new",
+            Fault::Stop(_) => "stop",
+            Fault::Reset(..) => "reset",
+            Fault::Corrupt(..) => "corrupt",
+            Fault::Silent(..) => "silent",
+            Fault::BadSignature(..) => "badsig",
+            Fault::HangPing(..) => "hangping",
+            Fault::Reader(..) => "reader",
+        };
+        f.write_str(name)?;
+        if let Some(at) = at {
+            write!(f, "@{}", fmt_duration(at))?;
+        }
+        match self {
+            Fault::Heal => Ok(()),
+            Fault::Partition { a, b } => {
+                f.write_str(":")?;
+                fmt_set(f, a)?;
+                f.write_str("/")?;
+                fmt_set(f, b)
+            }
+            Fault::OneWay { from, to } => {
+                f.write_str(":")?;
+                fmt_set(f, from)?;
+                f.write_str("/")?;
+                fmt_set(f, to)
+            }
+            Fault::Isolate(n)
+            | Fault::Crash(n)
+            | Fault::Restart(n)
+            | Fault::RestartNewIdentity(n)
+            | Fault::Stop(n) => write!(f, ":{n}"),
+            Fault::Reset(a, b) | Fault::Corrupt(a, b) => write!(f, ":{a}/{b}"),
+            Fault::Silent(n, on) | Fault::BadSignature(n, on) | Fault::HangPing(n, on) => {
+                write!(f, ":{n}{}", on_off(*on))
+            }
+            Fault::Reader(n, m) => write!(f, ":{n}={m}"),
+        }
+    }
+}
+
+impl fmt::Display for ScheduledFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fault.fmt_at(f, Some(self.at))
+    }
+}
+
+fn parse_node(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("not a node index: {s:?}"))
+}
+
+fn parse_set(s: &str) -> Result<Vec<usize>, String> {
+    s.split('+').map(parse_node).collect()
+}
+
+fn parse_pair(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once('/')
+        .ok_or_else(|| format!("expected A/B, got {s:?}"))?;
+    Ok((parse_node(a)?, parse_node(b)?))
+}
+
+fn parse_toggle(s: &str) -> Result<(usize, bool), String> {
+    match s.split_once('=') {
+        None => Ok((parse_node(s)?, true)),
+        Some((n, "on")) => Ok((parse_node(n)?, true)),
+        Some((n, "off")) => Ok((parse_node(n)?, false)),
+        Some((_, v)) => Err(format!("expected =on or =off, got ={v}")),
+    }
+}
+
+impl core::str::FromStr for ScheduledFault {
+    type Err = String;
+
+    /// Parses `kind@time[:args]`, e.g. `partition@2s:0+1/2+3`, `crash@1500ms:2`,
+    /// `reader@1s:3=10ms`, `hangping@0s:1=off`. The time defaults to 0.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (head, args) = match s.split_once(':') {
+            Some((h, a)) => (h, Some(a)),
+            None => (s, None),
+        };
+        let (name, at) = match head.split_once('@') {
+            Some((n, t)) => (n, parse_duration(t)?),
+            None => (head, Duration::ZERO),
+        };
+        let need = || args.ok_or_else(|| format!("{name} needs arguments, e.g. {name}@1s:0"));
+        let fault = match name {
+            "heal" => Fault::Heal,
+            "partition" => {
+                let (a, b) = need()?
+                    .split_once('/')
+                    .ok_or("partition needs A/B, e.g. 0+1/2")?;
+                Fault::Partition {
+                    a: parse_set(a)?,
+                    b: parse_set(b)?,
+                }
+            }
+            "oneway" => {
+                let (a, b) = need()?
+                    .split_once('/')
+                    .ok_or("oneway needs FROM/TO, e.g. 0/1")?;
+                Fault::OneWay {
+                    from: parse_set(a)?,
+                    to: parse_set(b)?,
+                }
+            }
+            "isolate" => Fault::Isolate(parse_node(need()?)?),
+            "crash" => Fault::Crash(parse_node(need()?)?),
+            "restart" => Fault::Restart(parse_node(need()?)?),
+            "restart-new" => Fault::RestartNewIdentity(parse_node(need()?)?),
+            "stop" => Fault::Stop(parse_node(need()?)?),
+            "reset" => {
+                let (a, b) = parse_pair(need()?)?;
+                Fault::Reset(a, b)
+            }
+            "corrupt" => {
+                let (a, b) = parse_pair(need()?)?;
+                Fault::Corrupt(a, b)
+            }
+            "silent" => {
+                let (n, on) = parse_toggle(need()?)?;
+                Fault::Silent(n, on)
+            }
+            "badsig" => {
+                let (n, on) = parse_toggle(need()?)?;
+                Fault::BadSignature(n, on)
+            }
+            "hangping" => {
+                let (n, on) = parse_toggle(need()?)?;
+                Fault::HangPing(n, on)
+            }
+            "reader" => {
+                let (n, m) = need()?
+                    .split_once('=')
+                    .ok_or("reader needs N=eager|paused|INTERVAL")?;
+                let mode = match m {
+                    "eager" => ReaderMode::Eager,
+                    "paused" => ReaderMode::Paused,
+                    d => ReaderMode::Every(parse_duration(d)?),
+                };
+                Fault::Reader(parse_node(n)?, mode)
+            }
+            other => {
+                return Err(format!(
+                    "unknown fault {other:?}; known: partition oneway heal isolate crash \
+                     restart restart-new stop reset corrupt silent badsig hangping reader"
+                ));
+            }
+        };
+        Ok(ScheduledFault { at, fault })
+    }
+}
+
+/// Parses a comma-separated schedule such as `partition@1s:0/1,heal@3s,crash@4s:2`.
+pub fn parse_schedule(s: &str) -> Result<Vec<ScheduledFault>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+/// Formats a schedule so that [`parse_schedule`] reads it back.
+pub fn fmt_schedule(faults: &[ScheduledFault]) -> String {
+    faults
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Draws `count` faults for `nodes` nodes at random times within `span`, then appends a
+/// recovery at `span` (heal, restart whatever is down, readers and pings back to normal)
+/// so that a run can end quiescent and be checked. Every choice comes from `rng`.
+pub fn random_schedule(
+    rng: &mut SimRng,
+    nodes: usize,
+    span: Duration,
+    count: usize,
+) -> Vec<ScheduledFault> {
+    let mut out = Vec::with_capacity(count + nodes + 2);
+    if nodes == 0 {
+        return out;
+    }
+    let mut down = BTreeSet::new();
+    let mut times: Vec<Duration> = (0..count)
+        .map(|_| rng.duration(Duration::ZERO, span))
+        .collect();
+    times.sort();
+    for at in times {
+        let n = rng.index(nodes);
+        let other = (n + 1 + rng.index(nodes.saturating_sub(1).max(1))) % nodes;
+        let fault = match rng.below(13) {
+            0 | 1 => {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                for i in 0..nodes {
+                    if rng.chance(500) {
+                        a.push(i)
+                    } else {
+                        b.push(i)
+                    }
+                }
+                if a.is_empty() || b.is_empty() {
+                    Fault::Isolate(n)
+                } else {
+                    Fault::Partition { a, b }
+                }
+            }
+            2 => Fault::OneWay {
+                from: vec![n],
+                to: vec![other],
+            },
+            3 | 4 => Fault::Heal,
+            5 => Fault::Isolate(n),
+            6 if !down.contains(&n) => {
+                down.insert(n);
+                if rng.chance(200) {
+                    Fault::Stop(n)
+                } else {
+                    Fault::Crash(n)
+                }
+            }
+            6 | 7 if down.contains(&n) => {
+                down.remove(&n);
+                if rng.chance(300) {
+                    Fault::RestartNewIdentity(n)
+                } else {
+                    Fault::Restart(n)
+                }
+            }
+            7 | 8 => Fault::Reset(n, other),
+            9 => Fault::Corrupt(n, other),
+            10 => {
+                let mode = match rng.below(3) {
+                    0 => ReaderMode::Paused,
+                    1 => ReaderMode::Every(
+                        rng.duration(Duration::from_micros(100), Duration::from_millis(20)),
+                    ),
+                    _ => ReaderMode::Eager,
+                };
+                Fault::Reader(n, mode)
+            }
+            11 => Fault::HangPing(n, rng.chance(500)),
+            _ => match rng.below(2) {
+                0 => Fault::Silent(n, rng.chance(500)),
+                _ => Fault::BadSignature(n, rng.chance(500)),
+            },
+        };
+        out.push(ScheduledFault { at, fault });
+    }
+    out.push(ScheduledFault {
+        at: span,
+        fault: Fault::Heal,
+    });
+    for n in 0..nodes {
+        for fault in [
+            Fault::Reader(n, ReaderMode::Eager),
+            Fault::HangPing(n, false),
+            Fault::Silent(n, false),
+            Fault::BadSignature(n, false),
+        ] {
+            out.push(ScheduledFault { at: span, fault });
+        }
+        if down.contains(&n) {
+            out.push(ScheduledFault {
+                at: span,
+                fault: Fault::Restart(n),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_round_trip_through_text() {
+        let text = "partition@1s:0+1/2,oneway@1500ms:0/1,heal@2s,isolate@3s:1,crash@3s:2,\
+                    restart@4s:2,restart-new@5s:2,stop@6s:0,reset@7us:0/1,corrupt@8ns:1/0,\
+                    silent@9s:1,badsig@9s:1=off,hangping@0s:2,reader@1s:0=paused,\
+                    reader@1s:0=10ms,reader@2s:0=eager";
+        let s = parse_schedule(text).unwrap();
+        assert_eq!(s.len(), 16);
+        assert_eq!(fmt_schedule(&s), text.replace("@0s", "@0s"));
+        assert_eq!(parse_schedule(&fmt_schedule(&s)).unwrap(), s);
+        assert_eq!(s[1].at, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn bad_schedules_are_errors_not_panics() {
+        for bad in [
+            "nope@1s:0",
+            "crash@1s",
+            "crash@xs:1",
+            "partition@1s:0",
+            "reset@1s:0",
+            "reader@1s:0",
+            "silent@1s:0=maybe",
+            "crash@-1s:0",
+            "crash@1e30s:0",
+        ] {
+            assert!(parse_schedule(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn random_schedules_are_reproducible_and_end_recovered() {
+        let a = random_schedule(&mut SimRng::new(3), 5, Duration::from_secs(10), 30);
+        let b = random_schedule(&mut SimRng::new(3), 5, Duration::from_secs(10), 30);
+        assert_eq!(a, b);
+        assert!(a.windows(2).all(|w| w[0].at <= w[1].at));
+        assert!(
+            a.iter()
+                .any(|f| f.fault == Fault::Heal && f.at == Duration::from_secs(10))
+        );
+        assert!(a.iter().all(|f| f.fault.nodes().iter().all(|n| *n < 5)));
+    }
+}

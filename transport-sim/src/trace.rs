@@ -1,0 +1,157 @@
+//! The trace: every input and output of every node, with its virtual time.
+
+use core::fmt::{self, Write as _};
+use sha2::{Digest, Sha256};
+
+/// How much of the trace a run keeps. Formatting lines costs far more than simulating, so a
+/// benchmark turns the trace off, a sweep only hashes it, and a test that reads or snapshots
+/// it keeps the lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TraceMode {
+    /// Nothing is formatted or kept; [`Trace::hash`] stays the hash of nothing.
+    Off,
+    /// Every line is formatted and hashed, none kept: determinism checks at low cost.
+    #[default]
+    Hash,
+    /// Every line is hashed and kept (up to the limit) for reading, files and snapshots.
+    Full,
+}
+
+/// The record of a run. Lines look like `+0.000400000 n0 < dial d0.0 ok`: virtual time
+/// since the start of the run, the node, a direction marker (`<` input, `>` action,
+/// `!` event, `@` delivery, `*` fault, `api` a call) and the details.
+///
+/// The SHA-256 over all lines is the run's fingerprint: the same seed must give the same
+/// hash, byte for byte. Kept lines are bounded by `limit`; lines past it are still hashed
+/// and counted in [`Trace::dropped`].
+#[derive(Clone, Debug)]
+pub struct Trace {
+    mode: TraceMode,
+    hasher: Sha256,
+    lines: Vec<String>,
+    limit: usize,
+    count: u64,
+    dropped: u64,
+    buf: String,
+}
+
+impl Trace {
+    /// A trace in `mode` keeping at most `limit` lines.
+    pub fn new(mode: TraceMode, limit: usize) -> Self {
+        Trace {
+            mode,
+            hasher: Sha256::new(),
+            lines: Vec::new(),
+            limit,
+            count: 0,
+            dropped: 0,
+            buf: String::new(),
+        }
+    }
+
+    /// Whether lines are being formatted at all (callers skip work when not).
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.mode != TraceMode::Off
+    }
+
+    /// The mode in force.
+    pub fn mode(&self) -> TraceMode {
+        self.mode
+    }
+
+    /// Adds one line at `elapsed_nanos` of virtual time.
+    pub fn record(&mut self, elapsed_nanos: u64, args: fmt::Arguments<'_>) {
+        if self.mode == TraceMode::Off {
+            return;
+        }
+        self.buf.clear();
+        let secs = elapsed_nanos / 1_000_000_000;
+        let nanos = elapsed_nanos % 1_000_000_000;
+        // Writing to a String cannot fail.
+        let _ = write!(self.buf, "+{secs}.{nanos:09} ");
+        let _ = self.buf.write_fmt(args);
+        self.hasher.update(self.buf.as_bytes());
+        self.hasher.update(b"\n");
+        self.count += 1;
+        if self.mode == TraceMode::Full {
+            if self.lines.len() < self.limit {
+                self.lines.push(self.buf.clone());
+            } else {
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// The kept lines, oldest first.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// The kept lines joined with newlines, for files and snapshots.
+    pub fn text(&self) -> String {
+        let mut s = String::with_capacity(self.lines.iter().map(|l| l.len() + 1).sum());
+        for l in &self.lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// SHA-256 over every line recorded so far (kept or not).
+    pub fn hash(&self) -> [u8; 32] {
+        self.hasher.clone().finalize().into()
+    }
+
+    /// The hash as lowercase hex.
+    pub fn hash_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.hash() {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+
+    /// Lines recorded (kept or not).
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Lines hashed but not kept because the limit was reached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// Short fingerprint of a byte string for trace lines: the first 4 bytes of its SHA-256,
+/// so a trace shows when message bytes change without printing them.
+pub(crate) struct Digest8<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Display for Digest8<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = Sha256::digest(self.0);
+        write!(f, "#{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_hash_alike_and_full_keeps_lines() {
+        let mut h = Trace::new(TraceMode::Hash, 10);
+        let mut f = Trace::new(TraceMode::Full, 1);
+        let mut o = Trace::new(TraceMode::Off, 10);
+        for t in [&mut h, &mut f, &mut o] {
+            t.record(1_500_000_000, format_args!("n0 > {}", "x"));
+            t.record(2_000_000_000, format_args!("n1 < {}", 2));
+        }
+        assert_eq!(h.hash(), f.hash());
+        assert_ne!(h.hash(), o.hash());
+        assert_eq!(f.lines(), &["+1.500000000 n0 > x".to_string()]);
+        assert_eq!(f.dropped(), 1);
+        assert_eq!(h.count(), 2);
+        assert!(h.lines().is_empty());
+    }
+}
