@@ -288,6 +288,8 @@ class _BaseStream:
                 got.append(self.recv(left))
             except StreamEnded as e:
                 return got, e
+            except RecvTimeout:
+                raise RecvTimeout(f"stream still open after {timeout}s ({len(got)} envelopes received)") from None
 
     def _outgoing(self):
         while True:
@@ -421,6 +423,7 @@ class Conn:
         self.done = threading.Event()
         self._pending: dict[int, "queue.Queue"] = {}
         self._lock = threading.Lock()
+        self.stray_acks = 0  # Acknowledgements that matched no pending send_with_ack
         threading.Thread(target=self._pump, daemon=True, name="conn-pump").start()
 
     def _pump(self):
@@ -436,6 +439,8 @@ class Conn:
                         w = self._pending.get(m.nonce)
                     if w is not None:
                         w.put(m.ack.error)
+                    else:
+                        self.stray_acks += 1
                     continue
                 r = Received(m, env, self.info, self)
                 if self.auto_ack and m.nonce != 0:
@@ -532,6 +537,8 @@ def connect(
     auto_ack: bool = False,
     dial_timeout: float = DIAL_TIMEOUT,
     conn_timeout: float = CONN_TIMEOUT,
+    on_message: Optional[Callable[[Received], None]] = None,
+    on_end: Optional[Callable[[Conn, StreamEnded], None]] = None,
 ) -> ClientConn:
     """Fabric's createConnection: dial, Ping, open GossipStream, handshake, check the expected
     PKI-ID. Raises HandshakeError, grpc errors, or grpc.FutureTimeoutError (dial)."""
@@ -551,7 +558,7 @@ def connect(
         raise
     cc = ClientConn(ch, st, info=info)
     if not probe:
-        cc.conn = Conn(st, info, auto_ack=auto_ack)
+        cc.conn = Conn(st, info, auto_ack=auto_ack, on_message=on_message, on_end=on_end)
     return cc
 
 

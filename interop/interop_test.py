@@ -1,0 +1,774 @@
+"""Interoperability test: an independent gRPC implementation (Python grpcio, stubs generated at test
+time from proto/protos/) speaks Fabric's gossip comm protocol with our node.
+
+Run it with `bash interop/run.sh` (which installs, generates the stubs and builds the node).
+
+===================================================================================================
+THE CONTRACT `fabric-gossip node` IMPLEMENTS (the CLI is written against this text)
+===================================================================================================
+
+    fabric-gossip node --listen HOST:PORT --test-identity [--peer ADDR]... [--auto-ack]
+
+  --listen HOST:PORT  address of the gossip gRPC server (plaintext). PORT may be 0: the node binds an
+                      ephemeral port, and its endpoint (= identity = PKI-ID) is the address actually
+                      bound, e.g. "127.0.0.1:41234", as printed in the "listening" event.
+  --test-identity     Fabric's unit-test provider, TEST ONLY: identity = PKI-ID = the endpoint's
+                      bytes; Sign = HMAC-SHA256 with key [0, 0, 0]; Verify = recompute and compare;
+                      ValidateIdentity always passes. (Required: the node has no other identity yet.)
+  --peer ADDR         repeatable; at start-up, open a connection (dial, Ping, handshake) to ADDR with
+                      expected PKI-ID = ADDR; reported as "connected" (inbound false) or
+                      "presumed_dead".
+  --auto-ack          acknowledge (empty error) every received message whose nonce is non-zero.
+  Fabric's timeouts: dialTimeout 3 s, connTimeout 2 s.
+  `fabric-gossip node --help` exits 0 and its output contains "--test-identity" (the harness uses
+  this to tell whether the subcommand exists yet).
+
+  stdout: only JSON objects, one per line, each flushed at once (logs go to stderr). PKI below is the
+  PKI-ID's bytes as UTF-8 (an endpoint string under --test-identity); ADDR is "host:port".
+    {"event":"listening","addr":ADDR}                 once, first line, when accepting connections
+    {"event":"connected","peer":PKI,"inbound":BOOL}   a connection registered after a handshake
+                                                      (never for a probe)
+    {"event":"disconnected","peer":PKI}               a registered connection removed
+    {"event":"handshake_failed","remote":ADDR,"error":TEXT}
+                                                      a handshake refused: inbound (remote = the
+                                                      socket's remote address) or outbound (remote =
+                                                      the endpoint dialled)
+    {"event":"presumed_dead","peer":PKI}              Fabric's PresumedDead (send could not get a
+                                                      connection, or a write failed)
+    {"event":"received","from":PKI,"nonce":N,"content":NAME,"data_hex":HEX,"seq":N}
+                                                      per delivered message. NAME = the GossipMessage
+                                                      oneof field's name in message.proto
+                                                      ("data_msg", "alive_msg", ...). data_hex
+                                                      (payload.data) and seq (payload.seq_num) only
+                                                      for data_msg. Acknowledgements are intercepted
+                                                      and never printed.
+    {"event":"ack_result","peer":PKI,"seq":N,"ok":BOOL,"error":TEXT}
+                                                      answer to send_with_ack; error "" when ok
+  stdin: JSON commands, one per line:
+    {"cmd":"send","to":ADDR,"pki_id":PKI,"data":TEXT,"seq":N}            optional "nonce":N (default 0)
+        Fabric's Send (non-blocking) of GossipMessage{nonce, tag: EMPTY,
+        data_msg{payload{seq_num: seq, data: UTF-8 bytes of TEXT}}}, noop-signed (empty signature),
+        to RemotePeer{Endpoint: to, PKIID: pki_id}: the existing connection with that PKI-ID,
+        inbound or outbound, else dial + Ping + handshake; failure -> "presumed_dead".
+    {"cmd":"send_with_ack","to":ADDR,"pki_id":PKI,"data":TEXT,"seq":N,"timeout_ms":N}
+        Fabric's SendWithAck(minAck 1) of the same message (fresh random nonce) -> one "ack_result".
+    {"cmd":"stop"}   Stop() (closes every connection), then exit with status 0. End of stdin: same.
+===================================================================================================
+
+Targets: "rust" = the real node (target/debug/fabric-gossip, or --node-bin); "reference" = the
+Python stand-in reference_node.py (the harness testing itself: Python client/server vs Python node).
+Prints one PASS/FAIL/SKIP line per test and closes with "N passed, M failed[, K skipped]".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+import fabric_peer as fp
+from fabric_peer import pb
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FIXTURES = os.path.join(ROOT, "proto", "tests", "fixtures")
+OUT = os.path.join(HERE, "_out")
+EVENT_TIMEOUT = 10.0  # generous bound for anything the node should do "now"
+
+
+class Fail(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+class Identity:
+    """A Python peer's claimed endpoint. The port is bound but not listening, so it is unique on
+    this machine and any dial to it is refused at once (the node must never need to dial it)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.endpoint = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.pki = self.endpoint.encode()
+
+    def close(self):
+        self.sock.close()
+
+
+class NodeProc:
+    """The node under test: JSON events from stdout, JSON commands to stdin."""
+
+    def __init__(self, argv, name, extra=()):
+        os.makedirs(OUT, exist_ok=True)
+        self.stderr_path = os.path.join(OUT, f"{name}.stderr")
+        self._stderr = open(self.stderr_path, "wb")
+        self.argv = list(argv) + ["node", "--listen", "127.0.0.1:0", "--test-identity"] + list(extra)
+        self.p = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=ROOT
+        )
+        self.events: list[dict] = []
+        self.bad_lines: list[str] = []
+        self.cv = threading.Condition()
+        self.eof = False
+        threading.Thread(target=self._read, daemon=True).start()
+        ev = self.wait(lambda e: e["event"] == "listening", EVENT_TIMEOUT, what="listening")
+        self.addr = ev["addr"]
+        self.pki = self.addr.encode()
+        check(self.events[0] is ev, f"first event is not 'listening': {self.events[0]}")
+
+    def _read(self):
+        for raw in self.p.stdout:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line:
+                continue
+            with self.cv:
+                try:
+                    ev = json.loads(line)
+                    if not isinstance(ev, dict) or "event" not in ev:
+                        raise ValueError
+                    self.events.append(ev)
+                except ValueError:
+                    self.bad_lines.append(line)
+                self.cv.notify_all()
+        with self.cv:
+            self.eof = True
+            self.cv.notify_all()
+
+    def wait(self, pred, timeout, what="event"):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                for ev in self.events:
+                    if pred(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0 or self.eof:
+                    state = "node exited" if self.eof else f"none within {timeout}s"
+                    raise Fail(f"waiting for {what}: {state}; events so far: {self.events[-12:]}")
+                self.cv.wait(min(left, 0.5))
+
+    def find(self, pred):
+        with self.cv:
+            return [e for e in self.events if pred(e)]
+
+    def cmd(self, **c):
+        self.p.stdin.write((json.dumps(c) + "\n").encode())
+        self.p.stdin.flush()
+
+    def stop(self, timeout=5.0) -> int:
+        """Send stop, close stdin; the node must exit within `timeout` s. Returns its status."""
+        try:
+            if self.p.poll() is None:
+                self.cmd(cmd="stop")
+                self.p.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise Fail(f"node did not exit within {timeout}s of stop") from None
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(timeout=5)
+
+    def stderr_tail(self, n=25):
+        self._stderr.flush()
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+def is_ev(kind, **fields):
+    return lambda e: e.get("event") == kind and all(e.get(k) == v for k, v in fields.items())
+
+
+def client_stream(node):
+    ch = fp.dial(node.addr)
+    return ch, fp.ClientStream(ch, node.addr)
+
+
+def check_node_conn_establish(env: "pb.Envelope", node, probe=False):
+    """The node's ConnEstablish: HMAC verifies, pki_id = identity = listen endpoint, Fabric's
+    fields (nonce 0, tag EMPTY, no TLS hash without TLS)."""
+    info = fp.check_conn_establish(env)
+    m = fp.decode_envelope(env)
+    check(info.pki_id == node.pki, f"node's pki_id {info.pki_id!r} != its endpoint {node.addr}")
+    check(info.identity == node.pki, f"node's identity {info.identity!r} != its endpoint {node.addr}")
+    check(m.nonce == 0 and m.tag == pb.GossipMessage.EMPTY, f"ConnEstablish nonce/tag: {m}")
+    check(m.conn.tls_cert_hash == b"", "tls_cert_hash must be empty without TLS")
+    check(m.conn.probe == probe, f"probe flag {m.conn.probe}, expected {probe}")
+    check(env.signature == fp.PROVIDER.sign(env.payload), "HMAC mismatch")
+    return info
+
+
+def connect_client(node, me: Identity, auto_ack=True):
+    """Python client -> node: dial, Ping, stream, handshake; returns (channel, stream, Conn)."""
+    ch, st = client_stream(node)
+    fp.ping(ch)
+    info = fp.handshake(st, me.endpoint)
+    check(info.pki_id == node.pki, f"node authenticated as {info.pki_id!r}, expected {node.addr}")
+    conn = fp.Conn(st, info, auto_ack=auto_ack)
+    node.wait(is_ev("connected", peer=me.endpoint, inbound=True), EVENT_TIMEOUT, "connected(inbound)")
+    return ch, st, conn
+
+
+def expect_refused(node, me: Identity, first: "pb.Envelope", follow=()):
+    """Open a stream, send `first` (and `follow`), expect: the node's own ConnEstablish, then the
+    stream ending with a non-OK status; a handshake_failed event; nothing connected or delivered."""
+    ch, st = client_stream(node)
+    try:
+        st.send(first)
+        for env in follow:
+            st.send(env)
+        got, end = st.recv_until_end(EVENT_TIMEOUT)
+        check(len(got) >= 1, "node sent no ConnEstablish before refusing")
+        check_node_conn_establish(got[0], node)
+        check(len(got) == 1, f"node sent {len(got) - 1} more envelopes after refusing")
+        check(end.code != fp.grpc.StatusCode.OK, f"stream ended with OK; expected an error status ({end})")
+        node.wait(is_ev("handshake_failed"), EVENT_TIMEOUT, "handshake_failed")
+        bad = node.find(lambda e: e.get("peer") == me.endpoint or e.get("from") == me.endpoint)
+        check(not bad, f"refused peer was registered or delivered: {bad}")
+        return end
+    finally:
+        st.cancel()
+        ch.close()
+
+
+# --------------------------------------------------------------------------
+# Tests. Offline: vectors. Online: each gets a fresh node.
+# --------------------------------------------------------------------------
+
+OFFLINE = []
+ONLINE = []
+
+
+def offline(f):
+    OFFLINE.append(f)
+    return f
+
+
+def online(*extra):
+    def deco(f):
+        f.extra = extra
+        ONLINE.append(f)
+        return f
+
+    return deco
+
+
+def load(name):
+    with open(os.path.join(FIXTURES, name)) as f:
+        return json.load(f)["records"]
+
+
+@offline
+def vectors_conn_establish():
+    """Our ConnEstablish equals Fabric's byte for byte; Fabric's verify under our checks."""
+    for r in load("conn_establish.json"):
+        tls = bytes.fromhex(r["tls_cert_hash_hex"])
+        env = fp.conn_establish(r["pki_id_string"], tls, r["probe"])
+        check(env.SerializeToString().hex() == r["envelope_hex"], f"{r['name']}: envelope differs from Fabric's")
+        check(env.payload.hex() == r["payload_hex"], f"{r['name']}: payload differs")
+        fabric_env = pb.Envelope.FromString(bytes.fromhex(r["envelope_hex"]))
+        info = fp.check_conn_establish(fabric_env, remote_tls_cert_hash=tls if tls else None)
+        check(info.pki_id == r["pki_id_string"].encode() and info.probe == r["probe"], f"{r['name']}: info {info}")
+        tampered = pb.Envelope(payload=fabric_env.payload, signature=bytes([fabric_env.signature[0] ^ 1]) + fabric_env.signature[1:])
+        try:
+            fp.check_conn_establish(tampered)
+            raise Fail(f"{r['name']}: tampered signature accepted")
+        except fp.HandshakeError as e:
+            check(e.kind == "signature", f"tampered signature refused as {e.kind!r}")
+
+
+@offline
+def vectors_gossip_messages():
+    """Every Fabric GossipMessage vector decodes with the generated stubs, re-encodes to the same
+    bytes, and its signed envelope verifies with the unit-test HMAC."""
+    recs = load("gossip_messages.json")
+    check(len(recs) >= 20, f"only {len(recs)} records")
+    for r in recs:
+        raw = bytes.fromhex(r["bytes_hex"])
+        m = pb.GossipMessage.FromString(raw)
+        check(m.SerializeToString() == raw, f"{r['name']}: re-encoding differs")
+        env = pb.Envelope.FromString(bytes.fromhex(r["signed_envelope_hex"]))
+        check(env.payload == raw, f"{r['name']}: envelope payload")
+        fp.verify_envelope(env, b"any identity")
+        check(fp.noop_sign(m).SerializeToString().hex() == r["noop_envelope_hex"], f"{r['name']}: noop envelope")
+    by = {r["name"]: r for r in recs}
+    h = by["harness_data_msg_nonce3_seq1_16B"]
+    ours = fp.noop_sign(fp.data_message(1, bytes(range(1, 17)), nonce=3)).SerializeToString().hex()
+    check(ours == h["noop_envelope_hex"], "our DataMessage differs from Fabric's")
+    a = by["ack_no_error"]
+    ack = fp.ack_message(4098)
+    ack.channel = b"vectorchannel"
+    check(fp.noop_sign(ack).SerializeToString().hex() == a["noop_envelope_hex"], "our Ack differs from Fabric's")
+
+
+@offline
+def vectors_secret_envelope():
+    """An Envelope with a SecretEnvelope verifies, and fails when the secret's signature is broken."""
+    for r in load("secret_envelope.json"):
+        env = pb.Envelope.FromString(bytes.fromhex(r["envelope_hex"]))
+        fp.verify_envelope(env, b"127.0.0.1:7051")
+        sec = pb.Secret.FromString(env.secret_envelope.payload)
+        check(sec.internalEndpoint == r["internal_endpoint"], "internal endpoint")
+        env.secret_envelope.signature = b"\x00" * 32
+        try:
+            fp.verify_envelope(env, b"x")
+            raise Fail("broken secret signature accepted")
+        except fp.VerifyError:
+            pass
+
+
+# a. Python client -> node
+
+
+@online("--auto-ack")
+def client_ping_and_handshake(node):
+    """Ping answers; the node's ConnEstablish verifies and names its listen endpoint; it registers us."""
+    me = Identity()
+    ch, st = client_stream(node)
+    try:
+        fp.ping(ch)
+        st.send(fp.conn_establish(me.endpoint))
+        first = st.recv(fp.CONN_TIMEOUT + 1)
+        check_node_conn_establish(first, node)
+        node.wait(is_ev("connected", peer=me.endpoint, inbound=True), EVENT_TIMEOUT, "connected(inbound)")
+    finally:
+        st.cancel()
+        ch.close()
+        me.close()
+
+
+@online("--auto-ack")
+def client_sends_data_and_gets_ack(node):
+    """Three DataMessages arrive in order; a message with a nonce is acked (auto-ack), others not."""
+    me = Identity()
+    ch, st, conn = connect_client(node, me)
+    try:
+        for i in (1, 2, 3):
+            conn.send(fp.noop_sign(fp.data_message(i, f"interop-{i}".encode())))
+        for i in (1, 2, 3):
+            node.wait(is_ev("received", **{"from": me.endpoint}, seq=i), EVENT_TIMEOUT, f"received seq {i}")
+        got = node.find(is_ev("received", **{"from": me.endpoint}))
+        check([e["seq"] for e in got] == [1, 2, 3], f"order: {got}")
+        for i, e in zip((1, 2, 3), got):
+            check(e["content"] == "data_msg" and e["nonce"] == 0, f"event {e}")
+            check(e["data_hex"] == f"interop-{i}".encode().hex(), f"data of {e}")
+        # the ack path: Fabric's SendWithAck shape (random nonce, noop-signed), acked with empty error
+        err = conn.send_with_ack(fp.data_message(4, b"ack-me"), timeout=EVENT_TIMEOUT)
+        check(err is None, f"node's ack: {err!r}")
+        ev = node.wait(is_ev("received", **{"from": me.endpoint}, seq=4), EVENT_TIMEOUT, "received seq 4")
+        check(ev["nonce"] != 0, f"nonce not reported: {ev}")
+        check(conn.stray_acks == 0, f"node acked {conn.stray_acks} message(s) that had nonce 0")
+    finally:
+        st.cancel()
+        ch.close()
+        me.close()
+
+
+@online("--auto-ack")
+def node_sends_on_inbound_connection(node):
+    """The node sends to us over the stream we opened (it must not dial our unreachable endpoint),
+    noop-signed; its send_with_ack gets our ack."""
+    me = Identity()
+    ch, st, conn = connect_client(node, me)
+    try:
+        node.cmd(cmd="send", to=me.endpoint, pki_id=me.endpoint, data="back-to-you", seq=9)
+        r = conn.recv(EVENT_TIMEOUT)
+        check(fp.content_of(r.msg) == "data_msg", f"got {r.msg}")
+        p = r.msg.data_msg.payload
+        check(p.seq_num == 9 and p.data == b"back-to-you", f"payload {p}")
+        check(r.msg.nonce == 0 and r.msg.tag == pb.GossipMessage.EMPTY, f"nonce/tag {r.msg}")
+        check(r.envelope.signature == b"", "Send must be noop-signed")
+        node.cmd(cmd="send_with_ack", to=me.endpoint, pki_id=me.endpoint, data="ack?", seq=10, timeout_ms=5000)
+        ev = node.wait(is_ev("ack_result", seq=10), EVENT_TIMEOUT, "ack_result")
+        check(ev["ok"] is True and ev["error"] == "" and ev["peer"] == me.endpoint, f"ack_result {ev}")
+        r = conn.recv(EVENT_TIMEOUT)
+        check(r.msg.nonce != 0 and r.msg.data_msg.payload.seq_num == 10, f"send_with_ack message {r.msg}")
+        check(not node.find(is_ev("presumed_dead")), f"presumed dead: {node.find(is_ev('presumed_dead'))}")
+    finally:
+        st.cancel()
+        ch.close()
+        me.close()
+
+
+@online("--auto-ack")
+def client_close_disconnects(node):
+    """When we end our stream the node removes the connection and says so."""
+    me = Identity()
+    ch, st, conn = connect_client(node, me)
+    try:
+        st.close_send()
+        node.wait(is_ev("disconnected", peer=me.endpoint), EVENT_TIMEOUT, "disconnected")
+        check(conn.done.wait(EVENT_TIMEOUT), "node did not end the stream after we closed ours")
+    finally:
+        st.cancel()
+        ch.close()
+        me.close()
+
+
+# b. node -> Python server
+
+
+def with_server(f):
+    def run(node):
+        srv = fp.PeerServer(auto_ack=True).start()
+        try:
+            f(node, srv)
+        finally:
+            srv.stop()
+
+    run.__name__ = f.__name__
+    run.__doc__ = f.__doc__
+    return run
+
+
+@online("--auto-ack")
+@with_server
+def node_dials_python_server(node, srv):
+    """send to the Python server: the node dials, Pings, handshakes (the server authenticates it as
+    its listen endpoint) and the message arrives; the server's reply on that stream reaches the node."""
+    node.cmd(cmd="send", to=srv.endpoint, pki_id=srv.endpoint, data="hello-python", seq=5)
+    ev = srv.wait_event(lambda e: e.kind == "connected", EVENT_TIMEOUT)
+    check(ev.pki_id == node.pki, f"server authenticated {ev.pki_id!r}, expected {node.addr}")
+    pings = [e for e in srv.events if e.kind == "ping"]
+    check(pings and pings[0].at <= ev.at, "node opened the stream without Pinging first")
+    r = srv.recv(EVENT_TIMEOUT)
+    p = r.msg.data_msg.payload
+    check(p.seq_num == 5 and p.data == b"hello-python", f"server got {r.msg}")
+    check(r.info.pki_id == node.pki and r.info.identity == node.pki, f"conn info {r.info}")
+    node.wait(is_ev("connected", peer=srv.endpoint, inbound=False), EVENT_TIMEOUT, "connected(outbound)")
+    srv.connection(node.pki).send(fp.noop_sign(fp.data_message(6, b"from-python-server")))
+    ev = node.wait(is_ev("received", **{"from": srv.endpoint}), EVENT_TIMEOUT, "received from server")
+    check(ev["seq"] == 6 and ev["data_hex"] == b"from-python-server".hex(), f"event {ev}")
+    # a second send reuses the connection: no second handshake
+    node.cmd(cmd="send", to=srv.endpoint, pki_id=srv.endpoint, data="again", seq=7)
+    r = srv.recv(EVENT_TIMEOUT)
+    check(r.msg.data_msg.payload.seq_num == 7, f"second message {r.msg}")
+    check(srv.count("connected") == 1, f"{srv.count('connected')} handshakes for one peer")
+
+
+@online()
+@with_server
+def node_send_with_ack_to_python(node, srv):
+    """send_with_ack: our ack -> ok; an ack with error text -> that error; no ack -> failure by timeout_ms."""
+    node.cmd(cmd="send_with_ack", to=srv.endpoint, pki_id=srv.endpoint, data="a", seq=1, timeout_ms=5000)
+    ev = node.wait(is_ev("ack_result", seq=1), EVENT_TIMEOUT, "ack_result 1")
+    check(ev["ok"] is True and ev["error"] == "" and ev["peer"] == srv.endpoint, f"ack_result {ev}")
+    r = srv.recv(EVENT_TIMEOUT)
+    check(r.msg.nonce != 0 and r.envelope.signature == b"", "SendWithAck: random nonce, noop-signed")
+    srv.ack_error = "python says no"
+    node.cmd(cmd="send_with_ack", to=srv.endpoint, pki_id=srv.endpoint, data="b", seq=2, timeout_ms=5000)
+    ev = node.wait(is_ev("ack_result", seq=2), EVENT_TIMEOUT, "ack_result 2")
+    check(ev["ok"] is False and ev["error"] == "python says no", f"ack_result {ev}")
+    srv.connection(node.pki).auto_ack = False
+    t0 = time.monotonic()
+    node.cmd(cmd="send_with_ack", to=srv.endpoint, pki_id=srv.endpoint, data="c", seq=3, timeout_ms=500)
+    ev = node.wait(is_ev("ack_result", seq=3), EVENT_TIMEOUT, "ack_result 3")
+    took = time.monotonic() - t0
+    check(ev["ok"] is False and ev["error"], f"ack_result without an ack: {ev}")
+    check(0.4 <= took <= 5.0, f"no-ack failure after {took:.2f}s, timeout_ms was 500")
+
+
+@online()
+def node_peer_flag_connects(node_factory):
+    """--peer ADDR: the node connects at start-up."""
+    srv = fp.PeerServer().start()
+    try:
+        node = node_factory("--peer", srv.endpoint)
+        node.wait(is_ev("connected", peer=srv.endpoint, inbound=False), EVENT_TIMEOUT, "connected(--peer)")
+        ev = srv.wait_event(lambda e: e.kind == "connected", EVENT_TIMEOUT)
+        check(ev.pki_id == node.pki, f"server authenticated {ev.pki_id!r}")
+    finally:
+        srv.stop()
+
+
+node_peer_flag_connects.wants_factory = True
+
+
+@online()
+@with_server
+def node_refuses_server_with_bad_signature(node, srv):
+    """A server whose ConnEstablish has a bad HMAC: the node refuses it and presumes it dead."""
+    srv.bad_signature = True
+    node.cmd(cmd="send", to=srv.endpoint, pki_id=srv.endpoint, data="never", seq=1)
+    node.wait(is_ev("handshake_failed"), EVENT_TIMEOUT, "handshake_failed(outbound)")
+    node.wait(is_ev("presumed_dead", peer=srv.endpoint), EVENT_TIMEOUT, "presumed_dead")
+    check(srv.inbox.empty(), "a message reached a peer the node had refused")
+    check(not node.find(is_ev("connected", peer=srv.endpoint)), "refused peer registered")
+
+
+@online()
+def node_presumes_unreachable_peer_dead(node):
+    """send to an endpoint that refuses connections: presumed_dead."""
+    me = Identity()
+    try:
+        node.cmd(cmd="send", to=me.endpoint, pki_id=me.endpoint, data="void", seq=1)
+        node.wait(is_ev("presumed_dead", peer=me.endpoint), EVENT_TIMEOUT, "presumed_dead")
+    finally:
+        me.close()
+
+
+# c. Negative handshakes (inbound)
+
+
+def _bad_hmac(me):
+    env = fp.conn_establish(me.endpoint)
+    env.signature = bytes([env.signature[0] ^ 0x80]) + env.signature[1:]
+    return env
+
+
+@online("--auto-ack")
+def refuses_bad_hmac(node):
+    """A ConnEstablish with a bad HMAC is refused; a DataMessage sent after it is not delivered."""
+    me = Identity()
+    try:
+        expect_refused(node, me, _bad_hmac(me), follow=[fp.noop_sign(fp.data_message(1, b"smuggled"))])
+    finally:
+        me.close()
+
+
+@online("--auto-ack")
+def refuses_first_message_not_conn(node):
+    """A first message that is not a ConnEstablish (a signed DataMessage) is refused."""
+    me = Identity()
+    try:
+        expect_refused(node, me, fp.sign(fp.data_message(1, b"no-handshake", nonce=5)))
+    finally:
+        me.close()
+
+
+@online("--auto-ack")
+def refuses_pki_id_not_matching_identity(node):
+    """pki_id != PKI-ID-of(identity) is refused even though the HMAC is valid."""
+    me, other = Identity(), Identity()
+    try:
+        env = fp.sign(fp.conn_establish_message(me.pki, other.pki))
+        expect_refused(node, me, env)
+        check(not node.find(lambda e: e.get("peer") == other.endpoint), "registered under the identity")
+    finally:
+        me.close()
+        other.close()
+
+
+@online("--auto-ack")
+def refuses_missing_pki_id(node):
+    """A ConnEstablish without a PKI-ID is refused."""
+    me = Identity()
+    try:
+        expect_refused(node, me, fp.sign(fp.conn_establish_message(b"", me.pki)))
+    finally:
+        me.close()
+
+
+@online()
+def refuses_silence_after_conn_timeout(node):
+    """No ConnEstablish at all: the node gives up after connTimeout (2 s) with an error status."""
+    ch, st = client_stream(node)
+    try:
+        t0 = time.monotonic()
+        got, end = st.recv_until_end(EVENT_TIMEOUT)
+        took = time.monotonic() - t0
+        check(len(got) == 1, f"expected only the node's ConnEstablish, got {len(got)} envelopes")
+        check_node_conn_establish(got[0], node)
+        check(end.code != fp.grpc.StatusCode.OK, f"silent peer: stream ended with {end}")
+        check(1.0 <= took <= 6.0, f"stream ended after {took:.2f}s; connTimeout is 2 s")
+        node.wait(is_ev("handshake_failed"), EVENT_TIMEOUT, "handshake_failed")
+    finally:
+        st.cancel()
+        ch.close()
+
+
+# d. Probe
+
+
+@online("--auto-ack")
+def probe_registers_nothing(node):
+    """probe: true -> the node answers with its ConnEstablish (probe false), ends the stream with
+    OK and registers nothing; a normal peer connecting afterwards is registered."""
+    me, later = Identity(), Identity()
+    ch, st = client_stream(node)
+    try:
+        st.send(fp.conn_establish(me.endpoint, probe=True))
+        got, end = st.recv_until_end(EVENT_TIMEOUT)
+        check(len(got) == 1, f"probe: expected one envelope, got {len(got)}")
+        check_node_conn_establish(got[0], node)
+        check(end.code == fp.grpc.StatusCode.OK, f"probe stream should end with OK, ended {end}")
+        ch2, st2, _ = connect_client(node, later)  # barrier: events are printed in order
+        st2.cancel()
+        ch2.close()
+        bad = node.find(lambda e: me.endpoint in (e.get("peer"), e.get("from")))
+        check(not bad, f"probe registered something: {bad}")
+    finally:
+        st.cancel()
+        ch.close()
+        me.close()
+        later.close()
+
+
+@online("--auto-ack")
+def stop_closes_and_exits(node):
+    """stop: the node ends our stream and exits with status 0 within 5 s."""
+    me = Identity()
+    ch, st, conn = connect_client(node, me)
+    try:
+        code = node.stop(timeout=5.0)
+        check(code == 0, f"exit status {code}")
+        check(conn.done.wait(5.0), "our stream was not ended by stop")
+    finally:
+        st.cancel()
+        ch.close()
+        me.close()
+
+
+# --------------------------------------------------------------------------
+# Runner
+# --------------------------------------------------------------------------
+
+
+class Results:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+
+    def line(self, status, name, secs, note=""):
+        print(f"{status} {name} ({secs:.2f}s){(': ' + note) if note else ''}", flush=True)
+
+
+def run_offline(res):
+    for f in OFFLINE:
+        t0 = time.monotonic()
+        try:
+            f()
+            res.passed += 1
+            res.line("PASS", f"vectors/{f.__name__}", time.monotonic() - t0)
+        except Exception as e:  # noqa: BLE001
+            res.failed += 1
+            res.line("FAIL", f"vectors/{f.__name__}", time.monotonic() - t0, f"{type(e).__name__}: {e}")
+
+
+def run_online(res, target, argv, only):
+    for f in ONLINE:
+        if only and only not in f.__name__:
+            continue
+        name = f"{target}/{f.__name__}"
+        t0 = time.monotonic()
+        nodes = []
+
+        def factory(*extra, _name=f.__name__):
+            n = NodeProc(argv, f"{target}-{_name}-{len(nodes)}", extra)
+            nodes.append(n)
+            return n
+
+        try:
+            if getattr(f, "wants_factory", False):
+                f(factory)
+            else:
+                f(factory(*f.extra))
+            for n in nodes:
+                if n.p.poll() is None:
+                    code = n.stop()
+                    check(code == 0, f"node exited with status {code} after stop")
+                check(not n.bad_lines, f"non-JSON lines on the node's stdout: {n.bad_lines[:3]}")
+            res.passed += 1
+            res.line("PASS", name, time.monotonic() - t0)
+        except Exception as e:  # noqa: BLE001
+            res.failed += 1
+            msg = f"{type(e).__name__}: {e}"
+            if not isinstance(e, Fail):
+                msg += "\n" + "".join(traceback.format_exception(e)[-4:])
+            res.line("FAIL", name, time.monotonic() - t0, msg)
+            for n in nodes:
+                tail = n.stderr_tail()
+                if tail:
+                    print(f"  --- node stderr ({n.stderr_path}), last lines:\n" + tail, flush=True)
+        finally:
+            for n in nodes:
+                n.kill()
+
+
+def node_subcommand_exists(binary) -> tuple[bool, str]:
+    if not os.path.exists(binary):
+        return False, f"{binary} not built"
+    try:
+        p = subprocess.run([binary, "node", "--help"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"`{binary} node --help`: {e}"
+    out = (p.stdout + p.stderr).decode("utf-8", "replace")
+    if p.returncode != 0 or "--test-identity" not in out:
+        return False, f"`fabric-gossip node --help` exits {p.returncode} without mentioning --test-identity"
+    return True, ""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--targets", default="reference,rust", help="comma-separated: reference, rust")
+    ap.add_argument("--node-bin", default=os.path.join(ROOT, "target", "debug", "fabric-gossip"))
+    ap.add_argument("--only", default="", help="run only online tests whose name contains this")
+    ap.add_argument("--require-node", action="store_true", help="fail (not skip) when the node subcommand is missing")
+    ap.add_argument("--deadline", type=float, default=240.0, help="whole-run watchdog, seconds")
+    a = ap.parse_args()
+
+    res = Results()
+
+    def watchdog():
+        print(f"FAIL watchdog: the run exceeded {a.deadline:.0f}s", flush=True)
+        print(f"{res.passed} passed, {res.failed + 1} failed", flush=True)
+        os._exit(1)
+
+    wd = threading.Timer(a.deadline, watchdog)
+    wd.daemon = True
+    wd.start()
+
+    t0 = time.monotonic()
+    run_offline(res)
+    for target in [t for t in a.targets.split(",") if t]:
+        if target == "reference":
+            run_online(res, target, [sys.executable, os.path.join(HERE, "reference_node.py")], a.only)
+        elif target == "rust":
+            ok, why = node_subcommand_exists(a.node_bin)
+            if ok:
+                run_online(res, target, [a.node_bin], a.only)
+            else:
+                n = len([f for f in ONLINE if not a.only or a.only in f.__name__])
+                if a.require_node:
+                    res.failed += 1
+                    res.line("FAIL", "rust/*", 0.0, why)
+                else:
+                    res.skipped += n
+                    print(f"SKIP rust/* ({n} tests): {why}", flush=True)
+        else:
+            print(f"unknown target {target}", file=sys.stderr)
+            return 2
+    wd.cancel()
+    print(f"interop run took {time.monotonic() - t0:.1f}s", flush=True)
+    summary = f"{res.passed} passed, {res.failed} failed"
+    if res.skipped:
+        summary += f", {res.skipped} skipped"
+    print(summary, flush=True)
+    return 1 if res.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
