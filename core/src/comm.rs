@@ -1805,8 +1805,7 @@ impl<S: Security> Comm<S> {
         let cap = self.config.send_buffer_size;
         let max_wait = self.config.max_waiting_sends;
         let new_attempt = !self.attempts.contains_key(&peer.pki_id);
-        if new_attempt && self.attempts.len() + self.registry.len() >= self.config.max_connections
-        {
+        if new_attempt && self.attempts.len() + self.registry.len() >= self.config.max_connections {
             // No room for another connection: refuse rather than grow without bound.
             self.stats.dropped_no_connection += 1;
             return if mode == Mode::Drop {

@@ -51,6 +51,11 @@ pub struct Config {
     pub presumed_dead_buffer: usize,
     /// Largest Envelope accepted from the wire, in bytes (Fabric peer default 100 MiB).
     pub max_message_size: usize,
+    /// Largest identity accepted in a `ConnEstablish`, in bytes. Beyond Fabric, which has no
+    /// bound: a stored identity lives as long as its connection, so without one a peer could
+    /// park up to `max_message_size` per identity-store slot. Real identities (an X.509 PEM
+    /// in a `SerializedIdentity`, or Idemix) are a few KiB.
+    pub max_identity_size: usize,
     /// Inbound streams that may be handshaking at once; when a new one arrives at the cap,
     /// the oldest pending one is refused first (its remote is the likeliest to be stuck).
     pub max_pending_handshakes: usize,
@@ -86,6 +91,7 @@ impl Default for Config {
             recv_buffer_size: 20,
             presumed_dead_buffer: 100,
             max_message_size: fabric_gossip_proto::MAX_MESSAGE_SIZE,
+            max_identity_size: 64 * 1024,
             max_pending_handshakes: 256,
             max_connections: 4096,
             identity_store_capacity: 16 * 1024,

@@ -81,6 +81,14 @@ pub enum HandshakeError {
     InvalidIdentity(SecurityError),
     /// PKI-ID-of(identity) differs from the claimed PKI-ID.
     IdentityMismatch,
+    /// The identity is larger than `Config::max_identity_size`. Fabric has no such bound;
+    /// real identities are a few KiB, and a huge one would be kept in the identity store.
+    IdentityTooLarge {
+        /// Size of the identity received.
+        size: usize,
+        /// Configured limit.
+        limit: usize,
+    },
     /// The identity has expired.
     IdentityExpired,
     /// `tls_cert_hash` differs from the hash of the certificate the remote presented.
@@ -139,6 +147,7 @@ impl HandshakeError {
             HandshakeError::UnclassifiableIdentity(_) => "unclassifiable_identity",
             HandshakeError::InvalidIdentity(_) => "invalid_identity",
             HandshakeError::IdentityMismatch => "identity_mismatch",
+            HandshakeError::IdentityTooLarge { .. } => "identity_too_large",
             HandshakeError::IdentityExpired => "identity_expired",
             HandshakeError::TlsCertHashMismatch => "tls_cert_hash_mismatch",
             HandshakeError::Unsigned => "unsigned",
@@ -158,7 +167,7 @@ impl HandshakeError {
     }
 
     /// Every label, in a fixed order, for counter tables.
-    pub const LABELS: [&'static str; 25] = [
+    pub const LABELS: [&'static str; 26] = [
         "no_tls_certificate",
         "timeout",
         "stream_ended",
@@ -184,6 +193,7 @@ impl HandshakeError {
         "operation_timeout",
         "cancelled",
         "local_signing",
+        "identity_too_large",
     ];
 }
 
@@ -203,6 +213,9 @@ impl fmt::Display for HandshakeError {
             HandshakeError::InvalidIdentity(e) => write!(f, "identity refused: {e}"),
             HandshakeError::IdentityMismatch => {
                 f.write_str("identity doesn't match the computed pkiID")
+            }
+            HandshakeError::IdentityTooLarge { size, limit } => {
+                write!(f, "identity of {size} bytes exceeds the limit of {limit}")
             }
             HandshakeError::IdentityExpired => f.write_str("identity expired"),
             HandshakeError::TlsCertHashMismatch => {

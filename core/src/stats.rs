@@ -24,6 +24,10 @@ pub struct Stats {
     pub dropped_on_stop: u64,
     /// Received messages that no subscription accepted.
     pub unrouted: u64,
+    /// Received messages with no content (an empty payload, or a content type this version
+    /// does not know), dropped before the subscriptions: nothing could act on one, and
+    /// Fabric's gossip layer discards them too.
+    pub empty_messages: u64,
     /// Acks received that matched no pending `send_with_ack`.
     pub acks_unmatched: u64,
     /// PresumedDead notifications dropped because the buffer was full of undelivered ones.
@@ -35,7 +39,7 @@ pub struct Stats {
     /// Handshakes that authenticated the remote.
     pub handshakes_ok: u64,
     /// Handshake failures, by reason, indexed like [`HandshakeError::LABELS`].
-    pub handshake_failures: [u64; 25],
+    pub handshake_failures: [u64; HandshakeError::LABELS.len()],
     /// Inbound probes answered (remote sent `probe: true`).
     pub probed: u64,
     /// Connections registered.

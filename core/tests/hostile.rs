@@ -1,0 +1,682 @@
+//! Hostile input: one test per item of the "Fuzzing and hostile input" issue. Each checks
+//! the exact outcome (a typed `Error`, or the `HandshakeError` / `CloseReason` of the event
+//! that reports it) and the `Stats` counter that shows it, and that the node keeps working.
+//! The README's hostile-input table is the summary of this file.
+
+use bytes::Bytes;
+use fabric_gossip_core::proto::gossip::{ConnEstablish, Envelope, GossipMessage, gossip_message};
+use fabric_gossip_core::*;
+use prost::Message;
+use std::time::Duration;
+
+const ME: &str = "127.0.0.1:7050";
+const REMOTE: &str = "127.0.0.1:7051";
+
+fn now() -> Instant {
+    Instant::from_unix_secs(1_700_000_000)
+}
+
+fn core(config: Config) -> Comm<TestOnlyHmacSecurity> {
+    Comm::new(config, TestOnlyHmacSecurity::new(ME), now()).unwrap()
+}
+
+fn drain<S: Security>(c: &mut Comm<S>) -> (Vec<Action>, Vec<Event>) {
+    let mut a = Vec::new();
+    while let Some(x) = c.poll_action() {
+        a.push(x);
+    }
+    let mut e = Vec::new();
+    while let Some(x) = c.poll_event() {
+        e.push(x);
+    }
+    (a, e)
+}
+
+fn envelope(payload: impl Into<Bytes>, signature: impl Into<Bytes>) -> Bytes {
+    Bytes::from(
+        Envelope {
+            payload: payload.into(),
+            signature: signature.into(),
+            secret_envelope: None,
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// A ConnEstablish as a remote would send it, signed with the test key unless `sign` is false.
+fn conn_env(pki: &[u8], identity: &[u8], hash: &[u8], sign: bool) -> Bytes {
+    let msg = GossipMessage {
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::Conn(ConnEstablish {
+            pki_id: Bytes::copy_from_slice(pki),
+            identity: Bytes::copy_from_slice(identity),
+            tls_cert_hash: Bytes::copy_from_slice(hash),
+            probe: false,
+        })),
+        ..Default::default()
+    };
+    let payload = msg.encode_to_vec();
+    let signature = if sign {
+        TestOnlyHmacSecurity::hmac(&payload).to_vec()
+    } else {
+        Vec::new()
+    };
+    envelope(payload, signature)
+}
+
+fn hello() -> Bytes {
+    conn_env(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", true)
+}
+
+fn data(seq: u64) -> GossipMessage {
+    GossipMessage {
+        content: Some(gossip_message::Content::DataMsg(
+            fabric_gossip_core::proto::gossip::DataMessage {
+                payload: Some(fabric_gossip_core::proto::gossip::Payload {
+                    seq_num: seq,
+                    data: Bytes::from_static(b"block"),
+                    private_data: vec![],
+                }),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn data_env(seq: u64) -> Bytes {
+    SignedMessage::noop(data(seq)).envelope_bytes().clone()
+}
+
+/// A core with one registered inbound connection from REMOTE and one catch-all subscription.
+fn established(config: Config) -> (Comm<TestOnlyHmacSecurity>, StreamId, SubscriptionId) {
+    let mut c = core(config);
+    let sub = c.subscribe(Box::new(|_| true)).unwrap();
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, hello()).unwrap();
+    let _ = drain(&mut c);
+    assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s));
+    (c, s, sub)
+}
+
+/// Feeds `first` to a fresh inbound stream; returns the core, the stream and the error.
+fn handshake_with(
+    config: Config,
+    cert: Option<CertHash>,
+    first: Bytes,
+) -> (Comm<TestOnlyHmacSecurity>, StreamId, HandshakeError) {
+    let mut c = core(config);
+    let s = c.accept_stream(now(), REMOTE, cert).unwrap();
+    let _ = drain(&mut c);
+    c.handle_envelope(now(), s, first).unwrap();
+    let (acts, ev) = drain(&mut c);
+    let err = failed(&ev, s).expect("the handshake fails");
+    // The remote is told why: an inbound stream ends with the error as its status.
+    assert!(acts.contains(&Action::CloseStream {
+        stream: s,
+        error: Some(err.to_string())
+    }));
+    assert!(!c.is_live_stream(s));
+    assert!(c.connections().is_empty());
+    assert_eq!(c.stats().handshake_failures_for(err.label()), 1);
+    assert_eq!(c.stats().handshake_failures_total(), 1);
+    (c, s, err)
+}
+
+fn failed(events: &[Event], s: StreamId) -> Option<HandshakeError> {
+    events.iter().find_map(|e| match e {
+        Event::HandshakeFailed { stream, error, .. } if *stream == s => Some(error.clone()),
+        _ => None,
+    })
+}
+
+fn disconnected(events: &[Event], s: StreamId) -> Option<CloseReason> {
+    events.iter().find_map(|e| match e {
+        Event::Disconnected { conn, reason, .. } if *conn == s => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+/// The node still works after the hostile input: a new peer connects and delivers.
+fn still_works(c: &mut Comm<TestOnlyHmacSecurity>, sub: Option<SubscriptionId>) {
+    let other = "127.0.0.1:7099";
+    let s = c.accept_stream(now(), other, None).unwrap();
+    c.handle_envelope(
+        now(),
+        s,
+        conn_env(other.as_bytes(), other.as_bytes(), b"", true),
+    )
+    .unwrap();
+    let _ = drain(c);
+    assert_eq!(c.connection(&PkiId::from(other)), Some(s));
+    if let Some(sub) = sub {
+        while c.poll_delivery(sub).is_some() {}
+        c.handle_envelope(now(), s, data_env(77)).unwrap();
+        let m = c.poll_delivery(sub).expect("delivered");
+        assert_eq!(m.sender(), &PkiId::from(other));
+    }
+}
+
+// ------------------------------------------------------------------- the bytes themselves
+
+#[test]
+fn message_larger_than_the_limit() {
+    let mut cfg = Config::default();
+    cfg.max_message_size = 1024;
+    let too_big = Bytes::from(vec![0u8; 1025]);
+
+    // During the handshake: refused before decoding, as a malformed handshake.
+    let (c, _, err) = handshake_with(cfg.clone(), None, too_big.clone());
+    assert_eq!(
+        err,
+        HandshakeError::Malformed("envelope of 1025 bytes exceeds the limit of 1024".into())
+    );
+    assert_eq!(c.stats().oversized, 1);
+
+    // On an established connection: the connection is closed, Malformed.
+    let (mut c, s, sub) = established(cfg.clone());
+    c.handle_envelope(now(), s, too_big).unwrap();
+    let (acts, ev) = drain(&mut c);
+    let why = "envelope of 1025 bytes exceeds the limit of 1024".to_string();
+    assert_eq!(
+        disconnected(&ev, s),
+        Some(CloseReason::Malformed(why.clone()))
+    );
+    assert!(acts.contains(&Action::CloseStream {
+        stream: s,
+        error: Some(why)
+    }));
+    assert_eq!(c.stats().oversized, 1);
+    assert_eq!(c.stats().received, 0, "refused before counting as received");
+    assert!(c.connections().is_empty());
+
+    // Outgoing: the caller gets a typed error and nothing is queued or counted.
+    let before = c.stats().clone();
+    let mut big = data(1);
+    if let Some(gossip_message::Content::DataMsg(d)) = &mut big.content {
+        d.payload.as_mut().unwrap().data = Bytes::from(vec![1u8; 2000]);
+    }
+    let signed = SignedMessage::noop(big);
+    let size = signed.envelope_bytes().len();
+    assert_eq!(
+        c.send(now(), &signed, &[RemotePeer::new(REMOTE, REMOTE)]),
+        Err(Error::MessageTooLarge { size, limit: 1024 })
+    );
+    assert_eq!(drain(&mut c).0, vec![]);
+    assert_eq!(c.stats(), &before);
+    still_works(&mut c, Some(sub));
+}
+
+#[test]
+fn bytes_that_are_not_protobuf() {
+    let junk = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let (mut c, _, err) = handshake_with(Config::default(), None, junk.clone());
+    assert!(matches!(err, HandshakeError::Malformed(_)), "{err:?}");
+    still_works(&mut c, None);
+
+    let (mut c, s, sub) = established(Config::default());
+    c.handle_envelope(now(), s, junk).unwrap();
+    let (_, ev) = drain(&mut c);
+    assert!(
+        matches!(disconnected(&ev, s), Some(CloseReason::Malformed(_))),
+        "{ev:?}"
+    );
+    assert_eq!(c.stats().malformed, 1);
+    assert_eq!(c.stats().received, 1);
+    assert_eq!(c.poll_delivery(sub).map(|m| m.conn), None);
+    // A valid Envelope whose payload is not a GossipMessage is just as malformed.
+    let (mut c, s, _) = established(Config::default());
+    c.handle_envelope(now(), s, envelope(vec![0xffu8; 3], vec![1u8]))
+        .unwrap();
+    let (_, ev) = drain(&mut c);
+    assert!(matches!(
+        disconnected(&ev, s),
+        Some(CloseReason::Malformed(_))
+    ));
+    assert_eq!(c.stats().malformed, 1);
+    still_works(&mut c, Some(sub));
+}
+
+#[test]
+fn envelope_with_empty_payload_or_signature() {
+    // Handshake: the ConnEstablish must be signed.
+    let (_, _, err) = handshake_with(
+        Config::default(),
+        None,
+        conn_env(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", false),
+    );
+    assert_eq!(err, HandshakeError::Unsigned);
+    // An empty payload decodes to a message with no content: not a ConnEstablish.
+    let (_, _, err) = handshake_with(Config::default(), None, envelope(Bytes::new(), vec![1u8]));
+    assert_eq!(err, HandshakeError::WrongType);
+
+    // Established: an empty signature is what Fabric's Send puts on the wire; delivered.
+    let (mut c, s, sub) = established(Config::default());
+    let noop = data_env(1);
+    assert!(Envelope::decode(noop.clone()).unwrap().signature.is_empty());
+    c.handle_envelope(now(), s, noop).unwrap();
+    assert!(c.poll_delivery(sub).is_some());
+    // An empty payload carries nothing to act on: dropped, counted, connection kept.
+    c.handle_envelope(now(), s, envelope(Bytes::new(), Bytes::new()))
+        .unwrap();
+    let (acts, ev) = drain(&mut c);
+    assert_eq!(c.stats().empty_messages, 1);
+    assert_eq!(c.stats().received, 2);
+    assert!(c.poll_delivery(sub).is_none());
+    assert!(acts.is_empty(), "{acts:?}");
+    assert!(disconnected(&ev, s).is_none());
+    assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s));
+}
+
+/// `depth` nested groups of an unknown field (wire type 3), which prost skips recursively.
+fn nested_groups(depth: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend(std::iter::repeat_n(0xcb_u8, depth).flat_map(|b| [b, 0x06])); // field 99, start group
+    v.extend(std::iter::repeat_n(0xcc_u8, depth).flat_map(|b| [b, 0x06])); // field 99, end group
+    v
+}
+
+#[test]
+fn gossip_message_nested_deeper_than_any_real_one() {
+    // No real GossipMessage nests more than a handful of levels. Within prost's recursion
+    // limit (100) an unknown nested field is skipped and the message is delivered.
+    let mut shallow = nested_groups(50);
+    shallow.extend(data(5).encode_to_vec());
+    let (mut c, s, sub) = established(Config::default());
+    c.handle_envelope(now(), s, envelope(shallow, Bytes::new()))
+        .unwrap();
+    let m = c.poll_delivery(sub).expect("skipped and delivered");
+    assert_eq!(m.message.content, data(5).content);
+
+    // Past it, decoding fails cleanly and the connection is closed as malformed.
+    let mut deep = nested_groups(200);
+    deep.extend(data(6).encode_to_vec());
+    c.handle_envelope(now(), s, envelope(deep.clone(), Bytes::new()))
+        .unwrap();
+    let (_, ev) = drain(&mut c);
+    match disconnected(&ev, s) {
+        Some(CloseReason::Malformed(why)) => assert!(why.contains("recursion limit"), "{why}"),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    assert_eq!(c.stats().malformed, 1);
+    assert!(c.poll_delivery(sub).is_none());
+
+    // The same as a first message fails the handshake as malformed.
+    let (mut c, _, err) = handshake_with(Config::default(), None, envelope(deep, vec![1u8]));
+    assert!(
+        matches!(&err, HandshakeError::Malformed(why) if why.contains("recursion limit")),
+        "{err:?}"
+    );
+    still_works(&mut c, None);
+}
+
+#[test]
+fn ten_mib_identity_blob() {
+    let blob = vec![b'x'; 10 * 1024 * 1024];
+    // The test provider would accept it (identity = PKI-ID); the size bound refuses it first.
+    let first = conn_env(&blob, &blob, b"", true);
+    let (mut c, _, err) = handshake_with(Config::default(), None, first.clone());
+    assert_eq!(
+        err,
+        HandshakeError::IdentityTooLarge {
+            size: 10 * 1024 * 1024,
+            limit: 64 * 1024
+        }
+    );
+    assert_eq!(c.identity_count(), 1, "only our own identity is stored");
+    still_works(&mut c, None);
+
+    // The bound is the only reason: raised, the same blob is accepted.
+    let mut cfg = Config::default();
+    cfg.max_identity_size = 11 * 1024 * 1024;
+    let mut c = core(cfg);
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, first).unwrap();
+    let _ = drain(&mut c);
+    assert_eq!(c.connection(&PkiId::from(blob)), Some(s));
+}
+
+// ------------------------------------------------------------------- the handshake
+
+#[test]
+fn first_message_not_a_conn_establish() {
+    let (mut c, _, err) = handshake_with(Config::default(), None, data_env(1));
+    assert_eq!(err, HandshakeError::WrongType);
+    still_works(&mut c, None);
+}
+
+#[test]
+fn no_conn_establish_before_the_deadline() {
+    let mut c = core(Config::default());
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    let _ = drain(&mut c);
+    let deadline = now() + Duration::from_secs(2);
+    assert_eq!(c.poll_timeout(), Some(deadline));
+    c.handle_timeout(deadline);
+    let (acts, ev) = drain(&mut c);
+    assert_eq!(failed(&ev, s), Some(HandshakeError::Timeout));
+    assert!(acts.contains(&Action::CloseStream {
+        stream: s,
+        error: Some(HandshakeError::Timeout.to_string())
+    }));
+    assert_eq!(c.stats().handshake_failures_for("timeout"), 1);
+    // The ConnEstablish arriving late names a dead handle.
+    assert_eq!(
+        c.handle_envelope(deadline, s, hello()),
+        Err(Error::UnknownHandle)
+    );
+    still_works(&mut c, None);
+}
+
+#[test]
+fn conn_establish_with_a_wrong_field() {
+    let me = REMOTE.as_bytes();
+    // PKI-ID that is not the identity's.
+    let (_, _, err) = handshake_with(
+        Config::default(),
+        None,
+        conn_env(b"127.0.0.1:9999", me, b"", true),
+    );
+    assert_eq!(err, HandshakeError::IdentityMismatch);
+
+    // Identity the provider refuses.
+    let sec = TestOnlyHmacSecurity::new(ME).rejecting(Bytes::from_static(me));
+    let mut c = Comm::new(Config::default(), sec, now()).unwrap();
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, hello()).unwrap();
+    let (_, ev) = drain(&mut c);
+    assert!(
+        matches!(
+            failed(&ev, s),
+            Some(HandshakeError::InvalidIdentity(
+                SecurityError::UntrustedCertificate(_)
+            ))
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(c.stats().handshake_failures_for("invalid_identity"), 1);
+
+    // Certificate hash other than the certificate presented.
+    let tls = TlsHashes {
+        client_cert_hash: [1; 32],
+        server_cert_hash: [2; 32],
+    };
+    let (_, _, err) = handshake_with(
+        Config::default().with_tls(tls),
+        Some([5; 32]),
+        conn_env(me, me, &[6; 32], true),
+    );
+    assert_eq!(err, HandshakeError::TlsCertHashMismatch);
+
+    // Signature that does not verify.
+    let mut env = Envelope::decode(hello()).unwrap();
+    let mut sig = env.signature.to_vec();
+    sig[7] ^= 0x40;
+    env.signature = sig.into();
+    let (mut c, _, err) = handshake_with(Config::default(), None, env.encode_to_vec().into());
+    assert!(
+        matches!(
+            err,
+            HandshakeError::BadSignature(SecurityError::BadSignature(_))
+        ),
+        "{err:?}"
+    );
+    still_works(&mut c, None);
+}
+
+#[test]
+fn same_peer_reconnecting_in_a_tight_loop() {
+    let mut c = core(Config::default());
+    let sub = c.subscribe(Box::new(|_| true)).unwrap();
+    let mut previous = None;
+    let mut replaced = 0;
+    for i in 0..1000u64 {
+        // The remote never closes its old streams; it just opens a new one.
+        let s = c.accept_stream(now(), REMOTE, None).unwrap();
+        c.handle_envelope(now(), s, hello()).unwrap();
+        c.handle_envelope(now(), s, data_env(i)).unwrap();
+        let (acts, ev) = drain(&mut c);
+        if let Some(old) = previous {
+            assert_eq!(disconnected(&ev, old), Some(CloseReason::Replaced));
+            assert!(acts.contains(&Action::CloseStream {
+                stream: old,
+                error: None
+            }));
+            replaced += 1;
+        }
+        assert_eq!(c.connections(), vec![(PkiId::from(REMOTE), s, None)]);
+        let (streams, dials, ops) = c.live_counts();
+        assert_eq!((streams, dials, ops), (1, 0, 0), "round {i}");
+        assert_eq!(c.poll_delivery(sub).map(|m| m.conn), Some(s));
+        previous = Some(s);
+    }
+    assert_eq!(replaced, 999);
+    let st = c.stats();
+    assert_eq!(
+        (
+            st.handshakes_ok,
+            st.connections_opened,
+            st.connections_closed
+        ),
+        (1000, 1000, 999)
+    );
+    assert_eq!(st.dropped_on_close, 0);
+    assert_eq!(c.identity_count(), 2);
+    // Stale deadlines of the 1000 handshakes do not linger.
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn many_connections_that_never_finish_their_handshake() {
+    let c = &mut core(Config::default());
+    let cap = c.config().max_pending_handshakes;
+    assert_eq!(cap, 256, "the documented default");
+    let accepted: Vec<StreamId> = (0..1000)
+        .map(|i| c.accept_stream(now(), &format!("10.0.{}.{}:1", i / 250, i % 250), None))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (_, ev) = drain(c);
+    let evicted: Vec<StreamId> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::HandshakeFailed {
+                stream,
+                error: HandshakeError::Evicted,
+                inbound: true,
+                ..
+            } => Some(*stream),
+            _ => None,
+        })
+        .collect();
+    // Oldest refused first: exactly the first 744, in order.
+    assert_eq!(evicted, accepted[..1000 - cap]);
+    assert_eq!(
+        c.stats().handshake_failures_for("evicted"),
+        (1000 - cap) as u64
+    );
+    assert_eq!(c.live_counts().0, cap);
+    assert!(accepted[1000 - cap..].iter().all(|s| c.is_live_stream(*s)));
+    // A newcomer that does finish is served, evicting one more of the stuck ones.
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, hello()).unwrap();
+    let _ = drain(c);
+    assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s));
+    // The stuck ones time out.
+    c.handle_timeout(now() + Duration::from_secs(2));
+    let _ = drain(c);
+    assert_eq!(
+        c.stats().handshake_failures_for("timeout"),
+        (cap - 1) as u64
+    );
+    assert_eq!(c.live_counts().0, 1);
+}
+
+// ------------------------------------------------------------------- flow
+
+#[test]
+fn peer_that_never_reads() {
+    let cfg = Config::default();
+    let (window, buffer) = (cfg.write_window, cfg.send_buffer_size);
+    let (mut c, s, _) = established(cfg);
+    let to = [RemotePeer::new(REMOTE, REMOTE)];
+    let mut writes = 0;
+    for i in 0..1000 {
+        // The driver's writes never complete: no handle_sent.
+        c.send(now(), &SignedMessage::noop(data(i)), &to).unwrap();
+        let (acts, ev) = drain(&mut c);
+        writes += acts
+            .iter()
+            .filter(|a| matches!(a, Action::Write { .. }))
+            .count();
+        assert!(ev.is_empty(), "{ev:?}");
+    }
+    assert_eq!(writes, window);
+    assert_eq!(c.send_queue_len(s), Some((buffer, 0, window)));
+    assert_eq!(c.stats().dropped_overflow, (1000 - window - buffer) as u64);
+    assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s), "not torn down");
+    // Blocking sends wait in a bounded queue, then are refused.
+    let max_wait = c.config().max_waiting_sends;
+    for _ in 0..max_wait {
+        c.respond(now(), s, data(0)).unwrap();
+    }
+    assert_eq!(c.respond(now(), s, data(0)), Err(Error::WouldBlock));
+    assert_eq!(c.send_queue_len(s), Some((buffer, max_wait, window)));
+    // When the peer finally reads, the backlog drains in order.
+    c.handle_sent(now(), s, window).unwrap();
+    let (acts, _) = drain(&mut c);
+    assert_eq!(acts.len(), window);
+}
+
+#[test]
+fn peer_that_floods_faster_than_subscribers_read() {
+    let cfg = Config::default();
+    let (cap, slack) = (cfg.subscription_buffer, cfg.recv_buffer_size);
+    let (mut c, s, sub) = established(cfg);
+    let mut pauses = 0;
+    for i in 0..1000 {
+        // A driver that ignores PauseRead and keeps feeding.
+        c.handle_envelope(now(), s, data_env(i)).unwrap();
+        let (acts, _) = drain(&mut c);
+        for a in acts {
+            assert_eq!(a, Action::PauseRead { stream: s }, "only a pause");
+            assert_eq!(
+                i as usize,
+                cap - 1,
+                "paused when the queue reaches its size"
+            );
+            pauses += 1;
+        }
+    }
+    assert_eq!(pauses, 1);
+    assert_eq!(c.stats().read_pauses, 1);
+    assert_eq!(c.delivery_queue_len(sub), cap + slack);
+    assert_eq!(
+        c.stats().dropped_subscription_overflow,
+        (1000 - cap - slack) as u64
+    );
+    assert_eq!(c.stats().received, 1000);
+    assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s), "not torn down");
+    // The subscriber catches up: the oldest first, and reading resumes once its queue is
+    // below its size again.
+    for i in 0..(cap + slack) {
+        let m = c.poll_delivery(sub).expect("queued");
+        assert_eq!(m.message.content, data(i as u64).content);
+        let (acts, _) = drain(&mut c);
+        if c.delivery_queue_len(sub) == cap - 1 {
+            assert_eq!(acts, vec![Action::ResumeRead { stream: s }]);
+        } else {
+            assert!(acts.is_empty(), "{acts:?}");
+        }
+    }
+    assert!(c.poll_delivery(sub).is_none());
+}
+
+// ------------------------------------------------------------------- the caller
+
+#[test]
+fn caller_misuse_is_a_typed_error() {
+    let (mut c, s, sub) = established(Config::default());
+    let before = c.stats().clone();
+    let never = StreamId::from_parts(999, 0);
+    let stale = StreamId::from_parts(s.index(), s.generation() + 1);
+    assert_eq!(c.respond(now(), never, data(1)), Err(Error::UnknownHandle));
+    for h in [never, stale] {
+        assert_eq!(
+            c.handle_envelope(now(), h, data_env(1)),
+            Err(Error::UnknownHandle)
+        );
+        assert_eq!(c.handle_sent(now(), h, 1), Err(Error::UnknownHandle));
+        assert_eq!(
+            c.handle_write_failed(now(), h, "x".into()),
+            Err(Error::UnknownHandle)
+        );
+        assert_eq!(
+            c.handle_stream_closed(now(), h, StreamEnd::Finished),
+            Err(Error::UnknownHandle)
+        );
+    }
+    let dial = DialId::from_parts(3, 3);
+    assert_eq!(
+        c.handle_dial_result(now(), dial, Ok(None)),
+        Err(Error::UnknownHandle)
+    );
+    assert_eq!(
+        c.handle_ping_result(now(), dial, Ok(())),
+        Err(Error::UnknownHandle)
+    );
+    let bad_sub = SubscriptionId::from_parts(sub.index(), sub.generation() + 1);
+    assert_eq!(c.unsubscribe(bad_sub), Err(Error::UnknownHandle));
+    assert!(c.poll_delivery(bad_sub).is_none());
+    assert_eq!(
+        c.send(now(), &SignedMessage::noop(data(1)), &[]),
+        Err(Error::NoPeers)
+    );
+    assert_eq!(
+        c.send_with_ack(
+            now(),
+            GossipMessage::default(),
+            Duration::from_secs(1),
+            1,
+            &[RemotePeer::new(REMOTE, REMOTE)]
+        ),
+        Err(Error::EmptyMessage)
+    );
+    let (acts, ev) = drain(&mut c);
+    assert!(acts.is_empty() && ev.is_empty(), "misuse has no side effect");
+    assert_eq!(c.stats(), &before, "misuse is the caller's, not counted");
+
+    // Responding after the connection closed.
+    c.handle_stream_closed(now(), s, StreamEnd::Finished)
+        .unwrap();
+    let _ = drain(&mut c);
+    assert_eq!(c.respond(now(), s, data(1)), Err(Error::ConnectionClosed));
+    assert_eq!(c.ack(now(), s, 7, None), Err(Error::ConnectionClosed));
+
+    // Calls after stop.
+    c.stop(now());
+    let (_, ev) = drain(&mut c);
+    assert!(matches!(ev.last(), Some(Event::Stopped)));
+    let peer = RemotePeer::new(REMOTE, REMOTE);
+    let msg = SignedMessage::noop(data(1));
+    assert_eq!(c.send(now(), &msg, &[peer.clone()]), Err(Error::Stopped));
+    assert_eq!(c.send_wait(now(), &msg, &peer), Err(Error::Stopped));
+    assert_eq!(
+        c.send_with_ack(now(), data(1), Duration::from_secs(1), 1, &[peer.clone()]),
+        Err(Error::Stopped)
+    );
+    assert_eq!(c.probe(now(), &peer), Err(Error::Stopped));
+    assert_eq!(c.handshake(now(), &peer), Err(Error::Stopped));
+    assert_eq!(c.respond(now(), s, data(1)), Err(Error::Stopped));
+    assert_eq!(c.ack(now(), s, 7, None), Err(Error::Stopped));
+    assert!(matches!(
+        c.subscribe(Box::new(|_| true)),
+        Err(Error::Stopped)
+    ));
+    assert_eq!(c.accept_stream(now(), REMOTE, None), Err(Error::Stopped));
+    assert!(c.poll_delivery(sub).is_none());
+    c.close_conn(now(), &PkiId::from(REMOTE));
+    c.stop(now());
+    c.handle_timeout(now() + Duration::from_secs(3600));
+    let (acts, ev) = drain(&mut c);
+    assert!(acts.is_empty() && ev.is_empty(), "stopped means quiet");
+    assert_eq!(c.live_counts(), (0, 0, 0));
+}
