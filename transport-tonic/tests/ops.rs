@@ -1,0 +1,191 @@
+//! Probe, handshake, connection management and stopping, over real loopback gRPC.
+
+mod common;
+
+use common::*;
+use fabric_gossip_core::{HandshakeError, PkiId, ProbeError, RemotePeer};
+use fabric_gossip_tonic::OpError;
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_and_handshake_ops() {
+    for tls in [false, true] {
+        let pki = Pki::new("ops-ca");
+        let mk = |n: &str| tls.then(|| pki.tls(n));
+        let a = node(config(), mk("a")).await;
+        let b = node(config(), mk("b")).await;
+
+        within("probe", a.probe(&b.as_peer())).await.unwrap();
+        let info = within("handshake", a.handshake(&b.as_peer()))
+            .await
+            .unwrap();
+        assert_eq!(&info.id, b.pki_id());
+        assert_eq!(info.identity.as_ref(), b.endpoint().as_bytes());
+        // An empty expected PKI-ID accepts whoever answers.
+        let anyone = RemotePeer::new(b.endpoint(), PkiId::default());
+        let info = within("handshake", a.handshake(&anyone)).await.unwrap();
+        assert_eq!(&info.id, b.pki_id());
+        // Someone else answering is refused.
+        let wrong = RemotePeer::new(b.endpoint(), "somebody-else");
+        let err = within("handshake", a.handshake(&wrong)).await.unwrap_err();
+        assert!(
+            matches!(err, OpError::Failed(HandshakeError::PkiIdMismatch { .. })),
+            "{err:?}"
+        );
+        // Probes and handshakes register nothing.
+        assert!(a.connections().is_empty(), "tls={tls}");
+        assert!(b.connections().is_empty(), "tls={tls}");
+        assert!(b.stats().probed >= 2);
+
+        within("stop", b.stop()).await;
+        let err = within("probe stopped", a.probe(&b.as_peer()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, OpError::Failed(ProbeError::Dial(_))),
+            "{err:?}"
+        );
+        within("stop", a.stop()).await;
+    }
+}
+
+/// A peer that accepts TCP but never speaks HTTP/2: Ping hangs, so probing fails after
+/// the connection time-out, as in Fabric's non-responsive peer test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_of_unresponsive_peer_times_out() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let conn_timeout = Duration::from_millis(500);
+    let cfg = config().with_timeouts(Duration::from_secs(2), conn_timeout, Duration::from_secs(2));
+    let a = node(cfg, None).await;
+    let started = Instant::now();
+    let err = within("probe", a.probe(&RemotePeer::new(addr.to_string(), "x")))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, OpError::Failed(ProbeError::Ping(_))),
+        "{err:?}"
+    );
+    assert!(took >= conn_timeout, "failed before the time-out: {took:?}");
+    assert!(took < conn_timeout * 6, "took {took:?}");
+    within("stop", a.stop()).await;
+    holder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presumed_dead_after_remote_stops() {
+    let a = node(config(), None).await;
+    let b = node(config(), None).await;
+    let mut b_in = b.accept(|_| true).unwrap();
+    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    within("delivery", b_in.recv()).await.unwrap();
+    within("b stops", b.stop()).await;
+    assert!(within("b's subscription ends", b_in.recv()).await.is_none());
+
+    // Keep sending until a notices: the first sends may still meet the closing connection.
+    let mut dead = a.presumed_dead();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut seq = 2;
+    let who = within("presumed dead", async {
+        loop {
+            tokio::select! {
+                p = dead.next() => break p,
+                _ = tick.tick() => {
+                    a.send(&data(seq, 10), &[b.as_peer()]).unwrap();
+                    seq += 1;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(who.as_ref(), Some(b.pki_id()));
+    assert!(a.stats().presumed_dead >= 1);
+    within("a stops", a.stop()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_is_bounded_and_final() {
+    let pki = Pki::new("stop-ca");
+    let a = node(config(), Some(pki.tls("a"))).await;
+    let b = node(config(), Some(pki.tls("b"))).await;
+    let mut a_in = a.accept(|_| true).unwrap();
+    let mut b_in = b.accept(|_| true).unwrap();
+    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    b.send(&data(2, 10), &[a.as_peer()]).unwrap();
+    within("b receives", b_in.recv()).await.unwrap();
+    within("a receives", a_in.recv()).await.unwrap();
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), a.stop())
+        .await
+        .expect("stop completes in bounded time");
+    let took = started.elapsed();
+    // Idempotent, and immediate the second time.
+    within("second stop", a.stop()).await;
+    assert!(a.is_stopped());
+    assert!(within("subscription ends", a_in.recv()).await.is_none());
+    assert_eq!(
+        a.send(&data(3, 10), &[b.as_peer()]),
+        Err(fabric_gossip_core::Error::Stopped)
+    );
+    assert!(matches!(
+        within("probe from stopped", a.probe(&b.as_peer())).await,
+        Err(OpError::Refused(fabric_gossip_core::Error::Stopped))
+    ));
+    // Its port no longer answers.
+    assert!(
+        within("probe stopped", b.probe(&a.as_peer()))
+            .await
+            .is_err()
+    );
+    println!("stop took {took:?}");
+    within("b stops", b.stop()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_conn_then_send_reconnects() {
+    let a = node(config(), None).await;
+    let b = node(config(), None).await;
+    let mut b_in = b.accept(|_| true).unwrap();
+    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    within("first", b_in.recv()).await.unwrap();
+    a.close_conn(b.pki_id());
+    assert!(!a.is_connected(b.pki_id()));
+    a.send(&data(2, 10), &[b.as_peer()]).unwrap();
+    let m = within("second", b_in.recv()).await.unwrap();
+    assert_eq!(seq_of(m.message()), Some(2));
+    assert!(a.stats().connections_opened >= 2);
+    within("a stops", a.stop()).await;
+    within("b stops", b.stop()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_predicates_split_messages() {
+    let a = node(config(), None).await;
+    let b = node(config(), None).await;
+    let is_even =
+        |m: &fabric_gossip_core::ReceivedMessage| seq_of(&m.message).is_some_and(|s| s % 2 == 0);
+    let mut even = b.accept(is_even).unwrap();
+    let mut odd = b.accept(move |m| !is_even(m)).unwrap();
+    for seq in 0..20 {
+        within("send", a.send_wait(&data(seq, 10), &b.as_peer()))
+            .await
+            .unwrap();
+    }
+    for want in (0..20).step_by(2) {
+        let m = within("even", even.recv()).await.unwrap();
+        assert_eq!(seq_of(m.message()), Some(want));
+        let m = within("odd", odd.recv()).await.unwrap();
+        assert_eq!(seq_of(m.message()), Some(want + 1));
+    }
+    within("a stops", a.stop()).await;
+    within("b stops", b.stop()).await;
+}
