@@ -1,1 +1,66 @@
 //! X.509 ECDSA MSP security provider for real Fabric identities.
+//!
+//! [`MspSecurity`] implements the core's [`Security`](fabric_gossip_core::Security) the way
+//! a Fabric peer's MSP does (spec section 9): identities are `msp.SerializedIdentity`
+//! messages carrying a PEM X.509 certificate, PKI-IDs are SHA-256(mspid ‖ id_bytes),
+//! signatures are low-S DER ECDSA over SHA-256, and a [`TrustStore`] decides which
+//! certificates each MSP vouches for.
+//!
+//! # Pointing a node at a real Fabric network
+//!
+//! A `cryptogen` output (or the equivalent written by Fabric CA clients) looks like this:
+//!
+//! ```text
+//! crypto-config/peerOrganizations/org1.example.com/
+//!   msp/                                   <- the organization's MSP: trust for Org1MSP
+//!     cacerts/ca.org1.example.com-cert.pem
+//!     tlscacerts/tlsca.org1.example.com-cert.pem
+//!   peers/peer0.org1.example.com/
+//!     msp/                                 <- this peer's own identity
+//!       cacerts/  intermediatecerts/ (Fabric CA only)
+//!       signcerts/peer0.org1.example.com-cert.pem
+//!       keystore/priv_sk                   (Fabric CA: <ski>_sk)
+//!     tls/ca.crt server.crt server.key     <- TLS, for the transport, not for this crate
+//! ```
+//!
+//! * **Own identity**: [`MspSecurity::from_msp_dir`] with the peer's `msp/` folder and the
+//!   MSP ID of its organization (`Org1MSP` in Fabric's samples; the ID in `configtx.yaml`,
+//!   not the domain). Its `cacerts/` and `intermediatecerts/` are trusted for that MSP ID.
+//! * **Trust**: for every other organization whose peers this node talks to,
+//!   [`TrustStore::add_msp_dir`] with that organization's `msp/` folder
+//!   (`peerOrganizations/<domain>/msp`) and its MSP ID. That folder holds the same CA
+//!   certificates the channel configuration carries. For material that is not laid out as
+//!   an MSP folder, [`TrustStore::add_path`] accepts a folder of CA PEM files or one file.
+//! * **TLS**: the transport uses `tls/server.crt` and `tls/server.key` (cryptogen's peer TLS
+//!   certificates are valid for both server and client authentication) and trusts the
+//!   organizations' `tlscacerts/`; the core only needs the SHA-256 of the certificates.
+//!
+//! Development material laid out the same way can be generated with [`dev`] (feature
+//! `dev-certs`, on by default).
+//!
+//! # What is checked, and how it differs from Fabric
+//!
+//! * Chain: each link by issuer name and signature (ECDSA P-256/P-384 with SHA-256, -384 or
+//!   -512), ending at a root in `cacerts/` of the MSP the identity names. CA certificates
+//!   must be CAs (`basicConstraints`) and valid when the member certificate was issued,
+//!   which is Fabric's rule. Certificate signatures may be high-S, as Go accepts them.
+//! * Validity: the member certificate must be within notBefore..=notAfter at `now`.
+//!   Fabric only checks notAfter (through its identity mapper); refusing a certificate
+//!   that is not valid yet is stricter.
+//! * Not checked (a Fabric channel MSP would): certificate revocation lists, NodeOU roles,
+//!   and channel reader policies. A member of a trusted MSP is accepted whatever its role.
+#![forbid(unsafe_code)]
+
+mod cert;
+#[cfg(feature = "dev-certs")]
+pub mod dev;
+mod error;
+mod identity;
+mod keys;
+mod security;
+mod trust;
+
+pub use error::LoadError;
+pub use identity::{certificate_pem, pki_id, serialize_identity, serialize_identity_pem};
+pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity};
+pub use trust::{MAX_CHAIN_DEPTH, TrustStore};

@@ -1,0 +1,181 @@
+//! The parts of an X.509 certificate that identity validation needs, extracted once.
+
+use crate::keys::PublicKey;
+use core::time::Duration;
+use der::oid::ObjectIdentifier;
+use der::{Decode, Encode, Header, Reader, SliceReader};
+use fabric_gossip_core::Instant;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::BasicConstraints;
+
+const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+const ECDSA_WITH_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
+
+/// The digest a certificate's issuer signed its to-be-signed part with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CertDigest {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl CertDigest {
+    pub(crate) fn digest(self, data: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        match self {
+            CertDigest::Sha256 => sha2::Sha256::digest(data).to_vec(),
+            CertDigest::Sha384 => sha2::Sha384::digest(data).to_vec(),
+            CertDigest::Sha512 => sha2::Sha512::digest(data).to_vec(),
+        }
+    }
+}
+
+/// Why a certificate could not be turned into a [`CertInfo`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CertError {
+    /// Not a DER X.509 certificate, or one whose fields are inconsistent.
+    Malformed(String),
+    /// The subject key is not an ECDSA P-256/P-384 key, or not a point on its curve.
+    Key(String),
+}
+
+/// A parsed certificate, reduced to what chain building and signature checks use.
+#[derive(Clone, Debug)]
+pub(crate) struct CertInfo {
+    /// The whole certificate, DER.
+    pub(crate) der: Vec<u8>,
+    /// The exact to-be-signed bytes as they appear in `der`.
+    pub(crate) tbs: Vec<u8>,
+    /// DER of the subject and issuer names; chains link on byte equality, as Go does.
+    pub(crate) subject: Vec<u8>,
+    pub(crate) issuer: Vec<u8>,
+    /// How the issuer signed `tbs`; `None` for an algorithm this crate does not verify.
+    pub(crate) digest: Option<CertDigest>,
+    /// The issuer's signature over `tbs` (DER ECDSA when `digest` is `Some`).
+    pub(crate) signature: Vec<u8>,
+    pub(crate) key: PublicKey,
+    pub(crate) not_before: Instant,
+    pub(crate) not_after: Instant,
+    /// `basicConstraints.cA`.
+    pub(crate) is_ca: bool,
+}
+
+fn instant_of(d: Duration) -> Instant {
+    Instant::from_unix_secs(d.as_secs())
+}
+
+impl CertInfo {
+    /// Parses a DER certificate (strict DER, as Go's parser is).
+    pub(crate) fn from_der(der: &[u8]) -> Result<CertInfo, CertError> {
+        let cert = Certificate::from_der(der)
+            .map_err(|e| CertError::Malformed(format!("not an X.509 certificate: {e}")))?;
+        let tbs_cert = &cert.tbs_certificate;
+        if tbs_cert.signature != cert.signature_algorithm {
+            return Err(CertError::Malformed(
+                "signature algorithm differs between certificate and its TBS part".into(),
+            ));
+        }
+        let tbs = raw_tbs(der)
+            .map_err(|e| CertError::Malformed(format!("cannot locate TBS certificate: {e}")))?
+            .to_vec();
+        let subject = tbs_cert
+            .subject
+            .to_der()
+            .map_err(|e| CertError::Malformed(format!("subject: {e}")))?;
+        let issuer = tbs_cert
+            .issuer
+            .to_der()
+            .map_err(|e| CertError::Malformed(format!("issuer: {e}")))?;
+        let alg = cert.signature_algorithm.oid;
+        let digest = if alg == ECDSA_WITH_SHA256 {
+            Some(CertDigest::Sha256)
+        } else if alg == ECDSA_WITH_SHA384 {
+            Some(CertDigest::Sha384)
+        } else if alg == ECDSA_WITH_SHA512 {
+            Some(CertDigest::Sha512)
+        } else {
+            None
+        };
+        let signature = cert
+            .signature
+            .as_bytes()
+            .ok_or_else(|| CertError::Malformed("signature has unused bits".into()))?
+            .to_vec();
+        let key =
+            PublicKey::from_spki(&tbs_cert.subject_public_key_info).map_err(CertError::Key)?;
+        let is_ca = match tbs_cert.get::<BasicConstraints>() {
+            Ok(bc) => bc.is_some_and(|(_, bc)| bc.ca),
+            Err(e) => return Err(CertError::Malformed(format!("basicConstraints: {e}"))),
+        };
+        let not_before = instant_of(tbs_cert.validity.not_before.to_unix_duration());
+        let not_after = instant_of(tbs_cert.validity.not_after.to_unix_duration());
+        Ok(CertInfo {
+            der: der.to_vec(),
+            tbs,
+            subject,
+            issuer,
+            digest,
+            signature,
+            key,
+            not_before,
+            not_after,
+            is_ca,
+        })
+    }
+
+    /// Whether `issuer`'s key produced this certificate's signature. High-S signatures are
+    /// accepted here, as Go's `x509.Verify` (and so Fabric) accepts them in certificates.
+    pub(crate) fn is_signed_by(&self, issuer: &CertInfo) -> bool {
+        match self.digest {
+            Some(d) => issuer
+                .key
+                .verify_prehash_any_s(&d.digest(&self.tbs), &self.signature),
+            None => false,
+        }
+    }
+
+    /// Whether the certificate is within its validity period at `at`. Bounds are inclusive
+    /// and compared to the nanosecond, as Go's `x509.Verify` does (valid unless `at` is
+    /// before notBefore or after notAfter), so Fabric and this crate agree on the boundary.
+    pub(crate) fn valid_at(&self, at: Instant) -> bool {
+        self.not_before <= at && at <= self.not_after
+    }
+}
+
+/// The bytes of the TBS certificate exactly as they were signed (not a re-encoding).
+fn raw_tbs(der: &[u8]) -> der::Result<&[u8]> {
+    let mut reader = SliceReader::new(der)?;
+    let _outer = Header::decode(&mut reader)?;
+    reader.tlv_bytes()
+}
+
+/// Splits a PEM file into its blocks: `(label, DER)` for each, in order. Text outside the
+/// blocks (comments, as OpenSSL writes) is ignored, as Go's `pem.Decode` ignores it.
+pub(crate) fn pem_blocks(text: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    const END: &[u8] = b"-----END ";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = find(rest, BEGIN) {
+        let block = &rest[start..];
+        let Some(end_at) = find(block, END) else {
+            return Err("PEM block without an END line".into());
+        };
+        // The END line runs to the next "-----" after "-----END ".
+        let after_end = &block[end_at + END.len()..];
+        let Some(close) = find(after_end, b"-----") else {
+            return Err("unterminated PEM END line".into());
+        };
+        let len = end_at + END.len() + close + 5;
+        let (label, der) =
+            pem_rfc7468::decode_vec(&block[..len]).map_err(|e| format!("bad PEM block: {e}"))?;
+        out.push((label.to_owned(), der));
+        rest = &block[len..];
+    }
+    Ok(out)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

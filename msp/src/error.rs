@@ -1,0 +1,110 @@
+//! Errors from loading MSP material. Each names the file or input at fault, because the
+//! usual cause is a wrong path or a file from the wrong organization, and the operator
+//! needs to know which one.
+
+use core::fmt;
+use fabric_gossip_core::SecurityError;
+use std::path::PathBuf;
+
+/// Why MSP material (certificates, keys, MSP folders) could not be loaded.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A file or directory could not be read.
+    Io {
+        /// What was being read.
+        path: PathBuf,
+        /// The operating system's reason.
+        error: std::io::Error,
+    },
+    /// A directory that must hold at least one file holds none (e.g. an empty `cacerts/`).
+    Empty {
+        /// The directory.
+        path: PathBuf,
+        /// What was expected in it.
+        expected: &'static str,
+    },
+    /// The input is not PEM, or holds no block of the expected kind.
+    Pem {
+        /// The file (or a description of an in-memory input).
+        source: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A certificate could not be parsed or uses an unsupported key or curve.
+    Certificate {
+        /// The file (or a description of an in-memory input).
+        source: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A certificate given as a CA lacks `basicConstraints: CA:TRUE` (Fabric refuses such
+    /// an MSP too).
+    NotACa {
+        /// The file (or a description of an in-memory input).
+        source: String,
+    },
+    /// A private key could not be parsed or uses an unsupported curve.
+    Key {
+        /// The file (or a description of an in-memory input).
+        source: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No private key among those given matches the signing certificate.
+    KeyMismatch {
+        /// The signing certificate.
+        certificate: String,
+        /// Where keys were looked for.
+        keys: String,
+    },
+    /// The own identity does not chain to a CA of its MSP in the trust store.
+    OwnIdentity {
+        /// The signing certificate.
+        certificate: String,
+        /// Why the trust store refuses it.
+        error: SecurityError,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            LoadError::Empty { path, expected } => {
+                write!(f, "{}: no {expected} found", path.display())
+            }
+            LoadError::Pem { source, reason } => write!(f, "{source}: {reason}"),
+            LoadError::Certificate { source, reason } => {
+                write!(f, "{source}: bad certificate: {reason}")
+            }
+            LoadError::NotACa { source } => write!(
+                f,
+                "{source}: not a CA certificate (basicConstraints CA:TRUE is missing)"
+            ),
+            LoadError::Key { source, reason } => write!(f, "{source}: bad private key: {reason}"),
+            LoadError::KeyMismatch { certificate, keys } => write!(
+                f,
+                "no private key in {keys} matches the public key of {certificate}"
+            ),
+            LoadError::OwnIdentity { certificate, error } => {
+                write!(f, "{certificate}: own identity refused: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Io { error, .. } => Some(error),
+            LoadError::OwnIdentity { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LoadError {
+    let path = path.into();
+    move |error| LoadError::Io { path, error }
+}

@@ -1,0 +1,484 @@
+//! [`MspSecurity`]: the core's `Security` for real Fabric identities.
+
+use crate::cert::{CertError, CertInfo, pem_blocks};
+use crate::error::{LoadError, io};
+use crate::identity::{self, certificate_pem};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::trust::{TrustStore, certificates_in, pem_files};
+use bytes::Bytes;
+use core::time::Duration;
+use fabric_gossip_core::{Instant, PkiId, Security, SecurityError};
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Default number of parsed identities [`MspSecurity`] keeps. A Fabric channel rarely has
+/// more than a few hundred peers; 4096 entries of about 300 bytes each cost ~1.2 MiB and
+/// keep every peer of a large network parsed.
+pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
+
+/// Fabric's X.509 MSP as a [`Security`] provider: the node's own certificate and ECDSA key,
+/// and a [`TrustStore`] deciding which remote identities are acceptable.
+///
+/// * Identities are `msp.SerializedIdentity { mspid, id_bytes: PEM certificate }`;
+///   PKI-ID = SHA-256(mspid ‖ id_bytes); organization = mspid (Fabric's
+///   `OrgByPeerIdentity`), reported only for MSPs in the trust store.
+/// * Signing: ECDSA over SHA-256 of the message, DER, always low-S, deterministic nonces.
+/// * Verifying: P-256 or P-384 keys; malformed DER, high-S and bad signatures are refused,
+///   each with its own [`SecurityError`]. The identity must also chain to its MSP (as
+///   Fabric's `Verify` validates the identity first), but time is not checked there.
+/// * `validate_identity`: chain to a CA of the named MSP (see [`TrustStore`]) and the
+///   certificate within its validity period at `now`.
+/// * `expiration`: just after the certificate's notAfter (Fabric's `ExpiresAt`), so the
+///   core's identity store drops the identity and closes its connections then.
+///
+/// # Parsed-identity cache
+///
+/// Parsing X.509 and checking the chain costs far more than one signature check, and the
+/// same identity is verified on every handshake and often on every message. Results
+/// (including refusals) are kept per identity (keyed by SHA-256 of its bytes) in a cache of
+/// at most `capacity` entries with CLOCK eviction: a full cache drops the oldest entry not
+/// used since it was last passed over. Only time-independent facts are cached; validity
+/// periods are checked against `now` on every call. Memory is bounded by the capacity, not
+/// by what remotes send. Set the capacity with [`MspSecurity::with_cache_capacity`]
+/// (0 disables caching).
+pub struct MspSecurity {
+    msp_id: String,
+    identity: Bytes,
+    pki_id: PkiId,
+    cert: Arc<CertInfo>,
+    key: PrivateKey,
+    trust: TrustStore,
+    cache: Mutex<IdentityCache>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl core::fmt::Debug for MspSecurity {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MspSecurity")
+            .field("msp_id", &self.msp_id)
+            .field("pki_id", &self.pki_id)
+            .field("key", &self.key)
+            .field("trusted_msps", &self.trust.msp_ids().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of the parsed-identity cache, to check it is doing its job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that parsed the identity.
+    pub misses: u64,
+    /// Identities currently cached.
+    pub len: usize,
+    /// Most identities the cache holds.
+    pub capacity: usize,
+}
+
+/// What the cache keeps of a parsed identity: everything except time-dependent checks.
+#[derive(Debug)]
+struct Parsed {
+    msp_id: String,
+    key: PublicKey,
+    not_before: Instant,
+    not_after: Instant,
+    /// The chain check against the trust store (time-independent, see `validate_chain`).
+    chain: Result<(), SecurityError>,
+}
+
+type Entry = Result<Arc<Parsed>, SecurityError>;
+
+struct Slot {
+    value: Entry,
+    referenced: bool,
+}
+
+/// A bounded map with CLOCK (second-chance) eviction.
+struct IdentityCache {
+    capacity: usize,
+    map: HashMap<[u8; 32], Slot>,
+    ring: VecDeque<[u8; 32]>,
+}
+
+impl IdentityCache {
+    fn new(capacity: usize) -> Self {
+        IdentityCache {
+            capacity,
+            map: HashMap::new(),
+            ring: VecDeque::new(),
+        }
+    }
+
+    fn get(&mut self, key: &[u8; 32]) -> Option<Entry> {
+        let slot = self.map.get_mut(key)?;
+        slot.referenced = true;
+        Some(slot.value.clone())
+    }
+
+    fn insert(&mut self, key: [u8; 32], value: Entry) {
+        if self.capacity == 0 || self.map.contains_key(&key) {
+            return;
+        }
+        // Each pass clears a referenced bit or evicts, so this ends within two turns.
+        while self.map.len() >= self.capacity {
+            let Some(old) = self.ring.pop_front() else {
+                break;
+            };
+            match self.map.get_mut(&old) {
+                Some(slot) if slot.referenced => {
+                    slot.referenced = false;
+                    self.ring.push_back(old);
+                }
+                Some(_) => {
+                    self.map.remove(&old);
+                }
+                None => {}
+            }
+        }
+        self.ring.push_back(key);
+        self.map.insert(
+            key,
+            Slot {
+                value,
+                referenced: false,
+            },
+        );
+    }
+}
+
+impl MspSecurity {
+    /// A provider for the identity `cert_pem` (the signing certificate) of `msp_id`, signing
+    /// with `key_pem` (PKCS#8 or SEC1 PEM). Fails if the key does not match the certificate
+    /// or the certificate does not chain to a CA of `msp_id` in `trust`, so a misconfigured
+    /// node stops at start-up instead of failing every handshake.
+    pub fn new(
+        msp_id: &str,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        trust: TrustStore,
+    ) -> Result<Self, LoadError> {
+        Self::build(
+            msp_id,
+            cert_pem,
+            "signing certificate",
+            key_pem,
+            "private key",
+            trust,
+        )
+    }
+
+    /// Like [`MspSecurity::new`], reading the certificate and key from files.
+    pub fn from_pem_files(
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+        msp_id: &str,
+        trust: TrustStore,
+    ) -> Result<Self, LoadError> {
+        let (cert, key) = (cert.as_ref(), key.as_ref());
+        let cert_pem = std::fs::read(cert).map_err(io(cert))?;
+        let key_pem = std::fs::read(key).map_err(io(key))?;
+        Self::build(
+            msp_id,
+            &cert_pem,
+            &cert.display().to_string(),
+            &key_pem,
+            &key.display().to_string(),
+            trust,
+        )
+    }
+
+    /// Loads the node's identity from a Fabric MSP folder, as `cryptogen` or a Fabric CA
+    /// client writes one (e.g. `peerOrganizations/org1.example.com/peers/peer0.org1.example.com/msp`):
+    /// the certificate in `signcerts/` and the matching key among the files of `keystore/`
+    /// (`priv_sk`, `<ski>_sk`, or any name). The folder's `cacerts/` and
+    /// `intermediatecerts/`, when present, are added to `trust` for `msp_id`, as a Fabric
+    /// peer trusts its own MSP.
+    pub fn from_msp_dir(
+        dir: impl AsRef<Path>,
+        msp_id: &str,
+        mut trust: TrustStore,
+    ) -> Result<Self, LoadError> {
+        let dir = dir.as_ref();
+        if dir.join("cacerts").is_dir() {
+            trust.add_msp_dir(msp_id, dir)?;
+        }
+        let signcerts = dir.join("signcerts");
+        let cert_files = pem_files(&signcerts)?;
+        if cert_files.is_empty() {
+            return Err(LoadError::Empty {
+                path: signcerts,
+                expected: "signing certificate",
+            });
+        }
+        let keystore = dir.join("keystore");
+        let key_files = pem_files(&keystore)?;
+        if key_files.is_empty() {
+            return Err(LoadError::Empty {
+                path: keystore,
+                expected: "private key",
+            });
+        }
+        let mut keys = Vec::new();
+        let mut first_key_error = None;
+        for path in &key_files {
+            let text = std::fs::read(path).map_err(io(path))?;
+            match PrivateKey::from_pem(&text) {
+                Ok(k) => keys.push((path, text, k)),
+                Err(reason) => {
+                    first_key_error.get_or_insert(LoadError::Key {
+                        source: path.display().to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(first_key_error.unwrap_or(LoadError::Empty {
+                path: keystore,
+                expected: "private key",
+            }));
+        }
+        for cert_path in &cert_files {
+            let text = std::fs::read(cert_path).map_err(io(cert_path))?;
+            let source = cert_path.display().to_string();
+            let cert = leaf_certificate(&text, &source)?;
+            if let Some((key_path, key_text, _)) =
+                keys.iter().find(|(_, _, k)| k.public_key() == cert.key)
+            {
+                return Self::build(
+                    msp_id,
+                    &text,
+                    &source,
+                    key_text,
+                    &key_path.display().to_string(),
+                    trust,
+                );
+            }
+        }
+        Err(LoadError::KeyMismatch {
+            certificate: signcerts.display().to_string(),
+            keys: keystore.display().to_string(),
+        })
+    }
+
+    fn build(
+        msp_id: &str,
+        cert_pem: &[u8],
+        cert_source: &str,
+        key_pem: &[u8],
+        key_source: &str,
+        trust: TrustStore,
+    ) -> Result<Self, LoadError> {
+        let cert = leaf_certificate(cert_pem, cert_source)?;
+        let key = PrivateKey::from_pem(key_pem).map_err(|reason| LoadError::Key {
+            source: key_source.to_owned(),
+            reason,
+        })?;
+        if key.public_key() != cert.key {
+            return Err(LoadError::KeyMismatch {
+                certificate: cert_source.to_owned(),
+                keys: key_source.to_owned(),
+            });
+        }
+        trust
+            .validate_chain(msp_id, &cert)
+            .map_err(|error| LoadError::OwnIdentity {
+                certificate: cert_source.to_owned(),
+                error,
+            })?;
+        let pem = certificate_pem(&cert.der);
+        let identity = identity::serialize_identity_pem(msp_id, pem.as_bytes());
+        let pki_id = identity::pki_id(msp_id, pem.as_bytes());
+        Ok(MspSecurity {
+            msp_id: msp_id.to_owned(),
+            identity,
+            pki_id,
+            cert: Arc::new(cert),
+            key,
+            trust,
+            cache: Mutex::new(IdentityCache::new(DEFAULT_CACHE_CAPACITY)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// Sets how many parsed identities are kept (see the type's docs); empties the cache.
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = Mutex::new(IdentityCache::new(capacity));
+        self
+    }
+
+    /// The node's MSP ID (its organization).
+    pub fn msp_id(&self) -> &str {
+        &self.msp_id
+    }
+
+    /// The node's PKI-ID.
+    pub fn pki_id(&self) -> &PkiId {
+        &self.pki_id
+    }
+
+    /// The node's signing certificate, DER.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.cert.der
+    }
+
+    /// When the node's own certificate stops being valid: a node should be given a new one
+    /// before then, or peers will drop it.
+    pub fn own_expiration(&self) -> Instant {
+        self.cert.not_after + Duration::from_nanos(1)
+    }
+
+    /// The MSPs this node accepts identities from.
+    pub fn trust(&self) -> &TrustStore {
+        &self.trust
+    }
+
+    /// Counters of the parsed-identity cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        let cache = self.lock();
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            len: cache.map.len(),
+            capacity: cache.capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, IdentityCache> {
+        // Nothing panics while the lock is held; recover the data if that ever changes.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The parsed form of `identity`, from the cache or parsed now (and cached).
+    fn parsed(&self, identity: &[u8]) -> Entry {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(identity).into();
+        if let Some(hit) = self.lock().get(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return hit;
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let value = self.parse(identity).map(Arc::new);
+        self.lock().insert(key, value.clone());
+        value
+    }
+
+    fn parse(&self, identity: &[u8]) -> Result<Parsed, SecurityError> {
+        let sid = identity::decode(identity).ok_or_else(|| {
+            SecurityError::MalformedIdentity("not an msp.SerializedIdentity".into())
+        })?;
+        if sid.mspid.is_empty() {
+            return Err(SecurityError::MalformedIdentity("empty MSP ID".into()));
+        }
+        let der = single_certificate(&sid.id_bytes).map_err(SecurityError::MalformedIdentity)?;
+        let cert = CertInfo::from_der(&der).map_err(|e| match e {
+            CertError::Malformed(s) => SecurityError::MalformedIdentity(s),
+            CertError::Key(s) => SecurityError::BadKey(s),
+        })?;
+        let chain = self.trust.validate_chain(&sid.mspid, &cert);
+        Ok(Parsed {
+            msp_id: sid.mspid,
+            key: cert.key,
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            chain,
+        })
+    }
+}
+
+/// The certificate in the first `CERTIFICATE` block of `pem` (a signcerts file may carry
+/// its chain after it, as some CA clients write).
+fn leaf_certificate(pem: &[u8], source: &str) -> Result<CertInfo, LoadError> {
+    certificates_in(pem, source)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| LoadError::Pem {
+            source: source.to_owned(),
+            reason: "no certificate".into(),
+        })
+}
+
+/// `id_bytes` must be exactly one PEM `CERTIFICATE` block, as Fabric's `IsWellFormed`
+/// requires, so that one certificate has one serialized form and one PKI-ID.
+fn single_certificate(id_bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut blocks = pem_blocks(id_bytes)?;
+    if blocks.len() != 1 {
+        return Err(format!(
+            "id_bytes must hold one PEM certificate, found {} PEM blocks",
+            blocks.len()
+        ));
+    }
+    let (label, der) = blocks.remove(0);
+    if label != "CERTIFICATE" {
+        return Err(format!("id_bytes holds a {label}, not a CERTIFICATE"));
+    }
+    Ok(der)
+}
+
+impl Security for MspSecurity {
+    fn own_identity(&self) -> Bytes {
+        self.identity.clone()
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
+        self.key.sign_fabric(msg).map(Bytes::from)
+    }
+
+    fn verify(
+        &self,
+        identity: &[u8],
+        signature: &[u8],
+        message: &[u8],
+    ) -> Result<(), SecurityError> {
+        let parsed = self.parsed(identity)?;
+        parsed.chain.clone()?;
+        parsed.key.verify_fabric(message, signature)
+    }
+
+    fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
+        let parsed = self.parsed(identity)?;
+        parsed.chain.clone()?;
+        if now < parsed.not_before {
+            return Err(SecurityError::Expired(format!(
+                "not valid before {} (now {now})",
+                parsed.not_before
+            )));
+        }
+        if now > parsed.not_after {
+            return Err(SecurityError::Expired(format!(
+                "expired at {} (now {now})",
+                parsed.not_after
+            )));
+        }
+        Ok(())
+    }
+
+    fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
+        let parsed = self.parsed(identity)?;
+        // The first instant at which Go's `now.After(NotAfter)` is true.
+        Ok(Some(parsed.not_after + Duration::from_nanos(1)))
+    }
+
+    fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+        if identity == self.identity.as_ref() {
+            return self.pki_id.clone();
+        }
+        match identity::decode(identity) {
+            Some(sid) => identity::pki_id(&sid.mspid, &sid.id_bytes),
+            // Fabric returns nil here; the empty ID never matches a claimed one.
+            None => PkiId::default(),
+        }
+    }
+
+    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+        let parsed = self.parsed(identity).ok()?;
+        self.trust
+            .contains(&parsed.msp_id)
+            .then(|| Bytes::copy_from_slice(parsed.msp_id.as_bytes()))
+    }
+}

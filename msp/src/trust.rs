@@ -1,0 +1,291 @@
+//! The trust store: for each MSP ID, the root and intermediate CAs that vouch for its members.
+
+use crate::cert::{CertInfo, pem_blocks};
+use crate::error::{LoadError, io};
+use core::time::Duration;
+use fabric_gossip_core::SecurityError;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Longest CA chain walked from a member certificate to a root. Real MSPs have one or two
+/// levels; the bound only stops a crafted set of intermediates from making validation loop.
+pub const MAX_CHAIN_DEPTH: usize = 8;
+
+/// Which MSPs this node recognizes and which CAs vouch for each: the part of a Fabric
+/// channel configuration (or a local MSP folder) that identity validation needs.
+///
+/// An identity is accepted only if its certificate chains, by name and by signature, to a
+/// root CA of the very MSP its `mspid` names, so a member of one organization cannot pose
+/// as a member of another even when both CAs are trusted.
+#[derive(Clone, Debug, Default)]
+pub struct TrustStore {
+    msps: BTreeMap<String, MspCas>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct MspCas {
+    roots: Vec<Arc<CertInfo>>,
+    intermediates: Vec<Arc<CertInfo>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Root,
+    Intermediate,
+}
+
+impl TrustStore {
+    /// An empty store: every identity is refused with `UnknownMsp` until MSPs are added.
+    pub fn new() -> Self {
+        TrustStore::default()
+    }
+
+    /// Trusts the root CA certificates in `pem` (one or more `CERTIFICATE` blocks) for
+    /// `msp_id`. Returns how many were new. Use for CA material that is not on disk.
+    pub fn add_ca_pem(&mut self, msp_id: &str, pem: &[u8]) -> Result<usize, LoadError> {
+        self.add_pem(
+            msp_id,
+            pem,
+            &format!("root CA PEM for {msp_id}"),
+            Role::Root,
+        )
+    }
+
+    /// Adds intermediate CA certificates for `msp_id`. They are trusted only as links: a
+    /// chain through them must still end at a root of the same MSP.
+    pub fn add_intermediate_pem(&mut self, msp_id: &str, pem: &[u8]) -> Result<usize, LoadError> {
+        self.add_pem(
+            msp_id,
+            pem,
+            &format!("intermediate CA PEM for {msp_id}"),
+            Role::Intermediate,
+        )
+    }
+
+    /// Trusts a Fabric MSP folder for `msp_id`: every file in `cacerts/` as a root (at least
+    /// one is required) and every file in `intermediatecerts/` (optional) as an
+    /// intermediate. Other sub-folders (`signcerts/`, `keystore/`, `tlscacerts/`,
+    /// `admincerts/`) are not used for gossip identity validation. Returns how many
+    /// certificates were new.
+    pub fn add_msp_dir(&mut self, msp_id: &str, dir: impl AsRef<Path>) -> Result<usize, LoadError> {
+        let dir = dir.as_ref();
+        let cacerts = dir.join("cacerts");
+        let roots = pem_files(&cacerts)?;
+        if roots.is_empty() {
+            return Err(LoadError::Empty {
+                path: cacerts,
+                expected: "root CA certificate",
+            });
+        }
+        let mut added = 0;
+        for path in roots {
+            added += self.add_file(msp_id, &path, Role::Root)?;
+        }
+        let inter = dir.join("intermediatecerts");
+        if inter.is_dir() {
+            for path in pem_files(&inter)? {
+                added += self.add_file(msp_id, &path, Role::Intermediate)?;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Trusts whatever `path` is, for command lines that take one path per MSP: an MSP
+    /// folder (has `cacerts/`), a folder of root CA PEM files, or one root CA PEM file.
+    pub fn add_path(&mut self, msp_id: &str, path: impl AsRef<Path>) -> Result<usize, LoadError> {
+        let path = path.as_ref();
+        if path.join("cacerts").is_dir() {
+            return self.add_msp_dir(msp_id, path);
+        }
+        if path.is_dir() {
+            let files = pem_files(path)?;
+            if files.is_empty() {
+                return Err(LoadError::Empty {
+                    path: path.to_owned(),
+                    expected: "root CA certificate",
+                });
+            }
+            let mut added = 0;
+            for f in files {
+                added += self.add_file(msp_id, &f, Role::Root)?;
+            }
+            return Ok(added);
+        }
+        self.add_file(msp_id, path, Role::Root)
+    }
+
+    /// The MSP IDs this store recognizes, in order.
+    pub fn msp_ids(&self) -> impl Iterator<Item = &str> {
+        self.msps.keys().map(String::as_str)
+    }
+
+    /// Whether identities claiming `msp_id` can be validated at all.
+    pub fn contains(&self, msp_id: &str) -> bool {
+        self.msps.contains_key(msp_id)
+    }
+
+    /// How many root and intermediate certificates `msp_id` has.
+    pub fn ca_count(&self, msp_id: &str) -> (usize, usize) {
+        self.msps
+            .get(msp_id)
+            .map_or((0, 0), |m| (m.roots.len(), m.intermediates.len()))
+    }
+
+    fn add_file(&mut self, msp_id: &str, path: &Path, role: Role) -> Result<usize, LoadError> {
+        let text = std::fs::read(path).map_err(io(path))?;
+        self.add_pem(msp_id, &text, &path.display().to_string(), role)
+    }
+
+    fn add_pem(
+        &mut self,
+        msp_id: &str,
+        pem: &[u8],
+        source: &str,
+        role: Role,
+    ) -> Result<usize, LoadError> {
+        let certs = certificates_in(pem, source)?;
+        let entry = self.msps.entry(msp_id.to_owned()).or_default();
+        let mut added = 0;
+        for cert in certs {
+            if !cert.is_ca {
+                return Err(LoadError::NotACa {
+                    source: source.to_owned(),
+                });
+            }
+            let list = match role {
+                Role::Root => &mut entry.roots,
+                Role::Intermediate => &mut entry.intermediates,
+            };
+            if !list.iter().any(|c| c.der == cert.der) {
+                list.push(Arc::new(cert));
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Checks that `leaf` chains to a root of `msp_id`, as Fabric's MSP does: each link by
+    /// issuer name and signature, through the MSP's intermediates. CA validity is judged at
+    /// the leaf's notBefore + 1 s (Fabric's rule, so that renewing a CA does not invalidate
+    /// members already issued); the leaf's own validity against the clock is the caller's.
+    pub(crate) fn validate_chain(
+        &self,
+        msp_id: &str,
+        leaf: &CertInfo,
+    ) -> Result<(), SecurityError> {
+        let cas = self
+            .msps
+            .get(msp_id)
+            .ok_or_else(|| SecurityError::UnknownMsp(msp_id.to_owned()))?;
+        if cas
+            .roots
+            .iter()
+            .chain(&cas.intermediates)
+            .any(|c| c.der == leaf.der)
+        {
+            return Err(SecurityError::UntrustedCertificate(format!(
+                "the certificate is a CA of {msp_id}, not a member identity"
+            )));
+        }
+        let at = leaf.not_before + Duration::from_secs(1);
+        let mut current: &CertInfo = leaf;
+        for _ in 0..MAX_CHAIN_DEPTH {
+            let mut expired_root = false;
+            for root in &cas.roots {
+                if root.subject == current.issuer && current.is_signed_by(root) {
+                    if root.valid_at(at) {
+                        return Ok(());
+                    }
+                    expired_root = true;
+                }
+            }
+            let next = cas.intermediates.iter().find(|ca| {
+                ca.subject == current.issuer
+                    && ca.der != current.der
+                    && ca.valid_at(at)
+                    && current.is_signed_by(ca)
+            });
+            match next {
+                Some(ca) => current = ca,
+                None if expired_root => {
+                    return Err(SecurityError::UntrustedCertificate(format!(
+                        "the root CA of {msp_id} that issued the chain was not valid when the \
+                         certificate was issued"
+                    )));
+                }
+                None => return Err(self.no_issuer(msp_id, current)),
+            }
+        }
+        Err(SecurityError::UntrustedCertificate(format!(
+            "no chain to a root of {msp_id} within {MAX_CHAIN_DEPTH} certificates"
+        )))
+    }
+
+    fn no_issuer(&self, msp_id: &str, cert: &CertInfo) -> SecurityError {
+        let other = self.msps.iter().find(|(id, cas)| {
+            id.as_str() != msp_id
+                && cas
+                    .roots
+                    .iter()
+                    .chain(&cas.intermediates)
+                    .any(|ca| ca.subject == cert.issuer && cert.is_signed_by(ca))
+        });
+        match other {
+            Some((id, _)) => SecurityError::UntrustedCertificate(format!(
+                "issued by a CA of {id}, not of the MSP it claims ({msp_id})"
+            )),
+            None => {
+                SecurityError::UntrustedCertificate(format!("not issued by any CA of {msp_id}"))
+            }
+        }
+    }
+}
+
+/// Parses every `CERTIFICATE` block in `pem`; at least one is required and other blocks
+/// are refused, so that a key file passed by mistake is reported rather than skipped.
+pub(crate) fn certificates_in(pem: &[u8], source: &str) -> Result<Vec<CertInfo>, LoadError> {
+    let blocks = pem_blocks(pem).map_err(|reason| LoadError::Pem {
+        source: source.to_owned(),
+        reason,
+    })?;
+    if blocks.is_empty() {
+        return Err(LoadError::Pem {
+            source: source.to_owned(),
+            reason: "no PEM block".into(),
+        });
+    }
+    blocks
+        .into_iter()
+        .map(|(label, der)| {
+            if label != "CERTIFICATE" {
+                return Err(LoadError::Pem {
+                    source: source.to_owned(),
+                    reason: format!("expected CERTIFICATE blocks, found {label}"),
+                });
+            }
+            CertInfo::from_der(&der).map_err(|e| LoadError::Certificate {
+                source: source.to_owned(),
+                reason: match e {
+                    crate::cert::CertError::Malformed(s) | crate::cert::CertError::Key(s) => s,
+                },
+            })
+        })
+        .collect()
+}
+
+/// The regular files of a directory, sorted by name so loading is deterministic. Hidden
+/// files (`.gitkeep`, editor swap files) are skipped.
+pub(crate) fn pem_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden && path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}

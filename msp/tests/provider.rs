@@ -1,0 +1,599 @@
+//! The provider on its own: signing, verification, validation and each refusal's error.
+mod common;
+use bytes::Bytes;
+use common::pki::*;
+use core::time::Duration;
+use fabric_gossip_core::proto::msp::SerializedIdentity;
+use fabric_gossip_core::{Instant, PkiId, Security, SecurityError};
+use fabric_gossip_msp::dev::{self, Curve, DevCa, OrgSpec, Usage, Validity};
+use fabric_gossip_msp::{MspSecurity, TrustStore, pki_id, serialize_identity};
+use prost::Message;
+use sha2::Digest;
+
+const MSG: &[u8] = b"ConnEstablish payload bytes";
+
+#[test]
+fn sign_verify_validate_across_orgs() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let b = pki.security(1, 0);
+    let sig = a.sign(MSG).unwrap();
+    b.verify(&a.own_identity(), &sig, MSG).unwrap();
+    a.verify(&a.own_identity(), &sig, MSG).unwrap();
+    b.validate_identity(&a.own_identity(), now()).unwrap();
+    a.validate_identity(&b.own_identity(), now()).unwrap();
+    // Signing is deterministic (RFC 6979), so a seeded simulation replays exactly.
+    assert_eq!(sig, a.sign(MSG).unwrap());
+    // Signatures are low-S and DER: their high-S twin differs.
+    assert_ne!(high_s_twin(&sig), sig.to_vec());
+}
+
+#[test]
+fn pki_id_is_sha256_of_mspid_and_id_bytes() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let sid = SerializedIdentity::decode(a.own_identity()).unwrap();
+    assert_eq!(sid.mspid, ORG1);
+    assert!(sid.id_bytes.starts_with(b"-----BEGIN CERTIFICATE-----\n"));
+    assert!(sid.id_bytes.ends_with(b"-----END CERTIFICATE-----\n"));
+    let mut h = sha2::Sha256::new();
+    h.update(ORG1.as_bytes());
+    h.update(&sid.id_bytes);
+    let expected = PkiId::from(h.finalize().to_vec());
+    assert_eq!(a.pki_id_of(&a.own_identity()), expected);
+    assert_eq!(*a.pki_id(), expected);
+    assert_eq!(pki_id(ORG1, &sid.id_bytes), expected);
+    // Another provider computes the same ID for it.
+    assert_eq!(pki.security(1, 0).pki_id_of(&a.own_identity()), expected);
+    // Garbage maps to the empty ID, which never matches a claimed one.
+    assert!(a.pki_id_of(b"\xff\xff garbage").is_empty());
+}
+
+#[test]
+fn organization_is_the_msp_id_of_trusted_msps_only() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let b = pki.security(1, 0);
+    assert_eq!(
+        a.organization_of(&b.own_identity()),
+        Some(Bytes::from(ORG2))
+    );
+    assert_eq!(
+        a.organization_of(&a.own_identity()),
+        Some(Bytes::from(ORG1))
+    );
+    // A provider that trusts only Org1 cannot classify Org2's peer.
+    let mut only1 = TrustStore::new();
+    pki.orgs[0].add_to_trust(&mut only1).unwrap();
+    let a1 = pki.orgs[0].security(&pki.orgs[0].peers[0], only1).unwrap();
+    assert_eq!(a1.organization_of(&b.own_identity()), None);
+    assert_eq!(a1.organization_of(b"garbage"), None);
+}
+
+#[test]
+fn tampered_signature_is_bad_signature() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let b = pki.security(1, 0);
+    let sig = a.sign(MSG).unwrap();
+    assert!(matches!(
+        b.verify(&a.own_identity(), &tamper(&sig), MSG),
+        Err(SecurityError::BadSignature(_))
+    ));
+    // A genuine signature over another message, or by another key, is refused the same way.
+    assert!(matches!(
+        b.verify(&a.own_identity(), &sig, b"other message"),
+        Err(SecurityError::BadSignature(_))
+    ));
+    let by_b = b.sign(MSG).unwrap();
+    assert!(matches!(
+        b.verify(&a.own_identity(), &by_b, MSG),
+        Err(SecurityError::BadSignature(_))
+    ));
+}
+
+#[test]
+fn high_s_signature_is_refused_as_high_s() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let b = pki.security(1, 0);
+    let sig = a.sign(MSG).unwrap();
+    let high = high_s_twin(&sig);
+    // The twin is a mathematically valid signature...
+    let vk = p256_key_of(&a);
+    use ecdsa::signature::hazmat::PrehashVerifier;
+    let digest = sha2::Sha256::digest(MSG);
+    let parsed = p256::ecdsa::Signature::from_der(&high).unwrap();
+    vk.verify_prehash(&digest, &parsed).unwrap();
+    // ...that Fabric's rule refuses.
+    assert_eq!(
+        b.verify(&a.own_identity(), &high, MSG),
+        Err(SecurityError::HighS)
+    );
+    // A forged high-S signature is a bad signature, not "high-S".
+    assert!(matches!(
+        b.verify(&a.own_identity(), &high_s_twin(&tamper(&sig)), MSG),
+        Err(SecurityError::BadSignature(_))
+    ));
+}
+
+fn p256_key_of(s: &MspSecurity) -> p256::ecdsa::VerifyingKey {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(s.certificate_der()).unwrap();
+    let point = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec();
+    p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap()
+}
+
+#[test]
+fn malformed_signatures_are_malformed() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let b = pki.security(1, 0);
+    let sig = a.sign(MSG).unwrap().to_vec();
+    let id = a.own_identity();
+    let mut trailing = sig.clone();
+    trailing.push(0);
+    let mut bad_len = sig.clone();
+    bad_len[1] = bad_len[1].wrapping_add(1);
+    let raw: Vec<u8> = p256::ecdsa::Signature::from_der(&sig)
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    let zero_r = [0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x01];
+    for (what, bad) in [
+        ("empty", vec![]),
+        ("truncated", sig[..sig.len() - 1].to_vec()),
+        ("trailing byte", trailing),
+        ("wrong length", bad_len),
+        ("raw r||s instead of DER", raw),
+        ("r = 0", zero_r.to_vec()),
+    ] {
+        assert!(
+            matches!(
+                b.verify(&id, &bad, MSG),
+                Err(SecurityError::MalformedSignature(_))
+            ),
+            "{what}: {:?}",
+            b.verify(&id, &bad, MSG)
+        );
+    }
+}
+
+#[test]
+fn certificate_from_another_msps_ca_is_untrusted() {
+    let pki = two_orgs();
+    let b = pki.security(1, 0);
+    // Org2's peer certificate, claimed as a member of Org1.
+    let claim = serialize_identity(ORG1, &pki.orgs[1].peers[0].identity.cert_der);
+    match b.validate_identity(&claim, now()) {
+        Err(SecurityError::UntrustedCertificate(why)) => {
+            assert!(why.contains(ORG2), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Verification refuses it as well, even with a genuine signature by that key.
+    let sig = b.sign(MSG).unwrap();
+    assert!(matches!(
+        pki.security(0, 0).verify(&claim, &sig, MSG),
+        Err(SecurityError::UntrustedCertificate(_))
+    ));
+    // A certificate from a CA nobody trusts.
+    let mut rng = rng(99);
+    let rogue_ca = DevCa::root(
+        "ca.evil.example.com",
+        "evil.example.com",
+        Curve::P256,
+        year(),
+        &mut rng,
+    )
+    .unwrap();
+    let cert = rogue_ca
+        .issue(
+            "peer0.org1.example.com",
+            Usage::Identity,
+            &[],
+            year(),
+            &mut rng,
+        )
+        .unwrap();
+    assert!(matches!(
+        b.validate_identity(&serialize_identity(ORG1, &cert.cert_der), now()),
+        Err(SecurityError::UntrustedCertificate(_))
+    ));
+    // A CA's own certificate is not a member identity.
+    assert!(matches!(
+        b.validate_identity(&serialize_identity(ORG1, pki.orgs[0].ca.cert_der()), now()),
+        Err(SecurityError::UntrustedCertificate(_))
+    ));
+}
+
+#[test]
+fn unknown_msp_is_unknown() {
+    let pki = two_orgs();
+    let b = pki.security(1, 0);
+    let claim = serialize_identity("Org3MSP", &pki.orgs[0].peers[0].identity.cert_der);
+    assert_eq!(
+        b.validate_identity(&claim, now()),
+        Err(SecurityError::UnknownMsp("Org3MSP".into()))
+    );
+}
+
+#[test]
+fn expired_and_not_yet_valid_certificates_are_expired() {
+    let mut pki = two_orgs();
+    let b = pki.security(1, 0);
+    let old = pki.issue(
+        0,
+        "old",
+        Validity {
+            not_before: year().not_before,
+            not_after: Instant::from_unix_secs(1_699_999_000),
+        },
+    );
+    let id = serialize_identity(ORG1, &old.identity.cert_der);
+    let r = b.validate_identity(&id, now());
+    assert!(matches!(r, Err(SecurityError::Expired(_))), "{r:?}");
+    // It was fine while it lasted, and its expiration is just after notAfter.
+    b.validate_identity(&id, Instant::from_unix_secs(1_699_999_000))
+        .unwrap();
+    assert_eq!(
+        b.expiration(&id).unwrap(),
+        Some(Instant::from_unix_secs(1_699_999_000) + Duration::from_nanos(1))
+    );
+    let future = pki.issue(
+        0,
+        "future",
+        Validity {
+            not_before: now() + DAY,
+            not_after: now() + 2 * DAY,
+        },
+    );
+    let id = serialize_identity(ORG1, &future.identity.cert_der);
+    let r = b.validate_identity(&id, now());
+    assert!(matches!(r, Err(SecurityError::Expired(_))), "{r:?}");
+}
+
+#[test]
+fn certificate_issued_before_its_ca_was_valid_is_untrusted() {
+    // Fabric judges CA validity at the member's notBefore + 1 s.
+    let mut pki = two_orgs();
+    let b = pki.security(1, 0);
+    let early = pki.issue(
+        0,
+        "early",
+        Validity {
+            not_before: Instant::from_unix_secs(1_600_000_000),
+            not_after: now() + DAY,
+        },
+    );
+    let r = b.validate_identity(&serialize_identity(ORG1, &early.identity.cert_der), now());
+    assert!(
+        matches!(r, Err(SecurityError::UntrustedCertificate(_))),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn key_not_on_the_curve_is_a_bad_key() {
+    let pki = two_orgs();
+    let b = pki.security(1, 0);
+    // A genuine P-256 point with its y coordinate changed is not on the curve.
+    let mut point = p256_key_of(&pki.security(0, 0))
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec();
+    let last = point.len() - 1;
+    point[last] ^= 0x01;
+    assert!(p256::PublicKey::from_sec1_bytes(&point).is_err());
+    let mut rng = rng(5);
+    let cert = pki.orgs[0]
+        .ca
+        .certify_raw_public_key("offcurve.org1.example.com", point, year(), &mut rng)
+        .unwrap();
+    let id = serialize_identity(ORG1, &cert);
+    assert!(matches!(
+        b.validate_identity(&id, now()),
+        Err(SecurityError::BadKey(_))
+    ));
+    assert!(matches!(b.expiration(&id), Err(SecurityError::BadKey(_))));
+}
+
+#[test]
+fn malformed_identities_are_malformed() {
+    let pki = two_orgs();
+    let b = pki.security(1, 0);
+    let pem = pki.orgs[0].peers[0].identity.cert_pem();
+    let two = format!("{pem}{pem}");
+    let key_block = pki.orgs[0].peers[0].identity.key_pem.clone();
+    let cases: Vec<(&str, Bytes)> = vec![
+        ("not protobuf", Bytes::from_static(b"\xff\xff\xff")),
+        (
+            "empty mspid",
+            fabric_gossip_msp::serialize_identity_pem("", pem.as_bytes()),
+        ),
+        (
+            "not PEM",
+            fabric_gossip_msp::serialize_identity_pem(ORG1, b"hello"),
+        ),
+        (
+            "two certificates",
+            fabric_gossip_msp::serialize_identity_pem(ORG1, two.as_bytes()),
+        ),
+        (
+            "a key, not a certificate",
+            fabric_gossip_msp::serialize_identity_pem(ORG1, key_block.as_bytes()),
+        ),
+        (
+            "PEM of garbage",
+            fabric_gossip_msp::serialize_identity_pem(
+                ORG1,
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
+        ),
+    ];
+    for (what, id) in cases {
+        let r = b.validate_identity(&id, now());
+        assert!(
+            matches!(r, Err(SecurityError::MalformedIdentity(_))),
+            "{what}: {r:?}"
+        );
+        let e = b.expiration(&id);
+        assert!(
+            matches!(e, Err(SecurityError::MalformedIdentity(_))),
+            "{what}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn p384_organization_interoperates() {
+    let mut rng = rng(11);
+    let orgs = dev::generate_in_memory(
+        &[
+            OrgSpec::new(ORG1, "org1.example.com", 1),
+            OrgSpec::new("Org384MSP", "org384.example.com", 1).with_curve(Curve::P384),
+        ],
+        year(),
+        &mut rng,
+    )
+    .unwrap();
+    let trust = dev::trust_all(&orgs).unwrap();
+    let a = orgs[0].security(&orgs[0].peers[0], trust.clone()).unwrap();
+    let c = orgs[1].security(&orgs[1].peers[0], trust).unwrap();
+    let sig = c.sign(MSG).unwrap();
+    a.validate_identity(&c.own_identity(), now()).unwrap();
+    a.verify(&c.own_identity(), &sig, MSG).unwrap();
+    assert!(matches!(
+        a.verify(&c.own_identity(), &tamper(&sig), MSG),
+        Err(SecurityError::BadSignature(_))
+    ));
+    assert_eq!(
+        a.verify(&c.own_identity(), &high_s_twin(&sig), MSG),
+        Err(SecurityError::HighS)
+    );
+    c.verify(&a.own_identity(), &a.sign(MSG).unwrap(), MSG)
+        .unwrap();
+}
+
+#[test]
+fn intermediate_ca_chains_only_when_trusted() {
+    let mut rng = rng(21);
+    let root = DevCa::root(
+        "ca.org9.example.com",
+        "org9.example.com",
+        Curve::P256,
+        year(),
+        &mut rng,
+    )
+    .unwrap();
+    let ica = root
+        .intermediate("ica.org9.example.com", year(), &mut rng)
+        .unwrap();
+    let peer = ica
+        .issue(
+            "peer0.org9.example.com",
+            Usage::Identity,
+            &[],
+            year(),
+            &mut rng,
+        )
+        .unwrap();
+    let mut root_only = TrustStore::new();
+    root_only
+        .add_ca_pem("Org9MSP", root.cert_pem().as_bytes())
+        .unwrap();
+    let mut full = root_only.clone();
+    full.add_intermediate_pem("Org9MSP", ica.cert_pem().as_bytes())
+        .unwrap();
+    assert_eq!(full.ca_count("Org9MSP"), (1, 1));
+    // Without the intermediate the chain cannot be built; with it, it is accepted.
+    assert!(matches!(
+        MspSecurity::new(
+            "Org9MSP",
+            peer.cert_pem().as_bytes(),
+            peer.key_pem.as_bytes(),
+            root_only
+        ),
+        Err(fabric_gossip_msp::LoadError::OwnIdentity { .. })
+    ));
+    let s = MspSecurity::new(
+        "Org9MSP",
+        peer.cert_pem().as_bytes(),
+        peer.key_pem.as_bytes(),
+        full,
+    )
+    .unwrap();
+    s.validate_identity(&s.own_identity(), now()).unwrap();
+    // An intermediate alone, without its root, is no trust anchor.
+    let mut ica_only = TrustStore::new();
+    ica_only
+        .add_intermediate_pem("Org9MSP", ica.cert_pem().as_bytes())
+        .unwrap();
+    let pki = two_orgs();
+    let mut t = pki.trust.clone();
+    t.add_intermediate_pem("Org9MSP", ica.cert_pem().as_bytes())
+        .unwrap();
+    let checker = pki.orgs[0].security(&pki.orgs[0].peers[0], t).unwrap();
+    assert!(matches!(
+        checker.validate_identity(&s.own_identity(), now()),
+        Err(SecurityError::UntrustedCertificate(_))
+    ));
+}
+
+#[test]
+fn non_ca_certificate_is_refused_as_trust_anchor() {
+    let pki = two_orgs();
+    let mut t = TrustStore::new();
+    let err = t
+        .add_ca_pem(ORG1, pki.orgs[0].peers[0].identity.cert_pem().as_bytes())
+        .unwrap_err();
+    assert!(
+        matches!(err, fabric_gossip_msp::LoadError::NotACa { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn own_key_must_match_certificate() {
+    let pki = two_orgs();
+    let p0 = &pki.orgs[0].peers[0];
+    let p1 = &pki.orgs[0].peers[1];
+    let err = MspSecurity::new(
+        ORG1,
+        p0.identity.cert_pem().as_bytes(),
+        p1.identity.key_pem.as_bytes(),
+        pki.trust.clone(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, fabric_gossip_msp::LoadError::KeyMismatch { .. }),
+        "{err}"
+    );
+    // And a key that claims another MSP's certificate is refused at start-up.
+    let err = MspSecurity::new(
+        ORG2,
+        p0.identity.cert_pem().as_bytes(),
+        p0.identity.key_pem.as_bytes(),
+        pki.trust.clone(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            fabric_gossip_msp::LoadError::OwnIdentity {
+                error: SecurityError::UntrustedCertificate(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn repeated_verification_parses_once_and_cache_is_bounded() {
+    let mut pki = two_orgs();
+    let a = pki.security(0, 0);
+    let b = pki.security(1, 0).with_cache_capacity(4);
+    let sig = a.sign(MSG).unwrap();
+    for _ in 0..100 {
+        b.verify(&a.own_identity(), &sig, MSG).unwrap();
+    }
+    let st = b.cache_stats();
+    assert_eq!(st.misses, 1, "{st:?}");
+    assert_eq!(st.hits, 99, "{st:?}");
+    // Refusals are cached too.
+    for _ in 0..10 {
+        let _ = b.validate_identity(b"garbage", now());
+    }
+    assert_eq!(b.cache_stats().misses, 2);
+    // Many distinct identities never grow the cache past its capacity, and a hot entry
+    // survives the churn (CLOCK gives it a second chance).
+    for i in 0..12 {
+        let p = pki.issue(0, &format!("churn{i}"), year());
+        b.validate_identity(&serialize_identity(ORG1, &p.identity.cert_der), now())
+            .unwrap();
+        b.verify(&a.own_identity(), &sig, MSG).unwrap();
+        assert!(b.cache_stats().len <= 4);
+    }
+    let before = b.cache_stats().misses;
+    b.verify(&a.own_identity(), &sig, MSG).unwrap();
+    assert_eq!(b.cache_stats().misses, before, "hot identity was evicted");
+    // Capacity 0 disables caching, and results do not change.
+    let c = pki.security(1, 0).with_cache_capacity(0);
+    c.verify(&a.own_identity(), &sig, MSG).unwrap();
+    c.verify(&a.own_identity(), &sig, MSG).unwrap();
+    assert_eq!(c.cache_stats().len, 0);
+    assert_eq!(c.cache_stats().misses, 2);
+}
+
+#[test]
+fn generation_is_deterministic_for_a_seed() {
+    let make = |seed| {
+        dev::generate_in_memory(
+            &[OrgSpec::new(ORG1, "org1.example.com", 1)],
+            year(),
+            &mut rng(seed),
+        )
+        .unwrap()
+    };
+    let (x, y, z) = (make(1), make(1), make(2));
+    assert_eq!(
+        x[0].peers[0].identity.cert_der,
+        y[0].peers[0].identity.cert_der
+    );
+    assert_eq!(
+        x[0].peers[0].identity.key_pem,
+        y[0].peers[0].identity.key_pem
+    );
+    assert_ne!(
+        x[0].peers[0].identity.cert_der,
+        z[0].peers[0].identity.cert_der
+    );
+}
+
+#[test]
+fn generated_certificates_have_fabric_shape() {
+    use x509_cert::der::Decode;
+    let pki = two_orgs();
+    let peer = &pki.orgs[0].peers[0];
+    let cert = x509_cert::Certificate::from_der(&peer.identity.cert_der).unwrap();
+    let subject = cert.tbs_certificate.subject.to_string();
+    assert!(subject.contains("CN=peer0.org1.example.com"), "{subject}");
+    assert!(subject.contains("OU=peer"), "{subject}");
+    assert!(subject.contains("O=org1.example.com"), "{subject}");
+    // Issued low-S, as Fabric's tools sign.
+    let sig = p256::ecdsa::Signature::from_der(cert.signature.raw_bytes()).unwrap();
+    assert!(sig.normalize_s().is_none());
+    let tls = x509_cert::Certificate::from_der(&peer.tls.cert_der).unwrap();
+    let bc = tls
+        .tbs_certificate
+        .get::<x509_cert::ext::pkix::BasicConstraints>()
+        .unwrap()
+        .unwrap()
+        .1;
+    assert!(!bc.ca);
+    let san = tls
+        .tbs_certificate
+        .get::<x509_cert::ext::pkix::SubjectAltName>()
+        .unwrap()
+        .unwrap()
+        .1;
+    assert_eq!(san.0.len(), 4, "{san:?}");
+    // The TLS certificate chains to the TLS CA, not the identity CA.
+    let mut tls_trust = TrustStore::new();
+    tls_trust
+        .add_ca_pem(ORG1, pki.orgs[0].tls_ca.cert_pem().as_bytes())
+        .unwrap();
+    let tls_sec = MspSecurity::new(
+        ORG1,
+        peer.tls.cert_pem().as_bytes(),
+        peer.tls.key_pem.as_bytes(),
+        tls_trust,
+    );
+    assert!(tls_sec.is_ok());
+}
