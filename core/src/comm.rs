@@ -1806,13 +1806,13 @@ impl<S: Security> Comm<S> {
         let max_wait = self.config.max_waiting_sends;
         let new_attempt = !self.attempts.contains_key(&peer.pki_id);
         if new_attempt && self.attempts.len() + self.registry.len() >= self.config.max_connections {
-            // No room for another connection: refuse rather than grow without bound.
-            self.stats.dropped_no_connection += 1;
-            return if mode == Mode::Drop {
-                Ok(())
-            } else {
-                Err(Error::LimitReached("connections"))
-            };
+            // No room for another connection: refuse rather than grow without bound. Only a
+            // non-blocking send is a counted drop; a blocking one tells its caller instead.
+            if mode == Mode::Drop {
+                self.stats.dropped_no_connection += 1;
+                return Ok(());
+            }
+            return Err(Error::LimitReached("connections"));
         }
         let att = self.attempts.entry(peer.pki_id.clone()).or_default();
         let res = push_bounded(&mut att.buf, &mut att.waiting, bytes, mode, cap, max_wait);

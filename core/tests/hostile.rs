@@ -641,7 +641,10 @@ fn caller_misuse_is_a_typed_error() {
         Err(Error::EmptyMessage)
     );
     let (acts, ev) = drain(&mut c);
-    assert!(acts.is_empty() && ev.is_empty(), "misuse has no side effect");
+    assert!(
+        acts.is_empty() && ev.is_empty(),
+        "misuse has no side effect"
+    );
     assert_eq!(c.stats(), &before, "misuse is the caller's, not counted");
 
     // Responding after the connection closed.
@@ -679,4 +682,25 @@ fn caller_misuse_is_a_typed_error() {
     let (acts, ev) = drain(&mut c);
     assert!(acts.is_empty() && ev.is_empty(), "stopped means quiet");
     assert_eq!(c.live_counts(), (0, 0, 0));
+}
+
+#[test]
+fn blocking_send_past_the_connection_cap_is_refused_not_counted() {
+    // Regression (found by the core_ops fuzz seed `tight_bounds`): a blocking send refused
+    // at max_connections returned an error and was also counted as a dropped message.
+    let mut cfg = Config::default();
+    cfg.max_connections = 1;
+    let (mut c, _, _) = established(cfg);
+    let other = RemotePeer::new("127.0.0.1:7060", "127.0.0.1:7060");
+    let msg = SignedMessage::noop(data(1));
+    assert_eq!(
+        c.send_wait(now(), &msg, &other),
+        Err(Error::LimitReached("connections"))
+    );
+    assert_eq!(c.stats().dropped_no_connection, 0);
+    // A non-blocking send is Fabric's fire-and-forget: a counted drop.
+    assert_eq!(c.send(now(), &msg, &[other]), Ok(()));
+    assert_eq!(c.stats().dropped_no_connection, 1);
+    let (acts, _) = drain(&mut c);
+    assert!(acts.is_empty(), "no dial past the cap: {acts:?}");
 }
