@@ -24,6 +24,8 @@ Pieces:
   intercepts Acknowledgements for `send_with_ack`, optionally auto-acks.
 - `PeerServer`: a `gossip.Gossip` gRPC server (Ping + GossipStream).
 - `dial` / `ping` / `connect`: the initiator side (dial, Ping, stream, handshake).
+- `TlsMaterial` / `make_pki`: mutual TLS (optional): certificates made with `cryptography`; each
+  side binds SHA-256 of its certificate's DER into its ConnEstablish and checks the remote's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import hmac
 import os
 import queue
 import random
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -85,6 +89,139 @@ class TestProvider:
 
 
 PROVIDER = TestProvider()
+
+
+# --------------------------------------------------------------------------
+# Mutual TLS (optional)
+# --------------------------------------------------------------------------
+
+
+def cert_hash_of_pem(cert_pem: bytes) -> bytes:
+    """SHA-256 of the DER of the first certificate in `cert_pem` (Fabric's certHashFromRawCert)."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert_pem.decode())).digest()
+
+
+@dataclass
+class TlsMaterial:
+    """One certificate and key for both roles (server and client), and the trusted CA(s)."""
+
+    cert_path: str
+    key_path: str
+    ca_path: str
+
+    def _read(self, p: str) -> bytes:
+        with open(p, "rb") as f:
+            return f.read()
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self._read(self.cert_path)
+
+    @property
+    def key_pem(self) -> bytes:
+        return self._read(self.key_path)
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self._read(self.ca_path)
+
+    @property
+    def cert_hash(self) -> bytes:
+        return cert_hash_of_pem(self.cert_pem)
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)], root_certificates=self.ca_pem, require_client_auth=True)
+
+    def channel_credentials(self, with_client_cert: bool = True) -> grpc.ChannelCredentials:
+        if not with_client_cert:
+            return grpc.ssl_channel_credentials(root_certificates=self.ca_pem)
+        return grpc.ssl_channel_credentials(root_certificates=self.ca_pem, private_key=self.key_pem, certificate_chain=self.cert_pem)
+
+
+def presented_cert_hash(target: str, tls: TlsMaterial, timeout: float = DIAL_TIMEOUT) -> bytes:
+    """SHA-256 of the leaf certificate the server at `target` presents, read with Python's own ssl
+    module on a separate TLS connection (grpcio does not expose the server certificate of a call)."""
+    host, port = target.rsplit(":", 1)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=tls.ca_path)
+    ctx.load_cert_chain(tls.cert_path, tls.key_path)
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        with ctx.wrap_socket(s, server_hostname=host) as ss:
+            return hashlib.sha256(ss.getpeercert(binary_form=True)).digest()
+
+
+def make_pki(directory: str, leaves: list[str], ca_name: str = "interop-ca") -> dict[str, TlsMaterial]:
+    """A fresh ECDSA P-256 CA and one leaf per name (SAN IP 127.0.0.1 and DNS localhost, usable
+    as server and client certificate), written as PEM files under `directory`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    os.makedirs(directory, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=1)
+
+    def write(name: str, data: bytes) -> str:
+        path = os.path.join(directory, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def key_pem(k) -> bytes:
+        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_subject)
+        .issuer_name(ca_subject)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path = write(f"{ca_name}.pem", ca.public_bytes(serialization.Encoding.PEM))
+    out = {}
+    for name in leaves:
+        k = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_subject)
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                critical=False,
+            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        out[name] = TlsMaterial(
+            write(f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM)), write(f"{name}.key", key_pem(k)), ca_path
+        )
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -336,6 +473,11 @@ class ServerStream(_BaseStream):
         super().__init__()
         self.remote_address = context.peer()
         self._context = context
+        # SHA-256 of the client certificate presented on this connection (TLS), else None
+        self.remote_cert_hash: Optional[bytes] = None
+        certs = (context.auth_context() or {}).get("x509_pem_cert") or []
+        if certs:
+            self.remote_cert_hash = cert_hash_of_pem(certs[0])
         context.add_callback(self._on_rpc_done)
         threading.Thread(target=self._reader, args=(request_iterator,), daemon=True, name="server-reader").start()
 
@@ -369,18 +511,22 @@ def handshake(
     conn_timeout: float = CONN_TIMEOUT,
     own_envelope: Optional["pb.Envelope"] = None,
     provider: TestProvider = PROVIDER,
+    own_tls_hash: bytes = b"",
+    remote_tls_hash: Optional[bytes] = None,
 ) -> ConnInfo:
     """Fabric's handshake, either side: send own ConnEstablish first, then read and check the
     remote's first Envelope within conn_timeout. `own_envelope` overrides what we send (for
-    negative tests)."""
-    stream.send(own_envelope if own_envelope is not None else conn_establish(own_endpoint, probe=probe, provider=provider))
+    negative tests). With TLS: own_tls_hash = SHA-256 of the certificate we present on this
+    connection, remote_tls_hash = that of the certificate the remote presented."""
+    own = own_envelope if own_envelope is not None else conn_establish(own_endpoint, own_tls_hash, probe, provider)
+    stream.send(own)
     try:
         first = stream.recv(conn_timeout)
     except RecvTimeout:
         raise HandshakeError("timeout", f"no connection message from {stream.remote_address} within {conn_timeout}s") from None
     except StreamEnded as e:
         raise HandshakeError("stream ended", str(e)) from None
-    return check_conn_establish(first, stream.remote_address, None, provider)
+    return check_conn_establish(first, stream.remote_address, remote_tls_hash, provider)
 
 
 @dataclass
@@ -502,9 +648,12 @@ class Conn:
 # --------------------------------------------------------------------------
 
 
-def dial(target: str, timeout: float = DIAL_TIMEOUT) -> grpc.Channel:
-    """Blocking dial, at most `timeout` s (grpc.FutureTimeoutError otherwise)."""
-    ch = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+def dial(target: str, timeout: float = DIAL_TIMEOUT, tls: Optional[TlsMaterial] = None, client_cert: bool = True) -> grpc.Channel:
+    """Blocking dial, at most `timeout` s (grpc.FutureTimeoutError otherwise); mutual TLS with `tls`."""
+    if tls is None:
+        ch = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    else:
+        ch = grpc.secure_channel(target, tls.channel_credentials(client_cert), options=CHANNEL_OPTIONS)
     try:
         grpc.channel_ready_future(ch).result(timeout=timeout)
     except BaseException:
@@ -539,15 +688,24 @@ def connect(
     conn_timeout: float = CONN_TIMEOUT,
     on_message: Optional[Callable[[Received], None]] = None,
     on_end: Optional[Callable[[Conn, StreamEnded], None]] = None,
+    tls: Optional[TlsMaterial] = None,
 ) -> ClientConn:
     """Fabric's createConnection: dial, Ping, open GossipStream, handshake, check the expected
     PKI-ID. Raises HandshakeError, grpc errors, or grpc.FutureTimeoutError (dial)."""
-    ch = dial(target, dial_timeout)
+    remote_hash = presented_cert_hash(target, tls, dial_timeout) if tls else None
+    ch = dial(target, dial_timeout, tls)
     try:
         ping(ch, conn_timeout)
         st = ClientStream(ch, target)
         try:
-            info = handshake(st, own_endpoint, probe=probe, conn_timeout=conn_timeout)
+            info = handshake(
+                st,
+                own_endpoint,
+                probe=probe,
+                conn_timeout=conn_timeout,
+                own_tls_hash=tls.cert_hash if tls else b"",
+                remote_tls_hash=remote_hash,
+            )
             if expected_pki_id is not None and info.pki_id != expected_pki_id:
                 raise HandshakeError("authentication failure", "PKI-ID of remote peer doesn't match expected PKI-ID")
         except BaseException:
@@ -583,7 +741,15 @@ class PeerServer(pb_grpc.GossipServicer):
     (text put in those acks), bad_signature (send a ConnEstablish whose HMAC is wrong),
     silent (never send a ConnEstablish)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, auto_ack: bool = False, conn_timeout: float = CONN_TIMEOUT):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        auto_ack: bool = False,
+        conn_timeout: float = CONN_TIMEOUT,
+        tls: Optional[TlsMaterial] = None,
+    ):
+        self.tls = tls
         self.auto_ack = auto_ack
         self.ack_error = ""
         self.bad_signature = False
@@ -591,7 +757,10 @@ class PeerServer(pb_grpc.GossipServicer):
         self.conn_timeout = conn_timeout
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=CHANNEL_OPTIONS[1:])
         pb_grpc.add_GossipServicer_to_server(self, self._server)
-        bound = self._server.add_insecure_port(f"{host}:{port}")
+        if tls is None:
+            bound = self._server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = self._server.add_secure_port(f"{host}:{port}", tls.server_credentials())
         if bound == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         self.endpoint = f"{host}:{bound}"
@@ -655,14 +824,16 @@ class PeerServer(pb_grpc.GossipServicer):
         if self.silent:
             own = None
         else:
-            own = conn_establish(self.endpoint)
+            own = conn_establish(self.endpoint, self.tls.cert_hash if self.tls else b"")
             if self.bad_signature:
                 own.signature = bytes(b ^ 0xFF for b in own.signature)
         if own is not None:
             yield own
         try:
+            if self.tls is not None and st.remote_cert_hash is None:
+                raise HandshakeError("no TLS certificate")
             first = st.recv(self.conn_timeout)
-            info = check_conn_establish(first, st.remote_address)
+            info = check_conn_establish(first, st.remote_address, st.remote_cert_hash if self.tls else None)
         except (RecvTimeout, StreamEnded, HandshakeError) as e:
             err = str(e)
             self._event(ServerEvent("handshake_failed", remote=st.remote_address, error=err))

@@ -8,6 +8,7 @@ THE CONTRACT `fabric-gossip node` IMPLEMENTS (the CLI is written against this te
 ===================================================================================================
 
     fabric-gossip node --listen HOST:PORT --test-identity [--peer ADDR]... [--auto-ack]
+                       [--tls-cert PEM_FILE --tls-key PEM_FILE --tls-ca PEM_FILE]
 
   --listen HOST:PORT  address of the gossip gRPC server (plaintext). PORT may be 0: the node binds an
                       ephemeral port, and its endpoint (= identity = PKI-ID) is the address actually
@@ -19,9 +20,15 @@ THE CONTRACT `fabric-gossip node` IMPLEMENTS (the CLI is written against this te
                       expected PKI-ID = ADDR; reported as "connected" (inbound false) or
                       "presumed_dead".
   --auto-ack          acknowledge (empty error) every received message whose nonce is non-zero.
+  --tls-cert/--tls-key/--tls-ca   optional, all three or none: mutual TLS. The node serves TLS with
+                      this certificate (PEM; key PKCS#8 PEM), requires client certificates that
+                      chain to a CA in --tls-ca, dials with the same certificate as its client
+                      certificate, verifies servers against --tls-ca, and puts SHA-256 of that
+                      certificate's DER in its ConnEstablish (tls_cert_hash). Test certificates are
+                      ECDSA P-256 with SAN IP:127.0.0.1 and DNS:localhost.
   Fabric's timeouts: dialTimeout 3 s, connTimeout 2 s.
   `fabric-gossip node --help` exits 0 and its output contains "--test-identity" (the harness uses
-  this to tell whether the subcommand exists yet).
+  this to tell whether the subcommand exists yet) and, once TLS is supported, "--tls-cert".
 
   stdout: only JSON objects, one per line, each flushed at once (logs go to stderr). PKI below is the
   PKI-ID's bytes as UTF-8 (an endpoint string under --test-identity); ADDR is "host:port".
@@ -114,11 +121,14 @@ class Identity:
 class NodeProc:
     """The node under test: JSON events from stdout, JSON commands to stdin."""
 
-    def __init__(self, argv, name, extra=()):
+    def __init__(self, argv, name, extra=(), tls: "fp.TlsMaterial | None" = None):
         os.makedirs(OUT, exist_ok=True)
+        self.tls = tls
         self.stderr_path = os.path.join(OUT, f"{name}.stderr")
         self._stderr = open(self.stderr_path, "wb")
         self.argv = list(argv) + ["node", "--listen", "127.0.0.1:0", "--test-identity"] + list(extra)
+        if tls is not None:
+            self.argv += ["--tls-cert", tls.cert_path, "--tls-key", tls.key_path, "--tls-ca", tls.ca_path]
         self.p = subprocess.Popen(
             self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=ROOT
         )
@@ -203,8 +213,8 @@ def is_ev(kind, **fields):
     return lambda e: e.get("event") == kind and all(e.get(k) == v for k, v in fields.items())
 
 
-def client_stream(node):
-    ch = fp.dial(node.addr)
+def client_stream(node, tls=None):
+    ch = fp.dial(node.addr, tls=tls)
     return ch, fp.ClientStream(ch, node.addr)
 
 
@@ -216,27 +226,29 @@ def check_node_conn_establish(env: "pb.Envelope", node, probe=False):
     check(info.pki_id == node.pki, f"node's pki_id {info.pki_id!r} != its endpoint {node.addr}")
     check(info.identity == node.pki, f"node's identity {info.identity!r} != its endpoint {node.addr}")
     check(m.nonce == 0 and m.tag == pb.GossipMessage.EMPTY, f"ConnEstablish nonce/tag: {m}")
-    check(m.conn.tls_cert_hash == b"", "tls_cert_hash must be empty without TLS")
+    want = node.tls.cert_hash if node.tls else b""
+    check(m.conn.tls_cert_hash == want, f"tls_cert_hash {m.conn.tls_cert_hash.hex()!r}, expected {want.hex()!r}")
     check(m.conn.probe == probe, f"probe flag {m.conn.probe}, expected {probe}")
     check(env.signature == fp.PROVIDER.sign(env.payload), "HMAC mismatch")
     return info
 
 
-def connect_client(node, me: Identity, auto_ack=True):
+def connect_client(node, me: Identity, auto_ack=True, tls=None):
     """Python client -> node: dial, Ping, stream, handshake; returns (channel, stream, Conn)."""
-    ch, st = client_stream(node)
+    remote_hash = fp.presented_cert_hash(node.addr, tls) if tls else None
+    ch, st = client_stream(node, tls)
     fp.ping(ch)
-    info = fp.handshake(st, me.endpoint)
+    info = fp.handshake(st, me.endpoint, own_tls_hash=tls.cert_hash if tls else b"", remote_tls_hash=remote_hash)
     check(info.pki_id == node.pki, f"node authenticated as {info.pki_id!r}, expected {node.addr}")
     conn = fp.Conn(st, info, auto_ack=auto_ack)
     node.wait(is_ev("connected", peer=me.endpoint, inbound=True), EVENT_TIMEOUT, "connected(inbound)")
     return ch, st, conn
 
 
-def expect_refused(node, me: Identity, first: "pb.Envelope", follow=()):
+def expect_refused(node, me: Identity, first: "pb.Envelope", follow=(), tls=None):
     """Open a stream, send `first` (and `follow`), expect: the node's own ConnEstablish, then the
     stream ending with a non-OK status; a handshake_failed event; nothing connected or delivered."""
-    ch, st = client_stream(node)
+    ch, st = client_stream(node, tls)
     try:
         st.send(first)
         for env in follow:
@@ -643,6 +655,97 @@ def stop_closes_and_exits(node):
         me.close()
 
 
+# e. Mutual TLS (when the node supports --tls-cert). PKI: one CA, leaves node / py-a / py-b /
+# py-server, and a rogue CA with leaf rogue; made fresh per run under _out/pki.
+
+PKI: dict = {}
+
+
+def tls_online(f):
+    f.tls = True
+    return f
+
+
+def make_test_pki():
+    d = os.path.join(OUT, "pki")
+    PKI.update(fp.make_pki(d, ["node", "py-a", "py-b", "py-server"]))
+    PKI.update(fp.make_pki(d, ["rogue"], ca_name="rogue-ca"))
+
+
+@online("--auto-ack")
+@tls_online
+def tls_client_to_node(node):
+    """Mutual TLS, Python client -> node: both bind their certificate hash; messages flow both ways."""
+    me, tls = Identity(), PKI["py-a"]
+    check(fp.presented_cert_hash(node.addr, tls) == node.tls.cert_hash, "node presents another certificate")
+    ch, st, conn = connect_client(node, me, tls=tls)
+    try:
+        check_node_conn_establish(fp.pb.Envelope(payload=conn.info.signed_data, signature=conn.info.signature), node)
+        conn.send(fp.noop_sign(fp.data_message(1, b"over-tls")))
+        ev = node.wait(is_ev("received", **{"from": me.endpoint}), EVENT_TIMEOUT, "received over TLS")
+        check(ev["data_hex"] == b"over-tls".hex(), f"event {ev}")
+        node.cmd(cmd="send", to=me.endpoint, pki_id=me.endpoint, data="tls-back", seq=2)
+        r = conn.recv(EVENT_TIMEOUT)
+        check(r.msg.data_msg.payload.data == b"tls-back", f"got {r.msg}")
+    finally:
+        st.cancel()
+        ch.close()
+        me.close()
+
+
+@online()
+@tls_online
+def tls_node_to_python_server(node):
+    """Mutual TLS, node -> Python server: the server checks the node's tls_cert_hash against the
+    client certificate the node presented; send_with_ack works."""
+    srv = fp.PeerServer(auto_ack=True, tls=PKI["py-server"]).start()
+    try:
+        node.cmd(cmd="send_with_ack", to=srv.endpoint, pki_id=srv.endpoint, data="tls", seq=1, timeout_ms=5000)
+        ev = node.wait(is_ev("ack_result", seq=1), EVENT_TIMEOUT, "ack_result over TLS")
+        check(ev["ok"] is True, f"ack_result {ev}")
+        r = srv.recv(EVENT_TIMEOUT)
+        check(r.info.pki_id == node.pki, f"server authenticated {r.info.pki_id!r}")
+        check(r.info.tls_cert_hash == node.tls.cert_hash, "node bound another certificate's hash")
+    finally:
+        srv.stop()
+
+
+@online("--auto-ack")
+@tls_online
+def tls_refuses_wrong_cert_hash(node):
+    """A ConnEstablish (valid HMAC) whose tls_cert_hash is not the certificate we presented is refused."""
+    me = Identity()
+    try:
+        env = fp.conn_establish(me.endpoint, tls_cert_hash=PKI["py-b"].cert_hash)
+        expect_refused(node, me, env, tls=PKI["py-a"])
+    finally:
+        me.close()
+
+
+@online()
+@tls_online
+def tls_refuses_plaintext_untrusted_and_certless_clients(node):
+    """Plaintext, a client certificate from another CA, and no client certificate: no RPC gets through."""
+    attempts = {
+        "plaintext": fp.grpc.insecure_channel(node.addr, options=fp.CHANNEL_OPTIONS),
+        "rogue CA": fp.grpc.secure_channel(node.addr, fp.grpc.ssl_channel_credentials(
+            root_certificates=PKI["py-a"].ca_pem, private_key=PKI["rogue"].key_pem,
+            certificate_chain=PKI["rogue"].cert_pem), options=fp.CHANNEL_OPTIONS),
+        "no client cert": fp.grpc.secure_channel(node.addr, PKI["py-a"].channel_credentials(with_client_cert=False), options=fp.CHANNEL_OPTIONS),
+    }
+    try:
+        for what, ch in attempts.items():
+            try:
+                fp.ping(ch, timeout=3.0)
+                raise Fail(f"{what}: Ping answered")
+            except fp.grpc.RpcError as e:
+                check(e.code() != fp.grpc.StatusCode.OK, f"{what}: {e}")
+        check(not node.find(is_ev("connected")), f"registered: {node.find(is_ev('connected'))}")
+    finally:
+        for ch in attempts.values():
+            ch.close()
+
+
 # --------------------------------------------------------------------------
 # Runner
 # --------------------------------------------------------------------------
@@ -668,16 +771,23 @@ def run_offline(res):
             res.line("FAIL", f"vectors/{f.__name__}", time.monotonic() - t0, f"{type(e).__name__}: {e}")
 
 
-def run_online(res, target, argv, only):
+def run_online(res, target, argv, only, tls_ok=True):
     for f in ONLINE:
         if only and only not in f.__name__:
             continue
         name = f"{target}/{f.__name__}"
+        tls = getattr(f, "tls", False)
+        if tls and not tls_ok:
+            res.skipped += 1
+            res.line("SKIP", name, 0.0, "the node's --help does not mention --tls-cert")
+            continue
+        if tls and not PKI:
+            make_test_pki()
         t0 = time.monotonic()
         nodes = []
 
-        def factory(*extra, _name=f.__name__):
-            n = NodeProc(argv, f"{target}-{_name}-{len(nodes)}", extra)
+        def factory(*extra, _name=f.__name__, _tls=PKI.get("node") if tls else None):
+            n = NodeProc(argv, f"{target}-{_name}-{len(nodes)}", extra, _tls)
             nodes.append(n)
             return n
 
@@ -708,17 +818,18 @@ def run_online(res, target, argv, only):
                 n.kill()
 
 
-def node_subcommand_exists(binary) -> tuple[bool, str]:
+def node_subcommand_exists(binary) -> tuple[bool, str, bool]:
+    """(exists, why not, supports TLS flags), from `BINARY node --help`."""
     if not os.path.exists(binary):
-        return False, f"{binary} not built"
+        return False, f"{binary} not built", False
     try:
         p = subprocess.run([binary, "node", "--help"], capture_output=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return False, f"`{binary} node --help`: {e}"
+        return False, f"`{binary} node --help`: {e}", False
     out = (p.stdout + p.stderr).decode("utf-8", "replace")
     if p.returncode != 0 or "--test-identity" not in out:
-        return False, f"`fabric-gossip node --help` exits {p.returncode} without mentioning --test-identity"
-    return True, ""
+        return False, f"`fabric-gossip node --help` exits {p.returncode} without mentioning --test-identity", False
+    return True, "", "--tls-cert" in out
 
 
 def main() -> int:
@@ -747,9 +858,9 @@ def main() -> int:
         if target == "reference":
             run_online(res, target, [sys.executable, os.path.join(HERE, "reference_node.py")], a.only)
         elif target == "rust":
-            ok, why = node_subcommand_exists(a.node_bin)
+            ok, why, tls_ok = node_subcommand_exists(a.node_bin)
             if ok:
-                run_online(res, target, [a.node_bin], a.only)
+                run_online(res, target, [a.node_bin], a.only, tls_ok)
             else:
                 n = len([f for f in ONLINE if not a.only or a.only in f.__name__])
                 if a.require_node:

@@ -3,6 +3,7 @@ interop_test.py on top of fabric_peer.py. It lets the interop harness test itsel
 and server against a Python node) and shows the contract in running code.
 
     python reference_node.py node --listen 127.0.0.1:0 --test-identity [--peer ADDR]... [--auto-ack]
+                                  [--tls-cert PEM --tls-key PEM --tls-ca PEM]
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ def s(b: bytes) -> str:
 
 
 class Node:
-    def __init__(self, listen: str, auto_ack: bool):
+    def __init__(self, listen: str, auto_ack: bool, tls=None):
         host, port = listen.rsplit(":", 1)
         self.auto_ack = auto_ack
-        self.server = fp.PeerServer(host, int(port), auto_ack=auto_ack)
+        self.tls = tls
+        self.server = fp.PeerServer(host, int(port), auto_ack=auto_ack, tls=tls)
         self.endpoint = self.server.endpoint
         self.server.on_connected = lambda c: self._register(c, inbound=True)
         self.server.on_message = self._on_message
@@ -89,6 +91,7 @@ class Node:
                     auto_ack=self.auto_ack,
                     on_message=self._on_message,
                     on_end=lambda c, e: self._unregister(c),
+                    tls=self.tls,
                 )
             except fp.HandshakeError as e:
                 emit(event="handshake_failed", remote=to, error=str(e))
@@ -128,8 +131,15 @@ def main() -> int:
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--test-identity", action="store_true", required=True)
     ap.add_argument("--auto-ack", action="store_true")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--tls-ca")
     a = ap.parse_args()
-    node = Node(a.listen, a.auto_ack)
+    tls_args = (a.tls_cert, a.tls_key, a.tls_ca)
+    if any(tls_args) and not all(tls_args):
+        ap.error("--tls-cert, --tls-key and --tls-ca go together")
+    tls = fp.TlsMaterial(*tls_args) if all(tls_args) else None
+    node = Node(a.listen, a.auto_ack, tls)
     node.start()
     for p in a.peer:
         threading.Thread(target=lambda p=p: _connect_peer(node, p), daemon=True).start()
