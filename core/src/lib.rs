@@ -145,6 +145,8 @@
 mod comm;
 mod config;
 mod error;
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+pub mod fuzzing;
 mod identity;
 mod ids;
 mod message;
