@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Smoke-runs every fuzz target for a short budget, as CI does:
+#
+#   fuzz/smoke.sh                    # every target, 30 s each
+#   FUZZ_SECONDS=300 fuzz/smoke.sh   # longer
+#   fuzz/smoke.sh core_ops handshake # some targets
+#
+# Each target starts from the committed corpus (fuzz/corpus/<target>/, read only); what a run
+# finds goes to a scratch directory, so the committed corpus stays small. A crash (panic,
+# failed invariant, sanitizer report, or an input slower than FUZZ_TIMEOUT seconds) makes
+# the script exit non-zero; libFuzzer leaves the input in fuzz/artifacts/<target>/. Fix the
+# bug, then commit that input under fuzz/corpus/<target>/ as a regression: the corpus replay
+# test (core/tests/fuzz_corpus.rs) runs it on stable from then on.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+seconds="${FUZZ_SECONDS:-30}"
+timeout_s="${FUZZ_TIMEOUT:-10}"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked
+fi
+# cargo fuzz needs nightly (-Zsanitizer); stable works with RUSTC_BOOTSTRAP=1.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    fuzz=(cargo +nightly fuzz)
+else
+    fuzz=(env RUSTC_BOOTSTRAP=1 cargo fuzz)
+fi
+
+if [ "$#" -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <("${fuzz[@]}" list)
+fi
+
+"${fuzz[@]}" build
+
+failed=0
+for t in "${targets[@]}"; do
+    scratch="$(mktemp -d)"
+    log="$(mktemp)"
+    status=ok
+    if ! "${fuzz[@]}" run "$t" "$scratch" "corpus/$t" -- \
+        -max_total_time="$seconds" -timeout="$timeout_s" -print_final_stats=1 >"$log" 2>&1; then
+        status=CRASH
+        failed=1
+    fi
+    stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -n 1; }
+    seeds=$(find "corpus/$t" -type f | wc -l)
+    found=$(find "$scratch" -type f | wc -l)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+    printf '%-15s %-5s execs=%s exec/s=%s corpus=%s+%s cov=%s peak_rss=%sMB\n' \
+        "$t" "$status" "$(stat number_of_executed_units)" "$(stat average_exec_per_sec)" \
+        "$seeds" "$found" "${cov:-?}" "$(stat peak_rss_mb)"
+    if [ "$status" != ok ]; then
+        grep -E 'panicked|ERROR|SUMMARY|Test unit written|assertion' "$log" | head -n 20 >&2 || true
+        echo "full log: $log" >&2
+    else
+        rm -f "$log"
+    fi
+    rm -rf "$scratch"
+done
+exit "$failed"
