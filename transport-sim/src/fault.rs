@@ -355,9 +355,10 @@ pub fn fmt_schedule(faults: &[ScheduledFault]) -> String {
         .join(",")
 }
 
-/// Draws `count` faults for `nodes` nodes at random times within `span`, then appends a
-/// recovery at `span` (heal, restart whatever is down, readers and pings back to normal)
-/// so that a run can end quiescent and be checked. Every choice comes from `rng`.
+/// Draws `count` faults for `nodes` nodes at random whole-millisecond times within `span`,
+/// then appends a recovery at `span` (heal, restart whatever is down, undo every toggle
+/// that was set) so that a run can end quiescent and be checked. Every choice comes from
+/// `rng`.
 pub fn random_schedule(
     rng: &mut SimRng,
     nodes: usize,
@@ -369,8 +370,10 @@ pub fn random_schedule(
         return out;
     }
     let mut down = BTreeSet::new();
+    let mut toggled = BTreeSet::new();
+    let span_ms = u64::try_from(span.as_millis()).unwrap_or(u64::MAX);
     let mut times: Vec<Duration> = (0..count)
-        .map(|_| rng.duration(Duration::ZERO, span))
+        .map(|_| Duration::from_millis(rng.below(span_ms.saturating_add(1))))
         .collect();
     times.sort();
     for at in times {
@@ -433,21 +436,43 @@ pub fn random_schedule(
                 _ => Fault::BadSignature(n, rng.chance(500)),
             },
         };
+        match &fault {
+            Fault::Reader(n, ReaderMode::Eager) => {
+                toggled.remove(&(0, *n));
+            }
+            Fault::Reader(n, _) => {
+                toggled.insert((0, *n));
+            }
+            Fault::HangPing(n, on) | Fault::Silent(n, on) | Fault::BadSignature(n, on) => {
+                let kind = match fault {
+                    Fault::HangPing(..) => 1,
+                    Fault::Silent(..) => 2,
+                    _ => 3,
+                };
+                if *on {
+                    toggled.insert((kind, *n));
+                } else {
+                    toggled.remove(&(kind, *n));
+                }
+            }
+            _ => {}
+        }
         out.push(ScheduledFault { at, fault });
     }
     out.push(ScheduledFault {
         at: span,
         fault: Fault::Heal,
     });
+    for (kind, n) in toggled {
+        let fault = match kind {
+            0 => Fault::Reader(n, ReaderMode::Eager),
+            1 => Fault::HangPing(n, false),
+            2 => Fault::Silent(n, false),
+            _ => Fault::BadSignature(n, false),
+        };
+        out.push(ScheduledFault { at: span, fault });
+    }
     for n in 0..nodes {
-        for fault in [
-            Fault::Reader(n, ReaderMode::Eager),
-            Fault::HangPing(n, false),
-            Fault::Silent(n, false),
-            Fault::BadSignature(n, false),
-        ] {
-            out.push(ScheduledFault { at: span, fault });
-        }
         if down.contains(&n) {
             out.push(ScheduledFault {
                 at: span,
