@@ -1,1 +1,238 @@
-fn main() {}
+//! Lossless one-way throughput over one loopback connection: one node sends 1 KiB
+//! DataMessages with `send_wait` (never dropping), the other consumes them from `accept`.
+//! Reported as elements (messages) per second, plaintext and mutual TLS. Also: Probe
+//! latency, new connection to first delivery, and SendWithAck with 16 concurrent callers.
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
+use fabric_gossip_tonic::{Node, TlsConfig};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use std::time::{Duration, Instant};
+
+fn tls_pair() -> (TlsConfig, TlsConfig) {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let leaf = || {
+        let p = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        TlsConfig::new(cert.pem(), key.serialize_pem(), issuer.pem())
+    };
+    (leaf(), leaf())
+}
+
+fn config() -> Config {
+    // Buffers sized for throughput rather than Fabric's defaults.
+    Config::default()
+        .with_send_buffer(1024)
+        .with_write_window(512)
+        .with_subscription_buffer(1024)
+}
+
+async fn start(tls: Option<TlsConfig>) -> Node {
+    let mut b = Node::builder(config());
+    if let Some(t) = tls {
+        b = b.tls(t);
+    }
+    b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
+        .await
+        .unwrap()
+}
+
+fn message() -> SignedMessage {
+    SignedMessage::noop(GossipMessage {
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::DataMsg(DataMessage {
+            payload: Some(Payload {
+                seq_num: 1,
+                data: Bytes::from(vec![7u8; 1024]),
+                private_data: vec![],
+            }),
+        })),
+        ..Default::default()
+    })
+}
+
+fn one_way(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("one_way_1KiB");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(8));
+    for (name, tls) in [("plaintext", false), ("mutual_tls", true)] {
+        let (a, b, mut inbox) = rt.block_on(async {
+            let (ta, tb) = if tls {
+                let (x, y) = tls_pair();
+                (Some(x), Some(y))
+            } else {
+                (None, None)
+            };
+            let a = start(ta).await;
+            let b = start(tb).await;
+            let inbox = b.accept(|_| true).unwrap();
+            (a, b, inbox)
+        });
+        // Connect before measuring.
+        rt.block_on(async {
+            a.send_wait(&message(), &b.as_peer()).await.unwrap();
+            inbox.recv().await.unwrap();
+        });
+        let msg = message();
+        let peer = b.as_peer();
+        group.bench_function(name, |bench| {
+            bench.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let sender = {
+                        let (a, msg, peer) = (a.clone(), msg.clone(), peer.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..iters {
+                                a.send_wait(&msg, &peer).await.unwrap();
+                            }
+                        })
+                    };
+                    for _ in 0..iters {
+                        inbox.recv().await.unwrap();
+                    }
+                    let took = start.elapsed();
+                    sender.await.unwrap();
+                    took
+                })
+            })
+        });
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!(sa.dropped_overflow + sb.dropped_subscription_overflow, 0);
+        rt.block_on(async {
+            a.stop().await;
+            b.stop().await;
+        });
+    }
+    group.finish();
+}
+
+fn pair(rt: &tokio::runtime::Runtime, tls: bool) -> (Node, Node) {
+    rt.block_on(async {
+        let (ta, tb) = if tls {
+            let (x, y) = tls_pair();
+            (Some(x), Some(y))
+        } else {
+            (None, None)
+        };
+        (start(ta).await, start(tb).await)
+    })
+}
+
+fn latency(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("latency");
+    group.measurement_time(Duration::from_secs(5));
+    group.sample_size(50);
+    for (name, tls) in [("plaintext", false), ("mutual_tls", true)] {
+        let (a, b) = pair(&rt, tls);
+        let peer = b.as_peer();
+        group.bench_function(format!("probe/{name}"), |bench| {
+            bench
+                .to_async(&rt)
+                .iter(|| async { a.probe(&peer).await.unwrap() })
+        });
+        let mut inbox = b.accept(|_| true).unwrap();
+        let msg = message();
+        group.bench_function(format!("connect_to_first_delivery/{name}"), |bench| {
+            bench.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        a.close_conn(b.pki_id());
+                        let t = Instant::now();
+                        a.send(&msg, &[peer.clone()]).unwrap();
+                        inbox.recv().await.unwrap();
+                        total += t.elapsed();
+                    }
+                    total
+                })
+            })
+        });
+        drop(inbox);
+        rt.block_on(async {
+            a.stop().await;
+            b.stop().await;
+        });
+    }
+    group.finish();
+}
+
+fn acks(c: &mut Criterion) {
+    const CALLERS: u64 = 16;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("send_with_ack_16_callers");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(5));
+    group.sample_size(20);
+    for (name, tls) in [("plaintext", false), ("mutual_tls", true)] {
+        let (a, b) = pair(&rt, tls);
+        let mut inbox = b.accept(|_| true).unwrap();
+        let acker = rt.spawn(async move {
+            while let Some(m) = inbox.recv().await {
+                let _ = m.ack(None).await;
+            }
+        });
+        let peer = b.as_peer();
+        let msg = message().message().clone();
+        group.bench_function(name, |bench| {
+            bench.iter_custom(|iters| {
+                rt.block_on(async {
+                    let per = iters.div_ceil(CALLERS);
+                    let t = Instant::now();
+                    let tasks: Vec<_> = (0..CALLERS)
+                        .map(|_| {
+                            let (a, msg, peer) = (a.clone(), msg.clone(), peer.clone());
+                            tokio::spawn(async move {
+                                for _ in 0..per {
+                                    let r = a
+                                        .send_with_ack(
+                                            msg.clone(),
+                                            Duration::from_secs(10),
+                                            1,
+                                            &[peer.clone()],
+                                        )
+                                        .await
+                                        .unwrap();
+                                    assert!(r[0].result.is_ok());
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                    t.elapsed().mul_f64(iters as f64 / (per * CALLERS) as f64)
+                })
+            })
+        });
+        rt.block_on(async {
+            a.stop().await;
+            b.stop().await;
+        });
+        acker.abort();
+    }
+    group.finish();
+}
+
+criterion_group!(benches, one_way, latency, acks);
+criterion_main!(benches);
