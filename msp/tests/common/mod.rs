@@ -109,7 +109,7 @@ impl Net {
         now: Instant,
         n: usize,
         config: impl Fn(usize) -> Config,
-        security: impl Fn(usize) -> Box<dyn Security>,
+        mut security: impl FnMut(usize) -> Box<dyn Security>,
     ) -> Self {
         let nodes = (0..n)
             .map(|i| {
