@@ -16,9 +16,10 @@ THE CONTRACT `fabric-gossip node` IMPLEMENTS (the CLI is written against this te
   --test-identity     Fabric's unit-test provider, TEST ONLY: identity = PKI-ID = the endpoint's
                       bytes; Sign = HMAC-SHA256 with key [0, 0, 0]; Verify = recompute and compare;
                       ValidateIdentity always passes. (Required: the node has no other identity yet.)
-  --peer ADDR         repeatable; at start-up, open a connection (dial, Ping, handshake) to ADDR with
-                      expected PKI-ID = ADDR; reported as "connected" (inbound false) or
-                      "presumed_dead".
+  --peer ADDR         repeatable; at start-up, Send (as the "send" command below) a noop-signed
+                      GossipMessage{nonce 0, tag EMPTY, empty{}} to RemotePeer{ADDR, PKI-ID ADDR},
+                      which opens the connection (dial, Ping, handshake): "connected" (inbound
+                      false) or "presumed_dead" follows. (Fabric's comm has no bare "connect".)
   --auto-ack          acknowledge (empty error) every received message whose nonce is non-zero.
   --tls-cert/--tls-key/--tls-ca   optional, all three or none: mutual TLS. The node serves TLS with
                       this certificate (PEM; key PKCS#8 PEM), requires client certificates that
@@ -506,13 +507,16 @@ def node_send_with_ack_to_python(node, srv):
 
 @online()
 def node_peer_flag_connects(node_factory):
-    """--peer ADDR: the node connects at start-up."""
+    """--peer ADDR: the node connects at start-up and sends an Empty message."""
     srv = fp.PeerServer().start()
     try:
         node = node_factory("--peer", srv.endpoint)
         node.wait(is_ev("connected", peer=srv.endpoint, inbound=False), EVENT_TIMEOUT, "connected(--peer)")
         ev = srv.wait_event(lambda e: e.kind == "connected", EVENT_TIMEOUT)
         check(ev.pki_id == node.pki, f"server authenticated {ev.pki_id!r}")
+        r = srv.recv(EVENT_TIMEOUT)
+        check(fp.content_of(r.msg) == "empty" and r.msg.tag == pb.GossipMessage.EMPTY, f"--peer sent {r.msg}")
+        check(r.msg.nonce == 0 and r.envelope.signature == b"", "--peer message: nonce 0, noop-signed")
     finally:
         srv.stop()
 

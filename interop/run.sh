@@ -38,7 +38,7 @@ fi
 # 4. The test: every wait inside has a deadline; the whole run has a watchdog
 args=()
 [ -n "${INTEROP_REQUIRE_NODE:-}" ] && args+=(--require-node)
-export INTEROP_GEN_DIR="$root/$gen" GRPC_VERBOSITY=ERROR PYTHONDONTWRITEBYTECODE=1
+export INTEROP_GEN_DIR="$root/$gen" GRPC_VERBOSITY=NONE PYTHONDONTWRITEBYTECODE=1
 set +e
 timeout 300 "$venv/bin/python" interop/interop_test.py "${args[@]}" "$@"
 rc=$?
