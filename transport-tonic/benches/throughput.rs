@@ -156,7 +156,7 @@ fn latency(c: &mut Criterion) {
                     for _ in 0..iters {
                         a.close_conn(b.pki_id());
                         let t = Instant::now();
-                        a.send(&msg, &[peer.clone()]).unwrap();
+                        a.send(&msg, std::slice::from_ref(&peer)).unwrap();
                         inbox.recv().await.unwrap();
                         total += t.elapsed();
                     }
@@ -209,7 +209,7 @@ fn acks(c: &mut Criterion) {
                                             msg.clone(),
                                             Duration::from_secs(10),
                                             1,
-                                            &[peer.clone()],
+                                            std::slice::from_ref(&peer),
                                         )
                                         .await
                                         .unwrap();
