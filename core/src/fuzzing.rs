@@ -467,7 +467,7 @@ impl Driver {
         let acceptor = move |m: &crate::ReceivedMessage| {
             let take = match (filter % 3, data_seq(&m.message)) {
                 (0, _) => true,
-                (1, Some(s)) => s % 2 == 0,
+                (1, Some(s)) => s.is_multiple_of(2),
                 (2, Some(s)) => s % 2 == 1,
                 _ => false,
             };
@@ -869,7 +869,7 @@ pub enum Later {
 }
 
 fn read_message(i: &mut Input<'_>) -> HandshakeMessage {
-    if i.u8() % 2 == 0 {
+    if i.u8().is_multiple_of(2) {
         HandshakeMessage::Raw(i.blob().to_vec())
     } else {
         HandshakeMessage::Crafted {
@@ -1055,9 +1055,10 @@ fn oracle(
 }
 
 /// Arbitrary first and later Envelopes to an accepting core and to a dialling core (for a
-/// connection, or a `handshake()` operation). The outcome must be exactly what
-/// [`oracle`] predicts, reported by the right event and counted; later Envelopes must
-/// find the stream live exactly when the handshake registered it.
+/// connection, or a `handshake()` operation). The outcome must be exactly what an
+/// independent reading of the spec's checks predicts, reported by the right event and
+/// counted; later Envelopes must find the stream live exactly when the handshake
+/// registered it.
 pub fn handshake(data: &[u8]) {
     let mut i = Input(Unstructured::new(data));
     let role = i.u8() % 3;

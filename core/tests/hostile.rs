@@ -660,10 +660,19 @@ fn caller_misuse_is_a_typed_error() {
     assert!(matches!(ev.last(), Some(Event::Stopped)));
     let peer = RemotePeer::new(REMOTE, REMOTE);
     let msg = SignedMessage::noop(data(1));
-    assert_eq!(c.send(now(), &msg, &[peer.clone()]), Err(Error::Stopped));
+    assert_eq!(
+        c.send(now(), &msg, std::slice::from_ref(&peer)),
+        Err(Error::Stopped)
+    );
     assert_eq!(c.send_wait(now(), &msg, &peer), Err(Error::Stopped));
     assert_eq!(
-        c.send_with_ack(now(), data(1), Duration::from_secs(1), 1, &[peer.clone()]),
+        c.send_with_ack(
+            now(),
+            data(1),
+            Duration::from_secs(1),
+            1,
+            std::slice::from_ref(&peer)
+        ),
         Err(Error::Stopped)
     );
     assert_eq!(c.probe(now(), &peer), Err(Error::Stopped));
