@@ -102,6 +102,8 @@ pub struct DriverStats {
     pub dials_ok: u64,
     /// Dials that failed.
     pub dials_failed: u64,
+    /// Event copies not delivered to the event tap because it was full or closed.
+    pub events_dropped: u64,
 }
 
 /// Everything behind the lock.
@@ -124,6 +126,8 @@ pub(crate) struct Settings {
     pub(crate) conn_timeout: Duration,
     pub(crate) write_window: usize,
     pub(crate) tls: Option<Arc<ClientTls>>,
+    /// Where copies of the core's events go, if anyone asked (see `NodeBuilder::events`).
+    pub(crate) event_tap: Option<mpsc::Sender<Event>>,
 }
 
 /// Core time from a monotonic clock: the wall-clock time at start plus the monotonic time
@@ -371,6 +375,12 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
 }
 
 fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
+    if let Some(tap) = &inner.settings.event_tap
+        && !matches!(ev, Event::DeliveryReady(_))
+        && tap.try_send(ev.clone()).is_err()
+    {
+        st.stats.events_dropped += 1;
+    }
     match ev {
         Event::PresumedDead(p) => {
             if let Some(tx) = &st.presumed_dead_tx

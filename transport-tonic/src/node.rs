@@ -9,7 +9,7 @@ use crate::tls::TlsConfig;
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage};
 use fabric_gossip_core::{
-    Config, ConnectionInfo, Error, HandshakeError, OpId, PkiId, ProbeError, ReceivedMessage,
+    Config, ConnectionInfo, Error, Event, HandshakeError, OpId, PkiId, ProbeError, ReceivedMessage,
     RemotePeer, Security, SendResult, SignedMessage, Stats, StreamId, SubscriptionId,
 };
 use std::collections::VecDeque;
@@ -93,9 +93,19 @@ pub struct NodeBuilder {
     listener: Option<std::net::TcpListener>,
     tls: Option<TlsConfig>,
     stop_timeout: Duration,
+    event_tap: Option<tokio::sync::mpsc::Sender<Event>>,
 }
 
 impl NodeBuilder {
+    /// Sends a copy of every core event except `DeliveryReady` (connections opened and
+    /// closed, handshake failures, PresumedDead, operation results...) into `tap`, for
+    /// logging and tests. Never blocks the node: when `tap` is full the copy is dropped and
+    /// counted in [`DriverStats::events_dropped`].
+    pub fn events(mut self, tap: tokio::sync::mpsc::Sender<Event>) -> Self {
+        self.event_tap = Some(tap);
+        self
+    }
+
     /// Where to listen; `127.0.0.1:0` (a free loopback port) unless set.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
@@ -142,6 +152,7 @@ impl NodeBuilder {
             listener,
             tls,
             stop_timeout,
+            event_tap,
         } = self;
         let tls = match &tls {
             Some(t) => Some(t.prepare().map_err(StartError::Tls)?),
@@ -166,6 +177,7 @@ impl NodeBuilder {
             conn_timeout: config.conn_timeout,
             write_window: config.write_window.max(1),
             tls: tls.as_ref().map(|t| t.client.clone()),
+            event_tap,
         };
         let comm = Core::new(config, security, clock.now()).map_err(StartError::Identity)?;
         let pki_id = comm.pki_id().clone();
@@ -278,6 +290,7 @@ impl Node {
             listener: None,
             tls: None,
             stop_timeout: Duration::from_secs(5),
+            event_tap: None,
         }
     }
 

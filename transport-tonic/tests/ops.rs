@@ -189,3 +189,32 @@ async fn accept_predicates_split_messages() {
     within("a stops", a.stop()).await;
     within("b stops", b.stop()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_tap_sees_connections_come_and_go() {
+    use fabric_gossip_core::{CloseReason, Event};
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let a = fabric_gossip_tonic::Node::builder(config())
+        .events(tx)
+        .start_with(|addr| fabric_gossip_core::TestOnlyHmacSecurity::new(addr.to_string()))
+        .await
+        .unwrap();
+    let b = node(config(), None).await;
+    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    let ev = within("connected", rx.recv()).await.unwrap();
+    match ev {
+        Event::Connected { info, inbound, .. } => {
+            assert_eq!(&info.id, b.pki_id());
+            assert!(!inbound);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    a.close_conn(b.pki_id());
+    let ev = within("disconnected", rx.recv()).await.unwrap();
+    assert!(
+        matches!(&ev, Event::Disconnected { pki_id, reason: CloseReason::Local, .. } if pki_id == b.pki_id()),
+        "{ev:?}"
+    );
+    within("stop", a.stop()).await;
+    within("stop", b.stop()).await;
+}
