@@ -120,3 +120,49 @@ async fn plaintext_respond_and_ack() {
 async fn mutual_tls_respond_and_ack() {
     respond_and_ack(true).await;
 }
+
+/// A node refuses Envelopes over its `max_message_size` (gRPC's decoding limit, before the
+/// core sees them): the connection carrying one is closed, nothing is delivered, and a
+/// later message within the limit gets through on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_envelope_closes_the_connection() {
+    let mut small = config();
+    small.max_message_size = 64 * 1024;
+    let a = node(config(), None).await;
+    let b = node(small, None).await;
+    let mut b_in = b.accept(|_| true).unwrap();
+    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    within("first", b_in.recv()).await.unwrap();
+
+    a.send(&data(2, 100 * 1024), &[b.as_peer()]).unwrap();
+    within("b drops the connection", async {
+        while b.is_connected(a.pki_id()) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Retry until a has noticed the old connection is gone and reconnects.
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let m = within("small one after", async {
+        loop {
+            tokio::select! {
+                m = b_in.recv() => break m.unwrap(),
+                _ = tick.tick() => a.send(&data(3, 10), &[b.as_peer()]).unwrap(),
+            }
+        }
+    })
+    .await;
+    assert_eq!(seq_of(m.message()), Some(3));
+    assert_eq!(
+        b.stats().received,
+        2,
+        "the oversized message was never handed to the core"
+    );
+    // Sending something larger than one's own limit is refused at once.
+    assert!(matches!(
+        b.send(&data(4, 100 * 1024), &[a.as_peer()]),
+        Err(fabric_gossip_core::Error::MessageTooLarge { .. })
+    ));
+    within("stop", a.stop()).await;
+    within("stop", b.stop()).await;
+}
