@@ -10,7 +10,7 @@
 //! Generation is deterministic for a given random source and validity, so a seeded RNG
 //! gives the same certificates on every run (the simulator relies on that).
 //!
-//! # Layout written by [`generate`] / [`write`]
+//! # Layout written by [`generate`] / [`write_orgs`]
 //!
 //! ```text
 //! <out>/peerOrganizations/<domain>/
@@ -634,7 +634,7 @@ pub fn trust_all(orgs: &[DevOrg]) -> Result<TrustStore, LoadError> {
     Ok(trust)
 }
 
-/// Where [`write`] put things.
+/// Where [`write_orgs`] put things.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// The output directory.
@@ -691,7 +691,7 @@ pub fn generate(
         }
     }
     let orgs = generate_in_memory(specs, validity, rng)?;
-    write(out, &orgs)
+    write_orgs(out, &orgs)
 }
 
 fn org_dir(out: &Path, spec: &OrgSpec) -> PathBuf {
@@ -700,7 +700,7 @@ fn org_dir(out: &Path, spec: &OrgSpec) -> PathBuf {
 
 /// Writes already generated organizations under `out` (module docs for the layout).
 /// Refuses to touch an organization folder that already exists.
-pub fn write(out: impl AsRef<Path>, orgs: &[DevOrg]) -> Result<Layout, DevError> {
+pub fn write_orgs(out: impl AsRef<Path>, orgs: &[DevOrg]) -> Result<Layout, DevError> {
     let out = out.as_ref();
     let mut layout = Layout {
         root: out.to_owned(),

@@ -35,8 +35,45 @@
 //!   certificates are valid for both server and client authentication) and trusts the
 //!   organizations' `tlscacerts/`; the core only needs the SHA-256 of the certificates.
 //!
+//! ```no_run
+//! use fabric_gossip_core::{Comm, Config, Instant};
+//! use fabric_gossip_msp::{MspSecurity, TrustStore};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let orgs = "crypto-config/peerOrganizations";
+//! let mut trust = TrustStore::new();
+//! trust.add_msp_dir("Org2MSP", format!("{orgs}/org2.example.com/msp"))?;
+//! let security = MspSecurity::from_msp_dir(
+//!     format!("{orgs}/org1.example.com/peers/peer0.org1.example.com/msp"),
+//!     "Org1MSP",
+//!     trust,
+//! )?;
+//! let now = Instant::from_system_time(std::time::SystemTime::now());
+//! let comm = Comm::new(Config::default(), security, now)?;
+//! # Ok(()) }
+//! ```
+//!
 //! Development material laid out the same way can be generated with [`dev`] (feature
-//! `dev-certs`, on by default).
+//! `dev-certs`, on by default), on disk or in memory:
+//!
+//! ```
+//! use fabric_gossip_core::{Comm, Config, Instant, Security};
+//! use fabric_gossip_msp::dev::{self, OrgSpec, Validity};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let now = Instant::from_unix_secs(1_700_000_000);
+//! let specs = [
+//!     OrgSpec::new("Org1MSP", "org1.example.com", 1),
+//!     OrgSpec::new("Org2MSP", "org2.example.com", 1),
+//! ];
+//! let orgs = dev::generate_in_memory(&specs, Validity::ten_years_from(now), &mut rand_core::OsRng)?;
+//! let trust = dev::trust_all(&orgs)?;
+//! let org1 = orgs[0].security(&orgs[0].peers[0], trust.clone())?;
+//! let org2 = orgs[1].security(&orgs[1].peers[0], trust)?;
+//! let sig = org1.sign(b"hello")?;
+//! org2.verify(&org1.own_identity(), &sig, b"hello")?;
+//! org2.validate_identity(&org1.own_identity(), now)?;
+//! let comm = Comm::new(Config::default(), org1, now)?;
+//! # Ok(()) }
+//! ```
 //!
 //! # What is checked, and how it differs from Fabric
 //!

@@ -1,0 +1,352 @@
+//! Loading identities and trust from disk: the cryptogen layout `dev::generate` writes,
+//! PEM files, SEC1 keys, and errors that name the file at fault.
+mod common;
+use common::pki::*;
+use fabric_gossip_core::{Security, SecurityError};
+use fabric_gossip_msp::dev::{self, DevError, Layout, OrgSpec};
+use fabric_gossip_msp::{LoadError, MspSecurity, TrustStore};
+use std::path::{Path, PathBuf};
+
+/// A scratch directory removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("fabric-gossip-msp-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn generate(dir: &Path) -> Layout {
+    dev::generate(
+        dir,
+        &[
+            OrgSpec::new(ORG1, "org1.example.com", 2),
+            OrgSpec::new(ORG2, "org2.example.com", 1),
+        ],
+        year(),
+        &mut rng(3),
+    )
+    .unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn cryptogen_layout_is_written_and_loads() {
+    let s = Scratch::new("layout");
+    let layout = generate(&s.0);
+    let org1 = &layout.orgs[0];
+    let p0 = &org1.peers[0];
+    assert_eq!(org1.msp_id, ORG1);
+    assert_eq!(p0.host, "peer0.org1.example.com");
+    for f in [
+        "peerOrganizations/org1.example.com/msp/cacerts/ca.org1.example.com-cert.pem",
+        "peerOrganizations/org1.example.com/msp/tlscacerts/tlsca.org1.example.com-cert.pem",
+        "peerOrganizations/org1.example.com/msp/config.yaml",
+        "peerOrganizations/org1.example.com/ca/priv_sk",
+        "peerOrganizations/org1.example.com/tlsca/priv_sk",
+        "peerOrganizations/org1.example.com/peers/peer0.org1.example.com/msp/signcerts/peer0.org1.example.com-cert.pem",
+        "peerOrganizations/org1.example.com/peers/peer0.org1.example.com/msp/keystore/priv_sk",
+        "peerOrganizations/org1.example.com/peers/peer0.org1.example.com/msp/cacerts/ca.org1.example.com-cert.pem",
+        "peerOrganizations/org1.example.com/peers/peer0.org1.example.com/tls/ca.crt",
+        "peerOrganizations/org1.example.com/peers/peer0.org1.example.com/tls/server.crt",
+        "peerOrganizations/org1.example.com/peers/peer0.org1.example.com/tls/server.key",
+        "peerOrganizations/org2.example.com/peers/peer0.org2.example.com/msp/keystore/priv_sk",
+    ] {
+        assert!(s.0.join(f).is_file(), "{f} missing");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(p0.msp_dir.join("keystore/priv_sk"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "private key readable by others: {mode:o}");
+        assert_eq!(p0.tls_key, p0.tls_dir.join("server.key"));
+    }
+
+    // Own identity from the peer's MSP folder (its cacerts trusted automatically), and the
+    // other organization trusted through its organization MSP folder.
+    let mut trust = TrustStore::new();
+    trust.add_msp_dir(ORG2, &layout.orgs[1].msp_dir).unwrap();
+    let a = MspSecurity::from_msp_dir(&p0.msp_dir, ORG1, trust).unwrap();
+    assert!(a.trust().contains(ORG1) && a.trust().contains(ORG2));
+    let mut trust = TrustStore::new();
+    trust.add_msp_dir(ORG1, &org1.msp_dir).unwrap();
+    let b = MspSecurity::from_msp_dir(&layout.orgs[1].peers[0].msp_dir, ORG2, trust).unwrap();
+    let sig = a.sign(b"msg").unwrap();
+    b.verify(&a.own_identity(), &sig, b"msg").unwrap();
+    b.validate_identity(&a.own_identity(), now()).unwrap();
+    a.validate_identity(&b.own_identity(), now()).unwrap();
+    // The same identity from PEM files.
+    let c = MspSecurity::from_pem_files(
+        p0.msp_dir.join("signcerts/peer0.org1.example.com-cert.pem"),
+        p0.msp_dir.join("keystore/priv_sk"),
+        ORG1,
+        a.trust().clone(),
+    )
+    .unwrap();
+    assert_eq!(c.own_identity(), a.own_identity());
+    // The TLS key matches the TLS certificate, which chains to the TLS CA.
+    let mut tls_trust = TrustStore::new();
+    tls_trust.add_path(ORG1, &p0.tls_ca).unwrap();
+    MspSecurity::from_pem_files(&p0.tls_cert, &p0.tls_key, ORG1, tls_trust).unwrap();
+
+    // Generating again into the same place is refused, and nothing is overwritten.
+    let before = std::fs::read(p0.msp_dir.join("keystore/priv_sk")).unwrap();
+    let again = dev::generate(
+        &s.0,
+        &[OrgSpec::new(ORG1, "org1.example.com", 1)],
+        year(),
+        &mut rng(4),
+    );
+    assert!(matches!(again, Err(DevError::Exists(_))), "{again:?}");
+    assert_eq!(
+        before,
+        std::fs::read(p0.msp_dir.join("keystore/priv_sk")).unwrap()
+    );
+}
+
+#[test]
+fn trust_paths_of_every_shape() {
+    let s = Scratch::new("paths");
+    let layout = generate(&s.0);
+    let msp = &layout.orgs[0].msp_dir;
+    for (what, path) in [
+        ("MSP folder", msp.clone()),
+        ("folder of CA files", msp.join("cacerts")),
+        (
+            "one CA file",
+            msp.join("cacerts/ca.org1.example.com-cert.pem"),
+        ),
+    ] {
+        let mut t = TrustStore::new();
+        assert_eq!(t.add_path(ORG1, &path).unwrap(), 1, "{what}");
+        assert_eq!(t.msp_ids().collect::<Vec<_>>(), vec![ORG1]);
+    }
+    // A peer folder's tlscacerts is not an identity CA for the organization.
+    let mut t = TrustStore::new();
+    t.add_path(ORG1, msp.join("tlscacerts")).unwrap();
+    let a = MspSecurity::from_msp_dir(&layout.orgs[0].peers[0].msp_dir, ORG1, TrustStore::new())
+        .unwrap();
+    let checker = MspSecurity::from_msp_dir(&layout.orgs[1].peers[0].msp_dir, ORG2, t).unwrap();
+    assert!(matches!(
+        checker.validate_identity(&a.own_identity(), now()),
+        Err(SecurityError::UntrustedCertificate(_))
+    ));
+}
+
+fn expect_err(r: Result<MspSecurity, LoadError>) -> LoadError {
+    match r {
+        Ok(s) => panic!("loaded {s:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn loading_errors_name_the_file_at_fault() {
+    let s = Scratch::new("errors");
+    let layout = generate(&s.0);
+    let good = &layout.orgs[0].peers[0].msp_dir;
+    let other = &layout.orgs[0].peers[1].msp_dir;
+    let fresh = |name: &str| {
+        let d = s.0.join(name);
+        copy_dir(good, &d);
+        d
+    };
+
+    // Missing folder.
+    let e = expect_err(MspSecurity::from_msp_dir(
+        s.0.join("nope"),
+        ORG1,
+        TrustStore::new(),
+    ));
+    assert!(
+        matches!(&e, LoadError::Io { path, .. } if path.ends_with("nope/signcerts")),
+        "{e}"
+    );
+
+    // Empty keystore.
+    let d = fresh("empty-keystore");
+    std::fs::remove_file(d.join("keystore/priv_sk")).unwrap();
+    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
+    assert!(
+        matches!(&e, LoadError::Empty { path, .. } if path.ends_with("keystore")),
+        "{e}"
+    );
+
+    // A keystore holding only garbage: the error names the garbage file.
+    let d = fresh("garbage-key");
+    std::fs::write(d.join("keystore/priv_sk"), "not a key").unwrap();
+    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
+    assert!(
+        matches!(&e, LoadError::Key { source, .. } if source.ends_with("priv_sk")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("priv_sk"), "{e}");
+
+    // Another peer's key.
+    let d = fresh("wrong-key");
+    std::fs::copy(other.join("keystore/priv_sk"), d.join("keystore/priv_sk")).unwrap();
+    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
+    assert!(matches!(&e, LoadError::KeyMismatch { .. }), "{e}");
+
+    // Junk next to the right key is ignored (Fabric's keystore ignores it too), and so is
+    // a Fabric CA style `<ski>_sk` name.
+    let d = fresh("junk-beside-key");
+    std::fs::rename(d.join("keystore/priv_sk"), d.join("keystore/0123abcd_sk")).unwrap();
+    std::fs::write(d.join("keystore/README"), "junk").unwrap();
+    MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()).unwrap();
+
+    // A key where the signing certificate should be.
+    let d = fresh("key-as-cert");
+    let cert = d.join("signcerts/peer0.org1.example.com-cert.pem");
+    std::fs::copy(d.join("keystore/priv_sk"), &cert).unwrap();
+    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
+    assert!(
+        matches!(&e, LoadError::Pem { source, .. } if source.ends_with("-cert.pem")),
+        "{e}"
+    );
+
+    // No cacerts and nothing in the trust store: the own identity is refused at start-up.
+    let d = fresh("no-cacerts");
+    std::fs::remove_dir_all(d.join("cacerts")).unwrap();
+    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
+    assert!(
+        matches!(
+            &e,
+            LoadError::OwnIdentity {
+                error: SecurityError::UnknownMsp(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // An empty cacerts folder is an error of the trust store, naming the folder.
+    let mut t = TrustStore::new();
+    let empty = s.0.join("empty-cacerts/cacerts");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = t.add_msp_dir(ORG1, s.0.join("empty-cacerts")).unwrap_err();
+    assert!(
+        matches!(&e, LoadError::Empty { path, .. } if *path == empty),
+        "{e}"
+    );
+}
+
+#[test]
+fn sec1_keys_load_and_encrypted_keys_are_refused_clearly() {
+    use p256::pkcs8::DecodePrivateKey;
+    let pki = two_orgs();
+    let peer = &pki.orgs[0].peers[0];
+    let key = p256::SecretKey::from_pkcs8_pem(&peer.identity.key_pem).unwrap();
+    let sec1 = key.to_sec1_pem(p256::pkcs8::LineEnding::LF).unwrap();
+    assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    let s = MspSecurity::new(
+        ORG1,
+        peer.identity.cert_pem().as_bytes(),
+        sec1.as_bytes(),
+        pki.trust.clone(),
+    )
+    .unwrap();
+    assert_eq!(s.own_identity(), pki.security(0, 0).own_identity());
+    // OpenSSL's output with its "EC PARAMETERS" block first.
+    let with_params = format!(
+        "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
+        sec1.as_str()
+    );
+    MspSecurity::new(
+        ORG1,
+        peer.identity.cert_pem().as_bytes(),
+        with_params.as_bytes(),
+        pki.trust.clone(),
+    )
+    .unwrap();
+    let encrypted =
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+    let e = expect_err(MspSecurity::new(
+        ORG1,
+        peer.identity.cert_pem().as_bytes(),
+        encrypted.as_bytes(),
+        pki.trust.clone(),
+    ));
+    assert!(
+        matches!(&e, LoadError::Key { reason, .. } if reason.contains("encrypted")),
+        "{e}"
+    );
+}
+
+/// Real Fabric MSP material, from a checkout of hyperledger/fabric named by
+/// `FABRIC_REPO` (its `sampleconfig/msp` and `msp/testdata`). Not shipped here, so ignored
+/// by default: `FABRIC_REPO=/path/to/fabric cargo test -p fabric-gossip-msp --test loading -- --ignored`.
+#[test]
+#[ignore = "needs a checkout of hyperledger/fabric in FABRIC_REPO"]
+fn fabric_repository_msp_folders_load() {
+    let root = PathBuf::from(std::env::var("FABRIC_REPO").expect("FABRIC_REPO"));
+    let td = root.join("msp/testdata");
+    let mut loaded = Vec::new();
+    for (dir, msp) in [
+        (root.join("sampleconfig/msp"), "SampleOrg"),
+        (td.join("intermediate"), "SampleOrg"),
+        (td.join("external"), "SampleOrg"),
+        (td.join("mspid"), "SampleOrg"),
+        (td.join("nodeous1"), "SampleOrg"),
+        (td.join("expired"), "SampleOrg"),
+    ] {
+        let s = MspSecurity::from_msp_dir(&dir, msp, TrustStore::new())
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let id = s.own_identity();
+        let sig = s.sign(b"fabric").unwrap();
+        s.verify(&id, &sig, b"fabric").unwrap();
+        let valid_at = s.own_expiration() - core::time::Duration::from_secs(1);
+        s.validate_identity(&id, valid_at).unwrap();
+        loaded.push((dir, s));
+    }
+    // Our identity bytes are the PEM Go's tools wrote, byte for byte, so PKI-IDs agree with
+    // Fabric's for the same certificate.
+    let (_, sample) = &loaded[0];
+    let written = std::fs::read(root.join("sampleconfig/msp/signcerts/peer.pem")).unwrap();
+    assert_eq!(
+        fabric_gossip_msp::certificate_pem(sample.certificate_der()).as_bytes(),
+        written.as_slice()
+    );
+    // The expired sample is refused now; identities of one sample MSP are untrusted by
+    // another's CA.
+    let (_, expired) = &loaded[5];
+    let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+    assert!(matches!(
+        expired.validate_identity(&expired.own_identity(), now),
+        Err(SecurityError::Expired(_))
+    ));
+    let (_, sample) = &loaded[0];
+    let (_, inter) = &loaded[1];
+    assert!(matches!(
+        sample.validate_identity(
+            &inter.own_identity(),
+            inter.own_expiration() - core::time::Duration::from_secs(1)
+        ),
+        Err(SecurityError::UntrustedCertificate(_))
+    ));
+}
