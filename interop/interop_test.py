@@ -31,8 +31,9 @@ THE CONTRACT `fabric-gossip node` IMPLEMENTS (the CLI is written against this te
   `fabric-gossip node --help` exits 0 and its output contains "--test-identity" (the harness uses
   this to tell whether the subcommand exists yet) and, once TLS is supported, "--tls-cert".
 
-  stdout: only JSON objects, one per line, each flushed at once (logs go to stderr). PKI below is the
-  PKI-ID's bytes as UTF-8 (an endpoint string under --test-identity); ADDR is "host:port".
+  stdout: only JSON objects, one per line, each flushed at once (logs go to stderr), in the order
+  things happen. PKI below is the PKI-ID's bytes as UTF-8 (an endpoint string under
+  --test-identity); ADDR is "host:port". Extra fields are allowed and ignored.
     {"event":"listening","addr":ADDR}                 once, first line, when accepting connections
     {"event":"connected","peer":PKI,"inbound":BOOL}   a connection registered after a handshake
                                                       (never for a probe)
