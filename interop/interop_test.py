@@ -139,6 +139,8 @@ class NodeProc:
         self.cv = threading.Condition()
         self.eof = False
         threading.Thread(target=self._read, daemon=True).start()
+
+    def wait_listening(self):
         ev = self.wait(lambda e: e["event"] == "listening", EVENT_TIMEOUT, what="listening")
         self.addr = ev["addr"]
         self.pki = self.addr.encode()
@@ -794,6 +796,7 @@ def run_online(res, target, argv, only, tls_ok=True):
         def factory(*extra, _name=f.__name__, _tls=PKI.get("node") if tls else None):
             n = NodeProc(argv, f"{target}-{_name}-{len(nodes)}", extra, _tls)
             nodes.append(n)
+            n.wait_listening()
             return n
 
         try:
