@@ -1,1 +1,407 @@
-//! Scenario suite written once and run on every transport.
+//! The scenario suite, written once and run on every transport.
+//!
+//! Each scenario of Fabric's own comm suite (spec section 10) is a plain function generic
+//! over [`Harness`], a small synchronous interface to "a network of nodes running the comm
+//! layer". [`SimHarness`] implements it on the deterministic simulator; a real-network
+//! harness (tonic over loopback) implements the same trait, and the same functions then
+//! test the real transport.
+//!
+//! # Why synchronous
+//!
+//! Scenarios read like Fabric's tests: do something, wait until something is observed or
+//! a deadline passes, check. A simulator steps virtual time inside
+//! [`Harness::run_until`]; a tokio harness blocks on its runtime there with a real
+//! deadline. Either way a scenario never sleeps and never waits without a bound, and
+//! the trait stays small enough for both.
+//!
+//! # Writing a scenario
+//!
+//! ```
+//! use fabric_gossip_tests::*;
+//! use std::time::Duration;
+//!
+//! fn hello<H: Harness>(h: &mut H) -> Outcome {
+//!     let a = h.add_node(NodeOptions::new())?;
+//!     let b = h.add_node(NodeOptions::new())?;
+//!     let peer = h.peer(b);
+//!     h.send(a, &data(1, "hello"), &[peer]).map_err(|e| e.to_string())?;
+//!     wait(h, Duration::from_secs(5), "b receives", |h| h.delivery_count(b) == 1)?;
+//!     ensure!(payload(&h.deliveries(b)[0].msg) == b"hello", "wrong payload");
+//!     PASS
+//! }
+//!
+//! let mut h = SimHarness::new(1);
+//! assert_eq!(hello(&mut h), PASS);
+//! h.finish().unwrap();
+//! ```
+#![forbid(unsafe_code)]
+
+use bytes::Bytes;
+use core::time::Duration;
+use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
+use fabric_gossip_core::{
+    Acceptor, AckError, CertHash, Config, ConnectionInfo, Error, Event, HandshakeError, PkiId,
+    ProbeError, ReceivedMessage, RemotePeer, SendResult, SignedMessage, Stats, StreamEnd, StreamId,
+};
+use std::sync::Arc;
+
+pub mod scenarios;
+mod security;
+mod sim_harness;
+
+pub use security::{AliasPkiSecurity, OrgSecurity};
+pub use sim_harness::SimHarness;
+
+/// Index of a node in a harness, in the order nodes were added.
+pub type NodeId = usize;
+
+/// A subscription of a node: `SubRef(k)` is the k-th subscription made in the node's
+/// current process (with [`NodeOptions::subscribe_all`], the automatic one is 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubRef(pub usize);
+
+/// An asynchronous operation (probe, handshake, send with ack), minted by the harness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpRef(pub u64);
+
+/// A raw stream opened by [`Harness::raw_open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RawRef(pub usize);
+
+/// Makes a node's security provider from the endpoint the harness gave it and an identity
+/// generation (0 first, +1 per restart with a new identity). A factory, because a
+/// restarted node must build its provider again, and because only the harness knows the
+/// endpoint (a real one binds a port first).
+pub type SecurityFactory =
+    Arc<dyn Fn(&str, u32) -> Box<dyn fabric_gossip_core::Security> + Send + Sync>;
+
+/// TLS as a scenario asks for it; each harness makes the certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Tls {
+    /// Plaintext.
+    #[default]
+    Off,
+    /// Mutual TLS, honest certificate hashes.
+    Mutual,
+    /// TLS, but the node presents no client certificate when it dials.
+    NoClientCert,
+    /// TLS, but the node's `ConnEstablish` claims hashes of certificates it does not
+    /// present.
+    WrongClaim,
+}
+
+/// How to start a node.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// The core's configuration (a harness may override the RNG seed and TLS hashes).
+    pub config: Config,
+    /// The provider factory; `None`: Fabric's test provider with identity = endpoint.
+    pub security: Option<SecurityFactory>,
+    /// TLS.
+    pub tls: Tls,
+    /// Subscribe to every message at start (as `SubRef(0)`).
+    pub subscribe_all: bool,
+    /// The node's gRPC server accepts connections but never answers Ping.
+    pub hang_ping: bool,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            config: scenario_config(),
+            security: None,
+            tls: Tls::Off,
+            subscribe_all: true,
+            hang_ping: false,
+        }
+    }
+}
+
+impl core::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NodeOptions")
+            .field("config", &self.config)
+            .field("custom_security", &self.security.is_some())
+            .field("tls", &self.tls)
+            .field("subscribe_all", &self.subscribe_all)
+            .field("hang_ping", &self.hang_ping)
+            .finish()
+    }
+}
+
+impl NodeOptions {
+    /// Defaults: [`scenario_config`], test provider, no TLS, subscribed to everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `config`.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses a custom provider factory.
+    pub fn security(
+        mut self,
+        f: impl Fn(&str, u32) -> Box<dyn fabric_gossip_core::Security> + Send + Sync + 'static,
+    ) -> Self {
+        self.security = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets TLS.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether to subscribe to everything at start.
+    pub fn subscribe_all(mut self, on: bool) -> Self {
+        self.subscribe_all = on;
+        self
+    }
+
+    /// Makes Ping hang.
+    pub fn hang_ping(mut self, on: bool) -> Self {
+        self.hang_ping = on;
+        self
+    }
+}
+
+/// Fabric's defaults with the time-outs shortened (dial 1 s, connection 1 s, handshake
+/// 2 s), so that scenarios waiting for a time-out stay quick on a real network too.
+pub fn scenario_config() -> Config {
+    Config::default().with_timeouts(
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    )
+}
+
+/// A message a node's application took from a subscription.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Which subscription.
+    pub sub: SubRef,
+    /// The message and its connection info.
+    pub msg: ReceivedMessage,
+}
+
+/// How an operation ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpOutcome {
+    /// `probe`.
+    Probe(Result<(), ProbeError>),
+    /// `handshake`: what the remote proved.
+    Handshake(Result<Arc<ConnectionInfo>, HandshakeError>),
+    /// `send_with_ack`: one result per peer that answered.
+    SendWithAck(Vec<SendResult>),
+}
+
+/// A network of nodes running the comm layer, as a scenario drives it.
+///
+/// Calls take effect at the harness's current time and return at once; results that take
+/// network round trips are observed after [`Harness::run_until`]. Inspection methods
+/// (`deliveries`, `events`, `op_result`, …) see everything observed so far.
+pub trait Harness {
+    /// Which transport this is, for messages ("sim", "tonic").
+    fn name(&self) -> String;
+
+    /// Starts a node.
+    fn add_node(&mut self, opts: NodeOptions) -> Result<NodeId, String>;
+
+    /// Node `n` as a send target: its endpoint and current PKI-ID.
+    fn peer(&self, n: NodeId) -> RemotePeer;
+
+    /// Fabric's `Accept` on node `n`.
+    fn subscribe(&mut self, n: NodeId, acceptor: Acceptor) -> Result<SubRef, Error>;
+
+    /// Fabric's `Send` from node `n`.
+    fn send(&mut self, n: NodeId, msg: &SignedMessage, to: &[RemotePeer]) -> Result<(), Error>;
+
+    /// Fabric's `SendWithAck` from node `n`.
+    fn send_with_ack(
+        &mut self,
+        n: NodeId,
+        msg: GossipMessage,
+        timeout: Duration,
+        min_ack: usize,
+        to: &[RemotePeer],
+    ) -> Result<OpRef, Error>;
+
+    /// Fabric's `Probe` from node `n`.
+    fn probe(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error>;
+
+    /// Fabric's `Handshake` from node `n`.
+    fn handshake(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error>;
+
+    /// `Respond` to node `n`'s `delivery`-th delivery (index into [`Harness::deliveries`]).
+    fn respond(&mut self, n: NodeId, delivery: usize, msg: GossipMessage) -> Result<(), Error>;
+
+    /// `Ack` node `n`'s `delivery`-th delivery.
+    fn ack(&mut self, n: NodeId, delivery: usize, error: Option<&str>) -> Result<(), Error>;
+
+    /// Fabric's `CloseConn` on node `n`.
+    fn close_conn(&mut self, n: NodeId, pki: &PkiId);
+
+    /// Fabric's `Stop` on node `n`; its listener closes too.
+    fn stop_node(&mut self, n: NodeId);
+
+    /// Starts node `n` again at the same endpoint (stopping it first if it runs), with the
+    /// same identity or the next identity generation of its provider factory.
+    fn restart_node(&mut self, n: NodeId, new_identity: bool) -> Result<(), String>;
+
+    /// Lets the network run until `cond` holds or `within` has passed; returns whether
+    /// `cond` held. `cond` is checked often (a simulator: after every step).
+    fn run_until(&mut self, within: Duration, cond: &mut dyn FnMut(&Self) -> bool) -> bool;
+
+    /// Time since the harness started (virtual or real).
+    fn elapsed(&self) -> Duration;
+
+    /// Everything node `n`'s application received, all processes, oldest first.
+    fn deliveries(&self, n: NodeId) -> Vec<Delivery>;
+
+    /// `deliveries(n).len()`, cheaply.
+    fn delivery_count(&self, n: NodeId) -> usize;
+
+    /// The events node `n`'s core emitted (`DeliveryReady` excepted), all processes.
+    fn events(&self, n: NodeId) -> Vec<Event>;
+
+    /// How operation `op` ended, once it has.
+    fn op_result(&self, op: OpRef) -> Option<OpOutcome>;
+
+    /// Node `n`'s counters (current process).
+    fn stats(&self, n: NodeId) -> Stats;
+
+    /// Node `n`'s registered connections: (PKI-ID, primary, crossing secondary).
+    fn connections(&self, n: NodeId) -> Vec<(PkiId, StreamId, Option<StreamId>)>;
+
+    /// Opens a `GossipStream` to node `n` from a client the scenario controls byte by byte,
+    /// presenting `client_cert` (a certificate hash) under TLS. `None`: this harness cannot
+    /// (scenarios needing it are skipped).
+    fn raw_open(&mut self, _n: NodeId, _client_cert: Option<CertHash>) -> Option<RawRef> {
+        None
+    }
+
+    /// Writes one envelope's bytes on a raw stream.
+    fn raw_send(&mut self, _raw: RawRef, _bytes: Bytes) {}
+
+    /// Envelopes a raw stream received.
+    fn raw_received(&self, _raw: RawRef) -> Vec<Bytes> {
+        Vec::new()
+    }
+
+    /// How a raw stream ended, once it has.
+    fn raw_ended(&self, _raw: RawRef) -> Option<StreamEnd> {
+        None
+    }
+}
+
+/// How a scenario ended when it did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Every check held.
+    Done,
+    /// The harness lacks a capability the scenario needs (e.g. raw streams).
+    Skipped(&'static str),
+}
+
+/// A scenario's result: `Err` carries what went wrong.
+pub type Outcome = Result<Pass, String>;
+
+/// The successful [`Outcome`].
+pub const PASS: Outcome = Ok(Pass::Done);
+
+/// Fails the scenario with a formatted message unless `cond` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!("{}:{}: {}", file!(), line!(), format!($($arg)+)));
+        }
+    };
+}
+
+/// Runs until `cond` holds, failing the scenario with `what` if `within` passes first.
+pub fn wait<H: Harness>(
+    h: &mut H,
+    within: Duration,
+    what: &str,
+    mut cond: impl FnMut(&H) -> bool,
+) -> Result<(), String> {
+    if h.run_until(within, &mut cond) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: timed out after {:?} waiting until {what} (at {:?})",
+            h.name(),
+            within,
+            h.elapsed()
+        ))
+    }
+}
+
+/// A noop-signed data message with sequence number `seq` and `text` as payload.
+pub fn data(seq: u64, text: impl AsRef<[u8]>) -> SignedMessage {
+    SignedMessage::noop(data_msg(seq, text))
+}
+
+/// The unsigned data message [`data`] wraps.
+pub fn data_msg(seq: u64, text: impl AsRef<[u8]>) -> GossipMessage {
+    fabric_gossip_sim::data_message(seq, Bytes::copy_from_slice(text.as_ref()))
+}
+
+/// The payload bytes of a data message (empty for anything else).
+pub fn payload(m: &ReceivedMessage) -> Vec<u8> {
+    match &m.message.content {
+        Some(gossip_message::Content::DataMsg(d)) => d
+            .payload
+            .as_ref()
+            .map(|p| p.data.to_vec())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// The sequence number of a data message.
+pub fn seq_of(m: &ReceivedMessage) -> Option<u64> {
+    match &m.message.content {
+        Some(gossip_message::Content::DataMsg(d)) => d.payload.as_ref().map(|p| p.seq_num),
+        _ => None,
+    }
+}
+
+/// Whether node `n` saw a `HandshakeFailed` with exactly `error`.
+pub fn saw_handshake_failure<H: Harness>(
+    h: &H,
+    n: NodeId,
+    pred: impl Fn(&HandshakeError) -> bool,
+) -> bool {
+    h.events(n)
+        .iter()
+        .any(|e| matches!(e, Event::HandshakeFailed { error, .. } if pred(error)))
+}
+
+/// Whether node `n` presumed `pki` dead.
+pub fn saw_presumed_dead<H: Harness>(h: &H, n: NodeId, pki: &PkiId) -> bool {
+    h.events(n)
+        .iter()
+        .any(|e| matches!(e, Event::PresumedDead(p) if p == pki))
+}
+
+/// Successful acks in a `send_with_ack` outcome.
+pub fn acked(o: &OpOutcome) -> usize {
+    match o {
+        OpOutcome::SendWithAck(r) => r.iter().filter(|r| r.result.is_ok()).count(),
+        _ => 0,
+    }
+}
+
+/// The errors of a `send_with_ack` outcome.
+pub fn ack_errors(o: &OpOutcome) -> Vec<AckError> {
+    match o {
+        OpOutcome::SendWithAck(r) => r.iter().filter_map(|r| r.result.clone().err()).collect(),
+        _ => Vec::new(),
+    }
+}

@@ -50,6 +50,8 @@
 #![forbid(unsafe_code)]
 
 mod fault;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 mod node;
 mod rng;
 mod sim;

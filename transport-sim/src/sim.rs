@@ -1006,23 +1006,31 @@ impl Sim {
             if cond(self) {
                 return true;
             }
-            if self.instant_steps > LIVELOCK_STEPS {
-                self.violation(format!(
-                    "livelock: more than {LIVELOCK_STEPS} steps at one virtual instant"
-                ));
-                return false;
+            if !self.step_until(deadline) {
+                return cond(self);
             }
-            match self.queue.peek() {
-                Some(Reverse(q)) if q.at <= deadline => {
-                    self.step();
+        }
+    }
+
+    /// Processes the earliest queued entry if it is due at or before `deadline` and returns
+    /// `true`; otherwise moves virtual time to `deadline` and returns `false`. The building
+    /// block of drivers that check their own conditions between steps (`false` also when
+    /// the run is livelocked).
+    pub fn step_until(&mut self, deadline: Instant) -> bool {
+        if self.instant_steps > LIVELOCK_STEPS {
+            self.violation(format!(
+                "livelock: more than {LIVELOCK_STEPS} steps at one virtual instant"
+            ));
+            return false;
+        }
+        match self.queue.peek() {
+            Some(Reverse(q)) if q.at <= deadline => self.step(),
+            _ => {
+                if deadline > self.now {
+                    self.now = deadline;
+                    self.instant_steps = 0;
                 }
-                _ => {
-                    if deadline > self.now {
-                        self.now = deadline;
-                        self.instant_steps = 0;
-                    }
-                    return cond(self);
-                }
+                false
             }
         }
     }

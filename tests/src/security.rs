@@ -1,0 +1,121 @@
+//! Providers that scenarios need beyond Fabric's test provider. Both sign with Fabric's
+//! test HMAC, so they are **test only**: anyone can forge their signatures.
+
+use bytes::Bytes;
+use fabric_gossip_core::{Instant, PkiId, Security, SecurityError, TestOnlyHmacSecurity};
+
+/// Fabric's test provider with organizations: identity = `ORG|endpoint#generation`,
+/// PKI-ID = identity, organization = the part before `|`. Identity-switch scenarios need
+/// a provider that can tell organizations apart from the identity bytes alone, since the
+/// dialling node judges an identity it has never been told about.
+#[derive(Clone, Debug)]
+pub struct OrgSecurity {
+    inner: TestOnlyHmacSecurity,
+}
+
+impl OrgSecurity {
+    /// The provider of a node of `org` at `endpoint`, identity generation `generation`.
+    pub fn new(org: &str, endpoint: &str, generation: u32) -> Self {
+        OrgSecurity {
+            inner: TestOnlyHmacSecurity::new(format!("{org}|{endpoint}#{generation}")),
+        }
+    }
+}
+
+impl Security for OrgSecurity {
+    fn own_identity(&self) -> Bytes {
+        self.inner.own_identity()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
+        self.inner.sign(msg)
+    }
+    fn verify(&self, identity: &[u8], sig: &[u8], msg: &[u8]) -> Result<(), SecurityError> {
+        self.inner.verify(identity, sig, msg)
+    }
+    fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
+        self.inner.validate_identity(identity, now)
+    }
+    fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
+        self.inner.expiration(identity)
+    }
+    fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+        self.inner.pki_id_of(identity)
+    }
+    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+        let end = identity.iter().position(|b| *b == b'|')?;
+        Some(Bytes::copy_from_slice(&identity[..end]))
+    }
+}
+
+/// Fabric's test provider with a different PKI-ID mapping: PKI-ID = `alias:` + identity.
+/// A node using it claims PKI-IDs that a node with the ordinary mapping computes
+/// differently, which is exactly the "PKI-ID doesn't match the identity" handshake error.
+#[derive(Clone, Debug)]
+pub struct AliasPkiSecurity {
+    inner: TestOnlyHmacSecurity,
+}
+
+impl AliasPkiSecurity {
+    /// Identity = `endpoint` (generation 0) or `endpoint#generation`.
+    pub fn new(endpoint: &str, generation: u32) -> Self {
+        let id = if generation == 0 {
+            endpoint.to_string()
+        } else {
+            format!("{endpoint}#{generation}")
+        };
+        AliasPkiSecurity {
+            inner: TestOnlyHmacSecurity::new(id),
+        }
+    }
+}
+
+impl Security for AliasPkiSecurity {
+    fn own_identity(&self) -> Bytes {
+        self.inner.own_identity()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
+        self.inner.sign(msg)
+    }
+    fn verify(&self, identity: &[u8], sig: &[u8], msg: &[u8]) -> Result<(), SecurityError> {
+        self.inner.verify(identity, sig, msg)
+    }
+    fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
+        self.inner.validate_identity(identity, now)
+    }
+    fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
+        self.inner.expiration(identity)
+    }
+    fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+        let mut v = b"alias:".to_vec();
+        v.extend_from_slice(identity);
+        PkiId::from(v)
+    }
+    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+        self.inner.organization_of(identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_is_the_prefix_and_alias_differs() {
+        let s = OrgSecurity::new("Org1", "127.0.0.1:7051", 2);
+        assert_eq!(
+            s.own_identity(),
+            Bytes::from_static(b"Org1|127.0.0.1:7051#2")
+        );
+        assert_eq!(
+            s.organization_of(b"Org2|x#0"),
+            Some(Bytes::from_static(b"Org2"))
+        );
+        assert_eq!(s.organization_of(b"no org"), None);
+        let a = AliasPkiSecurity::new("e", 0);
+        assert_eq!(a.pki_id_of(b"e"), PkiId::from("alias:e"));
+        assert_ne!(
+            a.pki_id_of(b"e"),
+            TestOnlyHmacSecurity::new("e").pki_id_of(b"e")
+        );
+    }
+}

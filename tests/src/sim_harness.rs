@@ -1,0 +1,253 @@
+//! [`Harness`] on the deterministic simulator.
+
+use crate::{Delivery, Harness, NodeId, NodeOptions, OpOutcome, OpRef, RawRef, SubRef, Tls};
+use bytes::Bytes;
+use core::time::Duration;
+use fabric_gossip_core::proto::gossip::GossipMessage;
+use fabric_gossip_core::{
+    Acceptor, CertHash, Error, Event, OpId, PkiId, RemotePeer, SignedMessage, Stats, StreamEnd,
+    StreamId,
+};
+use fabric_gossip_sim::{NodeSpec, Sim, SimConfig, TlsMode, TraceMode};
+
+/// The scenario harness on [`Sim`]: virtual time, one seed, every invariant checked after
+/// every step. [`SimHarness::finish`] lets the network go quiet and runs the quiescent
+/// checks, so every scenario also checks the simulator's invariants.
+#[derive(Debug)]
+pub struct SimHarness {
+    sim: Sim,
+    ops: Vec<(NodeId, OpId)>,
+}
+
+impl SimHarness {
+    /// A harness on a network seeded with `seed`, keeping the full trace.
+    pub fn new(seed: u64) -> Self {
+        let mut cfg = SimConfig::seeded(seed);
+        cfg.trace = TraceMode::Full;
+        cfg.reproduce =
+            "SIM_SEED={seed} cargo test -p fabric-gossip-tests --test sim_scenarios".into();
+        Self::with_config(cfg)
+    }
+
+    /// A harness on a network with these settings.
+    pub fn with_config(cfg: SimConfig) -> Self {
+        SimHarness {
+            sim: Sim::new(cfg),
+            ops: Vec::new(),
+        }
+    }
+
+    /// The simulator, for what the harness does not cover (faults, traces, counters).
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
+    /// The simulator, mutably.
+    pub fn sim_mut(&mut self) -> &mut Sim {
+        &mut self.sim
+    }
+
+    /// Runs until the network is idle (at most 10 virtual minutes), then checks every
+    /// invariant, quiescent ones included. `Err` holds the violations and the reproduce
+    /// line.
+    pub fn finish(&mut self) -> Result<(), String> {
+        if !self.sim.run_until_idle(Duration::from_secs(600)) {
+            return Err(format!(
+                "network not idle after 10 virtual minutes\n{}",
+                self.sim.reproduce_hint()
+            ));
+        }
+        self.sim.check_quiescent()
+    }
+
+    /// The last `n` trace lines, for failure messages.
+    pub fn trace_tail(&self, n: usize) -> String {
+        let lines = self.sim.trace().lines();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    fn spec_of(opts: &NodeOptions) -> NodeSpec {
+        let mut spec = NodeSpec::new()
+            .config(opts.config.clone())
+            .tls(match opts.tls {
+                Tls::Off => TlsMode::Off,
+                Tls::Mutual => TlsMode::Mutual,
+                Tls::NoClientCert => TlsMode::MutualNoClientCert,
+                Tls::WrongClaim => TlsMode::MutualWrongClaim,
+            })
+            .subscribe_all(opts.subscribe_all)
+            .hang_ping(opts.hang_ping);
+        spec.security = opts.security.clone();
+        spec
+    }
+
+    fn op(&mut self, n: NodeId, r: Result<OpId, Error>) -> Result<OpRef, Error> {
+        let op = r?;
+        self.ops.push((n, op));
+        Ok(OpRef(self.ops.len() as u64 - 1))
+    }
+}
+
+impl Harness for SimHarness {
+    fn name(&self) -> String {
+        format!("sim(seed {})", self.sim.seed())
+    }
+
+    fn add_node(&mut self, opts: NodeOptions) -> Result<NodeId, String> {
+        let spec = Self::spec_of(&opts);
+        self.sim.add_node(spec).map_err(|e| e.to_string())
+    }
+
+    fn peer(&self, n: NodeId) -> RemotePeer {
+        self.sim.remote_peer(n)
+    }
+
+    fn subscribe(&mut self, n: NodeId, acceptor: Acceptor) -> Result<SubRef, Error> {
+        let sub = self.sim.subscribe(n, acceptor)?;
+        Ok(SubRef(sub.index() as usize))
+    }
+
+    fn send(&mut self, n: NodeId, msg: &SignedMessage, to: &[RemotePeer]) -> Result<(), Error> {
+        self.sim.send(n, msg, to)
+    }
+
+    fn send_with_ack(
+        &mut self,
+        n: NodeId,
+        msg: GossipMessage,
+        timeout: Duration,
+        min_ack: usize,
+        to: &[RemotePeer],
+    ) -> Result<OpRef, Error> {
+        let r = self.sim.send_with_ack(n, msg, timeout, min_ack, to);
+        self.op(n, r)
+    }
+
+    fn probe(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
+        let r = self.sim.probe(n, to);
+        self.op(n, r)
+    }
+
+    fn handshake(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
+        let r = self.sim.handshake(n, to);
+        self.op(n, r)
+    }
+
+    fn respond(&mut self, n: NodeId, delivery: usize, msg: GossipMessage) -> Result<(), Error> {
+        let (conn, inc) = self.delivery_conn(n, delivery)?;
+        if inc != self.sim.incarnation(n) {
+            return Err(Error::ConnectionClosed);
+        }
+        self.sim.respond(n, conn, msg)
+    }
+
+    fn ack(&mut self, n: NodeId, delivery: usize, error: Option<&str>) -> Result<(), Error> {
+        let d = self
+            .sim
+            .deliveries(n)
+            .get(delivery)
+            .ok_or(Error::UnknownHandle)?;
+        let (conn, nonce, inc) = (d.msg.conn, d.msg.message.nonce, d.incarnation);
+        if inc != self.sim.incarnation(n) {
+            return Err(Error::ConnectionClosed);
+        }
+        self.sim.ack(n, conn, nonce, error)
+    }
+
+    fn close_conn(&mut self, n: NodeId, pki: &PkiId) {
+        let _ = self.sim.close_conn(n, pki);
+    }
+
+    fn stop_node(&mut self, n: NodeId) {
+        self.sim.stop_node(n);
+    }
+
+    fn restart_node(&mut self, n: NodeId, new_identity: bool) -> Result<(), String> {
+        self.sim.stop_node(n);
+        self.sim.restart(n, new_identity).map_err(|e| e.to_string())
+    }
+
+    fn run_until(&mut self, within: Duration, cond: &mut dyn FnMut(&Self) -> bool) -> bool {
+        let deadline = self.sim.now() + within;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if !self.sim.step_until(deadline) {
+                return cond(self);
+            }
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    fn deliveries(&self, n: NodeId) -> Vec<Delivery> {
+        self.sim
+            .deliveries(n)
+            .iter()
+            .map(|d| Delivery {
+                sub: SubRef(d.sub.index() as usize),
+                msg: d.msg.clone(),
+            })
+            .collect()
+    }
+
+    fn delivery_count(&self, n: NodeId) -> usize {
+        self.sim.deliveries(n).len()
+    }
+
+    fn events(&self, n: NodeId) -> Vec<Event> {
+        self.sim.events(n).iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    fn op_result(&self, op: OpRef) -> Option<OpOutcome> {
+        let (n, id) = *self.ops.get(usize::try_from(op.0).ok()?)?;
+        match self.sim.op_result(n, id)? {
+            Event::ProbeDone { result, .. } => Some(OpOutcome::Probe(result.clone())),
+            Event::HandshakeDone { result, .. } => Some(OpOutcome::Handshake(result.clone())),
+            Event::SendWithAckDone { results, .. } => Some(OpOutcome::SendWithAck(results.clone())),
+            _ => None,
+        }
+    }
+
+    fn stats(&self, n: NodeId) -> Stats {
+        self.sim.stats(n).cloned().unwrap_or_default()
+    }
+
+    fn connections(&self, n: NodeId) -> Vec<(PkiId, StreamId, Option<StreamId>)> {
+        self.sim
+            .comm(n)
+            .filter(|c| !c.is_stopped())
+            .map(|c| c.connections())
+            .unwrap_or_default()
+    }
+
+    fn raw_open(&mut self, n: NodeId, client_cert: Option<CertHash>) -> Option<RawRef> {
+        Some(RawRef(self.sim.raw_connect(n, client_cert)))
+    }
+
+    fn raw_send(&mut self, raw: RawRef, bytes: Bytes) {
+        self.sim.raw_send(raw.0, bytes);
+    }
+
+    fn raw_received(&self, raw: RawRef) -> Vec<Bytes> {
+        self.sim.raw_received(raw.0).to_vec()
+    }
+
+    fn raw_ended(&self, raw: RawRef) -> Option<StreamEnd> {
+        self.sim.raw_ended(raw.0).cloned()
+    }
+}
+
+impl SimHarness {
+    fn delivery_conn(&self, n: NodeId, delivery: usize) -> Result<(StreamId, u32), Error> {
+        let d = self
+            .sim
+            .deliveries(n)
+            .get(delivery)
+            .ok_or(Error::UnknownHandle)?;
+        Ok((d.msg.conn, d.incarnation))
+    }
+}

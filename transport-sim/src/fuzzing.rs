@@ -1,0 +1,325 @@
+//! Fuzzing entry point for the simulator: an arbitrary fault schedule over a small network
+//! with traffic, checked against the network invariants. Called by the cargo-fuzz target
+//! `sim_schedule` (`fuzz/`), and its corpus (`fuzz/corpus/sim_schedule/`) is replayed by
+//! this module's tests, so `cargo test` keeps every finding fixed.
+//!
+//! Compiled with `--cfg fuzzing` (cargo fuzz) and in this crate's own tests.
+
+use crate::{Fault, ReaderMode, ScheduledFault, Sim, SimConfig, Workload, data_message};
+use core::time::Duration;
+use fabric_gossip_core::SignedMessage;
+
+/// Runs the schedule encoded in `data` (see [`encode_schedule`]): a workload of 2–4 nodes,
+/// the faults, then a recovery (heal, restart, every toggle off). Checks, and panics on a
+/// finding: the network goes idle; the quiescent invariants hold (one connection per pair,
+/// both ends agreeing, queues within bounds, no violation recorded on the way); after
+/// recovery every node can reach every other; and the same input gives the same trace.
+pub fn sim_schedule(data: &[u8]) {
+    let case = Case::read(data);
+    let first = case.run();
+    let second = case.run();
+    assert_eq!(first, second, "same schedule, same seed, same trace");
+}
+
+/// A decoded input.
+#[derive(Clone, Debug)]
+struct Case {
+    nodes: usize,
+    seed: u64,
+    workload: Workload,
+    auto_ack: bool,
+    faults: Vec<ScheduledFault>,
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from(self.u8()) | (u16::from(self.u8()) << 8)
+    }
+}
+
+const MAX_FAULTS: usize = 24;
+
+/// Header bytes: nodes, seed, workload length, interval, size, fanout, acks, flags.
+const HEADER: usize = 8;
+
+impl Case {
+    fn read(data: &[u8]) -> Case {
+        let mut r = Reader(data);
+        let nodes = 2 + usize::from(r.u8() % 3);
+        let seed = u64::from(r.u8());
+        let stop = Duration::from_millis(500 + 500 * u64::from(r.u8() % 4));
+        let workload = Workload {
+            start: Duration::ZERO,
+            stop,
+            interval: Duration::from_millis(10 + u64::from(r.u8() % 40)),
+            size: 16 + usize::from(r.u8() % 64),
+            fanout: 1 + usize::from(r.u8()) % (nodes - 1),
+            ack_per_mille: 100 * u32::from(r.u8() % 4),
+        };
+        let auto_ack = r.u8() & 1 == 1;
+        let span = u16::try_from(stop.as_millis()).unwrap_or(u16::MAX);
+        let node = |b: u8| usize::from(b) % (nodes + 1); // `nodes` itself: no such node
+        let set = |b: u8| {
+            (0..=nodes)
+                .filter(|i| b & (1 << i) != 0)
+                .collect::<Vec<_>>()
+        };
+        let mut faults = Vec::new();
+        while !r.0.is_empty() && faults.len() < MAX_FAULTS {
+            let at = r.u16() % (span + 1);
+            let (kind, a, b) = (r.u8(), r.u8(), r.u8());
+            let fault = match kind % 14 {
+                0 => Fault::Partition {
+                    a: set(a),
+                    b: set(b),
+                },
+                1 => Fault::OneWay {
+                    from: set(a),
+                    to: set(b),
+                },
+                2 => Fault::Heal,
+                3 => Fault::Isolate(node(a)),
+                4 => Fault::Crash(node(a)),
+                5 => Fault::Restart(node(a)),
+                6 => Fault::RestartNewIdentity(node(a)),
+                7 => Fault::Stop(node(a)),
+                8 => Fault::Reset(node(a), node(b)),
+                9 => Fault::Corrupt(node(a), node(b)),
+                10 => Fault::Silent(node(a), b & 1 == 1),
+                11 => Fault::BadSignature(node(a), b & 1 == 1),
+                12 => Fault::HangPing(node(a), b & 1 == 1),
+                _ => Fault::Reader(
+                    node(a),
+                    match b {
+                        0 => ReaderMode::Eager,
+                        1 => ReaderMode::Paused,
+                        ms => ReaderMode::Every(Duration::from_millis(u64::from(ms))),
+                    },
+                ),
+            };
+            faults.push(ScheduledFault {
+                at: Duration::from_millis(u64::from(at)),
+                fault,
+            });
+        }
+        faults.sort_by_key(|f| f.at);
+        // Recovery, so the run can end quiescent: everything undone just after the span.
+        let end = stop + Duration::from_millis(1);
+        faults.push(ScheduledFault {
+            at: end,
+            fault: Fault::Heal,
+        });
+        for n in 0..nodes {
+            for fault in [
+                Fault::Reader(n, ReaderMode::Eager),
+                Fault::HangPing(n, false),
+                Fault::Silent(n, false),
+                Fault::BadSignature(n, false),
+                Fault::Restart(n),
+            ] {
+                faults.push(ScheduledFault { at: end, fault });
+            }
+        }
+        Case {
+            nodes,
+            seed,
+            workload,
+            auto_ack,
+            faults,
+        }
+    }
+
+    /// Runs the case; returns the trace hash and length, for the determinism check.
+    fn run(&self) -> ([u8; 32], u64) {
+        let mut cfg = SimConfig::seeded(self.seed);
+        cfg.auto_ack = self.auto_ack;
+        cfg.reproduce = "the sim_schedule fuzz input".into();
+        let mut sim = Sim::new(cfg);
+        sim.add_nodes(self.nodes);
+        sim.set_workload(self.workload.clone());
+        sim.schedule_faults(&self.faults);
+        let limit = Duration::from_secs(600);
+        assert!(sim.run_until_idle(limit), "the network never goes idle");
+        sim.check_quiescent().unwrap_or_else(|e| panic!("{e}"));
+
+        // After recovery every node reaches every other. A pending `Corrupt` either way may
+        // cost a message (it closes the connection or fails the handshake as malformed),
+        // so a sender retries once per corruption scheduled between the pair.
+        let corrupt = |a: usize, b: usize| {
+            self.faults
+                .iter()
+                .filter(|f| f.fault == Fault::Corrupt(a, b))
+                .count()
+        };
+        let mut seq = 1_000_000;
+        for a in 0..self.nodes {
+            for b in (0..self.nodes).filter(|b| *b != a) {
+                let before = sim.delivered_total(b);
+                let mut delivered = false;
+                for _ in 0..=corrupt(a, b) + corrupt(b, a) {
+                    seq += 1;
+                    let msg = data_message(seq, bytes::Bytes::from_static(b"after recovery"));
+                    sim.send_to(a, &SignedMessage::noop(msg), &[b])
+                        .unwrap_or_else(|e| panic!("n{a} cannot send after recovery: {e}"));
+                    assert!(sim.run_until_idle(limit), "never idle after recovery");
+                    if sim.delivered_total(b) > before {
+                        delivered = true;
+                        break;
+                    }
+                }
+                assert!(delivered, "n{a} cannot reach n{b} after recovery");
+            }
+        }
+        sim.check_quiescent().unwrap_or_else(|e| panic!("{e}"));
+        (sim.trace().hash(), sim.trace().count())
+    }
+}
+
+/// Encodes a network and a fault schedule as input for [`sim_schedule`] (for seeds):
+/// `header` is nodes, seed, workload length, interval, size, fanout, acks, flags (see
+/// `Case::read`); each fault at or before the workload's end is kept.
+pub fn encode_schedule(header: [u8; HEADER], faults: &[ScheduledFault]) -> Vec<u8> {
+    let nodes = 2 + usize::from(header[0] % 3);
+    let mut out = header.to_vec();
+    let node = |n: usize| n.min(nodes) as u8;
+    let set = |v: &[usize]| v.iter().fold(0u8, |m, n| m | 1 << node(*n));
+    for f in faults {
+        let (kind, a, b) = match &f.fault {
+            Fault::Partition { a, b } => (0, set(a), set(b)),
+            Fault::OneWay { from, to } => (1, set(from), set(to)),
+            Fault::Heal => (2, 0, 0),
+            Fault::Isolate(n) => (3, node(*n), 0),
+            Fault::Crash(n) => (4, node(*n), 0),
+            Fault::Restart(n) => (5, node(*n), 0),
+            Fault::RestartNewIdentity(n) => (6, node(*n), 0),
+            Fault::Stop(n) => (7, node(*n), 0),
+            Fault::Reset(x, y) => (8, node(*x), node(*y)),
+            Fault::Corrupt(x, y) => (9, node(*x), node(*y)),
+            Fault::Silent(n, on) => (10, node(*n), u8::from(*on)),
+            Fault::BadSignature(n, on) => (11, node(*n), u8::from(*on)),
+            Fault::HangPing(n, on) => (12, node(*n), u8::from(*on)),
+            Fault::Reader(n, mode) => (
+                13,
+                node(*n),
+                match mode {
+                    ReaderMode::Eager => 0,
+                    ReaderMode::Paused => 1,
+                    ReaderMode::Every(d) => d.as_millis().clamp(2, 255) as u8,
+                },
+            ),
+        };
+        let at = u16::try_from(f.at.as_millis()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&at.to_le_bytes());
+        out.extend_from_slice(&[kind, a, b]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SimRng, parse_schedule, random_schedule};
+    use std::path::{Path, PathBuf};
+
+    fn corpus() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/sim_schedule")
+    }
+
+    /// Seeds: the schedules the simulator's own docs and tests write by hand, and a few
+    /// drawn by `random_schedule`.
+    fn seeds() -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let hand = [
+            (
+                "partition_heal",
+                [1, 1, 2, 10, 32, 1, 0, 0],
+                "partition@300ms:0/1+2,heal@900ms",
+            ),
+            (
+                "crash_restart_new_identity",
+                [2, 2, 3, 20, 16, 2, 1, 1],
+                "crash@200ms:1,restart-new@700ms:1,reset@1s:0/2,corrupt@1200ms:2/0",
+            ),
+            (
+                "toggles",
+                [0, 3, 1, 15, 64, 0, 2, 1],
+                "silent@0s:1,badsig@100ms:0,hangping@200ms:1,reader@300ms:0=paused,\
+                 silent@600ms:1=off,reader@700ms:0=5ms",
+            ),
+            (
+                "one_way_stop",
+                [1, 4, 2, 30, 48, 1, 0, 0],
+                "oneway@100ms:0/1,isolate@400ms:2,stop@800ms:1,restart@1200ms:1",
+            ),
+        ];
+        for (name, header, text) in hand {
+            let faults = parse_schedule(text).expect("valid schedule");
+            out.push((name.to_owned(), encode_schedule(header, &faults)));
+        }
+        for seed in 0..4u8 {
+            let nodes = 2 + usize::from(seed % 3);
+            let mut rng = SimRng::new(u64::from(seed));
+            let faults = random_schedule(&mut rng, nodes, Duration::from_millis(1000), 10);
+            let header = [seed % 3, seed, 1, 20, 32, 1, 1, 1];
+            out.push((format!("random_{seed}"), encode_schedule(header, &faults)));
+        }
+        out
+    }
+
+    #[test]
+    fn seeds_are_committed_as_generated() {
+        let update = std::env::var_os("UPDATE_FUZZ_CORPUS").is_some();
+        let mut stale = Vec::new();
+        for (name, bytes) in seeds() {
+            let path = corpus().join(format!("seed-{name}"));
+            if update {
+                std::fs::create_dir_all(corpus()).expect("mkdir");
+                std::fs::write(&path, &bytes).expect("write seed");
+            } else if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+                stale.push(path.display().to_string());
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "run UPDATE_FUZZ_CORPUS=1 cargo test -p fabric-gossip-sim fuzzing and commit: {stale:#?}"
+        );
+    }
+
+    #[test]
+    fn every_corpus_file_passes() {
+        let mut files: Vec<_> = std::fs::read_dir(corpus())
+            .expect("fuzz/corpus/sim_schedule exists")
+            .map(|e| e.expect("readable").path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 8, "only {} corpus files", files.len());
+        let mut failing = Vec::new();
+        for path in files {
+            let data = std::fs::read(&path).expect("readable corpus file");
+            if std::panic::catch_unwind(|| sim_schedule(&data)).is_err() {
+                failing.push(path.display().to_string());
+            }
+        }
+        assert!(failing.is_empty(), "failing corpus inputs: {failing:#?}");
+    }
+
+    #[test]
+    fn encoding_reads_back() {
+        let faults =
+            parse_schedule("partition@300ms:0/1+2,reader@400ms:1=7ms,crash@1s:2").expect("valid");
+        let case = Case::read(&encode_schedule([1, 0, 1, 0, 0, 0, 0, 0], &faults));
+        assert_eq!(case.nodes, 3);
+        assert_eq!(case.faults[..3], faults[..]);
+    }
+}
