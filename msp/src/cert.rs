@@ -176,6 +176,35 @@ pub(crate) fn pem_blocks(text: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> 
     Ok(out)
 }
 
+/// Decodes text that must be exactly one PEM block: nothing before `-----BEGIN`, and after
+/// the closing `-----` only spaces, tabs or a carriage return, then at most one newline.
+/// This is the form Go's `pem.Decode` leaves no rest for, i.e. what Fabric's `IsWellFormed`
+/// accepts, minus leading text; it keeps one certificate from having many serialized forms.
+pub(crate) fn pem_exactly_one(text: &[u8]) -> Result<(String, Vec<u8>), String> {
+    if !text.starts_with(b"-----BEGIN ") {
+        return Err("does not start with a PEM BEGIN line".into());
+    }
+    let mut blocks = pem_blocks(text)?;
+    if blocks.len() != 1 {
+        return Err(format!("holds {} PEM blocks, not one", blocks.len()));
+    }
+    // The one block ends at the first "-----" after "-----END ".
+    let tail = find(text, b"-----END ")
+        .and_then(|at| {
+            let after = &text[at + 9..];
+            find(after, b"-----").map(|c| &after[c + 5..])
+        })
+        .unwrap_or_default();
+    let (line, rest) = match tail.iter().position(|b| *b == b'\n') {
+        Some(nl) => (&tail[..nl], &tail[nl + 1..]),
+        None => (tail, &[][..]),
+    };
+    if !rest.is_empty() || line.iter().any(|b| !matches!(b, b' ' | b'\t' | b'\r')) {
+        return Err("trailing bytes after the PEM block".into());
+    }
+    Ok(blocks.remove(0))
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }

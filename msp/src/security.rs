@@ -1,6 +1,6 @@
 //! [`MspSecurity`]: the core's `Security` for real Fabric identities.
 
-use crate::cert::{CertError, CertInfo, pem_blocks};
+use crate::cert::{CertError, CertInfo, pem_exactly_one};
 use crate::error::{LoadError, io};
 use crate::identity::{self, certificate_pem};
 use crate::keys::{PrivateKey, PublicKey};
@@ -403,17 +403,10 @@ fn leaf_certificate(pem: &[u8], source: &str) -> Result<CertInfo, LoadError> {
         })
 }
 
-/// `id_bytes` must be exactly one PEM `CERTIFICATE` block, as Fabric's `IsWellFormed`
-/// requires, so that one certificate has one serialized form and one PKI-ID.
+/// `id_bytes` must be exactly one PEM `CERTIFICATE` block and nothing else, as Fabric's
+/// `IsWellFormed` requires, so that one certificate has one serialized form and one PKI-ID.
 fn single_certificate(id_bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let mut blocks = pem_blocks(id_bytes)?;
-    if blocks.len() != 1 {
-        return Err(format!(
-            "id_bytes must hold one PEM certificate, found {} PEM blocks",
-            blocks.len()
-        ));
-    }
-    let (label, der) = blocks.remove(0);
+    let (label, der) = pem_exactly_one(id_bytes).map_err(|e| format!("id_bytes {e}"))?;
     if label != "CERTIFICATE" {
         return Err(format!("id_bytes holds a {label}, not a CERTIFICATE"));
     }

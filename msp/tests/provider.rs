@@ -309,6 +309,8 @@ fn malformed_identities_are_malformed() {
     let b = pki.security(1, 0);
     let pem = pki.orgs[0].peers[0].identity.cert_pem();
     let two = format!("{pem}{pem}");
+    let trailing = format!("{pem}\n");
+    let leading = format!("junk\n{pem}");
     let key_block = pki.orgs[0].peers[0].identity.key_pem.clone();
     let cases: Vec<(&str, Bytes)> = vec![
         ("not protobuf", Bytes::from_static(b"\xff\xff\xff")),
@@ -319,6 +321,14 @@ fn malformed_identities_are_malformed() {
         (
             "not PEM",
             fabric_gossip_msp::serialize_identity_pem(ORG1, b"hello"),
+        ),
+        (
+            "a second newline after the block",
+            fabric_gossip_msp::serialize_identity_pem(ORG1, trailing.as_bytes()),
+        ),
+        (
+            "text before the block",
+            fabric_gossip_msp::serialize_identity_pem(ORG1, leading.as_bytes()),
         ),
         (
             "two certificates",
@@ -596,4 +606,50 @@ fn generated_certificates_have_fabric_shape() {
         tls_trust,
     );
     assert!(tls_sec.is_ok());
+}
+
+#[test]
+fn mutated_identities_and_signatures_never_panic() {
+    // Every single-byte corruption of a real identity and signature goes through every
+    // provider method; each must return (usually an error), never panic.
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let b = pki.security(1, 0).with_cache_capacity(16);
+    let id = a.own_identity().to_vec();
+    let sig = a.sign(MSG).unwrap().to_vec();
+    let mut accepted = 0;
+    for i in (0..id.len()).step_by(3) {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut m = id.clone();
+            m[i] ^= flip;
+            let _ = b.pki_id_of(&m);
+            let _ = b.organization_of(&m);
+            let _ = b.expiration(&m);
+            if b.validate_identity(&m, now()).is_ok() && b.verify(&m, &sig, MSG).is_ok() {
+                accepted += 1;
+            }
+        }
+        let _ = b.validate_identity(&id[..i], now());
+    }
+    for i in 0..sig.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut m = sig.clone();
+            m[i] ^= flip;
+            assert!(
+                b.verify(&id, &m, MSG).is_err(),
+                "corrupted signature byte {i} accepted"
+            );
+        }
+        assert!(b.verify(&id, &sig[..i], MSG).is_err());
+    }
+    // A corrupted identity that still validates and verifies can only differ in bytes
+    // neither the certificate nor its signature covers (e.g. PEM line breaks). None here.
+    assert_eq!(accepted, 0);
+}
+
+#[test]
+fn provider_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<MspSecurity>();
+    check::<TrustStore>();
 }
