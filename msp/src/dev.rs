@@ -45,6 +45,10 @@ use rcgen::{
 };
 use std::path::{Path, PathBuf};
 
+/// The operating system's random source: what to pass as `rng` for real (non-reproducible)
+/// keys. Tests and simulations pass a seeded RNG instead to get the same PKI every run.
+pub use rand_core::OsRng;
+
 /// The curve of generated keys. Fabric's cryptogen uses P-256; Fabric CA can issue P-384.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Curve {
@@ -702,6 +706,12 @@ fn org_dir(out: &Path, spec: &OrgSpec) -> PathBuf {
 /// Refuses to touch an organization folder that already exists.
 pub fn write_orgs(out: impl AsRef<Path>, orgs: &[DevOrg]) -> Result<Layout, DevError> {
     let out = out.as_ref();
+    for org in orgs {
+        let dir = org_dir(out, &org.spec);
+        if dir.exists() {
+            return Err(DevError::Exists(dir));
+        }
+    }
     let mut layout = Layout {
         root: out.to_owned(),
         orgs: Vec::new(),
@@ -709,9 +719,6 @@ pub fn write_orgs(out: impl AsRef<Path>, orgs: &[DevOrg]) -> Result<Layout, DevE
     for org in orgs {
         let d = &org.spec.domain;
         let dir = org_dir(out, &org.spec);
-        if dir.exists() {
-            return Err(DevError::Exists(dir));
-        }
         let ca_name = format!("ca.{d}-cert.pem");
         let tlsca_name = format!("tlsca.{d}-cert.pem");
         let ca_pem = org.ca.cert_pem();
