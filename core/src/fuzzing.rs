@@ -317,6 +317,7 @@ struct StreamState {
     peer: usize,
     closed: bool,
     writes: usize,
+    paused: bool,
 }
 
 /// A driver that checks the core after every input: it carries out nothing on a network,
@@ -559,6 +560,10 @@ impl Driver {
                 }
                 Event::HandshakeFailed { stream, .. } => {
                     assert!(self.streams.get(stream).is_some_and(|s| s.closed));
+                    assert!(
+                        !self.conn_pki.contains_key(stream),
+                        "failed after Connected"
+                    );
                 }
                 Event::ProbeDone { op, .. } | Event::HandshakeDone { op, .. } => {
                     assert!(self.ops.remove(op).is_some(), "one result per operation");
@@ -643,6 +648,10 @@ impl Driver {
             }
             Action::PauseRead { stream } | Action::ResumeRead { stream } => {
                 live_stream(self, &stream);
+                let pause = matches!(a, Action::PauseRead { .. });
+                let st = self.streams.get_mut(&stream).expect("checked");
+                assert_ne!(st.paused, pause, "PauseRead and ResumeRead alternate");
+                st.paused = pause;
             }
             Action::CloseStream { stream, .. } => {
                 live_stream(self, &stream);
