@@ -222,30 +222,44 @@ impl Inner {
         r
     }
 
-    /// Waits until something may have freed room in a send buffer, then runs `attempt`
-    /// again, for as long as it answers `WouldBlock`. No wake-up is lost: the waiter is
-    /// registered before each attempt.
+    /// Runs `attempt`; while it answers `WouldBlock`, waits until something may have freed
+    /// room in a send buffer and runs it again. The first try registers no waiter (the
+    /// common case costs one lock); a retry registers before trying, so no wake-up is lost.
     pub(crate) async fn retry_blocked<R>(
         self: &Arc<Self>,
         mut attempt: impl FnMut(&mut Core, Instant) -> Result<R, fabric_gossip_core::Error>,
     ) -> Result<R, fabric_gossip_core::Error> {
+        match self.with_core(&mut attempt) {
+            Err(fabric_gossip_core::Error::WouldBlock) => {}
+            other => return other,
+        }
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            self.room_waiters.fetch_add(1, Ordering::AcqRel);
-            let r = self.with_core(&mut attempt);
-            match r {
-                Err(fabric_gossip_core::Error::WouldBlock) => {
-                    notified.await;
-                    self.room_waiters.fetch_sub(1, Ordering::AcqRel);
-                }
-                other => {
-                    self.room_waiters.fetch_sub(1, Ordering::AcqRel);
-                    return other;
-                }
+            let _registered = RoomWaiter::new(&self.room_waiters);
+            match self.with_core(&mut attempt) {
+                Err(fabric_gossip_core::Error::WouldBlock) => notified.await,
+                other => return other,
             }
         }
+    }
+}
+
+/// Counts a sender waiting for room for as long as it lives (also when its future is
+/// dropped mid-wait), so progress wakes it.
+struct RoomWaiter<'a>(&'a AtomicU64);
+
+impl<'a> RoomWaiter<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        RoomWaiter(count)
+    }
+}
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
