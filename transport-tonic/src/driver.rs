@@ -163,7 +163,7 @@ pub(crate) struct Inner {
     /// Woken when the core's next deadline moved earlier.
     timer: Notify,
     pub(crate) clock: Clock,
-    rt: tokio::runtime::Handle,
+    pub(crate) rt: tokio::runtime::Handle,
     pub(crate) settings: Settings,
     pub(crate) presumed_dead: Arc<tokio::sync::Mutex<mpsc::Receiver<PkiId>>>,
     pub(crate) identity_switch: Arc<tokio::sync::Mutex<mpsc::Receiver<PkiId>>>,
@@ -172,7 +172,12 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn new(comm: Core, settings: Settings, clock: Clock) -> Arc<Self> {
+    pub(crate) fn new(
+        comm: Core,
+        settings: Settings,
+        clock: Clock,
+        rt: tokio::runtime::Handle,
+    ) -> Arc<Self> {
         let cap = comm.config().presumed_dead_buffer.max(1);
         let (dead_tx, dead_rx) = mpsc::channel(cap);
         let (switch_tx, switch_rx) = mpsc::channel(cap);
@@ -191,7 +196,7 @@ impl Inner {
             room: Notify::new(),
             timer: Notify::new(),
             clock,
-            rt: tokio::runtime::Handle::current(),
+            rt,
             settings,
             presumed_dead: Arc::new(tokio::sync::Mutex::new(dead_rx)),
             identity_switch: Arc::new(tokio::sync::Mutex::new(switch_rx)),

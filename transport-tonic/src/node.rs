@@ -154,6 +154,9 @@ impl NodeBuilder {
             stop_timeout,
             event_tap,
         } = self;
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            StartError::Server("a node must be started inside a tokio runtime".into())
+        })?;
         let tls = match &tls {
             Some(t) => Some(t.prepare().map_err(StartError::Tls)?),
             None => None,
@@ -181,7 +184,7 @@ impl NodeBuilder {
         };
         let comm = Core::new(config, security, clock.now()).map_err(StartError::Identity)?;
         let pki_id = comm.pki_id().clone();
-        let inner = Inner::new(comm, settings, clock);
+        let inner = Inner::new(comm, settings, clock, rt.clone());
 
         let mut server = Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
@@ -194,14 +197,14 @@ impl NodeBuilder {
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let router = server.add_service(GossipService::new(inner.clone()));
-        let server_task = tokio::spawn(async move {
+        let server_task = rt.spawn(async move {
             let _ = router
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = shutdown_rx.await;
                 })
                 .await;
         });
-        let timer = tokio::spawn(timer_task(inner.clone())).abort_handle();
+        let timer = rt.spawn(timer_task(inner.clone())).abort_handle();
         Ok(Node {
             h: Arc::new(Handle {
                 inner,
@@ -268,15 +271,11 @@ impl Drop for Handle {
         {
             let limit = self.stop_timeout;
             let abort = task.abort_handle();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if tokio::time::timeout(limit, task).await.is_err() {
-                        abort.abort();
-                    }
-                });
-            } else {
-                abort.abort();
-            }
+            self.inner.rt.spawn(async move {
+                if tokio::time::timeout(limit, task).await.is_err() {
+                    abort.abort();
+                }
+            });
         }
     }
 }

@@ -218,3 +218,65 @@ async fn event_tap_sees_connections_come_and_go() {
     within("stop", a.stop()).await;
     within("stop", b.stop()).await;
 }
+
+/// Receiving is cancellation-safe: a `recv()` abandoned over and over (here by a tiny
+/// time-out) loses no message and breaks no order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_receives_lose_nothing() {
+    const N: u64 = 500;
+    let a = node(config(), None).await;
+    let b = node(config(), None).await;
+    let mut inbox = b.accept(|_| true).unwrap();
+    let sender = {
+        let (a, peer) = (a.clone(), b.as_peer());
+        tokio::spawn(async move {
+            for seq in 0..N {
+                a.send_wait(&data(seq, 100), &peer).await.unwrap();
+            }
+        })
+    };
+    let mut next = 0;
+    let mut cancelled = 0u64;
+    within("all delivered", async {
+        while next < N {
+            match tokio::time::timeout(Duration::from_micros(1), inbox.recv()).await {
+                Ok(Some(m)) => {
+                    assert_eq!(seq_of(m.message()), Some(next));
+                    next += 1;
+                }
+                Ok(None) => panic!("subscription ended"),
+                Err(_) => cancelled += 1,
+            }
+        }
+    })
+    .await;
+    within("sender", sender).await.unwrap();
+    println!("{cancelled} receives cancelled");
+    within("stop", a.stop()).await;
+    within("stop", b.stop()).await;
+}
+
+/// Dropping the last handle stops the node: its port stops answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_stops_the_node() {
+    let a = node(config(), None).await;
+    let b = node(config(), None).await;
+    let a_peer = a.as_peer();
+    within("probe", b.probe(&a_peer)).await.unwrap();
+    let a2 = a.clone();
+    drop(a);
+    // A clone keeps it alive.
+    within("probe", b.probe(&a_peer)).await.unwrap();
+    drop(a2);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    within("port closes", async {
+        loop {
+            tick.tick().await;
+            if b.probe(&a_peer).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    within("stop", b.stop()).await;
+}
