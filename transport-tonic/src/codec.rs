@@ -15,8 +15,12 @@ const YIELD_THRESHOLD: usize = 64 * 1024;
 /// Envelopes for writing. A prost codec would decode into a struct only for the core to
 /// decode again, and re-encode on the way out; this codec does neither. Decoding splits the
 /// frame off the receive buffer without copying.
+///
+/// Public for tools and tests that speak `GossipStream` byte for byte (a client sending
+/// malformed Envelopes, an interop probe): use it with `tonic::client::Grpc::streaming` on
+/// [`fabric_gossip_core::proto::GOSSIP_STREAM_PATH`].
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct RawCodec;
+pub struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;
@@ -33,8 +37,9 @@ impl Codec for RawCodec {
     }
 }
 
+/// [`RawCodec`]'s encoder: copies the bytes into the gRPC frame.
 #[derive(Debug)]
-pub(crate) struct RawEncoder;
+pub struct RawEncoder;
 
 impl Encoder for RawEncoder {
     type Item = Bytes;
@@ -50,8 +55,9 @@ impl Encoder for RawEncoder {
     }
 }
 
+/// [`RawCodec`]'s decoder: splits the frame off the receive buffer.
 #[derive(Debug)]
-pub(crate) struct RawDecoder;
+pub struct RawDecoder;
 
 impl Decoder for RawDecoder {
     type Item = Bytes;

@@ -128,6 +128,8 @@ pub(crate) struct Settings {
     pub(crate) tls: Option<Arc<ClientTls>>,
     /// Where copies of the core's events go, if anyone asked (see `NodeBuilder::events`).
     pub(crate) event_tap: Option<mpsc::Sender<Event>>,
+    /// Leave `Ping` calls unanswered (see `NodeBuilder::hang_ping`).
+    pub(crate) hang_ping: bool,
 }
 
 /// Core time from a monotonic clock: the wall-clock time at start plus the monotonic time

@@ -41,10 +41,11 @@
 //! then pushes back to the sender), and [`Incoming`] takes deliveries out of the core only
 //! as its consumer asks for them.
 //!
-//! With TLS on, the server requires a client certificate (a client without one is refused
-//! during the TLS handshake, before any gossip), and each side gives the core the SHA-256 of
-//! the leaf certificate the remote presented on that very connection: the server from the
-//! TLS session, the dialling side from its own connector, which tonic does not offer.
+//! With TLS on, each side gives the core the SHA-256 of the leaf certificate the remote
+//! presented on that very connection: the server from the TLS session, the dialling side
+//! from its own connector, which tonic does not offer. A client without a certificate is
+//! refused by the core ("No TLS certificate"), as a Fabric peer does, or already in the
+//! TLS handshake with [`TlsConfig::require_client_certificate`].
 //!
 //! # Bounds
 //!
@@ -61,6 +62,7 @@ mod node;
 mod service;
 mod tls;
 
+pub use codec::{RawCodec, RawDecoder, RawEncoder};
 pub use driver::DriverStats;
 pub use node::{
     DELIVERY_BATCH, Incoming, Node, NodeBuilder, NotificationStream, OpError, Received, StartError,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage};
 use fabric_gossip_core::{
     Config, ConnectionInfo, Error, Event, HandshakeError, OpId, PkiId, ProbeError, ReceivedMessage,
-    RemotePeer, Security, SendResult, SignedMessage, Stats, StreamId, SubscriptionId,
+    RemotePeer, Security, SendResult, SignedMessage, Stats, StreamId, SubscriptionId, TlsHashes,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -94,9 +94,27 @@ pub struct NodeBuilder {
     tls: Option<TlsConfig>,
     stop_timeout: Duration,
     event_tap: Option<tokio::sync::mpsc::Sender<Event>>,
+    hang_ping: bool,
+    claimed_hashes: Option<TlsHashes>,
 }
 
 impl NodeBuilder {
+    /// For tests of other nodes: the server takes `Ping` calls but never answers them, as
+    /// a hung peer would, so that callers' `conn_timeout` handling can be exercised.
+    pub fn hang_ping(mut self, hang: bool) -> Self {
+        self.hang_ping = hang;
+        self
+    }
+
+    /// For tests of other nodes: bind these hashes into handshakes instead of those of the
+    /// certificates actually presented (needs [`NodeBuilder::tls`]), so that peers'
+    /// `tls_cert_hash` check can be exercised. A node so configured is refused by every
+    /// honest peer.
+    pub fn claim_tls_hashes(mut self, hashes: TlsHashes) -> Self {
+        self.claimed_hashes = Some(hashes);
+        self
+    }
+
     /// Sends a copy of every core event except `DeliveryReady` (connections opened and
     /// closed, handshake failures, PresumedDead, operation results...) into `tap`, for
     /// logging and tests. Never blocks the node: when `tap` is full the copy is dropped and
@@ -153,6 +171,8 @@ impl NodeBuilder {
             tls,
             stop_timeout,
             event_tap,
+            hang_ping,
+            claimed_hashes,
         } = self;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
             StartError::Server("a node must be started inside a tokio runtime".into())
@@ -161,7 +181,9 @@ impl NodeBuilder {
             Some(t) => Some(t.prepare().map_err(StartError::Tls)?),
             None => None,
         };
-        config.tls = tls.as_ref().map(|t| t.hashes.clone());
+        config.tls = tls
+            .as_ref()
+            .map(|t| claimed_hashes.unwrap_or_else(|| t.hashes.clone()));
         let listener = match listener {
             Some(l) => {
                 l.set_nonblocking(true).map_err(StartError::Bind)?;
@@ -181,6 +203,7 @@ impl NodeBuilder {
             write_window: config.write_window.max(1),
             tls: tls.as_ref().map(|t| t.client.clone()),
             event_tap,
+            hang_ping,
         };
         let comm = Core::new(config, security, clock.now()).map_err(StartError::Identity)?;
         let pki_id = comm.pki_id().clone();
@@ -290,6 +313,8 @@ impl Node {
             tls: None,
             stop_timeout: Duration::from_secs(5),
             event_tap: None,
+            hang_ping: false,
+            claimed_hashes: None,
         }
     }
 

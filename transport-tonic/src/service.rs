@@ -95,6 +95,11 @@ where
                     Ok(grpc.streaming(svc, req).await)
                 })
             }
+            PING_PATH if self.inner.settings.hang_ping => Box::pin(async move {
+                // Never answers; the caller's time-out cancels the call, dropping this.
+                std::future::pending::<()>().await;
+                Ok(Status::unavailable("unreachable").into_http())
+            }),
             PING_PATH => Box::pin(async move {
                 let mut grpc = Grpc::new(tonic_prost::ProstCodec::<Empty, Empty>::default())
                     .apply_max_message_size_config(Some(max), Some(max));

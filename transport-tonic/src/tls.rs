@@ -32,6 +32,7 @@ pub struct TlsConfig {
     client: Option<(Vec<u8>, Vec<u8>)>,
     ca_pem: Vec<u8>,
     server_name_override: Option<String>,
+    require_client_certificate: bool,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -40,6 +41,10 @@ impl fmt::Debug for TlsConfig {
         f.debug_struct("TlsConfig")
             .field("client_certificate", &self.client.is_some())
             .field("server_name_override", &self.server_name_override)
+            .field(
+                "require_client_certificate",
+                &self.require_client_certificate,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -60,6 +65,7 @@ impl TlsConfig {
             server_key_pem: key,
             ca_pem: ca_pem.into(),
             server_name_override: None,
+            require_client_certificate: false,
         }
     }
 
@@ -75,9 +81,24 @@ impl TlsConfig {
     }
 
     /// Dial without any client certificate. Only useful to check that servers refuse such
-    /// clients: every mutual-TLS server, this crate's included, turns them away.
+    /// clients: every gossip server with TLS on, this crate's included, turns them away.
     pub fn without_client_identity(mut self) -> Self {
         self.client = None;
+        self
+    }
+
+    /// Refuse clients without a certificate already in the TLS handshake, instead of in the
+    /// gossip handshake.
+    ///
+    /// By default, as a Fabric peer with `clientAuthRequired: false`, the TLS layer asks
+    /// for a client certificate but lets a client without one finish the TLS handshake
+    /// (a certificate that *is* presented must chain to a trusted CA). `Ping` then works,
+    /// and a `GossipStream` is refused by the core with Fabric's "No TLS certificate",
+    /// which both sides can see and count. Requiring the certificate in TLS turns such
+    /// clients away earlier, before any gRPC, at the price of a less precise error (the
+    /// client sees its first call fail).
+    pub fn require_client_certificate(mut self, required: bool) -> Self {
+        self.require_client_certificate = required;
         self
     }
 
@@ -92,8 +113,7 @@ impl TlsConfig {
         // Ring is the only provider this crate enables; installing it keeps rustls from
         // refusing to pick one if another crate in the build enables a second provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let server_chain = certs(&self.server_cert_pem, "server certificate")?;
-        let server_hash = cert_hash(server_chain[0].as_ref());
+        let server_hash = leaf_hash(&self.server_cert_pem, "server certificate")?;
         let mut roots = RootCertStore::empty();
         for ca in certs(&self.ca_pem, "CA certificate")? {
             roots
@@ -108,7 +128,7 @@ impl TlsConfig {
         let (mut client, client_hash) = match &self.client {
             Some((cert, key)) => {
                 let chain = certs(cert, "client certificate")?;
-                let hash = cert_hash(chain[0].as_ref());
+                let hash = leaf_hash(cert, "client certificate")?;
                 let key =
                     PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("client key: {e}"))?;
                 let config = builder
@@ -126,7 +146,7 @@ impl TlsConfig {
                 &self.server_key_pem,
             ))
             .client_ca_root(tonic::transport::Certificate::from_pem(&self.ca_pem))
-            .client_auth_optional(false);
+            .client_auth_optional(!self.require_client_certificate);
         let server_name_override = match &self.server_name_override {
             Some(n) => Some(
                 ServerName::try_from(n.clone())
@@ -156,6 +176,14 @@ fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String>
         return Err(format!("{what}: no certificate in PEM"));
     }
     Ok(chain)
+}
+
+/// SHA-256 of the first (leaf) certificate in `pem`.
+fn leaf_hash(pem: &[u8], what: &str) -> Result<CertHash, String> {
+    certs(pem, what)?
+        .first()
+        .map(|c| cert_hash(c.as_ref()))
+        .ok_or_else(|| format!("{what}: no certificate in PEM"))
 }
 
 /// TLS settings ready for use, derived once at start.

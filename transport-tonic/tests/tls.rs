@@ -12,23 +12,50 @@ use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-/// A dialling node that refuses to present a certificate is turned away by the server's TLS
-/// handshake (client authentication is required), so the gossip handshake never starts:
-/// the server's core never sees the stream, and the client sees its Ping (or dial) fail.
-/// Fabric's "No TLS certificate" check in the handshake is the core's second line; it is
-/// covered by the core's own tests, since a TLS server that requires client certificates
-/// cannot hand it such a stream.
+/// A dialling node that presents no certificate: by default, as with a Fabric peer, the
+/// TLS layer lets it in (Ping works) and the core refuses its stream with Fabric's
+/// "No TLS certificate", which the server counts and the client sees as the stream's error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_without_certificate_is_refused() {
+async fn client_without_certificate_is_refused_by_the_handshake() {
     let pki = Pki::new("ca");
     let b = node(config(), Some(pki.tls("b"))).await;
     let c = node(config(), Some(pki.tls("c").without_client_identity())).await;
 
-    let err = within("probe", c.probe(&b.as_peer())).await.unwrap_err();
-    assert!(matches!(err, OpError::Failed(_)), "{err:?}");
+    within("probe", c.probe(&b.as_peer())).await.unwrap();
     let err = within("handshake", c.handshake(&b.as_peer()))
         .await
         .unwrap_err();
+    match err {
+        OpError::Failed(e) => assert!(e.to_string().contains("No TLS certificate"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.stats().handshake_failures_for("no_tls_certificate"), 1);
+    let mut dead = c.presumed_dead();
+    c.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    assert_eq!(
+        within("presumed dead", dead.next()).await.as_ref(),
+        Some(b.pki_id())
+    );
+    assert_eq!(b.stats().handshake_failures_for("no_tls_certificate"), 2);
+    assert_eq!(b.stats().handshakes_ok, 0);
+    assert!(b.connections().is_empty());
+    within("stop", b.stop()).await;
+    within("stop", c.stop()).await;
+}
+
+/// With `require_client_certificate`, the same client is turned away in the TLS handshake:
+/// even Ping fails, and the server's core never sees a stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_without_certificate_is_refused_by_tls_when_required() {
+    let pki = Pki::new("ca");
+    let b = node(
+        config(),
+        Some(pki.tls("b").require_client_certificate(true)),
+    )
+    .await;
+    let c = node(config(), Some(pki.tls("c").without_client_identity())).await;
+
+    let err = within("probe", c.probe(&b.as_peer())).await.unwrap_err();
     assert!(matches!(err, OpError::Failed(_)), "{err:?}");
     let mut dead = c.presumed_dead();
     c.send(&data(1, 10), &[b.as_peer()]).unwrap();
@@ -36,8 +63,12 @@ async fn client_without_certificate_is_refused() {
         within("presumed dead", dead.next()).await.as_ref(),
         Some(b.pki_id())
     );
+    assert_eq!(b.stats().handshake_failures_total(), 0);
     assert_eq!(b.stats().handshakes_ok, 0);
-    assert!(b.connections().is_empty());
+    // A client with a certificate is still welcome.
+    let a = node(config(), Some(pki.tls("a"))).await;
+    within("probe", a.probe(&b.as_peer())).await.unwrap();
+    within("stop", a.stop()).await;
     within("stop", b.stop()).await;
     within("stop", c.stop()).await;
 }
