@@ -126,7 +126,8 @@ fn refused<H: Harness>(
     let a = h.add_node(a_opts)?;
     let b = h.add_node(b_opts)?;
     let pb = h.peer(b);
-    h.send(a, &data(1, "hello"), &[pb.clone()]).map_err(err)?;
+    h.send(a, &data(1, "hello"), core::slice::from_ref(&pb))
+        .map_err(err)?;
     wait(h, SOON, &format!("B refuses A: {what}"), |h| {
         saw_handshake_failure(h, b, &expected)
     })?;
@@ -308,7 +309,8 @@ pub fn identity_switch_same_org<H: Harness>(h: &mut H) -> Outcome {
         "restart did not change the identity"
     );
     // A still addresses B by the PKI-ID it knew.
-    h.send(a, &data(2, "again"), &[old.clone()]).map_err(err)?;
+    h.send(a, &data(2, "again"), core::slice::from_ref(&old))
+        .map_err(err)?;
     wait(h, SOON, "A sees the identity switch", |h| {
         h.events(a)
             .iter()
@@ -334,7 +336,8 @@ pub fn identity_switch_other_org_refused<H: Harness>(h: &mut H) -> Outcome {
         h.connections(a).is_empty()
     })?;
     let new = h.peer(b);
-    h.send(a, &data(2, "again"), &[old.clone()]).map_err(err)?;
+    h.send(a, &data(2, "again"), core::slice::from_ref(&old))
+        .map_err(err)?;
     wait(h, SOON, "A refuses the peer of another organization", |h| {
         saw_handshake_failure(h, a, |e| {
             *e == HandshakeError::UnexpectedPeer {
@@ -435,8 +438,10 @@ pub fn send_and_receive_both_ways<H: Harness>(h: &mut H) -> Outcome {
     let b = h.add_node(NodeOptions::new())?;
     let (pa, pb) = (h.peer(a), h.peer(b));
     for i in 0..10u64 {
-        h.send(a, &data(i, "a->b"), &[pb.clone()]).map_err(err)?;
-        h.send(b, &data(i, "b->a"), &[pa.clone()]).map_err(err)?;
+        h.send(a, &data(i, "a->b"), core::slice::from_ref(&pb))
+            .map_err(err)?;
+        h.send(b, &data(i, "b->a"), core::slice::from_ref(&pa))
+            .map_err(err)?;
     }
     wait(h, SOON, "10 messages each way", |h| {
         h.delivery_count(a) == 10 && h.delivery_count(b) == 10
@@ -519,7 +524,8 @@ pub fn accept_with_several_predicates<H: Harness>(h: &mut H) -> Outcome {
     let pb = h.peer(b);
     // In batches: `send` drops past the send buffer (20), as Fabric's does.
     for i in 0..30u64 {
-        h.send(a, &data(i, "x"), &[pb.clone()]).map_err(err)?;
+        h.send(a, &data(i, "x"), core::slice::from_ref(&pb))
+            .map_err(err)?;
         if i % 10 == 9 {
             wait(h, SOON, "the batch arrives", |h| {
                 h.delivery_count(b) as u64 == i + 1
@@ -546,8 +552,12 @@ pub fn reconnect_after_restart<H: Harness>(h: &mut H) -> Outcome {
     let pb = h.peer(b);
     let mut ok = false;
     for i in 0..10 {
-        h.send(a, &data(100 + i, "after restart"), &[pb.clone()])
-            .map_err(err)?;
+        h.send(
+            a,
+            &data(100 + i, "after restart"),
+            core::slice::from_ref(&pb),
+        )
+        .map_err(err)?;
         if h.run_until(Duration::from_secs(2), &mut |h: &H| {
             h.deliveries(b)
                 .iter()
@@ -638,7 +648,7 @@ pub fn presumed_dead_after_remote_stops<H: Harness>(h: &mut H) -> Outcome {
     wait(h, SOON, "A sees the connection close", |h| {
         h.connections(a).is_empty()
     })?;
-    h.send(a, &data(2, "into the void"), &[pb.clone()])
+    h.send(a, &data(2, "into the void"), core::slice::from_ref(&pb))
         .map_err(err)?;
     wait(h, SOON, "A presumes B dead", |h| {
         saw_presumed_dead(h, a, &pb.pki_id)
@@ -654,7 +664,8 @@ pub fn read_from_stream_in_order<H: Harness>(h: &mut H) -> Outcome {
     let pb = h.peer(b);
     // Wait for room rather than drop: `send` may drop past the send buffer, by design.
     for i in 0..100u64 {
-        h.send(a, &data(i, "burst"), &[pb.clone()]).map_err(err)?;
+        h.send(a, &data(i, "burst"), core::slice::from_ref(&pb))
+            .map_err(err)?;
         if i % 10 == 9 {
             wait(h, SOON, "the burst drains", |h| {
                 h.delivery_count(b) as u64 == i + 1
@@ -710,14 +721,15 @@ pub fn concurrent_close_and_send<H: Harness>(h: &mut H) -> Outcome {
     let (a, b) = pair_exchange(h, NodeOptions::new(), NodeOptions::new())?;
     let pb = h.peer(b);
     for i in 0..50u64 {
-        h.send(a, &data(10 + i, "racing"), &[pb.clone()])
+        h.send(a, &data(10 + i, "racing"), core::slice::from_ref(&pb))
             .map_err(err)?;
         h.close_conn(a, &pb.pki_id);
         if i % 7 == 0 {
             h.run_until(Duration::from_millis(1), &mut |_: &H| false);
         }
     }
-    h.send(a, &data(1000, "last"), &[pb.clone()]).map_err(err)?;
+    h.send(a, &data(1000, "last"), core::slice::from_ref(&pb))
+        .map_err(err)?;
     wait(h, SOON, "the last message arrives", |h| {
         h.deliveries(b).iter().any(|d| seq_of(&d.msg) == Some(1000))
     })?;
@@ -747,12 +759,24 @@ pub fn parallel_send_with_ack_each_way<H: Harness>(h: &mut H) -> Outcome {
     let mut ops = Vec::with_capacity(2 * N);
     for i in 0..N as u64 {
         ops.push(
-            h.send_with_ack(a, data_msg(i, "ping a"), SOON, 1, &[pb.clone()])
-                .map_err(err)?,
+            h.send_with_ack(
+                a,
+                data_msg(i, "ping a"),
+                SOON,
+                1,
+                core::slice::from_ref(&pb),
+            )
+            .map_err(err)?,
         );
         ops.push(
-            h.send_with_ack(b, data_msg(i, "ping b"), SOON, 1, &[pa.clone()])
-                .map_err(err)?,
+            h.send_with_ack(
+                b,
+                data_msg(i, "ping b"),
+                SOON,
+                1,
+                core::slice::from_ref(&pa),
+            )
+            .map_err(err)?,
         );
     }
     // The applications ack every delivery as it comes.

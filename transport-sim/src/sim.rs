@@ -201,12 +201,11 @@ struct End {
     writes: u64,
 }
 
+/// What travels on a pipe. Kept small (the rare `Open` is boxed) because queue entries
+/// are moved on every heap operation.
 #[derive(Debug)]
 enum Item {
-    Open {
-        cert: Option<CertHash>,
-        addr: String,
-    },
+    Open(Box<(Option<CertHash>, String)>),
     Env(Bytes),
     End(StreamEnd),
 }
@@ -289,7 +288,7 @@ enum Ev {
         node: usize,
         inc: u32,
         dial: DialId,
-        result: Result<Option<CertHash>, String>,
+        result: Box<Result<Option<CertHash>, String>>,
     },
     PingDone {
         node: usize,
@@ -299,7 +298,7 @@ enum Ev {
     },
     Arrive {
         link: Key,
-        dir: usize,
+        dir: u8,
         item: Item,
     },
     Reset {
@@ -924,7 +923,7 @@ impl Sim {
         });
         trace!(self, "raw{id} * connect n{n} from {addr}");
         self.counters.streams_opened += 1;
-        self.transmit(link, 0, Item::Open { cert, addr });
+        self.transmit(link, 0, Item::Open(Box::new((cert, addr))));
         id
     }
 
@@ -1068,7 +1067,7 @@ impl Sim {
                 trace!(self, "n{node} < dial {dial} {}", Res(&result));
                 let cause = result.is_err().then_some("dial failed");
                 self.input(node, cause, |c, now| {
-                    let _ = c.handle_dial_result(now, dial, result);
+                    let _ = c.handle_dial_result(now, dial, *result);
                 });
             }
             Ev::PingDone {
@@ -1086,7 +1085,7 @@ impl Sim {
                     let _ = c.handle_ping_result(now, dial, result);
                 });
             }
-            Ev::Arrive { link, dir, item } => self.arrive(link, dir, item),
+            Ev::Arrive { link, dir, item } => self.arrive(link, usize::from(dir), item),
             Ev::Reset {
                 node,
                 inc,
@@ -1099,7 +1098,7 @@ impl Sim {
                     return;
                 }
                 let slot = self.slot(node, stream);
-                if !slot.is_some_and(|s| s.link == link) {
+                if slot.is_none_or(|s| s.link != link) {
                     return;
                 }
                 self.unmap_stream(node, stream);
@@ -1233,6 +1232,7 @@ impl Sim {
     fn drain_work(&mut self) {
         loop {
             if let Some((n, stream)) = self.sent.pop() {
+                trace!(self, "n{n} < sent {stream} (window opened)");
                 self.input(n, None, |c, now| {
                     let _ = c.handle_sent(now, stream, 1);
                 });
@@ -1477,7 +1477,7 @@ impl Sim {
                     node: n,
                     inc,
                     dial,
-                    result,
+                    result: Box::new(result),
                 },
             );
         }
@@ -1566,7 +1566,7 @@ impl Sim {
             _ => node.certs.as_ref().map(|c| c.client_cert_hash),
         };
         let addr = node.endpoint.clone();
-        self.transmit(link, 0, Item::Open { cert, addr });
+        self.transmit(link, 0, Item::Open(Box::new((cert, addr))));
     }
 
     fn write(&mut self, n: usize, stream: StreamId, mut bytes: Bytes) {
@@ -1581,7 +1581,7 @@ impl Sim {
         let Some(l) = self.links.get_mut(s.link) else {
             // The stream was reset under the writer; it learns when the reset arrives.
             self.counters.envelopes_lost += 1;
-            self.sent.push((n, stream));
+            self.confirm_now(n, stream);
             return;
         };
         l.ends[s.side].writes += 1;
@@ -1594,7 +1594,7 @@ impl Sim {
         if silent {
             self.counters.envelopes_swallowed += 1;
             trace!(self, "n{n}   swallowed (silent)");
-            self.sent.push((n, stream));
+            self.confirm_now(n, stream);
             return;
         }
         if bad_signature && first {
@@ -1603,7 +1603,7 @@ impl Sim {
         }
         if !remote_open {
             self.counters.envelopes_lost += 1;
-            self.sent.push((n, stream));
+            self.confirm_now(n, stream);
             return;
         }
         let window = self.cfg.stream_window;
@@ -1613,7 +1613,7 @@ impl Sim {
         let pipe = &mut l.pipes[s.side];
         if pipe.blocked.is_empty() && (pipe.unread == 0 || pipe.unread + bytes.len() <= window) {
             self.transmit(s.link, s.side, Item::Env(bytes));
-            self.sent.push((n, stream));
+            self.confirm_now(n, stream);
         } else {
             pipe.blocked.push_back(bytes);
             let limit = self.nodes[n]
@@ -1626,6 +1626,16 @@ impl Sim {
                     "n{n}: {held} writes blocked on {stream}, more than write_window {limit}"
                 ));
             }
+        }
+    }
+
+    /// Confirms a write of node `n` while its actions are being drained (the core allows
+    /// it: a confirmation only returns credit, and whatever it releases joins the actions
+    /// being drained), which saves a separate input per message.
+    fn confirm_now(&mut self, n: usize, stream: StreamId) {
+        let now = self.now;
+        if let Some(c) = self.nodes[n].comm.as_mut() {
+            let _ = c.handle_sent(now, stream, 1);
         }
     }
 
@@ -1685,6 +1695,7 @@ impl Sim {
         }
         let at = (self.now + self.cfg.latency + jitter).max(pipe.last_arrival);
         pipe.last_arrival = at;
+        let dir = u8::from(dir == 1);
         self.schedule(at, Ev::Arrive { link, dir, item });
     }
 
@@ -1698,14 +1709,15 @@ impl Sim {
         let end = &l.ends[1 - dir];
         let (owner, mut open, paused, stream) = (end.owner, end.open, end.paused, end.stream);
         if let Owner::Core { node, inc } = owner
-            && !matches!(item, Item::Open { .. })
+            && !matches!(item, Item::Open(_))
             && !self.node_live(node, inc)
         {
             // The process this end belonged to is gone; only the link's bookkeeping remains.
             open = false;
         }
         match item {
-            Item::Open { cert, addr } => {
+            Item::Open(hello) => {
+                let (cert, addr) = *hello;
                 let Owner::Core { node, inc } = owner else {
                     return;
                 };
