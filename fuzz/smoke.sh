@@ -46,10 +46,10 @@ for t in "${targets[@]}"; do
         status=CRASH
         failed=1
     fi
-    stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -n 1; }
+    stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -n 1 || true; }
     seeds=$(find "corpus/$t" -type f | wc -l)
     found=$(find "$scratch" -type f | wc -l)
-    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2 || true)
     printf '%-15s %-5s execs=%s exec/s=%s corpus=%s+%s cov=%s peak_rss=%sMB\n' \
         "$t" "$status" "$(stat number_of_executed_units)" "$(stat average_exec_per_sec)" \
         "$seeds" "$found" "${cov:-?}" "$(stat peak_rss_mb)"
