@@ -3,6 +3,8 @@
 //!
 //! Run with `cargo run -p fabric-gossip-core --example two_nodes`.
 
+#![allow(clippy::needless_range_loop)] // nodes are addressed by index on both sides of each wire
+
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
 use fabric_gossip_core::*;
@@ -47,11 +49,19 @@ fn main() {
     println!("A sends two messages to B (no connection yet: A dials)");
     nodes[0]
         .comm
-        .send(now, &SignedMessage::noop(data(1, "hello")), &[b.clone()])
+        .send(
+            now,
+            &SignedMessage::noop(data(1, "hello")),
+            std::slice::from_ref(&b),
+        )
         .unwrap();
     nodes[0]
         .comm
-        .send(now, &SignedMessage::noop(data(2, "world")), &[b.clone()])
+        .send(
+            now,
+            &SignedMessage::noop(data(2, "world")),
+            std::slice::from_ref(&b),
+        )
         .unwrap();
     println!("B asks A for an ack");
     let op = nodes[1]

@@ -6,6 +6,8 @@
 //! order; nothing is delivered after `stop`; no action names a handle already closed (the
 //! harness asserts this on every action).
 
+#![allow(clippy::needless_range_loop)] // node indices name nodes across several tables
+
 mod common;
 use common::*;
 use fabric_gossip_core::*;
@@ -50,7 +52,7 @@ impl Arbitrary for Op {
             11 => Op::Stop(n(g)),
             12 => Op::RefuseDials(n(g), bool::arbitrary(g)),
             13 => Op::HangPings(n(g), bool::arbitrary(g)),
-            14 | 15 | 16 => Op::Settle,
+            14..=16 => Op::Settle,
             17 | 18 => Op::Advance(u16::arbitrary(g) % 5000),
             _ => Op::SlowReader(n(g), bool::arbitrary(g)),
         }

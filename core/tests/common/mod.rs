@@ -346,17 +346,16 @@ impl Net {
         if self.nodes[node].comm.connection_info(stream).is_none() {
             return;
         }
-        if let Ok(m) = SignedMessage::from_envelope_bytes(bytes.clone()) {
-            if let Some(fabric_gossip_core::proto::gossip::gossip_message::Content::DataMsg(d)) =
+        if let Ok(m) = SignedMessage::from_envelope_bytes(bytes.clone())
+            && let Some(fabric_gossip_core::proto::gossip::gossip_message::Content::DataMsg(d)) =
                 &m.message().content
-            {
-                let data = d
-                    .payload
-                    .as_ref()
-                    .map(|p| p.data.to_vec())
-                    .unwrap_or_default();
-                self.arrivals.entry(node).or_default().push(data);
-            }
+        {
+            let data = d
+                .payload
+                .as_ref()
+                .map(|p| p.data.to_vec())
+                .unwrap_or_default();
+            self.arrivals.entry(node).or_default().push(data);
         }
     }
 
