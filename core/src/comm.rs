@@ -1657,8 +1657,12 @@ impl<S: Security> Comm<S> {
         }
     }
 
-    /// Appends queued messages to a connection: non-blocking ones within the buffer's bound
-    /// (the rest are dropped and counted), waiting ones to its wait queue.
+    /// Appends queued messages to a connection, after the ones it already holds: into its
+    /// send buffer while that has room and nothing waits, the rest to its wait queue. None
+    /// is dropped: a send buffer also holds blocking sends (acks, `send_with_ack`,
+    /// `send_wait`) that found room, which must not be lost because two queues merged (a
+    /// crossing dial, a reconnection). The merged queues were each bounded, so the result
+    /// is too; new blocking sends are refused until it drains below the bounds.
     fn absorb(&mut self, stream: StreamId, buf: VecDeque<Bytes>, waiting: VecDeque<Bytes>) {
         if buf.is_empty() && waiting.is_empty() {
             return;
@@ -1671,10 +1675,10 @@ impl<S: Security> Comm<S> {
         }) = self.streams.get_mut(stream.index, stream.generation)
         {
             for b in buf {
-                if c.buf.len() < cap {
+                if c.buf.len() < cap && c.waiting.is_empty() {
                     c.buf.push_back(b);
                 } else {
-                    dropped += 1;
+                    c.waiting.push_back(b);
                 }
             }
             c.waiting.extend(waiting);
