@@ -48,9 +48,11 @@ use std::sync::Arc;
 pub mod scenarios;
 mod security;
 mod sim_harness;
+mod tonic_harness;
 
 pub use security::{AliasPkiSecurity, OrgSecurity};
 pub use sim_harness::SimHarness;
+pub use tonic_harness::TonicHarness;
 
 /// Index of a node in a harness, in the order nodes were added.
 pub type NodeId = usize;

@@ -1,0 +1,584 @@
+//! [`Harness`] on the real network: `fabric-gossip-tonic` nodes talking gRPC over loopback,
+//! in plaintext or with mutual TLS.
+//!
+//! The harness owns a tokio runtime and blocks on it. Background tasks record what the
+//! nodes' applications observe (deliveries from every subscription, a copy of every core
+//! event, operation results, raw streams) and wake [`Harness::run_until`], which waits with
+//! a real deadline.
+
+use crate::{Delivery, Harness, NodeId, NodeOptions, OpOutcome, OpRef, RawRef, SubRef, Tls};
+use bytes::Bytes;
+use core::time::Duration;
+use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
+use fabric_gossip_core::proto::gossip::GossipMessage;
+use fabric_gossip_core::{
+    Acceptor, CertHash, Error, Event, PkiId, RemotePeer, SignedMessage, Stats, StreamEnd, StreamId,
+    TestOnlyHmacSecurity, TlsHashes, cert_hash,
+};
+use fabric_gossip_tonic::{Incoming, Node, OpError, RawCodec, Received, TlsConfig};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Instant;
+use tokio::sync::{Notify, mpsc};
+
+/// Bound on one blocking call into a node (stop, respond, ack, starting).
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+/// Event copies a node may have queued for the recorder before new ones are dropped.
+const EVENT_TAP: usize = 1 << 16;
+/// Envelopes a raw stream may have queued for sending.
+const RAW_QUEUE: usize = 64;
+
+/// What the nodes' applications observed, shared with the recording tasks.
+#[derive(Default)]
+struct Record {
+    /// Per node: deliveries of every process, with the process's incarnation.
+    deliveries: Vec<Vec<(Delivery, u32, Received)>>,
+    /// Per node: core events of every process (DeliveryReady excepted).
+    events: Vec<Vec<Event>>,
+    /// Per node: the event taps of its processes, drained into `events` on every look.
+    /// Drained synchronously, not by a task: a node sends to its tap in the same critical
+    /// section in which its core changes, so whatever a scenario saw of the core (a
+    /// connection gone) is already in the tap, and the events it reads agree with it.
+    taps: Vec<Vec<mpsc::Receiver<Event>>>,
+    /// Per operation: its outcome once known.
+    ops: Vec<Option<OpOutcome>>,
+    /// Per raw stream: envelopes received and how it ended.
+    raws: Vec<(Vec<Bytes>, Option<StreamEnd>)>,
+}
+
+struct Slot {
+    opts: NodeOptions,
+    node: Node,
+    endpoint: String,
+    generation: u32,
+    incarnation: u32,
+    subscriptions: usize,
+    tls: bool,
+}
+
+/// The scenario harness on real gRPC over 127.0.0.1.
+pub struct TonicHarness {
+    rt: tokio::runtime::Runtime,
+    mutual_tls: bool,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    slots: Vec<Slot>,
+    raws: Vec<mpsc::Sender<Bytes>>,
+    record: Arc<Mutex<Record>>,
+    changed: Arc<Notify>,
+    started: Instant,
+}
+
+impl core::fmt::Debug for TonicHarness {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TonicHarness")
+            .field("mutual_tls", &self.mutual_tls)
+            .field("nodes", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TonicHarness {
+    /// Nodes in plaintext unless a scenario asks for TLS.
+    pub fn plaintext() -> Self {
+        Self::new(false)
+    }
+
+    /// Every node with mutual TLS: scenarios that ask for plaintext get TLS too, so the
+    /// whole suite runs over TLS. Raw streams are plaintext only, so scenarios that need
+    /// them are skipped.
+    pub fn mutual_tls() -> Self {
+        Self::new(true)
+    }
+
+    fn new(mutual_tls: bool) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "scenario CA");
+        let key = KeyPair::generate().expect("a CA key");
+        let ca = CertifiedIssuer::self_signed(params, key).expect("a CA certificate");
+        TonicHarness {
+            rt,
+            mutual_tls,
+            ca,
+            slots: Vec::new(),
+            raws: Vec::new(),
+            record: Arc::new(Mutex::new(Record::default())),
+            changed: Arc::new(Notify::new()),
+            started: Instant::now(),
+        }
+    }
+
+    fn record(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A leaf certificate for 127.0.0.1 / localhost: (certificate PEM, key PEM, DER).
+    fn leaf(&self) -> Result<(String, String, Vec<u8>), String> {
+        let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .map_err(|e| e.to_string())?;
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .map_err(|e| e.to_string())?;
+        Ok((cert.pem(), key.serialize_pem(), cert.der().to_vec()))
+    }
+
+    fn effective_tls(&self, opts: &NodeOptions) -> Tls {
+        match opts.tls {
+            Tls::Off if self.mutual_tls => Tls::Mutual,
+            t => t,
+        }
+    }
+
+    /// Starts a process of node `n`: binds `listen`, wires the event recorder.
+    fn start(
+        &mut self,
+        n: NodeId,
+        opts: &NodeOptions,
+        listen: std::net::SocketAddr,
+        generation: u32,
+    ) -> Result<(Node, bool), String> {
+        let tls_mode = self.effective_tls(opts);
+        let (tx, rx) = mpsc::channel(EVENT_TAP);
+        let mut tls = None;
+        let mut claimed = None;
+        if tls_mode != Tls::Off {
+            let (cert, key, _) = self.leaf()?;
+            let mut t = TlsConfig::new(cert, key, self.ca.pem());
+            if tls_mode == Tls::NoClientCert {
+                t = t.without_client_identity();
+            }
+            tls = Some(t);
+            if tls_mode == Tls::WrongClaim {
+                let (_, _, other) = self.leaf()?;
+                let h = cert_hash(&other);
+                claimed = Some(TlsHashes {
+                    client_cert_hash: h,
+                    server_cert_hash: h,
+                });
+            }
+        }
+        let builder = || {
+            let mut b = Node::builder(opts.config.clone())
+                .listen(listen)
+                .events(tx.clone())
+                .hang_ping(opts.hang_ping)
+                .stop_timeout(Duration::from_secs(3));
+            if let Some(t) = &tls {
+                b = b.tls(t.clone());
+            }
+            if let Some(h) = &claimed {
+                b = b.claim_tls_hashes(h.clone());
+            }
+            b
+        };
+        let factory = opts.security.clone();
+        let node = self.rt.block_on(async {
+            // The port of a stopped process may take a moment to be released.
+            let deadline = tokio::time::Instant::now() + CALL_LIMIT;
+            loop {
+                let factory = factory.clone();
+                let started = builder()
+                    .start_with(move |addr| -> Box<dyn fabric_gossip_core::Security> {
+                        let ep = addr.to_string();
+                        match &factory {
+                            Some(f) => f(&ep, generation),
+                            None => Box::new(TestOnlyHmacSecurity::new(ep)),
+                        }
+                    })
+                    .await;
+                match started {
+                    Ok(node) => return Ok(node),
+                    Err(fabric_gossip_tonic::StartError::Bind(_))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })?;
+        drop(tx);
+        self.record().taps[n].push(rx);
+        Ok((node, tls_mode != Tls::Off))
+    }
+
+    /// Records everything `incoming` yields as deliveries of node `n`.
+    fn collect(&self, n: NodeId, sub: SubRef, incarnation: u32, mut incoming: Incoming) {
+        let (record, changed) = (self.record.clone(), self.changed.clone());
+        self.rt.spawn(async move {
+            while let Some(m) = incoming.recv().await {
+                let d = Delivery {
+                    sub,
+                    msg: m.as_received_message().clone(),
+                };
+                record
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .deliveries[n]
+                    .push((d, incarnation, m));
+                changed.notify_waiters();
+            }
+        });
+    }
+
+    fn subscribe_in(&mut self, n: NodeId, acceptor: Acceptor) -> Result<SubRef, Error> {
+        let slot = self.slots.get_mut(n).ok_or(Error::UnknownHandle)?;
+        let incoming = slot.node.accept(acceptor)?;
+        let sub = SubRef(slot.subscriptions);
+        slot.subscriptions += 1;
+        let incarnation = slot.incarnation;
+        self.collect(n, sub, incarnation, incoming);
+        Ok(sub)
+    }
+
+    /// Starts an operation whose refusal is known at once (its future returns `Err` on its
+    /// first poll) and whose outcome comes later.
+    fn op<F>(&mut self, fut: F) -> Result<OpRef, Error>
+    where
+        F: Future<Output = Result<OpOutcome, Error>> + Send + 'static,
+    {
+        let mut fut: Pin<Box<F>> = Box::pin(fut);
+        let first = self.rt.block_on(async {
+            std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+        });
+        let id = {
+            let mut r = self.record();
+            r.ops.push(None);
+            r.ops.len() - 1
+        };
+        match first {
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Ready(Ok(o)) => self.record().ops[id] = Some(o),
+            Poll::Pending => {
+                let (record, changed) = (self.record.clone(), self.changed.clone());
+                self.rt.spawn(async move {
+                    let outcome = fut
+                        .await
+                        .unwrap_or_else(|_| OpOutcome::SendWithAck(Vec::new()));
+                    record.lock().unwrap_or_else(PoisonError::into_inner).ops[id] = Some(outcome);
+                    changed.notify_waiters();
+                });
+            }
+        }
+        Ok(OpRef(id as u64))
+    }
+
+    fn delivered(&self, n: NodeId, delivery: usize) -> Result<Received, Error> {
+        let slot = self.slots.get(n).ok_or(Error::UnknownHandle)?;
+        let r = self.record();
+        let (_, inc, m) = r
+            .deliveries
+            .get(n)
+            .and_then(|d| d.get(delivery))
+            .ok_or(Error::UnknownHandle)?;
+        if *inc != slot.incarnation {
+            return Err(Error::ConnectionClosed);
+        }
+        Ok(m.clone())
+    }
+
+    fn call<T>(&self, f: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        self.rt
+            .block_on(async { tokio::time::timeout(CALL_LIMIT, f).await })
+            .unwrap_or(Err(Error::WouldBlock))
+    }
+}
+
+impl Harness for TonicHarness {
+    fn name(&self) -> String {
+        if self.mutual_tls {
+            "tonic(mutual TLS)".into()
+        } else {
+            "tonic(plaintext)".into()
+        }
+    }
+
+    fn add_node(&mut self, opts: NodeOptions) -> Result<NodeId, String> {
+        let n = self.slots.len();
+        {
+            let mut r = self.record();
+            r.deliveries.push(Vec::new());
+            r.events.push(Vec::new());
+            r.taps.push(Vec::new());
+        }
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let (node, tls) = self.start(n, &opts, listen, 0)?;
+        self.slots.push(Slot {
+            endpoint: node.endpoint(),
+            opts: opts.clone(),
+            node,
+            generation: 0,
+            incarnation: 0,
+            subscriptions: 0,
+            tls,
+        });
+        if opts.subscribe_all {
+            self.subscribe_in(n, Box::new(|_| true))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+
+    fn peer(&self, n: NodeId) -> RemotePeer {
+        match self.slots.get(n) {
+            Some(s) => RemotePeer::new(s.endpoint.clone(), s.node.pki_id().clone()),
+            None => RemotePeer::new("", PkiId::default()),
+        }
+    }
+
+    fn subscribe(&mut self, n: NodeId, acceptor: Acceptor) -> Result<SubRef, Error> {
+        self.subscribe_in(n, acceptor)
+    }
+
+    fn send(&mut self, n: NodeId, msg: &SignedMessage, to: &[RemotePeer]) -> Result<(), Error> {
+        let slot = self.slots.get(n).ok_or(Error::UnknownHandle)?;
+        let _guard = self.rt.enter();
+        slot.node.send(msg, to)
+    }
+
+    fn send_with_ack(
+        &mut self,
+        n: NodeId,
+        msg: GossipMessage,
+        timeout: Duration,
+        min_ack: usize,
+        to: &[RemotePeer],
+    ) -> Result<OpRef, Error> {
+        let node = self.slots.get(n).ok_or(Error::UnknownHandle)?.node.clone();
+        let to = to.to_vec();
+        self.op(async move {
+            node.send_with_ack(msg, timeout, min_ack, &to)
+                .await
+                .map(OpOutcome::SendWithAck)
+        })
+    }
+
+    fn probe(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
+        let node = self.slots.get(n).ok_or(Error::UnknownHandle)?.node.clone();
+        let to = to.clone();
+        self.op(async move {
+            match node.probe(&to).await {
+                Ok(()) => Ok(OpOutcome::Probe(Ok(()))),
+                Err(OpError::Failed(e)) => Ok(OpOutcome::Probe(Err(e))),
+                Err(OpError::Refused(e)) => Err(e),
+            }
+        })
+    }
+
+    fn handshake(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
+        let node = self.slots.get(n).ok_or(Error::UnknownHandle)?.node.clone();
+        let to = to.clone();
+        self.op(async move {
+            match node.handshake(&to).await {
+                Ok(info) => Ok(OpOutcome::Handshake(Ok(info))),
+                Err(OpError::Failed(e)) => Ok(OpOutcome::Handshake(Err(e))),
+                Err(OpError::Refused(e)) => Err(e),
+            }
+        })
+    }
+
+    fn respond(&mut self, n: NodeId, delivery: usize, msg: GossipMessage) -> Result<(), Error> {
+        let m = self.delivered(n, delivery)?;
+        self.call(m.respond(msg))
+    }
+
+    fn ack(&mut self, n: NodeId, delivery: usize, error: Option<&str>) -> Result<(), Error> {
+        let m = self.delivered(n, delivery)?;
+        self.call(m.ack(error))
+    }
+
+    fn close_conn(&mut self, n: NodeId, pki: &PkiId) {
+        if let Some(s) = self.slots.get(n) {
+            let _guard = self.rt.enter();
+            s.node.close_conn(pki);
+        }
+    }
+
+    fn stop_node(&mut self, n: NodeId) {
+        if let Some(s) = self.slots.get(n) {
+            let node = s.node.clone();
+            self.rt.block_on(node.stop());
+        }
+    }
+
+    fn restart_node(&mut self, n: NodeId, new_identity: bool) -> Result<(), String> {
+        self.stop_node(n);
+        let slot = self.slots.get(n).ok_or("no such node")?;
+        let opts = slot.opts.clone();
+        let listen: std::net::SocketAddr = slot.endpoint.parse().map_err(|e| format!("{e}"))?;
+        let generation = slot.generation + u32::from(new_identity);
+        let incarnation = slot.incarnation + 1;
+        let (node, tls) = self.start(n, &opts, listen, generation)?;
+        let slot = &mut self.slots[n];
+        slot.node = node;
+        slot.generation = generation;
+        slot.incarnation = incarnation;
+        slot.subscriptions = 0;
+        slot.tls = tls;
+        if opts.subscribe_all {
+            self.subscribe_in(n, Box::new(|_| true))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn run_until(&mut self, within: Duration, cond: &mut dyn FnMut(&Self) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return cond(self);
+            }
+            // Woken by any recorded change; re-checked at least every few milliseconds for
+            // state that changes without a recorded event.
+            let wait = (deadline - now).min(Duration::from_millis(5));
+            let changed = self.changed.clone();
+            self.rt.block_on(async {
+                let _ = tokio::time::timeout(wait, changed.notified()).await;
+            });
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn deliveries(&self, n: NodeId) -> Vec<Delivery> {
+        self.record()
+            .deliveries
+            .get(n)
+            .map(|d| d.iter().map(|(d, _, _)| d.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn delivery_count(&self, n: NodeId) -> usize {
+        self.record().deliveries.get(n).map_or(0, Vec::len)
+    }
+
+    fn events(&self, n: NodeId) -> Vec<Event> {
+        let mut guard = self.record();
+        let r = &mut *guard;
+        let (Some(taps), Some(events)) = (r.taps.get_mut(n), r.events.get_mut(n)) else {
+            return Vec::new();
+        };
+        for tap in taps.iter_mut() {
+            while let Ok(ev) = tap.try_recv() {
+                events.push(ev);
+            }
+        }
+        events.clone()
+    }
+
+    fn op_result(&self, op: OpRef) -> Option<OpOutcome> {
+        let i = usize::try_from(op.0).ok()?;
+        self.record().ops.get(i).cloned().flatten()
+    }
+
+    fn stats(&self, n: NodeId) -> Stats {
+        self.slots
+            .get(n)
+            .map(|s| s.node.stats())
+            .unwrap_or_default()
+    }
+
+    fn connections(&self, n: NodeId) -> Vec<(PkiId, StreamId, Option<StreamId>)> {
+        match self.slots.get(n) {
+            Some(s) if !s.node.is_stopped() => s.node.connections(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Plaintext nodes only: a raw client cannot present a certificate by hash.
+    fn raw_open(&mut self, n: NodeId, client_cert: Option<CertHash>) -> Option<RawRef> {
+        let slot = self.slots.get(n)?;
+        if slot.tls || client_cert.is_some() {
+            return None;
+        }
+        let endpoint = slot.endpoint.clone();
+        let (tx, rx) = mpsc::channel::<Bytes>(RAW_QUEUE);
+        let id = {
+            let mut r = self.record();
+            r.raws.push((Vec::new(), None));
+            r.raws.len() - 1
+        };
+        self.raws.push(tx);
+        let (record, changed) = (self.record.clone(), self.changed.clone());
+        let end = move |e: StreamEnd| {
+            record.lock().unwrap_or_else(PoisonError::into_inner).raws[id].1 = Some(e);
+            changed.notify_waiters();
+        };
+        let (record, changed) = (self.record.clone(), self.changed.clone());
+        self.rt.spawn(async move {
+            let channel =
+                match tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")) {
+                    Ok(ep) => match ep.connect().await {
+                        Ok(c) => c,
+                        Err(e) => return end(StreamEnd::Error(e.to_string())),
+                    },
+                    Err(e) => return end(StreamEnd::Error(e.to_string())),
+                };
+            let mut grpc = tonic::client::Grpc::new(channel);
+            if let Err(e) = grpc.ready().await {
+                return end(StreamEnd::Error(e.to_string()));
+            }
+            let response = grpc
+                .streaming(
+                    tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(GOSSIP_STREAM_PATH),
+                    RawCodec,
+                )
+                .await;
+            let mut stream = match response {
+                Ok(r) => r.into_inner(),
+                Err(status) => return end(StreamEnd::Error(status.message().to_string())),
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(b)) => {
+                        record.lock().unwrap_or_else(PoisonError::into_inner).raws[id]
+                            .0
+                            .push(b);
+                        changed.notify_waiters();
+                    }
+                    Ok(None) => return end(StreamEnd::Finished),
+                    Err(status) => return end(StreamEnd::Error(status.message().to_string())),
+                }
+            }
+        });
+        Some(RawRef(id))
+    }
+
+    fn raw_send(&mut self, raw: RawRef, bytes: Bytes) {
+        if let Some(tx) = self.raws.get(raw.0).cloned() {
+            self.rt.block_on(async {
+                let _ = tokio::time::timeout(CALL_LIMIT, tx.send(bytes)).await;
+            });
+        }
+    }
+
+    fn raw_received(&self, raw: RawRef) -> Vec<Bytes> {
+        self.record()
+            .raws
+            .get(raw.0)
+            .map(|r| r.0.clone())
+            .unwrap_or_default()
+    }
+
+    fn raw_ended(&self, raw: RawRef) -> Option<StreamEnd> {
+        self.record().raws.get(raw.0).and_then(|r| r.1.clone())
+    }
+}
