@@ -373,6 +373,17 @@ macro_rules! trace {
 /// that core's outputs, which queue further entries. Nothing reads the wall clock and
 /// every random choice comes from the run's RNG, so a seed reproduces a run exactly; the
 /// trace hash proves it.
+///
+/// # Bounds
+///
+/// The queue holds what is in flight: per stream direction at most
+/// [`SimConfig::stream_window`] bytes of envelopes (plus one), the open and close
+/// markers, one result per dial or Ping, a few wake-ups per node, one workload tick per
+/// node and the faults scheduled. Writes beyond the window wait per stream, at most the
+/// core's `write_window` of them (checked). Deliveries and events kept for inspection stop
+/// at [`SimConfig::record_limit`] per node, trace lines at [`SimConfig::trace_limit`],
+/// violations at [`MAX_VIOLATIONS`]; past those only counters grow. Raw streams keep a
+/// small record each and [`RAW_RECEIVE_LIMIT`] envelopes.
 pub struct Sim {
     cfg: SimConfig,
     rng: SimRng,
@@ -549,7 +560,9 @@ impl Sim {
 
     /// Sets a workload: from `w.start` to `w.stop` every running node sends messages to
     /// random peers.
-    pub fn set_workload(&mut self, w: Workload) {
+    pub fn set_workload(&mut self, mut w: Workload) {
+        // A zero interval would send forever without time passing.
+        w.interval = w.interval.max(Duration::from_micros(1));
         let data = payload(w.size);
         for n in 0..self.nodes.len() {
             let at = START + w.start + self.rng.duration(Duration::ZERO, w.interval);
@@ -878,7 +891,12 @@ impl Sim {
 
     /// Restarts node `n` (stopping or crashing it first if it runs), with the same or a new
     /// identity at the same endpoint.
+    /// Fails for a node that does not exist ([`HandshakeError::Cancelled`]) or whose
+    /// provider refuses its own identity.
     pub fn restart(&mut self, n: NodeId, new_identity: bool) -> Result<(), HandshakeError> {
+        if n >= self.nodes.len() {
+            return Err(HandshakeError::Cancelled);
+        }
         if self.state(n) == Some(NodeState::Up) {
             self.apply(Fault::Crash(n));
         }
@@ -900,9 +918,24 @@ impl Sim {
 
     /// Opens a raw `GossipStream` to node `n` from a test-controlled client at a made-up
     /// address, presenting `cert` as its TLS client certificate hash. Nothing is sent
-    /// until [`Sim::raw_send`]: this is how a test plays a peer that misbehaves.
+    /// until [`Sim::raw_send`]: this is how a test plays a peer that misbehaves. A stream
+    /// to a node that does not exist is refused at once. Each call keeps a small record
+    /// for inspection, so tests open raw streams by the handful, not by the million.
     pub fn raw_connect(&mut self, n: NodeId, cert: Option<CertHash>) -> RawId {
         let id = self.raws.len();
+        if n >= self.nodes.len() {
+            self.raws.push(RawPeer {
+                link: Key {
+                    index: u32::MAX,
+                    generation: u32::MAX,
+                },
+                addr: String::new(),
+                received: Vec::new(),
+                received_total: 0,
+                ended: Some(StreamEnd::Error("connection refused: no such node".into())),
+            });
+            return id;
+        }
         let addr = format!("127.0.0.1:{}", 40000 + id);
         let inc = self.incarnation(n);
         let link = self.links.insert(Link {
