@@ -151,11 +151,36 @@ fn faults_for(a: &SimArgs, rng: &mut SimRng) -> Result<Vec<ScheduledFault>, Stri
     Ok(faults)
 }
 
-/// Runs `fabric-gossip sim`.
+/// Runs `fabric-gossip sim`: exit status 0 when every invariant held, 1 when one broke
+/// (the reproduce line is printed), 2 for bad arguments or I/O errors.
 pub(crate) fn run(a: &SimArgs) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match simulate(a, &mut out) {
+        Ok(Verdict::Held) => ExitCode::SUCCESS,
+        Ok(Verdict::Violated(e)) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// How a simulation ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Every invariant held.
+    Held,
+    /// Some broke; the violations and the reproduce line.
+    Violated(String),
+}
+
+/// Runs the simulation described by `a`, writing the header and summary to `out`.
+fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     if a.nodes == 0 {
-        eprintln!("error: --nodes must be at least 1");
-        return ExitCode::from(2);
+        return Err("--nodes must be at least 1".into());
     }
     let seed = a.seed.unwrap_or_else(default_seed);
     let mut cfg = SimConfig::seeded(seed);
@@ -175,13 +200,7 @@ pub(crate) fn run(a: &SimArgs) -> ExitCode {
     // Fault schedules come from their own stream, so changing the scenario does not
     // change the faults drawn for a seed.
     let mut fault_rng = SimRng::new(seed ^ 0xfa17_5eed);
-    let faults = match faults_for(a, &mut fault_rng) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let faults = faults_for(a, &mut fault_rng)?;
     sim.add_nodes(a.nodes);
     match a.scenario {
         Scenario::Traffic | Scenario::Churn => sim.set_workload(Workload {
@@ -203,15 +222,18 @@ pub(crate) fn run(a: &SimArgs) -> ExitCode {
     }
     sim.schedule_faults(&faults);
 
-    println!(
+    let io = |e: std::io::Error| format!("writing the summary: {e}");
+    writeln!(
+        out,
         "fabric-gossip sim: seed {seed}, {} nodes, scenario {}, {} fault(s), duration {}",
         a.nodes,
         a.scenario.name(),
         faults.len(),
         fmt_duration(a.duration)
-    );
+    )
+    .map_err(io)?;
     if !faults.is_empty() {
-        println!("  faults: {}", fmt_schedule(&faults));
+        writeln!(out, "  faults: {}", fmt_schedule(&faults)).map_err(io)?;
     }
 
     let wall = std::time::Instant::now();
@@ -256,28 +278,24 @@ pub(crate) fn run(a: &SimArgs) -> ExitCode {
         sim.check()
     };
 
-    print_summary(&sim, wall_time, idle);
+    print_summary(out, &sim, wall_time, idle).map_err(io)?;
     if let Some(path) = &a.trace {
         let text = sim.trace().text();
-        match std::fs::File::create(path).and_then(|mut f| f.write_all(text.as_bytes())) {
-            Ok(()) => println!(
-                "  trace written to {} ({} lines)",
-                path.display(),
-                sim.trace().lines().len()
-            ),
-            Err(e) => {
-                eprintln!("error: writing {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        }
+        std::fs::File::create(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        writeln!(
+            out,
+            "  trace written to {} ({} lines)",
+            path.display(),
+            sim.trace().lines().len()
+        )
+        .map_err(io)?;
     }
-    match quiescent {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    Ok(match quiescent {
+        Ok(()) => Verdict::Held,
+        Err(e) => Verdict::Violated(e),
+    })
 }
 
 fn bytes_of(n: usize) -> fabric_gossip_core::proto::bytes::Bytes {
@@ -288,7 +306,12 @@ fn fmt_secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 
-fn print_summary(sim: &Sim, wall: Duration, idle: bool) {
+fn print_summary(
+    out: &mut dyn Write,
+    sim: &Sim,
+    wall: Duration,
+    idle: bool,
+) -> std::io::Result<()> {
     let t = sim.totals();
     let c = sim.counters();
     let open: usize = (0..sim.node_count())
@@ -398,6 +421,121 @@ fn print_summary(sim: &Sim, wall: Duration, idle: bool) {
         ),
     ];
     for (k, v) in rows {
-        println!("  {k:<18} {v}");
+        writeln!(out, "  {k:<18} {v}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    fn sim(args: &[&str]) -> (Result<Verdict, String>, String) {
+        let a = Wrap::try_parse_from(std::iter::once("sim").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .args;
+        let mut out = Vec::new();
+        let r = simulate(&a, &mut out);
+        (r, String::from_utf8(out).expect("utf-8"))
+    }
+
+    fn row<'a>(out: &'a str, key: &str) -> &'a str {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} row in\n{out}"))
+    }
+
+    #[test]
+    fn crossing_summary_counts_one_connection_per_pair() {
+        let (r, out) = sim(&[
+            "--nodes",
+            "4",
+            "--seed",
+            "1",
+            "--scenario",
+            "crossing",
+            "--faults",
+            "none",
+        ]);
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        assert!(row(&out, "connections").contains("open at end 12"), "{out}");
+        assert!(row(&out, "messages").contains("delivered 12"), "{out}");
+        assert!(row(&out, "invariants").ends_with("ok"), "{out}");
+        assert!(row(&out, "deliveries/wall s").len() > 20, "{out}");
+    }
+
+    #[test]
+    fn same_seed_same_trace_and_trace_file_written() {
+        let path =
+            std::env::temp_dir().join(format!("fabric-gossip-sim-{}.trace", std::process::id()));
+        let p = path.to_str().expect("utf-8 temp path");
+        let args = [
+            "--nodes",
+            "3",
+            "--seed",
+            "42",
+            "--duration",
+            "1s",
+            "--trace",
+            p,
+        ];
+        let (r1, out1) = sim(&args);
+        let text = std::fs::read_to_string(&path).expect("trace file");
+        let (r2, out2) = sim(&args);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(r1, Ok(Verdict::Held), "{out1}");
+        assert_eq!(r2, Ok(Verdict::Held), "{out2}");
+        assert_eq!(
+            row(&out1, "trace"),
+            row(&out2, "trace"),
+            "the trace hash is the seed's"
+        );
+        assert!(
+            text.lines().count() > 100 && text.contains(" > Dial "),
+            "{text}"
+        );
+        assert!(
+            out1.contains("faults: "),
+            "random faults by default: {out1}"
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(sim(&["--nodes", "0"]).0.is_err());
+        assert!(sim(&["--nodes", "2", "--faults", "crash@1s:5"]).0.is_err());
+        assert!(
+            sim(&["--nodes", "2", "--faults", "explode@1s:0"])
+                .0
+                .is_err()
+        );
+        assert!(sim(&["--nodes", "2", "--faults", "random:x"]).0.is_err());
+        assert!(Wrap::try_parse_from(["sim", "--duration", "soon"]).is_err());
+    }
+
+    #[test]
+    fn churn_restarts_every_node_and_switches_identities() {
+        let (r, out) = sim(&[
+            "--nodes",
+            "3",
+            "--seed",
+            "3",
+            "--scenario",
+            "churn",
+            "--faults",
+            "none",
+            "--duration",
+            "3s",
+        ]);
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        assert!(out.contains("restart-new@"), "{out}");
+        assert!(!row(&out, "identity switches").ends_with(" 0"), "{out}");
     }
 }
