@@ -1570,12 +1570,19 @@ impl<S: Security> Comm<S> {
         });
         let Some(reg) = self.registry.get(&pki).copied() else {
             self.registry.insert(
-                pki,
+                pki.clone(),
                 Registered {
                     primary: stream,
                     secondary: None,
                 },
             );
+            // Messages waiting for our own attempt to this peer go first on the new
+            // connection: later sends take it directly, and must not overtake them.
+            if let Some(att) = self.attempts.get_mut(&pki) {
+                let buf = core::mem::take(&mut att.buf);
+                let waiting = core::mem::take(&mut att.waiting);
+                self.absorb(stream, buf, waiting);
+            }
             return true;
         };
         let old_inbound = self

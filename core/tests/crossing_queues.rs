@@ -1,7 +1,9 @@
-//! Regression: when a crossing dial merges the queues of two streams (and of the connection
-//! attempt) into the winner, blocking sends that sat in a send buffer must not be dropped.
-//! Found by the tonic transport's parallel SendWithAck scenario, where the real network's
-//! timing lets the loser's buffer fill before the crossing resolves.
+//! Regressions around crossing dials, found by the scenario suite over the tonic transport,
+//! where the real network's timing lets a remote's stream register while our own dial is
+//! still pending, and the loser's buffer fill before the crossing resolves:
+//! * merging queues into the winner must not drop blocking sends from a send buffer;
+//! * messages queued for our attempt must leave before messages sent after the remote's
+//!   stream registered (one FIFO per peer).
 
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
@@ -97,15 +99,16 @@ fn crossing_keeps_blocking_sends_from_the_losers_buffer_and_the_attempt() {
     assert_eq!(a.connection(&PkiId::from(B)), Some(s0));
     let (mut written, _) = drain(&mut a);
 
-    // 3. Six more blocking sends go to that stream; none is confirmed written, so its
-    //    send buffer fills (two in flight, four buffered).
+    // The attempt's messages moved onto it at once, ahead of anything sent later.
+    // 3. Six more blocking sends go to that stream; none is confirmed written, so they
+    //    wait behind a full send buffer (two in flight, four buffered, six waiting).
     for seq in 7..=12 {
         a.send_with_ack(now, msg(seq), timeout, 1, std::slice::from_ref(&peer_b))
             .unwrap();
     }
     let (w, _) = drain(&mut a);
     written.extend(w);
-    assert_eq!(a.send_queue_len(s0), Some((4, 0, 2)));
+    assert_eq!(a.send_queue_len(s0), Some((4, 6, 2)));
 
     // 4. A's own dial completes and authenticates B: a crossing, which A's stream wins.
     a.handle_dial_result(now, ad, Ok(None)).unwrap();
@@ -133,14 +136,14 @@ fn crossing_keeps_blocking_sends_from_the_losers_buffer_and_the_attempt() {
         let (w, _) = drain(&mut a);
         written.extend(w);
     }
-    let mut seqs: Vec<u64> = written.iter().filter_map(|(_, e)| seq_of(e)).collect();
-    // The winner carries the attempt's messages after the loser's (its queue came first).
+    // Every message left exactly once, in the order it was sent: the first two on the
+    // loser before the crossing, the rest on the winner.
+    let seqs: Vec<u64> = written.iter().filter_map(|(_, e)| seq_of(e)).collect();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
     let on_winner: Vec<u64> = written
         .iter()
         .filter(|(s, _)| *s == s1)
         .filter_map(|(_, e)| seq_of(e))
         .collect();
-    assert_eq!(on_winner, vec![9, 10, 11, 12, 1, 2, 3, 4, 5, 6]);
-    seqs.sort_unstable();
-    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+    assert_eq!(on_winner, (3..=12).collect::<Vec<_>>());
 }
