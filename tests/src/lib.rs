@@ -374,7 +374,8 @@ pub fn seq_of(m: &ReceivedMessage) -> Option<u64> {
     }
 }
 
-/// Whether node `n` saw a `HandshakeFailed` with exactly `error`.
+/// Whether node `n` saw a `HandshakeFailed` whose error satisfies `pred` (scenarios pass
+/// an exact `==` or a `matches!` on the variant).
 pub fn saw_handshake_failure<H: Harness>(
     h: &H,
     n: NodeId,
