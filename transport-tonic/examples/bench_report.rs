@@ -1,0 +1,1118 @@
+//! The performance report of the tonic transport: one run that measures every figure of the
+//! performance goals on this machine and prints them next to Fabric v2.4.9's comm layer
+//! (measured on the same kind of machine) and the goals, as a Markdown table.
+//!
+//! ```text
+//! cargo run --release -p fabric-gossip-tonic --example bench_report            # ~60 s
+//! cargo run --release -p fabric-gossip-tonic --example bench_report -- --quick # ~15 s
+//! cargo run --release -p fabric-gossip-tonic --example bench_report -- --only tls
+//! ```
+//!
+//! `--only` runs one group: raw, plain, tls, fabric, drops, acks or latency.
+//!
+//! Workload: two nodes on 127.0.0.1 in this process, on one tokio runtime with 2 workers (the
+//! target machine has 2 cores, shared by sender and receiver as Fabric's two peers shared
+//! theirs), Fabric's unit-test security provider (`TestOnlyHmacSecurity`), 1 KiB
+//! DataMessages, noop-signed as Fabric's `Send` puts them on the wire.
+//!
+//! * **Raw TCP baseline**: the same Envelope bytes, u32-length-prefixed, over one tokio
+//!   `TcpStream`, buffered writes, zero-copy frame splitting on read. No gRPC, no HTTP/2, no
+//!   core: what one loopback connection carries here, i.e. the ceiling for us.
+//! * **Lossless one-way**: `send_wait` (waits for buffer room, never drops) over one
+//!   connection, the receiver reading `accept`; every message carries a sequence number that
+//!   the receiver checks, so "lossless and in order" is verified, not assumed.
+//! * **Unpaced `send`**: Fabric's semantics, drop on full buffer; the share dropped with send
+//!   buffer 20 (Fabric's code default) and 200 (its sample `core.yaml`).
+//! * **SendWithAck**: 1 caller and 16 concurrent callers against a peer that acks
+//!   everything. Runs in a child process of this example (`--child acks`) so that its peak
+//!   RSS (`VmHWM`) is its own, not that of the throughput runs before it.
+//! * **Latency**: new connection to first delivery (close the connection, `send`, wait for the
+//!   delivery: dial, Ping, stream, two-way handshake, message) and `probe` (dial and Ping),
+//!   each over many fresh connections; p50 and p99.
+//!
+//! Each workload is bounded in time (a few seconds; a fraction with `--quick`); every wait is
+//! bounded too, and a workload that cannot finish reports the failure instead of hanging.
+#![allow(clippy::print_stdout)]
+
+use bytes::{Buf, Bytes, BytesMut};
+use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
+use fabric_gossip_tonic::{Incoming, Node, TlsConfig};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+
+/// Payload bytes of each DataMessage.
+const PAYLOAD: usize = 1024;
+/// Distinct pre-encoded messages the senders cycle through: the receiver checks each
+/// sequence number (mod this), and the sender's cost stays the transport's, not protobuf
+/// encoding's.
+const RING: u64 = 4096;
+/// Longest any single wait may take before the workload is declared failed.
+const STALL: Duration = Duration::from_secs(10);
+
+/// How long each part runs.
+#[derive(Clone, Copy)]
+struct Budget {
+    /// Unmeasured run before each throughput figure (connects, grows buffers).
+    warmup: Duration,
+    /// One measured round; each throughput figure is the median of `rounds` of them, since
+    /// the machine is shared and a single round can catch someone else's compile.
+    round: Duration,
+    rounds: usize,
+    latency_samples: usize,
+}
+
+impl Budget {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Budget {
+                warmup: Duration::from_millis(100),
+                round: Duration::from_millis(200),
+                rounds: 3,
+                latency_samples: 40,
+            }
+        } else {
+            Budget {
+                warmup: Duration::from_millis(300),
+                round: Duration::from_millis(800),
+                rounds: 5,
+                latency_samples: 200,
+            }
+        }
+    }
+}
+
+type Res<T> = Result<T, String>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let only = value("--only");
+    if let Some(w) = &only
+        && !WORKLOADS.contains(&w.as_str())
+    {
+        eprintln!("unknown workload {w:?}; one of {WORKLOADS:?}");
+        std::process::exit(2);
+    }
+    let budget = Budget::new(quick);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if value("--child").as_deref() == Some("acks") {
+        // The SendWithAck child: one machine-readable line for the parent.
+        let line = match rt.block_on(acks_workload(budget)) {
+            Ok(a) => format!(
+                "ACKS one={:.0} sixteen={:.0} cpu_us={:.3} hwm_kib={} rss_min_kib={} \
+                 rss_max_kib={} failed={}",
+                a.one, a.sixteen, a.cpu_us, a.hwm_kib, a.rss_min_kib, a.rss_max_kib, a.failed
+            ),
+            Err(e) => format!("ACKS error={e}"),
+        };
+        println!("{line}");
+        return;
+    }
+    report(&rt, budget, quick, only.as_deref());
+}
+
+// ------------------------------------------------------------------------ the report
+
+/// Every figure of the report; `None` for workloads not selected with `--only`.
+#[derive(Default)]
+struct Figures {
+    raw: Option<Res<Throughput>>,
+    plain: Option<Res<Throughput>>,
+    tls: Option<Res<Throughput>>,
+    fab20: Option<Res<Throughput>>,
+    fab200: Option<Res<Throughput>>,
+    drop20: Option<Res<Drops>>,
+    drop200: Option<Res<Drops>>,
+    acks: Option<Res<AcksFigures>>,
+    conn_plain: Option<Res<Latency>>,
+    conn_tls: Option<Res<Latency>>,
+    probe_plain: Option<Res<Latency>>,
+    probe_tls: Option<Res<Latency>>,
+}
+
+/// Workloads `--only` can pick (one figure group per run, e.g. for profiling).
+const WORKLOADS: [&str; 7] = ["raw", "plain", "tls", "fabric", "drops", "acks", "latency"];
+
+fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Option<&str>) {
+    let started = Instant::now();
+    let load_start = loadavg();
+    let run = |w: &str| only.is_none_or(|o| o == w);
+    let step = |name: &str| eprintln!("  [{:5.1} s] {name}", started.elapsed().as_secs_f64());
+    eprintln!("bench_report: measuring (quick={quick}); progress on stderr, table on stdout");
+    let mut f = Figures::default();
+    if run("raw") {
+        step("raw TCP baseline");
+        f.raw = Some(rt.block_on(raw_tcp(budget)));
+    }
+    if run("plain") {
+        step("lossless one-way, plaintext");
+        f.plain = Some(rt.block_on(one_way(false, budget)));
+    }
+    if run("tls") {
+        step("lossless one-way, mutual TLS");
+        f.tls = Some(rt.block_on(one_way(true, budget)));
+    }
+    if run("fabric") {
+        step("lossless one-way with Fabric's buffers (send buffer 20 / 200, write window 8)");
+        f.fab20 = Some(rt.block_on(one_way_cfg(false, budget, Config::default())));
+        f.fab200 = Some(rt.block_on(one_way_cfg(false, budget, Config::fabric_sample_peer())));
+    }
+    if run("drops") {
+        step("unpaced send, buffer 20 and 200");
+        f.drop20 = Some(rt.block_on(unpaced(20, budget)));
+        f.drop200 = Some(rt.block_on(unpaced(200, budget)));
+    }
+    if run("acks") {
+        step("SendWithAck (child process)");
+        f.acks = Some(acks_child(quick));
+    }
+    if run("latency") {
+        step("new connection to first delivery, probe");
+        f.conn_plain = Some(rt.block_on(connect_latency(false, budget)));
+        f.conn_tls = Some(rt.block_on(connect_latency(true, budget)));
+        f.probe_plain = Some(rt.block_on(probe_latency(false, budget)));
+        f.probe_tls = Some(rt.block_on(probe_latency(true, budget)));
+    }
+    let load_end = loadavg();
+    step("done");
+
+    let mut t = String::new();
+    let _ = writeln!(t, "\n## fabric-gossip-tonic performance report\n");
+    let _ = writeln!(
+        t,
+        "Machine: {} CPU(s) ({}), {}; load average at start {load_start}, at end {load_end}; \
+         {:.0} s{}.\n",
+        nproc(),
+        cpu_model(),
+        kernel(),
+        started.elapsed().as_secs_f64(),
+        if quick { ", --quick" } else { "" },
+    );
+    let _ = writeln!(
+        t,
+        "Both nodes in this process on one tokio runtime with 2 workers, 127.0.0.1, \
+         TestOnlyHmacSecurity, {PAYLOAD} B DataMessages ({} B Envelopes). Throughput: median \
+         of {} rounds of {:.2} s (range), and CPU time of the process per message. Lossless \
+         rows use send buffer 1024, write window 512, subscription buffer 1024 unless they \
+         say otherwise; the other rows use Fabric's defaults.\n",
+        message(0).envelope_bytes().len(),
+        budget.rounds,
+        budget.round.as_secs_f64(),
+    );
+    let _ = writeln!(t, "| workload | ours | Fabric v2.4.9 | goal | met? |");
+    let _ = writeln!(t, "|---|---|---|---|---|");
+    let mut row = |w: &str, ours: String, fabric: &str, goal: &str, ok: Option<bool>| {
+        let met = match ok {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "—",
+        };
+        let _ = writeln!(t, "| {w} | {ours} | {fabric} | {goal} | {met} |");
+    };
+    fn cell<T>(r: &Res<T>, show: impl Fn(&T) -> String) -> String {
+        match r {
+            Ok(x) => show(x),
+            Err(e) => format!("FAILED: {e}"),
+        }
+    }
+    let tp = |r: &Res<Throughput>| cell(r, Throughput::cell);
+    let at_least =
+        |r: &Res<Throughput>, goal: f64| Some(r.as_ref().is_ok_and(|x| x.median() >= goal));
+    if let Some(r) = &f.plain {
+        row(
+            "lossless one-way, plaintext, 1 connection",
+            tp(r),
+            "≈ 37,000 (buffer 20), ≈ 60,000 (200)",
+            "≥ 300,000",
+            at_least(r, 300_000.0),
+        );
+    }
+    if let Some(r) = &f.tls {
+        let goal = "≥ 200,000";
+        row(
+            "lossless one-way, mutual TLS, 1 connection",
+            tp(r),
+            "—",
+            goal,
+            at_least(r, 200_000.0),
+        );
+    }
+    if let Some(r) = &f.fab20 {
+        row(
+            "lossless one-way, plaintext, send buffer 20, write window 8",
+            tp(r),
+            "≈ 37,000",
+            "—",
+            None,
+        );
+    }
+    if let Some(r) = &f.fab200 {
+        row(
+            "lossless one-way, plaintext, send buffer 200, write window 8",
+            tp(r),
+            "≈ 60,000",
+            "—",
+            None,
+        );
+    }
+    if let Some(r) = &f.raw {
+        row(
+            "raw TCP, u32-length-prefixed 1 KiB frames, 1 connection (the limit)",
+            tp(r),
+            "—",
+            "—",
+            None,
+        );
+        let frac = |ours: &Option<Res<Throughput>>| match (ours, r) {
+            (Some(Ok(o)), Ok(r)) if r.median() > 0.0 => {
+                format!("{:.0} %", 100.0 * o.median() / r.median())
+            }
+            _ => "—".into(),
+        };
+        row(
+            "lossless plaintext / TLS as a fraction of raw TCP",
+            format!("{} / {}", frac(&f.plain), frac(&f.tls)),
+            "—",
+            "—",
+            None,
+        );
+    }
+    for (buf, d) in [(20, &f.drop20), (200, &f.drop200)] {
+        let Some(d) = d else { continue };
+        row(
+            &format!("unpaced `send`, send buffer {buf}: share dropped"),
+            cell(d, |d| {
+                format!(
+                    "{:.1} % ({} of {} calls; {} msg/s delivered)",
+                    100.0 * d.dropped as f64 / d.attempted.max(1) as f64,
+                    thousands(d.dropped as f64),
+                    thousands(d.attempted as f64),
+                    thousands(d.delivered_rate)
+                )
+            }),
+            "70–85 %",
+            "— (dropping is Fabric's semantics)",
+            None,
+        );
+    }
+    if let Some(a) = &f.acks {
+        row(
+            "SendWithAck, 1 caller",
+            cell(a, |a| format!("{} acks/s", thousands(a.one))),
+            "≈ 11,000",
+            "—",
+            None,
+        );
+        row(
+            "SendWithAck, 16 callers",
+            cell(a, |a| {
+                format!(
+                    "{} acks/s ({:.2} µs CPU/ack)",
+                    thousands(a.sixteen),
+                    a.cpu_us
+                )
+            }),
+            "≈ 27,000",
+            "≥ 100,000",
+            Some(a.as_ref().is_ok_and(|a| a.sixteen >= 100_000.0)),
+        );
+        row(
+            "peak RSS under SendWithAck (child process, both nodes)",
+            cell(a, |a| {
+                format!(
+                    "{:.1} MiB (VmHWM); VmRSS {:.1}–{:.1} MiB while loaded",
+                    a.hwm_kib as f64 / 1024.0,
+                    a.rss_min_kib as f64 / 1024.0,
+                    a.rss_max_kib as f64 / 1024.0
+                )
+            }),
+            "≈ 570 MiB",
+            "≤ 64 MiB, flat",
+            Some(a.as_ref().is_ok_and(|a| a.hwm_kib <= 64 * 1024)),
+        );
+    }
+    let lat = |r: &Res<Latency>| {
+        cell(r, |l| {
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms (n={})",
+                ms(l.p50),
+                ms(l.p99),
+                l.n
+            )
+        })
+    };
+    let under =
+        |r: &Res<Latency>, goal_ms: f64| Some(r.as_ref().is_ok_and(|l| ms(l.p50) <= goal_ms));
+    if let Some(r) = &f.conn_plain {
+        let w = "new connection → first delivery, plaintext";
+        row(w, lat(r), "p50 1.3 ms", "p50 ≤ 0.7 ms", under(r, 0.7));
+    }
+    if let Some(r) = &f.conn_tls {
+        let w = "new connection → first delivery, mutual TLS";
+        row(w, lat(r), "p50 2.4 ms", "p50 ≤ 1.5 ms", under(r, 1.5));
+    }
+    if let Some(r) = &f.probe_plain {
+        row(
+            "Probe, plaintext",
+            lat(r),
+            "p50 0.8 ms",
+            "p50 ≤ 0.5 ms",
+            under(r, 0.5),
+        );
+    }
+    if let Some(r) = &f.probe_tls {
+        row("Probe, mutual TLS", lat(r), "p50 1.5 ms", "—", None);
+    }
+    let _ = writeln!(t);
+    for (name, r) in [
+        ("plaintext", &f.plain),
+        ("mutual TLS", &f.tls),
+        ("send buffer 20", &f.fab20),
+        ("send buffer 200", &f.fab200),
+    ] {
+        if let Some(Ok(x)) = r {
+            let _ = writeln!(
+                t,
+                "Lossless {name}: {} messages measured, every one received once, in order; \
+                 none dropped.",
+                thousands(x.messages() as f64),
+            );
+        }
+    }
+    if let Some(Ok(a)) = &f.acks
+        && a.failed > 0
+    {
+        let _ = writeln!(t, "SendWithAck: {} calls got no ack.", a.failed);
+    }
+    println!("{t}");
+}
+
+// ------------------------------------------------------------------------ helpers
+
+fn message(seq: u64) -> SignedMessage {
+    SignedMessage::noop(GossipMessage {
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::DataMsg(DataMessage {
+            payload: Some(Payload {
+                seq_num: seq,
+                data: Bytes::from(vec![(seq % 251) as u8; PAYLOAD]),
+                private_data: vec![],
+            }),
+        })),
+        ..Default::default()
+    })
+}
+
+fn ring() -> Arc<Vec<SignedMessage>> {
+    Arc::new((0..RING).map(message).collect())
+}
+
+fn seq_of(m: &GossipMessage) -> Option<u64> {
+    match &m.content {
+        Some(gossip_message::Content::DataMsg(d)) => d.payload.as_ref().map(|p| p.seq_num),
+        _ => None,
+    }
+}
+
+fn tls_pair() -> (TlsConfig, TlsConfig) {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    let leaf = || {
+        let p = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("leaf params");
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = p.signed_by(&key, &issuer).expect("leaf certificate");
+        TlsConfig::new(cert.pem(), key.serialize_pem(), issuer.pem())
+    };
+    (leaf(), leaf())
+}
+
+/// Two nodes, `a` sending to `b`.
+async fn pair(tls: bool, config: Config) -> Res<(Node, Node)> {
+    let (ta, tb) = if tls {
+        let (x, y) = tls_pair();
+        (Some(x), Some(y))
+    } else {
+        (None, None)
+    };
+    let start = |t: Option<TlsConfig>| {
+        let mut b = Node::builder(config.clone()).stop_timeout(Duration::from_secs(2));
+        if let Some(t) = t {
+            b = b.tls(t);
+        }
+        b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
+    };
+    let a = start(ta).await.map_err(|e| e.to_string())?;
+    let b = start(tb).await.map_err(|e| e.to_string())?;
+    Ok((a, b))
+}
+
+async fn stop(nodes: &[&Node]) {
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> Res<F::Output> {
+    tokio::time::timeout(STALL, f)
+        .await
+        .map_err(|_| format!("stalled: {what}"))
+}
+
+fn throughput_config() -> Config {
+    // Room for a burst per connection: the write window lets the writer batch many
+    // Envelopes into one HTTP/2 write, the subscription buffer keeps the reader from pausing
+    // on every scheduling hiccup of the consumer.
+    Config::default()
+        .with_send_buffer(1024)
+        .with_write_window(512)
+        .with_subscription_buffer(1024)
+}
+
+/// One measured round of a throughput workload.
+#[derive(Clone, Copy)]
+struct Round {
+    messages: u64,
+    secs: f64,
+    /// CPU time of the whole process (both nodes, every thread) during the round.
+    cpu_secs: f64,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.secs
+    }
+}
+
+/// Rounds of one throughput workload.
+struct Throughput {
+    rounds: Vec<Round>,
+}
+
+impl Throughput {
+    fn rates(&self) -> Vec<f64> {
+        let mut r: Vec<f64> = self.rounds.iter().map(Round::rate).collect();
+        r.sort_by(f64::total_cmp);
+        r
+    }
+
+    fn median(&self) -> f64 {
+        let r = self.rates();
+        r.get(r.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    fn messages(&self) -> u64 {
+        self.rounds.iter().map(|r| r.messages).sum()
+    }
+
+    /// CPU microseconds per message, all rounds together: unlike the rate, this hardly
+    /// depends on what else runs on the machine, and 2 cores / this is the rate an
+    /// otherwise idle 2-core machine would reach if CPU is the limit.
+    fn cpu_us_per_msg(&self) -> f64 {
+        let cpu: f64 = self.rounds.iter().map(|r| r.cpu_secs).sum();
+        1e6 * cpu / self.messages().max(1) as f64
+    }
+
+    fn cell(&self) -> String {
+        let r = self.rates();
+        format!(
+            "{} msg/s (median of {}, {}–{}; {:.2} µs CPU/msg)",
+            thousands(self.median()),
+            r.len(),
+            thousands(r.first().copied().unwrap_or(0.0)),
+            thousands(r.last().copied().unwrap_or(0.0)),
+            self.cpu_us_per_msg()
+        )
+    }
+}
+
+/// Process CPU time (user + system, all threads) from `/proc/self/stat`, in seconds.
+/// The kernel reports it in USER_HZ ticks, 100 per second on Linux (fixed by its ABI).
+fn cpu_time() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start with the state,
+    // field 3; utime and stime are fields 14 and 15.
+    let Some((_, rest)) = s.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
+}
+
+// ------------------------------------------------------------------------ raw TCP
+
+/// The ceiling: the same Envelope bytes as u32-length-prefixed frames over one loopback TCP
+/// connection, written through a 64 KiB buffer, read into one buffer and split into frames
+/// without copying (what tonic's decoder does too). A warm-up round, then the rounds.
+async fn raw_tcp(budget: Budget) -> Res<Throughput> {
+    raw_round(budget.warmup).await?;
+    let mut rounds = Vec::with_capacity(budget.rounds);
+    for _ in 0..budget.rounds {
+        rounds.push(raw_round(budget.round).await?);
+    }
+    Ok(Throughput { rounds })
+}
+
+async fn raw_round(dur: Duration) -> Res<Round> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let envelope = message(0).envelope_bytes().clone();
+    let frame_len = envelope.len();
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let writer = tokio::spawn(async move {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let mut w = BufWriter::with_capacity(64 * 1024, s);
+        let len = (envelope.len() as u32).to_be_bytes();
+        let mut n: u64 = 0;
+        while start.elapsed() < dur {
+            // Check the clock every 64 frames, not on each.
+            for _ in 0..64 {
+                w.write_all(&len).await?;
+                w.write_all(&envelope).await?;
+            }
+            n += 64;
+        }
+        w.flush().await?;
+        w.shutdown().await?;
+        Ok::<u64, std::io::Error>(n)
+    });
+    let (mut s, _) = within("raw accept", listener.accept())
+        .await?
+        .map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut got: u64 = 0;
+    // Bounded by the writer's time budget (it then closes); each read by STALL.
+    loop {
+        if buf.capacity() - buf.len() < 64 * 1024 {
+            buf.reserve(256 * 1024);
+        }
+        let n = within("raw read", s.read_buf(&mut buf))
+            .await?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if buf.len() < 4 + len {
+                break;
+            }
+            buf.advance(4);
+            let frame = buf.split_to(len).freeze();
+            if frame.len() != frame_len {
+                return Err("bad frame".into());
+            }
+            got += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let sent = writer
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if sent != got {
+        return Err(format!("sent {sent}, received {got}"));
+    }
+    Ok(Round {
+        messages: got,
+        secs,
+        cpu_secs: cpu_time() - cpu0,
+    })
+}
+
+// ------------------------------------------------------------------------ lossless one-way
+
+async fn one_way(tls: bool, budget: Budget) -> Res<Throughput> {
+    one_way_cfg(tls, budget, throughput_config()).await
+}
+
+async fn one_way_cfg(tls: bool, budget: Budget, config: Config) -> Res<Throughput> {
+    let (a, b) = pair(tls, config).await?;
+    let r = one_way_on(&a, &b, budget).await;
+    let (sa, sb) = (a.stats(), b.stats());
+    stop(&[&a, &b]).await;
+    let x = r?;
+    let lost = sa.dropped_overflow
+        + sa.dropped_on_close
+        + sa.dropped_no_connection
+        + sb.dropped_subscription_overflow;
+    if lost > 0 {
+        return Err(format!("{lost} messages lost ({} sent)", x.messages()));
+    }
+    Ok(x)
+}
+
+async fn one_way_on(a: &Node, b: &Node, budget: Budget) -> Res<Throughput> {
+    let mut inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+    let msgs = ring();
+    let mut next_seq = 0u64;
+    phase(a, b, &mut inbox, &msgs, &mut next_seq, budget.warmup).await?;
+    let mut rounds = Vec::with_capacity(budget.rounds);
+    for _ in 0..budget.rounds {
+        rounds.push(phase(a, b, &mut inbox, &msgs, &mut next_seq, budget.round).await?);
+    }
+    Ok(Throughput { rounds })
+}
+
+/// Sends with `send_wait` for `dur`, receives all of it, checking each sequence number.
+/// The rate is messages received over the time from the first send to the last receipt.
+async fn phase(
+    a: &Node,
+    b: &Node,
+    inbox: &mut Incoming,
+    msgs: &Arc<Vec<SignedMessage>>,
+    next_seq: &mut u64,
+    dur: Duration,
+) -> Res<Round> {
+    let first = *next_seq;
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let mut sender = {
+        let (a, peer, msgs) = (a.clone(), b.as_peer(), msgs.clone());
+        tokio::spawn(async move {
+            let mut seq = first;
+            while start.elapsed() < dur {
+                let m = &msgs[(seq % RING) as usize];
+                a.send_wait(m, &peer).await.map_err(|e| e.to_string())?;
+                seq += 1;
+            }
+            Ok::<u64, String>(seq)
+        })
+    };
+    let mut want = first;
+    let mut end: Option<u64> = None;
+    // Bounded: the sender stops after `dur`, every wait is bounded by STALL.
+    while end != Some(want) {
+        tokio::select! {
+            biased;
+            m = within("delivery", inbox.recv()) => {
+                let m = m?.ok_or("inbox ended")?;
+                let got = seq_of(m.message()).ok_or("not a DataMessage")?;
+                if got != want % RING {
+                    return Err(format!("expected seq {} got {got}", want % RING));
+                }
+                want += 1;
+            }
+            r = &mut sender, if end.is_none() => {
+                end = Some(r.map_err(|e| e.to_string())??);
+            }
+        }
+    }
+    *next_seq = want;
+    Ok(Round {
+        messages: want - first,
+        secs: start.elapsed().as_secs_f64(),
+        cpu_secs: cpu_time() - cpu0,
+    })
+}
+
+// ------------------------------------------------------------------------ unpaced send
+
+struct Drops {
+    attempted: u64,
+    dropped: u64,
+    delivered_rate: f64,
+}
+
+/// Fabric's `Send` as fast as one task can call it, with Fabric's default write window and
+/// the given send buffer: what share is dropped on a full buffer. The sender yields to the
+/// scheduler every 256 calls (a goroutine would be preempted too) and checks that
+/// everything not dropped arrives.
+async fn unpaced(send_buffer: usize, budget: Budget) -> Res<Drops> {
+    let (a, b) = pair(false, Config::default().with_send_buffer(send_buffer)).await?;
+    let r = unpaced_on(&a, &b, budget).await;
+    stop(&[&a, &b]).await;
+    r
+}
+
+async fn unpaced_on(a: &Node, b: &Node, budget: Budget) -> Res<Drops> {
+    let mut inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+    let peer = b.as_peer();
+    let msg = message(0);
+    // Connect first, so no message is lost to the dial.
+    a.send_wait(&msg, &peer).await.map_err(|e| e.to_string())?;
+    within("first delivery", inbox.recv())
+        .await?
+        .ok_or("inbox ended")?;
+    let base = a.stats();
+    let received = Arc::new(AtomicU64::new(0));
+    let stop_rx = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (received, stop_rx) = (received.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            // Bounded by `stop_rx`, set by the caller after at most the budget plus STALL.
+            while !stop_rx.load(Ordering::Acquire) {
+                match tokio::time::timeout(Duration::from_millis(50), inbox.recv()).await {
+                    Ok(Some(_)) => {
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut attempted: u64 = 0;
+    while start.elapsed() < budget.round {
+        for _ in 0..256 {
+            a.send(&msg, std::slice::from_ref(&peer))
+                .map_err(|e| e.to_string())?;
+        }
+        attempted += 256;
+        tokio::task::yield_now().await;
+    }
+    let dropped = a.stats().dropped_overflow - base.dropped_overflow;
+    let expect = attempted - dropped;
+    // Wait (bounded) for everything not dropped to arrive.
+    let t = Instant::now();
+    while received.load(Ordering::Relaxed) < expect && t.elapsed() < STALL {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop_rx.store(true, Ordering::Release);
+    let _ = consumer.await;
+    let got = received.load(Ordering::Relaxed);
+    if got != expect {
+        return Err(format!(
+            "{attempted} sent, {dropped} dropped, {got} received"
+        ));
+    }
+    Ok(Drops {
+        attempted,
+        dropped,
+        delivered_rate: got as f64 / secs,
+    })
+}
+
+// ------------------------------------------------------------------------ SendWithAck
+
+struct AcksFigures {
+    one: f64,
+    sixteen: f64,
+    /// CPU microseconds per SendWithAck with 16 callers (both nodes).
+    cpu_us: f64,
+    hwm_kib: u64,
+    rss_min_kib: u64,
+    rss_max_kib: u64,
+    failed: u64,
+}
+
+/// Runs `--child acks` in a child process and parses its line.
+fn acks_child(quick: bool) -> Res<AcksFigures> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--child", "acks"]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = child.id();
+    // Bounded: the child kills itself never, so a watchdog thread does after 60 s.
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for _ in 0..600 {
+                if done.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        })
+    };
+    let out = child.wait_with_output().map_err(|e| e.to_string());
+    done.store(true, Ordering::Release);
+    let _ = watchdog.join();
+    let out = out?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ACKS "))
+        .ok_or_else(|| format!("child printed no result ({})", out.status))?;
+    let field = |k: &str| -> Option<&str> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+    };
+    if let Some(e) = line.strip_prefix("ACKS error=") {
+        return Err(e.to_string());
+    }
+    let num = |k: &str| -> Res<f64> {
+        field(k)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("child line lacks {k}: {line}"))
+    };
+    Ok(AcksFigures {
+        one: num("one")?,
+        sixteen: num("sixteen")?,
+        cpu_us: num("cpu_us")?,
+        hwm_kib: num("hwm_kib")? as u64,
+        rss_min_kib: num("rss_min_kib")? as u64,
+        rss_max_kib: num("rss_max_kib")? as u64,
+        failed: num("failed")? as u64,
+    })
+}
+
+/// In the child: SendWithAck with 1 and then 16 callers, each for the measuring budget,
+/// against a peer that acks every message; VmRSS sampled every 100 ms meanwhile.
+async fn acks_workload(budget: Budget) -> Res<AcksFigures> {
+    let (a, b) = pair(false, Config::default()).await?;
+    let mut inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+    let acker = tokio::spawn(async move {
+        // Ends when `b` stops.
+        while let Some(m) = inbox.recv().await {
+            let _ = m.ack(None).await;
+        }
+    });
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let (mut lo, mut hi) = (u64::MAX, 0);
+            // Bounded by `sampling`, cleared after the two measured phases.
+            while sampling.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(kib) = proc_status_kib("VmRSS:") {
+                    lo = lo.min(kib);
+                    hi = hi.max(kib);
+                }
+            }
+            (lo, hi)
+        })
+    };
+    let msg = message(0).message().clone();
+    let mut failed = 0;
+    let mut figures = Vec::with_capacity(2);
+    for callers in [1usize, 16] {
+        // A short warm-up (connects), then the measured rounds.
+        let (_, f) = acks_phase(&a, &b, &msg, callers, budget.warmup).await?;
+        failed += f;
+        let mut rounds = Vec::with_capacity(budget.rounds);
+        for _ in 0..budget.rounds {
+            let (r, f) = acks_phase(&a, &b, &msg, callers, budget.round).await?;
+            failed += f;
+            rounds.push(r);
+        }
+        figures.push(Throughput { rounds });
+    }
+    sampling.store(false, Ordering::Release);
+    let (lo, hi) = sampler.await.map_err(|e| e.to_string())?;
+    stop(&[&a, &b]).await;
+    let _ = within("acker ends", acker).await;
+    Ok(AcksFigures {
+        one: figures[0].median(),
+        sixteen: figures[1].median(),
+        cpu_us: figures[1].cpu_us_per_msg(),
+        hwm_kib: proc_status_kib("VmHWM:").unwrap_or(0),
+        rss_min_kib: lo,
+        rss_max_kib: hi,
+        failed,
+    })
+}
+
+/// `callers` tasks each calling SendWithAck back to back for `dur`: the acks as a round, and
+/// how many calls got no ack.
+async fn acks_phase(
+    a: &Node,
+    b: &Node,
+    msg: &GossipMessage,
+    callers: usize,
+    dur: Duration,
+) -> Res<(Round, u64)> {
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (a, peer, msg) = (a.clone(), b.as_peer(), msg.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while start.elapsed() < dur {
+                    let r = a
+                        .send_with_ack(msg.clone(), STALL, 1, std::slice::from_ref(&peer))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if r.first().is_some_and(|r| r.result.is_ok()) {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                Ok::<_, String>((ok, failed))
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        let (o, f) = within("SendWithAck caller", t)
+            .await?
+            .map_err(|e| e.to_string())??;
+        ok += o;
+        failed += f;
+    }
+    let round = Round {
+        messages: ok,
+        secs: start.elapsed().as_secs_f64(),
+        cpu_secs: cpu_time() - cpu0,
+    };
+    Ok((round, failed))
+}
+
+// ------------------------------------------------------------------------ latency
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    n: usize,
+}
+
+fn percentiles(mut v: Vec<Duration>) -> Res<Latency> {
+    if v.is_empty() {
+        return Err("no samples".into());
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    Ok(Latency {
+        p50: at(0.50),
+        p99: at(0.99),
+        n: v.len(),
+    })
+}
+
+/// New connection to first delivery: close the connection, `send` one message, time until
+/// the receiver has it. Each sample dials TCP (and TLS), Pings, opens the stream, runs the
+/// two-way handshake and delivers the message.
+async fn connect_latency(tls: bool, budget: Budget) -> Res<Latency> {
+    let (a, b) = pair(tls, Config::default()).await?;
+    let r = async {
+        let mut inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+        let (peer, msg) = (b.as_peer(), message(0));
+        let mut samples = Vec::with_capacity(budget.latency_samples);
+        // A few unmeasured rounds warm up allocator and caches.
+        for i in 0..budget.latency_samples + 5 {
+            a.close_conn(b.pki_id());
+            let t = Instant::now();
+            a.send(&msg, std::slice::from_ref(&peer))
+                .map_err(|e| e.to_string())?;
+            within("first delivery", inbox.recv())
+                .await?
+                .ok_or("inbox ended")?;
+            if i >= 5 {
+                samples.push(t.elapsed());
+            }
+        }
+        if a.stats().dropped_overflow > 0 {
+            return Err("a message was dropped".to_string());
+        }
+        percentiles(samples)
+    }
+    .await;
+    stop(&[&a, &b]).await;
+    r
+}
+
+/// `probe`: dial (TCP, and TLS) and Ping over a fresh connection each time.
+async fn probe_latency(tls: bool, budget: Budget) -> Res<Latency> {
+    let (a, b) = pair(tls, Config::default()).await?;
+    let r = async {
+        let peer = b.as_peer();
+        let mut samples = Vec::with_capacity(budget.latency_samples);
+        for i in 0..budget.latency_samples + 5 {
+            let t = Instant::now();
+            within("probe", a.probe(&peer))
+                .await?
+                .map_err(|e| e.to_string())?;
+            if i >= 5 {
+                samples.push(t.elapsed());
+            }
+        }
+        percentiles(samples)
+    }
+    .await;
+    stop(&[&a, &b]).await;
+    r
+}
+
+// ------------------------------------------------------------------------ machine info
+
+fn proc_status_kib(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| format!("Linux {}", s.trim()))
+        .unwrap_or_else(|_| "unknown OS".into())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn thousands(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
