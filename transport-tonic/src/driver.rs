@@ -674,7 +674,10 @@ async fn read_loop(
                 break;
             }
             if st.comm.handle_envelope(now, stream, b).is_err() {
-                return; // the core closed the stream meanwhile
+                // The core closed the stream meanwhile. What the envelopes before this one
+                // produced (a DeliveryReady above all) must still go out.
+                drain(&inner, &mut st);
+                return;
             }
             drain_actions(&inner, &mut st);
         }
