@@ -118,6 +118,27 @@ impl TonicHarness {
         }
     }
 
+    /// Every node's state, counters and latest events, for failure messages.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for (n, s) in self.slots.iter().enumerate() {
+            let events = self.events(n);
+            out.push_str(&format!(
+                "node {n} {} (incarnation {}, stopped {}): connections {:?}\n  {:?}\n  {:?}\n",
+                s.endpoint,
+                s.incarnation,
+                s.node.is_stopped(),
+                s.node.connections(),
+                s.node.stats(),
+                s.node.driver_stats(),
+            ));
+            for e in &events[events.len().saturating_sub(15)..] {
+                out.push_str(&format!("  {e:?}\n"));
+            }
+        }
+        out
+    }
+
     fn record(&self) -> MutexGuard<'_, Record> {
         self.record.lock().unwrap_or_else(PoisonError::into_inner)
     }

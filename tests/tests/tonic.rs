@@ -16,7 +16,7 @@ fn run(name: &str, scenario: fn(&mut TonicHarness) -> Outcome, mut h: TonicHarne
             );
             println!("{name}: skipped on {} (needs {what})", h.name());
         }
-        Err(e) => panic!("{name} failed on {}:\n{e}", h.name()),
+        Err(e) => panic!("{name} failed on {}:\n{e}\n{}", h.name(), h.dump()),
     }
 }
 
