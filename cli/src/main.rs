@@ -3,9 +3,15 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod demo;
+mod keygen;
+mod node;
+mod opts;
+mod probe;
 mod sim;
 
-/// Fabric gossip comm layer in Rust: tools for simulation and (later) real peers.
+/// Fabric gossip comm layer in Rust: a demo, nodes, probes of real peers, development
+/// certificates and simulation.
 #[derive(Debug, Parser)]
 #[command(name = "fabric-gossip", version, about)]
 struct Cli {
@@ -17,11 +23,28 @@ struct Cli {
 enum Command {
     /// Run a deterministic simulation of N nodes and print a summary.
     Sim(sim::SimArgs),
+    /// Run 5 nodes of two organizations with mutual TLS on loopback: messages, a node
+    /// stopped (presumed dead), restarted (reconnected); live progress and a final table.
+    Demo(demo::DemoArgs),
+    /// Run one gossip node: received messages and events as JSON lines on stdout,
+    /// commands (or plain text to send) on stdin.
+    Node(node::NodeArgs),
+    /// Probe a gossip endpoint (dial and Ping, Fabric's Probe) and print the round trip.
+    Ping(probe::PingArgs),
+    /// Authenticate a gossip peer (Fabric's Handshake) and print its PKI-ID and identity.
+    Handshake(probe::HandshakeArgs),
+    /// Write development CAs, peer identities and TLS certificates in Fabric's MSP layout.
+    Keygen(keygen::KeygenArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Node(args) => node::run(&args),
+        Command::Ping(args) => probe::run_ping(&args),
+        Command::Handshake(args) => probe::run_handshake(&args),
+        Command::Keygen(args) => keygen::run(&args),
     }
 }

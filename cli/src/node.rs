@@ -1,0 +1,604 @@
+//! `fabric-gossip node`: a long-running gossip comm node driven through stdin and stdout,
+//! for people (type a line, see what arrives) and for programs (the interop harness drives
+//! it against an independent implementation). The contract is written at the top of
+//! `interop/interop_test.py`; this module implements exactly that, plus MSP identities.
+//!
+//! stdout carries only JSON objects, one per line, flushed at once, in the order things
+//! happened; logs go to stderr. stdin takes JSON commands (`send`, `send_with_ack`, `stats`,
+//! `stop`), and any other non-empty line is sent as a DataMessage to every connected peer.
+
+use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
+use clap::Args;
+use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
+use fabric_gossip_core::proto::gossip::{DataMessage, Empty, GossipMessage, Payload};
+use fabric_gossip_core::{AckError, Event, PkiId, RemotePeer, SignedMessage};
+use fabric_gossip_tonic::{Node, Received};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Events the transport may queue for printing. Printing is fast, so this only fills when
+/// stdout is not read; then copies are dropped and counted (see the `stats` command).
+const EVENT_TAP: usize = 4096;
+/// Acks being written at once for `--auto-ack`; past this the node stops taking received
+/// messages until some complete, which pushes back on senders instead of growing memory.
+const MAX_ACKS_IN_FLIGHT: usize = 256;
+/// `send_with_ack` commands waiting for their acks at once; more are refused.
+const MAX_ACKS_PENDING: usize = 1024;
+/// Longest stdin line accepted (a DataMessage's text must fit in it).
+const MAX_LINE: usize = 4 << 20;
+/// Lines read ahead of the command loop.
+const LINE_QUEUE: usize = 64;
+/// Upper bound on waiting for connections to wind down at stop; the contract gives the
+/// whole process 5 s to exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Arguments of `fabric-gossip node`.
+#[derive(Debug, Clone, Args)]
+#[command(after_long_help = NODE_HELP)]
+pub(crate) struct NodeArgs {
+    /// Address of the gossip gRPC server. Port 0 binds a free port; the address actually
+    /// bound is printed in the "listening" event (and is the endpoint, identity and PKI-ID
+    /// under --test-identity).
+    #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_listen)]
+    listen: SocketAddr,
+    /// At start-up, send an Empty message to this peer, which opens a connection (dial,
+    /// Ping, handshake). Repeatable. Its PKI-ID is ADDR under --test-identity; with an MSP
+    /// identity whoever answers is accepted.
+    #[arg(long, value_name = "ADDR", value_parser = opts::parse_endpoint)]
+    peer: Vec<String>,
+    /// Acknowledge (with an empty error) every received message whose nonce is non-zero.
+    #[arg(long)]
+    auto_ack: bool,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+const NODE_HELP: &str = "\
+OUTPUT (stdout, one JSON object per line; PKI = the PKI-ID as text under --test-identity, as hex
+with an MSP identity):
+  {\"event\":\"listening\",\"addr\":ADDR,\"pki_id\":PKI}           first line
+  {\"event\":\"connected\",\"peer\":PKI,\"inbound\":BOOL}          after a handshake
+  {\"event\":\"disconnected\",\"peer\":PKI,\"reason\":TEXT}
+  {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
+  {\"event\":\"presumed_dead\",\"peer\":PKI}                     a send could not get a connection
+  {\"event\":\"received\",\"from\":PKI,\"nonce\":N,\"content\":NAME,\"data_hex\":HEX,\"seq\":N}
+  {\"event\":\"ack_result\",\"peer\":PKI,\"seq\":N,\"ok\":BOOL,\"error\":TEXT}
+  {\"event\":\"command_error\",\"error\":TEXT}                   a stdin line that could not be run
+
+COMMANDS (stdin, one per line):
+  {\"cmd\":\"send\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N}      optional \"nonce\":N
+  {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
+  {\"cmd\":\"stats\"}     print the node's counters as a \"stats\" event
+  {\"cmd\":\"stop\"}      stop and exit 0 (end of stdin does the same)
+  any other line        sent as a DataMessage to every connected peer
+
+EXAMPLE (two terminals):
+  fabric-gossip node --listen 127.0.0.1:7051 --test-identity
+  fabric-gossip node --listen 127.0.0.1:7052 --test-identity --peer 127.0.0.1:7051
+  then type a line in either.";
+
+/// Runs `fabric-gossip node`.
+pub(crate) fn run(args: &NodeArgs) -> ExitCode {
+    let loaded = args
+        .identity
+        .load(true)
+        .and_then(|id| Ok((id, args.tls.load()?)))
+        .and_then(|(id, tls)| Ok((id, tls, opts::runtime()?)));
+    let (identity, tls, rt) = match loaded {
+        Ok(x) => x,
+        Err(e) => return opts::config_failure(&e),
+    };
+    let code = rt.block_on(serve(args, identity, tls));
+    // stdin is read on a blocking thread that may sit in a read forever; do not wait for it.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+/// Writes JSON lines to stdout. Each line is written and flushed under the stdout lock, so
+/// lines from concurrent tasks never interleave.
+#[derive(Clone, Copy)]
+struct Out;
+
+impl Out {
+    fn emit(self, v: &Value) {
+        let mut o = std::io::stdout().lock();
+        // A closed stdout (reader gone) must not kill the node; there is nobody to tell.
+        let _ = writeln!(o, "{v}");
+        let _ = o.flush();
+    }
+
+    fn command_error(self, error: impl Into<String>) {
+        self.emit(&json!({"event": "command_error", "error": error.into()}));
+    }
+}
+
+/// The JSON line for a core event, `None` for events that are not printed (operation
+/// results are printed by the command that started them).
+fn event_json(ev: &Event, form: PkiForm) -> Option<Value> {
+    Some(match ev {
+        Event::Connected { info, inbound, .. } => {
+            let mut v = json!({
+                "event": "connected",
+                "peer": form.show(&info.id),
+                "inbound": inbound,
+                "endpoint": info.endpoint,
+            });
+            if form == PkiForm::Hex
+                && let Some((msp, _)) = opts::msp_of(&info.identity)
+            {
+                v["msp_id"] = json!(msp);
+            }
+            v
+        }
+        Event::Disconnected { pki_id, reason, .. } => json!({
+            "event": "disconnected",
+            "peer": form.show(pki_id),
+            "reason": reason.to_string(),
+        }),
+        Event::HandshakeFailed {
+            remote,
+            inbound,
+            error,
+            ..
+        } => json!({
+            "event": "handshake_failed",
+            "remote": remote,
+            "error": error.to_string(),
+            "inbound": inbound,
+        }),
+        Event::PresumedDead(p) => json!({"event": "presumed_dead", "peer": form.show(p)}),
+        Event::IdentitySwitch(p) => json!({"event": "identity_switch", "peer": form.show(p)}),
+        _ => return None,
+    })
+}
+
+fn received_json(r: &Received, form: PkiForm) -> Value {
+    let m = r.message();
+    let mut v = json!({
+        "event": "received",
+        "from": form.show(r.sender()),
+        "nonce": m.nonce,
+        "content": m.content_name(),
+    });
+    if let Some(Content::DataMsg(d)) = &m.content {
+        let p = d.payload.clone().unwrap_or_default();
+        v["data_hex"] = json!(hex::encode(&p.data));
+        v["seq"] = json!(p.seq_num);
+        if let Ok(text) = std::str::from_utf8(&p.data) {
+            v["text"] = json!(text);
+        }
+    }
+    v
+}
+
+/// `GossipMessage{nonce, tag EMPTY, data_msg{payload{seq_num, data}}}`.
+pub(crate) fn data_message(seq: u64, data: &[u8], nonce: u64) -> GossipMessage {
+    GossipMessage {
+        nonce,
+        channel: Default::default(),
+        tag: Tag::Empty as i32,
+        content: Some(Content::DataMsg(DataMessage {
+            payload: Some(Payload {
+                seq_num: seq,
+                data: data.to_vec().into(),
+                private_data: vec![],
+            }),
+        })),
+    }
+}
+
+/// A stdin line, or why it was not read.
+enum Line {
+    Text(String),
+    Bad(String),
+}
+
+/// Reads one line of at most `MAX_LINE` bytes; `None` at end of input. An overlong line
+/// is skipped to its end and reported, so a runaway writer cannot exhaust memory.
+async fn read_line(r: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<Option<Line>> {
+    let mut buf = Vec::new();
+    let mut too_long = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            if buf.is_empty() && !too_long {
+                return Ok(None);
+            }
+            break;
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if !too_long {
+            if buf.len() + take > MAX_LINE + 1 {
+                too_long = true;
+                buf = Vec::new();
+            } else {
+                buf.extend_from_slice(&chunk[..take]);
+            }
+        }
+        r.consume(take);
+        if done {
+            break;
+        }
+    }
+    if too_long {
+        return Ok(Some(Line::Bad(format!(
+            "line longer than {MAX_LINE} bytes ignored"
+        ))));
+    }
+    Ok(Some(match String::from_utf8(buf) {
+        Ok(s) => Line::Text(s.trim_end_matches(['\n', '\r']).to_owned()),
+        Err(_) => Line::Bad("line is not UTF-8".into()),
+    }))
+}
+
+/// What the loop does after a command.
+#[derive(PartialEq, Eq)]
+enum Next {
+    Continue,
+    Stop,
+}
+
+struct State {
+    node: Node,
+    form: PkiForm,
+    out: Out,
+    acks_pending: Arc<Semaphore>,
+    /// Sequence numbers of plain-text lines.
+    text_seq: u64,
+}
+
+fn field_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, String> {
+    v.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("\"{name}\" (a string) is required"))
+}
+
+fn field_u64(v: &Value, name: &str, default: Option<u64>) -> Result<u64, String> {
+    match v.get(name) {
+        None | Some(Value::Null) => {
+            default.ok_or_else(|| format!("\"{name}\" (a number) is required"))
+        }
+        Some(x) => x
+            .as_u64()
+            .ok_or_else(|| format!("\"{name}\" must be a non-negative integer, got {x}")),
+    }
+}
+
+impl State {
+    /// The destination of a `send`/`send_with_ack` command.
+    fn remote(&self, v: &Value) -> Result<RemotePeer, String> {
+        let to = opts::parse_endpoint(field_str(v, "to")?).map_err(|e| format!("\"to\": {e}"))?;
+        let pki = match (v.get("pki_id").and_then(Value::as_str), self.form) {
+            (Some(p), form) => form.parse(p, "\"pki_id\"")?,
+            // Test identities: the PKI-ID is the endpoint.
+            (None, PkiForm::Text) => PkiId::from(to.as_str()),
+            // MSP: unknown PKI-ID, accept whoever answers.
+            (None, PkiForm::Hex) => PkiId::default(),
+        };
+        Ok(RemotePeer::new(to, pki))
+    }
+
+    fn command(&mut self, line: &str) -> Next {
+        let line = line.trim();
+        if line.is_empty() {
+            return Next::Continue;
+        }
+        if !line.starts_with('{') {
+            self.broadcast(line);
+            return Next::Continue;
+        }
+        let v: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                self.out.command_error(format!("not a JSON command: {e}"));
+                return Next::Continue;
+            }
+        };
+        let r = match v.get("cmd").and_then(Value::as_str) {
+            Some("stop") => return Next::Stop,
+            Some("send") => self.send(&v),
+            Some("send_with_ack") => self.send_with_ack(&v),
+            Some("stats") => {
+                self.stats();
+                Ok(())
+            }
+            Some(other) => Err(format!(
+                "unknown command {other:?} (send, send_with_ack, stats, stop)"
+            )),
+            None => Err("\"cmd\" (a string) is required".into()),
+        };
+        if let Err(e) = r {
+            self.out.command_error(e);
+        }
+        Next::Continue
+    }
+
+    fn send(&self, v: &Value) -> Result<(), String> {
+        let peer = self.remote(v)?;
+        let msg = data_message(
+            field_u64(v, "seq", None)?,
+            field_str(v, "data")?.as_bytes(),
+            field_u64(v, "nonce", Some(0))?,
+        );
+        self.node
+            .send(&SignedMessage::noop(msg), &[peer])
+            .map_err(|e| format!("send: {e}"))
+    }
+
+    fn send_with_ack(&self, v: &Value) -> Result<(), String> {
+        let peer = self.remote(v)?;
+        let seq = field_u64(v, "seq", None)?;
+        let msg = data_message(seq, field_str(v, "data")?.as_bytes(), 0);
+        let timeout = Duration::from_millis(field_u64(v, "timeout_ms", None)?);
+        let permit = self.acks_pending.clone().try_acquire_owned().map_err(|_| {
+            format!("{MAX_ACKS_PENDING} send_with_ack commands are already waiting")
+        })?;
+        let (node, form, out) = (self.node.clone(), self.form, self.out);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let shown = form.show(&peer.pki_id);
+            let (ok, error) = match node.send_with_ack(msg, timeout, 1, &[peer]).await {
+                Ok(results) => match results.first().map(|r| &r.result) {
+                    Some(Ok(())) => (true, String::new()),
+                    Some(Err(AckError::Remote(e))) if e.is_empty() => {
+                        (false, "acked with an empty error".into())
+                    }
+                    Some(Err(e)) => (false, e.to_string()),
+                    None => (false, AckError::Timeout.to_string()),
+                },
+                Err(e) => (false, e.to_string()),
+            };
+            out.emit(&json!({
+                "event": "ack_result",
+                "peer": shown,
+                "seq": seq,
+                "ok": ok,
+                "error": error,
+            }));
+        });
+        Ok(())
+    }
+
+    /// A plain-text line: a DataMessage to every connected peer.
+    fn broadcast(&mut self, text: &str) {
+        let peers: Vec<RemotePeer> = self
+            .node
+            .connections()
+            .into_iter()
+            .map(|(pki, _, _)| {
+                // The registered connection is found by PKI-ID; the endpoint is only used
+                // to redial, which needs one under test identities (where it is the PKI-ID).
+                let endpoint = match self.form {
+                    PkiForm::Text => self.form.show(&pki),
+                    PkiForm::Hex => String::new(),
+                };
+                RemotePeer::new(endpoint, pki)
+            })
+            .collect();
+        if peers.is_empty() {
+            self.out
+                .command_error("no connected peer to send the line to (use --peer or send)");
+            return;
+        }
+        self.text_seq += 1;
+        let msg = SignedMessage::noop(data_message(self.text_seq, text.as_bytes(), 0));
+        match self.node.send(&msg, &peers) {
+            Ok(()) => self.out.emit(&json!({
+                "event": "sent",
+                "seq": self.text_seq,
+                "to": peers.iter().map(|p| self.form.show(&p.pki_id)).collect::<Vec<_>>(),
+            })),
+            Err(e) => self.out.command_error(format!("send: {e}")),
+        }
+    }
+
+    fn stats(&self) {
+        let s = self.node.stats();
+        let d = self.node.driver_stats();
+        self.out.emit(&json!({
+            "event": "stats",
+            "connections": self.node.connections().len(),
+            "sent": s.sent,
+            "received": s.received,
+            "dropped_overflow": s.dropped_overflow,
+            "dropped_on_close": s.dropped_on_close,
+            "dropped_no_connection": s.dropped_no_connection,
+            "handshakes_ok": s.handshakes_ok,
+            "handshakes_failed": s.handshake_failures_total(),
+            "presumed_dead": s.presumed_dead,
+            "connections_opened": s.connections_opened,
+            "connections_closed": s.connections_closed,
+            "events_dropped": d.events_dropped,
+            "dials_ok": d.dials_ok,
+            "dials_failed": d.dials_failed,
+        }));
+    }
+}
+
+async fn serve(
+    args: &NodeArgs,
+    identity: Identity,
+    tls: Option<fabric_gossip_tonic::TlsConfig>,
+) -> ExitCode {
+    let form = identity.pki_form();
+    let msp_id = identity.msp_id().map(str::to_owned);
+    let (tap_tx, mut tap) = mpsc::channel(EVENT_TAP);
+    let mut builder = fabric_gossip_tonic::Node::builder(opts::config())
+        .listen(args.listen)
+        .events(tap_tx)
+        .stop_timeout(STOP_TIMEOUT);
+    let tls_on = tls.is_some();
+    if let Some(t) = tls {
+        builder = builder.tls(t);
+    }
+    let node = match opts::start(builder, identity, &args.listen.to_string(), &args.tls).await {
+        Ok(n) => n,
+        Err(ConfigError(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out = Out;
+    let mut listening = json!({
+        "event": "listening",
+        "addr": node.endpoint(),
+        "pki_id": form.show(node.pki_id()),
+        "tls": tls_on,
+    });
+    if let Some(m) = &msp_id {
+        listening["msp_id"] = json!(m);
+    }
+    out.emit(&listening);
+    eprintln!(
+        "fabric-gossip node: listening on {} as {} ({}), TLS {}",
+        node.endpoint(),
+        form.show(node.pki_id()),
+        msp_id
+            .as_deref()
+            .map_or("test identity, TEST ONLY".to_owned(), |m| format!(
+                "MSP {m}"
+            )),
+        if tls_on { "on" } else { "off" },
+    );
+
+    let mut inbox = match node.accept(|_| true) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: cannot subscribe to received messages: {e}");
+            node.stop().await;
+            return ExitCode::FAILURE;
+        }
+    };
+    // The PresumedDead and IdentitySwitch notifications are printed from the event tap,
+    // in order with the other events; the API streams are drained so that their bounded
+    // buffers never fill and count drops.
+    for mut stream in [node.presumed_dead(), node.identity_switch()] {
+        tokio::spawn(async move {
+            use tokio_stream::StreamExt;
+            while stream.next().await.is_some() {}
+        });
+    }
+    for p in &args.peer {
+        let pki = match form {
+            PkiForm::Text => PkiId::from(p.as_str()),
+            PkiForm::Hex => PkiId::default(),
+        };
+        let hello = GossipMessage {
+            nonce: 0,
+            channel: Default::default(),
+            tag: Tag::Empty as i32,
+            content: Some(Content::Empty(Empty {})),
+        };
+        if let Err(e) = node.send(
+            &SignedMessage::noop(hello),
+            &[RemotePeer::new(p.clone(), pki)],
+        ) {
+            eprintln!("--peer {p}: {e}");
+        }
+    }
+
+    let (line_tx, mut lines) = mpsc::channel::<Line>(LINE_QUEUE);
+    tokio::spawn(async move {
+        let mut stdin = BufReader::new(tokio::io::stdin());
+        loop {
+            match read_line(&mut stdin).await {
+                Ok(Some(l)) => {
+                    if line_tx.send(l).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("stdin: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(ctrl_c);
+
+    let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
+    let mut st = State {
+        node: node.clone(),
+        form,
+        out,
+        acks_pending: Arc::new(Semaphore::new(MAX_ACKS_PENDING)),
+        text_seq: 0,
+    };
+    loop {
+        tokio::select! {
+            biased;
+            ev = tap.recv() => {
+                if let Some(v) = ev.as_ref().and_then(|e| event_json(e, form)) {
+                    out.emit(&v);
+                }
+            }
+            msg = inbox.recv() => {
+                let Some(r) = msg else { break };
+                // The connection's events were queued before its first message could be
+                // delivered: print them first, so "connected" precedes "received".
+                while let Ok(ev) = tap.try_recv() {
+                    if let Some(v) = event_json(&ev, form) {
+                        out.emit(&v);
+                    }
+                }
+                out.emit(&received_json(&r, form));
+                if args.auto_ack && r.message().nonce != 0 {
+                    let Ok(permit) = acks.clone().acquire_owned().await else { break };
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        if let Err(e) = r.ack(None).await {
+                            eprintln!("ack of nonce {}: {e}", r.message().nonce);
+                        }
+                    });
+                }
+            }
+            line = lines.recv() => match line {
+                Some(Line::Text(l)) => {
+                    if st.command(&l) == Next::Stop {
+                        break;
+                    }
+                }
+                Some(Line::Bad(e)) => out.command_error(e),
+                None => break,
+            },
+            () = &mut ctrl_c => break,
+        }
+    }
+    node.stop().await;
+    while let Ok(ev) = tap.try_recv() {
+        if let Some(v) = event_json(&ev, form) {
+            out.emit(&v);
+        }
+    }
+    let s = node.stats();
+    let d = node.driver_stats();
+    out.emit(&json!({"event": "stopped"}));
+    eprintln!(
+        "fabric-gossip node: stopped; sent {}, received {}, handshakes ok {} failed {}, \
+         presumed dead {}, events not printed {}",
+        s.sent,
+        s.received,
+        s.handshakes_ok,
+        s.handshake_failures_total(),
+        s.presumed_dead,
+        d.events_dropped,
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,328 @@
+//! Options shared by the commands that run a gossip node (`node`, `ping`, `handshake`): who
+//! the node is (identity) and how it talks (TLS), loaded with errors that name the flag and
+//! the file at fault, since the usual mistake is a wrong path.
+
+use clap::Args;
+use fabric_gossip_core::proto::bytes::Bytes;
+use fabric_gossip_core::proto::msp::SerializedIdentity;
+use fabric_gossip_core::proto::prost::Message;
+use fabric_gossip_core::{Config, PkiId, TestOnlyHmacSecurity};
+use fabric_gossip_msp::{MspSecurity, TrustStore};
+use fabric_gossip_tonic::{Node, NodeBuilder, StartError, TlsConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// A configuration error: bad flag, unreadable or malformed file. Reported with exit
+/// status 2, like clap's own usage errors, so scripts can tell "you asked wrongly" from
+/// "the network failed" (status 1).
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Prints `error: ...` to stderr and returns status 2.
+pub(crate) fn config_failure(e: &ConfigError) -> std::process::ExitCode {
+    eprintln!("error: {e}");
+    std::process::ExitCode::from(2)
+}
+
+/// The node's own identity.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct IdentityArgs {
+    /// Fabric's unit-test security provider, TEST ONLY (no security at all): identity =
+    /// PKI-ID = the listen endpoint string (e.g. 127.0.0.1:7051), signatures are HMAC-SHA256
+    /// with the public key [0,0,0]. Interoperates with Fabric's own comm test peers.
+    #[arg(long, conflicts_with_all = ["msp_dir", "msp_id", "trust"])]
+    pub(crate) test_identity: bool,
+    /// The node's own MSP folder (signcerts/, keystore/, cacerts/), e.g.
+    /// crypto-config/peerOrganizations/org1.example.com/peers/peer0.org1.example.com/msp.
+    /// Its cacerts/ are trusted for --msp-id.
+    #[arg(long, value_name = "DIR", requires = "msp_id")]
+    pub(crate) msp_dir: Option<PathBuf>,
+    /// The MSP ID of the node's organization, as in configtx.yaml (e.g. Org1MSP).
+    #[arg(long, value_name = "ID", requires = "msp_dir")]
+    pub(crate) msp_id: Option<String>,
+    /// Also accept members of MSP MSPID: DIR is that organization's MSP folder (with
+    /// cacerts/), a folder of root CA PEM files, or one PEM file. Repeatable.
+    #[arg(long, value_name = "MSPID=DIR", value_parser = parse_trust, requires = "msp_dir")]
+    pub(crate) trust: Vec<(String, PathBuf)>,
+}
+
+fn parse_trust(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((id, dir)) if !id.trim().is_empty() && !dir.is_empty() => {
+            Ok((id.trim().to_owned(), PathBuf::from(dir)))
+        }
+        _ => Err(
+            "expected MSPID=DIR, e.g. Org2MSP=crypto/peerOrganizations/org2.example.com/msp".into(),
+        ),
+    }
+}
+
+/// The identity a node runs with, loaded.
+pub(crate) enum Identity {
+    /// Fabric's unit-test provider: the PKI-ID is the endpoint, known once bound.
+    Test,
+    /// An X.509 MSP identity.
+    Msp(Box<MspSecurity>),
+}
+
+/// How PKI-IDs are written on the command line and in output. Test identities are endpoint
+/// strings, so they are shown as text; MSP PKI-IDs are SHA-256 digests, shown as hex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PkiForm {
+    /// UTF-8 text (test identities).
+    Text,
+    /// Lowercase hex (MSP identities).
+    Hex,
+}
+
+impl PkiForm {
+    /// The PKI-ID in this form.
+    pub(crate) fn show(self, id: &PkiId) -> String {
+        match self {
+            PkiForm::Text => String::from_utf8_lossy(id.as_bytes()).into_owned(),
+            PkiForm::Hex => hex::encode(id.as_bytes()),
+        }
+    }
+
+    /// Reads a PKI-ID written in this form; `what` names the flag or field for errors.
+    pub(crate) fn parse(self, s: &str, what: &str) -> Result<PkiId, String> {
+        match self {
+            PkiForm::Text => Ok(PkiId::from(s)),
+            PkiForm::Hex => hex::decode(s).map(PkiId::from).map_err(|e| {
+                format!("{what} {s:?}: MSP PKI-IDs are written in hex (64 digits): {e}")
+            }),
+        }
+    }
+}
+
+impl Identity {
+    /// How this node's PKI-IDs (its own and its peers') are written.
+    pub(crate) fn pki_form(&self) -> PkiForm {
+        match self {
+            Identity::Test => PkiForm::Text,
+            Identity::Msp(_) => PkiForm::Hex,
+        }
+    }
+
+    /// The MSP ID, for an MSP identity.
+    pub(crate) fn msp_id(&self) -> Option<&str> {
+        match self {
+            Identity::Test => None,
+            Identity::Msp(s) => Some(s.msp_id()),
+        }
+    }
+}
+
+impl IdentityArgs {
+    /// Loads the identity. `required`: fail when none is given (else the test identity is
+    /// used, for commands where the identity is never sent, like `ping`).
+    pub(crate) fn load(&self, required: bool) -> Result<Identity, ConfigError> {
+        if self.test_identity {
+            return Ok(Identity::Test);
+        }
+        let (Some(dir), Some(id)) = (&self.msp_dir, &self.msp_id) else {
+            if required {
+                return Err(ConfigError(
+                    "no identity: pass --test-identity (Fabric's unit-test provider, TEST ONLY), \
+                     or --msp-dir DIR --msp-id ID [--trust MSPID=DIR]..."
+                        .into(),
+                ));
+            }
+            return Ok(Identity::Test);
+        };
+        if id.trim().is_empty() {
+            return Err(ConfigError("--msp-id: the MSP ID is empty".into()));
+        }
+        let mut trust = TrustStore::new();
+        for (msp, path) in &self.trust {
+            trust
+                .add_path(msp, path)
+                .map_err(|e| ConfigError(format!("--trust {msp}={}: {e}", path.display())))?;
+        }
+        if !dir.is_dir() {
+            return Err(ConfigError(format!(
+                "--msp-dir {}: not a directory (expected an MSP folder with signcerts/ and keystore/)",
+                dir.display()
+            )));
+        }
+        let security = MspSecurity::from_msp_dir(dir, id, trust).map_err(|e| {
+            ConfigError(format!("--msp-dir {} (--msp-id {id}): {e}", dir.display()))
+        })?;
+        Ok(Identity::Msp(Box::new(security)))
+    }
+}
+
+/// Mutual TLS material, as a Fabric peer has it (`peer.tls.*`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TlsArgs {
+    /// Mutual TLS: this node's certificate (PEM), used as server and client certificate;
+    /// its SHA-256 is bound into the handshake. Needs --tls-key and --tls-ca.
+    #[arg(long, value_name = "PEM_FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PKCS#8, SEC1 or PKCS#1 PEM).
+    #[arg(long, value_name = "PEM_FILE", requires_all = ["tls_cert", "tls_ca"])]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that peers' TLS certificates must chain to. Repeatable: give
+    /// the TLS CA of every organization this node talks to.
+    #[arg(long, value_name = "PEM_FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub(crate) tls_ca: Vec<PathBuf>,
+    /// Verify servers' certificates against this host name instead of the host dialled
+    /// (Fabric's serverHostOverride), e.g. peer0.org1.example.com when dialling an IP.
+    #[arg(long, value_name = "NAME", requires = "tls_cert")]
+    pub(crate) tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// Whether TLS is on.
+    pub(crate) fn enabled(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// Reads and checks the files; `None` without TLS.
+    pub(crate) fn load(&self) -> Result<Option<TlsConfig>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        if self.tls_ca.is_empty() {
+            return Err(ConfigError("--tls-cert needs at least one --tls-ca".into()));
+        }
+        let cert_pem = read_certs("--tls-cert", cert)?;
+        let key_pem = read("--tls-key", key)?;
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            ConfigError(format!(
+                "--tls-key {}: no usable private key in PEM: {e}",
+                key.display()
+            ))
+        })?;
+        let mut ca_pem = Vec::new();
+        for ca in &self.tls_ca {
+            let pem = read_certs("--tls-ca", ca)?;
+            ca_pem.extend_from_slice(&pem);
+            ca_pem.push(b'\n');
+        }
+        // Mutual TLS as the contract states it: a client without a certificate is turned
+        // away in the TLS handshake, before any RPC (a Fabric peer with
+        // clientAuthRequired: false would let it Ping).
+        let mut tls = TlsConfig::new(cert_pem, key_pem, ca_pem).require_client_certificate(true);
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.with_server_name_override(name.clone());
+        }
+        Ok(Some(tls))
+    }
+
+    /// The files, for error messages about the TLS material as a whole (key not matching
+    /// the certificate, for instance).
+    pub(crate) fn describe(&self) -> String {
+        let show =
+            |p: &Option<PathBuf>| p.as_deref().map_or("-".into(), |p| p.display().to_string());
+        let cas: Vec<String> = self
+            .tls_ca
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        format!(
+            "--tls-cert {} --tls-key {} --tls-ca {}",
+            show(&self.tls_cert),
+            show(&self.tls_key),
+            cas.join(",")
+        )
+    }
+}
+
+fn read(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError(format!("{flag} {}: {e}", path.display())))
+}
+
+/// Reads a PEM file that must hold at least one certificate.
+fn read_certs(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let pem = read(flag, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError(format!("{flag} {}: bad PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(ConfigError(format!(
+            "{flag} {}: no CERTIFICATE block in the file",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
+/// Parses HOST:PORT for `--listen`, resolving a host name (e.g. `localhost:7051`).
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("expected HOST:PORT, e.g. 127.0.0.1:7051 ({e})"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s} resolves to no address"))
+}
+
+/// Checks an endpoint to dial, HOST:PORT (not resolved: the transport does that).
+pub(crate) fn parse_endpoint(s: &str) -> Result<String, String> {
+    let bad = || format!("expected HOST:PORT, e.g. 127.0.0.1:7051, got {s:?}");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    port.parse::<u16>().map_err(|_| bad())?;
+    Ok(s.to_owned())
+}
+
+/// Fabric's timeouts (dial 3 s, connection 2 s, handshake 10 s) and send buffer.
+pub(crate) fn config() -> Config {
+    Config::default()
+}
+
+/// Starts `builder` with `identity`, explaining failures in terms of the flags.
+pub(crate) async fn start(
+    builder: NodeBuilder,
+    identity: Identity,
+    listen: &str,
+    tls: &TlsArgs,
+) -> Result<Node, ConfigError> {
+    let r = match identity {
+        Identity::Test => {
+            builder
+                .start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
+                .await
+        }
+        Identity::Msp(s) => builder.start(*s).await,
+    };
+    r.map_err(|e| match e {
+        StartError::Bind(e) => ConfigError(format!("--listen {listen}: cannot listen: {e}")),
+        StartError::Tls(e) => ConfigError(format!("TLS ({}): {e}", tls.describe())),
+        other => ConfigError(other.to_string()),
+    })
+}
+
+/// The MSP ID inside a serialized identity, if it is one (`msp.SerializedIdentity` with a
+/// PEM certificate); `None` for anything else, such as a test identity.
+pub(crate) fn msp_of(identity: &[u8]) -> Option<(String, Bytes)> {
+    let si = SerializedIdentity::decode(identity).ok()?;
+    if si.mspid.is_empty() || !si.id_bytes.starts_with(b"-----BEGIN") {
+        return None;
+    }
+    Some((si.mspid, si.id_bytes))
+}
+
+/// A multi-threaded runtime for one command. Two workers: the CLI never needs more, and the
+/// machines it runs on are often shared.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ConfigError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ConfigError(format!("cannot start the async runtime: {e}")))
+}
