@@ -302,6 +302,14 @@ pub(crate) async fn start(
     };
     r.map_err(|e| match e {
         StartError::Bind(e) => ConfigError(format!("--listen {listen}: cannot listen: {e}")),
+        StartError::Tls(e) if e.contains("KeyMismatch") || e.contains("not be consistent") => {
+            let show = |p: &Option<PathBuf>| p.as_deref().map(Path::display).map(|d| d.to_string());
+            ConfigError(format!(
+                "--tls-key {}: the private key does not match the certificate in --tls-cert {}",
+                show(&tls.tls_key).unwrap_or_default(),
+                show(&tls.tls_cert).unwrap_or_default(),
+            ))
+        }
         StartError::Tls(e) => ConfigError(format!("TLS ({}): {e}", tls.describe())),
         other => ConfigError(other.to_string()),
     })

@@ -94,6 +94,16 @@ fn mode(tls: &TlsArgs) -> &'static str {
     if tls.enabled() { "TLS" } else { "plaintext" }
 }
 
+/// What a round trip covers, for the output.
+fn steps(tls: &TlsArgs, handshake: bool) -> &'static str {
+    match (tls.enabled(), handshake) {
+        (true, true) => "TCP, TLS, Ping, ConnEstablish both ways",
+        (false, true) => "TCP, Ping, ConnEstablish both ways",
+        (true, false) => "TCP, TLS, Ping",
+        (false, false) => "TCP, Ping",
+    }
+}
+
 /// Runs `fabric-gossip ping`.
 pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
     let (identity, tls, rt) = match setup(&a.identity, false, &a.tls) {
@@ -127,8 +137,9 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
             match r {
                 Ok(()) => {
                     println!(
-                        "{prefix}: answered in {} (dial, TLS when on, Ping)",
-                        ms(rtt)
+                        "{prefix}: answered in {} ({})",
+                        ms(rtt),
+                        steps(&a.tls, false)
                     );
                     rtts.push(rtt);
                 }
@@ -174,7 +185,11 @@ fn dial_hint(error: &str) -> &'static str {
          pass its organization's tlscacerts/ file"
     } else if e.contains("connection refused") {
         "\n  hint: nothing listens there (check the address and port)"
-    } else if e.contains("tls") || e.contains("handshake") || e.contains("corrupt") {
+    } else if e.contains("tls")
+        || e.contains("handshake")
+        || e.contains("corrupt")
+        || e.contains("connection closed")
+    {
         "\n  hint: does the peer use TLS? (add or remove --tls-cert/--tls-key/--tls-ca)"
     } else {
         ""
@@ -224,11 +239,11 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
         let failure = match r {
             Ok(Ok(info)) => {
                 println!(
-                    "handshake with {} ({}): authenticated in {} (dial, TLS when on, Ping, \
-                     ConnEstablish both ways)",
+                    "handshake with {} ({}): authenticated in {} ({})",
                     a.addr,
                     mode(&a.tls),
-                    ms(rtt)
+                    ms(rtt),
+                    steps(&a.tls, true)
                 );
                 println!("  PKI-ID:    {}", form.show(&info.id));
                 match opts::msp_of(&info.identity) {

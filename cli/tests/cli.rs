@@ -1,0 +1,756 @@
+//! Tests of the `fabric-gossip` binary as users run it: the demo, errors for bad flags and
+//! files, keygen output loaded by `node`, `node`'s JSON lines and commands, and `ping` /
+//! `handshake` against a node started here. Every wait has a deadline; a process still
+//! running at its deadline is killed and the test fails.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fabric-gossip");
+/// Bound on anything a node should do "now" (connect, deliver), generous for loaded CI.
+const EVENT: Duration = Duration::from_secs(15);
+
+/// Output of a finished run.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs the binary with `args` and no stdin, killing it at `limit`.
+fn run(args: &[&str], limit: Duration) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fabric-gossip");
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let err = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        // Polling a child's exit; the deadline above bounds it.
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let r = Run {
+        code: status.and_then(|s| s.code()),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    assert!(
+        status.is_some(),
+        "fabric-gossip {args:?} still running after {limit:?}\n{}",
+        r.all()
+    );
+    r
+}
+
+/// A running `fabric-gossip node`: its JSON lines arrive on a bounded channel.
+struct NodeProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<Value>,
+    addr: String,
+    pki: String,
+}
+
+impl NodeProc {
+    fn start(args: &[&str]) -> NodeProc {
+        let mut child = Command::new(BIN)
+            .arg("node")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx): (SyncSender<String>, Receiver<String>) = sync_channel(4096);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut n = NodeProc {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            addr: String::new(),
+            pki: String::new(),
+        };
+        let first = n.next(EVENT).expect("a first line");
+        assert_eq!(first["event"], "listening", "first line: {first}");
+        n.addr = first["addr"].as_str().expect("addr").to_owned();
+        n.pki = first["pki_id"].as_str().expect("pki_id").to_owned();
+        n
+    }
+
+    /// The next JSON line; every stdout line must be a JSON object with "event".
+    fn next(&mut self, limit: Duration) -> Option<Value> {
+        match self.lines.recv_timeout(limit) {
+            Ok(line) => {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("non-JSON line on stdout: {line:?}: {e}"));
+                assert!(v.get("event").is_some(), "line without event: {line}");
+                self.seen.push(v.clone());
+                Some(v)
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Waits for an event matching `pred`.
+    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + EVENT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(v) if pred(&v) => return v,
+                Some(_) => {}
+                None => panic!("no {what} within {EVENT:?}; events: {:?}", self.seen),
+            }
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to node");
+        stdin.flush().expect("flush");
+    }
+
+    /// Sends stop and expects exit status 0 within 5 s (the contract), then the "stopped"
+    /// line.
+    fn stop(mut self) {
+        self.send_line(r#"{"cmd":"stop"}"#);
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                assert!(st.success(), "node exited with {st}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not exit within 5 s of stop"
+            );
+            // Polling the child's exit, bounded by the deadline.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.wait("stopped", |v| v["event"] == "stopped");
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["event"] == kind
+}
+
+#[test]
+fn demo_passes() {
+    let r = run(&["demo", "--quiet"], Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "demo failed\n{}", r.all());
+    assert!(r.stdout.contains("DEMO PASSED"), "{}", r.all());
+    assert!(!r.stdout.contains("FAILED"), "{}", r.all());
+    // The table has one row per node, and the stopped node is marked as restarted.
+    assert!(r.stdout.contains("node4*"), "{}", r.all());
+    assert!(r.stdout.contains("presumed-dead"), "{}", r.all());
+}
+
+/// Writes development material for two one-peer organizations A and B.
+fn keygen(dir: &Path) -> Run {
+    let out = dir.to_str().expect("utf-8 temp path");
+    let r = run(
+        &[
+            "keygen",
+            "--out",
+            out,
+            "--org",
+            "OrgAMSP:a.example.com:1",
+            "--org",
+            "OrgBMSP:b.example.com:1",
+        ],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(0), "keygen failed\n{}", r.all());
+    r
+}
+
+/// The flags of the keygen layout's peer0 of `domain`, trusting the other organization.
+fn msp_flags(root: &Path, msp: &str, domain: &str, other_msp: &str, other: &str) -> Vec<String> {
+    let orgs = root.join("peerOrganizations");
+    let peer = orgs
+        .join(domain)
+        .join("peers")
+        .join(format!("peer0.{domain}"));
+    let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
+    vec![
+        "--msp-dir".into(),
+        p(peer.join("msp")),
+        "--msp-id".into(),
+        msp.into(),
+        "--trust".into(),
+        format!("{other_msp}={}", p(orgs.join(other).join("msp"))),
+        "--tls-cert".into(),
+        p(peer.join("tls/server.crt")),
+        "--tls-key".into(),
+        p(peer.join("tls/server.key")),
+        "--tls-ca".into(),
+        p(peer.join("tls/ca.crt")),
+        "--tls-ca".into(),
+        p(orgs
+            .join(other)
+            .join(format!("msp/tlscacerts/tlsca.{other}-cert.pem"))),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = keygen(dir.path());
+    // It says what to run.
+    assert!(
+        r.stdout
+            .contains("fabric-gossip node --listen 127.0.0.1:7051 --msp-dir"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("--trust OrgBMSP="), "{}", r.all());
+    // Writing again refuses to overwrite, naming the folder.
+    let again = run(
+        &[
+            "keygen",
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--org",
+            "OrgAMSP:a.example.com:1",
+        ],
+        EVENT,
+    );
+    assert_eq!(again.code, Some(2), "{}", again.all());
+    assert!(
+        again.stderr.contains("a.example.com already exists"),
+        "{}",
+        again.all()
+    );
+
+    let a_flags = msp_flags(
+        dir.path(),
+        "OrgAMSP",
+        "a.example.com",
+        "OrgBMSP",
+        "b.example.com",
+    );
+    let b_flags = msp_flags(
+        dir.path(),
+        "OrgBMSP",
+        "b.example.com",
+        "OrgAMSP",
+        "a.example.com",
+    );
+    let mut a_args = vec!["--listen", "127.0.0.1:0", "--auto-ack"];
+    a_args.extend(strs(&a_flags));
+    let mut a = NodeProc::start(&a_args);
+    let listening = a.seen[0].clone();
+    assert_eq!(listening["msp_id"], "OrgAMSP");
+    assert_eq!(listening["tls"], true);
+    assert_eq!(
+        a.pki.len(),
+        64,
+        "MSP PKI-IDs are SHA-256, shown in hex: {}",
+        a.pki
+    );
+
+    let a_addr = a.addr.clone();
+    let mut b_args = vec!["--listen", "127.0.0.1:0", "--peer", a_addr.as_str()];
+    b_args.extend(strs(&b_flags));
+    let mut b = NodeProc::start(&b_args);
+    // Each authenticated the other's MSP identity over mutual TLS.
+    let c = b.wait("connected", is("connected"));
+    assert_eq!(c["peer"], a.pki.as_str());
+    assert_eq!(c["msp_id"], "OrgAMSP");
+    assert_eq!(c["inbound"], false);
+    let c = a.wait("connected", is("connected"));
+    assert_eq!(c["peer"], b.pki.as_str());
+    assert_eq!(c["msp_id"], "OrgBMSP");
+    // A plain line goes to every connected peer.
+    b.send_line("hello from B");
+    let got = a.wait("received text", |v| {
+        v["event"] == "received" && v["content"] == "data_msg"
+    });
+    assert_eq!(got["text"], "hello from B");
+    assert_eq!(got["from"], b.pki.as_str());
+    // send_with_ack by PKI-ID in hex; A acks automatically.
+    let cmd = format!(
+        r#"{{"cmd":"send_with_ack","to":"{}","pki_id":"{}","data":"ack me","seq":7,"timeout_ms":5000}}"#,
+        a.addr, a.pki
+    );
+    b.send_line(&cmd);
+    let ack = b.wait("ack_result", is("ack_result"));
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["seq"], 7);
+
+    // ping and handshake from B's identity.
+    let mut hs = vec![
+        "handshake",
+        a_addr.as_str(),
+        "--expect-pki-id",
+        a.pki.as_str(),
+    ];
+    hs.extend(strs(&b_flags));
+    let r = run(&hs, EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!("PKI-ID:    {}", a.pki)),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
+    assert!(
+        r.stdout.contains("-----BEGIN CERTIFICATE-----"),
+        "{}",
+        r.all()
+    );
+    let mut ping = vec!["ping", a_addr.as_str()];
+    ping.extend(strs(&b_flags));
+    let r = run(&ping, EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(r.stdout.contains("(TLS): answered in"), "{}", r.all());
+
+    // Without trust in OrgAMSP, B's handshake with A fails, and says why.
+    let mut untrusting = b_flags.clone();
+    let i = untrusting
+        .iter()
+        .position(|f| f == "--trust")
+        .expect("--trust");
+    untrusting.drain(i..i + 2);
+    let mut hs = vec!["handshake", a_addr.as_str()];
+    hs.extend(strs(&untrusting));
+    let r = run(&hs, EVENT);
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stdout.contains("--trust OrgAMSP=DIR"), "{}", r.all());
+
+    b.stop();
+    a.stop();
+}
+
+#[test]
+fn ping_and_handshake_against_a_test_identity_node() {
+    let mut n = NodeProc::start(&["--listen", "127.0.0.1:0", "--test-identity"]);
+    assert_eq!(n.pki, n.addr, "test identity: PKI-ID = endpoint");
+    let addr = n.addr.clone();
+
+    let r = run(&["ping", &addr, "--count", "2"], EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(r.stdout.contains("2 of 2 answered"), "{}", r.all());
+
+    let r = run(
+        &[
+            "handshake",
+            &addr,
+            "--test-identity",
+            "--expect-pki-id",
+            &addr,
+        ],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!("PKI-ID:    {addr}")),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("identity:  {addr} ({} bytes)", addr.len())),
+        "{}",
+        r.all()
+    );
+
+    let r = run(
+        &[
+            "handshake",
+            &addr,
+            "--test-identity",
+            "--expect-pki-id",
+            "127.0.0.1:1",
+        ],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains(&format!("the peer is {addr}, not the expected 127.0.0.1:1")),
+        "{}",
+        r.all()
+    );
+
+    // A probe and a handshake operation register nothing on the node.
+    n.send_line(r#"{"cmd":"stats"}"#);
+    let st = n.wait("stats", is("stats"));
+    assert_eq!(st["connections"], 0, "{st}");
+    assert!(
+        n.seen.iter().all(|v| v["event"] != "connected"),
+        "{:?}",
+        n.seen
+    );
+    n.stop();
+
+    // Nothing listens there any more.
+    let r = run(&["ping", &addr], EVENT);
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        r.stderr.contains(&format!("ping {addr} failed")),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
+fn node_json_lines_and_commands() {
+    let mut a = NodeProc::start(&["--listen", "127.0.0.1:0", "--test-identity", "--auto-ack"]);
+    let a_addr = a.addr.clone();
+    let mut b = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--peer",
+        &a_addr,
+    ]);
+    let c = b.wait("connected", is("connected"));
+    assert_eq!(c["peer"], a_addr.as_str());
+    // --peer sends an Empty message.
+    let e = a.wait("empty", is("received"));
+    assert_eq!(e["content"], "empty");
+    assert_eq!(e["from"], b.addr.as_str());
+
+    let send = format!(
+        r#"{{"cmd":"send","to":"{a_addr}","pki_id":"{a_addr}","data":"hi","seq":3,"nonce":9}}"#
+    );
+    b.send_line(&send);
+    let got = a.wait("data", |v| v["event"] == "received" && v["seq"] == 3);
+    assert_eq!(got["data_hex"], hex_of("hi"));
+    assert_eq!(got["nonce"], 9);
+
+    // Bad commands are reported on stdout, and the node keeps running.
+    b.send_line("{not json");
+    let err = b.wait("command_error", is("command_error"));
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a JSON command"),
+        "{err}"
+    );
+    b.send_line(r#"{"cmd":"send","to":"nowhere","data":"x","seq":1}"#);
+    b.wait("second command_error", |v| {
+        v["event"] == "command_error" && v["error"].as_str().unwrap_or("").contains("\"to\"")
+    });
+    b.send_line(r#"{"cmd":"launch"}"#);
+    b.wait("third command_error", |v| {
+        v["event"] == "command_error" && v["error"].as_str().unwrap_or("").contains("launch")
+    });
+
+    // A peer that is gone is presumed dead when sent to.
+    a.stop();
+    b.wait("disconnected", is("disconnected"));
+    b.send_line(&send);
+    let pd = b.wait("presumed_dead", is("presumed_dead"));
+    assert_eq!(pd["peer"], a_addr.as_str());
+    b.stop();
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Each case: arguments, and what stderr must name. All exit with status 2.
+#[test]
+fn bad_flags_and_files_give_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let d = dir.path().to_str().expect("utf-8");
+    let peer = format!("{d}/peerOrganizations/a.example.com/peers/peer0.a.example.com");
+    let other_key =
+        format!("{d}/peerOrganizations/b.example.com/peers/peer0.b.example.com/tls/server.key");
+    let not_pem = format!("{d}/not-a-pem");
+    std::fs::write(&not_pem, "hello\n").expect("write");
+    let cert = format!("{peer}/tls/server.crt");
+    let key = format!("{peer}/tls/server.key");
+    let ca = format!("{peer}/tls/ca.crt");
+    let msp = format!("{peer}/msp");
+    let listen = ["node", "--listen", "127.0.0.1:0"];
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            listen.to_vec(),
+            vec!["no identity", "--test-identity", "--msp-dir"],
+        ),
+        (
+            vec!["node", "--listen", "nowhere", "--test-identity"],
+            vec!["--listen", "nowhere"],
+        ),
+        (vec!["node", "--test-identity"], vec!["--listen"]),
+        (
+            [&listen[..], &["--test-identity", "--peer", "no-port"]].concat(),
+            vec!["--peer", "no-port"],
+        ),
+        (
+            [&listen[..], &["--test-identity", "--tls-cert", &cert]].concat(),
+            vec!["--tls-key", "--tls-ca"],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--test-identity",
+                    "--tls-cert",
+                    "/nonexistent.pem",
+                    "--tls-key",
+                    &key,
+                    "--tls-ca",
+                    &ca,
+                ],
+            ]
+            .concat(),
+            vec!["--tls-cert /nonexistent.pem", "No such file"],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--test-identity",
+                    "--tls-cert",
+                    &not_pem,
+                    "--tls-key",
+                    &key,
+                    "--tls-ca",
+                    &ca,
+                ],
+            ]
+            .concat(),
+            vec!["--tls-cert", &not_pem, "no CERTIFICATE"],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--test-identity",
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &not_pem,
+                    "--tls-ca",
+                    &ca,
+                ],
+            ]
+            .concat(),
+            vec!["--tls-key", &not_pem, "private key"],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--test-identity",
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &key,
+                    "--tls-ca",
+                    &not_pem,
+                ],
+            ]
+            .concat(),
+            vec!["--tls-ca", &not_pem],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--test-identity",
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &other_key,
+                    "--tls-ca",
+                    &ca,
+                ],
+            ]
+            .concat(),
+            vec!["--tls-key", &other_key, "does not match", &cert],
+        ),
+        (
+            [
+                &listen[..],
+                &["--msp-dir", "/nonexistent-msp", "--msp-id", "OrgAMSP"],
+            ]
+            .concat(),
+            vec!["--msp-dir /nonexistent-msp"],
+        ),
+        (
+            [&listen[..], &["--msp-dir", d, "--msp-id", "OrgAMSP"]].concat(),
+            vec!["--msp-dir", "signcerts"],
+        ),
+        (
+            [&listen[..], &["--msp-dir", &msp]].concat(),
+            vec!["--msp-id"],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--msp-dir",
+                    &msp,
+                    "--msp-id",
+                    "OrgAMSP",
+                    "--trust",
+                    "OrgBMSP",
+                ],
+            ]
+            .concat(),
+            vec!["--trust", "MSPID=DIR"],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--msp-dir",
+                    &msp,
+                    "--msp-id",
+                    "OrgAMSP",
+                    "--trust",
+                    "OrgBMSP=/nonexistent-b",
+                ],
+            ]
+            .concat(),
+            vec!["--trust OrgBMSP=/nonexistent-b", "/nonexistent-b"],
+        ),
+        (
+            [
+                &listen[..],
+                &["--test-identity", "--msp-dir", &msp, "--msp-id", "OrgAMSP"],
+            ]
+            .concat(),
+            vec!["--test-identity", "cannot be used with"],
+        ),
+        (vec!["handshake", "127.0.0.1:7051"], vec!["no identity"]),
+        (
+            vec![
+                "handshake",
+                "127.0.0.1:7051",
+                "--msp-dir",
+                &msp,
+                "--msp-id",
+                "OrgAMSP",
+                "--expect-pki-id",
+                "not-hex",
+            ],
+            vec!["--expect-pki-id", "hex"],
+        ),
+        (vec!["ping", "no-port"], vec!["no-port", "HOST:PORT"]),
+        (
+            vec!["keygen", "--out", d, "--org", "OrgX"],
+            vec!["--org", "MSPID:DOMAIN:PEERS"],
+        ),
+        (
+            vec!["keygen", "--out", d, "--org", "X:bad_domain:1"],
+            vec!["--org", "bad_domain"],
+        ),
+        (
+            vec![
+                "keygen",
+                "--out",
+                d,
+                "--org",
+                "X:x.com:1",
+                "--org",
+                "X:y.com:1",
+            ],
+            vec!["--org", "X given twice"],
+        ),
+        (vec!["demo", "--nodes", "2"], vec!["--nodes"]),
+    ];
+    for (args, needles) in cases {
+        let r = run(&args, EVENT);
+        assert_eq!(
+            r.code,
+            Some(2),
+            "{args:?} should fail with status 2\n{}",
+            r.all()
+        );
+        for n in needles {
+            assert!(
+                r.stderr.contains(n),
+                "{args:?}: stderr should mention {n:?}\n{}",
+                r.all()
+            );
+        }
+        assert!(
+            r.stdout.is_empty(),
+            "{args:?}: nothing on stdout\n{}",
+            r.all()
+        );
+    }
+}
+
+#[test]
+fn node_help_names_the_contract_flags() {
+    let r = run(&["node", "--help"], EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    for flag in [
+        "--test-identity",
+        "--tls-cert",
+        "--msp-dir",
+        "--trust",
+        "--auto-ack",
+        "--peer",
+    ] {
+        assert!(
+            r.stdout.contains(flag),
+            "node --help lacks {flag}\n{}",
+            r.all()
+        );
+    }
+}
