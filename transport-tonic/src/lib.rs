@@ -53,7 +53,9 @@
 //! the reader holds at most one batch of 64 Envelopes; each [`Incoming`] holds at most one
 //! batch of [`DELIVERY_BATCH`] messages beyond the core's subscription queue;
 //! PresumedDead and IdentitySwitch notifications are buffered up to
-//! `presumed_dead_buffer` each, then dropped and counted in [`DriverStats`].
+//! `presumed_dead_buffer` each, then dropped and counted in [`DriverStats`]; so are event
+//! copies beyond the capacity of the tap given to [`NodeBuilder::events`]. HTTP/2 windows
+//! (4 MiB per stream, 8 MiB per connection) bound what a paused stream can have in flight.
 #![forbid(unsafe_code)]
 
 mod codec;
