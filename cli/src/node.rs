@@ -30,6 +30,8 @@ const EVENT_TAP: usize = 4096;
 const MAX_ACKS_IN_FLIGHT: usize = 256;
 /// `send_with_ack` commands waiting for their acks at once; more are refused.
 const MAX_ACKS_PENDING: usize = 1024;
+/// Handshakes learning unknown PKI-IDs (MSP identities) at once; more sends are refused.
+const MAX_LOOKUPS: usize = 64;
 /// Longest stdin line accepted (a DataMessage's text must fit in it).
 const MAX_LINE: usize = 4 << 20;
 /// Lines read ahead of the command loop.
@@ -49,7 +51,7 @@ pub(crate) struct NodeArgs {
     listen: SocketAddr,
     /// At start-up, send an Empty message to this peer, which opens a connection (dial,
     /// Ping, handshake). Repeatable. Its PKI-ID is ADDR under --test-identity; with an MSP
-    /// identity whoever answers is accepted.
+    /// identity it is learnt first with Fabric's Handshake.
     #[arg(long, value_name = "ADDR", value_parser = opts::parse_endpoint)]
     peer: Vec<String>,
     /// Acknowledge (with an empty error) every received message whose nonce is non-zero.
@@ -75,6 +77,8 @@ with an MSP identity):
 
 COMMANDS (stdin, one per line):
   {\"cmd\":\"send\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N}      optional \"nonce\":N
+                        (\"pki_id\" may be left out: the endpoint under --test-identity;
+                        with an MSP identity the peer is authenticated first to learn it)
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
   {\"cmd\":\"stats\"}     print the node's counters as a \"stats\" event
   {\"cmd\":\"stop\"}      stop and exit 0 (end of stdin does the same)
@@ -242,6 +246,18 @@ async fn read_line(r: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<Optio
     }))
 }
 
+/// Fabric's Handshake with whoever serves `addr`, for its PKI-ID. With MSP identities a
+/// PKI-ID is a digest of the peer's certificate, which someone typing an address does not
+/// know; Fabric's discovery learns its bootstrap peers' PKI-IDs the same way. Sending with
+/// an empty PKI-ID instead would key every such connection attempt alike, so that two
+/// unknown peers would share one attempt and only the first would be dialled.
+async fn learn_pki(node: &Node, addr: &str) -> Result<PkiId, String> {
+    node.handshake(&RemotePeer::new(addr, PkiId::default()))
+        .await
+        .map(|info| info.id.clone())
+        .map_err(|e| format!("could not authenticate {addr}: {e}"))
+}
+
 /// What the loop does after a command.
 #[derive(PartialEq, Eq)]
 enum Next {
@@ -254,6 +270,8 @@ struct State {
     form: PkiForm,
     out: Out,
     acks_pending: Arc<Semaphore>,
+    /// Bounds the background handshakes that learn unknown PKI-IDs.
+    lookups: Arc<Semaphore>,
     /// Sequence numbers of plain-text lines.
     text_seq: u64,
 }
@@ -283,7 +301,7 @@ impl State {
             (Some(p), form) => form.parse(p, "\"pki_id\"")?,
             // Test identities: the PKI-ID is the endpoint.
             (None, PkiForm::Text) => PkiId::from(to.as_str()),
-            // MSP: unknown PKI-ID, accept whoever answers.
+            // MSP: unknown PKI-ID, learnt before sending (see `learn_pki`).
             (None, PkiForm::Hex) => PkiId::default(),
         };
         Ok(RemotePeer::new(to, pki))
@@ -331,9 +349,41 @@ impl State {
             field_str(v, "data")?.as_bytes(),
             field_u64(v, "nonce", Some(0))?,
         );
-        self.node
-            .send(&SignedMessage::noop(msg), &[peer])
-            .map_err(|e| format!("send: {e}"))
+        self.send_to(SignedMessage::noop(msg), peer)
+    }
+
+    /// Fabric's Send of `msg` to `peer`; when its PKI-ID is unknown, it is learnt first in
+    /// the background, and a peer that cannot be authenticated is reported presumed dead
+    /// (with an empty PKI-ID, since none is known).
+    fn send_to(&self, msg: SignedMessage, peer: RemotePeer) -> Result<(), String> {
+        if !peer.pki_id.is_empty() {
+            return self
+                .node
+                .send(&msg, &[peer])
+                .map_err(|e| format!("send: {e}"));
+        }
+        let permit = self.lookups.clone().try_acquire_owned().map_err(|_| {
+            format!("{MAX_LOOKUPS} peers are already being authenticated; give \"pki_id\"")
+        })?;
+        let (node, out) = (self.node.clone(), self.out);
+        tokio::spawn(async move {
+            let _permit = permit;
+            match learn_pki(&node, &peer.endpoint).await {
+                Ok(pki) => {
+                    if let Err(e) = node.send(&msg, &[RemotePeer::new(peer.endpoint.clone(), pki)])
+                    {
+                        out.command_error(format!("send to {}: {e}", peer.endpoint));
+                    }
+                }
+                Err(e) => out.emit(&json!({
+                    "event": "presumed_dead",
+                    "peer": "",
+                    "endpoint": peer.endpoint,
+                    "error": e,
+                })),
+            }
+        });
+        Ok(())
     }
 
     fn send_with_ack(&self, v: &Value) -> Result<(), String> {
@@ -347,6 +397,22 @@ impl State {
         let (node, form, out) = (self.node.clone(), self.form, self.out);
         tokio::spawn(async move {
             let _permit = permit;
+            let mut peer = peer;
+            if peer.pki_id.is_empty() {
+                match learn_pki(&node, &peer.endpoint).await {
+                    Ok(pki) => peer.pki_id = pki,
+                    Err(e) => {
+                        out.emit(&json!({
+                            "event": "ack_result",
+                            "peer": "",
+                            "seq": seq,
+                            "ok": false,
+                            "error": e,
+                        }));
+                        return;
+                    }
+                }
+            }
             let shown = form.show(&peer.pki_id);
             let (ok, error) = match node.send_with_ack(msg, timeout, 1, &[peer]).await {
                 Ok(results) => match results.first().map(|r| &r.result) {
@@ -489,6 +555,14 @@ async fn serve(
             while stream.next().await.is_some() {}
         });
     }
+    let mut st = State {
+        node: node.clone(),
+        form,
+        out,
+        acks_pending: Arc::new(Semaphore::new(MAX_ACKS_PENDING)),
+        lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+        text_seq: 0,
+    };
     for p in &args.peer {
         let pki = match form {
             PkiForm::Text => PkiId::from(p.as_str()),
@@ -500,10 +574,7 @@ async fn serve(
             tag: Tag::Empty as i32,
             content: Some(Content::Empty(Empty {})),
         };
-        if let Err(e) = node.send(
-            &SignedMessage::noop(hello),
-            &[RemotePeer::new(p.clone(), pki)],
-        ) {
+        if let Err(e) = st.send_to(SignedMessage::noop(hello), RemotePeer::new(p.clone(), pki)) {
             eprintln!("--peer {p}: {e}");
         }
     }
@@ -534,13 +605,6 @@ async fn serve(
     tokio::pin!(ctrl_c);
 
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
-    let mut st = State {
-        node: node.clone(),
-        form,
-        out,
-        acks_pending: Arc::new(Semaphore::new(MAX_ACKS_PENDING)),
-        text_seq: 0,
-    };
     loop {
         tokio::select! {
             biased;

@@ -196,7 +196,7 @@ fn demo_passes() {
     assert!(r.stdout.contains("presumed-dead"), "{}", r.all());
 }
 
-/// Writes development material for two one-peer organizations A and B.
+/// Writes development material for organizations A (two peers) and B (one peer).
 fn keygen(dir: &Path) -> Run {
     let out = dir.to_str().expect("utf-8 temp path");
     let r = run(
@@ -205,7 +205,7 @@ fn keygen(dir: &Path) -> Run {
             "--out",
             out,
             "--org",
-            "OrgAMSP:a.example.com:1",
+            "OrgAMSP:a.example.com:2",
             "--org",
             "OrgBMSP:b.example.com:1",
         ],
@@ -215,13 +215,21 @@ fn keygen(dir: &Path) -> Run {
     r
 }
 
-/// The flags of the keygen layout's peer0 of `domain`, trusting the other organization.
-fn msp_flags(root: &Path, msp: &str, domain: &str, other_msp: &str, other: &str) -> Vec<String> {
+/// The flags of peer `peer` of `domain` in the keygen layout, trusting the other
+/// organization.
+fn msp_flags(
+    root: &Path,
+    peer: &str,
+    msp: &str,
+    domain: &str,
+    other_msp: &str,
+    other: &str,
+) -> Vec<String> {
     let orgs = root.join("peerOrganizations");
     let peer = orgs
         .join(domain)
         .join("peers")
-        .join(format!("peer0.{domain}"));
+        .join(format!("{peer}.{domain}"));
     let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
     vec![
         "--msp-dir".into(),
@@ -279,6 +287,7 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
 
     let a_flags = msp_flags(
         dir.path(),
+        "peer0",
         "OrgAMSP",
         "a.example.com",
         "OrgBMSP",
@@ -286,6 +295,7 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     );
     let b_flags = msp_flags(
         dir.path(),
+        "peer0",
         "OrgBMSP",
         "b.example.com",
         "OrgAMSP",
@@ -373,6 +383,44 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     assert_eq!(r.code, Some(1), "{}", r.all());
     assert!(r.stdout.contains("--trust OrgAMSP=DIR"), "{}", r.all());
 
+    // A third node given two --peer addresses (MSP PKI-IDs unknown) connects to both.
+    let c_flags = msp_flags(
+        dir.path(),
+        "peer1",
+        "OrgAMSP",
+        "a.example.com",
+        "OrgBMSP",
+        "b.example.com",
+    );
+    let b_addr = b.addr.clone();
+    let mut c_args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--peer",
+        &a_addr,
+        "--peer",
+        &b_addr,
+    ];
+    c_args.extend(strs(&c_flags));
+    let mut c = NodeProc::start(&c_args);
+    let (a_pki, b_pki) = (a.pki.clone(), b.pki.clone());
+    c.wait("connected to A", |v| {
+        v["event"] == "connected" && v["peer"] == a_pki.as_str()
+    });
+    c.wait("connected to B", |v| {
+        v["event"] == "connected" && v["peer"] == b_pki.as_str()
+    });
+    // A send without a PKI-ID authenticates the peer first, then reaches it.
+    let cmd = format!(r#"{{"cmd":"send","to":"{b_addr}","data":"who are you","seq":11}}"#);
+    c.send_line(&cmd);
+    let got = b.wait("from C", |v| v["event"] == "received" && v["seq"] == 11);
+    assert_eq!(got["from"], c.pki.as_str());
+    // A peer that cannot be authenticated is reported presumed dead, with its endpoint.
+    c.send_line(r#"{"cmd":"send","to":"127.0.0.1:1","data":"void","seq":12}"#);
+    let pd = c.wait("presumed_dead", is("presumed_dead"));
+    assert_eq!(pd["endpoint"], "127.0.0.1:1", "{pd}");
+
+    c.stop();
     b.stop();
     a.stop();
 }
