@@ -6,7 +6,8 @@
 //! * `random_faults`: 2 to 6 nodes under a random workload and a random fault schedule
 //!   (partitions, crashes, restarts with new identities, resets, corruption, silent and
 //!   lying peers, slow readers); every invariant must hold after every step and once the
-//!   network is quiet again.
+//!   network is quiet again, and then, with every fault undone, every node must still
+//!   reach every other.
 //!
 //! Each sweep runs `SIM_SEEDS` seeds: by default 10,000 in a release build
 //! (`cargo test -p fabric-gossip-tests --release --test sweep`, about 20 s on two cores)
@@ -152,6 +153,42 @@ fn chaos(seed: u64, trace: TraceMode) -> Sim {
     sim
 }
 
+/// After recovery nothing may be stuck: a message from every node to every other arrives.
+fn everyone_reaches_everyone(sim: &mut Sim) {
+    let n = sim.node_count();
+    let marker = |a: usize, b: usize| 1_000_000 + (a * n + b) as u64;
+    for a in 0..n {
+        for b in (0..n).filter(|b| *b != a) {
+            let msg = SignedMessage::noop(data_message(marker(a, b), vec![1u8; 8].into()));
+            if let Err(e) = sim.send_to(a, &msg, &[b]) {
+                fail(sim, &format!("after recovery node {a} cannot send: {e}"));
+            }
+        }
+    }
+    if !sim.run_until_idle(Duration::from_secs(600)) {
+        fail(sim, "never idle after recovery");
+    }
+    for b in 0..n {
+        for a in (0..n).filter(|a| *a != b) {
+            let seq = marker(a, b);
+            let got = sim.deliveries(b).iter().any(|d| {
+                matches!(&d.msg.message.content,
+                    Some(fabric_gossip_core::proto::gossip::gossip_message::Content::DataMsg(m))
+                        if m.payload.as_ref().is_some_and(|p| p.seq_num == seq))
+            });
+            if !got {
+                fail(
+                    sim,
+                    &format!("after recovery node {a} cannot reach node {b}"),
+                );
+            }
+        }
+    }
+    if let Err(e) = sim.check_quiescent() {
+        fail(sim, &e);
+    }
+}
+
 #[test]
 fn random_faults() {
     let mut faults = 0;
@@ -163,6 +200,7 @@ fn random_faults() {
         if let Err(e) = sim.check_quiescent() {
             fail(&sim, &e);
         }
+        everyone_reaches_everyone(&mut sim);
         let t = sim.totals();
         faults += sim.counters().faults;
         presumed += t.presumed_dead;

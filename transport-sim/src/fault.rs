@@ -38,7 +38,8 @@ pub enum Fault {
         /// Receivers that never see them.
         to: Vec<usize>,
     },
-    /// Every partition is removed; stalled stream data flows again.
+    /// Every partition is removed and stalled stream data flows again; corruptions not
+    /// yet applied are dropped. The network is clean afterwards.
     Heal,
     /// The node can reach nobody and nobody can reach it.
     Isolate(usize),

@@ -2090,6 +2090,7 @@ impl Sim {
             }
             Fault::Heal => {
                 self.blocked.clear();
+                self.corrupt.clear();
                 for link in self.links.keys() {
                     for dir in 0..2 {
                         let stalled: Vec<Item> = match self.links.get_mut(link) {
