@@ -151,8 +151,14 @@ impl Clock {
         self.anchor + self.base.elapsed()
     }
 
+    /// The tokio deadline for core time `t`, at most a day ahead: far deadlines (identity
+    /// expiry) are re-armed after waking, which the core tolerates, and no addition can
+    /// overflow.
     fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
-        self.base + t.saturating_duration_since(self.anchor)
+        const HORIZON: Duration = Duration::from_secs(24 * 3600);
+        let now = tokio::time::Instant::now();
+        let ahead = t.saturating_duration_since(self.now()).min(HORIZON);
+        now + ahead
     }
 }
 
