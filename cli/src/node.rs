@@ -72,8 +72,11 @@ with an MSP identity):
   {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
   {\"event\":\"presumed_dead\",\"peer\":PKI}                     a send could not get a connection
   {\"event\":\"received\",\"from\":PKI,\"nonce\":N,\"content\":NAME,\"data_hex\":HEX,\"seq\":N}
+                                                           (and \"text\" when the data is UTF-8)
   {\"event\":\"ack_result\",\"peer\":PKI,\"seq\":N,\"ok\":BOOL,\"error\":TEXT}
   {\"event\":\"command_error\",\"error\":TEXT}                   a stdin line that could not be run
+  {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was sent
+  {\"event\":\"stopped\"}                                      last line
 
 COMMANDS (stdin, one per line):
   {\"cmd\":\"send\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N}      optional \"nonce\":N
