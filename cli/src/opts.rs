@@ -280,9 +280,16 @@ pub(crate) fn parse_endpoint(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// Fabric's timeouts (dial 3 s, connection 2 s, handshake 10 s) and send buffer.
+/// Fabric's timeouts (dial 3 s, connection 2 s, handshake 10 s) and send buffer, with the
+/// core's RNG (SendWithAck nonces) seeded at random: the core is deterministic for the
+/// simulator's sake, and with a fixed seed every process would draw the same nonces.
 pub(crate) fn config() -> Config {
-    Config::default()
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is keyed from the operating system's randomness once per process.
+    let seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Config::default().with_seed(seed)
 }
 
 /// Starts `builder` with `identity`, explaining failures in terms of the flags.
