@@ -120,6 +120,7 @@ async fn raw_handshake(
         .await
         .unwrap();
     let me = "raw-client:1";
+    let failures_before = server.stats().handshake_failures_total();
     let conn = GossipMessage {
         tag: gossip_message::Tag::Empty as i32,
         content: Some(gossip_message::Content::Conn(ConnEstablish {
@@ -152,15 +153,16 @@ async fn raw_handshake(
         Some(gossip_message::Content::Conn(_))
     ));
     // Authenticated: the connection registers and the stream stays open. Refused: it ends.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(1));
     let registered = within("outcome", async {
         loop {
             if server.is_connected(&me.into()) {
                 return Ok(());
             }
-            if server.stats().handshake_failures_total() > 0 {
+            if server.stats().handshake_failures_total() > failures_before {
                 return Err(());
             }
-            tokio::task::yield_now().await;
+            tick.tick().await;
         }
     })
     .await;
