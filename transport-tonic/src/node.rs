@@ -1,8 +1,8 @@
 //! The user-facing handle: Fabric's `Comm` as async methods on a cheap-to-clone [`Node`].
 
 use crate::driver::{
-    CONNECTION_WINDOW, Clock, Core, DriverStats, Inner, STREAM_WINDOW, Settings, Waiter, drain,
-    timer_task,
+    CONNECTION_WINDOW, Clock, Core, DriverStats, Inner, MAX_FRAME, STREAM_WINDOW, Settings, Waiter,
+    drain, timer_task,
 };
 use crate::service::GossipService;
 use crate::tls::TlsConfig;
@@ -211,7 +211,8 @@ impl NodeBuilder {
 
         let mut server = Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW);
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(Some(MAX_FRAME));
         if let Some(t) = &tls {
             server = server
                 .tls_config(t.server.clone())
