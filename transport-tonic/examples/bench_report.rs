@@ -3,8 +3,8 @@
 //! (measured on the same kind of machine) and the goals, as a Markdown table.
 //!
 //! ```text
-//! cargo run --release -p fabric-gossip-tonic --example bench_report            # ~60 s
-//! cargo run --release -p fabric-gossip-tonic --example bench_report -- --quick # ~15 s
+//! cargo run --release -p fabric-gossip-tonic --example bench_report            # ~40 s
+//! cargo run --release -p fabric-gossip-tonic --example bench_report -- --quick # ~6 s
 //! cargo run --release -p fabric-gossip-tonic --example bench_report -- --only tls
 //! ```
 //!
@@ -403,7 +403,57 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     {
         let _ = writeln!(t, "SendWithAck: {} calls got no ack.", a.failed);
     }
+    // What a figure would be if CPU were the only limit and both cores were ours: the rate
+    // figures move with whatever else runs on the machine, this hardly does.
+    let mut ceilings = Vec::new();
+    for (name, r, unit) in [
+        ("plaintext", f.plain.as_ref(), "msg"),
+        ("mutual TLS", f.tls.as_ref(), "msg"),
+        ("raw TCP", f.raw.as_ref(), "msg"),
+    ] {
+        if let Some(Ok(x)) = r {
+            ceilings.push(format!("{name} {} {unit}/s", thousands(ceiling(x))));
+        }
+    }
+    if let Some(Ok(a)) = &f.acks {
+        ceilings.push(format!(
+            "SendWithAck ×16 {} ack/s",
+            thousands(ceiling(&a.sixteen))
+        ));
+    }
+    if !ceilings.is_empty() {
+        let _ = writeln!(
+            t,
+            "CPU-bound ceiling on {} idle cores (cores ÷ CPU per message): {}.",
+            nproc(),
+            ceilings.join(", ")
+        );
+    }
+    // Where a new connection's time goes, from the p50s: a probe is TCP (and TLS) connect,
+    // the HTTP/2 preface and one Ping; a first delivery adds the stream, the two-way
+    // ConnEstablish handshake and the message.
+    if let (Some(Ok(cp)), Some(Ok(pp))) = (&f.conn_plain, &f.probe_plain) {
+        let mut line = format!(
+            "p50 breakdown: connect + HTTP/2 + Ping {:.2} ms; stream + handshake + first \
+             message {:.2} ms more",
+            ms(pp.p50),
+            ms(cp.p50.saturating_sub(pp.p50))
+        );
+        if let Some(Ok(pt)) = &f.probe_tls {
+            let _ = write!(
+                line,
+                "; mutual TLS adds {:.2} ms to a probe",
+                ms(pt.p50.saturating_sub(pp.p50))
+            );
+        }
+        let _ = writeln!(t, "{line}.");
+    }
     println!("{t}");
+}
+
+/// The rate `nproc()` cores would sustain at the measured CPU time per message.
+fn ceiling(x: &Throughput) -> f64 {
+    nproc() as f64 * 1e6 / x.cpu_us_per_msg().max(1e-9)
 }
 
 // ------------------------------------------------------------------------ helpers
