@@ -51,7 +51,7 @@ pub(crate) const STREAM_WINDOW: u32 = 4 << 20;
 pub(crate) const CONNECTION_WINDOW: u32 = 8 << 20;
 /// Largest HTTP/2 frame this node accepts (its `SETTINGS_MAX_FRAME_SIZE`; the protocol default
 /// is 16 KiB). h2 writes one DATA frame per syscall, so at 16 KiB a stream of 1 KiB Envelopes
-/// costs a `writev` per 12 of them; at 64 KiB, the size of the chunks the encoder yields
+/// costs a `writev` per 12 of them; at 64 KiB, just above the chunks the encoder yields
 /// (`codec::YIELD_THRESHOLD`), a quarter of that: about 20 % less CPU per message and 30 % more
 /// one-way throughput on loopback (`bench_report`). It only lets peers send bigger frames;
 /// what this node sends is bounded by what each peer advertises (16 KiB for Go gRPC), so
