@@ -31,16 +31,21 @@ mapfile -t protos < <(cd proto/protos && find . -name '*.proto' | sed 's|^\./||'
 echo "interop: stubs generated from ${protos[*]}; setup took $(( $(date +%s) - start ))s"
 
 # 3. Our node
+# INTEROP_PROFILE=release reuses the binary a release test run already built (CI does).
+profile="${INTEROP_PROFILE:-debug}"
+profile_flag=()
+[ "$profile" = release ] && profile_flag=(--release)
 if [ -z "${INTEROP_SKIP_BUILD:-}" ]; then
-  cargo build -q -p fabric-gossip-cli || fail_setup "cargo build -p fabric-gossip-cli"
+  cargo build -q "${profile_flag[@]}" -p fabric-gossip-cli || fail_setup "cargo build -p fabric-gossip-cli"
 fi
+node_bin="${CARGO_TARGET_DIR:-$root/target}/$profile/fabric-gossip"
 
 # 4. The test: every wait inside has a deadline; the whole run has a watchdog
 args=()
 [ -n "${INTEROP_REQUIRE_NODE:-}" ] && args+=(--require-node)
 export INTEROP_GEN_DIR="$root/$gen" GRPC_VERBOSITY=NONE PYTHONDONTWRITEBYTECODE=1
 set +e
-timeout 300 "$venv/bin/python" interop/interop_test.py "${args[@]}" "$@"
+timeout 300 "$venv/bin/python" interop/interop_test.py --node-bin "$node_bin" "${args[@]}" "$@"
 rc=$?
 set -e
 echo "interop: total $(( $(date +%s) - start ))s"
