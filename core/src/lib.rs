@@ -154,6 +154,9 @@ mod security;
 mod stats;
 mod time;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use comm::{
     Acceptor, Action, Comm, Event, MAX_QUEUED_EVENTS, RemotePeer, SendResult, StreamEnd,
 };

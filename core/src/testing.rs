@@ -1,0 +1,763 @@
+//! An in-memory network of cores on a virtual clock, for tests that drive cores through
+//! their public API (quinn-proto's `Pair`, generalised to N nodes).
+//!
+//! Enabled by the `testing` feature. Links are reliable and ordered with a fixed
+//! [`LATENCY`]; tests can refuse dials, hang pings, withhold TLS client certificates, crash
+//! and restart nodes, and act as a slow subscriber. Every action a core emits is checked
+//! against the handles it already closed, so a test also proves that no output names a
+//! dead handle. The deterministic, fault-injecting simulator for whole networks is the
+//! `fabric-gossip-sim` crate; this harness is the small one a unit test wants.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use crate::*;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// One-way latency of every link.
+pub const LATENCY: Duration = Duration::from_millis(1);
+
+/// The endpoint of node `i` (`127.0.0.1:7050 + i`), also its test-provider identity.
+pub fn ep(i: usize) -> String {
+    format!("127.0.0.1:{}", 7050 + i)
+}
+
+/// Node `i` as a remote, with the test provider's PKI-ID (its endpoint).
+pub fn peer(i: usize) -> RemotePeer {
+    RemotePeer::new(ep(i), ep(i).as_str())
+}
+
+#[derive(Debug, Clone)]
+enum Wire {
+    DialResult {
+        node: usize,
+        dial: DialId,
+        ok: bool,
+        hash: Option<CertHash>,
+    },
+    PingResult {
+        node: usize,
+        dial: DialId,
+        ok: bool,
+    },
+    Accept {
+        from: usize,
+        from_stream: StreamId,
+        to: usize,
+        hash: Option<CertHash>,
+    },
+    Envelope {
+        node: usize,
+        stream: StreamId,
+        bytes: Bytes,
+    },
+    Sent {
+        node: usize,
+        stream: StreamId,
+    },
+    Closed {
+        node: usize,
+        stream: StreamId,
+        end: StreamEnd,
+    },
+}
+
+/// One node of a [`Net`]: its core and what it has seen.
+pub struct Node {
+    /// The core.
+    pub comm: Comm<Box<dyn Security>>,
+    /// False while crashed.
+    pub up: bool,
+    /// Every event the core emitted, in order.
+    pub events: Vec<Event>,
+    /// Subscriptions whose deliveries the harness polls.
+    pub subs: Vec<SubscriptionId>,
+    /// Deliveries taken from each subscription, in order.
+    pub delivered: BTreeMap<SubscriptionId, Vec<ReceivedMessage>>,
+    /// When true, deliveries are not polled automatically (a slow subscriber).
+    pub slow_reader: bool,
+    /// The TLS server certificate hash this node presents to dialers.
+    pub tls_hash: Option<CertHash>,
+    /// The PKI-ID other nodes expect at this endpoint: the first identity's, kept across
+    /// restarts (like a membership view that has not caught up), so a restart with a new
+    /// identity exercises IdentitySwitch.
+    pub expected_pki: PkiId,
+}
+
+/// N cores wired in memory on a virtual clock.
+pub struct Net {
+    /// Virtual now.
+    pub now: Instant,
+    /// The nodes, by index.
+    pub nodes: Vec<Node>,
+    queue: VecDeque<(Instant, Wire)>,
+    /// (node, stream) -> (peer node, peer stream); peer stream may be unknown until accepted.
+    links: BTreeMap<(usize, StreamId), (usize, Option<StreamId>)>,
+    /// Writes waiting for the remote stream id (open in flight).
+    pending_writes: BTreeMap<(usize, StreamId), Vec<Bytes>>,
+    paused: BTreeSet<(usize, StreamId)>,
+    held: BTreeMap<(usize, StreamId), VecDeque<Bytes>>,
+    /// Nodes whose dials are refused.
+    pub refuse_dials: BTreeSet<usize>,
+    /// Nodes that never answer a Ping.
+    pub hang_pings: BTreeSet<usize>,
+    /// Node whose outbound streams present no TLS client certificate.
+    pub no_client_cert: BTreeSet<usize>,
+    /// Override the TLS hash node i presents (as if its certificate differed from its claim).
+    pub presented_hash: BTreeMap<usize, CertHash>,
+    dial_target: BTreeMap<(usize, DialId), usize>,
+    /// Every action and event, formatted, while `record` is on (for snapshots).
+    pub log: Vec<String>,
+    /// Whether to fill `log`.
+    pub record: bool,
+    /// Handles each node has closed; an action naming one afterwards is a bug.
+    closed_streams: BTreeSet<(usize, StreamId)>,
+    closed_dials: BTreeSet<(usize, DialId)>,
+    /// Data payloads in the order each node's core received them (handle_envelope).
+    pub arrivals: BTreeMap<usize, Vec<Vec<u8>>>,
+}
+
+impl Net {
+    /// `n` nodes with Fabric's test provider, configured by `config(i)`.
+    pub fn new(n: usize, config: impl Fn(usize) -> Config) -> Self {
+        Self::with_security(n, config, |i| Box::new(TestOnlyHmacSecurity::new(ep(i))))
+    }
+
+    /// `n` nodes with the given providers, the clock at 2023-11-14.
+    pub fn with_security(
+        n: usize,
+        config: impl Fn(usize) -> Config,
+        security: impl FnMut(usize) -> Box<dyn Security>,
+    ) -> Self {
+        Self::at(Instant::from_unix_secs(1_700_000_000), n, config, security)
+    }
+
+    /// Like [`Net::with_security`], with the clock starting at `now` (e.g. where test
+    /// certificates are valid).
+    pub fn at(
+        now: Instant,
+        n: usize,
+        config: impl Fn(usize) -> Config,
+        mut security: impl FnMut(usize) -> Box<dyn Security>,
+    ) -> Self {
+        let nodes = (0..n)
+            .map(|i| {
+                let cfg = config(i);
+                let tls_hash = cfg.tls.as_ref().map(|t| t.server_cert_hash);
+                let comm = Comm::new(cfg.with_seed(i as u64), security(i), now).unwrap();
+                let expected_pki = comm.pki_id().clone();
+                Node {
+                    comm,
+                    expected_pki,
+                    up: true,
+                    events: Vec::new(),
+                    subs: Vec::new(),
+                    delivered: BTreeMap::new(),
+                    slow_reader: false,
+                    tls_hash,
+                }
+            })
+            .collect();
+        Net {
+            now,
+            nodes,
+            queue: VecDeque::new(),
+            links: BTreeMap::new(),
+            pending_writes: BTreeMap::new(),
+            paused: BTreeSet::new(),
+            held: BTreeMap::new(),
+            refuse_dials: BTreeSet::new(),
+            hang_pings: BTreeSet::new(),
+            no_client_cert: BTreeSet::new(),
+            presented_hash: BTreeMap::new(),
+            dial_target: BTreeMap::new(),
+            log: Vec::new(),
+            record: false,
+            closed_streams: BTreeSet::new(),
+            closed_dials: BTreeSet::new(),
+            arrivals: BTreeMap::new(),
+        }
+    }
+
+    /// Node `i` as a remote: its endpoint and the PKI-ID others expect there.
+    pub fn peer(&self, i: usize) -> RemotePeer {
+        RemotePeer::new(ep(i), self.nodes[i].expected_pki.clone())
+    }
+
+    /// Sends `data` from `from` to node `to` expected under `pki_id` (which may be stale).
+    pub fn send_expecting(&mut self, from: usize, to: usize, pki_id: &PkiId, data: &[u8]) {
+        let now = self.now;
+        self.nodes[from]
+            .comm
+            .send(
+                now,
+                &SignedMessage::noop(data_msg(data)),
+                &[RemotePeer::new(ep(to), pki_id.clone())],
+            )
+            .unwrap();
+        self.flush(from);
+    }
+
+    /// Subscribes node `i` to every message; the harness polls it.
+    pub fn subscribe_all(&mut self, i: usize) -> SubscriptionId {
+        let sub = self.nodes[i].comm.subscribe(Box::new(|_| true)).unwrap();
+        self.nodes[i].subs.push(sub);
+        sub
+    }
+
+    fn node_of(&self, endpoint: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| ep(*i) == endpoint)
+    }
+
+    fn push(&mut self, delay: Duration, w: Wire) {
+        self.queue.push_back((self.now + delay, w));
+    }
+
+    /// Drains node i's outputs into the wire.
+    /// Carries out node `i`'s pending actions and records its events (and deliveries,
+    /// unless it is a slow reader).
+    pub fn flush(&mut self, i: usize) {
+        while let Some(a) = self.nodes[i].comm.poll_action() {
+            if self.record {
+                self.log.push(format!("n{i} {}", fmt_action(&a)));
+            }
+            self.act(i, a);
+        }
+        while let Some(e) = self.nodes[i].comm.poll_event() {
+            if self.record {
+                self.log.push(format!("n{i} {}", fmt_event(&e)));
+            }
+            self.nodes[i].events.push(e);
+        }
+        if !self.nodes[i].slow_reader {
+            self.drain_deliveries(i);
+        }
+    }
+
+    /// Polls every subscription of node `i` until empty.
+    pub fn drain_deliveries(&mut self, i: usize) {
+        loop {
+            let mut any = false;
+            for sub in self.nodes[i].subs.clone() {
+                while let Some(m) = self.nodes[i].comm.poll_delivery(sub) {
+                    any = true;
+                    self.nodes[i].delivered.entry(sub).or_default().push(m);
+                }
+            }
+            // Taking deliveries may have queued ResumeRead actions.
+            let mut more = false;
+            while let Some(a) = self.nodes[i].comm.poll_action() {
+                more = true;
+                if self.record {
+                    self.log.push(format!("n{i} {}", fmt_action(&a)));
+                }
+                self.act(i, a);
+            }
+            if !any && !more {
+                break;
+            }
+        }
+    }
+
+    fn act(&mut self, i: usize, a: Action) {
+        let stream = match &a {
+            Action::OpenStream { stream, .. }
+            | Action::Write { stream, .. }
+            | Action::PauseRead { stream }
+            | Action::ResumeRead { stream }
+            | Action::CloseStream { stream, .. } => Some(*stream),
+            _ => None,
+        };
+        let dial = match &a {
+            Action::Dial { dial, .. }
+            | Action::Ping { dial }
+            | Action::OpenStream { dial, .. }
+            | Action::CloseDial { dial } => Some(*dial),
+            _ => None,
+        };
+        if let Some(s) = stream {
+            assert!(
+                !self.closed_streams.contains(&(i, s)),
+                "node {i}: {a:?} names a closed stream"
+            );
+        }
+        if let Some(d) = dial {
+            assert!(
+                !self.closed_dials.contains(&(i, d)),
+                "node {i}: {a:?} names a closed dial"
+            );
+        }
+        match &a {
+            Action::CloseStream { stream, .. } => {
+                self.closed_streams.insert((i, *stream));
+            }
+            Action::CloseDial { dial } => {
+                self.closed_dials.insert((i, *dial));
+            }
+            _ => {}
+        }
+        match a {
+            Action::Dial { dial, endpoint } => {
+                let target = self.node_of(&endpoint);
+                let ok =
+                    target.is_some_and(|t| self.nodes[t].up && !self.refuse_dials.contains(&t));
+                if let Some(t) = target {
+                    self.dial_target.insert((i, dial), t);
+                }
+                let hash = target.and_then(|t| {
+                    self.presented_hash
+                        .get(&t)
+                        .copied()
+                        .or(self.nodes[t].tls_hash)
+                });
+                self.push(
+                    LATENCY,
+                    Wire::DialResult {
+                        node: i,
+                        dial,
+                        ok,
+                        hash,
+                    },
+                );
+            }
+            Action::Ping { dial } => {
+                let t = self.dial_target[&(i, dial)];
+                if !self.hang_pings.contains(&t) {
+                    let ok = self.nodes[t].up;
+                    self.push(LATENCY * 2, Wire::PingResult { node: i, dial, ok });
+                }
+            }
+            Action::OpenStream { dial, stream } => {
+                let t = self.dial_target[&(i, dial)];
+                self.links.insert((i, stream), (t, None));
+                let hash = if self.no_client_cert.contains(&i) {
+                    None
+                } else {
+                    self.presented_hash.get(&i).copied().or(self.nodes[i]
+                        .comm
+                        .config()
+                        .tls
+                        .as_ref()
+                        .map(|t| t.client_cert_hash))
+                };
+                self.push(
+                    LATENCY,
+                    Wire::Accept {
+                        from: i,
+                        from_stream: stream,
+                        to: t,
+                        hash,
+                    },
+                );
+            }
+            Action::Write { stream, envelope } => match self.links.get(&(i, stream)).copied() {
+                Some((t, Some(ts))) => {
+                    self.push(
+                        LATENCY,
+                        Wire::Envelope {
+                            node: t,
+                            stream: ts,
+                            bytes: envelope,
+                        },
+                    );
+                    self.push(Duration::ZERO, Wire::Sent { node: i, stream });
+                }
+                Some((_, None)) => {
+                    self.pending_writes
+                        .entry((i, stream))
+                        .or_default()
+                        .push(envelope);
+                }
+                None => {}
+            },
+            Action::CloseStream { stream, .. } => {
+                if let Some((t, ts)) = self.links.remove(&(i, stream))
+                    && let Some(ts) = ts
+                {
+                    self.links.remove(&(t, ts));
+                    self.push(
+                        LATENCY,
+                        Wire::Closed {
+                            node: t,
+                            stream: ts,
+                            end: StreamEnd::Finished,
+                        },
+                    );
+                }
+                self.pending_writes.remove(&(i, stream));
+            }
+            Action::PauseRead { stream } => {
+                self.paused.insert((i, stream));
+            }
+            Action::ResumeRead { stream } => {
+                self.paused.remove(&(i, stream));
+                if let Some(mut q) = self.held.remove(&(i, stream)) {
+                    while let Some(b) = q.pop_front() {
+                        if self.paused.contains(&(i, stream)) {
+                            self.held.entry((i, stream)).or_default().push_back(b);
+                            continue;
+                        }
+                        self.record_arrival(i, stream, &b);
+                        let _ = self.nodes[i].comm.handle_envelope(self.now, stream, b);
+                    }
+                    self.flush(i);
+                }
+            }
+            Action::CloseDial { .. } => {}
+        }
+    }
+
+    fn record_arrival(&mut self, node: usize, stream: StreamId, bytes: &Bytes) {
+        if self.nodes[node].comm.connection_info(stream).is_none() {
+            return;
+        }
+        if let Ok(m) = SignedMessage::from_envelope_bytes(bytes.clone())
+            && let Some(crate::proto::gossip::gossip_message::Content::DataMsg(d)) =
+                &m.message().content
+        {
+            let data = d
+                .payload
+                .as_ref()
+                .map(|p| p.data.to_vec())
+                .unwrap_or_default();
+            self.arrivals.entry(node).or_default().push(data);
+        }
+    }
+
+    fn deliver(&mut self, w: Wire) {
+        let now = self.now;
+        let node = match &w {
+            Wire::DialResult { node, .. }
+            | Wire::PingResult { node, .. }
+            | Wire::Envelope { node, .. }
+            | Wire::Sent { node, .. }
+            | Wire::Closed { node, .. } => *node,
+            Wire::Accept { to, .. } => *to,
+        };
+        if !self.nodes[node].up {
+            return;
+        }
+        match w {
+            Wire::DialResult {
+                node,
+                dial,
+                ok,
+                hash,
+            } => {
+                let r = if ok {
+                    Ok(hash)
+                } else {
+                    Err("connection refused".to_string())
+                };
+                let _ = self.nodes[node].comm.handle_dial_result(now, dial, r);
+            }
+            Wire::PingResult { node, dial, ok } => {
+                let r = if ok {
+                    Ok(())
+                } else {
+                    Err("unavailable".to_string())
+                };
+                let _ = self.nodes[node].comm.handle_ping_result(now, dial, r);
+            }
+            Wire::Accept {
+                from,
+                from_stream,
+                to,
+                hash,
+            } => {
+                if !self.links.contains_key(&(from, from_stream)) {
+                    return;
+                }
+                match self.nodes[to].comm.accept_stream(now, &ep(from), hash) {
+                    Ok(s) => {
+                        self.links.insert((from, from_stream), (to, Some(s)));
+                        self.links.insert((to, s), (from, Some(from_stream)));
+                        for b in self
+                            .pending_writes
+                            .remove(&(from, from_stream))
+                            .unwrap_or_default()
+                        {
+                            self.push(
+                                LATENCY,
+                                Wire::Envelope {
+                                    node: to,
+                                    stream: s,
+                                    bytes: b,
+                                },
+                            );
+                            self.push(
+                                Duration::ZERO,
+                                Wire::Sent {
+                                    node: from,
+                                    stream: from_stream,
+                                },
+                            );
+                        }
+                    }
+                    Err(_) => {
+                        self.links.remove(&(from, from_stream));
+                        self.push(
+                            LATENCY,
+                            Wire::Closed {
+                                node: from,
+                                stream: from_stream,
+                                end: StreamEnd::Error("Shutting down".into()),
+                            },
+                        );
+                    }
+                }
+                self.flush(to);
+            }
+            Wire::Envelope {
+                node,
+                stream,
+                bytes,
+            } => {
+                if self.paused.contains(&(node, stream)) {
+                    self.held
+                        .entry((node, stream))
+                        .or_default()
+                        .push_back(bytes);
+                    return;
+                }
+                self.record_arrival(node, stream, &bytes);
+                let _ = self.nodes[node].comm.handle_envelope(now, stream, bytes);
+            }
+            Wire::Sent { node, stream } => {
+                let _ = self.nodes[node].comm.handle_sent(now, stream, 1);
+            }
+            Wire::Closed { node, stream, end } => {
+                let _ = self.nodes[node].comm.handle_stream_closed(now, stream, end);
+            }
+        }
+        self.flush(node);
+    }
+
+    /// Runs until nothing is queued and no timer is due before `limit` from now.
+    /// Runs the network and every timer for at most `limit` of virtual time.
+    pub fn run_for(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        for i in 0..self.nodes.len() {
+            self.flush(i);
+        }
+        loop {
+            let next_wire = self.queue.iter().map(|(t, _)| *t).min();
+            let next_timer = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].up)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|i| self.nodes[i].comm.poll_timeout())
+                .min();
+            let next = match (next_wire, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(x) => x,
+                    None => break,
+                },
+            };
+            if next > end {
+                break;
+            }
+            if next > self.now {
+                self.now = next;
+            }
+            if let Some(pos) = self.queue.iter().position(|(t, _)| *t <= self.now) {
+                let (_, w) = self.queue.remove(pos).unwrap();
+                self.deliver(w);
+                continue;
+            }
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].up
+                    && self.nodes[i]
+                        .comm
+                        .poll_timeout()
+                        .is_some_and(|t| t <= self.now)
+                {
+                    self.nodes[i].comm.handle_timeout(self.now);
+                    self.flush(i);
+                }
+            }
+        }
+        if self.now < end && self.queue.is_empty() {
+            // Quiescent: the clock stays where the last thing happened.
+        }
+    }
+
+    /// Delivers everything in flight (time moves to each delivery); fires only timers that
+    /// fall due on the way. Deadlines later than the last delivery stay pending: use
+    /// `advance` to let virtual time pass.
+    pub fn settle(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.flush(i);
+        }
+        while let Some(next) = self.queue.iter().map(|(t, _)| *t).min() {
+            let due_timer = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].up)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|i| self.nodes[i].comm.poll_timeout().map(|t| (t, i)))
+                .filter(|(t, _)| *t < next)
+                .min();
+            if let Some((t, i)) = due_timer {
+                self.now = self.now.max(t);
+                self.nodes[i].comm.handle_timeout(self.now);
+                self.flush(i);
+                continue;
+            }
+            self.now = self.now.max(next);
+            let pos = self.queue.iter().position(|(t, _)| *t <= self.now).unwrap();
+            let (_, w) = self.queue.remove(pos).unwrap();
+            self.deliver(w);
+        }
+    }
+
+    /// Advances virtual time by `d`, firing whatever is due.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_for(d);
+        self.now = end;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].up {
+                self.nodes[i].comm.handle_timeout(self.now);
+                self.flush(i);
+            }
+        }
+    }
+
+    /// Sends a DataMessage carrying `data` from `from` to node `to` (its expected PKI-ID).
+    pub fn send(&mut self, from: usize, to: usize, data: &[u8]) {
+        let msg = data_msg(data);
+        let now = self.now;
+        let to_peer = self.peer(to);
+        self.nodes[from]
+            .comm
+            .send(now, &SignedMessage::noop(msg), &[to_peer])
+            .unwrap();
+        self.flush(from);
+    }
+
+    /// Crash: the node stops answering; its streams reset on the remote side.
+    /// Crashes node `i`: it stops answering and its streams reset at the remote ends.
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i].up = false;
+        let links: Vec<_> = self
+            .links
+            .iter()
+            .filter(|((n, _), _)| *n == i)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for ((_, s), (t, ts)) in links {
+            self.links.remove(&(i, s));
+            if let Some(ts) = ts {
+                self.links.remove(&(t, ts));
+                self.push(
+                    LATENCY,
+                    Wire::Closed {
+                        node: t,
+                        stream: ts,
+                        end: StreamEnd::Error("connection reset".into()),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Restarts node i with a fresh core. Streams of the old incarnation are forgotten; a
+    /// remote that was not told (no `crash` first) keeps a stream into a black hole.
+    pub fn restart(&mut self, i: usize, security: Box<dyn Security>, config: Config) {
+        let stale: Vec<_> = self
+            .links
+            .keys()
+            .filter(|(n, _)| *n == i)
+            .copied()
+            .collect();
+        for k in stale {
+            self.links.remove(&k);
+        }
+        for v in self.links.values_mut() {
+            if v.0 == i {
+                *v = (usize::MAX, None);
+            }
+        }
+        self.pending_writes.retain(|(n, _), _| *n != i);
+        self.closed_streams.retain(|(n, _)| *n != i);
+        self.closed_dials.retain(|(n, _)| *n != i);
+        self.paused.retain(|(n, _)| *n != i);
+        self.held.retain(|(n, _), _| *n != i);
+        self.queue.retain(|(_, w)| !matches!(w,
+            Wire::DialResult { node, .. } | Wire::PingResult { node, .. } | Wire::Envelope { node, .. }
+            | Wire::Sent { node, .. } | Wire::Closed { node, .. } if *node == i));
+        self.nodes[i].comm =
+            Comm::new(config.with_seed(1000 + i as u64), security, self.now).unwrap();
+        self.nodes[i].up = true;
+        self.nodes[i].subs.clear();
+        self.nodes[i].delivered.clear();
+        self.nodes[i].events.clear();
+    }
+
+    /// The payloads of every DataMessage node `i` has had delivered, in order.
+    pub fn delivered_data(&self, i: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for msgs in self.nodes[i].delivered.values() {
+            for m in msgs {
+                if let Some(crate::proto::gossip::gossip_message::Content::DataMsg(d)) =
+                    &m.message.content
+                {
+                    out.push(
+                        d.payload
+                            .as_ref()
+                            .map(|p| p.data.to_vec())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A DataMessage carrying `data`.
+pub fn data_msg(data: &[u8]) -> crate::proto::gossip::GossipMessage {
+    use crate::proto::gossip::*;
+    GossipMessage {
+        nonce: 0,
+        channel: Bytes::new(),
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::DataMsg(DataMessage {
+            payload: Some(Payload {
+                seq_num: 1,
+                data: Bytes::copy_from_slice(data),
+                private_data: vec![],
+            }),
+        })),
+    }
+}
+
+/// One line describing an action (writes by content type), for logs and snapshots.
+pub fn fmt_action(a: &Action) -> String {
+    match a {
+        Action::Write { stream, envelope } => {
+            let kind = SignedMessage::from_envelope_bytes(envelope.clone())
+                .map(|m| m.message().content_name().to_string())
+                .unwrap_or_else(|_| "?".into());
+            format!("Write {stream} {kind} ({} bytes)", envelope.len())
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// One line describing an event, for logs and snapshots.
+pub fn fmt_event(e: &Event) -> String {
+    match e {
+        Event::Connected {
+            conn,
+            info,
+            inbound,
+        } => format!("Connected {conn} {} inbound={inbound}", info.id),
+        Event::HandshakeDone { op, result } => format!(
+            "HandshakeDone {op} {:?}",
+            result.as_ref().map(|i| i.id.to_string())
+        ),
+        other => format!("{other:?}"),
+    }
+}
