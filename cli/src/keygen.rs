@@ -16,7 +16,7 @@ const MAX_PEERS: usize = 100;
 /// Arguments of `fabric-gossip keygen`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct KeygenArgs {
-    /// Output directory; peerOrganizations/<domain>/ is written under it. An existing
+    /// Output directory; peerOrganizations/DOMAIN/ is written under it. An existing
     /// organization folder is never overwritten.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,

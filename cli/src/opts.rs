@@ -37,7 +37,7 @@ pub(crate) fn config_failure(e: &ConfigError) -> std::process::ExitCode {
 pub(crate) struct IdentityArgs {
     /// Fabric's unit-test security provider, TEST ONLY (no security at all): identity =
     /// PKI-ID = the listen endpoint string (e.g. 127.0.0.1:7051), signatures are HMAC-SHA256
-    /// with the public key [0,0,0]. Interoperates with Fabric's own comm test peers.
+    /// with the public key 00 00 00. Interoperates with Fabric's own comm test peers.
     #[arg(long, conflicts_with_all = ["msp_dir", "msp_id", "trust"])]
     pub(crate) test_identity: bool,
     /// The node's own MSP folder (signcerts/, keystore/, cacerts/), e.g.

@@ -45,6 +45,7 @@ use fabric_gossip_core::{
 };
 use std::sync::Arc;
 
+pub mod msp_scenarios;
 pub mod scenarios;
 mod security;
 mod sim_harness;
