@@ -1,7 +1,7 @@
 //! Lossless one-way throughput over one loopback connection: one node sends 1 KiB
 //! DataMessages with `send_wait` (never dropping), the other consumes them from `accept`.
-//! Reported as elements (messages) per second, plaintext and mutual TLS. Also: Probe
-//! latency, new connection to first delivery, and SendWithAck with 16 concurrent callers.
+//! Reported as elements (messages) per second, plaintext and mutual TLS. Also SendWithAck
+//! with 16 concurrent callers. (Latencies are in `latency.rs`.)
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
 
@@ -130,49 +130,6 @@ fn pair(rt: &tokio::runtime::Runtime, tls: bool) -> (Node, Node) {
     })
 }
 
-fn latency(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut group = c.benchmark_group("latency");
-    group.measurement_time(Duration::from_secs(5));
-    group.sample_size(50);
-    for (name, tls) in [("plaintext", false), ("mutual_tls", true)] {
-        let (a, b) = pair(&rt, tls);
-        let peer = b.as_peer();
-        group.bench_function(format!("probe/{name}"), |bench| {
-            bench
-                .to_async(&rt)
-                .iter(|| async { a.probe(&peer).await.unwrap() })
-        });
-        let mut inbox = b.accept(|_| true).unwrap();
-        let msg = message();
-        group.bench_function(format!("connect_to_first_delivery/{name}"), |bench| {
-            bench.iter_custom(|iters| {
-                rt.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        a.close_conn(b.pki_id());
-                        let t = Instant::now();
-                        a.send(&msg, std::slice::from_ref(&peer)).unwrap();
-                        inbox.recv().await.unwrap();
-                        total += t.elapsed();
-                    }
-                    total
-                })
-            })
-        });
-        drop(inbox);
-        rt.block_on(async {
-            a.stop().await;
-            b.stop().await;
-        });
-    }
-    group.finish();
-}
-
 fn acks(c: &mut Criterion) {
     const CALLERS: u64 = 16;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -234,5 +191,6 @@ fn acks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, one_way, latency, acks);
+// Latency (probe, new connection to first delivery) is in benches/latency.rs.
+criterion_group!(benches, one_way, acks);
 criterion_main!(benches);
