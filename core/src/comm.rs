@@ -1195,15 +1195,9 @@ impl<S: Security> Comm<S> {
         self.actions.push_back(Action::CloseDial { dial });
         if let DialState::Streaming(stream) = d.state {
             // The channel is going away; so is its stream.
-            if self.streams.get(stream.index, stream.generation).is_some() {
-                let handshaking = self
-                    .streams
-                    .get(stream.index, stream.generation)
-                    .is_some_and(|s| matches!(s.phase, Phase::Handshaking { .. }));
-                if let Some(s) = self.streams.get_mut(stream.index, stream.generation) {
-                    s.dial = None;
-                }
-                if handshaking {
+            if let Some(s) = self.streams.get_mut(stream.index, stream.generation) {
+                s.dial = None;
+                if matches!(s.phase, Phase::Handshaking { .. }) {
                     self.fail_handshake(stream, HandshakeError::Dial(err));
                 } else {
                     self.close_stream(stream, CloseReason::StreamError(err.to_string()));
@@ -1211,15 +1205,8 @@ impl<S: Security> Comm<S> {
             }
             return;
         }
-        match d.purpose {
-            DialPurpose::Connect { key } => {
-                self.attempt_failed(&key, HandshakeError::Dial(err));
-            }
-            DialPurpose::Probe(op) => self.finish_probe(op, Err(ProbeError::Dial(err))),
-            DialPurpose::Handshake(op) => {
-                self.finish_handshake_op(op, Err(HandshakeError::Dial(err)));
-            }
-        }
+        let probe_err = ProbeError::Dial(err.clone());
+        self.dial_purpose_failed(d.purpose, HandshakeError::Dial(err), probe_err);
     }
 
     fn ping_failed(&mut self, dial: DialId, reason: String) {
@@ -1227,14 +1214,21 @@ impl<S: Security> Comm<S> {
             return;
         };
         self.actions.push_back(Action::CloseDial { dial });
-        match d.purpose {
-            DialPurpose::Connect { key } => {
-                self.attempt_failed(&key, HandshakeError::Ping(reason));
-            }
-            DialPurpose::Probe(op) => self.finish_probe(op, Err(ProbeError::Ping(reason))),
-            DialPurpose::Handshake(op) => {
-                self.finish_handshake_op(op, Err(HandshakeError::Ping(reason)));
-            }
+        let probe_err = ProbeError::Ping(reason.clone());
+        self.dial_purpose_failed(d.purpose, HandshakeError::Ping(reason), probe_err);
+    }
+
+    /// Reports a dial or Ping failure to whatever the dial was for.
+    fn dial_purpose_failed(
+        &mut self,
+        purpose: DialPurpose,
+        err: HandshakeError,
+        probe_err: ProbeError,
+    ) {
+        match purpose {
+            DialPurpose::Connect { key } => self.attempt_failed(&key, err),
+            DialPurpose::Probe(op) => self.finish_probe(op, Err(probe_err)),
+            DialPurpose::Handshake(op) => self.finish_handshake_op(op, Err(err)),
         }
     }
 
