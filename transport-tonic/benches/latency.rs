@@ -14,30 +14,16 @@
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
 
-use bytes::Bytes;
+mod common;
+use common::{message, tls_pair};
 use criterion::{Criterion, criterion_group, criterion_main};
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
-use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
+use fabric_gossip_core::{Config, TestOnlyHmacSecurity};
 use fabric_gossip_tonic::{Node, TlsConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::time::{Duration, Instant};
 
 /// Upper bound on one connection or probe; far above the expected milliseconds, so a
 /// stall fails the benchmark instead of hanging it.
 const STALL: Duration = Duration::from_secs(10);
-
-fn tls_pair() -> (TlsConfig, TlsConfig) {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let leaf = || {
-        let p = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        TlsConfig::new(cert.pem(), key.serialize_pem(), issuer.pem())
-    };
-    (leaf(), leaf())
-}
 
 /// Two nodes with Fabric's default configuration.
 fn pair(rt: &tokio::runtime::Runtime, tls: bool) -> (Node, Node) {
@@ -56,20 +42,6 @@ fn pair(rt: &tokio::runtime::Runtime, tls: bool) -> (Node, Node) {
             b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
         };
         (start(ta).await.unwrap(), start(tb).await.unwrap())
-    })
-}
-
-fn message() -> SignedMessage {
-    SignedMessage::noop(GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: 1,
-                data: Bytes::from(vec![7u8; 1024]),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
     })
 }
 

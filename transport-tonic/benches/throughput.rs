@@ -5,26 +5,12 @@
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
 
-use bytes::Bytes;
+mod common;
+use common::{message, tls_pair};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
-use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
+use fabric_gossip_core::{Config, TestOnlyHmacSecurity};
 use fabric_gossip_tonic::{Node, TlsConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::time::{Duration, Instant};
-
-fn tls_pair() -> (TlsConfig, TlsConfig) {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let leaf = || {
-        let p = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        TlsConfig::new(cert.pem(), key.serialize_pem(), issuer.pem())
-    };
-    (leaf(), leaf())
-}
 
 fn config() -> Config {
     // Buffers sized for throughput rather than Fabric's defaults.
@@ -42,20 +28,6 @@ async fn start(tls: Option<TlsConfig>) -> Node {
     b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
         .await
         .unwrap()
-}
-
-fn message() -> SignedMessage {
-    SignedMessage::noop(GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: 1,
-                data: Bytes::from(vec![7u8; 1024]),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    })
 }
 
 fn one_way(c: &mut Criterion) {
