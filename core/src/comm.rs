@@ -791,18 +791,12 @@ impl<S: Security> Comm<S> {
         min_ack: usize,
         peers: &[RemotePeer],
     ) -> Result<OpId, Error> {
-        self.tick(now);
-        if self.stopped {
-            return Err(Error::Stopped);
-        }
+        self.admit_op(now)?;
         if peers.is_empty() {
             return Err(Error::NoPeers);
         }
         if msg.content.is_none() {
             return Err(Error::EmptyMessage);
-        }
-        if self.ops.len() >= self.config.max_operations {
-            return Err(Error::LimitReached("operations"));
         }
         let mut unique: Vec<&RemotePeer> = Vec::with_capacity(peers.len());
         for p in peers {
@@ -853,9 +847,8 @@ impl<S: Security> Comm<S> {
         Ok(op)
     }
 
-    /// Fabric's `Probe`: dial and Ping, no handshake, nothing registered. The result comes
-    /// as `Event::ProbeDone`.
-    pub fn probe(&mut self, now: Instant, peer: &RemotePeer) -> Result<OpId, Error> {
+    /// Whether a new operation may start: not stopped, and under `max_operations`.
+    fn admit_op(&mut self, now: Instant) -> Result<(), Error> {
         self.tick(now);
         if self.stopped {
             return Err(Error::Stopped);
@@ -863,6 +856,13 @@ impl<S: Security> Comm<S> {
         if self.ops.len() >= self.config.max_operations {
             return Err(Error::LimitReached("operations"));
         }
+        Ok(())
+    }
+
+    /// Fabric's `Probe`: dial and Ping, no handshake, nothing registered. The result comes
+    /// as `Event::ProbeDone`.
+    pub fn probe(&mut self, now: Instant, peer: &RemotePeer) -> Result<OpId, Error> {
+        self.admit_op(now)?;
         let (index, generation) = self.ops.insert(Op::Probe {
             dial: DialId::from_parts(u32::MAX, u32::MAX),
         });
@@ -878,13 +878,7 @@ impl<S: Security> Comm<S> {
     /// `probe: true`, within `handshake_timeout`; nothing is registered. The result comes as
     /// `Event::HandshakeDone`. An empty expected PKI-ID accepts whoever answers.
     pub fn handshake(&mut self, now: Instant, peer: &RemotePeer) -> Result<OpId, Error> {
-        self.tick(now);
-        if self.stopped {
-            return Err(Error::Stopped);
-        }
-        if self.ops.len() >= self.config.max_operations {
-            return Err(Error::LimitReached("operations"));
-        }
+        self.admit_op(now)?;
         let deadline = now + self.config.handshake_timeout;
         let (index, generation) = self.ops.insert(Op::Handshake {
             dial: DialId::from_parts(u32::MAX, u32::MAX),

@@ -276,12 +276,15 @@ pub fn handshake_times_out_without_conn_establish<H: Harness>(h: &mut H) -> Outc
         saw_handshake_failure(h, b, |e| *e == HandshakeError::Timeout)
     })?;
     let took = h.elapsed() - start;
+    // On a real network the node's deadline starts when it accepts the stream, a little
+    // before `raw_open` returns here, and a loaded machine can be late to report: allow a
+    // quarter second early and two seconds late, far from "never" and from "at once".
     ensure!(
-        took >= timeout,
+        took + Duration::from_millis(250) >= timeout,
         "refused after {took:?}, before conn_timeout {timeout:?}"
     );
     ensure!(
-        took < timeout + Duration::from_secs(1),
+        took < timeout + Duration::from_secs(2),
         "refused only after {took:?}"
     );
     wait(h, SOON, "the raw stream ends", |h| {
