@@ -6,12 +6,13 @@
 //! stays deterministic. Certificates are valid from 2023 to 2036: the simulator's virtual
 //! clock starts in November 2023, a real harness uses the wall clock.
 
+use crate::scenarios::{identity_switch_other_org_refused_with, identity_switch_same_org_with};
 use crate::{
     Harness, NodeOptions, Outcome, PASS, data, ensure, payload, saw_handshake_failure, wait,
 };
 use core::time::Duration;
 use fabric_gossip_core::proto::msp::SerializedIdentity;
-use fabric_gossip_core::{Event, HandshakeError, Instant, SecurityError};
+use fabric_gossip_core::{HandshakeError, Instant, SecurityError};
 use fabric_gossip_msp::TrustStore;
 use fabric_gossip_msp::dev::{DevOrg, OrgSpec, Validity, generate_in_memory, trust_all};
 use prost::Message;
@@ -129,62 +130,21 @@ pub fn msp_handshake_and_exchange<H: Harness>(h: &mut H) -> Outcome {
 /// A peer renews its certificate (same organization) and comes back at the same endpoint:
 /// the dialler, still addressing the old PKI-ID, reports IdentitySwitch and delivers.
 pub fn msp_identity_switch_same_org<H: Harness>(h: &mut H) -> Outcome {
-    let a = h.add_node(msp_node(|_| (0, 1)))?;
-    let b = h.add_node(msp_node(|g| (1, 1 + (g as usize).min(1))))?;
-    let old = h.peer(b);
-    h.send(a, &data(1, "hello"), core::slice::from_ref(&old))
-        .map_err(err)?;
-    wait(h, SOON, "B receives hello", |h| h.delivery_count(b) >= 1)?;
-    h.restart_node(b, true)?;
-    wait(h, SOON, "A sees the old connection close", |h| {
-        h.connections(a).is_empty()
-    })?;
-    ensure!(
-        h.peer(b).pki_id != old.pki_id,
-        "the identity did not change"
-    );
-    h.send(a, &data(2, "again"), core::slice::from_ref(&old))
-        .map_err(err)?;
-    wait(h, SOON, "A reports the identity switch", |h| {
-        h.events(a)
-            .iter()
-            .any(|e| matches!(e, Event::IdentitySwitch(p) if *p == old.pki_id))
-    })?;
-    wait(h, SOON, "the renewed B receives", |h| {
-        h.deliveries(b).iter().any(|d| payload(&d.msg) == b"again")
-    })?;
-    PASS
+    identity_switch_same_org_with(
+        h,
+        msp_node(|_| (0, 1)),
+        msp_node(|g| (1, 1 + (g as usize).min(1))),
+    )
 }
 
 /// The peer comes back with a certificate of another organization: refused
 /// ("authentication failure"), nothing delivered.
 pub fn msp_identity_switch_other_org_refused<H: Harness>(h: &mut H) -> Outcome {
-    let a = h.add_node(msp_node(|_| (0, 2)))?;
-    let b = h.add_node(msp_node(|g| if g == 0 { (0, 3) } else { (1, 3) }))?;
-    let old = h.peer(b);
-    h.send(a, &data(1, "hello"), core::slice::from_ref(&old))
-        .map_err(err)?;
-    wait(h, SOON, "B receives hello", |h| h.delivery_count(b) >= 1)?;
-    h.restart_node(b, true)?;
-    wait(h, SOON, "A sees the old connection close", |h| {
-        h.connections(a).is_empty()
-    })?;
-    let new = h.peer(b);
-    h.send(a, &data(2, "again"), core::slice::from_ref(&old))
-        .map_err(err)?;
-    wait(h, SOON, "A refuses the peer of another organization", |h| {
-        saw_handshake_failure(h, a, |e| {
-            *e == HandshakeError::UnexpectedPeer {
-                expected: old.pki_id.clone(),
-                actual: new.pki_id.clone(),
-            }
-        })
-    })?;
-    ensure!(
-        !h.deliveries(b).iter().any(|d| payload(&d.msg) == b"again"),
-        "a refused peer got the message"
-    );
-    PASS
+    identity_switch_other_org_refused_with(
+        h,
+        msp_node(|_| (0, 2)),
+        msp_node(|g| if g == 0 { (0, 3) } else { (1, 3) }),
+    )
 }
 
 /// A node of an organization nobody trusts is refused by `ValidateIdentity`.

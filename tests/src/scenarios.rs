@@ -300,7 +300,17 @@ fn org_node(org_of_gen: fn(u32) -> &'static str) -> NodeOptions {
 /// A peer that comes back at the same endpoint with a new identity of the same
 /// organization: the dialler emits IdentitySwitch(old PKI-ID) and keeps the connection.
 pub fn identity_switch_same_org<H: Harness>(h: &mut H) -> Outcome {
-    let (a, b) = pair_exchange(h, org_node(|_| "Org1"), org_node(|_| "Org1"))?;
+    identity_switch_same_org_with(h, org_node(|_| "Org1"), org_node(|_| "Org1"))
+}
+
+/// The body of [`identity_switch_same_org`] for any providers: B's second identity
+/// generation must be of A's organization. Shared by the real-identity scenarios.
+pub fn identity_switch_same_org_with<H: Harness>(
+    h: &mut H,
+    a_opts: NodeOptions,
+    b_opts: NodeOptions,
+) -> Outcome {
+    let (a, b) = pair_exchange(h, a_opts, b_opts)?;
     let old = h.peer(b);
     h.restart_node(b, true)?;
     wait(h, SOON, "A sees the old connection close", |h| {
@@ -328,11 +338,21 @@ pub fn identity_switch_same_org<H: Harness>(h: &mut H) -> Outcome {
 
 /// The same, but the new identity is of another organization: refused.
 pub fn identity_switch_other_org_refused<H: Harness>(h: &mut H) -> Outcome {
-    let (a, b) = pair_exchange(
+    identity_switch_other_org_refused_with(
         h,
         org_node(|_| "Org1"),
         org_node(|g| if g == 0 { "Org1" } else { "Org2" }),
-    )?;
+    )
+}
+
+/// The body of [`identity_switch_other_org_refused`] for any providers: B's second
+/// identity generation must be of another organization than A's.
+pub fn identity_switch_other_org_refused_with<H: Harness>(
+    h: &mut H,
+    a_opts: NodeOptions,
+    b_opts: NodeOptions,
+) -> Outcome {
+    let (a, b) = pair_exchange(h, a_opts, b_opts)?;
     let old = h.peer(b);
     h.restart_node(b, true)?;
     wait(h, SOON, "A sees the old connection close", |h| {
