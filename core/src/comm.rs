@@ -696,6 +696,14 @@ impl<S: Security> Comm<S> {
         Ok(())
     }
 
+    /// Whether a live stream is still handshaking; `Err(UnknownHandle)` if it is dead.
+    fn handshaking(&self, stream: StreamId) -> Result<bool, Error> {
+        self.streams
+            .get(stream.index, stream.generation)
+            .map(|s| matches!(s.phase, Phase::Handshaking { .. }))
+            .ok_or(Error::UnknownHandle)
+    }
+
     /// A write to the stream failed: the peer is presumed dead and the connection closed
     /// (Fabric's `disconnect`).
     pub fn handle_write_failed(
@@ -705,11 +713,7 @@ impl<S: Security> Comm<S> {
         reason: String,
     ) -> Result<(), Error> {
         self.tick(now);
-        let s = self
-            .streams
-            .get(stream.index, stream.generation)
-            .ok_or(Error::UnknownHandle)?;
-        if matches!(s.phase, Phase::Handshaking { .. }) {
+        if self.handshaking(stream)? {
             self.fail_handshake(stream, HandshakeError::StreamEnded(reason));
         } else {
             self.close_stream(stream, CloseReason::WriteFailed(reason));
@@ -725,11 +729,7 @@ impl<S: Security> Comm<S> {
         end: StreamEnd,
     ) -> Result<(), Error> {
         self.tick(now);
-        let s = self
-            .streams
-            .get(stream.index, stream.generation)
-            .ok_or(Error::UnknownHandle)?;
-        if matches!(s.phase, Phase::Handshaking { .. }) {
+        if self.handshaking(stream)? {
             let why = match end {
                 StreamEnd::Finished => "closed by remote".to_owned(),
                 StreamEnd::Error(e) => e,
