@@ -47,6 +47,8 @@ pub(crate) struct Bootstrap {
     pub(crate) attempts: u32,
     /// Requests sent.
     pub(crate) sends: u32,
+    /// An anchor peer: any organization may answer (a bootstrap peer must be ours).
+    pub(crate) any_org: bool,
 }
 
 impl Bootstrap {
@@ -56,6 +58,7 @@ impl Bootstrap {
             state: BootState::Idle(now),
             attempts: 0,
             sends: 0,
+            any_org: false,
         }
     }
 
@@ -70,6 +73,21 @@ impl Bootstrap {
 }
 
 impl Discovery {
+    /// Joins through an anchor peer (Fabric's `Connect` from `learnAnchorPeers`): like a
+    /// bootstrap peer, but it may belong to another organization, in which case our
+    /// request carries no secret; skipped (reported as given up) when it is of another
+    /// organization and we have no external endpoint. The attempt starts at the next
+    /// [`Layer::handle_timeout`](fabric_gossip_core::Layer::handle_timeout), due now.
+    pub fn connect_anchor(&mut self, now: Instant, endpoint: impl Into<String>) {
+        let endpoint = endpoint.into();
+        if self.cfg.is_my_own_endpoint(&endpoint) || self.bootstraps.len() >= 1024 {
+            return;
+        }
+        let mut b = Bootstrap::new(endpoint, now);
+        b.any_org = true;
+        self.bootstraps.push(b);
+    }
+
     /// Moves every bootstrap whose deadline passed.
     pub(crate) fn bootstrap_tick<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
         for i in 0..self.bootstraps.len() {
@@ -183,12 +201,24 @@ impl Discovery {
             Err(e) => return self.bootstrap_failed(now, i, e.to_string()),
         };
         let org = comm.security().organization_of(&info.identity);
-        if org.is_none() || org != self.my_org {
+        let same_org = org.is_some() && org == self.my_org;
+        if !same_org && !self.bootstraps[i].any_org {
             let error = format!(
                 "{} isn't in our organization, cannot be a bootstrap peer",
                 self.bootstraps[i].endpoint
             );
             return self.bootstrap_failed(now, i, error);
+        }
+        if !same_org && (org.is_none() || self.cfg.external_endpoint.is_empty()) {
+            self.bootstraps[i].state = BootState::GaveUp;
+            let ev = DiscoveryEvent::BootstrapFailed {
+                endpoint: self.bootstraps[i].endpoint.clone(),
+                error: "anchor peer of another organization and no external endpoint".into(),
+                attempt: self.bootstraps[i].attempts,
+                gave_up: true,
+            };
+            self.stats.bootstrap_failures += 1;
+            return self.emit(ev);
         }
         let nonce = loop {
             let n = self.rng.next_u64();
@@ -196,8 +226,8 @@ impl Discovery {
                 break n;
             }
         };
-        // Same organization: the request keeps our secret (no target given to strip for).
-        let Some(request) = self.make_request(now, comm, None, nonce) else {
+        // Our secret goes only to our own organization.
+        let Some(request) = self.make_request(now, comm, !same_org, nonce) else {
             return self.bootstrap_failed(now, i, "cannot sign our alive message".into());
         };
         self.send_bootstrap_request(now, comm, i, info.id.clone(), nonce, request);

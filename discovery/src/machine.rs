@@ -133,6 +133,11 @@ impl Discovery {
         self.membership.members.get(pki_id).map(|m| &m.envelope)
     }
 
+    /// The next event for the application (also [`Layer::poll_event`]).
+    pub fn poll_event(&mut self) -> Option<DiscoveryEvent> {
+        self.events.pop_front()
+    }
+
     pub(crate) fn emit(&mut self, ev: DiscoveryEvent) {
         if self.events.len() >= self.cfg.max_events {
             self.stats.events_dropped += 1;
@@ -279,7 +284,12 @@ impl Discovery {
         candidates
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    /// The next deadline (also [`Layer::poll_timeout`]; inherent so that callers need
+    /// not name the security type).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
         let t = &self.timers;
         [t.heartbeat, t.sync, t.check, t.reconnect, t.scan]
             .into_iter()
@@ -421,13 +431,10 @@ impl<S: Security> Layer<S> for Discovery {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.stopped {
-            return None;
-        }
-        self.next_deadline()
+        Discovery::poll_timeout(self)
     }
 
     fn poll_event(&mut self) -> Option<DiscoveryEvent> {
-        self.events.pop_front()
+        Discovery::poll_event(self)
     }
 }

@@ -27,16 +27,15 @@ pub fn membership_request(self_information: Envelope, nonce: u64) -> GossipMessa
 }
 
 impl Discovery {
-    /// A request carrying a fresh signed alive message of ours, its secret stripped when
-    /// the target is known to be of another organization (`SendToPeer`).
+    /// A request carrying a fresh signed alive message of ours, without its secret if
+    /// `strip` (a target of another organization).
     pub(crate) fn make_request<S: Security>(
         &mut self,
         now: Instant,
         comm: &Comm<S>,
-        target: Option<&PkiId>,
+        strip: bool,
         nonce: u64,
     ) -> Option<SignedMessage> {
-        let target_org = target.and_then(|t| self.org_of(comm, t));
         let me = self.me.as_mut()?;
         let mut env = match me.sign_next(now, comm.security()) {
             Ok(env) => env,
@@ -45,13 +44,14 @@ impl Discovery {
                 return None;
             }
         };
-        if target_org.is_some() && target_org != self.my_org {
+        if strip {
             env = strip_secret(&env);
         }
         Some(SignedMessage::noop(membership_request(env, nonce)))
     }
 
-    /// Sends a request with `nonce` to a member.
+    /// Sends a request with `nonce` to a member; its secret is stripped when the member
+    /// is known to be of another organization (`SendToPeer`).
     pub(crate) fn send_request<S: Security>(
         &mut self,
         now: Instant,
@@ -60,7 +60,9 @@ impl Discovery {
         endpoint: &str,
         nonce: u64,
     ) {
-        let Some(req) = self.make_request(now, comm, Some(pki_id), nonce) else {
+        let target_org = self.org_of(comm, pki_id);
+        let strip = target_org.is_some() && target_org != self.my_org;
+        let Some(req) = self.make_request(now, comm, strip, nonce) else {
             return;
         };
         match comm.send(now, &req, &[RemotePeer::new(endpoint, pki_id.clone())]) {

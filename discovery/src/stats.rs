@@ -9,8 +9,9 @@ use crate::error::AliveError;
 pub struct DiscoveryStats {
     /// Alive messages received directly (gossip).
     pub alive_received: u64,
-    /// Direct alive messages dropped by the message store: a copy or an older one from the
-    /// same member (replays, gossip loops).
+    /// Alive messages (direct, or in requests and responses) dropped by the message
+    /// store: a copy of, or older than, the last direct one from the same member
+    /// (replays, gossip loops).
     pub alive_duplicate: u64,
     /// Alive messages (any path) that were valid but not newer than what membership knows.
     pub alive_stale: u64,
