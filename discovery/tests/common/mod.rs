@@ -129,13 +129,15 @@ impl Cluster {
                     let from = (0..self.net.nodes.len())
                         .find(|j| self.net.nodes[*j].comm.pki_id() == m.sender())
                         .map_or_else(|| "?".to_string(), |j| format!("n{j}"));
-                    self.trace.push((
-                        now,
-                        format!(
-                            "n{i} <- {from}: {}",
-                            describe_received(&m.message, &m.envelope)
-                        ),
-                    ));
+                    let mut line = format!(
+                        "n{i} <- {from}: {}",
+                        describe_received(&m.message, &m.envelope)
+                    );
+                    for j in 0..self.net.nodes.len() {
+                        let pki = format!("pki={}", self.net.nodes[j].comm.pki_id());
+                        line = line.replace(&format!("{pki} "), &format!("pki=n{j} "));
+                    }
+                    self.trace.push((now, line));
                     layer.handle_message(now, &mut self.net.nodes[i].comm, m);
                     self.net.flush(i);
                 }
@@ -272,7 +274,7 @@ pub fn describe_alive(env: &Envelope) -> String {
     match parse_alive(env) {
         Ok(p) => format!(
             "alive{{pki={} endpoint={:?} inc={} seq={} identity={} secret={:?} signed}}",
-            String::from_utf8_lossy(&p.pki_id.0),
+            p.pki_id,
             p.endpoint,
             p.ts.inc,
             p.ts.seq,
