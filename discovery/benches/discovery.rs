@@ -56,13 +56,20 @@ fn alive_messages(sender: &MspSecurity) -> Vec<(GossipMessage, Envelope, Bytes)>
                         inc_num: NOW.as_unix_nanos(),
                         seq_num: seq,
                     }),
-                    identity: if seq == 1 { sender.own_identity() } else { Bytes::new() },
+                    identity: if seq == 1 {
+                        sender.own_identity()
+                    } else {
+                        Bytes::new()
+                    },
                 })),
                 ..Default::default()
             };
-            let signed =
-                SignedMessage::sign_with_secret(msg.clone(), encode_secret("10.0.0.2:7051"), sender)
-                    .unwrap();
+            let signed = SignedMessage::sign_with_secret(
+                msg.clone(),
+                encode_secret("10.0.0.2:7051"),
+                sender,
+            )
+            .unwrap();
             let bytes = signed.envelope_bytes().clone();
             (msg, Envelope::decode(bytes.clone()).unwrap(), bytes)
         })
@@ -99,7 +106,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let (_, env, _) = &msgs[i % BATCH];
             i += 1;
-            black_box(validate_alive_envelope(&receiver, env, Some(&sender_identity), NOW).unwrap());
+            black_box(
+                validate_alive_envelope(&receiver, env, Some(&sender_identity), NOW).unwrap(),
+            );
         })
     });
     g.bench_function("direct_alive_path_ecdsa_p256", |b| {

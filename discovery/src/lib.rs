@@ -72,3 +72,5 @@ pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
 pub use machine::Discovery;
 pub use request::membership_request;
 pub use stats::DiscoveryStats;
+#[cfg(test)]
+mod tests;

@@ -66,9 +66,16 @@ fn fabric_alive_message_validates() {
         validate_alive_envelope(&c.security, &c.alive, Some(&c.identity), NOW).unwrap();
     assert_eq!(parsed.pki_id, c.pki_id);
     assert_eq!(parsed.tag, gossip_message::Tag::Empty as i32);
-    assert!(parsed.ts.inc > 1_700_000_000_000_000_000, "Unix ns: {}", parsed.ts.inc);
+    assert!(
+        parsed.ts.inc > 1_700_000_000_000_000_000,
+        "Unix ns: {}",
+        parsed.ts.inc
+    );
     assert!(parsed.ts.seq >= 1);
-    assert!(!parsed.internal_endpoint.is_empty(), "Fabric attaches its internal endpoint");
+    assert!(
+        !parsed.internal_endpoint.is_empty(),
+        "Fabric attaches its internal endpoint"
+    );
     assert!(c.alive.secret_envelope.is_some());
     assert!(id.expires.is_some());
     // If Fabric embedded its identity (first publishCertPeriod), it is the same one and
@@ -106,7 +113,10 @@ fn tampering_with_fabrics_alive_message_is_caught() {
     let mut sig = c.alive.signature.to_vec();
     let last = sig.len() - 1;
     sig[last] ^= 1;
-    let bad = Envelope { signature: sig.into(), ..c.alive.clone() };
+    let bad = Envelope {
+        signature: sig.into(),
+        ..c.alive.clone()
+    };
     assert!(matches!(
         validate_alive_envelope(&c.security, &bad, Some(&c.identity), NOW),
         Err(AliveError::BadSignature(_))
@@ -121,7 +131,9 @@ fn tampering_with_fabrics_alive_message_is_caught() {
     // An embedded identity is what the signature is checked against (as Fabric does),
     // whatever identity was known before.
     let other = serialize_identity_pem("Org1MSP", b"not a certificate");
-    let embedded = fabric_gossip_discovery::validate::parse_alive(&c.alive).unwrap().identity;
+    let embedded = fabric_gossip_discovery::validate::parse_alive(&c.alive)
+        .unwrap()
+        .identity;
     if !embedded.is_empty() {
         validate_alive_envelope(&c.security, &c.alive, Some(&other), NOW).unwrap();
     }
@@ -139,5 +151,11 @@ fn fabrics_identity_is_refused_after_its_certificate_expires() {
         after,
     )
     .unwrap_err();
-    assert!(matches!(err, AliveError::BadIdentity(_) | AliveError::IdentityExpired), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            AliveError::BadIdentity(_) | AliveError::IdentityExpired
+        ),
+        "{err:?}"
+    );
 }
