@@ -45,10 +45,8 @@ pub fn internal_endpoint_of(env: &Envelope) -> String {
     env.secret_envelope
         .as_ref()
         .and_then(|s| Secret::decode(s.payload.clone()).ok())
-        .and_then(|s| match s.content {
-            Some(secret::Content::InternalEndpoint(e)) => Some(e),
-            None => None,
-        })
+        .and_then(|s| s.content)
+        .map(|secret::Content::InternalEndpoint(e)| e)
         .unwrap_or_default()
 }
 

@@ -28,13 +28,13 @@
 //!
 //! # Rules, by module
 //!
-//! * [`alive`](crate::alive): our signed alive message: incarnation (start time in ns),
+//! * [`alive`]: our signed alive message: incarnation (start time in ns),
 //!   sequence incremented before every message, identity during `publish_cert_period`,
 //!   `SecretEnvelope` with the internal endpoint.
-//! * [`validate`](crate::validate): every received alive message: shape, identity (embedded,
+//! * [`validate`]: every received alive message: shape, identity (embedded,
 //!   else known), signatures.
 //! * `store`: membership (alive/dead, strictly newer timestamps only) and the de-dup store.
-//! * [`disclosure`](crate::disclosure): what crosses an organization boundary.
+//! * [`disclosure`]: what crosses an organization boundary.
 //! * `gossip`, `request`, `response`, `bootstrap`, `expiry`: the protocol's paths.
 //!
 //! # Deliberate differences from Fabric v2.4.9

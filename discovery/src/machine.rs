@@ -156,7 +156,7 @@ impl Discovery {
     ) -> Option<Bytes> {
         if let Some(m) = self.membership.members.get(pki_id)
             && let Some(id) = &m.identity
-            && !m.expires.is_some_and(|e| e <= now)
+            && m.expires.is_none_or(|e| e > now)
         {
             return Some(id.clone());
         }

@@ -366,7 +366,7 @@ mod tests {
         assert!(s.check_valid(&a, ts(1, 6)));
         assert!(s.check_valid(&a, ts(2, 0)));
         assert!(s.scan(t0 + ttl - Duration::from_nanos(1)).is_empty());
-        assert_eq!(s.scan(t0 + ttl), [a.clone()]);
+        assert_eq!(s.scan(t0 + ttl), std::slice::from_ref(&a));
         assert!(
             s.scan(t0 + ttl + Duration::from_secs(1)).is_empty(),
             "reported once"
