@@ -42,6 +42,7 @@ impl Discovery {
         if !self.membership.mark_dead(pki) {
             return;
         }
+        self.alive_cache = None;
         if let Some(member) = self.member(pki) {
             self.emit(DiscoveryEvent::MemberDead { member, reason });
         }
@@ -59,6 +60,7 @@ impl Discovery {
         let Some(state) = self.membership.members.remove(pki) else {
             return;
         };
+        self.alive_cache = None;
         self.stats.members_purged += 1;
         self.probes.retain(|_, p| p != pki);
         let member = MemberInfo::from_state(pki, &state);

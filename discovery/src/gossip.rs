@@ -7,6 +7,7 @@ use crate::machine::Discovery;
 use crate::validate::parse_alive;
 use fabric_gossip_core::proto::gossip::Envelope;
 use fabric_gossip_core::{Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security};
+use rand_core::RngCore;
 
 impl Discovery {
     /// One heartbeat: nothing at all while alone (Fabric signs nothing then); else a new
@@ -54,23 +55,53 @@ impl Discovery {
             org: origin_org,
             endpoint: origin_endpoint,
         };
-        let candidates: Vec<(PkiId, String, Disclose)> = self
-            .membership
-            .members
-            .iter()
-            .filter(|(k, m)| m.alive && Some(*k) != except)
-            .filter_map(|(k, m)| {
-                let recipient = Party {
+        let k = self.cfg.propagate_peer_num;
+        let route = |m: &crate::store::MemberState| {
+            route_alive(
+                my_org.as_deref(),
+                origin,
+                Party {
                     org: m.org.as_deref(),
                     endpoint: &m.endpoint,
-                };
-                match route_alive(my_org.as_deref(), origin, recipient) {
+                },
+            )
+        };
+        // Large views: draw at random from the alive list and keep the allowed ones, a
+        // bounded number of draws; small views, or too few found: scan them all.
+        let mut chosen: Vec<(PkiId, String, Disclose)> = Vec::with_capacity(k);
+        let n = self.alive_list().len();
+        if n > 4 * k {
+            for _ in 0..8 * k {
+                if chosen.len() == k {
+                    break;
+                }
+                let j = (self.rng.next_u64() % n as u64) as usize;
+                let pki = &self.alive_list()[j];
+                if Some(pki) == except || chosen.iter().any(|(p, _, _)| p == pki) {
+                    continue;
+                }
+                let pki = pki.clone();
+                if let Some(m) = self.membership.members.get(&pki) {
+                    let d = route(m);
+                    if d != Disclose::No {
+                        chosen.push((pki, m.preferred_endpoint().to_owned(), d));
+                    }
+                }
+            }
+        }
+        if chosen.len() < k.min(n) {
+            let candidates: Vec<(PkiId, String, Disclose)> = self
+                .membership
+                .members
+                .iter()
+                .filter(|(k, m)| m.alive && Some(*k) != except)
+                .filter_map(|(k, m)| match route(m) {
                     Disclose::No => None,
                     d => Some((k.clone(), m.preferred_endpoint().to_owned(), d)),
-                }
-            })
-            .collect();
-        let chosen = self.pick(candidates, self.cfg.propagate_peer_num);
+                })
+                .collect();
+            chosen = self.pick(candidates, k);
+        }
         let (mut with, mut without) = (Vec::new(), Vec::new());
         for (pki, endpoint, d) in chosen {
             let peer = RemotePeer::new(endpoint, pki);

@@ -432,3 +432,46 @@ fn timers_follow_fabrics_periods() {
     // Sync ran at start; next: alive check at 2.5 s.
     assert_eq!(d.poll_timeout(), Some(T0 + Duration::from_millis(2_500)));
 }
+
+#[test]
+fn a_new_alive_is_forwarded_once_to_three_others_never_back() {
+    let mut comm = Comm::new(Config::default(), TestOnlyHmacSecurity::new("me"), T0).unwrap();
+    let mut d = Discovery::new(DiscoveryConfig::new("me.int:7051")).unwrap();
+    d.start(T0, &mut comm);
+    let sign = |who: &str, seq: u64| {
+        let mut env = alive(who, 1, seq, "");
+        // Re-sign with a provider without organizations: everyone in one org.
+        let msg = GossipMessage::decode(env.payload.clone()).unwrap();
+        let secret = encode_secret(&format!("{who}.int:1"));
+        env = envelope_of(
+            &SignedMessage::sign_with_secret(msg, secret, &TestOnlyHmacSecurity::new(who)).unwrap(),
+        );
+        env
+    };
+    let names: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    let all = names.iter().map(|n| sign(n, 1)).collect();
+    d.handle_message(T0, &mut comm, response("m0", all, vec![], 0));
+    assert_eq!(d.members().len(), 20);
+    while comm.poll_action().is_some() {}
+    d.handle_message(T0, &mut comm, direct("m0", sign("m0", 2)));
+    let dials: Vec<String> = std::iter::from_fn(|| comm.poll_action())
+        .filter_map(|a| match a {
+            fabric_gossip_core::Action::Dial { endpoint, .. } => Some(endpoint),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dials.len(), 3, "{dials:?}");
+    assert!(
+        !dials.contains(&"m0.int:1".to_string()),
+        "never back to the sender"
+    );
+    let mut unique = dials.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3);
+    assert_eq!(d.stats().alive_forwarded, 3);
+    // The same message again is a duplicate: not forwarded.
+    d.handle_message(T0, &mut comm, direct("m1", sign("m0", 2)));
+    assert_eq!(d.stats().alive_forwarded, 3);
+    assert_eq!(d.stats().alive_duplicate, 1);
+}
