@@ -86,33 +86,3 @@ fn time_to_full_membership_50() {
 fn time_to_full_membership_100() {
     time_to_full_membership(100);
 }
-
-#[test]
-#[ignore = "debug"]
-fn debug_100() {
-    let n = 100;
-    let mut c = Cluster::hmac(n, |i| match i {
-        0 => dcfg(0),
-        1 | 2 => dcfg(i).with_bootstrap([ep(0)]),
-        _ => dcfg(i).with_bootstrap([ep(i % 3)]),
-    });
-    let wall = std::time::Instant::now();
-    for _ in 0..4 {
-        c.run_for(Duration::from_secs(5));
-        let sizes: Vec<usize> = (0..n).map(|i| c.layer(i).members().len()).collect();
-        let dead: usize = (0..n).map(|i| c.layer(i).dead_members().len()).sum();
-        let pd: u64 = (0..n)
-            .map(|i| c.layer(i).stats().members_presumed_dead)
-            .sum();
-        let ex: u64 = (0..n).map(|i| c.layer(i).stats().members_expired).sum();
-        let errs: u64 = (0..n).map(|i| c.layer(i).stats().comm_errors).sum();
-        eprintln!(
-            "{:?} wall {:?}: min {} max {} dead {dead} presumed {pd} expired {ex} comm_errors {errs}",
-            c.now(),
-            wall.elapsed(),
-            sizes.iter().min().unwrap(),
-            sizes.iter().max().unwrap()
-        );
-    }
-    eprintln!("{:?}", c.net.nodes[0].comm.stats());
-}
