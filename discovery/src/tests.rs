@@ -475,3 +475,82 @@ fn a_new_alive_is_forwarded_once_to_three_others_never_back() {
     assert_eq!(d.stats().alive_forwarded, 3);
     assert_eq!(d.stats().alive_duplicate, 1);
 }
+
+#[test]
+fn a_failing_bootstrap_is_retried_every_reconnect_interval_then_given_up() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_bootstrap(["boot:7051"]);
+    cfg.max_connection_attempts = 2;
+    let (mut comm, mut d) = node(cfg);
+    let mut t = T0;
+    for attempt in 1..=2u32 {
+        let crate::bootstrap::BootState::Identifying(op) = d.bootstraps[0].state.clone() else {
+            panic!("attempt {attempt}: {:?}", d.bootstraps[0].state)
+        };
+        let result = Err(fabric_gossip_core::HandshakeError::Timeout);
+        d.handle_comm_event(t, &mut comm, &Event::HandshakeDone { op, result });
+        let ev = events(&mut d);
+        assert!(
+            matches!(&ev[..], [DiscoveryEvent::BootstrapFailed { attempt: a, gave_up, .. }]
+                if *a == attempt && *gave_up == (attempt == 2)),
+            "{ev:?}"
+        );
+        if attempt == 1 {
+            t = t + Duration::from_secs(25);
+            assert!(d.poll_timeout().unwrap() <= t);
+            d.handle_timeout(t, &mut comm);
+        }
+    }
+    assert!(matches!(
+        d.bootstraps[0].state,
+        crate::bootstrap::BootState::GaveUp
+    ));
+    assert_eq!(d.stats().bootstrap_failures, 2);
+}
+
+#[test]
+fn a_bootstrap_is_acked_only_by_a_response_with_its_nonce() {
+    let (mut comm, mut d) = node(DiscoveryConfig::new("me.int:7051").with_bootstrap(["a1:7051"]));
+    let crate::bootstrap::BootState::Identifying(op) = d.bootstraps[0].state.clone() else {
+        panic!()
+    };
+    let info = Arc::new(ConnectionInfo {
+        id: pki("a1"),
+        identity: Bytes::from("a1"),
+        endpoint: "a1:7051".into(),
+        signed_data: Bytes::new(),
+        signature: Bytes::new(),
+    });
+    d.handle_comm_event(
+        T0,
+        &mut comm,
+        &Event::HandshakeDone {
+            op,
+            result: Ok(info),
+        },
+    );
+    let crate::bootstrap::BootState::AwaitingAck { nonce, .. } = d.bootstraps[0].state.clone()
+    else {
+        panic!("{:?}", d.bootstraps[0].state)
+    };
+    assert_ne!(nonce, 0);
+    assert_eq!(d.stats().requests_sent, 1);
+    d.handle_message(T0, &mut comm, response("a1", vec![], vec![], 0));
+    d.handle_message(T0, &mut comm, response("a1", vec![], vec![], nonce ^ 1));
+    assert_eq!(d.stats().bootstrap_acked, 0);
+    // Unanswered: sent again after 5 s + 25 s.
+    d.handle_timeout(T0 + Duration::from_secs(5), &mut comm);
+    assert_eq!(d.stats().requests_sent, 1);
+    d.handle_timeout(T0 + Duration::from_secs(30), &mut comm);
+    assert_eq!(d.stats().requests_sent, 2);
+    d.handle_message(
+        T0,
+        &mut comm,
+        response("a1", vec![alive("a1", 1, 1, "")], vec![], nonce),
+    );
+    assert_eq!(d.stats().bootstrap_acked, 1);
+    assert!(matches!(
+        d.bootstraps[0].state,
+        crate::bootstrap::BootState::Done
+    ));
+    assert!(d.member(&pki("a1")).unwrap().alive);
+}
