@@ -159,3 +159,49 @@ fn fabrics_identity_is_refused_after_its_certificate_expires() {
         "{err:?}"
     );
 }
+
+fn received(c: &Capture, env: &Envelope) -> fabric_gossip_core::ReceivedMessage {
+    fabric_gossip_core::ReceivedMessage {
+        message: GossipMessage::decode(env.payload.clone()).unwrap(),
+        envelope: env.clone(),
+        envelope_bytes: env.encode_to_vec().into(),
+        conn: fabric_gossip_core::StreamId::from_parts(0, 0),
+        info: std::sync::Arc::new(fabric_gossip_core::ConnectionInfo {
+            id: c.pki_id.clone(),
+            identity: c.identity.clone(),
+            endpoint: "127.0.0.1:17051".into(),
+            signed_data: Bytes::new(),
+            signature: Bytes::new(),
+        }),
+    }
+}
+
+/// The captured messages through the layer itself: the Fabric peer becomes an alive
+/// member of organization Org1MSP, with the internal endpoint of its secret; the same
+/// message again is a duplicate.
+#[test]
+fn the_layer_learns_the_fabric_peer_from_its_alive_message() {
+    use fabric_gossip_core::{Comm, Config, Layer};
+    use fabric_gossip_discovery::{Discovery, DiscoveryConfig};
+    let c = capture();
+    let alive = received(&c, &c.alive);
+    let request = received(&c, &c.request);
+    let mut comm = Comm::new(Config::default(), c.security, NOW).unwrap();
+    let mut d = Discovery::new(DiscoveryConfig::new("127.0.0.1:7051")).unwrap();
+    d.start(NOW, &mut comm);
+    d.handle_message(NOW, &mut comm, alive.clone());
+    let m = d.member(&c.pki_id).expect("learnt");
+    assert!(m.alive);
+    assert_eq!(m.org.as_deref(), Some("Org1MSP"));
+    assert!(!m.internal_endpoint.is_empty());
+    assert_eq!(d.stats().alive_refused(), 0);
+    d.handle_message(NOW, &mut comm, alive);
+    assert_eq!(d.stats().alive_duplicate, 1);
+    // Its membership request, on the connection it authenticated, passes the gate.
+    d.handle_message(NOW, &mut comm, request);
+    let s = d.stats();
+    assert_eq!(
+        (s.requests_received, s.requests_spoofed, s.requests_invalid),
+        (1, 0, 0)
+    );
+}
