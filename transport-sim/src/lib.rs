@@ -10,6 +10,22 @@
 //! bytes, silent peers, bad signatures, hanging pings, slow readers. They can be written
 //! by hand, parsed from text (`partition@1s:0+1/2,heal@3s`) or drawn at random.
 //!
+//! # Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `sim` | [`Sim`]: building a network, reading it, API calls on its nodes |
+//! | `config` | [`SimConfig`], the network's [`Counters`], [`Violation`] |
+//! | `queue` | the delivery queue and the run loop (`step`, `run_until`, …) |
+//! | `host` | a core per node: boot and restart, one input at a time, its outputs carried out |
+//! | `network` | links, streams, dials and Pings; `network/flow`: HTTP/2-style flow control |
+//! | `raw` | raw streams, a client that speaks bytes to play a misbehaving peer |
+//! | `fault` | [`Fault`] as data (text form, random schedules); `fault/inject`: what each does |
+//! | `invariants` | per-step and quiescent checks |
+//! | `trace` | [`Trace`], its hash and the format of its lines |
+//! | `workload` | [`Workload`], random traffic |
+//! | `node` | [`NodeSpec`] (how to start a node), [`Delivered`], [`Totals`] |
+//!
 //! # Determinism
 //!
 //! Virtual time starts at [`START`] and only moves when the queue says so. One delivery
@@ -49,23 +65,32 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod config;
 mod fault;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+mod host;
+mod invariants;
+mod network;
 mod node;
+mod queue;
+mod raw;
 mod rng;
 mod sim;
 mod slab;
 mod trace;
+mod workload;
 
+pub use config::{
+    Counters, LIVELOCK_STEPS, MAX_VIOLATIONS, NodeId, RawId, START, SimConfig, Violation,
+};
 pub use fault::{
     Fault, ReaderMode, ScheduledFault, fmt_duration, fmt_schedule, parse_duration, parse_schedule,
     random_schedule,
 };
 pub use node::{Delivered, NodeSpec, NodeState, SecurityFactory, SimComm, TlsMode, Totals};
+pub use raw::RAW_RECEIVE_LIMIT;
 pub use rng::SimRng;
-pub use sim::{
-    Counters, LIVELOCK_STEPS, MAX_VIOLATIONS, NodeId, RAW_RECEIVE_LIMIT, RawId, START, Sim,
-    SimConfig, Violation, Workload, data_message,
-};
+pub use sim::Sim;
 pub use trace::{Trace, TraceMode};
+pub use workload::{Workload, data_message};
