@@ -7,6 +7,7 @@ use crate::network::{DialSlot, StreamSlot};
 use crate::node::{
     Delivered, EventRecord, NodeSpec, NodeState, SimComm, TlsMode, Totals, made_up_cert,
 };
+use crate::observe::Observation;
 use crate::queue::Ev;
 use crate::sim::Sim;
 use crate::trace::{ActionFmt, EventFmt, trace};
@@ -278,6 +279,15 @@ impl Sim {
             }
             _ => {}
         }
+        let incarnation = self.nodes[n].incarnation;
+        self.observe(
+            n,
+            Observation::Event {
+                at: self.now,
+                incarnation,
+                event: &e,
+            },
+        );
         let node = &mut self.nodes[n];
         if node.events.len() < self.cfg.record_limit {
             if let Event::ProbeDone { op, .. }
@@ -314,15 +324,16 @@ impl Sim {
         {
             let _ = c.ack(self.now, m.conn, m.message.nonce, None);
         }
+        let delivered = Delivered {
+            at: self.now,
+            incarnation: self.nodes[n].incarnation,
+            sub,
+            msg: m,
+        };
+        self.observe(n, Observation::Delivery(&delivered));
         let node = &mut self.nodes[n];
         if node.deliveries.len() < self.cfg.record_limit {
-            let incarnation = node.incarnation;
-            node.deliveries.push(Delivered {
-                at: self.now,
-                incarnation,
-                sub,
-                msg: m,
-            });
+            node.deliveries.push(delivered);
         } else {
             node.records_dropped += 1;
         }

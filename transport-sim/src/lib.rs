@@ -24,6 +24,8 @@
 //! | `invariants` | per-step and quiescent checks |
 //! | `trace` | [`Trace`], its hash and the format of its lines |
 //! | `workload` | [`Workload`], random traffic |
+//! | `observe` | an observer that sees each node's deliveries and events as they happen |
+//! | `sweep` | [`Sweep`]: one scenario on many seeds, reproduce lines, determinism checks |
 //! | `node` | [`NodeSpec`] (how to start a node), [`Delivered`], [`Totals`] |
 //!
 //! # Determinism
@@ -73,11 +75,13 @@ mod host;
 mod invariants;
 mod network;
 mod node;
+pub mod observe;
 mod queue;
 mod raw;
 mod rng;
 mod sim;
 mod slab;
+pub mod sweep;
 mod trace;
 mod workload;
 
@@ -89,8 +93,10 @@ pub use fault::{
     random_schedule,
 };
 pub use node::{Delivered, NodeSpec, NodeState, SecurityFactory, SimComm, TlsMode, Totals};
+pub use observe::{Observation, Observer};
 pub use raw::RAW_RECEIVE_LIMIT;
 pub use rng::SimRng;
 pub use sim::Sim;
+pub use sweep::{Sweep, SweepReport};
 pub use trace::{Trace, TraceMode};
 pub use workload::{Workload, data_message};

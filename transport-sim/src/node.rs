@@ -146,7 +146,11 @@ impl NodeSpec {
         self
     }
 
-    pub(crate) fn make_security(&self, endpoint: &str, generation: u32) -> Box<dyn Security> {
+    /// The security provider of this node's process at `endpoint`, identity generation
+    /// `generation`: what the simulator builds at each (re)start, and what another driver
+    /// hosting the same spec (a real-network test harness) should build, so that a spec
+    /// means the same identities everywhere.
+    pub fn make_security(&self, endpoint: &str, generation: u32) -> Box<dyn Security> {
         match &self.security {
             Some(f) => f(endpoint, generation),
             None if generation == 0 => Box::new(TestOnlyHmacSecurity::new(endpoint)),

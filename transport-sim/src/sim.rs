@@ -8,6 +8,7 @@ use crate::fault::fmt_duration;
 use crate::host::{Cause, Node};
 use crate::network::Link;
 use crate::node::{Delivered, NodeSpec, NodeState, SimComm, Totals};
+use crate::observe::Observer;
 use crate::queue::{Ev, Queued};
 use crate::raw::RawPeer;
 use crate::rng::SimRng;
@@ -69,6 +70,8 @@ pub struct Sim {
     pub(crate) touched: Vec<usize>,
     pub(crate) workload: Option<(Workload, Bytes)>,
     pub(crate) instant_steps: u64,
+    /// Sees every delivery and event as it happens ([`Sim::set_observer`]).
+    pub(crate) observer: Option<Observer>,
 }
 
 impl fmt::Debug for Sim {
@@ -111,6 +114,7 @@ impl Sim {
             touched: Vec::new(),
             workload: None,
             instant_steps: 0,
+            observer: None,
         }
     }
 
