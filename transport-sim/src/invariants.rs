@@ -2,14 +2,35 @@
 //! step touched; every PresumedDead has a cause; no delivery to a stopped node; no write
 //! on an unknown stream) and once the network is quiescent (at most one connection per
 //! pair of PKI-IDs, no crossing secondary left, both ends agreeing).
+//!
+//! # No silent loss
+//!
+//! Every message a node's API accepted must be delivered, still queued, or counted as
+//! dropped by somebody: the sending core (buffer overflow, closed, no connection, stopped),
+//! the network (an envelope lost to a reset, a crash or a closed end, swallowed by a silent
+//! node) or the receiving core (subscription overflow, unrouted, malformed). The one place a
+//! message can vanish without any of them knowing is the reader's end of a stream: envelopes
+//! the writer's core was told were written, that reached the reader and wait there unread
+//! (its core paused reading), when the reader's own core closes the stream gracefully. (A
+//! reader that aborts a stream with an error, for malformed input or a failed handshake,
+//! and a node that stops lose what waits at their door as a crashing one does; the network
+//! counts that in `envelopes_lost`.) The simulator
+//! checks that place: every such envelope carrying a message (not the handshake) is a
+//! violation
+//! ([`Counters::envelopes_discarded_unread`](crate::Counters::envelopes_discarded_unread)
+//! counts them too).
 
 use crate::config::{MAX_VIOLATIONS, Violation};
 use crate::network::Owner;
 use crate::node::NodeState;
 use crate::sim::Sim;
 use crate::trace::trace;
+use bytes::Bytes;
 use fabric_gossip_core::PkiId;
+use fabric_gossip_core::proto::gossip::gossip_message;
+use fabric_gossip_core::{SignedMessage, StreamId};
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 impl Sim {
     /// The command line that reruns this seed, from [`SimConfig::reproduce`](crate::SimConfig::reproduce).
@@ -47,6 +68,49 @@ impl Sim {
                 what,
             });
         }
+    }
+
+    /// Envelopes that reached a reader's end of a stream and wait there unread are being
+    /// thrown away because the reader's core closed the stream (`aborted`: with an error).
+    /// `ends` are the writer, the reader and the reader's stream. What the writer's core wrote and was confirmed
+    /// written is then lost without a count, unless it was the handshake: a violation.
+    pub(crate) fn discarded_unread(
+        &mut self,
+        ends: (Owner, Owner, Option<StreamId>),
+        unread: VecDeque<Bytes>,
+        aborted: bool,
+    ) {
+        let (Owner::Core { node: from, .. }, Owner::Core { node: to, .. }, stream) = ends else {
+            return;
+        };
+        let messages = unread
+            .iter()
+            .filter(|b| {
+                SignedMessage::from_envelope_bytes((*b).clone()).is_ok_and(|m| {
+                    !matches!(m.message().content, Some(gossip_message::Content::Conn(_)))
+                })
+            })
+            .count();
+        if messages == 0 {
+            return;
+        }
+        if aborted || self.nodes[to].comm.as_ref().is_some_and(|c| c.is_stopped()) {
+            // A reader that aborts a stream (malformed input, a failed handshake) discards
+            // what follows, as any gRPC reader does, and its core counted the cause. A node
+            // that stops leaves what waits at its door, as a crash does (its core counts only
+            // its own queues, `dropped_on_stop`). Either way the network counts the rest lost.
+            self.counters.envelopes_lost += unread.len() as u64;
+            return;
+        }
+        self.counters.envelopes_discarded_unread += messages as u64;
+        if !self.cfg.check_silent_loss {
+            return;
+        }
+        let stream = stream.map_or_else(|| "an unaccepted stream".to_string(), |s| s.to_string());
+        self.violation(format!(
+            "n{to}: {messages} message(s) from n{from} discarded unread on {stream} when the reader closed it gracefully: \
+             written and confirmed at n{from}, never delivered, counted by nobody"
+        ));
     }
 
     /// Queue bounds of the nodes the last step touched.

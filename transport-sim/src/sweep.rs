@@ -151,7 +151,10 @@ impl Sweep {
             s.push_str(&sim.trace().text());
             s.push_str("--- end of trace ---\n");
         }
-        s.push_str(&sim.reproduce_hint());
+        let hint = sim.reproduce_hint();
+        if !why.contains(&hint) {
+            s.push_str(&hint);
+        }
         if !self.full_trace {
             s.push_str(&format!("\n({SEED_VAR}=N alone prints the whole trace)"));
         }

@@ -407,6 +407,12 @@ impl Sim {
                     e.open = false;
                     e.paused = false;
                     l.pipes[1 - dir].blocked.clear();
+                    // What waits for a paused reader goes with the stream. The network counts
+                    // it lost: the writer's end, not the reader's core, threw it away. (HTTP/2
+                    // would hand a reader the data before the end; the simulator does not
+                    // model a reader draining a stream that already ended.)
+                    let held = core::mem::take(&mut l.pipes[dir].held);
+                    self.counters.envelopes_lost += held.len() as u64;
                 }
                 match owner {
                     Owner::Raw(r) => {
@@ -444,13 +450,21 @@ impl Sim {
         l.ends[side].open = false;
         l.ends[side].paused = false;
         l.pipes[side].blocked.clear();
-        let held: usize = l.pipes[1 - side].held.drain(..).map(|b| b.len()).sum();
+        let ends = (
+            l.ends[1 - side].owner,
+            l.ends[side].owner,
+            l.ends[side].stream,
+        );
+        let aborted = matches!(how, StreamEnd::Error(_));
+        let unread = core::mem::take(&mut l.pipes[1 - side].held);
+        let held: usize = unread.iter().map(Bytes::len).sum();
         l.pipes[1 - side].unread = l.pipes[1 - side].unread.saturating_sub(held);
         if l.ends[1 - side].open {
             self.transmit(link, side, Item::End(how));
         } else {
             self.links.remove(link);
         }
+        self.discarded_unread(ends, unread, aborted);
     }
 
     pub(crate) fn drop_if_closed(&mut self, link: Key) {
@@ -469,7 +483,13 @@ impl Sim {
             return;
         };
         self.counters.streams_reset += 1;
-        let lost: u64 = l.pipes.iter().map(|p| p.stalled.len() as u64).sum();
+        // Stalled by a partition or held for a paused reader: the reset loses both, and
+        // the network counts them (a fault, not a silent loss).
+        let lost: u64 = l
+            .pipes
+            .iter()
+            .map(|p| (p.stalled.len() + p.held.len()) as u64)
+            .sum();
         self.counters.envelopes_lost += lost;
         for side in 0..2 {
             let e = &l.ends[side];
