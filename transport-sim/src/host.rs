@@ -102,11 +102,8 @@ impl Sim {
 
     pub(crate) fn dial_live(&self, node: usize, inc: u32, dial: DialId) -> bool {
         self.node_live(node, inc)
-            && self.nodes[node]
-                .dials
-                .get(dial.index() as usize)
-                .copied()
-                .flatten()
+            && self
+                .dial_slot(node, dial)
                 .is_some_and(|d| d.generation == dial.generation())
     }
 

@@ -10,35 +10,23 @@ use crate::sim::Sim;
 use crate::slab::Key;
 use crate::trace::{Res, trace};
 use core::time::Duration;
-use fabric_gossip_core::{CertHash, DialId, Instant, StreamEnd, StreamId};
+use fabric_gossip_core::{CertHash, DialId, Instant, StreamId};
 use std::cmp::Reverse;
 
 pub(crate) enum Ev {
-    DialDone {
+    /// The answer to a dial or a Ping, a round trip after it was asked.
+    DialAnswer {
         node: usize,
         inc: u32,
         dial: DialId,
-        result: Box<Result<Option<CertHash>, String>>,
-    },
-    PingDone {
-        node: usize,
-        inc: u32,
-        dial: DialId,
-        result: Result<(), String>,
+        answer: Answer,
     },
     Arrive {
         link: Key,
         dir: u8,
         item: Item,
     },
-    Reset {
-        node: usize,
-        inc: u32,
-        link: Key,
-        stream: StreamId,
-        reason: &'static str,
-        write_pending: bool,
-    },
+    Reset(StreamReset),
     Wake {
         node: usize,
         inc: u32,
@@ -54,6 +42,24 @@ pub(crate) enum Ev {
     Work {
         node: usize,
     },
+}
+
+/// A stream reset reaching one of its ends: the node, which process of it, the stream and
+/// why; `write_pending` when a write of that end was waiting for window credit (the core
+/// then learns it as a failed write).
+pub(crate) struct StreamReset {
+    pub(crate) node: usize,
+    pub(crate) inc: u32,
+    pub(crate) link: Key,
+    pub(crate) stream: StreamId,
+    pub(crate) reason: &'static str,
+    pub(crate) write_pending: bool,
+}
+
+/// What a dial or a Ping comes back with (the dial's result boxed: it is the larger).
+pub(crate) enum Answer {
+    Dial(Box<Result<Option<CertHash>, String>>),
+    Ping(Result<(), String>),
 }
 
 /// A heap entry: when, in which order, and where the event waits. The event itself stays
@@ -193,66 +199,32 @@ impl Sim {
 
     pub(crate) fn process(&mut self, at: Instant, ev: Ev) {
         match ev {
-            Ev::DialDone {
+            Ev::DialAnswer {
                 node,
                 inc,
                 dial,
-                result,
+                answer,
             } => {
                 if !self.dial_live(node, inc, dial) {
                     return;
                 }
-                trace!(self, "n{node} < dial {dial} {}", Res(&result));
-                let cause = result.is_err().then_some("dial failed");
-                self.input(node, cause, |c, now| {
-                    let _ = c.handle_dial_result(now, dial, *result);
-                });
-            }
-            Ev::PingDone {
-                node,
-                inc,
-                dial,
-                result,
-            } => {
-                if !self.dial_live(node, inc, dial) {
-                    return;
+                match &answer {
+                    Answer::Dial(r) => trace!(self, "n{node} < dial {dial} {}", Res(&**r)),
+                    Answer::Ping(r) => trace!(self, "n{node} < ping {dial} {}", Res(r)),
                 }
-                trace!(self, "n{node} < ping {dial} {}", Res(&result));
-                let cause = result.is_err().then_some("ping failed");
+                let cause = match &answer {
+                    Answer::Dial(r) => r.is_err().then_some("dial failed"),
+                    Answer::Ping(r) => r.is_err().then_some("ping failed"),
+                };
                 self.input(node, cause, |c, now| {
-                    let _ = c.handle_ping_result(now, dial, result);
+                    let _ = match answer {
+                        Answer::Dial(r) => c.handle_dial_result(now, dial, *r),
+                        Answer::Ping(r) => c.handle_ping_result(now, dial, r),
+                    };
                 });
             }
             Ev::Arrive { link, dir, item } => self.arrive(link, usize::from(dir), item),
-            Ev::Reset {
-                node,
-                inc,
-                link,
-                stream,
-                reason,
-                write_pending,
-            } => {
-                if !self.node_live(node, inc) {
-                    return;
-                }
-                let slot = self.slot(node, stream);
-                if slot.is_none_or(|s| s.link != link) {
-                    return;
-                }
-                self.unmap_stream(node, stream);
-                if write_pending {
-                    trace!(self, "n{node} < write failed {stream}: {reason}");
-                    self.input(node, Some("write failed"), |c, now| {
-                        let _ = c.handle_write_failed(now, stream, reason.into());
-                    });
-                } else {
-                    trace!(self, "n{node} < closed {stream} error: {reason}");
-                    self.input(node, Some("stream reset"), |c, now| {
-                        let _ =
-                            c.handle_stream_closed(now, stream, StreamEnd::Error(reason.into()));
-                    });
-                }
-            }
+            Ev::Reset(r) => self.stream_reset(r),
             Ev::Wake { node, inc } => {
                 if !self.node_live(node, inc) {
                     return;

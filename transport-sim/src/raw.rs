@@ -2,7 +2,7 @@
 //! can play a peer that misbehaves on the wire.
 
 use crate::config::{NodeId, RawId};
-use crate::network::{End, Item, Link, Owner, Pipe};
+use crate::network::{Item, Link, Owner};
 use crate::sim::Sim;
 use crate::slab::Key;
 use crate::trace::{Digest8, trace};
@@ -45,26 +45,10 @@ impl Sim {
         }
         let addr = format!("127.0.0.1:{}", 40000 + id);
         let inc = self.incarnation(n);
-        let link = self.links.insert(Link {
-            ends: [
-                End {
-                    owner: Owner::Raw(id),
-                    stream: None,
-                    open: true,
-                    paused: false,
-                    writes: 0,
-                },
-                End {
-                    owner: Owner::Core { node: n, inc },
-                    stream: None,
-                    open: true,
-                    paused: false,
-                    writes: 0,
-                },
-            ],
-            pipes: [Pipe::default(), Pipe::default()],
-            keepalive_armed: false,
-        });
+        let link = self.links.insert(Link::new(
+            (Owner::Raw(id), None),
+            Owner::Core { node: n, inc },
+        ));
         self.raws.push(RawPeer {
             link,
             addr: addr.clone(),

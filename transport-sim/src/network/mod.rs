@@ -6,7 +6,7 @@
 mod flow;
 
 use crate::node::{NodeState, TlsMode};
-use crate::queue::Ev;
+use crate::queue::{Answer, Ev, StreamReset};
 use crate::raw::RAW_RECEIVE_LIMIT;
 use crate::sim::Sim;
 use crate::slab::Key;
@@ -64,6 +64,25 @@ pub(crate) struct Link {
     pub(crate) keepalive_armed: bool,
 }
 
+impl Link {
+    /// A stream just opened by `opener` (with its stream handle, if a core's) towards
+    /// `acceptor`, both ends open, nothing in flight.
+    pub(crate) fn new(opener: (Owner, Option<StreamId>), acceptor: Owner) -> Self {
+        let end = |owner, stream| End {
+            owner,
+            stream,
+            open: true,
+            paused: false,
+            writes: 0,
+        };
+        Link {
+            ends: [end(opener.0, opener.1), end(acceptor, None)],
+            pipes: [Pipe::default(), Pipe::default()],
+            keepalive_armed: false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StreamSlot {
     pub(crate) generation: u32,
@@ -105,16 +124,12 @@ impl Sim {
     }
 
     pub(crate) fn map_stream(&mut self, n: usize, stream: StreamId, link: Key, side: usize) {
-        let v = &mut self.nodes[n].streams;
-        let i = stream.index() as usize;
-        if v.len() <= i {
-            v.resize(i + 1, None);
-        }
-        v[i] = Some(StreamSlot {
+        let slot = StreamSlot {
             generation: stream.generation(),
             link,
             side,
-        });
+        };
+        put(&mut self.nodes[n].streams, stream.index(), slot);
     }
 
     pub(crate) fn unmap_stream(&mut self, n: usize, stream: StreamId) {
@@ -128,16 +143,12 @@ impl Sim {
     pub(crate) fn dial(&mut self, n: usize, dial: DialId, endpoint: &str) {
         let target = self.endpoints.get(endpoint).copied();
         let target_inc = target.map_or(0, |t| self.nodes[t].incarnation);
-        let i = dial.index() as usize;
-        let dials = &mut self.nodes[n].dials;
-        if dials.len() <= i {
-            dials.resize(i + 1, None);
-        }
-        dials[i] = Some(DialSlot {
+        let slot = DialSlot {
             generation: dial.generation(),
             target,
             target_inc,
-        });
+        };
+        put(&mut self.nodes[n].dials, dial.index(), slot);
         let result = match target {
             None => Some(Err("connection refused: no such host".to_string())),
             Some(t) if self.nodes[t].state != NodeState::Up => {
@@ -153,26 +164,33 @@ impl Sim {
             Some(Err(_)) => self.counters.dials_refused += 1,
         }
         if let Some(result) = result {
-            let at = self.now + self.rtt();
-            self.schedule(
-                at,
-                Ev::DialDone {
-                    node: n,
-                    inc,
-                    dial,
-                    result: Box::new(result),
-                },
-            );
+            self.answer(n, inc, dial, Answer::Dial(Box::new(result)));
         }
     }
 
-    pub(crate) fn ping(&mut self, n: usize, dial: DialId) {
-        let Some(d) = self.nodes[n]
+    /// Node `n` (incarnation `inc`) gets `answer` to its dial or Ping a round trip from now.
+    pub(crate) fn answer(&mut self, n: usize, inc: u32, dial: DialId, answer: Answer) {
+        let at = self.now + self.rtt();
+        let ev = Ev::DialAnswer {
+            node: n,
+            inc,
+            dial,
+            answer,
+        };
+        self.schedule(at, ev);
+    }
+
+    /// Node `n`'s record of dial `dial` (by index: a Ping or a stream follows its dial).
+    pub(crate) fn dial_slot(&self, n: usize, dial: DialId) -> Option<DialSlot> {
+        self.nodes[n]
             .dials
             .get(dial.index() as usize)
             .copied()
             .flatten()
-        else {
+    }
+
+    pub(crate) fn ping(&mut self, n: usize, dial: DialId) {
+        let Some(d) = self.dial_slot(n, dial) else {
             return;
         };
         let result = match d.target {
@@ -193,54 +211,24 @@ impl Sim {
         }
         let inc = self.nodes[n].incarnation;
         if let Some(result) = result {
-            let at = self.now + self.rtt();
-            self.schedule(
-                at,
-                Ev::PingDone {
-                    node: n,
-                    inc,
-                    dial,
-                    result,
-                },
-            );
+            self.answer(n, inc, dial, Answer::Ping(result));
         }
     }
 
     pub(crate) fn open_stream(&mut self, n: usize, dial: DialId, stream: StreamId) {
-        let Some(d) = self.nodes[n]
-            .dials
-            .get(dial.index() as usize)
-            .copied()
-            .flatten()
-        else {
+        let Some(d) = self.dial_slot(n, dial) else {
             self.violation(format!("n{n}: OpenStream {stream} on unknown dial {dial}"));
             return;
         };
         let Some(t) = d.target else { return };
         let inc = self.nodes[n].incarnation;
-        let link = self.links.insert(Link {
-            ends: [
-                End {
-                    owner: Owner::Core { node: n, inc },
-                    stream: Some(stream),
-                    open: true,
-                    paused: false,
-                    writes: 0,
-                },
-                End {
-                    owner: Owner::Core {
-                        node: t,
-                        inc: d.target_inc,
-                    },
-                    stream: None,
-                    open: true,
-                    paused: false,
-                    writes: 0,
-                },
-            ],
-            pipes: [Pipe::default(), Pipe::default()],
-            keepalive_armed: false,
-        });
+        let link = self.links.insert(Link::new(
+            (Owner::Core { node: n, inc }, Some(stream)),
+            Owner::Core {
+                node: t,
+                inc: d.target_inc,
+            },
+        ));
         self.map_stream(n, stream, link, 0);
         self.counters.streams_opened += 1;
         let node = &self.nodes[n];
@@ -507,21 +495,44 @@ impl Sim {
                     if !self.node_live(node, inc) || self.nodes[node].state != NodeState::Up {
                         continue;
                     }
-                    let write_pending = !l.pipes[side].blocked.is_empty();
-                    let at = self.now + delay;
-                    self.schedule(
-                        at,
-                        Ev::Reset {
-                            node,
-                            inc,
-                            link,
-                            stream,
-                            reason,
-                            write_pending,
-                        },
-                    );
+                    let reset = StreamReset {
+                        node,
+                        inc,
+                        link,
+                        stream,
+                        reason,
+                        write_pending: !l.pipes[side].blocked.is_empty(),
+                    };
+                    self.schedule(self.now + delay, Ev::Reset(reset));
                 }
             }
+        }
+    }
+
+    /// A reset reaches node `r.node`'s end: the core learns it as a failed write if one
+    /// was waiting for credit, else as the stream closing with an error.
+    pub(crate) fn stream_reset(&mut self, r: StreamReset) {
+        let StreamReset {
+            node,
+            stream,
+            reason,
+            ..
+        } = r;
+        if !self.node_live(node, r.inc) || self.slot(node, stream).is_none_or(|s| s.link != r.link)
+        {
+            return;
+        }
+        self.unmap_stream(node, stream);
+        if r.write_pending {
+            trace!(self, "n{node} < write failed {stream}: {reason}");
+            self.input(node, Some("write failed"), |c, now| {
+                let _ = c.handle_write_failed(now, stream, reason.into());
+            });
+        } else {
+            trace!(self, "n{node} < closed {stream} error: {reason}");
+            self.input(node, Some("stream reset"), |c, now| {
+                let _ = c.handle_stream_closed(now, stream, StreamEnd::Error(reason.into()));
+            });
         }
     }
 
@@ -550,4 +561,14 @@ impl Sim {
         comm.connection_info(sid)?;
         Some(node)
     }
+}
+
+/// Sets entry `index` of a table indexed by a core handle's index, growing it as needed
+/// (the core reuses indices, so a table stays as long as the most handles ever live).
+fn put<T: Copy>(table: &mut Vec<Option<T>>, index: u32, value: T) {
+    let i = index as usize;
+    if table.len() <= i {
+        table.resize(i + 1, None);
+    }
+    table[i] = Some(value);
 }
