@@ -51,7 +51,7 @@ mod security;
 mod sim_harness;
 mod tonic_harness;
 
-pub use security::{AliasPkiSecurity, OrgSecurity};
+pub use security::{AliasPki, AliasPkiSecurity, IdentityMap, OrgPrefix, OrgSecurity, Remapped};
 pub use sim_harness::SimHarness;
 pub use tonic_harness::TonicHarness;
 
@@ -260,6 +260,16 @@ pub fn wait<H: Harness>(
             h.elapsed()
         ))
     }
+}
+
+/// Runs until operation `op` has ended and returns how (failing the scenario with `what`
+/// after [`wait`]'s bound of ten seconds).
+pub fn wait_op<H: Harness>(h: &mut H, op: OpRef, what: &str) -> Result<OpOutcome, String> {
+    wait(h, Duration::from_secs(10), what, |h| {
+        h.op_result(op).is_some()
+    })?;
+    h.op_result(op)
+        .ok_or_else(|| format!("{}: {what}: no result after it ended", h.name()))
 }
 
 /// A noop-signed data message with sequence number `seq` and `text` as payload.

@@ -298,6 +298,65 @@ fn org_node(org_of_gen: fn(u32) -> &'static str) -> NodeSpec {
     node().security(move |ep, g| Box::new(OrgSecurity::new(org_of_gen(g), ep, g)))
 }
 
+/// Two default nodes, and the second as a send target.
+fn two_nodes<H: Harness>(h: &mut H) -> Result<(NodeId, NodeId, RemotePeer), String> {
+    let a = h.add_node(node())?;
+    let b = h.add_node(node())?;
+    Ok((a, b, h.peer(b)))
+}
+
+/// Whether neither node holds a registered connection.
+fn nothing_registered<H: Harness>(h: &H, a: NodeId, b: NodeId) -> bool {
+    h.connections(a).is_empty() && h.connections(b).is_empty()
+}
+
+/// A sends `count` data messages (sequence numbers from 0, payload `text`) to B, which
+/// has received nothing else yet, ten at a time, waiting for each ten to arrive: `send`
+/// drops past the send buffer, as Fabric's does, so a burst must wait for room.
+fn send_in_batches<H: Harness>(
+    h: &mut H,
+    a: NodeId,
+    b: NodeId,
+    count: u64,
+    text: &str,
+) -> Result<(), String> {
+    let pb = h.peer(b);
+    for i in 0..count {
+        h.send(a, &data(i, text), core::slice::from_ref(&pb))
+            .map_err(err)?;
+        if i % 10 == 9 || i + 1 == count {
+            wait(h, SOON, "a batch of ten arrives", |h| {
+                h.delivery_count(b) as u64 == i + 1
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A and B exchange a message, B restarts with its next identity generation, and A,
+/// which still addresses B by the PKI-ID it knew, sends to it again. Returns A, B, B's old
+/// and new addresses.
+fn restart_b_with_a_new_identity<H: Harness>(
+    h: &mut H,
+    a_opts: NodeSpec,
+    b_opts: NodeSpec,
+) -> Result<(NodeId, NodeId, RemotePeer, RemotePeer), String> {
+    let (a, b) = pair_exchange(h, a_opts, b_opts)?;
+    let old = h.peer(b);
+    h.restart_node(b, true)?;
+    wait(h, SOON, "A sees the old connection close", |h| {
+        h.connections(a).is_empty()
+    })?;
+    let new = h.peer(b);
+    ensure!(
+        new.pki_id != old.pki_id,
+        "restart did not change the identity"
+    );
+    h.send(a, &data(2, "again"), core::slice::from_ref(&old))
+        .map_err(err)?;
+    Ok((a, b, old, new))
+}
+
 /// A peer that comes back at the same endpoint with a new identity of the same
 /// organization: the dialler emits IdentitySwitch(old PKI-ID) and keeps the connection.
 pub fn identity_switch_same_org<H: Harness>(h: &mut H) -> Outcome {
@@ -311,20 +370,7 @@ pub fn identity_switch_same_org_with<H: Harness>(
     a_opts: NodeSpec,
     b_opts: NodeSpec,
 ) -> Outcome {
-    let (a, b) = pair_exchange(h, a_opts, b_opts)?;
-    let old = h.peer(b);
-    h.restart_node(b, true)?;
-    wait(h, SOON, "A sees the old connection close", |h| {
-        h.connections(a).is_empty()
-    })?;
-    let new = h.peer(b);
-    ensure!(
-        new.pki_id != old.pki_id,
-        "restart did not change the identity"
-    );
-    // A still addresses B by the PKI-ID it knew.
-    h.send(a, &data(2, "again"), core::slice::from_ref(&old))
-        .map_err(err)?;
+    let (a, b, old, _) = restart_b_with_a_new_identity(h, a_opts, b_opts)?;
     wait(h, SOON, "A sees the identity switch", |h| {
         h.events(a)
             .iter()
@@ -353,15 +399,7 @@ pub fn identity_switch_other_org_refused_with<H: Harness>(
     a_opts: NodeSpec,
     b_opts: NodeSpec,
 ) -> Outcome {
-    let (a, b) = pair_exchange(h, a_opts, b_opts)?;
-    let old = h.peer(b);
-    h.restart_node(b, true)?;
-    wait(h, SOON, "A sees the old connection close", |h| {
-        h.connections(a).is_empty()
-    })?;
-    let new = h.peer(b);
-    h.send(a, &data(2, "again"), core::slice::from_ref(&old))
-        .map_err(err)?;
+    let (a, b, old, new) = restart_b_with_a_new_identity(h, a_opts, b_opts)?;
     wait(h, SOON, "A refuses the peer of another organization", |h| {
         saw_handshake_failure(h, a, |e| {
             *e == HandshakeError::UnexpectedPeer {
@@ -498,7 +536,7 @@ pub fn probe_non_responsive_peer_fails_by_conn_timeout<H: Harness>(h: &mut H) ->
     let pb = h.peer(b);
     let start = h.elapsed();
     let op = h.probe(a, &pb).map_err(err)?;
-    wait(h, SOON, "the probe fails", |h| h.op_result(op).is_some())?;
+    wait_op(h, op, "the probe fails")?;
     let took = h.elapsed() - start;
     let timeout = scenario_config().conn_timeout;
     ensure!(
@@ -545,17 +583,8 @@ pub fn accept_with_several_predicates<H: Harness>(h: &mut H) -> Outcome {
             .map_err(err)?;
         subs.push(sub);
     }
-    let pb = h.peer(b);
     // In batches: `send` drops past the send buffer (20), as Fabric's does.
-    for i in 0..30u64 {
-        h.send(a, &data(i, "x"), core::slice::from_ref(&pb))
-            .map_err(err)?;
-        if i % 10 == 9 {
-            wait(h, SOON, "the batch arrives", |h| {
-                h.delivery_count(b) as u64 == i + 1
-            })?;
-        }
-    }
+    send_in_batches(h, a, b, 30, "x")?;
     let all = h.deliveries(b);
     for (k, sub) in subs.iter().enumerate() {
         let got: Vec<u64> = all
@@ -601,25 +630,14 @@ pub fn reconnect_after_restart<H: Harness>(h: &mut H) -> Outcome {
 
 /// `Probe` succeeds on a live peer and registers nothing; fails on a stopped one.
 pub fn probe<H: Harness>(h: &mut H) -> Outcome {
-    let a = h.add_node(node())?;
-    let b = h.add_node(node())?;
-    let pb = h.peer(b);
+    let (a, b, pb) = two_nodes(h)?;
     let op = h.probe(a, &pb).map_err(err)?;
-    wait(h, SOON, "the probe answers", |h| h.op_result(op).is_some())?;
-    ensure!(
-        h.op_result(op) == Some(OpOutcome::Probe(Ok(()))),
-        "{:?}",
-        h.op_result(op)
-    );
-    ensure!(
-        h.connections(a).is_empty() && h.connections(b).is_empty(),
-        "probe registers nothing"
-    );
+    let got = wait_op(h, op, "the probe answers")?;
+    ensure!(got == OpOutcome::Probe(Ok(())), "{got:?}");
+    ensure!(nothing_registered(h, a, b), "probe registers nothing");
     h.stop_node(b);
     let op = h.probe(a, &pb).map_err(err)?;
-    wait(h, SOON, "the second probe answers", |h| {
-        h.op_result(op).is_some()
-    })?;
+    wait_op(h, op, "the second probe answers")?;
     ensure!(
         matches!(h.op_result(op), Some(OpOutcome::Probe(Err(_)))),
         "probing a stopped peer must fail, got {:?}",
@@ -631,26 +649,17 @@ pub fn probe<H: Harness>(h: &mut H) -> Outcome {
 /// `Handshake` authenticates the remote and returns its identity without registering; a
 /// wrong expected PKI-ID fails with `PkiIdMismatch`.
 pub fn handshake_operation<H: Harness>(h: &mut H) -> Outcome {
-    let a = h.add_node(node())?;
-    let b = h.add_node(node())?;
-    let pb = h.peer(b);
+    let (a, b, pb) = two_nodes(h)?;
     let op = h.handshake(a, &pb).map_err(err)?;
-    wait(h, SOON, "the handshake completes", |h| {
-        h.op_result(op).is_some()
-    })?;
+    wait_op(h, op, "the handshake completes")?;
     match h.op_result(op) {
         Some(OpOutcome::Handshake(Ok(info))) => ensure!(info.id == pb.pki_id, "proved {}", info.id),
         other => return Err(format!("expected success, got {other:?}")),
     }
-    ensure!(
-        h.connections(a).is_empty() && h.connections(b).is_empty(),
-        "nothing registered"
-    );
+    ensure!(nothing_registered(h, a, b), "nothing registered");
     let wrong = RemotePeer::new(pb.endpoint.clone(), "someone else");
     let op = h.handshake(a, &wrong).map_err(err)?;
-    wait(h, SOON, "the second handshake completes", |h| {
-        h.op_result(op).is_some()
-    })?;
+    wait_op(h, op, "the second handshake completes")?;
     ensure!(
         matches!(
             h.op_result(op),
@@ -685,17 +694,8 @@ pub fn presumed_dead_after_remote_stops<H: Harness>(h: &mut H) -> Outcome {
 pub fn read_from_stream_in_order<H: Harness>(h: &mut H) -> Outcome {
     let a = h.add_node(node())?;
     let b = h.add_node(node())?;
-    let pb = h.peer(b);
     // Wait for room rather than drop: `send` may drop past the send buffer, by design.
-    for i in 0..100u64 {
-        h.send(a, &data(i, "burst"), core::slice::from_ref(&pb))
-            .map_err(err)?;
-        if i % 10 == 9 {
-            wait(h, SOON, "the burst drains", |h| {
-                h.delivery_count(b) as u64 == i + 1
-            })?;
-        }
-    }
+    send_in_batches(h, a, b, 100, "burst")?;
     let seqs: Vec<u64> = h
         .deliveries(b)
         .iter()
@@ -851,9 +851,7 @@ pub fn parallel_send_with_ack_each_way<H: Harness>(h: &mut H) -> Outcome {
 /// the message arrives after the one sent before it. Skipped where the harness cannot
 /// partition (a real network).
 pub fn partition_through_the_harness_stalls_then_heals<H: Harness>(h: &mut H) -> Outcome {
-    let a = h.add_node(node())?;
-    let b = h.add_node(node())?;
-    let pb = h.peer(b);
+    let (a, b, pb) = two_nodes(h)?;
     h.send(a, &data(1, "before"), core::slice::from_ref(&pb))
         .map_err(err)?;
     wait(h, SOON, "b receives the first message", |h| {
