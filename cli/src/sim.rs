@@ -380,15 +380,20 @@ fn faults_json(faults: &[ScheduledFault]) -> Value {
     json!({"count": faults.len(), "by_kind": fault_counts(faults), "first": first})
 }
 
+/// Connections registered at the end, counted at each end (running nodes only).
+fn open_connections(sim: &Sim) -> usize {
+    (0..sim.node_count())
+        .filter_map(|n| sim.comm(n))
+        .filter(|c| !c.is_stopped())
+        .map(|c| c.connections().len())
+        .sum()
+}
+
 /// The summary as JSON, for `--json`.
 fn summary_json(sim: &Sim, wall: Duration, idle: bool) -> Value {
     let t = sim.totals();
     let c = sim.counters();
-    let open: usize = (0..sim.node_count())
-        .filter_map(|n| sim.comm(n))
-        .filter(|c| !c.is_stopped())
-        .map(|c| c.connections().len())
-        .sum();
+    let open = open_connections(sim);
     let failures: BTreeMap<&str, u64> = t.handshake_failures_by_label().into_iter().collect();
     let wall_s = wall.as_secs_f64().max(1e-9);
     json!({
@@ -459,11 +464,7 @@ fn print_summary(
 ) -> std::io::Result<()> {
     let t = sim.totals();
     let c = sim.counters();
-    let open: usize = (0..sim.node_count())
-        .filter_map(|n| sim.comm(n))
-        .filter(|c| !c.is_stopped())
-        .map(|c| c.connections().len())
-        .sum();
+    let open = open_connections(sim);
     let failures: Vec<String> = t
         .handshake_failures_by_label()
         .iter()

@@ -210,8 +210,9 @@ pub struct Totals {
     pub malformed: u64,
     /// Successful handshakes.
     pub handshakes_ok: u64,
-    /// Failed handshakes by [`HandshakeError::LABELS`] index.
-    pub handshake_failures: [u64; 25],
+    /// Failed handshakes by [`HandshakeError::LABELS`] index (every label has a slot:
+    /// the array is sized by the label list, so a new reason cannot be dropped).
+    pub handshake_failures: [u64; HandshakeError::LABELS.len()],
     /// Connections registered.
     pub connections_opened: u64,
     /// Connections closed.
@@ -300,4 +301,29 @@ pub(crate) type EventRecord = (Instant, Event);
 /// Shared read-only payload for workload messages, so sending costs no copy of the data.
 pub(crate) fn payload(size: usize) -> Bytes {
     Bytes::from(vec![0x5a; size])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_keep_every_handshake_failure_label() {
+        let mut s = Stats::default();
+        s.handshake_failures.iter_mut().for_each(|x| *x = 1);
+        let mut t = Totals::default();
+        t.add(&s);
+        let mut all = Totals::default();
+        all.merge(&t);
+        let labels = all.handshake_failures_by_label();
+        assert_eq!(labels.len(), HandshakeError::LABELS.len());
+        assert_eq!(
+            all.handshake_failures_total(),
+            HandshakeError::LABELS.len() as u64
+        );
+        assert_eq!(
+            labels.last().map(|(l, _)| *l),
+            HandshakeError::LABELS.last().copied()
+        );
+    }
 }
