@@ -45,7 +45,10 @@
 //! it does not have; every queue of the nodes touched is within its configured bound.
 //! [`Sim::check_quiescent`] adds what only holds once the network is idle: at most one
 //! connection per pair of PKI-IDs, no crossing secondary left, both ends agreeing.
-//! [`Sim::check`] reports violations with `reproduce with: … --seed N`.
+//! Whatever the settings, no message a node's API accepted may be lost without a count
+//! ([`SimConfig::check_silent_loss`], explained in the `invariants` module).
+//! [`Sim::check`] reports violations with `reproduce with: … --seed N`; a [`Sweep`] runs a
+//! test on many seeds and checks that a seed reproduces its trace.
 //!
 //! # A test
 //!
