@@ -71,9 +71,9 @@ fn connected<H: Harness>(h: &H, n: NodeId, pki: &PkiId, inbound: bool) -> bool {
     })
 }
 
-/// Handshake, no TLS: both sides authenticate each other and the message arrives from A.
-pub fn handshake_no_tls<H: Harness>(h: &mut H) -> Outcome {
-    let (a, b) = pair_exchange(h, node(), node())?;
+/// Checks that A holds an outbound connection to B and B an inbound one from A; returns
+/// A's PKI-ID.
+fn a_dialled_b<H: Harness>(h: &H, a: NodeId, b: NodeId) -> Result<PkiId, String> {
     let (pa, pb) = (h.peer(a).pki_id, h.peer(b).pki_id);
     ensure!(
         connected(h, a, &pb, false),
@@ -83,6 +83,13 @@ pub fn handshake_no_tls<H: Harness>(h: &mut H) -> Outcome {
         connected(h, b, &pa, true),
         "B has no inbound connection from A"
     );
+    Ok(pa)
+}
+
+/// Handshake, no TLS: both sides authenticate each other and the message arrives from A.
+pub fn handshake_no_tls<H: Harness>(h: &mut H) -> Outcome {
+    let (a, b) = pair_exchange(h, node(), node())?;
+    let pa = a_dialled_b(h, a, b)?;
     let d = &h.deliveries(b)[0];
     ensure!(d.msg.sender() == &pa, "sender {} is not A", d.msg.sender());
     ensure!(payload(&d.msg) == b"hello", "wrong payload");
@@ -97,15 +104,7 @@ pub fn handshake_no_tls<H: Harness>(h: &mut H) -> Outcome {
 pub fn handshake_mutual_tls<H: Harness>(h: &mut H) -> Outcome {
     let tls = node().tls(TlsMode::Mutual);
     let (a, b) = pair_exchange(h, tls.clone(), tls)?;
-    let (pa, pb) = (h.peer(a).pki_id, h.peer(b).pki_id);
-    ensure!(
-        connected(h, a, &pb, false),
-        "A has no outbound connection to B"
-    );
-    ensure!(
-        connected(h, b, &pa, true),
-        "B has no inbound connection from A"
-    );
+    a_dialled_b(h, a, b)?;
     ensure!(
         h.stats(b).handshake_failures_total() == 0,
         "no handshake may fail"
