@@ -9,6 +9,8 @@ use fabric_gossip_sim::{
     Fault, ScheduledFault, Sim, SimConfig, SimRng, TraceMode, Workload, data_message, fmt_duration,
     fmt_schedule, parse_duration, parse_schedule, random_schedule,
 };
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -57,6 +59,10 @@ pub(crate) struct SimArgs {
     /// (the checks once the network is quiet still run). Ignored with --trace.
     #[arg(long)]
     fast: bool,
+    /// Print one JSON object with the result (settings, fault summary, counters, trace
+    /// hash, invariants) instead of the header and the table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Named scenarios.
@@ -227,17 +233,19 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     sim.schedule_faults(&faults);
 
     let io = |e: std::io::Error| format!("writing the summary: {e}");
-    writeln!(
-        out,
-        "fabric-gossip sim: seed {seed}, {} nodes, scenario {}, {} fault(s), duration {}",
-        a.nodes,
-        a.scenario.name(),
-        faults.len(),
-        fmt_duration(a.duration)
-    )
-    .map_err(io)?;
-    if !faults.is_empty() {
-        writeln!(out, "  faults: {}", fmt_schedule(&faults)).map_err(io)?;
+    if !a.json {
+        writeln!(
+            out,
+            "fabric-gossip sim: seed {seed}, {} nodes, scenario {}, {} fault(s), duration {}",
+            a.nodes,
+            a.scenario.name(),
+            faults.len(),
+            fmt_duration(a.duration)
+        )
+        .map_err(io)?;
+        if !faults.is_empty() {
+            writeln!(out, "  faults: {}", fault_summary(&faults)).map_err(io)?;
+        }
     }
 
     let wall = std::time::Instant::now();
@@ -282,23 +290,161 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
         sim.check()
     };
 
-    print_summary(out, &sim, wall_time, idle).map_err(io)?;
+    if a.json {
+        let mut v = summary_json(&sim, wall_time, idle);
+        v["seed"] = json!(seed);
+        v["nodes"] = json!(a.nodes);
+        v["scenario"] = json!(a.scenario.name());
+        v["duration_s"] = json!(a.duration.as_secs_f64());
+        v["faults"] = faults_json(&faults);
+        v["result"] = json!(if quiescent.is_ok() {
+            "held"
+        } else {
+            "violated"
+        });
+        if let Err(e) = &quiescent {
+            v["violations"] = json!(e.lines().collect::<Vec<_>>());
+            v["reproduce"] = json!(sim.reproduce_hint());
+        }
+        writeln!(out, "{v}").map_err(io)?;
+    } else {
+        print_summary(out, &sim, wall_time, idle).map_err(io)?;
+    }
     if let Some(path) = &a.trace {
         let text = sim.trace().text();
         std::fs::File::create(path)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        writeln!(
-            out,
-            "  trace written to {} ({} lines)",
-            path.display(),
-            sim.trace().lines().len()
-        )
-        .map_err(io)?;
+        if !a.json {
+            writeln!(
+                out,
+                "  trace written to {} ({} lines)",
+                path.display(),
+                sim.trace().lines().len()
+            )
+            .map_err(io)?;
+        }
     }
     Ok(match quiescent {
         Ok(()) => Verdict::Held,
         Err(e) => Verdict::Violated(e),
+    })
+}
+
+/// Faults listed one by one in the summary; a random schedule has hundreds at 100 nodes,
+/// so the rest are only counted by kind (the seed reproduces them all).
+const FAULTS_LISTED: usize = 5;
+
+/// A fault's kind, as its text form starts (`crash`, `partition`, `reader`, …).
+fn fault_kind(f: &Fault) -> String {
+    let text = f.to_string();
+    text.split([':', '='])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// How many faults of each kind, by kind name.
+fn fault_counts(faults: &[ScheduledFault]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for f in faults {
+        *counts.entry(fault_kind(&f.fault)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The schedule in one short line: all of it when short, else counts by kind and the
+/// first few.
+fn fault_summary(faults: &[ScheduledFault]) -> String {
+    if faults.len() <= FAULTS_LISTED {
+        return fmt_schedule(faults);
+    }
+    let kinds: Vec<String> = fault_counts(faults)
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    format!(
+        "{} ({}); first {FAULTS_LISTED}: {}",
+        faults.len(),
+        kinds.join(", "),
+        fmt_schedule(&faults[..FAULTS_LISTED])
+    )
+}
+
+fn faults_json(faults: &[ScheduledFault]) -> Value {
+    let first: Vec<String> = faults
+        .iter()
+        .take(FAULTS_LISTED)
+        .map(ToString::to_string)
+        .collect();
+    json!({"count": faults.len(), "by_kind": fault_counts(faults), "first": first})
+}
+
+/// Connections registered at the end, counted at each end (running nodes only).
+fn open_connections(sim: &Sim) -> usize {
+    (0..sim.node_count())
+        .filter_map(|n| sim.comm(n))
+        .filter(|c| !c.is_stopped())
+        .map(|c| c.connections().len())
+        .sum()
+}
+
+/// The summary as JSON, for `--json`.
+fn summary_json(sim: &Sim, wall: Duration, idle: bool) -> Value {
+    let t = sim.totals();
+    let c = sim.counters();
+    let open = open_connections(sim);
+    let failures: BTreeMap<&str, u64> = t.handshake_failures_by_label().into_iter().collect();
+    let wall_s = wall.as_secs_f64().max(1e-9);
+    json!({
+        "connections": {
+            "opened": t.connections_opened,
+            "closed": t.connections_closed,
+            "open_at_end": open,
+            "crossings": t.crossings,
+        },
+        "handshakes": {
+            "ok": t.handshakes_ok,
+            "failed": t.handshake_failures_total(),
+            "failures": failures,
+        },
+        "messages": {
+            "sent": c.workload_sends,
+            "written": t.sent,
+            "delivered": c.delivered,
+            "dropped": {
+                "buffer_full": t.dropped_overflow,
+                "on_close": t.dropped_on_close,
+                "no_connection": t.dropped_no_connection,
+                "subscription_full": t.dropped_subscription_overflow,
+                "on_stop": t.dropped_on_stop,
+            },
+        },
+        "network": {
+            "dials_ok": c.dials_ok,
+            "dials_refused": c.dials_refused,
+            "dials_hung": c.dials_hung,
+            "pings_hung": c.pings_hung,
+            "streams": c.streams_opened,
+            "streams_reset": c.streams_reset,
+            "envelopes_lost": c.envelopes_lost,
+            "envelopes_discarded_unread": c.envelopes_discarded_unread,
+            "envelopes_corrupted": c.envelopes_corrupted,
+        },
+        "malformed": t.malformed,
+        "presumed_dead": t.presumed_dead,
+        "identity_switches": t.identity_switches,
+        "virtual_time_s": sim.elapsed().as_secs_f64(),
+        "idle": idle,
+        "wall_time_s": wall.as_secs_f64(),
+        "deliveries_per_wall_s": (c.delivered as f64 / wall_s).round(),
+        "steps": c.steps,
+        "trace": if sim.trace().mode() == TraceMode::Off {
+            Value::Null
+        } else {
+            json!({"lines": sim.trace().count(), "sha256": sim.trace().hash_hex()})
+        },
+        "invariants_ok": sim.violations().is_empty(),
     })
 }
 
@@ -318,11 +464,7 @@ fn print_summary(
 ) -> std::io::Result<()> {
     let t = sim.totals();
     let c = sim.counters();
-    let open: usize = (0..sim.node_count())
-        .filter_map(|n| sim.comm(n))
-        .filter(|c| !c.is_stopped())
-        .map(|c| c.connections().len())
-        .sum();
+    let open = open_connections(sim);
     let failures: Vec<String> = t
         .handshake_failures_by_label()
         .iter()
@@ -376,7 +518,8 @@ fn print_summary(
         (
             "network",
             format!(
-                "dials ok {} refused {} hung {}  pings hung {}  streams {} reset {}  lost {}  corrupted {}",
+                "dials ok {} refused {} hung {}  pings hung {}  streams {} reset {}  lost {}  \
+                 discarded unread {}  corrupted {}",
                 c.dials_ok,
                 c.dials_refused,
                 c.dials_hung,
@@ -384,6 +527,7 @@ fn print_summary(
                 c.streams_opened,
                 c.streams_reset,
                 c.envelopes_lost,
+                c.envelopes_discarded_unread,
                 c.envelopes_corrupted
             ),
         ),
@@ -545,5 +689,92 @@ mod tests {
         assert_eq!(r, Ok(Verdict::Held), "{out}");
         assert!(out.contains("restart-new@"), "{out}");
         assert!(!row(&out, "identity switches").ends_with(" 0"), "{out}");
+    }
+
+    #[test]
+    fn json_is_one_object_with_the_same_result_as_the_table() {
+        let args = ["--nodes", "3", "--seed", "42", "--duration", "1s"];
+        let (r, table) = sim(&args);
+        assert_eq!(r, Ok(Verdict::Held), "{table}");
+        let (r, out) = sim(&[&args[..], &["--json"]].concat());
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let v: Value = serde_json::from_str(&out).expect("one JSON object");
+        assert_eq!(v["result"], "held", "{v}");
+        assert_eq!(v["seed"], 42);
+        let hash = v["trace"]["sha256"].as_str().expect("a trace hash");
+        assert!(row(&table, "trace").ends_with(hash), "{table}\n{v}");
+        let delivered = v["messages"]["delivered"].as_u64().expect("delivered");
+        assert!(
+            row(&table, "messages").contains(&format!("delivered {delivered} ")),
+            "{table}\n{v}"
+        );
+        let count = v["faults"]["count"].as_u64().expect("fault count");
+        assert!(
+            table.contains(&format!("scenario traffic, {count} fault(s)")),
+            "{table}\n{v}"
+        );
+        let by_kind: u64 = v["faults"]["by_kind"]
+            .as_object()
+            .expect("counts by kind")
+            .values()
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(by_kind, count, "{v}");
+    }
+
+    #[test]
+    fn a_long_fault_schedule_is_summarized_by_kind() {
+        let (r, out) = sim(&[
+            "--nodes",
+            "6",
+            "--seed",
+            "5",
+            "--duration",
+            "1s",
+            "--faults",
+            "random:300",
+        ]);
+        assert!(r.is_ok(), "{out}");
+        let line = row(&out, "faults:");
+        assert!(line.len() < 400, "{line}");
+        assert!(line.contains("first 5: "), "{line}");
+        // Counts by kind add up to the whole schedule (plus its recovery).
+        let counts: usize = line
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(kinds, _)| kinds)
+            .expect("counts by kind")
+            .split(", ")
+            .map(|k| {
+                k.rsplit(' ')
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .expect("count")
+            })
+            .sum();
+        let total: usize = line
+            .trim_start()
+            .strip_prefix("faults: ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("total");
+        assert!(total >= 300, "{line}");
+        assert_eq!(counts, total, "{line}");
+        // A short schedule is printed whole, so it can be copied into --faults.
+        let (_, out) = sim(&[
+            "--nodes",
+            "2",
+            "--seed",
+            "1",
+            "--duration",
+            "1s",
+            "--faults",
+            "crash@1ms:1",
+        ]);
+        assert!(
+            row(&out, "faults:").ends_with("faults: crash@1ms:1"),
+            "{out}"
+        );
     }
 }

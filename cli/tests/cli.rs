@@ -802,3 +802,48 @@ fn node_help_names_the_contract_flags() {
         );
     }
 }
+
+#[test]
+fn sim_json_is_one_object() {
+    let r = run(
+        &[
+            "sim",
+            "--nodes",
+            "3",
+            "--seed",
+            "7",
+            "--duration",
+            "1s",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    let v: Value =
+        serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{}", r.all()));
+    assert_eq!(v["result"], "held", "{v}");
+    assert_eq!(v["seed"], 7, "{v}");
+    assert!(v["messages"]["delivered"].as_u64() > Some(0), "{v}");
+    assert_eq!(v["trace"]["sha256"].as_str().map(str::len), Some(64), "{v}");
+}
+
+#[test]
+fn demo_json_is_one_object() {
+    let r = run(&["demo", "--json"], Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "demo failed\n{}", r.all());
+    let v: Value =
+        serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{}", r.all()));
+    assert_eq!(v["result"], "passed", "{v}");
+    let checks = v["checks"].as_array().expect("checks");
+    assert!(
+        checks.len() >= 9 && checks.iter().all(|c| c["ok"] == true),
+        "{v}"
+    );
+    let nodes = v["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 5, "{v}");
+    assert_eq!(nodes[4]["restarted"], true, "{v}");
+    assert!(
+        nodes.iter().all(|n| n["received"].as_u64() > Some(0)),
+        "{v}"
+    );
+}

@@ -21,8 +21,8 @@
 //! use std::time::Duration;
 //!
 //! fn hello<H: Harness>(h: &mut H) -> Outcome {
-//!     let a = h.add_node(NodeOptions::new())?;
-//!     let b = h.add_node(NodeOptions::new())?;
+//!     let a = h.add_node(node())?;
+//!     let b = h.add_node(node())?;
 //!     let peer = h.peer(b);
 //!     h.send(a, &data(1, "hello"), &[peer]).map_err(|e| e.to_string())?;
 //!     wait(h, Duration::from_secs(5), "b receives", |h| h.delivery_count(b) == 1)?;
@@ -51,7 +51,7 @@ mod security;
 mod sim_harness;
 mod tonic_harness;
 
-pub use security::{AliasPkiSecurity, OrgSecurity};
+pub use security::{AliasPki, AliasPkiSecurity, IdentityMap, OrgPrefix, OrgSecurity, Remapped};
 pub use sim_harness::SimHarness;
 pub use tonic_harness::TonicHarness;
 
@@ -59,7 +59,7 @@ pub use tonic_harness::TonicHarness;
 pub type NodeId = usize;
 
 /// A subscription of a node: `SubRef(k)` is the k-th subscription made in the node's
-/// current process (with [`NodeOptions::subscribe_all`], the automatic one is 0).
+/// current process (with [`NodeSpec::subscribe_all`], the automatic one is 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SubRef(pub usize);
 
@@ -71,105 +71,16 @@ pub struct OpRef(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RawRef(pub usize);
 
-/// Makes a node's security provider from the endpoint the harness gave it and an identity
-/// generation (0 first, +1 per restart with a new identity). A factory, because a
-/// restarted node must build its provider again, and because only the harness knows the
-/// endpoint (a real one binds a port first).
-pub type SecurityFactory =
-    Arc<dyn Fn(&str, u32) -> Box<dyn fabric_gossip_core::Security> + Send + Sync>;
+/// How a scenario starts a node: the simulator's node specification, which every harness
+/// reads. A real-network harness honours what a real node can do (configuration, provider
+/// factory, TLS mode, `subscribe_all`, `hang_ping`) and refuses a node that asks for more
+/// (a reader mode other than eager, a silent or lying node).
+pub use fabric_gossip_sim::{Fault, NodeSpec, ReaderMode, SecurityFactory, TlsMode};
 
-/// TLS as a scenario asks for it; each harness makes the certificates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Tls {
-    /// Plaintext.
-    #[default]
-    Off,
-    /// Mutual TLS, honest certificate hashes.
-    Mutual,
-    /// TLS, but the node presents no client certificate when it dials.
-    NoClientCert,
-    /// TLS, but the node's `ConnEstablish` claims hashes of certificates it does not
-    /// present.
-    WrongClaim,
-}
-
-/// How to start a node.
-#[derive(Clone)]
-pub struct NodeOptions {
-    /// The core's configuration (a harness may override the RNG seed and TLS hashes).
-    pub config: Config,
-    /// The provider factory; `None`: Fabric's test provider with identity = endpoint.
-    pub security: Option<SecurityFactory>,
-    /// TLS.
-    pub tls: Tls,
-    /// Subscribe to every message at start (as `SubRef(0)`).
-    pub subscribe_all: bool,
-    /// The node's gRPC server accepts connections but never answers Ping.
-    pub hang_ping: bool,
-}
-
-impl Default for NodeOptions {
-    fn default() -> Self {
-        NodeOptions {
-            config: scenario_config(),
-            security: None,
-            tls: Tls::Off,
-            subscribe_all: true,
-            hang_ping: false,
-        }
-    }
-}
-
-impl core::fmt::Debug for NodeOptions {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("NodeOptions")
-            .field("config", &self.config)
-            .field("custom_security", &self.security.is_some())
-            .field("tls", &self.tls)
-            .field("subscribe_all", &self.subscribe_all)
-            .field("hang_ping", &self.hang_ping)
-            .finish()
-    }
-}
-
-impl NodeOptions {
-    /// Defaults: [`scenario_config`], test provider, no TLS, subscribed to everything.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Uses `config`.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Uses a custom provider factory.
-    pub fn security(
-        mut self,
-        f: impl Fn(&str, u32) -> Box<dyn fabric_gossip_core::Security> + Send + Sync + 'static,
-    ) -> Self {
-        self.security = Some(Arc::new(f));
-        self
-    }
-
-    /// Sets TLS.
-    pub fn tls(mut self, tls: Tls) -> Self {
-        self.tls = tls;
-        self
-    }
-
-    /// Whether to subscribe to everything at start.
-    pub fn subscribe_all(mut self, on: bool) -> Self {
-        self.subscribe_all = on;
-        self
-    }
-
-    /// Makes Ping hang.
-    pub fn hang_ping(mut self, on: bool) -> Self {
-        self.hang_ping = on;
-        self
-    }
+/// A node as scenarios start one by default: [`scenario_config`], Fabric's test provider
+/// (identity = endpoint), no TLS, subscribed to everything (as `SubRef(0)`).
+pub fn node() -> NodeSpec {
+    NodeSpec::new().config(scenario_config())
 }
 
 /// Fabric's defaults with the time-outs shortened (dial 1 s, connection 1 s, handshake
@@ -212,7 +123,7 @@ pub trait Harness {
     fn name(&self) -> String;
 
     /// Starts a node.
-    fn add_node(&mut self, opts: NodeOptions) -> Result<NodeId, String>;
+    fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, String>;
 
     /// Node `n` as a send target: its endpoint and current PKI-ID.
     fn peer(&self, n: NodeId) -> RemotePeer;
@@ -254,6 +165,12 @@ pub trait Harness {
     /// Starts node `n` again at the same endpoint (stopping it first if it runs), with the
     /// same identity or the next identity generation of its provider factory.
     fn restart_node(&mut self, n: NodeId, new_identity: bool) -> Result<(), String>;
+
+    /// Injects `fault` now. `Err` when this harness cannot (a real network can stop and
+    /// restart nodes, not partition them); scenarios that need it are then skipped.
+    fn inject(&mut self, fault: Fault) -> Result<(), String> {
+        Err(format!("{} cannot inject {fault}", self.name()))
+    }
 
     /// Lets the network run until `cond` holds or `within` has passed; returns whether
     /// `cond` held. `cond` is checked often (a simulator: after every step).
@@ -343,6 +260,16 @@ pub fn wait<H: Harness>(
             h.elapsed()
         ))
     }
+}
+
+/// Runs until operation `op` has ended and returns how (failing the scenario with `what`
+/// after [`wait`]'s bound of ten seconds).
+pub fn wait_op<H: Harness>(h: &mut H, op: OpRef, what: &str) -> Result<OpOutcome, String> {
+    wait(h, Duration::from_secs(10), what, |h| {
+        h.op_result(op).is_some()
+    })?;
+    h.op_result(op)
+        .ok_or_else(|| format!("{}: {what}: no result after it ended", h.name()))
 }
 
 /// A noop-signed data message with sequence number `seq` and `text` as payload.

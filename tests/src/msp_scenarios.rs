@@ -8,7 +8,7 @@
 
 use crate::scenarios::{identity_switch_other_org_refused_with, identity_switch_same_org_with};
 use crate::{
-    Harness, NodeOptions, Outcome, PASS, data, ensure, payload, saw_handshake_failure, wait,
+    Harness, NodeSpec, Outcome, PASS, data, ensure, node, payload, saw_handshake_failure, wait,
 };
 use core::time::Duration;
 use fabric_gossip_core::proto::msp::SerializedIdentity;
@@ -69,8 +69,8 @@ fn pki() -> &'static Pki {
 }
 
 /// A node whose identity generation `g` is peer `who(g) = (org, peer)` of the PKI.
-fn msp_node(who: fn(u32) -> (usize, usize)) -> NodeOptions {
-    NodeOptions::new().security(move |_endpoint, g| {
+fn msp_node(who: fn(u32) -> (usize, usize)) -> NodeSpec {
+    node().security(move |_endpoint, g| {
         let (org, peer) = who(g);
         let pki = pki();
         let o = &pki.orgs[org];

@@ -4,25 +4,27 @@
 use bytes::Bytes;
 use fabric_gossip_core::{Instant, PkiId, Security, SecurityError, TestOnlyHmacSecurity};
 
-/// Fabric's test provider with organizations: identity = `ORG|endpoint#generation`,
-/// PKI-ID = identity, organization = the part before `|`. Identity-switch scenarios need
-/// a provider that can tell organizations apart from the identity bytes alone, since the
-/// dialling node judges an identity it has never been told about.
+/// Fabric's test provider with some of its identity mappings replaced by `M`: signing,
+/// verifying, validation and expiry stay the test provider's.
 #[derive(Clone, Debug)]
-pub struct OrgSecurity {
+pub struct Remapped<M> {
     inner: TestOnlyHmacSecurity,
+    map: M,
 }
 
-impl OrgSecurity {
-    /// The provider of a node of `org` at `endpoint`, identity generation `generation`.
-    pub fn new(org: &str, endpoint: &str, generation: u32) -> Self {
-        OrgSecurity {
-            inner: TestOnlyHmacSecurity::new(format!("{org}|{endpoint}#{generation}")),
-        }
+/// The mappings a [`Remapped`] provider replaces; each defaults to the test provider's.
+pub trait IdentityMap: Send {
+    /// The PKI-ID of `identity`.
+    fn pki_id_of(&self, inner: &TestOnlyHmacSecurity, identity: &[u8]) -> PkiId {
+        inner.pki_id_of(identity)
+    }
+    /// The organization of `identity`.
+    fn organization_of(&self, inner: &TestOnlyHmacSecurity, identity: &[u8]) -> Option<Bytes> {
+        inner.organization_of(identity)
     }
 }
 
-impl Security for OrgSecurity {
+impl<M: IdentityMap> Security for Remapped<M> {
     fn own_identity(&self) -> Bytes {
         self.inner.own_identity()
     }
@@ -39,21 +41,56 @@ impl Security for OrgSecurity {
         self.inner.expiration(identity)
     }
     fn pki_id_of(&self, identity: &[u8]) -> PkiId {
-        self.inner.pki_id_of(identity)
+        self.map.pki_id_of(&self.inner, identity)
     }
     fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+        self.map.organization_of(&self.inner, identity)
+    }
+}
+
+/// Organization = the part of the identity before `|`.
+#[derive(Clone, Copy, Debug)]
+pub struct OrgPrefix;
+
+impl IdentityMap for OrgPrefix {
+    fn organization_of(&self, _: &TestOnlyHmacSecurity, identity: &[u8]) -> Option<Bytes> {
         let end = identity.iter().position(|b| *b == b'|')?;
         Some(Bytes::copy_from_slice(&identity[..end]))
+    }
+}
+
+/// PKI-ID = `alias:` + identity.
+#[derive(Clone, Copy, Debug)]
+pub struct AliasPki;
+
+impl IdentityMap for AliasPki {
+    fn pki_id_of(&self, _: &TestOnlyHmacSecurity, identity: &[u8]) -> PkiId {
+        let mut v = b"alias:".to_vec();
+        v.extend_from_slice(identity);
+        PkiId::from(v)
+    }
+}
+
+/// Fabric's test provider with organizations: identity = `ORG|endpoint#generation`,
+/// PKI-ID = identity, organization = the part before `|`. Identity-switch scenarios need
+/// a provider that can tell organizations apart from the identity bytes alone, since the
+/// dialling node judges an identity it has never been told about.
+pub type OrgSecurity = Remapped<OrgPrefix>;
+
+impl OrgSecurity {
+    /// The provider of a node of `org` at `endpoint`, identity generation `generation`.
+    pub fn new(org: &str, endpoint: &str, generation: u32) -> Self {
+        Remapped {
+            inner: TestOnlyHmacSecurity::new(format!("{org}|{endpoint}#{generation}")),
+            map: OrgPrefix,
+        }
     }
 }
 
 /// Fabric's test provider with a different PKI-ID mapping: PKI-ID = `alias:` + identity.
 /// A node using it claims PKI-IDs that a node with the ordinary mapping computes
 /// differently, which is exactly the "PKI-ID doesn't match the identity" handshake error.
-#[derive(Clone, Debug)]
-pub struct AliasPkiSecurity {
-    inner: TestOnlyHmacSecurity,
-}
+pub type AliasPkiSecurity = Remapped<AliasPki>;
 
 impl AliasPkiSecurity {
     /// Identity = `endpoint` (generation 0) or `endpoint#generation`.
@@ -63,35 +100,10 @@ impl AliasPkiSecurity {
         } else {
             format!("{endpoint}#{generation}")
         };
-        AliasPkiSecurity {
+        Remapped {
             inner: TestOnlyHmacSecurity::new(id),
+            map: AliasPki,
         }
-    }
-}
-
-impl Security for AliasPkiSecurity {
-    fn own_identity(&self) -> Bytes {
-        self.inner.own_identity()
-    }
-    fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
-        self.inner.sign(msg)
-    }
-    fn verify(&self, identity: &[u8], sig: &[u8], msg: &[u8]) -> Result<(), SecurityError> {
-        self.inner.verify(identity, sig, msg)
-    }
-    fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
-        self.inner.validate_identity(identity, now)
-    }
-    fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
-        self.inner.expiration(identity)
-    }
-    fn pki_id_of(&self, identity: &[u8]) -> PkiId {
-        let mut v = b"alias:".to_vec();
-        v.extend_from_slice(identity);
-        PkiId::from(v)
-    }
-    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
-        self.inner.organization_of(identity)
     }
 }
 

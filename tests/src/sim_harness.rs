@@ -1,6 +1,6 @@
 //! [`Harness`] on the deterministic simulator.
 
-use crate::{Delivery, Harness, NodeId, NodeOptions, OpOutcome, OpRef, RawRef, SubRef, Tls};
+use crate::{Delivery, Harness, NodeId, OpOutcome, OpRef, RawRef, SubRef};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::GossipMessage;
@@ -8,7 +8,7 @@ use fabric_gossip_core::{
     Acceptor, CertHash, Error, Event, OpId, PkiId, RemotePeer, SignedMessage, Stats, StreamEnd,
     StreamId,
 };
-use fabric_gossip_sim::{NodeSpec, Sim, SimConfig, TlsMode, TraceMode};
+use fabric_gossip_sim::{Fault, NodeSpec, Sim, SimConfig, TraceMode};
 
 /// The scenario harness on [`Sim`]: virtual time, one seed, every invariant checked after
 /// every step. [`SimHarness::finish`] lets the network go quiet and runs the quiescent
@@ -66,21 +66,6 @@ impl SimHarness {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    fn spec_of(opts: &NodeOptions) -> NodeSpec {
-        let mut spec = NodeSpec::new()
-            .config(opts.config.clone())
-            .tls(match opts.tls {
-                Tls::Off => TlsMode::Off,
-                Tls::Mutual => TlsMode::Mutual,
-                Tls::NoClientCert => TlsMode::MutualNoClientCert,
-                Tls::WrongClaim => TlsMode::MutualWrongClaim,
-            })
-            .subscribe_all(opts.subscribe_all)
-            .hang_ping(opts.hang_ping);
-        spec.security = opts.security.clone();
-        spec
-    }
-
     fn op(&mut self, n: NodeId, r: Result<OpId, Error>) -> Result<OpRef, Error> {
         let op = r?;
         self.ops.push((n, op));
@@ -93,8 +78,7 @@ impl Harness for SimHarness {
         format!("sim(seed {})", self.sim.seed())
     }
 
-    fn add_node(&mut self, opts: NodeOptions) -> Result<NodeId, String> {
-        let spec = Self::spec_of(&opts);
+    fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, String> {
         self.sim.add_node(spec).map_err(|e| e.to_string())
     }
 
@@ -165,6 +149,11 @@ impl Harness for SimHarness {
     fn restart_node(&mut self, n: NodeId, new_identity: bool) -> Result<(), String> {
         self.sim.stop_node(n);
         self.sim.restart(n, new_identity).map_err(|e| e.to_string())
+    }
+
+    fn inject(&mut self, fault: Fault) -> Result<(), String> {
+        self.sim.apply(fault);
+        Ok(())
     }
 
     fn run_until(&mut self, within: Duration, cond: &mut dyn FnMut(&Self) -> bool) -> bool {

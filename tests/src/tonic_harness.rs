@@ -6,15 +6,16 @@
 //! event, operation results, raw streams) and wake [`Harness::run_until`], which waits with
 //! a real deadline.
 
-use crate::{Delivery, Harness, NodeId, NodeOptions, OpOutcome, OpRef, RawRef, SubRef, Tls};
+use crate::{Delivery, Harness, NodeId, NodeSpec, OpOutcome, OpRef, RawRef, SubRef, TlsMode};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
 use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::{
     Acceptor, CertHash, Error, Event, PkiId, RemotePeer, SignedMessage, Stats, StreamEnd, StreamId,
-    TestOnlyHmacSecurity, TlsHashes, cert_hash,
+    TlsHashes, cert_hash,
 };
+use fabric_gossip_sim::{Fault, ReaderMode};
 use fabric_gossip_tonic::{Incoming, Node, OpError, RawCodec, Received, TlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::future::Future;
@@ -50,7 +51,7 @@ struct Record {
 }
 
 struct Slot {
-    opts: NodeOptions,
+    opts: NodeSpec,
     node: Node,
     endpoint: String,
     generation: u32,
@@ -154,9 +155,9 @@ impl TonicHarness {
         Ok((cert.pem(), key.serialize_pem(), cert.der().to_vec()))
     }
 
-    fn effective_tls(&self, opts: &NodeOptions) -> Tls {
+    fn effective_tls(&self, opts: &NodeSpec) -> TlsMode {
         match opts.tls {
-            Tls::Off if self.mutual_tls => Tls::Mutual,
+            TlsMode::Off if self.mutual_tls => TlsMode::Mutual,
             t => t,
         }
     }
@@ -165,7 +166,7 @@ impl TonicHarness {
     fn start(
         &mut self,
         n: NodeId,
-        opts: &NodeOptions,
+        opts: &NodeSpec,
         listen: std::net::SocketAddr,
         generation: u32,
     ) -> Result<(Node, bool), String> {
@@ -173,14 +174,14 @@ impl TonicHarness {
         let (tx, rx) = mpsc::channel(EVENT_TAP);
         let mut tls = None;
         let mut claimed = None;
-        if tls_mode != Tls::Off {
+        if tls_mode != TlsMode::Off {
             let (cert, key, _) = self.leaf()?;
             let mut t = TlsConfig::new(cert, key, self.ca.pem());
-            if tls_mode == Tls::NoClientCert {
+            if tls_mode == TlsMode::MutualNoClientCert {
                 t = t.without_client_identity();
             }
             tls = Some(t);
-            if tls_mode == Tls::WrongClaim {
+            if tls_mode == TlsMode::MutualWrongClaim {
                 let (_, _, other) = self.leaf()?;
                 let h = cert_hash(&other);
                 claimed = Some(TlsHashes {
@@ -203,19 +204,15 @@ impl TonicHarness {
             }
             b
         };
-        let factory = opts.security.clone();
+        let spec = opts.clone();
         let node = self.rt.block_on(async {
             // The port of a stopped process may take a moment to be released.
             let deadline = tokio::time::Instant::now() + CALL_LIMIT;
             loop {
-                let factory = factory.clone();
+                let spec = spec.clone();
                 let started = builder()
                     .start_with(move |addr| -> Box<dyn fabric_gossip_core::Security> {
-                        let ep = addr.to_string();
-                        match &factory {
-                            Some(f) => f(&ep, generation),
-                            None => Box::new(TestOnlyHmacSecurity::new(ep)),
-                        }
+                        spec.make_security(&addr.to_string(), generation)
                     })
                     .await;
                 match started {
@@ -231,7 +228,7 @@ impl TonicHarness {
         })?;
         drop(tx);
         self.record().taps[n].push(rx);
-        Ok((node, tls_mode != Tls::Off))
+        Ok((node, tls_mode != TlsMode::Off))
     }
 
     /// Records everything `incoming` yields as deliveries of node `n`.
@@ -325,7 +322,16 @@ impl Harness for TonicHarness {
         }
     }
 
-    fn add_node(&mut self, opts: NodeOptions) -> Result<NodeId, String> {
+    fn add_node(&mut self, opts: NodeSpec) -> Result<NodeId, String> {
+        if opts.reader != ReaderMode::Eager || opts.silent || opts.bad_signature {
+            return Err(format!(
+                "{} cannot run a node with reader {:?}, silent {}, bad signature {}",
+                self.name(),
+                opts.reader,
+                opts.silent,
+                opts.bad_signature
+            ));
+        }
         let n = self.slots.len();
         {
             let mut r = self.record();
@@ -430,6 +436,18 @@ impl Harness for TonicHarness {
         if let Some(s) = self.slots.get(n) {
             let node = s.node.clone();
             self.rt.block_on(node.stop());
+        }
+    }
+
+    fn inject(&mut self, fault: Fault) -> Result<(), String> {
+        match fault {
+            Fault::Stop(n) => {
+                self.stop_node(n);
+                Ok(())
+            }
+            Fault::Restart(n) => self.restart_node(n, false),
+            Fault::RestartNewIdentity(n) => self.restart_node(n, true),
+            other => Err(format!("{} cannot inject {other}", self.name())),
         }
     }
 

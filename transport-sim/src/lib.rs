@@ -10,6 +10,24 @@
 //! bytes, silent peers, bad signatures, hanging pings, slow readers. They can be written
 //! by hand, parsed from text (`partition@1s:0+1/2,heal@3s`) or drawn at random.
 //!
+//! # Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `sim` | [`Sim`]: building a network, reading it, API calls on its nodes |
+//! | `config` | [`SimConfig`], the network's [`Counters`], [`Violation`] |
+//! | `queue` | the delivery queue and the run loop (`step`, `run_until`, …) |
+//! | `host` | a core per node: boot and restart, one input at a time, its outputs carried out |
+//! | `network` | links, streams, dials and Pings; `network/flow`: HTTP/2-style flow control |
+//! | `raw` | raw streams, a client that speaks bytes to play a misbehaving peer |
+//! | `fault` | [`Fault`] as data (text form, random schedules); `fault/inject`: what each does |
+//! | `invariants` | per-step and quiescent checks |
+//! | `trace` | [`Trace`], its hash and the format of its lines |
+//! | `workload` | [`Workload`], random traffic |
+//! | `observe` | an observer that sees each node's deliveries and events as they happen |
+//! | `sweep` | [`Sweep`]: one scenario on many seeds, reproduce lines, determinism checks |
+//! | `node` | [`NodeSpec`] (how to start a node), [`Delivered`], [`Totals`] |
+//!
 //! # Determinism
 //!
 //! Virtual time starts at [`START`] and only moves when the queue says so. One delivery
@@ -27,7 +45,10 @@
 //! it does not have; every queue of the nodes touched is within its configured bound.
 //! [`Sim::check_quiescent`] adds what only holds once the network is idle: at most one
 //! connection per pair of PKI-IDs, no crossing secondary left, both ends agreeing.
-//! [`Sim::check`] reports violations with `reproduce with: … --seed N`.
+//! Whatever the settings, no message a node's API accepted may be lost without a count
+//! ([`SimConfig::check_silent_loss`], explained in the `invariants` module).
+//! [`Sim::check`] reports violations with `reproduce with: … --seed N`; a [`Sweep`] runs a
+//! test on many seeds and checks that a seed reproduces its trace.
 //!
 //! # A test
 //!
@@ -49,23 +70,36 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod config;
 mod fault;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+mod host;
+mod invariants;
+mod network;
 mod node;
+pub mod observe;
+mod queue;
+mod raw;
 mod rng;
 mod sim;
 mod slab;
+pub mod sweep;
 mod trace;
+mod workload;
 
+pub use config::{
+    Counters, LIVELOCK_STEPS, MAX_VIOLATIONS, NodeId, RawId, START, SimConfig, Violation,
+};
 pub use fault::{
     Fault, ReaderMode, ScheduledFault, fmt_duration, fmt_schedule, parse_duration, parse_schedule,
     random_schedule,
 };
 pub use node::{Delivered, NodeSpec, NodeState, SecurityFactory, SimComm, TlsMode, Totals};
+pub use observe::{Observation, Observer};
+pub use raw::RAW_RECEIVE_LIMIT;
 pub use rng::SimRng;
-pub use sim::{
-    Counters, LIVELOCK_STEPS, MAX_VIOLATIONS, NodeId, RAW_RECEIVE_LIMIT, RawId, START, Sim,
-    SimConfig, Violation, Workload, data_message,
-};
+pub use sim::Sim;
+pub use sweep::{Sweep, SweepReport};
 pub use trace::{Trace, TraceMode};
+pub use workload::{Workload, data_message};

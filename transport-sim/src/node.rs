@@ -146,7 +146,11 @@ impl NodeSpec {
         self
     }
 
-    pub(crate) fn make_security(&self, endpoint: &str, generation: u32) -> Box<dyn Security> {
+    /// The security provider of this node's process at `endpoint`, identity generation
+    /// `generation`: what the simulator builds at each (re)start, and what another driver
+    /// hosting the same spec (a real-network test harness) should build, so that a spec
+    /// means the same identities everywhere.
+    pub fn make_security(&self, endpoint: &str, generation: u32) -> Box<dyn Security> {
         match &self.security {
             Some(f) => f(endpoint, generation),
             None if generation == 0 => Box::new(TestOnlyHmacSecurity::new(endpoint)),
@@ -206,8 +210,9 @@ pub struct Totals {
     pub malformed: u64,
     /// Successful handshakes.
     pub handshakes_ok: u64,
-    /// Failed handshakes by [`HandshakeError::LABELS`] index.
-    pub handshake_failures: [u64; 25],
+    /// Failed handshakes by [`HandshakeError::LABELS`] index (every label has a slot:
+    /// the array is sized by the label list, so a new reason cannot be dropped).
+    pub handshake_failures: [u64; HandshakeError::LABELS.len()],
     /// Connections registered.
     pub connections_opened: u64,
     /// Connections closed.
@@ -296,4 +301,29 @@ pub(crate) type EventRecord = (Instant, Event);
 /// Shared read-only payload for workload messages, so sending costs no copy of the data.
 pub(crate) fn payload(size: usize) -> Bytes {
     Bytes::from(vec![0x5a; size])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_keep_every_handshake_failure_label() {
+        let mut s = Stats::default();
+        s.handshake_failures.iter_mut().for_each(|x| *x = 1);
+        let mut t = Totals::default();
+        t.add(&s);
+        let mut all = Totals::default();
+        all.merge(&t);
+        let labels = all.handshake_failures_by_label();
+        assert_eq!(labels.len(), HandshakeError::LABELS.len());
+        assert_eq!(
+            all.handshake_failures_total(),
+            HandshakeError::LABELS.len() as u64
+        );
+        assert_eq!(
+            labels.last().map(|(l, _)| *l),
+            HandshakeError::LABELS.last().copied()
+        );
+    }
 }

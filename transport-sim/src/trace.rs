@@ -1,6 +1,8 @@
 //! The trace: every input and output of every node, with its virtual time.
 
+use bytes::Bytes;
 use core::fmt::{self, Write as _};
+use fabric_gossip_core::{Action, CertHash, Event, RemotePeer, SignedMessage, StreamEnd};
 use sha2::{Digest, Sha256};
 
 /// How much of the trace a run keeps. Formatting lines costs far more than simulating, so a
@@ -131,6 +133,155 @@ impl fmt::Display for Digest8<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = Sha256::digest(self.0);
         write!(f, "#{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+    }
+}
+
+/// Records a trace line for the simulator `$sim` at its current virtual time, formatting
+/// nothing when the trace is off.
+macro_rules! trace {
+    ($sim:expr, $($arg:tt)*) => {
+        if $sim.trace.is_on() {
+            let elapsed = ($sim.now - $crate::config::START).as_nanos() as u64;
+            $sim.trace.record(elapsed, format_args!($($arg)*));
+        }
+    };
+}
+pub(crate) use trace;
+
+// Display adapters for trace lines: each shows one core type the way the trace reads.
+
+pub(crate) struct Peers<'a>(pub(crate) &'a [RemotePeer]);
+impl fmt::Display for Peers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            if p.pki_id.as_bytes() == p.endpoint.as_bytes() {
+                write!(f, "{}", p.endpoint)?;
+            } else {
+                write!(f, "{}={}", p.endpoint, p.pki_id)?;
+            }
+        }
+        f.write_str("]")
+    }
+}
+
+pub(crate) struct Cert<'a>(pub(crate) Option<&'a CertHash>);
+impl fmt::Display for Cert<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("none"),
+            Some(h) => Digest8(h).fmt(f),
+        }
+    }
+}
+
+pub(crate) struct Res<'a, T>(pub(crate) &'a Result<T, String>);
+impl<T> fmt::Display for Res<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Ok(_) => f.write_str("ok"),
+            Err(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+pub(crate) struct EndFmt<'a>(pub(crate) &'a StreamEnd);
+impl fmt::Display for EndFmt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            StreamEnd::Finished => f.write_str("finished"),
+            StreamEnd::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+pub(crate) struct EnvFmt<'a>(pub(crate) &'a Bytes);
+impl fmt::Display for EnvFmt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = SignedMessage::from_envelope_bytes(self.0.clone())
+            .map_or("undecodable", |m| m.message().content_name());
+        write!(f, "{kind} {}B {}", self.0.len(), Digest8(self.0))
+    }
+}
+
+pub(crate) struct ActionFmt<'a>(pub(crate) &'a Action);
+impl fmt::Display for ActionFmt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Action::Dial { dial, endpoint } => write!(f, "Dial {dial} {endpoint}"),
+            Action::Ping { dial } => write!(f, "Ping {dial}"),
+            Action::OpenStream { dial, stream } => write!(f, "OpenStream {dial} {stream}"),
+            Action::Write { stream, envelope } => write!(f, "Write {stream} {}", EnvFmt(envelope)),
+            Action::PauseRead { stream } => write!(f, "PauseRead {stream}"),
+            Action::ResumeRead { stream } => write!(f, "ResumeRead {stream}"),
+            Action::CloseStream { stream, error } => match error {
+                None => write!(f, "CloseStream {stream}"),
+                Some(e) => write!(f, "CloseStream {stream} error: {e}"),
+            },
+            Action::CloseDial { dial } => write!(f, "CloseDial {dial}"),
+        }
+    }
+}
+
+pub(crate) struct EventFmt<'a>(pub(crate) &'a Event);
+impl fmt::Display for EventFmt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Event::PresumedDead(p) => write!(f, "PresumedDead {p}"),
+            Event::IdentitySwitch(p) => write!(f, "IdentitySwitch {p}"),
+            Event::DeliveryReady(s) => write!(f, "DeliveryReady {s}"),
+            Event::ProbeDone { op, result } => match result {
+                Ok(()) => write!(f, "ProbeDone {op} ok"),
+                Err(e) => write!(f, "ProbeDone {op} error: {e}"),
+            },
+            Event::HandshakeDone { op, result } => match result {
+                Ok(info) => write!(f, "HandshakeDone {op} ok {}", info.id),
+                Err(e) => write!(f, "HandshakeDone {op} {}: {e}", e.label()),
+            },
+            Event::SendWithAckDone { op, results } => {
+                write!(f, "SendWithAckDone {op} [")?;
+                for (i, r) in results.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    match &r.result {
+                        Ok(()) => write!(f, "{} ok", r.peer)?,
+                        Err(e) => write!(f, "{} error: {e}", r.peer)?,
+                    }
+                }
+                f.write_str("]")
+            }
+            Event::Connected {
+                conn,
+                info,
+                inbound,
+            } => write!(
+                f,
+                "Connected {conn} {} {}",
+                info.id,
+                if *inbound { "inbound" } else { "outbound" }
+            ),
+            Event::Disconnected {
+                conn,
+                pki_id,
+                reason,
+            } => write!(f, "Disconnected {conn} {pki_id} {reason}"),
+            Event::HandshakeFailed {
+                stream,
+                remote,
+                inbound,
+                error,
+            } => write!(
+                f,
+                "HandshakeFailed {stream} {remote} {} {}: {error}",
+                if *inbound { "inbound" } else { "outbound" },
+                error.label()
+            ),
+            Event::Stopped => f.write_str("Stopped"),
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Faults as data: what can go wrong, when, written so that a schedule can be printed,
 //! parsed back, and drawn at random from the run's RNG.
 
+pub(crate) mod inject;
+
 use crate::rng::SimRng;
 use core::fmt;
 use core::time::Duration;

@@ -1,0 +1,150 @@
+//! What a run is given (its settings) and what it reports besides the cores' own counters
+//! (network counters, invariant violations).
+
+use crate::fault::fmt_duration;
+use crate::trace::TraceMode;
+use core::fmt;
+use core::time::Duration;
+use fabric_gossip_core::Instant;
+
+/// Where virtual time starts: a fixed instant (2023-11-14), so traces never depend on the
+/// wall clock and certificate validity checks see a plausible date.
+pub const START: Instant = Instant::from_unix_secs(1_700_000_000);
+
+/// Index of a node in the network, in the order nodes were added.
+pub type NodeId = usize;
+
+/// Handle of a raw stream: a test-controlled client that speaks bytes, not protocol.
+pub type RawId = usize;
+
+/// Violations kept per run; a broken invariant tends to repeat, and the first few say it.
+pub const MAX_VIOLATIONS: usize = 64;
+
+/// Steps at one virtual instant after which the run is declared livelocked.
+pub const LIVELOCK_STEPS: u64 = 5_000_000;
+
+/// Settings of a run. Everything that varies between runs of the same code is here or
+/// drawn from the RNG seeded by `seed`.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed of the run's only RNG.
+    pub seed: u64,
+    /// One-way latency of every link; a dial or a Ping costs a round trip.
+    pub latency: Duration,
+    /// Extra one-way delay drawn uniformly from `0..=jitter` per packet. Streams stay
+    /// ordered: a packet never overtakes an earlier one of the same stream.
+    pub jitter: Duration,
+    /// Bytes a stream direction holds unread (in flight or waiting for a paused reader)
+    /// before writes block, as HTTP/2 flow control does; a write of any size is let into an
+    /// empty window.
+    pub stream_window: usize,
+    /// How long a stream survives a partition that cuts it before both ends see it reset
+    /// (gRPC keepalive).
+    pub keepalive_timeout: Duration,
+    /// How much of the trace to keep.
+    pub trace: TraceMode,
+    /// Trace lines kept in [`TraceMode::Full`].
+    pub trace_limit: usize,
+    /// Deliveries and events kept per node for inspection; past it they are only counted.
+    pub record_limit: usize,
+    /// Check invariants after every step (a few per cent of run time).
+    pub check_invariants: bool,
+    /// Treat a message lost without a count (see the `invariants` module) as a violation;
+    /// off, such losses are only counted in
+    /// [`Counters::envelopes_discarded_unread`]. On by default; a sweep turns it off only
+    /// while a known bug makes it fail (issue 10, finding 1).
+    pub check_silent_loss: bool,
+    /// Acknowledge every delivered message that carries a nonce (a `send_with_ack`), as an
+    /// application would; workloads use it to exercise acks.
+    pub auto_ack: bool,
+    /// How to rerun this seed, with `{seed}` standing for it; printed with failures.
+    pub reproduce: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            latency: Duration::from_micros(200),
+            jitter: Duration::from_micros(50),
+            stream_window: 64 * 1024,
+            keepalive_timeout: Duration::from_secs(10),
+            trace: TraceMode::Hash,
+            trace_limit: 1_000_000,
+            record_limit: 100_000,
+            check_invariants: true,
+            check_silent_loss: true,
+            auto_ack: false,
+            reproduce: "fabric-gossip sim --seed {seed}".into(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Default settings with this seed.
+    pub fn seeded(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            ..Self::default()
+        }
+    }
+}
+
+/// A broken invariant, with the virtual time it was seen at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Virtual time since the start of the run.
+    pub at: Duration,
+    /// What was wrong.
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at +{}: {}", fmt_duration(self.at), self.what)
+    }
+}
+
+/// What the simulated network itself did, beyond the cores' counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Queue entries processed.
+    pub steps: u64,
+    /// Dials answered with success.
+    pub dials_ok: u64,
+    /// Dials refused.
+    pub dials_refused: u64,
+    /// Dials left hanging (partition).
+    pub dials_hung: u64,
+    /// Pings answered.
+    pub pings_ok: u64,
+    /// Pings failed.
+    pub pings_failed: u64,
+    /// Pings left hanging.
+    pub pings_hung: u64,
+    /// Streams opened.
+    pub streams_opened: u64,
+    /// Streams reset (fault, crash, keepalive).
+    pub streams_reset: u64,
+    /// Envelopes put on a link.
+    pub envelopes: u64,
+    /// Envelopes lost: arrived at a closed end, in flight or held for a paused reader on
+    /// a reset stream, or held for a paused reader when the writer ended the stream, the
+    /// reader aborted it with an error or the reader stopped.
+    pub envelopes_lost: u64,
+    /// Envelopes carrying a message that reached a reader's end and were thrown away
+    /// unread when the reader's core closed the stream gracefully: lost without a count anywhere
+    /// else, so each is also an invariant violation (see the `invariants` module).
+    pub envelopes_discarded_unread: u64,
+    /// Envelopes written by a silent node and swallowed.
+    pub envelopes_swallowed: u64,
+    /// Envelopes corrupted by a fault.
+    pub envelopes_corrupted: u64,
+    /// Messages taken from subscriptions by the applications.
+    pub delivered: u64,
+    /// Faults applied.
+    pub faults: u64,
+    /// Messages the workload sent (`send` and `send_with_ack` calls).
+    pub workload_sends: u64,
+}

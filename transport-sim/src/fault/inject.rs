@@ -1,0 +1,190 @@
+//! Injecting faults: what each [`Fault`] does to the network and the nodes when it strikes.
+
+use super::{Fault, ReaderMode, ScheduledFault};
+use crate::config::START;
+use crate::network::Item;
+use crate::node::NodeState;
+use crate::queue::Ev;
+use crate::sim::Sim;
+use crate::trace::trace;
+use bytes::Bytes;
+use fabric_gossip_core::proto::gossip::Envelope;
+use fabric_gossip_core::proto::prost::Message as _;
+
+impl Sim {
+    /// Schedules faults at offsets from the start of the run (in the past: now).
+    pub fn schedule_faults(&mut self, faults: &[ScheduledFault]) {
+        for f in faults {
+            let at = (START + f.at).max(self.now);
+            self.schedule(at, Ev::Fault(Box::new(f.fault.clone())));
+        }
+    }
+
+    pub(crate) fn apply_fault(&mut self, fault: Fault) {
+        self.counters.faults += 1;
+        if fault.nodes().iter().any(|n| *n >= self.nodes.len()) {
+            trace!(self, "* {fault} ignored: no such node");
+            return;
+        }
+        trace!(self, "* {fault}");
+        match fault {
+            Fault::Partition { a, b } => {
+                for x in &a {
+                    for y in &b {
+                        if x != y {
+                            self.blocked.insert((*x, *y));
+                            self.blocked.insert((*y, *x));
+                        }
+                    }
+                }
+                self.arm_keepalives();
+            }
+            Fault::OneWay { from, to } => {
+                for x in &from {
+                    for y in &to {
+                        if x != y {
+                            self.blocked.insert((*x, *y));
+                        }
+                    }
+                }
+                self.arm_keepalives();
+            }
+            Fault::Isolate(n) => {
+                for y in 0..self.nodes.len() {
+                    if y != n {
+                        self.blocked.insert((n, y));
+                        self.blocked.insert((y, n));
+                    }
+                }
+                self.arm_keepalives();
+            }
+            Fault::Heal => {
+                self.blocked.clear();
+                self.corrupt.clear();
+                for link in self.links.keys() {
+                    for dir in 0..2 {
+                        let stalled: Vec<Item> = match self.links.get_mut(link) {
+                            Some(l) => l.pipes[dir].stalled.drain(..).collect(),
+                            None => continue,
+                        };
+                        for item in stalled {
+                            if let (Item::Env(b), Some(l)) = (&item, self.links.get_mut(link)) {
+                                l.pipes[dir].unread = l.pipes[dir].unread.saturating_sub(b.len());
+                            }
+                            self.transmit(link, dir, item);
+                        }
+                    }
+                }
+            }
+            Fault::Crash(n) => {
+                if self.nodes[n].comm.is_none() {
+                    return;
+                }
+                self.retire(n);
+                let node = &mut self.nodes[n];
+                node.comm = None;
+                node.state = NodeState::Crashed;
+                node.streams.clear();
+                node.dials.clear();
+                node.subs.clear();
+                node.wake_at = None;
+                self.reset_links_of(n, None, "connection reset");
+            }
+            Fault::Stop(n) => {
+                if self.nodes[n].state != NodeState::Up {
+                    return;
+                }
+                self.input(n, None, |c, now| c.stop(now));
+                self.nodes[n].state = NodeState::Stopped;
+            }
+            Fault::Restart(n) | Fault::RestartNewIdentity(n) => {
+                if self.nodes[n].state == NodeState::Up {
+                    trace!(self, "n{n}   restart ignored: running");
+                    return;
+                }
+                self.retire(n);
+                let new = matches!(fault, Fault::RestartNewIdentity(_));
+                if let Err(e) = self.boot(n, new) {
+                    trace!(self, "n{n}   restart failed: {e}");
+                }
+            }
+            Fault::Reset(a, b) => self.reset_links_of(a, Some(b), "stream reset"),
+            Fault::Corrupt(a, b) => *self.corrupt.entry((a, b)).or_insert(0) += 1,
+            Fault::Silent(n, on) => self.nodes[n].spec.silent = on,
+            Fault::BadSignature(n, on) => self.nodes[n].spec.bad_signature = on,
+            Fault::HangPing(n, on) => self.nodes[n].spec.hang_ping = on,
+            Fault::Reader(n, mode) => {
+                self.nodes[n].spec.reader = mode;
+                match mode {
+                    ReaderMode::Eager => {
+                        if self.nodes[n].comm.is_some() {
+                            // Deliveries may have waited since before the switch.
+                            let subs = self.nodes[n].subs.clone();
+                            self.nodes[n].ready = subs;
+                            self.pump(n);
+                        }
+                    }
+                    ReaderMode::Paused => {}
+                    ReaderMode::Every(d) => {
+                        if !self.nodes[n].reader_tick && self.has_queued_deliveries(n) {
+                            let inc = self.nodes[n].incarnation;
+                            self.nodes[n].reader_tick = true;
+                            self.schedule(self.now + d, Ev::ReaderTick { node: n, inc });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn reset_links_of(&mut self, a: usize, b: Option<usize>, reason: &'static str) {
+        let latency = self.cfg.latency;
+        for link in self.links.keys() {
+            let Some(l) = self.links.get(link) else {
+                continue;
+            };
+            let (x, y) = Self::link_nodes(l);
+            let hit = match b {
+                None => x == Some(a) || y == Some(a),
+                Some(b) => (x == Some(a) && y == Some(b)) || (x == Some(b) && y == Some(a)),
+            };
+            if hit {
+                self.reset_link(link, reason, latency);
+            }
+        }
+    }
+
+    pub(crate) fn arm_keepalives(&mut self) {
+        for link in self.links.keys() {
+            if self.link_cut(link)
+                && let Some(l) = self.links.get_mut(link)
+                && !l.keepalive_armed
+            {
+                l.keepalive_armed = true;
+                let at = self.now + self.cfg.keepalive_timeout;
+                self.schedule(at, Ev::Keepalive { link });
+            }
+        }
+    }
+}
+
+/// Flips a bit of an Envelope's signature (or of its last byte if it does not decode).
+pub(crate) fn mangle_signature(bytes: Bytes) -> Bytes {
+    match Envelope::decode(bytes.clone()) {
+        Ok(mut env) if !env.signature.is_empty() => {
+            let mut sig = env.signature.to_vec();
+            if let Some(b) = sig.last_mut() {
+                *b ^= 0x01;
+            }
+            env.signature = Bytes::from(sig);
+            Bytes::from(env.encode_to_vec())
+        }
+        _ => {
+            let mut v = bytes.to_vec();
+            if let Some(b) = v.last_mut() {
+                *b ^= 0x01;
+            }
+            Bytes::from(v)
+        }
+    }
+}

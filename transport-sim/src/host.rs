@@ -1,0 +1,348 @@
+//! Hosting a core per node: starting and restarting its process, feeding it one input at
+//! a time, and carrying out what it asks for (actions to the network, events and
+//! deliveries to the node's simulated application and to the observer).
+
+use crate::fault::ReaderMode;
+use crate::network::{DialSlot, StreamSlot};
+use crate::node::{
+    Delivered, EventRecord, NodeSpec, NodeState, SimComm, TlsMode, Totals, made_up_cert,
+};
+use crate::observe::Observation;
+use crate::queue::Ev;
+use crate::sim::Sim;
+use crate::trace::{ActionFmt, EventFmt, trace};
+use fabric_gossip_core::proto::gossip::gossip_message;
+use fabric_gossip_core::{
+    Action, Comm, Config, DialId, Event, HandshakeError, Instant, OpId, PkiId, ReceivedMessage,
+    StreamEnd, SubscriptionId, TlsHashes,
+};
+use std::collections::BTreeMap;
+
+pub(crate) struct Node {
+    pub(crate) endpoint: String,
+    pub(crate) spec: NodeSpec,
+    pub(crate) state: NodeState,
+    pub(crate) comm: Option<SimComm>,
+    pub(crate) incarnation: u32,
+    pub(crate) booted: bool,
+    pub(crate) identity_gen: u32,
+    pub(crate) first_pki: PkiId,
+    pub(crate) certs: Option<TlsHashes>,
+    pub(crate) subs: Vec<SubscriptionId>,
+    /// Subscriptions that reported `DeliveryReady` and were not emptied yet.
+    pub(crate) ready: Vec<SubscriptionId>,
+    pub(crate) streams: Vec<Option<StreamSlot>>,
+    pub(crate) dials: Vec<Option<DialSlot>>,
+    pub(crate) wake_at: Option<Instant>,
+    pub(crate) reader_tick: bool,
+    pub(crate) deliveries: Vec<Delivered>,
+    pub(crate) events: Vec<EventRecord>,
+    pub(crate) ops_done: BTreeMap<OpId, usize>,
+    pub(crate) delivered_total: u64,
+    pub(crate) records_dropped: u64,
+    pub(crate) retired: Totals,
+    pub(crate) workload_seq: u64,
+}
+
+/// Why a core input may legitimately produce a PresumedDead.
+pub(crate) type Cause = Option<&'static str>;
+
+impl Sim {
+    /// Starts (or restarts) node `id`'s process.
+    pub(crate) fn boot(&mut self, id: usize, new_identity: bool) -> Result<(), HandshakeError> {
+        let seed = self.rng.u64();
+        let now = self.now;
+        let node = &mut self.nodes[id];
+        if new_identity {
+            node.identity_gen += 1;
+        }
+        let generation = node.identity_gen;
+        let security = node.spec.make_security(&node.endpoint, generation);
+        let certs = (node.spec.tls != TlsMode::Off).then(|| TlsHashes {
+            client_cert_hash: made_up_cert("client", &node.endpoint, generation),
+            server_cert_hash: made_up_cert("server", &node.endpoint, generation),
+        });
+        let mut config: Config = node.spec.config.clone().with_seed(seed);
+        config.tls = match (&certs, node.spec.tls) {
+            (Some(_), TlsMode::MutualWrongClaim) => Some(TlsHashes {
+                client_cert_hash: made_up_cert("forged client", &node.endpoint, generation),
+                server_cert_hash: made_up_cert("forged server", &node.endpoint, generation),
+            }),
+            (c, _) => c.clone(),
+        };
+        let comm = Comm::new(config, security, now)?;
+        if node.booted {
+            node.incarnation += 1;
+        }
+        node.booted = true;
+        node.comm = Some(comm);
+        node.certs = certs;
+        node.state = NodeState::Up;
+        node.subs.clear();
+        node.ready.clear();
+        node.streams.clear();
+        node.dials.clear();
+        node.wake_at = None;
+        node.reader_tick = false;
+        let subscribe_all = node.spec.subscribe_all;
+        let pki = self.pki_id(id);
+        let inc = self.nodes[id].incarnation;
+        trace!(self, "n{id} * start inc={inc} pki={pki}");
+        if subscribe_all {
+            let _ = self.subscribe(id, Box::new(|_| true));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn node_live(&self, node: usize, inc: u32) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|n| n.incarnation == inc && n.comm.is_some())
+    }
+
+    pub(crate) fn dial_live(&self, node: usize, inc: u32, dial: DialId) -> bool {
+        self.node_live(node, inc)
+            && self
+                .dial_slot(node, dial)
+                .is_some_and(|d| d.generation == dial.generation())
+    }
+
+    /// Feeds one input to node `n`'s core and carries out everything it produces.
+    pub(crate) fn input(&mut self, n: usize, cause: Cause, f: impl FnOnce(&mut SimComm, Instant)) {
+        let now = self.now;
+        let Some(comm) = self.nodes.get_mut(n).and_then(|x| x.comm.as_mut()) else {
+            return;
+        };
+        self.cause = cause;
+        f(comm, now);
+        self.pump(n);
+        self.cause = None;
+    }
+
+    /// Drains node `n`'s actions, events and (per its reader mode) deliveries until the
+    /// core has nothing more to say, then re-arms its wake-up.
+    pub(crate) fn pump(&mut self, n: usize) {
+        loop {
+            let mut progress = false;
+            while let Some(a) = self.nodes[n].comm.as_mut().and_then(Comm::poll_action) {
+                progress = true;
+                self.on_action(n, a);
+            }
+            while let Some(e) = self.nodes[n].comm.as_mut().and_then(Comm::poll_event) {
+                progress = true;
+                self.on_event(n, e);
+            }
+            // Only subscriptions that said DeliveryReady have anything: an eager reader
+            // empties them, so the core says it again when the next message comes.
+            while self.nodes[n].state == NodeState::Up
+                && self.nodes[n].spec.reader == ReaderMode::Eager
+                && let Some(sub) = self.nodes[n].ready.pop()
+            {
+                while let Some(m) = self.nodes[n]
+                    .comm
+                    .as_mut()
+                    .and_then(|c| c.poll_delivery(sub))
+                {
+                    progress = true;
+                    self.on_delivery(n, sub, m);
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.reschedule_wake(n);
+        if self.cfg.check_invariants && self.touched.last() != Some(&n) {
+            self.touched.push(n);
+        }
+    }
+
+    /// Carries out work that inputs left behind: write confirmations and reads resumed.
+    pub(crate) fn drain_work(&mut self) {
+        loop {
+            if let Some((n, stream)) = self.sent.pop() {
+                trace!(self, "n{n} < sent {stream} (window opened)");
+                self.input(n, None, |c, now| {
+                    let _ = c.handle_sent(now, stream, 1);
+                });
+                continue;
+            }
+            if let Some((link, dir)) = self.feed.pop_front() {
+                self.feed_held(link, dir);
+                continue;
+            }
+            break;
+        }
+    }
+
+    pub(crate) fn reschedule_wake(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        let Some(t) = node.comm.as_mut().and_then(|c| c.poll_timeout()) else {
+            return;
+        };
+        if node.wake_at.is_none_or(|w| t < w) {
+            let inc = node.incarnation;
+            self.nodes[n].wake_at = Some(t);
+            self.schedule(t, Ev::Wake { node: n, inc });
+        }
+    }
+
+    pub(crate) fn take_one_each(&mut self, n: usize) {
+        for i in 0..self.nodes[n].subs.len() {
+            let sub = self.nodes[n].subs[i];
+            if let Some(m) = self.nodes[n]
+                .comm
+                .as_mut()
+                .and_then(|c| c.poll_delivery(sub))
+            {
+                self.on_delivery(n, sub, m);
+            }
+        }
+    }
+
+    pub(crate) fn has_queued_deliveries(&self, n: usize) -> bool {
+        let node = &self.nodes[n];
+        node.comm
+            .as_ref()
+            .is_some_and(|c| node.subs.iter().any(|s| c.delivery_queue_len(*s) > 0))
+    }
+
+    // -------------------------------------------------------------- outputs
+
+    pub(crate) fn on_action(&mut self, n: usize, a: Action) {
+        trace!(self, "n{n} > {}", ActionFmt(&a));
+        match a {
+            Action::Dial { dial, endpoint } => self.dial(n, dial, &endpoint),
+            Action::Ping { dial } => self.ping(n, dial),
+            Action::OpenStream { dial, stream } => self.open_stream(n, dial, stream),
+            Action::Write { stream, envelope } => self.write(n, stream, envelope),
+            Action::PauseRead { stream } => {
+                if let Some(s) = self.slot(n, stream)
+                    && let Some(l) = self.links.get_mut(s.link)
+                {
+                    l.ends[s.side].paused = true;
+                }
+            }
+            Action::ResumeRead { stream } => {
+                if let Some(s) = self.slot(n, stream)
+                    && let Some(l) = self.links.get_mut(s.link)
+                {
+                    l.ends[s.side].paused = false;
+                    self.feed.push_back((s.link, 1 - s.side));
+                }
+            }
+            Action::CloseStream { stream, error } => {
+                let Some(s) = self.slot(n, stream) else {
+                    return;
+                };
+                self.unmap_stream(n, stream);
+                let end = error.map_or(StreamEnd::Finished, StreamEnd::Error);
+                self.close_end(s.link, s.side, end);
+            }
+            Action::CloseDial { dial } => {
+                if let Some(d) = self.nodes[n].dials.get_mut(dial.index() as usize)
+                    && d.is_some_and(|d| d.generation == dial.generation())
+                {
+                    *d = None;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_event(&mut self, n: usize, e: Event) {
+        trace!(self, "n{n} ! {}", EventFmt(&e));
+        match &e {
+            Event::PresumedDead(p) => match self.cause {
+                Some(cause) => {
+                    trace!(self, "n{n}   cause of PresumedDead {p}: {cause}");
+                }
+                None => self.violation(format!(
+                    "n{n}: PresumedDead({p}) without a failed dial, ping, handshake, write or \
+                     stream to cause it"
+                )),
+            },
+            Event::DeliveryReady(sub) => {
+                if self.nodes[n].spec.reader == ReaderMode::Eager {
+                    self.nodes[n].ready.push(*sub);
+                }
+                if let ReaderMode::Every(d) = self.nodes[n].spec.reader
+                    && !self.nodes[n].reader_tick
+                {
+                    let inc = self.nodes[n].incarnation;
+                    self.nodes[n].reader_tick = true;
+                    self.schedule(self.now + d, Ev::ReaderTick { node: n, inc });
+                }
+                return;
+            }
+            _ => {}
+        }
+        let incarnation = self.nodes[n].incarnation;
+        self.observe(
+            n,
+            Observation::Event {
+                at: self.now,
+                incarnation,
+                event: &e,
+            },
+        );
+        let node = &mut self.nodes[n];
+        if node.events.len() < self.cfg.record_limit {
+            if let Event::ProbeDone { op, .. }
+            | Event::HandshakeDone { op, .. }
+            | Event::SendWithAckDone { op, .. } = &e
+            {
+                node.ops_done.insert(*op, node.events.len());
+            }
+            node.events.push((self.now, e));
+        } else {
+            node.records_dropped += 1;
+        }
+    }
+
+    pub(crate) fn on_delivery(&mut self, n: usize, sub: SubscriptionId, m: ReceivedMessage) {
+        trace!(
+            self,
+            "n{n} @ {sub} from {} {} {}B",
+            m.sender(),
+            m.message.content_name(),
+            m.envelope_bytes.len()
+        );
+        self.counters.delivered += 1;
+        let node = &mut self.nodes[n];
+        node.delivered_total += 1;
+        if node.state != NodeState::Up {
+            let st = node.state;
+            self.violation(format!("n{n}: delivery while {st:?}"));
+        }
+        if self.cfg.auto_ack
+            && m.message.nonce != 0
+            && !matches!(m.message.content, Some(gossip_message::Content::Ack(_)))
+            && let Some(c) = self.nodes[n].comm.as_mut()
+        {
+            let _ = c.ack(self.now, m.conn, m.message.nonce, None);
+        }
+        let delivered = Delivered {
+            at: self.now,
+            incarnation: self.nodes[n].incarnation,
+            sub,
+            msg: m,
+        };
+        self.observe(n, Observation::Delivery(&delivered));
+        let node = &mut self.nodes[n];
+        if node.deliveries.len() < self.cfg.record_limit {
+            node.deliveries.push(delivered);
+        } else {
+            node.records_dropped += 1;
+        }
+    }
+
+    /// Counters of node `n`'s current process go to its retired totals (before a crash or
+    /// restart replaces the process).
+    pub(crate) fn retire(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        if let Some(c) = node.comm.take() {
+            node.retired.add(c.stats());
+            // A stopped process's core is dropped here; keep the node's state as it was.
+        }
+    }
+}

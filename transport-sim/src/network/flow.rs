@@ -1,0 +1,161 @@
+//! HTTP/2-style flow control of a stream direction: a write enters the pipe while the bytes
+//! the reader has not consumed fit in [`SimConfig::stream_window`](crate::SimConfig)
+//! (any write enters an empty window), otherwise it waits unconfirmed, so the writing
+//! core's `write_window` is what bounds the wait. A paused reader leaves what arrives in
+//! the pipe, which keeps the window full and pushes back on the writer.
+
+use super::{Item, Owner};
+use crate::fault::inject::mangle_signature;
+use crate::sim::Sim;
+use crate::slab::Key;
+use crate::trace::{Digest8, EnvFmt, trace};
+use bytes::Bytes;
+use fabric_gossip_core::StreamId;
+
+impl Sim {
+    pub(crate) fn write(&mut self, n: usize, stream: StreamId, mut bytes: Bytes) {
+        let Some(s) = self.slot(n, stream) else {
+            self.violation(format!(
+                "n{n}: Write on {stream}, which it never opened or closed"
+            ));
+            return;
+        };
+        // Whatever happens to the bytes, the local write succeeds at once unless flow
+        // control holds it: a real Send returns before the remote reads.
+        let Some(l) = self.links.get_mut(s.link) else {
+            // The stream was reset under the writer; it learns when the reset arrives.
+            self.counters.envelopes_lost += 1;
+            self.confirm_now(n, stream);
+            return;
+        };
+        l.ends[s.side].writes += 1;
+        let first = l.ends[s.side].writes == 1;
+        let remote_open = l.ends[1 - s.side].open;
+        let (silent, bad_signature) = {
+            let spec = &self.nodes[n].spec;
+            (spec.silent, spec.bad_signature)
+        };
+        if silent {
+            self.counters.envelopes_swallowed += 1;
+            trace!(self, "n{n}   swallowed (silent)");
+            self.confirm_now(n, stream);
+            return;
+        }
+        if bad_signature && first {
+            bytes = mangle_signature(bytes);
+            trace!(self, "n{n}   signature mangled {}", Digest8(&bytes));
+        }
+        if !remote_open {
+            self.counters.envelopes_lost += 1;
+            self.confirm_now(n, stream);
+            return;
+        }
+        let window = self.cfg.stream_window;
+        let Some(l) = self.links.get_mut(s.link) else {
+            return;
+        };
+        let pipe = &mut l.pipes[s.side];
+        if pipe.blocked.is_empty() && (pipe.unread == 0 || pipe.unread + bytes.len() <= window) {
+            self.transmit(s.link, s.side, Item::Env(bytes));
+            self.confirm_now(n, stream);
+        } else {
+            pipe.blocked.push_back(bytes);
+            let limit = self.nodes[n]
+                .comm
+                .as_ref()
+                .map_or(usize::MAX, |c| c.config().write_window);
+            let held = pipe.blocked.len();
+            if held > limit {
+                self.violation(format!(
+                    "n{n}: {held} writes blocked on {stream}, more than write_window {limit}"
+                ));
+            }
+        }
+    }
+
+    /// Confirms a write of node `n` while its actions are being drained (the core allows
+    /// it: a confirmation only returns credit, and whatever it releases joins the actions
+    /// being drained), which saves a separate input per message.
+    pub(crate) fn confirm_now(&mut self, n: usize, stream: StreamId) {
+        let now = self.now;
+        if let Some(c) = self.nodes[n].comm.as_mut() {
+            let _ = c.handle_sent(now, stream, 1);
+        }
+    }
+
+    /// Hands one envelope to the reading core, then lets blocked writes into the window.
+    pub(crate) fn consume(
+        &mut self,
+        link: Key,
+        dir: usize,
+        node: usize,
+        sid: StreamId,
+        bytes: Bytes,
+    ) {
+        let len = bytes.len();
+        let handshaking = self.nodes[node]
+            .comm
+            .as_ref()
+            .is_some_and(|c| c.connection_info(sid).is_none());
+        let cause = handshaking.then_some("handshake message");
+        if self.trace.is_on() {
+            trace!(self, "n{node} < envelope {sid} {}", EnvFmt(&bytes));
+        }
+        self.input(node, cause, |c, now| {
+            let _ = c.handle_envelope(now, sid, bytes);
+        });
+        self.consumed(link, dir, len);
+    }
+
+    /// `len` bytes of pipe `dir` were read: return the credit and let blocked writes go.
+    pub(crate) fn consumed(&mut self, link: Key, dir: usize, len: usize) {
+        let window = self.cfg.stream_window;
+        let mut released = Vec::new();
+        if let Some(l) = self.links.get_mut(link) {
+            let pipe = &mut l.pipes[dir];
+            pipe.unread = pipe.unread.saturating_sub(len);
+            let mut projected = pipe.unread;
+            while let Some(front) = pipe.blocked.front() {
+                if projected != 0 && projected + front.len() > window {
+                    break;
+                }
+                projected += front.len();
+                if let Some(b) = pipe.blocked.pop_front() {
+                    released.push(b);
+                }
+            }
+        }
+        if released.is_empty() {
+            return;
+        }
+        let Some(l) = self.links.get(link) else {
+            return;
+        };
+        let writer = (l.ends[dir].owner, l.ends[dir].stream);
+        for b in released {
+            self.transmit(link, dir, Item::Env(b));
+            if let (Owner::Core { node, .. }, Some(sid)) = writer {
+                self.sent.push((node, sid));
+            }
+        }
+    }
+
+    pub(crate) fn feed_held(&mut self, link: Key, dir: usize) {
+        loop {
+            let Some(l) = self.links.get_mut(link) else {
+                return;
+            };
+            let end = &l.ends[1 - dir];
+            let (owner, stream) = (end.owner, end.stream);
+            if end.paused || !end.open {
+                return;
+            }
+            let Some(bytes) = l.pipes[dir].held.pop_front() else {
+                return;
+            };
+            if let (Owner::Core { node, .. }, Some(sid)) = (owner, stream) {
+                self.consume(link, dir, node, sid, bytes);
+            }
+        }
+    }
+}
