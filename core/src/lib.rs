@@ -159,12 +159,14 @@ mod time;
 pub mod testing;
 
 pub use comm::{
-    Acceptor, Action, Comm, Event, MAX_QUEUED_EVENTS, RemotePeer, SendResult, StreamEnd,
+    Acceptor, Action, Comm, ConnectionEntry, Event, LiveCounts, Output, RemotePeer, SendQueueLen,
+    SendResult, StreamEnd,
 };
+pub use config::MAX_QUEUED_EVENTS;
 pub use config::{CertHash, Config, TlsHashes};
 pub use error::{AckError, CloseReason, DialError, Error, HandshakeError, ProbeError};
 pub use fabric_gossip_proto as proto;
-pub use ids::{DialId, OpId, PkiId, StreamId, SubscriptionId};
+pub use ids::{DialId, Handle, OpId, PkiId, Slab, StreamId, SubscriptionId};
 pub use layer::Layer;
 pub use message::{ConnectionInfo, ReceivedMessage, SignedMessage, verify_envelope};
 pub use security::{Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity};

@@ -443,8 +443,19 @@ fn same_peer_reconnecting_in_a_tight_loop() {
             }));
             replaced += 1;
         }
-        assert_eq!(c.connections(), vec![(PkiId::from(REMOTE), s, None)]);
-        let (streams, dials, ops) = c.live_counts();
+        assert_eq!(
+            c.connections(),
+            vec![ConnectionEntry {
+                pki_id: PkiId::from(REMOTE),
+                primary: s,
+                secondary: None
+            }]
+        );
+        let LiveCounts {
+            streams,
+            dials,
+            ops,
+        } = c.live_counts();
         assert_eq!((streams, dials, ops), (1, 0, 0), "round {i}");
         assert_eq!(c.poll_delivery(sub).map(|m| m.conn), Some(s));
         previous = Some(s);
@@ -493,7 +504,7 @@ fn many_connections_that_never_finish_their_handshake() {
         c.stats().handshake_failures_for("evicted"),
         (1000 - cap) as u64
     );
-    assert_eq!(c.live_counts().0, cap);
+    assert_eq!(c.live_counts().streams, cap);
     assert!(accepted[1000 - cap..].iter().all(|s| c.is_live_stream(*s)));
     // A newcomer that does finish is served, evicting one more of the stuck ones.
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
@@ -507,7 +518,7 @@ fn many_connections_that_never_finish_their_handshake() {
         c.stats().handshake_failures_for("timeout"),
         (cap - 1) as u64
     );
-    assert_eq!(c.live_counts().0, 1);
+    assert_eq!(c.live_counts().streams, 1);
 }
 
 // ------------------------------------------------------------------- flow
@@ -530,7 +541,14 @@ fn peer_that_never_reads() {
         assert!(ev.is_empty(), "{ev:?}");
     }
     assert_eq!(writes, window);
-    assert_eq!(c.send_queue_len(s), Some((buffer, 0, window)));
+    assert_eq!(
+        c.send_queue_len(s),
+        Some(SendQueueLen {
+            buffered: buffer,
+            waiting: 0,
+            in_flight: window
+        })
+    );
     assert_eq!(c.stats().dropped_overflow, (1000 - window - buffer) as u64);
     assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s), "not torn down");
     // Blocking sends wait in a bounded queue, then are refused.
@@ -539,7 +557,14 @@ fn peer_that_never_reads() {
         c.respond(now(), s, data(0)).unwrap();
     }
     assert_eq!(c.respond(now(), s, data(0)), Err(Error::WouldBlock));
-    assert_eq!(c.send_queue_len(s), Some((buffer, max_wait, window)));
+    assert_eq!(
+        c.send_queue_len(s),
+        Some(SendQueueLen {
+            buffered: buffer,
+            waiting: max_wait,
+            in_flight: window
+        })
+    );
     // When the peer finally reads, the backlog drains in order.
     c.handle_sent(now(), s, window).unwrap();
     let (acts, _) = drain(&mut c);
@@ -690,7 +715,7 @@ fn caller_misuse_is_a_typed_error() {
     c.handle_timeout(now() + Duration::from_secs(3600));
     let (acts, ev) = drain(&mut c);
     assert!(acts.is_empty() && ev.is_empty(), "stopped means quiet");
-    assert_eq!(c.live_counts(), (0, 0, 0));
+    assert_eq!(c.live_counts(), LiveCounts::default());
 }
 
 #[test]

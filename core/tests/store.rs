@@ -48,16 +48,23 @@ fn crossing_dials_end_with_one_connection_on_the_same_stream() {
         let c1 = net.nodes[1].comm.connections();
         assert_eq!(c0.len(), 1);
         assert_eq!(c1.len(), 1);
-        assert_eq!(c0[0].2, None, "secondary closed after the grace period");
-        assert_eq!(c1[0].2, None);
+        assert_eq!(
+            c0[0].secondary, None,
+            "secondary closed after the grace period"
+        );
+        assert_eq!(c1[0].secondary, None);
         // Node 0 has the lower PKI-ID ("127.0.0.1:7050"): its outbound stream wins.
-        let info0 = net.nodes[0].comm.connection_info(c0[0].1).unwrap().clone();
+        let info0 = net.nodes[0]
+            .comm
+            .connection_info(c0[0].primary)
+            .unwrap()
+            .clone();
         assert_eq!(info0.id, PkiId::from(ep(1).as_str()));
         assert!(net.nodes[0].events.iter().any(
-            |e| matches!(e, Event::Connected { conn, inbound: false, .. } if *conn == c0[0].1)
+            |e| matches!(e, Event::Connected { conn, inbound: false, .. } if *conn == c0[0].primary)
         ));
         assert!(net.nodes[1].events.iter().any(
-            |e| matches!(e, Event::Connected { conn, inbound: true, .. } if *conn == c1[0].1)
+            |e| matches!(e, Event::Connected { conn, inbound: true, .. } if *conn == c1[0].primary)
         ));
         let (to0, to1) = if first_lower {
             (b"y", b"x")
@@ -225,7 +232,14 @@ fn full_send_buffer_drops_and_counts_without_closing() {
         .comm
         .connection(&PkiId::from(ep(1).as_str()))
         .unwrap();
-    assert_eq!(net.nodes[0].comm.send_queue_len(s), Some((4, 0, 1)));
+    assert_eq!(
+        net.nodes[0].comm.send_queue_len(s),
+        Some(SendQueueLen {
+            buffered: 4,
+            waiting: 0,
+            in_flight: 1
+        })
+    );
     net.flush(0);
     net.settle();
     assert_eq!(
@@ -618,7 +632,11 @@ fn probe_succeeds_and_fails_by_conn_timeout_when_ping_hangs() {
         "probe registers nothing"
     );
     assert!(net.nodes[1].comm.connections().is_empty());
-    assert_eq!(net.nodes[0].comm.live_counts(), (0, 0, 0), "no leftovers");
+    assert_eq!(
+        net.nodes[0].comm.live_counts(),
+        LiveCounts::default(),
+        "no leftovers"
+    );
 }
 
 #[test]
@@ -725,7 +743,7 @@ fn stop_closes_everything_and_refuses_work() {
         .count();
     assert_eq!(stopped, 1);
     assert!(net.nodes[1].comm.connections().is_empty());
-    assert_eq!(net.nodes[1].comm.live_counts(), (0, 0, 0));
+    assert_eq!(net.nodes[1].comm.live_counts(), LiveCounts::default());
     let m = SignedMessage::noop(data_msg(b"late"));
     assert_eq!(
         net.nodes[1].comm.send(now, &m, &[peer(0)]),
