@@ -738,3 +738,58 @@ fn blocking_send_past_the_connection_cap_is_refused_not_counted() {
     let (acts, _) = drain(&mut c);
     assert!(acts.is_empty(), "no dial past the cap: {acts:?}");
 }
+
+/// Every output up to and including the time-out that ends the drain.
+fn outputs<S: Security>(c: &mut Comm<S>) -> Vec<Output> {
+    let mut v = Vec::new();
+    loop {
+        let o = c.poll_output();
+        let end = matches!(o, Output::Timeout(_));
+        v.push(o);
+        if end {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
+    // The bug of the old four-step loop: actions were drained before deliveries, so the
+    // ResumeRead that taking deliveries queues waited for the next input, which a paused
+    // stream never brings. poll_output after poll_delivery hands it out at once.
+    let cfg = Config::default();
+    let cap = cfg.subscription_buffer;
+    let (mut c, s, sub) = established(cfg);
+    for i in 0..cap {
+        c.handle_envelope(now(), s, data_env(i as u64)).unwrap();
+    }
+    let out = outputs(&mut c);
+    assert!(matches!(out[0], Output::Action(Action::PauseRead { stream }) if stream == s));
+    assert!(matches!(out[1], Output::Event(Event::DeliveryReady(x)) if x == sub));
+    assert!(matches!(out[2], Output::Timeout(_)), "{out:?}");
+    while c.poll_delivery(sub).is_some() {}
+    let out = outputs(&mut c);
+    assert!(
+        matches!(out[0], Output::Action(Action::ResumeRead { stream }) if stream == s),
+        "{out:?}"
+    );
+    assert_eq!(out.len(), 2, "then the time-out: {out:?}");
+}
+
+#[test]
+fn unsubscribing_resumes_through_poll_output() {
+    let cfg = Config::default();
+    let cap = cfg.subscription_buffer;
+    let (mut c, s, sub) = established(cfg);
+    for i in 0..cap {
+        c.handle_envelope(now(), s, data_env(i as u64)).unwrap();
+    }
+    let _ = outputs(&mut c);
+    c.unsubscribe(sub).unwrap();
+    let out = outputs(&mut c);
+    assert!(
+        matches!(out[0], Output::Action(Action::ResumeRead { stream }) if stream == s),
+        "{out:?}"
+    );
+    assert!(matches!(out[1], Output::Timeout(_)));
+}

@@ -226,6 +226,12 @@ impl<S: Security> Comm<S> {
         &self.stats
     }
 
+    /// The latest instant any input carried: the core's idea of "now", which a layer
+    /// stacked on it (see [`crate::Stack`]) uses for calls it makes between inputs.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     /// Whether `stop` was called.
     pub fn is_stopped(&self) -> bool {
         self.stopped

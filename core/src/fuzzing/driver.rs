@@ -214,23 +214,45 @@ impl Driver {
 
     /// Drains actions and events in the documented order, checking each.
     pub(super) fn drain(&mut self) {
-        while let Some(a) = self.comm.poll_action() {
-            assert!(
-                !self.stopped || matches!(a, Action::CloseStream { .. } | Action::CloseDial { .. }),
-                "no network work after stop: {a:?}"
-            );
-            self.on_action(a);
-        }
         let mut stopped_now = false;
-        while let Some(e) = self.comm.poll_event() {
-            match &e {
+        loop {
+            match self.comm.poll_output() {
+                crate::Output::Action(a) => {
+                    assert!(
+                        !self.stopped
+                            || matches!(a, Action::CloseStream { .. } | Action::CloseDial { .. }),
+                        "no network work after stop: {a:?}"
+                    );
+                    self.on_action(a);
+                }
+                crate::Output::Event(e) => {
+                    self.on_event(&e, &mut stopped_now);
+                }
+                crate::Output::Timeout(t) => {
+                    // The drain ends only when nothing is pending, with the same deadline
+                    // poll_timeout gives.
+                    assert_eq!(t, self.comm.poll_timeout());
+                    assert!(matches!(self.comm.poll_output(), crate::Output::Timeout(_)));
+                    break;
+                }
+            }
+        }
+        if stopped_now {
+            self.stopped = true;
+        }
+    }
+
+    /// Checks one event against what the driver knows.
+    fn on_event(&mut self, e: &Event, stopped_now: &mut bool) {
+        {
+            match e {
                 Event::Stopped => {
                     assert!(!self.stopped, "Stopped once");
-                    stopped_now = true;
+                    *stopped_now = true;
                 }
                 Event::DeliveryReady(sub) => {
                     assert!(
-                        !self.stopped && !stopped_now,
+                        !self.stopped && !*stopped_now,
                         "nothing delivered after stop"
                     );
                     assert!(self.live_subs.contains(sub));
@@ -240,7 +262,7 @@ impl Driver {
                     info,
                     inbound,
                 } => {
-                    assert!(!self.stopped && !stopped_now);
+                    assert!(!self.stopped && !*stopped_now);
                     let st = self.streams.get(conn).expect("an issued stream");
                     assert_eq!(st.inbound, *inbound);
                     self.pending_inbound.remove(conn);
@@ -277,9 +299,6 @@ impl Driver {
                 }
                 Event::PresumedDead(_) | Event::IdentitySwitch(_) => {}
             }
-        }
-        if stopped_now {
-            self.stopped = true;
         }
     }
 

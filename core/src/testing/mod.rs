@@ -215,28 +215,41 @@ impl Net {
         self.queue.push_back((self.now + delay, w));
     }
 
-    /// Drains node i's outputs into the wire.
     /// Carries out node `i`'s pending actions and records its events (and deliveries,
     /// unless it is a slow reader).
     pub fn flush(&mut self, i: usize) {
-        while let Some(a) = self.nodes[i].comm.poll_action() {
-            if self.record {
-                self.log.push(format!("n{i} {}", fmt_action(&a)));
-            }
-            self.act(i, a);
-        }
-        while let Some(e) = self.nodes[i].comm.poll_event() {
-            if self.record {
-                self.log.push(format!("n{i} {}", fmt_event(&e)));
-            }
-            self.nodes[i].events.push(e);
-        }
+        self.drain_outputs(i);
         if !self.nodes[i].slow_reader {
             self.drain_deliveries(i);
         }
     }
 
-    /// Polls every subscription of node `i` until empty.
+    /// Node `i`'s [`Comm::poll_output`] until it ends with the time-out: actions carried
+    /// out, events recorded. Returns whether there was anything.
+    fn drain_outputs(&mut self, i: usize) -> bool {
+        let mut any = false;
+        loop {
+            match self.nodes[i].comm.poll_output() {
+                Output::Action(a) => {
+                    if self.record {
+                        self.log.push(format!("n{i} {}", fmt_action(&a)));
+                    }
+                    self.act(i, a);
+                }
+                Output::Event(e) => {
+                    if self.record {
+                        self.log.push(format!("n{i} {}", fmt_event(&e)));
+                    }
+                    self.nodes[i].events.push(e);
+                }
+                Output::Timeout(_) => return any,
+            }
+            any = true;
+        }
+    }
+
+    /// Polls every subscription of node `i` until empty. Taking deliveries may resume
+    /// paused streams; the outputs that follow are carried out before polling again.
     pub fn drain_deliveries(&mut self, i: usize) {
         loop {
             let mut any = false;
@@ -246,15 +259,7 @@ impl Net {
                     self.nodes[i].delivered.entry(sub).or_default().push(m);
                 }
             }
-            // Taking deliveries may have queued ResumeRead actions.
-            let mut more = false;
-            while let Some(a) = self.nodes[i].comm.poll_action() {
-                more = true;
-                if self.record {
-                    self.log.push(format!("n{i} {}", fmt_action(&a)));
-                }
-                self.act(i, a);
-            }
+            let more = self.drain_outputs(i);
             if !any && !more {
                 break;
             }
