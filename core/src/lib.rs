@@ -177,7 +177,9 @@ pub use comm::{
 };
 pub use config::MAX_QUEUED_EVENTS;
 pub use config::{CertHash, Config, TlsHashes};
-pub use error::{AckError, CloseReason, DialError, Error, HandshakeError, ProbeError};
+pub use error::{
+    AckError, CloseReason, DialError, Error, HandshakeError, HandshakeFailure, ProbeError,
+};
 pub use fabric_gossip_proto as proto;
 pub use ids::{DialId, Handle, OpId, PkiId, Slab, StreamId, SubscriptionId};
 pub use layer::{Layer, Stack, StackOutput};

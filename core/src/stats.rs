@@ -1,7 +1,7 @@
 //! Counters: what Fabric counts, and what this implementation adds so every drop and every
 //! refusal is visible.
 
-use crate::error::HandshakeError;
+use crate::error::{HandshakeError, HandshakeFailure};
 
 /// Monotonic counters of one core. Cheap to copy; read with [`crate::Comm::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,8 +38,8 @@ pub struct Stats {
     pub malformed: u64,
     /// Handshakes that authenticated the remote.
     pub handshakes_ok: u64,
-    /// Handshake failures, by reason, indexed like [`HandshakeError::LABELS`].
-    pub handshake_failures: [u64; HandshakeError::LABELS.len()],
+    /// Handshake failures, by reason, indexed by [`HandshakeFailure::index`].
+    pub handshake_failures: [u64; HandshakeFailure::COUNT],
     /// Inbound probes answered (remote sent `probe: true`).
     pub probed: u64,
     /// Connections registered.
@@ -60,22 +60,138 @@ pub struct Stats {
 
 impl Stats {
     pub(crate) fn handshake_failed(&mut self, e: &HandshakeError) {
-        let label = e.label();
-        if let Some(i) = HandshakeError::LABELS.iter().position(|l| *l == label) {
-            self.handshake_failures[i] += 1;
-        }
+        self.handshake_failures[e.kind().index()] += 1;
     }
 
-    /// Handshake failures for one reason label (see [`HandshakeError::label`]).
+    /// Handshake failures of one kind.
+    pub fn handshake_failures_of(&self, kind: HandshakeFailure) -> u64 {
+        self.handshake_failures[kind.index()]
+    }
+
+    /// Handshake failures for one reason label (see [`HandshakeError::label`]); 0 for a
+    /// label that names no kind.
     pub fn handshake_failures_for(&self, label: &str) -> u64 {
-        HandshakeError::LABELS
-            .iter()
-            .position(|l| *l == label)
-            .map_or(0, |i| self.handshake_failures[i])
+        HandshakeFailure::from_label(label).map_or(0, |k| self.handshake_failures_of(k))
     }
 
     /// All handshake failures.
     pub fn handshake_failures_total(&self) -> u64 {
         self.handshake_failures.iter().sum()
+    }
+
+    /// Every handshake failure kind with its count, in counter order.
+    pub fn handshake_failures_by_kind(&self) -> impl Iterator<Item = (HandshakeFailure, u64)> + '_ {
+        HandshakeFailure::ALL
+            .into_iter()
+            .map(|k| (k, self.handshake_failures_of(k)))
+    }
+
+    /// Adds `other`'s counters to these: totals over several nodes. Every field is
+    /// named here, so a new counter cannot be forgotten.
+    pub fn merge(&mut self, other: &Stats) {
+        let Stats {
+            sent,
+            received,
+            dropped_overflow,
+            dropped_on_close,
+            dropped_no_connection,
+            dropped_subscription_overflow,
+            dropped_on_stop,
+            unrouted,
+            empty_messages,
+            acks_unmatched,
+            presumed_dead_dropped,
+            oversized,
+            malformed,
+            handshakes_ok,
+            handshake_failures,
+            probed,
+            connections_opened,
+            connections_closed,
+            crossings,
+            presumed_dead,
+            identity_switches,
+            read_pauses,
+            events_dropped,
+        } = other;
+        self.sent += sent;
+        self.received += received;
+        self.dropped_overflow += dropped_overflow;
+        self.dropped_on_close += dropped_on_close;
+        self.dropped_no_connection += dropped_no_connection;
+        self.dropped_subscription_overflow += dropped_subscription_overflow;
+        self.dropped_on_stop += dropped_on_stop;
+        self.unrouted += unrouted;
+        self.empty_messages += empty_messages;
+        self.acks_unmatched += acks_unmatched;
+        self.presumed_dead_dropped += presumed_dead_dropped;
+        self.oversized += oversized;
+        self.malformed += malformed;
+        self.handshakes_ok += handshakes_ok;
+        for (total, n) in self.handshake_failures.iter_mut().zip(handshake_failures) {
+            *total += n;
+        }
+        self.probed += probed;
+        self.connections_opened += connections_opened;
+        self.connections_closed += connections_closed;
+        self.crossings += crossings;
+        self.presumed_dead += presumed_dead;
+        self.identity_switches += identity_switches;
+        self.read_pauses += read_pauses;
+        self.events_dropped += events_dropped;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_slot_and_label() {
+        for (i, k) in HandshakeFailure::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i);
+            assert_eq!(HandshakeError::LABELS[i], k.label());
+            assert_eq!(HandshakeFailure::from_label(k.label()), Some(k));
+        }
+        let labels: std::collections::BTreeSet<_> = HandshakeError::LABELS.into_iter().collect();
+        assert_eq!(labels.len(), HandshakeFailure::COUNT, "labels are distinct");
+    }
+
+    #[test]
+    fn counting_uses_the_kind() {
+        let mut s = Stats::default();
+        let e = HandshakeError::IdentityTooLarge { size: 9, limit: 1 };
+        s.handshake_failed(&e);
+        s.handshake_failed(&HandshakeError::Timeout);
+        assert_eq!(
+            s.handshake_failures_of(HandshakeFailure::IdentityTooLarge),
+            1
+        );
+        assert_eq!(s.handshake_failures_for("identity_too_large"), 1);
+        assert_eq!(s.handshake_failures_for("no_such_label"), 0);
+        assert_eq!(s.handshake_failures_total(), 2);
+    }
+
+    #[test]
+    fn merge_adds_every_counter() {
+        let mut a = Stats {
+            sent: 1,
+            events_dropped: 2,
+            ..Stats::default()
+        };
+        a.handshake_failed(&HandshakeError::IdentityTooLarge { size: 9, limit: 1 });
+        let mut b = a.clone();
+        b.received = 5;
+        b.handshake_failed(&HandshakeError::Evicted);
+        a.merge(&b);
+        assert_eq!(a.sent, 2);
+        assert_eq!(a.received, 5);
+        assert_eq!(a.events_dropped, 4);
+        assert_eq!(
+            a.handshake_failures_of(HandshakeFailure::IdentityTooLarge),
+            2
+        );
+        assert_eq!(a.handshake_failures_of(HandshakeFailure::Evicted), 1);
+        assert_eq!(a.handshake_failures_total(), 3);
     }
 }
