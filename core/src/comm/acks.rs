@@ -181,7 +181,15 @@ impl<S: Security> Comm<S> {
                 };
                 self.ack_result(op, from, result);
             }
-            None => self.stats.acks_unmatched += 1,
+            None => {
+                tracing::debug!(
+                    target: "fabric_gossip_core::acks",
+                    pki_id = %from,
+                    nonce = message.nonce,
+                    "ack matches no pending send_with_ack"
+                );
+                self.stats.acks_unmatched += 1;
+            }
         }
         true
     }

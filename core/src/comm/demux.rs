@@ -199,6 +199,7 @@ impl<S: Security> Comm<S> {
         if let Some(c) = self.streams.get_mut(stream).and_then(|s| s.conn_mut()) {
             c.blocked_by += 1;
             if c.blocked_by == 1 {
+                tracing::debug!(target: "fabric_gossip_core::demux", stream = %stream, "reading paused");
                 self.stats.read_pauses += 1;
                 self.out.action(Action::PauseRead { stream });
             }
@@ -217,6 +218,12 @@ impl<S: Security> Comm<S> {
         let (envelope, message) = match decoded {
             Ok(x) => x,
             Err(e) => {
+                tracing::debug!(
+                    target: "fabric_gossip_core::demux",
+                    conn = %stream,
+                    error = %e,
+                    "malformed envelope: closing the connection"
+                );
                 self.stats.malformed += 1;
                 self.close_stream(stream, CloseReason::Malformed(e.to_string()));
                 return;
@@ -227,6 +234,12 @@ impl<S: Security> Comm<S> {
         };
         let info = c.info.clone();
         if message.content.is_none() {
+            tracing::debug!(
+                target: "fabric_gossip_core::demux",
+                conn = %stream,
+                cause = "no content",
+                "message dropped"
+            );
             self.stats.empty_messages += 1;
             return;
         }
@@ -248,6 +261,12 @@ impl<S: Security> Comm<S> {
         let hard_cap = cap + self.config.recv_buffer_size;
         let targets = self.demux.route(&received);
         if targets.is_empty() {
+            tracing::debug!(
+                target: "fabric_gossip_core::demux",
+                conn = %stream,
+                cause = "no subscription accepts it",
+                "message dropped"
+            );
             self.stats.unrouted += 1;
             return;
         }
@@ -262,6 +281,13 @@ impl<S: Security> Comm<S> {
             let Some(msg) = msg else { continue };
             let d = self.demux.deliver(id, msg, stream, cap, hard_cap);
             if !d.queued {
+                tracing::debug!(
+                    target: "fabric_gossip_core::demux",
+                    conn = %stream,
+                    subscription = %id,
+                    cause = "subscription queue full past its slack",
+                    "message dropped"
+                );
                 self.stats.dropped_subscription_overflow += 1;
                 continue;
             }

@@ -134,6 +134,13 @@ impl<S: Security> Comm<S> {
             return;
         };
         self.out.action(Action::CloseDial { dial });
+        tracing::debug!(
+            target: "fabric_gossip_core::dial",
+            dial = %dial,
+            endpoint = %d.endpoint,
+            error = %err,
+            "dial failed"
+        );
         if let DialState::Streaming(stream) = d.state {
             // The channel is going away; so is its stream.
             if let Some(s) = self.streams.get_mut(stream) {
@@ -155,6 +162,13 @@ impl<S: Security> Comm<S> {
             return;
         };
         self.out.action(Action::CloseDial { dial });
+        tracing::debug!(
+            target: "fabric_gossip_core::dial",
+            dial = %dial,
+            endpoint = %d.endpoint,
+            error = %reason,
+            "ping failed"
+        );
         let probe_err = ProbeError::Ping(reason.clone());
         self.dial_purpose_failed(d.purpose, HandshakeError::Ping(reason), probe_err);
     }

@@ -66,6 +66,12 @@ impl<S: Security> Comm<S> {
         remote_cert_hash: Option<CertHash>,
     ) -> StreamId {
         while let Some(oldest) = self.handshakes.evict(self.config.max_pending_handshakes) {
+            tracing::debug!(
+                target: "fabric_gossip_core::handshake",
+                stream = %oldest,
+                limit = self.config.max_pending_handshakes,
+                "too many pending handshakes: the oldest is refused"
+            );
             self.fail_handshake(oldest, HandshakeError::Evicted);
         }
         let deadline = now + self.config.conn_timeout;
@@ -202,6 +208,15 @@ impl<S: Security> Comm<S> {
                 Err(e) => return self.fail_handshake(stream, e),
                 Ok(x) => x,
             };
+        tracing::debug!(
+            target: "fabric_gossip_core::handshake",
+            stream = %stream,
+            remote = %remote_addr,
+            inbound,
+            pki_id = %info.id,
+            probe = remote_probe,
+            "handshake authenticated"
+        );
         self.stats.handshakes_ok += 1;
         self.handshakes.settled(stream);
         let purpose = match self.streams.get_mut(stream).map(|s| &mut s.phase) {
@@ -242,6 +257,15 @@ impl<S: Security> Comm<S> {
         let purpose = purpose.clone();
         let remote = s.remote_addr.clone();
         let inbound = s.inbound;
+        tracing::info!(
+            target: "fabric_gossip_core::handshake",
+            stream = %stream,
+            remote = %remote,
+            inbound,
+            kind = %err.kind(),
+            error = %err,
+            "handshake failed"
+        );
         self.stats.handshake_failed(&err);
         self.handshakes.settled(stream);
         let status = inbound.then(|| err.to_string());

@@ -163,6 +163,12 @@ impl<S: Security> Comm<S> {
             // No room for another connection: refuse rather than grow without bound. Only a
             // non-blocking send is a counted drop; a blocking one tells its caller instead.
             if mode == Mode::Drop {
+                tracing::debug!(
+                    target: "fabric_gossip_core::send",
+                    pki_id = %peer.pki_id,
+                    cause = "max_connections reached",
+                    "message dropped"
+                );
                 self.stats.dropped_no_connection += 1;
                 return Ok(());
             }
@@ -176,6 +182,12 @@ impl<S: Security> Comm<S> {
             att.ack_waits.push(op);
         }
         if res.is_err() && mode == Mode::Drop {
+            tracing::debug!(
+                target: "fabric_gossip_core::send",
+                pki_id = %peer.pki_id,
+                cause = "send buffer of the connection attempt full",
+                "message dropped"
+            );
             self.stats.dropped_overflow += 1;
         }
         if new_attempt {
@@ -205,6 +217,12 @@ impl<S: Security> Comm<S> {
         };
         let res = c.queue.push(bytes, mode, cap, max_wait);
         if res.is_err() && mode == Mode::Drop {
+            tracing::debug!(
+                target: "fabric_gossip_core::send",
+                conn = %stream,
+                cause = "send buffer full",
+                "message dropped"
+            );
             self.stats.dropped_overflow += 1;
         }
         self.pump(stream);

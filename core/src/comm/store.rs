@@ -173,6 +173,14 @@ impl<S: Security> Comm<S> {
     ) -> Option<Registration> {
         if self.store.stream_count() >= self.config.max_connections {
             let err = HandshakeError::TooManyConnections;
+            tracing::info!(
+                target: "fabric_gossip_core::store",
+                pki_id = %info.id,
+                endpoint = %info.endpoint,
+                stream = %stream,
+                limit = self.config.max_connections,
+                "connection refused: too many connections"
+            );
             self.stats.handshake_failed(&err);
             let remote = info.endpoint.clone();
             self.drop_stream(stream, inbound.then(|| err.to_string()));
@@ -189,15 +197,24 @@ impl<S: Security> Comm<S> {
             s.phase = Phase::Established(Box::new(Conn::new(info.clone())));
         }
         self.stats.connections_opened += 1;
+        let existing = self.store.registry.get(&pki).copied();
+        let existing_inbound =
+            existing.map(|reg| self.streams.get(reg.primary).is_some_and(|s| s.inbound));
+        let outcome = registration(&self.own_pki, &pki, inbound, existing_inbound);
+        tracing::info!(
+            target: "fabric_gossip_core::store",
+            pki_id = %pki,
+            endpoint = %info.endpoint,
+            conn = %stream,
+            inbound,
+            registration = ?outcome,
+            "connection registered"
+        );
         self.info_event(Event::Connected {
             conn: stream,
             info,
             inbound,
         });
-        let existing = self.store.registry.get(&pki).copied();
-        let existing_inbound =
-            existing.map(|reg| self.streams.get(reg.primary).is_some_and(|s| s.inbound));
-        let outcome = registration(&self.own_pki, &pki, inbound, existing_inbound);
         let Some(reg) = existing else {
             self.store.registry.insert(
                 pki.clone(),
@@ -287,6 +304,13 @@ impl<S: Security> Comm<S> {
                 .get(&key)
                 .and_then(|s| s.organization.clone());
             if new_org.is_some() && new_org == old_org {
+                tracing::info!(
+                    target: "fabric_gossip_core::store",
+                    old_pki_id = %key,
+                    new_pki_id = %info.id,
+                    endpoint = %info.endpoint,
+                    "identity switch"
+                );
                 self.stats.identity_switches += 1;
                 self.out.event(Event::IdentitySwitch(key.clone()));
             } else {
@@ -334,7 +358,15 @@ impl<S: Security> Comm<S> {
             self.absorb(target, buf, waiting);
             return;
         }
-        self.stats.dropped_no_connection += att.queue.pending() as u64;
+        let dropped = att.queue.pending();
+        tracing::debug!(
+            target: "fabric_gossip_core::store",
+            pki_id = %key,
+            error = %err,
+            dropped,
+            "connection attempt failed; its messages are dropped"
+        );
+        self.stats.dropped_no_connection += dropped as u64;
         self.acks_no_connection(key, att.ack_waits, &err);
         self.presumed_dead(key.clone());
     }
@@ -365,6 +397,7 @@ impl<S: Security> Comm<S> {
             return;
         };
         let pki = c.info.id.clone();
+        let c_endpoint = c.info.endpoint.clone();
         let mut leftover = c.queue.pending() as u64;
         let write_failed = matches!(reason, CloseReason::WriteFailed(_));
         if let Some(reg) = self.store.registry.get(&pki).copied() {
@@ -399,6 +432,15 @@ impl<S: Security> Comm<S> {
                 );
             }
         }
+        tracing::info!(
+            target: "fabric_gossip_core::store",
+            pki_id = %pki,
+            endpoint = %c_endpoint,
+            conn = %stream,
+            reason = %reason,
+            dropped = leftover,
+            "connection closed"
+        );
         self.stats.dropped_on_close += leftover;
         self.stats.connections_closed += 1;
         if write_failed {
