@@ -57,7 +57,8 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Why a handshake failed. Variants follow Fabric's checks in Fabric's order
-/// (spec section 4), each distinct so tests and counters can tell them apart.
+/// (`gossip/comm/comm_impl.go`, `authenticateRemotePeer`; `gossip/identity/identity.go`,
+/// `identityMapperImpl.Put`), each distinct so tests and counters can tell them apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HandshakeError {

@@ -140,7 +140,8 @@ impl ReceivedMessage {
     }
 }
 
-/// Verifies an Envelope against `identity` as Fabric does (spec section 3): payload and
+/// Verifies an Envelope against `identity` as Fabric does (`gossip/protoext/signing.go`,
+/// `SignedGossipMessage.Verify`): payload and
 /// signature must be non-empty, the signature must verify over the payload bytes as
 /// received, and a secret envelope, if present, must be complete and verify too.
 pub fn verify_envelope(

@@ -1,4 +1,4 @@
-//! Handshake rules (spec section 4), driven directly through the core's API: a fake remote
+//! Handshake rules (`gossip/comm/comm_impl.go`, `authenticateRemotePeer`), driven directly through the core's API: a fake remote
 //! writes crafted Envelopes into an accepting or dialling core. Each negative path is
 //! checked by its exact error, in Fabric's order, and by its counter.
 

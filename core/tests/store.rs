@@ -1,4 +1,5 @@
-//! Connection store, sending and receiving rules (spec sections 5–7), on the in-memory
+//! Connection store, sending and receiving rules (`gossip/comm/conn.go`, `connectionStore`
+//! and `connection`; `gossip/comm/comm_impl.go`), on the in-memory
 //! harness with a virtual clock.
 
 mod common;

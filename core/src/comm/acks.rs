@@ -1,6 +1,6 @@
-//! Acks: `SendWithAck` (`gossip/comm/comm_impl.go`, `SendWithAck`; `gossip/comm/ack.go`,
-//! `ackSendOperation`) and the interception of received acks (`comm_impl.go`,
-//! `interceptAcks`).
+//! Acks: `SendWithAck` (`gossip/comm/comm_impl.go`, `commImpl.SendWithAck`;
+//! `gossip/comm/ack.go`, `ackSendOperation.send`) and the interception of received acks
+//! (`gossip/comm/ack.go`, `interceptAcks`).
 //!
 //! A SendWithAck gives its message a fresh nonce, sends it to every peer and waits for
 //! `Acknowledgement`s carrying that nonce from those peers. Every piece of that lives

@@ -206,8 +206,9 @@ impl<S: Security> Comm<S> {
         }
     }
 
-    /// An Envelope on an established connection (Fabric's `connection.readFromStream`,
-    /// then `commImpl.msgPublisher`): decoded, acks taken by their SendWithAck, the rest
+    /// An Envelope on an established connection (Fabric's `conn.go`,
+    /// `connection.readFromStream`, then the handler `comm_impl.go` installs in
+    /// `createConnection`: `interceptAcks`, then `msgPublisher.DeMultiplex`): decoded, acks taken by their SendWithAck, the rest
     /// handed to every subscription that accepts it.
     pub(super) fn on_established_envelope(&mut self, stream: StreamId, bytes: Bytes) {
         self.stats.received += 1;

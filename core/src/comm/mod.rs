@@ -8,10 +8,10 @@
 //! | --- | --- | --- |
 //! | [`dial`] | `comm_impl.go`, `createConnection` (the connFactory) | client channels: dial, Ping, open a stream |
 //! | [`handshake`] | `comm_impl.go`, `authenticateRemotePeer` | the signed `ConnEstablish` exchange and its checks |
-//! | [`store`] | `conn.go`, `connectionStore` | one connection per PKI-ID, attempts, crossing dials, identity switch |
+//! | [`store`] | `conn.go`, `connectionStore` (`getConnection`, `onConnected`, `closeConnByPKIid`) | one connection per PKI-ID, attempts, crossing dials, identity switch |
 //! | [`send`] | `conn.go`, `connection.send` / `writeToStream` | send buffers, the write window, waiting sends |
 //! | [`demux`] | `demux.go`, `ChannelDeMultiplexer` | subscriptions, routing, pause/resume of reading |
-//! | [`acks`] | `ack.go`, `ackSendOperation`; `comm_impl.go`, `SendWithAck` | nonces, ack interception, aggregation |
+//! | [`acks`] | `ack.go`, `ackSendOperation` and `interceptAcks`; `comm_impl.go`, `SendWithAck` | nonces, ack interception, aggregation |
 //! | [`ops`] | `comm_impl.go`, `Probe` / `Handshake` | operations whose result comes as an event |
 //! | [`timers`] | the `time.After`s of all of the above | deadlines |
 //! | [`output`] | the channels `PresumedDead()`, `IdentitySwitch()` | actions and events for the driver |

@@ -1,5 +1,5 @@
 //! The connection store: one connection per PKI-ID (`gossip/comm/conn.go`,
-//! `connectionStore`: `getConnection`, `onConnected`, `closeByPKIid`), the connection
+//! `connectionStore`: `getConnection`, `onConnected`, `closeConnByPKIid`), the connection
 //! attempt per PKI-ID with the sends that wait for it, crossing dials, and the identity
 //! switch of a dialled peer (`comm_impl.go`, `createConnection`, the `identityChanges`
 //! channel).
@@ -371,7 +371,7 @@ impl<S: Security> Comm<S> {
         self.presumed_dead(key.clone());
     }
 
-    /// Closes the connection(s) registered for `pki` (Fabric's `closeByPKIid`).
+    /// Closes the connection(s) registered for `pki` (Fabric's `connectionStore.closeConnByPKIid`).
     pub(super) fn close_peer(&mut self, pki: &PkiId, reason: CloseReason) {
         if let Some(reg) = self.store.registry.get(pki).copied() {
             if let Some(sec) = reg.secondary {

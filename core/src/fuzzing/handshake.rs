@@ -192,7 +192,8 @@ pub(super) fn build_message(m: &HandshakeMessage, inbound: bool) -> Bytes {
     envelope_bytes(payload, sig, secret)
 }
 
-/// What an independent reading of the spec (section 4, Fabric's order) says the handshake
+/// What an independent reading of Fabric's checks (`gossip/comm/comm_impl.go`,
+/// `authenticateRemotePeer`, in Fabric's order) says the handshake
 /// must end in: the proved PKI-ID and probe flag, or the label of the error.
 pub(super) fn oracle(
     bytes: &[u8],
@@ -245,7 +246,7 @@ pub(super) fn oracle(
 
 /// Arbitrary first and later Envelopes to an accepting core and to a dialling core (for a
 /// connection, or a `handshake()` operation). The outcome must be exactly what an
-/// independent reading of the spec's checks predicts, reported by the right event and
+/// independent reading of Fabric's checks predicts, reported by the right event and
 /// counted; later Envelopes must find the stream live exactly when the handshake
 /// registered it.
 pub fn handshake(data: &[u8]) {
