@@ -162,40 +162,4 @@ impl<S: Security> Comm<S> {
         self.out.forget_deliveries();
         self.out.event(super::output::Event::Stopped);
     }
-
-    /// An informational event, or a counted drop when the queue is full.
-    pub(super) fn info_event(&mut self, ev: super::output::Event) {
-        if !self.out.info_event(ev) {
-            tracing::debug!(
-                target: "fabric_gossip_core::output",
-                limit = self.config.max_queued_events,
-                "event dropped: the event queue is full"
-            );
-            self.stats.events_dropped += 1;
-        }
-    }
-
-    /// Fabric's `PresumedDead` channel: at most one undelivered notice per peer, none
-    /// after stop.
-    pub(super) fn presumed_dead(&mut self, pki: PkiId) {
-        if self.stopped {
-            return;
-        }
-        let pki_log = pki.clone();
-        match self.out.presumed_dead(pki) {
-            super::output::DeadNotice::Queued => {
-                tracing::info!(target: "fabric_gossip_core::store", pki_id = %pki_log, "peer presumed dead");
-                self.stats.presumed_dead += 1;
-            }
-            super::output::DeadNotice::Dropped => {
-                tracing::debug!(
-                    target: "fabric_gossip_core::output",
-                    pki_id = %pki_log,
-                    "PresumedDead dropped: its buffer is full"
-                );
-                self.stats.presumed_dead_dropped += 1;
-            }
-            super::output::DeadNotice::AlreadyQueued => {}
-        }
-    }
 }

@@ -12,7 +12,6 @@ use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-#[allow(unused_imports)]
 use crate::comm::Comm;
 
 /// One step of [`Comm::poll_output`]: the driver carries out actions, hands events to the
@@ -28,8 +27,8 @@ pub enum Output {
     /// deadline; wait for the next input). Always the last output of a drain.
     Timeout(Option<Instant>),
 }
-/// Something the driver must do on the network. Drain with [`Comm::poll_action`] after every
-/// input; per stream, carry them out in the order given.
+/// Something the driver must do on the network, from [`Comm::poll_output`]; per stream,
+/// carry them out in the order given.
 #[derive(Clone, Debug, PartialEq)]
 #[must_use]
 pub enum Action {
@@ -95,7 +94,7 @@ pub struct SendResult {
     pub result: Result<(), AckError>,
 }
 
-/// Something that happened, for the application. Drain with [`Comm::poll_event`].
+/// Something that happened, for the application, from [`Comm::poll_output`].
 #[derive(Clone, Debug)]
 #[must_use]
 pub enum Event {
@@ -248,6 +247,44 @@ impl Outputs {
     pub(super) fn forget_deliveries(&mut self) {
         self.events
             .retain(|e| !matches!(e, Event::DeliveryReady(_)));
+    }
+}
+
+impl<S: crate::security::Security> Comm<S> {
+    /// An informational event, or a counted drop when the queue is full.
+    pub(super) fn info_event(&mut self, ev: Event) {
+        if !self.out.info_event(ev) {
+            tracing::debug!(
+                target: "fabric_gossip_core::output",
+                limit = self.config.max_queued_events,
+                "event dropped: the event queue is full"
+            );
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    /// Fabric's `PresumedDead` channel: at most one undelivered notice per peer, none
+    /// after stop.
+    pub(super) fn presumed_dead(&mut self, pki: PkiId) {
+        if self.stopped {
+            return;
+        }
+        let pki_log = pki.clone();
+        match self.out.presumed_dead(pki) {
+            DeadNotice::Queued => {
+                tracing::info!(target: "fabric_gossip_core::store", pki_id = %pki_log, "peer presumed dead");
+                self.stats.presumed_dead += 1;
+            }
+            DeadNotice::Dropped => {
+                tracing::debug!(
+                    target: "fabric_gossip_core::output",
+                    pki_id = %pki_log,
+                    "PresumedDead dropped: its buffer is full"
+                );
+                self.stats.presumed_dead_dropped += 1;
+            }
+            DeadNotice::AlreadyQueued => {}
+        }
     }
 }
 
