@@ -207,7 +207,7 @@ pub struct Totals {
     /// Successful handshakes.
     pub handshakes_ok: u64,
     /// Failed handshakes by [`HandshakeError::LABELS`] index.
-    pub handshake_failures: [u64; 25],
+    pub handshake_failures: [u64; fabric_gossip_core::HandshakeFailure::COUNT],
     /// Connections registered.
     pub connections_opened: u64,
     /// Connections closed.
