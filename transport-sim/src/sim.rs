@@ -17,8 +17,8 @@ use fabric_gossip_core::proto::gossip::{
 use fabric_gossip_core::proto::prost::Message as _;
 use fabric_gossip_core::{
     Acceptor, Action, CertHash, Comm, Config, DialId, Error, Event, HandshakeError, Instant, OpId,
-    PkiId, ReceivedMessage, RemotePeer, SignedMessage, Stats, StreamEnd, StreamId, SubscriptionId,
-    TlsHashes,
+    Output, PkiId, ReceivedMessage, RemotePeer, SignedMessage, Stats, StreamEnd, StreamId,
+    SubscriptionId, TlsHashes,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -1263,13 +1263,14 @@ impl Sim {
     fn pump(&mut self, n: usize) {
         loop {
             let mut progress = false;
-            while let Some(a) = self.nodes[n].comm.as_mut().and_then(Comm::poll_action) {
+            // The core's one output: actions, then events, until the time-out ends it.
+            while let Some(out) = self.nodes[n].comm.as_mut().map(Comm::poll_output) {
+                match out {
+                    Output::Action(a) => self.on_action(n, a),
+                    Output::Event(e) => self.on_event(n, e),
+                    Output::Timeout(_) => break,
+                }
                 progress = true;
-                self.on_action(n, a);
-            }
-            while let Some(e) = self.nodes[n].comm.as_mut().and_then(Comm::poll_event) {
-                progress = true;
-                self.on_event(n, e);
             }
             // Only subscriptions that said DeliveryReady have anything: an eager reader
             // empties them, so the core says it again when the next message comes.
