@@ -86,9 +86,36 @@ impl Stats {
             .map(|k| (k, self.handshake_failures_of(k)))
     }
 
-    /// Adds `other`'s counters to these: totals over several nodes. Every field is
-    /// named here, so a new counter cannot be forgotten.
+    /// Adds `other`'s counters to these: totals over several nodes.
     pub fn merge(&mut self, other: &Stats) {
+        let mut other = other.clone();
+        let (theirs, their_failures) = other.fields_mut();
+        let (ours, our_failures) = self.fields_mut();
+        for ((_, total), (_, n)) in ours.into_iter().zip(theirs) {
+            *total += *n;
+        }
+        for (total, n) in our_failures.iter_mut().zip(their_failures.iter()) {
+            *total += n;
+        }
+    }
+
+    /// Every plain counter by field name, in declaration order (the handshake failures
+    /// are [`Stats::handshake_failures_by_kind`]): for metrics exports and summaries.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut copy = self.clone();
+        let (fields, _) = copy.fields_mut();
+        fields.into_iter().map(|(name, v)| (name, *v)).collect()
+    }
+
+    /// The one list of the counters. Destructured, so a new field fails to compile here
+    /// until `merge` and `counters` know it.
+    #[allow(clippy::type_complexity)]
+    fn fields_mut(
+        &mut self,
+    ) -> (
+        [(&'static str, &mut u64); 22],
+        &mut [u64; HandshakeFailure::COUNT],
+    ) {
         let Stats {
             sent,
             received,
@@ -113,32 +140,37 @@ impl Stats {
             identity_switches,
             read_pauses,
             events_dropped,
-        } = other;
-        self.sent += sent;
-        self.received += received;
-        self.dropped_overflow += dropped_overflow;
-        self.dropped_on_close += dropped_on_close;
-        self.dropped_no_connection += dropped_no_connection;
-        self.dropped_subscription_overflow += dropped_subscription_overflow;
-        self.dropped_on_stop += dropped_on_stop;
-        self.unrouted += unrouted;
-        self.empty_messages += empty_messages;
-        self.acks_unmatched += acks_unmatched;
-        self.presumed_dead_dropped += presumed_dead_dropped;
-        self.oversized += oversized;
-        self.malformed += malformed;
-        self.handshakes_ok += handshakes_ok;
-        for (total, n) in self.handshake_failures.iter_mut().zip(handshake_failures) {
-            *total += n;
-        }
-        self.probed += probed;
-        self.connections_opened += connections_opened;
-        self.connections_closed += connections_closed;
-        self.crossings += crossings;
-        self.presumed_dead += presumed_dead;
-        self.identity_switches += identity_switches;
-        self.read_pauses += read_pauses;
-        self.events_dropped += events_dropped;
+        } = self;
+        (
+            [
+                ("sent", sent),
+                ("received", received),
+                ("dropped_overflow", dropped_overflow),
+                ("dropped_on_close", dropped_on_close),
+                ("dropped_no_connection", dropped_no_connection),
+                (
+                    "dropped_subscription_overflow",
+                    dropped_subscription_overflow,
+                ),
+                ("dropped_on_stop", dropped_on_stop),
+                ("unrouted", unrouted),
+                ("empty_messages", empty_messages),
+                ("acks_unmatched", acks_unmatched),
+                ("presumed_dead_dropped", presumed_dead_dropped),
+                ("oversized", oversized),
+                ("malformed", malformed),
+                ("handshakes_ok", handshakes_ok),
+                ("probed", probed),
+                ("connections_opened", connections_opened),
+                ("connections_closed", connections_closed),
+                ("crossings", crossings),
+                ("presumed_dead", presumed_dead),
+                ("identity_switches", identity_switches),
+                ("read_pauses", read_pauses),
+                ("events_dropped", events_dropped),
+            ],
+            handshake_failures,
+        )
     }
 }
 
@@ -170,6 +202,19 @@ mod tests {
         assert_eq!(s.handshake_failures_for("identity_too_large"), 1);
         assert_eq!(s.handshake_failures_for("no_such_label"), 0);
         assert_eq!(s.handshake_failures_total(), 2);
+    }
+
+    #[test]
+    fn counters_name_every_field() {
+        let s = Stats {
+            sent: 3,
+            events_dropped: 4,
+            ..Stats::default()
+        };
+        let c = s.counters();
+        assert_eq!(c.first(), Some(&("sent", 3)));
+        assert_eq!(c.last(), Some(&("events_dropped", 4)));
+        assert_eq!(c.iter().map(|(_, v)| v).sum::<u64>(), 7);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! The README's hostile-input table is the summary of this file.
 
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{ConnEstablish, Envelope, GossipMessage, gossip_message};
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
+use fabric_gossip_core::testing::{conn_establish, drain, envelope_of as envelope};
 use fabric_gossip_core::*;
 use prost::Message;
 use std::time::Duration;
@@ -20,48 +21,9 @@ fn core(config: Config) -> Comm<TestOnlyHmacSecurity> {
     Comm::new(config, TestOnlyHmacSecurity::new(ME), now()).unwrap()
 }
 
-fn drain<S: Security>(c: &mut Comm<S>) -> (Vec<Action>, Vec<Event>) {
-    let mut a = Vec::new();
-    while let Some(x) = c.poll_action() {
-        a.push(x);
-    }
-    let mut e = Vec::new();
-    while let Some(x) = c.poll_event() {
-        e.push(x);
-    }
-    (a, e)
-}
-
-fn envelope(payload: impl Into<Bytes>, signature: impl Into<Bytes>) -> Bytes {
-    Bytes::from(
-        Envelope {
-            payload: payload.into(),
-            signature: signature.into(),
-            secret_envelope: None,
-        }
-        .encode_to_vec(),
-    )
-}
-
 /// A ConnEstablish as a remote would send it, signed with the test key unless `sign` is false.
 fn conn_env(pki: &[u8], identity: &[u8], hash: &[u8], sign: bool) -> Bytes {
-    let msg = GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::Conn(ConnEstablish {
-            pki_id: Bytes::copy_from_slice(pki),
-            identity: Bytes::copy_from_slice(identity),
-            tls_cert_hash: Bytes::copy_from_slice(hash),
-            probe: false,
-        })),
-        ..Default::default()
-    };
-    let payload = msg.encode_to_vec();
-    let signature = if sign {
-        TestOnlyHmacSecurity::hmac(&payload).to_vec()
-    } else {
-        Vec::new()
-    };
-    envelope(payload, signature)
+    conn_establish(pki, identity, hash, false, sign)
 }
 
 fn hello() -> Bytes {

@@ -145,6 +145,11 @@ impl Demux {
     }
 }
 
+/// A received message that goes nowhere, and why.
+fn dropped(conn: StreamId, cause: &'static str) {
+    tracing::debug!(target: "fabric_gossip_core::demux", %conn, cause, "message dropped");
+}
+
 impl<S: Security> Comm<S> {
     /// Fabric's `Accept`.
     pub(super) fn add_subscription(&mut self, acceptor: Acceptor) -> Result<SubscriptionId, Error> {
@@ -235,12 +240,7 @@ impl<S: Security> Comm<S> {
         };
         let info = c.info.clone();
         if message.content.is_none() {
-            tracing::debug!(
-                target: "fabric_gossip_core::demux",
-                conn = %stream,
-                cause = "no content",
-                "message dropped"
-            );
+            dropped(stream, "no content");
             self.stats.empty_messages += 1;
             return;
         }
@@ -262,12 +262,7 @@ impl<S: Security> Comm<S> {
         let hard_cap = cap + self.config.recv_buffer_size;
         let targets = self.demux.route(&received);
         if targets.is_empty() {
-            tracing::debug!(
-                target: "fabric_gossip_core::demux",
-                conn = %stream,
-                cause = "no subscription accepts it",
-                "message dropped"
-            );
+            dropped(stream, "no subscription accepts it");
             self.stats.unrouted += 1;
             return;
         }

@@ -129,18 +129,23 @@ impl<S: Security> Comm<S> {
         Ok(())
     }
 
+    /// Removes a failed dial and closes its channel.
+    fn remove_failed(
+        &mut self,
+        dial: DialId,
+        what: &str,
+        error: &dyn core::fmt::Display,
+    ) -> Option<Dial> {
+        let d = self.dials.remove(dial)?;
+        self.out.action(Action::CloseDial { dial });
+        tracing::debug!(target: "fabric_gossip_core::dial", dial = %dial, endpoint = %d.endpoint, %error, "{what} failed");
+        Some(d)
+    }
+
     pub(super) fn dial_failed(&mut self, dial: DialId, err: DialError) {
-        let Some(d) = self.dials.remove(dial) else {
+        let Some(d) = self.remove_failed(dial, "dial", &err) else {
             return;
         };
-        self.out.action(Action::CloseDial { dial });
-        tracing::debug!(
-            target: "fabric_gossip_core::dial",
-            dial = %dial,
-            endpoint = %d.endpoint,
-            error = %err,
-            "dial failed"
-        );
         if let DialState::Streaming(stream) = d.state {
             // The channel is going away; so is its stream.
             if let Some(s) = self.streams.get_mut(stream) {
@@ -158,17 +163,9 @@ impl<S: Security> Comm<S> {
     }
 
     pub(super) fn ping_failed(&mut self, dial: DialId, reason: String) {
-        let Some(d) = self.dials.remove(dial) else {
+        let Some(d) = self.remove_failed(dial, "ping", &reason) else {
             return;
         };
-        self.out.action(Action::CloseDial { dial });
-        tracing::debug!(
-            target: "fabric_gossip_core::dial",
-            dial = %dial,
-            endpoint = %d.endpoint,
-            error = %reason,
-            "ping failed"
-        );
         let probe_err = ProbeError::Ping(reason.clone());
         self.dial_purpose_failed(d.purpose, HandshakeError::Ping(reason), probe_err);
     }

@@ -119,6 +119,11 @@ impl SendQueue {
     }
 }
 
+/// A message that will not be sent, to whom and why.
+fn dropped(to: &dyn core::fmt::Display, cause: &'static str) {
+    tracing::debug!(target: "fabric_gossip_core::send", %to, cause, "message dropped");
+}
+
 impl<S: Security> Comm<S> {
     pub(super) fn check_outgoing(
         &self,
@@ -163,12 +168,7 @@ impl<S: Security> Comm<S> {
             // No room for another connection: refuse rather than grow without bound. Only a
             // non-blocking send is a counted drop; a blocking one tells its caller instead.
             if mode == Mode::Drop {
-                tracing::debug!(
-                    target: "fabric_gossip_core::send",
-                    pki_id = %peer.pki_id,
-                    cause = "max_connections reached",
-                    "message dropped"
-                );
+                dropped(&peer.pki_id, "max_connections reached");
                 self.stats.dropped_no_connection += 1;
                 return Ok(());
             }
@@ -182,12 +182,7 @@ impl<S: Security> Comm<S> {
             att.ack_waits.push(op);
         }
         if res.is_err() && mode == Mode::Drop {
-            tracing::debug!(
-                target: "fabric_gossip_core::send",
-                pki_id = %peer.pki_id,
-                cause = "send buffer of the connection attempt full",
-                "message dropped"
-            );
+            dropped(&peer.pki_id, "send buffer of the connection attempt full");
             self.stats.dropped_overflow += 1;
         }
         if new_attempt {
@@ -217,12 +212,7 @@ impl<S: Security> Comm<S> {
         };
         let res = c.queue.push(bytes, mode, cap, max_wait);
         if res.is_err() && mode == Mode::Drop {
-            tracing::debug!(
-                target: "fabric_gossip_core::send",
-                conn = %stream,
-                cause = "send buffer full",
-                "message dropped"
-            );
+            dropped(&stream, "send buffer full");
             self.stats.dropped_overflow += 1;
         }
         self.pump(stream);

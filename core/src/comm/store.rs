@@ -540,6 +540,7 @@ mod tests {
                 let b_keeps_a_stream =
                     (b_outcome == Registration::CrossingWinner) == new_is_a_stream;
                 assert_eq!(a_keeps_a_stream, b_keeps_a_stream);
+                assert!(a_keeps_a_stream, "the lower PKI-ID (a) opened the winner");
             }
         }
     }

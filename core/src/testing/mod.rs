@@ -14,7 +14,10 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+mod remote;
 mod wire;
+
+pub use remote::{conn_establish, drain, envelope_of};
 
 /// One-way latency of every link.
 pub const LATENCY: Duration = Duration::from_millis(1);
