@@ -155,8 +155,16 @@ impl<S: Security> Comm<S> {
         for op in ops {
             self.fail_op(op);
         }
-        self.stats.dropped_on_stop += self.end_subscriptions();
-        self.stats.dropped_no_connection += self.store.clear_attempts();
+        let undelivered = self.end_subscriptions();
+        let unsent = self.store.clear_attempts();
+        tracing::info!(
+            target: "fabric_gossip_core::output",
+            undelivered,
+            unsent,
+            "stopped: undelivered messages and messages waiting for a connection dropped"
+        );
+        self.stats.dropped_on_stop += undelivered;
+        self.stats.dropped_no_connection += unsent;
         self.acks.clear();
         self.timers.clear();
         self.out.forget_deliveries();
