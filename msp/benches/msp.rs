@@ -2,6 +2,13 @@
 //! the identity cached, and with X.509 parsing and chain validation every time), and
 //! complete handshakes per second between two cores with real identities (no I/O: the
 //! network is reduced to moving outputs into inputs).
+//!
+//! Each figure is measured for ring (the default, `ring`) and, in the same run, for the
+//! pure-Rust RustCrypto code the crate used before (`pure_rust`, reached through
+//! `MspSecurity::with_pure_rust_ecdsa`, which is that code unchanged), so the ratio between
+//! the two does not depend on how loaded the machine was. `deterministic` is the RFC 6979
+//! signing a simulation uses (`with_deterministic_signatures`), verifying with ring.
+//! The load average is printed before and after, since the machine is usually shared.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 use bytes::Bytes;
@@ -17,7 +24,34 @@ fn now() -> Instant {
     Instant::from_unix_secs(1_700_000_000)
 }
 
-fn providers() -> (MspSecurity, MspSecurity, MspSecurity) {
+/// Which ECDSA implementation a provider uses.
+#[derive(Clone, Copy)]
+enum Mode {
+    Ring,
+    Deterministic,
+    PureRust,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Ring => "ring",
+            Mode::Deterministic => "deterministic",
+            Mode::PureRust => "pure_rust",
+        }
+    }
+
+    fn apply(self, s: MspSecurity) -> MspSecurity {
+        match self {
+            Mode::Ring => s,
+            Mode::Deterministic => s.with_deterministic_signatures(),
+            Mode::PureRust => s.with_pure_rust_ecdsa(),
+        }
+    }
+}
+
+/// Two peers of two organizations, `(a, b, b without an identity cache)`.
+fn providers(mode: Mode) -> (MspSecurity, MspSecurity, MspSecurity) {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
     let validity = Validity::starting(
         Instant::from_unix_secs(1_699_000_000),
@@ -39,7 +73,27 @@ fn providers() -> (MspSecurity, MspSecurity, MspSecurity) {
         .security(&orgs[1].peers[0], trust)
         .unwrap()
         .with_cache_capacity(0);
-    (a, b, b_uncached)
+    (mode.apply(a), mode.apply(b), mode.apply(b_uncached))
+}
+
+/// The uncompressed public point of a P-256 certificate (the last 65 bytes of its
+/// SubjectPublicKeyInfo), found by its DER prefix.
+fn p256_point(cert_der: &[u8]) -> Vec<u8> {
+    // AlgorithmIdentifier { id-ecPublicKey, prime256v1 }, then BIT STRING (66 bytes, 0 unused).
+    const PREFIX: &[u8] = &[
+        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    let at = cert_der
+        .windows(PREFIX.len())
+        .position(|w| w == PREFIX)
+        .expect("a P-256 key");
+    cert_der[at + PREFIX.len()..at + PREFIX.len() + 65].to_vec()
+}
+
+fn print_load(when: &str) {
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        eprintln!("load average {when}: {}", load.trim());
+    }
 }
 
 /// Runs one `handshake()` operation from `a` to `b` to completion; returns the remote's
@@ -105,47 +159,86 @@ fn handshake_once(
 }
 
 fn bench(c: &mut Criterion) {
-    let (a, b, b_uncached) = providers();
+    print_load("before");
     let msg = vec![0x5au8; 512];
-    let sig = a.sign(&msg).unwrap();
-    let id: Bytes = a.own_identity();
+    let modes = [Mode::Ring, Mode::Deterministic, Mode::PureRust];
+
+    let mut g = c.benchmark_group("sign_p256_512B");
+    g.throughput(Throughput::Elements(1));
+    for mode in modes {
+        let (a, _, _) = providers(mode);
+        g.bench_function(mode.name(), |bch| {
+            bch.iter(|| black_box(a.sign(black_box(&msg)).unwrap()))
+        });
+    }
+    g.finish();
+
+    // Verification is the same code in the ring and deterministic modes: only ring and
+    // the pure-Rust reference are measured.
+    for (group, uncached) in [
+        ("verify_p256_cached_identity", false),
+        ("verify_p256_with_identity_parse", true),
+    ] {
+        let mut g = c.benchmark_group(group);
+        g.throughput(Throughput::Elements(1));
+        for mode in [Mode::Ring, Mode::PureRust] {
+            let (a, b, b_uncached) = providers(mode);
+            let v = if uncached { b_uncached } else { b };
+            let sig = a.sign(&msg).unwrap();
+            let id: Bytes = a.own_identity();
+            v.verify(&id, &sig, &msg).unwrap();
+            g.bench_function(mode.name(), |bch| {
+                bch.iter(|| {
+                    v.verify(black_box(&id), black_box(&sig), black_box(&msg))
+                        .unwrap()
+                })
+            });
+        }
+        if !uncached {
+            // ring alone on the same key and signature: what the provider adds around it
+            // (identity lookup, reading the DER) is the difference.
+            let (a, _, _) = providers(Mode::Ring);
+            let sig = a.sign(&msg).unwrap();
+            let fixed = p256::ecdsa::Signature::from_der(&sig).unwrap().to_bytes();
+            let point = p256_point(a.certificate_der());
+            let key = ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                point,
+            );
+            key.verify(&msg, &fixed).unwrap();
+            g.bench_function("ring_alone", |bch| {
+                bch.iter(|| key.verify(black_box(&msg), black_box(&fixed)).unwrap())
+            });
+        }
+        g.finish();
+    }
 
     let mut g = c.benchmark_group("msp");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("sign_p256_512B", |bch| {
-        bch.iter(|| black_box(a.sign(black_box(&msg)).unwrap()))
-    });
-    b.verify(&id, &sig, &msg).unwrap();
-    g.bench_function("verify_p256_cached_identity", |bch| {
-        bch.iter(|| {
-            b.verify(black_box(&id), black_box(&sig), black_box(&msg))
-                .unwrap()
-        })
-    });
-    g.bench_function("verify_p256_with_identity_parse", |bch| {
-        bch.iter(|| {
-            b_uncached
-                .verify(black_box(&id), black_box(&sig), black_box(&msg))
-                .unwrap()
-        })
-    });
+    let (a, b, _) = providers(Mode::Ring);
+    let id: Bytes = a.own_identity();
+    b.validate_identity(&id, now()).unwrap();
     g.bench_function("validate_identity_cached", |bch| {
         bch.iter(|| b.validate_identity(black_box(&id), now()).unwrap())
     });
     g.finish();
 
-    // Complete handshakes (dial, ping, stream, both ConnEstablish verified), core only.
-    let mut g = c.benchmark_group("core_with_real_identities");
+    // Complete handshakes (dial, ping, stream, both ConnEstablish signed and verified),
+    // core only.
+    let mut g = c.benchmark_group("handshake_real_identities");
     g.throughput(Throughput::Elements(1));
-    let (a, b, _) = providers();
-    let mut ca = Comm::new(Config::default(), a, now()).unwrap();
-    let mut cb = Comm::new(Config::default(), b, now()).unwrap();
-    let peer = RemotePeer::new("127.0.0.1:7052", cb.pki_id().clone());
-    assert_eq!(handshake_once(&mut ca, &mut cb, &peer), *cb.pki_id());
-    g.bench_function("handshake_op", |bch| {
-        bch.iter(|| black_box(handshake_once(&mut ca, &mut cb, &peer)))
-    });
+    for mode in modes {
+        let (a, b, _) = providers(mode);
+        let mut ca = Comm::new(Config::default(), a, now()).unwrap();
+        let mut cb = Comm::new(Config::default(), b, now()).unwrap();
+        let peer = RemotePeer::new("127.0.0.1:7052", cb.pki_id().clone());
+        assert_eq!(handshake_once(&mut ca, &mut cb, &peer), *cb.pki_id());
+        g.bench_function(mode.name(), |bch| {
+            bch.iter(|| black_box(handshake_once(&mut ca, &mut cb, &peer)))
+        });
+    }
     g.finish();
+    print_load("after");
 }
 
 criterion_group!(benches, bench);

@@ -1,9 +1,17 @@
 //! ECDSA keys on the curves Fabric uses (P-256, and P-384 which Fabric CA can issue), and
 //! Fabric's signature rules: SHA-256 of the message, DER `(r, s)`, low-S only.
+//!
+//! Two implementations sit behind the same rules. `ring` (constant-time assembly, the
+//! library rustls already builds) verifies every gossip signature and signs with P-256
+//! keys; RustCrypto's pure-Rust `p256`/`p384` parses keys and DER, signs when signatures
+//! must be reproducible (RFC 6979) or the key is P-384 (ring has no P-384 signer over
+//! SHA-256, which is the digest Fabric uses on every curve), checks certificate signatures,
+//! and remains callable as the reference the ring path is tested against.
 
 use der::oid::ObjectIdentifier;
 use ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use fabric_gossip_core::SecurityError;
+use ring::signature::{self as rs, EcdsaKeyPair, UnparsedPublicKey};
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -11,32 +19,56 @@ const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.
 const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// A verifying key. Parsing from a certificate checks the point is on its curve, so a
-/// `PublicKey` is always usable.
+/// `PublicKey` is always usable, by either implementation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum PublicKey {
+pub(crate) struct PublicKey {
+    key: Key,
+    /// The uncompressed SEC1 point, the only form ring reads, made once from the checked
+    /// key so that verifying with a cached identity parses nothing but the signature.
+    uncompressed: Box<[u8]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Key {
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
 }
 
-/// Outcome of checking a signature under Fabric's rules, before mapping to an error.
+fn bad_signature() -> SecurityError {
+    SecurityError::BadSignature("signature does not verify".into())
+}
+
+fn malformed() -> SecurityError {
+    SecurityError::MalformedSignature("not a DER ECDSA signature".into())
+}
+
+/// Outcome of checking a signature under Fabric's rules with RustCrypto.
 macro_rules! verify_low_s {
     ($key:expr, $curve:ident, $prehash:expr, $sig:expr) => {{
-        let sig = $curve::ecdsa::Signature::from_der($sig)
-            .map_err(|_| SecurityError::MalformedSignature("not a DER ECDSA signature".into()))?;
+        let sig = $curve::ecdsa::Signature::from_der($sig).map_err(|_| malformed())?;
         match sig.normalize_s() {
             // High-S: say so only if the signature is otherwise genuine, so that a forged
             // high-S signature still reads as a bad signature.
             Some(low) => match $key.verify_prehash($prehash, &low) {
                 Ok(()) => Err(SecurityError::HighS),
-                Err(_) => Err(SecurityError::BadSignature(
-                    "signature does not verify".into(),
-                )),
+                Err(_) => Err(bad_signature()),
             },
             None => $key
                 .verify_prehash($prehash, &sig)
-                .map_err(|_| SecurityError::BadSignature("signature does not verify".into())),
+                .map_err(|_| bad_signature()),
         }
     }};
+}
+
+/// Fabric's verdict from whether `s` is high and whether the mathematics holds: a high-S
+/// signature is reported as such only if it is otherwise genuine (`(r, s)` verifies iff
+/// `(r, n - s)` does), so a forged high-S signature still reads as a bad signature.
+fn verdict(high_s: bool, genuine: bool) -> Result<(), SecurityError> {
+    match (genuine, high_s) {
+        (true, false) => Ok(()),
+        (true, true) => Err(SecurityError::HighS),
+        (false, _) => Err(bad_signature()),
+    }
 }
 
 impl PublicKey {
@@ -60,36 +92,77 @@ impl PublicKey {
             .ok_or_else(|| "public key bit string has unused bits".to_string())?;
         if curve == SECP256R1 {
             p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
-                .map(PublicKey::P256)
+                .map(|k| PublicKey::from_key(Key::P256(k)))
                 .map_err(|_| "P-256 public key is not a point on the curve".to_string())
         } else if curve == SECP384R1 {
             p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
-                .map(PublicKey::P384)
+                .map(|k| PublicKey::from_key(Key::P384(k)))
                 .map_err(|_| "P-384 public key is not a point on the curve".to_string())
         } else {
             Err(format!("unsupported curve {curve} (P-256 and P-384 are)"))
         }
     }
 
+    fn from_key(key: Key) -> PublicKey {
+        let uncompressed = match &key {
+            Key::P256(k) => k.to_encoded_point(false).as_bytes().into(),
+            Key::P384(k) => k.to_encoded_point(false).as_bytes().into(),
+        };
+        PublicKey { key, uncompressed }
+    }
+
     /// Verifies a DER signature over a digest, accepting either form of `s`: the rule for
     /// certificate signatures, which Go and Fabric do not require to be low-S.
     pub(crate) fn verify_prehash_any_s(&self, prehash: &[u8], der_sig: &[u8]) -> bool {
-        match self {
-            PublicKey::P256(k) => p256::ecdsa::Signature::from_der(der_sig)
+        match &self.key {
+            Key::P256(k) => p256::ecdsa::Signature::from_der(der_sig)
                 .is_ok_and(|s| k.verify_prehash(prehash, &s).is_ok()),
-            PublicKey::P384(k) => p384::ecdsa::Signature::from_der(der_sig)
+            Key::P384(k) => p384::ecdsa::Signature::from_der(der_sig)
                 .is_ok_and(|s| k.verify_prehash(prehash, &s).is_ok()),
         }
     }
 
     /// Verifies a gossip signature as Fabric's BCCSP does: SHA-256 of `msg` on either curve,
-    /// strict DER, and `s` at most half the group order.
+    /// strict DER, and `s` at most half the group order. The DER is read (and `s` judged)
+    /// by RustCrypto, exactly as [`PublicKey::verify_fabric_pure_rust`] reads it, so both
+    /// refuse the same encodings; the curve arithmetic is ring's.
     pub(crate) fn verify_fabric(&self, msg: &[u8], der_sig: &[u8]) -> Result<(), SecurityError> {
+        match &self.key {
+            Key::P256(_) => {
+                let sig = p256::ecdsa::Signature::from_der(der_sig).map_err(|_| malformed())?;
+                let fixed = sig.to_bytes();
+                let genuine =
+                    UnparsedPublicKey::new(&rs::ECDSA_P256_SHA256_FIXED, &self.uncompressed[..])
+                        .verify(msg, fixed.as_slice())
+                        .is_ok();
+                verdict(sig.normalize_s().is_some(), genuine)
+            }
+            Key::P384(_) => {
+                let sig = p384::ecdsa::Signature::from_der(der_sig).map_err(|_| malformed())?;
+                // ring has no fixed-width P-384/SHA-256 verifier; hand it the canonical DER
+                // of what RustCrypto accepted, so ring's stricter reader never decides.
+                let canonical = sig.to_der();
+                let genuine =
+                    UnparsedPublicKey::new(&rs::ECDSA_P384_SHA256_ASN1, &self.uncompressed[..])
+                        .verify(msg, canonical.as_bytes())
+                        .is_ok();
+                verdict(sig.normalize_s().is_some(), genuine)
+            }
+        }
+    }
+
+    /// [`PublicKey::verify_fabric`] with RustCrypto's arithmetic: the implementation this
+    /// crate used before ring, kept as the reference and for [`crate::MspSecurity::with_pure_rust_ecdsa`].
+    pub(crate) fn verify_fabric_pure_rust(
+        &self,
+        msg: &[u8],
+        der_sig: &[u8],
+    ) -> Result<(), SecurityError> {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(msg);
-        match self {
-            PublicKey::P256(k) => verify_low_s!(k, p256, &digest, der_sig),
-            PublicKey::P384(k) => verify_low_s!(k, p384, &digest, der_sig),
+        match &self.key {
+            Key::P256(k) => verify_low_s!(k, p256, &digest, der_sig),
+            Key::P384(k) => verify_low_s!(k, p384, &digest, der_sig),
         }
     }
 }
@@ -157,14 +230,23 @@ impl PrivateKey {
     }
 
     pub(crate) fn public_key(&self) -> PublicKey {
+        PublicKey::from_key(match self {
+            PrivateKey::P256(k) => Key::P256(*k.verifying_key()),
+            PrivateKey::P384(k) => Key::P384(*k.verifying_key()),
+        })
+    }
+
+    /// ring's signer for this key, if ring can sign as Fabric does with it (P-256 only:
+    /// Fabric hashes with SHA-256 on every curve, and ring pairs P-384 with SHA-384).
+    pub(crate) fn ring_signer(&self) -> Option<RingSigner> {
         match self {
-            PrivateKey::P256(k) => PublicKey::P256(*k.verifying_key()),
-            PrivateKey::P384(k) => PublicKey::P384(*k.verifying_key()),
+            PrivateKey::P256(k) => RingSigner::p256(k).ok(),
+            PrivateKey::P384(_) => None,
         }
     }
 
     /// Signs as Fabric's BCCSP does: SHA-256 of `msg`, deterministic nonce (RFC 6979, so a
-    /// simulation replays byte for byte), `s` folded to low-S, DER.
+    /// simulation replays byte for byte), `s` folded to low-S, DER. Pure Rust.
     pub(crate) fn sign_fabric(&self, msg: &[u8]) -> Result<Vec<u8>, SecurityError> {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(msg);
@@ -192,5 +274,202 @@ impl PrivateKey {
                     .to_vec()
             }
         })
+    }
+}
+
+/// ring's P-256 signer: the fast path for the node's own signatures. Its nonces are random
+/// (hedged with the key and the message), so the same message signs differently each time.
+pub(crate) struct RingSigner {
+    pair: EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl RingSigner {
+    fn p256(key: &p256::ecdsa::SigningKey) -> Result<RingSigner, String> {
+        let rng = ring::rand::SystemRandom::new();
+        let public = key.verifying_key().to_encoded_point(false);
+        let pair = EcdsaKeyPair::from_private_key_and_public_key(
+            &rs::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key.to_bytes(),
+            public.as_bytes(),
+            &rng,
+        )
+        .map_err(|e| format!("ring refuses the P-256 key: {e}"))?;
+        Ok(RingSigner { pair, rng })
+    }
+
+    /// Signs as Fabric's BCCSP does: SHA-256 of `msg`, `s` folded to low-S (ring does not
+    /// fold it, and Fabric peers refuse high-S), DER.
+    pub(crate) fn sign_fabric(&self, msg: &[u8]) -> Result<Vec<u8>, SecurityError> {
+        let fixed = self
+            .pair
+            .sign(&self.rng, msg)
+            .map_err(|e| SecurityError::SigningFailed(format!("ring: {e}")))?;
+        let sig = p256::ecdsa::Signature::from_slice(fixed.as_ref())
+            .map_err(|e| SecurityError::SigningFailed(format!("ring's signature: {e}")))?;
+        Ok(sig
+            .normalize_s()
+            .unwrap_or(sig)
+            .to_der()
+            .as_bytes()
+            .to_vec())
+    }
+}
+
+impl core::fmt::Debug for RingSigner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never print key material.
+        f.write_str("RingSigner(P-256)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! ring against the pure-Rust reference: each verifies what the other signs, they agree
+    //! on every refusal, and ring's signatures leave low-S.
+    use super::*;
+    use rand_core::{RngCore, SeedableRng};
+
+    fn rng(seed: u64) -> rand_chacha::ChaCha20Rng {
+        rand_chacha::ChaCha20Rng::seed_from_u64(seed)
+    }
+
+    fn p256_key(seed: u64) -> PrivateKey {
+        PrivateKey::P256(p256::ecdsa::SigningKey::random(&mut rng(seed)))
+    }
+
+    fn p384_key(seed: u64) -> PrivateKey {
+        PrivateKey::P384(p384::ecdsa::SigningKey::random(&mut rng(seed)))
+    }
+
+    fn is_high_s(der: &[u8]) -> bool {
+        match p256::ecdsa::Signature::from_der(der) {
+            Ok(s) => s.normalize_s().is_some(),
+            Err(_) => p384::ecdsa::Signature::from_der(der)
+                .unwrap()
+                .normalize_s()
+                .is_some(),
+        }
+    }
+
+    /// `(r, n - s)`: the same signature with `s` on the other side of n/2.
+    fn twin(der: &[u8]) -> Vec<u8> {
+        if let Ok(sig) = p256::ecdsa::Signature::from_der(der) {
+            let (r, s) = sig.split_scalars();
+            let t = p256::ecdsa::Signature::from_scalars(r.to_bytes(), (-s).to_bytes()).unwrap();
+            return t.to_der().as_bytes().to_vec();
+        }
+        let sig = p384::ecdsa::Signature::from_der(der).unwrap();
+        let (r, s) = sig.split_scalars();
+        let t = p384::ecdsa::Signature::from_scalars(r.to_bytes(), (-s).to_bytes()).unwrap();
+        t.to_der().as_bytes().to_vec()
+    }
+
+    #[test]
+    fn ring_signatures_verify_with_the_pure_rust_verifier_and_are_low_s() {
+        let key = p256_key(1);
+        let ring = key.ring_signer().expect("ring takes a P-256 key");
+        let public = key.public_key();
+        let mut raw_high = 0;
+        for i in 0..64u32 {
+            let msg = format!("alive message {i}").into_bytes();
+            let sig = ring.sign_fabric(&msg).unwrap();
+            public.verify_fabric_pure_rust(&msg, &sig).unwrap();
+            public.verify_fabric(&msg, &sig).unwrap();
+            assert!(!is_high_s(&sig), "ring signature {i} left high-S");
+            // Without folding, about half of ring's signatures would be high-S: the
+            // folding is exercised, not assumed.
+            let fixed = ring.pair.sign(&ring.rng, &msg).unwrap();
+            let s = p256::ecdsa::Signature::from_slice(fixed.as_ref()).unwrap();
+            raw_high += usize::from(s.normalize_s().is_some());
+        }
+        assert!((8..=56).contains(&raw_high), "{raw_high} of 64 raw high-S");
+    }
+
+    #[test]
+    fn ring_nonces_are_random_and_rfc6979_nonces_are_not() {
+        let key = p256_key(2);
+        let ring = key.ring_signer().unwrap();
+        assert_ne!(
+            ring.sign_fabric(b"m").unwrap(),
+            ring.sign_fabric(b"m").unwrap()
+        );
+        assert_eq!(
+            key.sign_fabric(b"m").unwrap(),
+            key.sign_fabric(b"m").unwrap()
+        );
+    }
+
+    #[test]
+    fn pure_rust_signatures_verify_with_ring_on_both_curves() {
+        for key in [p256_key(3), p384_key(3)] {
+            let public = key.public_key();
+            for i in 0..16u32 {
+                let msg = format!("conn establish {i}").into_bytes();
+                let sig = key.sign_fabric(&msg).unwrap();
+                public.verify_fabric(&msg, &sig).unwrap();
+                public.verify_fabric_pure_rust(&msg, &sig).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn p384_keys_have_no_ring_signer() {
+        // ring signs P-384 only over SHA-384; Fabric uses SHA-256.
+        assert!(p384_key(4).ring_signer().is_none());
+    }
+
+    /// Every refusal the reference makes, ring's path makes with the same error variant, on
+    /// both curves: high-S twins, forgeries, wrong keys, other messages, and random damage
+    /// to the DER (most of which is malformed, some of which is a well-formed forgery).
+    #[test]
+    fn both_verifiers_give_the_same_verdict_on_damaged_signatures() {
+        let mut r = rng(5);
+        let variant = |x: &Result<(), SecurityError>| core::mem::discriminant(x);
+        let mut verdicts = std::collections::BTreeMap::<String, usize>::new();
+        for (key, other) in [(p256_key(6), p256_key(7)), (p384_key(6), p384_key(7))] {
+            let public = key.public_key();
+            let stranger = other.public_key();
+            for i in 0..24u32 {
+                let msg = format!("gossip {i}").into_bytes();
+                let sig = match key.ring_signer() {
+                    Some(ring) if i % 2 == 0 => ring.sign_fabric(&msg).unwrap(),
+                    _ => key.sign_fabric(&msg).unwrap(),
+                };
+                let mut cases = vec![
+                    (sig.clone(), msg.clone(), &public),
+                    (twin(&sig), msg.clone(), &public),
+                    (sig.clone(), b"another message".to_vec(), &public),
+                    (sig.clone(), msg.clone(), &stranger),
+                    (twin(&sig), msg.clone(), &stranger),
+                ];
+                for _ in 0..16 {
+                    let mut bad = sig.clone();
+                    let at = (r.next_u32() as usize) % bad.len();
+                    match r.next_u32() % 3 {
+                        0 => bad[at] ^= 1 << (r.next_u32() % 8),
+                        1 => {
+                            bad.remove(at);
+                        }
+                        _ => bad.insert(at, r.next_u32() as u8),
+                    }
+                    cases.push((bad, msg.clone(), &public));
+                }
+                for (sig, msg, key) in cases {
+                    let reference = key.verify_fabric_pure_rust(&msg, &sig);
+                    let ring = key.verify_fabric(&msg, &sig);
+                    assert_eq!(
+                        variant(&reference),
+                        variant(&ring),
+                        "{reference:?} vs {ring:?} for {sig:02x?}"
+                    );
+                    *verdicts.entry(format!("{ring:?}")).or_default() += 1;
+                }
+            }
+        }
+        // The damage reached every verdict, so the comparison above covered each.
+        for want in ["Ok(())", "BadSignature", "MalformedSignature", "HighS"] {
+            assert!(verdicts.keys().any(|k| k.contains(want)), "{verdicts:?}");
+        }
     }
 }

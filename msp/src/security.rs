@@ -3,7 +3,7 @@
 use crate::cert::{CertError, CertInfo, pem_exactly_one};
 use crate::error::{LoadError, io};
 use crate::identity::{self, certificate_pem};
-use crate::keys::{PrivateKey, PublicKey};
+use crate::keys::{PrivateKey, PublicKey, RingSigner};
 use crate::trust::{TrustStore, certificates_in, pem_files};
 use bytes::Bytes;
 use core::time::Duration;
@@ -24,10 +24,14 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 /// * Identities are `msp.SerializedIdentity { mspid, id_bytes: PEM certificate }`;
 ///   PKI-ID = SHA-256(mspid ‖ id_bytes); organization = mspid (Fabric's
 ///   `OrgByPeerIdentity`), reported only for MSPs in the trust store.
-/// * Signing: ECDSA over SHA-256 of the message, DER, always low-S, deterministic nonces.
-/// * Verifying: P-256 or P-384 keys; malformed DER, high-S and bad signatures are refused,
-///   each with its own [`SecurityError`]. The identity must also chain to its MSP (as
-///   Fabric's `Verify` validates the identity first), but time is not checked there.
+/// * Signing: ECDSA over SHA-256 of the message, DER, always low-S. P-256 keys sign with
+///   `ring` and random (hedged) nonces, so the same message signs differently each time;
+///   [`MspSecurity::with_deterministic_signatures`] signs with RFC 6979 nonces instead, as
+///   a simulation that must replay byte for byte needs. P-384 keys always sign with RFC 6979
+///   (ring has no P-384 signer over SHA-256, the digest Fabric uses on every curve).
+/// * Verifying: P-256 or P-384 keys, with `ring`; malformed DER, high-S and bad signatures
+///   are refused, each with its own [`SecurityError`]. The identity must also chain to its
+///   MSP (as Fabric's `Verify` validates the identity first), but time is not checked there.
 /// * `validate_identity`: chain to a CA of the named MSP (see [`TrustStore`]) and the
 ///   certificate within its validity period at `now`.
 /// * `expiration`: just after the certificate's notAfter (Fabric's `ExpiresAt`), so the
@@ -49,6 +53,9 @@ pub struct MspSecurity {
     pki_id: PkiId,
     cert: Arc<CertInfo>,
     key: PrivateKey,
+    /// ring's signer for `key`; `None` for P-384 keys.
+    ring_signer: Option<RingSigner>,
+    ecdsa: Ecdsa,
     trust: TrustStore,
     cache: Mutex<IdentityCache>,
     hits: AtomicU64,
@@ -61,9 +68,22 @@ impl core::fmt::Debug for MspSecurity {
             .field("msp_id", &self.msp_id)
             .field("pki_id", &self.pki_id)
             .field("key", &self.key)
+            .field("ecdsa", &self.ecdsa)
             .field("trusted_msps", &self.trust.msp_ids().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+/// Which ECDSA implementation does what (see [`MspSecurity::with_deterministic_signatures`]
+/// and [`MspSecurity::with_pure_rust_ecdsa`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ecdsa {
+    /// ring signs (P-256) and verifies: the fastest.
+    Ring,
+    /// RFC 6979 signatures (pure Rust), ring verifies: reproducible and still fast to verify.
+    DeterministicSigning,
+    /// Pure Rust both ways: the implementation before ring.
+    PureRust,
 }
 
 /// Counters of the parsed-identity cache, to check it is doing its job.
@@ -298,7 +318,9 @@ impl MspSecurity {
             identity,
             pki_id,
             cert: Arc::new(cert),
+            ring_signer: key.ring_signer(),
             key,
+            ecdsa: Ecdsa::Ring,
             trust,
             cache: Mutex::new(IdentityCache::new(DEFAULT_CACHE_CAPACITY)),
             hits: AtomicU64::new(0),
@@ -310,6 +332,31 @@ impl MspSecurity {
     pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
         self.cache = Mutex::new(IdentityCache::new(capacity));
         self
+    }
+
+    /// Signs with deterministic nonces (RFC 6979, pure Rust) instead of ring's random ones:
+    /// the same message always gives the same signature bytes, so a seeded simulation with
+    /// real identities replays byte for byte (signatures travel in every handshake and end
+    /// up in traces). Signing is about ten times slower; verification keeps using ring.
+    /// Peers cannot tell the difference: both are low-S DER ECDSA over SHA-256.
+    pub fn with_deterministic_signatures(mut self) -> Self {
+        self.ecdsa = Ecdsa::DeterministicSigning;
+        self
+    }
+
+    /// Signs (RFC 6979) and verifies with the pure-Rust RustCrypto implementation this
+    /// crate used before ring, with the same rules and the same errors. It is the reference
+    /// the ring path is checked and benchmarked against, and a way to rule ring out when
+    /// chasing an interoperability problem; it is several times slower.
+    pub fn with_pure_rust_ecdsa(mut self) -> Self {
+        self.ecdsa = Ecdsa::PureRust;
+        self
+    }
+
+    /// Whether the same message always gets the same signature from this provider (see
+    /// [`MspSecurity::with_deterministic_signatures`]).
+    pub fn signs_deterministically(&self) -> bool {
+        self.ecdsa != Ecdsa::Ring || self.ring_signer.is_none()
     }
 
     /// The node's MSP ID (its organization).
@@ -419,7 +466,11 @@ impl Security for MspSecurity {
     }
 
     fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
-        self.key.sign_fabric(msg).map(Bytes::from)
+        match (&self.ring_signer, self.ecdsa) {
+            (Some(ring), Ecdsa::Ring) => ring.sign_fabric(msg),
+            _ => self.key.sign_fabric(msg),
+        }
+        .map(Bytes::from)
     }
 
     fn verify(
@@ -430,7 +481,12 @@ impl Security for MspSecurity {
     ) -> Result<(), SecurityError> {
         let parsed = self.parsed(identity)?;
         parsed.chain.clone()?;
-        parsed.key.verify_fabric(message, signature)
+        match self.ecdsa {
+            Ecdsa::PureRust => parsed.key.verify_fabric_pure_rust(message, signature),
+            Ecdsa::Ring | Ecdsa::DeterministicSigning => {
+                parsed.key.verify_fabric(message, signature)
+            }
+        }
     }
 
     fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {

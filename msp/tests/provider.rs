@@ -22,10 +22,79 @@ fn sign_verify_validate_across_orgs() {
     a.verify(&a.own_identity(), &sig, MSG).unwrap();
     b.validate_identity(&a.own_identity(), now()).unwrap();
     a.validate_identity(&b.own_identity(), now()).unwrap();
-    // Signing is deterministic (RFC 6979), so a seeded simulation replays exactly.
-    assert_eq!(sig, a.sign(MSG).unwrap());
     // Signatures are low-S and DER: their high-S twin differs.
     assert_ne!(high_s_twin(&sig), sig.to_vec());
+}
+
+#[test]
+fn ring_signs_randomly_and_deterministic_mode_replays() {
+    let pki = two_orgs();
+    let b = pki.security(1, 0);
+    // ring's nonces are random: the same message signs differently, and both verify.
+    let fast = pki.security(0, 0);
+    assert!(!fast.signs_deterministically());
+    let (s1, s2) = (fast.sign(MSG).unwrap(), fast.sign(MSG).unwrap());
+    assert_ne!(s1, s2);
+    b.verify(&fast.own_identity(), &s1, MSG).unwrap();
+    b.verify(&fast.own_identity(), &s2, MSG).unwrap();
+    // RFC 6979, so a seeded simulation replays exactly; the pure-Rust mode signs the same.
+    let det = pki.security(0, 0).with_deterministic_signatures();
+    let pure = pki.security(0, 0).with_pure_rust_ecdsa();
+    assert!(det.signs_deterministically() && pure.signs_deterministically());
+    let sig = det.sign(MSG).unwrap();
+    assert_eq!(sig, det.sign(MSG).unwrap());
+    assert_eq!(sig, pure.sign(MSG).unwrap());
+    // And everyone verifies everyone, whatever mode signed or verifies.
+    let verifiers = [
+        pki.security(1, 0),
+        pki.security(1, 0).with_deterministic_signatures(),
+        pki.security(1, 0).with_pure_rust_ecdsa(),
+    ];
+    for v in &verifiers {
+        for s in [&s1, &s2, &sig] {
+            v.verify(&fast.own_identity(), s, MSG).unwrap();
+        }
+    }
+}
+
+/// Each refusal comes out the same whichever implementation verifies.
+#[test]
+fn every_ecdsa_mode_refuses_alike() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let other = pki.security(1, 0);
+    let id = a.own_identity();
+    let sig = a.sign(MSG).unwrap().to_vec();
+    let by_other = other.sign(MSG).unwrap().to_vec();
+    let cases: [(&str, Vec<u8>, &[u8]); 6] = [
+        ("genuine", sig.clone(), MSG),
+        ("tampered", tamper(&sig), MSG),
+        ("high-S", high_s_twin(&sig), MSG),
+        ("forged high-S", high_s_twin(&tamper(&sig)), MSG),
+        ("other key", by_other, MSG),
+        ("truncated", sig[..sig.len() - 2].to_vec(), MSG),
+    ];
+    let modes = [
+        pki.security(1, 0),
+        pki.security(1, 0).with_deterministic_signatures(),
+        pki.security(1, 0).with_pure_rust_ecdsa(),
+    ];
+    for (what, s, m) in &cases {
+        let got: Vec<String> = modes
+            .iter()
+            .map(|v| match v.verify(&id, s, m) {
+                Ok(()) => "Ok".to_owned(),
+                Err(e) => format!("{e:?}").split('(').next().unwrap_or("").to_owned(),
+            })
+            .collect();
+        let want = match *what {
+            "genuine" => "Ok",
+            "high-S" => "HighS",
+            "truncated" => "MalformedSignature",
+            _ => "BadSignature",
+        };
+        assert!(got.iter().all(|g| g == want), "{what}: {got:?}");
+    }
 }
 
 #[test]

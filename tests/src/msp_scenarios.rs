@@ -79,9 +79,11 @@ fn msp_node(who: fn(u32) -> (usize, usize)) -> NodeOptions {
         } else {
             pki.trust.clone()
         };
+        // RFC 6979 signatures: the same bytes on every run, so simulations replay.
         Box::new(
             o.security(&o.peers[peer], trust)
-                .expect("a generated identity loads"),
+                .expect("a generated identity loads")
+                .with_deterministic_signatures(),
         )
     })
 }

@@ -1,0 +1,259 @@
+//! Joining through bootstrap peers (Fabric's `connect2BootstrapPeers`, `Connect` and
+//! `sendUntilAcked`): identify the peer by a probe handshake, check it is of our
+//! organization, then send a membership request with a random nonce until a response
+//! carrying that nonce arrives.
+
+use crate::event::DiscoveryEvent;
+use crate::machine::Discovery;
+use fabric_gossip_core::{
+    Comm, ConnectionInfo, HandshakeError, Instant, OpId, PkiId, RemotePeer, Security, SignedMessage,
+};
+use rand_core::RngCore;
+use std::sync::Arc;
+
+/// Where one bootstrap peer stands.
+#[derive(Clone, Debug)]
+pub(crate) enum BootState {
+    /// Next identification attempt at this instant.
+    Idle(Instant),
+    /// A probe handshake is in flight.
+    Identifying(OpId),
+    /// The request was sent; waiting for its response until the deadline.
+    AwaitingAck {
+        pki_id: PkiId,
+        nonce: u64,
+        request: SignedMessage,
+        deadline: Instant,
+    },
+    /// Not answered in time; the same request goes again at this instant.
+    Resend {
+        pki_id: PkiId,
+        nonce: u64,
+        request: SignedMessage,
+        at: Instant,
+    },
+    /// Answered: joined.
+    Done,
+    /// Out of attempts.
+    GaveUp,
+}
+
+/// One configured bootstrap endpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct Bootstrap {
+    pub(crate) endpoint: String,
+    pub(crate) state: BootState,
+    /// Identification attempts made.
+    pub(crate) attempts: u32,
+    /// Requests sent.
+    pub(crate) sends: u32,
+    /// An anchor peer: any organization may answer (a bootstrap peer must be ours).
+    pub(crate) any_org: bool,
+}
+
+impl Bootstrap {
+    pub(crate) fn new(endpoint: String, now: Instant) -> Self {
+        Bootstrap {
+            endpoint,
+            state: BootState::Idle(now),
+            attempts: 0,
+            sends: 0,
+            any_org: false,
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match &self.state {
+            BootState::Idle(t) => Some(*t),
+            BootState::AwaitingAck { deadline, .. } => Some(*deadline),
+            BootState::Resend { at, .. } => Some(*at),
+            _ => None,
+        }
+    }
+}
+
+impl Discovery {
+    /// Joins through an anchor peer (Fabric's `Connect` from `learnAnchorPeers`): like a
+    /// bootstrap peer, but it may belong to another organization, in which case our
+    /// request carries no secret; skipped (reported as given up) when it is of another
+    /// organization and we have no external endpoint. The attempt starts at the next
+    /// [`Layer::handle_timeout`](fabric_gossip_core::Layer::handle_timeout), due now.
+    pub fn connect_anchor(&mut self, now: Instant, endpoint: impl Into<String>) {
+        let endpoint = endpoint.into();
+        if self.cfg.is_my_own_endpoint(&endpoint) || self.bootstraps.len() >= 1024 {
+            return;
+        }
+        let mut b = Bootstrap::new(endpoint, now);
+        b.any_org = true;
+        self.bootstraps.push(b);
+    }
+
+    /// Moves every bootstrap whose deadline passed.
+    pub(crate) fn bootstrap_tick<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
+        for i in 0..self.bootstraps.len() {
+            let state = self.bootstraps[i].state.clone();
+            match state {
+                BootState::Idle(t) if t <= now => {
+                    let endpoint = self.bootstraps[i].endpoint.clone();
+                    self.bootstraps[i].attempts += 1;
+                    match comm.handshake(now, &RemotePeer::new(endpoint, PkiId::default())) {
+                        Ok(op) => self.bootstraps[i].state = BootState::Identifying(op),
+                        Err(e) => self.bootstrap_failed(now, i, e.to_string()),
+                    }
+                }
+                BootState::AwaitingAck {
+                    pki_id,
+                    nonce,
+                    request,
+                    deadline,
+                } if deadline <= now => {
+                    self.bootstraps[i].state = BootState::Resend {
+                        pki_id,
+                        nonce,
+                        request,
+                        at: now + self.cfg.reconnect_interval,
+                    };
+                }
+                BootState::Resend {
+                    pki_id,
+                    nonce,
+                    request,
+                    at,
+                } if at <= now => {
+                    if self.bootstraps[i].sends >= self.cfg.max_connection_attempts {
+                        self.bootstraps[i].state = BootState::GaveUp;
+                        let endpoint = self.bootstraps[i].endpoint.clone();
+                        let attempt = self.bootstraps[i].sends;
+                        self.stats.bootstrap_failures += 1;
+                        self.emit(DiscoveryEvent::BootstrapFailed {
+                            endpoint,
+                            error: "no membership response".into(),
+                            attempt,
+                            gave_up: true,
+                        });
+                        continue;
+                    }
+                    self.send_bootstrap_request(now, comm, i, pki_id, nonce, request);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn bootstrap_failed(&mut self, now: Instant, i: usize, error: String) {
+        let b = &mut self.bootstraps[i];
+        let gave_up = b.attempts >= self.cfg.max_connection_attempts;
+        b.state = if gave_up {
+            BootState::GaveUp
+        } else {
+            BootState::Idle(now + self.cfg.reconnect_interval)
+        };
+        let ev = DiscoveryEvent::BootstrapFailed {
+            endpoint: b.endpoint.clone(),
+            error,
+            attempt: b.attempts,
+            gave_up,
+        };
+        self.stats.bootstrap_failures += 1;
+        self.emit(ev);
+    }
+
+    fn send_bootstrap_request<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        i: usize,
+        pki_id: PkiId,
+        nonce: u64,
+        request: SignedMessage,
+    ) {
+        let endpoint = self.bootstraps[i].endpoint.clone();
+        self.bootstraps[i].sends += 1;
+        match comm.send(now, &request, &[RemotePeer::new(endpoint, pki_id.clone())]) {
+            Ok(()) => self.stats.requests_sent += 1,
+            Err(_) => self.stats.comm_errors += 1,
+        }
+        self.bootstraps[i].state = BootState::AwaitingAck {
+            pki_id,
+            nonce,
+            request,
+            deadline: now + self.cfg.ack_wait,
+        };
+    }
+
+    /// The probe handshake to a bootstrap peer finished.
+    pub(crate) fn bootstrap_identified<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        op: OpId,
+        result: &Result<Arc<ConnectionInfo>, HandshakeError>,
+    ) {
+        let Some(i) = self
+            .bootstraps
+            .iter()
+            .position(|b| matches!(b.state, BootState::Identifying(o) if o == op))
+        else {
+            return;
+        };
+        let info = match result {
+            Ok(info) => info,
+            Err(e) => return self.bootstrap_failed(now, i, e.to_string()),
+        };
+        let org = comm.security().organization_of(&info.identity);
+        let same_org = org.is_some() && org == self.my_org;
+        if !same_org && !self.bootstraps[i].any_org {
+            let error = format!(
+                "{} isn't in our organization, cannot be a bootstrap peer",
+                self.bootstraps[i].endpoint
+            );
+            return self.bootstrap_failed(now, i, error);
+        }
+        if !same_org && (org.is_none() || self.cfg.external_endpoint.is_empty()) {
+            self.bootstraps[i].state = BootState::GaveUp;
+            let ev = DiscoveryEvent::BootstrapFailed {
+                endpoint: self.bootstraps[i].endpoint.clone(),
+                error: "anchor peer of another organization and no external endpoint".into(),
+                attempt: self.bootstraps[i].attempts,
+                gave_up: true,
+            };
+            self.stats.bootstrap_failures += 1;
+            return self.emit(ev);
+        }
+        let nonce = loop {
+            let n = self.rng.next_u64();
+            if n != 0 {
+                break n;
+            }
+        };
+        // Our secret goes only to our own organization.
+        let Some(request) = self.make_request(now, comm, !same_org, nonce) else {
+            return self.bootstrap_failed(now, i, "cannot sign our alive message".into());
+        };
+        self.send_bootstrap_request(now, comm, i, info.id.clone(), nonce, request);
+    }
+
+    /// A response with `nonce` arrived: every bootstrap waiting for it has joined.
+    pub(crate) fn bootstrap_acked(&mut self, nonce: u64, from: &PkiId) {
+        if nonce == 0 {
+            return;
+        }
+        for i in 0..self.bootstraps.len() {
+            let hit = match &self.bootstraps[i].state {
+                BootState::AwaitingAck { nonce: n, .. } | BootState::Resend { nonce: n, .. } => {
+                    *n == nonce
+                }
+                _ => false,
+            };
+            if hit {
+                self.bootstraps[i].state = BootState::Done;
+                self.stats.bootstrap_acked += 1;
+                let endpoint = self.bootstraps[i].endpoint.clone();
+                self.emit(DiscoveryEvent::BootstrapJoined {
+                    endpoint,
+                    pki_id: from.clone(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The membership layer's configuration, with Fabric v2.4.9's defaults (`peer.gossip.*`).
+
+use crate::error::ConfigError;
+use bytes::Bytes;
+use core::time::Duration;
+
+/// How one node takes part in membership. Every duration defaults to Fabric's value
+/// (`gossip/gossip/config.go`, `loadConfig`), so a node configured only with its endpoints
+/// behaves towards Fabric peers as a stock peer does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// `host:port` peers of the same organization reach us at (`peer.gossip.endpoint`);
+    /// carried only in the signed `SecretEnvelope`, never shown to other organizations.
+    pub internal_endpoint: String,
+    /// `host:port` other organizations reach us at (`peer.gossip.externalEndpoint`); empty
+    /// keeps the node invisible outside its organization.
+    pub external_endpoint: String,
+    /// Peers of our organization to join through (`peer.gossip.bootstrap`).
+    pub bootstrap: Vec<String>,
+    /// Heartbeat period (`aliveTimeInterval`, 5 s).
+    pub alive_interval: Duration,
+    /// Silence after which an alive member is declared dead (`aliveExpirationTimeout`, 25 s).
+    pub alive_expiration: Duration,
+    /// Period of the dead-member reconnect pass and of bootstrap retries
+    /// (`reconnectInterval`, 25 s).
+    pub reconnect_interval: Duration,
+    /// Attempts to identify a bootstrap peer, and requests sent to it, before giving up
+    /// (`maxConnectionAttempts`, 120).
+    pub max_connection_attempts: u32,
+    /// Alive-message store TTL = `alive_expiration` × this (`msgExpirationFactor`, 20 ⇒ 500 s).
+    pub msg_expiration_factor: u32,
+    /// How long a bootstrap request waits for its response before it is resent
+    /// (hard-coded 5 s in Fabric's `sendUntilAcked`).
+    pub ack_wait: Duration,
+    /// How long after start our alive messages carry our identity (`publishCertPeriod`, 10 s).
+    pub publish_cert_period: Duration,
+    /// Membership sync period (`pullInterval`, 4 s).
+    pub pull_interval: Duration,
+    /// Members asked at each sync (`pullPeerNum`, 3).
+    pub pull_peer_num: usize,
+    /// Fan-out of heartbeats and forwarded alive messages (`propagatePeerNum`, 3).
+    pub propagate_peer_num: usize,
+    /// Our `Member.metadata` (empty in a stock peer).
+    pub metadata: Bytes,
+    /// Incarnation number; `None` takes the start time in Unix nanoseconds, as Fabric does.
+    /// Set it only to test restarts with a skewed clock.
+    pub incarnation: Option<u64>,
+    /// Seed of every random choice (fan-out peers, bootstrap nonces).
+    pub seed: u64,
+    /// Upper bound on known members (alive and dead); beyond it new members are refused
+    /// and counted, so a flood of valid identities cannot grow memory without bound.
+    pub max_members: usize,
+    /// Upper bound on undrained events; beyond it events are dropped and counted.
+    pub max_events: usize,
+}
+
+impl DiscoveryConfig {
+    /// Fabric's defaults for a node reachable by its organization at `internal_endpoint`.
+    pub fn new(internal_endpoint: impl Into<String>) -> Self {
+        DiscoveryConfig {
+            internal_endpoint: internal_endpoint.into(),
+            external_endpoint: String::new(),
+            bootstrap: Vec::new(),
+            alive_interval: Duration::from_secs(5),
+            alive_expiration: Duration::from_secs(25),
+            reconnect_interval: Duration::from_secs(25),
+            max_connection_attempts: 120,
+            msg_expiration_factor: 20,
+            ack_wait: Duration::from_secs(5),
+            publish_cert_period: Duration::from_secs(10),
+            pull_interval: Duration::from_secs(4),
+            pull_peer_num: 3,
+            propagate_peer_num: 3,
+            metadata: Bytes::new(),
+            incarnation: None,
+            seed: 0,
+            max_members: 100_000,
+            max_events: 65_536,
+        }
+    }
+
+    /// The same configuration with an external endpoint.
+    pub fn with_external_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.external_endpoint = endpoint.into();
+        self
+    }
+
+    /// The same configuration with bootstrap peers.
+    pub fn with_bootstrap<I, E>(mut self, peers: I) -> Self
+    where
+        I: IntoIterator<Item = E>,
+        E: Into<String>,
+    {
+        self.bootstrap = peers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same configuration with another seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Period of the alive check: Fabric derives it as `alive_expiration / 10` (2.5 s).
+    pub fn expiration_check_interval(&self) -> Duration {
+        (self.alive_expiration / 10).max(Duration::from_millis(1))
+    }
+
+    /// TTL of the alive-message store (500 s by default); entries are kept, still
+    /// blocking replays, for twice that.
+    pub fn msg_ttl(&self) -> Duration {
+        self.alive_expiration
+            .saturating_mul(self.msg_expiration_factor.max(1))
+    }
+
+    /// Checks what Fabric checks at start (`validateSelfConfig`): the internal endpoint is
+    /// `host:port` with one colon and a 16-bit port; and that periods are non-zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_endpoint(&self.internal_endpoint)?;
+        if !self.external_endpoint.is_empty() {
+            check_endpoint(&self.external_endpoint)?;
+        }
+        for (name, d) in [
+            ("alive_interval", self.alive_interval),
+            ("alive_expiration", self.alive_expiration),
+            ("reconnect_interval", self.reconnect_interval),
+            ("ack_wait", self.ack_wait),
+            ("pull_interval", self.pull_interval),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The port of the internal endpoint (what Fabric's self check compares against).
+    pub(crate) fn own_port(&self) -> &str {
+        self.internal_endpoint
+            .rsplit_once(':')
+            .map(|(_, p)| p)
+            .unwrap_or("")
+    }
+
+    /// Fabric's textual self check (`isMyOwnEndpoint`): only exact strings are recognised.
+    pub fn is_my_own_endpoint(&self, endpoint: &str) -> bool {
+        let port = self.own_port();
+        endpoint == format!("127.0.0.1:{port}")
+            || endpoint == format!("localhost:{port}")
+            || endpoint == self.internal_endpoint
+            || (!self.external_endpoint.is_empty() && endpoint == self.external_endpoint)
+    }
+}
+
+fn check_endpoint(ep: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::BadEndpoint(ep.to_owned());
+    let (host, port) = ep.split_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.contains(':') || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_fabrics() {
+        let c = DiscoveryConfig::new("10.0.0.1:7051");
+        assert_eq!(c.alive_interval, Duration::from_secs(5));
+        assert_eq!(c.alive_expiration, Duration::from_secs(25));
+        assert_eq!(c.expiration_check_interval(), Duration::from_millis(2500));
+        assert_eq!(c.reconnect_interval, Duration::from_secs(25));
+        assert_eq!(c.msg_ttl(), Duration::from_secs(500));
+        assert_eq!(c.max_connection_attempts, 120);
+        assert_eq!(c.publish_cert_period, Duration::from_secs(10));
+        assert_eq!(c.pull_interval, Duration::from_secs(4));
+        assert_eq!((c.pull_peer_num, c.propagate_peer_num), (3, 3));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn internal_endpoint_must_be_host_port() {
+        for bad in ["", "host", "a:b:7051", "host:70510", ":7051", "host:port"] {
+            assert_eq!(
+                DiscoveryConfig::new(bad).validate(),
+                Err(ConfigError::BadEndpoint(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        let c = DiscoveryConfig::new("h:1").with_external_endpoint("x");
+        assert!(matches!(c.validate(), Err(ConfigError::BadEndpoint(_))));
+        let mut c = DiscoveryConfig::new("h:1");
+        c.alive_interval = Duration::ZERO;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration("alive_interval"))
+        );
+    }
+
+    #[test]
+    fn self_detection_is_textual() {
+        let c = DiscoveryConfig::new("peer0:7051").with_external_endpoint("pub.example:443");
+        for me in [
+            "127.0.0.1:7051",
+            "localhost:7051",
+            "peer0:7051",
+            "pub.example:443",
+        ] {
+            assert!(c.is_my_own_endpoint(me), "{me}");
+        }
+        for other in ["peer0.local:7051", "127.0.0.1:7052", "10.0.0.1:7051"] {
+            assert!(!c.is_my_own_endpoint(other), "{other}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! What the membership layer tells the application.
+
+use crate::alive::Timestamp;
+use crate::store::MemberState;
+use fabric_gossip_core::{Instant, PkiId};
+
+/// One member as the application sees it (a row of `watch`'s table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its PKI-ID.
+    pub pki_id: PkiId,
+    /// Its external endpoint (`Member.endpoint`), `""` if none.
+    pub endpoint: String,
+    /// Its internal endpoint (from the secret; only known within the organization).
+    pub internal_endpoint: String,
+    /// Its MSP ID, if its identity is known and its organization resolvable.
+    pub org: Option<String>,
+    /// Its latest timestamp.
+    pub timestamp: Timestamp,
+    /// When we last received a strictly newer alive message from it.
+    pub last_seen: Instant,
+    /// Alive or dead.
+    pub alive: bool,
+}
+
+impl MemberInfo {
+    pub(crate) fn from_state(pki_id: &PkiId, m: &MemberState) -> Self {
+        MemberInfo {
+            pki_id: pki_id.clone(),
+            endpoint: m.endpoint.clone(),
+            internal_endpoint: m.internal_endpoint.clone(),
+            org: m
+                .org
+                .as_ref()
+                .map(|o| String::from_utf8_lossy(o).into_owned()),
+            timestamp: m.ts,
+            last_seen: m.last_seen,
+            alive: m.alive,
+        }
+    }
+
+    /// Where to reach it: internal endpoint if known, else external (`PreferredEndpoint`).
+    pub fn preferred_endpoint(&self) -> &str {
+        if self.internal_endpoint.is_empty() {
+            &self.endpoint
+        } else {
+            &self.internal_endpoint
+        }
+    }
+}
+
+/// Why a member was declared dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadReason {
+    /// No strictly newer alive message for more than `alive_expiration`.
+    Expired,
+    /// Comm could not reach it (Fabric's PresumedDead): a dial or a send failed.
+    PresumedDead,
+}
+
+/// Why a member was forgotten altogether.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgeReason {
+    /// Dead for longer than the alive-message TTL (500 s by default).
+    LongDead,
+    /// Comm found a new identity of the same organization at its endpoint.
+    IdentitySwitch,
+    /// Its certificate expired (Fabric fixed this only in 2.5.11 / 3.1.0).
+    IdentityExpired,
+}
+
+/// A change in membership, or news of a bootstrap peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiscoveryEvent {
+    /// A member became alive: newly learned, or resurrected by a newer timestamp.
+    MemberAlive {
+        /// The member.
+        member: MemberInfo,
+        /// True if it was known dead before.
+        resurrected: bool,
+    },
+    /// An alive member was declared dead; its connection was closed.
+    MemberDead {
+        /// The member.
+        member: MemberInfo,
+        /// Why.
+        reason: DeadReason,
+    },
+    /// A member was removed from every map.
+    MemberPurged {
+        /// The member as last known.
+        member: MemberInfo,
+        /// Why.
+        reason: PurgeReason,
+    },
+    /// A bootstrap peer answered our membership request.
+    BootstrapJoined {
+        /// The configured endpoint.
+        endpoint: String,
+        /// The PKI-ID it proved.
+        pki_id: PkiId,
+    },
+    /// An attempt to join through a bootstrap peer failed (it will be retried unless
+    /// `gave_up`).
+    BootstrapFailed {
+        /// The configured endpoint.
+        endpoint: String,
+        /// Why, with the remote's own reason when it gave one.
+        error: String,
+        /// Attempts so far.
+        attempt: u32,
+        /// No more attempts will be made (`max_connection_attempts` reached).
+        gave_up: bool,
+    },
+}

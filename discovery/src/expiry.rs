@@ -1,0 +1,146 @@
+//! Failure detection and forgetting: alive expiry, PresumedDead from comm, reconnect
+//! attempts to dead members, and purges (long dead, identity switch, identity expiry).
+
+use crate::event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
+use crate::machine::Discovery;
+use fabric_gossip_core::{Comm, Instant, OpId, PkiId, RemotePeer, Security};
+
+impl Discovery {
+    /// Every alive member silent for more than `alive_expiration` is declared dead, and
+    /// every member whose certificate expired is purged (`periodicalCheckAlive`, plus the
+    /// fix of Fabric 2.5.11).
+    pub(crate) fn check_alive<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
+        for pki in self.membership.silent_since(now, self.cfg.alive_expiration) {
+            self.stats.members_expired += 1;
+            self.declare_dead(now, comm, &pki, DeadReason::Expired);
+        }
+        for pki in self.membership.identity_expired(now) {
+            self.purge(now, comm, &pki, PurgeReason::IdentityExpired);
+        }
+    }
+
+    /// Comm could not reach the member: if alive, it dies now (Fabric's `handlePresumedDead`).
+    pub(crate) fn presumed_dead<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        pki: &PkiId,
+    ) {
+        if self.membership.members.get(pki).is_some_and(|m| m.alive) {
+            self.stats.members_presumed_dead += 1;
+            self.declare_dead(now, comm, pki, DeadReason::PresumedDead);
+        }
+    }
+
+    fn declare_dead<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        pki: &PkiId,
+        reason: DeadReason,
+    ) {
+        if !self.membership.mark_dead(pki) {
+            return;
+        }
+        self.alive_cache = None;
+        if let Some(member) = self.member(pki) {
+            self.emit(DiscoveryEvent::MemberDead { member, reason });
+        }
+        comm.close_conn(now, pki);
+    }
+
+    /// Forgets a member entirely and closes its connection.
+    pub(crate) fn purge<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        pki: &PkiId,
+        reason: PurgeReason,
+    ) {
+        let Some(state) = self.membership.members.remove(pki) else {
+            return;
+        };
+        self.alive_cache = None;
+        self.stats.members_purged += 1;
+        self.probes.retain(|_, p| p != pki);
+        let member = MemberInfo::from_state(pki, &state);
+        self.emit(DiscoveryEvent::MemberPurged { member, reason });
+        comm.close_conn(now, pki);
+    }
+
+    /// The store's periodic scan: forget de-dup entries past twice the TTL, and purge
+    /// members dead for longer than the TTL, bootstrap peers excepted (Fabric keeps them
+    /// to ping forever, quirk Q8).
+    pub(crate) fn scan_store<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
+        self.store.scan(now);
+        let ttl = self.cfg.msg_ttl();
+        let long_dead: Vec<PkiId> = self
+            .membership
+            .members
+            .iter()
+            .filter(|(_, m)| !m.alive && now - m.last_seen >= ttl)
+            .filter(|(_, m)| {
+                !self
+                    .cfg
+                    .bootstrap
+                    .iter()
+                    .any(|b| *b == m.endpoint || *b == m.internal_endpoint)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for pki in long_dead {
+            self.purge(now, comm, &pki, PurgeReason::LongDead);
+        }
+    }
+
+    /// One reconnect pass (`periodicalReconnectToDead`): probe every dead member; those
+    /// that answer get a membership request.
+    pub(crate) fn reconnect_dead<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
+        let dead: Vec<(PkiId, String)> = self
+            .membership
+            .members
+            .iter()
+            .filter(|(k, m)| !m.alive && !self.probes.values().any(|p| p == *k))
+            .map(|(k, m)| (k.clone(), m.preferred_endpoint().to_owned()))
+            .collect();
+        for (pki, endpoint) in dead {
+            if endpoint.is_empty() {
+                continue;
+            }
+            match comm.probe(now, &RemotePeer::new(endpoint, pki.clone())) {
+                Ok(op) => {
+                    self.stats.reconnect_probes += 1;
+                    self.probes.insert(op, pki);
+                }
+                Err(_) => self.stats.comm_errors += 1,
+            }
+        }
+    }
+
+    /// A reconnect probe finished; a dead member that answers is asked for membership,
+    /// which resurrects it once its response or request carries a newer alive message.
+    pub(crate) fn reconnect_probed<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        op: OpId,
+        ok: bool,
+    ) {
+        let Some(pki) = self.probes.remove(&op) else {
+            return;
+        };
+        if !ok {
+            return;
+        }
+        let Some(endpoint) = self
+            .membership
+            .members
+            .get(&pki)
+            .filter(|m| !m.alive)
+            .map(|m| m.preferred_endpoint().to_owned())
+        else {
+            return;
+        };
+        self.send_request(now, comm, &pki, &endpoint, 0);
+    }
+}

@@ -1,0 +1,459 @@
+//! The `Discovery` machine: its state, its public API and the `Layer` contract by which a
+//! driver hosts it above the core.
+
+use crate::alive::{SelfAlive, Timestamp};
+use crate::bootstrap::Bootstrap;
+use crate::config::DiscoveryConfig;
+use crate::error::{AliveError, ConfigError};
+use crate::event::{DiscoveryEvent, MemberInfo};
+use crate::stats::DiscoveryStats;
+use crate::store::{Change, Membership, MsgStore, Update};
+use crate::validate::{ParsedAlive, VerifiedIdentity, verify_alive};
+use bytes::Bytes;
+use fabric_gossip_core::proto::gossip::{Envelope, gossip_message};
+use fabric_gossip_core::{
+    Comm, Event, Instant, Layer, OpId, PkiId, ReceivedMessage, Security, SubscriptionId,
+};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The deadlines of the periodic tasks.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Timers {
+    pub(crate) heartbeat: Option<Instant>,
+    pub(crate) sync: Option<Instant>,
+    pub(crate) check: Option<Instant>,
+    pub(crate) reconnect: Option<Instant>,
+    pub(crate) scan: Option<Instant>,
+}
+
+/// Fabric's gossip membership protocol (`gossip/discovery`) as a pure, deterministic
+/// machine stacked on one node's [`Comm`] through the [`Layer`] trait.
+///
+/// It sends and spreads the node's signed alive messages, joins through bootstrap peers,
+/// answers and sends membership requests, validates every alive message it receives,
+/// declares silent members dead, reconnects to them, and purges the long dead. It reads
+/// no clock and draws no unseeded randomness: give it the same inputs and the same seed
+/// and it makes the same calls into comm.
+#[derive(Debug)]
+pub struct Discovery {
+    pub(crate) cfg: DiscoveryConfig,
+    pub(crate) pki_id: PkiId,
+    pub(crate) my_org: Option<Bytes>,
+    pub(crate) me: Option<SelfAlive>,
+    pub(crate) sub: Option<SubscriptionId>,
+    pub(crate) membership: Membership,
+    pub(crate) store: MsgStore,
+    pub(crate) stats: DiscoveryStats,
+    pub(crate) events: VecDeque<DiscoveryEvent>,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) bootstraps: Vec<Bootstrap>,
+    /// Reconnect probes in flight: operation → dead member.
+    pub(crate) probes: BTreeMap<OpId, PkiId>,
+    pub(crate) timers: Timers,
+    pub(crate) stopped: bool,
+    /// The alive members' PKI-IDs, rebuilt after the alive set changes: fan-out draws
+    /// from it in O(fan-out) instead of scanning every member for every forwarded message.
+    pub(crate) alive_cache: Option<Vec<PkiId>>,
+}
+
+impl Discovery {
+    /// A membership layer with `cfg`; it starts when the driver calls [`Layer::start`].
+    pub fn new(cfg: DiscoveryConfig) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Discovery {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            store: MsgStore::new(cfg.msg_ttl()),
+            cfg,
+            pki_id: PkiId::default(),
+            my_org: None,
+            me: None,
+            sub: None,
+            membership: Membership::default(),
+            stats: DiscoveryStats::default(),
+            events: VecDeque::new(),
+            bootstraps: Vec::new(),
+            probes: BTreeMap::new(),
+            timers: Timers::default(),
+            stopped: false,
+            alive_cache: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DiscoveryConfig {
+        &self.cfg
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &DiscoveryStats {
+        &self.stats
+    }
+
+    /// The subscription the layer made in `start` (its messages belong to it).
+    pub fn subscription(&self) -> Option<SubscriptionId> {
+        self.sub
+    }
+
+    /// Our own incarnation and the sequence of the last alive message we made.
+    pub fn self_timestamp(&self) -> Option<Timestamp> {
+        self.me.as_ref().map(|m| Timestamp {
+            inc: m.inc,
+            seq: m.seq,
+        })
+    }
+
+    /// The alive view (Fabric's `GetMembership`), in PKI-ID order.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.membership
+            .members
+            .iter()
+            .filter(|(_, m)| m.alive)
+            .map(|(k, m)| MemberInfo::from_state(k, m))
+            .collect()
+    }
+
+    /// Dead members still remembered (reconnect targets), in PKI-ID order.
+    pub fn dead_members(&self) -> Vec<MemberInfo> {
+        self.membership
+            .members
+            .iter()
+            .filter(|(_, m)| !m.alive)
+            .map(|(k, m)| MemberInfo::from_state(k, m))
+            .collect()
+    }
+
+    /// One member, alive or dead.
+    pub fn member(&self, pki_id: &PkiId) -> Option<MemberInfo> {
+        self.membership
+            .members
+            .get(pki_id)
+            .map(|m| MemberInfo::from_state(pki_id, m))
+    }
+
+    /// The latest signed alive envelope we hold for a member (what responses disclose).
+    pub fn member_envelope(&self, pki_id: &PkiId) -> Option<&Envelope> {
+        self.membership.members.get(pki_id).map(|m| &m.envelope)
+    }
+
+    /// The next event for the application (also [`Layer::poll_event`]).
+    pub fn poll_event(&mut self) -> Option<DiscoveryEvent> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn emit(&mut self, ev: DiscoveryEvent) {
+        if self.events.len() >= self.cfg.max_events {
+            self.stats.events_dropped += 1;
+        } else {
+            self.events.push_back(ev);
+        }
+    }
+
+    /// The identity to verify a member's messages with: the one membership holds (unless
+    /// expired), else the one comm learnt in a handshake.
+    pub(crate) fn known_identity<S: Security>(
+        &self,
+        comm: &Comm<S>,
+        pki_id: &PkiId,
+        now: Instant,
+    ) -> Option<Bytes> {
+        if let Some(m) = self.membership.members.get(pki_id)
+            && let Some(id) = &m.identity
+            && m.expires.is_none_or(|e| e > now)
+        {
+            return Some(id.clone());
+        }
+        comm.identity_of(pki_id).cloned()
+    }
+
+    /// The organization of a PKI-ID: from membership, else from comm's identity store.
+    pub(crate) fn org_of<S: Security>(&self, comm: &Comm<S>, pki_id: &PkiId) -> Option<Bytes> {
+        if let Some(m) = self.membership.members.get(pki_id)
+            && m.org.is_some()
+        {
+            return m.org.clone();
+        }
+        comm.identity_of(pki_id)
+            .and_then(|id| comm.security().organization_of(id))
+    }
+
+    /// Validates an alive message's signatures against the right identity.
+    pub(crate) fn verify<S: Security>(
+        &mut self,
+        comm: &Comm<S>,
+        parsed: &ParsedAlive,
+        env: &Envelope,
+        now: Instant,
+    ) -> Result<VerifiedIdentity, AliveError> {
+        let known = self.known_identity(comm, &parsed.pki_id, now);
+        let r = verify_alive(comm.security(), parsed, env, known.as_ref(), now);
+        if let Err(e) = &r {
+            self.stats.count_refused(e);
+        }
+        r
+    }
+
+    /// Applies a validated alive message to membership (`handleAliveMessage`) and reports
+    /// what changed.
+    pub(crate) fn learn<S: Security>(
+        &mut self,
+        comm: &Comm<S>,
+        parsed: &ParsedAlive,
+        id: &VerifiedIdentity,
+        env: &Envelope,
+        now: Instant,
+    ) -> Change {
+        if !self.membership.members.contains_key(&parsed.pki_id)
+            && self.membership.members.len() >= self.cfg.max_members
+        {
+            self.stats.members_refused_full += 1;
+            return Change::Stale;
+        }
+        let update = Update {
+            pki_id: &parsed.pki_id,
+            ts: parsed.ts,
+            endpoint: &parsed.endpoint,
+            metadata: &parsed.metadata,
+            internal_endpoint: &parsed.internal_endpoint,
+            identity: &id.identity,
+            org: comm.security().organization_of(&id.identity),
+            expires: id.expires,
+            envelope: env,
+        };
+        let change = self.membership.apply_alive(&update, now);
+        if matches!(change, Change::Learned | Change::Resurrected) {
+            self.alive_cache = None;
+        }
+        match change {
+            Change::Learned | Change::Resurrected => {
+                let resurrected = change == Change::Resurrected;
+                if resurrected {
+                    self.stats.members_resurrected += 1;
+                } else {
+                    self.stats.members_learned += 1;
+                }
+                let member = self
+                    .member(&parsed.pki_id)
+                    .expect("just inserted or updated");
+                self.emit(DiscoveryEvent::MemberAlive {
+                    member,
+                    resurrected,
+                });
+            }
+            Change::Refreshed => {}
+            Change::Stale => self.stats.alive_stale += 1,
+        }
+        change
+    }
+
+    /// Learns a member from a response's dead list, if unknown.
+    pub(crate) fn learn_dead<S: Security>(
+        &mut self,
+        comm: &Comm<S>,
+        parsed: &ParsedAlive,
+        id: &VerifiedIdentity,
+        env: &Envelope,
+        now: Instant,
+    ) {
+        if self.membership.members.len() >= self.cfg.max_members {
+            if !self.membership.members.contains_key(&parsed.pki_id) {
+                self.stats.members_refused_full += 1;
+            }
+            return;
+        }
+        let update = Update {
+            pki_id: &parsed.pki_id,
+            ts: parsed.ts,
+            endpoint: &parsed.endpoint,
+            metadata: &parsed.metadata,
+            internal_endpoint: &parsed.internal_endpoint,
+            identity: &id.identity,
+            org: comm.security().organization_of(&id.identity),
+            expires: id.expires,
+            envelope: env,
+        };
+        if self.membership.learn_dead(&update, now) {
+            self.stats.members_learned += 1;
+        }
+    }
+
+    /// The alive members' PKI-IDs (cached until the alive set changes).
+    pub(crate) fn alive_list(&mut self) -> &[PkiId] {
+        let members = &self.membership.members;
+        self.alive_cache.get_or_insert_with(|| {
+            members
+                .iter()
+                .filter(|(_, m)| m.alive)
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+    }
+
+    /// `k` distinct random picks among `candidates` (a partial Fisher–Yates shuffle on
+    /// the seeded generator).
+    pub(crate) fn pick<T>(&mut self, mut candidates: Vec<T>, k: usize) -> Vec<T> {
+        let k = k.min(candidates.len());
+        for i in 0..k {
+            let span = (candidates.len() - i) as u64;
+            let j = i + (self.rng.next_u64() % span) as usize;
+            candidates.swap(i, j);
+        }
+        candidates.truncate(k);
+        candidates
+    }
+
+    /// The next deadline (also [`Layer::poll_timeout`]; inherent so that callers need
+    /// not name the security type).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        let t = &self.timers;
+        [t.heartbeat, t.sync, t.check, t.reconnect, t.scan]
+            .into_iter()
+            .flatten()
+            .chain(self.bootstraps.iter().filter_map(Bootstrap::deadline))
+            .min()
+    }
+}
+
+impl<S: Security> Layer<S> for Discovery {
+    type Event = DiscoveryEvent;
+
+    fn start(&mut self, now: Instant, comm: &mut Comm<S>) {
+        if self.me.is_some() {
+            return;
+        }
+        self.pki_id = comm.pki_id().clone();
+        self.my_org = comm.security().organization_of(comm.identity());
+        self.me = Some(SelfAlive::new(
+            self.pki_id.clone(),
+            self.cfg.incarnation.unwrap_or(now.as_unix_nanos()),
+            self.cfg.external_endpoint.clone(),
+            self.cfg.internal_endpoint.clone(),
+            self.cfg.metadata.clone(),
+            now,
+            self.cfg.publish_cert_period,
+        ));
+        let accept = |m: &ReceivedMessage| {
+            matches!(
+                m.message.content,
+                Some(
+                    gossip_message::Content::AliveMsg(_)
+                        | gossip_message::Content::MemReq(_)
+                        | gossip_message::Content::MemRes(_)
+                )
+            )
+        };
+        match comm.subscribe(Box::new(accept)) {
+            Ok(sub) => self.sub = Some(sub),
+            Err(_) => {
+                self.stats.comm_errors += 1;
+                self.stopped = true;
+                return;
+            }
+        }
+        self.bootstraps = self
+            .cfg
+            .bootstrap
+            .iter()
+            .filter(|ep| !self.cfg.is_my_own_endpoint(ep))
+            .map(|ep| Bootstrap::new(ep.clone(), now))
+            .collect();
+        self.timers = Timers {
+            heartbeat: Some(now + self.cfg.alive_interval),
+            sync: Some(now),
+            check: Some(now + self.cfg.expiration_check_interval()),
+            reconnect: Some(now),
+            scan: Some(now + self.cfg.msg_ttl() / 100),
+        };
+        self.handle_timeout(now, comm);
+    }
+
+    fn handle_comm_event(&mut self, now: Instant, comm: &mut Comm<S>, event: &Event) {
+        if self.stopped || self.me.is_none() {
+            return;
+        }
+        match event {
+            Event::PresumedDead(pki) => self.presumed_dead(now, comm, pki),
+            Event::IdentitySwitch(old) => {
+                self.purge(now, comm, old, crate::event::PurgeReason::IdentitySwitch)
+            }
+            Event::Disconnected {
+                pki_id,
+                reason: fabric_gossip_core::CloseReason::IdentityExpired,
+                ..
+            } => self.purge(
+                now,
+                comm,
+                pki_id,
+                crate::event::PurgeReason::IdentityExpired,
+            ),
+            Event::HandshakeDone { op, result } => {
+                self.bootstrap_identified(now, comm, *op, result)
+            }
+            Event::ProbeDone { op, result } => {
+                self.reconnect_probed(now, comm, *op, result.is_ok())
+            }
+            Event::Stopped => self.stopped = true,
+            _ => {}
+        }
+    }
+
+    fn owns_subscription(&self, sub: SubscriptionId) -> bool {
+        self.sub == Some(sub)
+    }
+
+    fn handle_message(&mut self, now: Instant, comm: &mut Comm<S>, msg: ReceivedMessage) {
+        if self.stopped || self.me.is_none() {
+            return;
+        }
+        if msg.message.tag != gossip_message::Tag::Empty as i32 {
+            self.stats.illegal_tag += 1;
+            return;
+        }
+        match &msg.message.content {
+            Some(gossip_message::Content::AliveMsg(_)) => self.handle_direct_alive(now, comm, &msg),
+            Some(gossip_message::Content::MemReq(_)) => self.handle_request(now, comm, &msg),
+            Some(gossip_message::Content::MemRes(_)) => self.handle_response(now, comm, &msg),
+            _ => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant, comm: &mut Comm<S>) {
+        if self.stopped || self.me.is_none() {
+            return;
+        }
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(self.timers.sync) {
+            self.timers.sync = Some(now + self.cfg.pull_interval);
+            self.sync(now, comm);
+        }
+        if due(self.timers.reconnect) {
+            self.timers.reconnect = Some(now + self.cfg.reconnect_interval);
+            self.reconnect_dead(now, comm);
+        }
+        if due(self.timers.check) {
+            self.timers.check = Some(now + self.cfg.expiration_check_interval());
+            self.check_alive(now, comm);
+        }
+        if due(self.timers.scan) {
+            self.timers.scan = Some(now + (self.cfg.msg_ttl() / 100).max(self.cfg.alive_interval));
+            self.scan_store(now, comm);
+        }
+        if due(self.timers.heartbeat) {
+            self.timers.heartbeat = Some(now + self.cfg.alive_interval);
+            self.heartbeat(now, comm);
+        }
+        self.bootstrap_tick(now, comm);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Discovery::poll_timeout(self)
+    }
+
+    fn poll_event(&mut self) -> Option<DiscoveryEvent> {
+        Discovery::poll_event(self)
+    }
+}

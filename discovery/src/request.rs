@@ -1,0 +1,210 @@
+//! Membership requests: sending them (bootstrap, periodic sync, dead reconnect) and
+//! answering them with a `MembershipResponse` under the disclosure policy.
+
+use crate::alive::strip_secret;
+use crate::disclosure::{Disclose, Party, disclose_in_response};
+use crate::machine::Discovery;
+use crate::validate::parse_alive;
+use bytes::Bytes;
+use fabric_gossip_core::proto::gossip::{
+    Envelope, GossipMessage, MembershipRequest, MembershipResponse, gossip_message,
+};
+use fabric_gossip_core::{
+    Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage,
+};
+
+/// A MembershipRequest: tag EMPTY, `known` empty (FAB-2570), outer envelope unsigned.
+pub fn membership_request(self_information: Envelope, nonce: u64) -> GossipMessage {
+    GossipMessage {
+        nonce,
+        channel: Bytes::new(),
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::MemReq(MembershipRequest {
+            self_information: Some(self_information),
+            known: Vec::new(),
+        })),
+    }
+}
+
+impl Discovery {
+    /// A request carrying a fresh signed alive message of ours, without its secret if
+    /// `strip` (a target of another organization).
+    pub(crate) fn make_request<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &Comm<S>,
+        strip: bool,
+        nonce: u64,
+    ) -> Option<SignedMessage> {
+        let me = self.me.as_mut()?;
+        let mut env = match me.sign_next(now, comm.security()) {
+            Ok(env) => env,
+            Err(_) => {
+                self.stats.comm_errors += 1;
+                return None;
+            }
+        };
+        if strip {
+            env = strip_secret(&env);
+        }
+        Some(SignedMessage::noop(membership_request(env, nonce)))
+    }
+
+    /// Sends a request with `nonce` to a member; its secret is stripped when the member
+    /// is known to be of another organization (`SendToPeer`).
+    pub(crate) fn send_request<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        pki_id: &PkiId,
+        endpoint: &str,
+        nonce: u64,
+    ) {
+        let target_org = self.org_of(comm, pki_id);
+        let strip = target_org.is_some() && target_org != self.my_org;
+        let Some(req) = self.make_request(now, comm, strip, nonce) else {
+            return;
+        };
+        match comm.send(now, &req, &[RemotePeer::new(endpoint, pki_id.clone())]) {
+            Ok(()) => self.stats.requests_sent += 1,
+            Err(_) => self.stats.comm_errors += 1,
+        }
+    }
+
+    /// Periodic sync (`InitiateSync`): a request (nonce 0) to `pull_peer_num` random
+    /// alive members.
+    pub(crate) fn sync<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
+        let alive: Vec<(PkiId, String)> = self
+            .membership
+            .members
+            .iter()
+            .filter(|(_, m)| m.alive)
+            .map(|(k, m)| (k.clone(), m.preferred_endpoint().to_owned()))
+            .collect();
+        for (pki, ep) in self.pick(alive, self.cfg.pull_peer_num) {
+            self.send_request(now, comm, &pki, &ep, 0);
+        }
+    }
+
+    /// A request: its `self_information` must be a valid alive message of the very peer
+    /// on this connection; the requester is learned (if the message is new) and answered,
+    /// unless the disclosure policy says it should not have asked, in which case its
+    /// connection is closed.
+    pub(crate) fn handle_request<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        msg: &ReceivedMessage,
+    ) {
+        self.stats.requests_received += 1;
+        let Some(gossip_message::Content::MemReq(req)) = &msg.message.content else {
+            return;
+        };
+        let Some(info) = &req.self_information else {
+            self.stats.requests_invalid += 1;
+            return;
+        };
+        let parsed = match parse_alive(info) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.requests_invalid += 1;
+                self.stats.count_refused(&e);
+                return;
+            }
+        };
+        if parsed.pki_id != *msg.sender() {
+            self.stats.requests_spoofed += 1;
+            return;
+        }
+        let Ok(id) = self.verify(comm, &parsed, info, now) else {
+            self.stats.requests_invalid += 1;
+            return;
+        };
+        if parsed.pki_id == self.pki_id {
+            self.stats.alive_about_me += 1;
+            return;
+        }
+        if self.store.check_valid(&parsed.pki_id, parsed.ts) {
+            self.learn(comm, &parsed, &id, info, now);
+        } else {
+            self.stats.alive_duplicate += 1;
+        }
+        let target_org = comm.security().organization_of(&id.identity);
+        let target = Party {
+            org: target_org.as_deref(),
+            endpoint: &parsed.endpoint,
+        };
+        match self.make_response(now, comm, target, msg.message.nonce) {
+            Some(resp) => match comm.respond(now, msg.conn, resp) {
+                Ok(()) => self.stats.responses_sent += 1,
+                Err(_) => self.stats.comm_errors += 1,
+            },
+            None => {
+                self.stats.requests_refused += 1;
+                comm.close_conn(now, msg.sender());
+            }
+        }
+    }
+
+    /// The response for `target` (`createMembershipResponse` + `disclosurePolicy`):
+    /// every disclosable alive envelope, ours last, then every disclosable dead one;
+    /// `None` if even our own alive message may not be disclosed to it.
+    pub(crate) fn make_response<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &Comm<S>,
+        target: Party<'_>,
+        nonce: u64,
+    ) -> Option<GossipMessage> {
+        let my_org = self.my_org.clone();
+        let mine = Party {
+            org: my_org.as_deref(),
+            endpoint: &self.cfg.external_endpoint,
+        };
+        let own_rule = disclose_in_response(my_org.as_deref(), target, mine);
+        if own_rule == Disclose::No {
+            return None;
+        }
+        let me = self.me.as_mut()?;
+        let own = match &me.last {
+            Some(env) => env.clone(),
+            None => match me.sign_next(now, comm.security()) {
+                Ok(env) => env,
+                Err(_) => {
+                    self.stats.comm_errors += 1;
+                    return None;
+                }
+            },
+        };
+        let filter = |env: &Envelope, rule: Disclose| match rule {
+            Disclose::No => None,
+            Disclose::WithSecret => Some(env.clone()),
+            Disclose::StripSecret => Some(strip_secret(env)),
+        };
+        let (mut alive, mut dead) = (Vec::new(), Vec::new());
+        for m in self.membership.members.values() {
+            let member = Party {
+                org: m.org.as_deref(),
+                endpoint: &m.endpoint,
+            };
+            let rule = disclose_in_response(my_org.as_deref(), target, member);
+            if let Some(env) = filter(&m.envelope, rule) {
+                if m.alive {
+                    alive.push(env)
+                } else {
+                    dead.push(env)
+                }
+            }
+        }
+        alive.extend(filter(&own, own_rule));
+        Some(GossipMessage {
+            nonce,
+            channel: Bytes::new(),
+            tag: gossip_message::Tag::Empty as i32,
+            content: Some(gossip_message::Content::MemRes(MembershipResponse {
+                alive,
+                dead,
+            })),
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! Counters of everything the membership layer did or refused.
+
+use crate::error::AliveError;
+
+/// Counters, monotonically increasing. Every refused input is counted under one reason,
+/// so an operator can tell a replay from a forgery from a misconfigured peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiscoveryStats {
+    /// Alive messages received directly (gossip).
+    pub alive_received: u64,
+    /// Alive messages (direct, or in requests and responses) dropped by the message
+    /// store: a copy of, or older than, the last direct one from the same member
+    /// (replays, gossip loops).
+    pub alive_duplicate: u64,
+    /// Alive messages (any path) that were valid but not newer than what membership knows.
+    pub alive_stale: u64,
+    /// Alive messages refused as malformed (undecodable, not alive, missing fields, unsigned).
+    pub alive_malformed: u64,
+    /// Alive messages refused because no identity is known for their PKI-ID.
+    pub alive_unknown_identity: u64,
+    /// Alive messages refused because their embedded identity is invalid, mismatched or expired.
+    pub alive_bad_identity: u64,
+    /// Alive messages refused because a signature does not verify (forgeries).
+    pub alive_bad_signature: u64,
+    /// Alive messages about ourselves (dropped; a different endpoint means a second node
+    /// runs with our identity).
+    pub alive_about_me: u64,
+    /// Messages on our subscription with an illegal tag (not EMPTY).
+    pub illegal_tag: u64,
+    /// Our heartbeats sent (one per recipient).
+    pub alive_sent: u64,
+    /// Alive messages of others forwarded (one per recipient).
+    pub alive_forwarded: u64,
+    /// Membership requests sent (bootstrap, sync, reconnect).
+    pub requests_sent: u64,
+    /// Membership requests received.
+    pub requests_received: u64,
+    /// Requests whose `self_information` names another PKI-ID than the connection's.
+    pub requests_spoofed: u64,
+    /// Requests whose `self_information` is malformed or invalid.
+    pub requests_invalid: u64,
+    /// Requests refused by the disclosure policy (connection closed, no response).
+    pub requests_refused: u64,
+    /// Membership responses sent.
+    pub responses_sent: u64,
+    /// Membership responses received.
+    pub responses_received: u64,
+    /// Responses whose processing stopped at an undecodable entry (Fabric abandons the rest).
+    pub responses_aborted: u64,
+    /// Members learned (alive or dead).
+    pub members_learned: u64,
+    /// Dead members that came back with a newer incarnation or sequence.
+    pub members_resurrected: u64,
+    /// Alive members declared dead after `alive_expiration` of silence.
+    pub members_expired: u64,
+    /// Alive members declared dead because comm presumed them dead.
+    pub members_presumed_dead: u64,
+    /// Members removed from every map (long dead, identity switch, identity expiry).
+    pub members_purged: u64,
+    /// New members refused because `max_members` is reached.
+    pub members_refused_full: u64,
+    /// Probes sent to dead members.
+    pub reconnect_probes: u64,
+    /// Bootstrap peers that answered our request.
+    pub bootstrap_acked: u64,
+    /// Failed attempts to identify or reach a bootstrap peer.
+    pub bootstrap_failures: u64,
+    /// Calls into comm that it refused (stopped, limits).
+    pub comm_errors: u64,
+    /// Events dropped because the application did not drain them.
+    pub events_dropped: u64,
+}
+
+impl DiscoveryStats {
+    /// Counts one refused alive message under its reason.
+    pub(crate) fn count_refused(&mut self, e: &AliveError) {
+        match e {
+            AliveError::Unsigned
+            | AliveError::Undecodable(_)
+            | AliveError::NotAlive
+            | AliveError::MissingField(_) => self.alive_malformed += 1,
+            AliveError::UnknownIdentity => self.alive_unknown_identity += 1,
+            AliveError::BadIdentity(_)
+            | AliveError::IdentityMismatch
+            | AliveError::IdentityExpired => self.alive_bad_identity += 1,
+            AliveError::BadSignature(_) => self.alive_bad_signature += 1,
+        }
+    }
+
+    /// Every alive message refused for any reason (malformed, identity, signature).
+    pub fn alive_refused(&self) -> u64 {
+        self.alive_malformed
+            + self.alive_unknown_identity
+            + self.alive_bad_identity
+            + self.alive_bad_signature
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabric_gossip_core::{HandshakeError, SecurityError};
+
+    #[test]
+    fn each_refusal_has_one_counter() {
+        let mut s = DiscoveryStats::default();
+        s.count_refused(&AliveError::NotAlive);
+        s.count_refused(&AliveError::MissingField("timestamp"));
+        s.count_refused(&AliveError::UnknownIdentity);
+        s.count_refused(&AliveError::IdentityMismatch);
+        s.count_refused(&AliveError::BadIdentity(SecurityError::HighS));
+        s.count_refused(&AliveError::BadSignature(HandshakeError::Unsigned));
+        assert_eq!(s.alive_malformed, 2);
+        assert_eq!(s.alive_unknown_identity, 1);
+        assert_eq!(s.alive_bad_identity, 2);
+        assert_eq!(s.alive_bad_signature, 1);
+        assert_eq!(s.alive_refused(), 6);
+    }
+}

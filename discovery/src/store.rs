@@ -1,0 +1,382 @@
+//! Membership state (Fabric's `id2Member`, alive/dead timestamps and message sets) and the
+//! alive-message store that de-duplicates direct gossip (`msgStore`, `aliveInvalidationPolicy`).
+
+use crate::alive::Timestamp;
+use bytes::Bytes;
+use core::time::Duration;
+use fabric_gossip_core::proto::gossip::Envelope;
+use fabric_gossip_core::{Instant, PkiId};
+use std::collections::BTreeMap;
+
+/// Everything known about one member. A `BTreeMap` keyed by PKI-ID keeps every iteration
+/// (responses, fan-out candidates) deterministic.
+#[derive(Clone, Debug)]
+pub(crate) struct MemberState {
+    pub(crate) endpoint: String,
+    pub(crate) metadata: Bytes,
+    pub(crate) internal_endpoint: String,
+    pub(crate) identity: Option<Bytes>,
+    pub(crate) org: Option<Bytes>,
+    pub(crate) expires: Option<Instant>,
+    pub(crate) ts: Timestamp,
+    pub(crate) last_seen: Instant,
+    pub(crate) alive: bool,
+    /// The latest signed alive Envelope, relayed verbatim in responses.
+    pub(crate) envelope: Envelope,
+}
+
+impl MemberState {
+    /// Where to reach it: the internal endpoint if known, else the external one
+    /// (Fabric's `PreferredEndpoint`).
+    pub(crate) fn preferred_endpoint(&self) -> &str {
+        if self.internal_endpoint.is_empty() {
+            &self.endpoint
+        } else {
+            &self.internal_endpoint
+        }
+    }
+}
+
+/// What an alive message did to membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A new member, learnt alive.
+    Learned,
+    /// A dead member came back.
+    Resurrected,
+    /// An alive member's data and `last_seen` moved on.
+    Refreshed,
+    /// Not newer than what is known.
+    Stale,
+}
+
+/// What a validated alive message says, ready to apply.
+#[derive(Clone, Debug)]
+pub(crate) struct Update<'a> {
+    pub(crate) pki_id: &'a PkiId,
+    pub(crate) ts: Timestamp,
+    pub(crate) endpoint: &'a str,
+    pub(crate) metadata: &'a Bytes,
+    pub(crate) internal_endpoint: &'a str,
+    pub(crate) identity: &'a Bytes,
+    pub(crate) org: Option<Bytes>,
+    pub(crate) expires: Option<Instant>,
+    pub(crate) envelope: &'a Envelope,
+}
+
+/// Alive and dead members.
+#[derive(Debug, Default)]
+pub(crate) struct Membership {
+    pub(crate) members: BTreeMap<PkiId, MemberState>,
+}
+
+impl Membership {
+    /// Fabric's `handleAliveMessage`: learn, resurrect or refresh on a strictly newer
+    /// timestamp; anything else changes nothing (not even `last_seen`).
+    pub(crate) fn apply_alive(&mut self, u: &Update<'_>, now: Instant) -> Change {
+        let Some(m) = self.members.get_mut(u.pki_id) else {
+            self.members
+                .insert(u.pki_id.clone(), Self::fresh(u, now, true));
+            return Change::Learned;
+        };
+        if m.ts >= u.ts {
+            return Change::Stale;
+        }
+        let was_alive = m.alive;
+        m.endpoint = u.endpoint.to_owned();
+        m.metadata = u.metadata.clone();
+        if !u.internal_endpoint.is_empty() {
+            m.internal_endpoint = u.internal_endpoint.to_owned();
+        }
+        if m.identity.is_none() || m.identity.as_ref() != Some(u.identity) {
+            m.identity = Some(u.identity.clone());
+            m.org = u.org.clone();
+            m.expires = u.expires;
+        }
+        m.ts = u.ts;
+        m.last_seen = now;
+        m.alive = true;
+        m.envelope = u.envelope.clone();
+        if was_alive {
+            Change::Refreshed
+        } else {
+            Change::Resurrected
+        }
+    }
+
+    /// A member from someone's dead list: learnt dead only if unknown (a known member is
+    /// never killed by another peer's view).
+    pub(crate) fn learn_dead(&mut self, u: &Update<'_>, now: Instant) -> bool {
+        if self.members.contains_key(u.pki_id) {
+            return false;
+        }
+        self.members
+            .insert(u.pki_id.clone(), Self::fresh(u, now, false));
+        true
+    }
+
+    fn fresh(u: &Update<'_>, now: Instant, alive: bool) -> MemberState {
+        MemberState {
+            endpoint: u.endpoint.to_owned(),
+            metadata: u.metadata.clone(),
+            internal_endpoint: u.internal_endpoint.to_owned(),
+            identity: Some(u.identity.clone()),
+            org: u.org.clone(),
+            expires: u.expires,
+            ts: u.ts,
+            last_seen: now,
+            alive,
+            envelope: u.envelope.clone(),
+        }
+    }
+
+    /// Alive → dead, keeping the last timestamp and envelope. False if not alive.
+    pub(crate) fn mark_dead(&mut self, pki_id: &PkiId) -> bool {
+        match self.members.get_mut(pki_id) {
+            Some(m) if m.alive => {
+                m.alive = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Alive members silent for more than `timeout` (strictly), in PKI-ID order.
+    pub(crate) fn silent_since(&self, now: Instant, timeout: Duration) -> Vec<PkiId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.alive && now - m.last_seen > timeout)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Members whose identity has expired by `now`.
+    pub(crate) fn identity_expired(&self, now: Instant) -> Vec<PkiId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.expires.is_some_and(|e| e <= now))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn alive_ids(&self) -> Vec<PkiId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.alive)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn dead_ids(&self) -> Vec<PkiId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| !m.alive)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct StoreEntry {
+    ts: Timestamp,
+    added: Instant,
+    expired: bool,
+}
+
+/// De-duplicates direct alive messages: one entry per member, the newest. An entry lives
+/// `ttl` (then the member is purged, unless it is a bootstrap peer) and keeps blocking
+/// equal or older messages until `2 × ttl` (quirk Q7).
+#[derive(Debug)]
+pub(crate) struct MsgStore {
+    entries: BTreeMap<PkiId, StoreEntry>,
+    ttl: Duration,
+}
+
+impl MsgStore {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        MsgStore {
+            entries: BTreeMap::new(),
+            ttl,
+        }
+    }
+
+    /// Whether a message with `ts` would be new: no entry for the member, or an older one.
+    pub(crate) fn check_valid(&self, pki_id: &PkiId, ts: Timestamp) -> bool {
+        self.entries.get(pki_id).is_none_or(|e| e.ts < ts)
+    }
+
+    /// Stores a message (call only after `check_valid`); replaces the member's entry.
+    pub(crate) fn add(&mut self, pki_id: &PkiId, ts: Timestamp, now: Instant) {
+        self.entries.insert(
+            pki_id.clone(),
+            StoreEntry {
+                ts,
+                added: now,
+                expired: false,
+            },
+        );
+    }
+
+    /// Expires entries older than the TTL (returned once each, for purging) and forgets
+    /// those older than twice the TTL.
+    pub(crate) fn scan(&mut self, now: Instant) -> Vec<PkiId> {
+        let ttl = self.ttl;
+        let mut expired = Vec::new();
+        self.entries.retain(|k, e| {
+            let age = now - e.added;
+            if age >= ttl && !e.expired {
+                e.expired = true;
+                expired.push(k.clone());
+            }
+            age < ttl.saturating_mul(2)
+        });
+        expired
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(inc: u64, seq: u64) -> Timestamp {
+        Timestamp { inc, seq }
+    }
+
+    fn apply(ms: &mut Membership, id: &PkiId, t: Timestamp, ie: &str, now: Instant) -> Change {
+        let env = Envelope::default();
+        let ident = Bytes::from_static(b"id");
+        let md = Bytes::new();
+        ms.apply_alive(
+            &Update {
+                pki_id: id,
+                ts: t,
+                endpoint: "ext:1",
+                metadata: &md,
+                internal_endpoint: ie,
+                identity: &ident,
+                org: None,
+                expires: None,
+                envelope: &env,
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn learn_refresh_and_stale() {
+        let mut ms = Membership::default();
+        let a = PkiId::new(&b"a"[..]);
+        let t0 = Instant::from_unix_secs(1);
+        assert_eq!(apply(&mut ms, &a, ts(1, 1), "int:1", t0), Change::Learned);
+        let t1 = Instant::from_unix_secs(2);
+        assert_eq!(apply(&mut ms, &a, ts(1, 1), "", t1), Change::Stale);
+        assert_eq!(
+            ms.members[&a].last_seen, t0,
+            "a replay must not keep a member alive"
+        );
+        assert_eq!(apply(&mut ms, &a, ts(1, 0), "", t1), Change::Stale);
+        assert_eq!(apply(&mut ms, &a, ts(1, 2), "", t1), Change::Refreshed);
+        assert_eq!(ms.members[&a].last_seen, t1);
+        assert_eq!(
+            ms.members[&a].internal_endpoint, "int:1",
+            "no secret keeps the old one"
+        );
+        assert_eq!(apply(&mut ms, &a, ts(1, 3), "int:2", t1), Change::Refreshed);
+        assert_eq!(
+            ms.members[&a].internal_endpoint, "int:2",
+            "a new secret wins"
+        );
+    }
+
+    #[test]
+    fn dead_member_resurrects_only_with_newer_timestamp() {
+        let mut ms = Membership::default();
+        let a = PkiId::new(&b"a"[..]);
+        let t = Instant::from_unix_secs(1);
+        apply(&mut ms, &a, ts(5, 9), "", t);
+        assert!(ms.mark_dead(&a));
+        assert!(!ms.mark_dead(&a));
+        assert_eq!(apply(&mut ms, &a, ts(5, 9), "", t), Change::Stale);
+        assert_eq!(apply(&mut ms, &a, ts(4, 100), "", t), Change::Stale);
+        assert_eq!(apply(&mut ms, &a, ts(6, 1), "", t), Change::Resurrected);
+        assert!(ms.members[&a].alive);
+    }
+
+    #[test]
+    fn expiry_is_strictly_after_the_timeout() {
+        let mut ms = Membership::default();
+        let a = PkiId::new(&b"a"[..]);
+        let t = Instant::from_unix_secs(100);
+        apply(&mut ms, &a, ts(1, 1), "", t);
+        let timeout = Duration::from_secs(25);
+        assert!(ms.silent_since(t + timeout, timeout).is_empty());
+        assert_eq!(
+            ms.silent_since(t + timeout + Duration::from_nanos(1), timeout),
+            [a]
+        );
+    }
+
+    #[test]
+    fn dead_list_never_kills_a_known_member() {
+        let mut ms = Membership::default();
+        let a = PkiId::new(&b"a"[..]);
+        let t = Instant::from_unix_secs(1);
+        apply(&mut ms, &a, ts(1, 1), "", t);
+        let env = Envelope::default();
+        let id = Bytes::new();
+        let md = Bytes::new();
+        let mut u = Update {
+            pki_id: &a,
+            ts: ts(9, 9),
+            endpoint: "",
+            metadata: &md,
+            internal_endpoint: "",
+            identity: &id,
+            org: None,
+            expires: None,
+            envelope: &env,
+        };
+        assert!(!ms.learn_dead(&u, t));
+        assert!(ms.members[&a].alive);
+        let b = PkiId::new(&b"b"[..]);
+        u.pki_id = &b;
+        assert!(ms.learn_dead(&u, t));
+        assert_eq!(ms.dead_ids(), [b]);
+        assert_eq!(ms.alive_ids(), [a]);
+    }
+
+    #[test]
+    fn store_rejects_equal_or_older_and_expires_in_two_steps() {
+        let ttl = Duration::from_secs(500);
+        let mut s = MsgStore::new(ttl);
+        let a = PkiId::new(&b"a"[..]);
+        let t0 = Instant::from_unix_secs(1000);
+        assert!(s.check_valid(&a, ts(1, 1)));
+        s.add(&a, ts(1, 5), t0);
+        assert!(!s.check_valid(&a, ts(1, 5)));
+        assert!(!s.check_valid(&a, ts(1, 4)));
+        assert!(!s.check_valid(&a, ts(0, 99)));
+        assert!(s.check_valid(&a, ts(1, 6)));
+        assert!(s.check_valid(&a, ts(2, 0)));
+        assert!(s.scan(t0 + ttl - Duration::from_nanos(1)).is_empty());
+        assert_eq!(s.scan(t0 + ttl), std::slice::from_ref(&a));
+        assert!(
+            s.scan(t0 + ttl + Duration::from_secs(1)).is_empty(),
+            "reported once"
+        );
+        assert!(
+            !s.check_valid(&a, ts(1, 5)),
+            "an expired entry still blocks replays"
+        );
+        s.scan(t0 + ttl * 2);
+        assert_eq!(s.len(), 0);
+        assert!(s.check_valid(&a, ts(1, 5)));
+    }
+}

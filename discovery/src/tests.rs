@@ -1,0 +1,556 @@
+//! Unit tests of the machine's rules on one node, with hand-made inputs (no network).
+
+use crate::alive::{encode_secret, envelope_of};
+use crate::disclosure::Party;
+use crate::{DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent, PurgeReason};
+use bytes::Bytes;
+use core::time::Duration;
+use fabric_gossip_core::proto::gossip::{
+    AliveMessage, Envelope, GossipMessage, Member, MembershipResponse, PeerTime, gossip_message,
+};
+use fabric_gossip_core::{
+    Comm, Config, ConnectionInfo, Event, Instant, Layer, PkiId, ReceivedMessage, SignedMessage,
+    StreamId, TestOnlyHmacSecurity,
+};
+use prost::Message;
+use std::sync::Arc;
+
+const T0: Instant = Instant::from_unix_secs(1_700_000_000);
+
+/// Org A: `me`, `a1`, `a2`; org B: `b1`, `b2`; org C: `c1`.
+fn security(name: &str) -> TestOnlyHmacSecurity {
+    let mut s = TestOnlyHmacSecurity::new(name);
+    for (id, org) in [
+        ("me", "A"),
+        ("a1", "A"),
+        ("a2", "A"),
+        ("b1", "B"),
+        ("b2", "B"),
+        ("c1", "C"),
+    ] {
+        s = s.with_organization(Bytes::from(id), Bytes::from(org));
+    }
+    s
+}
+
+fn node(cfg: DiscoveryConfig) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+    let mut comm = Comm::new(Config::default(), security("me"), T0).unwrap();
+    let mut d = Discovery::new(cfg).unwrap();
+    d.start(T0, &mut comm);
+    (comm, d)
+}
+
+fn me() -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+    node(DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"))
+}
+
+/// A signed alive message of `who` (identity embedded, secret `who.int:1`).
+fn alive(who: &str, inc: u64, seq: u64, endpoint: &str) -> Envelope {
+    let msg = GossipMessage {
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::AliveMsg(AliveMessage {
+            membership: Some(Member {
+                endpoint: endpoint.into(),
+                metadata: Bytes::new(),
+                pki_id: Bytes::copy_from_slice(who.as_bytes()),
+            }),
+            timestamp: Some(PeerTime {
+                inc_num: inc,
+                seq_num: seq,
+            }),
+            identity: Bytes::copy_from_slice(who.as_bytes()),
+        })),
+        ..Default::default()
+    };
+    let secret = encode_secret(&format!("{who}.int:1"));
+    envelope_of(&SignedMessage::sign_with_secret(msg, secret, &security(who)).unwrap())
+}
+
+fn received(from: &str, message: GossipMessage, envelope: Envelope) -> ReceivedMessage {
+    ReceivedMessage {
+        envelope_bytes: envelope.encode_to_vec().into(),
+        message,
+        envelope,
+        conn: StreamId::from_parts(7, 7),
+        info: Arc::new(ConnectionInfo {
+            id: PkiId::new(Bytes::copy_from_slice(from.as_bytes())),
+            identity: Bytes::copy_from_slice(from.as_bytes()),
+            endpoint: format!("{from}:1"),
+            signed_data: Bytes::new(),
+            signature: Bytes::new(),
+        }),
+    }
+}
+
+fn direct(from: &str, env: Envelope) -> ReceivedMessage {
+    received(
+        from,
+        GossipMessage::decode(env.payload.clone()).unwrap(),
+        env,
+    )
+}
+
+fn response(from: &str, alive: Vec<Envelope>, dead: Vec<Envelope>, nonce: u64) -> ReceivedMessage {
+    let msg = GossipMessage {
+        nonce,
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::MemRes(MembershipResponse {
+            alive,
+            dead,
+        })),
+        ..Default::default()
+    };
+    let env = envelope_of(&SignedMessage::noop(msg.clone()));
+    received(from, msg, env)
+}
+
+fn request(from: &str, info: Envelope) -> ReceivedMessage {
+    let msg = crate::membership_request(info, 9);
+    let env = envelope_of(&SignedMessage::noop(msg.clone()));
+    received(from, msg, env)
+}
+
+fn pki(s: &str) -> PkiId {
+    PkiId::new(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn events(d: &mut Discovery) -> Vec<DiscoveryEvent> {
+    std::iter::from_fn(|| d.poll_event()).collect()
+}
+
+#[test]
+fn a_direct_alive_teaches_a_member_with_its_internal_endpoint() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 5, 1, "")));
+    let m = d.member(&pki("a1")).unwrap();
+    assert!(m.alive);
+    assert_eq!(m.internal_endpoint, "a1.int:1");
+    assert_eq!(m.org.as_deref(), Some("A"));
+    assert!(matches!(
+        &events(&mut d)[..],
+        [DiscoveryEvent::MemberAlive {
+            resurrected: false,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn an_alive_about_myself_is_dropped() {
+    let (mut comm, mut d) = me();
+    d.handle_message(
+        T0,
+        &mut comm,
+        direct("a1", alive("me", 5, 1, "elsewhere:1")),
+    );
+    assert_eq!(d.stats().alive_about_me, 1);
+    assert!(d.members().is_empty());
+}
+
+#[test]
+fn an_illegal_tag_is_dropped() {
+    let (mut comm, mut d) = me();
+    let mut m = direct("a1", alive("a1", 5, 1, ""));
+    m.message.tag = gossip_message::Tag::Undefined as i32;
+    d.handle_message(T0, &mut comm, m);
+    assert_eq!(d.stats().illegal_tag, 1);
+    assert!(d.members().is_empty());
+}
+
+#[test]
+fn a_response_stops_at_an_undecodable_entry() {
+    let (mut comm, mut d) = me();
+    let junk = Envelope {
+        payload: Bytes::from_static(&[0xff; 4]),
+        signature: Bytes::from_static(b"x"),
+        secret_envelope: None,
+    };
+    let res = response(
+        "a1",
+        vec![alive("a1", 1, 1, ""), junk, alive("a2", 1, 1, "")],
+        vec![alive("b1", 1, 1, "b1:1")],
+        0,
+    );
+    d.handle_message(T0, &mut comm, res);
+    assert!(d.member(&pki("a1")).is_some());
+    assert!(d.member(&pki("a2")).is_none());
+    assert!(d.member(&pki("b1")).is_none());
+    assert_eq!(d.stats().responses_aborted, 1);
+}
+
+#[test]
+fn a_dead_list_teaches_unknown_members_only_and_they_resurrect() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 5, "")));
+    events(&mut d);
+    let res = response(
+        "a2",
+        vec![],
+        vec![alive("a1", 1, 9, ""), alive("a2", 1, 1, "")],
+        0,
+    );
+    d.handle_message(T0, &mut comm, res);
+    assert!(
+        d.member(&pki("a1")).unwrap().alive,
+        "a known member is never killed by a dead list"
+    );
+    assert!(!d.member(&pki("a2")).unwrap().alive);
+    assert!(events(&mut d).is_empty());
+    d.handle_message(T0, &mut comm, direct("a2", alive("a2", 1, 2, "")));
+    assert!(d.member(&pki("a2")).unwrap().alive);
+    assert!(matches!(
+        &events(&mut d)[..],
+        [DiscoveryEvent::MemberAlive {
+            resurrected: true,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn presumed_dead_kills_an_alive_member_at_once_and_closes_nothing_else() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    events(&mut d);
+    d.handle_comm_event(T0, &mut comm, &Event::PresumedDead(pki("zz")));
+    assert!(events(&mut d).is_empty());
+    d.handle_comm_event(T0, &mut comm, &Event::PresumedDead(pki("a1")));
+    assert!(!d.member(&pki("a1")).unwrap().alive);
+    assert!(matches!(
+        &events(&mut d)[..],
+        [DiscoveryEvent::MemberDead {
+            reason: DeadReason::PresumedDead,
+            ..
+        }]
+    ));
+    d.handle_comm_event(T0, &mut comm, &Event::PresumedDead(pki("a1")));
+    assert_eq!(d.stats().members_presumed_dead, 1);
+}
+
+#[test]
+fn an_identity_switch_purges_the_old_pki_id() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    events(&mut d);
+    d.handle_comm_event(T0, &mut comm, &Event::IdentitySwitch(pki("a1")));
+    assert!(d.member(&pki("a1")).is_none());
+    assert!(matches!(
+        &events(&mut d)[..],
+        [DiscoveryEvent::MemberPurged {
+            reason: PurgeReason::IdentitySwitch,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn an_expiring_identity_purges_its_member() {
+    let mut comm = Comm::new(
+        Config::default(),
+        security("me").expiring(Bytes::from("a1"), T0 + Duration::from_secs(60)),
+        T0,
+    )
+    .unwrap();
+    let mut d = Discovery::new(DiscoveryConfig::new("me.int:7051")).unwrap();
+    d.start(T0, &mut comm);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let mut t = T0;
+    while d.member(&pki("a1")).is_some() && t < T0 + Duration::from_secs(120) {
+        t = d.poll_timeout().unwrap();
+        d.handle_timeout(t, &mut comm);
+        // Keep it alive meanwhile so that only the certificate can end it.
+        let seq = (t - T0).as_millis() as u64 + 2;
+        d.handle_message(t, &mut comm, direct("a1", alive("a1", 1, seq, "")));
+    }
+    assert!(
+        t >= T0 + Duration::from_secs(60) && t <= T0 + Duration::from_millis(62_500),
+        "{t}"
+    );
+    assert!(d.member(&pki("a1")).is_none());
+    // Its messages are refused from now on.
+    d.handle_message(t, &mut comm, direct("a1", alive("a1", 2, 1, "")));
+    assert!(d.member(&pki("a1")).is_none());
+    assert!(d.stats().alive_bad_identity > 0);
+}
+
+#[test]
+fn membership_is_bounded() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = 2;
+    let (mut comm, mut d) = node(cfg);
+    for who in ["a1", "a2", "b1"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "x:1")));
+    }
+    assert_eq!(d.members().len(), 2);
+    assert_eq!(d.stats().members_refused_full, 1);
+}
+
+#[test]
+fn events_are_bounded() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_events = 1;
+    let (mut comm, mut d) = node(cfg);
+    for who in ["a1", "a2"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    assert_eq!(events(&mut d).len(), 1);
+    assert_eq!(d.stats().events_dropped, 1);
+}
+
+#[test]
+fn a_request_is_bound_to_its_connection() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, request("a1", alive("a2", 1, 1, "")));
+    assert_eq!(d.stats().requests_spoofed, 1);
+    assert!(d.members().is_empty());
+    let mut unsigned = alive("a1", 1, 1, "");
+    unsigned.signature = Bytes::new();
+    d.handle_message(T0, &mut comm, request("a1", unsigned));
+    assert_eq!(d.stats().requests_invalid, 1);
+}
+
+#[test]
+fn a_request_teaches_the_requester_and_is_answered() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, request("a1", alive("a1", 1, 1, "")));
+    assert!(d.member(&pki("a1")).unwrap().alive);
+    // The connection handle is made up, so comm refuses the answer; it was attempted.
+    assert_eq!(d.stats().requests_refused, 0);
+    assert_eq!(d.stats().responses_sent + d.stats().comm_errors, 1);
+}
+
+#[test]
+fn a_foreign_requester_without_external_endpoint_is_learnt_then_refused() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, request("b1", alive("b1", 1, 1, "")));
+    assert!(d.member(&pki("b1")).is_some(), "learnt first (quirk Q5)");
+    assert_eq!(d.stats().requests_refused, 1);
+}
+
+fn alive_pkis(res: &GossipMessage) -> (Vec<(String, bool)>, Vec<String>) {
+    let Some(gossip_message::Content::MemRes(r)) = &res.content else {
+        panic!()
+    };
+    let name = |e: &Envelope| crate::validate::parse_alive(e).unwrap().pki_id.to_string();
+    (
+        r.alive
+            .iter()
+            .map(|e| (name(e), e.secret_envelope.is_some()))
+            .collect(),
+        r.dead.iter().map(name).collect(),
+    )
+}
+
+#[test]
+fn responses_follow_the_disclosure_policy() {
+    let (mut comm, mut d) = me();
+    for (who, ep) in [
+        ("a1", "a1:1"),
+        ("a2", ""),
+        ("b1", "b1:1"),
+        ("b2", ""),
+        ("c1", "c1:1"),
+    ] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, ep)));
+    }
+    d.handle_comm_event(T0, &mut comm, &Event::PresumedDead(pki("a1")));
+    // Same org: our org's members, secrets kept, ours last; never another org's
+    // members (only their own org or ours may learn them from us).
+    let target = Party {
+        org: Some(b"A"),
+        endpoint: "",
+    };
+    let res = d.make_response(T0, &comm, target, 3).unwrap();
+    assert_eq!(res.nonce, 3);
+    let (alive, dead) = alive_pkis(&res);
+    assert_eq!(
+        alive,
+        [("a2", true), ("me", true)].map(|(n, s)| (n.to_string(), s))
+    );
+    assert_eq!(dead, ["a1"]);
+    // Org B with an endpoint: our members with endpoints and B's, no secrets, never C.
+    let target = Party {
+        org: Some(b"B"),
+        endpoint: "b9:1",
+    };
+    let (alive, dead) = alive_pkis(&d.make_response(T0, &comm, target, 0).unwrap());
+    assert_eq!(
+        alive,
+        [("b1", false), ("b2", false), ("me", false)].map(|(n, s)| (n.to_string(), s))
+    );
+    assert_eq!(dead, ["a1"]);
+    // Org B without an endpoint, or an unknown org: not even our own alive message.
+    assert!(
+        d.make_response(
+            T0,
+            &comm,
+            Party {
+                org: Some(b"B"),
+                endpoint: ""
+            },
+            0
+        )
+        .is_none()
+    );
+    assert!(
+        d.make_response(
+            T0,
+            &comm,
+            Party {
+                org: None,
+                endpoint: "x:1"
+            },
+            0
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn heartbeats_start_with_the_first_member_and_carry_a_new_sequence() {
+    let (mut comm, mut d) = me();
+    let seq0 = d.self_timestamp().unwrap().seq;
+    let t = T0 + Duration::from_secs(5);
+    d.handle_timeout(t, &mut comm);
+    assert_eq!(
+        d.stats().alive_sent,
+        0,
+        "alone: nothing signed, nothing sent"
+    );
+    assert_eq!(d.self_timestamp().unwrap().seq, seq0);
+    d.handle_message(t, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let t = T0 + Duration::from_secs(10);
+    d.handle_timeout(t, &mut comm);
+    assert_eq!(d.stats().alive_sent, 1);
+    assert!(d.self_timestamp().unwrap().seq > seq0);
+    assert_eq!(d.self_timestamp().unwrap().inc, T0.as_unix_nanos());
+}
+
+#[test]
+fn timers_follow_fabrics_periods() {
+    let (_comm, d) = me();
+    // Sync ran at start; next: alive check at 2.5 s.
+    assert_eq!(d.poll_timeout(), Some(T0 + Duration::from_millis(2_500)));
+}
+
+#[test]
+fn a_new_alive_is_forwarded_once_to_three_others_never_back() {
+    let mut comm = Comm::new(Config::default(), TestOnlyHmacSecurity::new("me"), T0).unwrap();
+    let mut d = Discovery::new(DiscoveryConfig::new("me.int:7051")).unwrap();
+    d.start(T0, &mut comm);
+    let sign = |who: &str, seq: u64| {
+        let mut env = alive(who, 1, seq, "");
+        // Re-sign with a provider without organizations: everyone in one org.
+        let msg = GossipMessage::decode(env.payload.clone()).unwrap();
+        let secret = encode_secret(&format!("{who}.int:1"));
+        env = envelope_of(
+            &SignedMessage::sign_with_secret(msg, secret, &TestOnlyHmacSecurity::new(who)).unwrap(),
+        );
+        env
+    };
+    let names: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    let all = names.iter().map(|n| sign(n, 1)).collect();
+    d.handle_message(T0, &mut comm, response("m0", all, vec![], 0));
+    assert_eq!(d.members().len(), 20);
+    while comm.poll_action().is_some() {}
+    d.handle_message(T0, &mut comm, direct("m0", sign("m0", 2)));
+    let dials: Vec<String> = std::iter::from_fn(|| comm.poll_action())
+        .filter_map(|a| match a {
+            fabric_gossip_core::Action::Dial { endpoint, .. } => Some(endpoint),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dials.len(), 3, "{dials:?}");
+    assert!(
+        !dials.contains(&"m0.int:1".to_string()),
+        "never back to the sender"
+    );
+    let mut unique = dials.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3);
+    assert_eq!(d.stats().alive_forwarded, 3);
+    // The same message again is a duplicate: not forwarded.
+    d.handle_message(T0, &mut comm, direct("m1", sign("m0", 2)));
+    assert_eq!(d.stats().alive_forwarded, 3);
+    assert_eq!(d.stats().alive_duplicate, 1);
+}
+
+#[test]
+fn a_failing_bootstrap_is_retried_every_reconnect_interval_then_given_up() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_bootstrap(["boot:7051"]);
+    cfg.max_connection_attempts = 2;
+    let (mut comm, mut d) = node(cfg);
+    let mut t = T0;
+    for attempt in 1..=2u32 {
+        let crate::bootstrap::BootState::Identifying(op) = d.bootstraps[0].state.clone() else {
+            panic!("attempt {attempt}: {:?}", d.bootstraps[0].state)
+        };
+        let result = Err(fabric_gossip_core::HandshakeError::Timeout);
+        d.handle_comm_event(t, &mut comm, &Event::HandshakeDone { op, result });
+        let ev = events(&mut d);
+        assert!(
+            matches!(&ev[..], [DiscoveryEvent::BootstrapFailed { attempt: a, gave_up, .. }]
+                if *a == attempt && *gave_up == (attempt == 2)),
+            "{ev:?}"
+        );
+        if attempt == 1 {
+            t = t + Duration::from_secs(25);
+            assert!(d.poll_timeout().unwrap() <= t);
+            d.handle_timeout(t, &mut comm);
+        }
+    }
+    assert!(matches!(
+        d.bootstraps[0].state,
+        crate::bootstrap::BootState::GaveUp
+    ));
+    assert_eq!(d.stats().bootstrap_failures, 2);
+}
+
+#[test]
+fn a_bootstrap_is_acked_only_by_a_response_with_its_nonce() {
+    let (mut comm, mut d) = node(DiscoveryConfig::new("me.int:7051").with_bootstrap(["a1:7051"]));
+    let crate::bootstrap::BootState::Identifying(op) = d.bootstraps[0].state.clone() else {
+        panic!()
+    };
+    let info = Arc::new(ConnectionInfo {
+        id: pki("a1"),
+        identity: Bytes::from("a1"),
+        endpoint: "a1:7051".into(),
+        signed_data: Bytes::new(),
+        signature: Bytes::new(),
+    });
+    d.handle_comm_event(
+        T0,
+        &mut comm,
+        &Event::HandshakeDone {
+            op,
+            result: Ok(info),
+        },
+    );
+    let crate::bootstrap::BootState::AwaitingAck { nonce, .. } = d.bootstraps[0].state.clone()
+    else {
+        panic!("{:?}", d.bootstraps[0].state)
+    };
+    assert_ne!(nonce, 0);
+    assert_eq!(d.stats().requests_sent, 1);
+    d.handle_message(T0, &mut comm, response("a1", vec![], vec![], 0));
+    d.handle_message(T0, &mut comm, response("a1", vec![], vec![], nonce ^ 1));
+    assert_eq!(d.stats().bootstrap_acked, 0);
+    // Unanswered: sent again after 5 s + 25 s.
+    d.handle_timeout(T0 + Duration::from_secs(5), &mut comm);
+    assert_eq!(d.stats().requests_sent, 1);
+    d.handle_timeout(T0 + Duration::from_secs(30), &mut comm);
+    assert_eq!(d.stats().requests_sent, 2);
+    d.handle_message(
+        T0,
+        &mut comm,
+        response("a1", vec![alive("a1", 1, 1, "")], vec![], nonce),
+    );
+    assert_eq!(d.stats().bootstrap_acked, 1);
+    assert!(matches!(
+        d.bootstraps[0].state,
+        crate::bootstrap::BootState::Done
+    ));
+    assert!(d.member(&pki("a1")).unwrap().alive);
+}

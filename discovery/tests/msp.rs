@@ -1,0 +1,255 @@
+//! Membership with real Fabric identities (X.509 / ECDSA P-256 from `fabric-gossip-msp`):
+//! organizations, disclosure across them, and certificate expiry and renewal.
+
+mod common;
+
+use common::{Cluster, dcfg};
+use core::time::Duration;
+use fabric_gossip_core::testing::ep;
+use fabric_gossip_core::{Instant, PkiId, Security};
+use fabric_gossip_discovery::{DiscoveryEvent, PurgeReason};
+use fabric_gossip_msp::TrustStore;
+use fabric_gossip_msp::dev::{DevOrg, OrgSpec, Validity, generate_in_memory, trust_all};
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use std::sync::OnceLock;
+
+/// Org1MSP and Org2MSP, four peers each, valid 2023–2036; everyone trusts both.
+struct Pki {
+    orgs: Vec<DevOrg>,
+    trust: TrustStore,
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let validity = Validity::starting(
+            Instant::from_unix_secs(1_672_531_200),
+            Duration::from_secs(13 * 365 * 24 * 3600),
+        );
+        let specs = [
+            OrgSpec::new("Org1MSP", "org1.example.com", 4),
+            OrgSpec::new("Org2MSP", "org2.example.com", 4),
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(0x646973);
+        let orgs = generate_in_memory(&specs, validity, &mut rng).unwrap();
+        let trust = trust_all(&orgs).unwrap();
+        Pki { orgs, trust }
+    })
+}
+
+fn security(org: usize, peer: usize) -> Box<dyn Security> {
+    let p = pki();
+    Box::new(
+        p.orgs[org]
+            .security(&p.orgs[org].peers[peer], p.trust.clone())
+            .unwrap(),
+    )
+}
+
+const START: Instant = Instant::from_unix_secs(1_700_000_000);
+
+#[test]
+fn msp_nodes_join_through_a_bootstrap() {
+    let mut c = Cluster::with_security(
+        START,
+        2,
+        |i| security(0, i),
+        |i| {
+            if i == 1 {
+                dcfg(1).with_bootstrap([ep(0)])
+            } else {
+                dcfg(0)
+            }
+        },
+    );
+    c.run_until(Duration::from_secs(2), |c| {
+        c.sees_alive(0, 1) && c.sees_alive(1, 0)
+    })
+    .expect("both alive");
+    let m = c.layer(0).member(c.net.nodes[1].comm.pki_id()).unwrap();
+    assert_eq!(m.org.as_deref(), Some("Org1MSP"));
+    assert_eq!(m.internal_endpoint, ep(1));
+    c.run_for(Duration::from_secs(60));
+    assert!(c.sees_alive(0, 1) && c.sees_alive(1, 0));
+    assert_eq!(c.layer(0).stats().alive_refused(), 0);
+}
+
+#[test]
+fn a_bootstrap_peer_of_another_org_is_refused() {
+    let mut c = Cluster::with_security(
+        START,
+        2,
+        |i| security(i, 0),
+        |i| {
+            if i == 1 {
+                dcfg(1).with_bootstrap([ep(0)])
+            } else {
+                dcfg(0)
+            }
+        },
+    );
+    c.run_for(Duration::from_secs(1));
+    let failed = c.events[1].iter().find_map(|(_, e)| match e {
+        DiscoveryEvent::BootstrapFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    assert!(failed.unwrap().contains("isn't in our organization"));
+    assert!(!c.sees_alive(1, 0));
+}
+
+/// n0: Org1 with an external endpoint; n1: Org1 without one (bootstraps to n0);
+/// n2: Org2 with an external endpoint (anchor n0); n3: Org2 without one (bootstraps to n2,
+/// and tries anchor n0, which it must skip).
+#[test]
+fn a_member_of_another_org_without_external_endpoint_is_not_disclosed() {
+    let mut c = Cluster::with_security(
+        START,
+        4,
+        |i| security(i / 2, i % 2),
+        |i| match i {
+            0 => dcfg(0).with_external_endpoint(ep(0)),
+            1 => dcfg(1).with_bootstrap([ep(0)]),
+            2 => dcfg(2).with_external_endpoint(ep(2)),
+            _ => dcfg(3).with_bootstrap([ep(2)]),
+        },
+    );
+    let now = c.now();
+    c.layers[2].as_mut().unwrap().connect_anchor(now, ep(0));
+    c.layers[3].as_mut().unwrap().connect_anchor(now, ep(0));
+    c.run_for(Duration::from_secs(60));
+    let view = |c: &Cluster, i: usize| {
+        let mut v: Vec<usize> = c
+            .alive_view(i)
+            .iter()
+            .filter_map(|p| c.node_of(p))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(view(&c, 0), [1, 2]);
+    assert_eq!(
+        view(&c, 1),
+        [0],
+        "no foreign alive reaches a peer without endpoint"
+    );
+    assert_eq!(view(&c, 2), [0, 3]);
+    assert_eq!(
+        view(&c, 3),
+        [2],
+        "no foreign alive reaches a peer without endpoint"
+    );
+    // n1 (Org1, no external endpoint) was never disclosed to Org2, alive or dead.
+    let pki1 = c.net.nodes[1].comm.pki_id().clone();
+    assert!(c.layer(2).member(&pki1).is_none());
+    assert!(c.layer(3).member(&pki1).is_none());
+    // Nothing that reached Org2 from Org1 carried a secret (an internal endpoint).
+    let leaks: Vec<_> = c
+        .trace
+        .iter()
+        .filter(|(_, l)| {
+            (l.starts_with("n2 <- n0") || l.starts_with("n3 <- n0")) && l.contains("secret=Some")
+        })
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+    let n0_at_n2 = c
+        .layer(2)
+        .member_envelope(c.net.nodes[0].comm.pki_id())
+        .unwrap();
+    assert!(n0_at_n2.secret_envelope.is_none());
+    assert_eq!(
+        c.layer(2)
+            .member(c.net.nodes[0].comm.pki_id())
+            .unwrap()
+            .internal_endpoint,
+        ""
+    );
+    // n3 skipped its foreign anchor.
+    assert!(
+        c.events[3]
+            .iter()
+            .any(|(_, e)| matches!(e, DiscoveryEvent::BootstrapFailed { gave_up: true, .. }))
+    );
+}
+
+#[test]
+fn a_member_whose_certificate_expired_is_relearnt_with_its_renewed_one() {
+    let p = pki();
+    let org1 = &p.orgs[0];
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let expiring = org1
+        .issue_peer(
+            "peer1",
+            Validity::starting(
+                Instant::from_unix_secs(1_672_531_200),
+                Duration::from_secs(1_700_000_000 - 1_672_531_200 + 120),
+            ),
+            &mut rng,
+        )
+        .unwrap();
+    let renewed = org1
+        .issue_peer(
+            "peer1",
+            Validity::ten_years_from(Instant::from_unix_secs(1_672_531_200)),
+            &mut rng,
+        )
+        .unwrap();
+    let old_sec = org1.security(&expiring, p.trust.clone()).unwrap();
+    let mut first = Some(old_sec);
+    let mut c = Cluster::with_security(
+        START,
+        2,
+        |i| {
+            if i == 0 {
+                security(0, 0)
+            } else {
+                Box::new(first.take().unwrap())
+            }
+        },
+        |i| {
+            if i == 1 {
+                dcfg(1).with_bootstrap([ep(0)])
+            } else {
+                dcfg(0).with_bootstrap([ep(1)])
+            }
+        },
+    );
+    c.run_until(Duration::from_secs(2), |c| c.sees_alive(0, 1))
+        .unwrap();
+    let old: PkiId = c.net.nodes[1].comm.pki_id().clone();
+
+    // The certificate expires 120 s after start: node 0 forgets it entirely (the
+    // behaviour of Fabric >= 2.5.11), even though its endpoint is a bootstrap peer.
+    c.run_until(Duration::from_secs(130), |c| {
+        c.layer(0).member(&old).is_none()
+    })
+    .expect("purged on expiry");
+    assert!(c.now() >= START + Duration::from_secs(120));
+    assert!(c.events[0].iter().any(|(_, e)| matches!(
+        e,
+        DiscoveryEvent::MemberPurged { reason: PurgeReason::IdentityExpired, member } if member.pki_id == old
+    )));
+    c.run_for(Duration::from_secs(30));
+    assert!(
+        c.layer(0).member(&old).is_none(),
+        "messages signed by the expired identity are refused"
+    );
+
+    // It comes back at the same endpoint with a renewed certificate: a new PKI-ID.
+    c.crash(1);
+    c.run_for(Duration::from_secs(5));
+    c.restart(
+        1,
+        Box::new(org1.security(&renewed, p.trust.clone()).unwrap()),
+        dcfg(1).with_bootstrap([ep(0)]),
+    );
+    let new = c.net.nodes[1].comm.pki_id().clone();
+    assert_ne!(new, old);
+    c.run_until(Duration::from_secs(5), |c| {
+        c.sees_alive(0, 1) && c.sees_alive(1, 0)
+    })
+    .expect("re-learnt with the renewed identity");
+    assert!(c.layer(0).member(&old).is_none());
+    assert_eq!(c.layer(0).members().len(), 1);
+    assert!(c.layer(0).dead_members().is_empty());
+}
