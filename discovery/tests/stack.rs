@@ -34,7 +34,7 @@ impl Cluster {
         let now = Instant::from_unix_secs(1_700_000_000);
         let nodes = (0..n)
             .map(|i| {
-                let security = TestOnlyHmacSecurity::new(&ep(i));
+                let security = TestOnlyHmacSecurity::new(ep(i));
                 let comm = Comm::new(Config::default(), security, now).unwrap();
                 let mut cfg = DiscoveryConfig::new(ep(i)).with_seed(i as u64);
                 if i > 0 {
