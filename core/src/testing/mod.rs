@@ -184,6 +184,22 @@ impl Net {
         }
     }
 
+    /// Node `i`'s registered connection to node `j` (named by `j`'s endpoint, which is its
+    /// PKI-ID under the test provider).
+    pub fn conn(&self, i: usize, j: usize) -> Option<StreamId> {
+        self.nodes[i].comm.connection(&PkiId::from(ep(j).as_str()))
+    }
+
+    /// Two nodes, node 1 subscribed to everything, connected by node 0 sending it `first`
+    /// and the network settling: the start of most connection tests.
+    pub fn connected_pair(config: impl Fn(usize) -> Config, first: &[u8]) -> Self {
+        let mut net = Net::new(2, config);
+        net.subscribe_all(1);
+        net.send(0, 1, first);
+        net.settle();
+        net
+    }
+
     /// Node `i` as a remote: its endpoint and the PKI-ID others expect there.
     pub fn peer(&self, i: usize) -> RemotePeer {
         RemotePeer::new(ep(i), self.nodes[i].expected_pki.clone())
