@@ -165,3 +165,25 @@ pub fn verify_envelope(
     }
     Ok(())
 }
+
+/// The `ConnEstablish` a side writes first on every stream (`gossip/comm/comm_impl.go`,
+/// `createConnectionMsg`), unsigned: the core signs its own; tests and fuzzers sign theirs.
+pub(crate) fn conn_establish_message(
+    pki_id: Bytes,
+    identity: Bytes,
+    tls_cert_hash: Bytes,
+    probe: bool,
+) -> GossipMessage {
+    use fabric_gossip_proto::gossip::{ConnEstablish, gossip_message};
+    GossipMessage {
+        nonce: 0,
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::Conn(ConnEstablish {
+            pki_id,
+            identity,
+            tls_cert_hash,
+            probe,
+        })),
+        ..Default::default()
+    }
+}

@@ -14,11 +14,11 @@ use super::timers::TimerKey;
 use crate::config::CertHash;
 use crate::error::{Error, HandshakeError};
 use crate::ids::{PkiId, StreamId};
-use crate::message::{ConnectionInfo, SignedMessage, verify_envelope};
+use crate::message::{ConnectionInfo, SignedMessage, conn_establish_message, verify_envelope};
 use crate::security::{Security, SecurityError};
 use crate::time::Instant;
 use bytes::Bytes;
-use fabric_gossip_proto::gossip::{ConnEstablish, Envelope, GossipMessage, gossip_message};
+use fabric_gossip_proto::gossip::{Envelope, GossipMessage, gossip_message};
 use prost::Message;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -122,17 +122,12 @@ impl<S: Security> Comm<S> {
             Some(t) => Bytes::copy_from_slice(&t.client_cert_hash),
             None => Bytes::new(),
         };
-        let msg = GossipMessage {
-            nonce: 0,
-            tag: gossip_message::Tag::Empty as i32,
-            content: Some(gossip_message::Content::Conn(ConnEstablish {
-                pki_id: self.own_pki.0.clone(),
-                identity: self.own_identity.clone(),
-                tls_cert_hash,
-                probe,
-            })),
-            ..Default::default()
-        };
+        let msg = conn_establish_message(
+            self.own_pki.0.clone(),
+            self.own_identity.clone(),
+            tls_cert_hash,
+            probe,
+        );
         let signed = SignedMessage::sign(msg, &self.security).map_err(|e| match e {
             Error::Signing(s) => s,
             other => SecurityError::SigningFailed(other.to_string()),

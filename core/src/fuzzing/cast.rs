@@ -67,16 +67,12 @@ pub(super) fn envelope_bytes(
 }
 
 pub(super) fn conn_message(pki: &[u8], identity: &[u8], hash: &[u8], probe: bool) -> GossipMessage {
-    GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::Conn(ConnEstablish {
-            pki_id: Bytes::copy_from_slice(pki),
-            identity: Bytes::copy_from_slice(identity),
-            tls_cert_hash: Bytes::copy_from_slice(hash),
-            probe,
-        })),
-        ..Default::default()
-    }
+    crate::message::conn_establish_message(
+        Bytes::copy_from_slice(pki),
+        Bytes::copy_from_slice(identity),
+        Bytes::copy_from_slice(hash),
+        probe,
+    )
 }
 
 /// A valid, signed ConnEstablish of peer `k` (`PEERS.len()` and above: `ME`), with the

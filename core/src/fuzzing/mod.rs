@@ -19,8 +19,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_proto::gossip::{
-    Acknowledgement, ConnEstablish, DataMessage, Envelope, GossipMessage, Payload, SecretEnvelope,
-    gossip_message,
+    Acknowledgement, DataMessage, Envelope, GossipMessage, Payload, SecretEnvelope, gossip_message,
 };
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,7 +3,7 @@
 //! output.
 
 use super::*;
-use crate::proto::gossip::{ConnEstablish, Envelope, GossipMessage, gossip_message};
+use crate::proto::gossip::Envelope;
 use prost::Message;
 
 /// An Envelope with these exact bytes as payload and signature (no secret envelope).
@@ -27,16 +27,12 @@ pub fn conn_establish(
     probe: bool,
     sign: bool,
 ) -> Bytes {
-    let msg = GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::Conn(ConnEstablish {
-            pki_id: Bytes::copy_from_slice(pki),
-            identity: Bytes::copy_from_slice(identity),
-            tls_cert_hash: Bytes::copy_from_slice(tls_cert_hash),
-            probe,
-        })),
-        ..Default::default()
-    };
+    let msg = crate::message::conn_establish_message(
+        Bytes::copy_from_slice(pki),
+        Bytes::copy_from_slice(identity),
+        Bytes::copy_from_slice(tls_cert_hash),
+        probe,
+    );
     let payload = msg.encode_to_vec();
     let signature = if sign {
         TestOnlyHmacSecurity::hmac(&payload).to_vec()
