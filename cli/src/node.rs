@@ -445,7 +445,8 @@ impl State {
             .node
             .connections()
             .into_iter()
-            .map(|(pki, _, _)| {
+            .map(|entry| {
+                let pki = entry.pki_id;
                 // The registered connection is found by PKI-ID; the endpoint is only used
                 // to redial, which needs one under test identities (where it is the PKI-ID).
                 let endpoint = match self.form {

@@ -72,7 +72,25 @@ fn main() {
     for _round in 0..20 {
         now = now + Duration::from_millis(1);
         for i in 0..2 {
-            while let Some(action) = nodes[i].comm.poll_action() {
+            // One drain per node: actions and events in the core's order, until the
+            // time-out says nothing else is pending.
+            loop {
+                let action = match nodes[i].comm.poll_output() {
+                    Output::Action(action) => action,
+                    Output::Event(event) => {
+                        match &event {
+                            Event::SendWithAckDone { op: done, results } if *done == op => {
+                                println!(
+                                    "  {} event: SendWithAck finished: {results:?}",
+                                    nodes[i].name
+                                );
+                            }
+                            other => println!("  {} event: {}", nodes[i].name, short_event(other)),
+                        }
+                        continue;
+                    }
+                    Output::Timeout(_) => break,
+                };
                 println!("  {} action: {}", nodes[i].name, short(&action));
                 match action {
                     Action::Dial { dial, .. } => nodes[i]
@@ -102,22 +120,8 @@ fn main() {
                     _ => {}
                 }
             }
-        }
-        while let Some((j, stream, env)) = in_flight.pop_front() {
-            let _ = nodes[j].comm.handle_envelope(now, stream, env);
-        }
-        for i in 0..2 {
-            while let Some(event) = nodes[i].comm.poll_event() {
-                match &event {
-                    Event::SendWithAckDone { op: done, results } if *done == op => {
-                        println!(
-                            "  {} event: SendWithAck finished: {results:?}",
-                            nodes[i].name
-                        );
-                    }
-                    other => println!("  {} event: {}", nodes[i].name, short_event(other)),
-                }
-            }
+            // Deliveries; what taking them queues (acks, ResumeRead) comes out of the
+            // next drain.
             let sub = nodes[i].sub;
             while let Some(m) = nodes[i].comm.poll_delivery(sub) {
                 let text = match &m.message.content {
@@ -139,6 +143,9 @@ fn main() {
                         .unwrap();
                 }
             }
+        }
+        while let Some((j, stream, env)) = in_flight.pop_front() {
+            let _ = nodes[j].comm.handle_envelope(now, stream, env);
         }
     }
     for n in &mut nodes {

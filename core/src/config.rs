@@ -2,6 +2,9 @@
 
 use core::time::Duration;
 
+/// Default of [`Config::max_queued_events`].
+pub const MAX_QUEUED_EVENTS: usize = 65_536;
+
 /// SHA-256 of a DER certificate, as carried in `ConnEstablish.tls_cert_hash`.
 pub type CertHash = [u8; 32];
 
@@ -49,6 +52,10 @@ pub struct Config {
     pub recv_buffer_size: usize,
     /// PresumedDead notifications held until polled (Fabric buffers 100).
     pub presumed_dead_buffer: usize,
+    /// Informational events (connected, disconnected, handshake failed) held until
+    /// polled; beyond this many undrained ones they are dropped and counted in
+    /// `Stats::events_dropped`. Results and PresumedDead have their own bounds.
+    pub max_queued_events: usize,
     /// Largest Envelope accepted from the wire, in bytes (Fabric peer default 100 MiB).
     pub max_message_size: usize,
     /// Largest identity accepted in a `ConnEstablish`, in bytes. Beyond Fabric, which has no
@@ -90,6 +97,7 @@ impl Default for Config {
             subscription_buffer: 10,
             recv_buffer_size: 20,
             presumed_dead_buffer: 100,
+            max_queued_events: MAX_QUEUED_EVENTS,
             max_message_size: fabric_gossip_proto::MAX_MESSAGE_SIZE,
             max_identity_size: 64 * 1024,
             max_pending_handshakes: 256,
@@ -156,6 +164,7 @@ impl Config {
         self.write_window = self.write_window.max(1);
         self.subscription_buffer = self.subscription_buffer.max(1);
         self.presumed_dead_buffer = self.presumed_dead_buffer.max(1);
+        self.max_queued_events = self.max_queued_events.max(1);
         self.max_pending_handshakes = self.max_pending_handshakes.max(1);
         self.max_connections = self.max_connections.max(1);
         self.identity_store_capacity = self.identity_store_capacity.max(2);

@@ -57,7 +57,8 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Why a handshake failed. Variants follow Fabric's checks in Fabric's order
-/// (spec section 4), each distinct so tests and counters can tell them apart.
+/// (`gossip/comm/comm_impl.go`, `authenticateRemotePeer`; `gossip/identity/identity.go`,
+/// `identityMapperImpl.Put`), each distinct so tests and counters can tell them apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HandshakeError {
@@ -133,68 +134,137 @@ pub enum HandshakeError {
     LocalSigning(SecurityError),
 }
 
+/// Defines [`HandshakeFailure`] from one table: the kinds, their counter index (the
+/// order here), and their labels.
+macro_rules! failure_kinds {
+    ($($kind:ident => $label:literal,)*) => {
+        /// The kind of a [`HandshakeError`] without its details: what
+        /// [`Stats::handshake_failures`](crate::Stats::handshake_failures) is indexed by
+        /// ([`HandshakeFailure::index`]), with a stable label for logs and metrics.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[non_exhaustive]
+        pub enum HandshakeFailure {
+            $(
+                #[doc = concat!("[`HandshakeError::", stringify!($kind), "`] (`", $label, "`).")]
+                $kind,
+            )*
+        }
+
+        impl HandshakeFailure {
+            /// Every kind, in counter order.
+            pub const ALL: [HandshakeFailure; [$($label),*].len()] = [$(HandshakeFailure::$kind),*];
+
+            /// How many kinds there are: the length of the counter table.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// A short stable name, used as a counter label.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(HandshakeFailure::$kind => $label,)*
+                }
+            }
+        }
+    };
+}
+
+// The order is the counters' order and must stay stable (traces and summaries list them
+// in it); new kinds go at the end.
+failure_kinds! {
+    NoTlsCertificate => "no_tls_certificate",
+    Timeout => "timeout",
+    StreamEnded => "stream_ended",
+    Malformed => "malformed",
+    WrongType => "wrong_type",
+    NoPkiId => "no_pki_id",
+    NoIdentity => "no_identity",
+    UnclassifiableIdentity => "unclassifiable_identity",
+    InvalidIdentity => "invalid_identity",
+    IdentityMismatch => "identity_mismatch",
+    IdentityExpired => "identity_expired",
+    TlsCertHashMismatch => "tls_cert_hash_mismatch",
+    Unsigned => "unsigned",
+    BadSignature => "bad_signature",
+    BadSecretEnvelope => "bad_secret_envelope",
+    Dial => "dial",
+    Ping => "ping",
+    UnexpectedPeer => "unexpected_peer",
+    PkiIdMismatch => "pki_id_mismatch",
+    ShuttingDown => "shutting_down",
+    Evicted => "evicted",
+    TooManyConnections => "too_many_connections",
+    OperationTimeout => "operation_timeout",
+    Cancelled => "cancelled",
+    LocalSigning => "local_signing",
+    IdentityTooLarge => "identity_too_large",
+}
+
+impl HandshakeFailure {
+    /// The kind's slot in [`Stats::handshake_failures`](crate::Stats::handshake_failures).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind with this label, if any.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.label() == label)
+    }
+}
+
+impl fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 impl HandshakeError {
-    /// A short stable name, used as a counter label.
-    pub fn label(&self) -> &'static str {
+    /// The error's kind, which indexes the failure counters.
+    pub fn kind(&self) -> HandshakeFailure {
+        use HandshakeFailure as K;
         match self {
-            HandshakeError::NoTlsCertificate => "no_tls_certificate",
-            HandshakeError::Timeout => "timeout",
-            HandshakeError::StreamEnded(_) => "stream_ended",
-            HandshakeError::Malformed(_) => "malformed",
-            HandshakeError::WrongType => "wrong_type",
-            HandshakeError::NoPkiId => "no_pki_id",
-            HandshakeError::NoIdentity => "no_identity",
-            HandshakeError::UnclassifiableIdentity(_) => "unclassifiable_identity",
-            HandshakeError::InvalidIdentity(_) => "invalid_identity",
-            HandshakeError::IdentityMismatch => "identity_mismatch",
-            HandshakeError::IdentityTooLarge { .. } => "identity_too_large",
-            HandshakeError::IdentityExpired => "identity_expired",
-            HandshakeError::TlsCertHashMismatch => "tls_cert_hash_mismatch",
-            HandshakeError::Unsigned => "unsigned",
-            HandshakeError::BadSignature(_) => "bad_signature",
-            HandshakeError::BadSecretEnvelope => "bad_secret_envelope",
-            HandshakeError::Dial(_) => "dial",
-            HandshakeError::Ping(_) => "ping",
-            HandshakeError::UnexpectedPeer { .. } => "unexpected_peer",
-            HandshakeError::PkiIdMismatch { .. } => "pki_id_mismatch",
-            HandshakeError::ShuttingDown => "shutting_down",
-            HandshakeError::Evicted => "evicted",
-            HandshakeError::TooManyConnections => "too_many_connections",
-            HandshakeError::OperationTimeout => "operation_timeout",
-            HandshakeError::Cancelled => "cancelled",
-            HandshakeError::LocalSigning(_) => "local_signing",
+            HandshakeError::NoTlsCertificate => K::NoTlsCertificate,
+            HandshakeError::Timeout => K::Timeout,
+            HandshakeError::StreamEnded(_) => K::StreamEnded,
+            HandshakeError::Malformed(_) => K::Malformed,
+            HandshakeError::WrongType => K::WrongType,
+            HandshakeError::NoPkiId => K::NoPkiId,
+            HandshakeError::NoIdentity => K::NoIdentity,
+            HandshakeError::UnclassifiableIdentity(_) => K::UnclassifiableIdentity,
+            HandshakeError::InvalidIdentity(_) => K::InvalidIdentity,
+            HandshakeError::IdentityMismatch => K::IdentityMismatch,
+            HandshakeError::IdentityTooLarge { .. } => K::IdentityTooLarge,
+            HandshakeError::IdentityExpired => K::IdentityExpired,
+            HandshakeError::TlsCertHashMismatch => K::TlsCertHashMismatch,
+            HandshakeError::Unsigned => K::Unsigned,
+            HandshakeError::BadSignature(_) => K::BadSignature,
+            HandshakeError::BadSecretEnvelope => K::BadSecretEnvelope,
+            HandshakeError::Dial(_) => K::Dial,
+            HandshakeError::Ping(_) => K::Ping,
+            HandshakeError::UnexpectedPeer { .. } => K::UnexpectedPeer,
+            HandshakeError::PkiIdMismatch { .. } => K::PkiIdMismatch,
+            HandshakeError::ShuttingDown => K::ShuttingDown,
+            HandshakeError::Evicted => K::Evicted,
+            HandshakeError::TooManyConnections => K::TooManyConnections,
+            HandshakeError::OperationTimeout => K::OperationTimeout,
+            HandshakeError::Cancelled => K::Cancelled,
+            HandshakeError::LocalSigning(_) => K::LocalSigning,
         }
     }
 
-    /// Every label, in a fixed order, for counter tables.
-    pub const LABELS: [&'static str; 26] = [
-        "no_tls_certificate",
-        "timeout",
-        "stream_ended",
-        "malformed",
-        "wrong_type",
-        "no_pki_id",
-        "no_identity",
-        "unclassifiable_identity",
-        "invalid_identity",
-        "identity_mismatch",
-        "identity_expired",
-        "tls_cert_hash_mismatch",
-        "unsigned",
-        "bad_signature",
-        "bad_secret_envelope",
-        "dial",
-        "ping",
-        "unexpected_peer",
-        "pki_id_mismatch",
-        "shutting_down",
-        "evicted",
-        "too_many_connections",
-        "operation_timeout",
-        "cancelled",
-        "local_signing",
-        "identity_too_large",
-    ];
+    /// A short stable name, used as a counter label (the label of [`HandshakeError::kind`]).
+    pub fn label(&self) -> &'static str {
+        self.kind().label()
+    }
+
+    /// Every label, in counter order (derived from [`HandshakeFailure::ALL`]).
+    pub const LABELS: [&'static str; HandshakeFailure::COUNT] = {
+        let mut out = [""; HandshakeFailure::COUNT];
+        let mut i = 0;
+        while i < HandshakeFailure::COUNT {
+            out[i] = HandshakeFailure::ALL[i].label();
+            i += 1;
+        }
+        out
+    };
 }
 
 impl fmt::Display for HandshakeError {

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use core::fmt;
+use core::marker::PhantomData;
 
 /// A peer's PKI-ID: the bytes Fabric derives from its identity (SHA-256 of MSP ID and
 /// certificate for real identities; the endpoint string for Fabric's test provider).
@@ -67,13 +68,52 @@ impl fmt::Display for PkiId {
     }
 }
 
-macro_rules! handle {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+crate::handle_type!(
+    /// One gRPC `GossipStream`, inbound or outbound. Once authenticated it is also the
+    /// handle of the connection it carries (what `respond`, `ack` and `close_conn` name).
+    pub StreamId,
+    "s"
+);
+crate::handle_type!(
+    /// One client channel the core asked the driver to dial (Fabric's `grpc.ClientConn`).
+    pub DialId,
+    "d"
+);
+crate::handle_type!(
+    /// A subscription created by `subscribe` (Fabric's `Accept`).
+    pub SubscriptionId,
+    "sub"
+);
+crate::handle_type!(
+    /// An asynchronous operation (`probe`, `handshake`, `send_with_ack`) whose result
+    /// arrives later as an event.
+    pub OpId,
+    "op"
+);
+
+/// A typed handle into a [`Slab`]: a slot index and the generation it was issued with.
+/// The core's handles ([`StreamId`], [`DialId`], [`OpId`], [`SubscriptionId`]) are
+/// handles; a driver may define its own with [`handle_type!`](crate::handle_type) to key
+/// its own slabs.
+pub trait Handle: Copy + Eq {
+    /// Builds the handle of slot `index` at `generation`.
+    fn from_parts(index: u32, generation: u32) -> Self;
+    /// The slot index.
+    fn index(self) -> u32;
+    /// The slot's generation when the handle was issued.
+    fn generation(self) -> u32;
+}
+
+/// Defines a typed, generation-checked handle type for a [`Slab`]: `Copy`, ordered,
+/// hashable, printed as `<prefix><index>.<generation>`.
+#[macro_export]
+macro_rules! handle_type {
+    ($(#[$doc:meta])* $vis:vis $name:ident, $prefix:literal) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name {
-            pub(crate) index: u32,
-            pub(crate) generation: u32,
+        $vis struct $name {
+            index: u32,
+            generation: u32,
         }
 
         impl $name {
@@ -93,49 +133,41 @@ macro_rules! handle {
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl $crate::Handle for $name {
+            fn from_parts(index: u32, generation: u32) -> Self {
+                Self { index, generation }
+            }
+            fn index(self) -> u32 {
+                self.index
+            }
+            fn generation(self) -> u32 {
+                self.generation
+            }
+        }
+
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 write!(f, concat!($prefix, "{}.{}"), self.index, self.generation)
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(self, f)
+        impl ::core::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::fmt::Debug::fmt(self, f)
             }
         }
     };
 }
 
-handle!(
-    /// One gRPC `GossipStream`, inbound or outbound. Once authenticated it is also the
-    /// handle of the connection it carries (what `respond`, `ack` and `close_conn` name).
-    StreamId,
-    "s"
-);
-handle!(
-    /// One client channel the core asked the driver to dial (Fabric's `grpc.ClientConn`).
-    DialId,
-    "d"
-);
-handle!(
-    /// A subscription created by `subscribe` (Fabric's `Accept`).
-    SubscriptionId,
-    "sub"
-);
-handle!(
-    /// An asynchronous operation (`probe`, `handshake`, `send_with_ack`) whose result
-    /// arrives later as an event.
-    OpId,
-    "op"
-);
-
-/// A slab that hands out generation-checked handles and never silently reuses one.
+/// A slab keyed by typed, generation-checked handles: a handle is never silently reused
+/// (a removed slot comes back with the next generation), so a stale handle finds nothing
+/// instead of a newer object. Iteration is in slot order, so it is deterministic.
 #[derive(Debug)]
-pub(crate) struct Slab<T> {
+pub struct Slab<K: Handle, T> {
     entries: Vec<SlabEntry<T>>,
     free: Vec<u32>,
     len: usize,
+    _key: PhantomData<fn() -> K>,
 }
 
 #[derive(Debug)]
@@ -144,78 +176,133 @@ struct SlabEntry<T> {
     value: Option<T>,
 }
 
-impl<T> Default for Slab<T> {
+impl<K: Handle, T> Default for Slab<K, T> {
     fn default() -> Self {
         Slab {
             entries: Vec::new(),
             free: Vec::new(),
             len: 0,
+            _key: PhantomData,
         }
     }
 }
 
-impl<T> Slab<T> {
-    /// Inserts and returns (index, generation).
-    pub(crate) fn insert(&mut self, value: T) -> (u32, u32) {
+impl<K: Handle, T> Slab<K, T> {
+    /// Stores `value` and returns its new handle.
+    pub fn insert(&mut self, value: T) -> K {
         self.len += 1;
         if let Some(index) = self.free.pop() {
             let e = &mut self.entries[index as usize];
             e.generation = e.generation.wrapping_add(1);
             e.value = Some(value);
-            (index, e.generation)
+            K::from_parts(index, e.generation)
         } else {
-            let index = self.entries.len() as u32;
+            let index = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
             self.entries.push(SlabEntry {
                 generation: 0,
                 value: Some(value),
             });
-            (index, 0)
+            K::from_parts(index, 0)
         }
     }
 
-    pub(crate) fn get(&self, index: u32, generation: u32) -> Option<&T> {
-        let e = self.entries.get(index as usize)?;
-        if e.generation == generation {
+    /// The value of a live handle.
+    pub fn get(&self, key: K) -> Option<&T> {
+        let e = self.entries.get(key.index() as usize)?;
+        if e.generation == key.generation() {
             e.value.as_ref()
         } else {
             None
         }
     }
 
-    pub(crate) fn get_mut(&mut self, index: u32, generation: u32) -> Option<&mut T> {
-        let e = self.entries.get_mut(index as usize)?;
-        if e.generation == generation {
+    /// The value of a live handle, mutably.
+    pub fn get_mut(&mut self, key: K) -> Option<&mut T> {
+        let e = self.entries.get_mut(key.index() as usize)?;
+        if e.generation == key.generation() {
             e.value.as_mut()
         } else {
             None
         }
     }
 
-    pub(crate) fn remove(&mut self, index: u32, generation: u32) -> Option<T> {
-        let e = self.entries.get_mut(index as usize)?;
-        if e.generation != generation {
+    /// Whether `key` names a live value.
+    pub fn contains(&self, key: K) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Takes the value out; the handle is dead from now on.
+    pub fn remove(&mut self, key: K) -> Option<T> {
+        let e = self.entries.get_mut(key.index() as usize)?;
+        if e.generation != key.generation() {
             return None;
         }
         let v = e.value.take()?;
-        self.free.push(index);
+        self.free.push(key.index());
         self.len -= 1;
         Some(v)
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Live values.
+    pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether a handle with this index was ever issued (to tell "closed" from "never existed").
-    pub(crate) fn ever_issued(&self, index: u32) -> bool {
-        (index as usize) < self.entries.len()
+    /// Whether no value is live.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether a handle with this slot was ever issued (to tell "closed" from "never
+    /// existed").
+    pub fn ever_issued(&self, key: K) -> bool {
+        (key.index() as usize) < self.entries.len()
     }
 
     /// Live entries in slot order (deterministic).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, u32, &T)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.value.as_ref().map(|v| (i as u32, e.generation, v)))
+    pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
+        self.entries.iter().enumerate().filter_map(|(i, e)| {
+            e.value
+                .as_ref()
+                .map(|v| (K::from_parts(i as u32, e.generation), v))
+        })
+    }
+
+    /// Live entries in slot order, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut T)> {
+        self.entries.iter_mut().enumerate().filter_map(|(i, e)| {
+            let generation = e.generation;
+            e.value
+                .as_mut()
+                .map(|v| (K::from_parts(i as u32, generation), v))
+        })
+    }
+
+    /// Live handles in slot order.
+    pub fn keys(&self) -> Vec<K> {
+        self.iter().map(|(k, _)| k).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_slot_gets_a_new_generation_and_stale_handles_find_nothing() {
+        let mut slab: Slab<StreamId, &str> = Slab::default();
+        let a = slab.insert("a");
+        let b = slab.insert("b");
+        assert_eq!(slab.remove(a), Some("a"));
+        assert_eq!(slab.remove(a), None);
+        let c = slab.insert("c");
+        assert_eq!(c.index(), a.index());
+        assert_ne!(c.generation(), a.generation());
+        assert_eq!(slab.get(a), None);
+        assert_eq!(slab.get(c), Some(&"c"));
+        assert!(slab.ever_issued(a));
+        assert!(!slab.ever_issued(StreamId::from_parts(9, 0)));
+        assert_eq!(slab.keys(), vec![c, b]);
+        assert_eq!(slab.len(), 2);
     }
 }

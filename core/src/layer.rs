@@ -7,13 +7,15 @@
 //! and reports what it learned through its own events. It never reads a clock, a socket or
 //! unseeded randomness; time is the `now` every call carries.
 //!
-//! The driver does not know a layer's rules. It feeds the core as usual and routes:
-//! every core [`Event`] to [`Layer::handle_comm_event`] before the application sees it, the
-//! deliveries of subscriptions the layer owns ([`Layer::owns_subscription`]) to
-//! [`Layer::handle_message`], and the layer's deadline ([`Layer::poll_timeout`]) to
-//! [`Layer::handle_timeout`]. After each of those calls the core has new actions to drain.
+//! The driver does not know a layer's rules. It hosts a [`Stack`]: the core and one layer
+//! with a single output, [`Stack::poll_output`], which routes every core [`Event`] to
+//! [`Layer::handle_comm_event`] before the application sees it, the deliveries of
+//! subscriptions the layer owns ([`Layer::owns_subscription`]) to
+//! [`Layer::handle_message`], and the layer's deadline ([`Layer::poll_timeout`]) into the
+//! one time-out, so a driver hosts any layer with the same loop it uses for a bare core.
+//! (Layers stack: a layer may itself hold another.)
 
-use crate::comm::{Comm, Event};
+use crate::comm::{Action, Comm, Event, Output};
 use crate::ids::SubscriptionId;
 use crate::message::ReceivedMessage;
 use crate::security::Security;
@@ -77,3 +79,125 @@ impl<S: Security> Layer<S> for () {
         None
     }
 }
+
+/// What a [`Stack`] hands its driver: the core's [`Output`] plus the layer's events.
+#[derive(Debug)]
+#[must_use]
+pub enum StackOutput<E> {
+    /// Network work for the driver, as [`Output::Action`].
+    Action(Action),
+    /// A core event for the application, after the layer saw it. `DeliveryReady` of a
+    /// subscription the layer owns never comes out: the stack delivered it to the layer.
+    Event(Event),
+    /// An event of the layer for the application.
+    Layer(E),
+    /// Nothing else is pending: call [`Stack::handle_timeout`] at this instant (`None`: no
+    /// deadline, core's or layer's). Always the last output of a drain.
+    Timeout(Option<Instant>),
+}
+
+/// One node: a [`Comm`] and the [`Layer`] above it, driven as one machine.
+///
+/// The driver feeds network inputs to [`Stack::comm_mut`] (`accept_stream`,
+/// `handle_envelope`, …) and time to [`Stack::handle_timeout`], and after every input,
+/// API call or [`Stack::poll_delivery`] drains [`Stack::poll_output`] until it returns
+/// [`StackOutput::Timeout`]. Everything a bare core's driver does stays the same; the
+/// stack adds the routing to and from the layer.
+#[derive(Debug)]
+pub struct Stack<S: Security, L: Layer<S>> {
+    comm: Comm<S>,
+    layer: L,
+}
+
+impl<S: Security, L: Layer<S>> Stack<S, L> {
+    /// Puts `layer` on `comm` and starts it ([`Layer::start`]) at the core's current
+    /// instant.
+    pub fn new(mut comm: Comm<S>, mut layer: L) -> Self {
+        layer.start(comm.now(), &mut comm);
+        Stack { comm, layer }
+    }
+
+    /// The core, for getters.
+    pub fn comm(&self) -> &Comm<S> {
+        &self.comm
+    }
+
+    /// The core, for network inputs and the application's own API calls.
+    pub fn comm_mut(&mut self) -> &mut Comm<S> {
+        &mut self.comm
+    }
+
+    /// The layer, for its getters.
+    pub fn layer(&self) -> &L {
+        &self.layer
+    }
+
+    /// The layer, for the application's calls into it; for calls that need the core too,
+    /// use [`Stack::with_layer`].
+    pub fn layer_mut(&mut self) -> &mut L {
+        &mut self.layer
+    }
+
+    /// Runs `f` with the layer and the core: an application call into the layer that
+    /// acts on the network at once.
+    pub fn with_layer<R>(&mut self, f: impl FnOnce(&mut L, &mut Comm<S>) -> R) -> R {
+        f(&mut self.layer, &mut self.comm)
+    }
+
+    /// Takes the stack apart.
+    pub fn into_parts(self) -> (Comm<S>, L) {
+        (self.comm, self.layer)
+    }
+
+    /// Advances time for both: the core's deadlines, then the layer's if it is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.comm.handle_timeout(now);
+        if self.layer.poll_timeout().is_some_and(|at| at <= now) {
+            self.layer.handle_timeout(now, &mut self.comm);
+        }
+    }
+
+    /// A delivery of one of the application's own subscriptions (see
+    /// [`Comm::poll_delivery`]); drain [`Stack::poll_output`] afterwards.
+    pub fn poll_delivery(&mut self, sub: SubscriptionId) -> Option<ReceivedMessage> {
+        self.comm.poll_delivery(sub)
+    }
+
+    /// Everything the driver must see, in order: the core's actions (including those the
+    /// layer caused), core events (each shown to the layer first), the layer's events, and
+    /// last the earlier of the core's and the layer's deadlines.
+    pub fn poll_output(&mut self) -> StackOutput<L::Event> {
+        loop {
+            match self.comm.poll_output() {
+                Output::Action(a) => return StackOutput::Action(a),
+                Output::Event(e) => {
+                    let now = self.comm.now();
+                    self.layer.handle_comm_event(now, &mut self.comm, &e);
+                    if let Event::DeliveryReady(sub) = e
+                        && self.layer.owns_subscription(sub)
+                    {
+                        while let Some(m) = self.comm.poll_delivery(sub) {
+                            self.layer.handle_message(now, &mut self.comm, m);
+                        }
+                        // What the layer did comes out of the next round.
+                        continue;
+                    }
+                    return StackOutput::Event(e);
+                }
+                Output::Timeout(core) => {
+                    if let Some(e) = self.layer.poll_event() {
+                        return StackOutput::Layer(e);
+                    }
+                    let timeout = match (core, self.layer.poll_timeout()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    return StackOutput::Timeout(timeout);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -16,18 +16,26 @@
 //! * **API calls** (Fabric's `Comm` interface): [`Comm::send`], [`Comm::send_wait`],
 //!   [`Comm::send_with_ack`], [`Comm::probe`], [`Comm::handshake`], [`Comm::subscribe`]
 //!   (Fabric's `Accept`), [`Comm::respond`], [`Comm::ack`], [`Comm::close_conn`], [`Comm::stop`].
-//! * **Outputs**, polled: [`Comm::poll_action`] (network work: dial, ping, open a stream,
-//!   write, pause/resume reading, close), [`Comm::poll_event`] (PresumedDead,
-//!   IdentitySwitch, operation results, connection changes), [`Comm::poll_delivery`]
-//!   (received messages per subscription) and [`Comm::poll_timeout`] (next deadline).
+//! * **Outputs**, polled: [`Comm::poll_output`] yields every [`Action`] (network work:
+//!   dial, ping, open a stream, write, pause/resume reading, close), then every [`Event`]
+//!   (PresumedDead, IdentitySwitch, operation results, connection changes), and ends with
+//!   [`Output::Timeout`], the next deadline. Received messages are pulled per
+//!   subscription with [`Comm::poll_delivery`], so a slow consumer pushes back.
 //!
 //! # Call order
 //!
-//! After **every** input or API call, drain `poll_action` until `None` and carry the actions
-//! out in order, then drain `poll_event`, then poll deliveries of subscriptions that
-//! reported [`Event::DeliveryReady`] (as far as their consumers have room), then ask
-//! `poll_timeout` and call [`Comm::handle_timeout`] when that instant comes. Calling
-//! `handle_timeout` early, or twice, is harmless.
+//! After **every** input, API call and `poll_delivery`, call `poll_output` until it
+//! returns `Output::Timeout`: carry actions out in the order given (per stream), hand
+//! events to the application, poll the deliveries of subscriptions that reported
+//! [`Event::DeliveryReady`] as far as their consumers have room (then drain `poll_output`
+//! again: taking deliveries may resume a paused stream), and call
+//! [`Comm::handle_timeout`] when the time-out's instant comes. Calling `handle_timeout`
+//! early, or twice, is harmless. (`poll_action`, `poll_event` and `poll_timeout` remain
+//! for drivers written against them; a loop built on them must drain actions again after
+//! polling deliveries.)
+//!
+//! A protocol above comm (Fabric's membership layer, an application) is a [`Layer`];
+//! [`Stack`] hosts one on a core behind the same single output, [`Stack::poll_output`].
 //!
 //! Handles ([`StreamId`], [`DialId`], [`OpId`], [`SubscriptionId`]) carry a generation:
 //! once the core closes one (`Action::CloseStream`, `Action::CloseDial`) it never names it
@@ -103,25 +111,32 @@
 //! let mut to_a: VecDeque<bytes::Bytes> = VecDeque::new();
 //! let mut got = None;
 //! for _ in 0..10 {
-//!     while let Some(action) = a.poll_action() {
-//!         match action {
-//!             Action::Dial { dial, .. } => a.handle_dial_result(now, dial, Ok(None)).unwrap(),
-//!             Action::Ping { dial } => a.handle_ping_result(now, dial, Ok(())).unwrap(),
-//!             Action::OpenStream { stream, .. } => {
+//!     loop {
+//!         match a.poll_output() {
+//!             Output::Action(Action::Dial { dial, .. }) => {
+//!                 a.handle_dial_result(now, dial, Ok(None)).unwrap()
+//!             }
+//!             Output::Action(Action::Ping { dial }) => a.handle_ping_result(now, dial, Ok(())).unwrap(),
+//!             Output::Action(Action::OpenStream { stream, .. }) => {
 //!                 a_stream = Some(stream);
 //!                 b_stream = Some(b.accept_stream(now, "127.0.0.1:7051", None).unwrap());
 //!             }
-//!             Action::Write { stream, envelope } => {
+//!             Output::Action(Action::Write { stream, envelope }) => {
 //!                 to_b.push_back(envelope);
 //!                 a.handle_sent(now, stream, 1).unwrap();
 //!             }
+//!             Output::Timeout(_) => break,
 //!             _ => {}
 //!         }
 //!     }
-//!     while let Some(action) = b.poll_action() {
-//!         if let Action::Write { stream, envelope } = action {
-//!             to_a.push_back(envelope);
-//!             b.handle_sent(now, stream, 1).unwrap();
+//!     loop {
+//!         match b.poll_output() {
+//!             Output::Action(Action::Write { stream, envelope }) => {
+//!                 to_a.push_back(envelope);
+//!                 b.handle_sent(now, stream, 1).unwrap();
+//!             }
+//!             Output::Timeout(_) => break,
+//!             _ => {}
 //!         }
 //!     }
 //!     while let Some(env) = to_b.pop_front() {
@@ -130,8 +145,6 @@
 //!     while let Some(env) = to_a.pop_front() {
 //!         a.handle_envelope(now, a_stream.unwrap(), env).unwrap();
 //!     }
-//!     while let Some(_event) = a.poll_event() {}
-//!     while let Some(_event) = b.poll_event() {}
 //!     if let Some(m) = b.poll_delivery(sub) {
 //!         got = Some(m);
 //!         break;
@@ -159,13 +172,17 @@ mod time;
 pub mod testing;
 
 pub use comm::{
-    Acceptor, Action, Comm, Event, MAX_QUEUED_EVENTS, RemotePeer, SendResult, StreamEnd,
+    Acceptor, Action, Comm, ConnectionEntry, Event, LiveCounts, Output, RemotePeer, SendQueueLen,
+    SendResult, StreamEnd,
 };
+pub use config::MAX_QUEUED_EVENTS;
 pub use config::{CertHash, Config, TlsHashes};
-pub use error::{AckError, CloseReason, DialError, Error, HandshakeError, ProbeError};
+pub use error::{
+    AckError, CloseReason, DialError, Error, HandshakeError, HandshakeFailure, ProbeError,
+};
 pub use fabric_gossip_proto as proto;
-pub use ids::{DialId, OpId, PkiId, StreamId, SubscriptionId};
-pub use layer::Layer;
+pub use ids::{DialId, Handle, OpId, PkiId, Slab, StreamId, SubscriptionId};
+pub use layer::{Layer, Stack, StackOutput};
 pub use message::{ConnectionInfo, ReceivedMessage, SignedMessage, verify_envelope};
 pub use security::{Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity};
 pub use stats::Stats;

@@ -140,7 +140,8 @@ impl ReceivedMessage {
     }
 }
 
-/// Verifies an Envelope against `identity` as Fabric does (spec section 3): payload and
+/// Verifies an Envelope against `identity` as Fabric does (`gossip/protoext/signing.go`,
+/// `SignedGossipMessage.Verify`): payload and
 /// signature must be non-empty, the signature must verify over the payload bytes as
 /// received, and a secret envelope, if present, must be complete and verify too.
 pub fn verify_envelope(
@@ -163,4 +164,26 @@ pub fn verify_envelope(
             .map_err(|_| HandshakeError::BadSecretEnvelope)?;
     }
     Ok(())
+}
+
+/// The `ConnEstablish` a side writes first on every stream (`gossip/comm/comm_impl.go`,
+/// `createConnectionMsg`), unsigned: the core signs its own; tests and fuzzers sign theirs.
+pub(crate) fn conn_establish_message(
+    pki_id: Bytes,
+    identity: Bytes,
+    tls_cert_hash: Bytes,
+    probe: bool,
+) -> GossipMessage {
+    use fabric_gossip_proto::gossip::{ConnEstablish, gossip_message};
+    GossipMessage {
+        nonce: 0,
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::Conn(ConnEstablish {
+            pki_id,
+            identity,
+            tls_cert_hash,
+            probe,
+        })),
+        ..Default::default()
+    }
 }

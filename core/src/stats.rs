@@ -1,7 +1,7 @@
 //! Counters: what Fabric counts, and what this implementation adds so every drop and every
 //! refusal is visible.
 
-use crate::error::HandshakeError;
+use crate::error::{HandshakeError, HandshakeFailure};
 
 /// Monotonic counters of one core. Cheap to copy; read with [`crate::Comm::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,8 +38,8 @@ pub struct Stats {
     pub malformed: u64,
     /// Handshakes that authenticated the remote.
     pub handshakes_ok: u64,
-    /// Handshake failures, by reason, indexed like [`HandshakeError::LABELS`].
-    pub handshake_failures: [u64; HandshakeError::LABELS.len()],
+    /// Handshake failures, by reason, indexed by [`HandshakeFailure::index`].
+    pub handshake_failures: [u64; HandshakeFailure::COUNT],
     /// Inbound probes answered (remote sent `probe: true`).
     pub probed: u64,
     /// Connections registered.
@@ -60,22 +60,183 @@ pub struct Stats {
 
 impl Stats {
     pub(crate) fn handshake_failed(&mut self, e: &HandshakeError) {
-        let label = e.label();
-        if let Some(i) = HandshakeError::LABELS.iter().position(|l| *l == label) {
-            self.handshake_failures[i] += 1;
-        }
+        self.handshake_failures[e.kind().index()] += 1;
     }
 
-    /// Handshake failures for one reason label (see [`HandshakeError::label`]).
+    /// Handshake failures of one kind.
+    pub fn handshake_failures_of(&self, kind: HandshakeFailure) -> u64 {
+        self.handshake_failures[kind.index()]
+    }
+
+    /// Handshake failures for one reason label (see [`HandshakeError::label`]); 0 for a
+    /// label that names no kind.
     pub fn handshake_failures_for(&self, label: &str) -> u64 {
-        HandshakeError::LABELS
-            .iter()
-            .position(|l| *l == label)
-            .map_or(0, |i| self.handshake_failures[i])
+        HandshakeFailure::from_label(label).map_or(0, |k| self.handshake_failures_of(k))
     }
 
     /// All handshake failures.
     pub fn handshake_failures_total(&self) -> u64 {
         self.handshake_failures.iter().sum()
+    }
+
+    /// Every handshake failure kind with its count, in counter order.
+    pub fn handshake_failures_by_kind(&self) -> impl Iterator<Item = (HandshakeFailure, u64)> + '_ {
+        HandshakeFailure::ALL
+            .into_iter()
+            .map(|k| (k, self.handshake_failures_of(k)))
+    }
+
+    /// Adds `other`'s counters to these: totals over several nodes.
+    pub fn merge(&mut self, other: &Stats) {
+        let mut other = other.clone();
+        let (theirs, their_failures) = other.fields_mut();
+        let (ours, our_failures) = self.fields_mut();
+        for ((_, total), (_, n)) in ours.into_iter().zip(theirs) {
+            *total += *n;
+        }
+        for (total, n) in our_failures.iter_mut().zip(their_failures.iter()) {
+            *total += n;
+        }
+    }
+
+    /// Every plain counter by field name, in declaration order (the handshake failures
+    /// are [`Stats::handshake_failures_by_kind`]): for metrics exports and summaries.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut copy = self.clone();
+        let (fields, _) = copy.fields_mut();
+        fields.into_iter().map(|(name, v)| (name, *v)).collect()
+    }
+
+    /// The one list of the counters. Destructured, so a new field fails to compile here
+    /// until `merge` and `counters` know it.
+    #[allow(clippy::type_complexity)]
+    fn fields_mut(
+        &mut self,
+    ) -> (
+        [(&'static str, &mut u64); 22],
+        &mut [u64; HandshakeFailure::COUNT],
+    ) {
+        let Stats {
+            sent,
+            received,
+            dropped_overflow,
+            dropped_on_close,
+            dropped_no_connection,
+            dropped_subscription_overflow,
+            dropped_on_stop,
+            unrouted,
+            empty_messages,
+            acks_unmatched,
+            presumed_dead_dropped,
+            oversized,
+            malformed,
+            handshakes_ok,
+            handshake_failures,
+            probed,
+            connections_opened,
+            connections_closed,
+            crossings,
+            presumed_dead,
+            identity_switches,
+            read_pauses,
+            events_dropped,
+        } = self;
+        (
+            [
+                ("sent", sent),
+                ("received", received),
+                ("dropped_overflow", dropped_overflow),
+                ("dropped_on_close", dropped_on_close),
+                ("dropped_no_connection", dropped_no_connection),
+                (
+                    "dropped_subscription_overflow",
+                    dropped_subscription_overflow,
+                ),
+                ("dropped_on_stop", dropped_on_stop),
+                ("unrouted", unrouted),
+                ("empty_messages", empty_messages),
+                ("acks_unmatched", acks_unmatched),
+                ("presumed_dead_dropped", presumed_dead_dropped),
+                ("oversized", oversized),
+                ("malformed", malformed),
+                ("handshakes_ok", handshakes_ok),
+                ("probed", probed),
+                ("connections_opened", connections_opened),
+                ("connections_closed", connections_closed),
+                ("crossings", crossings),
+                ("presumed_dead", presumed_dead),
+                ("identity_switches", identity_switches),
+                ("read_pauses", read_pauses),
+                ("events_dropped", events_dropped),
+            ],
+            handshake_failures,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_slot_and_label() {
+        for (i, k) in HandshakeFailure::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i);
+            assert_eq!(HandshakeError::LABELS[i], k.label());
+            assert_eq!(HandshakeFailure::from_label(k.label()), Some(k));
+        }
+        let labels: std::collections::BTreeSet<_> = HandshakeError::LABELS.into_iter().collect();
+        assert_eq!(labels.len(), HandshakeFailure::COUNT, "labels are distinct");
+    }
+
+    #[test]
+    fn counting_uses_the_kind() {
+        let mut s = Stats::default();
+        let e = HandshakeError::IdentityTooLarge { size: 9, limit: 1 };
+        s.handshake_failed(&e);
+        s.handshake_failed(&HandshakeError::Timeout);
+        assert_eq!(
+            s.handshake_failures_of(HandshakeFailure::IdentityTooLarge),
+            1
+        );
+        assert_eq!(s.handshake_failures_for("identity_too_large"), 1);
+        assert_eq!(s.handshake_failures_for("no_such_label"), 0);
+        assert_eq!(s.handshake_failures_total(), 2);
+    }
+
+    #[test]
+    fn counters_name_every_field() {
+        let s = Stats {
+            sent: 3,
+            events_dropped: 4,
+            ..Stats::default()
+        };
+        let c = s.counters();
+        assert_eq!(c.first(), Some(&("sent", 3)));
+        assert_eq!(c.last(), Some(&("events_dropped", 4)));
+        assert_eq!(c.iter().map(|(_, v)| v).sum::<u64>(), 7);
+    }
+
+    #[test]
+    fn merge_adds_every_counter() {
+        let mut a = Stats {
+            sent: 1,
+            events_dropped: 2,
+            ..Stats::default()
+        };
+        a.handshake_failed(&HandshakeError::IdentityTooLarge { size: 9, limit: 1 });
+        let mut b = a.clone();
+        b.received = 5;
+        b.handshake_failed(&HandshakeError::Evicted);
+        a.merge(&b);
+        assert_eq!(a.sent, 2);
+        assert_eq!(a.received, 5);
+        assert_eq!(a.events_dropped, 4);
+        assert_eq!(
+            a.handshake_failures_of(HandshakeFailure::IdentityTooLarge),
+            2
+        );
+        assert_eq!(a.handshake_failures_of(HandshakeFailure::Evicted), 1);
+        assert_eq!(a.handshake_failures_total(), 3);
     }
 }

@@ -108,7 +108,14 @@ fn crossing_keeps_blocking_sends_from_the_losers_buffer_and_the_attempt() {
     }
     let (w, _) = drain(&mut a);
     written.extend(w);
-    assert_eq!(a.send_queue_len(s0), Some((4, 6, 2)));
+    assert_eq!(
+        a.send_queue_len(s0),
+        Some(SendQueueLen {
+            buffered: 4,
+            waiting: 6,
+            in_flight: 2
+        })
+    );
 
     // 4. A's own dial completes and authenticates B: a crossing, which A's stream wins.
     a.handle_dial_result(now, ad, Ok(None)).unwrap();
@@ -129,7 +136,7 @@ fn crossing_keeps_blocking_sends_from_the_losers_buffer_and_the_attempt() {
     assert_eq!(a.stats().dropped_overflow, 0);
     for _ in 0..20 {
         for s in [s0, s1] {
-            if let Some((_, _, in_flight)) = a.send_queue_len(s) {
+            if let Some(SendQueueLen { in_flight, .. }) = a.send_queue_len(s) {
                 a.handle_sent(now, s, in_flight).unwrap();
             }
         }

@@ -1,9 +1,10 @@
-//! Handshake rules (spec section 4), driven directly through the core's API: a fake remote
+//! Handshake rules (`gossip/comm/comm_impl.go`, `authenticateRemotePeer`), driven directly through the core's API: a fake remote
 //! writes crafted Envelopes into an accepting or dialling core. Each negative path is
 //! checked by its exact error, in Fabric's order, and by its counter.
 
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{ConnEstablish, Envelope, GossipMessage, gossip_message};
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
+use fabric_gossip_core::testing::{conn_establish, drain};
 use fabric_gossip_core::*;
 use prost::Message;
 use std::time::Duration;
@@ -28,42 +29,7 @@ fn core(config: Config) -> Comm<TestOnlyHmacSecurity> {
 
 /// A ConnEstablish envelope as a remote would send it.
 fn conn_env(pki: &str, identity: &str, hash: &[u8], probe: bool, sign: bool) -> Bytes {
-    let msg = GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::Conn(ConnEstablish {
-            pki_id: Bytes::copy_from_slice(pki.as_bytes()),
-            identity: Bytes::copy_from_slice(identity.as_bytes()),
-            tls_cert_hash: Bytes::copy_from_slice(hash),
-            probe,
-        })),
-        ..Default::default()
-    };
-    let payload = msg.encode_to_vec();
-    let signature = if sign {
-        TestOnlyHmacSecurity::hmac(&payload).to_vec()
-    } else {
-        vec![]
-    };
-    Bytes::from(
-        Envelope {
-            payload: payload.into(),
-            signature: signature.into(),
-            secret_envelope: None,
-        }
-        .encode_to_vec(),
-    )
-}
-
-fn drain(c: &mut Comm<TestOnlyHmacSecurity>) -> (Vec<Action>, Vec<Event>) {
-    let mut a = Vec::new();
-    while let Some(x) = c.poll_action() {
-        a.push(x);
-    }
-    let mut e = Vec::new();
-    while let Some(x) = c.poll_event() {
-        e.push(x);
-    }
-    (a, e)
+    conn_establish(pki.as_bytes(), identity.as_bytes(), hash, probe, sign)
 }
 
 fn failed_with(events: &[Event]) -> Option<HandshakeError> {
@@ -309,7 +275,7 @@ fn invalid_and_expired_identities_are_refused() {
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
     c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
         .unwrap();
-    let (_, ev) = drain_any(&mut c);
+    let (_, ev) = drain(&mut c);
     assert!(matches!(
         failed_with(&ev),
         Some(HandshakeError::InvalidIdentity(_))
@@ -320,20 +286,8 @@ fn invalid_and_expired_identities_are_refused() {
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
     c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
         .unwrap();
-    let (_, ev) = drain_any(&mut c);
+    let (_, ev) = drain(&mut c);
     assert_eq!(failed_with(&ev), Some(HandshakeError::IdentityExpired));
-}
-
-fn drain_any<S: Security>(c: &mut Comm<S>) -> (Vec<Action>, Vec<Event>) {
-    let mut a = Vec::new();
-    while let Some(x) = c.poll_action() {
-        a.push(x);
-    }
-    let mut e = Vec::new();
-    while let Some(x) = c.poll_event() {
-        e.push(x);
-    }
-    (a, e)
 }
 
 #[test]
@@ -344,11 +298,11 @@ fn identity_expiring_while_connected_closes_the_connection() {
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
     c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
         .unwrap();
-    let _ = drain_any(&mut c);
+    let _ = drain(&mut c);
     assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s));
     assert_eq!(c.poll_timeout(), Some(expiry));
     c.handle_timeout(expiry);
-    let (acts, ev) = drain_any(&mut c);
+    let (acts, ev) = drain(&mut c);
     assert!(
         acts.iter()
             .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == s))

@@ -4,7 +4,8 @@
 //! The README's hostile-input table is the summary of this file.
 
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{ConnEstablish, Envelope, GossipMessage, gossip_message};
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
+use fabric_gossip_core::testing::{conn_establish, drain, envelope_of as envelope};
 use fabric_gossip_core::*;
 use prost::Message;
 use std::time::Duration;
@@ -20,48 +21,9 @@ fn core(config: Config) -> Comm<TestOnlyHmacSecurity> {
     Comm::new(config, TestOnlyHmacSecurity::new(ME), now()).unwrap()
 }
 
-fn drain<S: Security>(c: &mut Comm<S>) -> (Vec<Action>, Vec<Event>) {
-    let mut a = Vec::new();
-    while let Some(x) = c.poll_action() {
-        a.push(x);
-    }
-    let mut e = Vec::new();
-    while let Some(x) = c.poll_event() {
-        e.push(x);
-    }
-    (a, e)
-}
-
-fn envelope(payload: impl Into<Bytes>, signature: impl Into<Bytes>) -> Bytes {
-    Bytes::from(
-        Envelope {
-            payload: payload.into(),
-            signature: signature.into(),
-            secret_envelope: None,
-        }
-        .encode_to_vec(),
-    )
-}
-
 /// A ConnEstablish as a remote would send it, signed with the test key unless `sign` is false.
 fn conn_env(pki: &[u8], identity: &[u8], hash: &[u8], sign: bool) -> Bytes {
-    let msg = GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::Conn(ConnEstablish {
-            pki_id: Bytes::copy_from_slice(pki),
-            identity: Bytes::copy_from_slice(identity),
-            tls_cert_hash: Bytes::copy_from_slice(hash),
-            probe: false,
-        })),
-        ..Default::default()
-    };
-    let payload = msg.encode_to_vec();
-    let signature = if sign {
-        TestOnlyHmacSecurity::hmac(&payload).to_vec()
-    } else {
-        Vec::new()
-    };
-    envelope(payload, signature)
+    conn_establish(pki, identity, hash, false, sign)
 }
 
 fn hello() -> Bytes {
@@ -443,8 +405,19 @@ fn same_peer_reconnecting_in_a_tight_loop() {
             }));
             replaced += 1;
         }
-        assert_eq!(c.connections(), vec![(PkiId::from(REMOTE), s, None)]);
-        let (streams, dials, ops) = c.live_counts();
+        assert_eq!(
+            c.connections(),
+            vec![ConnectionEntry {
+                pki_id: PkiId::from(REMOTE),
+                primary: s,
+                secondary: None
+            }]
+        );
+        let LiveCounts {
+            streams,
+            dials,
+            ops,
+        } = c.live_counts();
         assert_eq!((streams, dials, ops), (1, 0, 0), "round {i}");
         assert_eq!(c.poll_delivery(sub).map(|m| m.conn), Some(s));
         previous = Some(s);
@@ -493,7 +466,7 @@ fn many_connections_that_never_finish_their_handshake() {
         c.stats().handshake_failures_for("evicted"),
         (1000 - cap) as u64
     );
-    assert_eq!(c.live_counts().0, cap);
+    assert_eq!(c.live_counts().streams, cap);
     assert!(accepted[1000 - cap..].iter().all(|s| c.is_live_stream(*s)));
     // A newcomer that does finish is served, evicting one more of the stuck ones.
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
@@ -507,7 +480,7 @@ fn many_connections_that_never_finish_their_handshake() {
         c.stats().handshake_failures_for("timeout"),
         (cap - 1) as u64
     );
-    assert_eq!(c.live_counts().0, 1);
+    assert_eq!(c.live_counts().streams, 1);
 }
 
 // ------------------------------------------------------------------- flow
@@ -530,7 +503,14 @@ fn peer_that_never_reads() {
         assert!(ev.is_empty(), "{ev:?}");
     }
     assert_eq!(writes, window);
-    assert_eq!(c.send_queue_len(s), Some((buffer, 0, window)));
+    assert_eq!(
+        c.send_queue_len(s),
+        Some(SendQueueLen {
+            buffered: buffer,
+            waiting: 0,
+            in_flight: window
+        })
+    );
     assert_eq!(c.stats().dropped_overflow, (1000 - window - buffer) as u64);
     assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s), "not torn down");
     // Blocking sends wait in a bounded queue, then are refused.
@@ -539,7 +519,14 @@ fn peer_that_never_reads() {
         c.respond(now(), s, data(0)).unwrap();
     }
     assert_eq!(c.respond(now(), s, data(0)), Err(Error::WouldBlock));
-    assert_eq!(c.send_queue_len(s), Some((buffer, max_wait, window)));
+    assert_eq!(
+        c.send_queue_len(s),
+        Some(SendQueueLen {
+            buffered: buffer,
+            waiting: max_wait,
+            in_flight: window
+        })
+    );
     // When the peer finally reads, the backlog drains in order.
     c.handle_sent(now(), s, window).unwrap();
     let (acts, _) = drain(&mut c);
@@ -690,7 +677,7 @@ fn caller_misuse_is_a_typed_error() {
     c.handle_timeout(now() + Duration::from_secs(3600));
     let (acts, ev) = drain(&mut c);
     assert!(acts.is_empty() && ev.is_empty(), "stopped means quiet");
-    assert_eq!(c.live_counts(), (0, 0, 0));
+    assert_eq!(c.live_counts(), LiveCounts::default());
 }
 
 #[test]
@@ -712,4 +699,59 @@ fn blocking_send_past_the_connection_cap_is_refused_not_counted() {
     assert_eq!(c.stats().dropped_no_connection, 1);
     let (acts, _) = drain(&mut c);
     assert!(acts.is_empty(), "no dial past the cap: {acts:?}");
+}
+
+/// Every output up to and including the time-out that ends the drain.
+fn outputs<S: Security>(c: &mut Comm<S>) -> Vec<Output> {
+    let mut v = Vec::new();
+    loop {
+        let o = c.poll_output();
+        let end = matches!(o, Output::Timeout(_));
+        v.push(o);
+        if end {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
+    // The bug of the old four-step loop: actions were drained before deliveries, so the
+    // ResumeRead that taking deliveries queues waited for the next input, which a paused
+    // stream never brings. poll_output after poll_delivery hands it out at once.
+    let cfg = Config::default();
+    let cap = cfg.subscription_buffer;
+    let (mut c, s, sub) = established(cfg);
+    for i in 0..cap {
+        c.handle_envelope(now(), s, data_env(i as u64)).unwrap();
+    }
+    let out = outputs(&mut c);
+    assert!(matches!(out[0], Output::Action(Action::PauseRead { stream }) if stream == s));
+    assert!(matches!(out[1], Output::Event(Event::DeliveryReady(x)) if x == sub));
+    assert!(matches!(out[2], Output::Timeout(_)), "{out:?}");
+    while c.poll_delivery(sub).is_some() {}
+    let out = outputs(&mut c);
+    assert!(
+        matches!(out[0], Output::Action(Action::ResumeRead { stream }) if stream == s),
+        "{out:?}"
+    );
+    assert_eq!(out.len(), 2, "then the time-out: {out:?}");
+}
+
+#[test]
+fn unsubscribing_resumes_through_poll_output() {
+    let cfg = Config::default();
+    let cap = cfg.subscription_buffer;
+    let (mut c, s, sub) = established(cfg);
+    for i in 0..cap {
+        c.handle_envelope(now(), s, data_env(i as u64)).unwrap();
+    }
+    let _ = outputs(&mut c);
+    c.unsubscribe(sub).unwrap();
+    let out = outputs(&mut c);
+    assert!(
+        matches!(out[0], Output::Action(Action::ResumeRead { stream }) if stream == s),
+        "{out:?}"
+    );
+    assert!(matches!(out[1], Output::Timeout(_)));
 }

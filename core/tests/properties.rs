@@ -69,7 +69,12 @@ fn check(net: &mut Net, stopped_delivered: &[usize]) {
         let c = &net.nodes[i].comm;
         let conns = c.connections();
         let mut seen = std::collections::BTreeSet::new();
-        for (pki, primary, secondary) in &conns {
+        for ConnectionEntry {
+            pki_id: pki,
+            primary,
+            secondary,
+        } in &conns
+        {
             assert!(seen.insert(pki.clone()), "node {i}: two entries for {pki}");
             let info = c
                 .connection_info(*primary)
@@ -203,7 +208,7 @@ fn run(ops: Vec<Op>) -> bool {
     for i in (0..N).filter(|i| net.nodes[*i].up) {
         let conns = net.nodes[i].comm.connections();
         assert!(
-            conns.iter().all(|(_, _, sec)| sec.is_none()),
+            conns.iter().all(|e| e.secondary.is_none()),
             "node {i}: a secondary outlived its grace period"
         );
     }

@@ -5,7 +5,7 @@
 mod common;
 use bytes::Bytes;
 use common::*;
-use fabric_gossip_core::proto::gossip::{ConnEstablish, Envelope, GossipMessage, gossip_message};
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::*;
 use prost::Message;
 use std::time::Duration;
@@ -49,21 +49,6 @@ fn line(a: &Action) -> String {
     }
 }
 
-fn ev_line(e: &Event) -> String {
-    match e {
-        Event::Connected {
-            conn,
-            info,
-            inbound,
-        } => format!("Connected {conn} {} inbound={inbound}", info.id),
-        Event::HandshakeDone { op, result } => format!(
-            "HandshakeDone {op} {:?}",
-            result.as_ref().map(|i| i.id.to_string())
-        ),
-        other => format!("{other:?}"),
-    }
-}
-
 fn net_log(net: &Net) -> String {
     net.log.join("\n")
 }
@@ -103,30 +88,7 @@ fn crossing_dials() {
 }
 
 fn conn_env(pki: &str, identity: &str, hash: &[u8], sign: bool) -> Bytes {
-    let msg = GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::Conn(ConnEstablish {
-            pki_id: Bytes::copy_from_slice(pki.as_bytes()),
-            identity: Bytes::copy_from_slice(identity.as_bytes()),
-            tls_cert_hash: Bytes::copy_from_slice(hash),
-            probe: false,
-        })),
-        ..Default::default()
-    };
-    let payload = msg.encode_to_vec();
-    let signature = if sign {
-        TestOnlyHmacSecurity::hmac(&payload).to_vec()
-    } else {
-        vec![]
-    };
-    Bytes::from(
-        Envelope {
-            payload: payload.into(),
-            signature: signature.into(),
-            secret_envelope: None,
-        }
-        .encode_to_vec(),
-    )
+    conn_establish(pki.as_bytes(), identity.as_bytes(), hash, false, sign)
 }
 
 #[test]
@@ -195,12 +157,9 @@ fn negative_paths() {
         } else if let Some(t) = c.poll_timeout() {
             c.handle_timeout(t);
         }
-        while let Some(a) = c.poll_action() {
-            out.push(line(&a));
-        }
-        while let Some(e) = c.poll_event() {
-            out.push(ev_line(&e));
-        }
+        let (actions, events) = drain(&mut c);
+        out.extend(actions.iter().map(line));
+        out.extend(events.iter().map(fmt_event));
     }
     insta::assert_snapshot!(out.join("\n"));
 }

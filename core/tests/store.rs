@@ -1,4 +1,5 @@
-//! Connection store, sending and receiving rules (spec sections 5–7), on the in-memory
+//! Connection store, sending and receiving rules (`gossip/comm/conn.go`, `connectionStore`
+//! and `connection`; `gossip/comm/comm_impl.go`), on the in-memory
 //! harness with a virtual clock.
 
 mod common;
@@ -48,16 +49,23 @@ fn crossing_dials_end_with_one_connection_on_the_same_stream() {
         let c1 = net.nodes[1].comm.connections();
         assert_eq!(c0.len(), 1);
         assert_eq!(c1.len(), 1);
-        assert_eq!(c0[0].2, None, "secondary closed after the grace period");
-        assert_eq!(c1[0].2, None);
+        assert_eq!(
+            c0[0].secondary, None,
+            "secondary closed after the grace period"
+        );
+        assert_eq!(c1[0].secondary, None);
         // Node 0 has the lower PKI-ID ("127.0.0.1:7050"): its outbound stream wins.
-        let info0 = net.nodes[0].comm.connection_info(c0[0].1).unwrap().clone();
+        let info0 = net.nodes[0]
+            .comm
+            .connection_info(c0[0].primary)
+            .unwrap()
+            .clone();
         assert_eq!(info0.id, PkiId::from(ep(1).as_str()));
         assert!(net.nodes[0].events.iter().any(
-            |e| matches!(e, Event::Connected { conn, inbound: false, .. } if *conn == c0[0].1)
+            |e| matches!(e, Event::Connected { conn, inbound: false, .. } if *conn == c0[0].primary)
         ));
         assert!(net.nodes[1].events.iter().any(
-            |e| matches!(e, Event::Connected { conn, inbound: true, .. } if *conn == c1[0].1)
+            |e| matches!(e, Event::Connected { conn, inbound: true, .. } if *conn == c1[0].primary)
         ));
         let (to0, to1) = if first_lower {
             (b"y", b"x")
@@ -78,14 +86,8 @@ fn crossing_dials_end_with_one_connection_on_the_same_stream() {
 
 #[test]
 fn reconnect_from_the_same_side_replaces_the_old_connection() {
-    let mut net = Net::new(2, cfg);
-    net.subscribe_all(1);
-    net.send(0, 1, b"1");
-    net.settle();
-    let old = net.nodes[1]
-        .comm
-        .connection(&PkiId::from(ep(0).as_str()))
-        .unwrap();
+    let mut net = Net::connected_pair(cfg, b"1");
+    let old = net.conn(1, 0).unwrap();
     // Node 0 restarts (same identity) and reconnects before node 1 notices the old one.
     net.restart(
         0,
@@ -94,10 +96,7 @@ fn reconnect_from_the_same_side_replaces_the_old_connection() {
     );
     net.send(0, 1, b"2");
     net.settle();
-    let new = net.nodes[1]
-        .comm
-        .connection(&PkiId::from(ep(0).as_str()))
-        .unwrap();
+    let new = net.conn(1, 0).unwrap();
     assert_ne!(old, new);
     assert!(events_of(&net, 1).iter().any(|e| matches!(e, Event::Disconnected { conn, reason: CloseReason::Replaced, .. } if *conn == old)));
     assert_eq!(net.delivered_data(1), vec![b"1".to_vec(), b"2".to_vec()]);
@@ -105,14 +104,8 @@ fn reconnect_from_the_same_side_replaces_the_old_connection() {
 
 #[test]
 fn close_conn_then_resend_reconnects() {
-    let mut net = Net::new(2, cfg);
-    net.subscribe_all(1);
-    net.send(0, 1, b"1");
-    net.settle();
-    let first = net.nodes[0]
-        .comm
-        .connection(&PkiId::from(ep(1).as_str()))
-        .unwrap();
+    let mut net = Net::connected_pair(cfg, b"1");
+    let first = net.conn(0, 1).unwrap();
     let now = net.now;
     net.nodes[0]
         .comm
@@ -126,10 +119,7 @@ fn close_conn_then_resend_reconnects() {
     );
     net.send(0, 1, b"2");
     net.settle();
-    let second = net.nodes[0]
-        .comm
-        .connection(&PkiId::from(ep(1).as_str()))
-        .unwrap();
+    let second = net.conn(0, 1).unwrap();
     assert_ne!(first, second);
     assert_eq!(net.delivered_data(1), vec![b"1".to_vec(), b"2".to_vec()]);
 }
@@ -156,10 +146,7 @@ fn failed_dial_presumes_the_peer_dead() {
 
 #[test]
 fn presumed_dead_after_remote_stops() {
-    let mut net = Net::new(2, cfg);
-    net.subscribe_all(1);
-    net.send(0, 1, b"x");
-    net.settle();
+    let mut net = Net::connected_pair(cfg, b"x");
     net.crash(1);
     net.settle();
     // The reset closed the connection; the next send cannot connect.
@@ -177,10 +164,7 @@ fn write_failure_presumes_dead_and_closes() {
     let mut net = Net::new(2, cfg);
     net.send(0, 1, b"x");
     net.settle();
-    let s = net.nodes[0]
-        .comm
-        .connection(&PkiId::from(ep(1).as_str()))
-        .unwrap();
+    let s = net.conn(0, 1).unwrap();
     let now = net.now;
     net.nodes[0]
         .comm
@@ -204,12 +188,10 @@ fn write_failure_presumes_dead_and_closes() {
 
 #[test]
 fn full_send_buffer_drops_and_counts_without_closing() {
-    let mut net = Net::new(2, |_| {
-        Config::default().with_send_buffer(4).with_write_window(1)
-    });
-    net.subscribe_all(1);
-    net.send(0, 1, b"warm");
-    net.settle();
+    let mut net = Net::connected_pair(
+        |_| Config::default().with_send_buffer(4).with_write_window(1),
+        b"warm",
+    );
     // The remote never reads: hold every write by not running the network.
     for k in 0..50u8 {
         let now = net.now;
@@ -221,11 +203,15 @@ fn full_send_buffer_drops_and_counts_without_closing() {
     let st = net.nodes[0].comm.stats().clone();
     // 1 in flight + 4 buffered; the other 45 dropped.
     assert_eq!(st.dropped_overflow, 45);
-    let s = net.nodes[0]
-        .comm
-        .connection(&PkiId::from(ep(1).as_str()))
-        .unwrap();
-    assert_eq!(net.nodes[0].comm.send_queue_len(s), Some((4, 0, 1)));
+    let s = net.conn(0, 1).unwrap();
+    assert_eq!(
+        net.nodes[0].comm.send_queue_len(s),
+        Some(SendQueueLen {
+            buffered: 4,
+            waiting: 0,
+            in_flight: 1
+        })
+    );
     net.flush(0);
     net.settle();
     assert_eq!(
@@ -238,12 +224,10 @@ fn full_send_buffer_drops_and_counts_without_closing() {
 
 #[test]
 fn send_wait_queues_instead_of_dropping_and_keeps_order() {
-    let mut net = Net::new(2, |_| {
-        Config::default().with_send_buffer(2).with_write_window(1)
-    });
-    net.subscribe_all(1);
-    net.send(0, 1, b"warm");
-    net.settle();
+    let mut net = Net::connected_pair(
+        |_| Config::default().with_send_buffer(2).with_write_window(1),
+        b"warm",
+    );
     for k in 0..20u8 {
         let now = net.now;
         net.nodes[0]
@@ -320,10 +304,7 @@ fn predicates_route_each_message_only_to_its_subscribers() {
 
 #[test]
 fn received_messages_carry_connection_info_and_original_bytes() {
-    let mut net = Net::new(2, cfg);
-    net.subscribe_all(1);
-    net.send(0, 1, b"info");
-    net.settle();
+    let net = Net::connected_pair(cfg, b"info");
     let m = net.nodes[1].delivered.values().next().unwrap()[0].clone();
     assert_eq!(m.info.id, PkiId::from(ep(0).as_str()));
     assert_eq!(m.info.identity.as_ref(), ep(0).as_bytes());
@@ -360,10 +341,7 @@ fn respond_goes_back_on_the_same_connection() {
 
 #[test]
 fn respond_after_close_is_a_typed_error() {
-    let mut net = Net::new(2, cfg);
-    net.subscribe_all(1);
-    net.send(0, 1, b"x");
-    net.settle();
+    let mut net = Net::connected_pair(cfg, b"x");
     let m = net.nodes[1].delivered.values().next().unwrap()[0].clone();
     let now = net.now;
     net.nodes[1]
@@ -618,7 +596,11 @@ fn probe_succeeds_and_fails_by_conn_timeout_when_ping_hangs() {
         "probe registers nothing"
     );
     assert!(net.nodes[1].comm.connections().is_empty());
-    assert_eq!(net.nodes[0].comm.live_counts(), (0, 0, 0), "no leftovers");
+    assert_eq!(
+        net.nodes[0].comm.live_counts(),
+        LiveCounts::default(),
+        "no leftovers"
+    );
 }
 
 #[test]
@@ -710,10 +692,7 @@ fn identity_switch_same_org_is_reported_other_org_refused() {
 
 #[test]
 fn stop_closes_everything_and_refuses_work() {
-    let mut net = Net::new(2, cfg);
-    net.subscribe_all(1);
-    net.send(0, 1, b"x");
-    net.settle();
+    let mut net = Net::connected_pair(cfg, b"x");
     let now = net.now;
     net.nodes[1].comm.stop(now);
     net.nodes[1].comm.stop(now); // idempotent
@@ -725,7 +704,7 @@ fn stop_closes_everything_and_refuses_work() {
         .count();
     assert_eq!(stopped, 1);
     assert!(net.nodes[1].comm.connections().is_empty());
-    assert_eq!(net.nodes[1].comm.live_counts(), (0, 0, 0));
+    assert_eq!(net.nodes[1].comm.live_counts(), LiveCounts::default());
     let m = SignedMessage::noop(data_msg(b"late"));
     assert_eq!(
         net.nodes[1].comm.send(now, &m, &[peer(0)]),
@@ -789,14 +768,8 @@ fn slow_subscriber_pauses_reading_and_loses_nothing() {
 
 #[test]
 fn bad_envelope_after_handshake_ends_the_connection() {
-    let mut net = Net::new(2, cfg);
-    net.subscribe_all(1);
-    net.send(0, 1, b"x");
-    net.settle();
-    let s = net.nodes[1]
-        .comm
-        .connection(&PkiId::from(ep(0).as_str()))
-        .unwrap();
+    let mut net = Net::connected_pair(cfg, b"x");
+    let s = net.conn(1, 0).unwrap();
     let now = net.now;
     net.nodes[1]
         .comm
@@ -816,10 +789,7 @@ fn bad_envelope_after_handshake_ends_the_connection() {
 
 #[test]
 fn concurrent_close_and_send_lose_nothing_silently() {
-    let mut net = Net::new(2, |_| Config::default().with_send_buffer(100));
-    net.subscribe_all(1);
-    net.send(0, 1, b"warm");
-    net.settle();
+    let mut net = Net::connected_pair(|_| Config::default().with_send_buffer(100), b"warm");
     let now = net.now;
     for k in 0..10u8 {
         net.nodes[0]

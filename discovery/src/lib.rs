@@ -12,19 +12,30 @@
 //!
 //! # Hosting it
 //!
+//! Put it on a core in a [`Stack`](fabric_gossip_core::Stack), which does the routing, and
+//! drive the stack like a bare core (`discovery/tests/stack.rs` does this on a tiny
+//! network):
+//!
 //! ```text
-//! let mut layer = Discovery::new(DiscoveryConfig::new("10.0.0.1:7051")
+//! let layer = Discovery::new(DiscoveryConfig::new("10.0.0.1:7051")
 //!     .with_bootstrap(["10.0.0.2:7051"]))?;
-//! layer.start(now, &mut comm);                     // subscribes, arms timers, dials bootstraps
+//! let mut node = Stack::new(comm, layer);              // starts it: subscribes, arms timers
 //! loop {
-//!     // after every input to comm: drain comm.poll_action() and carry the actions out;
-//!     // then for each ev in comm.poll_event(): layer.handle_comm_event(now, &mut comm, &ev);
-//!     // for Event::DeliveryReady(sub) with layer.owns_subscription(sub):
-//!     //     while let Some(m) = comm.poll_delivery(sub) { layer.handle_message(now, &mut comm, m) }
-//!     // when layer.poll_timeout() passes: layer.handle_timeout(now, &mut comm);
-//!     // drain layer.poll_event() (MemberAlive / MemberDead / ...), and comm's actions again.
+//!     // after every input to node.comm_mut(), node.handle_timeout(now) or node.poll_delivery:
+//!     loop {
+//!         match node.poll_output() {
+//!             StackOutput::Action(a) => driver.execute(a),
+//!             StackOutput::Event(e) => app.on_comm_event(e),     // the layer saw it first
+//!             StackOutput::Layer(e) => app.on_membership(e),     // MemberAlive / MemberDead / ...
+//!             StackOutput::Timeout(t) => { driver.set_timer(t); break }
+//!         }
+//!     }
 //! }
 //! ```
+//!
+//! A driver without `Stack` does the same routing by hand: every core event to
+//! `handle_comm_event`, the deliveries of the layer's subscription to `handle_message`,
+//! its deadline to `handle_timeout`, then the core's output again.
 //!
 //! # Rules, by module
 //!

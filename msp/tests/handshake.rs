@@ -59,7 +59,7 @@ fn two_orgs_handshake_and_exchange_with_real_identities() {
     );
     assert_eq!(p0, *pki.security(0, 0).pki_id());
     assert_eq!(net.nodes[0].comm.connections().len(), 1);
-    assert_eq!(net.nodes[0].comm.connections()[0].0, p1);
+    assert_eq!(net.nodes[0].comm.connections()[0].pki_id, p1);
     // The connection carries the remote's real serialized identity.
     let msg = &net.nodes[1].delivered.values().next().unwrap()[0];
     assert_eq!(msg.sender(), &p0);
@@ -255,7 +255,7 @@ fn identity_switch_within_the_organization_is_accepted_and_reported() {
         })
         .collect();
     assert_eq!(switches, vec![old]);
-    assert_eq!(net.nodes[0].comm.connections()[0].0, new);
+    assert_eq!(net.nodes[0].comm.connections()[0].pki_id, new);
     assert_eq!(net.nodes[0].comm.stats().identity_switches, 1);
 }
 

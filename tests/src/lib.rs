@@ -41,7 +41,7 @@ use core::time::Duration;
 use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
 use fabric_gossip_core::{
     Acceptor, AckError, CertHash, Config, ConnectionInfo, Error, Event, HandshakeError, PkiId,
-    ProbeError, ReceivedMessage, RemotePeer, SendResult, SignedMessage, Stats, StreamEnd, StreamId,
+    ProbeError, ReceivedMessage, RemotePeer, SendResult, SignedMessage, Stats, StreamEnd,
 };
 use std::sync::Arc;
 
@@ -195,7 +195,7 @@ pub trait Harness {
     fn stats(&self, n: NodeId) -> Stats;
 
     /// Node `n`'s registered connections: (PKI-ID, primary, crossing secondary).
-    fn connections(&self, n: NodeId) -> Vec<(PkiId, StreamId, Option<StreamId>)>;
+    fn connections(&self, n: NodeId) -> Vec<fabric_gossip_core::ConnectionEntry>;
 
     /// Opens a `GossipStream` to node `n` from a client the scenario controls byte by byte,
     /// presenting `client_cert` (a certificate hash) under TLS. `None`: this harness cannot

@@ -522,8 +522,8 @@ pub fn send_and_receive_both_ways<H: Harness>(h: &mut H) -> Outcome {
     wait(h, SOON, "one connection each side", |h| {
         h.connections(a).len() == 1
             && h.connections(b).len() == 1
-            && h.connections(a)[0].2.is_none()
-            && h.connections(b)[0].2.is_none()
+            && h.connections(a)[0].secondary.is_none()
+            && h.connections(b)[0].secondary.is_none()
     })?;
     PASS
 }

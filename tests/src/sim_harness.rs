@@ -205,7 +205,7 @@ impl Harness for SimHarness {
         self.sim.stats(n).cloned().unwrap_or_default()
     }
 
-    fn connections(&self, n: NodeId) -> Vec<(PkiId, StreamId, Option<StreamId>)> {
+    fn connections(&self, n: NodeId) -> Vec<fabric_gossip_core::ConnectionEntry> {
         self.sim
             .comm(n)
             .filter(|c| !c.is_stopped())

@@ -12,7 +12,7 @@ use core::time::Duration;
 use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
 use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::{
-    Acceptor, CertHash, Error, Event, PkiId, RemotePeer, SignedMessage, Stats, StreamEnd, StreamId,
+    Acceptor, CertHash, Error, Event, PkiId, RemotePeer, SignedMessage, Stats, StreamEnd,
     TlsHashes, cert_hash,
 };
 use fabric_gossip_sim::{Fault, ReaderMode};
@@ -534,7 +534,7 @@ impl Harness for TonicHarness {
             .unwrap_or_default()
     }
 
-    fn connections(&self, n: NodeId) -> Vec<(PkiId, StreamId, Option<StreamId>)> {
+    fn connections(&self, n: NodeId) -> Vec<fabric_gossip_core::ConnectionEntry> {
         match self.slots.get(n) {
             Some(s) if !s.node.is_stopped() => s.node.connections(),
             _ => Vec::new(),

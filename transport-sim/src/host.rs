@@ -13,8 +13,8 @@ use crate::sim::Sim;
 use crate::trace::{ActionFmt, EventFmt, trace};
 use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::{
-    Action, Comm, Config, DialId, Event, HandshakeError, Instant, OpId, PkiId, ReceivedMessage,
-    StreamEnd, SubscriptionId, TlsHashes,
+    Action, Comm, Config, DialId, Event, HandshakeError, Instant, OpId, Output, PkiId,
+    ReceivedMessage, StreamEnd, SubscriptionId, TlsHashes,
 };
 use std::collections::BTreeMap;
 
@@ -124,13 +124,14 @@ impl Sim {
     pub(crate) fn pump(&mut self, n: usize) {
         loop {
             let mut progress = false;
-            while let Some(a) = self.nodes[n].comm.as_mut().and_then(Comm::poll_action) {
+            // The core's one output: actions, then events, until the time-out ends it.
+            while let Some(out) = self.nodes[n].comm.as_mut().map(Comm::poll_output) {
+                match out {
+                    Output::Action(a) => self.on_action(n, a),
+                    Output::Event(e) => self.on_event(n, e),
+                    Output::Timeout(_) => break,
+                }
                 progress = true;
-                self.on_action(n, a);
-            }
-            while let Some(e) = self.nodes[n].comm.as_mut().and_then(Comm::poll_event) {
-                progress = true;
-                self.on_event(n, e);
             }
             // Only subscriptions that said DeliveryReady have anything: an eager reader
             // empties them, so the core says it again when the next message comes.

@@ -128,9 +128,18 @@ impl Sim {
         let node = &self.nodes[n];
         let c = node.comm.as_ref()?;
         let cfg = c.config();
-        for (pki, primary, secondary) in c.connections() {
+        for fabric_gossip_core::ConnectionEntry {
+            pki_id: pki,
+            primary,
+            secondary,
+        } in c.connections()
+        {
             for s in [Some(primary), secondary].into_iter().flatten() {
-                if let Some((buf, waiting, in_flight)) = c.send_queue_len(s)
+                if let Some(fabric_gossip_core::SendQueueLen {
+                    buffered: buf,
+                    waiting,
+                    in_flight,
+                }) = c.send_queue_len(s)
                     && (buf > cfg.send_buffer_size.max(1)
                         || waiting > cfg.max_waiting_sends
                         || in_flight > cfg.write_window)
@@ -152,7 +161,11 @@ impl Sim {
                 ));
             }
         }
-        let (streams, dials, ops) = c.live_counts();
+        let fabric_gossip_core::LiveCounts {
+            streams,
+            dials,
+            ops,
+        } = c.live_counts();
         if streams > 2 * cfg.max_connections + cfg.max_pending_handshakes + cfg.max_operations
             || dials > streams + cfg.max_operations + cfg.max_connections
             || ops > cfg.max_operations
@@ -197,7 +210,12 @@ impl Sim {
             let Some(c) = self.nodes[n].comm.as_ref() else {
                 continue;
             };
-            for (pki, primary, secondary) in c.connections() {
+            for fabric_gossip_core::ConnectionEntry {
+                pki_id: pki,
+                primary,
+                secondary,
+            } in c.connections()
+            {
                 if let Some(s) = secondary {
                     found.push(format!(
                         "n{n}: crossing secondary {s} to {pki} still open when quiescent"

@@ -211,8 +211,8 @@ pub struct Totals {
     /// Successful handshakes.
     pub handshakes_ok: u64,
     /// Failed handshakes by [`HandshakeError::LABELS`] index (every label has a slot:
-    /// the array is sized by the label list, so a new reason cannot be dropped).
-    pub handshake_failures: [u64; HandshakeError::LABELS.len()],
+    /// the array is sized by the failure kinds, so a new reason cannot be dropped).
+    pub handshake_failures: [u64; fabric_gossip_core::HandshakeFailure::COUNT],
     /// Connections registered.
     pub connections_opened: u64,
     /// Connections closed.

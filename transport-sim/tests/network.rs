@@ -304,7 +304,7 @@ fn raw_client_sees_the_nodes_conn_establish() {
 fn invariant_checker_flags_a_presumed_dead_the_network_did_not_cause() {
     let mut sim = connected_pair(SimConfig::seeded(10), NodeSpec::new());
     assert!(sim.check().is_ok());
-    let conn = sim.comm(0).unwrap().connections()[0].1;
+    let conn = sim.comm(0).unwrap().connections()[0].primary;
     // A write failure the simulated network never produced: the core presumes the peer
     // dead, and the checker must notice that nothing in the trace explains it.
     sim.with_comm(0, |c, now| {

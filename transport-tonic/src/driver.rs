@@ -19,8 +19,8 @@ use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
 use fabric_gossip_core::proto::gossip::Empty;
 use fabric_gossip_core::proto::gossip::gossip_client::GossipClient;
 use fabric_gossip_core::{
-    Action, CertHash, Comm, ConnectionInfo, DialId, Event, HandshakeError, Instant, OpId, PkiId,
-    ProbeError, Security, SendResult, StreamEnd, StreamId, SubscriptionId,
+    Action, CertHash, Comm, ConnectionInfo, DialId, Event, HandshakeError, Instant, OpId, Output,
+    PkiId, ProbeError, Security, SendResult, StreamEnd, StreamId, SubscriptionId,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -287,11 +287,14 @@ impl Drop for RoomWaiter<'_> {
 /// Carries out the core's actions, dispatches its events, and re-arms the timer. Called
 /// after every core call, under the lock.
 pub(crate) fn drain(inner: &Arc<Inner>, st: &mut State) {
-    drain_actions(inner, st);
-    while let Some(ev) = st.comm.poll_event() {
-        handle_event(inner, st, ev);
-    }
-    let next = st.comm.poll_timeout();
+    // The core's one output: actions, then events, and the time-out once nothing is left.
+    let next = loop {
+        match st.comm.poll_output() {
+            Output::Action(action) => execute(inner, st, action),
+            Output::Event(ev) => handle_event(inner, st, ev),
+            Output::Timeout(next) => break next,
+        }
+    };
     let earlier = match (next, st.timer_target) {
         (Some(n), Some(t)) => n < t,
         (Some(_), None) => true,
@@ -303,6 +306,8 @@ pub(crate) fn drain(inner: &Arc<Inner>, st: &mut State) {
     }
 }
 
+/// Only the actions: between two envelopes of a batch, so a `PauseRead` takes effect before
+/// the next one is handed in; the batch ends with a full [`drain`].
 fn drain_actions(inner: &Arc<Inner>, st: &mut State) {
     while let Some(action) = st.comm.poll_action() {
         execute(inner, st, action);

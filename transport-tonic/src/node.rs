@@ -10,7 +10,7 @@ use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage};
 use fabric_gossip_core::{
     Config, ConnectionInfo, Error, Event, HandshakeError, OpId, PkiId, ProbeError, ReceivedMessage,
-    RemotePeer, Security, SendResult, SignedMessage, Stats, StreamId, SubscriptionId, TlsHashes,
+    RemotePeer, Security, SendResult, SignedMessage, Stats, SubscriptionId, TlsHashes,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -471,8 +471,8 @@ impl Node {
         self.h.inner.lock().stats.clone()
     }
 
-    /// Registered connections as (PKI-ID, primary, crossing secondary), sorted by PKI-ID.
-    pub fn connections(&self) -> Vec<(PkiId, StreamId, Option<StreamId>)> {
+    /// Registered connections (PKI-ID, primary, crossing secondary), sorted by PKI-ID.
+    pub fn connections(&self) -> Vec<fabric_gossip_core::ConnectionEntry> {
         self.h.inner.lock().comm.connections()
     }
 

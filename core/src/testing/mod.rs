@@ -14,6 +14,11 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+mod remote;
+mod wire;
+
+pub use remote::{conn_establish, drain, envelope_of};
+
 /// One-way latency of every link.
 pub const LATENCY: Duration = Duration::from_millis(1);
 
@@ -179,6 +184,22 @@ impl Net {
         }
     }
 
+    /// Node `i`'s registered connection to node `j` (named by `j`'s endpoint, which is its
+    /// PKI-ID under the test provider).
+    pub fn conn(&self, i: usize, j: usize) -> Option<StreamId> {
+        self.nodes[i].comm.connection(&PkiId::from(ep(j).as_str()))
+    }
+
+    /// Two nodes, node 1 subscribed to everything, connected by node 0 sending it `first`
+    /// and the network settling: the start of most connection tests.
+    pub fn connected_pair(config: impl Fn(usize) -> Config, first: &[u8]) -> Self {
+        let mut net = Net::new(2, config);
+        net.subscribe_all(1);
+        net.send(0, 1, first);
+        net.settle();
+        net
+    }
+
     /// Node `i` as a remote: its endpoint and the PKI-ID others expect there.
     pub fn peer(&self, i: usize) -> RemotePeer {
         RemotePeer::new(ep(i), self.nodes[i].expected_pki.clone())
@@ -213,28 +234,41 @@ impl Net {
         self.queue.push_back((self.now + delay, w));
     }
 
-    /// Drains node i's outputs into the wire.
     /// Carries out node `i`'s pending actions and records its events (and deliveries,
     /// unless it is a slow reader).
     pub fn flush(&mut self, i: usize) {
-        while let Some(a) = self.nodes[i].comm.poll_action() {
-            if self.record {
-                self.log.push(format!("n{i} {}", fmt_action(&a)));
-            }
-            self.act(i, a);
-        }
-        while let Some(e) = self.nodes[i].comm.poll_event() {
-            if self.record {
-                self.log.push(format!("n{i} {}", fmt_event(&e)));
-            }
-            self.nodes[i].events.push(e);
-        }
+        self.drain_outputs(i);
         if !self.nodes[i].slow_reader {
             self.drain_deliveries(i);
         }
     }
 
-    /// Polls every subscription of node `i` until empty.
+    /// Node `i`'s [`Comm::poll_output`] until it ends with the time-out: actions carried
+    /// out, events recorded. Returns whether there was anything.
+    fn drain_outputs(&mut self, i: usize) -> bool {
+        let mut any = false;
+        loop {
+            match self.nodes[i].comm.poll_output() {
+                Output::Action(a) => {
+                    if self.record {
+                        self.log.push(format!("n{i} {}", fmt_action(&a)));
+                    }
+                    self.act(i, a);
+                }
+                Output::Event(e) => {
+                    if self.record {
+                        self.log.push(format!("n{i} {}", fmt_event(&e)));
+                    }
+                    self.nodes[i].events.push(e);
+                }
+                Output::Timeout(_) => return any,
+            }
+            any = true;
+        }
+    }
+
+    /// Polls every subscription of node `i` until empty. Taking deliveries may resume
+    /// paused streams; the outputs that follow are carried out before polling again.
     pub fn drain_deliveries(&mut self, i: usize) {
         loop {
             let mut any = false;
@@ -244,293 +278,11 @@ impl Net {
                     self.nodes[i].delivered.entry(sub).or_default().push(m);
                 }
             }
-            // Taking deliveries may have queued ResumeRead actions.
-            let mut more = false;
-            while let Some(a) = self.nodes[i].comm.poll_action() {
-                more = true;
-                if self.record {
-                    self.log.push(format!("n{i} {}", fmt_action(&a)));
-                }
-                self.act(i, a);
-            }
+            let more = self.drain_outputs(i);
             if !any && !more {
                 break;
             }
         }
-    }
-
-    fn act(&mut self, i: usize, a: Action) {
-        let stream = match &a {
-            Action::OpenStream { stream, .. }
-            | Action::Write { stream, .. }
-            | Action::PauseRead { stream }
-            | Action::ResumeRead { stream }
-            | Action::CloseStream { stream, .. } => Some(*stream),
-            _ => None,
-        };
-        let dial = match &a {
-            Action::Dial { dial, .. }
-            | Action::Ping { dial }
-            | Action::OpenStream { dial, .. }
-            | Action::CloseDial { dial } => Some(*dial),
-            _ => None,
-        };
-        if let Some(s) = stream {
-            assert!(
-                !self.closed_streams.contains(&(i, s)),
-                "node {i}: {a:?} names a closed stream"
-            );
-        }
-        if let Some(d) = dial {
-            assert!(
-                !self.closed_dials.contains(&(i, d)),
-                "node {i}: {a:?} names a closed dial"
-            );
-        }
-        match &a {
-            Action::CloseStream { stream, .. } => {
-                self.closed_streams.insert((i, *stream));
-            }
-            Action::CloseDial { dial } => {
-                self.closed_dials.insert((i, *dial));
-            }
-            _ => {}
-        }
-        match a {
-            Action::Dial { dial, endpoint } => {
-                let target = self.node_of(&endpoint);
-                let ok =
-                    target.is_some_and(|t| self.nodes[t].up && !self.refuse_dials.contains(&t));
-                if let Some(t) = target {
-                    self.dial_target.insert((i, dial), t);
-                }
-                let hash = target.and_then(|t| {
-                    self.presented_hash
-                        .get(&t)
-                        .copied()
-                        .or(self.nodes[t].tls_hash)
-                });
-                self.push(
-                    LATENCY,
-                    Wire::DialResult {
-                        node: i,
-                        dial,
-                        ok,
-                        hash,
-                    },
-                );
-            }
-            Action::Ping { dial } => {
-                let t = self.dial_target[&(i, dial)];
-                if !self.hang_pings.contains(&t) {
-                    let ok = self.nodes[t].up;
-                    self.push(LATENCY * 2, Wire::PingResult { node: i, dial, ok });
-                }
-            }
-            Action::OpenStream { dial, stream } => {
-                let t = self.dial_target[&(i, dial)];
-                self.links.insert((i, stream), (t, None));
-                let hash = if self.no_client_cert.contains(&i) {
-                    None
-                } else {
-                    self.presented_hash.get(&i).copied().or(self.nodes[i]
-                        .comm
-                        .config()
-                        .tls
-                        .as_ref()
-                        .map(|t| t.client_cert_hash))
-                };
-                self.push(
-                    LATENCY,
-                    Wire::Accept {
-                        from: i,
-                        from_stream: stream,
-                        to: t,
-                        hash,
-                    },
-                );
-            }
-            Action::Write { stream, envelope } => match self.links.get(&(i, stream)).copied() {
-                Some((t, Some(ts))) => {
-                    self.push(
-                        LATENCY,
-                        Wire::Envelope {
-                            node: t,
-                            stream: ts,
-                            bytes: envelope,
-                        },
-                    );
-                    self.push(Duration::ZERO, Wire::Sent { node: i, stream });
-                }
-                Some((_, None)) => {
-                    self.pending_writes
-                        .entry((i, stream))
-                        .or_default()
-                        .push(envelope);
-                }
-                None => {}
-            },
-            Action::CloseStream { stream, .. } => {
-                if let Some((t, ts)) = self.links.remove(&(i, stream))
-                    && let Some(ts) = ts
-                {
-                    self.links.remove(&(t, ts));
-                    self.push(
-                        LATENCY,
-                        Wire::Closed {
-                            node: t,
-                            stream: ts,
-                            end: StreamEnd::Finished,
-                        },
-                    );
-                }
-                self.pending_writes.remove(&(i, stream));
-            }
-            Action::PauseRead { stream } => {
-                self.paused.insert((i, stream));
-            }
-            Action::ResumeRead { stream } => {
-                self.paused.remove(&(i, stream));
-                if let Some(mut q) = self.held.remove(&(i, stream)) {
-                    while let Some(b) = q.pop_front() {
-                        if self.paused.contains(&(i, stream)) {
-                            self.held.entry((i, stream)).or_default().push_back(b);
-                            continue;
-                        }
-                        self.record_arrival(i, stream, &b);
-                        let _ = self.nodes[i].comm.handle_envelope(self.now, stream, b);
-                    }
-                    self.flush(i);
-                }
-            }
-            Action::CloseDial { .. } => {}
-        }
-    }
-
-    fn record_arrival(&mut self, node: usize, stream: StreamId, bytes: &Bytes) {
-        if self.nodes[node].comm.connection_info(stream).is_none() {
-            return;
-        }
-        if let Ok(m) = SignedMessage::from_envelope_bytes(bytes.clone())
-            && let Some(crate::proto::gossip::gossip_message::Content::DataMsg(d)) =
-                &m.message().content
-        {
-            let data = d
-                .payload
-                .as_ref()
-                .map(|p| p.data.to_vec())
-                .unwrap_or_default();
-            self.arrivals.entry(node).or_default().push(data);
-        }
-    }
-
-    fn deliver(&mut self, w: Wire) {
-        let now = self.now;
-        let node = match &w {
-            Wire::DialResult { node, .. }
-            | Wire::PingResult { node, .. }
-            | Wire::Envelope { node, .. }
-            | Wire::Sent { node, .. }
-            | Wire::Closed { node, .. } => *node,
-            Wire::Accept { to, .. } => *to,
-        };
-        if !self.nodes[node].up {
-            return;
-        }
-        match w {
-            Wire::DialResult {
-                node,
-                dial,
-                ok,
-                hash,
-            } => {
-                let r = if ok {
-                    Ok(hash)
-                } else {
-                    Err("connection refused".to_string())
-                };
-                let _ = self.nodes[node].comm.handle_dial_result(now, dial, r);
-            }
-            Wire::PingResult { node, dial, ok } => {
-                let r = if ok {
-                    Ok(())
-                } else {
-                    Err("unavailable".to_string())
-                };
-                let _ = self.nodes[node].comm.handle_ping_result(now, dial, r);
-            }
-            Wire::Accept {
-                from,
-                from_stream,
-                to,
-                hash,
-            } => {
-                if !self.links.contains_key(&(from, from_stream)) {
-                    return;
-                }
-                match self.nodes[to].comm.accept_stream(now, &ep(from), hash) {
-                    Ok(s) => {
-                        self.links.insert((from, from_stream), (to, Some(s)));
-                        self.links.insert((to, s), (from, Some(from_stream)));
-                        for b in self
-                            .pending_writes
-                            .remove(&(from, from_stream))
-                            .unwrap_or_default()
-                        {
-                            self.push(
-                                LATENCY,
-                                Wire::Envelope {
-                                    node: to,
-                                    stream: s,
-                                    bytes: b,
-                                },
-                            );
-                            self.push(
-                                Duration::ZERO,
-                                Wire::Sent {
-                                    node: from,
-                                    stream: from_stream,
-                                },
-                            );
-                        }
-                    }
-                    Err(_) => {
-                        self.links.remove(&(from, from_stream));
-                        self.push(
-                            LATENCY,
-                            Wire::Closed {
-                                node: from,
-                                stream: from_stream,
-                                end: StreamEnd::Error("Shutting down".into()),
-                            },
-                        );
-                    }
-                }
-                self.flush(to);
-            }
-            Wire::Envelope {
-                node,
-                stream,
-                bytes,
-            } => {
-                if self.paused.contains(&(node, stream)) {
-                    self.held
-                        .entry((node, stream))
-                        .or_default()
-                        .push_back(bytes);
-                    return;
-                }
-                self.record_arrival(node, stream, &bytes);
-                let _ = self.nodes[node].comm.handle_envelope(now, stream, bytes);
-            }
-            Wire::Sent { node, stream } => {
-                let _ = self.nodes[node].comm.handle_sent(now, stream, 1);
-            }
-            Wire::Closed { node, stream, end } => {
-                let _ = self.nodes[node].comm.handle_stream_closed(now, stream, end);
-            }
-        }
-        self.flush(node);
     }
 
     /// Runs until nothing is queued and no timer is due before `limit` from now.

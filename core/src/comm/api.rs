@@ -1,0 +1,173 @@
+//! Fabric's `Comm` interface (`gossip/comm/comm.go`): the calls an application or a layer
+//! makes. Each returns at once; results that take time come as events.
+
+use super::send::Mode;
+use super::{Acceptor, Comm, RemotePeer};
+use crate::error::{CloseReason, Error, HandshakeError};
+use crate::ids::{DialId, OpId, PkiId, StreamId, SubscriptionId};
+use crate::message::SignedMessage;
+use crate::security::Security;
+use crate::time::Instant;
+use core::time::Duration;
+use fabric_gossip_proto::gossip::{Acknowledgement, GossipMessage, gossip_message};
+
+impl<S: Security> Comm<S> {
+    /// Fabric's `Send`: to each peer, over its connection (opening one if needed), without
+    /// waiting: a full send buffer drops the message and counts it. Messages to one peer
+    /// leave in the order they were sent. Failing to connect presumes the peer dead.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        msg: &SignedMessage,
+        peers: &[RemotePeer],
+    ) -> Result<(), Error> {
+        self.tick(now);
+        self.check_outgoing(msg.envelope_bytes(), peers)?;
+        for peer in peers {
+            // A full buffer in Drop mode is a counted drop, not an error.
+            let _ = self.enqueue(peer, msg.envelope_bytes().clone(), Mode::Drop, None);
+        }
+        Ok(())
+    }
+
+    /// Like `send` to one peer, but a full send buffer makes the message wait (up to
+    /// `max_waiting_sends` per connection) instead of dropping: for callers that must not
+    /// lose messages. `Err(WouldBlock)` means even the wait queue is full: retry after the
+    /// connection drains.
+    pub fn send_wait(
+        &mut self,
+        now: Instant,
+        msg: &SignedMessage,
+        peer: &RemotePeer,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        self.check_outgoing(msg.envelope_bytes(), core::slice::from_ref(peer))?;
+        self.enqueue(peer, msg.envelope_bytes().clone(), Mode::Wait, None)
+    }
+
+    /// Fabric's `SendWithAck`: gives `msg` a fresh nonce, noop-signs it, sends it to every
+    /// peer (waiting for buffer room), and completes with `Event::SendWithAckDone` as soon
+    /// as `min_ack` peers acked or every peer has a result, or at `timeout`.
+    pub fn send_with_ack(
+        &mut self,
+        now: Instant,
+        msg: GossipMessage,
+        timeout: Duration,
+        min_ack: usize,
+        peers: &[RemotePeer],
+    ) -> Result<OpId, Error> {
+        self.admit_op(now)?;
+        self.start_send_with_ack(now, msg, timeout, min_ack, peers)
+    }
+
+    /// Fabric's `Probe`: dial and Ping, no handshake, nothing registered. The result comes
+    /// as `Event::ProbeDone`.
+    pub fn probe(&mut self, now: Instant, peer: &RemotePeer) -> Result<OpId, Error> {
+        self.admit_op(now)?;
+        Ok(self.start_probe(peer))
+    }
+
+    /// Fabric's `Handshake`: dial, Ping, open a stream and authenticate the remote with
+    /// `probe: true`, within `handshake_timeout`; nothing is registered. The result comes as
+    /// `Event::HandshakeDone`. An empty expected PKI-ID accepts whoever answers.
+    pub fn handshake(&mut self, now: Instant, peer: &RemotePeer) -> Result<OpId, Error> {
+        self.admit_op(now)?;
+        Ok(self.start_handshake_op(now, peer))
+    }
+
+    /// Fabric's `Accept`: a subscription to every received message (acks excepted) that
+    /// `acceptor` accepts, in arrival order.
+    pub fn subscribe(&mut self, acceptor: Acceptor) -> Result<SubscriptionId, Error> {
+        self.add_subscription(acceptor)
+    }
+
+    /// Ends a subscription; its undelivered messages are discarded and any stream paused
+    /// for it may resume (the `ResumeRead` comes out of the next [`Comm::poll_output`]).
+    pub fn unsubscribe(&mut self, sub: SubscriptionId) -> Result<(), Error> {
+        self.remove_subscription(sub)
+    }
+
+    /// Fabric's `ReceivedMessage.Respond`: noop-signs `msg` and sends it on the connection
+    /// the request came in on, waiting for buffer room.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        conn: StreamId,
+        msg: GossipMessage,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        if self.stopped {
+            return Err(Error::Stopped);
+        }
+        let signed = SignedMessage::noop(msg);
+        self.check_size(signed.envelope_bytes().len())?;
+        self.enqueue_on(conn, signed.envelope_bytes().clone(), Mode::Wait)
+    }
+
+    /// Fabric's `ReceivedMessage.Ack`: answers the message with nonce `nonce` received on
+    /// `conn` with an Acknowledgement carrying `error` (`None` for success).
+    pub fn ack(
+        &mut self,
+        now: Instant,
+        conn: StreamId,
+        nonce: u64,
+        error: Option<&str>,
+    ) -> Result<(), Error> {
+        let msg = GossipMessage {
+            nonce,
+            content: Some(gossip_message::Content::Ack(Acknowledgement {
+                error: error.unwrap_or_default().to_owned(),
+            })),
+            ..Default::default()
+        };
+        self.respond(now, conn, msg)
+    }
+
+    /// Fabric's `CloseConn`: closes the connection(s) registered for `pki_id`. A later send
+    /// opens a new one.
+    pub fn close_conn(&mut self, now: Instant, pki_id: &PkiId) {
+        self.tick(now);
+        self.close_peer(pki_id, CloseReason::Local);
+    }
+
+    /// Fabric's `Stop`: idempotent; closes every stream and channel, ends every subscription
+    /// (undelivered messages are discarded), fails pending operations, refuses new work.
+    pub fn stop(&mut self, now: Instant) {
+        self.tick(now);
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let streams: Vec<StreamId> = self.streams.iter().map(|(id, _)| id).collect();
+        for s in streams {
+            let handshaking = self.streams.get(s).is_some_and(|st| st.is_handshaking());
+            if handshaking {
+                self.fail_handshake(s, HandshakeError::ShuttingDown);
+            } else {
+                self.close_stream(s, CloseReason::Stopped);
+            }
+        }
+        let dials: Vec<DialId> = self.dials.iter().map(|(id, _)| id).collect();
+        for d in dials {
+            self.dial_failed(d, crate::error::DialError::Failed("Shutting down".into()));
+        }
+        let ops: Vec<OpId> = self.ops.iter().map(|(id, _)| id).collect();
+        for op in ops {
+            self.fail_op(op);
+        }
+        let undelivered = self.end_subscriptions();
+        let unsent = self.store.clear_attempts();
+        tracing::info!(
+            target: "fabric_gossip_core::output",
+            undelivered,
+            unsent,
+            "stopped: undelivered messages and messages waiting for a connection dropped"
+        );
+        self.stats.dropped_on_stop += undelivered;
+        self.stats.dropped_no_connection += unsent;
+        self.acks.clear();
+        self.timers.clear();
+        self.out.forget_deliveries();
+        self.out.event(super::output::Event::Stopped);
+    }
+}

@@ -1,0 +1,392 @@
+//! The demultiplexer: received messages to subscriptions (`gossip/comm/demux.go`,
+//! `ChannelDeMultiplexer`; Fabric's `Accept` subscribes with a `MessageAcceptor`).
+//!
+//! Fabric gives each subscription a channel and blocks the stream's reader when one is
+//! full. Here each subscription has a queue of `subscription_buffer` deliveries; when it
+//! fills, the streams feeding it are paused (`Action::PauseRead`) and resumed once the
+//! consumer takes enough out (`Action::ResumeRead`), so the back-pressure reaches the
+//! sender through the transport's flow control. This module is the only place that
+//! pauses or resumes reading.
+
+use super::Comm;
+use super::output::{Action, Event};
+use super::stream::Phase;
+use crate::error::{CloseReason, Error};
+use crate::ids::{Slab, StreamId, SubscriptionId};
+use crate::message::ReceivedMessage;
+use crate::security::Security;
+use bytes::Bytes;
+use fabric_gossip_proto::gossip::{Envelope, GossipMessage};
+use prost::Message;
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+
+/// A subscription's acceptor: Fabric's `MessageAcceptor`.
+pub type Acceptor = Box<dyn Fn(&ReceivedMessage) -> bool + Send>;
+
+struct Subscription {
+    acceptor: Acceptor,
+    queue: VecDeque<ReceivedMessage>,
+    /// A DeliveryReady was emitted and the queue has not been emptied since.
+    notified: bool,
+    /// Streams this subscription paused.
+    blocked: SmallVec<[StreamId; 4]>,
+}
+
+/// What queueing one delivery did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Delivered {
+    /// Queued (else dropped: the queue was full past its slack).
+    queued: bool,
+    /// The subscription needs a DeliveryReady.
+    notify: bool,
+    /// The subscription now asks to pause the stream.
+    pause: bool,
+}
+
+/// The subscriptions, in slot order (acceptors run in that order: deterministic).
+#[derive(Default)]
+pub(super) struct Demux {
+    subs: Slab<SubscriptionId, Subscription>,
+}
+
+impl core::fmt::Debug for Demux {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Demux")
+            .field("subscriptions", &self.subs.len())
+            .finish()
+    }
+}
+
+impl Demux {
+    fn subscribe(&mut self, acceptor: Acceptor) -> SubscriptionId {
+        self.subs.insert(Subscription {
+            acceptor,
+            queue: VecDeque::new(),
+            notified: false,
+            blocked: SmallVec::new(),
+        })
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub(super) fn queue_len(&self, sub: SubscriptionId) -> usize {
+        self.subs.get(sub).map_or(0, |s| s.queue.len())
+    }
+
+    /// The subscriptions whose acceptor takes the message; each acceptor runs once.
+    fn route(&self, msg: &ReceivedMessage) -> SmallVec<[SubscriptionId; 4]> {
+        self.subs
+            .iter()
+            .filter(|(_, s)| (s.acceptor)(msg))
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Queues one delivery from `stream`: `cap` deliveries pause the stream, `hard_cap`
+    /// drop.
+    fn deliver(
+        &mut self,
+        id: SubscriptionId,
+        msg: ReceivedMessage,
+        stream: StreamId,
+        cap: usize,
+        hard_cap: usize,
+    ) -> Delivered {
+        let mut d = Delivered::default();
+        let Some(sub) = self.subs.get_mut(id) else {
+            return d;
+        };
+        if sub.queue.len() >= hard_cap {
+            return d;
+        }
+        d.queued = true;
+        sub.queue.push_back(msg);
+        if !sub.notified {
+            sub.notified = true;
+            d.notify = true;
+        }
+        if sub.queue.len() >= cap && !sub.blocked.contains(&stream) {
+            sub.blocked.push(stream);
+            d.pause = true;
+        }
+        d
+    }
+
+    /// Takes the next delivery; `None` if the subscription is unknown. Also returns the
+    /// streams it no longer holds paused, once its queue is below `cap`.
+    fn take(
+        &mut self,
+        sub: SubscriptionId,
+        cap: usize,
+    ) -> Option<(Option<ReceivedMessage>, SmallVec<[StreamId; 4]>)> {
+        let s = self.subs.get_mut(sub)?;
+        let msg = s.queue.pop_front();
+        if s.queue.is_empty() {
+            s.notified = false;
+        }
+        let released = if s.queue.len() < cap {
+            core::mem::take(&mut s.blocked)
+        } else {
+            SmallVec::new()
+        };
+        Some((msg, released))
+    }
+
+    /// Ends a subscription: its undelivered count and the streams it held paused.
+    fn remove(&mut self, sub: SubscriptionId) -> Option<(usize, SmallVec<[StreamId; 4]>)> {
+        self.subs.remove(sub).map(|s| (s.queue.len(), s.blocked))
+    }
+
+    fn ids(&self) -> Vec<SubscriptionId> {
+        self.subs.iter().map(|(id, _)| id).collect()
+    }
+}
+
+/// A received message that goes nowhere, and why.
+fn dropped(conn: StreamId, cause: &'static str) {
+    tracing::debug!(target: "fabric_gossip_core::demux", %conn, cause, "message dropped");
+}
+
+impl<S: Security> Comm<S> {
+    /// Fabric's `Accept`.
+    pub(super) fn add_subscription(&mut self, acceptor: Acceptor) -> Result<SubscriptionId, Error> {
+        if self.stopped {
+            return Err(Error::Stopped);
+        }
+        if self.demux.len() >= self.config.max_subscriptions {
+            return Err(Error::LimitReached("subscriptions"));
+        }
+        Ok(self.demux.subscribe(acceptor))
+    }
+
+    /// Ends a subscription; streams it paused may resume.
+    pub(super) fn remove_subscription(&mut self, sub: SubscriptionId) -> Result<(), Error> {
+        let (_, released) = self.demux.remove(sub).ok_or(Error::UnknownHandle)?;
+        self.unblock(released);
+        Ok(())
+    }
+
+    /// Takes the next delivery of a subscription (`None` for an unknown one).
+    pub(super) fn take_delivery(&mut self, sub: SubscriptionId) -> Option<ReceivedMessage> {
+        let (msg, released) = self.demux.take(sub, self.config.subscription_buffer)?;
+        self.unblock(released);
+        msg
+    }
+
+    /// At stop: every subscription ends; returns the deliveries discarded.
+    pub(super) fn end_subscriptions(&mut self) -> u64 {
+        let mut dropped = 0;
+        for sub in self.demux.ids() {
+            if let Some((n, _)) = self.demux.remove(sub) {
+                dropped += n as u64;
+            }
+        }
+        dropped
+    }
+
+    /// Streams a subscription stopped holding: each resumes once no subscription holds it.
+    fn unblock(&mut self, streams: SmallVec<[StreamId; 4]>) {
+        for stream in streams {
+            if let Some(c) = self.streams.get_mut(stream).and_then(|s| s.conn_mut()) {
+                c.blocked_by = c.blocked_by.saturating_sub(1);
+                if c.blocked_by == 0 {
+                    self.out.action(Action::ResumeRead { stream });
+                }
+            }
+        }
+    }
+
+    /// A subscription holds `stream`: the first one to do so pauses it.
+    fn block(&mut self, stream: StreamId) {
+        if let Some(c) = self.streams.get_mut(stream).and_then(|s| s.conn_mut()) {
+            c.blocked_by += 1;
+            if c.blocked_by == 1 {
+                tracing::debug!(target: "fabric_gossip_core::demux", stream = %stream, "reading paused");
+                self.stats.read_pauses += 1;
+                self.out.action(Action::PauseRead { stream });
+            }
+        }
+    }
+
+    /// An Envelope on an established connection (Fabric's `conn.go`,
+    /// `connection.readFromStream`, then the handler `comm_impl.go` installs in
+    /// `createConnection`: `interceptAcks`, then `msgPublisher.DeMultiplex`): decoded, acks taken by their SendWithAck, the rest
+    /// handed to every subscription that accepts it.
+    pub(super) fn on_established_envelope(&mut self, stream: StreamId, bytes: Bytes) {
+        self.stats.received += 1;
+        let decoded = Envelope::decode(bytes.clone()).and_then(|env| {
+            let msg = GossipMessage::decode(env.payload.clone())?;
+            Ok((env, msg))
+        });
+        let (envelope, message) = match decoded {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(
+                    target: "fabric_gossip_core::demux",
+                    conn = %stream,
+                    error = %e,
+                    "malformed envelope: closing the connection"
+                );
+                self.stats.malformed += 1;
+                self.close_stream(stream, CloseReason::Malformed(e.to_string()));
+                return;
+            }
+        };
+        let Some(Phase::Established(c)) = self.streams.get(stream).map(|s| &s.phase) else {
+            return;
+        };
+        let info = c.info.clone();
+        if message.content.is_none() {
+            dropped(stream, "no content");
+            self.stats.empty_messages += 1;
+            return;
+        }
+        if self.intercept_ack(&message, &info.id) {
+            return;
+        }
+        let received = ReceivedMessage {
+            message,
+            envelope,
+            envelope_bytes: bytes,
+            conn: stream,
+            info,
+        };
+        self.route_received(stream, received);
+    }
+
+    fn route_received(&mut self, stream: StreamId, received: ReceivedMessage) {
+        let cap = self.config.subscription_buffer;
+        let hard_cap = cap + self.config.recv_buffer_size;
+        let targets = self.demux.route(&received);
+        if targets.is_empty() {
+            dropped(stream, "no subscription accepts it");
+            self.stats.unrouted += 1;
+            return;
+        }
+        let n = targets.len();
+        let mut received = Some(received);
+        for (k, id) in targets.into_iter().enumerate() {
+            let msg = if k + 1 == n {
+                received.take()
+            } else {
+                received.clone()
+            };
+            let Some(msg) = msg else { continue };
+            let d = self.demux.deliver(id, msg, stream, cap, hard_cap);
+            if !d.queued {
+                tracing::debug!(
+                    target: "fabric_gossip_core::demux",
+                    conn = %stream,
+                    subscription = %id,
+                    cause = "subscription queue full past its slack",
+                    "message dropped"
+                );
+                self.stats.dropped_subscription_overflow += 1;
+                continue;
+            }
+            if d.notify {
+                self.out.event(Event::DeliveryReady(id));
+            }
+            if d.pause {
+                self.block(stream);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::PkiId;
+    use crate::message::{ConnectionInfo, SignedMessage};
+    use std::sync::Arc;
+
+    fn msg(stream: StreamId, seq: u64) -> ReceivedMessage {
+        let m = GossipMessage {
+            nonce: seq,
+            content: Some(fabric_gossip_proto::gossip::gossip_message::Content::Empty(
+                Default::default(),
+            )),
+            ..Default::default()
+        };
+        let signed = SignedMessage::noop(m);
+        ReceivedMessage {
+            message: signed.message().clone(),
+            envelope: Envelope::decode(signed.envelope_bytes().clone()).unwrap(),
+            envelope_bytes: signed.envelope_bytes().clone(),
+            conn: stream,
+            info: Arc::new(ConnectionInfo {
+                id: PkiId::from("p"),
+                identity: Bytes::new(),
+                endpoint: String::new(),
+                signed_data: Bytes::new(),
+                signature: Bytes::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn acceptors_pick_subscriptions_in_slot_order() {
+        let mut d = Demux::default();
+        let even = d.subscribe(Box::new(|m| m.message.nonce % 2 == 0));
+        let all = d.subscribe(Box::new(|_| true));
+        let s = StreamId::from_parts(0, 0);
+        assert_eq!(d.route(&msg(s, 2)).to_vec(), vec![even, all]);
+        assert_eq!(d.route(&msg(s, 3)).to_vec(), vec![all]);
+    }
+
+    #[test]
+    fn a_full_queue_pauses_once_then_drops_past_its_slack() {
+        let mut d = Demux::default();
+        let sub = d.subscribe(Box::new(|_| true));
+        let s = StreamId::from_parts(0, 0);
+        let first = d.deliver(sub, msg(s, 0), s, 2, 3);
+        assert_eq!(
+            first,
+            Delivered {
+                queued: true,
+                notify: true,
+                pause: false
+            }
+        );
+        let second = d.deliver(sub, msg(s, 1), s, 2, 3);
+        assert_eq!(
+            second,
+            Delivered {
+                queued: true,
+                notify: false,
+                pause: true
+            }
+        );
+        let third = d.deliver(sub, msg(s, 2), s, 2, 3);
+        assert_eq!(
+            third,
+            Delivered {
+                queued: true,
+                notify: false,
+                pause: false
+            }
+        );
+        assert!(!d.deliver(sub, msg(s, 3), s, 2, 3).queued);
+        // Taking one leaves 2 (not below cap): still paused; the next releases the stream.
+        let (m, released) = d.take(sub, 2).unwrap();
+        assert_eq!(m.map(|m| m.message.nonce), Some(0));
+        assert!(released.is_empty());
+        let (_, released) = d.take(sub, 2).unwrap();
+        assert_eq!(released.to_vec(), vec![s]);
+    }
+
+    #[test]
+    fn an_emptied_queue_notifies_again() {
+        let mut d = Demux::default();
+        let sub = d.subscribe(Box::new(|_| true));
+        let s = StreamId::from_parts(0, 0);
+        assert!(d.deliver(sub, msg(s, 0), s, 5, 5).notify);
+        let _ = d.take(sub, 5);
+        assert!(d.deliver(sub, msg(s, 1), s, 5, 5).notify);
+        assert!(d.take(SubscriptionId::from_parts(9, 0), 5).is_none());
+    }
+}

@@ -1,0 +1,321 @@
+//! The handshake: the signed `ConnEstablish` exchange that authenticates a stream
+//! (`gossip/comm/comm_impl.go`, `authenticateRemotePeer`; the checks of the identity
+//! store in `gossip/identity/identity.go`, `identityMapperImpl.Put`).
+//!
+//! Both sides write their own `ConnEstablish` first, then wait `conn_timeout` for the
+//! remote's, and check it in Fabric's order: decodable, of the right type, a PKI-ID, an
+//! identity the provider accepts and that matches the PKI-ID, the TLS certificate hash of
+//! the stream, and the signature.
+
+use super::Comm;
+use super::output::{Action, Event};
+use super::stream::{Phase, Purpose, Stream};
+use super::timers::TimerKey;
+use crate::config::CertHash;
+use crate::error::{Error, HandshakeError};
+use crate::ids::{PkiId, StreamId};
+use crate::message::{ConnectionInfo, SignedMessage, conn_establish_message, verify_envelope};
+use crate::security::{Security, SecurityError};
+use crate::time::Instant;
+use bytes::Bytes;
+use fabric_gossip_proto::gossip::{Envelope, GossipMessage, gossip_message};
+use prost::Message;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// What all handshakes share.
+#[derive(Debug, Default)]
+pub(super) struct Handshakes {
+    /// Inbound streams still handshaking, oldest first: the first refused when
+    /// `max_pending_handshakes` is reached.
+    pending_inbound: VecDeque<StreamId>,
+    /// Our own `ConnEstablish`, signed once per (role, probe) and reused.
+    conn_establish: [Option<Bytes>; 4],
+}
+
+impl Handshakes {
+    /// The slot of our `ConnEstablish` for a role.
+    fn slot(inbound: bool, probe: bool) -> usize {
+        usize::from(inbound) * 2 + usize::from(probe)
+    }
+
+    /// Forgets a pending inbound stream (authenticated or failed).
+    pub(super) fn settled(&mut self, stream: StreamId) {
+        if let Some(i) = self.pending_inbound.iter().position(|p| *p == stream) {
+            self.pending_inbound.remove(i);
+        }
+    }
+
+    /// The oldest pending inbound stream, if `max` are pending.
+    fn evict(&mut self, max: usize) -> Option<StreamId> {
+        if self.pending_inbound.len() >= max {
+            self.pending_inbound.pop_front()
+        } else {
+            None
+        }
+    }
+}
+
+impl<S: Security> Comm<S> {
+    /// A remote opened a stream: make room among the pending handshakes (oldest refused
+    /// first) and start ours.
+    pub(super) fn accept(
+        &mut self,
+        now: Instant,
+        remote_addr: &str,
+        remote_cert_hash: Option<CertHash>,
+    ) -> StreamId {
+        while let Some(oldest) = self.handshakes.evict(self.config.max_pending_handshakes) {
+            tracing::debug!(
+                target: "fabric_gossip_core::handshake",
+                stream = %oldest,
+                limit = self.config.max_pending_handshakes,
+                "too many pending handshakes: the oldest is refused"
+            );
+            self.fail_handshake(oldest, HandshakeError::Evicted);
+        }
+        let deadline = now + self.config.conn_timeout;
+        let stream = self.streams.insert(Stream {
+            inbound: true,
+            dial: None,
+            remote_addr: remote_addr.to_owned(),
+            remote_cert_hash,
+            phase: Phase::Handshaking {
+                deadline,
+                purpose: Purpose::Inbound,
+            },
+        });
+        self.handshakes.pending_inbound.push_back(stream);
+        self.start_handshake(stream, false, deadline);
+        stream
+    }
+
+    /// Refuses a TLS peer without a certificate, else sends our signed `ConnEstablish` and
+    /// waits for the remote's until `deadline`.
+    pub(super) fn start_handshake(&mut self, stream: StreamId, probe: bool, deadline: Instant) {
+        let Some(s) = self.streams.get(stream) else {
+            return;
+        };
+        let inbound = s.inbound;
+        if self.config.tls.is_some() && s.remote_cert_hash.is_none() {
+            self.fail_handshake(stream, HandshakeError::NoTlsCertificate);
+            return;
+        }
+        match self.conn_establish(inbound, probe) {
+            Ok(envelope) => {
+                self.out.write(stream, envelope);
+                self.arm(deadline, TimerKey::Stream(stream));
+            }
+            Err(e) => self.fail_handshake(stream, HandshakeError::LocalSigning(e)),
+        }
+    }
+
+    /// Our signed `ConnEstablish` for a role (`comm_impl.go`, `createConnectionMsg`); the
+    /// certificate bound is the one this side presents in that role.
+    fn conn_establish(&mut self, inbound: bool, probe: bool) -> Result<Bytes, SecurityError> {
+        let slot = Handshakes::slot(inbound, probe);
+        if let Some(b) = &self.handshakes.conn_establish[slot] {
+            return Ok(b.clone());
+        }
+        let tls_cert_hash = match &self.config.tls {
+            Some(t) if inbound => Bytes::copy_from_slice(&t.server_cert_hash),
+            Some(t) => Bytes::copy_from_slice(&t.client_cert_hash),
+            None => Bytes::new(),
+        };
+        let msg = conn_establish_message(
+            self.own_pki.0.clone(),
+            self.own_identity.clone(),
+            tls_cert_hash,
+            probe,
+        );
+        let signed = SignedMessage::sign(msg, &self.security).map_err(|e| match e {
+            Error::Signing(s) => s,
+            other => SecurityError::SigningFailed(other.to_string()),
+        })?;
+        let bytes = signed.envelope_bytes().clone();
+        self.handshakes.conn_establish[slot] = Some(bytes.clone());
+        Ok(bytes)
+    }
+
+    /// The checks of `authenticateRemotePeer`, in Fabric's order. Returns who the remote
+    /// proved to be and whether it only probes.
+    fn authenticate(
+        &mut self,
+        bytes: Bytes,
+        remote_cert_hash: Option<CertHash>,
+        remote_addr: &str,
+        now: Instant,
+    ) -> Result<(ConnectionInfo, bool), HandshakeError> {
+        let env = Envelope::decode(bytes).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+        let msg = GossipMessage::decode(env.payload.clone())
+            .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+        let Some(gossip_message::Content::Conn(conn)) = msg.content else {
+            return Err(HandshakeError::WrongType);
+        };
+        if conn.pki_id.is_empty() {
+            return Err(HandshakeError::NoPkiId);
+        }
+        if conn.identity.len() > self.config.max_identity_size {
+            return Err(HandshakeError::IdentityTooLarge {
+                size: conn.identity.len(),
+                limit: self.config.max_identity_size,
+            });
+        }
+        let pki = PkiId(conn.pki_id);
+        let store = &self.store;
+        let expires = self
+            .identities
+            .put(&self.security, &pki, &conn.identity, now, |p| {
+                store.is_registered(p)
+            })?;
+        if let Some(at) = expires {
+            self.arm(at, TimerKey::Identity(pki.clone()));
+        }
+        if self.config.tls.is_some() {
+            let presented = remote_cert_hash.ok_or(HandshakeError::NoTlsCertificate)?;
+            if conn.tls_cert_hash.as_ref() != presented.as_slice() {
+                return Err(HandshakeError::TlsCertHashMismatch);
+            }
+        }
+        verify_envelope(&self.security, &conn.identity, &env)?;
+        Ok((
+            ConnectionInfo {
+                id: pki,
+                identity: conn.identity,
+                endpoint: remote_addr.to_owned(),
+                signed_data: env.payload,
+                signature: env.signature,
+            },
+            conn.probe,
+        ))
+    }
+
+    /// The remote's first Envelope on a handshaking stream.
+    pub(super) fn on_handshake_envelope(&mut self, stream: StreamId, bytes: Bytes, now: Instant) {
+        let Some(s) = self.streams.get(stream) else {
+            return;
+        };
+        let remote_cert_hash = s.remote_cert_hash;
+        let remote_addr = s.remote_addr.clone();
+        let inbound = s.inbound;
+        let (info, remote_probe) =
+            match self.authenticate(bytes, remote_cert_hash, &remote_addr, now) {
+                Err(e) => return self.fail_handshake(stream, e),
+                Ok(x) => x,
+            };
+        tracing::debug!(
+            target: "fabric_gossip_core::handshake",
+            stream = %stream,
+            remote = %remote_addr,
+            inbound,
+            pki_id = %info.id,
+            probe = remote_probe,
+            "handshake authenticated"
+        );
+        self.stats.handshakes_ok += 1;
+        self.handshakes.settled(stream);
+        let purpose = match self.streams.get_mut(stream).map(|s| &mut s.phase) {
+            Some(Phase::Handshaking { purpose, .. }) => {
+                core::mem::replace(purpose, Purpose::Detached)
+            }
+            _ => return,
+        };
+        let info = Arc::new(info);
+        match purpose {
+            Purpose::Inbound if remote_probe => {
+                // A probing remote (`comm_impl.go`, `GossipStream` with `probe: true`) is
+                // authenticated, then let go.
+                self.stats.probed += 1;
+                self.drop_stream(stream, None);
+            }
+            Purpose::Inbound => {
+                self.register(stream, info, inbound, now);
+            }
+            Purpose::HandshakeOp(op) => {
+                self.drop_stream(stream, None);
+                self.finish_handshake_op(op, Ok(info));
+            }
+            Purpose::Connect { key } => self.attempt_authenticated(stream, key, info, now),
+            Purpose::Detached => self.drop_stream(stream, None),
+        }
+    }
+
+    /// The handshake failed: close the stream (an inbound RPC ends with the error as its
+    /// status), report it, and tell whatever the stream was for.
+    pub(super) fn fail_handshake(&mut self, stream: StreamId, err: HandshakeError) {
+        let Some(s) = self.streams.get(stream) else {
+            return;
+        };
+        let Phase::Handshaking { purpose, .. } = &s.phase else {
+            return;
+        };
+        let purpose = purpose.clone();
+        let remote = s.remote_addr.clone();
+        let inbound = s.inbound;
+        tracing::info!(
+            target: "fabric_gossip_core::handshake",
+            stream = %stream,
+            remote = %remote,
+            inbound,
+            kind = %err.kind(),
+            error = %err,
+            "handshake failed"
+        );
+        self.stats.handshake_failed(&err);
+        self.handshakes.settled(stream);
+        let status = inbound.then(|| err.to_string());
+        self.drop_stream(stream, status);
+        self.info_event(Event::HandshakeFailed {
+            stream,
+            remote,
+            inbound,
+            error: err.clone(),
+        });
+        match purpose {
+            Purpose::Inbound | Purpose::Detached => {}
+            Purpose::Connect { key } => self.attempt_failed(&key, err),
+            Purpose::HandshakeOp(op) => self.finish_handshake_op(op, Err(err)),
+        }
+    }
+
+    /// Removes a stream that holds no connection state (handshaking, or just authenticated
+    /// and not registered): close it and its channel.
+    pub(super) fn drop_stream(&mut self, stream: StreamId, error: Option<String>) {
+        let Some(s) = self.streams.remove(stream) else {
+            return;
+        };
+        self.out.action(Action::CloseStream { stream, error });
+        if let Some(dial) = s.dial
+            && self.dials.remove(dial).is_some()
+        {
+            self.out.action(Action::CloseDial { dial });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_has_its_own_conn_establish_slot() {
+        let slots: Vec<_> = [(false, false), (false, true), (true, false), (true, true)]
+            .into_iter()
+            .map(|(i, p)| Handshakes::slot(i, p))
+            .collect();
+        assert_eq!(slots, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn the_oldest_pending_inbound_stream_is_evicted_first() {
+        let mut h = Handshakes::default();
+        let s = |i| StreamId::from_parts(i, 0);
+        for i in 0..3 {
+            h.pending_inbound.push_back(s(i));
+        }
+        assert_eq!(h.evict(4), None);
+        h.settled(s(0));
+        assert_eq!(h.evict(2), Some(s(1)));
+        assert_eq!(h.evict(2), None);
+    }
+}

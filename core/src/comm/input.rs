@@ -1,0 +1,160 @@
+//! Driver inputs: what happened on the network. Each carries the current instant and is
+//! followed by a drain of [`Comm::poll_output`].
+
+use super::{Comm, StreamEnd};
+use crate::config::CertHash;
+use crate::error::{CloseReason, Error, HandshakeError};
+use crate::ids::{DialId, StreamId};
+use crate::security::Security;
+use crate::time::Instant;
+use bytes::Bytes;
+
+impl<S: Security> Comm<S> {
+    /// Advances time: fires every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        self.fire_due(now);
+    }
+
+    /// A remote opened a `GossipStream` to us. Returns the stream's handle; the handshake's
+    /// first write (or, with TLS and no client certificate, a `CloseStream`) is queued.
+    /// `Err(Stopped)` means: refuse the RPC ("Shutting down").
+    pub fn accept_stream(
+        &mut self,
+        now: Instant,
+        remote_addr: &str,
+        remote_cert_hash: Option<CertHash>,
+    ) -> Result<StreamId, Error> {
+        self.tick(now);
+        if self.stopped {
+            return Err(Error::Stopped);
+        }
+        Ok(self.accept(now, remote_addr, remote_cert_hash))
+    }
+
+    /// The outcome of an `Action::Dial`. On success, pass the SHA-256 of the leaf
+    /// certificate the server presented (with TLS), or `None`.
+    pub fn handle_dial_result(
+        &mut self,
+        now: Instant,
+        dial: DialId,
+        result: Result<Option<CertHash>, String>,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        self.dial_result(now, dial, result)
+    }
+
+    /// The outcome of an `Action::Ping`.
+    pub fn handle_ping_result(
+        &mut self,
+        now: Instant,
+        dial: DialId,
+        result: Result<(), String>,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        let d = self.dials.get(dial).ok_or(Error::UnknownHandle)?;
+        if d.state != super::dial::DialState::Pinging {
+            return Ok(());
+        }
+        match result {
+            Ok(()) => self.ping_ok(dial, now),
+            Err(reason) => self.ping_failed(dial, reason),
+        }
+        Ok(())
+    }
+
+    /// One Envelope read from a stream, as received (its bytes are kept for forwarding).
+    /// Malformed input closes the stream and is reported as an event, never as `Err`;
+    /// `Err` only means the handle is dead.
+    pub fn handle_envelope(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        bytes: Bytes,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        let handshaking = self.handshaking(stream)?;
+        if bytes.len() > self.config.max_message_size {
+            self.stats.oversized += 1;
+            let why = format!(
+                "envelope of {} bytes exceeds the limit of {}",
+                bytes.len(),
+                self.config.max_message_size
+            );
+            if handshaking {
+                self.fail_handshake(stream, HandshakeError::Malformed(why));
+            } else {
+                self.close_stream(stream, CloseReason::Malformed(why));
+            }
+            return Ok(());
+        }
+        if handshaking {
+            self.on_handshake_envelope(stream, bytes, now);
+        } else {
+            self.on_established_envelope(stream, bytes);
+        }
+        Ok(())
+    }
+
+    /// The driver finished writing `count` envelopes of this stream (credit comes back).
+    pub fn handle_sent(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        count: usize,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        self.handshaking(stream)?;
+        self.confirm_sent(stream, count);
+        Ok(())
+    }
+
+    /// A write to the stream failed: the peer is presumed dead and the connection closed
+    /// (Fabric's `disconnect`).
+    pub fn handle_write_failed(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        reason: String,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        if self.handshaking(stream)? {
+            self.fail_handshake(stream, HandshakeError::StreamEnded(reason));
+        } else {
+            self.close_stream(stream, CloseReason::WriteFailed(reason));
+        }
+        Ok(())
+    }
+
+    /// The stream ended (read side saw end or error). The handle is dead afterwards.
+    pub fn handle_stream_closed(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        end: StreamEnd,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        if self.handshaking(stream)? {
+            let why = match end {
+                StreamEnd::Finished => "closed by remote".to_owned(),
+                StreamEnd::Error(e) => e,
+            };
+            self.fail_handshake(stream, HandshakeError::StreamEnded(why));
+        } else {
+            let reason = match end {
+                StreamEnd::Finished => CloseReason::RemoteClosed,
+                StreamEnd::Error(e) => CloseReason::StreamError(e),
+            };
+            self.close_stream(stream, reason);
+        }
+        Ok(())
+    }
+
+    /// Whether a live stream is still handshaking; `Err(UnknownHandle)` if it is dead.
+    fn handshaking(&self, stream: StreamId) -> Result<bool, Error> {
+        self.streams
+            .get(stream)
+            .map(|s| s.is_handshaking())
+            .ok_or(Error::UnknownHandle)
+    }
+}

@@ -1,0 +1,337 @@
+//! The comm state machine: one node's connections, handshakes, buffers and operations.
+//!
+//! [`Comm`] is Fabric's `commImpl` (`gossip/comm/comm_impl.go`) without goroutines. Its
+//! parts live in their own modules, each with its own state and unit tests, named after
+//! the part of Fabric they stand for:
+//!
+//! | module | Fabric | what it owns |
+//! | --- | --- | --- |
+//! | [`dial`] | `comm_impl.go`, `createConnection` (the connFactory) | client channels: dial, Ping, open a stream |
+//! | [`handshake`] | `comm_impl.go`, `authenticateRemotePeer` | the signed `ConnEstablish` exchange and its checks |
+//! | [`store`] | `conn.go`, `connectionStore` (`getConnection`, `onConnected`, `closeConnByPKIid`) | one connection per PKI-ID, attempts, crossing dials, identity switch |
+//! | [`send`] | `conn.go`, `connection.send` / `writeToStream` | send buffers, the write window, waiting sends |
+//! | [`demux`] | `demux.go`, `ChannelDeMultiplexer` | subscriptions, routing, pause/resume of reading |
+//! | [`acks`] | `ack.go`, `ackSendOperation` and `interceptAcks`; `comm_impl.go`, `SendWithAck` | nonces, ack interception, aggregation |
+//! | [`ops`] | `comm_impl.go`, `Probe` / `Handshake` | operations whose result comes as an event |
+//! | [`timers`] | the `time.After`s of all of the above | deadlines |
+//! | [`output`] | the channels `PresumedDead()`, `IdentitySwitch()` | actions and events for the driver |
+//!
+//! This file keeps the public API: the getters, the polls, the driver inputs
+//! ([`input`](self::input)) and Fabric's API calls ([`api`](self::api)).
+
+mod acks;
+mod api;
+mod demux;
+mod dial;
+mod handshake;
+mod input;
+mod ops;
+mod output;
+mod send;
+mod store;
+mod stream;
+mod timers;
+
+use crate::config::Config;
+use crate::error::HandshakeError;
+use crate::identity::IdentityStore;
+use crate::ids::{OpId, PkiId, Slab, StreamId, SubscriptionId};
+use crate::message::{ConnectionInfo, ReceivedMessage};
+use crate::security::Security;
+use crate::stats::Stats;
+use crate::time::Instant;
+use bytes::Bytes;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use std::sync::Arc;
+
+pub use demux::Acceptor;
+pub use output::{Action, Event, Output, SendResult};
+
+use acks::Acks;
+use demux::Demux;
+use dial::Dial;
+use handshake::Handshakes;
+use ops::Op;
+use output::Outputs;
+use store::Store;
+use stream::{Phase, Stream};
+use timers::Timers;
+
+pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+
+pub(crate) fn new_map<K, V>(seed: u64) -> Map<K, V> {
+    Map::with_hasher(foldhash::fast::FixedState::with_seed(seed))
+}
+
+/// A remote peer as the caller names it (Fabric's `RemotePeer`, `gossip/comm/comm.go`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RemotePeer {
+    /// Where to dial it, `host:port`.
+    pub endpoint: String,
+    /// The PKI-ID it is expected to prove; empty when unknown.
+    pub pki_id: PkiId,
+}
+
+impl RemotePeer {
+    /// A peer at `endpoint` expected to prove `pki_id`.
+    pub fn new(endpoint: impl Into<String>, pki_id: impl Into<PkiId>) -> Self {
+        RemotePeer {
+            endpoint: endpoint.into(),
+            pki_id: pki_id.into(),
+        }
+    }
+}
+
+/// How a stream ended, as the driver saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The remote finished the stream cleanly.
+    Finished,
+    /// The stream failed (reset, transport error, gRPC status) with this explanation.
+    Error(String),
+}
+
+/// One registered connection as [`Comm::connections`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionEntry {
+    /// The remote's PKI-ID.
+    pub pki_id: PkiId,
+    /// The connection new sends go to.
+    pub primary: StreamId,
+    /// The losing stream of a crossing dial, kept until one side closes it.
+    pub secondary: Option<StreamId>,
+}
+
+/// What waits on one connection, as [`Comm::send_queue_len`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendQueueLen {
+    /// Envelopes in the send buffer (Fabric's `outBuff`).
+    pub buffered: usize,
+    /// Blocking sends waiting for room in the send buffer.
+    pub waiting: usize,
+    /// Envelopes handed to the driver and not yet confirmed with `handle_sent`.
+    pub in_flight: usize,
+}
+
+/// How many live objects the core holds, as [`Comm::live_counts`] reports it: what a leak
+/// check compares before and after.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveCounts {
+    /// Streams, handshaking or established.
+    pub streams: usize,
+    /// Client channels (dials).
+    pub dials: usize,
+    /// Pending operations (`probe`, `handshake`, `send_with_ack`).
+    pub ops: usize,
+}
+
+/// One node's gossip comm layer, sans-IO. See the crate docs for the call order.
+pub struct Comm<S: Security> {
+    config: Config,
+    security: S,
+    own_pki: PkiId,
+    own_identity: Bytes,
+    rng: ChaCha8Rng,
+    stopped: bool,
+    /// Every stream, handshaking or established; also the connections' own state.
+    streams: Slab<StreamId, Stream>,
+    /// The connFactory's client channels.
+    dials: Slab<crate::ids::DialId, Dial>,
+    /// Probe, Handshake and SendWithAck operations.
+    ops: Slab<OpId, Op>,
+    /// The connection store.
+    store: Store,
+    /// The demultiplexer.
+    demux: Demux,
+    /// Acks awaited by SendWithAck operations.
+    acks: Acks,
+    /// Handshake state shared by all streams.
+    handshakes: Handshakes,
+    identities: IdentityStore,
+    timers: Timers,
+    out: Outputs,
+    stats: Stats,
+    now: Instant,
+}
+
+impl<S: Security> core::fmt::Debug for Comm<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Comm")
+            .field("pki_id", &self.own_pki)
+            .field("stopped", &self.stopped)
+            .field("streams", &self.streams.len())
+            .field("connections", &self.store.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Security> Comm<S> {
+    /// Creates a core for the identity `security` holds. Fails if the provider refuses the
+    /// node's own identity (Fabric panics there; a typed error is kinder).
+    pub fn new(config: Config, security: S, now: Instant) -> Result<Self, HandshakeError> {
+        let config = config.sanitized();
+        let own_identity = security.own_identity();
+        let own_pki = security.pki_id_of(&own_identity);
+        let mut identities = IdentityStore::new(config.identity_store_capacity, own_pki.clone());
+        identities.put(&security, &own_pki, &own_identity, now, |_| true)?;
+        let seed = config.rng_seed;
+        Ok(Comm {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            store: Store::new(seed),
+            acks: Acks::new(seed ^ 2),
+            out: Outputs::new(config.max_queued_events, config.presumed_dead_buffer),
+            config,
+            security,
+            own_pki,
+            own_identity,
+            stopped: false,
+            streams: Slab::default(),
+            dials: Slab::default(),
+            ops: Slab::default(),
+            demux: Demux::default(),
+            handshakes: Handshakes::default(),
+            identities,
+            timers: Timers::default(),
+            stats: Stats::default(),
+            now,
+        })
+    }
+
+    // ----------------------------------------------------------------- getters
+
+    /// The node's own PKI-ID (Fabric `GetPKIid`).
+    pub fn pki_id(&self) -> &PkiId {
+        &self.own_pki
+    }
+
+    /// The node's own serialized identity.
+    pub fn identity(&self) -> &Bytes {
+        &self.own_identity
+    }
+
+    /// The configuration in force (after sanitizing).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The security provider.
+    pub fn security(&self) -> &S {
+        &self.security
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The latest instant any input carried: the core's idea of "now", which a layer
+    /// stacked on it (see [`crate::Stack`]) uses for calls it makes between inputs.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Whether `stop` was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The registered (primary) connection to `pki_id`, if any.
+    pub fn connection(&self, pki_id: &PkiId) -> Option<StreamId> {
+        self.store.primary(pki_id)
+    }
+
+    /// Every registered connection, sorted by PKI-ID.
+    pub fn connections(&self) -> Vec<ConnectionEntry> {
+        self.store.entries()
+    }
+
+    /// What is known about the remote of an established connection.
+    pub fn connection_info(&self, conn: StreamId) -> Option<&Arc<ConnectionInfo>> {
+        match &self.streams.get(conn)?.phase {
+            Phase::Established(c) => Some(&c.info),
+            Phase::Handshaking { .. } => None,
+        }
+    }
+
+    /// Messages queued on a connection (send buffer, wait queue, in flight).
+    pub fn send_queue_len(&self, conn: StreamId) -> Option<SendQueueLen> {
+        match &self.streams.get(conn)?.phase {
+            Phase::Established(c) => Some(c.queue.len()),
+            Phase::Handshaking { .. } => None,
+        }
+    }
+
+    /// Live streams (handshaking or established), live dials, pending operations.
+    pub fn live_counts(&self) -> LiveCounts {
+        LiveCounts {
+            streams: self.streams.len(),
+            dials: self.dials.len(),
+            ops: self.ops.len(),
+        }
+    }
+
+    /// Whether `stream` names a live stream.
+    pub fn is_live_stream(&self, stream: StreamId) -> bool {
+        self.streams.get(stream).is_some()
+    }
+
+    /// Deliveries waiting in a subscription's queue.
+    pub fn delivery_queue_len(&self, sub: SubscriptionId) -> usize {
+        self.demux.queue_len(sub)
+    }
+
+    /// Identities currently in the identity store (own included).
+    pub fn identity_count(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// The identity stored for `pki_id`, if any.
+    pub fn identity_of(&self, pki_id: &PkiId) -> Option<&Bytes> {
+        self.identities.get(pki_id).map(|s| &s.identity)
+    }
+
+    // ----------------------------------------------------------------- outputs
+
+    /// The next network action. Prefer [`Comm::poll_output`], which also orders actions,
+    /// events and the time-out; this stays for drivers written against it.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_action()
+    }
+
+    /// The next application event. Prefer [`Comm::poll_output`].
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.pop_event()
+    }
+
+    /// The next delivery of a subscription, in arrival order. Taking one may resume reading
+    /// of streams that were paused for this subscription: the `ResumeRead` comes out of the
+    /// next [`Comm::poll_output`].
+    pub fn poll_delivery(&mut self, sub: SubscriptionId) -> Option<ReceivedMessage> {
+        self.take_delivery(sub)
+    }
+
+    /// When the core next needs [`Comm::handle_timeout`]. Deadlines of objects that are
+    /// gone are discarded here, so a driver is not woken for nothing. (An early
+    /// `handle_timeout` is still harmless.)
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.next_deadline()
+    }
+
+    /// Everything the driver must see, in the one order that is always right: every
+    /// pending [`Action`] first (network work, including a `ResumeRead` queued by
+    /// [`Comm::poll_delivery`] or [`Comm::unsubscribe`]), then every pending [`Event`], and
+    /// only when neither is left, [`Output::Timeout`] with the next deadline. Call it after
+    /// every input, API call and `poll_delivery` until it returns `Output::Timeout`; that
+    /// value ends the drain.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(a) = self.out.pop_action() {
+            return Output::Action(a);
+        }
+        if let Some(e) = self.out.pop_event() {
+            return Output::Event(e);
+        }
+        Output::Timeout(self.next_deadline())
+    }
+}

@@ -1,0 +1,319 @@
+//! What comes out of the core: network [`Action`]s for the driver, [`Event`]s for the
+//! application, and the [`Output`] that orders them. Fabric hands these out through Go
+//! channels (`PresumedDead()`, `IdentitySwitch()` in `gossip/comm/comm_impl.go`) and
+//! goroutines that write to streams; here they wait in bounded queues until polled.
+
+use crate::error::{AckError, CloseReason, HandshakeError, ProbeError};
+use crate::ids::{DialId, OpId, PkiId, StreamId, SubscriptionId};
+use crate::message::ConnectionInfo;
+use crate::time::Instant;
+use bytes::Bytes;
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::comm::Comm;
+
+/// One step of [`Comm::poll_output`]: the driver carries out actions, hands events to the
+/// application, and a `Timeout` ends the drain.
+#[derive(Clone, Debug)]
+#[must_use]
+pub enum Output {
+    /// Network work; per stream, carry them out in the order given.
+    Action(Action),
+    /// Something for the application.
+    Event(Event),
+    /// Nothing else is pending. Call [`Comm::handle_timeout`] at this instant (`None`: no
+    /// deadline; wait for the next input). Always the last output of a drain.
+    Timeout(Option<Instant>),
+}
+/// Something the driver must do on the network, from [`Comm::poll_output`]; per stream,
+/// carry them out in the order given.
+#[derive(Clone, Debug, PartialEq)]
+#[must_use]
+pub enum Action {
+    /// Open a client channel to `endpoint`; answer with [`Comm::handle_dial_result`].
+    Dial {
+        /// Handle for the channel.
+        dial: DialId,
+        /// `host:port` to dial.
+        endpoint: String,
+    },
+    /// Call the unary `Ping` on the channel; answer with [`Comm::handle_ping_result`].
+    Ping {
+        /// The channel.
+        dial: DialId,
+    },
+    /// Open a `GossipStream` on the channel. `Write`s for `stream` follow at once; queue them
+    /// until the stream is open.
+    OpenStream {
+        /// The channel.
+        dial: DialId,
+        /// Handle of the new stream.
+        stream: StreamId,
+    },
+    /// Write one encoded Envelope to the stream; confirm with [`Comm::handle_sent`].
+    Write {
+        /// The stream.
+        stream: StreamId,
+        /// The Envelope, encoded (shared by every stream the message goes to).
+        envelope: Bytes,
+    },
+    /// Stop reading the stream until `ResumeRead` (a subscription is full). Envelopes already
+    /// read may still be handed in.
+    PauseRead {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// Reading the stream may continue.
+    ResumeRead {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// Close the stream. For an inbound stream, `error` is the status to end the RPC with
+    /// (`None`: end it cleanly). The handle is dead from now on.
+    CloseStream {
+        /// The stream.
+        stream: StreamId,
+        /// Error status for the remote, if any.
+        error: Option<String>,
+    },
+    /// Close the client channel. The handle is dead from now on.
+    CloseDial {
+        /// The channel.
+        dial: DialId,
+    },
+}
+
+/// One peer's outcome in a `send_with_ack` (Fabric's `SendResult`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendResult {
+    /// The peer.
+    pub peer: PkiId,
+    /// `Ok` when it acked without error.
+    pub result: Result<(), AckError>,
+}
+
+/// Something that happened, for the application, from [`Comm::poll_output`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub enum Event {
+    /// Sending to this peer failed (no connection could be had, or a write failed); it is
+    /// presumed dead (Fabric's `PresumedDead()` stream).
+    PresumedDead(PkiId),
+    /// A peer dialled under this (old) PKI-ID answered with a new identity of the same
+    /// organization (Fabric's `IdentitySwitch()` stream).
+    IdentitySwitch(PkiId),
+    /// The subscription has deliveries to poll with [`Comm::poll_delivery`].
+    DeliveryReady(SubscriptionId),
+    /// A `probe` finished.
+    ProbeDone {
+        /// The operation.
+        op: OpId,
+        /// Its outcome.
+        result: Result<(), ProbeError>,
+    },
+    /// A `handshake` finished; on success, what the remote proved.
+    HandshakeDone {
+        /// The operation.
+        op: OpId,
+        /// Its outcome.
+        result: Result<Arc<ConnectionInfo>, HandshakeError>,
+    },
+    /// A `send_with_ack` finished: one result per peer that answered (or failed) in time.
+    SendWithAckDone {
+        /// The operation.
+        op: OpId,
+        /// Per-peer results, in the order the peers were given.
+        results: Vec<SendResult>,
+    },
+    /// A connection was authenticated and registered (informational).
+    Connected {
+        /// Its handle.
+        conn: StreamId,
+        /// The remote.
+        info: Arc<ConnectionInfo>,
+        /// Whether the remote opened it.
+        inbound: bool,
+    },
+    /// A registered connection closed (informational).
+    Disconnected {
+        /// Its handle (now dead).
+        conn: StreamId,
+        /// The remote's PKI-ID.
+        pki_id: PkiId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A stream failed its handshake (informational).
+    HandshakeFailed {
+        /// The stream (now dead).
+        stream: StreamId,
+        /// The remote address.
+        remote: String,
+        /// Whether the remote opened it.
+        inbound: bool,
+        /// Why.
+        error: HandshakeError,
+    },
+    /// `stop` completed: every connection is closed and every subscription ended.
+    Stopped,
+}
+
+/// The core's output queues. Results of operations are never dropped (their number is
+/// bounded by `max_operations`); informational events beyond `max_events` are, and
+/// PresumedDead has its own bound, as Fabric's buffered channel of 100 does.
+#[derive(Debug)]
+pub(super) struct Outputs {
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    /// Peers with an undelivered PresumedDead: one notification each is enough.
+    queued_dead: SmallVec<[PkiId; 8]>,
+    max_events: usize,
+    max_dead: usize,
+}
+
+/// What became of a PresumedDead notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DeadNotice {
+    /// Queued.
+    Queued,
+    /// One for the same peer is still undelivered.
+    AlreadyQueued,
+    /// The PresumedDead buffer is full.
+    Dropped,
+}
+
+impl Outputs {
+    pub(super) fn new(max_events: usize, max_dead: usize) -> Self {
+        Outputs {
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            queued_dead: SmallVec::new(),
+            max_events,
+            max_dead,
+        }
+    }
+
+    pub(super) fn action(&mut self, a: Action) {
+        self.actions.push_back(a);
+    }
+
+    pub(super) fn write(&mut self, stream: StreamId, envelope: Bytes) {
+        self.actions.push_back(Action::Write { stream, envelope });
+    }
+
+    pub(super) fn pop_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// A result or a DeliveryReady: always queued.
+    pub(super) fn event(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+
+    /// An informational event; `false` if it was dropped because the queue is full.
+    pub(super) fn info_event(&mut self, e: Event) -> bool {
+        if self.events.len() >= self.max_events {
+            return false;
+        }
+        self.events.push_back(e);
+        true
+    }
+
+    pub(super) fn presumed_dead(&mut self, pki: PkiId) -> DeadNotice {
+        if self.queued_dead.contains(&pki) {
+            return DeadNotice::AlreadyQueued;
+        }
+        if self.queued_dead.len() >= self.max_dead {
+            return DeadNotice::Dropped;
+        }
+        self.queued_dead.push(pki.clone());
+        self.events.push_back(Event::PresumedDead(pki));
+        DeadNotice::Queued
+    }
+
+    pub(super) fn pop_event(&mut self) -> Option<Event> {
+        let ev = self.events.pop_front()?;
+        if let Event::PresumedDead(p) = &ev
+            && let Some(i) = self.queued_dead.iter().position(|q| q == p)
+        {
+            self.queued_dead.remove(i);
+        }
+        Some(ev)
+    }
+
+    /// At stop: deliveries are discarded, so their notifications go too.
+    pub(super) fn forget_deliveries(&mut self) {
+        self.events
+            .retain(|e| !matches!(e, Event::DeliveryReady(_)));
+    }
+}
+
+impl<S: crate::security::Security> Comm<S> {
+    /// An informational event, or a counted drop when the queue is full.
+    pub(super) fn info_event(&mut self, ev: Event) {
+        if !self.out.info_event(ev) {
+            tracing::debug!(
+                target: "fabric_gossip_core::output",
+                limit = self.config.max_queued_events,
+                "event dropped: the event queue is full"
+            );
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    /// Fabric's `PresumedDead` channel: at most one undelivered notice per peer, none
+    /// after stop.
+    pub(super) fn presumed_dead(&mut self, pki: PkiId) {
+        if self.stopped {
+            return;
+        }
+        let pki_log = pki.clone();
+        match self.out.presumed_dead(pki) {
+            DeadNotice::Queued => {
+                tracing::info!(target: "fabric_gossip_core::store", pki_id = %pki_log, "peer presumed dead");
+                self.stats.presumed_dead += 1;
+            }
+            DeadNotice::Dropped => {
+                tracing::debug!(
+                    target: "fabric_gossip_core::output",
+                    pki_id = %pki_log,
+                    "PresumedDead dropped: its buffer is full"
+                );
+                self.stats.presumed_dead_dropped += 1;
+            }
+            DeadNotice::AlreadyQueued => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_presumed_dead_per_peer_until_polled() {
+        let mut o = Outputs::new(10, 2);
+        let a = PkiId::from("a");
+        assert_eq!(o.presumed_dead(a.clone()), DeadNotice::Queued);
+        assert_eq!(o.presumed_dead(a.clone()), DeadNotice::AlreadyQueued);
+        assert_eq!(o.presumed_dead(PkiId::from("b")), DeadNotice::Queued);
+        assert_eq!(o.presumed_dead(PkiId::from("c")), DeadNotice::Dropped);
+        assert!(matches!(o.pop_event(), Some(Event::PresumedDead(p)) if p == a));
+        assert_eq!(
+            o.presumed_dead(a),
+            DeadNotice::Queued,
+            "polled, so it may come again"
+        );
+    }
+
+    #[test]
+    fn informational_events_are_bounded_results_are_not() {
+        let mut o = Outputs::new(1, 1);
+        assert!(o.info_event(Event::Stopped));
+        assert!(!o.info_event(Event::Stopped));
+        o.event(Event::Stopped);
+        assert_eq!(core::iter::from_fn(|| o.pop_event()).count(), 2);
+    }
+}

@@ -1,0 +1,326 @@
+//! Sending: send buffers, the write window and waiting sends (Fabric's
+//! `gossip/comm/conn.go`, `connection.send` and `writeToStream`; the `sendBuffSize`
+//! channel `outBuff`).
+//!
+//! Fabric's `send` either drops a message when `outBuff` is full (non-blocking `Send`) or
+//! parks its goroutine until there is room (`SendWithAck`, `Respond`). Here both are one
+//! FIFO per connection: a send buffer of `send_buffer_size`, then a bounded wait queue for
+//! blocking sends, then at most `write_window` envelopes handed to the driver at once.
+
+use super::stream::Phase;
+use super::{Comm, RemotePeer, SendQueueLen};
+use crate::error::Error;
+use crate::ids::{OpId, StreamId};
+use crate::security::Security;
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// What a sender does when the send buffer is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Fabric's non-blocking `Send`: drop when the buffer is full.
+    Drop,
+    /// Fabric's blocking sends: wait for room (bounded by `max_waiting_sends`).
+    Wait,
+}
+
+/// The queues of one connection (or of one connection attempt, which never writes).
+#[derive(Debug, Default)]
+pub(super) struct SendQueue {
+    buf: VecDeque<Bytes>,
+    waiting: VecDeque<Bytes>,
+    in_flight: usize,
+}
+
+impl SendQueue {
+    /// The send-buffer rule: room in the buffer (and nobody waiting ahead) takes the
+    /// message; otherwise a blocking send waits if the wait queue has room, and everything
+    /// else is `Err(WouldBlock)`, which the caller counts or reports.
+    pub(super) fn push(
+        &mut self,
+        bytes: Bytes,
+        mode: Mode,
+        cap: usize,
+        max_wait: usize,
+    ) -> Result<(), Error> {
+        if self.buf.len() < cap && self.waiting.is_empty() {
+            self.buf.push_back(bytes);
+            return Ok(());
+        }
+        match mode {
+            Mode::Drop => Err(Error::WouldBlock),
+            Mode::Wait if self.waiting.len() < max_wait => {
+                self.waiting.push_back(bytes);
+                Ok(())
+            }
+            Mode::Wait => Err(Error::WouldBlock),
+        }
+    }
+
+    /// The next envelope to hand to the driver, if the write window has room. Refills the
+    /// send buffer from the wait queue first, so waiting sends keep their place.
+    pub(super) fn next_write(&mut self, window: usize, cap: usize) -> Option<Bytes> {
+        while self.buf.len() < cap.max(1) {
+            match self.waiting.pop_front() {
+                Some(b) => self.buf.push_back(b),
+                None => break,
+            }
+        }
+        if self.in_flight >= window {
+            return None;
+        }
+        let envelope = self.buf.pop_front()?;
+        self.in_flight += 1;
+        Some(envelope)
+    }
+
+    /// The driver confirmed `count` writes; returns how many were really in flight.
+    pub(super) fn confirm(&mut self, count: usize) -> usize {
+        let n = count.min(self.in_flight);
+        self.in_flight -= n;
+        n
+    }
+
+    /// Messages not yet handed to the driver, taken out (for a merge or a close).
+    pub(super) fn take_pending(&mut self) -> (VecDeque<Bytes>, VecDeque<Bytes>) {
+        (
+            core::mem::take(&mut self.buf),
+            core::mem::take(&mut self.waiting),
+        )
+    }
+
+    /// Messages not yet handed to the driver.
+    pub(super) fn pending(&self) -> usize {
+        self.buf.len() + self.waiting.len()
+    }
+
+    /// Appends another queue's messages after the ones held: into the send buffer while it
+    /// has room and nothing waits, the rest to the wait queue. None is dropped: a send
+    /// buffer also holds blocking sends that found room, which must not be lost because
+    /// two queues merged (a crossing dial, a reconnection). The merged queues were each
+    /// bounded, so the result is too.
+    pub(super) fn absorb(&mut self, buf: VecDeque<Bytes>, waiting: VecDeque<Bytes>, cap: usize) {
+        for b in buf {
+            if self.buf.len() < cap && self.waiting.is_empty() {
+                self.buf.push_back(b);
+            } else {
+                self.waiting.push_back(b);
+            }
+        }
+        self.waiting.extend(waiting);
+    }
+
+    pub(super) fn len(&self) -> SendQueueLen {
+        SendQueueLen {
+            buffered: self.buf.len(),
+            waiting: self.waiting.len(),
+            in_flight: self.in_flight,
+        }
+    }
+}
+
+/// A message that will not be sent, to whom and why.
+fn dropped(to: &dyn core::fmt::Display, cause: &'static str) {
+    tracing::debug!(target: "fabric_gossip_core::send", %to, cause, "message dropped");
+}
+
+impl<S: Security> Comm<S> {
+    pub(super) fn check_outgoing(
+        &self,
+        envelope: &Bytes,
+        peers: &[RemotePeer],
+    ) -> Result<(), Error> {
+        if self.stopped {
+            return Err(Error::Stopped);
+        }
+        if peers.is_empty() {
+            return Err(Error::NoPeers);
+        }
+        self.check_size(envelope.len())
+    }
+
+    pub(super) fn check_size(&self, size: usize) -> Result<(), Error> {
+        if size > self.config.max_message_size {
+            return Err(Error::MessageTooLarge {
+                size,
+                limit: self.config.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts a message on the way to a peer: its connection, the attempt in progress, or a
+    /// new attempt (Fabric's `connectionStore.getConnection` followed by `send`).
+    pub(super) fn enqueue(
+        &mut self,
+        peer: &RemotePeer,
+        bytes: Bytes,
+        mode: Mode,
+        ack_op: Option<OpId>,
+    ) -> Result<(), Error> {
+        if let Some(primary) = self.store.primary(&peer.pki_id) {
+            return self.enqueue_on(primary, bytes, mode);
+        }
+        let cap = self.config.send_buffer_size;
+        let max_wait = self.config.max_waiting_sends;
+        let new_attempt = !self.store.has_attempt(&peer.pki_id);
+        if new_attempt && self.store.attempts_and_registered() >= self.config.max_connections {
+            // No room for another connection: refuse rather than grow without bound. Only a
+            // non-blocking send is a counted drop; a blocking one tells its caller instead.
+            if mode == Mode::Drop {
+                dropped(&peer.pki_id, "max_connections reached");
+                self.stats.dropped_no_connection += 1;
+                return Ok(());
+            }
+            return Err(Error::LimitReached("connections"));
+        }
+        let att = self.store.attempt_entry(&peer.pki_id);
+        let res = att.queue.push(bytes, mode, cap, max_wait);
+        if res.is_ok()
+            && let Some(op) = ack_op
+        {
+            att.ack_waits.push(op);
+        }
+        if res.is_err() && mode == Mode::Drop {
+            dropped(&peer.pki_id, "send buffer of the connection attempt full");
+            self.stats.dropped_overflow += 1;
+        }
+        if new_attempt {
+            self.start_connect(peer);
+        }
+        if mode == Mode::Drop { Ok(()) } else { res }
+    }
+
+    /// Puts a message on one connection's queue.
+    pub(super) fn enqueue_on(
+        &mut self,
+        stream: StreamId,
+        bytes: Bytes,
+        mode: Mode,
+    ) -> Result<(), Error> {
+        let cap = self.config.send_buffer_size;
+        let max_wait = self.config.max_waiting_sends;
+        let Some(s) = self.streams.get_mut(stream) else {
+            return Err(if self.streams.ever_issued(stream) {
+                Error::ConnectionClosed
+            } else {
+                Error::UnknownHandle
+            });
+        };
+        let Phase::Established(c) = &mut s.phase else {
+            return Err(Error::ConnectionClosed);
+        };
+        let res = c.queue.push(bytes, mode, cap, max_wait);
+        if res.is_err() && mode == Mode::Drop {
+            dropped(&stream, "send buffer full");
+            self.stats.dropped_overflow += 1;
+        }
+        self.pump(stream);
+        if mode == Mode::Drop { Ok(()) } else { res }
+    }
+
+    /// Hands the driver as many queued envelopes as the write window allows.
+    pub(super) fn pump(&mut self, stream: StreamId) {
+        let window = self.config.write_window;
+        let cap = self.config.send_buffer_size;
+        let Some(c) = self.streams.get_mut(stream).and_then(|s| s.conn_mut()) else {
+            return;
+        };
+        while let Some(envelope) = c.queue.next_write(window, cap) {
+            self.out.write(stream, envelope);
+        }
+    }
+
+    /// The driver confirmed writes: count them and refill the window.
+    pub(super) fn confirm_sent(&mut self, stream: StreamId, count: usize) {
+        if let Some(c) = self.streams.get_mut(stream).and_then(|s| s.conn_mut()) {
+            let n = c.queue.confirm(count);
+            self.stats.sent += n as u64;
+            self.pump(stream);
+        }
+    }
+
+    /// A connection's unsent messages, taken out.
+    pub(super) fn take_queues(&mut self, stream: StreamId) -> (VecDeque<Bytes>, VecDeque<Bytes>) {
+        match self.streams.get_mut(stream).and_then(|s| s.conn_mut()) {
+            Some(c) => c.queue.take_pending(),
+            None => (VecDeque::new(), VecDeque::new()),
+        }
+    }
+
+    /// Appends queued messages to a connection (see [`SendQueue::absorb`]) and writes what
+    /// the window allows; if the connection is gone they are counted as overflow.
+    pub(super) fn absorb(
+        &mut self,
+        stream: StreamId,
+        buf: VecDeque<Bytes>,
+        waiting: VecDeque<Bytes>,
+    ) {
+        if buf.is_empty() && waiting.is_empty() {
+            return;
+        }
+        let cap = self.config.send_buffer_size;
+        match self.streams.get_mut(stream).and_then(|s| s.conn_mut()) {
+            Some(c) => c.queue.absorb(buf, waiting, cap),
+            None => self.stats.dropped_overflow += (buf.len() + waiting.len()) as u64,
+        }
+        self.pump(stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: u8) -> Bytes {
+        Bytes::from(vec![n])
+    }
+
+    #[test]
+    fn non_blocking_sends_drop_when_the_buffer_is_full() {
+        let mut q = SendQueue::default();
+        assert!(q.push(b(1), Mode::Drop, 2, 5).is_ok());
+        assert!(q.push(b(2), Mode::Drop, 2, 5).is_ok());
+        assert_eq!(q.push(b(3), Mode::Drop, 2, 5), Err(Error::WouldBlock));
+        assert_eq!(q.len().buffered, 2);
+        assert_eq!(q.len().waiting, 0);
+    }
+
+    #[test]
+    fn blocking_sends_wait_up_to_their_bound_and_keep_their_place() {
+        let mut q = SendQueue::default();
+        q.push(b(1), Mode::Wait, 1, 1).unwrap();
+        q.push(b(2), Mode::Wait, 1, 1).unwrap();
+        assert_eq!(q.push(b(3), Mode::Wait, 1, 1), Err(Error::WouldBlock));
+        // Someone waits, so even a non-blocking send with buffer room may not overtake.
+        assert_eq!(q.next_write(8, 1), Some(b(1)));
+        assert_eq!(q.next_write(8, 1), Some(b(2)));
+        assert_eq!(q.next_write(8, 1), None);
+        assert_eq!(q.len().in_flight, 2);
+    }
+
+    #[test]
+    fn the_write_window_holds_writes_back_until_confirmed() {
+        let mut q = SendQueue::default();
+        for i in 0..4 {
+            q.push(b(i), Mode::Drop, 10, 0).unwrap();
+        }
+        assert_eq!(q.next_write(2, 10), Some(b(0)));
+        assert_eq!(q.next_write(2, 10), Some(b(1)));
+        assert_eq!(q.next_write(2, 10), None);
+        assert_eq!(q.confirm(5), 2, "only what was in flight is confirmed");
+        assert_eq!(q.next_write(2, 10), Some(b(2)));
+    }
+
+    #[test]
+    fn absorbing_keeps_order_and_drops_nothing() {
+        let mut q = SendQueue::default();
+        q.push(b(1), Mode::Drop, 2, 0).unwrap();
+        let other: VecDeque<Bytes> = [b(2), b(3)].into();
+        let other_waiting: VecDeque<Bytes> = [b(4)].into();
+        q.absorb(other, other_waiting, 2);
+        assert_eq!(q.pending(), 4);
+        let got: Vec<_> = core::iter::from_fn(|| q.next_write(10, 2)).collect();
+        assert_eq!(got, vec![b(1), b(2), b(3), b(4)]);
+    }
+}

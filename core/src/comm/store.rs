@@ -1,0 +1,547 @@
+//! The connection store: one connection per PKI-ID (`gossip/comm/conn.go`,
+//! `connectionStore`: `getConnection`, `onConnected`, `closeConnByPKIid`), the connection
+//! attempt per PKI-ID with the sends that wait for it, crossing dials, and the identity
+//! switch of a dialled peer (`comm_impl.go`, `createConnection`, the `identityChanges`
+//! channel).
+//!
+//! What Fabric decides with a lock and a `destinationLocks` map is one table here: for
+//! each PKI-ID, the registered primary connection and, during a crossing dial, the losing
+//! secondary, plus the attempts in progress. Which stream wins when two appear for one
+//! PKI-ID is [`registration`], a pure function.
+
+use super::output::Event;
+use super::send::SendQueue;
+use super::stream::{Conn, Phase};
+use super::timers::TimerKey;
+use super::{Comm, ConnectionEntry, Map, new_map};
+use crate::error::{CloseReason, HandshakeError};
+use crate::ids::{DialId, OpId, PkiId, StreamId};
+use crate::message::ConnectionInfo;
+use crate::security::Security;
+use crate::time::Instant;
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// What registering a newly authenticated stream did to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registration {
+    /// The first connection to that PKI-ID.
+    New,
+    /// A stream opened by the same side as the registered one (a reconnection, or our own
+    /// node): the new stream replaces the old, as in Fabric.
+    Replaced,
+    /// A crossing dial the new stream won: it becomes primary, the old one secondary.
+    CrossingWinner,
+    /// A crossing dial the new stream lost: it stays as the secondary.
+    CrossingLoser,
+}
+
+/// The rule for a second authenticated stream to one PKI-ID. Streams opened by the same
+/// side replace each other (Fabric's `onConnected` closes the old one). Streams opened by
+/// different sides are a crossing dial: the stream opened by the **lower PKI-ID** wins on
+/// both sides, so both keep the same one (Fabric can close both here; see the crate docs).
+///
+/// `existing_inbound` is whether the registered primary was opened by the remote, `None`
+/// when there is none.
+pub(crate) fn registration(
+    own: &PkiId,
+    remote: &PkiId,
+    new_inbound: bool,
+    existing_inbound: Option<bool>,
+) -> Registration {
+    let Some(old_inbound) = existing_inbound else {
+        return Registration::New;
+    };
+    if old_inbound == new_inbound || remote == own {
+        return Registration::Replaced;
+    }
+    // The new stream was opened by us iff it is outbound; it wins iff we are the lower.
+    let we_are_lower = own < remote;
+    if we_are_lower != new_inbound {
+        Registration::CrossingWinner
+    } else {
+        Registration::CrossingLoser
+    }
+}
+
+/// The registered stream(s) of one PKI-ID.
+#[derive(Debug, Clone, Copy)]
+struct Registered {
+    primary: StreamId,
+    secondary: Option<StreamId>,
+}
+
+/// Messages that wait for a connection attempt, with the same bounds as a send buffer.
+#[derive(Debug, Default)]
+pub(super) struct Attempt {
+    pub(super) dial: Option<DialId>,
+    pub(super) queue: SendQueue,
+    /// SendWithAck operations with a message in `queue`: told if the attempt fails.
+    pub(super) ack_waits: SmallVec<[OpId; 2]>,
+}
+
+/// The table of connections and attempts by PKI-ID.
+#[derive(Debug)]
+pub(super) struct Store {
+    registry: Map<PkiId, Registered>,
+    attempts: Map<PkiId, Attempt>,
+}
+
+impl Store {
+    pub(super) fn new(seed: u64) -> Self {
+        Store {
+            registry: new_map(seed),
+            attempts: new_map(seed ^ 1),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    pub(super) fn primary(&self, pki: &PkiId) -> Option<StreamId> {
+        self.registry.get(pki).map(|r| r.primary)
+    }
+
+    pub(super) fn is_registered(&self, pki: &PkiId) -> bool {
+        self.registry.contains_key(pki)
+    }
+
+    /// Registered streams, secondaries included.
+    fn stream_count(&self) -> usize {
+        self.registry
+            .values()
+            .map(|r| 1 + usize::from(r.secondary.is_some()))
+            .sum()
+    }
+
+    pub(super) fn entries(&self) -> Vec<ConnectionEntry> {
+        let mut v: Vec<_> = self
+            .registry
+            .iter()
+            .map(|(k, r)| ConnectionEntry {
+                pki_id: k.clone(),
+                primary: r.primary,
+                secondary: r.secondary,
+            })
+            .collect();
+        v.sort_by(|a, b| a.pki_id.cmp(&b.pki_id));
+        v
+    }
+
+    pub(super) fn has_attempt(&self, pki: &PkiId) -> bool {
+        self.attempts.contains_key(pki)
+    }
+
+    /// Connections and attempts together: what `max_connections` bounds for new sends.
+    pub(super) fn attempts_and_registered(&self) -> usize {
+        self.attempts.len() + self.registry.len()
+    }
+
+    pub(super) fn attempt_entry(&mut self, pki: &PkiId) -> &mut Attempt {
+        self.attempts.entry(pki.clone()).or_default()
+    }
+
+    pub(super) fn set_attempt_dial(&mut self, pki: &PkiId, dial: DialId) {
+        if let Some(att) = self.attempts.get_mut(pki) {
+            att.dial = Some(dial);
+        }
+    }
+
+    /// At stop: every attempt goes; returns the messages they held.
+    pub(super) fn clear_attempts(&mut self) -> u64 {
+        let leftover = self
+            .attempts
+            .values()
+            .map(|a| a.queue.pending() as u64)
+            .sum();
+        self.attempts.clear();
+        leftover
+    }
+}
+
+impl<S: Security> Comm<S> {
+    /// Registers an authenticated stream (Fabric's `connectionStore.onConnected`) under the
+    /// rule of [`registration`]. Returns `None` if the connection was refused
+    /// (`max_connections`).
+    pub(super) fn register(
+        &mut self,
+        stream: StreamId,
+        info: Arc<ConnectionInfo>,
+        inbound: bool,
+        now: Instant,
+    ) -> Option<Registration> {
+        if self.store.stream_count() >= self.config.max_connections {
+            let err = HandshakeError::TooManyConnections;
+            tracing::info!(
+                target: "fabric_gossip_core::store",
+                pki_id = %info.id,
+                endpoint = %info.endpoint,
+                stream = %stream,
+                limit = self.config.max_connections,
+                "connection refused: too many connections"
+            );
+            self.stats.handshake_failed(&err);
+            let remote = info.endpoint.clone();
+            self.drop_stream(stream, inbound.then(|| err.to_string()));
+            self.info_event(Event::HandshakeFailed {
+                stream,
+                remote,
+                inbound,
+                error: err,
+            });
+            return None;
+        }
+        let pki = info.id.clone();
+        if let Some(s) = self.streams.get_mut(stream) {
+            s.phase = Phase::Established(Box::new(Conn::new(info.clone())));
+        }
+        self.stats.connections_opened += 1;
+        let existing = self.store.registry.get(&pki).copied();
+        let existing_inbound =
+            existing.map(|reg| self.streams.get(reg.primary).is_some_and(|s| s.inbound));
+        let outcome = registration(&self.own_pki, &pki, inbound, existing_inbound);
+        tracing::info!(
+            target: "fabric_gossip_core::store",
+            pki_id = %pki,
+            endpoint = %info.endpoint,
+            conn = %stream,
+            inbound,
+            registration = ?outcome,
+            "connection registered"
+        );
+        self.info_event(Event::Connected {
+            conn: stream,
+            info,
+            inbound,
+        });
+        let Some(reg) = existing else {
+            self.store.registry.insert(
+                pki.clone(),
+                Registered {
+                    primary: stream,
+                    secondary: None,
+                },
+            );
+            // Messages waiting for our own attempt to this peer go first on the new
+            // connection: later sends take it directly, and must not overtake them.
+            if let Some(att) = self.store.attempts.get_mut(&pki) {
+                let (buf, waiting) = att.queue.take_pending();
+                self.absorb(stream, buf, waiting);
+            }
+            return Some(outcome);
+        };
+        if outcome == Registration::Replaced {
+            self.store.registry.insert(
+                pki.clone(),
+                Registered {
+                    primary: stream,
+                    secondary: reg.secondary,
+                },
+            );
+            let (buf, waiting) = self.take_queues(reg.primary);
+            self.absorb(stream, buf, waiting);
+            self.close_stream(reg.primary, CloseReason::Replaced);
+            return Some(outcome);
+        }
+        self.stats.crossings += 1;
+        let new_wins = outcome == Registration::CrossingWinner;
+        let (winner, loser) = if new_wins {
+            (stream, reg.primary)
+        } else {
+            (reg.primary, stream)
+        };
+        if let Some(old_secondary) = reg.secondary {
+            self.store.registry.insert(
+                pki.clone(),
+                Registered {
+                    primary: reg.primary,
+                    secondary: None,
+                },
+            );
+            self.close_stream(old_secondary, CloseReason::Replaced);
+        }
+        self.store.registry.insert(
+            pki,
+            Registered {
+                primary: winner,
+                secondary: Some(loser),
+            },
+        );
+        if new_wins {
+            let (buf, waiting) = self.take_queues(loser);
+            self.absorb(winner, buf, waiting);
+        }
+        // The side that opened the losing stream closes it after the grace period; the
+        // other side never does.
+        let loser_is_ours = self.streams.get(loser).is_some_and(|s| !s.inbound);
+        let grace = now + self.config.crossing_grace;
+        if let Some(c) = self.streams.get_mut(loser).and_then(|s| s.conn_mut()) {
+            c.secondary = true;
+            if loser_is_ours {
+                c.grace = Some(grace);
+            }
+        }
+        if loser_is_ours {
+            self.arm(grace, TimerKey::Grace(loser));
+        }
+        Some(outcome)
+    }
+
+    /// Our dial authenticated someone; check who (an identity switch within the
+    /// organization is accepted and reported), then register.
+    pub(super) fn attempt_authenticated(
+        &mut self,
+        stream: StreamId,
+        key: PkiId,
+        info: Arc<ConnectionInfo>,
+        now: Instant,
+    ) {
+        if !key.is_empty() && key != info.id {
+            let new_org = self.security.organization_of(&info.identity);
+            let old_org = self
+                .identities
+                .get(&key)
+                .and_then(|s| s.organization.clone());
+            if new_org.is_some() && new_org == old_org {
+                tracing::info!(
+                    target: "fabric_gossip_core::store",
+                    old_pki_id = %key,
+                    new_pki_id = %info.id,
+                    endpoint = %info.endpoint,
+                    "identity switch"
+                );
+                self.stats.identity_switches += 1;
+                self.out.event(Event::IdentitySwitch(key.clone()));
+            } else {
+                let err = HandshakeError::UnexpectedPeer {
+                    expected: key.clone(),
+                    actual: info.id.clone(),
+                };
+                self.stats.handshake_failed(&err);
+                let remote = info.endpoint.clone();
+                self.drop_stream(stream, None);
+                self.info_event(Event::HandshakeFailed {
+                    stream,
+                    remote,
+                    inbound: false,
+                    error: err.clone(),
+                });
+                self.attempt_failed(&key, err);
+                return;
+            }
+        }
+        let actual = info.id.clone();
+        if self.register(stream, info, false, now).is_none() {
+            self.attempt_failed(&key, HandshakeError::TooManyConnections);
+            return;
+        }
+        // Messages that waited for the attempt go to whatever connection now serves the peer.
+        if let Some(att) = self.store.attempts.remove(&key)
+            && let Some(target) = self.store.primary(&actual)
+        {
+            let mut queue = att.queue;
+            let (buf, waiting) = queue.take_pending();
+            self.absorb(target, buf, waiting);
+        }
+    }
+
+    /// The attempt to reach `key` failed: its messages go to a connection the peer opened
+    /// to us meanwhile, or are dropped and the peer presumed dead.
+    pub(super) fn attempt_failed(&mut self, key: &PkiId, err: HandshakeError) {
+        let Some(mut att) = self.store.attempts.remove(key) else {
+            return;
+        };
+        // Someone may have connected to us meanwhile under that PKI-ID: use theirs.
+        if let Some(target) = self.store.primary(key) {
+            let (buf, waiting) = att.queue.take_pending();
+            self.absorb(target, buf, waiting);
+            return;
+        }
+        let dropped = att.queue.pending();
+        tracing::debug!(
+            target: "fabric_gossip_core::store",
+            pki_id = %key,
+            error = %err,
+            dropped,
+            "connection attempt failed; its messages are dropped"
+        );
+        self.stats.dropped_no_connection += dropped as u64;
+        self.acks_no_connection(key, att.ack_waits, &err);
+        self.presumed_dead(key.clone());
+    }
+
+    /// Closes the connection(s) registered for `pki` (Fabric's `connectionStore.closeConnByPKIid`).
+    pub(super) fn close_peer(&mut self, pki: &PkiId, reason: CloseReason) {
+        if let Some(reg) = self.store.registry.get(pki).copied() {
+            if let Some(sec) = reg.secondary {
+                self.close_stream(sec, reason.clone());
+            }
+            self.close_stream(reg.primary, reason);
+        }
+    }
+
+    /// Closes an established connection and unregisters it; promotes a crossing secondary
+    /// if the primary goes. A stream still handshaking fails its handshake instead.
+    pub(super) fn close_stream(&mut self, stream: StreamId, reason: CloseReason) {
+        let Some(s) = self.streams.get(stream) else {
+            return;
+        };
+        let Phase::Established(c) = &s.phase else {
+            // Not established: nothing registered.
+            let err = match &reason {
+                CloseReason::Stopped => HandshakeError::ShuttingDown,
+                _ => HandshakeError::Cancelled,
+            };
+            self.fail_handshake(stream, err);
+            return;
+        };
+        let pki = c.info.id.clone();
+        let c_endpoint = c.info.endpoint.clone();
+        let mut leftover = c.queue.pending() as u64;
+        let write_failed = matches!(reason, CloseReason::WriteFailed(_));
+        if let Some(reg) = self.store.registry.get(&pki).copied() {
+            if reg.primary == stream {
+                if let Some(sec) = reg.secondary {
+                    self.store.registry.insert(
+                        pki.clone(),
+                        Registered {
+                            primary: sec,
+                            secondary: None,
+                        },
+                    );
+                    if let Some(sc) = self.streams.get_mut(sec).and_then(|s| s.conn_mut()) {
+                        sc.secondary = false;
+                        sc.grace = None;
+                    }
+                    if !write_failed {
+                        let (buf, waiting) = self.take_queues(stream);
+                        leftover = 0;
+                        self.absorb(sec, buf, waiting);
+                    }
+                } else {
+                    self.store.registry.remove(&pki);
+                }
+            } else if reg.secondary == Some(stream) {
+                self.store.registry.insert(
+                    pki.clone(),
+                    Registered {
+                        primary: reg.primary,
+                        secondary: None,
+                    },
+                );
+            }
+        }
+        tracing::info!(
+            target: "fabric_gossip_core::store",
+            pki_id = %pki,
+            endpoint = %c_endpoint,
+            conn = %stream,
+            reason = %reason,
+            dropped = leftover,
+            "connection closed"
+        );
+        self.stats.dropped_on_close += leftover;
+        self.stats.connections_closed += 1;
+        if write_failed {
+            self.presumed_dead(pki.clone());
+        }
+        let error = match &reason {
+            CloseReason::Malformed(e) => Some(e.clone()),
+            _ => None,
+        };
+        self.drop_stream(stream, error);
+        self.info_event(Event::Disconnected {
+            conn: stream,
+            pki_id: pki,
+            reason,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PkiId {
+        PkiId::from(s)
+    }
+
+    #[test]
+    fn the_first_stream_is_new() {
+        assert_eq!(
+            registration(&p("a"), &p("b"), true, None),
+            Registration::New
+        );
+        assert_eq!(
+            registration(&p("a"), &p("b"), false, None),
+            Registration::New
+        );
+    }
+
+    #[test]
+    fn a_stream_from_the_same_side_replaces() {
+        for inbound in [true, false] {
+            assert_eq!(
+                registration(&p("a"), &p("b"), inbound, Some(inbound)),
+                Registration::Replaced
+            );
+        }
+    }
+
+    #[test]
+    fn our_own_node_always_replaces() {
+        assert_eq!(
+            registration(&p("a"), &p("a"), true, Some(false)),
+            Registration::Replaced
+        );
+    }
+
+    #[test]
+    fn in_a_crossing_the_stream_opened_by_the_lower_pki_id_wins_on_both_sides() {
+        // "a" < "b". On a's side, a's own (outbound) stream is the lower's.
+        assert_eq!(
+            registration(&p("a"), &p("b"), false, Some(true)),
+            Registration::CrossingWinner
+        );
+        assert_eq!(
+            registration(&p("a"), &p("b"), true, Some(false)),
+            Registration::CrossingLoser
+        );
+        // On b's side, the stream a opened is inbound.
+        assert_eq!(
+            registration(&p("b"), &p("a"), true, Some(false)),
+            Registration::CrossingWinner
+        );
+        assert_eq!(
+            registration(&p("b"), &p("a"), false, Some(true)),
+            Registration::CrossingLoser
+        );
+    }
+
+    #[test]
+    fn both_sides_agree_on_the_winner_whatever_the_arrival_order() {
+        let (a, b) = (p("10"), p("9"));
+        // Name each stream by who opened it; each side sees one arrive first.
+        for a_opened_first in [true, false] {
+            // On a's side the stream a opened is outbound.
+            let a_side_new_is_a_stream = !a_opened_first;
+            let a_outcome = registration(
+                &a,
+                &b,
+                !a_side_new_is_a_stream,
+                Some(a_side_new_is_a_stream),
+            );
+            let a_keeps_a_stream =
+                (a_outcome == Registration::CrossingWinner) == a_side_new_is_a_stream;
+            for b_sees_a_stream_first in [true, false] {
+                let new_is_a_stream = !b_sees_a_stream_first;
+                let b_outcome = registration(&b, &a, new_is_a_stream, Some(!new_is_a_stream));
+                let b_keeps_a_stream =
+                    (b_outcome == Registration::CrossingWinner) == new_is_a_stream;
+                assert_eq!(a_keeps_a_stream, b_keeps_a_stream);
+                assert!(a_keeps_a_stream, "the lower PKI-ID (a) opened the winner");
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Timers: every deadline of the core in one heap (Fabric starts a `time.After` per
+//! dial, handshake, operation and identity expiry; `gossip/comm/comm_impl.go`,
+//! `gossip/identity/identity.go`).
+//!
+//! An entry names the object it belongs to and is acted on only if that object still has
+//! exactly that deadline, so cancelling a deadline is just changing it, and stale entries
+//! are harmless.
+
+use super::Comm;
+use super::dial::DialState;
+use super::ops::Op;
+use super::stream::Phase;
+use crate::error::{CloseReason, DialError, HandshakeError};
+use crate::ids::{DialId, OpId, PkiId, StreamId};
+use crate::security::Security;
+use crate::time::Instant;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// What a deadline belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum TimerKey {
+    /// A dial or its Ping (`dial_timeout`, `conn_timeout`).
+    Dial(DialId),
+    /// A handshaking stream waiting for the remote's `ConnEstablish` (`conn_timeout`).
+    Stream(StreamId),
+    /// A `handshake()` or `send_with_ack()` operation.
+    Op(OpId),
+    /// Our losing stream of a crossing dial (`crossing_grace`).
+    Grace(StreamId),
+    /// An identity's certificate expiry.
+    Identity(PkiId),
+}
+
+/// The deadline heap, ordered by (instant, arming order).
+#[derive(Debug, Default)]
+pub(super) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, TimerKey)>>,
+    seq: u64,
+}
+
+impl Timers {
+    pub(super) fn push(&mut self, at: Instant, key: TimerKey) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, key)));
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// The earliest entry, valid or not.
+    pub(super) fn peek(&self) -> Option<(Instant, &TimerKey)> {
+        self.heap.peek().map(|Reverse((at, _, key))| (*at, key))
+    }
+
+    pub(super) fn pop(&mut self) -> Option<(Instant, TimerKey)> {
+        self.heap.pop().map(|Reverse((at, _, key))| (at, key))
+    }
+
+    /// The earliest entry due at `now`, taken out.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKey)> {
+        match self.peek() {
+            Some((at, _)) if at <= now => self.pop(),
+            _ => None,
+        }
+    }
+
+    /// Keeps only the entries `valid` accepts.
+    pub(super) fn retain(&mut self, mut valid: impl FnMut(Instant, &TimerKey) -> bool) {
+        let heap = core::mem::take(&mut self.heap);
+        let kept: Vec<_> = heap
+            .into_vec()
+            .into_iter()
+            .filter(|Reverse((at, _, key))| valid(*at, key))
+            .collect();
+        self.heap = BinaryHeap::from(kept);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.heap.clear();
+    }
+}
+
+impl<S: Security> Comm<S> {
+    pub(super) fn tick(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    pub(super) fn arm(&mut self, at: Instant, key: TimerKey) {
+        self.timers.push(at, key);
+        let live = self.streams.len() + self.dials.len() + self.ops.len() + self.identities.len();
+        if self.timers.len() > 4 * live + 64 {
+            self.compact_timers();
+        }
+    }
+
+    /// Drops timer entries whose object no longer has that deadline, so the heap stays
+    /// proportional to live objects however many deadlines were cancelled.
+    fn compact_timers(&mut self) {
+        let mut timers = core::mem::take(&mut self.timers);
+        timers.retain(|at, key| self.timer_valid(at, key));
+        self.timers = timers;
+    }
+
+    /// The next valid deadline; stale entries in front of it are discarded.
+    pub(super) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some((at, key)) = self.timers.peek() {
+            if self.timer_valid(at, key) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Fires every deadline at or before `now`.
+    pub(super) fn fire_due(&mut self, now: Instant) {
+        while let Some((at, key)) = self.timers.pop_due(now) {
+            self.fire(at, key, now);
+        }
+    }
+
+    fn timer_valid(&self, at: Instant, key: &TimerKey) -> bool {
+        match key {
+            TimerKey::Dial(d) => self.dials.get(*d).is_some_and(|x| x.deadline == Some(at)),
+            TimerKey::Stream(s) => self.streams.get(*s).is_some_and(
+                |x| matches!(x.phase, Phase::Handshaking { deadline, .. } if deadline == at),
+            ),
+            TimerKey::Grace(s) => self
+                .streams
+                .get(*s)
+                .and_then(|x| x.conn())
+                .is_some_and(|c| c.grace == Some(at)),
+            TimerKey::Op(o) => self.ops.get(*o).and_then(Op::deadline) == Some(at),
+            TimerKey::Identity(p) => self
+                .identities
+                .get(p)
+                .is_some_and(|s| s.expires == Some(at)),
+        }
+    }
+
+    fn fire(&mut self, at: Instant, key: TimerKey, now: Instant) {
+        if !self.timer_valid(at, &key) {
+            return;
+        }
+        match key {
+            TimerKey::Dial(d) => match self.dials.get(d).map(|x| x.state) {
+                Some(DialState::Dialing) => self.dial_failed(d, DialError::Timeout),
+                Some(DialState::Pinging) => self.ping_failed(d, "ping timed out".into()),
+                _ => {}
+            },
+            TimerKey::Stream(s) => self.fail_handshake(s, HandshakeError::Timeout),
+            TimerKey::Grace(s) => self.close_stream(s, CloseReason::CrossingLoser),
+            TimerKey::Op(op) => self.op_deadline(op),
+            TimerKey::Identity(p) => {
+                if self.identities.purge_if_expired(&p, now) {
+                    self.close_peer(&p, CloseReason::IdentityExpired);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: u64) -> Instant {
+        Instant::from_unix_secs(s)
+    }
+
+    #[test]
+    fn deadlines_come_out_in_time_then_arming_order() {
+        let mut timers = Timers::default();
+        let a = OpId::from_parts(0, 0);
+        let b = OpId::from_parts(1, 0);
+        timers.push(t(5), TimerKey::Op(b));
+        timers.push(t(3), TimerKey::Op(a));
+        timers.push(t(3), TimerKey::Op(b));
+        assert_eq!(timers.pop_due(t(2)), None);
+        assert_eq!(timers.pop_due(t(4)), Some((t(3), TimerKey::Op(a))));
+        assert_eq!(timers.pop_due(t(4)), Some((t(3), TimerKey::Op(b))));
+        assert_eq!(timers.pop_due(t(4)), None);
+        assert_eq!(timers.pop_due(t(5)), Some((t(5), TimerKey::Op(b))));
+    }
+
+    #[test]
+    fn retain_drops_what_is_no_longer_valid() {
+        let mut timers = Timers::default();
+        for i in 0..10 {
+            timers.push(t(i), TimerKey::Op(OpId::from_parts(i as u32, 0)));
+        }
+        timers.retain(|at, _| at >= t(7));
+        assert_eq!(timers.len(), 3);
+        assert_eq!(timers.peek().map(|(at, _)| at), Some(t(7)));
+    }
+}

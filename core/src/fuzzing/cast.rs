@@ -1,0 +1,130 @@
+//! The cast: the peers, identities, certificates and messages every target uses.
+
+use super::*;
+
+/// The core under test.
+pub(super) const ME: &str = "m-local:7051";
+/// Remote peers (test provider: identity = PKI-ID = endpoint). `a` sorts below `ME` and
+/// `y`/`z` above it, so both branches of the crossing rule are reachable; the last one's
+/// identity expires three seconds in.
+pub(super) const PEERS: [&str; 5] = [
+    "a-peer:7051",
+    "b-peer:7051",
+    "y-peer:7051",
+    "z-peer:7051",
+    "e-expiring:7051",
+];
+/// An identity the provider refuses, and one that expired before the run.
+pub(super) const REJECTED: &str = "rejected:7051";
+pub(super) const EXPIRED: &str = "expired:7051";
+
+pub(super) fn t0() -> Instant {
+    Instant::from_unix_secs(1_700_000_000)
+}
+
+pub(super) fn security() -> TestOnlyHmacSecurity {
+    TestOnlyHmacSecurity::new(ME)
+        .rejecting(Bytes::from_static(REJECTED.as_bytes()))
+        .expiring(
+            Bytes::from_static(EXPIRED.as_bytes()),
+            t0() - Duration::from_secs(1),
+        )
+        .expiring(
+            Bytes::from_static(PEERS[4].as_bytes()),
+            t0() + Duration::from_secs(3),
+        )
+}
+
+/// The TLS certificate hash peer `k` presents as a client (`inbound` streams, from our
+/// side) or as a server. Index `PEERS.len()` is our own.
+pub(super) fn cert(k: usize, client: bool) -> CertHash {
+    let base = if client { 0x10 } else { 0x80 };
+    [base + k as u8; 32]
+}
+
+pub(super) const WRONG_CERT: CertHash = [0xee; 32];
+
+pub(super) fn own_tls() -> TlsHashes {
+    TlsHashes {
+        client_cert_hash: cert(PEERS.len(), true),
+        server_cert_hash: cert(PEERS.len(), false),
+    }
+}
+
+pub(super) fn envelope_bytes(
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+    secret: Option<SecretEnvelope>,
+) -> Bytes {
+    Bytes::from(
+        Envelope {
+            payload: payload.into(),
+            signature: signature.into(),
+            secret_envelope: secret,
+        }
+        .encode_to_vec(),
+    )
+}
+
+pub(super) fn conn_message(pki: &[u8], identity: &[u8], hash: &[u8], probe: bool) -> GossipMessage {
+    crate::message::conn_establish_message(
+        Bytes::copy_from_slice(pki),
+        Bytes::copy_from_slice(identity),
+        Bytes::copy_from_slice(hash),
+        probe,
+    )
+}
+
+/// A valid, signed ConnEstablish of peer `k` (`PEERS.len()` and above: `ME`), with the
+/// certificate hash of `cert_kind` (0: the right one for the role, 1: wrong, 2: empty).
+pub(super) fn d_hello(k: usize, inbound: bool, cert_kind: u8) -> Bytes {
+    let name = PEERS.get(k).copied().unwrap_or(ME);
+    let hash = match cert_kind % 3 {
+        0 => cert(k.min(PEERS.len()), inbound).to_vec(),
+        1 => WRONG_CERT.to_vec(),
+        _ => Vec::new(),
+    };
+    let payload = conn_message(name.as_bytes(), name.as_bytes(), &hash, false).encode_to_vec();
+    let sig = TestOnlyHmacSecurity::hmac(&payload).to_vec();
+    envelope_bytes(payload, sig, None)
+}
+
+/// Marks the data messages the harness sends, so order checks ignore look-alikes.
+pub(super) const DATA_MARK: &[u8] = b"fuzz-seq";
+
+pub(super) fn data_message(seq: u64) -> GossipMessage {
+    GossipMessage {
+        content: Some(gossip_message::Content::DataMsg(DataMessage {
+            payload: Some(Payload {
+                seq_num: seq,
+                data: Bytes::from_static(DATA_MARK),
+                private_data: vec![],
+            }),
+        })),
+        ..Default::default()
+    }
+}
+
+pub(super) fn data_seq(msg: &GossipMessage) -> Option<u64> {
+    match &msg.content {
+        Some(gossip_message::Content::DataMsg(DataMessage { payload: Some(p) }))
+            if p.data.as_ref() == DATA_MARK =>
+        {
+            Some(p.seq_num)
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn is_conn_establish(envelope: &Bytes) -> bool {
+    SignedMessage::from_envelope_bytes(envelope.clone())
+        .is_ok_and(|m| matches!(m.message().content, Some(gossip_message::Content::Conn(_))))
+}
+
+/// Every counter of `Stats` (plain ones, then the handshake failures), for the
+/// monotonicity check.
+pub(super) fn counters(s: &Stats) -> Vec<u64> {
+    let mut v: Vec<u64> = s.counters().into_iter().map(|(_, n)| n).collect();
+    v.extend_from_slice(&s.handshake_failures);
+    v
+}

@@ -1,0 +1,496 @@
+//! A driver that checks the core after every input.
+
+use super::*;
+
+#[derive(Debug, Default)]
+pub(super) struct StreamState {
+    pub(super) inbound: bool,
+    /// Which remote peer it leads to (index into `PEERS`; `PEERS.len()` = ourselves).
+    pub(super) peer: usize,
+    pub(super) closed: bool,
+    pub(super) writes: usize,
+    pub(super) paused: bool,
+}
+
+/// A driver that checks the core after every input: it carries out nothing on a network,
+/// but records every handle the core issues and closes, and every unit of work it takes
+/// on, so that what comes out can be checked against what went in.
+pub(super) struct Driver {
+    pub(super) comm: Comm<TestOnlyHmacSecurity>,
+    pub(super) now: Instant,
+    pub(super) streams: BTreeMap<StreamId, StreamState>,
+    pub(super) dials: BTreeMap<DialId, (usize, bool)>,
+    /// Handles in the order they were issued: what `Op` indices select from.
+    pub(super) stream_order: Vec<StreamId>,
+    pub(super) dial_order: Vec<DialId>,
+    pub(super) sub_order: Vec<SubscriptionId>,
+    pub(super) subs: BTreeMap<SubscriptionId, Arc<AtomicU64>>,
+    pub(super) live_subs: BTreeSet<SubscriptionId>,
+    pub(super) ops: BTreeMap<OpId, usize>,
+    pub(super) pending_inbound: BTreeSet<StreamId>,
+    pub(super) conn_pki: BTreeMap<StreamId, PkiId>,
+    pub(super) nonces: Vec<u64>,
+    pub(super) last: Vec<u64>,
+    pub(super) stopped: bool,
+    // What the core promised to send, and where it went.
+    pub(super) units: u64,
+    pub(super) wouldblock: u64,
+    pub(super) data_writes: u64,
+    // What the core promised to deliver, and where it went.
+    pub(super) polled: u64,
+    pub(super) discarded: u64,
+    /// Arrival number of every envelope handed in, by the address of its bytes (a received
+    /// message keeps the very `Bytes` it arrived in), and the last one each subscription
+    /// was given: deliveries must come in arrival order.
+    pub(super) arrivals: BTreeMap<usize, u64>,
+    pub(super) last_arrival: BTreeMap<SubscriptionId, u64>,
+    pub(super) arrival: u64,
+    pub(super) seq: u64,
+}
+
+impl Driver {
+    pub(super) fn new(config: Config, tls_on: u8) -> Self {
+        let config = if tls_on & 1 == 1 {
+            config.with_tls(own_tls())
+        } else {
+            config
+        };
+        let comm = Comm::new(config, security(), t0()).expect("own identity is valid");
+        let last = counters(comm.stats());
+        Driver {
+            comm,
+            now: t0(),
+            streams: BTreeMap::new(),
+            stream_order: Vec::new(),
+            dial_order: Vec::new(),
+            sub_order: Vec::new(),
+            dials: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            live_subs: BTreeSet::new(),
+            ops: BTreeMap::new(),
+            pending_inbound: BTreeSet::new(),
+            conn_pki: BTreeMap::new(),
+            nonces: Vec::new(),
+            last,
+            stopped: false,
+            units: 0,
+            wouldblock: 0,
+            data_writes: 0,
+            polled: 0,
+            discarded: 0,
+            arrivals: BTreeMap::new(),
+            last_arrival: BTreeMap::new(),
+            arrival: 0,
+            seq: 0,
+        }
+    }
+
+    /// Feeds one driver input naming a handle: `Err` must mean exactly "that handle is dead".
+    pub(super) fn input(
+        &mut self,
+        f: impl FnOnce(&mut Comm<TestOnlyHmacSecurity>, Instant) -> Result<(), Error>,
+    ) {
+        let r = f(&mut self.comm, self.now);
+        assert!(matches!(r, Ok(()) | Err(Error::UnknownHandle)), "{r:?}");
+        self.drain();
+    }
+
+    /// Hands an envelope to the core, noting its arrival number.
+    pub(super) fn feed(&mut self, s: StreamId, bytes: Bytes) -> Result<(), Error> {
+        self.arrival += 1;
+        self.arrivals.insert(bytes.as_ptr() as usize, self.arrival);
+        self.comm.handle_envelope(self.now, s, bytes)
+    }
+
+    /// [`Driver::feed`], then drain; `Err` must mean the stream is dead.
+    pub(super) fn envelope(&mut self, s: StreamId, bytes: Bytes) {
+        let r = self.feed(s, bytes);
+        assert!(matches!(r, Ok(()) | Err(Error::UnknownHandle)), "{r:?}");
+        self.drain();
+    }
+
+    pub(super) fn peer_of_endpoint(endpoint: &str) -> usize {
+        PEERS
+            .iter()
+            .position(|p| *p == endpoint)
+            .unwrap_or(PEERS.len())
+    }
+
+    pub(super) fn accept(&mut self, peer: usize, cert_kind: u8) -> StreamId {
+        self.try_accept(peer, cert_kind)
+            .expect("a running core accepts")
+    }
+
+    pub(super) fn try_accept(&mut self, peer: usize, cert_kind: u8) -> Option<StreamId> {
+        let hash = match cert_kind % 3 {
+            0 => Some(cert(peer, true)),
+            1 => None,
+            _ => Some(WRONG_CERT),
+        };
+        let addr = PEERS.get(peer).copied().unwrap_or(ME);
+        let r = self.comm.accept_stream(self.now, addr, hash);
+        match r {
+            Ok(s) => {
+                assert!(!self.stopped);
+                assert!(!self.streams.contains_key(&s), "a handle is never reissued");
+                self.stream_order.push(s);
+                self.streams.insert(
+                    s,
+                    StreamState {
+                        inbound: true,
+                        peer,
+                        ..Default::default()
+                    },
+                );
+                self.pending_inbound.insert(s);
+                self.drain();
+                Some(s)
+            }
+            Err(e) => {
+                assert!(self.stopped && e == Error::Stopped, "{e:?}");
+                self.drain();
+                None
+            }
+        }
+    }
+
+    pub(super) fn subscribe(&mut self, filter: u8) -> SubscriptionId {
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        let acceptor = move |m: &crate::ReceivedMessage| {
+            let take = match (filter % 3, data_seq(&m.message)) {
+                (0, _) => true,
+                (1, Some(s)) => s.is_multiple_of(2),
+                (2, Some(s)) => s % 2 == 1,
+                _ => false,
+            };
+            if take {
+                h.fetch_add(1, Ordering::Relaxed);
+            }
+            take
+        };
+        let sub = self.comm.subscribe(Box::new(acceptor));
+        let sub = match sub {
+            Ok(s) => s,
+            Err(e) => {
+                assert!(
+                    matches!(e, Error::Stopped | Error::LimitReached(_)),
+                    "{e:?}"
+                );
+                assert_eq!(self.stopped, e == Error::Stopped);
+                return SubscriptionId::from_parts(u32::MAX, 0);
+            }
+        };
+        assert!(!self.subs.contains_key(&sub), "a handle is never reissued");
+        self.subs.insert(sub, hits);
+        self.sub_order.push(sub);
+        self.live_subs.insert(sub);
+        sub
+    }
+
+    pub(super) fn poll(&mut self, sub: SubscriptionId, n: usize) {
+        for _ in 0..n {
+            let Some(m) = self.comm.poll_delivery(sub) else {
+                break;
+            };
+            assert!(!self.stopped, "nothing is delivered after stop");
+            assert!(self.live_subs.contains(&sub));
+            self.polled += 1;
+            if let Some(&n) = self.arrivals.get(&(m.envelope_bytes.as_ptr() as usize)) {
+                let last = self.last_arrival.insert(sub, n);
+                assert!(last.is_none_or(|l| l < n), "deliveries in arrival order");
+            }
+            let pki = self
+                .conn_pki
+                .get(&m.conn)
+                .expect("delivered from a connection");
+            assert_eq!(&m.info.id, pki, "the sender is who the connection proved");
+            let again = SignedMessage::from_envelope_bytes(m.envelope_bytes.clone())
+                .expect("a delivered envelope decodes");
+            assert_eq!(again.message(), &m.message);
+        }
+        self.drain();
+    }
+
+    /// Drains actions and events in the documented order, checking each.
+    pub(super) fn drain(&mut self) {
+        let mut stopped_now = false;
+        loop {
+            match self.comm.poll_output() {
+                crate::Output::Action(a) => {
+                    assert!(
+                        !self.stopped
+                            || matches!(a, Action::CloseStream { .. } | Action::CloseDial { .. }),
+                        "no network work after stop: {a:?}"
+                    );
+                    self.on_action(a);
+                }
+                crate::Output::Event(e) => {
+                    self.on_event(&e, &mut stopped_now);
+                }
+                crate::Output::Timeout(t) => {
+                    // The drain ends only when nothing is pending, with the same deadline
+                    // poll_timeout gives.
+                    assert_eq!(t, self.comm.poll_timeout());
+                    assert!(matches!(self.comm.poll_output(), crate::Output::Timeout(_)));
+                    break;
+                }
+            }
+        }
+        if stopped_now {
+            self.stopped = true;
+        }
+    }
+
+    /// Checks one event against what the driver knows.
+    fn on_event(&mut self, e: &Event, stopped_now: &mut bool) {
+        {
+            match e {
+                Event::Stopped => {
+                    assert!(!self.stopped, "Stopped once");
+                    *stopped_now = true;
+                }
+                Event::DeliveryReady(sub) => {
+                    assert!(
+                        !self.stopped && !*stopped_now,
+                        "nothing delivered after stop"
+                    );
+                    assert!(self.live_subs.contains(sub));
+                }
+                Event::Connected {
+                    conn,
+                    info,
+                    inbound,
+                } => {
+                    assert!(!self.stopped && !*stopped_now);
+                    let st = self.streams.get(conn).expect("an issued stream");
+                    assert_eq!(st.inbound, *inbound);
+                    self.pending_inbound.remove(conn);
+                    self.conn_pki.insert(*conn, info.id.clone());
+                }
+                Event::Disconnected { conn, pki_id, .. } => {
+                    assert_eq!(self.conn_pki.get(conn), Some(pki_id));
+                    assert!(self.streams.get(conn).is_some_and(|s| s.closed));
+                }
+                Event::HandshakeFailed { stream, .. } => {
+                    assert!(self.streams.get(stream).is_some_and(|s| s.closed));
+                    assert!(
+                        !self.conn_pki.contains_key(stream),
+                        "failed after Connected"
+                    );
+                }
+                Event::ProbeDone { op, .. } | Event::HandshakeDone { op, .. } => {
+                    assert!(self.ops.remove(op).is_some(), "one result per operation");
+                }
+                Event::SendWithAckDone { op, results } => {
+                    let n = self.ops.remove(op).expect("one result per operation");
+                    assert!(results.len() <= n);
+                    let peers: BTreeSet<_> = results.iter().map(|r| &r.peer).collect();
+                    assert_eq!(peers.len(), results.len(), "one result per peer");
+                    // Peers refused at once (the caller is told, nothing is counted).
+                    self.wouldblock += results
+                        .iter()
+                        .filter(|r| match &r.result {
+                            Err(AckError::WouldBlock) => true,
+                            Err(AckError::NoConnection(e)) => e.starts_with("limit reached"),
+                            _ => false,
+                        })
+                        .count() as u64;
+                }
+                Event::PresumedDead(_) | Event::IdentitySwitch(_) => {}
+            }
+        }
+    }
+
+    pub(super) fn on_action(&mut self, a: Action) {
+        let live_stream = |d: &Self, s: &StreamId| {
+            let st = d.streams.get(s).expect("an action names an issued stream");
+            assert!(!st.closed, "no action names a stream after its CloseStream");
+        };
+        let live_dial = |d: &Self, x: &DialId| {
+            let st = d.dials.get(x).expect("an action names an issued dial");
+            assert!(!st.1, "no action names a dial after its CloseDial");
+        };
+        match a {
+            Action::Dial { dial, endpoint } => {
+                assert!(
+                    !self.dials.contains_key(&dial),
+                    "a handle is never reissued"
+                );
+                self.dial_order.push(dial);
+                self.dials
+                    .insert(dial, (Self::peer_of_endpoint(&endpoint), false));
+            }
+            Action::Ping { dial } => live_dial(self, &dial),
+            Action::OpenStream { dial, stream } => {
+                live_dial(self, &dial);
+                assert!(
+                    !self.streams.contains_key(&stream),
+                    "a handle is never reissued"
+                );
+                let peer = self.dials[&dial].0;
+                self.stream_order.push(stream);
+                self.streams.insert(
+                    stream,
+                    StreamState {
+                        inbound: false,
+                        peer,
+                        ..Default::default()
+                    },
+                );
+            }
+            Action::Write { stream, envelope } => {
+                live_stream(self, &stream);
+                let handshake = is_conn_establish(&envelope);
+                let st = self.streams.get_mut(&stream).expect("checked");
+                assert_eq!(handshake, st.writes == 0, "a ConnEstablish first, once");
+                st.writes += 1;
+                if !handshake {
+                    self.data_writes += 1;
+                    if let Ok(m) = SignedMessage::from_envelope_bytes(envelope)
+                        && m.message().nonce != 0
+                    {
+                        if self.nonces.len() >= 16 {
+                            self.nonces.remove(0);
+                        }
+                        self.nonces.push(m.message().nonce);
+                    }
+                }
+            }
+            Action::PauseRead { stream } | Action::ResumeRead { stream } => {
+                live_stream(self, &stream);
+                let pause = matches!(a, Action::PauseRead { .. });
+                let st = self.streams.get_mut(&stream).expect("checked");
+                assert_ne!(st.paused, pause, "PauseRead and ResumeRead alternate");
+                st.paused = pause;
+            }
+            Action::CloseStream { stream, .. } => {
+                live_stream(self, &stream);
+                if let Some(st) = self.streams.get_mut(&stream) {
+                    st.closed = true;
+                }
+                self.pending_inbound.remove(&stream);
+            }
+            Action::CloseDial { dial } => {
+                live_dial(self, &dial);
+                if let Some(d) = self.dials.get_mut(&dial) {
+                    d.1 = true;
+                }
+            }
+        }
+    }
+
+    /// The core's invariants, checked after every input.
+    pub(super) fn check(&mut self) {
+        let c = &self.comm;
+        let cfg = c.config().clone();
+        // At most one registered (primary) connection per PKI-ID, each live and proving it.
+        let conns = c.connections();
+        let mut seen = BTreeSet::new();
+        for w in conns.windows(2) {
+            assert!(w[0].pki_id < w[1].pki_id, "one entry per PKI-ID");
+        }
+        for crate::ConnectionEntry {
+            pki_id: pki,
+            primary,
+            secondary,
+        } in &conns
+        {
+            assert!(c.is_live_stream(*primary));
+            assert_eq!(c.connection_info(*primary).map(|i| &i.id), Some(pki));
+            assert!(seen.insert(*primary), "a stream serves one PKI-ID");
+            if let Some(s) = secondary {
+                assert!(c.is_live_stream(*s));
+                assert_eq!(c.connection_info(*s).map(|i| &i.id), Some(pki));
+                assert!(seen.insert(*s));
+            }
+        }
+        // Handles: live exactly until closed.
+        let crate::LiveCounts {
+            streams: live_streams,
+            dials: live_dials,
+            ops: live_ops,
+        } = c.live_counts();
+        let mut open = 0;
+        for (s, st) in &self.streams {
+            assert_eq!(c.is_live_stream(*s), !st.closed, "{s:?}");
+            open += usize::from(!st.closed);
+            if let Some(q) = c.send_queue_len(*s) {
+                assert!(q.buffered <= cfg.send_buffer_size.max(1));
+                assert!(q.in_flight <= cfg.write_window);
+            }
+        }
+        assert_eq!(live_streams, open);
+        assert_eq!(live_dials, self.dials.values().filter(|d| !d.1).count());
+        assert_eq!(live_ops, self.ops.len());
+        // Bounds.
+        assert!(self.pending_inbound.len() <= cfg.max_pending_handshakes);
+        assert!(
+            live_streams <= cfg.max_pending_handshakes + cfg.max_connections + live_dials,
+            "streams bounded"
+        );
+        let mut queued = 0;
+        for sub in &self.live_subs {
+            let n = c.delivery_queue_len(*sub);
+            assert!(n <= cfg.subscription_buffer + cfg.recv_buffer_size);
+            queued += n as u64;
+        }
+        // Monotonic counters.
+        let now = counters(c.stats());
+        for (i, (a, b)) in self.last.iter().zip(&now).enumerate() {
+            assert!(a <= b, "counter {i} went backwards");
+        }
+        self.last = now;
+        // Nothing promised for delivery is lost without a count.
+        let st = c.stats();
+        let accepted: u64 = self.subs.values().map(|h| h.load(Ordering::Relaxed)).sum();
+        assert_eq!(
+            accepted,
+            self.polled
+                + queued
+                + self.discarded
+                + st.dropped_subscription_overflow
+                + st.dropped_on_stop,
+            "every accepted delivery is polled, queued or counted"
+        );
+        // Nothing promised for sending is lost without a count; exact once all is settled.
+        let mut waiting = 0;
+        for s in self.streams.keys() {
+            if let Some(q) = c.send_queue_len(*s) {
+                waiting += (q.buffered + q.waiting) as u64;
+            }
+        }
+        let accounted = self.data_writes
+            + waiting
+            + st.dropped_overflow
+            + st.dropped_on_close
+            + st.dropped_no_connection;
+        let promised = self.units - self.wouldblock;
+        assert!(promised >= accounted, "{promised} < {accounted}");
+        if self.stopped {
+            assert_eq!(
+                promised, accounted,
+                "after stop every unit is written or counted"
+            );
+            assert_eq!(c.live_counts(), crate::LiveCounts::default());
+            assert!(conns.is_empty());
+            assert!(self.ops.is_empty(), "every operation reported");
+        }
+    }
+
+    pub(super) fn advance(&mut self, by: Duration) {
+        self.now = self.now + by;
+        self.comm.handle_timeout(self.now);
+        self.drain();
+        if let Some(t) = self.comm.poll_timeout() {
+            assert!(t >= self.now, "no deadline left in the past");
+        }
+    }
+
+    pub(super) fn stop(&mut self) {
+        self.comm.stop(self.now);
+        self.drain();
+        assert!(self.stopped, "stop reports Stopped");
+        self.check();
+    }
+}

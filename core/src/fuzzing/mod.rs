@@ -1,0 +1,68 @@
+//! Fuzzing entry points, shared by the cargo-fuzz targets in `fuzz/` and by the corpus
+//! replay test (`core/tests/fuzz_corpus.rs`), so that every input the fuzzers found
+//! interesting is also an ordinary test on stable.
+//!
+//! Each entry point takes raw bytes and must not panic on any of them: a panic is either a
+//! bug in the core or a failed `assert!` of an invariant, and both are findings. The
+//! structured targets read their input one byte at a time through
+//! [`arbitrary::Unstructured`] (missing bytes read as zero), which keeps the format stable
+//! and lets [`encode_ops`] and [`encode_handshake`] write meaningful seeds.
+//!
+//! Compiled with `--cfg fuzzing` (cargo fuzz) or the `fuzzing` feature.
+
+use crate::{
+    AckError, Action, CertHash, Comm, Config, DialId, Error, Event, Instant, OpId, PkiId,
+    RemotePeer, SignedMessage, Stats, StreamEnd, StreamId, SubscriptionId, TestOnlyHmacSecurity,
+    TlsHashes, verify_envelope,
+};
+use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
+use core::time::Duration;
+use fabric_gossip_proto::gossip::{
+    Acknowledgement, DataMessage, Envelope, GossipMessage, Payload, SecretEnvelope, gossip_message,
+};
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+mod cast;
+mod driver;
+mod handshake;
+mod input;
+mod messages;
+mod ops;
+
+use self::{cast::*, driver::*, input::*};
+pub use self::{handshake::*, messages::*, ops::*};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_inputs_are_harmless() {
+        envelope(&[]);
+        gossip_message(&[]);
+        handshake(&[]);
+        core_ops(&[]);
+    }
+
+    #[test]
+    fn ops_encode_as_they_read() {
+        let ops = vec![
+            Op::Accept { peer: 1, cert: 0 },
+            Op::Garbage {
+                stream: 0,
+                bytes: vec![1, 2, 3],
+            },
+            Op::Advance { millis: 1234 },
+            Op::Stop,
+        ];
+        let bytes = encode_ops(&OpsConfig([7; 12]), &ops);
+        let mut i = Input(Unstructured::new(&bytes[12..]));
+        let back: Vec<Op> = (0..ops.len()).map(|_| Op::read(&mut i)).collect();
+        assert_eq!(back, ops);
+        assert!(i.is_empty());
+    }
+}

@@ -1,0 +1,291 @@
+//! The stack's routing, with a small layer on two cores wired back to back.
+
+use super::*;
+use crate::comm::RemotePeer;
+use crate::message::SignedMessage;
+use crate::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use crate::{Config, StreamId, TestOnlyHmacSecurity};
+use bytes::Bytes;
+use core::time::Duration;
+use std::collections::VecDeque;
+
+const A: &str = "127.0.0.1:7051";
+const B: &str = "127.0.0.1:7052";
+
+fn data(text: &str) -> GossipMessage {
+    GossipMessage {
+        content: Some(gossip_message::Content::DataMsg(DataMessage {
+            payload: Some(Payload {
+                seq_num: 1,
+                data: Bytes::copy_from_slice(text.as_bytes()),
+                private_data: vec![],
+            }),
+        })),
+        ..Default::default()
+    }
+}
+
+fn text(m: &ReceivedMessage) -> String {
+    match &m.message.content {
+        Some(gossip_message::Content::DataMsg(d)) => d
+            .payload
+            .as_ref()
+            .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Got(String),
+    Tick,
+}
+
+/// Takes messages that start with "layer:", answers "layer:ping" with "layer:pong",
+/// records every core event, and ticks once a second after start.
+#[derive(Default)]
+struct Echo {
+    sub: Option<SubscriptionId>,
+    comm_events: Vec<String>,
+    deadline: Option<Instant>,
+    out: VecDeque<Seen>,
+}
+
+impl Layer<TestOnlyHmacSecurity> for Echo {
+    type Event = Seen;
+
+    fn start(&mut self, now: Instant, comm: &mut Comm<TestOnlyHmacSecurity>) {
+        let sub = comm.subscribe(Box::new(|m| text(m).starts_with("layer:")));
+        self.sub = sub.ok();
+        self.deadline = Some(now + Duration::from_secs(1));
+    }
+
+    fn handle_comm_event(
+        &mut self,
+        _now: Instant,
+        _comm: &mut Comm<TestOnlyHmacSecurity>,
+        event: &Event,
+    ) {
+        self.comm_events.push(format!("{event:?}"));
+    }
+
+    fn owns_subscription(&self, sub: SubscriptionId) -> bool {
+        self.sub == Some(sub)
+    }
+
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<TestOnlyHmacSecurity>,
+        msg: ReceivedMessage,
+    ) {
+        let t = text(&msg);
+        if t == "layer:ping" {
+            comm.respond(now, msg.conn, data("layer:pong")).unwrap();
+        }
+        self.out.push_back(Seen::Got(t));
+    }
+
+    fn handle_timeout(&mut self, now: Instant, _comm: &mut Comm<TestOnlyHmacSecurity>) {
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.deadline = None;
+            self.out.push_back(Seen::Tick);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn poll_event(&mut self) -> Option<Seen> {
+        self.out.pop_front()
+    }
+}
+
+type Node = Stack<TestOnlyHmacSecurity, Echo>;
+
+/// Two stacks and the streams between them; every output is kept per node.
+struct Pair {
+    nodes: [Node; 2],
+    links: Vec<((usize, StreamId), (usize, StreamId))>,
+    wire: VecDeque<(usize, StreamId, Bytes)>,
+    outputs: [Vec<StackOutput<Seen>>; 2],
+    now: Instant,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let now = Instant::from_unix_secs(1_700_000_000);
+        let mk = |ep: &str| {
+            let comm = Comm::new(Config::default(), TestOnlyHmacSecurity::new(ep), now).unwrap();
+            Stack::new(comm, Echo::default())
+        };
+        Pair {
+            nodes: [mk(A), mk(B)],
+            links: Vec::new(),
+            wire: VecDeque::new(),
+            outputs: [Vec::new(), Vec::new()],
+            now,
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        loop {
+            let out = self.nodes[i].poll_output();
+            let now = self.now;
+            match &out {
+                StackOutput::Action(Action::Dial { dial, .. }) => {
+                    let c = self.nodes[i].comm_mut();
+                    c.handle_dial_result(now, *dial, Ok(None)).unwrap();
+                }
+                StackOutput::Action(Action::Ping { dial }) => {
+                    let c = self.nodes[i].comm_mut();
+                    c.handle_ping_result(now, *dial, Ok(())).unwrap();
+                }
+                StackOutput::Action(Action::OpenStream { stream, .. }) => {
+                    let j = 1 - i;
+                    let from = [A, B][i];
+                    let remote = self.nodes[j].comm_mut().accept_stream(now, from, None);
+                    let remote = remote.unwrap();
+                    self.links.push(((i, *stream), (j, remote)));
+                    self.links.push(((j, remote), (i, *stream)));
+                }
+                StackOutput::Action(Action::Write { stream, envelope }) => {
+                    if let Some((_, to)) = self.links.iter().find(|(f, _)| *f == (i, *stream)) {
+                        self.wire.push_back((to.0, to.1, envelope.clone()));
+                    }
+                    self.nodes[i]
+                        .comm_mut()
+                        .handle_sent(now, *stream, 1)
+                        .unwrap();
+                }
+                StackOutput::Timeout(_) => {
+                    self.outputs[i].push(out);
+                    return;
+                }
+                _ => {}
+            }
+            self.outputs[i].push(out);
+        }
+    }
+
+    /// Drains both and moves what was written until the network is quiet.
+    fn run(&mut self) {
+        for _ in 0..50 {
+            self.drain(0);
+            self.drain(1);
+            if self.wire.is_empty() {
+                return;
+            }
+            while let Some((j, s, b)) = self.wire.pop_front() {
+                let _ = self.nodes[j].comm_mut().handle_envelope(self.now, s, b);
+            }
+        }
+        panic!("the network did not settle");
+    }
+}
+
+#[test]
+fn the_layer_gets_its_messages_and_the_application_the_rest() {
+    let mut p = Pair::new();
+    let app_sub = p.nodes[1].comm_mut().subscribe(Box::new(|_| true)).unwrap();
+    let to_b = [RemotePeer::new(B, B)];
+    for t in ["layer:ping", "app:hello"] {
+        let now = p.now;
+        let msg = SignedMessage::noop(data(t));
+        p.nodes[0].comm_mut().send(now, &msg, &to_b).unwrap();
+    }
+    p.run();
+    let layer_sub = p.nodes[1].layer().sub.unwrap();
+    let b_out = &p.outputs[1];
+    assert!(
+        b_out
+            .iter()
+            .any(|o| matches!(o, StackOutput::Layer(Seen::Got(t)) if t == "layer:ping")),
+        "B's layer got the ping"
+    );
+    assert!(
+        p.outputs[0]
+            .iter()
+            .any(|o| matches!(o, StackOutput::Layer(Seen::Got(t)) if t == "layer:pong")),
+        "the layer's response reached A's layer"
+    );
+    assert!(
+        !b_out
+            .iter()
+            .any(|o| matches!(o, StackOutput::Event(Event::DeliveryReady(s)) if *s == layer_sub)),
+        "the layer's deliveries are not the application's"
+    );
+    assert!(
+        b_out
+            .iter()
+            .any(|o| matches!(o, StackOutput::Event(Event::DeliveryReady(s)) if *s == app_sub))
+    );
+    // The application's subscription takes everything, the layer's messages too.
+    let got: Vec<_> = core::iter::from_fn(|| p.nodes[1].poll_delivery(app_sub))
+        .map(|m| text(&m))
+        .collect();
+    assert_eq!(got, vec!["layer:ping", "app:hello"]);
+}
+
+#[test]
+fn the_layer_sees_every_core_event_before_the_application() {
+    let mut p = Pair::new();
+    let now = p.now;
+    let msg = SignedMessage::noop(data("app:x"));
+    p.nodes[0]
+        .comm_mut()
+        .send(now, &msg, &[RemotePeer::new(B, B)])
+        .unwrap();
+    p.run();
+    for i in 0..2 {
+        let app: Vec<String> = p.outputs[i]
+            .iter()
+            .filter_map(|o| match o {
+                StackOutput::Event(e) => Some(format!("{e:?}")),
+                _ => None,
+            })
+            .collect();
+        assert!(app.iter().any(|e| e.starts_with("Connected")), "node {i}");
+        // The layer owns no DeliveryReady here, so it saw exactly what the app saw.
+        assert_eq!(p.nodes[i].layer().comm_events, app, "node {i}");
+    }
+}
+
+#[test]
+fn the_timeout_is_the_earlier_deadline_and_ends_every_drain() {
+    let mut p = Pair::new();
+    p.drain(0);
+    let start = p.now;
+    let layer_deadline = start + Duration::from_secs(1);
+    assert!(matches!(
+        p.outputs[0].last(),
+        Some(StackOutput::Timeout(Some(t))) if *t == layer_deadline
+    ));
+    // A pending dial has a 3 s deadline; the layer's 1 s one is still the earlier.
+    let now = p.now;
+    let msg = SignedMessage::noop(data("app:x"));
+    p.nodes[0]
+        .comm_mut()
+        .send(now, &msg, &[RemotePeer::new("nowhere:1", "nowhere:1")])
+        .unwrap();
+    let out = core::iter::from_fn(|| match p.nodes[0].poll_output() {
+        StackOutput::Timeout(t) => {
+            assert_eq!(t, Some(layer_deadline));
+            None
+        }
+        other => Some(other),
+    })
+    .count();
+    assert_eq!(out, 1, "the Dial, then the time-out");
+    p.nodes[0].handle_timeout(layer_deadline);
+    assert!(matches!(
+        p.nodes[0].poll_output(),
+        StackOutput::Layer(Seen::Tick)
+    ));
+    match p.nodes[0].poll_output() {
+        StackOutput::Timeout(Some(t)) => assert_eq!(t, start + Duration::from_secs(3)),
+        other => panic!("expected the dial's deadline, got {other:?}"),
+    }
+}

@@ -1,0 +1,123 @@
+//! The core reports what it does through `tracing` events, with targets that name the
+//! part (`fabric_gossip_core::handshake`, `…::store`, …) and typed reasons as fields.
+
+use fabric_gossip_core::*;
+use std::sync::{Arc, Mutex};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event as TraceEvent, Metadata, Subscriber};
+
+/// One captured event: target, level and fields as text.
+#[derive(Debug, Clone)]
+struct Captured {
+    target: String,
+    level: tracing::Level,
+    fields: Vec<(String, String)>,
+}
+
+impl Captured {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Captured>>>);
+
+struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+impl Subscriber for Capture {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &TraceEvent<'_>) {
+        let mut fields = Vec::new();
+        event.record(&mut Fields(&mut fields));
+        let m = event.metadata();
+        self.0.lock().unwrap().push(Captured {
+            target: m.target().to_owned(),
+            level: *m.level(),
+            fields,
+        });
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+fn now() -> Instant {
+    Instant::from_unix_secs(1_700_000_000)
+}
+
+#[test]
+fn handshake_failures_and_connections_are_traced_with_their_part_and_reason() {
+    let capture = Capture::default();
+    let events = capture.0.clone();
+    tracing::subscriber::with_default(capture, || {
+        let mut a = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
+        let mut b = Comm::new(Config::default(), TestOnlyHmacSecurity::new("b:1"), now()).unwrap();
+        // A stream whose first message is garbage fails its handshake.
+        let s = b.accept_stream(now(), "x:1", None).unwrap();
+        b.handle_envelope(now(), s, bytes::Bytes::from_static(b"\xff\xff"))
+            .unwrap();
+        // A real handshake registers a connection on both sides; closing it is traced.
+        let sa = a.accept_stream(now(), "b:1", None).unwrap();
+        let sb = b.accept_stream(now(), "a:1", None).unwrap();
+        let hello = |c: &mut Comm<TestOnlyHmacSecurity>| loop {
+            match c.poll_output() {
+                Output::Action(Action::Write { envelope, .. }) => return envelope,
+                Output::Timeout(_) => panic!("no ConnEstablish written"),
+                _ => {}
+            }
+        };
+        let (ha, hb) = (hello(&mut a), hello(&mut b));
+        a.handle_envelope(now(), sa, hb).unwrap();
+        b.handle_envelope(now(), sb, ha).unwrap();
+        a.close_conn(now(), &PkiId::from("b:1"));
+    });
+    let events = events.lock().unwrap();
+    let failed = events
+        .iter()
+        .find(|e| e.field("message") == Some("handshake failed"))
+        .expect("a handshake failure event");
+    assert_eq!(failed.target, "fabric_gossip_core::handshake");
+    assert_eq!(failed.level, tracing::Level::INFO);
+    assert_eq!(failed.field("kind"), Some("malformed"));
+    assert_eq!(failed.field("remote"), Some("x:1"));
+    let registered: Vec<_> = events
+        .iter()
+        .filter(|e| e.field("message") == Some("connection registered"))
+        .collect();
+    assert_eq!(registered.len(), 2);
+    assert!(
+        registered
+            .iter()
+            .all(|e| e.target == "fabric_gossip_core::store")
+    );
+    assert!(registered.iter().any(|e| e.field("pki_id") == Some("b:1")));
+    let closed = events
+        .iter()
+        .find(|e| e.field("message") == Some("connection closed"))
+        .expect("a close event");
+    assert_eq!(closed.field("pki_id"), Some("b:1"));
+    assert_eq!(
+        closed.field("reason"),
+        Some(CloseReason::Local.to_string().as_str())
+    );
+}
