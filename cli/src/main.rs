@@ -7,6 +7,7 @@ mod demo;
 mod keygen;
 mod node;
 mod opts;
+mod out;
 mod probe;
 mod sim;
 
@@ -39,6 +40,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_open_file_limit();
     match cli.command {
         Command::Sim(args) => sim::run(&args),
         Command::Demo(args) => demo::run(&args),
@@ -46,5 +48,16 @@ fn main() -> ExitCode {
         Command::Ping(args) => probe::run_ping(&args),
         Command::Handshake(args) => probe::run_handshake(&args),
         Command::Keygen(args) => keygen::run(&args),
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit. The usual soft default (1,024)
+/// is what a node's connections, a flood of idle ones included, run into first; the hard
+/// limit is what the administrator allows. Failure is not fatal: the node runs with what
+/// it has.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("warning: cannot raise the open-file limit: {e}");
     }
 }

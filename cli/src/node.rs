@@ -8,18 +8,20 @@
 //! `stop`), and any other non-empty line is sent as a DataMessage to every connected peer.
 
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
+use crate::out::Out;
 use clap::Args;
 use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{DataMessage, Empty, GossipMessage, Payload};
-use fabric_gossip_core::{AckError, Event, PkiId, RemotePeer, SignedMessage};
+use fabric_gossip_core::{AckError, Event, HandshakeError, PkiId, RemotePeer, SignedMessage};
 use fabric_gossip_tonic::{Node, Received};
 use serde_json::{Value, json};
-use std::io::Write;
+use std::future::Future;
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, mpsc};
 
 /// Events the transport may queue for printing. Printing is fast, so this only fills when
@@ -36,9 +38,15 @@ const MAX_LOOKUPS: usize = 64;
 const MAX_LINE: usize = 4 << 20;
 /// Lines read ahead of the command loop.
 const LINE_QUEUE: usize = 64;
-/// Upper bound on waiting for connections to wind down at stop; the contract gives the
-/// whole process 5 s to exit.
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upper bound on waiting for connections to wind down at stop. The core has closed every
+/// gossip stream by then; what is left are HTTP/2 connections, some of which never said
+/// anything (a connection flood), so waiting long buys nothing. With `OUTPUT_DRAIN` and
+/// `RUNTIME_SHUTDOWN` a stop takes well under the 1 s promised.
+const STOP_TIMEOUT: Duration = Duration::from_millis(300);
+/// Upper bound on writing the last lines (`stopped` among them) to a slow stdout reader.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
+/// Upper bound on tasks finishing once the node has stopped.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
 
 /// Arguments of `fabric-gossip node`.
 #[derive(Debug, Clone, Args)]
@@ -57,6 +65,11 @@ pub(crate) struct NodeArgs {
     /// Acknowledge (with an empty error) every received message whose nonce is non-zero.
     #[arg(long)]
     auto_ack: bool,
+    /// Stop at the end of stdin, as if {"cmd":"stop"} had been read. Without it a node is a
+    /// daemon: it runs until the stop command, SIGINT or SIGTERM, whatever its stdin (a
+    /// script's `&`, systemd, a container).
+    #[arg(long)]
+    exit_on_eof: bool,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
@@ -76,6 +89,8 @@ with an MSP identity):
   {\"event\":\"ack_result\",\"peer\":PKI,\"seq\":N,\"ok\":BOOL,\"error\":TEXT}
   {\"event\":\"command_error\",\"error\":TEXT}                   a stdin line that could not be run
   {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was sent
+  {\"event\":\"output_dropped\",\"lines\":N}                  N lines were dropped because stdout
+                                                           was not read fast enough
   {\"event\":\"stopped\"}                                      last line
 
 COMMANDS (stdin, one per line):
@@ -84,7 +99,8 @@ COMMANDS (stdin, one per line):
                         with an MSP identity the peer is authenticated first to learn it)
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
   {\"cmd\":\"stats\"}     print the node's counters as a \"stats\" event
-  {\"cmd\":\"stop\"}      stop and exit 0 (end of stdin does the same)
+  {\"cmd\":\"stop\"}      stop and exit 0 (so do SIGINT and SIGTERM, and the end of stdin
+                     with --exit-on-eof)
   any other line        sent as a DataMessage to every connected peer
 
 EXAMPLE (two terminals):
@@ -103,27 +119,32 @@ pub(crate) fn run(args: &NodeArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };
-    let code = rt.block_on(serve(args, identity, tls));
-    // stdin is read on a blocking thread that may sit in a read forever; do not wait for it.
-    rt.shutdown_timeout(Duration::from_millis(200));
+    let out = Out::start(std::io::stdout());
+    let code = rt.block_on(serve(args, identity, tls, out.clone()));
+    if !out.drain(OUTPUT_DRAIN) {
+        eprintln!("fabric-gossip node: stdout is not being read; the last lines are lost");
+    }
+    // Tasks still running (acks in flight) are cut; stdin is read by a thread of its own,
+    // which the process exit ends.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
     code
 }
 
-/// Writes JSON lines to stdout. Each line is written and flushed under the stdout lock, so
-/// lines from concurrent tasks never interleave.
-#[derive(Clone, Copy)]
-struct Out;
-
-impl Out {
-    fn emit(self, v: &Value) {
-        let mut o = std::io::stdout().lock();
-        // A closed stdout (reader gone) must not kill the node; there is nobody to tell.
-        let _ = writeln!(o, "{v}");
-        let _ = o.flush();
-    }
-
-    fn command_error(self, error: impl Into<String>) {
-        self.emit(&json!({"event": "command_error", "error": error.into()}));
+/// Starts `op` now, in the caller's order, and lets it finish in a task of its own.
+///
+/// An operation of the node is queued in the core when its future is first polled; a
+/// spawned task is first polled whenever the runtime gets to it, so two commands read in
+/// one order could reach the core in the other. Polling once here, in the command loop,
+/// queues each in the order the lines were read.
+fn start_in_order(op: impl Future<Output = ()> + Send + 'static) {
+    let mut op = Box::pin(op);
+    // The waker is replaced by the task's own when the task polls it.
+    if op
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_pending()
+    {
+        tokio::spawn(op);
     }
 }
 
@@ -210,11 +231,11 @@ enum Line {
 
 /// Reads one line of at most `MAX_LINE` bytes; `None` at end of input. An overlong line
 /// is skipped to its end and reported, so a runaway writer cannot exhaust memory.
-async fn read_line(r: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<Option<Line>> {
+fn read_line(r: &mut impl BufRead) -> std::io::Result<Option<Line>> {
     let mut buf = Vec::new();
     let mut too_long = false;
     loop {
-        let chunk = r.fill_buf().await?;
+        let chunk = r.fill_buf()?;
         if chunk.is_empty() {
             if buf.is_empty() && !too_long {
                 return Ok(None);
@@ -368,7 +389,7 @@ impl State {
         let permit = self.lookups.clone().try_acquire_owned().map_err(|_| {
             format!("{MAX_LOOKUPS} peers are already being authenticated; give \"pki_id\"")
         })?;
-        let (node, out) = (self.node.clone(), self.out);
+        let (node, out) = (self.node.clone(), self.out.clone());
         tokio::spawn(async move {
             let _permit = permit;
             match learn_pki(&node, &peer.endpoint).await {
@@ -397,8 +418,11 @@ impl State {
         let permit = self.acks_pending.clone().try_acquire_owned().map_err(|_| {
             format!("{MAX_ACKS_PENDING} send_with_ack commands are already waiting")
         })?;
-        let (node, form, out) = (self.node.clone(), self.form, self.out);
-        tokio::spawn(async move {
+        let (node, form, out) = (self.node.clone(), self.form, self.out.clone());
+        // With the PKI-ID given (always under test identities), the message is queued in
+        // the order the commands were read; one whose PKI-ID must be learnt first is
+        // queued once the handshake that learns it is done.
+        start_in_order(async move {
             let _permit = permit;
             let mut peer = peer;
             if peer.pki_id.is_empty() {
@@ -473,32 +497,63 @@ impl State {
     }
 
     fn stats(&self) {
-        let s = self.node.stats();
-        let d = self.node.driver_stats();
-        self.out.emit(&json!({
-            "event": "stats",
-            "connections": self.node.connections().len(),
-            "sent": s.sent,
-            "received": s.received,
-            "dropped_overflow": s.dropped_overflow,
-            "dropped_on_close": s.dropped_on_close,
-            "dropped_no_connection": s.dropped_no_connection,
-            "handshakes_ok": s.handshakes_ok,
-            "handshakes_failed": s.handshake_failures_total(),
-            "presumed_dead": s.presumed_dead,
-            "connections_opened": s.connections_opened,
-            "connections_closed": s.connections_closed,
-            "events_dropped": d.events_dropped,
-            "dials_ok": d.dials_ok,
-            "dials_failed": d.dials_failed,
-        }));
+        self.out.emit(&stats_json(&self.node, &self.out));
     }
+}
+
+/// Every counter of the core and the driver, handshake failures by reason, and the lines
+/// of output dropped. Counter names are the fields' names; the driver's two counters that
+/// share a name with the core's are prefixed `driver_`.
+pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
+    let s = node.stats();
+    let d = node.driver_stats();
+    let reasons: serde_json::Map<String, Value> = HandshakeError::LABELS
+        .iter()
+        .zip(s.handshake_failures.iter())
+        .map(|(l, n)| ((*l).to_owned(), json!(n)))
+        .collect();
+    json!({
+        "event": "stats",
+        "connections": node.connections().len(),
+        "sent": s.sent,
+        "received": s.received,
+        "dropped_overflow": s.dropped_overflow,
+        "dropped_on_close": s.dropped_on_close,
+        "dropped_no_connection": s.dropped_no_connection,
+        "dropped_subscription_overflow": s.dropped_subscription_overflow,
+        "dropped_on_stop": s.dropped_on_stop,
+        "unrouted": s.unrouted,
+        "empty_messages": s.empty_messages,
+        "acks_unmatched": s.acks_unmatched,
+        "presumed_dead_dropped": s.presumed_dead_dropped,
+        "oversized": s.oversized,
+        "malformed": s.malformed,
+        "handshakes_ok": s.handshakes_ok,
+        "handshakes_failed": s.handshake_failures_total(),
+        "handshake_failures": reasons,
+        "probed": s.probed,
+        "connections_opened": s.connections_opened,
+        "connections_closed": s.connections_closed,
+        "crossings": s.crossings,
+        "presumed_dead": s.presumed_dead,
+        "identity_switches": s.identity_switches,
+        "read_pauses": s.read_pauses,
+        "events_dropped": s.events_dropped,
+        "driver_presumed_dead_dropped": d.presumed_dead_dropped,
+        "identity_switch_dropped": d.identity_switch_dropped,
+        "write_failures": d.write_failures,
+        "dials_ok": d.dials_ok,
+        "dials_failed": d.dials_failed,
+        "driver_events_dropped": d.events_dropped,
+        "output_dropped": out.dropped(),
+    })
 }
 
 async fn serve(
     args: &NodeArgs,
     identity: Identity,
     tls: Option<fabric_gossip_tonic::TlsConfig>,
+    out: Out,
 ) -> ExitCode {
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
@@ -518,7 +573,6 @@ async fn serve(
             return ExitCode::from(2);
         }
     };
-    let out = Out;
     let mut listening = json!({
         "event": "listening",
         "addr": node.endpoint(),
@@ -561,7 +615,7 @@ async fn serve(
     let mut st = State {
         node: node.clone(),
         form,
-        out,
+        out: out.clone(),
         acks_pending: Arc::new(Semaphore::new(MAX_ACKS_PENDING)),
         lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
         text_seq: 0,
@@ -583,29 +637,41 @@ async fn serve(
     }
 
     let (line_tx, mut lines) = mpsc::channel::<Line>(LINE_QUEUE);
-    tokio::spawn(async move {
-        let mut stdin = BufReader::new(tokio::io::stdin());
-        loop {
-            match read_line(&mut stdin).await {
-                Ok(Some(l)) => {
-                    if line_tx.send(l).await.is_err() {
+    // A plain thread: a read from a terminal or pipe blocks for as long as nobody types, and
+    // the runtime's blocking pool would make the exit wait for it.
+    let reader = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                match read_line(&mut stdin) {
+                    Ok(Some(l)) => {
+                        if line_tx.blocking_send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("stdin: {e}");
                         break;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("stdin: {e}");
-                    break;
-                }
             }
-        }
-    });
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+        });
+    if let Err(e) = reader {
+        eprintln!("error: cannot read stdin: {e}");
+        node.stop().await;
+        return ExitCode::FAILURE;
+    }
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot handle signals: {e}");
+            node.stop().await;
+            return ExitCode::FAILURE;
         }
     };
-    tokio::pin!(ctrl_c);
+    let mut stdin_open = true;
 
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
     loop {
@@ -636,16 +702,27 @@ async fn serve(
                     });
                 }
             }
-            line = lines.recv() => match line {
+            line = lines.recv(), if stdin_open => match line {
                 Some(Line::Text(l)) => {
                     if st.command(&l) == Next::Stop {
                         break;
                     }
                 }
                 Some(Line::Bad(e)) => out.command_error(e),
-                None => break,
+                None if args.exit_on_eof => break,
+                None => {
+                    // A daemon: keeps serving until told to stop.
+                    stdin_open = false;
+                    eprintln!(
+                        "fabric-gossip node: end of stdin; running until SIGINT or SIGTERM \
+                         (--exit-on-eof stops here)"
+                    );
+                }
             },
-            () = &mut ctrl_c => break,
+            name = signals.next() => {
+                eprintln!("fabric-gossip node: {name}, stopping");
+                break;
+            }
         }
     }
     node.stop().await;
@@ -659,13 +736,56 @@ async fn serve(
     out.emit(&json!({"event": "stopped"}));
     eprintln!(
         "fabric-gossip node: stopped; sent {}, received {}, handshakes ok {} failed {}, \
-         presumed dead {}, events not printed {}",
+         presumed dead {}, events not printed {}, output lines dropped {}",
         s.sent,
         s.received,
         s.handshakes_ok,
         s.handshake_failures_total(),
         s.presumed_dead,
         d.events_dropped,
+        out.dropped(),
     );
     ExitCode::SUCCESS
+}
+
+/// SIGINT and SIGTERM, the two ways a daemon is asked to stop (a terminal's Ctrl-C;
+/// systemd, `docker stop`, Kubernetes).
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            "Ctrl-C"
+        }
+    }
 }

@@ -802,3 +802,421 @@ fn node_help_names_the_contract_flags() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Operating a node (issues 10 and 13): output that never blocks, signals, daemon mode,
+// every counter, command order, open-file limit.
+
+/// A node whose stdout and stderr are collected on threads; stdin as the test wants it.
+struct Daemon {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    seen: Vec<Value>,
+}
+
+impl Daemon {
+    /// Starts `fabric-gossip node ARGS` (or, with `shell`, `sh -c SHELL "$@"`); `stdin_open`:
+    /// a pipe the test writes, else /dev/null (end of file at once); `read_stdout`: collect
+    /// stdout, else leave it unread.
+    fn start(args: &[&str], stdin_open: bool, read_stdout: bool, shell: Option<&str>) -> Daemon {
+        let mut cmd = match shell {
+            Some(script) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(script).arg("sh").arg(BIN).arg("node");
+                c
+            }
+            None => {
+                let mut c = Command::new(BIN);
+                c.arg("node");
+                c
+            }
+        };
+        let mut child = cmd
+            .args(args)
+            .stdin(if stdin_open {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = sync_channel(65536);
+        if read_stdout {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        } else {
+            // Kept open and never read, as by a consumer that went to sleep.
+            std::mem::forget(stdout);
+        }
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Daemon {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            stderr: Some(stderr),
+            seen: Vec::new(),
+        }
+    }
+
+    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + EVENT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} within {EVENT:?}; events: {:?}", self.seen));
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("non-JSON line on stdout: {line:?}: {e}"));
+            self.seen.push(v.clone());
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to node");
+        stdin.flush().expect("flush");
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Waits for the exit at most `limit`; the status code (None: killed by a signal).
+    fn exit_within(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node still running after {limit:?}"
+            );
+            // Polling the child's exit, bounded by the deadline.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// stderr, once the process has exited.
+    fn stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: &str, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+/// Issue 10: a reader that stops reading stdout used to freeze the node (the command loop
+/// blocked in `write`), so even `stop` went unanswered.
+#[test]
+fn node_output_never_blocks_commands() {
+    let mut n = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        false,
+        None,
+    );
+    let mut stdin = n.stdin.take().expect("stdin");
+    // Far more than a pipe and the output queue (8,192 lines) hold; written from a
+    // thread, since a frozen node would stop reading stdin too.
+    let writer = std::thread::spawn(move || {
+        for _ in 0..12_000 {
+            if writeln!(stdin, r#"{{"cmd":"stats"}}"#).is_err() {
+                return;
+            }
+        }
+        let _ = writeln!(stdin, r#"{{"cmd":"stop"}}"#);
+        let _ = stdin.flush();
+    });
+    assert_eq!(n.exit_within(Duration::from_secs(10)), Some(0));
+    let _ = writer.join();
+    let err = n.stderr();
+    let dropped = err
+        .split("output lines dropped ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no drop count in the summary:\n{err}"));
+    assert!(dropped > 0, "{err}");
+}
+
+/// Issue 10: SIGTERM (systemd, docker stop) stops like SIGINT: the "stopped" line and the
+/// summary, exit status 0.
+#[test]
+fn node_stops_cleanly_on_sigterm() {
+    for sig in ["-TERM", "-INT"] {
+        let mut n = Daemon::start(
+            &["--listen", "127.0.0.1:0", "--test-identity"],
+            true,
+            true,
+            None,
+        );
+        n.wait("listening", is("listening"));
+        signal(&n.pid(), sig);
+        assert_eq!(n.exit_within(EVENT), Some(0), "{sig}");
+        n.wait("stopped", is("stopped"));
+        let err = n.stderr();
+        assert!(err.contains("stopped; sent"), "{sig}: {err}");
+    }
+}
+
+/// Issue 10: stop completes within 1 s, also with a connected peer and a connection that
+/// never said anything (the server's graceful shutdown waited 2 s for it).
+#[test]
+fn node_stop_takes_under_a_second() {
+    let mut a = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        true,
+        None,
+    );
+    let a_addr = a.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let mut b = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--peer",
+            &a_addr,
+        ],
+        true,
+        true,
+        None,
+    );
+    b.wait("connected", is("connected"));
+    a.wait("connected", is("connected"));
+    let idle = std::net::TcpStream::connect(a_addr.as_str()).expect("connect");
+    let t0 = Instant::now();
+    a.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(a.exit_within(EVENT), Some(0));
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    a.wait("stopped", is("stopped"));
+    b.wait("disconnected", is("disconnected"));
+    drop(idle);
+}
+
+/// Issue 10: a node is a daemon: stdin at end of file (`&` in a script, systemd, a
+/// container) does not stop it; `--exit-on-eof` asks for that.
+#[test]
+fn node_runs_on_after_end_of_stdin_unless_asked() {
+    let mut n = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        false,
+        true,
+        None,
+    );
+    let addr = n.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    // Still serving after its stdin ended.
+    let r = run(&["ping", &addr], EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(n.child.try_wait().expect("try_wait").is_none());
+    signal(&n.pid(), "-TERM");
+    assert_eq!(n.exit_within(EVENT), Some(0));
+    n.wait("stopped", is("stopped"));
+
+    let mut n = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--exit-on-eof",
+        ],
+        false,
+        true,
+        None,
+    );
+    assert_eq!(n.exit_within(EVENT), Some(0));
+    n.wait("stopped", is("stopped"));
+}
+
+/// The field names of a counter struct, from its Debug output (`Name { a: 0, b: [0, 0] }`).
+fn debug_fields(debug: &str) -> Vec<String> {
+    let body = debug
+        .split_once('{')
+        .map(|(_, b)| b)
+        .unwrap_or_default()
+        .trim_end_matches('}');
+    let mut depth = 0;
+    let mut names = Vec::new();
+    let mut cur = String::new();
+    for c in body.chars() {
+        match c {
+            '[' | '{' | '(' => depth += 1,
+            ']' | '}' | ')' => depth -= 1,
+            ',' if depth == 0 => {
+                names.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    names.push(cur);
+    names
+        .iter()
+        .filter_map(|f| f.split_once(':').map(|(n, _)| n.trim().to_owned()))
+        .filter(|n| !n.is_empty() && n != "..")
+        .collect()
+}
+
+/// Issue 10: `stats` prints every counter the core and the driver keep (a new counter
+/// must be added to the output, or this fails), handshake failures by reason.
+#[test]
+fn stats_prints_every_counter() {
+    let core = debug_fields(&format!("{:?}", fabric_gossip_core::Stats::default()));
+    let driver = debug_fields(&format!(
+        "{:?}",
+        fabric_gossip_tonic::DriverStats::default()
+    ));
+    assert!(core.len() > 20 && driver.len() > 4, "{core:?} {driver:?}");
+    let mut n = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        true,
+        None,
+    );
+    n.send_line(r#"{"cmd":"stats"}"#);
+    let st = n.wait("stats", is("stats"));
+    for f in &core {
+        assert!(
+            st.get(f.as_str()).is_some(),
+            "core counter {f} missing: {st}"
+        );
+    }
+    for f in &driver {
+        let key = format!("driver_{f}");
+        assert!(
+            st.get(f.as_str()).is_some() || st.get(key.as_str()).is_some(),
+            "driver counter {f} missing: {st}"
+        );
+    }
+    let reasons = st["handshake_failures"]
+        .as_object()
+        .expect("handshake_failures by reason");
+    for label in fabric_gossip_core::HandshakeError::LABELS {
+        assert!(reasons.contains_key(label), "reason {label}: {st}");
+    }
+    assert!(st.get("output_dropped").is_some(), "{st}");
+}
+
+/// Issue 10: `send_with_ack` lines leave in the order typed (each used to be started by a
+/// task of its own, which the runtime ran in any order).
+#[test]
+fn send_with_ack_lines_leave_in_the_order_typed() {
+    let mut a = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity", "--auto-ack"],
+        true,
+        true,
+        None,
+    );
+    let a_addr = a.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let mut b = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--peer",
+            &a_addr,
+        ],
+        true,
+        true,
+        None,
+    );
+    b.wait("connected", is("connected"));
+    const N: u64 = 300;
+    let mut batch = String::new();
+    for seq in 1..=N {
+        batch.push_str(&format!(
+            r#"{{"cmd":"send_with_ack","to":"{a_addr}","data":"o","seq":{seq},"timeout_ms":10000}}"#
+        ));
+        batch.push('\n');
+    }
+    b.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(batch.as_bytes())
+        .expect("write");
+    b.stdin.as_mut().expect("stdin").flush().expect("flush");
+    let mut order = Vec::new();
+    while order.len() < N as usize {
+        let v = a.wait("received", |v| {
+            v["event"] == "received" && v["content"] == "data_msg"
+        });
+        order.push(v["seq"].as_u64().expect("seq"));
+        a.seen.clear();
+    }
+    let expected: Vec<u64> = (1..=N).collect();
+    assert_eq!(order, expected);
+}
+
+/// Issue 10: the node raises its soft open-file limit to the hard limit (1,024 is the usual
+/// soft default, too few for a peer under a connection flood).
+#[cfg(target_os = "linux")]
+#[test]
+fn node_raises_its_open_file_limit() {
+    let mut n = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        true,
+        Some(r#"ulimit -S -n 256 && exec "$@""#),
+    );
+    n.wait("listening", is("listening"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", n.pid())).expect("read limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums[0], nums[1], "soft limit not raised: {line}");
+    assert_ne!(nums[0], "256", "{line}");
+    n.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(n.exit_within(EVENT), Some(0));
+}
