@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod demo;
 mod keygen;
+mod logging;
 mod node;
 mod opts;
 mod out;
@@ -16,6 +17,12 @@ mod sim;
 #[derive(Debug, Parser)]
 #[command(name = "fabric-gossip", version, about)]
 struct Cli {
+    /// Which logs to print on stderr, in Fabric's FABRIC_LOGGING_SPEC syntax:
+    /// [LOGGER[,LOGGER...]=]LEVEL[:...], e.g. gossip.comm=debug:info. Loggers: gossip
+    /// (gossip.comm, gossip.discovery), msp, grpc, nodeCmd, or a Rust target. Default: the
+    /// FABRIC_LOGGING_SPEC variable, else RUST_LOG, else info (warning for sim and demo).
+    #[arg(long, global = true, value_name = "SPEC")]
+    log_spec: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +47,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulator and the demo print their own progress; their libraries' logs would
+    // drown it unless asked for.
+    let default = match cli.command {
+        Command::Sim(_) | Command::Demo(_) => "warning",
+        _ => "info",
+    };
+    match logging::filter(cli.log_spec.as_deref(), default) {
+        Ok(f) => logging::init(f),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     raise_open_file_limit();
     match cli.command {
         Command::Sim(args) => sim::run(&args),
@@ -57,7 +77,8 @@ fn main() -> ExitCode {
 /// it has.
 fn raise_open_file_limit() {
     #[cfg(unix)]
-    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        eprintln!("warning: cannot raise the open-file limit: {e}");
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(target: logging::TARGET, "open-file limit: {n}"),
+        Err(e) => tracing::warn!(target: logging::TARGET, "cannot raise the open-file limit: {e}"),
     }
 }

@@ -7,6 +7,7 @@
 //! happened; logs go to stderr. stdin takes JSON commands (`send`, `send_with_ack`, `stats`,
 //! `stop`), and any other non-empty line is sent as a DataMessage to every connected peer.
 
+use crate::logging::TARGET;
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::Out;
 use clap::Args;
@@ -122,7 +123,7 @@ pub(crate) fn run(args: &NodeArgs) -> ExitCode {
     let out = Out::start(std::io::stdout());
     let code = rt.block_on(serve(args, identity, tls, out.clone()));
     if !out.drain(OUTPUT_DRAIN) {
-        eprintln!("fabric-gossip node: stdout is not being read; the last lines are lost");
+        tracing::warn!(target: TARGET, "stdout is not being read; the last lines are lost");
     }
     // Tasks still running (acks in flight) are cut; stdin is read by a thread of its own,
     // which the process exit ends.
@@ -555,6 +556,14 @@ async fn serve(
     tls: Option<fabric_gossip_tonic::TlsConfig>,
     out: Out,
 ) -> ExitCode {
+    // Before anything is printed: whoever saw "listening" may send SIGTERM at once.
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
     let (tap_tx, mut tap) = mpsc::channel(EVENT_TAP);
@@ -583,8 +592,9 @@ async fn serve(
         listening["msp_id"] = json!(m);
     }
     out.emit(&listening);
-    eprintln!(
-        "fabric-gossip node: listening on {} as {} ({}), TLS {}",
+    tracing::info!(
+        target: TARGET,
+        "listening on {} as {} ({}), TLS {}",
         node.endpoint(),
         form.show(node.pki_id()),
         msp_id
@@ -632,7 +642,7 @@ async fn serve(
             content: Some(Content::Empty(Empty {})),
         };
         if let Err(e) = st.send_to(SignedMessage::noop(hello), RemotePeer::new(p.clone(), pki)) {
-            eprintln!("--peer {p}: {e}");
+            tracing::warn!(target: TARGET, "--peer {p}: {e}");
         }
     }
 
@@ -652,7 +662,7 @@ async fn serve(
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        eprintln!("stdin: {e}");
+                        tracing::warn!(target: TARGET, "stdin: {e}");
                         break;
                     }
                 }
@@ -663,14 +673,6 @@ async fn serve(
         node.stop().await;
         return ExitCode::FAILURE;
     }
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot handle signals: {e}");
-            node.stop().await;
-            return ExitCode::FAILURE;
-        }
-    };
     let mut stdin_open = true;
 
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
@@ -697,7 +699,7 @@ async fn serve(
                     tokio::spawn(async move {
                         let _permit = permit;
                         if let Err(e) = r.ack(None).await {
-                            eprintln!("ack of nonce {}: {e}", r.message().nonce);
+                            tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
                         }
                     });
                 }
@@ -713,14 +715,14 @@ async fn serve(
                 None => {
                     // A daemon: keeps serving until told to stop.
                     stdin_open = false;
-                    eprintln!(
-                        "fabric-gossip node: end of stdin; running until SIGINT or SIGTERM \
-                         (--exit-on-eof stops here)"
+                    tracing::info!(
+                        target: TARGET,
+                        "end of stdin; running until SIGINT or SIGTERM (--exit-on-eof stops here)"
                     );
                 }
             },
             name = signals.next() => {
-                eprintln!("fabric-gossip node: {name}, stopping");
+                tracing::info!(target: TARGET, "{name}, stopping");
                 break;
             }
         }
@@ -734,8 +736,9 @@ async fn serve(
     let s = node.stats();
     let d = node.driver_stats();
     out.emit(&json!({"event": "stopped"}));
-    eprintln!(
-        "fabric-gossip node: stopped; sent {}, received {}, handshakes ok {} failed {}, \
+    tracing::info!(
+        target: TARGET,
+        "stopped; sent {}, received {}, handshakes ok {} failed {}, \
          presumed dead {}, events not printed {}, output lines dropped {}",
         s.sent,
         s.received,

@@ -1220,3 +1220,61 @@ fn node_raises_its_open_file_limit() {
     n.send_line(r#"{"cmd":"stop"}"#);
     assert_eq!(n.exit_within(EVENT), Some(0));
 }
+
+/// Logs go to stderr, filtered by a Fabric logging spec (`--log-spec` or
+/// `FABRIC_LOGGING_SPEC`); a bad spec is a usage error naming it.
+#[test]
+fn logs_are_filtered_by_a_fabric_logging_spec() {
+    let run_env = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("FABRIC_LOGGING_SPEC");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let node = [
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--exit-on-eof",
+    ];
+    // Default: info, so the listening line and the summary, no debug.
+    let (code, err) = run_env(&node, None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("INFO") && err.contains("listening on"),
+        "{err}"
+    );
+    assert!(!err.contains("DEBUG"), "{err}");
+    // The node's own logger at debug, everything else at error: a debug line of the CLI.
+    let (code, err) = run_env(&node, Some(("FABRIC_LOGGING_SPEC", "nodeCmd=debug:error")));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("DEBUG") && err.contains("open-file limit"),
+        "{err}"
+    );
+    // The flag wins over the variable; warning hides the info lines.
+    let mut quiet = node.to_vec();
+    quiet.extend(["--log-spec", "warning"]);
+    let (code, err) = run_env(&quiet, Some(("FABRIC_LOGGING_SPEC", "debug")));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+    let mut bad = node.to_vec();
+    bad.extend(["--log-spec", "gossip.comm=loud"]);
+    let (code, err) = run_env(&bad, None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--log-spec") && err.contains("loud"), "{err}");
+}
