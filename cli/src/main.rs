@@ -7,6 +7,7 @@ mod demo;
 mod keygen;
 mod logging;
 mod node;
+mod ops;
 mod opts;
 mod out;
 mod probe;

@@ -71,6 +71,11 @@ pub(crate) struct NodeArgs {
     /// script's `&`, systemd, a container).
     #[arg(long)]
     exit_on_eof: bool,
+    /// Serve Fabric's operations endpoints over HTTP on this address (a Fabric peer's
+    /// operations.listenAddress, usually :9443): /metrics (Prometheus), /healthz, /version.
+    /// Port 0 binds a free port, printed as "operations" in the "listening" event.
+    #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_listen)]
+    operations: Option<SocketAddr>,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
@@ -566,6 +571,17 @@ async fn serve(
     };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
+    let health = crate::ops::State::new(true);
+    let operations = match args.operations {
+        Some(addr) => match crate::ops::start(addr, health.clone()).await {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                eprintln!("error: --operations {addr}: cannot listen: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let (tap_tx, mut tap) = mpsc::channel(EVENT_TAP);
     let mut builder = fabric_gossip_tonic::Node::builder(opts::config())
         .listen(args.listen)
@@ -591,6 +607,10 @@ async fn serve(
     if let Some(m) = &msp_id {
         listening["msp_id"] = json!(m);
     }
+    if let Some(a) = operations {
+        listening["operations"] = json!(a.to_string());
+    }
+    health.serving(node.clone(), out.clone());
     out.emit(&listening);
     tracing::info!(
         target: TARGET,
@@ -727,6 +747,7 @@ async fn serve(
             }
         }
     }
+    health.stopping();
     node.stop().await;
     while let Ok(ev) = tap.try_recv() {
         if let Some(v) = event_json(&ev, form) {

@@ -1278,3 +1278,131 @@ fn logs_are_filtered_by_a_fabric_logging_spec() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--log-spec") && err.contains("loud"), "{err}");
 }
+
+/// GET `path` from `addr` over HTTP/1.1: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the operations service");
+    s.set_read_timeout(Some(EVENT)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, body.to_owned())
+}
+
+/// The value of the sample `name` (with its labels, if any) in a metrics exposition.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+/// Issue 13: the operations service over real HTTP: health, version, and metrics whose
+/// figures match the node's own `stats` after traffic.
+#[test]
+fn operations_service_metrics_match_stats() {
+    let mut a = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--auto-ack",
+            "--operations",
+            "127.0.0.1:0",
+        ],
+        true,
+        true,
+        None,
+    );
+    let l = a.wait("listening", is("listening"));
+    let a_addr = l["addr"].as_str().expect("addr").to_owned();
+    let ops = l["operations"]
+        .as_str()
+        .expect("operations address")
+        .to_owned();
+    let (code, body) = http_get(&ops, "/healthz");
+    assert_eq!((code, body.as_str()), (200, r#"{"status":"OK"}"#));
+    let (code, body) = http_get(&ops, "/version");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"Version\""), "{body}");
+    assert_eq!(http_get(&ops, "/nothing").0, 404);
+
+    let mut b = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--peer",
+            &a_addr,
+        ],
+        true,
+        true,
+        None,
+    );
+    b.wait("connected", is("connected"));
+    for seq in 1..=20 {
+        b.send_line(&format!(
+            r#"{{"cmd":"send","to":"{a_addr}","data":"m{seq}","seq":{seq}}}"#
+        ));
+    }
+    for seq in 21..=25 {
+        b.send_line(&format!(
+            r#"{{"cmd":"send_with_ack","to":"{a_addr}","data":"m{seq}","seq":{seq},"timeout_ms":10000}}"#
+        ));
+    }
+    for seq in 21..=25u64 {
+        let r = b.wait("ack_result", |v| {
+            v["event"] == "ack_result" && v["seq"] == seq
+        });
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    a.wait("the last message", |v| {
+        v["event"] == "received" && v["seq"] == 20
+    });
+    a.send_line(r#"{"cmd":"stats"}"#);
+    let st = a.wait("stats", is("stats"));
+    let (code, m) = http_get(&ops, "/metrics");
+    assert_eq!(code, 200, "{m}");
+    assert!(st["received"].as_u64().expect("received") >= 25, "{st}");
+    for (metric, key) in [
+        ("gossip_comm_messages_received_total", "received"),
+        ("gossip_comm_messages_sent_total", "sent"),
+        ("gossip_comm_overflow_count_total", "dropped_overflow"),
+        ("gossip_comm_connections_open", "connections"),
+        ("gossip_comm_handshakes_completed_total", "handshakes_ok"),
+        ("gossip_comm_read_pauses_total", "read_pauses"),
+        (
+            "gossip_comm_messages_dropped_total{cause=\"no_connection\"}",
+            "dropped_no_connection",
+        ),
+        (
+            "gossip_comm_handshake_failures_total{reason=\"pki_id_mismatch\"}",
+            "handshake_failures",
+        ),
+    ] {
+        let want = match &st[key] {
+            Value::Object(by) => by["pki_id_mismatch"].as_u64(),
+            v => v.as_u64(),
+        }
+        .unwrap_or_else(|| panic!("{key} in {st}"));
+        assert_eq!(sample(&m, metric), want, "{metric} vs stats {key}");
+    }
+    assert_eq!(sample(&m, "gossip_comm_connections_open"), 1);
+    assert!(
+        m.contains("# HELP gossip_comm_messages_sent Number of messages sent"),
+        "{m}"
+    );
+    a.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(a.exit_within(EVENT), Some(0));
+}
