@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod config;
 mod demo;
 mod keygen;
 mod logging;

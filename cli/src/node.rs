@@ -56,8 +56,17 @@ pub(crate) struct NodeArgs {
     /// Address of the gossip gRPC server. Port 0 binds a free port; the address actually
     /// bound is printed in the "listening" event (and is the endpoint, identity and PKI-ID
     /// under --test-identity).
+    /// (peer.listenAddress in --config.)
     #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_listen)]
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
+    /// A Fabric peer's core.yaml: peer.listenAddress, peer.gossip.* (dialTimeout,
+    /// connTimeout, sendBuffSize, recvBuffSize; bootstrap, endpoints and alive intervals are
+    /// read and kept for the membership layer), peer.tls.*, peer.mspConfigPath,
+    /// peer.localMspId, operations.listenAddress, metrics.provider. CORE_... variables
+    /// override it (CORE_PEER_TLS_ENABLED=true), relative paths are relative to the file's
+    /// directory, and flags override both (the TLS flags as a set).
+    #[arg(long, value_name = "CORE_YAML")]
+    config: Option<std::path::PathBuf>,
     /// At start-up, send an Empty message to this peer, which opens a connection (dial,
     /// Ping, handshake). Repeatable. Its PKI-ID is ADDR under --test-identity; with an MSP
     /// identity it is learnt first with Fabric's Handshake.
@@ -114,19 +123,136 @@ EXAMPLE (two terminals):
   fabric-gossip node --listen 127.0.0.1:7052 --test-identity --peer 127.0.0.1:7051
   then type a line in either.";
 
+/// The node's settings: flags over `CORE_…` variables over the core.yaml.
+struct Settings {
+    listen: SocketAddr,
+    identity: IdentityArgs,
+    tls: TlsArgs,
+    operations: Option<SocketAddr>,
+    /// `/metrics` served on the operations service.
+    metrics: bool,
+    core: fabric_gossip_core::Config,
+}
+
+fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
+    let file = match &args.config {
+        Some(p) => Some(crate::config::load(p)?),
+        None => None,
+    };
+    let listen = match (
+        args.listen,
+        file.as_ref().and_then(|f| f.listen_address.as_ref()),
+    ) {
+        (Some(l), _) => l,
+        (None, Some(l)) => opts::parse_listen(l)
+            .map_err(|e| ConfigError(format!("peer.listenAddress {l:?}: {e}")))?,
+        (None, None) => {
+            return Err(ConfigError(
+                "--listen HOST:PORT is required (or peer.listenAddress in --config)".into(),
+            ));
+        }
+    };
+    let operations = match (
+        args.operations,
+        file.as_ref()
+            .and_then(|f| f.operations_listen_address.as_ref()),
+    ) {
+        (Some(a), _) => Some(a),
+        (None, Some(a)) => Some(
+            opts::parse_listen(a)
+                .map_err(|e| ConfigError(format!("operations.listenAddress {a:?}: {e}")))?,
+        ),
+        (None, None) => None,
+    };
+    let mut identity = args.identity.clone();
+    let mut tls = args.tls.clone();
+    let mut core = opts::config();
+    let mut metrics = true;
+    if let Some(f) = &file {
+        metrics = f.metrics_provider == crate::config::MetricsProvider::Prometheus;
+        if !identity.test_identity && identity.msp_dir.is_none() {
+            identity.msp_dir.clone_from(&f.msp_config_path);
+            identity.msp_id.clone_from(&f.local_msp_id);
+            if identity.msp_dir.is_some() != identity.msp_id.is_some() {
+                return Err(ConfigError(
+                    "peer.mspConfigPath and peer.localMspId go together".into(),
+                ));
+            }
+        }
+        if tls.tls_cert.is_none() && f.tls.enabled {
+            let t = &f.tls;
+            let (Some(cert), Some(key), Some(root)) = (&t.cert, &t.key, &t.rootcert) else {
+                return Err(ConfigError(
+                    "peer.tls.enabled needs peer.tls.cert.file, peer.tls.key.file and \
+                     peer.tls.rootcert.file"
+                        .into(),
+                ));
+            };
+            if t.client_cert.is_some() != t.client_key.is_some() {
+                return Err(ConfigError(
+                    "peer.tls.clientCert.file and peer.tls.clientKey.file go together".into(),
+                ));
+            }
+            let mut cas = vec![root.clone()];
+            cas.extend(t.client_root_cas.iter().cloned());
+            tls = TlsArgs {
+                tls_cert: Some(cert.clone()),
+                tls_key: Some(key.clone()),
+                // Servers are verified against the peer's own TLS root and every client
+                // root (Fabric takes them from the channel; the client roots are where
+                // a core.yaml lists other organizations' TLS CAs).
+                tls_ca: cas,
+                tls_server_name: args.tls.tls_server_name.clone(),
+                tls_client_cert: t.client_cert.clone(),
+                tls_client_key: t.client_key.clone(),
+                tls_client_ca: t.client_root_cas.clone(),
+                require_client_certificate: t.client_auth_required,
+                from_config: true,
+            };
+        }
+        let g = &f.gossip;
+        if let Some(d) = g.dial_timeout {
+            core.dial_timeout = d;
+        }
+        if let Some(d) = g.conn_timeout {
+            core.conn_timeout = d;
+        }
+        if let Some(n) = g.send_buff_size {
+            core.send_buffer_size = n;
+        }
+        if let Some(n) = g.recv_buff_size {
+            core.recv_buffer_size = n;
+        }
+        tracing::info!(
+            target: TARGET,
+            "configuration from {} (bootstrap {:?}, kept for the membership layer)",
+            f.path.display(),
+            g.bootstrap
+        );
+    }
+    Ok(Settings {
+        listen,
+        identity,
+        tls,
+        operations,
+        metrics,
+        core,
+    })
+}
+
 /// Runs `fabric-gossip node`.
 pub(crate) fn run(args: &NodeArgs) -> ExitCode {
-    let loaded = args
-        .identity
-        .load(true)
-        .and_then(|id| Ok((id, args.tls.load()?)))
-        .and_then(|(id, tls)| Ok((id, tls, opts::runtime()?)));
-    let (identity, tls, rt) = match loaded {
+    let loaded = settings(args).and_then(|set| {
+        let id = set.identity.load(true)?;
+        let tls = set.tls.load()?;
+        Ok((set, id, tls, opts::runtime()?))
+    });
+    let (set, identity, tls, rt) = match loaded {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };
     let out = Out::start(std::io::stdout());
-    let code = rt.block_on(serve(args, identity, tls, out.clone()));
+    let code = rt.block_on(serve(args, set, identity, tls, out.clone()));
     if !out.drain(OUTPUT_DRAIN) {
         tracing::warn!(target: TARGET, "stdout is not being read; the last lines are lost");
     }
@@ -557,6 +683,7 @@ pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
 
 async fn serve(
     args: &NodeArgs,
+    set: Settings,
     identity: Identity,
     tls: Option<fabric_gossip_tonic::TlsConfig>,
     out: Out,
@@ -571,8 +698,8 @@ async fn serve(
     };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
-    let health = crate::ops::State::new(true);
-    let operations = match args.operations {
+    let health = crate::ops::State::new(set.metrics);
+    let operations = match set.operations {
         Some(addr) => match crate::ops::start(addr, health.clone()).await {
             Ok(bound) => Some(bound),
             Err(e) => {
@@ -583,15 +710,15 @@ async fn serve(
         None => None,
     };
     let (tap_tx, mut tap) = mpsc::channel(EVENT_TAP);
-    let mut builder = fabric_gossip_tonic::Node::builder(opts::config())
-        .listen(args.listen)
+    let mut builder = fabric_gossip_tonic::Node::builder(set.core)
+        .listen(set.listen)
         .events(tap_tx)
         .stop_timeout(STOP_TIMEOUT);
     let tls_on = tls.is_some();
     if let Some(t) = tls {
         builder = builder.tls(t);
     }
-    let node = match opts::start(builder, identity, &args.listen.to_string(), &args.tls).await {
+    let node = match opts::start(builder, identity, &set.listen.to_string(), &set.tls).await {
         Ok(n) => n,
         Err(ConfigError(e)) => {
             eprintln!("error: {e}");

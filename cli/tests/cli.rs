@@ -1406,3 +1406,184 @@ fn operations_service_metrics_match_stats() {
     a.send_line(r#"{"cmd":"stop"}"#);
     assert_eq!(a.exit_within(EVENT), Some(0));
 }
+
+/// Issue 13: a node run from a Fabric peer's core.yaml (the keygen layout, the file beside
+/// the peer's msp/ and tls/ as in a Fabric peer's FABRIC_CFG_PATH), with CORE_ variables
+/// overriding it and flags overriding both.
+#[test]
+fn node_runs_from_a_fabric_core_yaml() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let orgs = dir.path().join("peerOrganizations");
+    let a_dir = orgs.join("a.example.com/peers/peer0.a.example.com");
+    let b_tlsca = orgs.join("b.example.com/msp/tlscacerts/tlsca.b.example.com-cert.pem");
+    let core = a_dir.join("core.yaml");
+    // Fabric's layout and key names; relative paths are relative to this file; TLS is
+    // off here and turned on by CORE_PEER_TLS_ENABLED.
+    let yaml = std::fs::read_to_string("tests/fixtures/core.yaml")
+        .expect("fixture")
+        .replace("listenAddress: 0.0.0.0:7051", "listenAddress: 127.0.0.1:0")
+        .replace(
+            "listenAddress: 127.0.0.1:9443",
+            "listenAddress: 127.0.0.1:0",
+        )
+        .replace("provider: disabled", "provider: prometheus")
+        .replace("localMspId: SampleOrg", "localMspId: OrgAMSP")
+        .replace(
+            "              - tls/ca.crt",
+            &format!("              - {}", b_tlsca.display()),
+        );
+    std::fs::write(&core, yaml).expect("write core.yaml");
+    let core_s = core.to_str().expect("utf-8").to_owned();
+    let b_msp = format!("OrgBMSP={}", orgs.join("b.example.com/msp").display());
+    let start = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["node", "--config", &core_s, "--trust", &b_msp])
+            .args(extra)
+            .env_remove("FABRIC_LOGGING_SPEC")
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let out = start(
+        &[("CORE_PEER_GOSSIP_DIALTIMEOUT", "3 s")],
+        &["--exit-on-eof"],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("peer.gossip.dialTimeout (from CORE_PEER_GOSSIP_DIALTIMEOUT)"),
+        "{err}"
+    );
+    // A listen address the flag overrides.
+    let mut child = start(
+        &[
+            ("CORE_PEER_TLS_ENABLED", "true"),
+            ("CORE_PEER_LISTENADDRESS", "not an address"),
+        ],
+        &["--listen", "127.0.0.1:0", "--auto-ack"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first: Value =
+        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
+    let _guard = KillOnDrop(child);
+    assert_eq!(first["event"], "listening", "{first}");
+    assert_eq!(first["msp_id"], "OrgAMSP", "{first}");
+    assert_eq!(first["tls"], true, "{first}");
+    let addr = first["addr"].as_str().expect("addr").to_owned();
+    let ops = first["operations"].as_str().expect("operations").to_owned();
+    assert_eq!(http_get(&ops, "/healthz").0, 200);
+    assert_eq!(http_get(&ops, "/metrics").0, 200);
+    // A peer of the other organization, from flags, authenticates it over mutual TLS.
+    let b_flags = msp_flags(
+        dir.path(),
+        "peer0",
+        "OrgBMSP",
+        "b.example.com",
+        "OrgAMSP",
+        "a.example.com",
+    );
+    let mut hs = vec!["handshake", addr.as_str()];
+    hs.extend(strs(&b_flags));
+    let r = run(&hs, EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 13 (Fabric issue 3138): server certificates from one CA, client certificates from
+/// another. Each node dials with its client certificate, and the handshake binds the
+/// certificate presented in each role; a node that does not trust the client CA refuses.
+#[test]
+fn separate_tls_client_certificates_from_another_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let orgs = dir.path().join("peerOrganizations");
+    let tls = |org: &str, peer: &str, f: &str| {
+        orgs.join(format!("{org}/peers/{peer}.{org}/tls/{f}"))
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    };
+    let ca = |org: &str| {
+        orgs.join(format!("{org}/msp/tlscacerts/tlsca.{org}-cert.pem"))
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    };
+    // Server certificates: a.example.com's TLS CA; client certificates: b.example.com's.
+    let flags = |n: &str| -> Vec<String> {
+        vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--test-identity".into(),
+            "--tls-cert".into(),
+            tls("a.example.com", n, "server.crt"),
+            "--tls-key".into(),
+            tls("a.example.com", n, "server.key"),
+            "--tls-ca".into(),
+            ca("a.example.com"),
+            "--tls-client-cert".into(),
+            tls("b.example.com", "peer0", "server.crt"),
+            "--tls-client-key".into(),
+            tls("b.example.com", "peer0", "server.key"),
+            "--tls-client-ca".into(),
+            ca("b.example.com"),
+        ]
+    };
+    let a_flags = flags("peer0");
+    let mut a = Daemon::start(&strs(&a_flags), true, true, None);
+    let a_addr = a.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let mut b_flags = flags("peer1");
+    b_flags.extend(["--peer".into(), a_addr.clone()]);
+    let mut b = Daemon::start(&strs(&b_flags), true, true, None);
+    let c = b.wait("connected", is("connected"));
+    assert_eq!(c["peer"], a_addr.as_str());
+    a.wait("connected", is("connected"));
+    b.send_line("over two CAs");
+    let got = a.wait("received", |v| {
+        v["event"] == "received" && v["content"] == "data_msg"
+    });
+    assert_eq!(got["text"], "over two CAs");
+
+    // Without the client CA, clients are checked against the server CA: refused.
+    let mut strict = flags("peer1");
+    let i = strict
+        .iter()
+        .position(|f| f == "--tls-client-ca")
+        .expect("flag");
+    strict.drain(i..i + 2);
+    let mut c = Daemon::start(&strs(&strict), true, true, None);
+    let c_addr = c.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    a.send_line(&format!(
+        r#"{{"cmd":"send","to":"{c_addr}","data":"x","seq":1}}"#
+    ));
+    let pd = a.wait("presumed_dead", is("presumed_dead"));
+    assert_eq!(pd["peer"], c_addr.as_str(), "{pd}");
+    assert!(c.seen.iter().all(|v| v["event"] != "connected"));
+}
