@@ -45,6 +45,14 @@ enum Command {
     Handshake(probe::HandshakeArgs),
     /// Write development CAs, peer identities and TLS certificates in Fabric's MSP layout.
     Keygen(keygen::KeygenArgs),
+    /// Print a shell completion script, e.g. `fabric-gossip completions bash >
+    /// /etc/bash_completion.d/fabric-gossip` or `fabric-gossip completions zsh >
+    /// "${fpath[1]}/_fabric-gossip"`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +78,16 @@ fn main() -> ExitCode {
         Command::Ping(args) => probe::run_ping(&args),
         Command::Handshake(args) => probe::run_handshake(&args),
         Command::Keygen(args) => keygen::run(&args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "fabric-gossip",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -69,7 +69,8 @@ pub(crate) struct NodeArgs {
     config: Option<std::path::PathBuf>,
     /// At start-up, send an Empty message to this peer, which opens a connection (dial,
     /// Ping, handshake). Repeatable. Its PKI-ID is ADDR under --test-identity; with an MSP
-    /// identity it is learnt first with Fabric's Handshake.
+    /// identity it is learnt first with Fabric's Handshake. (A receiving fabric-gossip node
+    /// does not print that Empty message.)
     #[arg(long, value_name = "ADDR", value_parser = opts::parse_endpoint)]
     peer: Vec<String>,
     /// Acknowledge (with an empty error) every received message whose nonce is non-zero.
@@ -100,7 +101,10 @@ with an MSP identity):
   {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
   {\"event\":\"presumed_dead\",\"peer\":PKI}                     a send could not get a connection
   {\"event\":\"received\",\"from\":PKI,\"nonce\":N,\"content\":NAME,\"data_hex\":HEX,\"seq\":N}
-                                                           (and \"text\" when the data is UTF-8)
+                                                           (and \"text\" when the data is UTF-8,
+                                                           \"channel\" and \"tag\" unless empty;
+                                                           Empty messages with nonce 0, which
+                                                           only open connections, are not shown)
   {\"event\":\"ack_result\",\"peer\":PKI,\"seq\":N,\"ok\":BOOL,\"error\":TEXT}
   {\"event\":\"command_error\",\"error\":TEXT}                   a stdin line that could not be run
   {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was sent
@@ -109,7 +113,9 @@ with an MSP identity):
   {\"event\":\"stopped\"}                                      last line
 
 COMMANDS (stdin, one per line):
-  {\"cmd\":\"send\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N}      optional \"nonce\":N
+  {\"cmd\":\"send\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N}      optional \"nonce\":N,
+                        \"channel\":NAME, \"tag\":NAME (CHAN_AND_ORG when a channel is given,
+                        else EMPTY); \"seq\" may be left out (the node numbers it)
                         (\"pki_id\" may be left out: the endpoint under --test-identity;
                         with an MSP identity the peer is authenticated first to learn it)
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
@@ -328,6 +334,14 @@ fn received_json(r: &Received, form: PkiForm) -> Value {
         "nonce": m.nonce,
         "content": m.content_name(),
     });
+    if !m.channel.is_empty() {
+        v["channel"] = json!(String::from_utf8_lossy(&m.channel));
+    }
+    if m.tag != Tag::Empty as i32 {
+        v["tag"] = json!(
+            Tag::try_from(m.tag).map_or_else(|_| m.tag.to_string(), |t| t.as_str_name().to_owned())
+        );
+    }
     if let Some(Content::DataMsg(d)) = &m.content {
         let p = d.payload.clone().unwrap_or_default();
         v["data_hex"] = json!(hex::encode(&p.data));
@@ -353,6 +367,16 @@ pub(crate) fn data_message(seq: u64, data: &[u8], nonce: u64) -> GossipMessage {
             }),
         })),
     }
+}
+
+/// A tag by its name in Fabric's message.proto (`CHAN_AND_ORG`), in any case.
+fn parse_tag(name: &str) -> Result<Tag, String> {
+    Tag::from_str_name(&name.trim().to_ascii_uppercase()).ok_or_else(|| {
+        format!(
+            "\"tag\": unknown tag {name:?} (EMPTY, ORG_ONLY, CHAN_ONLY, CHAN_AND_ORG, \
+             CHAN_OR_ORG, UNDEFINED)"
+        )
+    })
 }
 
 /// A stdin line, or why it was not read.
@@ -498,13 +522,47 @@ impl State {
         Next::Continue
     }
 
-    fn send(&self, v: &Value) -> Result<(), String> {
+    /// `"seq"` of a command, or the next of the node's own sequence (shared with plain
+    /// lines) when left out.
+    fn seq(&mut self, v: &Value) -> Result<u64, String> {
+        match v.get("seq") {
+            None | Some(Value::Null) => {
+                self.text_seq += 1;
+                Ok(self.text_seq)
+            }
+            Some(_) => field_u64(v, "seq", None),
+        }
+    }
+
+    /// The DataMessage of a `send`/`send_with_ack` command, with its channel and tag.
+    fn message(&mut self, v: &Value, nonce: u64) -> Result<GossipMessage, String> {
+        let data = field_str(v, "data")?.as_bytes().to_vec();
+        let channel = match v.get("channel") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(field_str(v, "channel")?.to_owned()),
+        };
+        let tag = match v.get("tag") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(parse_tag(field_str(v, "tag")?)?),
+        };
+        let mut msg = data_message(self.seq(v)?, &data, nonce);
+        if let Some(c) = &channel {
+            msg.channel = c.as_bytes().to_vec().into();
+        }
+        // What Fabric's gossip requires of a DataMessage on a channel ("Tag should be
+        // CHAN_AND_ORG"); messages outside a channel keep Fabric's comm tests' EMPTY.
+        msg.tag = match (tag, &channel) {
+            (Some(t), _) => t as i32,
+            (None, Some(_)) => Tag::ChanAndOrg as i32,
+            (None, None) => Tag::Empty as i32,
+        };
+        Ok(msg)
+    }
+
+    fn send(&mut self, v: &Value) -> Result<(), String> {
         let peer = self.remote(v)?;
-        let msg = data_message(
-            field_u64(v, "seq", None)?,
-            field_str(v, "data")?.as_bytes(),
-            field_u64(v, "nonce", Some(0))?,
-        );
+        let nonce = field_u64(v, "nonce", Some(0))?;
+        let msg = self.message(v, nonce)?;
         self.send_to(SignedMessage::noop(msg), peer)
     }
 
@@ -542,10 +600,13 @@ impl State {
         Ok(())
     }
 
-    fn send_with_ack(&self, v: &Value) -> Result<(), String> {
+    fn send_with_ack(&mut self, v: &Value) -> Result<(), String> {
         let peer = self.remote(v)?;
-        let seq = field_u64(v, "seq", None)?;
-        let msg = data_message(seq, field_str(v, "data")?.as_bytes(), 0);
+        let msg = self.message(v, 0)?;
+        let seq = match &msg.content {
+            Some(Content::DataMsg(d)) => d.payload.as_ref().map_or(0, |p| p.seq_num),
+            _ => 0,
+        };
         let timeout = Duration::from_millis(field_u64(v, "timeout_ms", None)?);
         let permit = self.acks_pending.clone().try_acquire_owned().map_err(|_| {
             format!("{MAX_ACKS_PENDING} send_with_ack commands are already waiting")
@@ -840,7 +901,13 @@ async fn serve(
                         out.emit(&v);
                     }
                 }
-                out.emit(&received_json(&r, form));
+                // An Empty message carries nothing: it is how a peer (our --peer among
+                // them) opens a connection, since Fabric's comm has no bare "connect".
+                let opener = r.message().nonce == 0
+                    && matches!(r.message().content, Some(Content::Empty(_)));
+                if !opener {
+                    out.emit(&received_json(&r, form));
+                }
                 if args.auto_ack && r.message().nonce != 0 {
                     let Ok(permit) = acks.clone().acquire_owned().await else { break };
                     tokio::spawn(async move {

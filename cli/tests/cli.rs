@@ -510,10 +510,9 @@ fn node_json_lines_and_commands() {
     ]);
     let c = b.wait("connected", is("connected"));
     assert_eq!(c["peer"], a_addr.as_str());
-    // --peer sends an Empty message.
-    let e = a.wait("empty", is("received"));
-    assert_eq!(e["content"], "empty");
-    assert_eq!(e["from"], b.addr.as_str());
+    // --peer opens the connection with an Empty message, which A does not print.
+    let e = a.wait("connected", is("connected"));
+    assert_eq!(e["peer"], b.addr.as_str());
 
     let send = format!(
         r#"{{"cmd":"send","to":"{a_addr}","pki_id":"{a_addr}","data":"hi","seq":3,"nonce":9}}"#
@@ -522,6 +521,13 @@ fn node_json_lines_and_commands() {
     let got = a.wait("data", |v| v["event"] == "received" && v["seq"] == 3);
     assert_eq!(got["data_hex"], hex_of("hi"));
     assert_eq!(got["nonce"], 9);
+    assert!(
+        a.seen
+            .iter()
+            .all(|v| v["event"] != "received" || v["content"] != "empty"),
+        "{:?}",
+        a.seen
+    );
 
     // Bad commands are reported on stdout, and the node keeps running.
     b.send_line("{not json");
@@ -1586,4 +1592,171 @@ fn separate_tls_client_certificates_from_another_ca() {
     let pd = a.wait("presumed_dead", is("presumed_dead"));
     assert_eq!(pd["peer"], c_addr.as_str(), "{pd}");
     assert!(c.seen.iter().all(|v| v["event"] != "connected"));
+}
+
+/// Issue 13: `send` without "seq" (the node numbers it), with "channel" and "tag" (a Fabric
+/// peer refuses a channel's DataMessage not tagged CHAN_AND_ORG).
+#[test]
+fn send_commands_take_channel_and_tag_and_number_themselves() {
+    let mut a = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity", "--auto-ack"],
+        true,
+        true,
+        None,
+    );
+    let a_addr = a.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let mut b = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        true,
+        None,
+    );
+    b.send_line(&format!(
+        r#"{{"cmd":"send","to":"{a_addr}","data":"first","channel":"mychannel"}}"#
+    ));
+    b.send_line(&format!(
+        r#"{{"cmd":"send","to":"{a_addr}","data":"second","channel":"mychannel","tag":"chan_only"}}"#
+    ));
+    b.send_line(&format!(
+        r#"{{"cmd":"send_with_ack","to":"{a_addr}","data":"third","timeout_ms":10000}}"#
+    ));
+    b.send_line(&format!(
+        r#"{{"cmd":"send","to":"{a_addr}","data":"x","tag":"LOUD"}}"#
+    ));
+    let first = a.wait("first", |v| v["text"] == "first");
+    assert_eq!(first["channel"], "mychannel", "{first}");
+    assert_eq!(first["tag"], "CHAN_AND_ORG", "{first}");
+    assert_eq!(first["seq"], 1, "{first}");
+    let second = a.wait("second", |v| v["text"] == "second");
+    assert_eq!(second["tag"], "CHAN_ONLY", "{second}");
+    assert_eq!(second["seq"], 2, "{second}");
+    let third = a.wait("third", |v| v["text"] == "third");
+    assert!(
+        third.get("channel").is_none() && third.get("tag").is_none(),
+        "{third}"
+    );
+    let ack = b.wait("ack_result", is("ack_result"));
+    assert_eq!(
+        (ack["ok"].clone(), ack["seq"].clone()),
+        (Value::Bool(true), 3.into())
+    );
+    let err = b.wait("command_error", is("command_error"));
+    assert!(
+        err["error"].as_str().unwrap_or("").contains("LOUD"),
+        "{err}"
+    );
+}
+
+/// Issue 13: `ping` and `handshake` with `--json` (one object), `ping --timeout` and
+/// `--interval`, and a hint when a plaintext client meets a TLS server.
+#[test]
+fn ping_and_handshake_json_timeout_and_tls_hint() {
+    let n = NodeProc::start(&["--listen", "127.0.0.1:0", "--test-identity"]);
+    let addr = n.addr.clone();
+    let t0 = Instant::now();
+    let r = run(
+        &[
+            "ping",
+            &addr,
+            "--count",
+            "3",
+            "--interval",
+            "100ms",
+            "--json",
+        ],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "--interval ignored"
+    );
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["answered"], 3, "{v}");
+    assert!(v["rtt_ms"]["max"].as_f64().expect("max") > 0.0, "{v}");
+    let r = run(&["handshake", &addr, "--test-identity", "--json"], EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(
+        (v["ok"].clone(), v["pki_id"].clone()),
+        (Value::Bool(true), Value::from(addr.as_str()))
+    );
+    let r = run(
+        &[
+            "handshake",
+            &addr,
+            "--test-identity",
+            "--json",
+            "--expect-pki-id",
+            "x:1",
+        ],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["error"].as_str().expect("error").contains("x:1"), "{v}");
+    n.stop();
+
+    // A peer that accepts TCP and never answers: the probe gives up at --timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+    let t0 = Instant::now();
+    let r = run(
+        &["ping", &silent_addr, "--timeout", "300ms", "--json"],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
+    drop(silent);
+
+    // Plaintext against a TLS node.
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let peer = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
+    let f = |n: &str| peer.join(n).to_str().expect("utf-8").to_owned();
+    let (cert, key, ca) = (f("server.crt"), f("server.key"), f("ca.crt"));
+    let mut t = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-ca",
+        &ca,
+    ]);
+    let r = run(&["ping", &t.addr.clone()], EVENT);
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stdout.contains("seems to serve TLS"), "{}", r.all());
+    t.send_line(r#"{"cmd":"stats"}"#);
+    t.wait("stats", is("stats"));
+    t.stop();
+}
+
+/// Issue 13: shell completions.
+#[test]
+fn completions_for_the_usual_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let r = run(&["completions", shell], EVENT);
+        assert_eq!(r.code, Some(0), "{}", r.all());
+        assert!(r.stdout.contains("fabric-gossip"), "{shell}");
+        assert!(
+            r.stdout.contains("log-spec") && r.stdout.contains("exit-on-eof"),
+            "{shell}"
+        );
+    }
 }
