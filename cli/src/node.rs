@@ -288,7 +288,7 @@ fn start_in_order(op: impl Future<Output = ()> + Send + 'static) {
 
 /// The JSON line for a core event, `None` for events that are not printed (operation
 /// results are printed by the command that started them).
-fn event_json(ev: &Event, form: PkiForm) -> Option<Value> {
+fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
     Some(match ev {
         Event::Connected { info, inbound, .. } => {
             let mut v = json!({
@@ -314,12 +314,21 @@ fn event_json(ev: &Event, form: PkiForm) -> Option<Value> {
             inbound,
             error,
             ..
-        } => json!({
-            "event": "handshake_failed",
-            "remote": remote,
-            "error": error.to_string(),
-            "inbound": inbound,
-        }),
+        } => {
+            let error = error.to_string();
+            let mut v = json!({
+                "event": "handshake_failed",
+                "remote": remote,
+                "error": error,
+                "inbound": inbound,
+            });
+            // Dialling with the wrong TLS setting is the usual mistake; say so.
+            let hint = crate::probe::dial_hint(&error, tls);
+            if !inbound && !hint.is_empty() {
+                v["hint"] = json!(hint.trim().trim_start_matches("hint: "));
+            }
+            v
+        }
         Event::PresumedDead(p) => json!({"event": "presumed_dead", "peer": form.show(p)}),
         Event::IdentitySwitch(p) => json!({"event": "identity_switch", "peer": form.show(p)}),
         _ => return None,
@@ -888,7 +897,7 @@ async fn serve(
         tokio::select! {
             biased;
             ev = tap.recv() => {
-                if let Some(v) = ev.as_ref().and_then(|e| event_json(e, form)) {
+                if let Some(v) = ev.as_ref().and_then(|e| event_json(e, form, tls_on)) {
                     out.emit(&v);
                 }
             }
@@ -897,7 +906,7 @@ async fn serve(
                 // The connection's events were queued before its first message could be
                 // delivered: print them first, so "connected" precedes "received".
                 while let Ok(ev) = tap.try_recv() {
-                    if let Some(v) = event_json(&ev, form) {
+                    if let Some(v) = event_json(&ev, form, tls_on) {
                         out.emit(&v);
                     }
                 }
@@ -944,7 +953,7 @@ async fn serve(
     health.stopping();
     node.stop().await;
     while let Ok(ev) = tap.try_recv() {
-        if let Some(v) = event_json(&ev, form) {
+        if let Some(v) = event_json(&ev, form, tls_on) {
             out.emit(&v);
         }
     }

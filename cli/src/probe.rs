@@ -246,7 +246,7 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
 
 /// Advice for the failures people actually hit against real peers; `tls`: whether we
 /// dialled with TLS.
-fn dial_hint(error: &str, tls: bool) -> &'static str {
+pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
     let e = error.to_ascii_lowercase();
     // A plaintext HTTP/2 client reads the server's TLS alert or handshake as a frame
     // ("h2 frame with invalid size"), or the server hangs up on its preface.
