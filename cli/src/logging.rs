@@ -10,7 +10,10 @@
 //! `:` separates terms); other Fabric loggers (`ledger`, `chaincode`) have nothing here and
 //! are accepted and ignored, as Fabric accepts any name.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// The tracing target of the CLI's own events (the binary's crate is `fabric_gossip`, a
 /// prefix of every library's target, so the CLI names itself explicitly).
@@ -129,10 +132,41 @@ pub(crate) fn directives(spec: &str) -> Result<String, SpecError> {
     Ok(all.join(","))
 }
 
-/// Where the filter came from, for the first log line.
+/// A filter and the spec it was made from.
 pub(crate) struct Filter {
     pub(crate) filter: EnvFilter,
+    /// Where it came from, for the first log line.
     pub(crate) source: String,
+    /// The spec as given (a Fabric spec, or RUST_LOG's directives), for `/logspec`.
+    pub(crate) spec: String,
+}
+
+/// The installed filter, replaceable at run time (the operations service's `/logspec`,
+/// as on a Fabric peer).
+static ACTIVE: OnceLock<(reload::Handle<EnvFilter, Registry>, Mutex<String>)> = OnceLock::new();
+
+/// The spec in force.
+pub(crate) fn current_spec() -> Option<String> {
+    ACTIVE
+        .get()
+        .map(|(_, s)| s.lock().unwrap_or_else(PoisonError::into_inner).clone())
+}
+
+/// Replaces the filter with a Fabric spec's.
+pub(crate) fn set_spec(spec: &str) -> Result<(), SpecError> {
+    let (handle, current) = ACTIVE
+        .get()
+        .ok_or_else(|| SpecError("no logger is installed".into()))?;
+    let d = directives(spec)?;
+    let filter = EnvFilter::builder()
+        .parse(&d)
+        .map_err(|e| SpecError(e.to_string()))?;
+    handle
+        .reload(filter)
+        .map_err(|e| SpecError(e.to_string()))?;
+    *current.lock().unwrap_or_else(PoisonError::into_inner) = spec.to_owned();
+    tracing::info!(target: TARGET, "log spec changed to {spec:?}");
+    Ok(())
 }
 
 /// The filter to use: `--log-spec`, else `FABRIC_LOGGING_SPEC`, else `RUST_LOG`, else
@@ -146,6 +180,7 @@ pub(crate) fn filter(flag: Option<&str>, default: &str) -> Result<Filter, SpecEr
         Ok(Filter {
             filter,
             source: format!("{what} {spec:?}"),
+            spec: spec.trim().to_owned(),
         })
     };
     if let Some(spec) = flag {
@@ -165,6 +200,7 @@ pub(crate) fn filter(flag: Option<&str>, default: &str) -> Result<Filter, SpecEr
         return Ok(Filter {
             filter,
             source: format!("RUST_LOG {rust:?}"),
+            spec: rust.trim().to_owned(),
         });
     }
     fabric(default, "the default level")
@@ -174,11 +210,18 @@ pub(crate) fn filter(flag: Option<&str>, default: &str) -> Result<Filter, SpecEr
 /// plain text.
 pub(crate) fn init(f: Filter) {
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(f.filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    let (filter, handle) = reload::Layer::new(f.filter);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .try_init();
+    if installed.is_ok() {
+        let _ = ACTIVE.set((handle, Mutex::new(f.spec)));
+    }
     tracing::debug!(target: TARGET, "log filter from {}", f.source);
 }
 

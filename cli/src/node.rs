@@ -501,6 +501,12 @@ impl State {
         if line.is_empty() {
             return Next::Continue;
         }
+        // The first 200 characters: a line may be megabytes of data.
+        tracing::debug!(
+            target: TARGET,
+            "command: {}",
+            line.chars().take(200).collect::<String>()
+        );
         if !line.starts_with('{') {
             self.broadcast(line);
             return Next::Continue;

@@ -12,7 +12,7 @@ use crate::out::Out;
 use bytes::Bytes;
 use fabric_gossip_core::HandshakeError;
 use fabric_gossip_tonic::Node;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::encoding::text::encode;
@@ -89,7 +89,10 @@ pub(crate) async fn start(addr: SocketAddr, state: Arc<State>) -> std::io::Resul
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(accept_loop(listener, state));
-    tracing::info!(target: TARGET, "operations service on http://{bound} (/metrics, /healthz, /version)");
+    tracing::info!(
+        target: TARGET,
+        "operations service on http://{bound} (/metrics, /healthz, /version, /logspec)"
+    );
     Ok(bound)
 }
 
@@ -113,7 +116,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
             let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&req, &state)) }
+                async move { Ok::<_, std::convert::Infallible>(handle(req, &state).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
@@ -135,9 +138,51 @@ fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>
     reply(status, "application/json", v.to_string())
 }
 
+/// Largest `/logspec` request body read.
+const MAX_BODY: usize = 4096;
+
 /// Routes one request.
-fn handle(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/logspec" {
+        return logspec(req).await;
+    }
     respond(req.method(), req.uri().path(), state)
+}
+
+/// Fabric's `/logspec`: GET `{"spec":SPEC}`; PUT `{"spec":SPEC}` changes the log filter
+/// of the running node (204), 400 with the reason for a bad spec.
+async fn logspec(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let bad = |e: String| json_reply(StatusCode::BAD_REQUEST, &json!({"Error": e}));
+    match *req.method() {
+        Method::GET => json_reply(
+            StatusCode::OK,
+            &json!({"spec": crate::logging::current_spec().unwrap_or_default()}),
+        ),
+        Method::PUT => {
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return bad(format!("cannot read the request: {e}")),
+            };
+            let spec = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("spec")?.as_str().map(str::to_owned));
+            let Some(spec) = spec else {
+                return bad(r#"expected {"spec":"LOGGER=LEVEL:..."}"#.into());
+            };
+            match crate::logging::set_spec(&spec) {
+                Ok(()) => {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = StatusCode::NO_CONTENT;
+                    r
+                }
+                Err(e) => bad(e.to_string()),
+            }
+        }
+        ref m => json_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"Error": format!("invalid request method: {m}")}),
+        ),
+    }
 }
 
 fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> {

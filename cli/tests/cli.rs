@@ -1760,3 +1760,61 @@ fn completions_for_the_usual_shells() {
         );
     }
 }
+
+/// Fabric's `/logspec` on the operations service: read the spec, change it at run time.
+#[test]
+fn logspec_changes_the_log_filter_at_run_time() {
+    let mut n = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--operations",
+            "127.0.0.1:0",
+            "--log-spec",
+            "info",
+        ],
+        true,
+        true,
+        None,
+    );
+    let ops = n.wait("listening", is("listening"))["operations"]
+        .as_str()
+        .expect("operations")
+        .to_owned();
+    assert_eq!(
+        http_get(&ops, "/logspec"),
+        (200, r#"{"spec":"info"}"#.to_owned())
+    );
+    n.send_line(r#"{"cmd":"stats","n":1}"#);
+    n.wait("stats 1", is("stats"));
+    let put = |body: &str| {
+        let mut s = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+        s.set_read_timeout(Some(EVENT)).expect("timeout");
+        write!(
+            s,
+            "PUT /logspec HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("request");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("response");
+        raw
+    };
+    let r = put(r#"{"spec":"gossip=loud"}"#);
+    assert!(r.starts_with("HTTP/1.1 400") && r.contains("loud"), "{r}");
+    let r = put(r#"{"spec":"nodeCmd=debug:info"}"#);
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    assert_eq!(
+        http_get(&ops, "/logspec"),
+        (200, r#"{"spec":"nodeCmd=debug:info"}"#.to_owned())
+    );
+    n.seen.clear();
+    n.send_line(r#"{"cmd":"stats","n":2}"#);
+    n.wait("stats 2", is("stats"));
+    n.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(n.exit_within(EVENT), Some(0));
+    let err = n.stderr();
+    assert!(err.contains(r#"command: {"cmd":"stats","n":2}"#), "{err}");
+    assert!(!err.contains(r#""n":1"#), "{err}");
+}
