@@ -82,7 +82,8 @@ pub(crate) struct NodeArgs {
     #[arg(long)]
     exit_on_eof: bool,
     /// Serve Fabric's operations endpoints over HTTP on this address (a Fabric peer's
-    /// operations.listenAddress, usually :9443): /metrics (Prometheus), /healthz, /version.
+    /// operations.listenAddress, usually :9443): /metrics (Prometheus), /healthz, /version,
+    /// /logspec.
     /// Port 0 binds a free port, printed as "operations" in the "listening" event.
     #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_listen)]
     operations: Option<SocketAddr>,
@@ -95,7 +96,8 @@ pub(crate) struct NodeArgs {
 const NODE_HELP: &str = "\
 OUTPUT (stdout, one JSON object per line; PKI = the PKI-ID as text under --test-identity, as hex
 with an MSP identity):
-  {\"event\":\"listening\",\"addr\":ADDR,\"pki_id\":PKI}           first line
+  {\"event\":\"listening\",\"addr\":ADDR,\"pki_id\":PKI}           first line (and \"operations\":ADDR
+                                                           with --operations)
   {\"event\":\"connected\",\"peer\":PKI,\"inbound\":BOOL}          after a handshake
   {\"event\":\"disconnected\",\"peer\":PKI,\"reason\":TEXT}
   {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
@@ -108,7 +110,7 @@ with an MSP identity):
   {\"event\":\"ack_result\",\"peer\":PKI,\"seq\":N,\"ok\":BOOL,\"error\":TEXT}
   {\"event\":\"command_error\",\"error\":TEXT}                   a stdin line that could not be run
   {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was sent
-  {\"event\":\"output_dropped\",\"lines\":N}                  N lines were dropped because stdout
+  {\"event\":\"output_dropped\",\"lines\":N}                     N lines were dropped because stdout
                                                            was not read fast enough
   {\"event\":\"stopped\"}                                      last line
 
