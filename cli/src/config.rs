@@ -50,6 +50,16 @@ pub(crate) struct TlsFileConfig {
     pub(crate) client_key: Option<PathBuf>,
 }
 
+/// `operations.tls.*`, paths resolved.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct OperationsTlsConfig {
+    pub(crate) enabled: bool,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) client_auth_required: bool,
+    pub(crate) client_root_cas: Vec<PathBuf>,
+}
+
 /// `metrics.provider`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MetricsProvider {
@@ -75,6 +85,8 @@ pub(crate) struct PeerConfig {
     pub(crate) local_msp_id: Option<String>,
     /// `operations.listenAddress`.
     pub(crate) operations_listen_address: Option<String>,
+    /// `operations.tls.*`.
+    pub(crate) operations_tls: OperationsTlsConfig,
     /// `metrics.provider`.
     pub(crate) metrics_provider: MetricsProvider,
 }
@@ -367,6 +379,15 @@ pub(crate) fn load_with(
         msp_config_path: src.path("peer.mspConfigPath")?,
         local_msp_id: src.string("peer.localMspId")?,
         operations_listen_address: src.string("operations.listenAddress")?,
+        operations_tls: OperationsTlsConfig {
+            enabled: src.bool("operations.tls.enabled")?.unwrap_or(false),
+            cert: src.path("operations.tls.cert.file")?,
+            key: src.path("operations.tls.key.file")?,
+            client_auth_required: src
+                .bool("operations.tls.clientAuthRequired")?
+                .unwrap_or(false),
+            client_root_cas: src.paths("operations.tls.clientRootCAs.files")?,
+        },
         metrics_provider,
     })
 }
@@ -403,6 +424,7 @@ mod tests {
                 &mut c.tls.client_cert,
                 &mut c.tls.client_key,
                 &mut c.msp_config_path,
+                &mut c.operations_tls.cert,
             ]
             .into_iter()
             .flatten()
@@ -448,6 +470,7 @@ mod tests {
             Some("127.0.0.1:9443")
         );
         assert_eq!(c.metrics_provider, MetricsProvider::Disabled);
+        assert!(!c.operations_tls.enabled);
     }
 
     #[test]
@@ -461,6 +484,8 @@ mod tests {
             ("CORE_PEER_LOCALMSPID", "Org1MSP"),
             ("CORE_METRICS_PROVIDER", "prometheus"),
             ("CORE_OPERATIONS_LISTENADDRESS", "0.0.0.0:9444"),
+            ("CORE_OPERATIONS_TLS_ENABLED", "true"),
+            ("CORE_OPERATIONS_TLS_CERT_FILE", "ops/tls.crt"),
             (
                 "CORE_PEER_GOSSIP_EXTERNALENDPOINT",
                 "peer0.org1.example.com:7051",
@@ -475,6 +500,11 @@ mod tests {
         assert_eq!(c.local_msp_id.as_deref(), Some("Org1MSP"));
         assert_eq!(c.metrics_provider, MetricsProvider::Prometheus);
         assert_eq!(c.operations_listen_address.as_deref(), Some("0.0.0.0:9444"));
+        assert!(c.operations_tls.enabled);
+        assert_eq!(
+            c.operations_tls.cert,
+            Some(PathBuf::from("$DIR/ops/tls.crt"))
+        );
         assert_eq!(
             c.gossip.external_endpoint.as_deref(),
             Some("peer0.org1.example.com:7051")

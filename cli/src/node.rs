@@ -87,6 +87,18 @@ pub(crate) struct NodeArgs {
     /// Port 0 binds a free port, printed as "operations" in the "listening" event.
     #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_listen)]
     operations: Option<SocketAddr>,
+    /// Serve the operations endpoints over TLS with this certificate (PEM; Fabric's
+    /// operations.tls.cert.file).
+    #[arg(long, value_name = "PEM_FILE", requires_all = ["operations_tls_key", "operations"])]
+    operations_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --operations-tls-cert.
+    #[arg(long, value_name = "PEM_FILE", requires = "operations_tls_cert")]
+    operations_tls_key: Option<std::path::PathBuf>,
+    /// Require clients of the operations service to present a certificate from one of
+    /// these CAs (PEM; Fabric's operations.tls.clientAuthRequired and clientRootCAs.files).
+    /// Repeatable.
+    #[arg(long, value_name = "PEM_FILE", requires = "operations_tls_cert")]
+    operations_tls_client_ca: Vec<std::path::PathBuf>,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
@@ -137,6 +149,8 @@ struct Settings {
     identity: IdentityArgs,
     tls: TlsArgs,
     operations: Option<SocketAddr>,
+    /// TLS for the operations service.
+    operations_tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// `/metrics` served on the operations service.
     metrics: bool,
     core: fabric_gossip_core::Config,
@@ -172,6 +186,7 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         ),
         (None, None) => None,
     };
+    let operations_tls = operations_tls(args, file.as_ref())?;
     let mut identity = args.identity.clone();
     let mut tls = args.tls.clone();
     let mut core = opts::config();
@@ -243,9 +258,63 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         identity,
         tls,
         operations,
+        operations_tls,
         metrics,
         core,
     })
+}
+
+/// The operations service's TLS from the flags, else from `operations.tls.*`.
+fn operations_tls(
+    args: &NodeArgs,
+    file: Option<&crate::config::PeerConfig>,
+) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, ConfigError> {
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ConfigError(format!("{what} {}: {e}", p.display())))
+    };
+    let ops = if let (Some(c), Some(k)) = (&args.operations_tls_cert, &args.operations_tls_key) {
+        let mut client_ca_pem = Vec::new();
+        for ca in &args.operations_tls_client_ca {
+            client_ca_pem.extend(read("--operations-tls-client-ca", ca)?);
+            client_ca_pem.push(b'\n');
+        }
+        crate::ops::OpsTls {
+            cert_pem: read("--operations-tls-cert", c)?,
+            key_pem: read("--operations-tls-key", k)?,
+            client_ca_pem,
+        }
+    } else if let Some(t) = file.map(|f| &f.operations_tls).filter(|t| t.enabled) {
+        let (Some(c), Some(k)) = (&t.cert, &t.key) else {
+            return Err(ConfigError(
+                "operations.tls.enabled needs operations.tls.cert.file and \
+                 operations.tls.key.file"
+                    .into(),
+            ));
+        };
+        let mut client_ca_pem = Vec::new();
+        if t.client_auth_required {
+            if t.client_root_cas.is_empty() {
+                return Err(ConfigError(
+                    "operations.tls.clientAuthRequired needs operations.tls.clientRootCAs.files"
+                        .into(),
+                ));
+            }
+            for ca in &t.client_root_cas {
+                client_ca_pem.extend(read("operations.tls.clientRootCAs.files", ca)?);
+                client_ca_pem.push(b'\n');
+            }
+        }
+        crate::ops::OpsTls {
+            cert_pem: read("operations.tls.cert.file", c)?,
+            key_pem: read("operations.tls.key.file", k)?,
+            client_ca_pem,
+        }
+    } else {
+        return Ok(None);
+    };
+    ops.server_config()
+        .map(Some)
+        .map_err(|e| ConfigError(format!("operations service TLS: {e}")))
 }
 
 /// Runs `fabric-gossip node`.
@@ -778,13 +847,15 @@ async fn serve(
     let msp_id = identity.msp_id().map(str::to_owned);
     let health = crate::ops::State::new(set.metrics);
     let operations = match set.operations {
-        Some(addr) => match crate::ops::start(addr, health.clone()).await {
-            Ok(bound) => Some(bound),
-            Err(e) => {
-                eprintln!("error: --operations {addr}: cannot listen: {e}");
-                return ExitCode::from(2);
+        Some(addr) => {
+            match crate::ops::start(addr, health.clone(), set.operations_tls.clone()).await {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    eprintln!("error: --operations {addr}: cannot listen: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         None => None,
     };
     let (tap_tx, mut tap) = mpsc::channel(EVENT_TAP);

@@ -27,6 +27,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 
 /// Requests served at once; more connections wait to be accepted. A scraper and a health
 /// checker need a handful.
@@ -84,19 +86,71 @@ impl State {
     }
 }
 
-/// Binds `addr` and serves in a background task; the address actually bound.
-pub(crate) async fn start(addr: SocketAddr, state: Arc<State>) -> std::io::Result<SocketAddr> {
+/// TLS for the operations service (Fabric's `operations.tls.*`), PEM.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OpsTls {
+    pub(crate) cert_pem: Vec<u8>,
+    pub(crate) key_pem: Vec<u8>,
+    /// CAs that clients' certificates must chain to; empty: no client certificate asked
+    /// for (`clientAuthRequired: false`).
+    pub(crate) client_ca_pem: Vec<u8>,
+}
+
+impl OpsTls {
+    /// The rustls server configuration, or what is wrong with the material.
+    pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| format!("key: {e}"))?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = if self.client_ca_pem.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(&self.client_ca_pem) {
+                roots
+                    .add(ca.map_err(|e| format!("client CA: {e}"))?)
+                    .map_err(|e| format!("client CA: {e}"))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| format!("client CA: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| e.to_string())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Binds `addr` and serves in a background task (over TLS with `tls`); the address actually
+/// bound.
+pub(crate) async fn start(
+    addr: SocketAddr,
+    state: Arc<State>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(accept_loop(listener, state));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tokio::spawn(accept_loop(listener, state, tls.map(TlsAcceptor::from)));
     tracing::info!(
         target: TARGET,
-        "operations service on http://{bound} (/metrics, /healthz, /version, /logspec)"
+        "operations service on {scheme}://{bound} (/metrics, /healthz, /version, /logspec)"
     );
     Ok(bound)
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(listener: TcpListener, state: Arc<State>, tls: Option<TlsAcceptor>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -112,17 +166,37 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
             }
         };
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, &state).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            // The TLS handshake counts against the connection's lifetime too.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, async move {
+                match tls {
+                    None => serve_io(tcp, state).await,
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => serve_io(stream, state).await,
+                        Err(e) => {
+                            tracing::debug!(target: TARGET, "operations service: TLS: {e}");
+                        }
+                    },
+                }
+            })
+            .await;
         });
     }
+}
+
+async fn serve_io<I>(io: I, state: Arc<State>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(req, &state).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await;
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

@@ -1818,3 +1818,77 @@ fn logspec_changes_the_log_filter_at_run_time() {
     assert!(err.contains(r#"command: {"cmd":"stats","n":2}"#), "{err}");
     assert!(!err.contains(r#""n":1"#), "{err}");
 }
+
+/// The operations service over TLS (Fabric's `operations.tls.*`): a TLS client gets its
+/// answers; a plaintext request gets none.
+#[test]
+fn operations_service_over_tls() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let tls = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
+    let f = |n: &str| tls.join(n).to_str().expect("utf-8").to_owned();
+    let mut n = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--operations",
+            "127.0.0.1:0",
+            "--operations-tls-cert",
+            &f("server.crt"),
+            "--operations-tls-key",
+            &f("server.key"),
+        ],
+        true,
+        true,
+        None,
+    );
+    let ops = n.wait("listening", is("listening"))["operations"]
+        .as_str()
+        .expect("operations")
+        .to_owned();
+    // Plaintext HTTP to a TLS port: no HTTP answer.
+    let mut plain = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+    plain.set_read_timeout(Some(EVENT)).expect("timeout");
+    write!(
+        plain,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(!String::from_utf8_lossy(&raw).contains("200 OK"));
+    // Over TLS, verified against the TLS CA.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(f("ca.crt")).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("conn");
+    let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+    tcp.set_read_timeout(Some(EVENT)).expect("timeout");
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.ends_with(r#"{"status":"OK"}"#), "{raw}");
+    n.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(n.exit_within(EVENT), Some(0));
+}
