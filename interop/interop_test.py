@@ -61,8 +61,9 @@ THE CONTRACT `fabric-gossip node` IMPLEMENTS (the CLI is written against this te
         inbound or outbound, else dial + Ping + handshake; failure -> "presumed_dead".
     {"cmd":"send_with_ack","to":ADDR,"pki_id":PKI,"data":TEXT,"seq":N,"timeout_ms":N}
         Fabric's SendWithAck(minAck 1) of the same message (fresh random nonce) -> one "ack_result".
-    {"cmd":"stop"}   Stop() (closes every connection), then exit with status 0 within 5 s. End of
-                     stdin: same.
+    {"cmd":"stop"}   Stop() (closes every connection), then exit with status 0 within 5 s. SIGINT and
+                     SIGTERM: same. End of stdin: same with --exit-on-eof; without it the node
+                     keeps running (a daemon).
   An "ack_result" that is not ok has a non-empty error: the peer's ack error text, or why no ack came.
 ===================================================================================================
 

@@ -9,6 +9,7 @@ and server against a Python node) and shows the contract in running code.
 from __future__ import annotations
 
 import argparse
+import signal
 import json
 import sys
 import threading
@@ -131,6 +132,7 @@ def main() -> int:
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--test-identity", action="store_true", required=True)
     ap.add_argument("--auto-ack", action="store_true")
+    ap.add_argument("--exit-on-eof", action="store_true")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-ca")
@@ -143,12 +145,17 @@ def main() -> int:
     node.start()
     for p in a.peer:
         threading.Thread(target=lambda p=p: _connect_peer(node, p), daemon=True).start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    stopped = False
     for line in sys.stdin:
         line = line.strip()
         if not line:
             continue
         cmd = json.loads(line)
         if cmd["cmd"] == "stop":
+            stopped = True
             break
         msg = fp.data_message(cmd["seq"], cmd["data"].encode(), cmd.get("nonce", 0))
         to, pki = cmd["to"], cmd["pki_id"].encode()
@@ -157,6 +164,9 @@ def main() -> int:
         elif cmd["cmd"] == "send_with_ack":
             args = (to, pki, msg, cmd["timeout_ms"] / 1000.0, cmd["seq"])
             threading.Thread(target=node.send_with_ack, args=args, daemon=True).start()
+    # A daemon, as the contract says: end of stdin stops it only with --exit-on-eof.
+    if not stopped and not a.exit_on_eof:
+        done.wait()
     node.stop()
     return 0
 

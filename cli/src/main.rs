@@ -3,10 +3,14 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod config;
 mod demo;
 mod keygen;
+mod logging;
 mod node;
+mod ops;
 mod opts;
+mod out;
 mod probe;
 mod sim;
 
@@ -15,6 +19,12 @@ mod sim;
 #[derive(Debug, Parser)]
 #[command(name = "fabric-gossip", version, about)]
 struct Cli {
+    /// Which logs to print on stderr, in Fabric's FABRIC_LOGGING_SPEC syntax:
+    /// [LOGGER[,LOGGER...]=]LEVEL[:...], e.g. gossip.comm=debug:info. Loggers: gossip
+    /// (gossip.comm, gossip.discovery), msp, grpc, nodeCmd, or a crate name. Default: the
+    /// FABRIC_LOGGING_SPEC variable, else RUST_LOG, else info (warning for sim and demo).
+    #[arg(long, global = true, value_name = "SPEC")]
+    log_spec: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,10 +45,32 @@ enum Command {
     Handshake(probe::HandshakeArgs),
     /// Write development CAs, peer identities and TLS certificates in Fabric's MSP layout.
     Keygen(keygen::KeygenArgs),
+    /// Print a shell completion script, e.g. `fabric-gossip completions bash >
+    /// /etc/bash_completion.d/fabric-gossip` or `fabric-gossip completions zsh >
+    /// "${fpath[1]}/_fabric-gossip"`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulator and the demo print their own progress; their libraries' logs would
+    // drown it unless asked for.
+    let default = match cli.command {
+        Command::Sim(_) | Command::Demo(_) => "warning",
+        _ => "info",
+    };
+    match logging::filter(cli.log_spec.as_deref(), default) {
+        Ok(f) => logging::init(f),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    raise_open_file_limit();
     match cli.command {
         Command::Sim(args) => sim::run(&args),
         Command::Demo(args) => demo::run(&args),
@@ -46,5 +78,27 @@ fn main() -> ExitCode {
         Command::Ping(args) => probe::run_ping(&args),
         Command::Handshake(args) => probe::run_handshake(&args),
         Command::Keygen(args) => keygen::run(&args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "fabric-gossip",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit. The usual soft default (1,024)
+/// is what a node's connections, a flood of idle ones included, run into first; the hard
+/// limit is what the administrator allows. Failure is not fatal: the node runs with what
+/// it has.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(target: logging::TARGET, "open-file limit: {n}"),
+        Err(e) => tracing::warn!(target: logging::TARGET, "cannot raise the open-file limit: {e}"),
     }
 }

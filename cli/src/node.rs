@@ -7,19 +7,22 @@
 //! happened; logs go to stderr. stdin takes JSON commands (`send`, `send_with_ack`, `stats`,
 //! `stop`), and any other non-empty line is sent as a DataMessage to every connected peer.
 
+use crate::logging::TARGET;
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
+use crate::out::Out;
 use clap::Args;
 use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{DataMessage, Empty, GossipMessage, Payload};
-use fabric_gossip_core::{AckError, Event, PkiId, RemotePeer, SignedMessage};
+use fabric_gossip_core::{AckError, Event, HandshakeError, PkiId, RemotePeer, SignedMessage};
 use fabric_gossip_tonic::{Node, Received};
 use serde_json::{Value, json};
-use std::io::Write;
+use std::future::Future;
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, mpsc};
 
 /// Events the transport may queue for printing. Printing is fast, so this only fills when
@@ -36,9 +39,15 @@ const MAX_LOOKUPS: usize = 64;
 const MAX_LINE: usize = 4 << 20;
 /// Lines read ahead of the command loop.
 const LINE_QUEUE: usize = 64;
-/// Upper bound on waiting for connections to wind down at stop; the contract gives the
-/// whole process 5 s to exit.
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upper bound on waiting for connections to wind down at stop. The core has closed every
+/// gossip stream by then; what is left are HTTP/2 connections, some of which never said
+/// anything (a connection flood), so waiting long buys nothing. With `OUTPUT_DRAIN` and
+/// `RUNTIME_SHUTDOWN` a stop takes well under the 1 s promised.
+const STOP_TIMEOUT: Duration = Duration::from_millis(300);
+/// Upper bound on writing the last lines (`stopped` among them) to a slow stdout reader.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
+/// Upper bound on tasks finishing once the node has stopped.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
 
 /// Arguments of `fabric-gossip node`.
 #[derive(Debug, Clone, Args)]
@@ -47,16 +56,49 @@ pub(crate) struct NodeArgs {
     /// Address of the gossip gRPC server. Port 0 binds a free port; the address actually
     /// bound is printed in the "listening" event (and is the endpoint, identity and PKI-ID
     /// under --test-identity).
+    /// (peer.listenAddress in --config.)
     #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_listen)]
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
+    /// A Fabric peer's core.yaml: peer.listenAddress, peer.gossip.* (dialTimeout,
+    /// connTimeout, sendBuffSize, recvBuffSize; bootstrap, endpoints and alive intervals are
+    /// read and kept for the membership layer), peer.tls.*, peer.mspConfigPath,
+    /// peer.localMspId, operations.listenAddress, metrics.provider. CORE_... variables
+    /// override it (CORE_PEER_TLS_ENABLED=true), relative paths are relative to the file's
+    /// directory, and flags override both (the TLS flags as a set).
+    #[arg(long, value_name = "CORE_YAML")]
+    config: Option<std::path::PathBuf>,
     /// At start-up, send an Empty message to this peer, which opens a connection (dial,
     /// Ping, handshake). Repeatable. Its PKI-ID is ADDR under --test-identity; with an MSP
-    /// identity it is learnt first with Fabric's Handshake.
+    /// identity it is learnt first with Fabric's Handshake. (A receiving fabric-gossip node
+    /// does not print that Empty message.)
     #[arg(long, value_name = "ADDR", value_parser = opts::parse_endpoint)]
     peer: Vec<String>,
     /// Acknowledge (with an empty error) every received message whose nonce is non-zero.
     #[arg(long)]
     auto_ack: bool,
+    /// Stop at the end of stdin, as if {"cmd":"stop"} had been read. Without it a node is a
+    /// daemon: it runs until the stop command, SIGINT or SIGTERM, whatever its stdin (a
+    /// script's `&`, systemd, a container).
+    #[arg(long)]
+    exit_on_eof: bool,
+    /// Serve Fabric's operations endpoints over HTTP on this address (a Fabric peer's
+    /// operations.listenAddress, usually :9443): /metrics (Prometheus), /healthz, /version,
+    /// /logspec.
+    /// Port 0 binds a free port, printed as "operations" in the "listening" event.
+    #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_listen)]
+    operations: Option<SocketAddr>,
+    /// Serve the operations endpoints over TLS with this certificate (PEM; Fabric's
+    /// operations.tls.cert.file).
+    #[arg(long, value_name = "PEM_FILE", requires_all = ["operations_tls_key", "operations"])]
+    operations_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --operations-tls-cert.
+    #[arg(long, value_name = "PEM_FILE", requires = "operations_tls_cert")]
+    operations_tls_key: Option<std::path::PathBuf>,
+    /// Require clients of the operations service to present a certificate from one of
+    /// these CAs (PEM; Fabric's operations.tls.clientAuthRequired and clientRootCAs.files).
+    /// Repeatable.
+    #[arg(long, value_name = "PEM_FILE", requires = "operations_tls_cert")]
+    operations_tls_client_ca: Vec<std::path::PathBuf>,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
@@ -66,25 +108,34 @@ pub(crate) struct NodeArgs {
 const NODE_HELP: &str = "\
 OUTPUT (stdout, one JSON object per line; PKI = the PKI-ID as text under --test-identity, as hex
 with an MSP identity):
-  {\"event\":\"listening\",\"addr\":ADDR,\"pki_id\":PKI}           first line
+  {\"event\":\"listening\",\"addr\":ADDR,\"pki_id\":PKI}           first line (and \"operations\":ADDR
+                                                           with --operations)
   {\"event\":\"connected\",\"peer\":PKI,\"inbound\":BOOL}          after a handshake
   {\"event\":\"disconnected\",\"peer\":PKI,\"reason\":TEXT}
   {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
   {\"event\":\"presumed_dead\",\"peer\":PKI}                     a send could not get a connection
   {\"event\":\"received\",\"from\":PKI,\"nonce\":N,\"content\":NAME,\"data_hex\":HEX,\"seq\":N}
-                                                           (and \"text\" when the data is UTF-8)
+                                                           (and \"text\" when the data is UTF-8,
+                                                           \"channel\" and \"tag\" unless empty;
+                                                           Empty messages with nonce 0, which
+                                                           only open connections, are not shown)
   {\"event\":\"ack_result\",\"peer\":PKI,\"seq\":N,\"ok\":BOOL,\"error\":TEXT}
   {\"event\":\"command_error\",\"error\":TEXT}                   a stdin line that could not be run
   {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was sent
+  {\"event\":\"output_dropped\",\"lines\":N}                     N lines were dropped because stdout
+                                                           was not read fast enough
   {\"event\":\"stopped\"}                                      last line
 
 COMMANDS (stdin, one per line):
-  {\"cmd\":\"send\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N}      optional \"nonce\":N
+  {\"cmd\":\"send\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N}      optional \"nonce\":N,
+                        \"channel\":NAME, \"tag\":NAME (CHAN_AND_ORG when a channel is given,
+                        else EMPTY); \"seq\" may be left out (the node numbers it)
                         (\"pki_id\" may be left out: the endpoint under --test-identity;
                         with an MSP identity the peer is authenticated first to learn it)
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
   {\"cmd\":\"stats\"}     print the node's counters as a \"stats\" event
-  {\"cmd\":\"stop\"}      stop and exit 0 (end of stdin does the same)
+  {\"cmd\":\"stop\"}      stop and exit 0 (so do SIGINT and SIGTERM, and the end of stdin
+                     with --exit-on-eof)
   any other line        sent as a DataMessage to every connected peer
 
 EXAMPLE (two terminals):
@@ -92,44 +143,223 @@ EXAMPLE (two terminals):
   fabric-gossip node --listen 127.0.0.1:7052 --test-identity --peer 127.0.0.1:7051
   then type a line in either.";
 
+/// The node's settings: flags over `CORE_…` variables over the core.yaml.
+struct Settings {
+    listen: SocketAddr,
+    identity: IdentityArgs,
+    tls: TlsArgs,
+    operations: Option<SocketAddr>,
+    /// TLS for the operations service.
+    operations_tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// `/metrics` served on the operations service.
+    metrics: bool,
+    core: fabric_gossip_core::Config,
+}
+
+fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
+    let file = match &args.config {
+        Some(p) => Some(crate::config::load(p)?),
+        None => None,
+    };
+    let listen = match (
+        args.listen,
+        file.as_ref().and_then(|f| f.listen_address.as_ref()),
+    ) {
+        (Some(l), _) => l,
+        (None, Some(l)) => opts::parse_listen(l)
+            .map_err(|e| ConfigError(format!("peer.listenAddress {l:?}: {e}")))?,
+        (None, None) => {
+            return Err(ConfigError(
+                "--listen HOST:PORT is required (or peer.listenAddress in --config)".into(),
+            ));
+        }
+    };
+    let operations = match (
+        args.operations,
+        file.as_ref()
+            .and_then(|f| f.operations_listen_address.as_ref()),
+    ) {
+        (Some(a), _) => Some(a),
+        (None, Some(a)) => Some(
+            opts::parse_listen(a)
+                .map_err(|e| ConfigError(format!("operations.listenAddress {a:?}: {e}")))?,
+        ),
+        (None, None) => None,
+    };
+    let operations_tls = operations_tls(args, file.as_ref())?;
+    let mut identity = args.identity.clone();
+    let mut tls = args.tls.clone();
+    let mut core = opts::config();
+    let mut metrics = true;
+    if let Some(f) = &file {
+        metrics = f.metrics_provider == crate::config::MetricsProvider::Prometheus;
+        if !identity.test_identity && identity.msp_dir.is_none() {
+            identity.msp_dir.clone_from(&f.msp_config_path);
+            identity.msp_id.clone_from(&f.local_msp_id);
+            if identity.msp_dir.is_some() != identity.msp_id.is_some() {
+                return Err(ConfigError(
+                    "peer.mspConfigPath and peer.localMspId go together".into(),
+                ));
+            }
+        }
+        if tls.tls_cert.is_none() && f.tls.enabled {
+            let t = &f.tls;
+            let (Some(cert), Some(key), Some(root)) = (&t.cert, &t.key, &t.rootcert) else {
+                return Err(ConfigError(
+                    "peer.tls.enabled needs peer.tls.cert.file, peer.tls.key.file and \
+                     peer.tls.rootcert.file"
+                        .into(),
+                ));
+            };
+            if t.client_cert.is_some() != t.client_key.is_some() {
+                return Err(ConfigError(
+                    "peer.tls.clientCert.file and peer.tls.clientKey.file go together".into(),
+                ));
+            }
+            let mut cas = vec![root.clone()];
+            cas.extend(t.client_root_cas.iter().cloned());
+            tls = TlsArgs {
+                tls_cert: Some(cert.clone()),
+                tls_key: Some(key.clone()),
+                // Servers are verified against the peer's own TLS root and every client
+                // root (Fabric takes them from the channel; the client roots are where
+                // a core.yaml lists other organizations' TLS CAs).
+                tls_ca: cas,
+                tls_server_name: args.tls.tls_server_name.clone(),
+                tls_client_cert: t.client_cert.clone(),
+                tls_client_key: t.client_key.clone(),
+                tls_client_ca: t.client_root_cas.clone(),
+                require_client_certificate: t.client_auth_required,
+                from_config: true,
+            };
+        }
+        let g = &f.gossip;
+        if let Some(d) = g.dial_timeout {
+            core.dial_timeout = d;
+        }
+        if let Some(d) = g.conn_timeout {
+            core.conn_timeout = d;
+        }
+        if let Some(n) = g.send_buff_size {
+            core.send_buffer_size = n;
+        }
+        if let Some(n) = g.recv_buff_size {
+            core.recv_buffer_size = n;
+        }
+        tracing::info!(
+            target: TARGET,
+            "configuration from {} (bootstrap {:?}, kept for the membership layer)",
+            f.path.display(),
+            g.bootstrap
+        );
+    }
+    Ok(Settings {
+        listen,
+        identity,
+        tls,
+        operations,
+        operations_tls,
+        metrics,
+        core,
+    })
+}
+
+/// The operations service's TLS from the flags, else from `operations.tls.*`.
+fn operations_tls(
+    args: &NodeArgs,
+    file: Option<&crate::config::PeerConfig>,
+) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, ConfigError> {
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ConfigError(format!("{what} {}: {e}", p.display())))
+    };
+    let ops = if let (Some(c), Some(k)) = (&args.operations_tls_cert, &args.operations_tls_key) {
+        let mut client_ca_pem = Vec::new();
+        for ca in &args.operations_tls_client_ca {
+            client_ca_pem.extend(read("--operations-tls-client-ca", ca)?);
+            client_ca_pem.push(b'\n');
+        }
+        crate::ops::OpsTls {
+            cert_pem: read("--operations-tls-cert", c)?,
+            key_pem: read("--operations-tls-key", k)?,
+            client_ca_pem,
+        }
+    } else if let Some(t) = file.map(|f| &f.operations_tls).filter(|t| t.enabled) {
+        let (Some(c), Some(k)) = (&t.cert, &t.key) else {
+            return Err(ConfigError(
+                "operations.tls.enabled needs operations.tls.cert.file and \
+                 operations.tls.key.file"
+                    .into(),
+            ));
+        };
+        let mut client_ca_pem = Vec::new();
+        if t.client_auth_required {
+            if t.client_root_cas.is_empty() {
+                return Err(ConfigError(
+                    "operations.tls.clientAuthRequired needs operations.tls.clientRootCAs.files"
+                        .into(),
+                ));
+            }
+            for ca in &t.client_root_cas {
+                client_ca_pem.extend(read("operations.tls.clientRootCAs.files", ca)?);
+                client_ca_pem.push(b'\n');
+            }
+        }
+        crate::ops::OpsTls {
+            cert_pem: read("operations.tls.cert.file", c)?,
+            key_pem: read("operations.tls.key.file", k)?,
+            client_ca_pem,
+        }
+    } else {
+        return Ok(None);
+    };
+    ops.server_config()
+        .map(Some)
+        .map_err(|e| ConfigError(format!("operations service TLS: {e}")))
+}
+
 /// Runs `fabric-gossip node`.
 pub(crate) fn run(args: &NodeArgs) -> ExitCode {
-    let loaded = args
-        .identity
-        .load(true)
-        .and_then(|id| Ok((id, args.tls.load()?)))
-        .and_then(|(id, tls)| Ok((id, tls, opts::runtime()?)));
-    let (identity, tls, rt) = match loaded {
+    let loaded = settings(args).and_then(|set| {
+        let id = set.identity.load(true)?;
+        let tls = set.tls.load()?;
+        Ok((set, id, tls, opts::runtime()?))
+    });
+    let (set, identity, tls, rt) = match loaded {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };
-    let code = rt.block_on(serve(args, identity, tls));
-    // stdin is read on a blocking thread that may sit in a read forever; do not wait for it.
-    rt.shutdown_timeout(Duration::from_millis(200));
+    let out = Out::start(std::io::stdout());
+    let code = rt.block_on(serve(args, set, identity, tls, out.clone()));
+    if !out.drain(OUTPUT_DRAIN) {
+        tracing::warn!(target: TARGET, "stdout is not being read; the last lines are lost");
+    }
+    // Tasks still running (acks in flight) are cut; stdin is read by a thread of its own,
+    // which the process exit ends.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
     code
 }
 
-/// Writes JSON lines to stdout. Each line is written and flushed under the stdout lock, so
-/// lines from concurrent tasks never interleave.
-#[derive(Clone, Copy)]
-struct Out;
-
-impl Out {
-    fn emit(self, v: &Value) {
-        let mut o = std::io::stdout().lock();
-        // A closed stdout (reader gone) must not kill the node; there is nobody to tell.
-        let _ = writeln!(o, "{v}");
-        let _ = o.flush();
-    }
-
-    fn command_error(self, error: impl Into<String>) {
-        self.emit(&json!({"event": "command_error", "error": error.into()}));
+/// Starts `op` now, in the caller's order, and lets it finish in a task of its own.
+///
+/// An operation of the node is queued in the core when its future is first polled; a
+/// spawned task is first polled whenever the runtime gets to it, so two commands read in
+/// one order could reach the core in the other. Polling once here, in the command loop,
+/// queues each in the order the lines were read.
+fn start_in_order(op: impl Future<Output = ()> + Send + 'static) {
+    let mut op = Box::pin(op);
+    // The waker is replaced by the task's own when the task polls it.
+    if op
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_pending()
+    {
+        tokio::spawn(op);
     }
 }
 
 /// The JSON line for a core event, `None` for events that are not printed (operation
 /// results are printed by the command that started them).
-fn event_json(ev: &Event, form: PkiForm) -> Option<Value> {
+fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
     Some(match ev {
         Event::Connected { info, inbound, .. } => {
             let mut v = json!({
@@ -155,12 +385,21 @@ fn event_json(ev: &Event, form: PkiForm) -> Option<Value> {
             inbound,
             error,
             ..
-        } => json!({
-            "event": "handshake_failed",
-            "remote": remote,
-            "error": error.to_string(),
-            "inbound": inbound,
-        }),
+        } => {
+            let error = error.to_string();
+            let mut v = json!({
+                "event": "handshake_failed",
+                "remote": remote,
+                "error": error,
+                "inbound": inbound,
+            });
+            // Dialling with the wrong TLS setting is the usual mistake; say so.
+            let hint = crate::probe::dial_hint(&error, tls);
+            if !inbound && !hint.is_empty() {
+                v["hint"] = json!(hint.trim().trim_start_matches("hint: "));
+            }
+            v
+        }
         Event::PresumedDead(p) => json!({"event": "presumed_dead", "peer": form.show(p)}),
         Event::IdentitySwitch(p) => json!({"event": "identity_switch", "peer": form.show(p)}),
         _ => return None,
@@ -175,6 +414,14 @@ fn received_json(r: &Received, form: PkiForm) -> Value {
         "nonce": m.nonce,
         "content": m.content_name(),
     });
+    if !m.channel.is_empty() {
+        v["channel"] = json!(String::from_utf8_lossy(&m.channel));
+    }
+    if m.tag != Tag::Empty as i32 {
+        v["tag"] = json!(
+            Tag::try_from(m.tag).map_or_else(|_| m.tag.to_string(), |t| t.as_str_name().to_owned())
+        );
+    }
     if let Some(Content::DataMsg(d)) = &m.content {
         let p = d.payload.clone().unwrap_or_default();
         v["data_hex"] = json!(hex::encode(&p.data));
@@ -202,6 +449,16 @@ pub(crate) fn data_message(seq: u64, data: &[u8], nonce: u64) -> GossipMessage {
     }
 }
 
+/// A tag by its name in Fabric's message.proto (`CHAN_AND_ORG`), in any case.
+fn parse_tag(name: &str) -> Result<Tag, String> {
+    Tag::from_str_name(&name.trim().to_ascii_uppercase()).ok_or_else(|| {
+        format!(
+            "\"tag\": unknown tag {name:?} (EMPTY, ORG_ONLY, CHAN_ONLY, CHAN_AND_ORG, \
+             CHAN_OR_ORG, UNDEFINED)"
+        )
+    })
+}
+
 /// A stdin line, or why it was not read.
 enum Line {
     Text(String),
@@ -210,11 +467,11 @@ enum Line {
 
 /// Reads one line of at most `MAX_LINE` bytes; `None` at end of input. An overlong line
 /// is skipped to its end and reported, so a runaway writer cannot exhaust memory.
-async fn read_line(r: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<Option<Line>> {
+fn read_line(r: &mut impl BufRead) -> std::io::Result<Option<Line>> {
     let mut buf = Vec::new();
     let mut too_long = false;
     loop {
-        let chunk = r.fill_buf().await?;
+        let chunk = r.fill_buf()?;
         if chunk.is_empty() {
             if buf.is_empty() && !too_long {
                 return Ok(None);
@@ -315,6 +572,12 @@ impl State {
         if line.is_empty() {
             return Next::Continue;
         }
+        // The first 200 characters: a line may be megabytes of data.
+        tracing::debug!(
+            target: TARGET,
+            "command: {}",
+            line.chars().take(200).collect::<String>()
+        );
         if !line.starts_with('{') {
             self.broadcast(line);
             return Next::Continue;
@@ -345,13 +608,47 @@ impl State {
         Next::Continue
     }
 
-    fn send(&self, v: &Value) -> Result<(), String> {
+    /// `"seq"` of a command, or the next of the node's own sequence (shared with plain
+    /// lines) when left out.
+    fn seq(&mut self, v: &Value) -> Result<u64, String> {
+        match v.get("seq") {
+            None | Some(Value::Null) => {
+                self.text_seq += 1;
+                Ok(self.text_seq)
+            }
+            Some(_) => field_u64(v, "seq", None),
+        }
+    }
+
+    /// The DataMessage of a `send`/`send_with_ack` command, with its channel and tag.
+    fn message(&mut self, v: &Value, nonce: u64) -> Result<GossipMessage, String> {
+        let data = field_str(v, "data")?.as_bytes().to_vec();
+        let channel = match v.get("channel") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(field_str(v, "channel")?.to_owned()),
+        };
+        let tag = match v.get("tag") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(parse_tag(field_str(v, "tag")?)?),
+        };
+        let mut msg = data_message(self.seq(v)?, &data, nonce);
+        if let Some(c) = &channel {
+            msg.channel = c.as_bytes().to_vec().into();
+        }
+        // What Fabric's gossip requires of a DataMessage on a channel ("Tag should be
+        // CHAN_AND_ORG"); messages outside a channel keep Fabric's comm tests' EMPTY.
+        msg.tag = match (tag, &channel) {
+            (Some(t), _) => t as i32,
+            (None, Some(_)) => Tag::ChanAndOrg as i32,
+            (None, None) => Tag::Empty as i32,
+        };
+        Ok(msg)
+    }
+
+    fn send(&mut self, v: &Value) -> Result<(), String> {
         let peer = self.remote(v)?;
-        let msg = data_message(
-            field_u64(v, "seq", None)?,
-            field_str(v, "data")?.as_bytes(),
-            field_u64(v, "nonce", Some(0))?,
-        );
+        let nonce = field_u64(v, "nonce", Some(0))?;
+        let msg = self.message(v, nonce)?;
         self.send_to(SignedMessage::noop(msg), peer)
     }
 
@@ -368,7 +665,7 @@ impl State {
         let permit = self.lookups.clone().try_acquire_owned().map_err(|_| {
             format!("{MAX_LOOKUPS} peers are already being authenticated; give \"pki_id\"")
         })?;
-        let (node, out) = (self.node.clone(), self.out);
+        let (node, out) = (self.node.clone(), self.out.clone());
         tokio::spawn(async move {
             let _permit = permit;
             match learn_pki(&node, &peer.endpoint).await {
@@ -389,16 +686,22 @@ impl State {
         Ok(())
     }
 
-    fn send_with_ack(&self, v: &Value) -> Result<(), String> {
+    fn send_with_ack(&mut self, v: &Value) -> Result<(), String> {
         let peer = self.remote(v)?;
-        let seq = field_u64(v, "seq", None)?;
-        let msg = data_message(seq, field_str(v, "data")?.as_bytes(), 0);
+        let msg = self.message(v, 0)?;
+        let seq = match &msg.content {
+            Some(Content::DataMsg(d)) => d.payload.as_ref().map_or(0, |p| p.seq_num),
+            _ => 0,
+        };
         let timeout = Duration::from_millis(field_u64(v, "timeout_ms", None)?);
         let permit = self.acks_pending.clone().try_acquire_owned().map_err(|_| {
             format!("{MAX_ACKS_PENDING} send_with_ack commands are already waiting")
         })?;
-        let (node, form, out) = (self.node.clone(), self.form, self.out);
-        tokio::spawn(async move {
+        let (node, form, out) = (self.node.clone(), self.form, self.out.clone());
+        // With the PKI-ID given (always under test identities), the message is queued in
+        // the order the commands were read; one whose PKI-ID must be learnt first is
+        // queued once the handshake that learns it is done.
+        start_in_order(async move {
             let _permit = permit;
             let mut peer = peer;
             if peer.pki_id.is_empty() {
@@ -474,52 +777,104 @@ impl State {
     }
 
     fn stats(&self) {
-        let s = self.node.stats();
-        let d = self.node.driver_stats();
-        self.out.emit(&json!({
-            "event": "stats",
-            "connections": self.node.connections().len(),
-            "sent": s.sent,
-            "received": s.received,
-            "dropped_overflow": s.dropped_overflow,
-            "dropped_on_close": s.dropped_on_close,
-            "dropped_no_connection": s.dropped_no_connection,
-            "handshakes_ok": s.handshakes_ok,
-            "handshakes_failed": s.handshake_failures_total(),
-            "presumed_dead": s.presumed_dead,
-            "connections_opened": s.connections_opened,
-            "connections_closed": s.connections_closed,
-            "events_dropped": d.events_dropped,
-            "dials_ok": d.dials_ok,
-            "dials_failed": d.dials_failed,
-        }));
+        self.out.emit(&stats_json(&self.node, &self.out));
     }
+}
+
+/// Every counter of the core and the driver, handshake failures by reason, and the lines
+/// of output dropped. Counter names are the fields' names; the driver's two counters that
+/// share a name with the core's are prefixed `driver_`.
+pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
+    let s = node.stats();
+    let d = node.driver_stats();
+    let reasons: serde_json::Map<String, Value> = HandshakeError::LABELS
+        .iter()
+        .zip(s.handshake_failures.iter())
+        .map(|(l, n)| ((*l).to_owned(), json!(n)))
+        .collect();
+    json!({
+        "event": "stats",
+        "connections": node.connections().len(),
+        "sent": s.sent,
+        "received": s.received,
+        "dropped_overflow": s.dropped_overflow,
+        "dropped_on_close": s.dropped_on_close,
+        "dropped_no_connection": s.dropped_no_connection,
+        "dropped_subscription_overflow": s.dropped_subscription_overflow,
+        "dropped_on_stop": s.dropped_on_stop,
+        "unrouted": s.unrouted,
+        "empty_messages": s.empty_messages,
+        "acks_unmatched": s.acks_unmatched,
+        "presumed_dead_dropped": s.presumed_dead_dropped,
+        "oversized": s.oversized,
+        "malformed": s.malformed,
+        "handshakes_ok": s.handshakes_ok,
+        "handshakes_failed": s.handshake_failures_total(),
+        "handshake_failures": reasons,
+        "probed": s.probed,
+        "connections_opened": s.connections_opened,
+        "connections_closed": s.connections_closed,
+        "crossings": s.crossings,
+        "presumed_dead": s.presumed_dead,
+        "identity_switches": s.identity_switches,
+        "read_pauses": s.read_pauses,
+        "events_dropped": s.events_dropped,
+        "driver_presumed_dead_dropped": d.presumed_dead_dropped,
+        "identity_switch_dropped": d.identity_switch_dropped,
+        "write_failures": d.write_failures,
+        "dials_ok": d.dials_ok,
+        "dials_failed": d.dials_failed,
+        "driver_events_dropped": d.events_dropped,
+        "output_dropped": out.dropped(),
+    })
 }
 
 async fn serve(
     args: &NodeArgs,
+    set: Settings,
     identity: Identity,
     tls: Option<fabric_gossip_tonic::TlsConfig>,
+    out: Out,
 ) -> ExitCode {
+    // Before anything is printed: whoever saw "listening" may send SIGTERM at once.
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
+    let health = crate::ops::State::new(set.metrics);
+    let operations = match set.operations {
+        Some(addr) => {
+            match crate::ops::start(addr, health.clone(), set.operations_tls.clone()).await {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    eprintln!("error: --operations {addr}: cannot listen: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
     let (tap_tx, mut tap) = mpsc::channel(EVENT_TAP);
-    let mut builder = fabric_gossip_tonic::Node::builder(opts::config())
-        .listen(args.listen)
+    let mut builder = fabric_gossip_tonic::Node::builder(set.core)
+        .listen(set.listen)
         .events(tap_tx)
         .stop_timeout(STOP_TIMEOUT);
     let tls_on = tls.is_some();
     if let Some(t) = tls {
         builder = builder.tls(t);
     }
-    let node = match opts::start(builder, identity, &args.listen.to_string(), &args.tls).await {
+    let node = match opts::start(builder, identity, &set.listen.to_string(), &set.tls).await {
         Ok(n) => n,
         Err(ConfigError(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let out = Out;
     let mut listening = json!({
         "event": "listening",
         "addr": node.endpoint(),
@@ -529,9 +884,14 @@ async fn serve(
     if let Some(m) = &msp_id {
         listening["msp_id"] = json!(m);
     }
+    if let Some(a) = operations {
+        listening["operations"] = json!(a.to_string());
+    }
+    health.serving(node.clone(), out.clone());
     out.emit(&listening);
-    eprintln!(
-        "fabric-gossip node: listening on {} as {} ({}), TLS {}",
+    tracing::info!(
+        target: TARGET,
+        "listening on {} as {} ({}), TLS {}",
         node.endpoint(),
         form.show(node.pki_id()),
         msp_id
@@ -562,7 +922,7 @@ async fn serve(
     let mut st = State {
         node: node.clone(),
         form,
-        out,
+        out: out.clone(),
         acks_pending: Arc::new(Semaphore::new(MAX_ACKS_PENDING)),
         lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
         text_seq: 0,
@@ -579,41 +939,45 @@ async fn serve(
             content: Some(Content::Empty(Empty {})),
         };
         if let Err(e) = st.send_to(SignedMessage::noop(hello), RemotePeer::new(p.clone(), pki)) {
-            eprintln!("--peer {p}: {e}");
+            tracing::warn!(target: TARGET, "--peer {p}: {e}");
         }
     }
 
     let (line_tx, mut lines) = mpsc::channel::<Line>(LINE_QUEUE);
-    tokio::spawn(async move {
-        let mut stdin = BufReader::new(tokio::io::stdin());
-        loop {
-            match read_line(&mut stdin).await {
-                Ok(Some(l)) => {
-                    if line_tx.send(l).await.is_err() {
+    // A plain thread: a read from a terminal or pipe blocks for as long as nobody types, and
+    // the runtime's blocking pool would make the exit wait for it.
+    let reader = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                match read_line(&mut stdin) {
+                    Ok(Some(l)) => {
+                        if line_tx.blocking_send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(target: TARGET, "stdin: {e}");
                         break;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("stdin: {e}");
-                    break;
-                }
             }
-        }
-    });
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::pin!(ctrl_c);
+        });
+    if let Err(e) = reader {
+        eprintln!("error: cannot read stdin: {e}");
+        node.stop().await;
+        return ExitCode::FAILURE;
+    }
+    let mut stdin_open = true;
 
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
     loop {
         tokio::select! {
             biased;
             ev = tap.recv() => {
-                if let Some(v) = ev.as_ref().and_then(|e| event_json(e, form)) {
+                if let Some(v) = ev.as_ref().and_then(|e| event_json(e, form, tls_on)) {
                     out.emit(&v);
                 }
             }
@@ -622,51 +986,113 @@ async fn serve(
                 // The connection's events were queued before its first message could be
                 // delivered: print them first, so "connected" precedes "received".
                 while let Ok(ev) = tap.try_recv() {
-                    if let Some(v) = event_json(&ev, form) {
+                    if let Some(v) = event_json(&ev, form, tls_on) {
                         out.emit(&v);
                     }
                 }
-                out.emit(&received_json(&r, form));
+                // An Empty message carries nothing: it is how a peer (our --peer among
+                // them) opens a connection, since Fabric's comm has no bare "connect".
+                let opener = r.message().nonce == 0
+                    && matches!(r.message().content, Some(Content::Empty(_)));
+                if !opener {
+                    out.emit(&received_json(&r, form));
+                }
                 if args.auto_ack && r.message().nonce != 0 {
                     let Ok(permit) = acks.clone().acquire_owned().await else { break };
                     tokio::spawn(async move {
                         let _permit = permit;
                         if let Err(e) = r.ack(None).await {
-                            eprintln!("ack of nonce {}: {e}", r.message().nonce);
+                            tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
                         }
                     });
                 }
             }
-            line = lines.recv() => match line {
+            line = lines.recv(), if stdin_open => match line {
                 Some(Line::Text(l)) => {
                     if st.command(&l) == Next::Stop {
                         break;
                     }
                 }
                 Some(Line::Bad(e)) => out.command_error(e),
-                None => break,
+                None if args.exit_on_eof => break,
+                None => {
+                    // A daemon: keeps serving until told to stop.
+                    stdin_open = false;
+                    tracing::info!(
+                        target: TARGET,
+                        "end of stdin; running until SIGINT or SIGTERM (--exit-on-eof stops here)"
+                    );
+                }
             },
-            () = &mut ctrl_c => break,
+            name = signals.next() => {
+                tracing::info!(target: TARGET, "{name}, stopping");
+                break;
+            }
         }
     }
+    health.stopping();
     node.stop().await;
     while let Ok(ev) = tap.try_recv() {
-        if let Some(v) = event_json(&ev, form) {
+        if let Some(v) = event_json(&ev, form, tls_on) {
             out.emit(&v);
         }
     }
     let s = node.stats();
     let d = node.driver_stats();
     out.emit(&json!({"event": "stopped"}));
-    eprintln!(
-        "fabric-gossip node: stopped; sent {}, received {}, handshakes ok {} failed {}, \
-         presumed dead {}, events not printed {}",
+    tracing::info!(
+        target: TARGET,
+        "stopped; sent {}, received {}, handshakes ok {} failed {}, \
+         presumed dead {}, events not printed {}, output lines dropped {}",
         s.sent,
         s.received,
         s.handshakes_ok,
         s.handshake_failures_total(),
         s.presumed_dead,
         d.events_dropped,
+        out.dropped(),
     );
     ExitCode::SUCCESS
+}
+
+/// SIGINT and SIGTERM, the two ways a daemon is asked to stop (a terminal's Ctrl-C;
+/// systemd, `docker stop`, Kubernetes).
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            "Ctrl-C"
+        }
+    }
 }

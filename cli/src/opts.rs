@@ -50,7 +50,7 @@ pub(crate) struct IdentityArgs {
     pub(crate) msp_id: Option<String>,
     /// Also accept members of MSP MSPID: DIR is that organization's MSP folder (with
     /// cacerts/), a folder of root CA PEM files, or one PEM file. Repeatable.
-    #[arg(long, value_name = "MSPID=DIR", value_parser = parse_trust, requires = "msp_dir")]
+    #[arg(long, value_name = "MSPID=DIR", value_parser = parse_trust)]
     pub(crate) trust: Vec<(String, PathBuf)>,
 }
 
@@ -129,6 +129,13 @@ impl IdentityArgs {
             return Ok(Identity::Test);
         }
         let (Some(dir), Some(id)) = (&self.msp_dir, &self.msp_id) else {
+            if !self.trust.is_empty() {
+                return Err(ConfigError(
+                    "--trust needs an MSP identity (--msp-dir and --msp-id, or \
+                     peer.mspConfigPath and peer.localMspId in --config)"
+                        .into(),
+                ));
+            }
             if required {
                 return Err(ConfigError(
                     "no identity: pass --test-identity (Fabric's unit-test provider, TEST ONLY), \
@@ -178,9 +185,44 @@ pub(crate) struct TlsArgs {
     /// (Fabric's serverHostOverride), e.g. peer0.org1.example.com when dialling an IP.
     #[arg(long, value_name = "NAME", requires = "tls_cert")]
     pub(crate) tls_server_name: Option<String>,
+    /// A separate certificate (PEM) to present when dialling (Fabric's
+    /// peer.tls.clientCert.file); its SHA-256 is what the handshake binds on streams this
+    /// node opens. Default: --tls-cert.
+    #[arg(long, value_name = "PEM_FILE", requires_all = ["tls_client_key", "tls_cert"])]
+    pub(crate) tls_client_cert: Option<PathBuf>,
+    /// The private key of --tls-client-cert (Fabric's peer.tls.clientKey.file).
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_client_cert")]
+    pub(crate) tls_client_key: Option<PathBuf>,
+    /// CA certificates (PEM) that clients' certificates must chain to, when they are not
+    /// those of --tls-ca (Fabric's peer.tls.clientRootCAs.files). Repeatable.
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_cert")]
+    pub(crate) tls_client_ca: Vec<PathBuf>,
+    /// Whether the TLS handshake itself refuses clients without a certificate (always so
+    /// from flags; peer.tls.clientAuthRequired from a core.yaml).
+    #[arg(skip = true)]
+    pub(crate) require_client_certificate: bool,
+    /// The values came from a core.yaml: errors name its keys instead of the flags.
+    #[arg(skip)]
+    pub(crate) from_config: bool,
 }
 
 impl TlsArgs {
+    /// How a setting is named in errors: its flag, or its core.yaml key.
+    fn name(&self, flag: &'static str) -> &'static str {
+        if !self.from_config {
+            return flag;
+        }
+        match flag {
+            "--tls-cert" => "peer.tls.cert.file",
+            "--tls-key" => "peer.tls.key.file",
+            "--tls-ca" => "peer.tls.rootcert.file/clientRootCAs.files",
+            "--tls-client-cert" => "peer.tls.clientCert.file",
+            "--tls-client-key" => "peer.tls.clientKey.file",
+            "--tls-client-ca" => "peer.tls.clientRootCAs.files",
+            other => other,
+        }
+    }
+
     /// Whether TLS is on.
     pub(crate) fn enabled(&self) -> bool {
         self.tls_cert.is_some()
@@ -192,26 +234,32 @@ impl TlsArgs {
             return Ok(None);
         };
         if self.tls_ca.is_empty() {
-            return Err(ConfigError("--tls-cert needs at least one --tls-ca".into()));
+            return Err(ConfigError(format!(
+                "{} needs at least one {}",
+                self.name("--tls-cert"),
+                self.name("--tls-ca")
+            )));
         }
-        let cert_pem = read_certs("--tls-cert", cert)?;
-        let key_pem = read("--tls-key", key)?;
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            ConfigError(format!(
-                "--tls-key {}: no usable private key in PEM: {e}",
-                key.display()
-            ))
-        })?;
-        let mut ca_pem = Vec::new();
-        for ca in &self.tls_ca {
-            let pem = read_certs("--tls-ca", ca)?;
-            ca_pem.extend_from_slice(&pem);
-            ca_pem.push(b'\n');
-        }
+        let cert_pem = read_certs(self.name("--tls-cert"), cert)?;
+        let key_pem = read_key(self.name("--tls-key"), key)?;
+        let ca_pem = read_all_certs(self.name("--tls-ca"), &self.tls_ca)?;
         // Mutual TLS as the contract states it: a client without a certificate is turned
         // away in the TLS handshake, before any RPC (a Fabric peer with
-        // clientAuthRequired: false would let it Ping).
-        let mut tls = TlsConfig::new(cert_pem, key_pem, ca_pem).require_client_certificate(true);
+        // clientAuthRequired: false would let it Ping, and refuse its gossip stream).
+        let mut tls = TlsConfig::new(cert_pem, key_pem, ca_pem)
+            .require_client_certificate(self.require_client_certificate);
+        if let (Some(c), Some(k)) = (&self.tls_client_cert, &self.tls_client_key) {
+            tls = tls.with_client_identity(
+                read_certs(self.name("--tls-client-cert"), c)?,
+                read_key(self.name("--tls-client-key"), k)?,
+            );
+        }
+        if !self.tls_client_ca.is_empty() {
+            tls = tls.with_client_root_cas(read_all_certs(
+                self.name("--tls-client-ca"),
+                &self.tls_client_ca,
+            )?);
+        }
         if let Some(name) = &self.tls_server_name {
             tls = tls.with_server_name_override(name.clone());
         }
@@ -229,12 +277,37 @@ impl TlsArgs {
             .map(|p| p.display().to_string())
             .collect();
         format!(
-            "--tls-cert {} --tls-key {} --tls-ca {}",
+            "{} {} {} {} {} {}",
+            self.name("--tls-cert"),
             show(&self.tls_cert),
+            self.name("--tls-key"),
             show(&self.tls_key),
+            self.name("--tls-ca"),
             cas.join(",")
         )
     }
+}
+
+/// Reads a PEM file that must hold a private key.
+fn read_key(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let pem = read(flag, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        ConfigError(format!(
+            "{flag} {}: no usable private key in PEM: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(pem)
+}
+
+/// Reads and concatenates PEM files of certificates.
+fn read_all_certs(flag: &str, paths: &[PathBuf]) -> Result<Vec<u8>, ConfigError> {
+    let mut all = Vec::new();
+    for p in paths {
+        all.extend_from_slice(&read_certs(flag, p)?);
+        all.push(b'\n');
+    }
+    Ok(all)
 }
 
 fn read(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
@@ -312,9 +385,14 @@ pub(crate) async fn start(
         StartError::Tls(e) if e.contains("KeyMismatch") || e.contains("not be consistent") => {
             let show = |p: &Option<PathBuf>| p.as_deref().map(Path::display).map(|d| d.to_string());
             ConfigError(format!(
-                "--tls-key {}: the private key does not match the certificate in --tls-cert {}",
+                "{} {}: the private key does not match the certificate in {} {} \
+                 (or {} does not match {})",
+                tls.name("--tls-key"),
                 show(&tls.tls_key).unwrap_or_default(),
+                tls.name("--tls-cert"),
                 show(&tls.tls_cert).unwrap_or_default(),
+                tls.name("--tls-client-key"),
+                tls.name("--tls-client-cert"),
             ))
         }
         StartError::Tls(e) => ConfigError(format!("TLS ({}): {e}", tls.describe())),

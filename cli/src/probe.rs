@@ -8,6 +8,7 @@ use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
 use clap::Args;
 use fabric_gossip_core::{HandshakeError, PkiId, RemotePeer, SecurityError};
 use fabric_gossip_tonic::{Node, OpError};
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -25,6 +26,16 @@ pub(crate) struct PingArgs {
     /// Probes to send, one after the other; each dials anew.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     count: u32,
+    /// Bound on each probe (dial, TLS and Ping), e.g. 500ms, 2s. Default: Fabric's dial
+    /// and connection timeouts (3 s + 2 s) and a margin.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    timeout: Option<Duration>,
+    /// Pause between probes, e.g. 1s (default: none).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "0s")]
+    interval: Duration,
+    /// Print one JSON object with the result instead of text.
+    #[arg(long)]
+    json: bool,
     /// Local address of the probing node (it never needs to be reached).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0", value_parser = opts::parse_listen)]
     listen: SocketAddr,
@@ -44,6 +55,9 @@ pub(crate) struct HandshakeArgs {
     /// hex (64 digits) with an MSP identity.
     #[arg(long, value_name = "HEX|STRING")]
     expect_pki_id: Option<String>,
+    /// Print one JSON object with the result instead of text.
+    #[arg(long)]
+    json: bool,
     /// Local address of the node (under --test-identity it is also our identity).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0", value_parser = opts::parse_listen)]
     listen: SocketAddr,
@@ -51,6 +65,14 @@ pub(crate) struct HandshakeArgs {
     identity: IdentityArgs,
     #[command(flatten)]
     tls: TlsArgs,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s).map_err(|e| format!("{e} (e.g. 500ms, 2s)"))
+}
+
+fn ms_f(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Loads the options and starts a local node to operate from.
@@ -76,8 +98,9 @@ async fn local_node(
     identity: Identity,
     tls: Option<fabric_gossip_tonic::TlsConfig>,
     tls_args: &TlsArgs,
+    config: fabric_gossip_core::Config,
 ) -> Result<Node, ConfigError> {
-    let mut b = Node::builder(opts::config())
+    let mut b = Node::builder(config)
         .listen(listen)
         .stop_timeout(Duration::from_secs(1));
     if let Some(t) = tls {
@@ -110,17 +133,30 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };
+    let mut cfg = opts::config();
+    let bound = match a.timeout {
+        Some(t) => {
+            // The core gives up on each step at the bound too, so a probe that cannot
+            // finish in time fails with its reason rather than a bare "no answer".
+            cfg.dial_timeout = t;
+            cfg.conn_timeout = t;
+            t
+        }
+        None => cfg.dial_timeout + cfg.conn_timeout + MARGIN,
+    };
     rt.block_on(async {
-        let node = match local_node(a.listen, identity, tls, &a.tls).await {
+        let node = match local_node(a.listen, identity, tls, &a.tls, cfg).await {
             Ok(n) => n,
             Err(e) => return opts::config_failure(&e),
         };
-        let cfg = opts::config();
-        let bound = cfg.dial_timeout + cfg.conn_timeout + MARGIN;
         let peer = RemotePeer::new(a.addr.clone(), PkiId::default());
         let mut rtts = Vec::new();
         let mut failure = None;
+        let mut probes = Vec::new();
         for i in 1..=a.count {
+            if i > 1 && !a.interval.is_zero() {
+                tokio::time::sleep(a.interval).await;
+            }
             let t0 = Instant::now();
             let r = tokio::time::timeout(bound, node.probe(&peer)).await;
             let rtt = t0.elapsed();
@@ -136,24 +172,58 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
             };
             match r {
                 Ok(()) => {
-                    println!(
-                        "{prefix}: answered in {} ({})",
-                        ms(rtt),
-                        steps(&a.tls, false)
-                    );
+                    if !a.json {
+                        println!(
+                            "{prefix}: answered in {} ({})",
+                            ms(rtt),
+                            steps(&a.tls, false)
+                        );
+                    }
+                    probes.push(json!({"ok": true, "rtt_ms": ms_f(rtt)}));
                     rtts.push(rtt);
                 }
                 Err(e) => {
-                    let hint = dial_hint(&e);
-                    println!("{prefix}: FAILED after {}: {e}{hint}", ms(rtt));
+                    let hint = dial_hint(&e, a.tls.enabled());
+                    if !a.json {
+                        println!("{prefix}: FAILED after {}: {e}{hint}", ms(rtt));
+                    }
+                    probes.push(json!({"ok": false, "rtt_ms": ms_f(rtt), "error": e}));
                     failure = Some(e);
                 }
             }
         }
-        if a.count > 1 && !rtts.is_empty() {
+        let summary = (!rtts.is_empty()).then(|| {
             let min = rtts.iter().min().copied().unwrap_or_default();
             let max = rtts.iter().max().copied().unwrap_or_default();
             let avg = rtts.iter().sum::<Duration>() / rtts.len() as u32;
+            (min, avg, max)
+        });
+        if a.json {
+            let mut v = json!({
+                "command": "ping",
+                "addr": a.addr,
+                "tls": a.tls.enabled(),
+                "ok": failure.is_none(),
+                "count": a.count,
+                "answered": rtts.len(),
+                "probes": probes,
+            });
+            if let Some((min, avg, max)) = summary {
+                v["rtt_ms"] = json!({"min": ms_f(min), "avg": ms_f(avg), "max": ms_f(max)});
+            }
+            if let Some(e) = &failure {
+                v["error"] = json!(e);
+                let hint = dial_hint(e, a.tls.enabled())
+                    .trim()
+                    .trim_start_matches("hint: ");
+                if !hint.is_empty() {
+                    v["hint"] = json!(hint);
+                }
+            }
+            println!("{v}");
+        } else if a.count > 1
+            && let Some((min, avg, max)) = summary
+        {
             println!(
                 "{} of {} answered; round trip min {} avg {} max {}",
                 rtts.len(),
@@ -174,10 +244,30 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
     })
 }
 
-/// Advice for the failures people actually hit against real peers.
-fn dial_hint(error: &str) -> &'static str {
+/// Advice for the failures people actually hit against real peers; `tls`: whether we
+/// dialled with TLS.
+pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
     let e = error.to_ascii_lowercase();
-    if e.contains("notvalidforname") || e.contains("not valid for name") {
+    // A plaintext HTTP/2 client reads the server's TLS alert or handshake as a frame
+    // ("h2 frame with invalid size"), or the server hangs up on its preface.
+    let plaintext_meets_tls = !tls
+        && (e.contains("frame with invalid size")
+            || e.contains("frame_size_error")
+            || e.contains("broken pipe")
+            || e.contains("connection reset")
+            || e.contains("invalid http")
+            || e.contains("stream closed"));
+    let tls_meets_plaintext = tls
+        && (e.contains("corrupt")
+            || e.contains("invalidcontenttype")
+            || e.contains("wrong version")
+            || e.contains("invalid message"));
+    if plaintext_meets_tls {
+        "\n  hint: the peer seems to serve TLS; pass --tls-cert, --tls-key and --tls-ca \
+         (its organization's tlscacerts/ file)"
+    } else if tls_meets_plaintext {
+        "\n  hint: the peer seems to serve plaintext; leave out the --tls-* flags"
+    } else if e.contains("notvalidforname") || e.contains("not valid for name") {
         "\n  hint: the peer's TLS certificate is issued to another name; \
          pass --tls-server-name (e.g. peer0.org1.example.com)"
     } else if e.contains("unknownissuer") || e.contains("unknown issuer") {
@@ -196,14 +286,14 @@ fn dial_hint(error: &str) -> &'static str {
     }
 }
 
-fn handshake_hint(e: &HandshakeError) -> String {
+fn handshake_hint(e: &HandshakeError, tls: bool) -> String {
     match e {
         HandshakeError::InvalidIdentity(SecurityError::UnknownMsp(m))
         | HandshakeError::UnclassifiableIdentity(SecurityError::UnknownMsp(m)) => format!(
             "\n  hint: the peer is a member of an MSP this node does not trust; pass --trust {m}=DIR \
              with that organization's msp/ folder"
         ),
-        HandshakeError::Dial(d) => dial_hint(&d.to_string()).to_owned(),
+        HandshakeError::Dial(d) => dial_hint(&d.to_string(), tls).to_owned(),
         HandshakeError::StreamEnded(_) => "\n  hint: the peer refused our handshake; does it \
              trust our MSP (its channel configuration) and our TLS CA?"
             .to_owned(),
@@ -226,7 +316,7 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
         None => PkiId::default(),
     };
     rt.block_on(async {
-        let node = match local_node(a.listen, identity, tls, &a.tls).await {
+        let node = match local_node(a.listen, identity, tls, &a.tls, opts::config()).await {
             Ok(n) => n,
             Err(e) => return opts::config_failure(&e),
         };
@@ -238,6 +328,26 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
         node.stop().await;
         let failure = match r {
             Ok(Ok(info)) => {
+                if a.json {
+                    let mut v = json!({
+                        "command": "handshake",
+                        "addr": a.addr,
+                        "tls": a.tls.enabled(),
+                        "ok": true,
+                        "rtt_ms": ms_f(rtt),
+                        "pki_id": form.show(&info.id),
+                        "identity_bytes": info.identity.len(),
+                    });
+                    match opts::msp_of(&info.identity) {
+                        Some((msp, cert)) if form == PkiForm::Hex => {
+                            v["msp_id"] = json!(msp);
+                            v["certificate"] = json!(String::from_utf8_lossy(&cert));
+                        }
+                        _ => v["identity"] = json!(String::from_utf8_lossy(&info.identity)),
+                    }
+                    println!("{v}");
+                    return ExitCode::SUCCESS;
+                }
                 println!(
                     "handshake with {} ({}): authenticated in {} ({})",
                     a.addr,
@@ -274,16 +384,35 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
                     form.show(&expected)
                 )
             }
-            Ok(Err(OpError::Failed(e))) => format!("{e}{}", handshake_hint(&e)),
+            Ok(Err(OpError::Failed(e))) => format!("{e}{}", handshake_hint(&e, a.tls.enabled())),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no result within {}", ms(bound)),
         };
-        println!(
-            "handshake with {} ({}): FAILED after {}: {failure}",
-            a.addr,
-            mode(&a.tls),
-            ms(rtt)
-        );
+        if a.json {
+            let (error, hint) = match failure.split_once("\n  hint: ") {
+                Some((e, h)) => (e, Some(h)),
+                None => (failure.as_str(), None),
+            };
+            let mut v: Value = json!({
+                "command": "handshake",
+                "addr": a.addr,
+                "tls": a.tls.enabled(),
+                "ok": false,
+                "rtt_ms": ms_f(rtt),
+                "error": error,
+            });
+            if let Some(h) = hint {
+                v["hint"] = json!(h);
+            }
+            println!("{v}");
+        } else {
+            println!(
+                "handshake with {} ({}): FAILED after {}: {failure}",
+                a.addr,
+                mode(&a.tls),
+                ms(rtt)
+            );
+        }
         eprintln!("error: handshake with {} failed", a.addr);
         ExitCode::FAILURE
     })

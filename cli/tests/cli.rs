@@ -510,10 +510,9 @@ fn node_json_lines_and_commands() {
     ]);
     let c = b.wait("connected", is("connected"));
     assert_eq!(c["peer"], a_addr.as_str());
-    // --peer sends an Empty message.
-    let e = a.wait("empty", is("received"));
-    assert_eq!(e["content"], "empty");
-    assert_eq!(e["from"], b.addr.as_str());
+    // --peer opens the connection with an Empty message, which A does not print.
+    let e = a.wait("connected", is("connected"));
+    assert_eq!(e["peer"], b.addr.as_str());
 
     let send = format!(
         r#"{{"cmd":"send","to":"{a_addr}","pki_id":"{a_addr}","data":"hi","seq":3,"nonce":9}}"#
@@ -522,6 +521,13 @@ fn node_json_lines_and_commands() {
     let got = a.wait("data", |v| v["event"] == "received" && v["seq"] == 3);
     assert_eq!(got["data_hex"], hex_of("hi"));
     assert_eq!(got["nonce"], 9);
+    assert!(
+        a.seen
+            .iter()
+            .all(|v| v["event"] != "received" || v["content"] != "empty"),
+        "{:?}",
+        a.seen
+    );
 
     // Bad commands are reported on stdout, and the node keeps running.
     b.send_line("{not json");
@@ -846,4 +852,1087 @@ fn demo_json_is_one_object() {
         nodes.iter().all(|n| n["received"].as_u64() > Some(0)),
         "{v}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Operating a node (issues 10 and 13): output that never blocks, signals, daemon mode,
+// every counter, command order, open-file limit.
+
+/// A node whose stdout and stderr are collected on threads; stdin as the test wants it.
+struct Daemon {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    seen: Vec<Value>,
+}
+
+impl Daemon {
+    /// Starts `fabric-gossip node ARGS` (or, with `shell`, `sh -c SHELL "$@"`); `stdin_open`:
+    /// a pipe the test writes, else /dev/null (end of file at once); `read_stdout`: collect
+    /// stdout, else leave it unread.
+    fn start(args: &[&str], stdin_open: bool, read_stdout: bool, shell: Option<&str>) -> Daemon {
+        let mut cmd = match shell {
+            Some(script) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(script).arg("sh").arg(BIN).arg("node");
+                c
+            }
+            None => {
+                let mut c = Command::new(BIN);
+                c.arg("node");
+                c
+            }
+        };
+        let mut child = cmd
+            .args(args)
+            .stdin(if stdin_open {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = sync_channel(65536);
+        if read_stdout {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        } else {
+            // Kept open and never read, as by a consumer that went to sleep.
+            std::mem::forget(stdout);
+        }
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Daemon {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            stderr: Some(stderr),
+            seen: Vec::new(),
+        }
+    }
+
+    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + EVENT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} within {EVENT:?}; events: {:?}", self.seen));
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("non-JSON line on stdout: {line:?}: {e}"));
+            self.seen.push(v.clone());
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to node");
+        stdin.flush().expect("flush");
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Waits for the exit at most `limit`; the status code (None: killed by a signal).
+    fn exit_within(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node still running after {limit:?}"
+            );
+            // Polling the child's exit, bounded by the deadline.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// stderr, once the process has exited.
+    fn stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: &str, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+/// Issue 10: a reader that stops reading stdout used to freeze the node (the command loop
+/// blocked in `write`), so even `stop` went unanswered.
+#[test]
+fn node_output_never_blocks_commands() {
+    let mut n = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        false,
+        None,
+    );
+    let mut stdin = n.stdin.take().expect("stdin");
+    // Far more than a pipe and the output queue (8,192 lines) hold; written from a
+    // thread, since a frozen node would stop reading stdin too.
+    let writer = std::thread::spawn(move || {
+        for _ in 0..12_000 {
+            if writeln!(stdin, r#"{{"cmd":"stats"}}"#).is_err() {
+                return;
+            }
+        }
+        let _ = writeln!(stdin, r#"{{"cmd":"stop"}}"#);
+        let _ = stdin.flush();
+    });
+    assert_eq!(n.exit_within(Duration::from_secs(10)), Some(0));
+    let _ = writer.join();
+    let err = n.stderr();
+    let dropped = err
+        .split("output lines dropped ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no drop count in the summary:\n{err}"));
+    assert!(dropped > 0, "{err}");
+}
+
+/// Issue 10: SIGTERM (systemd, docker stop) stops like SIGINT: the "stopped" line and the
+/// summary, exit status 0.
+#[test]
+fn node_stops_cleanly_on_sigterm() {
+    for sig in ["-TERM", "-INT"] {
+        let mut n = Daemon::start(
+            &["--listen", "127.0.0.1:0", "--test-identity"],
+            true,
+            true,
+            None,
+        );
+        n.wait("listening", is("listening"));
+        signal(&n.pid(), sig);
+        assert_eq!(n.exit_within(EVENT), Some(0), "{sig}");
+        n.wait("stopped", is("stopped"));
+        let err = n.stderr();
+        assert!(err.contains("stopped; sent"), "{sig}: {err}");
+    }
+}
+
+/// Issue 10: stop completes within 1 s, also with a connected peer and a connection that
+/// never said anything (the server's graceful shutdown waited 2 s for it).
+#[test]
+fn node_stop_takes_under_a_second() {
+    let mut a = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        true,
+        None,
+    );
+    let a_addr = a.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let mut b = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--peer",
+            &a_addr,
+        ],
+        true,
+        true,
+        None,
+    );
+    b.wait("connected", is("connected"));
+    a.wait("connected", is("connected"));
+    let idle = std::net::TcpStream::connect(a_addr.as_str()).expect("connect");
+    let t0 = Instant::now();
+    a.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(a.exit_within(EVENT), Some(0));
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    a.wait("stopped", is("stopped"));
+    b.wait("disconnected", is("disconnected"));
+    drop(idle);
+}
+
+/// Issue 10: a node is a daemon: stdin at end of file (`&` in a script, systemd, a
+/// container) does not stop it; `--exit-on-eof` asks for that.
+#[test]
+fn node_runs_on_after_end_of_stdin_unless_asked() {
+    let mut n = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        false,
+        true,
+        None,
+    );
+    let addr = n.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    // Still serving after its stdin ended.
+    let r = run(&["ping", &addr], EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(n.child.try_wait().expect("try_wait").is_none());
+    signal(&n.pid(), "-TERM");
+    assert_eq!(n.exit_within(EVENT), Some(0));
+    n.wait("stopped", is("stopped"));
+
+    let mut n = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--exit-on-eof",
+        ],
+        false,
+        true,
+        None,
+    );
+    assert_eq!(n.exit_within(EVENT), Some(0));
+    n.wait("stopped", is("stopped"));
+}
+
+/// The field names of a counter struct, from its Debug output (`Name { a: 0, b: [0, 0] }`).
+fn debug_fields(debug: &str) -> Vec<String> {
+    let body = debug
+        .split_once('{')
+        .map(|(_, b)| b)
+        .unwrap_or_default()
+        .trim_end_matches('}');
+    let mut depth = 0;
+    let mut names = Vec::new();
+    let mut cur = String::new();
+    for c in body.chars() {
+        match c {
+            '[' | '{' | '(' => depth += 1,
+            ']' | '}' | ')' => depth -= 1,
+            ',' if depth == 0 => {
+                names.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    names.push(cur);
+    names
+        .iter()
+        .filter_map(|f| f.split_once(':').map(|(n, _)| n.trim().to_owned()))
+        .filter(|n| !n.is_empty() && n != "..")
+        .collect()
+}
+
+/// Issue 10: `stats` prints every counter the core and the driver keep (a new counter
+/// must be added to the output, or this fails), handshake failures by reason.
+#[test]
+fn stats_prints_every_counter() {
+    let core = debug_fields(&format!("{:?}", fabric_gossip_core::Stats::default()));
+    let driver = debug_fields(&format!(
+        "{:?}",
+        fabric_gossip_tonic::DriverStats::default()
+    ));
+    assert!(core.len() > 20 && driver.len() > 4, "{core:?} {driver:?}");
+    let mut n = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        true,
+        None,
+    );
+    n.send_line(r#"{"cmd":"stats"}"#);
+    let st = n.wait("stats", is("stats"));
+    for f in &core {
+        assert!(
+            st.get(f.as_str()).is_some(),
+            "core counter {f} missing: {st}"
+        );
+    }
+    for f in &driver {
+        let key = format!("driver_{f}");
+        assert!(
+            st.get(f.as_str()).is_some() || st.get(key.as_str()).is_some(),
+            "driver counter {f} missing: {st}"
+        );
+    }
+    let reasons = st["handshake_failures"]
+        .as_object()
+        .expect("handshake_failures by reason");
+    for label in fabric_gossip_core::HandshakeError::LABELS {
+        assert!(reasons.contains_key(label), "reason {label}: {st}");
+    }
+    assert!(st.get("output_dropped").is_some(), "{st}");
+}
+
+/// Issue 10: `send_with_ack` lines leave in the order typed (each used to be started by a
+/// task of its own, which the runtime ran in any order).
+#[test]
+fn send_with_ack_lines_leave_in_the_order_typed() {
+    let mut a = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity", "--auto-ack"],
+        true,
+        true,
+        None,
+    );
+    let a_addr = a.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let mut b = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--peer",
+            &a_addr,
+        ],
+        true,
+        true,
+        None,
+    );
+    b.wait("connected", is("connected"));
+    const N: u64 = 300;
+    let mut batch = String::new();
+    for seq in 1..=N {
+        batch.push_str(&format!(
+            r#"{{"cmd":"send_with_ack","to":"{a_addr}","data":"o","seq":{seq},"timeout_ms":10000}}"#
+        ));
+        batch.push('\n');
+    }
+    b.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(batch.as_bytes())
+        .expect("write");
+    b.stdin.as_mut().expect("stdin").flush().expect("flush");
+    let mut order = Vec::new();
+    while order.len() < N as usize {
+        let v = a.wait("received", |v| {
+            v["event"] == "received" && v["content"] == "data_msg"
+        });
+        order.push(v["seq"].as_u64().expect("seq"));
+        a.seen.clear();
+    }
+    let expected: Vec<u64> = (1..=N).collect();
+    assert_eq!(order, expected);
+}
+
+/// Issue 10: the node raises its soft open-file limit to the hard limit (1,024 is the usual
+/// soft default, too few for a peer under a connection flood).
+#[cfg(target_os = "linux")]
+#[test]
+fn node_raises_its_open_file_limit() {
+    let mut n = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        true,
+        Some(r#"ulimit -S -n 256 && exec "$@""#),
+    );
+    n.wait("listening", is("listening"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", n.pid())).expect("read limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums[0], nums[1], "soft limit not raised: {line}");
+    n.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(n.exit_within(EVENT), Some(0));
+}
+
+/// Logs go to stderr, filtered by a Fabric logging spec (`--log-spec` or
+/// `FABRIC_LOGGING_SPEC`); a bad spec is a usage error naming it.
+#[test]
+fn logs_are_filtered_by_a_fabric_logging_spec() {
+    let run_env = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("FABRIC_LOGGING_SPEC");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let node = [
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--exit-on-eof",
+    ];
+    // Default: info, so the listening line and the summary, no debug.
+    let (code, err) = run_env(&node, None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("INFO") && err.contains("listening on"),
+        "{err}"
+    );
+    assert!(!err.contains("DEBUG"), "{err}");
+    // The node's own logger at debug, everything else at error: a debug line of the CLI.
+    let (code, err) = run_env(&node, Some(("FABRIC_LOGGING_SPEC", "nodeCmd=debug:error")));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("DEBUG") && err.contains("open-file limit"),
+        "{err}"
+    );
+    // The flag wins over the variable; warning hides the info lines.
+    let mut quiet = node.to_vec();
+    quiet.extend(["--log-spec", "warning"]);
+    let (code, err) = run_env(&quiet, Some(("FABRIC_LOGGING_SPEC", "debug")));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+    let mut bad = node.to_vec();
+    bad.extend(["--log-spec", "gossip.comm=loud"]);
+    let (code, err) = run_env(&bad, None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--log-spec") && err.contains("loud"), "{err}");
+}
+
+/// GET `path` from `addr` over HTTP/1.1: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the operations service");
+    s.set_read_timeout(Some(EVENT)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, body.to_owned())
+}
+
+/// The value of the sample `name` (with its labels, if any) in a metrics exposition.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+/// Issue 13: the operations service over real HTTP: health, version, and metrics whose
+/// figures match the node's own `stats` after traffic.
+#[test]
+fn operations_service_metrics_match_stats() {
+    let mut a = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--auto-ack",
+            "--operations",
+            "127.0.0.1:0",
+        ],
+        true,
+        true,
+        None,
+    );
+    let l = a.wait("listening", is("listening"));
+    let a_addr = l["addr"].as_str().expect("addr").to_owned();
+    let ops = l["operations"]
+        .as_str()
+        .expect("operations address")
+        .to_owned();
+    let (code, body) = http_get(&ops, "/healthz");
+    assert_eq!((code, body.as_str()), (200, r#"{"status":"OK"}"#));
+    let (code, body) = http_get(&ops, "/version");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"Version\""), "{body}");
+    assert_eq!(http_get(&ops, "/nothing").0, 404);
+
+    let mut b = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--peer",
+            &a_addr,
+        ],
+        true,
+        true,
+        None,
+    );
+    b.wait("connected", is("connected"));
+    for seq in 1..=20 {
+        b.send_line(&format!(
+            r#"{{"cmd":"send","to":"{a_addr}","data":"m{seq}","seq":{seq}}}"#
+        ));
+    }
+    for seq in 21..=25 {
+        b.send_line(&format!(
+            r#"{{"cmd":"send_with_ack","to":"{a_addr}","data":"m{seq}","seq":{seq},"timeout_ms":10000}}"#
+        ));
+    }
+    for seq in 21..=25u64 {
+        let r = b.wait("ack_result", |v| {
+            v["event"] == "ack_result" && v["seq"] == seq
+        });
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    a.wait("the last message", |v| {
+        v["event"] == "received" && v["seq"] == 20
+    });
+    a.send_line(r#"{"cmd":"stats"}"#);
+    let st = a.wait("stats", is("stats"));
+    let (code, m) = http_get(&ops, "/metrics");
+    assert_eq!(code, 200, "{m}");
+    assert!(st["received"].as_u64().expect("received") >= 25, "{st}");
+    for (metric, key) in [
+        ("gossip_comm_messages_received_total", "received"),
+        ("gossip_comm_messages_sent_total", "sent"),
+        ("gossip_comm_overflow_count_total", "dropped_overflow"),
+        ("gossip_comm_connections_open", "connections"),
+        ("gossip_comm_handshakes_completed_total", "handshakes_ok"),
+        ("gossip_comm_read_pauses_total", "read_pauses"),
+        (
+            "gossip_comm_messages_dropped_total{cause=\"no_connection\"}",
+            "dropped_no_connection",
+        ),
+        (
+            "gossip_comm_handshake_failures_total{reason=\"pki_id_mismatch\"}",
+            "handshake_failures",
+        ),
+    ] {
+        let want = match &st[key] {
+            Value::Object(by) => by["pki_id_mismatch"].as_u64(),
+            v => v.as_u64(),
+        }
+        .unwrap_or_else(|| panic!("{key} in {st}"));
+        assert_eq!(sample(&m, metric), want, "{metric} vs stats {key}");
+    }
+    assert_eq!(sample(&m, "gossip_comm_connections_open"), 1);
+    assert!(
+        m.contains("# HELP gossip_comm_messages_sent Number of messages sent"),
+        "{m}"
+    );
+    a.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(a.exit_within(EVENT), Some(0));
+}
+
+/// Issue 13: a node run from a Fabric peer's core.yaml (the keygen layout, the file beside
+/// the peer's msp/ and tls/ as in a Fabric peer's FABRIC_CFG_PATH), with CORE_ variables
+/// overriding it and flags overriding both.
+#[test]
+fn node_runs_from_a_fabric_core_yaml() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let orgs = dir.path().join("peerOrganizations");
+    let a_dir = orgs.join("a.example.com/peers/peer0.a.example.com");
+    let b_tlsca = orgs.join("b.example.com/msp/tlscacerts/tlsca.b.example.com-cert.pem");
+    let core = a_dir.join("core.yaml");
+    // Fabric's layout and key names; relative paths are relative to this file; TLS is
+    // off here and turned on by CORE_PEER_TLS_ENABLED.
+    let yaml = std::fs::read_to_string("tests/fixtures/core.yaml")
+        .expect("fixture")
+        .replace("listenAddress: 0.0.0.0:7051", "listenAddress: 127.0.0.1:0")
+        .replace(
+            "listenAddress: 127.0.0.1:9443",
+            "listenAddress: 127.0.0.1:0",
+        )
+        .replace("provider: disabled", "provider: prometheus")
+        .replace("localMspId: SampleOrg", "localMspId: OrgAMSP")
+        .replace(
+            "              - tls/ca.crt",
+            &format!("              - {}", b_tlsca.display()),
+        );
+    std::fs::write(&core, yaml).expect("write core.yaml");
+    let core_s = core.to_str().expect("utf-8").to_owned();
+    let b_msp = format!("OrgBMSP={}", orgs.join("b.example.com/msp").display());
+    let start = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["node", "--config", &core_s, "--trust", &b_msp])
+            .args(extra)
+            .env_remove("FABRIC_LOGGING_SPEC")
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let out = start(
+        &[("CORE_PEER_GOSSIP_DIALTIMEOUT", "3 s")],
+        &["--exit-on-eof"],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("peer.gossip.dialTimeout (from CORE_PEER_GOSSIP_DIALTIMEOUT)"),
+        "{err}"
+    );
+    // A listen address the flag overrides.
+    let mut child = start(
+        &[
+            ("CORE_PEER_TLS_ENABLED", "true"),
+            ("CORE_PEER_LISTENADDRESS", "not an address"),
+        ],
+        &["--listen", "127.0.0.1:0", "--auto-ack"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first: Value =
+        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
+    let _guard = KillOnDrop(child);
+    assert_eq!(first["event"], "listening", "{first}");
+    assert_eq!(first["msp_id"], "OrgAMSP", "{first}");
+    assert_eq!(first["tls"], true, "{first}");
+    let addr = first["addr"].as_str().expect("addr").to_owned();
+    let ops = first["operations"].as_str().expect("operations").to_owned();
+    assert_eq!(http_get(&ops, "/healthz").0, 200);
+    assert_eq!(http_get(&ops, "/metrics").0, 200);
+    // A peer of the other organization, from flags, authenticates it over mutual TLS.
+    let b_flags = msp_flags(
+        dir.path(),
+        "peer0",
+        "OrgBMSP",
+        "b.example.com",
+        "OrgAMSP",
+        "a.example.com",
+    );
+    let mut hs = vec!["handshake", addr.as_str()];
+    hs.extend(strs(&b_flags));
+    let r = run(&hs, EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 13 (Fabric issue 3138): server certificates from one CA, client certificates from
+/// another. Each node dials with its client certificate, and the handshake binds the
+/// certificate presented in each role; a node that does not trust the client CA refuses.
+#[test]
+fn separate_tls_client_certificates_from_another_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let orgs = dir.path().join("peerOrganizations");
+    let tls = |org: &str, peer: &str, f: &str| {
+        orgs.join(format!("{org}/peers/{peer}.{org}/tls/{f}"))
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    };
+    let ca = |org: &str| {
+        orgs.join(format!("{org}/msp/tlscacerts/tlsca.{org}-cert.pem"))
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    };
+    // Server certificates: a.example.com's TLS CA; client certificates: b.example.com's.
+    let flags = |n: &str| -> Vec<String> {
+        vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--test-identity".into(),
+            "--tls-cert".into(),
+            tls("a.example.com", n, "server.crt"),
+            "--tls-key".into(),
+            tls("a.example.com", n, "server.key"),
+            "--tls-ca".into(),
+            ca("a.example.com"),
+            "--tls-client-cert".into(),
+            tls("b.example.com", "peer0", "server.crt"),
+            "--tls-client-key".into(),
+            tls("b.example.com", "peer0", "server.key"),
+            "--tls-client-ca".into(),
+            ca("b.example.com"),
+        ]
+    };
+    let a_flags = flags("peer0");
+    let mut a = Daemon::start(&strs(&a_flags), true, true, None);
+    let a_addr = a.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let mut b_flags = flags("peer1");
+    b_flags.extend(["--peer".into(), a_addr.clone()]);
+    let mut b = Daemon::start(&strs(&b_flags), true, true, None);
+    let c = b.wait("connected", is("connected"));
+    assert_eq!(c["peer"], a_addr.as_str());
+    a.wait("connected", is("connected"));
+    b.send_line("over two CAs");
+    let got = a.wait("received", |v| {
+        v["event"] == "received" && v["content"] == "data_msg"
+    });
+    assert_eq!(got["text"], "over two CAs");
+
+    // Without the client CA, clients are checked against the server CA: refused.
+    let mut strict = flags("peer1");
+    let i = strict
+        .iter()
+        .position(|f| f == "--tls-client-ca")
+        .expect("flag");
+    strict.drain(i..i + 2);
+    let mut c = Daemon::start(&strs(&strict), true, true, None);
+    let c_addr = c.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    a.send_line(&format!(
+        r#"{{"cmd":"send","to":"{c_addr}","data":"x","seq":1}}"#
+    ));
+    let pd = a.wait("presumed_dead", is("presumed_dead"));
+    assert_eq!(pd["peer"], c_addr.as_str(), "{pd}");
+    assert!(c.seen.iter().all(|v| v["event"] != "connected"));
+}
+
+/// Issue 13: `send` without "seq" (the node numbers it), with "channel" and "tag" (a Fabric
+/// peer refuses a channel's DataMessage not tagged CHAN_AND_ORG).
+#[test]
+fn send_commands_take_channel_and_tag_and_number_themselves() {
+    let mut a = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity", "--auto-ack"],
+        true,
+        true,
+        None,
+    );
+    let a_addr = a.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let mut b = Daemon::start(
+        &["--listen", "127.0.0.1:0", "--test-identity"],
+        true,
+        true,
+        None,
+    );
+    b.send_line(&format!(
+        r#"{{"cmd":"send","to":"{a_addr}","data":"first","channel":"mychannel"}}"#
+    ));
+    b.send_line(&format!(
+        r#"{{"cmd":"send","to":"{a_addr}","data":"second","channel":"mychannel","tag":"chan_only"}}"#
+    ));
+    b.send_line(&format!(
+        r#"{{"cmd":"send_with_ack","to":"{a_addr}","data":"third","timeout_ms":10000}}"#
+    ));
+    b.send_line(&format!(
+        r#"{{"cmd":"send","to":"{a_addr}","data":"x","tag":"LOUD"}}"#
+    ));
+    let first = a.wait("first", |v| v["text"] == "first");
+    assert_eq!(first["channel"], "mychannel", "{first}");
+    assert_eq!(first["tag"], "CHAN_AND_ORG", "{first}");
+    assert_eq!(first["seq"], 1, "{first}");
+    let second = a.wait("second", |v| v["text"] == "second");
+    assert_eq!(second["tag"], "CHAN_ONLY", "{second}");
+    assert_eq!(second["seq"], 2, "{second}");
+    let third = a.wait("third", |v| v["text"] == "third");
+    assert!(
+        third.get("channel").is_none() && third.get("tag").is_none(),
+        "{third}"
+    );
+    let ack = b.wait("ack_result", is("ack_result"));
+    assert_eq!(
+        (ack["ok"].clone(), ack["seq"].clone()),
+        (Value::Bool(true), 3.into())
+    );
+    let err = b.wait("command_error", is("command_error"));
+    assert!(
+        err["error"].as_str().unwrap_or("").contains("LOUD"),
+        "{err}"
+    );
+}
+
+/// Issue 13: `ping` and `handshake` with `--json` (one object), `ping --timeout` and
+/// `--interval`, and a hint when a plaintext client meets a TLS server.
+#[test]
+fn ping_and_handshake_json_timeout_and_tls_hint() {
+    let n = NodeProc::start(&["--listen", "127.0.0.1:0", "--test-identity"]);
+    let addr = n.addr.clone();
+    let t0 = Instant::now();
+    let r = run(
+        &[
+            "ping",
+            &addr,
+            "--count",
+            "3",
+            "--interval",
+            "100ms",
+            "--json",
+        ],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "--interval ignored"
+    );
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["answered"], 3, "{v}");
+    assert!(v["rtt_ms"]["max"].as_f64().expect("max") > 0.0, "{v}");
+    let r = run(&["handshake", &addr, "--test-identity", "--json"], EVENT);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(
+        (v["ok"].clone(), v["pki_id"].clone()),
+        (Value::Bool(true), Value::from(addr.as_str()))
+    );
+    let r = run(
+        &[
+            "handshake",
+            &addr,
+            "--test-identity",
+            "--json",
+            "--expect-pki-id",
+            "x:1",
+        ],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["error"].as_str().expect("error").contains("x:1"), "{v}");
+    n.stop();
+
+    // A peer that accepts TCP and never answers: the probe gives up at --timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+    let t0 = Instant::now();
+    let r = run(
+        &["ping", &silent_addr, "--timeout", "300ms", "--json"],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
+    drop(silent);
+
+    // Plaintext against a TLS node.
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let peer = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
+    let f = |n: &str| peer.join(n).to_str().expect("utf-8").to_owned();
+    let (cert, key, ca) = (f("server.crt"), f("server.key"), f("ca.crt"));
+    let mut t = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-ca",
+        &ca,
+    ]);
+    let r = run(&["ping", &t.addr.clone()], EVENT);
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stdout.contains("seems to serve TLS"), "{}", r.all());
+    t.send_line(r#"{"cmd":"stats"}"#);
+    t.wait("stats", is("stats"));
+    t.stop();
+}
+
+/// Issue 13: shell completions.
+#[test]
+fn completions_for_the_usual_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let r = run(&["completions", shell], EVENT);
+        assert_eq!(r.code, Some(0), "{}", r.all());
+        assert!(r.stdout.contains("fabric-gossip"), "{shell}");
+        assert!(
+            r.stdout.contains("log-spec") && r.stdout.contains("exit-on-eof"),
+            "{shell}"
+        );
+    }
+}
+
+/// Fabric's `/logspec` on the operations service: read the spec, change it at run time.
+#[test]
+fn logspec_changes_the_log_filter_at_run_time() {
+    let mut n = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--operations",
+            "127.0.0.1:0",
+            "--log-spec",
+            "info",
+        ],
+        true,
+        true,
+        None,
+    );
+    let ops = n.wait("listening", is("listening"))["operations"]
+        .as_str()
+        .expect("operations")
+        .to_owned();
+    assert_eq!(
+        http_get(&ops, "/logspec"),
+        (200, r#"{"spec":"info"}"#.to_owned())
+    );
+    n.send_line(r#"{"cmd":"stats","n":1}"#);
+    n.wait("stats 1", is("stats"));
+    let put = |body: &str| {
+        let mut s = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+        s.set_read_timeout(Some(EVENT)).expect("timeout");
+        write!(
+            s,
+            "PUT /logspec HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("request");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("response");
+        raw
+    };
+    let r = put(r#"{"spec":"gossip=loud"}"#);
+    assert!(r.starts_with("HTTP/1.1 400") && r.contains("loud"), "{r}");
+    let r = put(r#"{"spec":"nodeCmd=debug:info"}"#);
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    assert_eq!(
+        http_get(&ops, "/logspec"),
+        (200, r#"{"spec":"nodeCmd=debug:info"}"#.to_owned())
+    );
+    n.seen.clear();
+    n.send_line(r#"{"cmd":"stats","n":2}"#);
+    n.wait("stats 2", is("stats"));
+    n.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(n.exit_within(EVENT), Some(0));
+    let err = n.stderr();
+    assert!(err.contains(r#"command: {"cmd":"stats","n":2}"#), "{err}");
+    assert!(!err.contains(r#""n":1"#), "{err}");
+}
+
+/// The operations service over TLS (Fabric's `operations.tls.*`): a TLS client gets its
+/// answers; a plaintext request gets none.
+#[test]
+fn operations_service_over_tls() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let tls = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
+    let f = |n: &str| tls.join(n).to_str().expect("utf-8").to_owned();
+    let mut n = Daemon::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--operations",
+            "127.0.0.1:0",
+            "--operations-tls-cert",
+            &f("server.crt"),
+            "--operations-tls-key",
+            &f("server.key"),
+        ],
+        true,
+        true,
+        None,
+    );
+    let ops = n.wait("listening", is("listening"))["operations"]
+        .as_str()
+        .expect("operations")
+        .to_owned();
+    // Plaintext HTTP to a TLS port: no HTTP answer.
+    let mut plain = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+    plain.set_read_timeout(Some(EVENT)).expect("timeout");
+    write!(
+        plain,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(!String::from_utf8_lossy(&raw).contains("200 OK"));
+    // Over TLS, verified against the TLS CA.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(f("ca.crt")).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("conn");
+    let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+    tcp.set_read_timeout(Some(EVENT)).expect("timeout");
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.ends_with(r#"{"status":"OK"}"#), "{raw}");
+    n.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(n.exit_within(EVENT), Some(0));
 }

@@ -31,6 +31,7 @@ pub struct TlsConfig {
     server_key_pem: Vec<u8>,
     client: Option<(Vec<u8>, Vec<u8>)>,
     ca_pem: Vec<u8>,
+    client_ca_pem: Option<Vec<u8>>,
     server_name_override: Option<String>,
     require_client_certificate: bool,
 }
@@ -40,6 +41,7 @@ impl fmt::Debug for TlsConfig {
         // Keys stay out of logs.
         f.debug_struct("TlsConfig")
             .field("client_certificate", &self.client.is_some())
+            .field("separate_client_cas", &self.client_ca_pem.is_some())
             .field("server_name_override", &self.server_name_override)
             .field(
                 "require_client_certificate",
@@ -64,6 +66,7 @@ impl TlsConfig {
             server_cert_pem: cert,
             server_key_pem: key,
             ca_pem: ca_pem.into(),
+            client_ca_pem: None,
             server_name_override: None,
             require_client_certificate: false,
         }
@@ -77,6 +80,16 @@ impl TlsConfig {
         key_pem: impl Into<Vec<u8>>,
     ) -> Self {
         self.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// CA certificates (PEM) that clients' certificates must chain to, when they differ from
+    /// those of servers (Fabric's `peer.tls.clientRootCAs.files` beside
+    /// `peer.tls.rootcert.file`): for organizations whose TLS client certificates come from
+    /// another CA than their server certificates. Without this call the CAs given to
+    /// [`TlsConfig::new`] verify both.
+    pub fn with_client_root_cas(mut self, ca_pem: impl Into<Vec<u8>>) -> Self {
+        self.client_ca_pem = Some(ca_pem.into());
         self
     }
 
@@ -120,6 +133,9 @@ impl TlsConfig {
                 .add(ca)
                 .map_err(|e| format!("unusable CA certificate: {e}"))?;
         }
+        if let Some(pem) = &self.client_ca_pem {
+            certs(pem, "client CA certificate")?;
+        }
         let builder =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
@@ -145,7 +161,9 @@ impl TlsConfig {
                 &self.server_cert_pem,
                 &self.server_key_pem,
             ))
-            .client_ca_root(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .client_ca_root(tonic::transport::Certificate::from_pem(
+                self.client_ca_pem.as_deref().unwrap_or(&self.ca_pem),
+            ))
             .client_auth_optional(!self.require_client_certificate);
         let server_name_override = match &self.server_name_override {
             Some(n) => Some(

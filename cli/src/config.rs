@@ -1,0 +1,577 @@
+//! A Fabric peer's `core.yaml`, read the way the peer reads it: the keys this node uses,
+//! each overridable by its `CORE_…` environment variable (`peer.gossip.bootstrap` ←
+//! `CORE_PEER_GOSSIP_BOOTSTRAP`), key names matched without regard to case (viper's rule),
+//! relative paths taken relative to the directory of the file (Fabric's `TranslatePath`),
+//! every other key ignored. A value of the wrong kind is an error naming its key (and the
+//! variable, when it came from one). Command-line flags override all of it; that merge is
+//! done by `node`.
+
+use crate::opts::ConfigError;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// `peer.gossip.*`. Only the timeouts and buffer sizes act today; the rest is kept for
+/// the membership layer (bootstrap peers, alive messages, reconnection).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct GossipConfig {
+    /// `endpoint`: the address peers of this organization reach this node at.
+    pub(crate) endpoint: Option<String>,
+    /// `externalEndpoint`: the address other organizations reach it at.
+    pub(crate) external_endpoint: Option<String>,
+    /// `bootstrap`: peers to learn membership from at start.
+    pub(crate) bootstrap: Vec<String>,
+    /// `dialTimeout`: bound on opening a connection.
+    pub(crate) dial_timeout: Option<Duration>,
+    /// `connTimeout`: bound on the Ping and each handshake step.
+    pub(crate) conn_timeout: Option<Duration>,
+    /// `recvBuffSize`: received messages buffered per subscription.
+    pub(crate) recv_buff_size: Option<usize>,
+    /// `sendBuffSize`: messages buffered per connection.
+    pub(crate) send_buff_size: Option<usize>,
+    /// `aliveTimeInterval`: period of alive messages (membership).
+    pub(crate) alive_time_interval: Option<Duration>,
+    /// `aliveExpirationTimeout`: silence after which a peer is presumed dead (membership).
+    pub(crate) alive_expiration_timeout: Option<Duration>,
+    /// `reconnectInterval`: period of reconnection attempts to dead peers (membership).
+    pub(crate) reconnect_interval: Option<Duration>,
+}
+
+/// `peer.tls.*`, paths resolved.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct TlsFileConfig {
+    pub(crate) enabled: bool,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) rootcert: Option<PathBuf>,
+    pub(crate) client_auth_required: bool,
+    pub(crate) client_root_cas: Vec<PathBuf>,
+    pub(crate) client_cert: Option<PathBuf>,
+    pub(crate) client_key: Option<PathBuf>,
+}
+
+/// `operations.tls.*`, paths resolved.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct OperationsTlsConfig {
+    pub(crate) enabled: bool,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) client_auth_required: bool,
+    pub(crate) client_root_cas: Vec<PathBuf>,
+}
+
+/// `metrics.provider`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetricsProvider {
+    /// No `/metrics` (Fabric's default).
+    #[default]
+    Disabled,
+    /// `/metrics` on the operations service.
+    Prometheus,
+}
+
+/// What this node takes from a `core.yaml` and the environment.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct PeerConfig {
+    /// The file read.
+    pub(crate) path: PathBuf,
+    /// `peer.listenAddress`.
+    pub(crate) listen_address: Option<String>,
+    pub(crate) gossip: GossipConfig,
+    pub(crate) tls: TlsFileConfig,
+    /// `peer.mspConfigPath`, resolved.
+    pub(crate) msp_config_path: Option<PathBuf>,
+    /// `peer.localMspId`.
+    pub(crate) local_msp_id: Option<String>,
+    /// `operations.listenAddress`.
+    pub(crate) operations_listen_address: Option<String>,
+    /// `operations.tls.*`.
+    pub(crate) operations_tls: OperationsTlsConfig,
+    /// `metrics.provider`.
+    pub(crate) metrics_provider: MetricsProvider,
+}
+
+/// Where a value came from, for error messages.
+enum Raw<'a> {
+    File(&'a Yaml),
+    Env(String, String),
+}
+
+struct Source<'a> {
+    root: &'a Yaml,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    dir: PathBuf,
+}
+
+/// `peer.gossip.dialTimeout` → `CORE_PEER_GOSSIP_DIALTIMEOUT`.
+pub(crate) fn env_name(key: &str) -> String {
+    format!("CORE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+fn lookup<'a>(root: &'a Yaml, key: &str) -> Option<&'a Yaml> {
+    let mut node = root;
+    for seg in key.split('.') {
+        let Yaml::Hash(h) = node else { return None };
+        node = h
+            .iter()
+            .find(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(seg)))
+            .map(|(_, v)| v)?;
+    }
+    Some(node)
+}
+
+fn what(key: &str, raw: &Raw<'_>) -> String {
+    match raw {
+        Raw::File(_) => key.to_owned(),
+        Raw::Env(name, _) => format!("{key} (from {name})"),
+    }
+}
+
+impl Source<'_> {
+    /// The raw value of `key`: its variable when set, else the file's, else `None`; a
+    /// null or empty value counts as absent.
+    fn raw(&self, key: &str) -> Option<Raw<'_>> {
+        let name = env_name(key);
+        if let Some(v) = (self.env)(&name) {
+            return Some(Raw::Env(name, v));
+        }
+        match lookup(self.root, key)? {
+            Yaml::Null | Yaml::BadValue => None,
+            Yaml::String(s) if s.trim().is_empty() => None,
+            y => Some(Raw::File(y)),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(None);
+        };
+        let s = match &raw {
+            Raw::Env(_, v) => v.trim().to_owned(),
+            Raw::File(Yaml::String(s)) => s.trim().to_owned(),
+            Raw::File(Yaml::Integer(i)) => i.to_string(),
+            Raw::File(Yaml::Real(r)) => r.clone(),
+            Raw::File(_) => {
+                return Err(ConfigError(format!(
+                    "{}: expected a string",
+                    what(key, &raw)
+                )));
+            }
+        };
+        Ok((!s.is_empty()).then_some(s))
+    }
+
+    fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.string(key)?.map(|p| self.resolve(&p)))
+    }
+
+    /// Fabric's `TranslatePath`: relative to the configuration file's directory.
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    fn list(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(Vec::new());
+        };
+        // A string holds items separated by spaces, as viper reads `CORE_…` lists.
+        let split = |s: &str| -> Vec<String> {
+            s.split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        match &raw {
+            Raw::Env(_, v) => Ok(split(v)),
+            Raw::File(Yaml::String(s)) => Ok(split(s)),
+            Raw::File(Yaml::Array(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Yaml::String(s) => Ok(s.trim().to_owned()),
+                    Yaml::Integer(n) => Ok(n.to_string()),
+                    _ => Err(ConfigError(format!(
+                        "{}: expected a list of strings",
+                        what(key, &raw)
+                    ))),
+                })
+                .filter(|r| r.as_ref().map_or(true, |s| !s.is_empty()))
+                .collect(),
+            Raw::File(_) => Err(ConfigError(format!(
+                "{}: expected a list of strings",
+                what(key, &raw)
+            ))),
+        }
+    }
+
+    fn paths(&self, key: &str) -> Result<Vec<PathBuf>, ConfigError> {
+        Ok(self.list(key)?.iter().map(|p| self.resolve(p)).collect())
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(None);
+        };
+        let text = match &raw {
+            Raw::File(Yaml::Boolean(b)) => return Ok(Some(*b)),
+            Raw::File(Yaml::String(s)) | Raw::Env(_, s) => s.trim().to_ascii_lowercase(),
+            Raw::File(_) => String::new(),
+        };
+        match text.as_str() {
+            "true" | "1" | "t" => Ok(Some(true)),
+            "false" | "0" | "f" => Ok(Some(false)),
+            _ => Err(ConfigError(format!(
+                "{}: expected true or false",
+                what(key, &raw)
+            ))),
+        }
+    }
+
+    fn size(&self, key: &str) -> Result<Option<usize>, ConfigError> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(None);
+        };
+        let n = match &raw {
+            Raw::File(Yaml::Integer(i)) => usize::try_from(*i).ok(),
+            Raw::File(Yaml::String(s)) | Raw::Env(_, s) => s.trim().parse().ok(),
+            Raw::File(_) => None,
+        };
+        match n {
+            Some(n) if n > 0 => Ok(Some(n)),
+            _ => Err(ConfigError(format!(
+                "{}: expected a positive whole number",
+                what(key, &raw)
+            ))),
+        }
+    }
+
+    fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(None);
+        };
+        let text = match &raw {
+            Raw::File(Yaml::String(s)) | Raw::Env(_, s) => s.trim().to_owned(),
+            Raw::File(Yaml::Integer(i)) => i.to_string(),
+            Raw::File(_) => String::new(),
+        };
+        parse_duration(&text).map(Some).map_err(|e| {
+            ConfigError(format!(
+                "{}: {text:?} is not a duration ({e}; e.g. 3s, 500ms, 1m30s)",
+                what(key, &raw)
+            ))
+        })
+    }
+}
+
+/// Go's `time.ParseDuration` format, as Fabric writes durations: one or more decimal
+/// numbers each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `1m30s`, `2.5s`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.is_empty() {
+        return Err("empty".into());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!("expected a number at {rest:?}"));
+        }
+        let n: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("bad number {:?}", &rest[..num_len]))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err("a unit is missing".into()),
+            u => return Err(format!("unknown unit {u:?}")),
+        };
+        rest = &rest[unit_len..];
+        total += n * scale;
+    }
+    Duration::try_from_secs_f64(total).map_err(|e| e.to_string())
+}
+
+/// Reads `path` with the process environment.
+pub(crate) fn load(path: &Path) -> Result<PeerConfig, ConfigError> {
+    load_with(path, &|name| std::env::var(name).ok())
+}
+
+/// Reads `path`, taking `CORE_…` variables from `env`.
+pub(crate) fn load_with(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PeerConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+    let docs = YamlLoader::load_from_str(&text)
+        .map_err(|e| ConfigError(format!("--config {}: not YAML: {e}", path.display())))?;
+    let root = docs.into_iter().next().unwrap_or(Yaml::Null);
+    if !matches!(root, Yaml::Hash(_) | Yaml::Null) {
+        return Err(ConfigError(format!(
+            "--config {}: expected a mapping of keys (peer:, operations:, ...)",
+            path.display()
+        )));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let src = Source {
+        root: &root,
+        env,
+        dir,
+    };
+    let metrics_provider = match src
+        .string("metrics.provider")?
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("disabled") => MetricsProvider::Disabled,
+        Some("prometheus") => MetricsProvider::Prometheus,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "metrics.provider: {other:?} is not supported here (prometheus or disabled)"
+            )));
+        }
+    };
+    Ok(PeerConfig {
+        path: path.to_owned(),
+        listen_address: src.string("peer.listenAddress")?,
+        gossip: GossipConfig {
+            endpoint: src.string("peer.gossip.endpoint")?,
+            external_endpoint: src.string("peer.gossip.externalEndpoint")?,
+            bootstrap: src.list("peer.gossip.bootstrap")?,
+            dial_timeout: src.duration("peer.gossip.dialTimeout")?,
+            conn_timeout: src.duration("peer.gossip.connTimeout")?,
+            recv_buff_size: src.size("peer.gossip.recvBuffSize")?,
+            send_buff_size: src.size("peer.gossip.sendBuffSize")?,
+            alive_time_interval: src.duration("peer.gossip.aliveTimeInterval")?,
+            alive_expiration_timeout: src.duration("peer.gossip.aliveExpirationTimeout")?,
+            reconnect_interval: src.duration("peer.gossip.reconnectInterval")?,
+        },
+        tls: TlsFileConfig {
+            enabled: src.bool("peer.tls.enabled")?.unwrap_or(false),
+            cert: src.path("peer.tls.cert.file")?,
+            key: src.path("peer.tls.key.file")?,
+            rootcert: src.path("peer.tls.rootcert.file")?,
+            client_auth_required: src.bool("peer.tls.clientAuthRequired")?.unwrap_or(false),
+            client_root_cas: src.paths("peer.tls.clientRootCAs.files")?,
+            client_cert: src.path("peer.tls.clientCert.file")?,
+            client_key: src.path("peer.tls.clientKey.file")?,
+        },
+        msp_config_path: src.path("peer.mspConfigPath")?,
+        local_msp_id: src.string("peer.localMspId")?,
+        operations_listen_address: src.string("operations.listenAddress")?,
+        operations_tls: OperationsTlsConfig {
+            enabled: src.bool("operations.tls.enabled")?.unwrap_or(false),
+            cert: src.path("operations.tls.cert.file")?,
+            key: src.path("operations.tls.key.file")?,
+            client_auth_required: src
+                .bool("operations.tls.clientAuthRequired")?
+                .unwrap_or(false),
+            client_root_cas: src.paths("operations.tls.clientRootCAs.files")?,
+        },
+        metrics_provider,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A file in the layout of Fabric's sampleconfig/core.yaml (own text), with keys this
+    /// node ignores around the ones it reads.
+    const CORE_YAML: &str = include_str!("../tests/fixtures/core.yaml");
+
+    fn with(env: &[(&str, &str)]) -> Result<PeerConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        std::fs::write(&path, CORE_YAML).expect("write");
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let r = load_with(&path, &|n| env.get(n).cloned());
+        // Paths are reported relative to the temporary directory, for comparison.
+        r.map(|mut c| {
+            let strip = |p: &mut PathBuf| {
+                if let Ok(s) = p.strip_prefix(dir.path()) {
+                    *p = Path::new("$DIR").join(s);
+                }
+            };
+            for p in [
+                &mut c.tls.cert,
+                &mut c.tls.key,
+                &mut c.tls.rootcert,
+                &mut c.tls.client_cert,
+                &mut c.tls.client_key,
+                &mut c.msp_config_path,
+                &mut c.operations_tls.cert,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                strip(p);
+            }
+            c.tls.client_root_cas.iter_mut().for_each(strip);
+            c.path = PathBuf::new();
+            c
+        })
+    }
+
+    #[test]
+    fn reads_the_keys_of_a_sample_core_yaml() {
+        let c = with(&[]).expect("loads");
+        assert_eq!(c.listen_address.as_deref(), Some("0.0.0.0:7051"));
+        assert_eq!(c.gossip.endpoint, None);
+        assert_eq!(c.gossip.bootstrap, vec!["127.0.0.1:7051".to_owned()]);
+        assert_eq!(c.gossip.dial_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.gossip.conn_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.gossip.recv_buff_size, Some(20));
+        assert_eq!(c.gossip.send_buff_size, Some(200));
+        assert_eq!(c.gossip.alive_time_interval, Some(Duration::from_secs(5)));
+        assert_eq!(
+            c.gossip.alive_expiration_timeout,
+            Some(Duration::from_secs(25))
+        );
+        assert_eq!(c.gossip.reconnect_interval, Some(Duration::from_secs(25)));
+        assert!(!c.tls.enabled);
+        assert!(!c.tls.client_auth_required);
+        // Relative paths are relative to the file's directory, as Fabric resolves them.
+        assert_eq!(c.tls.cert, Some(PathBuf::from("$DIR/tls/server.crt")));
+        assert_eq!(c.tls.rootcert, Some(PathBuf::from("$DIR/tls/ca.crt")));
+        assert_eq!(c.tls.client_cert, None);
+        assert_eq!(
+            c.tls.client_root_cas,
+            vec![PathBuf::from("$DIR/tls/ca.crt")]
+        );
+        assert_eq!(c.msp_config_path, Some(PathBuf::from("$DIR/msp")));
+        assert_eq!(c.local_msp_id.as_deref(), Some("SampleOrg"));
+        assert_eq!(
+            c.operations_listen_address.as_deref(),
+            Some("127.0.0.1:9443")
+        );
+        assert_eq!(c.metrics_provider, MetricsProvider::Disabled);
+        assert!(!c.operations_tls.enabled);
+    }
+
+    #[test]
+    fn core_variables_override_the_file() {
+        let c = with(&[
+            ("CORE_PEER_GOSSIP_BOOTSTRAP", "p1:7051 p2:8051"),
+            ("CORE_PEER_TLS_ENABLED", "true"),
+            ("CORE_PEER_TLS_CLIENTCERT_FILE", "/abs/client.crt"),
+            ("CORE_PEER_TLS_CLIENTKEY_FILE", "rel/client.key"),
+            ("CORE_PEER_GOSSIP_DIALTIMEOUT", "1500ms"),
+            ("CORE_PEER_LOCALMSPID", "Org1MSP"),
+            ("CORE_METRICS_PROVIDER", "prometheus"),
+            ("CORE_OPERATIONS_LISTENADDRESS", "0.0.0.0:9444"),
+            ("CORE_OPERATIONS_TLS_ENABLED", "true"),
+            ("CORE_OPERATIONS_TLS_CERT_FILE", "ops/tls.crt"),
+            (
+                "CORE_PEER_GOSSIP_EXTERNALENDPOINT",
+                "peer0.org1.example.com:7051",
+            ),
+        ])
+        .expect("loads");
+        assert_eq!(c.gossip.bootstrap, vec!["p1:7051", "p2:8051"]);
+        assert!(c.tls.enabled);
+        assert_eq!(c.tls.client_cert, Some(PathBuf::from("/abs/client.crt")));
+        assert_eq!(c.tls.client_key, Some(PathBuf::from("$DIR/rel/client.key")));
+        assert_eq!(c.gossip.dial_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(c.local_msp_id.as_deref(), Some("Org1MSP"));
+        assert_eq!(c.metrics_provider, MetricsProvider::Prometheus);
+        assert_eq!(c.operations_listen_address.as_deref(), Some("0.0.0.0:9444"));
+        assert!(c.operations_tls.enabled);
+        assert_eq!(
+            c.operations_tls.cert,
+            Some(PathBuf::from("$DIR/ops/tls.crt"))
+        );
+        assert_eq!(
+            c.gossip.external_endpoint.as_deref(),
+            Some("peer0.org1.example.com:7051")
+        );
+    }
+
+    #[test]
+    fn wrong_values_are_named_with_their_key() {
+        let e = with(&[("CORE_PEER_GOSSIP_CONNTIMEOUT", "2 seconds")]).unwrap_err();
+        assert!(
+            e.0.contains("peer.gossip.connTimeout (from CORE_PEER_GOSSIP_CONNTIMEOUT)"),
+            "{e}"
+        );
+        let e = with(&[("CORE_PEER_TLS_ENABLED", "yes please")]).unwrap_err();
+        assert!(e.0.contains("peer.tls.enabled"), "{e}");
+        let e = with(&[("CORE_PEER_GOSSIP_SENDBUFFSIZE", "-3")]).unwrap_err();
+        assert!(e.0.contains("peer.gossip.sendBuffSize"), "{e}");
+        let e = with(&[("CORE_METRICS_PROVIDER", "statsd")]).unwrap_err();
+        assert!(
+            e.0.contains("metrics.provider") && e.0.contains("statsd"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keys_match_without_case_and_unknown_keys_are_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        std::fs::write(
+            &path,
+            "peer:\n  LISTENADDRESS: 127.0.0.1:1\n  whatever: [1, 2]\n  gossip:\n    dialtimeout: 7s\nvm: {}\n",
+        )
+        .expect("write");
+        let c = load_with(&path, &|_| None).expect("loads");
+        assert_eq!(c.listen_address.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(c.gossip.dial_timeout, Some(Duration::from_secs(7)));
+        std::fs::write(&path, "peer: [unclosed\n").expect("write");
+        assert!(
+            load_with(&path, &|_| None)
+                .unwrap_err()
+                .0
+                .contains("not YAML")
+        );
+        std::fs::write(&path, "peer:\n  gossip:\n    dialTimeout: [3]\n").expect("write");
+        assert!(
+            load_with(&path, &|_| None)
+                .unwrap_err()
+                .0
+                .contains("peer.gossip.dialTimeout")
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        for (s, d) in [
+            ("3s", Duration::from_secs(3)),
+            ("500ms", Duration::from_millis(500)),
+            ("1m30s", Duration::from_secs(90)),
+            ("2.5s", Duration::from_millis(2500)),
+            ("1h", Duration::from_secs(3600)),
+            ("0", Duration::ZERO),
+            ("10us", Duration::from_micros(10)),
+        ] {
+            assert_eq!(parse_duration(s), Ok(d), "{s}");
+        }
+        for bad in ["", "3", "s", "3x", "-1s", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Logs on stderr, filtered the way a Fabric peer's are: a `FABRIC_LOGGING_SPEC`
+//! (`gossip.comm=debug:info`) given with `--log-spec` or in that variable, or a `RUST_LOG`
+//! directive list for those who think in crates.
+//!
+//! A Fabric spec is `[LOGGERS=]LEVEL` terms joined by `:`, LOGGERS a comma-separated list;
+//! the term without `=` is the default level. Fabric's logger names are hierarchical
+//! (`gossip` covers `gossip.comm`); each is mapped to the tracing targets of the crates that
+//! do that logger's work here (see [`LOGGERS`]). A name that looks like a crate
+//! (`fabric_gossip_core`) is taken as a target as it is (module paths need `RUST_LOG`, since
+//! `:` separates terms); other Fabric loggers (`ledger`, `chaincode`) have nothing here and
+//! are accepted and ignored, as Fabric accepts any name.
+
+use std::sync::{Mutex, OnceLock, PoisonError};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+/// The tracing target of the CLI's own events (the binary's crate is `fabric_gossip`, a
+/// prefix of every library's target, so the CLI names itself explicitly).
+pub(crate) const TARGET: &str = "fabric_gossip_cli";
+
+/// Fabric's logger names and the targets that do their work here.
+pub(crate) const LOGGERS: &[(&str, &[&str])] = &[
+    (
+        "gossip.comm",
+        &["fabric_gossip_core", "fabric_gossip_tonic"],
+    ),
+    ("gossip.discovery", &["fabric_gossip_discovery"]),
+    ("gossip.sim", &["fabric_gossip_sim"]),
+    ("msp", &["fabric_gossip_msp"]),
+    ("grpc", &["tonic", "h2", "hyper", "rustls"]),
+    ("nodeCmd", &[TARGET]),
+    ("peer", &[TARGET]),
+    ("operations", &[TARGET]),
+];
+
+/// A spec that could not be read, with the part at fault.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SpecError(pub(crate) String);
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Fabric level name as a tracing level. Fabric's `panic`, `dpanic` and `fatal` are
+/// errors that also stop the process there; here they select errors.
+fn level(s: &str) -> Result<&'static str, SpecError> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "dpanic" | "panic" | "fatal" => "error",
+        // Not Fabric's, but tracing has them and people type them.
+        "trace" => "trace",
+        "off" => "off",
+        other => {
+            return Err(SpecError(format!(
+                "unknown level {other:?} (debug, info, warning, error, panic, fatal)"
+            )));
+        }
+    })
+}
+
+/// The targets a Fabric logger name covers: every mapped logger equal to it or below it
+/// (`gossip` covers `gossip.comm` and `gossip.discovery`), or the name itself when it is a
+/// Rust target.
+fn targets(logger: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for (name, ts) in LOGGERS {
+        let covered = *name == logger
+            || name
+                .strip_prefix(logger)
+                .is_some_and(|rest| rest.starts_with('.'));
+        // A more specific Fabric name than ours (`gossip.comm.conn`) still means our logger.
+        let inside = logger
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('.'));
+        if covered || inside {
+            for t in *ts {
+                if !out.contains(t) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    if out.is_empty() && logger.contains('_') {
+        out.push(logger);
+    }
+    out
+}
+
+/// Translates a Fabric logging spec into `tracing` filter directives (`info,
+/// fabric_gossip_core=debug, ...`).
+pub(crate) fn directives(spec: &str) -> Result<String, SpecError> {
+    let mut default = None;
+    let mut out = Vec::new();
+    for term in spec.split(':') {
+        let term = term.trim();
+        if term.is_empty() {
+            continue;
+        }
+        match term.split_once('=') {
+            None => {
+                if default.is_some() {
+                    return Err(SpecError(format!(
+                        "{term:?}: more than one default level (terms without LOGGER=)"
+                    )));
+                }
+                default = Some(level(term)?);
+            }
+            Some((loggers, lvl)) => {
+                let lvl = level(lvl)?;
+                for logger in loggers.split(',') {
+                    let logger = logger.trim();
+                    if logger.is_empty() {
+                        return Err(SpecError(format!("{term:?}: empty logger name")));
+                    }
+                    if logger.contains(|c: char| c.is_whitespace() || c == '[' || c == '"') {
+                        return Err(SpecError(format!("{term:?}: bad logger name {logger:?}")));
+                    }
+                    for t in targets(logger) {
+                        out.push(format!("{t}={lvl}"));
+                    }
+                }
+            }
+        }
+    }
+    let mut all = vec![default.unwrap_or("info").to_owned()];
+    all.extend(out);
+    Ok(all.join(","))
+}
+
+/// A filter and the spec it was made from.
+pub(crate) struct Filter {
+    pub(crate) filter: EnvFilter,
+    /// Where it came from, for the first log line.
+    pub(crate) source: String,
+    /// The spec as given (a Fabric spec, or RUST_LOG's directives), for `/logspec`.
+    pub(crate) spec: String,
+}
+
+/// The installed filter, replaceable at run time (the operations service's `/logspec`,
+/// as on a Fabric peer).
+static ACTIVE: OnceLock<(reload::Handle<EnvFilter, Registry>, Mutex<String>)> = OnceLock::new();
+
+/// The spec in force.
+pub(crate) fn current_spec() -> Option<String> {
+    ACTIVE
+        .get()
+        .map(|(_, s)| s.lock().unwrap_or_else(PoisonError::into_inner).clone())
+}
+
+/// Replaces the filter with a Fabric spec's.
+pub(crate) fn set_spec(spec: &str) -> Result<(), SpecError> {
+    let (handle, current) = ACTIVE
+        .get()
+        .ok_or_else(|| SpecError("no logger is installed".into()))?;
+    let d = directives(spec)?;
+    let filter = EnvFilter::builder()
+        .parse(&d)
+        .map_err(|e| SpecError(e.to_string()))?;
+    handle
+        .reload(filter)
+        .map_err(|e| SpecError(e.to_string()))?;
+    *current.lock().unwrap_or_else(PoisonError::into_inner) = spec.to_owned();
+    tracing::info!(target: TARGET, "log spec changed to {spec:?}");
+    Ok(())
+}
+
+/// The filter to use: `--log-spec`, else `FABRIC_LOGGING_SPEC`, else `RUST_LOG`, else
+/// `default` (a Fabric level).
+pub(crate) fn filter(flag: Option<&str>, default: &str) -> Result<Filter, SpecError> {
+    let fabric = |spec: &str, what: &str| -> Result<Filter, SpecError> {
+        let d = directives(spec).map_err(|e| SpecError(format!("{what} {spec:?}: {e}")))?;
+        let filter = EnvFilter::builder()
+            .parse(&d)
+            .map_err(|e| SpecError(format!("{what} {spec:?}: {e}")))?;
+        Ok(Filter {
+            filter,
+            source: format!("{what} {spec:?}"),
+            spec: spec.trim().to_owned(),
+        })
+    };
+    if let Some(spec) = flag {
+        return fabric(spec, "--log-spec");
+    }
+    if let Ok(spec) = std::env::var("FABRIC_LOGGING_SPEC")
+        && !spec.trim().is_empty()
+    {
+        return fabric(&spec, "FABRIC_LOGGING_SPEC");
+    }
+    if let Ok(rust) = std::env::var("RUST_LOG")
+        && !rust.trim().is_empty()
+    {
+        let filter = EnvFilter::builder()
+            .parse(&rust)
+            .map_err(|e| SpecError(format!("RUST_LOG {rust:?}: {e}")))?;
+        return Ok(Filter {
+            filter,
+            source: format!("RUST_LOG {rust:?}"),
+            spec: rust.trim().to_owned(),
+        });
+    }
+    fabric(default, "the default level")
+}
+
+/// Installs the stderr logger. Colours only on a terminal, so that files and journald get
+/// plain text.
+pub(crate) fn init(f: Filter) {
+    use std::io::IsTerminal;
+    let (filter, handle) = reload::Layer::new(f.filter);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .try_init();
+    if installed.is_ok() {
+        let _ = ACTIVE.set((handle, Mutex::new(f.spec)));
+    }
+    tracing::debug!(target: TARGET, "log filter from {}", f.source);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fabric_specs_become_target_directives() {
+        assert_eq!(directives("info").unwrap(), "info");
+        assert_eq!(directives("").unwrap(), "info");
+        assert_eq!(
+            directives("gossip.comm=debug:info").unwrap(),
+            "info,fabric_gossip_core=debug,fabric_gossip_tonic=debug"
+        );
+        // A parent name covers its children; order of terms does not matter.
+        assert_eq!(
+            directives("warning:gossip=debug").unwrap(),
+            "warn,fabric_gossip_core=debug,fabric_gossip_tonic=debug,\
+             fabric_gossip_discovery=debug,fabric_gossip_sim=debug"
+        );
+        assert_eq!(
+            directives("gossip.discovery,msp=error:debug").unwrap(),
+            "debug,fabric_gossip_discovery=error,fabric_gossip_msp=error"
+        );
+        // A deeper Fabric name than ours means our logger.
+        assert_eq!(
+            directives("gossip.comm.conn=WARN").unwrap(),
+            "info,fabric_gossip_core=warn,fabric_gossip_tonic=warn"
+        );
+        assert_eq!(
+            directives("nodeCmd=debug").unwrap(),
+            "info,fabric_gossip_cli=debug"
+        );
+        // Rust targets are taken as they are; loggers with nothing here are ignored.
+        assert_eq!(
+            directives("fabric_gossip_msp=debug:ledger=debug:fatal").unwrap(),
+            "error,fabric_gossip_msp=debug"
+        );
+    }
+
+    #[test]
+    fn bad_specs_name_the_part_at_fault() {
+        assert!(directives("verbose").unwrap_err().0.contains("\"verbose\""));
+        assert!(
+            directives("gossip=loud")
+                .unwrap_err()
+                .0
+                .contains("unknown level \"loud\"")
+        );
+        assert!(
+            directives("info:debug")
+                .unwrap_err()
+                .0
+                .contains("more than one default")
+        );
+        assert!(directives("=debug").unwrap_err().0.contains("empty logger"));
+        assert!(filter(Some("gossip=nope"), "info").is_err());
+    }
+
+    #[test]
+    fn every_mapped_directive_is_a_valid_filter() {
+        for (name, _) in LOGGERS {
+            let d = directives(&format!("{name}=debug:info")).unwrap();
+            EnvFilter::builder().parse(&d).unwrap();
+        }
+    }
+}

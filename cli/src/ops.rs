@@ -1,0 +1,517 @@
+//! The operations service, as a Fabric peer has it (`operations.listenAddress`): HTTP
+//! `/metrics` (Prometheus), `/healthz` and `/version`, on an address of its own so that it
+//! can be firewalled apart from the gossip port.
+//!
+//! Metrics are read from the node's counters at each scrape (no second set of counters to
+//! keep in step), and encoded by `prometheus-client`. Family names are Fabric's where the
+//! peer has one (`gossip_comm_messages_sent`...); as OpenMetrics requires, counter samples
+//! carry the `_total` suffix (`gossip_comm_messages_sent_total`).
+
+use crate::logging::TARGET;
+use crate::out::Out;
+use bytes::Bytes;
+use fabric_gossip_core::HandshakeError;
+use fabric_gossip_tonic::Node;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+
+/// Requests served at once; more connections wait to be accepted. A scraper and a health
+/// checker need a handful.
+const MAX_CONNECTIONS: usize = 32;
+/// A connection is closed after this long, whatever it is doing, so that idle or slow
+/// clients cannot hold the slots.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+
+/// Where the node is in its life, for `/healthz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Phase {
+    /// The operations service is up, the gossip server not yet.
+    Starting = 0,
+    /// Serving gossip.
+    Serving = 1,
+    /// Stop was asked for.
+    Stopping = 2,
+}
+
+/// What the handlers read: the phase, and the node once it runs.
+pub(crate) struct State {
+    phase: AtomicU8,
+    node: OnceLock<(Node, Out)>,
+    /// Whether `/metrics` is served (`metrics.provider: prometheus`).
+    metrics: bool,
+}
+
+impl State {
+    pub(crate) fn new(metrics: bool) -> Arc<State> {
+        Arc::new(State {
+            phase: AtomicU8::new(Phase::Starting as u8),
+            node: OnceLock::new(),
+            metrics,
+        })
+    }
+
+    /// The node is serving.
+    pub(crate) fn serving(&self, node: Node, out: Out) {
+        let _ = self.node.set((node, out));
+        self.phase.store(Phase::Serving as u8, Ordering::SeqCst);
+    }
+
+    /// The node is stopping: health checks fail from now on.
+    pub(crate) fn stopping(&self) {
+        self.phase.store(Phase::Stopping as u8, Ordering::SeqCst);
+    }
+
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Starting,
+            1 => Phase::Serving,
+            _ => Phase::Stopping,
+        }
+    }
+}
+
+/// TLS for the operations service (Fabric's `operations.tls.*`), PEM.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OpsTls {
+    pub(crate) cert_pem: Vec<u8>,
+    pub(crate) key_pem: Vec<u8>,
+    /// CAs that clients' certificates must chain to; empty: no client certificate asked
+    /// for (`clientAuthRequired: false`).
+    pub(crate) client_ca_pem: Vec<u8>,
+}
+
+impl OpsTls {
+    /// The rustls server configuration, or what is wrong with the material.
+    pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| format!("key: {e}"))?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = if self.client_ca_pem.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(&self.client_ca_pem) {
+                roots
+                    .add(ca.map_err(|e| format!("client CA: {e}"))?)
+                    .map_err(|e| format!("client CA: {e}"))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| format!("client CA: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| e.to_string())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Binds `addr` and serves in a background task (over TLS with `tls`); the address actually
+/// bound.
+pub(crate) async fn start(
+    addr: SocketAddr,
+    state: Arc<State>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tokio::spawn(accept_loop(listener, state, tls.map(TlsAcceptor::from)));
+    tracing::info!(
+        target: TARGET,
+        "operations service on {scheme}://{bound} (/metrics, /healthz, /version, /logspec)"
+    );
+    Ok(bound)
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>, tls: Option<TlsAcceptor>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: wait instead of spinning.
+                tracing::warn!(target: TARGET, "operations service: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            // The TLS handshake counts against the connection's lifetime too.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, async move {
+                match tls {
+                    None => serve_io(tcp, state).await,
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => serve_io(stream, state).await,
+                        Err(e) => {
+                            tracing::debug!(target: TARGET, "operations service: TLS: {e}");
+                        }
+                    },
+                }
+            })
+            .await;
+        });
+    }
+}
+
+async fn serve_io<I>(io: I, state: Arc<State>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(req, &state).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await;
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    reply(status, "application/json", v.to_string())
+}
+
+/// Largest `/logspec` request body read.
+const MAX_BODY: usize = 4096;
+
+/// Routes one request.
+async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/logspec" {
+        return logspec(req).await;
+    }
+    respond(req.method(), req.uri().path(), state)
+}
+
+/// Fabric's `/logspec`: GET `{"spec":SPEC}`; PUT `{"spec":SPEC}` changes the log filter
+/// of the running node (204), 400 with the reason for a bad spec.
+async fn logspec(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let bad = |e: String| json_reply(StatusCode::BAD_REQUEST, &json!({"Error": e}));
+    match *req.method() {
+        Method::GET => json_reply(
+            StatusCode::OK,
+            &json!({"spec": crate::logging::current_spec().unwrap_or_default()}),
+        ),
+        Method::PUT => {
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return bad(format!("cannot read the request: {e}")),
+            };
+            let spec = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("spec")?.as_str().map(str::to_owned));
+            let Some(spec) = spec else {
+                return bad(r#"expected {"spec":"LOGGER=LEVEL:..."}"#.into());
+            };
+            match crate::logging::set_spec(&spec) {
+                Ok(()) => {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = StatusCode::NO_CONTENT;
+                    r
+                }
+                Err(e) => bad(e.to_string()),
+            }
+        }
+        ref m => json_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"Error": format!("invalid request method: {m}")}),
+        ),
+    }
+}
+
+fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> {
+    if method != Method::GET {
+        return json_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"Error": format!("invalid request method: {method}")}),
+        );
+    }
+    match path {
+        "/healthz" => match state.phase() {
+            Phase::Serving => json_reply(StatusCode::OK, &json!({"status": "OK"})),
+            phase => {
+                let reason = if phase == Phase::Starting {
+                    "the gossip server is starting"
+                } else {
+                    "the gossip server is stopping"
+                };
+                json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({
+                        "status": "Service Unavailable",
+                        "failed_checks": [{"component": "gossip", "reason": reason}],
+                    }),
+                )
+            }
+        },
+        "/version" => json_reply(
+            StatusCode::OK,
+            &json!({"Version": env!("CARGO_PKG_VERSION")}),
+        ),
+        "/metrics" if state.metrics => {
+            let mut text = String::new();
+            let registry = registry(state.node.get());
+            match encode(&mut text, &registry) {
+                Ok(()) => reply(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                ),
+                Err(_) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "metrics could not be encoded\n".into(),
+                ),
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "404 page not found\n".into(),
+        ),
+    }
+}
+
+fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(v);
+    r.register(name, help, c);
+}
+
+fn family(r: &mut Registry, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+    let f = Family::<Vec<(String, String)>, Counter>::default();
+    for (l, v) in values {
+        f.get_or_create(&vec![(label.to_owned(), (*l).to_owned())])
+            .inc_by(*v);
+    }
+    r.register(name, help, f);
+}
+
+/// The metrics of `node` now (none before it runs).
+pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
+    let mut r = Registry::default();
+    let Some((node, out)) = node else {
+        return r;
+    };
+    let s = node.stats();
+    let d = node.driver_stats();
+    // Fabric's names (gossip/metrics/metrics.go).
+    counter(
+        &mut r,
+        "gossip_comm_messages_sent",
+        "Number of messages sent",
+        s.sent,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_messages_received",
+        "Number of messages received",
+        s.received,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_overflow_count",
+        "Number of outgoing queue buffer overflows",
+        s.dropped_overflow,
+    );
+    // This implementation's own.
+    let open = Gauge::<i64>::default();
+    open.set(i64::try_from(node.connections().len()).unwrap_or(i64::MAX));
+    r.register(
+        "gossip_comm_connections_open",
+        "Connections registered now (one per remote PKI-ID)",
+        open,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_connections_opened",
+        "Connections registered after a successful handshake",
+        s.connections_opened,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_connections_closed",
+        "Connections closed, for any reason",
+        s.connections_closed,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_handshakes_completed",
+        "Handshakes that authenticated the remote peer",
+        s.handshakes_ok,
+    );
+    let reasons: Vec<(&str, u64)> = HandshakeError::LABELS
+        .iter()
+        .copied()
+        .zip(s.handshake_failures.iter().copied())
+        .collect();
+    family(
+        &mut r,
+        "gossip_comm_handshake_failures",
+        "Handshakes refused or failed, by reason",
+        "reason",
+        &reasons,
+    );
+    family(
+        &mut r,
+        "gossip_comm_messages_dropped",
+        "Messages dropped, by cause (overflow is also gossip_comm_overflow_count)",
+        "cause",
+        &[
+            ("overflow", s.dropped_overflow),
+            ("connection_closed", s.dropped_on_close),
+            ("no_connection", s.dropped_no_connection),
+            ("subscription_overflow", s.dropped_subscription_overflow),
+            ("stopped", s.dropped_on_stop),
+            ("unrouted", s.unrouted),
+            ("empty", s.empty_messages),
+        ],
+    );
+    family(
+        &mut r,
+        "gossip_comm_envelopes_refused",
+        "Received envelopes refused before use, by reason; each closed its connection",
+        "reason",
+        &[("oversized", s.oversized), ("malformed", s.malformed)],
+    );
+    counter(
+        &mut r,
+        "gossip_comm_read_pauses",
+        "Times reading a stream was paused because a subscriber was full (back-pressure)",
+        s.read_pauses,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_presumed_dead",
+        "PresumedDead notifications: sends that could not reach a peer",
+        s.presumed_dead,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_identity_switches",
+        "Peers that reconnected with a new identity of the same organization",
+        s.identity_switches,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_probes_answered",
+        "Inbound probes (Ping and probing handshakes) answered",
+        s.probed,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_crossing_dials",
+        "Crossing dials resolved to one connection",
+        s.crossings,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_acks_unmatched",
+        "Acks that matched no pending SendWithAck",
+        s.acks_unmatched,
+    );
+    family(
+        &mut r,
+        "gossip_comm_notifications_dropped",
+        "Notifications and events dropped because nobody drained them, by kind",
+        "kind",
+        &[
+            ("presumed_dead", s.presumed_dead_dropped),
+            ("presumed_dead_stream", d.presumed_dead_dropped),
+            ("identity_switch_stream", d.identity_switch_dropped),
+            ("core_event", s.events_dropped),
+            ("event_tap", d.events_dropped),
+        ],
+    );
+    family(
+        &mut r,
+        "gossip_comm_dials",
+        "Outbound TCP (and TLS) connections, by result",
+        "result",
+        &[("ok", d.dials_ok), ("failed", d.dials_failed)],
+    );
+    counter(
+        &mut r,
+        "gossip_comm_write_failures",
+        "Writes that found their stream broken",
+        d.write_failures,
+    );
+    counter(
+        &mut r,
+        "fabric_gossip_cli_output_lines_dropped",
+        "JSON lines of `node` not printed because stdout was not read",
+        out.dropped(),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_follows_the_phase_and_metrics_follow_the_provider() {
+        let st = State::new(false);
+        let r = respond(&Method::GET, "/healthz", &st);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        st.phase.store(Phase::Serving as u8, Ordering::SeqCst);
+        assert_eq!(
+            respond(&Method::GET, "/healthz", &st).status(),
+            StatusCode::OK
+        );
+        st.stopping();
+        assert_eq!(
+            respond(&Method::GET, "/healthz", &st).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // metrics.provider: disabled.
+        assert_eq!(
+            respond(&Method::GET, "/metrics", &st).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            respond(&Method::POST, "/version", &st).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}
