@@ -215,9 +215,11 @@ impl Node {
     fn execute(&mut self, action: Action) {
         let now = self.clock.now();
         match action {
-            // A dial may take seconds: never block the loop on it.
+            // A dial may take seconds: never block the loop on it. The core's own timer
+            // decides when it has taken too long (and then says `CloseDial`); the socket's
+            // timeout is longer, only so that the thread ends, so no race decides the error.
             Action::Dial { dial, endpoint } => {
-                let (tx, timeout) = (self.tx.clone(), self.comm.config().dial_timeout);
+                let (tx, timeout) = (self.tx.clone(), 2 * self.comm.config().dial_timeout);
                 thread::spawn(move || {
                     let sock = endpoint
                         .to_socket_addrs()
