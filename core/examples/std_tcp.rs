@@ -40,15 +40,16 @@ const INPUT_QUEUE: usize = 64;
 /// Anchors the core's [`Instant`] (nanoseconds since the Unix epoch, always an input) to
 /// std's monotonic clock: the wall clock is read once, then time advances by monotonic
 /// elapsed time, so a wall-clock step (NTP) never fires or delays the core's timers.
+/// (Proposed for the core as `StdClock`; this is a private copy until it lands.)
 #[derive(Clone, Copy)]
-struct Clock {
+struct StdClock {
     std: std::time::Instant,
     core: Instant,
 }
 
-impl Clock {
+impl StdClock {
     fn start() -> Self {
-        Clock {
+        StdClock {
             std: std::time::Instant::now(),
             core: Instant::from_system_time(std::time::SystemTime::now()),
         }
@@ -56,9 +57,13 @@ impl Clock {
     fn now(&self) -> Instant {
         self.core + self.std.elapsed()
     }
-    /// The std instant at which a core deadline falls (deadlines before the anchor clamp to it).
+    /// The std instant at which a core deadline falls (deadlines before the anchor clamp to
+    /// it; one too far for std's clock becomes 136 years away instead of a panic).
     fn to_std(self, t: Instant) -> std::time::Instant {
-        self.std + t.saturating_duration_since(self.core)
+        let d = t.saturating_duration_since(self.core);
+        self.std
+            .checked_add(d)
+            .unwrap_or_else(|| self.std + Duration::from_secs(1 << 32))
     }
 }
 
@@ -202,7 +207,7 @@ impl Conn {
 struct Node {
     name: &'static str,
     comm: Comm<TestOnlyHmacSecurity>,
-    clock: Clock,
+    clock: StdClock,
     tx: SyncSender<Input>,
     /// Sockets of dials that have not opened their stream yet.
     dials: HashMap<DialId, TcpStream>,
@@ -606,7 +611,7 @@ fn run(
 fn main() {
     let started = std::time::Instant::now();
     let end = started + DEADLINE;
-    let clock = Clock::start();
+    let clock = StdClock::start();
     let listeners: Vec<TcpListener> = (0..2)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
         .collect();
