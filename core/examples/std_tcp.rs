@@ -189,6 +189,8 @@ struct Conn {
     paused: bool,
     /// Frames read but not yet handed to the core, oldest first (see `feed_backlog`).
     backlog: VecDeque<Bytes>,
+    /// How the stream ended, held until the frames read before the end are fed.
+    end: Option<StreamEnd>,
     reader_stopped: bool,
 }
 
@@ -300,6 +302,7 @@ impl Node {
             gate,
             paused: false,
             backlog: VecDeque::new(),
+            end: None,
             reader_stopped: false,
         };
         self.conns.insert(id, conn);
@@ -331,9 +334,13 @@ impl Node {
                     self.max_backlog = self.max_backlog.max(c.backlog.len());
                 }
             }
-            Input::Ended(id, end) => {
-                let _ = self.comm.handle_stream_closed(now, id, end);
-            }
+            // The end, too, goes behind the frames read before it.
+            Input::Ended(id, end) => match self.conns.get_mut(&id) {
+                Some(c) if !c.backlog.is_empty() => c.end = Some(end),
+                _ => {
+                    let _ = self.comm.handle_stream_closed(now, id, end);
+                }
+            },
             Input::Sent(id) => {
                 let _ = self.comm.handle_sent(now, id, 1);
             }
@@ -363,6 +370,12 @@ impl Node {
             }
             if let Some(c) = self.conns.get_mut(&id) {
                 c.sync_gate();
+                if c.backlog.is_empty()
+                    && let Some(end) = c.end.take()
+                {
+                    let _ = self.comm.handle_stream_closed(self.clock.now(), id, end);
+                    fed = true;
+                }
             }
         }
         fed
