@@ -313,6 +313,9 @@ impl Node {
     fn handle(&mut self, input: Input) {
         let now = self.clock.now();
         match input {
+            // A connection is a stream at once. Fine here, where nobody probes: a remote's
+            // probe (dial, Ping, hang up) would count as a failed handshake. A driver whose
+            // peers probe accepts the stream when its first frame arrives instead.
             Input::Accepted(sock) => {
                 let addr = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
                 if let Ok(id) = self.comm.accept_stream(now, &addr, None) {
