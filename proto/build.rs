@@ -50,9 +50,9 @@ fn main() -> io::Result<()> {
 /// generated code does not depend on it.
 ///
 /// `Bytes` has no `Arbitrary` of its own: each `bytes` field names a function of
-/// `src/arbitrary.rs` for its shape. A oneof member cannot carry such an attribute (prost
+/// `src/arbitrary_impls.rs` for its shape. A oneof member cannot carry such an attribute (prost
 /// gives it no place), so a oneof with a `bytes` member gets no derive here and is
-/// implemented by hand in `src/arbitrary.rs` instead.
+/// implemented by hand in `src/arbitrary_impls.rs` instead.
 fn arbitrary_attributes(config: &mut prost_build::Config, fds: &prost_types::FileDescriptorSet) {
     use prost_types::field_descriptor_proto::{Label, Type};
     const DERIVE: &str = "#[cfg_attr(feature = \"arbitrary\", derive(arbitrary::Arbitrary))]";
@@ -63,11 +63,11 @@ fn arbitrary_attributes(config: &mut prost_build::Config, fds: &prost_types::Fil
         let name = format!("{scope}.{}", msg.name());
         let mut oneof_has_bytes = vec![false; msg.oneof_decl.len()];
         for f in &msg.field {
-            let member_of = f.oneof_index.filter(|_| !f.proto3_optional());
             if f.r#type() != Type::Bytes {
                 continue;
             }
-            if let Some(i) = member_of {
+            // (A proto3 `optional` field is a synthetic oneof of its own: a plain field here.)
+            if let Some(i) = f.oneof_index.filter(|_| !f.proto3_optional()) {
                 oneof_has_bytes[i as usize] = true;
                 continue;
             }
@@ -81,7 +81,7 @@ fn arbitrary_attributes(config: &mut prost_build::Config, fds: &prost_types::Fil
             config.field_attribute(
                 format!("{name}.{}", f.name()),
                 format!(
-                    "#[cfg_attr(feature = \"arbitrary\", arbitrary(with = crate::arbitrary::{with}))]"
+                    "#[cfg_attr(feature = \"arbitrary\", arbitrary(with = crate::arbitrary_impls::{with}))]"
                 ),
             );
         }

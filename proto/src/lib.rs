@@ -66,7 +66,7 @@ pub mod protos {
 }
 
 #[cfg(feature = "arbitrary")]
-mod arbitrary;
+mod arbitrary_impls;
 mod content;
 
 pub use content::ContentKind;
