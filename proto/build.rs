@@ -27,6 +27,7 @@ fn main() -> io::Result<()> {
     // Every `bytes` field becomes `bytes::Bytes`: decoding from a `Bytes` buffer then slices
     // that buffer instead of copying, which matters for blocks and private data.
     config.bytes(["."]);
+    arbitrary_attributes(&mut config, &fds);
 
     // Without `grpc`, only messages: the sans-IO core must not see tonic.
     #[cfg(not(feature = "grpc"))]
@@ -42,4 +43,67 @@ fn main() -> io::Result<()> {
         .compile_fds_with_config(fds, config)?;
 
     Ok(())
+}
+
+/// `arbitrary::Arbitrary` for every message, enum and oneof, behind the crate's `arbitrary`
+/// feature. The attributes are written whether or not the feature is on (`cfg_attr`), so the
+/// generated code does not depend on it.
+///
+/// `Bytes` has no `Arbitrary` of its own: each `bytes` field names a function of
+/// `src/arbitrary_impls.rs` for its shape. A oneof member cannot carry such an attribute (prost
+/// gives it no place), so a oneof with a `bytes` member gets no derive here and is
+/// implemented by hand in `src/arbitrary_impls.rs` instead.
+fn arbitrary_attributes(config: &mut prost_build::Config, fds: &prost_types::FileDescriptorSet) {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    const DERIVE: &str = "#[cfg_attr(feature = \"arbitrary\", derive(arbitrary::Arbitrary))]";
+    // Structs only: a type attribute on a message would also reach its oneofs.
+    config.message_attribute(".", DERIVE);
+
+    fn walk(config: &mut prost_build::Config, scope: &str, msg: &prost_types::DescriptorProto) {
+        let name = format!("{scope}.{}", msg.name());
+        let mut oneof_has_bytes = vec![false; msg.oneof_decl.len()];
+        for f in &msg.field {
+            if f.r#type() != Type::Bytes {
+                continue;
+            }
+            // (A proto3 `optional` field is a synthetic oneof of its own: a plain field here.)
+            if let Some(i) = f.oneof_index.filter(|_| !f.proto3_optional()) {
+                oneof_has_bytes[i as usize] = true;
+                continue;
+            }
+            let with = if f.label() == Label::Repeated {
+                "repeated"
+            } else if f.proto3_optional() {
+                "optional"
+            } else {
+                "single"
+            };
+            config.field_attribute(
+                format!("{name}.{}", f.name()),
+                format!(
+                    "#[cfg_attr(feature = \"arbitrary\", arbitrary(with = crate::arbitrary_impls::{with}))]"
+                ),
+            );
+        }
+        for (oneof, has_bytes) in msg.oneof_decl.iter().zip(oneof_has_bytes) {
+            if !has_bytes {
+                config.enum_attribute(format!("{name}.{}", oneof.name()), DERIVE);
+            }
+        }
+        for e in &msg.enum_type {
+            config.enum_attribute(format!("{name}.{}", e.name()), DERIVE);
+        }
+        for nested in &msg.nested_type {
+            walk(config, &name, nested);
+        }
+    }
+    for file in &fds.file {
+        let scope = format!(".{}", file.package());
+        for e in &file.enum_type {
+            config.enum_attribute(format!("{scope}.{}", e.name()), DERIVE);
+        }
+        for msg in &file.message_type {
+            walk(config, &scope, msg);
+        }
+    }
 }

@@ -158,7 +158,10 @@
 mod comm;
 mod config;
 mod error;
-#[cfg(any(fuzzing, feature = "fuzzing"))]
+// The feature alone, not `cfg(fuzzing)`: cargo fuzz sets that cfg for every crate of a
+// fuzz build, including users' builds that depend on the core without the feature (and so
+// without the `arbitrary` dependency this module needs). `fuzz/` enables the feature.
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod identity;
 mod ids;

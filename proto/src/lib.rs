@@ -36,6 +36,10 @@
 //!   transport: pick one (for instance tonic's `transport` feature) in the crate that does IO.
 //!   Without this feature the crate depends on neither tonic nor tokio, which lets the sans-IO
 //!   core use it.
+//! - `arbitrary` (off by default): `arbitrary::Arbitrary` for every message, enum and oneof,
+//!   so that fuzzers and property tests of code built on these types can draw well-formed
+//!   messages instead of hoping random bytes decode. Every value drawn encodes and decodes
+//!   back to itself (`tests/arbitrary.rs`).
 
 /// Re-exported so that users encode and decode with the same `bytes` this crate was built with.
 pub use bytes;
@@ -61,6 +65,8 @@ pub mod protos {
     include!(concat!(env!("OUT_DIR"), "/protos.rs"));
 }
 
+#[cfg(feature = "arbitrary")]
+mod arbitrary_impls;
 mod content;
 
 pub use content::ContentKind;
