@@ -15,8 +15,8 @@ use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
 // No glob import: the core's `Instant` would be shadowed by (or clash with) std's.
 use fabric_gossip_core::{
-    Action, CloseReason, Comm, Config, DialId, Error, Event, Instant, OpId, RemotePeer,
-    SignedMessage, StreamEnd, StreamId, SubscriptionId, TestOnlyHmacSecurity,
+    Action, CloseReason, Comm, Config, DialId, Error, Event, OpId, Output, RemotePeer,
+    SignedMessage, StdClock, StreamEnd, StreamId, SubscriptionId, TestOnlyHmacSecurity,
 };
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -36,36 +36,6 @@ const CONSUME_PER_TURN: usize = 4;
 const INPUT_QUEUE: usize = 64;
 
 // ------------------------------------------------------------------------------- time
-
-/// Anchors the core's [`Instant`] (nanoseconds since the Unix epoch, always an input) to
-/// std's monotonic clock: the wall clock is read once, then time advances by monotonic
-/// elapsed time, so a wall-clock step (NTP) never fires or delays the core's timers.
-/// (Proposed for the core as `StdClock`; this is a private copy until it lands.)
-#[derive(Clone, Copy)]
-struct StdClock {
-    std: std::time::Instant,
-    core: Instant,
-}
-
-impl StdClock {
-    fn start() -> Self {
-        StdClock {
-            std: std::time::Instant::now(),
-            core: Instant::from_system_time(std::time::SystemTime::now()),
-        }
-    }
-    fn now(&self) -> Instant {
-        self.core + self.std.elapsed()
-    }
-    /// The std instant at which a core deadline falls (deadlines before the anchor clamp to
-    /// it; one too far for std's clock becomes 136 years away instead of a panic).
-    fn to_std(self, t: Instant) -> std::time::Instant {
-        let d = t.saturating_duration_since(self.core);
-        self.std
-            .checked_add(d)
-            .unwrap_or_else(|| self.std + Duration::from_secs(1 << 32))
-    }
-}
 
 // ---------------------------------------------------------------------------- framing
 
@@ -466,7 +436,7 @@ impl App {
             .comm
             .connection(&self.peer.pki_id)
             .and_then(|c| n.comm.send_queue_len(c))
-            .map(|(_, waiting, _)| waiting);
+            .map(|q| q.waiting);
         if self.initiator
             && self.ack_op.is_none()
             && self.next_send > MESSAGES
@@ -540,13 +510,19 @@ fn run(
         let mut events = false;
         loop {
             let mut progress = false;
-            while let Some(a) = n.comm.poll_action() {
-                n.execute(a);
-                progress = true;
-            }
-            while let Some(e) = n.comm.poll_event() {
-                app.on_event(&mut n, e)?;
-                (progress, events) = (true, true);
+            // The core's one output: actions and events in order, then the next deadline.
+            loop {
+                match n.comm.poll_output() {
+                    Output::Action(a) => {
+                        n.execute(a);
+                        progress = true;
+                    }
+                    Output::Event(e) => {
+                        app.on_event(&mut n, e)?;
+                        (progress, events) = (true, true);
+                    }
+                    Output::Timeout(_) => break,
+                }
             }
             progress |= n.feed_backlog();
             if !progress {

@@ -189,7 +189,7 @@ pub use layer::{Layer, Stack, StackOutput};
 pub use message::{ConnectionInfo, ReceivedMessage, SignedMessage, verify_envelope};
 pub use security::{Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity};
 pub use stats::Stats;
-pub use time::Instant;
+pub use time::{Instant, StdClock};
 
 /// SHA-256 of a DER certificate: what `ConnEstablish.tls_cert_hash` carries and what
 /// drivers report for the certificate a remote presented.

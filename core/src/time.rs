@@ -88,3 +88,108 @@ impl fmt::Display for Instant {
         fmt::Debug::fmt(self, f)
     }
 }
+
+/// Anchors the core's [`Instant`] to `std::time::Instant`, for drivers on a real clock.
+///
+/// The wall clock is read once, by [`StdClock::start`]; from then on time advances with std's
+/// monotonic clock, so a wall-clock step (NTP, a changed date) neither fires nor delays the
+/// core's timers, while certificate expiry still sees wall-clock time as of start-up plus
+/// elapsed time. It is `Copy`: hand the same anchor to every thread so that they agree on
+/// now. It is the one place a driver needs std's clock, which also avoids the confusion of
+/// two types named `Instant` in one scope.
+#[derive(Clone, Copy, Debug)]
+pub struct StdClock {
+    std: std::time::Instant,
+    core: Instant,
+}
+
+impl StdClock {
+    /// Anchors the current wall-clock time to `std::time::Instant::now()`.
+    pub fn start() -> Self {
+        let std = std::time::Instant::now();
+        Self::anchored(std, Instant::from_system_time(std::time::SystemTime::now()))
+    }
+
+    /// Anchors `std` to `core`: for tests, and for drivers that keep their own origin.
+    pub const fn anchored(std: std::time::Instant, core: Instant) -> Self {
+        StdClock { std, core }
+    }
+
+    /// The core's now: what every input takes.
+    pub fn now(&self) -> Instant {
+        self.to_core(std::time::Instant::now())
+    }
+
+    /// The core's instant for a std one; instants before the anchor clamp to it.
+    pub fn to_core(&self, t: std::time::Instant) -> Instant {
+        self.core + t.saturating_duration_since(self.std)
+    }
+
+    /// The std instant for a core one (a deadline from `poll_output`'s time-out to sleep
+    /// until); instants before the anchor clamp to it. A deadline beyond what
+    /// `std::time::Instant` can hold becomes 2^32 seconds (136 years) after the anchor
+    /// instead of a panic.
+    pub fn to_std(&self, t: Instant) -> std::time::Instant {
+        let d = t.saturating_duration_since(self.core);
+        self.std
+            .checked_add(d)
+            .unwrap_or_else(|| self.std + Duration::from_secs(1 << 32))
+    }
+
+    /// How long from now until `deadline`; zero once it has passed. What a driver sleeps.
+    pub fn until(&self, deadline: Instant) -> Duration {
+        deadline.saturating_duration_since(self.now())
+    }
+}
+
+#[cfg(test)]
+mod std_clock_tests {
+    use super::{Instant, StdClock};
+    use core::time::Duration;
+
+    fn clock() -> StdClock {
+        StdClock::anchored(
+            std::time::Instant::now(),
+            Instant::from_unix_nanos(1_000_000_000),
+        )
+    }
+
+    #[test]
+    fn round_trips_at_and_after_the_anchor() {
+        let c = clock();
+        for d in [0u64, 1, 999, 1_000_000, 3_600_000_000_000] {
+            let x = Instant::from_unix_nanos(1_000_000_000 + d);
+            assert_eq!(c.to_core(c.to_std(x)), x, "offset {d} ns");
+        }
+    }
+
+    #[test]
+    fn clamps_before_the_anchor() {
+        let c = clock();
+        let before = Instant::from_unix_nanos(5);
+        assert_eq!(
+            c.to_core(c.to_std(before)),
+            Instant::from_unix_nanos(1_000_000_000)
+        );
+    }
+
+    #[test]
+    fn far_deadline_does_not_panic() {
+        let c = clock();
+        let far = c.to_std(Instant::from_unix_nanos(u64::MAX));
+        assert!(far > std::time::Instant::now());
+    }
+
+    #[test]
+    fn now_never_goes_backwards_and_past_deadlines_are_due() {
+        let c = StdClock::start();
+        let mut last = c.now();
+        for _ in 0..5_000 {
+            let t = c.now();
+            assert!(t >= last);
+            last = t;
+        }
+        assert_eq!(c.until(Instant::from_unix_nanos(0)), Duration::ZERO);
+        assert!(c.until(c.now() + Duration::from_secs(60)) > Duration::from_secs(59));
+    }
+}

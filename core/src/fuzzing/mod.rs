@@ -8,7 +8,8 @@
 //! [`arbitrary::Unstructured`] (missing bytes read as zero), which keeps the format stable
 //! and lets [`encode_ops`] and [`encode_handshake`] write meaningful seeds.
 //!
-//! Compiled with `--cfg fuzzing` (cargo fuzz) or the `fuzzing` feature.
+//! Compiled with the `fuzzing` feature only (the project's `fuzz/` crate turns it on), so a
+//! downstream crate fuzzed with `--cfg fuzzing` still builds without `arbitrary`.
 
 use crate::{
     AckError, Action, CertHash, Comm, Config, DialId, Error, Event, Instant, OpId, PkiId,
