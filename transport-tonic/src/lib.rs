@@ -60,12 +60,15 @@
 
 mod codec;
 mod driver;
+mod inbound;
+mod metered;
 mod node;
 mod service;
 mod tls;
 
 pub use codec::{RawCodec, RawDecoder, RawEncoder};
 pub use driver::DriverStats;
+pub use inbound::DriverLimits;
 pub use node::{
     DELIVERY_BATCH, Incoming, Node, NodeBuilder, NotificationStream, OpError, Received, StartError,
 };

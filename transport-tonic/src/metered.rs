@@ -1,0 +1,390 @@
+//! A node-wide bound on bytes held for incomplete gRPC messages, and a stall deadline.
+//!
+//! tonic's decoder gathers a message until its last byte arrives, and HTTP/2 flow control
+//! does not stop that: every chunk it takes opens the window again. So 8 peers sending 95 MiB
+//! of a 99 MiB message and stalling held 775 MiB for as long as they wished. [`MeteredBody`]
+//! sits between the HTTP/2 body and the decoder and reads the gRPC length prefixes itself:
+//!
+//! - a message announced over `max_message_size` is refused at its prefix, before any of it
+//!   is held ([`Fault::Oversized`], which the core counts as `oversized`);
+//! - bytes of a message that has begun and not ended are charged to one [`Budget`] per node;
+//!   a chunk that would pass it is held back (one HTTP/2 DATA frame at most) and the stream
+//!   waits, so flow control pushes back to that sender, until other messages complete;
+//! - a message that receives nothing (or gets no budget) for the stall timeout ends the
+//!   stream ([`Fault::Stalled`]), releasing what it held;
+//! - a compression flag other than 0 or 1, or a stream that ends inside a message, is bad
+//!   framing ([`Fault::Framing`]), reported apart from malformed Envelopes.
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
+use tonic::Status;
+
+/// Length of a gRPC message prefix: a compression flag and a big-endian u32 length.
+const PREFIX: usize = 5;
+
+/// Why a metered body ended the stream, for the reader to report precisely.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// A message of this many bytes was announced, over the limit.
+    Oversized(usize),
+    /// A message in progress made no progress for the stall timeout.
+    Stalled {
+        /// Bytes of it received.
+        received: usize,
+    },
+    /// The bytes are not gRPC messages.
+    Framing(String),
+}
+
+/// Where a body leaves its fault for the stream's reader.
+pub(crate) type FaultSlot = Arc<Mutex<Option<Fault>>>;
+
+pub(crate) fn take_fault(slot: &FaultSlot) -> Option<Fault> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// The node's allowance of bytes for incomplete messages.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: usize,
+    held: AtomicUsize,
+    peak: AtomicUsize,
+    freed: Arc<Notify>,
+    /// Times a stream had to wait for budget.
+    pub(crate) waits: AtomicU64,
+    /// Streams ended because their message stalled.
+    pub(crate) stalls: AtomicU64,
+    /// Streams ended for bad framing.
+    pub(crate) bad_framing: AtomicU64,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Budget {
+            limit,
+            held: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            freed: Arc::new(Notify::new()),
+            waits: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
+            bad_framing: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes held now, and the most ever held.
+    pub(crate) fn held(&self) -> (usize, usize) {
+        (
+            self.held.load(Ordering::Acquire),
+            self.peak.load(Ordering::Acquire),
+        )
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        let mut cur = self.held.load(Ordering::Acquire);
+        loop {
+            let Some(next) = cur.checked_add(n).filter(|v| *v <= self.limit) else {
+                return false;
+            };
+            match self
+                .held
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    self.peak.fetch_max(next, Ordering::AcqRel);
+                    return true;
+                }
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    fn give_back(&self, n: usize) {
+        if n > 0 {
+            self.held.fetch_sub(n, Ordering::AcqRel);
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// Settings of one metered body.
+#[derive(Clone, Debug)]
+pub(crate) struct Metering {
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) max_message: usize,
+    pub(crate) stall: Duration,
+}
+
+/// An HTTP/2 body whose incomplete gRPC messages are charged to the node's [`Budget`].
+pub(crate) struct MeteredBody<B> {
+    inner: Pin<Box<B>>,
+    m: Metering,
+    fault: FaultSlot,
+    /// Prefix bytes of the next message gathered so far.
+    prefix: [u8; PREFIX],
+    prefix_len: usize,
+    /// Body bytes of the current message still to come.
+    remaining: usize,
+    /// Bytes of the current incomplete message received (prefix included).
+    received: usize,
+    /// Bytes charged to the budget for the current message.
+    charged: usize,
+    /// A chunk waiting for budget, with the charge it needs.
+    held_back: Option<(Frame<Bytes>, usize)>,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    freed: Option<Pin<Box<OwnedNotified>>>,
+    done: bool,
+}
+
+impl<B> MeteredBody<B> {
+    pub(crate) fn new(inner: B, m: Metering, fault: FaultSlot) -> Self {
+        MeteredBody {
+            inner: Box::pin(inner),
+            m,
+            fault,
+            prefix: [0; PREFIX],
+            prefix_len: 0,
+            remaining: 0,
+            received: 0,
+            charged: 0,
+            held_back: None,
+            stall: None,
+            freed: None,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, fault: Fault) -> Status {
+        let status = match &fault {
+            Fault::Oversized(n) => Status::resource_exhausted(format!(
+                "message of {n} bytes exceeds the limit of {}",
+                self.m.max_message
+            )),
+            Fault::Stalled { received } => {
+                self.m.budget.stalls.fetch_add(1, Ordering::Relaxed);
+                Status::deadline_exceeded(format!(
+                    "message stalled: nothing received for {:?} after {received} bytes",
+                    self.m.stall
+                ))
+            }
+            Fault::Framing(why) => {
+                self.m.budget.bad_framing.fetch_add(1, Ordering::Relaxed);
+                Status::internal(format!("bad gRPC framing: {why}"))
+            }
+        };
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = Some(fault);
+        self.release();
+        self.held_back = None;
+        self.done = true;
+        status
+    }
+
+    fn release(&mut self) {
+        self.m.budget.give_back(std::mem::take(&mut self.charged));
+    }
+
+    /// Walks the prefixes in `data`: the size the current incomplete message will have
+    /// after it (0 if it ends on a message boundary), or the fault it shows.
+    fn scan(&self, data: &Bytes) -> Result<Scan, Fault> {
+        let mut prefix = self.prefix;
+        let mut prefix_len = self.prefix_len;
+        let mut remaining = self.remaining;
+        let mut received = self.received;
+        let mut rest = data.as_ref();
+        while !rest.is_empty() {
+            if remaining == 0 && prefix_len < PREFIX {
+                let take = (PREFIX - prefix_len).min(rest.len());
+                prefix[prefix_len..prefix_len + take].copy_from_slice(&rest[..take]);
+                prefix_len += take;
+                received += take;
+                rest = &rest[take..];
+                if prefix_len < PREFIX {
+                    break;
+                }
+                let flag = prefix[0];
+                if flag > 1 {
+                    return Err(Fault::Framing(format!(
+                        "compression flag {flag} (only 0 and 1 exist)"
+                    )));
+                }
+                let len = (&prefix[1..]).get_u32() as usize;
+                if len > self.m.max_message {
+                    return Err(Fault::Oversized(len));
+                }
+                remaining = len;
+                if len == 0 {
+                    prefix_len = 0;
+                    received = 0;
+                }
+                continue;
+            }
+            let take = remaining.min(rest.len());
+            remaining -= take;
+            received += take;
+            rest = &rest[take..];
+            if remaining == 0 {
+                prefix_len = 0;
+                received = 0;
+            }
+        }
+        Ok(Scan {
+            prefix,
+            prefix_len,
+            remaining,
+            received,
+        })
+    }
+}
+
+struct Scan {
+    prefix: [u8; PREFIX],
+    prefix_len: usize,
+    remaining: usize,
+    received: usize,
+}
+
+impl<B> Drop for MeteredBody<B> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some((_, need)) = &this.held_back {
+                let need = *need;
+                // Register before trying, so a release in between is not missed.
+                let freed = this
+                    .freed
+                    .get_or_insert_with(|| Box::pin(this.m.budget.freed.clone().notified_owned()));
+                freed.as_mut().enable();
+                if this.m.budget.try_take(need) {
+                    this.freed = None;
+                    this.charged += need;
+                    let (frame, _) = this.held_back.take().unwrap_or_else(|| unreachable!());
+                    this.restart_stall();
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                if freed.as_mut().poll(cx).is_ready() {
+                    this.freed = None;
+                    continue;
+                }
+                return this.poll_stall(cx);
+            }
+            let frame = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return this.poll_stall(cx),
+                Poll::Ready(None) => {
+                    if this.prefix_len > 0 || this.remaining > 0 {
+                        let why = format!(
+                            "stream ended inside a message ({} bytes received)",
+                            this.received
+                        );
+                        return Poll::Ready(Some(Err(this.fail(Fault::Framing(why)))));
+                    }
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.release();
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Status::from_error(e.into()))));
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            let Some(data) = frame.data_ref() else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            let scan = match this.scan(data) {
+                Ok(s) => s,
+                Err(f) => return Poll::Ready(Some(Err(this.fail(f)))),
+            };
+            this.prefix = scan.prefix;
+            this.prefix_len = scan.prefix_len;
+            this.remaining = scan.remaining;
+            let incomplete = scan.received;
+            this.received = incomplete;
+            // Whatever the chunk completed is released; what it leaves incomplete is charged.
+            let need = if incomplete >= this.charged && incomplete > 0 && this.charged > 0 {
+                incomplete - this.charged
+            } else {
+                this.release();
+                incomplete
+            };
+            if incomplete == 0 {
+                this.stall = None;
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if need == 0 || this.m.budget.try_take(need) {
+                this.charged += need;
+                this.restart_stall();
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            this.m.budget.waits.fetch_add(1, Ordering::Relaxed);
+            this.held_back = Some((frame, need));
+            if this.stall.is_none() {
+                this.restart_stall();
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (self.held_back.is_none() && self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl<B> MeteredBody<B> {
+    fn restart_stall(&mut self) {
+        let at = tokio::time::Instant::now() + self.m.stall;
+        match &mut self.stall {
+            Some(s) => s.as_mut().reset(at),
+            None => self.stall = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Pending, unless the message in progress has stalled.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let in_progress = self.held_back.is_some() || self.prefix_len > 0 || self.remaining > 0;
+        if !in_progress {
+            self.stall = None;
+            return Poll::Pending;
+        }
+        if self.stall.is_none() {
+            self.restart_stall();
+        }
+        let fired = self
+            .stall
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready());
+        if fired {
+            let received = self.received;
+            return Poll::Ready(Some(Err(self.fail(Fault::Stalled { received }))));
+        }
+        Poll::Pending
+    }
+}
