@@ -74,6 +74,9 @@ pub(crate) enum Out {
 #[derive(Debug, Default)]
 pub(crate) struct StreamCtl {
     paused: AtomicBool,
+    /// The RPC ended (its outgoing half is gone): read to the end regardless of pauses, so
+    /// the end and the remote's status reach the core.
+    ended: AtomicBool,
     resume: Notify,
 }
 
@@ -140,6 +143,9 @@ pub struct DriverStats {
     pub dials_failed: u64,
     /// Event copies not delivered to the event tap because it was full or closed.
     pub events_dropped: u64,
+    /// Writes that found their RPC already ended by the remote; the stream's end (with the
+    /// remote's status) is reported by its reader instead of as a failed write.
+    pub writes_after_end: u64,
     /// Inbound connections accepted (admitted by the connection limits).
     pub inbound_accepted: u64,
     /// Inbound connections open now.
@@ -461,7 +467,19 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
         }
         Action::Write { stream, envelope } => {
             let failed = match st.streams.get(&stream) {
-                Some(e) => e.tx.try_send(Out::Env(envelope)).is_err(),
+                Some(e) => match e.tx.try_send(Out::Env(envelope)) {
+                    Ok(()) => false,
+                    // The RPC already ended (the remote closed it, perhaps refusing us with
+                    // a status): its reader is about to report how, with the remote's
+                    // status and message, which a "write failed" here would hide.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        st.stats.writes_after_end += 1;
+                        e.ctl.ended.store(true, Ordering::Release);
+                        e.ctl.resume.notify_one();
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => true,
+                },
                 None => false,
             };
             if failed {
@@ -813,11 +831,14 @@ async fn read_loop(
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(READ_BATCH);
     let mut end: Option<StreamEnd> = None;
     loop {
-        while ctl.paused.load(Ordering::Acquire) {
+        let held = |ctl: &StreamCtl| {
+            ctl.paused.load(Ordering::Acquire) && !ctl.ended.load(Ordering::Acquire)
+        };
+        while held(&ctl) {
             let resumed = ctl.resume.notified();
             tokio::pin!(resumed);
             resumed.as_mut().enable();
-            if !ctl.paused.load(Ordering::Acquire) {
+            if !held(&ctl) {
                 break;
             }
             resumed.await;
@@ -828,7 +849,7 @@ async fn read_loop(
         let mut st = inner.lock();
         let now = inner.now();
         while let Some(b) = batch.pop_front() {
-            if ctl.paused.load(Ordering::Acquire) {
+            if held(&ctl) {
                 batch.push_front(b);
                 break;
             }

@@ -12,8 +12,9 @@
 //!   (TLS, the HTTP/2 preface, opening a stream and the handshake must all fit in it);
 //! - caps pending connections ([`DriverLimits::max_pending_connections`]) and all inbound
 //!   connections ([`DriverLimits::max_inbound_connections`]): a new connection over a cap
-//!   evicts the pending connection that got least far (no bytes, then no gRPC request, then
-//!   no authenticated stream), oldest first, or is refused when none is pending;
+//!   evicts a pending connection of the remote address that holds the most of them, the
+//!   one that got least far (no bytes, then no gRPC request, then no authenticated stream),
+//!   oldest first; or it is refused when none is pending;
 //! - backs off when `accept` fails for want of resources (`EMFILE`, `ENFILE`, `ENOBUFS`),
 //!   evicting a pending connection to free a descriptor, instead of spinning.
 //!
@@ -22,10 +23,10 @@
 //! connection and drops the socket without the table owning any task.
 
 use futures_util::task::AtomicWaker;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -54,9 +55,10 @@ pub struct DriverLimits {
     /// slow link. `Ping`-only connections (probes) count as pending: they are done in
     /// milliseconds.
     pub setup_timeout: Duration,
-    /// Pending connections (see `setup_timeout`) held at once; one more evicts the pending
-    /// connection that got least far, oldest first. Default 128: far above the connections
-    /// a node's peers open at once, far below the open-file limit.
+    /// Pending connections (see `setup_timeout`) held at once; one more evicts a pending
+    /// connection of the address holding the most, the one that got least far, oldest
+    /// first. Default 128: far above the connections a node's peers open at once, far
+    /// below the open-file limit.
     pub max_pending_connections: usize,
     /// Inbound connections held at once, authenticated or not. Over it, a new connection
     /// evicts a pending one, or is refused if none is pending. Default 512, half the usual
@@ -220,10 +222,17 @@ impl Admission {
         })
     }
 
-    /// The pending connection that got least far, oldest first.
+    /// The pending connection to close for room: from the remote address holding the most
+    /// pending connections (a flood from a few hosts pays for itself, a peer setting up its
+    /// one connection is spared), the one that got least far, oldest first.
     fn victim(t: &BTreeMap<u64, Arc<Slot>>) -> Option<u64> {
+        let mut per_ip: HashMap<Option<IpAddr>, usize> = HashMap::new();
+        for s in t.values().filter(|s| s.pending()) {
+            *per_ip.entry(s.remote.map(|a| a.ip())).or_default() += 1;
+        }
+        let (ip, _) = per_ip.into_iter().max_by_key(|(ip, n)| (*n, *ip))?;
         t.values()
-            .filter(|s| s.pending())
+            .filter(|s| s.pending() && s.remote.map(|a| a.ip()) == ip)
             .min_by_key(|s| (s.stage.load(Ordering::Acquire), s.id))
             .map(|s| s.id)
     }
