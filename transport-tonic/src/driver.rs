@@ -14,7 +14,7 @@
 
 use crate::codec::RawCodec;
 use crate::inbound::{Admission, DriverLimits, Slot};
-use crate::metered::{Budget, Fault, FaultSlot, take_fault};
+use crate::metered::{Budget, Fault, FaultSlot, MeteredBody, Metering, take_fault};
 use crate::tls::{ClientTls, Dialer};
 use bytes::Bytes;
 use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
@@ -721,7 +721,17 @@ async fn outbound_task(
 ) {
     let max = inner.settings.max_message_size;
     let body = ClientOut(OutStream::new(inner.clone(), stream, rx));
-    let mut grpc = tonic::client::Grpc::new(channel)
+    let fault = FaultSlot::default();
+    let metered = MeteredChannel {
+        channel,
+        metering: Metering {
+            budget: inner.budget.clone(),
+            max_message: max,
+            stall: inner.settings.limits.message_stall_timeout,
+        },
+        fault: fault.clone(),
+    };
+    let mut grpc = tonic::client::Grpc::new(metered)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let opened = match grpc.ready().await {
@@ -736,7 +746,7 @@ async fn outbound_task(
         Err(e) => Err(Status::unavailable(error_text(&e))),
     };
     match opened {
-        Ok(response) => read_loop(inner, stream, response.into_inner(), ctl, None).await,
+        Ok(response) => read_loop(inner, stream, response.into_inner(), ctl, Some(fault)).await,
         Err(status) => {
             tracing::info!(status = %status_text(&status), "opening the stream failed");
             let mut st = inner.lock();
@@ -746,6 +756,46 @@ async fn outbound_task(
                     .handle_stream_closed(now, stream, StreamEnd::Error(status_text(&status)));
             drain(&inner, &mut st);
         }
+    }
+}
+
+/// A client channel whose response bodies are metered like inbound request bodies: a peer
+/// this node dialled can half-send messages too.
+#[derive(Clone)]
+struct MeteredChannel {
+    channel: Channel,
+    metering: Metering,
+    fault: FaultSlot,
+}
+
+type ResponseFuture = Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    http::Response<MeteredBody<tonic::body::Body>>,
+                    tonic::transport::Error,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for MeteredChannel {
+    type Response = http::Response<MeteredBody<tonic::body::Body>>;
+    type Error = tonic::transport::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.channel.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let call = self.channel.call(req);
+        let metering = self.metering.clone();
+        let fault = self.fault.clone();
+        Box::pin(async move {
+            let resp = call.await?;
+            Ok(resp.map(|b| MeteredBody::new(b, metering, fault)))
+        })
     }
 }
 

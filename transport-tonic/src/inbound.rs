@@ -66,9 +66,11 @@ pub struct DriverLimits {
     pub max_inbound_connections: usize,
     /// Bytes this node holds, over all streams, for gRPC messages that have begun to arrive
     /// and are not complete. A stream whose next chunk would pass it waits (HTTP/2 flow
-    /// control then holds the sender back) until others complete or are reset. Default
-    /// 128 MiB: at least one message of the core's default `max_message_size` (100 MiB)
-    /// always fits, and with the HTTP/2 windows the total stays near 256 MiB.
+    /// control then holds the sender back) until others complete or are reset; an incomplete
+    /// message of at most 64 KiB may use an 8 MiB reserve beyond it instead, so ordinary
+    /// messages keep flowing while half-sent large ones hold the budget. Default 128 MiB: at
+    /// least one message of the core's default `max_message_size` (100 MiB) always fits, and
+    /// with the reserve and the HTTP/2 windows the total stays under 256 MiB.
     pub max_incomplete_bytes: usize,
     /// How long a message in progress may go without receiving a byte (or without budget
     /// to take its next bytes) before its stream is reset. Default 10 s. A sender that is

@@ -10,6 +10,8 @@
 //! - bytes of a message that has begun and not ended are charged to one [`Budget`] per node;
 //!   a chunk that would pass it is held back (one HTTP/2 DATA frame at most) and the stream
 //!   waits, so flow control pushes back to that sender, until other messages complete;
+//!   messages of at most 64 KiB may instead draw on an 8 MiB reserve, so that ordinary
+//!   traffic is not held up while half-sent large messages fill the budget;
 //! - a message that receives nothing (or gets no budget) for the stall timeout ends the
 //!   stream ([`Fault::Stalled`]), releasing what it held;
 //! - a compression flag other than 0 or 1, or a stream that ends inside a message, is bad
@@ -29,6 +31,13 @@ use tonic::Status;
 
 /// Length of a gRPC message prefix: a compression flag and a big-endian u32 length.
 const PREFIX: usize = 5;
+/// A message may hold this much from the reserve when the budget is spent: a small message
+/// split across two HTTP/2 frames (the largest this node accepts is 64 KiB) completes
+/// within the next one, so peers sending ordinary messages are not held up by half-sent
+/// large ones.
+const SMALL: usize = 64 << 10;
+/// The reserve for such messages, node-wide, on top of the budget.
+pub(crate) const RESERVE: usize = 8 << 20;
 
 /// Why a metered body ended the stream, for the reader to report precisely.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +65,8 @@ pub(crate) fn take_fault(slot: &FaultSlot) -> Option<Fault> {
 pub(crate) struct Budget {
     limit: usize,
     held: AtomicUsize,
+    /// Taken from the reserve for small messages.
+    reserve_held: AtomicUsize,
     peak: AtomicUsize,
     freed: Arc<Notify>,
     /// Times a stream had to wait for budget.
@@ -71,6 +82,7 @@ impl Budget {
         Arc::new(Budget {
             limit,
             held: AtomicUsize::new(0),
+            reserve_held: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             freed: Arc::new(Notify::new()),
             waits: AtomicU64::new(0),
@@ -79,38 +91,73 @@ impl Budget {
         })
     }
 
-    /// Bytes held now, and the most ever held.
+    /// Bytes held now (budget and reserve), and the most ever held.
     pub(crate) fn held(&self) -> (usize, usize) {
         (
-            self.held.load(Ordering::Acquire),
+            self.held.load(Ordering::Acquire) + self.reserve_held.load(Ordering::Acquire),
             self.peak.load(Ordering::Acquire),
         )
     }
 
-    fn try_take(&self, n: usize) -> bool {
-        let mut cur = self.held.load(Ordering::Acquire);
+    fn take_from(counter: &AtomicUsize, limit: usize, n: usize) -> bool {
+        let mut cur = counter.load(Ordering::Acquire);
         loop {
-            let Some(next) = cur.checked_add(n).filter(|v| *v <= self.limit) else {
+            let Some(next) = cur.checked_add(n).filter(|v| *v <= limit) else {
                 return false;
             };
-            match self
-                .held
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    self.peak.fetch_max(next, Ordering::AcqRel);
-                    return true;
-                }
+            match counter.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
                 Err(v) => cur = v,
             }
         }
     }
 
-    fn give_back(&self, n: usize) {
-        if n > 0 {
-            self.held.fetch_sub(n, Ordering::AcqRel);
+    fn note_peak(&self) {
+        let (now, _) = self.held();
+        self.peak.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// Charges `n` more bytes to a message that holds `charge`: from the budget, or for a
+    /// small message from the reserve.
+    fn try_take(&self, charge: &mut Charge, n: usize) -> bool {
+        if Self::take_from(&self.held, self.limit, n) {
+            charge.budget += n;
+        } else if charge.budget == 0
+            && charge.reserve + n <= SMALL
+            && Self::take_from(&self.reserve_held, RESERVE, n)
+        {
+            charge.reserve += n;
+        } else {
+            return false;
+        }
+        self.note_peak();
+        true
+    }
+
+    fn give_back(&self, charge: &mut Charge) {
+        let Charge { budget, reserve } = std::mem::take(charge);
+        if budget > 0 {
+            self.held.fetch_sub(budget, Ordering::AcqRel);
+        }
+        if reserve > 0 {
+            self.reserve_held.fetch_sub(reserve, Ordering::AcqRel);
+        }
+        if budget + reserve > 0 {
             self.freed.notify_waiters();
         }
+    }
+}
+
+/// What one message holds, and from where.
+#[derive(Clone, Copy, Debug, Default)]
+struct Charge {
+    budget: usize,
+    reserve: usize,
+}
+
+impl Charge {
+    fn total(&self) -> usize {
+        self.budget + self.reserve
     }
 }
 
@@ -134,8 +181,8 @@ pub(crate) struct MeteredBody<B> {
     remaining: usize,
     /// Bytes of the current incomplete message received (prefix included).
     received: usize,
-    /// Bytes charged to the budget for the current message.
-    charged: usize,
+    /// Bytes charged for the current message.
+    charged: Charge,
     /// A chunk waiting for budget, with the charge it needs.
     held_back: Option<(Frame<Bytes>, usize)>,
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -153,7 +200,7 @@ impl<B> MeteredBody<B> {
             prefix_len: 0,
             remaining: 0,
             received: 0,
-            charged: 0,
+            charged: Charge::default(),
             held_back: None,
             stall: None,
             freed: None,
@@ -187,7 +234,7 @@ impl<B> MeteredBody<B> {
     }
 
     fn release(&mut self) {
-        self.m.budget.give_back(std::mem::take(&mut self.charged));
+        self.m.budget.give_back(&mut self.charged);
     }
 
     /// Walks the prefixes in `data`: the size the current incomplete message will have
@@ -280,9 +327,8 @@ where
                     .freed
                     .get_or_insert_with(|| Box::pin(this.m.budget.freed.clone().notified_owned()));
                 freed.as_mut().enable();
-                if this.m.budget.try_take(need) {
+                if this.m.budget.try_take(&mut this.charged, need) {
                     this.freed = None;
-                    this.charged += need;
                     let (frame, _) = this.held_back.take().unwrap_or_else(|| unreachable!());
                     this.restart_stall();
                     return Poll::Ready(Some(Ok(frame)));
@@ -326,8 +372,9 @@ where
             let incomplete = scan.received;
             this.received = incomplete;
             // Whatever the chunk completed is released; what it leaves incomplete is charged.
-            let need = if incomplete >= this.charged && incomplete > 0 && this.charged > 0 {
-                incomplete - this.charged
+            let charged = this.charged.total();
+            let need = if incomplete >= charged && incomplete > 0 && charged > 0 {
+                incomplete - charged
             } else {
                 this.release();
                 incomplete
@@ -336,8 +383,7 @@ where
                 this.stall = None;
                 return Poll::Ready(Some(Ok(frame)));
             }
-            if need == 0 || this.m.budget.try_take(need) {
-                this.charged += need;
+            if need == 0 || this.m.budget.try_take(&mut this.charged, need) {
                 this.restart_stall();
                 return Poll::Ready(Some(Ok(frame)));
             }
