@@ -8,7 +8,6 @@
 //! `-- --quick` shortens the attacks.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use bytes::Bytes;
