@@ -69,6 +69,9 @@ pub(crate) struct Budget {
     reserve_held: AtomicUsize,
     peak: AtomicUsize,
     freed: Arc<Notify>,
+    /// Streams waiting for budget now: releases wake them only when there are any (waking
+    /// nobody still costs `Notify`'s lock, on every completed message).
+    waiting: AtomicUsize,
     /// Times a stream had to wait for budget.
     pub(crate) waits: AtomicU64,
     /// Streams ended because their message stalled.
@@ -85,6 +88,7 @@ impl Budget {
             reserve_held: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             freed: Arc::new(Notify::new()),
+            waiting: AtomicUsize::new(0),
             waits: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
             bad_framing: AtomicU64::new(0),
@@ -100,12 +104,14 @@ impl Budget {
     }
 
     fn take_from(counter: &AtomicUsize, limit: usize, n: usize) -> bool {
-        let mut cur = counter.load(Ordering::Acquire);
+        // SeqCst with `waiting`: a waiter counts itself then tries, a release gives back then
+        // looks for waiters; one of the two always sees the other.
+        let mut cur = counter.load(Ordering::SeqCst);
         loop {
             let Some(next) = cur.checked_add(n).filter(|v| *v <= limit) else {
                 return false;
             };
-            match counter.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            match counter.compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => return true,
                 Err(v) => cur = v,
             }
@@ -137,12 +143,12 @@ impl Budget {
     fn give_back(&self, charge: &mut Charge) {
         let Charge { budget, reserve } = std::mem::take(charge);
         if budget > 0 {
-            self.held.fetch_sub(budget, Ordering::AcqRel);
+            self.held.fetch_sub(budget, Ordering::SeqCst);
         }
         if reserve > 0 {
-            self.reserve_held.fetch_sub(reserve, Ordering::AcqRel);
+            self.reserve_held.fetch_sub(reserve, Ordering::SeqCst);
         }
-        if budget + reserve > 0 {
+        if budget + reserve > 0 && self.waiting.load(Ordering::SeqCst) > 0 {
             self.freed.notify_waiters();
         }
     }
@@ -185,6 +191,10 @@ pub(crate) struct MeteredBody<B> {
     charged: Charge,
     /// A chunk waiting for budget, with the charge it needs.
     held_back: Option<(Frame<Bytes>, usize)>,
+    /// When the current message last received bytes (or got budget for them).
+    last_progress: tokio::time::Instant,
+    /// Wakes the stream to check for a stall. It is re-armed only when it fires, not per
+    /// chunk: timer operations take the runtime's timer lock.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     freed: Option<Pin<Box<OwnedNotified>>>,
     done: bool,
@@ -202,6 +212,7 @@ impl<B> MeteredBody<B> {
             received: 0,
             charged: Charge::default(),
             held_back: None,
+            last_progress: tokio::time::Instant::now(),
             stall: None,
             freed: None,
             done: false,
@@ -228,7 +239,7 @@ impl<B> MeteredBody<B> {
         };
         *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = Some(fault);
         self.release();
-        self.held_back = None;
+        self.stop_waiting();
         self.done = true;
         status
     }
@@ -300,6 +311,7 @@ struct Scan {
 impl<B> Drop for MeteredBody<B> {
     fn drop(&mut self) {
         self.release();
+        self.stop_waiting();
     }
 }
 
@@ -329,9 +341,12 @@ where
                 freed.as_mut().enable();
                 if this.m.budget.try_take(&mut this.charged, need) {
                     this.freed = None;
-                    let (frame, _) = this.held_back.take().unwrap_or_else(|| unreachable!());
-                    this.restart_stall();
-                    return Poll::Ready(Some(Ok(frame)));
+                    let frame = this.stop_waiting();
+                    this.last_progress = tokio::time::Instant::now();
+                    if let Some(frame) = frame {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    continue;
                 }
                 if freed.as_mut().poll(cx).is_ready() {
                     this.freed = None;
@@ -380,18 +395,15 @@ where
                 incomplete
             };
             if incomplete == 0 {
-                this.stall = None;
                 return Poll::Ready(Some(Ok(frame)));
             }
             if need == 0 || this.m.budget.try_take(&mut this.charged, need) {
-                this.restart_stall();
+                this.last_progress = tokio::time::Instant::now();
                 return Poll::Ready(Some(Ok(frame)));
             }
             this.m.budget.waits.fetch_add(1, Ordering::Relaxed);
+            this.m.budget.waiting.fetch_add(1, Ordering::SeqCst);
             this.held_back = Some((frame, need));
-            if this.stall.is_none() {
-                this.restart_stall();
-            }
         }
     }
 
@@ -405,31 +417,36 @@ where
 }
 
 impl<B> MeteredBody<B> {
-    fn restart_stall(&mut self) {
-        let at = tokio::time::Instant::now() + self.m.stall;
-        match &mut self.stall {
-            Some(s) => s.as_mut().reset(at),
-            None => self.stall = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
+    /// Leaves the budget's wait, returning the chunk that waited.
+    fn stop_waiting(&mut self) -> Option<Frame<Bytes>> {
+        let (frame, _) = self.held_back.take()?;
+        self.m.budget.waiting.fetch_sub(1, Ordering::SeqCst);
+        Some(frame)
     }
 
     /// Pending, unless the message in progress has stalled.
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let in_progress = self.held_back.is_some() || self.prefix_len > 0 || self.remaining > 0;
         if !in_progress {
-            self.stall = None;
             return Poll::Pending;
         }
-        if self.stall.is_none() {
-            self.restart_stall();
-        }
-        let fired = self
-            .stall
-            .as_mut()
-            .is_some_and(|s| s.as_mut().poll(cx).is_ready());
-        if fired {
+        let deadline = self.last_progress + self.m.stall;
+        if tokio::time::Instant::now() >= deadline {
             let received = self.received;
             return Poll::Ready(Some(Err(self.fail(Fault::Stalled { received }))));
+        }
+        let sleep = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // A timer armed for an earlier message or an older chunk fires early: re-arm it for
+        // the current deadline (later, never earlier) and wait again.
+        if sleep.as_mut().poll(cx).is_ready() {
+            sleep.as_mut().reset(deadline);
+            if sleep.as_mut().poll(cx).is_ready() {
+                // The deadline passed meanwhile.
+                let received = self.received;
+                return Poll::Ready(Some(Err(self.fail(Fault::Stalled { received }))));
+            }
         }
         Poll::Pending
     }
