@@ -432,7 +432,8 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
             let (tx, rx) = mpsc::channel(inner.settings.write_window + 2);
             let ctl = Arc::new(StreamCtl::default());
             let span = tracing::info_span!(
-                "gossip_stream", %stream, inbound = false, pki_id = tracing::field::Empty
+                "gossip_stream", %stream, inbound = false, pki_id = tracing::field::Empty,
+                endpoint = tracing::field::Empty
             );
             let channel = st.dials.get(&dial).and_then(|d| d.channel.clone());
             let task = channel.map(|channel| {
@@ -587,6 +588,7 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
         } => {
             if let Some(e) = st.streams.get_mut(&conn) {
                 e.span.record("pki_id", tracing::field::display(&info.id));
+                e.span.record("endpoint", info.endpoint.as_str());
                 tracing::info!(
                     parent: &e.span, endpoint = %info.endpoint, inbound, "connected"
                 );
@@ -819,7 +821,7 @@ pub(crate) fn accept_inbound(
     let ctl = Arc::new(StreamCtl::default());
     let span = tracing::info_span!(
         "gossip_stream", %stream, inbound = true, remote = %remote_addr,
-        pki_id = tracing::field::Empty
+        pki_id = tracing::field::Empty, endpoint = tracing::field::Empty
     );
     let task = inner.rt.spawn(
         read_loop(inner.clone(), stream, streaming, ctl.clone(), Some(fault))
