@@ -151,6 +151,27 @@ fn message_larger_than_the_limit() {
     assert_eq!(c.stats().received, 0, "refused before counting as received");
     assert!(c.connections().is_empty());
 
+    // Announced by the driver (a gRPC length prefix over the limit), bytes never read: the
+    // same outcome and counter.
+    let (mut c, s, _sub) = established(cfg.clone());
+    c.handle_oversized(now(), s, 99 << 20).unwrap();
+    let (acts, ev) = drain(&mut c);
+    let why = format!("envelope of {} bytes exceeds the limit of 1024", 99 << 20);
+    assert_eq!(
+        disconnected(&ev, s),
+        Some(CloseReason::Malformed(why.clone()))
+    );
+    assert!(acts.contains(&Action::CloseStream {
+        stream: s,
+        error: Some(why)
+    }));
+    assert_eq!(c.stats().oversized, 1);
+    assert_eq!(
+        c.handle_oversized(now(), s, 2048),
+        Err(Error::UnknownHandle),
+        "a dead handle"
+    );
+
     // Outgoing: the caller gets a typed error and nothing is queued or counted.
     let before = c.stats().clone();
     let mut big = data(1);

@@ -13,6 +13,8 @@
 //! inline). Nothing that itself takes the lock is ever dropped under it.
 
 use crate::codec::RawCodec;
+use crate::inbound::{Admission, DriverLimits, Slot};
+use crate::metered::{Budget, Fault, FaultSlot, MeteredBody, Metering, take_fault};
 use crate::tls::{ClientTls, Dialer};
 use bytes::Bytes;
 use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
@@ -36,6 +38,7 @@ use tonic::codec::Streaming;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
+use tracing::Instrument;
 
 /// The core as the driver holds it: the security provider is boxed so that `Node` is not
 /// generic.
@@ -71,6 +74,9 @@ pub(crate) enum Out {
 #[derive(Debug, Default)]
 pub(crate) struct StreamCtl {
     paused: AtomicBool,
+    /// The RPC ended (its outgoing half is gone): read to the end regardless of pauses, so
+    /// the end and the remote's status reach the core.
+    ended: AtomicBool,
     resume: Notify,
 }
 
@@ -80,6 +86,31 @@ struct StreamEntry {
     tx: mpsc::Sender<Out>,
     ctl: Arc<StreamCtl>,
     task: Option<AbortHandle>,
+    /// The inbound connection it came on, until the core authenticated it.
+    conn: Option<Arc<Slot>>,
+    /// Held while the stream is authenticated: its connection is not pending meanwhile.
+    _auth: Option<AuthGuard>,
+    /// The stream's span (its PKI-ID is recorded once known).
+    span: tracing::Span,
+}
+
+/// Marks an inbound connection as carrying an authenticated stream for as long as it lives.
+struct AuthGuard {
+    admission: Arc<Admission>,
+    slot: Arc<Slot>,
+}
+
+impl AuthGuard {
+    fn new(admission: Arc<Admission>, slot: Arc<Slot>) -> Self {
+        admission.authenticated(&slot);
+        AuthGuard { admission, slot }
+    }
+}
+
+impl Drop for AuthGuard {
+    fn drop(&mut self) {
+        self.admission.unauthenticated(&self.slot);
+    }
 }
 
 struct DialEntry {
@@ -112,6 +143,35 @@ pub struct DriverStats {
     pub dials_failed: u64,
     /// Event copies not delivered to the event tap because it was full or closed.
     pub events_dropped: u64,
+    /// Writes that found their RPC already ended by the remote; the stream's end (with the
+    /// remote's status) is reported by its reader instead of as a failed write.
+    pub writes_after_end: u64,
+    /// Inbound connections accepted (admitted by the connection limits).
+    pub inbound_accepted: u64,
+    /// Inbound connections open now.
+    pub inbound_open: u64,
+    /// Of those, pending: without an authenticated gossip stream.
+    pub inbound_pending: u64,
+    /// Inbound connections refused at once: the inbound cap was reached and none was pending.
+    pub inbound_refused: u64,
+    /// Pending inbound connections closed to make room (caps, or out of file descriptors).
+    pub inbound_evicted: u64,
+    /// Pending inbound connections closed at `setup_timeout`.
+    pub inbound_setup_timeouts: u64,
+    /// `accept` failures other than a vanished connection (`EMFILE`...), each followed by a
+    /// back-off.
+    pub accept_errors: u64,
+    /// Bytes held now for incomplete messages, over all streams.
+    pub incomplete_bytes: u64,
+    /// The most ever held for incomplete messages.
+    pub incomplete_bytes_peak: u64,
+    /// Times a stream waited because the incomplete-message budget was spent.
+    pub incomplete_budget_waits: u64,
+    /// Streams reset because a message in progress stalled.
+    pub stalled_messages: u64,
+    /// Streams ended because their bytes were not gRPC messages (bad compression flag,
+    /// stream ended inside a message); malformed Envelopes are the core's `malformed`.
+    pub bad_framing: u64,
 }
 
 /// Everything behind the lock.
@@ -138,6 +198,7 @@ pub(crate) struct Settings {
     pub(crate) event_tap: Option<mpsc::Sender<Event>>,
     /// Leave `Ping` calls unanswered (see `NodeBuilder::hang_ping`).
     pub(crate) hang_ping: bool,
+    pub(crate) limits: DriverLimits,
 }
 
 /// Core time from a monotonic clock: the wall-clock time at start plus the monotonic time
@@ -185,6 +246,10 @@ pub(crate) struct Inner {
     pub(crate) identity_switch: Arc<tokio::sync::Mutex<mpsc::Receiver<PkiId>>>,
     /// Receivers currently waiting in `room` (to skip waking nobody).
     pub(crate) room_waiters: AtomicU64,
+    /// Inbound connections and their limits.
+    pub(crate) admission: Arc<Admission>,
+    /// Bytes held for incomplete messages.
+    pub(crate) budget: Arc<Budget>,
 }
 
 impl Inner {
@@ -195,6 +260,8 @@ impl Inner {
         rt: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let cap = comm.config().presumed_dead_buffer.max(1);
+        let admission = Admission::new(settings.limits.clone());
+        let budget = Budget::new(settings.limits.max_incomplete_bytes);
         let (dead_tx, dead_rx) = mpsc::channel(cap);
         let (switch_tx, switch_rx) = mpsc::channel(cap);
         Arc::new(Inner {
@@ -217,7 +284,30 @@ impl Inner {
             presumed_dead: Arc::new(tokio::sync::Mutex::new(dead_rx)),
             identity_switch: Arc::new(tokio::sync::Mutex::new(switch_rx)),
             room_waiters: AtomicU64::new(0),
+            admission,
+            budget,
         })
+    }
+
+    /// The driver's counters, with the connection table's and the budget's.
+    pub(crate) fn driver_stats(&self) -> DriverStats {
+        let mut s = self.lock().stats.clone();
+        let c = &self.admission.counters;
+        let (open, pending) = self.admission.open();
+        s.inbound_accepted = c.accepted.load(Ordering::Relaxed);
+        s.inbound_open = open as u64;
+        s.inbound_pending = pending as u64;
+        s.inbound_refused = c.refused.load(Ordering::Relaxed);
+        s.inbound_evicted = c.evicted.load(Ordering::Relaxed);
+        s.inbound_setup_timeouts = c.setup_timeouts.load(Ordering::Relaxed);
+        s.accept_errors = c.accept_errors.load(Ordering::Relaxed);
+        let (held, peak) = self.budget.held();
+        s.incomplete_bytes = held as u64;
+        s.incomplete_bytes_peak = peak as u64;
+        s.incomplete_budget_waits = self.budget.waits.load(Ordering::Relaxed);
+        s.stalled_messages = self.budget.stalls.load(Ordering::Relaxed);
+        s.bad_framing = self.budget.bad_framing.load(Ordering::Relaxed);
+        s
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -346,21 +436,32 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
         Action::OpenStream { dial, stream } => {
             let (tx, rx) = mpsc::channel(inner.settings.write_window + 2);
             let ctl = Arc::new(StreamCtl::default());
+            let span = tracing::info_span!(
+                "gossip_stream", %stream, inbound = false, pki_id = tracing::field::Empty,
+                endpoint = tracing::field::Empty
+            );
             let channel = st.dials.get(&dial).and_then(|d| d.channel.clone());
             let task = channel.map(|channel| {
                 inner
                     .rt
-                    .spawn(outbound_task(
-                        inner.clone(),
-                        channel,
-                        stream,
-                        rx,
-                        ctl.clone(),
-                    ))
+                    .spawn(
+                        outbound_task(inner.clone(), channel, stream, rx, ctl.clone())
+                            .instrument(span.clone()),
+                    )
                     .abort_handle()
             });
             let missing = task.is_none();
-            st.streams.insert(stream, StreamEntry { tx, ctl, task });
+            st.streams.insert(
+                stream,
+                StreamEntry {
+                    tx,
+                    ctl,
+                    task,
+                    conn: None,
+                    _auth: None,
+                    span,
+                },
+            );
             if missing {
                 let now = inner.now();
                 let _ = st.comm.handle_stream_closed(
@@ -372,11 +473,24 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
         }
         Action::Write { stream, envelope } => {
             let failed = match st.streams.get(&stream) {
-                Some(e) => e.tx.try_send(Out::Env(envelope)).is_err(),
+                Some(e) => match e.tx.try_send(Out::Env(envelope)) {
+                    Ok(()) => false,
+                    // The RPC already ended (the remote closed it, perhaps refusing us with
+                    // a status): its reader is about to report how, with the remote's
+                    // status and message, which a "write failed" here would hide.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        st.stats.writes_after_end += 1;
+                        e.ctl.ended.store(true, Ordering::Release);
+                        e.ctl.resume.notify_one();
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => true,
+                },
                 None => false,
             };
             if failed {
                 st.stats.write_failures += 1;
+                tracing::debug!(%stream, "write found the stream's writer gone");
                 let now = inner.now();
                 let _ = st
                     .comm
@@ -396,6 +510,9 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
         }
         Action::CloseStream { stream, error } => {
             if let Some(e) = st.streams.remove(&stream) {
+                if let Some(why) = &error {
+                    tracing::debug!(parent: &e.span, error = %why, "stream closed with an error status");
+                }
                 // If the writer is gone or full the sender's drop still ends the stream.
                 let _ = e.tx.try_send(Out::End(error));
                 if let Some(t) = e.task {
@@ -423,6 +540,7 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
     }
     match ev {
         Event::PresumedDead(p) => {
+            tracing::info!(pki_id = %p, "peer presumed dead");
             if let Some(tx) = &st.presumed_dead_tx
                 && tx.try_send(p).is_err()
             {
@@ -468,7 +586,37 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
             inner.room.notify_waiters();
             inner.timer.notify_one();
         }
-        Event::Connected { .. } | Event::Disconnected { .. } | Event::HandshakeFailed { .. } => {}
+        Event::Connected {
+            conn,
+            info,
+            inbound,
+        } => {
+            if let Some(e) = st.streams.get_mut(&conn) {
+                e.span.record("pki_id", tracing::field::display(&info.id));
+                e.span.record("endpoint", info.endpoint.as_str());
+                tracing::info!(
+                    parent: &e.span, endpoint = %info.endpoint, inbound, "connected"
+                );
+                if let Some(slot) = e.conn.take() {
+                    e._auth = Some(AuthGuard::new(inner.admission.clone(), slot));
+                }
+            }
+        }
+        Event::Disconnected {
+            conn,
+            pki_id,
+            reason,
+        } => {
+            tracing::info!(stream = %conn, pki_id = %pki_id, reason = %reason, cause = reason.label(), "disconnected");
+        }
+        Event::HandshakeFailed {
+            stream,
+            remote,
+            inbound,
+            error,
+        } => {
+            tracing::info!(%stream, remote = %remote, inbound, error = %error, "handshake failed");
+        }
     }
 }
 
@@ -503,6 +651,7 @@ async fn dial_task(inner: Arc<Inner>, dial: DialId, endpoint: String) {
         }
         Err(e) => {
             st.stats.dials_failed += 1;
+            tracing::info!(%endpoint, error = %e, "dial failed");
             Err(e)
         }
     };
@@ -549,6 +698,9 @@ async fn ping_task(inner: Arc<Inner>, dial: DialId, channel: Channel) {
         Ok(Err(status)) => Err(status_text(&status)),
         Err(_) => Err("ping timed out".into()),
     };
+    if let Err(e) = &result {
+        tracing::info!(error = %e, "ping failed");
+    }
     let mut st = inner.lock();
     let now = inner.now();
     if let Some(d) = st.dials.get_mut(&dial) {
@@ -576,7 +728,17 @@ async fn outbound_task(
 ) {
     let max = inner.settings.max_message_size;
     let body = ClientOut(OutStream::new(inner.clone(), stream, rx));
-    let mut grpc = tonic::client::Grpc::new(channel)
+    let fault = FaultSlot::default();
+    let metered = MeteredChannel {
+        channel,
+        metering: Metering {
+            budget: inner.budget.clone(),
+            max_message: max,
+            stall: inner.settings.limits.message_stall_timeout,
+        },
+        fault: fault.clone(),
+    };
+    let mut grpc = tonic::client::Grpc::new(metered)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let opened = match grpc.ready().await {
@@ -591,8 +753,9 @@ async fn outbound_task(
         Err(e) => Err(Status::unavailable(error_text(&e))),
     };
     match opened {
-        Ok(response) => read_loop(inner, stream, response.into_inner(), ctl).await,
+        Ok(response) => read_loop(inner, stream, response.into_inner(), ctl, Some(fault)).await,
         Err(status) => {
+            tracing::info!(status = %status_text(&status), "opening the stream failed");
             let mut st = inner.lock();
             let now = inner.now();
             let _ =
@@ -603,6 +766,46 @@ async fn outbound_task(
     }
 }
 
+/// A client channel whose response bodies are metered like inbound request bodies: a peer
+/// this node dialled can half-send messages too.
+#[derive(Clone)]
+struct MeteredChannel {
+    channel: Channel,
+    metering: Metering,
+    fault: FaultSlot,
+}
+
+type ResponseFuture = Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    http::Response<MeteredBody<tonic::body::Body>>,
+                    tonic::transport::Error,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for MeteredChannel {
+    type Response = http::Response<MeteredBody<tonic::body::Body>>;
+    type Error = tonic::transport::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.channel.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let call = self.channel.call(req);
+        let metering = self.metering.clone();
+        let fault = self.fault.clone();
+        Box::pin(async move {
+            let resp = call.await?;
+            Ok(resp.map(|b| MeteredBody::new(b, metering, fault)))
+        })
+    }
+}
+
 /// Registers an inbound stream with the core and starts its reader. Returns the stream's
 /// outgoing half, or the status to refuse the RPC with.
 pub(crate) fn accept_inbound(
@@ -610,6 +813,8 @@ pub(crate) fn accept_inbound(
     remote_addr: &str,
     remote_cert_hash: Option<CertHash>,
     streaming: Streaming<Bytes>,
+    conn: Option<Arc<Slot>>,
+    fault: FaultSlot,
 ) -> Result<ServerOut, Status> {
     let mut st = inner.lock();
     let now = inner.now();
@@ -619,15 +824,23 @@ pub(crate) fn accept_inbound(
         .map_err(|_| Status::unavailable("Shutting down"))?;
     let (tx, rx) = mpsc::channel(inner.settings.write_window + 2);
     let ctl = Arc::new(StreamCtl::default());
-    let task = inner
-        .rt
-        .spawn(read_loop(inner.clone(), stream, streaming, ctl.clone()));
+    let span = tracing::info_span!(
+        "gossip_stream", %stream, inbound = true, remote = %remote_addr,
+        pki_id = tracing::field::Empty, endpoint = tracing::field::Empty
+    );
+    let task = inner.rt.spawn(
+        read_loop(inner.clone(), stream, streaming, ctl.clone(), Some(fault))
+            .instrument(span.clone()),
+    );
     st.streams.insert(
         stream,
         StreamEntry {
             tx,
             ctl,
             task: Some(task.abort_handle()),
+            conn,
+            _auth: None,
+            span,
         },
     );
     drain(inner, &mut st);
@@ -670,15 +883,19 @@ async fn read_loop(
     stream: StreamId,
     mut streaming: Streaming<Bytes>,
     ctl: Arc<StreamCtl>,
+    fault: Option<FaultSlot>,
 ) {
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(READ_BATCH);
     let mut end: Option<StreamEnd> = None;
     loop {
-        while ctl.paused.load(Ordering::Acquire) {
+        let held = |ctl: &StreamCtl| {
+            ctl.paused.load(Ordering::Acquire) && !ctl.ended.load(Ordering::Acquire)
+        };
+        while held(&ctl) {
             let resumed = ctl.resume.notified();
             tokio::pin!(resumed);
             resumed.as_mut().enable();
-            if !ctl.paused.load(Ordering::Acquire) {
+            if !held(&ctl) {
                 break;
             }
             resumed.await;
@@ -689,7 +906,7 @@ async fn read_loop(
         let mut st = inner.lock();
         let now = inner.now();
         while let Some(b) = batch.pop_front() {
-            if ctl.paused.load(Ordering::Acquire) {
+            if held(&ctl) {
                 batch.push_front(b);
                 break;
             }
@@ -704,7 +921,37 @@ async fn read_loop(
         if batch.is_empty()
             && let Some(e) = end.take()
         {
-            let _ = st.comm.handle_stream_closed(now, stream, e);
+            match fault.as_ref().and_then(take_fault) {
+                Some(Fault::Oversized(size)) => {
+                    tracing::warn!(
+                        size,
+                        limit = inner.settings.max_message_size,
+                        "oversized message refused at its length prefix"
+                    );
+                    let _ = st.comm.handle_oversized(now, stream, size);
+                }
+                other => {
+                    match &other {
+                        Some(Fault::Stalled { received }) => {
+                            tracing::warn!(received, "stream reset: message in progress stalled");
+                        }
+                        Some(Fault::Framing(why)) => {
+                            tracing::warn!(error = %why, "stream ended: bad gRPC framing");
+                        }
+                        _ => tracing::debug!(end = ?e, "stream ended"),
+                    }
+                    // The sender of a stalled or badly framed message learns why: the
+                    // writer ends the RPC with this status before the core's close
+                    // (which carries no status for a stream error) reaches it.
+                    if other.is_some()
+                        && let StreamEnd::Error(why) = &e
+                        && let Some(entry) = st.streams.get(&stream)
+                    {
+                        let _ = entry.tx.try_send(Out::End(Some(why.clone())));
+                    }
+                    let _ = st.comm.handle_stream_closed(now, stream, e);
+                }
+            }
             drain(&inner, &mut st);
             return;
         }

@@ -56,16 +56,54 @@
 //! `presumed_dead_buffer` each, then dropped and counted in [`DriverStats`]; so are event
 //! copies beyond the capacity of the tap given to [`NodeBuilder::events`]. HTTP/2 windows
 //! (4 MiB per stream, 8 MiB per connection) bound what a paused stream can have in flight.
+//!
+//! # Hostile remotes
+//!
+//! [`DriverLimits`] ([`NodeBuilder::limits`]) bounds what remotes can make a node hold:
+//!
+//! - **Connections**: an inbound connection without an authenticated gossip stream is
+//!   *pending*; it is closed after `setup_timeout` (10 s), at most `max_pending_connections`
+//!   (128) are held and `max_inbound_connections` (512) in all. A new connection over a cap
+//!   evicts a pending one (from the address holding the most, the one that got least far,
+//!   oldest first) or is refused. `accept` failures such as `EMFILE` back off (5 ms doubling
+//!   to 1 s) and evict a pending connection instead of spinning.
+//! - **Incomplete messages**: the gRPC length prefix of every message is read before its
+//!   body is buffered: a message over `max_message_size` is refused there (the core's
+//!   `Malformed`, counted `oversized`; an inbound sender gets an error status). Bytes of
+//!   messages begun and not finished count against `max_incomplete_bytes` (128 MiB) node-wide,
+//!   inbound and outbound streams alike; a stream that would pass it waits (flow control
+//!   pushes back), and a message that makes no progress for `message_stall_timeout` (10 s)
+//!   resets its stream. Bad framing (an unknown compression flag, a stream ending inside a
+//!   message) is counted apart, in [`DriverStats::bad_framing`].
+//!
+//! **Memory ceiling** with the defaults: `max_incomplete_bytes` (128 MiB) plus what HTTP/2
+//! lets each connection have unread (at most its 8 MiB connection window; only streams the
+//! core paused leave data unread) plus the node's working set. The
+//! attacks of issue 10 stay under 256 MiB (see `examples/hostile_memory.rs`). Not bounded in
+//! bytes: the core's subscription queues count messages, so many authenticated peers
+//! sending maximum-size messages to a slow subscriber can hold `subscription_buffer` such
+//! messages each.
+//!
+//! # Logs
+//!
+//! The driver emits [`tracing`] events and never prints: a `gossip_stream` span per stream
+//! (stream handle, direction, remote address, and the PKI-ID once authenticated) with
+//! `connected`, `disconnected` (reason and cause label), `handshake failed`; dial and Ping
+//! failures; inbound connections evicted, refused or timed out; `accept` errors with their
+//! back-off; oversized, stalled and badly framed messages.
 #![forbid(unsafe_code)]
 
 mod codec;
 mod driver;
+mod inbound;
+mod metered;
 mod node;
 mod service;
 mod tls;
 
 pub use codec::{RawCodec, RawDecoder, RawEncoder};
 pub use driver::DriverStats;
+pub use inbound::DriverLimits;
 pub use node::{
     DELIVERY_BATCH, Incoming, Node, NodeBuilder, NotificationStream, OpError, Received, StartError,
 };

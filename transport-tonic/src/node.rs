@@ -4,6 +4,7 @@ use crate::driver::{
     CONNECTION_WINDOW, Clock, Core, DriverStats, Inner, MAX_FRAME, STREAM_WINDOW, Settings, Waiter,
     drain, timer_task,
 };
+use crate::inbound::{DriverLimits, GuardedIncoming, reaper_task};
 use crate::service::GossipService;
 use crate::tls::TlsConfig;
 use bytes::Bytes;
@@ -23,7 +24,6 @@ use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_stream::Stream;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 /// Messages an [`Incoming`] takes from the core per lock, at most; they are its only
 /// buffering beyond the core's own subscription queue.
@@ -96,9 +96,19 @@ pub struct NodeBuilder {
     event_tap: Option<tokio::sync::mpsc::Sender<Event>>,
     hang_ping: bool,
     claimed_hashes: Option<TlsHashes>,
+    limits: DriverLimits,
 }
 
 impl NodeBuilder {
+    /// The limits the driver enforces against remotes: how long and how many inbound
+    /// connections may stay without an authenticated stream, how many inbound connections
+    /// in all, and the bytes and stall time allowed for incomplete messages. Defaults:
+    /// [`DriverLimits::default`].
+    pub fn limits(mut self, limits: DriverLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// For tests of other nodes: the server takes `Ping` calls but never answers them, as
     /// a hung peer would, so that callers' `conn_timeout` handling can be exercised.
     pub fn hang_ping(mut self, hang: bool) -> Self {
@@ -173,6 +183,7 @@ impl NodeBuilder {
             event_tap,
             hang_ping,
             claimed_hashes,
+            limits,
         } = self;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
             StartError::Server("a node must be started inside a tokio runtime".into())
@@ -204,6 +215,7 @@ impl NodeBuilder {
             tls: tls.as_ref().map(|t| t.client.clone()),
             event_tap,
             hang_ping,
+            limits,
         };
         let comm = Core::new(config, security, clock.now()).map_err(StartError::Identity)?;
         let pki_id = comm.pki_id().clone();
@@ -219,7 +231,10 @@ impl NodeBuilder {
                 .map_err(|e| StartError::Server(crate::driver::error_text(&e)))?;
         }
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = GuardedIncoming::new(listener, inner.admission.clone());
+        let reaper = rt
+            .spawn(reaper_task(inner.admission.clone()))
+            .abort_handle();
         let router = server.add_service(GossipService::new(inner.clone()));
         let server_task = rt.spawn(async move {
             let _ = router
@@ -237,6 +252,7 @@ impl NodeBuilder {
                 shutdown: Mutex::new(Some(shutdown_tx)),
                 server: tokio::sync::Mutex::new(Some(server_task)),
                 timer,
+                reaper,
                 stop_timeout,
             }),
         })
@@ -266,6 +282,7 @@ struct Handle {
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
     server: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     timer: AbortHandle,
+    reaper: AbortHandle,
     stop_timeout: Duration,
 }
 
@@ -289,6 +306,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         self.stop_now();
         self.timer.abort();
+        self.reaper.abort();
         // Give the server its graceful period, then cut it, without blocking here.
         if let Ok(mut guard) = self.server.try_lock()
             && let Some(task) = guard.take()
@@ -316,6 +334,7 @@ impl Node {
             event_tap: None,
             hang_ping: false,
             claimed_hashes: None,
+            limits: DriverLimits::default(),
         }
     }
 
@@ -459,6 +478,7 @@ impl Node {
             task.abort();
         }
         self.h.timer.abort();
+        self.h.reaper.abort();
     }
 
     /// The core's counters (Fabric's sent, received and overflow counters among them).
@@ -468,7 +488,7 @@ impl Node {
 
     /// The driver's own counters.
     pub fn driver_stats(&self) -> DriverStats {
-        self.h.inner.lock().stats.clone()
+        self.h.inner.driver_stats()
     }
 
     /// Registered connections (PKI-ID, primary, crossing secondary), sorted by PKI-ID.

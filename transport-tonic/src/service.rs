@@ -2,6 +2,8 @@
 
 use crate::codec::RawCodec;
 use crate::driver::{Inner, ServerOut, accept_inbound};
+use crate::inbound::{InboundConn, Slot};
+use crate::metered::{FaultSlot, MeteredBody, Metering};
 use bytes::Bytes;
 use fabric_gossip_core::cert_hash;
 use fabric_gossip_core::proto::gossip::Empty;
@@ -15,6 +17,7 @@ use tonic::body::Body;
 use tonic::codec::Streaming;
 use tonic::codegen::{Body as HttpBody, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
+use tonic::transport::server::TlsConnectInfo;
 use tonic::{Request, Response, Status};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -39,7 +42,39 @@ impl NamedService for GossipService {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-struct StreamSvc(Arc<Inner>);
+/// What the server knows about the connection a request came on.
+#[derive(Default)]
+struct ConnFacts {
+    slot: Option<Arc<Slot>>,
+    /// SHA-256 of the leaf certificate the client presented (first of its chain).
+    cert_hash: Option<fabric_gossip_core::CertHash>,
+}
+
+impl ConnFacts {
+    fn of(ext: &http::Extensions) -> Self {
+        if let Some(tls) = ext.get::<TlsConnectInfo<InboundConn>>() {
+            ConnFacts {
+                slot: Some(tls.get_ref().slot.clone()),
+                cert_hash: tls
+                    .peer_certs()
+                    .and_then(|chain| chain.first().map(|c| cert_hash(c.as_ref()))),
+            }
+        } else if let Some(plain) = ext.get::<InboundConn>() {
+            ConnFacts {
+                slot: Some(plain.slot.clone()),
+                cert_hash: None,
+            }
+        } else {
+            ConnFacts::default()
+        }
+    }
+}
+
+struct StreamSvc {
+    inner: Arc<Inner>,
+    facts: ConnFacts,
+    fault: FaultSlot,
+}
 
 impl StreamingService<Bytes> for StreamSvc {
     type Response = Bytes;
@@ -47,16 +82,24 @@ impl StreamingService<Bytes> for StreamSvc {
     type Future = std::future::Ready<Result<Response<ServerOut>, Status>>;
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
-        let remote = request
-            .remote_addr()
+        let slot = self.facts.slot.take();
+        let remote = slot
+            .as_ref()
+            .and_then(|s| s.remote())
             .map(|a| a.to_string())
             .unwrap_or_default();
-        // The leaf certificate the client actually presented (first of the chain).
-        let hash = request
-            .peer_certs()
-            .and_then(|chain| chain.first().map(|c| cert_hash(c.as_ref())));
         let streaming = request.into_inner();
-        std::future::ready(accept_inbound(&self.0, &remote, hash, streaming).map(Response::new))
+        std::future::ready(
+            accept_inbound(
+                &self.inner,
+                &remote,
+                self.facts.cert_hash,
+                streaming,
+                slot,
+                self.fault.clone(),
+            )
+            .map(Response::new),
+        )
     }
 }
 
@@ -86,9 +129,25 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let max = self.inner.settings.max_message_size;
+        let facts = ConnFacts::of(req.extensions());
+        if let Some(slot) = &facts.slot {
+            slot.saw_request();
+        }
         match req.uri().path() {
             GOSSIP_STREAM_PATH => {
-                let svc = StreamSvc(self.inner.clone());
+                let fault = FaultSlot::default();
+                let metering = Metering {
+                    budget: self.inner.budget.clone(),
+                    max_message: max,
+                    stall: self.inner.settings.limits.message_stall_timeout,
+                };
+                let fault_in_body = fault.clone();
+                let req = req.map(move |b| MeteredBody::new(b, metering, fault_in_body));
+                let svc = StreamSvc {
+                    inner: self.inner.clone(),
+                    facts,
+                    fault,
+                };
                 Box::pin(async move {
                     let mut grpc =
                         Grpc::new(RawCodec).apply_max_message_size_config(Some(max), Some(max));

@@ -121,8 +121,8 @@ async fn mutual_tls_respond_and_ack() {
     respond_and_ack(true).await;
 }
 
-/// A node refuses Envelopes over its `max_message_size` (gRPC's decoding limit, before the
-/// core sees them): the connection carrying one is closed, nothing is delivered, and a
+/// A node refuses Envelopes over its `max_message_size` (at their gRPC length prefix, before
+/// their bytes are held): the connection carrying one is closed, nothing is delivered, and a
 /// later message within the limit gets through on a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_envelope_closes_the_connection() {
@@ -154,11 +154,10 @@ async fn oversized_envelope_closes_the_connection() {
     })
     .await;
     assert_eq!(seq_of(m.message()), Some(3));
-    assert_eq!(
-        b.stats().received,
-        2,
-        "the oversized message was never handed to the core"
-    );
+    // Refused at its length prefix and counted, never decoded or delivered (the retries
+    // above may deliver more than one copy of message 3).
+    assert_eq!(b.stats().oversized, 1);
+    assert!(b.stats().received >= 2);
     // Sending something larger than one's own limit is refused at once.
     assert!(matches!(
         b.send(&data(4, 100 * 1024), &[a.as_peer()]),

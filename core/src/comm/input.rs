@@ -75,17 +75,7 @@ impl<S: Security> Comm<S> {
         self.tick(now);
         let handshaking = self.handshaking(stream)?;
         if bytes.len() > self.config.max_message_size {
-            self.stats.oversized += 1;
-            let why = format!(
-                "envelope of {} bytes exceeds the limit of {}",
-                bytes.len(),
-                self.config.max_message_size
-            );
-            if handshaking {
-                self.fail_handshake(stream, HandshakeError::Malformed(why));
-            } else {
-                self.close_stream(stream, CloseReason::Malformed(why));
-            }
+            self.refuse_oversized(stream, handshaking, bytes.len());
             return Ok(());
         }
         if handshaking {
@@ -94,6 +84,36 @@ impl<S: Security> Comm<S> {
             self.on_established_envelope(stream, bytes);
         }
         Ok(())
+    }
+
+    /// The driver saw a message of `size` bytes announced on this stream (a gRPC length
+    /// prefix) that exceeds `max_message_size`, and refused to read it: the same outcome as
+    /// [`Comm::handle_envelope`] with that many bytes (`oversized` counted, the handshake
+    /// fails or the connection closes `Malformed`), without the driver having to hold them.
+    /// `Err` only means the handle is dead.
+    pub fn handle_oversized(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        size: usize,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        let handshaking = self.handshaking(stream)?;
+        self.refuse_oversized(stream, handshaking, size);
+        Ok(())
+    }
+
+    fn refuse_oversized(&mut self, stream: StreamId, handshaking: bool, size: usize) {
+        self.stats.oversized += 1;
+        let why = format!(
+            "envelope of {size} bytes exceeds the limit of {}",
+            self.config.max_message_size
+        );
+        if handshaking {
+            self.fail_handshake(stream, HandshakeError::Malformed(why));
+        } else {
+            self.close_stream(stream, CloseReason::Malformed(why));
+        }
     }
 
     /// The driver finished writing `count` envelopes of this stream (credit comes back).

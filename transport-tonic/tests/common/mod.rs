@@ -107,3 +107,107 @@ pub fn seq_of(m: &GossipMessage) -> Option<u64> {
         _ => None,
     }
 }
+
+/// A request body that sends `chunks` in order, then ends, or, with `stall`, never ends and
+/// never sends again: a peer that stopped in the middle of a message.
+pub struct ChunkBody {
+    chunks: std::collections::VecDeque<Bytes>,
+    stall: bool,
+}
+
+impl ChunkBody {
+    pub fn new(chunks: Vec<Bytes>, stall: bool) -> Self {
+        ChunkBody {
+            chunks: chunks.into(),
+            stall,
+        }
+    }
+}
+
+impl http_body::Body for ChunkBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+        match self.chunks.pop_front() {
+            Some(c) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(c)))),
+            // Stalling: nothing will ever wake this; the stream's reset drops it.
+            None if self.stall => std::task::Poll::Pending,
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+/// A gRPC length prefix: no compression, `len` bytes follow.
+pub fn grpc_prefix(len: usize) -> Bytes {
+    let mut p = vec![0u8];
+    p.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+    Bytes::from(p)
+}
+
+/// The framed, signed ConnEstablish of a raw client calling itself `me` (Fabric's test
+/// provider: the PKI-ID and identity are `me`), for plaintext servers.
+pub fn framed_conn_establish(me: &str) -> Vec<Bytes> {
+    use fabric_gossip_core::proto::gossip::ConnEstablish;
+    let conn = GossipMessage {
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::Conn(ConnEstablish {
+            pki_id: me.as_bytes().to_vec().into(),
+            identity: me.as_bytes().to_vec().into(),
+            tls_cert_hash: Bytes::new(),
+            probe: false,
+        })),
+        ..Default::default()
+    };
+    let signed = SignedMessage::sign(conn, &TestOnlyHmacSecurity::new(me)).unwrap();
+    let env = signed.envelope_bytes().clone();
+    vec![grpc_prefix(env.len()), env]
+}
+
+/// Calls `GossipStream` on a plaintext server with `body` as the raw request bytes and
+/// returns the gRPC status the server ended the call with: `(code, message)`, or `Err` if
+/// the call failed below gRPC (connection or stream reset before any status).
+pub async fn raw_stream(addr: &str, body: ChunkBody) -> Result<(tonic::Code, String), String> {
+    use http_body::Body as _;
+    use tower_service::Service;
+    let mut ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}{}",
+            fabric_gossip_core::proto::GOSSIP_STREAM_PATH
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(body))
+        .unwrap();
+    std::future::poll_fn(|cx| ch.poll_ready(cx))
+        .await
+        .map_err(|e| e.to_string())?;
+    let resp = ch.call(req).await.map_err(|e| e.to_string())?;
+    if let Some(s) = tonic::Status::from_header_map(resp.headers()) {
+        return Ok((s.code(), s.message().to_string()));
+    }
+    let mut body = std::pin::pin!(resp.into_body());
+    loop {
+        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            Some(Ok(f)) => {
+                if let Some(t) = f.trailers_ref() {
+                    return match tonic::Status::from_header_map(t) {
+                        Some(s) => Ok((s.code(), s.message().to_string())),
+                        None => Ok((tonic::Code::Ok, String::new())),
+                    };
+                }
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("response ended without a status".into()),
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! Admission of inbound connections: who may hold a socket of this node, and for how long.
+//!
+//! tonic's server keeps every accepted connection for as long as the remote likes, however
+//! little it sends, and retries a failing `accept` at once: 2,000 idle TCP connections locked
+//! every legitimate peer out of a node with the usual 1,024 open files, and the accept loop
+//! spun on `EMFILE`. This module is the incoming stream the server is given instead. Each
+//! accepted socket is wrapped in a [`GuardedIo`] registered in the [`Admission`] table, which
+//!
+//! - counts a connection as **pending** until one of its gossip streams has authenticated
+//!   (the core reported it `Connected`), and again once its last authenticated stream closed;
+//! - closes a pending connection once it has been pending for [`DriverLimits::setup_timeout`]
+//!   (TLS, the HTTP/2 preface, opening a stream and the handshake must all fit in it);
+//! - caps pending connections ([`DriverLimits::max_pending_connections`]) and all inbound
+//!   connections ([`DriverLimits::max_inbound_connections`]): a new connection over a cap
+//!   evicts a pending connection of the remote address that holds the most of them, the
+//!   one that got least far (no bytes, then no gRPC request, then no authenticated stream),
+//!   oldest first; or it is refused when none is pending;
+//! - backs off when `accept` fails for want of resources (`EMFILE`, `ENFILE`, `ENOBUFS`),
+//!   evicting a pending connection to free a descriptor, instead of spinning.
+//!
+//! Closing a connection is done from inside its I/O: the wrapper's reads and writes fail
+//! once it is marked, and its pending read is woken, so hyper (or the TLS handshake) ends the
+//! connection and drops the socket without the table owning any task.
+
+use futures_util::task::AtomicWaker;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+
+/// Limits the driver enforces against remotes, beyond the core's own `Config`.
+///
+/// The defaults protect a node with the usual soft limit of 1,024 open files and keep what
+/// hostile remotes can make it hold under about 256 MiB (see the crate docs); every field can
+/// be changed after `DriverLimits::default()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverLimits {
+    /// How long an inbound connection may stay without an authenticated gossip stream: from
+    /// `accept` through TLS, the HTTP/2 preface, opening `GossipStream` and the handshake, and
+    /// again after its last authenticated stream closed. Default 10 s. grpc-go allows 120 s
+    /// for the TLS handshake alone, but with a cap on such connections every second an idle
+    /// socket may live is a second a slot is taken; a legitimate Fabric peer needs its dial
+    /// timeout (3 s) plus the first message's (2 s) at most, so 10 s leaves twice that for a
+    /// slow link. `Ping`-only connections (probes) count as pending: they are done in
+    /// milliseconds.
+    pub setup_timeout: Duration,
+    /// Pending connections (see `setup_timeout`) held at once; one more evicts a pending
+    /// connection of the address holding the most, the one that got least far, oldest
+    /// first. Default 128: far above the connections a node's peers open at once, far
+    /// below the open-file limit.
+    pub max_pending_connections: usize,
+    /// Inbound connections held at once, authenticated or not. Over it, a new connection
+    /// evicts a pending one, or is refused if none is pending. Default 512, half the usual
+    /// soft open-file limit, leaving the rest for outbound connections and files.
+    pub max_inbound_connections: usize,
+    /// Bytes this node holds, over all streams, for gRPC messages that have begun to arrive
+    /// and are not complete. A stream whose next chunk would pass it waits (HTTP/2 flow
+    /// control then holds the sender back) until others complete or are reset; an incomplete
+    /// message of at most 64 KiB may use an 8 MiB reserve beyond it instead, so ordinary
+    /// messages keep flowing while half-sent large ones hold the budget. Default 128 MiB: at
+    /// least one message of the core's default `max_message_size` (100 MiB) always fits, and
+    /// with the reserve and the HTTP/2 windows the total stays under 256 MiB.
+    pub max_incomplete_bytes: usize,
+    /// How long a message in progress may go without receiving a byte (or without budget
+    /// to take its next bytes) before its stream is reset. Default 10 s. A sender that is
+    /// slow but steady is never cut: the clock restarts with every chunk.
+    pub message_stall_timeout: Duration,
+}
+
+impl Default for DriverLimits {
+    fn default() -> Self {
+        DriverLimits {
+            setup_timeout: Duration::from_secs(10),
+            max_pending_connections: 128,
+            max_inbound_connections: 512,
+            max_incomplete_bytes: 128 << 20,
+            message_stall_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How far a pending connection got, lowest evicted first.
+const STAGE_SILENT: u8 = 0;
+const STAGE_BYTES: u8 = 1;
+const STAGE_REQUEST: u8 = 2;
+
+/// Shortest and longest pause after `accept` failed for want of resources.
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// One inbound connection's entry.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    id: u64,
+    remote: Option<SocketAddr>,
+    stage: AtomicU8,
+    /// Authenticated gossip streams open on it.
+    authenticated: AtomicU32,
+    /// When it last became pending, in ms since the table's base.
+    pending_since: AtomicU64,
+    killed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Slot {
+    fn pending(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire) == 0
+    }
+
+    /// The connection carried a gRPC request (a stream or a `Ping`).
+    pub(crate) fn saw_request(&self) {
+        self.stage.fetch_max(STAGE_REQUEST, Ordering::AcqRel);
+    }
+
+    /// The remote address, for logs and the core.
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+}
+
+/// Counters of the admission table, copied into `DriverStats`.
+#[derive(Debug, Default)]
+pub(crate) struct AdmissionCounters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) evicted: AtomicU64,
+    pub(crate) setup_timeouts: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+}
+
+/// The table of inbound connections and the limits it enforces.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    limits: DriverLimits,
+    base: tokio::time::Instant,
+    table: Mutex<BTreeMap<u64, Arc<Slot>>>,
+    next_id: AtomicU64,
+    /// Wakes the reaper when a connection becomes pending.
+    reaper: Notify,
+    pub(crate) counters: AdmissionCounters,
+}
+
+impl Admission {
+    pub(crate) fn new(limits: DriverLimits) -> Arc<Self> {
+        Arc::new(Admission {
+            limits,
+            base: tokio::time::Instant::now(),
+            table: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(0),
+            reaper: Notify::new(),
+            counters: AdmissionCounters::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Slot>>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// (open, pending) inbound connections now.
+    pub(crate) fn open(&self) -> (usize, usize) {
+        let t = self.lock();
+        (t.len(), t.values().filter(|s| s.pending()).count())
+    }
+
+    /// Registers an accepted socket, evicting or refusing per the caps.
+    fn admit(self: &Arc<Self>, tcp: TcpStream, remote: SocketAddr) -> Option<GuardedIo> {
+        let mut t = self.lock();
+        let pending = t.values().filter(|s| s.pending()).count();
+        if t.len() >= self.limits.max_inbound_connections
+            || pending >= self.limits.max_pending_connections
+        {
+            match Self::victim(&t) {
+                Some(v) => {
+                    if let Some(s) = t.remove(&v) {
+                        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            remote = ?s.remote, stage = s.stage.load(Ordering::Relaxed),
+                            "inbound connection evicted: connection limit reached"
+                        );
+                        kill(&s);
+                    }
+                }
+                None => {
+                    drop(t);
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%remote, "inbound connection refused: every slot is authenticated");
+                    return None;
+                }
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            id,
+            remote: Some(remote),
+            stage: AtomicU8::new(STAGE_SILENT),
+            authenticated: AtomicU32::new(0),
+            pending_since: AtomicU64::new(self.now_ms()),
+            killed: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        t.insert(id, slot.clone());
+        drop(t);
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        self.reaper.notify_one();
+        Some(GuardedIo {
+            tcp,
+            slot,
+            admission: self.clone(),
+        })
+    }
+
+    /// The pending connection to close for room: from the remote address holding the most
+    /// pending connections (a flood from a few hosts pays for itself, a peer setting up its
+    /// one connection is spared), the one that got least far, oldest first.
+    fn victim(t: &BTreeMap<u64, Arc<Slot>>) -> Option<u64> {
+        let mut per_ip: HashMap<Option<IpAddr>, usize> = HashMap::new();
+        for s in t.values().filter(|s| s.pending()) {
+            *per_ip.entry(s.remote.map(|a| a.ip())).or_default() += 1;
+        }
+        let (ip, _) = per_ip.into_iter().max_by_key(|(ip, n)| (*n, *ip))?;
+        t.values()
+            .filter(|s| s.pending() && s.remote.map(|a| a.ip()) == ip)
+            .min_by_key(|s| (s.stage.load(Ordering::Acquire), s.id))
+            .map(|s| s.id)
+    }
+
+    /// Frees a descriptor after `accept` failed for want of one.
+    fn evict_one(&self) {
+        let mut t = self.lock();
+        if let Some(s) = Self::victim(&t).and_then(|v| t.remove(&v)) {
+            drop(t);
+            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(remote = ?s.remote, "inbound connection evicted: out of file descriptors");
+            kill(&s);
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// One more authenticated stream on `slot`'s connection.
+    pub(crate) fn authenticated(&self, slot: &Slot) {
+        slot.authenticated.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One authenticated stream fewer; the connection is pending again after its last.
+    pub(crate) fn unauthenticated(&self, slot: &Slot) {
+        if slot.authenticated.fetch_sub(1, Ordering::AcqRel) == 1 {
+            slot.pending_since.store(self.now_ms(), Ordering::Release);
+            self.reaper.notify_one();
+        }
+    }
+
+    /// Closes pending connections past `setup_timeout`; returns the time of the next
+    /// deadline, if any connection is pending.
+    fn reap(&self) -> Option<tokio::time::Instant> {
+        let limit = u64::try_from(self.limits.setup_timeout.as_millis()).unwrap_or(u64::MAX);
+        let now = self.now_ms();
+        let mut expired = Vec::new();
+        let mut next: Option<u64> = None;
+        {
+            let mut t = self.lock();
+            t.retain(|_, s| {
+                if !s.pending() {
+                    return true;
+                }
+                let deadline = s
+                    .pending_since
+                    .load(Ordering::Acquire)
+                    .saturating_add(limit);
+                if deadline <= now {
+                    expired.push(s.clone());
+                    false
+                } else {
+                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    true
+                }
+            });
+        }
+        for s in expired {
+            self.counters.setup_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                remote = ?s.remote, stage = s.stage.load(Ordering::Relaxed),
+                timeout = ?self.limits.setup_timeout,
+                "inbound connection closed: no authenticated stream within the setup timeout"
+            );
+            kill(&s);
+        }
+        next.map(|ms| self.base + Duration::from_millis(ms))
+    }
+}
+
+fn kill(s: &Slot) {
+    s.killed.store(true, Ordering::Release);
+    s.waker.wake();
+}
+
+/// Closes connections that stay pending too long; runs until aborted.
+pub(crate) async fn reaper_task(admission: Arc<Admission>) {
+    loop {
+        let woken = admission.reaper.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        match admission.reap() {
+            Some(at) => {
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => woken.await,
+        }
+    }
+}
+
+/// The server's incoming connections: accepts, admits, and backs off on resource errors.
+pub(crate) struct GuardedIncoming {
+    listener: TcpListener,
+    admission: Arc<Admission>,
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    delay: Duration,
+}
+
+impl GuardedIncoming {
+    pub(crate) fn new(listener: TcpListener, admission: Arc<Admission>) -> Self {
+        GuardedIncoming {
+            listener,
+            admission,
+            backoff: None,
+            delay: BACKOFF_MIN,
+        }
+    }
+}
+
+/// `accept` errors that concern one connection (it was gone before we took it): retry at once.
+fn per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+impl Stream for GuardedIncoming {
+    type Item = io::Result<GuardedIo>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(sleep) = &mut this.backoff {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.backoff = None;
+            }
+            match this.listener.poll_accept(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok((tcp, remote))) => {
+                    this.delay = BACKOFF_MIN;
+                    let _ = tcp.set_nodelay(true);
+                    if let Some(io) = this.admission.admit(tcp, remote) {
+                        return Poll::Ready(Some(Ok(io)));
+                    }
+                }
+                Poll::Ready(Err(e)) if per_connection(&e) => {}
+                Poll::Ready(Err(e)) => {
+                    this.admission
+                        .counters
+                        .accept_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, backoff = ?this.delay, "accept failed; backing off");
+                    this.admission.evict_one();
+                    this.backoff = Some(Box::pin(tokio::time::sleep(this.delay)));
+                    this.delay = (this.delay * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// What the service learns about the connection a request came on (a request extension).
+#[derive(Clone, Debug)]
+pub(crate) struct InboundConn {
+    pub(crate) slot: Arc<Slot>,
+}
+
+/// An admitted socket: fails its reads and writes once the table closed it.
+#[derive(Debug)]
+pub(crate) struct GuardedIo {
+    tcp: TcpStream,
+    slot: Arc<Slot>,
+    admission: Arc<Admission>,
+}
+
+impl GuardedIo {
+    fn closed(&self) -> Option<io::Error> {
+        self.slot.killed.load(Ordering::Acquire).then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed by this node's connection limits",
+            )
+        })
+    }
+}
+
+impl Drop for GuardedIo {
+    fn drop(&mut self) {
+        self.admission.remove(self.slot.id);
+    }
+}
+
+impl Connected for GuardedIo {
+    type ConnectInfo = InboundConn;
+
+    fn connect_info(&self) -> InboundConn {
+        InboundConn {
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.slot.waker.register(cx.waker());
+        if let Some(e) = this.closed() {
+            return Poll::Ready(Err(e));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.slot.stage.fetch_max(STAGE_BYTES, Ordering::AcqRel);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.closed() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.closed() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,211 @@
+//! Hostile remotes against the real gRPC driver (issue 10, findings 3 and 5): oversized
+//! messages refused at their length prefix, bad gRPC framing, and half-sent messages held
+//! under a node-wide bound and reset at the stall deadline. Bounded loopback tests.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use fabric_gossip_core::Config;
+use fabric_gossip_core::TestOnlyHmacSecurity;
+use fabric_gossip_tonic::{DriverLimits, Node};
+use std::time::{Duration, Instant};
+
+async fn node_with(config: Config, limits: DriverLimits) -> Node {
+    Node::builder(config)
+        .limits(limits)
+        .stop_timeout(Duration::from_secs(3))
+        .start_with(|addr| TestOnlyHmacSecurity::new(addr.to_string()))
+        .await
+        .expect("node starts")
+}
+
+/// Polls `cond` every millisecond until it holds, failing the test at `DEADLINE`.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    within(what, async {
+        while !cond() {
+            tick.tick().await;
+        }
+    })
+    .await;
+}
+
+/// An Envelope over the size limit is the core's `Malformed` with the `oversized` counter,
+/// refused at its length prefix (before its bytes are held), and the sender gets a non-OK
+/// status, in the handshake and on an established stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_envelope_is_malformed_and_the_sender_sees_an_error_status() {
+    let mut cfg = config();
+    cfg.max_message_size = 1 << 20;
+    let b = node_with(cfg, DriverLimits::default()).await;
+    let two_mib = 2 << 20;
+    // As the first message: only the prefix and 64 KiB of it are ever sent.
+    let body = ChunkBody::new(
+        vec![grpc_prefix(two_mib), Bytes::from(vec![0; 64 << 10])],
+        true,
+    );
+    let (code, msg) = within("first message refused", raw_stream(&b.endpoint(), body))
+        .await
+        .expect("a gRPC status");
+    assert_ne!(code, tonic::Code::Ok, "{msg}");
+    assert!(msg.contains("exceeds the limit"), "{msg}");
+    assert_eq!(b.stats().oversized, 1);
+    assert_eq!(b.stats().handshake_failures_for("malformed"), 1);
+
+    // After a handshake: the connection closes Malformed.
+    let mut chunks = framed_conn_establish("raw-client:1");
+    chunks.push(grpc_prefix(two_mib));
+    let (code, msg) = within(
+        "established message refused",
+        raw_stream(&b.endpoint(), ChunkBody::new(chunks, true)),
+    )
+    .await
+    .expect("a gRPC status");
+    assert_ne!(code, tonic::Code::Ok, "{msg}");
+    assert!(msg.contains("exceeds the limit"), "{msg}");
+    assert_eq!(b.stats().oversized, 2);
+    assert_eq!(b.stats().handshakes_ok, 1);
+    assert_eq!(b.stats().connections_closed, 1);
+    assert_eq!(b.driver_stats().incomplete_bytes, 0);
+    within("stop", b.stop()).await;
+}
+
+/// Bytes that are not gRPC messages have their own counter, apart from malformed Envelopes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_grpc_framing_has_its_own_counter() {
+    let b = node_with(config(), DriverLimits::default()).await;
+    // A compression flag that does not exist.
+    let body = ChunkBody::new(vec![Bytes::from_static(&[7, 0, 0, 0, 3, 1, 2, 3])], true);
+    let (code, msg) = within("bad flag", raw_stream(&b.endpoint(), body))
+        .await
+        .expect("a gRPC status");
+    assert_ne!(code, tonic::Code::Ok);
+    assert!(msg.contains("bad gRPC framing"), "{msg}");
+    // A stream that ends inside a message.
+    let body = ChunkBody::new(vec![grpc_prefix(100), Bytes::from(vec![0; 10])], false);
+    let (code, msg) = within("truncated", raw_stream(&b.endpoint(), body))
+        .await
+        .expect("a gRPC status");
+    assert_ne!(code, tonic::Code::Ok);
+    assert!(msg.contains("bad gRPC framing"), "{msg}");
+    assert_eq!(b.driver_stats().bad_framing, 2);
+    assert_eq!(b.stats().malformed, 0, "not counted as malformed Envelopes");
+    within("stop", b.stop()).await;
+}
+
+/// Finding 3: 8 peers each send 95 MiB of a 99 MiB message after their handshake, then
+/// stall. The node holds at most its incomplete-message budget, resets every stream at the
+/// stall deadline, releases everything, and still serves a legitimate peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_messages_are_bounded_and_reset_at_the_stall_deadline() {
+    const BUDGET: usize = 32 << 20;
+    /// The reserve small messages may use beyond the budget (`metered::RESERVE`).
+    const RESERVE: usize = 8 << 20;
+    const STALL: Duration = Duration::from_secs(3);
+    let mut limits = DriverLimits::default();
+    limits.max_incomplete_bytes = BUDGET;
+    limits.message_stall_timeout = STALL;
+    let b = node_with(config(), limits).await;
+    let mib = Bytes::from(vec![0u8; 1 << 20]);
+    let started = Instant::now();
+    let mut peers = Vec::new();
+    for i in 0..8 {
+        let mut chunks = framed_conn_establish(&format!("raw-client:{i}"));
+        chunks.push(grpc_prefix(99 << 20));
+        chunks.extend(std::iter::repeat_n(mib.clone(), 95));
+        let addr = b.endpoint();
+        peers.push(tokio::spawn(async move {
+            raw_stream(&addr, ChunkBody::new(chunks, true)).await
+        }));
+    }
+    // Once the half-sent messages fill the budget, a legitimate peer's ordinary messages
+    // still flow, well before the stall deadline frees anything.
+    until("the budget is spent", || {
+        b.driver_stats().incomplete_bytes as usize >= BUDGET - (1 << 20)
+    })
+    .await;
+    let spent_at = Instant::now();
+    let mut inbox = b.accept(|_| true).expect("subscribe");
+    let a = node(config(), None).await;
+    for seq in 0..100 {
+        // 40 KiB: many of them straddle an HTTP/2 frame boundary.
+        within("send", a.send_wait(&data(seq, 40 << 10), &b.as_peer()))
+            .await
+            .expect("send");
+    }
+    for seq in 0..100 {
+        let got = within("receive", inbox.recv()).await.expect("delivered");
+        assert_eq!(seq_of(got.message()), Some(seq));
+    }
+    assert!(
+        spent_at.elapsed() < STALL,
+        "ordinary messages waited for the stall deadline ({:?})",
+        spent_at.elapsed()
+    );
+    assert_eq!(b.driver_stats().stalled_messages, 0);
+
+    let mut peak_seen = 0;
+    let outcomes = within("every stalled stream is reset", async {
+        let mut out = Vec::new();
+        for p in peers {
+            out.push(p.await.unwrap());
+            peak_seen = peak_seen.max(b.driver_stats().incomplete_bytes);
+        }
+        out
+    })
+    .await;
+    let took = started.elapsed();
+    for o in &outcomes {
+        let (code, msg) = o.as_ref().expect("a gRPC status");
+        assert_ne!(*code, tonic::Code::Ok, "{msg}");
+    }
+    let ds = b.driver_stats();
+    assert!(
+        ds.incomplete_bytes_peak as usize <= BUDGET + RESERVE,
+        "held {} bytes, budget {BUDGET} + reserve {RESERVE}",
+        ds.incomplete_bytes_peak
+    );
+    assert!(ds.incomplete_bytes_peak > 0);
+    assert_eq!(ds.stalled_messages, 8, "{ds:?}");
+    assert!(
+        ds.incomplete_budget_waits > 0,
+        "the budget was reached: {ds:?}"
+    );
+    assert!(
+        took >= STALL,
+        "reset only after the stall deadline ({took:?})"
+    );
+    assert_eq!(b.stats().handshakes_ok, 9);
+    until("everything released", || {
+        b.driver_stats().incomplete_bytes == 0
+    })
+    .await;
+    // A legitimate peer is still served.
+    within("handshake after the attack", a.handshake(&b.as_peer()))
+        .await
+        .expect("handshake");
+    within("stop", a.stop()).await;
+    within("stop", b.stop()).await;
+}
+
+/// A message that keeps arriving, however slowly, is not cut by the stall deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_message_is_not_reset() {
+    let mut limits = DriverLimits::default();
+    limits.message_stall_timeout = Duration::from_millis(300);
+    let b = node_with(config(), limits).await;
+    let mut inbox = b.accept(|_| true).expect("subscribe");
+    let a = node(config(), None).await;
+    // 3 MiB through one stream: it spans many HTTP/2 frames and windows.
+    let msg = data(1, 3 << 20);
+    within("send", a.send_wait(&msg, &b.as_peer()))
+        .await
+        .expect("send");
+    let got = within("receive", inbox.recv()).await.expect("delivered");
+    assert_eq!(seq_of(got.message()), Some(1));
+    assert_eq!(b.driver_stats().stalled_messages, 0);
+    assert!(b.driver_stats().incomplete_bytes_peak > 0);
+    within("stop", a.stop()).await;
+    within("stop", b.stop()).await;
+}

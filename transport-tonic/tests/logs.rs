@@ -1,0 +1,146 @@
+//! Issue 13: the driver reports through `tracing` (its own binary: the test installs the
+//! process's global subscriber). A stream's span carries the remote's PKI-ID and endpoint once
+//! authenticated; evictions and dial failures are events with their cause.
+
+mod common;
+
+use common::*;
+use fabric_gossip_core::{RemotePeer, TestOnlyHmacSecurity};
+use fabric_gossip_tonic::{DriverLimits, Node};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+/// Every event as text (its fields, then its span's fields), kept in memory.
+#[derive(Default)]
+struct Capture {
+    next: AtomicU64,
+    spans: Mutex<HashMap<u64, String>>,
+    events: Mutex<Vec<String>>,
+}
+
+struct Fields<'a>(&'a mut String);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, " {}={:?}", field.name(), value);
+    }
+}
+
+impl Subscriber for &'static Capture {
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        meta.target().starts_with("fabric_gossip_tonic")
+    }
+
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut text = String::new();
+        span.record(&mut Fields(&mut text));
+        lock(&self.spans).insert(id, text);
+        Id::from_u64(id)
+    }
+
+    fn record(&self, span: &Id, values: &Record<'_>) {
+        if let Some(text) = lock(&self.spans).get_mut(&span.into_u64()) {
+            values.record(&mut Fields(text));
+        }
+    }
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut text = String::new();
+        event.record(&mut Fields(&mut text));
+        if let Some(parent) = event.parent()
+            && let Some(span) = lock(&self.spans).get(&parent.into_u64())
+        {
+            text.push_str(" | span:");
+            text.push_str(span);
+        }
+        lock(&self.events).push(text);
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Capture {
+    fn find(&self, needles: &[&str]) -> Option<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| needles.iter().all(|n| e.contains(n)))
+            .cloned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_logs_connections_evictions_and_failures() {
+    let capture: &'static Capture = Box::leak(Box::default());
+    tracing::subscriber::set_global_default(capture).expect("first subscriber");
+
+    let mut limits = DriverLimits::default();
+    limits.max_pending_connections = 2;
+    let b = Node::builder(config())
+        .limits(limits)
+        .start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
+        .await
+        .unwrap();
+    let a = node(config(), None).await;
+
+    // A connection authenticates: its span has the PKI-ID and the endpoint.
+    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    within("connected", async {
+        while !b.is_connected(a.pki_id()) {
+            tick.tick().await;
+        }
+    })
+    .await;
+    // Inbound, the endpoint is the address the connection came from (as in Fabric).
+    let pki = format!("pki_id={}", a.pki_id());
+    let line = "endpoint=\"127.0.0.1:";
+    let connected = capture
+        .find(&["message=connected ", "inbound=true", &pki, line])
+        .unwrap_or_else(|| panic!("no connected event: {:?}", lock(&capture.events)));
+    assert!(connected.contains("span:"), "{connected}");
+
+    // Three idle connections for two pending slots: one is evicted, and it is logged.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(
+            tokio::net::TcpStream::connect(b.local_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    within("eviction", async {
+        while b.driver_stats().inbound_evicted == 0 {
+            tick.tick().await;
+        }
+    })
+    .await;
+    assert!(capture.find(&["inbound connection evicted"]).is_some());
+
+    // A dial that fails names the endpoint and the error.
+    let nowhere = RemotePeer::new("127.0.0.1:1", "127.0.0.1:1");
+    let _ = within("probe", a.probe(&nowhere)).await;
+    let dial = capture
+        .find(&["dial failed", "127.0.0.1:1"])
+        .expect("a dial failure event");
+    assert!(dial.contains("error="), "{dial}");
+    drop(idle);
+    within("stop", a.stop()).await;
+    within("stop", b.stop()).await;
+}

@@ -1,0 +1,155 @@
+//! Issue 10, finding 4 (driver side): a Fabric peer sends its ConnEstablish before it checks
+//! ours and, refusing us, ends the RPC with a non-OK status and a message ("failed
+//! classifying identity: ..."). The remote's status code and message must reach the core as
+//! the stream's end, not be hidden by a write that found the RPC gone ("stream is gone").
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use fabric_gossip_core::proto::gossip::Empty;
+use fabric_gossip_core::proto::{GOSSIP_STREAM_PATH, PING_PATH, SERVICE_NAME};
+use fabric_gossip_core::{CloseReason, Event, RemotePeer, TestOnlyHmacSecurity};
+use fabric_gossip_tonic::RawCodec;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio_stream::Stream;
+use tonic::codec::Streaming;
+use tonic::codegen::{Body as HttpBody, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
+use tonic::{Request, Response, Status};
+
+const REFUSAL: &str = "failed classifying identity: test refusal";
+
+/// A gossip server that answers Ping, and on GossipStream sends its own ConnEstablish, reads
+/// the client's, then refuses it with `PermissionDenied` and [`REFUSAL`], as Fabric does.
+#[derive(Clone)]
+struct Refuser {
+    conn: Bytes,
+}
+
+impl NamedService for Refuser {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+struct Pinger;
+
+impl UnaryService<Empty> for Pinger {
+    type Response = Empty;
+    type Future = std::future::Ready<Result<Response<Empty>, Status>>;
+    fn call(&mut self, _: Request<Empty>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Empty {})))
+    }
+}
+
+struct RefuseStream {
+    conn: Bytes,
+}
+
+type Out = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+impl StreamingService<Bytes> for RefuseStream {
+    type Response = Bytes;
+    type ResponseStream = Out;
+    type Future = std::future::Ready<Result<Response<Out>, Status>>;
+
+    fn call(&mut self, req: Request<Streaming<Bytes>>) -> Self::Future {
+        let inbound = req.into_inner();
+        let out = futures_util::stream::unfold(
+            (0u8, inbound, self.conn.clone()),
+            |(step, mut inbound, conn)| async move {
+                match step {
+                    0 => Some((Ok(conn.clone()), (1, inbound, conn))),
+                    1 => {
+                        let _ = inbound.message().await;
+                        Some((Err(Status::permission_denied(REFUSAL)), (2, inbound, conn)))
+                    }
+                    _ => None,
+                }
+            },
+        );
+        std::future::ready(Ok(Response::new(Box::pin(out) as Out)))
+    }
+}
+
+impl<B> Service<http::Request<B>> for Refuser
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let conn = self.conn.clone();
+        match req.uri().path() {
+            GOSSIP_STREAM_PATH => Box::pin(async move {
+                Ok(Grpc::new(RawCodec)
+                    .streaming(RefuseStream { conn }, req)
+                    .await)
+            }),
+            PING_PATH => Box::pin(async move {
+                Ok(
+                    Grpc::new(tonic_prost::ProstCodec::<Empty, Empty>::default())
+                        .unary(Pinger, req)
+                        .await,
+                )
+            }),
+            _ => Box::pin(async move { Ok(Status::unimplemented("").into_http()) }),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_refusal_reaches_the_core_with_its_status_and_message() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    // The framed ConnEstablish carries the gRPC prefix; the codec wants the Envelope alone.
+    let conn = framed_conn_establish(&endpoint).pop().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(Refuser { conn })
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let (tap, mut events) = tokio::sync::mpsc::channel(1024);
+    let a = fabric_gossip_tonic::Node::builder(config())
+        .events(tap)
+        .start_with(|x| TestOnlyHmacSecurity::new(x.to_string()))
+        .await
+        .unwrap();
+    let peer = RemotePeer::new(endpoint.clone(), endpoint.as_str());
+    // Each round connects, is refused, and must report the remote's reason.
+    for round in 0..20 {
+        a.send(&data(round, 10), std::slice::from_ref(&peer))
+            .unwrap();
+        let reason = within("disconnected", async {
+            loop {
+                match events.recv().await.expect("event tap open") {
+                    Event::Disconnected { reason, .. } => return reason,
+                    Event::HandshakeFailed { error, .. } => {
+                        panic!("round {round}: handshake failed: {error}")
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        match &reason {
+            CloseReason::StreamError(why) => {
+                assert!(why.contains(REFUSAL), "round {round}: {why}");
+                assert!(why.contains("PermissionDenied"), "round {round}: {why}");
+            }
+            other => panic!("round {round}: closed as {other:?}, not with the remote's status"),
+        }
+    }
+    within("stop", a.stop()).await;
+    server.abort();
+}
