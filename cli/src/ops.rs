@@ -318,6 +318,12 @@ fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
     r.register(name, help, c);
 }
 
+fn gauge(r: &mut Registry, name: &str, help: &str, v: u64) {
+    let g = Gauge::<i64>::default();
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+    r.register(name, help, g);
+}
+
 fn family(r: &mut Registry, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
     let f = Family::<Vec<(String, String)>, Counter>::default();
     for (l, v) in values {
@@ -475,6 +481,72 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
         "gossip_comm_write_failures",
         "Writes that found their stream broken",
         d.write_failures,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_writes_after_end",
+        "Writes to an RPC the remote had already ended (its status is reported instead)",
+        d.writes_after_end,
+    );
+    family(
+        &mut r,
+        "gossip_comm_inbound_connections",
+        "Inbound TCP connections by what became of them (admission control)",
+        "outcome",
+        &[
+            ("accepted", d.inbound_accepted),
+            ("refused", d.inbound_refused),
+            ("evicted", d.inbound_evicted),
+            ("setup_timeout", d.inbound_setup_timeouts),
+        ],
+    );
+    gauge(
+        &mut r,
+        "gossip_comm_inbound_open",
+        "Inbound TCP connections open now",
+        d.inbound_open,
+    );
+    gauge(
+        &mut r,
+        "gossip_comm_inbound_pending",
+        "Inbound connections open now that have not yet authenticated a stream",
+        d.inbound_pending,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_accept_errors",
+        "accept() failures (such as running out of file descriptors), each backed off",
+        d.accept_errors,
+    );
+    gauge(
+        &mut r,
+        "gossip_comm_incomplete_bytes",
+        "Bytes held now for messages not yet received whole (node-wide budget)",
+        d.incomplete_bytes,
+    );
+    gauge(
+        &mut r,
+        "gossip_comm_incomplete_bytes_peak",
+        "Most bytes ever held at once for messages not yet received whole",
+        d.incomplete_bytes_peak,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_incomplete_budget_waits",
+        "Times a stream waited for room in the node-wide budget for incomplete messages",
+        d.incomplete_budget_waits,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_stalled_messages",
+        "Half-sent messages whose stream was reset after the stall deadline",
+        d.stalled_messages,
+    );
+    counter(
+        &mut r,
+        "gossip_comm_bad_framing",
+        "Streams closed for gRPC framing that is not a gossip message (bad flag, cut message)",
+        d.bad_framing,
     );
     counter(
         &mut r,
