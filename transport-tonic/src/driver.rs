@@ -13,6 +13,7 @@
 //! inline). Nothing that itself takes the lock is ever dropped under it.
 
 use crate::codec::RawCodec;
+use crate::layer::HostedCore;
 use crate::tls::{ClientTls, Dialer};
 use bytes::Bytes;
 use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
@@ -112,11 +113,16 @@ pub struct DriverStats {
     pub dials_failed: u64,
     /// Event copies not delivered to the event tap because it was full or closed.
     pub events_dropped: u64,
+    /// Events of the hosted layer dropped because the application did not take them
+    /// (its `layer_events` queue was full, or nobody asked for it).
+    pub layer_events_dropped: u64,
 }
 
 /// Everything behind the lock.
 pub(crate) struct State {
-    pub(crate) comm: Core,
+    /// The core, inside the stack that hosts the node's layer (if any); it dereferences
+    /// to the core.
+    pub(crate) comm: HostedCore,
     streams: HashMap<StreamId, StreamEntry>,
     dials: HashMap<DialId, DialEntry>,
     pub(crate) ops: HashMap<OpId, Waiter>,
@@ -189,7 +195,7 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn new(
-        comm: Core,
+        comm: HostedCore,
         settings: Settings,
         clock: Clock,
         rt: tokio::runtime::Handle,
@@ -833,7 +839,10 @@ pub(crate) async fn timer_task(inner: Arc<Inner>) {
                 tokio::select! {
                     _ = &mut woken => {}
                     _ = tokio::time::sleep_until(inner.clock.to_tokio(t)) => {
-                        inner.with_core(|c, now| c.handle_timeout(now));
+                        // The stack's: the core's deadlines, then the layer's.
+                        let mut st = inner.lock();
+                        st.comm.handle_timeout(inner.now());
+                        drain(&inner, &mut st);
                     }
                 }
             }

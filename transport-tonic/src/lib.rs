@@ -60,13 +60,16 @@
 
 mod codec;
 mod driver;
+mod layer;
 mod node;
 mod service;
 mod tls;
 
 pub use codec::{RawCodec, RawDecoder, RawEncoder};
 pub use driver::DriverStats;
+pub use layer::NodeSecurity;
 pub use node::{
-    DELIVERY_BATCH, Incoming, Node, NodeBuilder, NotificationStream, OpError, Received, StartError,
+    DELIVERY_BATCH, Incoming, LAYER_EVENT_BUFFER, LayerEvents, Node, NodeBuilder,
+    NotificationStream, OpError, Received, StartError,
 };
 pub use tls::TlsConfig;
