@@ -179,6 +179,13 @@ async fn watch(
                                 let e = b.error.as_deref().unwrap_or_default();
                                 eprintln!("error: bootstrap peer {ep} refused us: {e}");
                                 eprint!("{}", crate::probe::dial_hint(e, tls_on));
+                                if e.contains("isn't in our organization") {
+                                    eprintln!(
+                                        "hint: bootstrap peers must be of this identity's \
+                                         organization (Fabric's rule); watch with an identity \
+                                         of the bootstrap peer's MSP (--msp-dir, --msp-id)"
+                                    );
+                                }
                             }
                             code = ExitCode::FAILURE;
                             break;
