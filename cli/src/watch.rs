@@ -173,12 +173,16 @@ async fn watch(
                         if !b.joined {
                             b.error = Some(error);
                         }
-                        // Nobody let us in: say why and stop, as ping and handshake do.
+                        // No way in: say why (the peer's own reason when it refused us,
+                        // or ours when we refused it) and stop, as ping and handshake do.
                         if boot.values().all(|b| !b.joined && b.error.is_some()) {
                             for (ep, b) in &boot {
                                 let e = b.error.as_deref().unwrap_or_default();
-                                eprintln!("error: bootstrap peer {ep} refused us: {e}");
-                                eprint!("{}", crate::probe::dial_hint(e, tls_on));
+                                eprintln!("error: cannot join through bootstrap peer {ep}: {e}");
+                                let hint = crate::probe::dial_hint(e, tls_on).trim_start();
+                                if !hint.is_empty() {
+                                    eprintln!("{hint}");
+                                }
                                 if e.contains("isn't in our organization") {
                                     eprintln!(
                                         "hint: bootstrap peers must be of this identity's \
