@@ -190,3 +190,22 @@ async fn typed_views_of_another_type_are_refused() {
     assert_eq!(n.with_layer(|d: &Discovery| d.members().len()), Some(0));
     n.stop().await;
 }
+
+/// An application call into the layer (`connect_anchor`, Fabric's join through an anchor
+/// peer) through `with_layer_mut`: the node picks up the deadline the call set and the
+/// two nodes learn each other, with no bootstrap configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_into_the_layer_acts_on_the_network() {
+    let (org, trust) = org();
+    let (n0, mut e0) = start(&org, &trust, 0, false, None).await;
+    let (n1, mut e1) = start(&org, &trust, 1, false, None).await;
+    let anchor = n0.endpoint();
+    n1.with_layer_mut(|d: &mut Discovery, comm| d.connect_anchor(comm.now(), anchor))
+        .expect("the node hosts Discovery");
+    let want0: BTreeSet<PkiId> = [n1.pki_id().clone()].into();
+    let want1: BTreeSet<PkiId> = [n0.pki_id().clone()].into();
+    within("node 1 learns the anchor", until_alive(&mut e1, &want1)).await;
+    within("node 0 learns node 1", until_alive(&mut e0, &want0)).await;
+    n0.stop().await;
+    n1.stop().await;
+}
