@@ -2223,3 +2223,33 @@ fn watch_shows_the_peers_own_reason_when_it_refuses_our_tls_certificate() {
     }
     a.stop();
 }
+
+/// A bootstrap peer nobody answers at: `bootstrap_failed` with the dial's reason, retried.
+#[test]
+fn node_reports_a_bootstrap_peer_it_cannot_reach() {
+    // A port that was free a moment ago: nothing listens there.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let mut n = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--bootstrap",
+        free.as_str(),
+    ]);
+    assert_eq!(n.seen[0]["membership"]["bootstrap"][0], free.as_str());
+    let failed = n.wait("bootstrap_failed", is("bootstrap_failed"));
+    assert_eq!(failed["endpoint"], free.as_str(), "{failed}");
+    assert_eq!(failed["attempt"], 1, "{failed}");
+    assert_eq!(failed["gave_up"], false, "{failed}");
+    assert!(
+        !failed["error"].as_str().unwrap_or_default().is_empty(),
+        "{failed}"
+    );
+    n.send_line(r#"{"cmd":"members"}"#);
+    let table = n.wait("members", is("members"));
+    assert_eq!(table["alive"], 0, "{table}");
+    n.stop();
+}
