@@ -256,7 +256,8 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
             || e.contains("broken pipe")
             || e.contains("connection reset")
             || e.contains("invalid http")
-            || e.contains("stream closed"));
+            || e.contains("stream closed")
+            || e.contains("connection closed"));
     let tls_meets_plaintext = tls
         && (e.contains("corrupt")
             || e.contains("invalidcontenttype")
