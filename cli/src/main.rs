@@ -7,12 +7,14 @@ mod config;
 mod demo;
 mod keygen;
 mod logging;
+mod membership;
 mod node;
 mod ops;
 mod opts;
 mod out;
 mod probe;
 mod sim;
+mod watch;
 
 /// Fabric gossip comm layer in Rust: a demo, nodes, probes of real peers, development
 /// certificates and simulation.
@@ -43,6 +45,9 @@ enum Command {
     Ping(probe::PingArgs),
     /// Authenticate a gossip peer (Fabric's Handshake) and print its PKI-ID and identity.
     Handshake(probe::HandshakeArgs),
+    /// Join a Fabric network as a member (through a bootstrap peer) and show the live
+    /// membership table: PKI-ID, MSP ID, endpoints, incarnation, last alive, alive/dead.
+    Watch(watch::WatchArgs),
     /// Write development CAs, peer identities and TLS certificates in Fabric's MSP layout.
     Keygen(keygen::KeygenArgs),
     /// Print a shell completion script, e.g. `fabric-gossip completions bash >
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Command::Node(args) => node::run(&args),
         Command::Ping(args) => probe::run_ping(&args),
         Command::Handshake(args) => probe::run_handshake(&args),
+        Command::Watch(args) => watch::run(&args),
         Command::Keygen(args) => keygen::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;

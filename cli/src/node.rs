@@ -8,12 +8,14 @@
 //! `stop`), and any other non-empty line is sent as a DataMessage to every connected peer.
 
 use crate::logging::TARGET;
+use crate::membership::{self, MembershipArgs};
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::Out;
 use clap::Args;
 use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{DataMessage, Empty, GossipMessage, Payload};
 use fabric_gossip_core::{AckError, Event, HandshakeError, PkiId, RemotePeer, SignedMessage};
+use fabric_gossip_discovery::DiscoveryEvent;
 use fabric_gossip_tonic::{Node, Received};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -46,6 +48,8 @@ const LINE_QUEUE: usize = 64;
 const STOP_TIMEOUT: Duration = Duration::from_millis(300);
 /// Upper bound on writing the last lines (`stopped` among them) to a slow stdout reader.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
+/// At most one `membership` line per this period, after changes.
+const MEMBERSHIP_TICK: Duration = Duration::from_millis(500);
 /// Upper bound on tasks finishing once the node has stopped.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
 
@@ -99,6 +103,14 @@ pub(crate) struct NodeArgs {
     /// Repeatable.
     #[arg(long, value_name = "PEM_FILE", requires = "operations_tls_cert")]
     operations_tls_client_ca: Vec<std::path::PathBuf>,
+    /// Run Fabric's membership layer (peer.gossip discovery: alive messages, membership
+    /// requests, expiry) even without --bootstrap: the node then answers the requests of
+    /// peers that bootstrap through it. Implied by every membership flag and by --config
+    /// (a Fabric peer always runs it).
+    #[arg(long)]
+    membership: bool,
+    #[command(flatten)]
+    member: MembershipArgs,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
@@ -125,6 +137,17 @@ with an MSP identity):
   {\"event\":\"output_dropped\",\"lines\":N}                     N lines were dropped because stdout
                                                            was not read fast enough
   {\"event\":\"stopped\"}                                      last line
+MEMBERSHIP (with --bootstrap, --membership, any membership flag, or --config):
+  {\"event\":\"member_alive\",\"pki_id\":PKI,\"msp_id\":ID,\"endpoint\":ADDR,\"internal_endpoint\":ADDR,
+   \"inc\":N,\"seq\":N,\"last_alive_ms_ago\":N,\"alive\":true,\"resurrected\":BOOL}
+  {\"event\":\"member_dead\",...,\"reason\":\"expired\"|\"presumed_dead\"}
+  {\"event\":\"member_purged\",...,\"reason\":\"long_dead\"|\"identity_switch\"|\"identity_expired\"}
+  {\"event\":\"bootstrap_joined\",\"endpoint\":ADDR,\"pki_id\":PKI}
+  {\"event\":\"bootstrap_failed\",\"endpoint\":ADDR,\"error\":TEXT,\"attempt\":N,\"gave_up\":BOOL}
+                                                           (the error carries the peer's own
+                                                           reason when it refused us)
+  {\"event\":\"membership\",\"alive\":N,\"dead\":N,\"members\":[MEMBER...]}   after changes (at
+                                                           most twice a second)
 
 COMMANDS (stdin, one per line):
   {\"cmd\":\"send\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N}      optional \"nonce\":N,
@@ -134,6 +157,8 @@ COMMANDS (stdin, one per line):
                         with an MSP identity the peer is authenticated first to learn it)
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
   {\"cmd\":\"stats\"}     print the node's counters as a \"stats\" event
+  {\"cmd\":\"members\"}   print the membership table as a \"members\" event (same shape as
+                     \"membership\")
   {\"cmd\":\"stop\"}      stop and exit 0 (so do SIGINT and SIGTERM, and the end of stdin
                      with --exit-on-eof)
   any other line        sent as a DataMessage to every connected peer
@@ -141,7 +166,11 @@ COMMANDS (stdin, one per line):
 EXAMPLE (two terminals):
   fabric-gossip node --listen 127.0.0.1:7051 --test-identity
   fabric-gossip node --listen 127.0.0.1:7052 --test-identity --peer 127.0.0.1:7051
-  then type a line in either.";
+  then type a line in either.
+
+MEMBERSHIP EXAMPLE (a member of Org1MSP joining through a Fabric peer of Org1MSP):
+  fabric-gossip node --listen 127.0.0.1:7061 --msp-dir peer1/msp --msp-id Org1MSP \\
+      --bootstrap 127.0.0.1:7051 [--external-endpoint peer1.org1.example.com:7061]";
 
 /// The node's settings: flags over `CORE_…` variables over the core.yaml.
 struct Settings {
@@ -154,6 +183,8 @@ struct Settings {
     /// `/metrics` served on the operations service.
     metrics: bool,
     core: fabric_gossip_core::Config,
+    /// The membership layer's settings, when it runs.
+    membership: Option<MembershipArgs>,
 }
 
 fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
@@ -191,6 +222,7 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
     let mut tls = args.tls.clone();
     let mut core = opts::config();
     let mut metrics = true;
+    let mut member = args.member.clone();
     if let Some(f) = &file {
         metrics = f.metrics_provider == crate::config::MetricsProvider::Prometheus;
         if !identity.test_identity && identity.msp_dir.is_none() {
@@ -246,13 +278,17 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         if let Some(n) = g.recv_buff_size {
             core.recv_buffer_size = n;
         }
+        member.merge_file(g);
         tracing::info!(
             target: TARGET,
-            "configuration from {} (bootstrap {:?}, kept for the membership layer)",
+            "configuration from {} (bootstrap {:?})",
             f.path.display(),
-            g.bootstrap
+            member.bootstrap
         );
     }
+    // A Fabric peer always runs its membership layer; so does a node run from its
+    // core.yaml. From flags it is asked for.
+    let membership = (args.membership || file.is_some() || member.any()).then_some(member);
     Ok(Settings {
         listen,
         identity,
@@ -261,6 +297,7 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         operations_tls,
         metrics,
         core,
+        membership,
     })
 }
 
@@ -597,8 +634,20 @@ impl State {
                 self.stats();
                 Ok(())
             }
+            Some("members") => match membership::table(&self.node) {
+                Some(t) => {
+                    self.out
+                        .emit(&membership::membership_json("members", &t, self.form));
+                    Ok(())
+                }
+                None => Err(
+                    "the membership layer is not running (start the node with --bootstrap, \
+                     --membership or --config)"
+                        .into(),
+                ),
+            },
             Some(other) => Err(format!(
-                "unknown command {other:?} (send, send_with_ack, stats, stop)"
+                "unknown command {other:?} (send, send_with_ack, stats, members, stop)"
             )),
             None => Err("\"cmd\" (a string) is required".into()),
         };
@@ -821,12 +870,16 @@ pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
         "incomplete_budget_waits": d.incomplete_budget_waits,
         "stalled_messages": d.stalled_messages,
         "bad_framing": d.bad_framing,
+        "layer_events_dropped": d.layer_events_dropped,
     });
     if let (Some(obj), Value::Object(driver)) = (v.as_object_mut(), driver) {
         for (name, n) in s.counters() {
             obj.insert(name.to_owned(), json!(n));
         }
         obj.extend(driver);
+    }
+    if let Some(m) = membership::stats_json(node) {
+        v["membership"] = m;
     }
     v
 }
@@ -866,6 +919,30 @@ async fn serve(
         .listen(set.listen)
         .events(tap_tx)
         .stop_timeout(STOP_TIMEOUT);
+    // The membership layer's endpoint is the bound address unless given: bind first.
+    let mut membership_info = None;
+    if let Some(m) = &set.membership {
+        let layer = membership::bind(set.listen, "--listen").and_then(|l| {
+            let bound = l
+                .local_addr()
+                .map_err(|e| ConfigError(format!("--listen {}: {e}", set.listen)))?;
+            Ok((l, m.layer(bound)?))
+        });
+        let (listener, layer) = match layer {
+            Ok(x) => x,
+            Err(ConfigError(e)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let c = layer.config();
+        membership_info = Some(json!({
+            "endpoint": c.internal_endpoint,
+            "external_endpoint": c.external_endpoint,
+            "bootstrap": c.bootstrap,
+        }));
+        builder = builder.listener(listener).layer(move |_| layer);
+    }
     let tls_on = tls.is_some();
     if let Some(t) = tls {
         builder = builder.tls(t);
@@ -889,6 +966,9 @@ async fn serve(
     if let Some(a) = operations {
         listening["operations"] = json!(a.to_string());
     }
+    if let Some(m) = membership_info {
+        listening["membership"] = m;
+    }
     health.serving(node.clone(), out.clone());
     out.emit(&listening);
     tracing::info!(
@@ -904,7 +984,11 @@ async fn serve(
         if tls_on { "on" } else { "off" },
     );
 
-    let mut inbox = match node.accept(|_| true) {
+    let mut member_events = node.layer_events::<DiscoveryEvent>();
+    let layer_on = member_events.is_some();
+    // The membership layer consumes its own messages; the inbox shows the others.
+    let mut inbox = match node.accept(move |m| !(layer_on && membership::is_membership_message(m)))
+    {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: cannot subscribe to received messages: {e}");
@@ -975,9 +1059,28 @@ async fn serve(
     let mut stdin_open = true;
 
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
+    // A `membership` line after changes, at most once per tick.
+    let mut membership_changed = false;
+    let mut membership_tick = tokio::time::interval(MEMBERSHIP_TICK);
+    membership_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
+            Some(ev) = next_event(&mut member_events) => {
+                membership_changed |= matches!(
+                    ev,
+                    DiscoveryEvent::MemberAlive { .. }
+                        | DiscoveryEvent::MemberDead { .. }
+                        | DiscoveryEvent::MemberPurged { .. }
+                );
+                out.emit(&membership::event_json(&ev, form));
+            }
+            _ = membership_tick.tick(), if membership_changed => {
+                membership_changed = false;
+                if let Some(t) = membership::table(&node) {
+                    out.emit(&membership::membership_json("membership", &t, form));
+                }
+            }
             ev = tap.recv() => {
                 if let Some(v) = ev.as_ref().and_then(|e| event_json(e, form, tls_on)) {
                     out.emit(&v);
@@ -1039,6 +1142,16 @@ async fn serve(
             out.emit(&v);
         }
     }
+    if let Some(events) = &mut member_events {
+        // The stream ends once the stopped node's last events are taken.
+        let rest = async {
+            use tokio_stream::StreamExt;
+            while let Some(ev) = events.next().await {
+                out.emit(&membership::event_json(&ev, form));
+            }
+        };
+        let _ = tokio::time::timeout(OUTPUT_DRAIN, rest).await;
+    }
     let s = node.stats();
     let d = node.driver_stats();
     out.emit(&json!({"event": "stopped"}));
@@ -1057,9 +1170,20 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
+/// The next membership event; never ready without the layer.
+pub(crate) async fn next_event(
+    events: &mut Option<fabric_gossip_tonic::LayerEvents<DiscoveryEvent>>,
+) -> Option<DiscoveryEvent> {
+    use tokio_stream::StreamExt;
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// SIGINT and SIGTERM, the two ways a daemon is asked to stop (a terminal's Ctrl-C;
 /// systemd, `docker stop`, Kubernetes).
-struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -1067,7 +1191,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> std::io::Result<Signals> {
+    pub(crate) fn new() -> std::io::Result<Signals> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -1081,7 +1205,7 @@ impl Signals {
     }
 
     /// The name of the next signal received.
-    async fn next(&mut self) -> &'static str {
+    pub(crate) async fn next(&mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {

@@ -554,6 +554,32 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
         "JSON lines of `node` not printed because stdout was not read",
         out.dropped(),
     );
+    if let Some((alive, dead)) = node.with_layer(|d: &fabric_gossip_discovery::Discovery| {
+        (d.members().len(), d.dead_members().len())
+    }) {
+        // Fabric's name (gossip/metrics: MembershipMetrics.Total); Fabric labels it by
+        // channel, and this node has none.
+        let total = Gauge::<i64>::default();
+        total.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        r.register(
+            "gossip_membership_total_peers_known",
+            "Total known alive peers",
+            total,
+        );
+        let gone = Gauge::<i64>::default();
+        gone.set(i64::try_from(dead).unwrap_or(i64::MAX));
+        r.register(
+            "gossip_membership_dead_peers_known",
+            "Members declared dead and still remembered (reconnect targets)",
+            gone,
+        );
+        counter(
+            &mut r,
+            "fabric_gossip_cli_membership_events_dropped",
+            "Membership events not printed because they were not taken in time",
+            d.layer_events_dropped,
+        );
+    }
     r
 }
 

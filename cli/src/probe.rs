@@ -275,6 +275,23 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
     } else if e.contains("unknownissuer") || e.contains("unknown issuer") {
         "\n  hint: the peer's TLS certificate does not chain to any --tls-ca; \
          pass its organization's tlscacerts/ file"
+    } else if tls
+        && (e.contains("alert: unknownca")
+            || e.contains("alert: badcertificate")
+            || e.contains("alert: certificaterequired"))
+    {
+        "\n  hint: the peer refused our TLS client certificate; --tls-cert (or \
+         --tls-client-cert) must be issued by a TLS CA the peer trusts for clients \
+         (its peer.tls.clientRootCAs)"
+    } else if tls
+        && (e.contains("broken pipe")
+            || e.contains("connection closed")
+            || e.contains("connection reset"))
+    {
+        // Under TLS 1.3 a server that refuses our client certificate may just hang up
+        // after the client's side of the handshake is over.
+        "\n  hint: the peer closed the connection; does it trust the TLS CA of our \
+         certificate (its peer.tls.clientRootCAs), and does it serve TLS?"
     } else if e.contains("connection refused") {
         "\n  hint: nothing listens there (check the address and port)"
     } else if e.contains("tls")

@@ -1936,3 +1936,320 @@ fn operations_service_over_tls() {
     n.send_line(r#"{"cmd":"stop"}"#);
     assert_eq!(n.exit_within(EVENT), Some(0));
 }
+
+// Membership (issue 11): `node --bootstrap`, `{"cmd":"members"}`, the membership metric,
+// and `watch`.
+
+/// The last JSON object `watch --json` printed.
+fn last_json_line(out: &str) -> Value {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in {out:?}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+/// The PKI-IDs of the alive (`alive = true`) or dead members of a membership object.
+fn member_ids(v: &Value, alive: bool) -> Vec<String> {
+    v["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("members in {v}"))
+        .iter()
+        .filter(|m| m["alive"] == alive)
+        .map(|m| m["pki_id"].as_str().expect("pki_id").to_owned())
+        .collect()
+}
+
+#[test]
+fn two_nodes_and_a_watch_see_each_other() {
+    let fast = [
+        "--alive-interval",
+        "500ms",
+        "--alive-expiration",
+        "3s",
+        "--reconnect-interval",
+        "1s",
+    ];
+    let mut a_args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--membership",
+        "--operations",
+        "127.0.0.1:0",
+    ];
+    a_args.extend(fast);
+    let mut a = NodeProc::start(&a_args);
+    let listening = a.seen[0].clone();
+    assert_eq!(
+        listening["membership"]["endpoint"], a.addr,
+        "the endpoint defaults to the bound address: {listening}"
+    );
+    let ops = listening["operations"]
+        .as_str()
+        .expect("operations")
+        .to_owned();
+    let mut b_args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--bootstrap",
+        a.addr.as_str(),
+    ];
+    b_args.extend(fast);
+    let mut b = NodeProc::start(&b_args);
+    let (a_pki, b_pki) = (a.pki.clone(), b.pki.clone());
+    let joined = b.wait("bootstrap_joined", is("bootstrap_joined"));
+    assert_eq!(joined["endpoint"], a.addr.as_str(), "{joined}");
+    assert_eq!(joined["pki_id"], a_pki.as_str(), "{joined}");
+    b.wait("member_alive A", |v| {
+        v["event"] == "member_alive" && v["pki_id"] == a_pki.as_str()
+    });
+    let seen_b = a.wait("member_alive B", |v| {
+        v["event"] == "member_alive" && v["pki_id"] == b_pki.as_str()
+    });
+    assert_eq!(seen_b["internal_endpoint"], b.addr.as_str(), "{seen_b}");
+    a.wait("membership", |v| {
+        v["event"] == "membership" && member_ids(v, true).contains(&b_pki)
+    });
+
+    // A watch joins through A and lists both nodes alive.
+    let mut w_args = vec![
+        "watch",
+        "--bootstrap",
+        a.addr.as_str(),
+        "--test-identity",
+        "--json",
+        "--duration",
+        "4s",
+        "--interval",
+        "500ms",
+    ];
+    w_args.extend(fast);
+    let r = run(&w_args, Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    let last = last_json_line(&r.stdout);
+    let alive = member_ids(&last, true);
+    assert!(
+        alive.contains(&a_pki) && alive.contains(&b_pki),
+        "watch lists {alive:?}: {last}"
+    );
+    assert_eq!(last["bootstrap"][0]["joined"], true, "{last}");
+    let watcher = last["self"]["pki_id"].as_str().expect("self").to_owned();
+    // ... and A saw the watch as a member.
+    a.wait("member_alive watch", |v| {
+        v["event"] == "member_alive" && v["pki_id"] == watcher.as_str()
+    });
+
+    // The table on demand, and Fabric's metric.
+    a.send_line(r#"{"cmd":"members"}"#);
+    let table = a.wait("members", is("members"));
+    assert!(member_ids(&table, true).contains(&b_pki), "{table}");
+    let (code, metrics) = http_get(&ops, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        sample(&metrics, "gossip_membership_total_peers_known") >= 1,
+        "{metrics}"
+    );
+
+    // B stops: A declares it dead.
+    b.stop();
+    let dead = a.wait("member_dead B", |v| {
+        v["event"] == "member_dead" && v["pki_id"] == b_pki.as_str()
+    });
+    assert!(
+        dead["reason"] == "expired" || dead["reason"] == "presumed_dead",
+        "{dead}"
+    );
+    a.stop();
+}
+
+#[test]
+fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    // A peer of OrgAMSP that trusts nobody else (as a Fabric peer with no channel).
+    let mut a_flags = msp_flags(
+        dir.path(),
+        "peer0",
+        "OrgAMSP",
+        "a.example.com",
+        "OrgBMSP",
+        "b.example.com",
+    );
+    let t = a_flags
+        .iter()
+        .position(|f| f == "--trust")
+        .expect("--trust");
+    a_flags.drain(t..t + 2);
+    let mut a_args = vec!["--listen", "127.0.0.1:0", "--membership"];
+    a_args.extend(strs(&a_flags));
+    let a = NodeProc::start(&a_args);
+    let b_flags = msp_flags(
+        dir.path(),
+        "peer0",
+        "OrgBMSP",
+        "b.example.com",
+        "OrgAMSP",
+        "a.example.com",
+    );
+    let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
+    w.extend(strs(&b_flags));
+    let r = run(&w, Duration::from_secs(30));
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        r.stderr.contains(&format!(
+            "error: cannot join through bootstrap peer {}:",
+            a.addr
+        )),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stderr.contains("isn't in our organization"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stderr.contains("hint: bootstrap peers must be of"),
+        "{}",
+        r.all()
+    );
+    // Plaintext against a TLS peer: refused, with the transport's hint.
+    let r = run(
+        &[
+            "watch",
+            "--bootstrap",
+            a.addr.as_str(),
+            "--test-identity",
+            "--duration",
+            "20s",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stderr.contains("cannot join through"), "{}", r.all());
+    assert!(
+        r.stderr.contains("the peer seems to serve TLS"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stderr.contains("hint:"), "{}", r.all());
+    // A usage error is status 2.
+    let r = run(&["watch", "--test-identity"], EVENT);
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(r.stderr.contains("--bootstrap"), "{}", r.all());
+    a.stop();
+}
+
+/// A bootstrap peer that refuses us in the TLS handshake: `watch` says so, with the peer's
+/// own reason (its TLS alert) when the transport got it, exit status 1.
+#[test]
+fn watch_shows_the_peers_own_reason_when_it_refuses_our_tls_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    // peer0 of OrgAMSP, trusting only its own organization's TLS CA for clients.
+    let mut a_flags = msp_flags(
+        dir.path(),
+        "peer0",
+        "OrgAMSP",
+        "a.example.com",
+        "OrgBMSP",
+        "b.example.com",
+    );
+    let last_ca = a_flags
+        .iter()
+        .rposition(|f| f == "--tls-ca")
+        .expect("--tls-ca");
+    a_flags.drain(last_ca..last_ca + 2);
+    let mut a_args = vec!["--listen", "127.0.0.1:0", "--membership"];
+    a_args.extend(strs(&a_flags));
+    let a = NodeProc::start(&a_args);
+    // peer1 of OrgAMSP (the right organization) presenting OrgBMSP's TLS certificate.
+    let orgs = dir.path().join("peerOrganizations");
+    let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
+    let a1 = orgs.join("a.example.com/peers/peer1.a.example.com");
+    let b0 = orgs.join("b.example.com/peers/peer0.b.example.com");
+    let w_flags = [
+        "--msp-dir".to_owned(),
+        p(a1.join("msp")),
+        "--msp-id".into(),
+        "OrgAMSP".into(),
+        "--tls-cert".into(),
+        p(b0.join("tls/server.crt")),
+        "--tls-key".into(),
+        p(b0.join("tls/server.key")),
+        "--tls-ca".into(),
+        p(a1.join("tls/ca.crt")),
+    ];
+    let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
+    w.extend(strs(&w_flags));
+    let r = run(&w, Duration::from_secs(30));
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        r.stderr.contains(&format!(
+            "error: cannot join through bootstrap peer {}:",
+            a.addr
+        )),
+        "{}",
+        r.all()
+    );
+    // The peer's TLS alert when it reaches us first; under TLS 1.3 the client's side of
+    // the handshake is over before the server checks our certificate, so the transport
+    // may only see the connection close (closed, broken pipe, reset). Either way, with a
+    // hint.
+    if r.stderr.contains("received fatal alert") {
+        assert!(r.stderr.contains("UnknownCA"), "{}", r.all());
+        assert!(
+            r.stderr
+                .contains("hint: the peer refused our TLS client certificate"),
+            "{}",
+            r.all()
+        );
+    } else {
+        assert!(
+            ["connection closed", "broken pipe", "connection reset"]
+                .iter()
+                .any(|t| r.stderr.contains(t)),
+            "{}",
+            r.all()
+        );
+        assert!(
+            r.stderr.contains("hint: the peer closed the connection"),
+            "{}",
+            r.all()
+        );
+    }
+    a.stop();
+}
+
+/// A bootstrap peer nobody answers at: `bootstrap_failed` with the dial's reason, retried.
+#[test]
+fn node_reports_a_bootstrap_peer_it_cannot_reach() {
+    // A port that was free a moment ago: nothing listens there.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let mut n = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--bootstrap",
+        free.as_str(),
+    ]);
+    assert_eq!(n.seen[0]["membership"]["bootstrap"][0], free.as_str());
+    let failed = n.wait("bootstrap_failed", is("bootstrap_failed"));
+    assert_eq!(failed["endpoint"], free.as_str(), "{failed}");
+    assert_eq!(failed["attempt"], 1, "{failed}");
+    assert_eq!(failed["gave_up"], false, "{failed}");
+    assert!(
+        !failed["error"].as_str().unwrap_or_default().is_empty(),
+        "{failed}"
+    );
+    n.send_line(r#"{"cmd":"members"}"#);
+    let table = n.wait("members", is("members"));
+    assert_eq!(table["alive"], 0, "{table}");
+    n.stop();
+}

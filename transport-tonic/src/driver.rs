@@ -14,6 +14,7 @@
 
 use crate::codec::RawCodec;
 use crate::inbound::{Admission, DriverLimits, Slot};
+use crate::layer::HostedCore;
 use crate::metered::{Budget, Fault, FaultSlot, MeteredBody, Metering, take_fault};
 use crate::tls::{ClientTls, Dialer};
 use bytes::Bytes;
@@ -172,11 +173,16 @@ pub struct DriverStats {
     /// Streams ended because their bytes were not gRPC messages (bad compression flag,
     /// stream ended inside a message); malformed Envelopes are the core's `malformed`.
     pub bad_framing: u64,
+    /// Events of the hosted layer dropped because the application did not take them
+    /// (its `layer_events` queue was full, or nobody asked for it).
+    pub layer_events_dropped: u64,
 }
 
 /// Everything behind the lock.
 pub(crate) struct State {
-    pub(crate) comm: Core,
+    /// The core, inside the stack that hosts the node's layer (if any); it dereferences
+    /// to the core.
+    pub(crate) comm: HostedCore,
     streams: HashMap<StreamId, StreamEntry>,
     dials: HashMap<DialId, DialEntry>,
     pub(crate) ops: HashMap<OpId, Waiter>,
@@ -254,7 +260,7 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn new(
-        comm: Core,
+        comm: HostedCore,
         settings: Settings,
         clock: Clock,
         rt: tokio::runtime::Handle,
@@ -1080,7 +1086,10 @@ pub(crate) async fn timer_task(inner: Arc<Inner>) {
                 tokio::select! {
                     _ = &mut woken => {}
                     _ = tokio::time::sleep_until(inner.clock.to_tokio(t)) => {
-                        inner.with_core(|c, now| c.handle_timeout(now));
+                        // The stack's: the core's deadlines, then the layer's.
+                        let mut st = inner.lock();
+                        st.comm.handle_timeout(inner.now());
+                        drain(&inner, &mut st);
                     }
                 }
             }

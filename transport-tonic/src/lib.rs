@@ -31,6 +31,42 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Hosting a layer
+//!
+//! A protocol built on comm, such as Fabric's membership layer
+//! (`fabric_gossip_discovery::Discovery`), runs inside the node through
+//! [`NodeBuilder::layer`]: the core and the layer sit in the core's `Stack` behind the
+//! node's one mutex, the stack's single output is drained after every input as a bare
+//! core's is, the layer's deadline shares the node's timer, and the driver holds none of
+//! its rules. The application reads the layer's events from [`Node::layer_events`] (a
+//! bounded queue; what it does not take in time is dropped and counted in
+//! [`DriverStats::layer_events_dropped`]) and its state with [`Node::with_layer`]:
+//!
+//! ```no_run
+//! # async fn demo(security: fabric_gossip_core::TestOnlyHmacSecurity)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use fabric_gossip_core::Config;
+//! use fabric_gossip_discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
+//! use fabric_gossip_tonic::Node;
+//! use tokio_stream::StreamExt;
+//!
+//! let node = Node::builder(Config::default())
+//!     .layer(|addr| {
+//!         let cfg = DiscoveryConfig::new(addr.to_string()).with_bootstrap(["10.0.0.2:7051"]);
+//!         Discovery::new(cfg).expect("valid endpoints")
+//!     })
+//!     .start(security)
+//!     .await?;
+//! let mut events = node.layer_events::<DiscoveryEvent>().expect("hosts Discovery");
+//! while let Some(ev) = events.next().await {
+//!     let alive = node.with_layer(|d: &Discovery| d.members().len());
+//!     println!("{ev:?}: {alive:?} alive");
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A node built without a layer hosts the empty one and behaves exactly as a bare core.
+//!
 //! # Design
 //!
 //! The core sits behind one mutex (see the `driver` module for why that beats an actor
@@ -96,6 +132,7 @@
 mod codec;
 mod driver;
 mod inbound;
+mod layer;
 mod metered;
 mod node;
 mod service;
@@ -104,7 +141,9 @@ mod tls;
 pub use codec::{RawCodec, RawDecoder, RawEncoder};
 pub use driver::DriverStats;
 pub use inbound::DriverLimits;
+pub use layer::NodeSecurity;
 pub use node::{
-    DELIVERY_BATCH, Incoming, Node, NodeBuilder, NotificationStream, OpError, Received, StartError,
+    DELIVERY_BATCH, Incoming, LAYER_EVENT_BUFFER, LayerEvents, Node, NodeBuilder,
+    NotificationStream, OpError, Received, StartError,
 };
 pub use tls::TlsConfig;

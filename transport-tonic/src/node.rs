@@ -5,14 +5,17 @@ use crate::driver::{
     drain, timer_task,
 };
 use crate::inbound::{DriverLimits, GuardedIncoming, reaper_task};
+use crate::layer::{AnyEvent, HostedCore, LayerFactory, NodeSecurity};
 use crate::service::GossipService;
 use crate::tls::TlsConfig;
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage};
 use fabric_gossip_core::{
-    Config, ConnectionInfo, Error, Event, HandshakeError, OpId, PkiId, ProbeError, ReceivedMessage,
-    RemotePeer, Security, SendResult, SignedMessage, Stats, SubscriptionId, TlsHashes,
+    Comm, Config, ConnectionInfo, Error, Event, HandshakeError, Layer, OpId, PkiId, ProbeError,
+    ReceivedMessage, RemotePeer, Security, SendResult, SignedMessage, Stats, SubscriptionId,
+    TlsHashes,
 };
+use std::any::TypeId;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,6 +38,15 @@ pub const DELIVERY_BATCH: usize = 32;
 /// caller of Fabric's `PresumedDead()` reads the same channel: each notification goes to
 /// one reader. The stream ends after the node stops and the queue is drained.
 pub type NotificationStream = Pin<Box<dyn Stream<Item = PkiId> + Send>>;
+
+/// The hosted layer's events, in the order it produced them (see
+/// [`Node::layer_events`]). Every stream of one node draws from the same bounded queue;
+/// it ends once the node has stopped and the queue is drained.
+pub type LayerEvents<E> = Pin<Box<dyn Stream<Item = E> + Send>>;
+
+/// Layer events queued for the application by default before further ones are dropped
+/// (and counted in [`DriverStats::layer_events_dropped`]).
+pub const LAYER_EVENT_BUFFER: usize = 4096;
 
 /// Why a node could not start.
 #[derive(Debug)]
@@ -97,6 +109,8 @@ pub struct NodeBuilder {
     hang_ping: bool,
     claimed_hashes: Option<TlsHashes>,
     limits: DriverLimits,
+    layer: Option<LayerFactory>,
+    layer_event_buffer: usize,
 }
 
 impl NodeBuilder {
@@ -106,6 +120,30 @@ impl NodeBuilder {
     /// [`DriverLimits::default`].
     pub fn limits(mut self, limits: DriverLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Hosts a protocol layer above the core (Fabric's membership layer,
+    /// `fabric_gossip_discovery::Discovery`, or an application's own), built by `make`
+    /// once the listen address is known (port 0 is only resolved by binding). The node
+    /// runs it in the core's `Stack`: the layer sees every core event first, consumes
+    /// the deliveries of its own subscriptions, and its deadlines share the node's
+    /// timer; the driver knows none of its rules. Its events come out of
+    /// [`Node::layer_events`], its state through [`Node::with_layer`].
+    pub fn layer<L, F>(mut self, make: F) -> Self
+    where
+        L: Layer<NodeSecurity> + Send + 'static,
+        L::Event: Send + 'static,
+        F: FnOnce(SocketAddr) -> L + Send + 'static,
+    {
+        self.layer = Some(LayerFactory::new(make));
+        self
+    }
+
+    /// How many layer events wait for the application before further ones are dropped
+    /// and counted (default [`LAYER_EVENT_BUFFER`]); at least 1.
+    pub fn layer_event_buffer(mut self, events: usize) -> Self {
+        self.layer_event_buffer = events.max(1);
         self
     }
 
@@ -184,6 +222,8 @@ impl NodeBuilder {
             hang_ping,
             claimed_hashes,
             limits,
+            layer,
+            layer_event_buffer,
         } = self;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
             StartError::Server("a node must be started inside a tokio runtime".into())
@@ -219,6 +259,19 @@ impl NodeBuilder {
         };
         let comm = Core::new(config, security, clock.now()).map_err(StartError::Identity)?;
         let pki_id = comm.pki_id().clone();
+        let (layer_types, layer_events, comm) = match layer {
+            Some(factory) => {
+                let types = (factory.layer_type, factory.event_type);
+                let (tx, rx) = tokio::sync::mpsc::channel(layer_event_buffer);
+                let hosted = HostedCore::new(comm, Some(factory.build(local_addr)), Some(tx));
+                (
+                    Some(types),
+                    Some(Arc::new(tokio::sync::Mutex::new(rx))),
+                    hosted,
+                )
+            }
+            None => (None, None, HostedCore::new(comm, None, None)),
+        };
         let inner = Inner::new(comm, settings, clock, rt.clone());
 
         let mut server = Server::builder()
@@ -243,6 +296,11 @@ impl NodeBuilder {
                 })
                 .await;
         });
+        // Starting the layer may have queued work (subscriptions, bootstrap dials).
+        {
+            let mut st = inner.lock();
+            drain(&inner, &mut st);
+        }
         let timer = rt.spawn(timer_task(inner.clone())).abort_handle();
         Ok(Node {
             h: Arc::new(Handle {
@@ -254,6 +312,8 @@ impl NodeBuilder {
                 timer,
                 reaper,
                 stop_timeout,
+                layer_types,
+                layer_events,
             }),
         })
     }
@@ -284,6 +344,9 @@ struct Handle {
     timer: AbortHandle,
     reaper: AbortHandle,
     stop_timeout: Duration,
+    /// The hosted layer's type and its event type, if a layer is hosted.
+    layer_types: Option<(TypeId, TypeId)>,
+    layer_events: Option<Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<AnyEvent>>>>,
 }
 
 impl Handle {
@@ -335,6 +398,8 @@ impl Node {
             hang_ping: false,
             claimed_hashes: None,
             limits: DriverLimits::default(),
+            layer: None,
+            layer_event_buffer: LAYER_EVENT_BUFFER,
         }
     }
 
@@ -488,7 +553,64 @@ impl Node {
 
     /// The driver's own counters.
     pub fn driver_stats(&self) -> DriverStats {
-        self.h.inner.driver_stats()
+        let mut stats = self.h.inner.driver_stats();
+        stats.layer_events_dropped = self.h.inner.lock().comm.events_dropped();
+        stats
+    }
+
+    /// Whether the node hosts a layer (see [`NodeBuilder::layer`]).
+    pub fn has_layer(&self) -> bool {
+        self.h.inner.lock().comm.has_layer()
+    }
+
+    /// The hosted layer's events as a stream of its own event type `E` (for the
+    /// membership layer, `DiscoveryEvent`); `None` without a layer or when `E` is not
+    /// its event type. Every stream of one node draws from the same bounded queue (each
+    /// event goes to one reader); events nobody takes in time are dropped and counted in
+    /// [`DriverStats::layer_events_dropped`], so a node never waits for its application.
+    pub fn layer_events<E: Send + 'static>(&self) -> Option<LayerEvents<E>> {
+        let (_, event_type) = self.h.layer_types?;
+        if event_type != TypeId::of::<E>() {
+            return None;
+        }
+        let rx = self.h.layer_events.clone()?;
+        Some(Box::pin(futures_util::stream::unfold(
+            rx,
+            |rx| async move {
+                loop {
+                    let next = rx.lock().await.recv().await?;
+                    // The type was checked above; a mismatch cannot happen, and is skipped.
+                    if let Ok(e) = next.downcast::<E>() {
+                        return Some((*e, rx));
+                    }
+                }
+            },
+        )))
+    }
+
+    /// Reads the hosted layer (e.g. the membership layer's `members()`): runs `f` on it
+    /// under the node's lock, so keep it short. `None` without a layer or when it is not
+    /// an `L`.
+    pub fn with_layer<L: 'static, R>(&self, f: impl FnOnce(&L) -> R) -> Option<R> {
+        self.with_layer_mut(|l: &mut L, _| f(l))
+    }
+
+    /// Calls into the hosted layer with the core at hand (e.g. the membership layer's
+    /// `connect_anchor`), then carries out whatever it asked of the network. `None`
+    /// without a layer or when it is not an `L`.
+    pub fn with_layer_mut<L: 'static, R>(
+        &self,
+        f: impl FnOnce(&mut L, &mut Comm<NodeSecurity>) -> R,
+    ) -> Option<R> {
+        let (layer_type, _) = self.h.layer_types?;
+        if layer_type != TypeId::of::<L>() {
+            return None;
+        }
+        let inner = &self.h.inner;
+        let mut st = inner.lock();
+        let r = st.comm.with_layer(f);
+        drain(inner, &mut st);
+        r
     }
 
     /// Registered connections (PKI-ID, primary, crossing secondary), sorted by PKI-ID.

@@ -1,0 +1,279 @@
+//! Fabric's membership layer in the CLI: the options `node` and `watch` share
+//! (`--bootstrap`, endpoints, alive intervals, or `peer.gossip.*` from a core.yaml), the
+//! layer built from them, and how members and membership events are written (JSON lines
+//! and the table of `watch`).
+
+use crate::config::GossipConfig;
+use crate::opts::{self, ConfigError, PkiForm};
+use clap::Args;
+use fabric_gossip_core::Instant;
+use fabric_gossip_discovery::{
+    DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent, MemberInfo, PurgeReason,
+};
+use fabric_gossip_tonic::Node;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// How the node takes part in membership (Fabric's `peer.gossip.*`).
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct MembershipArgs {
+    /// A peer of this node's organization to join the network through (Fabric's
+    /// peer.gossip.bootstrap): it is sent a membership request until it answers.
+    /// Repeatable.
+    #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_endpoint)]
+    pub(crate) bootstrap: Vec<String>,
+    /// The address peers of this organization reach this node at, carried in its signed
+    /// alive messages (peer.gossip.endpoint). Default: the address bound by --listen.
+    #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_endpoint)]
+    pub(crate) endpoint: Option<String>,
+    /// The address other organizations reach this node at (peer.gossip.externalEndpoint).
+    /// Without it the node is invisible outside its organization, as a Fabric peer is.
+    #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_endpoint)]
+    pub(crate) external_endpoint: Option<String>,
+    /// Period of this node's alive messages (peer.gossip.aliveTimeInterval; Fabric: 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) alive_interval: Option<Duration>,
+    /// Silence after which a member is declared dead (peer.gossip.aliveExpirationTimeout;
+    /// Fabric: 25s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) alive_expiration: Option<Duration>,
+    /// Period of reconnection attempts to dead members and bootstrap retries
+    /// (peer.gossip.reconnectInterval; Fabric: 25s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) reconnect_interval: Option<Duration>,
+}
+
+/// A Go duration (`5s`, `500ms`, `1m30s`), as Fabric writes them.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = crate::config::parse_duration(s)
+        .map_err(|e| format!("expected a duration such as 5s or 500ms: {e}"))?;
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+impl MembershipArgs {
+    /// Whether any membership option was given.
+    pub(crate) fn any(&self) -> bool {
+        !self.bootstrap.is_empty()
+            || self.endpoint.is_some()
+            || self.external_endpoint.is_some()
+            || self.alive_interval.is_some()
+            || self.alive_expiration.is_some()
+            || self.reconnect_interval.is_some()
+    }
+
+    /// Fills what the flags left out from a core.yaml's `peer.gossip.*` (flags win).
+    pub(crate) fn merge_file(&mut self, g: &GossipConfig) {
+        if self.bootstrap.is_empty() {
+            self.bootstrap.clone_from(&g.bootstrap);
+        }
+        if self.endpoint.is_none() {
+            self.endpoint.clone_from(&g.endpoint);
+        }
+        if self.external_endpoint.is_none() {
+            self.external_endpoint.clone_from(&g.external_endpoint);
+        }
+        self.alive_interval = self.alive_interval.or(g.alive_time_interval);
+        self.alive_expiration = self.alive_expiration.or(g.alive_expiration_timeout);
+        self.reconnect_interval = self.reconnect_interval.or(g.reconnect_interval);
+    }
+
+    /// The layer's configuration once the listen address is bound; checked before the
+    /// node starts by [`MembershipArgs::check`].
+    pub(crate) fn config(&self, bound: SocketAddr) -> DiscoveryConfig {
+        let internal = self.endpoint.clone().unwrap_or_else(|| bound.to_string());
+        let mut cfg = DiscoveryConfig::new(internal)
+            .with_bootstrap(self.bootstrap.iter().cloned())
+            .with_seed(random_seed());
+        if let Some(e) = &self.external_endpoint {
+            cfg = cfg.with_external_endpoint(e.clone());
+        }
+        if let Some(d) = self.alive_interval {
+            cfg.alive_interval = d;
+        }
+        if let Some(d) = self.alive_expiration {
+            cfg.alive_expiration = d;
+        }
+        if let Some(d) = self.reconnect_interval {
+            cfg.reconnect_interval = d;
+        }
+        cfg
+    }
+
+    /// The membership layer for a node bound at `bound`, or what is wrong with its
+    /// settings.
+    pub(crate) fn layer(&self, bound: SocketAddr) -> Result<Discovery, ConfigError> {
+        if self.endpoint.is_none() && bound.ip().is_unspecified() {
+            tracing::warn!(
+                target: crate::logging::TARGET,
+                "{bound} is not an address others can dial; give --endpoint HOST:PORT \
+                 (peer.gossip.endpoint) so that members can reach this node"
+            );
+        }
+        let cfg = self.config(bound);
+        let shown = (cfg.internal_endpoint.clone(), cfg.external_endpoint.clone());
+        Discovery::new(cfg).map_err(|e| {
+            ConfigError(format!(
+                "membership (endpoint {:?}, external endpoint {:?}): {e}",
+                shown.0, shown.1
+            ))
+        })
+    }
+}
+
+/// Binds `addr` for a node's gRPC server, so that the bound port is known before the
+/// node (and its membership layer, whose endpoint it is) starts.
+pub(crate) fn bind(addr: SocketAddr, flag: &str) -> Result<std::net::TcpListener, ConfigError> {
+    std::net::TcpListener::bind(addr)
+        .map_err(|e| ConfigError(format!("{flag} {addr}: cannot listen: {e}")))
+}
+
+/// The layer's random choices (fan-out, bootstrap nonces) must differ between processes.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// How long ago `t` was, by the wall clock the node's core time follows.
+pub(crate) fn age(t: Instant) -> Duration {
+    Instant::from_system_time(SystemTime::now()).saturating_duration_since(t)
+}
+
+/// One member as a JSON object.
+pub(crate) fn member_json(m: &MemberInfo, form: PkiForm) -> Value {
+    json!({
+        "pki_id": form.show(&m.pki_id),
+        "msp_id": m.org.clone().unwrap_or_default(),
+        "endpoint": m.endpoint,
+        "internal_endpoint": m.internal_endpoint,
+        "inc": m.timestamp.inc,
+        "seq": m.timestamp.seq,
+        "last_alive_ms_ago": u64::try_from(age(m.last_seen).as_millis()).unwrap_or(u64::MAX),
+        "alive": m.alive,
+    })
+}
+
+fn dead_reason(r: DeadReason) -> &'static str {
+    match r {
+        DeadReason::Expired => "expired",
+        DeadReason::PresumedDead => "presumed_dead",
+    }
+}
+
+fn purge_reason(r: PurgeReason) -> &'static str {
+    match r {
+        PurgeReason::LongDead => "long_dead",
+        PurgeReason::IdentitySwitch => "identity_switch",
+        PurgeReason::IdentityExpired => "identity_expired",
+    }
+}
+
+/// The JSON line of a membership event.
+pub(crate) fn event_json(ev: &DiscoveryEvent, form: PkiForm) -> Value {
+    let with_member = |name: &str, m: &MemberInfo| {
+        let mut v = member_json(m, form);
+        v["event"] = json!(name);
+        v
+    };
+    match ev {
+        DiscoveryEvent::MemberAlive {
+            member,
+            resurrected,
+        } => {
+            let mut v = with_member("member_alive", member);
+            v["resurrected"] = json!(resurrected);
+            v
+        }
+        DiscoveryEvent::MemberDead { member, reason } => {
+            let mut v = with_member("member_dead", member);
+            v["reason"] = json!(dead_reason(*reason));
+            v
+        }
+        DiscoveryEvent::MemberPurged { member, reason } => {
+            let mut v = with_member("member_purged", member);
+            v["reason"] = json!(purge_reason(*reason));
+            v
+        }
+        DiscoveryEvent::BootstrapJoined { endpoint, pki_id } => json!({
+            "event": "bootstrap_joined",
+            "endpoint": endpoint,
+            "pki_id": form.show(pki_id),
+        }),
+        DiscoveryEvent::BootstrapFailed {
+            endpoint,
+            error,
+            attempt,
+            gave_up,
+        } => json!({
+            "event": "bootstrap_failed",
+            "endpoint": endpoint,
+            "error": error,
+            "attempt": attempt,
+            "gave_up": gave_up,
+        }),
+    }
+}
+
+/// Alive members first, then dead ones, each in PKI-ID order; `None` without the layer.
+pub(crate) fn table(node: &Node) -> Option<Vec<MemberInfo>> {
+    node.with_layer(|d: &Discovery| {
+        let mut all = d.members();
+        all.extend(d.dead_members());
+        all
+    })
+}
+
+/// The membership as one JSON object (`event` names it: `membership` after changes,
+/// `members` in answer to the command).
+pub(crate) fn membership_json(event: &str, members: &[MemberInfo], form: PkiForm) -> Value {
+    json!({
+        "event": event,
+        "alive": members.iter().filter(|m| m.alive).count(),
+        "dead": members.iter().filter(|m| !m.alive).count(),
+        "members": members.iter().map(|m| member_json(m, form)).collect::<Vec<_>>(),
+    })
+}
+
+/// The layer's counters, for the `stats` event.
+pub(crate) fn stats_json(node: &Node) -> Option<Value> {
+    node.with_layer(|d: &Discovery| {
+        let s = d.stats();
+        json!({
+            "members_alive": d.members().len(),
+            "members_dead": d.dead_members().len(),
+            "alive_received": s.alive_received,
+            "alive_sent": s.alive_sent,
+            "alive_forwarded": s.alive_forwarded,
+            "alive_refused": s.alive_refused(),
+            "alive_duplicate": s.alive_duplicate,
+            "alive_stale": s.alive_stale,
+            "requests_sent": s.requests_sent,
+            "requests_received": s.requests_received,
+            "requests_refused": s.requests_refused,
+            "responses_sent": s.responses_sent,
+            "responses_received": s.responses_received,
+            "members_learned": s.members_learned,
+            "members_expired": s.members_expired,
+            "members_presumed_dead": s.members_presumed_dead,
+            "members_purged": s.members_purged,
+            "bootstrap_acked": s.bootstrap_acked,
+            "bootstrap_failures": s.bootstrap_failures,
+            "events_dropped": s.events_dropped,
+        })
+    })
+}
+
+/// Whether a received message is the membership layer's (alive, membership request or
+/// response): the layer consumes those, the application's inbox need not show them.
+pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> bool {
+    use fabric_gossip_core::proto::gossip::gossip_message::Content;
+    matches!(
+        m.message.content,
+        Some(Content::AliveMsg(_) | Content::MemReq(_) | Content::MemRes(_))
+    )
+}

@@ -1,0 +1,332 @@
+//! `fabric-gossip watch`: joins a Fabric network as a member (Fabric's membership layer on a
+//! real gRPC node) and shows what gossip sees: every member's PKI-ID, MSP ID, endpoints,
+//! incarnation, last alive message and state, refreshed in place on a terminal, as plain
+//! tables when stdout is not one, or as one JSON object per refresh with `--json`.
+//!
+//! A bootstrap peer that refuses us (another organization, an untrusted CA, TLS trouble)
+//! is reported with the peer's own reason and exit status 1, as `ping` and `handshake`
+//! report network failures; a bad flag or file is status 2.
+
+use crate::membership::{self, MembershipArgs};
+use crate::node::Signals;
+use crate::opts::{self, ConfigError, IdentityArgs, PkiForm, TlsArgs};
+use clap::Args;
+use fabric_gossip_discovery::{DiscoveryEvent, MemberInfo};
+use fabric_gossip_tonic::Node;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `fabric-gossip watch`.
+#[derive(Debug, Clone, Args)]
+#[command(after_long_help = WATCH_HELP)]
+pub(crate) struct WatchArgs {
+    /// Where this member's gossip server listens: bootstrap and other peers dial it back
+    /// (its endpoint, unless --endpoint says otherwise).
+    #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_listen, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// One JSON object per refresh instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Exit (status 0) after this long, e.g. 30s; default: until Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = membership::parse_duration)]
+    duration: Option<Duration>,
+    /// How often the table is refreshed.
+    #[arg(long, value_name = "DURATION", value_parser = membership::parse_duration, default_value = "1s")]
+    interval: Duration,
+    #[command(flatten)]
+    member: MembershipArgs,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+const WATCH_HELP: &str = "\
+A Fabric peer only lists members of organizations it knows (with no channel joined: its own
+MSP), so watch with an identity of the bootstrap peer's organization:
+
+  fabric-gossip watch --bootstrap peer0.org1.example.com:7051 \\
+      --msp-dir org1/peers/peer1.org1.example.com/msp --msp-id Org1MSP \\
+      --tls-cert org1/peers/peer1.org1.example.com/tls/server.crt \\
+      --tls-key org1/peers/peer1.org1.example.com/tls/server.key \\
+      --tls-ca org1/msp/tlscacerts/tlsca.org1.example.com-cert.pem \\
+      --listen 0.0.0.0:7061 --endpoint myhost:7061
+
+The bootstrap peer dials this member back at its endpoint, so --endpoint must be reachable
+from it. Exit status: 0 after --duration or on Ctrl-C/SIGTERM, 1 when no bootstrap peer
+accepted us (the peer's reason is printed), 2 for a usage or file error.";
+
+/// Runs `fabric-gossip watch`.
+pub(crate) fn run(args: &WatchArgs) -> ExitCode {
+    if args.member.bootstrap.is_empty() {
+        return opts::config_failure(&ConfigError(
+            "--bootstrap HOST:PORT is required: a peer of your organization to join through".into(),
+        ));
+    }
+    let loaded = args.identity.load(true).and_then(|id| {
+        let tls = args.tls.load()?;
+        Ok((id, tls, opts::runtime()?))
+    });
+    let (identity, tls, rt) = match loaded {
+        Ok(x) => x,
+        Err(e) => return opts::config_failure(&e),
+    };
+    let code = rt.block_on(watch(args, identity, tls));
+    rt.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+/// What became of one bootstrap peer.
+#[derive(Clone, Debug, Default)]
+struct BootstrapState {
+    joined: bool,
+    error: Option<String>,
+}
+
+async fn watch(
+    args: &WatchArgs,
+    identity: opts::Identity,
+    tls: Option<fabric_gossip_tonic::TlsConfig>,
+) -> ExitCode {
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let form = identity.pki_form();
+    let msp_id = identity.msp_id().unwrap_or("").to_owned();
+    let tls_on = tls.is_some();
+    let layer = membership::bind(args.listen, "--listen").and_then(|l| {
+        let bound = l
+            .local_addr()
+            .map_err(|e| ConfigError(format!("--listen {}: {e}", args.listen)))?;
+        Ok((l, args.member.layer(bound)?))
+    });
+    let (listener, layer) = match layer {
+        Ok(x) => x,
+        Err(e) => return opts::config_failure(&e),
+    };
+    let endpoint = layer.config().internal_endpoint.clone();
+    let mut builder = Node::builder(opts::config())
+        .listener(listener)
+        .stop_timeout(Duration::from_millis(300))
+        .layer(move |_| layer);
+    if let Some(t) = tls {
+        builder = builder.tls(t);
+    }
+    let node = match opts::start(builder, identity, &args.listen.to_string(), &args.tls).await {
+        Ok(n) => n,
+        Err(e) => return opts::config_failure(&e),
+    };
+    let Some(mut events) = node.layer_events::<DiscoveryEvent>() else {
+        eprintln!("error: the membership layer did not start");
+        node.stop().await;
+        return ExitCode::FAILURE;
+    };
+    // Gossip messages nobody reads would only fill the core's buffers: the layer takes
+    // its own, the others are not this tool's business.
+    let me = json!({
+        "pki_id": form.show(node.pki_id()),
+        "msp_id": msp_id,
+        "endpoint": endpoint,
+    });
+    let mut boot: BTreeMap<String, BootstrapState> = args
+        .member
+        .bootstrap
+        .iter()
+        .map(|b| (b.clone(), BootstrapState::default()))
+        .collect();
+    let view = View {
+        form,
+        json: args.json,
+        tty: !args.json && std::io::stdout().is_terminal(),
+        me,
+    };
+    let mut tick = tokio::time::interval(args.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let until = async {
+        match args.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until);
+    let mut code = ExitCode::SUCCESS;
+    let mut shown_at: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            ev = tokio_stream::StreamExt::next(&mut events) => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    DiscoveryEvent::BootstrapJoined { endpoint, .. } => {
+                        boot.entry(endpoint).or_default().joined = true;
+                    }
+                    DiscoveryEvent::BootstrapFailed { endpoint, error, .. } => {
+                        let b = boot.entry(endpoint).or_default();
+                        if !b.joined {
+                            b.error = Some(error);
+                        }
+                        // No way in: say why (the peer's own reason when it refused us,
+                        // or ours when we refused it) and stop, as ping and handshake do.
+                        if boot.values().all(|b| !b.joined && b.error.is_some()) {
+                            for (ep, b) in &boot {
+                                let e = b.error.as_deref().unwrap_or_default();
+                                eprintln!("error: cannot join through bootstrap peer {ep}: {e}");
+                                let hint = crate::probe::dial_hint(e, tls_on).trim_start();
+                                if !hint.is_empty() {
+                                    eprintln!("{hint}");
+                                }
+                                if e.contains("isn't in our organization") {
+                                    eprintln!(
+                                        "hint: bootstrap peers must be of this identity's \
+                                         organization (Fabric's rule); watch with an identity \
+                                         of the bootstrap peer's MSP (--msp-dir, --msp-id)"
+                                    );
+                                }
+                            }
+                            code = ExitCode::FAILURE;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(t) = membership::table(&node) {
+                    view.show(&t, &boot);
+                    shown_at = Some(std::time::Instant::now());
+                }
+            }
+            () = &mut until => {
+                // The final state, unless a refresh just showed it.
+                let fresh = shown_at.is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+                if !fresh && let Some(t) = membership::table(&node) {
+                    view.show(&t, &boot);
+                }
+                break;
+            }
+            name = signals.next() => {
+                tracing::info!(target: crate::logging::TARGET, "{name}, stopping");
+                break;
+            }
+        }
+    }
+    node.stop().await;
+    code
+}
+
+/// How the table is shown.
+struct View {
+    form: PkiForm,
+    json: bool,
+    tty: bool,
+    me: Value,
+}
+
+impl View {
+    fn show(&self, members: &[MemberInfo], boot: &BTreeMap<String, BootstrapState>) {
+        let text = if self.json {
+            let mut v = membership::membership_json("membership", members, self.form);
+            v["self"] = self.me.clone();
+            v["bootstrap"] = boot
+                .iter()
+                .map(|(ep, b)| json!({"endpoint": ep, "joined": b.joined, "error": b.error}))
+                .collect();
+            v["time_unix_ms"] = json!(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+            );
+            format!("{v}\n")
+        } else {
+            self.table(members, boot)
+        };
+        let mut out = std::io::stdout().lock();
+        // A reader gone away (a closed pipe) is not this tool's failure.
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+
+    fn table(&self, members: &[MemberInfo], boot: &BTreeMap<String, BootstrapState>) -> String {
+        let mut s = String::new();
+        if self.tty {
+            // Home and clear: the table is redrawn in place.
+            s.push_str("\x1b[H\x1b[2J");
+        }
+        let alive = members.iter().filter(|m| m.alive).count();
+        let show = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        s.push_str(&format!(
+            "me: {} {} at {}   members: {} alive, {} dead\n",
+            show(&self.me["pki_id"]),
+            show(&self.me["msp_id"]),
+            show(&self.me["endpoint"]),
+            alive,
+            members.len() - alive
+        ));
+        for (ep, b) in boot {
+            let state = match (&b.joined, &b.error) {
+                (true, _) => "joined".to_owned(),
+                (false, Some(e)) => format!("failed: {e}"),
+                (false, None) => "joining...".to_owned(),
+            };
+            s.push_str(&format!("bootstrap {ep}: {state}\n"));
+        }
+        let rows: Vec<[String; 8]> = members
+            .iter()
+            .map(|m| {
+                [
+                    self.form.show(&m.pki_id),
+                    m.org.clone().unwrap_or_default(),
+                    m.endpoint.clone(),
+                    m.internal_endpoint.clone(),
+                    m.timestamp.inc.to_string(),
+                    m.timestamp.seq.to_string(),
+                    format!("{:.1}s ago", membership::age(m.last_seen).as_secs_f64()),
+                    if m.alive { "alive" } else { "dead" }.to_owned(),
+                ]
+            })
+            .collect();
+        let head = [
+            "PKI-ID",
+            "MSP ID",
+            "ENDPOINT",
+            "INTERNAL ENDPOINT",
+            "INCARNATION",
+            "SEQ",
+            "LAST ALIVE",
+            "STATE",
+        ];
+        let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
+        for r in &rows {
+            for (w, c) in width.iter_mut().zip(r) {
+                *w = (*w).max(c.len());
+            }
+        }
+        let line = |cells: &[&str]| {
+            let mut l = cells
+                .iter()
+                .zip(&width)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ");
+            l.truncate(l.trim_end().len());
+            l.push('\n');
+            l
+        };
+        s.push_str(&line(&head));
+        for r in &rows {
+            let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+            s.push_str(&line(&cells));
+        }
+        if !self.tty {
+            s.push('\n');
+        }
+        s
+    }
+}
