@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod config;
 mod demo;
 mod keygen;
+mod limits;
 mod logging;
 mod membership;
 mod node;

@@ -112,6 +112,8 @@ pub(crate) struct NodeArgs {
     #[command(flatten)]
     member: MembershipArgs,
     #[command(flatten)]
+    limits: crate::limits::LimitArgs,
+    #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
     tls: TlsArgs,
@@ -918,6 +920,7 @@ async fn serve(
     let mut builder = fabric_gossip_tonic::Node::builder(set.core)
         .listen(set.listen)
         .events(tap_tx)
+        .limits(args.limits.limits())
         .stop_timeout(STOP_TIMEOUT);
     // The membership layer's endpoint is the bound address unless given: bind first.
     let mut membership_info = None;

@@ -1,0 +1,98 @@
+//! `node`'s flags for the tonic driver's protections against hostile remotes
+//! (`fabric_gossip_tonic::DriverLimits`): how long and how many inbound connections may stay
+//! unauthenticated, and how much memory half-sent messages may hold.
+
+use crate::membership::parse_duration;
+use clap::Args;
+use fabric_gossip_tonic::DriverLimits;
+use std::time::Duration;
+
+/// The driver's limits; each left out keeps `DriverLimits::default()`.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct LimitArgs {
+    /// Close an inbound connection that has no authenticated gossip stream after this long
+    /// (TLS, HTTP/2 preface, GossipStream and handshake must all happen within it). Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    setup_timeout: Option<Duration>,
+    /// Inbound connections held at once without an authenticated stream; one more evicts the
+    /// least advanced of the address holding the most. Default 128.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending_connections: Option<u32>,
+    /// Inbound connections held at once in all. Default 512.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_inbound_connections: Option<u32>,
+    /// MiB held node-wide for messages that began to arrive and are not complete; further
+    /// chunks wait (HTTP/2 flow control). Default 128.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_incomplete_mib: Option<u32>,
+    /// Reset the stream of a message in progress that receives nothing for this long.
+    /// Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    message_stall_timeout: Option<Duration>,
+}
+
+impl LimitArgs {
+    /// The driver's limits with these flags applied over the defaults.
+    pub(crate) fn limits(&self) -> DriverLimits {
+        let mut l = DriverLimits::default();
+        if let Some(d) = self.setup_timeout {
+            l.setup_timeout = d;
+        }
+        if let Some(n) = self.max_pending_connections {
+            l.max_pending_connections = n as usize;
+        }
+        if let Some(n) = self.max_inbound_connections {
+            l.max_inbound_connections = n as usize;
+        }
+        if let Some(mib) = self.max_incomplete_mib {
+            l.max_incomplete_bytes = mib as usize * 1024 * 1024;
+        }
+        if let Some(d) = self.message_stall_timeout {
+            l.message_stall_timeout = d;
+        }
+        l
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LimitArgs;
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        l: LimitArgs,
+    }
+
+    #[test]
+    fn defaults_unless_given() {
+        let d = fabric_gossip_tonic::DriverLimits::default();
+        let none = T::parse_from(["t"]).l.limits();
+        assert_eq!(none.setup_timeout, d.setup_timeout);
+        assert_eq!(none.max_incomplete_bytes, d.max_incomplete_bytes);
+        let l = T::parse_from([
+            "t",
+            "--setup-timeout",
+            "3s",
+            "--max-pending-connections",
+            "7",
+            "--max-inbound-connections",
+            "9",
+            "--max-incomplete-mib",
+            "2",
+            "--message-stall-timeout",
+            "500ms",
+        ])
+        .l
+        .limits();
+        assert_eq!(l.setup_timeout, Duration::from_secs(3));
+        assert_eq!(l.max_pending_connections, 7);
+        assert_eq!(l.max_inbound_connections, 9);
+        assert_eq!(l.max_incomplete_bytes, 2 << 20);
+        assert_eq!(l.message_stall_timeout, Duration::from_millis(500));
+        assert!(T::try_parse_from(["t", "--max-pending-connections", "0"]).is_err());
+        assert!(T::try_parse_from(["t", "--setup-timeout", "0"]).is_err());
+    }
+}
