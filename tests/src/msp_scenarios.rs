@@ -170,3 +170,19 @@ pub fn msp_untrusted_organization_refused<H: Harness>(h: &mut H) -> Outcome {
     );
     PASS
 }
+
+/// Member `i` (of 4) of organization `org` (0: Org1MSP, 1: Org2MSP) with its real X.509
+/// identity and deterministic ECDSA signatures, for the membership scenarios
+/// ([`crate::membership`]); its application subscribes to nothing.
+pub fn msp_member(org: usize, i: usize) -> NodeSpec {
+    let org = org.min(1);
+    node().subscribe_all(false).security(move |_endpoint, _g| {
+        let pki = pki();
+        let o = &pki.orgs[org];
+        Box::new(
+            o.security(&o.peers[i % o.peers.len()], pki.trust.clone())
+                .expect("a generated identity loads")
+                .with_deterministic_signatures(),
+        )
+    })
+}
