@@ -71,3 +71,24 @@ macro_rules! membership_test {
 }
 
 fabric_gossip_tests::for_each_membership_scenario!(membership_test);
+
+#[test]
+fn member_certificate_expired_then_renewed() {
+    for seed in seeds() {
+        let mut h = SimHarness::new(seed);
+        let now = h.sim().now();
+        let r = fabric_gossip_tests::msp_scenarios::member_certificate_expired_then_renewed(
+            &mut h,
+            now,
+            Duration::from_secs(60),
+        );
+        match r {
+            Ok(Pass::Done) => {}
+            other => panic!(
+                "seed {seed}: {other:?}\n{}\n{}",
+                h.trace_tail(40),
+                h.sim().reproduce_hint()
+            ),
+        }
+    }
+}
