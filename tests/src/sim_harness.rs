@@ -222,23 +222,7 @@ impl Harness for SimHarness {
     }
 
     fn add_member(&mut self, spec: MemberSpec) -> Result<NodeId, String> {
-        let boot: Vec<String> = spec
-            .bootstrap
-            .iter()
-            .map(|b| self.sim.endpoint(*b).to_string())
-            .collect();
-        // Checked once here, so the factory below cannot fail.
-        spec.discovery_config("127.0.0.1:1")
-            .with_bootstrap(boot.clone())
-            .validate()
-            .map_err(|e| e.to_string())?;
-        let node = spec.node.clone().layer(move |ctx| {
-            let cfg = spec
-                .discovery_config(&ctx.endpoint)
-                .with_bootstrap(boot.clone())
-                .with_seed(ctx.seed);
-            Discovery::new(cfg).expect("validated above")
-        });
+        let node = member_node(&self.sim, spec)?;
         self.add_node(node)
     }
 
@@ -297,6 +281,29 @@ impl Harness for SimHarness {
     fn raw_ended(&self, raw: RawRef) -> Option<StreamEnd> {
         self.sim.raw_ended(raw.0).cloned()
     }
+}
+
+/// The simulator node of a member: `spec.node` hosting Fabric's membership layer
+/// ([`Discovery`]), made anew at every start of the node's process with the seed the
+/// simulator draws for it, bootstrapping from the endpoints of `spec.bootstrap` in `sim`.
+pub fn member_node(sim: &Sim, spec: MemberSpec) -> Result<NodeSpec, String> {
+    let boot: Vec<String> = spec
+        .bootstrap
+        .iter()
+        .map(|b| sim.endpoint(*b).to_string())
+        .collect();
+    // Checked once here, so the factory below cannot fail.
+    spec.discovery_config("127.0.0.1:1")
+        .with_bootstrap(boot.clone())
+        .validate()
+        .map_err(|e| e.to_string())?;
+    Ok(spec.node.clone().layer(move |ctx| {
+        let cfg = spec
+            .discovery_config(&ctx.endpoint)
+            .with_bootstrap(boot.clone())
+            .with_seed(ctx.seed);
+        Discovery::new(cfg).expect("validated above")
+    }))
 }
 
 impl SimHarness {
