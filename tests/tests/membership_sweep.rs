@@ -52,7 +52,11 @@ fn views(sim: &Sim) -> String {
                 return format!("n{a}: no membership layer ({:?})", sim.state(a));
             };
             let alive: Vec<String> = d.members().iter().map(|m| m.endpoint.clone()).collect();
-            let dead: Vec<String> = d.dead_members().iter().map(|m| m.endpoint.clone()).collect();
+            let dead: Vec<String> = d
+                .dead_members()
+                .iter()
+                .map(|m| m.endpoint.clone())
+                .collect();
             format!(
                 "n{a} ({}): alive {alive:?} dead {dead:?}; {:?}",
                 sim.pki_id(a),
