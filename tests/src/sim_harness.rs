@@ -285,12 +285,20 @@ impl Harness for SimHarness {
 
 /// The simulator node of a member: `spec.node` hosting Fabric's membership layer
 /// ([`Discovery`]), made anew at every start of the node's process with the seed the
-/// simulator draws for it, bootstrapping from the endpoints of `spec.bootstrap` in `sim`.
+/// simulator draws for it, bootstrapping from the endpoints of `spec.bootstrap` in `sim`
+/// (nodes not added yet included: they get the next endpoints in order).
 pub fn member_node(sim: &Sim, spec: MemberSpec) -> Result<NodeSpec, String> {
     let boot: Vec<String> = spec
         .bootstrap
         .iter()
-        .map(|b| sim.endpoint(*b).to_string())
+        .map(|&b| {
+            if b < sim.node_count() {
+                sim.endpoint(b).to_string()
+            } else {
+                // A node not added yet: the endpoint `Sim::add_node` will give it.
+                format!("127.0.0.1:{}", 7051 + b)
+            }
+        })
         .collect();
     // Checked once here, so the factory below cannot fail.
     spec.discovery_config("127.0.0.1:1")
