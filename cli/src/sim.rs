@@ -4,15 +4,17 @@
 //! reproduces it.
 
 use clap::{Args, ValueEnum};
-use fabric_gossip_core::SignedMessage;
+use fabric_gossip_core::{PkiId, SignedMessage};
+use fabric_gossip_discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
 use fabric_gossip_sim::{
-    Fault, ScheduledFault, Sim, SimConfig, SimRng, TraceMode, Workload, data_message, fmt_duration,
-    fmt_schedule, parse_duration, parse_schedule, random_schedule,
+    Fault, NodeSpec, Observation, ScheduledFault, Sim, SimConfig, SimRng, TraceMode, Workload,
+    data_message, fmt_duration, fmt_schedule, parse_duration, parse_schedule, random_schedule,
 };
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Arguments of `fabric-gossip sim`.
@@ -74,6 +76,10 @@ enum Scenario {
     Crossing,
     /// Traffic plus a crash/restart of every node in turn, half with new identities.
     Churn,
+    /// Every node runs Fabric's membership layer and joins through the first three
+    /// (seeds) under the faults; after they heal: time to full membership, then one
+    /// member stops and the time until every other declares it dead.
+    Membership,
 }
 
 impl Scenario {
@@ -82,6 +88,7 @@ impl Scenario {
             Scenario::Traffic => "traffic",
             Scenario::Crossing => "crossing",
             Scenario::Churn => "churn",
+            Scenario::Membership => "membership",
         }
     }
 }
@@ -211,8 +218,14 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     // change the faults drawn for a seed.
     let mut fault_rng = SimRng::new(seed ^ 0xfa17_5eed);
     let faults = faults_for(a, &mut fault_rng)?;
-    sim.add_nodes(a.nodes);
+    let tracker = if a.scenario == Scenario::Membership {
+        Some(add_members(&mut sim, a.nodes)?)
+    } else {
+        sim.add_nodes(a.nodes);
+        None
+    };
     match a.scenario {
+        Scenario::Membership => {}
         Scenario::Traffic | Scenario::Churn => sim.set_workload(Workload {
             start: Duration::ZERO,
             stop: a.duration,
@@ -249,10 +262,17 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     }
 
     let wall = std::time::Instant::now();
+    // Without faults, membership is timed from the start.
+    let heal = if faults.is_empty() {
+        Duration::ZERO
+    } else {
+        a.duration
+    };
+    let membership = tracker.map(|t| membership_phases(&mut sim, heal, &t));
     let tty = std::io::stderr().is_terminal();
     let mut last_print = wall;
     // Run past the workload so that time-outs fire and the network goes quiet.
-    let limit = a.duration + Duration::from_secs(120);
+    let limit = sim.elapsed().max(a.duration) + Duration::from_secs(120);
     let slice = Duration::from_millis(50);
     let mut idle = false;
     while sim.elapsed() < limit {
@@ -289,6 +309,14 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     } else {
         sim.check()
     };
+    let quiescent = match (&membership, quiescent) {
+        (Some(m), Ok(())) if m.full_at.is_none() => Err(format!(
+            "membership: not full {} after the faults healed\n{}",
+            fmt_secs(MEMBERSHIP_LIMIT),
+            sim.reproduce_hint()
+        )),
+        (_, q) => q,
+    };
 
     if a.json {
         let mut v = summary_json(&sim, wall_time, idle);
@@ -297,6 +325,9 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
         v["scenario"] = json!(a.scenario.name());
         v["duration_s"] = json!(a.duration.as_secs_f64());
         v["faults"] = faults_json(&faults);
+        if let Some(m) = &membership {
+            v["membership"] = m.json();
+        }
         v["result"] = json!(if quiescent.is_ok() {
             "held"
         } else {
@@ -309,6 +340,9 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
         writeln!(out, "{v}").map_err(io)?;
     } else {
         print_summary(out, &sim, wall_time, idle).map_err(io)?;
+        if let Some(m) = &membership {
+            m.print(out).map_err(io)?;
+        }
     }
     if let Some(path) = &a.trace {
         let text = sim.trace().text();
@@ -329,6 +363,225 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
         Ok(()) => Verdict::Held,
         Err(e) => Verdict::Violated(e),
     })
+}
+
+// ---------------------------------------------------------------- membership
+
+/// How long after the faults heal membership may take to become full, and a stopped
+/// member to be declared dead everywhere, before the run counts as failed.
+const MEMBERSHIP_LIMIT: Duration = Duration::from_secs(120);
+
+/// Nodes that bootstrap the others.
+const MEMBERSHIP_SEEDS: usize = 3;
+
+/// What the observer learns from the membership layers' events: each node's alive view
+/// (for the current process) and who declared the stopped member dead.
+#[derive(Default)]
+struct Tracker {
+    incarnation: Vec<u32>,
+    alive: Vec<BTreeSet<PkiId>>,
+    victim: Option<PkiId>,
+    declared_dead: BTreeSet<usize>,
+}
+
+impl Tracker {
+    /// Every node lists as many members as there are other nodes (checked exactly, by
+    /// PKI-ID, with [`exact_full`] before it is believed).
+    fn looks_full(&self) -> bool {
+        let n = self.alive.len();
+        self.alive.iter().all(|v| v.len() + 1 == n)
+    }
+}
+
+/// Every node's alive view is exactly every other node's current PKI-ID.
+fn exact_full(sim: &Sim) -> bool {
+    let n = sim.node_count();
+    let pkis: Vec<PkiId> = (0..n).map(|i| sim.pki_id(i)).collect();
+    (0..n).all(|a| {
+        sim.layer::<Discovery>(a).is_some_and(|d| {
+            let view: BTreeSet<PkiId> = d.members().into_iter().map(|m| m.pki_id).collect();
+            view.len() + 1 == n && (0..n).filter(|b| *b != a).all(|b| view.contains(&pkis[b]))
+        })
+    })
+}
+
+/// Adds `n` nodes running the membership layer with Fabric's defaults, each bootstrapping
+/// from the first [`MEMBERSHIP_SEEDS`] nodes (but itself), and an observer that tracks
+/// their views.
+fn add_members(sim: &mut Sim, n: usize) -> Result<Arc<Mutex<Tracker>>, String> {
+    let seeds: Vec<String> = (0..n.min(MEMBERSHIP_SEEDS))
+        .map(|i| format!("127.0.0.1:{}", 7051 + i))
+        .collect();
+    for i in 0..n {
+        let boot: Vec<String> = seeds
+            .iter()
+            .filter(|e| **e != format!("127.0.0.1:{}", 7051 + i))
+            .cloned()
+            .collect();
+        let spec = NodeSpec::new().subscribe_all(false).layer(move |ctx| {
+            let cfg = DiscoveryConfig::new(ctx.endpoint.clone())
+                .with_external_endpoint(ctx.endpoint.clone())
+                .with_bootstrap(boot.clone())
+                .with_seed(ctx.seed);
+            Discovery::new(cfg).expect("a valid simulator endpoint")
+        });
+        sim.add_node(spec).map_err(|e| format!("node {i}: {e}"))?;
+        if sim.endpoint(i) != format!("127.0.0.1:{}", 7051 + i) {
+            return Err(format!("node {i} is at {}", sim.endpoint(i)));
+        }
+    }
+    let tracker = Arc::new(Mutex::new(Tracker {
+        incarnation: vec![0; n],
+        alive: vec![BTreeSet::new(); n],
+        ..Tracker::default()
+    }));
+    // Events of the processes started above were emitted before the observer existed:
+    // their layers only subscribed and dialled, nothing was learnt yet.
+    let sink = tracker.clone();
+    sim.set_observer(move |node, seen| {
+        let Observation::Layer {
+            incarnation, event, ..
+        } = seen
+        else {
+            return;
+        };
+        let Some(e) = event.downcast_ref::<DiscoveryEvent>() else {
+            return;
+        };
+        let mut t = sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if t.incarnation[node] != incarnation {
+            // A new process: a new layer that knows nobody yet.
+            t.incarnation[node] = incarnation;
+            t.alive[node].clear();
+        }
+        match e {
+            DiscoveryEvent::MemberAlive { member, .. } => {
+                t.alive[node].insert(member.pki_id.clone());
+            }
+            DiscoveryEvent::MemberDead { member, .. } => {
+                t.alive[node].remove(&member.pki_id);
+                if t.victim.as_ref() == Some(&member.pki_id) {
+                    t.declared_dead.insert(node);
+                }
+            }
+            DiscoveryEvent::MemberPurged { member, .. } => {
+                t.alive[node].remove(&member.pki_id);
+            }
+            _ => {}
+        }
+    });
+    Ok(tracker)
+}
+
+/// The membership figures of a run.
+#[derive(Debug, Default)]
+struct MembershipFigures {
+    /// Virtual time (from the start) at which every node first listed exactly every other
+    /// after the faults healed.
+    full_at: Option<Duration>,
+    /// When the faults healed.
+    healed_at: Duration,
+    /// From stopping one member to the last other node declaring it dead.
+    dead_detected_in: Option<Duration>,
+    /// Wall time of the membership phases.
+    wall: Duration,
+}
+
+impl MembershipFigures {
+    fn json(&self) -> Value {
+        json!({
+            "time_to_full_membership_s": self.full_at.map(|d| d.as_secs_f64()),
+            "faults_healed_at_s": self.healed_at.as_secs_f64(),
+            "time_to_detect_dead_member_s": self.dead_detected_in.map(|d| d.as_secs_f64()),
+            "wall_time_s": self.wall.as_secs_f64(),
+        })
+    }
+
+    fn print(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let full = self.full_at.map_or_else(
+            || {
+                format!(
+                    "not reached {} after the faults healed",
+                    fmt_secs(MEMBERSHIP_LIMIT)
+                )
+            },
+            |t| {
+                format!(
+                    "{} virtual (faults healed at {})",
+                    fmt_secs(t),
+                    fmt_secs(self.healed_at)
+                )
+            },
+        );
+        writeln!(out, "  full membership       {full}")?;
+        let dead = self.dead_detected_in.map_or_else(
+            || "not measured".to_string(),
+            |t| format!("{} after its stop", fmt_secs(t)),
+        );
+        writeln!(out, "  dead member detected  {dead}")?;
+        writeln!(out, "  membership wall time  {}", fmt_secs(self.wall))
+    }
+}
+
+/// Runs until the faults have healed and membership is full, then stops the last node
+/// and runs until every other declared it dead; finally stops every node so the network
+/// can go quiet for the usual checks.
+fn membership_phases(sim: &mut Sim, healed: Duration, t: &Mutex<Tracker>) -> MembershipFigures {
+    let wall = std::time::Instant::now();
+    let lock = |t: &Mutex<Tracker>| {
+        t.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .looks_full()
+    };
+    let slice = Duration::from_millis(10);
+    let mut fig = MembershipFigures {
+        healed_at: healed,
+        ..MembershipFigures::default()
+    };
+    let start = sim.now();
+    sim.run_until(start + healed, |_| false);
+    let limit = sim.now() + MEMBERSHIP_LIMIT;
+    while sim.now() < limit {
+        if lock(t) && exact_full(sim) {
+            fig.full_at = Some(sim.elapsed());
+            break;
+        }
+        let next = sim.now() + slice;
+        sim.run_until(next, |_| false);
+    }
+    let n = sim.node_count();
+    if fig.full_at.is_some() && n >= 2 {
+        let victim = n - 1;
+        {
+            let mut g = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            g.victim = Some(sim.pki_id(victim));
+        }
+        sim.stop_node(victim);
+        let stopped = sim.now();
+        let limit = stopped + MEMBERSHIP_LIMIT;
+        while sim.now() < limit {
+            let done = t
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .declared_dead
+                .len()
+                + 1
+                >= n;
+            if done {
+                fig.dead_detected_in = Some(sim.now() - stopped);
+                break;
+            }
+            let next = sim.now() + slice;
+            sim.run_until(next, |_| false);
+        }
+    }
+    for i in 0..n {
+        sim.stop_node(i);
+    }
+    fig.wall = wall.elapsed();
+    fig
 }
 
 /// Faults listed one by one in the summary; a random schedule has hundreds at 100 nodes,
@@ -689,6 +942,49 @@ mod tests {
         assert_eq!(r, Ok(Verdict::Held), "{out}");
         assert!(out.contains("restart-new@"), "{out}");
         assert!(!row(&out, "identity switches").ends_with(" 0"), "{out}");
+    }
+
+    #[test]
+    fn membership_reports_time_to_full_membership_and_to_detect_a_dead_member() {
+        let args = [
+            "--scenario",
+            "membership",
+            "--nodes",
+            "6",
+            "--seed",
+            "5",
+            "--faults",
+            "random:6",
+            "--duration",
+            "3s",
+        ];
+        let (r, table) = sim(&args);
+        assert_eq!(r, Ok(Verdict::Held), "{table}");
+        assert!(
+            row(&table, "full membership").contains("virtual"),
+            "{table}"
+        );
+        assert!(
+            row(&table, "dead member detected").contains("after its stop"),
+            "{table}"
+        );
+        let (r, out) = sim(&[&args[..], &["--json"]].concat());
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        let v: Value = serde_json::from_str(&out).expect("one JSON object");
+        let m = &v["membership"];
+        let full = m["time_to_full_membership_s"].as_f64().expect("a time");
+        assert!(full >= 3.0, "full membership before the faults healed: {m}");
+        let dead = m["time_to_detect_dead_member_s"].as_f64().expect("a time");
+        // Fabric's expiry (25 s) plus one check (2.5 s) and one heartbeat (5 s) at most.
+        assert!(dead <= 32.5, "{m}");
+        // Same seed, same run.
+        let (_, again) = sim(&[&args[..], &["--json"]].concat());
+        let w: Value = serde_json::from_str(&again).expect("one JSON object");
+        assert_eq!(v["trace"], w["trace"]);
+        assert_eq!(
+            v["membership"]["time_to_full_membership_s"],
+            w["membership"]["time_to_full_membership_s"]
+        );
     }
 
     #[test]

@@ -45,6 +45,11 @@ use fabric_gossip_core::{
 };
 use std::sync::Arc;
 
+pub use fabric_gossip_core::proto::gossip::Envelope;
+pub use fabric_gossip_discovery::{DiscoveryConfig, DiscoveryEvent, DiscoveryStats, MemberInfo};
+pub use membership::MemberSpec;
+
+pub mod membership;
 pub mod msp_scenarios;
 pub mod scenarios;
 mod security;
@@ -52,7 +57,7 @@ mod sim_harness;
 mod tonic_harness;
 
 pub use security::{AliasPki, AliasPkiSecurity, IdentityMap, OrgPrefix, OrgSecurity, Remapped};
-pub use sim_harness::SimHarness;
+pub use sim_harness::{SimHarness, member_node};
 pub use tonic_harness::TonicHarness;
 
 /// Index of a node in a harness, in the order nodes were added.
@@ -197,6 +202,46 @@ pub trait Harness {
     /// Node `n`'s registered connections: (PKI-ID, primary, crossing secondary).
     fn connections(&self, n: NodeId) -> Vec<fabric_gossip_core::ConnectionEntry>;
 
+    /// Whether this harness hosts Fabric's membership layer ([`Harness::add_member`] and
+    /// the getters below). Membership scenarios return `Pass::Skipped("membership")` on a
+    /// harness that does not.
+    fn supports_membership(&self) -> bool {
+        false
+    }
+    /// Starts a node running Fabric's membership layer above its core.
+    fn add_member(&mut self, _spec: MemberSpec) -> Result<NodeId, String> {
+        Err(format!(
+            "{} does not host the membership layer",
+            self.name()
+        ))
+    }
+    /// Node `n`'s alive view (its current process); empty without membership.
+    fn members(&self, _n: NodeId) -> Vec<MemberInfo> {
+        Vec::new()
+    }
+    /// Node `n`'s dead members (its current process).
+    fn dead_members(&self, _n: NodeId) -> Vec<MemberInfo> {
+        Vec::new()
+    }
+    /// The membership events node `n` emitted, all processes, oldest first.
+    fn member_events(&self, _n: NodeId) -> Vec<DiscoveryEvent> {
+        Vec::new()
+    }
+    /// Node `n`'s membership counters (current process).
+    fn member_stats(&self, _n: NodeId) -> Option<DiscoveryStats> {
+        None
+    }
+    /// The alive envelope node `n` keeps for member `pki` (to replay or forge it).
+    fn member_envelope(&self, _n: NodeId, _pki: &PkiId) -> Option<Envelope> {
+        None
+    }
+    /// Makes node `n` join through node `to` as an anchor peer (any organization).
+    fn connect_anchor(&mut self, _n: NodeId, _to: NodeId) -> Result<(), String> {
+        Err(format!(
+            "{} does not host the membership layer",
+            self.name()
+        ))
+    }
     /// Opens a `GossipStream` to node `n` from a client the scenario controls byte by byte,
     /// presenting `client_cert` (a certificate hash) under TLS. `None`: this harness cannot
     /// (scenarios needing it are skipped).

@@ -170,3 +170,91 @@ pub fn msp_untrusted_organization_refused<H: Harness>(h: &mut H) -> Outcome {
     );
     PASS
 }
+
+/// Member `i` (of 4) of organization `org` (0: Org1MSP, 1: Org2MSP) with its real X.509
+/// identity and deterministic ECDSA signatures, for the membership scenarios
+/// ([`crate::membership`]); its application subscribes to nothing.
+pub fn msp_member(org: usize, i: usize) -> NodeSpec {
+    let org = org.min(1);
+    node().subscribe_all(false).security(move |_endpoint, _g| {
+        let pki = pki();
+        let o = &pki.orgs[org];
+        Box::new(
+            o.security(&o.peers[i % o.peers.len()], pki.trust.clone())
+                .expect("a generated identity loads")
+                .with_deterministic_signatures(),
+        )
+    })
+}
+
+/// The expired-then-renewed certificate case (Fabric fixed it only in 2.5.11): member b's
+/// certificate expires `life` after `now` (the harness's clock: pass the simulator's
+/// virtual time or the wall clock); a forgets b's PKI-ID entirely (alive or dead), and
+/// when b comes back at the same endpoint with a renewed certificate (a new PKI-ID) a
+/// learns it anew and keeps no trace of the old one.
+pub fn member_certificate_expired_then_renewed<H: Harness>(
+    h: &mut H,
+    now: Instant,
+    life: Duration,
+) -> Outcome {
+    use crate::membership::{MemberSpec, full_membership, info_of};
+    use fabric_gossip_discovery::{DiscoveryEvent, PurgeReason};
+    if !h.supports_membership() {
+        return Ok(crate::Pass::Skipped("membership"));
+    }
+    let p = pki();
+    let org1 = &p.orgs[0];
+    let mut rng = ChaCha8Rng::seed_from_u64(0x0e7a);
+    let start = Instant::from_unix_secs(1_672_531_200);
+    let expiring = org1
+        .issue_peer(
+            "peer1",
+            Validity::starting(start, (now + life) - start),
+            &mut rng,
+        )
+        .map_err(|e| e.to_string())?;
+    let renewed = org1
+        .issue_peer("peer1", Validity::ten_years_from(start), &mut rng)
+        .map_err(|e| e.to_string())?;
+    let trust = p.trust.clone();
+    // Generation 0: the expiring certificate; a restart with a new identity: the renewed one.
+    let b_node = node().subscribe_all(false).security(move |_ep, g| {
+        let peer = if g == 0 { &expiring } else { &renewed };
+        Box::new(
+            org1.security(peer, trust.clone())
+                .expect("a generated identity loads")
+                .with_deterministic_signatures(),
+        )
+    });
+    let a = h.add_member(MemberSpec::new(msp_member(0, 0)))?;
+    let b = h.add_member(MemberSpec::new(b_node).bootstrap([a]))?;
+    wait(h, SOON * 3, "a and b joined", |h| {
+        full_membership(h, &[a, b])
+    })?;
+    let old = h.peer(b).pki_id;
+    wait(h, life + SOON * 3, "a forgets b's expired identity", |h| {
+        info_of(h, a, b).is_none()
+    })?;
+    ensure!(
+        h.member_events(a).iter().any(|e| matches!(
+            e,
+            DiscoveryEvent::MemberPurged { member, reason: PurgeReason::IdentityExpired }
+                if member.pki_id == old
+        )),
+        "a did not purge b for its expired identity: {:?}",
+        h.member_events(a)
+    );
+    h.restart_node(b, true)?;
+    let new = h.peer(b).pki_id;
+    ensure!(new != old, "the renewed certificate kept the PKI-ID");
+    wait(h, SOON * 3, "b re-learnt with its renewed identity", |h| {
+        full_membership(h, &[a, b])
+    })?;
+    let knows_old = h
+        .members(a)
+        .iter()
+        .chain(h.dead_members(a).iter())
+        .any(|m| m.pki_id == old);
+    ensure!(!knows_old, "a still keeps b's expired PKI-ID");
+    PASS
+}

@@ -1,6 +1,9 @@
 //! [`Harness`] on the deterministic simulator.
 
-use crate::{Delivery, Harness, NodeId, OpOutcome, OpRef, RawRef, SubRef};
+use crate::{
+    Delivery, DiscoveryEvent, DiscoveryStats, Envelope, Harness, MemberInfo, MemberSpec, NodeId,
+    OpOutcome, OpRef, RawRef, SubRef,
+};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::GossipMessage;
@@ -8,6 +11,7 @@ use fabric_gossip_core::{
     Acceptor, CertHash, Error, Event, OpId, PkiId, RemotePeer, SignedMessage, Stats, StreamEnd,
     StreamId,
 };
+use fabric_gossip_discovery::Discovery;
 use fabric_gossip_sim::{Fault, NodeSpec, Sim, SimConfig, TraceMode};
 
 /// The scenario harness on [`Sim`]: virtual time, one seed, every invariant checked after
@@ -213,6 +217,55 @@ impl Harness for SimHarness {
             .unwrap_or_default()
     }
 
+    fn supports_membership(&self) -> bool {
+        true
+    }
+
+    fn add_member(&mut self, spec: MemberSpec) -> Result<NodeId, String> {
+        let node = member_node(&self.sim, spec)?;
+        self.add_node(node)
+    }
+
+    fn members(&self, n: NodeId) -> Vec<MemberInfo> {
+        self.sim
+            .layer::<Discovery>(n)
+            .map(Discovery::members)
+            .unwrap_or_default()
+    }
+
+    fn dead_members(&self, n: NodeId) -> Vec<MemberInfo> {
+        self.sim
+            .layer::<Discovery>(n)
+            .map(Discovery::dead_members)
+            .unwrap_or_default()
+    }
+
+    fn member_events(&self, n: NodeId) -> Vec<DiscoveryEvent> {
+        self.sim
+            .layer_events(n)
+            .iter()
+            .filter_map(|r| r.event.downcast_ref::<DiscoveryEvent>().cloned())
+            .collect()
+    }
+
+    fn member_stats(&self, n: NodeId) -> Option<DiscoveryStats> {
+        self.sim.layer::<Discovery>(n).map(|d| d.stats().clone())
+    }
+
+    fn member_envelope(&self, n: NodeId, pki: &PkiId) -> Option<Envelope> {
+        self.sim
+            .layer::<Discovery>(n)
+            .and_then(|d| d.member_envelope(pki).cloned())
+    }
+
+    fn connect_anchor(&mut self, n: NodeId, to: NodeId) -> Result<(), String> {
+        let endpoint = self.sim.endpoint(to).to_string();
+        let now = self.sim.now();
+        self.sim
+            .with_layer::<Discovery, _>(n, |d, _comm| d.connect_anchor(now, endpoint))
+            .ok_or_else(|| format!("node {n} runs no membership layer"))
+    }
+
     fn raw_open(&mut self, n: NodeId, client_cert: Option<CertHash>) -> Option<RawRef> {
         Some(RawRef(self.sim.raw_connect(n, client_cert)))
     }
@@ -228,6 +281,37 @@ impl Harness for SimHarness {
     fn raw_ended(&self, raw: RawRef) -> Option<StreamEnd> {
         self.sim.raw_ended(raw.0).cloned()
     }
+}
+
+/// The simulator node of a member: `spec.node` hosting Fabric's membership layer
+/// ([`Discovery`]), made anew at every start of the node's process with the seed the
+/// simulator draws for it, bootstrapping from the endpoints of `spec.bootstrap` in `sim`
+/// (nodes not added yet included: they get the next endpoints in order).
+pub fn member_node(sim: &Sim, spec: MemberSpec) -> Result<NodeSpec, String> {
+    let boot: Vec<String> = spec
+        .bootstrap
+        .iter()
+        .map(|&b| {
+            if b < sim.node_count() {
+                sim.endpoint(b).to_string()
+            } else {
+                // A node not added yet: the endpoint `Sim::add_node` will give it.
+                format!("127.0.0.1:{}", 7051 + b)
+            }
+        })
+        .collect();
+    // Checked once here, so the factory below cannot fail.
+    spec.discovery_config("127.0.0.1:1")
+        .with_bootstrap(boot.clone())
+        .validate()
+        .map_err(|e| e.to_string())?;
+    Ok(spec.node.clone().layer(move |ctx| {
+        let cfg = spec
+            .discovery_config(&ctx.endpoint)
+            .with_bootstrap(boot.clone())
+            .with_seed(ctx.seed);
+        Discovery::new(cfg).expect("validated above")
+    }))
 }
 
 impl SimHarness {

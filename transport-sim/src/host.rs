@@ -3,6 +3,7 @@
 //! deliveries to the node's simulated application and to the observer).
 
 use crate::fault::ReaderMode;
+use crate::layer::{LayerEvent, LayerRecord, SimStack};
 use crate::network::{DialSlot, StreamSlot};
 use crate::node::{
     Delivered, EventRecord, NodeSpec, NodeState, SimComm, TlsMode, Totals, made_up_cert,
@@ -13,8 +14,8 @@ use crate::sim::Sim;
 use crate::trace::{ActionFmt, EventFmt, trace};
 use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::{
-    Action, Comm, Config, DialId, Event, HandshakeError, Instant, OpId, Output, PkiId,
-    ReceivedMessage, StreamEnd, SubscriptionId, TlsHashes,
+    Action, Comm, Config, DialId, Event, HandshakeError, Instant, Layer, OpId, PkiId,
+    ReceivedMessage, Stack, StackOutput, StreamEnd, SubscriptionId, TlsHashes,
 };
 use std::collections::BTreeMap;
 
@@ -22,7 +23,8 @@ pub(crate) struct Node {
     pub(crate) endpoint: String,
     pub(crate) spec: NodeSpec,
     pub(crate) state: NodeState,
-    pub(crate) comm: Option<SimComm>,
+    /// The node's process: its core and the layer above it (none unless its spec has one).
+    pub(crate) stack: Option<SimStack>,
     pub(crate) incarnation: u32,
     pub(crate) booted: bool,
     pub(crate) identity_gen: u32,
@@ -37,11 +39,34 @@ pub(crate) struct Node {
     pub(crate) reader_tick: bool,
     pub(crate) deliveries: Vec<Delivered>,
     pub(crate) events: Vec<EventRecord>,
+    pub(crate) layer_events: Vec<LayerRecord>,
     pub(crate) ops_done: BTreeMap<OpId, usize>,
     pub(crate) delivered_total: u64,
     pub(crate) records_dropped: u64,
     pub(crate) retired: Totals,
     pub(crate) workload_seq: u64,
+}
+
+impl Node {
+    /// The node's core, if its process exists.
+    pub(crate) fn core(&self) -> Option<&SimComm> {
+        self.stack.as_ref().map(Stack::comm)
+    }
+
+    /// The node's core, mutably.
+    pub(crate) fn core_mut(&mut self) -> Option<&mut SimComm> {
+        self.stack.as_mut().map(Stack::comm_mut)
+    }
+
+    /// The earlier of the core's and the layer's deadlines.
+    pub(crate) fn deadline(&mut self) -> Option<Instant> {
+        let stack = self.stack.as_mut()?;
+        let layer = Layer::poll_timeout(stack.layer());
+        match (stack.comm_mut().poll_timeout(), layer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// Why a core input may legitimately produce a PresumedDead.
@@ -75,7 +100,11 @@ impl Sim {
             node.incarnation += 1;
         }
         node.booted = true;
-        node.comm = Some(comm);
+        let has_layer = node.spec.layer.is_some();
+        let layer = self.make_layer(id);
+        let node = &mut self.nodes[id];
+        // Starts the layer: what it does (subscribe, dial) waits in the core's output.
+        node.stack = Some(Stack::new(comm, layer));
         node.certs = certs;
         node.state = NodeState::Up;
         node.subs.clear();
@@ -91,13 +120,18 @@ impl Sim {
         if subscribe_all {
             let _ = self.subscribe(id, Box::new(|_| true));
         }
+        if has_layer {
+            // What the layer did at start (only a layer does anything here, so nodes
+            // without one keep their traces).
+            self.pump(id);
+        }
         Ok(())
     }
 
     pub(crate) fn node_live(&self, node: usize, inc: u32) -> bool {
         self.nodes
             .get(node)
-            .is_some_and(|n| n.incarnation == inc && n.comm.is_some())
+            .is_some_and(|n| n.incarnation == inc && n.stack.is_some())
     }
 
     pub(crate) fn dial_live(&self, node: usize, inc: u32, dial: DialId) -> bool {
@@ -110,7 +144,7 @@ impl Sim {
     /// Feeds one input to node `n`'s core and carries out everything it produces.
     pub(crate) fn input(&mut self, n: usize, cause: Cause, f: impl FnOnce(&mut SimComm, Instant)) {
         let now = self.now;
-        let Some(comm) = self.nodes.get_mut(n).and_then(|x| x.comm.as_mut()) else {
+        let Some(comm) = self.nodes.get_mut(n).and_then(|x| x.core_mut()) else {
             return;
         };
         self.cause = cause;
@@ -125,11 +159,12 @@ impl Sim {
         loop {
             let mut progress = false;
             // The core's one output: actions, then events, until the time-out ends it.
-            while let Some(out) = self.nodes[n].comm.as_mut().map(Comm::poll_output) {
+            while let Some(out) = self.nodes[n].stack.as_mut().map(Stack::poll_output) {
                 match out {
-                    Output::Action(a) => self.on_action(n, a),
-                    Output::Event(e) => self.on_event(n, e),
-                    Output::Timeout(_) => break,
+                    StackOutput::Action(a) => self.on_action(n, a),
+                    StackOutput::Event(e) => self.on_event(n, e),
+                    StackOutput::Layer(e) => self.on_layer_event(n, e),
+                    StackOutput::Timeout(_) => break,
                 }
                 progress = true;
             }
@@ -139,11 +174,7 @@ impl Sim {
                 && self.nodes[n].spec.reader == ReaderMode::Eager
                 && let Some(sub) = self.nodes[n].ready.pop()
             {
-                while let Some(m) = self.nodes[n]
-                    .comm
-                    .as_mut()
-                    .and_then(|c| c.poll_delivery(sub))
-                {
+                while let Some(m) = self.nodes[n].core_mut().and_then(|c| c.poll_delivery(sub)) {
                     progress = true;
                     self.on_delivery(n, sub, m);
                 }
@@ -178,7 +209,7 @@ impl Sim {
 
     pub(crate) fn reschedule_wake(&mut self, n: usize) {
         let node = &mut self.nodes[n];
-        let Some(t) = node.comm.as_mut().and_then(|c| c.poll_timeout()) else {
+        let Some(t) = node.deadline() else {
             return;
         };
         if node.wake_at.is_none_or(|w| t < w) {
@@ -191,11 +222,7 @@ impl Sim {
     pub(crate) fn take_one_each(&mut self, n: usize) {
         for i in 0..self.nodes[n].subs.len() {
             let sub = self.nodes[n].subs[i];
-            if let Some(m) = self.nodes[n]
-                .comm
-                .as_mut()
-                .and_then(|c| c.poll_delivery(sub))
-            {
+            if let Some(m) = self.nodes[n].core_mut().and_then(|c| c.poll_delivery(sub)) {
                 self.on_delivery(n, sub, m);
             }
         }
@@ -203,8 +230,7 @@ impl Sim {
 
     pub(crate) fn has_queued_deliveries(&self, n: usize) -> bool {
         let node = &self.nodes[n];
-        node.comm
-            .as_ref()
+        node.core()
             .is_some_and(|c| node.subs.iter().any(|s| c.delivery_queue_len(*s) > 0))
     }
 
@@ -300,6 +326,30 @@ impl Sim {
         }
     }
 
+    pub(crate) fn on_layer_event(&mut self, n: usize, e: LayerEvent) {
+        trace!(self, "n{n} L {e:?}");
+        let incarnation = self.nodes[n].incarnation;
+        let at = self.now;
+        self.observe(
+            n,
+            Observation::Layer {
+                at,
+                incarnation,
+                event: &e,
+            },
+        );
+        let node = &mut self.nodes[n];
+        if node.layer_events.len() < self.cfg.record_limit {
+            node.layer_events.push(LayerRecord {
+                at,
+                incarnation,
+                event: e,
+            });
+        } else {
+            node.records_dropped += 1;
+        }
+    }
+
     pub(crate) fn on_delivery(&mut self, n: usize, sub: SubscriptionId, m: ReceivedMessage) {
         trace!(
             self,
@@ -318,7 +368,7 @@ impl Sim {
         if self.cfg.auto_ack
             && m.message.nonce != 0
             && !matches!(m.message.content, Some(gossip_message::Content::Ack(_)))
-            && let Some(c) = self.nodes[n].comm.as_mut()
+            && let Some(c) = self.nodes[n].core_mut()
         {
             let _ = c.ack(self.now, m.conn, m.message.nonce, None);
         }
@@ -341,8 +391,8 @@ impl Sim {
     /// restart replaces the process).
     pub(crate) fn retire(&mut self, n: usize) {
         let node = &mut self.nodes[n];
-        if let Some(c) = node.comm.take() {
-            node.retired.add(c.stats());
+        if let Some(c) = node.stack.take() {
+            node.retired.add(c.comm().stats());
             // A stopped process's core is dropped here; keep the node's state as it was.
         }
     }

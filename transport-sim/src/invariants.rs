@@ -94,7 +94,7 @@ impl Sim {
         if messages == 0 {
             return;
         }
-        if aborted || self.nodes[to].comm.as_ref().is_some_and(|c| c.is_stopped()) {
+        if aborted || self.nodes[to].core().is_some_and(|c| c.is_stopped()) {
             // A reader that aborts a stream (malformed input, a failed handshake) discards
             // what follows, as any gRPC reader does, and its core counted the cause. A node
             // that stops leaves what waits at its door, as a crash does (its core counts only
@@ -126,7 +126,7 @@ impl Sim {
 
     pub(crate) fn queue_bounds(&self, n: usize) -> Option<String> {
         let node = &self.nodes[n];
-        let c = node.comm.as_ref()?;
+        let c = node.core()?;
         let cfg = c.config();
         for fabric_gossip_core::ConnectionEntry {
             pki_id: pki,
@@ -207,7 +207,7 @@ impl Sim {
             if self.nodes[n].state != NodeState::Up {
                 continue;
             }
-            let Some(c) = self.nodes[n].comm.as_ref() else {
+            let Some(c) = self.nodes[n].core() else {
                 continue;
             };
             for fabric_gossip_core::ConnectionEntry {

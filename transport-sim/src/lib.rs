@@ -24,6 +24,7 @@
 //! | `invariants` | per-step and quiescent checks |
 //! | `trace` | [`Trace`], its hash and the format of its lines |
 //! | `workload` | [`Workload`], random traffic |
+//! | `layer` | a layer above the core per node ([`SimLayer`], [`NodeSpec::layer`]), hosted through the core's `Stack` |
 //! | `observe` | an observer that sees each node's deliveries and events as they happen |
 //! | `sweep` | [`Sweep`]: one scenario on many seeds, reproduce lines, determinism checks |
 //! | `node` | [`NodeSpec`] (how to start a node), [`Delivered`], [`Totals`] |
@@ -76,6 +77,7 @@ mod fault;
 pub mod fuzzing;
 mod host;
 mod invariants;
+pub mod layer;
 mod network;
 mod node;
 pub mod observe;
@@ -94,6 +96,9 @@ pub use config::{
 pub use fault::{
     Fault, ReaderMode, ScheduledFault, fmt_duration, fmt_schedule, parse_duration, parse_schedule,
     random_schedule,
+};
+pub use layer::{
+    HostedLayer, LayerContext, LayerEvent, LayerFactory, LayerRecord, SimLayer, SimStack,
 };
 pub use node::{Delivered, NodeSpec, NodeState, SecurityFactory, SimComm, TlsMode, Totals};
 pub use observe::{Observation, Observer};

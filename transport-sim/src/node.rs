@@ -1,6 +1,7 @@
 //! How a simulated node is described, and what is recorded about it.
 
 use crate::fault::ReaderMode;
+use crate::layer::{LayerContext, LayerFactory, SimLayer};
 use bytes::Bytes;
 use core::fmt;
 use fabric_gossip_core::{
@@ -57,6 +58,9 @@ pub struct NodeSpec {
     /// The first envelope of each of its streams (the `ConnEstablish`) arrives with a
     /// mangled signature.
     pub bad_signature: bool,
+    /// The layer above the core its processes run (membership, a user's protocol), made
+    /// anew at every start and restart; `None`: the core alone. See the `layer` module.
+    pub layer: Option<LayerFactory>,
 }
 
 impl Default for NodeSpec {
@@ -70,6 +74,7 @@ impl Default for NodeSpec {
             hang_ping: false,
             silent: false,
             bad_signature: false,
+            layer: None,
         }
     }
 }
@@ -85,6 +90,7 @@ impl fmt::Debug for NodeSpec {
             .field("hang_ping", &self.hang_ping)
             .field("silent", &self.silent)
             .field("bad_signature", &self.bad_signature)
+            .field("layer", &self.layer.is_some())
             .finish()
     }
 }
@@ -125,6 +131,16 @@ impl NodeSpec {
     /// Whether to subscribe to every message automatically.
     pub fn subscribe_all(mut self, on: bool) -> Self {
         self.subscribe_all = on;
+        self
+    }
+
+    /// Runs a layer above the core: `f` makes it at every start and restart of the
+    /// node's process (see the `layer` module for what the simulator does with it).
+    pub fn layer<L: SimLayer + 'static>(
+        mut self,
+        f: impl Fn(&LayerContext) -> L + Send + Sync + 'static,
+    ) -> Self {
+        self.layer = Some(Arc::new(move |ctx| Box::new(f(ctx)) as Box<dyn SimLayer>));
         self
     }
 

@@ -42,6 +42,7 @@
 //! ```
 
 use crate::config::NodeId;
+use crate::layer::LayerEvent;
 use crate::node::Delivered;
 use crate::sim::Sim;
 use fabric_gossip_core::{Event, Instant};
@@ -60,6 +61,15 @@ pub enum Observation<'a> {
         incarnation: u32,
         /// The event.
         event: &'a Event,
+    },
+    /// An event of the node's hosted layer (see the [`layer`](crate::layer) module).
+    Layer {
+        /// Virtual time.
+        at: Instant,
+        /// Which run of the node's process emitted it.
+        incarnation: u32,
+        /// The event; [`LayerEvent::downcast_ref`] gives the layer's own type.
+        event: &'a LayerEvent,
     },
 }
 

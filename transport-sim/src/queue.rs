@@ -232,14 +232,17 @@ impl Sim {
                 if self.nodes[node].wake_at == Some(at) {
                     self.nodes[node].wake_at = None;
                 }
-                let due = self.nodes[node]
-                    .comm
-                    .as_mut()
-                    .and_then(|c| c.poll_timeout())
-                    .is_some_and(|t| t <= self.now);
+                let due = self.nodes[node].deadline().is_some_and(|t| t <= self.now);
                 if due {
                     trace!(self, "n{node} < timeout");
-                    self.input(node, Some("timeout"), |c, now| c.handle_timeout(now));
+                    // The stack's time-out: the core's deadlines, then the layer's if due.
+                    self.cause = Some("timeout");
+                    let now = self.now;
+                    if let Some(s) = self.nodes[node].stack.as_mut() {
+                        s.handle_timeout(now);
+                    }
+                    self.pump(node);
+                    self.cause = None;
                 } else {
                     self.reschedule_wake(node);
                 }

@@ -130,7 +130,7 @@ impl Sim {
             endpoint,
             spec,
             state: NodeState::Crashed,
-            comm: None,
+            stack: None,
             incarnation: 0,
             booted: false,
             identity_gen: 0,
@@ -144,6 +144,7 @@ impl Sim {
             reader_tick: false,
             deliveries: Vec::new(),
             events: Vec::new(),
+            layer_events: Vec::new(),
             ops_done: BTreeMap::new(),
             delivered_total: 0,
             records_dropped: 0,
@@ -212,7 +213,7 @@ impl Sim {
     pub fn pki_id(&self, n: NodeId) -> PkiId {
         self.nodes
             .get(n)
-            .and_then(|x| x.comm.as_ref())
+            .and_then(|x| x.core())
             .map(|c| c.pki_id().clone())
             .unwrap_or_default()
     }
@@ -243,7 +244,7 @@ impl Sim {
 
     /// Node `n`'s core, if its process exists (running or stopped).
     pub fn comm(&self, n: NodeId) -> Option<&SimComm> {
-        self.nodes.get(n).and_then(|x| x.comm.as_ref())
+        self.nodes.get(n).and_then(|x| x.core())
     }
 
     /// Node `n`'s core counters (current incarnation).
@@ -296,7 +297,7 @@ impl Sim {
         let mut t = Totals::default();
         for n in &self.nodes {
             t.merge(&n.retired);
-            if let Some(c) = &n.comm {
+            if let Some(c) = n.core() {
                 t.add(c.stats());
             }
         }
@@ -340,10 +341,10 @@ impl Sim {
     fn comm_mut_or_stopped(&mut self, n: NodeId) -> Result<&mut SimComm, Error> {
         match self.nodes.get_mut(n) {
             Some(Node {
-                comm: Some(c),
+                stack: Some(s),
                 state: NodeState::Up,
                 ..
-            }) => Ok(c),
+            }) => Ok(s.comm_mut()),
             _ => Err(Error::Stopped),
         }
     }

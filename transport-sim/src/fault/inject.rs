@@ -77,12 +77,12 @@ impl Sim {
                 }
             }
             Fault::Crash(n) => {
-                if self.nodes[n].comm.is_none() {
+                if self.nodes[n].stack.is_none() {
                     return;
                 }
                 self.retire(n);
                 let node = &mut self.nodes[n];
-                node.comm = None;
+                node.stack = None;
                 node.state = NodeState::Crashed;
                 node.streams.clear();
                 node.dials.clear();
@@ -96,6 +96,11 @@ impl Sim {
                 }
                 self.input(n, None, |c, now| c.stop(now));
                 self.nodes[n].state = NodeState::Stopped;
+                // A stopped process runs no application: its layer goes (after it saw
+                // the core stop), so its timers no longer wake the node.
+                if let Some(s) = self.nodes[n].stack.as_mut() {
+                    s.layer_mut().drop_layer();
+                }
             }
             Fault::Restart(n) | Fault::RestartNewIdentity(n) => {
                 if self.nodes[n].state == NodeState::Up {
@@ -117,7 +122,7 @@ impl Sim {
                 self.nodes[n].spec.reader = mode;
                 match mode {
                     ReaderMode::Eager => {
-                        if self.nodes[n].comm.is_some() {
+                        if self.nodes[n].stack.is_some() {
                             // Deliveries may have waited since before the switch.
                             let subs = self.nodes[n].subs.clone();
                             self.nodes[n].ready = subs;

@@ -61,8 +61,7 @@ impl Sim {
         } else {
             pipe.blocked.push_back(bytes);
             let limit = self.nodes[n]
-                .comm
-                .as_ref()
+                .core()
                 .map_or(usize::MAX, |c| c.config().write_window);
             let held = pipe.blocked.len();
             if held > limit {
@@ -78,7 +77,7 @@ impl Sim {
     /// being drained), which saves a separate input per message.
     pub(crate) fn confirm_now(&mut self, n: usize, stream: StreamId) {
         let now = self.now;
-        if let Some(c) = self.nodes[n].comm.as_mut() {
+        if let Some(c) = self.nodes[n].core_mut() {
             let _ = c.handle_sent(now, stream, 1);
         }
     }
@@ -94,8 +93,7 @@ impl Sim {
     ) {
         let len = bytes.len();
         let handshaking = self.nodes[node]
-            .comm
-            .as_ref()
+            .core()
             .is_some_and(|c| c.connection_info(sid).is_none());
         let cause = handshaking.then_some("handshake message");
         if self.trace.is_on() {

@@ -338,7 +338,7 @@ impl Sim {
                     Cert(cert.as_ref())
                 );
                 let now = self.now;
-                let Some(comm) = self.nodes[node].comm.as_mut() else {
+                let Some(comm) = self.nodes[node].core_mut() else {
                     return;
                 };
                 match comm.accept_stream(now, &addr, cert) {
@@ -557,7 +557,7 @@ impl Sim {
         if !self.node_live(node, inc) {
             return None;
         }
-        let comm = self.nodes[node].comm.as_ref()?;
+        let comm = self.nodes[node].core()?;
         comm.connection_info(sid)?;
         Some(node)
     }

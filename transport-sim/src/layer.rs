@@ -1,0 +1,316 @@
+//! Hosting a layer above the core on simulated nodes (Fabric's membership protocol, a
+//! user's own protocol): the same [`Layer`] contract every driver hosts, through the core's
+//! [`Stack`] and its one drain loop ([`Stack::poll_output`]).
+//!
+//! # How a non-generic `Sim` carries any layer
+//!
+//! Every node of one network may run a different layer, or none, so [`Sim`] is not generic
+//! over a layer type. A node's [`NodeSpec::layer`](crate::NodeSpec::layer) holds a
+//! [`LayerFactory`]: the simulator calls it when the node's process starts and again at
+//! every restart (a restarted process is a new process: a new layer, so for membership a
+//! new incarnation). The factory returns any [`Layer`] on [`SimComm`]'s security type whose
+//! event is `Debug`; the simulator boxes it behind [`SimLayer`], which erases the event type
+//! into a [`LayerEvent`]. Each event the layer emits is
+//!
+//! * written to the trace as `n3 L <event as Debug>` (so a seed reproduces layer behaviour
+//!   too, and the trace hash covers it),
+//! * handed to the observer as [`Observation::Layer`](crate::Observation::Layer),
+//! * kept in [`Sim::layer_events`] (up to `record_limit` per node).
+//!
+//! The application gets its own events back by type with [`LayerEvent::downcast_ref`], and
+//! its layer's getters with [`Sim::layer`] (`sim.layer::<Discovery>(n)`); it calls into the
+//! layer with the core at hand through [`Sim::with_layer`].
+//!
+//! A node without a factory hosts the empty layer: its stack's output is its core's, so
+//! its trace and every trace hash are what they were before layers existed. A stopped
+//! node's layer is dropped with the stop (a stopped process runs no application), so its
+//! timers no longer wake the node.
+//!
+//! ```
+//! use fabric_gossip_sim::*;
+//! use fabric_gossip_core::{Comm, Event, Instant, Layer, ReceivedMessage, Security, SubscriptionId};
+//!
+//! /// Counts the connections its node registers.
+//! #[derive(Default)]
+//! struct Counter(u32, Vec<u32>);
+//!
+//! impl<S: Security> Layer<S> for Counter {
+//!     type Event = u32;
+//!     fn start(&mut self, _: Instant, _: &mut Comm<S>) {}
+//!     fn handle_comm_event(&mut self, _: Instant, _: &mut Comm<S>, e: &Event) {
+//!         if matches!(e, Event::Connected { .. }) {
+//!             self.0 += 1;
+//!             self.1.push(self.0);
+//!         }
+//!     }
+//!     fn owns_subscription(&self, _: SubscriptionId) -> bool { false }
+//!     fn handle_message(&mut self, _: Instant, _: &mut Comm<S>, _: ReceivedMessage) {}
+//!     fn handle_timeout(&mut self, _: Instant, _: &mut Comm<S>) {}
+//!     fn poll_timeout(&self) -> Option<Instant> { None }
+//!     fn poll_event(&mut self) -> Option<u32> { self.1.pop() }
+//! }
+//!
+//! let mut sim = Sim::new(SimConfig::seeded(1));
+//! let a = sim.add_node(NodeSpec::new().layer(|_ctx| Counter::default())).unwrap();
+//! let b = sim.add_node(NodeSpec::new()).unwrap();
+//! let msg = fabric_gossip_core::SignedMessage::noop(data_message(1, "hi".into()));
+//! sim.send_to(a, &msg, &[b]).unwrap();
+//! sim.run_until_idle(std::time::Duration::from_secs(10));
+//! assert_eq!(sim.layer::<Counter>(a).map(|c| c.0), Some(1));
+//! let seen: Vec<u32> = sim.layer_events(a).iter().filter_map(|r| r.event.downcast_ref().copied()).collect();
+//! assert_eq!(seen, [1]);
+//! ```
+
+use crate::config::NodeId;
+use crate::node::SimComm;
+use crate::sim::Sim;
+use core::any::Any;
+use core::fmt;
+use fabric_gossip_core::{Event, Instant, Layer, ReceivedMessage, Security, Stack, SubscriptionId};
+use std::sync::Arc;
+
+/// The stack a simulated node runs: its core and its (possibly empty) hosted layer.
+pub type SimStack = Stack<Box<dyn Security>, HostedLayer>;
+
+/// What a [`LayerFactory`] learns about the process it makes a layer for.
+#[derive(Clone, Debug)]
+pub struct LayerContext {
+    /// The node.
+    pub node: NodeId,
+    /// Its endpoint (the same across restarts).
+    pub endpoint: String,
+    /// Which run of its process this is (0 first, +1 per restart).
+    pub incarnation: u32,
+    /// A seed drawn from the run's RNG for this process: every random choice of the layer
+    /// should come from it, so the seed of the run reproduces the layer too.
+    pub seed: u64,
+    /// Virtual time at the start.
+    pub now: Instant,
+}
+
+/// Makes a node's layer at every start of its process.
+pub type LayerFactory = Arc<dyn Fn(&LayerContext) -> Box<dyn SimLayer> + Send + Sync>;
+
+/// One event of a hosted layer, its type erased. Read it back with
+/// [`LayerEvent::downcast_ref`]; its `Debug` form is the layer event's.
+pub struct LayerEvent(Box<dyn ErasedEvent>);
+
+trait ErasedEvent: fmt::Debug + Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: fmt::Debug + Send + Sync + 'static> ErasedEvent for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl LayerEvent {
+    /// Wraps a layer's event.
+    pub fn new<T: fmt::Debug + Send + Sync + 'static>(event: T) -> Self {
+        LayerEvent(Box::new(event))
+    }
+
+    /// The event as the layer's own type, if it is one.
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+        (*self.0).as_any().downcast_ref()
+    }
+}
+
+impl fmt::Debug for LayerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (*self.0).fmt(f)
+    }
+}
+
+/// A kept layer event ([`Sim::layer_events`]).
+#[derive(Debug)]
+pub struct LayerRecord {
+    /// Virtual time.
+    pub at: Instant,
+    /// Which run of the node's process emitted it.
+    pub incarnation: u32,
+    /// The event.
+    pub event: LayerEvent,
+}
+
+/// A [`Layer`] on the simulator's core with its event type erased, so that one network
+/// hosts different layers. Implemented for every `Layer<Box<dyn Security>>` whose event
+/// is `Debug + Send + Sync`; the factory of [`NodeSpec::layer`](crate::NodeSpec::layer)
+/// boxes it.
+pub trait SimLayer: Send {
+    /// [`Layer::start`].
+    fn start(&mut self, now: Instant, comm: &mut SimComm);
+    /// [`Layer::handle_comm_event`].
+    fn handle_comm_event(&mut self, now: Instant, comm: &mut SimComm, event: &Event);
+    /// [`Layer::owns_subscription`].
+    fn owns_subscription(&self, sub: SubscriptionId) -> bool;
+    /// [`Layer::handle_message`].
+    fn handle_message(&mut self, now: Instant, comm: &mut SimComm, msg: ReceivedMessage);
+    /// [`Layer::handle_timeout`].
+    fn handle_timeout(&mut self, now: Instant, comm: &mut SimComm);
+    /// [`Layer::poll_timeout`].
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// [`Layer::poll_event`], erased.
+    fn poll_event(&mut self) -> Option<LayerEvent>;
+    /// The layer itself, for [`Sim::layer`].
+    fn as_any(&self) -> &dyn Any;
+    /// The layer itself, for [`Sim::with_layer`].
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<L> SimLayer for L
+where
+    L: Layer<Box<dyn Security>> + Send + 'static,
+    L::Event: fmt::Debug + Send + Sync + 'static,
+{
+    fn start(&mut self, now: Instant, comm: &mut SimComm) {
+        Layer::start(self, now, comm);
+    }
+    fn handle_comm_event(&mut self, now: Instant, comm: &mut SimComm, event: &Event) {
+        Layer::handle_comm_event(self, now, comm, event);
+    }
+    fn owns_subscription(&self, sub: SubscriptionId) -> bool {
+        Layer::owns_subscription(self, sub)
+    }
+    fn handle_message(&mut self, now: Instant, comm: &mut SimComm, msg: ReceivedMessage) {
+        Layer::handle_message(self, now, comm, msg);
+    }
+    fn handle_timeout(&mut self, now: Instant, comm: &mut SimComm) {
+        Layer::handle_timeout(self, now, comm);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Layer::poll_timeout(self)
+    }
+    fn poll_event(&mut self) -> Option<LayerEvent> {
+        Layer::poll_event(self).map(LayerEvent::new)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// The layer a simulated node's [`Stack`] holds: the one its factory made, or none (then
+/// the stack is exactly its core). Dropped when the process stops.
+#[derive(Default)]
+pub struct HostedLayer(Option<Box<dyn SimLayer>>);
+
+impl fmt::Debug for HostedLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "HostedLayer(Some)"
+        } else {
+            "HostedLayer(None)"
+        })
+    }
+}
+
+impl HostedLayer {
+    pub(crate) fn new(layer: Option<Box<dyn SimLayer>>) -> Self {
+        HostedLayer(layer)
+    }
+
+    /// Whether a layer runs.
+    pub fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The layer as its own type.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.as_ref().and_then(|l| l.as_any().downcast_ref())
+    }
+
+    pub(crate) fn get_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.0.as_mut().and_then(|l| l.as_any_mut().downcast_mut())
+    }
+
+    pub(crate) fn drop_layer(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Layer<Box<dyn Security>> for HostedLayer {
+    type Event = LayerEvent;
+
+    fn start(&mut self, now: Instant, comm: &mut SimComm) {
+        if let Some(l) = self.0.as_mut() {
+            l.start(now, comm);
+        }
+    }
+
+    fn handle_comm_event(&mut self, now: Instant, comm: &mut SimComm, event: &Event) {
+        if let Some(l) = self.0.as_mut() {
+            l.handle_comm_event(now, comm, event);
+        }
+    }
+
+    fn owns_subscription(&self, sub: SubscriptionId) -> bool {
+        self.0.as_ref().is_some_and(|l| l.owns_subscription(sub))
+    }
+
+    fn handle_message(&mut self, now: Instant, comm: &mut SimComm, msg: ReceivedMessage) {
+        if let Some(l) = self.0.as_mut() {
+            l.handle_message(now, comm, msg);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant, comm: &mut SimComm) {
+        if let Some(l) = self.0.as_mut() {
+            l.handle_timeout(now, comm);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.as_ref().and_then(|l| l.poll_timeout())
+    }
+
+    fn poll_event(&mut self) -> Option<LayerEvent> {
+        self.0.as_mut().and_then(|l| l.poll_event())
+    }
+}
+
+impl Sim {
+    /// Node `n`'s layer as its own type `T`, if its current process runs one of that type.
+    pub fn layer<T: 'static>(&self, n: NodeId) -> Option<&T> {
+        self.nodes.get(n)?.stack.as_ref()?.layer().get()
+    }
+
+    /// Runs `f` with node `n`'s layer (as `T`) and core, then carries out what it caused:
+    /// an application call into the layer. `None` if the node runs no layer of type `T`.
+    pub fn with_layer<T: 'static, R>(
+        &mut self,
+        n: NodeId,
+        f: impl FnOnce(&mut T, &mut SimComm) -> R,
+    ) -> Option<R> {
+        let stack = self.nodes.get_mut(n)?.stack.as_mut()?;
+        let r = stack.with_layer(|layer, comm| layer.get_mut::<T>().map(|l| f(l, comm)))?;
+        self.pump(n);
+        self.drain_work();
+        Some(r)
+    }
+
+    /// Events node `n`'s layers emitted, all processes, oldest first (up to
+    /// `record_limit`; the observer sees every one).
+    pub fn layer_events(&self, n: NodeId) -> &[LayerRecord] {
+        self.nodes.get(n).map_or(&[], |x| &x.layer_events)
+    }
+
+    pub(crate) fn make_layer(&mut self, id: usize) -> HostedLayer {
+        let Some(factory) = self.nodes[id].spec.layer.clone() else {
+            return HostedLayer::new(None);
+        };
+        // Drawn only for nodes with a layer, so runs without layers replay as before.
+        let seed = self.rng.u64();
+        let ctx = LayerContext {
+            node: id,
+            endpoint: self.nodes[id].endpoint.clone(),
+            incarnation: self.nodes[id].incarnation,
+            seed,
+            now: self.now,
+        };
+        HostedLayer::new(Some(factory(&ctx)))
+    }
+}
