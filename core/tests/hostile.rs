@@ -755,3 +755,79 @@ fn unsubscribing_resumes_through_poll_output() {
     );
     assert!(matches!(out[1], Output::Timeout(_)));
 }
+
+/// Issue 10 finding 1: closing a stream throws away what its driver holds unread, and a
+/// paused stream's driver may hold envelopes the remote was told were written. A
+/// connection replaced while its reading is paused stays open (unregistered) until
+/// reading resumes, and is closed at the next look after that.
+#[test]
+fn a_replaced_connection_whose_reading_is_paused_closes_only_after_it_resumes() {
+    let cfg = Config::default();
+    let cap = cfg.subscription_buffer;
+    let grace = cfg.crossing_grace;
+    let (mut c, old, sub) = established(cfg);
+    for i in 0..cap {
+        c.handle_envelope(now(), old, data_env(i as u64)).unwrap();
+    }
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::PauseRead { stream: old }),
+        "{acts:?}"
+    );
+    let closes = |acts: &[Action]| {
+        acts.iter()
+            .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == old))
+    };
+    // The remote reconnects from the same side: the new stream replaces the old one.
+    let new = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), new, hello()).unwrap();
+    let (acts, _) = drain(&mut c);
+    assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(new));
+    assert!(!closes(&acts), "closed while paused: {acts:?}");
+    // Still paused when the grace is over: still open.
+    c.handle_timeout(now() + grace);
+    let (acts, _) = drain(&mut c);
+    assert!(!closes(&acts), "closed while paused: {acts:?}");
+    // Taking deliveries resumes it; what the driver held comes in and is delivered.
+    while c.poll_delivery(sub).is_some() {}
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::ResumeRead { stream: old }),
+        "{acts:?}"
+    );
+    c.handle_envelope(now() + grace, old, data_env(1_000))
+        .unwrap();
+    let _ = drain(&mut c);
+    assert!(
+        c.poll_delivery(sub).is_some(),
+        "the held envelope is delivered"
+    );
+    // The next look closes it, as replaced, cleanly.
+    c.handle_timeout(now() + grace * 2);
+    let (acts, ev) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::CloseStream {
+            stream: old,
+            error: None
+        }),
+        "{acts:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Disconnected { conn, reason: CloseReason::Replaced, .. } if *conn == old
+    )));
+    assert_eq!(c.stats().dropped_on_close, 0);
+}
+
+/// A replaced connection that is not paused closes at once, as in Fabric.
+#[test]
+fn a_replaced_connection_that_reads_closes_at_once() {
+    let (mut c, old, _sub) = established(Config::default());
+    let new = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), new, hello()).unwrap();
+    let (acts, _) = drain(&mut c);
+    assert!(acts.contains(&Action::CloseStream {
+        stream: old,
+        error: None
+    }));
+}
