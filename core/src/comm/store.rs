@@ -33,7 +33,7 @@
 //! secondary, plus the attempts in progress. Which stream wins when two appear for one
 //! PKI-ID is [`registration`], a pure function.
 
-use super::output::Event;
+use super::output::{DeadCause, Event};
 use super::send::SendQueue;
 use super::stream::{Conn, Phase};
 use super::timers::TimerKey;
@@ -99,6 +99,8 @@ struct Registered {
 #[derive(Debug, Default)]
 pub(super) struct Attempt {
     pub(super) dial: Option<DialId>,
+    /// The endpoint dialled: names the peer if the attempt fails.
+    pub(super) endpoint: String,
     pub(super) queue: SendQueue,
     /// SendWithAck operations with a message in `queue`: told if the attempt fails.
     pub(super) ack_waits: SmallVec<[OpId; 2]>,
@@ -395,7 +397,7 @@ impl<S: Security> Comm<S> {
         );
         self.stats.dropped_no_connection += dropped as u64;
         self.acks_no_connection(key, att.ack_waits, &err);
-        self.presumed_dead(key.clone());
+        self.presumed_dead(key.clone(), att.endpoint, DeadCause::Connect(err));
     }
 
     /// Closes a stream no longer registered for `pki` once reading it is not paused (the
@@ -522,8 +524,8 @@ impl<S: Security> Comm<S> {
         );
         self.stats.dropped_on_close += leftover;
         self.stats.connections_closed += 1;
-        if write_failed {
-            self.presumed_dead(pki.clone());
+        if let CloseReason::WriteFailed(e) = &reason {
+            self.presumed_dead(pki.clone(), c_endpoint.clone(), DeadCause::Write(e.clone()));
         }
         let error = match &reason {
             CloseReason::Malformed(e) => Some(e.clone()),
