@@ -424,7 +424,7 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
     match ev {
         Event::PresumedDead(p) => {
             if let Some(tx) = &st.presumed_dead_tx
-                && tx.try_send(p).is_err()
+                && tx.try_send(p.pki_id).is_err()
             {
                 st.stats.presumed_dead_dropped += 1;
             }
