@@ -357,6 +357,16 @@ fn conn_establish_with_a_wrong_field() {
     );
     assert_eq!(c.stats().handshake_failures_for("invalid_identity"), 1);
 
+    // Our own PKI-ID (and identity): refused, never a connection to ourselves.
+    let (c, _, err) = handshake_with(
+        Config::default(),
+        None,
+        conn_env(ME.as_bytes(), ME.as_bytes(), b"", true),
+    );
+    assert_eq!(err, HandshakeError::OwnPkiId);
+    assert!(c.connections().is_empty());
+    assert_eq!(c.stats().handshake_failures_for("own_pki_id"), 1);
+
     // Certificate hash other than the certificate presented.
     let tls = TlsHashes {
         client_cert_hash: [1; 32],
@@ -436,6 +446,29 @@ fn same_peer_reconnecting_in_a_tight_loop() {
     assert_eq!(c.identity_count(), 2);
     // Stale deadlines of the 1000 handshakes do not linger.
     assert_eq!(c.poll_timeout(), None);
+}
+
+/// The same loop while our subscriber does not read: every replaced stream is paused, so
+/// it is kept open until reading resumes (issue 10 finding 1), but only one per PKI-ID:
+/// a remote reconnecting over and over cannot make us hold more than two streams.
+#[test]
+fn same_peer_reconnecting_in_a_tight_loop_while_we_do_not_read() {
+    let mut c = core(Config::default().with_subscription_buffer(1));
+    let _sub = c.subscribe(Box::new(|_| true)).unwrap();
+    for i in 0..1000u64 {
+        let s = c.accept_stream(now(), REMOTE, None).unwrap();
+        c.handle_envelope(now(), s, hello()).unwrap();
+        // Fills the subscription (nobody polls): every stream is paused.
+        c.handle_envelope(now(), s, data_env(i)).unwrap();
+        let _ = drain(&mut c);
+        assert!(
+            c.live_counts().streams <= 2,
+            "round {i}: {:?}",
+            c.live_counts()
+        );
+    }
+    assert_eq!(c.connections().len(), 1);
+    assert_eq!(c.stats().connections_closed, 998);
 }
 
 #[test]

@@ -166,6 +166,15 @@ pub enum Event {
         /// Per-peer results, in the order the peers were given.
         results: Vec<SendResult>,
     },
+    /// A remote probed us (a `ConnEstablish` with `probe: true`, Fabric's `Handshake`): it
+    /// authenticated and we ended the stream with OK (informational; Fabric logs "probed
+    /// us").
+    Probed {
+        /// The stream it used (already closed).
+        stream: StreamId,
+        /// The remote.
+        info: Arc<ConnectionInfo>,
+    },
     /// A connection was authenticated and registered (informational).
     Connected {
         /// Its handle.

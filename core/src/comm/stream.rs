@@ -18,6 +18,9 @@ pub(super) enum Purpose {
     Connect { key: PkiId },
     /// A `handshake()` operation.
     HandshakeOp(OpId),
+    /// A `handshake()` operation that authenticated the remote and waits for the remote's
+    /// verdict on us: the end of the stream (OK: accepted; an error status: refused).
+    Verdict { op: OpId, info: Arc<ConnectionInfo> },
     /// Its owner is gone (an aborted operation): whatever happens to it is reported to
     /// no one, and an authentication only closes it.
     Detached,
