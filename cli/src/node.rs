@@ -375,6 +375,11 @@ fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
             }
             v
         }
+        Event::Probed { info, .. } => json!({
+            "event": "probed",
+            "peer": form.show(&info.id),
+            "endpoint": info.endpoint,
+        }),
         Event::Disconnected { pki_id, reason, .. } => json!({
             "event": "disconnected",
             "peer": form.show(pki_id),
