@@ -468,7 +468,10 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
             inner.room.notify_waiters();
             inner.timer.notify_one();
         }
-        Event::Connected { .. } | Event::Disconnected { .. } | Event::HandshakeFailed { .. } => {}
+        Event::Connected { .. }
+        | Event::Disconnected { .. }
+        | Event::HandshakeFailed { .. }
+        | Event::Probed { .. } => {}
     }
 }
 
