@@ -329,13 +329,12 @@ pub fn handshake(data: &[u8]) {
     assert_eq!(r.is_ok(), live_before, "{r:?}");
     d.drain();
     d.check();
-    if op.is_some() && d.comm.is_live_stream(s) {
+    if let Some(id) = op
+        && d.comm.is_live_stream(s)
+    {
         // A handshake() that authenticated the remote waits for its verdict on us: the
         // remote (a Fabric peer or this core) ends the stream with OK.
-        assert!(
-            d.ops.contains_key(&op.expect("an operation")),
-            "no result before the verdict"
-        );
+        assert!(d.ops.contains_key(&id), "no result before the verdict");
         d.input(|c, now| c.handle_stream_closed(now, s, StreamEnd::Finished));
         d.drain();
         d.check();
