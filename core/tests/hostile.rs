@@ -864,3 +864,71 @@ fn a_replaced_connection_that_reads_closes_at_once() {
         error: None
     }));
 }
+
+/// Issue 10 finding 1, the crossing path: our losing stream of a crossing dial is not
+/// closed when its grace is over while reading it is paused (the remote's messages on it
+/// may wait unread in the driver); it is closed at the first look after reading resumed.
+#[test]
+fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
+    // A remote with a lower PKI-ID than ours: the stream it opened wins, ours loses.
+    const LOWER: &str = "127.0.0.1:7049";
+    let cfg = Config::default();
+    let (cap, grace) = (cfg.subscription_buffer, cfg.crossing_grace);
+    let mut c = core(cfg);
+    let sub = c.subscribe(Box::new(|_| true)).unwrap();
+    let lower_hello = || conn_env(LOWER.as_bytes(), LOWER.as_bytes(), b"", true);
+    // Our connection to it.
+    let m = SignedMessage::noop(data(0));
+    c.send(now(), &m, &[RemotePeer::new(LOWER, LOWER)]).unwrap();
+    let (acts, _) = drain(&mut c);
+    let Action::Dial { dial, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    c.handle_dial_result(now(), dial, Ok(None)).unwrap();
+    c.handle_ping_result(now(), dial, Ok(())).unwrap();
+    let (acts, _) = drain(&mut c);
+    let ours = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::OpenStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .unwrap();
+    c.handle_envelope(now(), ours, lower_hello()).unwrap();
+    // Its connection to us, crossing ours: it wins.
+    let theirs = c.accept_stream(now(), LOWER, None).unwrap();
+    c.handle_envelope(now(), theirs, lower_hello()).unwrap();
+    let _ = drain(&mut c);
+    assert_eq!(c.connection(&PkiId::from(LOWER)), Some(theirs));
+    assert_eq!(c.stats().crossings, 1);
+    // Its messages on our (losing) stream fill the subscription: reading it pauses.
+    for i in 0..cap {
+        c.handle_envelope(now(), ours, data_env(i as u64)).unwrap();
+    }
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::PauseRead { stream: ours }),
+        "{acts:?}"
+    );
+    let closes = |acts: &[Action]| {
+        acts.iter()
+            .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == ours))
+    };
+    c.handle_timeout(now() + grace);
+    let (acts, _) = drain(&mut c);
+    assert!(!closes(&acts), "closed while paused: {acts:?}");
+    while c.poll_delivery(sub).is_some() {}
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::ResumeRead { stream: ours }),
+        "{acts:?}"
+    );
+    c.handle_timeout(now() + grace * 2);
+    let (acts, ev) = drain(&mut c);
+    assert!(closes(&acts), "{acts:?}");
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Disconnected { conn, reason: CloseReason::CrossingLoser, .. } if *conn == ours
+    )));
+    assert_eq!(c.connection(&PkiId::from(LOWER)), Some(theirs));
+}
