@@ -414,6 +414,11 @@ fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
             }
             v
         }
+        Event::Probed { info, .. } => json!({
+            "event": "probed",
+            "peer": form.show(&info.id),
+            "endpoint": info.endpoint,
+        }),
         Event::Disconnected { pki_id, reason, .. } => json!({
             "event": "disconnected",
             "peer": form.show(pki_id),
@@ -439,7 +444,16 @@ fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
             }
             v
         }
-        Event::PresumedDead(p) => json!({"event": "presumed_dead", "peer": form.show(p)}),
+        Event::PresumedDead(p) => {
+            // A peer dialled without a PKI-ID is named by its endpoint.
+            let peer = if p.pki_id.is_empty() {
+                p.endpoint.clone()
+            } else {
+                form.show(&p.pki_id)
+            };
+            json!({"event": "presumed_dead", "peer": peer, "endpoint": p.endpoint,
+                   "reason": p.cause.to_string()})
+        }
         Event::IdentitySwitch(p) => json!({"event": "identity_switch", "peer": form.show(p)}),
         _ => return None,
     })

@@ -132,6 +132,19 @@ pub enum HandshakeError {
     Cancelled,
     /// Our own `ConnEstablish` could not be signed.
     LocalSigning(SecurityError),
+    /// The remote claims our own PKI-ID: ourselves dialled through a wrong endpoint, or
+    /// someone impersonating us. Fabric registers it as a connection to itself; refused
+    /// here, so a node never shows a connection to itself.
+    OwnPkiId,
+    /// The remote authenticated, then refused us: it ended the stream with a non-OK status
+    /// instead of OK after reading our `ConnEstablish` (a Fabric peer sends its
+    /// `ConnEstablish` before it checks ours, and ends the RPC with e.g. "failed
+    /// classifying identity: …"). Only a `handshake()` waits for this verdict.
+    RefusedByRemote {
+        /// The status the remote ended the stream with, as the driver reported it (gRPC
+        /// code and message).
+        status: String,
+    },
 }
 
 /// Defines [`HandshakeFailure`] from one table: the kinds, their counter index (the
@@ -196,6 +209,8 @@ failure_kinds! {
     Cancelled => "cancelled",
     LocalSigning => "local_signing",
     IdentityTooLarge => "identity_too_large",
+    OwnPkiId => "own_pki_id",
+    RefusedByRemote => "refused_by_remote",
 }
 
 impl HandshakeFailure {
@@ -247,6 +262,8 @@ impl HandshakeError {
             HandshakeError::OperationTimeout => K::OperationTimeout,
             HandshakeError::Cancelled => K::Cancelled,
             HandshakeError::LocalSigning(_) => K::LocalSigning,
+            HandshakeError::OwnPkiId => K::OwnPkiId,
+            HandshakeError::RefusedByRemote { .. } => K::RefusedByRemote,
         }
     }
 
@@ -309,6 +326,10 @@ impl fmt::Display for HandshakeError {
             HandshakeError::OperationTimeout => f.write_str("handshake timed out"),
             HandshakeError::Cancelled => f.write_str("cancelled"),
             HandshakeError::LocalSigning(e) => write!(f, "signing own ConnEstablish: {e}"),
+            HandshakeError::OwnPkiId => f.write_str("remote claims our own PKI-ID"),
+            HandshakeError::RefusedByRemote { status } => {
+                write!(f, "refused by the remote: {status}")
+            }
         }
     }
 }

@@ -175,8 +175,8 @@ mod time;
 pub mod testing;
 
 pub use comm::{
-    Acceptor, Action, Comm, ConnectionEntry, Event, LiveCounts, Output, RemotePeer, SendQueueLen,
-    SendResult, StreamEnd,
+    Acceptor, Action, Comm, ConnectionEntry, DeadCause, DeadPeer, Event, LiveCounts, Output,
+    RemotePeer, SendQueueLen, SendResult, StreamEnd,
 };
 pub use config::MAX_QUEUED_EVENTS;
 pub use config::{CertHash, Config, TlsHashes};

@@ -555,6 +555,15 @@ fn scenarios() -> Vec<(&'static str, OpsConfig, Vec<Op>)> {
             vec![
                 hello(0),
                 hello(1),
+                // Each remote accepts us: the verdict that completes a handshake().
+                Closed {
+                    stream: 0,
+                    error: false,
+                },
+                Closed {
+                    stream: 1,
+                    error: false,
+                },
                 AdvanceToDeadline,
                 AdvanceToDeadline,
                 Stop,

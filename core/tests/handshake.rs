@@ -352,6 +352,12 @@ fn inbound_probe_is_authenticated_then_released() {
     assert!(!ev.iter().any(|e| matches!(e, Event::Connected { .. })));
     assert!(c.connections().is_empty());
     assert_eq!(c.stats().probed, 1);
+    // Issue 10 finding 4: an inbound probe is an event, naming the remote.
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Probed { stream, info }
+            if *stream == s && info.id == PkiId::from(REMOTE))),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -383,4 +389,149 @@ fn accept_after_stop_is_refused() {
     let mut c = core(Config::default());
     c.stop(now());
     assert_eq!(c.accept_stream(now(), REMOTE, None), Err(Error::Stopped));
+}
+
+/// A `handshake()` to REMOTE up to the remote's `ConnEstablish` (valid); returns the core,
+/// the operation and the stream, and the outputs of that last step.
+fn handshake_authenticated() -> (Comm<TestOnlyHmacSecurity>, OpId, StreamId, Vec<Event>) {
+    let mut c = core(Config::default());
+    let op = c
+        .handshake(now(), &RemotePeer::new(REMOTE, REMOTE))
+        .unwrap();
+    let (acts, _) = drain(&mut c);
+    let Action::Dial { dial, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    c.handle_dial_result(now(), dial, Ok(None)).unwrap();
+    c.handle_ping_result(now(), dial, Ok(())).unwrap();
+    let (acts, _) = drain(&mut c);
+    let stream = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::OpenStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .expect("a stream");
+    c.handle_envelope(now(), stream, conn_env(REMOTE, REMOTE, b"", false, true))
+        .unwrap();
+    let (_, ev) = drain(&mut c);
+    (c, op, stream, ev)
+}
+
+fn done(ev: &[Event], op: OpId) -> Option<Result<PkiId, HandshakeError>> {
+    ev.iter().find_map(|e| match e {
+        Event::HandshakeDone { op: o, result } if *o == op => {
+            Some(result.as_ref().map(|i| i.id.clone()).map_err(Clone::clone))
+        }
+        _ => None,
+    })
+}
+
+/// Issue 10 finding 4: a Fabric peer sends its `ConnEstablish` before it checks ours, so
+/// authenticating the remote is not the end: a `handshake()` completes when the remote
+/// ends the stream with OK (Fabric's `GossipStream` returns nil after a probe).
+#[test]
+fn a_handshake_completes_only_when_the_remote_accepts() {
+    let (mut c, op, s, ev) = handshake_authenticated();
+    assert_eq!(done(&ev, op), None, "no verdict yet: {ev:?}");
+    assert_eq!(c.stats().handshakes_ok, 0, "not a successful handshake yet");
+    c.handle_stream_closed(now(), s, StreamEnd::Finished)
+        .unwrap();
+    let (_, ev) = drain(&mut c);
+    assert_eq!(done(&ev, op), Some(Ok(PkiId::from(REMOTE))));
+    assert_eq!(c.stats().handshakes_ok, 1);
+    assert_eq!(c.stats().handshake_failures_total(), 0);
+}
+
+/// Issue 10 finding 4, as seen live: the remote refuses us with a non-OK status ("failed
+/// classifying identity: …"). The failure carries the remote's status and message, is
+/// counted as `refused_by_remote`, and is not a successful handshake.
+#[test]
+fn a_handshake_the_remote_refuses_reports_its_status() {
+    let (mut c, op, s, _) = handshake_authenticated();
+    let status = "status: Unknown, message: \"failed classifying identity: \
+                  no MSP for Org9MSP\""
+        .to_owned();
+    c.handle_stream_closed(now(), s, StreamEnd::Error(status.clone()))
+        .unwrap();
+    let (_, ev) = drain(&mut c);
+    let expected = HandshakeError::RefusedByRemote {
+        status: status.clone(),
+    };
+    assert_eq!(done(&ev, op), Some(Err(expected.clone())));
+    assert_eq!(failed_with(&ev), Some(expected.clone()));
+    assert!(expected.to_string().contains("failed classifying identity"));
+    let st = c.stats();
+    assert_eq!(st.handshakes_ok, 0);
+    assert_eq!(
+        st.handshake_failures_of(HandshakeFailure::RefusedByRemote),
+        1
+    );
+    assert_eq!(
+        HandshakeFailure::RefusedByRemote.label(),
+        "refused_by_remote"
+    );
+}
+
+/// A remote that never gives its verdict: the handshake times out, it does not succeed.
+#[test]
+fn a_handshake_without_the_remotes_verdict_times_out() {
+    let (mut c, op, _, _) = handshake_authenticated();
+    c.handle_timeout(now() + Duration::from_secs(60));
+    let (_, ev) = drain(&mut c);
+    assert!(matches!(done(&ev, op), Some(Err(_))), "{ev:?}");
+    assert_eq!(c.stats().handshakes_ok, 0);
+}
+
+/// Issue 10 finding 4: a regular connection the remote refuses right after our
+/// ConnEstablish (registered, as Fabric does) ends with the remote's reason on the
+/// `Disconnected` event.
+#[test]
+fn a_connection_the_remote_refuses_carries_its_reason() {
+    let mut c = core(Config::default());
+    let m = SignedMessage::noop(fabric_gossip_core::testing::data_msg(b"x"));
+    c.send(now(), &m, &[RemotePeer::new(REMOTE, REMOTE)])
+        .unwrap();
+    let (acts, _) = drain(&mut c);
+    let Action::Dial { dial, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    c.handle_dial_result(now(), dial, Ok(None)).unwrap();
+    c.handle_ping_result(now(), dial, Ok(())).unwrap();
+    let (acts, _) = drain(&mut c);
+    let s = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::OpenStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
+        .unwrap();
+    let _ = drain(&mut c);
+    let status = "status: Unknown, message: \"failed classifying identity: x\"".to_owned();
+    c.handle_stream_closed(now(), s, StreamEnd::Error(status.clone()))
+        .unwrap();
+    let (_, ev) = drain(&mut c);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Disconnected { conn, reason, .. }
+            if *conn == s && *reason == CloseReason::StreamError(status.clone())
+                && reason.to_string().contains("failed classifying identity"))),
+        "{ev:?}"
+    );
+}
+
+/// Issue 10 finding 5: a remote claiming our own PKI-ID is refused with its own error and
+/// counter (it used to be registered as a connection to ourselves).
+#[test]
+fn a_remote_claiming_our_own_pki_id_is_refused() {
+    let (c, err) = inbound_with(Config::default(), None, conn_env(ME, ME, b"", false, true));
+    assert_eq!(err, Some(HandshakeError::OwnPkiId));
+    assert!(c.connections().is_empty());
+    assert_eq!(
+        c.stats().handshake_failures_of(HandshakeFailure::OwnPkiId),
+        1
+    );
+    assert_eq!(HandshakeFailure::OwnPkiId.label(), "own_pki_id");
 }

@@ -378,6 +378,16 @@ fn conn_establish_with_a_wrong_field() {
     );
     assert_eq!(c.stats().handshake_failures_for("invalid_identity"), 1);
 
+    // Our own PKI-ID (and identity): refused, never a connection to ourselves.
+    let (c, _, err) = handshake_with(
+        Config::default(),
+        None,
+        conn_env(ME.as_bytes(), ME.as_bytes(), b"", true),
+    );
+    assert_eq!(err, HandshakeError::OwnPkiId);
+    assert!(c.connections().is_empty());
+    assert_eq!(c.stats().handshake_failures_for("own_pki_id"), 1);
+
     // Certificate hash other than the certificate presented.
     let tls = TlsHashes {
         client_cert_hash: [1; 32],
@@ -457,6 +467,29 @@ fn same_peer_reconnecting_in_a_tight_loop() {
     assert_eq!(c.identity_count(), 2);
     // Stale deadlines of the 1000 handshakes do not linger.
     assert_eq!(c.poll_timeout(), None);
+}
+
+/// The same loop while our subscriber does not read: every replaced stream is paused, so
+/// it is kept open until reading resumes (issue 10 finding 1), but only one per PKI-ID:
+/// a remote reconnecting over and over cannot make us hold more than two streams.
+#[test]
+fn same_peer_reconnecting_in_a_tight_loop_while_we_do_not_read() {
+    let mut c = core(Config::default().with_subscription_buffer(1));
+    let _sub = c.subscribe(Box::new(|_| true)).unwrap();
+    for i in 0..1000u64 {
+        let s = c.accept_stream(now(), REMOTE, None).unwrap();
+        c.handle_envelope(now(), s, hello()).unwrap();
+        // Fills the subscription (nobody polls): every stream is paused.
+        c.handle_envelope(now(), s, data_env(i)).unwrap();
+        let _ = drain(&mut c);
+        assert!(
+            c.live_counts().streams <= 2,
+            "round {i}: {:?}",
+            c.live_counts()
+        );
+    }
+    assert_eq!(c.connections().len(), 1);
+    assert_eq!(c.stats().connections_closed, 998);
 }
 
 #[test]
@@ -775,4 +808,148 @@ fn unsubscribing_resumes_through_poll_output() {
         "{out:?}"
     );
     assert!(matches!(out[1], Output::Timeout(_)));
+}
+
+/// Issue 10 finding 1: closing a stream throws away what its driver holds unread, and a
+/// paused stream's driver may hold envelopes the remote was told were written. A
+/// connection replaced while its reading is paused stays open (unregistered) until
+/// reading resumes, and is closed at the next look after that.
+#[test]
+fn a_replaced_connection_whose_reading_is_paused_closes_only_after_it_resumes() {
+    let cfg = Config::default();
+    let cap = cfg.subscription_buffer;
+    let grace = cfg.crossing_grace;
+    let (mut c, old, sub) = established(cfg);
+    for i in 0..cap {
+        c.handle_envelope(now(), old, data_env(i as u64)).unwrap();
+    }
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::PauseRead { stream: old }),
+        "{acts:?}"
+    );
+    let closes = |acts: &[Action]| {
+        acts.iter()
+            .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == old))
+    };
+    // The remote reconnects from the same side: the new stream replaces the old one.
+    let new = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), new, hello()).unwrap();
+    let (acts, _) = drain(&mut c);
+    assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(new));
+    assert!(!closes(&acts), "closed while paused: {acts:?}");
+    // Still paused when the grace is over: still open.
+    c.handle_timeout(now() + grace);
+    let (acts, _) = drain(&mut c);
+    assert!(!closes(&acts), "closed while paused: {acts:?}");
+    // Taking deliveries resumes it; what the driver held comes in and is delivered.
+    while c.poll_delivery(sub).is_some() {}
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::ResumeRead { stream: old }),
+        "{acts:?}"
+    );
+    c.handle_envelope(now() + grace, old, data_env(1_000))
+        .unwrap();
+    let _ = drain(&mut c);
+    assert!(
+        c.poll_delivery(sub).is_some(),
+        "the held envelope is delivered"
+    );
+    // The next look closes it, as replaced, cleanly.
+    c.handle_timeout(now() + grace * 2);
+    let (acts, ev) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::CloseStream {
+            stream: old,
+            error: None
+        }),
+        "{acts:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Disconnected { conn, reason: CloseReason::Replaced, .. } if *conn == old
+    )));
+    assert_eq!(c.stats().dropped_on_close, 0);
+}
+
+/// A replaced connection that is not paused closes at once, as in Fabric.
+#[test]
+fn a_replaced_connection_that_reads_closes_at_once() {
+    let (mut c, old, _sub) = established(Config::default());
+    let new = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), new, hello()).unwrap();
+    let (acts, _) = drain(&mut c);
+    assert!(acts.contains(&Action::CloseStream {
+        stream: old,
+        error: None
+    }));
+}
+
+/// Issue 10 finding 1, the crossing path: our losing stream of a crossing dial is not
+/// closed when its grace is over while reading it is paused (the remote's messages on it
+/// may wait unread in the driver); it is closed at the first look after reading resumed.
+#[test]
+fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
+    // A remote with a lower PKI-ID than ours: the stream it opened wins, ours loses.
+    const LOWER: &str = "127.0.0.1:7049";
+    let cfg = Config::default();
+    let (cap, grace) = (cfg.subscription_buffer, cfg.crossing_grace);
+    let mut c = core(cfg);
+    let sub = c.subscribe(Box::new(|_| true)).unwrap();
+    let lower_hello = || conn_env(LOWER.as_bytes(), LOWER.as_bytes(), b"", true);
+    // Our connection to it.
+    let m = SignedMessage::noop(data(0));
+    c.send(now(), &m, &[RemotePeer::new(LOWER, LOWER)]).unwrap();
+    let (acts, _) = drain(&mut c);
+    let Action::Dial { dial, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    c.handle_dial_result(now(), dial, Ok(None)).unwrap();
+    c.handle_ping_result(now(), dial, Ok(())).unwrap();
+    let (acts, _) = drain(&mut c);
+    let ours = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::OpenStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .unwrap();
+    c.handle_envelope(now(), ours, lower_hello()).unwrap();
+    // Its connection to us, crossing ours: it wins.
+    let theirs = c.accept_stream(now(), LOWER, None).unwrap();
+    c.handle_envelope(now(), theirs, lower_hello()).unwrap();
+    let _ = drain(&mut c);
+    assert_eq!(c.connection(&PkiId::from(LOWER)), Some(theirs));
+    assert_eq!(c.stats().crossings, 1);
+    // Its messages on our (losing) stream fill the subscription: reading it pauses.
+    for i in 0..cap {
+        c.handle_envelope(now(), ours, data_env(i as u64)).unwrap();
+    }
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::PauseRead { stream: ours }),
+        "{acts:?}"
+    );
+    let closes = |acts: &[Action]| {
+        acts.iter()
+            .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == ours))
+    };
+    c.handle_timeout(now() + grace);
+    let (acts, _) = drain(&mut c);
+    assert!(!closes(&acts), "closed while paused: {acts:?}");
+    while c.poll_delivery(sub).is_some() {}
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::ResumeRead { stream: ours }),
+        "{acts:?}"
+    );
+    c.handle_timeout(now() + grace * 2);
+    let (acts, ev) = drain(&mut c);
+    assert!(closes(&acts), "{acts:?}");
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Disconnected { conn, reason: CloseReason::CrossingLoser, .. } if *conn == ours
+    )));
+    assert_eq!(c.connection(&PkiId::from(LOWER)), Some(theirs));
 }

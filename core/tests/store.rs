@@ -134,7 +134,15 @@ fn failed_dial_presumes_the_peer_dead() {
     let dead: Vec<_> = events_of(&net, 0)
         .iter()
         .filter_map(|e| match e {
-            Event::PresumedDead(p) => Some(p.clone()),
+            Event::PresumedDead(p) => {
+                // Named (PKI-ID and endpoint) and with its cause.
+                assert_eq!(p.endpoint, ep(1));
+                assert!(
+                    matches!(p.cause, DeadCause::Connect(HandshakeError::Dial(_))),
+                    "{p:?}"
+                );
+                Some(p.pki_id.clone())
+            }
             _ => None,
         })
         .collect();
@@ -153,9 +161,9 @@ fn presumed_dead_after_remote_stops() {
     net.send(0, 1, b"y");
     net.settle();
     assert!(
-        events_of(&net, 0)
-            .iter()
-            .any(|e| matches!(e, Event::PresumedDead(p) if *p == PkiId::from(ep(1).as_str())))
+        events_of(&net, 0).iter().any(
+            |e| matches!(e, Event::PresumedDead(p) if p.pki_id == PkiId::from(ep(1).as_str()))
+        )
     );
 }
 

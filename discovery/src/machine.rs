@@ -376,7 +376,7 @@ impl<S: Security> Layer<S> for Discovery {
             return;
         }
         match event {
-            Event::PresumedDead(pki) => self.presumed_dead(now, comm, pki),
+            Event::PresumedDead(dead) => self.presumed_dead(now, comm, &dead.pki_id),
             Event::IdentitySwitch(old) => {
                 self.purge(now, comm, old, crate::event::PurgeReason::IdentitySwitch)
             }

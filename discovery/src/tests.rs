@@ -207,14 +207,23 @@ fn a_dead_list_teaches_unknown_members_only_and_they_resurrect() {
     ));
 }
 
+/// Comm's PresumedDead for `who`.
+fn presumed_dead(who: &str) -> Event {
+    Event::PresumedDead(fabric_gossip_core::DeadPeer {
+        pki_id: pki(who),
+        endpoint: format!("{who}:7051"),
+        cause: fabric_gossip_core::DeadCause::Write("gone".into()),
+    })
+}
+
 #[test]
 fn presumed_dead_kills_an_alive_member_at_once_and_closes_nothing_else() {
     let (mut comm, mut d) = me();
     d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
     events(&mut d);
-    d.handle_comm_event(T0, &mut comm, &Event::PresumedDead(pki("zz")));
+    d.handle_comm_event(T0, &mut comm, &presumed_dead("zz"));
     assert!(events(&mut d).is_empty());
-    d.handle_comm_event(T0, &mut comm, &Event::PresumedDead(pki("a1")));
+    d.handle_comm_event(T0, &mut comm, &presumed_dead("a1"));
     assert!(!d.member(&pki("a1")).unwrap().alive);
     assert!(matches!(
         &events(&mut d)[..],
@@ -223,7 +232,7 @@ fn presumed_dead_kills_an_alive_member_at_once_and_closes_nothing_else() {
             ..
         }]
     ));
-    d.handle_comm_event(T0, &mut comm, &Event::PresumedDead(pki("a1")));
+    d.handle_comm_event(T0, &mut comm, &presumed_dead("a1"));
     assert_eq!(d.stats().members_presumed_dead, 1);
 }
 
@@ -353,7 +362,7 @@ fn responses_follow_the_disclosure_policy() {
     ] {
         d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, ep)));
     }
-    d.handle_comm_event(T0, &mut comm, &Event::PresumedDead(pki("a1")));
+    d.handle_comm_event(T0, &mut comm, &presumed_dead("a1"));
     // Same org: our org's members, secrets kept, ours last; never another org's
     // members (only their own org or ours may learn them from us).
     let target = Party {

@@ -363,7 +363,7 @@ pub fn saw_handshake_failure<H: Harness>(
 pub fn saw_presumed_dead<H: Harness>(h: &H, n: NodeId, pki: &PkiId) -> bool {
     h.events(n)
         .iter()
-        .any(|e| matches!(e, Event::PresumedDead(p) if p == pki))
+        .any(|e| matches!(e, Event::PresumedDead(p) if p.pki_id == *pki))
 }
 
 /// Successful acks in a `send_with_ack` outcome.

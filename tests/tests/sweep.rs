@@ -152,16 +152,14 @@ fn everyone_reaches_everyone(sim: &mut Sim) -> Result<(), String> {
     sim.check_quiescent()
 }
 
-/// The one random-fault seed (of the first 2,000) on which a message is lost without a
-/// count: a node whose reader is paused has a connection replaced after an
-/// IdentitySwitch, and its core closes the old stream with a message unread on it, the
-/// same loss as issue 10's finding 1 by another path. `random_faults` counts such losses
-/// instead of failing on them until the core is fixed; this test keeps the seed.
+/// The first random-fault seed (of 10,000, 19 in all) on which a message was lost without
+/// a count: a node whose reader is paused had a connection replaced after an
+/// IdentitySwitch, and its core closed the old stream with a message unread on it, the
+/// same loss as issue 10's finding 1 by another path. The core now keeps a replaced
+/// stream it paused open until reading resumes.
 #[test]
-#[ignore = "issue 10 finding 1: a connection replaced after an IdentitySwitch is closed \
-            with a message unread on it (random_faults seed 1492)"]
 fn random_faults_silent_loss() {
-    let mut sweep = sweep("random_faults_silent_loss -- --ignored");
+    let mut sweep = sweep("random_faults_silent_loss");
     sweep.seeds = vec![1492];
     sweep
         .run(|cfg| {
@@ -180,9 +178,7 @@ fn random_faults() {
     let mut failed_handshakes = 0;
     let sweep = sweep("random_faults");
     sweep
-        .run(|mut cfg| {
-            // Issue 10 finding 1 (see `random_faults_silent_loss`): counted, not failed on.
-            cfg.check_silent_loss = false;
+        .run(|cfg| {
             let mut sim = chaos(cfg);
             let verdict = if sim.run_until_idle(Duration::from_secs(600)) {
                 sim.check_quiescent()
@@ -304,10 +300,8 @@ fn crossing_dials_slow_readers() {
 }
 
 #[test]
-#[ignore = "issue 10 finding 1: a reader's core closes a crossing stream it paused while \
-            messages wait unread on it; they are lost without a count (fails at seed 2)"]
 fn crossing_dials_paused_readers() {
-    sweep("crossing_dials_paused_readers -- --ignored")
+    sweep("crossing_dials_paused_readers")
         .run(|cfg| crossing_with_readers(cfg, true))
         .unwrap_or_else(|e| panic!("{e}"));
 }

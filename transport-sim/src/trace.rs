@@ -280,6 +280,7 @@ impl fmt::Display for EventFmt<'_> {
                 if *inbound { "inbound" } else { "outbound" },
                 error.label()
             ),
+            Event::Probed { stream, info } => write!(f, "Probed {stream} {}", info.id),
             Event::Stopped => f.write_str("Stopped"),
         }
     }

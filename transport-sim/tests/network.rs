@@ -326,11 +326,9 @@ fn invariant_checker_flags_a_presumed_dead_the_network_did_not_cause() {
 /// Issue 10, finding 1, as reported: two nodes send 100 messages to each other at once
 /// while B's reader is paused until 5 s. The crossing dials leave each side with a stream
 /// it will close; B's core closes the one it paused with messages from A unread on it, and
-/// they vanish without a count (B receives 10 of 100 on every seed). Ignored until the
-/// core closes a crossing loser only once everything sent on it was delivered.
+/// they vanished without a count (B received 10 of 100 on every seed). Now the core keeps
+/// a stream it paused open until reading resumes, and every message arrives.
 #[test]
-#[ignore = "issue 10 finding 1: the crossing loser is closed with unread messages on it \
-            (fails at seed 1, as on every seed)"]
 fn crossing_loser_closed_with_unread_messages_is_a_silent_loss() {
     let mut sim = Sim::new(SimConfig::seeded(1));
     let a = sim.add_node(NodeSpec::new()).unwrap();
@@ -351,4 +349,7 @@ fn crossing_loser_closed_with_unread_messages_is_a_silent_loss() {
     let received = sim.deliveries(a).len() + sim.deliveries(b).len();
     let counted = t.dropped_overflow + t.dropped_on_close + sim.counters().envelopes_lost;
     assert_eq!(received as u64 + counted, 200, "{t:?}");
+    // Every message written arrived (the rest overflowed the send buffers, counted).
+    assert_eq!(received as u64, t.sent, "{t:?} {:?}", sim.counters());
+    assert_eq!(sim.counters().envelopes_lost, 0, "{:?}", sim.counters());
 }

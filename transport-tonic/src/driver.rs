@@ -546,9 +546,9 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
     }
     match ev {
         Event::PresumedDead(p) => {
-            tracing::info!(pki_id = %p, "peer presumed dead");
+            tracing::info!(pki_id = %p.pki_id, endpoint = %p.endpoint, "peer presumed dead");
             if let Some(tx) = &st.presumed_dead_tx
-                && tx.try_send(p).is_err()
+                && tx.try_send(p.pki_id).is_err()
             {
                 st.stats.presumed_dead_dropped += 1;
             }
@@ -622,6 +622,9 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
             error,
         } => {
             tracing::info!(%stream, remote = %remote, inbound, error = %error, "handshake failed");
+        }
+        Event::Probed { info, .. } => {
+            tracing::info!(pki_id = %info.id, endpoint = %info.endpoint, "probed us");
         }
     }
 }

@@ -7,10 +7,10 @@
 //! identity the provider accepts and that matches the PKI-ID, the TLS certificate hash of
 //! the stream, and the signature.
 
-use super::Comm;
 use super::output::{Action, Event};
 use super::stream::{Phase, Purpose, Stream};
 use super::timers::TimerKey;
+use super::{Comm, StreamEnd};
 use crate::config::CertHash;
 use crate::error::{Error, HandshakeError};
 use crate::ids::{PkiId, StreamId};
@@ -155,6 +155,9 @@ impl<S: Security> Comm<S> {
         if conn.pki_id.is_empty() {
             return Err(HandshakeError::NoPkiId);
         }
+        if conn.pki_id == self.own_pki.0 {
+            return Err(HandshakeError::OwnPkiId);
+        }
         if conn.identity.len() > self.config.max_identity_size {
             return Err(HandshakeError::IdentityTooLarge {
                 size: conn.identity.len(),
@@ -195,6 +198,19 @@ impl<S: Security> Comm<S> {
         let Some(s) = self.streams.get(stream) else {
             return;
         };
+        if let Phase::Handshaking {
+            purpose: Purpose::Verdict { .. },
+            ..
+        } = s.phase
+        {
+            // The remote owes us the end of the stream, not a message: ignored.
+            tracing::debug!(
+                target: "fabric_gossip_core::handshake",
+                stream = %stream,
+                "envelope while waiting for the remote's verdict: ignored"
+            );
+            return;
+        }
         let remote_cert_hash = s.remote_cert_hash;
         let remote_addr = s.remote_addr.clone();
         let inbound = s.inbound;
@@ -212,29 +228,35 @@ impl<S: Security> Comm<S> {
             probe = remote_probe,
             "handshake authenticated"
         );
-        self.stats.handshakes_ok += 1;
         self.handshakes.settled(stream);
+        let info = Arc::new(info);
         let purpose = match self.streams.get_mut(stream).map(|s| &mut s.phase) {
             Some(Phase::Handshaking { purpose, .. }) => {
+                if let Purpose::HandshakeOp(op) = *purpose {
+                    // Authenticated; the remote's verdict on us is still to come.
+                    *purpose = Purpose::Verdict {
+                        op,
+                        info: info.clone(),
+                    };
+                    return;
+                }
                 core::mem::replace(purpose, Purpose::Detached)
             }
             _ => return,
         };
-        let info = Arc::new(info);
+        self.stats.handshakes_ok += 1;
         match purpose {
             Purpose::Inbound if remote_probe => {
                 // A probing remote (`comm_impl.go`, `GossipStream` with `probe: true`) is
-                // authenticated, then let go.
+                // authenticated, then let go: the stream ends with OK, our verdict.
                 self.stats.probed += 1;
                 self.drop_stream(stream, None);
+                self.info_event(Event::Probed { stream, info });
             }
             Purpose::Inbound => {
                 self.register(stream, info, inbound, now);
             }
-            Purpose::HandshakeOp(op) => {
-                self.drop_stream(stream, None);
-                self.finish_handshake_op(op, Ok(info));
-            }
+            Purpose::HandshakeOp(_) | Purpose::Verdict { .. } => {}
             Purpose::Connect { key } => self.attempt_authenticated(stream, key, info, now),
             Purpose::Detached => self.drop_stream(stream, None),
         }
@@ -274,7 +296,50 @@ impl<S: Security> Comm<S> {
         match purpose {
             Purpose::Inbound | Purpose::Detached => {}
             Purpose::Connect { key } => self.attempt_failed(&key, err),
-            Purpose::HandshakeOp(op) => self.finish_handshake_op(op, Err(err)),
+            Purpose::HandshakeOp(op) | Purpose::Verdict { op, .. } => {
+                self.finish_handshake_op(op, Err(err));
+            }
+        }
+    }
+
+    /// A handshaking stream ended. For a `handshake()` that authenticated the remote, this
+    /// is the remote's verdict on us: OK completes it, an error status is a refusal. For
+    /// any other, the handshake failed.
+    pub(super) fn handshake_stream_ended(&mut self, stream: StreamId, end: StreamEnd) {
+        let verdict = match self.streams.get(stream).map(|s| &s.phase) {
+            Some(Phase::Handshaking {
+                purpose: Purpose::Verdict { op, info },
+                ..
+            }) => Some((*op, info.clone())),
+            _ => None,
+        };
+        match (verdict, end) {
+            (Some((op, info)), StreamEnd::Finished) => {
+                tracing::debug!(
+                    target: "fabric_gossip_core::handshake",
+                    stream = %stream,
+                    pki_id = %info.id,
+                    "the remote accepted our handshake"
+                );
+                self.stats.handshakes_ok += 1;
+                if let Some(Phase::Handshaking { purpose, .. }) =
+                    self.streams.get_mut(stream).map(|s| &mut s.phase)
+                {
+                    *purpose = Purpose::Detached;
+                }
+                self.drop_stream(stream, None);
+                self.finish_handshake_op(op, Ok(info));
+            }
+            (Some(_), StreamEnd::Error(status)) => {
+                self.fail_handshake(stream, HandshakeError::RefusedByRemote { status });
+            }
+            (None, end) => {
+                let why = match end {
+                    StreamEnd::Finished => "closed by remote".to_owned(),
+                    StreamEnd::Error(e) => e,
+                };
+                self.fail_handshake(stream, HandshakeError::StreamEnded(why));
+            }
         }
     }
 

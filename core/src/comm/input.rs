@@ -155,11 +155,7 @@ impl<S: Security> Comm<S> {
     ) -> Result<(), Error> {
         self.tick(now);
         if self.handshaking(stream)? {
-            let why = match end {
-                StreamEnd::Finished => "closed by remote".to_owned(),
-                StreamEnd::Error(e) => e,
-            };
-            self.fail_handshake(stream, HandshakeError::StreamEnded(why));
+            self.handshake_stream_ended(stream, end);
         } else {
             let reason = match end {
                 StreamEnd::Finished => CloseReason::RemoteClosed,

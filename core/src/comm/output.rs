@@ -85,6 +85,44 @@ pub enum Action {
     },
 }
 
+/// A peer presumed dead: who, and why. Its `Display` is the PKI-ID alone, what Fabric's
+/// notification carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadPeer {
+    /// The PKI-ID; empty when the peer was dialled without one (then `endpoint` names it).
+    pub pki_id: PkiId,
+    /// The endpoint dialled, or the remote address of the connection.
+    pub endpoint: String,
+    /// What failed.
+    pub cause: DeadCause,
+}
+
+impl core::fmt::Display for DeadPeer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.pki_id.fmt(f)
+    }
+}
+
+/// Why a peer is presumed dead: the two failures Fabric presumes a peer dead for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeadCause {
+    /// No connection could be had: the dial, the Ping or the handshake failed (including a
+    /// remote that refused us, with its status).
+    Connect(HandshakeError),
+    /// Writing to its connection failed (the driver's reason).
+    Write(String),
+}
+
+impl core::fmt::Display for DeadCause {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DeadCause::Connect(e) => write!(f, "connecting failed: {e}"),
+            DeadCause::Write(e) => write!(f, "write failed: {e}"),
+        }
+    }
+}
+
 /// One peer's outcome in a `send_with_ack` (Fabric's `SendResult`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SendResult {
@@ -99,8 +137,9 @@ pub struct SendResult {
 #[must_use]
 pub enum Event {
     /// Sending to this peer failed (no connection could be had, or a write failed); it is
-    /// presumed dead (Fabric's `PresumedDead()` stream).
-    PresumedDead(PkiId),
+    /// presumed dead (Fabric's `PresumedDead()` stream, which carries only the PKI-ID; here
+    /// also the endpoint, which names a peer dialled without a PKI-ID, and the cause).
+    PresumedDead(DeadPeer),
     /// A peer dialled under this (old) PKI-ID answered with a new identity of the same
     /// organization (Fabric's `IdentitySwitch()` stream).
     IdentitySwitch(PkiId),
@@ -126,6 +165,15 @@ pub enum Event {
         op: OpId,
         /// Per-peer results, in the order the peers were given.
         results: Vec<SendResult>,
+    },
+    /// A remote probed us (a `ConnEstablish` with `probe: true`, Fabric's `Handshake`): it
+    /// authenticated and we ended the stream with OK (informational; Fabric logs "probed
+    /// us").
+    Probed {
+        /// The stream it used (already closed).
+        stream: StreamId,
+        /// The remote.
+        info: Arc<ConnectionInfo>,
     },
     /// A connection was authenticated and registered (informational).
     Connected {
@@ -168,7 +216,7 @@ pub(super) struct Outputs {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     /// Peers with an undelivered PresumedDead: one notification each is enough.
-    queued_dead: SmallVec<[PkiId; 8]>,
+    queued_dead: SmallVec<[(PkiId, String); 8]>,
     max_events: usize,
     max_dead: usize,
 }
@@ -221,22 +269,26 @@ impl Outputs {
         true
     }
 
-    pub(super) fn presumed_dead(&mut self, pki: PkiId) -> DeadNotice {
-        if self.queued_dead.contains(&pki) {
+    pub(super) fn presumed_dead(&mut self, dead: DeadPeer) -> DeadNotice {
+        let key = (dead.pki_id.clone(), dead.endpoint.clone());
+        if self.queued_dead.contains(&key) {
             return DeadNotice::AlreadyQueued;
         }
         if self.queued_dead.len() >= self.max_dead {
             return DeadNotice::Dropped;
         }
-        self.queued_dead.push(pki.clone());
-        self.events.push_back(Event::PresumedDead(pki));
+        self.queued_dead.push(key);
+        self.events.push_back(Event::PresumedDead(dead));
         DeadNotice::Queued
     }
 
     pub(super) fn pop_event(&mut self) -> Option<Event> {
         let ev = self.events.pop_front()?;
         if let Event::PresumedDead(p) = &ev
-            && let Some(i) = self.queued_dead.iter().position(|q| q == p)
+            && let Some(i) = self
+                .queued_dead
+                .iter()
+                .position(|(k, e)| *k == p.pki_id && *e == p.endpoint)
         {
             self.queued_dead.remove(i);
         }
@@ -265,14 +317,26 @@ impl<S: crate::security::Security> Comm<S> {
 
     /// Fabric's `PresumedDead` channel: at most one undelivered notice per peer, none
     /// after stop.
-    pub(super) fn presumed_dead(&mut self, pki: PkiId) {
+    pub(super) fn presumed_dead(&mut self, pki: PkiId, endpoint: String, cause: DeadCause) {
         if self.stopped {
             return;
         }
         let pki_log = pki.clone();
-        match self.out.presumed_dead(pki) {
+        let dead = DeadPeer {
+            pki_id: pki,
+            endpoint,
+            cause,
+        };
+        let (endpoint_log, cause_log) = (dead.endpoint.clone(), dead.cause.to_string());
+        match self.out.presumed_dead(dead) {
             DeadNotice::Queued => {
-                tracing::info!(target: "fabric_gossip_core::store", pki_id = %pki_log, "peer presumed dead");
+                tracing::info!(
+                    target: "fabric_gossip_core::store",
+                    pki_id = %pki_log,
+                    endpoint = %endpoint_log,
+                    cause = %cause_log,
+                    "peer presumed dead"
+                );
                 self.stats.presumed_dead += 1;
             }
             DeadNotice::Dropped => {
@@ -295,11 +359,16 @@ mod tests {
     #[test]
     fn one_presumed_dead_per_peer_until_polled() {
         let mut o = Outputs::new(10, 2);
-        let a = PkiId::from("a");
+        let dead = |p: &str| DeadPeer {
+            pki_id: PkiId::from(p),
+            endpoint: format!("{p}:7051"),
+            cause: DeadCause::Write("gone".into()),
+        };
+        let a = dead("a");
         assert_eq!(o.presumed_dead(a.clone()), DeadNotice::Queued);
         assert_eq!(o.presumed_dead(a.clone()), DeadNotice::AlreadyQueued);
-        assert_eq!(o.presumed_dead(PkiId::from("b")), DeadNotice::Queued);
-        assert_eq!(o.presumed_dead(PkiId::from("c")), DeadNotice::Dropped);
+        assert_eq!(o.presumed_dead(dead("b")), DeadNotice::Queued);
+        assert_eq!(o.presumed_dead(dead("c")), DeadNotice::Dropped);
         assert!(matches!(o.pop_event(), Some(Event::PresumedDead(p)) if p == a));
         assert_eq!(
             o.presumed_dead(a),

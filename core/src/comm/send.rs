@@ -175,6 +175,9 @@ impl<S: Security> Comm<S> {
             return Err(Error::LimitReached("connections"));
         }
         let att = self.store.attempt_entry(&peer.pki_id);
+        if new_attempt {
+            att.endpoint.clone_from(&peer.endpoint);
+        }
         let res = att.queue.push(bytes, mode, cap, max_wait);
         if res.is_ok()
             && let Some(op) = ack_op

@@ -4,12 +4,36 @@
 //! switch of a dialled peer (`comm_impl.go`, `createConnection`, the `identityChanges`
 //! channel).
 //!
+//! # Retiring a connection without losing what it carries
+//!
+//! Fabric closes a replaced connection at once (`onConnected` calls `conn.close()` on the
+//! old one) and so does the side that opened the losing stream of a crossing dial here,
+//! after `crossing_grace`. Closing a stream throws away what its driver holds unread; when
+//! a subscription has paused reading it, that can be envelopes the remote's core was told
+//! were written (its `send_wait` returned, even a SendWithAck meanwhile acked on another
+//! stream): a loss nobody counts. So the rule here, which still always replaces as Fabric
+//! does (the new stream is registered and carries every new send at once, so a Fabric
+//! peer sees the same connection) is:
+//!
+//! 1. the retired stream carries no new sends from the moment it is retired: its unsent
+//!    messages (send buffer and waiting sends) move, in order, behind what the new
+//!    connection already holds;
+//! 2. it is closed only while reading it is **not paused**: a retired stream that is paused
+//!    stays open (unregistered, still delivering) and is looked at again every
+//!    `crossing_grace`; once a subscription took enough to resume it and its backlog came
+//!    in, the next look closes it. The remote may end it first (then it goes as any
+//!    stream the remote ends);
+//! 3. at most one retired stream per PKI-ID waits so: a further replacement while one
+//!    waits closes the older one (a remote that reconnects over and over while we do not
+//!    read cannot make us keep streams without bound), and `close_conn`, an expired
+//!    identity and `stop` close them as any connection.
+//!
 //! What Fabric decides with a lock and a `destinationLocks` map is one table here: for
 //! each PKI-ID, the registered primary connection and, during a crossing dial, the losing
 //! secondary, plus the attempts in progress. Which stream wins when two appear for one
 //! PKI-ID is [`registration`], a pure function.
 
-use super::output::Event;
+use super::output::{DeadCause, Event};
 use super::send::SendQueue;
 use super::stream::{Conn, Phase};
 use super::timers::TimerKey;
@@ -27,8 +51,8 @@ use std::sync::Arc;
 pub(crate) enum Registration {
     /// The first connection to that PKI-ID.
     New,
-    /// A stream opened by the same side as the registered one (a reconnection, or our own
-    /// node): the new stream replaces the old, as in Fabric.
+    /// A stream opened by the same side as the registered one (a reconnection): the new
+    /// stream replaces the old, as in Fabric.
     Replaced,
     /// A crossing dial the new stream won: it becomes primary, the old one secondary.
     CrossingWinner,
@@ -52,7 +76,8 @@ pub(crate) fn registration(
     let Some(old_inbound) = existing_inbound else {
         return Registration::New;
     };
-    if old_inbound == new_inbound || remote == own {
+    // (A remote claiming our own PKI-ID never gets here: the handshake refuses it.)
+    if old_inbound == new_inbound {
         return Registration::Replaced;
     }
     // The new stream was opened by us iff it is outbound; it wins iff we are the lower.
@@ -75,6 +100,8 @@ struct Registered {
 #[derive(Debug, Default)]
 pub(super) struct Attempt {
     pub(super) dial: Option<DialId>,
+    /// The endpoint dialled: names the peer if the attempt fails.
+    pub(super) endpoint: String,
     pub(super) queue: SendQueue,
     /// SendWithAck operations with a message in `queue`: told if the attempt fails.
     pub(super) ack_waits: SmallVec<[OpId; 2]>,
@@ -85,6 +112,8 @@ pub(super) struct Attempt {
 pub(super) struct Store {
     registry: Map<PkiId, Registered>,
     attempts: Map<PkiId, Attempt>,
+    /// Replaced connections kept open while their reading is paused (one per PKI-ID).
+    retiring: Map<PkiId, StreamId>,
 }
 
 impl Store {
@@ -92,6 +121,7 @@ impl Store {
         Store {
             registry: new_map(seed),
             attempts: new_map(seed ^ 1),
+            retiring: new_map(seed ^ 2),
         }
     }
 
@@ -241,7 +271,7 @@ impl<S: Security> Comm<S> {
             );
             let (buf, waiting) = self.take_queues(reg.primary);
             self.absorb(stream, buf, waiting);
-            self.close_stream(reg.primary, CloseReason::Replaced);
+            self.retire(&pki, reg.primary, CloseReason::Replaced, now);
             return Some(outcome);
         }
         self.stats.crossings += 1;
@@ -259,7 +289,7 @@ impl<S: Security> Comm<S> {
                     secondary: None,
                 },
             );
-            self.close_stream(old_secondary, CloseReason::Replaced);
+            self.retire(&pki, old_secondary, CloseReason::Replaced, now);
         }
         self.store.registry.insert(
             pki,
@@ -368,11 +398,60 @@ impl<S: Security> Comm<S> {
         );
         self.stats.dropped_no_connection += dropped as u64;
         self.acks_no_connection(key, att.ack_waits, &err);
-        self.presumed_dead(key.clone());
+        self.presumed_dead(key.clone(), att.endpoint, DeadCause::Connect(err));
     }
 
-    /// Closes the connection(s) registered for `pki` (Fabric's `connectionStore.closeConnByPKIid`).
+    /// Closes a stream no longer registered for `pki` once reading it is not paused (the
+    /// module docs, "Retiring a connection"); at once if it is not paused now.
+    fn retire(&mut self, pki: &PkiId, stream: StreamId, reason: CloseReason, now: Instant) {
+        let grace = now + self.config.crossing_grace;
+        let Some(c) = self
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.conn_mut())
+            .filter(|c| c.paused())
+        else {
+            self.close_stream(stream, reason);
+            return;
+        };
+        c.grace = Some(grace);
+        c.closing = Some(reason.clone());
+        c.secondary = true;
+        tracing::debug!(
+            target: "fabric_gossip_core::store",
+            pki_id = %pki,
+            conn = %stream,
+            reason = %reason,
+            "connection retired while reading is paused: closed once resumed"
+        );
+        self.arm(grace, TimerKey::Grace(stream));
+        if let Some(older) = self.store.retiring.insert(pki.clone(), stream) {
+            self.close_stream(older, reason);
+        }
+    }
+
+    /// The grace of a crossing loser or a retired stream is over: close it, unless reading
+    /// it is paused (then look again after another `crossing_grace`).
+    pub(super) fn grace_over(&mut self, stream: StreamId, now: Instant) {
+        let next = now + self.config.crossing_grace;
+        let Some(c) = self.streams.get_mut(stream).and_then(|s| s.conn_mut()) else {
+            return;
+        };
+        if c.paused() {
+            c.grace = Some(next);
+            self.arm(next, TimerKey::Grace(stream));
+            return;
+        }
+        let reason = c.closing.clone().unwrap_or(CloseReason::CrossingLoser);
+        self.close_stream(stream, reason);
+    }
+
+    /// Closes the connection(s) registered for `pki` (Fabric's `connectionStore.closeConnByPKIid`),
+    /// and a retired one still open.
     pub(super) fn close_peer(&mut self, pki: &PkiId, reason: CloseReason) {
+        if let Some(retired) = self.store.retiring.get(pki).copied() {
+            self.close_stream(retired, reason.clone());
+        }
         if let Some(reg) = self.store.registry.get(pki).copied() {
             if let Some(sec) = reg.secondary {
                 self.close_stream(sec, reason.clone());
@@ -400,6 +479,9 @@ impl<S: Security> Comm<S> {
         let c_endpoint = c.info.endpoint.clone();
         let mut leftover = c.queue.pending() as u64;
         let write_failed = matches!(reason, CloseReason::WriteFailed(_));
+        if self.store.retiring.get(&pki) == Some(&stream) {
+            self.store.retiring.remove(&pki);
+        }
         if let Some(reg) = self.store.registry.get(&pki).copied() {
             if reg.primary == stream {
                 if let Some(sec) = reg.secondary {
@@ -443,8 +525,8 @@ impl<S: Security> Comm<S> {
         );
         self.stats.dropped_on_close += leftover;
         self.stats.connections_closed += 1;
-        if write_failed {
-            self.presumed_dead(pki.clone());
+        if let CloseReason::WriteFailed(e) = &reason {
+            self.presumed_dead(pki.clone(), c_endpoint.clone(), DeadCause::Write(e.clone()));
         }
         let error = match &reason {
             CloseReason::Malformed(e) => Some(e.clone()),
@@ -487,14 +569,6 @@ mod tests {
                 Registration::Replaced
             );
         }
-    }
-
-    #[test]
-    fn our_own_node_always_replaces() {
-        assert_eq!(
-            registration(&p("a"), &p("a"), true, Some(false)),
-            Registration::Replaced
-        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::send::SendQueue;
 use crate::config::CertHash;
+use crate::error::CloseReason;
 use crate::ids::{DialId, OpId, PkiId};
 use crate::message::ConnectionInfo;
 use crate::time::Instant;
@@ -17,6 +18,9 @@ pub(super) enum Purpose {
     Connect { key: PkiId },
     /// A `handshake()` operation.
     HandshakeOp(OpId),
+    /// A `handshake()` operation that authenticated the remote and waits for the remote's
+    /// verdict on us: the end of the stream (OK: accepted; an error status: refused).
+    Verdict { op: OpId, info: Arc<ConnectionInfo> },
     /// Its owner is gone (an aborted operation): whatever happens to it is reported to
     /// no one, and an authentication only closes it.
     Detached,
@@ -28,19 +32,29 @@ pub(super) struct Conn {
     pub(super) info: Arc<ConnectionInfo>,
     /// The losing stream of a crossing dial: carries no new sends.
     pub(super) secondary: bool,
-    /// When we close this (our own losing) stream of a crossing dial.
+    /// When we close this stream: our own losing stream of a crossing dial, or a retired
+    /// one (see `store.rs`, "Retiring a connection"); put off while reading is paused.
     pub(super) grace: Option<Instant>,
+    /// Why it closes when `grace` comes (`None`: the crossing loser's grace).
+    pub(super) closing: Option<CloseReason>,
     pub(super) queue: SendQueue,
     /// Subscriptions that asked to pause reading this stream.
     pub(super) blocked_by: u32,
 }
 
 impl Conn {
+    /// Whether a subscription paused reading it: the driver may then hold envelopes the
+    /// remote was told were written, which a close would throw away.
+    pub(super) fn paused(&self) -> bool {
+        self.blocked_by > 0
+    }
+
     pub(super) fn new(info: Arc<ConnectionInfo>) -> Self {
         Conn {
             info,
             secondary: false,
             grace: None,
+            closing: None,
             queue: SendQueue::default(),
             blocked_by: 0,
         }

@@ -26,7 +26,7 @@ pub(super) enum TimerKey {
     Stream(StreamId),
     /// A `handshake()` or `send_with_ack()` operation.
     Op(OpId),
-    /// Our losing stream of a crossing dial (`crossing_grace`).
+    /// Our losing stream of a crossing dial, or a retired stream (`crossing_grace`).
     Grace(StreamId),
     /// An identity's certificate expiry.
     Identity(PkiId),
@@ -153,7 +153,7 @@ impl<S: Security> Comm<S> {
                 _ => {}
             },
             TimerKey::Stream(s) => self.fail_handshake(s, HandshakeError::Timeout),
-            TimerKey::Grace(s) => self.close_stream(s, CloseReason::CrossingLoser),
+            TimerKey::Grace(s) => self.grace_over(s, now),
             TimerKey::Op(op) => self.op_deadline(op),
             TimerKey::Identity(p) => {
                 if self.identities.purge_if_expired(&p, now) {

@@ -272,6 +272,17 @@ impl Driver {
                     assert_eq!(self.conn_pki.get(conn), Some(pki_id));
                     assert!(self.streams.get(conn).is_some_and(|s| s.closed));
                 }
+                Event::Probed { stream, .. } => {
+                    assert!(
+                        self.streams
+                            .get(stream)
+                            .is_some_and(|s| s.closed && s.inbound)
+                    );
+                    assert!(
+                        !self.conn_pki.contains_key(stream),
+                        "probed after Connected"
+                    );
+                }
                 Event::HandshakeFailed { stream, .. } => {
                     assert!(self.streams.get(stream).is_some_and(|s| s.closed));
                     assert!(

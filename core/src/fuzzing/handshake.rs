@@ -211,6 +211,9 @@ pub(super) fn oracle(
     if c.pki_id.is_empty() {
         return Err("no_pki_id");
     }
+    if c.pki_id.as_ref() == ME.as_bytes() {
+        return Err("own_pki_id");
+    }
     if c.identity.len() > cfg.max_identity_size {
         return Err("identity_too_large");
     }
@@ -326,6 +329,16 @@ pub fn handshake(data: &[u8]) {
     assert_eq!(r.is_ok(), live_before, "{r:?}");
     d.drain();
     d.check();
+    if let Some(id) = op
+        && d.comm.is_live_stream(s)
+    {
+        // A handshake() that authenticated the remote waits for its verdict on us: the
+        // remote (a Fabric peer or this core) ends the stream with OK.
+        assert!(d.ops.contains_key(&id), "no result before the verdict");
+        d.input(|c, now| c.handle_stream_closed(now, s, StreamEnd::Finished));
+        d.drain();
+        d.check();
+    }
     if live_before {
         let predicted = oracle(&first_bytes, &cfg, presented);
         let stats = d.comm.stats().clone();
