@@ -190,8 +190,6 @@ pub(crate) struct State {
 /// Settings the tasks need, fixed at start.
 pub(crate) struct Settings {
     pub(crate) max_message_size: usize,
-    pub(crate) dial_timeout: Duration,
-    pub(crate) conn_timeout: Duration,
     pub(crate) write_window: usize,
     pub(crate) tls: Option<Arc<ClientTls>>,
     /// Where copies of the core's events go, if anyone asked (see `NodeBuilder::events`).
@@ -661,24 +659,23 @@ async fn dial_task(inner: Arc<Inner>, dial: DialId, endpoint: String) {
 
 /// Opens a client channel to `endpoint` (`host:port`), returning the hash of the server's
 /// leaf certificate when TLS is on.
+///
+/// No time-out here: the core times the dial (`dial_timeout`) and says `CloseDial` when it
+/// gives up, which aborts this task. A second timer here would race the core's, and a slow
+/// dial would end as `DialError::Timeout` or as a driver failure depending on which won.
 async fn connect(
     settings: &Settings,
     endpoint: &str,
 ) -> Result<(Channel, Option<CertHash>), String> {
     let ep = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| format!("bad endpoint {endpoint:?}: {}", error_text(&e)))?
-        .connect_timeout(settings.dial_timeout)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
         .tcp_nodelay(true);
     let dialer = Dialer::new(settings.tls.clone());
     let connecting = ep.connect_with_connector(dialer.clone());
-    let channel = match tokio::time::timeout(settings.dial_timeout, connecting).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(error_text(&e)),
-        Err(_) => return Err("dial timed out".into()),
-    };
+    let channel = connecting.await.map_err(|e| error_text(&e))?;
     let hash = dialer.captured();
     if settings.tls.is_some() && hash.is_none() {
         return Err("server presented no TLS certificate".into());
@@ -686,17 +683,13 @@ async fn connect(
     Ok((channel, hash))
 }
 
+/// Calls `Ping` on a new channel. Untimed for the same reason as [`connect`]: the core
+/// times the Ping (`conn_timeout`) and aborts this task with `CloseDial`.
 async fn ping_task(inner: Arc<Inner>, dial: DialId, channel: Channel) {
     let mut client = GossipClient::new(channel);
-    let result = match tokio::time::timeout(
-        inner.settings.conn_timeout,
-        client.ping(Request::new(Empty {})),
-    )
-    .await
-    {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(status)) => Err(status_text(&status)),
-        Err(_) => Err("ping timed out".into()),
+    let result = match client.ping(Request::new(Empty {})).await {
+        Ok(_) => Ok(()),
+        Err(status) => Err(status_text(&status)),
     };
     if let Err(e) = &result {
         tracing::info!(error = %e, "ping failed");
