@@ -958,6 +958,17 @@ async fn read_loop(
 /// half write window, and whenever the queue runs dry, so the core can refill it before the
 /// encoder is told to wait. The first Envelope (the handshake's `ConnEstablish`) is outside
 /// the core's write window and is not counted.
+///
+/// # Coalescing writes
+///
+/// tonic's encoder pulls Envelopes until this stream says `Pending`, then hands what it has
+/// to HTTP/2 as one DATA frame, which h2 writes with one `writev`. When the stream is woken
+/// after running dry, the task that woke it usually woke others that are about to write too
+/// (the callers of a batch of acks that just arrived, each sending its next SendWithAck).
+/// tokio runs a task woken this way next (its LIFO slot), ahead of those others, so without
+/// a pause each of them got its own frame, `writev` and wake-up of h2's connection task. So
+/// the first poll after running dry yields once to the scheduler ([`tokio::task::yield_now`]
+/// runs every task ready now first), and the Envelopes they queue meanwhile leave together.
 pub(crate) struct OutStream {
     inner: Arc<Inner>,
     stream: StreamId,
@@ -966,6 +977,10 @@ pub(crate) struct OutStream {
     unreported: usize,
     report_every: usize,
     done: bool,
+    /// The queue ran dry at the last poll: the next poll starts a burst and yields first.
+    dry: bool,
+    /// The yield in progress at the start of a burst.
+    yielding: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>,
 }
 
 impl OutStream {
@@ -979,6 +994,8 @@ impl OutStream {
             unreported: 0,
             report_every,
             done: false,
+            dry: false,
+            yielding: None,
         }
     }
 
@@ -997,6 +1014,15 @@ impl OutStream {
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if std::mem::take(&mut self.dry) {
+            self.yielding = Some(Box::pin(tokio::task::yield_now()));
+        }
+        if let Some(y) = self.yielding.as_mut() {
+            if y.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.yielding = None;
         }
         loop {
             match self.rx.poll_recv(cx) {
@@ -1020,7 +1046,10 @@ impl OutStream {
                     return Poll::Ready(None);
                 }
                 Poll::Pending if self.unreported > 0 => self.report(),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.dry = true;
+                    return Poll::Pending;
+                }
             }
         }
     }
