@@ -196,8 +196,6 @@ pub(crate) struct State {
 /// Settings the tasks need, fixed at start.
 pub(crate) struct Settings {
     pub(crate) max_message_size: usize,
-    pub(crate) dial_timeout: Duration,
-    pub(crate) conn_timeout: Duration,
     pub(crate) write_window: usize,
     pub(crate) tls: Option<Arc<ClientTls>>,
     /// Where copies of the core's events go, if anyone asked (see `NodeBuilder::events`).
@@ -670,24 +668,23 @@ async fn dial_task(inner: Arc<Inner>, dial: DialId, endpoint: String) {
 
 /// Opens a client channel to `endpoint` (`host:port`), returning the hash of the server's
 /// leaf certificate when TLS is on.
+///
+/// No time-out here: the core times the dial (`dial_timeout`) and says `CloseDial` when it
+/// gives up, which aborts this task. A second timer here would race the core's, and a slow
+/// dial would end as `DialError::Timeout` or as a driver failure depending on which won.
 async fn connect(
     settings: &Settings,
     endpoint: &str,
 ) -> Result<(Channel, Option<CertHash>), String> {
     let ep = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| format!("bad endpoint {endpoint:?}: {}", error_text(&e)))?
-        .connect_timeout(settings.dial_timeout)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
         .tcp_nodelay(true);
     let dialer = Dialer::new(settings.tls.clone());
     let connecting = ep.connect_with_connector(dialer.clone());
-    let channel = match tokio::time::timeout(settings.dial_timeout, connecting).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(error_text(&e)),
-        Err(_) => return Err("dial timed out".into()),
-    };
+    let channel = connecting.await.map_err(|e| error_text(&e))?;
     let hash = dialer.captured();
     if settings.tls.is_some() && hash.is_none() {
         return Err("server presented no TLS certificate".into());
@@ -695,17 +692,13 @@ async fn connect(
     Ok((channel, hash))
 }
 
+/// Calls `Ping` on a new channel. Untimed for the same reason as [`connect`]: the core
+/// times the Ping (`conn_timeout`) and aborts this task with `CloseDial`.
 async fn ping_task(inner: Arc<Inner>, dial: DialId, channel: Channel) {
     let mut client = GossipClient::new(channel);
-    let result = match tokio::time::timeout(
-        inner.settings.conn_timeout,
-        client.ping(Request::new(Empty {})),
-    )
-    .await
-    {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(status)) => Err(status_text(&status)),
-        Err(_) => Err("ping timed out".into()),
+    let result = match client.ping(Request::new(Empty {})).await {
+        Ok(_) => Ok(()),
+        Err(status) => Err(status_text(&status)),
     };
     if let Err(e) = &result {
         tracing::info!(error = %e, "ping failed");
@@ -974,6 +967,17 @@ async fn read_loop(
 /// half write window, and whenever the queue runs dry, so the core can refill it before the
 /// encoder is told to wait. The first Envelope (the handshake's `ConnEstablish`) is outside
 /// the core's write window and is not counted.
+///
+/// # Coalescing writes
+///
+/// tonic's encoder pulls Envelopes until this stream says `Pending`, then hands what it has
+/// to HTTP/2 as one DATA frame, which h2 writes with one `writev`. When the stream is woken
+/// after running dry, the task that woke it usually woke others that are about to write too
+/// (the callers of a batch of acks that just arrived, each sending its next SendWithAck).
+/// tokio runs a task woken this way next (its LIFO slot), ahead of those others, so without
+/// a pause each of them got its own frame, `writev` and wake-up of h2's connection task. So
+/// the first poll after running dry yields once to the scheduler ([`tokio::task::yield_now`]
+/// runs every task ready now first), and the Envelopes they queue meanwhile leave together.
 pub(crate) struct OutStream {
     inner: Arc<Inner>,
     stream: StreamId,
@@ -982,6 +986,10 @@ pub(crate) struct OutStream {
     unreported: usize,
     report_every: usize,
     done: bool,
+    /// The queue ran dry at the last poll: the next poll starts a burst and yields first.
+    dry: bool,
+    /// The yield in progress at the start of a burst.
+    yielding: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>,
 }
 
 impl OutStream {
@@ -995,6 +1003,8 @@ impl OutStream {
             unreported: 0,
             report_every,
             done: false,
+            dry: false,
+            yielding: None,
         }
     }
 
@@ -1013,6 +1023,15 @@ impl OutStream {
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if std::mem::take(&mut self.dry) {
+            self.yielding = Some(Box::pin(tokio::task::yield_now()));
+        }
+        if let Some(y) = self.yielding.as_mut() {
+            if y.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.yielding = None;
         }
         loop {
             match self.rx.poll_recv(cx) {
@@ -1036,7 +1055,10 @@ impl OutStream {
                     return Poll::Ready(None);
                 }
                 Poll::Pending if self.unreported > 0 => self.report(),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.dry = true;
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -249,8 +249,6 @@ impl NodeBuilder {
         let security: Box<dyn Security> = Box::new(security(local_addr));
         let settings = Settings {
             max_message_size: config.max_message_size,
-            dial_timeout: config.dial_timeout,
-            conn_timeout: config.conn_timeout,
             write_window: config.write_window.max(1),
             tls: tls.as_ref().map(|t| t.client.clone()),
             event_tap,
