@@ -5,6 +5,12 @@
 //! nodes' applications observe (deliveries from every subscription, a copy of every core
 //! event, operation results, raw streams) and wake [`Harness::run_until`], which waits with
 //! a real deadline.
+//!
+//! A member ([`Harness::add_member`]) hosts Fabric's membership layer through
+//! `NodeBuilder::layer`, a new one at every start of its process (a restart is a new
+//! incarnation, as for a Fabric peer); its getters read the layer under the node's lock
+//! (`Node::with_layer`), and its events are taken from `Node::layer_events` whenever the
+//! scenario looks or waits.
 
 use crate::{
     Delivery, DiscoveryEvent, DiscoveryStats, Envelope, Harness, MemberInfo, MemberSpec, NodeId,
