@@ -5,8 +5,17 @@
 //! nodes' applications observe (deliveries from every subscription, a copy of every core
 //! event, operation results, raw streams) and wake [`Harness::run_until`], which waits with
 //! a real deadline.
+//!
+//! A member ([`Harness::add_member`]) hosts Fabric's membership layer through
+//! `NodeBuilder::layer`, a new one at every start of its process (a restart is a new
+//! incarnation, as for a Fabric peer); its getters read the layer under the node's lock
+//! (`Node::with_layer`), and its events are taken from `Node::layer_events` whenever the
+//! scenario looks or waits.
 
-use crate::{Delivery, Harness, NodeId, NodeSpec, OpOutcome, OpRef, RawRef, SubRef, TlsMode};
+use crate::{
+    Delivery, DiscoveryEvent, DiscoveryStats, Envelope, Harness, MemberInfo, MemberSpec, NodeId,
+    NodeSpec, OpOutcome, OpRef, RawRef, SubRef, TlsMode,
+};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
@@ -15,13 +24,14 @@ use fabric_gossip_core::{
     Acceptor, CertHash, Error, Event, PkiId, RemotePeer, SignedMessage, Stats, StreamEnd,
     TlsHashes, cert_hash,
 };
+use fabric_gossip_discovery::Discovery;
 use fabric_gossip_sim::{Fault, ReaderMode};
-use fabric_gossip_tonic::{Incoming, Node, OpError, RawCodec, Received, TlsConfig};
+use fabric_gossip_tonic::{Incoming, LayerEvents, Node, OpError, RawCodec, Received, TlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
 
@@ -48,6 +58,36 @@ struct Record {
     ops: Vec<Option<OpOutcome>>,
     /// Per raw stream: envelopes received and how it ended.
     raws: Vec<(Vec<Bytes>, Option<StreamEnd>)>,
+    /// Per node: membership events of every process (members only).
+    member_events: Vec<Vec<DiscoveryEvent>>,
+    /// Per node: the membership event streams of its processes still open, drained into
+    /// `member_events` on every look (and while waiting, so their bounded queues never
+    /// overflow). Drained synchronously for the same reason as `taps`: the node queues a
+    /// layer event under the lock in which the layer's state changed, so the events read
+    /// agree with the members read.
+    member_taps: Vec<Vec<LayerEvents<DiscoveryEvent>>>,
+}
+
+impl Record {
+    /// Moves what node `n`'s membership streams hold into `member_events`, without waiting.
+    fn drain_members(&mut self, n: NodeId) {
+        let (Some(taps), Some(events)) =
+            (self.member_taps.get_mut(n), self.member_events.get_mut(n))
+        else {
+            return;
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        taps.retain_mut(|tap| {
+            loop {
+                match tap.as_mut().poll_next(&mut cx) {
+                    Poll::Ready(Some(e)) => events.push(e),
+                    // Ended with its process: never polled again.
+                    Poll::Ready(None) => return false,
+                    Poll::Pending => return true,
+                }
+            }
+        });
+    }
 }
 
 struct Slot {
@@ -58,6 +98,9 @@ struct Slot {
     incarnation: u32,
     subscriptions: usize,
     tls: bool,
+    /// For a member: its spec and the endpoints it bootstraps from (a restart hosts a new
+    /// membership layer, as a new process of a Fabric peer would).
+    member: Option<(MemberSpec, Vec<String>)>,
 }
 
 /// The scenario harness on real gRPC over 127.0.0.1.
@@ -119,6 +162,11 @@ impl TonicHarness {
         }
     }
 
+    /// How many nodes were added.
+    pub fn node_count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Every node's state, counters and latest events, for failure messages.
     pub fn dump(&self) -> String {
         let mut out = String::new();
@@ -162,13 +210,16 @@ impl TonicHarness {
         }
     }
 
-    /// Starts a process of node `n`: binds `listen`, wires the event recorder.
+    /// Starts a process of node `n`: binds `listen`, wires the event recorder and, for a
+    /// member, hosts a new membership layer (`incarnation` goes into its seed).
     fn start(
         &mut self,
         n: NodeId,
         opts: &NodeSpec,
         listen: std::net::SocketAddr,
         generation: u32,
+        member: Option<&(MemberSpec, Vec<String>)>,
+        incarnation: u32,
     ) -> Result<(Node, bool), String> {
         let tls_mode = self.effective_tls(opts);
         let (tx, rx) = mpsc::channel(EVENT_TAP);
@@ -202,6 +253,17 @@ impl TonicHarness {
             if let Some(h) = &claimed {
                 b = b.claim_tls_hashes(h.clone());
             }
+            if let Some((spec, boot)) = member {
+                let (spec, boot) = (spec.clone(), boot.clone());
+                let seed = ((n as u64) << 32) | u64::from(incarnation);
+                b = b.layer(move |addr: std::net::SocketAddr| {
+                    let cfg = spec
+                        .discovery_config(&addr.to_string())
+                        .with_bootstrap(boot)
+                        .with_seed(seed);
+                    Discovery::new(cfg).expect("validated by add_member")
+                });
+            }
             b
         };
         let spec = opts.clone();
@@ -227,7 +289,18 @@ impl TonicHarness {
             }
         })?;
         drop(tx);
-        self.record().taps[n].push(rx);
+        let members = if member.is_some() {
+            Some(
+                node.layer_events::<DiscoveryEvent>()
+                    .ok_or("the node hosts no membership layer")?,
+            )
+        } else {
+            None
+        };
+        let mut r = self.record();
+        r.taps[n].push(rx);
+        r.member_taps[n].extend(members);
+        drop(r);
         Ok((node, tls_mode != TlsMode::Off))
     }
 
@@ -306,6 +379,59 @@ impl TonicHarness {
         Ok(m.clone())
     }
 
+    /// Starts a node, a member when `member` is given.
+    fn add(
+        &mut self,
+        opts: NodeSpec,
+        member: Option<(MemberSpec, Vec<String>)>,
+    ) -> Result<NodeId, String> {
+        if opts.reader != ReaderMode::Eager || opts.silent || opts.bad_signature {
+            return Err(format!(
+                "{} cannot run a node with reader {:?}, silent {}, bad signature {}",
+                self.name(),
+                opts.reader,
+                opts.silent,
+                opts.bad_signature
+            ));
+        }
+        let n = self.slots.len();
+        {
+            let mut r = self.record();
+            r.deliveries.push(Vec::new());
+            r.events.push(Vec::new());
+            r.taps.push(Vec::new());
+            r.member_events.push(Vec::new());
+            r.member_taps.push(Vec::new());
+        }
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let (node, tls) = self.start(n, &opts, listen, 0, member.as_ref(), 0)?;
+        self.slots.push(Slot {
+            endpoint: node.endpoint(),
+            opts: opts.clone(),
+            node,
+            generation: 0,
+            incarnation: 0,
+            subscriptions: 0,
+            tls,
+            member,
+        });
+        if opts.subscribe_all {
+            self.subscribe_in(n, Box::new(|_| true))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+
+    /// Runs `f` on node `n`'s membership layer; `None` for a node that is not a member or
+    /// is stopped (a stopped process runs no application, as in the simulator).
+    fn member_layer<R>(&self, n: NodeId, f: impl FnOnce(&Discovery) -> R) -> Option<R> {
+        let s = self.slots.get(n)?;
+        if s.node.is_stopped() {
+            return None;
+        }
+        s.node.with_layer(f)
+    }
+
     fn call<T>(&self, f: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         self.rt
             .block_on(async { tokio::time::timeout(CALL_LIMIT, f).await })
@@ -323,38 +449,7 @@ impl Harness for TonicHarness {
     }
 
     fn add_node(&mut self, opts: NodeSpec) -> Result<NodeId, String> {
-        if opts.reader != ReaderMode::Eager || opts.silent || opts.bad_signature {
-            return Err(format!(
-                "{} cannot run a node with reader {:?}, silent {}, bad signature {}",
-                self.name(),
-                opts.reader,
-                opts.silent,
-                opts.bad_signature
-            ));
-        }
-        let n = self.slots.len();
-        {
-            let mut r = self.record();
-            r.deliveries.push(Vec::new());
-            r.events.push(Vec::new());
-            r.taps.push(Vec::new());
-        }
-        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let (node, tls) = self.start(n, &opts, listen, 0)?;
-        self.slots.push(Slot {
-            endpoint: node.endpoint(),
-            opts: opts.clone(),
-            node,
-            generation: 0,
-            incarnation: 0,
-            subscriptions: 0,
-            tls,
-        });
-        if opts.subscribe_all {
-            self.subscribe_in(n, Box::new(|_| true))
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(n)
+        self.add(opts, None)
     }
 
     fn peer(&self, n: NodeId) -> RemotePeer {
@@ -455,10 +550,11 @@ impl Harness for TonicHarness {
         self.stop_node(n);
         let slot = self.slots.get(n).ok_or("no such node")?;
         let opts = slot.opts.clone();
+        let member = slot.member.clone();
         let listen: std::net::SocketAddr = slot.endpoint.parse().map_err(|e| format!("{e}"))?;
         let generation = slot.generation + u32::from(new_identity);
         let incarnation = slot.incarnation + 1;
-        let (node, tls) = self.start(n, &opts, listen, generation)?;
+        let (node, tls) = self.start(n, &opts, listen, generation, member.as_ref(), incarnation)?;
         let slot = &mut self.slots[n];
         slot.node = node;
         slot.generation = generation;
@@ -475,6 +571,12 @@ impl Harness for TonicHarness {
     fn run_until(&mut self, within: Duration, cond: &mut dyn FnMut(&Self) -> bool) -> bool {
         let deadline = Instant::now() + within;
         loop {
+            {
+                let mut r = self.record();
+                for n in 0..self.slots.len() {
+                    r.drain_members(n);
+                }
+            }
             if cond(self) {
                 return true;
             }
@@ -539,6 +641,66 @@ impl Harness for TonicHarness {
             Some(s) if !s.node.is_stopped() => s.node.connections(),
             _ => Vec::new(),
         }
+    }
+
+    fn supports_membership(&self) -> bool {
+        true
+    }
+
+    /// Bootstraps from the endpoints of nodes already added (a real node's endpoint is
+    /// only known once it is bound).
+    fn add_member(&mut self, spec: MemberSpec) -> Result<NodeId, String> {
+        let boot = spec
+            .bootstrap
+            .iter()
+            .map(|&b| {
+                self.slots
+                    .get(b)
+                    .map(|s| s.endpoint.clone())
+                    .ok_or_else(|| format!("bootstrap node {b} is not started yet"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Checked once here, so the layer factory cannot fail.
+        spec.discovery_config("127.0.0.1:1")
+            .with_bootstrap(boot.clone())
+            .validate()
+            .map_err(|e| e.to_string())?;
+        let node = spec.node.clone();
+        self.add(node, Some((spec, boot)))
+    }
+
+    fn members(&self, n: NodeId) -> Vec<MemberInfo> {
+        self.member_layer(n, Discovery::members).unwrap_or_default()
+    }
+
+    fn dead_members(&self, n: NodeId) -> Vec<MemberInfo> {
+        self.member_layer(n, Discovery::dead_members)
+            .unwrap_or_default()
+    }
+
+    fn member_events(&self, n: NodeId) -> Vec<DiscoveryEvent> {
+        let mut r = self.record();
+        r.drain_members(n);
+        r.member_events.get(n).cloned().unwrap_or_default()
+    }
+
+    fn member_stats(&self, n: NodeId) -> Option<DiscoveryStats> {
+        self.member_layer(n, |d| d.stats().clone())
+    }
+
+    fn member_envelope(&self, n: NodeId, pki: &PkiId) -> Option<Envelope> {
+        self.member_layer(n, |d| d.member_envelope(pki).cloned())
+            .flatten()
+    }
+
+    fn connect_anchor(&mut self, n: NodeId, to: NodeId) -> Result<(), String> {
+        let endpoint = self.slots.get(to).ok_or("no such anchor")?.endpoint.clone();
+        let slot = self.slots.get(n).ok_or("no such node")?;
+        // The call may dial: the node's tasks are spawned on this runtime.
+        let _guard = self.rt.enter();
+        slot.node
+            .with_layer_mut(|d: &mut Discovery, comm| d.connect_anchor(comm.now(), endpoint))
+            .ok_or_else(|| format!("node {n} runs no membership layer"))
     }
 
     /// Plaintext nodes only: a raw client cannot present a certificate by hash.
