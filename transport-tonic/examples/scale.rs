@@ -584,12 +584,21 @@ fn sink_one(bin: &str, form: &str, count: u64, size: usize) -> Res<()> {
         .and_then(|r| r.split('"').next())
         .ok_or_else(|| format!("no address in {line:?}"))?
         .to_owned();
-    // The reader: counts received lines and dropped ones, as a pipe reader would.
+    // The reader: counts received lines and dropped ones, as a pipe reader would, until
+    // every message is accounted for (or stdout closes).
     let reader = std::thread::spawn(move || {
-        let (mut received, mut dropped, mut bytes) = (0u64, 0u64, 0u64);
-        let mut first = None;
+        let (mut received, mut dropped, mut lost, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+        let (mut first, mut last) = (None, Instant::now());
         let mut buf = Vec::with_capacity(4096);
-        while received + dropped < count {
+        let number_after = |buf: &[u8], key: &[u8]| {
+            find(buf, key).map(|p| {
+                buf[p + key.len()..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'))
+            })
+        };
+        while received + dropped + lost < count {
             buf.clear();
             match out.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
@@ -597,17 +606,18 @@ fn sink_one(bin: &str, form: &str, count: u64, size: usize) -> Res<()> {
             }
             if find(&buf, b"\"event\":\"received\"").is_some() {
                 received += 1;
-                first.get_or_insert_with(Instant::now);
-            } else if let Some(p) = find(&buf, b"\"lines\":") {
-                let d: String = buf[p + 8..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_digit())
-                    .map(|&c| c as char)
-                    .collect();
-                dropped += d.parse::<u64>().unwrap_or(0);
+                last = Instant::now();
+                first.get_or_insert(last);
+            } else if let Some(d) = number_after(&buf, b"\"lines\":") {
+                dropped += d;
+            } else if let Some(d) = number_after(&buf, b"\"dropped_subscription_overflow\":") {
+                // Messages the node's core dropped before printing (its receive buffer,
+                // Fabric's recvBuffSize, was full): cumulative.
+                lost = d;
             }
         }
-        (received, dropped, bytes, first.map(|f| f.elapsed()))
+        let took = first.map(|f| last - f);
+        (received, dropped, lost, bytes, took)
     });
 
     let rt = runtime()?;
@@ -627,19 +637,30 @@ fn sink_one(bin: &str, form: &str, count: u64, size: usize) -> Res<()> {
         }
         Ok::<_, String>((t.elapsed(), cpu0))
     })?;
-    let (received, dropped, bytes, took) = reader.join().map_err(|_| "reader panicked")?;
+    // Lines dropped at the end are announced only before the next line: a `stats` command
+    // makes one. A node that stops printing altogether is stopped at the deadline.
+    let deadline = Instant::now() + PHASE;
+    while !reader.is_finished() && Instant::now() < deadline {
+        let _ = writeln!(stdin, "{{\"cmd\":\"stats\"}}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let node_cpu = cpu(&pid) - node_cpu;
     let _ = writeln!(stdin, "{{\"cmd\":\"stop\"}}");
     drop(stdin);
+    if !reader.is_finished() {
+        let _ = child.kill();
+    }
+    let (received, dropped, lost, bytes, took) = reader.join().map_err(|_| "reader panicked")?;
     let _ = child.wait();
     let took = took.unwrap_or_default();
     println!(
-        "--payload {form}: {received} received lines ({dropped} dropped) of {count} x {size} B in {:.2} s \
+        "--payload {form}: {received} received lines ({dropped} lines dropped by the output queue, \
+         {lost} messages by the receive buffer) of {count} x {size} B in {:.2} s \
          = {:.0} lines/s printed to a pipe (goal >= 300000); {:.0} bytes/line; sender done in {:.2} s; \
          node CPU {:.2} s ({:.2} µs/msg); load {}",
         took.as_secs_f64(),
         received as f64 / took.as_secs_f64(),
-        bytes as f64 / (received + dropped).max(1) as f64,
+        bytes as f64 / received.max(1) as f64,
         sent_in.as_secs_f64(),
         node_cpu.as_secs_f64(),
         node_cpu.as_secs_f64() * 1e6 / count as f64,
