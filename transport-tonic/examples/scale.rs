@@ -621,7 +621,7 @@ fn sink_one(bin: &str, form: &str, count: u64, size: usize) -> Res<()> {
     });
 
     let rt = runtime()?;
-    let (sent_in, node_cpu) = rt.block_on(async {
+    let (sent_in, node_cpu, sender) = rt.block_on(async {
         let me = Node::builder(Config::default().with_send_buffer(1024))
             .start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
             .await
@@ -635,7 +635,9 @@ fn sink_one(bin: &str, form: &str, count: u64, size: usize) -> Res<()> {
                 .await
                 .map_err(|e| format!("send: {e}"))?;
         }
-        Ok::<_, String>((t.elapsed(), cpu0))
+        // The node is kept until the reader is done: dropping it stops it, and the
+        // messages still in its send buffer would be lost.
+        Ok::<_, String>((t.elapsed(), cpu0, me))
     })?;
     // Lines dropped at the end are announced only before the next line: a `stats` command
     // makes one. A node that stops printing altogether is stopped at the deadline.
@@ -652,6 +654,7 @@ fn sink_one(bin: &str, form: &str, count: u64, size: usize) -> Res<()> {
     }
     let (received, dropped, lost, bytes, took) = reader.join().map_err(|_| "reader panicked")?;
     let _ = child.wait();
+    drop(sender);
     let took = took.unwrap_or_default();
     println!(
         "--payload {form}: {received} received lines ({dropped} lines dropped by the output queue, \
