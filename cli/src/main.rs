@@ -63,11 +63,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The simulator and the demo print their own progress; their libraries' logs would
-    // drown it unless asked for.
+    // A daemon logs what it does at `info`, as a Fabric peer does. The one-shot commands
+    // print their own result (and the simulator and the demo their progress): their
+    // libraries' logs would drown it unless asked for.
     let default = match cli.command {
-        Command::Sim(_) | Command::Demo(_) => "warning",
-        _ => "info",
+        Command::Node(_) => "info",
+        _ => "warning",
     };
     match logging::filter(cli.log_spec.as_deref(), default) {
         Ok(f) => logging::init(f),

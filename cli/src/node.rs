@@ -16,7 +16,7 @@ use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{DataMessage, Empty, GossipMessage, Payload};
 use fabric_gossip_core::{AckError, Event, HandshakeError, PkiId, RemotePeer, SignedMessage};
 use fabric_gossip_discovery::DiscoveryEvent;
-use fabric_gossip_tonic::{Node, Received};
+use fabric_gossip_tonic::Node;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::io::BufRead;
@@ -113,10 +113,29 @@ pub(crate) struct NodeArgs {
     member: MembershipArgs,
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
+    /// How a received DataMessage's data is printed: `both` (`data_hex`, and `text` when the
+    /// data is UTF-8), `hex` (`data_hex` only), `text` (`text` when UTF-8, else `data_hex`)
+    /// or `none` (`len`, the data's size in bytes, only: a sink that counts messages
+    /// prints about 150 bytes per message instead of three times the data).
+    #[arg(long, value_enum, value_name = "FORM", default_value_t = PayloadForm::Both)]
+    payload: PayloadForm,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
     tls: TlsArgs,
+}
+
+/// How `received` lines show a DataMessage's data (`--payload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PayloadForm {
+    /// `data_hex`, and `text` when the data is UTF-8 (the output of earlier versions).
+    Both,
+    /// `data_hex` only.
+    Hex,
+    /// `text` when the data is UTF-8, `data_hex` otherwise.
+    Text,
+    /// `len` (bytes) only.
+    None,
 }
 
 const NODE_HELP: &str = "\
@@ -131,6 +150,10 @@ with an MSP identity):
   {\"event\":\"received\",\"from\":PKI,\"nonce\":N,\"content\":NAME,\"data_hex\":HEX,\"seq\":N}
                                                            (and \"text\" when the data is UTF-8,
                                                            \"channel\" and \"tag\" unless empty;
+                                                           --payload hex: no \"text\"; --payload
+                                                           text: \"text\", or \"data_hex\" when
+                                                           not UTF-8; --payload none: \"len\"
+                                                           instead of both;
                                                            Empty messages with nonce 0, which
                                                            only open connections, are not shown)
   {\"event\":\"ack_result\",\"peer\":PKI,\"seq\":N,\"ok\":BOOL,\"error\":TEXT}
@@ -459,31 +482,76 @@ fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
     })
 }
 
-fn received_json(r: &Received, form: PkiForm) -> Value {
-    let m = r.message();
-    let mut v = json!({
-        "event": "received",
-        "from": form.show(r.sender()),
-        "nonce": m.nonce,
-        "content": m.content_name(),
-    });
+/// The `received` line for `m` from `from` (already in its printed form), written directly
+/// rather than through a `serde_json::Value`: a sink prints hundreds of thousands of these a
+/// second, and the map and its strings cost more than the rest of the path. Keys are in the
+/// order `Value`'s `to_string` gives them (sorted), so the bytes are those of earlier versions.
+fn received_line(m: &GossipMessage, from: &str, payload: PayloadForm) -> String {
+    use std::fmt::Write as _;
+    let data = match &m.content {
+        Some(Content::DataMsg(d)) => Some(
+            d.payload
+                .as_ref()
+                .map_or((0, &[][..]), |p| (p.seq_num, &p.data[..])),
+        ),
+        _ => None,
+    };
+    let text = match (payload, data) {
+        (PayloadForm::Both | PayloadForm::Text, Some((_, d))) => std::str::from_utf8(d).ok(),
+        _ => None,
+    };
+    let hex = match payload {
+        PayloadForm::Both | PayloadForm::Hex => true,
+        PayloadForm::Text => text.is_none(),
+        PayloadForm::None => false,
+    };
+    let mut s = String::with_capacity(
+        160 + data.map_or(
+            0,
+            |(_, d)| if hex { 2 * d.len() } else { 0 } + text.map_or(0, str::len),
+        ),
+    );
+    s.push('{');
     if !m.channel.is_empty() {
-        v["channel"] = json!(String::from_utf8_lossy(&m.channel));
+        s.push_str("\"channel\":");
+        push_json_str(&mut s, &String::from_utf8_lossy(&m.channel));
+        s.push(',');
+    }
+    s.push_str("\"content\":");
+    push_json_str(&mut s, m.content_name());
+    if let (Some((_, d)), true) = (data, hex) {
+        s.push_str(",\"data_hex\":\"");
+        s.push_str(&hex::encode(d));
+        s.push('"');
+    }
+    s.push_str(",\"event\":\"received\",\"from\":");
+    push_json_str(&mut s, from);
+    if let (Some((_, d)), PayloadForm::None) = (data, payload) {
+        let _ = write!(s, ",\"len\":{}", d.len());
+    }
+    let _ = write!(s, ",\"nonce\":{}", m.nonce);
+    if let Some((seq, _)) = data {
+        let _ = write!(s, ",\"seq\":{seq}");
     }
     if m.tag != Tag::Empty as i32 {
-        v["tag"] = json!(
-            Tag::try_from(m.tag).map_or_else(|_| m.tag.to_string(), |t| t.as_str_name().to_owned())
-        );
-    }
-    if let Some(Content::DataMsg(d)) = &m.content {
-        let p = d.payload.clone().unwrap_or_default();
-        v["data_hex"] = json!(hex::encode(&p.data));
-        v["seq"] = json!(p.seq_num);
-        if let Ok(text) = std::str::from_utf8(&p.data) {
-            v["text"] = json!(text);
+        s.push_str(",\"tag\":");
+        match Tag::try_from(m.tag) {
+            Ok(t) => push_json_str(&mut s, t.as_str_name()),
+            Err(_) => push_json_str(&mut s, &m.tag.to_string()),
         }
     }
-    v
+    if let Some(t) = text {
+        s.push_str(",\"text\":");
+        push_json_str(&mut s, t);
+    }
+    s.push('}');
+    s
+}
+
+/// Appends `v` as a JSON string (quoted and escaped as serde_json does).
+fn push_json_str(s: &mut String, v: &str) {
+    use std::fmt::Write as _;
+    let _ = write!(s, "{}", Value::from(v));
 }
 
 /// `GossipMessage{nonce, tag EMPTY, data_msg{payload{seq_num, data}}}`.
@@ -1117,7 +1185,7 @@ async fn serve(
                 let opener = r.message().nonce == 0
                     && matches!(r.message().content, Some(Content::Empty(_)));
                 if !opener {
-                    out.emit(&received_json(&r, form));
+                    out.emit_line(received_line(r.message(), &form.show(r.sender()), args.payload));
                 }
                 if args.auto_ack && r.message().nonce != 0 {
                     let Ok(permit) = acks.clone().acquire_owned().await else { break };
@@ -1237,5 +1305,65 @@ impl Signals {
             }
             "Ctrl-C"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(data: &[u8], channel: &[u8], tag: Tag) -> GossipMessage {
+        let mut m = data_message(7, data, 9);
+        m.channel = channel.to_vec().into();
+        m.tag = tag as i32;
+        m
+    }
+
+    /// The default form is byte for byte what the `serde_json::Value` of earlier versions
+    /// printed (keys sorted, strings escaped alike).
+    #[test]
+    fn the_default_line_is_the_earlier_json() {
+        for (data, channel, tag) in [
+            (&b"he said \"hi\"\n"[..], &b"ch"[..], Tag::ChanAndOrg),
+            (&[0xff, 0x00][..], &b""[..], Tag::Empty),
+        ] {
+            let m = msg(data, channel, tag);
+            let mut v = json!({
+                "event": "received", "from": "p\"1", "nonce": 9, "content": "data_msg",
+                "data_hex": hex::encode(data), "seq": 7,
+            });
+            if !channel.is_empty() {
+                v["channel"] = json!(String::from_utf8_lossy(channel));
+                v["tag"] = json!(tag.as_str_name());
+            }
+            if let Ok(t) = std::str::from_utf8(data) {
+                v["text"] = json!(t);
+            }
+            assert_eq!(received_line(&m, "p\"1", PayloadForm::Both), v.to_string());
+        }
+    }
+
+    #[test]
+    fn text_falls_back_to_hex_and_none_gives_the_length() {
+        let bin = msg(&[0xff, 0x01], b"", Tag::Empty);
+        let v: Value = serde_json::from_str(&received_line(&bin, "p", PayloadForm::Text)).unwrap();
+        assert_eq!(v["data_hex"], "ff01");
+        assert!(v.get("text").is_none());
+        let v: Value = serde_json::from_str(&received_line(&bin, "p", PayloadForm::None)).unwrap();
+        assert_eq!(v["len"], 2);
+        assert!(v.get("data_hex").is_none() && v.get("text").is_none());
+        // Messages without data carry none of the three.
+        let empty = GossipMessage {
+            nonce: 1,
+            tag: Tag::Empty as i32,
+            content: Some(Content::Empty(Empty {})),
+            ..Default::default()
+        };
+        let v: Value =
+            serde_json::from_str(&received_line(&empty, "p", PayloadForm::None)).unwrap();
+        assert_eq!(
+            v,
+            json!({"event": "received", "from": "p", "nonce": 1, "content": "empty"})
+        );
     }
 }
