@@ -88,13 +88,19 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "fabric-gossip",
-                &mut std::io::stdout(),
-            );
-            ExitCode::SUCCESS
+            use std::io::Write;
+            // Generated into memory, then written once: a reader that stops early (`| head`)
+            // ends the command quietly instead of a panic inside the generator.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "fabric-gossip", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -143,6 +143,7 @@ impl Discovery {
     }
 
     pub(crate) fn emit(&mut self, ev: DiscoveryEvent) {
+        trace_event(&ev);
         if self.events.len() >= self.cfg.max_events {
             self.stats.events_dropped += 1;
         } else {
@@ -455,5 +456,43 @@ impl<S: Security> Layer<S> for Discovery {
 
     fn poll_event(&mut self) -> Option<DiscoveryEvent> {
         Discovery::poll_event(self)
+    }
+}
+
+/// Logs a membership change (target `fabric_gossip_discovery`, Fabric's `gossip.discovery`):
+/// what an operator greps a peer's log for, at the levels Fabric uses for the same news.
+fn trace_event(ev: &DiscoveryEvent) {
+    match ev {
+        DiscoveryEvent::MemberAlive {
+            member,
+            resurrected,
+        } => tracing::info!(
+            pki_id = %member.pki_id,
+            endpoint = %member.endpoint,
+            internal_endpoint = %member.internal_endpoint,
+            resurrected,
+            "member alive"
+        ),
+        DiscoveryEvent::MemberDead { member, reason } => tracing::info!(
+            pki_id = %member.pki_id,
+            internal_endpoint = %member.internal_endpoint,
+            reason = ?reason,
+            "member dead"
+        ),
+        DiscoveryEvent::MemberPurged { member, reason } => tracing::info!(
+            pki_id = %member.pki_id,
+            internal_endpoint = %member.internal_endpoint,
+            reason = ?reason,
+            "member purged"
+        ),
+        DiscoveryEvent::BootstrapJoined { endpoint, pki_id } => {
+            tracing::info!(%endpoint, %pki_id, "joined through bootstrap peer")
+        }
+        DiscoveryEvent::BootstrapFailed {
+            endpoint,
+            error,
+            attempt,
+            gave_up,
+        } => tracing::warn!(%endpoint, %error, attempt, gave_up, "bootstrap attempt failed"),
     }
 }
