@@ -82,7 +82,7 @@ impl MembershipArgs {
     }
 
     /// The layer's configuration once the listen address is bound; checked before the
-    /// node starts by [`MembershipArgs::check`].
+    /// node starts by [`MembershipArgs::layer`], which refuses an invalid one.
     pub(crate) fn config(&self, bound: SocketAddr) -> DiscoveryConfig {
         let internal = self.endpoint.clone().unwrap_or_else(|| bound.to_string());
         let mut cfg = DiscoveryConfig::new(internal)
