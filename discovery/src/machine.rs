@@ -211,17 +211,7 @@ impl Discovery {
             self.stats.members_refused_full += 1;
             return Change::Stale;
         }
-        let update = Update {
-            pki_id: &parsed.pki_id,
-            ts: parsed.ts,
-            endpoint: &parsed.endpoint,
-            metadata: &parsed.metadata,
-            internal_endpoint: &parsed.internal_endpoint,
-            identity: &id.identity,
-            org: comm.security().organization_of(&id.identity),
-            expires: id.expires,
-            envelope: env,
-        };
+        let update = alive_update(comm, parsed, id, env);
         let change = self.membership.apply_alive(&update, now);
         if matches!(change, Change::Learned | Change::Resurrected) {
             self.alive_cache = None;
@@ -263,17 +253,7 @@ impl Discovery {
             }
             return;
         }
-        let update = Update {
-            pki_id: &parsed.pki_id,
-            ts: parsed.ts,
-            endpoint: &parsed.endpoint,
-            metadata: &parsed.metadata,
-            internal_endpoint: &parsed.internal_endpoint,
-            identity: &id.identity,
-            org: comm.security().organization_of(&id.identity),
-            expires: id.expires,
-            envelope: env,
-        };
+        let update = alive_update(comm, parsed, id, env);
         if self.membership.learn_dead(&update, now) {
             self.stats.members_learned += 1;
         }
@@ -494,5 +474,26 @@ fn trace_event(ev: &DiscoveryEvent) {
             attempt,
             gave_up,
         } => tracing::warn!(%endpoint, %error, attempt, gave_up, "bootstrap attempt failed"),
+    }
+}
+
+/// What the membership store needs of a verified alive message: one place for the alive
+/// path and the dead list of a response.
+fn alive_update<'a, S: Security>(
+    comm: &Comm<S>,
+    parsed: &'a ParsedAlive,
+    id: &'a VerifiedIdentity,
+    env: &'a Envelope,
+) -> Update<'a> {
+    Update {
+        pki_id: &parsed.pki_id,
+        ts: parsed.ts,
+        endpoint: &parsed.endpoint,
+        metadata: &parsed.metadata,
+        internal_endpoint: &parsed.internal_endpoint,
+        identity: &id.identity,
+        org: comm.security().organization_of(&id.identity),
+        expires: id.expires,
+        envelope: env,
     }
 }
