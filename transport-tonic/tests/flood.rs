@@ -228,6 +228,8 @@ async fn accept_errors_back_off() {
     let socks: Vec<_> = (0..30)
         .map(|_| tokio::net::TcpSocket::new_v4().unwrap())
         .collect();
+    // Opened while descriptors remain: reading the CPU time later needs none.
+    let mut stat = std::fs::File::open("/proc/self/stat").unwrap();
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     // The directory listing holds one descriptor while counting: the limit leaves none.
     let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64 - 1;
@@ -238,9 +240,9 @@ async fn accept_errors_back_off() {
     for s in socks {
         held.push(tokio::spawn(async move { s.connect(addr).await }));
     }
-    let cpu_before = cpu_time();
+    let cpu_before = cpu_time(&mut stat);
     tokio::time::sleep(WINDOW).await;
-    let cpu = cpu_time() - cpu_before;
+    let cpu = cpu_time(&mut stat) - cpu_before;
     let errors = b.driver_stats().accept_errors - before;
     rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard).unwrap();
     eprintln!("without descriptors for {WINDOW:?}: {errors} accept errors, {cpu:?} CPU");
@@ -267,9 +269,13 @@ async fn accept_errors_back_off() {
     within("stop", b.stop()).await;
 }
 
-/// CPU time this process used so far (user + system; Linux reports it in 1/100 s).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+/// CPU time this process used so far (user + system; Linux reports it in 1/100 s), read
+/// through a `/proc/self/stat` opened beforehand, since the caller may have no descriptor left.
+fn cpu_time(file: &mut std::fs::File) -> Duration {
+    use std::io::{Read, Seek};
+    file.rewind().unwrap();
+    let mut stat = String::new();
+    file.read_to_string(&mut stat).unwrap();
     // Fields after the command name (which is in parentheses): utime and stime are 12 and 13.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
