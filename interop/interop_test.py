@@ -85,6 +85,7 @@ import threading
 import time
 import traceback
 
+import fabric_membership as fm
 import fabric_peer as fp
 from fabric_peer import pb
 
@@ -168,17 +169,11 @@ class NodeProc:
             self.cv.notify_all()
 
     def wait(self, pred, timeout, what="event"):
-        deadline = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                for ev in self.events:
-                    if pred(ev):
-                        return ev
-                left = deadline - time.monotonic()
-                if left <= 0 or self.eof:
-                    state = "node exited" if self.eof else f"none within {timeout}s"
-                    raise Fail(f"waiting for {what}: {state}; events so far: {self.events[-12:]}")
-                self.cv.wait(min(left, 0.5))
+        ev = fp.wait_matching(self.cv, self.events, pred, timeout, done=lambda: self.eof)
+        if ev is None:
+            state = "node exited" if self.eof else f"none within {timeout}s"
+            raise Fail(f"waiting for {what}: {state}; events so far: {self.events[-12:]}")
+        return ev
 
     def find(self, pred):
         with self.cv:
@@ -358,6 +353,85 @@ def vectors_secret_envelope():
             raise Fail("broken secret signature accepted")
         except fp.VerifyError:
             pass
+
+
+CAPTURE = os.path.join(HERE, "vectors", "fabric_peer_capture.json")
+
+
+def expect_refused_alive(env, provider, identities, what):
+    try:
+        fm.check_alive(env, provider, identities)
+    except fp.VerifyError:
+        return
+    raise Fail(f"{what}: accepted")
+
+
+@offline
+def vectors_fabric_peer_capture():
+    """Envelopes captured from a real Fabric v2.4.9 peer (Org1MSP, X.509/ECDSA P-256): each decodes
+    and re-encodes to the same bytes; its certificate chains to the Org1MSP CA and hashes to the
+    PKI-ID given; both ConnEstablish verify; the MembershipRequest is unsigned, tag EMPTY, with a
+    nonce, and carries the captured alive message verbatim; that alive message, its SecretEnvelope
+    (internal endpoint) included, verifies with the peer's certificate, with Fabric's low-S."""
+    with open(CAPTURE) as f:
+        cap = json.load(f)
+    msp_id = cap["msp_id"]
+    verifier = fm.MspProvider(msp_id, cap["fabric_peer_signcert_pem"].encode(), None, {msp_id: [cap["org_ca_cert_pem"].encode()]})
+    peer_pki = bytes.fromhex(cap["fabric_peer_pki_id_hex"])
+    check(verifier.pki_id == peer_pki, "PKI-ID is not SHA-256(mspid || certificate PEM)")
+    verifier.validate_identity(verifier.identity)
+    other_ca = fp.make_pki(os.path.join(OUT, "capture"), ["unused"], ca_name="other-ca")["unused"].ca_pem
+    stranger = fm.MspProvider(msp_id, cap["fabric_peer_signcert_pem"].encode(), None, {msp_id: [other_ca]})
+    try:
+        stranger.validate_identity(verifier.identity)
+        raise Fail("certificate accepted under a CA that did not issue it")
+    except fp.VerifyError:
+        pass
+    recs = {r["name"]: r for r in cap["records"]}
+    envs = {}
+    for name, r in recs.items():
+        raw = bytes.fromhex(r["envelope_hex"])
+        env = pb.Envelope.FromString(raw)
+        check(env.SerializeToString() == raw, f"{name}: envelope re-encodes differently")
+        m = fp.decode_envelope(env)
+        check(m.SerializeToString() == env.payload, f"{name}: message re-encodes differently")
+        check(m.tag == pb.GossipMessage.EMPTY, f"{name}: tag {m.tag}")
+        check(bool(env.signature) == r["signed"], f"{name}: signed is {bool(env.signature)}")
+        if env.signature:
+            check(fm.is_low_s(env.signature, "secp256r1"), f"{name}: Fabric signed with a high S")
+        envs[name] = (env, m)
+    for name in ("conn_establish_as_server", "conn_establish_as_client"):
+        env, _ = envs[name]
+        info = fp.check_conn_establish(env, provider=verifier)
+        check(info.pki_id == peer_pki and info.identity == verifier.identity and not info.probe, f"{name}: {info}")
+        forged = pb.Envelope(payload=env.payload, signature=fm.to_high_s(env.signature))
+        try:
+            fp.check_conn_establish(forged, provider=verifier)
+            raise Fail(f"{name}: high-S signature accepted")
+        except fp.HandshakeError as e:
+            check(e.kind == "signature", f"{name}: high-S refused as {e.kind!r}")
+    req_env, req = envs["membership_request_envelope"]
+    alive_env, _ = envs["alive_message_envelope"]
+    check(fp.content_of(req) == "mem_req" and req.nonce != 0 and not list(req.mem_req.known), f"request {req}")
+    check(req.mem_req.self_information == alive_env, "self_information is not the captured alive envelope")
+    a = fm.check_alive(alive_env, verifier, {})
+    check(a.pki_id == peer_pki and a.embedded_identity and a.identity == verifier.identity, f"alive {a}")
+    check(a.endpoint == "127.0.0.1:17051" and a.internal_endpoint == "127.0.0.1:17051", f"alive endpoints {a}")
+    check(a.inc > 1_600_000_000 * 10**9 and a.seq >= 1 and a.msg.nonce == 0, f"alive timestamp {a.msg}")
+    for what, mutate in (
+        ("high-S alive signature", lambda e: setattr(e, "signature", fm.to_high_s(e.signature))),
+        ("flipped alive signature", lambda e: setattr(e, "signature", e.signature[:-1] + bytes([e.signature[-1] ^ 1]))),
+        ("flipped secret signature", lambda e: setattr(e.secret_envelope, "signature", e.secret_envelope.signature[:-1] + bytes([e.secret_envelope.signature[-1] ^ 1]))),
+        ("changed internal endpoint", lambda e: setattr(e.secret_envelope, "payload", pb.Secret(internalEndpoint="10.0.0.1:7051").SerializeToString())),
+        ("changed sequence number", lambda e: setattr(e, "payload", e.payload.replace(fm.alive_message(b"", "", a.inc, a.seq).alive_msg.timestamp.SerializeToString(), fm.alive_message(b"", "", a.inc, a.seq + 1).alive_msg.timestamp.SerializeToString()))),
+    ):
+        env = pb.Envelope()
+        env.CopyFrom(alive_env)
+        mutate(env)
+        check(env != alive_env, f"{what}: mutation changed nothing")
+        expect_refused_alive(env, verifier, {}, what)
+    stripped = pb.Envelope(payload=alive_env.payload, signature=alive_env.signature)
+    check(fm.check_alive(stripped, verifier, {}).internal_endpoint == "", "an alive without its secret still verifies")
 
 
 # a. Python client -> node
