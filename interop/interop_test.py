@@ -75,6 +75,7 @@ Prints one PASS/FAIL/SKIP line per test and closes with "N passed, M failed[, K 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -127,12 +128,15 @@ class Identity:
 class NodeProc:
     """The node under test: JSON events from stdout, JSON commands to stdin."""
 
-    def __init__(self, argv, name, extra=(), tls: "fp.TlsMaterial | None" = None):
+    def __init__(self, argv, name, extra=(), tls: "fp.TlsMaterial | None" = None, msp: "fm.MspPeer | None" = None):
         os.makedirs(OUT, exist_ok=True)
         self.tls = tls
+        self.msp = msp
         self.stderr_path = os.path.join(OUT, f"{name}.stderr")
         self._stderr = open(self.stderr_path, "wb")
-        self.argv = list(argv) + ["node", "--listen", "127.0.0.1:0", "--test-identity"] + list(extra)
+        identity = ["--msp-dir", msp.msp_dir, "--msp-id", msp.provider.msp_id] if msp else ["--test-identity"]
+        self.argv = list(argv) + ["node", "--listen", "127.0.0.1:0"] + identity + list(extra)
+        self.started_ns = time.time_ns()
         if tls is not None:
             self.argv += ["--tls-cert", tls.cert_path, "--tls-key", tls.key_path, "--tls-ca", tls.ca_path]
         self.p = subprocess.Popen(
@@ -147,7 +151,9 @@ class NodeProc:
     def wait_listening(self):
         ev = self.wait(lambda e: e["event"] == "listening", EVENT_TIMEOUT, what="listening")
         self.addr = ev["addr"]
-        self.pki = self.addr.encode()
+        self.listening_ns = time.time_ns()
+        self.listening = ev
+        self.pki = self.msp.provider.pki_id if self.msp else self.addr.encode()
         check(self.events[0] is ev, f"first event is not 'listening': {self.events[0]}")
 
     def _read(self):
@@ -235,16 +241,34 @@ def check_node_conn_establish(env: "pb.Envelope", node, probe=False):
     return info
 
 
-def connect_client(node, me: Identity, auto_ack=True, tls=None):
-    """Python client -> node: dial, Ping, stream, handshake; returns (channel, stream, Conn)."""
-    remote_hash = fp.presented_cert_hash(node.addr, tls) if tls else None
-    ch, st = client_stream(node, tls)
-    fp.ping(ch)
-    info = fp.handshake(st, me.endpoint, own_tls_hash=tls.cert_hash if tls else b"", remote_tls_hash=remote_hash)
-    check(info.pki_id == node.pki, f"node authenticated as {info.pki_id!r}, expected {node.addr}")
-    conn = fp.Conn(st, info, auto_ack=auto_ack)
-    node.wait(is_ev("connected", peer=me.endpoint, inbound=True), EVENT_TIMEOUT, "connected(inbound)")
-    return ch, st, conn
+def printed_pki(pki: bytes, provider) -> str:
+    """A PKI-ID as the node prints it: the endpoint text under --test-identity, hex under an MSP."""
+    return pki.decode() if provider is fp.PROVIDER else pki.hex()
+
+
+@contextlib.contextmanager
+def connected_client(node, auto_ack=True, tls=None, provider=fp.PROVIDER):
+    """Python client -> node under a fresh Identity: dial, Ping, stream, handshake (signed by
+    `provider`), the node's "connected" event; yields (me, stream, Conn) and closes all at exit."""
+    me = Identity()
+    ch = st = None
+    try:
+        remote_hash = fp.presented_cert_hash(node.addr, tls) if tls else None
+        ch, st = client_stream(node, tls)
+        fp.ping(ch)
+        info = fp.handshake(st, me.endpoint, own_tls_hash=tls.cert_hash if tls else b"", remote_tls_hash=remote_hash, provider=provider)
+        check(info.pki_id == node.pki, f"node authenticated as {info.pki_id!r}, expected {node.pki!r}")
+        conn = fp.Conn(st, info, auto_ack=auto_ack)
+        me.pki = provider.pki_id_of(provider.own_identity(me.endpoint))
+        me.printed = printed_pki(me.pki, provider)
+        node.wait(is_ev("connected", peer=me.printed, inbound=True), EVENT_TIMEOUT, "connected(inbound)")
+        yield me, st, conn
+    finally:
+        if st is not None:
+            st.cancel()
+        if ch is not None:
+            ch.close()
+        me.close()
 
 
 def expect_refused(node, me: Identity, first: "pb.Envelope", follow=(), tls=None):
@@ -457,9 +481,7 @@ def client_ping_and_handshake(node):
 @online("--auto-ack")
 def client_sends_data_and_gets_ack(node):
     """Three DataMessages arrive in order; a message with a nonce is acked (auto-ack), others not."""
-    me = Identity()
-    ch, st, conn = connect_client(node, me)
-    try:
+    with connected_client(node) as (me, st, conn):
         for i in (1, 2, 3):
             conn.send(fp.noop_sign(fp.data_message(i, f"interop-{i}".encode())))
         for i in (1, 2, 3):
@@ -475,19 +497,13 @@ def client_sends_data_and_gets_ack(node):
         ev = node.wait(is_ev("received", **{"from": me.endpoint}, seq=4), EVENT_TIMEOUT, "received seq 4")
         check(ev["nonce"] != 0, f"nonce not reported: {ev}")
         check(conn.stray_acks == 0, f"node acked {conn.stray_acks} message(s) that had nonce 0")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 @online("--auto-ack")
 def node_sends_on_inbound_connection(node):
     """The node sends to us over the stream we opened (it must not dial our unreachable endpoint),
     noop-signed; its send_with_ack gets our ack."""
-    me = Identity()
-    ch, st, conn = connect_client(node, me)
-    try:
+    with connected_client(node) as (me, st, conn):
         node.cmd(cmd="send", to=me.endpoint, pki_id=me.endpoint, data="back-to-you", seq=9)
         r = conn.recv(EVENT_TIMEOUT)
         check(fp.content_of(r.msg) == "data_msg", f"got {r.msg}")
@@ -501,25 +517,15 @@ def node_sends_on_inbound_connection(node):
         r = conn.recv(EVENT_TIMEOUT)
         check(r.msg.nonce != 0 and r.msg.data_msg.payload.seq_num == 10, f"send_with_ack message {r.msg}")
         check(not node.find(is_ev("presumed_dead")), f"presumed dead: {node.find(is_ev('presumed_dead'))}")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 @online("--auto-ack")
 def client_close_disconnects(node):
     """When we end our stream the node removes the connection and says so."""
-    me = Identity()
-    ch, st, conn = connect_client(node, me)
-    try:
+    with connected_client(node) as (me, st, conn):
         st.close_send()
         node.wait(is_ev("disconnected", peer=me.endpoint), EVENT_TIMEOUT, "disconnected")
         check(conn.done.wait(EVENT_TIMEOUT), "node did not end the stream after we closed ours")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 # b. node -> Python server
@@ -705,7 +711,7 @@ def probe_registers_nothing(node):
     """probe: true -> the node answers with its ConnEstablish (probe false), ends the stream with
     OK and registers nothing (a node may report the probe as a `probed` event, nothing else); a normal
     peer connecting afterwards is registered."""
-    me, later = Identity(), Identity()
+    me = Identity()
     ch, st = client_stream(node)
     try:
         st.send(fp.conn_establish(me.endpoint, probe=True))
@@ -713,9 +719,8 @@ def probe_registers_nothing(node):
         check(len(got) == 1, f"probe: expected one envelope, got {len(got)}")
         check_node_conn_establish(got[0], node)
         check(end.code == fp.grpc.StatusCode.OK, f"probe stream should end with OK, ended {end}")
-        ch2, st2, _ = connect_client(node, later)  # barrier: events are printed in order
-        st2.cancel()
-        ch2.close()
+        with connected_client(node):  # barrier: events are printed in order
+            pass
         seen = node.find(lambda e: me.endpoint in (e.get("peer"), e.get("from")))
         bad = [e for e in seen if e.get("event") != "probed"]
         check(not bad, f"probe registered something: {bad}")
@@ -723,22 +728,15 @@ def probe_registers_nothing(node):
         st.cancel()
         ch.close()
         me.close()
-        later.close()
 
 
 @online("--auto-ack")
 def stop_closes_and_exits(node):
     """stop: the node ends our stream and exits with status 0 within 5 s."""
-    me = Identity()
-    ch, st, conn = connect_client(node, me)
-    try:
+    with connected_client(node) as (me, st, conn):
         code = node.stop(timeout=5.0)
         check(code == 0, f"exit status {code}")
         check(conn.done.wait(5.0), "our stream was not ended by stop")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 # e. Mutual TLS (when the node supports --tls-cert). PKI: one CA, leaves node / py-a / py-b /
@@ -762,10 +760,9 @@ def make_test_pki():
 @tls_online
 def tls_client_to_node(node):
     """Mutual TLS, Python client -> node: both bind their certificate hash; messages flow both ways."""
-    me, tls = Identity(), PKI["py-a"]
+    tls = PKI["py-a"]
     check(fp.presented_cert_hash(node.addr, tls) == node.tls.cert_hash, "node presents another certificate")
-    ch, st, conn = connect_client(node, me, tls=tls)
-    try:
+    with connected_client(node, tls=tls) as (me, st, conn):
         check_node_conn_establish(fp.pb.Envelope(payload=conn.info.signed_data, signature=conn.info.signature), node)
         conn.send(fp.noop_sign(fp.data_message(1, b"over-tls")))
         ev = node.wait(is_ev("received", **{"from": me.endpoint}), EVENT_TIMEOUT, "received over TLS")
@@ -773,10 +770,6 @@ def tls_client_to_node(node):
         node.cmd(cmd="send", to=me.endpoint, pki_id=me.endpoint, data="tls-back", seq=2)
         r = conn.recv(EVENT_TIMEOUT)
         check(r.msg.data_msg.payload.data == b"tls-back", f"got {r.msg}")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 @online()
@@ -832,6 +825,195 @@ def tls_refuses_plaintext_untrusted_and_certless_clients(node):
             ch.close()
 
 
+# f. Membership (Fabric's discovery) with MSP identities: the real node only (reference_node.py has
+# no membership layer). Org1MSP: one CA, MSP folders node / py-a / py-b; a rogue CA also naming
+# itself Org1MSP; made fresh per run under _out/msp.
+
+MSP: dict = {}
+NODE_EXTERNAL = "node.org1.example.com:7051"  # advertised only: nobody dials it
+EXPIRATION = 3.0  # --alive-expiration of the expiry scenario (Fabric: 25 s)
+
+
+def membership_test(*extra):
+    def deco(f):
+        f.msp = True
+        return online("--membership", *extra)(f)
+
+    return deco
+
+
+def make_test_msp():
+    d = os.path.join(OUT, "msp")
+    MSP.update(fm.make_msp(d, "Org1MSP", ["node", "py-a", "py-b"]))
+    MSP.update(fm.make_msp(os.path.join(d, "rogue"), "Org1MSP", ["rogue"]))
+
+
+def answer(node, cmd, event):
+    """Send `cmd` and return the `event` line it causes (the first one not seen before)."""
+    seen = {id(e) for e in node.find(is_ev(event))}
+    node.cmd(cmd=cmd)
+    return node.wait(lambda e: e.get("event") == event and id(e) not in seen, EVENT_TIMEOUT, f"{event} (answer to {cmd})")
+
+
+def member_row(node, printed):
+    rows = [m for m in answer(node, "members", "members")["members"] if m["pki_id"] == printed]
+    return rows[0] if rows else None
+
+
+def wait_member(node, printed, pred, what):
+    """Ask for the member table until `printed`'s row satisfies `pred`; Fail after EVENT_TIMEOUT."""
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while True:
+        row = member_row(node, printed)
+        if row is not None and pred(row):
+            return row
+        if time.monotonic() > deadline:
+            raise Fail(f"{what}: member row {row}")
+
+
+def recv_content(conn, content, pred=lambda m: True, timeout=EVENT_TIMEOUT) -> "fp.Received":
+    """The next message of `content` satisfying `pred`, skipping what else the node sends (its
+    alive messages and membership requests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = conn.recv(max(0.0, deadline - time.monotonic()))
+        if fp.content_of(r.msg) == content and pred(r.msg):
+            return r
+
+
+class Heart:
+    """Our alive messages: one incarnation (now, in Unix ns) and a rising sequence number."""
+
+    def __init__(self, provider, internal_endpoint):
+        self.provider, self.internal = provider, internal_endpoint
+        self.inc, self.seq = time.time_ns(), 0
+
+    def beat(self, identity=False) -> "pb.Envelope":
+        self.seq += 1
+        return fm.signed_alive(self.provider, self.internal, self.inc, self.seq, identity=identity)
+
+
+@membership_test("--external-endpoint", NODE_EXTERNAL)
+def members_request_answered(node):
+    """A signed MembershipRequest (noop-signed outer envelope, our signed alive with identity and
+    secret inside) is answered with a MembershipResponse carrying its nonce, whose last alive
+    envelope is the node's own: it verifies against the node's MSP identity (ECDSA, low-S), with
+    the node's PKI-ID, external endpoint, internal endpoint (secret) and incarnation = its start
+    time in Unix ns; our alive is relayed verbatim; the node lists us. A request whose
+    self_information is another peer's is not answered and that peer is not learned."""
+    py, other = MSP["py-a"].provider, MSP["py-b"].provider
+    with connected_client(node, provider=py) as (me, st, conn):
+        check(conn.info.identity == node.msp.provider.identity, "the node's ConnEstablish does not carry its MSP identity")
+        spoof = fp.random_nonce()
+        conn.send(fp.noop_sign(fm.membership_request(Heart(other, me.endpoint).beat(identity=True), spoof)))
+        heart = Heart(py, me.endpoint)
+        mine = heart.beat(identity=True)
+        nonce = fp.random_nonce()
+        conn.send(fp.noop_sign(fm.membership_request(mine, nonce)))
+        r = recv_content(conn, "mem_res", lambda m: m.nonce in (nonce, spoof))
+        check(r.msg.nonce == nonce, "the spoofed request (self_information not the handshake's PKI-ID) was answered")
+        check(r.envelope.signature == b"" and r.msg.tag == pb.GossipMessage.EMPTY, f"response envelope: tag {r.msg.tag}, signed {bool(r.envelope.signature)}")
+        res = r.msg.mem_res
+        check(len(res.alive) >= 1 and len(res.dead) == 0, f"{len(res.alive)} alive, {len(res.dead)} dead")
+        own = fm.check_alive(res.alive[-1], py, {node.pki: conn.info.identity})
+        check(own.pki_id == node.pki, f"last alive is {own.pki_id.hex()}, not the node's")
+        check(own.endpoint == NODE_EXTERNAL, f"endpoint {own.endpoint!r}, expected --external-endpoint {NODE_EXTERNAL}")
+        check(own.internal_endpoint == node.addr, f"internal endpoint {own.internal_endpoint!r}, expected {node.addr}")
+        check(node.started_ns <= own.inc <= node.listening_ns, f"incarnation {own.inc} not the start time ({node.started_ns}..{node.listening_ns})")
+        check(own.seq >= 1 and own.msg.nonce == 0 and own.msg.tag == pb.GossipMessage.EMPTY, f"alive {own.msg}")
+        check(own.embedded_identity and own.identity == conn.info.identity, "alive within 10 s of start must carry the node's identity")
+        check(mine in res.alive, "our own alive is not in the response as we signed it")
+        node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, "member_alive for us")
+        row = member_row(node, me.printed)
+        want = {"msp_id": "Org1MSP", "endpoint": "", "internal_endpoint": me.endpoint, "inc": heart.inc, "seq": 1, "alive": True}
+        check(row is not None and all(row[k] == v for k, v in want.items()), f"our row {row}, expected {want}")
+        check(member_row(node, other.pki_id.hex()) is None, "the spoofed peer was learned")
+        m = answer(node, "stats", "stats")["membership"]
+        check(m["requests_received"] >= 1 and m["responses_sent"] >= 1, f"stats {m}")
+
+
+@membership_test("--alive-interval", "500ms", "--alive-expiration", f"{EXPIRATION:g}s")
+def members_alive_then_expired(node):
+    """Joined by alive messages alone (identity embedded in the first, looked up by PKI-ID after),
+    we stay alive while we send them for longer than the expiration; once we stop, the node
+    declares us dead (reason expired) after the expiration and before the next check, and closes
+    our connection."""
+    py = MSP["py-a"].provider
+    with connected_client(node, provider=py) as (me, st, conn):
+        heart = Heart(py, me.endpoint)
+        conn.send(heart.beat(identity=True))
+        node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, "member_alive for us")
+        until = time.monotonic() + EXPIRATION * 1.5
+        pause = threading.Event()
+        while time.monotonic() < until:
+            pause.wait(0.5)  # our heartbeat period
+            conn.send(heart.beat())
+        last = time.monotonic()
+        check(not node.find(is_ev("member_dead", pki_id=me.printed)), "declared dead while sending alive messages")
+        wait_member(node, me.printed, lambda r: r["seq"] == heart.seq and r["alive"], f"alive with seq {heart.seq}")
+        ev = node.wait(is_ev("member_dead", pki_id=me.printed), EXPIRATION * 2 + EVENT_TIMEOUT, "member_dead for us")
+        took = time.monotonic() - last
+        check(ev["reason"] == "expired" and ev["seq"] == heart.seq, f"member_dead {ev}")
+        check(EXPIRATION - 0.05 <= took <= EXPIRATION * 1.1 + 2.0, f"declared dead {took:.2f}s after our last alive; expiration {EXPIRATION}s")
+        check(conn.done.wait(EVENT_TIMEOUT), "the node did not close the connection of the member it declared dead")
+        m = answer(node, "stats", "stats")["membership"]
+        check(m["members_expired"] == 1 and m["alive_refused"] == 0, f"stats {m}")
+
+
+@membership_test()
+def members_refuse_forged_alive(node):
+    """Forged alive messages are refused and counted (alive_refused), the member table unchanged: a
+    flipped signature, a high-S signature (valid ECDSA, refused by Fabric), a flipped secret
+    signature, another member's PKI-ID signed by us (unknown identity), another member's identity
+    signed by us, a self-consistent identity from an untrusted CA. A replayed alive is a duplicate,
+    not a refusal, and does not move the member back."""
+    py, other, rogue = MSP["py-a"].provider, MSP["py-b"].provider, MSP["rogue"].provider
+    with connected_client(node, provider=py) as (me, st, conn):
+        heart = Heart(py, me.endpoint)
+        first = heart.beat(identity=True)
+        conn.send(first)
+        node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, "member_alive for us")
+        base = answer(node, "stats", "stats")["membership"]
+
+        def flip(b: bytes) -> bytes:
+            return b[:-1] + bytes([b[-1] ^ 1])
+
+        forged = {}
+        e = heart.beat()
+        e.signature = flip(e.signature)
+        forged["flipped signature"] = e
+        e = heart.beat()
+        e.signature = fm.to_high_s(e.signature)
+        forged["high-S signature"] = e
+        e = heart.beat()
+        e.secret_envelope.signature = flip(e.secret_envelope.signature)
+        forged["flipped secret signature"] = e
+        forged["another PKI-ID, our signature"] = fm.signed_alive(py, me.endpoint, heart.inc, 1, identity=False, pki_id=other.pki_id)
+        e = fp.sign(fm.alive_message(other.pki_id, "", heart.inc, 1, other.identity), py)
+        forged["another identity, our signature"] = fm.with_secret(e, me.endpoint, py)
+        forged["untrusted CA"] = fm.signed_alive(rogue, me.endpoint, heart.inc, 1, identity=True)
+        for env in forged.values():
+            conn.send(env)
+        good = heart.beat()
+        conn.send(good)
+        wait_member(node, me.printed, lambda r: r["seq"] == heart.seq, f"our alive seq {heart.seq} after the forgeries")
+        m = answer(node, "stats", "stats")["membership"]
+        refused = m["alive_refused"] - base["alive_refused"]
+        check(refused == len(forged), f"{refused} alive messages refused, {len(forged)} forged: {list(forged)}; stats {m}")
+        for who in (other, rogue):
+            check(member_row(node, who.pki_id.hex()) is None, f"forged member {who.pki_id.hex()} learned")
+        conn.send(first)  # replay: a valid signature, an old timestamp
+        conn.send(good)  # and an exact duplicate
+        wait_member(node, me.printed, lambda r: r["seq"] == heart.seq and r["alive"], "our row after replays")
+        deadline = time.monotonic() + EVENT_TIMEOUT
+        while True:
+            after = answer(node, "stats", "stats")["membership"]
+            stale = after["alive_duplicate"] + after["alive_stale"] - m["alive_duplicate"] - m["alive_stale"]
+            if stale == 2 or time.monotonic() > deadline:
+                break
+        check(stale == 2 and after["alive_refused"] == m["alive_refused"], f"replays: {stale} counted stale or duplicate (expected 2); stats {after}")
+
+
 # --------------------------------------------------------------------------
 # Runner
 # --------------------------------------------------------------------------
@@ -869,11 +1051,16 @@ def run_online(res, target, argv, only, tls_ok=True):
             continue
         if tls and not PKI:
             make_test_pki()
+        msp = getattr(f, "msp", False)
+        if msp and target == "reference":
+            continue  # reference_node.py has no membership layer
+        if msp and not MSP:
+            make_test_msp()
         t0 = time.monotonic()
         nodes = []
 
-        def factory(*extra, _name=f.__name__, _tls=PKI.get("node") if tls else None):
-            n = NodeProc(argv, f"{target}-{_name}-{len(nodes)}", extra, _tls)
+        def factory(*extra, _name=f.__name__, _tls=PKI.get("node") if tls else None, _msp=MSP.get("node") if msp else None):
+            n = NodeProc(argv, f"{target}-{_name}-{len(nodes)}", extra, _tls, _msp)
             nodes.append(n)
             n.wait_listening()
             return n
