@@ -16,7 +16,7 @@ Pieces:
 - `make_msp`: an organization's CA and peer identities, each written as an MSP folder laid out
   like cryptogen's (cacerts/, signcerts/, keystore/priv_sk), for `fabric-gossip node --msp-dir`.
 - alive messages and membership requests built as Fabric builds them (`signed_alive`,
-  `membership_request`), and `check_alive`: Fabric's ValidateAliveMsg on a received one.
+  `membership_request`, `membership_response`), and `check_alive`: Fabric's ValidateAliveMsg on a received one.
 """
 
 from __future__ import annotations
@@ -212,6 +212,12 @@ def membership_request(self_information: "pb.Envelope", nonce: int) -> "pb.Gossi
     return pb.GossipMessage(
         nonce=nonce, tag=pb.GossipMessage.EMPTY, mem_req=pb.MembershipRequest(self_information=self_information)
     )
+
+
+def membership_response(alive: list, dead: list, nonce: int) -> "pb.GossipMessage":
+    """MembershipResponse{alive, dead} (signed alive Envelopes, relayed as they are), tag EMPTY,
+    the request's nonce; noop-signed when sent."""
+    return pb.GossipMessage(nonce=nonce, tag=pb.GossipMessage.EMPTY, mem_res=pb.MembershipResponse(alive=alive, dead=dead))
 
 
 def internal_endpoint(env: "pb.Envelope") -> str:

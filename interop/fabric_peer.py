@@ -747,7 +747,7 @@ class ServerEvent:
 
 
 class PeerServer(pb_grpc.GossipServicer):
-    """A Fabric peer's gossip server with the unit-test provider.
+    """A Fabric peer's gossip server, with the unit-test provider unless given another (an MSP one).
 
     Knobs for tests: auto_ack (ack every received message with a non-zero nonce), ack_error
     (text put in those acks), bad_signature (send a ConnEstablish whose HMAC is wrong),
@@ -760,8 +760,10 @@ class PeerServer(pb_grpc.GossipServicer):
         auto_ack: bool = False,
         conn_timeout: float = CONN_TIMEOUT,
         tls: Optional[TlsMaterial] = None,
+        provider: TestProvider = PROVIDER,
     ):
         self.tls = tls
+        self.provider = provider
         self.auto_ack = auto_ack
         self.ack_error = ""
         self.bad_signature = False
@@ -776,7 +778,7 @@ class PeerServer(pb_grpc.GossipServicer):
         if bound == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         self.endpoint = f"{host}:{bound}"
-        self.pki_id = self.endpoint.encode()
+        self.pki_id = provider.pki_id_of(provider.own_identity(self.endpoint))
         self.connections: dict[bytes, Conn] = {}
         self.events: list[ServerEvent] = []
         self.inbox: "queue.Queue[Received]" = queue.Queue()
@@ -830,7 +832,7 @@ class PeerServer(pb_grpc.GossipServicer):
         if self.silent:
             own = None
         else:
-            own = conn_establish(self.endpoint, self.tls.cert_hash if self.tls else b"")
+            own = conn_establish(self.endpoint, self.tls.cert_hash if self.tls else b"", provider=self.provider)
             if self.bad_signature:
                 own.signature = bytes(b ^ 0xFF for b in own.signature)
         if own is not None:
@@ -839,7 +841,7 @@ class PeerServer(pb_grpc.GossipServicer):
             if self.tls is not None and st.remote_cert_hash is None:
                 raise HandshakeError("no TLS certificate")
             first = st.recv(self.conn_timeout)
-            info = check_conn_establish(first, st.remote_address, st.remote_cert_hash if self.tls else None)
+            info = check_conn_establish(first, st.remote_address, st.remote_cert_hash if self.tls else None, self.provider)
         except (RecvTimeout, StreamEnded, HandshakeError) as e:
             err = str(e)
             self._event(ServerEvent("handshake_failed", remote=st.remote_address, error=err))

@@ -915,7 +915,10 @@ def members_request_answered(node):
         check(r.envelope.signature == b"" and r.msg.tag == pb.GossipMessage.EMPTY, f"response envelope: tag {r.msg.tag}, signed {bool(r.envelope.signature)}")
         res = r.msg.mem_res
         check(len(res.alive) >= 1 and len(res.dead) == 0, f"{len(res.alive)} alive, {len(res.dead)} dead")
-        own = fm.check_alive(res.alive[-1], py, {node.pki: conn.info.identity})
+        known = {node.pki: conn.info.identity, py.pki_id: py.identity}
+        for env in res.alive:
+            fm.check_alive(env, py, known)  # every alive envelope verifies as its member signed it
+        own = fm.check_alive(res.alive[-1], py, known)
         check(own.pki_id == node.pki, f"last alive is {own.pki_id.hex()}, not the node's")
         check(own.endpoint == NODE_EXTERNAL, f"endpoint {own.endpoint!r}, expected --external-endpoint {NODE_EXTERNAL}")
         check(own.internal_endpoint == node.addr, f"internal endpoint {own.internal_endpoint!r}, expected {node.addr}")
@@ -930,6 +933,52 @@ def members_request_answered(node):
         check(member_row(node, other.pki_id.hex()) is None, "the spoofed peer was learned")
         m = answer(node, "stats", "stats")["membership"]
         check(m["requests_received"] == 2 and m["responses_sent"] == 1, f"two requests, one answered: stats {m}")
+
+
+@membership_test()
+def members_bootstrap_through_python(node_factory):
+    """`--bootstrap` a Python peer of the same MSP: the node probes it, then sends a
+    MembershipRequest (noop-signed, tag EMPTY, a random nonce) whose self_information verifies
+    against the node's identity with its PKI-ID, internal endpoint (secret) and identity; our
+    response (our alive and a third member's, as signed by each) makes the node report the
+    bootstrap joined and learn both members."""
+    py, third = MSP["py-a"].provider, MSP["py-b"].provider
+    srv = fp.PeerServer(provider=py).start()
+    absent = Identity()  # the third member's endpoint: nobody listens there
+    requests: "queue.Queue[fp.Received]" = queue.Queue()
+    heart = Heart(py, srv.endpoint)
+    theirs = Heart(third, absent.endpoint).beat(identity=True)
+
+    def on_message(r: "fp.Received"):
+        if fp.content_of(r.msg) == "mem_req":
+            requests.put(r)
+            r.respond(fm.membership_response([theirs, heart.beat(identity=True)], [], r.msg.nonce))
+
+    srv.on_message = on_message
+    try:
+        node = node_factory("--bootstrap", srv.endpoint)
+        srv.wait_event(lambda e: e.kind == "probe", EVENT_TIMEOUT)
+        try:
+            r = requests.get(timeout=EVENT_TIMEOUT)
+        except queue.Empty:
+            raise Fail(f"no membership request from the node; server events {srv.events}") from None
+        check(r.info.pki_id == node.pki and r.info.identity == node.msp.provider.identity, f"connection of {r.info.pki_id.hex()}")
+        check(r.envelope.signature == b"" and r.msg.tag == pb.GossipMessage.EMPTY and r.msg.nonce != 0, f"request: signed {bool(r.envelope.signature)}, tag {r.msg.tag}, nonce {r.msg.nonce}")
+        me = fm.check_alive(r.msg.mem_req.self_information, py, {node.pki: r.info.identity})
+        check(me.pki_id == node.pki and me.internal_endpoint == node.addr and me.endpoint == "", f"self_information {me}")
+        check(me.embedded_identity and node.started_ns <= me.inc <= time.time_ns() and me.seq >= 1, f"self_information {me.msg}")
+        ev = node.wait(is_ev("bootstrap_joined", endpoint=srv.endpoint), EVENT_TIMEOUT, "bootstrap_joined")
+        check(ev["pki_id"] == py.pki_id.hex(), f"bootstrap_joined {ev}")
+        a = node.wait(is_ev("member_alive", pki_id=py.pki_id.hex()), EVENT_TIMEOUT, "member_alive for the bootstrap peer")
+        check(a["internal_endpoint"] == srv.endpoint and a["inc"] == heart.inc and a["msp_id"] == "Org1MSP", f"member_alive {a}")
+        b = node.wait(is_ev("member_alive", pki_id=third.pki_id.hex()), EVENT_TIMEOUT, "member_alive for the third member")
+        check(b["internal_endpoint"] == absent.endpoint and b["seq"] == 1, f"member_alive {b}")
+    finally:
+        srv.stop()
+        absent.close()
+
+
+members_bootstrap_through_python.wants_factory = True
 
 
 @membership_test("--alive-interval", "500ms", "--alive-expiration", f"{EXPIRATION:g}s")
