@@ -981,6 +981,50 @@ def members_bootstrap_through_python(node_factory):
 members_bootstrap_through_python.wants_factory = True
 
 
+def capture_trust_args() -> list:
+    """`--trust Org1MSP=<the captured Fabric peer's CA>` (the node then trusts two Org1MSP CAs)."""
+    with open(CAPTURE) as f:
+        cap = json.load(f)
+    d = os.path.join(OUT, "capture", "fabric-ca")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "ca.pem"), "w") as f:
+        f.write(cap["org_ca_cert_pem"])
+    return ["--trust", f"{cap['msp_id']}={d}"]
+
+
+@membership_test()
+def members_learn_real_fabric_alive(node_factory):
+    """The alive message captured from the real Fabric v2.4.9 peer, relayed verbatim by us: refused
+    and counted by a node that does not trust that peer's CA; learned (PKI-ID, internal endpoint
+    from its secret, incarnation, sequence) by a node that does."""
+    with open(CAPTURE) as f:
+        cap = json.load(f)
+    fabric_alive = pb.Envelope.FromString(bytes.fromhex(next(r for r in cap["records"] if r["name"] == "alive_message_envelope")["envelope_hex"]))
+    want = fp.decode_envelope(fabric_alive).alive_msg
+    py = MSP["py-a"].provider
+    for trusted in (False, True):
+        node = node_factory("--membership", *(capture_trust_args() if trusted else []))
+        with connected_client(node, provider=py) as (me, st, conn):
+            conn.send(Heart(py, me.endpoint).beat(identity=True))
+            node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, "member_alive for us")
+            conn.send(fabric_alive)
+            if trusted:
+                ev = node.wait(is_ev("member_alive", pki_id=cap["fabric_peer_pki_id_hex"]), EVENT_TIMEOUT, "member_alive for the Fabric peer")
+                got = (ev["msp_id"], ev["internal_endpoint"], ev["endpoint"], ev["inc"], ev["seq"])
+                check(got == ("Org1MSP", fm.internal_endpoint(fabric_alive), want.membership.endpoint, want.timestamp.inc_num, want.timestamp.seq_num), f"member_alive {ev}")
+            else:
+                conn.send(Heart(py, me.endpoint).beat())  # barrier: processed after the Fabric alive
+                m = answer(node, "stats", "stats")["membership"]
+                deadline = time.monotonic() + EVENT_TIMEOUT
+                while m["alive_received"] < 3 and time.monotonic() < deadline:
+                    m = answer(node, "stats", "stats")["membership"]
+                check(m["alive_refused"] == 1 and m["members_learned"] == 1, f"untrusted Fabric alive: stats {m}")
+        check(node.stop() == 0, "node exited with an error status after stop")
+
+
+members_learn_real_fabric_alive.wants_factory = True
+
+
 @membership_test("--alive-interval", "500ms", "--alive-expiration", f"{EXPIRATION:g}s")
 def members_alive_then_expired(node):
     """Joined by alive messages alone (identity embedded in the first, looked up by PKI-ID after),
