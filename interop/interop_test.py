@@ -1039,7 +1039,8 @@ def members_alive_then_expired(node):
     """Joined by alive messages alone (identity embedded in the first, looked up by PKI-ID after),
     we stay alive while we send them for longer than the expiration; once we stop, the node
     declares us dead (reason expired) after the expiration and before the next check, and closes
-    our connection."""
+    our connection. Back on a new connection, the timestamp we died with does not resurrect us;
+    a new incarnation does."""
     py = MSP["py-a"].provider
     with connected_client(node, provider=py) as (me, st, conn):
         heart = Heart(py, me.endpoint)
@@ -1058,8 +1059,16 @@ def members_alive_then_expired(node):
         check(ev["reason"] == "expired" and ev["seq"] == heart.seq, f"member_dead {ev}")
         check(EXPIRATION - 0.05 <= took <= EXPIRATION * 1.1 + 2.0, f"declared dead {took:.2f}s after our last alive; expiration {EXPIRATION}s")
         check(conn.done.wait(EVENT_TIMEOUT), "the node did not close the connection of the member it declared dead")
+        last_env = fm.signed_alive(py, me.endpoint, heart.inc, heart.seq, identity=False)
+    with connected_client(node, provider=py) as (me, st, conn):
+        conn.send(last_env)  # the timestamp it died with: not newer, no resurrection
+        restarted = Heart(py, me.endpoint)
+        check(restarted.inc > heart.inc, "clock did not advance")
+        conn.send(restarted.beat())
+        ev = node.wait(is_ev("member_alive", pki_id=me.printed, resurrected=True), EVENT_TIMEOUT, "member_alive (resurrected)")
+        check(ev["inc"] == restarted.inc and ev["internal_endpoint"] == me.endpoint, f"resurrected with {ev}, expected the new incarnation")
         m = answer(node, "stats", "stats")["membership"]
-        check(m["members_expired"] == 1 and m["alive_refused"] == 0, f"stats {m}")
+        check(m["members_expired"] == 1 and m["alive_refused"] == 0 and m["members_alive"] == 1, f"stats {m}")
 
 
 @membership_test()
