@@ -108,6 +108,10 @@ class MspProvider:
         self._key = serialization.load_pem_private_key(key_pem, password=None) if key_pem else None
         self._trusted = {m: [x509.load_pem_x509_certificate(c) for c in cas] for m, cas in trusted.items()}
 
+    def trust(self, msp_id: str, ca_pem: bytes) -> None:
+        """Also accept identities of `msp_id` issued by this CA (another organization's)."""
+        self._trusted.setdefault(msp_id, []).append(x509.load_pem_x509_certificate(ca_pem))
+
     def own_identity(self, endpoint: str) -> bytes:
         return self.identity
 
@@ -152,6 +156,7 @@ class MspPeer:
     name: str
     msp_dir: str
     provider: MspProvider
+    ca_pem: bytes  # the organization's CA
 
 
 def make_msp(directory: str, msp_id: str, peers: list[str]) -> dict[str, MspPeer]:
@@ -168,7 +173,7 @@ def make_msp(directory: str, msp_id: str, peers: list[str]) -> dict[str, MspPeer
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data)
-        out[name] = MspPeer(name, msp_dir, MspProvider(msp_id, m.cert_pem, m.key_pem, {msp_id: [m.ca_pem]}))
+        out[name] = MspPeer(name, msp_dir, MspProvider(msp_id, m.cert_pem, m.key_pem, {msp_id: [m.ca_pem]}), m.ca_pem)
     return out
 
 

@@ -826,8 +826,9 @@ def tls_refuses_plaintext_untrusted_and_certless_clients(node):
 
 
 # f. Membership (Fabric's discovery) with MSP identities: the real node only (reference_node.py has
-# no membership layer). Org1MSP: one CA, MSP folders node / py-a / py-b; a rogue CA also naming
-# itself Org1MSP; made fresh per run under _out/msp.
+# no membership layer). Org1MSP: one CA, MSP folders node / py-a / py-b; Org2MSP: org2-a / org2-b
+# (the Python providers of each organization trust the other's CA); a rogue CA also naming itself
+# Org1MSP; made fresh per run under _out/msp.
 
 MSP: dict = {}
 NODE_EXTERNAL = "node.org1.example.com:7051"  # advertised only: nobody dials it
@@ -844,7 +845,14 @@ def membership_test(*extra):
 
 def make_test_msp():
     d = os.path.join(OUT, "msp")
-    MSP.update(fm.make_msp(d, "Org1MSP", ["node", "py-a", "py-b"]))
+    org1 = fm.make_msp(d, "Org1MSP", ["node", "py-a", "py-b"])
+    org2 = fm.make_msp(os.path.join(d, "org2"), "Org2MSP", ["org2-a", "org2-b"])
+    for mine, theirs in ((org1, org2), (org2, org1)):  # the two organizations trust each other
+        other = next(iter(theirs.values()))
+        for peer in mine.values():
+            peer.provider.trust(other.provider.msp_id, other.ca_pem)
+    MSP.update(org1)
+    MSP.update(org2)
     MSP.update(fm.make_msp(os.path.join(d, "rogue"), "Org1MSP", ["rogue"]))
 
 
@@ -884,13 +892,13 @@ def recv_content(conn, content, pred=lambda m: True, timeout=EVENT_TIMEOUT) -> "
 class Heart:
     """Our alive messages: one incarnation (now, in Unix ns) and a rising sequence number."""
 
-    def __init__(self, provider, internal_endpoint):
-        self.provider, self.internal = provider, internal_endpoint
+    def __init__(self, provider, internal_endpoint, external_endpoint=""):
+        self.provider, self.internal, self.external = provider, internal_endpoint, external_endpoint
         self.inc, self.seq = time.time_ns(), 0
 
     def beat(self, identity=False) -> "pb.Envelope":
         self.seq += 1
-        return fm.signed_alive(self.provider, self.internal, self.inc, self.seq, identity=identity)
+        return fm.signed_alive(self.provider, self.internal, self.inc, self.seq, endpoint=self.external, identity=identity)
 
 
 def check_published_identity(alive: "fm.Alive", identity: bytes, node) -> None:
@@ -988,6 +996,47 @@ def members_bootstrap_through_python(node_factory):
 
 
 members_bootstrap_through_python.wants_factory = True
+
+
+@membership_test()
+def members_disclosure_to_another_org(node_factory):
+    """Fabric's disclosure rules, node of Org1MSP with an external endpoint, trusting Org2MSP: a
+    peer of Org2MSP with an external endpoint is answered with the members that have one (an Org1
+    member with one, itself, the node last) and no secret (internal endpoint) at all; the Org1
+    member without an external endpoint is not disclosed; a peer of Org2MSP without an external
+    endpoint gets no answer and its connection is closed (requests_refused)."""
+    node = node_factory("--membership", "--external-endpoint", NODE_EXTERNAL, "--trust", f"Org2MSP={os.path.join(MSP['org2-a'].msp_dir, 'cacerts')}")
+    with contextlib.ExitStack() as stack:
+        hearts = {}
+        for name, external in (("py-a", ""), ("py-b", "py-b.org1.example.com:7051"), ("org2-a", "org2-a.org2.example.com:7051")):
+            p = MSP[name].provider
+            me, _, conn = stack.enter_context(connected_client(node, provider=p))
+            hearts[name] = Heart(p, me.endpoint, external)
+            if name != "org2-a":
+                conn.send(hearts[name].beat(identity=True))
+                node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, f"member_alive for {name}")
+        nonce = fp.random_nonce()
+        conn.send(fp.noop_sign(fm.membership_request(hearts["org2-a"].beat(identity=True), nonce)))
+        res = recv_content(conn, "mem_res", lambda m: m.nonce == nonce).msg.mem_res
+        org2 = MSP["org2-a"].provider
+        known = {node.pki: node.msp.provider.identity}
+        got = [fm.check_alive(env, org2, known) for env in res.alive]
+        pkis = [a.pki_id for a in got]
+        want = {MSP["py-b"].provider.pki_id, org2.pki_id, node.pki}
+        check(set(pkis) == want and len(pkis) == 3 and pkis[-1] == node.pki, f"disclosed {[p.hex()[:8] for p in pkis]}, expected py-b, org2-a and the node last")
+        check(not any(env.HasField("secret_envelope") for env in res.alive), "a secret (internal endpoint) was disclosed to another organization")
+        check(got[-1].endpoint == NODE_EXTERNAL and len(res.dead) == 0, f"node's alive {got[-1]}")
+        stealth = MSP["org2-b"].provider
+        me, _, conn = stack.enter_context(connected_client(node, provider=stealth))
+        conn.send(fp.noop_sign(fm.membership_request(Heart(stealth, me.endpoint).beat(identity=True), fp.random_nonce())))
+        check(conn.done.wait(EVENT_TIMEOUT), "the node kept the connection of a foreign peer without external endpoint that asked for membership")
+        while not conn.inbox.empty():
+            check(fp.content_of(conn.inbox.get().msg) != "mem_res", "a foreign peer without external endpoint was answered")
+        m = answer(node, "stats", "stats")["membership"]
+        check(m["requests_received"] == 2 and m["responses_sent"] == 1 and m["requests_refused"] == 1, f"stats {m}")
+
+
+members_disclosure_to_another_org.wants_factory = True
 
 
 def capture_trust_args() -> list:
