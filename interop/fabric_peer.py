@@ -7,10 +7,11 @@ that `grpc_tools.protoc` generates at test time from the project's
 Behaviour follows the project spec (/work/shared/spec/fabric-gossip-comm.md,
 sections 3-7), i.e. Fabric's `gossip/comm`.
 
-Identities use Fabric's *unit-test* provider, which is test-only:
+Identities use Fabric's *unit-test* provider by default, which is test-only:
 identity = PKI-ID = the endpoint string (e.g. b"127.0.0.1:7070"),
 Sign = HMAC-SHA256 with key b"\\x00\\x00\\x00", Verify = recompute and compare,
-ValidateIdentity always passes.
+ValidateIdentity always passes. Every helper that signs or verifies takes a `provider`
+argument with the same methods; `fabric_membership.MspProvider` is the X.509/ECDSA one.
 
 Pieces:
 - `TestProvider`: the unit-test crypto provider.
