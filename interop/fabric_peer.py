@@ -7,10 +7,11 @@ that `grpc_tools.protoc` generates at test time from the project's
 Behaviour follows the project spec (/work/shared/spec/fabric-gossip-comm.md,
 sections 3-7), i.e. Fabric's `gossip/comm`.
 
-Identities use Fabric's *unit-test* provider, which is test-only:
+Identities use Fabric's *unit-test* provider by default, which is test-only:
 identity = PKI-ID = the endpoint string (e.g. b"127.0.0.1:7070"),
 Sign = HMAC-SHA256 with key b"\\x00\\x00\\x00", Verify = recompute and compare,
-ValidateIdentity always passes.
+ValidateIdentity always passes. Every helper that signs or verifies takes a `provider`
+argument with the same methods; `fabric_membership.MspProvider` is the X.509/ECDSA one.
 
 Pieces:
 - `TestProvider`: the unit-test crypto provider.
@@ -86,6 +87,10 @@ class TestProvider:
 
     def validate_identity(self, identity: bytes) -> None:
         return None
+
+    def own_identity(self, endpoint: str) -> bytes:
+        """The identity this side presents: under the unit-test provider, its endpoint."""
+        return endpoint.encode()
 
 
 PROVIDER = TestProvider()
@@ -175,49 +180,38 @@ def make_pki(directory: str, leaves: list[str], ca_name: str = "interop-ca") -> 
     def key_pem(k) -> bytes:
         return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
+    def certificate(subject: str, key, issuer: "x509.Name", issuer_key, extensions):
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+        )
+        for ext, critical in extensions:
+            b = b.add_extension(ext, critical=critical)
+        return b.sign(issuer_key, hashes.SHA256())
+
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_subject)
-        .issuer_name(ca_subject)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = certificate(ca_name, ca_key, ca_subject, ca_key, [
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+        (x509.KeyUsage(False, False, False, False, False, True, True, False, False), True),
+        (x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False),
+    ])
     ca_path = write(f"{ca_name}.pem", ca.public_bytes(serialization.Encoding.PEM))
     out = {}
     for name in leaves:
         k = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca_subject)
-            .public_key(k.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-            )
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False,
-            )
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
+        cert = certificate(name, k, ca_subject, ca_key, [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.KeyUsage(True, False, False, False, False, False, False, False, False), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+            (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
+        ])
         out[name] = TlsMaterial(
             write(f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM)), write(f"{name}.key", key_pem(k)), ca_path
         )
@@ -252,9 +246,10 @@ def conn_establish_message(pki_id: bytes, identity: bytes, tls_cert_hash: bytes 
 
 
 def conn_establish(endpoint: str, tls_cert_hash: bytes = b"", probe: bool = False, provider: TestProvider = PROVIDER):
-    """Our signed ConnEstablish under the unit-test provider (identity = PKI-ID = endpoint)."""
-    ident = endpoint.encode()
-    return sign(conn_establish_message(ident, ident, tls_cert_hash, probe), provider)
+    """Our signed ConnEstablish: the provider's identity for `endpoint` and its PKI-ID (under the
+    unit-test provider identity = PKI-ID = endpoint; an MSP provider presents its certificate)."""
+    ident = provider.own_identity(endpoint)
+    return sign(conn_establish_message(provider.pki_id_of(ident), ident, tls_cert_hash, probe), provider)
 
 
 def data_message(seq: int, data: bytes, nonce: int = 0) -> "pb.GossipMessage":
@@ -349,7 +344,10 @@ def check_conn_establish(
     # The identity store's Put: both non-empty, identity valid, PKI-ID-of(identity) == pki_id.
     if not c.identity:
         raise HandshakeError("identity store", "empty identity")
-    provider.validate_identity(c.identity)
+    try:
+        provider.validate_identity(c.identity)
+    except VerifyError as e:
+        raise HandshakeError("identity store", str(e)) from e
     if provider.pki_id_of(c.identity) != c.pki_id:
         raise HandshakeError("identity doesn't match the computed pkiID")
     if remote_tls_cert_hash is not None and remote_tls_cert_hash != c.tls_cert_hash:
@@ -720,6 +718,21 @@ def connect(
     return cc
 
 
+def wait_matching(cv: threading.Condition, events: list, pred: Callable, timeout: float, done: Callable[[], bool] = lambda: False):
+    """The first of `events` (appended under `cv`, which writers notify) matching `pred`, waiting
+    at most `timeout` s; None on time-out, or as soon as `done()` says nothing more will come."""
+    deadline = time.monotonic() + timeout
+    with cv:
+        while True:
+            for ev in events:
+                if pred(ev):
+                    return ev
+            left = deadline - time.monotonic()
+            if left <= 0 or done():
+                return None
+            cv.wait(min(left, 0.5))
+
+
 # --------------------------------------------------------------------------
 # Acceptor: the gossip.Gossip server
 # --------------------------------------------------------------------------
@@ -735,7 +748,7 @@ class ServerEvent:
 
 
 class PeerServer(pb_grpc.GossipServicer):
-    """A Fabric peer's gossip server with the unit-test provider.
+    """A Fabric peer's gossip server, with the unit-test provider unless given another (an MSP one).
 
     Knobs for tests: auto_ack (ack every received message with a non-zero nonce), ack_error
     (text put in those acks), bad_signature (send a ConnEstablish whose HMAC is wrong),
@@ -748,8 +761,10 @@ class PeerServer(pb_grpc.GossipServicer):
         auto_ack: bool = False,
         conn_timeout: float = CONN_TIMEOUT,
         tls: Optional[TlsMaterial] = None,
+        provider: TestProvider = PROVIDER,
     ):
         self.tls = tls
+        self.provider = provider
         self.auto_ack = auto_ack
         self.ack_error = ""
         self.bad_signature = False
@@ -764,7 +779,7 @@ class PeerServer(pb_grpc.GossipServicer):
         if bound == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         self.endpoint = f"{host}:{bound}"
-        self.pki_id = self.endpoint.encode()
+        self.pki_id = provider.pki_id_of(provider.own_identity(self.endpoint))
         self.connections: dict[bytes, Conn] = {}
         self.events: list[ServerEvent] = []
         self.inbox: "queue.Queue[Received]" = queue.Queue()
@@ -789,16 +804,10 @@ class PeerServer(pb_grpc.GossipServicer):
             self._cv.notify_all()
 
     def wait_event(self, pred: Callable[[ServerEvent], bool], timeout: float) -> ServerEvent:
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while True:
-                for ev in self.events:
-                    if pred(ev):
-                        return ev
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no matching server event within {timeout}s; events: {self.events}")
-                self._cv.wait(left)
+        ev = wait_matching(self._cv, self.events, pred, timeout)
+        if ev is None:
+            raise TimeoutError(f"no matching server event within {timeout}s; events: {self.events}")
+        return ev
 
     def count(self, kind: str) -> int:
         with self._cv:
@@ -824,7 +833,7 @@ class PeerServer(pb_grpc.GossipServicer):
         if self.silent:
             own = None
         else:
-            own = conn_establish(self.endpoint, self.tls.cert_hash if self.tls else b"")
+            own = conn_establish(self.endpoint, self.tls.cert_hash if self.tls else b"", provider=self.provider)
             if self.bad_signature:
                 own.signature = bytes(b ^ 0xFF for b in own.signature)
         if own is not None:
@@ -833,7 +842,7 @@ class PeerServer(pb_grpc.GossipServicer):
             if self.tls is not None and st.remote_cert_hash is None:
                 raise HandshakeError("no TLS certificate")
             first = st.recv(self.conn_timeout)
-            info = check_conn_establish(first, st.remote_address, st.remote_cert_hash if self.tls else None)
+            info = check_conn_establish(first, st.remote_address, st.remote_cert_hash if self.tls else None, self.provider)
         except (RecvTimeout, StreamEnded, HandshakeError) as e:
             err = str(e)
             self._event(ServerEvent("handshake_failed", remote=st.remote_address, error=err))

@@ -75,6 +75,7 @@ Prints one PASS/FAIL/SKIP line per test and closes with "N passed, M failed[, K 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -85,6 +86,7 @@ import threading
 import time
 import traceback
 
+import fabric_membership as fm
 import fabric_peer as fp
 from fabric_peer import pb
 
@@ -126,12 +128,15 @@ class Identity:
 class NodeProc:
     """The node under test: JSON events from stdout, JSON commands to stdin."""
 
-    def __init__(self, argv, name, extra=(), tls: "fp.TlsMaterial | None" = None):
+    def __init__(self, argv, name, extra=(), tls: "fp.TlsMaterial | None" = None, msp: "fm.MspPeer | None" = None):
         os.makedirs(OUT, exist_ok=True)
         self.tls = tls
+        self.msp = msp
         self.stderr_path = os.path.join(OUT, f"{name}.stderr")
         self._stderr = open(self.stderr_path, "wb")
-        self.argv = list(argv) + ["node", "--listen", "127.0.0.1:0", "--test-identity"] + list(extra)
+        identity = ["--msp-dir", msp.msp_dir, "--msp-id", msp.provider.msp_id] if msp else ["--test-identity"]
+        self.argv = list(argv) + ["node", "--listen", "127.0.0.1:0"] + identity + list(extra)
+        self.started_ns = time.time_ns()
         if tls is not None:
             self.argv += ["--tls-cert", tls.cert_path, "--tls-key", tls.key_path, "--tls-ca", tls.ca_path]
         self.p = subprocess.Popen(
@@ -146,7 +151,9 @@ class NodeProc:
     def wait_listening(self):
         ev = self.wait(lambda e: e["event"] == "listening", EVENT_TIMEOUT, what="listening")
         self.addr = ev["addr"]
-        self.pki = self.addr.encode()
+        self.listening_ns = time.time_ns()
+        self.listening = ev
+        self.pki = self.msp.provider.pki_id if self.msp else self.addr.encode()
         check(self.events[0] is ev, f"first event is not 'listening': {self.events[0]}")
 
     def _read(self):
@@ -168,17 +175,11 @@ class NodeProc:
             self.cv.notify_all()
 
     def wait(self, pred, timeout, what="event"):
-        deadline = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                for ev in self.events:
-                    if pred(ev):
-                        return ev
-                left = deadline - time.monotonic()
-                if left <= 0 or self.eof:
-                    state = "node exited" if self.eof else f"none within {timeout}s"
-                    raise Fail(f"waiting for {what}: {state}; events so far: {self.events[-12:]}")
-                self.cv.wait(min(left, 0.5))
+        ev = fp.wait_matching(self.cv, self.events, pred, timeout, done=lambda: self.eof)
+        if ev is None:
+            state = "node exited" if self.eof else f"none within {timeout}s"
+            raise Fail(f"waiting for {what}: {state}; events so far: {self.events[-12:]}")
+        return ev
 
     def find(self, pred):
         with self.cv:
@@ -240,16 +241,34 @@ def check_node_conn_establish(env: "pb.Envelope", node, probe=False):
     return info
 
 
-def connect_client(node, me: Identity, auto_ack=True, tls=None):
-    """Python client -> node: dial, Ping, stream, handshake; returns (channel, stream, Conn)."""
-    remote_hash = fp.presented_cert_hash(node.addr, tls) if tls else None
-    ch, st = client_stream(node, tls)
-    fp.ping(ch)
-    info = fp.handshake(st, me.endpoint, own_tls_hash=tls.cert_hash if tls else b"", remote_tls_hash=remote_hash)
-    check(info.pki_id == node.pki, f"node authenticated as {info.pki_id!r}, expected {node.addr}")
-    conn = fp.Conn(st, info, auto_ack=auto_ack)
-    node.wait(is_ev("connected", peer=me.endpoint, inbound=True), EVENT_TIMEOUT, "connected(inbound)")
-    return ch, st, conn
+def printed_pki(pki: bytes, provider) -> str:
+    """A PKI-ID as the node prints it: the endpoint text under --test-identity, hex under an MSP."""
+    return pki.decode() if provider is fp.PROVIDER else pki.hex()
+
+
+@contextlib.contextmanager
+def connected_client(node, auto_ack=True, tls=None, provider=fp.PROVIDER):
+    """Python client -> node under a fresh Identity: dial, Ping, stream, handshake (signed by
+    `provider`), the node's "connected" event; yields (me, stream, Conn) and closes all at exit."""
+    me = Identity()
+    ch = st = None
+    try:
+        remote_hash = fp.presented_cert_hash(node.addr, tls) if tls else None
+        ch, st = client_stream(node, tls)
+        fp.ping(ch)
+        info = fp.handshake(st, me.endpoint, own_tls_hash=tls.cert_hash if tls else b"", remote_tls_hash=remote_hash, provider=provider)
+        check(info.pki_id == node.pki, f"node authenticated as {info.pki_id!r}, expected {node.pki!r}")
+        conn = fp.Conn(st, info, auto_ack=auto_ack)
+        me.pki = provider.pki_id_of(provider.own_identity(me.endpoint))
+        me.printed = printed_pki(me.pki, provider)
+        node.wait(is_ev("connected", peer=me.printed, inbound=True), EVENT_TIMEOUT, "connected(inbound)")
+        yield me, st, conn
+    finally:
+        if st is not None:
+            st.cancel()
+        if ch is not None:
+            ch.close()
+        me.close()
 
 
 def expect_refused(node, me: Identity, first: "pb.Envelope", follow=(), tls=None):
@@ -360,6 +379,85 @@ def vectors_secret_envelope():
             pass
 
 
+CAPTURE = os.path.join(HERE, "vectors", "fabric_peer_capture.json")
+
+
+def expect_refused_alive(env, provider, identities, what):
+    try:
+        fm.check_alive(env, provider, identities)
+    except fp.VerifyError:
+        return
+    raise Fail(f"{what}: accepted")
+
+
+@offline
+def vectors_fabric_peer_capture():
+    """Envelopes captured from a real Fabric v2.4.9 peer (Org1MSP, X.509/ECDSA P-256): each decodes
+    and re-encodes to the same bytes; its certificate chains to the Org1MSP CA and hashes to the
+    PKI-ID given; both ConnEstablish verify; the MembershipRequest is unsigned, tag EMPTY, with a
+    nonce, and carries the captured alive message verbatim; that alive message, its SecretEnvelope
+    (internal endpoint) included, verifies with the peer's certificate, with Fabric's low-S."""
+    with open(CAPTURE) as f:
+        cap = json.load(f)
+    msp_id = cap["msp_id"]
+    verifier = fm.MspProvider(msp_id, cap["fabric_peer_signcert_pem"].encode(), None, {msp_id: [cap["org_ca_cert_pem"].encode()]})
+    peer_pki = bytes.fromhex(cap["fabric_peer_pki_id_hex"])
+    check(verifier.pki_id == peer_pki, "PKI-ID is not SHA-256(mspid || certificate PEM)")
+    verifier.validate_identity(verifier.identity)
+    other_ca = fp.make_pki(os.path.join(OUT, "capture"), ["unused"], ca_name="other-ca")["unused"].ca_pem
+    stranger = fm.MspProvider(msp_id, cap["fabric_peer_signcert_pem"].encode(), None, {msp_id: [other_ca]})
+    try:
+        stranger.validate_identity(verifier.identity)
+        raise Fail("certificate accepted under a CA that did not issue it")
+    except fp.VerifyError:
+        pass
+    recs = {r["name"]: r for r in cap["records"]}
+    envs = {}
+    for name, r in recs.items():
+        raw = bytes.fromhex(r["envelope_hex"])
+        env = pb.Envelope.FromString(raw)
+        check(env.SerializeToString() == raw, f"{name}: envelope re-encodes differently")
+        m = fp.decode_envelope(env)
+        check(m.SerializeToString() == env.payload, f"{name}: message re-encodes differently")
+        check(m.tag == pb.GossipMessage.EMPTY, f"{name}: tag {m.tag}")
+        check(bool(env.signature) == r["signed"], f"{name}: signed is {bool(env.signature)}")
+        if env.signature:
+            check(fm.is_low_s(env.signature, "secp256r1"), f"{name}: Fabric signed with a high S")
+        envs[name] = (env, m)
+    for name in ("conn_establish_as_server", "conn_establish_as_client"):
+        env, _ = envs[name]
+        info = fp.check_conn_establish(env, provider=verifier)
+        check(info.pki_id == peer_pki and info.identity == verifier.identity and not info.probe, f"{name}: {info}")
+        forged = pb.Envelope(payload=env.payload, signature=fm.to_high_s(env.signature))
+        try:
+            fp.check_conn_establish(forged, provider=verifier)
+            raise Fail(f"{name}: high-S signature accepted")
+        except fp.HandshakeError as e:
+            check(e.kind == "signature", f"{name}: high-S refused as {e.kind!r}")
+    req_env, req = envs["membership_request_envelope"]
+    alive_env, _ = envs["alive_message_envelope"]
+    check(fp.content_of(req) == "mem_req" and req.nonce != 0 and not list(req.mem_req.known), f"request {req}")
+    check(req.mem_req.self_information == alive_env, "self_information is not the captured alive envelope")
+    a = fm.check_alive(alive_env, verifier, {})
+    check(a.pki_id == peer_pki and a.embedded_identity and a.identity == verifier.identity, f"alive {a}")
+    check(a.endpoint == "127.0.0.1:17051" and a.internal_endpoint == "127.0.0.1:17051", f"alive endpoints {a}")
+    check(a.inc > 1_600_000_000 * 10**9 and a.seq >= 1 and a.msg.nonce == 0, f"alive timestamp {a.msg}")
+    for what, mutate in (
+        ("high-S alive signature", lambda e: setattr(e, "signature", fm.to_high_s(e.signature))),
+        ("flipped alive signature", lambda e: setattr(e, "signature", e.signature[:-1] + bytes([e.signature[-1] ^ 1]))),
+        ("flipped secret signature", lambda e: setattr(e.secret_envelope, "signature", e.secret_envelope.signature[:-1] + bytes([e.secret_envelope.signature[-1] ^ 1]))),
+        ("changed internal endpoint", lambda e: setattr(e.secret_envelope, "payload", pb.Secret(internalEndpoint="10.0.0.1:7051").SerializeToString())),
+        ("changed sequence number", lambda e: setattr(e, "payload", e.payload.replace(fm.alive_message(b"", "", a.inc, a.seq).alive_msg.timestamp.SerializeToString(), fm.alive_message(b"", "", a.inc, a.seq + 1).alive_msg.timestamp.SerializeToString()))),
+    ):
+        env = pb.Envelope()
+        env.CopyFrom(alive_env)
+        mutate(env)
+        check(env != alive_env, f"{what}: mutation changed nothing")
+        expect_refused_alive(env, verifier, {}, what)
+    stripped = pb.Envelope(payload=alive_env.payload, signature=alive_env.signature)
+    check(fm.check_alive(stripped, verifier, {}).internal_endpoint == "", "an alive without its secret still verifies")
+
+
 # a. Python client -> node
 
 
@@ -383,9 +481,7 @@ def client_ping_and_handshake(node):
 @online("--auto-ack")
 def client_sends_data_and_gets_ack(node):
     """Three DataMessages arrive in order; a message with a nonce is acked (auto-ack), others not."""
-    me = Identity()
-    ch, st, conn = connect_client(node, me)
-    try:
+    with connected_client(node) as (me, st, conn):
         for i in (1, 2, 3):
             conn.send(fp.noop_sign(fp.data_message(i, f"interop-{i}".encode())))
         for i in (1, 2, 3):
@@ -401,19 +497,13 @@ def client_sends_data_and_gets_ack(node):
         ev = node.wait(is_ev("received", **{"from": me.endpoint}, seq=4), EVENT_TIMEOUT, "received seq 4")
         check(ev["nonce"] != 0, f"nonce not reported: {ev}")
         check(conn.stray_acks == 0, f"node acked {conn.stray_acks} message(s) that had nonce 0")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 @online("--auto-ack")
 def node_sends_on_inbound_connection(node):
     """The node sends to us over the stream we opened (it must not dial our unreachable endpoint),
     noop-signed; its send_with_ack gets our ack."""
-    me = Identity()
-    ch, st, conn = connect_client(node, me)
-    try:
+    with connected_client(node) as (me, st, conn):
         node.cmd(cmd="send", to=me.endpoint, pki_id=me.endpoint, data="back-to-you", seq=9)
         r = conn.recv(EVENT_TIMEOUT)
         check(fp.content_of(r.msg) == "data_msg", f"got {r.msg}")
@@ -427,25 +517,15 @@ def node_sends_on_inbound_connection(node):
         r = conn.recv(EVENT_TIMEOUT)
         check(r.msg.nonce != 0 and r.msg.data_msg.payload.seq_num == 10, f"send_with_ack message {r.msg}")
         check(not node.find(is_ev("presumed_dead")), f"presumed dead: {node.find(is_ev('presumed_dead'))}")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 @online("--auto-ack")
 def client_close_disconnects(node):
     """When we end our stream the node removes the connection and says so."""
-    me = Identity()
-    ch, st, conn = connect_client(node, me)
-    try:
+    with connected_client(node) as (me, st, conn):
         st.close_send()
         node.wait(is_ev("disconnected", peer=me.endpoint), EVENT_TIMEOUT, "disconnected")
         check(conn.done.wait(EVENT_TIMEOUT), "node did not end the stream after we closed ours")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 # b. node -> Python server
@@ -631,7 +711,7 @@ def probe_registers_nothing(node):
     """probe: true -> the node answers with its ConnEstablish (probe false), ends the stream with
     OK and registers nothing (a node may report the probe as a `probed` event, nothing else); a normal
     peer connecting afterwards is registered."""
-    me, later = Identity(), Identity()
+    me = Identity()
     ch, st = client_stream(node)
     try:
         st.send(fp.conn_establish(me.endpoint, probe=True))
@@ -639,9 +719,8 @@ def probe_registers_nothing(node):
         check(len(got) == 1, f"probe: expected one envelope, got {len(got)}")
         check_node_conn_establish(got[0], node)
         check(end.code == fp.grpc.StatusCode.OK, f"probe stream should end with OK, ended {end}")
-        ch2, st2, _ = connect_client(node, later)  # barrier: events are printed in order
-        st2.cancel()
-        ch2.close()
+        with connected_client(node):  # barrier: events are printed in order
+            pass
         seen = node.find(lambda e: me.endpoint in (e.get("peer"), e.get("from")))
         bad = [e for e in seen if e.get("event") != "probed"]
         check(not bad, f"probe registered something: {bad}")
@@ -649,22 +728,15 @@ def probe_registers_nothing(node):
         st.cancel()
         ch.close()
         me.close()
-        later.close()
 
 
 @online("--auto-ack")
 def stop_closes_and_exits(node):
     """stop: the node ends our stream and exits with status 0 within 5 s."""
-    me = Identity()
-    ch, st, conn = connect_client(node, me)
-    try:
+    with connected_client(node) as (me, st, conn):
         code = node.stop(timeout=5.0)
         check(code == 0, f"exit status {code}")
         check(conn.done.wait(5.0), "our stream was not ended by stop")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 # e. Mutual TLS (when the node supports --tls-cert). PKI: one CA, leaves node / py-a / py-b /
@@ -688,10 +760,9 @@ def make_test_pki():
 @tls_online
 def tls_client_to_node(node):
     """Mutual TLS, Python client -> node: both bind their certificate hash; messages flow both ways."""
-    me, tls = Identity(), PKI["py-a"]
+    tls = PKI["py-a"]
     check(fp.presented_cert_hash(node.addr, tls) == node.tls.cert_hash, "node presents another certificate")
-    ch, st, conn = connect_client(node, me, tls=tls)
-    try:
+    with connected_client(node, tls=tls) as (me, st, conn):
         check_node_conn_establish(fp.pb.Envelope(payload=conn.info.signed_data, signature=conn.info.signature), node)
         conn.send(fp.noop_sign(fp.data_message(1, b"over-tls")))
         ev = node.wait(is_ev("received", **{"from": me.endpoint}), EVENT_TIMEOUT, "received over TLS")
@@ -699,10 +770,6 @@ def tls_client_to_node(node):
         node.cmd(cmd="send", to=me.endpoint, pki_id=me.endpoint, data="tls-back", seq=2)
         r = conn.recv(EVENT_TIMEOUT)
         check(r.msg.data_msg.payload.data == b"tls-back", f"got {r.msg}")
-    finally:
-        st.cancel()
-        ch.close()
-        me.close()
 
 
 @online()
@@ -758,6 +825,355 @@ def tls_refuses_plaintext_untrusted_and_certless_clients(node):
             ch.close()
 
 
+# f. Membership (Fabric's discovery) with MSP identities: the real node only (reference_node.py has
+# no membership layer). Org1MSP: one CA, MSP folders node / py-a / py-b; Org2MSP: org2-a / org2-b
+# (the Python providers of each organization trust the other's CA); a rogue CA also naming itself
+# Org1MSP; made fresh per run under _out/msp.
+
+MSP: dict = {}
+NODE_EXTERNAL = "node.org1.example.com:7051"  # advertised only: nobody dials it
+EXPIRATION = 3.0  # --alive-expiration of the expiry scenario (Fabric: 25 s)
+
+
+def membership_test(*extra):
+    def deco(f):
+        f.msp = True
+        return online("--membership", *extra)(f)
+
+    return deco
+
+
+def make_test_msp():
+    d = os.path.join(OUT, "msp")
+    org1 = fm.make_msp(d, "Org1MSP", ["node", "py-a", "py-b"])
+    org2 = fm.make_msp(os.path.join(d, "org2"), "Org2MSP", ["org2-a", "org2-b"])
+    for mine, theirs in ((org1, org2), (org2, org1)):  # the two organizations trust each other
+        other = next(iter(theirs.values()))
+        for peer in mine.values():
+            peer.provider.trust(other.provider.msp_id, other.ca_pem)
+    MSP.update(org1)
+    MSP.update(org2)
+    MSP.update(fm.make_msp(os.path.join(d, "rogue"), "Org1MSP", ["rogue"]))
+
+
+def answer(node, cmd, event):
+    """Send `cmd` and return the `event` line it causes (the first one not seen before)."""
+    seen = {id(e) for e in node.find(is_ev(event))}
+    node.cmd(cmd=cmd)
+    return node.wait(lambda e: e.get("event") == event and id(e) not in seen, EVENT_TIMEOUT, f"{event} (answer to {cmd})")
+
+
+def member_row(node, printed):
+    rows = [m for m in answer(node, "members", "members")["members"] if m["pki_id"] == printed]
+    return rows[0] if rows else None
+
+
+def wait_member(node, printed, pred, what):
+    """Ask for the member table until `printed`'s row satisfies `pred`; Fail after EVENT_TIMEOUT."""
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while True:
+        row = member_row(node, printed)
+        if row is not None and pred(row):
+            return row
+        if time.monotonic() > deadline:
+            raise Fail(f"{what}: member row {row}")
+
+
+def recv_content(conn, content, pred=lambda m: True, timeout=EVENT_TIMEOUT) -> "fp.Received":
+    """The next message of `content` satisfying `pred`, skipping what else the node sends (its
+    alive messages and membership requests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = conn.recv(max(0.0, deadline - time.monotonic()))
+        if fp.content_of(r.msg) == content and pred(r.msg):
+            return r
+
+
+class Heart:
+    """Our alive messages: one incarnation (now, in Unix ns) and a rising sequence number."""
+
+    def __init__(self, provider, internal_endpoint, external_endpoint=""):
+        self.provider, self.internal, self.external = provider, internal_endpoint, external_endpoint
+        self.inc, self.seq = time.time_ns(), 0
+
+    def beat(self, identity=False) -> "pb.Envelope":
+        self.seq += 1
+        return fm.signed_alive(self.provider, self.internal, self.inc, self.seq, endpoint=self.external, identity=identity)
+
+
+def check_published_identity(alive: "fm.Alive", identity: bytes, node) -> None:
+    """Fabric embeds the identity in its alive messages for publishCertPeriod (10 s) after start."""
+    if alive.embedded_identity:
+        check(alive.identity == identity, "the alive message embeds another identity than the handshake's")
+    else:
+        check(time.time_ns() - node.started_ns > 10 * 10**9, "an alive message within 10 s of start must carry the node's identity")
+
+
+@membership_test("--external-endpoint", NODE_EXTERNAL)
+def members_request_answered(node):
+    """A signed MembershipRequest (noop-signed outer envelope, our signed alive with identity and
+    secret inside) is answered with a MembershipResponse carrying its nonce, whose last alive
+    envelope is the node's own: it verifies against the node's MSP identity (ECDSA, low-S), with
+    the node's PKI-ID, external endpoint, internal endpoint (secret) and incarnation = its start
+    time in Unix ns; our alive is relayed verbatim; the node lists us. A request whose
+    self_information is another peer's is not answered and that peer is not learned."""
+    py, other = MSP["py-a"].provider, MSP["py-b"].provider
+    with connected_client(node, provider=py) as (me, st, conn):
+        check(conn.info.identity == node.msp.provider.identity, "the node's ConnEstablish does not carry its MSP identity")
+        spoof = fp.random_nonce()
+        conn.send(fp.noop_sign(fm.membership_request(Heart(other, me.endpoint).beat(identity=True), spoof)))
+        heart = Heart(py, me.endpoint)
+        mine = heart.beat(identity=True)
+        nonce = fp.random_nonce()
+        conn.send(fp.noop_sign(fm.membership_request(mine, nonce)))
+        r = recv_content(conn, "mem_res", lambda m: m.nonce in (nonce, spoof))
+        check(r.msg.nonce == nonce, "the spoofed request (self_information not the handshake's PKI-ID) was answered")
+        check(r.envelope.signature == b"" and r.msg.tag == pb.GossipMessage.EMPTY, f"response envelope: tag {r.msg.tag}, signed {bool(r.envelope.signature)}")
+        res = r.msg.mem_res
+        check(len(res.alive) >= 1 and len(res.dead) == 0, f"{len(res.alive)} alive, {len(res.dead)} dead")
+        known = {node.pki: conn.info.identity, py.pki_id: py.identity}
+        for env in res.alive:
+            fm.check_alive(env, py, known)  # every alive envelope verifies as its member signed it
+        own = fm.check_alive(res.alive[-1], py, known)
+        check(own.pki_id == node.pki, f"last alive is {own.pki_id.hex()}, not the node's")
+        check(own.endpoint == NODE_EXTERNAL, f"endpoint {own.endpoint!r}, expected --external-endpoint {NODE_EXTERNAL}")
+        check(own.internal_endpoint == node.addr, f"internal endpoint {own.internal_endpoint!r}, expected {node.addr}")
+        check(node.started_ns <= own.inc <= node.listening_ns, f"incarnation {own.inc} not the start time ({node.started_ns}..{node.listening_ns})")
+        check(own.seq >= 1 and own.msg.nonce == 0 and own.msg.tag == pb.GossipMessage.EMPTY, f"alive {own.msg}")
+        check_published_identity(own, conn.info.identity, node)
+        check(mine in res.alive, "our own alive is not in the response as we signed it")
+        node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, "member_alive for us")
+        row = member_row(node, me.printed)
+        want = {"msp_id": "Org1MSP", "endpoint": "", "internal_endpoint": me.endpoint, "inc": heart.inc, "seq": 1, "alive": True}
+        check(row is not None and all(row[k] == v for k, v in want.items()), f"our row {row}, expected {want}")
+        check(member_row(node, other.pki_id.hex()) is None, "the spoofed peer was learned")
+        m = answer(node, "stats", "stats")["membership"]
+        check(m["requests_received"] == 2 and m["responses_sent"] == 1, f"two requests, one answered: stats {m}")
+
+
+@membership_test()
+def members_bootstrap_through_python(node_factory):
+    """`--bootstrap` a Python peer of the same MSP: the node probes it, then sends a
+    MembershipRequest (noop-signed, tag EMPTY, a random nonce) whose self_information verifies
+    against the node's identity with its PKI-ID, internal endpoint (secret) and identity; our
+    response (our alive and a third member's, as signed by each) makes the node report the
+    bootstrap joined and learn both members."""
+    py, third = MSP["py-a"].provider, MSP["py-b"].provider
+    srv = fp.PeerServer(provider=py).start()
+    absent = Identity()  # the third member's endpoint: nobody listens there
+    requests: "queue.Queue[fp.Received]" = queue.Queue()
+    heart = Heart(py, srv.endpoint)
+    theirs = Heart(third, absent.endpoint).beat(identity=True)
+
+    def on_message(r: "fp.Received"):
+        if fp.content_of(r.msg) == "mem_req":
+            requests.put(r)
+            r.respond(fm.membership_response([theirs, heart.beat(identity=True)], [], r.msg.nonce))
+
+    srv.on_message = on_message
+    try:
+        node = node_factory("--bootstrap", srv.endpoint)
+        srv.wait_event(lambda e: e.kind == "probe", EVENT_TIMEOUT)
+        try:
+            r = requests.get(timeout=EVENT_TIMEOUT)
+        except queue.Empty:
+            raise Fail(f"no membership request from the node; server events {srv.events}") from None
+        check(r.info.pki_id == node.pki and r.info.identity == node.msp.provider.identity, f"connection of {r.info.pki_id.hex()}")
+        check(r.envelope.signature == b"" and r.msg.tag == pb.GossipMessage.EMPTY and r.msg.nonce != 0, f"request: signed {bool(r.envelope.signature)}, tag {r.msg.tag}, nonce {r.msg.nonce}")
+        me = fm.check_alive(r.msg.mem_req.self_information, py, {node.pki: r.info.identity})
+        check(me.pki_id == node.pki and me.internal_endpoint == node.addr and me.endpoint == "", f"self_information {me}")
+        check(node.started_ns <= me.inc <= time.time_ns() and me.seq >= 1, f"self_information {me.msg}")
+        check_published_identity(me, r.info.identity, node)
+        ev = node.wait(is_ev("bootstrap_joined", endpoint=srv.endpoint), EVENT_TIMEOUT, "bootstrap_joined")
+        check(ev["pki_id"] == py.pki_id.hex(), f"bootstrap_joined {ev}")
+        a = node.wait(is_ev("member_alive", pki_id=py.pki_id.hex()), EVENT_TIMEOUT, "member_alive for the bootstrap peer")
+        check(a["internal_endpoint"] == srv.endpoint and a["inc"] == heart.inc and a["msp_id"] == "Org1MSP", f"member_alive {a}")
+        b = node.wait(is_ev("member_alive", pki_id=third.pki_id.hex()), EVENT_TIMEOUT, "member_alive for the third member")
+        check(b["internal_endpoint"] == absent.endpoint and b["seq"] == 1, f"member_alive {b}")
+    finally:
+        srv.stop()
+        absent.close()
+
+
+members_bootstrap_through_python.wants_factory = True
+
+
+@membership_test()
+def members_disclosure_to_another_org(node_factory):
+    """Fabric's disclosure rules, node of Org1MSP with an external endpoint, trusting Org2MSP: a
+    peer of Org2MSP with an external endpoint is answered with the members that have one (an Org1
+    member with one, itself, the node last) and no secret (internal endpoint) at all; the Org1
+    member without an external endpoint is not disclosed; a peer of Org2MSP without an external
+    endpoint gets no answer and its connection is closed (requests_refused)."""
+    node = node_factory("--membership", "--external-endpoint", NODE_EXTERNAL, "--trust", f"Org2MSP={os.path.join(MSP['org2-a'].msp_dir, 'cacerts')}")
+    with contextlib.ExitStack() as stack:
+        hearts = {}
+        for name, external in (("py-a", ""), ("py-b", "py-b.org1.example.com:7051"), ("org2-a", "org2-a.org2.example.com:7051")):
+            p = MSP[name].provider
+            me, _, conn = stack.enter_context(connected_client(node, provider=p))
+            hearts[name] = Heart(p, me.endpoint, external)
+            if name != "org2-a":
+                conn.send(hearts[name].beat(identity=True))
+                node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, f"member_alive for {name}")
+        nonce = fp.random_nonce()
+        conn.send(fp.noop_sign(fm.membership_request(hearts["org2-a"].beat(identity=True), nonce)))
+        res = recv_content(conn, "mem_res", lambda m: m.nonce == nonce).msg.mem_res
+        org2 = MSP["org2-a"].provider
+        known = {node.pki: node.msp.provider.identity}
+        got = [fm.check_alive(env, org2, known) for env in res.alive]
+        pkis = [a.pki_id for a in got]
+        want = {MSP["py-b"].provider.pki_id, org2.pki_id, node.pki}
+        check(set(pkis) == want and len(pkis) == 3 and pkis[-1] == node.pki, f"disclosed {[p.hex()[:8] for p in pkis]}, expected py-b, org2-a and the node last")
+        check(not any(env.HasField("secret_envelope") for env in res.alive), "a secret (internal endpoint) was disclosed to another organization")
+        check(got[-1].endpoint == NODE_EXTERNAL and len(res.dead) == 0, f"node's alive {got[-1]}")
+        stealth = MSP["org2-b"].provider
+        me, _, conn = stack.enter_context(connected_client(node, provider=stealth))
+        conn.send(fp.noop_sign(fm.membership_request(Heart(stealth, me.endpoint).beat(identity=True), fp.random_nonce())))
+        check(conn.done.wait(EVENT_TIMEOUT), "the node kept the connection of a foreign peer without external endpoint that asked for membership")
+        while not conn.inbox.empty():
+            check(fp.content_of(conn.inbox.get().msg) != "mem_res", "a foreign peer without external endpoint was answered")
+        m = answer(node, "stats", "stats")["membership"]
+        check(m["requests_received"] == 2 and m["responses_sent"] == 1 and m["requests_refused"] == 1, f"stats {m}")
+
+
+members_disclosure_to_another_org.wants_factory = True
+
+
+def capture_trust_args() -> list:
+    """`--trust Org1MSP=<the captured Fabric peer's CA>` (the node then trusts two Org1MSP CAs)."""
+    with open(CAPTURE) as f:
+        cap = json.load(f)
+    d = os.path.join(OUT, "capture", "fabric-ca")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "ca.pem"), "w") as f:
+        f.write(cap["org_ca_cert_pem"])
+    return ["--trust", f"{cap['msp_id']}={d}"]
+
+
+@membership_test()
+def members_learn_real_fabric_alive(node_factory):
+    """The alive message captured from the real Fabric v2.4.9 peer, relayed verbatim by us: refused
+    and counted by a node that does not trust that peer's CA; learned (PKI-ID, internal endpoint
+    from its secret, incarnation, sequence) by a node that does."""
+    with open(CAPTURE) as f:
+        cap = json.load(f)
+    fabric_alive = pb.Envelope.FromString(bytes.fromhex(next(r for r in cap["records"] if r["name"] == "alive_message_envelope")["envelope_hex"]))
+    want = fp.decode_envelope(fabric_alive).alive_msg
+    py = MSP["py-a"].provider
+    for trusted in (False, True):
+        node = node_factory("--membership", *(capture_trust_args() if trusted else []))
+        with connected_client(node, provider=py) as (me, st, conn):
+            conn.send(Heart(py, me.endpoint).beat(identity=True))
+            node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, "member_alive for us")
+            conn.send(fabric_alive)
+            if trusted:
+                ev = node.wait(is_ev("member_alive", pki_id=cap["fabric_peer_pki_id_hex"]), EVENT_TIMEOUT, "member_alive for the Fabric peer")
+                got = (ev["msp_id"], ev["internal_endpoint"], ev["endpoint"], ev["inc"], ev["seq"])
+                check(got == ("Org1MSP", fm.internal_endpoint(fabric_alive), want.membership.endpoint, want.timestamp.inc_num, want.timestamp.seq_num), f"member_alive {ev}")
+            else:
+                conn.send(Heart(py, me.endpoint).beat())  # barrier: processed after the Fabric alive
+                m = answer(node, "stats", "stats")["membership"]
+                deadline = time.monotonic() + EVENT_TIMEOUT
+                while m["alive_received"] < 3 and time.monotonic() < deadline:
+                    m = answer(node, "stats", "stats")["membership"]
+                check(m["alive_refused"] == 1 and m["members_learned"] == 1, f"untrusted Fabric alive: stats {m}")
+        check(node.stop() == 0, "node exited with an error status after stop")
+
+
+members_learn_real_fabric_alive.wants_factory = True
+
+
+@membership_test("--alive-interval", "500ms", "--alive-expiration", f"{EXPIRATION:g}s")
+def members_alive_then_expired(node):
+    """Joined by alive messages alone (identity embedded in the first, looked up by PKI-ID after),
+    we stay alive while we send them for longer than the expiration; once we stop, the node
+    declares us dead (reason expired) after the expiration and before the next check, and closes
+    our connection. Back on a new connection, the timestamp we died with does not resurrect us;
+    a new incarnation does."""
+    py = MSP["py-a"].provider
+    with connected_client(node, provider=py) as (me, st, conn):
+        heart = Heart(py, me.endpoint)
+        conn.send(heart.beat(identity=True))
+        node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, "member_alive for us")
+        until = time.monotonic() + EXPIRATION * 1.5
+        pause = threading.Event()
+        while time.monotonic() < until:
+            pause.wait(0.5)  # our heartbeat period
+            conn.send(heart.beat())
+        last = time.monotonic()
+        check(not node.find(is_ev("member_dead", pki_id=me.printed)), "declared dead while sending alive messages")
+        wait_member(node, me.printed, lambda r: r["seq"] == heart.seq and r["alive"], f"alive with seq {heart.seq}")
+        ev = node.wait(is_ev("member_dead", pki_id=me.printed), EXPIRATION * 2 + EVENT_TIMEOUT, "member_dead for us")
+        took = time.monotonic() - last
+        check(ev["reason"] == "expired" and ev["seq"] == heart.seq, f"member_dead {ev}")
+        check(EXPIRATION - 0.05 <= took <= EXPIRATION * 1.1 + 2.0, f"declared dead {took:.2f}s after our last alive; expiration {EXPIRATION}s")
+        check(conn.done.wait(EVENT_TIMEOUT), "the node did not close the connection of the member it declared dead")
+        last_env = fm.signed_alive(py, me.endpoint, heart.inc, heart.seq, identity=False)
+    with connected_client(node, provider=py) as (me, st, conn):
+        conn.send(last_env)  # the timestamp it died with: not newer, no resurrection
+        restarted = Heart(py, me.endpoint)
+        check(restarted.inc > heart.inc, "clock did not advance")
+        conn.send(restarted.beat())
+        ev = node.wait(is_ev("member_alive", pki_id=me.printed, resurrected=True), EVENT_TIMEOUT, "member_alive (resurrected)")
+        check(ev["inc"] == restarted.inc and ev["internal_endpoint"] == me.endpoint, f"resurrected with {ev}, expected the new incarnation")
+        m = answer(node, "stats", "stats")["membership"]
+        check(m["members_expired"] == 1 and m["alive_refused"] == 0 and m["members_alive"] == 1, f"stats {m}")
+
+
+@membership_test()
+def members_refuse_forged_alive(node):
+    """Forged alive messages are refused and counted (alive_refused), the member table unchanged: a
+    flipped signature, a high-S signature (valid ECDSA, refused by Fabric), a flipped secret
+    signature, another member's PKI-ID signed by us (unknown identity), another member's identity
+    signed by us, a self-consistent identity from an untrusted CA. A replayed alive is a duplicate,
+    not a refusal, and does not move the member back."""
+    py, other, rogue = MSP["py-a"].provider, MSP["py-b"].provider, MSP["rogue"].provider
+    with connected_client(node, provider=py) as (me, st, conn):
+        heart = Heart(py, me.endpoint)
+        first = heart.beat(identity=True)
+        conn.send(first)
+        node.wait(is_ev("member_alive", pki_id=me.printed), EVENT_TIMEOUT, "member_alive for us")
+        base = answer(node, "stats", "stats")["membership"]
+
+        def flip(b: bytes) -> bytes:
+            return b[:-1] + bytes([b[-1] ^ 1])
+
+        forged = {}
+        e = heart.beat()
+        e.signature = flip(e.signature)
+        forged["flipped signature"] = e
+        e = heart.beat()
+        e.signature = fm.to_high_s(e.signature)
+        forged["high-S signature"] = e
+        e = heart.beat()
+        e.secret_envelope.signature = flip(e.secret_envelope.signature)
+        forged["flipped secret signature"] = e
+        forged["another PKI-ID, our signature"] = fm.signed_alive(py, me.endpoint, heart.inc, 1, identity=False, pki_id=other.pki_id)
+        e = fp.sign(fm.alive_message(other.pki_id, "", heart.inc, 1, other.identity), py)
+        forged["another identity, our signature"] = fm.with_secret(e, me.endpoint, py)
+        forged["untrusted CA"] = fm.signed_alive(rogue, me.endpoint, heart.inc, 1, identity=True)
+        for env in forged.values():
+            conn.send(env)
+        good = heart.beat()
+        conn.send(good)
+        wait_member(node, me.printed, lambda r: r["seq"] == heart.seq, f"our alive seq {heart.seq} after the forgeries")
+        m = answer(node, "stats", "stats")["membership"]
+        refused = m["alive_refused"] - base["alive_refused"]
+        check(refused == len(forged), f"{refused} alive messages refused, {len(forged)} forged: {list(forged)}; stats {m}")
+        for who in (other, rogue):
+            check(member_row(node, who.pki_id.hex()) is None, f"forged member {who.pki_id.hex()} learned")
+        conn.send(first)  # replay: a valid signature, an old timestamp
+        conn.send(good)  # and an exact duplicate
+        wait_member(node, me.printed, lambda r: r["seq"] == heart.seq and r["alive"], "our row after replays")
+        deadline = time.monotonic() + EVENT_TIMEOUT
+        while True:
+            after = answer(node, "stats", "stats")["membership"]
+            stale = after["alive_duplicate"] + after["alive_stale"] - m["alive_duplicate"] - m["alive_stale"]
+            if stale == 2 or time.monotonic() > deadline:
+                break
+        check(stale == 2 and after["alive_refused"] == m["alive_refused"], f"replays: {stale} counted stale or duplicate (expected 2); stats {after}")
+
+
 # --------------------------------------------------------------------------
 # Runner
 # --------------------------------------------------------------------------
@@ -795,11 +1211,16 @@ def run_online(res, target, argv, only, tls_ok=True):
             continue
         if tls and not PKI:
             make_test_pki()
+        msp = getattr(f, "msp", False)
+        if msp and target == "reference":
+            continue  # reference_node.py has no membership layer
+        if msp and not MSP:
+            make_test_msp()
         t0 = time.monotonic()
         nodes = []
 
-        def factory(*extra, _name=f.__name__, _tls=PKI.get("node") if tls else None):
-            n = NodeProc(argv, f"{target}-{_name}-{len(nodes)}", extra, _tls)
+        def factory(*extra, _name=f.__name__, _tls=PKI.get("node") if tls else None, _msp=MSP.get("node") if msp else None):
+            n = NodeProc(argv, f"{target}-{_name}-{len(nodes)}", extra, _tls, _msp)
             nodes.append(n)
             n.wait_listening()
             return n
