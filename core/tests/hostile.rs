@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
-use fabric_gossip_core::testing::{conn_establish, drain, envelope_of as envelope};
+use fabric_gossip_core::testing::{conn_establish, drain, envelope_of as envelope, open_outbound};
 use fabric_gossip_core::*;
 use prost::Message;
 use std::time::Duration;
@@ -31,18 +31,7 @@ fn hello() -> Bytes {
 }
 
 fn data(seq: u64) -> GossipMessage {
-    GossipMessage {
-        content: Some(gossip_message::Content::DataMsg(
-            fabric_gossip_core::proto::gossip::DataMessage {
-                payload: Some(fabric_gossip_core::proto::gossip::Payload {
-                    seq_num: seq,
-                    data: Bytes::from_static(b"block"),
-                    private_data: vec![],
-                }),
-            },
-        )),
-        ..Default::default()
-    }
+    data_message(seq, Bytes::from_static(b"block"))
 }
 
 fn data_env(seq: u64) -> Bytes {
@@ -334,6 +323,8 @@ fn no_conn_establish_before_the_deadline() {
     let _ = drain(&mut c);
     let deadline = now() + Duration::from_secs(2);
     assert_eq!(c.poll_timeout(), Some(deadline));
+    c.handle_timeout(deadline - Duration::from_nanos(1));
+    assert!(c.is_live_stream(s), "not a moment early");
     c.handle_timeout(deadline);
     let (acts, ev) = drain(&mut c);
     assert_eq!(failed(&ev, s), Some(HandshakeError::Timeout));
@@ -768,11 +759,14 @@ fn outputs<S: Security>(c: &mut Comm<S>) -> Vec<Output> {
     }
 }
 
-#[test]
-fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
-    // The bug of the old four-step loop: actions were drained before deliveries, so the
-    // ResumeRead that taking deliveries queues waited for the next input, which a paused
-    // stream never brings. poll_output after poll_delivery hands it out at once.
+/// An established stream whose subscription the remote filled, and the outputs of the
+/// drain after it.
+fn filled_subscription() -> (
+    Comm<TestOnlyHmacSecurity>,
+    StreamId,
+    SubscriptionId,
+    Vec<Output>,
+) {
     let cfg = Config::default();
     let cap = cfg.subscription_buffer;
     let (mut c, s, sub) = established(cfg);
@@ -780,6 +774,15 @@ fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
         c.handle_envelope(now(), s, data_env(i as u64)).unwrap();
     }
     let out = outputs(&mut c);
+    (c, s, sub, out)
+}
+
+#[test]
+fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
+    // The bug of the old four-step loop: actions were drained before deliveries, so the
+    // ResumeRead that taking deliveries queues waited for the next input, which a paused
+    // stream never brings. poll_output after poll_delivery hands it out at once.
+    let (mut c, s, sub, out) = filled_subscription();
     assert!(matches!(out[0], Output::Action(Action::PauseRead { stream }) if stream == s));
     assert!(matches!(out[1], Output::Event(Event::DeliveryReady(x)) if x == sub));
     assert!(matches!(out[2], Output::Timeout(_)), "{out:?}");
@@ -794,13 +797,7 @@ fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
 
 #[test]
 fn unsubscribing_resumes_through_poll_output() {
-    let cfg = Config::default();
-    let cap = cfg.subscription_buffer;
-    let (mut c, s, sub) = established(cfg);
-    for i in 0..cap {
-        c.handle_envelope(now(), s, data_env(i as u64)).unwrap();
-    }
-    let _ = outputs(&mut c);
+    let (mut c, s, sub, _) = filled_subscription();
     c.unsubscribe(sub).unwrap();
     let out = outputs(&mut c);
     assert!(
@@ -901,20 +898,7 @@ fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
     // Our connection to it.
     let m = SignedMessage::noop(data(0));
     c.send(now(), &m, &[RemotePeer::new(LOWER, LOWER)]).unwrap();
-    let (acts, _) = drain(&mut c);
-    let Action::Dial { dial, .. } = acts[0].clone() else {
-        panic!("{acts:?}")
-    };
-    c.handle_dial_result(now(), dial, Ok(None)).unwrap();
-    c.handle_ping_result(now(), dial, Ok(())).unwrap();
-    let (acts, _) = drain(&mut c);
-    let ours = acts
-        .iter()
-        .find_map(|a| match a {
-            Action::OpenStream { stream, .. } => Some(*stream),
-            _ => None,
-        })
-        .unwrap();
+    let ours = open_outbound(&mut c, now());
     c.handle_envelope(now(), ours, lower_hello()).unwrap();
     // Its connection to us, crossing ours: it wins.
     let theirs = c.accept_stream(now(), LOWER, None).unwrap();

@@ -405,18 +405,7 @@ fn send_with_ack_collects_acks_and_intercepts_them() {
     net.subscribe_all(0);
     net.subscribe_all(1);
     net.subscribe_all(2);
-    let now = net.now;
-    let op = net.nodes[0]
-        .comm
-        .send_with_ack(
-            now,
-            data_msg(b"a"),
-            Duration::from_secs(5),
-            2,
-            &[peer(1), peer(2)],
-        )
-        .unwrap();
-    net.flush(0);
+    let op = net.send_with_ack(0, &[1, 2], b"a", 2, Duration::from_secs(5));
     net.settle();
     ack_all(&mut net, 1, None);
     ack_all(&mut net, 2, Some("no thanks"));
@@ -448,18 +437,7 @@ fn send_with_ack_returns_once_min_ack_reached() {
     let mut net = Net::new(3, cfg);
     net.subscribe_all(1);
     net.subscribe_all(2);
-    let now = net.now;
-    net.nodes[0]
-        .comm
-        .send_with_ack(
-            now,
-            data_msg(b"a"),
-            Duration::from_secs(5),
-            1,
-            &[peer(1), peer(2)],
-        )
-        .unwrap();
-    net.flush(0);
+    net.send_with_ack(0, &[1, 2], b"a", 1, Duration::from_secs(5));
     net.settle();
     ack_all(&mut net, 1, None);
     net.settle();
@@ -481,12 +459,7 @@ fn send_with_ack_returns_once_min_ack_reached() {
 fn send_with_ack_times_out() {
     let mut net = Net::new(2, cfg);
     net.subscribe_all(1);
-    let now = net.now;
-    net.nodes[0]
-        .comm
-        .send_with_ack(now, data_msg(b"a"), Duration::from_secs(1), 1, &[peer(1)])
-        .unwrap();
-    net.flush(0);
+    net.send_with_ack(0, &[1], b"a", 1, Duration::from_secs(1));
     net.advance(Duration::from_secs(2));
     assert_eq!(
         ack_results(&net, 0),
@@ -501,12 +474,7 @@ fn send_with_ack_times_out() {
 fn send_with_ack_to_an_unreachable_peer_fails_fast() {
     let mut net = Net::new(2, cfg);
     net.refuse_dials.insert(1);
-    let now = net.now;
-    net.nodes[0]
-        .comm
-        .send_with_ack(now, data_msg(b"a"), Duration::from_secs(60), 1, &[peer(1)])
-        .unwrap();
-    net.flush(0);
+    net.send_with_ack(0, &[1], b"a", 1, Duration::from_secs(60));
     net.settle();
     let r = ack_results(&net, 0);
     assert!(
@@ -524,31 +492,11 @@ fn many_parallel_send_with_ack_each_way() {
     let mut net = Net::new(2, |_| Config::default().with_send_buffer(200));
     net.subscribe_all(0);
     net.subscribe_all(1);
-    let now = net.now;
     for k in 0..1000u32 {
-        net.nodes[0]
-            .comm
-            .send_with_ack(
-                now,
-                data_msg(&k.to_be_bytes()),
-                Duration::from_secs(10),
-                1,
-                &[peer(1)],
-            )
-            .unwrap();
-        net.nodes[1]
-            .comm
-            .send_with_ack(
-                now,
-                data_msg(&k.to_be_bytes()),
-                Duration::from_secs(10),
-                1,
-                &[peer(0)],
-            )
-            .unwrap();
+        for (from, to) in [(0, 1), (1, 0)] {
+            net.send_with_ack(from, &[to], &k.to_be_bytes(), 1, Duration::from_secs(10));
+        }
     }
-    net.flush(0);
-    net.flush(1);
     for _ in 0..50 {
         net.settle();
         ack_all(&mut net, 0, None);

@@ -93,27 +93,13 @@ pub(super) fn d_hello(k: usize, inbound: bool, cert_kind: u8) -> Bytes {
 pub(super) const DATA_MARK: &[u8] = b"fuzz-seq";
 
 pub(super) fn data_message(seq: u64) -> GossipMessage {
-    GossipMessage {
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: Bytes::from_static(DATA_MARK),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    }
+    crate::data_message(seq, Bytes::from_static(DATA_MARK))
 }
 
 pub(super) fn data_seq(msg: &GossipMessage) -> Option<u64> {
-    match &msg.content {
-        Some(gossip_message::Content::DataMsg(DataMessage { payload: Some(p) }))
-            if p.data.as_ref() == DATA_MARK =>
-        {
-            Some(p.seq_num)
-        }
-        _ => None,
-    }
+    crate::data_payload(msg)
+        .filter(|(_, data)| data.as_ref() == DATA_MARK)
+        .map(|(seq, _)| seq)
 }
 
 pub(super) fn is_conn_establish(envelope: &Bytes) -> bool {

@@ -54,3 +54,26 @@ pub fn drain<S: Security>(c: &mut Comm<S>) -> (Vec<Action>, Vec<Event>) {
         }
     }
 }
+
+/// Plays the network for a dial the core has just asked for: the first `Dial` of the next
+/// drain connects and its Ping answers; returns the stream the core then opens (its
+/// `ConnEstablish` is written on it; the remote's is the test's to send). Panics when the
+/// core asks for no dial, as a test would.
+pub fn open_outbound<S: Security>(c: &mut Comm<S>, now: Instant) -> StreamId {
+    let (acts, _) = drain(c);
+    let Some(dial) = acts.iter().find_map(|a| match a {
+        Action::Dial { dial, .. } => Some(*dial),
+        _ => None,
+    }) else {
+        panic!("no dial among {acts:?}")
+    };
+    c.handle_dial_result(now, dial, Ok(None)).unwrap();
+    c.handle_ping_result(now, dial, Ok(())).unwrap();
+    let (acts, _) = drain(c);
+    acts.iter()
+        .find_map(|a| match a {
+            Action::OpenStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no stream opened among {acts:?}"))
+}
