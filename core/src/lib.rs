@@ -90,7 +90,6 @@
 //!
 //! ```
 //! use fabric_gossip_core::*;
-//! use fabric_gossip_core::proto::gossip::{gossip_message, DataMessage, GossipMessage, Payload};
 //! use std::collections::VecDeque;
 //!
 //! let now = Instant::from_unix_secs(1_700_000_000);
@@ -98,12 +97,7 @@
 //! let (mut a, mut b) = (mk("127.0.0.1:7051"), mk("127.0.0.1:7052"));
 //! let sub = b.subscribe(Box::new(|_| true)).unwrap();
 //!
-//! let msg = GossipMessage {
-//!     content: Some(gossip_message::Content::DataMsg(DataMessage {
-//!         payload: Some(Payload { seq_num: 1, data: "hi".into(), private_data: vec![] }),
-//!     })),
-//!     ..Default::default()
-//! };
+//! let msg = data_message(1, "hi");
 //! a.send(now, &SignedMessage::noop(msg), &[RemotePeer::new("127.0.0.1:7052", "127.0.0.1:7052")])
 //!     .unwrap();
 //!
@@ -173,6 +167,8 @@ mod identity;
 mod ids;
 mod layer;
 mod message;
+#[cfg(any(feature = "testing", feature = "fuzzing"))]
+mod scripted;
 mod security;
 mod stats;
 mod time;

@@ -194,17 +194,17 @@ pub(crate) fn conn_establish_message(
 /// nested message out again.
 pub fn data_message(seq: u64, data: impl Into<Bytes>) -> GossipMessage {
     use fabric_gossip_proto::gossip::{DataMessage, Payload, gossip_message};
+    let payload = Payload {
+        seq_num: seq,
+        data: data.into(),
+        private_data: vec![],
+    };
     GossipMessage {
-        nonce: 0,
-        channel: Bytes::new(),
         tag: gossip_message::Tag::Empty as i32,
         content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: data.into(),
-                private_data: vec![],
-            }),
+            payload: Some(payload),
         })),
+        ..Default::default()
     }
 }
 

@@ -348,30 +348,6 @@ fn inbound_probe_is_authenticated_then_released() {
 }
 
 #[test]
-fn pending_handshakes_are_capped_oldest_refused_first() {
-    let mut cfg = Config::default();
-    cfg.max_pending_handshakes = 3;
-    let mut c = core(cfg);
-    let streams: Vec<_> = (0..5)
-        .map(|_| c.accept_stream(now(), REMOTE, None).unwrap())
-        .collect();
-    let (_, ev) = drain(&mut c);
-    let evicted: Vec<_> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Event::HandshakeFailed {
-                stream,
-                error: HandshakeError::Evicted,
-                ..
-            } => Some(*stream),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(evicted, vec![streams[0], streams[1]]);
-    assert!(streams[2..].iter().all(|s| c.is_live_stream(*s)));
-}
-
-#[test]
 fn accept_after_stop_is_refused() {
     let mut c = core(Config::default());
     c.stop(now());

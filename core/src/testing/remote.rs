@@ -3,43 +3,12 @@
 //! output.
 
 use super::*;
-use crate::proto::gossip::Envelope;
-use prost::Message;
+
+pub use crate::scripted::conn_establish;
 
 /// An Envelope with these exact bytes as payload and signature (no secret envelope).
 pub fn envelope_of(payload: impl Into<Bytes>, signature: impl Into<Bytes>) -> Bytes {
-    Bytes::from(
-        Envelope {
-            payload: payload.into(),
-            signature: signature.into(),
-            secret_envelope: None,
-        }
-        .encode_to_vec(),
-    )
-}
-
-/// A `ConnEstablish` as a remote would write it: for `pki` with `identity`, binding
-/// `tls_cert_hash` (empty without TLS), signed with the test provider's key when `sign`.
-pub fn conn_establish(
-    pki: &[u8],
-    identity: &[u8],
-    tls_cert_hash: &[u8],
-    probe: bool,
-    sign: bool,
-) -> Bytes {
-    let msg = crate::message::conn_establish_message(
-        Bytes::copy_from_slice(pki),
-        Bytes::copy_from_slice(identity),
-        Bytes::copy_from_slice(tls_cert_hash),
-        probe,
-    );
-    let payload = msg.encode_to_vec();
-    let signature = if sign {
-        TestOnlyHmacSecurity::hmac(&payload).to_vec()
-    } else {
-        Vec::new()
-    };
-    envelope_of(payload, signature)
+    crate::scripted::envelope(payload, signature, None)
 }
 
 /// One drain of [`Comm::poll_output`], split into the actions and the events (the
