@@ -24,6 +24,8 @@ pub(crate) fn envelope(
 
 /// A `ConnEstablish` as a remote would write it: for `pki` with `identity`, binding
 /// `tls_cert_hash` (empty without TLS), signed with the test provider's key when `sign`.
+/// Public through the `testing` module.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 pub fn conn_establish(
     pki: &[u8],
     identity: &[u8],
