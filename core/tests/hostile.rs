@@ -754,6 +754,22 @@ fn fill_until_paused(c: &mut Comm<TestOnlyHmacSecurity>, stream: StreamId) {
     assert!(acts.contains(&Action::PauseRead { stream }), "{acts:?}");
 }
 
+/// Checks that the paused `stream` is still open at `at` (past a grace that would close
+/// it), and that taking `sub`'s deliveries resumes reading it.
+fn open_while_paused_then_resumed(
+    c: &mut Comm<TestOnlyHmacSecurity>,
+    stream: StreamId,
+    sub: SubscriptionId,
+    at: Instant,
+) {
+    c.handle_timeout(at);
+    let (acts, _) = drain(c);
+    assert!(!closes(&acts, stream), "closed while paused: {acts:?}");
+    while c.poll_delivery(sub).is_some() {}
+    let (acts, _) = drain(c);
+    assert!(acts.contains(&Action::ResumeRead { stream }), "{acts:?}");
+}
+
 /// Whether `acts` close `stream`.
 fn closes(acts: &[Action], stream: StreamId) -> bool {
     acts.iter()
@@ -837,17 +853,9 @@ fn a_replaced_connection_whose_reading_is_paused_closes_only_after_it_resumes() 
     let (acts, _) = drain(&mut c);
     assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(new));
     assert!(!closes(&acts, old), "closed while paused: {acts:?}");
-    // Still paused when the grace is over: still open.
-    c.handle_timeout(now() + grace);
-    let (acts, _) = drain(&mut c);
-    assert!(!closes(&acts, old), "closed while paused: {acts:?}");
-    // Taking deliveries resumes it; what the driver held comes in and is delivered.
-    while c.poll_delivery(sub).is_some() {}
-    let (acts, _) = drain(&mut c);
-    assert!(
-        acts.contains(&Action::ResumeRead { stream: old }),
-        "{acts:?}"
-    );
+    // Still paused when the grace is over: still open. Taking deliveries resumes it;
+    // what the driver held comes in and is delivered.
+    open_while_paused_then_resumed(&mut c, old, sub, now() + grace);
     c.handle_envelope(now() + grace, old, data_env(1_000))
         .unwrap();
     let _ = drain(&mut c);
@@ -910,15 +918,7 @@ fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
     assert_eq!(c.stats().crossings, 1);
     // Its messages on our (losing) stream fill the subscription: reading it pauses.
     fill_until_paused(&mut c, ours);
-    c.handle_timeout(now() + grace);
-    let (acts, _) = drain(&mut c);
-    assert!(!closes(&acts, ours), "closed while paused: {acts:?}");
-    while c.poll_delivery(sub).is_some() {}
-    let (acts, _) = drain(&mut c);
-    assert!(
-        acts.contains(&Action::ResumeRead { stream: ours }),
-        "{acts:?}"
-    );
+    open_while_paused_then_resumed(&mut c, ours, sub, now() + grace);
     c.handle_timeout(now() + grace * 2);
     let (acts, ev) = drain(&mut c);
     assert!(closes(&acts, ours), "{acts:?}");
