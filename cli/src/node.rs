@@ -13,7 +13,7 @@ use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::Out;
 use clap::Args;
 use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
-use fabric_gossip_core::proto::gossip::{DataMessage, Empty, GossipMessage, Payload};
+use fabric_gossip_core::proto::gossip::{Empty, GossipMessage};
 use fabric_gossip_core::{AckError, Event, HandshakeError, PkiId, RemotePeer, SignedMessage};
 use fabric_gossip_discovery::DiscoveryEvent;
 use fabric_gossip_tonic::Node;
@@ -558,15 +558,7 @@ fn push_json_str(s: &mut String, v: &str) {
 pub(crate) fn data_message(seq: u64, data: &[u8], nonce: u64) -> GossipMessage {
     GossipMessage {
         nonce,
-        channel: Default::default(),
-        tag: Tag::Empty as i32,
-        content: Some(Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: data.to_vec().into(),
-                private_data: vec![],
-            }),
-        })),
+        ..fabric_gossip_core::data_message(seq, data.to_vec())
     }
 }
 

@@ -12,11 +12,12 @@
 //! Run with `cargo run -p fabric-gossip-core --example std_tcp`.
 
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use fabric_gossip_core::proto::gossip::GossipMessage;
 // No glob import: the core's `Instant` would be shadowed by (or clash with) std's.
 use fabric_gossip_core::{
     Action, CloseReason, Comm, Config, DialId, Error, Event, OpId, Output, RemotePeer,
-    SignedMessage, StdClock, StreamEnd, StreamId, SubscriptionId, TestOnlyHmacSecurity,
+    SignedMessage, StdClock, StreamEnd, StreamId, SubscriptionId, TestOnlyHmacSecurity, WriteKind,
+    data_message, data_payload,
 };
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -128,19 +129,22 @@ fn reader(id: StreamId, sock: TcpStream, gate: Arc<Gate>, max: usize, tx: SyncSe
     }
 }
 
-/// Writes what the core handed out, in order, and confirms each write so the core can hand
-/// out more (its write window). Ends the stream (FIN) when the loop drops its sender.
-fn writer(id: StreamId, mut sock: TcpStream, rx: Receiver<Bytes>, tx: SyncSender<Input>) {
-    // The first write of a stream is our ConnEstablish; the core hands it out beside its
-    // write window, so confirming it would return credit it never lent.
-    let mut first = true;
-    for envelope in rx {
+/// Writes what the core handed out, in order, and confirms each message written so the core
+/// can hand out more (its write window). Ends the stream (FIN) when the loop drops its sender.
+fn writer(
+    id: StreamId,
+    mut sock: TcpStream,
+    rx: Receiver<(Bytes, WriteKind)>,
+    tx: SyncSender<Input>,
+) {
+    for (envelope, kind) in rx {
+        // The handshake's ConnEstablish is outside the write window: confirming it would
+        // return credit the core never lent.
         let report = match write_frame(&mut sock, &envelope) {
-            Ok(()) if first => None,
+            Ok(()) if kind == WriteKind::Handshake => None,
             Ok(()) => Some(Input::Sent(id)),
             Err(e) => Some(Input::WriteFailed(id, e.to_string())),
         };
-        first = false;
         let failed = matches!(report, Some(Input::WriteFailed(..)));
         if report.is_some_and(|r| tx.send(r).is_err()) || failed {
             return;
@@ -154,7 +158,7 @@ fn writer(id: StreamId, mut sock: TcpStream, rx: Receiver<Bytes>, tx: SyncSender
 /// One stream as the driver sees it: a TCP connection with its two threads.
 struct Conn {
     sock: TcpStream,
-    to_writer: Sender<Bytes>,
+    to_writer: Sender<(Bytes, WriteKind)>,
     gate: Arc<Gate>,
     paused: bool,
     /// Frames read but not yet handed to the core, oldest first (see `feed_backlog`).
@@ -221,9 +225,13 @@ impl Node {
                     );
                 }
             },
-            Action::Write { stream, envelope } => {
+            Action::Write {
+                stream,
+                envelope,
+                kind,
+            } => {
                 if let Some(c) = self.conns.get(&stream)
-                    && c.to_writer.send(envelope).is_err()
+                    && c.to_writer.send((envelope, kind)).is_err()
                 {
                     let _ = self
                         .comm
@@ -374,16 +382,7 @@ struct App {
 }
 
 fn data(seq: u64) -> GossipMessage {
-    GossipMessage {
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: Bytes::from(format!("message {seq}")),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    }
+    data_message(seq, format!("message {seq}"))
 }
 
 impl App {
@@ -403,10 +402,7 @@ impl App {
             let Some(m) = n.comm.poll_delivery(sub) else {
                 break;
             };
-            let seq = match &m.message.content {
-                Some(gossip_message::Content::DataMsg(d)) => d.payload.as_ref().map(|p| p.seq_num),
-                _ => None,
-            };
+            let seq = data_payload(&m.message).map(|(seq, _)| seq);
             if m.message.nonce != 0 {
                 // An ack request: succeed only if everything before it arrived.
                 let err = (self.next_expected != MESSAGES + 1)

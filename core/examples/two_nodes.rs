@@ -6,7 +6,8 @@
 #![allow(clippy::needless_range_loop)] // nodes are addressed by index on both sides of each wire
 
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use fabric_gossip_core::proto::gossip::GossipMessage;
+use fabric_gossip_core::testing::fmt_action;
 use fabric_gossip_core::*;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,17 +20,7 @@ struct Node {
 }
 
 fn data(seq: u64, text: &str) -> GossipMessage {
-    GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: Bytes::copy_from_slice(text.as_bytes()),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    }
+    data_message(seq, Bytes::copy_from_slice(text.as_bytes()))
 }
 
 fn main() {
@@ -47,22 +38,13 @@ fn main() {
     let b = RemotePeer::new("127.0.0.1:7052", "127.0.0.1:7052");
     let a = RemotePeer::new("127.0.0.1:7051", "127.0.0.1:7051");
     println!("A sends two messages to B (no connection yet: A dials)");
-    nodes[0]
-        .comm
-        .send(
-            now,
-            &SignedMessage::noop(data(1, "hello")),
-            std::slice::from_ref(&b),
-        )
-        .unwrap();
-    nodes[0]
-        .comm
-        .send(
-            now,
-            &SignedMessage::noop(data(2, "world")),
-            std::slice::from_ref(&b),
-        )
-        .unwrap();
+    for (seq, text) in [(1, "hello"), (2, "world")] {
+        let m = SignedMessage::noop(data(seq, text));
+        nodes[0]
+            .comm
+            .send(now, &m, std::slice::from_ref(&b))
+            .unwrap();
+    }
     println!("B asks A for an ack");
     let op = nodes[1]
         .comm
@@ -91,7 +73,7 @@ fn main() {
                     }
                     Output::Timeout(_) => break,
                 };
-                println!("  {} action: {}", nodes[i].name, short(&action));
+                println!("  {} action: {}", nodes[i].name, fmt_action(&action));
                 match action {
                     Action::Dial { dial, .. } => nodes[i]
                         .comm
@@ -109,13 +91,21 @@ fn main() {
                         wires.push(((i, stream), (j, remote)));
                         wires.push(((j, remote), (i, stream)));
                     }
-                    Action::Write { stream, envelope } => {
+                    Action::Write {
+                        stream,
+                        envelope,
+                        kind,
+                    } => {
                         if let Some((_, (j, remote))) =
                             wires.iter().find(|(from, _)| *from == (i, stream))
                         {
                             in_flight.push_back((*j, *remote, envelope));
                         }
-                        nodes[i].comm.handle_sent(now, stream, 1).unwrap();
+                        // The handshake is outside the write window: only messages are
+                        // confirmed.
+                        if kind == WriteKind::Message {
+                            nodes[i].comm.handle_sent(now, stream, 1).unwrap();
+                        }
                     }
                     _ => {}
                 }
@@ -124,11 +114,9 @@ fn main() {
             // next drain.
             let sub = nodes[i].sub;
             while let Some(m) = nodes[i].comm.poll_delivery(sub) {
-                let text = match &m.message.content {
-                    Some(gossip_message::Content::DataMsg(d)) => {
-                        String::from_utf8_lossy(&d.payload.as_ref().unwrap().data).into_owned()
-                    }
-                    _ => m.message.content_name().to_string(),
+                let text = match data_payload(&m.message) {
+                    Some((_, data)) => String::from_utf8_lossy(data).into_owned(),
+                    None => m.message.content_name().to_string(),
                 };
                 println!(
                     "  {} received {text:?} from {} (nonce {})",
@@ -155,18 +143,6 @@ fn main() {
             "{}: sent {} received {} handshakes ok {} dropped {}",
             n.name, s.sent, s.received, s.handshakes_ok, s.dropped_overflow
         );
-    }
-}
-
-fn short(a: &Action) -> String {
-    match a {
-        Action::Write { stream, envelope } => {
-            let kind = SignedMessage::from_envelope_bytes(envelope.clone())
-                .map(|m| m.message().content_name().to_string())
-                .unwrap_or_default();
-            format!("Write {kind} on {stream} ({} bytes)", envelope.len())
-        }
-        other => format!("{other:?}"),
     }
 }
 

@@ -44,8 +44,10 @@
 //!
 //! # Flow control
 //!
-//! * **Writes**: the core hands out at most `write_window` `Action::Write`s per stream
-//!   before the driver confirms them with [`Comm::handle_sent`]; the rest wait in the
+//! * **Writes**: each stream starts with one `Action::Write` of [`WriteKind::Handshake`]
+//!   (our `ConnEstablish`, never confirmed); then the core hands out at most
+//!   `write_window` writes of [`WriteKind::Message`] per stream before the driver
+//!   confirms them with [`Comm::handle_sent`]; the rest wait in the
 //!   connection's send buffer (`send_buffer_size`, Fabric's `sendBuffSize`). [`Comm::send`]
 //!   drops and counts when that buffer is full, as Fabric does; `respond`, `ack`,
 //!   `send_with_ack` and [`Comm::send_wait`] wait in a bounded wait queue instead.
@@ -88,7 +90,6 @@
 //!
 //! ```
 //! use fabric_gossip_core::*;
-//! use fabric_gossip_core::proto::gossip::{gossip_message, DataMessage, GossipMessage, Payload};
 //! use std::collections::VecDeque;
 //!
 //! let now = Instant::from_unix_secs(1_700_000_000);
@@ -96,12 +97,7 @@
 //! let (mut a, mut b) = (mk("127.0.0.1:7051"), mk("127.0.0.1:7052"));
 //! let sub = b.subscribe(Box::new(|_| true)).unwrap();
 //!
-//! let msg = GossipMessage {
-//!     content: Some(gossip_message::Content::DataMsg(DataMessage {
-//!         payload: Some(Payload { seq_num: 1, data: "hi".into(), private_data: vec![] }),
-//!     })),
-//!     ..Default::default()
-//! };
+//! let msg = data_message(1, "hi");
 //! a.send(now, &SignedMessage::noop(msg), &[RemotePeer::new("127.0.0.1:7052", "127.0.0.1:7052")])
 //!     .unwrap();
 //!
@@ -121,9 +117,11 @@
 //!                 a_stream = Some(stream);
 //!                 b_stream = Some(b.accept_stream(now, "127.0.0.1:7051", None).unwrap());
 //!             }
-//!             Output::Action(Action::Write { stream, envelope }) => {
+//!             Output::Action(Action::Write { stream, envelope, kind }) => {
 //!                 to_b.push_back(envelope);
-//!                 a.handle_sent(now, stream, 1).unwrap();
+//!                 if kind == WriteKind::Message {
+//!                     a.handle_sent(now, stream, 1).unwrap();
+//!                 }
 //!             }
 //!             Output::Timeout(_) => break,
 //!             _ => {}
@@ -131,9 +129,11 @@
 //!     }
 //!     loop {
 //!         match b.poll_output() {
-//!             Output::Action(Action::Write { stream, envelope }) => {
+//!             Output::Action(Action::Write { stream, envelope, kind }) => {
 //!                 to_a.push_back(envelope);
-//!                 b.handle_sent(now, stream, 1).unwrap();
+//!                 if kind == WriteKind::Message {
+//!                     b.handle_sent(now, stream, 1).unwrap();
+//!                 }
 //!             }
 //!             Output::Timeout(_) => break,
 //!             _ => {}
@@ -167,6 +167,8 @@ mod identity;
 mod ids;
 mod layer;
 mod message;
+#[cfg(any(feature = "testing", feature = "fuzzing"))]
+mod scripted;
 mod security;
 mod stats;
 mod time;
@@ -176,7 +178,7 @@ pub mod testing;
 
 pub use comm::{
     Acceptor, Action, Comm, ConnectionEntry, DeadCause, DeadPeer, Event, LiveCounts, Output,
-    RemotePeer, SendQueueLen, SendResult, StreamEnd,
+    RemotePeer, SendQueueLen, SendResult, StreamEnd, WriteKind,
 };
 pub use config::MAX_QUEUED_EVENTS;
 pub use config::{CertHash, Config, TlsHashes};
@@ -186,7 +188,9 @@ pub use error::{
 pub use fabric_gossip_proto as proto;
 pub use ids::{DialId, Handle, OpId, PkiId, Slab, StreamId, SubscriptionId};
 pub use layer::{Layer, Stack, StackOutput};
-pub use message::{ConnectionInfo, ReceivedMessage, SignedMessage, verify_envelope};
+pub use message::{
+    ConnectionInfo, ReceivedMessage, SignedMessage, data_message, data_payload, verify_envelope,
+};
 pub use security::{Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity};
 pub use stats::Stats;
 pub use time::{Instant, StdClock};

@@ -96,13 +96,8 @@ impl<S: Security + ?Sized> Security for Box<S> {
     fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
         (**self).sign(msg)
     }
-    fn verify(
-        &self,
-        identity: &[u8],
-        signature: &[u8],
-        message: &[u8],
-    ) -> Result<(), SecurityError> {
-        (**self).verify(identity, signature, message)
+    fn verify(&self, id: &[u8], sig: &[u8], msg: &[u8]) -> Result<(), SecurityError> {
+        (**self).verify(id, sig, msg)
     }
     fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
         (**self).validate_identity(identity, now)

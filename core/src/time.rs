@@ -37,7 +37,7 @@ impl Instant {
     /// epoch clamp to the epoch.
     pub fn from_system_time(t: std::time::SystemTime) -> Self {
         match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => Instant(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            Ok(d) => Instant(nanos(d)),
             Err(_) => Instant(0),
         }
     }
@@ -48,23 +48,22 @@ impl Instant {
     }
 }
 
+/// A duration in nanoseconds, saturated to what an `Instant` can hold.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, rhs: Duration) -> Instant {
-        Instant(
-            self.0
-                .saturating_add(u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX)),
-        )
+        Instant(self.0.saturating_add(nanos(rhs)))
     }
 }
 
 impl Sub<Duration> for Instant {
     type Output = Instant;
     fn sub(self, rhs: Duration) -> Instant {
-        Instant(
-            self.0
-                .saturating_sub(u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX)),
-        )
+        Instant(self.0.saturating_sub(nanos(rhs)))
     }
 }
 

@@ -6,7 +6,7 @@
 //!   stream registered (one FIFO per peer).
 
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::*;
 use std::time::Duration;
 
@@ -14,17 +14,7 @@ const A: &str = "127.0.0.1:7051"; // the lower PKI-ID: its own dial wins the cro
 const B: &str = "127.0.0.1:7052";
 
 fn msg(seq: u64) -> GossipMessage {
-    GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: Bytes::from_static(b"x"),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    }
+    data_message(seq, Bytes::from_static(b"x"))
 }
 
 fn core(ep: &str, now: Instant) -> Comm<TestOnlyHmacSecurity> {
@@ -41,7 +31,9 @@ fn drain(c: &mut Comm<TestOnlyHmacSecurity>) -> (Vec<(StreamId, Bytes)>, Vec<Act
     let mut other = Vec::new();
     while let Some(a) = c.poll_action() {
         match a {
-            Action::Write { stream, envelope } => writes.push((stream, envelope)),
+            Action::Write {
+                stream, envelope, ..
+            } => writes.push((stream, envelope)),
             a => other.push(a),
         }
     }
@@ -50,15 +42,8 @@ fn drain(c: &mut Comm<TestOnlyHmacSecurity>) -> (Vec<(StreamId, Bytes)>, Vec<Act
 }
 
 fn seq_of(env: &Bytes) -> Option<u64> {
-    match SignedMessage::from_envelope_bytes(env.clone())
-        .ok()?
-        .message()
-        .content
-        .as_ref()?
-    {
-        gossip_message::Content::DataMsg(d) => d.payload.as_ref().map(|p| p.seq_num),
-        _ => None,
-    }
+    let m = SignedMessage::from_envelope_bytes(env.clone()).ok()?;
+    data_payload(m.message()).map(|(seq, _)| seq)
 }
 
 #[test]

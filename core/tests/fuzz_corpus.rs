@@ -135,37 +135,10 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         };
         out.push(("handshake", name_of(r), encode_handshake(&case)));
     }
-    let valid = HandshakeMessage::Crafted {
-        pki: 0,
-        identity: 0,
-        cert: 0,
-        probe: false,
-        content: 0,
-        signature: 0,
-        secret: 0,
-    };
+    // A crafted ConnEstablish from its seven choices, in the order of the fields of
+    // `HandshakeMessage::Crafted`; all zero is a valid one.
     let with = |f: &dyn Fn(&mut [u8; 7])| {
-        let HandshakeMessage::Crafted {
-            pki,
-            identity,
-            cert,
-            probe,
-            content,
-            signature,
-            secret,
-        } = valid.clone()
-        else {
-            unreachable!()
-        };
-        let mut v = [
-            pki,
-            identity,
-            cert,
-            u8::from(probe),
-            content,
-            signature,
-            secret,
-        ];
+        let mut v = [0u8; 7];
         f(&mut v);
         HandshakeMessage::Crafted {
             pki: v[0],
@@ -176,6 +149,14 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             signature: v[5],
             secret: v[6],
         }
+    };
+    let valid = with(&|_| {});
+    // A remote claiming PKI-ID and identity choice `n` (see `Crafted::pki`).
+    let as_peer = |n: u8| {
+        with(&|v| {
+            v[0] = n;
+            v[1] = n;
+        })
     };
     let case = |role: u8, tls: bool, cert: u8, expect: u8, first: HandshakeMessage| HandshakeCase {
         role,
@@ -211,51 +192,15 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             "identity_mismatch",
             case(0, false, 0, 0, with(&|v| v[1] = 1)),
         ),
-        (
-            "identity_rejected",
-            case(
-                0,
-                false,
-                0,
-                0,
-                with(&|v| {
-                    v[0] = 4;
-                    v[1] = 4;
-                }),
-            ),
-        ),
-        (
-            "identity_expired",
-            case(
-                1,
-                false,
-                0,
-                1,
-                with(&|v| {
-                    v[0] = 5;
-                    v[1] = 5;
-                }),
-            ),
-        ),
+        ("identity_rejected", case(0, false, 0, 0, as_peer(4))),
+        ("identity_expired", case(1, false, 0, 1, as_peer(5))),
         ("wrong_type", case(0, false, 0, 0, with(&|v| v[4] = 1))),
         ("no_content", case(2, false, 0, 0, with(&|v| v[4] = 2))),
         ("unsigned", case(0, false, 0, 0, with(&|v| v[5] = 1))),
         ("bad_signature", case(1, false, 0, 0, with(&|v| v[5] = 2))),
         ("bad_secret", case(0, false, 0, 0, with(&|v| v[6] = 2))),
         ("good_secret", case(0, false, 0, 0, with(&|v| v[6] = 1))),
-        (
-            "claims_our_pki",
-            case(
-                0,
-                false,
-                0,
-                0,
-                with(&|v| {
-                    v[0] = 2;
-                    v[1] = 2;
-                }),
-            ),
-        ),
+        ("claims_our_pki", case(0, false, 0, 0, as_peer(2))),
         (
             "late",
             HandshakeCase {

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
-use fabric_gossip_core::testing::{conn_establish, drain};
+use fabric_gossip_core::testing::{conn_establish, drain, open_outbound};
 use fabric_gossip_core::*;
 use prost::Message;
 use std::time::Duration;
@@ -59,10 +59,16 @@ fn responder_sends_its_conn_establish_first_and_registers() {
     let mut c = core(Config::default());
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
     let (acts, _) = drain(&mut c);
-    let Action::Write { stream, envelope } = &acts[0] else {
+    let Action::Write {
+        stream,
+        envelope,
+        kind,
+    } = &acts[0]
+    else {
         panic!("first action must be our ConnEstablish, got {acts:?}");
     };
     assert_eq!(*stream, s);
+    assert_eq!(*kind, WriteKind::Handshake, "outside the write window");
     let m = SignedMessage::from_envelope_bytes(envelope.clone()).unwrap();
     let Some(gossip_message::Content::Conn(conn)) = &m.message().content else {
         panic!("not a ConnEstablish");
@@ -319,25 +325,6 @@ fn identity_expiring_while_connected_closes_the_connection() {
 }
 
 #[test]
-fn no_conn_establish_within_conn_timeout() {
-    let mut c = core(Config::default());
-    let s = c.accept_stream(now(), REMOTE, None).unwrap();
-    let _ = drain(&mut c);
-    let deadline = now() + Duration::from_secs(2);
-    assert_eq!(c.poll_timeout(), Some(deadline));
-    c.handle_timeout(deadline - Duration::from_nanos(1));
-    assert!(c.is_live_stream(s));
-    c.handle_timeout(deadline);
-    let (acts, ev) = drain(&mut c);
-    assert_eq!(failed_with(&ev), Some(HandshakeError::Timeout));
-    assert!(
-        acts.iter()
-            .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == s))
-    );
-    assert!(!c.is_live_stream(s));
-}
-
-#[test]
 fn inbound_probe_is_authenticated_then_released() {
     let mut c = core(Config::default());
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
@@ -361,30 +348,6 @@ fn inbound_probe_is_authenticated_then_released() {
 }
 
 #[test]
-fn pending_handshakes_are_capped_oldest_refused_first() {
-    let mut cfg = Config::default();
-    cfg.max_pending_handshakes = 3;
-    let mut c = core(cfg);
-    let streams: Vec<_> = (0..5)
-        .map(|_| c.accept_stream(now(), REMOTE, None).unwrap())
-        .collect();
-    let (_, ev) = drain(&mut c);
-    let evicted: Vec<_> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Event::HandshakeFailed {
-                stream,
-                error: HandshakeError::Evicted,
-                ..
-            } => Some(*stream),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(evicted, vec![streams[0], streams[1]]);
-    assert!(streams[2..].iter().all(|s| c.is_live_stream(*s)));
-}
-
-#[test]
 fn accept_after_stop_is_refused() {
     let mut c = core(Config::default());
     c.stop(now());
@@ -398,20 +361,7 @@ fn handshake_authenticated() -> (Comm<TestOnlyHmacSecurity>, OpId, StreamId, Vec
     let op = c
         .handshake(now(), &RemotePeer::new(REMOTE, REMOTE))
         .unwrap();
-    let (acts, _) = drain(&mut c);
-    let Action::Dial { dial, .. } = acts[0].clone() else {
-        panic!("{acts:?}")
-    };
-    c.handle_dial_result(now(), dial, Ok(None)).unwrap();
-    c.handle_ping_result(now(), dial, Ok(())).unwrap();
-    let (acts, _) = drain(&mut c);
-    let stream = acts
-        .iter()
-        .find_map(|a| match a {
-            Action::OpenStream { stream, .. } => Some(*stream),
-            _ => None,
-        })
-        .expect("a stream");
+    let stream = open_outbound(&mut c, now());
     c.handle_envelope(now(), stream, conn_env(REMOTE, REMOTE, b"", false, true))
         .unwrap();
     let (_, ev) = drain(&mut c);
@@ -492,20 +442,7 @@ fn a_connection_the_remote_refuses_carries_its_reason() {
     let m = SignedMessage::noop(fabric_gossip_core::testing::data_msg(b"x"));
     c.send(now(), &m, &[RemotePeer::new(REMOTE, REMOTE)])
         .unwrap();
-    let (acts, _) = drain(&mut c);
-    let Action::Dial { dial, .. } = acts[0].clone() else {
-        panic!("{acts:?}")
-    };
-    c.handle_dial_result(now(), dial, Ok(None)).unwrap();
-    c.handle_ping_result(now(), dial, Ok(())).unwrap();
-    let (acts, _) = drain(&mut c);
-    let s = acts
-        .iter()
-        .find_map(|a| match a {
-            Action::OpenStream { stream, .. } => Some(*stream),
-            _ => None,
-        })
-        .unwrap();
+    let s = open_outbound(&mut c, now());
     c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
         .unwrap();
     let _ = drain(&mut c);
@@ -534,4 +471,36 @@ fn a_remote_claiming_our_own_pki_id_is_refused() {
         1
     );
     assert_eq!(HandshakeFailure::OwnPkiId.label(), "own_pki_id");
+}
+
+/// A driver tells the handshake's write from the messages by the action alone: the
+/// `ConnEstablish` is outside the write window (confirming it early returns no credit),
+/// and each message inside it waits for `handle_sent`.
+#[test]
+fn a_write_says_whether_it_is_the_handshake_or_uses_the_window() {
+    let mut c = core(Config::default().with_write_window(1));
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    let kinds = |acts: &[Action]| -> Vec<WriteKind> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Write { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    };
+    let (acts, _) = drain(&mut c);
+    assert_eq!(kinds(&acts), [WriteKind::Handshake]);
+    c.handle_sent(now(), s, 1).unwrap();
+    c.handle_envelope(now(), s, conn_env(REMOTE, REMOTE, b"", false, true))
+        .unwrap();
+    let peer = RemotePeer::new(REMOTE, REMOTE);
+    for seq in 0..3 {
+        let m = SignedMessage::noop(data_message(seq, "x"));
+        c.send(now(), &m, std::slice::from_ref(&peer)).unwrap();
+    }
+    let (acts, _) = drain(&mut c);
+    assert_eq!(kinds(&acts), [WriteKind::Message], "a window of one");
+    c.handle_sent(now(), s, 1).unwrap();
+    let (acts, _) = drain(&mut c);
+    assert_eq!(kinds(&acts), [WriteKind::Message]);
 }

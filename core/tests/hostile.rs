@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
-use fabric_gossip_core::testing::{conn_establish, drain, envelope_of as envelope};
+use fabric_gossip_core::testing::{conn_establish, drain, envelope_of as envelope, open_outbound};
 use fabric_gossip_core::*;
 use prost::Message;
 use std::time::Duration;
@@ -31,18 +31,7 @@ fn hello() -> Bytes {
 }
 
 fn data(seq: u64) -> GossipMessage {
-    GossipMessage {
-        content: Some(gossip_message::Content::DataMsg(
-            fabric_gossip_core::proto::gossip::DataMessage {
-                payload: Some(fabric_gossip_core::proto::gossip::Payload {
-                    seq_num: seq,
-                    data: Bytes::from_static(b"block"),
-                    private_data: vec![],
-                }),
-            },
-        )),
-        ..Default::default()
-    }
+    data_message(seq, Bytes::from_static(b"block"))
 }
 
 fn data_env(seq: u64) -> Bytes {
@@ -120,6 +109,22 @@ fn still_works(c: &mut Comm<TestOnlyHmacSecurity>, sub: Option<SubscriptionId>) 
 
 // ------------------------------------------------------------------- the bytes themselves
 
+/// Drains `c` and checks that the established stream `s` closed, as Malformed and with
+/// that status to the remote, for an envelope of `size` bytes over the 1 KiB limit.
+fn closed_as_oversized(c: &mut Comm<TestOnlyHmacSecurity>, s: StreamId, size: usize) {
+    let (acts, ev) = drain(c);
+    let why = format!("envelope of {size} bytes exceeds the limit of 1024");
+    assert_eq!(
+        disconnected(&ev, s),
+        Some(CloseReason::Malformed(why.clone()))
+    );
+    assert!(acts.contains(&Action::CloseStream {
+        stream: s,
+        error: Some(why)
+    }));
+    assert_eq!(c.stats().oversized, 1);
+}
+
 #[test]
 fn message_larger_than_the_limit() {
     let mut cfg = Config::default();
@@ -137,17 +142,7 @@ fn message_larger_than_the_limit() {
     // On an established connection: the connection is closed, Malformed.
     let (mut c, s, sub) = established(cfg.clone());
     c.handle_envelope(now(), s, too_big).unwrap();
-    let (acts, ev) = drain(&mut c);
-    let why = "envelope of 1025 bytes exceeds the limit of 1024".to_string();
-    assert_eq!(
-        disconnected(&ev, s),
-        Some(CloseReason::Malformed(why.clone()))
-    );
-    assert!(acts.contains(&Action::CloseStream {
-        stream: s,
-        error: Some(why)
-    }));
-    assert_eq!(c.stats().oversized, 1);
+    closed_as_oversized(&mut c, s, 1025);
     assert_eq!(c.stats().received, 0, "refused before counting as received");
     assert!(c.connections().is_empty());
 
@@ -155,17 +150,7 @@ fn message_larger_than_the_limit() {
     // same outcome and counter.
     let (mut c, s, _sub) = established(cfg.clone());
     c.handle_oversized(now(), s, 99 << 20).unwrap();
-    let (acts, ev) = drain(&mut c);
-    let why = format!("envelope of {} bytes exceeds the limit of 1024", 99 << 20);
-    assert_eq!(
-        disconnected(&ev, s),
-        Some(CloseReason::Malformed(why.clone()))
-    );
-    assert!(acts.contains(&Action::CloseStream {
-        stream: s,
-        error: Some(why)
-    }));
-    assert_eq!(c.stats().oversized, 1);
+    closed_as_oversized(&mut c, s, 99 << 20);
     assert_eq!(
         c.handle_oversized(now(), s, 2048),
         Err(Error::UnknownHandle),
@@ -334,6 +319,8 @@ fn no_conn_establish_before_the_deadline() {
     let _ = drain(&mut c);
     let deadline = now() + Duration::from_secs(2);
     assert_eq!(c.poll_timeout(), Some(deadline));
+    c.handle_timeout(deadline - Duration::from_nanos(1));
+    assert!(c.is_live_stream(s), "not a moment early");
     c.handle_timeout(deadline);
     let (acts, ev) = drain(&mut c);
     assert_eq!(failed(&ev, s), Some(HandshakeError::Timeout));
@@ -492,6 +479,8 @@ fn same_peer_reconnecting_in_a_tight_loop_while_we_do_not_read() {
     assert_eq!(c.stats().connections_closed, 998);
 }
 
+/// The pending-handshake bound: past it the oldest stuck handshake is refused first
+/// (`Evicted`), the newest are kept.
 #[test]
 fn many_connections_that_never_finish_their_handshake() {
     let c = &mut core(Config::default());
@@ -755,6 +744,38 @@ fn blocking_send_past_the_connection_cap_is_refused_not_counted() {
     assert!(acts.is_empty(), "no dial past the cap: {acts:?}");
 }
 
+/// Feeds `stream` data until its subscription is full and checks that reading pauses.
+fn fill_until_paused(c: &mut Comm<TestOnlyHmacSecurity>, stream: StreamId) {
+    for i in 0..c.config().subscription_buffer {
+        c.handle_envelope(now(), stream, data_env(i as u64))
+            .unwrap();
+    }
+    let (acts, _) = drain(c);
+    assert!(acts.contains(&Action::PauseRead { stream }), "{acts:?}");
+}
+
+/// Checks that the paused `stream` is still open at `at` (past a grace that would close
+/// it), and that taking `sub`'s deliveries resumes reading it.
+fn open_while_paused_then_resumed(
+    c: &mut Comm<TestOnlyHmacSecurity>,
+    stream: StreamId,
+    sub: SubscriptionId,
+    at: Instant,
+) {
+    c.handle_timeout(at);
+    let (acts, _) = drain(c);
+    assert!(!closes(&acts, stream), "closed while paused: {acts:?}");
+    while c.poll_delivery(sub).is_some() {}
+    let (acts, _) = drain(c);
+    assert!(acts.contains(&Action::ResumeRead { stream }), "{acts:?}");
+}
+
+/// Whether `acts` close `stream`.
+fn closes(acts: &[Action], stream: StreamId) -> bool {
+    acts.iter()
+        .any(|a| matches!(a, Action::CloseStream { stream: s, .. } if *s == stream))
+}
+
 /// Every output up to and including the time-out that ends the drain.
 fn outputs<S: Security>(c: &mut Comm<S>) -> Vec<Output> {
     let mut v = Vec::new();
@@ -768,11 +789,14 @@ fn outputs<S: Security>(c: &mut Comm<S>) -> Vec<Output> {
     }
 }
 
-#[test]
-fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
-    // The bug of the old four-step loop: actions were drained before deliveries, so the
-    // ResumeRead that taking deliveries queues waited for the next input, which a paused
-    // stream never brings. poll_output after poll_delivery hands it out at once.
+/// An established stream whose subscription the remote filled, and the outputs of the
+/// drain after it.
+fn filled_subscription() -> (
+    Comm<TestOnlyHmacSecurity>,
+    StreamId,
+    SubscriptionId,
+    Vec<Output>,
+) {
     let cfg = Config::default();
     let cap = cfg.subscription_buffer;
     let (mut c, s, sub) = established(cfg);
@@ -780,6 +804,15 @@ fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
         c.handle_envelope(now(), s, data_env(i as u64)).unwrap();
     }
     let out = outputs(&mut c);
+    (c, s, sub, out)
+}
+
+#[test]
+fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
+    // The bug of the old four-step loop: actions were drained before deliveries, so the
+    // ResumeRead that taking deliveries queues waited for the next input, which a paused
+    // stream never brings. poll_output after poll_delivery hands it out at once.
+    let (mut c, s, sub, out) = filled_subscription();
     assert!(matches!(out[0], Output::Action(Action::PauseRead { stream }) if stream == s));
     assert!(matches!(out[1], Output::Event(Event::DeliveryReady(x)) if x == sub));
     assert!(matches!(out[2], Output::Timeout(_)), "{out:?}");
@@ -794,13 +827,7 @@ fn a_paused_stream_resumes_through_poll_output_after_deliveries_are_taken() {
 
 #[test]
 fn unsubscribing_resumes_through_poll_output() {
-    let cfg = Config::default();
-    let cap = cfg.subscription_buffer;
-    let (mut c, s, sub) = established(cfg);
-    for i in 0..cap {
-        c.handle_envelope(now(), s, data_env(i as u64)).unwrap();
-    }
-    let _ = outputs(&mut c);
+    let (mut c, s, sub, _) = filled_subscription();
     c.unsubscribe(sub).unwrap();
     let out = outputs(&mut c);
     assert!(
@@ -817,38 +844,18 @@ fn unsubscribing_resumes_through_poll_output() {
 #[test]
 fn a_replaced_connection_whose_reading_is_paused_closes_only_after_it_resumes() {
     let cfg = Config::default();
-    let cap = cfg.subscription_buffer;
     let grace = cfg.crossing_grace;
     let (mut c, old, sub) = established(cfg);
-    for i in 0..cap {
-        c.handle_envelope(now(), old, data_env(i as u64)).unwrap();
-    }
-    let (acts, _) = drain(&mut c);
-    assert!(
-        acts.contains(&Action::PauseRead { stream: old }),
-        "{acts:?}"
-    );
-    let closes = |acts: &[Action]| {
-        acts.iter()
-            .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == old))
-    };
+    fill_until_paused(&mut c, old);
     // The remote reconnects from the same side: the new stream replaces the old one.
     let new = c.accept_stream(now(), REMOTE, None).unwrap();
     c.handle_envelope(now(), new, hello()).unwrap();
     let (acts, _) = drain(&mut c);
     assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(new));
-    assert!(!closes(&acts), "closed while paused: {acts:?}");
-    // Still paused when the grace is over: still open.
-    c.handle_timeout(now() + grace);
-    let (acts, _) = drain(&mut c);
-    assert!(!closes(&acts), "closed while paused: {acts:?}");
-    // Taking deliveries resumes it; what the driver held comes in and is delivered.
-    while c.poll_delivery(sub).is_some() {}
-    let (acts, _) = drain(&mut c);
-    assert!(
-        acts.contains(&Action::ResumeRead { stream: old }),
-        "{acts:?}"
-    );
+    assert!(!closes(&acts, old), "closed while paused: {acts:?}");
+    // Still paused when the grace is over: still open. Taking deliveries resumes it;
+    // what the driver held comes in and is delivered.
+    open_while_paused_then_resumed(&mut c, old, sub, now() + grace);
     c.handle_envelope(now() + grace, old, data_env(1_000))
         .unwrap();
     let _ = drain(&mut c);
@@ -894,27 +901,14 @@ fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
     // A remote with a lower PKI-ID than ours: the stream it opened wins, ours loses.
     const LOWER: &str = "127.0.0.1:7049";
     let cfg = Config::default();
-    let (cap, grace) = (cfg.subscription_buffer, cfg.crossing_grace);
+    let grace = cfg.crossing_grace;
     let mut c = core(cfg);
     let sub = c.subscribe(Box::new(|_| true)).unwrap();
     let lower_hello = || conn_env(LOWER.as_bytes(), LOWER.as_bytes(), b"", true);
     // Our connection to it.
     let m = SignedMessage::noop(data(0));
     c.send(now(), &m, &[RemotePeer::new(LOWER, LOWER)]).unwrap();
-    let (acts, _) = drain(&mut c);
-    let Action::Dial { dial, .. } = acts[0].clone() else {
-        panic!("{acts:?}")
-    };
-    c.handle_dial_result(now(), dial, Ok(None)).unwrap();
-    c.handle_ping_result(now(), dial, Ok(())).unwrap();
-    let (acts, _) = drain(&mut c);
-    let ours = acts
-        .iter()
-        .find_map(|a| match a {
-            Action::OpenStream { stream, .. } => Some(*stream),
-            _ => None,
-        })
-        .unwrap();
+    let ours = open_outbound(&mut c, now());
     c.handle_envelope(now(), ours, lower_hello()).unwrap();
     // Its connection to us, crossing ours: it wins.
     let theirs = c.accept_stream(now(), LOWER, None).unwrap();
@@ -923,30 +917,11 @@ fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
     assert_eq!(c.connection(&PkiId::from(LOWER)), Some(theirs));
     assert_eq!(c.stats().crossings, 1);
     // Its messages on our (losing) stream fill the subscription: reading it pauses.
-    for i in 0..cap {
-        c.handle_envelope(now(), ours, data_env(i as u64)).unwrap();
-    }
-    let (acts, _) = drain(&mut c);
-    assert!(
-        acts.contains(&Action::PauseRead { stream: ours }),
-        "{acts:?}"
-    );
-    let closes = |acts: &[Action]| {
-        acts.iter()
-            .any(|a| matches!(a, Action::CloseStream { stream, .. } if *stream == ours))
-    };
-    c.handle_timeout(now() + grace);
-    let (acts, _) = drain(&mut c);
-    assert!(!closes(&acts), "closed while paused: {acts:?}");
-    while c.poll_delivery(sub).is_some() {}
-    let (acts, _) = drain(&mut c);
-    assert!(
-        acts.contains(&Action::ResumeRead { stream: ours }),
-        "{acts:?}"
-    );
+    fill_until_paused(&mut c, ours);
+    open_while_paused_then_resumed(&mut c, ours, sub, now() + grace);
     c.handle_timeout(now() + grace * 2);
     let (acts, ev) = drain(&mut c);
-    assert!(closes(&acts), "{acts:?}");
+    assert!(closes(&acts, ours), "{acts:?}");
     assert!(ev.iter().any(|e| matches!(
         e,
         Event::Disconnected { conn, reason: CloseReason::CrossingLoser, .. } if *conn == ours

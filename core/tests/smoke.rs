@@ -5,17 +5,10 @@ use fabric_gossip_core::*;
 
 #[test]
 fn two_nodes_handshake_and_exchange() {
-    let mut net = Net::new(2, |_| Config::default());
+    let mut net = Net::connected_pair(|_| Config::default(), b"hello");
     net.subscribe_all(0);
-    net.subscribe_all(1);
-    net.record = true;
-    net.send(0, 1, b"hello");
-    net.settle();
     net.send(1, 0, b"back");
     net.settle();
-    for l in &net.log {
-        println!("{l}");
-    }
     assert_eq!(net.delivered_data(1), vec![b"hello".to_vec()]);
     assert_eq!(net.delivered_data(0), vec![b"back".to_vec()]);
     assert_eq!(net.nodes[0].comm.connections().len(), 1);

@@ -42,7 +42,9 @@ fn describe_write(envelope: &Bytes) -> String {
 
 fn line(a: &Action) -> String {
     match a {
-        Action::Write { stream, envelope } => {
+        Action::Write {
+            stream, envelope, ..
+        } => {
             format!("Write {stream} {}", describe_write(envelope))
         }
         other => format!("{other:?}"),
@@ -53,24 +55,26 @@ fn net_log(net: &Net) -> String {
     net.log.join("\n")
 }
 
-#[test]
-fn handshake_initiator_and_responder() {
-    let mut net = Net::new(2, |_| Config::default());
+/// The log of node 0's first message to node 1: dial, handshake both ways, delivery.
+fn first_message(config: impl Fn(usize) -> Config) -> String {
+    let mut net = Net::new(2, config);
     net.subscribe_all(1);
     net.record = true;
     net.send(0, 1, b"hello");
     net.settle();
-    insta::assert_snapshot!(net_log(&net));
+    net_log(&net)
+}
+
+#[test]
+fn handshake_initiator_and_responder() {
+    insta::assert_snapshot!(first_message(|_| Config::default()));
 }
 
 #[test]
 fn handshake_with_tls_hashes() {
-    let mut net = Net::new(2, |i| Config::default().with_tls(tls(i as u8 + 1)));
-    net.subscribe_all(1);
-    net.record = true;
-    net.send(0, 1, b"hello");
-    net.settle();
-    insta::assert_snapshot!(net_log(&net));
+    insta::assert_snapshot!(first_message(
+        |i| Config::default().with_tls(tls(i as u8 + 1))
+    ));
 }
 
 #[test]

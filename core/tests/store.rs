@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::*;
 use std::time::Duration;
 
@@ -194,18 +193,19 @@ fn write_failure_presumes_dead_and_closes() {
     assert!(net.nodes[0].comm.connections().is_empty());
 }
 
+/// A connected pair whose node 0 may have one write unconfirmed, the network held until
+/// the test runs it: its sends pile up in the send buffer.
+fn window_of_one(config: Config) -> Net {
+    Net::connected_pair(|_| config.clone().with_write_window(1), b"warm")
+}
+
 #[test]
 fn full_send_buffer_drops_and_counts_without_closing() {
-    let mut net = Net::connected_pair(
-        |_| Config::default().with_send_buffer(4).with_write_window(1),
-        b"warm",
-    );
+    let mut net = window_of_one(Config::default().with_send_buffer(4));
     // The remote never reads: hold every write by not running the network.
+    let (now, c) = (net.now, &mut net.nodes[0].comm);
     for k in 0..50u8 {
-        let now = net.now;
-        net.nodes[0]
-            .comm
-            .send(now, &SignedMessage::noop(data_msg(&[k])), &[peer(1)])
+        c.send(now, &SignedMessage::noop(data_msg(&[k])), &[peer(1)])
             .unwrap();
     }
     let st = net.nodes[0].comm.stats().clone();
@@ -232,15 +232,10 @@ fn full_send_buffer_drops_and_counts_without_closing() {
 
 #[test]
 fn send_wait_queues_instead_of_dropping_and_keeps_order() {
-    let mut net = Net::connected_pair(
-        |_| Config::default().with_send_buffer(2).with_write_window(1),
-        b"warm",
-    );
+    let mut net = window_of_one(Config::default().with_send_buffer(2));
+    let (now, c) = (net.now, &mut net.nodes[0].comm);
     for k in 0..20u8 {
-        let now = net.now;
-        net.nodes[0]
-            .comm
-            .send_wait(now, &SignedMessage::noop(data_msg(&[k])), &peer(1))
+        c.send_wait(now, &SignedMessage::noop(data_msg(&[k])), &peer(1))
             .unwrap();
     }
     assert_eq!(net.nodes[0].comm.stats().dropped_overflow, 0);
@@ -271,25 +266,24 @@ fn send_wait_refuses_when_the_wait_queue_is_full() {
     assert_eq!(results[4], Err(Error::WouldBlock));
 }
 
+/// The first byte of a DataMessage's data.
+fn first_byte(m: &ReceivedMessage) -> Option<u8> {
+    data_payload(&m.message).and_then(|(_, data)| data.first().copied())
+}
+
 #[test]
 fn predicates_route_each_message_only_to_its_subscribers() {
     let mut net = Net::new(2, cfg);
     let even = net.nodes[1]
         .comm
-        .subscribe(Box::new(|m: &ReceivedMessage| match &m.message.content {
-            Some(gossip_message::Content::DataMsg(d)) => {
-                d.payload.as_ref().is_some_and(|p| p.data[0] % 2 == 0)
-            }
-            _ => false,
+        .subscribe(Box::new(|m: &ReceivedMessage| {
+            first_byte(m).is_some_and(|b| b % 2 == 0)
         }))
         .unwrap();
     let odd = net.nodes[1]
         .comm
-        .subscribe(Box::new(|m: &ReceivedMessage| match &m.message.content {
-            Some(gossip_message::Content::DataMsg(d)) => {
-                d.payload.as_ref().is_some_and(|p| p.data[0] % 2 == 1)
-            }
-            _ => false,
+        .subscribe(Box::new(|m: &ReceivedMessage| {
+            first_byte(m).is_some_and(|b| b % 2 == 1)
         }))
         .unwrap();
     net.nodes[1].subs = vec![even, odd];
@@ -300,10 +294,7 @@ fn predicates_route_each_message_only_to_its_subscribers() {
     let data = |sub| -> Vec<u8> {
         net.nodes[1].delivered[&sub]
             .iter()
-            .map(|m| match &m.message.content {
-                Some(gossip_message::Content::DataMsg(d)) => d.payload.as_ref().unwrap().data[0],
-                _ => 255,
-            })
+            .map(|m| first_byte(m).unwrap_or(255))
             .collect()
     };
     assert_eq!(data(even), vec![0, 2, 4, 6, 8]);
@@ -405,18 +396,7 @@ fn send_with_ack_collects_acks_and_intercepts_them() {
     net.subscribe_all(0);
     net.subscribe_all(1);
     net.subscribe_all(2);
-    let now = net.now;
-    let op = net.nodes[0]
-        .comm
-        .send_with_ack(
-            now,
-            data_msg(b"a"),
-            Duration::from_secs(5),
-            2,
-            &[peer(1), peer(2)],
-        )
-        .unwrap();
-    net.flush(0);
+    let op = net.send_with_ack(0, &[1, 2], b"a", 2, Duration::from_secs(5));
     net.settle();
     ack_all(&mut net, 1, None);
     ack_all(&mut net, 2, Some("no thanks"));
@@ -448,18 +428,7 @@ fn send_with_ack_returns_once_min_ack_reached() {
     let mut net = Net::new(3, cfg);
     net.subscribe_all(1);
     net.subscribe_all(2);
-    let now = net.now;
-    net.nodes[0]
-        .comm
-        .send_with_ack(
-            now,
-            data_msg(b"a"),
-            Duration::from_secs(5),
-            1,
-            &[peer(1), peer(2)],
-        )
-        .unwrap();
-    net.flush(0);
+    net.send_with_ack(0, &[1, 2], b"a", 1, Duration::from_secs(5));
     net.settle();
     ack_all(&mut net, 1, None);
     net.settle();
@@ -481,12 +450,7 @@ fn send_with_ack_returns_once_min_ack_reached() {
 fn send_with_ack_times_out() {
     let mut net = Net::new(2, cfg);
     net.subscribe_all(1);
-    let now = net.now;
-    net.nodes[0]
-        .comm
-        .send_with_ack(now, data_msg(b"a"), Duration::from_secs(1), 1, &[peer(1)])
-        .unwrap();
-    net.flush(0);
+    net.send_with_ack(0, &[1], b"a", 1, Duration::from_secs(1));
     net.advance(Duration::from_secs(2));
     assert_eq!(
         ack_results(&net, 0),
@@ -501,12 +465,7 @@ fn send_with_ack_times_out() {
 fn send_with_ack_to_an_unreachable_peer_fails_fast() {
     let mut net = Net::new(2, cfg);
     net.refuse_dials.insert(1);
-    let now = net.now;
-    net.nodes[0]
-        .comm
-        .send_with_ack(now, data_msg(b"a"), Duration::from_secs(60), 1, &[peer(1)])
-        .unwrap();
-    net.flush(0);
+    net.send_with_ack(0, &[1], b"a", 1, Duration::from_secs(60));
     net.settle();
     let r = ack_results(&net, 0);
     assert!(
@@ -524,31 +483,11 @@ fn many_parallel_send_with_ack_each_way() {
     let mut net = Net::new(2, |_| Config::default().with_send_buffer(200));
     net.subscribe_all(0);
     net.subscribe_all(1);
-    let now = net.now;
     for k in 0..1000u32 {
-        net.nodes[0]
-            .comm
-            .send_with_ack(
-                now,
-                data_msg(&k.to_be_bytes()),
-                Duration::from_secs(10),
-                1,
-                &[peer(1)],
-            )
-            .unwrap();
-        net.nodes[1]
-            .comm
-            .send_with_ack(
-                now,
-                data_msg(&k.to_be_bytes()),
-                Duration::from_secs(10),
-                1,
-                &[peer(0)],
-            )
-            .unwrap();
+        for (from, to) in [(0, 1), (1, 0)] {
+            net.send_with_ack(from, &[to], &k.to_be_bytes(), 1, Duration::from_secs(10));
+        }
     }
-    net.flush(0);
-    net.flush(1);
     for _ in 0..50 {
         net.settle();
         ack_all(&mut net, 0, None);

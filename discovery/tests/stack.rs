@@ -90,7 +90,9 @@ impl Cluster {
                 self.links.insert((i, stream), (target, remote));
                 self.links.insert((target, remote), (i, stream));
             }
-            Action::Write { stream, envelope } => {
+            Action::Write {
+                stream, envelope, ..
+            } => {
                 if let Some(&(j, s)) = self.links.get(&(i, stream)) {
                     self.wire.push_back((j, s, Some(envelope)));
                 }

@@ -117,7 +117,9 @@ fn handshake_once(
                     sa = Some(stream);
                     sb = Some(b.accept_stream(now, "127.0.0.1:7051", None).unwrap());
                 }
-                Action::Write { stream, envelope } => {
+                Action::Write {
+                    stream, envelope, ..
+                } => {
                     let _ = a.handle_sent(now, stream, 1);
                     if let Some(s) = sb {
                         let _ = b.handle_envelope(now, s, envelope);
@@ -134,7 +136,9 @@ fn handshake_once(
         while let Some(act) = b.poll_action() {
             progressed = true;
             match act {
-                Action::Write { stream, envelope } => {
+                Action::Write {
+                    stream, envelope, ..
+                } => {
                     let _ = b.handle_sent(now, stream, 1);
                     if let Some(s) = sa {
                         let _ = a.handle_envelope(now, s, envelope);

@@ -242,7 +242,9 @@ impl Sim {
             Action::Dial { dial, endpoint } => self.dial(n, dial, &endpoint),
             Action::Ping { dial } => self.ping(n, dial),
             Action::OpenStream { dial, stream } => self.open_stream(n, dial, stream),
-            Action::Write { stream, envelope } => self.write(n, stream, envelope),
+            Action::Write {
+                stream, envelope, ..
+            } => self.write(n, stream, envelope),
             Action::PauseRead { stream } => {
                 if let Some(s) = self.slot(n, stream)
                     && let Some(l) = self.links.get_mut(s.link)

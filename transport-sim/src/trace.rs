@@ -214,7 +214,9 @@ impl fmt::Display for ActionFmt<'_> {
             Action::Dial { dial, endpoint } => write!(f, "Dial {dial} {endpoint}"),
             Action::Ping { dial } => write!(f, "Ping {dial}"),
             Action::OpenStream { dial, stream } => write!(f, "OpenStream {dial} {stream}"),
-            Action::Write { stream, envelope } => write!(f, "Write {stream} {}", EnvFmt(envelope)),
+            Action::Write {
+                stream, envelope, ..
+            } => write!(f, "Write {stream} {}", EnvFmt(envelope)),
             Action::PauseRead { stream } => write!(f, "PauseRead {stream}"),
             Action::ResumeRead { stream } => write!(f, "ResumeRead {stream}"),
             Action::CloseStream { stream, error } => match error {

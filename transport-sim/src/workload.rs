@@ -7,7 +7,7 @@ use crate::queue::Ev;
 use crate::sim::Sim;
 use bytes::Bytes;
 use core::time::Duration;
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::{RemotePeer, SignedMessage};
 
 /// A steady stream of messages from every node to random peers, for random runs and
@@ -110,16 +110,5 @@ impl Sim {
 
 /// A data message as workloads and benchmarks send it.
 pub fn data_message(seq: u64, data: Bytes) -> GossipMessage {
-    GossipMessage {
-        nonce: 0,
-        channel: Bytes::new(),
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data,
-                private_data: vec![],
-            }),
-        })),
-    }
+    fabric_gossip_core::data_message(seq, data)
 }

@@ -34,8 +34,8 @@
 //! bounded too, and a workload that cannot finish reports the failure instead of hanging.
 #![allow(clippy::print_stdout)]
 
-use bytes::{Buf, Bytes, BytesMut};
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use bytes::{Buf, BytesMut};
+use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
 use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
 use fabric_gossip_tonic::{Incoming, Node, TlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -572,17 +572,10 @@ where
 }
 
 fn message(seq: u64) -> SignedMessage {
-    SignedMessage::noop(GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: Bytes::from(vec![(seq % 251) as u8; PAYLOAD]),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    })
+    SignedMessage::noop(fabric_gossip_core::data_message(
+        seq,
+        vec![(seq % 251) as u8; PAYLOAD],
+    ))
 }
 
 fn ring() -> Arc<Vec<SignedMessage>> {

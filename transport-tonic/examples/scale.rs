@@ -27,10 +27,7 @@
 //! (thousands of connections, a child process, seconds of set-up), and what it reports —
 //! time to connect, RSS per connection — is not a per-iteration time criterion can repeat.
 
-use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{
-    DataMessage, Empty, GossipMessage, Payload, gossip_message,
-};
+use fabric_gossip_core::proto::gossip::{Empty, GossipMessage, gossip_message};
 use fabric_gossip_core::{Config, Event, PkiId, RemotePeer, SignedMessage, TestOnlyHmacSecurity};
 use fabric_gossip_msp::dev::{self, DevOrg, OrgSpec, Validity};
 use fabric_gossip_tonic::{DriverLimits, Node, TlsConfig};
@@ -135,17 +132,7 @@ fn runtime() -> Res<tokio::runtime::Runtime> {
 }
 
 fn data_message(len: usize) -> SignedMessage {
-    SignedMessage::noop(GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: 1,
-                data: Bytes::from(vec![7u8; len]),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    })
+    SignedMessage::noop(fabric_gossip_core::data_message(1, vec![7u8; len]))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -23,7 +23,7 @@ use fabric_gossip_core::proto::gossip::Empty;
 use fabric_gossip_core::proto::gossip::gossip_client::GossipClient;
 use fabric_gossip_core::{
     Action, CertHash, Comm, ConnectionInfo, DialId, Event, HandshakeError, Instant, OpId, Output,
-    PkiId, ProbeError, Security, SendResult, StreamEnd, StreamId, SubscriptionId,
+    PkiId, ProbeError, Security, SendResult, StreamEnd, StreamId, SubscriptionId, WriteKind,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -65,8 +65,8 @@ pub(crate) const MAX_FRAME: u32 = 64 << 10;
 /// One item for a stream's writer.
 #[derive(Debug)]
 pub(crate) enum Out {
-    /// An encoded Envelope.
-    Env(Bytes),
+    /// An encoded Envelope, and whether it uses the core's write credit.
+    Env(Bytes, WriteKind),
     /// End the stream; for an inbound stream, with this error status.
     End(Option<String>),
 }
@@ -475,9 +475,13 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
                 );
             }
         }
-        Action::Write { stream, envelope } => {
+        Action::Write {
+            stream,
+            envelope,
+            kind,
+        } => {
             let failed = match st.streams.get(&stream) {
-                Some(e) => match e.tx.try_send(Out::Env(envelope)) {
+                Some(e) => match e.tx.try_send(Out::Env(envelope, kind)) {
                     Ok(()) => false,
                     // The RPC already ended (the remote closed it, perhaps refusing us with
                     // a status): its reader is about to report how, with the remote's
@@ -965,8 +969,8 @@ async fn read_loop(
 ///
 /// Taking an Envelope out counts as written. Credit goes back to the core in batches: every
 /// half write window, and whenever the queue runs dry, so the core can refill it before the
-/// encoder is told to wait. The first Envelope (the handshake's `ConnEstablish`) is outside
-/// the core's write window and is not counted.
+/// encoder is told to wait. The handshake's `ConnEstablish` ([`WriteKind::Handshake`]) is
+/// outside the core's write window and is not counted.
 ///
 /// # Coalescing writes
 ///
@@ -982,7 +986,6 @@ pub(crate) struct OutStream {
     inner: Arc<Inner>,
     stream: StreamId,
     rx: mpsc::Receiver<Out>,
-    first: bool,
     unreported: usize,
     report_every: usize,
     done: bool,
@@ -999,7 +1002,6 @@ impl OutStream {
             inner,
             stream,
             rx,
-            first: true,
             unreported: 0,
             report_every,
             done: false,
@@ -1035,10 +1037,8 @@ impl OutStream {
         }
         loop {
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(Out::Env(b))) => {
-                    if self.first {
-                        self.first = false;
-                    } else {
+                Poll::Ready(Some(Out::Env(b, kind))) => {
+                    if kind == WriteKind::Message {
                         self.unreported += 1;
                         if self.unreported >= self.report_every {
                             self.report();

@@ -7,7 +7,7 @@
 //! identity the provider accepts and that matches the PKI-ID, the TLS certificate hash of
 //! the stream, and the signature.
 
-use super::output::{Action, Event};
+use super::output::{Action, Event, WriteKind};
 use super::stream::{Phase, Purpose, Stream};
 use super::timers::TimerKey;
 use super::{Comm, StreamEnd};
@@ -103,7 +103,7 @@ impl<S: Security> Comm<S> {
         }
         match self.conn_establish(inbound, probe) {
             Ok(envelope) => {
-                self.out.write(stream, envelope);
+                self.out.write(stream, envelope, WriteKind::Handshake);
                 self.arm(deadline, TimerKey::Stream(stream));
             }
             Err(e) => self.fail_handshake(stream, HandshakeError::LocalSigning(e)),

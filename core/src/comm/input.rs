@@ -72,13 +72,11 @@ impl<S: Security> Comm<S> {
         stream: StreamId,
         bytes: Bytes,
     ) -> Result<(), Error> {
-        self.tick(now);
-        let handshaking = self.handshaking(stream)?;
         if bytes.len() > self.config.max_message_size {
-            self.refuse_oversized(stream, handshaking, bytes.len());
-            return Ok(());
+            return self.handle_oversized(now, stream, bytes.len());
         }
-        if handshaking {
+        self.tick(now);
+        if self.handshaking(stream)? {
             self.on_handshake_envelope(stream, bytes, now);
         } else {
             self.on_established_envelope(stream, bytes);

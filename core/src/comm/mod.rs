@@ -46,7 +46,7 @@ use rand_core::SeedableRng;
 use std::sync::Arc;
 
 pub use demux::Acceptor;
-pub use output::{Action, DeadCause, DeadPeer, Event, Output, SendResult};
+pub use output::{Action, DeadCause, DeadPeer, Event, Output, SendResult, WriteKind};
 
 use acks::Acks;
 use demux::Demux;

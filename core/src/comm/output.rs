@@ -52,12 +52,16 @@ pub enum Action {
         /// Handle of the new stream.
         stream: StreamId,
     },
-    /// Write one encoded Envelope to the stream; confirm with [`Comm::handle_sent`].
+    /// Write one encoded Envelope to the stream. `kind` says whether it uses write credit:
+    /// confirm a [`WriteKind::Message`] with [`Comm::handle_sent`] once written; never count
+    /// the [`WriteKind::Handshake`].
     Write {
         /// The stream.
         stream: StreamId,
         /// The Envelope, encoded (shared by every stream the message goes to).
         envelope: Bytes,
+        /// The handshake's `ConnEstablish`, or a message inside the write window.
+        kind: WriteKind,
     },
     /// Stop reading the stream until `ResumeRead` (a subscription is full). Envelopes already
     /// read may still be handed in.
@@ -83,6 +87,25 @@ pub enum Action {
         /// The channel.
         dial: DialId,
     },
+}
+
+/// What a [`Action::Write`] is to flow control, so a driver need not know that a stream's
+/// first write is special.
+///
+/// A stream carries exactly one `Handshake` write, first, and then `Message` writes: at
+/// most [`Config::write_window`](crate::Config::write_window) of them unconfirmed at a time
+/// (`comm.config().write_window`). A driver sizing its per-stream queue needs room for
+/// that window plus the handshake; a driver returning credit in batches counts only the
+/// `Message` writes it has put on the wire, because [`Comm::handle_sent`] refills the
+/// window by the count it is given (a confirmation that arrives while the handshake runs
+/// is ignored, but one counted after it would open the window too early).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WriteKind {
+    /// Our signed `ConnEstablish`, the stream's first write: outside the write window, not
+    /// confirmed.
+    Handshake,
+    /// A gossip message: inside the write window, confirmed with [`Comm::handle_sent`].
+    Message,
 }
 
 /// A peer presumed dead: who, and why. Its `Display` is the PKI-ID alone, what Fabric's
@@ -247,8 +270,12 @@ impl Outputs {
         self.actions.push_back(a);
     }
 
-    pub(super) fn write(&mut self, stream: StreamId, envelope: Bytes) {
-        self.actions.push_back(Action::Write { stream, envelope });
+    pub(super) fn write(&mut self, stream: StreamId, envelope: Bytes, kind: WriteKind) {
+        self.actions.push_back(Action::Write {
+            stream,
+            envelope,
+            kind,
+        });
     }
 
     pub(super) fn pop_action(&mut self) -> Option<Action> {

@@ -7,6 +7,7 @@
 //! FIFO per connection: a send buffer of `send_buffer_size`, then a bounded wait queue for
 //! blocking sends, then at most `write_window` envelopes handed to the driver at once.
 
+use super::output::WriteKind;
 use super::stream::Phase;
 use super::{Comm, RemotePeer, SendQueueLen};
 use crate::error::Error;
@@ -230,7 +231,7 @@ impl<S: Security> Comm<S> {
             return;
         };
         while let Some(envelope) = c.queue.next_write(window, cap) {
-            self.out.write(stream, envelope);
+            self.out.write(stream, envelope, WriteKind::Message);
         }
     }
 

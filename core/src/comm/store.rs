@@ -573,24 +573,20 @@ mod tests {
 
     #[test]
     fn in_a_crossing_the_stream_opened_by_the_lower_pki_id_wins_on_both_sides() {
-        // "a" < "b". On a's side, a's own (outbound) stream is the lower's.
-        assert_eq!(
-            registration(&p("a"), &p("b"), false, Some(true)),
-            Registration::CrossingWinner
-        );
-        assert_eq!(
-            registration(&p("a"), &p("b"), true, Some(false)),
-            Registration::CrossingLoser
-        );
-        // On b's side, the stream a opened is inbound.
-        assert_eq!(
-            registration(&p("b"), &p("a"), true, Some(false)),
-            Registration::CrossingWinner
-        );
-        assert_eq!(
-            registration(&p("b"), &p("a"), false, Some(true)),
-            Registration::CrossingLoser
-        );
+        // "a" < "b". On a's side, a's own (outbound) stream is the lower's; on b's side,
+        // the stream a opened is inbound. (own, remote, new stream inbound, verdict)
+        for (own, remote, inbound, verdict) in [
+            ("a", "b", false, Registration::CrossingWinner),
+            ("a", "b", true, Registration::CrossingLoser),
+            ("b", "a", true, Registration::CrossingWinner),
+            ("b", "a", false, Registration::CrossingLoser),
+        ] {
+            assert_eq!(
+                registration(&p(own), &p(remote), inbound, Some(!inbound)),
+                verdict,
+                "{own} registering a stream from {remote}, inbound {inbound}"
+            );
+        }
     }
 
     #[test]

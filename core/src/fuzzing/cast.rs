@@ -51,21 +51,6 @@ pub(super) fn own_tls() -> TlsHashes {
     }
 }
 
-pub(super) fn envelope_bytes(
-    payload: Vec<u8>,
-    signature: Vec<u8>,
-    secret: Option<SecretEnvelope>,
-) -> Bytes {
-    Bytes::from(
-        Envelope {
-            payload: payload.into(),
-            signature: signature.into(),
-            secret_envelope: secret,
-        }
-        .encode_to_vec(),
-    )
-}
-
 pub(super) fn conn_message(pki: &[u8], identity: &[u8], hash: &[u8], probe: bool) -> GossipMessage {
     crate::message::conn_establish_message(
         Bytes::copy_from_slice(pki),
@@ -78,42 +63,31 @@ pub(super) fn conn_message(pki: &[u8], identity: &[u8], hash: &[u8], probe: bool
 /// A valid, signed ConnEstablish of peer `k` (`PEERS.len()` and above: `ME`), with the
 /// certificate hash of `cert_kind` (0: the right one for the role, 1: wrong, 2: empty).
 pub(super) fn d_hello(k: usize, inbound: bool, cert_kind: u8) -> Bytes {
+    hello_with(k, inbound, cert_kind, false)
+}
+
+/// [`d_hello`], for a probe when `probe`.
+pub(super) fn hello_with(k: usize, inbound: bool, cert_kind: u8, probe: bool) -> Bytes {
     let name = PEERS.get(k).copied().unwrap_or(ME);
     let hash = match cert_kind % 3 {
         0 => cert(k.min(PEERS.len()), inbound).to_vec(),
         1 => WRONG_CERT.to_vec(),
         _ => Vec::new(),
     };
-    let payload = conn_message(name.as_bytes(), name.as_bytes(), &hash, false).encode_to_vec();
-    let sig = TestOnlyHmacSecurity::hmac(&payload).to_vec();
-    envelope_bytes(payload, sig, None)
+    crate::scripted::conn_establish(name.as_bytes(), name.as_bytes(), &hash, probe, true)
 }
 
 /// Marks the data messages the harness sends, so order checks ignore look-alikes.
 pub(super) const DATA_MARK: &[u8] = b"fuzz-seq";
 
 pub(super) fn data_message(seq: u64) -> GossipMessage {
-    GossipMessage {
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: Bytes::from_static(DATA_MARK),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    }
+    crate::data_message(seq, Bytes::from_static(DATA_MARK))
 }
 
 pub(super) fn data_seq(msg: &GossipMessage) -> Option<u64> {
-    match &msg.content {
-        Some(gossip_message::Content::DataMsg(DataMessage { payload: Some(p) }))
-            if p.data.as_ref() == DATA_MARK =>
-        {
-            Some(p.seq_num)
-        }
-        _ => None,
-    }
+    crate::data_payload(msg)
+        .filter(|(_, data)| data.as_ref() == DATA_MARK)
+        .map(|(seq, _)| seq)
 }
 
 pub(super) fn is_conn_establish(envelope: &Bytes) -> bool {

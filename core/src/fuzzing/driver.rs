@@ -350,11 +350,20 @@ impl Driver {
                     },
                 );
             }
-            Action::Write { stream, envelope } => {
+            Action::Write {
+                stream,
+                envelope,
+                kind,
+            } => {
                 live_stream(self, &stream);
                 let handshake = is_conn_establish(&envelope);
                 let st = self.streams.get_mut(&stream).expect("checked");
                 assert_eq!(handshake, st.writes == 0, "a ConnEstablish first, once");
+                assert_eq!(
+                    kind == WriteKind::Handshake,
+                    handshake,
+                    "a write says whether it is the handshake"
+                );
                 st.writes += 1;
                 if !handshake {
                     self.data_writes += 1;

@@ -189,7 +189,7 @@ pub(super) fn build_message(m: &HandshakeMessage, inbound: bool) -> Bytes {
             signature: Bytes::new(),
         }),
     };
-    envelope_bytes(payload, sig, secret)
+    crate::scripted::envelope(payload, sig, secret)
 }
 
 /// What an independent reading of Fabric's checks (`gossip/comm/comm_impl.go`,

@@ -14,13 +14,13 @@
 use crate::{
     AckError, Action, CertHash, Comm, Config, DialId, Error, Event, Instant, OpId, PkiId,
     RemotePeer, SignedMessage, Stats, StreamEnd, StreamId, SubscriptionId, TestOnlyHmacSecurity,
-    TlsHashes, verify_envelope,
+    TlsHashes, WriteKind, verify_envelope,
 };
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_proto::gossip::{
-    Acknowledgement, DataMessage, Envelope, GossipMessage, Payload, SecretEnvelope, gossip_message,
+    Acknowledgement, Envelope, GossipMessage, SecretEnvelope, gossip_message,
 };
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};

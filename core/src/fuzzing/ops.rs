@@ -492,14 +492,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                         env.signature = Bytes::new();
                         Bytes::from(env.encode_to_vec())
                     }
-                    _ => {
-                        let name = PEERS.get(k).copied().unwrap_or(ME);
-                        let h = cert(k, inbound);
-                        let p = conn_message(name.as_bytes(), name.as_bytes(), &h, true)
-                            .encode_to_vec();
-                        let sig = TestOnlyHmacSecurity::hmac(&p).to_vec();
-                        envelope_bytes(p, sig, None)
-                    }
+                    _ => hello_with(k, inbound, 0, true),
                 };
                 feed(d, s, bytes);
             }

@@ -3,8 +3,8 @@
 use super::*;
 use crate::comm::RemotePeer;
 use crate::message::SignedMessage;
-use crate::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
-use crate::{Config, StreamId, TestOnlyHmacSecurity};
+use crate::proto::gossip::GossipMessage;
+use crate::{Config, StreamId, TestOnlyHmacSecurity, WriteKind};
 use bytes::Bytes;
 use core::time::Duration;
 use std::collections::VecDeque;
@@ -13,27 +13,13 @@ const A: &str = "127.0.0.1:7051";
 const B: &str = "127.0.0.1:7052";
 
 fn data(text: &str) -> GossipMessage {
-    GossipMessage {
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: 1,
-                data: Bytes::copy_from_slice(text.as_bytes()),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    }
+    crate::data_message(1, Bytes::copy_from_slice(text.as_bytes()))
 }
 
 fn text(m: &ReceivedMessage) -> String {
-    match &m.message.content {
-        Some(gossip_message::Content::DataMsg(d)) => d
-            .payload
-            .as_ref()
-            .map(|p| String::from_utf8_lossy(&p.data).into_owned())
-            .unwrap_or_default(),
-        _ => String::new(),
-    }
+    crate::data_payload(&m.message)
+        .map(|(_, data)| String::from_utf8_lossy(data).into_owned())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, PartialEq)]
@@ -151,14 +137,20 @@ impl Pair {
                     self.links.push(((i, *stream), (j, remote)));
                     self.links.push(((j, remote), (i, *stream)));
                 }
-                StackOutput::Action(Action::Write { stream, envelope }) => {
+                StackOutput::Action(Action::Write {
+                    stream,
+                    envelope,
+                    kind,
+                }) => {
                     if let Some((_, to)) = self.links.iter().find(|(f, _)| *f == (i, *stream)) {
                         self.wire.push_back((to.0, to.1, envelope.clone()));
                     }
-                    self.nodes[i]
-                        .comm_mut()
-                        .handle_sent(now, *stream, 1)
-                        .unwrap();
+                    if *kind == WriteKind::Message {
+                        self.nodes[i]
+                            .comm_mut()
+                            .handle_sent(now, *stream, 1)
+                            .unwrap();
+                    }
                 }
                 StackOutput::Timeout(_) => {
                     self.outputs[i].push(out);

@@ -17,7 +17,7 @@ use std::time::Duration;
 mod remote;
 mod wire;
 
-pub use remote::{conn_establish, drain, envelope_of};
+pub use remote::{conn_establish, drain, envelope_of, open_outbound};
 
 /// One-way latency of every link.
 pub const LATENCY: Duration = Duration::from_millis(1);
@@ -99,7 +99,7 @@ pub struct Net {
     /// (node, stream) -> (peer node, peer stream); peer stream may be unknown until accepted.
     links: BTreeMap<(usize, StreamId), (usize, Option<StreamId>)>,
     /// Writes waiting for the remote stream id (open in flight).
-    pending_writes: BTreeMap<(usize, StreamId), Vec<Bytes>>,
+    pending_writes: BTreeMap<(usize, StreamId), Vec<(Bytes, WriteKind)>>,
     paused: BTreeSet<(usize, StreamId)>,
     held: BTreeMap<(usize, StreamId), VecDeque<Bytes>>,
     /// Nodes whose dials are refused.
@@ -388,6 +388,27 @@ impl Net {
         self.flush(from);
     }
 
+    /// Node `from` sends a DataMessage carrying `data` to nodes `to` with
+    /// [`Comm::send_with_ack`], wanting `min_ack` acks within `timeout`; returns the
+    /// operation, whose result comes as an event.
+    pub fn send_with_ack(
+        &mut self,
+        from: usize,
+        to: &[usize],
+        data: &[u8],
+        min_ack: usize,
+        timeout: Duration,
+    ) -> OpId {
+        let peers: Vec<_> = to.iter().map(|&j| self.peer(j)).collect();
+        let now = self.now;
+        let op = self.nodes[from]
+            .comm
+            .send_with_ack(now, data_msg(data), timeout, min_ack, &peers)
+            .unwrap();
+        self.flush(from);
+        op
+    }
+
     /// Crash: the node stops answering; its streams reset on the remote side.
     /// Crashes node `i`: it stops answering and its streams reset at the remote ends.
     pub fn crash(&mut self, i: usize) {
@@ -402,14 +423,7 @@ impl Net {
             self.links.remove(&(i, s));
             if let Some(ts) = ts {
                 self.links.remove(&(t, ts));
-                self.push(
-                    LATENCY,
-                    Wire::Closed {
-                        node: t,
-                        stream: ts,
-                        end: StreamEnd::Error("connection reset".into()),
-                    },
-                );
+                self.close_end(t, ts, StreamEnd::Error("connection reset".into()));
             }
         }
     }
@@ -452,15 +466,8 @@ impl Net {
         let mut out = Vec::new();
         for msgs in self.nodes[i].delivered.values() {
             for m in msgs {
-                if let Some(crate::proto::gossip::gossip_message::Content::DataMsg(d)) =
-                    &m.message.content
-                {
-                    out.push(
-                        d.payload
-                            .as_ref()
-                            .map(|p| p.data.to_vec())
-                            .unwrap_or_default(),
-                    );
+                if let Some((_, data)) = crate::data_payload(&m.message) {
+                    out.push(data.to_vec());
                 }
             }
         }
@@ -468,27 +475,17 @@ impl Net {
     }
 }
 
-/// A DataMessage carrying `data`.
+/// A DataMessage carrying `data` as payload number 1.
 pub fn data_msg(data: &[u8]) -> crate::proto::gossip::GossipMessage {
-    use crate::proto::gossip::*;
-    GossipMessage {
-        nonce: 0,
-        channel: Bytes::new(),
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: 1,
-                data: Bytes::copy_from_slice(data),
-                private_data: vec![],
-            }),
-        })),
-    }
+    crate::data_message(1, Bytes::copy_from_slice(data))
 }
 
 /// One line describing an action (writes by content type), for logs and snapshots.
 pub fn fmt_action(a: &Action) -> String {
     match a {
-        Action::Write { stream, envelope } => {
+        Action::Write {
+            stream, envelope, ..
+        } => {
             let kind = SignedMessage::from_envelope_bytes(envelope.clone())
                 .map(|m| m.message().content_name().to_string())
                 .unwrap_or_else(|_| "?".into());

@@ -3,43 +3,12 @@
 //! output.
 
 use super::*;
-use crate::proto::gossip::Envelope;
-use prost::Message;
+
+pub use crate::scripted::conn_establish;
 
 /// An Envelope with these exact bytes as payload and signature (no secret envelope).
 pub fn envelope_of(payload: impl Into<Bytes>, signature: impl Into<Bytes>) -> Bytes {
-    Bytes::from(
-        Envelope {
-            payload: payload.into(),
-            signature: signature.into(),
-            secret_envelope: None,
-        }
-        .encode_to_vec(),
-    )
-}
-
-/// A `ConnEstablish` as a remote would write it: for `pki` with `identity`, binding
-/// `tls_cert_hash` (empty without TLS), signed with the test provider's key when `sign`.
-pub fn conn_establish(
-    pki: &[u8],
-    identity: &[u8],
-    tls_cert_hash: &[u8],
-    probe: bool,
-    sign: bool,
-) -> Bytes {
-    let msg = crate::message::conn_establish_message(
-        Bytes::copy_from_slice(pki),
-        Bytes::copy_from_slice(identity),
-        Bytes::copy_from_slice(tls_cert_hash),
-        probe,
-    );
-    let payload = msg.encode_to_vec();
-    let signature = if sign {
-        TestOnlyHmacSecurity::hmac(&payload).to_vec()
-    } else {
-        Vec::new()
-    };
-    envelope_of(payload, signature)
+    crate::scripted::envelope(payload, signature, None)
 }
 
 /// One drain of [`Comm::poll_output`], split into the actions and the events (the
@@ -53,4 +22,27 @@ pub fn drain<S: Security>(c: &mut Comm<S>) -> (Vec<Action>, Vec<Event>) {
             Output::Timeout(_) => return (actions, events),
         }
     }
+}
+
+/// Plays the network for a dial the core has just asked for: the first `Dial` of the next
+/// drain connects and its Ping answers; returns the stream the core then opens (its
+/// `ConnEstablish` is written on it; the remote's is the test's to send). Panics when the
+/// core asks for no dial, as a test would.
+pub fn open_outbound<S: Security>(c: &mut Comm<S>, now: Instant) -> StreamId {
+    let (acts, _) = drain(c);
+    let Some(dial) = acts.iter().find_map(|a| match a {
+        Action::Dial { dial, .. } => Some(*dial),
+        _ => None,
+    }) else {
+        panic!("no dial among {acts:?}")
+    };
+    c.handle_dial_result(now, dial, Ok(None)).unwrap();
+    c.handle_ping_result(now, dial, Ok(())).unwrap();
+    let (acts, _) = drain(c);
+    acts.iter()
+        .find_map(|a| match a {
+            Action::OpenStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no stream opened among {acts:?}"))
 }

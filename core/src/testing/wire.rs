@@ -95,23 +95,17 @@ impl Net {
                     },
                 );
             }
-            Action::Write { stream, envelope } => match self.links.get(&(i, stream)).copied() {
-                Some((t, Some(ts))) => {
-                    self.push(
-                        LATENCY,
-                        Wire::Envelope {
-                            node: t,
-                            stream: ts,
-                            bytes: envelope,
-                        },
-                    );
-                    self.push(Duration::ZERO, Wire::Sent { node: i, stream });
-                }
+            Action::Write {
+                stream,
+                envelope,
+                kind,
+            } => match self.links.get(&(i, stream)).copied() {
+                Some((t, Some(ts))) => self.carry((i, stream), (t, ts), envelope, kind),
                 Some((_, None)) => {
                     self.pending_writes
                         .entry((i, stream))
                         .or_default()
-                        .push(envelope);
+                        .push((envelope, kind));
                 }
                 None => {}
             },
@@ -120,14 +114,7 @@ impl Net {
                     && let Some(ts) = ts
                 {
                     self.links.remove(&(t, ts));
-                    self.push(
-                        LATENCY,
-                        Wire::Closed {
-                            node: t,
-                            stream: ts,
-                            end: StreamEnd::Finished,
-                        },
-                    );
+                    self.close_end(t, ts, StreamEnd::Finished);
                 }
                 self.pending_writes.remove(&(i, stream));
             }
@@ -152,20 +139,47 @@ impl Net {
         }
     }
 
+    /// Puts one write on the wire to the remote end, and confirms it to the writer at once
+    /// when it used write credit (the handshake does not).
+    fn carry(
+        &mut self,
+        (from, from_stream): (usize, StreamId),
+        (to, to_stream): (usize, StreamId),
+        bytes: Bytes,
+        kind: WriteKind,
+    ) {
+        self.push(
+            LATENCY,
+            Wire::Envelope {
+                node: to,
+                stream: to_stream,
+                bytes,
+            },
+        );
+        if kind == WriteKind::Message {
+            self.push(
+                Duration::ZERO,
+                Wire::Sent {
+                    node: from,
+                    stream: from_stream,
+                },
+            );
+        }
+    }
+
+    /// Tells node `node` that its stream ended, after the link's latency.
+    pub(super) fn close_end(&mut self, node: usize, stream: StreamId, end: StreamEnd) {
+        self.push(LATENCY, Wire::Closed { node, stream, end });
+    }
+
     pub(super) fn record_arrival(&mut self, node: usize, stream: StreamId, bytes: &Bytes) {
         if self.nodes[node].comm.connection_info(stream).is_none() {
             return;
         }
         if let Ok(m) = SignedMessage::from_envelope_bytes(bytes.clone())
-            && let Some(crate::proto::gossip::gossip_message::Content::DataMsg(d)) =
-                &m.message().content
+            && let Some((_, data)) = crate::data_payload(m.message())
         {
-            let data = d
-                .payload
-                .as_ref()
-                .map(|p| p.data.to_vec())
-                .unwrap_or_default();
-            self.arrivals.entry(node).or_default().push(data);
+            self.arrivals.entry(node).or_default().push(data.to_vec());
         }
     }
 
@@ -217,38 +231,17 @@ impl Net {
                     Ok(s) => {
                         self.links.insert((from, from_stream), (to, Some(s)));
                         self.links.insert((to, s), (from, Some(from_stream)));
-                        for b in self
+                        for (b, kind) in self
                             .pending_writes
                             .remove(&(from, from_stream))
                             .unwrap_or_default()
                         {
-                            self.push(
-                                LATENCY,
-                                Wire::Envelope {
-                                    node: to,
-                                    stream: s,
-                                    bytes: b,
-                                },
-                            );
-                            self.push(
-                                Duration::ZERO,
-                                Wire::Sent {
-                                    node: from,
-                                    stream: from_stream,
-                                },
-                            );
+                            self.carry((from, from_stream), (to, s), b, kind);
                         }
                     }
                     Err(_) => {
                         self.links.remove(&(from, from_stream));
-                        self.push(
-                            LATENCY,
-                            Wire::Closed {
-                                node: from,
-                                stream: from_stream,
-                                end: StreamEnd::Error("Shutting down".into()),
-                            },
-                        );
+                        self.close_end(from, from_stream, StreamEnd::Error("Shutting down".into()));
                     }
                 }
                 self.flush(to);

@@ -2,9 +2,7 @@
 // DataMessage every workload sends.
 #![allow(dead_code)]
 
-use bytes::Bytes;
 use fabric_gossip_core::SignedMessage;
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
 use fabric_gossip_tonic::TlsConfig;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
@@ -24,15 +22,5 @@ pub(crate) fn tls_pair() -> (TlsConfig, TlsConfig) {
 
 /// A noop-signed 1 KiB DataMessage, as Fabric's `Send` puts it on the wire.
 pub(crate) fn message() -> SignedMessage {
-    SignedMessage::noop(GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: 1,
-                data: Bytes::from(vec![7u8; 1024]),
-                private_data: vec![],
-            }),
-        })),
-        ..Default::default()
-    })
+    SignedMessage::noop(fabric_gossip_core::data_message(1, vec![7u8; 1024]))
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
 use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
 use fabric_gossip_tonic::{Node, TlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -82,18 +82,7 @@ pub async fn node(config: Config, tls: Option<TlsConfig>) -> Node {
 }
 
 pub fn data_msg(seq: u64, size: usize) -> GossipMessage {
-    GossipMessage {
-        nonce: 0,
-        channel: Bytes::new(),
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: Bytes::from(vec![(seq % 251) as u8; size]),
-                private_data: vec![],
-            }),
-        })),
-    }
+    fabric_gossip_core::data_message(seq, vec![(seq % 251) as u8; size])
 }
 
 pub fn data(seq: u64, size: usize) -> SignedMessage {
