@@ -63,6 +63,7 @@
 
 pub mod alive;
 mod bootstrap;
+pub mod certstore;
 mod config;
 pub mod disclosure;
 mod error;
@@ -77,6 +78,7 @@ mod store;
 pub mod validate;
 
 pub use alive::Timestamp;
+pub use certstore::{CertStoreConfig, CertStoreStats};
 pub use config::DiscoveryConfig;
 pub use error::{AliveError, ConfigError};
 pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
