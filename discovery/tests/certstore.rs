@@ -1,0 +1,94 @@
+//! The identity pull (certstore) on a small cluster: a member whose identity period ended
+//! before a newcomer joined is learnt by the newcomer only through the pull, and the
+//! messages exchanged are Fabric's (snapshot). HMAC identities of one organization and the
+//! virtual clock make every byte deterministic.
+
+mod common;
+
+use common::{Cluster, dcfg};
+use core::time::Duration;
+use fabric_gossip_core::testing::ep;
+use fabric_gossip_core::{Instant, Security, TestOnlyHmacSecurity};
+use fabric_gossip_discovery::DiscoveryConfig;
+
+const T0: Instant = Instant::from_unix_secs(1_700_000_000);
+
+fn org1(i: usize) -> Box<dyn Security> {
+    let mut s = TestOnlyHmacSecurity::new(ep(i));
+    for j in 0..3 {
+        s = s.with_organization(ep(j), "Org1");
+    }
+    Box::new(s)
+}
+
+/// Fabric's defaults, but no identity in alive messages at all (the period over).
+fn cfg(i: usize, pull: bool) -> DiscoveryConfig {
+    let mut c = dcfg(i);
+    c.publish_cert_period = Duration::ZERO;
+    c.certstore.enabled = pull;
+    if i > 0 {
+        c = c.with_bootstrap([ep(i - 1)]);
+    }
+    c
+}
+
+/// n0 and n1 run for 12 s; then n2 joins through n1. Returns the cluster and the time n2
+/// joined.
+fn late_joiner(pull: bool) -> (Cluster, Instant) {
+    let mut c = Cluster::with_security(T0, 3, org1, |i| cfg(i, pull));
+    c.crash(2);
+    c.run_for(Duration::from_secs(12));
+    assert!(c.sees_alive(1, 0) && c.sees_alive(0, 1), "n0 and n1 joined");
+    let joined = c.now();
+    c.restart(2, org1(2), cfg(2, pull));
+    (c, joined)
+}
+
+#[test]
+fn a_member_past_its_identity_period_is_learnt_through_the_pull() {
+    let (mut c, joined) = late_joiner(true);
+    let took = c
+        .run_until(Duration::from_secs(20), |c| {
+            c.sees_alive(2, 0) && c.sees_alive(0, 2)
+        })
+        .expect("n2 and n0 learn each other");
+    let s = c.layer(2).stats().clone();
+    assert!(
+        s.alive_unknown_identity > 0,
+        "n0's alive messages reached n2 before its identity: {s:?}"
+    );
+    assert!(s.certstore.identities_learned >= 1, "{:?}", s.certstore);
+    // The first pull starts one pull interval after the join.
+    assert!(took >= c.layer(2).config().pull_interval, "{took:?}");
+    let lines: Vec<String> = c
+        .trace
+        .iter()
+        .filter(|(t, l)| {
+            *t >= joined
+                && (l.starts_with("n2 <-") || l.contains("<- n2"))
+                && !l.contains("alive_msg")
+                && !l.contains("mem_re")
+        })
+        .map(|(t, l)| format!("+{:.3}s {l}", (*t - joined).as_secs_f64()))
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"));
+}
+
+#[test]
+fn without_the_pull_the_newcomer_never_learns_that_member() {
+    let (mut c, _) = late_joiner(false);
+    c.run_for(Duration::from_secs(30));
+    assert!(c.sees_alive(2, 1), "n2 joined through n1");
+    assert!(!c.sees_alive(2, 0), "n0 was learnt without its identity");
+    assert!(c.layer(2).stats().alive_unknown_identity > 0);
+    assert_eq!(c.layer(2).stats().certstore, Default::default());
+}
+
+#[test]
+fn every_node_serves_the_identities_it_pulled() {
+    let (mut c, _) = late_joiner(true);
+    c.run_for(Duration::from_secs(20));
+    for i in 0..3 {
+        assert_eq!(c.layer(i).pulled_identities(), 3, "node {i}");
+    }
+}
