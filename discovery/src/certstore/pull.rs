@@ -73,22 +73,25 @@ impl PullEngine {
         self.next_round = Some(at);
     }
 
-    /// The engine's next deadline: the next round or the end of the current phase.
+    /// The engine's next deadline: the end of the current phase, else the next round.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        let phase = self.round.as_ref().map(|r| match r.phase {
-            Phase::Digests(t) | Phase::Responses(t) => t,
-        });
-        [self.next_round, phase].into_iter().flatten().min()
+        match &self.round {
+            Some(r) => match r.phase {
+                Phase::Digests(t) | Phase::Responses(t) => Some(t),
+            },
+            None => self.next_round,
+        }
     }
 
-    /// Whether a new round is due at `now`.
+    /// Whether a new round is due at `now`. A round never starts while another runs: with
+    /// a pull interval shorter than the two waits (Fabric requires it longer, and breaks
+    /// otherwise), rounds run back to back instead.
     pub(crate) fn round_due(&self, now: Instant) -> bool {
-        self.next_round.is_some_and(|t| t <= now)
+        self.round.is_none() && self.next_round.is_some_and(|t| t <= now)
     }
 
     /// Starts a round with `peers` (drawn by the caller); returns the hellos to send.
-    /// A round still running is ended first (only with a pull interval shorter than
-    /// the two waits). With no peers there is no round, only the next one armed.
+    /// With no peers there is no round, only the next one armed.
     pub(crate) fn begin_round(
         &mut self,
         now: Instant,
@@ -370,6 +373,26 @@ mod tests {
         );
         let reqs = e.end_digests(T0 + SEC, 2 * SEC, &mut rng);
         assert_eq!(reqs[0].2.len(), 4);
+    }
+
+    #[test]
+    fn a_round_due_while_another_runs_waits_for_its_end() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut e = PullEngine::default();
+        e.arm(T0);
+        // Interval 1 s, waits 1 s + 2 s.
+        e.begin_round(T0, SEC, SEC, vec![peer("a")], &mut rng);
+        assert!(!e.round_due(T0 + SEC));
+        assert_eq!(
+            e.deadline(),
+            Some(T0 + SEC),
+            "the digest phase's end, not the past"
+        );
+        e.end_digests(T0 + SEC, 2 * SEC, &mut rng);
+        assert!(!e.round_due(T0 + 2 * SEC));
+        assert_eq!(e.deadline(), Some(T0 + 3 * SEC));
+        e.end_round_if_due(T0 + 3 * SEC);
+        assert!(e.round_due(T0 + 3 * SEC));
     }
 
     #[test]
