@@ -5,7 +5,7 @@
 //! with it can verify its alive messages only if it learnt its certificate some other way:
 //! every peer pulls identities from `pull_peer_num` random alive members every
 //! `pull_interval`, in rounds of the pull protocol with `PullMsgType::IDENTITY_MSG`
-//! ([`pull`]: Hello → DataDigest → DataRequest → DataUpdate). The items are the owners'
+//! (module `pull`: Hello → DataDigest → DataRequest → DataUpdate). The items are the owners'
 //! signed `PeerIdentity` messages: each is checked ([`wire::validate_identity_msg`]:
 //! PKI-ID = hash of the certificate, MSP accepts it, unexpired, signed by it), stored with
 //! its envelope, and served in turn to those who pull from us, so an identity spreads to
