@@ -60,7 +60,7 @@ fn a_member_past_its_identity_period_is_learnt_through_the_pull() {
     assert!(s.certstore.identities_learned >= 1, "{:?}", s.certstore);
     // The first pull starts one pull interval after the join.
     assert!(took >= c.layer(2).config().pull_interval, "{took:?}");
-    let lines: Vec<String> = c
+    let mut lines: Vec<String> = c
         .trace
         .iter()
         .filter(|(t, l)| {
@@ -71,6 +71,13 @@ fn a_member_past_its_identity_period_is_learnt_through_the_pull() {
         })
         .map(|(t, l)| format!("+{:.3}s {l}", (*t - joined).as_secs_f64()))
         .collect();
+    lines.extend(c.events[2].iter().map(|(t, e)| {
+        format!(
+            "+{:.3}s n2 {}",
+            (*t - joined).as_secs_f64(),
+            c.describe_event(e)
+        )
+    }));
     insta::assert_snapshot!(lines.join("\n"));
 }
 
