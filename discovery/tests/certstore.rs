@@ -104,17 +104,11 @@ fn every_node_serves_the_identities_it_pulled() {
 /// A record of Fabric's own gossip message vectors (built by Fabric v2.4.9's code, signed
 /// with its test HMAC key), shared with the proto crate's vector tests.
 fn fabric_vector(name: &str, field: &str) -> Vec<u8> {
-    let v: serde_json::Value = serde_json::from_str(include_str!(
-        "../../proto/tests/fixtures/gossip_messages.json"
-    ))
-    .unwrap();
-    let r = v["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .unwrap();
-    hex::decode(r[field].as_str().unwrap()).unwrap()
+    common::vector_hex(
+        include_str!("../../proto/tests/fixtures/gossip_messages.json"),
+        name,
+        field,
+    )
 }
 
 #[test]

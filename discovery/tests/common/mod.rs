@@ -381,3 +381,16 @@ pub fn describe_identity(env: &Envelope) -> String {
         _ => "not an identity".to_string(),
     }
 }
+
+/// The bytes of field `field` (hex) of the record named `name` in a vector file's
+/// `records` array.
+pub fn vector_hex(vectors: &str, name: &str, field: &str) -> Vec<u8> {
+    let v: serde_json::Value = serde_json::from_str(vectors).unwrap();
+    let r = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap();
+    hex::decode(r[field].as_str().unwrap()).unwrap()
+}
