@@ -1,7 +1,8 @@
 //! How many alive messages per second one membership layer processes, signature checks
 //! included, with real MSP identities (ECDSA P-256 X.509): each message goes through the
 //! whole direct-alive path (parse, de-dup store, identity lookup, ECDSA verification of
-//! the envelope and of its secret, membership update).
+//! the envelope and of its secret, membership update); and the certstore's check of one
+//! pulled identity message.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 use bytes::Bytes;
@@ -129,6 +130,26 @@ fn bench(c: &mut Criterion) {
                 done += n as u64;
             }
             total
+        })
+    });
+    g.finish();
+
+    // The certstore's check of one pulled identity message (the sender's own, signed):
+    // PKI-ID, MSP validation (cached), expiry, one ECDSA verification.
+    let identity_msg =
+        fabric_gossip_discovery::certstore::wire::own_identity_message(&sender).unwrap();
+    let mut g = c.benchmark_group("certstore");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("validate_identity_msg_ecdsa_p256", |b| {
+        b.iter(|| {
+            black_box(
+                fabric_gossip_discovery::certstore::wire::validate_identity_msg(
+                    &receiver,
+                    &identity_msg,
+                    NOW,
+                )
+                .unwrap(),
+            );
         })
     });
     g.finish();

@@ -1,5 +1,6 @@
 //! The membership layer's configuration, with Fabric v2.4.9's defaults (`peer.gossip.*`).
 
+use crate::certstore::CertStoreConfig;
 use crate::error::ConfigError;
 use bytes::Bytes;
 use core::time::Duration;
@@ -52,6 +53,9 @@ pub struct DiscoveryConfig {
     pub max_members: usize,
     /// Upper bound on undrained events; beyond it events are dropped and counted.
     pub max_events: usize,
+    /// The identity pull (Fabric's certstore), which runs every `pull_interval` with
+    /// `pull_peer_num` members.
+    pub certstore: CertStoreConfig,
 }
 
 impl DiscoveryConfig {
@@ -76,6 +80,7 @@ impl DiscoveryConfig {
             seed: 0,
             max_members: 100_000,
             max_events: 65_536,
+            certstore: CertStoreConfig::default(),
         }
     }
 
@@ -126,7 +131,10 @@ impl DiscoveryConfig {
             ("reconnect_interval", self.reconnect_interval),
             ("ack_wait", self.ack_wait),
             ("pull_interval", self.pull_interval),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.certstore.durations())
+        {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
             }

@@ -47,6 +47,8 @@
 //! * `store`: membership (alive/dead, strictly newer timestamps only) and the de-dup store.
 //! * [`disclosure`]: what crosses an organization boundary.
 //! * `gossip`, `request`, `response`, `bootstrap`, `expiry`: the protocol's paths.
+//! * [`certstore`]: the identity pull, which teaches the certificates of members whose
+//!   alive messages no longer carry them.
 //!
 //! # Deliberate differences from Fabric v2.4.9
 //!
@@ -59,10 +61,15 @@
 //! * A bootstrap response arriving during the back-off between two sends still counts.
 //! * Fan-out peers are drawn among those the routing rules allow, instead of drawing
 //!   first and skipping the forbidden ones.
+//! * Identity pull: a digest or an update is accepted only from the peer its nonce was
+//!   sent to, during its phase of our current round (Fabric stores the identities of any
+//!   valid update, solicited or not); a request is served only if it echoes a hello of
+//!   the same sender; a round never starts while the previous one runs.
 #![forbid(unsafe_code)]
 
 pub mod alive;
 mod bootstrap;
+pub mod certstore;
 mod config;
 pub mod disclosure;
 mod error;
@@ -77,6 +84,7 @@ mod store;
 pub mod validate;
 
 pub use alive::Timestamp;
+pub use certstore::{CertStoreConfig, CertStoreStats};
 pub use config::DiscoveryConfig;
 pub use error::{AliveError, ConfigError};
 pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};

@@ -3,6 +3,7 @@
 
 use crate::alive::{SelfAlive, Timestamp};
 use crate::bootstrap::Bootstrap;
+use crate::certstore::CertStore;
 use crate::config::DiscoveryConfig;
 use crate::error::{AliveError, ConfigError};
 use crate::event::{DiscoveryEvent, MemberInfo};
@@ -56,6 +57,8 @@ pub struct Discovery {
     /// The alive members' PKI-IDs, rebuilt after the alive set changes: fan-out draws
     /// from it in O(fan-out) instead of scanning every member for every forwarded message.
     pub(crate) alive_cache: Option<Vec<PkiId>>,
+    /// The identity pull (Fabric's certstore).
+    pub(crate) certstore: CertStore,
 }
 
 impl Discovery {
@@ -78,6 +81,7 @@ impl Discovery {
             timers: Timers::default(),
             stopped: false,
             alive_cache: None,
+            certstore: CertStore::default(),
         })
     }
 
@@ -152,7 +156,8 @@ impl Discovery {
     }
 
     /// The identity to verify a member's messages with: the one membership holds (unless
-    /// expired), else the one comm learnt in a handshake.
+    /// expired), else the one the identity pull brought, else the one comm learnt in a
+    /// handshake.
     pub(crate) fn known_identity<S: Security>(
         &self,
         comm: &Comm<S>,
@@ -163,6 +168,9 @@ impl Discovery {
             && let Some(id) = &m.identity
             && m.expires.is_none_or(|e| e > now)
         {
+            return Some(id.clone());
+        }
+        if let Some(id) = self.pulled_identity(pki_id, now) {
             return Some(id.clone());
         }
         comm.identity_of(pki_id).cloned()
@@ -189,8 +197,9 @@ impl Discovery {
     ) -> Result<VerifiedIdentity, AliveError> {
         let known = self.known_identity(comm, &parsed.pki_id, now);
         let r = verify_alive(comm.security(), parsed, env, known.as_ref(), now);
-        if let Err(e) = &r {
-            self.stats.count_refused(e);
+        match &r {
+            Ok(_) => self.certstore.identities.touch(&parsed.pki_id, now),
+            Err(e) => self.stats.count_refused(e),
         }
         r
     }
@@ -295,6 +304,7 @@ impl Discovery {
             .into_iter()
             .flatten()
             .chain(self.bootstraps.iter().filter_map(Bootstrap::deadline))
+            .chain(self.certstore.deadline())
             .min()
     }
 }
@@ -317,7 +327,8 @@ impl<S: Security> Layer<S> for Discovery {
             now,
             self.cfg.publish_cert_period,
         ));
-        let accept = |m: &ReceivedMessage| {
+        let pull = self.cfg.certstore.enabled;
+        let accept = move |m: &ReceivedMessage| {
             matches!(
                 m.message.content,
                 Some(
@@ -325,7 +336,7 @@ impl<S: Security> Layer<S> for Discovery {
                         | gossip_message::Content::MemReq(_)
                         | gossip_message::Content::MemRes(_)
                 )
-            )
+            ) || (pull && crate::certstore::wire::is_identity_pull(&m.message))
         };
         match comm.subscribe(Box::new(accept)) {
             Ok(sub) => self.sub = Some(sub),
@@ -349,6 +360,7 @@ impl<S: Security> Layer<S> for Discovery {
             reconnect: Some(now),
             scan: Some(now + self.cfg.msg_ttl() / 100),
         };
+        self.certstore_start(now, comm);
         self.handle_timeout(now, comm);
     }
 
@@ -398,7 +410,8 @@ impl<S: Security> Layer<S> for Discovery {
             Some(gossip_message::Content::AliveMsg(_)) => self.handle_direct_alive(now, comm, &msg),
             Some(gossip_message::Content::MemReq(_)) => self.handle_request(now, comm, &msg),
             Some(gossip_message::Content::MemRes(_)) => self.handle_response(now, comm, &msg),
-            _ => {}
+            Some(_) => self.handle_pull(now, comm, &msg),
+            None => {}
         }
     }
 
@@ -428,6 +441,7 @@ impl<S: Security> Layer<S> for Discovery {
             self.heartbeat(now, comm);
         }
         self.bootstrap_tick(now, comm);
+        self.certstore_tick(now, comm);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -1,5 +1,6 @@
 //! Counters of everything the membership layer did or refused.
 
+use crate::certstore::CertStoreStats;
 use crate::error::AliveError;
 
 /// Counters, monotonically increasing. Every refused input is counted under one reason,
@@ -70,6 +71,8 @@ pub struct DiscoveryStats {
     pub comm_errors: u64,
     /// Events dropped because the application did not drain them.
     pub events_dropped: u64,
+    /// The identity pull's counters.
+    pub certstore: CertStoreStats,
 }
 
 impl DiscoveryStats {

@@ -15,10 +15,10 @@ use fabric_gossip_core::{
 use prost::Message;
 use std::sync::Arc;
 
-const T0: Instant = Instant::from_unix_secs(1_700_000_000);
+pub(crate) const T0: Instant = Instant::from_unix_secs(1_700_000_000);
 
 /// Org A: `me`, `a1`, `a2`; org B: `b1`, `b2`; org C: `c1`.
-fn security(name: &str) -> TestOnlyHmacSecurity {
+pub(crate) fn security(name: &str) -> TestOnlyHmacSecurity {
     let mut s = TestOnlyHmacSecurity::new(name);
     for (id, org) in [
         ("me", "A"),
@@ -33,19 +33,31 @@ fn security(name: &str) -> TestOnlyHmacSecurity {
     s
 }
 
-fn node(cfg: DiscoveryConfig) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+pub(crate) fn node(cfg: DiscoveryConfig) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
     let mut comm = Comm::new(Config::default(), security("me"), T0).unwrap();
     let mut d = Discovery::new(cfg).unwrap();
     d.start(T0, &mut comm);
     (comm, d)
 }
 
-fn me() -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+pub(crate) fn me() -> (Comm<TestOnlyHmacSecurity>, Discovery) {
     node(DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"))
 }
 
 /// A signed alive message of `who` (identity embedded, secret `who.int:1`).
-fn alive(who: &str, inc: u64, seq: u64, endpoint: &str) -> Envelope {
+pub(crate) fn alive(who: &str, inc: u64, seq: u64, endpoint: &str) -> Envelope {
+    alive_with(who, inc, seq, endpoint, true)
+}
+
+/// The same, with the identity embedded only if `with_identity` (a member past its
+/// `publish_cert_period`).
+pub(crate) fn alive_with(
+    who: &str,
+    inc: u64,
+    seq: u64,
+    endpoint: &str,
+    with_identity: bool,
+) -> Envelope {
     let msg = GossipMessage {
         tag: gossip_message::Tag::Empty as i32,
         content: Some(gossip_message::Content::AliveMsg(AliveMessage {
@@ -58,7 +70,11 @@ fn alive(who: &str, inc: u64, seq: u64, endpoint: &str) -> Envelope {
                 inc_num: inc,
                 seq_num: seq,
             }),
-            identity: Bytes::copy_from_slice(who.as_bytes()),
+            identity: if with_identity {
+                Bytes::copy_from_slice(who.as_bytes())
+            } else {
+                Bytes::new()
+            },
         })),
         ..Default::default()
     };
@@ -66,7 +82,7 @@ fn alive(who: &str, inc: u64, seq: u64, endpoint: &str) -> Envelope {
     envelope_of(&SignedMessage::sign_with_secret(msg, secret, &security(who)).unwrap())
 }
 
-fn received(from: &str, message: GossipMessage, envelope: Envelope) -> ReceivedMessage {
+pub(crate) fn received(from: &str, message: GossipMessage, envelope: Envelope) -> ReceivedMessage {
     ReceivedMessage {
         envelope_bytes: envelope.encode_to_vec().into(),
         message,
@@ -82,7 +98,7 @@ fn received(from: &str, message: GossipMessage, envelope: Envelope) -> ReceivedM
     }
 }
 
-fn direct(from: &str, env: Envelope) -> ReceivedMessage {
+pub(crate) fn direct(from: &str, env: Envelope) -> ReceivedMessage {
     received(
         from,
         GossipMessage::decode(env.payload.clone()).unwrap(),
@@ -110,11 +126,11 @@ fn request(from: &str, info: Envelope) -> ReceivedMessage {
     received(from, msg, env)
 }
 
-fn pki(s: &str) -> PkiId {
+pub(crate) fn pki(s: &str) -> PkiId {
     PkiId::new(Bytes::copy_from_slice(s.as_bytes()))
 }
 
-fn events(d: &mut Discovery) -> Vec<DiscoveryEvent> {
+pub(crate) fn events(d: &mut Discovery) -> Vec<DiscoveryEvent> {
     std::iter::from_fn(|| d.poll_event()).collect()
 }
 

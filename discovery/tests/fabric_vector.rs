@@ -2,6 +2,8 @@
 //! identity, `fixtures/fabric_peer_capture.json`) goes through the validation path every
 //! received alive message takes, with the peer's certificate and its CA.
 
+mod common;
+
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
@@ -26,13 +28,12 @@ fn capture() -> Capture {
     let v: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/fabric_peer_capture.json")).unwrap();
     let record = |name: &str| -> Envelope {
-        let r = v["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap();
-        Envelope::decode(&hex::decode(r["envelope_hex"].as_str().unwrap()).unwrap()[..]).unwrap()
+        let bytes = common::vector_hex(
+            include_str!("fixtures/fabric_peer_capture.json"),
+            name,
+            "envelope_hex",
+        );
+        Envelope::decode(&bytes[..]).unwrap()
     };
     let msp_id = v["msp_id"].as_str().unwrap();
     let cert = v["fabric_peer_signcert_pem"].as_str().unwrap();

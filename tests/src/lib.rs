@@ -49,6 +49,7 @@ pub use fabric_gossip_core::proto::gossip::Envelope;
 pub use fabric_gossip_discovery::{DiscoveryConfig, DiscoveryEvent, DiscoveryStats, MemberInfo};
 pub use membership::MemberSpec;
 
+pub mod certstore;
 pub mod membership;
 pub mod msp_scenarios;
 pub mod scenarios;

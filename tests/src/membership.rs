@@ -18,6 +18,8 @@ use fabric_gossip_discovery::{DeadReason, DiscoveryConfig, DiscoveryEvent};
 use prost::Message;
 use std::collections::BTreeSet;
 
+pub use crate::certstore::member_past_its_identity_period_learnt_through_the_pull;
+
 /// Calls `$m!(name)` for every membership scenario (each is generic over the harness and
 /// takes a [`MemberMaker`]).
 #[macro_export]
@@ -28,6 +30,7 @@ macro_rules! for_each_membership_scenario {
         $m!(stopped_member_declared_dead_then_resurrected);
         $m!(member_of_another_org_without_external_endpoint_not_disclosed);
         $m!(forged_and_replayed_alive_messages_refused_and_counted);
+        $m!(member_past_its_identity_period_learnt_through_the_pull);
     };
 }
 
@@ -86,10 +89,17 @@ impl MemberSpec {
 }
 
 /// Fabric's membership defaults with the periods shortened five-fold (heartbeat 1 s,
-/// expiry 5 s, reconnect 5 s, sync 1 s, bootstrap resend 1 s), so scenarios waiting for an
-/// expiry stay quick on a real network too.
+/// expiry 5 s, reconnect 5 s, sync and identity pull 1 s, bootstrap resend 1 s, pull waits
+/// 200 / 300 / 400 ms), so scenarios waiting for an expiry stay quick on a real network too.
 pub fn member_config(c: DiscoveryConfig) -> DiscoveryConfig {
+    let certstore = fabric_gossip_discovery::CertStoreConfig {
+        digest_wait: Duration::from_millis(200),
+        request_wait: Duration::from_millis(300),
+        response_wait: Duration::from_millis(400),
+        ..c.certstore.clone()
+    };
     DiscoveryConfig {
+        certstore,
         alive_interval: Duration::from_secs(1),
         alive_expiration: Duration::from_secs(5),
         reconnect_interval: Duration::from_secs(5),

@@ -327,6 +327,70 @@ pub fn describe_received(m: &GossipMessage, env: &Envelope) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        Some(gossip_message::Content::Hello(h)) => {
+            format!("hello nonce={} type={}", h.nonce, h.msg_type)
+        }
+        Some(gossip_message::Content::DataDig(d)) => format!(
+            "data_dig nonce={} type={} digests=[{}]",
+            d.nonce,
+            d.msg_type,
+            describe_digests(&d.digests)
+        ),
+        Some(gossip_message::Content::DataReq(r)) => format!(
+            "data_req nonce={} type={} digests=[{}]",
+            r.nonce,
+            r.msg_type,
+            describe_digests(&r.digests)
+        ),
+        Some(gossip_message::Content::DataUpdate(u)) => format!(
+            "data_update nonce={} type={} data=[{}]",
+            u.nonce,
+            u.msg_type,
+            u.data
+                .iter()
+                .map(describe_identity)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         _ => m.content_name().to_string(),
     }
+}
+
+/// Pull digests (PKI-IDs), each written `pki=<id> ` so the trace names the nodes.
+fn describe_digests(digests: &[bytes::Bytes]) -> String {
+    digests
+        .iter()
+        .map(|d| format!("pki={} ", PkiId(d.clone())))
+        .collect()
+}
+
+/// A readable description of a signed `PeerIdentity` envelope.
+pub fn describe_identity(env: &Envelope) -> String {
+    use prost::Message;
+    let Ok(msg) = GossipMessage::decode(env.payload.clone()) else {
+        return "undecodable".to_string();
+    };
+    match msg.content {
+        Some(gossip_message::Content::PeerIdentity(p)) => format!(
+            "identity{{pki={} cert={} bytes tag={} signed={}}}",
+            PkiId(p.pki_id),
+            p.cert.len(),
+            msg.tag,
+            !env.signature.is_empty()
+        ),
+        _ => "not an identity".to_string(),
+    }
+}
+
+/// The bytes of field `field` (hex) of the record named `name` in a vector file's
+/// `records` array.
+pub fn vector_hex(vectors: &str, name: &str, field: &str) -> Vec<u8> {
+    let v: serde_json::Value = serde_json::from_str(vectors).unwrap();
+    let r = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap();
+    hex::decode(r[field].as_str().unwrap()).unwrap()
 }

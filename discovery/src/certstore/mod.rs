@@ -1,0 +1,478 @@
+//! Fabric's certstore (`gossip/gossip/certstore.go`): the identity pull.
+//!
+//! A Fabric peer puts its identity in its alive messages only during the first
+//! `publish_cert_period` (10 s) after it starts. Afterwards a member that never handshook
+//! with it can verify its alive messages only if it learnt its certificate some other way:
+//! every peer pulls identities from `pull_peer_num` random alive members every
+//! `pull_interval`, in rounds of the pull protocol with `PullMsgType::IDENTITY_MSG`
+//! (module `pull`: Hello → DataDigest → DataRequest → DataUpdate). The items are the owners'
+//! signed `PeerIdentity` messages: each is checked ([`wire::validate_identity_msg`]:
+//! PKI-ID = hash of the certificate, MSP accepts it, unexpired, signed by it), stored with
+//! its envelope, and served in turn to those who pull from us, so an identity spreads to
+//! members its owner never talks to. A later alive message of that member then validates.
+//!
+//! What we show whom follows Fabric's `sameOrgOrOurOrgPullFilter`: everything to a peer of
+//! our organization; to a peer of another organization only identities of its
+//! organization or ours whose owner has an external endpoint.
+//!
+//! Bounds: at most `max_identities` identities held (more are refused and counted), at
+//! most as many items asked for per round, at most `max_pending_hellos` hellos answered
+//! and pending; identities unused for `identity_usage_threshold` (Fabric: one hour) or
+//! expired are purged.
+
+pub(crate) mod identities;
+pub(crate) mod pull;
+#[cfg(test)]
+mod tests;
+pub mod wire;
+
+use crate::machine::Discovery;
+use core::time::Duration;
+use fabric_gossip_core::proto::gossip::gossip_message::Content;
+use fabric_gossip_core::{
+    Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage,
+};
+use identities::Identities;
+use pull::{Peer, PullEngine};
+use wire::{IdentityMsgError, ValidIdentity, validate_identity_msg};
+
+/// The identity pull's settings; the waits are Fabric's `peer.gossip.digestWaitTime`,
+/// `requestWaitTime` and `responseWaitTime`. The period and the number of peers asked are
+/// the membership's [`pull_interval`](crate::DiscoveryConfig::pull_interval) and
+/// [`pull_peer_num`](crate::DiscoveryConfig::pull_peer_num), as in Fabric.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertStoreConfig {
+    /// Runs the identity pull (always on in Fabric; off only to show what it is for).
+    pub enabled: bool,
+    /// How long a round accepts digests after its hellos (1 s).
+    pub digest_wait: Duration,
+    /// How long a hello we answered keeps its nonce valid for a request (1.5 s).
+    pub request_wait: Duration,
+    /// How long a round accepts updates after its requests (2 s).
+    pub response_wait: Duration,
+    /// An identity that verified nothing for this long is purged (Fabric's identity
+    /// mapper usage threshold, one hour); the sweep runs every tenth of it.
+    pub identity_usage_threshold: Duration,
+    /// Upper bound on identities held; also on distinct items asked for per round.
+    pub max_identities: usize,
+    /// Upper bound on answered hellos waiting for their request.
+    pub max_pending_hellos: usize,
+}
+
+impl Default for CertStoreConfig {
+    fn default() -> Self {
+        CertStoreConfig {
+            enabled: true,
+            digest_wait: Duration::from_millis(1000),
+            request_wait: Duration::from_millis(1500),
+            response_wait: Duration::from_millis(2000),
+            identity_usage_threshold: Duration::from_secs(3600),
+            max_identities: 100_000,
+            max_pending_hellos: 4096,
+        }
+    }
+}
+
+impl CertStoreConfig {
+    /// The durations that must be positive, by name.
+    pub(crate) fn durations(&self) -> [(&'static str, Duration); 4] {
+        [
+            ("certstore.digest_wait", self.digest_wait),
+            ("certstore.request_wait", self.request_wait),
+            ("certstore.response_wait", self.response_wait),
+            (
+                "certstore.identity_usage_threshold",
+                self.identity_usage_threshold,
+            ),
+        ]
+    }
+}
+
+/// Counters of the identity pull. Every refusal has its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CertStoreStats {
+    /// Hellos we sent (one per peer per round).
+    pub hellos_sent: u64,
+    /// Hellos we received.
+    pub hellos_received: u64,
+    /// Hellos refused because `max_pending_hellos` were pending.
+    pub hellos_refused_full: u64,
+    /// Digests we sent.
+    pub digests_sent: u64,
+    /// Digests we received.
+    pub digests_received: u64,
+    /// Digests refused: no round of ours with that nonce, phase over, or another sender.
+    pub digests_unsolicited: u64,
+    /// Advertised items not asked for because the round's bound was reached.
+    pub digest_items_dropped: u64,
+    /// Requests we sent.
+    pub requests_sent: u64,
+    /// Requests we received.
+    pub requests_received: u64,
+    /// Requests refused: they echo no pending hello of the sender's.
+    pub requests_unsolicited: u64,
+    /// Updates we sent.
+    pub updates_sent: u64,
+    /// Updates we received.
+    pub updates_received: u64,
+    /// Updates refused unread: not an answer to a request of our current round, in time,
+    /// from the peer asked.
+    pub updates_unsolicited: u64,
+    /// Updates refused whole because one item failed validation (as Fabric does).
+    pub updates_refused: u64,
+    /// Items refused as malformed (unsigned, undecodable, not a PeerIdentity, empty fields).
+    pub identity_malformed: u64,
+    /// Items whose certificate is refused: PKI-ID mismatch, MSP refusal, expired.
+    pub identity_bad: u64,
+    /// Items not signed by the certificate they carry (forgeries).
+    pub identity_bad_signature: u64,
+    /// New identities learnt by pull.
+    pub identities_learned: u64,
+    /// New identities refused because `max_identities` are held.
+    pub identities_refused_full: u64,
+    /// Identities purged because their certificate expired.
+    pub identities_expired: u64,
+    /// Identities purged because they verified nothing for the usage threshold.
+    pub identities_unused: u64,
+}
+
+impl CertStoreStats {
+    /// Counts one refused identity message under its reason.
+    pub(crate) fn count_refused(&mut self, e: &IdentityMsgError) {
+        match e {
+            IdentityMsgError::Unsigned
+            | IdentityMsgError::Undecodable(_)
+            | IdentityMsgError::NotIdentity
+            | IdentityMsgError::MissingField(_) => self.identity_malformed += 1,
+            IdentityMsgError::IdentityMismatch
+            | IdentityMsgError::BadIdentity(_)
+            | IdentityMsgError::IdentityExpired => self.identity_bad += 1,
+            IdentityMsgError::BadSignature(_) => self.identity_bad_signature += 1,
+        }
+    }
+}
+
+/// The certstore's state inside [`Discovery`].
+#[derive(Debug, Default)]
+pub(crate) struct CertStore {
+    pub(crate) identities: Identities,
+    pub(crate) engine: PullEngine,
+    /// Next sweep of expired and unused identities.
+    sweep: Option<Instant>,
+}
+
+impl CertStore {
+    /// The next deadline of the pull or the sweep.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        [self.engine.deadline(), self.sweep]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+impl Discovery {
+    /// Stores our own signed identity message and arms the first round one pull interval
+    /// from now (`newCertStore`).
+    pub(crate) fn certstore_start<S: Security>(&mut self, now: Instant, comm: &Comm<S>) {
+        if !self.cfg.certstore.enabled {
+            return;
+        }
+        match wire::own_identity_message(comm.security()) {
+            Ok(envelope) => {
+                let own = ValidIdentity {
+                    pki_id: self.pki_id.clone(),
+                    cert: comm.identity().clone(),
+                    expires: comm.security().expiration(comm.identity()).ok().flatten(),
+                    envelope,
+                };
+                self.certstore
+                    .identities
+                    .set_own(own, self.my_org.clone(), now);
+            }
+            Err(_) => self.stats.comm_errors += 1,
+        }
+        self.certstore.engine.arm(now + self.cfg.pull_interval);
+        self.certstore.sweep = Some(now + self.cfg.certstore.identity_usage_threshold / 10);
+    }
+
+    /// How many identities the certstore holds (ours included): what we can serve.
+    pub fn pulled_identities(&self) -> usize {
+        self.certstore.identities.len()
+    }
+
+    /// An identity the pull brought for `pki_id`, if held and unexpired.
+    pub(crate) fn pulled_identity(&self, pki_id: &PkiId, now: Instant) -> Option<&bytes::Bytes> {
+        self.certstore.identities.get(pki_id, now).map(|e| &e.cert)
+    }
+
+    /// Runs what is due: end of the digest phase (requests), end of the round, a new round
+    /// (hellos), the sweep.
+    pub(crate) fn certstore_tick<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
+        if !self.cfg.certstore.enabled {
+            return;
+        }
+        if self.certstore.engine.digests_due(now) {
+            let asks = self.certstore.engine.end_digests(
+                now,
+                self.cfg.certstore.response_wait,
+                &mut self.rng,
+            );
+            for (peer, nonce, items) in asks {
+                let msg = SignedMessage::noop(wire::request(nonce, &items));
+                if self.send_pull(now, comm, &msg, &peer) {
+                    self.stats.certstore.requests_sent += 1;
+                }
+            }
+        }
+        self.certstore.engine.end_round_if_due(now);
+        if self.certstore.engine.round_due(now) {
+            let alive: Vec<Peer> = self
+                .membership
+                .members
+                .iter()
+                .filter(|(_, m)| m.alive)
+                .map(|(k, m)| Peer {
+                    pki_id: k.clone(),
+                    endpoint: m.preferred_endpoint().to_owned(),
+                })
+                .collect();
+            let peers = self.pick(alive, self.cfg.pull_peer_num);
+            let hellos = self.certstore.engine.begin_round(
+                now,
+                self.cfg.pull_interval,
+                self.cfg.certstore.digest_wait,
+                peers,
+                &mut self.rng,
+            );
+            for (peer, nonce) in hellos {
+                let msg = SignedMessage::noop(wire::hello(nonce));
+                if self.send_pull(now, comm, &msg, &peer) {
+                    self.stats.certstore.hellos_sent += 1;
+                }
+            }
+        }
+        if self.certstore.sweep.is_some_and(|t| t <= now) {
+            let threshold = self.cfg.certstore.identity_usage_threshold;
+            self.certstore.sweep = Some(now + threshold / 10);
+            let purged = self.certstore.identities.purge(now, threshold);
+            self.stats.certstore.identities_expired += purged.expired;
+            self.stats.certstore.identities_unused += purged.unused;
+        }
+    }
+
+    fn send_pull<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        msg: &SignedMessage,
+        peer: &Peer,
+    ) -> bool {
+        let to = RemotePeer::new(peer.endpoint.clone(), peer.pki_id.clone());
+        let sent = comm.send(now, msg, &[to]).is_ok();
+        if !sent {
+            self.stats.comm_errors += 1;
+        }
+        sent
+    }
+
+    fn respond_pull<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        msg: &ReceivedMessage,
+        answer: fabric_gossip_core::proto::gossip::GossipMessage,
+    ) -> bool {
+        let sent = comm.respond(now, msg.conn, answer).is_ok();
+        if !sent {
+            self.stats.comm_errors += 1;
+        }
+        sent
+    }
+
+    /// Fabric's `sameOrgOrOurOrgPullFilter`: which of our identities the sender of `msg`
+    /// may learn from us. `None`: none (its organization is unknown or empty).
+    fn shown_to<S: Security>(
+        &self,
+        comm: &Comm<S>,
+        msg: &ReceivedMessage,
+    ) -> Option<impl Fn(&PkiId, Option<&bytes::Bytes>) -> bool> {
+        // Fabric takes an empty organization for an unknown one.
+        let peer_org = comm
+            .security()
+            .organization_of(&msg.info.identity)
+            .filter(|o| !o.is_empty())?;
+        let same_org = self.my_org.as_ref() == Some(&peer_org);
+        let my_org = self.my_org.clone();
+        let me = self.pki_id.clone();
+        let i_am_external = !self.cfg.external_endpoint.is_empty();
+        let external: std::collections::BTreeSet<PkiId> = if same_org {
+            Default::default()
+        } else {
+            self.membership
+                .members
+                .iter()
+                .filter(|(_, m)| !m.endpoint.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        Some(move |item: &PkiId, org: Option<&bytes::Bytes>| {
+            if same_org {
+                return true;
+            }
+            let Some(org) = org.filter(|o| !o.is_empty()) else {
+                return false;
+            };
+            let has_external = if *item == me {
+                i_am_external
+            } else {
+                external.contains(item)
+            };
+            has_external && (Some(org) == my_org.as_ref() || *org == peer_org)
+        })
+    }
+
+    /// The identities of `candidates` (all we hold when `None`) that the sender of `msg`
+    /// may learn, in PKI-ID order.
+    fn visible<S: Security>(
+        &self,
+        now: Instant,
+        comm: &Comm<S>,
+        msg: &ReceivedMessage,
+        candidates: Option<&[bytes::Bytes]>,
+    ) -> Vec<(PkiId, fabric_gossip_core::proto::gossip::Envelope)> {
+        let Some(shown) = self.shown_to(comm, msg) else {
+            return Vec::new();
+        };
+        let ids = &self.certstore.identities;
+        let pick = |k: &PkiId, e: &identities::Entry| {
+            shown(k, e.org.as_ref()).then(|| (k.clone(), e.envelope.clone()))
+        };
+        match candidates {
+            None => ids.iter(now).filter_map(|(k, e)| pick(k, e)).collect(),
+            Some(items) => {
+                let wanted: std::collections::BTreeSet<PkiId> =
+                    items.iter().map(|b| PkiId(b.clone())).collect();
+                wanted
+                    .iter()
+                    .filter_map(|k| pick(k, ids.get(k, now)?))
+                    .collect()
+            }
+        }
+    }
+
+    /// A pull message of the identity pull (`certStore.handleMessage`).
+    pub(crate) fn handle_pull<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        msg: &ReceivedMessage,
+    ) {
+        if !self.cfg.certstore.enabled {
+            return;
+        }
+        let from = msg.sender().clone();
+        let cs = &self.cfg.certstore;
+        match &msg.message.content {
+            Some(Content::Hello(h)) => {
+                self.stats.certstore.hellos_received += 1;
+                let pending = self.certstore.engine.on_hello(
+                    now,
+                    &from,
+                    h.nonce,
+                    cs.request_wait,
+                    cs.max_pending_hellos,
+                );
+                if pending.is_err() {
+                    self.stats.certstore.hellos_refused_full += 1;
+                    return;
+                }
+                let items: Vec<PkiId> = self
+                    .visible(now, comm, msg, None)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                if !items.is_empty()
+                    && self.respond_pull(now, comm, msg, wire::digest(h.nonce, &items))
+                {
+                    self.stats.certstore.digests_sent += 1;
+                }
+            }
+            Some(Content::DataDig(d)) => {
+                self.stats.certstore.digests_received += 1;
+                let ids = &self.certstore.identities;
+                let r = self.certstore.engine.on_digest(
+                    now,
+                    &from,
+                    d.nonce,
+                    d.digests.iter().map(|b| PkiId(b.clone())),
+                    |k| ids.has(k, now),
+                    cs.max_identities.saturating_sub(ids.len()),
+                );
+                match r {
+                    Ok(dropped) => self.stats.certstore.digest_items_dropped += dropped as u64,
+                    Err(_) => self.stats.certstore.digests_unsolicited += 1,
+                }
+            }
+            Some(Content::DataReq(r)) => {
+                self.stats.certstore.requests_received += 1;
+                if !self.certstore.engine.serves_request(now, &from, r.nonce) {
+                    self.stats.certstore.requests_unsolicited += 1;
+                    return;
+                }
+                let data: Vec<_> = self
+                    .visible(now, comm, msg, Some(&r.digests))
+                    .into_iter()
+                    .map(|(_, e)| e)
+                    .collect();
+                if !data.is_empty()
+                    && self.respond_pull(now, comm, msg, wire::update(r.nonce, data))
+                {
+                    self.stats.certstore.updates_sent += 1;
+                }
+            }
+            Some(Content::DataUpdate(u)) => {
+                self.stats.certstore.updates_received += 1;
+                if !self.certstore.engine.accepts_update(now, &from, u.nonce) {
+                    self.stats.certstore.updates_unsolicited += 1;
+                    return;
+                }
+                self.learn_identities(now, comm, &from, &u.data);
+            }
+            _ => {}
+        }
+    }
+
+    /// Validates every item of an update, then stores them; one bad item refuses the whole
+    /// update, as Fabric's certstore does.
+    fn learn_identities<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &Comm<S>,
+        from: &PkiId,
+        data: &[fabric_gossip_core::proto::gossip::Envelope],
+    ) {
+        let mut valid = Vec::with_capacity(data.len());
+        for env in data {
+            match validate_identity_msg(comm.security(), env, now) {
+                Ok(v) => valid.push(v),
+                Err(e) => {
+                    self.stats.certstore.count_refused(&e);
+                    self.stats.certstore.updates_refused += 1;
+                    tracing::warn!(sender = %from, error = %e, "identity update refused");
+                    return;
+                }
+            }
+        }
+        for v in valid {
+            let org = comm.security().organization_of(&v.cert);
+            let cap = self.cfg.certstore.max_identities;
+            match self.certstore.identities.put(v, org, now, cap) {
+                Ok(true) => self.stats.certstore.identities_learned += 1,
+                Ok(false) => {}
+                Err(()) => self.stats.certstore.identities_refused_full += 1,
+            }
+        }
+    }
+}

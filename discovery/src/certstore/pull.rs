@@ -1,0 +1,423 @@
+//! Fabric's pull engine (`gossip/gossip/algo/pull.go`) as a deterministic state machine:
+//! the nonces and phases of one round we initiate, and the hellos we answered.
+//!
+//! ```text
+//!   other peer                                   initiator
+//!       <------- Hello(nonce) ---------------------   round start (every pull_interval)
+//!       -------- Digest(nonce, [ids]) ----------->   accepted for digest_wait
+//!       <------- Request(nonce, [ids we lack]) ----   each id asked of one random owner
+//!       -------- Update(nonce, [signed items]) --->   accepted for response_wait, then the round ends
+//! ```
+//!
+//! The engine knows nothing of identities or the network: the caller asks it what to send
+//! and tells it what arrived. Random choices (nonces, which owner to ask) come from the
+//! caller's seeded generator.
+
+use core::time::Duration;
+use fabric_gossip_core::{Instant, PkiId};
+use rand_core::RngCore;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// A member we pull from: where to reach it and who it must be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Peer {
+    pub(crate) pki_id: PkiId,
+    pub(crate) endpoint: String,
+}
+
+/// Why the engine refused a pull message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A digest or update whose nonce is not of our current round, arriving outside its
+    /// phase, or from another peer than the one the nonce was sent to.
+    Unsolicited,
+    /// A bounded table is full.
+    Full,
+}
+
+/// Where our round is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Hellos sent; digests accepted until the deadline.
+    Digests(Instant),
+    /// Requests sent; updates accepted until the deadline.
+    Responses(Instant),
+}
+
+/// One round we initiated.
+#[derive(Debug)]
+struct Round {
+    phase: Phase,
+    /// Outgoing nonce → the peer it was sent to.
+    peers: BTreeMap<u64, Peer>,
+    /// Item → the nonces of the peers that advertised it.
+    owners: BTreeMap<PkiId, Vec<u64>>,
+}
+
+/// The pull engine's state.
+#[derive(Debug, Default)]
+pub(crate) struct PullEngine {
+    next_round: Option<Instant>,
+    round: Option<Round>,
+    /// Hellos we answered, `(sender, nonce)`, until their request-wait ends: only a
+    /// request echoing one of them is served.
+    incoming: BTreeSet<(PkiId, u64)>,
+    /// The same, oldest first, with their expiry (the wait is constant, so expiries are
+    /// in order).
+    incoming_order: VecDeque<(Instant, (PkiId, u64))>,
+}
+
+impl PullEngine {
+    /// Arms the first round at `at` (Fabric's loop sleeps one interval first).
+    pub(crate) fn arm(&mut self, at: Instant) {
+        self.next_round = Some(at);
+    }
+
+    /// The engine's next deadline: the end of the current phase, else the next round.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match &self.round {
+            Some(r) => match r.phase {
+                Phase::Digests(t) | Phase::Responses(t) => Some(t),
+            },
+            None => self.next_round,
+        }
+    }
+
+    /// Whether a new round is due at `now`. A round never starts while another runs: with
+    /// a pull interval shorter than the two waits (Fabric requires it longer, and breaks
+    /// otherwise), rounds run back to back instead.
+    pub(crate) fn round_due(&self, now: Instant) -> bool {
+        self.round.is_none() && self.next_round.is_some_and(|t| t <= now)
+    }
+
+    /// Starts a round with `peers` (drawn by the caller); returns the hellos to send.
+    /// With no peers there is no round, only the next one armed.
+    pub(crate) fn begin_round(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+        digest_wait: Duration,
+        peers: Vec<Peer>,
+        rng: &mut impl RngCore,
+    ) -> Vec<(Peer, u64)> {
+        self.next_round = Some(now + interval);
+        self.round = None;
+        if peers.is_empty() {
+            return Vec::new();
+        }
+        let mut round = Round {
+            phase: Phase::Digests(now + digest_wait),
+            peers: BTreeMap::new(),
+            owners: BTreeMap::new(),
+        };
+        let mut hellos = Vec::with_capacity(peers.len());
+        for peer in peers {
+            let nonce = loop {
+                let n = rng.next_u64();
+                if !round.peers.contains_key(&n) {
+                    break n;
+                }
+            };
+            round.peers.insert(nonce, peer.clone());
+            hellos.push((peer, nonce));
+        }
+        self.round = Some(round);
+        hellos
+    }
+
+    /// A digest from `from` echoing `nonce`: records who holds which of the `items` we
+    /// lack (`have` says which we hold), up to `max_items` distinct items per round.
+    /// Returns how many items were dropped for the bound.
+    pub(crate) fn on_digest(
+        &mut self,
+        now: Instant,
+        from: &PkiId,
+        nonce: u64,
+        items: impl IntoIterator<Item = PkiId>,
+        have: impl Fn(&PkiId) -> bool,
+        max_items: usize,
+    ) -> Result<usize, Refusal> {
+        let round = self.round.as_mut().ok_or(Refusal::Unsolicited)?;
+        let open = matches!(round.phase, Phase::Digests(t) if now < t);
+        if !open || round.peers.get(&nonce).is_none_or(|p| p.pki_id != *from) {
+            return Err(Refusal::Unsolicited);
+        }
+        let mut dropped = 0;
+        for item in items {
+            if item.is_empty() || have(&item) {
+                continue;
+            }
+            if let Some(owners) = round.owners.get_mut(&item) {
+                if !owners.contains(&nonce) {
+                    owners.push(nonce);
+                }
+            } else if round.owners.len() < max_items {
+                round.owners.insert(item, vec![nonce]);
+            } else {
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Whether the digest phase ended at `now`.
+    pub(crate) fn digests_due(&self, now: Instant) -> bool {
+        self.round
+            .as_ref()
+            .is_some_and(|r| matches!(r.phase, Phase::Digests(t) if t <= now))
+    }
+
+    /// Ends the digest phase (`processIncomingDigests`): each advertised item is asked of
+    /// one of its owners at random; returns the requests to send, per peer, in nonce
+    /// order, and opens the response phase for `response_wait`.
+    pub(crate) fn end_digests(
+        &mut self,
+        now: Instant,
+        response_wait: Duration,
+        rng: &mut impl RngCore,
+    ) -> Vec<(Peer, u64, Vec<PkiId>)> {
+        let Some(round) = self.round.as_mut() else {
+            return Vec::new();
+        };
+        let mut asks: BTreeMap<u64, Vec<PkiId>> = BTreeMap::new();
+        for (item, owners) in core::mem::take(&mut round.owners) {
+            let pick = owners[(rng.next_u64() % owners.len() as u64) as usize];
+            asks.entry(pick).or_default().push(item);
+        }
+        round.phase = Phase::Responses(now + response_wait);
+        asks.into_iter()
+            .filter_map(|(nonce, items)| Some((round.peers.get(&nonce)?.clone(), nonce, items)))
+            .collect()
+    }
+
+    /// Whether an update from `from` echoing `nonce` answers one of our requests, in time.
+    pub(crate) fn accepts_update(&self, now: Instant, from: &PkiId, nonce: u64) -> bool {
+        self.round.as_ref().is_some_and(|r| {
+            matches!(r.phase, Phase::Responses(t) if now < t)
+                && r.peers.get(&nonce).is_some_and(|p| p.pki_id == *from)
+        })
+    }
+
+    /// Ends the round if its response phase is over (`endPull`).
+    pub(crate) fn end_round_if_due(&mut self, now: Instant) {
+        if self
+            .round
+            .as_ref()
+            .is_some_and(|r| matches!(r.phase, Phase::Responses(t) if t <= now))
+        {
+            self.round = None;
+        }
+    }
+
+    /// A hello from `from`: remembers its nonce for `request_wait` so that the request
+    /// that follows is served. Refused when `max` hellos are already pending.
+    pub(crate) fn on_hello(
+        &mut self,
+        now: Instant,
+        from: &PkiId,
+        nonce: u64,
+        request_wait: Duration,
+        max: usize,
+    ) -> Result<(), Refusal> {
+        self.expire_hellos(now);
+        let key = (from.clone(), nonce);
+        if self.incoming.contains(&key) {
+            return Ok(());
+        }
+        if self.incoming.len() >= max {
+            return Err(Refusal::Full);
+        }
+        self.incoming.insert(key.clone());
+        self.incoming_order.push_back((now + request_wait, key));
+        Ok(())
+    }
+
+    /// Whether a request from `from` echoes a hello of its own we answered, still pending.
+    pub(crate) fn serves_request(&mut self, now: Instant, from: &PkiId, nonce: u64) -> bool {
+        self.expire_hellos(now);
+        self.incoming.contains(&(from.clone(), nonce))
+    }
+
+    fn expire_hellos(&mut self, now: Instant) {
+        while let Some((t, _)) = self.incoming_order.front()
+            && *t <= now
+        {
+            if let Some((_, key)) = self.incoming_order.pop_front() {
+                self.incoming.remove(&key);
+            }
+        }
+    }
+
+    /// The nonces of the current round, with their peers (for tests).
+    #[cfg(test)]
+    pub(crate) fn round_nonces(&self) -> Vec<(PkiId, u64)> {
+        self.round.as_ref().map_or_else(Vec::new, |r| {
+            r.peers
+                .iter()
+                .map(|(n, p)| (p.pki_id.clone(), *n))
+                .collect()
+        })
+    }
+
+    /// Hellos pending (for tests and bounds).
+    #[cfg(test)]
+    pub(crate) fn pending_hellos(&self) -> usize {
+        self.incoming.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::SeedableRng;
+
+    const T0: Instant = Instant::from_unix_secs(1000);
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn peer(n: &str) -> Peer {
+        Peer {
+            pki_id: PkiId::new(Bytes::copy_from_slice(n.as_bytes())),
+            endpoint: format!("{n}:7051"),
+        }
+    }
+
+    fn id(n: &str) -> PkiId {
+        peer(n).pki_id
+    }
+
+    use bytes::Bytes;
+
+    fn started(peers: &[&str]) -> (PullEngine, Vec<(Peer, u64)>, ChaCha8Rng) {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut e = PullEngine::default();
+        e.arm(T0);
+        assert!(e.round_due(T0));
+        let hellos = e.begin_round(
+            T0,
+            4 * SEC,
+            SEC,
+            peers.iter().map(|p| peer(p)).collect(),
+            &mut rng,
+        );
+        (e, hellos, rng)
+    }
+
+    #[test]
+    fn a_round_goes_hello_digest_request_update_end() {
+        let (mut e, hellos, mut rng) = started(&["a", "b"]);
+        assert_eq!(hellos.len(), 2);
+        assert_eq!(e.deadline(), Some(T0 + SEC));
+        let (na, nb) = (hellos[0].1, hellos[1].1);
+        assert_eq!(
+            e.on_digest(T0, &id("a"), na, [id("x"), id("y")], |_| false, 10),
+            Ok(0)
+        );
+        assert_eq!(
+            e.on_digest(T0, &id("b"), nb, [id("y"), id("z")], |p| *p == id("z"), 10),
+            Ok(0)
+        );
+        assert!(!e.digests_due(T0));
+        assert!(e.digests_due(T0 + SEC));
+        let reqs = e.end_digests(T0 + SEC, 2 * SEC, &mut rng);
+        let mut asked: Vec<PkiId> = reqs.iter().flat_map(|r| r.2.clone()).collect();
+        asked.sort();
+        // x only from a; y from either; z we hold.
+        assert_eq!(asked, vec![id("x"), id("y")]);
+        let to_a = reqs.iter().find(|r| r.0 == peer("a")).unwrap();
+        assert!(to_a.2.contains(&id("x")) && to_a.1 == na);
+        assert!(e.accepts_update(T0 + SEC, &id("a"), na));
+        assert!(!e.accepts_update(T0 + SEC, &id("b"), na), "wrong sender");
+        assert!(!e.accepts_update(T0 + 3 * SEC, &id("a"), na), "too late");
+        e.end_round_if_due(T0 + 3 * SEC);
+        assert_eq!(e.deadline(), Some(T0 + 4 * SEC));
+        assert!(!e.accepts_update(T0 + SEC, &id("a"), na), "round over");
+    }
+
+    #[test]
+    fn digests_are_refused_out_of_round_phase_or_sender() {
+        let mut e = PullEngine::default();
+        assert_eq!(
+            e.on_digest(T0, &id("a"), 1, [id("x")], |_| false, 10),
+            Err(Refusal::Unsolicited)
+        );
+        let (mut e, hellos, mut rng) = started(&["a"]);
+        let n = hellos[0].1;
+        assert_eq!(
+            e.on_digest(T0, &id("a"), n.wrapping_add(1), [id("x")], |_| false, 10),
+            Err(Refusal::Unsolicited)
+        );
+        assert_eq!(
+            e.on_digest(T0, &id("b"), n, [id("x")], |_| false, 10),
+            Err(Refusal::Unsolicited)
+        );
+        assert_eq!(
+            e.on_digest(T0 + SEC, &id("a"), n, [id("x")], |_| false, 10),
+            Err(Refusal::Unsolicited),
+            "digest phase over"
+        );
+        e.end_digests(T0 + SEC, 2 * SEC, &mut rng);
+        assert_eq!(
+            e.on_digest(T0 + SEC, &id("a"), n, [id("x")], |_| false, 10),
+            Err(Refusal::Unsolicited)
+        );
+    }
+
+    #[test]
+    fn digest_items_are_bounded_per_round() {
+        let (mut e, hellos, mut rng) = started(&["a"]);
+        let items: Vec<PkiId> = (0..10).map(|i| id(&format!("i{i}"))).collect();
+        assert_eq!(
+            e.on_digest(T0, &id("a"), hellos[0].1, items, |_| false, 4),
+            Ok(6)
+        );
+        let reqs = e.end_digests(T0 + SEC, 2 * SEC, &mut rng);
+        assert_eq!(reqs[0].2.len(), 4);
+    }
+
+    #[test]
+    fn a_round_due_while_another_runs_waits_for_its_end() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut e = PullEngine::default();
+        e.arm(T0);
+        // Interval 1 s, waits 1 s + 2 s.
+        e.begin_round(T0, SEC, SEC, vec![peer("a")], &mut rng);
+        assert!(!e.round_due(T0 + SEC));
+        assert_eq!(
+            e.deadline(),
+            Some(T0 + SEC),
+            "the digest phase's end, not the past"
+        );
+        e.end_digests(T0 + SEC, 2 * SEC, &mut rng);
+        assert!(!e.round_due(T0 + 2 * SEC));
+        assert_eq!(e.deadline(), Some(T0 + 3 * SEC));
+        e.end_round_if_due(T0 + 3 * SEC);
+        assert!(e.round_due(T0 + 3 * SEC));
+    }
+
+    #[test]
+    fn no_peers_no_round() {
+        let (e, hellos, _) = started(&[]);
+        assert!(hellos.is_empty());
+        assert_eq!(e.deadline(), Some(T0 + 4 * SEC));
+        assert!(!e.digests_due(T0 + 10 * SEC));
+    }
+
+    #[test]
+    fn hellos_are_served_for_request_wait_and_bounded() {
+        let mut e = PullEngine::default();
+        let w = Duration::from_millis(1500);
+        assert_eq!(e.on_hello(T0, &id("a"), 5, w, 2), Ok(()));
+        assert!(e.serves_request(T0 + SEC, &id("a"), 5));
+        assert!(
+            !e.serves_request(T0 + SEC, &id("b"), 5),
+            "another peer's nonce"
+        );
+        assert!(!e.serves_request(T0 + SEC, &id("a"), 6));
+        assert_eq!(e.on_hello(T0, &id("b"), 5, w, 2), Ok(()));
+        assert_eq!(e.on_hello(T0, &id("c"), 5, w, 2), Err(Refusal::Full));
+        assert!(!e.serves_request(T0 + w, &id("a"), 5), "expired");
+        assert_eq!(e.pending_hellos(), 0);
+        assert_eq!(e.on_hello(T0 + w, &id("c"), 5, w, 2), Ok(()));
+    }
+}

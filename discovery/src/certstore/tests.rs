@@ -1,0 +1,374 @@
+//! The certstore's rules on one node, with hand-made inputs (no network): the node's comm
+//! has no real connections, so what it sends is seen through the counters (an answer on a
+//! made-up connection is attempted and counted as a comm error).
+
+use super::wire::{self, IdentityMsgError, validate_identity_msg};
+use crate::DiscoveryConfig;
+use crate::tests::{T0, alive, alive_with, direct, me, node, pki, received, security};
+use bytes::Bytes;
+use core::time::Duration;
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, PeerIdentity, gossip_message};
+use fabric_gossip_core::{
+    Comm, Instant, Layer, Security, SignedMessage, TestOnlyHmacSecurity, proto::gossip::PullMsgType,
+};
+use prost::Message;
+
+type Node = (Comm<TestOnlyHmacSecurity>, crate::Discovery);
+
+/// `who`'s own signed identity message.
+fn identity_of(who: &str) -> Envelope {
+    wire::own_identity_message(&security(who)).unwrap()
+}
+
+/// A pull message from `from`, as comm would deliver it.
+fn pull_from(from: &str, msg: GossipMessage) -> fabric_gossip_core::ReceivedMessage {
+    let env = crate::alive::envelope_of(&SignedMessage::noop(msg.clone()));
+    received(from, msg, env)
+}
+
+/// A node that knows `a1` alive (identity embedded) and has started a pull round with it:
+/// returns the round's nonce for `a1` and the time.
+fn in_a_round() -> (Node, u64, Instant) {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let t = T0 + d.config().pull_interval;
+    d.handle_timeout(t, &mut comm);
+    assert_eq!(
+        d.stats().certstore.hellos_sent,
+        1,
+        "one alive member, one hello"
+    );
+    let nonces = d.certstore.engine.round_nonces();
+    assert_eq!(nonces.len(), 1);
+    assert_eq!(nonces[0].0, pki("a1"));
+    let nonce = nonces[0].1;
+    ((comm, d), nonce, t)
+}
+
+/// Runs the round on to its request phase after `a1` advertised `items`.
+fn to_request_phase(node: &mut Node, nonce: u64, t: Instant, items: &[&str]) -> Instant {
+    let (comm, d) = node;
+    let ids: Vec<_> = items.iter().map(|i| pki(i)).collect();
+    d.handle_message(t, comm, pull_from("a1", wire::digest(nonce, &ids)));
+    let t = t + d.config().certstore.digest_wait;
+    d.handle_timeout(t, comm);
+    t
+}
+
+#[test]
+fn own_identity_message_is_fabrics_and_valid() {
+    let env = identity_of("me");
+    let msg = GossipMessage::decode(env.payload.clone()).unwrap();
+    assert_eq!(msg.tag, gossip_message::Tag::Empty as i32);
+    assert_eq!((msg.nonce, msg.channel.len()), (0, 0));
+    let Some(gossip_message::Content::PeerIdentity(p)) = msg.content else {
+        panic!("not a PeerIdentity: {msg:?}");
+    };
+    assert_eq!(
+        (&p.pki_id[..], &p.cert[..], p.metadata.len()),
+        (&b"me"[..], &b"me"[..], 0)
+    );
+    let v = validate_identity_msg(&security("x"), &env, T0).unwrap();
+    assert_eq!(v.pki_id, pki("me"));
+}
+
+#[test]
+fn pull_messages_are_identity_typed_and_recognised() {
+    for m in [
+        wire::hello(1),
+        wire::digest(1, &[pki("a")]),
+        wire::request(1, &[pki("a")]),
+        wire::update(1, vec![]),
+    ] {
+        assert!(wire::is_identity_pull(&m), "{m:?}");
+        assert_eq!((m.nonce, m.tag), (0, gossip_message::Tag::Empty as i32));
+    }
+    let mut block_pull = wire::hello(1);
+    if let Some(gossip_message::Content::Hello(h)) = &mut block_pull.content {
+        h.msg_type = PullMsgType::BlockMsg as i32;
+    }
+    assert!(!wire::is_identity_pull(&block_pull));
+}
+
+/// A `PeerIdentity` claiming `pki_id` with `cert`, signed by `signer`.
+fn identity_msg(pki_id: &str, cert: &str, signer: TestOnlyHmacSecurity) -> Envelope {
+    let msg = GossipMessage {
+        content: Some(gossip_message::Content::PeerIdentity(PeerIdentity {
+            pki_id: Bytes::copy_from_slice(pki_id.as_bytes()),
+            cert: Bytes::copy_from_slice(cert.as_bytes()),
+            metadata: Bytes::new(),
+        })),
+        ..Default::default()
+    };
+    crate::alive::envelope_of(&SignedMessage::sign(msg, &signer).unwrap())
+}
+
+#[test]
+fn every_identity_check_refuses_with_its_own_reason() {
+    let v = security("v");
+    let check = |env: &Envelope, sec: &TestOnlyHmacSecurity| validate_identity_msg(sec, env, T0);
+    assert!(check(&identity_msg("a1", "a1", security("a1")), &v).is_ok());
+    assert_eq!(
+        check(&identity_msg("a1", "a2", security("a2")), &v),
+        Err(IdentityMsgError::IdentityMismatch),
+        "PKI-ID must be the certificate's"
+    );
+    assert!(matches!(
+        check(
+            &identity_msg("a1", "a1", security("a1").with_corrupt_signatures()),
+            &v
+        ),
+        Err(IdentityMsgError::BadSignature(_))
+    ));
+    assert!(matches!(
+        check(
+            &identity_msg("a1", "a1", security("a1")),
+            &v.clone().rejecting(&b"a1"[..])
+        ),
+        Err(IdentityMsgError::BadIdentity(_))
+    ));
+    assert_eq!(
+        check(
+            &identity_msg("a1", "a1", security("a1")),
+            &v.clone().expiring(&b"a1"[..], T0)
+        ),
+        Err(IdentityMsgError::IdentityExpired)
+    );
+    assert_eq!(
+        check(&identity_msg("", "a1", security("a1")), &v),
+        Err(IdentityMsgError::MissingField("pki_id"))
+    );
+    assert_eq!(
+        check(&identity_msg("a1", "", security("a1")), &v),
+        Err(IdentityMsgError::MissingField("cert"))
+    );
+    assert_eq!(
+        check(&alive("a1", 1, 1, ""), &v),
+        Err(IdentityMsgError::NotIdentity)
+    );
+    let mut unsigned = identity_of("a1");
+    unsigned.signature = Bytes::new();
+    assert_eq!(check(&unsigned, &v), Err(IdentityMsgError::Unsigned));
+    let junk = Envelope {
+        payload: Bytes::from_static(&[0xff; 3]),
+        signature: Bytes::from_static(b"s"),
+        secret_envelope: None,
+    };
+    assert!(matches!(
+        check(&junk, &v),
+        Err(IdentityMsgError::Undecodable(_))
+    ));
+}
+
+#[test]
+fn a_pulled_identity_lets_a_later_alive_without_identity_validate() {
+    let (mut node, nonce, t) = in_a_round();
+    // Before: b1's alive message, past its publish period, cannot be checked.
+    let bare = alive_with("b1", 1, 1, "b1:1", false);
+    node.1
+        .handle_message(t, &mut node.0, direct("a1", bare.clone()));
+    assert_eq!(node.1.stats().alive_unknown_identity, 1);
+    assert!(node.1.member(&pki("b1")).is_none());
+
+    let t = to_request_phase(&mut node, nonce, t, &["b1", "me"]);
+    let (comm, d) = &mut node;
+    assert_eq!(
+        d.stats().certstore.requests_sent,
+        1,
+        "b1 asked of a1; our own not"
+    );
+    let upd = wire::update(nonce, vec![identity_of("b1")]);
+    d.handle_message(t, comm, pull_from("a1", upd));
+    assert_eq!(d.stats().certstore.identities_learned, 1);
+    let bare = alive_with("b1", 1, 2, "b1:1", false);
+    d.handle_message(t, comm, direct("a1", bare));
+    assert!(d.member(&pki("b1")).is_some_and(|m| m.alive));
+    assert_eq!(d.stats().alive_unknown_identity, 1);
+}
+
+#[test]
+fn one_forged_item_refuses_the_whole_update() {
+    let (mut node, nonce, t) = in_a_round();
+    let t = to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    let (comm, d) = &mut node;
+    let forged = identity_msg("b2", "b2", security("b2").with_corrupt_signatures());
+    d.handle_message(
+        t,
+        comm,
+        pull_from("a1", wire::update(nonce, vec![identity_of("b1"), forged])),
+    );
+    let s = &d.stats().certstore;
+    assert_eq!((s.updates_refused, s.identity_bad_signature), (1, 1));
+    assert_eq!(s.identities_learned, 0);
+    assert!(d.pulled_identity(&pki("b1"), t).is_none());
+}
+
+#[test]
+fn digests_and_updates_outside_our_round_are_refused_and_counted() {
+    let (mut node, nonce, t) = in_a_round();
+    let (comm, d) = &mut node;
+    // An update before any request, a digest from a member never asked, a wrong nonce.
+    d.handle_message(
+        t,
+        comm,
+        pull_from("a1", wire::update(nonce, vec![identity_of("b1")])),
+    );
+    d.handle_message(t, comm, pull_from("a2", wire::digest(nonce, &[pki("b1")])));
+    d.handle_message(
+        t,
+        comm,
+        pull_from("a1", wire::digest(nonce ^ 1, &[pki("b1")])),
+    );
+    let s = &d.stats().certstore;
+    assert_eq!((s.updates_unsolicited, s.digests_unsolicited), (1, 2));
+    let t = to_request_phase(&mut node, nonce, t, &["b1"]);
+    let (comm, d) = &mut node;
+    assert_eq!(d.stats().certstore.requests_sent, 1);
+    // Too late: the response phase is over.
+    let late = t + d.config().certstore.response_wait;
+    d.handle_timeout(late, comm);
+    d.handle_message(
+        late,
+        comm,
+        pull_from("a1", wire::update(nonce, vec![identity_of("b1")])),
+    );
+    assert_eq!(d.stats().certstore.updates_unsolicited, 2);
+    assert!(d.pulled_identity(&pki("b1"), late).is_none());
+}
+
+#[test]
+fn a_request_is_served_only_after_the_senders_own_hello_and_within_request_wait() {
+    let (mut comm, mut d) = me();
+    d.handle_message(
+        T0,
+        &mut comm,
+        pull_from("a1", wire::request(5, &[pki("me")])),
+    );
+    assert_eq!(d.stats().certstore.requests_unsolicited, 1);
+    d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(5)));
+    // The digest (our own identity) is attempted on the made-up connection.
+    let s = d.stats().clone();
+    assert_eq!(s.certstore.digests_sent + s.comm_errors, 1);
+    d.handle_message(
+        T0,
+        &mut comm,
+        pull_from("a2", wire::request(5, &[pki("me")])),
+    );
+    assert_eq!(
+        d.stats().certstore.requests_unsolicited,
+        2,
+        "another peer's nonce"
+    );
+    d.handle_message(
+        T0,
+        &mut comm,
+        pull_from("a1", wire::request(5, &[pki("me")])),
+    );
+    let s = d.stats().clone();
+    assert_eq!(s.certstore.updates_sent + s.comm_errors, 2, "served");
+    let later = T0 + d.config().certstore.request_wait;
+    d.handle_message(
+        later,
+        &mut comm,
+        pull_from("a1", wire::request(5, &[pki("me")])),
+    );
+    assert_eq!(d.stats().certstore.requests_unsolicited, 3, "nonce expired");
+}
+
+#[test]
+fn pending_hellos_are_bounded() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.certstore.max_pending_hellos = 2;
+    let (mut comm, mut d) = node(cfg);
+    for n in 0..3 {
+        d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(n)));
+    }
+    assert_eq!(d.stats().certstore.hellos_refused_full, 1);
+}
+
+#[test]
+fn identities_held_are_bounded() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.certstore.max_identities = 2;
+    let (mut comm, mut d) = node(cfg);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let t = T0 + d.config().pull_interval;
+    d.handle_timeout(t, &mut comm);
+    let nonce = d.certstore.engine.round_nonces()[0].1;
+    let mut node = (comm, d);
+    let t = to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    let (comm, d) = &mut node;
+    // Only one item fits beside our own identity: one asked for, one dropped.
+    assert_eq!(d.stats().certstore.digest_items_dropped, 1);
+    let upd = wire::update(nonce, vec![identity_of("b1"), identity_of("b2")]);
+    d.handle_message(t, comm, pull_from("a1", upd));
+    let s = &d.stats().certstore;
+    assert_eq!((s.identities_learned, s.identities_refused_full), (1, 1));
+    assert_eq!(d.pulled_identities(), 2);
+}
+
+#[test]
+fn another_org_sees_only_external_identities_of_its_org_or_ours() {
+    // me (A, external), a1 (A, no external endpoint), a2 (A, external),
+    // b2 (B, external), c1 (C, external).
+    let (mut comm, mut d) = me();
+    for (who, ep) in [("a1", ""), ("a2", "a2:1"), ("b2", "b2:1"), ("c1", "c1:1")] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, ep)));
+        let v = validate_identity_msg(comm.security(), &identity_of(who), T0).unwrap();
+        let org = comm.security().organization_of(&v.cert);
+        d.certstore.identities.put(v, org, T0, 10).unwrap();
+    }
+    let shown = |d: &crate::Discovery, comm: &Comm<TestOnlyHmacSecurity>, to: &str| {
+        let m = pull_from(to, wire::hello(1));
+        d.visible(T0, comm, &m, None)
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k.0).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shown(&d, &comm, "a1"), ["a1", "a2", "b2", "c1", "me"]);
+    assert_eq!(shown(&d, &comm, "b1"), ["a2", "b2", "me"]);
+    assert!(
+        shown(&d, &comm, "stranger").is_empty(),
+        "unknown organization"
+    );
+}
+
+#[test]
+fn unused_and_expired_identities_are_purged_used_ones_kept() {
+    let (mut comm, mut d) = me();
+    for who in ["a1", "a2"] {
+        let v = validate_identity_msg(comm.security(), &identity_of(who), T0).unwrap();
+        d.certstore.identities.put(v, None, T0, 10).unwrap();
+    }
+    let threshold = d.config().certstore.identity_usage_threshold;
+    // a1 keeps verifying alive messages; a2 falls silent.
+    let mut t = T0;
+    let mut seq = 0;
+    while t < T0 + threshold + threshold / 5 {
+        t = t + Duration::from_secs(60);
+        seq += 1;
+        let bare = alive_with("a1", 1, seq, "", false);
+        d.handle_message(t, &mut comm, direct("a2", bare));
+        d.handle_timeout(t, &mut comm);
+    }
+    assert!(d.member(&pki("a1")).is_some_and(|m| m.alive));
+    assert!(d.pulled_identity(&pki("a1"), t).is_some());
+    assert!(d.pulled_identity(&pki("a2"), t).is_none());
+    assert_eq!(d.stats().certstore.identities_unused, 1);
+    assert!(
+        d.pulled_identity(&pki("me"), t).is_some(),
+        "ours is never purged"
+    );
+}
+
+#[test]
+fn disabled_it_neither_pulls_nor_answers() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.certstore.enabled = false;
+    let (mut comm, mut d) = node(cfg);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    d.handle_timeout(T0 + Duration::from_secs(60), &mut comm);
+    d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(1)));
+    assert_eq!(d.stats().certstore, Default::default());
+    assert_eq!(d.pulled_identities(), 0);
+}

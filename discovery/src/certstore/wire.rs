@@ -1,0 +1,194 @@
+//! The certstore's wire messages, as Fabric builds them (`gossip/gossip/pull/pullstore.go`,
+//! `certstore.go`): our signed `PeerIdentity`, and the four unsigned pull messages of type
+//! `IDENTITY_MSG` (tag EMPTY, no channel, outer nonce 0); and the check every pulled
+//! identity message must pass before its certificate is believed.
+
+use crate::alive::envelope_of;
+use crate::error::AliveError;
+use crate::validate::check_identity;
+use bytes::Bytes;
+use core::fmt;
+use fabric_gossip_core::proto::gossip::{
+    DataDigest, DataRequest, DataUpdate, Envelope, GossipHello, GossipMessage, PeerIdentity,
+    PullMsgType, gossip_message,
+};
+use fabric_gossip_core::{
+    HandshakeError, Instant, PkiId, Security, SecurityError, SignedMessage, verify_envelope,
+};
+use prost::Message;
+
+/// Whether `m` is a pull message of the identity pull (the only pull this layer runs; block
+/// pull belongs to channels).
+pub fn is_identity_pull(m: &GossipMessage) -> bool {
+    use gossip_message::Content;
+    let ty = match &m.content {
+        Some(Content::Hello(h)) => h.msg_type,
+        Some(Content::DataDig(d)) => d.msg_type,
+        Some(Content::DataReq(r)) => r.msg_type,
+        Some(Content::DataUpdate(u)) => u.msg_type,
+        _ => return false,
+    };
+    ty == PullMsgType::IdentityMsg as i32
+}
+
+/// Fabric's pull message frame: tag EMPTY, empty channel, outer nonce 0 (the round's nonce
+/// travels inside the content).
+fn pull_message(content: gossip_message::Content) -> GossipMessage {
+    GossipMessage {
+        nonce: 0,
+        channel: Bytes::new(),
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(content),
+    }
+}
+
+/// Starts a round with one peer.
+pub fn hello(nonce: u64) -> GossipMessage {
+    pull_message(gossip_message::Content::Hello(GossipHello {
+        nonce,
+        metadata: Bytes::new(),
+        msg_type: PullMsgType::IdentityMsg as i32,
+    }))
+}
+
+/// Answers a hello: the PKI-IDs whose identities we hold and may show the asker.
+pub fn digest(nonce: u64, items: &[PkiId]) -> GossipMessage {
+    pull_message(gossip_message::Content::DataDig(DataDigest {
+        nonce,
+        digests: items.iter().map(|p| p.0.clone()).collect(),
+        msg_type: PullMsgType::IdentityMsg as i32,
+    }))
+}
+
+/// Asks a peer that advertised them for some identities.
+pub fn request(nonce: u64, items: &[PkiId]) -> GossipMessage {
+    pull_message(gossip_message::Content::DataReq(DataRequest {
+        nonce,
+        digests: items.iter().map(|p| p.0.clone()).collect(),
+        msg_type: PullMsgType::IdentityMsg as i32,
+    }))
+}
+
+/// Carries the requested identity messages, each still signed by its owner.
+pub fn update(nonce: u64, data: Vec<Envelope>) -> GossipMessage {
+    pull_message(gossip_message::Content::DataUpdate(DataUpdate {
+        nonce,
+        data,
+        msg_type: PullMsgType::IdentityMsg as i32,
+    }))
+}
+
+/// Our own identity message (`createIdentityMessage`): `PeerIdentity{pki_id, cert}` with no
+/// metadata, tag EMPTY, signed by us, so that whoever relays it cannot alter it.
+pub fn own_identity_message(security: &dyn Security) -> Result<Envelope, SecurityError> {
+    let cert = security.own_identity();
+    let msg = GossipMessage {
+        nonce: 0,
+        channel: Bytes::new(),
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::PeerIdentity(PeerIdentity {
+            pki_id: security.pki_id_of(&cert).0,
+            cert,
+            metadata: Bytes::new(),
+        })),
+    };
+    let signed = SignedMessage::sign(msg, security).map_err(|e| match e {
+        fabric_gossip_core::Error::Signing(s) => s,
+        other => SecurityError::Other(other.to_string()),
+    })?;
+    Ok(envelope_of(&signed))
+}
+
+/// Why a pulled identity message is refused. Fabric refuses the whole `DataUpdate` that
+/// carries one; so do we. Each reason has its own counter in [`super::CertStoreStats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentityMsgError {
+    /// The envelope has no payload or no signature.
+    Unsigned,
+    /// The payload is not a GossipMessage.
+    Undecodable(String),
+    /// The message is not a `PeerIdentity`.
+    NotIdentity,
+    /// `pki_id` or `cert` is empty.
+    MissingField(&'static str),
+    /// The certificate's PKI-ID (its hash) is not the claimed one.
+    IdentityMismatch,
+    /// The security provider (the MSP) refuses the certificate.
+    BadIdentity(SecurityError),
+    /// The certificate has already expired.
+    IdentityExpired,
+    /// The envelope is not signed by the certificate it carries.
+    BadSignature(HandshakeError),
+}
+
+impl fmt::Display for IdentityMsgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityMsgError::Unsigned => f.write_str("envelope without payload or signature"),
+            IdentityMsgError::Undecodable(e) => write!(f, "payload does not decode: {e}"),
+            IdentityMsgError::NotIdentity => f.write_str("not a PeerIdentity message"),
+            IdentityMsgError::MissingField(n) => write!(f, "PeerIdentity without {n}"),
+            IdentityMsgError::IdentityMismatch => {
+                f.write_str("certificate doesn't match the claimed pki_id")
+            }
+            IdentityMsgError::BadIdentity(e) => write!(f, "identity refused: {e}"),
+            IdentityMsgError::IdentityExpired => f.write_str("identity expired"),
+            IdentityMsgError::BadSignature(e) => write!(f, "not signed by its certificate: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IdentityMsgError {}
+
+/// A pulled identity message that passed every check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidIdentity {
+    /// Its owner.
+    pub pki_id: PkiId,
+    /// The owner's serialized identity (certificate).
+    pub cert: Bytes,
+    /// When the certificate expires, if ever.
+    pub expires: Option<Instant>,
+    /// The signed message, relayed verbatim to those who pull it from us.
+    pub envelope: Envelope,
+}
+
+/// Fabric's `validateIdentityMsg` and the identity mapper's `Put`: a `PeerIdentity` whose
+/// PKI-ID is its certificate's, accepted by the MSP, unexpired, and signed by that very
+/// certificate (so nobody but its owner can make one, yet anybody can relay it). The
+/// cheaper certificate checks run before the signature.
+pub fn validate_identity_msg(
+    security: &dyn Security,
+    env: &Envelope,
+    now: Instant,
+) -> Result<ValidIdentity, IdentityMsgError> {
+    if env.payload.is_empty() || env.signature.is_empty() {
+        return Err(IdentityMsgError::Unsigned);
+    }
+    let msg = GossipMessage::decode(env.payload.clone())
+        .map_err(|e| IdentityMsgError::Undecodable(e.to_string()))?;
+    let Some(gossip_message::Content::PeerIdentity(id)) = msg.content else {
+        return Err(IdentityMsgError::NotIdentity);
+    };
+    if id.pki_id.is_empty() {
+        return Err(IdentityMsgError::MissingField("pki_id"));
+    }
+    if id.cert.is_empty() {
+        return Err(IdentityMsgError::MissingField("cert"));
+    }
+    let pki_id = PkiId(id.pki_id);
+    let checked = check_identity(security, &pki_id, &id.cert, now).map_err(|e| match e {
+        AliveError::IdentityMismatch => IdentityMsgError::IdentityMismatch,
+        AliveError::IdentityExpired => IdentityMsgError::IdentityExpired,
+        AliveError::BadIdentity(s) => IdentityMsgError::BadIdentity(s),
+        other => IdentityMsgError::BadIdentity(SecurityError::Other(other.to_string())),
+    })?;
+    verify_envelope(security, &id.cert, env).map_err(IdentityMsgError::BadSignature)?;
+    Ok(ValidIdentity {
+        pki_id,
+        cert: checked.identity,
+        expires: checked.expires,
+        envelope: env.clone(),
+    })
+}
