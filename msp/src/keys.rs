@@ -130,25 +130,38 @@ impl PublicKey {
         match &self.key {
             Key::P256(_) => {
                 let sig = p256::ecdsa::Signature::from_der(der_sig).map_err(|_| malformed())?;
-                let fixed = sig.to_bytes();
-                let genuine =
-                    UnparsedPublicKey::new(&rs::ECDSA_P256_SHA256_FIXED, &self.uncompressed[..])
-                        .verify(msg, fixed.as_slice())
-                        .is_ok();
-                verdict(sig.normalize_s().is_some(), genuine)
+                let high_s = sig.normalize_s().is_some();
+                self.ring_verdict(&rs::ECDSA_P256_SHA256_FIXED, msg, &sig.to_bytes(), high_s)
             }
             Key::P384(_) => {
                 let sig = p384::ecdsa::Signature::from_der(der_sig).map_err(|_| malformed())?;
+                let high_s = sig.normalize_s().is_some();
                 // ring has no fixed-width P-384/SHA-256 verifier; hand it the canonical DER
                 // of what RustCrypto accepted, so ring's stricter reader never decides.
                 let canonical = sig.to_der();
-                let genuine =
-                    UnparsedPublicKey::new(&rs::ECDSA_P384_SHA256_ASN1, &self.uncompressed[..])
-                        .verify(msg, canonical.as_bytes())
-                        .is_ok();
-                verdict(sig.normalize_s().is_some(), genuine)
+                self.ring_verdict(
+                    &rs::ECDSA_P384_SHA256_ASN1,
+                    msg,
+                    canonical.as_bytes(),
+                    high_s,
+                )
             }
         }
+    }
+
+    /// Fabric's [`verdict`] on a signature RustCrypto has already read, with ring's
+    /// arithmetic deciding whether it is genuine: `sig` is in the encoding `alg` expects.
+    fn ring_verdict(
+        &self,
+        alg: &'static rs::EcdsaVerificationAlgorithm,
+        msg: &[u8],
+        sig: &[u8],
+        high_s: bool,
+    ) -> Result<(), SecurityError> {
+        let genuine = UnparsedPublicKey::new(alg, &self.uncompressed[..])
+            .verify(msg, sig)
+            .is_ok();
+        verdict(high_s, genuine)
     }
 
     /// [`PublicKey::verify_fabric`] with RustCrypto's arithmetic: the implementation this

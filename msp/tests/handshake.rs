@@ -5,7 +5,6 @@ use common::pki::*;
 use common::*;
 use core::time::Duration;
 use fabric_gossip_core::*;
-use fabric_gossip_msp::dev::Validity;
 use fabric_gossip_msp::serialize_identity;
 
 fn boxed(s: impl Security + 'static) -> Box<dyn Security> {
@@ -176,14 +175,7 @@ fn certificate_from_another_msps_ca_is_refused() {
 #[test]
 fn expired_certificate_is_refused() {
     let mut pki = two_orgs();
-    let old = pki.issue(
-        1,
-        "peer0",
-        Validity {
-            not_before: year().not_before,
-            not_after: now() - Duration::from_secs(60),
-        },
-    );
+    let old = pki.issue_until(1, "peer0", now() - Duration::from_secs(60));
     // The expired peer's own provider (its core would refuse to start with it otherwise).
     let inner = pki.security_for(1, &old);
     let rogue = Rogue::new(inner, Misbehave::ForeignIdentity);
@@ -201,14 +193,7 @@ fn expired_certificate_is_refused() {
 #[test]
 fn expired_own_identity_stops_the_core_from_starting() {
     let mut pki = two_orgs();
-    let old = pki.issue(
-        0,
-        "peer0",
-        Validity {
-            not_before: year().not_before,
-            not_after: now() - Duration::from_secs(1),
-        },
-    );
+    let old = pki.issue_until(0, "peer0", now() - Duration::from_secs(1));
     let err = Comm::new(Config::default(), pki.security_for(0, &old), now()).unwrap_err();
     assert!(
         matches!(
@@ -285,14 +270,7 @@ fn peer_answering_with_another_organizations_identity_is_refused() {
 #[test]
 fn identity_expiring_while_connected_is_dropped_and_its_connection_closed() {
     let mut pki = two_orgs();
-    let short = pki.issue(
-        1,
-        "peer0",
-        Validity {
-            not_before: year().not_before,
-            not_after: now() + Duration::from_secs(60),
-        },
-    );
+    let short = pki.issue_until(1, "peer0", now() + Duration::from_secs(60));
     // Node 1 itself does not police its own expiry here; node 0 must.
     let rogue = Rogue::new(pki.security_for(1, &short), Misbehave::ForeignIdentity);
     let mut net = pair(&pki, Config::default(), boxed(rogue));

@@ -296,14 +296,7 @@ fn unknown_msp_is_unknown() {
 fn expired_and_not_yet_valid_certificates_are_expired() {
     let mut pki = two_orgs();
     let b = pki.security(1, 0);
-    let old = pki.issue(
-        0,
-        "old",
-        Validity {
-            not_before: year().not_before,
-            not_after: Instant::from_unix_secs(1_699_999_000),
-        },
-    );
+    let old = pki.issue_until(0, "old", Instant::from_unix_secs(1_699_999_000));
     let id = serialize_identity(ORG1, &old.identity.cert_der);
     let r = b.validate_identity(&id, now());
     assert!(matches!(r, Err(SecurityError::Expired(_))), "{r:?}");
@@ -314,14 +307,7 @@ fn expired_and_not_yet_valid_certificates_are_expired() {
         b.expiration(&id).unwrap(),
         Some(Instant::from_unix_secs(1_699_999_000) + Duration::from_nanos(1))
     );
-    let future = pki.issue(
-        0,
-        "future",
-        Validity {
-            not_before: now() + DAY,
-            not_after: now() + 2 * DAY,
-        },
-    );
+    let future = pki.issue(0, "future", Validity::starting(now() + DAY, DAY));
     let id = serialize_identity(ORG1, &future.identity.cert_der);
     let r = b.validate_identity(&id, now());
     assert!(matches!(r, Err(SecurityError::Expired(_))), "{r:?}");

@@ -67,6 +67,20 @@ impl Pki {
             .issue_peer(name, validity, &mut self.rng)
             .unwrap()
     }
+
+    /// A certificate valid from [`year`]'s start until `not_after`: expired when that is
+    /// before [`now`], or about to expire.
+    pub fn issue_until(&mut self, org: usize, name: &str, not_after: Instant) -> DevPeer {
+        let not_before = year().not_before;
+        self.issue(
+            org,
+            name,
+            Validity {
+                not_before,
+                not_after,
+            },
+        )
+    }
 }
 
 /// The same ECDSA signature with `s` replaced by `n - s` (its high-S twin when `s` was low),
