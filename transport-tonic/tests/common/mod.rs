@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{DataMessage, GossipMessage, Payload, gossip_message};
+use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
 use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
 use fabric_gossip_tonic::{Node, TlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -81,19 +81,31 @@ pub async fn node(config: Config, tls: Option<TlsConfig>) -> Node {
         .expect("node starts")
 }
 
-pub fn data_msg(seq: u64, size: usize) -> GossipMessage {
-    GossipMessage {
-        nonce: 0,
-        channel: Bytes::new(),
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(Payload {
-                seq_num: seq,
-                data: Bytes::from(vec![(seq % 251) as u8; size]),
-                private_data: vec![],
-            }),
-        })),
+/// Two nodes with [`config`], in plaintext or with mutual TLS (certificates of one new
+/// CA): the start of most two-node tests.
+pub async fn pair(tls: bool) -> (Node, Node) {
+    if tls {
+        let pki = Pki::new("test-ca");
+        (
+            node(config(), Some(pki.tls("a"))).await,
+            node(config(), Some(pki.tls("b"))).await,
+        )
+    } else {
+        (node(config(), None).await, node(config(), None).await)
     }
+}
+
+/// Stops every node, each within [`DEADLINE`]: the end of most tests.
+pub async fn stop_all(nodes: &[&Node]) {
+    for n in nodes {
+        within(&format!("{} stops", n.endpoint()), n.stop()).await;
+    }
+}
+
+/// A DataMessage of `size` bytes numbered `seq`, its bytes derived from `seq` so that a
+/// message mixed up with another shows.
+pub fn data_msg(seq: u64, size: usize) -> GossipMessage {
+    GossipMessage::data(seq, vec![(seq % 251) as u8; size])
 }
 
 pub fn data(seq: u64, size: usize) -> SignedMessage {
