@@ -540,20 +540,13 @@ impl DevOrg {
         validity: Validity,
         rng: &mut impl CryptoRngCore,
     ) -> Result<DevOrg, DevError> {
-        let ca = DevCa::root(
-            &format!("ca.{}", spec.domain),
-            &spec.domain,
-            spec.curve,
-            validity,
-            rng,
-        )?;
-        let tls_ca = DevCa::root(
-            &format!("tlsca.{}", spec.domain),
-            &spec.domain,
-            spec.curve,
-            validity,
-            rng,
-        )?;
+        // cryptogen's two roots per organization: `ca.<domain>` and `tlsca.<domain>`.
+        let root = |name: &str, rng: &mut _| {
+            let common_name = format!("{name}.{}", spec.domain);
+            DevCa::root(&common_name, &spec.domain, spec.curve, validity, rng)
+        };
+        let ca = root("ca", rng)?;
+        let tls_ca = root("tlsca", rng)?;
         let mut org = DevOrg {
             spec: spec.clone(),
             ca,

@@ -269,23 +269,17 @@ impl PrivateKey {
     /// Signs a digest, low-S, DER.
     pub(crate) fn sign_prehash_low_s(&self, digest: &[u8]) -> Result<Vec<u8>, SecurityError> {
         let fail = |e: ecdsa::Error| SecurityError::SigningFailed(e.to_string());
+        // The same steps with either curve's signature type.
+        macro_rules! low_s_der {
+            ($key:expr, $curve:ident) => {{
+                let sig: $curve::ecdsa::Signature = $key.sign_prehash(digest).map_err(fail)?;
+                let low = sig.normalize_s().unwrap_or(sig);
+                low.to_der().as_bytes().to_vec()
+            }};
+        }
         Ok(match self {
-            PrivateKey::P256(k) => {
-                let sig: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(fail)?;
-                sig.normalize_s()
-                    .unwrap_or(sig)
-                    .to_der()
-                    .as_bytes()
-                    .to_vec()
-            }
-            PrivateKey::P384(k) => {
-                let sig: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(fail)?;
-                sig.normalize_s()
-                    .unwrap_or(sig)
-                    .to_der()
-                    .as_bytes()
-                    .to_vec()
-            }
+            PrivateKey::P256(k) => low_s_der!(k, p256),
+            PrivateKey::P384(k) => low_s_der!(k, p384),
         })
     }
 }

@@ -101,8 +101,19 @@ fn handshake_with_mutual_tls_binding() {
     assert_eq!(net.delivered_data(1), vec![b"over tls".to_vec()]);
 }
 
-/// Runs node 1 (the misbehaving one) sending to node 0, and returns node 0's refusals.
-fn refused_by_node0(net: &mut Net) -> Vec<HandshakeError> {
+/// Asserts that node 0 refused exactly one handshake, with an error matching `$pat`.
+macro_rules! assert_refused_with {
+    ($errs:expr, $pat:pat) => {{
+        let errs: Vec<HandshakeError> = $errs;
+        assert!(matches!(errs.as_slice(), [$pat]), "{errs:?}");
+    }};
+}
+
+/// Node 0 of the PKI and the rogue as node 1, with Fabric's defaults: the rogue sends to
+/// node 0, which must deliver nothing and register no connection; returns node 0's
+/// refusals.
+fn refusals_of(pki: &Pki, rogue: Rogue) -> Vec<HandshakeError> {
+    let mut net = pair(pki, Config::default(), boxed(rogue));
     net.subscribe_all(0);
     net.send(1, 0, b"let me in");
     net.settle();
@@ -118,14 +129,9 @@ fn refused_by_node0(net: &mut Net) -> Vec<HandshakeError> {
 fn tampered_signature_is_refused() {
     let pki = two_orgs();
     let rogue = Rogue::new(pki.security(1, 0), Misbehave::TamperedSignature);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert!(
-        matches!(
-            errs.as_slice(),
-            [HandshakeError::BadSignature(SecurityError::BadSignature(_))]
-        ),
-        "{errs:?}"
+    assert_refused_with!(
+        refusals_of(&pki, rogue),
+        HandshakeError::BadSignature(SecurityError::BadSignature(_))
     );
 }
 
@@ -133,14 +139,9 @@ fn tampered_signature_is_refused() {
 fn high_s_signature_is_refused() {
     let pki = two_orgs();
     let rogue = Rogue::new(pki.security(1, 0), Misbehave::HighS);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert!(
-        matches!(
-            errs.as_slice(),
-            [HandshakeError::BadSignature(SecurityError::HighS)]
-        ),
-        "{errs:?}"
+    assert_refused_with!(
+        refusals_of(&pki, rogue),
+        HandshakeError::BadSignature(SecurityError::HighS)
     );
 }
 
@@ -148,9 +149,10 @@ fn high_s_signature_is_refused() {
 fn pki_id_not_matching_the_identity_is_refused() {
     let pki = two_orgs();
     let rogue = Rogue::new(pki.security(1, 0), Misbehave::WrongPkiId);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert_eq!(errs, vec![HandshakeError::IdentityMismatch]);
+    assert_eq!(
+        refusals_of(&pki, rogue),
+        vec![HandshakeError::IdentityMismatch]
+    );
 }
 
 #[test]
@@ -159,16 +161,9 @@ fn certificate_from_another_msps_ca_is_refused() {
     // Org2's peer presents its own certificate but claims to be a member of Org1.
     let claim = serialize_identity(ORG1, &pki.orgs[1].peers[0].identity.cert_der);
     let rogue = Rogue::new(pki.security(1, 0), Misbehave::ForeignIdentity).presenting(claim);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert!(
-        matches!(
-            errs.as_slice(),
-            [HandshakeError::InvalidIdentity(
-                SecurityError::UntrustedCertificate(_)
-            )]
-        ),
-        "{errs:?}"
+    assert_refused_with!(
+        refusals_of(&pki, rogue),
+        HandshakeError::InvalidIdentity(SecurityError::UntrustedCertificate(_))
     );
 }
 
@@ -179,14 +174,9 @@ fn expired_certificate_is_refused() {
     // The expired peer's own provider (its core would refuse to start with it otherwise).
     let inner = pki.security_for(1, &old);
     let rogue = Rogue::new(inner, Misbehave::ForeignIdentity);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert!(
-        matches!(
-            errs.as_slice(),
-            [HandshakeError::InvalidIdentity(SecurityError::Expired(_))]
-        ),
-        "{errs:?}"
+    assert_refused_with!(
+        refusals_of(&pki, rogue),
+        HandshakeError::InvalidIdentity(SecurityError::Expired(_))
     );
 }
 

@@ -267,34 +267,17 @@ fn sec1_keys_load_and_encrypted_keys_are_refused_clearly() {
     let key = p256::SecretKey::from_pkcs8_pem(&peer.identity.key_pem).unwrap();
     let sec1 = key.to_sec1_pem(p256::pkcs8::LineEnding::LF).unwrap();
     assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
-    let s = MspSecurity::new(
-        ORG1,
-        peer.identity.cert_pem().as_bytes(),
-        sec1.as_bytes(),
-        pki.trust.clone(),
-    )
-    .unwrap();
+    let s = load(ORG1, &peer.identity, &sec1, pki.trust.clone()).unwrap();
     assert_eq!(s.own_identity(), pki.security(0, 0).own_identity());
     // OpenSSL's output with its "EC PARAMETERS" block first.
     let with_params = format!(
         "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
         sec1.as_str()
     );
-    MspSecurity::new(
-        ORG1,
-        peer.identity.cert_pem().as_bytes(),
-        with_params.as_bytes(),
-        pki.trust.clone(),
-    )
-    .unwrap();
+    load(ORG1, &peer.identity, &with_params, pki.trust.clone()).unwrap();
     let encrypted =
         "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
-    let e = expect_err(MspSecurity::new(
-        ORG1,
-        peer.identity.cert_pem().as_bytes(),
-        encrypted.as_bytes(),
-        pki.trust.clone(),
-    ));
+    let e = expect_err(load(ORG1, &peer.identity, encrypted, pki.trust.clone()));
     assert!(
         matches!(&e, LoadError::Key { reason, .. } if reason.contains("encrypted")),
         "{e}"

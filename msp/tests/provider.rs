@@ -478,21 +478,10 @@ fn intermediate_ca_chains_only_when_trusted() {
     assert_eq!(full.ca_count("Org9MSP"), (1, 1));
     // Without the intermediate the chain cannot be built; with it, it is accepted.
     assert!(matches!(
-        MspSecurity::new(
-            "Org9MSP",
-            peer.cert_pem().as_bytes(),
-            peer.key_pem.as_bytes(),
-            root_only
-        ),
+        load("Org9MSP", &peer, &peer.key_pem, root_only),
         Err(fabric_gossip_msp::LoadError::OwnIdentity { .. })
     ));
-    let s = MspSecurity::new(
-        "Org9MSP",
-        peer.cert_pem().as_bytes(),
-        peer.key_pem.as_bytes(),
-        full,
-    )
-    .unwrap();
+    let s = load("Org9MSP", &peer, &peer.key_pem, full).unwrap();
     s.validate_identity(&s.own_identity(), now()).unwrap();
     // An intermediate alone, without its root, is no trust anchor.
     let mut ica_only = TrustStore::new();
@@ -528,25 +517,13 @@ fn own_key_must_match_certificate() {
     let pki = two_orgs();
     let p0 = &pki.orgs[0].peers[0];
     let p1 = &pki.orgs[0].peers[1];
-    let err = MspSecurity::new(
-        ORG1,
-        p0.identity.cert_pem().as_bytes(),
-        p1.identity.key_pem.as_bytes(),
-        pki.trust.clone(),
-    )
-    .unwrap_err();
+    let err = load(ORG1, &p0.identity, &p1.identity.key_pem, pki.trust.clone()).unwrap_err();
     assert!(
         matches!(err, fabric_gossip_msp::LoadError::KeyMismatch { .. }),
         "{err}"
     );
     // And a key that claims another MSP's certificate is refused at start-up.
-    let err = MspSecurity::new(
-        ORG2,
-        p0.identity.cert_pem().as_bytes(),
-        p0.identity.key_pem.as_bytes(),
-        pki.trust.clone(),
-    )
-    .unwrap_err();
+    let err = load(ORG2, &p0.identity, &p0.identity.key_pem, pki.trust.clone()).unwrap_err();
     assert!(
         matches!(
             &err,
@@ -654,12 +631,7 @@ fn generated_certificates_have_fabric_shape() {
     tls_trust
         .add_ca_pem(ORG1, pki.orgs[0].tls_ca.cert_pem().as_bytes())
         .unwrap();
-    let tls_sec = MspSecurity::new(
-        ORG1,
-        peer.tls.cert_pem().as_bytes(),
-        peer.tls.key_pem.as_bytes(),
-        tls_trust,
-    );
+    let tls_sec = load(ORG1, &peer.tls, &peer.tls.key_pem, tls_trust);
     assert!(tls_sec.is_ok());
 }
 
