@@ -117,9 +117,7 @@ async fn oversized_envelope_closes_the_connection() {
     small.max_message_size = 64 * 1024;
     let a = node(config(), None).await;
     let b = node(small, None).await;
-    let mut b_in = b.accept(|_| true).unwrap();
-    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
-    within("first", b_in.recv()).await.unwrap();
+    let mut b_in = connect(&a, &b).await;
 
     a.send(&data(2, 100 * 1024), &[b.as_peer()]).unwrap();
     let mut tick = tokio::time::interval(Duration::from_millis(1));

@@ -83,9 +83,7 @@ async fn probe_of_unresponsive_peer_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presumed_dead_after_remote_stops() {
     let (a, b) = pair(false).await;
-    let mut b_in = b.accept(|_| true).unwrap();
-    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
-    within("delivery", b_in.recv()).await.unwrap();
+    let mut b_in = connect(&a, &b).await;
     within("b stops", b.stop()).await;
     assert!(within("b's subscription ends", b_in.recv()).await.is_none());
 
@@ -152,9 +150,7 @@ async fn stop_is_bounded_and_final() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_conn_then_send_reconnects() {
     let (a, b) = pair(false).await;
-    let mut b_in = b.accept(|_| true).unwrap();
-    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
-    within("first", b_in.recv()).await.unwrap();
+    let mut b_in = connect(&a, &b).await;
     a.close_conn(b.pki_id());
     assert!(!a.is_connected(b.pki_id()));
     a.send(&data(2, 10), &[b.as_peer()]).unwrap();

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
 use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
-use fabric_gossip_tonic::{Node, TlsConfig};
+use fabric_gossip_tonic::{Incoming, Node, TlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::future::Future;
 use std::time::Duration;
@@ -93,6 +93,15 @@ pub async fn pair(tls: bool) -> (Node, Node) {
     } else {
         (node(config(), None).await, node(config(), None).await)
     }
+}
+
+/// Subscribes `b` to every message and has `a` send it one, received: the connection is
+/// up. Returns `b`'s subscription.
+pub async fn connect(a: &Node, b: &Node) -> Incoming {
+    let mut b_in = b.accept(|_| true).unwrap();
+    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    within("first delivery", b_in.recv()).await.unwrap();
+    b_in
 }
 
 /// Stops every node, each within [`DEADLINE`]: the end of most tests.
