@@ -12,12 +12,18 @@ use sha2::Digest;
 
 const MSG: &[u8] = b"ConnEstablish payload bytes";
 
+/// Org1's peer0 (`a`) and Org2's peer0 (`b`) of [`two_orgs`], and `a`'s signature of
+/// [`MSG`]: where the signature tests start.
+fn a_signs_b_checks() -> (MspSecurity, MspSecurity, Bytes) {
+    let pki = two_orgs();
+    let (a, b) = (pki.security(0, 0), pki.security(1, 0));
+    let sig = a.sign(MSG).unwrap();
+    (a, b, sig)
+}
+
 #[test]
 fn sign_verify_validate_across_orgs() {
-    let pki = two_orgs();
-    let a = pki.security(0, 0);
-    let b = pki.security(1, 0);
-    let sig = a.sign(MSG).unwrap();
+    let (a, b, sig) = a_signs_b_checks();
     b.verify(&a.own_identity(), &sig, MSG).unwrap();
     a.verify(&a.own_identity(), &sig, MSG).unwrap();
     b.validate_identity(&a.own_identity(), now()).unwrap();
@@ -141,10 +147,7 @@ fn organization_is_the_msp_id_of_trusted_msps_only() {
 
 #[test]
 fn tampered_signature_is_bad_signature() {
-    let pki = two_orgs();
-    let a = pki.security(0, 0);
-    let b = pki.security(1, 0);
-    let sig = a.sign(MSG).unwrap();
+    let (a, b, sig) = a_signs_b_checks();
     assert!(matches!(
         b.verify(&a.own_identity(), &tamper(&sig), MSG),
         Err(SecurityError::BadSignature(_))
@@ -163,10 +166,7 @@ fn tampered_signature_is_bad_signature() {
 
 #[test]
 fn high_s_signature_is_refused_as_high_s() {
-    let pki = two_orgs();
-    let a = pki.security(0, 0);
-    let b = pki.security(1, 0);
-    let sig = a.sign(MSG).unwrap();
+    let (a, b, sig) = a_signs_b_checks();
     let high = high_s_twin(&sig);
     // The twin is a mathematically valid signature...
     let vk = p256_key_of(&a);
@@ -200,10 +200,8 @@ fn p256_key_of(s: &MspSecurity) -> p256::ecdsa::VerifyingKey {
 
 #[test]
 fn malformed_signatures_are_malformed() {
-    let pki = two_orgs();
-    let a = pki.security(0, 0);
-    let b = pki.security(1, 0);
-    let sig = a.sign(MSG).unwrap().to_vec();
+    let (a, b, sig) = a_signs_b_checks();
+    let sig = sig.to_vec();
     let id = a.own_identity();
     let mut trailing = sig.clone();
     trailing.push(0);
