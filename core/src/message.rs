@@ -190,22 +190,11 @@ pub(crate) fn conn_establish_message(
 
 /// A `DataMessage` carrying `data` as payload number `seq`, tag EMPTY, no channel: what
 /// examples, workloads, benchmarks and tests send over comm (in Fabric, the state transfer
-/// layer fills these with blocks; comm never looks inside), so each need not spell the
-/// nested message out again.
+/// layer fills these with blocks; comm never looks inside). The same message as
+/// [`GossipMessage::data`](fabric_gossip_proto::gossip::GossipMessage::data), here beside
+/// [`data_payload`] for code that reaches the wire types through the core.
 pub fn data_message(seq: u64, data: impl Into<Bytes>) -> GossipMessage {
-    use fabric_gossip_proto::gossip::{DataMessage, Payload, gossip_message};
-    let payload = Payload {
-        seq_num: seq,
-        data: data.into(),
-        private_data: vec![],
-    };
-    GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::DataMsg(DataMessage {
-            payload: Some(payload),
-        })),
-        ..Default::default()
-    }
+    GossipMessage::data(seq, data)
 }
 
 /// The payload number and data of a `DataMessage` (`None` for any other content).

@@ -190,25 +190,18 @@ fn algorithm(curve: Curve) -> Result<&'static SignatureAlgorithm, DevError> {
 
 impl DevKey {
     fn generate(curve: Curve, rng: &mut impl CryptoRngCore) -> Result<DevKey, DevError> {
+        // The same steps on either curve's own types: a random key, and its public point
+        // uncompressed (the form certificates carry).
+        macro_rules! random_key {
+            ($curve:ident, $variant:ident) => {{
+                let k = $curve::ecdsa::SigningKey::random(rng);
+                let p = k.verifying_key().to_encoded_point(false);
+                (PrivateKey::$variant(k), p.as_bytes().to_vec())
+            }};
+        }
         let (key, public) = match curve {
-            Curve::P256 => {
-                let k = p256::ecdsa::SigningKey::random(rng);
-                let p = k
-                    .verifying_key()
-                    .to_encoded_point(false)
-                    .as_bytes()
-                    .to_vec();
-                (PrivateKey::P256(k), p)
-            }
-            Curve::P384 => {
-                let k = p384::ecdsa::SigningKey::random(rng);
-                let p = k
-                    .verifying_key()
-                    .to_encoded_point(false)
-                    .as_bytes()
-                    .to_vec();
-                (PrivateKey::P384(k), p)
-            }
+            Curve::P256 => random_key!(p256, P256),
+            Curve::P384 => random_key!(p384, P384),
         };
         Ok(DevKey {
             key,
@@ -547,20 +540,13 @@ impl DevOrg {
         validity: Validity,
         rng: &mut impl CryptoRngCore,
     ) -> Result<DevOrg, DevError> {
-        let ca = DevCa::root(
-            &format!("ca.{}", spec.domain),
-            &spec.domain,
-            spec.curve,
-            validity,
-            rng,
-        )?;
-        let tls_ca = DevCa::root(
-            &format!("tlsca.{}", spec.domain),
-            &spec.domain,
-            spec.curve,
-            validity,
-            rng,
-        )?;
+        // cryptogen's two roots per organization: `ca.<domain>` and `tlsca.<domain>`.
+        let root = |name: &str, rng: &mut _| {
+            let common_name = format!("{name}.{}", spec.domain);
+            DevCa::root(&common_name, &spec.domain, spec.curve, validity, rng)
+        };
+        let ca = root("ca", rng)?;
+        let tls_ca = root("tlsca", rng)?;
         let mut org = DevOrg {
             spec: spec.clone(),
             ca,
@@ -627,6 +613,21 @@ pub fn generate_in_memory(
         .iter()
         .map(|s| DevOrg::generate(s, validity, rng))
         .collect()
+}
+
+/// Every organization generated in memory from a seed, with certificates valid for 13 years
+/// from 2023-01-01: the same PKI on every run, for tests and simulations that must be
+/// deterministic, and valid both on a simulator's virtual clock (which starts in November
+/// 2023) and on the wall clock until 2036. The seed drives ChaCha8, so two callers with
+/// different seeds get unrelated keys.
+pub fn seeded_in_memory(specs: &[OrgSpec], seed: u64) -> Result<Vec<DevOrg>, DevError> {
+    use rand_core::SeedableRng;
+    let validity = Validity::starting(
+        Instant::from_unix_secs(1_672_531_200),
+        Duration::from_secs(13 * 365 * 24 * 3600),
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    generate_in_memory(specs, validity, &mut rng)
 }
 
 /// A trust store with the identity CA of every organization.

@@ -130,25 +130,38 @@ impl PublicKey {
         match &self.key {
             Key::P256(_) => {
                 let sig = p256::ecdsa::Signature::from_der(der_sig).map_err(|_| malformed())?;
-                let fixed = sig.to_bytes();
-                let genuine =
-                    UnparsedPublicKey::new(&rs::ECDSA_P256_SHA256_FIXED, &self.uncompressed[..])
-                        .verify(msg, fixed.as_slice())
-                        .is_ok();
-                verdict(sig.normalize_s().is_some(), genuine)
+                let high_s = sig.normalize_s().is_some();
+                self.ring_verdict(&rs::ECDSA_P256_SHA256_FIXED, msg, &sig.to_bytes(), high_s)
             }
             Key::P384(_) => {
                 let sig = p384::ecdsa::Signature::from_der(der_sig).map_err(|_| malformed())?;
+                let high_s = sig.normalize_s().is_some();
                 // ring has no fixed-width P-384/SHA-256 verifier; hand it the canonical DER
                 // of what RustCrypto accepted, so ring's stricter reader never decides.
                 let canonical = sig.to_der();
-                let genuine =
-                    UnparsedPublicKey::new(&rs::ECDSA_P384_SHA256_ASN1, &self.uncompressed[..])
-                        .verify(msg, canonical.as_bytes())
-                        .is_ok();
-                verdict(sig.normalize_s().is_some(), genuine)
+                self.ring_verdict(
+                    &rs::ECDSA_P384_SHA256_ASN1,
+                    msg,
+                    canonical.as_bytes(),
+                    high_s,
+                )
             }
         }
+    }
+
+    /// Fabric's [`verdict`] on a signature RustCrypto has already read, with ring's
+    /// arithmetic deciding whether it is genuine: `sig` is in the encoding `alg` expects.
+    fn ring_verdict(
+        &self,
+        alg: &'static rs::EcdsaVerificationAlgorithm,
+        msg: &[u8],
+        sig: &[u8],
+        high_s: bool,
+    ) -> Result<(), SecurityError> {
+        let genuine = UnparsedPublicKey::new(alg, &self.uncompressed[..])
+            .verify(msg, sig)
+            .is_ok();
+        verdict(high_s, genuine)
     }
 
     /// [`PublicKey::verify_fabric`] with RustCrypto's arithmetic: the implementation this
@@ -256,23 +269,17 @@ impl PrivateKey {
     /// Signs a digest, low-S, DER.
     pub(crate) fn sign_prehash_low_s(&self, digest: &[u8]) -> Result<Vec<u8>, SecurityError> {
         let fail = |e: ecdsa::Error| SecurityError::SigningFailed(e.to_string());
+        // The same steps with either curve's signature type.
+        macro_rules! low_s_der {
+            ($key:expr, $curve:ident) => {{
+                let sig: $curve::ecdsa::Signature = $key.sign_prehash(digest).map_err(fail)?;
+                let low = sig.normalize_s().unwrap_or(sig);
+                low.to_der().as_bytes().to_vec()
+            }};
+        }
         Ok(match self {
-            PrivateKey::P256(k) => {
-                let sig: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(fail)?;
-                sig.normalize_s()
-                    .unwrap_or(sig)
-                    .to_der()
-                    .as_bytes()
-                    .to_vec()
-            }
-            PrivateKey::P384(k) => {
-                let sig: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(fail)?;
-                sig.normalize_s()
-                    .unwrap_or(sig)
-                    .to_der()
-                    .as_bytes()
-                    .to_vec()
-            }
+            PrivateKey::P256(k) => low_s_der!(k, p256),
+            PrivateKey::P384(k) => low_s_der!(k, p384),
         })
     }
 }

@@ -4,7 +4,7 @@ use crate::cert::{CertError, CertInfo, pem_exactly_one};
 use crate::error::{LoadError, io};
 use crate::identity::{self, certificate_pem};
 use crate::keys::{PrivateKey, PublicKey, RingSigner};
-use crate::trust::{TrustStore, certificates_in, pem_files};
+use crate::trust::{TrustStore, certificates_in, required_pem_files};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::{Instant, PkiId, Security, SecurityError};
@@ -226,22 +226,9 @@ impl MspSecurity {
         if dir.join("cacerts").is_dir() {
             trust.add_msp_dir(msp_id, dir)?;
         }
-        let signcerts = dir.join("signcerts");
-        let cert_files = pem_files(&signcerts)?;
-        if cert_files.is_empty() {
-            return Err(LoadError::Empty {
-                path: signcerts,
-                expected: "signing certificate",
-            });
-        }
-        let keystore = dir.join("keystore");
-        let key_files = pem_files(&keystore)?;
-        if key_files.is_empty() {
-            return Err(LoadError::Empty {
-                path: keystore,
-                expected: "private key",
-            });
-        }
+        let (signcerts, keystore) = (dir.join("signcerts"), dir.join("keystore"));
+        let cert_files = required_pem_files(&signcerts, "signing certificate")?;
+        let key_files = required_pem_files(&keystore, "private key")?;
         let mut keys = Vec::new();
         let mut first_key_error = None;
         for path in &key_files {

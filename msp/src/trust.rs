@@ -70,14 +70,7 @@ impl TrustStore {
     /// certificates were new.
     pub fn add_msp_dir(&mut self, msp_id: &str, dir: impl AsRef<Path>) -> Result<usize, LoadError> {
         let dir = dir.as_ref();
-        let cacerts = dir.join("cacerts");
-        let roots = pem_files(&cacerts)?;
-        if roots.is_empty() {
-            return Err(LoadError::Empty {
-                path: cacerts,
-                expected: "root CA certificate",
-            });
-        }
+        let roots = required_pem_files(&dir.join("cacerts"), "root CA certificate")?;
         let mut added = 0;
         for path in roots {
             added += self.add_file(msp_id, &path, Role::Root)?;
@@ -288,4 +281,21 @@ pub(crate) fn pem_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// [`pem_files`] of a sub-folder an MSP folder must fill (`cacerts/`, `signcerts/`,
+/// `keystore/`): an empty one is [`LoadError::Empty`], naming the folder and what it lacks,
+/// rather than an identity or a trust store silently missing its part.
+pub(crate) fn required_pem_files(
+    dir: &Path,
+    expected: &'static str,
+) -> Result<Vec<PathBuf>, LoadError> {
+    let files = pem_files(dir)?;
+    if files.is_empty() {
+        return Err(LoadError::Empty {
+            path: dir.to_path_buf(),
+            expected,
+        });
+    }
+    Ok(files)
 }

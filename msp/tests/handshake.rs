@@ -5,7 +5,6 @@ use common::pki::*;
 use common::*;
 use core::time::Duration;
 use fabric_gossip_core::*;
-use fabric_gossip_msp::dev::Validity;
 use fabric_gossip_msp::serialize_identity;
 
 fn boxed(s: impl Security + 'static) -> Box<dyn Security> {
@@ -102,8 +101,19 @@ fn handshake_with_mutual_tls_binding() {
     assert_eq!(net.delivered_data(1), vec![b"over tls".to_vec()]);
 }
 
-/// Runs node 1 (the misbehaving one) sending to node 0, and returns node 0's refusals.
-fn refused_by_node0(net: &mut Net) -> Vec<HandshakeError> {
+/// Asserts that node 0 refused exactly one handshake, with an error matching `$pat`.
+macro_rules! assert_refused_with {
+    ($errs:expr, $pat:pat) => {{
+        let errs: Vec<HandshakeError> = $errs;
+        assert!(matches!(errs.as_slice(), [$pat]), "{errs:?}");
+    }};
+}
+
+/// Node 0 of the PKI and the rogue as node 1, with Fabric's defaults: the rogue sends to
+/// node 0, which must deliver nothing and register no connection; returns node 0's
+/// refusals.
+fn refusals_of(pki: &Pki, rogue: Rogue) -> Vec<HandshakeError> {
+    let mut net = pair(pki, Config::default(), boxed(rogue));
     net.subscribe_all(0);
     net.send(1, 0, b"let me in");
     net.settle();
@@ -119,14 +129,9 @@ fn refused_by_node0(net: &mut Net) -> Vec<HandshakeError> {
 fn tampered_signature_is_refused() {
     let pki = two_orgs();
     let rogue = Rogue::new(pki.security(1, 0), Misbehave::TamperedSignature);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert!(
-        matches!(
-            errs.as_slice(),
-            [HandshakeError::BadSignature(SecurityError::BadSignature(_))]
-        ),
-        "{errs:?}"
+    assert_refused_with!(
+        refusals_of(&pki, rogue),
+        HandshakeError::BadSignature(SecurityError::BadSignature(_))
     );
 }
 
@@ -134,14 +139,9 @@ fn tampered_signature_is_refused() {
 fn high_s_signature_is_refused() {
     let pki = two_orgs();
     let rogue = Rogue::new(pki.security(1, 0), Misbehave::HighS);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert!(
-        matches!(
-            errs.as_slice(),
-            [HandshakeError::BadSignature(SecurityError::HighS)]
-        ),
-        "{errs:?}"
+    assert_refused_with!(
+        refusals_of(&pki, rogue),
+        HandshakeError::BadSignature(SecurityError::HighS)
     );
 }
 
@@ -149,9 +149,10 @@ fn high_s_signature_is_refused() {
 fn pki_id_not_matching_the_identity_is_refused() {
     let pki = two_orgs();
     let rogue = Rogue::new(pki.security(1, 0), Misbehave::WrongPkiId);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert_eq!(errs, vec![HandshakeError::IdentityMismatch]);
+    assert_eq!(
+        refusals_of(&pki, rogue),
+        vec![HandshakeError::IdentityMismatch]
+    );
 }
 
 #[test]
@@ -160,55 +161,29 @@ fn certificate_from_another_msps_ca_is_refused() {
     // Org2's peer presents its own certificate but claims to be a member of Org1.
     let claim = serialize_identity(ORG1, &pki.orgs[1].peers[0].identity.cert_der);
     let rogue = Rogue::new(pki.security(1, 0), Misbehave::ForeignIdentity).presenting(claim);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert!(
-        matches!(
-            errs.as_slice(),
-            [HandshakeError::InvalidIdentity(
-                SecurityError::UntrustedCertificate(_)
-            )]
-        ),
-        "{errs:?}"
+    assert_refused_with!(
+        refusals_of(&pki, rogue),
+        HandshakeError::InvalidIdentity(SecurityError::UntrustedCertificate(_))
     );
 }
 
 #[test]
 fn expired_certificate_is_refused() {
     let mut pki = two_orgs();
-    let old = pki.issue(
-        1,
-        "peer0",
-        Validity {
-            not_before: year().not_before,
-            not_after: now() - Duration::from_secs(60),
-        },
-    );
+    let old = pki.issue_until(1, "peer0", now() - Duration::from_secs(60));
     // The expired peer's own provider (its core would refuse to start with it otherwise).
     let inner = pki.security_for(1, &old);
     let rogue = Rogue::new(inner, Misbehave::ForeignIdentity);
-    let mut net = pair(&pki, Config::default(), boxed(rogue));
-    let errs = refused_by_node0(&mut net);
-    assert!(
-        matches!(
-            errs.as_slice(),
-            [HandshakeError::InvalidIdentity(SecurityError::Expired(_))]
-        ),
-        "{errs:?}"
+    assert_refused_with!(
+        refusals_of(&pki, rogue),
+        HandshakeError::InvalidIdentity(SecurityError::Expired(_))
     );
 }
 
 #[test]
 fn expired_own_identity_stops_the_core_from_starting() {
     let mut pki = two_orgs();
-    let old = pki.issue(
-        0,
-        "peer0",
-        Validity {
-            not_before: year().not_before,
-            not_after: now() - Duration::from_secs(1),
-        },
-    );
+    let old = pki.issue_until(0, "peer0", now() - Duration::from_secs(1));
     let err = Comm::new(Config::default(), pki.security_for(0, &old), now()).unwrap_err();
     assert!(
         matches!(
@@ -285,14 +260,7 @@ fn peer_answering_with_another_organizations_identity_is_refused() {
 #[test]
 fn identity_expiring_while_connected_is_dropped_and_its_connection_closed() {
     let mut pki = two_orgs();
-    let short = pki.issue(
-        1,
-        "peer0",
-        Validity {
-            not_before: year().not_before,
-            not_after: now() + Duration::from_secs(60),
-        },
-    );
+    let short = pki.issue_until(1, "peer0", now() + Duration::from_secs(60));
     // Node 1 itself does not police its own expiry here; node 0 must.
     let rogue = Rogue::new(pki.security_for(1, &short), Misbehave::ForeignIdentity);
     let mut net = pair(&pki, Config::default(), boxed(rogue));

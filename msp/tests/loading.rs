@@ -177,41 +177,69 @@ fn loading_errors_name_the_file_at_fault() {
         d
     };
 
-    // Missing folder.
-    let e = expect_err(MspSecurity::from_msp_dir(
-        s.0.join("nope"),
-        ORG1,
-        TrustStore::new(),
-    ));
-    assert!(
-        matches!(&e, LoadError::Io { path, .. } if path.ends_with("nope/signcerts")),
-        "{e}"
-    );
-
-    // Empty keystore.
-    let d = fresh("empty-keystore");
-    std::fs::remove_file(d.join("keystore/priv_sk")).unwrap();
-    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
-    assert!(
-        matches!(&e, LoadError::Empty { path, .. } if path.ends_with("keystore")),
-        "{e}"
-    );
-
-    // A keystore holding only garbage: the error names the garbage file.
-    let d = fresh("garbage-key");
-    std::fs::write(d.join("keystore/priv_sk"), "not a key").unwrap();
-    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
-    assert!(
-        matches!(&e, LoadError::Key { source, .. } if source.ends_with("priv_sk")),
-        "{e}"
-    );
-    assert!(e.to_string().contains("priv_sk"), "{e}");
-
-    // Another peer's key.
-    let d = fresh("wrong-key");
-    std::fs::copy(other.join("keystore/priv_sk"), d.join("keystore/priv_sk")).unwrap();
-    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
-    assert!(matches!(&e, LoadError::KeyMismatch { .. }), "{e}");
+    // Each case spoils a fresh copy of the peer's folder (given it and another peer's
+    // folder) and names what loading it must report.
+    type Spoil = fn(&Path, &Path);
+    type Expect = fn(&LoadError) -> bool;
+    let cases: [(&str, Spoil, Expect); 6] = [
+        (
+            "missing-folder",
+            |d, _| std::fs::remove_dir_all(d).unwrap(),
+            |e| matches!(e, LoadError::Io { path, .. } if path.ends_with("missing-folder/signcerts")),
+        ),
+        (
+            "empty-keystore",
+            |d, _| std::fs::remove_file(d.join("keystore/priv_sk")).unwrap(),
+            |e| matches!(e, LoadError::Empty { path, .. } if path.ends_with("keystore")),
+        ),
+        (
+            // A keystore holding only garbage: the error names the garbage file.
+            "garbage-key",
+            |d, _| std::fs::write(d.join("keystore/priv_sk"), "not a key").unwrap(),
+            |e| {
+                matches!(e, LoadError::Key { source, .. } if source.ends_with("priv_sk"))
+                    && e.to_string().contains("priv_sk")
+            },
+        ),
+        (
+            // Another peer's key.
+            "wrong-key",
+            |d, other| {
+                std::fs::copy(other.join("keystore/priv_sk"), d.join("keystore/priv_sk")).unwrap();
+            },
+            |e| matches!(e, LoadError::KeyMismatch { .. }),
+        ),
+        (
+            // A key where the signing certificate should be.
+            "key-as-cert",
+            |d, _| {
+                let cert = d.join("signcerts/peer0.org1.example.com-cert.pem");
+                std::fs::copy(d.join("keystore/priv_sk"), cert).unwrap();
+            },
+            |e| matches!(e, LoadError::Pem { source, .. } if source.ends_with("-cert.pem")),
+        ),
+        (
+            // No cacerts and nothing in the trust store: the own identity is refused at
+            // start-up.
+            "no-cacerts",
+            |d, _| std::fs::remove_dir_all(d.join("cacerts")).unwrap(),
+            |e| {
+                matches!(
+                    e,
+                    LoadError::OwnIdentity {
+                        error: SecurityError::UnknownMsp(_),
+                        ..
+                    }
+                )
+            },
+        ),
+    ];
+    for (name, spoil, expected) in cases {
+        let d = fresh(name);
+        spoil(&d, other);
+        let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
+        assert!(expected(&e), "{name}: {e}");
+    }
 
     // Junk next to the right key is ignored (Fabric's keystore ignores it too), and so is
     // a Fabric CA style `<ski>_sk` name.
@@ -219,31 +247,6 @@ fn loading_errors_name_the_file_at_fault() {
     std::fs::rename(d.join("keystore/priv_sk"), d.join("keystore/0123abcd_sk")).unwrap();
     std::fs::write(d.join("keystore/README"), "junk").unwrap();
     MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()).unwrap();
-
-    // A key where the signing certificate should be.
-    let d = fresh("key-as-cert");
-    let cert = d.join("signcerts/peer0.org1.example.com-cert.pem");
-    std::fs::copy(d.join("keystore/priv_sk"), &cert).unwrap();
-    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
-    assert!(
-        matches!(&e, LoadError::Pem { source, .. } if source.ends_with("-cert.pem")),
-        "{e}"
-    );
-
-    // No cacerts and nothing in the trust store: the own identity is refused at start-up.
-    let d = fresh("no-cacerts");
-    std::fs::remove_dir_all(d.join("cacerts")).unwrap();
-    let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
-    assert!(
-        matches!(
-            &e,
-            LoadError::OwnIdentity {
-                error: SecurityError::UnknownMsp(_),
-                ..
-            }
-        ),
-        "{e}"
-    );
 
     // An empty cacerts folder is an error of the trust store, naming the folder.
     let mut t = TrustStore::new();
@@ -264,34 +267,17 @@ fn sec1_keys_load_and_encrypted_keys_are_refused_clearly() {
     let key = p256::SecretKey::from_pkcs8_pem(&peer.identity.key_pem).unwrap();
     let sec1 = key.to_sec1_pem(p256::pkcs8::LineEnding::LF).unwrap();
     assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
-    let s = MspSecurity::new(
-        ORG1,
-        peer.identity.cert_pem().as_bytes(),
-        sec1.as_bytes(),
-        pki.trust.clone(),
-    )
-    .unwrap();
+    let s = load(ORG1, &peer.identity, &sec1, pki.trust.clone()).unwrap();
     assert_eq!(s.own_identity(), pki.security(0, 0).own_identity());
     // OpenSSL's output with its "EC PARAMETERS" block first.
     let with_params = format!(
         "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
         sec1.as_str()
     );
-    MspSecurity::new(
-        ORG1,
-        peer.identity.cert_pem().as_bytes(),
-        with_params.as_bytes(),
-        pki.trust.clone(),
-    )
-    .unwrap();
+    load(ORG1, &peer.identity, &with_params, pki.trust.clone()).unwrap();
     let encrypted =
         "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
-    let e = expect_err(MspSecurity::new(
-        ORG1,
-        peer.identity.cert_pem().as_bytes(),
-        encrypted.as_bytes(),
-        pki.trust.clone(),
-    ));
+    let e = expect_err(load(ORG1, &peer.identity, encrypted, pki.trust.clone()));
     assert!(
         matches!(&e, LoadError::Key { reason, .. } if reason.contains("encrypted")),
         "{e}"

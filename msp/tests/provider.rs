@@ -12,12 +12,18 @@ use sha2::Digest;
 
 const MSG: &[u8] = b"ConnEstablish payload bytes";
 
+/// Org1's peer0 (`a`) and Org2's peer0 (`b`) of [`two_orgs`], and `a`'s signature of
+/// [`MSG`]: where the signature tests start.
+fn a_signs_b_checks() -> (MspSecurity, MspSecurity, Bytes) {
+    let pki = two_orgs();
+    let (a, b) = (pki.security(0, 0), pki.security(1, 0));
+    let sig = a.sign(MSG).unwrap();
+    (a, b, sig)
+}
+
 #[test]
 fn sign_verify_validate_across_orgs() {
-    let pki = two_orgs();
-    let a = pki.security(0, 0);
-    let b = pki.security(1, 0);
-    let sig = a.sign(MSG).unwrap();
+    let (a, b, sig) = a_signs_b_checks();
     b.verify(&a.own_identity(), &sig, MSG).unwrap();
     a.verify(&a.own_identity(), &sig, MSG).unwrap();
     b.validate_identity(&a.own_identity(), now()).unwrap();
@@ -141,10 +147,7 @@ fn organization_is_the_msp_id_of_trusted_msps_only() {
 
 #[test]
 fn tampered_signature_is_bad_signature() {
-    let pki = two_orgs();
-    let a = pki.security(0, 0);
-    let b = pki.security(1, 0);
-    let sig = a.sign(MSG).unwrap();
+    let (a, b, sig) = a_signs_b_checks();
     assert!(matches!(
         b.verify(&a.own_identity(), &tamper(&sig), MSG),
         Err(SecurityError::BadSignature(_))
@@ -163,10 +166,7 @@ fn tampered_signature_is_bad_signature() {
 
 #[test]
 fn high_s_signature_is_refused_as_high_s() {
-    let pki = two_orgs();
-    let a = pki.security(0, 0);
-    let b = pki.security(1, 0);
-    let sig = a.sign(MSG).unwrap();
+    let (a, b, sig) = a_signs_b_checks();
     let high = high_s_twin(&sig);
     // The twin is a mathematically valid signature...
     let vk = p256_key_of(&a);
@@ -200,10 +200,8 @@ fn p256_key_of(s: &MspSecurity) -> p256::ecdsa::VerifyingKey {
 
 #[test]
 fn malformed_signatures_are_malformed() {
-    let pki = two_orgs();
-    let a = pki.security(0, 0);
-    let b = pki.security(1, 0);
-    let sig = a.sign(MSG).unwrap().to_vec();
+    let (a, b, sig) = a_signs_b_checks();
+    let sig = sig.to_vec();
     let id = a.own_identity();
     let mut trailing = sig.clone();
     trailing.push(0);
@@ -296,14 +294,7 @@ fn unknown_msp_is_unknown() {
 fn expired_and_not_yet_valid_certificates_are_expired() {
     let mut pki = two_orgs();
     let b = pki.security(1, 0);
-    let old = pki.issue(
-        0,
-        "old",
-        Validity {
-            not_before: year().not_before,
-            not_after: Instant::from_unix_secs(1_699_999_000),
-        },
-    );
+    let old = pki.issue_until(0, "old", Instant::from_unix_secs(1_699_999_000));
     let id = serialize_identity(ORG1, &old.identity.cert_der);
     let r = b.validate_identity(&id, now());
     assert!(matches!(r, Err(SecurityError::Expired(_))), "{r:?}");
@@ -314,14 +305,7 @@ fn expired_and_not_yet_valid_certificates_are_expired() {
         b.expiration(&id).unwrap(),
         Some(Instant::from_unix_secs(1_699_999_000) + Duration::from_nanos(1))
     );
-    let future = pki.issue(
-        0,
-        "future",
-        Validity {
-            not_before: now() + DAY,
-            not_after: now() + 2 * DAY,
-        },
-    );
+    let future = pki.issue(0, "future", Validity::starting(now() + DAY, DAY));
     let id = serialize_identity(ORG1, &future.identity.cert_der);
     let r = b.validate_identity(&id, now());
     assert!(matches!(r, Err(SecurityError::Expired(_))), "{r:?}");
@@ -492,21 +476,10 @@ fn intermediate_ca_chains_only_when_trusted() {
     assert_eq!(full.ca_count("Org9MSP"), (1, 1));
     // Without the intermediate the chain cannot be built; with it, it is accepted.
     assert!(matches!(
-        MspSecurity::new(
-            "Org9MSP",
-            peer.cert_pem().as_bytes(),
-            peer.key_pem.as_bytes(),
-            root_only
-        ),
+        load("Org9MSP", &peer, &peer.key_pem, root_only),
         Err(fabric_gossip_msp::LoadError::OwnIdentity { .. })
     ));
-    let s = MspSecurity::new(
-        "Org9MSP",
-        peer.cert_pem().as_bytes(),
-        peer.key_pem.as_bytes(),
-        full,
-    )
-    .unwrap();
+    let s = load("Org9MSP", &peer, &peer.key_pem, full).unwrap();
     s.validate_identity(&s.own_identity(), now()).unwrap();
     // An intermediate alone, without its root, is no trust anchor.
     let mut ica_only = TrustStore::new();
@@ -542,25 +515,13 @@ fn own_key_must_match_certificate() {
     let pki = two_orgs();
     let p0 = &pki.orgs[0].peers[0];
     let p1 = &pki.orgs[0].peers[1];
-    let err = MspSecurity::new(
-        ORG1,
-        p0.identity.cert_pem().as_bytes(),
-        p1.identity.key_pem.as_bytes(),
-        pki.trust.clone(),
-    )
-    .unwrap_err();
+    let err = load(ORG1, &p0.identity, &p1.identity.key_pem, pki.trust.clone()).unwrap_err();
     assert!(
         matches!(err, fabric_gossip_msp::LoadError::KeyMismatch { .. }),
         "{err}"
     );
     // And a key that claims another MSP's certificate is refused at start-up.
-    let err = MspSecurity::new(
-        ORG2,
-        p0.identity.cert_pem().as_bytes(),
-        p0.identity.key_pem.as_bytes(),
-        pki.trust.clone(),
-    )
-    .unwrap_err();
+    let err = load(ORG2, &p0.identity, &p0.identity.key_pem, pki.trust.clone()).unwrap_err();
     assert!(
         matches!(
             &err,
@@ -668,12 +629,7 @@ fn generated_certificates_have_fabric_shape() {
     tls_trust
         .add_ca_pem(ORG1, pki.orgs[0].tls_ca.cert_pem().as_bytes())
         .unwrap();
-    let tls_sec = MspSecurity::new(
-        ORG1,
-        peer.tls.cert_pem().as_bytes(),
-        peer.tls.key_pem.as_bytes(),
-        tls_trust,
-    );
+    let tls_sec = load(ORG1, &peer.tls, &peer.tls.key_pem, tls_trust);
     assert!(tls_sec.is_ok());
 }
 

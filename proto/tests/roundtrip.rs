@@ -302,6 +302,13 @@ fn round_trips<M: Message + Default + PartialEq>(msg: &M) -> bool {
     }
 }
 
+/// `env` decoded from its encoding, if `env` round trips and its payload decodes to `msg`.
+fn carries(env: &Envelope, msg: &GossipMessage) -> Option<Envelope> {
+    let decoded = Envelope::decode(Bytes::from(env.encode_to_vec())).ok()?;
+    let payload_is_msg = GossipMessage::decode(decoded.payload.clone()).is_ok_and(|m| m == *msg);
+    (round_trips(env) && payload_is_msg).then_some(decoded)
+}
+
 /// 500 cases per property unless `QUICKCHECK_TESTS` asks for another number (for long runs).
 fn quickcheck() -> QuickCheck {
     let qc = QuickCheck::new();
@@ -323,13 +330,7 @@ fn gossip_message_round_trips() {
 #[test]
 fn envelope_without_secret_round_trips() {
     fn prop(ArbPlainEnvelope(env, msg): ArbPlainEnvelope) -> bool {
-        let wire = Bytes::from(env.encode_to_vec());
-        let Ok(decoded) = Envelope::decode(wire) else {
-            return false;
-        };
-        round_trips(&env)
-            && decoded.secret_envelope.is_none()
-            && GossipMessage::decode(decoded.payload).is_ok_and(|m| m == msg)
+        carries(&env, &msg).is_some_and(|decoded| decoded.secret_envelope.is_none())
     }
     quickcheck().quickcheck(prop as fn(ArbPlainEnvelope) -> bool);
 }
@@ -337,16 +338,11 @@ fn envelope_without_secret_round_trips() {
 #[test]
 fn envelope_with_secret_round_trips() {
     fn prop(ArbSecretEnvelope(env, msg): ArbSecretEnvelope) -> bool {
-        let wire = Bytes::from(env.encode_to_vec());
-        let Ok(decoded) = Envelope::decode(wire) else {
-            return false;
-        };
-        let Some(secret_env) = &decoded.secret_envelope else {
-            return false;
-        };
-        round_trips(&env)
-            && Secret::decode(secret_env.payload.clone()).is_ok()
-            && GossipMessage::decode(decoded.payload).is_ok_and(|m| m == msg)
+        carries(&env, &msg).is_some_and(|decoded| {
+            decoded
+                .secret_envelope
+                .is_some_and(|secret| Secret::decode(secret.payload).is_ok())
+        })
     }
     quickcheck().quickcheck(prop as fn(ArbSecretEnvelope) -> bool);
 }

@@ -58,7 +58,7 @@ mod sim_harness;
 mod tonic_harness;
 
 pub use security::{AliasPki, AliasPkiSecurity, IdentityMap, OrgPrefix, OrgSecurity, Remapped};
-pub use sim_harness::{SimHarness, member_node};
+pub use sim_harness::{SimHarness, member_node, run_on_sim_seeds, scenario_seeds};
 pub use tonic_harness::TonicHarness;
 
 /// Index of a node in a harness, in the order nodes were added.

@@ -213,14 +213,14 @@ pub fn third_member_learnt_from_the_response<H: Harness>(h: &mut H, mk: MemberMa
     PASS
 }
 
-/// A stopped member is declared dead by the others within the expiration time (plus one
-/// expiry check and one heartbeat period), never kept alive; restarted (a new process, a
-/// new incarnation) it is resurrected everywhere.
-pub fn stopped_member_declared_dead_then_resurrected<H: Harness>(
+/// Starts three members of one organization, the second and third bootstrapping from the
+/// first, and waits until all three list each other: the opening of the scenarios that
+/// then stop, forge or replay one of them. Also returns the members' discovery settings,
+/// whose timers bound how long what follows may take.
+fn three_joined_through_the_first<H: Harness>(
     h: &mut H,
     mk: MemberMaker,
-) -> Outcome {
-    needs_membership!(h);
+) -> Result<(DiscoveryConfig, [NodeId; 3]), String> {
     let spec = MemberSpec::new(mk(0, 0));
     let cfg = spec.discovery_config("x:1");
     let a = h.add_member(spec)?;
@@ -229,6 +229,18 @@ pub fn stopped_member_declared_dead_then_resurrected<H: Harness>(
     wait(h, JOIN, "all three joined", |h| {
         full_membership(h, &[a, b, c])
     })?;
+    Ok((cfg, [a, b, c]))
+}
+
+/// A stopped member is declared dead by the others within the expiration time (plus one
+/// expiry check and one heartbeat period), never kept alive; restarted (a new process, a
+/// new incarnation) it is resurrected everywhere.
+pub fn stopped_member_declared_dead_then_resurrected<H: Harness>(
+    h: &mut H,
+    mk: MemberMaker,
+) -> Outcome {
+    needs_membership!(h);
+    let (cfg, [a, b, c]) = three_joined_through_the_first(h, mk)?;
     let old_inc = info_of(h, a, c).map(|m| m.timestamp.inc);
     let stopped = h.elapsed();
     h.stop_node(c);
@@ -333,14 +345,7 @@ pub fn forged_and_replayed_alive_messages_refused_and_counted<H: Harness>(
     mk: MemberMaker,
 ) -> Outcome {
     needs_membership!(h);
-    let spec = MemberSpec::new(mk(0, 0));
-    let cfg = spec.discovery_config("x:1");
-    let a = h.add_member(spec)?;
-    let b = h.add_member(MemberSpec::new(mk(0, 1)).bootstrap([a]))?;
-    let c = h.add_member(MemberSpec::new(mk(0, 2)).bootstrap([a]))?;
-    wait(h, JOIN, "all three joined", |h| {
-        full_membership(h, &[a, b, c])
-    })?;
+    let (cfg, [a, b, c]) = three_joined_through_the_first(h, mk)?;
     let a_pki = h.peer(a).pki_id;
     let to_b = [h.peer(b)];
 

@@ -14,7 +14,7 @@ use core::time::Duration;
 use fabric_gossip_core::proto::msp::SerializedIdentity;
 use fabric_gossip_core::{HandshakeError, Instant, SecurityError};
 use fabric_gossip_msp::TrustStore;
-use fabric_gossip_msp::dev::{DevOrg, OrgSpec, Validity, generate_in_memory, trust_all};
+use fabric_gossip_msp::dev::{DevOrg, OrgSpec, Validity, seeded_in_memory, trust_all};
 use prost::Message;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
@@ -47,17 +47,12 @@ struct Pki {
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let validity = Validity::starting(
-            Instant::from_unix_secs(1_672_531_200),
-            Duration::from_secs(13 * 365 * 24 * 3600),
-        );
         let specs = [
             OrgSpec::new("Org1MSP", "org1.example.com", 4),
             OrgSpec::new("Org2MSP", "org2.example.com", 4),
             OrgSpec::new("Org3MSP", "org3.example.com", 1),
         ];
-        let mut rng = ChaCha8Rng::seed_from_u64(0x6d7370);
-        let orgs = generate_in_memory(&specs, validity, &mut rng).expect("development PKI");
+        let orgs = seeded_in_memory(&specs, 0x6d7370).expect("development PKI");
         let trust = trust_all(&orgs[..2]).expect("trust store");
         let stranger_trust = trust_all(&orgs).expect("trust store");
         Pki {

@@ -2,7 +2,7 @@
 
 use crate::{
     Delivery, DiscoveryEvent, DiscoveryStats, Envelope, Harness, MemberInfo, MemberSpec, NodeId,
-    OpOutcome, OpRef, RawRef, SubRef,
+    OpOutcome, OpRef, Outcome, Pass, RawRef, SubRef,
 };
 use bytes::Bytes;
 use core::time::Duration;
@@ -13,6 +13,47 @@ use fabric_gossip_core::{
 };
 use fabric_gossip_discovery::Discovery;
 use fabric_gossip_sim::{Fault, NodeSpec, Sim, SimConfig, TraceMode};
+
+/// The seeds a simulator test runs a scenario on: `SIM_SEED=N` alone (to reproduce a
+/// failure), else `1..=K` for `SIM_SCENARIO_SEEDS=K`, else `1..=default_count`. Every
+/// binary that sweeps scenarios over seeds reads the same variables, so one reproduce
+/// line works for all of them.
+pub fn scenario_seeds(default_count: u64) -> Vec<u64> {
+    if let Some(s) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![s];
+    }
+    let k = std::env::var("SIM_SCENARIO_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_count);
+    (1..=k).collect()
+}
+
+/// Runs `scenario` on a fresh [`SimHarness`] for each of [`scenario_seeds`], each run
+/// followed by [`SimHarness::finish`] (the quiescent invariant checks). Panics on the
+/// first failure with the scenario's error, the trace's last lines and the reproduce
+/// line; a skip is a failure too, since the simulator supports everything a scenario
+/// can ask for.
+pub fn run_on_sim_seeds(
+    name: &str,
+    default_count: u64,
+    mut scenario: impl FnMut(&mut SimHarness) -> Outcome,
+) {
+    for seed in scenario_seeds(default_count) {
+        let mut h = SimHarness::new(seed);
+        let result = scenario(&mut h).and_then(|pass| h.finish().map(|()| pass));
+        match result {
+            Ok(Pass::Done) => {}
+            Ok(Pass::Skipped(what)) => panic!("{name}: the simulator must support {what}"),
+            Err(e) => panic!(
+                "{name} failed on {}:\n{e}\n--- last trace lines ---\n{}\n{}",
+                h.name(),
+                h.trace_tail(60),
+                h.sim().reproduce_hint()
+            ),
+        }
+    }
+}
 
 /// The scenario harness on [`Sim`]: virtual time, one seed, every invariant checked after
 /// every step. [`SimHarness::finish`] lets the network go quiet and runs the quiescent

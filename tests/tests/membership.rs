@@ -14,42 +14,22 @@
 use fabric_gossip_core::Instant;
 use fabric_gossip_tests::membership::{self, MemberMaker, hmac_member};
 use fabric_gossip_tests::msp_scenarios::{self, msp_member};
-use fabric_gossip_tests::{Harness, Outcome, Pass, SimHarness, TonicHarness};
+use fabric_gossip_tests::{
+    Harness, Outcome, Pass, SimHarness, TonicHarness, run_on_sim_seeds, scenario_seeds,
+};
 use std::time::{Duration, SystemTime};
 
-fn seeds() -> Vec<u64> {
-    if let Some(s) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        return vec![s];
-    }
-    let k = std::env::var("SIM_SCENARIO_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2u64);
-    (1..=k).collect()
-}
-
+/// Runs a scenario on the simulator on each seed; membership never goes idle (heartbeats),
+/// so every node is stopped before the quiescent checks.
 fn run(name: &str, scenario: fn(&mut SimHarness, MemberMaker) -> Outcome, mk: MemberMaker) {
-    for seed in seeds() {
-        let mut h = SimHarness::new(seed);
-        let result = scenario(&mut h, mk).and_then(|pass| {
-            // Membership never goes idle (heartbeats): stop every node, then check.
-            for n in 0..h.sim().node_count() {
-                h.stop_node(n);
-            }
-            let _ = h.run_until(Duration::from_secs(5), &mut |_| false);
-            h.finish().map(|()| pass)
-        });
-        match result {
-            Ok(Pass::Done) => {}
-            Ok(Pass::Skipped(what)) => panic!("{name}: the simulator must support {what}"),
-            Err(e) => panic!(
-                "{name} failed on {}:\n{e}\n--- last trace lines ---\n{}\n{}",
-                h.name(),
-                h.trace_tail(60),
-                h.sim().reproduce_hint()
-            ),
+    run_on_sim_seeds(name, 2, |h| {
+        let pass = scenario(h, mk)?;
+        for n in 0..h.sim().node_count() {
+            h.stop_node(n);
         }
-    }
+        let _ = h.run_until(Duration::from_secs(5), &mut |_| false);
+        Ok(pass)
+    });
 }
 
 /// Runs a scenario over tonic with every identity maker, in plaintext and in mutual TLS,
@@ -137,7 +117,7 @@ fabric_gossip_tests::for_each_membership_scenario!(membership_test);
 
 #[test]
 fn member_certificate_expired_then_renewed() {
-    for seed in seeds() {
+    for seed in scenario_seeds(2) {
         let mut h = SimHarness::new(seed);
         let now = h.sim().now();
         let r = fabric_gossip_tests::msp_scenarios::member_certificate_expired_then_renewed(

@@ -15,6 +15,13 @@ fn sim() -> Sim {
     Sim::new(cfg)
 }
 
+/// Two nodes with the test provider: most traces start there.
+fn two_nodes() -> Sim {
+    let mut sim = sim();
+    sim.add_nodes(2);
+    sim
+}
+
 fn msg(seq: u64, text: &'static str) -> SignedMessage {
     SignedMessage::noop(data_message(seq, text.into()))
 }
@@ -27,8 +34,7 @@ fn finish(mut sim: Sim) -> String {
 
 #[test]
 fn two_nodes_handshake_and_exchange() {
-    let mut sim = sim();
-    sim.add_nodes(2);
+    let mut sim = two_nodes();
     sim.send_to(0, &msg(1, "hello"), &[1]).unwrap();
     sim.run_for(Duration::from_millis(10));
     sim.send_to(1, &msg(2, "back"), &[0]).unwrap();
@@ -37,8 +43,7 @@ fn two_nodes_handshake_and_exchange() {
 
 #[test]
 fn crossing_dials_resolve_to_the_lower_pki_id() {
-    let mut sim = sim();
-    sim.add_nodes(2);
+    let mut sim = two_nodes();
     sim.send_to(0, &msg(1, "from 0"), &[1]).unwrap();
     sim.send_to(1, &msg(2, "from 1"), &[0]).unwrap();
     insta::assert_snapshot!(finish(sim));
@@ -56,8 +61,7 @@ fn probe_of_a_peer_whose_ping_hangs() {
 
 #[test]
 fn partition_stalls_a_stream_until_it_heals() {
-    let mut sim = sim();
-    sim.add_nodes(2);
+    let mut sim = two_nodes();
     sim.send_to(0, &msg(1, "before"), &[1]).unwrap();
     sim.run_for(Duration::from_millis(10));
     sim.apply(Fault::Partition {
@@ -72,8 +76,7 @@ fn partition_stalls_a_stream_until_it_heals() {
 
 #[test]
 fn restart_with_a_new_identity_switches() {
-    let mut sim = sim();
-    sim.add_nodes(2);
+    let mut sim = two_nodes();
     let old = sim.remote_peer(1);
     sim.send_to(0, &msg(1, "first"), &[1]).unwrap();
     sim.run_for(Duration::from_millis(10));

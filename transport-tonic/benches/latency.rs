@@ -15,53 +15,31 @@
 #![allow(missing_docs)]
 
 mod common;
-use common::{message, tls_pair};
-use criterion::{Criterion, criterion_group, criterion_main};
-use fabric_gossip_core::{Config, TestOnlyHmacSecurity};
-use fabric_gossip_tonic::{Node, TlsConfig};
+use common::{TRANSPORTS, message, pair, runtime, stop_pair};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
+use fabric_gossip_core::Config;
 use std::time::{Duration, Instant};
 
 /// Upper bound on one connection or probe; far above the expected milliseconds, so a
 /// stall fails the benchmark instead of hanging it.
 const STALL: Duration = Duration::from_secs(10);
 
-/// Two nodes with Fabric's default configuration.
-fn pair(rt: &tokio::runtime::Runtime, tls: bool) -> (Node, Node) {
-    rt.block_on(async {
-        let (ta, tb) = if tls {
-            let (x, y) = tls_pair();
-            (Some(x), Some(y))
-        } else {
-            (None, None)
-        };
-        let start = |t: Option<TlsConfig>| {
-            let mut b = Node::builder(Config::default()).stop_timeout(Duration::from_secs(2));
-            if let Some(t) = t {
-                b = b.tls(t);
-            }
-            b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
-        };
-        (start(ta).await.unwrap(), start(tb).await.unwrap())
-    })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    // Two workers: the machine the goals are set for has 2 cores.
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// A group whose every iteration opens a connection: short warm-up and measurement (see
+/// the module's note on TIME_WAIT ports).
+fn connection_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(3));
+    group.sample_size(30);
+    group
 }
 
 fn new_connection_to_first_delivery(c: &mut Criterion) {
     let rt = runtime();
-    let mut group = c.benchmark_group("new_connection_to_first_delivery");
-    group.warm_up_time(Duration::from_millis(500));
-    group.measurement_time(Duration::from_secs(3));
-    group.sample_size(30);
-    for (name, tls) in [("plaintext", false), ("mutual_tls", true)] {
-        let (a, b) = pair(&rt, tls);
+    let mut group = connection_group(c, "new_connection_to_first_delivery");
+    for (name, tls) in TRANSPORTS {
+        let (a, b) = pair(&rt, tls, Config::default());
         let mut inbox = b.accept(|_| true).unwrap();
         let (peer, msg) = (b.as_peer(), message());
         group.bench_function(name, |bench| {
@@ -84,22 +62,16 @@ fn new_connection_to_first_delivery(c: &mut Criterion) {
         });
         assert_eq!(a.stats().dropped_overflow, 0);
         drop(inbox);
-        rt.block_on(async {
-            a.stop().await;
-            b.stop().await;
-        });
+        stop_pair(&rt, &a, &b);
     }
     group.finish();
 }
 
 fn probe(c: &mut Criterion) {
     let rt = runtime();
-    let mut group = c.benchmark_group("probe");
-    group.warm_up_time(Duration::from_millis(500));
-    group.measurement_time(Duration::from_secs(3));
-    group.sample_size(30);
-    for (name, tls) in [("plaintext", false), ("mutual_tls", true)] {
-        let (a, b) = pair(&rt, tls);
+    let mut group = connection_group(c, "probe");
+    for (name, tls) in TRANSPORTS {
+        let (a, b) = pair(&rt, tls, Config::default());
         let peer = b.as_peer();
         group.bench_function(name, |bench| {
             bench.to_async(&rt).iter(|| async {
@@ -109,10 +81,7 @@ fn probe(c: &mut Criterion) {
                     .unwrap()
             })
         });
-        rt.block_on(async {
-            a.stop().await;
-            b.stop().await;
-        });
+        stop_pair(&rt, &a, &b);
     }
     group.finish();
 }

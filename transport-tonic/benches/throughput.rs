@@ -6,10 +6,9 @@
 #![allow(missing_docs)]
 
 mod common;
-use common::{message, tls_pair};
+use common::{TRANSPORTS, message, pair, runtime, stop_pair};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fabric_gossip_core::{Config, TestOnlyHmacSecurity};
-use fabric_gossip_tonic::{Node, TlsConfig};
+use fabric_gossip_core::Config;
 use std::time::{Duration, Instant};
 
 fn config() -> Config {
@@ -20,38 +19,14 @@ fn config() -> Config {
         .with_subscription_buffer(1024)
 }
 
-async fn start(tls: Option<TlsConfig>) -> Node {
-    let mut b = Node::builder(config());
-    if let Some(t) = tls {
-        b = b.tls(t);
-    }
-    b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
-        .await
-        .unwrap()
-}
-
 fn one_way(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut group = c.benchmark_group("one_way_1KiB");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(8));
-    for (name, tls) in [("plaintext", false), ("mutual_tls", true)] {
-        let (a, b, mut inbox) = rt.block_on(async {
-            let (ta, tb) = if tls {
-                let (x, y) = tls_pair();
-                (Some(x), Some(y))
-            } else {
-                (None, None)
-            };
-            let a = start(ta).await;
-            let b = start(tb).await;
-            let inbox = b.accept(|_| true).unwrap();
-            (a, b, inbox)
-        });
+    for (name, tls) in TRANSPORTS {
+        let (a, b) = pair(&rt, tls, config());
+        let mut inbox = b.accept(|_| true).unwrap();
         // Connect before measuring.
         rt.block_on(async {
             a.send_wait(&message(), &b.as_peer()).await.unwrap();
@@ -82,39 +57,20 @@ fn one_way(c: &mut Criterion) {
         });
         let (sa, sb) = (a.stats(), b.stats());
         assert_eq!(sa.dropped_overflow + sb.dropped_subscription_overflow, 0);
-        rt.block_on(async {
-            a.stop().await;
-            b.stop().await;
-        });
+        stop_pair(&rt, &a, &b);
     }
     group.finish();
 }
 
-fn pair(rt: &tokio::runtime::Runtime, tls: bool) -> (Node, Node) {
-    rt.block_on(async {
-        let (ta, tb) = if tls {
-            let (x, y) = tls_pair();
-            (Some(x), Some(y))
-        } else {
-            (None, None)
-        };
-        (start(ta).await, start(tb).await)
-    })
-}
-
 fn acks(c: &mut Criterion) {
     const CALLERS: u64 = 16;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut group = c.benchmark_group("send_with_ack_16_callers");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(5));
     group.sample_size(20);
-    for (name, tls) in [("plaintext", false), ("mutual_tls", true)] {
-        let (a, b) = pair(&rt, tls);
+    for (name, tls) in TRANSPORTS {
+        let (a, b) = pair(&rt, tls, config());
         let mut inbox = b.accept(|_| true).unwrap();
         let acker = rt.spawn(async move {
             while let Some(m) = inbox.recv().await {
@@ -154,10 +110,7 @@ fn acks(c: &mut Criterion) {
                 })
             })
         });
-        rt.block_on(async {
-            a.stop().await;
-            b.stop().await;
-        });
+        stop_pair(&rt, &a, &b);
         acker.abort();
     }
     group.finish();

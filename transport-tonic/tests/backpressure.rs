@@ -55,8 +55,7 @@ async fn send_wait_loses_nothing_to_a_slow_consumer() {
         assert_eq!(sb.dropped_subscription_overflow, 0, "tls={tls}");
         assert!(sb.read_pauses > 0, "the receiver never paused: tls={tls}");
         assert_eq!(sb.received, N);
-        within("stop", a.stop()).await;
-        within("stop", b.stop()).await;
+        stop_all(&[&a, &b]).await;
     }
 }
 
@@ -74,6 +73,5 @@ async fn plain_send_drops_and_counts() {
     }
     let s = a.stats();
     assert!(s.dropped_overflow > 0, "{s:?}");
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }

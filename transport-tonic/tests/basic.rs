@@ -5,19 +5,24 @@ mod common;
 
 use common::*;
 use fabric_gossip_core::{AckError, SendResult};
-use fabric_gossip_tonic::Node;
 use std::time::Duration;
 
-async fn pair(tls: bool) -> (Node, Node) {
-    if tls {
-        let pki = Pki::new("test-ca");
-        (
-            node(config(), Some(pki.tls("a"))).await,
-            node(config(), Some(pki.tls("b"))).await,
-        )
-    } else {
-        (node(config(), None).await, node(config(), None).await)
-    }
+/// Runs `async fn $name(tls: bool)` as two tests, `$name::plaintext` and
+/// `$name::mutual_tls`.
+macro_rules! in_plaintext_and_mutual_tls {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn plaintext() {
+                super::$name(false).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mutual_tls() {
+                super::$name(true).await;
+            }
+        }
+    };
 }
 
 async fn send_both_ways(tls: bool) {
@@ -44,19 +49,10 @@ async fn send_both_ways(tls: bool) {
     assert_eq!(a.stats().handshake_failures_total(), 0);
     assert_eq!(b.stats().handshake_failures_total(), 0);
 
-    within("a stops", a.stop()).await;
-    within("b stops", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plaintext_send_both_ways() {
-    send_both_ways(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_send_both_ways() {
-    send_both_ways(true).await;
-}
+in_plaintext_and_mutual_tls!(send_both_ways);
 
 async fn respond_and_ack(tls: bool) {
     let (a, b) = pair(tls).await;
@@ -107,19 +103,10 @@ async fn respond_and_ack(tls: bool) {
     // Acks are intercepted, never delivered.
     assert_eq!(a.stats().acks_unmatched, 0);
 
-    within("a stops", a.stop()).await;
-    within("b stops", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plaintext_respond_and_ack() {
-    respond_and_ack(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_respond_and_ack() {
-    respond_and_ack(true).await;
-}
+in_plaintext_and_mutual_tls!(respond_and_ack);
 
 /// A node refuses Envelopes over its `max_message_size` (at their gRPC length prefix, before
 /// their bytes are held): the connection carrying one is closed, nothing is delivered, and a
@@ -130,9 +117,7 @@ async fn oversized_envelope_closes_the_connection() {
     small.max_message_size = 64 * 1024;
     let a = node(config(), None).await;
     let b = node(small, None).await;
-    let mut b_in = b.accept(|_| true).unwrap();
-    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
-    within("first", b_in.recv()).await.unwrap();
+    let mut b_in = connect(&a, &b).await;
 
     a.send(&data(2, 100 * 1024), &[b.as_peer()]).unwrap();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -163,6 +148,5 @@ async fn oversized_envelope_closes_the_connection() {
         b.send(&data(4, 100 * 1024), &[a.as_peer()]),
         Err(fabric_gossip_core::Error::MessageTooLarge { .. })
     ));
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }

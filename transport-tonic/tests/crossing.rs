@@ -71,8 +71,7 @@ async fn parallel_send_with_ack_each_way_with_crossing_dials() {
                 b.stats()
             );
         }
-        within("stop", a.stop()).await;
-        within("stop", b.stop()).await;
+        stop_all(&[&a, &b]).await;
         for t in ackers {
             within("acker", t).await.unwrap();
         }

@@ -214,8 +214,7 @@ async fn run(kind: Flood) {
     assert!(stats.inbound_open <= 2, "{stats:?}");
     stop.notify_waiters();
     within("flood ends", flood_task).await.unwrap();
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }
 
 /// With no descriptor left, `accept` fails (`EMFILE`): the server backs off (5 ms doubling
@@ -265,8 +264,7 @@ async fn accept_errors_back_off() {
         .await
         .expect("handshake after the descriptor shortage");
     drop(held);
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }
 
 /// CPU time this process used so far (user + system; Linux reports it in 1/100 s), read

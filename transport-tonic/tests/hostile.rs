@@ -185,8 +185,7 @@ async fn half_sent_messages_are_bounded_and_reset_at_the_stall_deadline() {
     within("handshake after the attack", a.handshake(&b.as_peer()))
         .await
         .expect("handshake");
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }
 
 /// A message that keeps arriving, however slowly, is not cut by the stall deadline.
@@ -206,6 +205,5 @@ async fn a_slow_but_steady_message_is_not_reset() {
     assert_eq!(seq_of(got.message()), Some(1));
     assert_eq!(b.driver_stats().stalled_messages, 0);
     assert!(b.driver_stats().incomplete_bytes_peak > 0);
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }

@@ -141,6 +141,5 @@ async fn the_driver_logs_connections_evictions_and_failures() {
         .expect("a dial failure event");
     assert!(dial.contains("error="), "{dial}");
     drop(idle);
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }

@@ -82,11 +82,8 @@ async fn probe_of_unresponsive_peer_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presumed_dead_after_remote_stops() {
-    let a = node(config(), None).await;
-    let b = node(config(), None).await;
-    let mut b_in = b.accept(|_| true).unwrap();
-    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
-    within("delivery", b_in.recv()).await.unwrap();
+    let (a, b) = pair(false).await;
+    let mut b_in = connect(&a, &b).await;
     within("b stops", b.stop()).await;
     assert!(within("b's subscription ends", b_in.recv()).await.is_none());
 
@@ -152,25 +149,20 @@ async fn stop_is_bounded_and_final() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_conn_then_send_reconnects() {
-    let a = node(config(), None).await;
-    let b = node(config(), None).await;
-    let mut b_in = b.accept(|_| true).unwrap();
-    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
-    within("first", b_in.recv()).await.unwrap();
+    let (a, b) = pair(false).await;
+    let mut b_in = connect(&a, &b).await;
     a.close_conn(b.pki_id());
     assert!(!a.is_connected(b.pki_id()));
     a.send(&data(2, 10), &[b.as_peer()]).unwrap();
     let m = within("second", b_in.recv()).await.unwrap();
     assert_eq!(seq_of(m.message()), Some(2));
     assert!(a.stats().connections_opened >= 2);
-    within("a stops", a.stop()).await;
-    within("b stops", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_predicates_split_messages() {
-    let a = node(config(), None).await;
-    let b = node(config(), None).await;
+    let (a, b) = pair(false).await;
     let is_even =
         |m: &fabric_gossip_core::ReceivedMessage| seq_of(&m.message).is_some_and(|s| s % 2 == 0);
     let mut even = b.accept(is_even).unwrap();
@@ -186,8 +178,7 @@ async fn accept_predicates_split_messages() {
         let m = within("odd", odd.recv()).await.unwrap();
         assert_eq!(seq_of(m.message()), Some(want + 1));
     }
-    within("a stops", a.stop()).await;
-    within("b stops", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,8 +206,7 @@ async fn event_tap_sees_connections_come_and_go() {
         matches!(&ev, Event::Disconnected { pki_id, reason: CloseReason::Local, .. } if pki_id == b.pki_id()),
         "{ev:?}"
     );
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }
 
 /// Receiving is cancellation-safe: a `recv()` abandoned over and over (here by a tiny
@@ -224,8 +214,7 @@ async fn event_tap_sees_connections_come_and_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_receives_lose_nothing() {
     const N: u64 = 500;
-    let a = node(config(), None).await;
-    let b = node(config(), None).await;
+    let (a, b) = pair(false).await;
     let mut inbox = b.accept(|_| true).unwrap();
     let sender = {
         let (a, peer) = (a.clone(), b.as_peer());
@@ -252,15 +241,13 @@ async fn cancelled_receives_lose_nothing() {
     .await;
     within("sender", sender).await.unwrap();
     println!("{cancelled} receives cancelled");
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
 }
 
 /// Dropping the last handle stops the node: its port stops answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_handle_stops_the_node() {
-    let a = node(config(), None).await;
-    let b = node(config(), None).await;
+    let (a, b) = pair(false).await;
     let a_peer = a.as_peer();
     within("probe", b.probe(&a_peer)).await.unwrap();
     let a2 = a.clone();

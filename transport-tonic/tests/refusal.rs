@@ -5,57 +5,34 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
-use fabric_gossip_core::proto::gossip::Empty;
-use fabric_gossip_core::proto::{GOSSIP_STREAM_PATH, PING_PATH, SERVICE_NAME};
+use fabric_gossip_core::proto::gossip::gossip_server::{Gossip, GossipServer};
+use fabric_gossip_core::proto::gossip::{Empty, Envelope};
 use fabric_gossip_core::{CloseReason, Event, RemotePeer, TestOnlyHmacSecurity};
-use fabric_gossip_tonic::RawCodec;
-use std::convert::Infallible;
-use std::future::Future;
+use prost::Message;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use tokio_stream::Stream;
 use tonic::codec::Streaming;
-use tonic::codegen::{Body as HttpBody, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status};
 
 const REFUSAL: &str = "failed classifying identity: test refusal";
 
 /// A gossip server that answers Ping, and on GossipStream sends its own ConnEstablish, reads
 /// the client's, then refuses it with `PermissionDenied` and [`REFUSAL`], as Fabric does.
-#[derive(Clone)]
 struct Refuser {
-    conn: Bytes,
+    conn: Envelope,
 }
 
-impl NamedService for Refuser {
-    const NAME: &'static str = SERVICE_NAME;
-}
+type Out = Pin<Box<dyn Stream<Item = Result<Envelope, Status>> + Send>>;
 
-struct Pinger;
+#[tonic::async_trait]
+impl Gossip for Refuser {
+    type GossipStreamStream = Out;
 
-impl UnaryService<Empty> for Pinger {
-    type Response = Empty;
-    type Future = std::future::Ready<Result<Response<Empty>, Status>>;
-    fn call(&mut self, _: Request<Empty>) -> Self::Future {
-        std::future::ready(Ok(Response::new(Empty {})))
-    }
-}
-
-struct RefuseStream {
-    conn: Bytes,
-}
-
-type Out = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
-
-impl StreamingService<Bytes> for RefuseStream {
-    type Response = Bytes;
-    type ResponseStream = Out;
-    type Future = std::future::Ready<Result<Response<Out>, Status>>;
-
-    fn call(&mut self, req: Request<Streaming<Bytes>>) -> Self::Future {
+    async fn gossip_stream(
+        &self,
+        req: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Out>, Status> {
         let inbound = req.into_inner();
         let out = futures_util::stream::unfold(
             (0u8, inbound, self.conn.clone()),
@@ -70,40 +47,11 @@ impl StreamingService<Bytes> for RefuseStream {
                 }
             },
         );
-        std::future::ready(Ok(Response::new(Box::pin(out) as Out)))
-    }
-}
-
-impl<B> Service<http::Request<B>> for Refuser
-where
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+        Ok(Response::new(Box::pin(out)))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let conn = self.conn.clone();
-        match req.uri().path() {
-            GOSSIP_STREAM_PATH => Box::pin(async move {
-                Ok(Grpc::new(RawCodec)
-                    .streaming(RefuseStream { conn }, req)
-                    .await)
-            }),
-            PING_PATH => Box::pin(async move {
-                Ok(
-                    Grpc::new(tonic_prost::ProstCodec::<Empty, Empty>::default())
-                        .unary(Pinger, req)
-                        .await,
-                )
-            }),
-            _ => Box::pin(async move { Ok(Status::unimplemented("").into_http()) }),
-        }
+    async fn ping(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        Ok(Response::new(Empty {}))
     }
 }
 
@@ -111,11 +59,11 @@ where
 async fn a_remote_refusal_reaches_the_core_with_its_status_and_message() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = listener.local_addr().unwrap().to_string();
-    // The framed ConnEstablish carries the gRPC prefix; the codec wants the Envelope alone.
-    let conn = framed_conn_establish(&endpoint).pop().unwrap();
+    // The framed ConnEstablish carries the gRPC prefix; the Envelope is its last part.
+    let conn = Envelope::decode(framed_conn_establish(&endpoint).pop().unwrap()).unwrap();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(Refuser { conn })
+            .add_service(GossipServer::new(Refuser { conn }))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 

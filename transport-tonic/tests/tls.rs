@@ -68,8 +68,7 @@ async fn client_without_certificate_is_refused_by_tls_when_required() {
     // A client with a certificate is still welcome.
     let a = node(config(), Some(pki.tls("a"))).await;
     within("probe", a.probe(&b.as_peer())).await.unwrap();
-    within("stop", a.stop()).await;
-    within("stop", b.stop()).await;
+    stop_all(&[&a, &b]).await;
     within("stop", c.stop()).await;
 }
 

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::{Instant, PkiId, Security, SecurityError};
-use fabric_gossip_msp::dev::{self, DevOrg, DevPeer, OrgSpec, Validity};
-use fabric_gossip_msp::{MspSecurity, TrustStore};
+use fabric_gossip_msp::dev::{self, DevCert, DevOrg, DevPeer, OrgSpec, Validity};
+use fabric_gossip_msp::{LoadError, MspSecurity, TrustStore};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -27,6 +27,22 @@ pub fn year() -> Validity {
         not_before: Instant::from_unix_secs(1_700_000_000 - 24 * 3600),
         not_after: now() + 365 * DAY,
     }
+}
+
+/// A provider for `msp_id` from `cert`'s certificate and the key `key_pem`, as PEM files
+/// would give them: the loading tests pair certificates with keys that are not theirs.
+pub fn load(
+    msp_id: &str,
+    cert: &DevCert,
+    key_pem: &str,
+    trust: TrustStore,
+) -> Result<MspSecurity, LoadError> {
+    MspSecurity::new(
+        msp_id,
+        cert.cert_pem().as_bytes(),
+        key_pem.as_bytes(),
+        trust,
+    )
 }
 
 pub struct Pki {
@@ -66,6 +82,20 @@ impl Pki {
         self.orgs[org]
             .issue_peer(name, validity, &mut self.rng)
             .unwrap()
+    }
+
+    /// A certificate valid from [`year`]'s start until `not_after`: expired when that is
+    /// before [`now`], or about to expire.
+    pub fn issue_until(&mut self, org: usize, name: &str, not_after: Instant) -> DevPeer {
+        let not_before = year().not_before;
+        self.issue(
+            org,
+            name,
+            Validity {
+                not_before,
+                not_after,
+            },
+        )
     }
 }
 

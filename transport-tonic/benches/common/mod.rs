@@ -1,10 +1,12 @@
-// What both benchmarks need: a throwaway CA with two leaf certificates, and the 1 KiB
-// DataMessage every workload sends.
+// What both benchmarks need: a runtime of two workers, two nodes (plaintext or mutual TLS
+// with a throwaway CA), and the 1 KiB DataMessage every workload sends.
 #![allow(dead_code)]
 
-use fabric_gossip_core::SignedMessage;
-use fabric_gossip_tonic::TlsConfig;
+use fabric_gossip_core::proto::gossip::GossipMessage;
+use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
+use fabric_gossip_tonic::{Node, TlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use std::time::Duration;
 
 /// Mutual-TLS material for two nodes signed by one fresh CA.
 pub(crate) fn tls_pair() -> (TlsConfig, TlsConfig) {
@@ -22,5 +24,44 @@ pub(crate) fn tls_pair() -> (TlsConfig, TlsConfig) {
 
 /// A noop-signed 1 KiB DataMessage, as Fabric's `Send` puts it on the wire.
 pub(crate) fn message() -> SignedMessage {
-    SignedMessage::noop(fabric_gossip_core::data_message(1, vec![7u8; 1024]))
+    SignedMessage::noop(GossipMessage::data(1, vec![7u8; 1024]))
+}
+
+/// Each workload runs over both: `(name, mutual TLS?)`.
+pub(crate) const TRANSPORTS: [(&str, bool); 2] = [("plaintext", false), ("mutual_tls", true)];
+
+/// The runtime every benchmark runs on: two workers, as the machine the goals are set for
+/// has 2 cores.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Two nodes with `config`, in plaintext or with mutual TLS.
+pub(crate) fn pair(rt: &tokio::runtime::Runtime, tls: bool, config: Config) -> (Node, Node) {
+    let (ta, tb) = if tls {
+        let (x, y) = tls_pair();
+        (Some(x), Some(y))
+    } else {
+        (None, None)
+    };
+    let start = |t: Option<TlsConfig>| {
+        let mut b = Node::builder(config.clone()).stop_timeout(Duration::from_secs(2));
+        if let Some(t) = t {
+            b = b.tls(t);
+        }
+        b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
+    };
+    rt.block_on(async { (start(ta).await.unwrap(), start(tb).await.unwrap()) })
+}
+
+/// Stops both nodes of a [`pair`].
+pub(crate) fn stop_pair(rt: &tokio::runtime::Runtime, a: &Node, b: &Node) {
+    rt.block_on(async {
+        a.stop().await;
+        b.stop().await;
+    });
 }

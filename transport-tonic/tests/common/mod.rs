@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
 use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
-use fabric_gossip_tonic::{Node, TlsConfig};
+use fabric_gossip_tonic::{Incoming, Node, TlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::future::Future;
 use std::time::Duration;
@@ -81,8 +81,40 @@ pub async fn node(config: Config, tls: Option<TlsConfig>) -> Node {
         .expect("node starts")
 }
 
+/// Two nodes with [`config`], in plaintext or with mutual TLS (certificates of one new
+/// CA): the start of most two-node tests.
+pub async fn pair(tls: bool) -> (Node, Node) {
+    if tls {
+        let pki = Pki::new("test-ca");
+        (
+            node(config(), Some(pki.tls("a"))).await,
+            node(config(), Some(pki.tls("b"))).await,
+        )
+    } else {
+        (node(config(), None).await, node(config(), None).await)
+    }
+}
+
+/// Subscribes `b` to every message and has `a` send it one, received: the connection is
+/// up. Returns `b`'s subscription.
+pub async fn connect(a: &Node, b: &Node) -> Incoming {
+    let mut b_in = b.accept(|_| true).unwrap();
+    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    within("first delivery", b_in.recv()).await.unwrap();
+    b_in
+}
+
+/// Stops every node, each within [`DEADLINE`]: the end of most tests.
+pub async fn stop_all(nodes: &[&Node]) {
+    for n in nodes {
+        within(&format!("{} stops", n.endpoint()), n.stop()).await;
+    }
+}
+
+/// A DataMessage of `size` bytes numbered `seq`, its bytes derived from `seq` so that a
+/// message mixed up with another shows.
 pub fn data_msg(seq: u64, size: usize) -> GossipMessage {
-    fabric_gossip_core::data_message(seq, vec![(seq % 251) as u8; size])
+    GossipMessage::data(seq, vec![(seq % 251) as u8; size])
 }
 
 pub fn data(seq: u64, size: usize) -> SignedMessage {
