@@ -28,7 +28,7 @@ use fabric_gossip_core::{
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -254,6 +254,9 @@ pub(crate) struct Inner {
     pub(crate) admission: Arc<Admission>,
     /// Bytes held for incomplete messages.
     pub(crate) budget: Arc<Budget>,
+    /// Streams' outgoing bodies open now: they share what h2 may hold unwritten
+    /// (`framed::NODE_IN_FLIGHT`).
+    pub(crate) bodies: Arc<AtomicUsize>,
 }
 
 impl Inner {
@@ -290,6 +293,7 @@ impl Inner {
             room_waiters: AtomicU64::new(0),
             admission,
             budget,
+            bodies: Arc::default(),
         })
     }
 
@@ -729,7 +733,12 @@ async fn outbound_task(
     ctl: Arc<StreamCtl>,
 ) {
     let max = inner.settings.max_message_size;
-    let body = FramedOut::new(OutStream::new(inner.clone(), stream, rx), Role::Client, max);
+    let body = FramedOut::new(
+        OutStream::new(inner.clone(), stream, rx),
+        Role::Client,
+        max,
+        inner.bodies.clone(),
+    );
     let fault = FaultSlot::default();
     let metered = MeteredChannel {
         channel,
@@ -858,6 +867,7 @@ pub(crate) fn accept_inbound(
         OutStream::new(inner.clone(), stream, rx),
         Role::Server,
         inner.settings.max_message_size,
+        inner.bodies.clone(),
     ))
 }
 

@@ -16,9 +16,12 @@
 //! socket has not taken yet, and the body's chunks are copies made for that one stream. So a
 //! node fanning a burst out to 2,000 slow readers held the burst once per connection in h2
 //! (and the allocator kept that memory after it was written). Each chunk therefore carries a
-//! token that gives its bytes back when h2 drops it, written: a stream with
-//! [`IN_FLIGHT_MAX`] bytes not yet written takes no more Envelopes, which stay in the core's
-//! send buffer, shared by every connection they are for, until the socket drains.
+//! token that gives its bytes back when h2 drops it, written: a stream with its share of
+//! unwritten bytes in h2 takes no more Envelopes, which stay in the core's send buffer,
+//! shared by every connection they are for, until the socket drains. The share is
+//! [`IN_FLIGHT_MAX`] while the node has few streams, and [`NODE_IN_FLIGHT`] split among them
+//! when it has many (never under [`IN_FLIGHT_MIN`]): what a burst makes the node hold in
+//! copies, and what the allocator keeps after it, stays bounded however many peers it has.
 
 use crate::codec::RawDecoder;
 use crate::driver::OutStream;
@@ -49,6 +52,10 @@ pub(crate) const PASS_THROUGH: usize = 16 * 1024;
 /// Bytes a stream may have handed to h2 that the socket has not taken yet: two full chunks,
 /// so that one is built while the other is written.
 pub(crate) const IN_FLIGHT_MAX: usize = 2 * 64 * 1024;
+/// Unwritten bytes in h2 over all of a node's streams, split evenly when they are many.
+pub(crate) const NODE_IN_FLIGHT: usize = 16 << 20;
+/// ... but a stream may always have this many: one chunk of a small burst.
+pub(crate) const IN_FLIGHT_MIN: usize = 16 * 1024;
 /// A gathered list grown past this many slots is released when the stream runs dry.
 const KEEP_GATHERED: usize = 16;
 
@@ -103,10 +110,21 @@ pub(crate) struct FramedOut<S = OutStream> {
 }
 
 /// A stream's bytes in h2's hands, and the body waiting for them to drop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct InFlight {
     bytes: AtomicUsize,
+    /// The stream's share when it last looked.
+    limit: AtomicUsize,
     waker: AtomicWaker,
+    /// The node's count of open outgoing bodies, this one's included until it drops.
+    bodies: Arc<AtomicUsize>,
+}
+
+impl<S> Drop for FramedOut<S> {
+    /// The body is gone (its chunks may live on in h2 a little longer).
+    fn drop(&mut self) {
+        self.in_flight.bodies.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The owner of a chunk's bytes: returns them to the stream's count when h2 drops the last
@@ -126,13 +144,30 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Token<T> {
 impl<T> Drop for Token<T> {
     fn drop(&mut self) {
         let before = self.in_flight.bytes.fetch_sub(self.len, Ordering::AcqRel);
-        if before >= IN_FLIGHT_MAX && before - self.len < IN_FLIGHT_MAX {
+        let limit = self.in_flight.limit.load(Ordering::Acquire);
+        if before >= limit && before - self.len < limit {
             self.in_flight.waker.wake();
         }
     }
 }
 
 impl InFlight {
+    fn new(bodies: Arc<AtomicUsize>) -> Arc<Self> {
+        bodies.fetch_add(1, Ordering::AcqRel);
+        Arc::new(InFlight {
+            bytes: AtomicUsize::new(0),
+            limit: AtomicUsize::new(IN_FLIGHT_MAX),
+            waker: AtomicWaker::new(),
+            bodies,
+        })
+    }
+
+    /// This stream's share of [`NODE_IN_FLIGHT`] now.
+    fn share(&self) -> usize {
+        let bodies = self.bodies.load(Ordering::Acquire).max(1);
+        (NODE_IN_FLIGHT / bodies).clamp(IN_FLIGHT_MIN, IN_FLIGHT_MAX)
+    }
+
     /// `data` as `Bytes` counted in flight until dropped.
     fn track<T>(self: &Arc<Self>, data: T) -> Bytes
     where
@@ -147,13 +182,16 @@ impl InFlight {
         })
     }
 
-    /// Whether the stream may hand on more; if not, the waker is registered first.
-    fn has_room(&self, cx: &mut Context<'_>) -> bool {
-        if self.bytes.load(Ordering::Acquire) < IN_FLIGHT_MAX {
-            return true;
+    /// How many more bytes the stream may hand on; at 0 the waker is registered first.
+    fn room(&self, cx: &mut Context<'_>) -> usize {
+        let limit = self.share();
+        self.limit.store(limit, Ordering::Release);
+        let room = || limit.saturating_sub(self.bytes.load(Ordering::Acquire));
+        if room() > 0 {
+            return room();
         }
         self.waker.register(cx.waker());
-        self.bytes.load(Ordering::Acquire) < IN_FLIGHT_MAX
+        room()
     }
 
     /// Bytes handed on and not yet dropped.
@@ -164,7 +202,8 @@ impl InFlight {
 }
 
 impl<S: Outgoing> FramedOut<S> {
-    pub(crate) fn new(out: S, role: Role, max_message: usize) -> Self {
+    /// `bodies` counts the node's open outgoing bodies, to share [`NODE_IN_FLIGHT`].
+    pub(crate) fn new(out: S, role: Role, max_message: usize, bodies: Arc<AtomicUsize>) -> Self {
         FramedOut {
             out,
             role,
@@ -175,15 +214,17 @@ impl<S: Outgoing> FramedOut<S> {
             whole: None,
             ending: None,
             finished: false,
-            in_flight: Arc::default(),
+            in_flight: InFlight::new(bodies),
         }
     }
 
-    /// Takes what the stream has ready, up to one chunk; stops at its end.
-    fn gather(&mut self, cx: &mut Context<'_>) {
+    /// Takes what the stream has ready, up to one chunk of at most about `room` bytes;
+    /// stops at its end.
+    fn gather(&mut self, cx: &mut Context<'_>, room: usize) {
+        let room = room.min(YIELD_THRESHOLD);
         while self.ending.is_none()
             && self.whole.is_none()
-            && self.gathered_bytes < YIELD_THRESHOLD
+            && self.gathered_bytes < room
             && self.gathered.len() < MAX_GATHERED
         {
             match self.out.poll_item(cx) {
@@ -278,10 +319,11 @@ impl<S: Outgoing + Unpin> Body for FramedOut<S> {
         if this.finished {
             return Poll::Ready(None);
         }
-        if this.ending.is_none() && !this.in_flight.has_room(cx) {
+        let room = this.in_flight.room(cx);
+        if this.ending.is_none() && room == 0 {
             return Poll::Pending;
         }
-        this.gather(cx);
+        this.gather(cx, room);
         if !this.gathered.is_empty() || this.whole.is_some() {
             return Poll::Ready(Some(Ok(Frame::data(this.chunk()))));
         }
@@ -365,7 +407,7 @@ mod tests {
             items: items.into(),
             ended,
         };
-        FramedOut::new(list, role, 100 << 20)
+        FramedOut::new(list, role, 100 << 20, Arc::default())
     }
 
     fn poll(b: &mut FramedOut<List>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
@@ -496,7 +538,7 @@ mod tests {
             items: vec![Ok(env(10, 1)), Ok(env(11, 2)), Ok(env(1, 3))].into(),
             ended: false,
         };
-        let mut server = FramedOut::new(list, Role::Server, 10);
+        let mut server = FramedOut::new(list, Role::Server, 10, Arc::default());
         assert_eq!(messages(&data(poll(&mut server))), vec![(0, vec![1; 10])]);
         assert_eq!(status_of(poll(&mut server)).code(), tonic::Code::OutOfRange);
 
@@ -504,7 +546,7 @@ mod tests {
             items: vec![Ok(env(11, 2))].into(),
             ended: false,
         };
-        let mut client = FramedOut::new(list, Role::Client, 10);
+        let mut client = FramedOut::new(list, Role::Client, 10, Arc::default());
         match poll(&mut client) {
             Poll::Ready(Some(Err(s))) => assert_eq!(s.code(), tonic::Code::OutOfRange),
             other => panic!("expected an error, got {other:?}"),
@@ -549,6 +591,44 @@ mod tests {
         assert!(b.out.items.is_empty());
         assert!(n > 0);
         assert_eq!(b.in_flight.held(), 0);
+    }
+
+    #[test]
+    fn many_streams_share_the_nodes_allowance() {
+        let bodies = Arc::new(AtomicUsize::new(0));
+        let mut all: Vec<_> = (0..2000)
+            .map(|_| {
+                let items = (0..100).map(|_| Ok(env(1024, 1))).collect();
+                let list = List {
+                    items,
+                    ended: false,
+                };
+                FramedOut::new(list, Role::Server, 1 << 20, bodies.clone())
+            })
+            .collect();
+        assert_eq!(bodies.load(Ordering::SeqCst), 2000);
+        let mut kept = Vec::new();
+        for b in &mut all {
+            while let Poll::Ready(Some(Ok(f))) = poll(b) {
+                kept.push(f.into_data().unwrap());
+            }
+        }
+        let per_stream = all[0].in_flight.held();
+        // 16 MiB / 2,000 is under the floor: each stream stops past 16 KiB.
+        assert!((IN_FLIGHT_MIN..IN_FLIGHT_MIN + 1029).contains(&per_stream));
+        assert!(all.iter().all(|b| b.in_flight.held() == per_stream));
+        // With one stream left, it may have its full share again.
+        all.truncate(1);
+        assert_eq!(bodies.load(Ordering::SeqCst), 1);
+        kept.clear();
+        assert_eq!(all[0].in_flight.held(), 0);
+        let mut b = all.pop().unwrap();
+        while let Poll::Ready(Some(Ok(f))) = poll(&mut b) {
+            kept.push(f.into_data().unwrap());
+        }
+        // The ~84 KiB it had left all went out: far more than the floor.
+        assert!(b.out.items.is_empty());
+        assert!(b.in_flight.held() > 4 * IN_FLIGHT_MIN);
     }
 
     #[test]
