@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p fabric-gossip-tonic --example scale -- \
-//!     [--peers 2000] [--rounds 250] [--concurrency 100] [--only plaintext|tls]
+//!     [--peers 2000] [--rounds 250] [--concurrency 100] [--max-pending N]
+//!     [--only plaintext|tls]
 //! cargo build --release -p fabric-gossip-cli
 //! cargo run --release -p fabric-gossip-tonic --example scale -- sink \
 //!     --bin target/release/fabric-gossip [--payload none,hex,both] [--count 1000000]
@@ -73,7 +74,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn usage() -> &'static str {
-    "scale [--peers 2000] [--rounds 250] [--concurrency 100] [--only plaintext|tls]\n\
+    "scale [--peers 2000] [--rounds 250] [--concurrency 100] [--max-pending N] [--only plaintext|tls]\n\
      scale sink --bin PATH/fabric-gossip [--payload none,hex,both] [--count 1000000]"
 }
 
@@ -255,12 +256,15 @@ fn hub(args: &[String]) -> Res<()> {
     // when the hub is short of CPU: with the default 128 and 100 peers dialling at once, the
     // 129th pending connection evicted the oldest, a peer in the middle of its handshake
     // (seen once as 1,999 of 2,000 connected). A node that expects this many dials at once
-    // must allow them; `evicted` below says whether any was.
-    limits.max_pending_connections = limits
+    // must allow them; `evicted` below says whether any was. `--max-pending` overrides it
+    // (128, the default, to see the evictions).
+    let pending = limits
         .max_pending_connections
         .max(2 * concurrency as usize + 64);
+    limits.max_pending_connections = num(args, "--max-pending", pending as u64)? as usize;
     // Every round must fit in each connection's buffer: this measures delivery, not drops.
     let config = Config::default().with_send_buffer(rounds as usize + 8);
+    let limits_pending = limits.max_pending_connections;
     let hub = rt.block_on(async {
         let mut b = Node::builder(config).limits(limits);
         if tls {
@@ -393,12 +397,13 @@ fn hub(args: &[String]) -> Res<()> {
     let rate = total as f64 / fan_time.as_secs_f64();
     let after_conn = (rss_end as f64 - rss_before as f64) / n as f64;
     println!(
-        "{mode}: {n} peers (dialling {concurrency} at a time), load {}, RLIMIT_NOFILE {nofile}\n  \
+        "{mode}: {n} peers (dialling {concurrency} at a time, max pending {}), load {}, RLIMIT_NOFILE {nofile}\n  \
          connect: all {n} in {:.2} s ({:.0} conn/s), hub CPU {:.2} s ({:.0} µs per connection); peers: {child_line}; hub: {admission}\n  \
          memory: hub VmRSS {:.1} MiB empty -> {:.1} MiB connected = {per_conn:.1} KiB per connection (goal <= 64)\n  \
          fan-out: {rounds} x 1 KiB to all {n} = {total} deliveries in {:.3} s = {rate:.0} deliveries/s (goal >= 500000); \
          send calls took {:.3} s; dropped {dropped}; hub CPU {:.2} s ({:.2} µs/delivery), peers' CPU {:.2} s; {done}\n  \
          hub VmRSS after {:.1} MiB = {after_conn:.1} KiB per connection beyond the empty node (goal <= 64), VmHWM {:.1} MiB",
+        limits_pending,
         loadavg(),
         connect_time.as_secs_f64(),
         n as f64 / connect_time.as_secs_f64(),

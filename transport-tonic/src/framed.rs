@@ -25,6 +25,7 @@
 
 use crate::codec::RawDecoder;
 use crate::driver::OutStream;
+use crate::metered::PREFIX;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use http::HeaderMap;
@@ -36,8 +37,6 @@ use std::task::{Context, Poll};
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 
-/// Length of a gRPC message prefix: a compression flag and a big-endian u32 length.
-const PREFIX: usize = 5;
 /// Bytes gathered into one chunk (one HTTP/2 DATA frame, one `writev` when the stream is
 /// busy) before it is handed on: a burst of 1 KiB Envelopes leaves in frames just under the
 /// 64 KiB peers of this driver accept (`driver::MAX_FRAME`); h2 splits it for peers that
