@@ -141,9 +141,12 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Token<T> {
 }
 
 impl<T> Drop for Token<T> {
+    /// `SeqCst` here and in [`InFlight::room`]: each side writes one of `bytes` / `limit`
+    /// and then reads the other, and at least one of them must see the other's write, or
+    /// the last written chunk of a waiting stream would wake nobody.
     fn drop(&mut self) {
-        let before = self.in_flight.bytes.fetch_sub(self.len, Ordering::AcqRel);
-        let limit = self.in_flight.limit.load(Ordering::Acquire);
+        let before = self.in_flight.bytes.fetch_sub(self.len, Ordering::SeqCst);
+        let limit = self.in_flight.limit.load(Ordering::SeqCst);
         if before >= limit && before - self.len < limit {
             self.in_flight.waker.wake();
         }
@@ -173,7 +176,7 @@ impl InFlight {
         T: AsRef<[u8]> + Send + 'static,
     {
         let len = data.as_ref().len();
-        self.bytes.fetch_add(len, Ordering::AcqRel);
+        self.bytes.fetch_add(len, Ordering::SeqCst);
         Bytes::from_owner(Token {
             data,
             len,
@@ -184,8 +187,8 @@ impl InFlight {
     /// How many more bytes the stream may hand on; at 0 the waker is registered first.
     fn room(&self, cx: &mut Context<'_>) -> usize {
         let limit = self.share();
-        self.limit.store(limit, Ordering::Release);
-        let room = || limit.saturating_sub(self.bytes.load(Ordering::Acquire));
+        self.limit.store(limit, Ordering::SeqCst);
+        let room = || limit.saturating_sub(self.bytes.load(Ordering::SeqCst));
         if room() > 0 {
             return room();
         }
