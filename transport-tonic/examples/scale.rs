@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p fabric-gossip-tonic --example scale -- \
-//!     [--peers 2000] [--rounds 250] [--concurrency 100] [--only plaintext|tls]
+//!     [--peers 2000] [--rounds 250] [--concurrency 100] [--max-pending N]
+//!     [--only plaintext|tls]
 //! cargo build --release -p fabric-gossip-cli
 //! cargo run --release -p fabric-gossip-tonic --example scale -- sink \
 //!     --bin target/release/fabric-gossip [--payload none,hex,both] [--count 1000000]
@@ -43,6 +44,8 @@ const ORG1_SEED: u64 = 1;
 const ORG2_SEED: u64 = 2;
 /// Upper bound on each phase; a run that exceeds it reports what it got and fails.
 const PHASE: Duration = Duration::from_secs(180);
+/// Dials a peer makes before it counts as not connected.
+const CONNECT_TRIES: u32 = 3;
 
 type Res<T> = Result<T, String>;
 
@@ -68,7 +71,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn usage() -> &'static str {
-    "scale [--peers 2000] [--rounds 250] [--concurrency 100] [--only plaintext|tls]\n\
+    "scale [--peers 2000] [--rounds 250] [--concurrency 100] [--max-pending N] [--only plaintext|tls]\n\
      scale sink --bin PATH/fabric-gossip [--payload none,hex,both] [--count 1000000]"
 }
 
@@ -235,8 +238,20 @@ fn hub(args: &[String]) -> Res<()> {
     // The default (512) is a guard for a peer of an ordinary network; a hub of thousands
     // must be told.
     limits.max_inbound_connections = n + 64;
+    // Connections count as pending at the hub until it has verified the peer's identity,
+    // which can lag behind the peer seeing its own handshake done (and dialling the next)
+    // when the hub is short of CPU: with the default 128 and 100 peers dialling at once, the
+    // 129th pending connection evicted the oldest, a peer in the middle of its handshake
+    // (seen once as 1,999 of 2,000 connected). A node that expects this many dials at once
+    // must allow them; `evicted` below says whether any was. `--max-pending` overrides it
+    // (128, the default, to see the evictions).
+    let pending = limits
+        .max_pending_connections
+        .max(2 * concurrency as usize + 64);
+    limits.max_pending_connections = num(args, "--max-pending", pending as u64)? as usize;
     // Every round must fit in each connection's buffer: this measures delivery, not drops.
     let config = Config::default().with_send_buffer(rounds as usize + 8);
+    let limits_pending = limits.max_pending_connections;
     let hub = rt.block_on(async {
         let mut b = Node::builder(config).limits(limits);
         if tls {
@@ -326,9 +341,14 @@ fn hub(args: &[String]) -> Res<()> {
     let child_line = expect("connected")?;
     let rss_after = status_kib(&me, "VmRSS:");
     let per_conn = (rss_after as f64 - rss_before as f64) / n as f64;
+    let ds = hub.driver_stats();
+    let admission = format!(
+        "inbound refused {}, evicted {}, setup time-outs {}",
+        ds.inbound_refused, ds.inbound_evicted, ds.inbound_setup_timeouts
+    );
     if connected < n {
         return Err(format!(
-            "{mode}: only {connected} of {n} connected within {PHASE:?} ({child_line})"
+            "{mode}: only {connected} of {n} connected within {PHASE:?} ({child_line}; hub: {admission})"
         ));
     }
 
@@ -362,13 +382,15 @@ fn hub(args: &[String]) -> Res<()> {
     let done = done?;
 
     let rate = total as f64 / fan_time.as_secs_f64();
+    let after_conn = (rss_end as f64 - rss_before as f64) / n as f64;
     println!(
-        "{mode}: {n} peers (dialling {concurrency} at a time), load {}, RLIMIT_NOFILE {nofile}\n  \
-         connect: all {n} in {:.2} s ({:.0} conn/s), hub CPU {:.2} s ({:.0} µs per connection); peers: {child_line}\n  \
+        "{mode}: {n} peers (dialling {concurrency} at a time, max pending {}), load {}, RLIMIT_NOFILE {nofile}\n  \
+         connect: all {n} in {:.2} s ({:.0} conn/s), hub CPU {:.2} s ({:.0} µs per connection); peers: {child_line}; hub: {admission}\n  \
          memory: hub VmRSS {:.1} MiB empty -> {:.1} MiB connected = {per_conn:.1} KiB per connection (goal <= 64)\n  \
          fan-out: {rounds} x 1 KiB to all {n} = {total} deliveries in {:.3} s = {rate:.0} deliveries/s (goal >= 500000); \
          send calls took {:.3} s; dropped {dropped}; hub CPU {:.2} s ({:.2} µs/delivery), peers' CPU {:.2} s; {done}\n  \
-         hub VmRSS after {:.1} MiB, VmHWM {:.1} MiB",
+         hub VmRSS after {:.1} MiB = {after_conn:.1} KiB per connection beyond the empty node (goal <= 64), VmHWM {:.1} MiB",
+        limits_pending,
         loadavg(),
         connect_time.as_secs_f64(),
         n as f64 / connect_time.as_secs_f64(),
@@ -385,9 +407,10 @@ fn hub(args: &[String]) -> Res<()> {
         hwm as f64 / 1024.0,
     );
     println!(
-        "SCALE mode={} peers={n} connect_s={:.3} kib_per_conn={per_conn:.1} deliveries_per_s={rate:.0} dropped={dropped}",
+        "SCALE mode={} peers={n} connect_s={:.3} kib_per_conn={per_conn:.1} kib_per_conn_after={after_conn:.1} deliveries_per_s={rate:.0} dropped={dropped} evicted={}",
         if tls { "tls" } else { "plaintext" },
-        connect_time.as_secs_f64()
+        connect_time.as_secs_f64(),
+        ds.inbound_evicted
     );
     rt.block_on(hub.stop());
     Ok(())
@@ -469,30 +492,44 @@ fn peers(args: &[String]) -> Res<()> {
                     let (hub, opener) = (hub.clone(), opener.clone());
                     tasks.push(tokio::spawn(async move {
                         let _permit = permit;
-                        let ok = node.send_wait(&opener, &hub).await.is_ok()
-                            && tokio::time::timeout(PHASE, async {
-                                while let Some(ev) = events.recv().await {
-                                    if matches!(ev, Event::Connected { .. }) {
-                                        return true;
+                        // A peer whose connection failed dials again, as a Fabric peer's
+                        // next message (or its membership layer) would; each retry is
+                        // counted and reported.
+                        let mut tries = 0;
+                        let ok = loop {
+                            tries += 1;
+                            let ok = node.send_wait(&opener, &hub).await.is_ok()
+                                && tokio::time::timeout(PHASE, async {
+                                    while let Some(ev) = events.recv().await {
+                                        match ev {
+                                            Event::Connected { .. } => return true,
+                                            Event::HandshakeFailed { .. }
+                                            | Event::Disconnected { .. } => return false,
+                                            _ => {}
+                                        }
                                     }
-                                }
-                                false
-                            })
-                            .await
-                            .unwrap_or(false);
-                        (node, ok)
+                                    false
+                                })
+                                .await
+                                .unwrap_or(false);
+                            if ok || tries == CONNECT_TRIES {
+                                break ok;
+                            }
+                        };
+                        (node, ok, tries - 1)
                     }));
                 }
-                let mut ok = 0;
+                let (mut ok, mut retries) = (0, 0);
                 let mut kept = Vec::with_capacity(n);
                 for t in tasks {
-                    if let Ok((node, k)) = t.await {
+                    if let Ok((node, k, r)) = t.await {
                         ok += usize::from(k);
+                        retries += r;
                         kept.push(node);
                     }
                 }
                 println!(
-                    "connected {ok} of {n} in {:.2} s as the peers saw it",
+                    "connected {ok} of {n} in {:.2} s as the peers saw it, {retries} dials retried",
                     t.elapsed().as_secs_f64()
                 );
                 // The nodes must outlive this loop.

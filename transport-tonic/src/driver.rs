@@ -12,7 +12,7 @@
 //! waking wakers, spawning tasks, aborting tasks (which never runs their destructors
 //! inline). Nothing that itself takes the lock is ever dropped under it.
 
-use crate::codec::RawCodec;
+use crate::framed::{FramedOut, ReceiveCodec, Role};
 use crate::inbound::{Admission, DriverLimits, Slot};
 use crate::layer::HostedCore;
 use crate::metered::{Budget, Fault, FaultSlot, MeteredBody, Metering, take_fault};
@@ -28,7 +28,7 @@ use fabric_gossip_core::{
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -254,6 +254,9 @@ pub(crate) struct Inner {
     pub(crate) admission: Arc<Admission>,
     /// Bytes held for incomplete messages.
     pub(crate) budget: Arc<Budget>,
+    /// Streams' outgoing bodies open now: they share what h2 may hold unwritten
+    /// (`framed::NODE_IN_FLIGHT`).
+    pub(crate) bodies: Arc<AtomicUsize>,
 }
 
 impl Inner {
@@ -290,6 +293,7 @@ impl Inner {
             room_waiters: AtomicU64::new(0),
             admission,
             budget,
+            bodies: Arc::default(),
         })
     }
 
@@ -733,7 +737,12 @@ async fn outbound_task(
     ctl: Arc<StreamCtl>,
 ) {
     let max = inner.settings.max_message_size;
-    let body = ClientOut(OutStream::new(inner.clone(), stream, rx));
+    let body = FramedOut::new(
+        OutStream::new(inner.clone(), stream, rx),
+        Role::Client,
+        max,
+        inner.bodies.clone(),
+    );
     let fault = FaultSlot::default();
     let metered = MeteredChannel {
         channel,
@@ -743,16 +752,19 @@ async fn outbound_task(
             stall: inner.settings.limits.message_stall_timeout,
         },
         fault: fault.clone(),
+        body: Some(tonic::body::Body::new(body)),
     };
     let mut grpc = tonic::client::Grpc::new(metered)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let opened = match grpc.ready().await {
         Ok(()) => {
+            // tonic builds the request (path, headers) and reads the response; the channel
+            // swaps the empty body given here for the stream's own.
             grpc.streaming(
-                Request::new(body),
+                Request::new(tokio_stream::empty::<Bytes>()),
                 PathAndQuery::from_static(GOSSIP_STREAM_PATH),
-                RawCodec,
+                ReceiveCodec,
             )
             .await
         }
@@ -773,12 +785,13 @@ async fn outbound_task(
 }
 
 /// A client channel whose response bodies are metered like inbound request bodies: a peer
-/// this node dialled can half-send messages too.
-#[derive(Clone)]
+/// this node dialled can half-send messages too. It carries one stream's call: its first
+/// request goes out with `body`, the stream's [`FramedOut`], in place of tonic's.
 struct MeteredChannel {
     channel: Channel,
     metering: Metering,
     fault: FaultSlot,
+    body: Option<tonic::body::Body>,
 }
 
 type ResponseFuture = Pin<
@@ -802,6 +815,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for MeteredChannel
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let req = match self.body.take() {
+            Some(body) => req.map(|_| body),
+            None => req,
+        };
         let call = self.channel.call(req);
         let metering = self.metering.clone();
         let fault = self.fault.clone();
@@ -821,7 +838,7 @@ pub(crate) fn accept_inbound(
     streaming: Streaming<Bytes>,
     conn: Option<Arc<Slot>>,
     fault: FaultSlot,
-) -> Result<ServerOut, Status> {
+) -> Result<FramedOut, Status> {
     let mut st = inner.lock();
     let now = inner.now();
     let stream = st
@@ -850,7 +867,12 @@ pub(crate) fn accept_inbound(
         },
     );
     drain(inner, &mut st);
-    Ok(ServerOut(OutStream::new(inner.clone(), stream, rx)))
+    Ok(FramedOut::new(
+        OutStream::new(inner.clone(), stream, rx),
+        Role::Server,
+        inner.settings.max_message_size,
+        inner.bodies.clone(),
+    ))
 }
 
 /// Collects Envelopes that are ready without waiting, up to a batch. `Ready(None)`: a batch
@@ -965,7 +987,8 @@ async fn read_loop(
     }
 }
 
-/// The outgoing half of a stream: Envelopes the core wrote, pulled by tonic's encoder.
+/// The outgoing half of a stream: Envelopes the core wrote, pulled by its HTTP/2 body
+/// ([`FramedOut`]).
 ///
 /// Taking an Envelope out counts as written. Credit goes back to the core in batches: every
 /// half write window, and whenever the queue runs dry, so the core can refill it before the
@@ -974,8 +997,8 @@ async fn read_loop(
 ///
 /// # Coalescing writes
 ///
-/// tonic's encoder pulls Envelopes until this stream says `Pending`, then hands what it has
-/// to HTTP/2 as one DATA frame, which h2 writes with one `writev`. When the stream is woken
+/// The body pulls Envelopes until this stream says `Pending`, then hands what it has to
+/// HTTP/2 as one DATA frame, which h2 writes with one `writev`. When the stream is woken
 /// after running dry, the task that woke it usually woke others that are about to write too
 /// (the callers of a batch of acks that just arrived, each sending its next SendWithAck).
 /// tokio runs a task woken this way next (its LIFO slot), ahead of those others, so without
@@ -996,7 +1019,7 @@ pub(crate) struct OutStream {
 }
 
 impl OutStream {
-    fn new(inner: Arc<Inner>, stream: StreamId, rx: mpsc::Receiver<Out>) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, stream: StreamId, rx: mpsc::Receiver<Out>) -> Self {
         let report_every = (inner.settings.write_window / 2).max(1);
         OutStream {
             inner,
@@ -1022,7 +1045,11 @@ impl OutStream {
         inner.wake_room();
     }
 
-    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+    /// The next Envelope; `Err` carries the error status the core closed the stream with.
+    pub(crate) fn poll_item(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, String>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -1061,33 +1088,6 @@ impl OutStream {
                 }
             }
         }
-    }
-}
-
-/// The request body of a stream this node opened.
-pub(crate) struct ClientOut(OutStream);
-
-impl Stream for ClientOut {
-    type Item = Bytes;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        // A client cannot send an error status; ending the body is all it can do.
-        self.get_mut()
-            .0
-            .poll_item(cx)
-            .map(|o| o.and_then(Result::ok))
-    }
-}
-
-/// The response body of a stream a remote opened.
-pub(crate) struct ServerOut(OutStream);
-
-impl Stream for ServerOut {
-    type Item = Result<Bytes, Status>;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut()
-            .0
-            .poll_item(cx)
-            .map(|o| o.map(|r| r.map_err(Status::unknown)))
     }
 }
 

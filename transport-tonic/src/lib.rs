@@ -131,6 +131,7 @@
 
 mod codec;
 mod driver;
+mod framed;
 mod inbound;
 mod layer;
 mod metered;

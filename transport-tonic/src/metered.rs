@@ -30,7 +30,7 @@ use tokio::sync::futures::OwnedNotified;
 use tonic::Status;
 
 /// Length of a gRPC message prefix: a compression flag and a big-endian u32 length.
-const PREFIX: usize = 5;
+pub(crate) const PREFIX: usize = 5;
 /// A message may hold this much from the reserve when the budget is spent: a small message
 /// split across two HTTP/2 frames (the largest this node accepts is 64 KiB) completes
 /// within the next one, so peers sending ordinary messages are not held up by half-sent

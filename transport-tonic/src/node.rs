@@ -458,15 +458,12 @@ impl Node {
 
     /// Fabric's `Probe`: dials and Pings the peer, no handshake, nothing registered.
     pub async fn probe(&self, peer: &RemotePeer) -> Result<(), OpError<ProbeError>> {
-        let (tx, rx) = oneshot::channel();
-        self.h
-            .inner
-            .with_core_op(Waiter::Probe(tx), |c, now| c.probe(now, peer))
-            .map_err(OpError::Refused)?;
-        match rx.await {
-            Ok(r) => r.map_err(OpError::Failed),
-            Err(_) => Err(OpError::Failed(ProbeError::Stopped)),
-        }
+        self.run_op(
+            Waiter::Probe,
+            |c, now| c.probe(now, peer),
+            ProbeError::Stopped,
+        )
+        .await
     }
 
     /// Fabric's `Handshake`: dials, Pings, authenticates the peer on a probing stream
@@ -476,14 +473,30 @@ impl Node {
         &self,
         peer: &RemotePeer,
     ) -> Result<Arc<ConnectionInfo>, OpError<HandshakeError>> {
+        self.run_op(
+            Waiter::Handshake,
+            |c, now| c.handshake(now, peer),
+            HandshakeError::ShuttingDown,
+        )
+        .await
+    }
+
+    /// Starts a core operation (`start`) whose result comes back through a oneshot held by
+    /// the `waiter`, and waits for it; `stopped` if the node stops first.
+    async fn run_op<T, E>(
+        &self,
+        waiter: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Waiter,
+        start: impl FnOnce(&mut Core, fabric_gossip_core::Instant) -> Result<OpId, Error>,
+        stopped: E,
+    ) -> Result<T, OpError<E>> {
         let (tx, rx) = oneshot::channel();
         self.h
             .inner
-            .with_core_op(Waiter::Handshake(tx), |c, now| c.handshake(now, peer))
+            .with_core_op(waiter(tx), start)
             .map_err(OpError::Refused)?;
         match rx.await {
             Ok(r) => r.map_err(OpError::Failed),
-            Err(_) => Err(OpError::Failed(HandshakeError::ShuttingDown)),
+            Err(_) => Err(OpError::Failed(stopped)),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The `gossip.Gossip` gRPC service, hand-routed so `GossipStream` can use the raw codec.
 
-use crate::codec::RawCodec;
-use crate::driver::{Inner, ServerOut, accept_inbound};
+use crate::codec::RawDecoder;
+use crate::driver::{Inner, accept_inbound};
 use crate::inbound::{InboundConn, Slot};
 use crate::metered::{FaultSlot, MeteredBody, Metering};
 use bytes::Bytes;
@@ -16,16 +16,19 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::codec::Streaming;
 use tonic::codegen::{Body as HttpBody, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::server::TlsConnectInfo;
 use tonic::{Request, Response, Status};
+
+/// The header naming the compression of a call's messages.
+const GRPC_ENCODING: &str = "grpc-encoding";
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 /// Serves `GossipStream` and `Ping` for one node.
 ///
 /// The generated `GossipServer` would decode every Envelope with prost; this service routes
-/// the two paths itself so the stream carries raw Envelope bytes (see [`RawCodec`]) while
+/// the two paths itself so the stream carries raw Envelope bytes (see [`crate::RawCodec`]) while
 /// `Ping` keeps the generated message types.
 #[derive(Clone)]
 pub(crate) struct GossipService {
@@ -70,36 +73,53 @@ impl ConnFacts {
     }
 }
 
-struct StreamSvc {
-    inner: Arc<Inner>,
+/// Answers a `GossipStream` call: its request body read as raw Envelopes, the response a
+/// [`crate::framed::FramedOut`] (tonic's server would frame it with its own encoder, see
+/// that module).
+fn serve_stream<B>(
+    inner: &Arc<Inner>,
     facts: ConnFacts,
     fault: FaultSlot,
-}
-
-impl StreamingService<Bytes> for StreamSvc {
-    type Response = Bytes;
-    type ResponseStream = ServerOut;
-    type Future = std::future::Ready<Result<Response<ServerOut>, Status>>;
-
-    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
-        let slot = self.facts.slot.take();
-        let remote = slot
-            .as_ref()
-            .and_then(|s| s.remote())
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let streaming = request.into_inner();
-        std::future::ready(
-            accept_inbound(
-                &self.inner,
-                &remote,
-                self.facts.cert_hash,
-                streaming,
-                slot,
-                self.fault.clone(),
-            )
-            .map(Response::new),
-        )
+    req: http::Request<B>,
+    max: usize,
+) -> http::Response<Body>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    // No compression is offered, as with tonic's server built without it.
+    if let Some(encoding) = req.headers().get(GRPC_ENCODING)
+        && encoding != "identity"
+    {
+        return Status::unimplemented(format!(
+            "messages compressed with {encoding:?}: this server accepts none"
+        ))
+        .into_http();
+    }
+    let remote = facts
+        .slot
+        .as_ref()
+        .and_then(|s| s.remote())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let streaming = Streaming::new_request(RawDecoder, req.into_body(), None, Some(max));
+    match accept_inbound(
+        inner,
+        &remote,
+        facts.cert_hash,
+        streaming,
+        facts.slot,
+        fault,
+    ) {
+        Ok(out) => {
+            let mut response = http::Response::new(Body::new(out));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            response
+        }
+        Err(status) => status.into_http(),
     }
 }
 
@@ -143,16 +163,13 @@ where
                 };
                 let fault_in_body = fault.clone();
                 let req = req.map(move |b| MeteredBody::new(b, metering, fault_in_body));
-                let svc = StreamSvc {
-                    inner: self.inner.clone(),
+                Box::pin(std::future::ready(Ok(serve_stream(
+                    &self.inner,
                     facts,
                     fault,
-                };
-                Box::pin(async move {
-                    let mut grpc =
-                        Grpc::new(RawCodec).apply_max_message_size_config(Some(max), Some(max));
-                    Ok(grpc.streaming(svc, req).await)
-                })
+                    req,
+                    max,
+                ))))
             }
             PING_PATH if self.inner.settings.hang_ping => Box::pin(async move {
                 // Never answers; the caller's time-out cancels the call, dropping this.

@@ -1,0 +1,645 @@
+//! The outgoing half of `GossipStream` as an HTTP/2 body this driver frames itself.
+//!
+//! tonic's streaming encoder copies every message into one buffer per stream that it keeps
+//! for the stream's lifetime: at the 64 KiB a burst needs (smaller regrows with copies), a
+//! node with 2,000 streams kept about 150 KiB per connection after one burst (README,
+//! "Scale"). [`FramedOut`] gathers the Envelopes ready now, then copies them, each behind
+//! its 5-byte gRPC prefix, into one chunk allocated at exactly their size, so that an idle
+//! stream holds no buffer at all and a burst never regrows one. An Envelope of
+//! [`PASS_THROUGH`] bytes or more is not copied: its prefix ends the chunk before it and the
+//! Envelope's own shared `Bytes` (encoded once by the core) follows as the next HTTP/2 frame.
+//! Small ones are copied on purpose: h2 writes every frame whose payload it does not copy
+//! with its own `writev`, so handing 1 KiB Envelopes through uncopied would cost a system
+//! call each instead of one per 60 KiB.
+//!
+//! hyper lets h2 buffer up to 400 KiB per stream (a server's; 1 MiB a client's) that the
+//! socket has not taken yet, and the body's chunks are copies made for that one stream. So a
+//! node fanning a burst out to 2,000 slow readers held the burst once per connection in h2
+//! (and the allocator kept that memory after it was written). Each chunk therefore carries a
+//! token that gives its bytes back when h2 drops it, written: a stream with its share of
+//! unwritten bytes in h2 takes no more Envelopes, which stay in the core's send buffer,
+//! shared by every connection they are for, until the socket drains. The share is
+//! [`IN_FLIGHT_MAX`] while the node has few streams, and [`NODE_IN_FLIGHT`] split among them
+//! when it has many (never under [`IN_FLIGHT_MIN`]): what a burst makes the node hold in
+//! copies, and what the allocator keeps after it, stays bounded however many peers it has.
+
+use crate::codec::RawDecoder;
+use crate::driver::OutStream;
+use crate::metered::PREFIX;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
+
+/// Bytes gathered into one chunk (one HTTP/2 DATA frame, one `writev` when the stream is
+/// busy) before it is handed on: a burst of 1 KiB Envelopes leaves in frames just under the
+/// 64 KiB peers of this driver accept (`driver::MAX_FRAME`); h2 splits it for peers that
+/// accept less.
+const YIELD_THRESHOLD: usize = 60 * 1024;
+/// At most this many Envelopes per chunk, which bounds the list gathered for one chunk
+/// when Envelopes are tiny.
+const MAX_GATHERED: usize = 256;
+/// Envelopes at least this large go out as their own frame, uncopied: the `writev` of their
+/// own frame costs less than copying them (see the module's documentation).
+pub(crate) const PASS_THROUGH: usize = 16 * 1024;
+/// Bytes a stream may have handed to h2 that the socket has not taken yet: two full chunks,
+/// so that one is built while the other is written.
+pub(crate) const IN_FLIGHT_MAX: usize = 2 * 64 * 1024;
+/// Unwritten bytes in h2 over all of a node's streams, split evenly when they are many.
+pub(crate) const NODE_IN_FLIGHT: usize = 16 << 20;
+/// ... but a stream may always have this many: one chunk of a small burst.
+pub(crate) const IN_FLIGHT_MIN: usize = 16 * 1024;
+/// A gathered list grown past this many slots is released when the stream runs dry.
+const KEEP_GATHERED: usize = 16;
+
+/// Which side of the RPC the body belongs to: a server ends with a status in trailers, a
+/// client just ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Client,
+    Server,
+}
+
+/// How the stream ended, once it has: sent after what was gathered before.
+#[derive(Debug)]
+enum Ending {
+    /// The core closed the stream; a server ends the RPC with OK, or with this error
+    /// message as an UNKNOWN status.
+    Closed(Option<String>),
+    /// An Envelope over the size limit: the RPC fails with this status (a client resets the
+    /// stream with it, as tonic's encoder does).
+    Refused(Status),
+}
+
+/// Where a [`FramedOut`] takes its Envelopes from: a stream's queue ([`OutStream`]), or a
+/// list in unit tests.
+pub(crate) trait Outgoing {
+    /// The next Envelope, `Pending` when none is ready, `None` when the stream ended, `Err`
+    /// when it ended with this error message.
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>>;
+}
+
+impl Outgoing for OutStream {
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+        OutStream::poll_item(self, cx)
+    }
+}
+
+/// A stream's outgoing Envelopes as gRPC-framed HTTP/2 body chunks.
+pub(crate) struct FramedOut<S = OutStream> {
+    out: S,
+    role: Role,
+    max_message: usize,
+    /// Envelopes taken for the next chunk.
+    gathered: Vec<Bytes>,
+    /// Their size with prefixes.
+    gathered_bytes: usize,
+    /// An Envelope sent uncopied right after the chunk that carries its prefix.
+    whole: Option<Bytes>,
+    ending: Option<Ending>,
+    finished: bool,
+    /// Bytes handed to h2 and not yet written.
+    in_flight: Arc<InFlight>,
+}
+
+/// A stream's bytes in h2's hands, and the body waiting for them to drop.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    bytes: AtomicUsize,
+    /// The stream's share when it last looked.
+    limit: AtomicUsize,
+    waker: AtomicWaker,
+    /// The node's count of open outgoing bodies, this one's included until it drops.
+    bodies: Arc<AtomicUsize>,
+}
+
+impl<S> Drop for FramedOut<S> {
+    /// The body is gone (its chunks may live on in h2 a little longer).
+    fn drop(&mut self) {
+        self.in_flight.bodies.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The owner of a chunk's bytes: returns them to the stream's count when h2 drops the last
+/// reference (after writing it, or with the connection).
+struct Token<T> {
+    data: T,
+    len: usize,
+    in_flight: Arc<InFlight>,
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Token<T> {
+    fn as_ref(&self) -> &[u8] {
+        self.data.as_ref()
+    }
+}
+
+impl<T> Drop for Token<T> {
+    /// `SeqCst` here and in [`InFlight::room`]: each side writes one of `bytes` / `limit`
+    /// and then reads the other, and at least one of them must see the other's write, or
+    /// the last written chunk of a waiting stream would wake nobody.
+    fn drop(&mut self) {
+        let before = self.in_flight.bytes.fetch_sub(self.len, Ordering::SeqCst);
+        let limit = self.in_flight.limit.load(Ordering::SeqCst);
+        if before >= limit && before - self.len < limit {
+            self.in_flight.waker.wake();
+        }
+    }
+}
+
+impl InFlight {
+    fn new(bodies: Arc<AtomicUsize>) -> Arc<Self> {
+        bodies.fetch_add(1, Ordering::AcqRel);
+        Arc::new(InFlight {
+            bytes: AtomicUsize::new(0),
+            limit: AtomicUsize::new(IN_FLIGHT_MAX),
+            waker: AtomicWaker::new(),
+            bodies,
+        })
+    }
+
+    /// This stream's share of [`NODE_IN_FLIGHT`] now.
+    fn share(&self) -> usize {
+        let bodies = self.bodies.load(Ordering::Acquire).max(1);
+        (NODE_IN_FLIGHT / bodies).clamp(IN_FLIGHT_MIN, IN_FLIGHT_MAX)
+    }
+
+    /// `data` as `Bytes` counted in flight until dropped.
+    fn track<T>(self: &Arc<Self>, data: T) -> Bytes
+    where
+        T: AsRef<[u8]> + Send + 'static,
+    {
+        let len = data.as_ref().len();
+        self.bytes.fetch_add(len, Ordering::SeqCst);
+        Bytes::from_owner(Token {
+            data,
+            len,
+            in_flight: self.clone(),
+        })
+    }
+
+    /// How many more bytes the stream may hand on; at 0 the waker is registered first.
+    fn room(&self, cx: &mut Context<'_>) -> usize {
+        let limit = self.share();
+        self.limit.store(limit, Ordering::SeqCst);
+        let room = || limit.saturating_sub(self.bytes.load(Ordering::SeqCst));
+        if room() > 0 {
+            return room();
+        }
+        self.waker.register(cx.waker());
+        room()
+    }
+
+    /// Bytes handed on and not yet dropped.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
+impl<S: Outgoing> FramedOut<S> {
+    /// `bodies` counts the node's open outgoing bodies, to share [`NODE_IN_FLIGHT`].
+    pub(crate) fn new(out: S, role: Role, max_message: usize, bodies: Arc<AtomicUsize>) -> Self {
+        FramedOut {
+            out,
+            role,
+            // A gRPC prefix cannot announce more.
+            max_message: max_message.min(u32::MAX as usize),
+            gathered: Vec::new(),
+            gathered_bytes: 0,
+            whole: None,
+            ending: None,
+            finished: false,
+            in_flight: InFlight::new(bodies),
+        }
+    }
+
+    /// Takes what the stream has ready, up to one chunk of at most about `room` bytes;
+    /// stops at its end.
+    fn gather(&mut self, cx: &mut Context<'_>, room: usize) {
+        let room = room.min(YIELD_THRESHOLD);
+        while self.ending.is_none()
+            && self.whole.is_none()
+            && self.gathered_bytes < room
+            && self.gathered.len() < MAX_GATHERED
+        {
+            match self.out.poll_item(cx) {
+                Poll::Ready(Some(Ok(b))) if b.len() > self.max_message => {
+                    self.ending = Some(Ending::Refused(Status::out_of_range(format!(
+                        "Envelope of {} bytes over the {}-byte message limit",
+                        b.len(),
+                        self.max_message
+                    ))));
+                }
+                Poll::Ready(Some(Ok(b))) => {
+                    self.gathered_bytes += PREFIX + b.len();
+                    if b.len() >= PASS_THROUGH {
+                        self.whole = Some(b);
+                    } else {
+                        self.gathered.push(b);
+                    }
+                }
+                Poll::Ready(Some(Err(why))) => self.ending = Some(Ending::Closed(Some(why))),
+                Poll::Ready(None) => self.ending = Some(Ending::Closed(None)),
+                Poll::Pending => {
+                    if self.gathered.is_empty() && self.gathered.capacity() > KEEP_GATHERED {
+                        self.gathered = Vec::new();
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One chunk of what was gathered: each Envelope behind its prefix, then the prefix of
+    /// the uncopied Envelope that follows, if any.
+    fn chunk(&mut self) -> Bytes {
+        let head = if self.whole.is_some() {
+            self.gathered_bytes - self.whole.as_ref().map_or(0, Bytes::len)
+        } else {
+            self.gathered_bytes
+        };
+        let mut chunk = BytesMut::with_capacity(head);
+        for b in self.gathered.drain(..) {
+            put_prefix(&mut chunk, b.len());
+            chunk.put_slice(&b);
+        }
+        if let Some(w) = &self.whole {
+            put_prefix(&mut chunk, w.len());
+        }
+        self.gathered_bytes = 0;
+        self.in_flight.track(chunk)
+    }
+
+    /// The last frame: a server's status trailers, or nothing (a client's body just ends).
+    fn end(&mut self, ending: Ending) -> Option<Result<Frame<Bytes>, Status>> {
+        self.finished = true;
+        match (self.role, ending) {
+            (Role::Client, Ending::Closed(_)) => None,
+            (Role::Client, Ending::Refused(status)) => Some(Err(status)),
+            (Role::Server, ending) => {
+                let status = match ending {
+                    Ending::Closed(None) => Status::ok(""),
+                    Ending::Closed(Some(why)) => Status::unknown(why),
+                    Ending::Refused(status) => status,
+                };
+                let mut trailers = HeaderMap::new();
+                Some(
+                    status
+                        .add_header(&mut trailers)
+                        .map(|()| Frame::trailers(trailers)),
+                )
+            }
+        }
+    }
+}
+
+fn put_prefix(chunk: &mut BytesMut, len: usize) {
+    chunk.put_u8(0);
+    // `gather` refused anything over `max_message`, which is at most `u32::MAX`.
+    chunk.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+}
+
+impl<S: Outgoing + Unpin> Body for FramedOut<S> {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if let Some(w) = this.whole.take() {
+            return Poll::Ready(Some(Ok(Frame::data(this.in_flight.track(w)))));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        let room = this.in_flight.room(cx);
+        if this.ending.is_none() && room == 0 {
+            return Poll::Pending;
+        }
+        this.gather(cx, room);
+        if !this.gathered.is_empty() || this.whole.is_some() {
+            return Poll::Ready(Some(Ok(Frame::data(this.chunk()))));
+        }
+        match this.ending.take() {
+            Some(ending) => Poll::Ready(this.end(ending)),
+            None => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished && self.whole.is_none()
+    }
+}
+
+/// The codec a dialled stream is opened with: tonic frames nothing on it (the request body
+/// is replaced by a [`FramedOut`] on its way to the channel), so its encoder holds no
+/// buffer; received messages are decoded as by [`crate::RawCodec`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReceiveCodec;
+
+impl Codec for ReceiveCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = NoEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> NoEncoder {
+        NoEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// [`ReceiveCodec`]'s encoder, given no message: an empty stream stands in for the body.
+#[derive(Debug)]
+pub(crate) struct NoEncoder;
+
+impl Encoder for NoEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, _item: Bytes, _dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        Err(Status::internal(
+            "a dialled stream's Envelopes are framed by its own body, not tonic's encoder",
+        ))
+    }
+
+    /// No buffer: tonic allocates this much for the encoder at once, for nothing.
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(0, YIELD_THRESHOLD)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::task::Waker;
+
+    /// Envelopes handed out in order; `Pending` when `items` is empty and not `ended`.
+    #[derive(Default)]
+    struct List {
+        items: VecDeque<Result<Bytes, String>>,
+        ended: bool,
+    }
+
+    impl Outgoing for List {
+        fn poll_item(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+            match self.items.pop_front() {
+                Some(item) => Poll::Ready(Some(item)),
+                None if self.ended => Poll::Ready(None),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    fn body(items: Vec<Result<Bytes, String>>, ended: bool, role: Role) -> FramedOut<List> {
+        let list = List {
+            items: items.into(),
+            ended,
+        };
+        FramedOut::new(list, role, 100 << 20, Arc::default())
+    }
+
+    fn poll(b: &mut FramedOut<List>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(b).poll_frame(&mut cx)
+    }
+
+    fn data(p: Poll<Option<Result<Frame<Bytes>, Status>>>) -> Bytes {
+        match p {
+            Poll::Ready(Some(Ok(f))) => f.into_data().expect("a data frame"),
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    fn status_of(p: Poll<Option<Result<Frame<Bytes>, Status>>>) -> Status {
+        match p {
+            Poll::Ready(Some(Ok(f))) => {
+                let t = f.into_trailers().expect("trailers");
+                Status::from_header_map(&t).expect("a grpc-status")
+            }
+            other => panic!("expected trailers, got {other:?}"),
+        }
+    }
+
+    fn env(len: usize, fill: u8) -> Bytes {
+        Bytes::from(vec![fill; len])
+    }
+
+    /// The gRPC messages of a chunk: (flag, payload).
+    fn messages(mut chunk: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !chunk.is_empty() {
+            let len = u32::from_be_bytes(chunk[1..5].try_into().unwrap()) as usize;
+            out.push((chunk[0], chunk[5..5 + len].to_vec()));
+            chunk = &chunk[5 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn ready_envelopes_leave_in_one_exactly_sized_chunk() {
+        let items = vec![Ok(env(1024, 1)), Ok(env(3, 2)), Ok(env(0, 3))];
+        let mut b = body(items, false, Role::Server);
+        let chunk = data(poll(&mut b));
+        assert_eq!(chunk.len(), 3 * PREFIX + 1027);
+        assert_eq!(
+            messages(&chunk),
+            vec![(0, vec![1; 1024]), (0, vec![2; 3]), (0, vec![])]
+        );
+        assert!(poll(&mut b).is_pending());
+        assert!(!b.is_end_stream());
+    }
+
+    #[test]
+    fn a_burst_is_cut_into_chunks_near_the_threshold() {
+        let n = 200;
+        let items = (0..n).map(|i| Ok(env(1024, i as u8))).collect();
+        let mut b = body(items, false, Role::Client);
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        while let Poll::Ready(Some(Ok(f))) = poll(&mut b) {
+            let chunk = f.into_data().unwrap();
+            sizes.push(chunk.len());
+            got.extend(messages(&chunk));
+        }
+        assert_eq!(got.len(), n);
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, m)| m.1 == vec![i as u8; 1024])
+        );
+        // Every chunk but the last reached the threshold and none grew far past it.
+        let (last, full) = sizes.split_last().unwrap();
+        assert!(
+            full.iter()
+                .all(|&s| (YIELD_THRESHOLD..YIELD_THRESHOLD + 1029).contains(&s))
+        );
+        assert!(*last <= YIELD_THRESHOLD + 1029);
+        assert_eq!(sizes.len(), 4);
+    }
+
+    #[test]
+    fn a_large_envelope_follows_its_prefix_uncopied() {
+        let big = env(PASS_THROUGH + 10, 9);
+        let items = vec![Ok(env(5, 1)), Ok(big.clone()), Ok(env(6, 2))];
+        let mut b = body(items, true, Role::Client);
+        let first = data(poll(&mut b));
+        // The small one, then the big one's prefix alone.
+        assert_eq!(first.len(), PREFIX + 5 + PREFIX);
+        assert_eq!(&first[..PREFIX + 5], &[0, 0, 0, 0, 5, 1, 1, 1, 1, 1][..]);
+        let len = u32::try_from(big.len()).unwrap().to_be_bytes();
+        assert_eq!(
+            &first[PREFIX + 5..],
+            &[0, len[0], len[1], len[2], len[3]][..]
+        );
+        let second = data(poll(&mut b));
+        assert_eq!(second.as_ptr(), big.as_ptr(), "the Envelope's own bytes");
+        assert_eq!(second.len(), big.len());
+        assert_eq!(messages(&data(poll(&mut b))), vec![(0, vec![2; 6])]);
+        // A client's body just ends.
+        assert!(matches!(poll(&mut b), Poll::Ready(None)));
+        assert!(b.is_end_stream());
+    }
+
+    #[test]
+    fn a_server_ends_with_ok_or_the_cores_error_in_trailers() {
+        let mut b = body(vec![Ok(env(4, 1))], true, Role::Server);
+        assert_eq!(messages(&data(poll(&mut b))), vec![(0, vec![1; 4])]);
+        let ok = status_of(poll(&mut b));
+        assert_eq!(ok.code(), tonic::Code::Ok);
+        assert!(b.is_end_stream());
+        assert!(matches!(poll(&mut b), Poll::Ready(None)));
+
+        let mut b = body(
+            vec![Ok(env(4, 1)), Err("duplicate connection".into())],
+            false,
+            Role::Server,
+        );
+        assert_eq!(messages(&data(poll(&mut b))), vec![(0, vec![1; 4])]);
+        let err = status_of(poll(&mut b));
+        assert_eq!(err.code(), tonic::Code::Unknown);
+        assert_eq!(err.message(), "duplicate connection");
+    }
+
+    #[test]
+    fn an_envelope_over_the_limit_fails_the_call() {
+        let list = List {
+            items: vec![Ok(env(10, 1)), Ok(env(11, 2)), Ok(env(1, 3))].into(),
+            ended: false,
+        };
+        let mut server = FramedOut::new(list, Role::Server, 10, Arc::default());
+        assert_eq!(messages(&data(poll(&mut server))), vec![(0, vec![1; 10])]);
+        assert_eq!(status_of(poll(&mut server)).code(), tonic::Code::OutOfRange);
+
+        let list = List {
+            items: vec![Ok(env(11, 2))].into(),
+            ended: false,
+        };
+        let mut client = FramedOut::new(list, Role::Client, 10, Arc::default());
+        match poll(&mut client) {
+            Poll::Ready(Some(Err(s))) => assert_eq!(s.code(), tonic::Code::OutOfRange),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert!(matches!(poll(&mut client), Poll::Ready(None)));
+    }
+
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_stream_waits_while_h2_holds_too_much_and_resumes_as_it_writes() {
+        let items = (0..400).map(|_| Ok(env(1024, 7))).collect();
+        let mut b = body(items, false, Role::Server);
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut held = Vec::new();
+        while let Poll::Ready(Some(Ok(f))) = Pin::new(&mut b).poll_frame(&mut cx) {
+            held.push(f.into_data().unwrap());
+        }
+        let total: usize = held.iter().map(Bytes::len).sum();
+        assert_eq!(b.in_flight.held(), total);
+        assert!((IN_FLIGHT_MAX..IN_FLIGHT_MAX + YIELD_THRESHOLD + 1029).contains(&total));
+        assert!(!b.out.items.is_empty(), "the rest waits in the queue");
+        assert!(!flag.0.load(Ordering::SeqCst));
+        // h2 writes (drops) the first chunk: the body is woken and takes more.
+        held.remove(0);
+        assert!(flag.0.load(Ordering::SeqCst));
+        assert!(b.in_flight.held() < IN_FLIGHT_MAX);
+        assert!(data(poll(&mut b)).len() >= YIELD_THRESHOLD);
+        held.clear();
+        let mut n = 0;
+        while let Poll::Ready(Some(Ok(f))) = poll(&mut b) {
+            n += messages(&f.into_data().unwrap()).len();
+        }
+        assert!(b.out.items.is_empty());
+        assert!(n > 0);
+        assert_eq!(b.in_flight.held(), 0);
+    }
+
+    #[test]
+    fn many_streams_share_the_nodes_allowance() {
+        let bodies = Arc::new(AtomicUsize::new(0));
+        let mut all: Vec<_> = (0..2000)
+            .map(|_| {
+                let items = (0..100).map(|_| Ok(env(1024, 1))).collect();
+                let list = List {
+                    items,
+                    ended: false,
+                };
+                FramedOut::new(list, Role::Server, 1 << 20, bodies.clone())
+            })
+            .collect();
+        assert_eq!(bodies.load(Ordering::SeqCst), 2000);
+        let mut kept = Vec::new();
+        for b in &mut all {
+            while let Poll::Ready(Some(Ok(f))) = poll(b) {
+                kept.push(f.into_data().unwrap());
+            }
+        }
+        let per_stream = all[0].in_flight.held();
+        // 16 MiB / 2,000 is under the floor: each stream stops past 16 KiB.
+        assert!((IN_FLIGHT_MIN..IN_FLIGHT_MIN + 1029).contains(&per_stream));
+        assert!(all.iter().all(|b| b.in_flight.held() == per_stream));
+        // With one stream left, it may have its full share again.
+        all.truncate(1);
+        assert_eq!(bodies.load(Ordering::SeqCst), 1);
+        kept.clear();
+        assert_eq!(all[0].in_flight.held(), 0);
+        let mut b = all.pop().unwrap();
+        while let Poll::Ready(Some(Ok(f))) = poll(&mut b) {
+            kept.push(f.into_data().unwrap());
+        }
+        // The ~84 KiB it had left all went out: far more than the floor.
+        assert!(b.out.items.is_empty());
+        assert!(b.in_flight.held() > 4 * IN_FLIGHT_MIN);
+    }
+
+    #[test]
+    fn an_idle_stream_keeps_no_large_list() {
+        let items = (0..100).map(|_| Ok(env(8, 0))).collect();
+        let mut b = body(items, false, Role::Server);
+        assert_eq!(messages(&data(poll(&mut b))).len(), 100);
+        assert!(b.gathered.capacity() >= 100);
+        assert!(poll(&mut b).is_pending());
+        assert!(b.gathered.capacity() <= KEEP_GATHERED);
+    }
+}
