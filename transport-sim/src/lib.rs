@@ -27,7 +27,7 @@
 //! | `layer` | a layer above the core per node ([`SimLayer`], [`NodeSpec::layer`]), hosted through the core's `Stack` |
 //! | `observe` | an observer that sees each node's deliveries and events as they happen |
 //! | `sweep` | [`Sweep`]: one scenario on many seeds, reproduce lines, determinism checks |
-//! | `node` | [`NodeSpec`] (how to start a node), [`Delivered`], [`Totals`] |
+//! | `node` | [`NodeSpec`] (how to start a node), [`Delivered`] |
 //!
 //! # Determinism
 //!
@@ -85,7 +85,6 @@ mod queue;
 mod raw;
 mod rng;
 mod sim;
-mod slab;
 pub mod sweep;
 mod trace;
 mod workload;
@@ -100,7 +99,7 @@ pub use fault::{
 pub use layer::{
     HostedLayer, LayerContext, LayerEvent, LayerFactory, LayerRecord, SimLayer, SimStack,
 };
-pub use node::{Delivered, NodeSpec, NodeState, SecurityFactory, SimComm, TlsMode, Totals};
+pub use node::{Delivered, NodeSpec, NodeState, SecurityFactory, SimComm, TlsMode};
 pub use observe::{Observation, Observer};
 pub use raw::RAW_RECEIVE_LIMIT;
 pub use rng::SimRng;
