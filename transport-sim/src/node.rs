@@ -95,16 +95,23 @@ impl fmt::Debug for NodeSpec {
     }
 }
 
+/// Builder methods that each set one field of a [`NodeSpec`] to the value given.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $field: $ty) -> Self {
+                self.$field = $field;
+                self
+            }
+        )*
+    };
+}
+
 impl NodeSpec {
     /// A node with Fabric's default configuration and the test provider.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Uses `config` (seed and TLS are still set by the simulator).
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
     }
 
     /// Uses a custom provider factory (e.g. a real X.509 MSP).
@@ -113,24 +120,6 @@ impl NodeSpec {
         f: impl Fn(&str, u32) -> Box<dyn Security> + Send + Sync + 'static,
     ) -> Self {
         self.security = Some(Arc::new(f));
-        self
-    }
-
-    /// Sets the TLS mode.
-    pub fn tls(mut self, tls: TlsMode) -> Self {
-        self.tls = tls;
-        self
-    }
-
-    /// Sets the reader mode.
-    pub fn reader(mut self, reader: ReaderMode) -> Self {
-        self.reader = reader;
-        self
-    }
-
-    /// Whether to subscribe to every message automatically.
-    pub fn subscribe_all(mut self, on: bool) -> Self {
-        self.subscribe_all = on;
         self
     }
 
@@ -144,22 +133,21 @@ impl NodeSpec {
         self
     }
 
-    /// Makes Ping hang.
-    pub fn hang_ping(mut self, on: bool) -> Self {
-        self.hang_ping = on;
-        self
-    }
-
-    /// Makes the node silent.
-    pub fn silent(mut self, on: bool) -> Self {
-        self.silent = on;
-        self
-    }
-
-    /// Mangles the node's `ConnEstablish` signatures.
-    pub fn bad_signature(mut self, on: bool) -> Self {
-        self.bad_signature = on;
-        self
+    setters! {
+        /// Uses `config` (seed and TLS are still set by the simulator).
+        config: Config;
+        /// Sets the TLS mode.
+        tls: TlsMode;
+        /// Sets the reader mode.
+        reader: ReaderMode;
+        /// Whether to subscribe to every message automatically.
+        subscribe_all: bool;
+        /// Makes Ping hang.
+        hang_ping: bool;
+        /// Makes the node silent.
+        silent: bool;
+        /// Mangles the node's `ConnEstablish` signatures.
+        bad_signature: bool;
     }
 
     /// The security provider of this node's process at `endpoint`, identity generation

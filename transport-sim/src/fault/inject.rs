@@ -44,7 +44,13 @@ impl Sim {
             Fault::Heal => {
                 self.blocked.clear();
                 self.corrupt.clear();
-                for link in self.links.keys() {
+                let stalled: Vec<LinkId> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.pipes.iter().any(|p| !p.stalled.is_empty()))
+                    .map(|(k, _)| k)
+                    .collect();
+                for link in stalled {
                     for dir in 0..2 {
                         let stalled: Vec<Item> = match self.links.get_mut(link) {
                             Some(l) => l.pipes[dir].stalled.drain(..).collect(),

@@ -11,31 +11,40 @@ pub(crate) struct Cuts {
 }
 
 impl Cuts {
-    /// Cuts the direction from node `from` to node `to`.
-    pub(crate) fn cut(&mut self, from: usize, to: usize) {
-        if self.rows.len() <= from {
-            self.rows.resize_with(from + 1, Vec::new);
+    /// Cuts the directions from every node of `a` to every other node of `b` (and back
+    /// with `both_ways`): one pass of whole words per row, as a partition of a large
+    /// network cuts a large share of all pairs.
+    pub(crate) fn cut_between(&mut self, a: &[usize], b: &[usize], both_ways: bool) {
+        self.cut_rows(a, b);
+        if both_ways {
+            self.cut_rows(b, a);
         }
-        let row = &mut self.rows[from];
-        let word = to / 64;
-        if row.len() <= word {
-            row.resize(word + 1, 0);
-        }
-        row[word] |= 1 << (to % 64);
-        self.any = true;
     }
 
-    /// Cuts both directions between every node of `a` and every other node of `b`.
-    pub(crate) fn cut_between(&mut self, a: &[usize], b: &[usize], both_ways: bool) {
-        for &x in a {
-            for &y in b {
-                if x != y {
-                    self.cut(x, y);
-                    if both_ways {
-                        self.cut(y, x);
-                    }
-                }
+    fn cut_rows(&mut self, from: &[usize], to: &[usize]) {
+        let Some(&max) = to.iter().max() else {
+            return;
+        };
+        let mut mask = vec![0u64; max / 64 + 1];
+        for &y in to {
+            mask[y / 64] |= 1 << (y % 64);
+        }
+        for &x in from {
+            if self.rows.len() <= x {
+                self.rows.resize_with(x + 1, Vec::new);
             }
+            let row = &mut self.rows[x];
+            if row.len() < mask.len() {
+                row.resize(mask.len(), 0);
+            }
+            for (w, m) in row.iter_mut().zip(&mask) {
+                *w |= m;
+            }
+            // A node is never cut from itself (no fault sets that bit).
+            if let Some(w) = row.get_mut(x / 64) {
+                *w &= !(1 << (x % 64));
+            }
+            self.any = true;
         }
     }
 
