@@ -43,7 +43,9 @@
 //! With [`SimConfig::check_invariants`], after every step: every `PresumedDead` follows an
 //! input that can cause one (a failed dial, Ping, handshake or write, a stream ending, a
 //! time-out); no delivery happens on a stopped or crashed node; no core writes to a stream
-//! it does not have; every queue of the nodes touched is within its configured bound.
+//! it does not have; every queue the step touched is within its configured bound (the
+//! send queues of the streams it acted on, and every queue of every node once per as many
+//! steps as there are stream ends and nodes, so the check stays cheap at 1,000 nodes).
 //! [`Sim::check_quiescent`] adds what only holds once the network is idle: at most one
 //! connection per pair of PKI-IDs, no crossing secondary left, both ends agreeing.
 //! Whatever the settings, no message a node's API accepted may be lost without a count
