@@ -4,7 +4,7 @@
 //! reproduces it.
 
 use clap::{Args, ValueEnum};
-use fabric_gossip_core::{PkiId, SignedMessage};
+use fabric_gossip_core::{PkiId, SignedMessage, Stats};
 use fabric_gossip_discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
 use fabric_gossip_sim::{
     Fault, NodeSpec, Observation, ScheduledFault, Sim, SimConfig, SimRng, TraceMode, Workload,
@@ -633,6 +633,13 @@ fn faults_json(faults: &[ScheduledFault]) -> Value {
     json!({"count": faults.len(), "by_kind": fault_counts(faults), "first": first})
 }
 
+/// Failed handshakes by reason label, the reasons that happened only, in counter order.
+fn failures_by_label(t: &Stats) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    t.handshake_failures_by_kind()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.label(), n))
+}
+
 /// Connections registered at the end, counted at each end (running nodes only).
 fn open_connections(sim: &Sim) -> usize {
     (0..sim.node_count())
@@ -647,7 +654,7 @@ fn summary_json(sim: &Sim, wall: Duration, idle: bool) -> Value {
     let t = sim.totals();
     let c = sim.counters();
     let open = open_connections(sim);
-    let failures: BTreeMap<&str, u64> = t.handshake_failures_by_label().into_iter().collect();
+    let failures: BTreeMap<&str, u64> = failures_by_label(&t).collect();
     let wall_s = wall.as_secs_f64().max(1e-9);
     json!({
         "connections": {
@@ -684,7 +691,7 @@ fn summary_json(sim: &Sim, wall: Duration, idle: bool) -> Value {
             "envelopes_discarded_unread": c.envelopes_discarded_unread,
             "envelopes_corrupted": c.envelopes_corrupted,
         },
-        "malformed": t.malformed,
+        "malformed": t.malformed + t.oversized,
         "presumed_dead": t.presumed_dead,
         "identity_switches": t.identity_switches,
         "virtual_time_s": sim.elapsed().as_secs_f64(),
@@ -718,9 +725,7 @@ fn print_summary(
     let t = sim.totals();
     let c = sim.counters();
     let open = open_connections(sim);
-    let failures: Vec<String> = t
-        .handshake_failures_by_label()
-        .iter()
+    let failures: Vec<String> = failures_by_label(&t)
         .map(|(l, n)| format!("{l} {n}"))
         .collect();
     let dropped = t.dropped_overflow
@@ -786,7 +791,10 @@ fn print_summary(
         ),
         (
             "malformed",
-            format!("{} envelope(s) closed their connection", t.malformed),
+            format!(
+                "{} envelope(s) closed their connection",
+                t.malformed + t.oversized
+            ),
         ),
         ("presumed dead", t.presumed_dead.to_string()),
         ("identity switches", t.identity_switches.to_string()),

@@ -5,9 +5,7 @@
 use crate::fault::ReaderMode;
 use crate::layer::{LayerEvent, LayerRecord, SimStack};
 use crate::network::{DialSlot, StreamSlot};
-use crate::node::{
-    Delivered, EventRecord, NodeSpec, NodeState, SimComm, TlsMode, Totals, made_up_cert,
-};
+use crate::node::{Delivered, EventRecord, NodeSpec, NodeState, SimComm, TlsMode, made_up_cert};
 use crate::observe::Observation;
 use crate::queue::Ev;
 use crate::sim::Sim;
@@ -15,7 +13,7 @@ use crate::trace::{ActionFmt, EventFmt, trace};
 use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::{
     Action, Comm, Config, DialId, Event, HandshakeError, Instant, Layer, OpId, PkiId,
-    ReceivedMessage, Stack, StackOutput, StreamEnd, SubscriptionId, TlsHashes,
+    ReceivedMessage, Stack, StackOutput, Stats, StreamEnd, SubscriptionId, TlsHashes,
 };
 use std::collections::BTreeMap;
 
@@ -43,7 +41,8 @@ pub(crate) struct Node {
     pub(crate) ops_done: BTreeMap<OpId, usize>,
     pub(crate) delivered_total: u64,
     pub(crate) records_dropped: u64,
-    pub(crate) retired: Totals,
+    /// Counters of the node's earlier processes (a crashed process's are kept).
+    pub(crate) retired: Stats,
     pub(crate) workload_seq: u64,
 }
 
@@ -194,6 +193,7 @@ impl Sim {
         loop {
             if let Some((n, stream)) = self.sent.pop() {
                 trace!(self, "n{n} < sent {stream} (window opened)");
+                self.touch_stream(n, stream);
                 self.input(n, None, |c, now| {
                     let _ = c.handle_sent(now, stream, 1);
                 });
@@ -238,6 +238,12 @@ impl Sim {
 
     pub(crate) fn on_action(&mut self, n: usize, a: Action) {
         trace!(self, "n{n} > {}", ActionFmt(&a));
+        if let Action::Write { stream, .. }
+        | Action::PauseRead { stream }
+        | Action::ResumeRead { stream } = &a
+        {
+            self.touch_stream(n, *stream);
+        }
         match a {
             Action::Dial { dial, endpoint } => self.dial(n, dial, &endpoint),
             Action::Ping { dial } => self.ping(n, dial),
@@ -394,7 +400,7 @@ impl Sim {
     pub(crate) fn retire(&mut self, n: usize) {
         let node = &mut self.nodes[n];
         if let Some(c) = node.stack.take() {
-            node.retired.add(c.comm().stats());
+            node.retired.merge(c.comm().stats());
             // A stopped process's core is dropped here; keep the node's state as it was.
         }
     }

@@ -5,8 +5,8 @@ use crate::layer::{LayerContext, LayerFactory, SimLayer};
 use bytes::Bytes;
 use core::fmt;
 use fabric_gossip_core::{
-    CertHash, Comm, Config, Event, HandshakeError, Instant, ReceivedMessage, Security, Stats,
-    SubscriptionId, TestOnlyHmacSecurity,
+    CertHash, Comm, Config, Event, Instant, ReceivedMessage, Security, SubscriptionId,
+    TestOnlyHmacSecurity,
 };
 use std::sync::Arc;
 
@@ -95,16 +95,23 @@ impl fmt::Debug for NodeSpec {
     }
 }
 
+/// Builder methods that each set one field of a [`NodeSpec`] to the value given.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $field: $ty) -> Self {
+                self.$field = $field;
+                self
+            }
+        )*
+    };
+}
+
 impl NodeSpec {
     /// A node with Fabric's default configuration and the test provider.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Uses `config` (seed and TLS are still set by the simulator).
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
     }
 
     /// Uses a custom provider factory (e.g. a real X.509 MSP).
@@ -113,24 +120,6 @@ impl NodeSpec {
         f: impl Fn(&str, u32) -> Box<dyn Security> + Send + Sync + 'static,
     ) -> Self {
         self.security = Some(Arc::new(f));
-        self
-    }
-
-    /// Sets the TLS mode.
-    pub fn tls(mut self, tls: TlsMode) -> Self {
-        self.tls = tls;
-        self
-    }
-
-    /// Sets the reader mode.
-    pub fn reader(mut self, reader: ReaderMode) -> Self {
-        self.reader = reader;
-        self
-    }
-
-    /// Whether to subscribe to every message automatically.
-    pub fn subscribe_all(mut self, on: bool) -> Self {
-        self.subscribe_all = on;
         self
     }
 
@@ -144,22 +133,21 @@ impl NodeSpec {
         self
     }
 
-    /// Makes Ping hang.
-    pub fn hang_ping(mut self, on: bool) -> Self {
-        self.hang_ping = on;
-        self
-    }
-
-    /// Makes the node silent.
-    pub fn silent(mut self, on: bool) -> Self {
-        self.silent = on;
-        self
-    }
-
-    /// Mangles the node's `ConnEstablish` signatures.
-    pub fn bad_signature(mut self, on: bool) -> Self {
-        self.bad_signature = on;
-        self
+    setters! {
+        /// Uses `config` (seed and TLS are still set by the simulator).
+        config: Config;
+        /// Sets the TLS mode.
+        tls: TlsMode;
+        /// Sets the reader mode.
+        reader: ReaderMode;
+        /// Whether to subscribe to every message automatically.
+        subscribe_all: bool;
+        /// Makes Ping hang.
+        hang_ping: bool;
+        /// Makes the node silent.
+        silent: bool;
+        /// Mangles the node's `ConnEstablish` signatures.
+        bad_signature: bool;
     }
 
     /// The security provider of this node's process at `endpoint`, identity generation
@@ -201,110 +189,6 @@ pub struct Delivered {
     pub msg: ReceivedMessage,
 }
 
-/// Counters summed over every node and every incarnation (a crashed process's counters are
-/// kept), for summaries. Field meanings follow [`Stats`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Totals {
-    /// Envelopes written (handshakes excluded).
-    pub sent: u64,
-    /// Envelopes received on established connections.
-    pub received: u64,
-    /// Send-buffer overflows.
-    pub dropped_overflow: u64,
-    /// Queued messages lost when their connection closed.
-    pub dropped_on_close: u64,
-    /// Messages whose connection attempt failed.
-    pub dropped_no_connection: u64,
-    /// Deliveries dropped by a full subscription.
-    pub dropped_subscription_overflow: u64,
-    /// Deliveries discarded at stop.
-    pub dropped_on_stop: u64,
-    /// Received messages nobody subscribed to.
-    pub unrouted: u64,
-    /// Envelopes that closed their connection for being malformed or oversized.
-    pub malformed: u64,
-    /// Successful handshakes.
-    pub handshakes_ok: u64,
-    /// Failed handshakes by [`HandshakeError::LABELS`] index (every label has a slot:
-    /// the array is sized by the failure kinds, so a new reason cannot be dropped).
-    pub handshake_failures: [u64; fabric_gossip_core::HandshakeFailure::COUNT],
-    /// Connections registered.
-    pub connections_opened: u64,
-    /// Connections closed.
-    pub connections_closed: u64,
-    /// Crossing dials resolved.
-    pub crossings: u64,
-    /// PresumedDead events.
-    pub presumed_dead: u64,
-    /// IdentitySwitch events.
-    pub identity_switches: u64,
-    /// Read pauses.
-    pub read_pauses: u64,
-}
-
-impl Totals {
-    pub(crate) fn add(&mut self, s: &Stats) {
-        self.sent += s.sent;
-        self.received += s.received;
-        self.dropped_overflow += s.dropped_overflow;
-        self.dropped_on_close += s.dropped_on_close;
-        self.dropped_no_connection += s.dropped_no_connection;
-        self.dropped_subscription_overflow += s.dropped_subscription_overflow;
-        self.dropped_on_stop += s.dropped_on_stop;
-        self.unrouted += s.unrouted;
-        self.malformed += s.malformed + s.oversized;
-        self.handshakes_ok += s.handshakes_ok;
-        for (t, x) in self.handshake_failures.iter_mut().zip(s.handshake_failures) {
-            *t += x;
-        }
-        self.connections_opened += s.connections_opened;
-        self.connections_closed += s.connections_closed;
-        self.crossings += s.crossings;
-        self.presumed_dead += s.presumed_dead;
-        self.identity_switches += s.identity_switches;
-        self.read_pauses += s.read_pauses;
-    }
-
-    pub(crate) fn merge(&mut self, o: &Totals) {
-        self.sent += o.sent;
-        self.received += o.received;
-        self.dropped_overflow += o.dropped_overflow;
-        self.dropped_on_close += o.dropped_on_close;
-        self.dropped_no_connection += o.dropped_no_connection;
-        self.dropped_subscription_overflow += o.dropped_subscription_overflow;
-        self.dropped_on_stop += o.dropped_on_stop;
-        self.unrouted += o.unrouted;
-        self.malformed += o.malformed;
-        self.handshakes_ok += o.handshakes_ok;
-        for (t, x) in self.handshake_failures.iter_mut().zip(o.handshake_failures) {
-            *t += x;
-        }
-        self.connections_opened += o.connections_opened;
-        self.connections_closed += o.connections_closed;
-        self.crossings += o.crossings;
-        self.presumed_dead += o.presumed_dead;
-        self.identity_switches += o.identity_switches;
-        self.read_pauses += o.read_pauses;
-    }
-
-    /// Failed handshakes by label, only the non-zero ones, in [`HandshakeError::LABELS`]
-    /// order.
-    pub fn handshake_failures_by_label(&self) -> Vec<(&'static str, u64)> {
-        HandshakeError::LABELS
-            .iter()
-            .zip(self.handshake_failures)
-            .filter(|(_, n)| *n > 0)
-            .map(|(l, n)| (*l, n))
-            .collect()
-    }
-
-    /// All failed handshakes.
-    pub fn handshake_failures_total(&self) -> u64 {
-        self.handshake_failures.iter().sum()
-    }
-}
-
 /// Made-up certificate hashes for a node identity: stable per (endpoint, generation), so a
 /// restarted process presents the same certificate and a new identity a new one.
 pub(crate) fn made_up_cert(role: &str, endpoint: &str, generation: u32) -> CertHash {
@@ -317,29 +201,4 @@ pub(crate) type EventRecord = (Instant, Event);
 /// Shared read-only payload for workload messages, so sending costs no copy of the data.
 pub(crate) fn payload(size: usize) -> Bytes {
     Bytes::from(vec![0x5a; size])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn totals_keep_every_handshake_failure_label() {
-        let mut s = Stats::default();
-        s.handshake_failures.iter_mut().for_each(|x| *x = 1);
-        let mut t = Totals::default();
-        t.add(&s);
-        let mut all = Totals::default();
-        all.merge(&t);
-        let labels = all.handshake_failures_by_label();
-        assert_eq!(labels.len(), HandshakeError::LABELS.len());
-        assert_eq!(
-            all.handshake_failures_total(),
-            HandshakeError::LABELS.len() as u64
-        );
-        assert_eq!(
-            labels.last().map(|(l, _)| *l),
-            HandshakeError::LABELS.last().copied()
-        );
-    }
 }

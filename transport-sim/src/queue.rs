@@ -6,8 +6,8 @@
 use crate::config::LIVELOCK_STEPS;
 use crate::fault::{Fault, ReaderMode};
 use crate::network::Item;
+use crate::network::LinkId;
 use crate::sim::Sim;
-use crate::slab::Key;
 use crate::trace::{Res, trace};
 use core::time::Duration;
 use fabric_gossip_core::{CertHash, DialId, Instant, StreamId};
@@ -22,7 +22,7 @@ pub(crate) enum Ev {
         answer: Answer,
     },
     Arrive {
-        link: Key,
+        link: LinkId,
         dir: u8,
         item: Item,
     },
@@ -36,7 +36,7 @@ pub(crate) enum Ev {
         inc: u32,
     },
     Keepalive {
-        link: Key,
+        link: LinkId,
     },
     Fault(Box<Fault>),
     Work {
@@ -50,7 +50,7 @@ pub(crate) enum Ev {
 pub(crate) struct StreamReset {
     pub(crate) node: usize,
     pub(crate) inc: u32,
-    pub(crate) link: Key,
+    pub(crate) link: LinkId,
     pub(crate) stream: StreamId,
     pub(crate) reason: &'static str,
     pub(crate) write_pending: bool,

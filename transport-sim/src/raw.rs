@@ -2,15 +2,16 @@
 //! can play a peer that misbehaves on the wire.
 
 use crate::config::{NodeId, RawId};
+use crate::network::LinkId;
 use crate::network::{Item, Link, Owner};
 use crate::sim::Sim;
-use crate::slab::Key;
 use crate::trace::{Digest8, trace};
 use bytes::Bytes;
 use fabric_gossip_core::{CertHash, StreamEnd};
 
 pub(crate) struct RawPeer {
-    pub(crate) link: Key,
+    /// `None` for a stream refused before it existed (no such node).
+    pub(crate) link: Option<LinkId>,
     pub(crate) addr: String,
     pub(crate) received: Vec<Bytes>,
     pub(crate) received_total: u64,
@@ -32,10 +33,7 @@ impl Sim {
         let id = self.raws.len();
         if n >= self.nodes.len() {
             self.raws.push(RawPeer {
-                link: Key {
-                    index: u32::MAX,
-                    generation: u32::MAX,
-                },
+                link: None,
                 addr: String::new(),
                 received: Vec::new(),
                 received_total: 0,
@@ -50,7 +48,7 @@ impl Sim {
             Owner::Core { node: n, inc },
         ));
         self.raws.push(RawPeer {
-            link,
+            link: Some(link),
             addr: addr.clone(),
             received: Vec::new(),
             received_total: 0,
@@ -67,8 +65,9 @@ impl Sim {
         let Some(r) = self.raws.get(raw) else { return };
         let link = r.link;
         trace!(self, "raw{raw} > {}B {}", bytes.len(), Digest8(&bytes));
-        let open = self.links.get(link).is_some_and(|l| l.ends[0].open);
-        if open {
+        if let Some(link) = link
+            && self.links.get(link).is_some_and(|l| l.ends[0].open)
+        {
             self.transmit(link, 0, Item::Env(bytes));
         }
     }
@@ -78,7 +77,9 @@ impl Sim {
         let Some(r) = self.raws.get(raw) else { return };
         let link = r.link;
         trace!(self, "raw{raw} > close");
-        self.close_end(link, 0, StreamEnd::Finished);
+        if let Some(link) = link {
+            self.close_end(link, 0, StreamEnd::Finished);
+        }
         if let Some(r) = self.raws.get_mut(raw)
             && r.ended.is_none()
         {

@@ -6,25 +6,26 @@ use crate::config::{Counters, NodeId, START, SimConfig, Violation};
 use crate::fault::Fault;
 use crate::fault::fmt_duration;
 use crate::host::{Cause, Node};
-use crate::network::Link;
-use crate::node::{Delivered, NodeSpec, NodeState, SimComm, Totals};
+use crate::network::LinkId;
+use crate::network::{Cuts, Link};
+use crate::node::{Delivered, NodeSpec, NodeState, SimComm};
 use crate::observe::Observer;
 use crate::queue::{Ev, Queued};
 use crate::raw::RawPeer;
 use crate::rng::SimRng;
-use crate::slab::{Key, Slab};
 use crate::trace::{Peers, Trace, trace};
 use crate::workload::Workload;
 use bytes::Bytes;
 use core::fmt;
 use core::time::Duration;
+use fabric_gossip_core::Slab;
 use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::{
     Acceptor, Comm, Error, Event, HandshakeError, Instant, OpId, PkiId, RemotePeer, SignedMessage,
     Stats, StreamId, SubscriptionId,
 };
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 /// A deterministic network of comm cores.
 ///
@@ -56,9 +57,9 @@ pub struct Sim {
     pub(crate) free_slots: Vec<u32>,
     pub(crate) nodes: Vec<Node>,
     pub(crate) endpoints: BTreeMap<String, usize>,
-    pub(crate) links: Slab<Link>,
+    pub(crate) links: Slab<LinkId, Link>,
     pub(crate) raws: Vec<RawPeer>,
-    pub(crate) blocked: BTreeSet<(usize, usize)>,
+    pub(crate) blocked: Cuts,
     pub(crate) corrupt: BTreeMap<(usize, usize), u32>,
     pub(crate) trace: Trace,
     pub(crate) counters: Counters,
@@ -66,8 +67,13 @@ pub struct Sim {
     pub(crate) violations_total: u64,
     pub(crate) cause: Cause,
     pub(crate) sent: Vec<(usize, StreamId)>,
-    pub(crate) feed: VecDeque<(Key, usize)>,
+    pub(crate) feed: VecDeque<(LinkId, usize)>,
     pub(crate) touched: Vec<usize>,
+    /// Streams the current step acted on or fed, with their node: the send queues to
+    /// check after it (only with `check_invariants`).
+    pub(crate) touched_streams: Vec<(usize, StreamId)>,
+    /// Steps since every node's queues were last checked (see `check_touched`).
+    pub(crate) steps_since_sweep: usize,
     pub(crate) workload: Option<(Workload, Bytes)>,
     pub(crate) instant_steps: u64,
     /// Sees every delivery and event as it happens ([`Sim::set_observer`]).
@@ -103,7 +109,7 @@ impl Sim {
             endpoints: BTreeMap::new(),
             links: Slab::default(),
             raws: Vec::new(),
-            blocked: BTreeSet::new(),
+            blocked: Cuts::default(),
             corrupt: BTreeMap::new(),
             counters: Counters::default(),
             violations: Vec::new(),
@@ -112,6 +118,8 @@ impl Sim {
             sent: Vec::new(),
             feed: VecDeque::new(),
             touched: Vec::new(),
+            touched_streams: Vec::new(),
+            steps_since_sweep: 0,
             workload: None,
             instant_steps: 0,
             observer: None,
@@ -148,7 +156,7 @@ impl Sim {
             ops_done: BTreeMap::new(),
             delivered_total: 0,
             records_dropped: 0,
-            retired: Totals::default(),
+            retired: Stats::default(),
             workload_seq: 0,
         });
         if let Err(e) = self.boot(id, false) {
@@ -292,13 +300,14 @@ impl Sim {
         &self.counters
     }
 
-    /// Core counters summed over every node and incarnation.
-    pub fn totals(&self) -> Totals {
-        let mut t = Totals::default();
+    /// Core counters summed over every node and every incarnation (a crashed process's
+    /// counters are kept), for summaries.
+    pub fn totals(&self) -> Stats {
+        let mut t = Stats::default();
         for n in &self.nodes {
             t.merge(&n.retired);
             if let Some(c) = n.core() {
-                t.add(c.stats());
+                t.merge(c.stats());
             }
         }
         t
@@ -378,7 +387,9 @@ impl Sim {
             msg.envelope_bytes().len(),
             Peers(peers)
         );
-        self.with_comm(n, |c, now| c.send(now, msg, peers))?
+        let r = self.with_comm(n, |c, now| c.send(now, msg, peers))?;
+        self.touch_peers(n, peers);
+        r
     }
 
     /// Sends `msg` from node `n` to nodes `to`, addressed by their current PKI-IDs.
@@ -404,9 +415,24 @@ impl Sim {
             fmt_duration(timeout),
             Peers(peers)
         );
-        self.with_comm(n, |c, now| {
+        let r = self.with_comm(n, |c, now| {
             c.send_with_ack(now, msg, timeout, min_ack, peers)
-        })?
+        })?;
+        self.touch_peers(n, peers);
+        r
+    }
+
+    /// A send from node `n` may have queued on its connections to `peers` without
+    /// writing: their queues are checked after the step.
+    fn touch_peers(&mut self, n: NodeId, peers: &[RemotePeer]) {
+        if !self.cfg.check_invariants {
+            return;
+        }
+        for p in peers {
+            if let Some(s) = self.comm(n).and_then(|c| c.connection(&p.pki_id)) {
+                self.touch_stream(n, s);
+            }
+        }
     }
 
     /// Fabric's `Probe` from node `n`.

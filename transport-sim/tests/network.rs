@@ -125,13 +125,20 @@ fn connected_pair(cfg: SimConfig, b_spec: NodeSpec) -> Sim {
     sim
 }
 
-#[test]
-fn slow_reader_pushes_back_until_the_sender_drops() {
-    let mut cfg = SimConfig::seeded(3);
-    cfg.stream_window = 4 * 1024;
+/// A connected pair (seed `seed`, stream window `window` bytes) whose receiver, node 1,
+/// stopped reading, and a 1 KiB message to push at it.
+fn paused_pair(seed: u64, window: usize) -> (Sim, SignedMessage) {
+    let mut cfg = SimConfig::seeded(seed);
+    cfg.stream_window = window;
     let mut sim = connected_pair(cfg, NodeSpec::new());
     sim.apply(Fault::Reader(1, ReaderMode::Paused));
     let big = SignedMessage::noop(data_message(1, vec![9u8; 1024].into()));
+    (sim, big)
+}
+
+#[test]
+fn slow_reader_pushes_back_until_the_sender_drops() {
+    let (mut sim, big) = paused_pair(3, 4 * 1024);
     for _ in 0..200 {
         sim.send_to(0, &big, &[1]).unwrap();
         sim.run_for(Duration::from_micros(100));
@@ -180,11 +187,7 @@ fn partition_outlasting_keepalive_resets_both_ends() {
 
 #[test]
 fn reset_with_a_blocked_write_fails_the_write_and_presumes_dead() {
-    let mut cfg = SimConfig::seeded(5);
-    cfg.stream_window = 2 * 1024;
-    let mut sim = connected_pair(cfg, NodeSpec::new());
-    sim.apply(Fault::Reader(1, ReaderMode::Paused));
-    let big = SignedMessage::noop(data_message(1, vec![9u8; 1024].into()));
+    let (mut sim, big) = paused_pair(5, 2 * 1024);
     for _ in 0..20 {
         sim.send_to(0, &big, &[1]).unwrap();
     }

@@ -114,6 +114,9 @@ pub(super) struct Store {
     attempts: Map<PkiId, Attempt>,
     /// Replaced connections kept open while their reading is paused (one per PKI-ID).
     retiring: Map<PkiId, StreamId>,
+    /// Registered entries with a secondary, so that counting registered streams (checked
+    /// at every registration) does not walk the table.
+    secondaries: usize,
 }
 
 impl Store {
@@ -122,6 +125,7 @@ impl Store {
             registry: new_map(seed),
             attempts: new_map(seed ^ 1),
             retiring: new_map(seed ^ 2),
+            secondaries: 0,
         }
     }
 
@@ -139,10 +143,20 @@ impl Store {
 
     /// Registered streams, secondaries included.
     fn stream_count(&self) -> usize {
-        self.registry
-            .values()
-            .map(|r| 1 + usize::from(r.secondary.is_some()))
-            .sum()
+        self.registry.len() + self.secondaries
+    }
+
+    /// Registers `primary` (and a crossing `secondary`) for `pki`, replacing what was there.
+    fn set(&mut self, pki: PkiId, primary: StreamId, secondary: Option<StreamId>) {
+        let old = self.registry.insert(pki, Registered { primary, secondary });
+        self.secondaries -= usize::from(old.is_some_and(|r| r.secondary.is_some()));
+        self.secondaries += usize::from(secondary.is_some());
+    }
+
+    /// Forgets `pki`'s registered streams.
+    fn unregister(&mut self, pki: &PkiId) {
+        let old = self.registry.remove(pki);
+        self.secondaries -= usize::from(old.is_some_and(|r| r.secondary.is_some()));
     }
 
     pub(super) fn entries(&self) -> Vec<ConnectionEntry> {
@@ -246,13 +260,7 @@ impl<S: Security> Comm<S> {
             inbound,
         });
         let Some(reg) = existing else {
-            self.store.registry.insert(
-                pki.clone(),
-                Registered {
-                    primary: stream,
-                    secondary: None,
-                },
-            );
+            self.store.set(pki.clone(), stream, None);
             // Messages waiting for our own attempt to this peer go first on the new
             // connection: later sends take it directly, and must not overtake them.
             if let Some(att) = self.store.attempts.get_mut(&pki) {
@@ -262,13 +270,7 @@ impl<S: Security> Comm<S> {
             return Some(outcome);
         };
         if outcome == Registration::Replaced {
-            self.store.registry.insert(
-                pki.clone(),
-                Registered {
-                    primary: stream,
-                    secondary: reg.secondary,
-                },
-            );
+            self.store.set(pki.clone(), stream, reg.secondary);
             let (buf, waiting) = self.take_queues(reg.primary);
             self.absorb(stream, buf, waiting);
             self.retire(&pki, reg.primary, CloseReason::Replaced, now);
@@ -282,22 +284,10 @@ impl<S: Security> Comm<S> {
             (reg.primary, stream)
         };
         if let Some(old_secondary) = reg.secondary {
-            self.store.registry.insert(
-                pki.clone(),
-                Registered {
-                    primary: reg.primary,
-                    secondary: None,
-                },
-            );
+            self.store.set(pki.clone(), reg.primary, None);
             self.retire(&pki, old_secondary, CloseReason::Replaced, now);
         }
-        self.store.registry.insert(
-            pki,
-            Registered {
-                primary: winner,
-                secondary: Some(loser),
-            },
-        );
+        self.store.set(pki, winner, Some(loser));
         if new_wins {
             let (buf, waiting) = self.take_queues(loser);
             self.absorb(winner, buf, waiting);
@@ -485,13 +475,7 @@ impl<S: Security> Comm<S> {
         if let Some(reg) = self.store.registry.get(&pki).copied() {
             if reg.primary == stream {
                 if let Some(sec) = reg.secondary {
-                    self.store.registry.insert(
-                        pki.clone(),
-                        Registered {
-                            primary: sec,
-                            secondary: None,
-                        },
-                    );
+                    self.store.set(pki.clone(), sec, None);
                     if let Some(sc) = self.streams.get_mut(sec).and_then(|s| s.conn_mut()) {
                         sc.secondary = false;
                         sc.grace = None;
@@ -502,16 +486,10 @@ impl<S: Security> Comm<S> {
                         self.absorb(sec, buf, waiting);
                     }
                 } else {
-                    self.store.registry.remove(&pki);
+                    self.store.unregister(&pki);
                 }
             } else if reg.secondary == Some(stream) {
-                self.store.registry.insert(
-                    pki.clone(),
-                    Registered {
-                        primary: reg.primary,
-                        secondary: None,
-                    },
-                );
+                self.store.set(pki.clone(), reg.primary, None);
             }
         }
         tracing::info!(

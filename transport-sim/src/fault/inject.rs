@@ -2,7 +2,7 @@
 
 use super::{Fault, ReaderMode, ScheduledFault};
 use crate::config::START;
-use crate::network::Item;
+use crate::network::{Item, LinkId};
 use crate::node::NodeState;
 use crate::queue::Ev;
 use crate::sim::Sim;
@@ -29,39 +29,28 @@ impl Sim {
         trace!(self, "* {fault}");
         match fault {
             Fault::Partition { a, b } => {
-                for x in &a {
-                    for y in &b {
-                        if x != y {
-                            self.blocked.insert((*x, *y));
-                            self.blocked.insert((*y, *x));
-                        }
-                    }
-                }
+                self.blocked.cut_between(&a, &b, true);
                 self.arm_keepalives();
             }
             Fault::OneWay { from, to } => {
-                for x in &from {
-                    for y in &to {
-                        if x != y {
-                            self.blocked.insert((*x, *y));
-                        }
-                    }
-                }
+                self.blocked.cut_between(&from, &to, false);
                 self.arm_keepalives();
             }
             Fault::Isolate(n) => {
-                for y in 0..self.nodes.len() {
-                    if y != n {
-                        self.blocked.insert((n, y));
-                        self.blocked.insert((y, n));
-                    }
-                }
+                let all: Vec<usize> = (0..self.nodes.len()).collect();
+                self.blocked.cut_between(&[n], &all, true);
                 self.arm_keepalives();
             }
             Fault::Heal => {
                 self.blocked.clear();
                 self.corrupt.clear();
-                for link in self.links.keys() {
+                let stalled: Vec<LinkId> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.pipes.iter().any(|p| !p.stalled.is_empty()))
+                    .map(|(k, _)| k)
+                    .collect();
+                for link in stalled {
                     for dir in 0..2 {
                         let stalled: Vec<Item> = match self.links.get_mut(link) {
                             Some(l) => l.pipes[dir].stalled.drain(..).collect(),
@@ -144,31 +133,37 @@ impl Sim {
 
     pub(crate) fn reset_links_of(&mut self, a: usize, b: Option<usize>, reason: &'static str) {
         let latency = self.cfg.latency;
-        for link in self.links.keys() {
-            let Some(l) = self.links.get(link) else {
-                continue;
-            };
-            let (x, y) = Self::link_nodes(l);
-            let hit = match b {
-                None => x == Some(a) || y == Some(a),
-                Some(b) => (x == Some(a) && y == Some(b)) || (x == Some(b) && y == Some(a)),
-            };
-            if hit {
-                self.reset_link(link, reason, latency);
-            }
+        let hits: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                let (x, y) = Self::link_nodes(l);
+                match b {
+                    None => x == Some(a) || y == Some(a),
+                    Some(b) => (x == Some(a) && y == Some(b)) || (x == Some(b) && y == Some(a)),
+                }
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for link in hits {
+            self.reset_link(link, reason, latency);
         }
     }
 
+    /// Arms the keepalive of every link a partition now cuts (once per link).
     pub(crate) fn arm_keepalives(&mut self) {
-        for link in self.links.keys() {
-            if self.link_cut(link)
-                && let Some(l) = self.links.get_mut(link)
-                && !l.keepalive_armed
-            {
+        let cut: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.keepalive_armed && self.is_link_cut(l))
+            .map(|(k, _)| k)
+            .collect();
+        let at = self.now + self.cfg.keepalive_timeout;
+        for link in cut {
+            if let Some(l) = self.links.get_mut(link) {
                 l.keepalive_armed = true;
-                let at = self.now + self.cfg.keepalive_timeout;
-                self.schedule(at, Ev::Keepalive { link });
             }
+            self.schedule(at, Ev::Keepalive { link });
         }
     }
 }

@@ -258,6 +258,12 @@ fn parse_toggle(s: &str) -> Result<(usize, bool), String> {
     }
 }
 
+/// Parses `A/B`, two sets of nodes (`0+1/2`); `usage` is the error otherwise.
+fn parse_sets(s: &str, usage: &str) -> Result<(Vec<usize>, Vec<usize>), String> {
+    let (a, b) = s.split_once('/').ok_or(usage)?;
+    Ok((parse_set(a)?, parse_set(b)?))
+}
+
 impl core::str::FromStr for ScheduledFault {
     type Err = String;
 
@@ -277,47 +283,35 @@ impl core::str::FromStr for ScheduledFault {
         let fault = match name {
             "heal" => Fault::Heal,
             "partition" => {
-                let (a, b) = need()?
-                    .split_once('/')
-                    .ok_or("partition needs A/B, e.g. 0+1/2")?;
-                Fault::Partition {
-                    a: parse_set(a)?,
-                    b: parse_set(b)?,
-                }
+                let (a, b) = parse_sets(need()?, "partition needs A/B, e.g. 0+1/2")?;
+                Fault::Partition { a, b }
             }
             "oneway" => {
-                let (a, b) = need()?
-                    .split_once('/')
-                    .ok_or("oneway needs FROM/TO, e.g. 0/1")?;
-                Fault::OneWay {
-                    from: parse_set(a)?,
-                    to: parse_set(b)?,
-                }
+                let (from, to) = parse_sets(need()?, "oneway needs FROM/TO, e.g. 0/1")?;
+                Fault::OneWay { from, to }
             }
             "isolate" => Fault::Isolate(parse_node(need()?)?),
             "crash" => Fault::Crash(parse_node(need()?)?),
             "restart" => Fault::Restart(parse_node(need()?)?),
             "restart-new" => Fault::RestartNewIdentity(parse_node(need()?)?),
             "stop" => Fault::Stop(parse_node(need()?)?),
-            "reset" => {
+            "reset" | "corrupt" => {
                 let (a, b) = parse_pair(need()?)?;
-                Fault::Reset(a, b)
+                let make = if name == "reset" {
+                    Fault::Reset
+                } else {
+                    Fault::Corrupt
+                };
+                make(a, b)
             }
-            "corrupt" => {
-                let (a, b) = parse_pair(need()?)?;
-                Fault::Corrupt(a, b)
-            }
-            "silent" => {
+            "silent" | "badsig" | "hangping" => {
                 let (n, on) = parse_toggle(need()?)?;
-                Fault::Silent(n, on)
-            }
-            "badsig" => {
-                let (n, on) = parse_toggle(need()?)?;
-                Fault::BadSignature(n, on)
-            }
-            "hangping" => {
-                let (n, on) = parse_toggle(need()?)?;
-                Fault::HangPing(n, on)
+                let make = match name {
+                    "silent" => Fault::Silent,
+                    "badsig" => Fault::BadSignature,
+                    _ => Fault::HangPing,
+                };
+                make(n, on)
             }
             "reader" => {
                 let (n, m) = need()?

@@ -4,10 +4,10 @@
 //! core's `write_window` is what bounds the wait. A paused reader leaves what arrives in
 //! the pipe, which keeps the window full and pushes back on the writer.
 
+use super::LinkId;
 use super::{Item, Owner};
 use crate::fault::inject::mangle_signature;
 use crate::sim::Sim;
-use crate::slab::Key;
 use crate::trace::{Digest8, EnvFmt, trace};
 use bytes::Bytes;
 use fabric_gossip_core::StreamId;
@@ -85,7 +85,7 @@ impl Sim {
     /// Hands one envelope to the reading core, then lets blocked writes into the window.
     pub(crate) fn consume(
         &mut self,
-        link: Key,
+        link: LinkId,
         dir: usize,
         node: usize,
         sid: StreamId,
@@ -102,11 +102,12 @@ impl Sim {
         self.input(node, cause, |c, now| {
             let _ = c.handle_envelope(now, sid, bytes);
         });
+        self.touch_stream(node, sid);
         self.consumed(link, dir, len);
     }
 
     /// `len` bytes of pipe `dir` were read: return the credit and let blocked writes go.
-    pub(crate) fn consumed(&mut self, link: Key, dir: usize, len: usize) {
+    pub(crate) fn consumed(&mut self, link: LinkId, dir: usize, len: usize) {
         let window = self.cfg.stream_window;
         let mut released = Vec::new();
         if let Some(l) = self.links.get_mut(link) {
@@ -138,7 +139,7 @@ impl Sim {
         }
     }
 
-    pub(crate) fn feed_held(&mut self, link: Key, dir: usize) {
+    pub(crate) fn feed_held(&mut self, link: LinkId, dir: usize) {
         loop {
             let Some(l) = self.links.get_mut(link) else {
                 return;

@@ -3,13 +3,22 @@
 //! ordered pipes with latency and jitter, which a partition stalls, a reset or a crash
 //! ends, and a keepalive times out. Flow control of each pipe is in [`flow`].
 
+mod cuts;
 mod flow;
+
+pub(crate) use cuts::Cuts;
+
+fabric_gossip_core::handle_type!(
+    /// A link (one stream between two ends) in the network's slab: a stale event that
+    /// names a closed link finds nothing, even once its slot holds a new one.
+    pub(crate) LinkId,
+    "link"
+);
 
 use crate::node::{NodeState, TlsMode};
 use crate::queue::{Answer, Ev, StreamReset};
 use crate::raw::RAW_RECEIVE_LIMIT;
 use crate::sim::Sim;
-use crate::slab::Key;
 use crate::trace::{Cert, Digest8, EndFmt, trace};
 use bytes::Bytes;
 use core::time::Duration;
@@ -86,7 +95,7 @@ impl Link {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StreamSlot {
     pub(crate) generation: u32,
-    pub(crate) link: Key,
+    pub(crate) link: LinkId,
     pub(crate) side: usize,
 }
 
@@ -99,7 +108,7 @@ pub(crate) struct DialSlot {
 
 impl Sim {
     pub(crate) fn cut(&self, from: usize, to: usize) -> bool {
-        !self.blocked.is_empty() && self.blocked.contains(&(from, to))
+        self.blocked.is_cut(from, to)
     }
 
     pub(crate) fn jitter(&mut self) -> Duration {
@@ -123,7 +132,7 @@ impl Sim {
             .filter(|s| s.generation == stream.generation())
     }
 
-    pub(crate) fn map_stream(&mut self, n: usize, stream: StreamId, link: Key, side: usize) {
+    pub(crate) fn map_stream(&mut self, n: usize, stream: StreamId, link: LinkId, side: usize) {
         let slot = StreamSlot {
             generation: stream.generation(),
             link,
@@ -249,7 +258,7 @@ impl Sim {
 
     /// Puts an item on pipe `dir` of `link`: scheduled for arrival after the latency (never
     /// before an earlier item of the same pipe), or stalled if a partition cuts it.
-    pub(crate) fn transmit(&mut self, link: Key, dir: usize, item: Item) {
+    pub(crate) fn transmit(&mut self, link: LinkId, dir: usize, item: Item) {
         let jitter = self.jitter();
         let Some(l) = self.links.get(link) else {
             return;
@@ -300,7 +309,7 @@ impl Sim {
         self.schedule(at, Ev::Arrive { link, dir, item });
     }
 
-    pub(crate) fn arrive(&mut self, link: Key, dir: usize, item: Item) {
+    pub(crate) fn arrive(&mut self, link: LinkId, dir: usize, item: Item) {
         let Some(l) = self.links.get(link) else {
             if matches!(item, Item::Env(_)) {
                 self.counters.envelopes_lost += 1;
@@ -428,7 +437,7 @@ impl Sim {
 
     /// Closes side `side` of `link` from its own end: `how` travels to the other end after
     /// whatever that side already wrote.
-    pub(crate) fn close_end(&mut self, link: Key, side: usize, how: StreamEnd) {
+    pub(crate) fn close_end(&mut self, link: LinkId, side: usize, how: StreamEnd) {
         let Some(l) = self.links.get_mut(link) else {
             return;
         };
@@ -455,7 +464,7 @@ impl Sim {
         self.discarded_unread(ends, unread, aborted);
     }
 
-    pub(crate) fn drop_if_closed(&mut self, link: Key) {
+    pub(crate) fn drop_if_closed(&mut self, link: LinkId) {
         if self
             .links
             .get(link)
@@ -466,7 +475,7 @@ impl Sim {
     }
 
     /// Resets a stream: both open ends learn after `delay`; whatever was in flight is lost.
-    pub(crate) fn reset_link(&mut self, link: Key, reason: &'static str, delay: Duration) {
+    pub(crate) fn reset_link(&mut self, link: LinkId, reason: &'static str, delay: Duration) {
         let Some(l) = self.links.remove(link) else {
             return;
         };
@@ -543,9 +552,14 @@ impl Sim {
         )
     }
 
-    pub(crate) fn link_cut(&self, link: Key) -> bool {
-        match self.links.get(link).map(Self::link_nodes) {
-            Some((Some(a), Some(b))) => self.cut(a, b) || self.cut(b, a),
+    pub(crate) fn link_cut(&self, link: LinkId) -> bool {
+        self.links.get(link).is_some_and(|l| self.is_link_cut(l))
+    }
+
+    /// Whether a partition cuts `l` in either direction.
+    pub(crate) fn is_link_cut(&self, l: &Link) -> bool {
+        match Self::link_nodes(l) {
+            (Some(a), Some(b)) => self.cut(a, b) || self.cut(b, a),
             _ => false,
         }
     }
