@@ -230,7 +230,8 @@ fn forged_replayed_and_spoofed_messages_are_refused_and_counted() {
     let mut c = seeded(3);
     c.run_for(Duration::from_secs(8));
     let pki2 = c.net.nodes[2].comm.pki_id().clone();
-    let genuine = c.layer(1).member_envelope(&pki2).unwrap().clone();
+    // Node 0's own copy: genuine and, whatever node 1 heard since, not newer for node 0.
+    let genuine = c.layer(0).member_envelope(&pki2).unwrap().clone();
     let before = c.layer(0).member(&pki2).unwrap();
     let s0 = c.layer(0).stats().clone();
 
