@@ -110,7 +110,11 @@ pub(super) struct Attempt {
 /// The table of connections and attempts by PKI-ID.
 #[derive(Debug)]
 pub(super) struct Store {
+    /// Written only through `put` and `unregister`, which keep `secondaries` right.
     registry: Map<PkiId, Registered>,
+    /// Registered entries with a secondary stream: `stream_count` without a scan (it is
+    /// asked on every new connection).
+    secondaries: usize,
     attempts: Map<PkiId, Attempt>,
     /// Replaced connections kept open while their reading is paused (one per PKI-ID).
     retiring: Map<PkiId, StreamId>,
@@ -120,6 +124,7 @@ impl Store {
     pub(super) fn new(seed: u64) -> Self {
         Store {
             registry: new_map(seed),
+            secondaries: 0,
             attempts: new_map(seed ^ 1),
             retiring: new_map(seed ^ 2),
         }
@@ -139,10 +144,29 @@ impl Store {
 
     /// Registered streams, secondaries included.
     fn stream_count(&self) -> usize {
-        self.registry
-            .values()
-            .map(|r| 1 + usize::from(r.secondary.is_some()))
-            .sum()
+        debug_assert_eq!(
+            self.secondaries,
+            self.registry
+                .values()
+                .filter(|r| r.secondary.is_some())
+                .count()
+        );
+        self.registry.len() + self.secondaries
+    }
+
+    /// Registers (or re-registers) `pki`'s streams.
+    fn put(&mut self, pki: PkiId, reg: Registered) {
+        self.secondaries += usize::from(reg.secondary.is_some());
+        if let Some(old) = self.registry.insert(pki, reg) {
+            self.secondaries -= usize::from(old.secondary.is_some());
+        }
+    }
+
+    /// Forgets `pki`'s streams.
+    fn unregister(&mut self, pki: &PkiId) {
+        if let Some(old) = self.registry.remove(pki) {
+            self.secondaries -= usize::from(old.secondary.is_some());
+        }
     }
 
     pub(super) fn entries(&self) -> Vec<ConnectionEntry> {
@@ -246,7 +270,7 @@ impl<S: Security> Comm<S> {
             inbound,
         });
         let Some(reg) = existing else {
-            self.store.registry.insert(
+            self.store.put(
                 pki.clone(),
                 Registered {
                     primary: stream,
@@ -262,7 +286,7 @@ impl<S: Security> Comm<S> {
             return Some(outcome);
         };
         if outcome == Registration::Replaced {
-            self.store.registry.insert(
+            self.store.put(
                 pki.clone(),
                 Registered {
                     primary: stream,
@@ -282,7 +306,7 @@ impl<S: Security> Comm<S> {
             (reg.primary, stream)
         };
         if let Some(old_secondary) = reg.secondary {
-            self.store.registry.insert(
+            self.store.put(
                 pki.clone(),
                 Registered {
                     primary: reg.primary,
@@ -291,7 +315,7 @@ impl<S: Security> Comm<S> {
             );
             self.retire(&pki, old_secondary, CloseReason::Replaced, now);
         }
-        self.store.registry.insert(
+        self.store.put(
             pki,
             Registered {
                 primary: winner,
@@ -485,7 +509,7 @@ impl<S: Security> Comm<S> {
         if let Some(reg) = self.store.registry.get(&pki).copied() {
             if reg.primary == stream {
                 if let Some(sec) = reg.secondary {
-                    self.store.registry.insert(
+                    self.store.put(
                         pki.clone(),
                         Registered {
                             primary: sec,
@@ -502,10 +526,10 @@ impl<S: Security> Comm<S> {
                         self.absorb(sec, buf, waiting);
                     }
                 } else {
-                    self.store.registry.remove(&pki);
+                    self.store.unregister(&pki);
                 }
             } else if reg.secondary == Some(stream) {
-                self.store.registry.insert(
+                self.store.put(
                     pki.clone(),
                     Registered {
                         primary: reg.primary,
