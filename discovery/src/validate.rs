@@ -67,49 +67,33 @@ pub(crate) fn alive_key(msg: &GossipMessage) -> Option<(PkiId, Timestamp)> {
 /// so a `Some` is always what [`parse_alive`] would find.
 pub(crate) fn peek_alive_key(payload: &Bytes) -> Option<(PkiId, Timestamp)> {
     let mut alive = None;
-    let mut buf = &payload[..];
-    while !buf.is_empty() {
-        match read_field(&mut buf)? {
-            // nonce, tag
-            (1 | 3, Field::Varint(_)) => {}
-            // channel
-            (2, Field::Bytes(_)) => {}
-            (5, Field::Bytes(a)) if alive.is_none() => alive = Some(a),
-            _ => return None,
-        }
-    }
+    each_field(payload, |field| match field {
+        // nonce, channel, tag
+        (1 | 3, Field::Varint(_)) | (2, Field::Bytes(_)) => Some(()),
+        (5, Field::Bytes(a)) => set_once(&mut alive, a),
+        _ => None,
+    })?;
     let (mut member, mut ts) = (None, None);
-    let mut buf = alive?;
-    while !buf.is_empty() {
-        match read_field(&mut buf)? {
-            (1, Field::Bytes(m)) if member.is_none() => member = Some(m),
-            (2, Field::Bytes(t)) if ts.is_none() => ts = Some(t),
-            (4, Field::Bytes(_)) => {}
-            _ => return None,
-        }
-    }
+    each_field(alive?, |field| match field {
+        (1, Field::Bytes(m)) => set_once(&mut member, m),
+        (2, Field::Bytes(t)) => set_once(&mut ts, t),
+        (4, Field::Bytes(_)) => Some(()),
+        _ => None,
+    })?;
     let mut pki_id = None;
-    let mut buf = member?;
-    while !buf.is_empty() {
-        match read_field(&mut buf)? {
-            // the endpoint is a string: the full decode refuses one that is not UTF-8
-            (1, Field::Bytes(e)) => {
-                core::str::from_utf8(e).ok()?;
-            }
-            (2, Field::Bytes(_)) => {}
-            (3, Field::Bytes(p)) if pki_id.is_none() => pki_id = Some(p),
-            _ => return None,
-        }
-    }
+    each_field(member?, |field| match field {
+        // the endpoint is a string: the full decode refuses one that is not UTF-8
+        (1, Field::Bytes(e)) => core::str::from_utf8(e).ok().map(drop),
+        (2, Field::Bytes(_)) => Some(()),
+        (3, Field::Bytes(p)) => set_once(&mut pki_id, p),
+        _ => None,
+    })?;
     let (mut inc, mut seq) = (None, None);
-    let mut buf = ts?;
-    while !buf.is_empty() {
-        match read_field(&mut buf)? {
-            (1, Field::Varint(v)) if inc.is_none() => inc = Some(v),
-            (2, Field::Varint(v)) if seq.is_none() => seq = Some(v),
-            _ => return None,
-        }
-    }
+    each_field(ts?, |field| match field {
+        (1, Field::Varint(v)) => set_once(&mut inc, v),
+        (2, Field::Varint(v)) => set_once(&mut seq, v),
+        _ => None,
+    })?;
     let pki_id = pki_id.filter(|p| !p.is_empty())?;
     Some((
         PkiId(payload.slice_ref(pki_id)),
@@ -118,6 +102,28 @@ pub(crate) fn peek_alive_key(payload: &Bytes) -> Option<(PkiId, Timestamp)> {
             seq: seq.unwrap_or(0),
         },
     ))
+}
+
+/// Calls `visit` on every field of `buf`; `None` as soon as a field does not read or
+/// `visit` refuses it.
+fn each_field<'a>(
+    mut buf: &'a [u8],
+    mut visit: impl FnMut((u32, Field<'a>)) -> Option<()>,
+) -> Option<()> {
+    while !buf.is_empty() {
+        visit(read_field(&mut buf)?)?;
+    }
+    Some(())
+}
+
+/// Fills `slot` with a field's value; `None` if the field came before (protobuf would
+/// merge the two, which the peek leaves to the full decode).
+fn set_once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value);
+    Some(())
 }
 
 /// One protobuf field's value, as far as [`peek_alive_key`] reads it.
