@@ -3,16 +3,22 @@
 //! whole direct-alive path (parse, de-dup store, identity lookup, ECDSA verification of
 //! the envelope and of its secret, membership update); and the certstore's check of one
 //! pulled identity message.
+//!
+//! And what a member of a 1,000-member view does most (test HMAC identities, so that
+//! the bookkeeping is not hidden behind ECDSA): learn and forward a new alive message,
+//! drop a duplicate one, and go through a membership response whose 1,000 envelopes it
+//! already holds (the steady state of every sync).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fabric_gossip_core::proto::gossip::MembershipResponse;
 use fabric_gossip_core::proto::gossip::{
     AliveMessage, Envelope, GossipMessage, Member, PeerTime, gossip_message,
 };
 use fabric_gossip_core::{
-    Comm, Config, ConnectionInfo, Instant, Layer, ReceivedMessage, Security, SignedMessage,
-    StreamId,
+    Comm, Config, ConnectionInfo, Instant, Layer, PkiId, ReceivedMessage, Security, SignedMessage,
+    StreamId, TestOnlyHmacSecurity,
 };
 use fabric_gossip_discovery::alive::encode_secret;
 use fabric_gossip_discovery::validate::validate_alive_envelope;
@@ -155,5 +161,135 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Members of the 1,000-member view.
+const VIEW: usize = 1000;
+
+/// What arrives from `from` carrying `msg`, signed as `envelope_bytes`.
+fn received(from: &dyn Security, envelope_bytes: Bytes) -> ReceivedMessage {
+    let envelope = Envelope::decode(envelope_bytes.clone()).unwrap();
+    let message = GossipMessage::decode(envelope.payload.clone()).unwrap();
+    ReceivedMessage {
+        message,
+        envelope,
+        envelope_bytes,
+        conn: StreamId::from_parts(0, 0),
+        info: Arc::new(ConnectionInfo {
+            id: from.pki_id_of(&from.own_identity()),
+            identity: from.own_identity(),
+            endpoint: String::from_utf8_lossy(&from.own_identity()).into_owned(),
+            signed_data: Bytes::new(),
+            signature: Bytes::new(),
+        }),
+    }
+}
+
+/// Member `i`'s alive message with sequence `seq`, its identity embedded, as received.
+fn hmac_alive(i: usize, seq: u64) -> ReceivedMessage {
+    let endpoint = format!("10.1.{}.{}:7051", i / 256, i % 256);
+    let sec = TestOnlyHmacSecurity::new(&endpoint);
+    let msg = GossipMessage {
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::AliveMsg(AliveMessage {
+            membership: Some(Member {
+                endpoint: endpoint.clone(),
+                metadata: Bytes::new(),
+                pki_id: sec.pki_id_of(&sec.own_identity()).0,
+            }),
+            timestamp: Some(PeerTime {
+                inc_num: NOW.as_unix_nanos(),
+                seq_num: seq,
+            }),
+            identity: sec.own_identity(),
+        })),
+        ..Default::default()
+    };
+    let signed = SignedMessage::sign_with_secret(msg, encode_secret(&endpoint), &sec).unwrap();
+    received(&sec, signed.envelope_bytes().clone())
+}
+
+/// Drops what the core asks the driver to do (no network here).
+fn drain(comm: &mut Comm<TestOnlyHmacSecurity>) {
+    while !matches!(comm.poll_output(), fabric_gossip_core::Output::Timeout(_)) {}
+}
+
+/// A started layer on a fresh core that has learnt every message of `alive`.
+fn hmac_member(alive: &[ReceivedMessage]) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+    let mut comm = Comm::new(
+        Config::default(),
+        TestOnlyHmacSecurity::new("10.0.0.1:7051"),
+        NOW,
+    )
+    .unwrap();
+    let mut disc = Discovery::new(DiscoveryConfig::new("10.0.0.1:7051")).unwrap();
+    disc.start(NOW, &mut comm);
+    for m in alive {
+        disc.handle_message(NOW, &mut comm, m.clone());
+    }
+    (comm, disc)
+}
+
+fn bench_view(c: &mut Criterion) {
+    let alive: Vec<ReceivedMessage> = (0..VIEW).map(|i| hmac_alive(i, 1)).collect();
+    let mut g = c.benchmark_group("view_1000_hmac");
+    g.throughput(Throughput::Elements(1));
+    // A new alive message: verification, membership, and forwarding to three members.
+    g.bench_function("direct_alive_new", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0u64;
+            while done < iters {
+                let (mut comm, mut disc) = hmac_member(&alive);
+                let n = ((iters - done) as usize).min(VIEW);
+                let next: Vec<ReceivedMessage> = (0..n).map(|i| hmac_alive(i, 2)).collect();
+                let start = std::time::Instant::now();
+                for m in next {
+                    disc.handle_message(NOW, &mut comm, m);
+                }
+                total += start.elapsed();
+                assert_eq!(disc.stats().members_learned, VIEW as u64);
+                assert_eq!(disc.stats().alive_duplicate, 0);
+                done += n as u64;
+                drain(&mut comm);
+            }
+            total
+        })
+    });
+    let (mut comm, mut disc) = hmac_member(&alive);
+    drain(&mut comm);
+    // A copy of a message already stored (two of every three gossip deliveries).
+    g.bench_function("direct_alive_duplicate", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            disc.handle_message(NOW, &mut comm, alive[i % VIEW].clone());
+            i += 1;
+        })
+    });
+    assert_eq!(disc.stats().members_learned, VIEW as u64);
+    assert_eq!(disc.stats().alive_refused(), 0);
+    // A sync's response listing the 1,000 members we already hold.
+    let response = GossipMessage {
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::MemRes(MembershipResponse {
+            alive: alive.iter().map(|m| m.envelope.clone()).collect(),
+            dead: Vec::new(),
+        })),
+        ..Default::default()
+    };
+    let from = TestOnlyHmacSecurity::new("10.1.0.0:7051");
+    let response = received(
+        &from,
+        SignedMessage::noop(response).envelope_bytes().clone(),
+    );
+    g.throughput(Throughput::Elements(VIEW as u64));
+    g.bench_function("response_of_1000_known", |b| {
+        b.iter(|| disc.handle_message(NOW, &mut comm, response.clone()))
+    });
+    assert!(disc.stats().alive_duplicate >= VIEW as u64);
+    assert_eq!(disc.stats().alive_refused(), 0);
+    assert_eq!(disc.members().len(), VIEW);
+    assert!(disc.member(&PkiId::new(&b"10.1.0.0:7051"[..])).is_some());
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_view);
 criterion_main!(benches);

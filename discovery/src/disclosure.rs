@@ -87,105 +87,144 @@ mod tests {
     const B: &[u8] = b"OrgB";
     const C: &[u8] = b"OrgC";
 
-    fn p(org: Option<&'static [u8]>, endpoint: &'static str) -> Party<'static> {
-        Party { org, endpoint }
+    type Org = Option<&'static [u8]>;
+
+    /// One case, we being of organization A: the first party (the response's target, or
+    /// the alive message's origin) and the second (the member disclosed, or the
+    /// recipient), each as (organization, external endpoint), and the verdict.
+    type Case = (
+        &'static str,
+        (Org, &'static str),
+        (Org, &'static str),
+        Disclose,
+    );
+
+    fn check(rule: fn(Option<&[u8]>, Party<'_>, Party<'_>) -> Disclose, cases: &[Case]) {
+        for &(why, (o1, e1), (o2, e2), want) in cases {
+            let got = rule(
+                Some(A),
+                Party {
+                    org: o1,
+                    endpoint: e1,
+                },
+                Party {
+                    org: o2,
+                    endpoint: e2,
+                },
+            );
+            assert_eq!(got, want, "{why}");
+        }
     }
 
     #[test]
-    fn same_org_sees_everything_with_secrets() {
-        let d = disclose_in_response(Some(A), p(Some(A), ""), p(Some(A), ""));
-        assert_eq!(d, Disclose::WithSecret);
-    }
-
-    #[test]
-    fn unknown_target_or_member_sees_nothing() {
-        assert_eq!(
-            disclose_in_response(Some(A), p(None, "t:1"), p(Some(A), "m:1")),
-            Disclose::No
-        );
-        assert_eq!(
-            disclose_in_response(Some(A), p(Some(A), "t:1"), p(None, "m:1")),
-            Disclose::No
-        );
-    }
-
-    #[test]
-    fn foreign_target_sees_only_members_with_external_endpoints_and_no_secret() {
-        // Our member with an endpoint, to a foreign target with an endpoint.
-        assert_eq!(
-            disclose_in_response(Some(A), p(Some(B), "t:1"), p(Some(A), "m:1")),
-            Disclose::StripSecret
-        );
-        // Member without an external endpoint: invisible outside.
-        assert_eq!(
-            disclose_in_response(Some(A), p(Some(B), "t:1"), p(Some(A), "")),
-            Disclose::No
-        );
-        // Target without an external endpoint: gets none of our members.
-        assert_eq!(
-            disclose_in_response(Some(A), p(Some(B), ""), p(Some(A), "m:1")),
-            Disclose::No
-        );
-        // The target's own org members are disclosed to it even without endpoints.
-        assert_eq!(
-            disclose_in_response(Some(A), p(Some(B), ""), p(Some(B), "")),
-            Disclose::StripSecret
-        );
-    }
-
-    #[test]
-    fn third_org_is_never_disclosed() {
-        assert_eq!(
-            disclose_in_response(Some(A), p(Some(B), "t:1"), p(Some(C), "m:1")),
-            Disclose::No
+    fn responses_disclose_by_target_and_member() {
+        use Disclose::*;
+        check(
+            disclose_in_response,
+            &[
+                (
+                    "same org sees everything",
+                    (Some(A), ""),
+                    (Some(A), ""),
+                    WithSecret,
+                ),
+                ("unknown target", (None, "t:1"), (Some(A), "m:1"), No),
+                ("unknown member", (Some(A), "t:1"), (None, "m:1"), No),
+                (
+                    "foreign target, member with endpoint",
+                    (Some(B), "t:1"),
+                    (Some(A), "m:1"),
+                    StripSecret,
+                ),
+                (
+                    "member without endpoint: invisible outside",
+                    (Some(B), "t:1"),
+                    (Some(A), ""),
+                    No,
+                ),
+                (
+                    "target without endpoint gets none of ours",
+                    (Some(B), ""),
+                    (Some(A), "m:1"),
+                    No,
+                ),
+                (
+                    "the target's own org, even without endpoints",
+                    (Some(B), ""),
+                    (Some(B), ""),
+                    StripSecret,
+                ),
+                (
+                    "a third org is never disclosed",
+                    (Some(B), "t:1"),
+                    (Some(C), "m:1"),
+                    No,
+                ),
+            ],
         );
     }
 
     #[test]
-    fn routing_of_our_orgs_alive() {
-        // With an endpoint: anyone, secret stripped outside.
-        assert_eq!(
-            route_alive(Some(A), p(Some(A), "o:1"), p(Some(B), "")),
-            Disclose::StripSecret
-        );
-        assert_eq!(
-            route_alive(Some(A), p(Some(A), "o:1"), p(Some(A), "")),
-            Disclose::WithSecret
-        );
-        // Without: only our org.
-        assert_eq!(
-            route_alive(Some(A), p(Some(A), ""), p(Some(B), "r:1")),
-            Disclose::No
-        );
-        assert_eq!(
-            route_alive(Some(A), p(Some(A), ""), p(Some(A), "")),
-            Disclose::WithSecret
-        );
-    }
-
-    #[test]
-    fn routing_of_foreign_alive() {
-        // To its own org or ours, only recipients with an external endpoint.
-        assert_eq!(
-            route_alive(Some(A), p(Some(B), "o:1"), p(Some(A), "r:1")),
-            Disclose::WithSecret
-        );
-        assert_eq!(
-            route_alive(Some(A), p(Some(B), "o:1"), p(Some(B), "r:1")),
-            Disclose::StripSecret
-        );
-        assert_eq!(
-            route_alive(Some(A), p(Some(B), "o:1"), p(Some(A), "")),
-            Disclose::No
-        );
-        assert_eq!(
-            route_alive(Some(A), p(Some(B), "o:1"), p(Some(C), "r:1")),
-            Disclose::No
-        );
-        // Unknown origin org: nobody.
-        assert_eq!(
-            route_alive(Some(A), p(None, "o:1"), p(Some(A), "r:1")),
-            Disclose::No
+    fn alive_messages_route_by_origin_and_recipient() {
+        use Disclose::*;
+        check(
+            route_alive,
+            &[
+                (
+                    "ours with endpoint: anyone, stripped outside",
+                    (Some(A), "o:1"),
+                    (Some(B), ""),
+                    StripSecret,
+                ),
+                (
+                    "ours with endpoint, to our org",
+                    (Some(A), "o:1"),
+                    (Some(A), ""),
+                    WithSecret,
+                ),
+                (
+                    "ours without endpoint: not outside",
+                    (Some(A), ""),
+                    (Some(B), "r:1"),
+                    No,
+                ),
+                (
+                    "ours without endpoint: our org",
+                    (Some(A), ""),
+                    (Some(A), ""),
+                    WithSecret,
+                ),
+                (
+                    "foreign, to our org with endpoint",
+                    (Some(B), "o:1"),
+                    (Some(A), "r:1"),
+                    WithSecret,
+                ),
+                (
+                    "foreign, to its org with endpoint",
+                    (Some(B), "o:1"),
+                    (Some(B), "r:1"),
+                    StripSecret,
+                ),
+                (
+                    "foreign, to a recipient without endpoint",
+                    (Some(B), "o:1"),
+                    (Some(A), ""),
+                    No,
+                ),
+                (
+                    "foreign, to a third org",
+                    (Some(B), "o:1"),
+                    (Some(C), "r:1"),
+                    No,
+                ),
+                (
+                    "unknown origin org: nobody",
+                    (None, "o:1"),
+                    (Some(A), "r:1"),
+                    No,
+                ),
+            ],
         );
     }
 }

@@ -26,7 +26,7 @@ impl Discovery {
         comm: &mut Comm<S>,
         pki: &PkiId,
     ) {
-        if self.membership.members.get(pki).is_some_and(|m| m.alive) {
+        if self.membership.get(pki).is_some_and(|m| m.alive) {
             self.stats.members_presumed_dead += 1;
             self.declare_dead(now, comm, pki, DeadReason::PresumedDead);
         }
@@ -42,7 +42,6 @@ impl Discovery {
         if !self.membership.mark_dead(pki) {
             return;
         }
-        self.alive_cache = None;
         if let Some(member) = self.member(pki) {
             self.emit(DiscoveryEvent::MemberDead { member, reason });
         }
@@ -57,10 +56,9 @@ impl Discovery {
         pki: &PkiId,
         reason: PurgeReason,
     ) {
-        let Some(state) = self.membership.members.remove(pki) else {
+        let Some(state) = self.membership.remove(pki) else {
             return;
         };
-        self.alive_cache = None;
         self.stats.members_purged += 1;
         self.probes.retain(|_, p| p != pki);
         let member = MemberInfo::from_state(pki, &state);
@@ -74,20 +72,15 @@ impl Discovery {
     pub(crate) fn scan_store<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
         self.store.scan(now);
         let ttl = self.cfg.msg_ttl();
-        let long_dead: Vec<PkiId> = self
-            .membership
-            .members
-            .iter()
-            .filter(|(_, m)| !m.alive && now - m.last_seen >= ttl)
-            .filter(|(_, m)| {
-                !self
+        let long_dead = self.membership.select(|m| {
+            !m.alive
+                && now - m.last_seen >= ttl
+                && !self
                     .cfg
                     .bootstrap
                     .iter()
                     .any(|b| *b == m.endpoint || *b == m.internal_endpoint)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
+        });
         for pki in long_dead {
             self.purge(now, comm, &pki, PurgeReason::LongDead);
         }
@@ -96,17 +89,19 @@ impl Discovery {
     /// One reconnect pass (`periodicalReconnectToDead`): probe every dead member; those
     /// that answer get a membership request.
     pub(crate) fn reconnect_dead<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
-        let dead: Vec<(PkiId, String)> = self
+        let probing: Vec<&PkiId> = self.probes.values().collect();
+        let dead = self
             .membership
-            .members
-            .iter()
-            .filter(|(k, m)| !m.alive && !self.probes.values().any(|p| p == *k))
-            .map(|(k, m)| (k.clone(), m.preferred_endpoint().to_owned()))
+            .select(|m| !m.alive && !m.preferred_endpoint().is_empty());
+        let dead: Vec<(PkiId, String)> = dead
+            .into_iter()
+            .filter(|k| !probing.contains(&k))
+            .filter_map(|k| {
+                let endpoint = self.membership.get(&k)?.preferred_endpoint().to_owned();
+                Some((k, endpoint))
+            })
             .collect();
         for (pki, endpoint) in dead {
-            if endpoint.is_empty() {
-                continue;
-            }
             match comm.probe(now, &RemotePeer::new(endpoint, pki.clone())) {
                 Ok(op) => {
                     self.stats.reconnect_probes += 1;
@@ -134,7 +129,6 @@ impl Discovery {
         }
         let Some(endpoint) = self
             .membership
-            .members
             .get(&pki)
             .filter(|m| !m.alive)
             .map(|m| m.preferred_endpoint().to_owned())

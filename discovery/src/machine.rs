@@ -8,7 +8,7 @@ use crate::config::DiscoveryConfig;
 use crate::error::{AliveError, ConfigError};
 use crate::event::{DiscoveryEvent, MemberInfo};
 use crate::stats::DiscoveryStats;
-use crate::store::{Change, Membership, MsgStore, Update};
+use crate::store::{Change, MemberState, Membership, MsgStore, Update};
 use crate::validate::{ParsedAlive, VerifiedIdentity, verify_alive};
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, gossip_message};
@@ -54,9 +54,6 @@ pub struct Discovery {
     pub(crate) probes: BTreeMap<OpId, PkiId>,
     pub(crate) timers: Timers,
     pub(crate) stopped: bool,
-    /// The alive members' PKI-IDs, rebuilt after the alive set changes: fan-out draws
-    /// from it in O(fan-out) instead of scanning every member for every forwarded message.
-    pub(crate) alive_cache: Option<Vec<PkiId>>,
     /// The identity pull (Fabric's certstore).
     pub(crate) certstore: CertStore,
 }
@@ -80,7 +77,6 @@ impl Discovery {
             probes: BTreeMap::new(),
             timers: Timers::default(),
             stopped: false,
-            alive_cache: None,
             certstore: CertStore::default(),
         })
     }
@@ -110,35 +106,36 @@ impl Discovery {
 
     /// The alive view (Fabric's `GetMembership`), in PKI-ID order.
     pub fn members(&self) -> Vec<MemberInfo> {
-        self.membership
-            .members
-            .iter()
-            .filter(|(_, m)| m.alive)
-            .map(|(k, m)| MemberInfo::from_state(k, m))
-            .collect()
+        self.member_infos(true)
     }
 
     /// Dead members still remembered (reconnect targets), in PKI-ID order.
     pub fn dead_members(&self) -> Vec<MemberInfo> {
-        self.membership
-            .members
+        self.member_infos(false)
+    }
+
+    /// The alive or the dead members, in PKI-ID order.
+    fn member_infos(&self, alive: bool) -> Vec<MemberInfo> {
+        let mut v: Vec<MemberInfo> = self
+            .membership
             .iter()
-            .filter(|(_, m)| !m.alive)
+            .filter(|(_, m)| m.alive == alive)
             .map(|(k, m)| MemberInfo::from_state(k, m))
-            .collect()
+            .collect();
+        v.sort_unstable_by(|a, b| a.pki_id.cmp(&b.pki_id));
+        v
     }
 
     /// One member, alive or dead.
     pub fn member(&self, pki_id: &PkiId) -> Option<MemberInfo> {
         self.membership
-            .members
             .get(pki_id)
             .map(|m| MemberInfo::from_state(pki_id, m))
     }
 
     /// The latest signed alive envelope we hold for a member (what responses disclose).
     pub fn member_envelope(&self, pki_id: &PkiId) -> Option<&Envelope> {
-        self.membership.members.get(pki_id).map(|m| &m.envelope)
+        self.membership.get(pki_id).map(|m| &m.envelope)
     }
 
     /// The next event for the application (also [`Layer::poll_event`]).
@@ -164,7 +161,7 @@ impl Discovery {
         pki_id: &PkiId,
         now: Instant,
     ) -> Option<Bytes> {
-        if let Some(m) = self.membership.members.get(pki_id)
+        if let Some(m) = self.membership.get(pki_id)
             && let Some(id) = &m.identity
             && m.expires.is_none_or(|e| e > now)
         {
@@ -178,7 +175,7 @@ impl Discovery {
 
     /// The organization of a PKI-ID: from membership, else from comm's identity store.
     pub(crate) fn org_of<S: Security>(&self, comm: &Comm<S>, pki_id: &PkiId) -> Option<Bytes> {
-        if let Some(m) = self.membership.members.get(pki_id)
+        if let Some(m) = self.membership.get(pki_id)
             && m.org.is_some()
         {
             return m.org.clone();
@@ -205,7 +202,8 @@ impl Discovery {
     }
 
     /// Applies a validated alive message to membership (`handleAliveMessage`) and reports
-    /// what changed.
+    /// what changed; one from a response's dead list (`from_dead_list`) only teaches an
+    /// unknown member, as dead.
     pub(crate) fn learn<S: Security>(
         &mut self,
         comm: &Comm<S>,
@@ -213,18 +211,23 @@ impl Discovery {
         id: &VerifiedIdentity,
         env: &Envelope,
         now: Instant,
+        from_dead_list: bool,
     ) -> Change {
-        if !self.membership.members.contains_key(&parsed.pki_id)
-            && self.membership.members.len() >= self.cfg.max_members
+        if !self.membership.contains(&parsed.pki_id)
+            && self.membership.len() >= self.cfg.max_members
         {
             self.stats.members_refused_full += 1;
             return Change::Stale;
         }
         let update = alive_update(comm, parsed, id, env);
-        let change = self.membership.apply_alive(&update, now);
-        if matches!(change, Change::Learned | Change::Resurrected) {
-            self.alive_cache = None;
+        if from_dead_list {
+            if self.membership.learn_dead(&update, now) {
+                self.stats.members_learned += 1;
+                return Change::Learned;
+            }
+            return Change::Stale;
         }
+        let change = self.membership.apply_alive(&update, now);
         match change {
             Change::Learned | Change::Resurrected => {
                 let resurrected = change == Change::Resurrected;
@@ -247,42 +250,45 @@ impl Discovery {
         change
     }
 
-    /// Learns a member from a response's dead list, if unknown.
-    pub(crate) fn learn_dead<S: Security>(
+    /// Up to `k` distinct random alive members, never `except`, each mapped through
+    /// `keep` (`None`: not eligible). A large view is sampled by a bounded number of
+    /// random draws from the alive list; a small one, or one where too few draws were
+    /// eligible, is shuffled whole (a partial Fisher–Yates on the seeded generator), so
+    /// the cost does not grow with the view unless most members are ineligible.
+    pub(crate) fn pick_alive<T>(
         &mut self,
-        comm: &Comm<S>,
-        parsed: &ParsedAlive,
-        id: &VerifiedIdentity,
-        env: &Envelope,
-        now: Instant,
-    ) {
-        if self.membership.members.len() >= self.cfg.max_members {
-            if !self.membership.members.contains_key(&parsed.pki_id) {
-                self.stats.members_refused_full += 1;
+        k: usize,
+        except: Option<&PkiId>,
+        keep: impl Fn(&PkiId, &MemberState) -> Option<T>,
+    ) -> Vec<T> {
+        let alive = self.membership.alive();
+        let n = alive.len();
+        let eligible = |i: usize| {
+            let pki = &alive[i];
+            if Some(pki) == except {
+                return None;
             }
-            return;
+            keep(pki, self.membership.get(pki)?)
+        };
+        if n > 4 * k {
+            let mut drawn: Vec<usize> = Vec::with_capacity(k);
+            let mut chosen = Vec::with_capacity(k);
+            for _ in 0..8 * k {
+                if chosen.len() == k {
+                    return chosen;
+                }
+                let i = (self.rng.next_u64() % n as u64) as usize;
+                if drawn.contains(&i) {
+                    continue;
+                }
+                drawn.push(i);
+                chosen.extend(eligible(i));
+            }
+            if chosen.len() == k {
+                return chosen;
+            }
         }
-        let update = alive_update(comm, parsed, id, env);
-        if self.membership.learn_dead(&update, now) {
-            self.stats.members_learned += 1;
-        }
-    }
-
-    /// The alive members' PKI-IDs (cached until the alive set changes).
-    pub(crate) fn alive_list(&mut self) -> &[PkiId] {
-        let members = &self.membership.members;
-        self.alive_cache.get_or_insert_with(|| {
-            members
-                .iter()
-                .filter(|(_, m)| m.alive)
-                .map(|(k, _)| k.clone())
-                .collect()
-        })
-    }
-
-    /// `k` distinct random picks among `candidates` (a partial Fisher–Yates shuffle on
-    /// the seeded generator).
-    pub(crate) fn pick<T>(&mut self, mut candidates: Vec<T>, k: usize) -> Vec<T> {
+        let mut candidates: Vec<T> = (0..n).filter_map(eligible).collect();
         let k = k.min(candidates.len());
         for i in 0..k {
             let span = (candidates.len() - i) as u64;

@@ -74,14 +74,10 @@ impl Discovery {
     /// Periodic sync (`InitiateSync`): a request (nonce 0) to `pull_peer_num` random
     /// alive members.
     pub(crate) fn sync<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
-        let alive: Vec<(PkiId, String)> = self
-            .membership
-            .members
-            .iter()
-            .filter(|(_, m)| m.alive)
-            .map(|(k, m)| (k.clone(), m.preferred_endpoint().to_owned()))
-            .collect();
-        for (pki, ep) in self.pick(alive, self.cfg.pull_peer_num) {
+        let chosen = self.pick_alive(self.cfg.pull_peer_num, None, |pki, m| {
+            Some((pki.clone(), m.preferred_endpoint().to_owned()))
+        });
+        for (pki, ep) in chosen {
             self.send_request(now, comm, &pki, &ep, 0);
         }
     }
@@ -125,7 +121,7 @@ impl Discovery {
             return;
         }
         if self.store.check_valid(&parsed.pki_id, parsed.ts) {
-            self.learn(comm, &parsed, &id, info, now);
+            self.learn(comm, &parsed, &id, info, now, false);
         } else {
             self.stats.alive_duplicate += 1;
         }
@@ -182,7 +178,7 @@ impl Discovery {
             Disclose::StripSecret => Some(strip_secret(env)),
         };
         let (mut alive, mut dead) = (Vec::new(), Vec::new());
-        for m in self.membership.members.values() {
+        for (_, m) in self.membership.iter() {
             let member = Party {
                 org: m.org.as_deref(),
                 endpoint: &m.endpoint,

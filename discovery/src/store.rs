@@ -6,10 +6,8 @@ use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::Envelope;
 use fabric_gossip_core::{Instant, PkiId};
-use std::collections::BTreeMap;
 
-/// Everything known about one member. A `BTreeMap` keyed by PKI-ID keeps every iteration
-/// (responses, fan-out candidates) deterministic.
+/// Everything known about one member.
 #[derive(Clone, Debug)]
 pub(crate) struct MemberState {
     pub(crate) endpoint: String,
@@ -23,6 +21,8 @@ pub(crate) struct MemberState {
     pub(crate) alive: bool,
     /// The latest signed alive Envelope, relayed verbatim in responses.
     pub(crate) envelope: Envelope,
+    /// Its place in [`Membership`]'s alive list while alive.
+    alive_at: usize,
 }
 
 impl MemberState {
@@ -64,28 +64,82 @@ pub(crate) struct Update<'a> {
     pub(crate) envelope: &'a Envelope,
 }
 
-/// Alive and dead members.
-#[derive(Debug, Default)]
+/// A hash map keyed by PKI-ID with a fixed seed: lookups in O(1), and the same
+/// operations always give the same layout, so iteration stays deterministic.
+pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+
+/// The seed of every map of the layer (any constant: it only has to be the same on
+/// every run).
+const MAP_SEED: u64 = 0x6d65_6d62_6572_7321;
+
+pub(crate) fn new_map<K, V>() -> Map<K, V> {
+    Map::with_hasher(foldhash::fast::FixedState::with_seed(MAP_SEED))
+}
+
+/// Alive and dead members, with the alive ones also in a dense list so that fan-out
+/// draws and syncs pick among them without scanning every member. Every lookup is a
+/// hash lookup; iteration follows the map's layout, which depends only on the sequence
+/// of operations (Fabric iterates a Go map, in random order; the public views sort).
+#[derive(Debug)]
 pub(crate) struct Membership {
-    pub(crate) members: BTreeMap<PkiId, MemberState>,
+    members: Map<PkiId, MemberState>,
+    alive: Vec<PkiId>,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            members: new_map(),
+            alive: Vec::new(),
+        }
+    }
 }
 
 impl Membership {
+    /// A member, alive or dead.
+    pub(crate) fn get(&self, pki_id: &PkiId) -> Option<&MemberState> {
+        self.members.get(pki_id)
+    }
+
+    /// Whether the member is known, alive or dead.
+    pub(crate) fn contains(&self, pki_id: &PkiId) -> bool {
+        self.members.contains_key(pki_id)
+    }
+
+    /// How many members are known, alive or dead.
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Every member, alive or dead, in the map's (deterministic) order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&PkiId, &MemberState)> {
+        self.members.iter()
+    }
+
+    /// The alive members' PKI-IDs, in the order they became alive (shuffled by removals).
+    pub(crate) fn alive(&self) -> &[PkiId] {
+        &self.alive
+    }
+
     /// Fabric's `handleAliveMessage`: learn, resurrect or refresh on a strictly newer
     /// timestamp; anything else changes nothing (not even `last_seen`).
     pub(crate) fn apply_alive(&mut self, u: &Update<'_>, now: Instant) -> Change {
         let Some(m) = self.members.get_mut(u.pki_id) else {
-            self.members
-                .insert(u.pki_id.clone(), Self::fresh(u, now, true));
+            let mut fresh = Self::fresh(u, now, true);
+            fresh.alive_at = self.alive.len();
+            self.alive.push(u.pki_id.clone());
+            self.members.insert(u.pki_id.clone(), fresh);
             return Change::Learned;
         };
         if m.ts >= u.ts {
             return Change::Stale;
         }
         let was_alive = m.alive;
-        m.endpoint = u.endpoint.to_owned();
+        if m.endpoint != u.endpoint {
+            m.endpoint = u.endpoint.to_owned();
+        }
         m.metadata = u.metadata.clone();
-        if !u.internal_endpoint.is_empty() {
+        if !u.internal_endpoint.is_empty() && m.internal_endpoint != u.internal_endpoint {
             m.internal_endpoint = u.internal_endpoint.to_owned();
         }
         if m.identity.is_none() || m.identity.as_ref() != Some(u.identity) {
@@ -95,13 +149,14 @@ impl Membership {
         }
         m.ts = u.ts;
         m.last_seen = now;
-        m.alive = true;
         m.envelope = u.envelope.clone();
         if was_alive {
-            Change::Refreshed
-        } else {
-            Change::Resurrected
+            return Change::Refreshed;
         }
+        m.alive = true;
+        m.alive_at = self.alive.len();
+        self.alive.push(u.pki_id.clone());
+        Change::Resurrected
     }
 
     /// A member from someone's dead list: learnt dead only if unknown (a known member is
@@ -127,54 +182,73 @@ impl Membership {
             last_seen: now,
             alive,
             envelope: u.envelope.clone(),
+            alive_at: 0,
+        }
+    }
+
+    /// Takes an alive member out of the alive list (in O(1): the last one fills its place).
+    fn unlist(&mut self, at: usize) {
+        self.alive.swap_remove(at);
+        if let Some(moved) = self.alive.get(at)
+            && let Some(m) = self.members.get_mut(moved)
+        {
+            m.alive_at = at;
         }
     }
 
     /// Alive → dead, keeping the last timestamp and envelope. False if not alive.
     pub(crate) fn mark_dead(&mut self, pki_id: &PkiId) -> bool {
-        match self.members.get_mut(pki_id) {
+        let at = match self.members.get_mut(pki_id) {
             Some(m) if m.alive => {
                 m.alive = false;
-                true
+                m.alive_at
             }
-            _ => false,
+            _ => return false,
+        };
+        self.unlist(at);
+        true
+    }
+
+    /// Forgets a member, alive or dead.
+    pub(crate) fn remove(&mut self, pki_id: &PkiId) -> Option<MemberState> {
+        let m = self.members.remove(pki_id)?;
+        if m.alive {
+            self.unlist(m.alive_at);
         }
+        Some(m)
+    }
+
+    /// PKI-IDs of the members for which `pred` holds, sorted so that what the caller does
+    /// to each of them happens in one order on every run.
+    pub(crate) fn select(&self, pred: impl Fn(&MemberState) -> bool) -> Vec<PkiId> {
+        let mut ids: Vec<PkiId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| pred(m))
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Alive members silent for more than `timeout` (strictly), in PKI-ID order.
     pub(crate) fn silent_since(&self, now: Instant, timeout: Duration) -> Vec<PkiId> {
-        self.members
-            .iter()
-            .filter(|(_, m)| m.alive && now - m.last_seen > timeout)
-            .map(|(k, _)| k.clone())
-            .collect()
+        self.select(|m| m.alive && now - m.last_seen > timeout)
     }
 
-    /// Members whose identity has expired by `now`.
+    /// Members whose identity has expired by `now`, in PKI-ID order.
     pub(crate) fn identity_expired(&self, now: Instant) -> Vec<PkiId> {
-        self.members
-            .iter()
-            .filter(|(_, m)| m.expires.is_some_and(|e| e <= now))
-            .map(|(k, _)| k.clone())
-            .collect()
+        self.select(|m| m.expires.is_some_and(|e| e <= now))
     }
 
     #[cfg(test)]
     pub(crate) fn alive_ids(&self) -> Vec<PkiId> {
-        self.members
-            .iter()
-            .filter(|(_, m)| m.alive)
-            .map(|(k, _)| k.clone())
-            .collect()
+        self.select(|m| m.alive)
     }
 
     #[cfg(test)]
     pub(crate) fn dead_ids(&self) -> Vec<PkiId> {
-        self.members
-            .iter()
-            .filter(|(_, m)| !m.alive)
-            .map(|(k, _)| k.clone())
-            .collect()
+        self.select(|m| !m.alive)
     }
 }
 
@@ -190,14 +264,14 @@ struct StoreEntry {
 /// equal or older messages until `2 × ttl` (quirk Q7).
 #[derive(Debug)]
 pub(crate) struct MsgStore {
-    entries: BTreeMap<PkiId, StoreEntry>,
+    entries: Map<PkiId, StoreEntry>,
     ttl: Duration,
 }
 
 impl MsgStore {
     pub(crate) fn new(ttl: Duration) -> Self {
         MsgStore {
-            entries: BTreeMap::new(),
+            entries: new_map(),
             ttl,
         }
     }
@@ -350,6 +424,48 @@ mod tests {
         assert!(ms.learn_dead(&u, t));
         assert_eq!(ms.dead_ids(), [b]);
         assert_eq!(ms.alive_ids(), [a]);
+    }
+
+    /// The alive list holds exactly the alive members, each at the place it records.
+    fn check_alive_list(ms: &Membership) {
+        for (i, pki) in ms.alive().iter().enumerate() {
+            let m = &ms.members[pki];
+            assert!(m.alive, "{pki:?} listed but dead");
+            assert_eq!(m.alive_at, i, "{pki:?} misplaced");
+        }
+        let mut listed = ms.alive().to_vec();
+        listed.sort();
+        assert_eq!(listed, ms.alive_ids());
+    }
+
+    #[test]
+    fn alive_list_follows_learn_death_resurrection_and_purge() {
+        let mut ms = Membership::default();
+        let t = Instant::from_unix_secs(1);
+        let ids: Vec<PkiId> = (0..6u8).map(|i| PkiId::new(vec![i])).collect();
+        for id in &ids {
+            assert_eq!(apply(&mut ms, id, ts(1, 1), "", t), Change::Learned);
+        }
+        check_alive_list(&ms);
+        assert!(ms.mark_dead(&ids[0]));
+        assert!(ms.mark_dead(&ids[3]));
+        check_alive_list(&ms);
+        assert_eq!(ms.alive().len(), 4);
+        assert!(ms.remove(&ids[5]).is_some());
+        assert!(ms.remove(&ids[3]).is_some(), "a dead member is removed too");
+        check_alive_list(&ms);
+        assert_eq!(
+            apply(&mut ms, &ids[0], ts(2, 1), "", t),
+            Change::Resurrected
+        );
+        assert_eq!(apply(&mut ms, &ids[1], ts(2, 1), "", t), Change::Refreshed);
+        check_alive_list(&ms);
+        assert_eq!(
+            ms.alive_ids(),
+            [&ids[0], &ids[1], &ids[2], &ids[4]].map(Clone::clone)
+        );
+        assert_eq!(ms.dead_ids(), Vec::<PkiId>::new());
+        assert!(ms.remove(&ids[3]).is_none());
     }
 
     #[test]

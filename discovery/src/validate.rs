@@ -31,11 +31,131 @@ pub struct ParsedAlive {
 /// Decodes an envelope as an alive message and checks that every field Fabric reads is
 /// present (quirk Q2: Fabric itself would crash on a missing `membership` or `timestamp`).
 pub fn parse_alive(env: &Envelope) -> Result<ParsedAlive, AliveError> {
+    check_signed(env)?;
+    parse_decoded(env, decode_payload(env)?)
+}
+
+/// An envelope without payload or signature is refused before anything is decoded.
+pub(crate) fn check_signed(env: &Envelope) -> Result<(), AliveError> {
     if env.payload.is_empty() || env.signature.is_empty() {
         return Err(AliveError::Unsigned);
     }
-    let msg = GossipMessage::decode(env.payload.clone())
-        .map_err(|e| AliveError::Undecodable(e.to_string()))?;
+    Ok(())
+}
+
+/// The envelope's payload as a gossip message.
+pub(crate) fn decode_payload(env: &Envelope) -> Result<GossipMessage, AliveError> {
+    GossipMessage::decode(env.payload.clone()).map_err(|e| AliveError::Undecodable(e.to_string()))
+}
+
+/// The member and timestamp of an alive message, if it has both: all the message store
+/// needs to drop a duplicate before anything else is decoded or checked (Fabric's
+/// `CheckValid` comes first too).
+pub(crate) fn alive_key(msg: &GossipMessage) -> Option<(PkiId, Timestamp)> {
+    let Some(gossip_message::Content::AliveMsg(alive)) = &msg.content else {
+        return None;
+    };
+    let member = alive.membership.as_ref()?;
+    let ts = alive.timestamp.as_ref()?;
+    Some((PkiId(member.pki_id.clone()), Timestamp::from(ts)))
+}
+
+/// The member and timestamp of an *encoded* alive message, read in place: what the
+/// message store needs to drop a duplicate from a membership response without decoding
+/// it. `None` whenever the payload is anything but a plain alive message (a field
+/// repeated, an unknown field, a wire type out of place): then the full decode decides,
+/// so a `Some` is always what [`parse_alive`] would find.
+pub(crate) fn peek_alive_key(payload: &Bytes) -> Option<(PkiId, Timestamp)> {
+    let mut alive = None;
+    each_field(payload, |field| match field {
+        // nonce, channel, tag
+        (1 | 3, Field::Varint(_)) | (2, Field::Bytes(_)) => Some(()),
+        (5, Field::Bytes(a)) => set_once(&mut alive, a),
+        _ => None,
+    })?;
+    let (mut member, mut ts) = (None, None);
+    each_field(alive?, |field| match field {
+        (1, Field::Bytes(m)) => set_once(&mut member, m),
+        (2, Field::Bytes(t)) => set_once(&mut ts, t),
+        (4, Field::Bytes(_)) => Some(()),
+        _ => None,
+    })?;
+    let mut pki_id = None;
+    each_field(member?, |field| match field {
+        // the endpoint is a string: the full decode refuses one that is not UTF-8
+        (1, Field::Bytes(e)) => core::str::from_utf8(e).ok().map(drop),
+        (2, Field::Bytes(_)) => Some(()),
+        (3, Field::Bytes(p)) => set_once(&mut pki_id, p),
+        _ => None,
+    })?;
+    let (mut inc, mut seq) = (None, None);
+    each_field(ts?, |field| match field {
+        (1, Field::Varint(v)) => set_once(&mut inc, v),
+        (2, Field::Varint(v)) => set_once(&mut seq, v),
+        _ => None,
+    })?;
+    let pki_id = pki_id.filter(|p| !p.is_empty())?;
+    Some((
+        PkiId(payload.slice_ref(pki_id)),
+        Timestamp {
+            inc: inc.unwrap_or(0),
+            seq: seq.unwrap_or(0),
+        },
+    ))
+}
+
+/// Calls `visit` on every field of `buf`; `None` as soon as a field does not read or
+/// `visit` refuses it.
+fn each_field<'a>(
+    mut buf: &'a [u8],
+    mut visit: impl FnMut((u32, Field<'a>)) -> Option<()>,
+) -> Option<()> {
+    while !buf.is_empty() {
+        visit(read_field(&mut buf)?)?;
+    }
+    Some(())
+}
+
+/// Fills `slot` with a field's value; `None` if the field came before (protobuf would
+/// merge the two, which the peek leaves to the full decode).
+fn set_once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value);
+    Some(())
+}
+
+/// One protobuf field's value, as far as [`peek_alive_key`] reads it.
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+/// Reads one field (number and value) off `buf`; `None` for wire types an alive message
+/// does not use, or a truncated field.
+fn read_field<'a>(buf: &mut &'a [u8]) -> Option<(u32, Field<'a>)> {
+    let (number, wire_type) = prost::encoding::decode_key(buf).ok()?;
+    match wire_type {
+        prost::encoding::WireType::Varint => {
+            let v = prost::encoding::decode_varint(buf).ok()?;
+            Some((number, Field::Varint(v)))
+        }
+        prost::encoding::WireType::LengthDelimited => {
+            let len = usize::try_from(prost::encoding::decode_varint(buf).ok()?).ok()?;
+            if len > buf.len() {
+                return None;
+            }
+            let (value, rest) = buf.split_at(len);
+            *buf = rest;
+            Some((number, Field::Bytes(value)))
+        }
+        _ => None,
+    }
+}
+
+/// [`parse_alive`] of an envelope whose payload is already decoded as `msg`.
+pub(crate) fn parse_decoded(env: &Envelope, msg: GossipMessage) -> Result<ParsedAlive, AliveError> {
     let Some(gossip_message::Content::AliveMsg(alive)) = msg.content else {
         return Err(AliveError::NotAlive);
     };
@@ -257,6 +377,41 @@ mod tests {
         assert_eq!(
             validate_alive_envelope(&sec, &env, None, NOW).unwrap_err(),
             AliveError::IdentityExpired
+        );
+    }
+
+    #[test]
+    fn peeked_key_is_what_the_full_decode_finds_or_nothing() {
+        let env = signed_by("a", true);
+        let parsed = parse_alive(&env).unwrap();
+        let decoded = decode_payload(&env).unwrap();
+        assert_eq!(
+            peek_alive_key(&env.payload),
+            Some((parsed.pki_id.clone(), parsed.ts))
+        );
+        assert_eq!(alive_key(&decoded), Some((parsed.pki_id, parsed.ts)));
+        // Anything unusual is left to the full decode.
+        let mut twice = env.payload.to_vec();
+        twice.extend_from_slice(&env.payload);
+        assert_eq!(
+            peek_alive_key(&Bytes::from(twice)),
+            None,
+            "a repeated field"
+        );
+        let mut unknown = env.payload.to_vec();
+        unknown.extend_from_slice(&[0x38, 0x01]); // field 7, varint
+        assert_eq!(peek_alive_key(&Bytes::from(unknown)), None, "another field");
+        let cut = env.payload.slice(..env.payload.len() - 1);
+        assert_eq!(peek_alive_key(&cut), None, "truncated");
+        assert_eq!(peek_alive_key(&Bytes::new()), None, "empty");
+        let request = GossipMessage {
+            content: Some(gossip_message::Content::MemReq(Default::default())),
+            ..Default::default()
+        };
+        assert_eq!(
+            peek_alive_key(&request.encode_to_vec().into()),
+            None,
+            "not alive"
         );
     }
 

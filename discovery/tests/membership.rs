@@ -8,7 +8,7 @@ use common::{Cluster, dcfg};
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::testing::ep;
-use fabric_gossip_core::{RemotePeer, SignedMessage};
+use fabric_gossip_core::{PkiId, RemotePeer, SignedMessage};
 use fabric_gossip_discovery::{DeadReason, DiscoveryEvent, membership_request};
 use prost::Message;
 
@@ -179,15 +179,22 @@ fn a_crashed_member_is_presumed_dead_at_the_next_send() {
     assert!(full_view(&c, &[0, 1]));
 }
 
-#[test]
-fn a_restarted_member_is_resurrected() {
+/// Three nodes that met; then node 2 crashes and node 0 declares it dead. Node 2's
+/// PKI-ID, and the incarnation node 0 knew it by.
+fn three_then_node_2_dead() -> (Cluster, PkiId, u64) {
     let mut c = seeded(3);
     c.run_for(Duration::from_secs(10));
     let pki2 = c.net.nodes[2].comm.pki_id().clone();
-    let old_inc = c.layer(0).member(&pki2).unwrap().timestamp.inc;
+    let inc = c.layer(0).member(&pki2).unwrap().timestamp.inc;
     c.crash(2);
     c.run_until(Duration::from_secs(30), |c| !c.sees_alive(0, 2))
         .unwrap();
+    (c, pki2, inc)
+}
+
+#[test]
+fn a_restarted_member_is_resurrected() {
+    let (mut c, pki2, old_inc) = three_then_node_2_dead();
     c.run_for(Duration::from_secs(5));
     // Back on the same endpoint and identity, without a bootstrap peer: node 0's
     // reconnect pass must find it.
@@ -209,13 +216,7 @@ fn a_restarted_member_is_resurrected() {
 
 #[test]
 fn a_stale_incarnation_is_ignored() {
-    let mut c = seeded(3);
-    c.run_for(Duration::from_secs(10));
-    let pki2 = c.net.nodes[2].comm.pki_id().clone();
-    let inc = c.layer(0).member(&pki2).unwrap().timestamp.inc;
-    c.crash(2);
-    c.run_until(Duration::from_secs(30), |c| !c.sees_alive(0, 2))
-        .unwrap();
+    let (mut c, _, inc) = three_then_node_2_dead();
     // Restart with a clock that went back.
     let mut cfg = dcfg(2).with_bootstrap([ep(0)]);
     cfg.incarnation = Some(inc - 1);
@@ -230,7 +231,8 @@ fn forged_replayed_and_spoofed_messages_are_refused_and_counted() {
     let mut c = seeded(3);
     c.run_for(Duration::from_secs(8));
     let pki2 = c.net.nodes[2].comm.pki_id().clone();
-    let genuine = c.layer(1).member_envelope(&pki2).unwrap().clone();
+    // Node 0's own copy: genuine and, whatever node 1 heard since, not newer for node 0.
+    let genuine = c.layer(0).member_envelope(&pki2).unwrap().clone();
     let before = c.layer(0).member(&pki2).unwrap();
     let s0 = c.layer(0).stats().clone();
 

@@ -143,6 +143,13 @@ impl Store {
 
     /// Registered streams, secondaries included.
     fn stream_count(&self) -> usize {
+        debug_assert_eq!(
+            self.secondaries,
+            self.registry
+                .values()
+                .filter(|r| r.secondary.is_some())
+                .count()
+        );
         self.registry.len() + self.secondaries
     }
 

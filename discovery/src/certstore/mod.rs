@@ -228,17 +228,12 @@ impl Discovery {
         }
         self.certstore.engine.end_round_if_due(now);
         if self.certstore.engine.round_due(now) {
-            let alive: Vec<Peer> = self
-                .membership
-                .members
-                .iter()
-                .filter(|(_, m)| m.alive)
-                .map(|(k, m)| Peer {
-                    pki_id: k.clone(),
+            let peers = self.pick_alive(self.cfg.pull_peer_num, None, |pki, m| {
+                Some(Peer {
+                    pki_id: pki.clone(),
                     endpoint: m.preferred_endpoint().to_owned(),
                 })
-                .collect();
-            let peers = self.pick(alive, self.cfg.pull_peer_num);
+            });
             let hellos = self.certstore.engine.begin_round(
                 now,
                 self.cfg.pull_interval,
@@ -311,7 +306,6 @@ impl Discovery {
             Default::default()
         } else {
             self.membership
-                .members
                 .iter()
                 .filter(|(_, m)| !m.endpoint.is_empty())
                 .map(|(k, _)| k.clone())
