@@ -2,7 +2,7 @@
 //! and `connection`; `gossip/comm/comm_impl.go`), on the in-memory
 //! harness with a virtual clock.
 
-mod common;
+use crate::common;
 use common::*;
 use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::*;

@@ -4,7 +4,7 @@
 //! dead after a short expiration. Intervals are shortened so the test takes seconds; every
 //! wait is bounded by an explicit deadline.
 
-mod common;
+use crate::common;
 
 use common::within;
 use fabric_gossip_core::{Config, Instant, PkiId};
