@@ -5,7 +5,7 @@
 //! The seeds themselves are generated here, from Fabric's wire vectors
 //! (`proto/tests/fixtures/`) and from hand-written scenarios, and checked against the
 //! committed files so the two cannot drift apart. After changing a seed or an input format:
-//! `UPDATE_FUZZ_CORPUS=1 cargo test -p fabric-gossip-core --test fuzz_corpus`.
+//! `UPDATE_FUZZ_CORPUS=1 cargo test -p fabric-gossip-core --test suite fuzz_corpus::`.
 
 use fabric_gossip_core::fuzzing::{
     self, HandshakeCase, HandshakeMessage, Later, Op, OpsConfig, encode_handshake, encode_ops,
@@ -81,7 +81,7 @@ fn seeds_are_committed_as_generated() {
     assert!(
         stale.is_empty(),
         "seeds differ from the generator; run UPDATE_FUZZ_CORPUS=1 cargo test -p \
-         fabric-gossip-core --test fuzz_corpus and commit: {stale:#?}"
+         fabric-gossip-core --test suite fuzz_corpus:: and commit: {stale:#?}"
     );
 }
 

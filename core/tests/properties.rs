@@ -8,7 +8,7 @@
 
 #![allow(clippy::needless_range_loop)] // node indices name nodes across several tables
 
-mod common;
+use crate::common;
 use common::*;
 use fabric_gossip_core::*;
 use quickcheck::{Arbitrary, Gen, QuickCheck};

@@ -1,5 +1,5 @@
 //! Smoke test: two cores handshake and exchange a message over the in-memory harness.
-mod common;
+use crate::common;
 use common::*;
 use fabric_gossip_core::*;
 

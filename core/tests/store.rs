@@ -2,7 +2,7 @@
 //! and `connection`; `gossip/comm/comm_impl.go`), on the in-memory
 //! harness with a virtual clock.
 
-mod common;
+use crate::common;
 use common::*;
 use fabric_gossip_core::*;
 use std::time::Duration;

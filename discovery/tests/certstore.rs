@@ -4,7 +4,7 @@
 //! vectors). HMAC identities of one organization and the virtual clock make every byte
 //! deterministic.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, dcfg};
 use core::time::Duration;

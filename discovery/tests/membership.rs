@@ -1,7 +1,7 @@
 //! Multi-node membership scenarios with Fabric's test HMAC provider, on the in-memory
 //! cluster of `common` (virtual time; every run is deterministic).
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::{Cluster, dcfg};

@@ -1,7 +1,7 @@
 //! Membership with real Fabric identities (X.509 / ECDSA P-256 from `fabric-gossip-msp`):
 //! organizations, disclosure across them, and certificate expiry and renewal.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, dcfg};
 use core::time::Duration;

@@ -2,7 +2,7 @@
 //! and a restart; after the fault heals every node sees every other alive. And the time
 //! to full membership of larger clusters (ignored by default: run with `--ignored`).
 
-mod common;
+use crate::common;
 
 use common::{Cluster, dcfg};
 use core::time::Duration;

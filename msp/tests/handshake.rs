@@ -1,6 +1,6 @@
 //! Cores with real X.509 identities, through the core's public API on the in-memory
 //! network: handshakes, each refusal's error, identity switch, and expiry while connected.
-mod common;
+use crate::common;
 use common::pki::*;
 use common::*;
 use core::time::Duration;

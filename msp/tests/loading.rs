@@ -1,6 +1,6 @@
 //! Loading identities and trust from disk: the cryptogen layout `dev::generate` writes,
 //! PEM files, SEC1 keys, and errors that name the file at fault.
-mod common;
+use crate::common;
 use common::pki::*;
 use fabric_gossip_core::{Security, SecurityError};
 use fabric_gossip_msp::dev::{self, DevError, Layout, OrgSpec};
@@ -286,7 +286,7 @@ fn sec1_keys_load_and_encrypted_keys_are_refused_clearly() {
 
 /// Real Fabric MSP material, from a checkout of hyperledger/fabric named by
 /// `FABRIC_REPO` (its `sampleconfig/msp` and `msp/testdata`). Not shipped here, so ignored
-/// by default: `FABRIC_REPO=/path/to/fabric cargo test -p fabric-gossip-msp --test loading -- --ignored`.
+/// by default: `FABRIC_REPO=/path/to/fabric cargo test -p fabric-gossip-msp --test suite loading:: -- --ignored`.
 #[test]
 #[ignore = "needs a checkout of hyperledger/fabric in FABRIC_REPO"]
 fn fabric_repository_msp_folders_load() {

@@ -1,5 +1,5 @@
 //! The provider on its own: signing, verification, validation and each refusal's error.
-mod common;
+use crate::common;
 use bytes::Bytes;
 use common::pki::*;
 use core::time::Duration;

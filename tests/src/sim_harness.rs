@@ -70,7 +70,7 @@ impl SimHarness {
         let mut cfg = SimConfig::seeded(seed);
         cfg.trace = TraceMode::Full;
         cfg.reproduce =
-            "SIM_SEED={seed} cargo test -p fabric-gossip-tests --test sim_scenarios".into();
+            "SIM_SEED={seed} cargo test -p fabric-gossip-tests --test suite sim_scenarios::".into();
         Self::with_config(cfg)
     }
 

@@ -131,7 +131,7 @@ fn members_under_faults(mut cfg: SimConfig) -> (Sim, Result<(), String>) {
 #[test]
 fn membership_under_random_faults() {
     let sweep = Sweep::from_env(
-        "SIM_SEED={seed} cargo test -p fabric-gossip-tests --release --test membership_sweep",
+        "SIM_SEED={seed} cargo test -p fabric-gossip-tests --release --test sweeps membership_sweep::",
         40,
         10_000,
     );

@@ -11,7 +11,7 @@
 //!
 //! The loop, the seeds, the reproduce line and the determinism check are
 //! [`fabric_gossip_sim::Sweep`]: by default 10,000 seeds in a release build
-//! (`cargo test -p fabric-gossip-tests --release --test sweep`) and 500 in a debug
+//! (`cargo test -p fabric-gossip-tests --release --test sweeps`) and 500 in a debug
 //! build; `SIM_SEEDS=K` runs `0..K`, `SIM_SEED=N` runs seed `N` alone and prints its whole
 //! trace on failure. Every 500th seed also runs twice and must give the same trace hash.
 
@@ -26,7 +26,7 @@ use std::time::Duration;
 fn sweep(test: &str) -> Sweep {
     Sweep::from_env(
         format!(
-            "SIM_SEED={{seed}} cargo test -p fabric-gossip-tests --release --test sweep {test}"
+            "SIM_SEED={{seed}} cargo test -p fabric-gossip-tests --release --test sweeps sweep::{test}"
         ),
         500,
         10_000,

@@ -1,7 +1,7 @@
 //! Flow control end to end: a sender using `send_wait` against a consumer that does not read
 //! for a while loses nothing, and the receiving core paused reading meanwhile.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Two nodes on loopback: handshakes, sending both ways, responding and acking, in
 //! plaintext and with mutual TLS.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fabric_gossip_core::{AckError, SendResult};

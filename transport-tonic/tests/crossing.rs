@@ -1,7 +1,7 @@
 //! Two nodes that start sending to each other at the same moment dial each other at once
 //! (crossing dials); every `send_with_ack` each way must still be acked.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fabric_gossip_core::Event;

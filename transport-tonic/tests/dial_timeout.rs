@@ -2,7 +2,7 @@
 //! `DialError::Timeout` (never a driver-made failure), and the driver abandons the connection
 //! attempt when the core says `CloseDial`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fabric_gossip_core::{DialError, HandshakeError, ProbeError, RemotePeer};

@@ -2,7 +2,7 @@
 //! messages refused at their length prefix, bad gRPC framing, and half-sent messages held
 //! under a node-wide bound and reset at the stall deadline. Bounded loopback tests.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::*;

@@ -1,6 +1,6 @@
 //! Probe, handshake, connection management and stopping, over real loopback gRPC.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fabric_gossip_core::{HandshakeError, PkiId, ProbeError, RemotePeer};

@@ -3,7 +3,7 @@
 //! classifying identity: ..."). The remote's status code and message must reach the core as
 //! the stream's end, not be hidden by a write that found the RPC gone ("stream is gone").
 
-mod common;
+use crate::common;
 
 use common::*;
 use fabric_gossip_core::proto::gossip::gossip_server::{Gossip, GossipServer};

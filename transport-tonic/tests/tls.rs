@@ -1,7 +1,7 @@
 //! Mutual TLS refusals: a client without a certificate, a certificate from a foreign CA, and
 //! a handshake binding a certificate other than the one presented.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fabric_gossip_core::proto::gossip::gossip_client::GossipClient;
