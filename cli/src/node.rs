@@ -10,7 +10,7 @@
 use crate::logging::TARGET;
 use crate::membership::{self, MembershipArgs};
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
-use crate::out::Out;
+use crate::out::{Out, push_hex, push_json_str, push_u64};
 use clap::Args;
 use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{DataMessage, Empty, GossipMessage, Payload};
@@ -30,6 +30,9 @@ use tokio::sync::{Semaphore, mpsc};
 /// Events the transport may queue for printing. Printing is fast, so this only fills when
 /// stdout is not read; then copies are dropped and counted (see the `stats` command).
 const EVENT_TAP: usize = 4096;
+/// Received messages printed per lock of the output queue, at most: the batch is formatted
+/// straight into the queue and the writer woken once for it.
+const RECEIVE_BATCH: usize = 256;
 /// Acks being written at once for `--auto-ack`; past this the node stops taking received
 /// messages until some complete, which pushes back on senders instead of growing memory.
 const MAX_ACKS_IN_FLIGHT: usize = 256;
@@ -391,7 +394,14 @@ pub(crate) fn run(args: &NodeArgs) -> ExitCode {
         Err(e) => return opts::config_failure(&e),
     };
     let out = Out::start(std::io::stdout());
-    let code = rt.block_on(serve(args, set, identity, tls, out.clone()));
+    // The command loop runs as a task on the runtime's workers rather than on this thread:
+    // a delivery then wakes it on the worker that read the message, instead of waking
+    // another thread for every batch.
+    let serving = rt.spawn(serve(args.clone(), set, identity, tls, out.clone()));
+    let code = rt.block_on(serving).unwrap_or_else(|e| {
+        tracing::error!(target: TARGET, "the node's task failed: {e}");
+        ExitCode::FAILURE
+    });
     if !out.drain(OUTPUT_DRAIN) {
         tracing::warn!(target: TARGET, "stdout is not being read; the last lines are lost");
     }
@@ -482,12 +492,12 @@ fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
     })
 }
 
-/// The `received` line for `m` from `from` (already in its printed form), written directly
-/// rather than through a `serde_json::Value`: a sink prints hundreds of thousands of these a
-/// second, and the map and its strings cost more than the rest of the path. Keys are in the
-/// order `Value`'s `to_string` gives them (sorted), so the bytes are those of earlier versions.
-fn received_line(m: &GossipMessage, from: &str, payload: PayloadForm) -> String {
-    use std::fmt::Write as _;
+/// The `received` line for `m` from `from` (already a JSON string), written straight into
+/// the output buffer rather than through a `serde_json::Value`: a sink prints hundreds of
+/// thousands of these a second, and the map and its strings cost more than the rest of the
+/// path. Keys are in the order `Value`'s `to_string` gives them (sorted), so the bytes are
+/// those of earlier versions.
+fn received_line(buf: &mut Vec<u8>, m: &GossipMessage, from: &[u8], payload: PayloadForm) {
     let data = match &m.content {
         Some(Content::DataMsg(d)) => Some(
             d.payload
@@ -505,53 +515,61 @@ fn received_line(m: &GossipMessage, from: &str, payload: PayloadForm) -> String 
         PayloadForm::Text => text.is_none(),
         PayloadForm::None => false,
     };
-    let mut s = String::with_capacity(
-        160 + data.map_or(
-            0,
-            |(_, d)| if hex { 2 * d.len() } else { 0 } + text.map_or(0, str::len),
-        ),
-    );
-    s.push('{');
+    buf.push(b'{');
     if !m.channel.is_empty() {
-        s.push_str("\"channel\":");
-        push_json_str(&mut s, &String::from_utf8_lossy(&m.channel));
-        s.push(',');
+        buf.extend_from_slice(b"\"channel\":");
+        push_json_str(buf, &String::from_utf8_lossy(&m.channel));
+        buf.push(b',');
     }
-    s.push_str("\"content\":");
-    push_json_str(&mut s, m.content_name());
+    buf.extend_from_slice(b"\"content\":");
+    push_json_str(buf, m.content_name());
     if let (Some((_, d)), true) = (data, hex) {
-        s.push_str(",\"data_hex\":\"");
-        s.push_str(&hex::encode(d));
-        s.push('"');
+        buf.extend_from_slice(b",\"data_hex\":\"");
+        push_hex(buf, d);
+        buf.push(b'"');
     }
-    s.push_str(",\"event\":\"received\",\"from\":");
-    push_json_str(&mut s, from);
+    buf.extend_from_slice(b",\"event\":\"received\",\"from\":");
+    buf.extend_from_slice(from);
     if let (Some((_, d)), PayloadForm::None) = (data, payload) {
-        let _ = write!(s, ",\"len\":{}", d.len());
+        buf.extend_from_slice(b",\"len\":");
+        push_u64(buf, d.len() as u64);
     }
-    let _ = write!(s, ",\"nonce\":{}", m.nonce);
+    buf.extend_from_slice(b",\"nonce\":");
+    push_u64(buf, m.nonce);
     if let Some((seq, _)) = data {
-        let _ = write!(s, ",\"seq\":{seq}");
+        buf.extend_from_slice(b",\"seq\":");
+        push_u64(buf, seq);
     }
     if m.tag != Tag::Empty as i32 {
-        s.push_str(",\"tag\":");
+        buf.extend_from_slice(b",\"tag\":");
         match Tag::try_from(m.tag) {
-            Ok(t) => push_json_str(&mut s, t.as_str_name()),
-            Err(_) => push_json_str(&mut s, &m.tag.to_string()),
+            Ok(t) => push_json_str(buf, t.as_str_name()),
+            Err(_) => push_json_str(buf, itoa::Buffer::new().format(m.tag)),
         }
     }
     if let Some(t) = text {
-        s.push_str(",\"text\":");
-        push_json_str(&mut s, t);
+        buf.extend_from_slice(b",\"text\":");
+        push_json_str(buf, t);
     }
-    s.push('}');
-    s
+    buf.push(b'}');
 }
 
-/// Appends `v` as a JSON string (quoted and escaped as serde_json does).
-fn push_json_str(s: &mut String, v: &str) {
-    use std::fmt::Write as _;
-    let _ = write!(s, "{}", Value::from(v));
+/// The last sender's PKI-ID as a JSON string: messages come in runs from one sender, and
+/// showing a PKI-ID allocates.
+#[derive(Default)]
+struct SenderName {
+    last: Option<(PkiId, Vec<u8>)>,
+}
+
+impl SenderName {
+    fn of(&mut self, id: &PkiId, form: PkiForm) -> &[u8] {
+        if self.last.as_ref().is_none_or(|(last, _)| last != id) {
+            let mut shown = Vec::new();
+            push_json_str(&mut shown, &form.show(id));
+            self.last = Some((id.clone(), shown));
+        }
+        self.last.as_ref().map_or(&[][..], |(_, shown)| shown)
+    }
 }
 
 /// `GossipMessage{nonce, tag EMPTY, data_msg{payload{seq_num, data}}}`.
@@ -969,7 +987,7 @@ pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
 }
 
 async fn serve(
-    args: &NodeArgs,
+    args: NodeArgs,
     set: Settings,
     identity: Identity,
     tls: Option<fabric_gossip_tonic::TlsConfig>,
@@ -1144,6 +1162,8 @@ async fn serve(
     let mut stdin_open = true;
 
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
+    let mut received = Vec::with_capacity(RECEIVE_BATCH);
+    let mut sender = SenderName::default();
     // A `membership` line after changes, at most once per tick.
     let mut membership_changed = false;
     let mut membership_tick = tokio::time::interval(MEMBERSHIP_TICK);
@@ -1171,8 +1191,10 @@ async fn serve(
                     out.emit(&v);
                 }
             }
-            msg = inbox.recv() => {
-                let Some(r) = msg else { break };
+            n = inbox.recv_many(&mut received, RECEIVE_BATCH) => {
+                if n == 0 {
+                    break;
+                }
                 // The connection's events were queued before its first message could be
                 // delivered: print them first, so "connected" precedes "received".
                 while let Ok(ev) = tap.try_recv() {
@@ -1180,21 +1202,30 @@ async fn serve(
                         out.emit(&v);
                     }
                 }
-                // An Empty message carries nothing: it is how a peer (our --peer among
-                // them) opens a connection, since Fabric's comm has no bare "connect".
-                let opener = r.message().nonce == 0
-                    && matches!(r.message().content, Some(Content::Empty(_)));
-                if !opener {
-                    out.emit_line(received_line(r.message(), &form.show(r.sender()), args.payload));
-                }
-                if args.auto_ack && r.message().nonce != 0 {
-                    let Ok(permit) = acks.clone().acquire_owned().await else { break };
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        if let Err(e) = r.ack(None).await {
-                            tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
+                {
+                    let mut printed = out.lines();
+                    for r in &received {
+                        // An Empty message carries nothing: it is how a peer (our --peer
+                        // among them) opens a connection, since Fabric's comm has no bare
+                        // "connect".
+                        let opener = r.message().nonce == 0
+                            && matches!(r.message().content, Some(Content::Empty(_)));
+                        if !opener {
+                            let from = sender.of(r.sender(), form);
+                            printed.line(|buf| received_line(buf, r.message(), from, args.payload));
                         }
-                    });
+                    }
+                }
+                for r in received.drain(..) {
+                    if args.auto_ack && r.message().nonce != 0 {
+                        let Ok(permit) = acks.clone().acquire_owned().await else { break };
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            if let Err(e) = r.ack(None).await {
+                                tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
+                            }
+                        });
+                    }
                 }
             }
             line = lines.recv(), if stdin_open => match line {
@@ -1312,6 +1343,14 @@ impl Signals {
 mod tests {
     use super::*;
 
+    /// The `received` line of `m` from `from`, as text.
+    fn line(m: &GossipMessage, from: &str, payload: PayloadForm) -> String {
+        let (mut buf, mut shown) = (Vec::new(), Vec::new());
+        push_json_str(&mut shown, from);
+        received_line(&mut buf, m, &shown, payload);
+        String::from_utf8(buf).expect("UTF-8")
+    }
+
     fn msg(data: &[u8], channel: &[u8], tag: Tag) -> GossipMessage {
         let mut m = data_message(7, data, 9);
         m.channel = channel.to_vec().into();
@@ -1320,36 +1359,45 @@ mod tests {
     }
 
     /// The default form is byte for byte what the `serde_json::Value` of earlier versions
-    /// printed (keys sorted, strings escaped alike).
+    /// printed (keys sorted, strings escaped alike), whatever the bytes and the tag.
     #[test]
     fn the_default_line_is_the_earlier_json() {
+        let ascii: Vec<u8> = (0..0x80).collect();
+        let unicode = "é\u{7f}\u{2028}😀 \\/".as_bytes();
         for (data, channel, tag) in [
-            (&b"he said \"hi\"\n"[..], &b"ch"[..], Tag::ChanAndOrg),
-            (&[0xff, 0x00][..], &b""[..], Tag::Empty),
+            (&b"he said \"hi\"\n"[..], &b"ch"[..], Tag::ChanAndOrg as i32),
+            (&[0xff, 0x00][..], &b""[..], Tag::Empty as i32),
+            (&ascii[..], &b"c\x01h\xff"[..], 99),
+            (unicode, &b""[..], -3),
+            (&[][..], &b"x"[..], Tag::OrgOnly as i32),
         ] {
-            let m = msg(data, channel, tag);
+            let mut m = msg(data, channel, Tag::Empty);
+            m.tag = tag;
             let mut v = json!({
-                "event": "received", "from": "p\"1", "nonce": 9, "content": "data_msg",
+                "event": "received", "from": "p\"1\u{1}", "nonce": 9, "content": "data_msg",
                 "data_hex": hex::encode(data), "seq": 7,
             });
             if !channel.is_empty() {
                 v["channel"] = json!(String::from_utf8_lossy(channel));
-                v["tag"] = json!(tag.as_str_name());
+            }
+            if tag != Tag::Empty as i32 {
+                v["tag"] =
+                    Tag::try_from(tag).map_or(json!(tag.to_string()), |t| json!(t.as_str_name()));
             }
             if let Ok(t) = std::str::from_utf8(data) {
                 v["text"] = json!(t);
             }
-            assert_eq!(received_line(&m, "p\"1", PayloadForm::Both), v.to_string());
+            assert_eq!(line(&m, "p\"1\u{1}", PayloadForm::Both), v.to_string());
         }
     }
 
     #[test]
     fn text_falls_back_to_hex_and_none_gives_the_length() {
         let bin = msg(&[0xff, 0x01], b"", Tag::Empty);
-        let v: Value = serde_json::from_str(&received_line(&bin, "p", PayloadForm::Text)).unwrap();
+        let v: Value = serde_json::from_str(&line(&bin, "p", PayloadForm::Text)).unwrap();
         assert_eq!(v["data_hex"], "ff01");
         assert!(v.get("text").is_none());
-        let v: Value = serde_json::from_str(&received_line(&bin, "p", PayloadForm::None)).unwrap();
+        let v: Value = serde_json::from_str(&line(&bin, "p", PayloadForm::None)).unwrap();
         assert_eq!(v["len"], 2);
         assert!(v.get("data_hex").is_none() && v.get("text").is_none());
         // Messages without data carry none of the three.
@@ -1359,8 +1407,7 @@ mod tests {
             content: Some(Content::Empty(Empty {})),
             ..Default::default()
         };
-        let v: Value =
-            serde_json::from_str(&received_line(&empty, "p", PayloadForm::None)).unwrap();
+        let v: Value = serde_json::from_str(&line(&empty, "p", PayloadForm::None)).unwrap();
         assert_eq!(
             v,
             json!({"event": "received", "from": "p", "nonce": 1, "content": "empty"})
