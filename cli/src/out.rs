@@ -257,12 +257,13 @@ pub(crate) fn push_json_str(buf: &mut Vec<u8>, v: &str) {
     buf.push(b'"');
 }
 
-/// Appends `data` in lowercase hex.
+/// Appends `data` in lowercase hex, with SIMD where the processor has it: a sink printing
+/// 1 KiB messages in hex spent a quarter of its time here with the `hex` crate.
 pub(crate) fn push_hex(buf: &mut Vec<u8>, data: &[u8]) {
     let at = buf.len();
     buf.resize(at + 2 * data.len(), 0);
     // The buffer was just sized for exactly this: it cannot fail.
-    let _ = hex::encode_to_slice(data, &mut buf[at..]);
+    let _ = faster_hex::hex_encode(data, &mut buf[at..]);
 }
 
 /// Appends `n` in decimal.
