@@ -25,7 +25,7 @@ pub(crate) const MAX_LINES: usize = 8192;
 /// written when the queue is empty, since it was bounded when it was received.
 pub(crate) const MAX_BYTES: usize = 64 << 20;
 /// Capacity a buffer keeps once written: a burst of large lines does not pin its peak.
-const KEPT_CAPACITY: usize = 1 << 20;
+const KEPT_CAPACITY: usize = 4 << 20;
 
 #[derive(Default)]
 struct Queue {
@@ -231,26 +231,27 @@ pub(crate) fn push_json_str(buf: &mut Vec<u8>, v: &str) {
     let bytes = v.as_bytes();
     let mut plain = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..0x20 => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
-            ],
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            0..0x20 => b'u',
             _ => continue,
         };
-        buf.extend_from_slice(&bytes[plain..i]);
-        buf.extend_from_slice(short);
+        if plain < i {
+            buf.extend_from_slice(&bytes[plain..i]);
+        }
+        // Arrays of a fixed size: copied inline, not through `memcpy` per character.
+        if short == b'u' {
+            let (hi, lo) = (HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]);
+            buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
+        } else {
+            buf.extend_from_slice(&[b'\\', short]);
+        }
         plain = i + 1;
     }
     buf.extend_from_slice(&bytes[plain..]);
