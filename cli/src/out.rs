@@ -205,8 +205,15 @@ fn writer(s: &Shared, mut sink: impl Write) {
             if q.draining > 0 {
                 s.written.notify_all();
             }
-            while q.buf.is_empty() {
-                q = s.queued.wait(q).unwrap_or_else(PoisonError::into_inner);
+            if q.buf.is_empty() {
+                while q.buf.is_empty() {
+                    q = s.queued.wait(q).unwrap_or_else(PoisonError::into_inner);
+                }
+                // Woken by the first lines of a burst: let the node add the rest before
+                // taking them, for fewer and larger writes.
+                drop(q);
+                std::thread::yield_now();
+                q = s.q.lock().unwrap_or_else(PoisonError::into_inner);
             }
             std::mem::swap(&mut q.buf, &mut batch);
             q.lines = 0;
@@ -221,41 +228,65 @@ fn writer(s: &Shared, mut sink: impl Write) {
     }
 }
 
+/// How serde_json escapes each byte of a string: 0, as itself; `u`, as `\u00XX`; any
+/// other, as a backslash and that character.
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x0c] = b'f';
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
 /// Appends `v` as a JSON string, quoted and escaped byte for byte as serde_json does
 /// (`"`, `\` and control characters; `\b \f \n \r \t` short, the others as `\u00XX`),
-/// without building a `Value`: a sink escapes every received text.
+/// without building a `Value`: a sink escapes every received text. The escaped length is
+/// counted first, so the buffer grows once and plain text is one copy.
 pub(crate) fn push_json_str(buf: &mut Vec<u8>, v: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    buf.reserve(v.len() + 2);
-    buf.push(b'"');
     let bytes = v.as_bytes();
-    let mut plain = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0x08 => b'b',
-            0x0c => b'f',
-            0..0x20 => b'u',
-            _ => continue,
-        };
-        if plain < i {
-            buf.extend_from_slice(&bytes[plain..i]);
-        }
-        // Arrays of a fixed size: copied inline, not through `memcpy` per character.
-        if short == b'u' {
-            let (hi, lo) = (HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]);
-            buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
-        } else {
-            buf.extend_from_slice(&[b'\\', short]);
-        }
-        plain = i + 1;
+    let extra: usize = bytes
+        .iter()
+        .map(|&b| match ESCAPE[usize::from(b)] {
+            0 => 0,
+            b'u' => 5,
+            _ => 1,
+        })
+        .sum();
+    let at = buf.len();
+    buf.resize(at + bytes.len() + extra + 2, b'"');
+    let out = &mut buf[at + 1..];
+    if extra == 0 {
+        out[..bytes.len()].copy_from_slice(bytes);
+        return;
     }
-    buf.extend_from_slice(&bytes[plain..]);
-    buf.push(b'"');
+    let mut j = 0;
+    for &b in bytes {
+        match ESCAPE[usize::from(b)] {
+            0 => {
+                out[j] = b;
+                j += 1;
+            }
+            b'u' => {
+                let (hi, lo) = (HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]);
+                out[j..j + 6].copy_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
+                j += 6;
+            }
+            short => {
+                out[j..j + 2].copy_from_slice(&[b'\\', short]);
+                j += 2;
+            }
+        }
+    }
 }
 
 /// Appends `data` in lowercase hex, with SIMD where the processor has it: a sink printing
