@@ -294,18 +294,10 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
             };
         }
         let g = &f.gossip;
-        if let Some(d) = g.dial_timeout {
-            core.dial_timeout = d;
-        }
-        if let Some(d) = g.conn_timeout {
-            core.conn_timeout = d;
-        }
-        if let Some(n) = g.send_buff_size {
-            core.send_buffer_size = n;
-        }
-        if let Some(n) = g.recv_buff_size {
-            core.recv_buffer_size = n;
-        }
+        core.dial_timeout = g.dial_timeout.unwrap_or(core.dial_timeout);
+        core.conn_timeout = g.conn_timeout.unwrap_or(core.conn_timeout);
+        core.send_buffer_size = g.send_buff_size.unwrap_or(core.send_buffer_size);
+        core.recv_buffer_size = g.recv_buff_size.unwrap_or(core.recv_buffer_size);
         member.merge_file(g);
         tracing::info!(
             target: TARGET,
@@ -337,17 +329,18 @@ fn operations_tls(
     let read = |what: &str, p: &std::path::Path| {
         std::fs::read(p).map_err(|e| ConfigError(format!("{what} {}: {e}", p.display())))
     };
-    let ops = if let (Some(c), Some(k)) = (&args.operations_tls_cert, &args.operations_tls_key) {
-        let mut client_ca_pem = Vec::new();
-        for ca in &args.operations_tls_client_ca {
-            client_ca_pem.extend(read("--operations-tls-client-ca", ca)?);
-            client_ca_pem.push(b'\n');
-        }
-        crate::ops::OpsTls {
-            cert_pem: read("--operations-tls-cert", c)?,
-            key_pem: read("--operations-tls-key", k)?,
-            client_ca_pem,
-        }
+    // Each file with the flag or key that named it, for errors.
+    let (cert, key, client_cas) = if let (Some(c), Some(k)) =
+        (&args.operations_tls_cert, &args.operations_tls_key)
+    {
+        (
+            ("--operations-tls-cert", c),
+            ("--operations-tls-key", k),
+            (
+                "--operations-tls-client-ca",
+                &args.operations_tls_client_ca[..],
+            ),
+        )
     } else if let Some(t) = file.map(|f| &f.operations_tls).filter(|t| t.enabled) {
         let (Some(c), Some(k)) = (&t.cert, &t.key) else {
             return Err(ConfigError(
@@ -356,26 +349,33 @@ fn operations_tls(
                     .into(),
             ));
         };
-        let mut client_ca_pem = Vec::new();
-        if t.client_auth_required {
-            if t.client_root_cas.is_empty() {
-                return Err(ConfigError(
-                    "operations.tls.clientAuthRequired needs operations.tls.clientRootCAs.files"
-                        .into(),
-                ));
-            }
-            for ca in &t.client_root_cas {
-                client_ca_pem.extend(read("operations.tls.clientRootCAs.files", ca)?);
-                client_ca_pem.push(b'\n');
-            }
+        if t.client_auth_required && t.client_root_cas.is_empty() {
+            return Err(ConfigError(
+                "operations.tls.clientAuthRequired needs operations.tls.clientRootCAs.files".into(),
+            ));
         }
-        crate::ops::OpsTls {
-            cert_pem: read("operations.tls.cert.file", c)?,
-            key_pem: read("operations.tls.key.file", k)?,
-            client_ca_pem,
-        }
+        let cas = if t.client_auth_required {
+            &t.client_root_cas[..]
+        } else {
+            &[]
+        };
+        (
+            ("operations.tls.cert.file", c),
+            ("operations.tls.key.file", k),
+            ("operations.tls.clientRootCAs.files", cas),
+        )
     } else {
         return Ok(None);
+    };
+    let mut client_ca_pem = Vec::new();
+    for ca in client_cas.1 {
+        client_ca_pem.extend(read(client_cas.0, ca)?);
+        client_ca_pem.push(b'\n');
+    }
+    let ops = crate::ops::OpsTls {
+        cert_pem: read(cert.0, cert.1)?,
+        key_pem: read(key.0, key.1)?,
+        client_ca_pem,
     };
     ops.server_config()
         .map(Some)
@@ -994,12 +994,8 @@ async fn serve(
     out: Out,
 ) -> ExitCode {
     // Before anything is printed: whoever saw "listening" may send SIGTERM at once.
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot handle signals: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(mut signals) = Signals::new() else {
+        return ExitCode::FAILURE;
     };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
@@ -1025,13 +1021,7 @@ async fn serve(
     // The membership layer's endpoint is the bound address unless given: bind first.
     let mut membership_info = None;
     if let Some(m) = &set.membership {
-        let layer = membership::bind(set.listen, "--listen").and_then(|l| {
-            let bound = l
-                .local_addr()
-                .map_err(|e| ConfigError(format!("--listen {}: {e}", set.listen)))?;
-            Ok((l, m.layer(bound)?))
-        });
-        let (listener, layer) = match layer {
+        let (listener, layer) = match m.bind(set.listen) {
             Ok(x) => x,
             Err(ConfigError(e)) => {
                 eprintln!("error: {e}");
@@ -1307,17 +1297,23 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
-    pub(crate) fn new() -> std::io::Result<Signals> {
+    /// The handlers, or `None` once the reason they could not be installed is printed.
+    pub(crate) fn new() -> Option<Signals> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
+            let handlers = signal(SignalKind::terminate())
+                .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+            match handlers {
+                Ok((term, int)) => Some(Signals { term, int }),
+                Err(e) => {
+                    eprintln!("error: cannot handle signals: {e}");
+                    None
+                }
+            }
         }
         #[cfg(not(unix))]
-        Ok(Signals {})
+        Some(Signals {})
     }
 
     /// The name of the next signal received.
