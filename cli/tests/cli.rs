@@ -215,16 +215,14 @@ fn keygen(dir: &Path) -> Run {
     r
 }
 
-/// The flags of peer `peer` of `domain` in the keygen layout, trusting the other
-/// organization.
-fn msp_flags(
-    root: &Path,
-    peer: &str,
-    msp: &str,
-    domain: &str,
-    other_msp: &str,
-    other: &str,
-) -> Vec<String> {
+/// The two organizations `keygen` writes: MSP ID and domain.
+const ORG_A: (&str, &str) = ("OrgAMSP", "a.example.com");
+const ORG_B: (&str, &str) = ("OrgBMSP", "b.example.com");
+
+/// The flags of peer `peer` of organization `org` in the keygen layout, trusting the
+/// `other` organization.
+fn msp_flags(root: &Path, peer: &str, org: (&str, &str), other: (&str, &str)) -> Vec<String> {
+    let ((msp, domain), (other_msp, other)) = (org, other);
     let orgs = root.join("peerOrganizations");
     let peer = orgs
         .join(domain)
@@ -285,22 +283,8 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
         again.all()
     );
 
-    let a_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgAMSP",
-        "a.example.com",
-        "OrgBMSP",
-        "b.example.com",
-    );
-    let b_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgBMSP",
-        "b.example.com",
-        "OrgAMSP",
-        "a.example.com",
-    );
+    let a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
+    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let mut a_args = vec!["--listen", "127.0.0.1:0", "--auto-ack"];
     a_args.extend(strs(&a_flags));
     let mut a = NodeProc::start(&a_args);
@@ -384,14 +368,7 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     assert!(r.stdout.contains("--trust OrgAMSP=DIR"), "{}", r.all());
 
     // A third node given two --peer addresses (MSP PKI-IDs unknown) connects to both.
-    let c_flags = msp_flags(
-        dir.path(),
-        "peer1",
-        "OrgAMSP",
-        "a.example.com",
-        "OrgBMSP",
-        "b.example.com",
-    );
+    let c_flags = msp_flags(dir.path(), "peer1", ORG_A, ORG_B);
     let b_addr = b.addr.clone();
     let mut c_args = vec![
         "--listen",
@@ -1037,6 +1014,29 @@ impl Drop for Daemon {
     }
 }
 
+/// The flags of a plaintext node with a test identity on a free port.
+const TEST_NODE: [&str; 3] = ["--listen", "127.0.0.1:0", "--test-identity"];
+
+/// A test-identity node with `extra` flags (stdin a pipe, stdout read) and its address,
+/// once it is listening.
+fn test_daemon(extra: &[&str]) -> (Daemon, String) {
+    let args: Vec<&str> = TEST_NODE.iter().chain(extra).copied().collect();
+    let mut d = Daemon::start(&args, true, true, None);
+    let addr = d.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    (d, addr)
+}
+
+/// Node A with `a_extra` flags, its address, and node B connected to it.
+fn connected_pair(a_extra: &[&str]) -> (Daemon, String, Daemon) {
+    let (a, a_addr) = test_daemon(a_extra);
+    let (mut b, _) = test_daemon(&["--peer", &a_addr]);
+    b.wait("connected", is("connected"));
+    (a, a_addr, b)
+}
+
 fn signal(pid: &str, sig: &str) {
     let st = Command::new("kill")
         .args([sig, pid])
@@ -1084,13 +1084,7 @@ fn node_output_never_blocks_commands() {
 #[test]
 fn node_stops_cleanly_on_sigterm() {
     for sig in ["-TERM", "-INT"] {
-        let mut n = Daemon::start(
-            &["--listen", "127.0.0.1:0", "--test-identity"],
-            true,
-            true,
-            None,
-        );
-        n.wait("listening", is("listening"));
+        let (mut n, _) = test_daemon(&[]);
         signal(&n.pid(), sig);
         assert_eq!(n.exit_within(EVENT), Some(0), "{sig}");
         n.wait("stopped", is("stopped"));
@@ -1103,29 +1097,7 @@ fn node_stops_cleanly_on_sigterm() {
 /// never said anything (the server's graceful shutdown waited 2 s for it).
 #[test]
 fn node_stop_takes_under_a_second() {
-    let mut a = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
-        true,
-        true,
-        None,
-    );
-    let a_addr = a.wait("listening", is("listening"))["addr"]
-        .as_str()
-        .expect("addr")
-        .to_owned();
-    let mut b = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--peer",
-            &a_addr,
-        ],
-        true,
-        true,
-        None,
-    );
-    b.wait("connected", is("connected"));
+    let (mut a, a_addr, mut b) = connected_pair(&[]);
     a.wait("connected", is("connected"));
     let idle = std::net::TcpStream::connect(a_addr.as_str()).expect("connect");
     let t0 = Instant::now();
@@ -1142,12 +1114,7 @@ fn node_stop_takes_under_a_second() {
 /// container) does not stop it; `--exit-on-eof` asks for that.
 #[test]
 fn node_runs_on_after_end_of_stdin_unless_asked() {
-    let mut n = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
-        false,
-        true,
-        None,
-    );
+    let mut n = Daemon::start(&TEST_NODE, false, true, None);
     let addr = n.wait("listening", is("listening"))["addr"]
         .as_str()
         .expect("addr")
@@ -1161,12 +1128,7 @@ fn node_runs_on_after_end_of_stdin_unless_asked() {
     n.wait("stopped", is("stopped"));
 
     let mut n = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--exit-on-eof",
-        ],
+        &[&TEST_NODE[..], &["--exit-on-eof"]].concat(),
         false,
         true,
         None,
@@ -1215,12 +1177,7 @@ fn stats_prints_every_counter() {
         fabric_gossip_tonic::DriverStats::default()
     ));
     assert!(core.len() > 20 && driver.len() > 4, "{core:?} {driver:?}");
-    let mut n = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
-        true,
-        true,
-        None,
-    );
+    let (mut n, _) = test_daemon(&[]);
     n.send_line(r#"{"cmd":"stats"}"#);
     let st = n.wait("stats", is("stats"));
     for f in &core {
@@ -1249,29 +1206,7 @@ fn stats_prints_every_counter() {
 /// task of its own, which the runtime ran in any order).
 #[test]
 fn send_with_ack_lines_leave_in_the_order_typed() {
-    let mut a = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity", "--auto-ack"],
-        true,
-        true,
-        None,
-    );
-    let a_addr = a.wait("listening", is("listening"))["addr"]
-        .as_str()
-        .expect("addr")
-        .to_owned();
-    let mut b = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--peer",
-            &a_addr,
-        ],
-        true,
-        true,
-        None,
-    );
-    b.wait("connected", is("connected"));
+    let (mut a, a_addr, mut b) = connected_pair(&["--auto-ack"]);
     const N: u64 = 300;
     let mut batch = String::new();
     for seq in 1..=N {
@@ -1304,7 +1239,7 @@ fn send_with_ack_lines_leave_in_the_order_typed() {
 #[test]
 fn node_raises_its_open_file_limit() {
     let mut n = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
+        &TEST_NODE,
         true,
         true,
         Some(r#"ulimit -S -n 256 && exec "$@""#),
@@ -1412,22 +1347,8 @@ fn sample(text: &str, name: &str) -> u64 {
 /// figures match the node's own `stats` after traffic.
 #[test]
 fn operations_service_metrics_match_stats() {
-    let mut a = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--auto-ack",
-            "--operations",
-            "127.0.0.1:0",
-        ],
-        true,
-        true,
-        None,
-    );
-    let l = a.wait("listening", is("listening"));
-    let a_addr = l["addr"].as_str().expect("addr").to_owned();
-    let ops = l["operations"]
+    let (mut a, a_addr) = test_daemon(&["--auto-ack", "--operations", "127.0.0.1:0"]);
+    let ops = a.wait("listening", is("listening"))["operations"]
         .as_str()
         .expect("operations address")
         .to_owned();
@@ -1438,18 +1359,7 @@ fn operations_service_metrics_match_stats() {
     assert!(body.contains("\"Version\""), "{body}");
     assert_eq!(http_get(&ops, "/nothing").0, 404);
 
-    let mut b = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--peer",
-            &a_addr,
-        ],
-        true,
-        true,
-        None,
-    );
+    let (mut b, _) = test_daemon(&["--peer", &a_addr]);
     b.wait("connected", is("connected"));
     for seq in 1..=20 {
         b.send_line(&format!(
@@ -1586,14 +1496,7 @@ fn node_runs_from_a_fabric_core_yaml() {
     assert_eq!(http_get(&ops, "/healthz").0, 200);
     assert_eq!(http_get(&ops, "/metrics").0, 200);
     // A peer of the other organization, from flags, authenticates it over mutual TLS.
-    let b_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgBMSP",
-        "b.example.com",
-        "OrgAMSP",
-        "a.example.com",
-    );
+    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let mut hs = vec!["handshake", addr.as_str()];
     hs.extend(strs(&b_flags));
     let r = run(&hs, EVENT);
@@ -1692,22 +1595,8 @@ fn separate_tls_client_certificates_from_another_ca() {
 /// peer refuses a channel's DataMessage not tagged CHAN_AND_ORG).
 #[test]
 fn send_commands_take_channel_and_tag_and_number_themselves() {
-    let mut a = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity", "--auto-ack"],
-        true,
-        true,
-        None,
-    );
-    let a_addr = a.wait("listening", is("listening"))["addr"]
-        .as_str()
-        .expect("addr")
-        .to_owned();
-    let mut b = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
-        true,
-        true,
-        None,
-    );
+    let (mut a, a_addr) = test_daemon(&["--auto-ack"]);
+    let (mut b, _) = test_daemon(&[]);
     b.send_line(&format!(
         r#"{{"cmd":"send","to":"{a_addr}","data":"first","channel":"mychannel"}}"#
     ));
@@ -2115,47 +2004,37 @@ fn two_nodes_and_a_watch_see_each_other() {
     a.stop();
 }
 
+/// A node with the membership layer and `flags`.
+fn member_node(flags: &[String]) -> NodeProc {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--membership"];
+    args.extend(strs(flags));
+    NodeProc::start(&args)
+}
+
+/// `watch` failed (status 1) to join through the bootstrap peer at `addr`, and said so.
+fn assert_cannot_join(r: &Run, addr: &str) {
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    let want = format!("error: cannot join through bootstrap peer {addr}:");
+    assert!(r.stderr.contains(&want), "{}", r.all());
+}
+
 #[test]
 fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     // A peer of OrgAMSP that trusts nobody else (as a Fabric peer with no channel).
-    let mut a_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgAMSP",
-        "a.example.com",
-        "OrgBMSP",
-        "b.example.com",
-    );
+    let mut a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
     let t = a_flags
         .iter()
         .position(|f| f == "--trust")
         .expect("--trust");
     a_flags.drain(t..t + 2);
-    let mut a_args = vec!["--listen", "127.0.0.1:0", "--membership"];
-    a_args.extend(strs(&a_flags));
-    let a = NodeProc::start(&a_args);
-    let b_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgBMSP",
-        "b.example.com",
-        "OrgAMSP",
-        "a.example.com",
-    );
+    let a = member_node(&a_flags);
+    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
     w.extend(strs(&b_flags));
     let r = run(&w, Duration::from_secs(30));
-    assert_eq!(r.code, Some(1), "{}", r.all());
-    assert!(
-        r.stderr.contains(&format!(
-            "error: cannot join through bootstrap peer {}:",
-            a.addr
-        )),
-        "{}",
-        r.all()
-    );
+    assert_cannot_join(&r, &a.addr);
     // The bootstrap peer refuses our identity and says why; the handshake only succeeds
     // once the remote accepted too (issue 10, finding 4), so its reason is what we report.
     assert!(
@@ -2198,22 +2077,13 @@ fn watch_shows_the_peers_own_reason_when_it_refuses_our_tls_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     // peer0 of OrgAMSP, trusting only its own organization's TLS CA for clients.
-    let mut a_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgAMSP",
-        "a.example.com",
-        "OrgBMSP",
-        "b.example.com",
-    );
+    let mut a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
     let last_ca = a_flags
         .iter()
         .rposition(|f| f == "--tls-ca")
         .expect("--tls-ca");
     a_flags.drain(last_ca..last_ca + 2);
-    let mut a_args = vec!["--listen", "127.0.0.1:0", "--membership"];
-    a_args.extend(strs(&a_flags));
-    let a = NodeProc::start(&a_args);
+    let a = member_node(&a_flags);
     // peer1 of OrgAMSP (the right organization) presenting OrgBMSP's TLS certificate.
     let orgs = dir.path().join("peerOrganizations");
     let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
@@ -2234,15 +2104,7 @@ fn watch_shows_the_peers_own_reason_when_it_refuses_our_tls_certificate() {
     let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
     w.extend(strs(&w_flags));
     let r = run(&w, Duration::from_secs(30));
-    assert_eq!(r.code, Some(1), "{}", r.all());
-    assert!(
-        r.stderr.contains(&format!(
-            "error: cannot join through bootstrap peer {}:",
-            a.addr
-        )),
-        "{}",
-        r.all()
-    );
+    assert_cannot_join(&r, &a.addr);
     // The peer's TLS alert when it reaches us first; under TLS 1.3 the client's side of
     // the handshake is over before the server checks our certificate, so the transport
     // may only see the connection close (closed, broken pipe, reset). Either way, with a
