@@ -92,19 +92,10 @@ impl NodeProc {
             .spawn()
             .expect("spawn node");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx): (SyncSender<String>, Receiver<String>) = sync_channel(4096);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let mut n = NodeProc {
             stdin: child.stdin.take(),
+            lines: read_lines(stdout, 4096),
             child,
-            lines: rx,
             seen: Vec::new(),
             addr: String::new(),
             pki: String::new(),
@@ -116,34 +107,14 @@ impl NodeProc {
         n
     }
 
-    /// The next JSON line; every stdout line must be a JSON object with "event".
+    /// The next JSON line.
     fn next(&mut self, limit: Duration) -> Option<Value> {
-        match self.lines.recv_timeout(limit) {
-            Ok(line) => {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("non-JSON line on stdout: {line:?}: {e}"));
-                assert!(v.get("event").is_some(), "line without event: {line}");
-                self.seen.push(v.clone());
-                Some(v)
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        next_line(&self.lines, &mut self.seen, limit)
     }
 
     /// Waits for an event matching `pred`.
     fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = Instant::now() + EVENT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left) {
-                Some(v) if pred(&v) => return v,
-                Some(_) => {}
-                None => panic!("no {what} within {EVENT:?}; events: {:?}", self.seen),
-            }
-        }
+        wait_line(&self.lines, &mut self.seen, what, pred)
     }
 
     fn send_line(&mut self, line: &str) {
@@ -171,6 +142,56 @@ impl NodeProc {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.wait("stopped", |v| v["event"] == "stopped");
+    }
+}
+
+/// A node's stdout, line by line, on a channel of `capacity` lines.
+fn read_lines(stdout: std::process::ChildStdout, capacity: usize) -> Receiver<String> {
+    let (tx, rx): (SyncSender<String>, Receiver<String>) = sync_channel(capacity);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line of `lines` within `limit`, kept in `seen`; every stdout line must be a
+/// JSON object with "event".
+fn next_line(lines: &Receiver<String>, seen: &mut Vec<Value>, limit: Duration) -> Option<Value> {
+    match lines.recv_timeout(limit) {
+        Ok(line) => {
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("non-JSON line on stdout: {line:?}: {e}"));
+            assert!(v.get("event").is_some(), "line without event: {line}");
+            seen.push(v.clone());
+            Some(v)
+        }
+        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+    }
+}
+
+/// The first line matching `pred`, among those `seen` or within `EVENT`.
+fn wait_line(
+    lines: &Receiver<String>,
+    seen: &mut Vec<Value>,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    if let Some(v) = seen.iter().find(|v| pred(v)) {
+        return v.clone();
+    }
+    let deadline = Instant::now() + EVENT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_line(lines, seen, left) {
+            Some(v) if pred(&v) => return v,
+            Some(_) => {}
+            None => panic!("no {what} within {EVENT:?}; events: {seen:?}"),
+        }
     }
 }
 
@@ -584,6 +605,12 @@ fn node_payload_forms_print_the_documented_fields() {
     b.stop();
 }
 
+/// `node` with a test identity on a free port, with TLS from these files.
+fn tls_node<'a>(cert: &'a str, key: &'a str, ca: &'a str) -> Vec<&'a str> {
+    let tls = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", ca];
+    [&["node"][..], &TEST_NODE, &tls].concat()
+}
+
 fn hex_of(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
@@ -623,83 +650,20 @@ fn bad_flags_and_files_give_clear_errors() {
             vec!["--tls-key", "--tls-ca"],
         ),
         (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    "/nonexistent.pem",
-                    "--tls-key",
-                    &key,
-                    "--tls-ca",
-                    &ca,
-                ],
-            ]
-            .concat(),
+            tls_node("/nonexistent.pem", &key, &ca),
             vec!["--tls-cert /nonexistent.pem", "No such file"],
         ),
         (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    &not_pem,
-                    "--tls-key",
-                    &key,
-                    "--tls-ca",
-                    &ca,
-                ],
-            ]
-            .concat(),
+            tls_node(&not_pem, &key, &ca),
             vec!["--tls-cert", &not_pem, "no CERTIFICATE"],
         ),
         (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    &cert,
-                    "--tls-key",
-                    &not_pem,
-                    "--tls-ca",
-                    &ca,
-                ],
-            ]
-            .concat(),
+            tls_node(&cert, &not_pem, &ca),
             vec!["--tls-key", &not_pem, "private key"],
         ),
+        (tls_node(&cert, &key, &not_pem), vec!["--tls-ca", &not_pem]),
         (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    &cert,
-                    "--tls-key",
-                    &key,
-                    "--tls-ca",
-                    &not_pem,
-                ],
-            ]
-            .concat(),
-            vec!["--tls-ca", &not_pem],
-        ),
-        (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    &cert,
-                    "--tls-key",
-                    &other_key,
-                    "--tls-ca",
-                    &ca,
-                ],
-            ]
-            .concat(),
+            tls_node(&cert, &other_key, &ca),
             vec!["--tls-key", &other_key, "does not match", &cert],
         ),
         (
@@ -923,20 +887,13 @@ impl Daemon {
             .spawn()
             .expect("spawn node");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = sync_channel(65536);
-        if read_stdout {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
+        let lines = if read_stdout {
+            read_lines(stdout, 65536)
         } else {
             // Kept open and never read, as by a consumer that went to sleep.
             std::mem::forget(stdout);
-        }
+            sync_channel(1).1
+        };
         let mut err = child.stderr.take().expect("stderr");
         let stderr = std::thread::spawn(move || {
             let mut s = String::new();
@@ -946,30 +903,14 @@ impl Daemon {
         Daemon {
             stdin: child.stdin.take(),
             child,
-            lines: rx,
+            lines,
             stderr: Some(stderr),
             seen: Vec::new(),
         }
     }
 
     fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = Instant::now() + EVENT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {what} within {EVENT:?}; events: {:?}", self.seen));
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("non-JSON line on stdout: {line:?}: {e}"));
-            self.seen.push(v.clone());
-            if pred(&v) {
-                return v;
-            }
-        }
+        wait_line(&self.lines, &mut self.seen, what, pred)
     }
 
     fn send_line(&mut self, line: &str) {
@@ -1027,6 +968,17 @@ fn test_daemon(extra: &[&str]) -> (Daemon, String) {
         .expect("addr")
         .to_owned();
     (d, addr)
+}
+
+/// A test-identity node serving the operations service, with `extra` flags, and the
+/// service's address.
+fn operations_daemon(extra: &[&str]) -> (Daemon, String) {
+    let (mut d, _) = test_daemon(&[&["--operations", "127.0.0.1:0"][..], extra].concat());
+    let ops = d.wait("listening", is("listening"))["operations"]
+        .as_str()
+        .expect("operations")
+        .to_owned();
+    (d, ops)
 }
 
 /// Node A with `a_extra` flags, its address, and node B connected to it.
@@ -1347,10 +1299,10 @@ fn sample(text: &str, name: &str) -> u64 {
 /// figures match the node's own `stats` after traffic.
 #[test]
 fn operations_service_metrics_match_stats() {
-    let (mut a, a_addr) = test_daemon(&["--auto-ack", "--operations", "127.0.0.1:0"]);
-    let ops = a.wait("listening", is("listening"))["operations"]
+    let (mut a, ops) = operations_daemon(&["--auto-ack"]);
+    let a_addr = a.wait("listening", is("listening"))["addr"]
         .as_str()
-        .expect("operations address")
+        .expect("addr")
         .to_owned();
     let (code, body) = http_get(&ops, "/healthz");
     assert_eq!((code, body.as_str()), (200, r#"{"status":"OK"}"#));
@@ -1711,17 +1663,7 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
         .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
     let f = |n: &str| peer.join(n).to_str().expect("utf-8").to_owned();
     let (cert, key, ca) = (f("server.crt"), f("server.key"), f("ca.crt"));
-    let mut t = NodeProc::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--test-identity",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--tls-ca",
-        &ca,
-    ]);
+    let mut t = NodeProc::start(&tls_node(&cert, &key, &ca)[1..]);
     let r = run(&["ping", &t.addr.clone()], EVENT);
     assert_eq!(r.code, Some(1), "{}", r.all());
     assert!(r.stdout.contains("seems to serve TLS"), "{}", r.all());
@@ -1747,24 +1689,7 @@ fn completions_for_the_usual_shells() {
 /// Fabric's `/logspec` on the operations service: read the spec, change it at run time.
 #[test]
 fn logspec_changes_the_log_filter_at_run_time() {
-    let mut n = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--operations",
-            "127.0.0.1:0",
-            "--log-spec",
-            "info",
-        ],
-        true,
-        true,
-        None,
-    );
-    let ops = n.wait("listening", is("listening"))["operations"]
-        .as_str()
-        .expect("operations")
-        .to_owned();
+    let (mut n, ops) = operations_daemon(&["--log-spec", "info"]);
     assert_eq!(
         http_get(&ops, "/logspec"),
         (200, r#"{"spec":"info"}"#.to_owned())
@@ -1815,26 +1740,12 @@ fn operations_service_over_tls() {
         .path()
         .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
     let f = |n: &str| tls.join(n).to_str().expect("utf-8").to_owned();
-    let mut n = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--operations",
-            "127.0.0.1:0",
-            "--operations-tls-cert",
-            &f("server.crt"),
-            "--operations-tls-key",
-            &f("server.key"),
-        ],
-        true,
-        true,
-        None,
-    );
-    let ops = n.wait("listening", is("listening"))["operations"]
-        .as_str()
-        .expect("operations")
-        .to_owned();
+    let (mut n, ops) = operations_daemon(&[
+        "--operations-tls-cert",
+        &f("server.crt"),
+        "--operations-tls-key",
+        &f("server.key"),
+    ]);
     // Plaintext HTTP to a TLS port: no HTTP answer.
     let mut plain = std::net::TcpStream::connect(ops.as_str()).expect("connect");
     plain.set_read_timeout(Some(EVENT)).expect("timeout");
