@@ -118,9 +118,7 @@ impl NodeProc {
     }
 
     fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to node");
-        stdin.flush().expect("flush");
+        write_line(self.stdin.as_mut(), line);
     }
 
     /// Sends stop and expects exit status 0 within 5 s (the contract), then the "stopped"
@@ -143,6 +141,13 @@ impl NodeProc {
         }
         self.wait("stopped", |v| v["event"] == "stopped");
     }
+}
+
+/// Writes `line` to a node's stdin, which must be open.
+fn write_line(stdin: Option<&mut ChildStdin>, line: &str) {
+    let stdin = stdin.expect("stdin open");
+    writeln!(stdin, "{line}").expect("write to node");
+    stdin.flush().expect("flush");
 }
 
 /// A node's stdout, line by line, on a channel of `capacity` lines.
@@ -631,6 +636,17 @@ fn bad_flags_and_files_give_clear_errors() {
     let ca = format!("{peer}/tls/ca.crt");
     let msp = format!("{peer}/msp");
     let listen = ["node", "--listen", "127.0.0.1:0"];
+    let trust = |t: &'static str| {
+        let msp_flags = [
+            "--msp-dir",
+            msp.as_str(),
+            "--msp-id",
+            "OrgAMSP",
+            "--trust",
+            t,
+        ];
+        [&listen[..], &msp_flags].concat()
+    };
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
             listen.to_vec(),
@@ -682,34 +698,9 @@ fn bad_flags_and_files_give_clear_errors() {
             [&listen[..], &["--msp-dir", &msp]].concat(),
             vec!["--msp-id"],
         ),
+        (trust("OrgBMSP"), vec!["--trust", "MSPID=DIR"]),
         (
-            [
-                &listen[..],
-                &[
-                    "--msp-dir",
-                    &msp,
-                    "--msp-id",
-                    "OrgAMSP",
-                    "--trust",
-                    "OrgBMSP",
-                ],
-            ]
-            .concat(),
-            vec!["--trust", "MSPID=DIR"],
-        ),
-        (
-            [
-                &listen[..],
-                &[
-                    "--msp-dir",
-                    &msp,
-                    "--msp-id",
-                    "OrgAMSP",
-                    "--trust",
-                    "OrgBMSP=/nonexistent-b",
-                ],
-            ]
-            .concat(),
+            trust("OrgBMSP=/nonexistent-b"),
             vec!["--trust OrgBMSP=/nonexistent-b", "/nonexistent-b"],
         ),
         (
@@ -914,9 +905,7 @@ impl Daemon {
     }
 
     fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to node");
-        stdin.flush().expect("flush");
+        write_line(self.stdin.as_mut(), line);
     }
 
     fn pid(&self) -> String {
@@ -1915,10 +1904,19 @@ fn two_nodes_and_a_watch_see_each_other() {
     a.stop();
 }
 
-/// A node with the membership layer and `flags`.
-fn member_node(flags: &[String]) -> NodeProc {
+/// peer0 of OrgAMSP with the membership layer, without one of its flags (`name` and its
+/// value; the last such with `last`).
+fn org_a_member_without(root: &Path, name: &str, last: bool) -> NodeProc {
+    let mut flags = msp_flags(root, "peer0", ORG_A, ORG_B);
+    let at = if last {
+        flags.iter().rposition(|f| f == name)
+    } else {
+        flags.iter().position(|f| f == name)
+    };
+    let at = at.expect(name);
+    flags.drain(at..at + 2);
     let mut args = vec!["--listen", "127.0.0.1:0", "--membership"];
-    args.extend(strs(flags));
+    args.extend(strs(&flags));
     NodeProc::start(&args)
 }
 
@@ -1934,13 +1932,7 @@ fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     // A peer of OrgAMSP that trusts nobody else (as a Fabric peer with no channel).
-    let mut a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
-    let t = a_flags
-        .iter()
-        .position(|f| f == "--trust")
-        .expect("--trust");
-    a_flags.drain(t..t + 2);
-    let a = member_node(&a_flags);
+    let a = org_a_member_without(dir.path(), "--trust", false);
     let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
     w.extend(strs(&b_flags));
@@ -1988,13 +1980,7 @@ fn watch_shows_the_peers_own_reason_when_it_refuses_our_tls_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     // peer0 of OrgAMSP, trusting only its own organization's TLS CA for clients.
-    let mut a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
-    let last_ca = a_flags
-        .iter()
-        .rposition(|f| f == "--tls-ca")
-        .expect("--tls-ca");
-    a_flags.drain(last_ca..last_ca + 2);
-    let a = member_node(&a_flags);
+    let a = org_a_member_without(dir.path(), "--tls-ca", true);
     // peer1 of OrgAMSP (the right organization) presenting OrgBMSP's TLS certificate.
     let orgs = dir.path().join("peerOrganizations");
     let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
