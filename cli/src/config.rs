@@ -37,7 +37,8 @@ pub(crate) struct GossipConfig {
     pub(crate) reconnect_interval: Option<Duration>,
 }
 
-/// `peer.tls.*`, paths resolved.
+/// `peer.tls.*` or `operations.tls.*`, paths resolved. Only the peer's section has
+/// `rootcert`, `clientCert` and `clientKey` (`None` for the operations service).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct TlsFileConfig {
     pub(crate) enabled: bool,
@@ -48,16 +49,6 @@ pub(crate) struct TlsFileConfig {
     pub(crate) client_root_cas: Vec<PathBuf>,
     pub(crate) client_cert: Option<PathBuf>,
     pub(crate) client_key: Option<PathBuf>,
-}
-
-/// `operations.tls.*`, paths resolved.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct OperationsTlsConfig {
-    pub(crate) enabled: bool,
-    pub(crate) cert: Option<PathBuf>,
-    pub(crate) key: Option<PathBuf>,
-    pub(crate) client_auth_required: bool,
-    pub(crate) client_root_cas: Vec<PathBuf>,
 }
 
 /// `metrics.provider`.
@@ -86,7 +77,7 @@ pub(crate) struct PeerConfig {
     /// `operations.listenAddress`.
     pub(crate) operations_listen_address: Option<String>,
     /// `operations.tls.*`.
-    pub(crate) operations_tls: OperationsTlsConfig,
+    pub(crate) operations_tls: TlsFileConfig,
     /// `metrics.provider`.
     pub(crate) metrics_provider: MetricsProvider,
 }
@@ -249,6 +240,26 @@ impl Source<'_> {
         }
     }
 
+    /// A TLS section (`peer.tls`, `operations.tls`); `peer`: it also names a root
+    /// certificate and a client certificate and key.
+    fn tls(&self, section: &str, peer: bool) -> Result<TlsFileConfig, ConfigError> {
+        let key = |k: &str| format!("{section}.{k}");
+        let peer_path = |k: &str| match peer {
+            true => self.path(&key(k)),
+            false => Ok(None),
+        };
+        Ok(TlsFileConfig {
+            enabled: self.bool(&key("enabled"))?.unwrap_or(false),
+            cert: self.path(&key("cert.file"))?,
+            key: self.path(&key("key.file"))?,
+            rootcert: peer_path("rootcert.file")?,
+            client_auth_required: self.bool(&key("clientAuthRequired"))?.unwrap_or(false),
+            client_root_cas: self.paths(&key("clientRootCAs.files"))?,
+            client_cert: peer_path("clientCert.file")?,
+            client_key: peer_path("clientKey.file")?,
+        })
+    }
+
     fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
         let Some(raw) = self.raw(key) else {
             return Ok(None);
@@ -366,28 +377,11 @@ pub(crate) fn load_with(
             alive_expiration_timeout: src.duration("peer.gossip.aliveExpirationTimeout")?,
             reconnect_interval: src.duration("peer.gossip.reconnectInterval")?,
         },
-        tls: TlsFileConfig {
-            enabled: src.bool("peer.tls.enabled")?.unwrap_or(false),
-            cert: src.path("peer.tls.cert.file")?,
-            key: src.path("peer.tls.key.file")?,
-            rootcert: src.path("peer.tls.rootcert.file")?,
-            client_auth_required: src.bool("peer.tls.clientAuthRequired")?.unwrap_or(false),
-            client_root_cas: src.paths("peer.tls.clientRootCAs.files")?,
-            client_cert: src.path("peer.tls.clientCert.file")?,
-            client_key: src.path("peer.tls.clientKey.file")?,
-        },
+        tls: src.tls("peer.tls", true)?,
         msp_config_path: src.path("peer.mspConfigPath")?,
         local_msp_id: src.string("peer.localMspId")?,
         operations_listen_address: src.string("operations.listenAddress")?,
-        operations_tls: OperationsTlsConfig {
-            enabled: src.bool("operations.tls.enabled")?.unwrap_or(false),
-            cert: src.path("operations.tls.cert.file")?,
-            key: src.path("operations.tls.key.file")?,
-            client_auth_required: src
-                .bool("operations.tls.clientAuthRequired")?
-                .unwrap_or(false),
-            client_root_cas: src.paths("operations.tls.clientRootCAs.files")?,
-        },
+        operations_tls: src.tls("operations.tls", false)?,
         metrics_provider,
     })
 }

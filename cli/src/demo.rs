@@ -951,13 +951,11 @@ impl Phases<'_> {
         } else {
             ""
         };
-        self.record(
-            format!(
-                "{flow}every node received exactly {m} messages from each of the other {}",
-                n - 1
-            ),
-            r,
-        )
+        let others = n - 1;
+        let what = format!(
+            "{flow}every node received exactly {m} messages from each of the other {others}"
+        );
+        self.record(what, r)
     }
 
     /// Phase 4: The victim stops; every other node must see its connection close.
@@ -1021,12 +1019,9 @@ impl Phases<'_> {
         let r = wait_delivered(self.shared, 2, &plan, m, Instant::now() + PHASE_LIMIT)
             .await
             .map(|_| ());
-        let n = self.n();
+        let others = self.n() - 1;
         self.record(
-            format!(
-                "the other {} nodes kept exchanging messages meanwhile",
-                n - 1
-            ),
+            format!("the other {others} nodes kept exchanging messages meanwhile"),
             r,
         )
     }

@@ -231,36 +231,37 @@ mod tests {
 
     #[test]
     fn fabric_specs_become_target_directives() {
-        assert_eq!(directives("info").unwrap(), "info");
-        assert_eq!(directives("").unwrap(), "info");
-        assert_eq!(
-            directives("gossip.comm=debug:info").unwrap(),
-            "info,fabric_gossip_core=debug,fabric_gossip_tonic=debug"
-        );
-        // A parent name covers its children; order of terms does not matter.
-        assert_eq!(
-            directives("warning:gossip=debug").unwrap(),
-            "warn,fabric_gossip_core=debug,fabric_gossip_tonic=debug,\
-             fabric_gossip_discovery=debug,fabric_gossip_sim=debug"
-        );
-        assert_eq!(
-            directives("gossip.discovery,msp=error:debug").unwrap(),
-            "debug,fabric_gossip_discovery=error,fabric_gossip_msp=error"
-        );
-        // A deeper Fabric name than ours means our logger.
-        assert_eq!(
-            directives("gossip.comm.conn=WARN").unwrap(),
-            "info,fabric_gossip_core=warn,fabric_gossip_tonic=warn"
-        );
-        assert_eq!(
-            directives("nodeCmd=debug").unwrap(),
-            "info,fabric_gossip_cli=debug"
-        );
-        // Rust targets are taken as they are; loggers with nothing here are ignored.
-        assert_eq!(
-            directives("fabric_gossip_msp=debug:ledger=debug:fatal").unwrap(),
-            "error,fabric_gossip_msp=debug"
-        );
+        for (spec, want) in [
+            ("info", "info"),
+            ("", "info"),
+            (
+                "gossip.comm=debug:info",
+                "info,fabric_gossip_core=debug,fabric_gossip_tonic=debug",
+            ),
+            // A parent name covers its children; order of terms does not matter.
+            (
+                "warning:gossip=debug",
+                "warn,fabric_gossip_core=debug,fabric_gossip_tonic=debug,\
+                 fabric_gossip_discovery=debug,fabric_gossip_sim=debug",
+            ),
+            (
+                "gossip.discovery,msp=error:debug",
+                "debug,fabric_gossip_discovery=error,fabric_gossip_msp=error",
+            ),
+            // A deeper Fabric name than ours means our logger.
+            (
+                "gossip.comm.conn=WARN",
+                "info,fabric_gossip_core=warn,fabric_gossip_tonic=warn",
+            ),
+            ("nodeCmd=debug", "info,fabric_gossip_cli=debug"),
+            // Rust targets are taken as they are; loggers with nothing here are ignored.
+            (
+                "fabric_gossip_msp=debug:ledger=debug:fatal",
+                "error,fabric_gossip_msp=debug",
+            ),
+        ] {
+            assert_eq!(directives(spec).unwrap(), want, "{spec:?}");
+        }
     }
 
     #[test]

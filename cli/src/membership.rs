@@ -91,16 +91,23 @@ impl MembershipArgs {
         if let Some(e) = &self.external_endpoint {
             cfg = cfg.with_external_endpoint(e.clone());
         }
-        if let Some(d) = self.alive_interval {
-            cfg.alive_interval = d;
-        }
-        if let Some(d) = self.alive_expiration {
-            cfg.alive_expiration = d;
-        }
-        if let Some(d) = self.reconnect_interval {
-            cfg.reconnect_interval = d;
-        }
+        cfg.alive_interval = self.alive_interval.unwrap_or(cfg.alive_interval);
+        cfg.alive_expiration = self.alive_expiration.unwrap_or(cfg.alive_expiration);
+        cfg.reconnect_interval = self.reconnect_interval.unwrap_or(cfg.reconnect_interval);
         cfg
+    }
+
+    /// Binds `listen` (`--listen`) for a node's gRPC server, so that the bound port is
+    /// known before the node starts, and makes the membership layer for it (its endpoint
+    /// is the bound address unless given).
+    pub(crate) fn bind(
+        &self,
+        listen: SocketAddr,
+    ) -> Result<(std::net::TcpListener, Discovery), ConfigError> {
+        let cannot = |e| ConfigError(format!("--listen {listen}: cannot listen: {e}"));
+        let listener = std::net::TcpListener::bind(listen).map_err(cannot)?;
+        let bound = listener.local_addr().map_err(cannot)?;
+        Ok((listener, self.layer(bound)?))
     }
 
     /// The membership layer for a node bound at `bound`, or what is wrong with its
@@ -122,13 +129,6 @@ impl MembershipArgs {
             ))
         })
     }
-}
-
-/// Binds `addr` for a node's gRPC server, so that the bound port is known before the
-/// node (and its membership layer, whose endpoint it is) starts.
-pub(crate) fn bind(addr: SocketAddr, flag: &str) -> Result<std::net::TcpListener, ConfigError> {
-    std::net::TcpListener::bind(addr)
-        .map_err(|e| ConfigError(format!("{flag} {addr}: cannot listen: {e}")))
 }
 
 /// The layer's random choices (fan-out, bootstrap nonces) must differ between processes.

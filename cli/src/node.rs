@@ -10,7 +10,7 @@
 use crate::logging::TARGET;
 use crate::membership::{self, MembershipArgs};
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
-use crate::out::Out;
+use crate::out::{Out, push_hex, push_json_str, push_u64};
 use clap::Args;
 use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{Empty, GossipMessage};
@@ -30,6 +30,9 @@ use tokio::sync::{Semaphore, mpsc};
 /// Events the transport may queue for printing. Printing is fast, so this only fills when
 /// stdout is not read; then copies are dropped and counted (see the `stats` command).
 const EVENT_TAP: usize = 4096;
+/// Received messages printed per lock of the output queue, at most: the batch is formatted
+/// straight into the queue and the writer woken once for it.
+const RECEIVE_BATCH: usize = 256;
 /// Acks being written at once for `--auto-ack`; past this the node stops taking received
 /// messages until some complete, which pushes back on senders instead of growing memory.
 const MAX_ACKS_IN_FLIGHT: usize = 256;
@@ -291,18 +294,10 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
             };
         }
         let g = &f.gossip;
-        if let Some(d) = g.dial_timeout {
-            core.dial_timeout = d;
-        }
-        if let Some(d) = g.conn_timeout {
-            core.conn_timeout = d;
-        }
-        if let Some(n) = g.send_buff_size {
-            core.send_buffer_size = n;
-        }
-        if let Some(n) = g.recv_buff_size {
-            core.recv_buffer_size = n;
-        }
+        core.dial_timeout = g.dial_timeout.unwrap_or(core.dial_timeout);
+        core.conn_timeout = g.conn_timeout.unwrap_or(core.conn_timeout);
+        core.send_buffer_size = g.send_buff_size.unwrap_or(core.send_buffer_size);
+        core.recv_buffer_size = g.recv_buff_size.unwrap_or(core.recv_buffer_size);
         member.merge_file(g);
         tracing::info!(
             target: TARGET,
@@ -334,17 +329,18 @@ fn operations_tls(
     let read = |what: &str, p: &std::path::Path| {
         std::fs::read(p).map_err(|e| ConfigError(format!("{what} {}: {e}", p.display())))
     };
-    let ops = if let (Some(c), Some(k)) = (&args.operations_tls_cert, &args.operations_tls_key) {
-        let mut client_ca_pem = Vec::new();
-        for ca in &args.operations_tls_client_ca {
-            client_ca_pem.extend(read("--operations-tls-client-ca", ca)?);
-            client_ca_pem.push(b'\n');
-        }
-        crate::ops::OpsTls {
-            cert_pem: read("--operations-tls-cert", c)?,
-            key_pem: read("--operations-tls-key", k)?,
-            client_ca_pem,
-        }
+    // Each file with the flag or key that named it, for errors.
+    let (cert, key, client_cas) = if let (Some(c), Some(k)) =
+        (&args.operations_tls_cert, &args.operations_tls_key)
+    {
+        (
+            ("--operations-tls-cert", c),
+            ("--operations-tls-key", k),
+            (
+                "--operations-tls-client-ca",
+                &args.operations_tls_client_ca[..],
+            ),
+        )
     } else if let Some(t) = file.map(|f| &f.operations_tls).filter(|t| t.enabled) {
         let (Some(c), Some(k)) = (&t.cert, &t.key) else {
             return Err(ConfigError(
@@ -353,26 +349,33 @@ fn operations_tls(
                     .into(),
             ));
         };
-        let mut client_ca_pem = Vec::new();
-        if t.client_auth_required {
-            if t.client_root_cas.is_empty() {
-                return Err(ConfigError(
-                    "operations.tls.clientAuthRequired needs operations.tls.clientRootCAs.files"
-                        .into(),
-                ));
-            }
-            for ca in &t.client_root_cas {
-                client_ca_pem.extend(read("operations.tls.clientRootCAs.files", ca)?);
-                client_ca_pem.push(b'\n');
-            }
+        if t.client_auth_required && t.client_root_cas.is_empty() {
+            return Err(ConfigError(
+                "operations.tls.clientAuthRequired needs operations.tls.clientRootCAs.files".into(),
+            ));
         }
-        crate::ops::OpsTls {
-            cert_pem: read("operations.tls.cert.file", c)?,
-            key_pem: read("operations.tls.key.file", k)?,
-            client_ca_pem,
-        }
+        let cas = if t.client_auth_required {
+            &t.client_root_cas[..]
+        } else {
+            &[]
+        };
+        (
+            ("operations.tls.cert.file", c),
+            ("operations.tls.key.file", k),
+            ("operations.tls.clientRootCAs.files", cas),
+        )
     } else {
         return Ok(None);
+    };
+    let mut client_ca_pem = Vec::new();
+    for ca in client_cas.1 {
+        client_ca_pem.extend(read(client_cas.0, ca)?);
+        client_ca_pem.push(b'\n');
+    }
+    let ops = crate::ops::OpsTls {
+        cert_pem: read(cert.0, cert.1)?,
+        key_pem: read(key.0, key.1)?,
+        client_ca_pem,
     };
     ops.server_config()
         .map(Some)
@@ -391,7 +394,14 @@ pub(crate) fn run(args: &NodeArgs) -> ExitCode {
         Err(e) => return opts::config_failure(&e),
     };
     let out = Out::start(std::io::stdout());
-    let code = rt.block_on(serve(args, set, identity, tls, out.clone()));
+    // The command loop runs as a task on the runtime's workers rather than on this thread:
+    // a delivery then wakes it on the worker that read the message, instead of waking
+    // another thread for every batch.
+    let serving = rt.spawn(serve(args.clone(), set, identity, tls, out.clone()));
+    let code = rt.block_on(serving).unwrap_or_else(|e| {
+        tracing::error!(target: TARGET, "the node's task failed: {e}");
+        ExitCode::FAILURE
+    });
     if !out.drain(OUTPUT_DRAIN) {
         tracing::warn!(target: TARGET, "stdout is not being read; the last lines are lost");
     }
@@ -482,12 +492,12 @@ fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
     })
 }
 
-/// The `received` line for `m` from `from` (already in its printed form), written directly
-/// rather than through a `serde_json::Value`: a sink prints hundreds of thousands of these a
-/// second, and the map and its strings cost more than the rest of the path. Keys are in the
-/// order `Value`'s `to_string` gives them (sorted), so the bytes are those of earlier versions.
-fn received_line(m: &GossipMessage, from: &str, payload: PayloadForm) -> String {
-    use std::fmt::Write as _;
+/// The `received` line for `m` from `from` (already a JSON string), written straight into
+/// the output buffer rather than through a `serde_json::Value`: a sink prints hundreds of
+/// thousands of these a second, and the map and its strings cost more than the rest of the
+/// path. Keys are in the order `Value`'s `to_string` gives them (sorted), so the bytes are
+/// those of earlier versions.
+fn received_line(buf: &mut Vec<u8>, m: &GossipMessage, from: &[u8], payload: PayloadForm) {
     let data = match &m.content {
         Some(Content::DataMsg(d)) => Some(
             d.payload
@@ -505,53 +515,61 @@ fn received_line(m: &GossipMessage, from: &str, payload: PayloadForm) -> String 
         PayloadForm::Text => text.is_none(),
         PayloadForm::None => false,
     };
-    let mut s = String::with_capacity(
-        160 + data.map_or(
-            0,
-            |(_, d)| if hex { 2 * d.len() } else { 0 } + text.map_or(0, str::len),
-        ),
-    );
-    s.push('{');
+    buf.push(b'{');
     if !m.channel.is_empty() {
-        s.push_str("\"channel\":");
-        push_json_str(&mut s, &String::from_utf8_lossy(&m.channel));
-        s.push(',');
+        buf.extend_from_slice(b"\"channel\":");
+        push_json_str(buf, &String::from_utf8_lossy(&m.channel));
+        buf.push(b',');
     }
-    s.push_str("\"content\":");
-    push_json_str(&mut s, m.content_name());
+    buf.extend_from_slice(b"\"content\":");
+    push_json_str(buf, m.content_name());
     if let (Some((_, d)), true) = (data, hex) {
-        s.push_str(",\"data_hex\":\"");
-        s.push_str(&hex::encode(d));
-        s.push('"');
+        buf.extend_from_slice(b",\"data_hex\":\"");
+        push_hex(buf, d);
+        buf.push(b'"');
     }
-    s.push_str(",\"event\":\"received\",\"from\":");
-    push_json_str(&mut s, from);
+    buf.extend_from_slice(b",\"event\":\"received\",\"from\":");
+    buf.extend_from_slice(from);
     if let (Some((_, d)), PayloadForm::None) = (data, payload) {
-        let _ = write!(s, ",\"len\":{}", d.len());
+        buf.extend_from_slice(b",\"len\":");
+        push_u64(buf, d.len() as u64);
     }
-    let _ = write!(s, ",\"nonce\":{}", m.nonce);
+    buf.extend_from_slice(b",\"nonce\":");
+    push_u64(buf, m.nonce);
     if let Some((seq, _)) = data {
-        let _ = write!(s, ",\"seq\":{seq}");
+        buf.extend_from_slice(b",\"seq\":");
+        push_u64(buf, seq);
     }
     if m.tag != Tag::Empty as i32 {
-        s.push_str(",\"tag\":");
+        buf.extend_from_slice(b",\"tag\":");
         match Tag::try_from(m.tag) {
-            Ok(t) => push_json_str(&mut s, t.as_str_name()),
-            Err(_) => push_json_str(&mut s, &m.tag.to_string()),
+            Ok(t) => push_json_str(buf, t.as_str_name()),
+            Err(_) => push_json_str(buf, itoa::Buffer::new().format(m.tag)),
         }
     }
     if let Some(t) = text {
-        s.push_str(",\"text\":");
-        push_json_str(&mut s, t);
+        buf.extend_from_slice(b",\"text\":");
+        push_json_str(buf, t);
     }
-    s.push('}');
-    s
+    buf.push(b'}');
 }
 
-/// Appends `v` as a JSON string (quoted and escaped as serde_json does).
-fn push_json_str(s: &mut String, v: &str) {
-    use std::fmt::Write as _;
-    let _ = write!(s, "{}", Value::from(v));
+/// The last sender's PKI-ID as a JSON string: messages come in runs from one sender, and
+/// showing a PKI-ID allocates.
+#[derive(Default)]
+struct SenderName {
+    last: Option<(PkiId, Vec<u8>)>,
+}
+
+impl SenderName {
+    fn of(&mut self, id: &PkiId, form: PkiForm) -> &[u8] {
+        if self.last.as_ref().is_none_or(|(last, _)| last != id) {
+            let mut shown = Vec::new();
+            push_json_str(&mut shown, &form.show(id));
+            self.last = Some((id.clone(), shown));
+        }
+        self.last.as_ref().map_or(&[][..], |(_, shown)| shown)
+    }
 }
 
 /// `GossipMessage{nonce, tag EMPTY, data_msg{payload{seq_num, data}}}`.
@@ -961,19 +979,15 @@ pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
 }
 
 async fn serve(
-    args: &NodeArgs,
+    args: NodeArgs,
     set: Settings,
     identity: Identity,
     tls: Option<fabric_gossip_tonic::TlsConfig>,
     out: Out,
 ) -> ExitCode {
     // Before anything is printed: whoever saw "listening" may send SIGTERM at once.
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot handle signals: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(mut signals) = Signals::new() else {
+        return ExitCode::FAILURE;
     };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
@@ -999,13 +1013,7 @@ async fn serve(
     // The membership layer's endpoint is the bound address unless given: bind first.
     let mut membership_info = None;
     if let Some(m) = &set.membership {
-        let layer = membership::bind(set.listen, "--listen").and_then(|l| {
-            let bound = l
-                .local_addr()
-                .map_err(|e| ConfigError(format!("--listen {}: {e}", set.listen)))?;
-            Ok((l, m.layer(bound)?))
-        });
-        let (listener, layer) = match layer {
+        let (listener, layer) = match m.bind(set.listen) {
             Ok(x) => x,
             Err(ConfigError(e)) => {
                 eprintln!("error: {e}");
@@ -1136,6 +1144,8 @@ async fn serve(
     let mut stdin_open = true;
 
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
+    let mut received = Vec::with_capacity(RECEIVE_BATCH);
+    let mut sender = SenderName::default();
     // A `membership` line after changes, at most once per tick.
     let mut membership_changed = false;
     let mut membership_tick = tokio::time::interval(MEMBERSHIP_TICK);
@@ -1163,8 +1173,10 @@ async fn serve(
                     out.emit(&v);
                 }
             }
-            msg = inbox.recv() => {
-                let Some(r) = msg else { break };
+            n = inbox.recv_many(&mut received, RECEIVE_BATCH) => {
+                if n == 0 {
+                    break;
+                }
                 // The connection's events were queued before its first message could be
                 // delivered: print them first, so "connected" precedes "received".
                 while let Ok(ev) = tap.try_recv() {
@@ -1172,21 +1184,30 @@ async fn serve(
                         out.emit(&v);
                     }
                 }
-                // An Empty message carries nothing: it is how a peer (our --peer among
-                // them) opens a connection, since Fabric's comm has no bare "connect".
-                let opener = r.message().nonce == 0
-                    && matches!(r.message().content, Some(Content::Empty(_)));
-                if !opener {
-                    out.emit_line(received_line(r.message(), &form.show(r.sender()), args.payload));
-                }
-                if args.auto_ack && r.message().nonce != 0 {
-                    let Ok(permit) = acks.clone().acquire_owned().await else { break };
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        if let Err(e) = r.ack(None).await {
-                            tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
+                {
+                    let mut printed = out.lines();
+                    for r in &received {
+                        // An Empty message carries nothing: it is how a peer (our --peer
+                        // among them) opens a connection, since Fabric's comm has no bare
+                        // "connect".
+                        let opener = r.message().nonce == 0
+                            && matches!(r.message().content, Some(Content::Empty(_)));
+                        if !opener {
+                            let from = sender.of(r.sender(), form);
+                            printed.line(|buf| received_line(buf, r.message(), from, args.payload));
                         }
-                    });
+                    }
+                }
+                for r in received.drain(..) {
+                    if args.auto_ack && r.message().nonce != 0 {
+                        let Ok(permit) = acks.clone().acquire_owned().await else { break };
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            if let Err(e) = r.ack(None).await {
+                                tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
+                            }
+                        });
+                    }
                 }
             }
             line = lines.recv(), if stdin_open => match line {
@@ -1268,17 +1289,23 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
-    pub(crate) fn new() -> std::io::Result<Signals> {
+    /// The handlers, or `None` once the reason they could not be installed is printed.
+    pub(crate) fn new() -> Option<Signals> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
+            let handlers = signal(SignalKind::terminate())
+                .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+            match handlers {
+                Ok((term, int)) => Some(Signals { term, int }),
+                Err(e) => {
+                    eprintln!("error: cannot handle signals: {e}");
+                    None
+                }
+            }
         }
         #[cfg(not(unix))]
-        Ok(Signals {})
+        Some(Signals {})
     }
 
     /// The name of the next signal received.
@@ -1304,6 +1331,14 @@ impl Signals {
 mod tests {
     use super::*;
 
+    /// The `received` line of `m` from `from`, as text.
+    fn line(m: &GossipMessage, from: &str, payload: PayloadForm) -> String {
+        let (mut buf, mut shown) = (Vec::new(), Vec::new());
+        push_json_str(&mut shown, from);
+        received_line(&mut buf, m, &shown, payload);
+        String::from_utf8(buf).expect("UTF-8")
+    }
+
     fn msg(data: &[u8], channel: &[u8], tag: Tag) -> GossipMessage {
         let mut m = data_message(7, data, 9);
         m.channel = channel.to_vec().into();
@@ -1312,36 +1347,45 @@ mod tests {
     }
 
     /// The default form is byte for byte what the `serde_json::Value` of earlier versions
-    /// printed (keys sorted, strings escaped alike).
+    /// printed (keys sorted, strings escaped alike), whatever the bytes and the tag.
     #[test]
     fn the_default_line_is_the_earlier_json() {
+        let ascii: Vec<u8> = (0..0x80).collect();
+        let unicode = "é\u{7f}\u{2028}😀 \\/".as_bytes();
         for (data, channel, tag) in [
-            (&b"he said \"hi\"\n"[..], &b"ch"[..], Tag::ChanAndOrg),
-            (&[0xff, 0x00][..], &b""[..], Tag::Empty),
+            (&b"he said \"hi\"\n"[..], &b"ch"[..], Tag::ChanAndOrg as i32),
+            (&[0xff, 0x00][..], &b""[..], Tag::Empty as i32),
+            (&ascii[..], &b"c\x01h\xff"[..], 99),
+            (unicode, &b""[..], -3),
+            (&[][..], &b"x"[..], Tag::OrgOnly as i32),
         ] {
-            let m = msg(data, channel, tag);
+            let mut m = msg(data, channel, Tag::Empty);
+            m.tag = tag;
             let mut v = json!({
-                "event": "received", "from": "p\"1", "nonce": 9, "content": "data_msg",
+                "event": "received", "from": "p\"1\u{1}", "nonce": 9, "content": "data_msg",
                 "data_hex": hex::encode(data), "seq": 7,
             });
             if !channel.is_empty() {
                 v["channel"] = json!(String::from_utf8_lossy(channel));
-                v["tag"] = json!(tag.as_str_name());
+            }
+            if tag != Tag::Empty as i32 {
+                v["tag"] =
+                    Tag::try_from(tag).map_or(json!(tag.to_string()), |t| json!(t.as_str_name()));
             }
             if let Ok(t) = std::str::from_utf8(data) {
                 v["text"] = json!(t);
             }
-            assert_eq!(received_line(&m, "p\"1", PayloadForm::Both), v.to_string());
+            assert_eq!(line(&m, "p\"1\u{1}", PayloadForm::Both), v.to_string());
         }
     }
 
     #[test]
     fn text_falls_back_to_hex_and_none_gives_the_length() {
         let bin = msg(&[0xff, 0x01], b"", Tag::Empty);
-        let v: Value = serde_json::from_str(&received_line(&bin, "p", PayloadForm::Text)).unwrap();
+        let v: Value = serde_json::from_str(&line(&bin, "p", PayloadForm::Text)).unwrap();
         assert_eq!(v["data_hex"], "ff01");
         assert!(v.get("text").is_none());
-        let v: Value = serde_json::from_str(&received_line(&bin, "p", PayloadForm::None)).unwrap();
+        let v: Value = serde_json::from_str(&line(&bin, "p", PayloadForm::None)).unwrap();
         assert_eq!(v["len"], 2);
         assert!(v.get("data_hex").is_none() && v.get("text").is_none());
         // Messages without data carry none of the three.
@@ -1351,8 +1395,7 @@ mod tests {
             content: Some(Content::Empty(Empty {})),
             ..Default::default()
         };
-        let v: Value =
-            serde_json::from_str(&received_line(&empty, "p", PayloadForm::None)).unwrap();
+        let v: Value = serde_json::from_str(&line(&empty, "p", PayloadForm::None)).unwrap();
         assert_eq!(
             v,
             json!({"event": "received", "from": "p", "nonce": 1, "content": "empty"})

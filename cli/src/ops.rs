@@ -312,273 +312,268 @@ fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> 
     }
 }
 
-fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
-    let c: Counter = Counter::default();
-    c.inc_by(v);
-    r.register(name, help, c);
+/// One metric's value: a counter, a gauge, or a counter family by one label.
+enum Metric<'a> {
+    Counter(u64),
+    Gauge(u64),
+    Family(&'a str, Vec<(&'a str, u64)>),
 }
 
-fn gauge(r: &mut Registry, name: &str, help: &str, v: u64) {
-    let g = Gauge::<i64>::default();
-    g.set(i64::try_from(v).unwrap_or(i64::MAX));
-    r.register(name, help, g);
-}
-
-fn family(r: &mut Registry, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
-    let f = Family::<Vec<(String, String)>, Counter>::default();
-    for (l, v) in values {
-        f.get_or_create(&vec![(label.to_owned(), (*l).to_owned())])
-            .inc_by(*v);
+/// Registers `name` with its value.
+fn register(r: &mut Registry, name: &str, help: &str, value: Metric<'_>) {
+    match value {
+        Metric::Counter(v) => {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            r.register(name, help, c);
+        }
+        Metric::Gauge(v) => {
+            let g = Gauge::<i64>::default();
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            r.register(name, help, g);
+        }
+        Metric::Family(label, values) => {
+            let f = Family::<Vec<(String, String)>, Counter>::default();
+            for (l, v) in values {
+                f.get_or_create(&vec![(label.to_owned(), l.to_owned())])
+                    .inc_by(v);
+            }
+            r.register(name, help, f);
+        }
     }
-    r.register(name, help, f);
 }
 
 /// The metrics of `node` now (none before it runs).
 pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
+    use Metric::{Counter as C, Family as F, Gauge as G};
     let mut r = Registry::default();
     let Some((node, out)) = node else {
         return r;
     };
     let s = node.stats();
     let d = node.driver_stats();
-    // Fabric's names (gossip/metrics/metrics.go).
-    counter(
-        &mut r,
-        "gossip_comm_messages_sent",
-        "Number of messages sent",
-        s.sent,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_messages_received",
-        "Number of messages received",
-        s.received,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_overflow_count",
-        "Number of outgoing queue buffer overflows",
-        s.dropped_overflow,
-    );
-    // This implementation's own.
-    let open = Gauge::<i64>::default();
-    open.set(i64::try_from(node.connections().len()).unwrap_or(i64::MAX));
-    r.register(
-        "gossip_comm_connections_open",
-        "Connections registered now (one per remote PKI-ID)",
-        open,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_connections_opened",
-        "Connections registered after a successful handshake",
-        s.connections_opened,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_connections_closed",
-        "Connections closed, for any reason",
-        s.connections_closed,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_handshakes_completed",
-        "Handshakes that authenticated the remote peer",
-        s.handshakes_ok,
-    );
     let reasons: Vec<(&str, u64)> = HandshakeError::LABELS
         .iter()
         .copied()
         .zip(s.handshake_failures.iter().copied())
         .collect();
-    family(
-        &mut r,
-        "gossip_comm_handshake_failures",
-        "Handshakes refused or failed, by reason",
-        "reason",
-        &reasons,
-    );
-    family(
-        &mut r,
-        "gossip_comm_messages_dropped",
-        "Messages dropped, by cause (overflow is also gossip_comm_overflow_count)",
-        "cause",
-        &[
-            ("overflow", s.dropped_overflow),
-            ("connection_closed", s.dropped_on_close),
-            ("no_connection", s.dropped_no_connection),
-            ("subscription_overflow", s.dropped_subscription_overflow),
-            ("stopped", s.dropped_on_stop),
-            ("unrouted", s.unrouted),
-            ("empty", s.empty_messages),
-        ],
-    );
-    family(
-        &mut r,
-        "gossip_comm_envelopes_refused",
-        "Received envelopes refused before use, by reason; each closed its connection",
-        "reason",
-        &[("oversized", s.oversized), ("malformed", s.malformed)],
-    );
-    counter(
-        &mut r,
-        "gossip_comm_read_pauses",
-        "Times reading a stream was paused because a subscriber was full (back-pressure)",
-        s.read_pauses,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_presumed_dead",
-        "PresumedDead notifications: sends that could not reach a peer",
-        s.presumed_dead,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_identity_switches",
-        "Peers that reconnected with a new identity of the same organization",
-        s.identity_switches,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_probes_answered",
-        "Inbound probes (Ping and probing handshakes) answered",
-        s.probed,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_crossing_dials",
-        "Crossing dials resolved to one connection",
-        s.crossings,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_acks_unmatched",
-        "Acks that matched no pending SendWithAck",
-        s.acks_unmatched,
-    );
-    family(
-        &mut r,
-        "gossip_comm_notifications_dropped",
-        "Notifications and events dropped because nobody drained them, by kind",
-        "kind",
-        &[
-            ("presumed_dead", s.presumed_dead_dropped),
-            ("presumed_dead_stream", d.presumed_dead_dropped),
-            ("identity_switch_stream", d.identity_switch_dropped),
-            ("core_event", s.events_dropped),
-            ("event_tap", d.events_dropped),
-        ],
-    );
-    family(
-        &mut r,
-        "gossip_comm_dials",
-        "Outbound TCP (and TLS) connections, by result",
-        "result",
-        &[("ok", d.dials_ok), ("failed", d.dials_failed)],
-    );
-    counter(
-        &mut r,
-        "gossip_comm_write_failures",
-        "Writes that found their stream broken",
-        d.write_failures,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_writes_after_end",
-        "Writes to an RPC the remote had already ended (its status is reported instead)",
-        d.writes_after_end,
-    );
-    family(
-        &mut r,
-        "gossip_comm_inbound_connections",
-        "Inbound TCP connections by what became of them (admission control)",
-        "outcome",
-        &[
-            ("accepted", d.inbound_accepted),
-            ("refused", d.inbound_refused),
-            ("evicted", d.inbound_evicted),
-            ("setup_timeout", d.inbound_setup_timeouts),
-        ],
-    );
-    gauge(
-        &mut r,
-        "gossip_comm_inbound_open",
-        "Inbound TCP connections open now",
-        d.inbound_open,
-    );
-    gauge(
-        &mut r,
-        "gossip_comm_inbound_pending",
-        "Inbound connections open now that have not yet authenticated a stream",
-        d.inbound_pending,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_accept_errors",
-        "accept() failures (such as running out of file descriptors), each backed off",
-        d.accept_errors,
-    );
-    gauge(
-        &mut r,
-        "gossip_comm_incomplete_bytes",
-        "Bytes held now for messages not yet received whole (node-wide budget)",
-        d.incomplete_bytes,
-    );
-    gauge(
-        &mut r,
-        "gossip_comm_incomplete_bytes_peak",
-        "Most bytes ever held at once for messages not yet received whole",
-        d.incomplete_bytes_peak,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_incomplete_budget_waits",
-        "Times a stream waited for room in the node-wide budget for incomplete messages",
-        d.incomplete_budget_waits,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_stalled_messages",
-        "Half-sent messages whose stream was reset after the stall deadline",
-        d.stalled_messages,
-    );
-    counter(
-        &mut r,
-        "gossip_comm_bad_framing",
-        "Streams closed for gRPC framing that is not a gossip message (bad flag, cut message)",
-        d.bad_framing,
-    );
-    counter(
-        &mut r,
-        "fabric_gossip_cli_output_lines_dropped",
-        "JSON lines of `node` not printed because stdout was not read",
-        out.dropped(),
-    );
+    let connections = node.connections().len() as u64;
+    let metrics = [
+        // Fabric's names (gossip/metrics/metrics.go).
+        (
+            "gossip_comm_messages_sent",
+            "Number of messages sent",
+            C(s.sent),
+        ),
+        (
+            "gossip_comm_messages_received",
+            "Number of messages received",
+            C(s.received),
+        ),
+        (
+            "gossip_comm_overflow_count",
+            "Number of outgoing queue buffer overflows",
+            C(s.dropped_overflow),
+        ),
+        // This implementation's own.
+        (
+            "gossip_comm_connections_open",
+            "Connections registered now (one per remote PKI-ID)",
+            G(connections),
+        ),
+        (
+            "gossip_comm_connections_opened",
+            "Connections registered after a successful handshake",
+            C(s.connections_opened),
+        ),
+        (
+            "gossip_comm_connections_closed",
+            "Connections closed, for any reason",
+            C(s.connections_closed),
+        ),
+        (
+            "gossip_comm_handshakes_completed",
+            "Handshakes that authenticated the remote peer",
+            C(s.handshakes_ok),
+        ),
+        (
+            "gossip_comm_handshake_failures",
+            "Handshakes refused or failed, by reason",
+            F("reason", reasons),
+        ),
+        (
+            "gossip_comm_messages_dropped",
+            "Messages dropped, by cause (overflow is also gossip_comm_overflow_count)",
+            F(
+                "cause",
+                vec![
+                    ("overflow", s.dropped_overflow),
+                    ("connection_closed", s.dropped_on_close),
+                    ("no_connection", s.dropped_no_connection),
+                    ("subscription_overflow", s.dropped_subscription_overflow),
+                    ("stopped", s.dropped_on_stop),
+                    ("unrouted", s.unrouted),
+                    ("empty", s.empty_messages),
+                ],
+            ),
+        ),
+        (
+            "gossip_comm_envelopes_refused",
+            "Received envelopes refused before use, by reason; each closed its connection",
+            F(
+                "reason",
+                vec![("oversized", s.oversized), ("malformed", s.malformed)],
+            ),
+        ),
+        (
+            "gossip_comm_read_pauses",
+            "Times reading a stream was paused because a subscriber was full (back-pressure)",
+            C(s.read_pauses),
+        ),
+        (
+            "gossip_comm_presumed_dead",
+            "PresumedDead notifications: sends that could not reach a peer",
+            C(s.presumed_dead),
+        ),
+        (
+            "gossip_comm_identity_switches",
+            "Peers that reconnected with a new identity of the same organization",
+            C(s.identity_switches),
+        ),
+        (
+            "gossip_comm_probes_answered",
+            "Inbound probes (Ping and probing handshakes) answered",
+            C(s.probed),
+        ),
+        (
+            "gossip_comm_crossing_dials",
+            "Crossing dials resolved to one connection",
+            C(s.crossings),
+        ),
+        (
+            "gossip_comm_acks_unmatched",
+            "Acks that matched no pending SendWithAck",
+            C(s.acks_unmatched),
+        ),
+        (
+            "gossip_comm_notifications_dropped",
+            "Notifications and events dropped because nobody drained them, by kind",
+            F(
+                "kind",
+                vec![
+                    ("presumed_dead", s.presumed_dead_dropped),
+                    ("presumed_dead_stream", d.presumed_dead_dropped),
+                    ("identity_switch_stream", d.identity_switch_dropped),
+                    ("core_event", s.events_dropped),
+                    ("event_tap", d.events_dropped),
+                ],
+            ),
+        ),
+        (
+            "gossip_comm_dials",
+            "Outbound TCP (and TLS) connections, by result",
+            F(
+                "result",
+                vec![("ok", d.dials_ok), ("failed", d.dials_failed)],
+            ),
+        ),
+        (
+            "gossip_comm_write_failures",
+            "Writes that found their stream broken",
+            C(d.write_failures),
+        ),
+        (
+            "gossip_comm_writes_after_end",
+            "Writes to an RPC the remote had already ended (its status is reported instead)",
+            C(d.writes_after_end),
+        ),
+        (
+            "gossip_comm_inbound_connections",
+            "Inbound TCP connections by what became of them (admission control)",
+            F(
+                "outcome",
+                vec![
+                    ("accepted", d.inbound_accepted),
+                    ("refused", d.inbound_refused),
+                    ("evicted", d.inbound_evicted),
+                    ("setup_timeout", d.inbound_setup_timeouts),
+                ],
+            ),
+        ),
+        (
+            "gossip_comm_inbound_open",
+            "Inbound TCP connections open now",
+            G(d.inbound_open),
+        ),
+        (
+            "gossip_comm_inbound_pending",
+            "Inbound connections open now that have not yet authenticated a stream",
+            G(d.inbound_pending),
+        ),
+        (
+            "gossip_comm_accept_errors",
+            "accept() failures (such as running out of file descriptors), each backed off",
+            C(d.accept_errors),
+        ),
+        (
+            "gossip_comm_incomplete_bytes",
+            "Bytes held now for messages not yet received whole (node-wide budget)",
+            G(d.incomplete_bytes),
+        ),
+        (
+            "gossip_comm_incomplete_bytes_peak",
+            "Most bytes ever held at once for messages not yet received whole",
+            G(d.incomplete_bytes_peak),
+        ),
+        (
+            "gossip_comm_incomplete_budget_waits",
+            "Times a stream waited for room in the node-wide budget for incomplete messages",
+            C(d.incomplete_budget_waits),
+        ),
+        (
+            "gossip_comm_stalled_messages",
+            "Half-sent messages whose stream was reset after the stall deadline",
+            C(d.stalled_messages),
+        ),
+        (
+            "gossip_comm_bad_framing",
+            "Streams closed for gRPC framing that is not a gossip message (bad flag, cut message)",
+            C(d.bad_framing),
+        ),
+        (
+            "fabric_gossip_cli_output_lines_dropped",
+            "JSON lines of `node` not printed because stdout was not read",
+            C(out.dropped()),
+        ),
+    ];
+    for (name, help, value) in metrics {
+        register(&mut r, name, help, value);
+    }
     if let Some((alive, dead)) = node.with_layer(|d: &fabric_gossip_discovery::Discovery| {
         (d.members().len(), d.dead_members().len())
     }) {
-        // Fabric's name (gossip/metrics: MembershipMetrics.Total); Fabric labels it by
-        // channel, and this node has none.
-        let total = Gauge::<i64>::default();
-        total.set(i64::try_from(alive).unwrap_or(i64::MAX));
-        r.register(
-            "gossip_membership_total_peers_known",
-            "Total known alive peers",
-            total,
-        );
-        let gone = Gauge::<i64>::default();
-        gone.set(i64::try_from(dead).unwrap_or(i64::MAX));
-        r.register(
-            "gossip_membership_dead_peers_known",
-            "Members declared dead and still remembered (reconnect targets)",
-            gone,
-        );
-        counter(
-            &mut r,
-            "fabric_gossip_cli_membership_events_dropped",
-            "Membership events not printed because they were not taken in time",
-            d.layer_events_dropped,
-        );
+        let membership = [
+            // Fabric's name (gossip/metrics: MembershipMetrics.Total); Fabric labels it by
+            // channel, and this node has none.
+            (
+                "gossip_membership_total_peers_known",
+                "Total known alive peers",
+                G(alive as u64),
+            ),
+            (
+                "gossip_membership_dead_peers_known",
+                "Members declared dead and still remembered (reconnect targets)",
+                G(dead as u64),
+            ),
+            (
+                "fabric_gossip_cli_membership_events_dropped",
+                "Membership events not printed because they were not taken in time",
+                C(d.layer_events_dropped),
+            ),
+        ];
+        for (name, help, value) in membership {
+            register(&mut r, name, help, value);
+        }
     }
     r
 }

@@ -6,11 +6,15 @@
 //! `{"cmd":"stop"}`. Now a full queue drops lines and counts them: the count is in the
 //! `stats` event and the stop summary, and an `output_dropped` line tells the reader, in
 //! the stream itself, how many lines it missed once there is room again.
+//!
+//! The queue is one byte buffer that lines are formatted straight into, and the writer
+//! swaps it for its own empty one and writes it whole: a busy node (a sink printing
+//! hundreds of thousands of messages a second) makes one `write` per batch and allocates
+//! nothing per line, and an idle one still shows each line at once.
 
-use serde_json::{Value, json};
-use std::collections::VecDeque;
+use serde_json::Value;
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Lines waiting to be written. A reader that keeps up never has more than a few. The
@@ -20,13 +24,19 @@ pub(crate) const MAX_LINES: usize = 8192;
 /// hex), so lines are also bounded by size; a single line larger than this is still
 /// written when the queue is empty, since it was bounded when it was received.
 pub(crate) const MAX_BYTES: usize = 64 << 20;
+/// Capacity a buffer keeps once written: a burst of large lines does not pin its peak.
+const KEPT_CAPACITY: usize = 4 << 20;
 
 #[derive(Default)]
 struct Queue {
-    lines: VecDeque<String>,
-    bytes: usize,
-    /// A line is being written (taken off the queue, not yet flushed).
+    /// Lines waiting, each with its newline.
+    buf: Vec<u8>,
+    /// How many lines `buf` holds.
+    lines: usize,
+    /// A batch is being written (taken off the queue, not yet flushed).
     writing: bool,
+    /// Callers of `drain` waiting for the writer.
+    draining: usize,
     /// Lines dropped since the last `output_dropped` notice was queued.
     unreported: u64,
     /// Lines dropped in all.
@@ -35,9 +45,10 @@ struct Queue {
 
 struct Shared {
     q: Mutex<Queue>,
-    /// Signalled when a line is queued (for the writer) and when one was written (for
-    /// `drain`).
-    cv: Condvar,
+    /// Signalled when lines are queued while the writer waits.
+    queued: Condvar,
+    /// Signalled when a batch was written while `drain` waits.
+    written: Condvar,
 }
 
 /// The handle commands and tasks print through. Cheap to clone; never blocks.
@@ -46,13 +57,25 @@ pub(crate) struct Out {
     s: Arc<Shared>,
 }
 
+/// Lines being queued under one lock (see [`Out::lines`]); the writer is woken once, when
+/// this is dropped.
+pub(crate) struct Lines<'a> {
+    q: MutexGuard<'a, Queue>,
+    s: &'a Shared,
+    added: bool,
+}
+
 impl Out {
     /// Starts the writer thread on `sink` (stdout in the binary).
     pub(crate) fn start(sink: impl Write + Send + 'static) -> Out {
-        let s = Arc::new(Shared {
-            q: Mutex::new(Queue::default()),
-            cv: Condvar::new(),
-        });
+        let new = || {
+            Arc::new(Shared {
+                q: Mutex::new(Queue::default()),
+                queued: Condvar::new(),
+                written: Condvar::new(),
+            })
+        };
+        let s = new();
         let w = s.clone();
         // A plain thread rather than a runtime task: it may sit in a blocking write for as
         // long as the reader wishes, and the process must be able to exit meanwhile.
@@ -63,12 +86,7 @@ impl Out {
                 |e| {
                     tracing::error!("cannot start the stdout writer: {e}; output is lost");
                     // Without a writer every line counts as dropped.
-                    Out {
-                        s: Arc::new(Shared {
-                            q: Mutex::new(Queue::default()),
-                            cv: Condvar::new(),
-                        }),
-                    }
+                    Out { s: new() }
                 },
                 |_| Out { s },
             )
@@ -76,42 +94,22 @@ impl Out {
 
     /// Queues `v` as one line, or drops and counts it when the queue is full.
     pub(crate) fn emit(&self, v: &Value) {
-        self.emit_line(v.to_string());
+        self.lines().value(v);
     }
 
-    /// Queues `line` (one JSON object, without its newline), or drops and counts it when
-    /// the queue is full.
-    pub(crate) fn emit_line(&self, line: String) {
-        let mut q = self.s.q.lock().unwrap_or_else(PoisonError::into_inner);
-        if q.unreported > 0 {
-            // Tell the reader what it missed before anything else, once there is room.
-            let notice = json!({"event": "output_dropped", "lines": q.unreported}).to_string();
-            if !fits(&q, notice.len() + line.len(), 2) {
-                q.unreported += 1;
-                q.dropped += 1;
-                return;
-            }
-            push(&mut q, notice);
-            q.unreported = 0;
-        }
-        if !fits(&q, line.len(), 1) {
-            q.unreported += 1;
-            q.dropped += 1;
-            return;
-        }
-        push(&mut q, line);
-        // The writer only waits when it is not writing: waking it for every line would cost
-        // a futex call per line while it is busy writing the previous ones.
-        let wake = !q.writing;
-        drop(q);
-        if wake {
-            self.s.cv.notify_all();
+    /// Takes the queue for several lines at once: one lock and at most one wake-up of the
+    /// writer for the lot.
+    pub(crate) fn lines(&self) -> Lines<'_> {
+        Lines {
+            q: self.s.q.lock().unwrap_or_else(PoisonError::into_inner),
+            s: &self.s,
+            added: false,
         }
     }
 
     /// A stdin line that could not be run.
     pub(crate) fn command_error(&self, error: impl Into<String>) {
-        self.emit(&json!({"event": "command_error", "error": error.into()}));
+        self.emit(&serde_json::json!({"event": "command_error", "error": error.into()}));
     }
 
     /// Lines dropped so far because the queue was full.
@@ -128,65 +126,187 @@ impl Out {
     pub(crate) fn drain(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut q = self.s.q.lock().unwrap_or_else(PoisonError::into_inner);
-        while !q.lines.is_empty() || q.writing {
+        q.draining += 1;
+        let done = loop {
+            if q.buf.is_empty() && !q.writing {
+                break true;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                break false;
             }
             q = self
                 .s
-                .cv
+                .written
                 .wait_timeout(q, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-        }
-        true
+        };
+        q.draining -= 1;
+        done
     }
 }
 
-fn fits(q: &Queue, bytes: usize, lines: usize) -> bool {
-    q.lines.len() + lines <= MAX_LINES && (q.bytes + bytes <= MAX_BYTES || q.lines.is_empty())
+impl Lines<'_> {
+    /// Queues `v` as one line, or drops and counts it when the queue is full.
+    pub(crate) fn value(&mut self, v: &Value) {
+        // Writing a `Value` into a `Vec` cannot fail.
+        self.line(|buf| {
+            let _ = serde_json::to_writer(buf, v);
+        });
+    }
+
+    /// Queues the line `write` appends (one JSON object, without its newline), or drops and
+    /// counts it when the queue is full.
+    pub(crate) fn line(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let q = &mut *self.q;
+        let start = q.buf.len();
+        let mut lines = 1;
+        if q.unreported > 0 {
+            // Tell the reader what it missed before anything else, once there is room.
+            q.buf
+                .extend_from_slice(b"{\"event\":\"output_dropped\",\"lines\":");
+            push_u64(&mut q.buf, q.unreported);
+            q.buf.extend_from_slice(b"}\n");
+            lines = 2;
+        }
+        write(&mut q.buf);
+        q.buf.push(b'\n');
+        if q.lines + lines > MAX_LINES || (q.buf.len() > MAX_BYTES && start > 0) {
+            q.buf.truncate(start);
+            q.unreported += 1;
+            q.dropped += 1;
+            return;
+        }
+        if lines == 2 {
+            q.unreported = 0;
+        }
+        q.lines += lines;
+        self.added = true;
+    }
 }
 
-fn push(q: &mut Queue, line: String) {
-    q.bytes += line.len();
-    q.lines.push_back(line);
+impl Drop for Lines<'_> {
+    fn drop(&mut self) {
+        // The writer only waits when it is not writing: waking it for every line would cost
+        // a futex call per line while it is busy writing the previous ones.
+        if self.added && !self.q.writing {
+            self.s.queued.notify_one();
+        }
+    }
 }
 
-/// Output buffered between flushes. Lines are written in batches (everything queued when the
-/// writer looks) into this buffer and flushed when the queue is empty, so a busy node makes
-/// one `write` per 64 KiB instead of one per line, and an idle one still shows each line at
-/// once.
-const WRITE_BUFFER: usize = 64 << 10;
-
-fn writer(s: &Shared, sink: impl Write) {
-    let mut sink = std::io::BufWriter::with_capacity(WRITE_BUFFER, sink);
+fn writer(s: &Shared, mut sink: impl Write) {
     let mut batch = Vec::new();
     loop {
         {
             let mut q = s.q.lock().unwrap_or_else(PoisonError::into_inner);
             q.writing = false;
-            s.cv.notify_all();
-            while q.lines.is_empty() {
-                q = s.cv.wait(q).unwrap_or_else(PoisonError::into_inner);
+            if q.draining > 0 {
+                s.written.notify_all();
             }
-            batch.extend(q.lines.drain(..));
-            q.bytes = 0;
+            if q.buf.is_empty() {
+                while q.buf.is_empty() {
+                    q = s.queued.wait(q).unwrap_or_else(PoisonError::into_inner);
+                }
+                // Woken by the first lines of a burst: let the node add the rest before
+                // taking them, for fewer and larger writes.
+                drop(q);
+                std::thread::yield_now();
+                q = s.q.lock().unwrap_or_else(PoisonError::into_inner);
+            }
+            std::mem::swap(&mut q.buf, &mut batch);
+            q.lines = 0;
             q.writing = true;
         }
         // A closed stdout (reader gone) must not kill the node; there is nobody to tell.
-        for line in batch.drain(..) {
-            let _ = sink
-                .write_all(line.as_bytes())
-                .and_then(|()| sink.write_all(b"\n"));
+        let _ = sink.write_all(&batch).and_then(|()| sink.flush());
+        batch.clear();
+        if batch.capacity() > KEPT_CAPACITY {
+            batch.shrink_to(KEPT_CAPACITY);
         }
-        let _ = sink.flush();
     }
+}
+
+/// How serde_json escapes each byte of a string: 0, as itself; `u`, as `\u00XX`; any
+/// other, as a backslash and that character.
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x0c] = b'f';
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Appends `v` as a JSON string, quoted and escaped byte for byte as serde_json does
+/// (`"`, `\` and control characters; `\b \f \n \r \t` short, the others as `\u00XX`),
+/// without building a `Value`: a sink escapes every received text. The escaped length is
+/// counted first, so the buffer grows once and plain text is one copy.
+pub(crate) fn push_json_str(buf: &mut Vec<u8>, v: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = v.as_bytes();
+    let extra: usize = bytes
+        .iter()
+        .map(|&b| match ESCAPE[usize::from(b)] {
+            0 => 0,
+            b'u' => 5,
+            _ => 1,
+        })
+        .sum();
+    let at = buf.len();
+    buf.resize(at + bytes.len() + extra + 2, b'"');
+    let out = &mut buf[at + 1..];
+    if extra == 0 {
+        out[..bytes.len()].copy_from_slice(bytes);
+        return;
+    }
+    let mut j = 0;
+    for &b in bytes {
+        match ESCAPE[usize::from(b)] {
+            0 => {
+                out[j] = b;
+                j += 1;
+            }
+            b'u' => {
+                let (hi, lo) = (HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]);
+                out[j..j + 6].copy_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
+                j += 6;
+            }
+            short => {
+                out[j..j + 2].copy_from_slice(&[b'\\', short]);
+                j += 2;
+            }
+        }
+    }
+}
+
+/// Appends `data` in lowercase hex, with SIMD where the processor has it: a sink printing
+/// 1 KiB messages in hex spent a quarter of its time here with the `hex` crate.
+pub(crate) fn push_hex(buf: &mut Vec<u8>, data: &[u8]) {
+    let at = buf.len();
+    buf.resize(at + 2 * data.len(), 0);
+    // The buffer was just sized for exactly this: it cannot fail.
+    let _ = faster_hex::hex_encode(data, &mut buf[at..]);
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(buf: &mut Vec<u8>, n: u64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::sync::mpsc;
 
     /// A sink that blocks every write until the test lets it go, like a pipe nobody reads.
@@ -199,6 +319,33 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    /// Escaping is serde_json's for every ASCII character and a few others; hex is the
+    /// `hex` crate's for every byte.
+    #[test]
+    fn strings_and_hex_are_written_as_serde_json_and_hex_write_them() {
+        let mut samples: Vec<String> = (0..0x80u8).map(|b| char::from(b).to_string()).collect();
+        samples.extend(["", "plain", "é\u{2028}😀", "a\"b\\c\n\u{0}d\u{1f}"].map(String::from));
+        samples.push(samples.concat());
+        for s in &samples {
+            let mut buf = b"x".to_vec();
+            push_json_str(&mut buf, s);
+            assert_eq!(
+                buf[1..],
+                *Value::from(s.as_str()).to_string().as_bytes(),
+                "{s:?}"
+            );
+        }
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut buf = b"x".to_vec();
+        push_hex(&mut buf, &bytes);
+        assert_eq!(buf[1..], *hex::encode(&bytes).as_bytes());
+        for n in [0, 7, 10, 12_345, u64::MAX] {
+            let mut buf = Vec::new();
+            push_u64(&mut buf, n);
+            assert_eq!(buf, n.to_string().into_bytes());
         }
     }
 

@@ -33,16 +33,8 @@ pub(crate) struct PingArgs {
     /// Pause between probes, e.g. 1s (default: none).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "0s")]
     interval: Duration,
-    /// Print one JSON object with the result instead of text.
-    #[arg(long)]
-    json: bool,
-    /// Local address of the probing node (it never needs to be reached).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0", value_parser = opts::parse_listen)]
-    listen: SocketAddr,
     #[command(flatten)]
-    identity: IdentityArgs,
-    #[command(flatten)]
-    tls: TlsArgs,
+    probe: ProbeArgs,
 }
 
 /// Arguments of `fabric-gossip handshake`.
@@ -55,10 +47,18 @@ pub(crate) struct HandshakeArgs {
     /// hex (64 digits) with an MSP identity.
     #[arg(long, value_name = "HEX|STRING")]
     expect_pki_id: Option<String>,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+/// What `ping` and `handshake` share: the local probing node and how results are printed.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ProbeArgs {
     /// Print one JSON object with the result instead of text.
     #[arg(long)]
     json: bool,
-    /// Local address of the node (under --test-identity it is also our identity).
+    /// Local address of the probing node; it never needs to be reached (under
+    /// --test-identity it is also our identity).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0", value_parser = opts::parse_listen)]
     listen: SocketAddr,
     #[command(flatten)]
@@ -129,7 +129,7 @@ fn steps(tls: &TlsArgs, handshake: bool) -> &'static str {
 
 /// Runs `fabric-gossip ping`.
 pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
-    let (identity, tls, rt) = match setup(&a.identity, false, &a.tls) {
+    let (identity, tls, rt) = match setup(&a.probe.identity, false, &a.probe.tls) {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };
@@ -145,7 +145,7 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
         None => cfg.dial_timeout + cfg.conn_timeout + MARGIN,
     };
     rt.block_on(async {
-        let node = match local_node(a.listen, identity, tls, &a.tls, cfg).await {
+        let node = match local_node(a.probe.listen, identity, tls, &a.probe.tls, cfg).await {
             Ok(n) => n,
             Err(e) => return opts::config_failure(&e),
         };
@@ -166,25 +166,25 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
                 Err(_) => Err(format!("no answer within {}", ms(bound))),
             };
             let prefix = if a.count > 1 {
-                format!("ping {} ({}) {i}/{}", a.addr, mode(&a.tls), a.count)
+                format!("ping {} ({}) {i}/{}", a.addr, mode(&a.probe.tls), a.count)
             } else {
-                format!("ping {} ({})", a.addr, mode(&a.tls))
+                format!("ping {} ({})", a.addr, mode(&a.probe.tls))
             };
             match r {
                 Ok(()) => {
-                    if !a.json {
+                    if !a.probe.json {
                         println!(
                             "{prefix}: answered in {} ({})",
                             ms(rtt),
-                            steps(&a.tls, false)
+                            steps(&a.probe.tls, false)
                         );
                     }
                     probes.push(json!({"ok": true, "rtt_ms": ms_f(rtt)}));
                     rtts.push(rtt);
                 }
                 Err(e) => {
-                    let hint = dial_hint(&e, a.tls.enabled());
-                    if !a.json {
+                    let hint = dial_hint(&e, a.probe.tls.enabled());
+                    if !a.probe.json {
                         println!("{prefix}: FAILED after {}: {e}{hint}", ms(rtt));
                     }
                     probes.push(json!({"ok": false, "rtt_ms": ms_f(rtt), "error": e}));
@@ -198,11 +198,11 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
             let avg = rtts.iter().sum::<Duration>() / rtts.len() as u32;
             (min, avg, max)
         });
-        if a.json {
+        if a.probe.json {
             let mut v = json!({
                 "command": "ping",
                 "addr": a.addr,
-                "tls": a.tls.enabled(),
+                "tls": a.probe.tls.enabled(),
                 "ok": failure.is_none(),
                 "count": a.count,
                 "answered": rtts.len(),
@@ -213,7 +213,7 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
             }
             if let Some(e) = &failure {
                 v["error"] = json!(e);
-                let hint = dial_hint(e, a.tls.enabled())
+                let hint = dial_hint(e, a.probe.tls.enabled())
                     .trim()
                     .trim_start_matches("hint: ");
                 if !hint.is_empty() {
@@ -322,7 +322,7 @@ fn handshake_hint(e: &HandshakeError, tls: bool) -> String {
 
 /// Runs `fabric-gossip handshake`.
 pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
-    let (identity, tls, rt) = match setup(&a.identity, true, &a.tls) {
+    let (identity, tls, rt) = match setup(&a.probe.identity, true, &a.probe.tls) {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };
@@ -335,10 +335,11 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
         None => PkiId::default(),
     };
     rt.block_on(async {
-        let node = match local_node(a.listen, identity, tls, &a.tls, opts::config()).await {
-            Ok(n) => n,
-            Err(e) => return opts::config_failure(&e),
-        };
+        let node =
+            match local_node(a.probe.listen, identity, tls, &a.probe.tls, opts::config()).await {
+                Ok(n) => n,
+                Err(e) => return opts::config_failure(&e),
+            };
         let bound = opts::config().handshake_timeout + MARGIN;
         let peer = RemotePeer::new(a.addr.clone(), expected);
         let t0 = Instant::now();
@@ -347,11 +348,11 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
         node.stop().await;
         let failure = match r {
             Ok(Ok(info)) => {
-                if a.json {
+                if a.probe.json {
                     let mut v = json!({
                         "command": "handshake",
                         "addr": a.addr,
-                        "tls": a.tls.enabled(),
+                        "tls": a.probe.tls.enabled(),
                         "ok": true,
                         "rtt_ms": ms_f(rtt),
                         "pki_id": form.show(&info.id),
@@ -370,9 +371,9 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
                 println!(
                     "handshake with {} ({}): authenticated in {} ({})",
                     a.addr,
-                    mode(&a.tls),
+                    mode(&a.probe.tls),
                     ms(rtt),
-                    steps(&a.tls, true)
+                    steps(&a.probe.tls, true)
                 );
                 println!("  PKI-ID:    {}", form.show(&info.id));
                 match opts::msp_of(&info.identity) {
@@ -403,11 +404,13 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
                     form.show(&expected)
                 )
             }
-            Ok(Err(OpError::Failed(e))) => format!("{e}{}", handshake_hint(&e, a.tls.enabled())),
+            Ok(Err(OpError::Failed(e))) => {
+                format!("{e}{}", handshake_hint(&e, a.probe.tls.enabled()))
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no result within {}", ms(bound)),
         };
-        if a.json {
+        if a.probe.json {
             let (error, hint) = match failure.split_once("\n  hint: ") {
                 Some((e, h)) => (e, Some(h)),
                 None => (failure.as_str(), None),
@@ -415,7 +418,7 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
             let mut v: Value = json!({
                 "command": "handshake",
                 "addr": a.addr,
-                "tls": a.tls.enabled(),
+                "tls": a.probe.tls.enabled(),
                 "ok": false,
                 "rtt_ms": ms_f(rtt),
                 "error": error,
@@ -428,7 +431,7 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
             println!(
                 "handshake with {} ({}): FAILED after {}: {failure}",
                 a.addr,
-                mode(&a.tls),
+                mode(&a.probe.tls),
                 ms(rtt)
             );
         }

@@ -92,23 +92,13 @@ async fn watch(
     identity: opts::Identity,
     tls: Option<fabric_gossip_tonic::TlsConfig>,
 ) -> ExitCode {
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot handle signals: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(mut signals) = Signals::new() else {
+        return ExitCode::FAILURE;
     };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().unwrap_or("").to_owned();
     let tls_on = tls.is_some();
-    let layer = membership::bind(args.listen, "--listen").and_then(|l| {
-        let bound = l
-            .local_addr()
-            .map_err(|e| ConfigError(format!("--listen {}: {e}", args.listen)))?;
-        Ok((l, args.member.layer(bound)?))
-    });
-    let (listener, layer) = match layer {
+    let (listener, layer) = match args.member.bind(args.listen) {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };

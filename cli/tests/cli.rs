@@ -92,19 +92,10 @@ impl NodeProc {
             .spawn()
             .expect("spawn node");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx): (SyncSender<String>, Receiver<String>) = sync_channel(4096);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let mut n = NodeProc {
             stdin: child.stdin.take(),
+            lines: read_lines(stdout, 4096),
             child,
-            lines: rx,
             seen: Vec::new(),
             addr: String::new(),
             pki: String::new(),
@@ -116,40 +107,18 @@ impl NodeProc {
         n
     }
 
-    /// The next JSON line; every stdout line must be a JSON object with "event".
+    /// The next JSON line.
     fn next(&mut self, limit: Duration) -> Option<Value> {
-        match self.lines.recv_timeout(limit) {
-            Ok(line) => {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("non-JSON line on stdout: {line:?}: {e}"));
-                assert!(v.get("event").is_some(), "line without event: {line}");
-                self.seen.push(v.clone());
-                Some(v)
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        next_line(&self.lines, &mut self.seen, limit)
     }
 
     /// Waits for an event matching `pred`.
     fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = Instant::now() + EVENT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left) {
-                Some(v) if pred(&v) => return v,
-                Some(_) => {}
-                None => panic!("no {what} within {EVENT:?}; events: {:?}", self.seen),
-            }
-        }
+        wait_line(&self.lines, &mut self.seen, what, pred)
     }
 
     fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to node");
-        stdin.flush().expect("flush");
+        write_line(self.stdin.as_mut(), line);
     }
 
     /// Sends stop and expects exit status 0 within 5 s (the contract), then the "stopped"
@@ -171,6 +140,63 @@ impl NodeProc {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.wait("stopped", |v| v["event"] == "stopped");
+    }
+}
+
+/// Writes `line` to a node's stdin, which must be open.
+fn write_line(stdin: Option<&mut ChildStdin>, line: &str) {
+    let stdin = stdin.expect("stdin open");
+    writeln!(stdin, "{line}").expect("write to node");
+    stdin.flush().expect("flush");
+}
+
+/// A node's stdout, line by line, on a channel of `capacity` lines.
+fn read_lines(stdout: std::process::ChildStdout, capacity: usize) -> Receiver<String> {
+    let (tx, rx): (SyncSender<String>, Receiver<String>) = sync_channel(capacity);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line of `lines` within `limit`, kept in `seen`; every stdout line must be a
+/// JSON object with "event".
+fn next_line(lines: &Receiver<String>, seen: &mut Vec<Value>, limit: Duration) -> Option<Value> {
+    match lines.recv_timeout(limit) {
+        Ok(line) => {
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("non-JSON line on stdout: {line:?}: {e}"));
+            assert!(v.get("event").is_some(), "line without event: {line}");
+            seen.push(v.clone());
+            Some(v)
+        }
+        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+    }
+}
+
+/// The first line matching `pred`, among those `seen` or within `EVENT`.
+fn wait_line(
+    lines: &Receiver<String>,
+    seen: &mut Vec<Value>,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    if let Some(v) = seen.iter().find(|v| pred(v)) {
+        return v.clone();
+    }
+    let deadline = Instant::now() + EVENT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_line(lines, seen, left) {
+            Some(v) if pred(&v) => return v,
+            Some(_) => {}
+            None => panic!("no {what} within {EVENT:?}; events: {seen:?}"),
+        }
     }
 }
 
@@ -215,16 +241,14 @@ fn keygen(dir: &Path) -> Run {
     r
 }
 
-/// The flags of peer `peer` of `domain` in the keygen layout, trusting the other
-/// organization.
-fn msp_flags(
-    root: &Path,
-    peer: &str,
-    msp: &str,
-    domain: &str,
-    other_msp: &str,
-    other: &str,
-) -> Vec<String> {
+/// The two organizations `keygen` writes: MSP ID and domain.
+const ORG_A: (&str, &str) = ("OrgAMSP", "a.example.com");
+const ORG_B: (&str, &str) = ("OrgBMSP", "b.example.com");
+
+/// The flags of peer `peer` of organization `org` in the keygen layout, trusting the
+/// `other` organization.
+fn msp_flags(root: &Path, peer: &str, org: (&str, &str), other: (&str, &str)) -> Vec<String> {
+    let ((msp, domain), (other_msp, other)) = (org, other);
     let orgs = root.join("peerOrganizations");
     let peer = orgs
         .join(domain)
@@ -285,22 +309,8 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
         again.all()
     );
 
-    let a_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgAMSP",
-        "a.example.com",
-        "OrgBMSP",
-        "b.example.com",
-    );
-    let b_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgBMSP",
-        "b.example.com",
-        "OrgAMSP",
-        "a.example.com",
-    );
+    let a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
+    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let mut a_args = vec!["--listen", "127.0.0.1:0", "--auto-ack"];
     a_args.extend(strs(&a_flags));
     let mut a = NodeProc::start(&a_args);
@@ -384,14 +394,7 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     assert!(r.stdout.contains("--trust OrgAMSP=DIR"), "{}", r.all());
 
     // A third node given two --peer addresses (MSP PKI-IDs unknown) connects to both.
-    let c_flags = msp_flags(
-        dir.path(),
-        "peer1",
-        "OrgAMSP",
-        "a.example.com",
-        "OrgBMSP",
-        "b.example.com",
-    );
+    let c_flags = msp_flags(dir.path(), "peer1", ORG_A, ORG_B);
     let b_addr = b.addr.clone();
     let mut c_args = vec![
         "--listen",
@@ -607,6 +610,12 @@ fn node_payload_forms_print_the_documented_fields() {
     b.stop();
 }
 
+/// `node` with a test identity on a free port, with TLS from these files.
+fn tls_node<'a>(cert: &'a str, key: &'a str, ca: &'a str) -> Vec<&'a str> {
+    let tls = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", ca];
+    [&["node"][..], &TEST_NODE, &tls].concat()
+}
+
 fn hex_of(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
@@ -627,6 +636,17 @@ fn bad_flags_and_files_give_clear_errors() {
     let ca = format!("{peer}/tls/ca.crt");
     let msp = format!("{peer}/msp");
     let listen = ["node", "--listen", "127.0.0.1:0"];
+    let trust = |t: &'static str| {
+        let msp_flags = [
+            "--msp-dir",
+            msp.as_str(),
+            "--msp-id",
+            "OrgAMSP",
+            "--trust",
+            t,
+        ];
+        [&listen[..], &msp_flags].concat()
+    };
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
             listen.to_vec(),
@@ -646,83 +666,20 @@ fn bad_flags_and_files_give_clear_errors() {
             vec!["--tls-key", "--tls-ca"],
         ),
         (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    "/nonexistent.pem",
-                    "--tls-key",
-                    &key,
-                    "--tls-ca",
-                    &ca,
-                ],
-            ]
-            .concat(),
+            tls_node("/nonexistent.pem", &key, &ca),
             vec!["--tls-cert /nonexistent.pem", "No such file"],
         ),
         (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    &not_pem,
-                    "--tls-key",
-                    &key,
-                    "--tls-ca",
-                    &ca,
-                ],
-            ]
-            .concat(),
+            tls_node(&not_pem, &key, &ca),
             vec!["--tls-cert", &not_pem, "no CERTIFICATE"],
         ),
         (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    &cert,
-                    "--tls-key",
-                    &not_pem,
-                    "--tls-ca",
-                    &ca,
-                ],
-            ]
-            .concat(),
+            tls_node(&cert, &not_pem, &ca),
             vec!["--tls-key", &not_pem, "private key"],
         ),
+        (tls_node(&cert, &key, &not_pem), vec!["--tls-ca", &not_pem]),
         (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    &cert,
-                    "--tls-key",
-                    &key,
-                    "--tls-ca",
-                    &not_pem,
-                ],
-            ]
-            .concat(),
-            vec!["--tls-ca", &not_pem],
-        ),
-        (
-            [
-                &listen[..],
-                &[
-                    "--test-identity",
-                    "--tls-cert",
-                    &cert,
-                    "--tls-key",
-                    &other_key,
-                    "--tls-ca",
-                    &ca,
-                ],
-            ]
-            .concat(),
+            tls_node(&cert, &other_key, &ca),
             vec!["--tls-key", &other_key, "does not match", &cert],
         ),
         (
@@ -741,34 +698,9 @@ fn bad_flags_and_files_give_clear_errors() {
             [&listen[..], &["--msp-dir", &msp]].concat(),
             vec!["--msp-id"],
         ),
+        (trust("OrgBMSP"), vec!["--trust", "MSPID=DIR"]),
         (
-            [
-                &listen[..],
-                &[
-                    "--msp-dir",
-                    &msp,
-                    "--msp-id",
-                    "OrgAMSP",
-                    "--trust",
-                    "OrgBMSP",
-                ],
-            ]
-            .concat(),
-            vec!["--trust", "MSPID=DIR"],
-        ),
-        (
-            [
-                &listen[..],
-                &[
-                    "--msp-dir",
-                    &msp,
-                    "--msp-id",
-                    "OrgAMSP",
-                    "--trust",
-                    "OrgBMSP=/nonexistent-b",
-                ],
-            ]
-            .concat(),
+            trust("OrgBMSP=/nonexistent-b"),
             vec!["--trust OrgBMSP=/nonexistent-b", "/nonexistent-b"],
         ),
         (
@@ -946,20 +878,13 @@ impl Daemon {
             .spawn()
             .expect("spawn node");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = sync_channel(65536);
-        if read_stdout {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
+        let lines = if read_stdout {
+            read_lines(stdout, 65536)
         } else {
             // Kept open and never read, as by a consumer that went to sleep.
             std::mem::forget(stdout);
-        }
+            sync_channel(1).1
+        };
         let mut err = child.stderr.take().expect("stderr");
         let stderr = std::thread::spawn(move || {
             let mut s = String::new();
@@ -969,36 +894,18 @@ impl Daemon {
         Daemon {
             stdin: child.stdin.take(),
             child,
-            lines: rx,
+            lines,
             stderr: Some(stderr),
             seen: Vec::new(),
         }
     }
 
     fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = Instant::now() + EVENT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {what} within {EVENT:?}; events: {:?}", self.seen));
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("non-JSON line on stdout: {line:?}: {e}"));
-            self.seen.push(v.clone());
-            if pred(&v) {
-                return v;
-            }
-        }
+        wait_line(&self.lines, &mut self.seen, what, pred)
     }
 
     fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to node");
-        stdin.flush().expect("flush");
+        write_line(self.stdin.as_mut(), line);
     }
 
     fn pid(&self) -> String {
@@ -1035,6 +942,40 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The flags of a plaintext node with a test identity on a free port.
+const TEST_NODE: [&str; 3] = ["--listen", "127.0.0.1:0", "--test-identity"];
+
+/// A test-identity node with `extra` flags (stdin a pipe, stdout read) and its address,
+/// once it is listening.
+fn test_daemon(extra: &[&str]) -> (Daemon, String) {
+    let args: Vec<&str> = TEST_NODE.iter().chain(extra).copied().collect();
+    let mut d = Daemon::start(&args, true, true, None);
+    let addr = d.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    (d, addr)
+}
+
+/// A test-identity node serving the operations service, with `extra` flags, and the
+/// service's address.
+fn operations_daemon(extra: &[&str]) -> (Daemon, String) {
+    let (mut d, _) = test_daemon(&[&["--operations", "127.0.0.1:0"][..], extra].concat());
+    let ops = d.wait("listening", is("listening"))["operations"]
+        .as_str()
+        .expect("operations")
+        .to_owned();
+    (d, ops)
+}
+
+/// Node A with `a_extra` flags, its address, and node B connected to it.
+fn connected_pair(a_extra: &[&str]) -> (Daemon, String, Daemon) {
+    let (a, a_addr) = test_daemon(a_extra);
+    let (mut b, _) = test_daemon(&["--peer", &a_addr]);
+    b.wait("connected", is("connected"));
+    (a, a_addr, b)
 }
 
 fn signal(pid: &str, sig: &str) {
@@ -1084,13 +1025,7 @@ fn node_output_never_blocks_commands() {
 #[test]
 fn node_stops_cleanly_on_sigterm() {
     for sig in ["-TERM", "-INT"] {
-        let mut n = Daemon::start(
-            &["--listen", "127.0.0.1:0", "--test-identity"],
-            true,
-            true,
-            None,
-        );
-        n.wait("listening", is("listening"));
+        let (mut n, _) = test_daemon(&[]);
         signal(&n.pid(), sig);
         assert_eq!(n.exit_within(EVENT), Some(0), "{sig}");
         n.wait("stopped", is("stopped"));
@@ -1103,29 +1038,7 @@ fn node_stops_cleanly_on_sigterm() {
 /// never said anything (the server's graceful shutdown waited 2 s for it).
 #[test]
 fn node_stop_takes_under_a_second() {
-    let mut a = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
-        true,
-        true,
-        None,
-    );
-    let a_addr = a.wait("listening", is("listening"))["addr"]
-        .as_str()
-        .expect("addr")
-        .to_owned();
-    let mut b = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--peer",
-            &a_addr,
-        ],
-        true,
-        true,
-        None,
-    );
-    b.wait("connected", is("connected"));
+    let (mut a, a_addr, mut b) = connected_pair(&[]);
     a.wait("connected", is("connected"));
     let idle = std::net::TcpStream::connect(a_addr.as_str()).expect("connect");
     let t0 = Instant::now();
@@ -1142,12 +1055,7 @@ fn node_stop_takes_under_a_second() {
 /// container) does not stop it; `--exit-on-eof` asks for that.
 #[test]
 fn node_runs_on_after_end_of_stdin_unless_asked() {
-    let mut n = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
-        false,
-        true,
-        None,
-    );
+    let mut n = Daemon::start(&TEST_NODE, false, true, None);
     let addr = n.wait("listening", is("listening"))["addr"]
         .as_str()
         .expect("addr")
@@ -1161,12 +1069,7 @@ fn node_runs_on_after_end_of_stdin_unless_asked() {
     n.wait("stopped", is("stopped"));
 
     let mut n = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--exit-on-eof",
-        ],
+        &[&TEST_NODE[..], &["--exit-on-eof"]].concat(),
         false,
         true,
         None,
@@ -1215,12 +1118,7 @@ fn stats_prints_every_counter() {
         fabric_gossip_tonic::DriverStats::default()
     ));
     assert!(core.len() > 20 && driver.len() > 4, "{core:?} {driver:?}");
-    let mut n = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
-        true,
-        true,
-        None,
-    );
+    let (mut n, _) = test_daemon(&[]);
     n.send_line(r#"{"cmd":"stats"}"#);
     let st = n.wait("stats", is("stats"));
     for f in &core {
@@ -1249,29 +1147,7 @@ fn stats_prints_every_counter() {
 /// task of its own, which the runtime ran in any order).
 #[test]
 fn send_with_ack_lines_leave_in_the_order_typed() {
-    let mut a = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity", "--auto-ack"],
-        true,
-        true,
-        None,
-    );
-    let a_addr = a.wait("listening", is("listening"))["addr"]
-        .as_str()
-        .expect("addr")
-        .to_owned();
-    let mut b = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--peer",
-            &a_addr,
-        ],
-        true,
-        true,
-        None,
-    );
-    b.wait("connected", is("connected"));
+    let (mut a, a_addr, mut b) = connected_pair(&["--auto-ack"]);
     const N: u64 = 300;
     let mut batch = String::new();
     for seq in 1..=N {
@@ -1304,7 +1180,7 @@ fn send_with_ack_lines_leave_in_the_order_typed() {
 #[test]
 fn node_raises_its_open_file_limit() {
     let mut n = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
+        &TEST_NODE,
         true,
         true,
         Some(r#"ulimit -S -n 256 && exec "$@""#),
@@ -1412,24 +1288,10 @@ fn sample(text: &str, name: &str) -> u64 {
 /// figures match the node's own `stats` after traffic.
 #[test]
 fn operations_service_metrics_match_stats() {
-    let mut a = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--auto-ack",
-            "--operations",
-            "127.0.0.1:0",
-        ],
-        true,
-        true,
-        None,
-    );
-    let l = a.wait("listening", is("listening"));
-    let a_addr = l["addr"].as_str().expect("addr").to_owned();
-    let ops = l["operations"]
+    let (mut a, ops) = operations_daemon(&["--auto-ack"]);
+    let a_addr = a.wait("listening", is("listening"))["addr"]
         .as_str()
-        .expect("operations address")
+        .expect("addr")
         .to_owned();
     let (code, body) = http_get(&ops, "/healthz");
     assert_eq!((code, body.as_str()), (200, r#"{"status":"OK"}"#));
@@ -1438,18 +1300,7 @@ fn operations_service_metrics_match_stats() {
     assert!(body.contains("\"Version\""), "{body}");
     assert_eq!(http_get(&ops, "/nothing").0, 404);
 
-    let mut b = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--peer",
-            &a_addr,
-        ],
-        true,
-        true,
-        None,
-    );
+    let (mut b, _) = test_daemon(&["--peer", &a_addr]);
     b.wait("connected", is("connected"));
     for seq in 1..=20 {
         b.send_line(&format!(
@@ -1586,14 +1437,7 @@ fn node_runs_from_a_fabric_core_yaml() {
     assert_eq!(http_get(&ops, "/healthz").0, 200);
     assert_eq!(http_get(&ops, "/metrics").0, 200);
     // A peer of the other organization, from flags, authenticates it over mutual TLS.
-    let b_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgBMSP",
-        "b.example.com",
-        "OrgAMSP",
-        "a.example.com",
-    );
+    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let mut hs = vec!["handshake", addr.as_str()];
     hs.extend(strs(&b_flags));
     let r = run(&hs, EVENT);
@@ -1692,22 +1536,8 @@ fn separate_tls_client_certificates_from_another_ca() {
 /// peer refuses a channel's DataMessage not tagged CHAN_AND_ORG).
 #[test]
 fn send_commands_take_channel_and_tag_and_number_themselves() {
-    let mut a = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity", "--auto-ack"],
-        true,
-        true,
-        None,
-    );
-    let a_addr = a.wait("listening", is("listening"))["addr"]
-        .as_str()
-        .expect("addr")
-        .to_owned();
-    let mut b = Daemon::start(
-        &["--listen", "127.0.0.1:0", "--test-identity"],
-        true,
-        true,
-        None,
-    );
+    let (mut a, a_addr) = test_daemon(&["--auto-ack"]);
+    let (mut b, _) = test_daemon(&[]);
     b.send_line(&format!(
         r#"{{"cmd":"send","to":"{a_addr}","data":"first","channel":"mychannel"}}"#
     ));
@@ -1822,17 +1652,7 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
         .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
     let f = |n: &str| peer.join(n).to_str().expect("utf-8").to_owned();
     let (cert, key, ca) = (f("server.crt"), f("server.key"), f("ca.crt"));
-    let mut t = NodeProc::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--test-identity",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--tls-ca",
-        &ca,
-    ]);
+    let mut t = NodeProc::start(&tls_node(&cert, &key, &ca)[1..]);
     let r = run(&["ping", &t.addr.clone()], EVENT);
     assert_eq!(r.code, Some(1), "{}", r.all());
     assert!(r.stdout.contains("seems to serve TLS"), "{}", r.all());
@@ -1858,24 +1678,7 @@ fn completions_for_the_usual_shells() {
 /// Fabric's `/logspec` on the operations service: read the spec, change it at run time.
 #[test]
 fn logspec_changes_the_log_filter_at_run_time() {
-    let mut n = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--operations",
-            "127.0.0.1:0",
-            "--log-spec",
-            "info",
-        ],
-        true,
-        true,
-        None,
-    );
-    let ops = n.wait("listening", is("listening"))["operations"]
-        .as_str()
-        .expect("operations")
-        .to_owned();
+    let (mut n, ops) = operations_daemon(&["--log-spec", "info"]);
     assert_eq!(
         http_get(&ops, "/logspec"),
         (200, r#"{"spec":"info"}"#.to_owned())
@@ -1926,26 +1729,12 @@ fn operations_service_over_tls() {
         .path()
         .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
     let f = |n: &str| tls.join(n).to_str().expect("utf-8").to_owned();
-    let mut n = Daemon::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--operations",
-            "127.0.0.1:0",
-            "--operations-tls-cert",
-            &f("server.crt"),
-            "--operations-tls-key",
-            &f("server.key"),
-        ],
-        true,
-        true,
-        None,
-    );
-    let ops = n.wait("listening", is("listening"))["operations"]
-        .as_str()
-        .expect("operations")
-        .to_owned();
+    let (mut n, ops) = operations_daemon(&[
+        "--operations-tls-cert",
+        &f("server.crt"),
+        "--operations-tls-key",
+        &f("server.key"),
+    ]);
     // Plaintext HTTP to a TLS port: no HTTP answer.
     let mut plain = std::net::TcpStream::connect(ops.as_str()).expect("connect");
     plain.set_read_timeout(Some(EVENT)).expect("timeout");
@@ -2115,47 +1904,40 @@ fn two_nodes_and_a_watch_see_each_other() {
     a.stop();
 }
 
+/// peer0 of OrgAMSP with the membership layer, without one of its flags (`name` and its
+/// value; the last such with `last`).
+fn org_a_member_without(root: &Path, name: &str, last: bool) -> NodeProc {
+    let mut flags = msp_flags(root, "peer0", ORG_A, ORG_B);
+    let at = if last {
+        flags.iter().rposition(|f| f == name)
+    } else {
+        flags.iter().position(|f| f == name)
+    };
+    let at = at.expect(name);
+    flags.drain(at..at + 2);
+    let mut args = vec!["--listen", "127.0.0.1:0", "--membership"];
+    args.extend(strs(&flags));
+    NodeProc::start(&args)
+}
+
+/// `watch` failed (status 1) to join through the bootstrap peer at `addr`, and said so.
+fn assert_cannot_join(r: &Run, addr: &str) {
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    let want = format!("error: cannot join through bootstrap peer {addr}:");
+    assert!(r.stderr.contains(&want), "{}", r.all());
+}
+
 #[test]
 fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     // A peer of OrgAMSP that trusts nobody else (as a Fabric peer with no channel).
-    let mut a_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgAMSP",
-        "a.example.com",
-        "OrgBMSP",
-        "b.example.com",
-    );
-    let t = a_flags
-        .iter()
-        .position(|f| f == "--trust")
-        .expect("--trust");
-    a_flags.drain(t..t + 2);
-    let mut a_args = vec!["--listen", "127.0.0.1:0", "--membership"];
-    a_args.extend(strs(&a_flags));
-    let a = NodeProc::start(&a_args);
-    let b_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgBMSP",
-        "b.example.com",
-        "OrgAMSP",
-        "a.example.com",
-    );
+    let a = org_a_member_without(dir.path(), "--trust", false);
+    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
     w.extend(strs(&b_flags));
     let r = run(&w, Duration::from_secs(30));
-    assert_eq!(r.code, Some(1), "{}", r.all());
-    assert!(
-        r.stderr.contains(&format!(
-            "error: cannot join through bootstrap peer {}:",
-            a.addr
-        )),
-        "{}",
-        r.all()
-    );
+    assert_cannot_join(&r, &a.addr);
     // The bootstrap peer refuses our identity and says why; the handshake only succeeds
     // once the remote accepted too (issue 10, finding 4), so its reason is what we report.
     assert!(
@@ -2198,22 +1980,7 @@ fn watch_shows_the_peers_own_reason_when_it_refuses_our_tls_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     // peer0 of OrgAMSP, trusting only its own organization's TLS CA for clients.
-    let mut a_flags = msp_flags(
-        dir.path(),
-        "peer0",
-        "OrgAMSP",
-        "a.example.com",
-        "OrgBMSP",
-        "b.example.com",
-    );
-    let last_ca = a_flags
-        .iter()
-        .rposition(|f| f == "--tls-ca")
-        .expect("--tls-ca");
-    a_flags.drain(last_ca..last_ca + 2);
-    let mut a_args = vec!["--listen", "127.0.0.1:0", "--membership"];
-    a_args.extend(strs(&a_flags));
-    let a = NodeProc::start(&a_args);
+    let a = org_a_member_without(dir.path(), "--tls-ca", true);
     // peer1 of OrgAMSP (the right organization) presenting OrgBMSP's TLS certificate.
     let orgs = dir.path().join("peerOrganizations");
     let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
@@ -2234,15 +2001,7 @@ fn watch_shows_the_peers_own_reason_when_it_refuses_our_tls_certificate() {
     let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
     w.extend(strs(&w_flags));
     let r = run(&w, Duration::from_secs(30));
-    assert_eq!(r.code, Some(1), "{}", r.all());
-    assert!(
-        r.stderr.contains(&format!(
-            "error: cannot join through bootstrap peer {}:",
-            a.addr
-        )),
-        "{}",
-        r.all()
-    );
+    assert_cannot_join(&r, &a.addr);
     // The peer's TLS alert when it reaches us first; under TLS 1.3 the client's side of
     // the handshake is over before the server checks our certificate, so the transport
     // may only see the connection close (closed, broken pipe, reset). Either way, with a

@@ -87,7 +87,8 @@
 //!
 //! No channel is unbounded: per stream, the writer queue holds `write_window + 2` items and
 //! the reader holds at most one batch of 64 Envelopes; each [`Incoming`] holds at most one
-//! batch of [`DELIVERY_BATCH`] messages beyond the core's subscription queue;
+//! batch of [`DELIVERY_BATCH`] messages (or the limit given to [`Incoming::recv_many`])
+//! beyond the core's subscription queue;
 //! PresumedDead and IdentitySwitch notifications are buffered up to
 //! `presumed_dead_buffer` each, then dropped and counted in [`DriverStats`]; so are event
 //! copies beyond the capacity of the tap given to [`NodeBuilder::events`]. HTTP/2 windows

@@ -693,6 +693,60 @@ impl Incoming {
     pub async fn recv(&mut self) -> Option<Received> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
+
+    /// Waits for at least one message, then appends to `buf` as many as are ready, up to
+    /// `limit` (tokio's `recv_many`): a consumer that handles messages in batches pays
+    /// one wake-up and one lock of the core per batch instead of per message. Returns how
+    /// many were appended: 0 once the node stopped (or for a `limit` of 0). Up to `limit`
+    /// messages are then held here, beyond the core's subscription queue.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Received>, limit: usize) -> usize {
+        std::future::poll_fn(|cx| {
+            if limit == 0 {
+                return Poll::Ready(0);
+            }
+            if self.poll_fill(cx, limit).is_pending() {
+                return Poll::Pending;
+            }
+            let n = self.buf.len().min(limit);
+            let inner = &self.inner;
+            buf.extend(self.buf.drain(..n).map(|msg| Received {
+                msg,
+                inner: inner.clone(),
+            }));
+            Poll::Ready(n)
+        })
+        .await
+    }
+
+    /// Tops the buffer up from the core to `want` messages. `Pending` (the waker kept)
+    /// when none is ready; ready with an empty buffer once the node stopped.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<()> {
+        if self.done || self.buf.len() >= want {
+            return Poll::Ready(());
+        }
+        let inner = self.inner.clone();
+        let mut st = inner.lock();
+        if st.comm.is_stopped() {
+            self.done = self.buf.is_empty();
+            return Poll::Ready(());
+        }
+        let before = self.buf.len();
+        while self.buf.len() < want {
+            match st.comm.poll_delivery(self.sub) {
+                Some(m) => self.buf.push_back(m),
+                None => break,
+            }
+        }
+        if self.buf.is_empty() {
+            st.subs.insert(self.sub, Some(cx.waker().clone()));
+            return Poll::Pending;
+        }
+        if self.buf.len() > before {
+            // Taking deliveries may resume paused streams.
+            drain(&inner, &mut st);
+        }
+        Poll::Ready(())
+    }
 }
 
 impl Stream for Incoming {
@@ -700,25 +754,8 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
         let this = self.get_mut();
-        if this.buf.is_empty() && !this.done {
-            let inner = this.inner.clone();
-            let mut st = inner.lock();
-            if st.comm.is_stopped() {
-                this.done = true;
-            } else {
-                while this.buf.len() < DELIVERY_BATCH {
-                    match st.comm.poll_delivery(this.sub) {
-                        Some(m) => this.buf.push_back(m),
-                        None => break,
-                    }
-                }
-                if this.buf.is_empty() {
-                    st.subs.insert(this.sub, Some(cx.waker().clone()));
-                    return Poll::Pending;
-                }
-                // Taking deliveries may resume paused streams.
-                drain(&inner, &mut st);
-            }
+        if this.buf.is_empty() && this.poll_fill(cx, DELIVERY_BATCH).is_pending() {
+            return Poll::Pending;
         }
         match this.buf.pop_front() {
             Some(msg) => Poll::Ready(Some(Received {

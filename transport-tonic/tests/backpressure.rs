@@ -75,3 +75,47 @@ async fn plain_send_drops_and_counts() {
     assert!(s.dropped_overflow > 0, "{s:?}");
     stop_all(&[&a, &b]).await;
 }
+
+/// `recv_many` hands messages over in order, in batches of at most the limit asked (more
+/// than one at a time when several are ready), loses none, and returns 0 once the node
+/// stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_many_takes_ordered_batches_until_stop() {
+    const M: u64 = 2_000;
+    const LIMIT: usize = 100;
+    let a = node(config(), None).await;
+    let b = node(config().with_subscription_buffer(64), None).await;
+    let mut inbox = b.accept(|_| true).unwrap();
+    let sender = {
+        let (a, peer) = (a.clone(), b.as_peer());
+        tokio::spawn(async move {
+            for seq in 0..M {
+                a.send_wait(&data(seq, SIZE), &peer).await.unwrap();
+            }
+        })
+    };
+    // Let several messages wait in the subscription before the first batch is taken.
+    within("messages queued", async {
+        while b.stats().received < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let mut got = Vec::new();
+    let mut largest = 0;
+    while (got.len() as u64) < M {
+        let before = got.len();
+        let n = within("batch", inbox.recv_many(&mut got, LIMIT)).await;
+        assert_eq!(n, got.len() - before);
+        assert!((1..=LIMIT).contains(&n), "batch of {n}");
+        largest = largest.max(n);
+    }
+    assert!(largest >= 10, "never more than {largest} at once");
+    let seqs: Vec<_> = got.iter().map(|r| seq_of(r.message())).collect();
+    assert_eq!(seqs, (0..M).map(Some).collect::<Vec<_>>());
+    assert_eq!(inbox.recv_many(&mut got, 0).await, 0);
+    within("sender finishes", sender).await.unwrap();
+    within("stop", b.stop()).await;
+    assert_eq!(within("end", inbox.recv_many(&mut got, LIMIT)).await, 0);
+    within("stop", a.stop()).await;
+}
