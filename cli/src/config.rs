@@ -35,6 +35,14 @@ pub(crate) struct GossipConfig {
     pub(crate) alive_expiration_timeout: Option<Duration>,
     /// `reconnectInterval`: period of reconnection attempts to dead peers (membership).
     pub(crate) reconnect_interval: Option<Duration>,
+    /// `pullInterval`: period of membership syncs and identity pulls.
+    pub(crate) pull_interval: Option<Duration>,
+    /// `pullPeerNum`: members asked at each sync and identity pull.
+    pub(crate) pull_peer_num: Option<u16>,
+    /// `digestWaitTime`, `requestWaitTime`, `responseWaitTime`: the identity pull's waits.
+    pub(crate) digest_wait_time: Option<Duration>,
+    pub(crate) request_wait_time: Option<Duration>,
+    pub(crate) response_wait_time: Option<Duration>,
 }
 
 /// `peer.tls.*` or `operations.tls.*`, paths resolved. Only the peer's section has
@@ -376,6 +384,21 @@ pub(crate) fn load_with(
             alive_time_interval: src.duration("peer.gossip.aliveTimeInterval")?,
             alive_expiration_timeout: src.duration("peer.gossip.aliveExpirationTimeout")?,
             reconnect_interval: src.duration("peer.gossip.reconnectInterval")?,
+            pull_interval: src.duration("peer.gossip.pullInterval")?,
+            pull_peer_num: src
+                .size("peer.gossip.pullPeerNum")?
+                .map(|n| {
+                    u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+                        ConfigError(format!(
+                            "peer.gossip.pullPeerNum: {n} is not between 1 and {}",
+                            u16::MAX
+                        ))
+                    })
+                })
+                .transpose()?,
+            digest_wait_time: src.duration("peer.gossip.digestWaitTime")?,
+            request_wait_time: src.duration("peer.gossip.requestWaitTime")?,
+            response_wait_time: src.duration("peer.gossip.responseWaitTime")?,
         },
         tls: src.tls("peer.tls", true)?,
         msp_config_path: src.path("peer.mspConfigPath")?,
@@ -447,6 +470,14 @@ mod tests {
             Some(Duration::from_secs(25))
         );
         assert_eq!(c.gossip.reconnect_interval, Some(Duration::from_secs(25)));
+        assert_eq!(c.gossip.pull_interval, Some(Duration::from_secs(4)));
+        assert_eq!(c.gossip.pull_peer_num, Some(3));
+        assert_eq!(c.gossip.digest_wait_time, Some(Duration::from_secs(1)));
+        assert_eq!(
+            c.gossip.request_wait_time,
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(c.gossip.response_wait_time, Some(Duration::from_secs(2)));
         assert!(!c.tls.enabled);
         assert!(!c.tls.client_auth_required);
         // Relative paths are relative to the file's directory, as Fabric resolves them.

@@ -42,6 +42,24 @@ pub(crate) struct MembershipArgs {
     /// (peer.gossip.reconnectInterval; Fabric: 25s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) reconnect_interval: Option<Duration>,
+    /// Period of membership syncs and identity pulls (peer.gossip.pullInterval; Fabric: 4s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) pull_interval: Option<Duration>,
+    /// Members asked at each sync and identity pull (peer.gossip.pullPeerNum; Fabric: 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) pull_peer_num: Option<u16>,
+    /// How long an identity pull collects digests before it asks for what it lacks
+    /// (peer.gossip.digestWaitTime; Fabric: 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) digest_wait: Option<Duration>,
+    /// How long a hello's nonce stays valid for the puller's request
+    /// (peer.gossip.requestWaitTime; Fabric: 1500ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) request_wait: Option<Duration>,
+    /// How long an identity pull accepts updates after its requests
+    /// (peer.gossip.responseWaitTime; Fabric: 2s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) response_wait: Option<Duration>,
 }
 
 /// A Go duration (`5s`, `500ms`, `1m30s`), as Fabric writes them.
@@ -63,6 +81,11 @@ impl MembershipArgs {
             || self.alive_interval.is_some()
             || self.alive_expiration.is_some()
             || self.reconnect_interval.is_some()
+            || self.pull_interval.is_some()
+            || self.pull_peer_num.is_some()
+            || self.digest_wait.is_some()
+            || self.request_wait.is_some()
+            || self.response_wait.is_some()
     }
 
     /// Fills what the flags left out from a core.yaml's `peer.gossip.*` (flags win).
@@ -79,6 +102,11 @@ impl MembershipArgs {
         self.alive_interval = self.alive_interval.or(g.alive_time_interval);
         self.alive_expiration = self.alive_expiration.or(g.alive_expiration_timeout);
         self.reconnect_interval = self.reconnect_interval.or(g.reconnect_interval);
+        self.pull_interval = self.pull_interval.or(g.pull_interval);
+        self.pull_peer_num = self.pull_peer_num.or(g.pull_peer_num);
+        self.digest_wait = self.digest_wait.or(g.digest_wait_time);
+        self.request_wait = self.request_wait.or(g.request_wait_time);
+        self.response_wait = self.response_wait.or(g.response_wait_time);
     }
 
     /// The layer's configuration once the listen address is bound; checked before the
@@ -94,6 +122,12 @@ impl MembershipArgs {
         cfg.alive_interval = self.alive_interval.unwrap_or(cfg.alive_interval);
         cfg.alive_expiration = self.alive_expiration.unwrap_or(cfg.alive_expiration);
         cfg.reconnect_interval = self.reconnect_interval.unwrap_or(cfg.reconnect_interval);
+        cfg.pull_interval = self.pull_interval.unwrap_or(cfg.pull_interval);
+        cfg.pull_peer_num = self.pull_peer_num.map_or(cfg.pull_peer_num, usize::from);
+        let pull = &mut cfg.certstore;
+        pull.digest_wait = self.digest_wait.unwrap_or(pull.digest_wait);
+        pull.request_wait = self.request_wait.unwrap_or(pull.request_wait);
+        pull.response_wait = self.response_wait.unwrap_or(pull.response_wait);
         cfg
     }
 
@@ -239,32 +273,79 @@ pub(crate) fn membership_json(event: &str, members: &[MemberInfo], form: PkiForm
     })
 }
 
-/// The layer's counters, for the `stats` event.
+/// The layer's counters, for the `stats` event: every counter of `DiscoveryStats` (each
+/// refusal under its own reason, so an operator can tell a forged message from a stale one),
+/// the certstore's under `certstore`.
 pub(crate) fn stats_json(node: &Node) -> Option<Value> {
     node.with_layer(|d: &Discovery| {
         let s = d.stats();
-        json!({
-            "members_alive": d.members().len(),
-            "members_dead": d.dead_members().len(),
-            "alive_received": s.alive_received,
-            "alive_sent": s.alive_sent,
-            "alive_forwarded": s.alive_forwarded,
-            "alive_refused": s.alive_refused(),
-            "alive_duplicate": s.alive_duplicate,
-            "alive_stale": s.alive_stale,
-            "requests_sent": s.requests_sent,
-            "requests_received": s.requests_received,
-            "requests_refused": s.requests_refused,
-            "responses_sent": s.responses_sent,
-            "responses_received": s.responses_received,
-            "members_learned": s.members_learned,
-            "members_expired": s.members_expired,
-            "members_presumed_dead": s.members_presumed_dead,
-            "members_purged": s.members_purged,
-            "bootstrap_acked": s.bootstrap_acked,
-            "bootstrap_failures": s.bootstrap_failures,
-            "events_dropped": s.events_dropped,
-        })
+        let c = &s.certstore;
+        let counters = |pairs: &[(&str, u64)]| -> serde_json::Map<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect()
+        };
+        let mut out = counters(&[
+            ("members_alive", d.members().len() as u64),
+            ("members_dead", d.dead_members().len() as u64),
+            ("alive_received", s.alive_received),
+            ("alive_sent", s.alive_sent),
+            ("alive_forwarded", s.alive_forwarded),
+            ("alive_refused", s.alive_refused()),
+            ("alive_malformed", s.alive_malformed),
+            ("alive_unknown_identity", s.alive_unknown_identity),
+            ("alive_bad_identity", s.alive_bad_identity),
+            ("alive_bad_signature", s.alive_bad_signature),
+            ("alive_about_me", s.alive_about_me),
+            ("alive_duplicate", s.alive_duplicate),
+            ("alive_stale", s.alive_stale),
+            ("illegal_tag", s.illegal_tag),
+            ("requests_sent", s.requests_sent),
+            ("requests_received", s.requests_received),
+            ("requests_spoofed", s.requests_spoofed),
+            ("requests_invalid", s.requests_invalid),
+            ("requests_refused", s.requests_refused),
+            ("responses_sent", s.responses_sent),
+            ("responses_received", s.responses_received),
+            ("responses_aborted", s.responses_aborted),
+            ("members_learned", s.members_learned),
+            ("members_resurrected", s.members_resurrected),
+            ("members_expired", s.members_expired),
+            ("members_presumed_dead", s.members_presumed_dead),
+            ("members_purged", s.members_purged),
+            ("members_refused_full", s.members_refused_full),
+            ("reconnect_probes", s.reconnect_probes),
+            ("bootstrap_acked", s.bootstrap_acked),
+            ("bootstrap_failures", s.bootstrap_failures),
+            ("comm_errors", s.comm_errors),
+            ("events_dropped", s.events_dropped),
+        ]);
+        let certstore = counters(&[
+            ("hellos_sent", c.hellos_sent),
+            ("hellos_received", c.hellos_received),
+            ("hellos_refused_full", c.hellos_refused_full),
+            ("digests_sent", c.digests_sent),
+            ("digests_received", c.digests_received),
+            ("digests_unsolicited", c.digests_unsolicited),
+            ("digest_items_dropped", c.digest_items_dropped),
+            ("requests_sent", c.requests_sent),
+            ("requests_received", c.requests_received),
+            ("requests_unsolicited", c.requests_unsolicited),
+            ("updates_sent", c.updates_sent),
+            ("updates_received", c.updates_received),
+            ("updates_unsolicited", c.updates_unsolicited),
+            ("updates_refused", c.updates_refused),
+            ("identity_malformed", c.identity_malformed),
+            ("identity_bad", c.identity_bad),
+            ("identity_bad_signature", c.identity_bad_signature),
+            ("identities_learned", c.identities_learned),
+            ("identities_refused_full", c.identities_refused_full),
+            ("identities_expired", c.identities_expired),
+            ("identities_unused", c.identities_unused),
+        ]);
+        out.insert("certstore".to_owned(), Value::Object(certstore));
+        Value::Object(out)
     })
 }
 
