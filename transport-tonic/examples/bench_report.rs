@@ -34,11 +34,13 @@
 //! bounded too, and a workload that cannot finish reports the failure instead of hanging.
 #![allow(clippy::print_stdout)]
 
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 use bytes::{Buf, BytesMut};
 use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
-use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
-use fabric_gossip_tonic::{Incoming, Node, TlsConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use fabric_gossip_core::{Config, SignedMessage};
+use fabric_gossip_tonic::{Incoming, Node};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -589,39 +591,11 @@ fn seq_of(m: &GossipMessage) -> Option<u64> {
     }
 }
 
-fn tls_pair() -> (TlsConfig, TlsConfig) {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key"))
-        .expect("CA certificate");
-    let leaf = || {
-        let p = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("leaf params");
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = p.signed_by(&key, &issuer).expect("leaf certificate");
-        TlsConfig::new(cert.pem(), key.serialize_pem(), issuer.pem())
-    };
-    (leaf(), leaf())
-}
-
 /// Two nodes, `a` sending to `b`.
 async fn pair(tls: bool, config: Config) -> Res<(Node, Node)> {
-    let (ta, tb) = if tls {
-        let (x, y) = tls_pair();
-        (Some(x), Some(y))
-    } else {
-        (None, None)
-    };
-    let start = |t: Option<TlsConfig>| {
-        let mut b = Node::builder(config.clone()).stop_timeout(Duration::from_secs(2));
-        if let Some(t) = t {
-            b = b.tls(t);
-        }
-        b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
-    };
-    let a = start(ta).await.map_err(|e| e.to_string())?;
-    let b = start(tb).await.map_err(|e| e.to_string())?;
-    Ok((a, b))
+    common::start_pair(tls, config)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn stop(nodes: &[&Node]) {
