@@ -2,7 +2,7 @@
 //! identity, `fixtures/fabric_peer_capture.json`) goes through the validation path every
 //! received alive message takes, with the peer's certificate and its CA.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use core::time::Duration;
