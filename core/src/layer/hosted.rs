@@ -19,30 +19,21 @@ use core::fmt;
 /// One boxed layer with its event type turned into `E`; `None` is the empty layer.
 pub struct HostedLayer<S: Security, E>(Option<Box<dyn Erased<S, E>>>);
 
-/// The object-safe side of a [`Layer`] whose events become `E`.
-trait Erased<S: Security, E>: Send {
-    fn start(&mut self, now: Instant, comm: &mut Comm<S>);
-    fn handle_comm_event(&mut self, now: Instant, comm: &mut Comm<S>, event: &Event);
-    fn owns_subscription(&self, sub: SubscriptionId) -> bool;
-    fn handle_message(&mut self, now: Instant, comm: &mut Comm<S>, msg: ReceivedMessage);
-    fn handle_timeout(&mut self, now: Instant, comm: &mut Comm<S>);
-    fn poll_timeout(&self) -> Option<Instant>;
-    fn poll_event(&mut self) -> Option<E>;
+/// A boxed [`Layer`] whose events are `E`, that can be found again by its own type.
+trait Erased<S: Security, E>: Layer<S, Event = E> + Send {
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-/// A layer and the function that turns its events into `E`.
+/// A layer and the function that turns its events into `E`: itself a layer, of events `E`.
 struct Erase<S: Security, L: Layer<S>, E> {
     layer: L,
     erase: fn(L::Event) -> E,
 }
 
-impl<S, L, E> Erased<S, E> for Erase<S, L, E>
-where
-    S: Security,
-    L: Layer<S> + Send + 'static,
-{
+impl<S: Security, L: Layer<S>, E> Layer<S> for Erase<S, L, E> {
+    type Event = E;
+
     fn start(&mut self, now: Instant, comm: &mut Comm<S>) {
         self.layer.start(now, comm);
     }
@@ -64,6 +55,13 @@ where
     fn poll_event(&mut self) -> Option<E> {
         self.layer.poll_event().map(self.erase)
     }
+}
+
+impl<S, L, E> Erased<S, E> for Erase<S, L, E>
+where
+    S: Security,
+    L: Layer<S> + Send + 'static,
+{
     fn as_any(&self) -> &dyn Any {
         &self.layer
     }
