@@ -1,12 +1,12 @@
 //! Unit tests of the machine's rules on one node, with hand-made inputs (no network).
 
-use crate::alive::{encode_secret, envelope_of};
+use crate::alive::{Timestamp, alive_message, encode_secret, envelope_of};
 use crate::disclosure::Party;
 use crate::{DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent, PurgeReason};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::{
-    AliveMessage, Envelope, GossipMessage, Member, MembershipResponse, PeerTime, gossip_message,
+    Envelope, GossipMessage, MembershipResponse, gossip_message,
 };
 use fabric_gossip_core::{
     Comm, Config, ConnectionInfo, Event, Instant, Layer, PkiId, ReceivedMessage, SignedMessage,
@@ -58,26 +58,18 @@ pub(crate) fn alive_with(
     endpoint: &str,
     with_identity: bool,
 ) -> Envelope {
-    let msg = GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::AliveMsg(AliveMessage {
-            membership: Some(Member {
-                endpoint: endpoint.into(),
-                metadata: Bytes::new(),
-                pki_id: Bytes::copy_from_slice(who.as_bytes()),
-            }),
-            timestamp: Some(PeerTime {
-                inc_num: inc,
-                seq_num: seq,
-            }),
-            identity: if with_identity {
-                Bytes::copy_from_slice(who.as_bytes())
-            } else {
-                Bytes::new()
-            },
-        })),
-        ..Default::default()
+    let identity = if with_identity {
+        Bytes::copy_from_slice(who.as_bytes())
+    } else {
+        Bytes::new()
     };
+    let msg = alive_message(
+        endpoint.into(),
+        Bytes::copy_from_slice(who.as_bytes()),
+        Bytes::new(),
+        Timestamp { inc, seq },
+        identity,
+    );
     let secret = encode_secret(&format!("{who}.int:1"));
     envelope_of(&SignedMessage::sign_with_secret(msg, secret, &security(who)).unwrap())
 }

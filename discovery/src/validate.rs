@@ -260,7 +260,7 @@ pub fn validate_alive_envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alive::SelfAlive;
+    use crate::alive::{SelfAlive, Timestamp, alive_message};
     use core::time::Duration;
     use fabric_gossip_core::TestOnlyHmacSecurity;
     use fabric_gossip_core::proto::gossip::{AliveMessage, Member, PeerTime};
@@ -342,22 +342,13 @@ mod tests {
 
     #[test]
     fn identity_not_matching_pki_id_is_refused() {
-        let msg = GossipMessage {
-            tag: gossip_message::Tag::Empty as i32,
-            content: Some(gossip_message::Content::AliveMsg(AliveMessage {
-                membership: Some(Member {
-                    endpoint: String::new(),
-                    metadata: Bytes::new(),
-                    pki_id: Bytes::from_static(b"claimed"),
-                }),
-                timestamp: Some(PeerTime {
-                    inc_num: 1,
-                    seq_num: 1,
-                }),
-                identity: Bytes::from_static(b"other"),
-            })),
-            ..Default::default()
-        };
+        let msg = alive_message(
+            String::new(),
+            Bytes::from_static(b"claimed"),
+            Bytes::new(),
+            Timestamp { inc: 1, seq: 1 },
+            Bytes::from_static(b"other"),
+        );
         let sec = TestOnlyHmacSecurity::new("verifier");
         assert_eq!(
             validate_alive_envelope(&sec, &sign(msg), None, NOW).unwrap_err(),
