@@ -186,6 +186,7 @@ pub use error::{
     AckError, CloseReason, DialError, Error, HandshakeError, HandshakeFailure, ProbeError,
 };
 pub use fabric_gossip_proto as proto;
+pub use identity::{IdentityRefusal, check_identity_claim};
 pub use ids::{DialId, Handle, OpId, PkiId, Slab, StreamId, SubscriptionId};
 pub use layer::{HostedLayer, Layer, Stack, StackOutput};
 pub use message::{

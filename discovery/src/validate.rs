@@ -6,7 +6,7 @@ use crate::alive::{Timestamp, internal_endpoint_of};
 use crate::error::AliveError;
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
-use fabric_gossip_core::{Instant, PkiId, Security, verify_envelope};
+use fabric_gossip_core::{Instant, PkiId, Security, check_identity_claim, verify_envelope};
 use prost::Message;
 
 /// An alive message whose shape is right (no cryptography checked yet).
@@ -197,15 +197,7 @@ pub fn check_identity(
     identity: &Bytes,
     now: Instant,
 ) -> Result<VerifiedIdentity, AliveError> {
-    let expires = security
-        .expiration(identity)
-        .map_err(AliveError::BadIdentity)?;
-    security
-        .validate_identity(identity, now)
-        .map_err(AliveError::BadIdentity)?;
-    if security.pki_id_of(identity) != *pki_id {
-        return Err(AliveError::IdentityMismatch);
-    }
+    let expires = check_identity_claim(security, pki_id, identity, now)?;
     if expires.is_some_and(|e| e <= now) {
         return Err(AliveError::IdentityExpired);
     }
