@@ -2,10 +2,53 @@
 
 use crate::error::HandshakeError;
 use crate::ids::PkiId;
-use crate::security::Security;
+use crate::security::{Security, SecurityError};
 use crate::time::Instant;
 use bytes::Bytes;
 use std::collections::BTreeMap;
+
+/// Why [`check_identity_claim`] refused an identity.
+#[derive(Debug)]
+pub enum IdentityRefusal {
+    /// Its expiry cannot be read (Fabric: the identity is unclassifiable).
+    Unclassifiable(SecurityError),
+    /// The security provider does not accept it.
+    Invalid(SecurityError),
+    /// It maps to another PKI-ID than the one claimed.
+    Mismatch,
+}
+
+impl From<IdentityRefusal> for HandshakeError {
+    fn from(r: IdentityRefusal) -> Self {
+        match r {
+            IdentityRefusal::Unclassifiable(e) => HandshakeError::UnclassifiableIdentity(e),
+            IdentityRefusal::Invalid(e) => HandshakeError::InvalidIdentity(e),
+            IdentityRefusal::Mismatch => HandshakeError::IdentityMismatch,
+        }
+    }
+}
+
+/// The checks Fabric's identity mapper (`Put`) makes of an identity before believing that
+/// it belongs to `pki_id`, in Fabric's order: its expiry is readable, the provider
+/// validates it, and it maps to `pki_id`. Returns the expiry. The handshake and the
+/// membership layer's alive messages both rely on it, so the rule is written once.
+pub fn check_identity_claim(
+    security: &dyn Security,
+    pki_id: &PkiId,
+    identity: &[u8],
+    now: Instant,
+) -> Result<Option<Instant>, IdentityRefusal> {
+    let expires = security
+        .expiration(identity)
+        .map_err(IdentityRefusal::Unclassifiable)?;
+    security
+        .validate_identity(identity, now)
+        .map_err(IdentityRefusal::Invalid)?;
+    if security.pki_id_of(identity) != *pki_id {
+        return Err(IdentityRefusal::Mismatch);
+    }
+    Ok(expires)
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct StoredIdentity {
@@ -52,15 +95,7 @@ impl IdentityStore {
         if identity.is_empty() {
             return Err(HandshakeError::NoIdentity);
         }
-        let expires = security
-            .expiration(identity)
-            .map_err(HandshakeError::UnclassifiableIdentity)?;
-        security
-            .validate_identity(identity, now)
-            .map_err(HandshakeError::InvalidIdentity)?;
-        if security.pki_id_of(identity) != *pki_id {
-            return Err(HandshakeError::IdentityMismatch);
-        }
+        let expires = check_identity_claim(security, pki_id, identity, now)?;
         if let Some(existing) = self.by_pki.get(pki_id) {
             // Fabric keeps the identity it has; an expired one would already be purged.
             if existing.expires.is_some_and(|e| e <= now) {

@@ -21,6 +21,9 @@ use crate::message::ReceivedMessage;
 use crate::security::Security;
 use crate::time::Instant;
 
+mod hosted;
+pub use hosted::HostedLayer;
+
 /// A deterministic protocol machine stacked on one node's [`Comm`].
 ///
 /// Inputs come with the node's `Comm` so the layer can act at once (send, dial, close);

@@ -13,14 +13,12 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fabric_gossip_core::proto::gossip::MembershipResponse;
-use fabric_gossip_core::proto::gossip::{
-    AliveMessage, Envelope, GossipMessage, Member, PeerTime, gossip_message,
-};
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::{
     Comm, Config, ConnectionInfo, Instant, Layer, PkiId, ReceivedMessage, Security, SignedMessage,
     StreamId, TestOnlyHmacSecurity,
 };
-use fabric_gossip_discovery::alive::encode_secret;
+use fabric_gossip_discovery::alive::{Timestamp, alive_message, encode_secret};
 use fabric_gossip_discovery::validate::validate_alive_envelope;
 use fabric_gossip_discovery::{Discovery, DiscoveryConfig};
 use fabric_gossip_msp::MspSecurity;
@@ -51,26 +49,22 @@ fn identities() -> impl Fn(usize) -> MspSecurity {
 fn alive_messages(sender: &MspSecurity) -> Vec<(GossipMessage, Envelope, Bytes)> {
     (1..=BATCH as u64)
         .map(|seq| {
-            let msg = GossipMessage {
-                tag: gossip_message::Tag::Empty as i32,
-                content: Some(gossip_message::Content::AliveMsg(AliveMessage {
-                    membership: Some(Member {
-                        endpoint: "peer1.org1.example.com:7051".into(),
-                        metadata: Bytes::new(),
-                        pki_id: sender.pki_id().0.clone(),
-                    }),
-                    timestamp: Some(PeerTime {
-                        inc_num: NOW.as_unix_nanos(),
-                        seq_num: seq,
-                    }),
-                    identity: if seq == 1 {
-                        sender.own_identity()
-                    } else {
-                        Bytes::new()
-                    },
-                })),
-                ..Default::default()
+            let identity = if seq == 1 {
+                sender.own_identity()
+            } else {
+                Bytes::new()
             };
+            let ts = Timestamp {
+                inc: NOW.as_unix_nanos(),
+                seq,
+            };
+            let msg = alive_message(
+                "peer1.org1.example.com:7051".into(),
+                sender.pki_id().0.clone(),
+                Bytes::new(),
+                ts,
+                identity,
+            );
             let signed = SignedMessage::sign_with_secret(
                 msg.clone(),
                 encode_secret("10.0.0.2:7051"),
@@ -187,22 +181,17 @@ fn received(from: &dyn Security, envelope_bytes: Bytes) -> ReceivedMessage {
 fn hmac_alive(i: usize, seq: u64) -> ReceivedMessage {
     let endpoint = format!("10.1.{}.{}:7051", i / 256, i % 256);
     let sec = TestOnlyHmacSecurity::new(&endpoint);
-    let msg = GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::AliveMsg(AliveMessage {
-            membership: Some(Member {
-                endpoint: endpoint.clone(),
-                metadata: Bytes::new(),
-                pki_id: sec.pki_id_of(&sec.own_identity()).0,
-            }),
-            timestamp: Some(PeerTime {
-                inc_num: NOW.as_unix_nanos(),
-                seq_num: seq,
-            }),
-            identity: sec.own_identity(),
-        })),
-        ..Default::default()
+    let ts = Timestamp {
+        inc: NOW.as_unix_nanos(),
+        seq,
     };
+    let msg = alive_message(
+        endpoint.clone(),
+        sec.pki_id_of(&sec.own_identity()).0,
+        Bytes::new(),
+        ts,
+        sec.own_identity(),
+    );
     let signed = SignedMessage::sign_with_secret(msg, encode_secret(&endpoint), &sec).unwrap();
     received(&sec, signed.envelope_bytes().clone())
 }

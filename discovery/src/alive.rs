@@ -28,6 +28,36 @@ impl From<&PeerTime> for Timestamp {
     }
 }
 
+/// An alive message as Fabric's `createSignedAliveMessage` makes it (tag EMPTY, nonce 0, no
+/// channel): member `endpoint`/`pki_id`/`metadata` at `ts`, with `identity` (empty once
+/// the member stops publishing it). One constructor for our own messages and for tests and
+/// benchmarks that forge other members', so all of them are the message a peer sends.
+pub fn alive_message(
+    endpoint: String,
+    pki_id: Bytes,
+    metadata: Bytes,
+    ts: Timestamp,
+    identity: Bytes,
+) -> GossipMessage {
+    GossipMessage {
+        nonce: 0,
+        channel: Bytes::new(),
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::AliveMsg(AliveMessage {
+            membership: Some(Member {
+                endpoint,
+                metadata,
+                pki_id,
+            }),
+            timestamp: Some(PeerTime {
+                inc_num: ts.inc,
+                seq_num: ts.seq,
+            }),
+            identity,
+        })),
+    }
+}
+
 /// Encodes `Secret{internalEndpoint}`: the payload of a `SecretEnvelope`.
 pub fn encode_secret(internal_endpoint: &str) -> Bytes {
     Secret {
@@ -111,27 +141,22 @@ impl SelfAlive {
     /// is 1), tag EMPTY, nonce 0, identity only during the publish period.
     pub(crate) fn next_message(&mut self, now: Instant, identity: &Bytes) -> GossipMessage {
         self.seq += 1;
-        GossipMessage {
-            nonce: 0,
-            channel: Bytes::new(),
-            tag: gossip_message::Tag::Empty as i32,
-            content: Some(gossip_message::Content::AliveMsg(AliveMessage {
-                membership: Some(Member {
-                    endpoint: self.endpoint.clone(),
-                    metadata: self.metadata.clone(),
-                    pki_id: self.pki_id.0.clone(),
-                }),
-                timestamp: Some(PeerTime {
-                    inc_num: self.inc,
-                    seq_num: self.seq,
-                }),
-                identity: if now < self.publish_identity_until {
-                    identity.clone()
-                } else {
-                    Bytes::new()
-                },
-            })),
-        }
+        let identity = if now < self.publish_identity_until {
+            identity.clone()
+        } else {
+            Bytes::new()
+        };
+        let ts = Timestamp {
+            inc: self.inc,
+            seq: self.seq,
+        };
+        alive_message(
+            self.endpoint.clone(),
+            self.pki_id.0.clone(),
+            self.metadata.clone(),
+            ts,
+            identity,
+        )
     }
 
     /// A new signed alive message with the secret envelope carrying our internal endpoint.

@@ -1,7 +1,7 @@
 //! Typed reasons why input is refused.
 
 use core::fmt;
-use fabric_gossip_core::{HandshakeError, SecurityError};
+use fabric_gossip_core::{HandshakeError, IdentityRefusal, SecurityError};
 
 /// Why a configuration cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,17 @@ pub enum AliveError {
     IdentityExpired,
     /// The signature (or the secret envelope's) does not verify.
     BadSignature(HandshakeError),
+}
+
+impl From<IdentityRefusal> for AliveError {
+    fn from(r: IdentityRefusal) -> Self {
+        match r {
+            IdentityRefusal::Unclassifiable(e) | IdentityRefusal::Invalid(e) => {
+                AliveError::BadIdentity(e)
+            }
+            IdentityRefusal::Mismatch => AliveError::IdentityMismatch,
+        }
+    }
 }
 
 impl fmt::Display for AliveError {

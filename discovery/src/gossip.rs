@@ -112,7 +112,6 @@ impl Discovery {
         comm: &mut Comm<S>,
         msg: &ReceivedMessage,
     ) {
-        self.stats.alive_received += 1;
         let env = &msg.envelope;
         if let Some((pki, ts)) = alive_key(&msg.message)
             && !self.store.check_valid(&pki, ts)

@@ -412,10 +412,20 @@ impl<S: Security> Layer<S> for Discovery {
             self.stats.illegal_tag += 1;
             return;
         }
+        // Each kind is counted here, then handled with its content already matched.
         match &msg.message.content {
-            Some(gossip_message::Content::AliveMsg(_)) => self.handle_direct_alive(now, comm, &msg),
-            Some(gossip_message::Content::MemReq(_)) => self.handle_request(now, comm, &msg),
-            Some(gossip_message::Content::MemRes(_)) => self.handle_response(now, comm, &msg),
+            Some(gossip_message::Content::AliveMsg(_)) => {
+                self.stats.alive_received += 1;
+                self.handle_direct_alive(now, comm, &msg);
+            }
+            Some(gossip_message::Content::MemReq(req)) => {
+                self.stats.requests_received += 1;
+                self.handle_request(now, comm, &msg, req);
+            }
+            Some(gossip_message::Content::MemRes(res)) => {
+                self.stats.responses_received += 1;
+                self.handle_response(now, comm, &msg, res);
+            }
             Some(_) => self.handle_pull(now, comm, &msg),
             None => {}
         }

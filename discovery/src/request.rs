@@ -91,11 +91,8 @@ impl Discovery {
         now: Instant,
         comm: &mut Comm<S>,
         msg: &ReceivedMessage,
+        req: &MembershipRequest,
     ) {
-        self.stats.requests_received += 1;
-        let Some(gossip_message::Content::MemReq(req)) = &msg.message.content else {
-            return;
-        };
         let Some(info) = &req.self_information else {
             self.stats.requests_invalid += 1;
             return;

@@ -4,7 +4,7 @@
 use crate::error::AliveError;
 use crate::machine::Discovery;
 use crate::validate::{ParsedAlive, check_signed, decode_payload, parse_decoded, peek_alive_key};
-use fabric_gossip_core::proto::gossip::{Envelope, gossip_message};
+use fabric_gossip_core::proto::gossip::{Envelope, MembershipResponse};
 use fabric_gossip_core::{Comm, Instant, ReceivedMessage, Security};
 
 /// One envelope of a response, short of its signatures.
@@ -23,11 +23,8 @@ impl Discovery {
         now: Instant,
         comm: &mut Comm<S>,
         msg: &ReceivedMessage,
+        res: &MembershipResponse,
     ) {
-        self.stats.responses_received += 1;
-        let Some(gossip_message::Content::MemRes(res)) = &msg.message.content else {
-            return;
-        };
         // Any response with the nonce acknowledges (quirk Q12: whoever sent it).
         self.bootstrap_acked(msg.message.nonce, msg.sender());
         for (dead, env) in res

@@ -323,6 +323,14 @@ mod tests {
         Timestamp { inc, seq }
     }
 
+    /// A membership that has learnt member "a" at `t`, and that member's PKI-ID.
+    fn one_member(t: Timestamp, now: Instant) -> (Membership, PkiId) {
+        let mut ms = Membership::default();
+        let a = PkiId::new(&b"a"[..]);
+        assert_eq!(apply(&mut ms, &a, t, "", now), Change::Learned);
+        (ms, a)
+    }
+
     fn apply(ms: &mut Membership, id: &PkiId, t: Timestamp, ie: &str, now: Instant) -> Change {
         let env = Envelope::default();
         let ident = Bytes::from_static(b"id");
@@ -371,10 +379,8 @@ mod tests {
 
     #[test]
     fn dead_member_resurrects_only_with_newer_timestamp() {
-        let mut ms = Membership::default();
-        let a = PkiId::new(&b"a"[..]);
         let t = Instant::from_unix_secs(1);
-        apply(&mut ms, &a, ts(5, 9), "", t);
+        let (mut ms, a) = one_member(ts(5, 9), t);
         assert!(ms.mark_dead(&a));
         assert!(!ms.mark_dead(&a));
         assert_eq!(apply(&mut ms, &a, ts(5, 9), "", t), Change::Stale);
@@ -385,10 +391,8 @@ mod tests {
 
     #[test]
     fn expiry_is_strictly_after_the_timeout() {
-        let mut ms = Membership::default();
-        let a = PkiId::new(&b"a"[..]);
         let t = Instant::from_unix_secs(100);
-        apply(&mut ms, &a, ts(1, 1), "", t);
+        let (ms, a) = one_member(ts(1, 1), t);
         let timeout = Duration::from_secs(25);
         assert!(ms.silent_since(t + timeout, timeout).is_empty());
         assert_eq!(
@@ -399,10 +403,8 @@ mod tests {
 
     #[test]
     fn dead_list_never_kills_a_known_member() {
-        let mut ms = Membership::default();
-        let a = PkiId::new(&b"a"[..]);
         let t = Instant::from_unix_secs(1);
-        apply(&mut ms, &a, ts(1, 1), "", t);
+        let (mut ms, a) = one_member(ts(1, 1), t);
         let env = Envelope::default();
         let id = Bytes::new();
         let md = Bytes::new();

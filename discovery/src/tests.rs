@@ -1,12 +1,12 @@
 //! Unit tests of the machine's rules on one node, with hand-made inputs (no network).
 
-use crate::alive::{encode_secret, envelope_of};
+use crate::alive::{Timestamp, alive_message, encode_secret, envelope_of};
 use crate::disclosure::Party;
 use crate::{DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent, PurgeReason};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::{
-    AliveMessage, Envelope, GossipMessage, Member, MembershipResponse, PeerTime, gossip_message,
+    Envelope, GossipMessage, MembershipResponse, gossip_message,
 };
 use fabric_gossip_core::{
     Comm, Config, ConnectionInfo, Event, Instant, Layer, PkiId, ReceivedMessage, SignedMessage,
@@ -44,6 +44,15 @@ pub(crate) fn me() -> (Comm<TestOnlyHmacSecurity>, Discovery) {
     node(DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"))
 }
 
+/// [`me`] once it has learnt `who` alive at `(inc, seq)` from `who` itself, the events
+/// of that taken.
+fn me_knowing(who: &str, inc: u64, seq: u64) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct(who, alive(who, inc, seq, "")));
+    events(&mut d);
+    (comm, d)
+}
+
 /// A signed alive message of `who` (identity embedded, secret `who.int:1`).
 pub(crate) fn alive(who: &str, inc: u64, seq: u64, endpoint: &str) -> Envelope {
     alive_with(who, inc, seq, endpoint, true)
@@ -58,26 +67,18 @@ pub(crate) fn alive_with(
     endpoint: &str,
     with_identity: bool,
 ) -> Envelope {
-    let msg = GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::AliveMsg(AliveMessage {
-            membership: Some(Member {
-                endpoint: endpoint.into(),
-                metadata: Bytes::new(),
-                pki_id: Bytes::copy_from_slice(who.as_bytes()),
-            }),
-            timestamp: Some(PeerTime {
-                inc_num: inc,
-                seq_num: seq,
-            }),
-            identity: if with_identity {
-                Bytes::copy_from_slice(who.as_bytes())
-            } else {
-                Bytes::new()
-            },
-        })),
-        ..Default::default()
+    let identity = if with_identity {
+        Bytes::copy_from_slice(who.as_bytes())
+    } else {
+        Bytes::new()
     };
+    let msg = alive_message(
+        endpoint.into(),
+        Bytes::copy_from_slice(who.as_bytes()),
+        Bytes::new(),
+        Timestamp { inc, seq },
+        identity,
+    );
     let secret = encode_secret(&format!("{who}.int:1"));
     envelope_of(&SignedMessage::sign_with_secret(msg, secret, &security(who)).unwrap())
 }
@@ -196,9 +197,7 @@ fn a_response_stops_at_an_undecodable_entry() {
 
 #[test]
 fn a_dead_list_teaches_unknown_members_only_and_they_resurrect() {
-    let (mut comm, mut d) = me();
-    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 5, "")));
-    events(&mut d);
+    let (mut comm, mut d) = me_knowing("a1", 1, 5);
     let res = response(
         "a2",
         vec![],
@@ -234,9 +233,7 @@ fn presumed_dead(who: &str) -> Event {
 
 #[test]
 fn presumed_dead_kills_an_alive_member_at_once_and_closes_nothing_else() {
-    let (mut comm, mut d) = me();
-    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
-    events(&mut d);
+    let (mut comm, mut d) = me_knowing("a1", 1, 1);
     d.handle_comm_event(T0, &mut comm, &presumed_dead("zz"));
     assert!(events(&mut d).is_empty());
     d.handle_comm_event(T0, &mut comm, &presumed_dead("a1"));
@@ -254,9 +251,7 @@ fn presumed_dead_kills_an_alive_member_at_once_and_closes_nothing_else() {
 
 #[test]
 fn an_identity_switch_purges_the_old_pki_id() {
-    let (mut comm, mut d) = me();
-    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
-    events(&mut d);
+    let (mut comm, mut d) = me_knowing("a1", 1, 1);
     d.handle_comm_event(T0, &mut comm, &Event::IdentitySwitch(pki("a1")));
     assert!(d.member(&pki("a1")).is_none());
     assert!(matches!(

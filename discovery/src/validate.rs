@@ -6,7 +6,7 @@ use crate::alive::{Timestamp, internal_endpoint_of};
 use crate::error::AliveError;
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
-use fabric_gossip_core::{Instant, PkiId, Security, verify_envelope};
+use fabric_gossip_core::{Instant, PkiId, Security, check_identity_claim, verify_envelope};
 use prost::Message;
 
 /// An alive message whose shape is right (no cryptography checked yet).
@@ -197,15 +197,7 @@ pub fn check_identity(
     identity: &Bytes,
     now: Instant,
 ) -> Result<VerifiedIdentity, AliveError> {
-    let expires = security
-        .expiration(identity)
-        .map_err(AliveError::BadIdentity)?;
-    security
-        .validate_identity(identity, now)
-        .map_err(AliveError::BadIdentity)?;
-    if security.pki_id_of(identity) != *pki_id {
-        return Err(AliveError::IdentityMismatch);
-    }
+    let expires = check_identity_claim(security, pki_id, identity, now)?;
     if expires.is_some_and(|e| e <= now) {
         return Err(AliveError::IdentityExpired);
     }
@@ -260,7 +252,7 @@ pub fn validate_alive_envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alive::SelfAlive;
+    use crate::alive::{SelfAlive, Timestamp, alive_message};
     use core::time::Duration;
     use fabric_gossip_core::TestOnlyHmacSecurity;
     use fabric_gossip_core::proto::gossip::{AliveMessage, Member, PeerTime};
@@ -342,22 +334,13 @@ mod tests {
 
     #[test]
     fn identity_not_matching_pki_id_is_refused() {
-        let msg = GossipMessage {
-            tag: gossip_message::Tag::Empty as i32,
-            content: Some(gossip_message::Content::AliveMsg(AliveMessage {
-                membership: Some(Member {
-                    endpoint: String::new(),
-                    metadata: Bytes::new(),
-                    pki_id: Bytes::from_static(b"claimed"),
-                }),
-                timestamp: Some(PeerTime {
-                    inc_num: 1,
-                    seq_num: 1,
-                }),
-                identity: Bytes::from_static(b"other"),
-            })),
-            ..Default::default()
-        };
+        let msg = alive_message(
+            String::new(),
+            Bytes::from_static(b"claimed"),
+            Bytes::new(),
+            Timestamp { inc: 1, seq: 1 },
+            Bytes::from_static(b"other"),
+        );
         let sec = TestOnlyHmacSecurity::new("verifier");
         assert_eq!(
             validate_alive_envelope(&sec, &sign(msg), None, NOW).unwrap_err(),

@@ -4,7 +4,7 @@
 use crate::common;
 
 use bytes::Bytes;
-use common::{Cluster, dcfg};
+use common::{Cluster, dcfg, one_joins_zero};
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::testing::ep;
@@ -92,13 +92,7 @@ fn a_bootstrap_equal_to_our_own_endpoint_is_skipped() {
 
 #[test]
 fn a_third_node_is_learnt_from_the_bootstraps_response() {
-    let mut c = Cluster::hmac(3, |i| {
-        if i == 1 {
-            dcfg(1).with_bootstrap([ep(0)])
-        } else {
-            dcfg(i)
-        }
-    });
+    let mut c = Cluster::hmac(3, one_joins_zero);
     c.run_until(Duration::from_secs(1), |c| full_view(c, &[0, 1]))
         .unwrap();
     c.run_for(Duration::from_secs(1));

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{Cluster, dcfg};
+use common::{Cluster, dcfg, one_joins_zero};
 use core::time::Duration;
 use fabric_gossip_core::testing::ep;
 use fabric_gossip_core::{Instant, PkiId, Security};
@@ -51,18 +51,7 @@ const START: Instant = Instant::from_unix_secs(1_700_000_000);
 
 #[test]
 fn msp_nodes_join_through_a_bootstrap() {
-    let mut c = Cluster::with_security(
-        START,
-        2,
-        |i| security(0, i),
-        |i| {
-            if i == 1 {
-                dcfg(1).with_bootstrap([ep(0)])
-            } else {
-                dcfg(0)
-            }
-        },
-    );
+    let mut c = Cluster::with_security(START, 2, |i| security(0, i), one_joins_zero);
     c.run_until(Duration::from_secs(2), |c| {
         c.sees_alive(0, 1) && c.sees_alive(1, 0)
     })
@@ -77,18 +66,7 @@ fn msp_nodes_join_through_a_bootstrap() {
 
 #[test]
 fn a_bootstrap_peer_of_another_org_is_refused() {
-    let mut c = Cluster::with_security(
-        START,
-        2,
-        |i| security(i, 0),
-        |i| {
-            if i == 1 {
-                dcfg(1).with_bootstrap([ep(0)])
-            } else {
-                dcfg(0)
-            }
-        },
-    );
+    let mut c = Cluster::with_security(START, 2, |i| security(i, 0), one_joins_zero);
     c.run_for(Duration::from_secs(1));
     let failed = c.events[1].iter().find_map(|(_, e)| match e {
         DiscoveryEvent::BootstrapFailed { error, .. } => Some(error.clone()),

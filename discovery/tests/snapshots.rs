@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Cluster, dcfg};
+use common::{Cluster, dcfg, one_joins_zero};
 use core::time::Duration;
 use fabric_gossip_core::Instant;
 use fabric_gossip_core::testing::ep;
@@ -23,13 +23,7 @@ fn trace_since(c: &Cluster, start: Instant, until: Instant) -> Vec<String> {
 
 #[test]
 fn messages_at_start() {
-    let mut c = Cluster::hmac(2, |i| {
-        if i == 1 {
-            dcfg(1).with_bootstrap([ep(0)])
-        } else {
-            dcfg(0)
-        }
-    });
+    let mut c = Cluster::hmac(2, one_joins_zero);
     let start = c.now();
     c.run_for(Duration::from_millis(5_100));
     insta::assert_snapshot!(trace_since(&c, start, c.now()).join("\n"));
@@ -37,13 +31,7 @@ fn messages_at_start() {
 
 #[test]
 fn answer_to_a_membership_request() {
-    let mut c = Cluster::hmac(3, |i| {
-        if i == 1 {
-            dcfg(1).with_bootstrap([ep(0)])
-        } else {
-            dcfg(i)
-        }
-    });
+    let mut c = Cluster::hmac(3, one_joins_zero);
     c.run_for(Duration::from_secs(12));
     c.restart_hmac(2, dcfg(2).with_bootstrap([ep(0)]));
     let start = c.now();

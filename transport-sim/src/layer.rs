@@ -9,8 +9,9 @@
 //! [`LayerFactory`]: the simulator calls it when the node's process starts and again at
 //! every restart (a restarted process is a new process: a new layer, so for membership a
 //! new incarnation). The factory returns any [`Layer`] on [`SimComm`]'s security type whose
-//! event is `Debug`; the simulator boxes it behind [`SimLayer`], which erases the event type
-//! into a [`LayerEvent`]. Each event the layer emits is
+//! event is `Debug` (a [`SimLayer`]); the simulator boxes it in the core's hosted layer
+//! ([`HostedLayer`]), which erases the event type into a [`LayerEvent`]. Each event the
+//! layer emits is
 //!
 //! * written to the trace as `n3 L <event as Debug>` (so a seed reproduces layer behaviour
 //!   too, and the trace hash covers it),
@@ -66,7 +67,7 @@ use crate::node::SimComm;
 use crate::sim::Sim;
 use core::any::Any;
 use core::fmt;
-use fabric_gossip_core::{Event, Instant, Layer, ReceivedMessage, Security, Stack, SubscriptionId};
+use fabric_gossip_core::{Instant, Layer, Security, Stack};
 use std::sync::Arc;
 
 /// The stack a simulated node runs: its core and its (possibly empty) hosted layer.
@@ -89,7 +90,7 @@ pub struct LayerContext {
 }
 
 /// Makes a node's layer at every start of its process.
-pub type LayerFactory = Arc<dyn Fn(&LayerContext) -> Box<dyn SimLayer> + Send + Sync>;
+pub type LayerFactory = Arc<dyn Fn(&LayerContext) -> HostedLayer + Send + Sync>;
 
 /// One event of a hosted layer, its type erased. Read it back with
 /// [`LayerEvent::downcast_ref`]; its `Debug` form is the layer event's.
@@ -134,29 +135,12 @@ pub struct LayerRecord {
     pub event: LayerEvent,
 }
 
-/// A [`Layer`] on the simulator's core with its event type erased, so that one network
-/// hosts different layers. Implemented for every `Layer<Box<dyn Security>>` whose event
-/// is `Debug + Send + Sync`; the factory of [`NodeSpec::layer`](crate::NodeSpec::layer)
-/// boxes it.
-pub trait SimLayer: Send {
-    /// [`Layer::start`].
-    fn start(&mut self, now: Instant, comm: &mut SimComm);
-    /// [`Layer::handle_comm_event`].
-    fn handle_comm_event(&mut self, now: Instant, comm: &mut SimComm, event: &Event);
-    /// [`Layer::owns_subscription`].
-    fn owns_subscription(&self, sub: SubscriptionId) -> bool;
-    /// [`Layer::handle_message`].
-    fn handle_message(&mut self, now: Instant, comm: &mut SimComm, msg: ReceivedMessage);
-    /// [`Layer::handle_timeout`].
-    fn handle_timeout(&mut self, now: Instant, comm: &mut SimComm);
-    /// [`Layer::poll_timeout`].
-    fn poll_timeout(&self) -> Option<Instant>;
-    /// [`Layer::poll_event`], erased.
-    fn poll_event(&mut self) -> Option<LayerEvent>;
-    /// The layer itself, for [`Sim::layer`].
-    fn as_any(&self) -> &dyn Any;
-    /// The layer itself, for [`Sim::with_layer`].
-    fn as_any_mut(&mut self) -> &mut dyn Any;
+/// A [`Layer`] the simulator can host: any `Layer<Box<dyn Security>>` whose event is
+/// `Debug + Send + Sync`, so that its events can be traced and kept as a [`LayerEvent`].
+/// [`NodeSpec::layer`](crate::NodeSpec::layer) takes it.
+pub trait SimLayer:
+    Layer<Box<dyn Security>, Event: fmt::Debug + Send + Sync + 'static> + Send + 'static
+{
 }
 
 impl<L> SimLayer for L
@@ -164,113 +148,12 @@ where
     L: Layer<Box<dyn Security>> + Send + 'static,
     L::Event: fmt::Debug + Send + Sync + 'static,
 {
-    fn start(&mut self, now: Instant, comm: &mut SimComm) {
-        Layer::start(self, now, comm);
-    }
-    fn handle_comm_event(&mut self, now: Instant, comm: &mut SimComm, event: &Event) {
-        Layer::handle_comm_event(self, now, comm, event);
-    }
-    fn owns_subscription(&self, sub: SubscriptionId) -> bool {
-        Layer::owns_subscription(self, sub)
-    }
-    fn handle_message(&mut self, now: Instant, comm: &mut SimComm, msg: ReceivedMessage) {
-        Layer::handle_message(self, now, comm, msg);
-    }
-    fn handle_timeout(&mut self, now: Instant, comm: &mut SimComm) {
-        Layer::handle_timeout(self, now, comm);
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Layer::poll_timeout(self)
-    }
-    fn poll_event(&mut self) -> Option<LayerEvent> {
-        Layer::poll_event(self).map(LayerEvent::new)
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
 }
 
 /// The layer a simulated node's [`Stack`] holds: the one its factory made, or none (then
-/// the stack is exactly its core). Dropped when the process stops.
-#[derive(Default)]
-pub struct HostedLayer(Option<Box<dyn SimLayer>>);
-
-impl fmt::Debug for HostedLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "HostedLayer(Some)"
-        } else {
-            "HostedLayer(None)"
-        })
-    }
-}
-
-impl HostedLayer {
-    pub(crate) fn new(layer: Option<Box<dyn SimLayer>>) -> Self {
-        HostedLayer(layer)
-    }
-
-    /// Whether a layer runs.
-    pub fn is_some(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// The layer as its own type.
-    pub fn get<T: 'static>(&self) -> Option<&T> {
-        self.0.as_ref().and_then(|l| l.as_any().downcast_ref())
-    }
-
-    pub(crate) fn get_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        self.0.as_mut().and_then(|l| l.as_any_mut().downcast_mut())
-    }
-
-    pub(crate) fn drop_layer(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Layer<Box<dyn Security>> for HostedLayer {
-    type Event = LayerEvent;
-
-    fn start(&mut self, now: Instant, comm: &mut SimComm) {
-        if let Some(l) = self.0.as_mut() {
-            l.start(now, comm);
-        }
-    }
-
-    fn handle_comm_event(&mut self, now: Instant, comm: &mut SimComm, event: &Event) {
-        if let Some(l) = self.0.as_mut() {
-            l.handle_comm_event(now, comm, event);
-        }
-    }
-
-    fn owns_subscription(&self, sub: SubscriptionId) -> bool {
-        self.0.as_ref().is_some_and(|l| l.owns_subscription(sub))
-    }
-
-    fn handle_message(&mut self, now: Instant, comm: &mut SimComm, msg: ReceivedMessage) {
-        if let Some(l) = self.0.as_mut() {
-            l.handle_message(now, comm, msg);
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant, comm: &mut SimComm) {
-        if let Some(l) = self.0.as_mut() {
-            l.handle_timeout(now, comm);
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.0.as_ref().and_then(|l| l.poll_timeout())
-    }
-
-    fn poll_event(&mut self) -> Option<LayerEvent> {
-        self.0.as_mut().and_then(|l| l.poll_event())
-    }
-}
+/// the stack is exactly its core), its events erased into [`LayerEvent`]s. Dropped when
+/// the process stops.
+pub type HostedLayer = fabric_gossip_core::HostedLayer<Box<dyn Security>, LayerEvent>;
 
 impl Sim {
     /// Node `n`'s layer as its own type `T`, if its current process runs one of that type.
@@ -300,7 +183,7 @@ impl Sim {
 
     pub(crate) fn make_layer(&mut self, id: usize) -> HostedLayer {
         let Some(factory) = self.nodes[id].spec.layer.clone() else {
-            return HostedLayer::new(None);
+            return HostedLayer::none();
         };
         // Drawn only for nodes with a layer, so runs without layers replay as before.
         let seed = self.rng.u64();
@@ -311,6 +194,6 @@ impl Sim {
             seed,
             now: self.now,
         };
-        HostedLayer::new(Some(factory(&ctx)))
+        factory(&ctx)
     }
 }

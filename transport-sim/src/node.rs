@@ -1,7 +1,7 @@
 //! How a simulated node is described, and what is recorded about it.
 
 use crate::fault::ReaderMode;
-use crate::layer::{LayerContext, LayerFactory, SimLayer};
+use crate::layer::{HostedLayer, LayerContext, LayerEvent, LayerFactory, SimLayer};
 use bytes::Bytes;
 use core::fmt;
 use fabric_gossip_core::{
@@ -125,11 +125,13 @@ impl NodeSpec {
 
     /// Runs a layer above the core: `f` makes it at every start and restart of the
     /// node's process (see the `layer` module for what the simulator does with it).
-    pub fn layer<L: SimLayer + 'static>(
+    pub fn layer<L: SimLayer>(
         mut self,
         f: impl Fn(&LayerContext) -> L + Send + Sync + 'static,
     ) -> Self {
-        self.layer = Some(Arc::new(move |ctx| Box::new(f(ctx)) as Box<dyn SimLayer>));
+        self.layer = Some(Arc::new(move |ctx| {
+            HostedLayer::new(f(ctx), LayerEvent::new)
+        }));
         self
     }
 

@@ -34,11 +34,13 @@
 //! bounded too, and a workload that cannot finish reports the failure instead of hanging.
 #![allow(clippy::print_stdout)]
 
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 use bytes::{Buf, BytesMut};
 use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
-use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
-use fabric_gossip_tonic::{Incoming, Node, TlsConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use fabric_gossip_core::{Config, SignedMessage};
+use fabric_gossip_tonic::{Incoming, Node};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -309,48 +311,46 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         }
     }
     let tp = |r: &Res<Throughput>| cell(r, |x| x.cell("msg"));
-    let at_least =
-        |r: &Res<Throughput>, goal: f64| Some(r.as_ref().is_ok_and(|x| x.median() >= goal));
-    if let Some(r) = &f.plain {
-        row(
+    // (group, workload, result, Fabric's figure, goal, the goal in msg/s if there is one)
+    let lossless = [
+        (
             "plain",
             "lossless one-way, plaintext, 1 connection",
-            tp(r),
+            &f.plain,
             "≈ 37,000 (buffer 20), ≈ 60,000 (200)",
             "≥ 300,000",
-            at_least(r, 300_000.0),
-        );
-    }
-    if let Some(r) = &f.tls {
-        let goal = "≥ 200,000";
-        row(
+            Some(300_000.0),
+        ),
+        (
             "tls",
             "lossless one-way, mutual TLS, 1 connection",
-            tp(r),
+            &f.tls,
             "—",
-            goal,
-            at_least(r, 200_000.0),
-        );
-    }
-    if let Some(r) = &f.fab20 {
-        row(
+            "≥ 200,000",
+            Some(200_000.0),
+        ),
+        (
             "fabric",
             "lossless one-way, plaintext, send buffer 20, write window 8",
-            tp(r),
+            &f.fab20,
             "≈ 37,000",
             "—",
             None,
-        );
-    }
-    if let Some(r) = &f.fab200 {
-        row(
+        ),
+        (
             "fabric",
             "lossless one-way, plaintext, send buffer 200, write window 8",
-            tp(r),
+            &f.fab200,
             "≈ 60,000",
             "—",
             None,
-        );
+        ),
+    ];
+    for (g, w, r, fabric, goal, min) in lossless {
+        if let Some(r) = r {
+            let ok = min.map(|m| r.as_ref().is_ok_and(|x| x.median() >= m));
+            row(g, w, tp(r), fabric, goal, ok);
+        }
     }
     if let Some(r) = &f.raw {
         row(
@@ -440,49 +440,36 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             )
         })
     };
-    let under =
-        |r: &Res<Latency>, goal_ms: f64| Some(r.as_ref().is_ok_and(|l| ms(l.p50) <= goal_ms));
-    if let Some(r) = &f.conn_plain {
-        let w = "new connection → first delivery, plaintext";
-        row(
-            "latency",
-            w,
-            lat(r),
+    // (workload, result, Fabric's figure, goal, the goal's p50 in ms if there is one)
+    let latencies = [
+        (
+            "new connection → first delivery, plaintext",
+            &f.conn_plain,
             "p50 1.3 ms",
             "p50 ≤ 0.7 ms",
-            under(r, 0.7),
-        );
-    }
-    if let Some(r) = &f.conn_tls {
-        let w = "new connection → first delivery, mutual TLS";
-        row(
-            "latency",
-            w,
-            lat(r),
+            Some(0.7),
+        ),
+        (
+            "new connection → first delivery, mutual TLS",
+            &f.conn_tls,
             "p50 2.4 ms",
             "p50 ≤ 1.5 ms",
-            under(r, 1.5),
-        );
-    }
-    if let Some(r) = &f.probe_plain {
-        row(
-            "latency",
+            Some(1.5),
+        ),
+        (
             "Probe, plaintext",
-            lat(r),
+            &f.probe_plain,
             "p50 0.8 ms",
             "p50 ≤ 0.5 ms",
-            under(r, 0.5),
-        );
-    }
-    if let Some(r) = &f.probe_tls {
-        row(
-            "latency",
-            "Probe, mutual TLS",
-            lat(r),
-            "p50 1.5 ms",
-            "—",
-            None,
-        );
+            Some(0.5),
+        ),
+        ("Probe, mutual TLS", &f.probe_tls, "p50 1.5 ms", "—", None),
+    ];
+    for (w, r, fabric, goal, max_ms) in latencies {
+        if let Some(r) = r {
+            let ok = max_ms.map(|m| r.as_ref().is_ok_and(|l| ms(l.p50) <= m));
+            row("latency", w, lat(r), fabric, goal, ok);
+        }
     }
     let _ = writeln!(t);
     for (name, r) in [
@@ -589,39 +576,11 @@ fn seq_of(m: &GossipMessage) -> Option<u64> {
     }
 }
 
-fn tls_pair() -> (TlsConfig, TlsConfig) {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key"))
-        .expect("CA certificate");
-    let leaf = || {
-        let p = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("leaf params");
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = p.signed_by(&key, &issuer).expect("leaf certificate");
-        TlsConfig::new(cert.pem(), key.serialize_pem(), issuer.pem())
-    };
-    (leaf(), leaf())
-}
-
 /// Two nodes, `a` sending to `b`.
 async fn pair(tls: bool, config: Config) -> Res<(Node, Node)> {
-    let (ta, tb) = if tls {
-        let (x, y) = tls_pair();
-        (Some(x), Some(y))
-    } else {
-        (None, None)
-    };
-    let start = |t: Option<TlsConfig>| {
-        let mut b = Node::builder(config.clone()).stop_timeout(Duration::from_secs(2));
-        if let Some(t) = t {
-            b = b.tls(t);
-        }
-        b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
-    };
-    let a = start(ta).await.map_err(|e| e.to_string())?;
-    let b = start(tb).await.map_err(|e| e.to_string())?;
-    Ok((a, b))
+    common::start_pair(tls, config)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn stop(nodes: &[&Node]) {

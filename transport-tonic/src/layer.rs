@@ -8,16 +8,13 @@
 //! queue (drops counted). Without a layer the stack holds the empty layer, which routes
 //! nothing, so a node without one behaves as before.
 //!
-//! `Node` is not generic (its security provider is boxed), so the layer is boxed too,
-//! behind [`ErasedLayer`]; its events travel as `Box<dyn Any + Send>` and the
+//! `Node` is not generic (its security provider is boxed), so the layer is boxed too, in
+//! the core's [`HostedLayer`]; its events travel as `Box<dyn Any + Send>` and the
 //! application's typed views ([`crate::Node::layer_events`], [`crate::Node::with_layer`])
 //! downcast them to the layer's own types.
 
 use crate::driver::Core;
-use fabric_gossip_core::{
-    Comm, Event, Instant, Layer, Output, ReceivedMessage, Security, Stack, StackOutput,
-    SubscriptionId,
-};
+use fabric_gossip_core::{Comm, HostedLayer, Instant, Layer, Output, Security, Stack, StackOutput};
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,90 +27,17 @@ pub(crate) type AnyEvent = Box<dyn Any + Send>;
 /// The security provider as the node boxes it; a hosted layer is a `Layer` of this.
 pub type NodeSecurity = Box<dyn Security>;
 
-/// An object-safe view of any `Layer<NodeSecurity>` whose events can cross threads.
-pub(crate) trait ErasedLayer: Send {
-    fn start(&mut self, now: Instant, comm: &mut Core);
-    fn handle_comm_event(&mut self, now: Instant, comm: &mut Core, event: &Event);
-    fn owns_subscription(&self, sub: SubscriptionId) -> bool;
-    fn handle_message(&mut self, now: Instant, comm: &mut Core, msg: ReceivedMessage);
-    fn handle_timeout(&mut self, now: Instant, comm: &mut Core);
-    fn poll_timeout(&self) -> Option<Instant>;
-    fn poll_event(&mut self) -> Option<AnyEvent>;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-}
+/// The layer a node hosts: none (a bare core), or one boxed with its events erased.
+pub(crate) type Hosted = HostedLayer<NodeSecurity, AnyEvent>;
 
-impl<L> ErasedLayer for L
-where
-    L: Layer<NodeSecurity> + Send + 'static,
-    L::Event: Send + 'static,
-{
-    fn start(&mut self, now: Instant, comm: &mut Core) {
-        Layer::start(self, now, comm);
-    }
-    fn handle_comm_event(&mut self, now: Instant, comm: &mut Core, event: &Event) {
-        Layer::handle_comm_event(self, now, comm, event);
-    }
-    fn owns_subscription(&self, sub: SubscriptionId) -> bool {
-        Layer::owns_subscription(self, sub)
-    }
-    fn handle_message(&mut self, now: Instant, comm: &mut Core, msg: ReceivedMessage) {
-        Layer::handle_message(self, now, comm, msg);
-    }
-    fn handle_timeout(&mut self, now: Instant, comm: &mut Core) {
-        Layer::handle_timeout(self, now, comm);
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Layer::poll_timeout(self)
-    }
-    fn poll_event(&mut self) -> Option<AnyEvent> {
-        Layer::poll_event(self).map(|e| Box::new(e) as AnyEvent)
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-}
-
-/// The layer a node hosts: none (a bare core), or one boxed.
-pub(crate) struct Hosted(Option<Box<dyn ErasedLayer>>);
-
-impl Layer<NodeSecurity> for Hosted {
-    type Event = AnyEvent;
-
-    fn start(&mut self, now: Instant, comm: &mut Core) {
-        if let Some(l) = &mut self.0 {
-            l.start(now, comm);
-        }
-    }
-    fn handle_comm_event(&mut self, now: Instant, comm: &mut Core, event: &Event) {
-        if let Some(l) = &mut self.0 {
-            l.handle_comm_event(now, comm, event);
-        }
-    }
-    fn owns_subscription(&self, sub: SubscriptionId) -> bool {
-        self.0.as_ref().is_some_and(|l| l.owns_subscription(sub))
-    }
-    fn handle_message(&mut self, now: Instant, comm: &mut Core, msg: ReceivedMessage) {
-        if let Some(l) = &mut self.0 {
-            l.handle_message(now, comm, msg);
-        }
-    }
-    fn handle_timeout(&mut self, now: Instant, comm: &mut Core) {
-        if let Some(l) = &mut self.0 {
-            l.handle_timeout(now, comm);
-        }
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.0.as_ref().and_then(|l| l.poll_timeout())
-    }
-    fn poll_event(&mut self) -> Option<AnyEvent> {
-        self.0.as_mut().and_then(|l| l.poll_event())
-    }
+fn erase<E: Send + 'static>(event: E) -> AnyEvent {
+    Box::new(event)
 }
 
 /// Builds the layer once the listen address is known (a membership layer's internal
 /// endpoint is the bound address when port 0 was asked for).
 pub(crate) struct LayerFactory {
-    make: Box<dyn FnOnce(SocketAddr) -> Box<dyn ErasedLayer> + Send>,
+    make: Box<dyn FnOnce(SocketAddr) -> Hosted + Send>,
     /// The type of the layer's events, so that a typed view can be refused at once.
     pub(crate) event_type: TypeId,
     /// The type of the layer itself.
@@ -134,13 +58,13 @@ impl LayerFactory {
         F: FnOnce(SocketAddr) -> L + Send + 'static,
     {
         LayerFactory {
-            make: Box::new(move |addr| Box::new(make(addr)) as Box<dyn ErasedLayer>),
+            make: Box::new(move |addr| HostedLayer::new(make(addr), erase::<L::Event>)),
             event_type: TypeId::of::<L::Event>(),
             layer_type: TypeId::of::<L>(),
         }
     }
 
-    pub(crate) fn build(self, addr: SocketAddr) -> Box<dyn ErasedLayer> {
+    pub(crate) fn build(self, addr: SocketAddr) -> Hosted {
         (self.make)(addr)
     }
 }
@@ -156,14 +80,10 @@ pub(crate) struct HostedCore {
 }
 
 impl HostedCore {
-    /// Puts `layer` (if any) on `comm` and starts it; its events go to `events`.
-    pub(crate) fn new(
-        comm: Core,
-        layer: Option<Box<dyn ErasedLayer>>,
-        events: Option<mpsc::Sender<AnyEvent>>,
-    ) -> Self {
+    /// Puts `layer` on `comm` and starts it; its events go to `events`.
+    pub(crate) fn new(comm: Core, layer: Hosted, events: Option<mpsc::Sender<AnyEvent>>) -> Self {
         HostedCore {
-            stack: Stack::new(comm, Hosted(layer)),
+            stack: Stack::new(comm, layer),
             events,
             events_dropped: 0,
         }
@@ -218,7 +138,7 @@ impl HostedCore {
 
     /// Whether a layer is hosted.
     pub(crate) fn has_layer(&self) -> bool {
-        self.stack.layer().0.is_some()
+        self.stack.layer().is_some()
     }
 
     /// Runs `f` with the layer as an `L` and the core, if the hosted layer is an `L`.
@@ -226,10 +146,8 @@ impl HostedCore {
         &mut self,
         f: impl FnOnce(&mut L, &mut Core) -> R,
     ) -> Option<R> {
-        self.stack.with_layer(|hosted, comm| {
-            let layer = hosted.0.as_mut()?.as_any_mut().downcast_mut::<L>()?;
-            Some(f(layer, comm))
-        })
+        self.stack
+            .with_layer(|hosted, comm| hosted.get_mut::<L>().map(|layer| f(layer, comm)))
     }
 }
 

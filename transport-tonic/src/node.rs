@@ -5,7 +5,7 @@ use crate::driver::{
     drain, timer_task,
 };
 use crate::inbound::{DriverLimits, GuardedIncoming, reaper_task};
-use crate::layer::{AnyEvent, HostedCore, LayerFactory, NodeSecurity};
+use crate::layer::{AnyEvent, Hosted, HostedCore, LayerFactory, NodeSecurity};
 use crate::service::GossipService;
 use crate::tls::TlsConfig;
 use bytes::Bytes;
@@ -261,14 +261,14 @@ impl NodeBuilder {
             Some(factory) => {
                 let types = (factory.layer_type, factory.event_type);
                 let (tx, rx) = tokio::sync::mpsc::channel(layer_event_buffer);
-                let hosted = HostedCore::new(comm, Some(factory.build(local_addr)), Some(tx));
+                let hosted = HostedCore::new(comm, factory.build(local_addr), Some(tx));
                 (
                     Some(types),
                     Some(Arc::new(tokio::sync::Mutex::new(rx))),
                     hosted,
                 )
             }
-            None => (None, None, HostedCore::new(comm, None, None)),
+            None => (None, None, HostedCore::new(comm, Hosted::none(), None)),
         };
         let inner = Inner::new(comm, settings, clock, rt.clone());
 

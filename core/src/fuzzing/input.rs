@@ -32,6 +32,10 @@ impl Output {
     pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
+    /// An op's tag and its one-byte fields, in order.
+    pub(super) fn bytes(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
     pub(super) fn u16(&mut self, v: u16) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }

@@ -246,54 +246,39 @@ impl Op {
 
     pub(super) fn write(&self, o: &mut Output) {
         match self {
-            Op::Accept { peer, cert } => [0, *peer, *cert].iter().for_each(|b| o.u8(*b)),
-            Op::DialResult { dial, ok, cert } => {
-                [1, *dial, u8::from(*ok), *cert]
-                    .iter()
-                    .for_each(|b| o.u8(*b));
-            }
-            Op::PingResult { dial, ok } => [2, *dial, u8::from(*ok)].iter().for_each(|b| o.u8(*b)),
-            Op::Hello { stream, peer, flaw } => {
-                [3, *stream, *peer, *flaw].iter().for_each(|b| o.u8(*b));
-            }
-            Op::Data { stream } => [4, *stream].iter().for_each(|b| o.u8(*b)),
+            Op::Accept { peer, cert } => o.bytes(&[0, *peer, *cert]),
+            Op::DialResult { dial, ok, cert } => o.bytes(&[1, *dial, u8::from(*ok), *cert]),
+            Op::PingResult { dial, ok } => o.bytes(&[2, *dial, u8::from(*ok)]),
+            Op::Hello { stream, peer, flaw } => o.bytes(&[3, *stream, *peer, *flaw]),
+            Op::Data { stream } => o.bytes(&[4, *stream]),
             Op::AckIn {
                 stream,
                 nonce,
                 error,
-            } => [5, *stream, *nonce, u8::from(*error)]
-                .iter()
-                .for_each(|b| o.u8(*b)),
+            } => o.bytes(&[5, *stream, *nonce, u8::from(*error)]),
             Op::Garbage { stream, bytes } => {
-                o.u8(6);
-                o.u8(*stream);
+                o.bytes(&[6, *stream]);
                 o.blob(bytes);
             }
-            Op::Oversized { stream } => [7, *stream].iter().for_each(|b| o.u8(*b)),
-            Op::Sent { stream, count } => [8, *stream, *count].iter().for_each(|b| o.u8(*b)),
-            Op::WriteFailed { stream } => [9, *stream].iter().for_each(|b| o.u8(*b)),
-            Op::Closed { stream, error } => {
-                [10, *stream, u8::from(*error)]
-                    .iter()
-                    .for_each(|b| o.u8(*b));
-            }
-            Op::Send { peers } => [11, *peers].iter().for_each(|b| o.u8(*b)),
-            Op::SendWait { peer } => [12, *peer].iter().for_each(|b| o.u8(*b)),
+            Op::Oversized { stream } => o.bytes(&[7, *stream]),
+            Op::Sent { stream, count } => o.bytes(&[8, *stream, *count]),
+            Op::WriteFailed { stream } => o.bytes(&[9, *stream]),
+            Op::Closed { stream, error } => o.bytes(&[10, *stream, u8::from(*error)]),
+            Op::Send { peers } => o.bytes(&[11, *peers]),
+            Op::SendWait { peer } => o.bytes(&[12, *peer]),
             Op::SendWithAck {
                 peers,
                 min_ack,
                 timeout,
-            } => [13, *peers, *min_ack, *timeout]
-                .iter()
-                .for_each(|b| o.u8(*b)),
-            Op::Probe { peer } => [14, *peer].iter().for_each(|b| o.u8(*b)),
-            Op::Handshake { peer } => [15, *peer].iter().for_each(|b| o.u8(*b)),
-            Op::Subscribe { filter } => [16, *filter].iter().for_each(|b| o.u8(*b)),
-            Op::Unsubscribe { sub } => [17, *sub].iter().for_each(|b| o.u8(*b)),
-            Op::Poll { sub, count } => [18, *sub, *count].iter().for_each(|b| o.u8(*b)),
-            Op::Respond { stream } => [19, *stream].iter().for_each(|b| o.u8(*b)),
-            Op::AckOut { stream, nonce } => [20, *stream, *nonce].iter().for_each(|b| o.u8(*b)),
-            Op::CloseConn { peer } => [21, *peer].iter().for_each(|b| o.u8(*b)),
+            } => o.bytes(&[13, *peers, *min_ack, *timeout]),
+            Op::Probe { peer } => o.bytes(&[14, *peer]),
+            Op::Handshake { peer } => o.bytes(&[15, *peer]),
+            Op::Subscribe { filter } => o.bytes(&[16, *filter]),
+            Op::Unsubscribe { sub } => o.bytes(&[17, *sub]),
+            Op::Poll { sub, count } => o.bytes(&[18, *sub, *count]),
+            Op::Respond { stream } => o.bytes(&[19, *stream]),
+            Op::AckOut { stream, nonce } => o.bytes(&[20, *stream, *nonce]),
+            Op::CloseConn { peer } => o.bytes(&[21, *peer]),
             Op::Stop => o.u8(22),
             Op::Advance { millis } => {
                 o.u8(23);
@@ -304,9 +289,7 @@ impl Op {
                 kind,
                 index,
                 generation,
-            } => [25, *kind, *index, *generation]
-                .iter()
-                .for_each(|b| o.u8(*b)),
+            } => o.bytes(&[25, *kind, *index, *generation]),
         }
     }
 }

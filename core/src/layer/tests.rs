@@ -281,3 +281,30 @@ fn the_timeout_is_the_earlier_deadline_and_ends_every_drain() {
         other => panic!("expected the dial's deadline, got {other:?}"),
     }
 }
+
+#[test]
+fn a_hosted_layer_is_the_boxed_layer_with_its_events_erased_and_none_is_the_core() {
+    let now = Instant::from_unix_secs(1_700_000_000);
+    let comm = || Comm::new(Config::default(), TestOnlyHmacSecurity::new(A), now).unwrap();
+    let hosted = HostedLayer::new(Echo::default(), |e: Seen| format!("{e:?}"));
+    let mut stack = Stack::new(comm(), hosted);
+    assert!(stack.layer().is_some());
+    assert!(
+        stack.layer().get::<Echo>().unwrap().sub.is_some(),
+        "started"
+    );
+    assert!(stack.layer().get::<()>().is_none(), "not a ()");
+    let tick = now + Duration::from_secs(1);
+    assert!(matches!(stack.poll_output(), StackOutput::Timeout(Some(t)) if t == tick));
+    stack.handle_timeout(tick);
+    assert!(matches!(stack.poll_output(), StackOutput::Layer(e) if e == "Tick"));
+    stack.with_layer(|l, _| l.get_mut::<Echo>().unwrap().deadline = None);
+    assert!(matches!(stack.poll_output(), StackOutput::Timeout(None)));
+
+    let mut bare: Stack<_, HostedLayer<_, String>> = Stack::new(comm(), HostedLayer::none());
+    assert!(!bare.layer().is_some());
+    assert_eq!(format!("{:?}", bare.layer()), "HostedLayer(None)");
+    assert!(matches!(bare.poll_output(), StackOutput::Timeout(None)));
+    stack.layer_mut().clear();
+    assert!(stack.layer().get::<Echo>().is_none());
+}

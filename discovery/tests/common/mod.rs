@@ -35,6 +35,16 @@ pub fn dcfg(i: usize) -> DiscoveryConfig {
     DiscoveryConfig::new(ep(i)).with_seed(i as u64)
 }
 
+/// The configs of the common join: node 1 names node 0 as its bootstrap peer, every
+/// other node starts alone and is learnt through them.
+pub fn one_joins_zero(i: usize) -> DiscoveryConfig {
+    if i == 1 {
+        dcfg(1).with_bootstrap([ep(0)])
+    } else {
+        dcfg(i)
+    }
+}
+
 impl Cluster {
     /// `n` nodes with the test HMAC provider, node `i` configured by `cfg(i)`.
     pub fn hmac(n: usize, cfg: impl Fn(usize) -> DiscoveryConfig) -> Self {

@@ -88,7 +88,7 @@ impl Sim {
                 // A stopped process runs no application: its layer goes (after it saw
                 // the core stop), so its timers no longer wake the node.
                 if let Some(s) = self.nodes[n].stack.as_mut() {
-                    s.layer_mut().drop_layer();
+                    s.layer_mut().clear();
                 }
             }
             Fault::Restart(n) | Fault::RestartNewIdentity(n) => {

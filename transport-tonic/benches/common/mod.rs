@@ -4,7 +4,7 @@
 
 use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::{Config, SignedMessage, TestOnlyHmacSecurity};
-use fabric_gossip_tonic::{Node, TlsConfig};
+use fabric_gossip_tonic::{Node, StartError, TlsConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::time::Duration;
 
@@ -40,8 +40,9 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Two nodes with `config`, in plaintext or with mutual TLS.
-pub(crate) fn pair(rt: &tokio::runtime::Runtime, tls: bool, config: Config) -> (Node, Node) {
+/// Two nodes with `config`, in plaintext or with mutual TLS, started on the caller's
+/// runtime: the benchmarks block on it, the report example awaits it inside its workloads.
+pub(crate) async fn start_pair(tls: bool, config: Config) -> Result<(Node, Node), StartError> {
     let (ta, tb) = if tls {
         let (x, y) = tls_pair();
         (Some(x), Some(y))
@@ -55,7 +56,12 @@ pub(crate) fn pair(rt: &tokio::runtime::Runtime, tls: bool, config: Config) -> (
         }
         b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
     };
-    rt.block_on(async { (start(ta).await.unwrap(), start(tb).await.unwrap()) })
+    Ok((start(ta).await?, start(tb).await?))
+}
+
+/// Two nodes with `config`, in plaintext or with mutual TLS.
+pub(crate) fn pair(rt: &tokio::runtime::Runtime, tls: bool, config: Config) -> (Node, Node) {
+    rt.block_on(start_pair(tls, config)).unwrap()
 }
 
 /// Stops both nodes of a [`pair`].
