@@ -514,8 +514,12 @@ fn peers(args: &[String]) -> Res<()> {
                                     while let Some(ev) = events.recv().await {
                                         match ev {
                                             Event::Connected { .. } => return true,
+                                            // A connection lost before its handshake
+                                            // ended (e.g. evicted by the hub while
+                                            // pending) reaches a sender as PresumedDead.
                                             Event::HandshakeFailed { .. }
-                                            | Event::Disconnected { .. } => return false,
+                                            | Event::Disconnected { .. }
+                                            | Event::PresumedDead(_) => return false,
                                             _ => {}
                                         }
                                     }
