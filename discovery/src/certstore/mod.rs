@@ -292,7 +292,7 @@ impl Discovery {
         &self,
         comm: &Comm<S>,
         msg: &ReceivedMessage,
-    ) -> Option<impl Fn(&PkiId, Option<&bytes::Bytes>) -> bool> {
+    ) -> Option<impl Fn(&PkiId, Option<&bytes::Bytes>) -> bool + '_> {
         // Fabric takes an empty organization for an unknown one.
         let peer_org = comm
             .security()
@@ -302,15 +302,7 @@ impl Discovery {
         let my_org = self.my_org.clone();
         let me = self.pki_id.clone();
         let i_am_external = !self.cfg.external_endpoint.is_empty();
-        let external: std::collections::BTreeSet<PkiId> = if same_org {
-            Default::default()
-        } else {
-            self.membership
-                .iter()
-                .filter(|(_, m)| !m.endpoint.is_empty())
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
+        let membership = &self.membership;
         Some(move |item: &PkiId, org: Option<&bytes::Bytes>| {
             if same_org {
                 return true;
@@ -321,7 +313,7 @@ impl Discovery {
             let has_external = if *item == me {
                 i_am_external
             } else {
-                external.contains(item)
+                membership.get(item).is_some_and(|m| !m.endpoint.is_empty())
             };
             has_external && (Some(org) == my_org.as_ref() || *org == peer_org)
         })
