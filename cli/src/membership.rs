@@ -350,11 +350,8 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
 }
 
 /// Whether a received message is the membership layer's (alive, membership request or
-/// response): the layer consumes those, the application's inbox need not show them.
+/// response, the identity pull): the layer consumes those, the application's inbox need not
+/// show them. The node always runs the identity pull with its membership layer.
 pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> bool {
-    use fabric_gossip_core::proto::gossip::gossip_message::Content;
-    matches!(
-        m.message.content,
-        Some(Content::AliveMsg(_) | Content::MemReq(_) | Content::MemRes(_))
-    )
+    fabric_gossip_discovery::takes(&m.message, true)
 }

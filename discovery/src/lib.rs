@@ -88,7 +88,7 @@ pub use certstore::{CertStoreConfig, CertStoreStats};
 pub use config::DiscoveryConfig;
 pub use error::{AliveError, ConfigError};
 pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
-pub use machine::Discovery;
+pub use machine::{Discovery, takes};
 pub use request::membership_request;
 pub use stats::DiscoveryStats;
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::stats::DiscoveryStats;
 use crate::store::{Change, MemberState, Membership, MsgStore, Update};
 use crate::validate::{ParsedAlive, VerifiedIdentity, verify_alive};
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::{Envelope, gossip_message};
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::{
     Comm, Event, Instant, Layer, OpId, PkiId, ReceivedMessage, Security, SubscriptionId,
 };
@@ -334,16 +334,7 @@ impl<S: Security> Layer<S> for Discovery {
             self.cfg.publish_cert_period,
         ));
         let pull = self.cfg.certstore.enabled;
-        let accept = move |m: &ReceivedMessage| {
-            matches!(
-                m.message.content,
-                Some(
-                    gossip_message::Content::AliveMsg(_)
-                        | gossip_message::Content::MemReq(_)
-                        | gossip_message::Content::MemRes(_)
-                )
-            ) || (pull && crate::certstore::wire::is_identity_pull(&m.message))
-        };
+        let accept = move |m: &ReceivedMessage| takes(&m.message, pull);
         match comm.subscribe(Box::new(accept)) {
             Ok(sub) => self.sub = Some(sub),
             Err(_) => {
@@ -526,4 +517,22 @@ fn alive_update<'a, S: Security>(
         expires: id.expires,
         envelope: env,
     }
+}
+
+/// Whether the membership layer takes `message` for itself: alive messages, membership
+/// requests and responses, and (when `identity_pull` is on, as [`CertStoreConfig::enabled`]
+/// says) the identity pull's hello, digest, request and update. The layer subscribes with
+/// exactly this predicate, so an application that reads the same core's messages can leave
+/// out what the layer consumes without keeping its own list of content types.
+///
+/// [`CertStoreConfig::enabled`]: crate::CertStoreConfig::enabled
+pub fn takes(message: &GossipMessage, identity_pull: bool) -> bool {
+    matches!(
+        message.content,
+        Some(
+            gossip_message::Content::AliveMsg(_)
+                | gossip_message::Content::MemReq(_)
+                | gossip_message::Content::MemRes(_)
+        )
+    ) || (identity_pull && crate::certstore::wire::is_identity_pull(message))
 }

@@ -88,6 +88,11 @@ fn pull_messages_are_identity_typed_and_recognised() {
         h.msg_type = PullMsgType::BlockMsg as i32;
     }
     assert!(!wire::is_identity_pull(&block_pull));
+    // What the layer takes for itself (and an application inbox may leave out): the identity
+    // pull only while it runs, never a block pull.
+    assert!(crate::takes(&wire::hello(1), true));
+    assert!(!crate::takes(&wire::hello(1), false));
+    assert!(!crate::takes(&block_pull, true));
 }
 
 /// A `PeerIdentity` claiming `pki_id` with `cert`, signed by `signer`.
