@@ -460,24 +460,23 @@ mod tests {
         assert_eq!(c.listen_address.as_deref(), Some("0.0.0.0:7051"));
         assert_eq!(c.gossip.endpoint, None);
         assert_eq!(c.gossip.bootstrap, vec!["127.0.0.1:7051".to_owned()]);
-        assert_eq!(c.gossip.dial_timeout, Some(Duration::from_secs(3)));
-        assert_eq!(c.gossip.conn_timeout, Some(Duration::from_secs(2)));
         assert_eq!(c.gossip.recv_buff_size, Some(20));
         assert_eq!(c.gossip.send_buff_size, Some(200));
-        assert_eq!(c.gossip.alive_time_interval, Some(Duration::from_secs(5)));
-        assert_eq!(
-            c.gossip.alive_expiration_timeout,
-            Some(Duration::from_secs(25))
-        );
-        assert_eq!(c.gossip.reconnect_interval, Some(Duration::from_secs(25)));
-        assert_eq!(c.gossip.pull_interval, Some(Duration::from_secs(4)));
         assert_eq!(c.gossip.pull_peer_num, Some(3));
-        assert_eq!(c.gossip.digest_wait_time, Some(Duration::from_secs(1)));
-        assert_eq!(
-            c.gossip.request_wait_time,
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(c.gossip.response_wait_time, Some(Duration::from_secs(2)));
+        let g = &c.gossip;
+        for (key, read, ms) in [
+            ("dialTimeout", g.dial_timeout, 3_000),
+            ("connTimeout", g.conn_timeout, 2_000),
+            ("aliveTimeInterval", g.alive_time_interval, 5_000),
+            ("aliveExpirationTimeout", g.alive_expiration_timeout, 25_000),
+            ("reconnectInterval", g.reconnect_interval, 25_000),
+            ("pullInterval", g.pull_interval, 4_000),
+            ("digestWaitTime", g.digest_wait_time, 1_000),
+            ("requestWaitTime", g.request_wait_time, 1_500),
+            ("responseWaitTime", g.response_wait_time, 2_000),
+        ] {
+            assert_eq!(read, Some(Duration::from_millis(ms)), "{key}");
+        }
         assert!(!c.tls.enabled);
         assert!(!c.tls.client_auth_required);
         // Relative paths are relative to the file's directory, as Fabric resolves them.
