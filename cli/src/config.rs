@@ -69,6 +69,15 @@ pub(crate) enum MetricsProvider {
     Prometheus,
 }
 
+/// The operations service (`operations.*`): health, `/logspec` and `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct OperationsConfig {
+    /// `operations.listenAddress`: none, no operations service (unless `--operations`).
+    pub(crate) listen_address: Option<String>,
+    /// `operations.tls.*`.
+    pub(crate) tls: TlsFileConfig,
+}
+
 /// What this node takes from a `core.yaml` and the environment.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct PeerConfig {
@@ -82,10 +91,8 @@ pub(crate) struct PeerConfig {
     pub(crate) msp_config_path: Option<PathBuf>,
     /// `peer.localMspId`.
     pub(crate) local_msp_id: Option<String>,
-    /// `operations.listenAddress`.
-    pub(crate) operations_listen_address: Option<String>,
-    /// `operations.tls.*`.
-    pub(crate) operations_tls: TlsFileConfig,
+    /// `operations.*`.
+    pub(crate) operations: OperationsConfig,
     /// `metrics.provider`.
     pub(crate) metrics_provider: MetricsProvider,
 }
@@ -403,8 +410,10 @@ pub(crate) fn load_with(
         tls: src.tls("peer.tls", true)?,
         msp_config_path: src.path("peer.mspConfigPath")?,
         local_msp_id: src.string("peer.localMspId")?,
-        operations_listen_address: src.string("operations.listenAddress")?,
-        operations_tls: src.tls("operations.tls", false)?,
+        operations: OperationsConfig {
+            listen_address: src.string("operations.listenAddress")?,
+            tls: src.tls("operations.tls", false)?,
+        },
         metrics_provider,
     })
 }
@@ -441,7 +450,7 @@ mod tests {
                 &mut c.tls.client_cert,
                 &mut c.tls.client_key,
                 &mut c.msp_config_path,
-                &mut c.operations_tls.cert,
+                &mut c.operations.tls.cert,
             ]
             .into_iter()
             .flatten()
@@ -490,11 +499,11 @@ mod tests {
         assert_eq!(c.msp_config_path, Some(PathBuf::from("$DIR/msp")));
         assert_eq!(c.local_msp_id.as_deref(), Some("SampleOrg"));
         assert_eq!(
-            c.operations_listen_address.as_deref(),
+            c.operations.listen_address.as_deref(),
             Some("127.0.0.1:9443")
         );
         assert_eq!(c.metrics_provider, MetricsProvider::Disabled);
-        assert!(!c.operations_tls.enabled);
+        assert!(!c.operations.tls.enabled);
     }
 
     #[test]
@@ -523,10 +532,10 @@ mod tests {
         assert_eq!(c.gossip.dial_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(c.local_msp_id.as_deref(), Some("Org1MSP"));
         assert_eq!(c.metrics_provider, MetricsProvider::Prometheus);
-        assert_eq!(c.operations_listen_address.as_deref(), Some("0.0.0.0:9444"));
-        assert!(c.operations_tls.enabled);
+        assert_eq!(c.operations.listen_address.as_deref(), Some("0.0.0.0:9444"));
+        assert!(c.operations.tls.enabled);
         assert_eq!(
-            c.operations_tls.cert,
+            c.operations.tls.cert,
             Some(PathBuf::from("$DIR/ops/tls.crt"))
         );
         assert_eq!(
