@@ -27,15 +27,20 @@ impl Run {
     }
 }
 
+/// Starts the binary with `args`, its stdout piped, stdin and stderr as given.
+fn spawn(args: &[&str], stdin: Stdio, stderr: Stdio) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn fabric-gossip {args:?}: {e}"))
+}
+
 /// Runs the binary with `args` and no stdin, killing it at `limit`.
 fn run(args: &[&str], limit: Duration) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fabric-gossip");
+    let mut child = spawn(args, Stdio::null(), Stdio::piped());
     let read_all = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut s = String::new();
@@ -91,14 +96,7 @@ struct NodeProc {
 
 impl NodeProc {
     fn start(args: &[&str]) -> NodeProc {
-        let mut child = Command::new(BIN)
-            .arg("node")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn node");
+        let mut child = spawn(&[&["node"], args].concat(), Stdio::piped(), Stdio::null());
         let stdout = child.stdout.take().expect("stdout");
         let mut n = NodeProc {
             stdin: child.stdin.take(),
@@ -263,24 +261,49 @@ fn msp_flags(root: &Path, peer: &str, org: (&str, &str), other: (&str, &str)) ->
         .join("peers")
         .join(format!("{peer}.{domain}"));
     let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
-    vec![
+    let mut flags = vec![
         "--msp-dir".into(),
         p(peer.join("msp")),
         "--msp-id".into(),
         msp.into(),
         "--trust".into(),
         format!("{other_msp}={}", p(orgs.join(other).join("msp"))),
-        "--tls-cert".into(),
-        p(peer.join("tls/server.crt")),
-        "--tls-key".into(),
-        p(peer.join("tls/server.key")),
-        "--tls-ca".into(),
-        p(peer.join("tls/ca.crt")),
+    ];
+    flags.extend(tls_flags(&peer, &peer));
+    flags.extend([
         "--tls-ca".into(),
         p(orgs
             .join(other)
             .join(format!("msp/tlscacerts/tlsca.{other}-cert.pem"))),
+    ]);
+    flags
+}
+
+/// `--tls-cert` and `--tls-key` from the keygen peer folder `own`, `--tls-ca` from the
+/// peer folder `ca_of` (its organization's TLS CA).
+fn tls_flags(own: &Path, ca_of: &Path) -> Vec<String> {
+    let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
+    vec![
+        "--tls-cert".into(),
+        p(own.join("tls/server.crt")),
+        "--tls-key".into(),
+        p(own.join("tls/server.key")),
+        "--tls-ca".into(),
+        p(ca_of.join("tls/ca.crt")),
     ]
+}
+
+/// A keygen layout in a new folder, and the path of a file in peer0.a.example.com's TLS
+/// folder (`server.crt`, `server.key`, `ca.crt`). The folder lives as long as the first.
+fn keygen_with_peer0_tls() -> (tempfile::TempDir, impl Fn(&str) -> String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let tls = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
+    (dir, move |n: &str| {
+        tls.join(n).to_str().expect("utf-8").to_owned()
+    })
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -1636,12 +1659,7 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
     drop(silent);
 
     // Plaintext against a TLS node.
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let peer = dir
-        .path()
-        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
-    let f = |n: &str| peer.join(n).to_str().expect("utf-8").to_owned();
+    let (_dir, f) = keygen_with_peer0_tls();
     let (cert, key, ca) = (f("server.crt"), f("server.key"), f("ca.crt"));
     let mut t = NodeProc::start(&tls_node(&cert, &key, &ca)[1..]);
     let r = run_expect(&["ping", &t.addr.clone()], 1);
@@ -1712,12 +1730,7 @@ fn operations_service_over_tls() {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let tls = dir
-        .path()
-        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
-    let f = |n: &str| tls.join(n).to_str().expect("utf-8").to_owned();
+    let (_dir, f) = keygen_with_peer0_tls();
     let (mut n, ops) = operations_daemon(&[
         "--operations-tls-cert",
         &f("server.crt"),
@@ -1974,18 +1987,13 @@ fn watch_shows_the_peers_own_reason_when_it_refuses_our_tls_certificate() {
     let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
     let a1 = orgs.join("a.example.com/peers/peer1.a.example.com");
     let b0 = orgs.join("b.example.com/peers/peer0.b.example.com");
-    let w_flags = [
+    let mut w_flags = vec![
         "--msp-dir".to_owned(),
         p(a1.join("msp")),
         "--msp-id".into(),
         "OrgAMSP".into(),
-        "--tls-cert".into(),
-        p(b0.join("tls/server.crt")),
-        "--tls-key".into(),
-        p(b0.join("tls/server.key")),
-        "--tls-ca".into(),
-        p(a1.join("tls/ca.crt")),
     ];
+    w_flags.extend(tls_flags(&b0, &a1));
     let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
     w.extend(strs(&w_flags));
     let r = run(&w, Duration::from_secs(30));
