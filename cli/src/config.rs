@@ -69,6 +69,15 @@ pub(crate) enum MetricsProvider {
     Prometheus,
 }
 
+/// The operations service (`operations.*`): health, `/logspec` and `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct OperationsConfig {
+    /// `operations.listenAddress`: none, no operations service (unless `--operations`).
+    pub(crate) listen_address: Option<String>,
+    /// `operations.tls.*`.
+    pub(crate) tls: TlsFileConfig,
+}
+
 /// What this node takes from a `core.yaml` and the environment.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct PeerConfig {
@@ -82,10 +91,8 @@ pub(crate) struct PeerConfig {
     pub(crate) msp_config_path: Option<PathBuf>,
     /// `peer.localMspId`.
     pub(crate) local_msp_id: Option<String>,
-    /// `operations.listenAddress`.
-    pub(crate) operations_listen_address: Option<String>,
-    /// `operations.tls.*`.
-    pub(crate) operations_tls: TlsFileConfig,
+    /// `operations.*`.
+    pub(crate) operations: OperationsConfig,
     /// `metrics.provider`.
     pub(crate) metrics_provider: MetricsProvider,
 }
@@ -403,8 +410,10 @@ pub(crate) fn load_with(
         tls: src.tls("peer.tls", true)?,
         msp_config_path: src.path("peer.mspConfigPath")?,
         local_msp_id: src.string("peer.localMspId")?,
-        operations_listen_address: src.string("operations.listenAddress")?,
-        operations_tls: src.tls("operations.tls", false)?,
+        operations: OperationsConfig {
+            listen_address: src.string("operations.listenAddress")?,
+            tls: src.tls("operations.tls", false)?,
+        },
         metrics_provider,
     })
 }
@@ -441,7 +450,7 @@ mod tests {
                 &mut c.tls.client_cert,
                 &mut c.tls.client_key,
                 &mut c.msp_config_path,
-                &mut c.operations_tls.cert,
+                &mut c.operations.tls.cert,
             ]
             .into_iter()
             .flatten()
@@ -460,24 +469,23 @@ mod tests {
         assert_eq!(c.listen_address.as_deref(), Some("0.0.0.0:7051"));
         assert_eq!(c.gossip.endpoint, None);
         assert_eq!(c.gossip.bootstrap, vec!["127.0.0.1:7051".to_owned()]);
-        assert_eq!(c.gossip.dial_timeout, Some(Duration::from_secs(3)));
-        assert_eq!(c.gossip.conn_timeout, Some(Duration::from_secs(2)));
         assert_eq!(c.gossip.recv_buff_size, Some(20));
         assert_eq!(c.gossip.send_buff_size, Some(200));
-        assert_eq!(c.gossip.alive_time_interval, Some(Duration::from_secs(5)));
-        assert_eq!(
-            c.gossip.alive_expiration_timeout,
-            Some(Duration::from_secs(25))
-        );
-        assert_eq!(c.gossip.reconnect_interval, Some(Duration::from_secs(25)));
-        assert_eq!(c.gossip.pull_interval, Some(Duration::from_secs(4)));
         assert_eq!(c.gossip.pull_peer_num, Some(3));
-        assert_eq!(c.gossip.digest_wait_time, Some(Duration::from_secs(1)));
-        assert_eq!(
-            c.gossip.request_wait_time,
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(c.gossip.response_wait_time, Some(Duration::from_secs(2)));
+        let g = &c.gossip;
+        for (key, read, ms) in [
+            ("dialTimeout", g.dial_timeout, 3_000),
+            ("connTimeout", g.conn_timeout, 2_000),
+            ("aliveTimeInterval", g.alive_time_interval, 5_000),
+            ("aliveExpirationTimeout", g.alive_expiration_timeout, 25_000),
+            ("reconnectInterval", g.reconnect_interval, 25_000),
+            ("pullInterval", g.pull_interval, 4_000),
+            ("digestWaitTime", g.digest_wait_time, 1_000),
+            ("requestWaitTime", g.request_wait_time, 1_500),
+            ("responseWaitTime", g.response_wait_time, 2_000),
+        ] {
+            assert_eq!(read, Some(Duration::from_millis(ms)), "{key}");
+        }
         assert!(!c.tls.enabled);
         assert!(!c.tls.client_auth_required);
         // Relative paths are relative to the file's directory, as Fabric resolves them.
@@ -491,11 +499,11 @@ mod tests {
         assert_eq!(c.msp_config_path, Some(PathBuf::from("$DIR/msp")));
         assert_eq!(c.local_msp_id.as_deref(), Some("SampleOrg"));
         assert_eq!(
-            c.operations_listen_address.as_deref(),
+            c.operations.listen_address.as_deref(),
             Some("127.0.0.1:9443")
         );
         assert_eq!(c.metrics_provider, MetricsProvider::Disabled);
-        assert!(!c.operations_tls.enabled);
+        assert!(!c.operations.tls.enabled);
     }
 
     #[test]
@@ -524,10 +532,10 @@ mod tests {
         assert_eq!(c.gossip.dial_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(c.local_msp_id.as_deref(), Some("Org1MSP"));
         assert_eq!(c.metrics_provider, MetricsProvider::Prometheus);
-        assert_eq!(c.operations_listen_address.as_deref(), Some("0.0.0.0:9444"));
-        assert!(c.operations_tls.enabled);
+        assert_eq!(c.operations.listen_address.as_deref(), Some("0.0.0.0:9444"));
+        assert!(c.operations.tls.enabled);
         assert_eq!(
-            c.operations_tls.cert,
+            c.operations.tls.cert,
             Some(PathBuf::from("$DIR/ops/tls.crt"))
         );
         assert_eq!(

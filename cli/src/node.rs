@@ -236,7 +236,7 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
     let operations = match (
         args.operations,
         file.as_ref()
-            .and_then(|f| f.operations_listen_address.as_ref()),
+            .and_then(|f| f.operations.listen_address.as_ref()),
     ) {
         (Some(a), _) => Some(a),
         (None, Some(a)) => Some(
@@ -341,7 +341,7 @@ fn operations_tls(
                 &args.operations_tls_client_ca[..],
             ),
         )
-    } else if let Some(t) = file.map(|f| &f.operations_tls).filter(|t| t.enabled) {
+    } else if let Some(t) = file.map(|f| &f.operations.tls).filter(|t| t.enabled) {
         let (Some(c), Some(k)) = (&t.cert, &t.key) else {
             return Err(ConfigError(
                 "operations.tls.enabled needs operations.tls.cert.file and \

@@ -27,15 +27,20 @@ impl Run {
     }
 }
 
+/// Starts the binary with `args`, its stdout piped, stdin and stderr as given.
+fn spawn(args: &[&str], stdin: Stdio, stderr: Stdio) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn fabric-gossip {args:?}: {e}"))
+}
+
 /// Runs the binary with `args` and no stdin, killing it at `limit`.
 fn run(args: &[&str], limit: Duration) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fabric-gossip");
+    let mut child = spawn(args, Stdio::null(), Stdio::piped());
     let read_all = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut s = String::new();
@@ -71,6 +76,14 @@ fn run(args: &[&str], limit: Duration) -> Run {
     r
 }
 
+/// [`run`] within [`EVENT`], checking the exit status: a wrong one fails with everything
+/// the command wrote.
+fn run_expect(args: &[&str], code: i32) -> Run {
+    let r = run(args, EVENT);
+    assert_eq!(r.code, Some(code), "fabric-gossip {args:?}\n{}", r.all());
+    r
+}
+
 /// A running `fabric-gossip node`: its JSON lines arrive on a bounded channel.
 struct NodeProc {
     child: Child,
@@ -83,14 +96,7 @@ struct NodeProc {
 
 impl NodeProc {
     fn start(args: &[&str]) -> NodeProc {
-        let mut child = Command::new(BIN)
-            .arg("node")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn node");
+        let mut child = spawn(&[&["node"], args].concat(), Stdio::piped(), Stdio::null());
         let stdout = child.stdout.take().expect("stdout");
         let mut n = NodeProc {
             stdin: child.stdin.take(),
@@ -255,24 +261,49 @@ fn msp_flags(root: &Path, peer: &str, org: (&str, &str), other: (&str, &str)) ->
         .join("peers")
         .join(format!("{peer}.{domain}"));
     let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
-    vec![
+    let mut flags = vec![
         "--msp-dir".into(),
         p(peer.join("msp")),
         "--msp-id".into(),
         msp.into(),
         "--trust".into(),
         format!("{other_msp}={}", p(orgs.join(other).join("msp"))),
-        "--tls-cert".into(),
-        p(peer.join("tls/server.crt")),
-        "--tls-key".into(),
-        p(peer.join("tls/server.key")),
-        "--tls-ca".into(),
-        p(peer.join("tls/ca.crt")),
+    ];
+    flags.extend(tls_flags(&peer, &peer));
+    flags.extend([
         "--tls-ca".into(),
         p(orgs
             .join(other)
             .join(format!("msp/tlscacerts/tlsca.{other}-cert.pem"))),
+    ]);
+    flags
+}
+
+/// `--tls-cert` and `--tls-key` from the keygen peer folder `own`, `--tls-ca` from the
+/// peer folder `ca_of` (its organization's TLS CA).
+fn tls_flags(own: &Path, ca_of: &Path) -> Vec<String> {
+    let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
+    vec![
+        "--tls-cert".into(),
+        p(own.join("tls/server.crt")),
+        "--tls-key".into(),
+        p(own.join("tls/server.key")),
+        "--tls-ca".into(),
+        p(ca_of.join("tls/ca.crt")),
     ]
+}
+
+/// A keygen layout in a new folder, and the path of a file in peer0.a.example.com's TLS
+/// folder (`server.crt`, `server.key`, `ca.crt`). The folder lives as long as the first.
+fn keygen_with_peer0_tls() -> (tempfile::TempDir, impl Fn(&str) -> String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let tls = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
+    (dir, move |n: &str| {
+        tls.join(n).to_str().expect("utf-8").to_owned()
+    })
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -361,8 +392,7 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
         a.pki.as_str(),
     ];
     hs.extend(strs(&b_flags));
-    let r = run(&hs, EVENT);
-    assert_eq!(r.code, Some(0), "{}", r.all());
+    let r = run_expect(&hs, 0);
     assert!(
         r.stdout.contains(&format!("PKI-ID:    {}", a.pki)),
         "{}",
@@ -376,8 +406,7 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     );
     let mut ping = vec!["ping", a_addr.as_str()];
     ping.extend(strs(&b_flags));
-    let r = run(&ping, EVENT);
-    assert_eq!(r.code, Some(0), "{}", r.all());
+    let r = run_expect(&ping, 0);
     assert!(r.stdout.contains("(TLS): answered in"), "{}", r.all());
 
     // Without trust in OrgAMSP, B's handshake with A fails, and says why.
@@ -389,8 +418,7 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     untrusting.drain(i..i + 2);
     let mut hs = vec!["handshake", a_addr.as_str()];
     hs.extend(strs(&untrusting));
-    let r = run(&hs, EVENT);
-    assert_eq!(r.code, Some(1), "{}", r.all());
+    let r = run_expect(&hs, 1);
     assert!(r.stdout.contains("--trust OrgAMSP=DIR"), "{}", r.all());
 
     // A third node given two --peer addresses (MSP PKI-IDs unknown) connects to both.
@@ -434,11 +462,10 @@ fn ping_and_handshake_against_a_test_identity_node() {
     assert_eq!(n.pki, n.addr, "test identity: PKI-ID = endpoint");
     let addr = n.addr.clone();
 
-    let r = run(&["ping", &addr, "--count", "2"], EVENT);
-    assert_eq!(r.code, Some(0), "{}", r.all());
+    let r = run_expect(&["ping", &addr, "--count", "2"], 0);
     assert!(r.stdout.contains("2 of 2 answered"), "{}", r.all());
 
-    let r = run(
+    let r = run_expect(
         &[
             "handshake",
             &addr,
@@ -446,9 +473,8 @@ fn ping_and_handshake_against_a_test_identity_node() {
             "--expect-pki-id",
             &addr,
         ],
-        EVENT,
+        0,
     );
-    assert_eq!(r.code, Some(0), "{}", r.all());
     assert!(
         r.stdout.contains(&format!("PKI-ID:    {addr}")),
         "{}",
@@ -461,7 +487,7 @@ fn ping_and_handshake_against_a_test_identity_node() {
         r.all()
     );
 
-    let r = run(
+    let r = run_expect(
         &[
             "handshake",
             &addr,
@@ -469,9 +495,8 @@ fn ping_and_handshake_against_a_test_identity_node() {
             "--expect-pki-id",
             "127.0.0.1:1",
         ],
-        EVENT,
+        1,
     );
-    assert_eq!(r.code, Some(1), "{}", r.all());
     assert!(
         r.stdout
             .contains(&format!("the peer is {addr}, not the expected 127.0.0.1:1")),
@@ -491,8 +516,7 @@ fn ping_and_handshake_against_a_test_identity_node() {
     n.stop();
 
     // Nothing listens there any more.
-    let r = run(&["ping", &addr], EVENT);
-    assert_eq!(r.code, Some(1), "{}", r.all());
+    let r = run_expect(&["ping", &addr], 1);
     assert!(
         r.stderr.contains(&format!("ping {addr} failed")),
         "{}",
@@ -773,8 +797,7 @@ fn bad_flags_and_files_give_clear_errors() {
 
 #[test]
 fn node_help_names_the_contract_flags() {
-    let r = run(&["node", "--help"], EVENT);
-    assert_eq!(r.code, Some(0), "{}", r.all());
+    let r = run_expect(&["node", "--help"], 0);
     for flag in [
         "--test-identity",
         "--tls-cert",
@@ -1061,8 +1084,7 @@ fn node_runs_on_after_end_of_stdin_unless_asked() {
         .expect("addr")
         .to_owned();
     // Still serving after its stdin ended.
-    let r = run(&["ping", &addr], EVENT);
-    assert_eq!(r.code, Some(0), "{}", r.all());
+    run_expect(&["ping", &addr], 0);
     assert!(n.child.try_wait().expect("try_wait").is_none());
     signal(&n.pid(), "-TERM");
     assert_eq!(n.exit_within(EVENT), Some(0));
@@ -1440,8 +1462,7 @@ fn node_runs_from_a_fabric_core_yaml() {
     let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let mut hs = vec!["handshake", addr.as_str()];
     hs.extend(strs(&b_flags));
-    let r = run(&hs, EVENT);
-    assert_eq!(r.code, Some(0), "{}", r.all());
+    let r = run_expect(&hs, 0);
     assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
 }
 
@@ -1581,7 +1602,7 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
     let n = NodeProc::start(&["--listen", "127.0.0.1:0", "--test-identity"]);
     let addr = n.addr.clone();
     let t0 = Instant::now();
-    let r = run(
+    let r = run_expect(
         &[
             "ping",
             &addr,
@@ -1591,9 +1612,8 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
             "100ms",
             "--json",
         ],
-        EVENT,
+        0,
     );
-    assert_eq!(r.code, Some(0), "{}", r.all());
     assert!(
         t0.elapsed() >= Duration::from_millis(200),
         "--interval ignored"
@@ -1602,14 +1622,13 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["answered"], 3, "{v}");
     assert!(v["rtt_ms"]["max"].as_f64().expect("max") > 0.0, "{v}");
-    let r = run(&["handshake", &addr, "--test-identity", "--json"], EVENT);
-    assert_eq!(r.code, Some(0), "{}", r.all());
+    let r = run_expect(&["handshake", &addr, "--test-identity", "--json"], 0);
     let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
     assert_eq!(
         (v["ok"].clone(), v["pki_id"].clone()),
         (Value::Bool(true), Value::from(addr.as_str()))
     );
-    let r = run(
+    let r = run_expect(
         &[
             "handshake",
             &addr,
@@ -1618,9 +1637,8 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
             "--expect-pki-id",
             "x:1",
         ],
-        EVENT,
+        1,
     );
-    assert_eq!(r.code, Some(1), "{}", r.all());
     let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
     assert_eq!(v["ok"], false, "{v}");
     assert!(v["error"].as_str().expect("error").contains("x:1"), "{v}");
@@ -1630,11 +1648,7 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let silent_addr = silent.local_addr().expect("addr").to_string();
     let t0 = Instant::now();
-    let r = run(
-        &["ping", &silent_addr, "--timeout", "300ms", "--json"],
-        EVENT,
-    );
-    assert_eq!(r.code, Some(1), "{}", r.all());
+    let r = run_expect(&["ping", &silent_addr, "--timeout", "300ms", "--json"], 1);
     assert!(
         t0.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -1645,16 +1659,10 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
     drop(silent);
 
     // Plaintext against a TLS node.
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let peer = dir
-        .path()
-        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
-    let f = |n: &str| peer.join(n).to_str().expect("utf-8").to_owned();
+    let (_dir, f) = keygen_with_peer0_tls();
     let (cert, key, ca) = (f("server.crt"), f("server.key"), f("ca.crt"));
     let mut t = NodeProc::start(&tls_node(&cert, &key, &ca)[1..]);
-    let r = run(&["ping", &t.addr.clone()], EVENT);
-    assert_eq!(r.code, Some(1), "{}", r.all());
+    let r = run_expect(&["ping", &t.addr.clone()], 1);
     assert!(r.stdout.contains("seems to serve TLS"), "{}", r.all());
     t.send_line(r#"{"cmd":"stats"}"#);
     t.wait("stats", is("stats"));
@@ -1665,8 +1673,7 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
 #[test]
 fn completions_for_the_usual_shells() {
     for shell in ["bash", "zsh", "fish"] {
-        let r = run(&["completions", shell], EVENT);
-        assert_eq!(r.code, Some(0), "{}", r.all());
+        let r = run_expect(&["completions", shell], 0);
         assert!(r.stdout.contains("fabric-gossip"), "{shell}");
         assert!(
             r.stdout.contains("log-spec") && r.stdout.contains("exit-on-eof"),
@@ -1723,12 +1730,7 @@ fn operations_service_over_tls() {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let tls = dir
-        .path()
-        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
-    let f = |n: &str| tls.join(n).to_str().expect("utf-8").to_owned();
+    let (_dir, f) = keygen_with_peer0_tls();
     let (mut n, ops) = operations_daemon(&[
         "--operations-tls-cert",
         &f("server.crt"),
@@ -1967,8 +1969,7 @@ fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
     );
     assert!(r.stderr.contains("hint:"), "{}", r.all());
     // A usage error is status 2.
-    let r = run(&["watch", "--test-identity"], EVENT);
-    assert_eq!(r.code, Some(2), "{}", r.all());
+    let r = run_expect(&["watch", "--test-identity"], 2);
     assert!(r.stderr.contains("--bootstrap"), "{}", r.all());
     a.stop();
 }
@@ -1986,18 +1987,13 @@ fn watch_shows_the_peers_own_reason_when_it_refuses_our_tls_certificate() {
     let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
     let a1 = orgs.join("a.example.com/peers/peer1.a.example.com");
     let b0 = orgs.join("b.example.com/peers/peer0.b.example.com");
-    let w_flags = [
+    let mut w_flags = vec![
         "--msp-dir".to_owned(),
         p(a1.join("msp")),
         "--msp-id".into(),
         "OrgAMSP".into(),
-        "--tls-cert".into(),
-        p(b0.join("tls/server.crt")),
-        "--tls-key".into(),
-        p(b0.join("tls/server.key")),
-        "--tls-ca".into(),
-        p(a1.join("tls/ca.crt")),
     ];
+    w_flags.extend(tls_flags(&b0, &a1));
     let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
     w.extend(strs(&w_flags));
     let r = run(&w, Duration::from_secs(30));

@@ -8,24 +8,32 @@ use crate::security::SecurityError;
 use core::fmt;
 
 /// API misuse, returned synchronously. Nothing about the network is implied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The core was stopped; it accepts no new work.
+    #[error("comm is stopped")]
     Stopped,
     /// The handle does not name a live object (closed, or from another generation).
+    #[error("unknown or stale handle")]
     UnknownHandle,
     /// The connection behind the handle has closed (e.g. `respond` after the peer left).
+    #[error("connection is closed")]
     ConnectionClosed,
     /// No peers were given where at least one is needed.
+    #[error("no peers given")]
     NoPeers,
     /// A blocking send found both the send buffer and the wait queue full.
+    #[error("send buffer and wait queue are full")]
     WouldBlock,
     /// A bounded table is full (operations, subscriptions, pending handshakes).
+    #[error("limit reached: {0}")]
     LimitReached(&'static str),
     /// The message could not be signed.
+    #[error("signing failed: {0}")]
     Signing(SecurityError),
     /// The message is larger than `max_message_size` once encoded.
+    #[error("message of {size} bytes exceeds the limit of {limit}")]
     MessageTooLarge {
         /// Encoded size.
         size: usize,
@@ -33,57 +41,49 @@ pub enum Error {
         limit: usize,
     },
     /// The message has no content, which no Fabric peer would accept.
+    #[error("message has no content")]
     EmptyMessage,
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Stopped => f.write_str("comm is stopped"),
-            Error::UnknownHandle => f.write_str("unknown or stale handle"),
-            Error::ConnectionClosed => f.write_str("connection is closed"),
-            Error::NoPeers => f.write_str("no peers given"),
-            Error::WouldBlock => f.write_str("send buffer and wait queue are full"),
-            Error::LimitReached(what) => write!(f, "limit reached: {what}"),
-            Error::Signing(e) => write!(f, "signing failed: {e}"),
-            Error::MessageTooLarge { size, limit } => {
-                write!(f, "message of {size} bytes exceeds the limit of {limit}")
-            }
-            Error::EmptyMessage => f.write_str("message has no content"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// Why a handshake failed. Variants follow Fabric's checks in Fabric's order
 /// (`gossip/comm/comm_impl.go`, `authenticateRemotePeer`; `gossip/identity/identity.go`,
 /// `identityMapperImpl.Put`), each distinct so tests and counters can tell them apart.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
     /// TLS is on and the remote presented no certificate ("No TLS certificate").
+    #[error("No TLS certificate")]
     NoTlsCertificate,
     /// No `ConnEstablish` arrived within `conn_timeout`.
+    #[error("timed out waiting for connection message")]
     Timeout,
     /// The stream ended before the remote's `ConnEstablish` arrived.
+    #[error("stream ended during handshake: {0}")]
     StreamEnded(String),
     /// The first Envelope could not be decoded (bytes, or its payload as a GossipMessage).
+    #[error("malformed handshake message: {0}")]
     Malformed(String),
     /// The first message is not a `ConnEstablish` ("wrong type").
+    #[error("wrong type")]
     WrongType,
     /// `ConnEstablish.pki_id` is empty ("no PKI-ID").
+    #[error("no PKI-ID")]
     NoPkiId,
     /// `ConnEstablish.identity` is empty ("identity is nil").
+    #[error("identity is nil")]
     NoIdentity,
     /// The provider cannot classify the identity ("failed classifying identity").
+    #[error("failed classifying identity: {0}")]
     UnclassifiableIdentity(SecurityError),
     /// The provider refused the identity (`ValidateIdentity`).
+    #[error("identity refused: {0}")]
     InvalidIdentity(SecurityError),
     /// PKI-ID-of(identity) differs from the claimed PKI-ID.
+    #[error("identity doesn't match the computed pkiID")]
     IdentityMismatch,
     /// The identity is larger than `Config::max_identity_size`. Fabric has no such bound;
     /// real identities are a few KiB, and a huge one would be kept in the identity store.
+    #[error("identity of {size} bytes exceeds the limit of {limit}")]
     IdentityTooLarge {
         /// Size of the identity received.
         size: usize,
@@ -91,21 +91,29 @@ pub enum HandshakeError {
         limit: usize,
     },
     /// The identity has expired.
+    #[error("identity expired")]
     IdentityExpired,
     /// `tls_cert_hash` differs from the hash of the certificate the remote presented.
+    #[error("TLS certificate hash doesn't match the presented certificate")]
     TlsCertHashMismatch,
     /// The Envelope's payload or signature is empty.
+    #[error("envelope has an empty payload or signature")]
     Unsigned,
     /// The signature does not verify with the claimed identity.
+    #[error("failed verifying signature: {0}")]
     BadSignature(SecurityError),
     /// The secret envelope is present but incomplete or does not verify.
+    #[error("secret envelope doesn't verify")]
     BadSecretEnvelope,
     /// Dialling the remote failed or timed out (initiator side).
+    #[error("dial failed: {0}")]
     Dial(DialError),
     /// The remote's Ping failed or timed out (initiator side).
+    #[error("ping failed: {0}")]
     Ping(String),
     /// The remote authenticated as a PKI-ID other than the expected one, in another
     /// organization ("authentication failure").
+    #[error("authentication failure: expected {expected}, remote is {actual}")]
     UnexpectedPeer {
         /// The PKI-ID the caller expected.
         expected: PkiId,
@@ -114,6 +122,7 @@ pub enum HandshakeError {
     },
     /// `handshake()` authenticated a PKI-ID other than the expected one
     /// ("PKI-ID of remote peer doesn't match expected PKI-ID").
+    #[error("PKI-ID of remote peer doesn't match expected PKI-ID")]
     PkiIdMismatch {
         /// The PKI-ID the caller expected.
         expected: PkiId,
@@ -121,25 +130,33 @@ pub enum HandshakeError {
         actual: PkiId,
     },
     /// The node is shutting down.
+    #[error("Shutting down")]
     ShuttingDown,
     /// Too many handshakes were pending; this one (the oldest) was refused.
+    #[error("refused: too many pending handshakes")]
     Evicted,
     /// The node already holds `max_connections` connections.
+    #[error("refused: too many connections")]
     TooManyConnections,
     /// `handshake_timeout` elapsed for a `handshake()` operation.
+    #[error("handshake timed out")]
     OperationTimeout,
     /// The connection attempt was cancelled (`close_conn` or `stop`).
+    #[error("cancelled")]
     Cancelled,
     /// Our own `ConnEstablish` could not be signed.
+    #[error("signing own ConnEstablish: {0}")]
     LocalSigning(SecurityError),
     /// The remote claims our own PKI-ID: ourselves dialled through a wrong endpoint, or
     /// someone impersonating us. Fabric registers it as a connection to itself; refused
     /// here, so a node never shows a connection to itself.
+    #[error("remote claims our own PKI-ID")]
     OwnPkiId,
     /// The remote authenticated, then refused us: it ended the stream with a non-OK status
     /// instead of OK after reading our `ConnEstablish` (a Fabric peer sends its
     /// `ConnEstablish` before it checks ours, and ends the RPC with e.g. "failed
     /// classifying identity: …"). Only a `handshake()` waits for this verdict.
+    #[error("refused by the remote: {status}")]
     RefusedByRemote {
         /// The status the remote ended the stream with, as the driver reported it (gRPC
         /// code and message).
@@ -284,128 +301,55 @@ impl HandshakeError {
     };
 }
 
-impl fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HandshakeError::NoTlsCertificate => f.write_str("No TLS certificate"),
-            HandshakeError::Timeout => f.write_str("timed out waiting for connection message"),
-            HandshakeError::StreamEnded(r) => write!(f, "stream ended during handshake: {r}"),
-            HandshakeError::Malformed(r) => write!(f, "malformed handshake message: {r}"),
-            HandshakeError::WrongType => f.write_str("wrong type"),
-            HandshakeError::NoPkiId => f.write_str("no PKI-ID"),
-            HandshakeError::NoIdentity => f.write_str("identity is nil"),
-            HandshakeError::UnclassifiableIdentity(e) => {
-                write!(f, "failed classifying identity: {e}")
-            }
-            HandshakeError::InvalidIdentity(e) => write!(f, "identity refused: {e}"),
-            HandshakeError::IdentityMismatch => {
-                f.write_str("identity doesn't match the computed pkiID")
-            }
-            HandshakeError::IdentityTooLarge { size, limit } => {
-                write!(f, "identity of {size} bytes exceeds the limit of {limit}")
-            }
-            HandshakeError::IdentityExpired => f.write_str("identity expired"),
-            HandshakeError::TlsCertHashMismatch => {
-                f.write_str("TLS certificate hash doesn't match the presented certificate")
-            }
-            HandshakeError::Unsigned => f.write_str("envelope has an empty payload or signature"),
-            HandshakeError::BadSignature(e) => write!(f, "failed verifying signature: {e}"),
-            HandshakeError::BadSecretEnvelope => f.write_str("secret envelope doesn't verify"),
-            HandshakeError::Dial(e) => write!(f, "dial failed: {e}"),
-            HandshakeError::Ping(e) => write!(f, "ping failed: {e}"),
-            HandshakeError::UnexpectedPeer { expected, actual } => write!(
-                f,
-                "authentication failure: expected {expected}, remote is {actual}"
-            ),
-            HandshakeError::PkiIdMismatch { .. } => {
-                f.write_str("PKI-ID of remote peer doesn't match expected PKI-ID")
-            }
-            HandshakeError::ShuttingDown => f.write_str("Shutting down"),
-            HandshakeError::Evicted => f.write_str("refused: too many pending handshakes"),
-            HandshakeError::TooManyConnections => f.write_str("refused: too many connections"),
-            HandshakeError::OperationTimeout => f.write_str("handshake timed out"),
-            HandshakeError::Cancelled => f.write_str("cancelled"),
-            HandshakeError::LocalSigning(e) => write!(f, "signing own ConnEstablish: {e}"),
-            HandshakeError::OwnPkiId => f.write_str("remote claims our own PKI-ID"),
-            HandshakeError::RefusedByRemote { status } => {
-                write!(f, "refused by the remote: {status}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for HandshakeError {}
-
 /// Why a dial failed, as reported by the driver or decided by the core's timer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DialError {
     /// No answer within `dial_timeout`.
+    #[error("dial timed out")]
     Timeout,
     /// The driver reported a failure (refused, unreachable, TLS error...).
+    #[error("{0}")]
     Failed(String),
 }
 
-impl fmt::Display for DialError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DialError::Timeout => f.write_str("dial timed out"),
-            DialError::Failed(r) => f.write_str(r),
-        }
-    }
-}
-
 /// Why `probe` failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProbeError {
     /// Dialling failed.
+    #[error("dial failed: {0}")]
     Dial(DialError),
     /// Ping failed or timed out (`conn_timeout`).
+    #[error("ping failed: {0}")]
     Ping(String),
     /// The node is stopping.
+    #[error("stopping")]
     Stopped,
-}
-
-impl fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProbeError::Dial(e) => write!(f, "dial failed: {e}"),
-            ProbeError::Ping(e) => write!(f, "ping failed: {e}"),
-            ProbeError::Stopped => f.write_str("stopping"),
-        }
-    }
 }
 
 /// Why one peer of a `send_with_ack` did not ack successfully.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AckError {
     /// The peer acked with this error text.
+    #[error("{0}")]
     Remote(String),
     /// No ack arrived within the operation's timeout ("timed out").
+    #[error("timed out")]
     Timeout,
     /// No connection to the peer could be had.
+    #[error("no connection: {0}")]
     NoConnection(String),
     /// The connection closed before the ack arrived.
+    #[error("connection closed before ack")]
     ConnectionClosed,
     /// The message could not be queued (wait queue full).
+    #[error("send buffer and wait queue are full")]
     WouldBlock,
     /// The node is stopping.
+    #[error("comm is stopping")]
     Stopped,
-}
-
-impl fmt::Display for AckError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AckError::Remote(e) => f.write_str(e),
-            AckError::Timeout => f.write_str("timed out"),
-            AckError::NoConnection(e) => write!(f, "no connection: {e}"),
-            AckError::ConnectionClosed => f.write_str("connection closed before ack"),
-            AckError::WouldBlock => f.write_str("send buffer and wait queue are full"),
-            AckError::Stopped => f.write_str("comm is stopping"),
-        }
-    }
 }
 
 /// Why a connection (an authenticated stream) was closed.

@@ -3,53 +3,43 @@
 use crate::ids::PkiId;
 use crate::time::Instant;
 use bytes::Bytes;
-use core::fmt;
 
 /// Why a security operation failed. Each variant names a distinct failure so that a caller
 /// (and a test) can tell a tampered signature from an untrusted certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecurityError {
     /// The signature does not verify over the message with the identity's key.
+    #[error("signature does not verify: {0}")]
     BadSignature(String),
     /// The signature is not well-formed (bad DER, wrong length).
+    #[error("malformed signature: {0}")]
     MalformedSignature(String),
     /// The signature is well-formed and would verify, but is not in canonical low-S form.
+    #[error("signature is not low-S")]
     HighS,
     /// The identity bytes cannot be parsed (not a SerializedIdentity, not a certificate).
+    #[error("malformed identity: {0}")]
     MalformedIdentity(String),
     /// The identity names an MSP this provider does not know.
+    #[error("unknown MSP: {0}")]
     UnknownMsp(String),
     /// The certificate does not chain to a CA of the MSP it names.
+    #[error("untrusted certificate: {0}")]
     UntrustedCertificate(String),
     /// The certificate is outside its validity period (expired or not yet valid).
+    #[error("certificate not valid now: {0}")]
     Expired(String),
     /// The public key is unusable (unsupported curve, not on the curve).
+    #[error("unusable public key: {0}")]
     BadKey(String),
     /// Producing a signature failed.
+    #[error("signing failed: {0}")]
     SigningFailed(String),
     /// Anything else, with the provider's explanation.
+    #[error("{0}")]
     Other(String),
 }
-
-impl fmt::Display for SecurityError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SecurityError::BadSignature(s) => write!(f, "signature does not verify: {s}"),
-            SecurityError::MalformedSignature(s) => write!(f, "malformed signature: {s}"),
-            SecurityError::HighS => f.write_str("signature is not low-S"),
-            SecurityError::MalformedIdentity(s) => write!(f, "malformed identity: {s}"),
-            SecurityError::UnknownMsp(s) => write!(f, "unknown MSP: {s}"),
-            SecurityError::UntrustedCertificate(s) => write!(f, "untrusted certificate: {s}"),
-            SecurityError::Expired(s) => write!(f, "certificate not valid now: {s}"),
-            SecurityError::BadKey(s) => write!(f, "unusable public key: {s}"),
-            SecurityError::SigningFailed(s) => write!(f, "signing failed: {s}"),
-            SecurityError::Other(s) => f.write_str(s),
-        }
-    }
-}
-
-impl std::error::Error for SecurityError {}
 
 /// What the core needs from an identity and crypto provider: Fabric's
 /// `MessageCryptoService` plus `SecurityAdvisor` and the node's own signer, in one trait.

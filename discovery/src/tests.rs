@@ -15,7 +15,11 @@ use fabric_gossip_core::{
 use prost::Message;
 use std::sync::Arc;
 
+/// The time every unit test of the crate starts at.
 pub(crate) const T0: Instant = Instant::from_unix_secs(1_700_000_000);
+
+/// One second, the unit the tests step their clocks by.
+pub(crate) const SEC: Duration = Duration::from_secs(1);
 
 /// Org A: `me`, `a1`, `a2`; org B: `b1`, `b2`; org C: `c1`.
 pub(crate) fn security(name: &str) -> TestOnlyHmacSecurity {

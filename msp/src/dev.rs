@@ -115,48 +115,28 @@ impl Validity {
 }
 
 /// Why generating or writing development material failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DevError {
     /// rcgen refused the certificate parameters (e.g. a domain that is not a DNS name).
+    #[error("certificate generation failed: {0}")]
     Generate(String),
     /// Writing a file failed.
+    #[error("{}: {error}", .path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The operating system's reason.
+        #[source]
         error: std::io::Error,
     },
     /// The organization's folder already exists; nothing is overwritten, so a CA key in use
     /// is never replaced by accident.
+    #[error("{} already exists; remove it to generate new material", .0.display())]
     Exists(PathBuf),
     /// The generated material could not be loaded back (a bug, reported rather than hidden).
-    Load(LoadError),
-}
-
-impl fmt::Display for DevError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DevError::Generate(s) => write!(f, "certificate generation failed: {s}"),
-            DevError::Io { path, error } => write!(f, "{}: {error}", path.display()),
-            DevError::Exists(p) => write!(
-                f,
-                "{} already exists; remove it to generate new material",
-                p.display()
-            ),
-            DevError::Load(e) => write!(f, "generated material does not load: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for DevError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DevError::Io { error, .. } => Some(error),
-            DevError::Load(e) => Some(e),
-            _ => None,
-        }
-    }
+    #[error("generated material does not load: {0}")]
+    Load(#[source] LoadError),
 }
 
 impl From<rcgen::Error> for DevError {

@@ -5,6 +5,7 @@ use common::pki::*;
 use common::*;
 use core::time::Duration;
 use fabric_gossip_core::*;
+use fabric_gossip_msp::dev::DevPeer;
 use fabric_gossip_msp::serialize_identity;
 
 fn boxed(s: impl Security + 'static) -> Box<dyn Security> {
@@ -125,32 +126,33 @@ fn refusals_of(pki: &Pki, rogue: Rogue) -> Vec<HandshakeError> {
     handshake_failures(&net.nodes[0])
 }
 
+/// [`refusals_of`] for Org2's peer behaving as `how` towards Org1's.
+fn refusals_of_misbehaving(how: Misbehave) -> Vec<HandshakeError> {
+    let pki = two_orgs();
+    let rogue = Rogue::new(pki.security(1, 0), how);
+    refusals_of(&pki, rogue)
+}
+
 #[test]
 fn tampered_signature_is_refused() {
-    let pki = two_orgs();
-    let rogue = Rogue::new(pki.security(1, 0), Misbehave::TamperedSignature);
     assert_refused_with!(
-        refusals_of(&pki, rogue),
+        refusals_of_misbehaving(Misbehave::TamperedSignature),
         HandshakeError::BadSignature(SecurityError::BadSignature(_))
     );
 }
 
 #[test]
 fn high_s_signature_is_refused() {
-    let pki = two_orgs();
-    let rogue = Rogue::new(pki.security(1, 0), Misbehave::HighS);
     assert_refused_with!(
-        refusals_of(&pki, rogue),
+        refusals_of_misbehaving(Misbehave::HighS),
         HandshakeError::BadSignature(SecurityError::HighS)
     );
 }
 
 #[test]
 fn pki_id_not_matching_the_identity_is_refused() {
-    let pki = two_orgs();
-    let rogue = Rogue::new(pki.security(1, 0), Misbehave::WrongPkiId);
     assert_eq!(
-        refusals_of(&pki, rogue),
+        refusals_of_misbehaving(Misbehave::WrongPkiId),
         vec![HandshakeError::IdentityMismatch]
     );
 }
@@ -167,10 +169,17 @@ fn certificate_from_another_msps_ca_is_refused() {
     );
 }
 
+/// Two organizations, and a certificate for peer0 of organization `org` that expired
+/// `ago`.
+fn with_expired_peer0(org: usize, ago: Duration) -> (Pki, DevPeer) {
+    let mut pki = two_orgs();
+    let old = pki.issue_until(org, "peer0", now() - ago);
+    (pki, old)
+}
+
 #[test]
 fn expired_certificate_is_refused() {
-    let mut pki = two_orgs();
-    let old = pki.issue_until(1, "peer0", now() - Duration::from_secs(60));
+    let (pki, old) = with_expired_peer0(1, Duration::from_secs(60));
     // The expired peer's own provider (its core would refuse to start with it otherwise).
     let inner = pki.security_for(1, &old);
     let rogue = Rogue::new(inner, Misbehave::ForeignIdentity);
@@ -182,8 +191,7 @@ fn expired_certificate_is_refused() {
 
 #[test]
 fn expired_own_identity_stops_the_core_from_starting() {
-    let mut pki = two_orgs();
-    let old = pki.issue_until(0, "peer0", now() - Duration::from_secs(1));
+    let (pki, old) = with_expired_peer0(0, Duration::from_secs(1));
     let err = Comm::new(Config::default(), pki.security_for(0, &old), now()).unwrap_err();
     assert!(
         matches!(

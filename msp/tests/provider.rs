@@ -5,7 +5,7 @@ use common::pki::*;
 use core::time::Duration;
 use fabric_gossip_core::proto::msp::SerializedIdentity;
 use fabric_gossip_core::{Instant, PkiId, Security, SecurityError};
-use fabric_gossip_msp::dev::{self, Curve, DevCa, OrgSpec, Usage, Validity};
+use fabric_gossip_msp::dev::{self, Curve, OrgSpec, Usage, Validity};
 use fabric_gossip_msp::{MspSecurity, TrustStore, pki_id, serialize_identity};
 use prost::Message;
 use sha2::Digest;
@@ -251,14 +251,7 @@ fn certificate_from_another_msps_ca_is_untrusted() {
     ));
     // A certificate from a CA nobody trusts.
     let mut rng = rng(99);
-    let rogue_ca = DevCa::root(
-        "ca.evil.example.com",
-        "evil.example.com",
-        Curve::P256,
-        year(),
-        &mut rng,
-    )
-    .unwrap();
+    let rogue_ca = root_ca("evil.example.com", &mut rng);
     let cert = rogue_ca
         .issue(
             "peer0.org1.example.com",
@@ -446,14 +439,7 @@ fn p384_organization_interoperates() {
 #[test]
 fn intermediate_ca_chains_only_when_trusted() {
     let mut rng = rng(21);
-    let root = DevCa::root(
-        "ca.org9.example.com",
-        "org9.example.com",
-        Curve::P256,
-        year(),
-        &mut rng,
-    )
-    .unwrap();
+    let root = root_ca("org9.example.com", &mut rng);
     let ica = root
         .intermediate("ica.org9.example.com", year(), &mut rng)
         .unwrap();
@@ -596,6 +582,15 @@ fn generation_is_deterministic_for_a_seed() {
     );
 }
 
+/// Extension `T` of `cert`, which must carry it.
+fn extension<'a, T>(cert: &'a x509_cert::Certificate) -> T
+where
+    T: x509_cert::der::Decode<'a> + x509_cert::der::oid::AssociatedOid,
+{
+    let found = cert.tbs_certificate.get::<T>().unwrap();
+    found.expect("the extension is present").1
+}
+
 #[test]
 fn generated_certificates_have_fabric_shape() {
     use x509_cert::der::Decode;
@@ -610,19 +605,9 @@ fn generated_certificates_have_fabric_shape() {
     let sig = p256::ecdsa::Signature::from_der(cert.signature.raw_bytes()).unwrap();
     assert!(sig.normalize_s().is_none());
     let tls = x509_cert::Certificate::from_der(&peer.tls.cert_der).unwrap();
-    let bc = tls
-        .tbs_certificate
-        .get::<x509_cert::ext::pkix::BasicConstraints>()
-        .unwrap()
-        .unwrap()
-        .1;
+    let bc: x509_cert::ext::pkix::BasicConstraints = extension(&tls);
     assert!(!bc.ca);
-    let san = tls
-        .tbs_certificate
-        .get::<x509_cert::ext::pkix::SubjectAltName>()
-        .unwrap()
-        .unwrap()
-        .1;
+    let san: x509_cert::ext::pkix::SubjectAltName = extension(&tls);
     assert_eq!(san.0.len(), 4, "{san:?}");
     // The TLS certificate chains to the TLS CA, not the identity CA.
     let mut tls_trust = TrustStore::new();

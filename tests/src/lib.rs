@@ -119,6 +119,28 @@ pub enum OpOutcome {
     SendWithAck(Vec<SendResult>),
 }
 
+/// An asynchronous operation a scenario starts on a node: Fabric's `Probe`, `Handshake`
+/// and `SendWithAck`. Each harness starts all three through [`Harness::start_op`], and its
+/// outcome is the [`OpOutcome`] of the same kind.
+#[derive(Clone, Debug)]
+pub enum OpRequest {
+    /// Dial and Ping `to`, no handshake.
+    Probe(RemotePeer),
+    /// Dial `to` and authenticate it, registering nothing.
+    Handshake(RemotePeer),
+    /// Send `msg` to every peer of `to` and wait for `min_ack` acks, at most `timeout`.
+    SendWithAck {
+        /// The message; the core gives it a fresh nonce.
+        msg: GossipMessage,
+        /// How long to wait for the acks.
+        timeout: Duration,
+        /// How many successful acks end the operation early.
+        min_ack: usize,
+        /// The peers.
+        to: Vec<RemotePeer>,
+    },
+}
+
 /// A network of nodes running the comm layer, as a scenario drives it.
 ///
 /// Calls take effect at the harness's current time and return at once; results that take
@@ -140,6 +162,10 @@ pub trait Harness {
     /// Fabric's `Send` from node `n`.
     fn send(&mut self, n: NodeId, msg: &SignedMessage, to: &[RemotePeer]) -> Result<(), Error>;
 
+    /// Starts operation `op` on node `n`: `Err` when the node refuses it at once, otherwise
+    /// its outcome comes later ([`Harness::op_result`]).
+    fn start_op(&mut self, n: NodeId, op: OpRequest) -> Result<OpRef, Error>;
+
     /// Fabric's `SendWithAck` from node `n`.
     fn send_with_ack(
         &mut self,
@@ -148,13 +174,28 @@ pub trait Harness {
         timeout: Duration,
         min_ack: usize,
         to: &[RemotePeer],
-    ) -> Result<OpRef, Error>;
+    ) -> Result<OpRef, Error> {
+        let to = to.to_vec();
+        self.start_op(
+            n,
+            OpRequest::SendWithAck {
+                msg,
+                timeout,
+                min_ack,
+                to,
+            },
+        )
+    }
 
     /// Fabric's `Probe` from node `n`.
-    fn probe(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error>;
+    fn probe(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
+        self.start_op(n, OpRequest::Probe(to.clone()))
+    }
 
     /// Fabric's `Handshake` from node `n`.
-    fn handshake(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error>;
+    fn handshake(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
+        self.start_op(n, OpRequest::Handshake(to.clone()))
+    }
 
     /// `Respond` to node `n`'s `delivery`-th delivery (index into [`Harness::deliveries`]).
     fn respond(&mut self, n: NodeId, delivery: usize, msg: GossipMessage) -> Result<(), Error>;

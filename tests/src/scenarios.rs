@@ -142,14 +142,24 @@ fn refused<H: Harness>(
     PASS
 }
 
+/// [`refused`] for a client whose TLS `mode` misbehaves, dialling an honest mutual-TLS node.
+fn tls_refused<H: Harness>(
+    h: &mut H,
+    mode: TlsMode,
+    what: &str,
+    expected: HandshakeError,
+) -> Outcome {
+    let server = node().tls(TlsMode::Mutual);
+    refused(h, node().tls(mode), server, what, |e| *e == expected)
+}
+
 /// A client that presents no TLS certificate is refused ("No TLS certificate").
 pub fn handshake_rejects_missing_client_cert<H: Harness>(h: &mut H) -> Outcome {
-    refused(
+    tls_refused(
         h,
-        node().tls(TlsMode::MutualNoClientCert),
-        node().tls(TlsMode::Mutual),
+        TlsMode::MutualNoClientCert,
         "no TLS certificate",
-        |e| *e == HandshakeError::NoTlsCertificate,
+        HandshakeError::NoTlsCertificate,
     )
 }
 
@@ -184,12 +194,11 @@ pub fn handshake_rejects_pki_id_mismatch<H: Harness>(h: &mut H) -> Outcome {
 
 /// A `tls_cert_hash` other than the hash of the certificate presented is refused.
 pub fn handshake_rejects_wrong_tls_cert_hash<H: Harness>(h: &mut H) -> Outcome {
-    refused(
+    tls_refused(
         h,
-        node().tls(TlsMode::MutualWrongClaim),
-        node().tls(TlsMode::Mutual),
+        TlsMode::MutualWrongClaim,
         "TLS certificate hash mismatch",
-        |e| *e == HandshakeError::TlsCertHashMismatch,
+        HandshakeError::TlsCertHashMismatch,
     )
 }
 

@@ -2,7 +2,7 @@
 
 use crate::{
     Delivery, DiscoveryEvent, DiscoveryStats, Envelope, Harness, MemberInfo, MemberSpec, NodeId,
-    OpOutcome, OpRef, Outcome, Pass, RawRef, SubRef,
+    OpOutcome, OpRef, OpRequest, Outcome, Pass, RawRef, SubRef,
 };
 use bytes::Bytes;
 use core::time::Duration;
@@ -110,12 +110,6 @@ impl SimHarness {
         let lines = self.sim.trace().lines();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
-
-    fn op(&mut self, n: NodeId, r: Result<OpId, Error>) -> Result<OpRef, Error> {
-        let op = r?;
-        self.ops.push((n, op));
-        Ok(OpRef(self.ops.len() as u64 - 1))
-    }
 }
 
 impl Harness for SimHarness {
@@ -140,26 +134,19 @@ impl Harness for SimHarness {
         self.sim.send(n, msg, to)
     }
 
-    fn send_with_ack(
-        &mut self,
-        n: NodeId,
-        msg: GossipMessage,
-        timeout: Duration,
-        min_ack: usize,
-        to: &[RemotePeer],
-    ) -> Result<OpRef, Error> {
-        let r = self.sim.send_with_ack(n, msg, timeout, min_ack, to);
-        self.op(n, r)
-    }
-
-    fn probe(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
-        let r = self.sim.probe(n, to);
-        self.op(n, r)
-    }
-
-    fn handshake(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
-        let r = self.sim.handshake(n, to);
-        self.op(n, r)
+    fn start_op(&mut self, n: NodeId, op: OpRequest) -> Result<OpRef, Error> {
+        let op = match op {
+            OpRequest::Probe(to) => self.sim.probe(n, &to),
+            OpRequest::Handshake(to) => self.sim.handshake(n, &to),
+            OpRequest::SendWithAck {
+                msg,
+                timeout,
+                min_ack,
+                to,
+            } => self.sim.send_with_ack(n, msg, timeout, min_ack, &to),
+        }?;
+        self.ops.push((n, op));
+        Ok(OpRef(self.ops.len() as u64 - 1))
     }
 
     fn respond(&mut self, n: NodeId, delivery: usize, msg: GossipMessage) -> Result<(), Error> {

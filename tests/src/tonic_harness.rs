@@ -14,7 +14,7 @@
 
 use crate::{
     Delivery, DiscoveryEvent, DiscoveryStats, Envelope, Harness, MemberInfo, MemberSpec, NodeId,
-    NodeSpec, OpOutcome, OpRef, RawRef, SubRef, TlsMode,
+    NodeSpec, OpOutcome, OpRef, OpRequest, RawRef, SubRef, TlsMode,
 };
 use bytes::Bytes;
 use core::time::Duration;
@@ -439,6 +439,19 @@ impl TonicHarness {
     }
 }
 
+/// How a node's operation ended, as a harness records it: a refusal is the start's `Err`,
+/// a failure on the network is an outcome of kind `kind`.
+fn outcome<T, E>(
+    r: Result<T, OpError<E>>,
+    kind: fn(Result<T, E>) -> OpOutcome,
+) -> Result<OpOutcome, Error> {
+    match r {
+        Ok(x) => Ok(kind(Ok(x))),
+        Err(OpError::Failed(e)) => Ok(kind(Err(e))),
+        Err(OpError::Refused(e)) => Err(e),
+    }
+}
+
 impl Harness for TonicHarness {
     fn name(&self) -> String {
         if self.mutual_tls {
@@ -469,43 +482,23 @@ impl Harness for TonicHarness {
         slot.node.send(msg, to)
     }
 
-    fn send_with_ack(
-        &mut self,
-        n: NodeId,
-        msg: GossipMessage,
-        timeout: Duration,
-        min_ack: usize,
-        to: &[RemotePeer],
-    ) -> Result<OpRef, Error> {
+    fn start_op(&mut self, n: NodeId, op: OpRequest) -> Result<OpRef, Error> {
         let node = self.slots.get(n).ok_or(Error::UnknownHandle)?.node.clone();
-        let to = to.to_vec();
         self.op(async move {
-            node.send_with_ack(msg, timeout, min_ack, &to)
-                .await
-                .map(OpOutcome::SendWithAck)
-        })
-    }
-
-    fn probe(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
-        let node = self.slots.get(n).ok_or(Error::UnknownHandle)?.node.clone();
-        let to = to.clone();
-        self.op(async move {
-            match node.probe(&to).await {
-                Ok(()) => Ok(OpOutcome::Probe(Ok(()))),
-                Err(OpError::Failed(e)) => Ok(OpOutcome::Probe(Err(e))),
-                Err(OpError::Refused(e)) => Err(e),
-            }
-        })
-    }
-
-    fn handshake(&mut self, n: NodeId, to: &RemotePeer) -> Result<OpRef, Error> {
-        let node = self.slots.get(n).ok_or(Error::UnknownHandle)?.node.clone();
-        let to = to.clone();
-        self.op(async move {
-            match node.handshake(&to).await {
-                Ok(info) => Ok(OpOutcome::Handshake(Ok(info))),
-                Err(OpError::Failed(e)) => Ok(OpOutcome::Handshake(Err(e))),
-                Err(OpError::Refused(e)) => Err(e),
+            match op {
+                OpRequest::Probe(to) => outcome(node.probe(&to).await, OpOutcome::Probe),
+                OpRequest::Handshake(to) => {
+                    outcome(node.handshake(&to).await, OpOutcome::Handshake)
+                }
+                OpRequest::SendWithAck {
+                    msg,
+                    timeout,
+                    min_ack,
+                    to,
+                } => node
+                    .send_with_ack(msg, timeout, min_ack, &to)
+                    .await
+                    .map(OpOutcome::SendWithAck),
             }
         })
     }

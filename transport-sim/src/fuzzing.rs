@@ -230,6 +230,7 @@ pub fn encode_schedule(header: [u8; HEADER], faults: &[ScheduledFault]) -> Vec<u
 mod tests {
     use super::*;
     use crate::{SimRng, parse_schedule, random_schedule};
+    use fabric_gossip_core::fuzzing::seed_in_step;
     use std::path::{Path, PathBuf};
 
     fn corpus() -> PathBuf {
@@ -279,14 +280,10 @@ mod tests {
 
     #[test]
     fn seeds_are_committed_as_generated() {
-        let update = std::env::var_os("UPDATE_FUZZ_CORPUS").is_some();
         let mut stale = Vec::new();
         for (name, bytes) in seeds() {
             let path = corpus().join(format!("seed-{name}"));
-            if update {
-                std::fs::create_dir_all(corpus()).expect("mkdir");
-                std::fs::write(&path, &bytes).expect("write seed");
-            } else if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+            if !seed_in_step(&path, &bytes).expect("write seed") {
                 stale.push(path.display().to_string());
             }
         }

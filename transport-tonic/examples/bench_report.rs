@@ -182,21 +182,28 @@ fn main() {
 
 // ------------------------------------------------------------------------ the report
 
-/// Every figure of the report; `None` for workloads not selected with `--only`.
+/// Every figure of the report, one field per workload `--only` can pick; `None` for
+/// workloads not selected.
 #[derive(Default)]
 struct Figures {
     raw: Option<Res<Throughput>>,
     plain: Option<Res<Throughput>>,
     tls: Option<Res<Throughput>>,
-    fab20: Option<Res<Throughput>>,
-    fab200: Option<Res<Throughput>>,
-    drop20: Option<Res<Drops>>,
-    drop200: Option<Res<Drops>>,
+    /// Lossless with Fabric's send buffers: 20 (its default) and 200 (its sample peer).
+    fabric: Option<[Res<Throughput>; 2]>,
+    /// Unpaced sends with send buffer 20 and 200.
+    drops: Option<[Res<Drops>; 2]>,
     acks: Option<Res<AcksFigures>>,
-    conn_plain: Option<Res<Latency>>,
-    conn_tls: Option<Res<Latency>>,
-    probe_plain: Option<Res<Latency>>,
-    probe_tls: Option<Res<Latency>>,
+    latency: Option<LatencyFigures>,
+}
+
+/// The `latency` workload: a new connection until its first delivery, and a probe, each
+/// in plaintext and under mutual TLS.
+struct LatencyFigures {
+    conn_plain: Res<Latency>,
+    conn_tls: Res<Latency>,
+    probe_plain: Res<Latency>,
+    probe_tls: Res<Latency>,
 }
 
 /// Workloads `--only` can pick (one figure group per run, e.g. for profiling).
@@ -229,20 +236,15 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     }
     if run("fabric") {
         step("lossless one-way with Fabric's buffers (send buffer 20 / 200, write window 8)");
-        f.fab20 = Some(on_workers(
-            rt,
-            one_way_cfg(false, budget, Config::default()),
-        ));
-        f.fab200 = Some(on_workers(
-            rt,
-            one_way_cfg(false, budget, Config::fabric_sample_peer()),
-        ));
+        f.fabric = Some(
+            [Config::default(), Config::fabric_sample_peer()]
+                .map(|cfg| on_workers(rt, one_way_cfg(false, budget, cfg))),
+        );
         loads.push(("fabric", load1()));
     }
     if run("drops") {
         step("unpaced send, buffer 20 and 200");
-        f.drop20 = Some(on_workers(rt, unpaced(20, budget)));
-        f.drop200 = Some(on_workers(rt, unpaced(200, budget)));
+        f.drops = Some([20, 200].map(|buffer| on_workers(rt, unpaced(buffer, budget))));
         loads.push(("drops", load1()));
     }
     if run("acks") {
@@ -252,10 +254,12 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     }
     if run("latency") {
         step("new connection to first delivery, probe");
-        f.conn_plain = Some(on_workers(rt, connect_latency(false, budget)));
-        f.conn_tls = Some(on_workers(rt, connect_latency(true, budget)));
-        f.probe_plain = Some(on_workers(rt, probe_latency(false, budget)));
-        f.probe_tls = Some(on_workers(rt, probe_latency(true, budget)));
+        f.latency = Some(LatencyFigures {
+            conn_plain: on_workers(rt, connect_latency(false, budget)),
+            conn_tls: on_workers(rt, connect_latency(true, budget)),
+            probe_plain: on_workers(rt, probe_latency(false, budget)),
+            probe_tls: on_workers(rt, probe_latency(true, budget)),
+        });
         loads.push(("latency", load1()));
     }
     let load_end = loadavg();
@@ -311,12 +315,16 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         }
     }
     let tp = |r: &Res<Throughput>| cell(r, |x| x.cell("msg"));
+    let (fab20, fab200) = match &f.fabric {
+        Some([b20, b200]) => (Some(b20), Some(b200)),
+        None => (None, None),
+    };
     // (group, workload, result, Fabric's figure, goal, the goal in msg/s if there is one)
     let lossless = [
         (
             "plain",
             "lossless one-way, plaintext, 1 connection",
-            &f.plain,
+            f.plain.as_ref(),
             "≈ 37,000 (buffer 20), ≈ 60,000 (200)",
             "≥ 300,000",
             Some(300_000.0),
@@ -324,7 +332,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         (
             "tls",
             "lossless one-way, mutual TLS, 1 connection",
-            &f.tls,
+            f.tls.as_ref(),
             "—",
             "≥ 200,000",
             Some(200_000.0),
@@ -332,7 +340,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         (
             "fabric",
             "lossless one-way, plaintext, send buffer 20, write window 8",
-            &f.fab20,
+            fab20,
             "≈ 37,000",
             "—",
             None,
@@ -340,7 +348,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         (
             "fabric",
             "lossless one-way, plaintext, send buffer 200, write window 8",
-            &f.fab200,
+            fab200,
             "≈ 60,000",
             "—",
             None,
@@ -376,8 +384,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             None,
         );
     }
-    for (buf, d) in [(20, &f.drop20), (200, &f.drop200)] {
-        let Some(d) = d else { continue };
+    for (buf, d) in [20, 200].into_iter().zip(f.drops.iter().flatten()) {
         row(
             "drops",
             &format!("unpaced `send`, send buffer {buf}: share dropped"),
@@ -441,42 +448,42 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         })
     };
     // (workload, result, Fabric's figure, goal, the goal's p50 in ms if there is one)
-    let latencies = [
-        (
-            "new connection → first delivery, plaintext",
-            &f.conn_plain,
-            "p50 1.3 ms",
-            "p50 ≤ 0.7 ms",
-            Some(0.7),
-        ),
-        (
-            "new connection → first delivery, mutual TLS",
-            &f.conn_tls,
-            "p50 2.4 ms",
-            "p50 ≤ 1.5 ms",
-            Some(1.5),
-        ),
-        (
-            "Probe, plaintext",
-            &f.probe_plain,
-            "p50 0.8 ms",
-            "p50 ≤ 0.5 ms",
-            Some(0.5),
-        ),
-        ("Probe, mutual TLS", &f.probe_tls, "p50 1.5 ms", "—", None),
-    ];
-    for (w, r, fabric, goal, max_ms) in latencies {
-        if let Some(r) = r {
-            let ok = max_ms.map(|m| r.as_ref().is_ok_and(|l| ms(l.p50) <= m));
-            row("latency", w, lat(r), fabric, goal, ok);
-        }
+    let latencies = f.latency.as_ref().map(|l| {
+        [
+            (
+                "new connection → first delivery, plaintext",
+                &l.conn_plain,
+                "p50 1.3 ms",
+                "p50 ≤ 0.7 ms",
+                Some(0.7),
+            ),
+            (
+                "new connection → first delivery, mutual TLS",
+                &l.conn_tls,
+                "p50 2.4 ms",
+                "p50 ≤ 1.5 ms",
+                Some(1.5),
+            ),
+            (
+                "Probe, plaintext",
+                &l.probe_plain,
+                "p50 0.8 ms",
+                "p50 ≤ 0.5 ms",
+                Some(0.5),
+            ),
+            ("Probe, mutual TLS", &l.probe_tls, "p50 1.5 ms", "—", None),
+        ]
+    });
+    for (w, r, fabric, goal, max_ms) in latencies.into_iter().flatten() {
+        let ok = max_ms.map(|m| r.as_ref().is_ok_and(|l| ms(l.p50) <= m));
+        row("latency", w, lat(r), fabric, goal, ok);
     }
     let _ = writeln!(t);
     for (name, r) in [
-        ("plaintext", &f.plain),
-        ("mutual TLS", &f.tls),
-        ("send buffer 20", &f.fab20),
-        ("send buffer 200", &f.fab200),
+        ("plaintext", f.plain.as_ref()),
+        ("mutual TLS", f.tls.as_ref()),
+        ("send buffer 20", fab20),
+        ("send buffer 200", fab200),
     ] {
         if let Some(Ok(x)) = r {
             let _ = writeln!(
@@ -521,14 +528,20 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     // Where a new connection's time goes, from the p50s: a probe is TCP (and TLS) connect,
     // the HTTP/2 preface and one Ping; a first delivery adds the stream, the two-way
     // ConnEstablish handshake and the message.
-    if let (Some(Ok(cp)), Some(Ok(pp))) = (&f.conn_plain, &f.probe_plain) {
+    if let Some(LatencyFigures {
+        conn_plain: Ok(cp),
+        probe_plain: Ok(pp),
+        probe_tls,
+        ..
+    }) = &f.latency
+    {
         let mut line = format!(
             "p50 breakdown: connect + HTTP/2 + Ping {:.2} ms; stream + handshake + first \
              message {:.2} ms more",
             ms(pp.p50),
             ms(cp.p50.saturating_sub(pp.p50))
         );
-        if let Some(Ok(pt)) = &f.probe_tls {
+        if let Ok(pt) = probe_tls {
             let _ = write!(
                 line,
                 "; mutual TLS adds {:.2} ms to a probe",

@@ -35,7 +35,7 @@ use fabric_gossip_tonic::{DriverLimits, Node, TlsConfig};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -282,24 +282,22 @@ fn hub(args: &[String]) -> Res<()> {
 
     // The peers' process: it generates the same PKI, starts its nodes and says "ready".
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .arg("__peers")
-        .args([
-            n.to_string(),
-            hub.local_addr().to_string(),
-            hex(hub.pki_id().as_bytes()),
-            tls.to_string(),
-            start_secs.to_string(),
-            concurrency.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("peers process: {e}"))?;
-    let child_pid = child.id().to_string();
-    let mut to_child = child.stdin.take().ok_or("child stdin")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__peers").args([
+        n.to_string(),
+        hub.local_addr().to_string(),
+        hex(hub.pki_id().as_bytes()),
+        tls.to_string(),
+        start_secs.to_string(),
+        concurrency.to_string(),
+    ]);
+    let Piped {
+        mut child,
+        pid: child_pid,
+        stdin: mut to_child,
+        stdout: out,
+    } = spawn_piped(&mut cmd, "peers process")?;
     let (tx, from_child) = std::sync::mpsc::channel::<String>();
-    let out = child.stdout.take().ok_or("child stdout")?;
     std::thread::spawn(move || {
         for l in BufReader::new(out).lines() {
             let Ok(l) = l else { break };
@@ -597,24 +595,51 @@ fn sink(args: &[String]) -> Res<()> {
     Ok(())
 }
 
-fn sink_one(bin: &str, form: &str, count: u64, size: usize) -> Res<()> {
-    let mut child = Command::new(bin)
-        .args([
-            "node",
-            "--listen",
-            "127.0.0.1:0",
-            "--test-identity",
-            "--payload",
-            form,
-        ])
+/// A child process the example talks to over its standard input and output.
+struct Piped {
+    child: Child,
+    /// Its process id, for reading its CPU time.
+    pid: String,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+}
+
+/// Starts `cmd` with piped standard input and output (`what` names it in errors).
+fn spawn_piped(cmd: &mut Command, what: &str) -> Res<Piped> {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("{bin}: {e}"))?;
+        .map_err(|e| format!("{what}: {e}"))?;
     let pid = child.id().to_string();
-    let mut stdin = child.stdin.take().ok_or("stdin")?;
-    let mut out = BufReader::with_capacity(1 << 16, child.stdout.take().ok_or("stdout")?);
+    let stdin = child.stdin.take().ok_or("child stdin")?;
+    let stdout = child.stdout.take().ok_or("child stdout")?;
+    Ok(Piped {
+        child,
+        pid,
+        stdin,
+        stdout,
+    })
+}
+
+fn sink_one(bin: &str, form: &str, count: u64, size: usize) -> Res<()> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--payload",
+        form,
+    ])
+    .stderr(Stdio::null());
+    let Piped {
+        mut child,
+        pid,
+        mut stdin,
+        stdout,
+    } = spawn_piped(&mut cmd, bin)?;
+    let mut out = BufReader::with_capacity(1 << 16, stdout);
     let mut line = String::new();
     out.read_line(&mut line).map_err(|e| e.to_string())?;
     let addr = line

@@ -25,7 +25,7 @@
 
 use crate::codec::RawDecoder;
 use crate::driver::OutStream;
-use crate::metered::PREFIX;
+use crate::metered::{PREFIX, PolledFrame};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use http::HeaderMap;
@@ -310,10 +310,7 @@ impl<S: Outgoing + Unpin> Body for FramedOut<S> {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         let this = self.get_mut();
         if let Some(w) = this.whole.take() {
             return Poll::Ready(Some(Ok(Frame::data(this.in_flight.track(w)))));
@@ -412,19 +409,19 @@ mod tests {
         FramedOut::new(list, role, 100 << 20, Arc::default())
     }
 
-    fn poll(b: &mut FramedOut<List>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll(b: &mut FramedOut<List>) -> PolledFrame {
         let mut cx = Context::from_waker(Waker::noop());
         Pin::new(b).poll_frame(&mut cx)
     }
 
-    fn data(p: Poll<Option<Result<Frame<Bytes>, Status>>>) -> Bytes {
+    fn data(p: PolledFrame) -> Bytes {
         match p {
             Poll::Ready(Some(Ok(f))) => f.into_data().expect("a data frame"),
             other => panic!("expected data, got {other:?}"),
         }
     }
 
-    fn status_of(p: Poll<Option<Result<Frame<Bytes>, Status>>>) -> Status {
+    fn status_of(p: PolledFrame) -> Status {
         match p {
             Poll::Ready(Some(Ok(f))) => {
                 let t = f.into_trailers().expect("trailers");

@@ -31,6 +31,12 @@ use tonic::Status;
 
 /// Length of a gRPC message prefix: a compression flag and a big-endian u32 length.
 pub(crate) const PREFIX: usize = 5;
+
+/// What polling a gRPC body of this crate gives: the next frame (data, or trailers with the
+/// status), a status that ends the stream, or its end. Both directions' bodies yield it
+/// (this one for requests received, [`crate::framed::FramedOut`] for those sent).
+pub(crate) type PolledFrame = Poll<Option<Result<Frame<Bytes>, Status>>>;
+
 /// A message may hold this much from the reserve when the budget is spent: a small message
 /// split across two HTTP/2 frames (the largest this node accepts is 64 KiB) completes
 /// within the next one, so peers sending ordinary messages are not held up by half-sent
@@ -323,10 +329,7 @@ where
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
@@ -425,7 +428,7 @@ impl<B> MeteredBody<B> {
     }
 
     /// Pending, unless the message in progress has stalled.
-    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> PolledFrame {
         let in_progress = self.held_back.is_some() || self.prefix_len > 0 || self.remaining > 0;
         if !in_progress {
             return Poll::Pending;

@@ -49,53 +49,35 @@ pub type LayerEvents<E> = Pin<Box<dyn Stream<Item = E> + Send>>;
 pub const LAYER_EVENT_BUFFER: usize = 4096;
 
 /// Why a node could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// The listen address could not be bound.
+    #[error("cannot listen: {0}")]
     Bind(std::io::Error),
     /// The TLS material is unusable (bad PEM, key not matching, no CA).
+    #[error("TLS configuration: {0}")]
     Tls(String),
     /// The security provider refused the node's own identity.
+    #[error("own identity refused: {0}")]
     Identity(HandshakeError),
     /// The gRPC server could not be configured.
+    #[error("gRPC server: {0}")]
     Server(String),
 }
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Bind(e) => write!(f, "cannot listen: {e}"),
-            StartError::Tls(e) => write!(f, "TLS configuration: {e}"),
-            StartError::Identity(e) => write!(f, "own identity refused: {e}"),
-            StartError::Server(e) => write!(f, "gRPC server: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
 
 /// How an asynchronous operation (`probe`, `handshake`) ended badly: refused at once (API
 /// misuse, node stopped, too many operations) or failed on the network. Kept apart so a
 /// caller can tell "I asked wrongly" from "the peer is not there".
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OpError<E> {
     /// The core refused to start the operation.
+    #[error("refused: {0}")]
     Refused(Error),
     /// The operation ran and failed.
+    #[error("{0}")]
     Failed(E),
 }
-
-impl<E: fmt::Display> fmt::Display for OpError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OpError::Refused(e) => write!(f, "refused: {e}"),
-            OpError::Failed(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl<E: fmt::Debug + fmt::Display> std::error::Error for OpError<E> {}
 
 /// Configures and starts a [`Node`].
 #[derive(Debug)]

@@ -12,6 +12,34 @@ pub(super) struct StreamState {
     pub(super) paused: bool,
 }
 
+/// What the core promised to send, and where it went; [`Driver::check`] holds it against
+/// the core's own counters after every input.
+#[derive(Debug, Default)]
+pub(super) struct SendLedger {
+    /// Messages (one per peer) the core accepted for sending.
+    pub(super) units: u64,
+    /// Of those, the ones a `SendWithAck` was told at once would block: never queued.
+    pub(super) wouldblock: u64,
+    /// Data writes the core asked for.
+    pub(super) data_writes: u64,
+}
+
+impl SendLedger {
+    /// What must end written, queued or counted as dropped.
+    fn promised(&self) -> u64 {
+        self.units - self.wouldblock
+    }
+}
+
+/// What the core promised to deliver, and where it went (see [`SendLedger`]).
+#[derive(Debug, Default)]
+pub(super) struct DeliveryLedger {
+    /// Messages the application polled.
+    pub(super) polled: u64,
+    /// Messages still queued when their subscription ended.
+    pub(super) discarded: u64,
+}
+
 /// A driver that checks the core after every input: it carries out nothing on a network,
 /// but records every handle the core issues and closes, and every unit of work it takes
 /// on, so that what comes out can be checked against what went in.
@@ -32,13 +60,8 @@ pub(super) struct Driver {
     pub(super) nonces: Vec<u64>,
     pub(super) last: Vec<u64>,
     pub(super) stopped: bool,
-    // What the core promised to send, and where it went.
-    pub(super) units: u64,
-    pub(super) wouldblock: u64,
-    pub(super) data_writes: u64,
-    // What the core promised to deliver, and where it went.
-    pub(super) polled: u64,
-    pub(super) discarded: u64,
+    pub(super) sent: SendLedger,
+    pub(super) delivered: DeliveryLedger,
     /// Arrival number of every envelope handed in, by the address of its bytes (a received
     /// message keeps the very `Bytes` it arrived in), and the last one each subscription
     /// was given: deliveries must come in arrival order.
@@ -73,11 +96,8 @@ impl Driver {
             nonces: Vec::new(),
             last,
             stopped: false,
-            units: 0,
-            wouldblock: 0,
-            data_writes: 0,
-            polled: 0,
-            discarded: 0,
+            sent: SendLedger::default(),
+            delivered: DeliveryLedger::default(),
             arrivals: BTreeMap::new(),
             last_arrival: BTreeMap::new(),
             arrival: 0,
@@ -195,7 +215,7 @@ impl Driver {
             };
             assert!(!self.stopped, "nothing is delivered after stop");
             assert!(self.live_subs.contains(&sub));
-            self.polled += 1;
+            self.delivered.polled += 1;
             if let Some(&n) = self.arrivals.get(&(m.envelope_bytes.as_ptr() as usize)) {
                 let last = self.last_arrival.insert(sub, n);
                 assert!(last.is_none_or(|l| l < n), "deliveries in arrival order");
@@ -299,7 +319,7 @@ impl Driver {
                     let peers: BTreeSet<_> = results.iter().map(|r| &r.peer).collect();
                     assert_eq!(peers.len(), results.len(), "one result per peer");
                     // Peers refused at once (the caller is told, nothing is counted).
-                    self.wouldblock += results
+                    self.sent.wouldblock += results
                         .iter()
                         .filter(|r| match &r.result {
                             Err(AckError::WouldBlock) => true,
@@ -366,7 +386,7 @@ impl Driver {
                 );
                 st.writes += 1;
                 if !handshake {
-                    self.data_writes += 1;
+                    self.sent.data_writes += 1;
                     if let Ok(m) = SignedMessage::from_envelope_bytes(envelope)
                         && m.message().nonce != 0
                     {
@@ -466,9 +486,9 @@ impl Driver {
         let accepted: u64 = self.subs.values().map(|h| h.load(Ordering::Relaxed)).sum();
         assert_eq!(
             accepted,
-            self.polled
+            self.delivered.polled
                 + queued
-                + self.discarded
+                + self.delivered.discarded
                 + st.dropped_subscription_overflow
                 + st.dropped_on_stop,
             "every accepted delivery is polled, queued or counted"
@@ -480,12 +500,12 @@ impl Driver {
                 waiting += (q.buffered + q.waiting) as u64;
             }
         }
-        let accounted = self.data_writes
+        let accounted = self.sent.data_writes
             + waiting
             + st.dropped_overflow
             + st.dropped_on_close
             + st.dropped_no_connection;
-        let promised = self.units - self.wouldblock;
+        let promised = self.sent.promised();
         assert!(promised >= accounted, "{promised} < {accounted}");
         if self.stopped {
             assert_eq!(

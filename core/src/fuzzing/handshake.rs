@@ -287,7 +287,7 @@ pub fn handshake(data: &[u8]) {
         if role == 1 {
             let m = SignedMessage::noop(data_message(9));
             assert_eq!(d.comm.send(d.now, &m, core::slice::from_ref(&peer)), Ok(()));
-            d.units += 1;
+            d.sent.units += 1;
         } else {
             let id = d
                 .comm
@@ -375,7 +375,7 @@ pub fn handshake(data: &[u8]) {
             }
             (1, Ok((pki, _))) => {
                 assert_eq!(connected.as_ref(), Some(&pki));
-                assert_eq!(d.data_writes, 1, "the waiting message goes out");
+                assert_eq!(d.sent.data_writes, 1, "the waiting message goes out");
             }
             (_, Ok((pki, _))) if !expect.is_empty() && expect != pki => {
                 assert_eq!(stats.handshake_failures_for("pki_id_mismatch"), 1);

@@ -95,7 +95,7 @@ pub fn gossip_message(data: &[u8]) {
         }
         Some(_) => {
             let got = d.comm.poll_delivery(sub).expect("delivered");
-            d.polled += 1;
+            d.delivered.polled += 1;
             assert_eq!(got.message, msg);
             assert_eq!(&got.envelope_bytes, noop.envelope_bytes());
             assert_eq!(got.conn, s);

@@ -37,6 +37,21 @@ mod ops;
 use self::{cast::*, driver::*, input::*};
 pub use self::{handshake::*, messages::*, ops::*};
 
+/// Keeps a committed corpus seed in step with the generator that made `bytes`, for the
+/// seed tests of every crate: with `UPDATE_FUZZ_CORPUS` set in the environment it writes
+/// `bytes` to `path` (making its folder); otherwise it tells whether `path` holds exactly
+/// `bytes`, so that a test can list the stale seeds.
+pub fn seed_in_step(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<bool> {
+    if std::env::var_os("UPDATE_FUZZ_CORPUS").is_some() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, bytes)?;
+        return Ok(true);
+    }
+    Ok(std::fs::read(path).ok().as_deref() == Some(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -550,7 +550,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
             d.seq += 1;
             let m = SignedMessage::noop(data_message(d.seq));
             match d.comm.send(d.now, &m, &to) {
-                Ok(()) => d.units += to.len() as u64,
+                Ok(()) => d.sent.units += to.len() as u64,
                 Err(Error::NoPeers) => assert!(to.is_empty()),
                 Err(e) => assert!(d.stopped && e == Error::Stopped, "{e:?}"),
             }
@@ -560,7 +560,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
             d.seq += 1;
             let m = SignedMessage::noop(data_message(d.seq));
             match d.comm.send_wait(d.now, &m, &remote_peer(peer)) {
-                Ok(()) => d.units += 1,
+                Ok(()) => d.sent.units += 1,
                 Err(Error::WouldBlock) => assert!(!d.stopped),
                 Err(e) => assert!(
                     (d.stopped && e == Error::Stopped) || matches!(e, Error::LimitReached(_)),
@@ -587,7 +587,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
             match r {
                 Ok(op) => {
                     assert!(d.ops.insert(op, unique.len()).is_none());
-                    d.units += unique.len() as u64;
+                    d.sent.units += unique.len() as u64;
                 }
                 Err(Error::NoPeers) => assert!(to.is_empty()),
                 Err(Error::LimitReached(_)) => assert!(d.ops.len() >= cfg.max_operations),
@@ -619,7 +619,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                 let r = d.comm.unsubscribe(s);
                 assert_eq!(r.is_ok(), live, "{r:?}");
                 if r.is_ok() {
-                    d.discarded += queued;
+                    d.delivered.discarded += queued;
                     d.live_subs.remove(&s);
                 }
                 d.drain();
@@ -643,7 +643,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                     }
                 };
                 match r {
-                    Ok(()) => d.units += 1,
+                    Ok(()) => d.sent.units += 1,
                     Err(Error::Stopped) => assert!(d.stopped),
                     Err(Error::ConnectionClosed) => {
                         assert!(d.streams[&s].closed || !d.conn_pki.contains_key(&s));

@@ -134,9 +134,7 @@ impl Identities {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const T0: Instant = Instant::from_unix_secs(1000);
-    const SEC: Duration = Duration::from_secs(1);
+    use crate::tests::{SEC, T0};
 
     fn vid(n: &str, expires: Option<Instant>) -> ValidIdentity {
         ValidIdentity {

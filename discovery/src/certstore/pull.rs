@@ -269,11 +269,9 @@ impl PullEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::{SEC, T0};
     use rand_chacha::ChaCha8Rng;
     use rand_core::SeedableRng;
-
-    const T0: Instant = Instant::from_unix_secs(1000);
-    const SEC: Duration = Duration::from_secs(1);
 
     fn peer(n: &str) -> Peer {
         Peer {

@@ -7,7 +7,6 @@ use crate::alive::envelope_of;
 use crate::error::AliveError;
 use crate::validate::check_identity;
 use bytes::Bytes;
-use core::fmt;
 use fabric_gossip_core::proto::gossip::{
     DataDigest, DataRequest, DataUpdate, Envelope, GossipHello, GossipMessage, PeerIdentity,
     PullMsgType, gossip_message,
@@ -101,45 +100,34 @@ pub fn own_identity_message(security: &dyn Security) -> Result<Envelope, Securit
 
 /// Why a pulled identity message is refused. Fabric refuses the whole `DataUpdate` that
 /// carries one; so do we. Each reason has its own counter in [`super::CertStoreStats`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityMsgError {
     /// The envelope has no payload or no signature.
+    #[error("envelope without payload or signature")]
     Unsigned,
     /// The payload is not a GossipMessage.
+    #[error("payload does not decode: {0}")]
     Undecodable(String),
     /// The message is not a `PeerIdentity`.
+    #[error("not a PeerIdentity message")]
     NotIdentity,
     /// `pki_id` or `cert` is empty.
+    #[error("PeerIdentity without {0}")]
     MissingField(&'static str),
     /// The certificate's PKI-ID (its hash) is not the claimed one.
+    #[error("certificate doesn't match the claimed pki_id")]
     IdentityMismatch,
     /// The security provider (the MSP) refuses the certificate.
+    #[error("identity refused: {0}")]
     BadIdentity(SecurityError),
     /// The certificate has already expired.
+    #[error("identity expired")]
     IdentityExpired,
     /// The envelope is not signed by the certificate it carries.
+    #[error("not signed by its certificate: {0}")]
     BadSignature(HandshakeError),
 }
-
-impl fmt::Display for IdentityMsgError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IdentityMsgError::Unsigned => f.write_str("envelope without payload or signature"),
-            IdentityMsgError::Undecodable(e) => write!(f, "payload does not decode: {e}"),
-            IdentityMsgError::NotIdentity => f.write_str("not a PeerIdentity message"),
-            IdentityMsgError::MissingField(n) => write!(f, "PeerIdentity without {n}"),
-            IdentityMsgError::IdentityMismatch => {
-                f.write_str("certificate doesn't match the claimed pki_id")
-            }
-            IdentityMsgError::BadIdentity(e) => write!(f, "identity refused: {e}"),
-            IdentityMsgError::IdentityExpired => f.write_str("identity expired"),
-            IdentityMsgError::BadSignature(e) => write!(f, "not signed by its certificate: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for IdentityMsgError {}
 
 /// A pulled identity message that passed every check.
 #[derive(Clone, Debug, PartialEq, Eq)]

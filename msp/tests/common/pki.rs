@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::{Instant, PkiId, Security, SecurityError};
-use fabric_gossip_msp::dev::{self, DevCert, DevOrg, DevPeer, OrgSpec, Validity};
+use fabric_gossip_msp::dev::{self, Curve, DevCa, DevCert, DevOrg, DevPeer, OrgSpec, Validity};
 use fabric_gossip_msp::{LoadError, MspSecurity, TrustStore};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -19,6 +19,11 @@ pub fn now() -> Instant {
 
 pub fn rng(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// A P-256 root CA `ca.{domain}` of organization `domain`, valid for [`year`].
+pub fn root_ca(domain: &str, rng: &mut ChaCha20Rng) -> DevCa {
+    DevCa::root(&format!("ca.{domain}"), domain, Curve::P256, year(), rng).unwrap()
 }
 
 /// Valid from a day before `now()` for a year.
