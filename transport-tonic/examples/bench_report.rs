@@ -24,8 +24,11 @@
 //! * **Unpaced `send`**: Fabric's semantics, drop on full buffer; the share dropped with send
 //!   buffer 20 (Fabric's code default) and 200 (its sample `core.yaml`).
 //! * **SendWithAck**: 1 caller and 16 concurrent callers against a peer that acks
-//!   everything. Runs in a child process of this example (`--child acks`) so that its peak
-//!   RSS (`VmHWM`) is its own, not that of the throughput runs before it.
+//!   everything; then 16 callers again with each node on a current-thread runtime of its
+//!   own thread (the node and its callers on one, the acking node on the other: the layout
+//!   two peers in two processes would each have, see the crate docs, "Runtimes"). Runs in a
+//!   child process of this example (`--child acks`) so that its peak RSS (`VmHWM`) is its
+//!   own, not that of the throughput runs before it.
 //! * **Latency**: new connection to first delivery (close the connection, `send`, wait for the
 //!   delivery: dial, Ping, stream, two-way handshake, message) and `probe` (dial and Ping),
 //!   each over many fresh connections; p50 and p99.
@@ -39,7 +42,7 @@ mod common;
 
 use bytes::{Buf, BytesMut};
 use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
-use fabric_gossip_core::{Config, SignedMessage};
+use fabric_gossip_core::{Config, RemotePeer, SignedMessage};
 use fabric_gossip_tonic::{Incoming, Node};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -162,11 +165,13 @@ fn main() {
         .expect("tokio runtime");
     if args.child_acks {
         // The SendWithAck child: one machine-readable line for the parent.
-        let line = match on_workers(&rt, acks_workload(budget)) {
+        let line = match acks_workload(&rt, budget) {
             Ok(a) => format!(
-                "ACKS one={} sixteen={} hwm_kib={} rss_min_kib={} rss_max_kib={} failed={}",
+                "ACKS one={} sixteen={} per_node={} hwm_kib={} rss_min_kib={} rss_max_kib={} \
+                 failed={}",
                 a.one.encode(),
                 a.sixteen.encode(),
+                a.per_node.encode(),
                 a.hwm_kib,
                 a.rss_min_kib,
                 a.rss_max_kib,
@@ -411,16 +416,28 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             "—",
             None,
         );
-        row(
-            "acks",
-            "SendWithAck, 16 callers",
-            cell(a, |a| a.sixteen.cell("ack")),
-            "≈ 27,000",
-            "≥ 250,000, ≤ 4 µs CPU per ack",
-            Some(a.as_ref().is_ok_and(|a| {
-                a.sixteen.median() >= 250_000.0 && a.sixteen.cpu_us_per_msg() <= 4.0
-            })),
-        );
+        // 16 callers: both nodes on the 2-worker runtime, then a runtime per node.
+        let sixteen: [(&str, AcksFigure); 2] = [
+            ("SendWithAck, 16 callers", |a| &a.sixteen),
+            (
+                "SendWithAck, 16 callers, each node on its own current-thread runtime",
+                |a| &a.per_node,
+            ),
+        ];
+        for (w, figure) in sixteen {
+            let met = |a: &AcksFigures| {
+                let x = figure(a);
+                x.median() >= 250_000.0 && x.cpu_us_per_msg() <= 4.0
+            };
+            row(
+                "acks",
+                w,
+                cell(a, |a| figure(a).cell("ack")),
+                "≈ 27,000",
+                "≥ 250,000, ≤ 4 µs CPU per ack",
+                Some(a.as_ref().is_ok_and(met)),
+            );
+        }
         row(
             "acks",
             "peak RSS under SendWithAck (child process, both nodes)",
@@ -513,8 +530,9 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     }
     if let Some(Ok(a)) = &f.acks {
         ceilings.push(format!(
-            "SendWithAck ×16 {} ack/s",
-            thousands(ceiling(&a.sixteen))
+            "SendWithAck ×16 {} ack/s (a runtime per node: {})",
+            thousands(ceiling(&a.sixteen)),
+            thousands(ceiling(&a.per_node))
         ));
     }
     if !ceilings.is_empty() {
@@ -997,11 +1015,17 @@ async fn unpaced_on(a: &Node, b: &Node, budget: Budget) -> Res<Drops> {
 struct AcksFigures {
     one: Throughput,
     sixteen: Throughput,
+    /// 16 callers, each node (with its callers or its acker) on its own current-thread
+    /// runtime and thread.
+    per_node: Throughput,
     hwm_kib: u64,
     rss_min_kib: u64,
     rss_max_kib: u64,
     failed: u64,
 }
+
+/// One of the SendWithAck figures.
+type AcksFigure = fn(&AcksFigures) -> &Throughput;
 
 /// Runs `--child acks` in a child process and parses its line.
 fn acks_child(quick: bool) -> Res<AcksFigures> {
@@ -1061,6 +1085,7 @@ fn acks_child(quick: bool) -> Res<AcksFigures> {
     Ok(AcksFigures {
         one: rounds("one")?,
         sixteen: rounds("sixteen")?,
+        per_node: rounds("per_node")?,
         hwm_kib: num("hwm_kib")? as u64,
         rss_min_kib: num("rss_min_kib")? as u64,
         rss_max_kib: num("rss_max_kib")? as u64,
@@ -1068,25 +1093,18 @@ fn acks_child(quick: bool) -> Res<AcksFigures> {
     })
 }
 
-/// In the child: SendWithAck with 1 and then 16 callers, each for the measuring budget,
-/// against a peer that acks every message; VmRSS sampled every 100 ms meanwhile.
-async fn acks_workload(budget: Budget) -> Res<AcksFigures> {
-    let (a, b) = pair(false, Config::default()).await?;
-    let mut inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
-    let acker = tokio::spawn(async move {
-        // Ends when `b` stops.
-        while let Some(m) = inbox.recv().await {
-            let _ = m.ack(None).await;
-        }
-    });
+/// In the child: SendWithAck with 1 and then 16 callers with both nodes on the 2-worker
+/// runtime `rt`, then 16 callers with each node on a current-thread runtime of its own,
+/// each against a peer that acks every message; VmRSS sampled every 100 ms meanwhile.
+fn acks_workload(rt: &tokio::runtime::Runtime, budget: Budget) -> Res<AcksFigures> {
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let sampling = sampling.clone();
-        tokio::spawn(async move {
+        std::thread::spawn(move || {
             let (mut lo, mut hi) = (u64::MAX, 0);
-            // Bounded by `sampling`, cleared after the two measured phases.
+            // Bounded by `sampling`, cleared after the measured phases.
             while sampling.load(Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                std::thread::sleep(Duration::from_millis(100));
                 if let Some(kib) = proc_status_kib("VmRSS:") {
                     lo = lo.min(kib);
                     hi = hi.max(kib);
@@ -1095,31 +1113,17 @@ async fn acks_workload(budget: Budget) -> Res<AcksFigures> {
             (lo, hi)
         })
     };
-    let msg = message(0).message().clone();
-    let mut failed = 0;
-    let mut figures = Vec::with_capacity(2);
-    // Exactly two entries: 1 caller, then 16.
-    for callers in [1usize, 16] {
-        // A short warm-up (connects), then the measured rounds.
-        let (_, f) = acks_phase(&a, &b, &msg, callers, budget.warmup).await?;
-        failed += f;
-        let mut rounds = Vec::with_capacity(budget.rounds);
-        for _ in 0..budget.rounds {
-            let (r, f) = acks_phase(&a, &b, &msg, callers, budget.round).await?;
-            failed += f;
-            rounds.push(r);
-        }
-        figures.push(Throughput { rounds });
-    }
+    let shared = on_workers(rt, acks_shared_runtime(budget));
+    let per_node = acks_per_node_runtime(budget);
     sampling.store(false, Ordering::Release);
-    let (lo, hi) = sampler.await.map_err(|e| e.to_string())?;
-    stop(&[&a, &b]).await;
-    let _ = within("acker ends", acker).await;
-    let sixteen = figures.pop().ok_or("no 16-caller figure")?;
-    let one = figures.pop().ok_or("no 1-caller figure")?;
+    let (lo, hi) = sampler.join().map_err(|_| "RSS sampler panicked")?;
+    let (one, sixteen, mut failed) = shared?;
+    let (per_node, f) = per_node?;
+    failed += f;
     Ok(AcksFigures {
         one,
         sixteen,
+        per_node,
         hwm_kib: proc_status_kib("VmHWM:").unwrap_or(0),
         rss_min_kib: lo,
         rss_max_kib: hi,
@@ -1127,11 +1131,101 @@ async fn acks_workload(budget: Budget) -> Res<AcksFigures> {
     })
 }
 
+/// Acks every message `inbox` receives; ends when its node stops.
+async fn ack_everything(mut inbox: Incoming) {
+    while let Some(m) = inbox.recv().await {
+        let _ = m.ack(None).await;
+    }
+}
+
+/// Both nodes, their callers and the acker on the caller's runtime: 1 caller, then 16.
+async fn acks_shared_runtime(budget: Budget) -> Res<(Throughput, Throughput, u64)> {
+    let (a, b) = pair(false, Config::default()).await?;
+    let inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+    let acker = tokio::spawn(ack_everything(inbox));
+    let peer = b.as_peer();
+    let r = async {
+        let (one, f1) = acks_rounds(&a, &peer, 1, budget).await?;
+        let (sixteen, f16) = acks_rounds(&a, &peer, 16, budget).await?;
+        Ok((one, sixteen, f1 + f16))
+    }
+    .await;
+    stop(&[&a, &b]).await;
+    let _ = within("acker ends", acker).await;
+    r
+}
+
+/// A current-thread runtime: the node started inside it runs all its tasks on the one
+/// thread that drives it (see the crate docs, "Runtimes").
+fn current_thread() -> Res<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// 16 callers with each node on its own current-thread runtime and thread, as two peers in
+/// two processes would each run one: node `b` and its acker on one thread, node `a` and the
+/// callers on another.
+fn acks_per_node_runtime(budget: Budget) -> Res<(Throughput, u64)> {
+    let (peer_tx, peer_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let receiver = std::thread::spawn(move || -> Res<()> {
+        current_thread()?.block_on(async move {
+            let b = common::start_node(None, Config::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+            let acker = tokio::spawn(ack_everything(inbox));
+            let _ = peer_tx.send(b.as_peer());
+            // The sender drops `stop_tx` at the latest when its thread ends.
+            let _ = stop_rx.await;
+            b.stop().await;
+            let _ = within("acker ends", acker).await;
+            Ok(())
+        })
+    });
+    let peer = peer_rx
+        .recv_timeout(STALL)
+        .map_err(|_| "the receiving node did not start")?;
+    let r = current_thread()?.block_on(async {
+        let a = common::start_node(None, Config::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = acks_rounds(&a, &peer, 16, budget).await;
+        a.stop().await;
+        r
+    });
+    let _ = stop_tx.send(());
+    receiver
+        .join()
+        .map_err(|_| "the receiving thread panicked")??;
+    r
+}
+
+/// A short warm-up (connects), then the measured rounds of `callers` SendWithAck callers.
+async fn acks_rounds(
+    a: &Node,
+    peer: &RemotePeer,
+    callers: usize,
+    budget: Budget,
+) -> Res<(Throughput, u64)> {
+    let msg = message(0).message().clone();
+    let (_, mut failed) = acks_phase(a, peer, &msg, callers, budget.warmup).await?;
+    let mut rounds = Vec::with_capacity(budget.rounds);
+    for _ in 0..budget.rounds {
+        let (r, f) = acks_phase(a, peer, &msg, callers, budget.round).await?;
+        failed += f;
+        rounds.push(r);
+    }
+    Ok((Throughput { rounds }, failed))
+}
+
 /// `callers` tasks each calling SendWithAck back to back for `dur`: the acks as a round, and
 /// how many calls got no ack.
 async fn acks_phase(
     a: &Node,
-    b: &Node,
+    peer: &RemotePeer,
     msg: &GossipMessage,
     callers: usize,
     dur: Duration,
@@ -1140,7 +1234,7 @@ async fn acks_phase(
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
-            let (a, peer, msg) = (a.clone(), b.as_peer(), msg.clone());
+            let (a, peer, msg) = (a.clone(), peer.clone(), msg.clone());
             tokio::spawn(async move {
                 let (mut ok, mut failed) = (0u64, 0u64);
                 while start.elapsed() < dur {

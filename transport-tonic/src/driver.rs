@@ -191,6 +191,64 @@ pub(crate) struct State {
     identity_switch_tx: Option<mpsc::Sender<PkiId>>,
     timer_target: Option<Instant>,
     pub(crate) stats: DriverStats,
+    /// Wake-ups decided under the lock and given once it is released (see [`Locked`]).
+    later: Vec<Later>,
+}
+
+/// A wake-up that waits for the lock's release: the task it wakes usually takes the lock
+/// first thing, and on a multi-thread runtime another worker may start it at once, only to
+/// wait for the lock (a futex sleep and wake-up) while the waker still holds it.
+enum Later {
+    /// A subscription's consumer: deliveries are ready.
+    Wake(Waker),
+    /// A SendWithAck caller: its results.
+    Ack(oneshot::Sender<Vec<SendResult>>, Vec<SendResult>),
+}
+
+impl Later {
+    fn fire(self) {
+        match self {
+            Later::Wake(w) => w.wake(),
+            Later::Ack(tx, results) => {
+                let _ = tx.send(results);
+            }
+        }
+    }
+}
+
+/// The core's lock, held. Releasing it gives the wake-ups decided under it (see
+/// [`Later`]).
+pub(crate) struct Locked<'a> {
+    /// Taken only by `drop`.
+    guard: Option<MutexGuard<'a, State>>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        self.guard.as_deref().expect("the guard is held until drop")
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard
+            .as_deref_mut()
+            .expect("the guard is held until drop")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(mut st) = self.guard.take() {
+            let later = std::mem::take(&mut st.later);
+            drop(st);
+            for l in later {
+                l.fire();
+            }
+        }
+    }
 }
 
 /// Settings the tasks need, fixed at start.
@@ -282,6 +340,7 @@ impl Inner {
                 identity_switch_tx: Some(switch_tx),
                 timer_target: None,
                 stats: DriverStats::default(),
+                later: Vec::new(),
             }),
             room: Notify::new(),
             timer: Notify::new(),
@@ -318,9 +377,10 @@ impl Inner {
         s
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> Locked<'_> {
         // A panic under the lock would be a bug; the state is still the best there is.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Locked { guard: Some(guard) }
     }
 
     pub(crate) fn now(&self) -> Instant {
@@ -568,7 +628,7 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
         }
         Event::DeliveryReady(sub) => {
             if let Some(w) = st.subs.get_mut(&sub).and_then(Option::take) {
-                w.wake();
+                st.later.push(Later::Wake(w));
             }
         }
         Event::ProbeDone { op, result } => {
@@ -583,7 +643,7 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
         }
         Event::SendWithAckDone { op, results } => {
             if let Some(Waiter::Ack(tx)) = st.ops.remove(&op) {
-                let _ = tx.send(results);
+                st.later.push(Later::Ack(tx, results));
             }
         }
         Event::Stopped => {

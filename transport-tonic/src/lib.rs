@@ -83,6 +83,23 @@
 //! refused by the core ("No TLS certificate"), as a Fabric peer does, or already in the
 //! TLS handshake with [`TlsConfig::require_client_certificate`].
 //!
+//! # Runtimes
+//!
+//! A node runs its tasks (server, connections, readers, timer) on the tokio runtime it was
+//! started in ([`NodeBuilder::start`] takes the current one), and both kinds are supported.
+//! On a multi-thread runtime a node's work spreads over the workers; an exchange of small
+//! messages such as SendWithAck then wakes a parked worker for many of its hand-offs, and
+//! on an idle machine those wake-ups (futex calls, context switches, h2's stream lock
+//! passing between workers) cost more than the work itself. A node started inside a
+//! current-thread runtime driven by a thread of its own runs every hand-off of one
+//! exchange on that thread, one after the other: the callers woken by a batch of acks all
+//! queue their next message before the stream's writer runs, so each round trip is one
+//! write and one read per node, and the thread sleeps only in `epoll_wait`. That is the
+//! layout to pick for a peer whose traffic is many small request/response exchanges; a node
+//! moving bulk one-way traffic gains from the second worker instead. The application's
+//! own tasks may share the node's runtime or call it from another (the node's methods
+//! take its lock, never block on a task). `bench_report -- --only acks` measures both.
+//!
 //! # Bounds
 //!
 //! No channel is unbounded: per stream, the writer queue holds `write_window + 2` items and

@@ -40,6 +40,16 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// One node with `config`, with mutual TLS if given, started on the caller's runtime.
+pub(crate) async fn start_node(tls: Option<TlsConfig>, config: Config) -> Result<Node, StartError> {
+    let mut b = Node::builder(config).stop_timeout(Duration::from_secs(2));
+    if let Some(t) = tls {
+        b = b.tls(t);
+    }
+    b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
+        .await
+}
+
 /// Two nodes with `config`, in plaintext or with mutual TLS, started on the caller's
 /// runtime: the benchmarks block on it, the report example awaits it inside its workloads.
 pub(crate) async fn start_pair(tls: bool, config: Config) -> Result<(Node, Node), StartError> {
@@ -49,14 +59,10 @@ pub(crate) async fn start_pair(tls: bool, config: Config) -> Result<(Node, Node)
     } else {
         (None, None)
     };
-    let start = |t: Option<TlsConfig>| {
-        let mut b = Node::builder(config.clone()).stop_timeout(Duration::from_secs(2));
-        if let Some(t) = t {
-            b = b.tls(t);
-        }
-        b.start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
-    };
-    Ok((start(ta).await?, start(tb).await?))
+    Ok((
+        start_node(ta, config.clone()).await?,
+        start_node(tb, config).await?,
+    ))
 }
 
 /// Two nodes with `config`, in plaintext or with mutual TLS.
