@@ -215,16 +215,10 @@ impl Node {
                 let _ = self.comm.handle_ping_result(now, dial, Ok(()));
             }
             // One stream per dial: the dial's socket becomes the stream.
-            Action::OpenStream { dial, stream } => match self.dials.remove(&dial) {
-                Some(sock) => self.start_stream(stream, sock),
-                None => {
-                    let _ = self.comm.handle_stream_closed(
-                        now,
-                        stream,
-                        StreamEnd::Error("dial is gone".into()),
-                    );
-                }
-            },
+            Action::OpenStream { dial, stream } => {
+                let sock = self.dials.remove(&dial).ok_or("dial is gone");
+                self.start_stream(stream, sock);
+            }
             Action::Write {
                 stream,
                 envelope,
@@ -259,17 +253,25 @@ impl Node {
         }
     }
 
-    fn start_stream(&mut self, id: StreamId, sock: TcpStream) {
+    /// Makes `sock` the stream `id`, with a reader and a writer thread; without a socket
+    /// (or one that cannot be shared by the two threads) the stream ends at once, saying why.
+    fn start_stream(&mut self, id: StreamId, sock: Result<TcpStream, &str>) {
+        let threads = sock.and_then(|s| match (s.try_clone(), s.try_clone()) {
+            (Ok(r), Ok(w)) => Ok((s, r, w)),
+            _ => Err("cannot clone socket"),
+        });
+        let (sock, r, w) = match threads {
+            Ok(t) => t,
+            Err(why) => {
+                let end = StreamEnd::Error(why.into());
+                let _ = self.comm.handle_stream_closed(self.clock.now(), id, end);
+                return;
+            }
+        };
         let _ = sock.set_nodelay(true); // small frames must not wait for Nagle
         let gate = Arc::new(Gate::default());
         let (to_writer, from_loop) = mpsc::channel(); // bounded by the core's write window
         let max = self.comm.config().max_message_size;
-        let (r, w) = (sock.try_clone(), sock.try_clone());
-        let (Ok(r), Ok(w)) = (r, w) else {
-            let end = StreamEnd::Error("cannot clone socket".into());
-            let _ = self.comm.handle_stream_closed(self.clock.now(), id, end);
-            return;
-        };
         let (g, tx) = (gate.clone(), self.tx.clone());
         thread::spawn(move || reader(id, r, g, max, tx));
         let tx = self.tx.clone();
@@ -297,7 +299,7 @@ impl Node {
             Input::Accepted(sock) => {
                 let addr = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
                 if let Ok(id) = self.comm.accept_stream(now, &addr, None) {
-                    self.start_stream(id, sock);
+                    self.start_stream(id, Ok(sock));
                 }
             }
             Input::Dialed(dial, Ok(sock)) => {

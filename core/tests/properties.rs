@@ -136,9 +136,7 @@ fn run(ops: Vec<Op>) -> bool {
             Op::CloseConn { at, peer: p } => {
                 let at = at as usize;
                 if net.nodes[at].up {
-                    net.nodes[at]
-                        .comm
-                        .close_conn(now, &PkiId::from(ep(p as usize).as_str()));
+                    net.close_conn(at, p as usize);
                     net.flush(at);
                 }
             }

@@ -105,10 +105,7 @@ fn reconnect_from_the_same_side_replaces_the_old_connection() {
 fn close_conn_then_resend_reconnects() {
     let mut net = Net::connected_pair(cfg, b"1");
     let first = net.conn(0, 1).unwrap();
-    let now = net.now;
-    net.nodes[0]
-        .comm
-        .close_conn(now, &PkiId::from(ep(1).as_str()));
+    net.close_conn(0, 1);
     net.flush(0);
     net.settle();
     assert!(net.nodes[0].comm.connections().is_empty());
@@ -342,10 +339,8 @@ fn respond_goes_back_on_the_same_connection() {
 fn respond_after_close_is_a_typed_error() {
     let mut net = Net::connected_pair(cfg, b"x");
     let m = net.nodes[1].delivered.values().next().unwrap()[0].clone();
+    net.close_conn(1, 0);
     let now = net.now;
-    net.nodes[1]
-        .comm
-        .close_conn(now, &PkiId::from(ep(0).as_str()));
     assert_eq!(
         net.nodes[1].comm.respond(now, m.conn, data_msg(b"late")),
         Err(Error::ConnectionClosed)
@@ -744,9 +739,7 @@ fn concurrent_close_and_send_lose_nothing_silently() {
             .send(now, &SignedMessage::noop(data_msg(&[k])), &[peer(1)])
             .unwrap();
         if k == 5 {
-            net.nodes[0]
-                .comm
-                .close_conn(now, &PkiId::from(ep(1).as_str()));
+            net.close_conn(0, 1);
         }
     }
     net.flush(0);

@@ -4,7 +4,7 @@ use crate::cert::{CertError, CertInfo, pem_exactly_one};
 use crate::error::{LoadError, io};
 use crate::identity::{self, certificate_pem};
 use crate::keys::{PrivateKey, PublicKey, RingSigner};
-use crate::trust::{TrustStore, certificates_in, required_pem_files};
+use crate::trust::{Pem, TrustStore, required_pem_files};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::{Instant, PkiId, Security, SecurityError};
@@ -181,14 +181,15 @@ impl MspSecurity {
         key_pem: &[u8],
         trust: TrustStore,
     ) -> Result<Self, LoadError> {
-        Self::build(
-            msp_id,
-            cert_pem,
-            "signing certificate",
-            key_pem,
-            "private key",
-            trust,
-        )
+        let cert = Pem {
+            text: cert_pem,
+            source: "signing certificate",
+        };
+        let key = Pem {
+            text: key_pem,
+            source: "private key",
+        };
+        Self::build(msp_id, cert, key, trust)
     }
 
     /// Like [`MspSecurity::new`], reading the certificate and key from files.
@@ -201,14 +202,16 @@ impl MspSecurity {
         let (cert, key) = (cert.as_ref(), key.as_ref());
         let cert_pem = std::fs::read(cert).map_err(io(cert))?;
         let key_pem = std::fs::read(key).map_err(io(key))?;
-        Self::build(
-            msp_id,
-            &cert_pem,
-            &cert.display().to_string(),
-            &key_pem,
-            &key.display().to_string(),
-            trust,
-        )
+        let (cert_source, key_source) = (cert.display().to_string(), key.display().to_string());
+        let cert = Pem {
+            text: &cert_pem,
+            source: &cert_source,
+        };
+        let key = Pem {
+            text: &key_pem,
+            source: &key_source,
+        };
+        Self::build(msp_id, cert, key, trust)
     }
 
     /// Loads the node's identity from a Fabric MSP folder, as `cryptogen` or a Fabric CA
@@ -252,18 +255,20 @@ impl MspSecurity {
         for cert_path in &cert_files {
             let text = std::fs::read(cert_path).map_err(io(cert_path))?;
             let source = cert_path.display().to_string();
-            let cert = leaf_certificate(&text, &source)?;
+            let cert_pem = Pem {
+                text: &text,
+                source: &source,
+            };
+            let cert = cert_pem.leaf_certificate()?;
             if let Some((key_path, key_text, _)) =
                 keys.iter().find(|(_, _, k)| k.public_key() == cert.key)
             {
-                return Self::build(
-                    msp_id,
-                    &text,
-                    &source,
-                    key_text,
-                    &key_path.display().to_string(),
-                    trust,
-                );
+                let key_source = key_path.display().to_string();
+                let key = Pem {
+                    text: key_text,
+                    source: &key_source,
+                };
+                return Self::build(msp_id, cert_pem, key, trust);
             }
         }
         Err(LoadError::KeyMismatch {
@@ -274,14 +279,13 @@ impl MspSecurity {
 
     fn build(
         msp_id: &str,
-        cert_pem: &[u8],
-        cert_source: &str,
-        key_pem: &[u8],
-        key_source: &str,
+        cert_pem: Pem<'_>,
+        key_pem: Pem<'_>,
         trust: TrustStore,
     ) -> Result<Self, LoadError> {
-        let cert = leaf_certificate(cert_pem, cert_source)?;
-        let key = PrivateKey::from_pem(key_pem).map_err(|reason| LoadError::Key {
+        let (cert_source, key_source) = (cert_pem.source, key_pem.source);
+        let cert = cert_pem.leaf_certificate()?;
+        let key = PrivateKey::from_pem(key_pem.text).map_err(|reason| LoadError::Key {
             source: key_source.to_owned(),
             reason,
         })?;
@@ -423,18 +427,6 @@ impl MspSecurity {
             chain,
         })
     }
-}
-
-/// The certificate in the first `CERTIFICATE` block of `pem` (a signcerts file may carry
-/// its chain after it, as some CA clients write).
-fn leaf_certificate(pem: &[u8], source: &str) -> Result<CertInfo, LoadError> {
-    certificates_in(pem, source)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| LoadError::Pem {
-            source: source.to_owned(),
-            reason: "no certificate".into(),
-        })
 }
 
 /// `id_bytes` must be exactly one PEM `CERTIFICATE` block and nothing else, as Fabric's

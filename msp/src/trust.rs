@@ -44,10 +44,13 @@ impl TrustStore {
     /// Trusts the root CA certificates in `pem` (one or more `CERTIFICATE` blocks) for
     /// `msp_id`. Returns how many were new. Use for CA material that is not on disk.
     pub fn add_ca_pem(&mut self, msp_id: &str, pem: &[u8]) -> Result<usize, LoadError> {
+        let source = format!("root CA PEM for {msp_id}");
         self.add_pem(
             msp_id,
-            pem,
-            &format!("root CA PEM for {msp_id}"),
+            Pem {
+                text: pem,
+                source: &source,
+            },
             Role::Root,
         )
     }
@@ -55,10 +58,13 @@ impl TrustStore {
     /// Adds intermediate CA certificates for `msp_id`. They are trusted only as links: a
     /// chain through them must still end at a root of the same MSP.
     pub fn add_intermediate_pem(&mut self, msp_id: &str, pem: &[u8]) -> Result<usize, LoadError> {
+        let source = format!("intermediate CA PEM for {msp_id}");
         self.add_pem(
             msp_id,
-            pem,
-            &format!("intermediate CA PEM for {msp_id}"),
+            Pem {
+                text: pem,
+                source: &source,
+            },
             Role::Intermediate,
         )
     }
@@ -127,23 +133,25 @@ impl TrustStore {
 
     fn add_file(&mut self, msp_id: &str, path: &Path, role: Role) -> Result<usize, LoadError> {
         let text = std::fs::read(path).map_err(io(path))?;
-        self.add_pem(msp_id, &text, &path.display().to_string(), role)
+        let source = path.display().to_string();
+        self.add_pem(
+            msp_id,
+            Pem {
+                text: &text,
+                source: &source,
+            },
+            role,
+        )
     }
 
-    fn add_pem(
-        &mut self,
-        msp_id: &str,
-        pem: &[u8],
-        source: &str,
-        role: Role,
-    ) -> Result<usize, LoadError> {
-        let certs = certificates_in(pem, source)?;
+    fn add_pem(&mut self, msp_id: &str, pem: Pem<'_>, role: Role) -> Result<usize, LoadError> {
+        let certs = pem.certificates()?;
         let entry = self.msps.entry(msp_id.to_owned()).or_default();
         let mut added = 0;
         for cert in certs {
             if !cert.is_ca {
                 return Err(LoadError::NotACa {
-                    source: source.to_owned(),
+                    source: pem.source.to_owned(),
                 });
             }
             let list = match role {
@@ -235,36 +243,55 @@ impl TrustStore {
     }
 }
 
-/// Parses every `CERTIFICATE` block in `pem`; at least one is required and other blocks
-/// are refused, so that a key file passed by mistake is reported rather than skipped.
-pub(crate) fn certificates_in(pem: &[u8], source: &str) -> Result<Vec<CertInfo>, LoadError> {
-    let blocks = pem_blocks(pem).map_err(|reason| LoadError::Pem {
-        source: source.to_owned(),
-        reason,
-    })?;
-    if blocks.is_empty() {
-        return Err(LoadError::Pem {
-            source: source.to_owned(),
-            reason: "no PEM block".into(),
-        });
-    }
-    blocks
-        .into_iter()
-        .map(|(label, der)| {
-            if label != "CERTIFICATE" {
-                return Err(LoadError::Pem {
-                    source: source.to_owned(),
-                    reason: format!("expected CERTIFICATE blocks, found {label}"),
-                });
-            }
-            CertInfo::from_der(&der).map_err(|e| LoadError::Certificate {
-                source: source.to_owned(),
-                reason: match e {
-                    crate::cert::CertError::Malformed(s) | crate::cert::CertError::Key(s) => s,
-                },
+/// PEM text together with the name a [`LoadError`] gives it (a file's path, or what the
+/// caller passed in memory): the two always travel together, so that every error about
+/// the text says where it came from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pem<'a> {
+    pub(crate) text: &'a [u8],
+    pub(crate) source: &'a str,
+}
+
+impl Pem<'_> {
+    /// Parses every `CERTIFICATE` block; at least one is required and other blocks are
+    /// refused, so that a key file passed by mistake is reported rather than skipped.
+    pub(crate) fn certificates(self) -> Result<Vec<CertInfo>, LoadError> {
+        let blocks = pem_blocks(self.text).map_err(|reason| self.error(reason))?;
+        if blocks.is_empty() {
+            return Err(self.error("no PEM block".into()));
+        }
+        blocks
+            .into_iter()
+            .map(|(label, der)| {
+                if label != "CERTIFICATE" {
+                    return Err(self.error(format!("expected CERTIFICATE blocks, found {label}")));
+                }
+                CertInfo::from_der(&der).map_err(|e| LoadError::Certificate {
+                    source: self.source.to_owned(),
+                    reason: match e {
+                        crate::cert::CertError::Malformed(s) | crate::cert::CertError::Key(s) => s,
+                    },
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
+
+    /// The certificate in the first `CERTIFICATE` block (a signcerts file may carry its
+    /// chain after it, as some CA clients write).
+    pub(crate) fn leaf_certificate(self) -> Result<CertInfo, LoadError> {
+        self.certificates()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| self.error("no certificate".into()))
+    }
+
+    /// The text is not the PEM expected, for `reason`.
+    fn error(self, reason: String) -> LoadError {
+        LoadError::Pem {
+            source: self.source.to_owned(),
+            reason,
+        }
+    }
 }
 
 /// The regular files of a directory, sorted by name so loading is deterministic. Hidden

@@ -6,7 +6,7 @@
 //! stays deterministic. Certificates are valid from 2023 to 2036: the simulator's virtual
 //! clock starts in November 2023, a real harness uses the wall clock.
 
-use crate::scenarios::{identity_switch_other_org_refused_with, identity_switch_same_org_with};
+use crate::scenarios::IdentitySwitch;
 use crate::{
     Harness, NodeSpec, Outcome, PASS, data, ensure, node, payload, saw_handshake_failure, wait,
 };
@@ -127,21 +127,21 @@ pub fn msp_handshake_and_exchange<H: Harness>(h: &mut H) -> Outcome {
 /// A peer renews its certificate (same organization) and comes back at the same endpoint:
 /// the dialler, still addressing the old PKI-ID, reports IdentitySwitch and delivers.
 pub fn msp_identity_switch_same_org<H: Harness>(h: &mut H) -> Outcome {
-    identity_switch_same_org_with(
-        h,
-        msp_node(|_| (0, 1)),
-        msp_node(|g| (1, 1 + (g as usize).min(1))),
-    )
+    let nodes = IdentitySwitch {
+        a: msp_node(|_| (0, 1)),
+        b: msp_node(|g| (1, 1 + (g as usize).min(1))),
+    };
+    nodes.same_org(h)
 }
 
 /// The peer comes back with a certificate of another organization: refused
 /// ("authentication failure"), nothing delivered.
 pub fn msp_identity_switch_other_org_refused<H: Harness>(h: &mut H) -> Outcome {
-    identity_switch_other_org_refused_with(
-        h,
-        msp_node(|_| (0, 2)),
-        msp_node(|g| if g == 0 { (0, 3) } else { (1, 3) }),
-    )
+    let nodes = IdentitySwitch {
+        a: msp_node(|_| (0, 2)),
+        b: msp_node(|g| if g == 0 { (0, 3) } else { (1, 3) }),
+    };
+    nodes.other_org_refused(h)
 }
 
 /// A node of an organization nobody trusts is refused by `ValidateIdentity`.

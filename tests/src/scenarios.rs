@@ -341,93 +341,100 @@ fn send_in_batches<H: Harness>(
     Ok(())
 }
 
-/// A and B exchange a message, B restarts with its next identity generation, and A,
-/// which still addresses B by the PKI-ID it knew, sends to it again. Returns A, B, B's old
-/// and new addresses.
-fn restart_b_with_a_new_identity<H: Harness>(
-    h: &mut H,
-    a_opts: NodeSpec,
-    b_opts: NodeSpec,
-) -> Result<(NodeId, NodeId, RemotePeer, RemotePeer), String> {
-    let (a, b) = pair_exchange(h, a_opts, b_opts)?;
-    let old = h.peer(b);
-    h.restart_node(b, true)?;
-    wait(h, SOON, "A sees the old connection close", |h| {
-        h.connections(a).is_empty()
-    })?;
-    let new = h.peer(b);
-    ensure!(
-        new.pki_id != old.pki_id,
-        "restart did not change the identity"
-    );
-    h.send(a, &data(2, "again"), core::slice::from_ref(&old))
-        .map_err(err)?;
-    Ok((a, b, old, new))
+/// The two nodes of an identity-switch scenario: A, and B whose next identity generation
+/// (after a restart at the same endpoint) is what the scenario is about. The plain
+/// scenarios give both dev identities; the real-identity ones give MSP certificates.
+pub struct IdentitySwitch {
+    /// A, which keeps addressing B by the PKI-ID it knew.
+    pub a: NodeSpec,
+    /// B, restarted once with its next identity generation.
+    pub b: NodeSpec,
+}
+
+impl IdentitySwitch {
+    /// A and B exchange a message, B restarts with its next identity generation, and A,
+    /// which still addresses B by the PKI-ID it knew, sends to it again. Returns A, B,
+    /// B's old and new addresses.
+    fn restart_b<H: Harness>(
+        self,
+        h: &mut H,
+    ) -> Result<(NodeId, NodeId, RemotePeer, RemotePeer), String> {
+        let (a, b) = pair_exchange(h, self.a, self.b)?;
+        let old = h.peer(b);
+        h.restart_node(b, true)?;
+        wait(h, SOON, "A sees the old connection close", |h| {
+            h.connections(a).is_empty()
+        })?;
+        let new = h.peer(b);
+        ensure!(
+            new.pki_id != old.pki_id,
+            "restart did not change the identity"
+        );
+        h.send(a, &data(2, "again"), core::slice::from_ref(&old))
+            .map_err(err)?;
+        Ok((a, b, old, new))
+    }
+
+    /// The body of [`identity_switch_same_org`] for any providers: B's second identity
+    /// generation must be of A's organization.
+    pub fn same_org<H: Harness>(self, h: &mut H) -> Outcome {
+        let (a, b, old, _) = self.restart_b(h)?;
+        wait(h, SOON, "A sees the identity switch", |h| {
+            h.events(a)
+                .iter()
+                .any(|e| matches!(e, Event::IdentitySwitch(p) if *p == old.pki_id))
+        })?;
+        wait(h, SOON, "new B receives", |h| {
+            h.deliveries(b).iter().any(|d| payload(&d.msg) == b"again")
+        })?;
+        ensure!(h.stats(a).identity_switches == 1, "exactly one switch");
+        PASS
+    }
+
+    /// The body of [`identity_switch_other_org_refused`] for any providers: B's second
+    /// identity generation must be of another organization than A's.
+    pub fn other_org_refused<H: Harness>(self, h: &mut H) -> Outcome {
+        let (a, b, old, new) = self.restart_b(h)?;
+        wait(h, SOON, "A refuses the peer of another organization", |h| {
+            saw_handshake_failure(h, a, |e| {
+                *e == HandshakeError::UnexpectedPeer {
+                    expected: old.pki_id.clone(),
+                    actual: new.pki_id.clone(),
+                }
+            })
+        })?;
+        wait(h, SOON, "A presumes the old identity dead", |h| {
+            saw_presumed_dead(h, a, &old.pki_id)
+        })?;
+        ensure!(
+            !h.deliveries(b).iter().any(|d| payload(&d.msg) == b"again"),
+            "nothing may reach the impostor"
+        );
+        ensure!(
+            h.stats(a).identity_switches == 0,
+            "no switch across organizations"
+        );
+        PASS
+    }
 }
 
 /// A peer that comes back at the same endpoint with a new identity of the same
 /// organization: the dialler emits IdentitySwitch(old PKI-ID) and keeps the connection.
 pub fn identity_switch_same_org<H: Harness>(h: &mut H) -> Outcome {
-    identity_switch_same_org_with(h, org_node(|_| "Org1"), org_node(|_| "Org1"))
-}
-
-/// The body of [`identity_switch_same_org`] for any providers: B's second identity
-/// generation must be of A's organization. Shared by the real-identity scenarios.
-pub fn identity_switch_same_org_with<H: Harness>(
-    h: &mut H,
-    a_opts: NodeSpec,
-    b_opts: NodeSpec,
-) -> Outcome {
-    let (a, b, old, _) = restart_b_with_a_new_identity(h, a_opts, b_opts)?;
-    wait(h, SOON, "A sees the identity switch", |h| {
-        h.events(a)
-            .iter()
-            .any(|e| matches!(e, Event::IdentitySwitch(p) if *p == old.pki_id))
-    })?;
-    wait(h, SOON, "new B receives", |h| {
-        h.deliveries(b).iter().any(|d| payload(&d.msg) == b"again")
-    })?;
-    ensure!(h.stats(a).identity_switches == 1, "exactly one switch");
-    PASS
+    let nodes = IdentitySwitch {
+        a: org_node(|_| "Org1"),
+        b: org_node(|_| "Org1"),
+    };
+    nodes.same_org(h)
 }
 
 /// The same, but the new identity is of another organization: refused.
 pub fn identity_switch_other_org_refused<H: Harness>(h: &mut H) -> Outcome {
-    identity_switch_other_org_refused_with(
-        h,
-        org_node(|_| "Org1"),
-        org_node(|g| if g == 0 { "Org1" } else { "Org2" }),
-    )
-}
-
-/// The body of [`identity_switch_other_org_refused`] for any providers: B's second
-/// identity generation must be of another organization than A's.
-pub fn identity_switch_other_org_refused_with<H: Harness>(
-    h: &mut H,
-    a_opts: NodeSpec,
-    b_opts: NodeSpec,
-) -> Outcome {
-    let (a, b, old, new) = restart_b_with_a_new_identity(h, a_opts, b_opts)?;
-    wait(h, SOON, "A refuses the peer of another organization", |h| {
-        saw_handshake_failure(h, a, |e| {
-            *e == HandshakeError::UnexpectedPeer {
-                expected: old.pki_id.clone(),
-                actual: new.pki_id.clone(),
-            }
-        })
-    })?;
-    wait(h, SOON, "A presumes the old identity dead", |h| {
-        saw_presumed_dead(h, a, &old.pki_id)
-    })?;
-    ensure!(
-        !h.deliveries(b).iter().any(|d| payload(&d.msg) == b"again"),
-        "nothing may reach the impostor"
-    );
-    ensure!(
-        h.stats(a).identity_switches == 0,
-        "no switch across organizations"
-    );
-    PASS
+    let nodes = IdentitySwitch {
+        a: org_node(|_| "Org1"),
+        b: org_node(|g| if g == 0 { "Org1" } else { "Org2" }),
+    };
+    nodes.other_org_refused(h)
 }
 
 /// Received messages carry who sent them: PKI-ID, identity, endpoint, and the signed

@@ -126,23 +126,26 @@ fn connected_pair(cfg: SimConfig, b_spec: NodeSpec) -> Sim {
 }
 
 /// A connected pair (seed `seed`, stream window `window` bytes) whose receiver, node 1,
-/// stopped reading, and a 1 KiB message to push at it.
-fn paused_pair(seed: u64, window: usize) -> (Sim, SignedMessage) {
+/// stopped reading, once node 0 has pushed `count` 1 KiB messages at it, `pace` of
+/// virtual time apart (`None`: all at once, nothing run in between).
+fn flooded_paused_pair(seed: u64, window: usize, count: usize, pace: Option<Duration>) -> Sim {
     let mut cfg = SimConfig::seeded(seed);
     cfg.stream_window = window;
     let mut sim = connected_pair(cfg, NodeSpec::new());
     sim.apply(Fault::Reader(1, ReaderMode::Paused));
     let big = SignedMessage::noop(data_message(1, vec![9u8; 1024].into()));
-    (sim, big)
+    for _ in 0..count {
+        sim.send_to(0, &big, &[1]).unwrap();
+        if let Some(pace) = pace {
+            sim.run_for(pace);
+        }
+    }
+    sim
 }
 
 #[test]
 fn slow_reader_pushes_back_until_the_sender_drops() {
-    let (mut sim, big) = paused_pair(3, 4 * 1024);
-    for _ in 0..200 {
-        sim.send_to(0, &big, &[1]).unwrap();
-        sim.run_for(Duration::from_micros(100));
-    }
+    let mut sim = flooded_paused_pair(3, 4 * 1024, 200, Some(Duration::from_micros(100)));
     sim.run_for(Duration::from_millis(100));
     let a = sim.stats(0).unwrap().clone();
     assert_eq!(sim.deliveries(1).len(), 1, "nothing taken while paused");
@@ -187,10 +190,7 @@ fn partition_outlasting_keepalive_resets_both_ends() {
 
 #[test]
 fn reset_with_a_blocked_write_fails_the_write_and_presumes_dead() {
-    let (mut sim, big) = paused_pair(5, 2 * 1024);
-    for _ in 0..20 {
-        sim.send_to(0, &big, &[1]).unwrap();
-    }
+    let mut sim = flooded_paused_pair(5, 2 * 1024, 20, None);
     sim.run_for(Duration::from_millis(10));
     sim.apply(Fault::Reset(0, 1));
     sim.run_for(Duration::from_millis(10));

@@ -2,14 +2,42 @@
 
 use super::*;
 
-#[derive(Debug, Default)]
-pub(super) struct StreamState {
-    pub(super) inbound: bool,
+/// A dial or a stream the core issued: where it leads, and whether the core has closed it
+/// (`CloseDial`, `CloseStream`), which every later action and input naming it is held to.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Link {
     /// Which remote peer it leads to (index into `PEERS`; `PEERS.len()` = ourselves).
     pub(super) peer: usize,
     pub(super) closed: bool,
+}
+
+impl Link {
+    fn open(peer: usize) -> Self {
+        Link {
+            peer,
+            closed: false,
+        }
+    }
+}
+
+/// A stream: its [`Link`], and what its actions so far allow next.
+#[derive(Debug)]
+pub(super) struct StreamState {
+    pub(super) link: Link,
+    pub(super) inbound: bool,
     pub(super) writes: usize,
     pub(super) paused: bool,
+}
+
+impl StreamState {
+    fn open(peer: usize, inbound: bool) -> Self {
+        StreamState {
+            link: Link::open(peer),
+            inbound,
+            writes: 0,
+            paused: false,
+        }
+    }
 }
 
 /// What the core promised to send, and where it went; [`Driver::check`] holds it against
@@ -47,7 +75,7 @@ pub(super) struct Driver {
     pub(super) comm: Comm<TestOnlyHmacSecurity>,
     pub(super) now: Instant,
     pub(super) streams: BTreeMap<StreamId, StreamState>,
-    pub(super) dials: BTreeMap<DialId, (usize, bool)>,
+    pub(super) dials: BTreeMap<DialId, Link>,
     /// Handles in the order they were issued: what `Op` indices select from.
     pub(super) stream_order: Vec<StreamId>,
     pub(super) dial_order: Vec<DialId>,
@@ -154,14 +182,7 @@ impl Driver {
                 assert!(!self.stopped);
                 assert!(!self.streams.contains_key(&s), "a handle is never reissued");
                 self.stream_order.push(s);
-                self.streams.insert(
-                    s,
-                    StreamState {
-                        inbound: true,
-                        peer,
-                        ..Default::default()
-                    },
-                );
+                self.streams.insert(s, StreamState::open(peer, true));
                 self.pending_inbound.insert(s);
                 self.drain();
                 Some(s)
@@ -290,13 +311,13 @@ impl Driver {
                 }
                 Event::Disconnected { conn, pki_id, .. } => {
                     assert_eq!(self.conn_pki.get(conn), Some(pki_id));
-                    assert!(self.streams.get(conn).is_some_and(|s| s.closed));
+                    assert!(self.streams.get(conn).is_some_and(|s| s.link.closed));
                 }
                 Event::Probed { stream, .. } => {
                     assert!(
                         self.streams
                             .get(stream)
-                            .is_some_and(|s| s.closed && s.inbound)
+                            .is_some_and(|s| s.link.closed && s.inbound)
                     );
                     assert!(
                         !self.conn_pki.contains_key(stream),
@@ -304,7 +325,7 @@ impl Driver {
                     );
                 }
                 Event::HandshakeFailed { stream, .. } => {
-                    assert!(self.streams.get(stream).is_some_and(|s| s.closed));
+                    assert!(self.streams.get(stream).is_some_and(|s| s.link.closed));
                     assert!(
                         !self.conn_pki.contains_key(stream),
                         "failed after Connected"
@@ -336,11 +357,14 @@ impl Driver {
     pub(super) fn on_action(&mut self, a: Action) {
         let live_stream = |d: &Self, s: &StreamId| {
             let st = d.streams.get(s).expect("an action names an issued stream");
-            assert!(!st.closed, "no action names a stream after its CloseStream");
+            assert!(
+                !st.link.closed,
+                "no action names a stream after its CloseStream"
+            );
         };
         let live_dial = |d: &Self, x: &DialId| {
             let st = d.dials.get(x).expect("an action names an issued dial");
-            assert!(!st.1, "no action names a dial after its CloseDial");
+            assert!(!st.closed, "no action names a dial after its CloseDial");
         };
         match a {
             Action::Dial { dial, endpoint } => {
@@ -350,7 +374,7 @@ impl Driver {
                 );
                 self.dial_order.push(dial);
                 self.dials
-                    .insert(dial, (Self::peer_of_endpoint(&endpoint), false));
+                    .insert(dial, Link::open(Self::peer_of_endpoint(&endpoint)));
             }
             Action::Ping { dial } => live_dial(self, &dial),
             Action::OpenStream { dial, stream } => {
@@ -359,16 +383,9 @@ impl Driver {
                     !self.streams.contains_key(&stream),
                     "a handle is never reissued"
                 );
-                let peer = self.dials[&dial].0;
+                let peer = self.dials[&dial].peer;
                 self.stream_order.push(stream);
-                self.streams.insert(
-                    stream,
-                    StreamState {
-                        inbound: false,
-                        peer,
-                        ..Default::default()
-                    },
-                );
+                self.streams.insert(stream, StreamState::open(peer, false));
             }
             Action::Write {
                 stream,
@@ -407,14 +424,14 @@ impl Driver {
             Action::CloseStream { stream, .. } => {
                 live_stream(self, &stream);
                 if let Some(st) = self.streams.get_mut(&stream) {
-                    st.closed = true;
+                    st.link.closed = true;
                 }
                 self.pending_inbound.remove(&stream);
             }
             Action::CloseDial { dial } => {
                 live_dial(self, &dial);
                 if let Some(d) = self.dials.get_mut(&dial) {
-                    d.1 = true;
+                    d.closed = true;
                 }
             }
         }
@@ -453,15 +470,18 @@ impl Driver {
         } = c.live_counts();
         let mut open = 0;
         for (s, st) in &self.streams {
-            assert_eq!(c.is_live_stream(*s), !st.closed, "{s:?}");
-            open += usize::from(!st.closed);
+            assert_eq!(c.is_live_stream(*s), !st.link.closed, "{s:?}");
+            open += usize::from(!st.link.closed);
             if let Some(q) = c.send_queue_len(*s) {
                 assert!(q.buffered <= cfg.send_buffer_size.max(1));
                 assert!(q.in_flight <= cfg.write_window);
             }
         }
         assert_eq!(live_streams, open);
-        assert_eq!(live_dials, self.dials.values().filter(|d| !d.1).count());
+        assert_eq!(
+            live_dials,
+            self.dials.values().filter(|d| !d.closed).count()
+        );
         assert_eq!(live_ops, self.ops.len());
         // Bounds.
         assert!(self.pending_inbound.len() <= cfg.max_pending_handshakes);

@@ -425,13 +425,13 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
             cert,
         } => {
             if let Some(x) = dial(d, sel) {
-                let k = d.dials[&x].0;
+                let k = d.dials[&x].peer;
                 let r = if ok {
                     Ok(cert_of(d, cert, k, false))
                 } else {
                     Err("refused".to_owned())
                 };
-                let live = !d.dials[&x].1;
+                let live = !d.dials[&x].closed;
                 let res = d.comm.handle_dial_result(d.now, x, r);
                 assert_eq!(res.is_ok(), live, "{res:?}");
                 d.drain();
@@ -440,7 +440,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
         Op::PingResult { dial: sel, ok } => {
             if let Some(x) = dial(d, sel) {
                 let r = if ok { Ok(()) } else { Err("down".to_owned()) };
-                let live = !d.dials[&x].1;
+                let live = !d.dials[&x].closed;
                 let res = d.comm.handle_ping_result(d.now, x, r);
                 assert_eq!(res.is_ok(), live, "{res:?}");
                 d.drain();
@@ -455,7 +455,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                 let inbound = d.streams[&s].inbound;
                 // High values: whoever the stream really leads to.
                 let k = if peer >= 128 {
-                    d.streams[&s].peer
+                    d.streams[&s].link.peer
                 } else {
                     usize::from(peer) % (PEERS.len() + 1)
                 };
@@ -516,7 +516,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
         }
         Op::Sent { stream: sel, count } => {
             if let Some(s) = stream(d, sel) {
-                let live = !d.streams[&s].closed;
+                let live = !d.streams[&s].link.closed;
                 let r = d.comm.handle_sent(d.now, s, usize::from(count % 4));
                 assert_eq!(r.is_ok(), live);
                 d.drain();
@@ -524,7 +524,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
         }
         Op::WriteFailed { stream: sel } => {
             if let Some(s) = stream(d, sel) {
-                let live = !d.streams[&s].closed;
+                let live = !d.streams[&s].link.closed;
                 let r = d.comm.handle_write_failed(d.now, s, "broken pipe".into());
                 assert_eq!(r.is_ok(), live);
                 d.drain();
@@ -533,7 +533,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
         }
         Op::Closed { stream: sel, error } => {
             if let Some(s) = stream(d, sel) {
-                let live = !d.streams[&s].closed;
+                let live = !d.streams[&s].link.closed;
                 let end = if error {
                     StreamEnd::Error("reset".into())
                 } else {
@@ -646,9 +646,9 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                     Ok(()) => d.sent.units += 1,
                     Err(Error::Stopped) => assert!(d.stopped),
                     Err(Error::ConnectionClosed) => {
-                        assert!(d.streams[&s].closed || !d.conn_pki.contains_key(&s));
+                        assert!(d.streams[&s].link.closed || !d.conn_pki.contains_key(&s));
                     }
-                    Err(Error::WouldBlock) => assert!(!d.streams[&s].closed),
+                    Err(Error::WouldBlock) => assert!(!d.streams[&s].link.closed),
                     Err(e) => panic!("{e:?}"),
                 }
                 d.drain();
@@ -677,13 +677,13 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
             match kind % 3 {
                 0 => {
                     let s = StreamId::from_parts(index, generation);
-                    let live = d.streams.get(&s).is_some_and(|st| !st.closed);
+                    let live = d.streams.get(&s).is_some_and(|st| !st.link.closed);
                     let r = d.comm.handle_sent(d.now, s, 0);
                     assert_eq!(r.is_ok(), live);
                 }
                 1 => {
                     let x = DialId::from_parts(index, generation);
-                    let live = d.dials.get(&x).is_some_and(|st| !st.1);
+                    let live = d.dials.get(&x).is_some_and(|st| !st.closed);
                     // A dial result for a dial past dialling is ignored, not an error.
                     let r = d.comm.handle_dial_result(d.now, x, Err("late".into()));
                     assert_eq!(r.is_ok(), live);
@@ -703,7 +703,7 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
 
 /// Hands an envelope to a stream: `Ok` exactly when the stream is live.
 pub(super) fn feed(d: &mut Driver, s: StreamId, bytes: Bytes) {
-    let live = !d.streams[&s].closed;
+    let live = !d.streams[&s].link.closed;
     let r = d.feed(s, bytes);
     assert_eq!(r.is_ok(), live, "{r:?}");
     d.drain();

@@ -388,6 +388,14 @@ impl Net {
         self.flush(from);
     }
 
+    /// Node `i` closes its connection to node `j` (known by the test provider's PKI-ID, as
+    /// [`peer`]). Its actions wait for [`Net::flush`], so that a test can interleave other
+    /// calls between the close and the driver carrying it out.
+    pub fn close_conn(&mut self, i: usize, j: usize) {
+        let now = self.now;
+        self.nodes[i].comm.close_conn(now, &peer(j).pki_id);
+    }
+
     /// Node `from` sends a DataMessage carrying `data` to nodes `to` with
     /// [`Comm::send_with_ack`], wanting `min_ack` acks within `timeout`; returns the
     /// operation, whose result comes as an event.
