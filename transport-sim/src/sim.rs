@@ -75,6 +75,9 @@ pub struct Sim {
     /// Steps since every node's queues were last checked (see `check_touched`).
     pub(crate) steps_since_sweep: usize,
     pub(crate) workload: Option<(Workload, Bytes)>,
+    /// Each node's peers under a workload with a view ([`Workload::view`]); empty
+    /// without one.
+    pub(crate) views: Vec<Vec<NodeId>>,
     pub(crate) instant_steps: u64,
     /// Sees every delivery and event as it happens ([`Sim::set_observer`]).
     pub(crate) observer: Option<Observer>,
@@ -121,6 +124,7 @@ impl Sim {
             touched_streams: Vec::new(),
             steps_since_sweep: 0,
             workload: None,
+            views: Vec::new(),
             instant_steps: 0,
             observer: None,
         }
