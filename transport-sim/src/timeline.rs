@@ -83,6 +83,11 @@ impl Timeline {
         );
         e.at = e.at.max(self.last);
         self.len += 1;
+        self.place(e);
+    }
+
+    /// Puts `e` in the bucket its time gives it relative to the last time.
+    fn place(&mut self, e: Entry) {
         let b = self.bucket_of(e.at);
         if b == 0 {
             self.ready.push_back(e);
@@ -128,14 +133,9 @@ impl Timeline {
         self.occupied &= !(1 << b);
         self.last = min;
         for e in moving.drain(..) {
-            // Every entry of bucket `b` agrees with `min` above bit `b - 1`: it goes lower.
-            let to = self.bucket_of(e.at);
-            if to == 0 {
-                self.ready.push_back(e);
-            } else {
-                self.buckets[to].push(e);
-                self.occupied |= 1 << to;
-            }
+            // Every entry of bucket `b` agrees with `min` above bit `b - 1`: it goes to a
+            // lower bucket, never back to `b` (taken out meanwhile).
+            self.place(e);
         }
         // Keep the emptied vector's room for the next entries of that bucket.
         self.buckets[b] = moving;
