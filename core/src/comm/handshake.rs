@@ -138,12 +138,13 @@ impl<S: Security> Comm<S> {
     }
 
     /// The checks of `authenticateRemotePeer`, in Fabric's order. Returns who the remote
-    /// proved to be and whether it only probes.
+    /// proved to be (at `remote_addr`, moved into the result rather than copied again)
+    /// and whether it only probes.
     fn authenticate(
         &mut self,
         bytes: Bytes,
         remote_cert_hash: Option<CertHash>,
-        remote_addr: &str,
+        remote_addr: String,
         now: Instant,
     ) -> Result<(ConnectionInfo, bool), HandshakeError> {
         let env = Envelope::decode(bytes).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
@@ -185,7 +186,7 @@ impl<S: Security> Comm<S> {
             ConnectionInfo {
                 id: pki,
                 identity: conn.identity,
-                endpoint: remote_addr.to_owned(),
+                endpoint: remote_addr,
                 signed_data: env.payload,
                 signature: env.signature,
             },
@@ -215,14 +216,14 @@ impl<S: Security> Comm<S> {
         let remote_addr = s.remote_addr.clone();
         let inbound = s.inbound;
         let (info, remote_probe) =
-            match self.authenticate(bytes, remote_cert_hash, &remote_addr, now) {
+            match self.authenticate(bytes, remote_cert_hash, remote_addr, now) {
                 Err(e) => return self.fail_handshake(stream, e),
                 Ok(x) => x,
             };
         tracing::debug!(
             target: "fabric_gossip_core::handshake",
             stream = %stream,
-            remote = %remote_addr,
+            remote = %info.endpoint,
             inbound,
             pki_id = %info.id,
             probe = remote_probe,
