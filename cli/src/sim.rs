@@ -61,6 +61,10 @@ pub(crate) struct SimArgs {
     /// (the checks once the network is quiet still run). Ignored with --trace.
     #[arg(long)]
     fast: bool,
+    /// Membership scenario: stop once membership is full (skips the dead-member phase and
+    /// the run to quiet), so timing the 1,000-node figure does not take minutes.
+    #[arg(long)]
+    stop_at_full: bool,
     /// Print one JSON object with the result (settings, fault summary, counters, trace
     /// hash, invariants) instead of the header and the table.
     #[arg(long)]
@@ -268,11 +272,15 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     } else {
         a.duration
     };
-    let membership = tracker.map(|t| membership_phases(&mut sim, heal, &t));
+    let membership = tracker.map(|t| membership_phases(&mut sim, heal, &t, a.stop_at_full));
     let tty = std::io::stderr().is_terminal();
     let mut last_print = wall;
     // Run past the workload so that time-outs fire and the network goes quiet.
-    let limit = sim.elapsed().max(a.duration) + Duration::from_secs(120);
+    let limit = if a.stop_at_full && membership.is_some() {
+        sim.elapsed()
+    } else {
+        sim.elapsed().max(a.duration) + Duration::from_secs(120)
+    };
     let slice = Duration::from_millis(50);
     let mut idle = false;
     while sim.elapsed() < limit {
@@ -538,8 +546,14 @@ impl MembershipFigures {
 
 /// Runs until the faults have healed and membership is full, then stops the last node
 /// and runs until every other declared it dead; finally stops every node so the network
-/// can go quiet for the usual checks.
-fn membership_phases(sim: &mut Sim, healed: Duration, t: &Mutex<Tracker>) -> MembershipFigures {
+/// can go quiet for the usual checks. With `stop_at_full`, stops every node as soon as
+/// membership is full.
+fn membership_phases(
+    sim: &mut Sim,
+    healed: Duration,
+    t: &Mutex<Tracker>,
+    stop_at_full: bool,
+) -> MembershipFigures {
     let wall = std::time::Instant::now();
     let cpu = thread_cpu_time();
     let lock = |t: &Mutex<Tracker>| {
@@ -566,7 +580,7 @@ fn membership_phases(sim: &mut Sim, healed: Duration, t: &Mutex<Tracker>) -> Mem
         sim.run_until(next, |_| false);
     }
     let n = sim.node_count();
-    if fig.full_at.is_some() && n >= 2 {
+    if fig.full_at.is_some() && n >= 2 && !stop_at_full {
         let victim = n - 1;
         {
             let mut g = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
