@@ -8,6 +8,7 @@ use crate::ids::{DialId, OpId, PkiId, StreamId, SubscriptionId};
 use crate::message::SignedMessage;
 use crate::security::Security;
 use crate::time::Instant;
+use core::borrow::Borrow;
 use core::time::Duration;
 use fabric_gossip_proto::gossip::{Acknowledgement, GossipMessage, gossip_message};
 
@@ -15,17 +16,25 @@ impl<S: Security> Comm<S> {
     /// Fabric's `Send`: to each peer, over its connection (opening one if needed), without
     /// waiting: a full send buffer drops the message and counts it. Messages to one peer
     /// leave in the order they were sent. Failing to connect presumes the peer dead.
-    pub fn send(
+    ///
+    /// `peers` may be owned or borrowed (`&[RemotePeer]` or `&[&RemotePeer]`), so a layer
+    /// that keeps its peers ready need not copy them for every send.
+    pub fn send<P: Borrow<RemotePeer>>(
         &mut self,
         now: Instant,
         msg: &SignedMessage,
-        peers: &[RemotePeer],
+        peers: &[P],
     ) -> Result<(), Error> {
         self.tick(now);
-        self.check_outgoing(msg.envelope_bytes(), peers)?;
+        self.check_outgoing(msg.envelope_bytes(), peers.is_empty())?;
         for peer in peers {
             // A full buffer in Drop mode is a counted drop, not an error.
-            let _ = self.enqueue(peer, msg.envelope_bytes().clone(), Mode::Drop, None);
+            let _ = self.enqueue(
+                peer.borrow(),
+                msg.envelope_bytes().clone(),
+                Mode::Drop,
+                None,
+            );
         }
         Ok(())
     }
@@ -41,7 +50,7 @@ impl<S: Security> Comm<S> {
         peer: &RemotePeer,
     ) -> Result<(), Error> {
         self.tick(now);
-        self.check_outgoing(msg.envelope_bytes(), core::slice::from_ref(peer))?;
+        self.check_outgoing(msg.envelope_bytes(), false)?;
         self.enqueue(peer, msg.envelope_bytes().clone(), Mode::Wait, None)
     }
 
