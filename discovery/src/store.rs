@@ -5,7 +5,7 @@ use crate::alive::Timestamp;
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::Envelope;
-use fabric_gossip_core::{Instant, PkiId};
+use fabric_gossip_core::{Instant, PkiId, RemotePeer};
 
 /// Everything known about one member.
 #[derive(Clone, Debug)]
@@ -21,6 +21,9 @@ pub(crate) struct MemberState {
     pub(crate) alive: bool,
     /// The latest signed alive Envelope, relayed verbatim in responses.
     pub(crate) envelope: Envelope,
+    /// Its PKI-ID and preferred endpoint, ready for comm: a fan-out sends to it without
+    /// copying either (every forwarded alive message goes to three members).
+    pub(crate) peer: RemotePeer,
     /// Its place in [`Membership`]'s alive list while alive.
     alive_at: usize,
 }
@@ -29,10 +32,23 @@ impl MemberState {
     /// Where to reach it: the internal endpoint if known, else the external one
     /// (Fabric's `PreferredEndpoint`).
     pub(crate) fn preferred_endpoint(&self) -> &str {
-        if self.internal_endpoint.is_empty() {
+        &self.peer.endpoint
+    }
+
+    /// Its PKI-ID.
+    pub(crate) fn pki_id(&self) -> &PkiId {
+        &self.peer.pki_id
+    }
+
+    /// Keeps [`MemberState::peer`]'s endpoint the preferred one after an endpoint changed.
+    fn prefer_endpoint(&mut self) {
+        let preferred = if self.internal_endpoint.is_empty() {
             &self.endpoint
         } else {
             &self.internal_endpoint
+        };
+        if self.peer.endpoint != *preferred {
+            self.peer.endpoint.clone_from(preferred);
         }
     }
 }
@@ -77,19 +93,27 @@ pub(crate) fn new_map<K, V>() -> Map<K, V> {
 }
 
 /// Alive and dead members, with the alive ones also in a dense list so that fan-out
-/// draws and syncs pick among them without scanning every member. Every lookup is a
-/// hash lookup; iteration follows the map's layout, which depends only on the sequence
-/// of operations (Fabric iterates a Go map, in random order; the public views sort).
+/// draws and syncs pick among them without scanning every member. A member lives in a
+/// slot of a dense table; the map only turns a PKI-ID into its slot, so the alive list
+/// and fan-out draws reach members without hashing. Iteration follows the map's layout,
+/// which depends only on the sequence of operations (Fabric iterates a Go map, in random
+/// order; the public views sort).
 #[derive(Debug)]
 pub(crate) struct Membership {
-    members: Map<PkiId, MemberState>,
-    alive: Vec<PkiId>,
+    index: Map<PkiId, usize>,
+    slots: Vec<Option<MemberState>>,
+    /// Slots emptied by purges, reused (last emptied first) before the table grows.
+    free: Vec<usize>,
+    /// The alive members' slots.
+    alive: Vec<usize>,
 }
 
 impl Default for Membership {
     fn default() -> Self {
         Membership {
-            members: new_map(),
+            index: new_map(),
+            slots: Vec::new(),
+            free: Vec::new(),
             alive: Vec::new(),
         }
     }
@@ -98,38 +122,75 @@ impl Default for Membership {
 impl Membership {
     /// A member, alive or dead.
     pub(crate) fn get(&self, pki_id: &PkiId) -> Option<&MemberState> {
-        self.members.get(pki_id)
+        self.index.get(pki_id).and_then(|&i| self.at(i))
+    }
+
+    /// The member in slot `slot`.
+    pub(crate) fn at(&self, slot: usize) -> Option<&MemberState> {
+        self.slots.get(slot)?.as_ref()
+    }
+
+    fn at_mut(&mut self, slot: usize) -> Option<&mut MemberState> {
+        self.slots.get_mut(slot)?.as_mut()
     }
 
     /// Whether the member is known, alive or dead.
     pub(crate) fn contains(&self, pki_id: &PkiId) -> bool {
-        self.members.contains_key(pki_id)
+        self.index.contains_key(pki_id)
     }
 
     /// How many members are known, alive or dead.
     pub(crate) fn len(&self) -> usize {
-        self.members.len()
+        self.index.len()
     }
 
     /// Every member, alive or dead, in the map's (deterministic) order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&PkiId, &MemberState)> {
-        self.members.iter()
+        self.index
+            .iter()
+            .filter_map(|(k, &i)| Some((k, self.at(i)?)))
     }
 
-    /// The alive members' PKI-IDs, in the order they became alive (shuffled by removals).
-    pub(crate) fn alive(&self) -> &[PkiId] {
+    /// The alive members' slots, in the order they became alive (shuffled by removals).
+    pub(crate) fn alive(&self) -> &[usize] {
         &self.alive
+    }
+
+    /// Puts a new member in a free slot (or a new one) and indexes it.
+    fn insert(&mut self, pki_id: &PkiId, m: MemberState) -> usize {
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(m);
+                i
+            }
+            None => {
+                self.slots.push(Some(m));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(pki_id.clone(), slot);
+        slot
+    }
+
+    /// Lists the member of `slot` as alive.
+    fn list(&mut self, slot: usize) {
+        let at = self.alive.len();
+        if let Some(m) = self.at_mut(slot) {
+            m.alive_at = at;
+            self.alive.push(slot);
+        }
     }
 
     /// Fabric's `handleAliveMessage`: learn, resurrect or refresh on a strictly newer
     /// timestamp; anything else changes nothing (not even `last_seen`).
     pub(crate) fn apply_alive(&mut self, u: &Update<'_>, now: Instant) -> Change {
-        let Some(m) = self.members.get_mut(u.pki_id) else {
-            let mut fresh = Self::fresh(u, now, true);
-            fresh.alive_at = self.alive.len();
-            self.alive.push(u.pki_id.clone());
-            self.members.insert(u.pki_id.clone(), fresh);
+        let Some(&slot) = self.index.get(u.pki_id) else {
+            let slot = self.insert(u.pki_id, Self::fresh(u, now, true));
+            self.list(slot);
             return Change::Learned;
+        };
+        let Some(m) = self.at_mut(slot) else {
+            return Change::Stale;
         };
         if m.ts >= u.ts {
             return Change::Stale;
@@ -142,6 +203,7 @@ impl Membership {
         if !u.internal_endpoint.is_empty() && m.internal_endpoint != u.internal_endpoint {
             m.internal_endpoint = u.internal_endpoint.to_owned();
         }
+        m.prefer_endpoint();
         if m.identity.is_none() || m.identity.as_ref() != Some(u.identity) {
             m.identity = Some(u.identity.clone());
             m.org = u.org.clone();
@@ -154,24 +216,22 @@ impl Membership {
             return Change::Refreshed;
         }
         m.alive = true;
-        m.alive_at = self.alive.len();
-        self.alive.push(u.pki_id.clone());
+        self.list(slot);
         Change::Resurrected
     }
 
     /// A member from someone's dead list: learnt dead only if unknown (a known member is
     /// never killed by another peer's view).
     pub(crate) fn learn_dead(&mut self, u: &Update<'_>, now: Instant) -> bool {
-        if self.members.contains_key(u.pki_id) {
+        if self.index.contains_key(u.pki_id) {
             return false;
         }
-        self.members
-            .insert(u.pki_id.clone(), Self::fresh(u, now, false));
+        self.insert(u.pki_id, Self::fresh(u, now, false));
         true
     }
 
     fn fresh(u: &Update<'_>, now: Instant, alive: bool) -> MemberState {
-        MemberState {
+        let mut m = MemberState {
             endpoint: u.endpoint.to_owned(),
             metadata: u.metadata.clone(),
             internal_endpoint: u.internal_endpoint.to_owned(),
@@ -182,15 +242,18 @@ impl Membership {
             last_seen: now,
             alive,
             envelope: u.envelope.clone(),
+            peer: RemotePeer::new(String::new(), u.pki_id.clone()),
             alive_at: 0,
-        }
+        };
+        m.prefer_endpoint();
+        m
     }
 
     /// Takes an alive member out of the alive list (in O(1): the last one fills its place).
     fn unlist(&mut self, at: usize) {
         self.alive.swap_remove(at);
-        if let Some(moved) = self.alive.get(at)
-            && let Some(m) = self.members.get_mut(moved)
+        if let Some(&moved) = self.alive.get(at)
+            && let Some(m) = self.at_mut(moved)
         {
             m.alive_at = at;
         }
@@ -198,7 +261,10 @@ impl Membership {
 
     /// Alive → dead, keeping the last timestamp and envelope. False if not alive.
     pub(crate) fn mark_dead(&mut self, pki_id: &PkiId) -> bool {
-        let at = match self.members.get_mut(pki_id) {
+        let Some(&slot) = self.index.get(pki_id) else {
+            return false;
+        };
+        let at = match self.at_mut(slot) {
             Some(m) if m.alive => {
                 m.alive = false;
                 m.alive_at
@@ -211,7 +277,9 @@ impl Membership {
 
     /// Forgets a member, alive or dead.
     pub(crate) fn remove(&mut self, pki_id: &PkiId) -> Option<MemberState> {
-        let m = self.members.remove(pki_id)?;
+        let slot = self.index.remove(pki_id)?;
+        let m = self.slots.get_mut(slot)?.take()?;
+        self.free.push(slot);
         if m.alive {
             self.unlist(m.alive_at);
         }
@@ -222,7 +290,6 @@ impl Membership {
     /// to each of them happens in one order on every run.
     pub(crate) fn select(&self, pred: impl Fn(&MemberState) -> bool) -> Vec<PkiId> {
         let mut ids: Vec<PkiId> = self
-            .members
             .iter()
             .filter(|(_, m)| pred(m))
             .map(|(k, _)| k.clone())
@@ -360,19 +427,22 @@ mod tests {
         let t1 = Instant::from_unix_secs(2);
         assert_eq!(apply(&mut ms, &a, ts(1, 1), "", t1), Change::Stale);
         assert_eq!(
-            ms.members[&a].last_seen, t0,
+            ms.get(&a).unwrap().last_seen,
+            t0,
             "a replay must not keep a member alive"
         );
         assert_eq!(apply(&mut ms, &a, ts(1, 0), "", t1), Change::Stale);
         assert_eq!(apply(&mut ms, &a, ts(1, 2), "", t1), Change::Refreshed);
-        assert_eq!(ms.members[&a].last_seen, t1);
+        assert_eq!(ms.get(&a).unwrap().last_seen, t1);
         assert_eq!(
-            ms.members[&a].internal_endpoint, "int:1",
+            ms.get(&a).unwrap().internal_endpoint,
+            "int:1",
             "no secret keeps the old one"
         );
         assert_eq!(apply(&mut ms, &a, ts(1, 3), "int:2", t1), Change::Refreshed);
         assert_eq!(
-            ms.members[&a].internal_endpoint, "int:2",
+            ms.get(&a).unwrap().internal_endpoint,
+            "int:2",
             "a new secret wins"
         );
     }
@@ -386,7 +456,7 @@ mod tests {
         assert_eq!(apply(&mut ms, &a, ts(5, 9), "", t), Change::Stale);
         assert_eq!(apply(&mut ms, &a, ts(4, 100), "", t), Change::Stale);
         assert_eq!(apply(&mut ms, &a, ts(6, 1), "", t), Change::Resurrected);
-        assert!(ms.members[&a].alive);
+        assert!(ms.get(&a).unwrap().alive);
     }
 
     #[test]
@@ -420,7 +490,7 @@ mod tests {
             envelope: &env,
         };
         assert!(!ms.learn_dead(&u, t));
-        assert!(ms.members[&a].alive);
+        assert!(ms.get(&a).unwrap().alive);
         let b = PkiId::new(&b"b"[..]);
         u.pki_id = &b;
         assert!(ms.learn_dead(&u, t));
@@ -430,12 +500,18 @@ mod tests {
 
     /// The alive list holds exactly the alive members, each at the place it records.
     fn check_alive_list(ms: &Membership) {
-        for (i, pki) in ms.alive().iter().enumerate() {
-            let m = &ms.members[pki];
+        for (i, &slot) in ms.alive().iter().enumerate() {
+            let m = ms.at(slot).expect("a listed slot holds a member");
+            let pki = m.pki_id();
             assert!(m.alive, "{pki:?} listed but dead");
             assert_eq!(m.alive_at, i, "{pki:?} misplaced");
+            assert_eq!(ms.get(pki).map(MemberState::pki_id), Some(pki));
         }
-        let mut listed = ms.alive().to_vec();
+        let mut listed: Vec<PkiId> = ms
+            .alive()
+            .iter()
+            .filter_map(|&s| ms.at(s).map(|m| m.pki_id().clone()))
+            .collect();
         listed.sort();
         assert_eq!(listed, ms.alive_ids());
     }
