@@ -213,8 +213,9 @@ impl Discovery {
         now: Instant,
         from_dead_list: bool,
     ) -> Change {
-        if !self.membership.contains(&parsed.pki_id)
-            && self.membership.len() >= self.cfg.max_members
+        // The size first: the lookup only matters once membership is full.
+        if self.membership.len() >= self.cfg.max_members
+            && !self.membership.contains(&parsed.pki_id)
         {
             self.stats.members_refused_full += 1;
             return Change::Stale;
