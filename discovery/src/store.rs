@@ -84,6 +84,60 @@ pub(crate) struct Update<'a> {
 /// operations always give the same layout, so iteration stays deterministic.
 pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
 
+/// A PKI-ID as a map key, held in place when it fits (Fabric's are 32-byte hashes, the
+/// test provider's are endpoints): a lookup compares the bytes in the table instead of
+/// following every stored key to the receive buffer it was cut from. It hashes and
+/// compares as its bytes, so maps keyed by it are searched with a plain `&[u8]`.
+#[derive(Clone, Debug)]
+pub(crate) enum Key {
+    /// Up to [`Key::INLINE`] bytes, zero-padded.
+    Inline { len: u8, bytes: [u8; Key::INLINE] },
+    /// A longer PKI-ID.
+    Heap(Bytes),
+}
+
+impl Key {
+    const INLINE: usize = 32;
+
+    pub(crate) fn of(pki_id: &[u8]) -> Key {
+        match u8::try_from(pki_id.len()) {
+            Ok(len) if pki_id.len() <= Key::INLINE => {
+                let mut bytes = [0; Key::INLINE];
+                bytes[..pki_id.len()].copy_from_slice(pki_id);
+                Key::Inline { len, bytes }
+            }
+            _ => Key::Heap(Bytes::copy_from_slice(pki_id)),
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
+
+impl core::hash::Hash for Key {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl core::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 /// The seed of every map of the layer (any constant: it only has to be the same on
 /// every run).
 const MAP_SEED: u64 = 0x6d65_6d62_6572_7321;
@@ -100,7 +154,7 @@ pub(crate) fn new_map<K, V>() -> Map<K, V> {
 /// order; the public views sort).
 #[derive(Debug)]
 pub(crate) struct Membership {
-    index: Map<PkiId, usize>,
+    index: Map<Key, usize>,
     slots: Vec<Option<MemberState>>,
     /// Slots emptied by purges, reused (last emptied first) before the table grows.
     free: Vec<usize>,
@@ -122,7 +176,7 @@ impl Default for Membership {
 impl Membership {
     /// A member, alive or dead.
     pub(crate) fn get(&self, pki_id: &PkiId) -> Option<&MemberState> {
-        self.index.get(pki_id).and_then(|&i| self.at(i))
+        self.index.get(pki_id.as_bytes()).and_then(|&i| self.at(i))
     }
 
     /// The member in slot `slot`.
@@ -136,7 +190,7 @@ impl Membership {
 
     /// Whether the member is known, alive or dead.
     pub(crate) fn contains(&self, pki_id: &PkiId) -> bool {
-        self.index.contains_key(pki_id)
+        self.index.contains_key(pki_id.as_bytes())
     }
 
     /// How many members are known, alive or dead.
@@ -146,9 +200,10 @@ impl Membership {
 
     /// Every member, alive or dead, in the map's (deterministic) order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&PkiId, &MemberState)> {
-        self.index
-            .iter()
-            .filter_map(|(k, &i)| Some((k, self.at(i)?)))
+        self.index.values().filter_map(|&i| {
+            let m = self.at(i)?;
+            Some((m.pki_id(), m))
+        })
     }
 
     /// The alive members' slots, in the order they became alive (shuffled by removals).
@@ -168,7 +223,7 @@ impl Membership {
                 self.slots.len() - 1
             }
         };
-        self.index.insert(pki_id.clone(), slot);
+        self.index.insert(Key::of(pki_id.as_bytes()), slot);
         slot
     }
 
@@ -184,7 +239,7 @@ impl Membership {
     /// Fabric's `handleAliveMessage`: learn, resurrect or refresh on a strictly newer
     /// timestamp; anything else changes nothing (not even `last_seen`).
     pub(crate) fn apply_alive(&mut self, u: &Update<'_>, now: Instant) -> Change {
-        let Some(&slot) = self.index.get(u.pki_id) else {
+        let Some(&slot) = self.index.get(u.pki_id.as_bytes()) else {
             let slot = self.insert(u.pki_id, Self::fresh(u, now, true));
             self.list(slot);
             return Change::Learned;
@@ -223,7 +278,7 @@ impl Membership {
     /// A member from someone's dead list: learnt dead only if unknown (a known member is
     /// never killed by another peer's view).
     pub(crate) fn learn_dead(&mut self, u: &Update<'_>, now: Instant) -> bool {
-        if self.index.contains_key(u.pki_id) {
+        if self.index.contains_key(u.pki_id.as_bytes()) {
             return false;
         }
         self.insert(u.pki_id, Self::fresh(u, now, false));
@@ -261,7 +316,7 @@ impl Membership {
 
     /// Alive → dead, keeping the last timestamp and envelope. False if not alive.
     pub(crate) fn mark_dead(&mut self, pki_id: &PkiId) -> bool {
-        let Some(&slot) = self.index.get(pki_id) else {
+        let Some(&slot) = self.index.get(pki_id.as_bytes()) else {
             return false;
         };
         let at = match self.at_mut(slot) {
@@ -277,7 +332,7 @@ impl Membership {
 
     /// Forgets a member, alive or dead.
     pub(crate) fn remove(&mut self, pki_id: &PkiId) -> Option<MemberState> {
-        let slot = self.index.remove(pki_id)?;
+        let slot = self.index.remove(pki_id.as_bytes())?;
         let m = self.slots.get_mut(slot)?.take()?;
         self.free.push(slot);
         if m.alive {
@@ -331,7 +386,7 @@ struct StoreEntry {
 /// equal or older messages until `2 × ttl` (quirk Q7).
 #[derive(Debug)]
 pub(crate) struct MsgStore {
-    entries: Map<PkiId, StoreEntry>,
+    entries: Map<Key, StoreEntry>,
     ttl: Duration,
 }
 
@@ -345,13 +400,15 @@ impl MsgStore {
 
     /// Whether a message with `ts` would be new: no entry for the member, or an older one.
     pub(crate) fn check_valid(&self, pki_id: &PkiId, ts: Timestamp) -> bool {
-        self.entries.get(pki_id).is_none_or(|e| e.ts < ts)
+        self.entries
+            .get(pki_id.as_bytes())
+            .is_none_or(|e| e.ts < ts)
     }
 
     /// Stores a message (call only after `check_valid`); replaces the member's entry.
     pub(crate) fn add(&mut self, pki_id: &PkiId, ts: Timestamp, now: Instant) {
         self.entries.insert(
-            pki_id.clone(),
+            Key::of(pki_id.as_bytes()),
             StoreEntry {
                 ts,
                 added: now,
@@ -369,7 +426,7 @@ impl MsgStore {
             let age = now - e.added;
             if age >= ttl && !e.expired {
                 e.expired = true;
-                expired.push(k.clone());
+                expired.push(PkiId::new(Bytes::copy_from_slice(k.as_slice())));
             }
             age < ttl.saturating_mul(2)
         });
@@ -544,6 +601,27 @@ mod tests {
         );
         assert_eq!(ms.dead_ids(), Vec::<PkiId>::new());
         assert!(ms.remove(&ids[3]).is_none());
+    }
+
+    #[test]
+    fn keys_of_every_length_are_found_by_their_bytes_only() {
+        let mut m: Map<Key, usize> = new_map();
+        let ids: Vec<Vec<u8>> = [0, 1, 14, 31, 32, 33, 200]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(m.insert(Key::of(id), i).is_none(), "{id:?} collided");
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(m.get(id.as_slice()), Some(&i));
+            assert_eq!(Key::of(id).as_slice(), id.as_slice());
+        }
+        assert!(matches!(Key::of(&ids[4]), Key::Inline { len: 32, .. }));
+        assert!(matches!(Key::of(&ids[5]), Key::Heap(_)));
+        // A shorter ID is not its zero-padded longer neighbour.
+        assert_eq!(m.get(&[0u8; 2][..]), None);
+        assert_ne!(Key::of(&[1, 0]), Key::of(&[1]));
     }
 
     #[test]
