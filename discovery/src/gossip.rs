@@ -95,7 +95,7 @@ impl Discovery {
             } else {
                 wire
             };
-            match comm.send(now, msg, &peers) {
+            match comm.send_borrowed(now, msg, &peers) {
                 Ok(()) => sent += peers.len() as u64,
                 Err(_) => errors += 1,
             }

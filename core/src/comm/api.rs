@@ -16,10 +16,27 @@ impl<S: Security> Comm<S> {
     /// Fabric's `Send`: to each peer, over its connection (opening one if needed), without
     /// waiting: a full send buffer drops the message and counts it. Messages to one peer
     /// leave in the order they were sent. Failing to connect presumes the peer dead.
-    ///
-    /// `peers` may be owned or borrowed (`&[RemotePeer]` or `&[&RemotePeer]`), so a layer
-    /// that keeps its peers ready need not copy them for every send.
-    pub fn send<P: Borrow<RemotePeer>>(
+    pub fn send(
+        &mut self,
+        now: Instant,
+        msg: &SignedMessage,
+        peers: &[RemotePeer],
+    ) -> Result<(), Error> {
+        self.send_each(now, msg, peers)
+    }
+
+    /// [`Comm::send`] to borrowed peers: a layer that keeps its peers ready sends to them
+    /// without copying their endpoints and PKI-IDs for every message.
+    pub fn send_borrowed(
+        &mut self,
+        now: Instant,
+        msg: &SignedMessage,
+        peers: &[&RemotePeer],
+    ) -> Result<(), Error> {
+        self.send_each(now, msg, peers)
+    }
+
+    fn send_each<P: Borrow<RemotePeer>>(
         &mut self,
         now: Instant,
         msg: &SignedMessage,
