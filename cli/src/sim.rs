@@ -1032,6 +1032,48 @@ mod tests {
     }
 
     #[test]
+    fn stop_at_full_ends_the_membership_run_at_full_membership() {
+        let args = [
+            "--scenario",
+            "membership",
+            "--nodes",
+            "5",
+            "--seed",
+            "3",
+            "--faults",
+            "none",
+            "--json",
+        ];
+        let (r, full_run) = sim(&args);
+        assert_eq!(r, Ok(Verdict::Held), "{full_run}");
+        let (r, out) = sim(&[&args[..], &["--stop-at-full"]].concat());
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        let (v, w): (Value, Value) = (
+            serde_json::from_str(&full_run).expect("one JSON object"),
+            serde_json::from_str(&out).expect("one JSON object"),
+        );
+        let full = w["membership"]["time_to_full_membership_s"].as_f64();
+        assert!(full.is_some(), "{w}");
+        assert_eq!(full, v["membership"]["time_to_full_membership_s"].as_f64());
+        assert!(
+            w["membership"]["cpu_time_to_full_membership_s"].is_number()
+                || !cfg!(target_os = "linux")
+        );
+        assert!(
+            w["membership"]["time_to_detect_dead_member_s"].is_null(),
+            "{w}"
+        );
+        assert!(
+            v["membership"]["time_to_detect_dead_member_s"].is_number(),
+            "{v}"
+        );
+        // The run ends when membership is full, not 120 s later.
+        let end = w["virtual_time_s"].as_f64().expect("a time");
+        assert!(end <= full.unwrap_or_default() + 0.1, "{w}");
+        assert!(v["virtual_time_s"].as_f64() > Some(end + 3.0), "{v}");
+    }
+
+    #[test]
     fn json_is_one_object_with_the_same_result_as_the_table() {
         let args = ["--nodes", "3", "--seed", "42", "--duration", "1s"];
         let (r, table) = sim(&args);
