@@ -51,6 +51,11 @@ pub(crate) struct SimArgs {
     /// Sends that use SendWithAck, per mille.
     #[arg(long, default_value_t = 100)]
     ack_per_mille: u32,
+    /// Peers each node ever sends to, drawn once (a membership view: connections made
+    /// once, then traffic); 0: a random peer per send, nearly always a new connection in
+    /// a large network.
+    #[arg(long, default_value_t = 0)]
+    view: usize,
     /// One-way link latency.
     #[arg(long, default_value = "200us", value_parser = parse_duration)]
     latency: Duration,
@@ -105,9 +110,14 @@ fn default_seed() -> u64 {
 }
 
 fn reproduce_command(a: &SimArgs, seed: u64) -> String {
+    let view = if a.view == 0 {
+        String::new()
+    } else {
+        format!(" --view {}", a.view)
+    };
     format!(
         "fabric-gossip sim --nodes {} --seed {seed} --scenario {} --faults '{}' --duration {} \
-         --msg-size {} --interval {} --fanout {} --ack-per-mille {} --latency {} --jitter {}",
+         --msg-size {} --interval {} --fanout {} --ack-per-mille {}{view} --latency {} --jitter {}",
         a.nodes,
         a.scenario.name(),
         a.faults,
@@ -237,6 +247,7 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
             size: a.msg_size,
             fanout: a.fanout,
             ack_per_mille: a.ack_per_mille,
+            view: a.view,
         }),
         Scenario::Crossing => {
             let data = bytes_of(a.msg_size);

@@ -1,11 +1,11 @@
 //! The identity store (Fabric's identity mapper): PKI-ID → identity, with expiry.
 
+use crate::comm::{Map, new_map};
 use crate::error::HandshakeError;
 use crate::ids::PkiId;
 use crate::security::{Security, SecurityError};
 use crate::time::Instant;
 use bytes::Bytes;
-use std::collections::BTreeMap;
 
 /// Why [`check_identity_claim`] refused an identity.
 #[derive(Debug)]
@@ -59,20 +59,23 @@ pub(crate) struct StoredIdentity {
 }
 
 /// Identities the node has accepted, keyed by PKI-ID. Bounded: when full, the oldest
-/// identity that `in_use` says is not needed is evicted. A `BTreeMap` keeps iteration
-/// deterministic.
+/// identity that `in_use` says is not needed is evicted. A hash map (seeded from the
+/// node's configuration, as the connection store's): every handshake looks its remote
+/// up here, and a tree of thousands of PKI-IDs costs a dozen byte-string compares per
+/// look-up. Nothing depends on its iteration order: eviction picks the smallest
+/// insertion number, which is unique.
 #[derive(Debug)]
 pub(crate) struct IdentityStore {
-    by_pki: BTreeMap<PkiId, StoredIdentity>,
+    by_pki: Map<PkiId, StoredIdentity>,
     capacity: usize,
     seq: u64,
     own: PkiId,
 }
 
 impl IdentityStore {
-    pub(crate) fn new(capacity: usize, own: PkiId) -> Self {
+    pub(crate) fn new(capacity: usize, own: PkiId, seed: u64) -> Self {
         IdentityStore {
-            by_pki: BTreeMap::new(),
+            by_pki: new_map(seed),
             capacity,
             seq: 0,
             own,
@@ -152,5 +155,44 @@ impl IdentityStore {
 
     pub(crate) fn len(&self) -> usize {
         self.by_pki.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::TestOnlyHmacSecurity;
+
+    fn id(s: &str) -> (PkiId, Bytes) {
+        let b = Bytes::copy_from_slice(s.as_bytes());
+        (PkiId(b.clone()), b)
+    }
+
+    /// Full, the store evicts the identity inserted first among those not in use (never
+    /// its own), whatever order the hash map keeps them in.
+    #[test]
+    fn a_full_store_evicts_the_oldest_identity_not_in_use() {
+        let sec = TestOnlyHmacSecurity::new("own");
+        let now = Instant::from_unix_secs(1);
+        let names = ["own", "p0", "p1", "p2", "p3"];
+        let mut store = IdentityStore::new(names.len(), id("own").0, 7);
+        for n in names {
+            let (pki, identity) = id(n);
+            store.put(&sec, &pki, &identity, now, |_| false).unwrap();
+        }
+        assert_eq!(store.len(), names.len());
+        // p0 is in use: p1, the next oldest, goes.
+        let (p4, identity) = id("p4");
+        let in_use = |p: &PkiId| *p == id("p0").0;
+        store.put(&sec, &p4, &identity, now, in_use).unwrap();
+        assert_eq!(store.len(), names.len());
+        assert!(store.get(&id("p1").0).is_none());
+        for kept in ["own", "p0", "p2", "p3", "p4"] {
+            assert!(store.get(&id(kept).0).is_some(), "{kept} kept");
+        }
+        // Nothing is in use now: p0 is the oldest left.
+        let (p5, identity) = id("p5");
+        store.put(&sec, &p5, &identity, now, |_| false).unwrap();
+        assert!(store.get(&id("p0").0).is_none() && store.get(&id("own").0).is_some());
     }
 }

@@ -66,6 +66,7 @@ impl Case {
             size: 16 + usize::from(r.u8() % 64),
             fanout: 1 + usize::from(r.u8()) % (nodes - 1),
             ack_per_mille: 100 * u32::from(r.u8() % 4),
+            view: 0,
         };
         let auto_ack = r.u8() & 1 == 1;
         let span = u16::try_from(stop.as_millis()).unwrap_or(u16::MAX);

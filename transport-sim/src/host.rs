@@ -155,15 +155,22 @@ impl Sim {
     /// Drains node `n`'s actions, events and (per its reader mode) deliveries until the
     /// core has nothing more to say, then re-arms its wake-up.
     pub(crate) fn pump(&mut self, n: usize) {
+        // The stack's deadline as its last drain ended it: nothing happens between that
+        // drain and the end of the pump, so it is what `Node::deadline` would compute.
+        let mut deadline;
         loop {
             let mut progress = false;
+            deadline = None;
             // The core's one output: actions, then events, until the time-out ends it.
             while let Some(out) = self.nodes[n].stack.as_mut().map(Stack::poll_output) {
                 match out {
                     StackOutput::Action(a) => self.on_action(n, a),
                     StackOutput::Event(e) => self.on_event(n, e),
                     StackOutput::Layer(e) => self.on_layer_event(n, e),
-                    StackOutput::Timeout(_) => break,
+                    StackOutput::Timeout(t) => {
+                        deadline = t;
+                        break;
+                    }
                 }
                 progress = true;
             }
@@ -182,7 +189,7 @@ impl Sim {
                 break;
             }
         }
-        self.reschedule_wake(n);
+        self.wake_at(n, deadline);
         if self.cfg.check_invariants && self.touched.last() != Some(&n) {
             self.touched.push(n);
         }
@@ -208,13 +215,20 @@ impl Sim {
     }
 
     pub(crate) fn reschedule_wake(&mut self, n: usize) {
-        let node = &mut self.nodes[n];
-        let Some(t) = node.deadline() else {
+        let deadline = self.nodes[n].deadline();
+        self.wake_at(n, deadline);
+    }
+
+    /// Makes sure node `n` is woken at `deadline` (its stack's next one), unless an
+    /// earlier wake-up is already queued.
+    fn wake_at(&mut self, n: usize, deadline: Option<Instant>) {
+        let Some(t) = deadline else {
             return;
         };
+        let node = &mut self.nodes[n];
         if node.wake_at.is_none_or(|w| t < w) {
             let inc = node.incarnation;
-            self.nodes[n].wake_at = Some(t);
+            node.wake_at = Some(t);
             self.schedule(t, Ev::Wake { node: n, inc });
         }
     }

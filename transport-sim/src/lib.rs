@@ -17,6 +17,7 @@
 //! | `sim` | [`Sim`]: building a network, reading it, API calls on its nodes |
 //! | `config` | [`SimConfig`], the network's [`Counters`], [`Violation`] |
 //! | `queue` | the delivery queue and the run loop (`step`, `run_until`, …) |
+//! | `timeline` | the queue's order: a radix heap on virtual time, ties by sequence number |
 //! | `host` | a core per node: boot and restart, one input at a time, its outputs carried out |
 //! | `network` | links, streams, dials and Pings; `network/flow`: HTTP/2-style flow control |
 //! | `raw` | raw streams, a client that speaks bytes to play a misbehaving peer |
@@ -88,6 +89,7 @@ mod raw;
 mod rng;
 mod sim;
 pub mod sweep;
+mod timeline;
 mod trace;
 mod workload;
 

@@ -1,5 +1,5 @@
-//! The delivery queue and the run loop. One heap ordered by (virtual time, sequence number)
-//! holds everything that will happen; each step takes the earliest entry and hands it to
+//! The delivery queue and the run loop. One queue ordered by (virtual time, sequence
+//! number), a radix heap ([`crate::timeline`]), holds everything that will happen; each step takes the earliest entry and hands it to
 //! the part of the network or the node it concerns. Ties break by the order things were
 //! scheduled, which is itself deterministic.
 
@@ -8,10 +8,10 @@ use crate::fault::{Fault, ReaderMode};
 use crate::network::Item;
 use crate::network::LinkId;
 use crate::sim::Sim;
+use crate::timeline::Entry;
 use crate::trace::{Res, trace};
 use core::time::Duration;
 use fabric_gossip_core::{CertHash, DialId, Instant, StreamId};
-use std::cmp::Reverse;
 
 pub(crate) enum Ev {
     /// The answer to a dial or a Ping, a round trip after it was asked.
@@ -62,31 +62,6 @@ pub(crate) enum Answer {
     Ping(Result<(), String>),
 }
 
-/// A heap entry: when, in which order, and where the event waits. The event itself stays
-/// in a slot of `Sim::pending`, so heap operations move 24 bytes instead of a whole event.
-pub(crate) struct Queued {
-    pub(crate) at: Instant,
-    pub(crate) seq: u64,
-    pub(crate) slot: u32,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> core::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
 impl Sim {
     pub(crate) fn schedule(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
@@ -100,35 +75,41 @@ impl Sim {
                 u32::try_from(self.pending.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        self.queue.push(Reverse(Queued {
-            at: at.max(self.now),
+        self.queue.push(Entry {
+            at: at.max(self.now).as_unix_nanos(),
             seq: self.seq,
             slot,
-        }));
+        });
     }
 
     /// Processes the earliest queued entry; `false` when nothing is queued.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse(q)) = self.queue.pop() else {
+        let Some(q) = self.queue.pop() else {
             return false;
         };
-        if q.at > self.now {
-            self.now = q.at;
+        self.run_entry(q);
+        true
+    }
+
+    /// Processes one entry taken from the queue.
+    fn run_entry(&mut self, q: Entry) {
+        let at = Instant::from_unix_nanos(q.at);
+        if at > self.now {
+            self.now = at;
             self.instant_steps = 0;
         }
         self.instant_steps += 1;
         self.counters.steps += 1;
         let Some(ev) = self.pending.get_mut(q.slot as usize).and_then(Option::take) else {
-            return true;
+            return;
         };
         self.free_slots.push(q.slot);
-        self.process(q.at, ev);
+        self.process(at, ev);
         self.drain_work();
         if self.cfg.check_invariants {
             self.check_touched();
         }
         self.touched.clear();
-        true
     }
 
     /// Runs until `cond` holds (checked before every step) or nothing is queued before
@@ -156,9 +137,12 @@ impl Sim {
             ));
             return false;
         }
-        match self.queue.peek() {
-            Some(Reverse(q)) if q.at <= deadline => self.step(),
-            _ => {
+        match self.queue.pop_due(deadline.as_unix_nanos()) {
+            Some(q) => {
+                self.run_entry(q);
+                true
+            }
+            None => {
                 if deadline > self.now {
                     self.now = deadline;
                     self.instant_steps = 0;
@@ -181,18 +165,18 @@ impl Sim {
     /// that expires in years arms a timer, but nothing is in flight until then.
     pub fn run_until_idle(&mut self, limit: Duration) -> bool {
         let deadline = self.now + limit;
-        while let Some(Reverse(q)) = self.queue.peek() {
+        while !self.queue.is_empty() {
             if self.instant_steps > LIVELOCK_STEPS {
                 return false;
             }
-            if q.at > deadline {
+            let Some(q) = self.queue.pop_due(deadline.as_unix_nanos()) else {
                 return self
                     .pending
                     .iter()
                     .flatten()
                     .all(|ev| matches!(ev, Ev::Wake { .. }));
-            }
-            self.step();
+            };
+            self.run_entry(q);
         }
         true
     }

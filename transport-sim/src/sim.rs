@@ -10,9 +10,10 @@ use crate::network::LinkId;
 use crate::network::{Cuts, Link};
 use crate::node::{Delivered, NodeSpec, NodeState, SimComm};
 use crate::observe::Observer;
-use crate::queue::{Ev, Queued};
+use crate::queue::Ev;
 use crate::raw::RawPeer;
 use crate::rng::SimRng;
+use crate::timeline::Timeline;
 use crate::trace::{Peers, Trace, trace};
 use crate::workload::Workload;
 use bytes::Bytes;
@@ -24,8 +25,7 @@ use fabric_gossip_core::{
     Acceptor, Comm, Error, Event, HandshakeError, Instant, OpId, PkiId, RemotePeer, SignedMessage,
     Stats, StreamId, SubscriptionId,
 };
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// A deterministic network of comm cores.
 ///
@@ -51,7 +51,7 @@ pub struct Sim {
     pub(crate) rng: SimRng,
     pub(crate) now: Instant,
     pub(crate) seq: u64,
-    pub(crate) queue: BinaryHeap<Reverse<Queued>>,
+    pub(crate) queue: Timeline,
     /// Events waiting in the queue, by slot (bounded by what the queue holds).
     pub(crate) pending: Vec<Option<Ev>>,
     pub(crate) free_slots: Vec<u32>,
@@ -75,6 +75,9 @@ pub struct Sim {
     /// Steps since every node's queues were last checked (see `check_touched`).
     pub(crate) steps_since_sweep: usize,
     pub(crate) workload: Option<(Workload, Bytes)>,
+    /// Each node's peers under a workload with a view ([`Workload::view`]); empty
+    /// without one.
+    pub(crate) views: Vec<Vec<NodeId>>,
     pub(crate) instant_steps: u64,
     /// Sees every delivery and event as it happens ([`Sim::set_observer`]).
     pub(crate) observer: Option<Observer>,
@@ -102,7 +105,7 @@ impl Sim {
             cfg,
             now: START,
             seq: 0,
-            queue: BinaryHeap::new(),
+            queue: Timeline::default(),
             pending: Vec::new(),
             free_slots: Vec::new(),
             nodes: Vec::new(),
@@ -121,6 +124,7 @@ impl Sim {
             touched_streams: Vec::new(),
             steps_since_sweep: 0,
             workload: None,
+            views: Vec::new(),
             instant_steps: 0,
             observer: None,
         }

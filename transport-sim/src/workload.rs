@@ -1,7 +1,7 @@
 //! A steady stream of messages from every node to random peers, drawn from the run's RNG,
 //! for random runs, sweeps and benchmarks.
 
-use crate::config::START;
+use crate::config::{NodeId, START};
 use crate::node::{NodeState, payload};
 use crate::queue::Ev;
 use crate::sim::Sim;
@@ -26,6 +26,12 @@ pub struct Workload {
     pub fanout: usize,
     /// Sends that use `send_with_ack` instead of `send`, per mille.
     pub ack_per_mille: u32,
+    /// Peers each node ever sends to, drawn once per node when the workload is set, as a
+    /// Fabric peer gossips within its membership view: connections are made once, then
+    /// carry traffic. `0`: every send picks among all other nodes, so at 1,000 nodes
+    /// nearly every message opens a new connection (the worst case for the handshake
+    /// path).
+    pub view: usize,
 }
 
 impl Default for Workload {
@@ -37,6 +43,7 @@ impl Default for Workload {
             size: 1024,
             fanout: 1,
             ack_per_mille: 0,
+            view: 0,
         }
     }
 }
@@ -52,7 +59,51 @@ impl Sim {
             let at = START + w.start + self.rng.duration(Duration::ZERO, w.interval);
             self.schedule(at, Ev::Work { node: n });
         }
+        // Drawn after the start times, and only with a view, so runs without one draw
+        // exactly what they drew before views existed.
+        self.views = if w.view == 0 {
+            Vec::new()
+        } else {
+            (0..self.nodes.len())
+                .map(|n| self.pick_peers(n, w.view))
+                .collect()
+        };
         self.workload = Some((w, data));
+    }
+
+    /// The peers node `n` sends to under the workload's view ([`Workload::view`]); empty
+    /// without a view, or for a node added after the workload was set.
+    pub fn view(&self, n: NodeId) -> &[NodeId] {
+        self.views.get(n).map_or(&[], Vec::as_slice)
+    }
+
+    /// `count` distinct random nodes other than `n` (all of them if there are fewer).
+    fn pick_peers(&mut self, n: usize, count: usize) -> Vec<usize> {
+        let others = self.nodes.len().saturating_sub(1);
+        let mut targets: Vec<usize> = Vec::with_capacity(count.min(others));
+        while targets.len() < count.min(others) {
+            let mut t = self.rng.index(others);
+            if t >= n {
+                t += 1;
+            }
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+        targets
+    }
+
+    /// `count` distinct random peers of `n`'s view (all of it if it is smaller).
+    fn pick_in_view(&mut self, n: usize, count: usize) -> Vec<usize> {
+        let size = self.views[n].len();
+        let mut targets: Vec<usize> = Vec::with_capacity(count.min(size));
+        while targets.len() < count.min(size) {
+            let t = self.views[n][self.rng.index(size)];
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+        targets
     }
 
     pub(crate) fn work(&mut self, n: usize) {
@@ -67,17 +118,12 @@ impl Sim {
         if self.nodes[n].state != NodeState::Up || self.nodes.len() < 2 {
             return;
         }
-        let others = self.nodes.len() - 1;
-        let mut targets: Vec<usize> = Vec::with_capacity(w.fanout.min(others));
-        while targets.len() < w.fanout.min(others) {
-            let mut t = self.rng.index(others);
-            if t >= n {
-                t += 1;
-            }
-            if !targets.contains(&t) {
-                targets.push(t);
-            }
-        }
+        // A node added after the workload was set has no view: it sends to anyone.
+        let targets = if n < self.views.len() {
+            self.pick_in_view(n, w.fanout)
+        } else {
+            self.pick_peers(n, w.fanout)
+        };
         let peers: Vec<RemotePeer> = targets
             .iter()
             .map(|t| {

@@ -174,9 +174,10 @@ impl<S: Security> Comm<S> {
         let config = config.sanitized();
         let own_identity = security.own_identity();
         let own_pki = security.pki_id_of(&own_identity);
-        let mut identities = IdentityStore::new(config.identity_store_capacity, own_pki.clone());
-        identities.put(&security, &own_pki, &own_identity, now, |_| true)?;
         let seed = config.rng_seed;
+        let mut identities =
+            IdentityStore::new(config.identity_store_capacity, own_pki.clone(), seed ^ 3);
+        identities.put(&security, &own_pki, &own_identity, now, |_| true)?;
         Ok(Comm {
             rng: ChaCha8Rng::seed_from_u64(seed),
             store: Store::new(seed),
