@@ -1044,17 +1044,9 @@ mod tests {
 
     #[test]
     fn stop_at_full_ends_the_membership_run_at_full_membership() {
-        let args = [
-            "--scenario",
-            "membership",
-            "--nodes",
-            "5",
-            "--seed",
-            "3",
-            "--faults",
-            "none",
-            "--json",
-        ];
+        let args: Vec<&str> = "--scenario membership --nodes 5 --seed 3 --faults none --json"
+            .split(' ')
+            .collect();
         let (r, full_run) = sim(&args);
         assert_eq!(r, Ok(Verdict::Held), "{full_run}");
         let (r, out) = sim(&[&args[..], &["--stop-at-full"]].concat());
