@@ -3,6 +3,12 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc (feature `mimalloc`, on by default): the simulator's per-message buffers and
+/// per-connection state are small allocations made and freed by the million.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod config;
 mod demo;
 mod keygen;

@@ -66,6 +66,10 @@ pub(crate) struct SimArgs {
     /// (the checks once the network is quiet still run). Ignored with --trace.
     #[arg(long)]
     fast: bool,
+    /// Membership scenario: stop once membership is full (skips the dead-member phase and
+    /// the run to quiet), so timing the 1,000-node figure does not take minutes.
+    #[arg(long)]
+    stop_at_full: bool,
     /// Print one JSON object with the result (settings, fault summary, counters, trace
     /// hash, invariants) instead of the header and the table.
     #[arg(long)]
@@ -279,11 +283,15 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     } else {
         a.duration
     };
-    let membership = tracker.map(|t| membership_phases(&mut sim, heal, &t));
+    let membership = tracker.map(|t| membership_phases(&mut sim, heal, &t, a.stop_at_full));
     let tty = std::io::stderr().is_terminal();
     let mut last_print = wall;
     // Run past the workload so that time-outs fire and the network goes quiet.
-    let limit = sim.elapsed().max(a.duration) + Duration::from_secs(120);
+    let limit = if a.stop_at_full && membership.is_some() {
+        sim.elapsed()
+    } else {
+        sim.elapsed().max(a.duration) + Duration::from_secs(120)
+    };
     let slice = Duration::from_millis(50);
     let mut idle = false;
     while sim.elapsed() < limit {
@@ -549,8 +557,14 @@ impl MembershipFigures {
 
 /// Runs until the faults have healed and membership is full, then stops the last node
 /// and runs until every other declared it dead; finally stops every node so the network
-/// can go quiet for the usual checks.
-fn membership_phases(sim: &mut Sim, healed: Duration, t: &Mutex<Tracker>) -> MembershipFigures {
+/// can go quiet for the usual checks. With `stop_at_full`, stops every node as soon as
+/// membership is full.
+fn membership_phases(
+    sim: &mut Sim,
+    healed: Duration,
+    t: &Mutex<Tracker>,
+    stop_at_full: bool,
+) -> MembershipFigures {
     let wall = std::time::Instant::now();
     let cpu = thread_cpu_time();
     let lock = |t: &Mutex<Tracker>| {
@@ -577,7 +591,7 @@ fn membership_phases(sim: &mut Sim, healed: Duration, t: &Mutex<Tracker>) -> Mem
         sim.run_until(next, |_| false);
     }
     let n = sim.node_count();
-    if fig.full_at.is_some() && n >= 2 {
+    if fig.full_at.is_some() && n >= 2 && !stop_at_full {
         let victim = n - 1;
         {
             let mut g = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1026,6 +1040,39 @@ mod tests {
             v["membership"]["time_to_full_membership_s"],
             w["membership"]["time_to_full_membership_s"]
         );
+    }
+
+    #[test]
+    fn stop_at_full_ends_the_membership_run_at_full_membership() {
+        let args: Vec<&str> = "--scenario membership --nodes 5 --seed 3 --faults none --json"
+            .split(' ')
+            .collect();
+        let (r, full_run) = sim(&args);
+        assert_eq!(r, Ok(Verdict::Held), "{full_run}");
+        let (r, out) = sim(&[&args[..], &["--stop-at-full"]].concat());
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        let (v, w): (Value, Value) = (
+            serde_json::from_str(&full_run).expect("one JSON object"),
+            serde_json::from_str(&out).expect("one JSON object"),
+        );
+        let full = w["membership"]["time_to_full_membership_s"].as_f64();
+        assert!(full.is_some(), "{w}");
+        assert_eq!(full, v["membership"]["time_to_full_membership_s"].as_f64());
+        if cfg!(target_os = "linux") {
+            assert!(w["membership"]["cpu_time_to_full_membership_s"].is_number());
+        }
+        assert!(
+            w["membership"]["time_to_detect_dead_member_s"].is_null(),
+            "{w}"
+        );
+        assert!(
+            v["membership"]["time_to_detect_dead_member_s"].is_number(),
+            "{v}"
+        );
+        // The run ends when membership is full, not 120 s later.
+        let end = w["virtual_time_s"].as_f64().expect("a time");
+        assert!(end <= full.unwrap_or_default() + 0.1, "{w}");
+        assert!(v["virtual_time_s"].as_f64() > Some(end + 3.0), "{v}");
     }
 
     #[test]

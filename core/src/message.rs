@@ -30,9 +30,25 @@ impl SignedMessage {
 
     /// "Noop-signs" `message`: an Envelope with an empty signature, which is what Fabric
     /// puts on the wire for `Send`, `Respond`, acks and `SendWithAck`.
+    ///
+    /// The message is encoded once, straight into the Envelope (whose only field is then
+    /// the payload), not encoded and then copied into it: a membership response carries
+    /// every member's alive envelope, hundreds of kilobytes at a thousand members.
     pub fn noop(message: GossipMessage) -> Self {
-        let payload = Bytes::from(message.encode_to_vec());
-        Self::from_parts(message, payload, Bytes::new(), None)
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        let len = message.encoded_len();
+        if len == 0 {
+            // An empty payload is a default field: the Envelope encodes to nothing.
+            return Self::from_parts(message, Bytes::new(), Bytes::new(), None);
+        }
+        let mut buf = Vec::with_capacity(1 + encoded_len_varint(len as u64) + len);
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(len as u64, &mut buf);
+        message.encode_raw(&mut buf);
+        SignedMessage {
+            message,
+            envelope: Bytes::from(buf),
+        }
     }
 
     /// Signs `message` and attaches a signed `SecretEnvelope` carrying `secret` (an encoded
@@ -205,5 +221,53 @@ pub fn data_payload(message: &GossipMessage) -> Option<(u64, &Bytes)> {
             Some((p.seq_num, &p.data))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabric_gossip_proto::gossip::{Empty, MembershipResponse, gossip_message::Content};
+
+    /// The Envelope prost itself makes for a noop-signed message.
+    fn prost_noop(m: &GossipMessage) -> Vec<u8> {
+        Envelope {
+            payload: Bytes::from(m.encode_to_vec()),
+            ..Envelope::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn noop_encodes_the_envelope_as_prost_does() {
+        let big = Envelope {
+            payload: Bytes::from(vec![7u8; 300]),
+            signature: Bytes::from_static(b"sig"),
+            secret_envelope: None,
+        };
+        let messages = [
+            GossipMessage::default(),
+            GossipMessage {
+                nonce: 5,
+                content: Some(Content::Empty(Empty {})),
+                ..GossipMessage::default()
+            },
+            GossipMessage {
+                nonce: u64::MAX,
+                tag: 1,
+                channel: Bytes::from_static(b"ch"),
+                content: Some(Content::MemRes(MembershipResponse {
+                    alive: vec![big; 600],
+                    dead: Vec::new(),
+                })),
+            },
+        ];
+        for m in messages {
+            let signed = SignedMessage::noop(m.clone());
+            assert_eq!(signed.envelope_bytes().as_ref(), prost_noop(&m), "{m:?}");
+            assert_eq!(signed.message(), &m);
+            let back = SignedMessage::from_envelope_bytes(signed.envelope_bytes().clone());
+            assert_eq!(back.expect("decodes").message(), &m);
+        }
     }
 }

@@ -162,12 +162,22 @@ impl TestOnlyHmacSecurity {
 
     /// HMAC-SHA256 of `msg` with the test key; what Fabric's test provider signs with.
     pub fn hmac(msg: &[u8]) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&TEST_HMAC_KEY)
-            .expect("HMAC accepts keys of any length");
+        use hmac::Mac;
+        let mut mac = keyed_hmac();
         mac.update(msg);
         mac.finalize().into_bytes().into()
     }
+}
+
+/// An HMAC-SHA256 already keyed with [`TEST_HMAC_KEY`]: keying hashes two blocks, done
+/// once here instead of at every signature (the simulator verifies millions of them).
+fn keyed_hmac() -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    static KEYED: std::sync::LazyLock<hmac::Hmac<sha2::Sha256>> = std::sync::LazyLock::new(|| {
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&TEST_HMAC_KEY)
+            .expect("HMAC accepts keys of any length")
+    });
+    KEYED.clone()
 }
 
 impl Security for TestOnlyHmacSecurity {
@@ -189,9 +199,8 @@ impl Security for TestOnlyHmacSecurity {
         signature: &[u8],
         message: &[u8],
     ) -> Result<(), SecurityError> {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&TEST_HMAC_KEY)
-            .expect("HMAC accepts keys of any length");
+        use hmac::Mac;
+        let mut mac = keyed_hmac();
         mac.update(message);
         mac.verify_slice(signature)
             .map_err(|_| SecurityError::BadSignature("HMAC mismatch".into()))

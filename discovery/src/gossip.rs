@@ -6,9 +6,7 @@ use crate::disclosure::{Disclose, Party, route_alive};
 use crate::machine::Discovery;
 use crate::validate::{alive_key, check_signed, parse_decoded};
 use fabric_gossip_core::proto::gossip::Envelope;
-use fabric_gossip_core::{
-    Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage,
-};
+use fabric_gossip_core::{Comm, Instant, PkiId, ReceivedMessage, Security, SignedMessage};
 
 impl Discovery {
     /// One heartbeat: nothing at all while alone (Fabric signs nothing then); else a new
@@ -61,26 +59,28 @@ impl Discovery {
             endpoint: origin_endpoint,
         };
         let k = self.cfg.propagate_peer_num;
-        let chosen = self.pick_alive(k, except, |pki, m| {
+        let chosen = self.pick_alive(k, except, |slot, m| {
             let to = Party {
                 org: m.org.as_deref(),
                 endpoint: &m.endpoint,
             };
             match route_alive(my_org.as_deref(), origin, to) {
                 Disclose::No => None,
-                d => Some((pki.clone(), m.preferred_endpoint().to_owned(), d)),
+                d => Some((slot, d == Disclose::WithSecret)),
             }
         });
         let (mut with, mut without) = (Vec::new(), Vec::new());
-        for (pki, endpoint, d) in chosen {
-            let peer = RemotePeer::new(endpoint, pki);
-            if d == Disclose::WithSecret {
-                with.push(peer);
+        for (slot, secret) in chosen {
+            let Some(m) = self.membership.at(slot) else {
+                continue;
+            };
+            if secret {
+                with.push(&m.peer);
             } else {
-                without.push(peer);
+                without.push(&m.peer);
             }
         }
-        let mut sent = 0;
+        let (mut sent, mut errors) = (0, 0);
         for (peers, strip) in [(with, false), (without, true)] {
             if peers.is_empty() {
                 continue;
@@ -95,11 +95,12 @@ impl Discovery {
             } else {
                 wire
             };
-            match comm.send(now, msg, &peers) {
+            match comm.send_borrowed(now, msg, &peers) {
                 Ok(()) => sent += peers.len() as u64,
-                Err(_) => self.stats.comm_errors += 1,
+                Err(_) => errors += 1,
             }
         }
+        self.stats.comm_errors += errors;
         sent
     }
 

@@ -213,8 +213,9 @@ impl Discovery {
         now: Instant,
         from_dead_list: bool,
     ) -> Change {
-        if !self.membership.contains(&parsed.pki_id)
-            && self.membership.len() >= self.cfg.max_members
+        // The size first: the lookup only matters once membership is full.
+        if self.membership.len() >= self.cfg.max_members
+            && !self.membership.contains(&parsed.pki_id)
         {
             self.stats.members_refused_full += 1;
             return Change::Stale;
@@ -251,7 +252,7 @@ impl Discovery {
     }
 
     /// Up to `k` distinct random alive members, never `except`, each mapped through
-    /// `keep` (`None`: not eligible). A large view is sampled by a bounded number of
+    /// `keep` (given the member's slot and state; `None`: not eligible). A large view is sampled by a bounded number of
     /// random draws from the alive list; a small one, or one where too few draws were
     /// eligible, is shuffled whole (a partial Fisher–Yates on the seeded generator), so
     /// the cost does not grow with the view unless most members are ineligible.
@@ -259,16 +260,17 @@ impl Discovery {
         &mut self,
         k: usize,
         except: Option<&PkiId>,
-        keep: impl Fn(&PkiId, &MemberState) -> Option<T>,
+        keep: impl Fn(usize, &MemberState) -> Option<T>,
     ) -> Vec<T> {
         let alive = self.membership.alive();
         let n = alive.len();
         let eligible = |i: usize| {
-            let pki = &alive[i];
-            if Some(pki) == except {
+            let slot = alive[i];
+            let m = self.membership.at(slot)?;
+            if Some(m.pki_id()) == except {
                 return None;
             }
-            keep(pki, self.membership.get(pki)?)
+            keep(slot, m)
         };
         if n > 4 * k {
             let mut drawn: Vec<usize> = Vec::with_capacity(k);

@@ -74,8 +74,8 @@ impl Discovery {
     /// Periodic sync (`InitiateSync`): a request (nonce 0) to `pull_peer_num` random
     /// alive members.
     pub(crate) fn sync<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
-        let chosen = self.pick_alive(self.cfg.pull_peer_num, None, |pki, m| {
-            Some((pki.clone(), m.preferred_endpoint().to_owned()))
+        let chosen = self.pick_alive(self.cfg.pull_peer_num, None, |_, m| {
+            Some((m.pki_id().clone(), m.preferred_endpoint().to_owned()))
         });
         for (pki, ep) in chosen {
             self.send_request(now, comm, &pki, &ep, 0);

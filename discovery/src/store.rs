@@ -5,7 +5,7 @@ use crate::alive::Timestamp;
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::Envelope;
-use fabric_gossip_core::{Instant, PkiId};
+use fabric_gossip_core::{Instant, PkiId, RemotePeer};
 
 /// Everything known about one member.
 #[derive(Clone, Debug)]
@@ -21,6 +21,9 @@ pub(crate) struct MemberState {
     pub(crate) alive: bool,
     /// The latest signed alive Envelope, relayed verbatim in responses.
     pub(crate) envelope: Envelope,
+    /// Its PKI-ID and preferred endpoint, ready for comm: a fan-out sends to it without
+    /// copying either (every forwarded alive message goes to three members).
+    pub(crate) peer: RemotePeer,
     /// Its place in [`Membership`]'s alive list while alive.
     alive_at: usize,
 }
@@ -29,10 +32,23 @@ impl MemberState {
     /// Where to reach it: the internal endpoint if known, else the external one
     /// (Fabric's `PreferredEndpoint`).
     pub(crate) fn preferred_endpoint(&self) -> &str {
-        if self.internal_endpoint.is_empty() {
+        &self.peer.endpoint
+    }
+
+    /// Its PKI-ID.
+    pub(crate) fn pki_id(&self) -> &PkiId {
+        &self.peer.pki_id
+    }
+
+    /// Keeps [`MemberState::peer`]'s endpoint the preferred one after an endpoint changed.
+    fn prefer_endpoint(&mut self) {
+        let preferred = if self.internal_endpoint.is_empty() {
             &self.endpoint
         } else {
             &self.internal_endpoint
+        };
+        if self.peer.endpoint != *preferred {
+            self.peer.endpoint.clone_from(preferred);
         }
     }
 }
@@ -68,6 +84,60 @@ pub(crate) struct Update<'a> {
 /// operations always give the same layout, so iteration stays deterministic.
 pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
 
+/// A PKI-ID as a map key, held in place when it fits (Fabric's are 32-byte hashes, the
+/// test provider's are endpoints): a lookup compares the bytes in the table instead of
+/// following every stored key to the receive buffer it was cut from. It hashes and
+/// compares as its bytes, so maps keyed by it are searched with a plain `&[u8]`.
+#[derive(Clone, Debug)]
+pub(crate) enum Key {
+    /// Up to [`Key::INLINE`] bytes, zero-padded.
+    Inline { len: u8, bytes: [u8; Key::INLINE] },
+    /// A longer PKI-ID.
+    Heap(Bytes),
+}
+
+impl Key {
+    const INLINE: usize = 32;
+
+    pub(crate) fn of(pki_id: &[u8]) -> Key {
+        match u8::try_from(pki_id.len()) {
+            Ok(len) if pki_id.len() <= Key::INLINE => {
+                let mut bytes = [0; Key::INLINE];
+                bytes[..pki_id.len()].copy_from_slice(pki_id);
+                Key::Inline { len, bytes }
+            }
+            _ => Key::Heap(Bytes::copy_from_slice(pki_id)),
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
+
+impl core::hash::Hash for Key {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl core::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 /// The seed of every map of the layer (any constant: it only has to be the same on
 /// every run).
 const MAP_SEED: u64 = 0x6d65_6d62_6572_7321;
@@ -77,19 +147,27 @@ pub(crate) fn new_map<K, V>() -> Map<K, V> {
 }
 
 /// Alive and dead members, with the alive ones also in a dense list so that fan-out
-/// draws and syncs pick among them without scanning every member. Every lookup is a
-/// hash lookup; iteration follows the map's layout, which depends only on the sequence
-/// of operations (Fabric iterates a Go map, in random order; the public views sort).
+/// draws and syncs pick among them without scanning every member. A member lives in a
+/// slot of a dense table; the map only turns a PKI-ID into its slot, so the alive list
+/// and fan-out draws reach members without hashing. Iteration follows the map's layout,
+/// which depends only on the sequence of operations (Fabric iterates a Go map, in random
+/// order; the public views sort).
 #[derive(Debug)]
 pub(crate) struct Membership {
-    members: Map<PkiId, MemberState>,
-    alive: Vec<PkiId>,
+    index: Map<Key, usize>,
+    slots: Vec<Option<MemberState>>,
+    /// Slots emptied by purges, reused (last emptied first) before the table grows.
+    free: Vec<usize>,
+    /// The alive members' slots.
+    alive: Vec<usize>,
 }
 
 impl Default for Membership {
     fn default() -> Self {
         Membership {
-            members: new_map(),
+            index: new_map(),
+            slots: Vec::new(),
+            free: Vec::new(),
             alive: Vec::new(),
         }
     }
@@ -98,38 +176,76 @@ impl Default for Membership {
 impl Membership {
     /// A member, alive or dead.
     pub(crate) fn get(&self, pki_id: &PkiId) -> Option<&MemberState> {
-        self.members.get(pki_id)
+        self.index.get(pki_id.as_bytes()).and_then(|&i| self.at(i))
+    }
+
+    /// The member in slot `slot`.
+    pub(crate) fn at(&self, slot: usize) -> Option<&MemberState> {
+        self.slots.get(slot)?.as_ref()
+    }
+
+    fn at_mut(&mut self, slot: usize) -> Option<&mut MemberState> {
+        self.slots.get_mut(slot)?.as_mut()
     }
 
     /// Whether the member is known, alive or dead.
     pub(crate) fn contains(&self, pki_id: &PkiId) -> bool {
-        self.members.contains_key(pki_id)
+        self.index.contains_key(pki_id.as_bytes())
     }
 
     /// How many members are known, alive or dead.
     pub(crate) fn len(&self) -> usize {
-        self.members.len()
+        self.index.len()
     }
 
     /// Every member, alive or dead, in the map's (deterministic) order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&PkiId, &MemberState)> {
-        self.members.iter()
+        self.index.values().filter_map(|&i| {
+            let m = self.at(i)?;
+            Some((m.pki_id(), m))
+        })
     }
 
-    /// The alive members' PKI-IDs, in the order they became alive (shuffled by removals).
-    pub(crate) fn alive(&self) -> &[PkiId] {
+    /// The alive members' slots, in the order they became alive (shuffled by removals).
+    pub(crate) fn alive(&self) -> &[usize] {
         &self.alive
+    }
+
+    /// Puts a new member in a free slot (or a new one) and indexes it.
+    fn insert(&mut self, pki_id: &PkiId, m: MemberState) -> usize {
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(m);
+                i
+            }
+            None => {
+                self.slots.push(Some(m));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(Key::of(pki_id.as_bytes()), slot);
+        slot
+    }
+
+    /// Lists the member of `slot` as alive.
+    fn list(&mut self, slot: usize) {
+        let at = self.alive.len();
+        if let Some(m) = self.at_mut(slot) {
+            m.alive_at = at;
+            self.alive.push(slot);
+        }
     }
 
     /// Fabric's `handleAliveMessage`: learn, resurrect or refresh on a strictly newer
     /// timestamp; anything else changes nothing (not even `last_seen`).
     pub(crate) fn apply_alive(&mut self, u: &Update<'_>, now: Instant) -> Change {
-        let Some(m) = self.members.get_mut(u.pki_id) else {
-            let mut fresh = Self::fresh(u, now, true);
-            fresh.alive_at = self.alive.len();
-            self.alive.push(u.pki_id.clone());
-            self.members.insert(u.pki_id.clone(), fresh);
+        let Some(&slot) = self.index.get(u.pki_id.as_bytes()) else {
+            let slot = self.insert(u.pki_id, Self::fresh(u, now, true));
+            self.list(slot);
             return Change::Learned;
+        };
+        let Some(m) = self.at_mut(slot) else {
+            return Change::Stale;
         };
         if m.ts >= u.ts {
             return Change::Stale;
@@ -142,6 +258,7 @@ impl Membership {
         if !u.internal_endpoint.is_empty() && m.internal_endpoint != u.internal_endpoint {
             m.internal_endpoint = u.internal_endpoint.to_owned();
         }
+        m.prefer_endpoint();
         if m.identity.is_none() || m.identity.as_ref() != Some(u.identity) {
             m.identity = Some(u.identity.clone());
             m.org = u.org.clone();
@@ -154,24 +271,22 @@ impl Membership {
             return Change::Refreshed;
         }
         m.alive = true;
-        m.alive_at = self.alive.len();
-        self.alive.push(u.pki_id.clone());
+        self.list(slot);
         Change::Resurrected
     }
 
     /// A member from someone's dead list: learnt dead only if unknown (a known member is
     /// never killed by another peer's view).
     pub(crate) fn learn_dead(&mut self, u: &Update<'_>, now: Instant) -> bool {
-        if self.members.contains_key(u.pki_id) {
+        if self.index.contains_key(u.pki_id.as_bytes()) {
             return false;
         }
-        self.members
-            .insert(u.pki_id.clone(), Self::fresh(u, now, false));
+        self.insert(u.pki_id, Self::fresh(u, now, false));
         true
     }
 
     fn fresh(u: &Update<'_>, now: Instant, alive: bool) -> MemberState {
-        MemberState {
+        let mut m = MemberState {
             endpoint: u.endpoint.to_owned(),
             metadata: u.metadata.clone(),
             internal_endpoint: u.internal_endpoint.to_owned(),
@@ -182,15 +297,18 @@ impl Membership {
             last_seen: now,
             alive,
             envelope: u.envelope.clone(),
+            peer: RemotePeer::new(String::new(), u.pki_id.clone()),
             alive_at: 0,
-        }
+        };
+        m.prefer_endpoint();
+        m
     }
 
     /// Takes an alive member out of the alive list (in O(1): the last one fills its place).
     fn unlist(&mut self, at: usize) {
         self.alive.swap_remove(at);
-        if let Some(moved) = self.alive.get(at)
-            && let Some(m) = self.members.get_mut(moved)
+        if let Some(&moved) = self.alive.get(at)
+            && let Some(m) = self.at_mut(moved)
         {
             m.alive_at = at;
         }
@@ -198,7 +316,10 @@ impl Membership {
 
     /// Alive → dead, keeping the last timestamp and envelope. False if not alive.
     pub(crate) fn mark_dead(&mut self, pki_id: &PkiId) -> bool {
-        let at = match self.members.get_mut(pki_id) {
+        let Some(&slot) = self.index.get(pki_id.as_bytes()) else {
+            return false;
+        };
+        let at = match self.at_mut(slot) {
             Some(m) if m.alive => {
                 m.alive = false;
                 m.alive_at
@@ -211,7 +332,9 @@ impl Membership {
 
     /// Forgets a member, alive or dead.
     pub(crate) fn remove(&mut self, pki_id: &PkiId) -> Option<MemberState> {
-        let m = self.members.remove(pki_id)?;
+        let slot = self.index.remove(pki_id.as_bytes())?;
+        let m = self.slots.get_mut(slot)?.take()?;
+        self.free.push(slot);
         if m.alive {
             self.unlist(m.alive_at);
         }
@@ -222,7 +345,6 @@ impl Membership {
     /// to each of them happens in one order on every run.
     pub(crate) fn select(&self, pred: impl Fn(&MemberState) -> bool) -> Vec<PkiId> {
         let mut ids: Vec<PkiId> = self
-            .members
             .iter()
             .filter(|(_, m)| pred(m))
             .map(|(k, _)| k.clone())
@@ -264,7 +386,7 @@ struct StoreEntry {
 /// equal or older messages until `2 × ttl` (quirk Q7).
 #[derive(Debug)]
 pub(crate) struct MsgStore {
-    entries: Map<PkiId, StoreEntry>,
+    entries: Map<Key, StoreEntry>,
     ttl: Duration,
 }
 
@@ -278,13 +400,15 @@ impl MsgStore {
 
     /// Whether a message with `ts` would be new: no entry for the member, or an older one.
     pub(crate) fn check_valid(&self, pki_id: &PkiId, ts: Timestamp) -> bool {
-        self.entries.get(pki_id).is_none_or(|e| e.ts < ts)
+        self.entries
+            .get(pki_id.as_bytes())
+            .is_none_or(|e| e.ts < ts)
     }
 
     /// Stores a message (call only after `check_valid`); replaces the member's entry.
     pub(crate) fn add(&mut self, pki_id: &PkiId, ts: Timestamp, now: Instant) {
         self.entries.insert(
-            pki_id.clone(),
+            Key::of(pki_id.as_bytes()),
             StoreEntry {
                 ts,
                 added: now,
@@ -302,7 +426,7 @@ impl MsgStore {
             let age = now - e.added;
             if age >= ttl && !e.expired {
                 e.expired = true;
-                expired.push(k.clone());
+                expired.push(PkiId::new(Bytes::copy_from_slice(k.as_slice())));
             }
             age < ttl.saturating_mul(2)
         });
@@ -360,19 +484,22 @@ mod tests {
         let t1 = Instant::from_unix_secs(2);
         assert_eq!(apply(&mut ms, &a, ts(1, 1), "", t1), Change::Stale);
         assert_eq!(
-            ms.members[&a].last_seen, t0,
+            ms.get(&a).unwrap().last_seen,
+            t0,
             "a replay must not keep a member alive"
         );
         assert_eq!(apply(&mut ms, &a, ts(1, 0), "", t1), Change::Stale);
         assert_eq!(apply(&mut ms, &a, ts(1, 2), "", t1), Change::Refreshed);
-        assert_eq!(ms.members[&a].last_seen, t1);
+        assert_eq!(ms.get(&a).unwrap().last_seen, t1);
         assert_eq!(
-            ms.members[&a].internal_endpoint, "int:1",
+            ms.get(&a).unwrap().internal_endpoint,
+            "int:1",
             "no secret keeps the old one"
         );
         assert_eq!(apply(&mut ms, &a, ts(1, 3), "int:2", t1), Change::Refreshed);
         assert_eq!(
-            ms.members[&a].internal_endpoint, "int:2",
+            ms.get(&a).unwrap().internal_endpoint,
+            "int:2",
             "a new secret wins"
         );
     }
@@ -386,7 +513,7 @@ mod tests {
         assert_eq!(apply(&mut ms, &a, ts(5, 9), "", t), Change::Stale);
         assert_eq!(apply(&mut ms, &a, ts(4, 100), "", t), Change::Stale);
         assert_eq!(apply(&mut ms, &a, ts(6, 1), "", t), Change::Resurrected);
-        assert!(ms.members[&a].alive);
+        assert!(ms.get(&a).unwrap().alive);
     }
 
     #[test]
@@ -420,7 +547,7 @@ mod tests {
             envelope: &env,
         };
         assert!(!ms.learn_dead(&u, t));
-        assert!(ms.members[&a].alive);
+        assert!(ms.get(&a).unwrap().alive);
         let b = PkiId::new(&b"b"[..]);
         u.pki_id = &b;
         assert!(ms.learn_dead(&u, t));
@@ -430,12 +557,18 @@ mod tests {
 
     /// The alive list holds exactly the alive members, each at the place it records.
     fn check_alive_list(ms: &Membership) {
-        for (i, pki) in ms.alive().iter().enumerate() {
-            let m = &ms.members[pki];
+        for (i, &slot) in ms.alive().iter().enumerate() {
+            let m = ms.at(slot).expect("a listed slot holds a member");
+            let pki = m.pki_id();
             assert!(m.alive, "{pki:?} listed but dead");
             assert_eq!(m.alive_at, i, "{pki:?} misplaced");
+            assert_eq!(ms.get(pki).map(MemberState::pki_id), Some(pki));
         }
-        let mut listed = ms.alive().to_vec();
+        let mut listed: Vec<PkiId> = ms
+            .alive()
+            .iter()
+            .filter_map(|&s| ms.at(s).map(|m| m.pki_id().clone()))
+            .collect();
         listed.sort();
         assert_eq!(listed, ms.alive_ids());
     }
@@ -468,6 +601,27 @@ mod tests {
         );
         assert_eq!(ms.dead_ids(), Vec::<PkiId>::new());
         assert!(ms.remove(&ids[3]).is_none());
+    }
+
+    #[test]
+    fn keys_of_every_length_are_found_by_their_bytes_only() {
+        let mut m: Map<Key, usize> = new_map();
+        let ids: Vec<Vec<u8>> = [0, 1, 14, 31, 32, 33, 200]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(m.insert(Key::of(id), i).is_none(), "{id:?} collided");
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(m.get(id.as_slice()), Some(&i));
+            assert_eq!(Key::of(id).as_slice(), id.as_slice());
+        }
+        assert!(matches!(Key::of(&ids[4]), Key::Inline { len: 32, .. }));
+        assert!(matches!(Key::of(&ids[5]), Key::Heap(_)));
+        // A shorter ID is not its zero-padded longer neighbour.
+        assert_eq!(m.get(&[0u8; 2][..]), None);
+        assert_ne!(Key::of(&[1, 0]), Key::of(&[1]));
     }
 
     #[test]

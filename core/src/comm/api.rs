@@ -8,6 +8,7 @@ use crate::ids::{DialId, OpId, PkiId, StreamId, SubscriptionId};
 use crate::message::SignedMessage;
 use crate::security::Security;
 use crate::time::Instant;
+use core::borrow::Borrow;
 use core::time::Duration;
 use fabric_gossip_proto::gossip::{Acknowledgement, GossipMessage, gossip_message};
 
@@ -21,11 +22,36 @@ impl<S: Security> Comm<S> {
         msg: &SignedMessage,
         peers: &[RemotePeer],
     ) -> Result<(), Error> {
+        self.send_each(now, msg, peers)
+    }
+
+    /// [`Comm::send`] to borrowed peers: a layer that keeps its peers ready sends to them
+    /// without copying their endpoints and PKI-IDs for every message.
+    pub fn send_borrowed(
+        &mut self,
+        now: Instant,
+        msg: &SignedMessage,
+        peers: &[&RemotePeer],
+    ) -> Result<(), Error> {
+        self.send_each(now, msg, peers)
+    }
+
+    fn send_each<P: Borrow<RemotePeer>>(
+        &mut self,
+        now: Instant,
+        msg: &SignedMessage,
+        peers: &[P],
+    ) -> Result<(), Error> {
         self.tick(now);
-        self.check_outgoing(msg.envelope_bytes(), peers)?;
+        self.check_outgoing(msg.envelope_bytes(), peers.is_empty())?;
         for peer in peers {
             // A full buffer in Drop mode is a counted drop, not an error.
-            let _ = self.enqueue(peer, msg.envelope_bytes().clone(), Mode::Drop, None);
+            let _ = self.enqueue(
+                peer.borrow(),
+                msg.envelope_bytes().clone(),
+                Mode::Drop,
+                None,
+            );
         }
         Ok(())
     }
@@ -41,7 +67,7 @@ impl<S: Security> Comm<S> {
         peer: &RemotePeer,
     ) -> Result<(), Error> {
         self.tick(now);
-        self.check_outgoing(msg.envelope_bytes(), core::slice::from_ref(peer))?;
+        self.check_outgoing(msg.envelope_bytes(), false)?;
         self.enqueue(peer, msg.envelope_bytes().clone(), Mode::Wait, None)
     }
 

@@ -126,15 +126,12 @@ fn dropped(to: &dyn core::fmt::Display, cause: &'static str) {
 }
 
 impl<S: Security> Comm<S> {
-    pub(super) fn check_outgoing(
-        &self,
-        envelope: &Bytes,
-        peers: &[RemotePeer],
-    ) -> Result<(), Error> {
+    /// Refuses a send once stopped, to `no_peers`, or of an oversized envelope.
+    pub(super) fn check_outgoing(&self, envelope: &Bytes, no_peers: bool) -> Result<(), Error> {
         if self.stopped {
             return Err(Error::Stopped);
         }
-        if peers.is_empty() {
+        if no_peers {
             return Err(Error::NoPeers);
         }
         self.check_size(envelope.len())

@@ -228,9 +228,9 @@ impl Discovery {
         }
         self.certstore.engine.end_round_if_due(now);
         if self.certstore.engine.round_due(now) {
-            let peers = self.pick_alive(self.cfg.pull_peer_num, None, |pki, m| {
+            let peers = self.pick_alive(self.cfg.pull_peer_num, None, |_, m| {
                 Some(Peer {
-                    pki_id: pki.clone(),
+                    pki_id: m.pki_id().clone(),
                     endpoint: m.preferred_endpoint().to_owned(),
                 })
             });
