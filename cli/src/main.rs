@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// mimalloc (feature `mimalloc`, on by default): the simulator's per-message buffers and
+/// mimalloc (feature `mimalloc`, off by default): the simulator's per-message buffers and
 /// per-connection state are small allocations made and freed by the million.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
