@@ -13,7 +13,7 @@
 //! inline). Nothing that itself takes the lock is ever dropped under it.
 
 use crate::framed::{FramedOut, ReceiveCodec, Role};
-use crate::inbound::{Admission, DriverLimits, Slot};
+use crate::inbound::{Admission, DriverLimits, Outcome, Slot};
 use crate::layer::HostedCore;
 use crate::metered::{Budget, Fault, FaultSlot, MeteredBody, Metering, take_fault};
 use crate::tls::{ClientTls, Dialer};
@@ -361,13 +361,13 @@ impl Inner {
         let mut s = self.lock().stats.clone();
         let c = &self.admission.counters;
         let (open, pending) = self.admission.open();
-        s.inbound_accepted = c.accepted.load(Ordering::Relaxed);
+        s.inbound_accepted = c.get(Outcome::Accepted);
         s.inbound_open = open as u64;
         s.inbound_pending = pending as u64;
-        s.inbound_refused = c.refused.load(Ordering::Relaxed);
-        s.inbound_evicted = c.evicted.load(Ordering::Relaxed);
-        s.inbound_setup_timeouts = c.setup_timeouts.load(Ordering::Relaxed);
-        s.accept_errors = c.accept_errors.load(Ordering::Relaxed);
+        s.inbound_refused = c.get(Outcome::Refused);
+        s.inbound_evicted = c.get(Outcome::Evicted);
+        s.inbound_setup_timeouts = c.get(Outcome::SetupTimeout);
+        s.accept_errors = c.get(Outcome::AcceptError);
         let (held, peak) = self.budget.held();
         s.incomplete_bytes = held as u64;
         s.incomplete_bytes_peak = peak as u64;

@@ -129,14 +129,40 @@ impl Slot {
     }
 }
 
-/// Counters of the admission table, copied into `DriverStats`.
+/// What the admission table did with a connection (or with `accept`): each outcome
+/// indexes its counter, so a new outcome cannot be counted without a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A socket entered the table.
+    Accepted,
+    /// A socket was refused: the table was full of authenticated connections.
+    Refused,
+    /// A connection still in its setup was cut to make room.
+    Evicted,
+    /// A connection did not authenticate within `setup_timeout`.
+    SetupTimeout,
+    /// `accept` itself failed (not for one connection's sake).
+    AcceptError,
+}
+
+impl Outcome {
+    const COUNT: usize = Outcome::AcceptError as usize + 1;
+}
+
+/// Counters of the admission table, one per [`Outcome`], copied into `DriverStats`.
 #[derive(Debug, Default)]
-pub(crate) struct AdmissionCounters {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) evicted: AtomicU64,
-    pub(crate) setup_timeouts: AtomicU64,
-    pub(crate) accept_errors: AtomicU64,
+pub(crate) struct AdmissionCounters([AtomicU64; Outcome::COUNT]);
+
+impl AdmissionCounters {
+    /// Counts one `outcome`.
+    pub(crate) fn count(&self, outcome: Outcome) {
+        self.0[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times `outcome` happened.
+    pub(crate) fn get(&self, outcome: Outcome) -> u64 {
+        self.0[outcome as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// The table of inbound connections and the limits it enforces.
@@ -187,7 +213,7 @@ impl Admission {
             match Self::victim(&t) {
                 Some(v) => {
                     if let Some(s) = t.remove(&v) {
-                        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                        self.counters.count(Outcome::Evicted);
                         tracing::info!(
                             remote = ?s.remote, stage = s.stage.load(Ordering::Relaxed),
                             "inbound connection evicted: connection limit reached"
@@ -197,7 +223,7 @@ impl Admission {
                 }
                 None => {
                     drop(t);
-                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    self.counters.count(Outcome::Refused);
                     tracing::warn!(%remote, "inbound connection refused: every slot is authenticated");
                     return None;
                 }
@@ -215,7 +241,7 @@ impl Admission {
         });
         t.insert(id, slot.clone());
         drop(t);
-        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        self.counters.count(Outcome::Accepted);
         self.reaper.notify_one();
         Some(GuardedIo {
             tcp,
@@ -244,7 +270,7 @@ impl Admission {
         let mut t = self.lock();
         if let Some(s) = Self::victim(&t).and_then(|v| t.remove(&v)) {
             drop(t);
-            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(Outcome::Evicted);
             tracing::info!(remote = ?s.remote, "inbound connection evicted: out of file descriptors");
             kill(&s);
         }
@@ -294,7 +320,7 @@ impl Admission {
             });
         }
         for s in expired {
-            self.counters.setup_timeouts.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(Outcome::SetupTimeout);
             tracing::info!(
                 remote = ?s.remote, stage = s.stage.load(Ordering::Relaxed),
                 timeout = ?self.limits.setup_timeout,
@@ -383,10 +409,7 @@ impl Stream for GuardedIncoming {
                 }
                 Poll::Ready(Err(e)) if per_connection(&e) => {}
                 Poll::Ready(Err(e)) => {
-                    this.admission
-                        .counters
-                        .accept_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    this.admission.counters.count(Outcome::AcceptError);
                     tracing::warn!(error = %e, backoff = ?this.delay, "accept failed; backing off");
                     this.admission.evict_one();
                     this.backoff = Some(Box::pin(tokio::time::sleep(this.delay)));
