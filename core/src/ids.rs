@@ -12,6 +12,81 @@ use core::marker::PhantomData;
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct PkiId(pub Bytes);
 
+/// A PKI-ID as a hash-map key, held in place when it fits (Fabric's are 32-byte hashes;
+/// the test provider's are short endpoints). A [`PkiId`] shares the receive buffer it was
+/// cut from, so a map keyed by `PkiId` follows every stored key to a cold buffer on each
+/// lookup; a map keyed by `PkiKey` compares the bytes in the table. It hashes and compares
+/// as its bytes (like `PkiId`), so such a map is searched with `pki_id.as_bytes()` and
+/// lays out its entries exactly as a map keyed by `PkiId` would.
+#[derive(Clone, Debug)]
+pub enum PkiKey {
+    /// Up to [`PkiKey::INLINE`] bytes, zero-padded.
+    Inline {
+        /// How many of `bytes` are the PKI-ID.
+        len: u8,
+        /// The PKI-ID, then zeros.
+        bytes: [u8; PkiKey::INLINE],
+    },
+    /// A longer PKI-ID.
+    Heap(Bytes),
+}
+
+impl PkiKey {
+    /// The longest PKI-ID held in place (a SHA-256 digest).
+    pub const INLINE: usize = 32;
+
+    /// The key of `pki_id`'s bytes.
+    pub fn of(pki_id: &[u8]) -> PkiKey {
+        match u8::try_from(pki_id.len()) {
+            Ok(len) if pki_id.len() <= PkiKey::INLINE => {
+                let mut bytes = [0; PkiKey::INLINE];
+                bytes[..pki_id.len()].copy_from_slice(pki_id);
+                PkiKey::Inline { len, bytes }
+            }
+            _ => PkiKey::Heap(Bytes::copy_from_slice(pki_id)),
+        }
+    }
+
+    /// The PKI-ID's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            PkiKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            PkiKey::Heap(b) => b,
+        }
+    }
+
+    /// The PKI-ID again (a copy of the bytes).
+    pub fn to_pki_id(&self) -> PkiId {
+        PkiId(Bytes::copy_from_slice(self.as_slice()))
+    }
+}
+
+impl PartialEq for PkiKey {
+    fn eq(&self, other: &PkiKey) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for PkiKey {}
+
+impl core::hash::Hash for PkiKey {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl core::borrow::Borrow<[u8]> for PkiKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<&PkiId> for PkiKey {
+    fn from(pki_id: &PkiId) -> PkiKey {
+        PkiKey::of(pki_id.as_bytes())
+    }
+}
+
 impl PkiId {
     /// Wraps bytes as a PKI-ID.
     pub fn new(bytes: impl Into<Bytes>) -> Self {
@@ -304,5 +379,32 @@ mod tests {
         assert!(!slab.ever_issued(StreamId::from_parts(9, 0)));
         assert_eq!(slab.keys(), vec![c, b]);
         assert_eq!(slab.len(), 2);
+    }
+
+    #[test]
+    fn a_pki_key_is_found_by_its_bytes_inline_or_not_and_hashes_like_the_pki_id() {
+        use core::hash::BuildHasher;
+        let hasher = foldhash::fast::FixedState::with_seed(7);
+        let mut map: hashbrown::HashMap<PkiKey, usize, _> =
+            hashbrown::HashMap::with_hasher(hasher.clone());
+        // Lengths around the inline limit, and IDs that differ only by trailing zeros.
+        let ids: Vec<PkiId> = (0..=40)
+            .map(|n| PkiId::new(vec![0u8; n]))
+            .chain((0..=40).map(|n| PkiId::new((0..n as u8).collect::<Vec<_>>())))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            map.entry(PkiKey::from(id)).or_insert(i);
+            assert_eq!(hasher.hash_one(PkiKey::from(id)), hasher.hash_one(id));
+        }
+        for id in &ids {
+            let key = map.get_key_value(id.as_bytes()).expect("found").0;
+            assert_eq!(key.as_slice(), id.as_bytes());
+            assert_eq!(&key.to_pki_id(), id);
+            assert_eq!(
+                matches!(key, PkiKey::Inline { .. }),
+                id.as_bytes().len() <= PkiKey::INLINE
+            );
+        }
+        assert_eq!(map.len(), 41 + 39, "[] and [0] are in both lists");
     }
 }

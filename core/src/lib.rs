@@ -187,7 +187,7 @@ pub use error::{
 };
 pub use fabric_gossip_proto as proto;
 pub use identity::{IdentityRefusal, check_identity_claim};
-pub use ids::{DialId, Handle, OpId, PkiId, Slab, StreamId, SubscriptionId};
+pub use ids::{DialId, Handle, OpId, PkiId, PkiKey, Slab, StreamId, SubscriptionId};
 pub use layer::{HostedLayer, Layer, Stack, StackOutput};
 pub use message::{
     ConnectionInfo, ReceivedMessage, SignedMessage, data_message, data_payload, verify_envelope,

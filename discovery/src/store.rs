@@ -84,59 +84,12 @@ pub(crate) struct Update<'a> {
 /// operations always give the same layout, so iteration stays deterministic.
 pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
 
-/// A PKI-ID as a map key, held in place when it fits (Fabric's are 32-byte hashes, the
-/// test provider's are endpoints): a lookup compares the bytes in the table instead of
-/// following every stored key to the receive buffer it was cut from. It hashes and
-/// compares as its bytes, so maps keyed by it are searched with a plain `&[u8]`.
-#[derive(Clone, Debug)]
-pub(crate) enum Key {
-    /// Up to [`Key::INLINE`] bytes, zero-padded.
-    Inline { len: u8, bytes: [u8; Key::INLINE] },
-    /// A longer PKI-ID.
-    Heap(Bytes),
-}
-
-impl Key {
-    const INLINE: usize = 32;
-
-    pub(crate) fn of(pki_id: &[u8]) -> Key {
-        match u8::try_from(pki_id.len()) {
-            Ok(len) if pki_id.len() <= Key::INLINE => {
-                let mut bytes = [0; Key::INLINE];
-                bytes[..pki_id.len()].copy_from_slice(pki_id);
-                Key::Inline { len, bytes }
-            }
-            _ => Key::Heap(Bytes::copy_from_slice(pki_id)),
-        }
-    }
-
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Key::Heap(b) => b,
-        }
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for Key {}
-
-impl core::hash::Hash for Key {
-    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl core::borrow::Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
+/// A PKI-ID as a map key, held in place when it fits: the core's [`PkiKey`], so a lookup
+/// compares in the table instead of following every stored key to the receive buffer it was
+/// cut from; maps keyed by it are searched with a plain `&[u8]`.
+///
+/// [`PkiKey`]: fabric_gossip_core::PkiKey
+pub(crate) use fabric_gossip_core::PkiKey as Key;
 
 /// The seed of every map of the layer (any constant: it only has to be the same on
 /// every run).

@@ -39,7 +39,7 @@ use super::stream::{Conn, Phase};
 use super::timers::TimerKey;
 use super::{Comm, ConnectionEntry, Map, new_map};
 use crate::error::{CloseReason, HandshakeError};
-use crate::ids::{DialId, OpId, PkiId, StreamId};
+use crate::ids::{DialId, OpId, PkiId, PkiKey, StreamId};
 use crate::message::ConnectionInfo;
 use crate::security::Security;
 use crate::time::Instant;
@@ -110,7 +110,7 @@ pub(super) struct Attempt {
 /// The table of connections and attempts by PKI-ID.
 #[derive(Debug)]
 pub(super) struct Store {
-    registry: Map<PkiId, Registered>,
+    registry: Map<PkiKey, Registered>,
     attempts: Map<PkiId, Attempt>,
     /// Replaced connections kept open while their reading is paused (one per PKI-ID).
     retiring: Map<PkiId, StreamId>,
@@ -134,11 +134,11 @@ impl Store {
     }
 
     pub(super) fn primary(&self, pki: &PkiId) -> Option<StreamId> {
-        self.registry.get(pki).map(|r| r.primary)
+        self.registry.get(pki.as_bytes()).map(|r| r.primary)
     }
 
     pub(super) fn is_registered(&self, pki: &PkiId) -> bool {
-        self.registry.contains_key(pki)
+        self.registry.contains_key(pki.as_bytes())
     }
 
     /// Registered streams, secondaries included.
@@ -155,14 +155,16 @@ impl Store {
 
     /// Registers `primary` (and a crossing `secondary`) for `pki`, replacing what was there.
     fn set(&mut self, pki: PkiId, primary: StreamId, secondary: Option<StreamId>) {
-        let old = self.registry.insert(pki, Registered { primary, secondary });
+        let old = self
+            .registry
+            .insert(PkiKey::from(&pki), Registered { primary, secondary });
         self.secondaries -= usize::from(old.is_some_and(|r| r.secondary.is_some()));
         self.secondaries += usize::from(secondary.is_some());
     }
 
     /// Forgets `pki`'s registered streams.
     fn unregister(&mut self, pki: &PkiId) {
-        let old = self.registry.remove(pki);
+        let old = self.registry.remove(pki.as_bytes());
         self.secondaries -= usize::from(old.is_some_and(|r| r.secondary.is_some()));
     }
 
@@ -171,7 +173,7 @@ impl Store {
             .registry
             .iter()
             .map(|(k, r)| ConnectionEntry {
-                pki_id: k.clone(),
+                pki_id: k.to_pki_id(),
                 primary: r.primary,
                 secondary: r.secondary,
             })
@@ -248,7 +250,7 @@ impl<S: Security> Comm<S> {
             s.phase = Phase::Established(Box::new(Conn::new(info.clone())));
         }
         self.stats.connections_opened += 1;
-        let existing = self.store.registry.get(&pki).copied();
+        let existing = self.store.registry.get(pki.as_bytes()).copied();
         let existing_inbound =
             existing.map(|reg| self.streams.get(reg.primary).is_some_and(|s| s.inbound));
         let outcome = registration(&self.own_pki, &pki, inbound, existing_inbound);
@@ -449,7 +451,7 @@ impl<S: Security> Comm<S> {
         if let Some(retired) = self.store.retiring.get(pki).copied() {
             self.close_stream(retired, reason.clone());
         }
-        if let Some(reg) = self.store.registry.get(pki).copied() {
+        if let Some(reg) = self.store.registry.get(pki.as_bytes()).copied() {
             if let Some(sec) = reg.secondary {
                 self.close_stream(sec, reason.clone());
             }
@@ -479,7 +481,7 @@ impl<S: Security> Comm<S> {
         if self.store.retiring.get(&pki) == Some(&stream) {
             self.store.retiring.remove(&pki);
         }
-        if let Some(reg) = self.store.registry.get(&pki).copied() {
+        if let Some(reg) = self.store.registry.get(pki.as_bytes()).copied() {
             if reg.primary == stream {
                 if let Some(sec) = reg.secondary {
                     self.store.set(pki.clone(), sec, None);
