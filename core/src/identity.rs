@@ -2,7 +2,7 @@
 
 use crate::comm::{Map, new_map};
 use crate::error::HandshakeError;
-use crate::ids::PkiId;
+use crate::ids::{PkiId, PkiKey};
 use crate::security::{Security, SecurityError};
 use crate::time::Instant;
 use bytes::Bytes;
@@ -60,13 +60,13 @@ pub(crate) struct StoredIdentity {
 
 /// Identities the node has accepted, keyed by PKI-ID. Bounded: when full, the oldest
 /// identity that `in_use` says is not needed is evicted. A hash map (seeded from the
-/// node's configuration, as the connection store's): every handshake looks its remote
-/// up here, and a tree of thousands of PKI-IDs costs a dozen byte-string compares per
-/// look-up. Nothing depends on its iteration order: eviction picks the smallest
+/// node's configuration, keyed by [`PkiKey`] as the connection store's): every handshake
+/// looks its remote up here, and a tree of thousands of PKI-IDs costs a dozen byte-string
+/// compares per look-up. Nothing depends on its iteration order: eviction picks the smallest
 /// insertion number, which is unique.
 #[derive(Debug)]
 pub(crate) struct IdentityStore {
-    by_pki: Map<PkiId, StoredIdentity>,
+    by_pki: Map<PkiKey, StoredIdentity>,
     capacity: usize,
     seq: u64,
     own: PkiId,
@@ -90,7 +90,7 @@ impl IdentityStore {
         pki_id: &PkiId,
         identity: &Bytes,
         now: Instant,
-        in_use: impl Fn(&PkiId) -> bool,
+        in_use: impl Fn(&[u8]) -> bool,
     ) -> Result<Option<Instant>, HandshakeError> {
         if pki_id.is_empty() {
             return Err(HandshakeError::NoPkiId);
@@ -99,7 +99,7 @@ impl IdentityStore {
             return Err(HandshakeError::NoIdentity);
         }
         let expires = check_identity_claim(security, pki_id, identity, now)?;
-        if let Some(existing) = self.by_pki.get(pki_id) {
+        if let Some(existing) = self.by_pki.get(pki_id.as_bytes()) {
             // Fabric keeps the identity it has; an expired one would already be purged.
             if existing.expires.is_some_and(|e| e <= now) {
                 return Err(HandshakeError::IdentityExpired);
@@ -114,7 +114,7 @@ impl IdentityStore {
         }
         self.seq += 1;
         self.by_pki.insert(
-            pki_id.clone(),
+            PkiKey::from(pki_id),
             StoredIdentity {
                 identity: identity.clone(),
                 expires,
@@ -125,30 +125,30 @@ impl IdentityStore {
         Ok(expires)
     }
 
-    fn evict_one(&mut self, in_use: &impl Fn(&PkiId) -> bool) {
+    fn evict_one(&mut self, in_use: &impl Fn(&[u8]) -> bool) {
         let victim = self
             .by_pki
             .iter()
-            .filter(|(k, _)| **k != self.own && !in_use(k))
+            .filter(|(k, _)| k.as_slice() != self.own.as_bytes() && !in_use(k.as_slice()))
             .min_by_key(|(_, v)| v.inserted)
             .map(|(k, _)| k.clone());
         if let Some(k) = victim {
-            self.by_pki.remove(&k);
+            self.by_pki.remove(k.as_slice());
         }
     }
 
     pub(crate) fn get(&self, pki_id: &PkiId) -> Option<&StoredIdentity> {
-        self.by_pki.get(pki_id)
+        self.by_pki.get(pki_id.as_bytes())
     }
 
     /// Removes the identity if it has expired by `now`; returns whether it did.
     pub(crate) fn purge_if_expired(&mut self, pki_id: &PkiId, now: Instant) -> bool {
         let expired = self
             .by_pki
-            .get(pki_id)
+            .get(pki_id.as_bytes())
             .is_some_and(|s| s.expires.is_some_and(|e| e <= now));
         if expired {
-            self.by_pki.remove(pki_id);
+            self.by_pki.remove(pki_id.as_bytes());
         }
         expired
     }
@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(store.len(), names.len());
         // p0 is in use: p1, the next oldest, goes.
         let (p4, identity) = id("p4");
-        let in_use = |p: &PkiId| *p == id("p0").0;
+        let in_use = |p: &[u8]| p == b"p0";
         store.put(&sec, &p4, &identity, now, in_use).unwrap();
         assert_eq!(store.len(), names.len());
         assert!(store.get(&id("p1").0).is_none());

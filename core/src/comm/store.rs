@@ -137,8 +137,8 @@ impl Store {
         self.registry.get(pki.as_bytes()).map(|r| r.primary)
     }
 
-    pub(super) fn is_registered(&self, pki: &PkiId) -> bool {
-        self.registry.contains_key(pki.as_bytes())
+    pub(super) fn is_registered(&self, pki: &[u8]) -> bool {
+        self.registry.contains_key(pki)
     }
 
     /// Registered streams, secondaries included.
