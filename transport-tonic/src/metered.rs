@@ -621,6 +621,14 @@ mod tests {
         m
     }
 
+    /// Messages one after the other: (flag, length, fill) each.
+    fn wire(messages: &[(u8, usize, u8)]) -> Vec<u8> {
+        messages
+            .iter()
+            .flat_map(|&(flag, len, fill)| message(flag, len, fill))
+            .collect()
+    }
+
     fn data(bytes: &[u8]) -> Frame<Bytes> {
         Frame::data(Bytes::copy_from_slice(bytes))
     }
@@ -701,9 +709,7 @@ mod tests {
     #[test]
     fn a_prefix_split_across_frames_is_read() {
         let budget = Budget::new(1 << 20);
-        let mut wire = message(0, 10, 1);
-        wire.extend(message(0, 20, 2));
-        wire.extend(message(0, 30, 3));
+        let wire = wire(&[(0, 10, 1), (0, 20, 2), (0, 30, 3)]);
         // Cuts inside the second prefix, then inside the third, then right after it.
         let cuts = [17, 19, 45, 50, wire.len()];
         let mut frames = Vec::new();
@@ -738,8 +744,7 @@ mod tests {
     #[test]
     fn refusals_at_the_prefix() {
         let budget = Budget::new(1 << 20);
-        let mut wire = message(0, 4, 1);
-        wire.extend(message(2, 4, 1));
+        let wire = wire(&[(0, 4, 1), (2, 4, 1)]);
         let mut r = reader(vec![data(&wire)], Side::Request, &budget);
         let (got, end) = read_all(&mut r);
         // The whole frame is refused, as before, the message ahead of the bad flag included.
@@ -763,9 +768,7 @@ mod tests {
     #[test]
     fn a_compressed_message_ends_the_stream_after_those_before_it() {
         let budget = Budget::new(1 << 20);
-        let mut wire = message(0, 4, 1);
-        wire.extend(message(1, 4, 1));
-        wire.extend(message(0, 4, 1));
+        let wire = wire(&[(0, 4, 1), (1, 4, 1), (0, 4, 1)]);
         let mut r = reader(vec![data(&wire)], Side::Request, &budget);
         let (got, end) = read_all(&mut r);
         assert_eq!(got.len(), 1);
