@@ -1267,10 +1267,11 @@ impl OutStream {
             self.yielding = None;
         }
         self.gate.task.register(cx.waker());
-        let gate_waker = self.gate_waker.clone();
-        let mut gated = Context::from_waker(&gate_waker);
         loop {
-            match self.rx.poll_recv(&mut gated) {
+            match self
+                .rx
+                .poll_recv(&mut Context::from_waker(&self.gate_waker))
+            {
                 Poll::Ready(Some(Out::Env(b, kind))) => {
                     if kind == WriteKind::Message {
                         self.unreported += 1;
