@@ -10,7 +10,9 @@
 //! (a `std::sync::MutexGuard` cannot be held across an `.await` in a `Send` future), and
 //! what runs under it only does non-blocking things: `try_send` into bounded channels,
 //! waking wakers, spawning tasks, aborting tasks (which never runs their destructors
-//! inline). Nothing that itself takes the lock is ever dropped under it.
+//! inline). Nothing that itself takes the lock is ever dropped under it, nor woken: the one
+//! waker that takes it (a [`Kick`]) is woken by the runtime when a worker runs out of tasks,
+//! or, outside a runtime, right after the lock is released.
 
 use crate::framed::{FramedOut, ReceiveCodec, Role};
 use crate::inbound::{Admission, DriverLimits, Outcome, Slot};
@@ -1194,12 +1196,16 @@ async fn read_loop(
 ///
 /// The body pulls Envelopes until this stream says `Pending`, then hands what it has to
 /// HTTP/2 as one DATA frame, which h2 writes with one `writev`. When the stream is woken
-/// after running dry, the task that woke it usually woke others that are about to write too
-/// (the callers of a batch of acks that just arrived, each sending its next SendWithAck).
+/// after running dry, the task that woke it may have woken others that are about to write
+/// too, or may itself write more before it pauses (the acker of a batch of messages).
 /// tokio runs a task woken this way next (its LIFO slot), ahead of those others, so without
 /// a pause each of them got its own frame, `writev` and wake-up of h2's connection task. So
 /// the first poll after running dry yields once to the scheduler ([`tokio::task::yield_now`]
 /// runs every task ready now first), and the Envelopes they queue meanwhile leave together.
+/// The callers of a batch of acks are woken one after the other instead, and the writer
+/// only after the last of them (see [`Locked`]): its queue reaches it through a [`Gate`].
+/// The yield stays for them too: skipping it when the gate wakes the writer measured
+/// slower (5.6 against 5.4 µs of CPU per ack).
 pub(crate) struct OutStream {
     inner: Arc<Inner>,
     stream: StreamId,
