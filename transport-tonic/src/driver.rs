@@ -1272,12 +1272,20 @@ impl OutStream {
             }
             self.yielding = None;
         }
-        self.gate.task.register(cx.waker());
         loop {
-            match self
+            let mut polled = self
                 .rx
-                .poll_recv(&mut Context::from_waker(&self.gate_waker))
-            {
+                .poll_recv(&mut Context::from_waker(&self.gate_waker));
+            if polled.is_pending() {
+                // The writer's waker goes to the gate only once the queue is empty, not for
+                // every Envelope; then the queue is looked at again, so a write in between
+                // is either seen here or finds the waker registered.
+                self.gate.task.register(cx.waker());
+                polled = self
+                    .rx
+                    .poll_recv(&mut Context::from_waker(&self.gate_waker));
+            }
+            match polled {
                 Poll::Ready(Some(Out::Env(b, kind))) => {
                     if kind == WriteKind::Message {
                         self.unreported += 1;
