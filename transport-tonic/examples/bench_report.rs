@@ -28,7 +28,9 @@
 //!   own thread (the node and its callers on one, the acking node on the other: the layout
 //!   two peers in two processes would each have, see the crate docs, "Runtimes"). Runs in a
 //!   child process of this example (`--child acks`) so that its peak RSS (`VmHWM`) is its
-//!   own, not that of the throughput runs before it.
+//!   own, not that of the throughput runs before it. Its rows also give the context
+//!   switches per ack of all the child's threads: many more than 0.02 per ack mean the run
+//!   fell into the slow mode of an idle machine, where hand-offs put threads to sleep.
 //! * **Latency**: new connection to first delivery (close the connection, `send`, wait for the
 //!   delivery: dial, Ping, stream, two-way handshake, message) and `probe` (dial and Ping),
 //!   each over many fresh connections; p50 and p99.
@@ -643,6 +645,9 @@ struct Round {
     secs: f64,
     /// CPU time of the whole process (both nodes, every thread) during the round.
     cpu_secs: f64,
+    /// Context switches of the process's threads during the round, where measured
+    /// (SendWithAck): how often its hand-offs put a thread to sleep and woke it.
+    switches: Option<u64>,
 }
 
 impl Round {
@@ -688,13 +693,28 @@ impl Throughput {
         cpu / secs.max(1e-9)
     }
 
-    /// `messages:secs:cpu_secs` per round, comma-separated: how the SendWithAck child
-    /// hands its rounds to the parent.
+    /// Context switches per message over the rounds that count them.
+    fn switches_per_msg(&self) -> Option<f64> {
+        let counted: Vec<&Round> = self
+            .rounds
+            .iter()
+            .filter(|r| r.switches.is_some())
+            .collect();
+        let switches: u64 = counted.iter().filter_map(|r| r.switches).sum();
+        let messages: u64 = counted.iter().map(|r| r.messages).sum();
+        (!counted.is_empty()).then(|| switches as f64 / messages.max(1) as f64)
+    }
+
+    /// `messages:secs:cpu_secs:switches` per round, comma-separated: how the SendWithAck
+    /// child hands its rounds to the parent.
     fn encode(&self) -> String {
         let r: Vec<String> = self
             .rounds
             .iter()
-            .map(|r| format!("{}:{}:{}", r.messages, r.secs, r.cpu_secs))
+            .map(|r| {
+                let switches = r.switches.map_or_else(String::new, |n| n.to_string());
+                format!("{}:{}:{}:{switches}", r.messages, r.secs, r.cpu_secs)
+            })
             .collect();
         r.join(",")
     }
@@ -708,6 +728,7 @@ impl Throughput {
                     messages: f.next()?.parse().ok()?,
                     secs: f.next()?.parse().ok()?,
                     cpu_secs: f.next()?.parse().ok()?,
+                    switches: f.next().and_then(|n| n.parse().ok()),
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -716,8 +737,11 @@ impl Throughput {
 
     fn cell(&self, unit: &str) -> String {
         let r = self.rates();
+        let switches = self
+            .switches_per_msg()
+            .map_or_else(String::new, |s| format!(", {s:.3} context switches/{unit}"));
         format!(
-            "{} {unit}/s (median of {}, {}–{}; {:.2} µs CPU/{unit}, {:.2} cores busy)",
+            "{} {unit}/s (median of {}, {}–{}; {:.2} µs CPU/{unit}, {:.2} cores busy{switches})",
             thousands(self.median()),
             r.len(),
             thousands(r.first().copied().unwrap_or(0.0)),
@@ -726,6 +750,32 @@ impl Throughput {
             self.cores()
         )
     }
+}
+
+/// Context switches so far (voluntary and not) of every thread of this process, from
+/// `/proc/self/task/*/status`. SendWithAck on an idle machine is slow when its hand-offs
+/// make threads sleep and wake (issue 12): a run that fell into that mode shows several
+/// times as many per ack. Threads that ended before the call are not counted, so it is
+/// read around rounds during which no thread ends.
+fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let of = |status: String| -> u64 {
+        status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum()
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(of)
+        .sum()
 }
 
 /// Process CPU time (user + system, all threads) from `/proc/self/stat`, in seconds.
@@ -826,6 +876,7 @@ async fn raw_round(dur: Duration) -> Res<Round> {
         messages: got,
         secs,
         cpu_secs: cpu_time() - cpu0,
+        switches: None,
     })
 }
 
@@ -928,6 +979,7 @@ async fn phase(
         messages: want - first,
         secs: start.elapsed().as_secs_f64(),
         cpu_secs: cpu_time() - cpu0,
+        switches: None,
     })
 }
 
@@ -1231,6 +1283,7 @@ async fn acks_phase(
     dur: Duration,
 ) -> Res<(Round, u64)> {
     let cpu0 = cpu_time();
+    let switches0 = context_switches();
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
@@ -1264,6 +1317,7 @@ async fn acks_phase(
         messages: ok,
         secs: start.elapsed().as_secs_f64(),
         cpu_secs: cpu_time() - cpu0,
+        switches: Some(context_switches().saturating_sub(switches0)),
     };
     Ok((round, failed))
 }
