@@ -155,25 +155,22 @@ impl Sim {
     /// Drains node `n`'s actions, events and (per its reader mode) deliveries until the
     /// core has nothing more to say, then re-arms its wake-up.
     pub(crate) fn pump(&mut self, n: usize) {
-        // The stack's deadline as its last drain ended it: nothing happens between that
-        // drain and the end of the pump, so it is what `Node::deadline` would compute.
-        let mut deadline;
+        // A node without a layer is its core alone: the stack would only pass the core's
+        // outputs through (and ask the core for its deadline at the end of every drain), so
+        // the core is drained directly, in the same order, and asked once at the end.
+        let hosted = self.nodes[n]
+            .stack
+            .as_ref()
+            .is_some_and(|s| s.layer().is_some());
+        // A hosted stack's deadline as its last drain ended it: nothing happens between
+        // that drain and the end of the pump, so it is what `Node::deadline` would compute.
+        let mut deadline = None;
         loop {
-            let mut progress = false;
-            deadline = None;
-            // The core's one output: actions, then events, until the time-out ends it.
-            while let Some(out) = self.nodes[n].stack.as_mut().map(Stack::poll_output) {
-                match out {
-                    StackOutput::Action(a) => self.on_action(n, a),
-                    StackOutput::Event(e) => self.on_event(n, e),
-                    StackOutput::Layer(e) => self.on_layer_event(n, e),
-                    StackOutput::Timeout(t) => {
-                        deadline = t;
-                        break;
-                    }
-                }
-                progress = true;
-            }
+            let mut progress = if hosted {
+                self.drain_stack(n, &mut deadline)
+            } else {
+                self.drain_core(n)
+            };
             // Only subscriptions that said DeliveryReady have anything: an eager reader
             // empties them, so the core says it again when the next message comes.
             while self.nodes[n].state == NodeState::Up
@@ -189,10 +186,50 @@ impl Sim {
                 break;
             }
         }
+        if !hosted {
+            deadline = self.nodes[n].core_mut().and_then(Comm::poll_timeout);
+        }
         self.wake_at(n, deadline);
         if self.cfg.check_invariants && self.touched.last() != Some(&n) {
             self.touched.push(n);
         }
+    }
+
+    /// One drain of a hosted stack's output (actions, events, the layer's events) until
+    /// its time-out, which goes to `deadline`; whether anything came out.
+    fn drain_stack(&mut self, n: usize, deadline: &mut Option<Instant>) -> bool {
+        let mut progress = false;
+        *deadline = None;
+        while let Some(out) = self.nodes[n].stack.as_mut().map(Stack::poll_output) {
+            match out {
+                StackOutput::Action(a) => self.on_action(n, a),
+                StackOutput::Event(e) => self.on_event(n, e),
+                StackOutput::Layer(e) => self.on_layer_event(n, e),
+                StackOutput::Timeout(t) => {
+                    *deadline = t;
+                    break;
+                }
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    /// One drain of a bare core: actions before events, re-checked after each one, the
+    /// order of `Comm::poll_output`; whether anything came out.
+    fn drain_core(&mut self, n: usize) -> bool {
+        let mut progress = false;
+        while let Some(c) = self.nodes[n].core_mut() {
+            if let Some(a) = c.poll_action() {
+                self.on_action(n, a);
+            } else if let Some(e) = c.poll_event() {
+                self.on_event(n, e);
+            } else {
+                break;
+            }
+            progress = true;
+        }
+        progress
     }
 
     /// Carries out work that inputs left behind: write confirmations and reads resumed.
@@ -393,6 +430,11 @@ impl Sim {
             && let Some(c) = self.nodes[n].core_mut()
         {
             let _ = c.ack(self.now, m.conn, m.message.nonce, None);
+        }
+        if self.observer.is_none() && self.nodes[n].deliveries.len() >= self.cfg.record_limit {
+            // Nobody looks and nothing is kept (a long run): no record to build.
+            self.nodes[n].records_dropped += 1;
+            return;
         }
         let delivered = Delivered {
             at: self.now,
