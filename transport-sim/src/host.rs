@@ -100,6 +100,7 @@ impl Sim {
         }
         node.booted = true;
         let has_layer = node.spec.layer.is_some();
+        self.hosts_layers |= has_layer;
         let layer = self.make_layer(id);
         let node = &mut self.nodes[id];
         // Starts the layer: what it does (subscribe, dial) waits in the core's output.

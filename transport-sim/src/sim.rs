@@ -74,6 +74,13 @@ pub struct Sim {
     pub(crate) touched_streams: Vec<(usize, StreamId)>,
     /// Steps since every node's queues were last checked (see `check_touched`).
     pub(crate) steps_since_sweep: usize,
+    /// Whether a send queue may have changed unseen since the last sweep: a node hosts a
+    /// layer (it sends inside its node), or a call through [`Sim::with_comm`] did what
+    /// the step's bookkeeping does not follow. Without either, the sweep has nothing to
+    /// find and is skipped.
+    pub(crate) unseen_sends: bool,
+    /// Some node was started with a layer.
+    pub(crate) hosts_layers: bool,
     pub(crate) workload: Option<(Workload, Bytes)>,
     /// Each node's peers under a workload with a view ([`Workload::view`]); empty
     /// without one.
@@ -123,6 +130,8 @@ impl Sim {
             touched: Vec::new(),
             touched_streams: Vec::new(),
             steps_since_sweep: 0,
+            unseen_sends: false,
+            hosts_layers: false,
             workload: None,
             views: Vec::new(),
             instant_steps: 0,
@@ -369,6 +378,18 @@ impl Sim {
         n: NodeId,
         f: impl FnOnce(&mut SimComm, Instant) -> R,
     ) -> Result<R, Error> {
+        // Whatever `f` queued is not followed stream by stream: the next sweep looks.
+        self.unseen_sends = true;
+        self.with_comm_seen(n, f)
+    }
+
+    /// [`Sim::with_comm`] for calls whose effect on send queues the caller records itself
+    /// (`touch_peers`).
+    fn with_comm_seen<R>(
+        &mut self,
+        n: NodeId,
+        f: impl FnOnce(&mut SimComm, Instant) -> R,
+    ) -> Result<R, Error> {
         let now = self.now;
         let comm = self.comm_mut_or_stopped(n)?;
         let r = f(comm, now);
@@ -391,7 +412,7 @@ impl Sim {
             msg.envelope_bytes().len(),
             Peers(peers)
         );
-        let r = self.with_comm(n, |c, now| c.send(now, msg, peers))?;
+        let r = self.with_comm_seen(n, |c, now| c.send(now, msg, peers))?;
         self.touch_peers(n, peers);
         r
     }
@@ -419,7 +440,7 @@ impl Sim {
             fmt_duration(timeout),
             Peers(peers)
         );
-        let r = self.with_comm(n, |c, now| {
+        let r = self.with_comm_seen(n, |c, now| {
             c.send_with_ack(now, msg, timeout, min_ack, peers)
         })?;
         self.touch_peers(n, peers);
