@@ -1,23 +1,26 @@
-//! The simulator's priority queue: a radix heap on virtual time with the scheduling
-//! sequence number as the tie-break.
+//! The simulator's priority queue: a radix heap on virtual time in chunks of 65.5 µs
+//! ([`CHUNK_BITS`]), over a small binary heap on (time, sequence number) for the chunk
+//! being run.
 //!
-//! A binary heap over (time, sequence) costs a dozen dependent, cache-missing compares per
-//! pop once thousands of events wait (1,000 nodes). The run loop never schedules before
-//! the time it last took (`Sim::schedule` clamps to `now`), so the keys it pops never
-//! decrease: the case radix heaps are made for. Entries wait in 65 buckets by the highest
-//! bit in which their time differs from the last time popped; a pop takes bucket 0 (times
-//! equal to the last), or else moves the lowest non-empty bucket down around its smallest
-//! time. Each entry moves at most once per bit of the spread of waiting times, and the
-//! scans are over contiguous vectors.
+//! A binary heap over all waiting entries costs a dozen dependent, cache-missing compares
+//! per pop once thousands wait (1,000 nodes). The run loop never schedules before the
+//! time it last took (`Sim::schedule` clamps to `now`), so the keys it pops never
+//! decrease: the case radix heaps are made for. Entries of later chunks wait in buckets
+//! by the highest bit in which their chunk differs from the current one; once the current
+//! chunk is used up, the lowest non-empty bucket moves down around its smallest chunk,
+//! which becomes current. An entry moves at most once per bit of the spread of waiting
+//! chunks (a few, not one per bit of nanoseconds), and the scans are over contiguous
+//! vectors. The entries of the current chunk, a few dozen at most in a busy network, wait
+//! in a binary heap, which orders them exactly.
 //!
-//! The order is exactly the binary heap's: the smallest time first, and among equal times
-//! the smallest sequence number. Entries of one time all sit in one bucket (their bucket
-//! depends on the time alone), bucket 0 is sorted by sequence when it is refilled, and an
-//! entry pushed at the current time has a larger sequence number than any waiting (the
-//! sequence only grows), so it goes to the back. A seed therefore gives the same trace as
-//! it did with the binary heap.
+//! The order is exactly a binary heap's over every entry: the smallest time first, and
+//! among equal times the smallest sequence number. Every entry of a later chunk has a
+//! later time than every entry of the current one, and within the current one the heap
+//! orders by (time, sequence). A seed therefore gives the same trace as it did with one
+//! binary heap.
 
-use std::collections::VecDeque;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 /// One waiting entry: its time in nanoseconds, its sequence number and the slot of the
 /// event it stands for.
@@ -28,21 +31,45 @@ pub(crate) struct Entry {
     pub(crate) slot: u32,
 }
 
-/// Buckets: 0 for the last time popped, `i` for times whose highest bit differing from
-/// it is bit `i - 1`.
-const BUCKETS: usize = 65;
+/// An entry of the current chunk, ordered so that the max-heap pops the earliest (time,
+/// sequence) first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Due(Entry);
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.0.at, other.0.seq).cmp(&(self.0.at, self.0.seq))
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Bits of a time below its chunk: chunks of 2^16 ns (65.5 µs), short beside a link's
+/// latency, so the current chunk holds few entries (a few dozen at 1,000 nodes) and each
+/// later one moves down a few buckets at most.
+const CHUNK_BITS: u32 = 16;
+
+/// Buckets: 0 for the current chunk (kept in the heap instead), `i` for chunks whose
+/// highest bit differing from it is bit `i - 1` (a chunk has `64 - CHUNK_BITS` bits).
+const BUCKETS: usize = 65 - CHUNK_BITS as usize;
 
 /// A monotone priority queue of [`Entry`] ordered by (`at`, `seq`).
 #[derive(Debug)]
 pub(crate) struct Timeline {
-    /// The time of the last entry popped (or made ready): no push may be earlier.
+    /// The time of the last entry popped: no push may be earlier.
     last: u64,
-    /// Entries at `last`, in sequence order.
-    ready: VecDeque<Entry>,
-    /// Buckets 1..=64 (index 0 unused: `ready` is bucket 0).
+    /// The chunk (`at >> CHUNK_BITS`) whose entries wait in `current`.
+    chunk: u64,
+    /// Entries of the current chunk.
+    current: BinaryHeap<Due>,
+    /// Buckets 1.. (index 0 unused: `current` is bucket 0).
     buckets: Vec<Vec<Entry>>,
     /// Bit `i` set when `buckets[i]` holds something.
-    occupied: u128,
+    occupied: u64,
     len: usize,
 }
 
@@ -50,7 +77,8 @@ impl Default for Timeline {
     fn default() -> Self {
         Timeline {
             last: 0,
-            ready: VecDeque::new(),
+            chunk: 0,
+            current: BinaryHeap::new(),
             buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
             occupied: 0,
             len: 0,
@@ -60,7 +88,7 @@ impl Default for Timeline {
 
 impl Timeline {
     fn bucket_of(&self, at: u64) -> usize {
-        (u64::BITS - (at ^ self.last).leading_zeros()) as usize
+        (u64::BITS - ((at >> CHUNK_BITS) ^ self.chunk).leading_zeros()) as usize
     }
 
     /// Entries waiting.
@@ -86,11 +114,11 @@ impl Timeline {
         self.place(e);
     }
 
-    /// Puts `e` in the bucket its time gives it relative to the last time.
+    /// Puts `e` in the bucket its chunk gives it relative to the current chunk.
     fn place(&mut self, e: Entry) {
         let b = self.bucket_of(e.at);
         if b == 0 {
-            self.ready.push_back(e);
+            self.current.push(Due(e));
         } else {
             self.buckets[b].push(e);
             self.occupied |= 1 << b;
@@ -107,7 +135,7 @@ impl Timeline {
     /// pushed at any time from it on (the run loop's clock may stop short of the next
     /// entry, at a deadline, and schedule from there).
     pub(crate) fn pop_due(&mut self, deadline: u64) -> Option<Entry> {
-        if self.ready.is_empty() {
+        if self.current.is_empty() {
             if self.occupied == 0 {
                 return None;
             }
@@ -116,30 +144,31 @@ impl Timeline {
             if min > deadline {
                 return None;
             }
-            self.refill(b, min);
+            self.refill(b, min >> CHUNK_BITS);
         }
-        if self.ready.front()?.at > deadline {
+        if self.current.peek()?.0.at > deadline {
             return None;
         }
-        let e = self.ready.pop_front()?;
+        let Due(e) = self.current.pop()?;
+        self.last = e.at;
         self.len -= 1;
         Some(e)
     }
 
-    /// Moves bucket `b`, whose smallest time is `min`, down around `min`: the last time
-    /// becomes `min` and its entries fill `ready`, in sequence order.
-    fn refill(&mut self, b: usize, min: u64) {
+    /// Moves bucket `b`, whose smallest chunk is `chunk`, down around it: `chunk` becomes
+    /// the current one and its entries fill the heap. Only called with an entry of that
+    /// chunk due, which is popped next, so no push can come before the chunk.
+    fn refill(&mut self, b: usize, chunk: u64) {
         let mut moving = core::mem::take(&mut self.buckets[b]);
         self.occupied &= !(1 << b);
-        self.last = min;
+        self.chunk = chunk;
         for e in moving.drain(..) {
-            // Every entry of bucket `b` agrees with `min` above bit `b - 1`: it goes to a
-            // lower bucket, never back to `b` (taken out meanwhile).
+            // Every entry of bucket `b` agrees with `chunk` above bit `b - 1`: it goes to
+            // a lower bucket, never back to `b` (taken out meanwhile).
             self.place(e);
         }
         // Keep the emptied vector's room for the next entries of that bucket.
         self.buckets[b] = moving;
-        self.ready.make_contiguous().sort_unstable_by_key(|e| e.seq);
     }
 }
 
