@@ -167,11 +167,15 @@ impl Sim {
         // that drain and the end of the pump, so it is what `Node::deadline` would compute.
         let mut deadline = None;
         loop {
-            let mut progress = if hosted {
-                self.drain_stack(n, &mut deadline)
+            // A drain ends with nothing pending: carrying out an action or an event never
+            // feeds this node's core without pumping it then and there. Only taking
+            // deliveries (which may resume reading, or ack) calls for another drain.
+            if hosted {
+                self.drain_stack(n, &mut deadline);
             } else {
-                self.drain_core(n)
-            };
+                self.drain_core(n);
+            }
+            let mut progress = false;
             // Only subscriptions that said DeliveryReady have anything: an eager reader
             // empties them, so the core says it again when the next message comes.
             while self.nodes[n].state == NodeState::Up
@@ -197,9 +201,8 @@ impl Sim {
     }
 
     /// One drain of a hosted stack's output (actions, events, the layer's events) until
-    /// its time-out, which goes to `deadline`; whether anything came out.
-    fn drain_stack(&mut self, n: usize, deadline: &mut Option<Instant>) -> bool {
-        let mut progress = false;
+    /// its time-out, which goes to `deadline`.
+    fn drain_stack(&mut self, n: usize, deadline: &mut Option<Instant>) {
         *deadline = None;
         while let Some(out) = self.nodes[n].stack.as_mut().map(Stack::poll_output) {
             match out {
@@ -211,15 +214,12 @@ impl Sim {
                     break;
                 }
             }
-            progress = true;
         }
-        progress
     }
 
     /// One drain of a bare core: actions before events, re-checked after each one, the
-    /// order of `Comm::poll_output`; whether anything came out.
-    fn drain_core(&mut self, n: usize) -> bool {
-        let mut progress = false;
+    /// order of `Comm::poll_output`.
+    fn drain_core(&mut self, n: usize) {
         while let Some(c) = self.nodes[n].core_mut() {
             if let Some(a) = c.poll_action() {
                 self.on_action(n, a);
@@ -228,9 +228,7 @@ impl Sim {
             } else {
                 break;
             }
-            progress = true;
         }
-        progress
     }
 
     /// Carries out work that inputs left behind: write confirmations and reads resumed.
