@@ -87,6 +87,7 @@ impl Demux {
 
     /// Queues one delivery from `stream`: `cap` deliveries pause the stream, `hard_cap`
     /// drop.
+    #[inline]
     fn deliver(
         &mut self,
         id: SubscriptionId,
@@ -118,6 +119,7 @@ impl Demux {
     /// Takes the next delivery (`None`: there is none, or the subscription is unknown).
     /// Once its queue is below `cap`, the streams the subscription held paused go to
     /// `released`.
+    #[inline]
     fn take(
         &mut self,
         sub: SubscriptionId,
@@ -170,6 +172,7 @@ impl<S: Security> Comm<S> {
     }
 
     /// Takes the next delivery of a subscription (`None` for an unknown one).
+    #[inline]
     pub(super) fn take_delivery(&mut self, sub: SubscriptionId) -> Option<ReceivedMessage> {
         let mut released = SmallVec::new();
         let msg = self
@@ -280,6 +283,7 @@ impl<S: Security> Comm<S> {
 
     /// Queues one delivery on subscription `id`, or counts it dropped; notifies and pauses
     /// as the subscription asks.
+    #[inline]
     fn deliver_to(
         &mut self,
         id: SubscriptionId,

@@ -309,6 +309,7 @@ impl<S: Security> Comm<S> {
     /// The next delivery of a subscription, in arrival order. Taking one may resume reading
     /// of streams that were paused for this subscription: the `ResumeRead` comes out of the
     /// next [`Comm::poll_output`].
+    #[inline]
     pub fn poll_delivery(&mut self, sub: SubscriptionId) -> Option<ReceivedMessage> {
         self.take_delivery(sub)
     }
