@@ -85,6 +85,9 @@ pub struct Sim {
     /// Each node's peers under a workload with a view ([`Workload::view`]); empty
     /// without one.
     pub(crate) views: Vec<Vec<NodeId>>,
+    /// The peers of the workload's last send, kept so that the next one reuses their
+    /// endpoint strings instead of allocating new ones.
+    pub(crate) workload_peers: Vec<RemotePeer>,
     pub(crate) instant_steps: u64,
     /// Sees every delivery and event as it happens ([`Sim::set_observer`]).
     pub(crate) observer: Option<Observer>,
@@ -134,6 +137,7 @@ impl Sim {
             hosts_layers: false,
             workload: None,
             views: Vec::new(),
+            workload_peers: Vec::new(),
             instant_steps: 0,
             observer: None,
         }

@@ -128,24 +128,29 @@ impl Sim {
         } else {
             self.pick_peers(n, w.fanout)
         };
-        let peers: Targets<RemotePeer> = targets
-            .iter()
-            .map(|t| {
-                // Half the time address a peer by the identity it first had, as a node that
-                // has not heard of a restart would: this is what exercises IdentitySwitch.
-                let pki = if self.rng.chance(500) {
-                    self.first_pki_id(*t)
-                } else {
-                    self.pki_id(*t)
-                };
-                let pki = if pki.is_empty() {
-                    self.first_pki_id(*t)
-                } else {
-                    pki
-                };
-                RemotePeer::new(self.endpoint(*t), pki)
-            })
-            .collect();
+        let mut peers = core::mem::take(&mut self.workload_peers);
+        peers.truncate(targets.len());
+        for (i, t) in targets.iter().enumerate() {
+            // Half the time address a peer by the identity it first had, as a node that
+            // has not heard of a restart would: this is what exercises IdentitySwitch.
+            let pki = if self.rng.chance(500) {
+                self.first_pki_id(*t)
+            } else {
+                self.pki_id(*t)
+            };
+            let pki = if pki.is_empty() {
+                self.first_pki_id(*t)
+            } else {
+                pki
+            };
+            match peers.get_mut(i) {
+                Some(p) => {
+                    p.endpoint.clone_from(&self.nodes[*t].endpoint);
+                    p.pki_id = pki;
+                }
+                None => peers.push(RemotePeer::new(self.endpoint(*t), pki)),
+            }
+        }
         self.nodes[n].workload_seq += 1;
         let msg = data_message(self.nodes[n].workload_seq, data);
         self.counters.workload_sends += 1;
@@ -155,6 +160,7 @@ impl Sim {
         } else {
             let _ = self.send(n, &SignedMessage::noop(msg), &peers);
         }
+        self.workload_peers = peers;
     }
 }
 
