@@ -51,10 +51,8 @@ pub struct Sim {
     pub(crate) rng: SimRng,
     pub(crate) now: Instant,
     pub(crate) seq: u64,
-    pub(crate) queue: Timeline,
-    /// Events waiting in the queue, by slot (bounded by what the queue holds).
-    pub(crate) pending: Vec<Option<Ev>>,
-    pub(crate) free_slots: Vec<u32>,
+    /// Everything that will happen, in order.
+    pub(crate) queue: Timeline<Ev>,
     pub(crate) nodes: Vec<Node>,
     pub(crate) endpoints: BTreeMap<String, usize>,
     pub(crate) links: Slab<LinkId, Link>,
@@ -116,8 +114,6 @@ impl Sim {
             now: START,
             seq: 0,
             queue: Timeline::default(),
-            pending: Vec::new(),
-            free_slots: Vec::new(),
             nodes: Vec::new(),
             endpoints: BTreeMap::new(),
             links: Slab::default(),

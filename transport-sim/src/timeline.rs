@@ -22,31 +22,45 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-/// One waiting entry: its time in nanoseconds, its sequence number and the slot of the
-/// event it stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Entry {
+/// One waiting entry: its time in nanoseconds, its sequence number and the event itself
+/// (held here rather than in a side table, so that the step taking it reads memory the
+/// queue has just touched instead of a slot written long before).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry<T> {
     pub(crate) at: u64,
     pub(crate) seq: u64,
-    pub(crate) slot: u32,
+    pub(crate) ev: T,
 }
 
-/// An entry of the current chunk, ordered so that the max-heap pops the earliest (time,
-/// sequence) first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Due(Entry);
+/// An entry of the current chunk, ordered (by time, then sequence, alone) so that the
+/// max-heap pops the earliest first.
+struct Due<T>(Entry<T>);
 
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.0.at, other.0.seq).cmp(&(self.0.at, self.0.seq))
+impl<T> Due<T> {
+    fn key(&self) -> (u64, u64) {
+        (self.0.at, self.0.seq)
     }
 }
 
-impl PartialOrd for Due {
+impl<T> Ord for Due<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+impl<T> PartialOrd for Due<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
+
+impl<T> PartialEq for Due<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl<T> Eq for Due<T> {}
 
 /// Bits of a time below its chunk: chunks of 2^16 ns (65.5 µs), short beside a link's
 /// latency, so the current chunk holds few entries (a few dozen at 1,000 nodes) and each
@@ -58,22 +72,21 @@ const CHUNK_BITS: u32 = 16;
 const BUCKETS: usize = 65 - CHUNK_BITS as usize;
 
 /// A monotone priority queue of [`Entry`] ordered by (`at`, `seq`).
-#[derive(Debug)]
-pub(crate) struct Timeline {
+pub(crate) struct Timeline<T> {
     /// The time of the last entry popped: no push may be earlier.
     last: u64,
     /// The chunk (`at >> CHUNK_BITS`) whose entries wait in `current`.
     chunk: u64,
     /// Entries of the current chunk.
-    current: BinaryHeap<Due>,
+    current: BinaryHeap<Due<T>>,
     /// Buckets 1.. (index 0 unused: `current` is bucket 0).
-    buckets: Vec<Vec<Entry>>,
+    buckets: Vec<Vec<Entry<T>>>,
     /// Bit `i` set when `buckets[i]` holds something.
     occupied: u64,
     len: usize,
 }
 
-impl Default for Timeline {
+impl<T> Default for Timeline<T> {
     fn default() -> Self {
         Timeline {
             last: 0,
@@ -86,7 +99,7 @@ impl Default for Timeline {
     }
 }
 
-impl Timeline {
+impl<T> Timeline<T> {
     fn bucket_of(&self, at: u64) -> usize {
         (u64::BITS - ((at >> CHUNK_BITS) ^ self.chunk).leading_zeros()) as usize
     }
@@ -101,10 +114,18 @@ impl Timeline {
         self.len == 0
     }
 
+    /// Every waiting event, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.current
+            .iter()
+            .map(|d| &d.0.ev)
+            .chain(self.buckets.iter().flatten().map(|e| &e.ev))
+    }
+
     /// Queues `e`. Its time must not be before the last popped (the caller clamps) and its
     /// sequence number must be larger than any pushed before; an earlier time is taken as
     /// the last popped, which keeps the queue consistent.
-    pub(crate) fn push(&mut self, mut e: Entry) {
+    pub(crate) fn push(&mut self, mut e: Entry<T>) {
         debug_assert!(
             e.at >= self.last,
             "a radix heap only takes times from the last on"
@@ -115,7 +136,7 @@ impl Timeline {
     }
 
     /// Puts `e` in the bucket its chunk gives it relative to the current chunk.
-    fn place(&mut self, e: Entry) {
+    fn place(&mut self, e: Entry<T>) {
         let b = self.bucket_of(e.at);
         if b == 0 {
             self.current.push(Due(e));
@@ -126,7 +147,7 @@ impl Timeline {
     }
 
     /// Takes the earliest entry.
-    pub(crate) fn pop(&mut self) -> Option<Entry> {
+    pub(crate) fn pop(&mut self) -> Option<Entry<T>> {
         self.pop_due(u64::MAX)
     }
 
@@ -134,7 +155,7 @@ impl Timeline {
     /// stays where it is and the last time popped does not move, so entries may still be
     /// pushed at any time from it on (the run loop's clock may stop short of the next
     /// entry, at a deadline, and schedule from there).
-    pub(crate) fn pop_due(&mut self, deadline: u64) -> Option<Entry> {
+    pub(crate) fn pop_due(&mut self, deadline: u64) -> Option<Entry<T>> {
         if self.current.is_empty() {
             if self.occupied == 0 {
                 return None;
@@ -179,11 +200,11 @@ mod tests {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
 
-    fn entry(at: u64, seq: u64) -> Entry {
+    fn entry(at: u64, seq: u64) -> Entry<u32> {
         Entry {
             at,
             seq,
-            slot: u32::try_from(seq % 1000).unwrap_or(0),
+            ev: u32::try_from(seq % 1000).unwrap_or(0),
         }
     }
 
