@@ -266,8 +266,6 @@ impl<S: Security> Comm<S> {
     }
 
     fn route_received(&mut self, stream: StreamId, received: ReceivedMessage) {
-        let cap = self.config.subscription_buffer;
-        let hard_cap = cap + self.config.recv_buffer_size;
         let targets = self.demux.route(&received);
         let Some((&last, others)) = targets.split_last() else {
             dropped(stream, "no subscription accepts it");
@@ -276,22 +274,17 @@ impl<S: Security> Comm<S> {
         };
         // Every target but the last gets a copy; the last takes the message itself.
         for &id in others {
-            self.deliver_to(id, received.clone(), stream, cap, hard_cap);
+            self.deliver_to(id, received.clone(), stream);
         }
-        self.deliver_to(last, received, stream, cap, hard_cap);
+        self.deliver_to(last, received, stream);
     }
 
     /// Queues one delivery on subscription `id`, or counts it dropped; notifies and pauses
     /// as the subscription asks.
     #[inline]
-    fn deliver_to(
-        &mut self,
-        id: SubscriptionId,
-        msg: ReceivedMessage,
-        stream: StreamId,
-        cap: usize,
-        hard_cap: usize,
-    ) {
+    fn deliver_to(&mut self, id: SubscriptionId, msg: ReceivedMessage, stream: StreamId) {
+        let cap = self.config.subscription_buffer;
+        let hard_cap = cap + self.config.recv_buffer_size;
         let d = self.demux.deliver(id, msg, stream, cap, hard_cap);
         if !d.queued {
             tracing::debug!(
