@@ -25,7 +25,7 @@ use fabric_gossip_core::{
     Acceptor, Comm, Error, Event, HandshakeError, Instant, OpId, PkiId, RemotePeer, SignedMessage,
     Stats, StreamId, SubscriptionId,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// A deterministic network of comm cores.
 ///
@@ -54,7 +54,9 @@ pub struct Sim {
     /// Everything that will happen, in order.
     pub(crate) queue: Timeline<Ev>,
     pub(crate) nodes: Vec<Node>,
-    pub(crate) endpoints: BTreeMap<String, usize>,
+    /// The node listening at each endpoint, looked up on every dial (hashed: only
+    /// looked up and removed from, never walked in order).
+    pub(crate) endpoints: HashMap<String, usize>,
     pub(crate) links: Slab<LinkId, Link>,
     pub(crate) raws: Vec<RawPeer>,
     pub(crate) blocked: Cuts,
@@ -115,7 +117,7 @@ impl Sim {
             seq: 0,
             queue: Timeline::default(),
             nodes: Vec::new(),
-            endpoints: BTreeMap::new(),
+            endpoints: HashMap::new(),
             links: Slab::default(),
             raws: Vec::new(),
             blocked: Cuts::default(),
