@@ -32,35 +32,41 @@ pub(crate) struct Entry<T> {
     pub(crate) ev: T,
 }
 
-/// An entry of the current chunk, ordered (by time, then sequence, alone) so that the
-/// max-heap pops the earliest first.
-struct Due<T>(Entry<T>);
+/// An entry of the current chunk in the heap: its key and where its event waits (the
+/// heap moves these 24 bytes, not the event), ordered (by time, then sequence, alone) so
+/// that the max-heap pops the earliest first.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    at: u64,
+    seq: u64,
+    slot: u32,
+}
 
-impl<T> Due<T> {
+impl Due {
     fn key(&self) -> (u64, u64) {
-        (self.0.at, self.0.seq)
+        (self.at, self.seq)
     }
 }
 
-impl<T> Ord for Due<T> {
+impl Ord for Due {
     fn cmp(&self, other: &Self) -> Ordering {
         other.key().cmp(&self.key())
     }
 }
 
-impl<T> PartialOrd for Due<T> {
+impl PartialOrd for Due {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl<T> PartialEq for Due<T> {
+impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
         self.key() == other.key()
     }
 }
 
-impl<T> Eq for Due<T> {}
+impl Eq for Due {}
 
 /// Bits of a time below its chunk: chunks of 2^16 ns (65.5 µs), short beside a link's
 /// latency, so the current chunk holds few entries (a few dozen at 1,000 nodes) and each
@@ -77,8 +83,14 @@ pub(crate) struct Timeline<T> {
     last: u64,
     /// The chunk (`at >> CHUNK_BITS`) whose entries wait in `current`.
     chunk: u64,
-    /// Entries of the current chunk.
-    current: BinaryHeap<Due<T>>,
+    /// Entries of the current chunk, by key.
+    current: BinaryHeap<Due>,
+    /// The events of the current chunk's entries, by slot: written when an entry joins
+    /// the chunk, read when it leaves, a few microseconds of virtual time apart, so the
+    /// slots are warm (free slots are reused last-freed first).
+    slots: Vec<Option<T>>,
+    /// Slots of `slots` free for reuse.
+    free: Vec<u32>,
     /// Buckets 1.. (index 0 unused: `current` is bucket 0).
     buckets: Vec<Vec<Entry<T>>>,
     /// Bit `i` set when `buckets[i]` holds something.
@@ -92,6 +104,8 @@ impl<T> Default for Timeline<T> {
             last: 0,
             chunk: 0,
             current: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
             occupied: 0,
             len: 0,
@@ -116,9 +130,9 @@ impl<T> Timeline<T> {
 
     /// Every waiting event, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.current
+        self.slots
             .iter()
-            .map(|d| &d.0.ev)
+            .flatten()
             .chain(self.buckets.iter().flatten().map(|e| &e.ev))
     }
 
@@ -139,7 +153,21 @@ impl<T> Timeline<T> {
     fn place(&mut self, e: Entry<T>) {
         let b = self.bucket_of(e.at);
         if b == 0 {
-            self.current.push(Due(e));
+            let slot = match self.free.pop() {
+                Some(slot) => {
+                    self.slots[slot as usize] = Some(e.ev);
+                    slot
+                }
+                None => {
+                    self.slots.push(Some(e.ev));
+                    u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+                }
+            };
+            self.current.push(Due {
+                at: e.at,
+                seq: e.seq,
+                slot,
+            });
         } else {
             self.buckets[b].push(e);
             self.occupied |= 1 << b;
@@ -167,13 +195,19 @@ impl<T> Timeline<T> {
             }
             self.refill(b, min >> CHUNK_BITS);
         }
-        if self.current.peek()?.0.at > deadline {
+        if self.current.peek()?.at > deadline {
             return None;
         }
-        let Due(e) = self.current.pop()?;
-        self.last = e.at;
+        let due = self.current.pop()?;
+        let ev = self.slots.get_mut(due.slot as usize)?.take()?;
+        self.free.push(due.slot);
+        self.last = due.at;
         self.len -= 1;
-        Some(e)
+        Some(Entry {
+            at: due.at,
+            seq: due.seq,
+            ev,
+        })
     }
 
     /// Moves bucket `b`, whose smallest chunk is `chunk`, down around it: `chunk` becomes
