@@ -190,7 +190,8 @@ pub use identity::{IdentityRefusal, check_identity_claim};
 pub use ids::{DialId, Handle, OpId, PkiId, PkiKey, Slab, StreamId, SubscriptionId};
 pub use layer::{HostedLayer, Layer, Stack, StackOutput};
 pub use message::{
-    ConnectionInfo, ReceivedMessage, SignedMessage, data_message, data_payload, verify_envelope,
+    ConnectionInfo, ReceivedMessage, SignedMessage, data_message, data_payload, detached_envelope,
+    verify_envelope,
 };
 pub use security::{Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity};
 pub use stats::Stats;

@@ -156,6 +156,25 @@ impl ReceivedMessage {
     }
 }
 
+/// A copy of `env` whose bytes live in allocations of their own.
+///
+/// A received Envelope's fields are slices of the buffer it was read into, which a driver
+/// may share with every message of the same read (the tonic driver hands out slices of
+/// HTTP/2's read buffer, tens of KiB). Keeping one small Envelope for a long time, as a
+/// membership table keeps each member's latest alive message, would keep that whole buffer
+/// alive; what is kept long should be detached first. The copy is a few hundred bytes,
+/// made only when something is kept.
+pub fn detached_envelope(env: &Envelope) -> Envelope {
+    Envelope {
+        payload: Bytes::copy_from_slice(&env.payload),
+        signature: Bytes::copy_from_slice(&env.signature),
+        secret_envelope: env.secret_envelope.as_ref().map(|s| SecretEnvelope {
+            payload: Bytes::copy_from_slice(&s.payload),
+            signature: Bytes::copy_from_slice(&s.signature),
+        }),
+    }
+}
+
 /// Verifies an Envelope against `identity` as Fabric does (`gossip/protoext/signing.go`,
 /// `SignedGossipMessage.Verify`): payload and
 /// signature must be non-empty, the signature must verify over the payload bytes as
@@ -268,6 +287,36 @@ mod tests {
             assert_eq!(signed.message(), &m);
             let back = SignedMessage::from_envelope_bytes(signed.envelope_bytes().clone());
             assert_eq!(back.expect("decodes").message(), &m);
+        }
+    }
+
+    #[test]
+    fn a_detached_envelope_keeps_nothing_of_the_buffer_it_was_read_from() {
+        let mut buf = vec![0u8; 64 << 10];
+        let env = Envelope {
+            payload: Bytes::from_static(b"payload"),
+            signature: Bytes::from_static(b"sig"),
+            secret_envelope: Some(SecretEnvelope {
+                payload: Bytes::from_static(b"secret"),
+                signature: Bytes::from_static(b"ssig"),
+            }),
+        };
+        let encoded = env.encode_to_vec();
+        buf[100..100 + encoded.len()].copy_from_slice(&encoded);
+        let read = Bytes::from(buf);
+        let received = Envelope::decode(read.slice(100..100 + encoded.len())).expect("decodes");
+        let within = |b: &Bytes| read.as_ptr_range().contains(&b.as_ptr());
+        assert!(within(&received.payload), "prost slices the read buffer");
+        let kept = detached_envelope(&received);
+        assert_eq!(kept, env);
+        let secret = kept.secret_envelope.as_ref().expect("kept");
+        for b in [
+            &kept.payload,
+            &kept.signature,
+            &secret.payload,
+            &secret.signature,
+        ] {
+            assert!(!within(b));
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::alive::Timestamp;
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::Envelope;
-use fabric_gossip_core::{Instant, PkiId, RemotePeer};
+use fabric_gossip_core::{Instant, PkiId, RemotePeer, detached_envelope};
 
 /// Everything known about one member.
 #[derive(Clone, Debug)]
@@ -207,19 +207,19 @@ impl Membership {
         if m.endpoint != u.endpoint {
             m.endpoint = u.endpoint.to_owned();
         }
-        m.metadata = u.metadata.clone();
+        m.metadata = Bytes::copy_from_slice(u.metadata);
         if !u.internal_endpoint.is_empty() && m.internal_endpoint != u.internal_endpoint {
             m.internal_endpoint = u.internal_endpoint.to_owned();
         }
         m.prefer_endpoint();
         if m.identity.is_none() || m.identity.as_ref() != Some(u.identity) {
-            m.identity = Some(u.identity.clone());
+            m.identity = Some(Bytes::copy_from_slice(u.identity));
             m.org = u.org.clone();
             m.expires = u.expires;
         }
         m.ts = u.ts;
         m.last_seen = now;
-        m.envelope = u.envelope.clone();
+        m.envelope = detached_envelope(u.envelope);
         if was_alive {
             return Change::Refreshed;
         }
@@ -241,16 +241,16 @@ impl Membership {
     fn fresh(u: &Update<'_>, now: Instant, alive: bool) -> MemberState {
         let mut m = MemberState {
             endpoint: u.endpoint.to_owned(),
-            metadata: u.metadata.clone(),
+            metadata: Bytes::copy_from_slice(u.metadata),
             internal_endpoint: u.internal_endpoint.to_owned(),
-            identity: Some(u.identity.clone()),
+            identity: Some(Bytes::copy_from_slice(u.identity)),
             org: u.org.clone(),
             expires: u.expires,
             ts: u.ts,
             last_seen: now,
             alive,
-            envelope: u.envelope.clone(),
-            peer: RemotePeer::new(String::new(), u.pki_id.clone()),
+            envelope: detached_envelope(u.envelope),
+            peer: RemotePeer::new(String::new(), PkiId(Bytes::copy_from_slice(&u.pki_id.0))),
             alive_at: 0,
         };
         m.prefer_endpoint();

@@ -182,7 +182,10 @@ impl Sim {
                 && self.nodes[n].spec.reader == ReaderMode::Eager
                 && let Some(sub) = self.nodes[n].ready.pop()
             {
-                while let Some(m) = self.nodes[n].core_mut().and_then(|c| c.poll_delivery(sub)) {
+                while let Some(m) = self.nodes[n]
+                    .core_mut()
+                    .and_then(|c| c.poll_delivery_boxed(sub))
+                {
                     progress = true;
                     self.on_delivery(n, sub, m);
                 }
@@ -272,7 +275,10 @@ impl Sim {
     pub(crate) fn take_one_each(&mut self, n: usize) {
         for i in 0..self.nodes[n].subs.len() {
             let sub = self.nodes[n].subs[i];
-            if let Some(m) = self.nodes[n].core_mut().and_then(|c| c.poll_delivery(sub)) {
+            if let Some(m) = self.nodes[n]
+                .core_mut()
+                .and_then(|c| c.poll_delivery_boxed(sub))
+            {
                 self.on_delivery(n, sub, m);
             }
         }
@@ -408,7 +414,9 @@ impl Sim {
         }
     }
 
-    pub(crate) fn on_delivery(&mut self, n: usize, sub: SubscriptionId, m: ReceivedMessage) {
+    /// One delivery taken by node `n`'s application (boxed as the core decoded it: it is
+    /// moved out only into a record that is kept or observed).
+    pub(crate) fn on_delivery(&mut self, n: usize, sub: SubscriptionId, m: Box<ReceivedMessage>) {
         trace!(
             self,
             "n{n} @ {sub} from {} {} {}B",
@@ -439,7 +447,7 @@ impl Sim {
             at: self.now,
             incarnation: self.nodes[n].incarnation,
             sub,
-            msg: m,
+            msg: *m,
         };
         self.observe(n, Observation::Delivery(&delivered));
         let node = &mut self.nodes[n];

@@ -15,7 +15,7 @@
 use crate::framed::{FramedOut, ReceiveCodec, Role};
 use crate::inbound::{Admission, DriverLimits, Outcome, Slot};
 use crate::layer::HostedCore;
-use crate::metered::{Budget, Fault, FaultSlot, MeteredBody, Metering, take_fault};
+use crate::metered::{Budget, Fault, FaultSlot, MeteredBody, Metering, Side, take_fault};
 use crate::tls::{ClientTls, Dialer};
 use bytes::Bytes;
 use fabric_gossip_core::proto::GOSSIP_STREAM_PATH;
@@ -34,8 +34,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tokio_stream::Stream;
-use tonic::codec::Streaming;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
@@ -804,6 +802,7 @@ async fn outbound_task(
         inner.bodies.clone(),
     );
     let fault = FaultSlot::default();
+    let received = ResponseSlot::default();
     let metered = MeteredChannel {
         channel,
         metering: Metering {
@@ -813,6 +812,7 @@ async fn outbound_task(
         },
         fault: fault.clone(),
         body: Some(tonic::body::Body::new(body)),
+        received: received.clone(),
     };
     let mut grpc = tonic::client::Grpc::new(metered)
         .max_decoding_message_size(max)
@@ -830,8 +830,17 @@ async fn outbound_task(
         }
         Err(e) => Err(Status::unavailable(error_text(&e))),
     };
+    // tonic read the response's headers (a trailers-only error status is `Err` here); its
+    // body is read by the metered body the channel kept, not by tonic's decoder.
+    let opened = opened.and_then(|_| {
+        received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| Status::internal("the response body was not kept"))
+    });
     match opened {
-        Ok(response) => read_loop(inner, stream, response.into_inner(), ctl, Some(fault)).await,
+        Ok(body) => read_loop(inner, stream, body, ctl, Some(fault)).await,
         Err(status) => {
             tracing::info!(status = %status_text(&status), "opening the stream failed");
             let mut st = inner.lock();
@@ -844,29 +853,33 @@ async fn outbound_task(
     }
 }
 
+/// Where a [`MeteredChannel`] leaves the body of the response it received.
+type ResponseSlot = Arc<Mutex<Option<MeteredBody>>>;
+
 /// A client channel whose response bodies are metered like inbound request bodies: a peer
 /// this node dialled can half-send messages too. It carries one stream's call: its first
-/// request goes out with `body`, the stream's [`FramedOut`], in place of tonic's.
+/// request goes out with `body`, the stream's [`FramedOut`], in place of tonic's. tonic
+/// builds the request and checks the response's headers as for any call, but gets an empty
+/// body: the real one, read as a [`MeteredBody`] (which takes the messages out without
+/// copying them into a decoder's buffer), is left in `received` for the stream's reader.
 struct MeteredChannel {
     channel: Channel,
     metering: Metering,
     fault: FaultSlot,
     body: Option<tonic::body::Body>,
+    received: ResponseSlot,
 }
 
 type ResponseFuture = Pin<
     Box<
         dyn std::future::Future<
-                Output = Result<
-                    http::Response<MeteredBody<tonic::body::Body>>,
-                    tonic::transport::Error,
-                >,
+                Output = Result<http::Response<tonic::body::Body>, tonic::transport::Error>,
             > + Send,
     >,
 >;
 
 impl tower_service::Service<http::Request<tonic::body::Body>> for MeteredChannel {
-    type Response = http::Response<MeteredBody<tonic::body::Body>>;
+    type Response = http::Response<tonic::body::Body>;
     type Error = tonic::transport::Error;
     type Future = ResponseFuture;
 
@@ -882,9 +895,20 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for MeteredChannel
         let call = self.channel.call(req);
         let metering = self.metering.clone();
         let fault = self.fault.clone();
+        let received = self.received.clone();
         Box::pin(async move {
             let resp = call.await?;
-            Ok(resp.map(|b| MeteredBody::new(b, metering, fault)))
+            let side = Side::of_response(&resp);
+            let (mut parts, body) = resp.into_parts();
+            // tonic panics on binary status details that are not base64 (see
+            // `metered::status_of`); nothing reads them.
+            parts.headers.remove(Status::GRPC_STATUS_DETAILS);
+            *received.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(MeteredBody::new(body, side, metering, fault));
+            Ok(http::Response::from_parts(
+                parts,
+                tonic::body::Body::empty(),
+            ))
         })
     }
 }
@@ -895,7 +919,7 @@ pub(crate) fn accept_inbound(
     inner: &Arc<Inner>,
     remote_addr: &str,
     remote_cert_hash: Option<CertHash>,
-    streaming: Streaming<Bytes>,
+    body: MeteredBody,
     conn: Option<Arc<Slot>>,
     fault: FaultSlot,
 ) -> Result<FramedOut, Status> {
@@ -912,8 +936,7 @@ pub(crate) fn accept_inbound(
         pki_id = tracing::field::Empty, endpoint = tracing::field::Empty
     );
     let task = inner.rt.spawn(
-        read_loop(inner.clone(), stream, streaming, ctl.clone(), Some(fault))
-            .instrument(span.clone()),
+        read_loop(inner.clone(), stream, body, ctl.clone(), Some(fault)).instrument(span.clone()),
     );
     st.streams.insert(
         stream,
@@ -938,13 +961,13 @@ pub(crate) fn accept_inbound(
 /// Collects Envelopes that are ready without waiting, up to a batch. `Ready(None)`: a batch
 /// is there; `Ready(Some(end))`: the stream ended (after the batch).
 fn fill(
-    s: &mut Streaming<Bytes>,
+    s: &mut MeteredBody,
     batch: &mut VecDeque<Bytes>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<StreamEnd>> {
     let mut bytes = 0;
     while batch.len() < READ_BATCH && bytes < READ_BATCH_BYTES {
-        match Pin::new(&mut *s).poll_next(cx) {
+        match s.poll_message(cx) {
             Poll::Ready(Some(Ok(b))) => {
                 bytes += b.len();
                 batch.push_back(b);
@@ -969,7 +992,7 @@ fn fill(
 async fn read_loop(
     inner: Arc<Inner>,
     stream: StreamId,
-    mut streaming: Streaming<Bytes>,
+    mut body: MeteredBody,
     ctl: Arc<StreamCtl>,
     fault: Option<FaultSlot>,
 ) {
@@ -989,7 +1012,7 @@ async fn read_loop(
             resumed.await;
         }
         if batch.is_empty() && end.is_none() {
-            end = poll_fn(|cx| fill(&mut streaming, &mut batch, cx)).await;
+            end = poll_fn(|cx| fill(&mut body, &mut batch, cx)).await;
         }
         let mut st = inner.lock();
         let now = inner.now();

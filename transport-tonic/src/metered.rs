@@ -3,7 +3,8 @@
 //! tonic's decoder gathers a message until its last byte arrives, and HTTP/2 flow control
 //! does not stop that: every chunk it takes opens the window again. So 8 peers sending 95 MiB
 //! of a 99 MiB message and stalling held 775 MiB for as long as they wished. [`MeteredBody`]
-//! sits between the HTTP/2 body and the decoder and reads the gRPC length prefixes itself:
+//! reads the HTTP/2 body in its place: it reads the gRPC length prefixes itself, takes the
+//! messages out (a message inside one DATA frame is a slice of it, not a copy), and:
 //!
 //! - a message announced over `max_message_size` is refused at its prefix, before any of it
 //!   is held ([`Fault::Oversized`], which the core counts as `oversized`);
@@ -17,8 +18,9 @@
 //! - a compression flag other than 0 or 1, or a stream that ends inside a message, is bad
 //!   framing ([`Fault::Framing`]), reported apart from malformed Envelopes.
 
-use bytes::{Buf, Bytes};
-use http_body::{Body, Frame, SizeHint};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,9 +34,9 @@ use tonic::Status;
 /// Length of a gRPC message prefix: a compression flag and a big-endian u32 length.
 pub(crate) const PREFIX: usize = 5;
 
-/// What polling a gRPC body of this crate gives: the next frame (data, or trailers with the
-/// status), a status that ends the stream, or its end. Both directions' bodies yield it
-/// (this one for requests received, [`crate::framed::FramedOut`] for those sent).
+/// What polling a gRPC body gives: the next frame (data, or trailers with the status), a
+/// status that ends the stream, or its end. [`crate::framed::FramedOut`] yields it for the
+/// bodies this node sends; [`MeteredBody`] reads it from those it receives.
 pub(crate) type PolledFrame = Poll<Option<Result<Frame<Bytes>, Status>>>;
 
 /// A message may hold this much from the reserve when the budget is spent: a small message
@@ -181,22 +183,116 @@ pub(crate) struct Metering {
     pub(crate) stall: Duration,
 }
 
-/// An HTTP/2 body whose incomplete gRPC messages are charged to the node's [`Budget`].
-pub(crate) struct MeteredBody<B> {
-    inner: Pin<Box<B>>,
+/// Which end of a call a body is read at: it decides what the end of the body means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// A request the server received: its trailers say nothing, and a client cancelling its
+    /// call is a clean end.
+    Request,
+    /// The response to a call this node made, whose headers had this HTTP status and no
+    /// `grpc-status`: the trailers' `grpc-status` (or, lacking one, the HTTP status) says
+    /// how the call ended.
+    Response(http::StatusCode),
+    /// A response whose headers already carried `grpc-status` OK (trailers-only): nothing
+    /// more is checked at its end.
+    EmptyResponse,
+}
+
+impl Side {
+    /// The side of a response, from its headers: a `grpc-status` there makes it
+    /// trailers-only (tonic refuses such a response when the status is not OK before the
+    /// body is read).
+    pub(crate) fn of_response<B>(resp: &http::Response<B>) -> Self {
+        if resp.headers().contains_key(Status::GRPC_STATUS) {
+            Side::EmptyResponse
+        } else {
+            Side::Response(resp.status())
+        }
+    }
+
+    /// How a body that ended (with these trailers, if any) ended the call: `Some` error
+    /// status, or `None` for a clean end. The same reading as tonic's decoder, so a peer
+    /// ending its stream with a non-OK status is reported with that status.
+    fn ending(self, trailers: Option<http::HeaderMap>) -> Option<Status> {
+        let Side::Response(http_status) = self else {
+            return None;
+        };
+        if let Some(status) = trailers.as_ref().and_then(status_of) {
+            return (status.code() != tonic::Code::Ok).then_some(status);
+        }
+        // gRPC's mapping of HTTP statuses, for a response without a grpc-status.
+        let code = match http_status {
+            http::StatusCode::OK => {
+                return Some(Status::unknown(
+                    "protocol error: missing grpc-status trailer, stream was terminated \
+                     without a final status",
+                ));
+            }
+            http::StatusCode::BAD_REQUEST => tonic::Code::Internal,
+            http::StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+            http::StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
+            http::StatusCode::NOT_FOUND => tonic::Code::Unimplemented,
+            http::StatusCode::TOO_MANY_REQUESTS
+            | http::StatusCode::BAD_GATEWAY
+            | http::StatusCode::SERVICE_UNAVAILABLE
+            | http::StatusCode::GATEWAY_TIMEOUT => tonic::Code::Unavailable,
+            _ => tonic::Code::Unknown,
+        };
+        Some(Status::new(
+            code,
+            format!(
+                "grpc-status header missing, mapped from HTTP status code {}",
+                http_status.as_u16()
+            ),
+        ))
+    }
+}
+
+/// The status in `headers`, if they carry one. Binary details are left out: tonic panics on
+/// ones that are not base64, and nothing here reads them.
+pub(crate) fn status_of(headers: &http::HeaderMap) -> Option<Status> {
+    headers.get(Status::GRPC_STATUS)?;
+    if headers.contains_key(Status::GRPC_STATUS_DETAILS) {
+        let mut headers = headers.clone();
+        headers.remove(Status::GRPC_STATUS_DETAILS);
+        return Status::from_header_map(&headers);
+    }
+    Status::from_header_map(headers)
+}
+
+/// The gRPC messages of an HTTP/2 body, with incomplete ones charged to the node's
+/// [`Budget`].
+///
+/// It reads every length prefix anyway (to refuse and to charge), so it also takes the
+/// messages out, in place of tonic's `Streaming` decoder, which copied every DATA frame
+/// into a buffer of its own before splitting messages off it. Here a message lying inside
+/// one frame is a slice of that frame (no copy); only a message spread over frames is
+/// gathered, copied once into a buffer of its exact size.
+pub(crate) struct MeteredBody {
+    inner: tonic::body::Body,
+    side: Side,
     m: Metering,
     fault: FaultSlot,
-    /// Prefix bytes of the next message gathered so far.
+    /// Prefix bytes of the next message gathered so far, when its prefix spans frames.
     prefix: [u8; PREFIX],
     prefix_len: usize,
-    /// Body bytes of the current message still to come.
+    /// Body bytes of the current message still to come, and its announced length.
     remaining: usize,
+    len: usize,
+    /// Body bytes received so far of a message spread over frames.
+    gather: BytesMut,
     /// Bytes of the current incomplete message received (prefix included).
     received: usize,
+    /// Messages complete and not yet taken, in order.
+    ready: VecDeque<Bytes>,
+    /// What ends the stream once `ready` is taken: a message compressed although the call
+    /// named no compression (tonic's decoder refused it there too).
+    pending_error: Option<Status>,
     /// Bytes charged for the current message.
     charged: Charge,
-    /// A chunk waiting for budget, with the charge it needs.
-    held_back: Option<(Frame<Bytes>, usize)>,
+    /// The charge the messages of the last frame wait for: while it is set, `ready` is
+    /// held back, and the stream waits for budget.
+    held_back: Option<usize>,
     /// When the current message last received bytes (or got budget for them).
     last_progress: tokio::time::Instant,
     /// Wakes the stream to check for a stall. It is re-armed only when it fires, not per
@@ -206,16 +302,29 @@ pub(crate) struct MeteredBody<B> {
     done: bool,
 }
 
-impl<B> MeteredBody<B> {
-    pub(crate) fn new(inner: B, m: Metering, fault: FaultSlot) -> Self {
+/// What taking the next message gives: a message, the status that ended the stream, or its
+/// clean end.
+pub(crate) type PolledMessage = Poll<Option<Result<Bytes, Status>>>;
+
+impl MeteredBody {
+    pub(crate) fn new<B>(inner: B, side: Side, m: Metering, fault: FaultSlot) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError>,
+    {
         MeteredBody {
-            inner: Box::pin(inner),
+            inner: tonic::body::Body::new(inner),
+            side,
             m,
             fault,
             prefix: [0; PREFIX],
             prefix_len: 0,
             remaining: 0,
+            len: 0,
+            gather: BytesMut::new(),
             received: 0,
+            ready: VecDeque::new(),
+            pending_error: None,
             charged: Charge::default(),
             held_back: None,
             last_progress: tokio::time::Instant::now(),
@@ -244,191 +353,192 @@ impl<B> MeteredBody<B> {
             }
         };
         *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = Some(fault);
+        self.finish();
+        status
+    }
+
+    /// Ends the stream: what it held is released, and nothing more is read.
+    fn finish(&mut self) {
         self.release();
         self.stop_waiting();
+        self.ready.clear();
+        self.gather = BytesMut::new();
         self.done = true;
-        status
     }
 
     fn release(&mut self) {
         self.m.budget.give_back(&mut self.charged);
     }
 
-    /// Walks the prefixes in `data`: the size the current incomplete message will have
-    /// after it (0 if it ends on a message boundary), or the fault it shows.
-    fn scan(&self, data: &Bytes) -> Result<Scan, Fault> {
-        let mut prefix = self.prefix;
-        let mut prefix_len = self.prefix_len;
-        let mut remaining = self.remaining;
-        let mut received = self.received;
-        let mut rest = data.as_ref();
-        while !rest.is_empty() {
-            if remaining == 0 && prefix_len < PREFIX {
-                let take = (PREFIX - prefix_len).min(rest.len());
-                prefix[prefix_len..prefix_len + take].copy_from_slice(&rest[..take]);
-                prefix_len += take;
-                received += take;
-                rest = &rest[take..];
-                if prefix_len < PREFIX {
-                    break;
-                }
-                let flag = prefix[0];
+    /// Takes the messages out of one DATA frame: those it completes go to `ready`, the
+    /// start of one it leaves incomplete stays in the prefix or gather buffer.
+    fn split(&mut self, data: Bytes) -> Result<(), Fault> {
+        let bytes = data.as_ref();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let rest = &bytes[pos..];
+            if self.remaining == 0 {
+                // A prefix: in place when it lies whole in this frame, else gathered.
+                let (flag, len) = if self.prefix_len == 0 && rest.len() >= PREFIX {
+                    pos += PREFIX;
+                    self.received = PREFIX;
+                    (rest[0], (&rest[1..PREFIX]).get_u32() as usize)
+                } else {
+                    let take = (PREFIX - self.prefix_len).min(rest.len());
+                    self.prefix[self.prefix_len..self.prefix_len + take]
+                        .copy_from_slice(&rest[..take]);
+                    self.prefix_len += take;
+                    self.received += take;
+                    pos += take;
+                    if self.prefix_len < PREFIX {
+                        break;
+                    }
+                    self.prefix_len = 0;
+                    (self.prefix[0], (&self.prefix[1..]).get_u32() as usize)
+                };
                 if flag > 1 {
                     return Err(Fault::Framing(format!(
                         "compression flag {flag} (only 0 and 1 exist)"
                     )));
                 }
-                let len = (&prefix[1..]).get_u32() as usize;
                 if len > self.m.max_message {
                     return Err(Fault::Oversized(len));
                 }
-                remaining = len;
-                if len == 0 {
-                    prefix_len = 0;
-                    received = 0;
+                if flag == 1 {
+                    // No compression is negotiated on these calls; tonic's decoder ended
+                    // the stream here with this status, after the messages before it.
+                    self.pending_error = Some(Status::internal(
+                        "protocol error: received message with compressed-flag but no \
+                         grpc-encoding was specified",
+                    ));
+                    self.received = 0;
+                    return Ok(());
                 }
+                let in_frame = bytes.len() - pos;
+                if len <= in_frame {
+                    // The whole body is here: a slice of the frame, no copy.
+                    self.ready.push_back(data.slice(pos..pos + len));
+                    pos += len;
+                    self.received = 0;
+                    continue;
+                }
+                self.remaining = len;
+                self.len = len;
+                self.gather.reserve(len);
                 continue;
             }
-            let take = remaining.min(rest.len());
-            remaining -= take;
-            received += take;
-            rest = &rest[take..];
-            if remaining == 0 {
-                prefix_len = 0;
-                received = 0;
+            let take = self.remaining.min(rest.len());
+            self.gather.extend_from_slice(&rest[..take]);
+            self.remaining -= take;
+            self.received += take;
+            pos += take;
+            if self.remaining == 0 {
+                debug_assert_eq!(self.gather.len(), self.len);
+                self.ready.push_back(self.gather.split().freeze());
+                self.received = 0;
             }
         }
-        Ok(Scan {
-            prefix,
-            prefix_len,
-            remaining,
-            received,
-        })
+        Ok(())
     }
-}
 
-struct Scan {
-    prefix: [u8; PREFIX],
-    prefix_len: usize,
-    remaining: usize,
-    received: usize,
-}
-
-impl<B> Drop for MeteredBody<B> {
-    fn drop(&mut self) {
-        self.release();
-        self.stop_waiting();
-    }
-}
-
-impl<B> Body for MeteredBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<tonic::codegen::StdError>,
-{
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
+    /// The next message of the body.
+    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> PolledMessage {
         loop {
-            if let Some((_, need)) = &this.held_back {
-                let need = *need;
+            if self.held_back.is_none()
+                && let Some(message) = self.ready.pop_front()
+            {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if let Some(status) = self.pending_error.take() {
+                self.finish();
+                return Poll::Ready(Some(Err(status)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if let Some(need) = self.held_back {
                 // Register before trying, so a release in between is not missed.
-                let freed = this
+                let freed = self
                     .freed
-                    .get_or_insert_with(|| Box::pin(this.m.budget.freed.clone().notified_owned()));
+                    .get_or_insert_with(|| Box::pin(self.m.budget.freed.clone().notified_owned()));
                 freed.as_mut().enable();
-                if this.m.budget.try_take(&mut this.charged, need) {
-                    this.freed = None;
-                    let frame = this.stop_waiting();
-                    this.last_progress = tokio::time::Instant::now();
-                    if let Some(frame) = frame {
-                        return Poll::Ready(Some(Ok(frame)));
-                    }
+                if self.m.budget.try_take(&mut self.charged, need) {
+                    self.freed = None;
+                    self.stop_waiting();
+                    self.last_progress = tokio::time::Instant::now();
                     continue;
                 }
                 if freed.as_mut().poll(cx).is_ready() {
-                    this.freed = None;
+                    self.freed = None;
                     continue;
                 }
-                return this.poll_stall(cx);
+                return self.poll_stall(cx);
             }
-            let frame = match this.inner.as_mut().poll_frame(cx) {
-                Poll::Pending => return this.poll_stall(cx),
+            let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return self.poll_stall(cx),
                 Poll::Ready(None) => {
-                    if this.prefix_len > 0 || this.remaining > 0 {
+                    if self.prefix_len > 0 || self.remaining > 0 {
                         let why = format!(
                             "stream ended inside a message ({} bytes received)",
-                            this.received
+                            self.received
                         );
-                        return Poll::Ready(Some(Err(this.fail(Fault::Framing(why)))));
+                        return Poll::Ready(Some(Err(self.fail(Fault::Framing(why)))));
                     }
-                    this.done = true;
-                    return Poll::Ready(None);
+                    self.finish();
+                    return Poll::Ready(self.side.ending(None).map(Err));
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    this.release();
-                    this.done = true;
-                    return Poll::Ready(Some(Err(Status::from_error(e.into()))));
+                Poll::Ready(Some(Err(status))) => {
+                    self.finish();
+                    if self.side == Side::Request && status.code() == tonic::Code::Cancelled {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(status)));
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
-            let Some(data) = frame.data_ref() else {
-                return Poll::Ready(Some(Ok(frame)));
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    // Trailers end the body, as they did for tonic's decoder.
+                    self.finish();
+                    return Poll::Ready(self.side.ending(frame.into_trailers().ok()).map(Err));
+                }
             };
-            let scan = match this.scan(data) {
-                Ok(s) => s,
-                Err(f) => return Poll::Ready(Some(Err(this.fail(f)))),
-            };
-            this.prefix = scan.prefix;
-            this.prefix_len = scan.prefix_len;
-            this.remaining = scan.remaining;
-            let incomplete = scan.received;
-            this.received = incomplete;
-            // Whatever the chunk completed is released; what it leaves incomplete is charged.
-            let charged = this.charged.total();
+            if let Err(f) = self.split(data) {
+                return Poll::Ready(Some(Err(self.fail(f))));
+            }
+            // Whatever the frame completed is released; what it leaves incomplete is
+            // charged.
+            let incomplete = self.received;
+            let charged = self.charged.total();
             let need = if incomplete >= charged && incomplete > 0 && charged > 0 {
                 incomplete - charged
             } else {
-                this.release();
+                self.release();
                 incomplete
             };
             if incomplete == 0 {
-                return Poll::Ready(Some(Ok(frame)));
+                continue;
             }
-            if need == 0 || this.m.budget.try_take(&mut this.charged, need) {
-                this.last_progress = tokio::time::Instant::now();
-                return Poll::Ready(Some(Ok(frame)));
+            if need == 0 || self.m.budget.try_take(&mut self.charged, need) {
+                self.last_progress = tokio::time::Instant::now();
+                continue;
             }
-            this.m.budget.waits.fetch_add(1, Ordering::Relaxed);
-            this.m.budget.waiting.fetch_add(1, Ordering::SeqCst);
-            this.held_back = Some((frame, need));
+            self.m.budget.waits.fetch_add(1, Ordering::Relaxed);
+            self.m.budget.waiting.fetch_add(1, Ordering::SeqCst);
+            self.held_back = Some(need);
         }
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.done || (self.held_back.is_none() && self.inner.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
-
-impl<B> MeteredBody<B> {
-    /// Leaves the budget's wait, returning the chunk that waited.
-    fn stop_waiting(&mut self) -> Option<Frame<Bytes>> {
-        let (frame, _) = self.held_back.take()?;
-        self.m.budget.waiting.fetch_sub(1, Ordering::SeqCst);
-        Some(frame)
+    /// Leaves the budget's wait; the messages that waited may be taken.
+    fn stop_waiting(&mut self) {
+        if self.held_back.take().is_some() {
+            self.m.budget.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Pending, unless the message in progress has stalled.
-    fn poll_stall(&mut self, cx: &mut Context<'_>) -> PolledFrame {
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> PolledMessage {
         let in_progress = self.held_back.is_some() || self.prefix_len > 0 || self.remaining > 0;
         if !in_progress {
             return Poll::Pending;
@@ -452,5 +562,309 @@ impl<B> MeteredBody<B> {
             }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        self.release();
+        self.stop_waiting();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// A body handing out the frames given, then ending (or waiting, if not `ended`).
+    struct Frames {
+        frames: VecDeque<Result<Frame<Bytes>, Status>>,
+        ended: bool,
+    }
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> PolledFrame {
+            let this = self.get_mut();
+            match this.frames.pop_front() {
+                Some(f) => Poll::Ready(Some(f)),
+                None if this.ended => Poll::Ready(None),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    fn metering(budget: &Arc<Budget>) -> Metering {
+        Metering {
+            budget: budget.clone(),
+            max_message: 1 << 20,
+            stall: Duration::from_secs(10),
+        }
+    }
+
+    fn reader(frames: Vec<Frame<Bytes>>, side: Side, budget: &Arc<Budget>) -> MeteredBody {
+        let body = Frames {
+            frames: frames.into_iter().map(Ok).collect(),
+            ended: true,
+        };
+        MeteredBody::new(body, side, metering(budget), FaultSlot::default())
+    }
+
+    /// `len` bytes of `fill` behind a gRPC prefix with this flag.
+    fn message(flag: u8, len: usize, fill: u8) -> Vec<u8> {
+        let mut m = vec![flag];
+        m.extend_from_slice(&(len as u32).to_be_bytes());
+        m.resize(PREFIX + len, fill);
+        m
+    }
+
+    /// Messages one after the other: (flag, length, fill) each.
+    fn wire(messages: &[(u8, usize, u8)]) -> Vec<u8> {
+        messages
+            .iter()
+            .flat_map(|&(flag, len, fill)| message(flag, len, fill))
+            .collect()
+    }
+
+    fn data(bytes: &[u8]) -> Frame<Bytes> {
+        Frame::data(Bytes::copy_from_slice(bytes))
+    }
+
+    /// Every message until the end: the messages, and the status that ended it (if any).
+    fn read_all(r: &mut MeteredBody) -> (Vec<Bytes>, Option<Status>) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        loop {
+            match r.poll_message(&mut cx) {
+                Poll::Ready(Some(Ok(m))) => out.push(m),
+                Poll::Ready(Some(Err(s))) => return (out, Some(s)),
+                Poll::Ready(None) => return (out, None),
+                Poll::Pending => panic!("the test body never waits"),
+            }
+        }
+    }
+
+    fn trailers(status: &Status) -> Frame<Bytes> {
+        let mut h = http::HeaderMap::new();
+        status.add_header(&mut h).expect("a status fits in headers");
+        Frame::trailers(h)
+    }
+
+    #[test]
+    fn many_messages_in_one_frame_are_slices_of_it() {
+        let budget = Budget::new(1 << 20);
+        let mut wire = Vec::new();
+        for i in 0..50u8 {
+            wire.extend(message(0, 100 + usize::from(i), i));
+        }
+        wire.extend(message(0, 0, 0));
+        let frame = Bytes::from(wire);
+        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let mut r = reader(vec![Frame::data(frame.clone())], Side::Request, &budget);
+        let (got, end) = read_all(&mut r);
+        assert!(end.is_none());
+        assert_eq!(got.len(), 51);
+        for (i, m) in got.iter().take(50).enumerate() {
+            assert_eq!(m.len(), 100 + i);
+            assert!(m.iter().all(|b| usize::from(*b) == i));
+            // No copy: the message lies inside the frame received.
+            assert!(
+                range.contains(&(m.as_ptr() as usize)),
+                "message {i} was copied"
+            );
+        }
+        assert!(got[50].is_empty());
+        assert_eq!(budget.held(), (0, 0));
+    }
+
+    #[test]
+    fn a_message_split_across_frames_is_gathered_and_charged_meanwhile() {
+        let budget = Budget::new(1 << 20);
+        let wire = message(0, 3000, 7);
+        let mut r = reader(
+            vec![
+                data(&wire[..1000]),
+                data(&wire[1000..2000]),
+                data(&wire[2000..]),
+            ],
+            Side::Request,
+            &budget,
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        let first = r.poll_message(&mut cx);
+        let Poll::Ready(Some(Ok(m))) = first else {
+            panic!("expected the message, got {first:?}");
+        };
+        assert_eq!(m.len(), 3000);
+        assert!(m.iter().all(|b| *b == 7));
+        // While it was incomplete, its 2,000 bytes (prefix included) were held.
+        assert_eq!(budget.held(), (0, 2000));
+        let (rest, end) = read_all(&mut r);
+        assert!(rest.is_empty() && end.is_none());
+    }
+
+    #[test]
+    fn a_prefix_split_across_frames_is_read() {
+        let budget = Budget::new(1 << 20);
+        let wire = wire(&[(0, 10, 1), (0, 20, 2), (0, 30, 3)]);
+        // Cuts inside the second prefix, then inside the third, then right after it.
+        let cuts = [17, 19, 45, 50, wire.len()];
+        let mut frames = Vec::new();
+        let mut from = 0;
+        for to in cuts {
+            frames.push(data(&wire[from..to]));
+            from = to;
+        }
+        let mut r = reader(frames, Side::Request, &budget);
+        let (got, end) = read_all(&mut r);
+        assert!(end.is_none());
+        let lens: Vec<usize> = got.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [10, 20, 30]);
+        for (m, fill) in got.iter().zip(1u8..) {
+            assert!(m.iter().all(|b| *b == fill));
+        }
+        assert_eq!(budget.held().0, 0);
+    }
+
+    #[test]
+    fn a_stream_ending_inside_a_message_is_bad_framing() {
+        let budget = Budget::new(1 << 20);
+        let wire = message(0, 100, 1);
+        let mut r = reader(vec![data(&wire[..50])], Side::Request, &budget);
+        let (got, end) = read_all(&mut r);
+        assert!(got.is_empty());
+        assert_eq!(end.expect("an error").code(), tonic::Code::Internal);
+        assert_eq!(budget.bad_framing.load(Ordering::Relaxed), 1);
+        assert_eq!(budget.held().0, 0);
+    }
+
+    #[test]
+    fn refusals_at_the_prefix() {
+        let budget = Budget::new(1 << 20);
+        let wire = wire(&[(0, 4, 1), (2, 4, 1)]);
+        let mut r = reader(vec![data(&wire)], Side::Request, &budget);
+        let (got, end) = read_all(&mut r);
+        // The whole frame is refused, as before, the message ahead of the bad flag included.
+        assert!(got.is_empty());
+        assert_eq!(end.expect("an error").code(), tonic::Code::Internal);
+        assert!(matches!(take_fault(&r.fault), Some(Fault::Framing(_))));
+
+        let mut r = reader(
+            vec![data(&message(0, (1 << 20) + 1, 0)[..9])],
+            Side::Request,
+            &budget,
+        );
+        let (_, end) = read_all(&mut r);
+        assert_eq!(
+            end.expect("an error").code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(take_fault(&r.fault), Some(Fault::Oversized((1 << 20) + 1)));
+    }
+
+    #[test]
+    fn a_compressed_message_ends_the_stream_after_those_before_it() {
+        let budget = Budget::new(1 << 20);
+        let wire = wire(&[(0, 4, 1), (1, 4, 1), (0, 4, 1)]);
+        let mut r = reader(vec![data(&wire)], Side::Request, &budget);
+        let (got, end) = read_all(&mut r);
+        assert_eq!(got.len(), 1);
+        assert_eq!(end.expect("an error").code(), tonic::Code::Internal);
+        // tonic's decoder refused it; it is not counted as bad framing.
+        assert_eq!(budget.bad_framing.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn how_a_response_ends() {
+        let budget = Budget::new(1 << 20);
+        let ok = http::StatusCode::OK;
+        let one = message(0, 4, 9);
+        let cases = [
+            (Side::Response(ok), Some(Status::ok("")), None),
+            (
+                Side::Response(ok),
+                Some(Status::unavailable("going away")),
+                Some(tonic::Code::Unavailable),
+            ),
+            (Side::Response(ok), None, Some(tonic::Code::Unknown)),
+            (
+                Side::Response(http::StatusCode::SERVICE_UNAVAILABLE),
+                None,
+                Some(tonic::Code::Unavailable),
+            ),
+            (Side::EmptyResponse, None, None),
+            (Side::Request, None, None),
+        ];
+        for (side, status, want) in cases {
+            let mut frames = vec![data(&one)];
+            frames.extend(status.as_ref().map(trailers));
+            let mut r = reader(frames, side, &budget);
+            let (got, end) = read_all(&mut r);
+            assert_eq!(got.len(), 1, "{side:?} {status:?}");
+            assert_eq!(end.map(|s| s.code()), want, "{side:?} {status:?}");
+        }
+    }
+
+    #[test]
+    fn a_cancelled_request_is_a_clean_end_and_a_cancelled_response_is_not() {
+        let budget = Budget::new(1 << 20);
+        for (side, want) in [
+            (Side::Request, None),
+            (
+                Side::Response(http::StatusCode::OK),
+                Some(tonic::Code::Cancelled),
+            ),
+        ] {
+            let body = Frames {
+                frames: [Err(Status::cancelled("reset"))].into(),
+                ended: true,
+            };
+            let mut r = MeteredBody::new(body, side, metering(&budget), FaultSlot::default());
+            let (_, end) = read_all(&mut r);
+            assert_eq!(end.map(|s| s.code()), want);
+        }
+    }
+
+    #[test]
+    fn status_details_that_are_not_base64_do_not_panic() {
+        let mut h = http::HeaderMap::new();
+        h.insert(Status::GRPC_STATUS, http::HeaderValue::from_static("14"));
+        h.insert(
+            Status::GRPC_STATUS_DETAILS,
+            http::HeaderValue::from_static("!!not base64!!"),
+        );
+        let status = status_of(&h).expect("a status");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_waits_for_budget_with_the_messages_it_completes() {
+        // 100 bytes of budget; the frame leaves more than the reserve's 64 KiB of a message
+        // incomplete, so the reserve cannot take it either.
+        let budget = Budget::new(100);
+        let big = message(0, SMALL + 1000, 5);
+        let mut first = message(0, 3, 1);
+        first.extend_from_slice(&big[..PREFIX + SMALL + 1]);
+        let body = Frames {
+            frames: [Ok(data(&first))].into(),
+            ended: false,
+        };
+        let mut r = MeteredBody::new(body, Side::Request, metering(&budget), FaultSlot::default());
+        let mut cx = Context::from_waker(Waker::noop());
+        // The frame's incomplete bytes do not fit: the complete message waits with them.
+        assert!(r.poll_message(&mut cx).is_pending());
+        assert_eq!(budget.waits.load(Ordering::Relaxed), 1);
+        // Nothing comes for the stall timeout: the stream ends, releasing what it held.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let end = r.poll_message(&mut cx);
+        let Poll::Ready(Some(Err(s))) = end else {
+            panic!("expected a stall, got {end:?}");
+        };
+        assert_eq!(s.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(budget.stalls.load(Ordering::Relaxed), 1);
+        assert_eq!(budget.held().0, 0);
     }
 }

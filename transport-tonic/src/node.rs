@@ -657,7 +657,8 @@ impl Inner {
 pub struct Incoming {
     inner: Arc<Inner>,
     sub: SubscriptionId,
-    buf: VecDeque<ReceivedMessage>,
+    /// Boxed as the core queued them: taking a delivery moves a pointer, not the message.
+    buf: VecDeque<Box<ReceivedMessage>>,
     done: bool,
 }
 
@@ -714,7 +715,7 @@ impl Incoming {
         }
         let before = self.buf.len();
         while self.buf.len() < want {
-            match st.comm.poll_delivery(self.sub) {
+            match st.comm.poll_delivery_boxed(self.sub) {
                 Some(m) => self.buf.push_back(m),
                 None => break,
             }
@@ -762,7 +763,7 @@ impl Drop for Incoming {
 /// bytes, who sent it, and the means to answer on the same connection.
 #[derive(Clone)]
 pub struct Received {
-    msg: ReceivedMessage,
+    msg: Box<ReceivedMessage>,
     inner: Arc<Inner>,
 }
 

@@ -1,9 +1,8 @@
 //! The `gossip.Gossip` gRPC service, hand-routed so `GossipStream` can use the raw codec.
 
-use crate::codec::RawDecoder;
 use crate::driver::{Inner, accept_inbound};
 use crate::inbound::{InboundConn, Slot};
-use crate::metered::{FaultSlot, MeteredBody, Metering};
+use crate::metered::{FaultSlot, MeteredBody, Metering, Side};
 use bytes::Bytes;
 use fabric_gossip_core::cert_hash;
 use fabric_gossip_core::proto::gossip::Empty;
@@ -14,7 +13,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::body::Body;
-use tonic::codec::Streaming;
 use tonic::codegen::{Body as HttpBody, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::server::TlsConnectInfo;
@@ -73,13 +71,13 @@ impl ConnFacts {
     }
 }
 
-/// Answers a `GossipStream` call: its request body read as raw Envelopes, the response a
+/// Answers a `GossipStream` call: its request body read as raw Envelopes (by a
+/// [`MeteredBody`], not tonic's decoder), the response a
 /// [`crate::framed::FramedOut`] (tonic's server would frame it with its own encoder, see
 /// that module).
 fn serve_stream<B>(
     inner: &Arc<Inner>,
     facts: ConnFacts,
-    fault: FaultSlot,
     req: http::Request<B>,
     max: usize,
 ) -> http::Response<Body>
@@ -102,15 +100,14 @@ where
         .and_then(|s| s.remote())
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let streaming = Streaming::new_request(RawDecoder, req.into_body(), None, Some(max));
-    match accept_inbound(
-        inner,
-        &remote,
-        facts.cert_hash,
-        streaming,
-        facts.slot,
-        fault,
-    ) {
+    let fault = FaultSlot::default();
+    let metering = Metering {
+        budget: inner.budget.clone(),
+        max_message: max,
+        stall: inner.settings.limits.message_stall_timeout,
+    };
+    let body = MeteredBody::new(req.into_body(), Side::Request, metering, fault.clone());
+    match accept_inbound(inner, &remote, facts.cert_hash, body, facts.slot, fault) {
         Ok(out) => {
             let mut response = http::Response::new(Body::new(out));
             response.headers_mut().insert(
@@ -154,23 +151,12 @@ where
             slot.saw_request();
         }
         match req.uri().path() {
-            GOSSIP_STREAM_PATH => {
-                let fault = FaultSlot::default();
-                let metering = Metering {
-                    budget: self.inner.budget.clone(),
-                    max_message: max,
-                    stall: self.inner.settings.limits.message_stall_timeout,
-                };
-                let fault_in_body = fault.clone();
-                let req = req.map(move |b| MeteredBody::new(b, metering, fault_in_body));
-                Box::pin(std::future::ready(Ok(serve_stream(
-                    &self.inner,
-                    facts,
-                    fault,
-                    req,
-                    max,
-                ))))
-            }
+            GOSSIP_STREAM_PATH => Box::pin(std::future::ready(Ok(serve_stream(
+                &self.inner,
+                facts,
+                req,
+                max,
+            )))),
             PING_PATH if self.inner.settings.hang_ping => Box::pin(async move {
                 // Never answers; the caller's time-out cancels the call, dropping this.
                 std::future::pending::<()>().await;

@@ -14,7 +14,9 @@ use super::{Comm, StreamEnd};
 use crate::config::CertHash;
 use crate::error::{Error, HandshakeError};
 use crate::ids::{PkiId, StreamId};
-use crate::message::{ConnectionInfo, SignedMessage, conn_establish_message, verify_envelope};
+use crate::message::{
+    ConnectionInfo, SignedMessage, conn_establish_message, detached_envelope, verify_envelope,
+};
 use crate::security::{Security, SecurityError};
 use crate::time::Instant;
 use bytes::Bytes;
@@ -165,11 +167,15 @@ impl<S: Security> Comm<S> {
                 limit: self.config.max_identity_size,
             });
         }
-        let pki = PkiId(conn.pki_id);
+        // What a connection keeps for its lifetime is copied out of the receive buffer,
+        // which may be the driver's and shared with other messages (see
+        // `detached_envelope`).
+        let pki = PkiId(Bytes::copy_from_slice(&conn.pki_id));
+        let identity = Bytes::copy_from_slice(&conn.identity);
         let store = &self.store;
         let expires = self
             .identities
-            .put(&self.security, &pki, &conn.identity, now, |p| {
+            .put(&self.security, &pki, &identity, now, |p| {
                 store.is_registered(p)
             })?;
         if let Some(at) = expires {
@@ -181,11 +187,12 @@ impl<S: Security> Comm<S> {
                 return Err(HandshakeError::TlsCertHashMismatch);
             }
         }
-        verify_envelope(&self.security, &conn.identity, &env)?;
+        verify_envelope(&self.security, &identity, &env)?;
+        let env = detached_envelope(&env);
         Ok((
             ConnectionInfo {
                 id: pki,
-                identity: conn.identity,
+                identity,
                 endpoint: remote_addr,
                 signed_data: env.payload,
                 signature: env.signature,

@@ -313,6 +313,13 @@ impl<S: Security> Comm<S> {
     /// next [`Comm::poll_output`].
     #[inline]
     pub fn poll_delivery(&mut self, sub: SubscriptionId) -> Option<ReceivedMessage> {
+        self.take_delivery(sub).map(|m| *m)
+    }
+
+    /// [`Comm::poll_delivery`], leaving the message in the allocation the core decoded it
+    /// into: a `ReceivedMessage` is hundreds of bytes, so a driver that queues deliveries
+    /// (as the tonic driver's `Incoming` does) moves a pointer instead.
+    pub fn poll_delivery_boxed(&mut self, sub: SubscriptionId) -> Option<Box<ReceivedMessage>> {
         self.take_delivery(sub)
     }
 

@@ -6,7 +6,7 @@ use super::wire::ValidIdentity;
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::Envelope;
-use fabric_gossip_core::{Instant, PkiId};
+use fabric_gossip_core::{Instant, PkiId, detached_envelope};
 use std::collections::BTreeMap;
 
 /// One identity.
@@ -47,12 +47,14 @@ impl Identities {
         self.insert(id, org, now);
     }
 
+    /// Kept for as long as the identity is: its bytes are copied out of the buffer the
+    /// message arrived in (see `detached_envelope`).
     fn insert(&mut self, id: ValidIdentity, org: Option<Bytes>, now: Instant) {
         self.map.insert(
-            id.pki_id,
+            PkiId(Bytes::copy_from_slice(&id.pki_id.0)),
             Entry {
-                cert: id.cert,
-                envelope: id.envelope,
+                cert: Bytes::copy_from_slice(&id.cert),
+                envelope: detached_envelope(&id.envelope),
                 org,
                 expires: id.expires,
                 last_used: now,
