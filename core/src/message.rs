@@ -310,7 +310,12 @@ mod tests {
         let kept = detached_envelope(&received);
         assert_eq!(kept, env);
         let secret = kept.secret_envelope.as_ref().expect("kept");
-        for b in [&kept.payload, &kept.signature, &secret.payload, &secret.signature] {
+        for b in [
+            &kept.payload,
+            &kept.signature,
+            &secret.payload,
+            &secret.signature,
+        ] {
             assert!(!within(b));
         }
     }

@@ -62,6 +62,17 @@ fn bench(c: &mut Criterion) {
         (NODES * PER_NODE) as u64,
         "every message is delivered"
     );
+    if let Some(n) = std::env::var("SIM_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let mut total = 0;
+        for _ in 0..n {
+            total += round(&mut sim, &mut rng, &msg, &peers);
+        }
+        eprintln!("SIM_ROUNDS {n}: {total} deliveries");
+        return;
+    }
     let mut g = c.benchmark_group("sim");
     g.throughput(Throughput::Elements(per_round));
     g.bench_function("deliveries_100_nodes_1KiB", |b| {

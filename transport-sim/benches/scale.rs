@@ -105,8 +105,13 @@ fn bench(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(20));
     // `SIM_SCALE_ONLY=view` runs (and probes) only the workloads whose name contains it.
     let only = std::env::var("SIM_SCALE_ONLY").unwrap_or_default();
+    // `SIM_SCALE_PROBE=1` stops after the first runs (for a profiler or instruction count).
+    let probe_only = std::env::var_os("SIM_SCALE_PROBE").is_some();
     for (name, view) in CASES.into_iter().filter(|(name, _)| name.contains(&only)) {
         let per_run = probe(name, view);
+        if probe_only {
+            continue;
+        }
         g.throughput(Throughput::Elements(per_run));
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {

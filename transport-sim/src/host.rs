@@ -100,6 +100,7 @@ impl Sim {
         }
         node.booted = true;
         let has_layer = node.spec.layer.is_some();
+        self.hosts_layers |= has_layer;
         let layer = self.make_layer(id);
         let node = &mut self.nodes[id];
         // Starts the layer: what it does (subscribe, dial) waits in the core's output.
@@ -155,32 +156,36 @@ impl Sim {
     /// Drains node `n`'s actions, events and (per its reader mode) deliveries until the
     /// core has nothing more to say, then re-arms its wake-up.
     pub(crate) fn pump(&mut self, n: usize) {
-        // The stack's deadline as its last drain ended it: nothing happens between that
-        // drain and the end of the pump, so it is what `Node::deadline` would compute.
-        let mut deadline;
+        // A node without a layer is its core alone: the stack would only pass the core's
+        // outputs through (and ask the core for its deadline at the end of every drain), so
+        // the core is drained directly, in the same order, and asked once at the end.
+        let hosted = self.nodes[n]
+            .stack
+            .as_ref()
+            .is_some_and(|s| s.layer().is_some());
+        // A hosted stack's deadline as its last drain ended it: nothing happens between
+        // that drain and the end of the pump, so it is what `Node::deadline` would compute.
+        let mut deadline = None;
         loop {
-            let mut progress = false;
-            deadline = None;
-            // The core's one output: actions, then events, until the time-out ends it.
-            while let Some(out) = self.nodes[n].stack.as_mut().map(Stack::poll_output) {
-                match out {
-                    StackOutput::Action(a) => self.on_action(n, a),
-                    StackOutput::Event(e) => self.on_event(n, e),
-                    StackOutput::Layer(e) => self.on_layer_event(n, e),
-                    StackOutput::Timeout(t) => {
-                        deadline = t;
-                        break;
-                    }
-                }
-                progress = true;
+            // A drain ends with nothing pending: carrying out an action or an event never
+            // feeds this node's core without pumping it then and there. Only taking
+            // deliveries (which may resume reading, or ack) calls for another drain.
+            if hosted {
+                self.drain_stack(n, &mut deadline);
+            } else {
+                self.drain_core(n);
             }
+            let mut progress = false;
             // Only subscriptions that said DeliveryReady have anything: an eager reader
             // empties them, so the core says it again when the next message comes.
             while self.nodes[n].state == NodeState::Up
                 && self.nodes[n].spec.reader == ReaderMode::Eager
                 && let Some(sub) = self.nodes[n].ready.pop()
             {
-                while let Some(m) = self.nodes[n].core_mut().and_then(|c| c.poll_delivery(sub)) {
+                while let Some(m) = self.nodes[n]
+                    .core_mut()
+                    .and_then(|c| c.poll_delivery_boxed(sub))
+                {
                     progress = true;
                     self.on_delivery(n, sub, m);
                 }
@@ -189,9 +194,43 @@ impl Sim {
                 break;
             }
         }
+        if !hosted {
+            deadline = self.nodes[n].core_mut().and_then(Comm::poll_timeout);
+        }
         self.wake_at(n, deadline);
         if self.cfg.check_invariants && self.touched.last() != Some(&n) {
             self.touched.push(n);
+        }
+    }
+
+    /// One drain of a hosted stack's output (actions, events, the layer's events) until
+    /// its time-out, which goes to `deadline`.
+    fn drain_stack(&mut self, n: usize, deadline: &mut Option<Instant>) {
+        *deadline = None;
+        while let Some(out) = self.nodes[n].stack.as_mut().map(Stack::poll_output) {
+            match out {
+                StackOutput::Action(a) => self.on_action(n, a),
+                StackOutput::Event(e) => self.on_event(n, e),
+                StackOutput::Layer(e) => self.on_layer_event(n, e),
+                StackOutput::Timeout(t) => {
+                    *deadline = t;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One drain of a bare core: actions before events, re-checked after each one, the
+    /// order of `Comm::poll_output`.
+    fn drain_core(&mut self, n: usize) {
+        while let Some(c) = self.nodes[n].core_mut() {
+            if let Some(a) = c.poll_action() {
+                self.on_action(n, a);
+            } else if let Some(e) = c.poll_event() {
+                self.on_event(n, e);
+            } else {
+                break;
+            }
         }
     }
 
@@ -236,7 +275,10 @@ impl Sim {
     pub(crate) fn take_one_each(&mut self, n: usize) {
         for i in 0..self.nodes[n].subs.len() {
             let sub = self.nodes[n].subs[i];
-            if let Some(m) = self.nodes[n].core_mut().and_then(|c| c.poll_delivery(sub)) {
+            if let Some(m) = self.nodes[n]
+                .core_mut()
+                .and_then(|c| c.poll_delivery_boxed(sub))
+            {
                 self.on_delivery(n, sub, m);
             }
         }
@@ -372,7 +414,9 @@ impl Sim {
         }
     }
 
-    pub(crate) fn on_delivery(&mut self, n: usize, sub: SubscriptionId, m: ReceivedMessage) {
+    /// One delivery taken by node `n`'s application (boxed as the core decoded it: it is
+    /// moved out only into a record that is kept or observed).
+    pub(crate) fn on_delivery(&mut self, n: usize, sub: SubscriptionId, m: Box<ReceivedMessage>) {
         trace!(
             self,
             "n{n} @ {sub} from {} {} {}B",
@@ -394,11 +438,16 @@ impl Sim {
         {
             let _ = c.ack(self.now, m.conn, m.message.nonce, None);
         }
+        if self.observer.is_none() && self.nodes[n].deliveries.len() >= self.cfg.record_limit {
+            // Nobody looks and nothing is kept (a long run): no record to build.
+            self.nodes[n].records_dropped += 1;
+            return;
+        }
         let delivered = Delivered {
             at: self.now,
             incarnation: self.nodes[n].incarnation,
             sub,
-            msg: m,
+            msg: *m,
         };
         self.observe(n, Observation::Delivery(&delivered));
         let node = &mut self.nodes[n];

@@ -117,9 +117,11 @@ impl Sim {
     /// counts, and the send queues of the streams it acted on or was fed. A send queue
     /// only changes through its own stream (a write, a confirmation, an envelope read)
     /// or a send naming its peer (recorded too), so the queues not touched kept the
-    /// verdict they had. Sends a layer makes inside its node are not seen one by one:
-    /// [`Sim::sweep_due`] looks at every queue of every node again once the network has
-    /// taken as many steps as it has streams, which costs one look per step at most.
+    /// verdict they had. Sends a layer makes inside its node, and whatever a call through
+    /// [`Sim::with_comm`] queued, are not seen one by one: a sweep looks at every queue of
+    /// every node again once the network has taken as many steps as it has streams, which
+    /// costs one look per step at most; it is skipped when no layer runs and no such call
+    /// was made since the last one (then every change was seen).
     pub(crate) fn check_touched(&mut self) {
         let touched = core::mem::take(&mut self.touched);
         let streams = core::mem::take(&mut self.touched_streams);
@@ -139,6 +141,10 @@ impl Sim {
         self.steps_since_sweep += 1;
         if self.steps_since_sweep >= 2 * self.links.len() + self.nodes.len() {
             self.steps_since_sweep = 0;
+            if !(self.unseen_sends || self.hosts_layers) {
+                return;
+            }
+            self.unseen_sends = false;
             for n in 0..self.nodes.len() {
                 if let Some(v) = self.queue_bounds(n) {
                     self.violation(v);

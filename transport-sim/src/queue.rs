@@ -65,20 +65,10 @@ pub(crate) enum Answer {
 impl Sim {
     pub(crate) fn schedule(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
-        let slot = match self.free_slots.pop() {
-            Some(i) => {
-                self.pending[i as usize] = Some(ev);
-                i
-            }
-            None => {
-                self.pending.push(Some(ev));
-                u32::try_from(self.pending.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
         self.queue.push(Entry {
             at: at.max(self.now).as_unix_nanos(),
             seq: self.seq,
-            slot,
+            ev,
         });
     }
 
@@ -92,7 +82,7 @@ impl Sim {
     }
 
     /// Processes one entry taken from the queue.
-    fn run_entry(&mut self, q: Entry) {
+    fn run_entry(&mut self, q: Entry<Ev>) {
         let at = Instant::from_unix_nanos(q.at);
         if at > self.now {
             self.now = at;
@@ -100,11 +90,7 @@ impl Sim {
         }
         self.instant_steps += 1;
         self.counters.steps += 1;
-        let Some(ev) = self.pending.get_mut(q.slot as usize).and_then(Option::take) else {
-            return;
-        };
-        self.free_slots.push(q.slot);
-        self.process(at, ev);
+        self.process(at, q.ev);
         self.drain_work();
         if self.cfg.check_invariants {
             self.check_touched();
@@ -170,11 +156,7 @@ impl Sim {
                 return false;
             }
             let Some(q) = self.queue.pop_due(deadline.as_unix_nanos()) else {
-                return self
-                    .pending
-                    .iter()
-                    .flatten()
-                    .all(|ev| matches!(ev, Ev::Wake { .. }));
+                return self.queue.iter().all(|ev| matches!(ev, Ev::Wake { .. }));
             };
             self.run_entry(q);
         }

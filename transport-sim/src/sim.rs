@@ -25,7 +25,7 @@ use fabric_gossip_core::{
     Acceptor, Comm, Error, Event, HandshakeError, Instant, OpId, PkiId, RemotePeer, SignedMessage,
     Stats, StreamId, SubscriptionId,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// A deterministic network of comm cores.
 ///
@@ -51,12 +51,12 @@ pub struct Sim {
     pub(crate) rng: SimRng,
     pub(crate) now: Instant,
     pub(crate) seq: u64,
-    pub(crate) queue: Timeline,
-    /// Events waiting in the queue, by slot (bounded by what the queue holds).
-    pub(crate) pending: Vec<Option<Ev>>,
-    pub(crate) free_slots: Vec<u32>,
+    /// Everything that will happen, in order.
+    pub(crate) queue: Timeline<Ev>,
     pub(crate) nodes: Vec<Node>,
-    pub(crate) endpoints: BTreeMap<String, usize>,
+    /// The node listening at each endpoint, looked up on every dial (hashed: only
+    /// looked up and removed from, never walked in order).
+    pub(crate) endpoints: HashMap<String, usize>,
     pub(crate) links: Slab<LinkId, Link>,
     pub(crate) raws: Vec<RawPeer>,
     pub(crate) blocked: Cuts,
@@ -74,10 +74,20 @@ pub struct Sim {
     pub(crate) touched_streams: Vec<(usize, StreamId)>,
     /// Steps since every node's queues were last checked (see `check_touched`).
     pub(crate) steps_since_sweep: usize,
+    /// Whether a send queue may have changed unseen since the last sweep: a node hosts a
+    /// layer (it sends inside its node), or a call through [`Sim::with_comm`] did what
+    /// the step's bookkeeping does not follow. Without either, the sweep has nothing to
+    /// find and is skipped.
+    pub(crate) unseen_sends: bool,
+    /// Some node was started with a layer.
+    pub(crate) hosts_layers: bool,
     pub(crate) workload: Option<(Workload, Bytes)>,
     /// Each node's peers under a workload with a view ([`Workload::view`]); empty
     /// without one.
     pub(crate) views: Vec<Vec<NodeId>>,
+    /// The peers of the workload's last send, kept so that the next one reuses their
+    /// endpoint strings instead of allocating new ones.
+    pub(crate) workload_peers: Vec<RemotePeer>,
     pub(crate) instant_steps: u64,
     /// Sees every delivery and event as it happens ([`Sim::set_observer`]).
     pub(crate) observer: Option<Observer>,
@@ -106,10 +116,8 @@ impl Sim {
             now: START,
             seq: 0,
             queue: Timeline::default(),
-            pending: Vec::new(),
-            free_slots: Vec::new(),
             nodes: Vec::new(),
-            endpoints: BTreeMap::new(),
+            endpoints: HashMap::new(),
             links: Slab::default(),
             raws: Vec::new(),
             blocked: Cuts::default(),
@@ -123,8 +131,11 @@ impl Sim {
             touched: Vec::new(),
             touched_streams: Vec::new(),
             steps_since_sweep: 0,
+            unseen_sends: false,
+            hosts_layers: false,
             workload: None,
             views: Vec::new(),
+            workload_peers: Vec::new(),
             instant_steps: 0,
             observer: None,
         }
@@ -369,6 +380,18 @@ impl Sim {
         n: NodeId,
         f: impl FnOnce(&mut SimComm, Instant) -> R,
     ) -> Result<R, Error> {
+        // Whatever `f` queued is not followed stream by stream: the next sweep looks.
+        self.unseen_sends = true;
+        self.with_comm_seen(n, f)
+    }
+
+    /// [`Sim::with_comm`] for calls whose effect on send queues the caller records itself
+    /// (`touch_peers`).
+    fn with_comm_seen<R>(
+        &mut self,
+        n: NodeId,
+        f: impl FnOnce(&mut SimComm, Instant) -> R,
+    ) -> Result<R, Error> {
         let now = self.now;
         let comm = self.comm_mut_or_stopped(n)?;
         let r = f(comm, now);
@@ -391,7 +414,7 @@ impl Sim {
             msg.envelope_bytes().len(),
             Peers(peers)
         );
-        let r = self.with_comm(n, |c, now| c.send(now, msg, peers))?;
+        let r = self.with_comm_seen(n, |c, now| c.send(now, msg, peers))?;
         self.touch_peers(n, peers);
         r
     }
@@ -419,7 +442,7 @@ impl Sim {
             fmt_duration(timeout),
             Peers(peers)
         );
-        let r = self.with_comm(n, |c, now| {
+        let r = self.with_comm_seen(n, |c, now| {
             c.send_with_ack(now, msg, timeout, min_ack, peers)
         })?;
         self.touch_peers(n, peers);

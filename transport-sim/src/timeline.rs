@@ -1,56 +1,111 @@
-//! The simulator's priority queue: a radix heap on virtual time with the scheduling
-//! sequence number as the tie-break.
+//! The simulator's priority queue: a radix heap on virtual time in chunks of 65.5 µs
+//! ([`CHUNK_BITS`]), over a small binary heap on (time, sequence number) for the chunk
+//! being run.
 //!
-//! A binary heap over (time, sequence) costs a dozen dependent, cache-missing compares per
-//! pop once thousands of events wait (1,000 nodes). The run loop never schedules before
-//! the time it last took (`Sim::schedule` clamps to `now`), so the keys it pops never
-//! decrease: the case radix heaps are made for. Entries wait in 65 buckets by the highest
-//! bit in which their time differs from the last time popped; a pop takes bucket 0 (times
-//! equal to the last), or else moves the lowest non-empty bucket down around its smallest
-//! time. Each entry moves at most once per bit of the spread of waiting times, and the
-//! scans are over contiguous vectors.
+//! A binary heap over all waiting entries costs a dozen dependent, cache-missing compares
+//! per pop once thousands wait (1,000 nodes). The run loop never schedules before the
+//! time it last took (`Sim::schedule` clamps to `now`), so the keys it pops never
+//! decrease: the case radix heaps are made for. Entries of later chunks wait in buckets
+//! by the highest bit in which their chunk differs from the current one; once the current
+//! chunk is used up, the lowest non-empty bucket moves down around its smallest chunk,
+//! which becomes current. An entry moves at most once per bit of the spread of waiting
+//! chunks (a few, not one per bit of nanoseconds), and the scans are over contiguous
+//! vectors. The entries of the current chunk, a few dozen at most in a busy network, wait
+//! in a binary heap, which orders them exactly.
 //!
-//! The order is exactly the binary heap's: the smallest time first, and among equal times
-//! the smallest sequence number. Entries of one time all sit in one bucket (their bucket
-//! depends on the time alone), bucket 0 is sorted by sequence when it is refilled, and an
-//! entry pushed at the current time has a larger sequence number than any waiting (the
-//! sequence only grows), so it goes to the back. A seed therefore gives the same trace as
-//! it did with the binary heap.
+//! The order is exactly a binary heap's over every entry: the smallest time first, and
+//! among equal times the smallest sequence number. Every entry of a later chunk has a
+//! later time than every entry of the current one, and within the current one the heap
+//! orders by (time, sequence). A seed therefore gives the same trace as it did with one
+//! binary heap.
 
-use std::collections::VecDeque;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
-/// One waiting entry: its time in nanoseconds, its sequence number and the slot of the
-/// event it stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Entry {
+/// One waiting entry: its time in nanoseconds, its sequence number and the event itself
+/// (held here rather than in a side table, so that the step taking it reads memory the
+/// queue has just touched instead of a slot written long before).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry<T> {
     pub(crate) at: u64,
     pub(crate) seq: u64,
-    pub(crate) slot: u32,
+    pub(crate) ev: T,
 }
 
-/// Buckets: 0 for the last time popped, `i` for times whose highest bit differing from
-/// it is bit `i - 1`.
-const BUCKETS: usize = 65;
+/// An entry of the current chunk in the heap: its key and where its event waits (the
+/// heap moves these 24 bytes, not the event), ordered (by time, then sequence, alone) so
+/// that the max-heap pops the earliest first.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    at: u64,
+    seq: u64,
+    slot: u32,
+}
+
+impl Due {
+    fn key(&self) -> (u64, u64) {
+        (self.at, self.seq)
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Due {}
+
+/// Bits of a time below its chunk: chunks of 2^16 ns (65.5 µs), short beside a link's
+/// latency, so the current chunk holds few entries (a few dozen at 1,000 nodes) and each
+/// later one moves down a few buckets at most.
+const CHUNK_BITS: u32 = 16;
+
+/// Buckets: 0 for the current chunk (kept in the heap instead), `i` for chunks whose
+/// highest bit differing from it is bit `i - 1` (a chunk has `64 - CHUNK_BITS` bits).
+const BUCKETS: usize = 65 - CHUNK_BITS as usize;
 
 /// A monotone priority queue of [`Entry`] ordered by (`at`, `seq`).
-#[derive(Debug)]
-pub(crate) struct Timeline {
-    /// The time of the last entry popped (or made ready): no push may be earlier.
+pub(crate) struct Timeline<T> {
+    /// The time of the last entry popped: no push may be earlier.
     last: u64,
-    /// Entries at `last`, in sequence order.
-    ready: VecDeque<Entry>,
-    /// Buckets 1..=64 (index 0 unused: `ready` is bucket 0).
-    buckets: Vec<Vec<Entry>>,
+    /// The chunk (`at >> CHUNK_BITS`) whose entries wait in `current`.
+    chunk: u64,
+    /// Entries of the current chunk, by key.
+    current: BinaryHeap<Due>,
+    /// The events of the current chunk's entries, by slot: written when an entry joins
+    /// the chunk, read when it leaves, a few microseconds of virtual time apart, so the
+    /// slots are warm (free slots are reused last-freed first).
+    slots: Vec<Option<T>>,
+    /// Slots of `slots` free for reuse.
+    free: Vec<u32>,
+    /// Buckets 1.. (index 0 unused: `current` is bucket 0).
+    buckets: Vec<Vec<Entry<T>>>,
     /// Bit `i` set when `buckets[i]` holds something.
-    occupied: u128,
+    occupied: u64,
     len: usize,
 }
 
-impl Default for Timeline {
+impl<T> Default for Timeline<T> {
     fn default() -> Self {
         Timeline {
             last: 0,
-            ready: VecDeque::new(),
+            chunk: 0,
+            current: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
             occupied: 0,
             len: 0,
@@ -58,9 +113,9 @@ impl Default for Timeline {
     }
 }
 
-impl Timeline {
+impl<T> Timeline<T> {
     fn bucket_of(&self, at: u64) -> usize {
-        (u64::BITS - (at ^ self.last).leading_zeros()) as usize
+        (u64::BITS - ((at >> CHUNK_BITS) ^ self.chunk).leading_zeros()) as usize
     }
 
     /// Entries waiting.
@@ -73,10 +128,18 @@ impl Timeline {
         self.len == 0
     }
 
+    /// Every waiting event, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots
+            .iter()
+            .flatten()
+            .chain(self.buckets.iter().flatten().map(|e| &e.ev))
+    }
+
     /// Queues `e`. Its time must not be before the last popped (the caller clamps) and its
     /// sequence number must be larger than any pushed before; an earlier time is taken as
     /// the last popped, which keeps the queue consistent.
-    pub(crate) fn push(&mut self, mut e: Entry) {
+    pub(crate) fn push(&mut self, mut e: Entry<T>) {
         debug_assert!(
             e.at >= self.last,
             "a radix heap only takes times from the last on"
@@ -86,11 +149,25 @@ impl Timeline {
         self.place(e);
     }
 
-    /// Puts `e` in the bucket its time gives it relative to the last time.
-    fn place(&mut self, e: Entry) {
+    /// Puts `e` in the bucket its chunk gives it relative to the current chunk.
+    fn place(&mut self, e: Entry<T>) {
         let b = self.bucket_of(e.at);
         if b == 0 {
-            self.ready.push_back(e);
+            let slot = match self.free.pop() {
+                Some(slot) => {
+                    self.slots[slot as usize] = Some(e.ev);
+                    slot
+                }
+                None => {
+                    self.slots.push(Some(e.ev));
+                    u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+                }
+            };
+            self.current.push(Due {
+                at: e.at,
+                seq: e.seq,
+                slot,
+            });
         } else {
             self.buckets[b].push(e);
             self.occupied |= 1 << b;
@@ -98,7 +175,7 @@ impl Timeline {
     }
 
     /// Takes the earliest entry.
-    pub(crate) fn pop(&mut self) -> Option<Entry> {
+    pub(crate) fn pop(&mut self) -> Option<Entry<T>> {
         self.pop_due(u64::MAX)
     }
 
@@ -106,8 +183,8 @@ impl Timeline {
     /// stays where it is and the last time popped does not move, so entries may still be
     /// pushed at any time from it on (the run loop's clock may stop short of the next
     /// entry, at a deadline, and schedule from there).
-    pub(crate) fn pop_due(&mut self, deadline: u64) -> Option<Entry> {
-        if self.ready.is_empty() {
+    pub(crate) fn pop_due(&mut self, deadline: u64) -> Option<Entry<T>> {
+        if self.current.is_empty() {
             if self.occupied == 0 {
                 return None;
             }
@@ -116,30 +193,37 @@ impl Timeline {
             if min > deadline {
                 return None;
             }
-            self.refill(b, min);
+            self.refill(b, min >> CHUNK_BITS);
         }
-        if self.ready.front()?.at > deadline {
+        if self.current.peek()?.at > deadline {
             return None;
         }
-        let e = self.ready.pop_front()?;
+        let due = self.current.pop()?;
+        let ev = self.slots.get_mut(due.slot as usize)?.take()?;
+        self.free.push(due.slot);
+        self.last = due.at;
         self.len -= 1;
-        Some(e)
+        Some(Entry {
+            at: due.at,
+            seq: due.seq,
+            ev,
+        })
     }
 
-    /// Moves bucket `b`, whose smallest time is `min`, down around `min`: the last time
-    /// becomes `min` and its entries fill `ready`, in sequence order.
-    fn refill(&mut self, b: usize, min: u64) {
+    /// Moves bucket `b`, whose smallest chunk is `chunk`, down around it: `chunk` becomes
+    /// the current one and its entries fill the heap. Only called with an entry of that
+    /// chunk due, which is popped next, so no push can come before the chunk.
+    fn refill(&mut self, b: usize, chunk: u64) {
         let mut moving = core::mem::take(&mut self.buckets[b]);
         self.occupied &= !(1 << b);
-        self.last = min;
+        self.chunk = chunk;
         for e in moving.drain(..) {
-            // Every entry of bucket `b` agrees with `min` above bit `b - 1`: it goes to a
-            // lower bucket, never back to `b` (taken out meanwhile).
+            // Every entry of bucket `b` agrees with `chunk` above bit `b - 1`: it goes to
+            // a lower bucket, never back to `b` (taken out meanwhile).
             self.place(e);
         }
         // Keep the emptied vector's room for the next entries of that bucket.
         self.buckets[b] = moving;
-        self.ready.make_contiguous().sort_unstable_by_key(|e| e.seq);
     }
 }
 
@@ -150,11 +234,11 @@ mod tests {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
 
-    fn entry(at: u64, seq: u64) -> Entry {
+    fn entry(at: u64, seq: u64) -> Entry<u32> {
         Entry {
             at,
             seq,
-            slot: u32::try_from(seq % 1000).unwrap_or(0),
+            ev: u32::try_from(seq % 1000).unwrap_or(0),
         }
     }
 

@@ -9,6 +9,10 @@ use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::{RemotePeer, SignedMessage};
+use smallvec::SmallVec;
+
+/// The targets of one send: a few, so kept inline (a send allocates no list).
+type Targets<T> = SmallVec<[T; 4]>;
 
 /// A steady stream of messages from every node to random peers, for random runs and
 /// benchmarks.
@@ -65,7 +69,7 @@ impl Sim {
             Vec::new()
         } else {
             (0..self.nodes.len())
-                .map(|n| self.pick_peers(n, w.view))
+                .map(|n| self.pick_peers(n, w.view).into_vec())
                 .collect()
         };
         self.workload = Some((w, data));
@@ -78,9 +82,9 @@ impl Sim {
     }
 
     /// `count` distinct random nodes other than `n` (all of them if there are fewer).
-    fn pick_peers(&mut self, n: usize, count: usize) -> Vec<usize> {
+    fn pick_peers(&mut self, n: usize, count: usize) -> Targets<usize> {
         let others = self.nodes.len().saturating_sub(1);
-        let mut targets: Vec<usize> = Vec::with_capacity(count.min(others));
+        let mut targets = Targets::with_capacity(count.min(others));
         while targets.len() < count.min(others) {
             let mut t = self.rng.index(others);
             if t >= n {
@@ -94,9 +98,9 @@ impl Sim {
     }
 
     /// `count` distinct random peers of `n`'s view (all of it if it is smaller).
-    fn pick_in_view(&mut self, n: usize, count: usize) -> Vec<usize> {
+    fn pick_in_view(&mut self, n: usize, count: usize) -> Targets<usize> {
         let size = self.views[n].len();
-        let mut targets: Vec<usize> = Vec::with_capacity(count.min(size));
+        let mut targets = Targets::with_capacity(count.min(size));
         while targets.len() < count.min(size) {
             let t = self.views[n][self.rng.index(size)];
             if !targets.contains(&t) {
@@ -124,24 +128,29 @@ impl Sim {
         } else {
             self.pick_peers(n, w.fanout)
         };
-        let peers: Vec<RemotePeer> = targets
-            .iter()
-            .map(|t| {
-                // Half the time address a peer by the identity it first had, as a node that
-                // has not heard of a restart would: this is what exercises IdentitySwitch.
-                let pki = if self.rng.chance(500) {
-                    self.first_pki_id(*t)
-                } else {
-                    self.pki_id(*t)
-                };
-                let pki = if pki.is_empty() {
-                    self.first_pki_id(*t)
-                } else {
-                    pki
-                };
-                RemotePeer::new(self.endpoint(*t), pki)
-            })
-            .collect();
+        let mut peers = core::mem::take(&mut self.workload_peers);
+        peers.truncate(targets.len());
+        for (i, t) in targets.iter().enumerate() {
+            // Half the time address a peer by the identity it first had, as a node that
+            // has not heard of a restart would: this is what exercises IdentitySwitch.
+            let pki = if self.rng.chance(500) {
+                self.first_pki_id(*t)
+            } else {
+                self.pki_id(*t)
+            };
+            let pki = if pki.is_empty() {
+                self.first_pki_id(*t)
+            } else {
+                pki
+            };
+            match peers.get_mut(i) {
+                Some(p) => {
+                    p.endpoint.clone_from(&self.nodes[*t].endpoint);
+                    p.pki_id = pki;
+                }
+                None => peers.push(RemotePeer::new(self.endpoint(*t), pki)),
+            }
+        }
         self.nodes[n].workload_seq += 1;
         let msg = data_message(self.nodes[n].workload_seq, data);
         self.counters.workload_sends += 1;
@@ -151,6 +160,7 @@ impl Sim {
         } else {
             let _ = self.send(n, &SignedMessage::noop(msg), &peers);
         }
+        self.workload_peers = peers;
     }
 }
 

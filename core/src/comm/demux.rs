@@ -92,6 +92,7 @@ impl Demux {
 
     /// Queues one delivery from `stream`: `cap` deliveries pause the stream, `hard_cap`
     /// drop.
+    #[inline]
     fn deliver(
         &mut self,
         id: SubscriptionId,
@@ -120,24 +121,25 @@ impl Demux {
         d
     }
 
-    /// Takes the next delivery; `None` if the subscription is unknown. Also returns the
-    /// streams it no longer holds paused, once its queue is below `cap`.
+    /// Takes the next delivery (`None`: there is none, or the subscription is unknown).
+    /// Once its queue is below `cap`, the streams the subscription held paused go to
+    /// `released`.
+    #[inline]
     fn take(
         &mut self,
         sub: SubscriptionId,
         cap: usize,
-    ) -> Option<(Option<Box<ReceivedMessage>>, Released)> {
+        released: &mut Released,
+    ) -> Option<Box<ReceivedMessage>> {
         let s = self.subs.get_mut(sub)?;
         let msg = s.queue.pop_front();
         if s.queue.is_empty() {
             s.notified = false;
         }
-        let released = if s.queue.len() < cap {
-            core::mem::take(&mut s.blocked)
-        } else {
-            SmallVec::new()
-        };
-        Some((msg, released))
+        if s.queue.len() < cap && !s.blocked.is_empty() {
+            core::mem::swap(released, &mut s.blocked);
+        }
+        msg
     }
 
     /// Ends a subscription: its undelivered count and the streams it held paused.
@@ -175,9 +177,15 @@ impl<S: Security> Comm<S> {
     }
 
     /// Takes the next delivery of a subscription (`None` for an unknown one).
+    #[inline]
     pub(super) fn take_delivery(&mut self, sub: SubscriptionId) -> Option<Box<ReceivedMessage>> {
-        let (msg, released) = self.demux.take(sub, self.config.subscription_buffer)?;
-        self.unblock(released);
+        let mut released = Released::new();
+        let msg = self
+            .demux
+            .take(sub, self.config.subscription_buffer, &mut released);
+        if !released.is_empty() {
+            self.unblock(released);
+        }
         msg
     }
 
@@ -268,41 +276,42 @@ impl<S: Security> Comm<S> {
     }
 
     fn route_received(&mut self, stream: StreamId, received: Box<ReceivedMessage>) {
-        let cap = self.config.subscription_buffer;
-        let hard_cap = cap + self.config.recv_buffer_size;
         let targets = self.demux.route(&received);
-        if targets.is_empty() {
+        let Some((&last, others)) = targets.split_last() else {
             dropped(stream, "no subscription accepts it");
             self.stats.unrouted += 1;
             return;
+        };
+        // Every target but the last gets a copy; the last takes the message itself.
+        for &id in others {
+            self.deliver_to(id, received.clone(), stream);
         }
-        let n = targets.len();
-        let mut received = Some(received);
-        for (k, id) in targets.into_iter().enumerate() {
-            let msg = if k + 1 == n {
-                received.take()
-            } else {
-                received.clone()
-            };
-            let Some(msg) = msg else { continue };
-            let d = self.demux.deliver(id, msg, stream, cap, hard_cap);
-            if !d.queued {
-                tracing::debug!(
-                    target: "fabric_gossip_core::demux",
-                    conn = %stream,
-                    subscription = %id,
-                    cause = "subscription queue full past its slack",
-                    "message dropped"
-                );
-                self.stats.dropped_subscription_overflow += 1;
-                continue;
-            }
-            if d.notify {
-                self.out.event(Event::DeliveryReady(id));
-            }
-            if d.pause {
-                self.block(stream);
-            }
+        self.deliver_to(last, received, stream);
+    }
+
+    /// Queues one delivery on subscription `id`, or counts it dropped; notifies and pauses
+    /// as the subscription asks.
+    #[inline]
+    fn deliver_to(&mut self, id: SubscriptionId, msg: Box<ReceivedMessage>, stream: StreamId) {
+        let cap = self.config.subscription_buffer;
+        let hard_cap = cap + self.config.recv_buffer_size;
+        let d = self.demux.deliver(id, msg, stream, cap, hard_cap);
+        if !d.queued {
+            tracing::debug!(
+                target: "fabric_gossip_core::demux",
+                conn = %stream,
+                subscription = %id,
+                cause = "subscription queue full past its slack",
+                "message dropped"
+            );
+            self.stats.dropped_subscription_overflow += 1;
+            return;
+        }
+        if d.notify {
+            self.out.event(Event::DeliveryReady(id));
+        }
+        if d.pause {
+            self.block(stream);
         }
     }
 }
@@ -382,10 +391,11 @@ mod tests {
         );
         assert!(!d.deliver(sub, msg(s, 3), s, 2, 3).queued);
         // Taking one leaves 2 (not below cap): still paused; the next releases the stream.
-        let (m, released) = d.take(sub, 2).unwrap();
+        let mut released = SmallVec::new();
+        let m = d.take(sub, 2, &mut released);
         assert_eq!(m.map(|m| m.message.nonce), Some(0));
         assert!(released.is_empty());
-        let (_, released) = d.take(sub, 2).unwrap();
+        assert!(d.take(sub, 2, &mut released).is_some());
         assert_eq!(released.to_vec(), vec![s]);
     }
 
@@ -395,8 +405,13 @@ mod tests {
         let sub = d.subscribe(Box::new(|_| true));
         let s = StreamId::from_parts(0, 0);
         assert!(d.deliver(sub, msg(s, 0), s, 5, 5).notify);
-        let _ = d.take(sub, 5);
+        let mut released = SmallVec::new();
+        assert!(d.take(sub, 5, &mut released).is_some());
         assert!(d.deliver(sub, msg(s, 1), s, 5, 5).notify);
-        assert!(d.take(SubscriptionId::from_parts(9, 0), 5).is_none());
+        assert!(
+            d.take(SubscriptionId::from_parts(9, 0), 5, &mut released)
+                .is_none()
+        );
+        assert!(released.is_empty());
     }
 }

@@ -297,11 +297,13 @@ impl<S: Security> Comm<S> {
 
     /// The next network action. Prefer [`Comm::poll_output`], which also orders actions,
     /// events and the time-out; this stays for drivers written against it.
+    #[inline]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.out.pop_action()
     }
 
     /// The next application event. Prefer [`Comm::poll_output`].
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.out.pop_event()
     }
@@ -309,6 +311,7 @@ impl<S: Security> Comm<S> {
     /// The next delivery of a subscription, in arrival order. Taking one may resume reading
     /// of streams that were paused for this subscription: the `ResumeRead` comes out of the
     /// next [`Comm::poll_output`].
+    #[inline]
     pub fn poll_delivery(&mut self, sub: SubscriptionId) -> Option<ReceivedMessage> {
         self.take_delivery(sub).map(|m| *m)
     }

@@ -278,6 +278,7 @@ impl Outputs {
         });
     }
 
+    #[inline]
     pub(super) fn pop_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -309,6 +310,7 @@ impl Outputs {
         DeadNotice::Queued
     }
 
+    #[inline]
     pub(super) fn pop_event(&mut self) -> Option<Event> {
         let ev = self.events.pop_front()?;
         if let Event::PresumedDead(p) = &ev
