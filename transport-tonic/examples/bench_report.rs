@@ -169,11 +169,12 @@ fn main() {
         // The SendWithAck child: one machine-readable line for the parent.
         let line = match acks_workload(&rt, budget) {
             Ok(a) => format!(
-                "ACKS one={} sixteen={} per_node={} hwm_kib={} rss_min_kib={} rss_max_kib={} \
-                 failed={}",
+                "ACKS one={} sixteen={} per_node={} one_thread={} hwm_kib={} rss_min_kib={} \
+                 rss_max_kib={} failed={}",
                 a.one.encode(),
                 a.sixteen.encode(),
                 a.per_node.encode(),
+                a.one_thread.encode(),
                 a.hwm_kib,
                 a.rss_min_kib,
                 a.rss_max_kib,
@@ -418,12 +419,17 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             "—",
             None,
         );
-        // 16 callers: both nodes on the 2-worker runtime, then a runtime per node.
-        let sixteen: [(&str, AcksFigure); 2] = [
+        // 16 callers: both nodes on the 2-worker runtime, then a runtime per node, then
+        // both nodes on one thread.
+        let sixteen: [(&str, AcksFigure); 3] = [
             ("SendWithAck, 16 callers", |a| &a.sixteen),
             (
                 "SendWithAck, 16 callers, each node on its own current-thread runtime",
                 |a| &a.per_node,
+            ),
+            (
+                "SendWithAck, 16 callers, both nodes on one current-thread runtime (no thread ever waits for another)",
+                |a| &a.one_thread,
             ),
         ];
         for (w, figure) in sixteen {
@@ -532,9 +538,10 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     }
     if let Some(Ok(a)) = &f.acks {
         ceilings.push(format!(
-            "SendWithAck ×16 {} ack/s (a runtime per node: {})",
+            "SendWithAck ×16 {} ack/s (a runtime per node: {}; one thread: {})",
             thousands(ceiling(&a.sixteen)),
-            thousands(ceiling(&a.per_node))
+            thousands(ceiling(&a.per_node)),
+            thousands(ceiling(&a.one_thread))
         ));
     }
     if !ceilings.is_empty() {
@@ -1070,6 +1077,9 @@ struct AcksFigures {
     /// 16 callers, each node (with its callers or its acker) on its own current-thread
     /// runtime and thread.
     per_node: Throughput,
+    /// 16 callers, both nodes, the callers and the acker on one current-thread runtime: the
+    /// driver's own cost per ack, with no wake-up of another thread in it.
+    one_thread: Throughput,
     hwm_kib: u64,
     rss_min_kib: u64,
     rss_max_kib: u64,
@@ -1138,6 +1148,7 @@ fn acks_child(quick: bool) -> Res<AcksFigures> {
         one: rounds("one")?,
         sixteen: rounds("sixteen")?,
         per_node: rounds("per_node")?,
+        one_thread: rounds("one_thread")?,
         hwm_kib: num("hwm_kib")? as u64,
         rss_min_kib: num("rss_min_kib")? as u64,
         rss_max_kib: num("rss_max_kib")? as u64,
@@ -1146,8 +1157,9 @@ fn acks_child(quick: bool) -> Res<AcksFigures> {
 }
 
 /// In the child: SendWithAck with 1 and then 16 callers with both nodes on the 2-worker
-/// runtime `rt`, then 16 callers with each node on a current-thread runtime of its own,
-/// each against a peer that acks every message; VmRSS sampled every 100 ms meanwhile.
+/// runtime `rt`, then 16 callers with each node on a current-thread runtime of its own, then
+/// 16 callers with both nodes on one current-thread runtime, each against a peer that acks
+/// every message; VmRSS sampled every 100 ms meanwhile.
 fn acks_workload(rt: &tokio::runtime::Runtime, budget: Budget) -> Res<AcksFigures> {
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -1167,15 +1179,19 @@ fn acks_workload(rt: &tokio::runtime::Runtime, budget: Budget) -> Res<AcksFigure
     };
     let shared = on_workers(rt, acks_shared_runtime(budget));
     let per_node = acks_per_node_runtime(budget);
+    let one_thread = current_thread().and_then(|rt| rt.block_on(acks_on_one_runtime(budget)));
     sampling.store(false, Ordering::Release);
     let (lo, hi) = sampler.join().map_err(|_| "RSS sampler panicked")?;
     let (one, sixteen, mut failed) = shared?;
     let (per_node, f) = per_node?;
     failed += f;
+    let (one_thread, f) = one_thread?;
+    failed += f;
     Ok(AcksFigures {
         one,
         sixteen,
         per_node,
+        one_thread,
         hwm_kib: proc_status_kib("VmHWM:").unwrap_or(0),
         rss_min_kib: lo,
         rss_max_kib: hi,
@@ -1188,6 +1204,18 @@ async fn ack_everything(mut inbox: Incoming) {
     while let Some(m) = inbox.recv().await {
         let _ = m.ack(None).await;
     }
+}
+
+/// Both nodes, 16 callers and the acker on the runtime this runs on (the child runs it on a
+/// current-thread runtime: every hand-off of a round trip happens on one thread).
+async fn acks_on_one_runtime(budget: Budget) -> Res<(Throughput, u64)> {
+    let (a, b) = pair(false, Config::default()).await?;
+    let inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+    let acker = tokio::spawn(ack_everything(inbox));
+    let r = acks_rounds(&a, &b.as_peer(), 16, budget).await;
+    stop(&[&a, &b]).await;
+    let _ = within("acker ends", acker).await;
+    r
 }
 
 /// Both nodes, their callers and the acker on the caller's runtime: 1 caller, then 16.
