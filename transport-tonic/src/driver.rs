@@ -28,7 +28,7 @@ use fabric_gossip_core::{
     PkiId, ProbeError, Security, SendResult, StreamEnd, StreamId, SubscriptionId, WriteKind,
 };
 use futures_util::task::AtomicWaker;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -179,15 +179,20 @@ pub struct DriverStats {
     pub layer_events_dropped: u64,
 }
 
+/// The driver's tables, keyed by the core's handles (never by anything a remote chooses):
+/// every operation, delivery and stream event looks one up under the lock, so they use a
+/// fast hash instead of std's SipHash.
+type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Everything behind the lock.
 pub(crate) struct State {
     /// The core, inside the stack that hosts the node's layer (if any); it dereferences
     /// to the core.
     pub(crate) comm: HostedCore,
-    streams: HashMap<StreamId, StreamEntry>,
-    dials: HashMap<DialId, DialEntry>,
-    pub(crate) ops: HashMap<OpId, Waiter>,
-    pub(crate) subs: HashMap<SubscriptionId, Option<Waker>>,
+    streams: Map<StreamId, StreamEntry>,
+    dials: Map<DialId, DialEntry>,
+    pub(crate) ops: Map<OpId, Waiter>,
+    pub(crate) subs: Map<SubscriptionId, Option<Waker>>,
     presumed_dead_tx: Option<mpsc::Sender<PkiId>>,
     identity_switch_tx: Option<mpsc::Sender<PkiId>>,
     timer_target: Option<Instant>,
@@ -461,10 +466,10 @@ impl Inner {
         Arc::new_cyclic(|weak| Inner {
             state: Mutex::new(State {
                 comm,
-                streams: HashMap::new(),
-                dials: HashMap::new(),
-                ops: HashMap::new(),
-                subs: HashMap::new(),
+                streams: Map::default(),
+                dials: Map::default(),
+                ops: Map::default(),
+                subs: Map::default(),
                 presumed_dead_tx: Some(dead_tx),
                 identity_switch_tx: Some(switch_tx),
                 timer_target: None,
