@@ -34,6 +34,9 @@ use tonic::Status;
 /// Length of a gRPC message prefix: a compression flag and a big-endian u32 length.
 pub(crate) const PREFIX: usize = 5;
 
+/// The most a message spread over frames has allocated for it before its bytes arrive.
+const GATHER_UP_FRONT: usize = 1 << 20;
+
 /// What polling a gRPC body gives: the next frame (data, or trailers with the status), a
 /// status that ends the stream, or its end. [`crate::framed::FramedOut`] yields it for the
 /// bodies this node sends; [`MeteredBody`] reads it from those it receives.
@@ -267,7 +270,8 @@ pub(crate) fn status_of(headers: &http::HeaderMap) -> Option<Status> {
 /// messages out, in place of tonic's `Streaming` decoder, which copied every DATA frame
 /// into a buffer of its own before splitting messages off it. Here a message lying inside
 /// one frame is a slice of that frame (no copy); only a message spread over frames is
-/// gathered, copied once into a buffer of its exact size.
+/// gathered, copied once into a buffer of its exact size (up to 1 MiB allocated before its
+/// bytes arrive; a larger one grows as they do).
 pub(crate) struct MeteredBody {
     inner: tonic::body::Body,
     side: Side,
@@ -424,7 +428,9 @@ impl MeteredBody {
                 }
                 self.remaining = len;
                 self.len = len;
-                self.gather.reserve(len);
+                // Its exact size when small; a large one grows as its bytes arrive, so an
+                // announced length alone (up to `max_message_size`) allocates nothing.
+                self.gather.reserve(len.min(GATHER_UP_FRONT));
                 continue;
             }
             let take = self.remaining.min(rest.len());
