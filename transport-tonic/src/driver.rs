@@ -459,7 +459,13 @@ impl Inner {
         rt: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let cap = comm.config().presumed_dead_buffer.max(1);
-        let admission = Admission::new(settings.limits.clone());
+        // Inbound TLS sockets are read ahead (rustls alone reads 4 KiB at a time).
+        let read_ahead = if settings.tls.is_some() {
+            crate::readahead::READ_AHEAD
+        } else {
+            0
+        };
+        let admission = Admission::new(settings.limits.clone(), read_ahead);
         let budget = Budget::new(settings.limits.max_incomplete_bytes);
         let (dead_tx, dead_rx) = mpsc::channel(cap);
         let (switch_tx, switch_rx) = mpsc::channel(cap);

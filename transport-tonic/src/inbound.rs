@@ -22,6 +22,7 @@
 //! once it is marked, and its pending read is woken, so hyper (or the TLS handshake) ends the
 //! connection and drops the socket without the table owning any task.
 
+use crate::readahead::ReadAhead;
 use futures_util::task::AtomicWaker;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -175,12 +176,16 @@ pub(crate) struct Admission {
     /// Wakes the reaper when a connection becomes pending.
     reaper: Notify,
     pub(crate) counters: AdmissionCounters,
+    /// Bytes each admitted socket reads at once for a smaller reader (0: no read-ahead;
+    /// the node reads ahead under TLS only).
+    read_ahead: usize,
 }
 
 impl Admission {
-    pub(crate) fn new(limits: DriverLimits) -> Arc<Self> {
+    pub(crate) fn new(limits: DriverLimits, read_ahead: usize) -> Arc<Self> {
         Arc::new(Admission {
             limits,
+            read_ahead,
             base: tokio::time::Instant::now(),
             table: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(0),
@@ -244,7 +249,7 @@ impl Admission {
         self.counters.count(Outcome::Accepted);
         self.reaper.notify_one();
         Some(GuardedIo {
-            tcp,
+            tcp: ReadAhead::new(tcp, self.read_ahead),
             slot,
             admission: self.clone(),
         })
@@ -429,7 +434,8 @@ pub(crate) struct InboundConn {
 /// An admitted socket: fails its reads and writes once the table closed it.
 #[derive(Debug)]
 pub(crate) struct GuardedIo {
-    tcp: TcpStream,
+    /// Read ahead when TLS is on (see [`ReadAhead`]).
+    tcp: ReadAhead<TcpStream>,
     slot: Arc<Slot>,
     admission: Arc<Admission>,
 }
@@ -507,7 +513,7 @@ impl AsyncWrite for GuardedIo {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.tcp.get_ref().is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

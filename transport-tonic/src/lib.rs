@@ -158,6 +158,7 @@ mod inbound;
 mod layer;
 mod metered;
 mod node;
+mod readahead;
 mod service;
 mod tls;
 

@@ -1,6 +1,7 @@
 //! Mutual TLS: certificates in, rustls configurations and own certificate hashes out; and the
 //! dialling side's connector, which captures the certificate the server actually presented.
 
+use crate::readahead::{READ_AHEAD, ReadAhead};
 use fabric_gossip_core::{CertHash, TlsHashes, cert_hash};
 use hyper_util::rt::TokioIo;
 use std::fmt;
@@ -280,7 +281,7 @@ impl Service<Uri> for Dialer {
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
             };
             let stream = TlsConnector::from(tls.config.clone())
-                .connect(name, tcp)
+                .connect(name, ReadAhead::new(tcp, READ_AHEAD))
                 .await?;
             let leaf = stream
                 .get_ref()
