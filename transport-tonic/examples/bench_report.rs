@@ -213,6 +213,8 @@ struct Figures {
     /// Unpaced sends with send buffer 20 and 200.
     drops: Option<[Res<Drops>; 2]>,
     acks: Option<Res<AcksFigures>>,
+    /// What two threads taking turns cost on this machine (measured with the acks).
+    wakeups: Option<Res<Wakeups>>,
     latency: Option<LatencyFigures>,
 }
 
@@ -271,6 +273,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     if run("acks") {
         step("SendWithAck (child process)");
         f.acks = Some(acks_child(quick));
+        f.wakeups = Some(wakeups(budget));
         loads.push(("acks", load1()));
     }
     if run("latency") {
@@ -561,6 +564,22 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         && a.failed > 0
     {
         let _ = writeln!(t, "SendWithAck: {} calls got no ack.", a.failed);
+    }
+    match &f.wakeups {
+        Some(Ok(w)) => {
+            let _ = writeln!(
+                t,
+                "This machine's wake-ups: two threads passing one byte back and forth over a \
+                 Unix socket take {:.1} µs per round trip and {:.1} µs of CPU (two wake-ups). \
+                 A SendWithAck round trip between two threads pays at least that, on top of \
+                 the driver's own CPU per ack (the one-thread row).",
+                w.wall_us, w.cpu_us
+            );
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(t, "This machine's wake-ups: not measured: {e}");
+        }
+        None => {}
     }
     // What a figure would be if CPU were the only limit and both cores were ours: the rate
     // figures move with whatever else runs on the machine, this hardly does.
@@ -1513,6 +1532,50 @@ async fn acks_phase(
         switches: Some(context_switches().saturating_sub(switches0)),
     };
     Ok((round, failed))
+}
+
+/// Two threads taking turns, with nothing else in between: per round trip.
+struct Wakeups {
+    wall_us: f64,
+    cpu_us: f64,
+}
+
+/// Passes one byte back and forth between two threads over a Unix socket pair for about
+/// a round's time: the cost of a thread waking another and sleeping until woken, which
+/// every SendWithAck round trip between two threads pays. Virtual machines differ widely.
+fn wakeups(budget: Budget) -> Res<Wakeups> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::net::UnixStream;
+    let (mut here, mut there) = UnixStream::pair().map_err(|e| e.to_string())?;
+    for s in [&here, &there] {
+        s.set_read_timeout(Some(STALL)).map_err(|e| e.to_string())?;
+    }
+    let echo = std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        // Ends when `here` is dropped (a read of 0 bytes) or after STALL without a byte.
+        while matches!(there.read(&mut b), Ok(1)) {
+            if there.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut b = [7u8; 1];
+    let mut trips = 0u64;
+    let (cpu0, start) = (cpu_time(), Instant::now());
+    while start.elapsed() < budget.round {
+        for _ in 0..100 {
+            here.write_all(&b).map_err(|e| e.to_string())?;
+            here.read_exact(&mut b).map_err(|e| e.to_string())?;
+        }
+        trips += 100;
+    }
+    let (wall, cpu) = (start.elapsed().as_secs_f64(), cpu_time() - cpu0);
+    drop(here);
+    echo.join().map_err(|_| "the echo thread panicked")?;
+    Ok(Wakeups {
+        wall_us: wall * 1e6 / trips as f64,
+        cpu_us: cpu * 1e6 / trips as f64,
+    })
 }
 
 // ------------------------------------------------------------------------ latency
