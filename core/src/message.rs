@@ -106,6 +106,12 @@ impl SignedMessage {
     pub fn envelope_bytes(&self) -> &Bytes {
         &self.envelope
     }
+
+    /// The Envelope's bytes, moved out: sending them uncloned keeps the `Bytes` unshared,
+    /// which spares it an allocation.
+    pub(crate) fn into_envelope(self) -> Bytes {
+        self.envelope
+    }
 }
 
 /// What the core knows about the remote end of an authenticated connection

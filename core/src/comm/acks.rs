@@ -148,8 +148,18 @@ impl<S: Security> Comm<S> {
         for p in &unique {
             self.acks.pending.insert((nonce, p.pki_id.clone()), op);
         }
-        for p in unique {
-            if let Err(e) = self.enqueue(p, signed.envelope_bytes().clone(), Mode::Wait, Some(op)) {
+        // The last peer takes the Envelope itself, the others a shared copy: a `Bytes` that
+        // is never cloned is never made shared (one allocation less per call).
+        let mut envelope = Some(signed.into_envelope());
+        let last = unique.len() - 1;
+        for (i, p) in unique.into_iter().enumerate() {
+            let bytes = if i == last {
+                envelope.take()
+            } else {
+                envelope.clone()
+            }
+            .unwrap_or_default();
+            if let Err(e) = self.enqueue(p, bytes, Mode::Wait, Some(op)) {
                 let err = match e {
                     Error::WouldBlock => AckError::WouldBlock,
                     Error::Stopped => AckError::Stopped,

@@ -127,7 +127,7 @@ impl<S: Security> Comm<S> {
         }
         let signed = SignedMessage::noop(msg);
         self.check_size(signed.envelope_bytes().len())?;
-        self.enqueue_on(conn, signed.envelope_bytes().clone(), Mode::Wait)
+        self.enqueue_on(conn, signed.into_envelope(), Mode::Wait)
     }
 
     /// Fabric's `ReceivedMessage.Ack`: answers the message with nonce `nonce` received on
