@@ -1021,10 +1021,7 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
                 let check = async {
                     let mut want = 0u64;
                     while let Some(m) = inbox.recv().await {
-                        let got = seq_of(m.message()).ok_or("not a DataMessage")?;
-                        if got != want % RING {
-                            return Err(format!("expected seq {} got {got}", want % RING));
-                        }
+                        check_seq(m.message(), want)?;
                         want += 1;
                         received.store(want, Ordering::Release);
                         if want == target.load(Ordering::Acquire) {
@@ -1055,13 +1052,7 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
             let first = seq;
             let cpu0 = cpu_time();
             let start = Instant::now();
-            while start.elapsed() < dur {
-                for _ in 0..64 {
-                    let m = &msgs[(seq % RING) as usize];
-                    a.send_wait(m, &peer).await.map_err(|e| e.to_string())?;
-                    seq += 1;
-                }
-            }
+            send_for(&a, &peer, &msgs, &mut seq, start, dur).await?;
             let notified = reached.notified();
             target.store(seq, Ordering::Release);
             if received.load(Ordering::Acquire) < seq {
@@ -1094,6 +1085,35 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
     r
 }
 
+/// Sends the ring's messages in order with `send_wait` from `*seq` on until `dur` after
+/// `start`, reading the clock once per 64 messages.
+async fn send_for(
+    a: &Node,
+    peer: &RemotePeer,
+    msgs: &[SignedMessage],
+    seq: &mut u64,
+    start: Instant,
+    dur: Duration,
+) -> Res<()> {
+    while start.elapsed() < dur {
+        for _ in 0..64 {
+            let m = &msgs[(*seq % RING) as usize];
+            a.send_wait(m, peer).await.map_err(|e| e.to_string())?;
+            *seq += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `m` carries the sequence number `want` (mod the ring).
+fn check_seq(m: &GossipMessage, want: u64) -> Res<()> {
+    let got = seq_of(m).ok_or("not a DataMessage")?;
+    if got != want % RING {
+        return Err(format!("expected seq {} got {got}", want % RING));
+    }
+    Ok(())
+}
+
 /// Sends with `send_wait` for `dur`, receives all of it, checking each sequence number.
 /// The rate is messages received over the time from the first send to the last receipt.
 ///
@@ -1115,13 +1135,7 @@ async fn phase(
         let (a, peer, msgs) = (a.clone(), b.as_peer(), msgs.clone());
         tokio::spawn(async move {
             let mut seq = first;
-            while start.elapsed() < dur {
-                for _ in 0..64 {
-                    let m = &msgs[(seq % RING) as usize];
-                    a.send_wait(m, &peer).await.map_err(|e| e.to_string())?;
-                    seq += 1;
-                }
-            }
+            send_for(&a, &peer, &msgs, &mut seq, start, dur).await?;
             Ok::<u64, String>(seq)
         })
     };
@@ -1134,10 +1148,7 @@ async fn phase(
                 biased;
                 m = inbox.recv() => {
                     let m = m.ok_or("inbox ended")?;
-                    let got = seq_of(m.message()).ok_or("not a DataMessage")?;
-                    if got != want % RING {
-                        return Err(format!("expected seq {} got {got}", want % RING));
-                    }
+                    check_seq(m.message(), want)?;
                     want += 1;
                 }
                 r = &mut sender, if end.is_none() => {
@@ -1145,7 +1156,7 @@ async fn phase(
                 }
             }
         }
-        Ok(())
+        Ok::<(), String>(())
     };
     match tokio::time::timeout(dur + STALL, receive).await {
         Ok(r) => r?,

@@ -513,7 +513,7 @@ impl AsyncWrite for GuardedIo {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.get_ref().is_write_vectored()
+        self.tcp.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

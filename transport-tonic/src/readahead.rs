@@ -44,7 +44,8 @@ impl<T> ReadAhead<T> {
         }
     }
 
-    pub(crate) fn get_ref(&self) -> &T {
+    #[cfg(test)]
+    fn get_ref(&self) -> &T {
         &self.io
     }
 

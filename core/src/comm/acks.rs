@@ -150,15 +150,14 @@ impl<S: Security> Comm<S> {
         }
         // The last peer takes the Envelope itself, the others a shared copy: a `Bytes` that
         // is never cloned is never made shared (one allocation less per call).
-        let mut envelope = Some(signed.into_envelope());
-        let last = unique.len() - 1;
+        let mut envelope = signed.into_envelope();
+        let n = unique.len();
         for (i, p) in unique.into_iter().enumerate() {
-            let bytes = if i == last {
-                envelope.take()
+            let bytes = if i + 1 == n {
+                core::mem::take(&mut envelope)
             } else {
                 envelope.clone()
-            }
-            .unwrap_or_default();
+            };
             if let Err(e) = self.enqueue(p, bytes, Mode::Wait, Some(op)) {
                 let err = match e {
                     Error::WouldBlock => AckError::WouldBlock,
