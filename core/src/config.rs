@@ -5,6 +5,12 @@ use core::time::Duration;
 /// Default of [`Config::max_queued_events`].
 pub const MAX_QUEUED_EVENTS: usize = 65_536;
 
+/// The shortest wait before a retired (or crossing-loser) stream whose reading is paused
+/// is looked at again. Normally that wait is [`Config::crossing_grace`]; a zero grace
+/// would otherwise re-arm the look at the very instant it fires, and `handle_timeout`
+/// would never return.
+pub const PAUSED_RELOOK_MIN: Duration = Duration::from_millis(10);
+
 /// SHA-256 of a DER certificate, as carried in `ConnEstablish.tls_cert_hash`.
 pub type CertHash = [u8; 32];
 
@@ -77,7 +83,9 @@ pub struct Config {
     /// Subscriptions (Accept calls) at most.
     pub max_subscriptions: usize,
     /// How long the side with the higher PKI-ID keeps its own losing stream of a crossing
-    /// dial open before closing it (see the crate docs: crossing dials).
+    /// dial open before closing it (see the crate docs: crossing dials); also how often a
+    /// retired stream kept open while its reading is paused is looked at again (at least
+    /// [`PAUSED_RELOOK_MIN`]).
     pub crossing_grace: Duration,
     /// Own TLS certificate hashes; `None` runs without TLS (no certificate binding).
     pub tls: Option<TlsHashes>,

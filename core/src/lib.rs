@@ -180,8 +180,8 @@ pub use comm::{
     Acceptor, Action, Comm, ConnectionEntry, DeadCause, DeadPeer, Event, LiveCounts, Output,
     RemotePeer, SendQueueLen, SendResult, StreamEnd, WriteKind,
 };
-pub use config::MAX_QUEUED_EVENTS;
 pub use config::{CertHash, Config, TlsHashes};
+pub use config::{MAX_QUEUED_EVENTS, PAUSED_RELOOK_MIN};
 pub use error::{
     AckError, CloseReason, DialError, Error, HandshakeError, HandshakeFailure, ProbeError,
 };

@@ -444,6 +444,33 @@ fn scenarios() -> Vec<(&'static str, OpsConfig, Vec<Op>)> {
             Stop,
         ],
     ));
+    // A reconnection while we do not read, with a zero crossing grace: the retired stream
+    // stays open while paused, and its next look must not be armed at the instant it fires
+    // (a CI fuzz run timed out there).
+    let mut zero_grace = roomy(false);
+    zero_grace.0[9] = 0;
+    v.push((
+        "paused_retired_zero_grace",
+        zero_grace,
+        [
+            vec![
+                Subscribe { filter: 0 },
+                Accept { peer: 2, cert: 0 },
+                hello(0),
+            ],
+            vec![Data { stream: 0 }; 5],
+            vec![
+                Accept { peer: 2, cert: 0 },
+                hello(1),
+                AdvanceToDeadline,
+                AdvanceToDeadline,
+                Poll { sub: 0, count: 7 },
+                AdvanceToDeadline,
+                Stop,
+            ],
+        ]
+        .concat(),
+    ));
     v.push((
         "hostile_streams",
         roomy(false),
@@ -623,6 +650,9 @@ fn scenario_seeds_reach_their_states() {
             "flood" => st.read_pauses >= 1 && st.dropped_subscription_overflow >= 1,
             "never_reads" => st.dropped_overflow >= 1,
             "reconnect" => st.connections_opened == 3 && st.connections_closed == 3,
+            "paused_retired_zero_grace" => {
+                st.read_pauses >= 1 && st.connections_opened == 2 && st.connections_closed == 2
+            }
             "hostile_streams" => {
                 st.oversized == 1
                     && st.handshake_failures_for("malformed") == 2

@@ -893,6 +893,62 @@ fn a_replaced_connection_that_reads_closes_at_once() {
     }));
 }
 
+/// Regression (found by the core_ops fuzz target): a replaced stream kept open while its
+/// reading is paused is still a connection the core holds, so it counts toward
+/// `max_connections`. It did not, and a second peer then made three established streams
+/// under a limit of two.
+#[test]
+fn a_retired_stream_still_open_counts_toward_max_connections() {
+    let mut cfg = Config::default().with_subscription_buffer(1);
+    cfg.max_connections = 2;
+    let (mut c, old, _sub) = established(cfg);
+    fill_until_paused(&mut c, old);
+    let new = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), new, hello()).unwrap();
+    let _ = drain(&mut c);
+    assert!(c.is_live_stream(old), "retired, paused, still open");
+    let third = "127.0.0.1:7060";
+    let s = c.accept_stream(now(), third, None).unwrap();
+    let env = conn_env(third.as_bytes(), third.as_bytes(), b"", true);
+    c.handle_envelope(now(), s, env).unwrap();
+    let (_, ev) = drain(&mut c);
+    assert_eq!(failed(&ev, s), Some(HandshakeError::TooManyConnections));
+    assert_eq!(c.live_counts().streams, 2);
+    assert_eq!(c.stats().handshake_failures_for("too_many_connections"), 1);
+}
+
+/// Regression (a CI fuzz run of core_ops timed out on it): with `crossing_grace` zero, a
+/// retired stream still paused when its grace ended was looked at again "after another
+/// `crossing_grace`", that is now, in the same `handle_timeout`, forever. It is looked at
+/// again no sooner than [`PAUSED_RELOOK_MIN`] later. The core runs on a thread of its own
+/// with a deadline, so a relapse fails the test rather than hanging it.
+#[test]
+fn a_zero_crossing_grace_does_not_spin_on_a_paused_retired_stream() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut cfg = Config::default();
+        cfg.crossing_grace = Duration::ZERO;
+        let (mut c, old, sub) = established(cfg);
+        fill_until_paused(&mut c, old);
+        let new = c.accept_stream(now(), REMOTE, None).unwrap();
+        c.handle_envelope(now(), new, hello()).unwrap();
+        let _ = drain(&mut c);
+        c.handle_timeout(now());
+        let (acts, _) = drain(&mut c);
+        assert!(!closes(&acts, old), "closed while paused: {acts:?}");
+        assert_eq!(c.poll_timeout(), Some(now() + PAUSED_RELOOK_MIN));
+        // Once resumed, the next look closes it.
+        open_while_paused_then_resumed(&mut c, old, sub, now() + PAUSED_RELOOK_MIN);
+        c.handle_timeout(now() + PAUSED_RELOOK_MIN * 2);
+        let (acts, _) = drain(&mut c);
+        tx.send(closes(&acts, old)).unwrap();
+    });
+    let closed = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the core returns from handle_timeout (and the test thread did not panic)");
+    assert!(closed, "closed at the first look after resuming");
+}
+
 /// Issue 10 finding 1, the crossing path: our losing stream of a crossing dial is not
 /// closed when its grace is over while reading it is paused (the remote's messages on it
 /// may wait unread in the driver); it is closed at the first look after reading resumed.

@@ -20,7 +20,7 @@
 //!    connection already holds;
 //! 2. it is closed only while reading it is **not paused**: a retired stream that is paused
 //!    stays open (unregistered, still delivering) and is looked at again every
-//!    `crossing_grace`; once a subscription took enough to resume it and its backlog came
+//!    `crossing_grace` (at least [`PAUSED_RELOOK_MIN`](crate::PAUSED_RELOOK_MIN)); once a subscription took enough to resume it and its backlog came
 //!    in, the next look closes it. The remote may end it first (then it goes as any
 //!    stream the remote ends);
 //! 3. at most one retired stream per PKI-ID waits so: a further replacement while one
@@ -141,7 +141,9 @@ impl Store {
         self.registry.contains_key(pki)
     }
 
-    /// Registered streams, secondaries included.
+    /// Established streams: registered ones, secondaries included, and retired ones still
+    /// open. All count toward `max_connections`, or a peer reconnecting while reading is
+    /// paused could hold one more stream than the limit per PKI-ID.
     fn stream_count(&self) -> usize {
         debug_assert_eq!(
             self.secondaries,
@@ -150,7 +152,7 @@ impl Store {
                 .filter(|r| r.secondary.is_some())
                 .count()
         );
-        self.registry.len() + self.secondaries
+        self.registry.len() + self.secondaries + self.retiring.len()
     }
 
     /// Registers `primary` (and a crossing `secondary`) for `pki`, replacing what was there.
@@ -430,9 +432,10 @@ impl<S: Security> Comm<S> {
     }
 
     /// The grace of a crossing loser or a retired stream is over: close it, unless reading
-    /// it is paused (then look again after another `crossing_grace`).
+    /// it is paused (then look again after another `crossing_grace`, and never at `now`:
+    /// a zero grace would re-arm the look inside the `handle_timeout` firing it, forever).
     pub(super) fn grace_over(&mut self, stream: StreamId, now: Instant) {
-        let next = now + self.config.crossing_grace;
+        let next = now + self.config.crossing_grace.max(crate::PAUSED_RELOOK_MIN);
         let Some(c) = self.streams.get_mut(stream).and_then(|s| s.conn_mut()) else {
             return;
         };
