@@ -250,6 +250,9 @@ fn scenarios() -> Vec<(&'static str, OpsConfig, Vec<Op>)> {
         peer: THEM,
         flaw: 0,
     };
+    // A catch-all subscription, then `peer` connects to us (stream 0).
+    let subscribed_and_accepted =
+        |peer| vec![Subscribe { filter: 0 }, Accept { peer, cert: 0 }, hello(0)];
     // The first `n` dials connect and their Pings are answered, in order.
     let dialed = |n: u8| -> Vec<Op> {
         (0..n)
@@ -270,11 +273,7 @@ fn scenarios() -> Vec<(&'static str, OpsConfig, Vec<Op>)> {
         "inbound_exchange",
         roomy(false),
         [
-            vec![
-                Subscribe { filter: 0 },
-                Accept { peer: 0, cert: 0 },
-                hello(0),
-            ],
+            subscribed_and_accepted(0),
             vec![Data { stream: 0 }; 3],
             vec![
                 Poll { sub: 0, count: 7 },
@@ -453,11 +452,7 @@ fn scenarios() -> Vec<(&'static str, OpsConfig, Vec<Op>)> {
         "paused_retired_zero_grace",
         zero_grace,
         [
-            vec![
-                Subscribe { filter: 0 },
-                Accept { peer: 2, cert: 0 },
-                hello(0),
-            ],
+            subscribed_and_accepted(2),
             vec![Data { stream: 0 }; 5],
             vec![
                 Accept { peer: 2, cert: 0 },
