@@ -20,9 +20,10 @@
 //!    connection already holds;
 //! 2. it is closed only while reading it is **not paused**: a retired stream that is paused
 //!    stays open (unregistered, still delivering) and is looked at again every
-//!    `crossing_grace` (at least [`PAUSED_RELOOK_MIN`](crate::PAUSED_RELOOK_MIN)); once a subscription took enough to resume it and its backlog came
-//!    in, the next look closes it. The remote may end it first (then it goes as any
-//!    stream the remote ends);
+//!    `crossing_grace` (at least [`PAUSED_RELOOK_MIN`](crate::PAUSED_RELOOK_MIN)); once a
+//!    subscription took enough to resume it and its backlog came in, the next look closes
+//!    it. The remote may end it first (then it goes as any stream the remote ends). It
+//!    counts toward `max_connections` while it is open;
 //! 3. at most one retired stream per PKI-ID waits so: a further replacement while one
 //!    waits closes the older one (a remote that reconnects over and over while we do not
 //!    read cannot make us keep streams without bound), and `close_conn`, an expired
