@@ -1002,47 +1002,40 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
     let received = Arc::new(AtomicU64::new(0));
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let reached = Arc::new(tokio::sync::Notify::new());
-    let (peer_tx, peer_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let receiver = {
+    let receive = {
         let (received, target, reached, config) = (
             received.clone(),
             target.clone(),
             reached.clone(),
             config.clone(),
         );
-        std::thread::spawn(move || -> Res<()> {
-            current_thread()?.block_on(async move {
-                let b = common::start_node(tb, config)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
-                let _ = peer_tx.send(b.as_peer());
-                let check = async {
-                    let mut want = 0u64;
-                    while let Some(m) = inbox.recv().await {
-                        check_seq(m.message(), want)?;
-                        want += 1;
-                        received.store(want, Ordering::Release);
-                        if want == target.load(Ordering::Acquire) {
-                            reached.notify_one();
-                        }
+        async move |peer_tx: PeerTx, stop_rx: StopRx| -> Res<()> {
+            let b = common::start_node(tb, config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+            let _ = peer_tx.send(b.as_peer());
+            let check = async {
+                let mut want = 0u64;
+                while let Some(m) = inbox.recv().await {
+                    check_seq(m.message(), want)?;
+                    want += 1;
+                    received.store(want, Ordering::Release);
+                    if want == target.load(Ordering::Acquire) {
+                        reached.notify_one();
                     }
-                    Ok(())
-                };
-                let r = tokio::select! {
-                    r = check => r,
-                    _ = stop_rx => Ok(()),
-                };
-                b.stop().await;
-                r
-            })
-        })
+                }
+                Ok(())
+            };
+            let r = tokio::select! {
+                r = check => r,
+                _ = stop_rx => Ok(()),
+            };
+            b.stop().await;
+            r
+        }
     };
-    let peer = peer_rx
-        .recv_timeout(STALL)
-        .map_err(|_| "the receiving node did not start")?;
-    let r = current_thread()?.block_on(async {
+    on_two_threads(receive, async |peer: RemotePeer| {
         let a = common::start_node(ta, config)
             .await
             .map_err(|e| e.to_string())?;
@@ -1077,7 +1070,30 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
             return Err(format!("{lost} messages lost"));
         }
         Ok(Throughput { rounds })
-    });
+    })
+}
+
+/// Sends node `b`'s peer from the receiving thread to the sending one.
+type PeerTx = std::sync::mpsc::Sender<RemotePeer>;
+/// Tells the receiving thread the sending one is done.
+type StopRx = tokio::sync::oneshot::Receiver<()>;
+
+/// Runs `receive` (which starts node `b` and sends its peer) on a current-thread runtime of
+/// a thread of its own, and `send` with that peer on another current-thread runtime on this
+/// thread; `receive` is told to stop once `send` is done, and its error wins over `send`'s
+/// result.
+fn on_two_threads<R>(
+    receive: impl AsyncFnOnce(PeerTx, StopRx) -> Res<()> + Send + 'static,
+    send: impl AsyncFnOnce(RemotePeer) -> Res<R>,
+) -> Res<R> {
+    let (peer_tx, peer_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let receiver =
+        std::thread::spawn(move || current_thread()?.block_on(receive(peer_tx, stop_rx)));
+    let peer = peer_rx
+        .recv_timeout(STALL)
+        .map_err(|_| "the receiving node did not start")?;
+    let r = current_thread()?.block_on(send(peer));
     let _ = stop_tx.send(());
     receiver
         .join()
@@ -1432,39 +1448,27 @@ fn current_thread() -> Res<tokio::runtime::Runtime> {
 /// two processes would each run one: node `b` and its acker on one thread, node `a` and the
 /// callers on another.
 fn acks_per_node_runtime(budget: Budget) -> Res<(Throughput, u64)> {
-    let (peer_tx, peer_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let receiver = std::thread::spawn(move || -> Res<()> {
-        current_thread()?.block_on(async move {
-            let b = common::start_node(None, Config::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
-            let acker = tokio::spawn(ack_everything(inbox));
-            let _ = peer_tx.send(b.as_peer());
-            // The sender drops `stop_tx` at the latest when its thread ends.
-            let _ = stop_rx.await;
-            b.stop().await;
-            let _ = within("acker ends", acker).await;
-            Ok(())
-        })
-    });
-    let peer = peer_rx
-        .recv_timeout(STALL)
-        .map_err(|_| "the receiving node did not start")?;
-    let r = current_thread()?.block_on(async {
+    let receive = async |peer_tx: PeerTx, stop_rx: StopRx| -> Res<()> {
+        let b = common::start_node(None, Config::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+        let acker = tokio::spawn(ack_everything(inbox));
+        let _ = peer_tx.send(b.as_peer());
+        // The sender drops `stop_tx` at the latest when its thread ends.
+        let _ = stop_rx.await;
+        b.stop().await;
+        let _ = within("acker ends", acker).await;
+        Ok(())
+    };
+    on_two_threads(receive, async |peer: RemotePeer| {
         let a = common::start_node(None, Config::default())
             .await
             .map_err(|e| e.to_string())?;
         let r = acks_rounds(&a, &peer, 16, budget).await;
         a.stop().await;
         r
-    });
-    let _ = stop_tx.send(());
-    receiver
-        .join()
-        .map_err(|_| "the receiving thread panicked")??;
-    r
+    })
 }
 
 /// A short warm-up (connects), then the measured rounds of `callers` SendWithAck callers.
