@@ -75,8 +75,6 @@ impl LayerFactory {
 /// ([`HostedCore::handle_timeout`], [`HostedCore::poll_timeout`]) go through the stack.
 pub(crate) struct HostedCore {
     stack: Stack<NodeSecurity, Hosted>,
-    /// Whether a layer is hosted (without one, the core is drained directly).
-    layered: bool,
     events: Option<mpsc::Sender<AnyEvent>>,
     events_dropped: u64,
 }
@@ -85,7 +83,6 @@ impl HostedCore {
     /// Puts `layer` on `comm` and starts it; its events go to `events`.
     pub(crate) fn new(comm: Core, layer: Hosted, events: Option<mpsc::Sender<AnyEvent>>) -> Self {
         HostedCore {
-            layered: layer.is_some(),
             stack: Stack::new(comm, layer),
             events,
             events_dropped: 0,
@@ -97,7 +94,7 @@ impl HostedCore {
     /// core events and the time-out. Once the core has stopped and everything is
     /// drained, the queue is closed so that the application's stream ends.
     pub(crate) fn poll_output(&mut self) -> Output {
-        if !self.layered {
+        if !self.has_layer() {
             // Without a layer the stack routes nothing: the core's own output, without
             // moving each one through the stack's enum and back (about 500 instructions
             // per SendWithAck round of a caller, callgrind).
@@ -147,7 +144,7 @@ impl HostedCore {
 
     /// Whether a layer is hosted.
     pub(crate) fn has_layer(&self) -> bool {
-        self.layered
+        self.stack.layer().is_some()
     }
 
     /// Runs `f` with the layer as an `L` and the core, if the hosted layer is an `L`.
