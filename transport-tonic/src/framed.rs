@@ -55,9 +55,11 @@ pub(crate) const IN_FLIGHT_MAX: usize = 2 * 64 * 1024;
 pub(crate) const NODE_IN_FLIGHT: usize = 16 << 20;
 /// ... but a stream may always have this many. Every chunk costs the writer a wake-up and
 /// h2 a `writev`, and the socket's reader a wake-up and a read, whatever its size: with
-/// 2,000 streams a floor of 16 KiB made the fan-out hub spend 1.44-1.60 µs of CPU per 1 KiB
-/// delivery with mutual TLS, 32 KiB 1.04 µs (README, "Scale"), for the same memory after
-/// the burst. A connection whose reader has stopped holds at most this much in h2 copies.
+/// 2,000 streams a floor of 16 KiB made the fan-out hub spend 1.56-1.70 µs of CPU per 1 KiB
+/// delivery with mutual TLS, 32 KiB 0.98-1.12 µs (README, "Scale"), for the same memory
+/// after the burst. The floor binds only beyond 512 streams (16 MiB / 512 is 32 KiB; 512 is
+/// the default `max_inbound_connections`): a node with 2,000 stalled readers holds at most
+/// 64 MiB in h2 copies.
 pub(crate) const IN_FLIGHT_MIN: usize = 32 * 1024;
 /// A gathered list grown past this many slots is released when the stream runs dry.
 const KEEP_GATHERED: usize = 16;
