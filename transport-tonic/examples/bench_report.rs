@@ -294,12 +294,18 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     let _ = writeln!(
         t,
         "Machine: {} CPU(s) ({}), {}; load average at start {load_start}, at end {load_end}; \
-         {:.0} s{}.\n",
+         {:.0} s{}; GLIBC_TUNABLES {}.\n",
         nproc(),
         cpu_model(),
         kernel(),
         started.elapsed().as_secs_f64(),
         if quick { ", --quick" } else { "" },
+        // glibc's heap trimming moves the TLS rows by up to 40 % (README, "Performance"):
+        // a report says which allocator settings it ran with.
+        std::env::var("GLIBC_TUNABLES")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| "unset".to_string(), |v| format!("`{v}`")),
     );
     let _ = writeln!(
         t,
