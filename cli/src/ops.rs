@@ -431,6 +431,11 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
             C(s.read_pauses),
         ),
         (
+            "gossip_comm_retired_closed_unread",
+            "Replaced connections closed while reading them was paused, their unread messages discarded (the peer replaced the connection twice before we read)",
+            C(s.retired_closed_unread),
+        ),
+        (
             "gossip_comm_presumed_dead",
             "PresumedDead notifications: sends that could not reach a peer",
             C(s.presumed_dead),

@@ -1356,6 +1356,10 @@ fn operations_service_metrics_match_stats() {
         ("gossip_comm_handshakes_completed_total", "handshakes_ok"),
         ("gossip_comm_read_pauses_total", "read_pauses"),
         (
+            "gossip_comm_retired_closed_unread_total",
+            "retired_closed_unread",
+        ),
+        (
             "gossip_comm_messages_dropped_total{cause=\"no_connection\"}",
             "dropped_no_connection",
         ),

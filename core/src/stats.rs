@@ -54,6 +54,11 @@ pub struct Stats {
     pub identity_switches: u64,
     /// Times reading of a stream was paused because a subscription was full.
     pub read_pauses: u64,
+    /// Retired connections closed while reading them was still paused, because the peer's
+    /// connection was replaced again (at most one retired connection per peer waits for
+    /// its reader): what they held unread is discarded, and their stream ends with an
+    /// error status.
+    pub retired_closed_unread: u64,
     /// Informational events dropped because the driver did not drain the event queue.
     pub events_dropped: u64,
 }
@@ -113,7 +118,7 @@ impl Stats {
     fn fields_mut(
         &mut self,
     ) -> (
-        [(&'static str, &mut u64); 22],
+        [(&'static str, &mut u64); 23],
         &mut [u64; HandshakeFailure::COUNT],
     ) {
         let Stats {
@@ -139,6 +144,7 @@ impl Stats {
             presumed_dead,
             identity_switches,
             read_pauses,
+            retired_closed_unread,
             events_dropped,
         } = self;
         (
@@ -167,6 +173,7 @@ impl Stats {
                 ("presumed_dead", presumed_dead),
                 ("identity_switches", identity_switches),
                 ("read_pauses", read_pauses),
+                ("retired_closed_unread", retired_closed_unread),
                 ("events_dropped", events_dropped),
             ],
             handshake_failures,

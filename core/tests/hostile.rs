@@ -984,3 +984,69 @@ fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
     )));
     assert_eq!(c.connection(&PkiId::from(LOWER)), Some(theirs));
 }
+
+/// The error status a drained `CloseStream` of `stream` carried: `None` if it was not
+/// closed, `Some(None)` for a clean close.
+fn close_status(acts: &[Action], stream: StreamId) -> Option<Option<String>> {
+    acts.iter().find_map(|a| match a {
+        Action::CloseStream { stream: s, error } if *s == stream => Some(error.clone()),
+        _ => None,
+    })
+}
+
+/// Opens a replacement stream from REMOTE; returns it and what the registration did.
+fn replace(c: &mut Comm<TestOnlyHmacSecurity>) -> (StreamId, Vec<Action>) {
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, hello()).unwrap();
+    let (acts, _) = drain(c);
+    (s, acts)
+}
+
+/// Regression (a local `sim_schedule` fuzz run found it: a peer dialled again twice by
+/// identity switches while our reader was slow): at most one retired stream per peer waits
+/// for its reader, so a second evicts the first, and that close was a clean one even while
+/// reading the first was still paused: what it held unread was lost and nobody counted it.
+/// Now it is counted and the stream ends with an error status.
+#[test]
+fn a_retired_stream_evicted_while_still_paused_is_counted_and_ends_with_an_error() {
+    let (mut c, first, _sub) = established(Config::default().with_subscription_buffer(1));
+    fill_until_paused(&mut c, first);
+    let (second, acts) = replace(&mut c);
+    assert_eq!(
+        close_status(&acts, first),
+        None,
+        "retired, paused, still open"
+    );
+    fill_until_paused(&mut c, second);
+    let (_third, acts) = replace(&mut c);
+    let status = close_status(&acts, first)
+        .expect("the older retired stream is evicted")
+        .expect("with an error status");
+    assert!(status.contains("discarded"), "{status}");
+    assert_eq!(
+        close_status(&acts, second),
+        None,
+        "the second waits in its place"
+    );
+    assert_eq!(c.stats().retired_closed_unread, 1);
+}
+
+/// The counterpart: a retired stream whose reading resumed loses nothing when it is
+/// evicted (its backlog reaches the core before the close, as for any close): a clean
+/// close, not counted.
+#[test]
+fn a_retired_stream_evicted_after_it_resumed_closes_cleanly() {
+    let (mut c, first, sub) = established(Config::default().with_subscription_buffer(1));
+    fill_until_paused(&mut c, first);
+    let (second, _) = replace(&mut c);
+    while c.poll_delivery(sub).is_some() {}
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::ResumeRead { stream: first }),
+        "{acts:?}"
+    );
+    fill_until_paused(&mut c, second);
+    let (_third, acts) = replace(&mut c);
+    assert_eq!(close_status(&acts, first), Some(None), "a clean close");
+    assert_eq!(c.stats().retired_closed_unread, 0);
+}

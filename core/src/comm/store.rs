@@ -27,7 +27,10 @@
 //! 3. at most one retired stream per PKI-ID waits so: a further replacement while one
 //!    waits closes the older one (a remote that reconnects over and over while we do not
 //!    read cannot make us keep streams without bound), and `close_conn`, an expired
-//!    identity and `stop` close them as any connection.
+//!    identity and `stop` close them as any connection. If reading the older one is still
+//!    paused, that close loses what it carries unread: it is counted
+//!    (`Stats::retired_closed_unread`) and the stream ends with an error status, not as a
+//!    clean close.
 //!
 //! What Fabric decides with a lock and a `destinationLocks` map is one table here: for
 //! each PKI-ID, the registered primary connection and, during a crossing dial, the losing
@@ -428,8 +431,34 @@ impl<S: Security> Comm<S> {
         );
         self.arm(grace, TimerKey::Grace(stream));
         if let Some(older) = self.store.retiring.insert(pki.clone(), stream) {
-            self.close_stream(older, reason);
+            self.evict_retired(older, reason);
         }
+    }
+
+    /// A second retired stream for one PKI-ID evicts the first (rule 3 of the module docs).
+    /// If reading the first is still paused, what it carries unread is lost here: that is
+    /// counted (`retired_closed_unread`), and the stream ends with an error status, so
+    /// neither the driver nor the remote takes it for a clean end.
+    fn evict_retired(&mut self, older: StreamId, reason: CloseReason) {
+        let paused = self
+            .streams
+            .get(older)
+            .and_then(|s| s.conn())
+            .is_some_and(|c| c.paused());
+        if !paused {
+            self.close_stream(older, reason);
+            return;
+        }
+        self.stats.retired_closed_unread += 1;
+        tracing::debug!(
+            target: "fabric_gossip_core::store",
+            conn = %older,
+            "a retired connection still paused was replaced again: closed with its unread messages"
+        );
+        let status = "connection replaced twice while reading it was paused: \
+                      messages not yet read on it are discarded"
+            .to_owned();
+        self.close_stream_with(older, reason, Some(status));
     }
 
     /// The grace of a crossing loser or a retired stream is over: close it, unless reading
@@ -466,6 +495,12 @@ impl<S: Security> Comm<S> {
     /// Closes an established connection and unregisters it; promotes a crossing secondary
     /// if the primary goes. A stream still handshaking fails its handshake instead.
     pub(super) fn close_stream(&mut self, stream: StreamId, reason: CloseReason) {
+        self.close_stream_with(stream, reason, None);
+    }
+
+    /// [`Comm::close_stream`], ending the stream with `status` (an error status for the
+    /// remote) when given; otherwise only a malformed stream ends with one.
+    fn close_stream_with(&mut self, stream: StreamId, reason: CloseReason, status: Option<String>) {
         let Some(s) = self.streams.get(stream) else {
             return;
         };
@@ -519,10 +554,10 @@ impl<S: Security> Comm<S> {
         if let CloseReason::WriteFailed(e) = &reason {
             self.presumed_dead(pki.clone(), c_endpoint.clone(), DeadCause::Write(e.clone()));
         }
-        let error = match &reason {
+        let error = status.or_else(|| match &reason {
             CloseReason::Malformed(e) => Some(e.clone()),
             _ => None,
-        };
+        });
         self.drop_stream(stream, error);
         self.info_event(Event::Disconnected {
             conn: stream,
