@@ -772,8 +772,24 @@ fn open_while_paused_then_resumed(
 
 /// Whether `acts` close `stream`.
 fn closes(acts: &[Action], stream: StreamId) -> bool {
-    acts.iter()
-        .any(|a| matches!(a, Action::CloseStream { stream: s, .. } if *s == stream))
+    close_status(acts, stream).is_some()
+}
+
+/// The error status a drained `CloseStream` of `stream` carried: `None` if it was not
+/// closed, `Some(None)` for a clean close.
+fn close_status(acts: &[Action], stream: StreamId) -> Option<Option<String>> {
+    acts.iter().find_map(|a| match a {
+        Action::CloseStream { stream: s, error } if *s == stream => Some(error.clone()),
+        _ => None,
+    })
+}
+
+/// Opens a replacement stream from REMOTE; returns it and what the registration did.
+fn replace(c: &mut Comm<TestOnlyHmacSecurity>) -> (StreamId, Vec<Action>) {
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, hello()).unwrap();
+    let (acts, _) = drain(c);
+    (s, acts)
 }
 
 /// Every output up to and including the time-out that ends the drain.
@@ -848,9 +864,7 @@ fn a_replaced_connection_whose_reading_is_paused_closes_only_after_it_resumes() 
     let (mut c, old, sub) = established(cfg);
     fill_until_paused(&mut c, old);
     // The remote reconnects from the same side: the new stream replaces the old one.
-    let new = c.accept_stream(now(), REMOTE, None).unwrap();
-    c.handle_envelope(now(), new, hello()).unwrap();
-    let (acts, _) = drain(&mut c);
+    let (new, acts) = replace(&mut c);
     assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(new));
     assert!(!closes(&acts, old), "closed while paused: {acts:?}");
     // Still paused when the grace is over: still open. Taking deliveries resumes it;
@@ -884,9 +898,7 @@ fn a_replaced_connection_whose_reading_is_paused_closes_only_after_it_resumes() 
 #[test]
 fn a_replaced_connection_that_reads_closes_at_once() {
     let (mut c, old, _sub) = established(Config::default());
-    let new = c.accept_stream(now(), REMOTE, None).unwrap();
-    c.handle_envelope(now(), new, hello()).unwrap();
-    let (acts, _) = drain(&mut c);
+    let (_, acts) = replace(&mut c);
     assert!(acts.contains(&Action::CloseStream {
         stream: old,
         error: None
@@ -903,9 +915,7 @@ fn a_retired_stream_still_open_counts_toward_max_connections() {
     cfg.max_connections = 2;
     let (mut c, old, _sub) = established(cfg);
     fill_until_paused(&mut c, old);
-    let new = c.accept_stream(now(), REMOTE, None).unwrap();
-    c.handle_envelope(now(), new, hello()).unwrap();
-    let _ = drain(&mut c);
+    let _ = replace(&mut c);
     assert!(c.is_live_stream(old), "retired, paused, still open");
     let third = "127.0.0.1:7060";
     let s = c.accept_stream(now(), third, None).unwrap();
@@ -930,9 +940,7 @@ fn a_zero_crossing_grace_does_not_spin_on_a_paused_retired_stream() {
         cfg.crossing_grace = Duration::ZERO;
         let (mut c, old, sub) = established(cfg);
         fill_until_paused(&mut c, old);
-        let new = c.accept_stream(now(), REMOTE, None).unwrap();
-        c.handle_envelope(now(), new, hello()).unwrap();
-        let _ = drain(&mut c);
+        let _ = replace(&mut c);
         c.handle_timeout(now());
         let (acts, _) = drain(&mut c);
         assert!(!closes(&acts, old), "closed while paused: {acts:?}");
@@ -983,23 +991,6 @@ fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
         Event::Disconnected { conn, reason: CloseReason::CrossingLoser, .. } if *conn == ours
     )));
     assert_eq!(c.connection(&PkiId::from(LOWER)), Some(theirs));
-}
-
-/// The error status a drained `CloseStream` of `stream` carried: `None` if it was not
-/// closed, `Some(None)` for a clean close.
-fn close_status(acts: &[Action], stream: StreamId) -> Option<Option<String>> {
-    acts.iter().find_map(|a| match a {
-        Action::CloseStream { stream: s, error } if *s == stream => Some(error.clone()),
-        _ => None,
-    })
-}
-
-/// Opens a replacement stream from REMOTE; returns it and what the registration did.
-fn replace(c: &mut Comm<TestOnlyHmacSecurity>) -> (StreamId, Vec<Action>) {
-    let s = c.accept_stream(now(), REMOTE, None).unwrap();
-    c.handle_envelope(now(), s, hello()).unwrap();
-    let (acts, _) = drain(c);
-    (s, acts)
 }
 
 /// Regression (a local `sim_schedule` fuzz run found it: a peer dialled again twice by
