@@ -75,6 +75,9 @@ pub mod disclosure;
 mod error;
 mod event;
 mod expiry;
+// The feature alone, not `cfg(fuzzing)`, as for the core's module.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gossip;
 mod machine;
 mod request;

@@ -6,6 +6,7 @@
 mod certstore;
 mod common;
 mod fabric_vector;
+mod fuzz_corpus;
 mod membership;
 mod msp;
 mod stack;

@@ -34,8 +34,8 @@ mod input;
 mod messages;
 mod ops;
 
-use self::{cast::*, driver::*, input::*};
-pub use self::{handshake::*, messages::*, ops::*};
+use self::{cast::*, driver::*};
+pub use self::{handshake::*, input::*, messages::*, ops::*};
 
 /// Keeps a committed corpus seed in step with the generator that made `bytes`, for the
 /// seed tests of every crate: with `UPDATE_FUZZ_CORPUS` set in the environment it writes

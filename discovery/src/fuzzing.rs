@@ -1,0 +1,819 @@
+//! The `membership` fuzz target: what authenticated but hostile peers can make of our
+//! membership.
+//!
+//! Node 0 of an in-memory network ([`Net`], the core's harness) runs the membership layer;
+//! nodes 1 to 3 are bare cores the input plays as peers. They send node 0 alive messages
+//! (valid, forged, unsigned, with a stolen identity, undecodable), membership requests and
+//! responses, identity-pull messages echoing the nonces node 0 sent them, and arbitrary
+//! GossipMessages; connections close and peers restart; virtual time passes, through
+//! expiry and the long-dead purge. Seven identities in three organizations exist, three of
+//! which never connect (members known only from others' word).
+//!
+//! After every step it checks what must hold whatever the peers send:
+//! * membership never holds more than `max_members`, nor ourselves;
+//! * every member's timestamp is one its owner signed: no forged, stolen or altered alive
+//!   message ever changes membership;
+//! * a member's timestamp never goes back while it stays known (only a purge forgets it);
+//! * one step never leaves more than `max_events` events queued (the rest are counted);
+//! * the pulled identities stay within `certstore.max_identities`.
+//!
+//! and, once the input is played, that a second run of it gives the same events, members
+//! and counters (one seed, one trace).
+//!
+//! Compiled with the `fuzzing` feature only; `fuzz/fuzz_targets/membership.rs` calls
+//! [`membership`], and `tests/fuzz_corpus.rs` replays the committed corpus on stable.
+
+use crate::alive::{Timestamp, alive_message, encode_secret, envelope_of};
+use crate::certstore::wire;
+use crate::{Discovery, DiscoveryConfig, DiscoveryEvent};
+use bytes::Bytes;
+use core::time::Duration;
+use fabric_gossip_core::fuzzing::{Input, Output};
+use fabric_gossip_core::proto::gossip::{
+    Envelope, GossipMessage, MembershipResponse, gossip_message,
+};
+use fabric_gossip_core::testing::{Net, ep};
+use fabric_gossip_core::{Config, Event, Layer, PkiId, SignedMessage, TestOnlyHmacSecurity};
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Node 0 plus the three peers the input plays.
+const NODES: usize = 4;
+/// Identities `ep(0)` to `ep(6)`; those from `NODES` on never connect.
+const POOL: usize = 7;
+/// Each identity's organization: ours (node 0's) is `A`.
+const ORGS: [&str; POOL] = ["A", "A", "A", "B", "B", "C", "A"];
+/// Largest step of virtual time between two routings of node 0 (besides its own
+/// deadlines): what the cores do meanwhile reaches its layer at most this late, which the
+/// protocol's timers (seconds) tolerate, and fewer steps make more runs per second.
+const STEP: Duration = Duration::from_secs(1);
+/// Most entries of a response list, and items of a pull message.
+const MAX_LIST: usize = 8;
+
+/// The test provider of identity `i`, knowing every identity's organization.
+fn security(i: usize) -> TestOnlyHmacSecurity {
+    (0..POOL).fold(TestOnlyHmacSecurity::new(ep(i)), |s, k| {
+        s.with_organization(ep(k), ORGS[k])
+    })
+}
+
+fn pki(i: usize) -> PkiId {
+    PkiId::from(ep(i).as_str())
+}
+
+/// The first bytes of an input: node 0's membership configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// `max_members`: 2, 3, 5 or the default, by the low two bits.
+    pub max_members: u8,
+    /// `max_events`: 1, 4 or the default, by value modulo 3.
+    pub max_events: u8,
+    /// Bit 0: node 1 is a bootstrap peer; bit 1: the identity pull is off.
+    pub flags: u8,
+}
+
+impl MembershipConfig {
+    fn discovery(&self) -> DiscoveryConfig {
+        let mut cfg = DiscoveryConfig::new(ep(0)).with_seed(7);
+        if self.flags & 1 == 1 {
+            cfg = cfg.with_bootstrap([ep(1)]);
+        }
+        cfg.certstore.enabled = self.flags & 2 == 0;
+        cfg.max_members = [2, 3, 5, cfg.max_members][usize::from(self.max_members & 3)];
+        cfg.max_events = [1, 4, cfg.max_events][usize::from(self.max_events % 3)];
+        cfg
+    }
+}
+
+/// One alive message as a peer sends it: about identity `who % 7` at timestamp
+/// `(inc % 4 + 1, seq)`, with a flaw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Alive {
+    /// Whose (an identity of the pool; 0 is node 0 itself).
+    pub who: u8,
+    /// Incarnation, 1 to 4.
+    pub inc: u8,
+    /// Sequence.
+    pub seq: u8,
+    /// 0 valid; 1 altered after signing (the payload says `seq + 1`); 2 embeds another
+    /// identity; 3 unsigned; 4 undecodable; 5 valid without its identity (it must be known);
+    /// 6 a signature that does not verify.
+    pub flaw: u8,
+}
+
+/// One step of the `membership` target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipOp {
+    /// Peer `from` sends an alive message.
+    Alive {
+        /// Which peer (1 to 3).
+        from: u8,
+        /// The message.
+        alive: Alive,
+    },
+    /// Peer `from` sends a membership request carrying `alive` as its self-information.
+    Request {
+        /// Which peer.
+        from: u8,
+        /// Its self-information (honest only when about `from` itself).
+        alive: Alive,
+    },
+    /// Peer `from` sends a membership response.
+    Response {
+        /// Which peer.
+        from: u8,
+        /// Which of node 0's membership requests to this peer it answers: the `nonce % n`-th
+        /// most recent, or 255 for a made-up nonce.
+        nonce: u8,
+        /// The alive list.
+        alive: Vec<Alive>,
+        /// The dead list.
+        dead: Vec<Alive>,
+    },
+    /// Peer `from` sends an identity-pull message.
+    Pull {
+        /// Which peer.
+        from: u8,
+        /// 0 hello, 1 digest, 2 request, 3 update.
+        kind: u8,
+        /// Which of node 0's messages to this peer it answers (a digest our hello, a request
+        /// our digest, an update our request), as for `Response`; a hello answers nothing.
+        nonce: u8,
+        /// The identities named (digest, request) or carried (update), by pool index;
+        /// from 128, a made-up one.
+        items: Vec<u8>,
+    },
+    /// Peer `from` sends these bytes decoded as a GossipMessage, if they decode.
+    Raw {
+        /// Which peer.
+        from: u8,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Node 0 closes its connection to peer `from`.
+    Close {
+        /// Which peer.
+        from: u8,
+    },
+    /// Peer `from` crashes and restarts with the same identity.
+    Bounce {
+        /// Which peer.
+        from: u8,
+    },
+    /// Virtual time passes: `quarters` × 250 ms (at most about a minute).
+    Advance {
+        /// How many quarter seconds.
+        quarters: u8,
+    },
+}
+
+impl Alive {
+    fn read(i: &mut Input<'_>) -> Self {
+        Alive {
+            who: i.u8(),
+            inc: i.u8(),
+            seq: i.u8(),
+            flaw: i.u8(),
+        }
+    }
+
+    fn write(&self, o: &mut Output) {
+        o.bytes(&[self.who, self.inc, self.seq, self.flaw]);
+    }
+}
+
+fn read_list(i: &mut Input<'_>) -> Vec<Alive> {
+    let n = usize::from(i.u8()) % (MAX_LIST + 1);
+    (0..n).map(|_| Alive::read(i)).collect()
+}
+
+fn write_list(o: &mut Output, list: &[Alive]) {
+    o.u8(list.len() as u8);
+    for a in list {
+        a.write(o);
+    }
+}
+
+impl MembershipOp {
+    fn read(i: &mut Input<'_>) -> Self {
+        match i.u8() % 8 {
+            0 => MembershipOp::Alive {
+                from: i.u8(),
+                alive: Alive::read(i),
+            },
+            1 => MembershipOp::Request {
+                from: i.u8(),
+                alive: Alive::read(i),
+            },
+            2 => MembershipOp::Response {
+                from: i.u8(),
+                nonce: i.u8(),
+                alive: read_list(i),
+                dead: read_list(i),
+            },
+            3 => {
+                let (from, kind, nonce) = (i.u8(), i.u8(), i.u8());
+                let n = usize::from(i.u8()) % (MAX_LIST + 1);
+                MembershipOp::Pull {
+                    from,
+                    kind,
+                    nonce,
+                    items: (0..n).map(|_| i.u8()).collect(),
+                }
+            }
+            4 => MembershipOp::Raw {
+                from: i.u8(),
+                bytes: i.blob().to_vec(),
+            },
+            5 => MembershipOp::Close { from: i.u8() },
+            6 => MembershipOp::Bounce { from: i.u8() },
+            _ => MembershipOp::Advance { quarters: i.u8() },
+        }
+    }
+
+    fn write(&self, o: &mut Output) {
+        match self {
+            MembershipOp::Alive { from, alive } => {
+                o.bytes(&[0, *from]);
+                alive.write(o);
+            }
+            MembershipOp::Request { from, alive } => {
+                o.bytes(&[1, *from]);
+                alive.write(o);
+            }
+            MembershipOp::Response {
+                from,
+                nonce,
+                alive,
+                dead,
+            } => {
+                o.bytes(&[2, *from, *nonce]);
+                write_list(o, alive);
+                write_list(o, dead);
+            }
+            MembershipOp::Pull {
+                from,
+                kind,
+                nonce,
+                items,
+            } => {
+                o.bytes(&[3, *from, *kind, *nonce, items.len() as u8]);
+                o.bytes(items);
+            }
+            MembershipOp::Raw { from, bytes } => {
+                o.bytes(&[4, *from]);
+                o.blob(bytes);
+            }
+            MembershipOp::Close { from } => o.bytes(&[5, *from]),
+            MembershipOp::Bounce { from } => o.bytes(&[6, *from]),
+            MembershipOp::Advance { quarters } => o.bytes(&[7, *quarters]),
+        }
+    }
+}
+
+/// The bytes [`membership`] reads as `cfg` and then `ops`: how seeds are written.
+pub fn encode_membership(cfg: MembershipConfig, ops: &[MembershipOp]) -> Vec<u8> {
+    let mut o = Output::default();
+    o.bytes(&[cfg.max_members, cfg.max_events, cfg.flags]);
+    for op in ops {
+        op.write(&mut o);
+    }
+    o.into_bytes()
+}
+
+/// At most this many steps are played from one input, so that every input runs quickly.
+const MAX_OPS: usize = 256;
+
+/// The entry point: plays `data` twice and checks the invariants of the module docs.
+/// Panics on a broken invariant (a finding), never on the input itself.
+pub fn membership(data: &[u8]) {
+    let first = Run::play(data);
+    let second = Run::play(data);
+    assert_eq!(first, second, "one input, two different runs");
+}
+
+/// A run of the network under one input.
+struct Run {
+    net: Net,
+    layer: Discovery,
+    /// Node 0's core events already routed to the layer.
+    seen: usize,
+    cfg: DiscoveryConfig,
+    /// Every `(identity, timestamp)` the input signed validly.
+    signed: BTreeSet<(usize, Timestamp)>,
+    /// Each member's last timestamp seen, while it stays known.
+    last: BTreeMap<PkiId, Timestamp>,
+    /// Everything the layer reported, in order (compared across the two runs).
+    trace: Vec<String>,
+}
+
+impl Run {
+    /// Plays `data`; returns the trace, the final members and the counters.
+    fn play(data: &[u8]) -> String {
+        let mut i = Input::new(data);
+        let mc = MembershipConfig {
+            max_members: i.u8(),
+            max_events: i.u8(),
+            flags: i.u8(),
+        };
+        let cfg = mc.discovery();
+        let mut net = Net::with_security(NODES, |_| Config::default(), |n| Box::new(security(n)));
+        for peer in 1..NODES {
+            net.subscribe_all(peer);
+        }
+        let mut layer = match Discovery::new(cfg.clone()) {
+            Ok(l) => l,
+            Err(e) => panic!("the harness's configuration is refused: {e}"),
+        };
+        let now = net.now;
+        layer.start(now, &mut net.nodes[0].comm);
+        if let Some(sub) = layer.subscription() {
+            net.nodes[0].subs.push(sub);
+        }
+        net.flush(0);
+        let mut run = Run {
+            net,
+            layer,
+            seen: 0,
+            cfg,
+            signed: BTreeSet::new(),
+            last: BTreeMap::new(),
+            trace: Vec::new(),
+        };
+        run.settle();
+        for _ in 0..MAX_OPS {
+            if i.is_empty() {
+                break;
+            }
+            let op = MembershipOp::read(&mut i);
+            run.step(&op);
+            run.settle();
+        }
+        // Let the run end the way it would go on: timers, expiry, retries.
+        run.advance(Duration::from_secs(10));
+        let mut members = run.layer.members();
+        members.extend(run.layer.dead_members());
+        format!("{:#?}\n{members:#?}\n{:#?}", run.trace, run.layer.stats())
+    }
+
+    fn step(&mut self, op: &MembershipOp) {
+        let peer = |from: &u8| 1 + usize::from(*from) % (NODES - 1);
+        match op {
+            MembershipOp::Alive { from, alive } => {
+                let env = self.alive(alive);
+                // An undecodable payload cannot be sent as a message; it still can inside a
+                // response or a request.
+                if let Ok(msg) = SignedMessage::from_envelope_bytes(env.encode_to_vec().into()) {
+                    self.send_from(peer(from), msg);
+                }
+            }
+            MembershipOp::Request { from, alive } => {
+                let info = self.alive(alive);
+                self.send_noop(peer(from), crate::membership_request(info, 0));
+            }
+            MembershipOp::Response {
+                from,
+                nonce,
+                alive,
+                dead,
+            } => {
+                let from = peer(from);
+                let nonce = self.nonce(from, *nonce, |m| match &m.content {
+                    Some(gossip_message::Content::MemReq(_)) => Some(m.nonce),
+                    _ => None,
+                });
+                let alive = alive.iter().map(|a| self.alive(a)).collect();
+                let dead = dead.iter().map(|a| self.alive(a)).collect();
+                let msg = GossipMessage {
+                    nonce,
+                    tag: gossip_message::Tag::Empty as i32,
+                    content: Some(gossip_message::Content::MemRes(MembershipResponse {
+                        alive,
+                        dead,
+                    })),
+                    ..Default::default()
+                };
+                self.send_noop(from, msg);
+            }
+            MembershipOp::Pull {
+                from,
+                kind,
+                nonce,
+                items,
+            } => {
+                let from = peer(from);
+                // What each kind answers: a digest our hello, a request our digest (to the
+                // hello it sent), an update our request.
+                let nonce = self.nonce(
+                    from,
+                    *nonce,
+                    match kind % 4 {
+                        1 => |m| match &m.content {
+                            Some(gossip_message::Content::Hello(h)) => Some(h.nonce),
+                            _ => None,
+                        },
+                        2 => |m| match &m.content {
+                            Some(gossip_message::Content::DataDig(d)) => Some(d.nonce),
+                            _ => None,
+                        },
+                        3 => |m| match &m.content {
+                            Some(gossip_message::Content::DataReq(r)) => Some(r.nonce),
+                            _ => None,
+                        },
+                        _ => |_| None,
+                    },
+                );
+                let ids: Vec<PkiId> = items.iter().map(|&x| item_pki(x)).collect();
+                let msg = match kind % 4 {
+                    0 => wire::hello(nonce),
+                    1 => wire::digest(nonce, &ids),
+                    2 => wire::request(nonce, &ids),
+                    _ => {
+                        let data = items
+                            .iter()
+                            .filter_map(|&x| {
+                                let who = usize::from(x) % POOL;
+                                wire::own_identity_message(&security(who)).ok()
+                            })
+                            .collect();
+                        wire::update(nonce, data)
+                    }
+                };
+                self.send_noop(from, msg);
+            }
+            MembershipOp::Raw { from, bytes } => {
+                if let Ok(msg) = GossipMessage::decode(bytes.as_slice()) {
+                    self.send_noop(peer(from), msg);
+                }
+            }
+            MembershipOp::Close { from } => {
+                self.net.close_conn(0, peer(from));
+                self.net.flush(0);
+            }
+            MembershipOp::Bounce { from } => {
+                let from = peer(from);
+                self.net.crash(from);
+                self.net
+                    .restart(from, Box::new(security(from)), Config::default());
+                self.net.subscribe_all(from);
+            }
+            MembershipOp::Advance { quarters } => {
+                self.advance(Duration::from_millis(250) * u32::from(*quarters));
+            }
+        }
+    }
+
+    /// The Envelope of `a`, recording its timestamp if it is validly signed.
+    fn alive(&mut self, a: &Alive) -> Envelope {
+        let who = usize::from(a.who) % POOL;
+        let ts = Timestamp {
+            inc: u64::from(a.inc % 4) + 1,
+            seq: u64::from(a.seq),
+        };
+        let flaw = a.flaw % 7;
+        if flaw == 4 {
+            return Envelope {
+                payload: Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]),
+                signature: Bytes::from_static(b"x"),
+                secret_envelope: None,
+            };
+        }
+        let other = (who + 1) % POOL;
+        let identity = match flaw {
+            2 => Bytes::from(ep(other)),
+            5 => Bytes::new(),
+            _ => Bytes::from(ep(who)),
+        };
+        let msg = alive_message(ep(who), Bytes::from(ep(who)), Bytes::new(), ts, identity);
+        let signer = if flaw == 6 {
+            security(who).with_corrupt_signatures()
+        } else {
+            security(who)
+        };
+        let secret = encode_secret(&ep(who));
+        let signed = match SignedMessage::sign_with_secret(msg.clone(), secret, &signer) {
+            Ok(s) => s,
+            Err(e) => panic!("the test provider cannot sign: {e}"),
+        };
+        let mut env = envelope_of(&signed);
+        match flaw {
+            1 => {
+                let mut altered = msg;
+                if let Some(gossip_message::Content::AliveMsg(am)) = &mut altered.content
+                    && let Some(t) = &mut am.timestamp
+                {
+                    t.seq_num += 1;
+                }
+                env.payload = altered.encode_to_vec().into();
+            }
+            3 => env.signature = Bytes::new(),
+            _ => {}
+        }
+        if flaw == 0 || flaw == 5 {
+            self.signed.insert((who, ts));
+        }
+        env
+    }
+
+    /// A nonce echoing what node 0 sent peer `from`: of the messages of the kind `echoed`
+    /// picks, the `pick % n`-th most recent (255: a made-up nonce).
+    fn nonce(&self, from: usize, pick: u8, echoed: fn(&GossipMessage) -> Option<u64>) -> u64 {
+        if pick == 255 {
+            return 0x5eed_0000_0000_0000 | from as u64;
+        }
+        let sent: Vec<u64> = self.net.nodes[from]
+            .delivered
+            .values()
+            .flatten()
+            .filter_map(|m| echoed(&m.message))
+            .collect();
+        match sent.len() {
+            0 => u64::from(pick),
+            n => sent[n - 1 - usize::from(pick) % n],
+        }
+    }
+
+    fn send_noop(&mut self, from: usize, msg: GossipMessage) {
+        self.send_from(from, SignedMessage::noop(msg));
+    }
+
+    fn send_from(&mut self, from: usize, msg: SignedMessage) {
+        let now = self.net.now;
+        let to = self.net.peer(0);
+        // Refusals (stopped, limits) are the sending core's business, not the layer's.
+        let _ = self.net.nodes[from].comm.send(now, &msg, &[to]);
+        self.net.flush(from);
+    }
+
+    /// Runs the network and node 0's layer until nothing is left to do now.
+    fn settle(&mut self) {
+        loop {
+            self.net.settle();
+            if !self.route() {
+                break;
+            }
+        }
+        self.check();
+    }
+
+    /// Lets `d` of virtual time pass, routing node 0 at least every [`STEP`] and at each
+    /// of its layer's deadlines.
+    fn advance(&mut self, d: Duration) {
+        let end = self.net.now + d;
+        while self.net.now < end {
+            let mut step_end = (self.net.now + STEP).min(end);
+            if let Some(t) = self.layer.poll_timeout() {
+                step_end = step_end.min(t.max(self.net.now));
+            }
+            // A deadline already due makes a step of zero: `settle` then handles it (a
+            // layer that kept asking for now without progress would loop here, which the
+            // fuzzer reports as a time-out).
+            self.net.advance(step_end - self.net.now);
+            self.settle();
+        }
+    }
+
+    /// Routes node 0's new events, its layer's deliveries and due deadline to the layer, as
+    /// a driver must; returns whether anything was routed.
+    fn route(&mut self) -> bool {
+        let now = self.net.now;
+        let mut any = false;
+        loop {
+            let mut progressed = false;
+            while self.seen < self.net.nodes[0].events.len() {
+                let ev: Event = self.net.nodes[0].events[self.seen].clone();
+                self.seen += 1;
+                progressed = true;
+                self.layer
+                    .handle_comm_event(now, &mut self.net.nodes[0].comm, &ev);
+                self.net.flush(0);
+            }
+            if let Some(sub) = self.layer.subscription() {
+                self.net.drain_deliveries(0);
+                let queued = self.net.nodes[0].delivered.remove(&sub).unwrap_or_default();
+                for m in queued {
+                    progressed = true;
+                    self.layer
+                        .handle_message(now, &mut self.net.nodes[0].comm, m);
+                    self.net.flush(0);
+                }
+            }
+            if self.layer.poll_timeout().is_some_and(|t| t <= now) {
+                progressed = true;
+                self.layer.handle_timeout(now, &mut self.net.nodes[0].comm);
+                self.net.flush(0);
+            }
+            if !progressed {
+                return any;
+            }
+            any = true;
+        }
+    }
+
+    /// The invariants of the module docs, after a step.
+    fn check(&mut self) {
+        let mut events = 0;
+        while let Some(e) = self.layer.poll_event() {
+            events += 1;
+            if let DiscoveryEvent::MemberPurged { member, .. } = &e {
+                self.last.remove(&member.pki_id);
+            }
+            self.trace.push(format!("{} {e:?}", self.net.now));
+        }
+        assert!(
+            events <= self.cfg.max_events,
+            "{events} events queued, over max_events {}",
+            self.cfg.max_events
+        );
+        let mut members = self.layer.members();
+        members.extend(self.layer.dead_members());
+        assert!(
+            members.len() <= self.cfg.max_members,
+            "{} members over max_members {}",
+            members.len(),
+            self.cfg.max_members
+        );
+        let dropped = self.layer.stats().events_dropped > 0;
+        for m in &members {
+            assert_ne!(m.pki_id, pki(0), "we are a member of our own membership");
+            let who = (1..POOL).find(|&k| pki(k) == m.pki_id);
+            let Some(who) = who else {
+                panic!("a member nobody signed for: {:?}", m.pki_id);
+            };
+            assert!(
+                self.signed.contains(&(who, m.timestamp)),
+                "member {who} at {:?}, a timestamp it never signed",
+                m.timestamp
+            );
+            // A purge whose event was dropped may be followed by an older incarnation.
+            if let Some(before) = self.last.insert(m.pki_id.clone(), m.timestamp) {
+                assert!(
+                    dropped || before <= m.timestamp,
+                    "member {who} went back from {before:?} to {:?}",
+                    m.timestamp
+                );
+            }
+        }
+        assert!(self.layer.pulled_identities() <= self.cfg.certstore.max_identities);
+    }
+}
+
+/// A pull item: an identity of the pool, or from 128 a made-up PKI-ID.
+fn item_pki(x: u8) -> PkiId {
+    if x >= 128 {
+        PkiId::new(Bytes::from(vec![x; 3]))
+    } else {
+        pki(usize::from(x) % POOL)
+    }
+}
+
+/// The committed seeds of the `membership` target, by file name: each reaches a part of
+/// the protocol a random input would take long to find.
+pub fn membership_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use MembershipOp as Op;
+    let valid = |who, seq| Alive {
+        who,
+        inc: 0,
+        seq,
+        flaw: 0,
+    };
+    let flawed = |who, flaw| Alive {
+        who,
+        inc: 0,
+        seq: 9,
+        flaw,
+    };
+    let plain = MembershipConfig {
+        max_members: 3,
+        max_events: 2,
+        flags: 0,
+    };
+    let learn: Vec<Op> = (1..4)
+        .map(|p| Op::Alive {
+            from: p - 1,
+            alive: valid(p, 1),
+        })
+        .collect();
+    let mut expiry = learn.clone();
+    expiry.extend([
+        Op::Advance { quarters: 255 },
+        Op::Advance { quarters: 255 },
+        Op::Bounce { from: 1 },
+        Op::Alive {
+            from: 1,
+            alive: valid(2, 2),
+        },
+    ]);
+    expiry.extend((0..10).map(|_| Op::Advance { quarters: 255 }));
+    let mut gossip = learn.clone();
+    gossip.extend([
+        Op::Request {
+            from: 0,
+            alive: valid(1, 2),
+        },
+        Op::Request {
+            from: 1,
+            alive: valid(1, 3),
+        },
+        Op::Response {
+            from: 2,
+            nonce: 0,
+            alive: vec![valid(4, 1), valid(5, 1), flawed(6, 2)],
+            dead: vec![valid(6, 1), valid(1, 1)],
+        },
+        Op::Advance { quarters: 40 },
+        Op::Response {
+            from: 0,
+            nonce: 255,
+            alive: vec![flawed(4, 5), valid(2, 7)],
+            dead: vec![],
+        },
+    ]);
+    let forgeries: Vec<Op> = (0..7)
+        .map(|flaw| Op::Alive {
+            from: flaw % 3,
+            alive: flawed(flaw + 1, flaw),
+        })
+        .chain([Op::Raw {
+            from: 0,
+            bytes: vec![0x0a, 0x02, 0x08, 0x01],
+        }])
+        .collect();
+    // Our hello answered by a digest, our request by an update; then a peer's hello, our
+    // digest, its request and our update.
+    let mut pull = learn;
+    pull.extend([
+        Op::Advance { quarters: 18 },
+        Op::Pull {
+            from: 0,
+            kind: 1,
+            nonce: 0,
+            items: vec![1, 4, 200],
+        },
+        Op::Advance { quarters: 5 },
+        Op::Pull {
+            from: 0,
+            kind: 3,
+            nonce: 0,
+            items: vec![4, 5],
+        },
+        Op::Pull {
+            from: 1,
+            kind: 0,
+            nonce: 255,
+            items: vec![],
+        },
+        Op::Pull {
+            from: 1,
+            kind: 2,
+            nonce: 0,
+            items: vec![0, 4, 3],
+        },
+        Op::Close { from: 2 },
+        Op::Advance { quarters: 40 },
+    ]);
+    vec![
+        ("expiry-and-purge", encode_membership(plain, &expiry)),
+        ("requests-and-responses", encode_membership(plain, &gossip)),
+        (
+            "forgeries",
+            encode_membership(
+                MembershipConfig {
+                    max_members: 0,
+                    max_events: 0,
+                    flags: 1,
+                },
+                &forgeries,
+            ),
+        ),
+        (
+            "identity-pull",
+            encode_membership(
+                MembershipConfig {
+                    max_members: 3,
+                    max_events: 2,
+                    flags: 1,
+                },
+                &pull,
+            ),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_encode_as_they_read() {
+        for (_, bytes) in membership_seeds() {
+            let mut i = Input::new(&bytes[3..]);
+            let mut again = Output::default();
+            again.bytes(&bytes[..3]);
+            while !i.is_empty() {
+                MembershipOp::read(&mut i).write(&mut again);
+            }
+            assert_eq!(again.into_bytes(), bytes);
+        }
+    }
+}
