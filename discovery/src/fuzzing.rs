@@ -5,9 +5,10 @@
 //! nodes 1 to 3 are bare cores the input plays as peers. They send node 0 alive messages
 //! (valid, forged, unsigned, with a stolen identity, undecodable), membership requests and
 //! responses, identity-pull messages echoing the nonces node 0 sent them, and arbitrary
-//! GossipMessages; connections close and peers restart; virtual time passes, through
-//! expiry and the long-dead purge. Seven identities in three organizations exist, three of
-//! which never connect (members known only from others' word).
+//! GossipMessages; connections close and peers restart, as themselves or with another
+//! member's identity (or ours); virtual time passes, through expiry and the long-dead
+//! purge. Seven identities in three organizations exist, three of which never connect
+//! (members known only from others' word).
 //!
 //! After every step it checks what must hold whatever the peers send:
 //! * membership never holds more than `max_members`, nor ourselves;
@@ -155,10 +156,14 @@ pub enum MembershipOp {
         /// Which peer.
         from: u8,
     },
-    /// Peer `from` crashes and restarts with the same identity.
+    /// Peer `from` crashes and restarts, with its own identity or another's: node 0 then
+    /// finds a new PKI-ID at a known endpoint (an identity switch within an organization,
+    /// a stranger from another, or its own PKI-ID).
     Bounce {
         /// Which peer.
         from: u8,
+        /// 0: its own identity; otherwise that of pool member `identity % 7`.
+        identity: u8,
     },
     /// Virtual time passes: `quarters` × 250 ms (at most about a minute).
     Advance {
@@ -226,7 +231,10 @@ impl MembershipOp {
                 bytes: i.blob().to_vec(),
             },
             5 => MembershipOp::Close { from: i.u8() },
-            6 => MembershipOp::Bounce { from: i.u8() },
+            6 => MembershipOp::Bounce {
+                from: i.u8(),
+                identity: i.u8(),
+            },
             _ => MembershipOp::Advance { quarters: i.u8() },
         }
     }
@@ -265,7 +273,7 @@ impl MembershipOp {
                 o.blob(bytes);
             }
             MembershipOp::Close { from } => o.bytes(&[5, *from]),
-            MembershipOp::Bounce { from } => o.bytes(&[6, *from]),
+            MembershipOp::Bounce { from, identity } => o.bytes(&[6, *from, *identity]),
             MembershipOp::Advance { quarters } => o.bytes(&[7, *quarters]),
         }
     }
@@ -450,11 +458,15 @@ impl Run {
                 self.net.close_conn(0, peer(from));
                 self.net.flush(0);
             }
-            MembershipOp::Bounce { from } => {
+            MembershipOp::Bounce { from, identity } => {
                 let from = peer(from);
+                let who = match identity {
+                    0 => from,
+                    k => usize::from(*k) % POOL,
+                };
                 self.net.crash(from);
                 self.net
-                    .restart(from, Box::new(security(from)), Config::default());
+                    .restart(from, Box::new(security(who)), Config::default());
                 self.net.subscribe_all(from);
             }
             MembershipOp::Advance { quarters } => {
@@ -698,7 +710,10 @@ pub fn membership_seeds() -> Vec<(&'static str, Vec<u8>)> {
     expiry.extend([
         Op::Advance { quarters: 255 },
         Op::Advance { quarters: 255 },
-        Op::Bounce { from: 1 },
+        Op::Bounce {
+            from: 1,
+            identity: 0,
+        },
         Op::Alive {
             from: 1,
             alive: valid(2, 2),
@@ -720,6 +735,15 @@ pub fn membership_seeds() -> Vec<(&'static str, Vec<u8>)> {
             nonce: 0,
             alive: vec![valid(4, 1), valid(5, 1), flawed(6, 2)],
             dead: vec![valid(6, 1), valid(1, 1)],
+        },
+        Op::Advance { quarters: 40 },
+        Op::Bounce {
+            from: 1,
+            identity: 6,
+        },
+        Op::Bounce {
+            from: 2,
+            identity: 1,
         },
         Op::Advance { quarters: 40 },
         Op::Response {
