@@ -12,8 +12,8 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fabric_gossip_core::proto::gossip::MembershipRequest;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
-use fabric_gossip_core::proto::gossip::{MembershipRequest, MembershipResponse};
 use fabric_gossip_core::{
     Comm, Config, ConnectionInfo, Instant, Layer, PkiId, ReceivedMessage, Security, SignedMessage,
     StreamId, TestOnlyHmacSecurity,
@@ -256,14 +256,11 @@ fn bench_view(c: &mut Criterion) {
     assert_eq!(disc.stats().members_learned, VIEW as u64);
     assert_eq!(disc.stats().alive_refused(), 0);
     // A sync's response listing the 1,000 members we already hold.
-    let response = GossipMessage {
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::MemRes(MembershipResponse {
-            alive: alive.iter().map(|m| m.envelope.clone()).collect(),
-            dead: Vec::new(),
-        })),
-        ..Default::default()
-    };
+    let response = fabric_gossip_discovery::membership_response(
+        alive.iter().map(|m| m.envelope.clone()).collect(),
+        Vec::new(),
+        0,
+    );
     let from = TestOnlyHmacSecurity::new("10.1.0.0:7051");
     let response = received(
         &from,

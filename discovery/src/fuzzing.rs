@@ -30,9 +30,7 @@ use crate::{Discovery, DiscoveryConfig, DiscoveryEvent};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::fuzzing::{Input, Output};
-use fabric_gossip_core::proto::gossip::{
-    Envelope, GossipMessage, MembershipResponse, gossip_message,
-};
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::testing::{Net, ep};
 use fabric_gossip_core::{Config, Event, Layer, PkiId, SignedMessage, TestOnlyHmacSecurity};
 use prost::Message;
@@ -392,16 +390,7 @@ impl Run {
                 });
                 let alive = alive.iter().map(|a| self.alive(a)).collect();
                 let dead = dead.iter().map(|a| self.alive(a)).collect();
-                let msg = GossipMessage {
-                    nonce,
-                    tag: gossip_message::Tag::Empty as i32,
-                    content: Some(gossip_message::Content::MemRes(MembershipResponse {
-                        alive,
-                        dead,
-                    })),
-                    ..Default::default()
-                };
-                self.send_noop(from, msg);
+                self.send_noop(from, crate::membership_response(alive, dead, nonce));
             }
             MembershipOp::Pull {
                 from,

@@ -92,7 +92,7 @@ pub use config::DiscoveryConfig;
 pub use error::{AliveError, ConfigError};
 pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
 pub use machine::{Discovery, takes};
-pub use request::membership_request;
+pub use request::{membership_request, membership_response};
 pub use stats::DiscoveryStats;
 #[cfg(test)]
 mod tests;

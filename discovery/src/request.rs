@@ -190,14 +190,20 @@ impl Discovery {
             }
         }
         alive.extend(filter(&own, own_rule));
-        Some(GossipMessage {
-            nonce,
-            channel: Bytes::new(),
-            tag: gossip_message::Tag::Empty as i32,
-            content: Some(gossip_message::Content::MemRes(MembershipResponse {
-                alive,
-                dead,
-            })),
-        })
+        Some(membership_response(alive, dead, nonce))
+    }
+}
+
+/// A MembershipResponse echoing the request's `nonce`: tag EMPTY, outer envelope unsigned
+/// (each listed alive message carries its owner's signature).
+pub fn membership_response(alive: Vec<Envelope>, dead: Vec<Envelope>, nonce: u64) -> GossipMessage {
+    GossipMessage {
+        nonce,
+        channel: Bytes::new(),
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::MemRes(MembershipResponse {
+            alive,
+            dead,
+        })),
     }
 }

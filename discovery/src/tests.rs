@@ -5,9 +5,7 @@ use crate::disclosure::Party;
 use crate::{DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent, PurgeReason};
 use bytes::Bytes;
 use core::time::Duration;
-use fabric_gossip_core::proto::gossip::{
-    Envelope, GossipMessage, MembershipResponse, gossip_message,
-};
+use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::{
     Comm, Config, ConnectionInfo, Event, Instant, Layer, PkiId, ReceivedMessage, SignedMessage,
     StreamId, TestOnlyHmacSecurity,
@@ -112,15 +110,7 @@ pub(crate) fn direct(from: &str, env: Envelope) -> ReceivedMessage {
 }
 
 fn response(from: &str, alive: Vec<Envelope>, dead: Vec<Envelope>, nonce: u64) -> ReceivedMessage {
-    let msg = GossipMessage {
-        nonce,
-        tag: gossip_message::Tag::Empty as i32,
-        content: Some(gossip_message::Content::MemRes(MembershipResponse {
-            alive,
-            dead,
-        })),
-        ..Default::default()
-    };
+    let msg = crate::membership_response(alive, dead, nonce);
     let env = envelope_of(&SignedMessage::noop(msg.clone()));
     received(from, msg, env)
 }
