@@ -5,10 +5,10 @@
 //! nodes 1 to 3 are bare cores the input plays as peers. They send node 0 alive messages
 //! (valid, forged, unsigned, with a stolen identity, undecodable), membership requests and
 //! responses, identity-pull messages echoing the nonces node 0 sent them, and arbitrary
-//! GossipMessages; connections close and peers restart, as themselves or with another
-//! member's identity (or ours); virtual time passes, through expiry and the long-dead
-//! purge. Seven identities in three organizations exist, three of which never connect
-//! (members known only from others' word).
+//! GossipMessages; connections close, dials fail and Pings hang, peers restart, as
+//! themselves or with another member's identity (or ours); virtual time passes, through
+//! expiry and the long-dead purge. Seven identities in three organizations exist, three of
+//! which never connect (members known only from others' word).
 //!
 //! After every step it checks what must hold whatever the peers send:
 //! * membership never holds more than `max_members`, nor ourselves;
@@ -163,6 +163,15 @@ pub enum MembershipOp {
         /// 0: its own identity; otherwise that of pool member `identity % 7`.
         identity: u8,
     },
+    /// Node 0's dials to peer `from` start failing, or succeeding again (`what` even), or
+    /// its Pings start hanging, or answering again (`what` odd): the paths of an
+    /// unreachable member (presumed dead, reconnection probes, bootstrap retries).
+    Toggle {
+        /// Which peer.
+        from: u8,
+        /// Dials or Pings.
+        what: u8,
+    },
     /// Virtual time passes: `quarters` × 250 ms (at most about a minute).
     Advance {
         /// How many quarter seconds.
@@ -199,7 +208,7 @@ fn write_list(o: &mut Output, list: &[Alive]) {
 
 impl MembershipOp {
     fn read(i: &mut Input<'_>) -> Self {
-        match i.u8() % 8 {
+        match i.u8() % 9 {
             0 => MembershipOp::Alive {
                 from: i.u8(),
                 alive: Alive::read(i),
@@ -233,7 +242,11 @@ impl MembershipOp {
                 from: i.u8(),
                 identity: i.u8(),
             },
-            _ => MembershipOp::Advance { quarters: i.u8() },
+            7 => MembershipOp::Advance { quarters: i.u8() },
+            _ => MembershipOp::Toggle {
+                from: i.u8(),
+                what: i.u8(),
+            },
         }
     }
 
@@ -273,6 +286,7 @@ impl MembershipOp {
             MembershipOp::Close { from } => o.bytes(&[5, *from]),
             MembershipOp::Bounce { from, identity } => o.bytes(&[6, *from, *identity]),
             MembershipOp::Advance { quarters } => o.bytes(&[7, *quarters]),
+            MembershipOp::Toggle { from, what } => o.bytes(&[8, *from, *what]),
         }
     }
 }
@@ -457,6 +471,17 @@ impl Run {
                 self.net
                     .restart(from, Box::new(security(who)), Config::default());
                 self.net.subscribe_all(from);
+            }
+            MembershipOp::Toggle { from, what } => {
+                let set = if what % 2 == 0 {
+                    &mut self.net.refuse_dials
+                } else {
+                    &mut self.net.hang_pings
+                };
+                let from = peer(from);
+                if !set.remove(&from) {
+                    set.insert(from);
+                }
             }
             MembershipOp::Advance { quarters } => {
                 self.advance(Duration::from_millis(250) * u32::from(*quarters));
@@ -697,8 +722,11 @@ pub fn membership_seeds() -> Vec<(&'static str, Vec<u8>)> {
         .collect();
     let mut expiry = learn.clone();
     expiry.extend([
+        Op::Toggle { from: 2, what: 0 },
+        Op::Toggle { from: 1, what: 1 },
         Op::Advance { quarters: 255 },
         Op::Advance { quarters: 255 },
+        Op::Toggle { from: 2, what: 0 },
         Op::Bounce {
             from: 1,
             identity: 0,
