@@ -67,7 +67,8 @@ pub struct MembershipConfig {
     pub max_members: u8,
     /// `max_events`: 1, 4 or the default, by value modulo 3.
     pub max_events: u8,
-    /// Bit 0: node 1 is a bootstrap peer; bit 1: the identity pull is off.
+    /// Bit 0: node 1 is a bootstrap peer; bit 1: the identity pull is off; bit 2: it holds
+    /// at most 2 identities (ours and one).
     pub flags: u8,
 }
 
@@ -78,6 +79,9 @@ impl MembershipConfig {
             cfg = cfg.with_bootstrap([ep(1)]);
         }
         cfg.certstore.enabled = self.flags & 2 == 0;
+        if self.flags & 4 == 4 {
+            cfg.certstore.max_identities = 2;
+        }
         cfg.max_members = [2, 3, 5, cfg.max_members][usize::from(self.max_members & 3)];
         cfg.max_events = [1, 4, cfg.max_events][usize::from(self.max_events % 3)];
         cfg
@@ -833,7 +837,7 @@ pub fn membership_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 MembershipConfig {
                     max_members: 3,
                     max_events: 2,
-                    flags: 1,
+                    flags: 5,
                 },
                 &pull,
             ),
