@@ -323,6 +323,8 @@ struct Run {
     /// Node 0's core events already routed to the layer.
     seen: usize,
     cfg: DiscoveryConfig,
+    /// The provider of each pool identity, built once: every alive message is signed.
+    providers: Vec<TestOnlyHmacSecurity>,
     /// Every `(identity, timestamp)` the input signed validly.
     signed: BTreeSet<(usize, Timestamp)>,
     /// Each member's last timestamp seen, while it stays known.
@@ -360,6 +362,7 @@ impl Run {
             layer,
             seen: 0,
             cfg,
+            providers: (0..POOL).map(security).collect(),
             signed: BTreeSet::new(),
             last: BTreeMap::new(),
             trace: Vec::new(),
@@ -402,10 +405,7 @@ impl Run {
                 dead,
             } => {
                 let from = peer(from);
-                let nonce = self.nonce(from, *nonce, |m| match &m.content {
-                    Some(gossip_message::Content::MemReq(_)) => Some(m.nonce),
-                    _ => None,
-                });
+                let nonce = self.nonce(from, *nonce, Answers::MembershipRequest);
                 let alive = alive.iter().map(|a| self.alive(a)).collect();
                 let dead = dead.iter().map(|a| self.alive(a)).collect();
                 self.send_noop(from, crate::membership_response(alive, dead, nonce));
@@ -417,27 +417,13 @@ impl Run {
                 items,
             } => {
                 let from = peer(from);
-                // What each kind answers: a digest our hello, a request our digest (to the
-                // hello it sent), an update our request.
-                let nonce = self.nonce(
-                    from,
-                    *nonce,
-                    match kind % 4 {
-                        1 => |m| match &m.content {
-                            Some(gossip_message::Content::Hello(h)) => Some(h.nonce),
-                            _ => None,
-                        },
-                        2 => |m| match &m.content {
-                            Some(gossip_message::Content::DataDig(d)) => Some(d.nonce),
-                            _ => None,
-                        },
-                        3 => |m| match &m.content {
-                            Some(gossip_message::Content::DataReq(r)) => Some(r.nonce),
-                            _ => None,
-                        },
-                        _ => |_| None,
-                    },
-                );
+                let answers = match kind % 4 {
+                    1 => Answers::Hello,
+                    2 => Answers::Digest,
+                    3 => Answers::PullRequest,
+                    _ => Answers::Nothing,
+                };
+                let nonce = self.nonce(from, *nonce, answers);
                 let ids: Vec<PkiId> = items.iter().map(|&x| item_pki(x)).collect();
                 let msg = match kind % 4 {
                     0 => wire::hello(nonce),
@@ -448,7 +434,7 @@ impl Run {
                             .iter()
                             .filter_map(|&x| {
                                 let who = usize::from(x) % POOL;
-                                wire::own_identity_message(&security(who)).ok()
+                                wire::own_identity_message(&self.providers[who]).ok()
                             })
                             .collect();
                         wire::update(nonce, data)
@@ -472,8 +458,11 @@ impl Run {
                     k => usize::from(*k) % POOL,
                 };
                 self.net.crash(from);
-                self.net
-                    .restart(from, Box::new(security(who)), Config::default());
+                self.net.restart(
+                    from,
+                    Box::new(self.providers[who].clone()),
+                    Config::default(),
+                );
                 self.net.subscribe_all(from);
             }
             MembershipOp::Toggle { from, what } => {
@@ -515,29 +504,32 @@ impl Run {
             _ => Bytes::from(ep(who)),
         };
         let msg = alive_message(ep(who), Bytes::from(ep(who)), Bytes::new(), ts, identity);
-        let signer = if flaw == 6 {
-            security(who).with_corrupt_signatures()
-        } else {
-            security(who)
-        };
+        // What flaw 1 puts under the signature of `msg`: the same, one sequence later.
+        let altered = (flaw == 1).then(|| {
+            let mut altered = msg.clone();
+            if let Some(gossip_message::Content::AliveMsg(am)) = &mut altered.content
+                && let Some(t) = &mut am.timestamp
+            {
+                t.seq_num += 1;
+            }
+            Bytes::from(altered.encode_to_vec())
+        });
         let secret = encode_secret(&ep(who));
-        let signed = match SignedMessage::sign_with_secret(msg.clone(), secret, &signer) {
-            Ok(s) => s,
+        let signed = if flaw == 6 {
+            let corrupt = self.providers[who].clone().with_corrupt_signatures();
+            SignedMessage::sign_with_secret(msg, secret, &corrupt)
+        } else {
+            SignedMessage::sign_with_secret(msg, secret, &self.providers[who])
+        };
+        let mut env = match signed {
+            Ok(s) => envelope_of(&s),
             Err(e) => panic!("the test provider cannot sign: {e}"),
         };
-        let mut env = envelope_of(&signed);
-        match flaw {
-            1 => {
-                let mut altered = msg;
-                if let Some(gossip_message::Content::AliveMsg(am)) = &mut altered.content
-                    && let Some(t) = &mut am.timestamp
-                {
-                    t.seq_num += 1;
-                }
-                env.payload = altered.encode_to_vec().into();
-            }
-            3 => env.signature = Bytes::new(),
-            _ => {}
+        if let Some(payload) = altered {
+            env.payload = payload;
+        }
+        if flaw == 3 {
+            env.signature = Bytes::new();
         }
         if flaw == 0 || flaw == 5 {
             self.signed.insert((who, ts));
@@ -545,9 +537,9 @@ impl Run {
         env
     }
 
-    /// A nonce echoing what node 0 sent peer `from`: of the messages of the kind `echoed`
-    /// picks, the `pick % n`-th most recent (255: a made-up nonce).
-    fn nonce(&self, from: usize, pick: u8, echoed: fn(&GossipMessage) -> Option<u64>) -> u64 {
+    /// A nonce echoing what node 0 sent peer `from`: of its messages that `answers` names,
+    /// the `pick % n`-th most recent (255, or nothing to answer: a made-up nonce).
+    fn nonce(&self, from: usize, pick: u8, answers: Answers) -> u64 {
         if pick == 255 {
             return 0x5eed_0000_0000_0000 | from as u64;
         }
@@ -555,7 +547,7 @@ impl Run {
             .delivered
             .values()
             .flatten()
-            .filter_map(|m| echoed(&m.message))
+            .filter_map(|m| answers.nonce_of(&m.message))
             .collect();
         match sent.len() {
             0 => u64::from(pick),
@@ -685,6 +677,32 @@ impl Run {
             }
         }
         assert!(self.layer.pulled_identities() <= self.cfg.certstore.max_identities);
+    }
+}
+
+/// Which of node 0's messages a peer's message answers, echoing its nonce: a response our
+/// membership request, a digest our hello, a pull request our digest (to the hello it sent),
+/// an update our pull request. A peer's hello answers nothing.
+#[derive(Clone, Copy)]
+enum Answers {
+    MembershipRequest,
+    Hello,
+    Digest,
+    PullRequest,
+    Nothing,
+}
+
+impl Answers {
+    /// The nonce `m` asks to be echoed, if it is of the kind answered.
+    fn nonce_of(self, m: &GossipMessage) -> Option<u64> {
+        use gossip_message::Content;
+        match (self, m.content.as_ref()?) {
+            (Answers::MembershipRequest, Content::MemReq(_)) => Some(m.nonce),
+            (Answers::Hello, Content::Hello(h)) => Some(h.nonce),
+            (Answers::Digest, Content::DataDig(d)) => Some(d.nonce),
+            (Answers::PullRequest, Content::DataReq(r)) => Some(r.nonce),
+            _ => None,
+        }
     }
 }
 
