@@ -8,7 +8,8 @@
 //! cargo run --release -p fabric-gossip-tonic --example bench_report -- --only tls
 //! ```
 //!
-//! `--only` runs one group: raw, plain, tls, fabric, drops, acks or latency.
+//! `--only` runs one group: raw (with HTTP/2 alone), plain, tls, fabric, drops, acks or
+//! latency.
 //!
 //! Workload: two nodes on 127.0.0.1 in this process, on one tokio runtime with 2 workers (the
 //! target machine has 2 cores, shared by sender and receiver as Fabric's two peers shared
@@ -18,6 +19,11 @@
 //! * **Raw TCP baseline**: the same Envelope bytes, u32-length-prefixed, over one tokio
 //!   `TcpStream`, buffered writes, zero-copy frame splitting on read. No gRPC, no HTTP/2, no
 //!   core: what one loopback connection carries here, i.e. the ceiling for us.
+//! * **HTTP/2 alone** (with the raw baseline): the same Envelopes, gRPC-framed, over one
+//!   stream on `h2` with the driver's windows and frame size, nothing encoded or decoded;
+//!   and, with the SendWithAck rows, 16 messages in flight answered by acks the same way on
+//!   one thread. The floor under any gRPC transport of these messages: what the rows above
+//!   it cost beyond this is the gossip layer's own.
 //! * **Lossless one-way**: `send_wait` (waits for buffer room, never drops) over one
 //!   connection, the receiver reading `accept`; every message carries a sequence number that
 //!   the receiver checks, so "lossless and in order" is verified, not assumed. Measured
@@ -47,7 +53,7 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
 use fabric_gossip_core::{Config, RemotePeer, SignedMessage};
 use fabric_gossip_tonic::{Incoming, Node};
@@ -111,7 +117,8 @@ Fabric v2.4.9's figures and the goals, with the load average during each workloa
 
 Options:
   --quick           short rounds (~6 s in all instead of ~40 s)
-  --only WORKLOAD   run one group: raw, plain, tls, fabric, drops, acks or latency
+  --only WORKLOAD   run one group: raw (with HTTP/2 alone), plain, tls, fabric, drops,
+                    acks or latency
   -h, --help        print this help
 
 Build with --release: a debug build measures the compiler, not the transport.";
@@ -122,6 +129,8 @@ struct Args {
     only: Option<String>,
     /// Internal: run the SendWithAck workload as the parent's child process.
     child_acks: bool,
+    /// Internal: run the HTTP/2-alone workload as the parent's child process.
+    child_h2: bool,
 }
 
 impl Args {
@@ -131,6 +140,7 @@ impl Args {
             quick: false,
             only: None,
             child_acks: false,
+            child_h2: false,
         };
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -145,6 +155,7 @@ impl Args {
                 }
                 "--child" => match it.next().as_deref() {
                     Some("acks") => args.child_acks = true,
+                    Some("h2") => args.child_h2 = true,
                     other => return Err(format!("unknown child {other:?}")),
                 },
                 other => return Err(format!("unknown argument {other:?}")),
@@ -173,6 +184,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if args.child_h2 {
+        // The HTTP/2-alone child: one machine-readable line for the parent.
+        match on_workers(&rt, h2_alone(budget)) {
+            Ok(t) => println!("H2 rounds={}", t.encode()),
+            Err(e) => println!("H2 error={e}"),
+        }
+        return;
+    }
     if args.child_acks {
         // The SendWithAck child: one machine-readable line for the parent.
         let line = match acks_workload(&rt, budget) {
@@ -203,6 +222,8 @@ fn main() {
 #[derive(Default)]
 struct Figures {
     raw: Option<Res<Throughput>>,
+    /// The same messages over HTTP/2 with nothing of gossip (measured with `raw`).
+    h2: Option<Res<Throughput>>,
     plain: Option<Res<Throughput>>,
     tls: Option<Res<Throughput>>,
     /// The same with each node on a current-thread runtime of its own thread.
@@ -215,6 +236,8 @@ struct Figures {
     acks: Option<Res<AcksFigures>>,
     /// What two threads taking turns cost on this machine (measured with the acks).
     wakeups: Option<Res<Wakeups>>,
+    /// SendWithAck's floor: 16 messages in flight and their acks over HTTP/2 alone.
+    acks_h2: Option<Res<Throughput>>,
     latency: Option<LatencyFigures>,
 }
 
@@ -243,6 +266,8 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     if run("raw") {
         step("raw TCP baseline");
         f.raw = Some(on_workers(rt, raw_tcp(budget)));
+        step("HTTP/2 alone (child process)");
+        f.h2 = Some(h2_child(quick));
         loads.push(("raw", load1()));
     }
     if run("plain") {
@@ -274,6 +299,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         step("SendWithAck (child process)");
         f.acks = Some(acks_child(quick));
         f.wakeups = Some(wakeups(budget));
+        f.acks_h2 = Some(current_thread().and_then(|rt| rt.block_on(h2_acks(budget))));
         loads.push(("acks", load1()));
     }
     if run("latency") {
@@ -416,9 +442,21 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             "—",
             None,
         );
-        let frac = |ours: &Option<Res<Throughput>>| match (ours, r) {
+        if let Some(h) = &f.h2 {
+            row(
+                "raw",
+                "HTTP/2 alone: the same Envelopes gRPC-framed on one h2 stream, the driver's \
+                 windows and frames; nothing encoded or decoded (the floor under gRPC; a child \
+                 process, glibc's heap trimming off)",
+                tp(h),
+                "—",
+                "—",
+                None,
+            );
+        }
+        let frac = |ours: Option<&Res<Throughput>>| match (ours, r) {
             (Some(Ok(o)), Ok(r)) if r.median() > 0.0 => {
-                format!("{:.0} %", 100.0 * o.median() / r.median())
+                format!("{:.1} %", 100.0 * o.median() / r.median())
             }
             _ => "—".into(),
         };
@@ -426,11 +464,12 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             "raw",
             "lossless plaintext / TLS as a fraction of raw TCP (≥ 60 % / ≥ 45 %, issue 12)",
             format!(
-                "{} / {}; a runtime per node: {} / {}",
-                frac(&f.plain),
-                frac(&f.tls),
-                frac(&f.plain_per_node),
-                frac(&f.tls_per_node)
+                "{} / {}; a runtime per node: {} / {}; HTTP/2 alone: {}",
+                frac(f.plain.as_ref()),
+                frac(f.tls.as_ref()),
+                frac(f.plain_per_node.as_ref()),
+                frac(f.tls_per_node.as_ref()),
+                frac(f.h2.as_ref())
             ),
             "—",
             "—",
@@ -489,6 +528,18 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
                 "≈ 27,000",
                 "≥ 250,000, ≤ 4 µs CPU per ack",
                 Some(a.as_ref().is_ok_and(met)),
+            );
+        }
+        if let Some(h) = &f.acks_h2 {
+            row(
+                "acks",
+                "HTTP/2 alone, one thread: 16 messages in flight on one h2 stream, each \
+                 answered by an ack; nothing encoded, decoded or woken (the floor under the \
+                 row above)",
+                cell(h, |x| x.cell("ack")),
+                "—",
+                "—",
+                None,
             );
         }
         row(
@@ -604,6 +655,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             "msg",
         ),
         ("raw TCP", f.raw.as_ref(), "msg"),
+        ("HTTP/2 alone", f.h2.as_ref(), "msg"),
     ] {
         if let Some(Ok(x)) = r {
             ceilings.push(format!("{name} {} {unit}/s", thousands(ceiling(x))));
@@ -960,6 +1012,285 @@ async fn raw_round(dur: Duration) -> Res<Round> {
     })
 }
 
+// ------------------------------------------------------------------------ HTTP/2 alone
+
+/// The floor under any gRPC transport of these messages: the same Envelopes, gRPC-framed,
+/// over one HTTP/2 stream on `h2` (what tonic runs on) with the driver's windows and frame
+/// size. The sender hands h2 one pre-built chunk of whole messages (just under a 64 KiB frame)
+/// again and again, encoding nothing; the receiver splits what h2 hands it into messages as
+/// raw TCP's receiver does, decoding nothing. What the lossless rows cost above this row is
+/// the gossip layer's own (protobuf, the core, the driver's queues, the delivery).
+/// The driver's HTTP/2 settings (`driver.rs`: `STREAM_WINDOW`, `CONNECTION_WINDOW`,
+/// `MAX_FRAME`), which are not public.
+const H2_STREAM_WINDOW: u32 = 4 << 20;
+const H2_CONNECTION_WINDOW: u32 = 8 << 20;
+const H2_FRAME: u32 = 64 << 10;
+
+async fn h2_alone(budget: Budget) -> Res<Throughput> {
+    h2_round(budget.warmup).await?;
+    let mut rounds = Vec::with_capacity(budget.rounds);
+    for _ in 0..budget.rounds {
+        rounds.push(h2_round(budget.round).await?);
+    }
+    Ok(Throughput { rounds })
+}
+
+async fn h2_round(dur: Duration) -> Res<Round> {
+    let e = |e: h2::Error| e.to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let envelope = message(0).envelope_bytes().clone();
+    let msg_len = envelope.len();
+    let per_chunk = H2_FRAME as usize / (5 + msg_len);
+    let mut chunk = BytesMut::with_capacity(per_chunk * (5 + msg_len));
+    for _ in 0..per_chunk {
+        // gRPC's framing: not compressed, then the length, big-endian.
+        chunk.put_u8(0);
+        chunk.put_u32(msg_len as u32);
+        chunk.extend_from_slice(&envelope);
+    }
+    let chunk = chunk.freeze();
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let writer = tokio::spawn(async move {
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (mut client, conn) = h2::client::Builder::new()
+            .initial_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_frame_size(H2_FRAME)
+            .handshake::<_, Bytes>(s)
+            .await
+            .map_err(e)?;
+        let conn = tokio::spawn(conn);
+        let req = http::Request::post("http://127.0.0.1/gossip.Gossip/GossipStream")
+            .header("content-type", "application/grpc")
+            .body(())
+            .map_err(|e| e.to_string())?;
+        let (_response, mut send) = client.send_request(req, false).map_err(e)?;
+        let mut n: u64 = 0;
+        while start.elapsed() < dur {
+            // As hyper sends a body: wait for window, then hand h2 the whole chunk (it holds
+            // what the window does not yet allow; at most this one chunk).
+            send.reserve_capacity(chunk.len());
+            match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(e(err)),
+                None => return Err("h2 stream closed".into()),
+            }
+            send.send_data(chunk.clone(), false).map_err(e)?;
+            n += per_chunk as u64;
+        }
+        send.send_data(Bytes::new(), true).map_err(e)?;
+        drop(client);
+        let _ = within("h2 client ends", conn).await;
+        Ok::<u64, String>(n)
+    });
+    let (s, _) = within("h2 accept", listener.accept())
+        .await?
+        .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut conn = h2::server::Builder::new()
+        .initial_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_frame_size(H2_FRAME)
+        .handshake::<_, Bytes>(s)
+        .await
+        .map_err(e)?;
+    let (req, _respond) = within("h2 request", conn.accept())
+        .await?
+        .ok_or("h2: no request")?
+        .map_err(e)?;
+    // The connection makes progress only while polled.
+    let driving = tokio::spawn(async move { while let Some(Ok(_)) = conn.accept().await {} });
+    let mut body = req.into_body();
+    // A message split across two chunks is joined in `pending`; the rest are sliced out of
+    // h2's chunks without a copy.
+    let mut pending = BytesMut::new();
+    let mut got: u64 = 0;
+    // Bounded: the sender ends the stream after `dur`; each read by STALL.
+    while let Some(data) = within("h2 read", body.data()).await? {
+        let mut data = data.map_err(e)?;
+        let _ = body.flow_control().release_capacity(data.len());
+        if !pending.is_empty() {
+            pending.extend_from_slice(&data);
+            data = pending.split().freeze();
+        }
+        while data.len() >= 5 {
+            let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+            if data.len() < 5 + len {
+                break;
+            }
+            data.advance(5);
+            if data.split_to(len).len() != msg_len {
+                return Err("h2: bad message length".into());
+            }
+            got += 1;
+        }
+        pending.extend_from_slice(&data);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    driving.abort();
+    let sent = writer.await.map_err(|e| e.to_string())??;
+    if sent != got {
+        return Err(format!("h2: sent {sent}, received {got}"));
+    }
+    Ok(Round {
+        messages: got,
+        secs,
+        cpu_secs: cpu_time() - cpu0,
+        switches: None,
+    })
+}
+
+/// The floor under SendWithAck with 16 callers on one thread: HTTP/2 alone (as
+/// [`h2_alone`]), 16 messages in flight on one stream, each answered on the response stream
+/// by an ack of the size the core sends, both ends on one current-thread runtime. Nothing is
+/// encoded or decoded, no caller is woken: each batch of acks read is answered by one write
+/// of as many messages, and each batch of messages by one write of as many acks. What the
+/// one-thread SendWithAck row costs above this is the gossip layer's own.
+async fn h2_acks(budget: Budget) -> Res<Throughput> {
+    h2_acks_round(budget.warmup).await?;
+    let mut rounds = Vec::with_capacity(budget.rounds);
+    for _ in 0..budget.rounds {
+        rounds.push(h2_acks_round(budget.round).await?);
+    }
+    Ok(Throughput { rounds })
+}
+
+/// `n` gRPC-framed copies of `m`, back to back.
+fn grpc_frames(m: &[u8], n: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(n * (5 + m.len()));
+    for _ in 0..n {
+        b.put_u8(0);
+        b.put_u32(m.len() as u32);
+        b.extend_from_slice(m);
+    }
+    b.freeze()
+}
+
+/// How many whole gRPC messages of `len` bytes `data` completes, with `pending` holding
+/// what it left of a partial one.
+fn count_frames(pending: &mut usize, data: usize, len: usize) -> usize {
+    let total = *pending + data;
+    *pending = total % (5 + len);
+    total / (5 + len)
+}
+
+async fn h2_acks_round(dur: Duration) -> Res<Round> {
+    const IN_FLIGHT: usize = 16;
+    let e = |e: h2::Error| e.to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let msg_len = message(0).envelope_bytes().len();
+    let msgs = grpc_frames(message(0).envelope_bytes(), IN_FLIGHT);
+    let ack = SignedMessage::noop(GossipMessage {
+        nonce: u64::MAX,
+        content: Some(gossip_message::Content::Ack(Default::default())),
+        ..Default::default()
+    });
+    let ack_len = ack.envelope_bytes().len();
+    let acks = grpc_frames(ack.envelope_bytes(), IN_FLIGHT);
+    let acker = tokio::spawn(async move {
+        let (s, _) = within("h2 accept", listener.accept())
+            .await?
+            .map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut conn = h2::server::Builder::new()
+            .initial_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_frame_size(H2_FRAME)
+            .handshake::<_, Bytes>(s)
+            .await
+            .map_err(e)?;
+        let (req, mut respond) = within("h2 request", conn.accept())
+            .await?
+            .ok_or("h2: no request")?
+            .map_err(e)?;
+        let driving = tokio::spawn(async move { while let Some(Ok(_)) = conn.accept().await {} });
+        let response = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .map_err(|e| e.to_string())?;
+        let mut send = respond.send_response(response, false).map_err(e)?;
+        let mut body = req.into_body();
+        let mut pending = 0;
+        while let Some(data) = body.data().await {
+            let data = data.map_err(e)?;
+            let _ = body.flow_control().release_capacity(data.len());
+            let n = count_frames(&mut pending, data.len(), msg_len);
+            if n > 0 {
+                // At most IN_FLIGHT messages are ever unacked.
+                send.send_data(acks.slice(..n * (5 + ack_len)), false)
+                    .map_err(e)?;
+            }
+        }
+        let _ = send.send_data(Bytes::new(), true);
+        driving.abort();
+        Ok::<(), String>(())
+    });
+    let s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut client, conn) = h2::client::Builder::new()
+        .initial_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_frame_size(H2_FRAME)
+        .handshake::<_, Bytes>(s)
+        .await
+        .map_err(e)?;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::post("http://127.0.0.1/gossip.Gossip/GossipStream")
+        .header("content-type", "application/grpc")
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (response, mut send) = client.send_request(req, false).map_err(e)?;
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    send.send_data(msgs.clone(), false).map_err(e)?;
+    let mut body = within("h2 response", response)
+        .await?
+        .map_err(e)?
+        .into_body();
+    let (mut acked, mut unacked, mut pending) = (0u64, IN_FLIGHT, 0);
+    // Bounded: each read by STALL, the loop by `dur` (then the last acks drain).
+    while unacked > 0 {
+        let data = within("h2 ack read", body.data())
+            .await?
+            .ok_or("h2: response ended")?
+            .map_err(e)?;
+        let _ = body.flow_control().release_capacity(data.len());
+        let n = count_frames(&mut pending, data.len(), ack_len);
+        acked += n as u64;
+        unacked -= n;
+        if n > 0 && start.elapsed() < dur {
+            send.send_data(msgs.slice(..n * (5 + msg_len)), false)
+                .map_err(e)?;
+            unacked += n;
+        }
+    }
+    let round = Round {
+        messages: acked,
+        secs: start.elapsed().as_secs_f64(),
+        cpu_secs: cpu_time() - cpu0,
+        switches: None,
+    };
+    send.send_data(Bytes::new(), true).map_err(e)?;
+    within("h2 acker ends", acker)
+        .await?
+        .map_err(|e| e.to_string())??;
+    drop(client);
+    conn.abort();
+    Ok(round)
+}
+
 // ------------------------------------------------------------------------ lossless one-way
 
 async fn one_way(tls: bool, budget: Budget) -> Res<Throughput> {
@@ -1295,20 +1626,21 @@ struct AcksFigures {
 /// One of the SendWithAck figures.
 type AcksFigure = fn(&AcksFigures) -> &Throughput;
 
-/// Runs `--child acks` in a child process and parses its line.
-fn acks_child(quick: bool) -> Res<AcksFigures> {
+/// Runs this example as `--child <kind>` and returns the line of its output that starts with
+/// `prefix`, with `env` added to the child's environment.
+fn child_line(kind: &str, prefix: &str, quick: bool, env: &[(&str, String)]) -> Res<String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["--child", "acks"]);
+    cmd.args(["--child", kind]);
     if quick {
         cmd.arg("--quick");
     }
-    let child = cmd
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .map_err(|e| e.to_string())?;
-    let mut child = child;
     // Bounded: the child's own workloads are time-bounded; past 60 s it is killed. Its one
     // line of output fits the pipe, so it is read once it has exited.
     let mut status = None;
@@ -1322,17 +1654,44 @@ fn acks_child(quick: bool) -> Res<AcksFigures> {
     let Some(status) = status else {
         let _ = child.kill();
         let _ = child.wait();
-        return Err("SendWithAck child did not finish in 60 s".into());
+        return Err(format!("the {kind} child did not finish in 60 s"));
     };
     let mut text = String::new();
     if let Some(mut out) = child.stdout.take() {
         use std::io::Read as _;
         out.read_to_string(&mut text).map_err(|e| e.to_string())?;
     }
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("ACKS "))
-        .ok_or_else(|| format!("child printed no result ({status})"))?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("the {kind} child printed no result ({status})"))
+}
+
+/// glibc's setting that keeps it from handing the top of its heap back to the kernel after
+/// each burst (README, "glibc's heap trimming").
+const NO_TRIM: &str = "glibc.malloc.trim_threshold=1073741824";
+
+/// HTTP/2 alone, in a child process whose glibc does not trim its heap: h2's reader
+/// allocates a buffer per 64 KiB frame, and with nothing else on the heap glibc hands that
+/// memory back and faults it in again for every frame, which halves h2's rate or worse. A
+/// floor measured so would be the allocator's, not HTTP/2's.
+fn h2_child(quick: bool) -> Res<Throughput> {
+    let tunables = match std::env::var("GLIBC_TUNABLES") {
+        Ok(t) if !t.is_empty() => format!("{t}:{NO_TRIM}"),
+        _ => NO_TRIM.to_string(),
+    };
+    let line = child_line("h2", "H2 ", quick, &[("GLIBC_TUNABLES", tunables)])?;
+    if let Some(e) = line.strip_prefix("H2 error=") {
+        return Err(e.to_string());
+    }
+    line.strip_prefix("H2 rounds=")
+        .and_then(Throughput::decode)
+        .ok_or_else(|| format!("unreadable child line: {line}"))
+}
+
+/// Runs `--child acks` in a child process and parses its line.
+fn acks_child(quick: bool) -> Res<AcksFigures> {
+    let line = child_line("acks", "ACKS ", quick, &[])?;
     let field = |k: &str| -> Option<&str> {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
