@@ -3,8 +3,8 @@
 //! (measured on the same kind of machine) and the goals, as a Markdown table.
 //!
 //! ```text
-//! cargo run --release -p fabric-gossip-tonic --example bench_report            # ~40 s
-//! cargo run --release -p fabric-gossip-tonic --example bench_report -- --quick # ~6 s
+//! cargo run --release -p fabric-gossip-tonic --example bench_report            # ~60 s
+//! cargo run --release -p fabric-gossip-tonic --example bench_report -- --quick # ~10 s
 //! cargo run --release -p fabric-gossip-tonic --example bench_report -- --only tls
 //! ```
 //!
@@ -116,7 +116,7 @@ Measures the tonic transport on this machine and prints a Markdown table (stdout
 Fabric v2.4.9's figures and the goals, with the load average during each workload.
 
 Options:
-  --quick           short rounds (~6 s in all instead of ~40 s)
+  --quick           short rounds (~10 s in all instead of ~60 s)
   --only WORKLOAD   run one group: raw (with HTTP/2 alone), plain, tls, fabric, drops,
                     acks or latency
   -h, --help        print this help
