@@ -928,16 +928,38 @@ fn cpu_time() -> f64 {
 
 // ------------------------------------------------------------------------ raw TCP
 
+/// A warm-up round of `round`, then `budget.rounds` measured ones.
+async fn warm_then_measure<F: std::future::Future<Output = Res<Round>>>(
+    budget: Budget,
+    round: impl Fn(Duration) -> F,
+) -> Res<Throughput> {
+    round(budget.warmup).await?;
+    let mut rounds = Vec::with_capacity(budget.rounds);
+    for _ in 0..budget.rounds {
+        rounds.push(round(budget.round).await?);
+    }
+    Ok(Throughput { rounds })
+}
+
 /// The ceiling: the same Envelope bytes as u32-length-prefixed frames over one loopback TCP
 /// connection, written through a 64 KiB buffer, read into one buffer and split into frames
 /// without copying (what tonic's decoder does too). A warm-up round, then the rounds.
 async fn raw_tcp(budget: Budget) -> Res<Throughput> {
-    raw_round(budget.warmup).await?;
-    let mut rounds = Vec::with_capacity(budget.rounds);
-    for _ in 0..budget.rounds {
-        rounds.push(raw_round(budget.round).await?);
+    warm_then_measure(budget, raw_round).await
+}
+
+/// The round of a one-way run whose sender counted `sent` messages and receiver `got`, over
+/// `secs` from process CPU time `cpu0`: an error unless every message arrived.
+fn lossless_round(sent: u64, got: u64, secs: f64, cpu0: f64) -> Res<Round> {
+    if sent != got {
+        return Err(format!("sent {sent}, received {got}"));
     }
-    Ok(Throughput { rounds })
+    Ok(Round {
+        messages: got,
+        secs,
+        cpu_secs: cpu_time() - cpu0,
+        switches: None,
+    })
 }
 
 async fn raw_round(dur: Duration) -> Res<Round> {
@@ -1001,18 +1023,76 @@ async fn raw_round(dur: Duration) -> Res<Round> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    if sent != got {
-        return Err(format!("sent {sent}, received {got}"));
-    }
-    Ok(Round {
-        messages: got,
-        secs,
-        cpu_secs: cpu_time() - cpu0,
-        switches: None,
-    })
+    lossless_round(sent, got, secs, cpu0)
 }
 
 // ------------------------------------------------------------------------ HTTP/2 alone
+
+/// The driver's HTTP/2 settings (`driver.rs`: `STREAM_WINDOW`, `CONNECTION_WINDOW`,
+/// `MAX_FRAME`), which are not public.
+const H2_STREAM_WINDOW: u32 = 4 << 20;
+const H2_CONNECTION_WINDOW: u32 = 8 << 20;
+const H2_FRAME: u32 = 64 << 10;
+
+/// A gRPC-style request stream to `addr` on `h2` with the driver's settings: the response to
+/// come, the request body's sender, the client (dropping it ends the connection) and the
+/// task that drives the connection.
+async fn h2_open(
+    addr: std::net::SocketAddr,
+) -> Res<(
+    h2::client::ResponseFuture,
+    h2::SendStream<Bytes>,
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+)> {
+    let s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut client, conn) = h2::client::Builder::new()
+        .initial_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_frame_size(H2_FRAME)
+        .handshake::<_, Bytes>(s)
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::post("http://127.0.0.1/gossip.Gossip/GossipStream")
+        .header("content-type", "application/grpc")
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (response, send) = client.send_request(req, false).map_err(|e| e.to_string())?;
+    Ok((response, send, client, conn))
+}
+
+/// The server side of [`h2_open`]: accepts one connection on `listener` and its first
+/// request; the returned task drives the connection until aborted.
+async fn h2_accept(
+    listener: tokio::net::TcpListener,
+) -> Res<(
+    http::Request<h2::RecvStream>,
+    h2::server::SendResponse<Bytes>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let (s, _) = within("h2 accept", listener.accept())
+        .await?
+        .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut conn = h2::server::Builder::new()
+        .initial_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_frame_size(H2_FRAME)
+        .handshake::<_, Bytes>(s)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (req, respond) = within("h2 request", conn.accept())
+        .await?
+        .ok_or("h2: no request")?
+        .map_err(|e| e.to_string())?;
+    // The connection makes progress only while polled.
+    let driving = tokio::spawn(async move { while let Some(Ok(_)) = conn.accept().await {} });
+    Ok((req, respond, driving))
+}
 
 /// The floor under any gRPC transport of these messages: the same Envelopes, gRPC-framed,
 /// over one HTTP/2 stream on `h2` (what tonic runs on) with the driver's windows and frame
@@ -1020,19 +1100,8 @@ async fn raw_round(dur: Duration) -> Res<Round> {
 /// again and again, encoding nothing; the receiver splits what h2 hands it into messages as
 /// raw TCP's receiver does, decoding nothing. What the lossless rows cost above this row is
 /// the gossip layer's own (protobuf, the core, the driver's queues, the delivery).
-/// The driver's HTTP/2 settings (`driver.rs`: `STREAM_WINDOW`, `CONNECTION_WINDOW`,
-/// `MAX_FRAME`), which are not public.
-const H2_STREAM_WINDOW: u32 = 4 << 20;
-const H2_CONNECTION_WINDOW: u32 = 8 << 20;
-const H2_FRAME: u32 = 64 << 10;
-
 async fn h2_alone(budget: Budget) -> Res<Throughput> {
-    h2_round(budget.warmup).await?;
-    let mut rounds = Vec::with_capacity(budget.rounds);
-    for _ in 0..budget.rounds {
-        rounds.push(h2_round(budget.round).await?);
-    }
-    Ok(Throughput { rounds })
+    warm_then_measure(budget, h2_round).await
 }
 
 async fn h2_round(dur: Duration) -> Res<Round> {
@@ -1044,34 +1113,11 @@ async fn h2_round(dur: Duration) -> Res<Round> {
     let envelope = message(0).envelope_bytes().clone();
     let msg_len = envelope.len();
     let per_chunk = H2_FRAME as usize / (5 + msg_len);
-    let mut chunk = BytesMut::with_capacity(per_chunk * (5 + msg_len));
-    for _ in 0..per_chunk {
-        // gRPC's framing: not compressed, then the length, big-endian.
-        chunk.put_u8(0);
-        chunk.put_u32(msg_len as u32);
-        chunk.extend_from_slice(&envelope);
-    }
-    let chunk = chunk.freeze();
+    let chunk = grpc_frames(&envelope, per_chunk);
     let cpu0 = cpu_time();
     let start = Instant::now();
     let writer = tokio::spawn(async move {
-        let s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (mut client, conn) = h2::client::Builder::new()
-            .initial_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .max_frame_size(H2_FRAME)
-            .handshake::<_, Bytes>(s)
-            .await
-            .map_err(e)?;
-        let conn = tokio::spawn(conn);
-        let req = http::Request::post("http://127.0.0.1/gossip.Gossip/GossipStream")
-            .header("content-type", "application/grpc")
-            .body(())
-            .map_err(|e| e.to_string())?;
-        let (_response, mut send) = client.send_request(req, false).map_err(e)?;
+        let (_response, mut send, client, conn) = h2_open(addr).await?;
         let mut n: u64 = 0;
         while start.elapsed() < dur {
             // As hyper sends a body: wait for window, then hand h2 the whole chunk (it holds
@@ -1090,23 +1136,7 @@ async fn h2_round(dur: Duration) -> Res<Round> {
         let _ = within("h2 client ends", conn).await;
         Ok::<u64, String>(n)
     });
-    let (s, _) = within("h2 accept", listener.accept())
-        .await?
-        .map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut conn = h2::server::Builder::new()
-        .initial_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_frame_size(H2_FRAME)
-        .handshake::<_, Bytes>(s)
-        .await
-        .map_err(e)?;
-    let (req, _respond) = within("h2 request", conn.accept())
-        .await?
-        .ok_or("h2: no request")?
-        .map_err(e)?;
-    // The connection makes progress only while polled.
-    let driving = tokio::spawn(async move { while let Some(Ok(_)) = conn.accept().await {} });
+    let (req, _respond, driving) = h2_accept(listener).await?;
     let mut body = req.into_body();
     // A message split across two chunks is joined in `pending`; the rest are sliced out of
     // h2's chunks without a copy.
@@ -1136,15 +1166,7 @@ async fn h2_round(dur: Duration) -> Res<Round> {
     let secs = start.elapsed().as_secs_f64();
     driving.abort();
     let sent = writer.await.map_err(|e| e.to_string())??;
-    if sent != got {
-        return Err(format!("h2: sent {sent}, received {got}"));
-    }
-    Ok(Round {
-        messages: got,
-        secs,
-        cpu_secs: cpu_time() - cpu0,
-        switches: None,
-    })
+    lossless_round(sent, got, secs, cpu0)
 }
 
 /// The floor under SendWithAck with 16 callers on one thread: HTTP/2 alone (as
@@ -1154,18 +1176,14 @@ async fn h2_round(dur: Duration) -> Res<Round> {
 /// of as many messages, and each batch of messages by one write of as many acks. What the
 /// one-thread SendWithAck row costs above this is the gossip layer's own.
 async fn h2_acks(budget: Budget) -> Res<Throughput> {
-    h2_acks_round(budget.warmup).await?;
-    let mut rounds = Vec::with_capacity(budget.rounds);
-    for _ in 0..budget.rounds {
-        rounds.push(h2_acks_round(budget.round).await?);
-    }
-    Ok(Throughput { rounds })
+    warm_then_measure(budget, h2_acks_round).await
 }
 
 /// `n` gRPC-framed copies of `m`, back to back.
 fn grpc_frames(m: &[u8], n: usize) -> Bytes {
     let mut b = BytesMut::with_capacity(n * (5 + m.len()));
     for _ in 0..n {
+        // gRPC's framing: not compressed, then the length, big-endian.
         b.put_u8(0);
         b.put_u32(m.len() as u32);
         b.extend_from_slice(m);
@@ -1198,22 +1216,7 @@ async fn h2_acks_round(dur: Duration) -> Res<Round> {
     let ack_len = ack.envelope_bytes().len();
     let acks = grpc_frames(ack.envelope_bytes(), IN_FLIGHT);
     let acker = tokio::spawn(async move {
-        let (s, _) = within("h2 accept", listener.accept())
-            .await?
-            .map_err(|e| e.to_string())?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
-        let mut conn = h2::server::Builder::new()
-            .initial_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .max_frame_size(H2_FRAME)
-            .handshake::<_, Bytes>(s)
-            .await
-            .map_err(e)?;
-        let (req, mut respond) = within("h2 request", conn.accept())
-            .await?
-            .ok_or("h2: no request")?
-            .map_err(e)?;
-        let driving = tokio::spawn(async move { while let Some(Ok(_)) = conn.accept().await {} });
+        let (req, mut respond, driving) = h2_accept(listener).await?;
         let response = http::Response::builder()
             .header("content-type", "application/grpc")
             .body(())
@@ -1235,23 +1238,7 @@ async fn h2_acks_round(dur: Duration) -> Res<Round> {
         driving.abort();
         Ok::<(), String>(())
     });
-    let s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (mut client, conn) = h2::client::Builder::new()
-        .initial_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_frame_size(H2_FRAME)
-        .handshake::<_, Bytes>(s)
-        .await
-        .map_err(e)?;
-    let conn = tokio::spawn(conn);
-    let req = http::Request::post("http://127.0.0.1/gossip.Gossip/GossipStream")
-        .header("content-type", "application/grpc")
-        .body(())
-        .map_err(|e| e.to_string())?;
-    let (response, mut send) = client.send_request(req, false).map_err(e)?;
+    let (response, mut send, client, conn) = h2_open(addr).await?;
     let cpu0 = cpu_time();
     let start = Instant::now();
     send.send_data(msgs.clone(), false).map_err(e)?;
