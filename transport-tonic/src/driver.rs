@@ -231,14 +231,15 @@ impl Later {
 /// callers, they meet the others at the core's lock, and the stream's writer, woken by the
 /// first of them, writes what they queued so far while the rest still run. On an idle
 /// machine each of those wake-ups is a futex call, a context switch and an idle CPU woken,
-/// which cost more than the acks themselves (README, "Performance"). So the results wait in
-/// a chain ([`State::links`]) and each release of the lock hands out one: the caller it
-/// wakes sends its next message under the lock, and that release wakes the next caller.
-/// Only one task is ready at a time, so no other worker is woken. Meanwhile the node's
-/// stream writers are held ([`Gates`]): a Write wakes its writer only when the chain has
-/// run out, so what all the callers queued leaves in one chunk. A caller that does not
-/// take the lock again would stall the chain, so each handed-out link also leaves a kick
-/// for when the worker runs out of tasks ([`Kick`]), which hands out whatever is left.
+/// which cost more than the acks themselves (`docs/performance-log.md`, "One caller at a
+/// time"). So the results wait in a chain ([`State::links`]) and each release of the lock
+/// hands out one: the caller it wakes sends its next message under the lock, and that
+/// release wakes the next caller. Only one task is ready at a time, so no other worker is
+/// woken. Meanwhile the node's stream writers are held ([`Gates`]): a Write wakes its
+/// writer only when the chain has run out, so what all the callers queued leaves in one
+/// chunk. A caller that does not take the lock again would stall the chain, so each
+/// handed-out link also leaves a kick for when the worker runs out of tasks ([`Kick`]),
+/// which hands out whatever is left.
 pub(crate) struct Locked<'a> {
     /// Taken only by `drop`.
     guard: Option<MutexGuard<'a, State>>,
