@@ -1413,3 +1413,84 @@ pub(crate) async fn timer_task(inner: Arc<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn env(i: u32) -> Out {
+        Out::Env(Bytes::from(i.to_be_bytes().to_vec()), WriteKind::Message)
+    }
+
+    fn index(out: &Out) -> Option<u32> {
+        match out {
+            Out::Env(b, _) => Some(u32::from_be_bytes(b[..].try_into().ok()?)),
+            Out::End(_) => None,
+        }
+    }
+
+    /// Batches of up to `OUT_BATCH` hand the queue's items out in the order they were queued,
+    /// across batches and items queued between them, and the end of the queue after them.
+    #[test]
+    fn batches_keep_the_queue_order() {
+        let (tx, mut rx) = mpsc::channel(3 * OUT_BATCH);
+        let mut batch = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut next = |batch: &mut Vec<Out>, rx: &mut mpsc::Receiver<Out>| {
+            OutStream::next_out(batch, rx, &mut cx)
+        };
+        for i in 0..(2 * OUT_BATCH + 5) as u32 {
+            tx.try_send(env(i)).unwrap();
+        }
+        let mut got = Vec::new();
+        // The first batch is full; more is queued while it is handed out.
+        for _ in 0..10 {
+            let Poll::Ready(Some(out)) = next(&mut batch, &mut rx) else {
+                panic!("an item was queued");
+            };
+            got.push(index(&out).unwrap());
+        }
+        assert_eq!(batch.len(), OUT_BATCH - 10, "one batch taken, in full");
+        let queued = (2 * OUT_BATCH + 5) as u32;
+        for i in queued..queued + 7 {
+            tx.try_send(env(i)).unwrap();
+        }
+        tx.try_send(Out::End(Some("closed".into()))).unwrap();
+        drop(tx);
+        let mut ended = false;
+        loop {
+            match next(&mut batch, &mut rx) {
+                Poll::Ready(Some(Out::End(why))) => {
+                    assert_eq!(why.as_deref(), Some("closed"));
+                    assert!(!ended, "one end");
+                    ended = true;
+                }
+                Poll::Ready(Some(out)) => {
+                    assert!(!ended, "nothing after the end");
+                    got.push(index(&out).unwrap());
+                }
+                Poll::Ready(None) => break,
+                Poll::Pending => panic!("the sender is gone: the queue ends, never pends"),
+            }
+        }
+        assert!(ended);
+        assert_eq!(got, (0..queued + 7).collect::<Vec<_>>());
+    }
+
+    /// An empty queue with its sender alive pends, holding no batch.
+    #[test]
+    fn an_empty_queue_pends() {
+        let (tx, mut rx) = mpsc::channel::<Out>(4);
+        let mut batch = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(OutStream::next_out(&mut batch, &mut rx, &mut cx).is_pending());
+        tx.try_send(env(7)).unwrap();
+        let Poll::Ready(Some(out)) = OutStream::next_out(&mut batch, &mut rx, &mut cx) else {
+            panic!("an item was queued");
+        };
+        assert_eq!(index(&out), Some(7));
+        assert!(batch.is_empty());
+        assert!(OutStream::next_out(&mut batch, &mut rx, &mut cx).is_pending());
+    }
+}
