@@ -948,6 +948,15 @@ async fn raw_tcp(budget: Budget) -> Res<Throughput> {
     warm_then_measure(budget, raw_round).await
 }
 
+/// A listener on a free loopback port, and its address.
+async fn loopback_listener() -> Res<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, addr))
+}
+
 /// The round of a one-way run whose sender counted `sent` messages and receiver `got`, over
 /// `secs` from process CPU time `cpu0`: an error unless every message arrived.
 fn lossless_round(sent: u64, got: u64, secs: f64, cpu0: f64) -> Res<Round> {
@@ -963,10 +972,7 @@ fn lossless_round(sent: u64, got: u64, secs: f64, cpu0: f64) -> Res<Round> {
 }
 
 async fn raw_round(dur: Duration) -> Res<Round> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, addr) = loopback_listener().await?;
     let envelope = message(0).envelope_bytes().clone();
     let frame_len = envelope.len();
     let cpu0 = cpu_time();
@@ -1106,10 +1112,7 @@ async fn h2_alone(budget: Budget) -> Res<Throughput> {
 
 async fn h2_round(dur: Duration) -> Res<Round> {
     let e = |e: h2::Error| e.to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, addr) = loopback_listener().await?;
     let envelope = message(0).envelope_bytes().clone();
     let msg_len = envelope.len();
     let per_chunk = H2_FRAME as usize / (5 + msg_len);
@@ -1202,10 +1205,7 @@ fn count_frames(pending: &mut usize, data: usize, len: usize) -> usize {
 async fn h2_acks_round(dur: Duration) -> Res<Round> {
     const IN_FLIGHT: usize = 16;
     let e = |e: h2::Error| e.to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, addr) = loopback_listener().await?;
     let msg_len = message(0).envelope_bytes().len();
     let msgs = grpc_frames(message(0).envelope_bytes(), IN_FLIGHT);
     let ack = SignedMessage::noop(GossipMessage {

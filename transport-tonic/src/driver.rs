@@ -1287,6 +1287,12 @@ impl OutStream {
         }
     }
 
+    /// The next item of the queue, woken through the gate.
+    fn poll_queue(&mut self) -> Poll<Option<Out>> {
+        let mut cx = Context::from_waker(&self.gate_waker);
+        Self::next_out(&mut self.batch, &mut self.rx, &mut cx)
+    }
+
     /// The next item of the queue `rx`: from the `batch` taken last, or a new batch.
     fn next_out(
         batch: &mut Vec<Out>,
@@ -1336,21 +1342,13 @@ impl OutStream {
             self.yielding = None;
         }
         loop {
-            let mut polled = Self::next_out(
-                &mut self.batch,
-                &mut self.rx,
-                &mut Context::from_waker(&self.gate_waker),
-            );
+            let mut polled = self.poll_queue();
             if polled.is_pending() {
                 // The writer's waker goes to the gate only once the queue is empty, not for
                 // every Envelope; then the queue is looked at again, so a write in between
                 // is either seen here or finds the waker registered.
                 self.gate.task.register(cx.waker());
-                polled = Self::next_out(
-                    &mut self.batch,
-                    &mut self.rx,
-                    &mut Context::from_waker(&self.gate_waker),
-                );
+                polled = self.poll_queue();
             }
             match polled {
                 Poll::Ready(Some(Out::Env(b, kind))) => {
