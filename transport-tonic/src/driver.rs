@@ -14,7 +14,7 @@
 //! waker that takes it (a [`Kick`]) is woken by the runtime when a worker runs out of tasks,
 //! or, outside a runtime, right after the lock is released.
 
-use crate::framed::{FramedOut, ReceiveCodec, Role};
+use crate::framed::{Bodies, FramedOut, ReceiveCodec, Role};
 use crate::inbound::{Admission, DriverLimits, Outcome, Slot};
 use crate::layer::HostedCore;
 use crate::metered::{Budget, Fault, FaultSlot, MeteredBody, Metering, Side, take_fault};
@@ -31,7 +31,7 @@ use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -443,9 +443,9 @@ pub(crate) struct Inner {
     pub(crate) admission: Arc<Admission>,
     /// Bytes held for incomplete messages.
     pub(crate) budget: Arc<Budget>,
-    /// Streams' outgoing bodies open now: they share what h2 may hold unwritten
-    /// (`framed::NODE_IN_FLIGHT`).
-    pub(crate) bodies: Arc<AtomicUsize>,
+    /// Streams' outgoing bodies: they share what h2 may hold unwritten
+    /// (`framed::NODE_IN_FLIGHT`) and written chunks' buffers.
+    pub(crate) bodies: Arc<Bodies>,
     /// Whether stream writers are held (see [`Locked`]).
     gates: Arc<Gates>,
     /// Wakes a [`Kick`].

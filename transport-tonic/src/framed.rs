@@ -4,8 +4,9 @@
 //! for the stream's lifetime: at the 64 KiB a burst needs (smaller regrows with copies), a
 //! node with 2,000 streams kept about 150 KiB per connection after one burst (README,
 //! "Scale"). [`FramedOut`] gathers the Envelopes ready now, then copies them, each behind
-//! its 5-byte gRPC prefix, into one chunk allocated at exactly their size, so that an idle
-//! stream holds no buffer at all and a burst never regrows one. An Envelope of
+//! its 5-byte gRPC prefix, into one chunk allocated at exactly their size (or a written
+//! chunk's buffer the node kept, see [`Bodies`]), so that an idle stream holds no buffer at
+//! all and a burst never regrows one. An Envelope of
 //! [`PASS_THROUGH`] bytes or more is not copied: its prefix ends the chunk before it and the
 //! Envelope's own shared `Bytes` (encoded once by the core) follows as the next HTTP/2 frame.
 //! Small ones are copied on purpose: h2 writes every frame whose payload it does not copy
@@ -32,6 +33,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tonic::Status;
@@ -63,6 +65,11 @@ pub(crate) const NODE_IN_FLIGHT: usize = 16 << 20;
 pub(crate) const IN_FLIGHT_MIN: usize = 32 * 1024;
 /// A gathered list grown past this many slots is released when the stream runs dry.
 const KEEP_GATHERED: usize = 16;
+/// Written chunks' buffers a node keeps for the chunks to come, at most (see [`Bodies`]).
+pub(crate) const SPARE_CHUNKS: usize = 4;
+/// ... and only buffers at least this large: smaller chunks come from light traffic, which
+/// the allocator serves from its caches without touching the kernel.
+const SPARE_MIN: usize = 16 * 1024;
 
 /// Which side of the RPC the body belongs to: a server ends with a status in trailers, a
 /// client just ends.
@@ -114,6 +121,56 @@ pub(crate) struct FramedOut<S = OutStream> {
     in_flight: Arc<InFlight>,
 }
 
+/// What a node's outgoing bodies share: how many are open (they split [`NODE_IN_FLIGHT`]),
+/// and the buffers of chunks already written, kept for the next chunks of any stream.
+///
+/// A busy stream allocated a chunk of about 60 KiB and freed it as soon as it was written,
+/// and so, under TLS, did rustls with each 16 KiB record. On a heap with little else on it,
+/// glibc then found more than its trim threshold free at the top and handed it back to the
+/// kernel, only to take it back and fault it in again for the next chunk: one `brk` pair and
+/// some 30 page faults per chunk, and with TLS a node on a thread of its own ran at half
+/// speed (README, "glibc's heap trimming"). Keeping [`SPARE_CHUNKS`] buffers per node, not
+/// per stream, bounds what is kept however many peers a node has, and an idle node keeps at
+/// most that.
+#[derive(Debug, Default)]
+pub(crate) struct Bodies {
+    open: AtomicUsize,
+    spares: Mutex<Vec<BytesMut>>,
+}
+
+impl Bodies {
+    /// A buffer for a chunk of `len` bytes: a kept one if one is large enough, else a new one
+    /// of exactly that size.
+    fn buffer(&self, len: usize) -> BytesMut {
+        if len >= SPARE_MIN {
+            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = spares.iter().position(|b| b.capacity() >= len) {
+                return spares.swap_remove(i);
+            }
+        }
+        BytesMut::with_capacity(len)
+    }
+
+    /// A written chunk's buffer, kept if it is large and fewer than [`SPARE_CHUNKS`] are.
+    fn offer(&self, mut buf: BytesMut) {
+        if buf.capacity() < SPARE_MIN {
+            return;
+        }
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        if spares.len() < SPARE_CHUNKS {
+            buf.clear();
+            spares.push(buf);
+        }
+    }
+
+    /// Bytes kept in spare buffers.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        let spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        spares.iter().map(BytesMut::capacity).sum()
+    }
+}
+
 /// A stream's bytes in h2's hands, and the body waiting for them to drop.
 #[derive(Debug)]
 pub(crate) struct InFlight {
@@ -121,32 +178,48 @@ pub(crate) struct InFlight {
     /// The stream's share when it last looked.
     limit: AtomicUsize,
     waker: AtomicWaker,
-    /// The node's count of open outgoing bodies, this one's included until it drops.
-    bodies: Arc<AtomicUsize>,
+    /// The node's outgoing bodies, this one counted among them until it drops.
+    bodies: Arc<Bodies>,
 }
 
 impl<S> Drop for FramedOut<S> {
     /// The body is gone (its chunks may live on in h2 a little longer).
     fn drop(&mut self) {
-        self.in_flight.bodies.fetch_sub(1, Ordering::AcqRel);
+        self.in_flight.bodies.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What h2 is handed: a chunk of Envelopes copied into a buffer (offered back to the node
+/// when written), or one Envelope uncopied.
+enum Held {
+    Chunk(BytesMut),
+    Whole(Bytes),
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Held::Chunk(b) => b,
+            Held::Whole(b) => b,
+        }
     }
 }
 
 /// The owner of a chunk's bytes: returns them to the stream's count when h2 drops the last
-/// reference (after writing it, or with the connection).
-struct Token<T> {
-    data: T,
+/// reference (after writing it, or with the connection), and a chunk's buffer to the node.
+struct Token {
+    data: Held,
     len: usize,
     in_flight: Arc<InFlight>,
 }
 
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Token<T> {
+impl AsRef<[u8]> for Token {
     fn as_ref(&self) -> &[u8] {
         self.data.as_ref()
     }
 }
 
-impl<T> Drop for Token<T> {
+impl Drop for Token {
     /// `SeqCst` here and in [`InFlight::room`]: each side writes one of `bytes` / `limit`
     /// and then reads the other, and at least one of them must see the other's write, or
     /// the last written chunk of a waiting stream would wake nobody.
@@ -156,12 +229,15 @@ impl<T> Drop for Token<T> {
         if before >= limit && before - self.len < limit {
             self.in_flight.waker.wake();
         }
+        if let Held::Chunk(buf) = std::mem::replace(&mut self.data, Held::Whole(Bytes::new())) {
+            self.in_flight.bodies.offer(buf);
+        }
     }
 }
 
 impl InFlight {
-    fn new(bodies: Arc<AtomicUsize>) -> Arc<Self> {
-        bodies.fetch_add(1, Ordering::AcqRel);
+    fn new(bodies: Arc<Bodies>) -> Arc<Self> {
+        bodies.open.fetch_add(1, Ordering::AcqRel);
         Arc::new(InFlight {
             bytes: AtomicUsize::new(0),
             limit: AtomicUsize::new(IN_FLIGHT_MAX),
@@ -172,15 +248,12 @@ impl InFlight {
 
     /// This stream's share of [`NODE_IN_FLIGHT`] now.
     fn share(&self) -> usize {
-        let bodies = self.bodies.load(Ordering::Acquire).max(1);
+        let bodies = self.bodies.open.load(Ordering::Acquire).max(1);
         (NODE_IN_FLIGHT / bodies).clamp(IN_FLIGHT_MIN, IN_FLIGHT_MAX)
     }
 
     /// `data` as `Bytes` counted in flight until dropped.
-    fn track<T>(self: &Arc<Self>, data: T) -> Bytes
-    where
-        T: AsRef<[u8]> + Send + 'static,
-    {
+    fn track(self: &Arc<Self>, data: Held) -> Bytes {
         let len = data.as_ref().len();
         self.bytes.fetch_add(len, Ordering::SeqCst);
         Bytes::from_owner(Token {
@@ -210,8 +283,8 @@ impl InFlight {
 }
 
 impl<S: Outgoing> FramedOut<S> {
-    /// `bodies` counts the node's open outgoing bodies, to share [`NODE_IN_FLIGHT`].
-    pub(crate) fn new(out: S, role: Role, max_message: usize, bodies: Arc<AtomicUsize>) -> Self {
+    /// `bodies` are the node's, which share [`NODE_IN_FLIGHT`] and spare chunk buffers.
+    pub(crate) fn new(out: S, role: Role, max_message: usize, bodies: Arc<Bodies>) -> Self {
         FramedOut {
             out,
             role,
@@ -271,7 +344,7 @@ impl<S: Outgoing> FramedOut<S> {
         } else {
             self.gathered_bytes
         };
-        let mut chunk = BytesMut::with_capacity(head);
+        let mut chunk = self.in_flight.bodies.buffer(head);
         for b in self.gathered.drain(..) {
             put_prefix(&mut chunk, b.len());
             chunk.put_slice(&b);
@@ -280,7 +353,7 @@ impl<S: Outgoing> FramedOut<S> {
             put_prefix(&mut chunk, w.len());
         }
         self.gathered_bytes = 0;
-        self.in_flight.track(chunk)
+        self.in_flight.track(Held::Chunk(chunk))
     }
 
     /// The last frame: a server's status trailers, or nothing (a client's body just ends).
@@ -319,7 +392,7 @@ impl<S: Outgoing + Unpin> Body for FramedOut<S> {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         let this = self.get_mut();
         if let Some(w) = this.whole.take() {
-            return Poll::Ready(Some(Ok(Frame::data(this.in_flight.track(w)))));
+            return Poll::Ready(Some(Ok(Frame::data(this.in_flight.track(Held::Whole(w))))));
         }
         if this.finished {
             return Poll::Ready(None);
@@ -600,7 +673,7 @@ mod tests {
 
     #[test]
     fn many_streams_share_the_nodes_allowance() {
-        let bodies = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(Bodies::default());
         let mut all: Vec<_> = (0..2000)
             .map(|_| {
                 let items = (0..100).map(|_| Ok(env(1024, 1))).collect();
@@ -611,7 +684,7 @@ mod tests {
                 FramedOut::new(list, Role::Server, 1 << 20, bodies.clone())
             })
             .collect();
-        assert_eq!(bodies.load(Ordering::SeqCst), 2000);
+        assert_eq!(bodies.open.load(Ordering::SeqCst), 2000);
         let mut kept = Vec::new();
         for b in &mut all {
             while let Poll::Ready(Some(Ok(f))) = poll(b) {
@@ -624,7 +697,7 @@ mod tests {
         assert!(all.iter().all(|b| b.in_flight.held() == per_stream));
         // With one stream left, it may have its full share again.
         all.truncate(1);
-        assert_eq!(bodies.load(Ordering::SeqCst), 1);
+        assert_eq!(bodies.open.load(Ordering::SeqCst), 1);
         kept.clear();
         assert_eq!(all[0].in_flight.held(), 0);
         let mut b = all.pop().unwrap();
@@ -634,6 +707,67 @@ mod tests {
         // The ~68 KiB it had left all went out: far more than the floor.
         assert!(b.out.items.is_empty());
         assert!(b.in_flight.held() > 2 * IN_FLIGHT_MIN);
+    }
+
+    #[test]
+    fn written_chunks_buffers_are_reused_and_a_node_keeps_few() {
+        let bodies = Arc::new(Bodies::default());
+        let items = (0..400).map(|i| Ok(env(1024, i as u8))).collect();
+        let list = List {
+            items,
+            ended: false,
+        };
+        let mut b = FramedOut::new(list, Role::Server, 1 << 20, bodies.clone());
+        let first = data(poll(&mut b));
+        let at = first.as_ptr();
+        let n = messages(&first).len();
+        assert_eq!(bodies.kept(), 0);
+        drop(first);
+        assert!(bodies.kept() >= YIELD_THRESHOLD);
+        // The next chunk is built in the written one's buffer, and holds only its own
+        // messages.
+        let second = data(poll(&mut b));
+        assert_eq!(second.as_ptr(), at);
+        assert_eq!(bodies.kept(), 0);
+        let got = messages(&second);
+        assert_eq!(got.len(), n);
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, m)| m.1 == vec![(n + i) as u8; 1024])
+        );
+        // However many chunks are written at once, the node keeps at most SPARE_CHUNKS.
+        let mut held = vec![second];
+        while let Poll::Ready(Some(Ok(f))) = poll(&mut b) {
+            held.push(f.into_data().unwrap());
+            // Past the stream's share in h2, the body waits: let two chunks drop.
+            if held.len() % 2 == 0 {
+                held.drain(..).for_each(drop);
+            }
+        }
+        assert!(b.out.items.is_empty());
+        let more: Vec<_> = (0..2 * SPARE_CHUNKS)
+            .map(|_| Held::Chunk(BytesMut::with_capacity(YIELD_THRESHOLD)))
+            .map(|h| b.in_flight.track(h))
+            .collect();
+        drop(more);
+        drop(held);
+        let kept = bodies.spares.lock().unwrap().len();
+        assert_eq!(kept, SPARE_CHUNKS);
+        assert!(bodies.kept() <= SPARE_CHUNKS * (YIELD_THRESHOLD + PASS_THROUGH + 2 * PREFIX));
+    }
+
+    #[test]
+    fn small_chunks_are_not_kept() {
+        let bodies = Arc::new(Bodies::default());
+        let list = List {
+            items: vec![Ok(env(1024, 1))].into(),
+            ended: false,
+        };
+        let mut b = FramedOut::new(list, Role::Server, 1 << 20, bodies.clone());
+        drop(data(poll(&mut b)));
+        assert_eq!(bodies.kept(), 0);
+        assert!(bodies.spares.lock().unwrap().is_empty());
     }
 
     #[test]
