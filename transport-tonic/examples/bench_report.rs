@@ -780,6 +780,10 @@ struct Round {
     /// Context switches of the process's threads during the round, where measured
     /// (SendWithAck): how often its hand-offs put a thread to sleep and woke it.
     switches: Option<u64>,
+    /// Page faults of the process during the round, where measured (the lossless one-way
+    /// rows): many mean glibc handed the top of a heap back and faulted it in again (the
+    /// README's "glibc's heap trimming"), the slow mode of those rows.
+    faults: Option<u64>,
 }
 
 impl Round {
@@ -837,6 +841,14 @@ impl Throughput {
         (!counted.is_empty()).then(|| switches as f64 / messages.max(1) as f64)
     }
 
+    /// Page faults per 1,000 messages over the rounds that count them.
+    fn faults_per_1000(&self) -> Option<f64> {
+        let counted: Vec<&Round> = self.rounds.iter().filter(|r| r.faults.is_some()).collect();
+        let faults: u64 = counted.iter().filter_map(|r| r.faults).sum();
+        let messages: u64 = counted.iter().map(|r| r.messages).sum();
+        (!counted.is_empty()).then(|| 1000.0 * faults as f64 / messages.max(1) as f64)
+    }
+
     /// `messages:secs:cpu_secs:switches` per round, comma-separated: how the SendWithAck
     /// child hands its rounds to the parent.
     fn encode(&self) -> String {
@@ -861,6 +873,7 @@ impl Throughput {
                     secs: f.next()?.parse().ok()?,
                     cpu_secs: f.next()?.parse().ok()?,
                     switches: f.next().and_then(|n| n.parse().ok()),
+                    faults: None,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -872,8 +885,11 @@ impl Throughput {
         let switches = self
             .switches_per_msg()
             .map_or_else(String::new, |s| format!(", {s:.3} context switches/{unit}"));
+        let faults = self.faults_per_1000().map_or_else(String::new, |f| {
+            format!(", {f:.1} page faults/1,000 {unit}")
+        });
         format!(
-            "{} {unit}/s (median of {}, {}–{}; {:.2} µs CPU/{unit}, {:.2} cores busy{switches})",
+            "{} {unit}/s (median of {}, {}–{}; {:.2} µs CPU/{unit}, {:.2} cores busy{switches}{faults})",
             thousands(self.median()),
             r.len(),
             thousands(r.first().copied().unwrap_or(0.0)),
@@ -926,6 +942,20 @@ fn cpu_time() -> f64 {
     (tick(11) + tick(12)) as f64 / 100.0
 }
 
+/// Minor and major page faults so far of this process, from `/proc/self/stat` (fields 10
+/// and 12).
+fn page_faults() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some((_, rest)) = s.rsplit_once(')') else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(7) + field(9)
+}
+
 // ------------------------------------------------------------------------ raw TCP
 
 /// A warm-up round of `round`, then `budget.rounds` measured ones.
@@ -968,6 +998,7 @@ fn lossless_round(sent: u64, got: u64, secs: f64, cpu0: f64) -> Res<Round> {
         secs,
         cpu_secs: cpu_time() - cpu0,
         switches: None,
+        faults: None,
     })
 }
 
@@ -1268,6 +1299,7 @@ async fn h2_acks_round(dur: Duration) -> Res<Round> {
         secs: start.elapsed().as_secs_f64(),
         cpu_secs: cpu_time() - cpu0,
         switches: None,
+        faults: None,
     };
     send.send_data(Bytes::new(), true).map_err(e)?;
     within("h2 acker ends", acker)
@@ -1367,7 +1399,7 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
         let mut seq = 0u64;
         let mut phase = async |dur: Duration| -> Res<Round> {
             let first = seq;
-            let cpu0 = cpu_time();
+            let (cpu0, faults0) = (cpu_time(), page_faults());
             let start = Instant::now();
             send_for(&a, &peer, &msgs, &mut seq, start, dur).await?;
             let notified = reached.notified();
@@ -1380,6 +1412,7 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
                 secs: start.elapsed().as_secs_f64(),
                 cpu_secs: cpu_time() - cpu0,
                 switches: None,
+                faults: Some(page_faults().saturating_sub(faults0)),
             })
         };
         phase(budget.warmup).await?;
@@ -1469,7 +1502,7 @@ async fn phase(
     dur: Duration,
 ) -> Res<Round> {
     let first = *next_seq;
-    let cpu0 = cpu_time();
+    let (cpu0, faults0) = (cpu_time(), page_faults());
     let start = Instant::now();
     let mut sender = {
         let (a, peer, msgs) = (a.clone(), b.as_peer(), msgs.clone());
@@ -1511,6 +1544,7 @@ async fn phase(
         secs: start.elapsed().as_secs_f64(),
         cpu_secs: cpu_time() - cpu0,
         switches: None,
+        faults: Some(page_faults().saturating_sub(faults0)),
     })
 }
 
@@ -1897,6 +1931,7 @@ async fn acks_phase(
         secs: start.elapsed().as_secs_f64(),
         cpu_secs: cpu_time() - cpu0,
         switches: Some(context_switches().saturating_sub(switches0)),
+        faults: None,
     };
     Ok((round, failed))
 }
