@@ -139,27 +139,39 @@ pub(crate) struct Bodies {
 }
 
 impl Bodies {
-    /// A buffer for a chunk of `len` bytes: a kept one if one is large enough, else a new one
-    /// of exactly that size.
+    /// A buffer for a chunk of `len` bytes: the smallest kept one that is large enough, else
+    /// a new one of exactly that size.
     fn buffer(&self, len: usize) -> BytesMut {
         if len >= SPARE_MIN {
             let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = spares.iter().position(|b| b.capacity() >= len) {
+            let fits = spares
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= len)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i);
+            if let Some(i) = fits {
                 return spares.swap_remove(i);
             }
         }
         BytesMut::with_capacity(len)
     }
 
-    /// A written chunk's buffer, kept if it is large and fewer than [`SPARE_CHUNKS`] are.
+    /// A written chunk's buffer, kept if it is large and fewer than [`SPARE_CHUNKS`] are, or
+    /// in place of a smaller one: chunks vary in size with their Envelopes, and the largest
+    /// buffers fit the most of them.
     fn offer(&self, mut buf: BytesMut) {
         if buf.capacity() < SPARE_MIN {
             return;
         }
+        buf.clear();
         let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
         if spares.len() < SPARE_CHUNKS {
-            buf.clear();
             spares.push(buf);
+        } else if let Some(smallest) = spares.iter_mut().min_by_key(|b| b.capacity())
+            && smallest.capacity() < buf.capacity()
+        {
+            *smallest = buf;
         }
     }
 
@@ -755,6 +767,28 @@ mod tests {
         let kept = bodies.spares.lock().unwrap().len();
         assert_eq!(kept, SPARE_CHUNKS);
         assert!(bodies.kept() <= SPARE_CHUNKS * (YIELD_THRESHOLD + PASS_THROUGH + 2 * PREFIX));
+    }
+
+    #[test]
+    fn a_full_node_keeps_its_largest_buffers_and_fits_chunks_to_the_smallest() {
+        let bodies = Bodies::default();
+        for kib in [20, 30, 40, 50, 60, 70, 25] {
+            bodies.offer(BytesMut::with_capacity(kib << 10));
+        }
+        let mut kept: Vec<usize> = bodies
+            .spares
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.capacity() >> 10)
+            .collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![40, 50, 60, 70]);
+        // A chunk of 45 KiB gets the 50 KiB buffer, not the 70 KiB one; one of 80 KiB a new
+        // buffer.
+        assert_eq!(bodies.buffer(45 << 10).capacity() >> 10, 50);
+        assert_eq!(bodies.buffer(80 << 10).capacity(), 80 << 10);
+        assert_eq!(bodies.spares.lock().unwrap().len(), 3);
     }
 
     #[test]
