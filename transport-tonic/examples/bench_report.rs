@@ -926,34 +926,34 @@ fn context_switches() -> u64 {
         .sum()
 }
 
-/// Process CPU time (user + system, all threads) from `/proc/self/stat`, in seconds.
-/// The kernel reports it in USER_HZ ticks, 100 per second on Linux (fixed by its ABI).
-fn cpu_time() -> f64 {
+/// The sum of the numbered fields of `/proc/self/stat` (counted from 1, as in `proc(5)`;
+/// 0 where unreadable). Every thread of the process is counted in them.
+fn self_stat(fields: &[usize]) -> u64 {
     let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
+        return 0;
     };
-    // Fields after the command name (which may contain spaces) start with the state,
-    // field 3; utime and stime are fields 14 and 15.
+    // Fields after the command name (field 2, which may contain spaces) start with the
+    // state, field 3.
     let Some((_, rest)) = s.rsplit_once(')') else {
-        return 0.0;
+        return 0;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (tick(11) + tick(12)) as f64 / 100.0
+    fields
+        .iter()
+        .filter_map(|&n| f.get(n.checked_sub(3)?)?.parse::<u64>().ok())
+        .sum()
 }
 
-/// Minor and major page faults so far of this process, from `/proc/self/stat` (fields 10
+/// Process CPU time (user + system, all threads) in seconds: `utime` and `stime` (fields 14
+/// and 15), in USER_HZ ticks, 100 per second on Linux (fixed by its ABI).
+fn cpu_time() -> f64 {
+    self_stat(&[14, 15]) as f64 / 100.0
+}
+
+/// Minor and major page faults of this process so far (`minflt` and `majflt`, fields 10
 /// and 12).
 fn page_faults() -> u64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0;
-    };
-    let Some((_, rest)) = s.rsplit_once(')') else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    field(7) + field(9)
+    self_stat(&[10, 12])
 }
 
 // ------------------------------------------------------------------------ raw TCP
