@@ -66,7 +66,7 @@ pub(crate) const IN_FLIGHT_MIN: usize = 32 * 1024;
 /// A gathered list grown past this many slots is released when the stream runs dry.
 const KEEP_GATHERED: usize = 16;
 /// Written chunks' buffers a node keeps for the chunks to come, at most (see [`Bodies`]).
-pub(crate) const SPARE_CHUNKS: usize = 4;
+const SPARE_CHUNKS: usize = 4;
 /// ... and only buffers at least this large: smaller chunks come from light traffic, which
 /// the allocator serves from its caches without touching the kernel.
 const SPARE_MIN: usize = 16 * 1024;
@@ -127,9 +127,9 @@ pub(crate) struct FramedOut<S = OutStream> {
 /// A busy stream allocated a chunk of about 60 KiB and freed it as soon as it was written,
 /// and so, under TLS, did rustls with each 16 KiB record. On a heap with little else on it,
 /// glibc then found more than its trim threshold free at the top and handed it back to the
-/// kernel, only to take it back and fault it in again for the next chunk: one `brk` pair and
-/// some 30 page faults per chunk, and with TLS a node on a thread of its own ran at half
-/// speed (README, "glibc's heap trimming"). Keeping [`SPARE_CHUNKS`] buffers per node, not
+/// kernel, only to take it back and fault its pages in again for the next chunk: 2,440
+/// `brk` calls in a short TLS run, and a node on a thread of its own ran at half speed
+/// (README, "A node keeps written chunks' buffers"). Keeping [`SPARE_CHUNKS`] buffers per node, not
 /// per stream, bounds what is kept however many peers a node has, and an idle node keeps at
 /// most that.
 #[derive(Debug, Default)]
