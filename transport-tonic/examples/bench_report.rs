@@ -239,6 +239,8 @@ struct Figures {
     /// SendWithAck's floor: 16 messages in flight and their acks over HTTP/2 alone.
     acks_h2: Option<Res<Throughput>>,
     latency: Option<LatencyFigures>,
+    /// What faulting in fresh memory costs on this machine (measured with the one-way rows).
+    fault_cost: Option<Res<FaultCost>>,
 }
 
 /// The `latency` workload: a new connection until its first delivery, and a probe, each
@@ -260,6 +262,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     let step = |name: &str| eprintln!("  [{:5.1} s] {name}", started.elapsed().as_secs_f64());
     eprintln!("bench_report: measuring (quick={quick}); progress on stderr, table on stdout");
     let mut f = Figures::default();
+    let reported0 = reported_kib();
     // The 1-minute load average as each group ends, printed beside its rows: the rates
     // move with whatever else runs on the machine.
     let mut loads: Vec<(&str, String)> = Vec::new();
@@ -312,7 +315,13 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         });
         loads.push(("latency", load1()));
     }
+    if run("raw") || run("plain") || run("tls") {
+        f.fault_cost = Some(fault_cost());
+    }
     let load_end = loadavg();
+    let reported = reported0
+        .zip(reported_kib())
+        .map(|(a, b)| b.saturating_sub(a));
     step("done");
 
     let mut t = String::new();
@@ -638,6 +647,57 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         }
         None => {}
     }
+    match &f.fault_cost {
+        Some(Ok(c)) => {
+            // What the page faults each one-way row counted cost it, at this machine's price.
+            let mut per_row = Vec::new();
+            for (name, r) in [
+                ("plaintext", f.plain.as_ref()),
+                ("mutual TLS", f.tls.as_ref()),
+                ("plaintext, a runtime per node", f.plain_per_node.as_ref()),
+                ("mutual TLS, a runtime per node", f.tls_per_node.as_ref()),
+            ] {
+                if let Some(Ok(x)) = r
+                    && let Some(per_1000) = x.faults_per_1000()
+                {
+                    per_row.push(format!(
+                        "{name} {:.3} µs/msg",
+                        per_1000 * c.median_us / 1000.0
+                    ));
+                }
+            }
+            let rows = if per_row.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " At that price, the page faults of the one-way rows cost: {}.",
+                    per_row.join(", ")
+                )
+            };
+            let reporting = reported.map_or_else(String::new, |kib| {
+                format!(
+                    " This kernel hands freed memory back to the hypervisor (free page \
+                     reporting): {} MiB during this run, which the next fault there pays for \
+                     again.",
+                    thousands(kib as f64 / 1024.0)
+                )
+            });
+            let _ = writeln!(
+                t,
+                "This machine's page faults: faulting in fresh memory costs {:.2} µs per 4 KiB \
+                 page (median of {}, {:.2}–{:.2}; {} MiB each), beyond writing it.{rows}{reporting}",
+                c.median_us,
+                c.samples,
+                c.min_us,
+                c.max_us,
+                FAULT_PROBE >> 20,
+            );
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(t, "This machine's page faults: not measured: {e}");
+        }
+        None => {}
+    }
     // What a figure would be if CPU were the only limit and both cores were ours: the rate
     // figures move with whatever else runs on the machine, this hardly does.
     let mut ceilings = Vec::new();
@@ -882,12 +942,23 @@ impl Throughput {
 
     fn cell(&self, unit: &str) -> String {
         let r = self.rates();
-        let switches = self
-            .switches_per_msg()
-            .map_or_else(String::new, |s| format!(", {s:.3} context switches/{unit}"));
-        let faults = self.faults_per_1000().map_or_else(String::new, |f| {
-            format!(", {f:.1} page faults/1,000 {unit}")
-        });
+        // One-way rows count both, a few per thousand messages; SendWithAck rows count
+        // switches only, a fraction of one per ack.
+        let (switches, faults) = match (self.switches_per_msg(), self.faults_per_1000()) {
+            (Some(s), Some(f)) => (
+                String::new(),
+                format!(
+                    ", {:.1} context switches and {f:.1} page faults/1,000 {unit}",
+                    s * 1000.0
+                ),
+            ),
+            (s, f) => (
+                s.map_or_else(String::new, |s| format!(", {s:.3} context switches/{unit}")),
+                f.map_or_else(String::new, |f| {
+                    format!(", {f:.1} page faults/1,000 {unit}")
+                }),
+            ),
+        };
         format!(
             "{} {unit}/s (median of {}, {}–{}; {:.2} µs CPU/{unit}, {:.2} cores busy{switches}{faults})",
             thousands(self.median()),
@@ -1399,7 +1470,7 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
         let mut seq = 0u64;
         let mut phase = async |dur: Duration| -> Res<Round> {
             let first = seq;
-            let (cpu0, faults0) = (cpu_time(), page_faults());
+            let (cpu0, faults0, switches0) = (cpu_time(), page_faults(), context_switches());
             let start = Instant::now();
             send_for(&a, &peer, &msgs, &mut seq, start, dur).await?;
             let notified = reached.notified();
@@ -1411,7 +1482,7 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
                 messages: seq - first,
                 secs: start.elapsed().as_secs_f64(),
                 cpu_secs: cpu_time() - cpu0,
-                switches: None,
+                switches: Some(context_switches().saturating_sub(switches0)),
                 faults: Some(page_faults().saturating_sub(faults0)),
             })
         };
@@ -1502,7 +1573,7 @@ async fn phase(
     dur: Duration,
 ) -> Res<Round> {
     let first = *next_seq;
-    let (cpu0, faults0) = (cpu_time(), page_faults());
+    let (cpu0, faults0, switches0) = (cpu_time(), page_faults(), context_switches());
     let start = Instant::now();
     let mut sender = {
         let (a, peer, msgs) = (a.clone(), b.as_peer(), msgs.clone());
@@ -1543,7 +1614,7 @@ async fn phase(
         messages: want - first,
         secs: start.elapsed().as_secs_f64(),
         cpu_secs: cpu_time() - cpu0,
-        switches: None,
+        switches: Some(context_switches().saturating_sub(switches0)),
         faults: Some(page_faults().saturating_sub(faults0)),
     })
 }
@@ -1978,6 +2049,68 @@ fn wakeups(budget: Budget) -> Res<Wakeups> {
         wall_us: wall * 1e6 / trips as f64,
         cpu_us: cpu * 1e6 / trips as f64,
     })
+}
+
+/// Bytes of fresh memory each page-fault sample touches: well above glibc's largest
+/// `mmap` threshold (32 MiB), so each sample is memory the kernel maps anew.
+const FAULT_PROBE: usize = 64 << 20;
+
+/// What it costs to fault in one 4 KiB page of fresh anonymous memory, in µs.
+struct FaultCost {
+    median_us: f64,
+    min_us: f64,
+    max_us: f64,
+    samples: usize,
+}
+
+/// Times writing [`FAULT_PROBE`] bytes of fresh memory, and writing them again once they
+/// are mapped; the difference, per page faulted in, is what a fault costs. On bare metal it
+/// is a fraction of a microsecond; under a hypervisor that backs guest memory lazily, or
+/// takes back what the guest frees, it is several times that. That is the price of an
+/// allocator giving memory back to the kernel and taking it again, which is what the
+/// page-fault counts of the one-way rows show.
+fn fault_cost() -> Res<FaultCost> {
+    const SAMPLES: usize = 5;
+    let mut costs = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let faults0 = page_faults();
+        let t0 = Instant::now();
+        let mut v = std::hint::black_box(vec![1u8; FAULT_PROBE]);
+        let first = t0.elapsed();
+        let faulted = page_faults().saturating_sub(faults0);
+        let t1 = Instant::now();
+        v.fill(2);
+        std::hint::black_box(&v);
+        let again = t1.elapsed();
+        drop(v);
+        // Fewer faults than pages means the memory came mapped (transparent huge pages, or
+        // an allocator that kept it): not what this measures.
+        if faulted < (FAULT_PROBE / 4096 / 2) as u64 {
+            return Err(format!(
+                "{faulted} page faults for {} pages: memory came already mapped",
+                FAULT_PROBE / 4096
+            ));
+        }
+        costs.push(first.saturating_sub(again).as_secs_f64() * 1e6 / faulted as f64);
+    }
+    costs.sort_by(f64::total_cmp);
+    Ok(FaultCost {
+        median_us: costs[SAMPLES / 2],
+        min_us: costs[0],
+        max_us: costs[SAMPLES - 1],
+        samples: SAMPLES,
+    })
+}
+
+/// KiB of freed memory the kernel has reported to the hypervisor so far (virtio-balloon
+/// free page reporting), if it does: the hypervisor discards it, and the guest's next use
+/// of it faults there as well.
+fn reported_kib() -> Option<u64> {
+    std::fs::read_to_string("/sys/module/page_reporting/parameters/reported_kib")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 // ------------------------------------------------------------------------ latency
