@@ -108,18 +108,31 @@ fn status_kib(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU time of a process.
-fn cpu(pid: &str) -> Duration {
+/// The sum of the numbered fields of `/proc/<pid>/stat` (counted from 1, as in `proc(5)`;
+/// 0 where unreadable).
+fn stat_fields(pid: &str, fields: &[usize]) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces, hence the last ')').
+    // Fields after the command name (which may hold spaces, hence the last ')') start with
+    // the state, field 3.
     let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    fields
+        .iter()
+        .filter_map(|&n| f.get(n.checked_sub(3)?)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// User + system CPU time of a process (`utime` and `stime`, fields 14 and 15, in ticks of
+/// 10 ms).
+fn cpu(pid: &str) -> Duration {
+    Duration::from_millis(stat_fields(pid, &[14, 15]) * 10)
+}
+
+/// Page faults of a process so far (`minflt` and `majflt`, fields 10 and 12). Faulting in
+/// fresh memory is dear on a virtual machine (`bench_report` prints what it costs): the
+/// peers' share of a fan-out moves with how much of it they fault in.
+fn faults(pid: &str) -> u64 {
+    stat_fields(pid, &[10, 12])
 }
 
 fn raise_nofile() -> Res<u64> {
@@ -368,6 +381,8 @@ fn hub(args: &[String]) -> Res<()> {
     expect("armed")?;
     let dropped0 = hub.stats().dropped_overflow;
     let (cpu1, ccpu1) = (cpu(&me), cpu(&child_pid));
+    let (faults1, cfaults1) = (faults(&me), faults(&child_pid));
+    let child_rss1 = status_kib(&child_pid, "VmRSS:");
     let t1 = Instant::now();
     rt.block_on(async {
         for r in 0..rounds {
@@ -383,6 +398,11 @@ fn hub(args: &[String]) -> Res<()> {
     let done = expect("done");
     let fan_time = t1.elapsed();
     let (fan_cpu, child_cpu) = (cpu(&me) - cpu1, cpu(&child_pid) - ccpu1);
+    let (fan_faults, child_faults) = (
+        faults(&me).saturating_sub(faults1),
+        faults(&child_pid).saturating_sub(cfaults1),
+    );
+    let child_growth = status_kib(&child_pid, "VmRSS:") as f64 - child_rss1 as f64;
     let dropped = hub.stats().dropped_overflow - dropped0;
     let hwm = status_kib(&me, "VmHWM:");
     let rss_end = status_kib(&me, "VmRSS:");
@@ -398,6 +418,7 @@ fn hub(args: &[String]) -> Res<()> {
          memory: hub VmRSS {:.1} MiB empty -> {:.1} MiB connected = {per_conn:.1} KiB per connection (goal <= 64)\n  \
          fan-out: {rounds} x 1 KiB to all {n} = {total} deliveries in {:.3} s = {rate:.0} deliveries/s (goal >= 500000); \
          send calls took {:.3} s; dropped {dropped}; hub CPU {:.2} s ({:.2} µs/delivery), peers' CPU {:.2} s; {done}\n  \
+         page faults during the fan-out: hub {fan_faults}, peers {child_faults} (the peers' RSS {:+.1} MiB)\n  \
          hub VmRSS after {:.1} MiB = {after_conn:.1} KiB per connection beyond the empty node (goal <= 64), VmHWM {:.1} MiB",
         limits_pending,
         loadavg(),
@@ -412,6 +433,7 @@ fn hub(args: &[String]) -> Res<()> {
         fan_cpu.as_secs_f64(),
         fan_cpu.as_secs_f64() * 1e6 / total as f64,
         child_cpu.as_secs_f64(),
+        child_growth / 1024.0,
         rss_end as f64 / 1024.0,
         hwm as f64 / 1024.0,
     );
