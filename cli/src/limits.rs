@@ -1,6 +1,6 @@
 //! `node`'s flags for the tonic driver's protections against hostile remotes
 //! (`fabric_gossip_tonic::DriverLimits`): how long and how many inbound connections may stay
-//! unauthenticated, and how much memory half-sent messages may hold.
+//! unauthenticated, and how much memory half-sent messages and unread connections may hold.
 
 use crate::membership::parse_duration;
 use clap::Args;
@@ -29,6 +29,11 @@ pub(crate) struct LimitArgs {
     /// Default 10s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     message_stall_timeout: Option<Duration>,
+    /// KiB a remote may send on a connection before the node reads them (the HTTP/2
+    /// flow-control window): what each connection the node is not reading may hold.
+    /// Default 1024; raise it for links with long round trips.
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(64..=2_097_151))]
+    flow_control_window_kib: Option<u32>,
 }
 
 impl LimitArgs {
@@ -49,6 +54,9 @@ impl LimitArgs {
         }
         if let Some(d) = self.message_stall_timeout {
             l.message_stall_timeout = d;
+        }
+        if let Some(kib) = self.flow_control_window_kib {
+            l.flow_control_window = kib * 1024;
         }
         l
     }
@@ -72,6 +80,7 @@ mod tests {
         let none = T::parse_from(["t"]).l.limits();
         assert_eq!(none.setup_timeout, d.setup_timeout);
         assert_eq!(none.max_incomplete_bytes, d.max_incomplete_bytes);
+        assert_eq!(none.flow_control_window, d.flow_control_window);
         let l = T::parse_from([
             "t",
             "--setup-timeout",
@@ -84,6 +93,8 @@ mod tests {
             "2",
             "--message-stall-timeout",
             "500ms",
+            "--flow-control-window-kib",
+            "2048",
         ])
         .l
         .limits();
@@ -92,7 +103,9 @@ mod tests {
         assert_eq!(l.max_inbound_connections, 9);
         assert_eq!(l.max_incomplete_bytes, 2 << 20);
         assert_eq!(l.message_stall_timeout, Duration::from_millis(500));
+        assert_eq!(l.flow_control_window, 2 << 20);
         assert!(T::try_parse_from(["t", "--max-pending-connections", "0"]).is_err());
         assert!(T::try_parse_from(["t", "--setup-timeout", "0"]).is_err());
+        assert!(T::try_parse_from(["t", "--flow-control-window-kib", "63"]).is_err());
     }
 }

@@ -56,7 +56,7 @@ mod common;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fabric_gossip_core::proto::gossip::{GossipMessage, gossip_message};
 use fabric_gossip_core::{Config, RemotePeer, SignedMessage};
-use fabric_gossip_tonic::{Incoming, Node};
+use fabric_gossip_tonic::{DriverLimits, Incoming, Node};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1136,10 +1136,11 @@ async fn raw_round(dur: Duration) -> Res<Round> {
 
 // ------------------------------------------------------------------------ HTTP/2 alone
 
-/// The driver's HTTP/2 settings (`driver.rs`: `STREAM_WINDOW`, `CONNECTION_WINDOW`,
-/// `MAX_FRAME`), which are not public.
-const H2_STREAM_WINDOW: u32 = 4 << 20;
-const H2_CONNECTION_WINDOW: u32 = 8 << 20;
+/// The driver's HTTP/2 settings: its default window (`DriverLimits::flow_control_window`,
+/// per stream and per connection) and its frame size (`driver.rs`: `MAX_FRAME`, not public).
+fn h2_window() -> u32 {
+    DriverLimits::default().flow_control_window
+}
 const H2_FRAME: u32 = 64 << 10;
 
 /// A gRPC-style request stream to `addr` on `h2` with the driver's settings: the response to
@@ -1158,8 +1159,8 @@ async fn h2_open(
         .map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut client, conn) = h2::client::Builder::new()
-        .initial_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .initial_window_size(h2_window())
+        .initial_connection_window_size(h2_window())
         .max_frame_size(H2_FRAME)
         .handshake::<_, Bytes>(s)
         .await
@@ -1187,8 +1188,8 @@ async fn h2_accept(
         .map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut conn = h2::server::Builder::new()
-        .initial_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .initial_window_size(h2_window())
+        .initial_connection_window_size(h2_window())
         .max_frame_size(H2_FRAME)
         .handshake::<_, Bytes>(s)
         .await

@@ -50,17 +50,19 @@ pub(crate) type Core = Comm<Box<dyn Security>>;
 const READ_BATCH: usize = 64;
 /// ... or fewer, once they add up to this many bytes.
 const READ_BATCH_BYTES: usize = 1 << 20;
-/// HTTP/2 flow-control windows. Large enough that one connection is not limited by
-/// round trips on loopback or a LAN; a paused reader still pushes back once they fill.
-pub(crate) const STREAM_WINDOW: u32 = 4 << 20;
-pub(crate) const CONNECTION_WINDOW: u32 = 8 << 20;
+/// The HTTP/2 flow-control window this node advertises, per stream and per connection
+/// alike (a gossip connection carries one stream that matters): `DriverLimits::
+/// flow_control_window` within what HTTP/2 allows.
+pub(crate) fn flow_window(limits: &DriverLimits) -> u32 {
+    limits.flow_control_window.clamp(65_535, (1 << 31) - 1)
+}
 /// Largest HTTP/2 frame this node accepts (its `SETTINGS_MAX_FRAME_SIZE`; the protocol default
 /// is 16 KiB). h2 writes one DATA frame per syscall, so at 16 KiB a stream of 1 KiB Envelopes
 /// costs a `writev` per 12 of them; at 64 KiB, just above the chunks the encoder yields
 /// (`codec::YIELD_THRESHOLD`), a quarter of that: about 20 % less CPU per message and 30 % more
 /// one-way throughput on loopback (`bench_report`). It only lets peers send bigger frames;
 /// what this node sends is bounded by what each peer advertises (16 KiB for Go gRPC), so
-/// interop is unchanged. Memory is bounded by the flow-control windows above, not by this.
+/// interop is unchanged. Memory is bounded by the flow-control window ([`flow_window`]), not by this.
 pub(crate) const MAX_FRAME: u32 = 64 << 10;
 
 /// One item for a stream's writer.
@@ -893,8 +895,8 @@ async fn connect(
 ) -> Result<(Channel, Option<CertHash>), String> {
     let ep = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| format!("bad endpoint {endpoint:?}: {}", error_text(&e)))?
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(flow_window(&settings.limits))
+        .initial_connection_window_size(flow_window(&settings.limits))
         .max_frame_size(MAX_FRAME)
         .tcp_nodelay(true);
     let dialer = Dialer::new(settings.tls.clone());
@@ -1416,6 +1418,18 @@ pub(crate) async fn timer_task(inner: Arc<Inner>) {
 mod tests {
     use super::*;
     use std::task::Waker;
+
+    /// HTTP/2 allows windows from its default, 65,535, to 2^31 − 1: a limit outside is
+    /// brought inside rather than handed to h2, which asserts on it.
+    #[test]
+    fn the_flow_control_window_stays_within_http2s_range() {
+        let mut l = DriverLimits::default();
+        assert_eq!(flow_window(&l), 1 << 20);
+        l.flow_control_window = 0;
+        assert_eq!(flow_window(&l), 65_535);
+        l.flow_control_window = u32::MAX;
+        assert_eq!(flow_window(&l), (1 << 31) - 1);
+    }
 
     fn env(i: u32) -> Out {
         Out::Env(Bytes::from(i.to_be_bytes().to_vec()), WriteKind::Message)

@@ -42,8 +42,8 @@ use tonic::transport::server::Connected;
 /// Limits the driver enforces against remotes, beyond the core's own `Config`.
 ///
 /// The defaults protect a node with the usual soft limit of 1,024 open files and keep what
-/// hostile remotes can make it hold under about 256 MiB (see the crate docs); every field can
-/// be changed after `DriverLimits::default()`.
+/// remotes that have not authenticated can make it hold under about 280 MiB (see the crate
+/// docs); every field can be changed after `DriverLimits::default()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DriverLimits {
@@ -70,13 +70,29 @@ pub struct DriverLimits {
     /// control then holds the sender back) until others complete or are reset; an incomplete
     /// message of at most 64 KiB may use an 8 MiB reserve beyond it instead, so ordinary
     /// messages keep flowing while half-sent large ones hold the budget. Default 128 MiB: at
-    /// least one message of the core's default `max_message_size` (100 MiB) always fits, and
-    /// with the reserve and the HTTP/2 windows the total stays under 256 MiB.
+    /// least one message of the core's default `max_message_size` (100 MiB) always fits; with
+    /// the reserve and the HTTP/2 windows of the pending connections, see
+    /// `flow_control_window` for the total.
     pub max_incomplete_bytes: usize,
     /// How long a message in progress may go without receiving a byte (or without budget
     /// to take its next bytes) before its stream is reset. Default 10 s. A sender that is
-    /// slow but steady is never cut: the clock restarts with every chunk.
+    /// slow but steady is never cut: the clock restarts with every chunk. So messages that
+    /// stall together take turns: each reset frees budget the others take a little of,
+    /// which restarts their clocks, and N of them can hold the budget for up to N times
+    /// this (small messages meanwhile use the reserve).
     pub message_stall_timeout: Duration,
+    /// Bytes a remote may send on a connection (and on each of its streams) before this node
+    /// has read them: the HTTP/2 flow-control window this node advertises. A connection this
+    /// node is not reading, because its messages wait for `max_incomplete_bytes` or its
+    /// subscriber is slow, holds at most this much in HTTP/2's buffers. So remotes that have
+    /// not authenticated can make the node hold at most `max_incomplete_bytes` + the 8 MiB
+    /// reserve + `max_pending_connections` × this: 264 MiB with the defaults, plus the
+    /// node's working set (when the driver advertised 4 MiB per stream, 100 such remotes
+    /// made a node hold 527 MiB). Default 1 MiB: on loopback it holds back neither a gossip
+    /// connection nor HTTP/2 alone (512 KiB held back HTTP/2 alone, by a third); over a link
+    /// with a 50 ms round trip it allows about 20 MB/s per connection, so raise it for such
+    /// links. Values below HTTP/2's 65,535 are raised to it, above 2^31 − 1 lowered to that.
+    pub flow_control_window: u32,
 }
 
 impl Default for DriverLimits {
@@ -87,6 +103,7 @@ impl Default for DriverLimits {
             max_inbound_connections: 512,
             max_incomplete_bytes: 128 << 20,
             message_stall_timeout: Duration::from_secs(10),
+            flow_control_window: 1 << 20,
         }
     }
 }

@@ -112,8 +112,9 @@
 //! beyond the core's subscription queue;
 //! PresumedDead and IdentitySwitch notifications are buffered up to
 //! `presumed_dead_buffer` each, then dropped and counted in [`DriverStats`]; so are event
-//! copies beyond the capacity of the tap given to [`NodeBuilder::events`]. HTTP/2 windows
-//! (4 MiB per stream, 8 MiB per connection) bound what a paused stream can have in flight.
+//! copies beyond the capacity of the tap given to [`NodeBuilder::events`]. The HTTP/2
+//! window (`DriverLimits::flow_control_window`, 1 MiB per stream and per connection)
+//! bounds what a paused stream can have in flight.
 //!
 //! # Hostile remotes
 //!
@@ -134,13 +135,16 @@
 //!   resets its stream. Bad framing (an unknown compression flag, a stream ending inside a
 //!   message) is counted apart, in [`DriverStats::bad_framing`].
 //!
-//! **Memory ceiling** with the defaults: `max_incomplete_bytes` (128 MiB) plus what HTTP/2
-//! lets each connection have unread (at most its 8 MiB connection window; only streams the
-//! core paused leave data unread) plus the node's working set. The
-//! attacks of issue 10 stay under 256 MiB (see `examples/hostile_memory.rs`). Not bounded in
-//! bytes: the core's subscription queues count messages, so many authenticated peers
-//! sending maximum-size messages to a slow subscriber can hold `subscription_buffer` such
-//! messages each.
+//! **Memory ceiling** with the defaults: `max_incomplete_bytes` (128 MiB) and its 8 MiB
+//! reserve, plus what HTTP/2 lets each connection have unread (at most
+//! `flow_control_window`, 1 MiB; only streams the driver is not reading leave data
+//! unread), plus the node's working set. Remotes that have not authenticated hold at most
+//! `max_pending_connections` (128) such connections, 128 MiB: 264 MiB in all, plus the
+//! working set (see `examples/hostile_memory.rs`, which runs 100 of them at once: 244 MiB).
+//! Authenticated peers
+//! add up to a window each while the node is not reading them, and the core's subscription
+//! queues count messages, not bytes, so many of them sending maximum-size messages to a slow
+//! subscriber can hold `subscription_buffer` such messages each.
 //!
 //! # Logs
 //!

@@ -139,11 +139,20 @@ impl Budget {
     fn try_take(&self, charge: &mut Charge, n: usize) -> bool {
         if Self::take_from(&self.held, self.limit, n) {
             charge.budget += n;
-        } else if charge.budget == 0
-            && charge.reserve + n <= SMALL
-            && Self::take_from(&self.reserve_held, RESERVE, n)
+        } else if charge.total() + n <= SMALL
+            && Self::take_from(&self.reserve_held, RESERVE, charge.budget + n)
         {
-            charge.reserve += n;
+            // A small message that began on the budget's last bytes moves to the reserve
+            // whole: otherwise it would wait, with its stream, for budget that half-sent
+            // large messages hold until their stall deadline.
+            let moved = std::mem::take(&mut charge.budget);
+            charge.reserve += moved + n;
+            if moved > 0 {
+                self.held.fetch_sub(moved, Ordering::SeqCst);
+                if self.waiting.load(Ordering::SeqCst) > 0 {
+                    self.freed.notify_waiters();
+                }
+            }
         } else {
             return false;
         }
@@ -846,6 +855,33 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unavailable);
     }
 
+    /// A small message whose first bytes took the budget's last room finishes from the
+    /// reserve instead of waiting for the budget, and gives that room back.
+    #[test]
+    fn a_small_message_begun_on_the_budgets_last_bytes_moves_to_the_reserve() {
+        let budget = Budget::new(200_000);
+        let mut large = Charge::default();
+        assert!(budget.try_take(&mut large, 199_990));
+        let mut small = Charge::default();
+        assert!(budget.try_take(&mut small, 8), "the budget's last bytes");
+        assert!(
+            budget.try_take(&mut small, 4000),
+            "the rest of a small message comes from the reserve"
+        );
+        assert_eq!((small.budget, small.reserve), (0, 4008));
+        assert_eq!(budget.held().0, 199_990 + 4008);
+        // The room it gave back is the budget's again.
+        let mut other = Charge::default();
+        assert!(budget.try_take(&mut other, 10));
+        assert!(!budget.try_take(&mut large, 1), "the budget is spent");
+        // A message past SMALL never draws on the reserve.
+        let mut big = Charge::default();
+        assert!(!budget.try_take(&mut big, SMALL + 1));
+        budget.give_back(&mut small);
+        budget.give_back(&mut other);
+        budget.give_back(&mut large);
+        assert_eq!(budget.held().0, 0);
+    }
     #[tokio::test(start_paused = true)]
     async fn a_frame_waits_for_budget_with_the_messages_it_completes() {
         // 100 bytes of budget; the frame leaves more than the reserve's 64 KiB of a message

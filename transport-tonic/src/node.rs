@@ -1,8 +1,7 @@
 //! The user-facing handle: Fabric's `Comm` as async methods on a cheap-to-clone [`Node`].
 
 use crate::driver::{
-    CONNECTION_WINDOW, Clock, Core, DriverStats, Inner, MAX_FRAME, STREAM_WINDOW, Settings, Waiter,
-    drain, timer_task,
+    Clock, Core, DriverStats, Inner, MAX_FRAME, Settings, Waiter, drain, flow_window, timer_task,
 };
 use crate::inbound::{DriverLimits, GuardedIncoming, reaper_task};
 use crate::layer::{AnyEvent, Hosted, HostedCore, LayerFactory, NodeSecurity};
@@ -252,11 +251,12 @@ impl NodeBuilder {
             }
             None => (None, None, HostedCore::new(comm, Hosted::none(), None)),
         };
+        let window = flow_window(&settings.limits);
         let inner = Inner::new(comm, settings, clock, rt.clone());
 
         let mut server = Server::builder()
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window)
             .max_frame_size(Some(MAX_FRAME));
         if let Some(t) = &tls {
             server = server
