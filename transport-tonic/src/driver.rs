@@ -62,7 +62,8 @@ pub(crate) fn flow_window(limits: &DriverLimits) -> u32 {
 /// (`codec::YIELD_THRESHOLD`), a quarter of that: about 20 % less CPU per message and 30 % more
 /// one-way throughput on loopback (`bench_report`). It only lets peers send bigger frames;
 /// what this node sends is bounded by what each peer advertises (16 KiB for Go gRPC), so
-/// interop is unchanged. Memory is bounded by the flow-control window ([`flow_window`]), not by this.
+/// interop is unchanged. Memory is bounded by the flow-control window ([`flow_window`]), not
+/// by this.
 pub(crate) const MAX_FRAME: u32 = 64 << 10;
 
 /// One item for a stream's writer.

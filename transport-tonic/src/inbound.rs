@@ -88,7 +88,7 @@ pub struct DriverLimits {
     /// not authenticated can make the node hold at most `max_incomplete_bytes` + the 8 MiB
     /// reserve + `max_pending_connections` × this: 264 MiB with the defaults, plus the
     /// node's working set (when the driver advertised 4 MiB per stream, 100 such remotes
-    /// made a node hold 527 MiB). Default 1 MiB: on loopback it holds back neither a gossip
+    /// made a node hold 525 MiB). Default 1 MiB: on loopback it holds back neither a gossip
     /// connection nor HTTP/2 alone (512 KiB held back HTTP/2 alone, by a third); over a link
     /// with a 50 ms round trip it allows about 20 MB/s per connection, so raise it for such
     /// links. Values below HTTP/2's 65,535 are raised to it, above 2^31 − 1 lowered to that.

@@ -141,10 +141,10 @@
 //! unread), plus the node's working set. Remotes that have not authenticated hold at most
 //! `max_pending_connections` (128) such connections, 128 MiB: 264 MiB in all, plus the
 //! working set (see `examples/hostile_memory.rs`, which runs 100 of them at once: 244 MiB).
-//! Authenticated peers
-//! add up to a window each while the node is not reading them, and the core's subscription
-//! queues count messages, not bytes, so many of them sending maximum-size messages to a slow
-//! subscriber can hold `subscription_buffer` such messages each.
+//! Authenticated peers add up to a window each while the node is not reading them, and the
+//! core's subscription queues count messages, not bytes, so many of them sending
+//! maximum-size messages to a slow subscriber can hold `subscription_buffer` such messages
+//! each.
 //!
 //! # Logs
 //!

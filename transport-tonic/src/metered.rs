@@ -882,6 +882,7 @@ mod tests {
         budget.give_back(&mut large);
         assert_eq!(budget.held().0, 0);
     }
+
     #[tokio::test(start_paused = true)]
     async fn a_frame_waits_for_budget_with_the_messages_it_completes() {
         // 100 bytes of budget; the frame leaves more than the reserve's 64 KiB of a message
