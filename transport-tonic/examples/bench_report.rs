@@ -944,23 +944,17 @@ impl Throughput {
         let r = self.rates();
         // One-way rows count both, a few per thousand messages; SendWithAck rows count
         // switches only, a fraction of one per ack.
-        let (switches, faults) = match (self.switches_per_msg(), self.faults_per_1000()) {
-            (Some(s), Some(f)) => (
-                String::new(),
-                format!(
-                    ", {:.1} context switches and {f:.1} page faults/1,000 {unit}",
-                    s * 1000.0
-                ),
+        let counts = match (self.switches_per_msg(), self.faults_per_1000()) {
+            (Some(s), Some(f)) => format!(
+                ", {:.1} context switches and {f:.1} page faults/1,000 {unit}",
+                s * 1000.0
             ),
-            (s, f) => (
-                s.map_or_else(String::new, |s| format!(", {s:.3} context switches/{unit}")),
-                f.map_or_else(String::new, |f| {
-                    format!(", {f:.1} page faults/1,000 {unit}")
-                }),
-            ),
+            (Some(s), None) => format!(", {s:.3} context switches/{unit}"),
+            (None, Some(f)) => format!(", {f:.1} page faults/1,000 {unit}"),
+            (None, None) => String::new(),
         };
         format!(
-            "{} {unit}/s (median of {}, {}–{}; {:.2} µs CPU/{unit}, {:.2} cores busy{switches}{faults})",
+            "{} {unit}/s (median of {}, {}–{}; {:.2} µs CPU/{unit}, {:.2} cores busy{counts})",
             thousands(self.median()),
             r.len(),
             thousands(r.first().copied().unwrap_or(0.0)),

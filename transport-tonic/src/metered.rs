@@ -147,12 +147,10 @@ impl Budget {
             // large messages hold until their stall deadline.
             let moved = std::mem::take(&mut charge.budget);
             charge.reserve += moved + n;
-            if moved > 0 {
-                self.held.fetch_sub(moved, Ordering::SeqCst);
-                if self.waiting.load(Ordering::SeqCst) > 0 {
-                    self.freed.notify_waiters();
-                }
-            }
+            self.give_back(&mut Charge {
+                budget: moved,
+                reserve: 0,
+            });
         } else {
             return false;
         }
