@@ -101,7 +101,8 @@ impl OpsTls {
     pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // The transport's policy (aws-lc-rs, AES-128-GCM first), so both endpoints agree.
+        let provider = Arc::new(fabric_gossip_tonic::tls_crypto_provider());
         let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("certificate: {e}"))?;

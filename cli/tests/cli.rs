@@ -1758,7 +1758,7 @@ fn operations_service_over_tls() {
         roots.add(c.expect("ca cert")).expect("add");
     }
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
+        fabric_gossip_tonic::tls_crypto_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("versions")

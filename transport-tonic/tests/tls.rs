@@ -7,8 +7,9 @@ use common::*;
 use fabric_gossip_core::proto::gossip::gossip_client::GossipClient;
 use fabric_gossip_core::proto::gossip::{ConnEstablish, Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::{SignedMessage, TestOnlyHmacSecurity, cert_hash};
-use fabric_gossip_tonic::{Node, OpError};
+use fabric_gossip_tonic::{Node, OpError, rustls};
 use prost::Message;
+use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -198,4 +199,67 @@ async fn wrong_tls_cert_hash_is_refused() {
         .unwrap();
     assert_eq!(b.stats().handshakes_ok, 1);
     within("stop", b.stop()).await;
+}
+
+/// The cipher suite a TLS client whose provider is `provider` ends up with against `server`
+/// (a full mutual-TLS handshake, certificates of `pki`).
+async fn negotiated_suite(
+    server: &Node,
+    pki: &Pki,
+    provider: rustls::crypto::CryptoProvider,
+) -> rustls::CipherSuite {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let (cert, key, _) = pki.leaf("client");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(pki.ca_pem().as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap(),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let tls = within(
+        "the TLS handshake",
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    .unwrap();
+    tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+}
+
+/// Our nodes offer AES-128-GCM first, as a Fabric peer (Go) does, and a node's TLS server
+/// follows the client's order: two of our nodes, like two Fabric peers, talk AES-128-GCM,
+/// and a client that prefers another suite the server has gets that one.
+#[tokio::test]
+async fn our_nodes_offer_aes_128_gcm_first_and_servers_follow_the_client() {
+    use rustls::CipherSuite as S;
+    let pki = Pki::new("suite-ca");
+    let server = node(config(), Some(pki.tls("server"))).await;
+    let ours = fabric_gossip_tonic::tls_crypto_provider();
+    assert_eq!(
+        negotiated_suite(&server, &pki, ours.clone()).await,
+        S::TLS13_AES_128_GCM_SHA256
+    );
+    let mut aes_256_first = ours;
+    aes_256_first
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != S::TLS13_AES_256_GCM_SHA384);
+    assert_eq!(
+        negotiated_suite(&server, &pki, aes_256_first).await,
+        S::TLS13_AES_256_GCM_SHA384
+    );
+    within("stop", server.stop()).await;
 }

@@ -1,0 +1,159 @@
+//! What TLS costs per byte, without sockets or scheduling: the cipher alone on 16 KiB records
+//! (ring's AES-256-GCM, which our nodes negotiated with each other before, against
+//! aws-lc-rs's AES-128-GCM, which they negotiate now), and 64 KiB written through a rustls
+//! client and read out of a rustls server in memory, with the node's provider and with the
+//! same provider preferring AES-256-GCM. Reported in bytes per second.
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fabric_gossip_tonic::rustls::{self, CipherSuite, ClientConnection, ServerConnection};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+const RECORD: usize = 16 * 1024;
+
+/// Seals and opens one 16 KiB record per iteration, as one side's sender and the other's
+/// receiver would.
+fn cipher(c: &mut Criterion) {
+    let mut group = c.benchmark_group("aead_seal_and_open_16KiB");
+    group.throughput(Throughput::Bytes(RECORD as u64));
+    group.measurement_time(Duration::from_secs(4));
+    {
+        use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).unwrap());
+        let mut buf = vec![1u8; RECORD + 16];
+        group.bench_function("ring_aes_256_gcm_before", |b| {
+            b.iter(|| {
+                let nonce = || Nonce::assume_unique_for_key([3; 12]);
+                buf.truncate(RECORD);
+                key.seal_in_place_append_tag(nonce(), Aad::from([23u8; 5]), &mut buf)
+                    .unwrap();
+                let plain = key
+                    .open_in_place(nonce(), Aad::from([23u8; 5]), &mut buf)
+                    .unwrap();
+                black_box(plain.len());
+            })
+        });
+    }
+    {
+        use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7; 16]).unwrap());
+        let mut buf = vec![1u8; RECORD + 16];
+        group.bench_function("aws_lc_rs_aes_128_gcm_now", |b| {
+            b.iter(|| {
+                let nonce = || Nonce::assume_unique_for_key([3; 12]);
+                buf.truncate(RECORD);
+                key.seal_in_place_append_tag(nonce(), Aad::from([23u8; 5]), &mut buf)
+                    .unwrap();
+                let plain = key
+                    .open_in_place(nonce(), Aad::from([23u8; 5]), &mut buf)
+                    .unwrap();
+                black_box(plain.len());
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A client and a server connection, handshaken in memory with `provider`.
+fn connected(provider: CryptoProvider) -> (ClientConnection, ServerConnection) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::NoCa;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let provider = Arc::new(provider);
+    let der = cert.der().clone();
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![der.clone()],
+            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(der.to_vec())).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut c = ClientConnection::new(Arc::new(client), ServerName::try_from("localhost").unwrap())
+        .unwrap();
+    let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+    let mut wire = Vec::new();
+    while c.is_handshaking() || s.is_handshaking() {
+        wire.clear();
+        while c.wants_write() {
+            c.write_tls(&mut wire).unwrap();
+        }
+        feed(&mut s, &wire);
+        wire.clear();
+        while s.wants_write() {
+            s.write_tls(&mut wire).unwrap();
+        }
+        feed(&mut c, &wire);
+    }
+    (c, s)
+}
+
+fn feed<D>(conn: &mut rustls::ConnectionCommon<D>, mut wire: &[u8]) {
+    while !wire.is_empty() {
+        conn.read_tls(&mut wire).unwrap();
+        conn.process_new_packets().unwrap();
+    }
+}
+
+/// 64 KiB per iteration: written to the client, its records moved to the server, read out.
+fn connection(c: &mut Criterion) {
+    const CHUNK: usize = 64 * 1024;
+    let mut group = c.benchmark_group("rustls_pair_64KiB");
+    group.throughput(Throughput::Bytes(CHUNK as u64));
+    group.measurement_time(Duration::from_secs(4));
+    let mut aes_256_first = fabric_gossip_tonic::tls_crypto_provider();
+    aes_256_first
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != CipherSuite::TLS13_AES_256_GCM_SHA384);
+    for (name, provider) in [
+        (
+            "node_provider_aes_128_gcm",
+            fabric_gossip_tonic::tls_crypto_provider(),
+        ),
+        ("aes_256_gcm_first", aes_256_first),
+    ] {
+        let (mut client, mut server) = connected(provider);
+        let chunk = vec![5u8; CHUNK];
+        let mut wire = Vec::with_capacity(2 * CHUNK);
+        let mut out = vec![0u8; CHUNK];
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                client.writer().write_all(&chunk).unwrap();
+                wire.clear();
+                while client.wants_write() {
+                    client.write_tls(&mut wire).unwrap();
+                }
+                let mut rest = &wire[..];
+                let mut got = 0;
+                while !rest.is_empty() {
+                    server.read_tls(&mut rest).unwrap();
+                    server.process_new_packets().unwrap();
+                    while let Ok(n @ 1..) = server.reader().read(&mut out) {
+                        got += n;
+                    }
+                }
+                assert_eq!(got, CHUNK);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cipher, connection);
+criterion_main!(benches);
