@@ -8,8 +8,8 @@
 //! cargo run --release -p fabric-gossip-tonic --example bench_report -- --only tls
 //! ```
 //!
-//! `--only` runs one group: raw (with HTTP/2 alone), plain, tls, fabric, drops, acks or
-//! latency.
+//! `--only` runs one group: raw (with HTTP/2 alone), plain, tls, blocks (64 KiB messages,
+//! plaintext and TLS), fabric, drops, acks or latency.
 //!
 //! Workload: two nodes on 127.0.0.1 in this process, on one tokio runtime with 2 workers (the
 //! target machine has 2 cores, shared by sender and receiver as Fabric's two peers shared
@@ -65,6 +65,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
 /// Payload bytes of each DataMessage.
 const PAYLOAD: usize = 1024;
+/// Payload bytes of each message of the `blocks` rows: a small Fabric block. At 1 KiB the
+/// costs per message hide those per byte (copies, the TLS cipher); at this size they show.
+const BLOCK_PAYLOAD: usize = 64 * 1024;
 /// Distinct pre-encoded messages the senders cycle through: the receiver checks each
 /// sequence number (mod this), and the sender's cost stays the transport's, not protobuf
 /// encoding's. Few enough to stay in cache (64 KiB), as a message a sender has just encoded
@@ -117,8 +120,8 @@ Fabric v2.4.9's figures and the goals, with the load average during each workloa
 
 Options:
   --quick           short rounds (~10 s in all instead of ~60 s)
-  --only WORKLOAD   run one group: raw (with HTTP/2 alone), plain, tls, fabric, drops,
-                    acks or latency
+  --only WORKLOAD   run one group: raw (with HTTP/2 alone), plain, tls, blocks (64 KiB
+                    messages, plaintext and TLS), fabric, drops, acks or latency
   -h, --help        print this help
 
 Build with --release: a debug build measures the compiler, not the transport.";
@@ -229,6 +232,8 @@ struct Figures {
     /// The same with each node on a current-thread runtime of its own thread.
     plain_per_node: Option<Res<Throughput>>,
     tls_per_node: Option<Res<Throughput>>,
+    /// Lossless with 64 KiB messages, plaintext and mutual TLS.
+    blocks: Option<[Res<Throughput>; 2]>,
     /// Lossless with Fabric's send buffers: 20 (its default) and 200 (its sample peer).
     fabric: Option<[Res<Throughput>; 2]>,
     /// Unpaced sends with send buffer 20 and 200.
@@ -253,7 +258,9 @@ struct LatencyFigures {
 }
 
 /// Workloads `--only` can pick (one figure group per run, e.g. for profiling).
-const WORKLOADS: [&str; 7] = ["raw", "plain", "tls", "fabric", "drops", "acks", "latency"];
+const WORKLOADS: [&str; 8] = [
+    "raw", "plain", "tls", "blocks", "fabric", "drops", "acks", "latency",
+];
 
 fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Option<&str>) {
     let started = Instant::now();
@@ -284,6 +291,11 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         f.tls = Some(on_workers(rt, one_way(true, budget)));
         f.tls_per_node = Some(one_way_per_node(true, budget));
         loads.push(("tls", load1()));
+    }
+    if run("blocks") {
+        step("lossless one-way, 64 KiB messages, plaintext and mutual TLS");
+        f.blocks = Some([false, true].map(|tls| on_workers(rt, one_way_blocks(tls, budget))));
+        loads.push(("blocks", load1()));
     }
     if run("fabric") {
         step("lossless one-way with Fabric's buffers (send buffer 20 / 200, write window 8)");
@@ -440,6 +452,24 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         if let Some(r) = r {
             let ok = min.map(|m| r.as_ref().is_ok_and(|x| x.median() >= m));
             row(g, w, tp(r), fabric, goal, ok);
+        }
+    }
+    if let Some(blocks) = &f.blocks {
+        let envelope = message_of(0, BLOCK_PAYLOAD).envelope_bytes().len() as f64;
+        for (r, how) in blocks.iter().zip(["plaintext", "mutual TLS"]) {
+            let ours = cell(r, |x| {
+                format!(
+                    "{} MB/s ({}; {:.2} µs CPU per KiB)",
+                    thousands(x.median() * envelope / 1e6),
+                    x.cell("msg"),
+                    x.cpu_us_per_msg() * 1024.0 / envelope
+                )
+            });
+            let w = format!(
+                "lossless one-way, {} KiB messages, {how}",
+                BLOCK_PAYLOAD / 1024
+            );
+            row("blocks", &w, ours, "—", "—", None);
         }
     }
     if let Some(r) = &f.raw {
@@ -784,14 +814,22 @@ where
 }
 
 fn message(seq: u64) -> SignedMessage {
+    message_of(seq, PAYLOAD)
+}
+
+fn message_of(seq: u64, payload: usize) -> SignedMessage {
     SignedMessage::noop(fabric_gossip_core::data_message(
         seq,
-        vec![(seq % 251) as u8; PAYLOAD],
+        vec![(seq % 251) as u8; payload],
     ))
 }
 
 fn ring() -> Arc<Vec<SignedMessage>> {
-    Arc::new((0..RING).map(message).collect())
+    ring_of(PAYLOAD)
+}
+
+fn ring_of(payload: usize) -> Arc<Vec<SignedMessage>> {
+    Arc::new((0..RING).map(|seq| message_of(seq, payload)).collect())
 }
 
 fn seq_of(m: &GossipMessage) -> Option<u64> {
@@ -1383,8 +1421,27 @@ async fn one_way(tls: bool, budget: Budget) -> Res<Throughput> {
 }
 
 async fn one_way_cfg(tls: bool, budget: Budget, config: Config) -> Res<Throughput> {
+    one_way_of(tls, budget, config, ring()).await
+}
+
+/// Lossless one-way with 64 KiB messages; buffers of 64 messages (4 MiB) per connection,
+/// as much in flight as 4,096 of the 1 KiB rows' messages.
+async fn one_way_blocks(tls: bool, budget: Budget) -> Res<Throughput> {
+    let config = Config::default()
+        .with_send_buffer(64)
+        .with_write_window(32)
+        .with_subscription_buffer(64);
+    one_way_of(tls, budget, config, ring_of(BLOCK_PAYLOAD)).await
+}
+
+async fn one_way_of(
+    tls: bool,
+    budget: Budget,
+    config: Config,
+    msgs: Arc<Vec<SignedMessage>>,
+) -> Res<Throughput> {
     let (a, b) = pair(tls, config).await?;
-    let r = one_way_on(&a, &b, budget).await;
+    let r = one_way_on(&a, &b, budget, msgs).await;
     let (sa, sb) = (a.stats(), b.stats());
     stop(&[&a, &b]).await;
     let x = r?;
@@ -1398,9 +1455,13 @@ async fn one_way_cfg(tls: bool, budget: Budget, config: Config) -> Res<Throughpu
     Ok(x)
 }
 
-async fn one_way_on(a: &Node, b: &Node, budget: Budget) -> Res<Throughput> {
+async fn one_way_on(
+    a: &Node,
+    b: &Node,
+    budget: Budget,
+    msgs: Arc<Vec<SignedMessage>>,
+) -> Res<Throughput> {
     let mut inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
-    let msgs = ring();
     let mut next_seq = 0u64;
     phase(a, b, &mut inbox, &msgs, &mut next_seq, budget.warmup).await?;
     let mut rounds = Vec::with_capacity(budget.rounds);
