@@ -1,5 +1,5 @@
-//! What TLS costs per byte, without sockets or scheduling: the cipher alone on 16 KiB records
-//! (ring's AES-256-GCM, which our nodes negotiated with each other before, against
+//! What TLS costs per byte, without sockets or scheduling: the cipher alone on 16 KiB and
+//! 1 KiB records (ring's AES-256-GCM, which our nodes negotiated with each other before, against
 //! aws-lc-rs's AES-128-GCM, which they negotiate now), and 64 KiB written through a rustls
 //! client and read out of a rustls server in memory, with the node's provider and with the
 //! same provider preferring AES-256-GCM. Reported in bytes per second.
@@ -18,47 +18,49 @@ use std::time::Duration;
 
 const RECORD: usize = 16 * 1024;
 
-/// Seals and opens one 16 KiB record per iteration, as one side's sender and the other's
-/// receiver would.
+/// Seals and opens one record per iteration, as one side's sender and the other's receiver
+/// would: 16 KiB (a busy connection's records) and 1 KiB (a lone small message's).
 fn cipher(c: &mut Criterion) {
-    let mut group = c.benchmark_group("aead_seal_and_open_16KiB");
-    group.throughput(Throughput::Bytes(RECORD as u64));
-    group.measurement_time(Duration::from_secs(4));
-    {
-        use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).unwrap());
-        let mut buf = vec![1u8; RECORD + 16];
-        group.bench_function("ring_aes_256_gcm_before", |b| {
-            b.iter(|| {
-                let nonce = || Nonce::assume_unique_for_key([3; 12]);
-                buf.truncate(RECORD);
-                key.seal_in_place_append_tag(nonce(), Aad::from([23u8; 5]), &mut buf)
-                    .unwrap();
-                let plain = key
-                    .open_in_place(nonce(), Aad::from([23u8; 5]), &mut buf)
-                    .unwrap();
-                black_box(plain.len());
-            })
-        });
+    for record in [RECORD, 1024] {
+        let mut group = c.benchmark_group(format!("aead_seal_and_open_{}KiB", record / 1024));
+        group.throughput(Throughput::Bytes(record as u64));
+        group.measurement_time(Duration::from_secs(3));
+        {
+            use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+            let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).unwrap());
+            let mut buf = vec![1u8; record + 16];
+            group.bench_function("ring_aes_256_gcm_before", |b| {
+                b.iter(|| {
+                    let nonce = || Nonce::assume_unique_for_key([3; 12]);
+                    buf.truncate(record);
+                    key.seal_in_place_append_tag(nonce(), Aad::from([23u8; 5]), &mut buf)
+                        .unwrap();
+                    let plain = key
+                        .open_in_place(nonce(), Aad::from([23u8; 5]), &mut buf)
+                        .unwrap();
+                    black_box(plain.len());
+                })
+            });
+        }
+        {
+            use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+            let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7; 16]).unwrap());
+            let mut buf = vec![1u8; record + 16];
+            group.bench_function("aws_lc_rs_aes_128_gcm_now", |b| {
+                b.iter(|| {
+                    let nonce = || Nonce::assume_unique_for_key([3; 12]);
+                    buf.truncate(record);
+                    key.seal_in_place_append_tag(nonce(), Aad::from([23u8; 5]), &mut buf)
+                        .unwrap();
+                    let plain = key
+                        .open_in_place(nonce(), Aad::from([23u8; 5]), &mut buf)
+                        .unwrap();
+                    black_box(plain.len());
+                })
+            });
+        }
+        group.finish();
     }
-    {
-        use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-        let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7; 16]).unwrap());
-        let mut buf = vec![1u8; RECORD + 16];
-        group.bench_function("aws_lc_rs_aes_128_gcm_now", |b| {
-            b.iter(|| {
-                let nonce = || Nonce::assume_unique_for_key([3; 12]);
-                buf.truncate(RECORD);
-                key.seal_in_place_append_tag(nonce(), Aad::from([23u8; 5]), &mut buf)
-                    .unwrap();
-                let plain = key
-                    .open_in_place(nonce(), Aad::from([23u8; 5]), &mut buf)
-                    .unwrap();
-                black_box(plain.len());
-            })
-        });
-    }
-    group.finish();
 }
 
 /// A client and a server connection, handshaken in memory with `provider`.
