@@ -18,6 +18,30 @@ use std::time::Duration;
 
 const RECORD: usize = 16 * 1024;
 
+/// Benchmarks sealing and opening one `record`-byte record per iteration with `$alg` of the
+/// `ring`-shaped AEAD API at `$aead` (ring's and aws-lc-rs's are the same, as types of two
+/// crates).
+macro_rules! seal_and_open {
+    ($group:expr, $name:expr, $record:expr, $aead:path, $alg:ident, $key_len:expr) => {{
+        use $aead::{Aad, LessSafeKey, Nonce, UnboundKey, $alg};
+        let key = LessSafeKey::new(UnboundKey::new(&$alg, &[7; $key_len]).unwrap());
+        let record: usize = $record;
+        let mut buf = vec![1u8; record + 16];
+        $group.bench_function($name, |b| {
+            b.iter(|| {
+                let nonce = || Nonce::assume_unique_for_key([3; 12]);
+                buf.truncate(record);
+                key.seal_in_place_append_tag(nonce(), Aad::from([23u8; 5]), &mut buf)
+                    .unwrap();
+                let plain = key
+                    .open_in_place(nonce(), Aad::from([23u8; 5]), &mut buf)
+                    .unwrap();
+                black_box(plain.len());
+            })
+        });
+    }};
+}
+
 /// Seals and opens one record per iteration, as one side's sender and the other's receiver
 /// would: 16 KiB (a busy connection's records) and 1 KiB (a lone small message's).
 fn cipher(c: &mut Criterion) {
@@ -25,40 +49,22 @@ fn cipher(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("aead_seal_and_open_{}KiB", record / 1024));
         group.throughput(Throughput::Bytes(record as u64));
         group.measurement_time(Duration::from_secs(3));
-        {
-            use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-            let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).unwrap());
-            let mut buf = vec![1u8; record + 16];
-            group.bench_function("ring_aes_256_gcm_before", |b| {
-                b.iter(|| {
-                    let nonce = || Nonce::assume_unique_for_key([3; 12]);
-                    buf.truncate(record);
-                    key.seal_in_place_append_tag(nonce(), Aad::from([23u8; 5]), &mut buf)
-                        .unwrap();
-                    let plain = key
-                        .open_in_place(nonce(), Aad::from([23u8; 5]), &mut buf)
-                        .unwrap();
-                    black_box(plain.len());
-                })
-            });
-        }
-        {
-            use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-            let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7; 16]).unwrap());
-            let mut buf = vec![1u8; record + 16];
-            group.bench_function("aws_lc_rs_aes_128_gcm_now", |b| {
-                b.iter(|| {
-                    let nonce = || Nonce::assume_unique_for_key([3; 12]);
-                    buf.truncate(record);
-                    key.seal_in_place_append_tag(nonce(), Aad::from([23u8; 5]), &mut buf)
-                        .unwrap();
-                    let plain = key
-                        .open_in_place(nonce(), Aad::from([23u8; 5]), &mut buf)
-                        .unwrap();
-                    black_box(plain.len());
-                })
-            });
-        }
+        seal_and_open!(
+            group,
+            "ring_aes_256_gcm_before",
+            record,
+            ring::aead,
+            AES_256_GCM,
+            32
+        );
+        seal_and_open!(
+            group,
+            "aws_lc_rs_aes_128_gcm_now",
+            record,
+            aws_lc_rs::aead,
+            AES_128_GCM,
+            16
+        );
         group.finish();
     }
 }
