@@ -194,8 +194,8 @@ impl TlsConfig {
 /// Why AES-128-GCM first: it is what a Fabric peer offers first (Go's `crypto/tls` on a CPU
 /// with AES instructions), so our nodes pick between themselves what Fabric peers pick
 /// between themselves, and it is the cheapest suite per byte. Why aws-lc-rs rather than
-/// ring: on full 16 KiB records its AES-GCM (AVX-512 where the CPU has it) is 1.3–1.65× as
-/// fast, AES-GCM was a fifth of the CPU a node spent per message under TLS, and its
+/// ring: on full 16 KiB records its AES-GCM (AVX-512 where the CPU has it) is 1.2–1.65× as
+/// fast (on 1 KiB records ring is a little faster), AES-GCM was a fifth of the CPU a node spent per message under TLS, and its
 /// handshakes cost about half the CPU (the README's "TLS cryptography" has the figures).
 /// The rest (versions, key exchange groups, signature schemes) is the provider's default.
 ///
