@@ -128,7 +128,8 @@ impl TlsConfig {
         // ours makes it the one, and keeps rustls from refusing to pick when another crate
         // in the build enables a second provider. An application that installed its own
         // first keeps it for the servers (our dialling side uses ours regardless).
-        let _ = crypto_provider().install_default();
+        let provider = crypto_provider();
+        let _ = provider.clone().install_default();
         let server_hash = leaf_hash(&self.server_cert_pem, "server certificate")?;
         let mut roots = RootCertStore::empty();
         for ca in certs(&self.ca_pem, "CA certificate")? {
@@ -139,7 +140,7 @@ impl TlsConfig {
         if let Some(pem) = &self.client_ca_pem {
             certs(pem, "client CA certificate")?;
         }
-        let builder = ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots);
@@ -195,9 +196,10 @@ impl TlsConfig {
 /// with AES instructions), so our nodes pick between themselves what Fabric peers pick
 /// between themselves, and it is the cheapest suite per byte. Why aws-lc-rs rather than
 /// ring: on full 16 KiB records its AES-GCM (AVX-512 where the CPU has it) is 1.2–1.65× as
-/// fast (on 1 KiB records ring is a little faster), AES-GCM was a fifth of the CPU a node spent per message under TLS, and its
-/// handshakes cost about half the CPU (the README's "TLS cryptography" has the figures).
-/// The rest (versions, key exchange groups, signature schemes) is the provider's default.
+/// fast (on 1 KiB records ring is a little faster), AES-GCM was a fifth of the CPU a node
+/// spent per message under TLS, and its handshakes cost about half the CPU (the README's
+/// "TLS cryptography" has the figures). The rest (versions, key exchange groups, signature
+/// schemes) is the provider's default.
 ///
 /// Public so that other TLS endpoints of an application (the CLI's operations service is
 /// one) can use the same policy. The negotiated suite is the *client's* choice among the
