@@ -120,8 +120,10 @@ Fabric v2.4.9's figures and the goals, with the load average during each workloa
 
 Options:
   --quick           short rounds (~10 s in all instead of ~60 s)
-  --only WORKLOAD   run one group: raw (with HTTP/2 alone), plain, tls, blocks (64 KiB
-                    messages, plaintext and TLS), fabric, drops, acks or latency
+  --only WORKLOAD   run one group: raw (with HTTP/2 alone), plain, tls, ratio (raw TCP,
+                    plaintext and TLS taking turns round by round: issue 12's ratios),
+                    blocks (64 KiB messages, plaintext and TLS), fabric, drops, acks or
+                    latency
   -h, --help        print this help
 
 Build with --release: a debug build measures the compiler, not the transport.";
@@ -244,6 +246,9 @@ struct Figures {
     /// SendWithAck's floor: 16 messages in flight and their acks over HTTP/2 alone.
     acks_h2: Option<Res<Throughput>>,
     latency: Option<LatencyFigures>,
+    /// With raw, plain and tls taking turns: the two CPUs' cache-line round trip before
+    /// each of their rounds, ns (`core_to_core_ns`).
+    c2c: Option<[Vec<f64>; 3]>,
     /// What faulting in fresh memory costs on this machine (measured with the one-way rows).
     fault_cost: Option<Res<FaultCost>>,
 }
@@ -258,8 +263,8 @@ struct LatencyFigures {
 }
 
 /// Workloads `--only` can pick (one figure group per run, e.g. for profiling).
-const WORKLOADS: [&str; 8] = [
-    "raw", "plain", "tls", "blocks", "fabric", "drops", "acks", "latency",
+const WORKLOADS: [&str; 9] = [
+    "raw", "plain", "tls", "ratio", "blocks", "fabric", "drops", "acks", "latency",
 ];
 
 fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Option<&str>) {
@@ -273,22 +278,49 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     // The 1-minute load average as each group ends, printed beside its rows: the rates
     // move with whatever else runs on the machine.
     let mut loads: Vec<(&str, String)> = Vec::new();
+    // Issue 12's ratios compare rows measured at different moments, and this machine's
+    // speed drifts by a third from one minute to the next (the raw baseline alone has
+    // spanned 1.4-3.6 M msg/s within one run). With all three selected, their rounds take
+    // turns, so each round of ours has a raw round beside it (`paired_ratios`).
+    let paired = only == Some("ratio") || only.is_none();
+    if paired {
+        step("raw TCP, lossless plaintext and mutual TLS, round by round in turn");
+        let [raw, plain, tls] = match on_workers(rt, interleaved(budget)) {
+            Ok(t) => {
+                f.c2c = Some(t.c2c);
+                t.rounds.map(Ok)
+            }
+            Err(e) => [0, 1, 2].map(|_| Err(e.clone())),
+        };
+        (f.raw, f.plain, f.tls) = (Some(raw), Some(plain), Some(tls));
+        if only.is_some() {
+            loads.extend(["raw", "plain", "tls"].map(|g| (g, load1())));
+        }
+    }
     if run("raw") {
-        step("raw TCP baseline");
-        f.raw = Some(on_workers(rt, raw_tcp(budget)));
+        if !paired {
+            step("raw TCP baseline");
+            f.raw = Some(on_workers(rt, raw_tcp(budget)));
+        }
         step("HTTP/2 alone (child process)");
         f.h2 = Some(h2_child(quick));
         loads.push(("raw", load1()));
     }
     if run("plain") {
-        step("lossless one-way, plaintext");
-        f.plain = Some(on_workers(rt, one_way(false, budget)));
+        if !paired {
+            step("lossless one-way, plaintext");
+            f.plain = Some(on_workers(rt, one_way(false, budget)));
+        }
+        step("lossless one-way, plaintext, a runtime per node");
         f.plain_per_node = Some(one_way_per_node(false, budget));
         loads.push(("plain", load1()));
     }
     if run("tls") {
-        step("lossless one-way, mutual TLS");
-        f.tls = Some(on_workers(rt, one_way(true, budget)));
+        if !paired {
+            step("lossless one-way, mutual TLS");
+            f.tls = Some(on_workers(rt, one_way(true, budget)));
+        }
+        step("lossless one-way, mutual TLS, a runtime per node");
         f.tls_per_node = Some(one_way_per_node(true, budget));
         loads.push(("tls", load1()));
     }
@@ -499,11 +531,25 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             }
             _ => "—".into(),
         };
+        let paired = match (f.plain.as_ref(), f.tls.as_ref(), r) {
+            (Some(Ok(p)), Some(Ok(t)), Ok(r)) if paired => {
+                let (p, t) = (paired_ratios(p, r), paired_ratios(t, r));
+                format!(
+                    "paired round by round, median {:.1} % / {:.1} % (rounds {} / {}); \
+                     medians of the rows: ",
+                    median(&p),
+                    median(&t),
+                    percents(&p),
+                    percents(&t)
+                )
+            }
+            _ => String::new(),
+        };
         row(
             "raw",
             "lossless plaintext / TLS as a fraction of raw TCP (≥ 60 % / ≥ 45 %, issue 12)",
             format!(
-                "{} / {}; a runtime per node: {} / {}; HTTP/2 alone: {}",
+                "{paired}{} / {}; a runtime per node: {} / {}; HTTP/2 alone: {}",
                 frac(f.plain.as_ref()),
                 frac(f.tls.as_ref()),
                 frac(f.plain_per_node.as_ref()),
@@ -656,6 +702,11 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             );
         }
     }
+    if let (Some(c2c), Some(Ok(raw)), Some(Ok(plain)), Some(Ok(tls))) =
+        (&f.c2c, &f.raw, &f.plain, &f.tls)
+    {
+        turns_table(&mut t, c2c, [raw, plain, tls]);
+    }
     if let Some(Ok(a)) = &f.acks
         && a.failed > 0
     {
@@ -796,6 +847,125 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
 }
 
 /// The rate `nproc()` cores would sustain at the measured CPU time per message.
+/// Where the hypervisor has put this machine's two virtual CPUs, as a round trip of one
+/// cache line between two threads (ns): on this kind of machine (AMD EPYC, Zen 4) about 30
+/// when they are two hyperthreads of one core, about 60 for two cores sharing an L3 cache,
+/// 150-350 for cores that share none. It changes while a run goes on, and every figure of
+/// a workload that passes data between the two cores moves with it (README, "Performance").
+fn core_to_core_ns() -> f64 {
+    static LINE: AtomicU64 = AtomicU64::new(0);
+    const TRIPS: u64 = 20_000;
+    LINE.store(0, Ordering::SeqCst);
+    let other = std::thread::spawn(|| {
+        for i in 0..TRIPS {
+            while LINE.load(Ordering::Acquire) != 2 * i + 1 {
+                std::hint::spin_loop();
+            }
+            LINE.store(2 * i + 2, Ordering::Release);
+        }
+    });
+    let t0 = Instant::now();
+    for i in 0..TRIPS {
+        LINE.store(2 * i + 1, Ordering::Release);
+        while LINE.load(Ordering::Acquire) != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+    }
+    let ns = t0.elapsed().as_secs_f64() * 1e9 / TRIPS as f64;
+    // The other thread has answered every trip, so it has ended or is about to.
+    let _ = other.join();
+    ns
+}
+
+/// The rounds of raw TCP, plaintext and TLS as they took turns, each with where the two
+/// CPUs were just before it, and the turns' ratios: what moved a run's figures, and whether
+/// ours and the baseline moved together.
+fn turns_table(t: &mut String, c2c: &[Vec<f64>; 3], rows: [&Throughput; 3]) {
+    let _ = writeln!(
+        t,
+        "\nRaw TCP, plaintext and mutual TLS took turns, one round each (the first of each \
+         turn rotating). Each cell: msg/s, µs of CPU per message, and the two CPUs' cache-line \
+         round trip just before the round (`core_to_core_ns`: about 30 ns when the hypervisor \
+         has them on two hyperthreads of one core, about 60 on two cores sharing an L3 cache, \
+         150 or more on cores that share none).\n"
+    );
+    let _ = writeln!(
+        t,
+        "| turn | raw TCP | plaintext | mutual TLS | plaintext / TLS of raw |\n|---|---|---|---|---|"
+    );
+    let (raw, plain, tls) = (rows[0], rows[1], rows[2]);
+    let cell = |r: &Round, ns: f64| {
+        format!(
+            "{:.2} M ({:.2} µs; {ns:.0} ns)",
+            r.rate() / 1e6,
+            1e6 * r.cpu_secs / r.messages.max(1) as f64
+        )
+    };
+    let mut shared = [Vec::new(), Vec::new()];
+    for i in 0..raw
+        .rounds
+        .len()
+        .min(plain.rounds.len())
+        .min(tls.rounds.len())
+    {
+        let ns = [0, 1, 2].map(|k| c2c[k].get(i).copied().unwrap_or(f64::NAN));
+        let (r, p, s) = (&raw.rounds[i], &plain.rounds[i], &tls.rounds[i]);
+        let (fp, fs) = (p.rate() / r.rate().max(1e-9), s.rate() / r.rate().max(1e-9));
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {:.0} % / {:.0} % |",
+            i + 1,
+            cell(r, ns[0]),
+            cell(p, ns[1]),
+            cell(s, ns[2]),
+            100.0 * fp,
+            100.0 * fs
+        );
+        if ns.iter().all(|&n| (40.0..=100.0).contains(&n)) {
+            shared[0].push(fp);
+            shared[1].push(fs);
+        }
+    }
+    let _ = writeln!(
+        t,
+        "\nTurns whose three rounds all began on two cores sharing an L3 cache (40-100 ns): {} \
+         of {}{}.",
+        shared[0].len(),
+        raw.rounds.len(),
+        if shared[0].is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; their median plaintext / TLS share of raw TCP: {:.1} % / {:.1} %",
+                median(&shared[0]),
+                median(&shared[1])
+            )
+        }
+    );
+}
+
+/// Each round of `ours` as a fraction of the raw round measured beside it (`interleaved`).
+fn paired_ratios(ours: &Throughput, raw: &Throughput) -> Vec<f64> {
+    ours.rounds
+        .iter()
+        .zip(&raw.rounds)
+        .map(|(o, r)| o.rate() / r.rate().max(1e-9))
+        .collect()
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    100.0 * v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn percents(xs: &[f64]) -> String {
+    xs.iter()
+        .map(|x| format!("{:.0}", 100.0 * x))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn ceiling(x: &Throughput) -> f64 {
     nproc() as f64 * 1e6 / x.cpu_us_per_msg().max(1e-9)
 }
@@ -1469,6 +1639,70 @@ async fn one_way_on(
         rounds.push(phase(a, b, &mut inbox, &msgs, &mut next_seq, budget.round).await?);
     }
     Ok(Throughput { rounds })
+}
+
+/// Raw TCP, lossless plaintext and lossless mutual TLS, one round of each in turn (the
+/// first of each turn rotating, so none always runs first): each round of ours then has a
+/// raw round measured within seconds of it, under the same conditions of this shared
+/// machine. Both pairs of nodes stay connected throughout and every message is checked, as
+/// in `one_way`. Before each round, [`core_to_core_ns`] says where the two CPUs were.
+async fn interleaved(budget: Budget) -> Res<Turns> {
+    let config = throughput_config();
+    let plain = pair(false, config.clone()).await?;
+    let tls = pair(true, config).await?;
+    let mut inboxes = [
+        plain.1.accept(|_| true).map_err(|e| e.to_string())?,
+        tls.1.accept(|_| true).map_err(|e| e.to_string())?,
+    ];
+    let msgs = ring();
+    let mut seqs = [0u64; 2];
+    let mut rounds: [Vec<Round>; 3] = Default::default();
+    let mut c2c: [Vec<f64>; 3] = Default::default();
+    // Turn 0 is the warm-up.
+    for turn in 0..=budget.rounds {
+        let dur = if turn == 0 {
+            budget.warmup
+        } else {
+            budget.round
+        };
+        for k in 0..3 {
+            let which = (turn + k) % 3;
+            let ns = core_to_core_ns();
+            let round = match which {
+                0 => raw_round(dur).await?,
+                w => {
+                    let (a, b) = if w == 1 { &plain } else { &tls };
+                    phase(a, b, &mut inboxes[w - 1], &msgs, &mut seqs[w - 1], dur).await?
+                }
+            };
+            if turn > 0 {
+                rounds[which].push(round);
+                c2c[which].push(ns);
+            }
+        }
+    }
+    for (a, b) in [&plain, &tls] {
+        let (sa, sb) = (a.stats(), b.stats());
+        stop(&[a, b]).await;
+        let lost = sa.dropped_overflow
+            + sa.dropped_on_close
+            + sa.dropped_no_connection
+            + sb.dropped_subscription_overflow;
+        if lost > 0 {
+            return Err(format!("{lost} messages lost"));
+        }
+    }
+    Ok(Turns {
+        rounds: rounds.map(|rounds| Throughput { rounds }),
+        c2c,
+    })
+}
+
+/// What [`interleaved`] measured: raw TCP, plaintext and TLS, round `i` of each in turn
+/// `i`, and the two CPUs' cache-line round trip just before each round.
+struct Turns {
+    rounds: [Throughput; 3],
+    c2c: [Vec<f64>; 3],
 }
 
 /// Lossless one-way with each node on a current-thread runtime of its own thread, as two
