@@ -284,6 +284,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     // turns, so each round of ours has a raw round beside it (`paired_ratios`).
     let paired = only == Some("ratio") || only.is_none();
     if paired {
+        let c0 = common::core_to_core_ns();
         step("raw TCP, lossless plaintext and mutual TLS, round by round in turn");
         let [raw, plain, tls] = match on_workers(rt, interleaved(budget)) {
             Ok(t) => {
@@ -294,62 +295,71 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
         };
         (f.raw, f.plain, f.tls) = (Some(raw), Some(plain), Some(tls));
         if only.is_some() {
-            loads.extend(["raw", "plain", "tls"].map(|g| (g, load1())));
+            let c = conditions(c0);
+            loads.extend(["raw", "plain", "tls"].map(|g| (g, c.clone())));
         }
     }
     if run("raw") {
+        let c0 = common::core_to_core_ns();
         if !paired {
             step("raw TCP baseline");
             f.raw = Some(on_workers(rt, raw_tcp(budget)));
         }
         step("HTTP/2 alone (child process)");
         f.h2 = Some(h2_child(quick));
-        loads.push(("raw", load1()));
+        loads.push(("raw", conditions(c0)));
     }
     if run("plain") {
+        let c0 = common::core_to_core_ns();
         if !paired {
             step("lossless one-way, plaintext");
             f.plain = Some(on_workers(rt, one_way(false, budget)));
         }
         step("lossless one-way, plaintext, a runtime per node");
         f.plain_per_node = Some(one_way_per_node(false, budget));
-        loads.push(("plain", load1()));
+        loads.push(("plain", conditions(c0)));
     }
     if run("tls") {
+        let c0 = common::core_to_core_ns();
         if !paired {
             step("lossless one-way, mutual TLS");
             f.tls = Some(on_workers(rt, one_way(true, budget)));
         }
         step("lossless one-way, mutual TLS, a runtime per node");
         f.tls_per_node = Some(one_way_per_node(true, budget));
-        loads.push(("tls", load1()));
+        loads.push(("tls", conditions(c0)));
     }
     if run("blocks") {
+        let c0 = common::core_to_core_ns();
         step("lossless one-way, 64 KiB messages, plaintext and mutual TLS");
         f.blocks = Some([false, true].map(|tls| on_workers(rt, one_way_blocks(tls, budget))));
-        loads.push(("blocks", load1()));
+        loads.push(("blocks", conditions(c0)));
     }
     if run("fabric") {
+        let c0 = common::core_to_core_ns();
         step("lossless one-way with Fabric's buffers (send buffer 20 / 200, write window 8)");
         f.fabric = Some(
             [Config::default(), Config::fabric_sample_peer()]
                 .map(|cfg| on_workers(rt, one_way_cfg(false, budget, cfg))),
         );
-        loads.push(("fabric", load1()));
+        loads.push(("fabric", conditions(c0)));
     }
     if run("drops") {
+        let c0 = common::core_to_core_ns();
         step("unpaced send, buffer 20 and 200");
         f.drops = Some([20, 200].map(|buffer| on_workers(rt, unpaced(buffer, budget))));
-        loads.push(("drops", load1()));
+        loads.push(("drops", conditions(c0)));
     }
     if run("acks") {
+        let c0 = common::core_to_core_ns();
         step("SendWithAck (child process)");
         f.acks = Some(acks_child(quick));
         f.wakeups = Some(wakeups(budget));
         f.acks_h2 = Some(current_thread().and_then(|rt| rt.block_on(h2_acks(budget))));
-        loads.push(("acks", load1()));
+        loads.push(("acks", conditions(c0)));
     }
     if run("latency") {
+        let c0 = common::core_to_core_ns();
         step("new connection to first delivery, probe");
         f.latency = Some(LatencyFigures {
             conn_plain: on_workers(rt, connect_latency(false, budget)),
@@ -357,7 +367,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             probe_plain: on_workers(rt, probe_latency(false, budget)),
             probe_tls: on_workers(rt, probe_latency(true, budget)),
         });
-        loads.push(("latency", load1()));
+        loads.push(("latency", conditions(c0)));
     }
     if run("raw") || run("plain") || run("tls") {
         f.fault_cost = Some(fault_cost());
@@ -373,7 +383,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     let _ = writeln!(
         t,
         "Machine: {} CPU(s) ({}), {}; load average at start {load_start}, at end {load_end}; \
-         {:.0} s{}; GLIBC_TUNABLES {}.\n",
+         {:.0} s{}; GLIBC_TUNABLES {}; {}.\n",
         nproc(),
         cpu_model(),
         kernel(),
@@ -385,6 +395,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             .ok()
             .filter(|v| !v.is_empty())
             .map_or_else(|| "unset".to_string(), |v| format!("`{v}`")),
+        halt_polling(),
     );
     let _ = writeln!(
         t,
@@ -400,7 +411,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     );
     let _ = writeln!(
         t,
-        "| workload | ours | Fabric v2.4.9 | goal | met? | load (1 min) |"
+        "| workload | ours | Fabric v2.4.9 | goal | met? | load (1 min); core to core (start → end) |"
     );
     let _ = writeln!(t, "|---|---|---|---|---|---|");
     let load_of = |g: &str| {
@@ -847,36 +858,6 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
 }
 
 /// The rate `nproc()` cores would sustain at the measured CPU time per message.
-/// Where the hypervisor has put this machine's two virtual CPUs, as a round trip of one
-/// cache line between two threads (ns): on this kind of machine (AMD EPYC, Zen 4) about 30
-/// when they are two hyperthreads of one core, about 60 for two cores sharing an L3 cache,
-/// 150-350 for cores that share none. It changes while a run goes on, and every figure of
-/// a workload that passes data between the two cores moves with it (README, "Performance").
-fn core_to_core_ns() -> f64 {
-    static LINE: AtomicU64 = AtomicU64::new(0);
-    const TRIPS: u64 = 20_000;
-    LINE.store(0, Ordering::SeqCst);
-    let other = std::thread::spawn(|| {
-        for i in 0..TRIPS {
-            while LINE.load(Ordering::Acquire) != 2 * i + 1 {
-                std::hint::spin_loop();
-            }
-            LINE.store(2 * i + 2, Ordering::Release);
-        }
-    });
-    let t0 = Instant::now();
-    for i in 0..TRIPS {
-        LINE.store(2 * i + 1, Ordering::Release);
-        while LINE.load(Ordering::Acquire) != 2 * i + 2 {
-            std::hint::spin_loop();
-        }
-    }
-    let ns = t0.elapsed().as_secs_f64() * 1e9 / TRIPS as f64;
-    // The other thread has answered every trip, so it has ended or is about to.
-    let _ = other.join();
-    ns
-}
-
 /// The rounds of raw TCP, plaintext and TLS as they took turns, each with where the two
 /// CPUs were just before it, and the turns' ratios: what moved a run's figures, and whether
 /// ours and the baseline moved together.
@@ -1667,7 +1648,7 @@ async fn interleaved(budget: Budget) -> Res<Turns> {
         };
         for k in 0..3 {
             let which = (turn + k) % 3;
-            let ns = core_to_core_ns();
+            let ns = common::core_to_core_ns();
             let round = match which {
                 0 => raw_round(dur).await?,
                 w => {
@@ -2487,6 +2468,13 @@ fn proc_status_kib(key: &str) -> Option<u64> {
 }
 
 /// The 1-minute load average alone.
+/// The load column of a group that began when the two CPUs' cache-line round trip was
+/// `c0`: what else ran, and where the hypervisor had put the two CPUs at the group's start
+/// and end.
+fn conditions(c0: f64) -> String {
+    format!("{}; {c0:.0} → {:.0} ns", load1(), common::core_to_core_ns())
+}
+
 fn load1() -> String {
     loadavg()
         .split_whitespace()
@@ -2516,6 +2504,26 @@ fn cpu_model() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// How long an idle virtual CPU polls before it halts (the guest haltpoll driver), if
+/// this kernel has one: with none, every wake-up of an idle CPU goes through the
+/// hypervisor, which is what the SendWithAck rows with two threads pay for (README,
+/// "Performance").
+fn halt_polling() -> String {
+    let driver = std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    match std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Ok(ns) if driver == "haltpoll" => {
+            format!(
+                "guest halt polling {} µs before halting",
+                ns.trim().parse::<u64>().unwrap_or(0) / 1000
+            )
+        }
+        _ if driver.is_empty() => "cpuidle driver unknown".to_string(),
+        _ => format!("cpuidle driver {driver}"),
+    }
 }
 
 fn kernel() -> String {

@@ -28,6 +28,9 @@
 //! (thousands of connections, a child process, seconds of set-up), and what it reports —
 //! time to connect, RSS per connection — is not a per-iteration time criterion can repeat.
 
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 use fabric_gossip_core::proto::gossip::{Empty, GossipMessage, gossip_message};
 use fabric_gossip_core::{Config, Event, PkiId, RemotePeer, SignedMessage, TestOnlyHmacSecurity};
 use fabric_gossip_msp::dev::{self, DevOrg, OrgSpec, Validity};
@@ -383,6 +386,7 @@ fn hub(args: &[String]) -> Res<()> {
     let (cpu1, ccpu1) = (cpu(&me), cpu(&child_pid));
     let (faults1, cfaults1) = (faults(&me), faults(&child_pid));
     let child_rss1 = status_kib(&child_pid, "VmRSS:");
+    let c2c0 = common::core_to_core_ns();
     let t1 = Instant::now();
     rt.block_on(async {
         for r in 0..rounds {
@@ -403,6 +407,7 @@ fn hub(args: &[String]) -> Res<()> {
         faults(&child_pid).saturating_sub(cfaults1),
     );
     let child_growth = status_kib(&child_pid, "VmRSS:") as f64 - child_rss1 as f64;
+    let c2c1 = common::core_to_core_ns();
     let dropped = hub.stats().dropped_overflow - dropped0;
     let hwm = status_kib(&me, "VmHWM:");
     let rss_end = status_kib(&me, "VmRSS:");
@@ -418,7 +423,8 @@ fn hub(args: &[String]) -> Res<()> {
          memory: hub VmRSS {:.1} MiB empty -> {:.1} MiB connected = {per_conn:.1} KiB per connection (goal <= 64)\n  \
          fan-out: {rounds} x 1 KiB to all {n} = {total} deliveries in {:.3} s = {rate:.0} deliveries/s (goal >= 500000); \
          send calls took {:.3} s; dropped {dropped}; hub CPU {:.2} s ({:.2} µs/delivery), peers' CPU {:.2} s; {done}\n  \
-         page faults during the fan-out: hub {fan_faults}, peers {child_faults} (the peers' RSS {:+.1} MiB)\n  \
+         page faults during the fan-out: hub {fan_faults}, peers {child_faults} (the peers' RSS {:+.1} MiB); \
+         the two CPUs' cache-line round trip before and after it {c2c0:.0} / {c2c1:.0} ns\n  \
          hub VmRSS after {:.1} MiB = {after_conn:.1} KiB per connection beyond the empty node (goal <= 64), VmHWM {:.1} MiB",
         limits_pending,
         loadavg(),
@@ -438,7 +444,7 @@ fn hub(args: &[String]) -> Res<()> {
         hwm as f64 / 1024.0,
     );
     println!(
-        "SCALE mode={} peers={n} connect_s={:.3} kib_per_conn={per_conn:.1} kib_per_conn_after={after_conn:.1} deliveries_per_s={rate:.0} dropped={dropped} evicted={}",
+        "SCALE mode={} peers={n} connect_s={:.3} kib_per_conn={per_conn:.1} kib_per_conn_after={after_conn:.1} deliveries_per_s={rate:.0} dropped={dropped} evicted={} c2c_ns={c2c0:.0}/{c2c1:.0}",
         if tls { "tls" } else { "plaintext" },
         connect_time.as_secs_f64(),
         ds.inbound_evicted

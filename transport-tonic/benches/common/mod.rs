@@ -77,3 +77,57 @@ pub(crate) fn stop_pair(rt: &tokio::runtime::Runtime, a: &Node, b: &Node) {
         b.stop().await;
     });
 }
+
+/// Where the hypervisor has put this machine's two virtual CPUs, as a round trip of one
+/// cache line between two threads (ns): on this kind of machine (AMD EPYC, Zen 4) about 30
+/// when they are two hyperthreads of one core, about 60 for two cores sharing an L3 cache,
+/// 150-350 for cores that share none. It changes while a run goes on, and every figure of
+/// a workload that passes data between the two cores moves with it (the README's "Performance").
+pub(crate) fn core_to_core_ns() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    // The other thread's turn is an odd value, ours the next even one; `QUIT` ends it.
+    static LINE: AtomicU64 = AtomicU64::new(0);
+    const QUIT: u64 = u64::MAX;
+    const TRIPS: u64 = 20_000;
+    // Two spinning threads on a machine whose other CPU is busy take turns by time slices:
+    // the probe gives up after this, with the trips it made.
+    const LIMIT: Duration = Duration::from_millis(50);
+    LINE.store(0, Ordering::SeqCst);
+    let other = std::thread::spawn(|| {
+        let mut i = 0;
+        loop {
+            match LINE.load(Ordering::Acquire) {
+                QUIT => return,
+                // A swap, not a store: it must not overwrite a `QUIT` stored meanwhile.
+                v if v == 2 * i + 1 => {
+                    if LINE
+                        .compare_exchange(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        i += 1;
+                    }
+                }
+                _ => std::hint::spin_loop(),
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let mut trips = 0;
+    'trips: while trips < TRIPS {
+        LINE.store(2 * trips + 1, Ordering::Release);
+        let mut spins = 0u32;
+        while LINE.load(Ordering::Acquire) != 2 * trips + 2 {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 4096 == 0 && t0.elapsed() > LIMIT {
+                break 'trips;
+            }
+        }
+        trips += 1;
+    }
+    let ns = t0.elapsed().as_secs_f64() * 1e9 / trips.max(1) as f64;
+    LINE.store(QUIT, Ordering::Release);
+    let _ = other.join();
+    ns
+}
