@@ -548,8 +548,8 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
                 format!(
                     "paired round by round, median {:.1} % / {:.1} % (rounds {} / {}); \
                      medians of the rows: ",
-                    median(&p),
-                    median(&t),
+                    median_percent(&p),
+                    median_percent(&t),
                     percents(&p),
                     percents(&t)
                 )
@@ -918,8 +918,8 @@ fn turns_table(t: &mut String, c2c: &[Vec<f64>; 3], rows: [&Throughput; 3]) {
         } else {
             format!(
                 "; their median plaintext / TLS share of raw TCP: {:.1} % / {:.1} %",
-                median(&shared[0]),
-                median(&shared[1])
+                median_percent(&shared[0]),
+                median_percent(&shared[1])
             )
         }
     );
@@ -934,7 +934,7 @@ fn paired_ratios(ours: &Throughput, raw: &Throughput) -> Vec<f64> {
         .collect()
 }
 
-fn median(xs: &[f64]) -> f64 {
+fn median_percent(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     100.0 * v.get(v.len() / 2).copied().unwrap_or(0.0)
