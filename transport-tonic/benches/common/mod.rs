@@ -120,7 +120,7 @@ pub(crate) fn core_to_core_ns() -> f64 {
         while LINE.load(Ordering::Acquire) != 2 * trips + 2 {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 4096 == 0 && t0.elapsed() > LIMIT {
+            if spins.is_multiple_of(4096) && t0.elapsed() > LIMIT {
                 break 'trips;
             }
         }
