@@ -1,6 +1,6 @@
 //! The parts of an X.509 certificate that identity validation needs, extracted once.
 
-use crate::keys::PublicKey;
+use crate::keys::{Arithmetic, PublicKey};
 use core::time::Duration;
 use der::oid::ObjectIdentifier;
 use der::{Decode, Encode, Header, Reader, SliceReader};
@@ -126,11 +126,11 @@ impl CertInfo {
 
     /// Whether `issuer`'s key produced this certificate's signature. High-S signatures are
     /// accepted here, as Go's `x509.Verify` (and so Fabric) accepts them in certificates.
-    pub(crate) fn is_signed_by(&self, issuer: &CertInfo) -> bool {
+    pub(crate) fn is_signed_by(&self, issuer: &CertInfo, arithmetic: Arithmetic) -> bool {
         match self.digest {
             Some(d) => issuer
                 .key
-                .verify_prehash_any_s(&d.digest(&self.tbs), &self.signature),
+                .verify_certificate(d, &self.tbs, &self.signature, arithmetic),
             None => false,
         }
     }

@@ -1,13 +1,15 @@
 //! ECDSA keys on the curves Fabric uses (P-256, and P-384 which Fabric CA can issue), and
 //! Fabric's signature rules: SHA-256 of the message, DER `(r, s)`, low-S only.
 //!
-//! Two implementations sit behind the same rules. `ring` (constant-time assembly, the
-//! library rustls already builds) verifies every gossip signature and signs with P-256
-//! keys; RustCrypto's pure-Rust `p256`/`p384` parses keys and DER, signs when signatures
-//! must be reproducible (RFC 6979) or the key is P-384 (ring has no P-384 signer over
-//! SHA-256, which is the digest Fabric uses on every curve), checks certificate signatures,
-//! and remains callable as the reference the ring path is tested against.
+//! Two implementations sit behind the same rules. `ring` (constant-time assembly) verifies
+//! every gossip signature and every certificate signature over SHA-256 or SHA-384, and
+//! signs with P-256 keys; RustCrypto's pure-Rust `p256`/`p384` parses keys and DER, signs
+//! when signatures must be reproducible (RFC 6979) or the key is P-384 (ring has no P-384
+//! signer over SHA-256, which is the digest Fabric uses on every curve), checks certificate
+//! signatures over SHA-512 (ring pairs no curve with it), and remains callable as the
+//! reference the ring path is tested against.
 
+use crate::cert::CertDigest;
 use der::oid::ObjectIdentifier;
 use ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use fabric_gossip_core::SecurityError;
@@ -17,6 +19,15 @@ use x509_cert::spki::SubjectPublicKeyInfoOwned;
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+
+/// Whose curve arithmetic checks certificate signatures: ring's, or the pure-Rust reference
+/// ([`crate::MspSecurity::with_pure_rust_ecdsa`]). Either way RustCrypto reads the DER, so
+/// both refuse the same encodings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arithmetic {
+    Ring,
+    PureRust,
+}
 
 /// A verifying key. Parsing from a certificate checks the point is on its curve, so a
 /// `PublicKey` is always usable, by either implementation.
@@ -111,9 +122,49 @@ impl PublicKey {
         PublicKey { key, uncompressed }
     }
 
-    /// Verifies a DER signature over a digest, accepting either form of `s`: the rule for
-    /// certificate signatures, which Go and Fabric do not require to be low-S.
-    pub(crate) fn verify_prehash_any_s(&self, prehash: &[u8], der_sig: &[u8]) -> bool {
+    /// Verifies a certificate's signature over its TBS bytes, with the digest its algorithm
+    /// names, accepting either form of `s` (Go and Fabric do not require certificates to be
+    /// low-S). Each identity a node has not seen before costs one such check per link of its
+    /// chain, so with thousands of peers joining it is on the path of every new connection.
+    pub(crate) fn verify_certificate(
+        &self,
+        digest: CertDigest,
+        tbs: &[u8],
+        der_sig: &[u8],
+        arithmetic: Arithmetic,
+    ) -> bool {
+        // ring takes the message and hashes it itself; it pairs each curve with SHA-256
+        // and SHA-384, and with neither curve SHA-512.
+        let ring_alg: Option<&'static rs::EcdsaVerificationAlgorithm> = match (&self.key, digest) {
+            (Key::P256(_), CertDigest::Sha256) => Some(&rs::ECDSA_P256_SHA256_ASN1),
+            (Key::P256(_), CertDigest::Sha384) => Some(&rs::ECDSA_P256_SHA384_ASN1),
+            (Key::P384(_), CertDigest::Sha256) => Some(&rs::ECDSA_P384_SHA256_ASN1),
+            (Key::P384(_), CertDigest::Sha384) => Some(&rs::ECDSA_P384_SHA384_ASN1),
+            (_, CertDigest::Sha512) => None,
+        };
+        match (arithmetic, ring_alg) {
+            (Arithmetic::Ring, Some(alg)) => {
+                // The canonical DER of what RustCrypto accepted, so that ring's own reader
+                // never decides what is well formed.
+                let canonical = match &self.key {
+                    Key::P256(_) => p256::ecdsa::Signature::from_der(der_sig)
+                        .map(|s| s.to_der().as_bytes().to_vec()),
+                    Key::P384(_) => p384::ecdsa::Signature::from_der(der_sig)
+                        .map(|s| s.to_der().as_bytes().to_vec()),
+                };
+                canonical.is_ok_and(|sig| {
+                    UnparsedPublicKey::new(alg, &self.uncompressed[..])
+                        .verify(tbs, &sig)
+                        .is_ok()
+                })
+            }
+            _ => self.verify_prehash_any_s(&digest.digest(tbs), der_sig),
+        }
+    }
+
+    /// Verifies a DER signature over a digest, accepting either form of `s`: the pure-Rust
+    /// form of [`PublicKey::verify_certificate`].
+    fn verify_prehash_any_s(&self, prehash: &[u8], der_sig: &[u8]) -> bool {
         match &self.key {
             Key::P256(k) => p256::ecdsa::Signature::from_der(der_sig)
                 .is_ok_and(|s| k.verify_prehash(prehash, &s).is_ok()),
@@ -424,6 +475,47 @@ mod tests {
     fn p384_keys_have_no_ring_signer() {
         // ring signs P-384 only over SHA-384; Fabric uses SHA-256.
         assert!(p384_key(4).ring_signer().is_none());
+    }
+
+    /// Certificate signatures: on both curves and with each digest a certificate may name,
+    /// ring's arithmetic and the reference agree on genuine signatures (either form of `s`
+    /// passes), on other keys, other TBS bytes and damaged DER.
+    #[test]
+    fn both_arithmetics_agree_on_certificate_signatures() {
+        let mut r = rng(8);
+        let mut verdicts = [0usize; 2];
+        for (key, other) in [(p256_key(9), p256_key(10)), (p384_key(9), p384_key(10))] {
+            let (public, stranger) = (key.public_key(), other.public_key());
+            for digest in [CertDigest::Sha256, CertDigest::Sha384, CertDigest::Sha512] {
+                for i in 0..8u32 {
+                    let tbs = format!("to be signed {i}").into_bytes();
+                    let sig = key.sign_prehash_low_s(&digest.digest(&tbs)).unwrap();
+                    let mut cases = vec![
+                        (sig.clone(), tbs.clone(), &public, true),
+                        (twin(&sig), tbs.clone(), &public, true),
+                        (sig.clone(), b"other bytes".to_vec(), &public, false),
+                        (sig.clone(), tbs.clone(), &stranger, false),
+                    ];
+                    for _ in 0..8 {
+                        let mut bad = sig.clone();
+                        let at = (r.next_u32() as usize) % bad.len();
+                        bad[at] ^= 1 << (r.next_u32() % 8);
+                        cases.push((bad, tbs.clone(), &public, false));
+                    }
+                    for (sig, tbs, key, genuine) in cases {
+                        let ring = key.verify_certificate(digest, &tbs, &sig, Arithmetic::Ring);
+                        let reference =
+                            key.verify_certificate(digest, &tbs, &sig, Arithmetic::PureRust);
+                        assert_eq!(ring, reference, "{digest:?} {sig:02x?}");
+                        if genuine {
+                            assert!(ring, "a genuine signature refused ({digest:?})");
+                        }
+                        verdicts[usize::from(ring)] += 1;
+                    }
+                }
+            }
+        }
+        assert!(verdicts[0] > 0 && verdicts[1] > 0, "{verdicts:?}");
     }
 
     /// Every refusal the reference makes, ring's path makes with the same error variant, on

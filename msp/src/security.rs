@@ -3,7 +3,7 @@
 use crate::cert::{CertError, CertInfo, pem_exactly_one};
 use crate::error::{LoadError, io};
 use crate::identity::{self, certificate_pem};
-use crate::keys::{PrivateKey, PublicKey, RingSigner};
+use crate::keys::{Arithmetic, PrivateKey, PublicKey, RingSigner};
 use crate::trust::{Pem, TrustStore, required_pem_files};
 use bytes::Bytes;
 use core::time::Duration;
@@ -296,7 +296,7 @@ impl MspSecurity {
             });
         }
         trust
-            .validate_chain(msp_id, &cert)
+            .validate_chain(msp_id, &cert, Arithmetic::Ring)
             .map_err(|error| LoadError::OwnIdentity {
                 certificate: cert_source.to_owned(),
                 error,
@@ -335,8 +335,9 @@ impl MspSecurity {
         self
     }
 
-    /// Signs (RFC 6979) and verifies with the pure-Rust RustCrypto implementation this
-    /// crate used before ring, with the same rules and the same errors. It is the reference
+    /// Signs (RFC 6979), verifies, and checks the certificate signatures of identities it
+    /// has not seen before with the pure-Rust RustCrypto implementation this crate used
+    /// before ring, with the same rules and the same errors. It is the reference
     /// the ring path is checked and benchmarked against, and a way to rule ring out when
     /// chasing an interoperability problem; it is several times slower.
     pub fn with_pure_rust_ecdsa(mut self) -> Self {
@@ -418,7 +419,11 @@ impl MspSecurity {
             CertError::Malformed(s) => SecurityError::MalformedIdentity(s),
             CertError::Key(s) => SecurityError::BadKey(s),
         })?;
-        let chain = self.trust.validate_chain(&sid.mspid, &cert);
+        let arithmetic = match self.ecdsa {
+            Ecdsa::PureRust => Arithmetic::PureRust,
+            Ecdsa::Ring | Ecdsa::DeterministicSigning => Arithmetic::Ring,
+        };
+        let chain = self.trust.validate_chain(&sid.mspid, &cert, arithmetic);
         Ok(Parsed {
             msp_id: sid.mspid,
             key: cert.key,

@@ -2,6 +2,7 @@
 
 use crate::cert::{CertInfo, pem_blocks};
 use crate::error::{LoadError, io};
+use crate::keys::Arithmetic;
 use core::time::Duration;
 use fabric_gossip_core::SecurityError;
 use std::collections::BTreeMap;
@@ -170,10 +171,12 @@ impl TrustStore {
     /// issuer name and signature, through the MSP's intermediates. CA validity is judged at
     /// the leaf's notBefore + 1 s (Fabric's rule, so that renewing a CA does not invalidate
     /// members already issued); the leaf's own validity against the clock is the caller's.
+    /// `arithmetic` checks each link's signature.
     pub(crate) fn validate_chain(
         &self,
         msp_id: &str,
         leaf: &CertInfo,
+        arithmetic: Arithmetic,
     ) -> Result<(), SecurityError> {
         let cas = self
             .msps
@@ -194,7 +197,7 @@ impl TrustStore {
         for _ in 0..MAX_CHAIN_DEPTH {
             let mut expired_root = false;
             for root in &cas.roots {
-                if root.subject == current.issuer && current.is_signed_by(root) {
+                if root.subject == current.issuer && current.is_signed_by(root, arithmetic) {
                     if root.valid_at(at) {
                         return Ok(());
                     }
@@ -205,7 +208,7 @@ impl TrustStore {
                 ca.subject == current.issuer
                     && ca.der != current.der
                     && ca.valid_at(at)
-                    && current.is_signed_by(ca)
+                    && current.is_signed_by(ca, arithmetic)
             });
             match next {
                 Some(ca) => current = ca,
@@ -215,7 +218,7 @@ impl TrustStore {
                          certificate was issued"
                     )));
                 }
-                None => return Err(self.no_issuer(msp_id, current)),
+                None => return Err(self.no_issuer(msp_id, current, arithmetic)),
             }
         }
         Err(SecurityError::UntrustedCertificate(format!(
@@ -223,14 +226,14 @@ impl TrustStore {
         )))
     }
 
-    fn no_issuer(&self, msp_id: &str, cert: &CertInfo) -> SecurityError {
+    fn no_issuer(&self, msp_id: &str, cert: &CertInfo, arithmetic: Arithmetic) -> SecurityError {
         let other = self.msps.iter().find(|(id, cas)| {
             id.as_str() != msp_id
                 && cas
                     .roots
                     .iter()
                     .chain(&cas.intermediates)
-                    .any(|ca| ca.subject == cert.issuer && cert.is_signed_by(ca))
+                    .any(|ca| ca.subject == cert.issuer && cert.is_signed_by(ca, arithmetic))
         });
         match other {
             Some((id, _)) => SecurityError::UntrustedCertificate(format!(
