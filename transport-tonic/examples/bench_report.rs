@@ -1585,6 +1585,16 @@ async fn one_way_blocks(tls: bool, budget: Budget) -> Res<Throughput> {
     one_way_of(tls, budget, config, ring_of(BLOCK_PAYLOAD)).await
 }
 
+/// Messages a lossless run from `a` to `b` lost: dropped by the sender for any reason, or
+/// by the receiver's subscription.
+fn lost(a: &Node, b: &Node) -> u64 {
+    let (sa, sb) = (a.stats(), b.stats());
+    sa.dropped_overflow
+        + sa.dropped_on_close
+        + sa.dropped_no_connection
+        + sb.dropped_subscription_overflow
+}
+
 async fn one_way_of(
     tls: bool,
     budget: Budget,
@@ -1593,13 +1603,9 @@ async fn one_way_of(
 ) -> Res<Throughput> {
     let (a, b) = pair(tls, config).await?;
     let r = one_way_on(&a, &b, budget, msgs).await;
-    let (sa, sb) = (a.stats(), b.stats());
+    let lost = lost(&a, &b);
     stop(&[&a, &b]).await;
     let x = r?;
-    let lost = sa.dropped_overflow
-        + sa.dropped_on_close
-        + sa.dropped_no_connection
-        + sb.dropped_subscription_overflow;
     if lost > 0 {
         return Err(format!("{lost} messages lost ({} sent)", x.messages()));
     }
@@ -1663,12 +1669,8 @@ async fn interleaved(budget: Budget) -> Res<Turns> {
         }
     }
     for (a, b) in [&plain, &tls] {
-        let (sa, sb) = (a.stats(), b.stats());
+        let lost = lost(a, b);
         stop(&[a, b]).await;
-        let lost = sa.dropped_overflow
-            + sa.dropped_on_close
-            + sa.dropped_no_connection
-            + sb.dropped_subscription_overflow;
         if lost > 0 {
             return Err(format!("{lost} messages lost"));
         }
