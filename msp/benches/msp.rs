@@ -3,11 +3,14 @@
 //! complete handshakes per second between two cores with real identities (no I/O: the
 //! network is reduced to moving outputs into inputs).
 //!
-//! Each figure is measured for ring (the default, `ring`) and, in the same run, for the
-//! pure-Rust RustCrypto code the crate used before (`pure_rust`, reached through
+//! Each figure is measured for AWS-LC (the default, `aws_lc`) and, in the same run, for the
+//! pure-Rust RustCrypto code the crate began with (`pure_rust`, reached through
 //! `MspSecurity::with_pure_rust_ecdsa`, which is that code unchanged), so the ratio between
 //! the two does not depend on how loaded the machine was. `deterministic` is the RFC 6979
-//! signing a simulation uses (`with_deterministic_signatures`), verifying with ring.
+//! signing a simulation uses (`with_deterministic_signatures`), verifying with AWS-LC.
+//! `aws_lc_alone` and `ring_alone` sign or verify with the bare libraries on the same key
+//! and message: what the provider adds around AWS-LC, and how AWS-LC compares with ring,
+//! which this crate used before (ring is a dev-dependency for this comparison only).
 //! The load average is printed before and after, since the machine is usually shared.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -27,7 +30,7 @@ fn now() -> Instant {
 /// Which ECDSA implementation a provider uses.
 #[derive(Clone, Copy)]
 enum Mode {
-    Ring,
+    AwsLc,
     Deterministic,
     PureRust,
 }
@@ -35,7 +38,7 @@ enum Mode {
 impl Mode {
     fn name(self) -> &'static str {
         match self {
-            Mode::Ring => "ring",
+            Mode::AwsLc => "aws_lc",
             Mode::Deterministic => "deterministic",
             Mode::PureRust => "pure_rust",
         }
@@ -43,7 +46,7 @@ impl Mode {
 
     fn apply(self, s: MspSecurity) -> MspSecurity {
         match self {
-            Mode::Ring => s,
+            Mode::AwsLc => s,
             Mode::Deterministic => s.with_deterministic_signatures(),
             Mode::PureRust => s.with_pure_rust_ecdsa(),
         }
@@ -170,7 +173,7 @@ fn handshake_once(
 fn bench(c: &mut Criterion) {
     print_load("before");
     let msg = vec![0x5au8; 512];
-    let modes = [Mode::Ring, Mode::Deterministic, Mode::PureRust];
+    let modes = [Mode::AwsLc, Mode::Deterministic, Mode::PureRust];
 
     let mut g = c.benchmark_group("sign_p256_512B");
     g.throughput(Throughput::Elements(1));
@@ -180,9 +183,34 @@ fn bench(c: &mut Criterion) {
             bch.iter(|| black_box(a.sign(black_box(&msg)).unwrap()))
         });
     }
+    // The bare libraries with one P-256 key (no DER, no low-S folding).
+    let lc_rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &lc_rng,
+    )
+    .unwrap();
+    let lc = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8.as_ref(),
+    )
+    .unwrap();
+    g.bench_function("aws_lc_alone", |bch| {
+        bch.iter(|| black_box(lc.sign(&lc_rng, black_box(&msg)).unwrap()))
+    });
+    let ring_rng = ring::rand::SystemRandom::new();
+    let rk = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8.as_ref(),
+        &ring_rng,
+    )
+    .unwrap();
+    g.bench_function("ring_alone", |bch| {
+        bch.iter(|| black_box(rk.sign(&ring_rng, black_box(&msg)).unwrap()))
+    });
     g.finish();
 
-    // Verification is the same code in the ring and deterministic modes: only ring and
+    // Verification is the same code in the AWS-LC and deterministic modes: only AWS-LC and
     // the pure-Rust reference are measured.
     for (group, uncached) in [
         ("verify_p256_cached_identity", false),
@@ -190,7 +218,7 @@ fn bench(c: &mut Criterion) {
     ] {
         let mut g = c.benchmark_group(group);
         g.throughput(Throughput::Elements(1));
-        for mode in [Mode::Ring, Mode::PureRust] {
+        for mode in [Mode::AwsLc, Mode::PureRust] {
             let (a, b, b_uncached) = providers(mode);
             let v = if uncached { b_uncached } else { b };
             let sig = a.sign(&msg).unwrap();
@@ -204,12 +232,23 @@ fn bench(c: &mut Criterion) {
             });
         }
         if !uncached {
-            // ring alone on the same key and signature: what the provider adds around it
-            // (identity lookup, reading the DER) is the difference.
-            let (a, _, _) = providers(Mode::Ring);
+            // The bare libraries on the same key and signature: what the provider adds
+            // around AWS-LC (identity lookup, reading the DER) is the difference, and ring
+            // is what the provider used before.
+            let (a, _, _) = providers(Mode::AwsLc);
             let sig = a.sign(&msg).unwrap();
             let fixed = p256::ecdsa::Signature::from_der(&sig).unwrap().to_bytes();
             let point = p256_point(a.certificate_der());
+            let lc = aws_lc_rs::signature::UnparsedPublicKey::new(
+                &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+                point.clone(),
+            )
+            .parse()
+            .unwrap();
+            lc.verify_sig(&msg, &fixed).unwrap();
+            g.bench_function("aws_lc_alone", |bch| {
+                bch.iter(|| lc.verify_sig(black_box(&msg), black_box(&fixed)).unwrap())
+            });
             let key = ring::signature::UnparsedPublicKey::new(
                 &ring::signature::ECDSA_P256_SHA256_FIXED,
                 point,
@@ -224,7 +263,7 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("msp");
     g.throughput(Throughput::Elements(1));
-    let (a, b, _) = providers(Mode::Ring);
+    let (a, b, _) = providers(Mode::AwsLc);
     let id: Bytes = a.own_identity();
     b.validate_identity(&id, now()).unwrap();
     g.bench_function("validate_identity_cached", |bch| {

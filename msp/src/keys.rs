@@ -1,43 +1,54 @@
 //! ECDSA keys on the curves Fabric uses (P-256, and P-384 which Fabric CA can issue), and
 //! Fabric's signature rules: SHA-256 of the message, DER `(r, s)`, low-S only.
 //!
-//! Two implementations sit behind the same rules. `ring` (constant-time assembly) verifies
-//! every gossip signature and every certificate signature over SHA-256 or SHA-384, and
-//! signs with P-256 keys; RustCrypto's pure-Rust `p256`/`p384` parses keys and DER, signs
-//! when signatures must be reproducible (RFC 6979) or the key is P-384 (ring has no P-384
-//! signer over SHA-256, which is the digest Fabric uses on every curve), checks certificate
-//! signatures over SHA-512 (ring pairs no curve with it), and remains callable as the
-//! reference the ring path is tested against.
+//! Two implementations sit behind the same rules. `aws-lc-rs` (AWS-LC's constant-time
+//! assembly, the library rustls already uses for this crate's TLS) verifies every gossip
+//! signature and every certificate signature, and signs with P-256 keys; RustCrypto's
+//! pure-Rust `p256`/`p384` parses keys and DER, signs when signatures must be reproducible
+//! (RFC 6979) or the key is P-384 (AWS-LC signs P-384 only over SHA-384, and Fabric hashes
+//! with SHA-256 on every curve), and remains callable as the reference the fast path is
+//! tested against.
 
 use crate::cert::CertDigest;
+use aws_lc_rs::signature::{self as lc, EcdsaKeyPair, ParsedPublicKey, UnparsedPublicKey};
 use der::oid::ObjectIdentifier;
 use ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use fabric_gossip_core::SecurityError;
-use ring::signature::{self as rs, EcdsaKeyPair, UnparsedPublicKey};
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
-/// Whose curve arithmetic checks certificate signatures: ring's, or the pure-Rust reference
-/// ([`crate::MspSecurity::with_pure_rust_ecdsa`]). Either way RustCrypto reads the DER, so
-/// both refuse the same encodings.
+/// Whose curve arithmetic checks certificate signatures: AWS-LC's, or the pure-Rust
+/// reference ([`crate::MspSecurity::with_pure_rust_ecdsa`]). Either way RustCrypto reads the
+/// DER, so both refuse the same encodings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Arithmetic {
-    Ring,
+    AwsLc,
     PureRust,
 }
 
 /// A verifying key. Parsing from a certificate checks the point is on its curve, so a
 /// `PublicKey` is always usable, by either implementation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct PublicKey {
     key: Key,
-    /// The uncompressed SEC1 point, the only form ring reads, made once from the checked
-    /// key so that verifying with a cached identity parses nothing but the signature.
-    uncompressed: Box<[u8]>,
+    /// AWS-LC's parsed form of the key for gossip signatures (SHA-256 on either curve),
+    /// made once from the checked key, so that verifying with a cached identity parses
+    /// nothing but the signature. Its bytes are the uncompressed SEC1 point, which
+    /// certificate checks hand AWS-LC with the algorithm their certificate names.
+    gossip: ParsedPublicKey,
 }
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &PublicKey) -> bool {
+        // `gossip` is made from `key` alone.
+        self.key == other.key
+    }
+}
+
+impl Eq for PublicKey {}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Key {
@@ -102,24 +113,38 @@ impl PublicKey {
             .as_bytes()
             .ok_or_else(|| "public key bit string has unused bits".to_string())?;
         if curve == SECP256R1 {
-            p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
-                .map(|k| PublicKey::from_key(Key::P256(k)))
-                .map_err(|_| "P-256 public key is not a point on the curve".to_string())
+            let k = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                .map_err(|_| "P-256 public key is not a point on the curve".to_string())?;
+            PublicKey::from_key(Key::P256(k))
         } else if curve == SECP384R1 {
-            p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
-                .map(|k| PublicKey::from_key(Key::P384(k)))
-                .map_err(|_| "P-384 public key is not a point on the curve".to_string())
+            let k = p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                .map_err(|_| "P-384 public key is not a point on the curve".to_string())?;
+            PublicKey::from_key(Key::P384(k))
         } else {
             Err(format!("unsupported curve {curve} (P-256 and P-384 are)"))
         }
     }
 
-    fn from_key(key: Key) -> PublicKey {
-        let uncompressed = match &key {
-            Key::P256(k) => k.to_encoded_point(false).as_bytes().into(),
-            Key::P384(k) => k.to_encoded_point(false).as_bytes().into(),
+    /// The key with AWS-LC's parsed form. RustCrypto has checked the point already; AWS-LC
+    /// checks it again, and a refusal would mean the two disagree, so it is an error rather
+    /// than a key only one implementation could use.
+    fn from_key(key: Key) -> Result<PublicKey, String> {
+        let (alg, uncompressed): (&'static lc::EcdsaVerificationAlgorithm, Box<[u8]>) = match &key {
+            // P-256 signatures reach AWS-LC as fixed-width `r || s` (below).
+            Key::P256(k) => (
+                &lc::ECDSA_P256_SHA256_FIXED,
+                k.to_encoded_point(false).as_bytes().into(),
+            ),
+            // AWS-LC has no fixed-width P-384/SHA-256 verifier: canonical DER instead.
+            Key::P384(k) => (
+                &lc::ECDSA_P384_SHA256_ASN1,
+                k.to_encoded_point(false).as_bytes().into(),
+            ),
         };
-        PublicKey { key, uncompressed }
+        let gossip = UnparsedPublicKey::new(alg, uncompressed)
+            .parse()
+            .map_err(|e| format!("AWS-LC refuses a public key RustCrypto accepted: {e}"))?;
+        Ok(PublicKey { key, gossip })
     }
 
     /// Verifies a certificate's signature over its TBS bytes, with the digest its algorithm
@@ -133,33 +158,35 @@ impl PublicKey {
         der_sig: &[u8],
         arithmetic: Arithmetic,
     ) -> bool {
-        // ring takes the message and hashes it itself; it pairs each curve with SHA-256
-        // and SHA-384, and with neither curve SHA-512.
-        let ring_alg: Option<&'static rs::EcdsaVerificationAlgorithm> = match (&self.key, digest) {
-            (Key::P256(_), CertDigest::Sha256) => Some(&rs::ECDSA_P256_SHA256_ASN1),
-            (Key::P256(_), CertDigest::Sha384) => Some(&rs::ECDSA_P256_SHA384_ASN1),
-            (Key::P384(_), CertDigest::Sha256) => Some(&rs::ECDSA_P384_SHA256_ASN1),
-            (Key::P384(_), CertDigest::Sha384) => Some(&rs::ECDSA_P384_SHA384_ASN1),
-            (_, CertDigest::Sha512) => None,
-        };
-        match (arithmetic, ring_alg) {
-            (Arithmetic::Ring, Some(alg)) => {
-                // The canonical DER of what RustCrypto accepted, so that ring's own reader
-                // never decides what is well formed.
-                let canonical = match &self.key {
-                    Key::P256(_) => p256::ecdsa::Signature::from_der(der_sig)
-                        .map(|s| s.to_der().as_bytes().to_vec()),
-                    Key::P384(_) => p384::ecdsa::Signature::from_der(der_sig)
-                        .map(|s| s.to_der().as_bytes().to_vec()),
-                };
-                canonical.is_ok_and(|sig| {
-                    UnparsedPublicKey::new(alg, &self.uncompressed[..])
-                        .verify(tbs, &sig)
-                        .is_ok()
-                })
-            }
-            _ => self.verify_prehash_any_s(&digest.digest(tbs), der_sig),
+        if arithmetic == Arithmetic::PureRust {
+            return self.verify_prehash_any_s(&digest.digest(tbs), der_sig);
         }
+        // AWS-LC takes the message and hashes it itself, with any of the three digests on
+        // either curve. It is handed the canonical DER of what RustCrypto accepted, so that
+        // AWS-LC's own reader never decides what is well formed.
+        let (alg, canonical): (&'static lc::EcdsaVerificationAlgorithm, _) = match &self.key {
+            Key::P256(_) => (
+                match digest {
+                    CertDigest::Sha256 => &lc::ECDSA_P256_SHA256_ASN1,
+                    CertDigest::Sha384 => &lc::ECDSA_P256_SHA384_ASN1,
+                    CertDigest::Sha512 => &lc::ECDSA_P256_SHA512_ASN1,
+                },
+                p256::ecdsa::Signature::from_der(der_sig).map(|s| s.to_der().as_bytes().to_vec()),
+            ),
+            Key::P384(_) => (
+                match digest {
+                    CertDigest::Sha256 => &lc::ECDSA_P384_SHA256_ASN1,
+                    CertDigest::Sha384 => &lc::ECDSA_P384_SHA384_ASN1,
+                    CertDigest::Sha512 => &lc::ECDSA_P384_SHA512_ASN1,
+                },
+                p384::ecdsa::Signature::from_der(der_sig).map(|s| s.to_der().as_bytes().to_vec()),
+            ),
+        };
+        canonical.is_ok_and(|sig| {
+            UnparsedPublicKey::new(alg, self.gossip.as_ref())
+                .verify(tbs, &sig)
+                .is_ok()
+        })
     }
 
     /// Verifies a DER signature over a digest, accepting either form of `s`: the pure-Rust
@@ -176,47 +203,31 @@ impl PublicKey {
     /// Verifies a gossip signature as Fabric's BCCSP does: SHA-256 of `msg` on either curve,
     /// strict DER, and `s` at most half the group order. The DER is read (and `s` judged)
     /// by RustCrypto, exactly as [`PublicKey::verify_fabric_pure_rust`] reads it, so both
-    /// refuse the same encodings; the curve arithmetic is ring's.
+    /// refuse the same encodings; the curve arithmetic is AWS-LC's.
     pub(crate) fn verify_fabric(&self, msg: &[u8], der_sig: &[u8]) -> Result<(), SecurityError> {
-        match &self.key {
+        let (high_s, genuine) = match &self.key {
             Key::P256(_) => {
                 let sig = p256::ecdsa::Signature::from_der(der_sig).map_err(|_| malformed())?;
-                let high_s = sig.normalize_s().is_some();
-                self.ring_verdict(&rs::ECDSA_P256_SHA256_FIXED, msg, &sig.to_bytes(), high_s)
+                let fixed = sig.to_bytes();
+                (
+                    sig.normalize_s().is_some(),
+                    self.gossip.verify_sig(msg, &fixed).is_ok(),
+                )
             }
             Key::P384(_) => {
                 let sig = p384::ecdsa::Signature::from_der(der_sig).map_err(|_| malformed())?;
-                let high_s = sig.normalize_s().is_some();
-                // ring has no fixed-width P-384/SHA-256 verifier; hand it the canonical DER
-                // of what RustCrypto accepted, so ring's stricter reader never decides.
                 let canonical = sig.to_der();
-                self.ring_verdict(
-                    &rs::ECDSA_P384_SHA256_ASN1,
-                    msg,
-                    canonical.as_bytes(),
-                    high_s,
+                (
+                    sig.normalize_s().is_some(),
+                    self.gossip.verify_sig(msg, canonical.as_bytes()).is_ok(),
                 )
             }
-        }
-    }
-
-    /// Fabric's [`verdict`] on a signature RustCrypto has already read, with ring's
-    /// arithmetic deciding whether it is genuine: `sig` is in the encoding `alg` expects.
-    fn ring_verdict(
-        &self,
-        alg: &'static rs::EcdsaVerificationAlgorithm,
-        msg: &[u8],
-        sig: &[u8],
-        high_s: bool,
-    ) -> Result<(), SecurityError> {
-        let genuine = UnparsedPublicKey::new(alg, &self.uncompressed[..])
-            .verify(msg, sig)
-            .is_ok();
+        };
         verdict(high_s, genuine)
     }
 
     /// [`PublicKey::verify_fabric`] with RustCrypto's arithmetic: the implementation this
-    /// crate used before ring, kept as the reference and for [`crate::MspSecurity::with_pure_rust_ecdsa`].
+    /// crate began with, kept as the reference and for [`crate::MspSecurity::with_pure_rust_ecdsa`].
     pub(crate) fn verify_fabric_pure_rust(
         &self,
         msg: &[u8],
@@ -293,18 +304,31 @@ impl PrivateKey {
             .map_err(|_| "not a SEC1 ECDSA P-256 or P-384 private key".to_string())
     }
 
-    pub(crate) fn public_key(&self) -> PublicKey {
-        PublicKey::from_key(match self {
-            PrivateKey::P256(k) => Key::P256(*k.verifying_key()),
-            PrivateKey::P384(k) => Key::P384(*k.verifying_key()),
-        })
+    /// The public half (the crate compares halves with [`PrivateKey::is_pair_of`]).
+    #[cfg(test)]
+    pub(crate) fn public_key(&self) -> Result<PublicKey, String> {
+        PublicKey::from_key(self.verifying_key())
     }
 
-    /// ring's signer for this key, if ring can sign as Fabric does with it (P-256 only:
-    /// Fabric hashes with SHA-256 on every curve, and ring pairs P-384 with SHA-384).
-    pub(crate) fn ring_signer(&self) -> Option<RingSigner> {
+    /// Whether `public` is this key's public half (a certificate's key against a
+    /// keystore's): compared on RustCrypto's keys, nothing parsed.
+    pub(crate) fn is_pair_of(&self, public: &PublicKey) -> bool {
+        self.verifying_key() == public.key
+    }
+
+    fn verifying_key(&self) -> Key {
         match self {
-            PrivateKey::P256(k) => RingSigner::p256(k).ok(),
+            PrivateKey::P256(k) => Key::P256(*k.verifying_key()),
+            PrivateKey::P384(k) => Key::P384(*k.verifying_key()),
+        }
+    }
+
+    /// AWS-LC's signer for this key, if AWS-LC can sign as Fabric does with it (P-256
+    /// only: Fabric hashes with SHA-256 on every curve, and AWS-LC pairs P-384 with
+    /// SHA-384 alone).
+    pub(crate) fn fast_signer(&self) -> Option<AwsLcSigner> {
+        match self {
+            PrivateKey::P256(k) => AwsLcSigner::p256(k).ok(),
             PrivateKey::P384(_) => None,
         }
     }
@@ -335,36 +359,39 @@ impl PrivateKey {
     }
 }
 
-/// ring's P-256 signer: the fast path for the node's own signatures. Its nonces are random
-/// (hedged with the key and the message), so the same message signs differently each time.
-pub(crate) struct RingSigner {
+/// AWS-LC's P-256 signer: the fast path for the node's own signatures. Its nonces are
+/// random (AWS-LC hedges them with the key and the digest), so the same message signs
+/// differently each time.
+pub(crate) struct AwsLcSigner {
     pair: EcdsaKeyPair,
-    rng: ring::rand::SystemRandom,
+    /// AWS-LC draws its nonces itself; the ring-compatible `sign` still takes a source.
+    rng: aws_lc_rs::rand::SystemRandom,
 }
 
-impl RingSigner {
-    fn p256(key: &p256::ecdsa::SigningKey) -> Result<RingSigner, String> {
-        let rng = ring::rand::SystemRandom::new();
+impl AwsLcSigner {
+    fn p256(key: &p256::ecdsa::SigningKey) -> Result<AwsLcSigner, String> {
         let public = key.verifying_key().to_encoded_point(false);
         let pair = EcdsaKeyPair::from_private_key_and_public_key(
-            &rs::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &lc::ECDSA_P256_SHA256_FIXED_SIGNING,
             &key.to_bytes(),
             public.as_bytes(),
-            &rng,
         )
-        .map_err(|e| format!("ring refuses the P-256 key: {e}"))?;
-        Ok(RingSigner { pair, rng })
+        .map_err(|e| format!("AWS-LC refuses the P-256 key: {e}"))?;
+        Ok(AwsLcSigner {
+            pair,
+            rng: aws_lc_rs::rand::SystemRandom::new(),
+        })
     }
 
-    /// Signs as Fabric's BCCSP does: SHA-256 of `msg`, `s` folded to low-S (ring does not
+    /// Signs as Fabric's BCCSP does: SHA-256 of `msg`, `s` folded to low-S (AWS-LC does not
     /// fold it, and Fabric peers refuse high-S), DER.
     pub(crate) fn sign_fabric(&self, msg: &[u8]) -> Result<Vec<u8>, SecurityError> {
         let fixed = self
             .pair
             .sign(&self.rng, msg)
-            .map_err(|e| SecurityError::SigningFailed(format!("ring: {e}")))?;
+            .map_err(|e| SecurityError::SigningFailed(format!("AWS-LC: {e}")))?;
         let sig = p256::ecdsa::Signature::from_slice(fixed.as_ref())
-            .map_err(|e| SecurityError::SigningFailed(format!("ring's signature: {e}")))?;
+            .map_err(|e| SecurityError::SigningFailed(format!("AWS-LC's signature: {e}")))?;
         Ok(sig
             .normalize_s()
             .unwrap_or(sig)
@@ -374,17 +401,17 @@ impl RingSigner {
     }
 }
 
-impl core::fmt::Debug for RingSigner {
+impl core::fmt::Debug for AwsLcSigner {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // Never print key material.
-        f.write_str("RingSigner(P-256)")
+        f.write_str("AwsLcSigner(P-256)")
     }
 }
 
 #[cfg(test)]
 mod tests {
-    //! ring against the pure-Rust reference: each verifies what the other signs, they agree
-    //! on every refusal, and ring's signatures leave low-S.
+    //! AWS-LC against the pure-Rust reference: each verifies what the other signs, they agree
+    //! on every refusal, and AWS-LC's signatures leave low-S.
     use super::*;
     use rand_core::{RngCore, SeedableRng};
 
@@ -424,20 +451,20 @@ mod tests {
     }
 
     #[test]
-    fn ring_signatures_verify_with_the_pure_rust_verifier_and_are_low_s() {
+    fn aws_lc_signatures_verify_with_the_pure_rust_verifier_and_are_low_s() {
         let key = p256_key(1);
-        let ring = key.ring_signer().expect("ring takes a P-256 key");
-        let public = key.public_key();
+        let fast = key.fast_signer().expect("AWS-LC takes a P-256 key");
+        let public = key.public_key().unwrap();
         let mut raw_high = 0;
         for i in 0..64u32 {
             let msg = format!("alive message {i}").into_bytes();
-            let sig = ring.sign_fabric(&msg).unwrap();
+            let sig = fast.sign_fabric(&msg).unwrap();
             public.verify_fabric_pure_rust(&msg, &sig).unwrap();
             public.verify_fabric(&msg, &sig).unwrap();
-            assert!(!is_high_s(&sig), "ring signature {i} left high-S");
-            // Without folding, about half of ring's signatures would be high-S: the
+            assert!(!is_high_s(&sig), "AWS-LC signature {i} left high-S");
+            // Without folding, about half of AWS-LC's signatures would be high-S: the
             // folding is exercised, not assumed.
-            let fixed = ring.pair.sign(&ring.rng, &msg).unwrap();
+            let fixed = fast.pair.sign(&fast.rng, &msg).unwrap();
             let s = p256::ecdsa::Signature::from_slice(fixed.as_ref()).unwrap();
             raw_high += usize::from(s.normalize_s().is_some());
         }
@@ -445,12 +472,12 @@ mod tests {
     }
 
     #[test]
-    fn ring_nonces_are_random_and_rfc6979_nonces_are_not() {
+    fn aws_lc_nonces_are_random_and_rfc6979_nonces_are_not() {
         let key = p256_key(2);
-        let ring = key.ring_signer().unwrap();
+        let fast = key.fast_signer().unwrap();
         assert_ne!(
-            ring.sign_fabric(b"m").unwrap(),
-            ring.sign_fabric(b"m").unwrap()
+            fast.sign_fabric(b"m").unwrap(),
+            fast.sign_fabric(b"m").unwrap()
         );
         assert_eq!(
             key.sign_fabric(b"m").unwrap(),
@@ -459,9 +486,9 @@ mod tests {
     }
 
     #[test]
-    fn pure_rust_signatures_verify_with_ring_on_both_curves() {
+    fn pure_rust_signatures_verify_with_aws_lc_on_both_curves() {
         for key in [p256_key(3), p384_key(3)] {
-            let public = key.public_key();
+            let public = key.public_key().unwrap();
             for i in 0..16u32 {
                 let msg = format!("conn establish {i}").into_bytes();
                 let sig = key.sign_fabric(&msg).unwrap();
@@ -472,20 +499,20 @@ mod tests {
     }
 
     #[test]
-    fn p384_keys_have_no_ring_signer() {
-        // ring signs P-384 only over SHA-384; Fabric uses SHA-256.
-        assert!(p384_key(4).ring_signer().is_none());
+    fn p384_keys_have_no_fast_signer() {
+        // AWS-LC signs P-384 only over SHA-384; Fabric uses SHA-256.
+        assert!(p384_key(4).fast_signer().is_none());
     }
 
     /// Certificate signatures: on both curves and with each digest a certificate may name,
-    /// ring's arithmetic and the reference agree on genuine signatures (either form of `s`
+    /// AWS-LC's arithmetic and the reference agree on genuine signatures (either form of `s`
     /// passes), on other keys, other TBS bytes and damaged DER.
     #[test]
     fn both_arithmetics_agree_on_certificate_signatures() {
         let mut r = rng(8);
         let mut verdicts = [0usize; 2];
         for (key, other) in [(p256_key(9), p256_key(10)), (p384_key(9), p384_key(10))] {
-            let (public, stranger) = (key.public_key(), other.public_key());
+            let (public, stranger) = (key.public_key().unwrap(), other.public_key().unwrap());
             for digest in [CertDigest::Sha256, CertDigest::Sha384, CertDigest::Sha512] {
                 for i in 0..8u32 {
                     let tbs = format!("to be signed {i}").into_bytes();
@@ -503,14 +530,14 @@ mod tests {
                         cases.push((bad, tbs.clone(), &public, false));
                     }
                     for (sig, tbs, key, genuine) in cases {
-                        let ring = key.verify_certificate(digest, &tbs, &sig, Arithmetic::Ring);
+                        let fast = key.verify_certificate(digest, &tbs, &sig, Arithmetic::AwsLc);
                         let reference =
                             key.verify_certificate(digest, &tbs, &sig, Arithmetic::PureRust);
-                        assert_eq!(ring, reference, "{digest:?} {sig:02x?}");
+                        assert_eq!(fast, reference, "{digest:?} {sig:02x?}");
                         if genuine {
-                            assert!(ring, "a genuine signature refused ({digest:?})");
+                            assert!(fast, "a genuine signature refused ({digest:?})");
                         }
-                        verdicts[usize::from(ring)] += 1;
+                        verdicts[usize::from(fast)] += 1;
                     }
                 }
             }
@@ -518,7 +545,7 @@ mod tests {
         assert!(verdicts[0] > 0 && verdicts[1] > 0, "{verdicts:?}");
     }
 
-    /// Every refusal the reference makes, ring's path makes with the same error variant, on
+    /// Every refusal the reference makes, AWS-LC's path makes with the same error variant, on
     /// both curves: high-S twins, forgeries, wrong keys, other messages, and random damage
     /// to the DER (most of which is malformed, some of which is a well-formed forgery).
     #[test]
@@ -527,12 +554,12 @@ mod tests {
         let variant = |x: &Result<(), SecurityError>| core::mem::discriminant(x);
         let mut verdicts = std::collections::BTreeMap::<String, usize>::new();
         for (key, other) in [(p256_key(6), p256_key(7)), (p384_key(6), p384_key(7))] {
-            let public = key.public_key();
-            let stranger = other.public_key();
+            let public = key.public_key().unwrap();
+            let stranger = other.public_key().unwrap();
             for i in 0..24u32 {
                 let msg = format!("gossip {i}").into_bytes();
-                let sig = match key.ring_signer() {
-                    Some(ring) if i % 2 == 0 => ring.sign_fabric(&msg).unwrap(),
+                let sig = match key.fast_signer() {
+                    Some(fast) if i % 2 == 0 => fast.sign_fabric(&msg).unwrap(),
                     _ => key.sign_fabric(&msg).unwrap(),
                 };
                 let mut cases = vec![
@@ -556,13 +583,13 @@ mod tests {
                 }
                 for (sig, msg, key) in cases {
                     let reference = key.verify_fabric_pure_rust(&msg, &sig);
-                    let ring = key.verify_fabric(&msg, &sig);
+                    let fast = key.verify_fabric(&msg, &sig);
                     assert_eq!(
                         variant(&reference),
-                        variant(&ring),
-                        "{reference:?} vs {ring:?} for {sig:02x?}"
+                        variant(&fast),
+                        "{reference:?} vs {fast:?} for {sig:02x?}"
                     );
-                    *verdicts.entry(format!("{ring:?}")).or_default() += 1;
+                    *verdicts.entry(format!("{fast:?}")).or_default() += 1;
                 }
             }
         }

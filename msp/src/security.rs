@@ -3,7 +3,7 @@
 use crate::cert::{CertError, CertInfo, pem_exactly_one};
 use crate::error::{LoadError, io};
 use crate::identity::{self, certificate_pem};
-use crate::keys::{Arithmetic, PrivateKey, PublicKey, RingSigner};
+use crate::keys::{Arithmetic, AwsLcSigner, PrivateKey, PublicKey};
 use crate::trust::{Pem, TrustStore, required_pem_files};
 use bytes::Bytes;
 use core::time::Duration;
@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Default number of parsed identities [`MspSecurity`] keeps. A Fabric channel rarely has
-/// more than a few hundred peers; 4096 entries of about 300 bytes each cost ~1.2 MiB and
-/// keep every peer of a large network parsed.
+/// more than a few hundred peers; 4096 entries of about 750 bytes each (half of it the key
+/// in AWS-LC's parsed form, about 500 bytes measured) cost ~3 MiB and keep every peer of a
+/// large network parsed.
 pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 
 /// Fabric's X.509 MSP as a [`Security`] provider: the node's own certificate and ECDSA key,
@@ -25,11 +26,11 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 ///   PKI-ID = SHA-256(mspid ‖ id_bytes); organization = mspid (Fabric's
 ///   `OrgByPeerIdentity`), reported only for MSPs in the trust store.
 /// * Signing: ECDSA over SHA-256 of the message, DER, always low-S. P-256 keys sign with
-///   `ring` and random (hedged) nonces, so the same message signs differently each time;
+///   `aws-lc-rs` and random (hedged) nonces, so the same message signs differently each time;
 ///   [`MspSecurity::with_deterministic_signatures`] signs with RFC 6979 nonces instead, as
 ///   a simulation that must replay byte for byte needs. P-384 keys always sign with RFC 6979
-///   (ring has no P-384 signer over SHA-256, the digest Fabric uses on every curve).
-/// * Verifying: P-256 or P-384 keys, with `ring`; malformed DER, high-S and bad signatures
+///   (AWS-LC has no P-384 signer over SHA-256, the digest Fabric uses on every curve).
+/// * Verifying: P-256 or P-384 keys, with `aws-lc-rs`; malformed DER, high-S and bad signatures
 ///   are refused, each with its own [`SecurityError`]. The identity must also chain to its
 ///   MSP (as Fabric's `Verify` validates the identity first), but time is not checked there.
 /// * `validate_identity`: chain to a CA of the named MSP (see [`TrustStore`]) and the
@@ -53,8 +54,8 @@ pub struct MspSecurity {
     pki_id: PkiId,
     cert: Arc<CertInfo>,
     key: PrivateKey,
-    /// ring's signer for `key`; `None` for P-384 keys.
-    ring_signer: Option<RingSigner>,
+    /// AWS-LC's signer for `key`; `None` for P-384 keys.
+    fast_signer: Option<AwsLcSigner>,
     ecdsa: Ecdsa,
     trust: TrustStore,
     cache: Mutex<IdentityCache>,
@@ -78,11 +79,12 @@ impl core::fmt::Debug for MspSecurity {
 /// and [`MspSecurity::with_pure_rust_ecdsa`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ecdsa {
-    /// ring signs (P-256) and verifies: the fastest.
-    Ring,
-    /// RFC 6979 signatures (pure Rust), ring verifies: reproducible and still fast to verify.
+    /// AWS-LC signs (P-256) and verifies: the fastest.
+    AwsLc,
+    /// RFC 6979 signatures (pure Rust), AWS-LC verifies: reproducible and still fast to
+    /// verify.
     DeterministicSigning,
-    /// Pure Rust both ways: the implementation before ring.
+    /// Pure Rust both ways: the implementation this crate began with.
     PureRust,
 }
 
@@ -261,7 +263,7 @@ impl MspSecurity {
             };
             let cert = cert_pem.leaf_certificate()?;
             if let Some((key_path, key_text, _)) =
-                keys.iter().find(|(_, _, k)| k.public_key() == cert.key)
+                keys.iter().find(|(_, _, k)| k.is_pair_of(&cert.key))
             {
                 let key_source = key_path.display().to_string();
                 let key = Pem {
@@ -289,14 +291,14 @@ impl MspSecurity {
             source: key_source.to_owned(),
             reason,
         })?;
-        if key.public_key() != cert.key {
+        if !key.is_pair_of(&cert.key) {
             return Err(LoadError::KeyMismatch {
                 certificate: cert_source.to_owned(),
                 keys: key_source.to_owned(),
             });
         }
         trust
-            .validate_chain(msp_id, &cert, Arithmetic::Ring)
+            .validate_chain(msp_id, &cert, Arithmetic::AwsLc)
             .map_err(|error| LoadError::OwnIdentity {
                 certificate: cert_source.to_owned(),
                 error,
@@ -309,9 +311,9 @@ impl MspSecurity {
             identity,
             pki_id,
             cert: Arc::new(cert),
-            ring_signer: key.ring_signer(),
+            fast_signer: key.fast_signer(),
             key,
-            ecdsa: Ecdsa::Ring,
+            ecdsa: Ecdsa::AwsLc,
             trust,
             cache: Mutex::new(IdentityCache::new(DEFAULT_CACHE_CAPACITY)),
             hits: AtomicU64::new(0),
@@ -325,10 +327,10 @@ impl MspSecurity {
         self
     }
 
-    /// Signs with deterministic nonces (RFC 6979, pure Rust) instead of ring's random ones:
+    /// Signs with deterministic nonces (RFC 6979, pure Rust) instead of AWS-LC's random ones:
     /// the same message always gives the same signature bytes, so a seeded simulation with
     /// real identities replays byte for byte (signatures travel in every handshake and end
-    /// up in traces). Signing is about ten times slower; verification keeps using ring.
+    /// up in traces). Signing is about ten times slower; verification keeps using AWS-LC.
     /// Peers cannot tell the difference: both are low-S DER ECDSA over SHA-256.
     pub fn with_deterministic_signatures(mut self) -> Self {
         self.ecdsa = Ecdsa::DeterministicSigning;
@@ -336,10 +338,10 @@ impl MspSecurity {
     }
 
     /// Signs (RFC 6979), verifies, and checks the certificate signatures of identities it
-    /// has not seen before with the pure-Rust RustCrypto implementation this crate used
-    /// before ring, with the same rules and the same errors. It is the reference
-    /// the ring path is checked and benchmarked against, and a way to rule ring out when
-    /// chasing an interoperability problem; it is several times slower.
+    /// has not seen before with the pure-Rust RustCrypto implementation this crate began
+    /// with, with the same rules and the same errors. It is the reference the AWS-LC path
+    /// is checked and benchmarked against, and a way to rule AWS-LC out when chasing an
+    /// interoperability problem; it is several times slower.
     pub fn with_pure_rust_ecdsa(mut self) -> Self {
         self.ecdsa = Ecdsa::PureRust;
         self
@@ -348,7 +350,7 @@ impl MspSecurity {
     /// Whether the same message always gets the same signature from this provider (see
     /// [`MspSecurity::with_deterministic_signatures`]).
     pub fn signs_deterministically(&self) -> bool {
-        self.ecdsa != Ecdsa::Ring || self.ring_signer.is_none()
+        self.ecdsa != Ecdsa::AwsLc || self.fast_signer.is_none()
     }
 
     /// The node's MSP ID (its organization).
@@ -421,7 +423,7 @@ impl MspSecurity {
         })?;
         let arithmetic = match self.ecdsa {
             Ecdsa::PureRust => Arithmetic::PureRust,
-            Ecdsa::Ring | Ecdsa::DeterministicSigning => Arithmetic::Ring,
+            Ecdsa::AwsLc | Ecdsa::DeterministicSigning => Arithmetic::AwsLc,
         };
         let chain = self.trust.validate_chain(&sid.mspid, &cert, arithmetic);
         Ok(Parsed {
@@ -450,8 +452,8 @@ impl Security for MspSecurity {
     }
 
     fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
-        match (&self.ring_signer, self.ecdsa) {
-            (Some(ring), Ecdsa::Ring) => ring.sign_fabric(msg),
+        match (&self.fast_signer, self.ecdsa) {
+            (Some(fast), Ecdsa::AwsLc) => fast.sign_fabric(msg),
             _ => self.key.sign_fabric(msg),
         }
         .map(Bytes::from)
@@ -467,7 +469,7 @@ impl Security for MspSecurity {
         parsed.chain.clone()?;
         match self.ecdsa {
             Ecdsa::PureRust => parsed.key.verify_fabric_pure_rust(message, signature),
-            Ecdsa::Ring | Ecdsa::DeterministicSigning => {
+            Ecdsa::AwsLc | Ecdsa::DeterministicSigning => {
                 parsed.key.verify_fabric(message, signature)
             }
         }
