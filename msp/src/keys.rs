@@ -377,10 +377,14 @@ impl AwsLcSigner {
             public.as_bytes(),
         )
         .map_err(|e| format!("AWS-LC refuses the P-256 key: {e}"))?;
-        Ok(AwsLcSigner {
-            pair,
-            rng: aws_lc_rs::rand::SystemRandom::new(),
-        })
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        // AWS-LC seeds its random generator the first time a process asks it for bytes,
+        // gathering jitter entropy: about 30 ms of CPU on this project's machines. Asking
+        // now, while the provider is built, keeps that off the node's first handshake
+        // (whose signature is made under the node's lock, on its event loop).
+        aws_lc_rs::rand::SecureRandom::fill(&rng, &mut [0u8; 1])
+            .map_err(|e| format!("AWS-LC's random generator: {e}"))?;
+        Ok(AwsLcSigner { pair, rng })
     }
 
     /// Signs as Fabric's BCCSP does: SHA-256 of `msg`, `s` folded to low-S (AWS-LC does not

@@ -130,6 +130,13 @@ impl TlsConfig {
         // first keeps it for the servers (our dialling side uses ours regardless).
         let provider = crypto_provider();
         let _ = provider.clone().install_default();
+        // aws-lc-rs seeds its random generator the first time a process asks it for bytes,
+        // gathering jitter entropy (about 30 ms of CPU on this project's machines), and
+        // every handshake draws from it: asking now keeps that off the first connection.
+        provider
+            .secure_random
+            .fill(&mut [0u8; 1])
+            .map_err(|_| "the TLS provider's random generator failed".to_string())?;
         let server_hash = leaf_hash(&self.server_cert_pem, "server certificate")?;
         let mut roots = RootCertStore::empty();
         for ca in certs(&self.ca_pem, "CA certificate")? {
