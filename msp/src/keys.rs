@@ -164,24 +164,22 @@ impl PublicKey {
         // AWS-LC takes the message and hashes it itself, with any of the three digests on
         // either curve. It is handed the canonical DER of what RustCrypto accepted, so that
         // AWS-LC's own reader never decides what is well formed.
-        let (alg, canonical): (&'static lc::EcdsaVerificationAlgorithm, _) = match &self.key {
-            Key::P256(_) => (
-                match digest {
-                    CertDigest::Sha256 => &lc::ECDSA_P256_SHA256_ASN1,
-                    CertDigest::Sha384 => &lc::ECDSA_P256_SHA384_ASN1,
-                    CertDigest::Sha512 => &lc::ECDSA_P256_SHA512_ASN1,
-                },
-                p256::ecdsa::Signature::from_der(der_sig).map(|s| s.to_der().as_bytes().to_vec()),
-            ),
-            Key::P384(_) => (
-                match digest {
-                    CertDigest::Sha256 => &lc::ECDSA_P384_SHA256_ASN1,
-                    CertDigest::Sha384 => &lc::ECDSA_P384_SHA384_ASN1,
-                    CertDigest::Sha512 => &lc::ECDSA_P384_SHA512_ASN1,
-                },
-                p384::ecdsa::Signature::from_der(der_sig).map(|s| s.to_der().as_bytes().to_vec()),
-            ),
+        use CertDigest::{Sha256, Sha384, Sha512};
+        let alg: &'static lc::EcdsaVerificationAlgorithm = match (&self.key, digest) {
+            (Key::P256(_), Sha256) => &lc::ECDSA_P256_SHA256_ASN1,
+            (Key::P256(_), Sha384) => &lc::ECDSA_P256_SHA384_ASN1,
+            (Key::P256(_), Sha512) => &lc::ECDSA_P256_SHA512_ASN1,
+            (Key::P384(_), Sha256) => &lc::ECDSA_P384_SHA256_ASN1,
+            (Key::P384(_), Sha384) => &lc::ECDSA_P384_SHA384_ASN1,
+            (Key::P384(_), Sha512) => &lc::ECDSA_P384_SHA512_ASN1,
         };
+        let canonical =
+            match &self.key {
+                Key::P256(_) => p256::ecdsa::Signature::from_der(der_sig)
+                    .map(|s| s.to_der().as_bytes().to_vec()),
+                Key::P384(_) => p384::ecdsa::Signature::from_der(der_sig)
+                    .map(|s| s.to_der().as_bytes().to_vec()),
+            };
         canonical.is_ok_and(|sig| {
             UnparsedPublicKey::new(alg, self.gossip.as_ref())
                 .verify(tbs, &sig)
