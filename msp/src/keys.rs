@@ -112,6 +112,14 @@ impl PublicKey {
             .subject_public_key
             .as_bytes()
             .ok_or_else(|| "public key bit string has unused bits".to_string())?;
+        // Fabric reads certificates with Go's x509, which takes only the uncompressed form
+        // (`elliptic.Unmarshal`) and refuses the certificate otherwise; RustCrypto would read
+        // a compressed point too, and a node would accept an identity Fabric peers refuse.
+        if point.first() != Some(&0x04) {
+            return Err(
+                "public key is not an uncompressed EC point (Fabric reads no other form)".into(),
+            );
+        }
         if curve == SECP256R1 {
             let k = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
                 .map_err(|_| "P-256 public key is not a point on the curve".to_string())?;
@@ -504,6 +512,40 @@ mod tests {
     fn p384_keys_have_no_fast_signer() {
         // AWS-LC signs P-384 only over SHA-384; Fabric uses SHA-256.
         assert!(p384_key(4).fast_signer().is_none());
+    }
+
+    /// A certificate's key in compressed form is refused, as Fabric's Go x509 refuses it,
+    /// though RustCrypto could read it; the same key uncompressed is read.
+    #[test]
+    fn only_uncompressed_certificate_keys_are_read() {
+        use der::asn1::{Any, BitString};
+        use x509_cert::spki::AlgorithmIdentifierOwned;
+        let spki = |curve: ObjectIdentifier, point: &[u8]| SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: ID_EC_PUBLIC_KEY,
+                parameters: Some(Any::encode_from(&curve).unwrap()),
+            },
+            subject_public_key: BitString::from_bytes(point).unwrap(),
+        };
+        let PrivateKey::P256(k256) = p256_key(11) else {
+            unreachable!()
+        };
+        let PrivateKey::P384(k384) = p384_key(11) else {
+            unreachable!()
+        };
+        let p256_points =
+            [true, false].map(|c| k256.verifying_key().to_encoded_point(c).as_bytes().to_vec());
+        let p384_points =
+            [true, false].map(|c| k384.verifying_key().to_encoded_point(c).as_bytes().to_vec());
+        for (curve, [compressed, uncompressed]) in
+            [(SECP256R1, p256_points), (SECP384R1, p384_points)]
+        {
+            // The compressed form, which RustCrypto reads too: the refusal is ours.
+            assert!(matches!(compressed[0], 0x02 | 0x03));
+            let err = PublicKey::from_spki(&spki(curve, &compressed)).unwrap_err();
+            assert!(err.contains("uncompressed"), "{err}");
+            PublicKey::from_spki(&spki(curve, &uncompressed)).unwrap();
+        }
     }
 
     /// Certificate signatures: on both curves and with each digest a certificate may name,
