@@ -96,6 +96,11 @@
 //!   that is not valid yet is stricter.
 //! * Not checked (a Fabric channel MSP would): certificate revocation lists, NodeOU roles,
 //!   and channel reader policies. A member of a trusted MSP is accepted whatever its role.
+//! * Not supported, though Fabric's BCCSP would verify them: P-224 and P-521 keys (cryptogen
+//!   issues P-256, Fabric CA P-256 or P-384), and a channel MSP configured with the SHA-3
+//!   signature hash family (Fabric then hashes messages with SHA3-256; local MSPs and
+//!   `configtxgen`'s default use SHA-256). Such identities are refused with `BadKey`, and
+//!   such signatures read as bad signatures.
 #![forbid(unsafe_code)]
 
 mod cert;
