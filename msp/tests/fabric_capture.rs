@@ -1,6 +1,6 @@
 //! Signatures made by a real Fabric v2.4.9 peer (Go's crypto/ecdsa through its MSP, P-256),
 //! captured on the wire (`fixtures/fabric_peer_capture.json`, a copy of the project's shared
-//! vector): every one must verify with ring and with the pure-Rust reference, the peer's
+//! vector): every one must verify with AWS-LC and with the pure-Rust reference, the peer's
 //! certificate must chain to its CA for `Org1MSP`, its PKI-ID must be the one Fabric
 //! computed, and any damage to a signature must be refused.
 
@@ -45,7 +45,7 @@ fn verifiers(cap: &Value) -> Vec<(&'static str, MspSecurity)> {
         .unwrap();
     let make = || orgs[0].security(&orgs[0].peers[0], trust.clone()).unwrap();
     vec![
-        ("ring", make()),
+        ("aws-lc", make()),
         ("deterministic", make().with_deterministic_signatures()),
         ("pure Rust", make().with_pure_rust_ecdsa()),
     ]
@@ -99,7 +99,7 @@ fn signatures(cap: &Value) -> Vec<(String, Bytes, Bytes, Bytes)> {
 }
 
 #[test]
-fn fabric_peer_signatures_verify_with_ring_and_the_reference() {
+fn fabric_peer_signatures_verify_with_aws_lc_and_the_reference() {
     let cap = capture();
     let sigs = signatures(&cap);
     // Both ConnEstablish, and the alive message with its SecretEnvelope twice: as its own

@@ -33,10 +33,10 @@ fn sign_verify_validate_across_orgs() {
 }
 
 #[test]
-fn ring_signs_randomly_and_deterministic_mode_replays() {
+fn aws_lc_signs_randomly_and_deterministic_mode_replays() {
     let pki = two_orgs();
     let b = pki.security(1, 0);
-    // ring's nonces are random: the same message signs differently, and both verify.
+    // AWS-LC's nonces are random: the same message signs differently, and both verify.
     let fast = pki.security(0, 0);
     assert!(!fast.signs_deterministically());
     let (s1, s2) = (fast.sign(MSG).unwrap(), fast.sign(MSG).unwrap());
@@ -347,6 +347,35 @@ fn key_not_on_the_curve_is_a_bad_key() {
         Err(SecurityError::BadKey(_))
     ));
     assert!(matches!(b.expiration(&id), Err(SecurityError::BadKey(_))));
+}
+
+#[test]
+fn key_in_compressed_form_is_a_bad_key() {
+    // Fabric reads certificates with Go's x509, which takes only uncompressed points
+    // ("x509: failed to unmarshal elliptic curve point"); the same key compressed is a
+    // point RustCrypto would read, so the refusal is the provider's own.
+    let pki = two_orgs();
+    let b = pki.security(1, 0);
+    let point = p256_key_of(&pki.security(0, 0))
+        .to_encoded_point(true)
+        .as_bytes()
+        .to_vec();
+    assert!(p256::PublicKey::from_sec1_bytes(&point).is_ok());
+    let mut rng = rng(6);
+    let cert = pki.orgs[0]
+        .ca
+        .certify_raw_public_key("compressed.org1.example.com", point, year(), &mut rng)
+        .unwrap();
+    let id = serialize_identity(ORG1, &cert);
+    let r = b.validate_identity(&id, now());
+    assert!(
+        matches!(&r, Err(SecurityError::BadKey(e)) if e.contains("uncompressed")),
+        "{r:?}"
+    );
+    assert!(matches!(
+        b.verify(&id, b"sig", MSG),
+        Err(SecurityError::BadKey(_))
+    ));
 }
 
 #[test]
