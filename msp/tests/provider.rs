@@ -324,6 +324,21 @@ fn certificate_issued_before_its_ca_was_valid_is_untrusted() {
     );
 }
 
+/// An Org1 identity whose certificate, genuinely signed by Org1's CA, carries `point` as
+/// its public key bytes, whatever they are.
+fn org1_identity_with_point(pki: &Pki, host: &str, point: Vec<u8>, seed: u64) -> Bytes {
+    let cert = pki.orgs[0]
+        .ca
+        .certify_raw_public_key(
+            &format!("{host}.org1.example.com"),
+            point,
+            year(),
+            &mut rng(seed),
+        )
+        .unwrap();
+    serialize_identity(ORG1, &cert)
+}
+
 #[test]
 fn key_not_on_the_curve_is_a_bad_key() {
     let pki = two_orgs();
@@ -336,12 +351,7 @@ fn key_not_on_the_curve_is_a_bad_key() {
     let last = point.len() - 1;
     point[last] ^= 0x01;
     assert!(p256::PublicKey::from_sec1_bytes(&point).is_err());
-    let mut rng = rng(5);
-    let cert = pki.orgs[0]
-        .ca
-        .certify_raw_public_key("offcurve.org1.example.com", point, year(), &mut rng)
-        .unwrap();
-    let id = serialize_identity(ORG1, &cert);
+    let id = org1_identity_with_point(&pki, "offcurve", point, 5);
     assert!(matches!(
         b.validate_identity(&id, now()),
         Err(SecurityError::BadKey(_))
@@ -361,12 +371,7 @@ fn key_in_compressed_form_is_a_bad_key() {
         .as_bytes()
         .to_vec();
     assert!(p256::PublicKey::from_sec1_bytes(&point).is_ok());
-    let mut rng = rng(6);
-    let cert = pki.orgs[0]
-        .ca
-        .certify_raw_public_key("compressed.org1.example.com", point, year(), &mut rng)
-        .unwrap();
-    let id = serialize_identity(ORG1, &cert);
+    let id = org1_identity_with_point(&pki, "compressed", point, 6);
     let r = b.validate_identity(&id, now());
     assert!(
         matches!(&r, Err(SecurityError::BadKey(e)) if e.contains("uncompressed")),
