@@ -41,15 +41,6 @@ pub(crate) struct PublicKey {
     gossip: ParsedPublicKey,
 }
 
-impl PartialEq for PublicKey {
-    fn eq(&self, other: &PublicKey) -> bool {
-        // `gossip` is made from `key` alone.
-        self.key == other.key
-    }
-}
-
-impl Eq for PublicKey {}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Key {
     P256(p256::ecdsa::VerifyingKey),
@@ -123,31 +114,25 @@ impl PublicKey {
         if curve == SECP256R1 {
             let k = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
                 .map_err(|_| "P-256 public key is not a point on the curve".to_string())?;
-            PublicKey::from_key(Key::P256(k))
+            PublicKey::from_key(Key::P256(k), point)
         } else if curve == SECP384R1 {
             let k = p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
                 .map_err(|_| "P-384 public key is not a point on the curve".to_string())?;
-            PublicKey::from_key(Key::P384(k))
+            PublicKey::from_key(Key::P384(k), point)
         } else {
             Err(format!("unsupported curve {curve} (P-256 and P-384 are)"))
         }
     }
 
-    /// The key with AWS-LC's parsed form. RustCrypto has checked the point already; AWS-LC
-    /// checks it again, and a refusal would mean the two disagree, so it is an error rather
-    /// than a key only one implementation could use.
-    fn from_key(key: Key) -> Result<PublicKey, String> {
-        let (alg, uncompressed): (&'static lc::EcdsaVerificationAlgorithm, Box<[u8]>) = match &key {
+    /// The key with AWS-LC's parsed form of `uncompressed`, its SEC1 point. RustCrypto has
+    /// checked the point already; AWS-LC checks it again, and a refusal would mean the two
+    /// disagree, so it is an error rather than a key only one implementation could use.
+    fn from_key(key: Key, uncompressed: &[u8]) -> Result<PublicKey, String> {
+        let alg: &'static lc::EcdsaVerificationAlgorithm = match &key {
             // P-256 signatures reach AWS-LC as fixed-width `r || s` (below).
-            Key::P256(k) => (
-                &lc::ECDSA_P256_SHA256_FIXED,
-                k.to_encoded_point(false).as_bytes().into(),
-            ),
+            Key::P256(_) => &lc::ECDSA_P256_SHA256_FIXED,
             // AWS-LC has no fixed-width P-384/SHA-256 verifier: canonical DER instead.
-            Key::P384(k) => (
-                &lc::ECDSA_P384_SHA256_ASN1,
-                k.to_encoded_point(false).as_bytes().into(),
-            ),
+            Key::P384(_) => &lc::ECDSA_P384_SHA256_ASN1,
         };
         let gossip = UnparsedPublicKey::new(alg, uncompressed)
             .parse()
@@ -313,7 +298,12 @@ impl PrivateKey {
     /// The public half (the crate compares halves with [`PrivateKey::is_pair_of`]).
     #[cfg(test)]
     pub(crate) fn public_key(&self) -> Result<PublicKey, String> {
-        PublicKey::from_key(self.verifying_key())
+        let key = self.verifying_key();
+        let point = match &key {
+            Key::P256(k) => k.to_encoded_point(false).as_bytes().to_vec(),
+            Key::P384(k) => k.to_encoded_point(false).as_bytes().to_vec(),
+        };
+        PublicKey::from_key(key, &point)
     }
 
     /// Whether `public` is this key's public half (a certificate's key against a
