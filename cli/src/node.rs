@@ -145,7 +145,10 @@ const NODE_HELP: &str = "\
 OUTPUT (stdout, one JSON object per line; PKI = the PKI-ID as text under --test-identity, as hex
 with an MSP identity):
   {\"event\":\"listening\",\"addr\":ADDR,\"pki_id\":PKI}           first line (and \"operations\":ADDR
-                                                           with --operations)
+                                                           with --operations; with an MSP
+                                                           identity \"msp_id\":ID and \"trust\":
+                                                           {MSPID:{\"roots\":N,\"intermediates\":N,
+                                                           \"crls\":N,\"revoked\":N}})
   {\"event\":\"connected\",\"peer\":PKI,\"inbound\":BOOL}          after a handshake
   {\"event\":\"disconnected\",\"peer\":PKI,\"reason\":TEXT}
   {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
@@ -991,6 +994,7 @@ async fn serve(
     };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
+    let trust = identity.trust_summary();
     let health = crate::ops::State::new(set.metrics);
     let operations = match set.operations {
         Some(addr) => {
@@ -1047,6 +1051,9 @@ async fn serve(
     });
     if let Some(m) = &msp_id {
         listening["msp_id"] = json!(m);
+    }
+    if let Some(t) = trust {
+        listening["trust"] = t;
     }
     if let Some(a) = operations {
         listening["operations"] = json!(a.to_string());

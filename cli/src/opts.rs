@@ -42,14 +42,16 @@ pub(crate) struct IdentityArgs {
     pub(crate) test_identity: bool,
     /// The node's own MSP folder (signcerts/, keystore/, cacerts/), e.g.
     /// crypto-config/peerOrganizations/org1.example.com/peers/peer0.org1.example.com/msp.
-    /// Its cacerts/ are trusted for --msp-id.
+    /// Its cacerts/ and intermediatecerts/ are trusted for --msp-id, and the CRLs in its
+    /// crls/ revoke, as a Fabric peer's local MSP does.
     #[arg(long, value_name = "DIR", requires = "msp_id")]
     pub(crate) msp_dir: Option<PathBuf>,
     /// The MSP ID of the node's organization, as in configtx.yaml (e.g. Org1MSP).
     #[arg(long, value_name = "ID", requires = "msp_dir")]
     pub(crate) msp_id: Option<String>,
     /// Also accept members of MSP MSPID: DIR is that organization's MSP folder (with
-    /// cacerts/), a folder of root CA PEM files, or one PEM file. Repeatable.
+    /// cacerts/; its intermediatecerts/ and crls/ are read too, so a CRL placed there
+    /// revokes), a folder of root CA PEM files, or one PEM file. Repeatable.
     #[arg(long, value_name = "MSPID=DIR", value_parser = parse_trust)]
     pub(crate) trust: Vec<(String, PathBuf)>,
 }
@@ -110,6 +112,25 @@ impl Identity {
             Identity::Test => PkiForm::Text,
             Identity::Msp(_) => PkiForm::Hex,
         }
+    }
+
+    /// What the node trusts, for an MSP identity: per MSP ID, its CA certificates and its
+    /// revocation lists, so an operator sees at start-up that a CRL was read.
+    pub(crate) fn trust_summary(&self) -> Option<serde_json::Value> {
+        let Identity::Msp(s) = self else { return None };
+        let trust = s.trust();
+        let msps = trust.msp_ids().map(|id| {
+            let ((roots, intermediates), (crls, revoked)) =
+                (trust.ca_count(id), trust.crl_count(id));
+            let v = serde_json::json!({
+                "roots": roots,
+                "intermediates": intermediates,
+                "crls": crls,
+                "revoked": revoked,
+            });
+            (id.to_owned(), v)
+        });
+        Some(serde_json::Value::Object(msps.collect()))
     }
 
     /// The MSP ID, for an MSP identity.

@@ -310,6 +310,49 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// A CRL in the crls/ folder of a trusted organization's MSP cuts its peer off: the node
+/// reports the CRL when it starts and refuses the revoked peer's handshake, naming why.
+#[test]
+fn a_crl_in_a_trusted_msp_folder_refuses_the_revoked_peer() {
+    use fabric_gossip_msp::dev::{self, OrgSpec, Validity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+    let specs = [
+        OrgSpec::new(ORG_A.0, ORG_A.1, 1),
+        OrgSpec::new(ORG_B.0, ORG_B.1, 1),
+    ];
+    let validity = Validity::ten_years_from(now - core::time::Duration::from_secs(3600));
+    let orgs = dev::generate_in_memory(&specs, validity, &mut dev::OsRng).expect("orgs");
+    let layout = dev::write_orgs(dir.path(), &orgs).expect("layout");
+    let crls = layout.orgs[1].msp_dir.join("crls");
+    std::fs::create_dir_all(&crls).expect("crls/");
+    let revoked = orgs[1].peers[0].identity.cert_der.as_slice();
+    let crl = orgs[1].ca.revocation_list(&[revoked], now).expect("crl");
+    std::fs::write(crls.join("crl.pem"), crl).expect("write crl");
+
+    let a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
+    let mut a_args = vec!["--listen", "127.0.0.1:0"];
+    a_args.extend(strs(&a_flags));
+    let mut a = NodeProc::start(&a_args);
+    let trust = a.seen[0]["trust"].clone();
+    assert_eq!(trust["OrgBMSP"]["crls"], 1, "{trust}");
+    assert_eq!(trust["OrgBMSP"]["revoked"], 1, "{trust}");
+    assert_eq!(trust["OrgAMSP"]["crls"], 0, "{trust}");
+
+    // B's own MSP folder holds no CRL, so B starts and dials A.
+    let a_addr = a.addr.clone();
+    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
+    let mut b_args = vec!["--listen", "127.0.0.1:0", "--peer", a_addr.as_str()];
+    b_args.extend(strs(&b_flags));
+    let b = NodeProc::start(&b_args);
+    let failed = a.wait("handshake_failed", is("handshake_failed"));
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("revoked"), "{failed}");
+    assert_eq!(failed["inbound"], true, "{failed}");
+    b.stop();
+    a.stop();
+}
+
 #[test]
 fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -30,6 +30,12 @@ pub enum SecurityError {
     /// The certificate is outside its validity period (expired or not yet valid).
     #[error("certificate not valid now: {0}")]
     Expired(String),
+    /// A revocation list of the MSP, signed by the CA that issued the certificate, lists
+    /// it (Fabric: "The certificate has been revoked"). Kept apart from
+    /// [`SecurityError::UntrustedCertificate`] because an operator acts on it differently:
+    /// the peer was trusted and has been cut off on purpose.
+    #[error("certificate revoked: {0}")]
+    Revoked(String),
     /// The public key is unusable (unsupported curve, not on the curve).
     #[error("unusable public key: {0}")]
     BadKey(String),

@@ -6,7 +6,7 @@ use der::oid::ObjectIdentifier;
 use der::{Decode, Encode, Header, Reader, SliceReader};
 use fabric_gossip_core::Instant;
 use x509_cert::Certificate;
-use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::ext::pkix::{BasicConstraints, SubjectKeyIdentifier};
 
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
@@ -21,6 +21,20 @@ pub(crate) enum CertDigest {
 }
 
 impl CertDigest {
+    /// The digest of an ECDSA signature algorithm; `None` for any other algorithm (this
+    /// crate verifies ECDSA only).
+    pub(crate) fn of_ecdsa(alg: ObjectIdentifier) -> Option<CertDigest> {
+        if alg == ECDSA_WITH_SHA256 {
+            Some(CertDigest::Sha256)
+        } else if alg == ECDSA_WITH_SHA384 {
+            Some(CertDigest::Sha384)
+        } else if alg == ECDSA_WITH_SHA512 {
+            Some(CertDigest::Sha512)
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn digest(self, data: &[u8]) -> Vec<u8> {
         use sha2::Digest;
         match self {
@@ -55,6 +69,13 @@ pub(crate) struct CertInfo {
     /// The issuer's signature over `tbs` (DER ECDSA when `digest` is `Some`).
     pub(crate) signature: Vec<u8>,
     pub(crate) key: PublicKey,
+    /// The serial number's DER content octets. DER gives an integer one encoding, so two
+    /// serials are the same number exactly when these bytes are equal (Go compares the
+    /// numbers).
+    pub(crate) serial: Vec<u8>,
+    /// The subjectKeyIdentifier extension's key identifier: a revocation list names the
+    /// CA that issued it by this value (its authorityKeyIdentifier).
+    pub(crate) ski: Option<Vec<u8>>,
     pub(crate) not_before: Instant,
     pub(crate) not_after: Instant,
     /// `basicConstraints.cA`.
@@ -87,16 +108,7 @@ impl CertInfo {
             .issuer
             .to_der()
             .map_err(|e| CertError::Malformed(format!("issuer: {e}")))?;
-        let alg = cert.signature_algorithm.oid;
-        let digest = if alg == ECDSA_WITH_SHA256 {
-            Some(CertDigest::Sha256)
-        } else if alg == ECDSA_WITH_SHA384 {
-            Some(CertDigest::Sha384)
-        } else if alg == ECDSA_WITH_SHA512 {
-            Some(CertDigest::Sha512)
-        } else {
-            None
-        };
+        let digest = CertDigest::of_ecdsa(cert.signature_algorithm.oid);
         let signature = cert
             .signature
             .as_bytes()
@@ -108,6 +120,10 @@ impl CertInfo {
             Ok(bc) => bc.is_some_and(|(_, bc)| bc.ca),
             Err(e) => return Err(CertError::Malformed(format!("basicConstraints: {e}"))),
         };
+        let ski = match tbs_cert.get::<SubjectKeyIdentifier>() {
+            Ok(ski) => ski.map(|(_, ski)| ski.0.as_bytes().to_vec()),
+            Err(e) => return Err(CertError::Malformed(format!("subjectKeyIdentifier: {e}"))),
+        };
         let not_before = instant_of(tbs_cert.validity.not_before.to_unix_duration());
         let not_after = instant_of(tbs_cert.validity.not_after.to_unix_duration());
         Ok(CertInfo {
@@ -118,6 +134,8 @@ impl CertInfo {
             digest,
             signature,
             key,
+            serial: tbs_cert.serial_number.as_bytes().to_vec(),
+            ski,
             not_before,
             not_after,
             is_ca,
@@ -143,8 +161,9 @@ impl CertInfo {
     }
 }
 
-/// The bytes of the TBS certificate exactly as they were signed (not a re-encoding).
-fn raw_tbs(der: &[u8]) -> der::Result<&[u8]> {
+/// The bytes of the TBS part exactly as they were signed (not a re-encoding): the first
+/// element of the outer SEQUENCE, in a certificate as in a revocation list.
+pub(crate) fn raw_tbs(der: &[u8]) -> der::Result<&[u8]> {
     let mut reader = SliceReader::new(der)?;
     let _outer = Header::decode(&mut reader)?;
     reader.tlv_bytes()

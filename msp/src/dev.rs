@@ -292,6 +292,8 @@ pub struct DevCa {
     key_pem: String,
     organization: String,
     curve: Curve,
+    /// Its subjectKeyIdentifier: what its revocation lists name it by.
+    ski: Vec<u8>,
     issuer: Issuer<'static, DevKey>,
 }
 
@@ -361,6 +363,7 @@ impl DevCa {
             key_pem: key.pkcs8_pem()?,
             organization: organization.to_owned(),
             curve,
+            ski: ski(&key.public),
             issuer: Issuer::new(p, key),
         })
     }
@@ -381,6 +384,7 @@ impl DevCa {
             key_pem: key.pkcs8_pem()?,
             organization: self.organization.clone(),
             curve: self.curve,
+            ski: ski(&key.public),
             issuer: Issuer::new(p, key),
         })
     }
@@ -416,6 +420,55 @@ impl DevCa {
             cert_der,
             key_pem: key.pkcs8_pem()?,
         })
+    }
+
+    /// A CRL of this CA revoking `revoked` (certificates, DER, that it issued), PEM, as
+    /// Fabric CA's `gencrl` writes one for an MSP's `crls/` folder: version 2, this CA's
+    /// subjectKeyIdentifier as authorityKeyIdentifier, valid from `this_update` for a week.
+    pub fn revocation_list(
+        &self,
+        revoked: &[&[u8]],
+        this_update: Instant,
+    ) -> Result<String, DevError> {
+        self.revocation_list_naming(self, revoked, this_update)
+    }
+
+    /// Like [`DevCa::revocation_list`], but naming `claimed` as its issuer while this CA
+    /// signs it: a forged CRL, which Fabric (and this crate) skip because `claimed`'s key
+    /// does not verify it. For tests of that rule.
+    pub fn revocation_list_naming(
+        &self,
+        claimed: &DevCa,
+        revoked: &[&[u8]],
+        this_update: Instant,
+    ) -> Result<String, DevError> {
+        use rcgen::{CertificateRevocationListParams, RevokedCertParams};
+        use x509_cert::der::Decode;
+        let at = odt(this_update)?;
+        let revoked_certs = revoked
+            .iter()
+            .map(|der| {
+                let cert = x509_cert::Certificate::from_der(der)
+                    .map_err(|e| DevError::Generate(format!("revoked certificate: {e}")))?;
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(
+                        cert.tbs_certificate.serial_number.as_bytes(),
+                    ),
+                    revocation_time: at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, DevError>>()?;
+        let params = CertificateRevocationListParams {
+            this_update: at,
+            next_update: at + time::Duration::days(7),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::PreSpecified(claimed.ski.clone()),
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 
     /// Certifies arbitrary SEC1 public key bytes as if they were a key of this CA's curve,

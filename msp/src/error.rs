@@ -44,6 +44,14 @@ pub enum LoadError {
         /// The file (or a description of an in-memory input).
         source: String,
     },
+    /// A certificate revocation list could not be parsed, or could never revoke anything
+    /// (see [`TrustStore::add_crl_pem`](crate::TrustStore::add_crl_pem)).
+    Crl {
+        /// The file (or a description of an in-memory input).
+        source: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A private key could not be parsed or uses an unsupported curve.
     Key {
         /// The file (or a description of an in-memory input).
@@ -82,6 +90,7 @@ impl fmt::Display for LoadError {
                 f,
                 "{source}: not a CA certificate (basicConstraints CA:TRUE is missing)"
             ),
+            LoadError::Crl { source, reason } => write!(f, "{source}: bad CRL: {reason}"),
             LoadError::Key { source, reason } => write!(f, "{source}: bad private key: {reason}"),
             LoadError::KeyMismatch { certificate, keys } => write!(
                 f,

@@ -35,7 +35,8 @@
 //!
 //! * **Own identity**: [`MspSecurity::from_msp_dir`] with the peer's `msp/` folder and the
 //!   MSP ID of its organization (`Org1MSP` in Fabric's samples; the ID in `configtx.yaml`,
-//!   not the domain). Its `cacerts/` and `intermediatecerts/` are trusted for that MSP ID.
+//!   not the domain). Its `cacerts/`, `intermediatecerts/` and `crls/` are trusted for that
+//!   MSP ID.
 //! * **Trust**: for every other organization whose peers this node talks to,
 //!   [`TrustStore::add_msp_dir`] with that organization's `msp/` folder
 //!   (`peerOrganizations/<domain>/msp`) and its MSP ID. That folder holds the same CA
@@ -94,8 +95,12 @@
 //! * Validity: the member certificate must be within notBefore..=notAfter at `now`.
 //!   Fabric only checks notAfter (through its identity mapper); refusing a certificate
 //!   that is not valid yet is stricter.
-//! * Not checked (a Fabric channel MSP would): certificate revocation lists, NodeOU roles,
-//!   and channel reader policies. A member of a trusted MSP is accepted whatever its role.
+//! * Revocation: the CRLs of an MSP's `crls/` folder (or [`TrustStore::add_crl_pem`]) revoke
+//!   by Fabric's rule: the CRL's authorityKeyIdentifier is the issuing CA's
+//!   subjectKeyIdentifier, it lists the serial, and that CA signed it. Refused with
+//!   `Revoked`. Fabric refuses a CA without a subjectKeyIdentifier, and so does this crate.
+//! * Not checked (a Fabric channel MSP would): NodeOU roles and channel reader policies. A
+//!   member of a trusted MSP is accepted whatever its role.
 //! * Not supported, though Fabric's BCCSP would verify them: P-224 and P-521 keys (cryptogen
 //!   issues P-256, Fabric CA P-256 or P-384), and a channel MSP configured with the SHA-3
 //!   signature hash family (Fabric then hashes messages with SHA3-256; local MSPs and
@@ -104,6 +109,7 @@
 #![forbid(unsafe_code)]
 
 mod cert;
+mod crl;
 #[cfg(feature = "dev-certs")]
 pub mod dev;
 mod error;

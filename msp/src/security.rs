@@ -219,9 +219,9 @@ impl MspSecurity {
     /// Loads the node's identity from a Fabric MSP folder, as `cryptogen` or a Fabric CA
     /// client writes one (e.g. `peerOrganizations/org1.example.com/peers/peer0.org1.example.com/msp`):
     /// the certificate in `signcerts/` and the matching key among the files of `keystore/`
-    /// (`priv_sk`, `<ski>_sk`, or any name). The folder's `cacerts/` and
-    /// `intermediatecerts/`, when present, are added to `trust` for `msp_id`, as a Fabric
-    /// peer trusts its own MSP.
+    /// (`priv_sk`, `<ski>_sk`, or any name). The folder's `cacerts/`, `intermediatecerts/`
+    /// and `crls/`, when present, are added to `trust` for `msp_id`, as a Fabric peer
+    /// trusts its own MSP.
     pub fn from_msp_dir(
         dir: impl AsRef<Path>,
         msp_id: &str,

@@ -1,6 +1,7 @@
 //! The trust store: for each MSP ID, the root and intermediate CAs that vouch for its members.
 
 use crate::cert::{CertInfo, pem_blocks};
+use crate::crl::Crl;
 use crate::error::{LoadError, io};
 use crate::keys::Arithmetic;
 use core::time::Duration;
@@ -18,7 +19,8 @@ pub const MAX_CHAIN_DEPTH: usize = 8;
 ///
 /// An identity is accepted only if its certificate chains, by name and by signature, to a
 /// root CA of the very MSP its `mspid` names, so a member of one organization cannot pose
-/// as a member of another even when both CAs are trusted.
+/// as a member of another even when both CAs are trusted, and if no revocation list of
+/// that MSP revokes it or an intermediate CA of its chain (see [`TrustStore::add_crl_pem`]).
 #[derive(Clone, Debug, Default)]
 pub struct TrustStore {
     msps: BTreeMap<String, MspCas>,
@@ -28,6 +30,7 @@ pub struct TrustStore {
 struct MspCas {
     roots: Vec<Arc<CertInfo>>,
     intermediates: Vec<Arc<CertInfo>>,
+    crls: Vec<Arc<Crl>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -70,11 +73,40 @@ impl TrustStore {
         )
     }
 
+    /// Revokes, for `msp_id`, the certificates listed by the CRLs in `pem` (one or more
+    /// `X509 CRL` blocks), as a Fabric MSP's `crls/` folder does. Returns how many CRLs
+    /// were new.
+    ///
+    /// A CRL revokes a certificate when its authorityKeyIdentifier is the
+    /// subjectKeyIdentifier of the CA that issued the certificate, it lists the
+    /// certificate's serial number, and that CA's key verifies its signature: Fabric's rule,
+    /// so the same CRLs cut off the same peers. Revocation and update dates are not read
+    /// (Fabric revokes from the moment the CRL is configured). A listed member is refused
+    /// with [`SecurityError::Revoked`]. A listed intermediate CA refuses every identity it
+    /// issued; Fabric refuses to load an MSP with a revoked intermediate at all, so such a
+    /// configuration does not work on Fabric peers either.
+    ///
+    /// CRLs are kept apart from the CAs and matched when an identity is validated, so they
+    /// may be added before or after the CAs they belong to. Refused: a CRL without an
+    /// authorityKeyIdentifier (with one, Fabric refuses every identity of the MSP), or one
+    /// not signed with ECDSA. An identity already validated stays cached with its verdict:
+    /// revoke before handing the store to [`MspSecurity`](crate::MspSecurity).
+    pub fn add_crl_pem(&mut self, msp_id: &str, pem: &[u8]) -> Result<usize, LoadError> {
+        let source = format!("CRL PEM for {msp_id}");
+        self.add_crls(
+            msp_id,
+            Pem {
+                text: pem,
+                source: &source,
+            },
+        )
+    }
+
     /// Trusts a Fabric MSP folder for `msp_id`: every file in `cacerts/` as a root (at least
-    /// one is required) and every file in `intermediatecerts/` (optional) as an
-    /// intermediate. Other sub-folders (`signcerts/`, `keystore/`, `tlscacerts/`,
-    /// `admincerts/`) are not used for gossip identity validation. Returns how many
-    /// certificates were new.
+    /// one is required), every file in `intermediatecerts/` (optional) as an intermediate,
+    /// and every CRL in `crls/` (optional; see [`TrustStore::add_crl_pem`]). Other
+    /// sub-folders (`signcerts/`, `keystore/`, `tlscacerts/`, `admincerts/`) are not used
+    /// for gossip identity validation. Returns how many certificates and CRLs were new.
     pub fn add_msp_dir(&mut self, msp_id: &str, dir: impl AsRef<Path>) -> Result<usize, LoadError> {
         let dir = dir.as_ref();
         let roots = required_pem_files(&dir.join("cacerts"), "root CA certificate")?;
@@ -86,6 +118,20 @@ impl TrustStore {
         if inter.is_dir() {
             for path in pem_files(&inter)? {
                 added += self.add_file(msp_id, &path, Role::Intermediate)?;
+            }
+        }
+        let crls = dir.join("crls");
+        if crls.is_dir() {
+            for path in pem_files(&crls)? {
+                let text = std::fs::read(&path).map_err(io(&path))?;
+                let source = path.display().to_string();
+                added += self.add_crls(
+                    msp_id,
+                    Pem {
+                        text: &text,
+                        source: &source,
+                    },
+                )?;
             }
         }
         Ok(added)
@@ -132,6 +178,26 @@ impl TrustStore {
             .map_or((0, 0), |m| (m.roots.len(), m.intermediates.len()))
     }
 
+    /// How many CRLs `msp_id` has, and how many serial numbers they list in all.
+    pub fn crl_count(&self, msp_id: &str) -> (usize, usize) {
+        self.msps.get(msp_id).map_or((0, 0), |m| {
+            (m.crls.len(), m.crls.iter().map(|c| c.len()).sum())
+        })
+    }
+
+    fn add_crls(&mut self, msp_id: &str, pem: Pem<'_>) -> Result<usize, LoadError> {
+        let crls = pem.crls()?;
+        let entry = self.msps.entry(msp_id.to_owned()).or_default();
+        let mut added = 0;
+        for crl in crls {
+            if !entry.crls.iter().any(|c| c.der == crl.der) {
+                entry.crls.push(Arc::new(crl));
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
     fn add_file(&mut self, msp_id: &str, path: &Path, role: Role) -> Result<usize, LoadError> {
         let text = std::fs::read(path).map_err(io(path))?;
         let source = path.display().to_string();
@@ -153,6 +219,14 @@ impl TrustStore {
             if !cert.is_ca {
                 return Err(LoadError::NotACa {
                     source: pem.source.to_owned(),
+                });
+            }
+            if cert.ski.is_none() {
+                return Err(LoadError::Certificate {
+                    source: pem.source.to_owned(),
+                    reason: "a CA certificate without a subjectKeyIdentifier (Fabric's MSP \
+                             refuses such a CA: revocation lists name CAs by it)"
+                        .into(),
                 });
             }
             let list = match role {
@@ -199,7 +273,7 @@ impl TrustStore {
             for root in &cas.roots {
                 if root.subject == current.issuer && current.is_signed_by(root, arithmetic) {
                     if root.valid_at(at) {
-                        return Ok(());
+                        return cas.not_revoked(msp_id, leaf, current, root, arithmetic);
                     }
                     expired_root = true;
                 }
@@ -211,7 +285,10 @@ impl TrustStore {
                     && current.is_signed_by(ca, arithmetic)
             });
             match next {
-                Some(ca) => current = ca,
+                Some(ca) => {
+                    cas.not_revoked(msp_id, leaf, current, ca, arithmetic)?;
+                    current = ca;
+                }
                 None if expired_root => {
                     return Err(SecurityError::UntrustedCertificate(format!(
                         "the root CA of {msp_id} that issued the chain was not valid when the \
@@ -246,6 +323,40 @@ impl TrustStore {
     }
 }
 
+impl MspCas {
+    /// Fails with [`SecurityError::Revoked`] if a CRL of this MSP made by `issuer` revokes
+    /// `cert`, a link of `leaf`'s chain (`leaf` itself or an intermediate CA above it).
+    fn not_revoked(
+        &self,
+        msp_id: &str,
+        leaf: &CertInfo,
+        cert: &CertInfo,
+        issuer: &CertInfo,
+        arithmetic: Arithmetic,
+    ) -> Result<(), SecurityError> {
+        if !self
+            .crls
+            .iter()
+            .any(|crl| crl.revokes(cert, issuer, arithmetic))
+        {
+            return Ok(());
+        }
+        let serial = hex(&cert.serial);
+        Err(SecurityError::Revoked(if core::ptr::eq(cert, leaf) {
+            format!("a CRL of {msp_id} lists serial number {serial}")
+        } else {
+            format!(
+                "a CRL of {msp_id} lists the intermediate CA (serial number {serial}) that \
+                 issued the chain"
+            )
+        }))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// PEM text together with the name a [`LoadError`] gives it (a file's path, or what the
 /// caller passed in memory): the two always travel together, so that every error about
 /// the text says where it came from.
@@ -274,6 +385,27 @@ impl Pem<'_> {
                     reason: match e {
                         crate::cert::CertError::Malformed(s) | crate::cert::CertError::Key(s) => s,
                     },
+                })
+            })
+            .collect()
+    }
+
+    /// Parses every `X509 CRL` block (the label OpenSSL, Go and Fabric CA write); at least
+    /// one is required and other blocks are refused, as for certificates.
+    pub(crate) fn crls(self) -> Result<Vec<Crl>, LoadError> {
+        let blocks = pem_blocks(self.text).map_err(|reason| self.error(reason))?;
+        if blocks.is_empty() {
+            return Err(self.error("no PEM block".into()));
+        }
+        blocks
+            .into_iter()
+            .map(|(label, der)| {
+                if label != "X509 CRL" {
+                    return Err(self.error(format!("expected X509 CRL blocks, found {label}")));
+                }
+                Crl::from_der(&der).map_err(|reason| LoadError::Crl {
+                    source: self.source.to_owned(),
+                    reason,
                 })
             })
             .collect()

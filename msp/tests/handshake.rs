@@ -311,3 +311,26 @@ fn identity_expiring_while_connected_is_dropped_and_its_connection_closed() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn a_revoked_peer_is_refused_at_the_handshake() {
+    let mut pki = two_orgs();
+    // Org2's peer starts with the trust it had before its certificate was revoked.
+    let revoked = pki.security(1, 0);
+    let ders = [pki.orgs[1].peers[0].identity.cert_der.as_slice()];
+    let crl = pki.orgs[1].ca.revocation_list(&ders, now()).unwrap();
+    pki.trust.add_crl_pem(ORG2, crl.as_bytes()).unwrap();
+    let mut net = pair(&pki, Config::default(), boxed(revoked));
+    net.subscribe_all(0);
+    net.send(1, 0, b"let me in");
+    net.settle();
+    assert!(
+        net.delivered_data(0).is_empty(),
+        "node 0 accepted a revoked peer"
+    );
+    assert!(net.nodes[0].comm.connections().is_empty());
+    assert_refused_with!(
+        handshake_failures(&net.nodes[0]),
+        HandshakeError::InvalidIdentity(SecurityError::Revoked(_))
+    );
+}

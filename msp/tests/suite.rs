@@ -8,3 +8,4 @@ mod fabric_capture;
 mod handshake;
 mod loading;
 mod provider;
+mod revocation;
