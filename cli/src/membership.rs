@@ -204,6 +204,7 @@ fn purge_reason(r: PurgeReason) -> &'static str {
         PurgeReason::LongDead => "long_dead",
         PurgeReason::IdentitySwitch => "identity_switch",
         PurgeReason::IdentityExpired => "identity_expired",
+        PurgeReason::IdentityRefused => "identity_refused",
     }
 }
 

@@ -172,7 +172,7 @@ MEMBERSHIP (with --bootstrap, --membership, any membership flag, or --config):
   {\"event\":\"member_alive\",\"pki_id\":PKI,\"msp_id\":ID,\"endpoint\":ADDR,\"internal_endpoint\":ADDR,
    \"inc\":N,\"seq\":N,\"last_alive_ms_ago\":N,\"alive\":true,\"resurrected\":BOOL}
   {\"event\":\"member_dead\",...,\"reason\":\"expired\"|\"presumed_dead\"}
-  {\"event\":\"member_purged\",...,\"reason\":\"long_dead\"|\"identity_switch\"|\"identity_expired\"}
+  {\"event\":\"member_purged\",...,\"reason\":\"long_dead\"|\"identity_switch\"|\"identity_expired\"|\"identity_refused\"}
   {\"event\":\"bootstrap_joined\",\"endpoint\":ADDR,\"pki_id\":PKI}
   {\"event\":\"bootstrap_failed\",\"endpoint\":ADDR,\"error\":TEXT,\"attempt\":N,\"gave_up\":BOOL}
                                                            (the error carries the peer's own
@@ -188,6 +188,10 @@ COMMANDS (stdin, one per line):
                         with an MSP identity the peer is authenticated first to learn it)
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
   {\"cmd\":\"stats\"}     print the node's counters as a \"stats\" event
+  {\"cmd\":\"reload_trust\"}   read --trust and --msp-dir again (CRLs in their crls/ included),
+                     then close the connections of peers now refused; so does SIGHUP.
+                     Prints {\"event\":\"trust_reloaded\",\"trust\":{...},\"refused\":N} or
+                     {\"event\":\"trust_reload_failed\",\"error\":TEXT} (the store is kept)
   {\"cmd\":\"members\"}   print the membership table as a \"members\" event (same shape as
                      \"membership\")
   {\"cmd\":\"stop\"}      stop and exit 0 (so do SIGINT and SIGTERM, and the end of stdin
@@ -668,6 +672,15 @@ struct State {
     lookups: Arc<Semaphore>,
     /// Sequence numbers of plain-text lines.
     text_seq: u64,
+    /// How to read the trust store again; `None` under the test identity.
+    reload: Option<Reload>,
+}
+
+/// What reloading the trust store needs: the flags it was read from, and the running
+/// provider's handle.
+struct Reload {
+    args: crate::opts::IdentityArgs,
+    handle: fabric_gossip_msp::TrustHandle,
 }
 
 fn field_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, String> {
@@ -731,6 +744,10 @@ impl State {
                 self.stats();
                 Ok(())
             }
+            Some("reload_trust") => {
+                self.reload_trust("command");
+                Ok(())
+            }
             Some("members") => match membership::table(&self.node) {
                 Some(t) => {
                     self.out
@@ -744,7 +761,8 @@ impl State {
                 ),
             },
             Some(other) => Err(format!(
-                "unknown command {other:?} (send, send_with_ack, stats, members, stop)"
+                "unknown command {other:?} (send, send_with_ack, stats, members, reload_trust, \
+                 stop)"
             )),
             None => Err("\"cmd\" (a string) is required".into()),
         };
@@ -752,6 +770,41 @@ impl State {
             self.out.command_error(e);
         }
         Next::Continue
+    }
+
+    /// Reads the trust store again (CRLs included) and has the node revalidate every
+    /// identity it holds, closing the connections of those now refused (Fabric's
+    /// `SuspectPeers` after a configuration update). Prints `trust_reloaded`, or
+    /// `trust_reload_failed` and keeps the store it had.
+    fn reload_trust(&mut self, by: &str) {
+        let Some(r) = &self.reload else {
+            self.out.emit(&json!({
+                "event": "trust_reload_failed",
+                "by": by,
+                "error": "the test identity has no trust store",
+            }));
+            return;
+        };
+        match r.args.reload_trust(&r.handle) {
+            Ok(trust) => {
+                let refused = self.node.revalidate_identities();
+                tracing::info!(target: TARGET, "trust reloaded ({by}); {refused} identities refused");
+                self.out.emit(&json!({
+                    "event": "trust_reloaded",
+                    "by": by,
+                    "trust": crate::opts::trust_summary(&trust),
+                    "refused": refused,
+                }));
+            }
+            Err(ConfigError(e)) => {
+                tracing::warn!(target: TARGET, "trust not reloaded ({by}): {e}");
+                self.out.emit(&json!({
+                    "event": "trust_reload_failed",
+                    "by": by,
+                    "error": e,
+                }));
+            }
+        }
     }
 
     /// `"seq"` of a command, or the next of the node's own sequence (shared with plain
@@ -989,12 +1042,16 @@ async fn serve(
     out: Out,
 ) -> ExitCode {
     // Before anything is printed: whoever saw "listening" may send SIGTERM at once.
-    let Some(mut signals) = Signals::new() else {
+    let Some(mut signals) = Signals::with_reload() else {
         return ExitCode::FAILURE;
     };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
     let trust = identity.trust_summary();
+    let reload = identity.trust_handle().map(|handle| Reload {
+        args: set.identity.clone(),
+        handle,
+    });
     let health = crate::ops::State::new(set.metrics);
     let operations = match set.operations {
         Some(addr) => {
@@ -1104,6 +1161,7 @@ async fn serve(
         acks_pending: Arc::new(Semaphore::new(MAX_ACKS_PENDING)),
         lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
         text_seq: 0,
+        reload,
     };
     for p in &args.peer {
         let pki = match form {
@@ -1235,6 +1293,10 @@ async fn serve(
                 }
             },
             name = signals.next() => {
+                if name == "SIGHUP" {
+                    st.reload_trust("SIGHUP");
+                    continue;
+                }
                 tracing::info!(target: TARGET, "{name}, stopping");
                 break;
             }
@@ -1293,6 +1355,9 @@ pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    /// SIGHUP, for a command that reloads on it (see [`Signals::with_reload`]).
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -1304,7 +1369,11 @@ impl Signals {
             let handlers = signal(SignalKind::terminate())
                 .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
             match handlers {
-                Ok((term, int)) => Some(Signals { term, int }),
+                Ok((term, int)) => Some(Signals {
+                    term,
+                    int,
+                    hup: None,
+                }),
                 Err(e) => {
                     eprintln!("error: cannot handle signals: {e}");
                     None
@@ -1315,13 +1384,39 @@ impl Signals {
         Some(Signals {})
     }
 
+    /// [`Signals::new`], and SIGHUP too, which a daemon takes as "read your
+    /// configuration again" (`fabric-gossip node` reloads its trust store).
+    pub(crate) fn with_reload() -> Option<Signals> {
+        #[allow(unused_mut)]
+        let mut s = Signals::new()?;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(hup) => s.hup = Some(hup),
+                Err(e) => {
+                    eprintln!("error: cannot handle SIGHUP: {e}");
+                    return None;
+                }
+            }
+        }
+        Some(s)
+    }
+
     /// The name of the next signal received.
     pub(crate) async fn next(&mut self) -> &'static str {
         #[cfg(unix)]
         {
+            let hup = async {
+                match &mut self.hup {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.term.recv() => "SIGTERM",
                 _ = self.int.recv() => "SIGINT",
+                _ = hup => "SIGHUP",
             }
         }
         #[cfg(not(unix))]

@@ -7,7 +7,7 @@ use fabric_gossip_core::proto::bytes::Bytes;
 use fabric_gossip_core::proto::msp::SerializedIdentity;
 use fabric_gossip_core::proto::prost::Message;
 use fabric_gossip_core::{Config, PkiId, TestOnlyHmacSecurity};
-use fabric_gossip_msp::{MspSecurity, TrustStore};
+use fabric_gossip_msp::{MspSecurity, TrustHandle, TrustStore};
 use fabric_gossip_tonic::{Node, NodeBuilder, StartError, TlsConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -114,23 +114,18 @@ impl Identity {
         }
     }
 
-    /// What the node trusts, for an MSP identity: per MSP ID, its CA certificates and its
-    /// revocation lists, so an operator sees at start-up that a CRL was read.
+    /// What the node trusts, for an MSP identity (see [`trust_summary`]).
     pub(crate) fn trust_summary(&self) -> Option<serde_json::Value> {
         let Identity::Msp(s) = self else { return None };
-        let trust = s.trust();
-        let msps = trust.msp_ids().map(|id| {
-            let ((roots, intermediates), (crls, revoked)) =
-                (trust.ca_count(id), trust.crl_count(id));
-            let v = serde_json::json!({
-                "roots": roots,
-                "intermediates": intermediates,
-                "crls": crls,
-                "revoked": revoked,
-            });
-            (id.to_owned(), v)
-        });
-        Some(serde_json::Value::Object(msps.collect()))
+        Some(trust_summary(&s.trust()))
+    }
+
+    /// The handle that replaces the running node's trust store, for an MSP identity.
+    pub(crate) fn trust_handle(&self) -> Option<TrustHandle> {
+        match self {
+            Identity::Test => None,
+            Identity::Msp(s) => Some(s.trust_handle()),
+        }
     }
 
     /// The MSP ID, for an MSP identity.
@@ -143,6 +138,39 @@ impl Identity {
 }
 
 impl IdentityArgs {
+    /// The trust store the `--trust` flags describe, read from disk now.
+    fn trust_from_flags(&self) -> Result<TrustStore, ConfigError> {
+        let mut trust = TrustStore::new();
+        for (msp, path) in &self.trust {
+            trust
+                .add_path(msp, path)
+                .map_err(|e| ConfigError(format!("--trust {msp}={}: {e}", path.display())))?;
+        }
+        Ok(trust)
+    }
+
+    /// Reads the trust store again, as at start (the `--trust` folders and the node's own
+    /// MSP folder, CRLs included), and hands it to the running provider through `handle`.
+    /// Returns the new store.
+    pub(crate) fn reload_trust(
+        &self,
+        handle: &TrustHandle,
+    ) -> Result<std::sync::Arc<TrustStore>, ConfigError> {
+        let (Some(dir), Some(id)) = (&self.msp_dir, &self.msp_id) else {
+            return Err(ConfigError("no MSP identity: nothing to reload".into()));
+        };
+        let mut trust = self.trust_from_flags()?;
+        if dir.join("cacerts").is_dir() {
+            trust
+                .add_msp_dir(id, dir)
+                .map_err(|e| ConfigError(format!("--msp-dir {}: {e}", dir.display())))?;
+        }
+        handle
+            .replace(trust)
+            .map_err(|e| ConfigError(format!("the new trust store is not taken: {e}")))?;
+        Ok(handle.current())
+    }
+
     /// Loads the identity. `required`: fail when none is given (else the test identity is
     /// used, for commands where the identity is never sent, like `ping`).
     pub(crate) fn load(&self, required: bool) -> Result<Identity, ConfigError> {
@@ -169,12 +197,7 @@ impl IdentityArgs {
         if id.trim().is_empty() {
             return Err(ConfigError("--msp-id: the MSP ID is empty".into()));
         }
-        let mut trust = TrustStore::new();
-        for (msp, path) in &self.trust {
-            trust
-                .add_path(msp, path)
-                .map_err(|e| ConfigError(format!("--trust {msp}={}: {e}", path.display())))?;
-        }
+        let trust = self.trust_from_flags()?;
         if !dir.is_dir() {
             return Err(ConfigError(format!(
                 "--msp-dir {}: not a directory (expected an MSP folder with signcerts/ and keystore/)",
@@ -439,4 +462,20 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ConfigError> {
         .enable_all()
         .build()
         .map_err(|e| ConfigError(format!("cannot start the async runtime: {e}")))
+}
+
+/// Per MSP ID, the CA certificates and revocation lists a trust store holds: printed when a
+/// node starts and when it reloads, so an operator sees that a CRL was read.
+pub(crate) fn trust_summary(trust: &TrustStore) -> serde_json::Value {
+    let msps = trust.msp_ids().map(|id| {
+        let ((roots, intermediates), (crls, revoked)) = (trust.ca_count(id), trust.crl_count(id));
+        let v = serde_json::json!({
+            "roots": roots,
+            "intermediates": intermediates,
+            "crls": crls,
+            "revoked": revoked,
+        });
+        (id.to_owned(), v)
+    });
+    serde_json::Value::Object(msps.collect())
 }

@@ -310,10 +310,11 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// A CRL in the crls/ folder of a trusted organization's MSP cuts its peer off: the node
-/// reports the CRL when it starts and refuses the revoked peer's handshake, naming why.
+/// A CRL placed in the crls/ folder of a trusted organization's MSP while the node runs:
+/// `reload_trust` (and SIGHUP) read it, the revoked peer's connection closes, its next
+/// handshake is refused naming why, and a node started afterwards counts the CRL at once.
 #[test]
-fn a_crl_in_a_trusted_msp_folder_refuses_the_revoked_peer() {
+fn a_crl_in_a_trusted_msp_folder_cuts_the_revoked_peer_off_on_reload() {
     use fabric_gossip_msp::dev::{self, OrgSpec, Validity};
     let dir = tempfile::tempdir().expect("tempdir");
     let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
@@ -324,33 +325,72 @@ fn a_crl_in_a_trusted_msp_folder_refuses_the_revoked_peer() {
     let validity = Validity::ten_years_from(now - core::time::Duration::from_secs(3600));
     let orgs = dev::generate_in_memory(&specs, validity, &mut dev::OsRng).expect("orgs");
     let layout = dev::write_orgs(dir.path(), &orgs).expect("layout");
-    let crls = layout.orgs[1].msp_dir.join("crls");
-    std::fs::create_dir_all(&crls).expect("crls/");
-    let revoked = orgs[1].peers[0].identity.cert_der.as_slice();
-    let crl = orgs[1].ca.revocation_list(&[revoked], now).expect("crl");
-    std::fs::write(crls.join("crl.pem"), crl).expect("write crl");
 
     let a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
     let mut a_args = vec!["--listen", "127.0.0.1:0"];
     a_args.extend(strs(&a_flags));
     let mut a = NodeProc::start(&a_args);
-    let trust = a.seen[0]["trust"].clone();
-    assert_eq!(trust["OrgBMSP"]["crls"], 1, "{trust}");
-    assert_eq!(trust["OrgBMSP"]["revoked"], 1, "{trust}");
-    assert_eq!(trust["OrgAMSP"]["crls"], 0, "{trust}");
-
-    // B's own MSP folder holds no CRL, so B starts and dials A.
+    assert_eq!(a.seen[0]["trust"]["OrgBMSP"]["crls"], 0, "{}", a.seen[0]);
     let a_addr = a.addr.clone();
     let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let mut b_args = vec!["--listen", "127.0.0.1:0", "--peer", a_addr.as_str()];
     b_args.extend(strs(&b_flags));
     let b = NodeProc::start(&b_args);
+    a.wait("connected", is("connected"));
+
+    // Org B's CA revokes B's certificate; A is told to read its trust again.
+    let crls = layout.orgs[1].msp_dir.join("crls");
+    std::fs::create_dir_all(&crls).expect("crls/");
+    let revoked = orgs[1].peers[0].identity.cert_der.as_slice();
+    let crl = orgs[1].ca.revocation_list(&[revoked], now).expect("crl");
+    std::fs::write(crls.join("crl.pem"), crl).expect("write crl");
+    a.send_line(r#"{"cmd":"reload_trust"}"#);
+    let reloaded = a.wait("trust_reloaded", is("trust_reloaded"));
+    assert_eq!(reloaded["refused"], 1, "{reloaded}");
+    assert_eq!(reloaded["trust"]["OrgBMSP"]["revoked"], 1, "{reloaded}");
+    let gone = a.wait("disconnected", is("disconnected"));
+    assert_eq!(gone["peer"], b.pki.as_str(), "{gone}");
+    assert!(
+        gone["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked"),
+        "{gone}"
+    );
+
+    // SIGHUP reloads too (nothing left to refuse), and the node keeps running.
+    let hup = Command::new("kill")
+        .args(["-HUP", &a.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let again = a.wait("trust_reloaded by SIGHUP", |v| {
+        v["event"] == "trust_reloaded" && v["by"] == "SIGHUP"
+    });
+    assert_eq!(again["refused"], 0, "{again}");
+
+    // B dials again: refused at the handshake, naming the revocation.
+    let b2_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
+    let mut b2_args = vec!["--listen", "127.0.0.1:0", "--peer", a_addr.as_str()];
+    b2_args.extend(strs(&b2_flags));
+    let b2 = NodeProc::start(&b2_args);
     let failed = a.wait("handshake_failed", is("handshake_failed"));
-    let error = failed["error"].as_str().unwrap_or_default();
-    assert!(error.contains("revoked"), "{failed}");
-    assert_eq!(failed["inbound"], true, "{failed}");
-    b.stop();
-    a.stop();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked"),
+        "{failed}"
+    );
+
+    // A node started now reads the CRL at once.
+    let mut a2_args = vec!["--listen", "127.0.0.1:0"];
+    a2_args.extend(strs(&a_flags));
+    let a2 = NodeProc::start(&a2_args);
+    assert_eq!(a2.seen[0]["trust"]["OrgBMSP"]["crls"], 1, "{}", a2.seen[0]);
+    for n in [a2, b2, b, a] {
+        n.stop();
+    }
 }
 
 #[test]

@@ -372,6 +372,10 @@ pub enum CloseReason {
     Local,
     /// The remote's identity expired.
     IdentityExpired,
+    /// The remote's identity no longer validates: the security provider refused it when
+    /// [`Comm::revalidate_identities`](crate::Comm::revalidate_identities) asked again
+    /// (a revoked certificate, an MSP no longer trusted).
+    IdentityRefused(SecurityError),
     /// The node stopped.
     Stopped,
 }
@@ -388,6 +392,7 @@ impl CloseReason {
             CloseReason::CrossingLoser => "crossing_loser",
             CloseReason::Local => "local",
             CloseReason::IdentityExpired => "identity_expired",
+            CloseReason::IdentityRefused(_) => "identity_refused",
             CloseReason::Stopped => "stopped",
         }
     }
@@ -399,6 +404,7 @@ impl fmt::Display for CloseReason {
             CloseReason::StreamError(e) => write!(f, "stream error: {e}"),
             CloseReason::WriteFailed(e) => write!(f, "write failed: {e}"),
             CloseReason::Malformed(e) => write!(f, "malformed envelope: {e}"),
+            CloseReason::IdentityRefused(e) => write!(f, "identity refused: {e}"),
             other => f.write_str(other.label()),
         }
     }

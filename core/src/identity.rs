@@ -156,6 +156,31 @@ impl IdentityStore {
     pub(crate) fn len(&self) -> usize {
         self.by_pki.len()
     }
+
+    /// Fabric's `SuspectPeers` with the provider as judge: validates every stored identity
+    /// but the node's own again at `now`, removes those refused and returns them, in
+    /// PKI-ID order, with the provider's reason.
+    pub(crate) fn revalidate(
+        &mut self,
+        security: &dyn Security,
+        now: Instant,
+    ) -> Vec<(PkiId, SecurityError)> {
+        let own = self.own.as_bytes();
+        let mut refused: Vec<(PkiId, SecurityError)> = self
+            .by_pki
+            .iter()
+            .filter(|(k, _)| k.as_slice() != own)
+            .filter_map(|(k, v)| {
+                let error = security.validate_identity(&v.identity, now).err()?;
+                Some((k.to_pki_id(), error))
+            })
+            .collect();
+        refused.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (pki, _) in &refused {
+            self.by_pki.remove(pki.as_bytes());
+        }
+        refused
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +219,35 @@ mod tests {
         let (p5, identity) = id("p5");
         store.put(&sec, &p5, &identity, now, |_| false).unwrap();
         assert!(store.get(&id("p0").0).is_none() && store.get(&id("own").0).is_some());
+    }
+
+    /// Revalidation asks the provider about every identity but the node's own, forgets
+    /// those refused and reports them in PKI-ID order.
+    #[test]
+    fn revalidation_forgets_the_identities_the_provider_now_refuses() {
+        let now = Instant::from_unix_secs(1);
+        let mut store = IdentityStore::new(8, id("own").0, 7);
+        for n in ["own", "p2", "p0", "p1"] {
+            let (pki, identity) = id(n);
+            store
+                .put(
+                    &TestOnlyHmacSecurity::new("own"),
+                    &pki,
+                    &identity,
+                    now,
+                    |_| false,
+                )
+                .unwrap();
+        }
+        let strict = TestOnlyHmacSecurity::new("own")
+            .rejecting("p2")
+            .rejecting("p0")
+            .rejecting("own");
+        let refused = store.revalidate(&strict, now);
+        let names: Vec<_> = refused.iter().map(|(p, _)| p.as_bytes().to_vec()).collect();
+        assert_eq!(names, [b"p0".to_vec(), b"p2".to_vec()]);
+        assert!(store.get(&id("p1").0).is_some() && store.get(&id("own").0).is_some());
+        assert!(store.get(&id("p0").0).is_none() && store.get(&id("p2").0).is_none());
+        assert!(store.revalidate(&strict, now).is_empty());
     }
 }

@@ -67,6 +67,10 @@ pub enum PurgeReason {
     IdentitySwitch,
     /// Its certificate expired (Fabric fixed this only in 2.5.11 / 3.1.0).
     IdentityExpired,
+    /// Comm closed its connection because its identity no longer validates
+    /// ([`Comm::revalidate_identities`](fabric_gossip_core::Comm::revalidate_identities):
+    /// a revoked certificate, an MSP no longer trusted).
+    IdentityRefused,
 }
 
 /// A change in membership, or news of a bootstrap peer.

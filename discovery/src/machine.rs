@@ -382,6 +382,16 @@ impl<S: Security> Layer<S> for Discovery {
                 pki_id,
                 crate::event::PurgeReason::IdentityExpired,
             ),
+            Event::Disconnected {
+                pki_id,
+                reason: fabric_gossip_core::CloseReason::IdentityRefused(_),
+                ..
+            } => self.purge(
+                now,
+                comm,
+                pki_id,
+                crate::event::PurgeReason::IdentityRefused,
+            ),
             Event::HandshakeDone { op, result } => {
                 self.bootstrap_identified(now, comm, *op, result)
             }

@@ -120,5 +120,5 @@ mod trust;
 
 pub use error::LoadError;
 pub use identity::{certificate_pem, pki_id, serialize_identity, serialize_identity_pem};
-pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity};
+pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity, TrustHandle};
 pub use trust::{MAX_CHAIN_DEPTH, TrustStore};

@@ -48,6 +48,14 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 /// periods are checked against `now` on every call. Memory is bounded by the capacity, not
 /// by what remotes send. Set the capacity with [`MspSecurity::with_cache_capacity`]
 /// (0 disables caching).
+///
+/// # Changing what is trusted while running
+///
+/// [`MspSecurity::trust_handle`] gives a handle that replaces the trust store (a new CRL,
+/// an organization added or dropped) after the provider has moved into a node; the cache
+/// is emptied with it. Then ask the node to revalidate the identities it holds
+/// (`Comm::revalidate_identities`, Fabric's `SuspectPeers`), which closes the connections
+/// of those now refused.
 pub struct MspSecurity {
     msp_id: String,
     identity: Bytes,
@@ -57,10 +65,59 @@ pub struct MspSecurity {
     /// AWS-LC's signer for `key`; `None` for P-384 keys.
     fast_signer: Option<AwsLcSigner>,
     ecdsa: Ecdsa,
-    trust: TrustStore,
-    cache: Mutex<IdentityCache>,
+    /// The trust store and the verdicts reached under it; shared with [`TrustHandle`]s.
+    shared: Arc<Mutex<IdentityCache>>,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+/// Replaces the trust store of an [`MspSecurity`] that a node already owns: see "Changing
+/// what is trusted while running" there. Cheap to clone; every clone acts on the same
+/// provider.
+#[derive(Clone)]
+pub struct TrustHandle {
+    shared: Arc<Mutex<IdentityCache>>,
+    msp_id: String,
+    cert: Arc<CertInfo>,
+}
+
+impl core::fmt::Debug for TrustHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TrustHandle")
+            .field("msp_id", &self.msp_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrustHandle {
+    /// Makes `trust` the provider's trust store and forgets every cached verdict, so each
+    /// identity is judged again under `trust` when next seen. Refused, leaving the provider
+    /// as it was, when `trust` refuses the node's own identity (as [`MspSecurity::new`]
+    /// refuses to start): a node its own trust store refuses would be refused by peers
+    /// sharing that configuration.
+    pub fn replace(&self, trust: TrustStore) -> Result<(), LoadError> {
+        trust
+            .validate_chain(&self.msp_id, &self.cert, Arithmetic::AwsLc)
+            .map_err(|error| LoadError::OwnIdentity {
+                certificate: "own signing certificate".into(),
+                error,
+            })?;
+        let mut state = lock(&self.shared);
+        state.trust = Arc::new(trust);
+        state.generation += 1;
+        state.clear();
+        Ok(())
+    }
+
+    /// The trust store in use.
+    pub fn current(&self) -> Arc<TrustStore> {
+        lock(&self.shared).trust.clone()
+    }
+}
+
+fn lock(m: &Mutex<IdentityCache>) -> MutexGuard<'_, IdentityCache> {
+    // Nothing panics while the lock is held; recover the data if that ever changes.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl core::fmt::Debug for MspSecurity {
@@ -70,7 +127,7 @@ impl core::fmt::Debug for MspSecurity {
             .field("pki_id", &self.pki_id)
             .field("key", &self.key)
             .field("ecdsa", &self.ecdsa)
-            .field("trusted_msps", &self.trust.msp_ids().collect::<Vec<_>>())
+            .field("trusted_msps", &self.trust().msp_ids().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -119,20 +176,32 @@ struct Slot {
     referenced: bool,
 }
 
-/// A bounded map with CLOCK (second-chance) eviction.
+/// A bounded map with CLOCK (second-chance) eviction, and the trust store its verdicts
+/// were reached under: the two change together.
 struct IdentityCache {
     capacity: usize,
     map: HashMap<[u8; 32], Slot>,
     ring: VecDeque<[u8; 32]>,
+    trust: Arc<TrustStore>,
+    /// Counts trust store replacements: a verdict reached under an earlier store is not
+    /// cached.
+    generation: u64,
 }
 
 impl IdentityCache {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, trust: Arc<TrustStore>) -> Self {
         IdentityCache {
             capacity,
             map: HashMap::new(),
             ring: VecDeque::new(),
+            trust,
+            generation: 0,
         }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.ring.clear();
     }
 
     fn get(&mut self, key: &[u8; 32]) -> Option<Entry> {
@@ -314,16 +383,22 @@ impl MspSecurity {
             fast_signer: key.fast_signer(),
             key,
             ecdsa: Ecdsa::AwsLc,
-            trust,
-            cache: Mutex::new(IdentityCache::new(DEFAULT_CACHE_CAPACITY)),
+            shared: Arc::new(Mutex::new(IdentityCache::new(
+                DEFAULT_CACHE_CAPACITY,
+                Arc::new(trust),
+            ))),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
     }
 
     /// Sets how many parsed identities are kept (see the type's docs); empties the cache.
-    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
-        self.cache = Mutex::new(IdentityCache::new(capacity));
+    pub fn with_cache_capacity(self, capacity: usize) -> Self {
+        {
+            let mut state = self.lock();
+            state.capacity = capacity;
+            state.clear();
+        }
         self
     }
 
@@ -374,9 +449,18 @@ impl MspSecurity {
         self.cert.not_after + Duration::from_nanos(1)
     }
 
-    /// The MSPs this node accepts identities from.
-    pub fn trust(&self) -> &TrustStore {
-        &self.trust
+    /// The MSPs this node accepts identities from, as it is now (see [`TrustHandle`]).
+    pub fn trust(&self) -> Arc<TrustStore> {
+        self.lock().trust.clone()
+    }
+
+    /// A handle that replaces the trust store once the provider has moved into a node.
+    pub fn trust_handle(&self) -> TrustHandle {
+        TrustHandle {
+            shared: self.shared.clone(),
+            msp_id: self.msp_id.clone(),
+            cert: self.cert.clone(),
+        }
     }
 
     /// Counters of the parsed-identity cache.
@@ -391,25 +475,32 @@ impl MspSecurity {
     }
 
     fn lock(&self) -> MutexGuard<'_, IdentityCache> {
-        // Nothing panics while the lock is held; recover the data if that ever changes.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared)
     }
 
     /// The parsed form of `identity`, from the cache or parsed now (and cached).
     fn parsed(&self, identity: &[u8]) -> Entry {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(identity).into();
-        if let Some(hit) = self.lock().get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return hit;
-        }
+        let (trust, generation) = {
+            let mut state = self.lock();
+            if let Some(hit) = state.get(&key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return hit;
+            }
+            (state.trust.clone(), state.generation)
+        };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let value = self.parse(identity).map(Arc::new);
-        self.lock().insert(key, value.clone());
+        // Parsed without the lock: it is the slow part.
+        let value = self.parse(identity, &trust).map(Arc::new);
+        let mut state = self.lock();
+        if state.generation == generation {
+            state.insert(key, value.clone());
+        }
         value
     }
 
-    fn parse(&self, identity: &[u8]) -> Result<Parsed, SecurityError> {
+    fn parse(&self, identity: &[u8], trust: &TrustStore) -> Result<Parsed, SecurityError> {
         let sid = identity::decode(identity).ok_or_else(|| {
             SecurityError::MalformedIdentity("not an msp.SerializedIdentity".into())
         })?;
@@ -425,7 +516,7 @@ impl MspSecurity {
             Ecdsa::PureRust => Arithmetic::PureRust,
             Ecdsa::AwsLc | Ecdsa::DeterministicSigning => Arithmetic::AwsLc,
         };
-        let chain = self.trust.validate_chain(&sid.mspid, &cert, arithmetic);
+        let chain = trust.validate_chain(&sid.mspid, &cert, arithmetic);
         Ok(Parsed {
             msp_id: sid.mspid,
             key: cert.key,
@@ -512,7 +603,8 @@ impl Security for MspSecurity {
 
     fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
         let parsed = self.parsed(identity).ok()?;
-        self.trust
+        self.lock()
+            .trust
             .contains(&parsed.msp_id)
             .then(|| Bytes::copy_from_slice(parsed.msp_id.as_bytes()))
     }

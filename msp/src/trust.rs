@@ -88,9 +88,10 @@ impl TrustStore {
     ///
     /// CRLs are kept apart from the CAs and matched when an identity is validated, so they
     /// may be added before or after the CAs they belong to. Refused: a CRL without an
-    /// authorityKeyIdentifier (with one, Fabric refuses every identity of the MSP), or one
-    /// not signed with ECDSA. An identity already validated stays cached with its verdict:
-    /// revoke before handing the store to [`MspSecurity`](crate::MspSecurity).
+    /// authorityKeyIdentifier (without one, Fabric refuses every identity of the MSP), or
+    /// one not signed with ECDSA. To revoke while a node runs, hand the new store to the
+    /// provider's [`TrustHandle`](crate::TrustHandle) and have the node revalidate the
+    /// identities it holds.
     pub fn add_crl_pem(&mut self, msp_id: &str, pem: &[u8]) -> Result<usize, LoadError> {
         let source = format!("CRL PEM for {msp_id}");
         self.add_crls(

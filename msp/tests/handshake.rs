@@ -334,3 +334,92 @@ fn a_revoked_peer_is_refused_at_the_handshake() {
         HandshakeError::InvalidIdentity(SecurityError::Revoked(_))
     );
 }
+
+/// Fabric's `SuspectPeers` after a CRL arrives while connected: the trust store is replaced
+/// through the provider's handle, the node revalidates, the revoked peer's connection
+/// closes with the provider's reason, and its next handshake is refused; a peer the CRL
+/// does not list keeps its connection.
+#[test]
+fn a_crl_added_while_connected_cuts_the_revoked_peer_off() {
+    let pki = two_orgs();
+    let first = pki.security(0, 0);
+    let handle = first.trust_handle();
+    // Node 1: Org2's peer0 (to be revoked); node 2: Org1's peer1.
+    let mut slots = [first, pki.security(1, 0), pki.security(0, 1)].map(|s| Some(boxed(s)));
+    let mut net = Net::at(
+        now(),
+        3,
+        |_| Config::default(),
+        move |i| slots[i].take().unwrap(),
+    );
+    net.subscribe_all(0);
+    net.send(1, 0, b"before");
+    net.send(2, 0, b"before");
+    net.settle();
+    let (p1, p2) = (
+        net.nodes[1].comm.pki_id().clone(),
+        net.nodes[2].comm.pki_id().clone(),
+    );
+    assert!(net.nodes[0].comm.connection(&p1).is_some());
+
+    // A revocation list for Org2's peer0, and a store Node 0's own identity must pass.
+    let ders = [pki.orgs[1].peers[0].identity.cert_der.as_slice()];
+    let crl = pki.orgs[1].ca.revocation_list(&ders, now()).unwrap();
+    let mut revoking = handle.current().as_ref().clone();
+    revoking.add_crl_pem(ORG2, crl.as_bytes()).unwrap();
+    handle.replace(revoking).unwrap();
+    // Replacing alone touches no connection; revalidating does.
+    assert!(net.nodes[0].comm.connection(&p1).is_some());
+    let t = net.now;
+    assert_eq!(net.nodes[0].comm.revalidate_identities(t), 1);
+    net.flush(0);
+    net.settle();
+    assert!(net.nodes[0].comm.connection(&p1).is_none());
+    assert!(net.nodes[0].comm.identity_of(&p1).is_none());
+    assert!(
+        net.nodes[0].comm.connection(&p2).is_some(),
+        "Org1's peer1 is not revoked"
+    );
+    assert!(
+        net.nodes[0].events.iter().any(|e| matches!(
+            e,
+            Event::Disconnected {
+                pki_id,
+                reason: CloseReason::IdentityRefused(SecurityError::Revoked(_)),
+                ..
+            } if *pki_id == p1
+        )),
+        "{:?}",
+        net.nodes[0].events
+    );
+    net.nodes[0].events.clear();
+    net.send(1, 0, b"after");
+    net.settle();
+    assert_refused_with!(
+        handshake_failures(&net.nodes[0]),
+        HandshakeError::InvalidIdentity(SecurityError::Revoked(_))
+    );
+    assert!(!net.delivered_data(0).contains(&b"after".to_vec()));
+}
+
+#[test]
+fn a_trust_store_refusing_the_node_itself_is_not_taken() {
+    let pki = two_orgs();
+    let own = pki.security(0, 0);
+    let handle = own.trust_handle();
+    let ders = [pki.orgs[0].peers[0].identity.cert_der.as_slice()];
+    let crl = pki.orgs[0].ca.revocation_list(&ders, now()).unwrap();
+    let mut revoking = handle.current().as_ref().clone();
+    revoking.add_crl_pem(ORG1, crl.as_bytes()).unwrap();
+    assert!(matches!(
+        handle.replace(revoking),
+        Err(fabric_gossip_msp::LoadError::OwnIdentity {
+            error: SecurityError::Revoked(_),
+            ..
+        })
+    ));
+    // The provider kept its store: an Org2 identity still validates, and no CRL is held.
+    assert_eq!(own.trust().crl_count(ORG1), (0, 0));
+    own.validate_identity(&pki.security(1, 0).own_identity(), now())
+        .unwrap();
+}

@@ -105,7 +105,7 @@ fn cryptogen_layout_is_written_and_loads() {
         p0.msp_dir.join("signcerts/peer0.org1.example.com-cert.pem"),
         p0.msp_dir.join("keystore/priv_sk"),
         ORG1,
-        a.trust().clone(),
+        a.trust().as_ref().clone(),
     )
     .unwrap();
     assert_eq!(c.own_identity(), a.own_identity());

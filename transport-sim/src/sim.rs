@@ -498,6 +498,13 @@ impl Sim {
         self.with_comm(n, |c, now| c.close_conn(now, pki))
     }
 
+    /// Fabric's `SuspectPeers` on node `n`, after its security provider changed what it
+    /// accepts: see `Comm::revalidate_identities`. Returns how many identities were refused.
+    pub fn revalidate_identities(&mut self, n: NodeId) -> Result<usize, Error> {
+        trace!(self, "n{n} api revalidate_identities");
+        self.with_comm(n, |c, now| c.revalidate_identities(now))
+    }
+
     /// Applies a fault now.
     pub fn apply(&mut self, fault: Fault) {
         self.apply_fault(fault);

@@ -521,6 +521,16 @@ impl Node {
         self.h.inner.with_core(|c, now| c.close_conn(now, pki_id));
     }
 
+    /// Fabric's `SuspectPeers`, after what the security provider accepts has changed (for
+    /// `MspSecurity`, through its `TrustHandle`): validates every identity the node holds
+    /// again and closes the connections of those refused, each reported as `Disconnected`
+    /// with `CloseReason::IdentityRefused`. Returns how many were refused.
+    pub fn revalidate_identities(&self) -> usize {
+        self.h
+            .inner
+            .with_core(|c, now| c.revalidate_identities(now))
+    }
+
     /// Fabric's `Stop`: idempotent. Closes every stream and channel, ends every
     /// subscription, fails pending operations, refuses new streams ("Shutting down"), and
     /// waits for the server to wind down, at most the builder's `stop_timeout` (then its

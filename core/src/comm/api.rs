@@ -156,6 +156,21 @@ impl<S: Security> Comm<S> {
         self.close_peer(pki_id, CloseReason::Local);
     }
 
+    /// Fabric's `SuspectPeers`, for when what the security provider accepts has changed
+    /// (a new revocation list, an organization no longer trusted): asks the provider to
+    /// validate every identity the node holds again, forgets those it refuses, and closes
+    /// their connections with [`CloseReason::IdentityRefused`]. Returns how many were
+    /// refused. Identities met later are judged by the provider as it is then, so call
+    /// this after changing the provider, not before.
+    pub fn revalidate_identities(&mut self, now: Instant) -> usize {
+        self.tick(now);
+        let refused = self.identities.revalidate(&self.security, now);
+        for (pki, error) in &refused {
+            self.close_peer(pki, CloseReason::IdentityRefused(error.clone()));
+        }
+        refused.len()
+    }
+
     /// Fabric's `Stop`: idempotent; closes every stream and channel, ends every subscription
     /// (undelivered messages are discarded), fails pending operations, refuses new work.
     pub fn stop(&mut self, now: Instant) {
