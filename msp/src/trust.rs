@@ -354,8 +354,14 @@ impl MspCas {
     }
 }
 
+/// A serial number's DER content octets in hex, without the 00 that DER puts before a
+/// positive number whose top bit is set (`openssl x509 -serial` shows it so).
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let shown = match bytes {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        all => all,
+    };
+    shown.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// PEM text together with the name a [`LoadError`] gives it (a file's path, or what the
@@ -461,4 +467,15 @@ pub(crate) fn required_pem_files(
         });
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Serial numbers read as `openssl x509 -serial` prints them.
+    #[test]
+    fn serials_are_shown_without_the_der_sign_octet() {
+        assert_eq!(super::hex(&[0x00, 0xc4, 0x23]), "c423");
+        assert_eq!(super::hex(&[0x43, 0x26]), "4326");
+        assert_eq!(super::hex(&[0x00]), "00");
+    }
 }

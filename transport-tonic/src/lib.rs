@@ -6,7 +6,8 @@
 //! as async methods: [`Node::send`], [`Node::send_with_ack`], [`Node::probe`],
 //! [`Node::handshake`], [`Node::accept`] (a `Stream` of [`Received`] messages, each able to
 //! [`Received::respond`] and [`Received::ack`]), [`Node::presumed_dead`],
-//! [`Node::identity_switch`], [`Node::close_conn`], [`Node::stop`] and counters. Beyond
+//! [`Node::identity_switch`], [`Node::close_conn`], [`Node::revalidate_identities`] (Fabric's
+//! `SuspectPeers`), [`Node::stop`] and counters. Beyond
 //! Fabric, [`Node::send_wait`] waits for buffer room instead of dropping.
 //!
 //! # Getting started
