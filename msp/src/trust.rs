@@ -377,43 +377,44 @@ impl Pem<'_> {
     /// Parses every `CERTIFICATE` block; at least one is required and other blocks are
     /// refused, so that a key file passed by mistake is reported rather than skipped.
     pub(crate) fn certificates(self) -> Result<Vec<CertInfo>, LoadError> {
-        let blocks = pem_blocks(self.text).map_err(|reason| self.error(reason))?;
-        if blocks.is_empty() {
-            return Err(self.error("no PEM block".into()));
-        }
-        blocks
-            .into_iter()
-            .map(|(label, der)| {
-                if label != "CERTIFICATE" {
-                    return Err(self.error(format!("expected CERTIFICATE blocks, found {label}")));
-                }
-                CertInfo::from_der(&der).map_err(|e| LoadError::Certificate {
-                    source: self.source.to_owned(),
-                    reason: match e {
-                        crate::cert::CertError::Malformed(s) | crate::cert::CertError::Key(s) => s,
-                    },
-                })
+        self.blocks("CERTIFICATE", |der| {
+            CertInfo::from_der(der).map_err(|e| LoadError::Certificate {
+                source: self.source.to_owned(),
+                reason: match e {
+                    crate::cert::CertError::Malformed(s) | crate::cert::CertError::Key(s) => s,
+                },
             })
-            .collect()
+        })
     }
 
     /// Parses every `X509 CRL` block (the label OpenSSL, Go and Fabric CA write); at least
     /// one is required and other blocks are refused, as for certificates.
     pub(crate) fn crls(self) -> Result<Vec<Crl>, LoadError> {
+        self.blocks("X509 CRL", |der| {
+            Crl::from_der(der).map_err(|reason| LoadError::Crl {
+                source: self.source.to_owned(),
+                reason,
+            })
+        })
+    }
+
+    /// Every block, each labelled `label` and read by `parse`.
+    fn blocks<T>(
+        self,
+        label: &str,
+        parse: impl Fn(&[u8]) -> Result<T, LoadError>,
+    ) -> Result<Vec<T>, LoadError> {
         let blocks = pem_blocks(self.text).map_err(|reason| self.error(reason))?;
         if blocks.is_empty() {
             return Err(self.error("no PEM block".into()));
         }
         blocks
             .into_iter()
-            .map(|(label, der)| {
-                if label != "X509 CRL" {
-                    return Err(self.error(format!("expected X509 CRL blocks, found {label}")));
+            .map(|(found, der)| {
+                if found != label {
+                    return Err(self.error(format!("expected {label} blocks, found {found}")));
                 }
-                Crl::from_der(&der).map_err(|reason| LoadError::Crl {
-                    source: self.source.to_owned(),
-                    reason,
-                })
+                parse(&der)
             })
             .collect()
     }

@@ -113,7 +113,7 @@ macro_rules! assert_refused_with {
 /// Node 0 of the PKI and the rogue as node 1, with Fabric's defaults: the rogue sends to
 /// node 0, which must deliver nothing and register no connection; returns node 0's
 /// refusals.
-fn refusals_of(pki: &Pki, rogue: Rogue) -> Vec<HandshakeError> {
+fn refusals_of(pki: &Pki, rogue: impl Security + 'static) -> Vec<HandshakeError> {
     let mut net = pair(pki, Config::default(), boxed(rogue));
     net.subscribe_all(0);
     net.send(1, 0, b"let me in");
@@ -317,20 +317,9 @@ fn a_revoked_peer_is_refused_at_the_handshake() {
     let mut pki = two_orgs();
     // Org2's peer starts with the trust it had before its certificate was revoked.
     let revoked = pki.security(1, 0);
-    let ders = [pki.orgs[1].peers[0].identity.cert_der.as_slice()];
-    let crl = pki.orgs[1].ca.revocation_list(&ders, now()).unwrap();
-    pki.trust.add_crl_pem(ORG2, crl.as_bytes()).unwrap();
-    let mut net = pair(&pki, Config::default(), boxed(revoked));
-    net.subscribe_all(0);
-    net.send(1, 0, b"let me in");
-    net.settle();
-    assert!(
-        net.delivered_data(0).is_empty(),
-        "node 0 accepted a revoked peer"
-    );
-    assert!(net.nodes[0].comm.connections().is_empty());
+    pki.trust = revoking(&pki.trust, ORG2, &pki.orgs[1].ca, &[&pki.orgs[1].peers[0]]);
     assert_refused_with!(
-        handshake_failures(&net.nodes[0]),
+        refusals_of(&pki, revoked),
         HandshakeError::InvalidIdentity(SecurityError::Revoked(_))
     );
 }
@@ -363,11 +352,13 @@ fn a_crl_added_while_connected_cuts_the_revoked_peer_off() {
     assert!(net.nodes[0].comm.connection(&p1).is_some());
 
     // A revocation list for Org2's peer0, and a store Node 0's own identity must pass.
-    let ders = [pki.orgs[1].peers[0].identity.cert_der.as_slice()];
-    let crl = pki.orgs[1].ca.revocation_list(&ders, now()).unwrap();
-    let mut revoking = handle.current().as_ref().clone();
-    revoking.add_crl_pem(ORG2, crl.as_bytes()).unwrap();
-    handle.replace(revoking).unwrap();
+    let store = revoking(
+        &handle.current(),
+        ORG2,
+        &pki.orgs[1].ca,
+        &[&pki.orgs[1].peers[0]],
+    );
+    handle.replace(store).unwrap();
     // Replacing alone touches no connection; revalidating does.
     assert!(net.nodes[0].comm.connection(&p1).is_some());
     let t = net.now;
@@ -407,12 +398,14 @@ fn a_trust_store_refusing_the_node_itself_is_not_taken() {
     let pki = two_orgs();
     let own = pki.security(0, 0);
     let handle = own.trust_handle();
-    let ders = [pki.orgs[0].peers[0].identity.cert_der.as_slice()];
-    let crl = pki.orgs[0].ca.revocation_list(&ders, now()).unwrap();
-    let mut revoking = handle.current().as_ref().clone();
-    revoking.add_crl_pem(ORG1, crl.as_bytes()).unwrap();
+    let store = revoking(
+        &handle.current(),
+        ORG1,
+        &pki.orgs[0].ca,
+        &[&pki.orgs[0].peers[0]],
+    );
     assert!(matches!(
-        handle.replace(revoking),
+        handle.replace(store),
         Err(fabric_gossip_msp::LoadError::OwnIdentity {
             error: SecurityError::Revoked(_),
             ..

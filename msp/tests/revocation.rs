@@ -20,26 +20,14 @@ fn org1_verdict(pki: &Pki, trust: TrustStore, identity: &[u8]) -> Result<(), Sec
     org1.validate_identity(identity, now())
 }
 
-fn crl(ca: &DevCa, revoked: &[&DevPeer]) -> String {
-    let ders: Vec<&[u8]> = revoked
-        .iter()
-        .map(|p| p.identity.cert_der.as_slice())
-        .collect();
-    ca.revocation_list(&ders, now()).unwrap()
-}
-
 #[test]
 fn a_listed_member_is_refused_and_the_others_are_not() {
     let mut pki = two_orgs();
     let other = pki.issue(1, "peer1", year());
     let revoked = pki.orgs[1].peers[0].clone();
     let mut trust = pki.trust.clone();
-    assert_eq!(
-        trust
-            .add_crl_pem(ORG2, crl(&pki.orgs[1].ca, &[&revoked]).as_bytes())
-            .unwrap(),
-        1
-    );
+    let pem = crl(&pki.orgs[1].ca, &[&revoked]);
+    assert_eq!(trust.add_crl_pem(ORG2, pem.as_bytes()).unwrap(), 1);
     assert_eq!(trust.crl_count(ORG2), (1, 1));
     let org1 = pki.orgs[0].security(&pki.orgs[0].peers[0], trust).unwrap();
     let id = identity_of(ORG2, &revoked);
@@ -64,12 +52,9 @@ fn a_listed_member_is_refused_and_the_others_are_not() {
 fn a_crl_applies_only_to_the_msp_it_is_given_for() {
     let pki = two_orgs();
     let revoked = pki.orgs[1].peers[0].clone();
-    let mut trust = pki.trust.clone();
     // Org2's CA revokes Org2's peer, but the CRL is configured for Org1: Fabric keeps CRLs
     // per MSP and looks only at those of the MSP validating the identity.
-    trust
-        .add_crl_pem(ORG1, crl(&pki.orgs[1].ca, &[&revoked]).as_bytes())
-        .unwrap();
+    let trust = revoking(&pki.trust, ORG1, &pki.orgs[1].ca, &[&revoked]);
     org1_verdict(&pki, trust, &identity_of(ORG2, &revoked)).unwrap();
 }
 
@@ -87,9 +72,7 @@ fn a_crl_whose_signature_does_not_verify_is_skipped_as_fabric_skips_it() {
     trust.add_crl_pem(ORG2, forged.as_bytes()).unwrap();
     org1_verdict(&pki, trust.clone(), &identity_of(ORG2, &revoked)).unwrap();
     // A CRL from the right CA, added beside the forged one, still revokes.
-    trust
-        .add_crl_pem(ORG2, crl(&pki.orgs[1].ca, &[&revoked]).as_bytes())
-        .unwrap();
+    let trust = revoking(&trust, ORG2, &pki.orgs[1].ca, &[&revoked]);
     assert!(matches!(
         org1_verdict(&pki, trust, &identity_of(ORG2, &revoked)),
         Err(SecurityError::Revoked(_))
@@ -107,9 +90,7 @@ fn a_crl_of_another_ca_of_the_msp_does_not_revoke_its_serials() {
     trust
         .add_ca_pem(ORG2, second.cert_pem().as_bytes())
         .unwrap();
-    trust
-        .add_crl_pem(ORG2, crl(&second, &[&revoked]).as_bytes())
-        .unwrap();
+    let trust = revoking(&trust, ORG2, &second, &[&revoked]);
     org1_verdict(&pki, trust, &identity_of(ORG2, &revoked)).unwrap();
 }
 
@@ -169,10 +150,7 @@ fn a_revoked_intermediate_refuses_what_it_issued() {
 fn a_revoked_own_identity_stops_the_node_at_start() {
     let pki = two_orgs();
     let me = pki.orgs[1].peers[0].clone();
-    let mut trust = pki.trust.clone();
-    trust
-        .add_crl_pem(ORG2, crl(&pki.orgs[1].ca, &[&me]).as_bytes())
-        .unwrap();
+    let trust = revoking(&pki.trust, ORG2, &pki.orgs[1].ca, &[&me]);
     match pki.orgs[1].security(&me, trust) {
         Err(LoadError::OwnIdentity {
             error: SecurityError::Revoked(_),
@@ -273,11 +251,7 @@ fn an_msp_folder_brings_its_crls() {
     let org2 = &layout.orgs[1];
     let crls = org2.msp_dir.join("crls");
     std::fs::create_dir_all(&crls).unwrap();
-    let pem = orgs[1]
-        .ca
-        .revocation_list(&[&orgs[1].peers[0].identity.cert_der], now())
-        .unwrap();
-    std::fs::write(crls.join("crl.pem"), pem).unwrap();
+    std::fs::write(crls.join("crl.pem"), crl(&orgs[1].ca, &[&orgs[1].peers[0]])).unwrap();
 
     let mut trust = TrustStore::new();
     trust.add_msp_dir(ORG2, &org2.msp_dir).unwrap();

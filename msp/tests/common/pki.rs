@@ -104,6 +104,24 @@ impl Pki {
     }
 }
 
+/// A CRL of `ca` revoking `revoked`'s identities, PEM, issued at [`now`].
+pub fn crl(ca: &DevCa, revoked: &[&DevPeer]) -> String {
+    let ders: Vec<&[u8]> = revoked
+        .iter()
+        .map(|p| p.identity.cert_der.as_slice())
+        .collect();
+    ca.revocation_list(&ders, now()).unwrap()
+}
+
+/// `trust` with a CRL of `ca` revoking `revoked`, configured for `msp_id`.
+pub fn revoking(trust: &TrustStore, msp_id: &str, ca: &DevCa, revoked: &[&DevPeer]) -> TrustStore {
+    let mut trust = trust.clone();
+    trust
+        .add_crl_pem(msp_id, crl(ca, revoked).as_bytes())
+        .unwrap();
+    trust
+}
+
 /// The same ECDSA signature with `s` replaced by `n - s` (its high-S twin when `s` was low),
 /// computed with the curve crates' scalar negation.
 pub fn high_s_twin(der: &[u8]) -> Vec<u8> {
