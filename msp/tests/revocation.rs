@@ -5,7 +5,7 @@ use crate::common;
 use common::pki::*;
 use der::{Decode, Encode};
 use fabric_gossip_core::{Security, SecurityError};
-use fabric_gossip_msp::dev::{self, DevCa, DevPeer, OrgSpec};
+use fabric_gossip_msp::dev::{self, DevPeer, OrgSpec};
 use fabric_gossip_msp::{LoadError, MspSecurity, TrustStore, serialize_identity};
 use x509_cert::Certificate;
 use x509_cert::crl::CertificateList;
