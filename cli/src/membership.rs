@@ -344,6 +344,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("identities_refused_full", c.identities_refused_full),
             ("identities_expired", c.identities_expired),
             ("identities_unused", c.identities_unused),
+            ("identities_refused_later", c.identities_refused_later),
         ]);
         out.insert("certstore".to_owned(), Value::Object(certstore));
         Value::Object(out)

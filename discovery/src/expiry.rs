@@ -19,6 +19,27 @@ impl Discovery {
         }
     }
 
+    /// Comm revalidated its identities (Fabric's `SuspectPeers`, after the provider's trust
+    /// changed): every member whose identity the provider now refuses is purged, connected
+    /// or not (Fabric's identity mapper drops them all), and the certstore forgets the
+    /// identities it refuses, so it no longer serves them.
+    pub(crate) fn revalidate_members<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
+        let security = comm.security();
+        let refused = self.membership.select(|m| {
+            m.identity
+                .as_ref()
+                .is_some_and(|id| security.validate_identity(id, now).is_err())
+        });
+        let dropped = self
+            .certstore
+            .identities
+            .retain(|e| security.validate_identity(&e.cert, now).is_ok());
+        self.stats.certstore.identities_refused_later += dropped;
+        for pki in refused {
+            self.purge(now, comm, &pki, PurgeReason::IdentityRefused);
+        }
+    }
+
     /// Comm could not reach the member: if alive, it dies now (Fabric's `handlePresumedDead`).
     pub(crate) fn presumed_dead<S: Security>(
         &mut self,

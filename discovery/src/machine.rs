@@ -392,6 +392,7 @@ impl<S: Security> Layer<S> for Discovery {
                 pki_id,
                 crate::event::PurgeReason::IdentityRefused,
             ),
+            Event::IdentitiesRevalidated { .. } => self.revalidate_members(now, comm),
             Event::HandshakeDone { op, result } => {
                 self.bootstrap_identified(now, comm, *op, result)
             }

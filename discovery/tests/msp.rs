@@ -233,53 +233,62 @@ fn a_member_whose_certificate_expired_is_relearnt_with_its_renewed_one() {
 }
 
 /// A member revoked while alive (a CRL reaches node 0's trust store, then node 0
-/// revalidates its identities): its connection closes, it is purged with
-/// `IdentityRefused`, and it is not learnt again, since its handshakes and alive messages
-/// are refused from then on.
+/// revalidates its identities) is purged with `IdentityRefused` and not learnt again, since
+/// its handshakes and alive messages are refused from then on: whether node 0 is connected
+/// to it (comm closes the connection) or not (the layer's own sweep finds it).
 #[test]
 fn a_member_revoked_while_alive_is_purged_and_stays_out() {
-    let p = pki();
-    let own = p.orgs[0]
-        .security(&p.orgs[0].peers[0], p.trust.clone())
-        .unwrap();
-    let handle = own.trust_handle();
-    let mut first = Some(own);
-    let mut c = Cluster::with_security(
-        START,
-        2,
-        |i| {
-            if i == 0 {
-                Box::new(first.take().unwrap())
-            } else {
-                security(0, 1)
-            }
-        },
-        one_joins_zero,
-    );
-    c.run_until(Duration::from_secs(2), |c| {
-        c.sees_alive(0, 1) && c.sees_alive(1, 0)
-    })
-    .expect("both alive");
-    let revoked: PkiId = c.net.nodes[1].comm.pki_id().clone();
+    for connected in [true, false] {
+        let p = pki();
+        let own = p.orgs[0]
+            .security(&p.orgs[0].peers[0], p.trust.clone())
+            .unwrap();
+        let handle = own.trust_handle();
+        let mut first = Some(own);
+        let mut c = Cluster::with_security(
+            START,
+            2,
+            |i| {
+                if i == 0 {
+                    Box::new(first.take().unwrap())
+                } else {
+                    security(0, 1)
+                }
+            },
+            one_joins_zero,
+        );
+        c.run_until(Duration::from_secs(2), |c| {
+            c.sees_alive(0, 1) && c.sees_alive(1, 0)
+        })
+        .expect("both alive");
+        let revoked: PkiId = c.net.nodes[1].comm.pki_id().clone();
 
-    // Org1's CA revokes its peer1.
-    let ders = [p.orgs[0].peers[1].identity.cert_der.as_slice()];
-    let crl = p.orgs[0].ca.revocation_list(&ders, START).unwrap();
-    let mut trust = handle.current().as_ref().clone();
-    trust.add_crl_pem("Org1MSP", crl.as_bytes()).unwrap();
-    handle.replace(trust).unwrap();
-    let now = c.now();
-    assert_eq!(c.net.nodes[0].comm.revalidate_identities(now), 1);
-    c.net.flush(0);
-    c.run_for(Duration::from_secs(1));
-    assert!(c.layer(0).member(&revoked).is_none());
-    assert!(c.events[0].iter().any(|(_, e)| matches!(
-        e,
-        DiscoveryEvent::MemberPurged { reason: PurgeReason::IdentityRefused, member } if member.pki_id == revoked
-    )));
-    c.run_for(Duration::from_secs(30));
-    assert!(
-        c.layer(0).member(&revoked).is_none(),
-        "the revoked member keeps being refused"
-    );
+        // Org1's CA revokes its peer1.
+        let ders = [p.orgs[0].peers[1].identity.cert_der.as_slice()];
+        let crl = p.orgs[0].ca.revocation_list(&ders, START).unwrap();
+        let mut trust = handle.current().as_ref().clone();
+        trust.add_crl_pem("Org1MSP", crl.as_bytes()).unwrap();
+        handle.replace(trust).unwrap();
+        let now = c.now();
+        if !connected {
+            c.net.nodes[0].comm.close_conn(now, &revoked);
+            assert!(c.net.nodes[0].comm.connection(&revoked).is_none());
+        }
+        assert_eq!(c.net.nodes[0].comm.revalidate_identities(now), 1);
+        c.net.flush(0);
+        c.run_for(Duration::from_secs(1));
+        assert!(
+            c.layer(0).member(&revoked).is_none(),
+            "connected: {connected}"
+        );
+        assert!(c.events[0].iter().any(|(_, e)| matches!(
+            e,
+            DiscoveryEvent::MemberPurged { reason: PurgeReason::IdentityRefused, member } if member.pki_id == revoked
+        )));
+        c.run_for(Duration::from_secs(30));
+        assert!(
+            c.layer(0).member(&revoked).is_none(),
+            "the revoked member keeps being refused (connected: {connected})"
+        );
+    }
 }

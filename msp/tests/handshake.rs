@@ -371,6 +371,20 @@ fn a_crl_added_while_connected_cuts_the_revoked_peer_off() {
         net.nodes[0].comm.connection(&p2).is_some(),
         "Org1's peer1 is not revoked"
     );
+    // Layers hear of it, after the connections it closed.
+    let last_close = net.nodes[0]
+        .events
+        .iter()
+        .rposition(|e| matches!(e, Event::Disconnected { .. }));
+    let told = net.nodes[0]
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::IdentitiesRevalidated { refused: 1 }));
+    assert!(
+        told.is_some() && told > last_close,
+        "{:?}",
+        net.nodes[0].events
+    );
     assert!(
         net.nodes[0].events.iter().any(|e| matches!(
             e,

@@ -283,6 +283,9 @@ impl fmt::Display for EventFmt<'_> {
                 error.label()
             ),
             Event::Probed { stream, info } => write!(f, "Probed {stream} {}", info.id),
+            Event::IdentitiesRevalidated { refused } => {
+                write!(f, "IdentitiesRevalidated refused={refused}")
+            }
             Event::Stopped => f.write_str("Stopped"),
         }
     }

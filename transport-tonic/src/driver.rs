@@ -842,6 +842,9 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
         Event::Probed { info, .. } => {
             tracing::info!(pki_id = %info.id, endpoint = %info.endpoint, "probed us");
         }
+        Event::IdentitiesRevalidated { refused } => {
+            tracing::info!(refused, "identities revalidated");
+        }
     }
 }
 

@@ -159,8 +159,9 @@ impl<S: Security> Comm<S> {
     /// Fabric's `SuspectPeers`, for when what the security provider accepts has changed
     /// (a new revocation list, an organization no longer trusted): asks the provider to
     /// validate every identity the node holds again, forgets those it refuses, and closes
-    /// their connections with [`CloseReason::IdentityRefused`]. Returns how many were
-    /// refused. Identities met later are judged by the provider as it is then, so call
+    /// their connections with [`CloseReason::IdentityRefused`], then reports
+    /// [`Event::IdentitiesRevalidated`](super::Event::IdentitiesRevalidated) so that layers
+    /// judge their own identities again. Returns how many were refused. Identities met later are judged by the provider as it is then, so call
     /// this after changing the provider, not before.
     pub fn revalidate_identities(&mut self, now: Instant) -> usize {
         self.tick(now);
@@ -168,6 +169,9 @@ impl<S: Security> Comm<S> {
         for (pki, error) in &refused {
             self.close_peer(pki, CloseReason::IdentityRefused(error.clone()));
         }
+        self.out.event(super::output::Event::IdentitiesRevalidated {
+            refused: refused.len(),
+        });
         refused.len()
     }
 

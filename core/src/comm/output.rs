@@ -227,6 +227,13 @@ pub enum Event {
         /// Why.
         error: HandshakeError,
     },
+    /// [`Comm::revalidate_identities`] finished: what the security provider accepts may
+    /// have changed, so a layer holding identities of its own (the membership layer's
+    /// members) judges them again. Never dropped.
+    IdentitiesRevalidated {
+        /// How many of the identities the core held were refused.
+        refused: usize,
+    },
     /// `stop` completed: every connection is closed and every subscription ended.
     Stopped,
 }

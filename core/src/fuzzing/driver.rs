@@ -291,6 +291,10 @@ impl Driver {
                     assert!(!self.stopped, "Stopped once");
                     *stopped_now = true;
                 }
+                // The fuzzed driver never changes its provider, so it never revalidates.
+                Event::IdentitiesRevalidated { .. } => {
+                    panic!("revalidation reported though nothing asked for it")
+                }
                 Event::DeliveryReady(sub) => {
                     assert!(
                         !self.stopped && !*stopped_now,

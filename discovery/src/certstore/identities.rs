@@ -127,6 +127,14 @@ impl Identities {
         purged
     }
 
+    /// Keeps the identities `keep` accepts, ours always; returns how many went.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> u64 {
+        let before = self.map.len();
+        let own = &self.own;
+        self.map.retain(|k, e| k == own || keep(e));
+        (before - self.map.len()) as u64
+    }
+
     /// How many are held (ours included).
     pub(crate) fn len(&self) -> usize {
         self.map.len()

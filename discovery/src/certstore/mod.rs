@@ -135,6 +135,9 @@ pub struct CertStoreStats {
     pub identities_expired: u64,
     /// Identities purged because they verified nothing for the usage threshold.
     pub identities_unused: u64,
+    /// Identities purged because the security provider refused them when comm
+    /// revalidated (a revoked certificate, an MSP no longer trusted).
+    pub identities_refused_later: u64,
 }
 
 impl CertStoreStats {
