@@ -206,6 +206,10 @@ pub trait Harness {
     /// Fabric's `CloseConn` on node `n`.
     fn close_conn(&mut self, n: NodeId, pki: &PkiId);
 
+    /// Fabric's `SuspectPeers` on node `n` (`revalidate_identities`), after its provider's
+    /// trust changed; returns how many identities were refused.
+    fn revalidate_identities(&mut self, n: NodeId) -> usize;
+
     /// Fabric's `Stop` on node `n`; its listener closes too.
     fn stop_node(&mut self, n: NodeId);
 

@@ -12,14 +12,14 @@ use crate::{
 };
 use core::time::Duration;
 use fabric_gossip_core::proto::msp::SerializedIdentity;
-use fabric_gossip_core::{HandshakeError, Instant, SecurityError};
-use fabric_gossip_msp::TrustStore;
+use fabric_gossip_core::{CloseReason, Event, HandshakeError, Instant, SecurityError};
 use fabric_gossip_msp::dev::{DevOrg, OrgSpec, Validity, seeded_in_memory, trust_all};
+use fabric_gossip_msp::{TrustHandle, TrustStore};
 use prost::Message;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Calls `$m!(name)` for every real-identity scenario.
 #[macro_export]
@@ -29,6 +29,7 @@ macro_rules! for_each_msp_scenario {
         $m!(msp_identity_switch_same_org);
         $m!(msp_identity_switch_other_org_refused);
         $m!(msp_untrusted_organization_refused);
+        $m!(msp_revoked_while_connected_is_cut_off);
     };
 }
 
@@ -163,6 +164,71 @@ pub fn msp_untrusted_organization_refused<H: Harness>(h: &mut H) -> Outcome {
         h.delivery_count(a) == 0,
         "A delivered from an untrusted peer"
     );
+    PASS
+}
+
+/// A CRL revoking a connected peer reaches the other's trust store while both run (through
+/// the provider's `TrustHandle`), and it revalidates (Fabric's `SuspectPeers`): the
+/// connection closes with the provider's reason, the peer's next handshake is refused as
+/// revoked, and nothing more from it is delivered.
+pub fn msp_revoked_while_connected_is_cut_off<H: Harness>(h: &mut H) -> Outcome {
+    let handle: Arc<Mutex<Option<TrustHandle>>> = Arc::default();
+    let slot = handle.clone();
+    let a = h.add_node(node().security(move |_endpoint, _g| {
+        let o = &pki().orgs[0];
+        let sec = o
+            .security(&o.peers[3], pki().trust.clone())
+            .expect("a generated identity loads")
+            .with_deterministic_signatures();
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sec.trust_handle());
+        Box::new(sec)
+    }))?;
+    let b = h.add_node(msp_node(|_| (1, 3)))?;
+    let (pa, pb) = (h.peer(a), h.peer(b));
+    h.send(b, &data(1, "before"), std::slice::from_ref(&pa))
+        .map_err(err)?;
+    wait(h, SOON, "A receives", |h| h.delivery_count(a) >= 1)?;
+
+    let org2 = &pki().orgs[1];
+    let crl = org2
+        .ca
+        .revocation_list(
+            &[&org2.peers[3].identity.cert_der],
+            Instant::from_unix_secs(0),
+        )
+        .map_err(err)?;
+    let handle = handle
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or("A's provider was not built")?;
+    let mut trust = handle.current().as_ref().clone();
+    trust.add_crl_pem("Org2MSP", crl.as_bytes()).map_err(err)?;
+    handle.replace(trust).map_err(err)?;
+    ensure!(
+        h.revalidate_identities(a) == 1,
+        "A should refuse exactly B's identity"
+    );
+    wait(h, SOON, "A closes B's connection as revoked", |h| {
+        h.events(a).iter().any(|e| {
+            matches!(e, Event::Disconnected { pki_id, reason: CloseReason::IdentityRefused(SecurityError::Revoked(_)), .. } if *pki_id == pb.pki_id)
+        })
+    })?;
+    // B learns of the close when its stream ends; its next send then dials again.
+    wait(h, SOON, "B sees its connection to A closed", |h| {
+        h.connections(b).iter().all(|c| c.pki_id != pa.pki_id)
+    })?;
+    h.send(b, &data(2, "after"), std::slice::from_ref(&pa))
+        .map_err(err)?;
+    wait(h, SOON, "A refuses B's next handshake as revoked", |h| {
+        saw_handshake_failure(h, a, |e| {
+            matches!(
+                e,
+                HandshakeError::InvalidIdentity(SecurityError::Revoked(_))
+            )
+        })
+    })?;
+    ensure!(h.delivery_count(a) == 1, "A delivered from a revoked peer");
     PASS
 }
 

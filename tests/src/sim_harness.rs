@@ -174,6 +174,10 @@ impl Harness for SimHarness {
         let _ = self.sim.close_conn(n, pki);
     }
 
+    fn revalidate_identities(&mut self, n: NodeId) -> usize {
+        self.sim.revalidate_identities(n).unwrap_or(0)
+    }
+
     fn stop_node(&mut self, n: NodeId) {
         self.sim.stop_node(n);
     }

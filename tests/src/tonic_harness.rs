@@ -520,6 +520,13 @@ impl Harness for TonicHarness {
         }
     }
 
+    fn revalidate_identities(&mut self, n: NodeId) -> usize {
+        self.slots.get(n).map_or(0, |s| {
+            let _guard = self.rt.enter();
+            s.node.revalidate_identities()
+        })
+    }
+
     fn stop_node(&mut self, n: NodeId) {
         if let Some(s) = self.slots.get(n) {
             let node = s.node.clone();
