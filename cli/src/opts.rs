@@ -160,11 +160,9 @@ impl IdentityArgs {
             return Err(ConfigError("no MSP identity: nothing to reload".into()));
         };
         let mut trust = self.trust_from_flags()?;
-        if dir.join("cacerts").is_dir() {
-            trust
-                .add_msp_dir(id, dir)
-                .map_err(|e| ConfigError(format!("--msp-dir {}: {e}", dir.display())))?;
-        }
+        trust
+            .add_own_msp_dir(id, dir)
+            .map_err(|e| ConfigError(format!("--msp-dir {}: {e}", dir.display())))?;
         handle
             .replace(trust)
             .map_err(|e| ConfigError(format!("the new trust store is not taken: {e}")))?;

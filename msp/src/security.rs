@@ -96,12 +96,7 @@ impl TrustHandle {
     /// refuses to start): a node its own trust store refuses would be refused by peers
     /// sharing that configuration.
     pub fn replace(&self, trust: TrustStore) -> Result<(), LoadError> {
-        trust
-            .validate_chain(&self.msp_id, &self.cert, Arithmetic::AwsLc)
-            .map_err(|error| LoadError::OwnIdentity {
-                certificate: "own signing certificate".into(),
-                error,
-            })?;
+        trust.validate_own(&self.msp_id, &self.cert, "own signing certificate")?;
         let mut state = lock(&self.shared);
         state.trust = Arc::new(trust);
         state.generation += 1;
@@ -297,9 +292,7 @@ impl MspSecurity {
         mut trust: TrustStore,
     ) -> Result<Self, LoadError> {
         let dir = dir.as_ref();
-        if dir.join("cacerts").is_dir() {
-            trust.add_msp_dir(msp_id, dir)?;
-        }
+        trust.add_own_msp_dir(msp_id, dir)?;
         let (signcerts, keystore) = (dir.join("signcerts"), dir.join("keystore"));
         let cert_files = required_pem_files(&signcerts, "signing certificate")?;
         let key_files = required_pem_files(&keystore, "private key")?;
@@ -366,12 +359,7 @@ impl MspSecurity {
                 keys: key_source.to_owned(),
             });
         }
-        trust
-            .validate_chain(msp_id, &cert, Arithmetic::AwsLc)
-            .map_err(|error| LoadError::OwnIdentity {
-                certificate: cert_source.to_owned(),
-                error,
-            })?;
+        trust.validate_own(msp_id, &cert, cert_source)?;
         let pem = certificate_pem(&cert.der);
         let identity = identity::serialize_identity_pem(msp_id, pem.as_bytes());
         let pki_id = identity::pki_id(msp_id, pem.as_bytes());

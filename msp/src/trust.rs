@@ -124,18 +124,43 @@ impl TrustStore {
         let crls = dir.join("crls");
         if crls.is_dir() {
             for path in pem_files(&crls)? {
-                let text = std::fs::read(&path).map_err(io(&path))?;
-                let source = path.display().to_string();
-                added += self.add_crls(
-                    msp_id,
-                    Pem {
-                        text: &text,
-                        source: &source,
-                    },
-                )?;
+                added += Pem::read(&path, |pem| self.add_crls(msp_id, pem))?;
             }
         }
         Ok(added)
+    }
+
+    /// What a node's own MSP folder adds to the trust store, as a Fabric peer trusts its own
+    /// MSP: its `cacerts/`, `intermediatecerts/` and `crls/` (see
+    /// [`TrustStore::add_msp_dir`]) when it has `cacerts/`, else nothing (a folder of
+    /// signing material only, its CAs given some other way). Returns how many were new.
+    pub fn add_own_msp_dir(
+        &mut self,
+        msp_id: &str,
+        dir: impl AsRef<Path>,
+    ) -> Result<usize, LoadError> {
+        let dir = dir.as_ref();
+        if dir.join("cacerts").is_dir() {
+            self.add_msp_dir(msp_id, dir)
+        } else {
+            Ok(0)
+        }
+    }
+
+    /// Checks the node's own certificate as it will be checked by peers sharing this
+    /// store, so that a node this store refuses does not start (or take the store).
+    /// `source` names the certificate in the error.
+    pub(crate) fn validate_own(
+        &self,
+        msp_id: &str,
+        cert: &CertInfo,
+        source: &str,
+    ) -> Result<(), LoadError> {
+        self.validate_chain(msp_id, cert, Arithmetic::AwsLc)
+            .map_err(|error| LoadError::OwnIdentity {
+                certificate: source.to_owned(),
+                error,
+            })
     }
 
     /// Trusts whatever `path` is, for command lines that take one path per MSP: an MSP
@@ -200,16 +225,7 @@ impl TrustStore {
     }
 
     fn add_file(&mut self, msp_id: &str, path: &Path, role: Role) -> Result<usize, LoadError> {
-        let text = std::fs::read(path).map_err(io(path))?;
-        let source = path.display().to_string();
-        self.add_pem(
-            msp_id,
-            Pem {
-                text: &text,
-                source: &source,
-            },
-            role,
-        )
+        Pem::read(path, |pem| self.add_pem(msp_id, pem, role))
     }
 
     fn add_pem(&mut self, msp_id: &str, pem: Pem<'_>, role: Role) -> Result<usize, LoadError> {
@@ -374,6 +390,19 @@ pub(crate) struct Pem<'a> {
 }
 
 impl Pem<'_> {
+    /// Reads the file at `path` and hands it to `f`, named by its path.
+    fn read<R>(
+        path: &Path,
+        f: impl FnOnce(Pem<'_>) -> Result<R, LoadError>,
+    ) -> Result<R, LoadError> {
+        let text = std::fs::read(path).map_err(io(path))?;
+        let source = path.display().to_string();
+        f(Pem {
+            text: &text,
+            source: &source,
+        })
+    }
+
     /// Parses every `CERTIFICATE` block; at least one is required and other blocks are
     /// refused, so that a key file passed by mistake is reported rather than skipped.
     pub(crate) fn certificates(self) -> Result<Vec<CertInfo>, LoadError> {
