@@ -472,20 +472,7 @@ fn p384_organization_interoperates() {
 
 #[test]
 fn intermediate_ca_chains_only_when_trusted() {
-    let mut rng = rng(21);
-    let root = root_ca("org9.example.com", &mut rng);
-    let ica = root
-        .intermediate("ica.org9.example.com", year(), &mut rng)
-        .unwrap();
-    let peer = ica
-        .issue(
-            "peer0.org9.example.com",
-            Usage::Identity,
-            &[],
-            year(),
-            &mut rng,
-        )
-        .unwrap();
+    let (root, ica, peer) = intermediate_chain("org9.example.com", &mut rng(21));
     let mut root_only = TrustStore::new();
     root_only
         .add_ca_pem("Org9MSP", root.cert_pem().as_bytes())

@@ -96,20 +96,7 @@ fn a_crl_of_another_ca_of_the_msp_does_not_revoke_its_serials() {
 
 #[test]
 fn a_revoked_intermediate_refuses_what_it_issued() {
-    let mut rng = rng(11);
-    let root = root_ca("org3.example.com", &mut rng);
-    let inter = root
-        .intermediate("ica.org3.example.com", year(), &mut rng)
-        .unwrap();
-    let leaf = inter
-        .issue(
-            "peer0.org3.example.com",
-            dev::Usage::Identity,
-            &[],
-            year(),
-            &mut rng,
-        )
-        .unwrap();
+    let (root, inter, leaf) = intermediate_chain("org3.example.com", &mut rng(11));
     let mut trust = TrustStore::new();
     trust
         .add_ca_pem("Org3MSP", root.cert_pem().as_bytes())

@@ -26,6 +26,25 @@ pub fn root_ca(domain: &str, rng: &mut ChaCha20Rng) -> DevCa {
     DevCa::root(&format!("ca.{domain}"), domain, Curve::P256, year(), rng).unwrap()
 }
 
+/// A root CA `ca.{domain}`, an intermediate `ica.{domain}` under it, and a member
+/// identity `peer0.{domain}` the intermediate issued, all valid for [`year`].
+pub fn intermediate_chain(domain: &str, rng: &mut ChaCha20Rng) -> (DevCa, DevCa, DevCert) {
+    let root = root_ca(domain, rng);
+    let ica = root
+        .intermediate(&format!("ica.{domain}"), year(), rng)
+        .unwrap();
+    let leaf = ica
+        .issue(
+            &format!("peer0.{domain}"),
+            dev::Usage::Identity,
+            &[],
+            year(),
+            rng,
+        )
+        .unwrap();
+    (root, ica, leaf)
+}
+
 /// Valid from a day before `now()` for a year.
 pub fn year() -> Validity {
     Validity {
