@@ -462,16 +462,27 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ConfigError> {
         .map_err(|e| ConfigError(format!("cannot start the async runtime: {e}")))
 }
 
-/// Per MSP ID, the CA certificates and revocation lists a trust store holds: printed when a
-/// node starts and when it reloads, so an operator sees that a CRL was read.
+/// Per MSP ID, the CA certificates, revocation lists and OU rules a trust store holds:
+/// printed when a node starts and when it reloads, so an operator sees that a CRL or a
+/// `config.yaml` was read.
 pub(crate) fn trust_summary(trust: &TrustStore) -> serde_json::Value {
     let msps = trust.msp_ids().map(|id| {
         let ((roots, intermediates), (crls, revoked)) = (trust.ca_count(id), trust.crl_count(id));
+        let roles = trust.node_roles(id);
+        // NodeOUs: each enforced role and its OU; null when off (any role accepted).
+        let node_ous = (!roles.is_empty()).then(|| {
+            roles
+                .iter()
+                .map(|(role, unit)| (role.as_str().to_owned(), serde_json::json!(unit)))
+                .collect::<serde_json::Map<_, _>>()
+        });
         let v = serde_json::json!({
             "roots": roots,
             "intermediates": intermediates,
             "crls": crls,
             "revoked": revoked,
+            "node_ous": node_ous,
+            "ou_identifiers": trust.unit_identifier_count(id),
         });
         (id.to_owned(), v)
     });

@@ -393,6 +393,70 @@ fn a_crl_in_a_trusted_msp_folder_cuts_the_revoked_peer_off_on_reload() {
     }
 }
 
+/// A trusted organization's `config.yaml` (NodeOUs, as cryptogen writes it) is read and
+/// shown at start; when the organization changes the OU its peers must carry and the node
+/// reloads, the connected peer, whose certificate carries the old OU, is cut off and its
+/// next handshake refused naming its organizational units.
+#[test]
+fn a_trusted_msp_s_node_ous_are_enforced_and_reloaded() {
+    use fabric_gossip_msp::dev::{self, OrgSpec, Validity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+    let specs = [
+        OrgSpec::new(ORG_A.0, ORG_A.1, 1),
+        OrgSpec::new(ORG_B.0, ORG_B.1, 1),
+    ];
+    let validity = Validity::ten_years_from(now - core::time::Duration::from_secs(3600));
+    let orgs = dev::generate_in_memory(&specs, validity, &mut dev::OsRng).expect("orgs");
+    let layout = dev::write_orgs(dir.path(), &orgs).expect("layout");
+
+    let a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
+    let mut a_args = vec!["--listen", "127.0.0.1:0"];
+    a_args.extend(strs(&a_flags));
+    let mut a = NodeProc::start(&a_args);
+    let shown = &a.seen[0]["trust"]["OrgBMSP"];
+    assert_eq!(shown["node_ous"]["peer"], "peer", "{}", a.seen[0]);
+    assert_eq!(shown["node_ous"]["orderer"], "orderer", "{}", a.seen[0]);
+    let a_addr = a.addr.clone();
+    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
+    let mut b_args = vec!["--listen", "127.0.0.1:0", "--peer", a_addr.as_str()];
+    b_args.extend(strs(&b_flags));
+    let b = NodeProc::start(&b_args);
+    a.wait("connected", is("connected"));
+
+    // Org B's peers must now carry OU "node"; B's certificate says "peer".
+    let config = layout.orgs[1].msp_dir.join("config.yaml");
+    let text = std::fs::read_to_string(&config).expect("config.yaml");
+    let changed = text.replace(
+        "OrganizationalUnitIdentifier: peer",
+        "OrganizationalUnitIdentifier: node",
+    );
+    assert_ne!(text, changed);
+    std::fs::write(&config, changed).expect("write config.yaml");
+    a.send_line(r#"{"cmd":"reload_trust"}"#);
+    let reloaded = a.wait("trust_reloaded", is("trust_reloaded"));
+    assert_eq!(reloaded["refused"], 1, "{reloaded}");
+    assert_eq!(
+        reloaded["trust"]["OrgBMSP"]["node_ous"]["peer"], "node",
+        "{reloaded}"
+    );
+    let gone = a.wait("disconnected", is("disconnected"));
+    assert_eq!(gone["peer"], b.pki.as_str(), "{gone}");
+
+    let b2 = NodeProc::start(&b_args);
+    let failed = a.wait("handshake_failed", is("handshake_failed"));
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("organizational units"),
+        "{failed}"
+    );
+    for n in [b2, b, a] {
+        n.stop();
+    }
+}
+
 #[test]
 fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -36,6 +36,12 @@ pub enum SecurityError {
     /// the peer was trusted and has been cut off on purpose.
     #[error("certificate revoked: {0}")]
     Revoked(String),
+    /// The certificate chains to its MSP, but the MSP does not accept its organizational
+    /// units: Fabric's NodeOUs (exactly one client, peer, admin or orderer OU, issued
+    /// through the CA the role names) or OU identifiers. Kept apart because the fix is in
+    /// how the certificate was issued or how the MSP is configured, not in trust.
+    #[error("organizational units not accepted: {0}")]
+    OrganizationalUnit(String),
     /// The public key is unusable (unsupported curve, not on the curve).
     #[error("unusable public key: {0}")]
     BadKey(String),

@@ -11,6 +11,8 @@ use x509_cert::ext::pkix::{BasicConstraints, SubjectKeyIdentifier};
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const ECDSA_WITH_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
+/// id-at-organizationalUnitName.
+const ORGANIZATIONAL_UNIT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
 
 /// The digest a certificate's issuer signed its to-be-signed part with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +82,10 @@ pub(crate) struct CertInfo {
     pub(crate) not_after: Instant,
     /// `basicConstraints.cA`.
     pub(crate) is_ca: bool,
+    /// The subject's organizational units (OU attributes), in the order they appear, as
+    /// Go's `Subject.OrganizationalUnit` lists them: an MSP's NodeOU roles and OU
+    /// identifiers are matched against these.
+    pub(crate) units: Vec<String>,
 }
 
 fn instant_of(d: Duration) -> Instant {
@@ -124,6 +130,7 @@ impl CertInfo {
             Ok(ski) => ski.map(|(_, ski)| ski.0.as_bytes().to_vec()),
             Err(e) => return Err(CertError::Malformed(format!("subjectKeyIdentifier: {e}"))),
         };
+        let units = organizational_units(&tbs_cert.subject).map_err(CertError::Malformed)?;
         let not_before = instant_of(tbs_cert.validity.not_before.to_unix_duration());
         let not_after = instant_of(tbs_cert.validity.not_after.to_unix_duration());
         Ok(CertInfo {
@@ -139,6 +146,7 @@ impl CertInfo {
             not_before,
             not_after,
             is_ca,
+            units,
         })
     }
 
@@ -159,6 +167,48 @@ impl CertInfo {
     pub(crate) fn valid_at(&self, at: Instant) -> bool {
         self.not_before <= at && at <= self.not_after
     }
+}
+
+/// The values of `name`'s OU attributes, in order. Go reads every attribute value as a
+/// string and refuses a certificate holding one of another type, so an OU value that is not
+/// one of ASN.1's string types refuses the certificate here too.
+fn organizational_units(name: &x509_cert::name::Name) -> Result<Vec<String>, String> {
+    use der::Tag;
+    let mut units = Vec::new();
+    for rdn in name.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.oid != ORGANIZATIONAL_UNIT {
+                continue;
+            }
+            let bytes = atv.value.value();
+            let text = match der::Tagged::tag(&atv.value) {
+                Tag::Utf8String
+                | Tag::PrintableString
+                | Tag::Ia5String
+                | Tag::TeletexString
+                | Tag::NumericString => String::from_utf8(bytes.to_vec())
+                    .map_err(|_| "an organizational unit that is not valid text".to_owned())?,
+                Tag::BmpString => {
+                    let units: Vec<u16> = bytes
+                        .chunks_exact(2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                        .collect();
+                    if bytes.len() % 2 != 0 {
+                        return Err("an organizational unit BMPString of odd length".into());
+                    }
+                    String::from_utf16(&units)
+                        .map_err(|_| "an organizational unit that is not valid UTF-16".to_owned())?
+                }
+                other => {
+                    return Err(format!(
+                        "an organizational unit of type {other}, not a string"
+                    ));
+                }
+            };
+            units.push(text);
+        }
+    }
+    Ok(units)
 }
 
 /// The bytes of the TBS part exactly as they were signed (not a re-encoding): the first

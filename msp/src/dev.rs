@@ -264,7 +264,7 @@ fn serial(rng: &mut impl CryptoRngCore) -> SerialNumber {
 fn base_params(
     common_name: &str,
     organization: &str,
-    unit: Option<&str>,
+    units: &[&str],
     sans: Vec<String>,
     validity: Validity,
     rng: &mut impl CryptoRngCore,
@@ -275,8 +275,20 @@ fn base_params(
     dn.push(DnType::StateOrProvinceName, "California");
     dn.push(DnType::LocalityName, "San Francisco");
     dn.push(DnType::OrganizationName, organization);
-    if let Some(ou) = unit {
-        dn.push(DnType::OrganizationalUnitName, ou);
+    // rcgen keeps one value per attribute type; a second OU goes in under the same OID
+    // written as a custom type, which rcgen keeps apart.
+    match units {
+        [] => {}
+        [ou] => dn.push(DnType::OrganizationalUnitName, *ou),
+        [first, second] => {
+            dn.push(DnType::OrganizationalUnitName, *first);
+            dn.push(DnType::CustomDnType(vec![2, 5, 4, 11]), *second);
+        }
+        _ => {
+            return Err(DevError::Generate(
+                "at most two organizational units per certificate".into(),
+            ));
+        }
     }
     dn.push(DnType::CommonName, common_name);
     p.distinguished_name = dn;
@@ -354,7 +366,7 @@ impl DevCa {
         rng: &mut impl CryptoRngCore,
     ) -> Result<DevCa, DevError> {
         let key = DevKey::generate(curve, rng)?;
-        let mut p = base_params(common_name, organization, None, vec![], validity, rng)?;
+        let mut p = base_params(common_name, organization, &[], vec![], validity, rng)?;
         ca_extensions(&mut p, &key);
         p.use_authority_key_identifier_extension = false;
         let cert = p.self_signed(&key)?;
@@ -376,7 +388,7 @@ impl DevCa {
         rng: &mut impl CryptoRngCore,
     ) -> Result<DevCa, DevError> {
         let key = DevKey::generate(self.curve, rng)?;
-        let mut p = base_params(common_name, &self.organization, None, vec![], validity, rng)?;
+        let mut p = base_params(common_name, &self.organization, &[], vec![], validity, rng)?;
         ca_extensions(&mut p, &key);
         let cert = p.signed_by(&key, &self.issuer)?;
         Ok(DevCa {
@@ -416,6 +428,33 @@ impl DevCa {
     ) -> Result<DevCert, DevError> {
         let key = DevKey::generate(self.curve, rng)?;
         let cert_der = self.certify(common_name, usage, extra_names, &key, validity, rng)?;
+        Ok(DevCert {
+            cert_der,
+            key_pem: key.pkcs8_pem()?,
+        })
+    }
+
+    /// Issues an MSP identity whose subject carries the organizational units `units`, in
+    /// order (none, one or two), where [`DevCa::issue`] gives it `peer`: members of other
+    /// NodeOU roles (`client`, `admin`, `orderer`), of none, or of two, for tests of an
+    /// MSP's `config.yaml`.
+    pub fn issue_with_units(
+        &self,
+        common_name: &str,
+        units: &[&str],
+        validity: Validity,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<DevCert, DevError> {
+        let key = DevKey::generate(self.curve, rng)?;
+        let cert_der = self.certify_with(
+            common_name,
+            Usage::Identity,
+            units,
+            &[],
+            &key,
+            validity,
+            rng,
+        )?;
         Ok(DevCert {
             cert_der,
             key_pem: key.pkcs8_pem()?,
@@ -496,15 +535,34 @@ impl DevCa {
         validity: Validity,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Vec<u8>, DevError> {
-        let (unit, sans) = match usage {
-            Usage::Identity => (Some("peer"), vec![]),
+        // cryptogen's identities carry the OU of their NodeOU role; TLS certificates none.
+        let units: &[&str] = match usage {
+            Usage::Identity => &["peer"],
+            Usage::Tls => &[],
+        };
+        self.certify_with(common_name, usage, units, extra_names, key, validity, rng)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn certify_with(
+        &self,
+        common_name: &str,
+        usage: Usage,
+        units: &[&str],
+        extra_names: &[&str],
+        key: &impl PublicKeyData,
+        validity: Validity,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<u8>, DevError> {
+        let sans = match usage {
+            Usage::Identity => vec![],
             Usage::Tls => {
                 let mut sans = vec![common_name.to_owned()];
                 sans.extend(extra_names.iter().map(|s| (*s).to_owned()));
-                (None, sans)
+                sans
             }
         };
-        let mut p = base_params(common_name, &self.organization, unit, sans, validity, rng)?;
+        let mut p = base_params(common_name, &self.organization, units, sans, validity, rng)?;
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_identifier_method = KeyIdMethod::PreSpecified(ski(key.der_bytes()));
         p.use_authority_key_identifier_extension = true;

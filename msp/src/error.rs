@@ -52,6 +52,15 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// An MSP's configuration (its folder's `config.yaml`: NodeOUs, OU identifiers) could
+    /// not be read, or names a CA that is not a root or intermediate of the MSP (Fabric
+    /// refuses to set up such an MSP too).
+    Config {
+        /// The file (or a description of an in-memory input).
+        source: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A private key could not be parsed or uses an unsupported curve.
     Key {
         /// The file (or a description of an in-memory input).
@@ -91,6 +100,9 @@ impl fmt::Display for LoadError {
                 "{source}: not a CA certificate (basicConstraints CA:TRUE is missing)"
             ),
             LoadError::Crl { source, reason } => write!(f, "{source}: bad CRL: {reason}"),
+            LoadError::Config { source, reason } => {
+                write!(f, "{source}: bad MSP configuration: {reason}")
+            }
             LoadError::Key { source, reason } => write!(f, "{source}: bad private key: {reason}"),
             LoadError::KeyMismatch { certificate, keys } => write!(
                 f,

@@ -99,8 +99,18 @@
 //!   by Fabric's rule: the CRL's authorityKeyIdentifier is the issuing CA's
 //!   subjectKeyIdentifier, it lists the serial, and that CA signed it. Refused with
 //!   `Revoked`. Fabric refuses a CA without a subjectKeyIdentifier, and so does this crate.
-//! * Not checked (a Fabric channel MSP would): NodeOU roles and channel reader policies. A
-//!   member of a trusted MSP is accepted whatever its role.
+//! * Issuer: a member must be issued by a CA that issued no other CA of the MSP (Fabric:
+//!   "Parent certificate should be a leaf of the certification tree"): with a root and an
+//!   intermediate, members come from the intermediate.
+//! * Organizational units: an MSP folder's `config.yaml` is read as Fabric reads it
+//!   ([`TrustStore::add_msp_dir`], or [`TrustStore::set_node_ous`] and
+//!   [`TrustStore::add_unit_identifier`]). With NodeOUs on (cryptogen and Fabric CA turn
+//!   them on), a member must carry exactly one OU of a client, peer, admin or orderer role,
+//!   issued through the CA the role names; with OU identifiers, one of those. Refused with
+//!   `OrganizationalUnit`. One difference: a NodeOU certificate that cannot be read refuses
+//!   the folder here, where Fabric warns and accepts the role from any CA of the MSP.
+//! * Not checked (a Fabric channel would): channel reader policies. A member of a trusted
+//!   MSP with a valid role is accepted whichever role it is, as Fabric's gossip accepts it.
 //! * Not supported, though Fabric's BCCSP would verify them: P-224 and P-521 keys (cryptogen
 //!   issues P-256, Fabric CA P-256 or P-384), and a channel MSP configured with the SHA-3
 //!   signature hash family (Fabric then hashes messages with SHA3-256; local MSPs and
@@ -117,8 +127,10 @@ mod identity;
 mod keys;
 mod security;
 mod trust;
+mod units;
 
 pub use error::LoadError;
 pub use identity::{certificate_pem, pki_id, serialize_identity, serialize_identity_pem};
 pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity, TrustHandle};
 pub use trust::{MAX_CHAIN_DEPTH, TrustStore};
+pub use units::{NodeOus, NodeRole};

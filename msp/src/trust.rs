@@ -4,6 +4,7 @@ use crate::cert::{CertInfo, pem_blocks};
 use crate::crl::Crl;
 use crate::error::{LoadError, io};
 use crate::keys::Arithmetic;
+use crate::units::{self, NodeOus, NodeRole, UnitRules, chain_identifier};
 use core::time::Duration;
 use fabric_gossip_core::SecurityError;
 use std::collections::BTreeMap;
@@ -19,8 +20,10 @@ pub const MAX_CHAIN_DEPTH: usize = 8;
 ///
 /// An identity is accepted only if its certificate chains, by name and by signature, to a
 /// root CA of the very MSP its `mspid` names, so a member of one organization cannot pose
-/// as a member of another even when both CAs are trusted, and if no revocation list of
-/// that MSP revokes it or an intermediate CA of its chain (see [`TrustStore::add_crl_pem`]).
+/// as a member of another even when both CAs are trusted; if no revocation list of that
+/// MSP revokes it or an intermediate CA of its chain (see [`TrustStore::add_crl_pem`]); if
+/// the CA that issued it issued no other CA of the MSP (Fabric's rule); and if the MSP
+/// accepts its organizational units (see [`TrustStore::set_node_ous`]).
 #[derive(Clone, Debug, Default)]
 pub struct TrustStore {
     msps: BTreeMap<String, MspCas>,
@@ -31,6 +34,8 @@ struct MspCas {
     roots: Vec<Arc<CertInfo>>,
     intermediates: Vec<Arc<CertInfo>>,
     crls: Vec<Arc<Crl>>,
+    /// NodeOU roles and OU identifiers (`config.yaml`).
+    units: UnitRules,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -105,9 +110,12 @@ impl TrustStore {
 
     /// Trusts a Fabric MSP folder for `msp_id`: every file in `cacerts/` as a root (at least
     /// one is required), every file in `intermediatecerts/` (optional) as an intermediate,
-    /// and every CRL in `crls/` (optional; see [`TrustStore::add_crl_pem`]). Other
-    /// sub-folders (`signcerts/`, `keystore/`, `tlscacerts/`, `admincerts/`) are not used
-    /// for gossip identity validation. Returns how many certificates and CRLs were new.
+    /// every CRL in `crls/` (optional; see [`TrustStore::add_crl_pem`]), and `config.yaml`
+    /// (optional): its `NodeOUs` (see [`TrustStore::set_node_ous`]) and
+    /// `OrganizationalUnitIdentifiers` (see [`TrustStore::add_unit_identifier`]), their
+    /// certificate paths relative to the folder, as Fabric reads them. Other sub-folders
+    /// (`signcerts/`, `keystore/`, `tlscacerts/`, `admincerts/`) are not used for gossip
+    /// identity validation. Returns how many certificates and CRLs were new.
     pub fn add_msp_dir(&mut self, msp_id: &str, dir: impl AsRef<Path>) -> Result<usize, LoadError> {
         let dir = dir.as_ref();
         let roots = required_pem_files(&dir.join("cacerts"), "root CA certificate")?;
@@ -127,7 +135,150 @@ impl TrustStore {
                 added += Pem::read(&path, |pem| self.add_crls(msp_id, pem))?;
             }
         }
+        if let Some(config) = units::read_config(dir)? {
+            for (unit, pem, path) in &config.identifiers {
+                let source = path.display().to_string();
+                self.add_identifier(
+                    msp_id,
+                    unit,
+                    Pem {
+                        text: pem,
+                        source: &source,
+                    },
+                )?;
+            }
+            if let Some(node_ous) = &config.node_ous {
+                let source = dir.join("config.yaml").display().to_string();
+                self.put_node_ous(msp_id, node_ous, &source)?;
+            }
+        }
         Ok(added)
+    }
+
+    /// Enforces Fabric's NodeOUs for `msp_id`, as `NodeOUs: {Enable: true}` in an MSP
+    /// folder's `config.yaml` does (read by [`TrustStore::add_msp_dir`]): a member is then
+    /// accepted only if exactly one of its certificate's organizational units is the OU of
+    /// a configured role, issued through the CA the role names if it names one. Replaces
+    /// the MSP's roles; a `NodeOus` without roles turns them off. A CA named must already
+    /// be a root or intermediate of `msp_id`; refused with [`LoadError::Config`] otherwise,
+    /// as Fabric refuses to set up such an MSP. A member refused is refused with
+    /// [`SecurityError::OrganizationalUnit`].
+    pub fn set_node_ous(&mut self, msp_id: &str, node_ous: &NodeOus) -> Result<(), LoadError> {
+        self.put_node_ous(msp_id, node_ous, &format!("NodeOUs of {msp_id}"))
+    }
+
+    /// Adds one of Fabric's OU identifiers (`OrganizationalUnitIdentifiers` in
+    /// `config.yaml`) for `msp_id`: once an MSP has any, a member is accepted only if its
+    /// certificate names one of them as an organizational unit and was issued through the
+    /// CA given with it (`ca_pem`, a root or intermediate of `msp_id`). Returns whether it
+    /// was new.
+    pub fn add_unit_identifier(
+        &mut self,
+        msp_id: &str,
+        unit: &str,
+        ca_pem: &[u8],
+    ) -> Result<bool, LoadError> {
+        let source = format!("OU identifier {unit} of {msp_id}");
+        self.add_identifier(
+            msp_id,
+            unit,
+            Pem {
+                text: ca_pem,
+                source: &source,
+            },
+        )
+    }
+
+    /// The NodeOU roles `msp_id` enforces and each one's OU, in Fabric's order; empty when
+    /// NodeOUs are off.
+    pub fn node_roles(&self, msp_id: &str) -> Vec<(NodeRole, &str)> {
+        self.msps.get(msp_id).map_or_else(Vec::new, |m| {
+            m.units
+                .roles
+                .iter()
+                .map(|(r, u, _)| (*r, u.as_str()))
+                .collect()
+        })
+    }
+
+    /// How many OU identifiers `msp_id` has.
+    pub fn unit_identifier_count(&self, msp_id: &str) -> usize {
+        self.msps
+            .get(msp_id)
+            .map_or(0, |m| m.units.identifiers.len())
+    }
+
+    fn add_identifier(&mut self, msp_id: &str, unit: &str, ca: Pem<'_>) -> Result<bool, LoadError> {
+        let id = self.certifiers(msp_id, ca)?;
+        let rules = &mut self.msps.entry(msp_id.to_owned()).or_default().units;
+        if rules.identifiers.iter().any(|(u, i)| u == unit && *i == id) {
+            return Ok(false);
+        }
+        rules.identifiers.push((unit.to_owned(), id));
+        Ok(true)
+    }
+
+    fn put_node_ous(
+        &mut self,
+        msp_id: &str,
+        node_ous: &NodeOus,
+        source: &str,
+    ) -> Result<(), LoadError> {
+        let mut roles = Vec::with_capacity(node_ous.roles.len());
+        for (role, unit, ca) in &node_ous.roles {
+            let certifiers = match ca {
+                Some(text) => {
+                    let source = format!("{source}: the {role} role's CA");
+                    Some(self.certifiers(
+                        msp_id,
+                        Pem {
+                            text,
+                            source: &source,
+                        },
+                    )?)
+                }
+                None => None,
+            };
+            roles.push((*role, unit.clone(), certifiers));
+        }
+        self.msps.entry(msp_id.to_owned()).or_default().units.roles = roles;
+        Ok(())
+    }
+
+    /// Fabric's certifiers identifier of a CA named by an MSP's configuration: the chain
+    /// identifier of the CA and every CA above it, which a member's CAs must match. The CA
+    /// must be a root or an intermediate of `msp_id` that chains to one of its roots.
+    fn certifiers(&self, msp_id: &str, ca: Pem<'_>) -> Result<[u8; 32], LoadError> {
+        let cert = ca.leaf_certificate()?;
+        let refuse = |reason: String| LoadError::Config {
+            source: ca.source.to_owned(),
+            reason,
+        };
+        let cas = self.msps.get(msp_id).ok_or_else(|| {
+            refuse(format!(
+                "{msp_id} has no CA: its CAs must be added before its configuration"
+            ))
+        })?;
+        if cas.roots.iter().any(|c| c.der == cert.der) {
+            return Ok(chain_identifier([cert.der.as_slice()]));
+        }
+        let Some(ca) = cas.intermediates.iter().find(|c| c.der == cert.der) else {
+            return Err(refuse(format!(
+                "the certificate is not a root or intermediate CA of {msp_id}"
+            )));
+        };
+        if cas.issued_a_ca(ca, Arithmetic::AwsLc) {
+            return Err(refuse(format!(
+                "the intermediate CA issued another CA of {msp_id}; Fabric accepts only one \
+                 that issued none"
+            )));
+        }
+        let above = self
+            .walk(msp_id, cas, ca, Arithmetic::AwsLc)
+            .map_err(|e| refuse(format!("the intermediate CA does not chain to a root: {e}")))?;
+        Ok(chain_identifier(
+            core::iter::once(ca.der.as_slice()).chain(above.iter().map(|c| c.der.as_slice())),
+        ))
     }
 
     /// What a node's own MSP folder adds to the trust store, as a Fabric peer trusts its own
@@ -259,10 +410,12 @@ impl TrustStore {
     }
 
     /// Checks that `leaf` chains to a root of `msp_id`, as Fabric's MSP does: each link by
-    /// issuer name and signature, through the MSP's intermediates. CA validity is judged at
-    /// the leaf's notBefore + 1 s (Fabric's rule, so that renewing a CA does not invalidate
-    /// members already issued); the leaf's own validity against the clock is the caller's.
-    /// `arithmetic` checks each link's signature.
+    /// issuer name and signature, through the MSP's intermediates, no link revoked; then
+    /// that the MSP accepts the certificate's organizational units (NodeOUs, OU
+    /// identifiers). CA validity is judged at the leaf's notBefore + 1 s (Fabric's rule, so
+    /// that renewing a CA does not invalidate members already issued); the leaf's own
+    /// validity against the clock is the caller's. `arithmetic` checks each link's
+    /// signature.
     pub(crate) fn validate_chain(
         &self,
         msp_id: &str,
@@ -283,14 +436,43 @@ impl TrustStore {
                 "the certificate is a CA of {msp_id}, not a member identity"
             )));
         }
+        let issuers = self.walk(msp_id, cas, leaf, arithmetic)?;
+        if cas.issued_a_ca(issuers[0], arithmetic) {
+            return Err(SecurityError::UntrustedCertificate(format!(
+                "issued by a CA of {msp_id} that issued another of its CAs; {msp_id} accepts \
+                 members only from CAs that issued none (Fabric: \"Parent certificate should \
+                 be a leaf of the certification tree\")"
+            )));
+        }
+        if cas.units.is_empty() {
+            return Ok(());
+        }
+        let chain_id = chain_identifier(issuers.iter().map(|c| c.der.as_slice()));
+        cas.units
+            .check(msp_id, &leaf.units, &chain_id)
+            .map_err(SecurityError::OrganizationalUnit)
+    }
+
+    /// The CAs of `cas` above `leaf`, its issuer first and a root last: each link by issuer
+    /// name and signature, valid when `leaf` was issued, and not revoked.
+    fn walk<'a>(
+        &self,
+        msp_id: &str,
+        cas: &'a MspCas,
+        leaf: &CertInfo,
+        arithmetic: Arithmetic,
+    ) -> Result<Vec<&'a CertInfo>, SecurityError> {
         let at = leaf.not_before + Duration::from_secs(1);
+        let mut issuers: Vec<&'a CertInfo> = Vec::new();
         let mut current: &CertInfo = leaf;
         for _ in 0..MAX_CHAIN_DEPTH {
             let mut expired_root = false;
             for root in &cas.roots {
                 if root.subject == current.issuer && current.is_signed_by(root, arithmetic) {
                     if root.valid_at(at) {
-                        return cas.not_revoked(msp_id, leaf, current, root, arithmetic);
+                        cas.not_revoked(msp_id, leaf, current, root, arithmetic)?;
+                        issuers.push(root);
+                        return Ok(issuers);
                     }
                     expired_root = true;
                 }
@@ -304,6 +486,7 @@ impl TrustStore {
             match next {
                 Some(ca) => {
                     cas.not_revoked(msp_id, leaf, current, ca, arithmetic)?;
+                    issuers.push(ca);
                     current = ca;
                 }
                 None if expired_root => {
@@ -341,6 +524,15 @@ impl TrustStore {
 }
 
 impl MspCas {
+    /// Whether `ca` issued one of the MSP's intermediate CAs: an inner node of its
+    /// certification tree, which Fabric does not accept as the issuer of a member (nor as a
+    /// NodeOU or OU identifier CA, when an intermediate).
+    fn issued_a_ca(&self, ca: &CertInfo, arithmetic: Arithmetic) -> bool {
+        self.intermediates
+            .iter()
+            .any(|i| i.issuer == ca.subject && i.der != ca.der && i.is_signed_by(ca, arithmetic))
+    }
+
     /// Fails with [`SecurityError::Revoked`] if a CRL of this MSP made by `issuer` revokes
     /// `cert`, a link of `leaf`'s chain (`leaf` itself or an intermediate CA above it).
     fn not_revoked(

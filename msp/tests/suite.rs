@@ -7,5 +7,6 @@ mod common;
 mod fabric_capture;
 mod handshake;
 mod loading;
+mod node_ous;
 mod provider;
 mod revocation;

@@ -1,0 +1,439 @@
+//! Organizational units: which members of an MSP it accepts by the OUs their certificates
+//! name. Fabric has two rules, both configured in an MSP folder's `config.yaml`:
+//!
+//! * **OU identifiers** (`OrganizationalUnitIdentifiers`): when an MSP lists any, a member
+//!   must carry one of them, issued through the CA the entry names.
+//! * **NodeOUs** (`NodeOUs`, `Enable: true`): a member must carry exactly one of the OUs
+//!   that mark a client, a peer, an admin or an orderer, issued through the CA the role
+//!   names if it names one. cryptogen and Fabric CA enable them in every MSP they write.
+//!
+//! "Issued through a CA" compares certification chains, as Fabric does: the SHA-256 of the
+//! DER of every CA above the member up to its root (Fabric's certifiers identifier) must
+//! equal that of the configured CA and every CA above it.
+
+use crate::error::{LoadError, io};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// The four roles Fabric's NodeOUs tell apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeRole {
+    /// An application or a tool (`ClientOUIdentifier`).
+    Client,
+    /// A peer (`PeerOUIdentifier`).
+    Peer,
+    /// An administrator (`AdminOUIdentifier`).
+    Admin,
+    /// An ordering node (`OrdererOUIdentifier`).
+    Orderer,
+}
+
+impl NodeRole {
+    /// Every role, in the order Fabric reads them (a later role wins when two name the
+    /// same OU).
+    pub const ALL: [NodeRole; 4] = [
+        NodeRole::Client,
+        NodeRole::Peer,
+        NodeRole::Admin,
+        NodeRole::Orderer,
+    ];
+
+    /// The role's name, lower case, as operators write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Client => "client",
+            NodeRole::Peer => "peer",
+            NodeRole::Admin => "admin",
+            NodeRole::Orderer => "orderer",
+        }
+    }
+
+    /// The key of `config.yaml`'s `NodeOUs` section that configures the role.
+    fn yaml_key(self) -> &'static str {
+        match self {
+            NodeRole::Client => "ClientOUIdentifier",
+            NodeRole::Peer => "PeerOUIdentifier",
+            NodeRole::Admin => "AdminOUIdentifier",
+            NodeRole::Orderer => "OrdererOUIdentifier",
+        }
+    }
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An MSP's NodeOU roles, for [`TrustStore::set_node_ous`](crate::TrustStore::set_node_ous):
+/// each role's OU and, optionally, the CA (PEM, a root or intermediate of the MSP) that must
+/// have issued its members. With no role, NodeOUs are off, as in Fabric.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeOus {
+    pub(crate) roles: Vec<(NodeRole, String, Option<Vec<u8>>)>,
+}
+
+impl NodeOus {
+    /// No role yet: NodeOUs off.
+    pub fn new() -> Self {
+        NodeOus::default()
+    }
+
+    /// Marks members whose certificate carries the OU `unit` as `role`; with
+    /// `ca_pem`, only members issued through that CA. Replaces what `role` had. An empty
+    /// `unit` leaves the role out, as Fabric leaves it out.
+    pub fn with_role(mut self, role: NodeRole, unit: &str, ca_pem: Option<&[u8]>) -> Self {
+        self.roles.retain(|(r, _, _)| *r != role);
+        if !unit.is_empty() {
+            self.roles
+                .push((role, unit.to_owned(), ca_pem.map(<[u8]>::to_vec)));
+            self.roles.sort_by_key(|(r, _, _)| *r);
+        }
+        self
+    }
+
+    /// The cryptogen and Fabric CA configuration: OUs `client`, `peer`, `admin` and
+    /// `orderer`, each issued through `ca_pem` when given.
+    pub fn fabric_defaults(ca_pem: Option<&[u8]>) -> Self {
+        NodeRole::ALL
+            .into_iter()
+            .fold(NodeOus::new(), |n, r| n.with_role(r, r.as_str(), ca_pem))
+    }
+
+    /// Whether any role is configured (NodeOUs enforced).
+    pub fn is_enabled(&self) -> bool {
+        !self.roles.is_empty()
+    }
+}
+
+/// What `config.yaml` configures, with certificate paths resolved against the MSP folder
+/// and the certificates read.
+#[derive(Debug, Default)]
+pub(crate) struct MspConfigFile {
+    /// `OrganizationalUnitIdentifiers`: OU and CA certificate (PEM) with its path.
+    pub(crate) identifiers: Vec<(String, Vec<u8>, PathBuf)>,
+    /// `NodeOUs`, when enabled.
+    pub(crate) node_ous: Option<NodeOus>,
+}
+
+/// Reads `dir/config.yaml` the way Fabric's MSP config builder does; `None` when there is
+/// none. Differs from Fabric in one place: a NodeOU certificate that cannot be read is an
+/// error here, where Fabric logs a warning and then accepts the role from any CA of the MSP.
+pub(crate) fn read_config(dir: &Path) -> Result<Option<MspConfigFile>, LoadError> {
+    let path = dir.join("config.yaml");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    parse_config(dir, &path, &text).map(Some)
+}
+
+fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, LoadError> {
+    let bad = |reason: String| LoadError::Config {
+        source: path.display().to_string(),
+        reason,
+    };
+    let docs = YamlLoader::load_from_str(text).map_err(|e| bad(format!("not YAML: {e}")))?;
+    let mut out = MspConfigFile::default();
+    let root = match docs.into_iter().next() {
+        None | Some(Yaml::Null) => return Ok(out),
+        Some(Yaml::Hash(h)) => Yaml::Hash(h),
+        Some(_) => return Err(bad("not a mapping".into())),
+    };
+    let read_cert = |section: &str, file: &str| -> Result<(Vec<u8>, PathBuf), LoadError> {
+        let at = dir.join(file);
+        if file.is_empty() || !at.is_file() {
+            return Err(bad(format!(
+                "{section}: certificate {} is not a file",
+                at.display()
+            )));
+        }
+        let pem = std::fs::read(&at).map_err(io(&at))?;
+        Ok((pem, at))
+    };
+    match &root["OrganizationalUnitIdentifiers"] {
+        Yaml::BadValue | Yaml::Null => {}
+        Yaml::Array(list) => {
+            for (i, entry) in list.iter().enumerate() {
+                let section = format!("OrganizationalUnitIdentifiers[{i}]");
+                let (unit, file) = identifier(entry).map_err(|r| bad(format!("{section}: {r}")))?;
+                let (pem, at) = read_cert(&section, &file)?;
+                out.identifiers.push((unit, pem, at));
+            }
+        }
+        _ => return Err(bad("OrganizationalUnitIdentifiers is not a list".into())),
+    }
+    match &root["NodeOUs"] {
+        Yaml::BadValue | Yaml::Null => {}
+        node @ Yaml::Hash(_) => {
+            if enabled(&node["Enable"]).map_err(|r| bad(format!("NodeOUs.Enable: {r}")))? {
+                let mut ous = NodeOus::new();
+                for role in NodeRole::ALL {
+                    let section = format!("NodeOUs.{}", role.yaml_key());
+                    let entry = &node[role.yaml_key()];
+                    if matches!(entry, Yaml::BadValue | Yaml::Null) {
+                        continue;
+                    }
+                    let (unit, file) =
+                        identifier(entry).map_err(|r| bad(format!("{section}: {r}")))?;
+                    if unit.is_empty() {
+                        continue;
+                    }
+                    let pem = if file.is_empty() {
+                        None
+                    } else {
+                        Some(read_cert(&section, &file)?.0)
+                    };
+                    ous = ous.with_role(role, &unit, pem.as_deref());
+                }
+                out.node_ous = Some(ous);
+            }
+        }
+        _ => return Err(bad("NodeOUs is not a mapping".into())),
+    }
+    Ok(out)
+}
+
+/// An `{Certificate, OrganizationalUnitIdentifier}` entry: the OU and the certificate's
+/// path, each empty when absent.
+fn identifier(entry: &Yaml) -> Result<(String, String), String> {
+    if !matches!(entry, Yaml::Hash(_)) {
+        return Err("not a mapping".into());
+    }
+    let text = |key: &str| match &entry[key] {
+        Yaml::BadValue | Yaml::Null => Ok(String::new()),
+        Yaml::String(s) => Ok(s.clone()),
+        Yaml::Integer(i) => Ok(i.to_string()),
+        Yaml::Real(r) => Ok(r.clone()),
+        Yaml::Boolean(b) => Ok(b.to_string()),
+        _ => Err(format!("{key} is not a string")),
+    };
+    Ok((text("OrganizationalUnitIdentifier")?, text("Certificate")?))
+}
+
+/// `Enable`, read as Go's YAML reads a boolean (YAML 1.1: `yes`, `on`, ... too).
+fn enabled(v: &Yaml) -> Result<bool, String> {
+    match v {
+        Yaml::BadValue | Yaml::Null => Ok(false),
+        Yaml::Boolean(b) => Ok(*b),
+        Yaml::String(s) => match s.as_str() {
+            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Ok(true),
+            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Ok(false),
+            other => Err(format!("{other:?} is not a boolean")),
+        },
+        _ => Err("not a boolean".into()),
+    }
+}
+
+/// The certifiers identifier of a chain of CAs (the member's issuer first, its root last):
+/// SHA-256 over their DER, one after the other.
+pub(crate) fn chain_identifier<'a>(cas: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for der in cas {
+        h.update(der);
+    }
+    h.finalize().into()
+}
+
+/// An MSP's OU rules, with each configured CA reduced to its certifiers identifier.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UnitRules {
+    /// OU identifiers: (OU, certifiers identifier), duplicates dropped.
+    pub(crate) identifiers: Vec<(String, [u8; 32])>,
+    /// NodeOU roles in Fabric's order: role, OU, certifiers identifier if one is required.
+    pub(crate) roles: Vec<(NodeRole, String, Option<[u8; 32]>)>,
+}
+
+impl UnitRules {
+    /// Whether any rule applies (else the chain identifier need not be computed).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.identifiers.is_empty() && self.roles.is_empty()
+    }
+
+    /// Fabric's `validateIdentityOUsV142`: `units` are the member's OUs, `chain_id` the
+    /// certifiers identifier of the CAs above it.
+    pub(crate) fn check(
+        &self,
+        msp_id: &str,
+        units: &[String],
+        chain_id: &[u8; 32],
+    ) -> Result<(), String> {
+        let listed = || format!("[{}]", units.join(", "));
+        if !self.identifiers.is_empty()
+            && !units.iter().any(|u| {
+                self.identifiers
+                    .iter()
+                    .any(|(unit, id)| unit == u && id == chain_id)
+            })
+        {
+            return Err(if units.is_empty() {
+                format!(
+                    "the certificate names no organizational unit, and {msp_id} accepts only \
+                     members of its OU identifiers"
+                )
+            } else {
+                format!(
+                    "none of the certificate's organizational units {} is an OU identifier of \
+                     {msp_id} issued through the same CAs",
+                    listed()
+                )
+            });
+        }
+        if self.roles.is_empty() {
+            return Ok(());
+        }
+        let mut roles = Vec::new();
+        for unit in units {
+            // Fabric keeps the roles in a map by OU: when two roles name the same OU, the
+            // later one is the one that counts.
+            let Some((role, _, certifiers)) = self.roles.iter().rev().find(|(_, u, _)| u == unit)
+            else {
+                continue;
+            };
+            if certifiers.is_some_and(|c| &c != chain_id) {
+                return Err(format!(
+                    "the organizational unit {unit} ({role} role of {msp_id}) was not issued \
+                     through the CA that {msp_id}'s NodeOUs name for it (units {})",
+                    listed()
+                ));
+            }
+            roles.push(*role);
+            if roles.len() > 1 {
+                break;
+            }
+        }
+        match roles.len() {
+            1 => Ok(()),
+            0 => Err(format!(
+                "the certificate's organizational units {} name no role of {msp_id} ({})",
+                listed(),
+                self.roles
+                    .iter()
+                    .map(|(r, u, _)| format!("{r}: {u}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            _ => Err(format!(
+                "the certificate's organizational units {} name more than one role of {msp_id} \
+                 ({} and {}); a member must have exactly one",
+                listed(),
+                roles[0],
+                roles[1]
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<MspConfigFile, LoadError> {
+        parse_config(Path::new("/nonexistent"), Path::new("config.yaml"), text)
+    }
+
+    #[test]
+    fn node_ous_off_unless_enabled() {
+        let cfg = parse("NodeOUs:\n  Enable: false\n  PeerOUIdentifier:\n    OrganizationalUnitIdentifier: peer\n").unwrap();
+        assert!(cfg.node_ous.is_none());
+        assert!(parse("").unwrap().node_ous.is_none());
+        assert!(parse("Other: 1\n").unwrap().node_ous.is_none());
+    }
+
+    #[test]
+    fn roles_without_certificate_and_empty_units() {
+        let cfg = parse(
+            "NodeOUs:\n  Enable: yes\n  ClientOUIdentifier:\n    OrganizationalUnitIdentifier: client\n  \
+             PeerOUIdentifier:\n    OrganizationalUnitIdentifier: \"\"\n  AdminOUIdentifier:\n    \
+             OrganizationalUnitIdentifier: admin\n    Certificate: \"\"\n",
+        )
+        .unwrap();
+        let ous = cfg.node_ous.unwrap();
+        assert_eq!(
+            ous.roles,
+            vec![
+                (NodeRole::Client, "client".to_owned(), None),
+                (NodeRole::Admin, "admin".to_owned(), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_their_section() {
+        for (text, expect) in [
+            ("NodeOUs: [1]\n", "NodeOUs is not a mapping"),
+            ("NodeOUs:\n  Enable: maybe\n", "NodeOUs.Enable"),
+            ("- a\n", "not a mapping"),
+            ("OrganizationalUnitIdentifiers: 3\n", "not a list"),
+            (
+                "OrganizationalUnitIdentifiers:\n  - OrganizationalUnitIdentifier: x\n",
+                "OrganizationalUnitIdentifiers[0]: certificate",
+            ),
+            (
+                "NodeOUs:\n  Enable: true\n  PeerOUIdentifier:\n    OrganizationalUnitIdentifier: peer\n    Certificate: cacerts/missing.pem\n",
+                "NodeOUs.PeerOUIdentifier: certificate",
+            ),
+            ("a: [\n", "not YAML"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(expect), "{text:?}: {e}");
+        }
+    }
+
+    fn rules() -> UnitRules {
+        UnitRules {
+            identifiers: vec![],
+            roles: vec![
+                (NodeRole::Client, "client".into(), None),
+                (NodeRole::Peer, "peer".into(), Some([1; 32])),
+            ],
+        }
+    }
+
+    #[test]
+    fn exactly_one_role() {
+        let r = rules();
+        let u = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(r.check("M", &u(&["peer"]), &[1; 32]).is_ok());
+        assert!(r.check("M", &u(&["x", "client"]), &[9; 32]).is_ok());
+        let e = r.check("M", &u(&["peer"]), &[2; 32]).unwrap_err();
+        assert!(e.contains("not issued through"), "{e}");
+        let e = r.check("M", &u(&["x"]), &[1; 32]).unwrap_err();
+        assert!(e.contains("name no role"), "{e}");
+        let e = r.check("M", &u(&["client", "peer"]), &[1; 32]).unwrap_err();
+        assert!(e.contains("more than one role"), "{e}");
+        // The same role twice is two roles for Fabric.
+        let e = r
+            .check("M", &u(&["client", "client"]), &[1; 32])
+            .unwrap_err();
+        assert!(e.contains("more than one role"), "{e}");
+    }
+
+    #[test]
+    fn the_later_role_wins_a_shared_unit() {
+        let r = UnitRules {
+            identifiers: vec![],
+            roles: vec![
+                (NodeRole::Client, "member".into(), None),
+                (NodeRole::Peer, "member".into(), Some([1; 32])),
+            ],
+        };
+        let u = vec!["member".to_owned()];
+        assert!(r.check("M", &u, &[2; 32]).is_err());
+        assert!(r.check("M", &u, &[1; 32]).is_ok());
+    }
+
+    #[test]
+    fn identifiers_need_a_listed_unit_from_the_same_chain() {
+        let r = UnitRules {
+            identifiers: vec![("blue".into(), [1; 32])],
+            roles: vec![],
+        };
+        assert!(r.check("M", &["blue".to_owned()], &[1; 32]).is_ok());
+        assert!(r.check("M", &["blue".to_owned()], &[2; 32]).is_err());
+        let e = r.check("M", &[], &[1; 32]).unwrap_err();
+        assert!(e.contains("no organizational unit"), "{e}");
+    }
+}
