@@ -13,8 +13,8 @@ use crate::{
 use core::time::Duration;
 use fabric_gossip_core::proto::msp::SerializedIdentity;
 use fabric_gossip_core::{CloseReason, Event, HandshakeError, Instant, SecurityError};
-use fabric_gossip_msp::dev::{DevOrg, OrgSpec, Validity, seeded_in_memory, trust_all};
-use fabric_gossip_msp::{TrustHandle, TrustStore};
+use fabric_gossip_msp::dev::{DevCert, DevOrg, OrgSpec, Validity, seeded_in_memory, trust_all};
+use fabric_gossip_msp::{MspSecurity, NodeOus, TrustHandle, TrustStore};
 use prost::Message;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
@@ -30,6 +30,7 @@ macro_rules! for_each_msp_scenario {
         $m!(msp_identity_switch_other_org_refused);
         $m!(msp_untrusted_organization_refused);
         $m!(msp_revoked_while_connected_is_cut_off);
+        $m!(msp_member_without_a_role_refused);
     };
 }
 
@@ -43,6 +44,10 @@ struct Pki {
     trust: TrustStore,
     /// What the stranger of Org3MSP trusts: everyone, itself included.
     stranger_trust: TrustStore,
+    /// `trust` with NodeOUs on for both organizations, as cryptogen configures them.
+    role_trust: TrustStore,
+    /// A member of Org2MSP whose certificate's only OU, `guest`, is no NodeOU role.
+    guest: DevCert,
 }
 
 fn pki() -> &'static Pki {
@@ -56,10 +61,35 @@ fn pki() -> &'static Pki {
         let orgs = seeded_in_memory(&specs, 0x6d7370).expect("development PKI");
         let trust = trust_all(&orgs[..2]).expect("trust store");
         let stranger_trust = trust_all(&orgs).expect("trust store");
+        let mut role_trust = trust.clone();
+        for o in &orgs[..2] {
+            let ca = o.ca.cert_pem();
+            role_trust
+                .set_node_ous(
+                    &o.spec.msp_id,
+                    &NodeOus::fabric_defaults(Some(ca.as_bytes())),
+                )
+                .expect("NodeOUs");
+        }
+        let guest = orgs[1]
+            .ca
+            .issue_with_units(
+                "guest.org2.example.com",
+                &["guest"],
+                // seeded_in_memory's: 2023-01-01 for 13 years
+                Validity::starting(
+                    Instant::from_unix_secs(1_672_531_200),
+                    Duration::from_secs(13 * 365 * 24 * 3600),
+                ),
+                &mut ChaCha8Rng::seed_from_u64(0x6775657374),
+            )
+            .expect("guest identity");
         Pki {
             orgs,
             trust,
             stranger_trust,
+            role_trust,
+            guest,
         }
     })
 }
@@ -229,6 +259,55 @@ pub fn msp_revoked_while_connected_is_cut_off<H: Harness>(h: &mut H) -> Outcome 
         })
     })?;
     ensure!(h.delivery_count(a) == 1, "A delivered from a revoked peer");
+    PASS
+}
+
+/// With NodeOUs on (cryptogen's `config.yaml`), a member of a trusted organization whose
+/// certificate carries no role's OU is refused at the handshake with the provider's
+/// reason, while a peer of the same organization with the peer OU is accepted.
+pub fn msp_member_without_a_role_refused<H: Harness>(h: &mut H) -> Outcome {
+    let a = h.add_node(node().security(|_endpoint, _g| {
+        let o = &pki().orgs[0];
+        Box::new(
+            o.security(&o.peers[0], pki().role_trust.clone())
+                .expect("a generated identity loads")
+                .with_deterministic_signatures(),
+        )
+    }))?;
+    let guest = h.add_node(node().security(|_endpoint, _g| {
+        let g = &pki().guest;
+        Box::new(
+            MspSecurity::new(
+                "Org2MSP",
+                g.cert_pem().as_bytes(),
+                g.key_pem.as_bytes(),
+                pki().trust.clone(),
+            )
+            .expect("the guest loads where roles are off")
+            .with_deterministic_signatures(),
+        )
+    }))?;
+    let peer = h.add_node(msp_node(|_| (1, 0)))?;
+    let pa = h.peer(a);
+    h.send(guest, &data(1, "no role"), std::slice::from_ref(&pa))
+        .map_err(err)?;
+    wait(h, SOON, "A refuses the member without a role", |h| {
+        saw_handshake_failure(h, a, |e| {
+            matches!(
+                e,
+                HandshakeError::InvalidIdentity(SecurityError::OrganizationalUnit(_))
+            )
+        })
+    })?;
+    h.send(peer, &data(2, "a peer"), std::slice::from_ref(&pa))
+        .map_err(err)?;
+    wait(h, SOON, "A receives from the peer", |h| {
+        h.delivery_count(a) >= 1
+    })?;
+    ensure!(
+        h.delivery_count(a) == 1,
+        "A delivered from a member without a role"
+    );
     PASS
 }
 
