@@ -575,6 +575,23 @@ fn scenarios() -> Vec<(&'static str, OpsConfig, Vec<Op>)> {
         ],
     ));
     v.push((
+        "identity_revoked",
+        roomy(false),
+        vec![
+            Subscribe { filter: 0 },
+            Accept { peer: 0, cert: 0 },
+            hello(0),
+            Data { stream: 0 },
+            Revoke { peer: 0 },
+            Data { stream: 0 },
+            Accept { peer: 0, cert: 0 },
+            hello(1),
+            Poll { sub: 0, count: 2 },
+            Stop,
+            Revoke { peer: 1 },
+        ],
+    ));
+    v.push((
         "identity_switch",
         roomy(false),
         [
@@ -662,6 +679,11 @@ fn scenario_seeds_reach_their_states() {
                     && st.connections_opened == 2
             }
             "identity_expires" => st.received == 1 && st.connections_closed == 1,
+            "identity_revoked" => {
+                st.received == 1
+                    && st.connections_closed == 1
+                    && st.handshake_failures_for("invalid_identity") == 1
+            }
             "identity_switch" => st.handshake_failures_for("unexpected_peer") == 1,
             "calls_after_stop" => st.dropped_on_stop == 1,
             "tight_bounds" => st.dropped_no_connection >= 1 && st.dropped_overflow >= 1,

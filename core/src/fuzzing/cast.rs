@@ -22,17 +22,74 @@ pub(super) fn t0() -> Instant {
     Instant::from_unix_secs(1_700_000_000)
 }
 
-pub(super) fn security() -> TestOnlyHmacSecurity {
-    TestOnlyHmacSecurity::new(ME)
-        .rejecting(Bytes::from_static(REJECTED.as_bytes()))
-        .expiring(
-            Bytes::from_static(EXPIRED.as_bytes()),
-            t0() - Duration::from_secs(1),
-        )
-        .expiring(
-            Bytes::from_static(PEERS[4].as_bytes()),
-            t0() + Duration::from_secs(3),
-        )
+pub(super) fn security() -> CastSecurity {
+    CastSecurity {
+        inner: TestOnlyHmacSecurity::new(ME)
+            .rejecting(Bytes::from_static(REJECTED.as_bytes()))
+            .expiring(
+                Bytes::from_static(EXPIRED.as_bytes()),
+                t0() - Duration::from_secs(1),
+            )
+            .expiring(
+                Bytes::from_static(PEERS[4].as_bytes()),
+                t0() + Duration::from_secs(3),
+            ),
+        revoked: Arc::default(),
+    }
+}
+
+/// The cast's provider, whose verdicts can change while the core runs, as a real one's do
+/// when a CRL arrives or an organization is dropped: `Op::Revoke` revokes an identity, then
+/// revalidates.
+#[derive(Clone)]
+pub(super) struct CastSecurity {
+    inner: TestOnlyHmacSecurity,
+    /// Identities revoked so far, shared with the driver.
+    pub(super) revoked: Arc<std::sync::Mutex<BTreeSet<Vec<u8>>>>,
+}
+
+impl CastSecurity {
+    fn is_revoked(&self, identity: &[u8]) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(identity)
+    }
+}
+
+impl crate::Security for CastSecurity {
+    fn own_identity(&self) -> Bytes {
+        self.inner.own_identity()
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Bytes, crate::SecurityError> {
+        self.inner.sign(msg)
+    }
+
+    fn verify(&self, identity: &[u8], sig: &[u8], msg: &[u8]) -> Result<(), crate::SecurityError> {
+        self.inner.verify(identity, sig, msg)
+    }
+
+    fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), crate::SecurityError> {
+        if self.is_revoked(identity) {
+            return Err(crate::SecurityError::Revoked(
+                "revoked by the fuzzer".into(),
+            ));
+        }
+        self.inner.validate_identity(identity, now)
+    }
+
+    fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, crate::SecurityError> {
+        self.inner.expiration(identity)
+    }
+
+    fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+        self.inner.pki_id_of(identity)
+    }
+
+    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+        self.inner.organization_of(identity)
+    }
 }
 
 /// The TLS certificate hash peer `k` presents as a client (`inbound` streams, from our

@@ -72,7 +72,9 @@ pub(super) struct DeliveryLedger {
 /// but records every handle the core issues and closes, and every unit of work it takes
 /// on, so that what comes out can be checked against what went in.
 pub(super) struct Driver {
-    pub(super) comm: Comm<TestOnlyHmacSecurity>,
+    pub(super) comm: Comm<CastSecurity>,
+    /// Set while `revalidate_identities` runs: only then may `IdentitiesRevalidated` come.
+    pub(super) revalidating: Option<usize>,
     pub(super) now: Instant,
     pub(super) streams: BTreeMap<StreamId, StreamState>,
     pub(super) dials: BTreeMap<DialId, Link>,
@@ -110,6 +112,7 @@ impl Driver {
         let last = counters(comm.stats());
         Driver {
             comm,
+            revalidating: None,
             now: t0(),
             streams: BTreeMap::new(),
             stream_order: Vec::new(),
@@ -136,7 +139,7 @@ impl Driver {
     /// Feeds one driver input naming a handle: `Err` must mean exactly "that handle is dead".
     pub(super) fn input(
         &mut self,
-        f: impl FnOnce(&mut Comm<TestOnlyHmacSecurity>, Instant) -> Result<(), Error>,
+        f: impl FnOnce(&mut Comm<CastSecurity>, Instant) -> Result<(), Error>,
     ) {
         let r = f(&mut self.comm, self.now);
         assert!(matches!(r, Ok(()) | Err(Error::UnknownHandle)), "{r:?}");
@@ -291,9 +294,13 @@ impl Driver {
                     assert!(!self.stopped, "Stopped once");
                     *stopped_now = true;
                 }
-                // The fuzzed driver never changes its provider, so it never revalidates.
-                Event::IdentitiesRevalidated { .. } => {
-                    panic!("revalidation reported though nothing asked for it")
+                // Once per revalidation the driver asked for, with the count it returned.
+                Event::IdentitiesRevalidated { refused } => {
+                    let asked = self
+                        .revalidating
+                        .take()
+                        .expect("revalidation reported though nothing asked for it");
+                    assert_eq!(*refused, asked, "the event and the call agree");
                 }
                 Event::DeliveryReady(sub) => {
                     assert!(

@@ -158,6 +158,11 @@ pub enum Op {
     },
     /// Time jumps to the next deadline, then `handle_timeout`.
     AdvanceToDeadline,
+    /// The provider revokes a peer's identity (a CRL arrives), then the node revalidates.
+    Revoke {
+        /// Which peer (`PEERS`).
+        peer: u8,
+    },
     /// A driver input with a handle made up from parts.
     StaleHandle {
         /// 0 stream, 1 dial, 2 subscription.
@@ -169,7 +174,7 @@ pub enum Op {
     },
 }
 
-pub(super) const OP_KINDS: u8 = 26;
+pub(super) const OP_KINDS: u8 = 27;
 
 impl Op {
     pub(super) fn read(i: &mut Input<'_>) -> Op {
@@ -236,11 +241,12 @@ impl Op {
             22 => Op::Stop,
             23 => Op::Advance { millis: i.u16() },
             24 => Op::AdvanceToDeadline,
-            _ => Op::StaleHandle {
+            25 => Op::StaleHandle {
                 kind: i.u8(),
                 index: i.u8(),
                 generation: i.u8(),
             },
+            _ => Op::Revoke { peer: i.u8() },
         }
     }
 
@@ -290,6 +296,7 @@ impl Op {
                 index,
                 generation,
             } => o.bytes(&[25, *kind, *index, *generation]),
+            Op::Revoke { peer } => o.bytes(&[26, *peer]),
         }
     }
 }
@@ -667,6 +674,25 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                 let by = t.saturating_duration_since(d.now);
                 d.advance(by);
             }
+        }
+        Op::Revoke { peer } => {
+            let name = PEERS[usize::from(peer) % PEERS.len()];
+            d.comm
+                .security()
+                .revoked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(name.as_bytes().to_vec());
+            let refused = d.comm.revalidate_identities(d.now);
+            d.revalidating = Some(refused);
+            d.drain();
+            assert!(
+                d.revalidating.is_none(),
+                "IdentitiesRevalidated reported for every revalidation"
+            );
+            // Nothing connects the node to a revoked identity any more.
+            let pki = PkiId::from(name);
+            assert!(d.comm.connection(&pki).is_none(), "{name} still connected");
         }
         Op::StaleHandle {
             kind,
