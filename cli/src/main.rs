@@ -21,6 +21,7 @@ mod opts;
 mod out;
 mod probe;
 mod sim;
+mod validate;
 mod watch;
 
 /// Fabric gossip comm layer in Rust: a demo, nodes, probes of real peers, development
@@ -57,6 +58,10 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Write development CAs, peer identities and TLS certificates in Fabric's MSP layout.
     Keygen(keygen::KeygenArgs),
+    /// Judge certificates as a node trusting the given MSP folders judges a peer's
+    /// identity (chain, CRLs, NodeOU roles, validity): valid, or refused and why; one JSON
+    /// line each, exit status 1 if any is refused.
+    Validate(validate::ValidateArgs),
     /// Print a shell completion script, e.g. `fabric-gossip completions bash >
     /// /etc/bash_completion.d/fabric-gossip` or `fabric-gossip completions zsh >
     /// "${fpath[1]}/_fabric-gossip"`.
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
         Command::Handshake(args) => probe::run_handshake(&args),
         Command::Watch(args) => watch::run(&args),
         Command::Keygen(args) => keygen::run(&args),
+        Command::Validate(args) => validate::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

@@ -56,7 +56,7 @@ pub(crate) struct IdentityArgs {
     pub(crate) trust: Vec<(String, PathBuf)>,
 }
 
-fn parse_trust(s: &str) -> Result<(String, PathBuf), String> {
+pub(crate) fn parse_trust(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
         Some((id, dir)) if !id.trim().is_empty() && !dir.is_empty() => {
             Ok((id.trim().to_owned(), PathBuf::from(dir)))

@@ -457,6 +457,86 @@ fn a_trusted_msp_s_node_ous_are_enforced_and_reloaded() {
     }
 }
 
+/// `validate` judges certificates as a node would: a peer of the trusted organization is
+/// valid (status 0); after its organization's `config.yaml` renames the peer OU, or a CRL
+/// lists it, the same certificate is refused with the kind and the reason (status 1);
+/// wrong arguments are status 2.
+#[test]
+fn validate_judges_certificates_as_a_node_would() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let org = dir.path().join("peerOrganizations").join(ORG_B.1);
+    let msp = org.join("msp");
+    let peer_msp = org.join(format!("peers/peer0.{}/msp", ORG_B.1));
+    let trust = format!("{}={}", ORG_B.0, msp.display());
+    let args = [
+        "validate",
+        "--trust",
+        &trust,
+        peer_msp.to_str().expect("utf-8"),
+    ];
+    let lines = |r: &Run| -> Vec<serde_json::Value> {
+        r.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let ok = run_expect(&args, 0);
+    let v = lines(&ok);
+    assert_eq!(v.len(), 1, "{}", ok.all());
+    assert_eq!(v[0]["valid"], true, "{}", ok.all());
+    assert_eq!(v[0]["msp_id"], ORG_B.0);
+    assert_eq!(v[0]["pki_id"].as_str().map(str::len), Some(64));
+
+    let config = msp.join("config.yaml");
+    let text = std::fs::read_to_string(&config).expect("config.yaml");
+    std::fs::write(
+        &config,
+        text.replace(
+            "OrganizationalUnitIdentifier: peer",
+            "OrganizationalUnitIdentifier: node",
+        ),
+    )
+    .expect("write config.yaml");
+    let refused = run_expect(&args, 1);
+    let v = lines(&refused);
+    assert_eq!(v[0]["valid"], false, "{}", refused.all());
+    assert_eq!(v[0]["refused"], "organizational_unit", "{}", refused.all());
+    assert!(
+        v[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[peer]"),
+        "{}",
+        refused.all()
+    );
+
+    // Two trusted MSPs and no --msp-id: which one the certificates claim is ambiguous.
+    let other = format!(
+        "{}={}",
+        ORG_A.0,
+        dir.path()
+            .join("peerOrganizations")
+            .join(ORG_A.1)
+            .join("msp")
+            .display()
+    );
+    let r = run_expect(
+        &[
+            "validate",
+            "--trust",
+            &trust,
+            "--trust",
+            &other,
+            peer_msp.to_str().expect("utf-8"),
+        ],
+        2,
+    );
+    assert!(r.stderr.contains("--msp-id"), "{}", r.all());
+    let r = run_expect(&["validate", "--trust", &trust, "/nonexistent.pem"], 2);
+    assert!(r.stderr.contains("/nonexistent.pem"), "{}", r.all());
+}
+
 #[test]
 fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     let dir = tempfile::tempdir().expect("tempdir");

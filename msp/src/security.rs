@@ -155,7 +155,7 @@ pub struct CacheStats {
 
 /// What the cache keeps of a parsed identity: everything except time-dependent checks.
 #[derive(Debug)]
-struct Parsed {
+pub(crate) struct Parsed {
     msp_id: String,
     key: PublicKey,
     not_before: Instant,
@@ -489,29 +489,57 @@ impl MspSecurity {
     }
 
     fn parse(&self, identity: &[u8], trust: &TrustStore) -> Result<Parsed, SecurityError> {
-        let sid = identity::decode(identity).ok_or_else(|| {
-            SecurityError::MalformedIdentity("not an msp.SerializedIdentity".into())
-        })?;
-        if sid.mspid.is_empty() {
-            return Err(SecurityError::MalformedIdentity("empty MSP ID".into()));
-        }
-        let der = single_certificate(&sid.id_bytes).map_err(SecurityError::MalformedIdentity)?;
-        let cert = CertInfo::from_der(&der).map_err(|e| match e {
-            CertError::Malformed(s) => SecurityError::MalformedIdentity(s),
-            CertError::Key(s) => SecurityError::BadKey(s),
-        })?;
         let arithmetic = match self.ecdsa {
             Ecdsa::PureRust => Arithmetic::PureRust,
             Ecdsa::AwsLc | Ecdsa::DeterministicSigning => Arithmetic::AwsLc,
         };
-        let chain = trust.validate_chain(&sid.mspid, &cert, arithmetic);
-        Ok(Parsed {
-            msp_id: sid.mspid,
-            key: cert.key,
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            chain,
-        })
+        parse(identity, trust, arithmetic)
+    }
+}
+
+/// A serialized identity, parsed and judged against `trust` (all but the clock).
+pub(crate) fn parse(
+    identity: &[u8],
+    trust: &TrustStore,
+    arithmetic: Arithmetic,
+) -> Result<Parsed, SecurityError> {
+    let sid = identity::decode(identity)
+        .ok_or_else(|| SecurityError::MalformedIdentity("not an msp.SerializedIdentity".into()))?;
+    if sid.mspid.is_empty() {
+        return Err(SecurityError::MalformedIdentity("empty MSP ID".into()));
+    }
+    let der = single_certificate(&sid.id_bytes).map_err(SecurityError::MalformedIdentity)?;
+    let cert = CertInfo::from_der(&der).map_err(|e| match e {
+        CertError::Malformed(s) => SecurityError::MalformedIdentity(s),
+        CertError::Key(s) => SecurityError::BadKey(s),
+    })?;
+    let chain = trust.validate_chain(&sid.mspid, &cert, arithmetic);
+    Ok(Parsed {
+        msp_id: sid.mspid,
+        key: cert.key,
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+        chain,
+    })
+}
+
+impl Parsed {
+    /// The verdict at `now`: the chain's, then the validity period's.
+    pub(crate) fn verdict(&self, now: Instant) -> Result<(), SecurityError> {
+        self.chain.clone()?;
+        if now < self.not_before {
+            return Err(SecurityError::Expired(format!(
+                "not valid before {} (now {now})",
+                self.not_before
+            )));
+        }
+        if now > self.not_after {
+            return Err(SecurityError::Expired(format!(
+                "expired at {} (now {now})",
+                self.not_after
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -555,21 +583,7 @@ impl Security for MspSecurity {
     }
 
     fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
-        let parsed = self.parsed(identity)?;
-        parsed.chain.clone()?;
-        if now < parsed.not_before {
-            return Err(SecurityError::Expired(format!(
-                "not valid before {} (now {now})",
-                parsed.not_before
-            )));
-        }
-        if now > parsed.not_after {
-            return Err(SecurityError::Expired(format!(
-                "expired at {} (now {now})",
-                parsed.not_after
-            )));
-        }
-        Ok(())
+        self.parsed(identity)?.verdict(now)
     }
 
     fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {

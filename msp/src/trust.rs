@@ -338,6 +338,18 @@ impl TrustStore {
         self.add_file(msp_id, path, Role::Root)
     }
 
+    /// Judges `identity` (an `msp.SerializedIdentity`, as a peer presents it in its
+    /// handshake) at `now` exactly as an [`MspSecurity`](crate::MspSecurity) trusting this
+    /// store would, without an identity of one's own: for tools that answer "why is this
+    /// peer refused?" before a node is started.
+    pub fn validate_identity(
+        &self,
+        identity: &[u8],
+        now: fabric_gossip_core::Instant,
+    ) -> Result<(), SecurityError> {
+        crate::security::parse(identity, self, Arithmetic::AwsLc)?.verdict(now)
+    }
+
     /// The MSP IDs this store recognizes, in order.
     pub fn msp_ids(&self) -> impl Iterator<Item = &str> {
         self.msps.keys().map(String::as_str)

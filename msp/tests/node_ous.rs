@@ -47,9 +47,14 @@ fn fabric_s_verdicts_on_node_ou_configurations() {
             continue;
         }
         loaded.unwrap_or_else(|e| panic!("{msp}: Fabric set it up, we refused: {e}"));
-        let me = pki.orgs[1].security(&pki.orgs[1].peers[0], trust).unwrap();
+        let me = pki.orgs[1]
+            .security(&pki.orgs[1].peers[0], trust.clone())
+            .unwrap();
         let pem = std::fs::read(fixtures().join("members").join(format!("{member}.pem"))).unwrap();
-        let ours = me.validate_identity(&serialize_identity_pem(FIXTURE_MSP, &pem), fixture_time());
+        let identity = serialize_identity_pem(FIXTURE_MSP, &pem);
+        let ours = me.validate_identity(&identity, fixture_time());
+        // The store alone (what `fabric-gossip validate` asks) says the same.
+        assert_eq!(trust.validate_identity(&identity, fixture_time()), ours);
         let context = format!("{msp} / {member}: Fabric said {verdict} {fabric_reason}");
         match verdict {
             "valid" => assert!(ours.is_ok(), "{context}; we said {ours:?}"),
