@@ -83,9 +83,9 @@ pub(crate) struct CertInfo {
     /// `basicConstraints.cA`.
     pub(crate) is_ca: bool,
     /// The subject's organizational units (OU attributes), in the order they appear, as
-    /// Go's `Subject.OrganizationalUnit` lists them: an MSP's NodeOU roles and OU
+    /// Go's `Subject.OrganizationalUnit` lists them (bytes, as Go's strings are): an MSP's NodeOU roles and OU
     /// identifiers are matched against these.
-    pub(crate) units: Vec<String>,
+    pub(crate) units: Vec<Vec<u8>>,
 }
 
 fn instant_of(d: Duration) -> Instant {
@@ -169,46 +169,61 @@ impl CertInfo {
     }
 }
 
-/// The values of `name`'s OU attributes, in order. Go reads every attribute value as a
-/// string and refuses a certificate holding one of another type, so an OU value that is not
-/// one of ASN.1's string types refuses the certificate here too.
-fn organizational_units(name: &x509_cert::name::Name) -> Result<Vec<String>, String> {
-    use der::Tag;
+/// The values of `name`'s OU attributes, in order, as the bytes of the strings Go reads
+/// (Go strings are bytes: a TeletexString is kept as it is). Go's certificate parser
+/// (`parseASN1String`) refuses a certificate with a value that is not one of ASN.1's string
+/// types or breaks its type's alphabet; for OU values, so does this one, so that an OU
+/// Fabric never sees cannot give a role here.
+fn organizational_units(name: &x509_cert::name::Name) -> Result<Vec<Vec<u8>>, String> {
     let mut units = Vec::new();
     for rdn in name.0.iter() {
         for atv in rdn.0.iter() {
-            if atv.oid != ORGANIZATIONAL_UNIT {
-                continue;
+            if atv.oid == ORGANIZATIONAL_UNIT {
+                let tag = der::Tagged::tag(&atv.value);
+                units.push(
+                    go_string(tag, atv.value.value())
+                        .map_err(|e| format!("organizational unit: {e}"))?,
+                );
             }
-            let bytes = atv.value.value();
-            let text = match der::Tagged::tag(&atv.value) {
-                Tag::Utf8String
-                | Tag::PrintableString
-                | Tag::Ia5String
-                | Tag::TeletexString
-                | Tag::NumericString => String::from_utf8(bytes.to_vec())
-                    .map_err(|_| "an organizational unit that is not valid text".to_owned())?,
-                Tag::BmpString => {
-                    let units: Vec<u16> = bytes
-                        .chunks_exact(2)
-                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                        .collect();
-                    if bytes.len() % 2 != 0 {
-                        return Err("an organizational unit BMPString of odd length".into());
-                    }
-                    String::from_utf16(&units)
-                        .map_err(|_| "an organizational unit that is not valid UTF-16".to_owned())?
-                }
-                other => {
-                    return Err(format!(
-                        "an organizational unit of type {other}, not a string"
-                    ));
-                }
-            };
-            units.push(text);
         }
     }
     Ok(units)
+}
+
+/// An ASN.1 string's value as Go's `parseASN1String` reads it.
+fn go_string(tag: der::Tag, value: &[u8]) -> Result<Vec<u8>, String> {
+    use der::Tag;
+    // Go's isPrintable: PrintableString's alphabet, plus '*' and '&', which real
+    // certificates use.
+    let printable = |b: &u8| b.is_ascii_alphanumeric() || b" '()+,-./:=?*&".contains(b);
+    match tag {
+        Tag::TeletexString => Ok(value.to_vec()),
+        Tag::PrintableString if value.iter().all(printable) => Ok(value.to_vec()),
+        Tag::PrintableString => Err("invalid PrintableString".into()),
+        Tag::Utf8String if core::str::from_utf8(value).is_ok() => Ok(value.to_vec()),
+        Tag::Utf8String => Err("invalid UTF-8 string".into()),
+        Tag::Ia5String if value.is_ascii() => Ok(value.to_vec()),
+        Tag::Ia5String => Err("invalid IA5String".into()),
+        Tag::NumericString if value.iter().all(|b| b.is_ascii_digit() || *b == b' ') => {
+            Ok(value.to_vec())
+        }
+        Tag::NumericString => Err("invalid NumericString".into()),
+        Tag::BmpString => {
+            if !value.len().is_multiple_of(2) {
+                return Err("invalid BMPString".into());
+            }
+            // Go strips a terminating NUL and decodes lone surrogates as U+FFFD.
+            let value = value.strip_suffix(&[0, 0]).unwrap_or(value);
+            let units = value
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]));
+            Ok(char::decode_utf16(units)
+                .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+                .collect::<String>()
+                .into_bytes())
+        }
+        other => Err(format!("unsupported string type {other}")),
+    }
 }
 
 /// The bytes of the TBS part exactly as they were signed (not a re-encoding): the first
@@ -276,4 +291,35 @@ pub(crate) fn pem_exactly_one(text: &[u8]) -> Result<(String, Vec<u8>), String> 
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_string;
+    use der::Tag;
+
+    /// OU values are read as Go's `parseASN1String` reads them.
+    #[test]
+    fn strings_are_read_as_go_reads_them() {
+        assert_eq!(go_string(Tag::PrintableString, b"peer").unwrap(), b"peer");
+        assert_eq!(go_string(Tag::PrintableString, b"R&D *").unwrap(), b"R&D *");
+        assert!(go_string(Tag::PrintableString, b"dept_1").is_err());
+        assert!(go_string(Tag::Ia5String, "p\u{e9}er".as_bytes()).is_err());
+        assert!(go_string(Tag::NumericString, b"peer").is_err());
+        assert_eq!(go_string(Tag::NumericString, b"12 3").unwrap(), b"12 3");
+        assert!(go_string(Tag::Utf8String, &[0xff]).is_err());
+        // T61: the bytes as they are, whatever they are.
+        assert_eq!(go_string(Tag::TeletexString, &[0xe9]).unwrap(), [0xe9]);
+        // BMP: a terminating NUL dropped, a lone surrogate replaced.
+        assert_eq!(
+            go_string(Tag::BmpString, &[0, b'p', 0, b'e', 0, b'e', 0, b'r', 0, 0]).unwrap(),
+            b"peer"
+        );
+        assert_eq!(
+            go_string(Tag::BmpString, &[0xd8, 0x00]).unwrap(),
+            "\u{fffd}".as_bytes()
+        );
+        assert!(go_string(Tag::BmpString, &[0, b'p', 0]).is_err());
+        assert!(go_string(Tag::Integer, &[1]).is_err());
+    }
 }

@@ -113,7 +113,9 @@ impl TrustStore {
     /// every CRL in `crls/` (optional; see [`TrustStore::add_crl_pem`]), and `config.yaml`
     /// (optional): its `NodeOUs` (see [`TrustStore::set_node_ous`]) and
     /// `OrganizationalUnitIdentifiers` (see [`TrustStore::add_unit_identifier`]), their
-    /// certificate paths relative to the folder, as Fabric reads them. Other sub-folders
+    /// certificate paths relative to the folder, as Fabric reads them (a later folder for
+    /// the same MSP ID with NodeOUs on replaces the roles; OU identifiers add up). Other
+    /// sub-folders
     /// (`signcerts/`, `keystore/`, `tlscacerts/`, `admincerts/`) are not used for gossip
     /// identity validation. Returns how many certificates and CRLs were new.
     pub fn add_msp_dir(&mut self, msp_id: &str, dir: impl AsRef<Path>) -> Result<usize, LoadError> {
@@ -249,7 +251,8 @@ impl TrustStore {
     /// identifier of the CA and every CA above it, which a member's CAs must match. The CA
     /// must be a root or an intermediate of `msp_id` that chains to one of its roots.
     fn certifiers(&self, msp_id: &str, ca: Pem<'_>) -> Result<[u8; 32], LoadError> {
-        let cert = ca.leaf_certificate()?;
+        // Fabric reads the first PEM block as a certificate, whatever follows it.
+        let cert = ca.first_block_certificate()?;
         let refuse = |reason: String| LoadError::Config {
             source: ca.source.to_owned(),
             reason,
@@ -659,6 +662,22 @@ impl Pem<'_> {
             .into_iter()
             .next()
             .ok_or_else(|| self.error("no certificate".into()))
+    }
+
+    /// The first PEM block, whatever its label, read as a certificate; later blocks are
+    /// not looked at (Go's `pem.Decode` then `x509.ParseCertificate`, as Fabric reads a
+    /// certificate named by an MSP's configuration).
+    fn first_block_certificate(self) -> Result<CertInfo, LoadError> {
+        let blocks = pem_blocks(self.text).map_err(|reason| self.error(reason))?;
+        let (_, der) = blocks
+            .first()
+            .ok_or_else(|| self.error("no PEM block".into()))?;
+        CertInfo::from_der(der).map_err(|e| LoadError::Certificate {
+            source: self.source.to_owned(),
+            reason: match e {
+                crate::cert::CertError::Malformed(s) | crate::cert::CertError::Key(s) => s,
+            },
+        })
     }
 
     /// The text is not the PEM expected, for `reason`.

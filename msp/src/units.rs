@@ -118,15 +118,19 @@ pub(crate) struct MspConfigFile {
 }
 
 /// Reads `dir/config.yaml` the way Fabric's MSP config builder does; `None` when there is
-/// none. Differs from Fabric in one place: a NodeOU certificate that cannot be read is an
-/// error here, where Fabric logs a warning and then accepts the role from any CA of the MSP.
+/// none. Differs from Fabric in two places: a NodeOU certificate that cannot be read is an
+/// error here, where Fabric logs a warning and then accepts the role from any CA of the MSP;
+/// and values are YAML 1.2 scalars, so an unquoted OU like `007` reads as `7` where Go's
+/// YAML keeps the text.
 pub(crate) fn read_config(dir: &Path) -> Result<Option<MspConfigFile>, LoadError> {
     let path = dir.join("config.yaml");
     if !path.exists() {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    parse_config(dir, &path, &text).map(Some)
+    // A byte-order mark (an editor's) is not part of the first key; Go's YAML skips it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    parse_config(dir, &path, text).map(Some)
 }
 
 fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, LoadError> {
@@ -142,7 +146,8 @@ fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, Lo
         Some(_) => return Err(bad("not a mapping".into())),
     };
     let read_cert = |section: &str, file: &str| -> Result<(Vec<u8>, PathBuf), LoadError> {
-        let at = dir.join(file);
+        // Go's filepath.Join: an absolute path is still taken inside the folder.
+        let at = dir.join(file.trim_start_matches('/'));
         if file.is_empty() || !at.is_file() {
             return Err(bad(format!(
                 "{section}: certificate {} is not a file",
@@ -180,10 +185,12 @@ fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, Lo
                     if unit.is_empty() {
                         continue;
                     }
+                    // No certificate, or an empty file (Fabric: `len(Certificate) == 0`):
+                    // the role is taken from any CA of the MSP.
                     let pem = if file.is_empty() {
                         None
                     } else {
-                        Some(read_cert(&section, &file)?.0)
+                        Some(read_cert(&section, &file)?.0).filter(|pem| !pem.is_empty())
                     };
                     ous = ous.with_role(role, &unit, pem.as_deref());
                 }
@@ -257,15 +264,18 @@ impl UnitRules {
     pub(crate) fn check(
         &self,
         msp_id: &str,
-        units: &[String],
+        units: &[Vec<u8>],
         chain_id: &[u8; 32],
     ) -> Result<(), String> {
-        let listed = || format!("[{}]", units.join(", "));
+        let listed = || {
+            let shown: Vec<_> = units.iter().map(|u| String::from_utf8_lossy(u)).collect();
+            format!("[{}]", shown.join(", "))
+        };
         if !self.identifiers.is_empty()
             && !units.iter().any(|u| {
                 self.identifiers
                     .iter()
-                    .any(|(unit, id)| unit == u && id == chain_id)
+                    .any(|(unit, id)| unit.as_bytes() == u.as_slice() && id == chain_id)
             })
         {
             return Err(if units.is_empty() {
@@ -288,11 +298,16 @@ impl UnitRules {
         for unit in units {
             // Fabric keeps the roles in a map by OU: when two roles name the same OU, the
             // later one is the one that counts.
-            let Some((role, _, certifiers)) = self.roles.iter().rev().find(|(_, u, _)| u == unit)
+            let Some((role, _, certifiers)) = self
+                .roles
+                .iter()
+                .rev()
+                .find(|(_, u, _)| u.as_bytes() == unit.as_slice())
             else {
                 continue;
             };
             if certifiers.is_some_and(|c| &c != chain_id) {
+                let unit = String::from_utf8_lossy(unit);
                 return Err(format!(
                     "the organizational unit {unit} ({role} role of {msp_id}) was not issued \
                      through the CA that {msp_id}'s NodeOUs name for it (units {})",
@@ -382,6 +397,28 @@ mod tests {
         }
     }
 
+    /// An editor's byte-order mark does not hide the first key; a certificate path
+    /// written as absolute is still taken inside the folder (Go's `filepath.Join`), and an
+    /// empty NodeOU certificate file names no CA.
+    #[test]
+    fn bom_absolute_paths_and_empty_certificates() {
+        let dir = std::env::temp_dir().join(format!("fg-units-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("cacerts")).unwrap();
+        std::fs::write(dir.join("cacerts/empty.pem"), "").unwrap();
+        std::fs::write(
+            dir.join("config.yaml"),
+            "\u{feff}NodeOUs:\n  Enable: true\n  PeerOUIdentifier:\n    \
+             OrganizationalUnitIdentifier: peer\n    Certificate: /cacerts/empty.pem\n",
+        )
+        .unwrap();
+        let cfg = read_config(&dir).unwrap().unwrap();
+        assert_eq!(
+            cfg.node_ous.unwrap().roles,
+            vec![(NodeRole::Peer, "peer".to_owned(), None)]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn rules() -> UnitRules {
         UnitRules {
             identifiers: vec![],
@@ -395,7 +432,7 @@ mod tests {
     #[test]
     fn exactly_one_role() {
         let r = rules();
-        let u = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let u = |s: &[&str]| s.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
         assert!(r.check("M", &u(&["peer"]), &[1; 32]).is_ok());
         assert!(r.check("M", &u(&["x", "client"]), &[9; 32]).is_ok());
         let e = r.check("M", &u(&["peer"]), &[2; 32]).unwrap_err();
@@ -420,7 +457,7 @@ mod tests {
                 (NodeRole::Peer, "member".into(), Some([1; 32])),
             ],
         };
-        let u = vec!["member".to_owned()];
+        let u = vec![b"member".to_vec()];
         assert!(r.check("M", &u, &[2; 32]).is_err());
         assert!(r.check("M", &u, &[1; 32]).is_ok());
     }
@@ -431,8 +468,8 @@ mod tests {
             identifiers: vec![("blue".into(), [1; 32])],
             roles: vec![],
         };
-        assert!(r.check("M", &["blue".to_owned()], &[1; 32]).is_ok());
-        assert!(r.check("M", &["blue".to_owned()], &[2; 32]).is_err());
+        assert!(r.check("M", &[b"blue".to_vec()], &[1; 32]).is_ok());
+        assert!(r.check("M", &[b"blue".to_vec()], &[2; 32]).is_err());
         let e = r.check("M", &[], &[1; 32]).unwrap_err();
         assert!(e.contains("no organizational unit"), "{e}");
     }
