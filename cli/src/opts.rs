@@ -38,7 +38,7 @@ pub(crate) struct IdentityArgs {
     /// Fabric's unit-test security provider, TEST ONLY (no security at all): identity =
     /// PKI-ID = the listen endpoint string (e.g. 127.0.0.1:7051), signatures are HMAC-SHA256
     /// with the public key 00 00 00. Interoperates with Fabric's own comm test peers.
-    #[arg(long, conflicts_with_all = ["msp_dir", "msp_id", "trust"])]
+    #[arg(long, conflicts_with_all = ["msp_dir", "msp_id", "trust", "channel_config"])]
     pub(crate) test_identity: bool,
     /// The node's own MSP folder (signcerts/, keystore/, cacerts/), e.g.
     /// crypto-config/peerOrganizations/org1.example.com/peers/peer0.org1.example.com/msp.
@@ -54,6 +54,29 @@ pub(crate) struct IdentityArgs {
     /// revokes), a folder of root CA PEM files, or one PEM file. Repeatable.
     #[arg(long, value_name = "MSPID=DIR", value_parser = parse_trust)]
     pub(crate) trust: Vec<(String, PathBuf)>,
+    /// Also accept members of every organization of a channel: BLOCK is the channel's
+    /// configuration block (what `peer channel fetch config` writes, or its genesis block),
+    /// whose MSPs carry the CAs, CRLs and NodeOUs the channel has now. Read again on
+    /// SIGHUP or `reload_trust`, so fetching a newer block and reloading applies a
+    /// configuration update. Repeatable.
+    #[arg(long, value_name = "BLOCK")]
+    pub(crate) channel_config: Vec<PathBuf>,
+}
+
+/// Adds the MSPs of every channel configuration block in `blocks` to `trust`; errors name
+/// the file.
+pub(crate) fn add_channel_configs(
+    trust: &mut TrustStore,
+    blocks: &[PathBuf],
+) -> Result<(), ConfigError> {
+    for path in blocks {
+        let bytes = std::fs::read(path)
+            .map_err(|e| ConfigError(format!("--channel-config {}: {e}", path.display())))?;
+        trust
+            .add_channel_config(&bytes)
+            .map_err(|e| ConfigError(format!("--channel-config {}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_trust(s: &str) -> Result<(String, PathBuf), String> {
@@ -146,6 +169,7 @@ impl IdentityArgs {
                 .add_path(msp, path)
                 .map_err(|e| ConfigError(format!("--trust {msp}={}: {e}", path.display())))?;
         }
+        add_channel_configs(&mut trust, &self.channel_config)?;
         Ok(trust)
     }
 
@@ -176,10 +200,10 @@ impl IdentityArgs {
             return Ok(Identity::Test);
         }
         let (Some(dir), Some(id)) = (&self.msp_dir, &self.msp_id) else {
-            if !self.trust.is_empty() {
+            if !self.trust.is_empty() || !self.channel_config.is_empty() {
                 return Err(ConfigError(
-                    "--trust needs an MSP identity (--msp-dir and --msp-id, or \
-                     peer.mspConfigPath and peer.localMspId in --config)"
+                    "--trust and --channel-config need an MSP identity (--msp-dir and \
+                     --msp-id, or peer.mspConfigPath and peer.localMspId in --config)"
                         .into(),
                 ));
             }

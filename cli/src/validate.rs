@@ -17,9 +17,14 @@ pub(crate) struct ValidateArgs {
     /// A trusted MSP: DIR is that organization's MSP folder (cacerts/, intermediatecerts/,
     /// crls/, config.yaml), a folder of root CA PEM files, or one PEM file, exactly as for
     /// `node --trust`. Repeatable; at least one.
-    #[arg(long, value_name = "MSPID=DIR", value_parser = opts::parse_trust, required = true)]
+    #[arg(long, value_name = "MSPID=DIR", value_parser = opts::parse_trust,
+          required_unless_present = "channel_config")]
     trust: Vec<(String, PathBuf)>,
-    /// The MSP the certificates claim to belong to. Default: the MSP of the only --trust.
+    /// Trust every organization of a channel, from its configuration block, exactly as
+    /// for `node --channel-config`. Repeatable.
+    #[arg(long, value_name = "BLOCK")]
+    channel_config: Vec<PathBuf>,
+    /// The MSP the certificates claim to belong to. Default: the only MSP trusted.
     #[arg(long, value_name = "ID")]
     msp_id: Option<String>,
     /// Certificates to judge: PEM files (the first CERTIFICATE block of each), or MSP
@@ -45,9 +50,11 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, ConfigError> {
             .add_path(msp, path)
             .map_err(|e| ConfigError(format!("--trust {msp}={}: {e}", path.display())))?;
     }
-    let msp_id = match (&args.msp_id, args.trust.as_slice()) {
+    opts::add_channel_configs(&mut trust, &args.channel_config)?;
+    let trusted: Vec<&str> = trust.msp_ids().collect();
+    let msp_id = match (&args.msp_id, trusted.as_slice()) {
         (Some(id), _) => id.clone(),
-        (None, [(only, _)]) => only.clone(),
+        (None, [only]) => (*only).to_owned(),
         (None, _) => {
             return Err(ConfigError(
                 "--msp-id: several MSPs are trusted; say which one the certificates claim".into(),

@@ -537,6 +537,104 @@ fn validate_judges_certificates_as_a_node_would() {
     assert!(r.stderr.contains("/nonexistent.pem"), "{}", r.all());
 }
 
+/// `--channel-config` with a channel configuration block made by Fabric's `configtxgen`
+/// (`msp/tests/fixtures/channel/`): two peers of the channel's organizations accept each
+/// other through it alone, the peer its CRL revokes is refused at the handshake, and a node
+/// whose own certificate the channel revokes does not start.
+#[test]
+fn a_channel_configuration_block_is_the_trust() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/channel");
+    let block = fixtures.join("mychannel.block");
+    let block = block.to_str().expect("utf-8");
+    let msp = |host: &str| {
+        fixtures
+            .join("peers")
+            .join(host)
+            .join("msp")
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    };
+    let (org2_peer0, org1_peer0, org1_peer1) = (
+        msp("peer0.org2.example.com"),
+        msp("peer0.org1.example.com"),
+        msp("peer1.org1.example.com"),
+    );
+    let mut a = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--msp-dir",
+        &org2_peer0,
+        "--msp-id",
+        "Org2MSP",
+        "--channel-config",
+        block,
+    ]);
+    let trust = &a.seen[0]["trust"];
+    assert_eq!(trust["Org1MSP"]["revoked"], 1, "{}", a.seen[0]);
+    assert_eq!(trust["OrdererMSP"]["roots"], 1, "{}", a.seen[0]);
+    assert_eq!(
+        trust["Org2MSP"]["node_ous"]["peer"], "peer",
+        "{}",
+        a.seen[0]
+    );
+    let a_addr = a.addr.clone();
+    let b = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--msp-dir",
+        &org1_peer0,
+        "--msp-id",
+        "Org1MSP",
+        "--channel-config",
+        block,
+        "--peer",
+        &a_addr,
+    ]);
+    let up = a.wait("connected", is("connected"));
+    assert_eq!(up["peer"], b.pki.as_str(), "{up}");
+
+    // Org1's peer1, revoked by the channel's CRL, is refused by A (it trusts only its own
+    // folder, which has no CRL, so it starts).
+    let c = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--msp-dir",
+        &org1_peer1,
+        "--msp-id",
+        "Org1MSP",
+        "--peer",
+        &a_addr,
+    ]);
+    let failed = a.wait("handshake_failed", is("handshake_failed"));
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked"),
+        "{failed}"
+    );
+    // With the channel's trust, it does not start at all.
+    let r = run_expect(
+        &[
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--msp-dir",
+            &org1_peer1,
+            "--msp-id",
+            "Org1MSP",
+            "--channel-config",
+            block,
+        ],
+        2,
+    );
+    assert!(r.stderr.contains("revoked"), "{}", r.all());
+    for n in [c, b, a] {
+        n.stop();
+    }
+}
+
 #[test]
 fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     let dir = tempfile::tempdir().expect("tempdir");

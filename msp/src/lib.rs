@@ -42,6 +42,9 @@
 //!   (`peerOrganizations/<domain>/msp`) and its MSP ID. That folder holds the same CA
 //!   certificates the channel configuration carries. For material that is not laid out as
 //!   an MSP folder, [`TrustStore::add_path`] accepts a folder of CA PEM files or one file.
+//! * **A channel's trust**: [`TrustStore::add_channel_config`] with the channel's
+//!   configuration block (`peer channel fetch config`) trusts every organization of the
+//!   channel as the channel configures it, CRLs and NodeOUs included, instead of folders.
 //! * **TLS**: the transport uses `tls/server.crt` and `tls/server.key` (cryptogen's peer TLS
 //!   certificates are valid for both server and client authentication) and trusts the
 //!   organizations' `tlscacerts/`; the core only needs the SHA-256 of the certificates.
@@ -119,6 +122,7 @@
 #![forbid(unsafe_code)]
 
 mod cert;
+mod channel;
 mod crl;
 #[cfg(feature = "dev-certs")]
 pub mod dev;
@@ -129,6 +133,7 @@ mod security;
 mod trust;
 mod units;
 
+pub use channel::ChannelTrust;
 pub use error::LoadError;
 pub use identity::{certificate_pem, pki_id, serialize_identity, serialize_identity_pem};
 pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity, TrustHandle};

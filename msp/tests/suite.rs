@@ -3,6 +3,7 @@
 //! CI build's time was spent linking and optimising one binary per test file).
 //! Run one file's tests with `cargo test -p <crate> --test suite <file>::`.
 
+mod channel;
 mod common;
 mod fabric_capture;
 mod handshake;
