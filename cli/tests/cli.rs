@@ -95,6 +95,16 @@ struct NodeProc {
 }
 
 impl NodeProc {
+    /// Waits for a `handshake_failed` event whose error names `why`.
+    fn handshake_refused(&mut self, why: &str) -> serde_json::Value {
+        let failed = self.wait("handshake_failed", is("handshake_failed"));
+        assert!(
+            failed["error"].as_str().unwrap_or_default().contains(why),
+            "expected a handshake refused for {why:?}: {failed}"
+        );
+        failed
+    }
+
     fn start(args: &[&str]) -> NodeProc {
         let mut child = spawn(&[&["node"], args].concat(), Stdio::piped(), Stdio::null());
         let stdout = child.stdout.take().expect("stdout");
@@ -310,33 +320,75 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// Two organizations written by `dev::write_orgs` in a new folder; node A (OrgA's peer0,
+/// trusting OrgB's MSP folder) and node B (OrgB's peer0, trusting OrgA's) started, B dialling
+/// A, and A seen connected. The trust tests change OrgB's folder, then reload A.
+struct TwoMspNodes {
+    dir: tempfile::TempDir,
+    now: fabric_gossip_core::Instant,
+    orgs: Vec<fabric_gossip_msp::dev::DevOrg>,
+    layout: fabric_gossip_msp::dev::Layout,
+    a: NodeProc,
+    b: NodeProc,
+}
+
+impl TwoMspNodes {
+    fn start() -> TwoMspNodes {
+        use fabric_gossip_msp::dev::{self, OrgSpec, Validity};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+        let specs = [
+            OrgSpec::new(ORG_A.0, ORG_A.1, 1),
+            OrgSpec::new(ORG_B.0, ORG_B.1, 1),
+        ];
+        let validity = Validity::ten_years_from(now - core::time::Duration::from_secs(3600));
+        let orgs = dev::generate_in_memory(&specs, validity, &mut dev::OsRng).expect("orgs");
+        let layout = dev::write_orgs(dir.path(), &orgs).expect("layout");
+        let mut a = NodeProc::start(&strs(&Self::args(dir.path(), ORG_A, None)));
+        let b = NodeProc::start(&strs(&Self::args(dir.path(), ORG_B, Some(&a.addr))));
+        a.wait("connected", is("connected"));
+        TwoMspNodes {
+            dir,
+            now,
+            orgs,
+            layout,
+            a,
+            b,
+        }
+    }
+
+    /// The `node` arguments of `org`'s peer0 (the other organization trusted), dialling
+    /// `peer` if given.
+    fn args(root: &Path, org: (&str, &str), peer: Option<&str>) -> Vec<String> {
+        let other = if org == ORG_A { ORG_B } else { ORG_A };
+        let mut args = vec!["--listen".to_owned(), "127.0.0.1:0".to_owned()];
+        if let Some(p) = peer {
+            args.extend(["--peer".to_owned(), p.to_owned()]);
+        }
+        args.extend(msp_flags(root, "peer0", org, other));
+        args
+    }
+
+    /// The arguments of another node as `org`'s peer0, dialling A.
+    fn restart_args(&self, org: (&str, &str)) -> Vec<String> {
+        Self::args(self.dir.path(), org, Some(&self.a.addr))
+    }
+}
+
 /// A CRL placed in the crls/ folder of a trusted organization's MSP while the node runs:
 /// `reload_trust` (and SIGHUP) read it, the revoked peer's connection closes, its next
 /// handshake is refused naming why, and a node started afterwards counts the CRL at once.
 #[test]
 fn a_crl_in_a_trusted_msp_folder_cuts_the_revoked_peer_off_on_reload() {
-    use fabric_gossip_msp::dev::{self, OrgSpec, Validity};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
-    let specs = [
-        OrgSpec::new(ORG_A.0, ORG_A.1, 1),
-        OrgSpec::new(ORG_B.0, ORG_B.1, 1),
-    ];
-    let validity = Validity::ten_years_from(now - core::time::Duration::from_secs(3600));
-    let orgs = dev::generate_in_memory(&specs, validity, &mut dev::OsRng).expect("orgs");
-    let layout = dev::write_orgs(dir.path(), &orgs).expect("layout");
-
-    let a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
-    let mut a_args = vec!["--listen", "127.0.0.1:0"];
-    a_args.extend(strs(&a_flags));
-    let mut a = NodeProc::start(&a_args);
+    let TwoMspNodes {
+        dir,
+        now,
+        orgs,
+        layout,
+        mut a,
+        b,
+    } = TwoMspNodes::start();
     assert_eq!(a.seen[0]["trust"]["OrgBMSP"]["crls"], 0, "{}", a.seen[0]);
-    let a_addr = a.addr.clone();
-    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
-    let mut b_args = vec!["--listen", "127.0.0.1:0", "--peer", a_addr.as_str()];
-    b_args.extend(strs(&b_flags));
-    let b = NodeProc::start(&b_args);
-    a.wait("connected", is("connected"));
 
     // Org B's CA revokes B's certificate; A is told to read its trust again.
     let crls = layout.orgs[1].msp_dir.join("crls");
@@ -370,23 +422,11 @@ fn a_crl_in_a_trusted_msp_folder_cuts_the_revoked_peer_off_on_reload() {
     assert_eq!(again["refused"], 0, "{again}");
 
     // B dials again: refused at the handshake, naming the revocation.
-    let b2_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
-    let mut b2_args = vec!["--listen", "127.0.0.1:0", "--peer", a_addr.as_str()];
-    b2_args.extend(strs(&b2_flags));
-    let b2 = NodeProc::start(&b2_args);
-    let failed = a.wait("handshake_failed", is("handshake_failed"));
-    assert!(
-        failed["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("revoked"),
-        "{failed}"
-    );
+    let b2 = NodeProc::start(&strs(&TwoMspNodes::args(dir.path(), ORG_B, Some(&a.addr))));
+    a.handshake_refused("revoked");
 
     // A node started now reads the CRL at once.
-    let mut a2_args = vec!["--listen", "127.0.0.1:0"];
-    a2_args.extend(strs(&a_flags));
-    let a2 = NodeProc::start(&a2_args);
+    let a2 = NodeProc::start(&strs(&TwoMspNodes::args(dir.path(), ORG_A, None)));
     assert_eq!(a2.seen[0]["trust"]["OrgBMSP"]["crls"], 1, "{}", a2.seen[0]);
     for n in [a2, b2, b, a] {
         n.stop();
@@ -399,30 +439,18 @@ fn a_crl_in_a_trusted_msp_folder_cuts_the_revoked_peer_off_on_reload() {
 /// next handshake refused naming its organizational units.
 #[test]
 fn a_trusted_msp_s_node_ous_are_enforced_and_reloaded() {
-    use fabric_gossip_msp::dev::{self, OrgSpec, Validity};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
-    let specs = [
-        OrgSpec::new(ORG_A.0, ORG_A.1, 1),
-        OrgSpec::new(ORG_B.0, ORG_B.1, 1),
-    ];
-    let validity = Validity::ten_years_from(now - core::time::Duration::from_secs(3600));
-    let orgs = dev::generate_in_memory(&specs, validity, &mut dev::OsRng).expect("orgs");
-    let layout = dev::write_orgs(dir.path(), &orgs).expect("layout");
-
-    let a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
-    let mut a_args = vec!["--listen", "127.0.0.1:0"];
-    a_args.extend(strs(&a_flags));
-    let mut a = NodeProc::start(&a_args);
-    let shown = &a.seen[0]["trust"]["OrgBMSP"];
-    assert_eq!(shown["node_ous"]["peer"], "peer", "{}", a.seen[0]);
-    assert_eq!(shown["node_ous"]["orderer"], "orderer", "{}", a.seen[0]);
-    let a_addr = a.addr.clone();
-    let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
-    let mut b_args = vec!["--listen", "127.0.0.1:0", "--peer", a_addr.as_str()];
-    b_args.extend(strs(&b_flags));
-    let b = NodeProc::start(&b_args);
-    a.wait("connected", is("connected"));
+    let nodes = TwoMspNodes::start();
+    let shown = &nodes.a.seen[0]["trust"]["OrgBMSP"];
+    assert_eq!(shown["node_ous"]["peer"], "peer", "{}", nodes.a.seen[0]);
+    assert_eq!(
+        shown["node_ous"]["orderer"], "orderer",
+        "{}",
+        nodes.a.seen[0]
+    );
+    let b2_would_be = nodes.restart_args(ORG_B);
+    let TwoMspNodes {
+        layout, mut a, b, ..
+    } = nodes;
 
     // Org B's peers must now carry OU "node"; B's certificate says "peer".
     let config = layout.orgs[1].msp_dir.join("config.yaml");
@@ -443,15 +471,8 @@ fn a_trusted_msp_s_node_ous_are_enforced_and_reloaded() {
     let gone = a.wait("disconnected", is("disconnected"));
     assert_eq!(gone["peer"], b.pki.as_str(), "{gone}");
 
-    let b2 = NodeProc::start(&b_args);
-    let failed = a.wait("handshake_failed", is("handshake_failed"));
-    assert!(
-        failed["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("organizational units"),
-        "{failed}"
-    );
+    let b2 = NodeProc::start(&strs(&b2_would_be));
+    a.handshake_refused("organizational units");
     for n in [b2, b, a] {
         n.stop();
     }
@@ -606,14 +627,7 @@ fn a_channel_configuration_block_is_the_trust() {
         "--peer",
         &a_addr,
     ]);
-    let failed = a.wait("handshake_failed", is("handshake_failed"));
-    assert!(
-        failed["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("revoked"),
-        "{failed}"
-    );
+    a.handshake_refused("revoked");
     // With the channel's trust, it does not start at all.
     let r = run_expect(
         &[

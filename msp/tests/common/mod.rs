@@ -3,4 +3,5 @@
 #![allow(unused_imports, unreachable_pub, dead_code)]
 pub use fabric_gossip_core::testing::*;
 
+pub mod fabric;
 pub mod pki;
