@@ -115,9 +115,8 @@ impl TrustStore {
     /// `OrganizationalUnitIdentifiers` (see [`TrustStore::add_unit_identifier`]), their
     /// certificate paths relative to the folder, as Fabric reads them (a later folder for
     /// the same MSP ID with NodeOUs on replaces the roles; OU identifiers add up). Other
-    /// sub-folders
-    /// (`signcerts/`, `keystore/`, `tlscacerts/`, `admincerts/`) are not used for gossip
-    /// identity validation. Returns how many certificates and CRLs were new.
+    /// sub-folders (`signcerts/`, `keystore/`, `tlscacerts/`, `admincerts/`) are not used
+    /// for gossip identity validation. Returns how many certificates and CRLs were new.
     pub fn add_msp_dir(&mut self, msp_id: &str, dir: impl AsRef<Path>) -> Result<usize, LoadError> {
         let dir = dir.as_ref();
         let roots = required_pem_files(&dir.join("cacerts"), "root CA certificate")?;
