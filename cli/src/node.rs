@@ -393,7 +393,7 @@ fn operations_tls(
 pub(crate) fn run(args: &NodeArgs) -> ExitCode {
     let loaded = settings(args).and_then(|set| {
         let id = set.identity.load(true)?;
-        let tls = set.tls.load()?;
+        let tls = set.tls.load(&set.identity.channel_tls_cas()?)?;
         Ok((set, id, tls, opts::runtime()?))
     });
     let (set, identity, tls, rt) = match loaded {

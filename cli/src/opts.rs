@@ -63,20 +63,27 @@ pub(crate) struct IdentityArgs {
     pub(crate) channel_config: Vec<PathBuf>,
 }
 
-/// Adds the MSPs of every channel configuration block in `blocks` to `trust`; errors name
-/// the file.
+/// Adds the MSPs of every channel configuration block in `blocks` to `trust`; returns the
+/// blocks' TLS CA certificates (PEM, concatenated), for the transport. Errors name the file.
 pub(crate) fn add_channel_configs(
     trust: &mut TrustStore,
     blocks: &[PathBuf],
-) -> Result<(), ConfigError> {
+) -> Result<Vec<u8>, ConfigError> {
+    let mut tls_cas = Vec::new();
     for path in blocks {
         let bytes = std::fs::read(path)
             .map_err(|e| ConfigError(format!("--channel-config {}: {e}", path.display())))?;
-        trust
+        let channel = trust
             .add_channel_config(&bytes)
             .map_err(|e| ConfigError(format!("--channel-config {}: {e}", path.display())))?;
+        for pem in channel.tls_ca_pems {
+            tls_cas.extend_from_slice(&pem);
+            if !pem.ends_with(b"\n") {
+                tls_cas.push(b'\n');
+            }
+        }
     }
-    Ok(())
+    Ok(tls_cas)
 }
 
 pub(crate) fn parse_trust(s: &str) -> Result<(String, PathBuf), String> {
@@ -173,6 +180,13 @@ impl IdentityArgs {
         Ok(trust)
     }
 
+    /// The TLS CA certificates (PEM) of the `--channel-config` blocks' organizations, which
+    /// the transport trusts besides `--tls-ca`, as a Fabric peer trusts its channels' TLS
+    /// CAs. Read once, at start: a reload changes the MSPs, not the TLS configuration.
+    pub(crate) fn channel_tls_cas(&self) -> Result<Vec<u8>, ConfigError> {
+        add_channel_configs(&mut TrustStore::new(), &self.channel_config)
+    }
+
     /// Reads the trust store again, as at start (the `--trust` folders and the node's own
     /// MSP folder, CRLs included), and hands it to the running provider through `handle`.
     /// Returns the new store.
@@ -238,14 +252,15 @@ impl IdentityArgs {
 pub(crate) struct TlsArgs {
     /// Mutual TLS: this node's certificate (PEM), used as server and client certificate;
     /// its SHA-256 is bound into the handshake. Needs --tls-key and --tls-ca.
-    #[arg(long, value_name = "PEM_FILE", requires_all = ["tls_key", "tls_ca"])]
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PKCS#8, SEC1 or PKCS#1 PEM).
-    #[arg(long, value_name = "PEM_FILE", requires_all = ["tls_cert", "tls_ca"])]
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
     /// CA certificates (PEM) that peers' TLS certificates must chain to. Repeatable: give
-    /// the TLS CA of every organization this node talks to.
-    #[arg(long, value_name = "PEM_FILE", requires_all = ["tls_cert", "tls_key"])]
+    /// the TLS CA of every organization this node talks to (with --channel-config, the
+    /// channel's organizations' TLS CAs are trusted too).
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_cert")]
     pub(crate) tls_ca: Vec<PathBuf>,
     /// Verify servers' certificates against this host name instead of the host dialled
     /// (Fabric's serverHostOverride), e.g. peer0.org1.example.com when dialling an IP.
@@ -294,21 +309,23 @@ impl TlsArgs {
         self.tls_cert.is_some()
     }
 
-    /// Reads and checks the files; `None` without TLS.
-    pub(crate) fn load(&self) -> Result<Option<TlsConfig>, ConfigError> {
+    /// Reads and checks the files; `None` without TLS. `channel_cas`: TLS CA certificates
+    /// (PEM) from `--channel-config` blocks, trusted besides `--tls-ca`.
+    pub(crate) fn load(&self, channel_cas: &[u8]) -> Result<Option<TlsConfig>, ConfigError> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        if self.tls_ca.is_empty() {
+        if self.tls_ca.is_empty() && channel_cas.is_empty() {
             return Err(ConfigError(format!(
-                "{} needs at least one {}",
+                "{} needs at least one {} (or a --channel-config whose organizations have TLS CAs)",
                 self.name("--tls-cert"),
                 self.name("--tls-ca")
             )));
         }
         let cert_pem = read_certs(self.name("--tls-cert"), cert)?;
         let key_pem = read_key(self.name("--tls-key"), key)?;
-        let ca_pem = read_all_certs(self.name("--tls-ca"), &self.tls_ca)?;
+        let mut ca_pem = read_all_certs(self.name("--tls-ca"), &self.tls_ca)?;
+        ca_pem.extend_from_slice(channel_cas);
         // Mutual TLS as the contract states it: a client without a certificate is turned
         // away in the TLS handshake, before any RPC (a Fabric peer with
         // clientAuthRequired: false would let it Ping, and refuse its gossip stream).

@@ -89,7 +89,7 @@ fn setup(
     ConfigError,
 > {
     let id = identity.load(identity_required)?;
-    let t = tls.load()?;
+    let t = tls.load(&identity.channel_tls_cas()?)?;
     Ok((id, t, opts::runtime()?))
 }
 

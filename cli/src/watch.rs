@@ -68,7 +68,7 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
         ));
     }
     let loaded = args.identity.load(true).and_then(|id| {
-        let tls = args.tls.load()?;
+        let tls = args.tls.load(&args.identity.channel_tls_cas()?)?;
         Ok((id, tls, opts::runtime()?))
     });
     let (identity, tls, rt) = match loaded {

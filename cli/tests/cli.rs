@@ -649,6 +649,49 @@ fn a_channel_configuration_block_is_the_trust() {
     }
 }
 
+/// With mutual TLS, `--channel-config` also gives the channel's organizations' TLS CAs:
+/// two peers of different organizations connect with no `--tls-ca` at all.
+#[test]
+fn a_channel_configuration_block_gives_the_tls_cas_too() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/channel");
+    let block = fixtures.join("mychannel.block");
+    let args = |host: &str, msp_id: &str, peer: Option<&str>| -> Vec<String> {
+        let dir = fixtures.join("peers").join(host);
+        let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
+        let mut v = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--msp-dir".into(),
+            p(dir.join("msp")),
+            "--msp-id".into(),
+            msp_id.into(),
+            "--channel-config".into(),
+            p(block.clone()),
+            "--tls-cert".into(),
+            p(dir.join("tls/server.crt")),
+            "--tls-key".into(),
+            p(dir.join("tls/server.key")),
+        ];
+        if let Some(peer) = peer {
+            v.extend(["--peer".into(), peer.into()]);
+        }
+        v
+    };
+    let mut a = NodeProc::start(&strs(&args("peer0.org2.example.com", "Org2MSP", None)));
+    assert_eq!(a.seen[0]["tls"], true, "{}", a.seen[0]);
+    let a_addr = a.addr.clone();
+    let b = NodeProc::start(&strs(&args(
+        "peer0.org1.example.com",
+        "Org1MSP",
+        Some(&a_addr),
+    )));
+    let up = a.wait("connected", is("connected"));
+    assert_eq!(up["peer"], b.pki.as_str(), "{up}");
+    for n in [b, a] {
+        n.stop();
+    }
+}
+
 #[test]
 fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1026,7 +1069,20 @@ fn bad_flags_and_files_give_clear_errors() {
         ),
         (
             [&listen[..], &["--test-identity", "--tls-cert", &cert]].concat(),
-            vec!["--tls-key", "--tls-ca"],
+            vec!["--tls-key"],
+        ),
+        // No CA to check peers' certificates against: neither --tls-ca nor a channel block.
+        (
+            [
+                &listen[..],
+                &["--test-identity", "--tls-cert", &cert, "--tls-key", &key],
+            ]
+            .concat(),
+            vec![
+                "--tls-cert",
+                "needs at least one --tls-ca",
+                "--channel-config",
+            ],
         ),
         (
             tls_node("/nonexistent.pem", &key, &ca),

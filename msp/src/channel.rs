@@ -113,6 +113,10 @@ struct FabricMspConfig {
     organizational_unit_identifiers: Vec<FabricOuIdentifier>,
     #[prost(message, optional, tag = "8")]
     crypto_config: Option<FabricCryptoConfig>,
+    #[prost(bytes = "bytes", repeated, tag = "9")]
+    tls_root_certs: Vec<Bytes>,
+    #[prost(bytes = "bytes", repeated, tag = "10")]
+    tls_intermediate_certs: Vec<Bytes>,
     #[prost(message, optional, tag = "11")]
     fabric_node_ous: Option<FabricNodeOus>,
 }
@@ -161,6 +165,10 @@ pub struct ChannelTrust {
     /// Organizations whose MSP cannot identify peers and were left out (Idemix MSPs, which
     /// identify clients only), with why.
     pub skipped: Vec<(String, String)>,
+    /// The TLS root and intermediate CA certificates (PEM) of every organization added: what
+    /// a Fabric peer of the channel trusts for TLS, for the transport (this store does not
+    /// use them).
+    pub tls_ca_pems: Vec<Vec<u8>>,
 }
 
 impl TrustStore {
@@ -242,6 +250,15 @@ impl TrustStore {
             let id = fabric.name.clone();
             self.add_fabric_msp(&fabric)
                 .map_err(|e| bad(format!("organization {org} ({id}): {e}")))?;
+            for pem in fabric
+                .tls_root_certs
+                .iter()
+                .chain(&fabric.tls_intermediate_certs)
+            {
+                if !out.tls_ca_pems.iter().any(|p| p.as_slice() == pem.as_ref()) {
+                    out.tls_ca_pems.push(pem.to_vec());
+                }
+            }
             if !out.msp_ids.contains(&id) {
                 out.msp_ids.push(id);
             }

@@ -28,6 +28,8 @@ fn a_configtxgen_block_gives_every_organization_of_the_channel() {
     assert_eq!(got.sequence, 0);
     assert_eq!(got.msp_ids, ["Org1MSP", "Org2MSP", "OrdererMSP"]);
     assert!(got.skipped.is_empty());
+    // One TLS root CA per organization, for the transport.
+    assert_eq!(got.tls_ca_pems.len(), 3);
     assert_eq!(trust.ca_count("Org1MSP"), (1, 0));
     assert_eq!(trust.crl_count("Org1MSP"), (1, 1));
     assert_eq!(trust.crl_count("Org2MSP"), (0, 0));
