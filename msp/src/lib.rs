@@ -127,6 +127,7 @@ mod crl;
 #[cfg(feature = "dev-certs")]
 pub mod dev;
 mod error;
+mod go_yaml;
 mod identity;
 mod keys;
 mod security;

@@ -12,9 +12,9 @@
 //! equal that of the configured CA and every CA above it.
 
 use crate::error::{LoadError, io};
+use crate::go_yaml::{self, Node};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use yaml_rust2::{Yaml, YamlLoader};
 
 /// The four roles Fabric's NodeOUs tell apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -117,11 +117,10 @@ pub(crate) struct MspConfigFile {
     pub(crate) node_ous: Option<NodeOus>,
 }
 
-/// Reads `dir/config.yaml` the way Fabric's MSP config builder does; `None` when there is
-/// none. Differs from Fabric in two places: a NodeOU certificate that cannot be read is an
-/// error here, where Fabric logs a warning and then accepts the role from any CA of the MSP;
-/// and values are YAML 1.2 scalars, so an unquoted OU like `007` reads as `7` where Go's
-/// YAML keeps the text.
+/// Reads `dir/config.yaml` the way Fabric's MSP config builder does (its values as Go's
+/// YAML decodes them, see [`go_yaml`]); `None` when there is none. Differs from Fabric in
+/// one place: a NodeOU certificate that cannot be read is an error here, where Fabric logs
+/// a warning and then accepts the role from any CA of the MSP.
 pub(crate) fn read_config(dir: &Path) -> Result<Option<MspConfigFile>, LoadError> {
     let path = dir.join("config.yaml");
     if !path.exists() {
@@ -138,11 +137,11 @@ fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, Lo
         source: path.display().to_string(),
         reason,
     };
-    let docs = YamlLoader::load_from_str(text).map_err(|e| bad(format!("not YAML: {e}")))?;
     let mut out = MspConfigFile::default();
-    let root = match docs.into_iter().next() {
-        None | Some(Yaml::Null) => return Ok(out),
-        Some(Yaml::Hash(h)) => Yaml::Hash(h),
+    let root = match go_yaml::parse(text).map_err(|e| bad(format!("not YAML: {e}")))? {
+        None => return Ok(out),
+        Some(root) if root.is_null() => return Ok(out),
+        Some(root @ Node::Map(_)) => root,
         Some(_) => return Err(bad("not a mapping".into())),
     };
     let read_cert = |section: &str, file: &str| -> Result<(Vec<u8>, PathBuf), LoadError> {
@@ -157,9 +156,10 @@ fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, Lo
         let pem = std::fs::read(&at).map_err(io(&at))?;
         Ok((pem, at))
     };
-    match &root["OrganizationalUnitIdentifiers"] {
-        Yaml::BadValue | Yaml::Null => {}
-        Yaml::Array(list) => {
+    match root.get("OrganizationalUnitIdentifiers") {
+        None => {}
+        Some(n) if n.is_null() => {}
+        Some(Node::Seq(list)) => {
             for (i, entry) in list.iter().enumerate() {
                 let section = format!("OrganizationalUnitIdentifiers[{i}]");
                 let (unit, file) = identifier(entry).map_err(|r| bad(format!("{section}: {r}")))?;
@@ -167,19 +167,20 @@ fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, Lo
                 out.identifiers.push((unit, pem, at));
             }
         }
-        _ => return Err(bad("OrganizationalUnitIdentifiers is not a list".into())),
+        Some(_) => return Err(bad("OrganizationalUnitIdentifiers is not a list".into())),
     }
-    match &root["NodeOUs"] {
-        Yaml::BadValue | Yaml::Null => {}
-        node @ Yaml::Hash(_) => {
-            if enabled(&node["Enable"]).map_err(|r| bad(format!("NodeOUs.Enable: {r}")))? {
+    match root.get("NodeOUs") {
+        None => {}
+        Some(n) if n.is_null() => {}
+        Some(node @ Node::Map(_)) => {
+            let enable = node.get("Enable").map_or(Ok(false), Node::as_bool);
+            if enable.map_err(|r| bad(format!("NodeOUs.Enable: {r}")))? {
                 let mut ous = NodeOus::new();
                 for role in NodeRole::ALL {
                     let section = format!("NodeOUs.{}", role.yaml_key());
-                    let entry = &node[role.yaml_key()];
-                    if matches!(entry, Yaml::BadValue | Yaml::Null) {
+                    let Some(entry) = node.get(role.yaml_key()).filter(|e| !e.is_null()) else {
                         continue;
-                    }
+                    };
                     let (unit, file) =
                         identifier(entry).map_err(|r| bad(format!("{section}: {r}")))?;
                     if unit.is_empty() {
@@ -197,40 +198,24 @@ fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, Lo
                 out.node_ous = Some(ous);
             }
         }
-        _ => return Err(bad("NodeOUs is not a mapping".into())),
+        Some(_) => return Err(bad("NodeOUs is not a mapping".into())),
     }
     Ok(out)
 }
 
 /// An `{Certificate, OrganizationalUnitIdentifier}` entry: the OU and the certificate's
-/// path, each empty when absent.
-fn identifier(entry: &Yaml) -> Result<(String, String), String> {
-    if !matches!(entry, Yaml::Hash(_)) {
+/// path, each empty when absent or null.
+fn identifier(entry: &Node) -> Result<(String, String), String> {
+    if !matches!(entry, Node::Map(_)) {
         return Err("not a mapping".into());
     }
-    let text = |key: &str| match &entry[key] {
-        Yaml::BadValue | Yaml::Null => Ok(String::new()),
-        Yaml::String(s) => Ok(s.clone()),
-        Yaml::Integer(i) => Ok(i.to_string()),
-        Yaml::Real(r) => Ok(r.clone()),
-        Yaml::Boolean(b) => Ok(b.to_string()),
-        _ => Err(format!("{key} is not a string")),
+    let text = |key: &str| {
+        entry
+            .get(key)
+            .map_or(Ok(String::new()), Node::as_string)
+            .map_err(|e| format!("{key}: {e}"))
     };
     Ok((text("OrganizationalUnitIdentifier")?, text("Certificate")?))
-}
-
-/// `Enable`, read as Go's YAML reads a boolean (YAML 1.1: `yes`, `on`, ... too).
-fn enabled(v: &Yaml) -> Result<bool, String> {
-    match v {
-        Yaml::BadValue | Yaml::Null => Ok(false),
-        Yaml::Boolean(b) => Ok(*b),
-        Yaml::String(s) => match s.as_str() {
-            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Ok(true),
-            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Ok(false),
-            other => Err(format!("{other:?} is not a boolean")),
-        },
-        _ => Err("not a boolean".into()),
-    }
 }
 
 /// The certifiers identifier of a chain of CAs (the member's issuer first, its root last):
@@ -373,6 +358,30 @@ mod tests {
                 (NodeRole::Admin, "admin".to_owned(), None)
             ]
         );
+    }
+
+    /// Values as Go's YAML gives them: an OU written `007` stays `007`, a null OU leaves
+    /// the role out, a quoted `"yes"` is no boolean, and a key given twice counts once,
+    /// its last value.
+    #[test]
+    fn values_are_read_as_go_reads_them() {
+        let cfg = parse(
+            "NodeOUs:\n  Enable: true\n  ClientOUIdentifier:\n    OrganizationalUnitIdentifier: 007\n  \
+             PeerOUIdentifier:\n    OrganizationalUnitIdentifier: NULL\n  AdminOUIdentifier:\n    \
+             OrganizationalUnitIdentifier: a\n  AdminOUIdentifier:\n    OrganizationalUnitIdentifier: b\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.node_ous.unwrap().roles,
+            vec![
+                (NodeRole::Client, "007".to_owned(), None),
+                (NodeRole::Admin, "b".to_owned(), None)
+            ]
+        );
+        let e = parse("NodeOUs:\n  Enable: \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NodeOUs.Enable"), "{e}");
     }
 
     #[test]
