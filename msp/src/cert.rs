@@ -130,7 +130,10 @@ impl CertInfo {
             Ok(ski) => ski.map(|(_, ski)| ski.0.as_bytes().to_vec()),
             Err(e) => return Err(CertError::Malformed(format!("subjectKeyIdentifier: {e}"))),
         };
-        let units = organizational_units(&tbs_cert.subject).map_err(CertError::Malformed)?;
+        let units = organizational_units(&tbs_cert.subject)
+            .map_err(|e| CertError::Malformed(format!("subject: {e}")))?;
+        organizational_units(&tbs_cert.issuer)
+            .map_err(|e| CertError::Malformed(format!("issuer: {e}")))?;
         let not_before = instant_of(tbs_cert.validity.not_before.to_unix_duration());
         let not_after = instant_of(tbs_cert.validity.not_after.to_unix_duration());
         Ok(CertInfo {
@@ -171,19 +174,19 @@ impl CertInfo {
 
 /// The values of `name`'s OU attributes, in order, as the bytes of the strings Go reads
 /// (Go strings are bytes: a TeletexString is kept as it is). Go's certificate parser
-/// (`parseASN1String`) refuses a certificate with a value that is not one of ASN.1's string
-/// types or breaks its type's alphabet; for OU values, so does this one, so that an OU
-/// Fabric never sees cannot give a role here.
+/// (`parseName`, then `parseASN1String` on every attribute value) refuses a certificate
+/// whose subject or issuer holds a value that is not one of ASN.1's string types or breaks
+/// its type's alphabet; so does this one, for every attribute of `name`, so that a
+/// certificate Fabric cannot even parse is not accepted here.
 fn organizational_units(name: &x509_cert::name::Name) -> Result<Vec<Vec<u8>>, String> {
     let mut units = Vec::new();
     for rdn in name.0.iter() {
         for atv in rdn.0.iter() {
+            let tag = der::Tagged::tag(&atv.value);
+            let value = go_string(tag, atv.value.value())
+                .map_err(|e| format!("invalid attribute value ({}): {e}", atv.oid))?;
             if atv.oid == ORGANIZATIONAL_UNIT {
-                let tag = der::Tagged::tag(&atv.value);
-                units.push(
-                    go_string(tag, atv.value.value())
-                        .map_err(|e| format!("organizational unit: {e}"))?,
-                );
+                units.push(value);
             }
         }
     }
@@ -321,5 +324,34 @@ mod tests {
         );
         assert!(go_string(Tag::BmpString, &[0, b'p', 0]).is_err());
         assert!(go_string(Tag::Integer, &[1]).is_err());
+    }
+
+    /// Every attribute of a name is read as Go reads it, not only its OUs.
+    #[test]
+    fn a_name_with_a_value_go_refuses_is_refused() {
+        use der::asn1::{Any, SetOfVec};
+        use x509_cert::attr::AttributeTypeAndValue;
+        use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+        let rdn = |oid: &str, tag: Tag, value: &[u8]| {
+            let atv = AttributeTypeAndValue {
+                oid: der::oid::ObjectIdentifier::new_unwrap(oid),
+                value: Any::new(tag, value).unwrap(),
+            };
+            RelativeDistinguishedName(SetOfVec::try_from(vec![atv]).unwrap())
+        };
+        let good: Name = RdnSequence(vec![
+            rdn("2.5.4.3", Tag::PrintableString, b"peer0"),
+            rdn("2.5.4.11", Tag::Utf8String, b"peer"),
+        ]);
+        assert_eq!(
+            super::organizational_units(&good).unwrap(),
+            [b"peer".to_vec()]
+        );
+        let bad_cn: Name = RdnSequence(vec![
+            rdn("2.5.4.3", Tag::PrintableString, b"peer_0"),
+            rdn("2.5.4.11", Tag::Utf8String, b"peer"),
+        ]);
+        let e = super::organizational_units(&bad_cn).unwrap_err();
+        assert!(e.contains("2.5.4.3"), "{e}");
     }
 }
