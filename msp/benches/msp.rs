@@ -17,8 +17,8 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fabric_gossip_core::*;
-use fabric_gossip_msp::MspSecurity;
 use fabric_gossip_msp::dev::{self, OrgSpec, Validity};
+use fabric_gossip_msp::{MspSecurity, NodeOus};
 use rand_core::SeedableRng;
 use std::hint::black_box;
 use std::time::Duration;
@@ -54,13 +54,14 @@ impl Mode {
 }
 
 /// Two peers of two organizations, `(a, b, b without an identity cache)`.
-fn providers(mode: Mode) -> (MspSecurity, MspSecurity, MspSecurity) {
+/// The two organizations every provider here comes from (seeded: the same each call).
+fn orgs() -> Vec<dev::DevOrg> {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
     let validity = Validity::starting(
         Instant::from_unix_secs(1_699_000_000),
         Duration::from_secs(365 * 24 * 3600),
     );
-    let orgs = dev::generate_in_memory(
+    dev::generate_in_memory(
         &[
             OrgSpec::new("Org1MSP", "org1.example.com", 1),
             OrgSpec::new("Org2MSP", "org2.example.com", 1),
@@ -68,7 +69,11 @@ fn providers(mode: Mode) -> (MspSecurity, MspSecurity, MspSecurity) {
         validity,
         &mut rng,
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn providers(mode: Mode) -> (MspSecurity, MspSecurity, MspSecurity) {
+    let orgs = orgs();
     let trust = dev::trust_all(&orgs).unwrap();
     let a = orgs[0].security(&orgs[0].peers[0], trust.clone()).unwrap();
     let b = orgs[1].security(&orgs[1].peers[0], trust.clone()).unwrap();
@@ -269,6 +274,28 @@ fn bench(c: &mut Criterion) {
     g.bench_function("validate_identity_cached", |bch| {
         bch.iter(|| b.validate_identity(black_box(&id), now()).unwrap())
     });
+    g.finish();
+
+    // An identity judged from scratch by the trust store (parse, chain, revocation, OU
+    // rules; no cache), with Org1MSP's NodeOUs off and on (cryptogen's config.yaml): what
+    // the roles add to meeting a new peer.
+    let mut g = c.benchmark_group("validate_new_identity");
+    g.throughput(Throughput::Elements(1));
+    let plain = b.trust();
+    let mut roles = plain.as_ref().clone();
+    let ca = orgs()[0].ca.cert_pem();
+    roles
+        .set_node_ous("Org1MSP", &NodeOus::fabric_defaults(Some(ca.as_bytes())))
+        .unwrap();
+    for (name, store) in [
+        ("node_ous_off", plain.as_ref().clone()),
+        ("node_ous_on", roles),
+    ] {
+        store.validate_identity(&id, now()).unwrap();
+        g.bench_function(name, |bch| {
+            bch.iter(|| store.validate_identity(black_box(&id), now()).unwrap())
+        });
+    }
     g.finish();
 
     // Complete handshakes (dial, ping, stream, both ConnEstablish signed and verified),
