@@ -789,12 +789,16 @@ impl State {
             Ok(trust) => {
                 let refused = self.node.revalidate_identities();
                 tracing::info!(target: TARGET, "trust reloaded ({by}); {refused} identities refused");
-                self.out.emit(&json!({
+                let mut line = json!({
                     "event": "trust_reloaded",
                     "by": by,
                     "trust": crate::opts::trust_summary(&trust),
                     "refused": refused,
-                }));
+                });
+                if let Some(c) = crate::opts::channels_summary(&trust) {
+                    line["channels"] = c;
+                }
+                self.out.emit(&line);
             }
             Err(ConfigError(e)) => {
                 tracing::warn!(target: TARGET, "trust not reloaded ({by}): {e}");
@@ -1048,6 +1052,7 @@ async fn serve(
     let form = identity.pki_form();
     let msp_id = identity.msp_id().map(str::to_owned);
     let trust = identity.trust_summary();
+    let channels = identity.channels_summary();
     let reload = identity.trust_handle().map(|handle| Reload {
         args: set.identity.clone(),
         handle,
@@ -1111,6 +1116,9 @@ async fn serve(
     }
     if let Some(t) = trust {
         listening["trust"] = t;
+    }
+    if let Some(c) = channels {
+        listening["channels"] = c;
     }
     if let Some(a) = operations {
         listening["operations"] = json!(a.to_string());

@@ -150,6 +150,13 @@ impl Identity {
         Some(trust_summary(&s.trust()))
     }
 
+    /// The channel configuration blocks the node trusts, for an MSP identity given
+    /// `--channel-config` (see [`channels_summary`]).
+    pub(crate) fn channels_summary(&self) -> Option<serde_json::Value> {
+        let Identity::Msp(s) = self else { return None };
+        channels_summary(&s.trust())
+    }
+
     /// The handle that replaces the running node's trust store, for an MSP identity.
     pub(crate) fn trust_handle(&self) -> Option<TrustHandle> {
         match self {
@@ -501,6 +508,25 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ConfigError> {
         .enable_all()
         .build()
         .map_err(|e| ConfigError(format!("cannot start the async runtime: {e}")))
+}
+
+/// The channel configuration blocks a trust store was built from: each one's channel,
+/// configuration sequence and MSP IDs, so an operator sees after a reload that the newer
+/// block was read. `None` when there were none.
+pub(crate) fn channels_summary(trust: &TrustStore) -> Option<serde_json::Value> {
+    let channels = trust.channel_configs();
+    (!channels.is_empty()).then(|| {
+        channels
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "channel": c.channel_id,
+                    "sequence": c.sequence,
+                    "msps": c.msp_ids,
+                })
+            })
+            .collect()
+    })
 }
 
 /// Per MSP ID, the CA certificates, revocation lists and OU rules a trust store holds:

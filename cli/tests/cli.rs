@@ -593,6 +593,10 @@ fn a_channel_configuration_block_is_the_trust() {
     ]);
     let trust = &a.seen[0]["trust"];
     assert_eq!(trust["Org1MSP"]["revoked"], 1, "{}", a.seen[0]);
+    let channel = &a.seen[0]["channels"][0];
+    assert_eq!(channel["channel"], "mychannel", "{}", a.seen[0]);
+    assert_eq!(channel["sequence"], 0, "{}", a.seen[0]);
+    assert_eq!(channel["msps"][2], "OrdererMSP", "{}", a.seen[0]);
     assert_eq!(trust["OrdererMSP"]["roots"], 1, "{}", a.seen[0]);
     assert_eq!(
         trust["Org2MSP"]["node_ous"]["peer"], "peer",
@@ -614,6 +618,14 @@ fn a_channel_configuration_block_is_the_trust() {
     ]);
     let up = a.wait("connected", is("connected"));
     assert_eq!(up["peer"], b.pki.as_str(), "{up}");
+    // A reload reads the block again and says which configuration it now trusts.
+    a.send_line(r#"{"cmd":"reload_trust"}"#);
+    let reloaded = a.wait("trust_reloaded", is("trust_reloaded"));
+    assert_eq!(
+        reloaded["channels"][0]["channel"], "mychannel",
+        "{reloaded}"
+    );
+    assert_eq!(reloaded["refused"], 0, "{reloaded}");
 
     // Org1's peer1, revoked by the channel's CRL, is refused by A (it trusts only its own
     // folder, which has no CRL, so it starts).

@@ -269,6 +269,10 @@ impl TrustStore {
                 out.channel_id
             )));
         }
+        self.channels.push(ChannelTrust {
+            tls_ca_pems: Vec::new(),
+            ..out.clone()
+        });
         Ok(out)
     }
 

@@ -27,6 +27,9 @@ pub const MAX_CHAIN_DEPTH: usize = 8;
 #[derive(Clone, Debug, Default)]
 pub struct TrustStore {
     msps: BTreeMap<String, MspCas>,
+    /// The channel configuration blocks read into this store, in order (without their TLS
+    /// CAs), so that an operator sees which configuration a node trusts.
+    pub(crate) channels: Vec<crate::ChannelTrust>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -350,6 +353,14 @@ impl TrustStore {
         now: fabric_gossip_core::Instant,
     ) -> Result<(), SecurityError> {
         crate::security::parse(identity, self, Arithmetic::AwsLc)?.verdict(now)
+    }
+
+    /// The channel configuration blocks read into this store
+    /// ([`TrustStore::add_channel_config`]), in the order read: each one's channel, its
+    /// configuration sequence (which grows with every update, so a reload shows whether the
+    /// block was the newest) and its MSPs. Their `tls_ca_pems` are left out.
+    pub fn channel_configs(&self) -> &[crate::ChannelTrust] {
+        &self.channels
     }
 
     /// The MSP IDs this store recognizes, in order.

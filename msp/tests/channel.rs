@@ -30,6 +30,12 @@ fn a_configtxgen_block_gives_every_organization_of_the_channel() {
     assert!(got.skipped.is_empty());
     // One TLS root CA per organization, for the transport.
     assert_eq!(got.tls_ca_pems.len(), 3);
+    // The store remembers what it was built from, without the TLS CAs.
+    let kept = trust.channel_configs();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].channel_id, "mychannel");
+    assert_eq!(kept[0].msp_ids, got.msp_ids);
+    assert!(kept[0].tls_ca_pems.is_empty());
     assert_eq!(trust.ca_count("Org1MSP"), (1, 0));
     assert_eq!(trust.crl_count("Org1MSP"), (1, 1));
     assert_eq!(trust.crl_count("Org2MSP"), (0, 0));
