@@ -623,14 +623,7 @@ impl Pem<'_> {
     /// Parses every `CERTIFICATE` block; at least one is required and other blocks are
     /// refused, so that a key file passed by mistake is reported rather than skipped.
     pub(crate) fn certificates(self) -> Result<Vec<CertInfo>, LoadError> {
-        self.blocks("CERTIFICATE", |der| {
-            CertInfo::from_der(der).map_err(|e| LoadError::Certificate {
-                source: self.source.to_owned(),
-                reason: match e {
-                    crate::cert::CertError::Malformed(s) | crate::cert::CertError::Key(s) => s,
-                },
-            })
-        })
+        self.blocks("CERTIFICATE", |der| self.certificate(der))
     }
 
     /// Parses every `X509 CRL` block (the label OpenSSL, Go and Fabric CA write); at least
@@ -682,6 +675,11 @@ impl Pem<'_> {
         let (_, der) = blocks
             .first()
             .ok_or_else(|| self.error("no PEM block".into()))?;
+        self.certificate(der)
+    }
+
+    /// One block's DER read as a certificate, a failure named by this text's source.
+    fn certificate(self, der: &[u8]) -> Result<CertInfo, LoadError> {
         CertInfo::from_der(der).map_err(|e| LoadError::Certificate {
             source: self.source.to_owned(),
             reason: match e {
