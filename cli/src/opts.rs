@@ -63,6 +63,22 @@ pub(crate) struct IdentityArgs {
     pub(crate) channel_config: Vec<PathBuf>,
 }
 
+/// The trust store `--trust MSPID=DIR` flags and `--channel-config` blocks describe, read
+/// from disk now; errors name the flag and the file.
+pub(crate) fn trust_store(
+    trust: &[(String, PathBuf)],
+    blocks: &[PathBuf],
+) -> Result<TrustStore, ConfigError> {
+    let mut store = TrustStore::new();
+    for (msp, path) in trust {
+        store
+            .add_path(msp, path)
+            .map_err(|e| ConfigError(format!("--trust {msp}={}: {e}", path.display())))?;
+    }
+    add_channel_configs(&mut store, blocks)?;
+    Ok(store)
+}
+
 /// Adds the MSPs of every channel configuration block in `blocks` to `trust`; returns the
 /// blocks' TLS CA certificates (PEM, concatenated), for the transport. Errors name the file.
 pub(crate) fn add_channel_configs(
@@ -175,16 +191,10 @@ impl Identity {
 }
 
 impl IdentityArgs {
-    /// The trust store the `--trust` flags describe, read from disk now.
+    /// The trust store the `--trust` and `--channel-config` flags describe, read from disk
+    /// now.
     fn trust_from_flags(&self) -> Result<TrustStore, ConfigError> {
-        let mut trust = TrustStore::new();
-        for (msp, path) in &self.trust {
-            trust
-                .add_path(msp, path)
-                .map_err(|e| ConfigError(format!("--trust {msp}={}: {e}", path.display())))?;
-        }
-        add_channel_configs(&mut trust, &self.channel_config)?;
-        Ok(trust)
+        trust_store(&self.trust, &self.channel_config)
     }
 
     /// The TLS CA certificates (PEM) of the `--channel-config` blocks' organizations, which

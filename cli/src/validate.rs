@@ -7,7 +7,7 @@
 use crate::opts::{self, ConfigError};
 use clap::Args;
 use fabric_gossip_core::{Instant, SecurityError};
-use fabric_gossip_msp::{TrustStore, certificate_pem, pki_id, serialize_identity_pem};
+use fabric_gossip_msp::{certificate_pem, pki_id, serialize_identity_pem};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -44,13 +44,7 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
 }
 
 fn judge_all(args: &ValidateArgs) -> Result<bool, ConfigError> {
-    let mut trust = TrustStore::new();
-    for (msp, path) in &args.trust {
-        trust
-            .add_path(msp, path)
-            .map_err(|e| ConfigError(format!("--trust {msp}={}: {e}", path.display())))?;
-    }
-    opts::add_channel_configs(&mut trust, &args.channel_config)?;
+    let trust = opts::trust_store(&args.trust, &args.channel_config)?;
     let trusted: Vec<&str> = trust.msp_ids().collect();
     let msp_id = match (&args.msp_id, trusted.as_slice()) {
         (Some(id), _) => id.clone(),
