@@ -558,39 +558,63 @@ fn validate_judges_certificates_as_a_node_would() {
     assert!(r.stderr.contains("/nonexistent.pem"), "{}", r.all());
 }
 
+/// How a peer of `msp/tests/fixtures/channel/peers/` is started: with the channel's
+/// block as its trust (else its own MSP folder only), with its TLS certificate.
+struct ChannelPeer {
+    block: bool,
+    tls: bool,
+}
+
+impl ChannelPeer {
+    /// The `node` arguments of fixture peer `host` of `msp_id`, dialling `peer` if given.
+    fn args(&self, host: &str, msp_id: &str, peer: Option<&str>) -> Vec<String> {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/channel");
+        let dir = fixtures.join("peers").join(host);
+        let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
+        let mut v = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--msp-dir".into(),
+            p(dir.join("msp")),
+            "--msp-id".into(),
+            msp_id.into(),
+        ];
+        if self.block {
+            v.extend([
+                "--channel-config".into(),
+                p(fixtures.join("mychannel.block")),
+            ]);
+        }
+        if self.tls {
+            v.extend([
+                "--tls-cert".into(),
+                p(dir.join("tls/server.crt")),
+                "--tls-key".into(),
+                p(dir.join("tls/server.key")),
+            ]);
+        }
+        if let Some(peer) = peer {
+            v.extend(["--peer".into(), peer.into()]);
+        }
+        v
+    }
+}
+
 /// `--channel-config` with a channel configuration block made by Fabric's `configtxgen`
 /// (`msp/tests/fixtures/channel/`): two peers of the channel's organizations accept each
 /// other through it alone, the peer its CRL revokes is refused at the handshake, and a node
 /// whose own certificate the channel revokes does not start.
 #[test]
 fn a_channel_configuration_block_is_the_trust() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/channel");
-    let block = fixtures.join("mychannel.block");
-    let block = block.to_str().expect("utf-8");
-    let msp = |host: &str| {
-        fixtures
-            .join("peers")
-            .join(host)
-            .join("msp")
-            .to_str()
-            .expect("utf-8")
-            .to_owned()
+    let with_block = ChannelPeer {
+        block: true,
+        tls: false,
     };
-    let (org2_peer0, org1_peer0, org1_peer1) = (
-        msp("peer0.org2.example.com"),
-        msp("peer0.org1.example.com"),
-        msp("peer1.org1.example.com"),
-    );
-    let mut a = NodeProc::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--msp-dir",
-        &org2_peer0,
-        "--msp-id",
+    let mut a = NodeProc::start(&strs(&with_block.args(
+        "peer0.org2.example.com",
         "Org2MSP",
-        "--channel-config",
-        block,
-    ]);
+        None,
+    )));
     let trust = &a.seen[0]["trust"];
     assert_eq!(trust["Org1MSP"]["revoked"], 1, "{}", a.seen[0]);
     let channel = &a.seen[0]["channels"][0];
@@ -604,18 +628,11 @@ fn a_channel_configuration_block_is_the_trust() {
         a.seen[0]
     );
     let a_addr = a.addr.clone();
-    let b = NodeProc::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--msp-dir",
-        &org1_peer0,
-        "--msp-id",
+    let b = NodeProc::start(&strs(&with_block.args(
+        "peer0.org1.example.com",
         "Org1MSP",
-        "--channel-config",
-        block,
-        "--peer",
-        &a_addr,
-    ]);
+        Some(&a_addr),
+    )));
     let up = a.wait("connected", is("connected"));
     assert_eq!(up["peer"], b.pki.as_str(), "{up}");
     // A reload reads the block again and says which configuration it now trusts.
@@ -629,30 +646,23 @@ fn a_channel_configuration_block_is_the_trust() {
 
     // Org1's peer1, revoked by the channel's CRL, is refused by A (it trusts only its own
     // folder, which has no CRL, so it starts).
-    let c = NodeProc::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--msp-dir",
-        &org1_peer1,
-        "--msp-id",
+    let own_folder_only = ChannelPeer {
+        block: false,
+        tls: false,
+    };
+    let c = NodeProc::start(&strs(&own_folder_only.args(
+        "peer1.org1.example.com",
         "Org1MSP",
-        "--peer",
-        &a_addr,
-    ]);
+        Some(&a_addr),
+    )));
     a.handshake_refused("revoked");
     // With the channel's trust, it does not start at all.
     let r = run_expect(
         &[
-            "node",
-            "--listen",
-            "127.0.0.1:0",
-            "--msp-dir",
-            &org1_peer1,
-            "--msp-id",
-            "Org1MSP",
-            "--channel-config",
-            block,
-        ],
+            &["node"][..],
+            &strs(&with_block.args("peer1.org1.example.com", "Org1MSP", None)),
+        ]
+        .concat(),
         2,
     );
     assert!(r.stderr.contains("revoked"), "{}", r.all());
@@ -665,34 +675,14 @@ fn a_channel_configuration_block_is_the_trust() {
 /// two peers of different organizations connect with no `--tls-ca` at all.
 #[test]
 fn a_channel_configuration_block_gives_the_tls_cas_too() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/channel");
-    let block = fixtures.join("mychannel.block");
-    let args = |host: &str, msp_id: &str, peer: Option<&str>| -> Vec<String> {
-        let dir = fixtures.join("peers").join(host);
-        let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
-        let mut v = vec![
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--msp-dir".into(),
-            p(dir.join("msp")),
-            "--msp-id".into(),
-            msp_id.into(),
-            "--channel-config".into(),
-            p(block.clone()),
-            "--tls-cert".into(),
-            p(dir.join("tls/server.crt")),
-            "--tls-key".into(),
-            p(dir.join("tls/server.key")),
-        ];
-        if let Some(peer) = peer {
-            v.extend(["--peer".into(), peer.into()]);
-        }
-        v
+    let peer = ChannelPeer {
+        block: true,
+        tls: true,
     };
-    let mut a = NodeProc::start(&strs(&args("peer0.org2.example.com", "Org2MSP", None)));
+    let mut a = NodeProc::start(&strs(&peer.args("peer0.org2.example.com", "Org2MSP", None)));
     assert_eq!(a.seen[0]["tls"], true, "{}", a.seen[0]);
     let a_addr = a.addr.clone();
-    let b = NodeProc::start(&strs(&args(
+    let b = NodeProc::start(&strs(&peer.args(
         "peer0.org1.example.com",
         "Org1MSP",
         Some(&a_addr),

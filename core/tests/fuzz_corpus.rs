@@ -577,19 +577,20 @@ fn scenarios() -> Vec<(&'static str, OpsConfig, Vec<Op>)> {
     v.push((
         "identity_revoked",
         roomy(false),
-        vec![
-            Subscribe { filter: 0 },
-            Accept { peer: 0, cert: 0 },
-            hello(0),
-            Data { stream: 0 },
-            Revoke { peer: 0 },
-            Data { stream: 0 },
-            Accept { peer: 0, cert: 0 },
-            hello(1),
-            Poll { sub: 0, count: 2 },
-            Stop,
-            Revoke { peer: 1 },
-        ],
+        [
+            subscribed_and_accepted(0),
+            vec![
+                Data { stream: 0 },
+                Revoke { peer: 0 },
+                Data { stream: 0 },
+                Accept { peer: 0, cert: 0 },
+                hello(1),
+                Poll { sub: 0, count: 2 },
+                Stop,
+                Revoke { peer: 1 },
+            ],
+        ]
+        .concat(),
     ));
     v.push((
         "identity_switch",

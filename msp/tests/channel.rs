@@ -55,14 +55,7 @@ fn fabric_s_verdicts_on_a_channel_block() {
         let pem =
             std::fs::read(fixtures().join("members").join(format!("{}.pem", v.member))).unwrap();
         let ours = trust.validate_identity(&serialize_identity_pem(v.msp, &pem), fixture_time());
-        assert!(
-            v.agrees(&ours),
-            "{} {}: Fabric said {} {}; we said {ours:?}",
-            v.msp,
-            v.member,
-            v.verdict,
-            v.reason
-        );
+        v.assert_agrees(&ours);
     }
 }
 

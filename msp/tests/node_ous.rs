@@ -52,14 +52,7 @@ fn fabric_s_verdicts_on_node_ou_configurations() {
         let ours = me.validate_identity(&identity, fixture_time());
         // The store alone (what `fabric-gossip validate` asks) says the same.
         assert_eq!(trust.validate_identity(&identity, fixture_time()), ours);
-        assert!(
-            v.agrees(&ours),
-            "{} / {}: Fabric said {} {}; we said {ours:?}",
-            v.msp,
-            v.member,
-            v.verdict,
-            v.reason
-        );
+        v.assert_agrees(&ours);
         checked += 1;
     }
     // 12 folders Fabric set up, 15 members each, and one it refused.

@@ -41,4 +41,16 @@ impl FabricVerdict<'_> {
             _ => false,
         }
     }
+
+    /// Fails, naming the identity and both verdicts, unless `ours` agrees.
+    pub fn assert_agrees(&self, ours: &Result<(), SecurityError>) {
+        assert!(
+            self.agrees(ours),
+            "{} / {}: Fabric said {} {}; we said {ours:?}",
+            self.msp,
+            self.member,
+            self.verdict,
+            self.reason
+        );
+    }
 }
