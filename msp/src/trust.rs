@@ -140,23 +140,35 @@ impl TrustStore {
             }
         }
         if let Some(config) = units::read_config(dir)? {
-            for (unit, pem, path) in &config.identifiers {
-                let source = path.display().to_string();
-                self.add_identifier(
-                    msp_id,
-                    unit,
-                    Pem {
-                        text: pem,
-                        source: &source,
-                    },
-                )?;
-            }
-            if let Some(node_ous) = &config.node_ous {
-                let source = dir.join("config.yaml").display().to_string();
-                self.put_node_ous(msp_id, node_ous, &source)?;
-            }
+            let source = dir.join("config.yaml").display().to_string();
+            self.apply_config(msp_id, &config, &source)?;
         }
         Ok(added)
+    }
+
+    /// Adds what an MSP folder's `config.yaml` (read from `source`) configures for
+    /// `msp_id`: its OU identifiers, then its NodeOUs.
+    pub(crate) fn apply_config(
+        &mut self,
+        msp_id: &str,
+        config: &units::MspConfigFile,
+        source: &str,
+    ) -> Result<(), LoadError> {
+        for (unit, pem, path) in &config.identifiers {
+            let source = path.display().to_string();
+            self.add_identifier(
+                msp_id,
+                unit,
+                Pem {
+                    text: pem,
+                    source: &source,
+                },
+            )?;
+        }
+        if let Some(node_ous) = &config.node_ous {
+            self.put_node_ous(msp_id, node_ous, source)?;
+        }
+        Ok(())
     }
 
     /// Enforces Fabric's NodeOUs for `msp_id`, as `NodeOUs: {Enable: true}` in an MSP

@@ -127,16 +127,36 @@ pub(crate) fn read_config(dir: &Path) -> Result<Option<MspConfigFile>, LoadError
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    // A byte-order mark (an editor's) is not part of the first key; Go's YAML skips it.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    parse_config(dir, &path, text).map(Some)
+    let mut read_cert = |file: &str| -> Result<Option<(Vec<u8>, PathBuf)>, LoadError> {
+        // Go's filepath.Join: an absolute path is still taken inside the folder.
+        let at = dir.join(file.trim_start_matches('/'));
+        if !at.is_file() {
+            return Ok(None);
+        }
+        let pem = std::fs::read(&at).map_err(io(&at))?;
+        Ok(Some((pem, at)))
+    };
+    parse_config(&path.display().to_string(), &text, &mut read_cert).map(Some)
 }
 
-fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, LoadError> {
+/// Reads a certificate named in `config.yaml` (a path relative to the MSP folder): its PEM
+/// and where it was found, `None` when there is no such file.
+pub(crate) type CertReader<'a> =
+    dyn FnMut(&str) -> Result<Option<(Vec<u8>, PathBuf)>, LoadError> + 'a;
+
+/// The text of a `config.yaml` (named `source` in errors) as Fabric's MSP config builder
+/// reads it, the certificates it names read by `read_cert`.
+pub(crate) fn parse_config(
+    source: &str,
+    text: &str,
+    read_cert: &mut CertReader<'_>,
+) -> Result<MspConfigFile, LoadError> {
     let bad = |reason: String| LoadError::Config {
-        source: path.display().to_string(),
+        source: source.to_owned(),
         reason,
     };
+    // A byte-order mark (an editor's) is not part of the first key; Go's YAML skips it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = MspConfigFile::default();
     let root = match go_yaml::parse(text).map_err(|e| bad(format!("not YAML: {e}")))? {
         None => return Ok(out),
@@ -144,17 +164,11 @@ fn parse_config(dir: &Path, path: &Path, text: &str) -> Result<MspConfigFile, Lo
         Some(root @ Node::Map(_)) => root,
         Some(_) => return Err(bad("not a mapping".into())),
     };
-    let read_cert = |section: &str, file: &str| -> Result<(Vec<u8>, PathBuf), LoadError> {
-        // Go's filepath.Join: an absolute path is still taken inside the folder.
-        let at = dir.join(file.trim_start_matches('/'));
-        if file.is_empty() || !at.is_file() {
-            return Err(bad(format!(
-                "{section}: certificate {} is not a file",
-                at.display()
-            )));
+    let mut read_cert = |section: &str, file: &str| -> Result<(Vec<u8>, PathBuf), LoadError> {
+        match (file.is_empty(), read_cert(file)?) {
+            (false, Some(found)) => Ok(found),
+            _ => Err(bad(format!("{section}: certificate {file} is not a file"))),
         }
-        let pem = std::fs::read(&at).map_err(io(&at))?;
-        Ok((pem, at))
     };
     match root.get("OrganizationalUnitIdentifiers") {
         None => {}
@@ -331,7 +345,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<MspConfigFile, LoadError> {
-        parse_config(Path::new("/nonexistent"), Path::new("config.yaml"), text)
+        parse_config("config.yaml", text, &mut |_| Ok(None))
     }
 
     #[test]
