@@ -6,7 +6,7 @@
 //! files. After changing a seed or the input format:
 //! `UPDATE_FUZZ_CORPUS=1 cargo test -p fabric-gossip-discovery --test suite fuzz_corpus::`.
 
-use fabric_gossip_core::fuzzing::seed_in_step;
+use fabric_gossip_core::fuzzing::{replay_corpus, stale_seeds};
 use fabric_gossip_discovery::fuzzing::{membership, membership_seeds};
 use std::path::{Path, PathBuf};
 
@@ -16,31 +16,17 @@ fn corpus_dir() -> PathBuf {
 
 #[test]
 fn every_corpus_file_passes_the_target() {
-    let mut files: Vec<_> = std::fs::read_dir(corpus_dir())
-        .expect("the membership corpus")
-        .map(|e| e.expect("readable directory").path())
-        .collect();
-    files.sort();
-    let failures: Vec<_> = files
-        .iter()
-        .filter(|path| {
-            let data = std::fs::read(path).expect("readable corpus file");
-            std::panic::catch_unwind(|| membership(&data)).is_err()
-        })
-        .collect();
-    assert!(failures.is_empty(), "failing corpus inputs: {failures:#?}");
-    assert!(files.len() >= membership_seeds().len());
+    // Seeds are written first when UPDATE_FUZZ_CORPUS is set.
+    let seeds = membership_seeds();
+    stale_seeds(&corpus_dir(), seeds.clone()).expect("the membership corpus");
+    let (files, failing) = replay_corpus(&corpus_dir(), membership).expect("the membership corpus");
+    assert!(failing.is_empty(), "failing corpus inputs: {failing:#?}");
+    assert!(files >= seeds.len());
 }
 
 #[test]
 fn seeds_are_committed_as_generated() {
-    let mut stale = Vec::new();
-    for (name, bytes) in membership_seeds() {
-        let path = corpus_dir().join(format!("seed-{name}"));
-        if !seed_in_step(&path, &bytes).expect("write seed") {
-            stale.push(path.display().to_string());
-        }
-    }
+    let stale = stale_seeds(&corpus_dir(), membership_seeds()).expect("write seed");
     assert!(
         stale.is_empty(),
         "seeds differ from the generator; run UPDATE_FUZZ_CORPUS=1 cargo test -p \

@@ -52,6 +52,43 @@ pub fn seed_in_step(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<boo
     Ok(std::fs::read(path).ok().as_deref() == Some(bytes))
 }
 
+/// Runs every file of a target's corpus folder (`fuzz/corpus/<target>/`: seeds, and the
+/// inputs of findings fixed) through `entry`, the target's entry point, for the corpus
+/// replay tests of every crate: how many files there are, and those that panicked.
+pub fn replay_corpus(
+    dir: &std::path::Path,
+    entry: fn(&[u8]),
+) -> std::io::Result<(usize, Vec<std::path::PathBuf>)> {
+    let mut files = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    files.sort();
+    let mut failing = Vec::new();
+    for path in &files {
+        let data = std::fs::read(path)?;
+        if std::panic::catch_unwind(|| entry(&data)).is_err() {
+            failing.push(path.clone());
+        }
+    }
+    Ok((files.len(), failing))
+}
+
+/// [`seed_in_step`] over a generator's seeds, committed in `dir` as `seed-<name>`: the
+/// paths of those that differ (none when `UPDATE_FUZZ_CORPUS` rewrote them).
+pub fn stale_seeds<N: std::fmt::Display>(
+    dir: &std::path::Path,
+    seeds: impl IntoIterator<Item = (N, Vec<u8>)>,
+) -> std::io::Result<Vec<String>> {
+    let mut stale = Vec::new();
+    for (name, bytes) in seeds {
+        let path = dir.join(format!("seed-{name}"));
+        if !seed_in_step(&path, &bytes)? {
+            stale.push(path.display().to_string());
+        }
+    }
+    Ok(stale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
