@@ -127,6 +127,8 @@ mod crl;
 #[cfg(feature = "dev-certs")]
 pub mod dev;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod go_yaml;
 mod identity;
 mod keys;

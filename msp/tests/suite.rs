@@ -6,6 +6,7 @@
 mod channel;
 mod common;
 mod fabric_capture;
+mod fuzz_corpus;
 mod handshake;
 mod loading;
 mod node_ous;

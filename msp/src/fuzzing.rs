@@ -1,0 +1,537 @@
+//! The entry point of the `msp` cargo-fuzz target (`fuzz/`) and of its corpus replay test.
+//!
+//! What a remote peer presents reaches this crate before anything trusts it: the identity in
+//! its `ConnEstablish`, the identities of alive messages and of the certstore's pulls, and
+//! the signatures over them. Operators hand it `config.yaml` files and channel blocks fetched
+//! from an orderer. [`msp`] feeds any of these, chosen by the input's first byte, to a
+//! fixed trust store built from the committed fixtures (the roots, intermediate, CRL and
+//! NodeOU configurations that `tests/` checks against Fabric's own verdicts), and checks
+//! more than the absence of panics:
+//!
+//! - **Two implementations agree.** Every identity is judged by a provider on AWS-LC and by
+//!   one on pure-Rust RustCrypto (certificate chain signatures included), and by the store
+//!   without a provider; every signature is verified by both providers. Their verdicts must
+//!   be the same, refusals of the same kind.
+//! - **Nothing is accepted that nobody signed.** An accepted identity's certificate, read
+//!   again by independent decoders (prost, `pem-rfc7468`, `x509-cert`), must carry the
+//!   signed part (TBS) of one of the fixtures' members, and that member, as issued, must be
+//!   accepted for the same MSP: the fuzzer can alter the unsigned parts of a certificate,
+//!   never make a refused member valid. Its PKI-ID must be SHA-256(MSP ID ‖ `id_bytes`).
+//! - **An accepted signature is one Fabric accepts**: DER, low-S, valid under RustCrypto.
+//! - `config.yaml` and channel blocks: no panic, bounded work, and the store they build
+//!   judges every member the same way twice.
+//!
+//! Everything is deterministic: the clock is a fixed instant inside the fixtures' validity.
+
+use crate::{MspSecurity, TrustStore, units};
+use fabric_gossip_core::{Instant, Security, SecurityError};
+use prost::Message;
+use sha2::Digest;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// 2027-01-01: the fixtures are valid from 2026-01-01 to 2035-12-30.
+const NOW: Instant = Instant::from_unix_secs(1_798_761_600);
+
+/// What the first byte of an input asks for.
+const IDENTITY: u8 = 0;
+const CERTIFICATE: u8 = 1;
+const CONFIG_YAML: u8 = 2;
+const CHANNEL_BLOCK: u8 = 3;
+const SIGNATURE: u8 = 4;
+const MODES: u8 = 5;
+
+/// The MSPs of the fixed store; a certificate input's second byte picks one (the last is
+/// unknown to the store).
+const MSP_IDS: [&str; 5] = ["Org1MSP", "Org2MSP", "Org3MSP", "OwnMSP", "NoSuchMSP"];
+
+macro_rules! fixture {
+    ($path:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/",
+            $path
+        ))
+        .as_slice()
+    };
+}
+
+const CA: &[u8] = fixture!("node_ous/msps/ica-no-config/cacerts/ca.pem");
+const ICA: &[u8] = fixture!("node_ous/msps/ica-no-config/intermediatecerts/ica.pem");
+const OTHER_CA: &[u8] = fixture!("node_ous/msps/root-foreign-ca/other-ca.pem");
+const ORG2_CA: &[u8] = fixture!("crl/org2-ca.pem");
+const ORG2_CRL: &[u8] = fixture!("crl/go-crl-revoking-peer1.pem");
+const OWN_CA: &[u8] =
+    fixture!("channel/peers/peer0.org1.example.com/msp/cacerts/ca.org1.example.com-cert.pem");
+const OWN_CERT: &[u8] =
+    fixture!("channel/peers/peer0.org1.example.com/msp/signcerts/peer0.org1.example.com-cert.pem");
+const OWN_KEY: &[u8] = fixture!("channel/peers/peer0.org1.example.com/msp/keystore/priv_sk");
+const CHANNEL_BLOCK_FIXTURE: &[u8] = fixture!("channel/mychannel.block");
+
+/// Org1MSP's `config.yaml`: OU identifiers on both CAs and the four roles.
+const ORG1_CONFIG: &[u8] = fixture!("node_ous/msps/ica-ou-identifier-and-roles/config.yaml");
+
+/// The NodeOU configurations of the fixtures, the seeds of the `config.yaml` inputs.
+const CONFIGS: [(&str, &[u8]); 11] = [
+    ("ica-ou-identifier-and-roles", ORG1_CONFIG),
+    (
+        "ica-peer-role-root",
+        fixture!("node_ous/msps/ica-peer-role-root/config.yaml"),
+    ),
+    (
+        "ica-roles-intermediate",
+        fixture!("node_ous/msps/ica-roles-intermediate/config.yaml"),
+    ),
+    (
+        "ica-roles-root",
+        fixture!("node_ous/msps/ica-roles-root/config.yaml"),
+    ),
+    (
+        "ica-shared-unit",
+        fixture!("node_ous/msps/ica-shared-unit/config.yaml"),
+    ),
+    (
+        "root-client-peer-only",
+        fixture!("node_ous/msps/root-client-peer-only/config.yaml"),
+    ),
+    (
+        "root-cryptogen",
+        fixture!("node_ous/msps/root-cryptogen/config.yaml"),
+    ),
+    (
+        "root-disabled",
+        fixture!("node_ous/msps/root-disabled/config.yaml"),
+    ),
+    (
+        "root-foreign-ca",
+        fixture!("node_ous/msps/root-foreign-ca/config.yaml"),
+    ),
+    (
+        "root-ou-identifier",
+        fixture!("node_ous/msps/root-ou-identifier/config.yaml"),
+    ),
+    (
+        "root-roles-any-ca",
+        fixture!("node_ous/msps/root-roles-any-ca/config.yaml"),
+    ),
+];
+
+/// Every certificate the fixtures' CAs signed for a member, with the MSP it belongs to.
+const MEMBERS: [(&str, &str, &[u8]); 22] = [
+    ("admin", "Org1MSP", fixture!("node_ous/members/admin.pem")),
+    (
+        "blue-and-peer",
+        "Org1MSP",
+        fixture!("node_ous/members/blue-and-peer.pem"),
+    ),
+    ("blue", "Org1MSP", fixture!("node_ous/members/blue.pem")),
+    (
+        "client-and-peer",
+        "Org1MSP",
+        fixture!("node_ous/members/client-and-peer.pem"),
+    ),
+    ("client", "Org1MSP", fixture!("node_ous/members/client.pem")),
+    (
+        "ica-admin",
+        "Org3MSP",
+        fixture!("node_ous/members/ica-admin.pem"),
+    ),
+    (
+        "ica-blue-and-peer",
+        "Org1MSP",
+        fixture!("node_ous/members/ica-blue-and-peer.pem"),
+    ),
+    (
+        "ica-blue",
+        "Org3MSP",
+        fixture!("node_ous/members/ica-blue.pem"),
+    ),
+    (
+        "ica-client",
+        "Org3MSP",
+        fixture!("node_ous/members/ica-client.pem"),
+    ),
+    (
+        "ica-none",
+        "Org3MSP",
+        fixture!("node_ous/members/ica-none.pem"),
+    ),
+    (
+        "ica-peer",
+        "Org3MSP",
+        fixture!("node_ous/members/ica-peer.pem"),
+    ),
+    ("none", "Org1MSP", fixture!("node_ous/members/none.pem")),
+    (
+        "orderer",
+        "Org1MSP",
+        fixture!("node_ous/members/orderer.pem"),
+    ),
+    (
+        "peer-twice",
+        "Org1MSP",
+        fixture!("node_ous/members/peer-twice.pem"),
+    ),
+    ("peer", "Org1MSP", fixture!("node_ous/members/peer.pem")),
+    ("org2-peer0", "Org2MSP", fixture!("crl/peer0.pem")),
+    ("org2-peer1-revoked", "Org2MSP", fixture!("crl/peer1.pem")),
+    ("own", "OwnMSP", OWN_CERT),
+    (
+        "channel-org1-peer1",
+        "OwnMSP",
+        fixture!("channel/members/org1-peer1.pem"),
+    ),
+    (
+        "channel-org2-peer0",
+        "Org2MSP",
+        fixture!("channel/members/org2-peer0.pem"),
+    ),
+    (
+        "channel-org2-guest",
+        "Org2MSP",
+        fixture!("channel/members/org2-guest.pem"),
+    ),
+    (
+        "channel-orderer",
+        "Org1MSP",
+        fixture!("channel/members/orderer-peer0.pem"),
+    ),
+];
+
+/// The fixed world every input is judged in.
+struct World {
+    store: TrustStore,
+    aws_lc: MspSecurity,
+    pure_rust: MspSecurity,
+    /// Each member's certificate: its DER and its signed part.
+    members: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let store = base_store();
+        let provider = || {
+            MspSecurity::new("OwnMSP", OWN_CERT, OWN_KEY, store.clone())
+                .expect("the fixture's own identity loads")
+                .with_deterministic_signatures()
+        };
+        let members = MEMBERS
+            .iter()
+            .map(|(_, _, pem)| {
+                let der = pem_der(pem).expect("a fixture member is one PEM certificate");
+                let tbs = signed_part(&der).expect("a fixture member parses");
+                (der, tbs)
+            })
+            .collect();
+        World {
+            aws_lc: provider(),
+            pure_rust: provider().with_pure_rust_ecdsa(),
+            store,
+            members,
+        }
+    })
+}
+
+/// Org1MSP: a root and an intermediate with OU identifiers and roles; Org3MSP: the same CAs
+/// without a `config.yaml`; Org2MSP: another root with a CRL; OwnMSP: the provider's own.
+fn base_store() -> TrustStore {
+    let mut store = TrustStore::new();
+    let loaded = (|| {
+        for msp in ["Org1MSP", "Org3MSP"] {
+            store.add_ca_pem(msp, CA)?;
+            store.add_intermediate_pem(msp, ICA)?;
+        }
+        let config = parse_config(ORG1_CONFIG)?;
+        store.apply_config("Org1MSP", &config, "Org1MSP's config.yaml")?;
+        store.add_ca_pem("Org2MSP", ORG2_CA)?;
+        store.add_crl_pem("Org2MSP", ORG2_CRL)?;
+        store.add_ca_pem("OwnMSP", OWN_CA)
+    })();
+    loaded.expect("the fixtures load");
+    store
+}
+
+/// A `config.yaml` whose certificates are looked up among the fixtures' CAs by the paths
+/// the fixtures use; any other path is not a file.
+fn parse_config(text: &[u8]) -> Result<units::MspConfigFile, crate::LoadError> {
+    let mut read_cert = |file: &str| {
+        let pem: &[u8] = match file.trim_start_matches('/') {
+            "cacerts/ca.pem" => CA,
+            "intermediatecerts/ica.pem" => ICA,
+            "other-ca.pem" => OTHER_CA,
+            "empty.pem" => &[],
+            _ => return Ok(None),
+        };
+        Ok(Some((pem.to_vec(), PathBuf::from(file))))
+    };
+    let text = String::from_utf8_lossy(text);
+    units::parse_config("config.yaml", &text, &mut read_cert)
+}
+
+/// The `msp` fuzz target: see the module's documentation.
+pub fn msp(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    match mode % MODES {
+        IDENTITY => judge(rest),
+        CERTIFICATE => {
+            let Some((&which, der)) = rest.split_first() else {
+                return;
+            };
+            let msp_id = MSP_IDS[usize::from(which) % MSP_IDS.len()];
+            judge(&crate::serialize_identity(msp_id, der));
+        }
+        CONFIG_YAML => config_yaml(rest),
+        CHANNEL_BLOCK => channel_block(rest),
+        SIGNATURE => signature(rest),
+        _ => unreachable!("mode is taken modulo MODES"),
+    }
+}
+
+/// Judges `identity` three ways, which must agree; an accepted one must be a member's.
+fn judge(identity: &[u8]) {
+    let w = world();
+    let by_store = w.store.validate_identity(identity, NOW);
+    let by_aws_lc = w.aws_lc.validate_identity(identity, NOW);
+    let by_pure_rust = w.pure_rust.validate_identity(identity, NOW);
+    assert_same(&by_store, &by_aws_lc, "the store and the AWS-LC provider");
+    assert_same(
+        &by_aws_lc,
+        &by_pure_rust,
+        "the AWS-LC and pure-Rust providers",
+    );
+    // Asked again, the providers answer from their caches: the same verdict.
+    assert_same(
+        &by_aws_lc,
+        &w.aws_lc.validate_identity(identity, NOW),
+        "the AWS-LC provider, cached",
+    );
+    if by_store.is_ok() {
+        accepted_is_a_member(identity);
+    }
+}
+
+/// The checks on an accepted identity, with decoders independent of the crate's.
+fn accepted_is_a_member(identity: &[u8]) {
+    let sid = SerializedIdentity::decode(identity)
+        .expect("an accepted identity is an msp.SerializedIdentity");
+    let der = pem_der(&sid.id_bytes).expect("an accepted identity holds one PEM certificate");
+    let tbs = signed_part(&der).expect("an accepted certificate parses");
+    let w = world();
+    let member = w
+        .members
+        .iter()
+        .position(|(_, t)| *t == tbs)
+        .unwrap_or_else(|| panic!("accepted a certificate no fixture CA signed: {der:02x?}"));
+    let original = crate::serialize_identity(&sid.mspid, &w.members[member].0);
+    assert!(
+        w.store.validate_identity(&original, NOW).is_ok(),
+        "accepted an altered {} for {} that is refused as issued",
+        MEMBERS[member].0,
+        sid.mspid
+    );
+    let mut h = sha2::Sha256::new();
+    h.update(sid.mspid.as_bytes());
+    h.update(&sid.id_bytes);
+    assert_eq!(
+        w.aws_lc.pki_id_of(identity).as_bytes(),
+        h.finalize().as_slice(),
+        "PKI-ID is not SHA-256(MSP ID ‖ id_bytes)"
+    );
+}
+
+/// `[member][signature length][signature][message]`: a signature over the message by the
+/// chosen member (the provider's own identity is the one whose key signed the seeds).
+fn signature(rest: &[u8]) {
+    let [which, len, rest @ ..] = rest else {
+        return;
+    };
+    let (signature, message) = rest.split_at(usize::from(*len).min(rest.len()));
+    let (_, msp_id, pem) = MEMBERS[usize::from(*which) % MEMBERS.len()];
+    let identity = crate::serialize_identity_pem(msp_id, pem);
+    let w = world();
+    let by_aws_lc = w.aws_lc.verify(&identity, signature, message);
+    let by_pure_rust = w.pure_rust.verify(&identity, signature, message);
+    assert_same(&by_aws_lc, &by_pure_rust, "AWS-LC's and RustCrypto's ECDSA");
+    if by_aws_lc.is_ok() {
+        use p256::ecdsa::signature::Verifier;
+        let der = pem_der(pem).expect("a fixture member");
+        let cert = <x509_cert::Certificate as der::Decode>::from_der(&der).expect("parses");
+        let spki = cert.tbs_certificate.subject_public_key_info;
+        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
+            .expect("the fixture members' keys are P-256");
+        let sig =
+            p256::ecdsa::Signature::from_der(signature).expect("an accepted signature is DER");
+        assert!(sig.normalize_s().is_none(), "accepted a high-S signature");
+        assert!(
+            key.verify(message, &sig).is_ok(),
+            "RustCrypto refuses an accepted signature"
+        );
+    }
+}
+
+/// A `config.yaml` for Org1MSP's CAs: applied to a store holding them, then every member
+/// judged twice.
+fn config_yaml(text: &[u8]) {
+    let Ok(config) = parse_config(text) else {
+        return;
+    };
+    let mut store = TrustStore::new();
+    store.add_ca_pem("Org1MSP", CA).expect("fixture");
+    store.add_intermediate_pem("Org1MSP", ICA).expect("fixture");
+    if store
+        .apply_config("Org1MSP", &config, "config.yaml")
+        .is_err()
+    {
+        return;
+    }
+    judge_members_twice(&store);
+}
+
+/// A channel configuration block, as trust: its MSPs must be in the store, which judges
+/// every member the same way twice.
+fn channel_block(block: &[u8]) {
+    let mut store = TrustStore::new();
+    let Ok(channel) = store.add_channel_config(block) else {
+        return;
+    };
+    for msp_id in &channel.msp_ids {
+        assert!(store.contains(msp_id), "{msp_id} listed but not trusted");
+    }
+    judge_members_twice(&store);
+}
+
+fn judge_members_twice(store: &TrustStore) {
+    for (_, msp_id, pem) in MEMBERS {
+        let identity = crate::serialize_identity_pem(msp_id, pem);
+        let first = store.validate_identity(&identity, NOW);
+        assert_same(
+            &first,
+            &store.validate_identity(&identity, NOW),
+            "the same store twice",
+        );
+    }
+}
+
+fn assert_same(a: &Result<(), SecurityError>, b: &Result<(), SecurityError>, who: &str) {
+    let kind = |r: &Result<(), SecurityError>| r.as_ref().err().map(std::mem::discriminant);
+    assert!(kind(a) == kind(b), "{who} disagree: {a:?} against {b:?}");
+}
+
+/// `msp.SerializedIdentity` as prost decodes it, independently of the crate's decoder.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SerializedIdentity {
+    #[prost(string, tag = "1")]
+    mspid: String,
+    #[prost(bytes = "vec", tag = "2")]
+    id_bytes: Vec<u8>,
+}
+
+fn pem_der(pem: &[u8]) -> Option<Vec<u8>> {
+    let (label, der) = pem_rfc7468::decode_vec(pem).ok()?;
+    (label == "CERTIFICATE").then_some(der)
+}
+
+/// The DER of a certificate's TBS, what its issuer signed.
+fn signed_part(der: &[u8]) -> Option<Vec<u8>> {
+    use der::{Decode, Encode};
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    cert.tbs_certificate.to_der().ok()
+}
+
+/// The committed seeds of the `msp` corpus (`fuzz/corpus/msp/seed-<name>`), one or more of
+/// every kind of input.
+pub fn msp_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    for (i, (name, msp_id, pem)) in MEMBERS.iter().enumerate() {
+        let der = pem_der(pem).expect("fixture");
+        let which = MSP_IDS.iter().position(|m| m == msp_id).expect("known MSP") as u8;
+        seeds.push((
+            format!("certificate-{name}"),
+            [&[CERTIFICATE, which][..], &der].concat(),
+        ));
+        if i % 4 == 0 {
+            let identity = crate::serialize_identity_pem(msp_id, pem);
+            seeds.push((
+                format!("identity-{name}"),
+                [&[IDENTITY][..], &identity].concat(),
+            ));
+        }
+    }
+    for (name, text) in CONFIGS {
+        seeds.push((
+            format!("config-{name}"),
+            [&[CONFIG_YAML][..], text].concat(),
+        ));
+    }
+    seeds.push((
+        "channel-block".into(),
+        [&[CHANNEL_BLOCK][..], CHANNEL_BLOCK_FIXTURE].concat(),
+    ));
+    let own = MEMBERS
+        .iter()
+        .position(|(n, _, _)| *n == "own")
+        .expect("own") as u8;
+    let message = b"an alive message's payload";
+    let signature = world().aws_lc.sign(message).expect("the provider signs");
+    let len = u8::try_from(signature.len()).expect("a P-256 DER signature fits");
+    seeds.push((
+        "signature-own".into(),
+        [&[SIGNATURE, own, len][..], &signature, message].concat(),
+    ));
+    seeds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_world_judges_its_members_as_tests_expect() {
+        let w = world();
+        let verdict = |name: &str, msp_id: &str| {
+            let (_, _, pem) = MEMBERS.iter().find(|(n, _, _)| *n == name).expect(name);
+            w.store
+                .validate_identity(&crate::serialize_identity_pem(msp_id, pem), NOW)
+        };
+        // Fabric's verdicts (tests/fixtures): valid and refused members of each MSP.
+        let ou = |r| matches!(r, Err(SecurityError::OrganizationalUnit(_)));
+        let untrusted = |r| matches!(r, Err(SecurityError::UntrustedCertificate(_)));
+        assert!(verdict("ica-blue-and-peer", "Org1MSP").is_ok());
+        assert!(ou(verdict("ica-blue", "Org1MSP")));
+        assert!(untrusted(verdict("peer", "Org1MSP")));
+        assert!(verdict("ica-blue", "Org3MSP").is_ok());
+        assert!(untrusted(verdict("peer", "Org3MSP")));
+        assert!(verdict("org2-peer0", "Org2MSP").is_ok());
+        assert!(matches!(
+            verdict("org2-peer1-revoked", "Org2MSP"),
+            Err(SecurityError::Revoked(_))
+        ));
+        assert!(matches!(
+            verdict("peer", "NoSuchMSP"),
+            Err(SecurityError::UnknownMsp(_))
+        ));
+        assert!(verdict("own", "OwnMSP").is_ok());
+    }
+
+    #[test]
+    fn every_seed_passes_and_short_inputs_are_harmless() {
+        for (name, seed) in msp_seeds() {
+            msp(&seed);
+            for cut in [0, 1, 2, 3, seed.len() / 2] {
+                msp(&seed[..cut.min(seed.len())]);
+            }
+            assert!(!name.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_oracle_catches_an_unsigned_certificate() {
+        // A certificate signed by no fixture CA (its own key): the store refuses it, so the
+        // oracle is never asked; asked directly, it must fail.
+        let unsigned = crate::serialize_identity_pem("Org1MSP", OTHER_CA);
+        assert!(std::panic::catch_unwind(|| accepted_is_a_member(&unsigned)).is_err());
+    }
+}
