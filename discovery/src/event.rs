@@ -21,6 +21,10 @@ pub struct MemberInfo {
     pub last_seen: Instant,
     /// Alive or dead.
     pub alive: bool,
+    /// The first instant at which its identity (certificate) is expired, if the security
+    /// provider gives one: the layer purges the member then (`identity_expired`), as Fabric
+    /// 2.5.11 does. Shown so that an operator sees a renewal due before members vanish.
+    pub identity_expires: Option<Instant>,
 }
 
 impl MemberInfo {
@@ -36,6 +40,7 @@ impl MemberInfo {
             timestamp: m.ts,
             last_seen: m.last_seen,
             alive: m.alive,
+            identity_expires: m.expires,
         }
     }
 
