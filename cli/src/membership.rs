@@ -178,6 +178,25 @@ pub(crate) fn age(t: Instant) -> Duration {
     Instant::from_system_time(SystemTime::now()).saturating_duration_since(t)
 }
 
+/// When a member's identity expires, for people: `in 41 days`, `in 5.2 h`, `in 12 min`,
+/// `expired`, or `-` when the provider gives no expiry (test identities).
+pub(crate) fn expires_in(m: &MemberInfo) -> String {
+    let Some(at) = m.identity_expires else {
+        return "-".to_owned();
+    };
+    let now = Instant::from_system_time(SystemTime::now());
+    time_left(at.saturating_duration_since(now).as_secs())
+}
+
+fn time_left(left: u64) -> String {
+    match left {
+        0 => "expired".to_owned(),
+        1..3600 => format!("in {} min", left.div_ceil(60)),
+        3600..172_800 => format!("in {:.1} h", left as f64 / 3600.0),
+        _ => format!("in {} days", left / 86_400),
+    }
+}
+
 /// One member as a JSON object.
 pub(crate) fn member_json(m: &MemberInfo, form: PkiForm) -> Value {
     json!({
@@ -189,6 +208,8 @@ pub(crate) fn member_json(m: &MemberInfo, form: PkiForm) -> Value {
         "seq": m.timestamp.seq,
         "last_alive_ms_ago": u64::try_from(age(m.last_seen).as_millis()).unwrap_or(u64::MAX),
         "alive": m.alive,
+        // The certificate's NotAfter, in Unix milliseconds (the layer's instant is 1 ns later).
+        "identity_expires_unix_ms": m.identity_expires.map(|e| e.as_unix_nanos().saturating_sub(1) / 1_000_000),
     })
 }
 
@@ -356,4 +377,20 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
 /// show them. The node always runs the identity pull with its membership layer.
 pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> bool {
     fabric_gossip_discovery::takes(&m.message, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_left;
+
+    #[test]
+    fn time_left_reads_in_the_unit_that_matters() {
+        assert_eq!(time_left(0), "expired");
+        assert_eq!(time_left(1), "in 1 min");
+        assert_eq!(time_left(3599), "in 60 min");
+        assert_eq!(time_left(3600), "in 1.0 h");
+        assert_eq!(time_left(172_799), "in 48.0 h");
+        assert_eq!(time_left(172_800), "in 2 days");
+        assert_eq!(time_left(400 * 86_400 + 5), "in 400 days");
+    }
 }

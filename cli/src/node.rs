@@ -170,7 +170,8 @@ with an MSP identity):
   {\"event\":\"stopped\"}                                      last line
 MEMBERSHIP (with --bootstrap, --membership, any membership flag, or --config):
   {\"event\":\"member_alive\",\"pki_id\":PKI,\"msp_id\":ID,\"endpoint\":ADDR,\"internal_endpoint\":ADDR,
-   \"inc\":N,\"seq\":N,\"last_alive_ms_ago\":N,\"alive\":true,\"resurrected\":BOOL}
+   \"inc\":N,\"seq\":N,\"last_alive_ms_ago\":N,\"alive\":true,\"resurrected\":BOOL,
+   \"identity_expires_unix_ms\":N|null}                 (its certificate's NotAfter)
   {\"event\":\"member_dead\",...,\"reason\":\"expired\"|\"presumed_dead\"}
   {\"event\":\"member_purged\",...,\"reason\":\"long_dead\"|\"identity_switch\"|\"identity_expired\"|\"identity_refused\"}
   {\"event\":\"bootstrap_joined\",\"endpoint\":ADDR,\"pki_id\":PKI}

@@ -555,9 +555,23 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
     for (name, help, value) in metrics {
         register(&mut r, name, help, value);
     }
-    if let Some((alive, dead)) = node.with_layer(|d: &fabric_gossip_discovery::Discovery| {
-        (d.members().len(), d.dead_members().len())
-    }) {
+    if let Some((alive, dead, soonest)) =
+        node.with_layer(|d: &fabric_gossip_discovery::Discovery| {
+            let alive = d.members();
+            let soonest = alive.iter().filter_map(|m| m.identity_expires).min();
+            (alive.len(), d.dead_members().len(), soonest)
+        })
+    {
+        if let Some(at) = soonest {
+            let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+            register(
+                &mut r,
+                "fabric_gossip_cli_membership_identity_expiry_soonest_seconds",
+                "Seconds until the first alive member's certificate expires (0 once expired): \
+                 alert on it to renew before members are purged",
+                G(at.saturating_duration_since(now).as_secs()),
+            );
+        }
         let membership = [
             // Fabric's name (gossip/metrics: MembershipMetrics.Total); Fabric labels it by
             // channel, and this node has none.

@@ -267,7 +267,7 @@ impl View {
             };
             s.push_str(&format!("bootstrap {ep}: {state}\n"));
         }
-        let rows: Vec<[String; 8]> = members
+        let rows: Vec<[String; 9]> = members
             .iter()
             .map(|m| {
                 [
@@ -278,6 +278,7 @@ impl View {
                     m.timestamp.inc.to_string(),
                     m.timestamp.seq.to_string(),
                     format!("{:.1}s ago", membership::age(m.last_seen).as_secs_f64()),
+                    membership::expires_in(m),
                     if m.alive { "alive" } else { "dead" }.to_owned(),
                 ]
             })
@@ -290,6 +291,7 @@ impl View {
             "INCARNATION",
             "SEQ",
             "LAST ALIVE",
+            "IDENTITY EXPIRES",
             "STATE",
         ];
         let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();

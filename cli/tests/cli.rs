@@ -671,6 +671,63 @@ fn a_channel_configuration_block_is_the_trust() {
     }
 }
 
+/// Members carry when their identity expires (the layer purges them then): in the node's
+/// JSON as the certificate's NotAfter, in `watch`'s table as the time left.
+#[test]
+fn members_show_when_their_identity_expires() {
+    // The channel fixture's Org1 peers, trusting their own folder: NotAfter 2035-12-30.
+    const NOT_AFTER_MS: u64 = 2_082_585_600_000;
+    let own_folder = ChannelPeer {
+        block: false,
+        tls: false,
+    };
+    let fast = ["--alive-interval", "500ms", "--alive-expiration", "3s"];
+    let mut a_args = own_folder.args("peer0.org1.example.com", "Org1MSP", None);
+    a_args.extend(["--membership", "--operations", "127.0.0.1:0"].map(str::to_owned));
+    a_args.extend(fast.map(str::to_owned));
+    let mut a = NodeProc::start(&strs(&a_args));
+    let ops = a.seen[0]["operations"]
+        .as_str()
+        .expect("operations")
+        .to_owned();
+    let mut w_args = vec!["watch".to_owned(), "--bootstrap".to_owned(), a.addr.clone()];
+    w_args.extend(own_folder.args("peer1.org1.example.com", "Org1MSP", None));
+    w_args.extend(["--duration", "3s", "--interval", "500ms"].map(str::to_owned));
+    w_args.extend(fast.map(str::to_owned));
+    let r = run(&strs(&w_args), Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    let seen = a.wait("member_alive", is("member_alive"));
+    assert_eq!(seen["identity_expires_unix_ms"], NOT_AFTER_MS, "{seen}");
+    let left = (NOT_AFTER_MS / 1000).saturating_sub(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs(),
+    );
+    // The metric to alert on, while the watch is still a member (expiry: 3 s).
+    let (code, metrics) = http_get(&ops, "/metrics");
+    assert_eq!(code, 200);
+    let soonest = sample(
+        &metrics,
+        "fabric_gossip_cli_membership_identity_expiry_soonest_seconds",
+    );
+    assert!(soonest.abs_diff(left) <= 60, "{soonest} against {left}");
+    // The watch's last table: A's row, with the days left until NotAfter.
+    let days = left / 86_400;
+    let table = &r.stdout[r.stdout.rfind("PKI-ID").expect("a table")..];
+    assert!(table.contains("IDENTITY EXPIRES"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(a.pki.as_str()))
+        .unwrap_or_else(|| panic!("no row for A: {table}"));
+    // The day may turn between the watch's table and this line.
+    assert!(
+        row.contains(&format!("in {days} days")) || row.contains(&format!("in {} days", days + 1)),
+        "{row}"
+    );
+    a.stop();
+}
+
 /// With mutual TLS, `--channel-config` also gives the channel's organizations' TLS CAs:
 /// two peers of different organizations connect with no `--tls-ca` at all.
 #[test]
@@ -2293,6 +2350,15 @@ fn two_nodes_and_a_watch_see_each_other() {
     assert!(
         sample(&metrics, "gossip_membership_total_peers_known") >= 1,
         "{metrics}"
+    );
+    // Test identities never expire: no expiry to report.
+    assert!(
+        !metrics.contains("identity_expiry_soonest_seconds"),
+        "{metrics}"
+    );
+    assert!(
+        table["members"][0]["identity_expires_unix_ms"].is_null(),
+        "{table}"
     );
 
     // B stops: A declares it dead.
