@@ -296,10 +296,45 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// When the first certificate in `pem` stops being valid (its NotAfter), whatever its key:
+/// for tools that warn before an enrollment or TLS certificate expires, as a Fabric peer
+/// does at start (`TrackExpiration`). `source` names the input in errors.
+pub fn certificate_not_after(pem: &[u8], source: &str) -> Result<Instant, crate::LoadError> {
+    let blocks = pem_blocks(pem).map_err(|reason| crate::LoadError::Pem {
+        source: source.to_owned(),
+        reason,
+    })?;
+    let Some((_, der)) = blocks.iter().find(|(label, _)| label == "CERTIFICATE") else {
+        return Err(crate::LoadError::Pem {
+            source: source.to_owned(),
+            reason: "no CERTIFICATE block".into(),
+        });
+    };
+    let cert = Certificate::from_der(der).map_err(|e| crate::LoadError::Certificate {
+        source: source.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(instant_of(
+        cert.tbs_certificate.validity.not_after.to_unix_duration(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::go_string;
+    use super::{Instant, certificate_not_after, go_string};
     use der::Tag;
+
+    #[test]
+    fn not_after_of_the_first_certificate_whatever_follows() {
+        let pem = include_bytes!("../tests/fixtures/node_ous/members/peer.pem");
+        let chain = [&pem[..], include_bytes!("../tests/fixtures/crl/org2-ca.pem")].concat();
+        let at = certificate_not_after(&chain, "chain").expect("a certificate");
+        assert_eq!(at, Instant::from_unix_secs(2_082_585_600));
+        assert!(matches!(
+            certificate_not_after(b"not pem", "junk"),
+            Err(crate::LoadError::Pem { .. })
+        ));
+    }
 
     /// OU values are read as Go's `parseASN1String` reads them.
     #[test]

@@ -136,6 +136,7 @@ mod security;
 mod trust;
 mod units;
 
+pub use cert::certificate_not_after;
 pub use channel::ChannelTrust;
 pub use error::LoadError;
 pub use identity::{certificate_pem, pki_id, serialize_identity, serialize_identity_pem};
