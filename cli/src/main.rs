@@ -11,6 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
 mod demo;
+mod expiry;
 mod keygen;
 mod limits;
 mod logging;

@@ -148,7 +148,9 @@ with an MSP identity):
                                                            with --operations; with an MSP
                                                            identity \"msp_id\":ID and \"trust\":
                                                            {MSPID:{\"roots\":N,\"intermediates\":N,
-                                                           \"crls\":N,\"revoked\":N}})
+                                                           \"crls\":N,\"revoked\":N}}, and
+                                                           \"certificates_expire_unix_ms\":
+                                                           {\"enrollment\":MS,\"server_tls\":MS})
   {\"event\":\"connected\",\"peer\":PKI,\"inbound\":BOOL}          after a handshake
   {\"event\":\"disconnected\",\"peer\":PKI,\"reason\":TEXT}
   {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
@@ -1099,6 +1101,13 @@ async fn serve(
     if let Some(t) = tls {
         builder = builder.tls(t);
     }
+    let certificates = match crate::expiry::OwnCertificates::read(&identity, &set.tls) {
+        Ok(c) => c,
+        Err(ConfigError(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let node = match opts::start(builder, identity, &set.listen.to_string(), &set.tls).await {
         Ok(n) => n,
         Err(ConfigError(e)) => {
@@ -1127,7 +1136,12 @@ async fn serve(
     if let Some(m) = membership_info {
         listening["membership"] = m;
     }
-    health.serving(node.clone(), out.clone());
+    let expires = certificates.json();
+    if expires.as_object().is_some_and(|m| !m.is_empty()) {
+        listening["certificates_expire_unix_ms"] = expires;
+    }
+    certificates.track();
+    health.serving(node.clone(), out.clone(), certificates);
     out.emit(&listening);
     tracing::info!(
         target: TARGET,

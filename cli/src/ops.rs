@@ -53,6 +53,8 @@ pub(crate) enum Phase {
 pub(crate) struct State {
     phase: AtomicU8,
     node: OnceLock<(Node, Out)>,
+    /// The node's own certificates, for their time left.
+    certificates: OnceLock<crate::expiry::OwnCertificates>,
     /// Whether `/metrics` is served (`metrics.provider: prometheus`).
     metrics: bool,
 }
@@ -62,13 +64,20 @@ impl State {
         Arc::new(State {
             phase: AtomicU8::new(Phase::Starting as u8),
             node: OnceLock::new(),
+            certificates: OnceLock::new(),
             metrics,
         })
     }
 
-    /// The node is serving.
-    pub(crate) fn serving(&self, node: Node, out: Out) {
+    /// The node is serving, with these certificates of its own.
+    pub(crate) fn serving(
+        &self,
+        node: Node,
+        out: Out,
+        certificates: crate::expiry::OwnCertificates,
+    ) {
         let _ = self.node.set((node, out));
+        let _ = self.certificates.set(certificates);
         self.phase.store(Phase::Serving as u8, Ordering::SeqCst);
     }
 
@@ -291,7 +300,10 @@ fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> 
         ),
         "/metrics" if state.metrics => {
             let mut text = String::new();
-            let registry = registry(state.node.get());
+            let mut registry = registry(state.node.get());
+            if let Some(certs) = state.certificates.get() {
+                own_certificates(&mut registry, certs);
+            }
             match encode(&mut text, &registry) {
                 Ok(()) => reply(
                     StatusCode::OK,
@@ -342,6 +354,26 @@ fn register(r: &mut Registry, name: &str, help: &str, value: Metric<'_>) {
             r.register(name, help, f);
         }
     }
+}
+
+/// The seconds left until each of the node's own certificates expires, by certificate.
+fn own_certificates(r: &mut Registry, certs: &crate::expiry::OwnCertificates) {
+    let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+    let left = certs.seconds_left(now);
+    if left.is_empty() {
+        return;
+    }
+    let f = Family::<Vec<(String, String)>, Gauge<i64>>::default();
+    for (certificate, seconds) in left {
+        f.get_or_create(&vec![("certificate".to_owned(), certificate)])
+            .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+    }
+    r.register(
+        "fabric_gossip_cli_certificate_expiry_seconds",
+        "Seconds until the node's own certificate expires (0 once expired), by certificate: \
+         enrollment, server_tls, client_tls",
+        f,
+    );
 }
 
 /// The metrics of `node` now (none before it runs).

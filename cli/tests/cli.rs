@@ -728,6 +728,51 @@ fn members_show_when_their_identity_expires() {
     a.stop();
 }
 
+/// The node's own certificates' expiry, as a Fabric peer tracks it: Fabric's log lines at
+/// start, the dates in `listening`, the time left in `/metrics`.
+#[test]
+fn a_node_tracks_when_its_own_certificates_expire() {
+    let peer = ChannelPeer {
+        block: true,
+        tls: true,
+    };
+    let mut args = peer.args("peer0.org1.example.com", "Org1MSP", None);
+    args.extend(["--operations", "127.0.0.1:0", "--log-spec", "info"].map(str::to_owned));
+    let mut d = Daemon::start(&strs(&args), true, true, None);
+    let listening = d.wait("listening", is("listening"));
+    // The fixture's certificates: NotAfter 2035-12-30 for both.
+    let expires = &listening["certificates_expire_unix_ms"];
+    assert_eq!(expires["enrollment"], 2_082_585_600_000u64, "{listening}");
+    assert_eq!(expires["server_tls"], 2_082_585_600_000u64, "{listening}");
+    assert!(expires.get("client_tls").is_none(), "{listening}");
+    let ops = listening["operations"].as_str().expect("operations");
+    let (code, metrics) = http_get(ops, "/metrics");
+    assert_eq!(code, 200);
+    let left = sample(
+        &metrics,
+        "fabric_gossip_cli_certificate_expiry_seconds{certificate=\"enrollment\"}",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert!(
+        left.abs_diff(2_082_585_600 - now) <= 60,
+        "{left}\n{metrics}"
+    );
+    d.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(d.exit_within(Duration::from_secs(10)), Some(0));
+    let log = d.stderr();
+    for role in ["enrollment", "server TLS"] {
+        assert!(
+            log.contains(&format!(
+                "The {role} certificate will expire on 2035-12-30T00:00:00Z"
+            )),
+            "{log}"
+        );
+    }
+}
+
 /// With mutual TLS, `--channel-config` also gives the channel's organizations' TLS CAs:
 /// two peers of different organizations connect with no `--tls-ca` at all.
 #[test]
