@@ -327,7 +327,11 @@ mod tests {
     #[test]
     fn not_after_of_the_first_certificate_whatever_follows() {
         let pem = include_bytes!("../tests/fixtures/node_ous/members/peer.pem");
-        let chain = [&pem[..], include_bytes!("../tests/fixtures/crl/org2-ca.pem")].concat();
+        let chain = [
+            &pem[..],
+            include_bytes!("../tests/fixtures/crl/org2-ca.pem"),
+        ]
+        .concat();
         let at = certificate_not_after(&chain, "chain").expect("a certificate");
         assert_eq!(at, Instant::from_unix_secs(2_082_585_600));
         assert!(matches!(
