@@ -70,6 +70,10 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, ConfigError> {
                 "pki_id": hex::encode(pki_id(&msp_id, pem.as_bytes()).as_bytes()),
                 "valid": verdict.is_ok(),
             });
+            // When it stops being valid, so that a renewal is planned before it must be.
+            if let Ok(at) = fabric_gossip_msp::certificate_not_after(pem.as_bytes(), "") {
+                line["not_after_unix_ms"] = serde_json::json!(at.as_unix_nanos() / 1_000_000);
+            }
             if let Err(e) = &verdict {
                 line["refused"] = serde_json::json!(kind(e));
                 line["error"] = serde_json::json!(e.to_string());

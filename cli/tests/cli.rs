@@ -508,6 +508,14 @@ fn validate_judges_certificates_as_a_node_would() {
     assert_eq!(v[0]["valid"], true, "{}", ok.all());
     assert_eq!(v[0]["msp_id"], ORG_B.0);
     assert_eq!(v[0]["pki_id"].as_str().map(str::len), Some(64));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    let not_after = v[0]["not_after_unix_ms"]
+        .as_u64()
+        .expect("not_after_unix_ms");
+    assert!(u128::from(not_after) > now_ms, "{}", ok.all());
 
     let config = msp.join("config.yaml");
     let text = std::fs::read_to_string(&config).expect("config.yaml");
