@@ -6,30 +6,12 @@
 //! After changing a seed or the input format:
 //! `UPDATE_FUZZ_CORPUS=1 cargo test -p fabric-gossip-msp --test suite fuzz_corpus::`.
 
-use fabric_gossip_core::fuzzing::{replay_corpus, stale_seeds};
+use fabric_gossip_core::fuzzing::check_corpus;
 use fabric_gossip_msp::fuzzing::{msp, msp_seeds};
-use std::path::{Path, PathBuf};
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/msp")
-}
+use std::path::Path;
 
 #[test]
-fn every_corpus_file_passes_the_target() {
-    // Seeds are written first when UPDATE_FUZZ_CORPUS is set.
-    let seeds = msp_seeds();
-    stale_seeds(&corpus_dir(), seeds.clone()).expect("the msp corpus");
-    let (files, failing) = replay_corpus(&corpus_dir(), msp).expect("the msp corpus");
-    assert!(failing.is_empty(), "failing corpus inputs: {failing:#?}");
-    assert!(files >= seeds.len());
-}
-
-#[test]
-fn seeds_are_committed_as_generated() {
-    let stale = stale_seeds(&corpus_dir(), msp_seeds()).expect("write seed");
-    assert!(
-        stale.is_empty(),
-        "seeds differ from the generator; run UPDATE_FUZZ_CORPUS=1 cargo test -p \
-         fabric-gossip-msp --test suite fuzz_corpus:: and commit: {stale:#?}"
-    );
+fn seeds_are_committed_and_every_corpus_file_passes_the_target() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/msp");
+    check_corpus(&dir, msp, msp_seeds(), "fabric-gossip-msp");
 }

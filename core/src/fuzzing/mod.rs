@@ -89,6 +89,28 @@ pub fn stale_seeds<N: std::fmt::Display>(
     Ok(stale)
 }
 
+/// The corpus test of a crate's fuzz target: the seeds `seeds` are committed in `dir` as
+/// generated (written there first under `UPDATE_FUZZ_CORPUS`), and every file of `dir`
+/// passes `entry`. Panics with what to do otherwise; `package` names the crate in the command
+/// that rewrites the seeds.
+pub fn check_corpus<N: std::fmt::Display>(
+    dir: &std::path::Path,
+    entry: fn(&[u8]),
+    seeds: Vec<(N, Vec<u8>)>,
+    package: &str,
+) {
+    let count = seeds.len();
+    let stale = stale_seeds(dir, seeds).expect("the corpus folder");
+    assert!(
+        stale.is_empty(),
+        "seeds differ from the generator; run UPDATE_FUZZ_CORPUS=1 cargo test -p {package} \
+         --test suite fuzz_corpus:: and commit: {stale:#?}"
+    );
+    let (files, failing) = replay_corpus(dir, entry).expect("the corpus folder");
+    assert!(failing.is_empty(), "failing corpus inputs: {failing:#?}");
+    assert!(files >= count, "{files} corpus files for {count} seeds");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
