@@ -2,18 +2,48 @@
 //!
 //! A peer whose enrollment certificate expires is dropped by every other peer, and one whose
 //! TLS certificate expires cannot connect: the usual way a Fabric network breaks a year after
-//! it was set up. A Fabric peer logs each certificate's expiry at start and warns a week
-//! before (`common/crypto/expiration.go`, `TrackExpiration`); `node` does the same, with
-//! Fabric's messages so that the same log alerts match, prints the dates in its `listening`
-//! line, and serves the time left as a metric.
+//! it was set up. A Fabric peer logs its enrollment and server TLS certificates' expiry at
+//! start and warns a week before (`common/crypto/expiration.go`, `TrackExpiration`, logger
+//! `certmonitor`); `node` does the same with Fabric's messages, logger name and date format,
+//! so that the same log alerts match. It also tracks a separate client TLS certificate
+//! (which a Fabric peer hands over in a form its tracker cannot read, so never reports),
+//! prints the dates in its `listening` line, and serves the time left as a metric.
 
-use crate::logging::TARGET;
-use crate::opts::{ConfigError, Identity, TlsArgs};
+use crate::opts::{Identity, TlsArgs};
 use fabric_gossip_core::Instant;
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 
 const ONE_WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The tracing target of these messages: Fabric's `certmonitor` logger
+/// (`FABRIC_LOGGING_SPEC=certmonitor=warn`).
+pub(crate) const CERTMONITOR: &str = "fabric_gossip_cli::certmonitor";
+
+/// Now, by the wall clock, in core time.
+pub(crate) fn wall_now() -> Instant {
+    Instant::from_system_time(SystemTime::now())
+}
+
+/// Unix milliseconds of `at`, for JSON.
+pub(crate) fn unix_ms(at: Instant) -> u64 {
+    at.as_unix_nanos() / 1_000_000
+}
+
+/// The NotAfter of a certificate from the first instant at which it is expired, the form
+/// providers give (`Security::expiration`: Go's `now.After(NotAfter)` is then true).
+pub(crate) fn not_after(expired_from: Instant) -> Instant {
+    Instant::from_unix_nanos(expired_from.as_unix_nanos().saturating_sub(1))
+}
+
+/// The NotAfter of the first certificate of a PEM file, read as leniently as the TLS
+/// transport reads it; `None` if there is none that parses.
+pub(crate) fn pem_not_after(pem: &[u8]) -> Option<Instant> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    fabric_gossip_msp::certificate_not_after(&der, "").ok()
+}
 
 /// The node's certificates, each with its NotAfter: `enrollment` (the MSP identity),
 /// `server TLS` and, when separate, `client TLS`, as Fabric names them.
@@ -21,12 +51,14 @@ const ONE_WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 pub(crate) struct OwnCertificates(Vec<(&'static str, Instant)>);
 
 impl OwnCertificates {
-    /// Reads them from the loaded identity (none for a test identity) and the TLS files.
-    pub(crate) fn read(identity: &Identity, tls: &TlsArgs) -> Result<Self, ConfigError> {
+    /// Reads them from the loaded identity (none for a test identity) and the TLS files. A
+    /// file whose certificate cannot be read here (the transport has accepted it already) is
+    /// left out with a warning, as Fabric's tracker leaves it out: a log line must not stop
+    /// the node.
+    pub(crate) fn read(identity: &Identity, tls: &TlsArgs) -> Self {
         let mut certs = Vec::new();
         if let Identity::Msp(s) = identity {
-            let not_after = s.own_expiration().as_unix_nanos().saturating_sub(1);
-            certs.push(("enrollment", Instant::from_unix_nanos(not_after)));
+            certs.push(("enrollment", not_after(s.own_expiration())));
         }
         let files = [
             ("server TLS", &tls.tls_cert),
@@ -34,13 +66,16 @@ impl OwnCertificates {
         ];
         for (role, path) in files {
             let Some(path) = path else { continue };
-            let pem =
-                std::fs::read(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-            let at = fabric_gossip_msp::certificate_not_after(&pem, &path.display().to_string())
-                .map_err(|e| ConfigError(e.to_string()))?;
-            certs.push((role, at));
+            match std::fs::read(path).ok().as_deref().and_then(pem_not_after) {
+                Some(at) => certs.push((role, at)),
+                None => tracing::warn!(
+                    target: CERTMONITOR,
+                    "cannot read when the {role} certificate {} expires; not tracked",
+                    path.display()
+                ),
+            }
         }
-        Ok(OwnCertificates(certs))
+        OwnCertificates(certs)
     }
 
     /// `{"enrollment": MS, "server_tls": MS, "client_tls": MS}`: each NotAfter in Unix
@@ -49,7 +84,7 @@ impl OwnCertificates {
         let map: serde_json::Map<String, Value> = self
             .0
             .iter()
-            .map(|(role, at)| (key(role), json!(at.as_unix_nanos() / 1_000_000)))
+            .map(|(role, at)| (key(role), json!(unix_ms(*at))))
             .collect();
         Value::Object(map)
     }
@@ -69,7 +104,7 @@ impl OwnCertificates {
     /// Logs each certificate's expiry as a Fabric peer does at start, then warns one week
     /// before each expires, for as long as the runtime runs.
     pub(crate) fn track(&self) {
-        let now = Instant::from_system_time(SystemTime::now());
+        let now = wall_now();
         for &(role, at) in &self.0 {
             if let Some(warn_in) = log_at_start(role, at, now) {
                 tokio::spawn(async move {
@@ -79,7 +114,7 @@ impl OwnCertificates {
                         let step = wake.saturating_duration_since(tokio::time::Instant::now());
                         tokio::time::sleep(step.min(Duration::from_secs(24 * 3600))).await;
                     }
-                    tracing::warn!(target: TARGET, "The {role} certificate will expire within one week");
+                    tracing::warn!(target: CERTMONITOR, "The {role} certificate will expire within one week");
                 });
             }
         }
@@ -91,18 +126,20 @@ fn key(role: &str) -> String {
     role.to_ascii_lowercase().replace(' ', "_")
 }
 
-/// Fabric's messages at start for certificate `role` expiring at `at`; when it expires more
-/// than a week from `now`, how long until the warning a week before.
+/// Fabric's messages at start for certificate `role` expiring at `at` (its NotAfter, which
+/// is still valid); when it expires more than a week from `now`, how long until the warning
+/// a week before.
 fn log_at_start(role: &str, at: Instant, now: Instant) -> Option<Duration> {
-    let Some(left) = (at > now).then(|| at - now) else {
-        tracing::warn!(target: TARGET, "The {role} certificate has expired");
+    if at < now {
+        tracing::warn!(target: CERTMONITOR, "The {role} certificate has expired");
         return None;
-    };
-    tracing::info!(target: TARGET, "The {role} certificate will expire on {}", utc(at));
+    }
+    let left = at - now;
+    tracing::info!(target: CERTMONITOR, "The {role} certificate will expire on {}", go_date(at));
     if left < ONE_WEEK {
         let hours = left.as_secs() / 3600;
         tracing::warn!(
-            target: TARGET,
+            target: CERTMONITOR,
             "The {role} certificate expires within {} days and {} hours",
             hours / 24,
             hours % 24
@@ -112,15 +149,15 @@ fn log_at_start(role: &str, at: Instant, now: Instant) -> Option<Duration> {
     Some(left - ONE_WEEK)
 }
 
-/// `at` as an RFC 3339 UTC date, `2036-11-28T10:12:00Z`.
-fn utc(at: Instant) -> String {
+/// `at` as Go prints a UTC `time.Time`, `2036-11-28 10:12:00 +0000 UTC`, as in Fabric's line.
+fn go_date(at: Instant) -> String {
     let secs = i64::try_from(at.as_unix_nanos() / 1_000_000_000).unwrap_or(i64::MAX);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second] +0000 UTC"
+    );
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| format!("{secs} s after 1970"))
 }
 
@@ -137,6 +174,8 @@ mod tests {
             Some(Duration::from_secs(23 * 24 * 3600))
         );
         assert_eq!(log_at_start("server TLS", in_days(3), now), None);
+        // Expiring this very second is not yet expired (NotAfter is inclusive).
+        assert_eq!(log_at_start("enrollment", now, now), None);
         assert_eq!(
             log_at_start("client TLS", Instant::from_unix_secs(1), now),
             None
@@ -144,10 +183,30 @@ mod tests {
     }
 
     #[test]
-    fn dates_read_as_rfc_3339() {
+    fn tls_files_are_read_as_leniently_as_the_transport_reads_them() {
+        let pem = include_str!("../../msp/tests/fixtures/node_ous/members/peer.pem");
+        // Lines of 76 characters, as some tools write them: rustls reads them, so must this.
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let wrapped: Vec<&str> = body
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).expect("base64"))
+            .collect();
+        let rewrapped = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            wrapped.join("\n")
+        );
+        let expected = Some(Instant::from_unix_secs(2_082_585_600));
+        assert_eq!(pem_not_after(pem.as_bytes()), expected);
+        assert_eq!(pem_not_after(rewrapped.as_bytes()), expected);
+        assert_eq!(pem_not_after(b"no certificate here"), None);
+    }
+
+    #[test]
+    fn dates_read_as_go_prints_them() {
         assert_eq!(
-            utc(Instant::from_unix_secs(2_111_479_920)),
-            "2036-11-28T10:12:00Z"
+            go_date(Instant::from_unix_secs(2_111_479_920)),
+            "2036-11-28 10:12:00 +0000 UTC"
         );
     }
 

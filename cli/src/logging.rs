@@ -30,6 +30,7 @@ pub(crate) const LOGGERS: &[(&str, &[&str])] = &[
     ("msp", &["fabric_gossip_msp"]),
     ("grpc", &["tonic", "h2", "hyper", "rustls"]),
     ("nodeCmd", &[TARGET]),
+    ("certmonitor", &[crate::expiry::CERTMONITOR]),
     ("peer", &[TARGET]),
     ("operations", &[TARGET]),
 ];

@@ -32,7 +32,7 @@ mod watch;
 struct Cli {
     /// Which logs to print on stderr, in Fabric's FABRIC_LOGGING_SPEC syntax:
     /// [LOGGER[,LOGGER...]=]LEVEL[:...], e.g. gossip.comm=debug:info. Loggers: gossip
-    /// (gossip.comm, gossip.discovery), msp, grpc, nodeCmd, or a crate name. Default: the
+    /// (gossip.comm, gossip.discovery), msp, grpc, nodeCmd, certmonitor, or a crate name. Default: the
     /// FABRIC_LOGGING_SPEC variable, else RUST_LOG, else info (warning for sim and demo).
     #[arg(long, global = true, value_name = "SPEC")]
     log_spec: Option<String>,

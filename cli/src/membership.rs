@@ -13,7 +13,7 @@ use fabric_gossip_discovery::{
 use fabric_gossip_tonic::Node;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// How the node takes part in membership (Fabric's `peer.gossip.*`).
 #[derive(Debug, Clone, Default, Args)]
@@ -175,7 +175,7 @@ fn random_seed() -> u64 {
 
 /// How long ago `t` was, by the wall clock the node's core time follows.
 pub(crate) fn age(t: Instant) -> Duration {
-    Instant::from_system_time(SystemTime::now()).saturating_duration_since(t)
+    crate::expiry::wall_now().saturating_duration_since(t)
 }
 
 /// When a member's identity expires, for people: `in 41 days`, `in 5.2 h`, `in 12 min`,
@@ -184,8 +184,10 @@ pub(crate) fn expires_in(m: &MemberInfo) -> String {
     let Some(at) = m.identity_expires else {
         return "-".to_owned();
     };
-    let now = Instant::from_system_time(SystemTime::now());
-    time_left(at.saturating_duration_since(now).as_secs())
+    time_left(
+        at.saturating_duration_since(crate::expiry::wall_now())
+            .as_secs(),
+    )
 }
 
 fn time_left(left: u64) -> String {
@@ -208,8 +210,8 @@ pub(crate) fn member_json(m: &MemberInfo, form: PkiForm) -> Value {
         "seq": m.timestamp.seq,
         "last_alive_ms_ago": u64::try_from(age(m.last_seen).as_millis()).unwrap_or(u64::MAX),
         "alive": m.alive,
-        // The certificate's NotAfter, in Unix milliseconds (the layer's instant is 1 ns later).
-        "identity_expires_unix_ms": m.identity_expires.map(|e| e.as_unix_nanos().saturating_sub(1) / 1_000_000),
+        // The certificate's NotAfter (the layer keeps the first instant it is expired).
+        "identity_expires_unix_ms": m.identity_expires.map(|e| crate::expiry::unix_ms(crate::expiry::not_after(e))),
     })
 }
 

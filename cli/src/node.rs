@@ -150,7 +150,8 @@ with an MSP identity):
                                                            {MSPID:{\"roots\":N,\"intermediates\":N,
                                                            \"crls\":N,\"revoked\":N}}, and
                                                            \"certificates_expire_unix_ms\":
-                                                           {\"enrollment\":MS,\"server_tls\":MS})
+                                                           {\"enrollment\":MS,\"server_tls\":MS,
+                                                           \"client_tls\":MS})
   {\"event\":\"connected\",\"peer\":PKI,\"inbound\":BOOL}          after a handshake
   {\"event\":\"disconnected\",\"peer\":PKI,\"reason\":TEXT}
   {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
@@ -1101,13 +1102,7 @@ async fn serve(
     if let Some(t) = tls {
         builder = builder.tls(t);
     }
-    let certificates = match crate::expiry::OwnCertificates::read(&identity, &set.tls) {
-        Ok(c) => c,
-        Err(ConfigError(e)) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let certificates = crate::expiry::OwnCertificates::read(&identity, &set.tls);
     let node = match opts::start(builder, identity, &set.listen.to_string(), &set.tls).await {
         Ok(n) => n,
         Err(ConfigError(e)) => {

@@ -358,8 +358,7 @@ fn register(r: &mut Registry, name: &str, help: &str, value: Metric<'_>) {
 
 /// The seconds left until each of the node's own certificates expires, by certificate.
 fn own_certificates(r: &mut Registry, certs: &crate::expiry::OwnCertificates) {
-    let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
-    let left = certs.seconds_left(now);
+    let left = certs.seconds_left(crate::expiry::wall_now());
     if left.is_empty() {
         return;
     }
@@ -595,7 +594,7 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
         })
     {
         if let Some(at) = soonest {
-            let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+            let now = crate::expiry::wall_now();
             register(
                 &mut r,
                 "fabric_gossip_cli_membership_identity_expiry_soonest_seconds",

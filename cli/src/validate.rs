@@ -6,7 +6,7 @@
 
 use crate::opts::{self, ConfigError};
 use clap::Args;
-use fabric_gossip_core::{Instant, SecurityError};
+use fabric_gossip_core::SecurityError;
 use fabric_gossip_msp::{certificate_pem, pki_id, serialize_identity_pem};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,7 +55,7 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, ConfigError> {
             ));
         }
     };
-    let now = Instant::from_system_time(std::time::SystemTime::now());
+    let now = crate::expiry::wall_now();
     let mut all_valid = true;
     for path in &args.certs {
         for file in certificate_files(path)? {
@@ -71,8 +71,8 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, ConfigError> {
                 "valid": verdict.is_ok(),
             });
             // When it stops being valid, so that a renewal is planned before it must be.
-            if let Ok(at) = fabric_gossip_msp::certificate_not_after(pem.as_bytes(), "") {
-                line["not_after_unix_ms"] = serde_json::json!(at.as_unix_nanos() / 1_000_000);
+            if let Some(at) = crate::expiry::pem_not_after(pem.as_bytes()) {
+                line["not_after_unix_ms"] = serde_json::json!(crate::expiry::unix_ms(at));
             }
             if let Err(e) = &verdict {
                 line["refused"] = serde_json::json!(kind(e));

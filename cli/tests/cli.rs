@@ -774,11 +774,21 @@ fn a_node_tracks_when_its_own_certificates_expire() {
     for role in ["enrollment", "server TLS"] {
         assert!(
             log.contains(&format!(
-                "The {role} certificate will expire on 2035-12-30T00:00:00Z"
+                "The {role} certificate will expire on 2035-12-30 00:00:00 +0000 UTC"
             )),
             "{log}"
         );
     }
+    // Fabric's logger name selects them: warnings only, the rest at info.
+    let mut args = peer.args("peer0.org1.example.com", "Org1MSP", None);
+    args.extend(["--log-spec", "certmonitor=warn:info"].map(str::to_owned));
+    let mut d = Daemon::start(&strs(&args), true, true, None);
+    d.wait("listening", is("listening"));
+    d.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(d.exit_within(Duration::from_secs(10)), Some(0));
+    let log = d.stderr();
+    assert!(log.contains("listening on"), "{log}");
+    assert!(!log.contains("certificate will expire on"), "{log}");
 }
 
 /// With mutual TLS, `--channel-config` also gives the channel's organizations' TLS CAs:

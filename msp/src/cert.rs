@@ -296,20 +296,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// When the first certificate in `pem` stops being valid (its NotAfter), whatever its key:
-/// for tools that warn before an enrollment or TLS certificate expires, as a Fabric peer
-/// does at start (`TrackExpiration`). `source` names the input in errors.
-pub fn certificate_not_after(pem: &[u8], source: &str) -> Result<Instant, crate::LoadError> {
-    let blocks = pem_blocks(pem).map_err(|reason| crate::LoadError::Pem {
-        source: source.to_owned(),
-        reason,
-    })?;
-    let Some((_, der)) = blocks.iter().find(|(label, _)| label == "CERTIFICATE") else {
-        return Err(crate::LoadError::Pem {
-            source: source.to_owned(),
-            reason: "no CERTIFICATE block".into(),
-        });
-    };
+/// When a certificate (DER) stops being valid, its NotAfter, whatever its key: for tools
+/// that warn before an enrollment or TLS certificate expires, as a Fabric peer does at start
+/// (`TrackExpiration`). `source` names the input in errors.
+pub fn certificate_not_after(der: &[u8], source: &str) -> Result<Instant, crate::LoadError> {
     let cert = Certificate::from_der(der).map_err(|e| crate::LoadError::Certificate {
         source: source.to_owned(),
         reason: e.to_string(),
@@ -325,18 +315,14 @@ mod tests {
     use der::Tag;
 
     #[test]
-    fn not_after_of_the_first_certificate_whatever_follows() {
+    fn not_after_of_a_certificate_whatever_its_key() {
         let pem = include_bytes!("../tests/fixtures/node_ous/members/peer.pem");
-        let chain = [
-            &pem[..],
-            include_bytes!("../tests/fixtures/crl/org2-ca.pem"),
-        ]
-        .concat();
-        let at = certificate_not_after(&chain, "chain").expect("a certificate");
+        let (_, der) = pem_rfc7468::decode_vec(pem).expect("PEM");
+        let at = certificate_not_after(&der, "peer.pem").expect("a certificate");
         assert_eq!(at, Instant::from_unix_secs(2_082_585_600));
         assert!(matches!(
-            certificate_not_after(b"not pem", "junk"),
-            Err(crate::LoadError::Pem { .. })
+            certificate_not_after(b"not DER", "junk"),
+            Err(crate::LoadError::Certificate { .. })
         ));
     }
 
