@@ -606,6 +606,18 @@ impl ChannelPeer {
         }
         v
     }
+
+    /// Starts Org1's peer0 dialling `a`, once `a` has reported it connected.
+    fn org1_peer_connected_to(&self, a: &mut NodeProc) -> NodeProc {
+        let b = NodeProc::start(&strs(&self.args(
+            "peer0.org1.example.com",
+            "Org1MSP",
+            Some(&a.addr),
+        )));
+        let up = a.wait("connected", is("connected"));
+        assert_eq!(up["peer"], b.pki.as_str(), "{up}");
+        b
+    }
 }
 
 /// `--channel-config` with a channel configuration block made by Fabric's `configtxgen`
@@ -636,13 +648,7 @@ fn a_channel_configuration_block_is_the_trust() {
         a.seen[0]
     );
     let a_addr = a.addr.clone();
-    let b = NodeProc::start(&strs(&with_block.args(
-        "peer0.org1.example.com",
-        "Org1MSP",
-        Some(&a_addr),
-    )));
-    let up = a.wait("connected", is("connected"));
-    assert_eq!(up["peer"], b.pki.as_str(), "{up}");
+    let b = with_block.org1_peer_connected_to(&mut a);
     // A reload reads the block again and says which configuration it now trusts.
     a.send_line(r#"{"cmd":"reload_trust"}"#);
     let reloaded = a.wait("trust_reloaded", is("trust_reloaded"));
@@ -801,14 +807,7 @@ fn a_channel_configuration_block_gives_the_tls_cas_too() {
     };
     let mut a = NodeProc::start(&strs(&peer.args("peer0.org2.example.com", "Org2MSP", None)));
     assert_eq!(a.seen[0]["tls"], true, "{}", a.seen[0]);
-    let a_addr = a.addr.clone();
-    let b = NodeProc::start(&strs(&peer.args(
-        "peer0.org1.example.com",
-        "Org1MSP",
-        Some(&a_addr),
-    )));
-    let up = a.wait("connected", is("connected"));
-    assert_eq!(up["peer"], b.pki.as_str(), "{up}");
+    let b = peer.org1_peer_connected_to(&mut a);
     for n in [b, a] {
         n.stop();
     }
