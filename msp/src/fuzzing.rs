@@ -388,11 +388,11 @@ fn channel_block(block: &[u8]) {
     if store.add_channel_config(block).is_err() {
         return;
     }
-    for msp_id in store.msp_ids().map(str::to_owned).collect::<Vec<_>>() {
+    for msp_id in store.msp_ids() {
         for (_, _, pem) in MEMBERS {
             // Any verdict will do: a block may trust anyone; the two must agree on it.
             let _verdict =
-                both_arithmetics_agree(&store, &crate::serialize_identity_pem(&msp_id, pem));
+                both_arithmetics_agree(&store, &crate::serialize_identity_pem(msp_id, pem));
         }
     }
 }
