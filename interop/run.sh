@@ -31,7 +31,9 @@ mapfile -t protos < <(cd proto/protos && find . -name '*.proto' | sed 's|^\./||'
 echo "interop: stubs generated from ${protos[*]}; setup took $(( $(date +%s) - start ))s"
 
 # 3. Our node
-# INTEROP_PROFILE=release reuses the binary a release test run already built (CI does).
+# INTEROP_PROFILE=release builds (or, with INTEROP_SKIP_BUILD=1, takes) target/release's
+# binary; CI takes the one its `cargo test --release --all-features` built, since a build
+# without those features would compile the node again.
 profile="${INTEROP_PROFILE:-debug}"
 profile_flag=()
 [ "$profile" = release ] && profile_flag=(--release)
