@@ -190,6 +190,12 @@ pub(crate) fn expires_in(m: &MemberInfo) -> String {
     )
 }
 
+/// [`expires_in`] for a NotAfter in Unix milliseconds (the form of the JSON lines).
+pub(crate) fn expires_in_ms(not_after_ms: u64) -> String {
+    let now_ms = crate::expiry::unix_ms(crate::expiry::wall_now());
+    time_left(not_after_ms.saturating_sub(now_ms) / 1000)
+}
+
 fn time_left(left: u64) -> String {
     match left {
         0 => "expired".to_owned(),

@@ -7,6 +7,7 @@
 //! is reported with the peer's own reason and exit status 1, as `ping` and `handshake`
 //! report network failures; a bad flag or file is status 2.
 
+use crate::expiry;
 use crate::membership::{self, MembershipArgs};
 use crate::node::Signals;
 use crate::opts::{self, ConfigError, IdentityArgs, PkiForm, TlsArgs};
@@ -97,6 +98,12 @@ async fn watch(
     };
     let form = identity.pki_form();
     let msp_id = identity.msp_id().unwrap_or("").to_owned();
+    // Our own certificate's NotAfter, shown as every member's is: a watcher whose identity
+    // has expired is dropped by the peers it watches through.
+    let own_expires = match &identity {
+        opts::Identity::Msp(s) => Some(expiry::not_after(s.own_expiration())),
+        opts::Identity::Test => None,
+    };
     let tls_on = tls.is_some();
     let (listener, layer) = match args.member.bind(args.listen) {
         Ok(x) => x,
@@ -125,6 +132,7 @@ async fn watch(
         "pki_id": form.show(node.pki_id()),
         "msp_id": msp_id,
         "endpoint": endpoint,
+        "identity_expires_unix_ms": own_expires.map(expiry::unix_ms),
     });
     let mut boot: BTreeMap<String, BootstrapState> = args
         .member
@@ -251,8 +259,12 @@ impl View {
         }
         let alive = members.iter().filter(|m| m.alive).count();
         let show = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let own_expiry = self.me["identity_expires_unix_ms"]
+            .as_u64()
+            .map(|ms| format!("   identity expires {}", membership::expires_in_ms(ms)))
+            .unwrap_or_default();
         s.push_str(&format!(
-            "me: {} {} at {}   members: {} alive, {} dead\n",
+            "me: {} {} at {}{own_expiry}   members: {} alive, {} dead\n",
             show(&self.me["pki_id"]),
             show(&self.me["msp_id"]),
             show(&self.me["endpoint"]),

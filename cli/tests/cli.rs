@@ -735,10 +735,17 @@ fn members_show_when_their_identity_expires() {
         .find(|l| l.starts_with(a.pki.as_str()))
         .unwrap_or_else(|| panic!("no row for A: {table}"));
     // The day may turn between the watch's table and this line.
-    assert!(
-        row.contains(&format!("in {days} days")) || row.contains(&format!("in {} days", days + 1)),
-        "{row}"
-    );
+    let shows_days = |line: &str| {
+        line.contains(&format!("in {days} days")) || line.contains(&format!("in {} days", days + 1))
+    };
+    assert!(shows_days(row), "{row}");
+    // The watcher's own identity (the same CA's, same NotAfter) on its "me:" line.
+    let me = r.stdout[..r.stdout.rfind("PKI-ID").expect("a table")]
+        .lines()
+        .rfind(|l| l.starts_with("me: "))
+        .unwrap_or_else(|| panic!("no me: line: {}", r.stdout));
+    assert!(me.contains("identity expires in "), "{me}");
+    assert!(shows_days(me), "{me}");
     a.stop();
 }
 
@@ -2398,6 +2405,8 @@ fn two_nodes_and_a_watch_see_each_other() {
     );
     assert_eq!(last["bootstrap"][0]["joined"], true, "{last}");
     let watcher = last["self"]["pki_id"].as_str().expect("self").to_owned();
+    // A test identity has no certificate, so no expiry.
+    assert!(last["self"]["identity_expires_unix_ms"].is_null(), "{last}");
     // ... and A saw the watch as a member.
     a.wait("member_alive watch", |v| {
         v["event"] == "member_alive" && v["pki_id"] == watcher.as_str()
