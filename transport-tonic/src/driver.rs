@@ -1388,6 +1388,7 @@ impl OutStream {
 
 /// The timer: sleeps until the core's next deadline, or until woken because it moved.
 pub(crate) async fn timer_task(inner: Arc<Inner>) {
+    let _stop_with_me = StopOnDrop(inner.clone());
     loop {
         let woken = inner.timer.notified();
         tokio::pin!(woken);
@@ -1415,6 +1416,20 @@ pub(crate) async fn timer_task(inner: Arc<Inner>) {
             }
             None => woken.await,
         }
+    }
+}
+
+/// Stops the node when its timer task ends. The timer runs for the node's whole life, so
+/// it ends before the node stops only when its runtime shuts down (which drops every task
+/// of the node) or it panics. A node left so would go on taking sends it can never carry
+/// out and leave every caller waiting for an ack, a probe or a timeout forever; stopped,
+/// it fails them with `Stopped`, as after [`crate::Node::stop`]. Stopping is idempotent,
+/// so the normal ends (the node stopped, the task aborted by `stop`) change nothing.
+struct StopOnDrop(Arc<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.with_core(|c, now| c.stop(now));
     }
 }
 

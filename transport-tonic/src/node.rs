@@ -299,8 +299,9 @@ impl NodeBuilder {
     }
 }
 
-/// One running gossip comm node. Clones share it; it stops when [`Node::stop`] is called or
-/// the last clone is dropped.
+/// One running gossip comm node. Clones share it; it stops when [`Node::stop`] is called,
+/// the last clone is dropped, or the runtime it was started in shuts down (its tasks are
+/// gone then, so its methods fail with `Stopped` rather than wait for them).
 #[derive(Clone)]
 pub struct Node {
     h: Arc<Handle>,
@@ -626,7 +627,7 @@ impl Node {
         self.h.inner.lock().comm.connection(pki_id).is_some()
     }
 
-    /// Whether `stop` was called (or the last handle dropped).
+    /// Whether `stop` was called (or the last handle dropped, or its runtime shut down).
     pub fn is_stopped(&self) -> bool {
         self.h.inner.lock().comm.is_stopped()
     }

@@ -267,3 +267,57 @@ async fn dropping_the_last_handle_stops_the_node() {
     .await;
     within("stop", b.stop()).await;
 }
+
+/// A node lives no longer than its runtime. Shutting the runtime down drops the node's
+/// tasks; a node that went on taking calls from another runtime would queue sends it can
+/// never write and leave SendWithAck and probes waiting forever (an embedder hit this with
+/// nodes shared across `#[tokio::test]`s). It stops instead, as after `stop`.
+#[test]
+fn a_node_stops_when_its_runtime_shuts_down() {
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = first.block_on(async {
+        let (a, b) = pair(false).await;
+        let _b_in = connect(&a, &b).await;
+        (a, b)
+    });
+    assert!(!a.is_stopped());
+    drop(first);
+
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        for n in [&a, &b] {
+            assert!(n.is_stopped());
+        }
+        assert_eq!(
+            a.send(&data(9, 10), &[b.as_peer()]),
+            Err(fabric_gossip_core::Error::Stopped)
+        );
+        let acks = within(
+            "send_with_ack",
+            a.send_with_ack(
+                data(10, 10).message().clone(),
+                Duration::from_millis(500),
+                1,
+                &[b.as_peer()],
+            ),
+        )
+        .await;
+        assert!(
+            matches!(acks, Err(fabric_gossip_core::Error::Stopped)),
+            "{acks:?}"
+        );
+        assert!(matches!(
+            within("probe", a.probe(&b.as_peer())).await,
+            Err(OpError::Refused(fabric_gossip_core::Error::Stopped))
+        ));
+        within("stop", a.stop()).await;
+        within("stop", b.stop()).await;
+    });
+}
