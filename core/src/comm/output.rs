@@ -156,8 +156,14 @@ pub struct SendResult {
 }
 
 /// Something that happened, for the application, from [`Comm::poll_output`].
+///
+/// Non-exhaustive: Fabric's comm grows (`IdentitiesRevalidated` came with `SuspectPeers`),
+/// and a new kind of event must not break every driver's and application's `match`. End
+/// yours with an arm that ignores the rest; the drivers in this repository list every
+/// variant before theirs.
 #[derive(Clone, Debug)]
 #[must_use]
+#[non_exhaustive]
 pub enum Event {
     /// Sending to this peer failed (no connection could be had, or a write failed); it is
     /// presumed dead (Fabric's `PresumedDead()` stream, which carries only the PKI-ID; here
