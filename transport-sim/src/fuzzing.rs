@@ -3,7 +3,8 @@
 //! `sim_schedule` (`fuzz/`), and its corpus (`fuzz/corpus/sim_schedule/`) is replayed by
 //! this module's tests, so `cargo test` keeps every finding fixed.
 //!
-//! Compiled with `--cfg fuzzing` (cargo fuzz) and in this crate's own tests.
+//! Compiled with the feature `fuzzing` (which `fuzz/` enables) and in this crate's own
+//! tests.
 
 use crate::{Fault, ReaderMode, ScheduledFault, Sim, SimConfig, Workload, data_message};
 use core::time::Duration;

@@ -76,7 +76,9 @@
 
 mod config;
 mod fault;
-#[cfg(any(fuzzing, test))]
+// The feature, as in the core: cargo fuzz sets `cfg(fuzzing)` for every crate of a fuzz
+// build, and a user's fuzz build should get this module only by asking for it.
+#[cfg(any(feature = "fuzzing", test))]
 pub mod fuzzing;
 mod host;
 mod invariants;
