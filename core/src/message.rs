@@ -148,6 +148,13 @@ pub struct ReceivedMessage {
 }
 
 impl ReceivedMessage {
+    /// The decoded message (the `message` field), by the same accessor as the tonic
+    /// driver's `Received::message`: an `accept` filter, which sees a `ReceivedMessage`,
+    /// and the code that handles what it accepted then read alike.
+    pub fn message(&self) -> &GossipMessage {
+        &self.message
+    }
+
     /// The sender's PKI-ID.
     pub fn sender(&self) -> &PkiId {
         &self.info.id

@@ -12,25 +12,50 @@
 //!
 //! # Getting started
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use fabric_gossip_core::{Config, RemotePeer, SignedMessage, TestOnlyHmacSecurity};
-//! use fabric_gossip_tonic::Node;
+//! Two nodes on loopback: one message, then a SendWithAck answered with an ack. The core's
+//! types are re-exported as [`fabric_gossip_core`], so this crate is the one dependency.
 //!
+//! ```
+//! use fabric_gossip_tonic::Node;
+//! use fabric_gossip_tonic::fabric_gossip_core::{
+//!     Config, RemotePeer, SignedMessage, TestOnlyHmacSecurity, data_message,
+//! };
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! # rt.block_on(async {
 //! // Fabric's test identities are the endpoint, so build security once the port is known.
 //! let start = |addr: std::net::SocketAddr| TestOnlyHmacSecurity::new(addr.to_string());
 //! let a = Node::builder(Config::default()).start_with(start).await?;
 //! let b = Node::builder(Config::default()).start_with(start).await?;
 //! let mut inbox = b.accept(|_| true)?;
+//! let to_b = RemotePeer::new(b.endpoint(), b.pki_id().clone());
 //!
-//! let peer = RemotePeer::new(b.endpoint(), b.pki_id().clone());
-//! # let msg: SignedMessage = todo!();
-//! a.send_wait(&msg, &peer).await?;
+//! // A DataMessage (sequence 1) in an Envelope, unsigned as the test provider leaves it.
+//! let msg = SignedMessage::noop(data_message(1, b"hello".to_vec()));
+//! a.send_wait(&msg, &to_b).await?;
 //! let got = inbox.recv().await.expect("delivered");
-//! got.ack(None).await?;
+//! assert_eq!(got.message(), msg.message());
+//!
+//! // SendWithAck: B answers with `ack`; A waits for one ack, at most a second.
+//! let peers = [to_b];
+//! let (acks, answered) = tokio::join!(
+//!     a.send_with_ack(msg.message().clone(), Duration::from_secs(1), 1, &peers),
+//!     async { inbox.recv().await.expect("delivered").ack(None).await },
+//! );
+//! answered?;
+//! assert!(acks?[0].result.is_ok());
 //! a.stop().await;
-//! # Ok(()) }
+//! b.stop().await;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })
+//! # }
 //! ```
+//!
+//! With real identities and mutual TLS the calls are the same: the builder takes a
+//! [`TlsConfig`] and `start` an `MspSecurity` from `fabric-gossip-msp` (the README's
+//! "Embedding the crates", and `examples/two_nodes.rs`).
 //!
 //! # Hosting a layer
 //!
@@ -108,6 +133,11 @@
 //! own tasks may share the node's runtime or call it from another (the node's methods
 //! take its lock, never block on a task). `bench_report -- --only acks` measures both.
 //!
+//! A node lives no longer than the runtime it was started in: when that runtime shuts
+//! down (a `#[tokio::test]` ending, say, while the node is kept for another), the node
+//! stops as if [`Node::stop`] had been called, and its methods fail with `Stopped` instead
+//! of waiting for tasks that are gone.
+//!
 //! # Bounds
 //!
 //! No channel is unbounded: per stream, the writer queue holds `write_window + 2` items and
@@ -172,6 +202,10 @@ mod tls;
 
 pub use codec::{RawCodec, RawDecoder, RawEncoder};
 pub use driver::DriverStats;
+/// The comm core this driver runs, so that the types its methods take and return
+/// (`Config`, `SignedMessage`, `RemotePeer`, `PkiId`, `Error`, ...) can be named without a
+/// second dependency kept at the same version.
+pub use fabric_gossip_core;
 pub use inbound::DriverLimits;
 pub use layer::NodeSecurity;
 pub use node::{
