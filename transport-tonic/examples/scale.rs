@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p fabric-gossip-tonic --example scale -- \
-//!     [--peers 2000] [--rounds 250] [--concurrency 100] [--max-pending N]
+//!     [--peers 2000] [--rounds 250] [--bursts 3] [--concurrency 100] [--max-pending N]
 //!     [--only plaintext|tls]
 //! cargo build --release -p fabric-gossip-cli
 //! cargo run --release -p fabric-gossip-tonic --example scale -- sink \
@@ -17,7 +17,9 @@
 //! of its own, so the second does not start from the first one's heap. Reported: time from
 //! "dial" until the hub has every connection (the peers dial `--concurrency` at a time),
 //! the hub's RSS per connection, then `--rounds` 1 KiB DataMessages each sent with one
-//! `Node::send` to all peers, timed until the peers' process has received every copy.
+//! `Node::send` to all peers, timed until the peers' process has received every copy; that
+//! fan-out `--bursts` times, the first finding the peers' process cold (its memory faulted
+//! in as it goes), the later ones as a long-running peer would be.
 //!
 //! **Sink.** Starts `fabric-gossip node --test-identity --payload P` with stdout on a pipe
 //! that this process reads (counting lines, as `wc -l` would), sends it `--count` 1 KiB
@@ -74,7 +76,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn usage() -> &'static str {
-    "scale [--peers 2000] [--rounds 250] [--concurrency 100] [--max-pending N] [--only plaintext|tls]\n\
+    "scale [--peers 2000] [--rounds 250] [--bursts 3] [--concurrency 100] [--max-pending N] [--only plaintext|tls]\n\
      scale sink --bin PATH/fabric-gossip [--payload none,hex,both] [--count 1000000]"
 }
 
@@ -251,6 +253,7 @@ fn hub(args: &[String]) -> Res<()> {
     let args = &args[1..];
     let n = num(args, "--peers", 2000)? as usize;
     let rounds = num(args, "--rounds", 250)?;
+    let bursts = num(args, "--bursts", 3)?.max(1) as usize;
     let concurrency = num(args, "--concurrency", 100)?;
     let nofile = raise_nofile()?;
     let start_secs = SystemTime::now()
@@ -377,56 +380,11 @@ fn hub(args: &[String]) -> Res<()> {
         ));
     }
 
-    // Fan out.
-    let msg = data_message(1024);
-    let total = rounds * n as u64;
-    writeln!(to_child, "fan {total}").map_err(|e| e.to_string())?;
-    expect("armed")?;
-    let dropped0 = hub.stats().dropped_overflow;
-    let (cpu1, ccpu1) = (cpu(&me), cpu(&child_pid));
-    let (faults1, cfaults1) = (faults(&me), faults(&child_pid));
-    let child_rss1 = status_kib(&child_pid, "VmRSS:");
-    let c2c0 = common::core_to_core_ns();
-    let t1 = Instant::now();
-    rt.block_on(async {
-        for r in 0..rounds {
-            hub.send(&msg, &peer_list)
-                .map_err(|e| format!("send: {e}"))?;
-            if r % 4 == 3 {
-                tokio::task::yield_now().await;
-            }
-        }
-        Ok::<_, String>(())
-    })?;
-    let sent_in = t1.elapsed();
-    let done = expect("done");
-    let fan_time = t1.elapsed();
-    let (fan_cpu, child_cpu) = (cpu(&me) - cpu1, cpu(&child_pid) - ccpu1);
-    let (fan_faults, child_faults) = (
-        faults(&me).saturating_sub(faults1),
-        faults(&child_pid).saturating_sub(cfaults1),
-    );
-    let child_growth = status_kib(&child_pid, "VmRSS:") as f64 - child_rss1 as f64;
-    let c2c1 = common::core_to_core_ns();
-    let dropped = hub.stats().dropped_overflow - dropped0;
-    let hwm = status_kib(&me, "VmHWM:");
-    let rss_end = status_kib(&me, "VmRSS:");
-    let _ = writeln!(to_child, "quit");
-    let _ = child.wait();
-    let done = done?;
-
-    let rate = total as f64 / fan_time.as_secs_f64();
-    let after_conn = (rss_end as f64 - rss_before as f64) / n as f64;
+    let hwm_connected = status_kib(&me, "VmHWM:");
     println!(
-        "{mode}: {n} peers (dialling {concurrency} at a time, max pending {}), load {}, RLIMIT_NOFILE {nofile}\n  \
+        "{mode}: {n} peers (dialling {concurrency} at a time, max pending {limits_pending}), load {}, RLIMIT_NOFILE {nofile}\n  \
          connect: all {n} in {:.2} s ({:.0} conn/s), hub CPU {:.2} s ({:.0} µs per connection); peers: {child_line}; hub: {admission}\n  \
-         memory: hub VmRSS {:.1} MiB empty -> {:.1} MiB connected = {per_conn:.1} KiB per connection (goal <= 64)\n  \
-         fan-out: {rounds} x 1 KiB to all {n} = {total} deliveries in {:.3} s = {rate:.0} deliveries/s (goal >= 500000); \
-         send calls took {:.3} s; dropped {dropped}; hub CPU {:.2} s ({:.2} µs/delivery), peers' CPU {:.2} s; {done}\n  \
-         page faults during the fan-out: hub {fan_faults}, peers {child_faults} (the peers' RSS {:+.1} MiB); \
-         the two CPUs' cache-line round trip before and after it {c2c0:.0} / {c2c1:.0} ns\n  \
-         hub VmRSS after {:.1} MiB = {after_conn:.1} KiB per connection beyond the empty node (goal <= 64), VmHWM {:.1} MiB",
-        limits_pending,
+         memory: hub VmRSS {:.1} MiB empty -> {:.1} MiB connected = {per_conn:.1} KiB per connection (goal <= 64), VmHWM {:.1} MiB",
         loadavg(),
         connect_time.as_secs_f64(),
         n as f64 / connect_time.as_secs_f64(),
@@ -434,19 +392,85 @@ fn hub(args: &[String]) -> Res<()> {
         connect_cpu.as_secs_f64() * 1e6 / n as f64,
         rss_before as f64 / 1024.0,
         rss_after as f64 / 1024.0,
-        fan_time.as_secs_f64(),
-        sent_in.as_secs_f64(),
-        fan_cpu.as_secs_f64(),
-        fan_cpu.as_secs_f64() * 1e6 / total as f64,
-        child_cpu.as_secs_f64(),
-        child_growth / 1024.0,
-        rss_end as f64 / 1024.0,
-        hwm as f64 / 1024.0,
+        hwm_connected as f64 / 1024.0,
     );
+
+    // Fan out, `bursts` times: the first burst finds the peers' process cold (each peer's
+    // HTTP/2 and TLS buffers, and the data in flight, fault in fresh memory), the later
+    // ones as a long-running peer would be.
+    let msg = data_message(1024);
+    let total = rounds * n as u64;
+    let mut rates = Vec::with_capacity(bursts);
+    let mut after_conn = 0.0;
+    for burst in 1..=bursts {
+        writeln!(to_child, "fan {total}").map_err(|e| e.to_string())?;
+        expect("armed")?;
+        let dropped0 = hub.stats().dropped_overflow;
+        let (cpu1, ccpu1) = (cpu(&me), cpu(&child_pid));
+        let (faults1, cfaults1) = (faults(&me), faults(&child_pid));
+        let child_rss1 = status_kib(&child_pid, "VmRSS:");
+        let c2c0 = common::core_to_core_ns();
+        let t1 = Instant::now();
+        rt.block_on(async {
+            for r in 0..rounds {
+                hub.send(&msg, &peer_list)
+                    .map_err(|e| format!("send: {e}"))?;
+                if r % 4 == 3 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok::<_, String>(())
+        })?;
+        let sent_in = t1.elapsed();
+        let done = expect("done")?;
+        let fan_time = t1.elapsed();
+        let (fan_cpu, child_cpu) = (cpu(&me) - cpu1, cpu(&child_pid) - ccpu1);
+        let (fan_faults, child_faults) = (
+            faults(&me).saturating_sub(faults1),
+            faults(&child_pid).saturating_sub(cfaults1),
+        );
+        let child_growth = status_kib(&child_pid, "VmRSS:") as f64 - child_rss1 as f64;
+        let c2c1 = common::core_to_core_ns();
+        let dropped = hub.stats().dropped_overflow - dropped0;
+        let rss_end = status_kib(&me, "VmRSS:");
+        let rate = total as f64 / fan_time.as_secs_f64();
+        rates.push(rate);
+        after_conn = (rss_end as f64 - rss_before as f64) / n as f64;
+        let which = if burst == 1 { "cold" } else { "warm" };
+        println!(
+            "  fan-out {burst} ({which}): {rounds} x 1 KiB to all {n} = {total} deliveries in {:.3} s = {rate:.0} deliveries/s (goal >= 500000); \
+             send calls took {:.3} s; dropped {dropped}; hub CPU {:.2} s ({:.2} µs/delivery), peers' CPU {:.2} s ({:.2} µs/delivery); {done}\n    \
+             page faults: hub {fan_faults}, peers {child_faults} (the peers' RSS {:+.1} MiB); \
+             the two CPUs' cache-line round trip before and after it {c2c0:.0} / {c2c1:.0} ns; load {}\n    \
+             hub VmRSS after {:.1} MiB = {after_conn:.1} KiB per connection beyond the empty node (goal <= 64)",
+            fan_time.as_secs_f64(),
+            sent_in.as_secs_f64(),
+            fan_cpu.as_secs_f64(),
+            fan_cpu.as_secs_f64() * 1e6 / total as f64,
+            child_cpu.as_secs_f64(),
+            child_cpu.as_secs_f64() * 1e6 / total as f64,
+            child_growth / 1024.0,
+            loadavg(),
+            rss_end as f64 / 1024.0,
+        );
+        if !done.starts_with("done: the peers received all") {
+            return Err(format!("{mode}: fan-out {burst}: {done}"));
+        }
+    }
+    let hwm = status_kib(&me, "VmHWM:");
+    println!("  hub VmHWM at the end {:.1} MiB", hwm as f64 / 1024.0);
+    let _ = writeln!(to_child, "quit");
+    let _ = child.wait();
+
+    let show = |r: Option<&f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
+    let mut warm = rates.get(1..).unwrap_or_default().to_vec();
+    warm.sort_by(f64::total_cmp);
     println!(
-        "SCALE mode={} peers={n} connect_s={:.3} kib_per_conn={per_conn:.1} kib_per_conn_after={after_conn:.1} deliveries_per_s={rate:.0} dropped={dropped} evicted={} c2c_ns={c2c0:.0}/{c2c1:.0}",
+        "SCALE mode={} peers={n} connect_s={:.3} kib_per_conn={per_conn:.1} kib_per_conn_after={after_conn:.1} deliveries_per_s_cold={} deliveries_per_s_warm_median={} evicted={}",
         if tls { "tls" } else { "plaintext" },
         connect_time.as_secs_f64(),
+        show(rates.first()),
+        show(warm.get(warm.len() / 2)),
         ds.inbound_evicted
     );
     rt.block_on(hub.stop());
