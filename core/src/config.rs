@@ -71,6 +71,9 @@ pub struct Config {
     pub max_identity_size: usize,
     /// Inbound streams that may be handshaking at once; when a new one arrives at the cap,
     /// the oldest pending one is refused first (its remote is the likeliest to be stuck).
+    /// Default 512: what the tonic driver's pending connections (128) may open at once
+    /// (4 streams each), so that unauthenticated connections within the driver's limits
+    /// cannot push a legitimate handshake out.
     pub max_pending_handshakes: usize,
     /// Connections (authenticated streams) the core holds at most; further inbound streams
     /// are refused after the handshake.
@@ -108,7 +111,7 @@ impl Default for Config {
             max_queued_events: MAX_QUEUED_EVENTS,
             max_message_size: fabric_gossip_proto::MAX_MESSAGE_SIZE,
             max_identity_size: 64 * 1024,
-            max_pending_handshakes: 256,
+            max_pending_handshakes: 512,
             max_connections: 4096,
             identity_store_capacity: 16 * 1024,
             max_operations: 64 * 1024,
@@ -121,6 +124,19 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Largest first Envelope of a stream (the remote's `ConnEstablish`), in bytes:
+    /// `max_identity_size` + 64 KiB, at most `max_message_size`. Beyond Fabric, which reads
+    /// a first message up to its message limit: decoding is where an unauthenticated remote
+    /// could make a node allocate many times what it sent (a 90 MB message of empty
+    /// repeated fields took one to 2.6 GB), while a `ConnEstablish` is an identity, a
+    /// PKI-ID, a hash and a signature. Larger first messages are refused undecoded as
+    /// `Malformed` and counted in `Stats::oversized`.
+    pub fn max_handshake_message_size(&self) -> usize {
+        self.max_identity_size
+            .saturating_add(64 * 1024)
+            .min(self.max_message_size)
+    }
+
     /// The values of Fabric's sample peer `core.yaml` (send buffer 200).
     pub fn fabric_sample_peer() -> Self {
         Config {

@@ -280,27 +280,87 @@ fn gossip_message_nested_deeper_than_any_real_one() {
 #[test]
 fn ten_mib_identity_blob() {
     let blob = vec![b'x'; 10 * 1024 * 1024];
-    // The test provider would accept it (identity = PKI-ID); the size bound refuses it first.
+    // The test provider would accept it (identity = PKI-ID); the size bounds refuse it first:
+    // the whole first message, before it is decoded...
     let first = conn_env(&blob, &blob, b"", true);
     let (mut c, _, err) = handshake_with(Config::default(), None, first.clone());
+    let limit = Config::default().max_handshake_message_size();
+    assert_eq!(limit, 128 * 1024);
+    assert_eq!(
+        err,
+        HandshakeError::Malformed(format!(
+            "envelope of {} bytes exceeds the limit of {limit}",
+            first.len()
+        ))
+    );
+    assert_eq!(c.stats().oversized, 1);
+    assert_eq!(c.identity_count(), 1, "only our own identity is stored");
+    still_works(&mut c, None);
+
+    // ...and an identity over its own bound in a first message within it.
+    let over = vec![b'x'; 64 * 1024 + 1];
+    let (mut c, _, err) = handshake_with(
+        Config::default(),
+        None,
+        conn_env(REMOTE.as_bytes(), &over, b"", true),
+    );
     assert_eq!(
         err,
         HandshakeError::IdentityTooLarge {
-            size: 10 * 1024 * 1024,
+            size: 64 * 1024 + 1,
             limit: 64 * 1024
         }
     );
     assert_eq!(c.identity_count(), 1, "only our own identity is stored");
     still_works(&mut c, None);
 
-    // The bound is the only reason: raised, the same blob is accepted.
+    // The bounds are the only reason: raised (the first message holds the blob twice, as
+    // PKI-ID and identity), the same blob is accepted.
     let mut cfg = Config::default();
-    cfg.max_identity_size = 11 * 1024 * 1024;
+    cfg.max_identity_size = 21 * 1024 * 1024;
     let mut c = core(cfg);
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
     c.handle_envelope(now(), s, first).unwrap();
     let _ = drain(&mut c);
     assert_eq!(c.connection(&PkiId::from(blob)), Some(s));
+}
+
+/// A first message that decoding would blow up (found by a loopback attack: 90 MB of
+/// empty digests took a node from 18 MB to 2.6 GB before it said "wrong type") is refused
+/// by its size alone, undecoded, while the same shape within the bound is decoded and
+/// refused for what it is.
+#[test]
+fn first_message_that_decoding_would_blow_up() {
+    let digests = |n: usize| {
+        let msg = GossipMessage {
+            content: Some(gossip_message::Content::DataDig(
+                fabric_gossip_core::proto::gossip::DataDigest {
+                    digests: vec![Bytes::new(); n],
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        envelope(Bytes::from(msg.encode_to_vec()), Bytes::new())
+    };
+    let limit = Config::default().max_handshake_message_size();
+    let big = digests(limit / 2 + 1);
+    assert!(big.len() > limit);
+    let (mut c, _, err) = handshake_with(Config::default(), None, big.clone());
+    assert_eq!(
+        err,
+        HandshakeError::Malformed(format!(
+            "envelope of {} bytes exceeds the limit of {limit}",
+            big.len()
+        ))
+    );
+    assert_eq!(c.stats().oversized, 1);
+    still_works(&mut c, None);
+
+    let small = digests(1000);
+    let (c, _, err) = handshake_with(Config::default(), None, small);
+    assert_eq!(err, HandshakeError::WrongType);
+    assert_eq!(c.stats().oversized, 0);
 }
 
 // ------------------------------------------------------------------- the handshake
@@ -485,7 +545,7 @@ fn same_peer_reconnecting_in_a_tight_loop_while_we_do_not_read() {
 fn many_connections_that_never_finish_their_handshake() {
     let c = &mut core(Config::default());
     let cap = c.config().max_pending_handshakes;
-    assert_eq!(cap, 256, "the documented default");
+    assert_eq!(cap, 512, "the documented default");
     let accepted: Vec<StreamId> = (0..1000)
         .map(|i| c.accept_stream(now(), &format!("10.0.{}.{}:1", i / 250, i % 250), None))
         .collect::<Result<_, _>>()

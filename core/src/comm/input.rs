@@ -77,7 +77,14 @@ impl<S: Security> Comm<S> {
         }
         self.tick(now);
         if self.handshaking(stream)? {
-            self.on_handshake_envelope(stream, bytes, now);
+            // Decoding is where an unauthenticated remote could make us allocate far more
+            // than it sent (millions of empty repeated fields); a ConnEstablish is small.
+            let limit = self.config.max_handshake_message_size();
+            if bytes.len() > limit {
+                self.refuse_oversized(stream, true, bytes.len(), limit);
+            } else {
+                self.on_handshake_envelope(stream, bytes, now);
+            }
         } else {
             self.on_established_envelope(stream, bytes);
         }
@@ -85,7 +92,8 @@ impl<S: Security> Comm<S> {
     }
 
     /// The driver saw a message of `size` bytes announced on this stream (a gRPC length
-    /// prefix) that exceeds `max_message_size`, and refused to read it: the same outcome as
+    /// prefix) that exceeds `max_message_size` (the stream's first message:
+    /// [`crate::Config::max_handshake_message_size`]), and refused to read it: the same outcome as
     /// [`Comm::handle_envelope`] with that many bytes (`oversized` counted, the handshake
     /// fails or the connection closes `Malformed`), without the driver having to hold them.
     /// `Err` only means the handle is dead.
@@ -97,16 +105,18 @@ impl<S: Security> Comm<S> {
     ) -> Result<(), Error> {
         self.tick(now);
         let handshaking = self.handshaking(stream)?;
-        self.refuse_oversized(stream, handshaking, size);
+        let limit = if handshaking {
+            self.config.max_handshake_message_size()
+        } else {
+            self.config.max_message_size
+        };
+        self.refuse_oversized(stream, handshaking, size, limit);
         Ok(())
     }
 
-    fn refuse_oversized(&mut self, stream: StreamId, handshaking: bool, size: usize) {
+    fn refuse_oversized(&mut self, stream: StreamId, handshaking: bool, size: usize, limit: usize) {
         self.stats.oversized += 1;
-        let why = format!(
-            "envelope of {size} bytes exceeds the limit of {}",
-            self.config.max_message_size
-        );
+        let why = format!("envelope of {size} bytes exceeds the limit of {limit}");
         if handshaking {
             self.fail_handshake(stream, HandshakeError::Malformed(why));
         } else {

@@ -200,7 +200,9 @@ pub(super) fn oracle(
     cfg: &Config,
     presented: Option<CertHash>,
 ) -> Result<(PkiId, bool), &'static str> {
-    if bytes.len() > cfg.max_message_size {
+    // Fabric reads up to its message limit; this node refuses a first message that cannot
+    // be a ConnEstablish within its identity limit before decoding it.
+    if bytes.len() > cfg.max_message_size.min(cfg.max_identity_size + 64 * 1024) {
         return Err("malformed");
     }
     let env = Envelope::decode(bytes).map_err(|_| "malformed")?;
