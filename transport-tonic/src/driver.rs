@@ -388,6 +388,10 @@ impl std::task::Wake for Kick {
 /// Settings the tasks need, fixed at start.
 pub(crate) struct Settings {
     pub(crate) max_message_size: usize,
+    /// The core's limit on a stream's first message (its handshake), refused at the
+    /// length prefix as the core would refuse it, so an unauthenticated remote cannot make
+    /// the node buffer more.
+    pub(crate) max_handshake_message_size: usize,
     pub(crate) write_window: usize,
     pub(crate) tls: Option<Arc<ClientTls>>,
     /// Where copies of the core's events go, if anyone asked (see `NodeBuilder::events`).
@@ -953,7 +957,7 @@ async fn outbound_task(
 ) {
     let max = inner.settings.max_message_size;
     let body = FramedOut::new(
-        OutStream::new(inner.clone(), stream, rx),
+        OutStream::new(inner.clone(), stream, rx, ctl.clone()),
         Role::Client,
         max,
         inner.bodies.clone(),
@@ -965,6 +969,7 @@ async fn outbound_task(
         metering: Metering {
             budget: inner.budget.clone(),
             max_message: max,
+            max_first_message: inner.settings.max_handshake_message_size,
             stall: inner.settings.limits.message_stall_timeout,
         },
         fault: fault.clone(),
@@ -1088,6 +1093,7 @@ pub(crate) fn accept_inbound(
         .map_err(|_| Status::unavailable("Shutting down"))?;
     let (tx, rx) = mpsc::channel(inner.settings.write_window + 2);
     let ctl = Arc::new(StreamCtl::default());
+    let out_ctl = ctl.clone();
     let span = tracing::info_span!(
         "gossip_stream", %stream, inbound = true, remote = %remote_addr,
         pki_id = tracing::field::Empty, endpoint = tracing::field::Empty
@@ -1108,7 +1114,7 @@ pub(crate) fn accept_inbound(
     );
     drain(inner, &mut st);
     Ok(FramedOut::new(
-        OutStream::new(inner.clone(), stream, rx),
+        OutStream::new(inner.clone(), stream, rx, out_ctl),
         Role::Server,
         inner.settings.max_message_size,
         inner.bodies.clone(),
@@ -1191,11 +1197,7 @@ async fn read_loop(
         {
             match fault.as_ref().and_then(take_fault) {
                 Some(Fault::Oversized(size)) => {
-                    tracing::warn!(
-                        size,
-                        limit = inner.settings.max_message_size,
-                        "oversized message refused at its length prefix"
-                    );
+                    tracing::warn!(size, "oversized message refused at its length prefix");
                     let _ = st.comm.handle_oversized(now, stream, size);
                 }
                 other => {
@@ -1268,13 +1270,33 @@ pub(crate) struct OutStream {
     /// core's write window already, so the batch adds nothing to what a stream may hold;
     /// its allocation is released whenever the queue runs dry.
     batch: Vec<Out>,
+    /// The stream's reader's controls: dropping this half (HTTP/2 gives it up when the
+    /// connection dies) marks the RPC ended, so a paused reader still reads to its end.
+    ctl: Arc<StreamCtl>,
+}
+
+impl Drop for OutStream {
+    /// A connection that died while its reader was paused (its subscriber not reading, a
+    /// full send buffer) would otherwise stay registered in the core with nobody to tell
+    /// it: no write comes to find the stream gone, so callers waiting for buffer room (an
+    /// ack, a `send_wait`) would wait forever. Seen against `fabric-gossip node
+    /// --auto-ack` and a peer that advertised a zero window and hung up.
+    fn drop(&mut self) {
+        self.ctl.ended.store(true, Ordering::Release);
+        self.ctl.resume.notify_one();
+    }
 }
 
 /// Items [`OutStream`] takes from its queue at once: about one chunk of 1 KiB Envelopes.
 const OUT_BATCH: usize = 64;
 
 impl OutStream {
-    pub(crate) fn new(inner: Arc<Inner>, stream: StreamId, rx: mpsc::Receiver<Out>) -> Self {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        stream: StreamId,
+        rx: mpsc::Receiver<Out>,
+        ctl: Arc<StreamCtl>,
+    ) -> Self {
         let report_every = (inner.settings.write_window / 2).max(1);
         let gate = Arc::new(Gate {
             gates: inner.gates.clone(),
@@ -1292,6 +1314,7 @@ impl OutStream {
             dry: false,
             yielding: None,
             batch: Vec::new(),
+            ctl,
         }
     }
 

@@ -93,6 +93,16 @@ pub struct DriverLimits {
     /// with a 50 ms round trip it allows about 20 MB/s per connection, so raise it for such
     /// links. Values below HTTP/2's 65,535 are raised to it, above 2^31 − 1 lowered to that.
     pub flow_control_window: u32,
+    /// HTTP/2 streams (gRPC calls) a remote may have open at once on one connection: the
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` this node advertises. A Fabric peer opens one at a
+    /// time (`Ping`, then `GossipStream`); this node's own dials at most two. Default 4.
+    /// Without a cap one connection opened 372,700 `GossipStream`s in 8 s, each a pending
+    /// handshake of the core: it grew the node to 1.3 GB and made the core refuse
+    /// legitimate handshakes as the oldest of too many pending (`Config::
+    /// max_pending_handshakes`, 512, is `max_pending_connections` × this, so pending
+    /// connections alone cannot fill it), and a flood of `Ping`s never read back grew it by
+    /// 200 MB/s.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for DriverLimits {
@@ -104,6 +114,7 @@ impl Default for DriverLimits {
             max_incomplete_bytes: 128 << 20,
             message_stall_timeout: Duration::from_secs(10),
             flow_control_window: 1 << 20,
+            max_concurrent_streams: 4,
         }
     }
 }

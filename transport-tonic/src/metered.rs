@@ -190,6 +190,8 @@ impl Charge {
 pub(crate) struct Metering {
     pub(crate) budget: Arc<Budget>,
     pub(crate) max_message: usize,
+    /// The limit of the first message (a gossip stream's handshake), which is smaller.
+    pub(crate) max_first_message: usize,
     pub(crate) stall: Duration,
 }
 
@@ -311,6 +313,9 @@ pub(crate) struct MeteredBody {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     freed: Option<Pin<Box<OwnedNotified>>>,
     done: bool,
+    /// The limit of the message whose prefix comes next: the first message's, then
+    /// `max_message`.
+    limit: usize,
 }
 
 /// What taking the next message gives: a message, the status that ended the stream, or its
@@ -326,6 +331,7 @@ impl MeteredBody {
         MeteredBody {
             inner: tonic::body::Body::new(inner),
             side,
+            limit: m.max_first_message.min(m.max_message),
             m,
             fault,
             prefix: [0; PREFIX],
@@ -349,7 +355,7 @@ impl MeteredBody {
         let status = match &fault {
             Fault::Oversized(n) => Status::resource_exhausted(format!(
                 "message of {n} bytes exceeds the limit of {}",
-                self.m.max_message
+                self.limit
             )),
             Fault::Stalled { received } => {
                 self.m.budget.stalls.fetch_add(1, Ordering::Relaxed);
@@ -412,9 +418,10 @@ impl MeteredBody {
                         "compression flag {flag} (only 0 and 1 exist)"
                     )));
                 }
-                if len > self.m.max_message {
+                if len > self.limit {
                     return Err(Fault::Oversized(len));
                 }
+                self.limit = self.m.max_message;
                 if flag == 1 {
                     // No compression is negotiated on these calls; tonic's decoder ended
                     // the stream here with this status, after the messages before it.
@@ -614,6 +621,7 @@ mod tests {
         Metering {
             budget: budget.clone(),
             max_message: 1 << 20,
+            max_first_message: 1 << 20,
             stall: Duration::from_secs(10),
         }
     }

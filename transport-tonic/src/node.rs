@@ -230,6 +230,7 @@ impl NodeBuilder {
         let security: Box<dyn Security> = Box::new(security(local_addr));
         let settings = Settings {
             max_message_size: config.max_message_size,
+            max_handshake_message_size: config.max_handshake_message_size(),
             write_window: config.write_window.max(1),
             tls: tls.as_ref().map(|t| t.client.clone()),
             event_tap,
@@ -252,12 +253,14 @@ impl NodeBuilder {
             None => (None, None, HostedCore::new(comm, Hosted::none(), None)),
         };
         let window = flow_window(&settings.limits);
+        let max_streams = settings.limits.max_concurrent_streams.max(1);
         let inner = Inner::new(comm, settings, clock, rt.clone());
 
         let mut server = Server::builder()
             .initial_stream_window_size(window)
             .initial_connection_window_size(window)
-            .max_frame_size(Some(MAX_FRAME));
+            .max_frame_size(Some(MAX_FRAME))
+            .max_concurrent_streams(max_streams);
         if let Some(t) = &tls {
             server = server
                 .tls_config(t.server.clone())

@@ -104,6 +104,7 @@ where
     let metering = Metering {
         budget: inner.budget.clone(),
         max_message: max,
+        max_first_message: inner.settings.max_handshake_message_size,
         stall: inner.settings.limits.message_stall_timeout,
     };
     let body = MeteredBody::new(req.into_body(), Side::Request, metering, fault.clone());

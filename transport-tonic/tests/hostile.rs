@@ -336,3 +336,121 @@ async fn an_unread_connection_holds_at_most_the_flow_control_window() {
     assert!(granted >= ds.incomplete_bytes as usize, "granted {granted}");
     stop_all(&[&b]).await;
 }
+
+/// A remote may open only `DriverLimits::max_concurrent_streams` calls at once on one
+/// connection. Without a cap, one connection opened 372,700 `GossipStream`s in 8 s (each a
+/// pending handshake of the core: 1.3 GB, and legitimate handshakes refused as the oldest of
+/// too many pending), or grew the node by 200 MB/s with `Ping`s it never read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_may_open_only_a_few_streams_at_once() {
+    for cap in [DriverLimits::default().max_concurrent_streams, 2] {
+        let mut limits = DriverLimits::default();
+        limits.max_concurrent_streams = cap;
+        let b = node_with(config(), limits).await;
+        let tcp = within("connect", tokio::net::TcpStream::connect(b.local_addr()))
+            .await
+            .expect("connect");
+        let (_client, mut conn) = within("HTTP/2 handshake", h2::client::handshake(tcp))
+            .await
+            .expect("HTTP/2 handshake");
+        // Drive the connection until the node's SETTINGS arrive (until then HTTP/2 allows
+        // any number).
+        let advertised = within("the node's SETTINGS", async {
+            std::future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut conn).poll(cx) {
+                    panic!("the connection ended: {r:?}");
+                }
+                match conn.max_concurrent_send_streams() {
+                    usize::MAX => std::task::Poll::Pending,
+                    n => std::task::Poll::Ready(n),
+                }
+            })
+            .await
+        })
+        .await;
+        assert_eq!(advertised, cap as usize);
+        drop(conn);
+        stop_all(&[&b]).await;
+    }
+    assert_eq!(DriverLimits::default().max_concurrent_streams, 4);
+}
+
+/// A peer that reads nothing (it grants no HTTP/2 window) and then hangs up while the node
+/// has stopped reading it (its subscriber is behind): the node must still learn that the
+/// connection is gone, close it, and fail the acks waiting for room on it. Found against
+/// `fabric-gossip node --auto-ack`, which then served nothing, not even `stop`: no write
+/// came to find the stream gone, and the paused reader never looked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_hangs_up_while_unread_and_unreading_is_closed() {
+    let mut cfg = config();
+    cfg.send_buffer_size = 4;
+    cfg.write_window = 2;
+    cfg.subscription_buffer = 4;
+    let b = node_with(cfg, DriverLimits::default()).await;
+    let mut inbox = b.accept(|_| true).expect("subscribe");
+
+    let tcp = within("connect", tokio::net::TcpStream::connect(b.local_addr()))
+        .await
+        .expect("connect");
+    // No window: the node can write nothing to this peer.
+    let (client, conn) = within(
+        "HTTP/2 handshake",
+        h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(tcp),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let conn_task = tokio::spawn(conn);
+    let mut client = within("ready", client.ready()).await.expect("ready");
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}{}",
+            b.endpoint(),
+            fabric_gossip_core::proto::GOSSIP_STREAM_PATH
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (_response, mut send) = client.send_request(req, false).expect("request");
+    for chunk in framed_conn_establish("raw-client:hangs-up") {
+        send.send_data(chunk, false).expect("handshake bytes");
+    }
+    // More messages than the node's subscription buffer holds: its reader pauses.
+    for seq in 1..=64 {
+        let env = data(seq, 100).envelope_bytes().clone();
+        send.send_data(grpc_prefix(env.len()), false)
+            .expect("prefix");
+        send.send_data(env, false).expect("message");
+    }
+    // The application acks what it took: the acks fill the stream's send buffer and then
+    // wait for room that cannot come.
+    let mut acks = Vec::new();
+    for _ in 0..8 {
+        let m = within("a message", inbox.recv()).await.expect("delivered");
+        acks.push(tokio::spawn(async move { m.ack(None).await }));
+    }
+    until("the reader paused and the acks wait", || {
+        b.stats().read_pauses > 0 && acks.iter().any(|a| !a.is_finished())
+    })
+    .await;
+    assert_eq!(b.connections().len(), 1);
+
+    // The peer hangs up.
+    drop(send);
+    drop(client);
+    conn_task.abort();
+    let _ = conn_task.await;
+
+    until("the connection is closed", || b.connections().is_empty()).await;
+    for a in acks {
+        let r = within("a waiting ack ends", a).await.expect("ack task");
+        assert!(
+            matches!(r, Ok(()) | Err(fabric_gossip_core::Error::ConnectionClosed)),
+            "{r:?}"
+        );
+    }
+    stop_all(&[&b]).await;
+}
