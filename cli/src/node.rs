@@ -16,8 +16,9 @@ use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{Empty, GossipMessage};
 use fabric_gossip_core::{AckError, Event, HandshakeError, PkiId, RemotePeer, SignedMessage};
 use fabric_gossip_discovery::DiscoveryEvent;
-use fabric_gossip_tonic::Node;
+use fabric_gossip_tonic::{Node, Received};
 use serde_json::{Value, json};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -34,7 +35,8 @@ const EVENT_TAP: usize = 4096;
 /// straight into the queue and the writer woken once for it.
 const RECEIVE_BATCH: usize = 256;
 /// Acks being written at once for `--auto-ack`; past this the node stops taking received
-/// messages until some complete, which pushes back on senders instead of growing memory.
+/// messages until some complete, which pushes back on senders instead of growing memory,
+/// while commands, signals and events are still served.
 const MAX_ACKS_IN_FLIGHT: usize = 256;
 /// `send_with_ack` commands waiting for their acks at once; more are refused.
 const MAX_ACKS_PENDING: usize = 1024;
@@ -991,6 +993,30 @@ impl State {
 /// Every counter of the core and the driver, handshake failures by reason, and the lines
 /// of output dropped. Counter names are the fields' names; the driver's two counters that
 /// share a name with the core's are prefixed `driver_`.
+/// Starts acks for the messages at the front of `unacked`, as many as there are free ack
+/// slots, without waiting for one.
+fn start_acks(acks: &Arc<Semaphore>, unacked: &mut VecDeque<Received>) {
+    while !unacked.is_empty() {
+        let Ok(permit) = acks.clone().try_acquire_owned() else {
+            return;
+        };
+        if let Some(r) = unacked.pop_front() {
+            spawn_ack(permit, r);
+        }
+    }
+}
+
+/// Acks `r` in a task of its own, holding an ack slot until it is written or has failed
+/// (the connection closed: the node then says so in a warning).
+fn spawn_ack(permit: tokio::sync::OwnedSemaphorePermit, r: Received) {
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(e) = r.ack(None).await {
+            tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
+        }
+    });
+}
+
 pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
     let s = node.stats();
     let d = node.driver_stats();
@@ -1227,6 +1253,10 @@ async fn serve(
     let mut stdin_open = true;
 
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
+    // Received messages to ack (`--auto-ack`) waiting for an ack slot: while any wait, no
+    // more are taken from the node. The loop never waits for a slot itself: acks stuck on
+    // a peer that stopped reading must not stop it from serving commands and `stop`.
+    let mut unacked: VecDeque<Received> = VecDeque::new();
     let mut received = Vec::with_capacity(RECEIVE_BATCH);
     let mut sender = SenderName::default();
     // A `membership` line after changes, at most once per tick.
@@ -1256,7 +1286,14 @@ async fn serve(
                     out.emit(&v);
                 }
             }
-            n = inbox.recv_many(&mut received, RECEIVE_BATCH) => {
+            permit = acks.clone().acquire_owned(), if !unacked.is_empty() => {
+                let Ok(permit) = permit else { break };
+                if let Some(r) = unacked.pop_front() {
+                    spawn_ack(permit, r);
+                }
+                start_acks(&acks, &mut unacked);
+            }
+            n = inbox.recv_many(&mut received, RECEIVE_BATCH), if unacked.is_empty() => {
                 if n == 0 {
                     break;
                 }
@@ -1281,17 +1318,11 @@ async fn serve(
                         }
                     }
                 }
-                for r in received.drain(..) {
-                    if args.auto_ack && r.message().nonce != 0 {
-                        let Ok(permit) = acks.clone().acquire_owned().await else { break };
-                        tokio::spawn(async move {
-                            let _permit = permit;
-                            if let Err(e) = r.ack(None).await {
-                                tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
-                            }
-                        });
-                    }
+                if args.auto_ack {
+                    unacked.extend(received.drain(..).filter(|r| r.message().nonce != 0));
+                    start_acks(&acks, &mut unacked);
                 }
+                received.clear();
             }
             line = lines.recv(), if stdin_open => match line {
                 Some(Line::Text(l)) => {
