@@ -71,8 +71,8 @@ pub struct Config {
     pub max_identity_size: usize,
     /// Inbound streams that may be handshaking at once; when a new one arrives at the cap,
     /// the oldest pending one is refused first (its remote is the likeliest to be stuck).
-    /// Default 512: what the tonic driver's pending connections (128) may open at once
-    /// (4 streams each), so that unauthenticated connections within the driver's limits
+    /// Default 2,048: what the tonic driver's pending connections (128) may open at once
+    /// (16 streams each), so that unauthenticated connections within the driver's limits
     /// cannot push a legitimate handshake out.
     pub max_pending_handshakes: usize,
     /// Connections (authenticated streams) the core holds at most; further inbound streams
@@ -111,7 +111,7 @@ impl Default for Config {
             max_queued_events: MAX_QUEUED_EVENTS,
             max_message_size: fabric_gossip_proto::MAX_MESSAGE_SIZE,
             max_identity_size: 64 * 1024,
-            max_pending_handshakes: 512,
+            max_pending_handshakes: 2048,
             max_connections: 4096,
             identity_store_capacity: 16 * 1024,
             max_operations: 64 * 1024,

@@ -545,8 +545,8 @@ fn same_peer_reconnecting_in_a_tight_loop_while_we_do_not_read() {
 fn many_connections_that_never_finish_their_handshake() {
     let c = &mut core(Config::default());
     let cap = c.config().max_pending_handshakes;
-    assert_eq!(cap, 512, "the documented default");
-    let accepted: Vec<StreamId> = (0..1000)
+    assert_eq!(cap, 2048, "the documented default");
+    let accepted: Vec<StreamId> = (0..3000)
         .map(|i| c.accept_stream(now(), &format!("10.0.{}.{}:1", i / 250, i % 250), None))
         .collect::<Result<_, _>>()
         .unwrap();
@@ -563,14 +563,14 @@ fn many_connections_that_never_finish_their_handshake() {
             _ => None,
         })
         .collect();
-    // Oldest refused first: exactly the first 744, in order.
-    assert_eq!(evicted, accepted[..1000 - cap]);
+    // Oldest refused first: exactly the first 952, in order.
+    assert_eq!(evicted, accepted[..3000 - cap]);
     assert_eq!(
         c.stats().handshake_failures_for("evicted"),
-        (1000 - cap) as u64
+        (3000 - cap) as u64
     );
     assert_eq!(c.live_counts().streams, cap);
-    assert!(accepted[1000 - cap..].iter().all(|s| c.is_live_stream(*s)));
+    assert!(accepted[3000 - cap..].iter().all(|s| c.is_live_stream(*s)));
     // A newcomer that does finish is served, evicting one more of the stuck ones.
     let s = c.accept_stream(now(), REMOTE, None).unwrap();
     c.handle_envelope(now(), s, hello()).unwrap();

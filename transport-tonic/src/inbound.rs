@@ -95,11 +95,13 @@ pub struct DriverLimits {
     pub flow_control_window: u32,
     /// HTTP/2 streams (gRPC calls) a remote may have open at once on one connection: the
     /// `SETTINGS_MAX_CONCURRENT_STREAMS` this node advertises. A Fabric peer opens one at a
-    /// time (`Ping`, then `GossipStream`); this node's own dials at most two. Default 4.
+    /// time (`Ping`, then `GossipStream`), this node's own dials at most two, and other
+    /// clients multiplex a few peers on one connection (the interop suite's Python peers
+    /// share one gRPC channel, and failed with a cap of 4). Default 16.
     /// Without a cap one connection opened 372,700 `GossipStream`s in 8 s, each a pending
     /// handshake of the core: it grew the node to 1.3 GB and made the core refuse
     /// legitimate handshakes as the oldest of too many pending (`Config::
-    /// max_pending_handshakes`, 512, is `max_pending_connections` × this, so pending
+    /// max_pending_handshakes`, 2,048, is `max_pending_connections` × this, so pending
     /// connections alone cannot fill it), and a flood of `Ping`s never read back grew it by
     /// 200 MB/s.
     pub max_concurrent_streams: u32,
@@ -114,7 +116,7 @@ impl Default for DriverLimits {
             max_incomplete_bytes: 128 << 20,
             message_stall_timeout: Duration::from_secs(10),
             flow_control_window: 1 << 20,
-            max_concurrent_streams: 4,
+            max_concurrent_streams: 16,
         }
     }
 }

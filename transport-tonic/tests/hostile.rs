@@ -372,7 +372,7 @@ async fn a_connection_may_open_only_a_few_streams_at_once() {
         drop(conn);
         stop_all(&[&b]).await;
     }
-    assert_eq!(DriverLimits::default().max_concurrent_streams, 4);
+    assert_eq!(DriverLimits::default().max_concurrent_streams, 16);
 }
 
 /// A peer that reads nothing (it grants no HTTP/2 window) and then hangs up while the node
