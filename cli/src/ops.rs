@@ -21,21 +21,34 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-/// Requests served at once; more connections wait to be accepted. A scraper and a health
-/// checker need a handful.
+/// Connections held at once, a hard cap (so memory stays bounded). A scraper and a health
+/// checker need a handful. When all are taken, a new connection evicts one that waits for
+/// its request (see [`Slots`]); it waits for a slot only while none can be evicted (all
+/// being answered or not yet run), which lasts microseconds.
 const MAX_CONNECTIONS: usize = 32;
-/// A connection is closed after this long, whatever it is doing, so that idle or slow
-/// clients cannot hold the slots.
+/// How long a connection may wait for a complete request (headers, and a `PUT`'s body):
+/// from `accept`, the TLS handshake included, and again after each answer (keep-alive).
+/// Health checkers and scrapers send theirs at once.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// A connection is closed after this long, whatever it is doing, so that slow clients
+/// cannot hold the slots.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+/// Evictions are logged at most once per this, each line with the number since the last.
+const EVICTION_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the node is in its life, for `/healthz`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +70,18 @@ pub(crate) struct State {
     certificates: OnceLock<crate::expiry::OwnCertificates>,
     /// Whether `/metrics` is served (`metrics.provider: prometheus`).
     metrics: bool,
+    /// What the operations service did with its own connections.
+    connections: ConnectionCounters,
+}
+
+/// The operations service's counters of its connections, for `/metrics`.
+#[derive(Debug, Default)]
+struct ConnectionCounters {
+    /// Connections closed to make room for a new one: they had not sent a complete request
+    /// and every slot was taken.
+    evicted: AtomicU64,
+    /// Connections closed because no complete request came within [`REQUEST_TIMEOUT`].
+    request_timeouts: AtomicU64,
 }
 
 impl State {
@@ -66,6 +91,7 @@ impl State {
             node: OnceLock::new(),
             certificates: OnceLock::new(),
             metrics,
+            connections: ConnectionCounters::default(),
         })
     }
 
@@ -161,11 +187,8 @@ pub(crate) async fn start(
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>, tls: Option<TlsAcceptor>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Slots::new(state.clone()));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (tcp, _) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -175,38 +198,371 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, tls: Option<TlsAc
                 continue;
             }
         };
-        let state = state.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            // The TLS handshake counts against the connection's lifetime too.
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, async move {
-                match tls {
-                    None => serve_io(tcp, state).await,
-                    Some(acceptor) => match acceptor.accept(tcp).await {
-                        Ok(stream) => serve_io(stream, state).await,
-                        Err(e) => {
-                            tracing::debug!(target: TARGET, "operations service: TLS: {e}");
-                        }
-                    },
-                }
-            })
-            .await;
-        });
+        // Taken after `accept`, so that a new connection can evict one that waits.
+        let conn = slots.admit().await;
+        tokio::spawn(serve_connection(
+            tcp,
+            conn,
+            slots.clone(),
+            state.clone(),
+            tls.clone(),
+        ));
     }
 }
 
-async fn serve_io<I>(io: I, state: Arc<State>)
+/// One connection, until it ends, is evicted, waits too long for a request, or reaches
+/// [`CONNECTION_LIFETIME`]; its slot is freed when this returns.
+async fn serve_connection(
+    tcp: TcpStream,
+    conn: Arc<Conn>,
+    slots: Arc<Slots>,
+    state: Arc<State>,
+    tls: Option<TlsAcceptor>,
+) {
+    let _slot = SlotGuard {
+        slots: slots.clone(),
+        id: conn.id,
+    };
+    let tcp = Watched {
+        tcp,
+        conn: conn.clone(),
+    };
+    let serve = async {
+        match tls {
+            None => serve_io(tcp, state.clone(), conn.clone()).await,
+            Some(acceptor) => match acceptor.accept(tcp).await {
+                Ok(stream) => serve_io(stream, state.clone(), conn.clone()).await,
+                Err(e) => {
+                    tracing::debug!(target: TARGET, "operations service: TLS: {e}");
+                }
+            },
+        }
+    };
+    // The TLS handshake counts against the connection's lifetime too.
+    let mut serve = std::pin::pin!(tokio::time::timeout(CONNECTION_LIFETIME, serve));
+    let mut first = true;
+    let serve = std::future::poll_fn(|cx| {
+        let done = serve.as_mut().poll(cx);
+        if std::mem::take(&mut first) {
+            // It has read what had come (a request there is being answered): it may be
+            // evicted from now on.
+            conn.polled();
+        }
+        done
+    });
+    tokio::select! {
+        _ = serve => {}
+        // Counted and logged by `Slots::admit`.
+        () = conn.evict.notified() => {}
+        () = conn.request_deadline() => {
+            state.connections.request_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                target: TARGET,
+                "operations service: connection closed: no complete request within {REQUEST_TIMEOUT:?}"
+            );
+        }
+    }
+    // Dropping the socket here closes it, whichever way the connection ended.
+}
+
+async fn serve_io<I>(io: I, state: Arc<State>, conn: Arc<Conn>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(req, &state).await) }
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(req, &state, &conn).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .await;
+}
+
+/// The connections held, at most [`MAX_CONNECTIONS`].
+///
+/// A connection holds its slot from `accept`, but while it *waits* (for its TLS handshake,
+/// for the rest of its request's headers or body, for the next request on a kept-alive
+/// connection) it does not hold it against newcomers: a new connection over the cap evicts
+/// one that waits, see [`Slots::victim`]. A connection being *answered* (a complete
+/// request, until hyper has taken the whole response) is never evicted, nor one whose task
+/// has not run yet (when it runs, it reads a request already sent and is answering it
+/// before anything can evict it, however fast a flood is accepted); both last
+/// microseconds, so silent sockets and half-sent requests cannot keep a health check out.
+/// The old code took a slot before `accept` and held it up to 10 s: 32 idle sockets kept
+/// every request out for that long.
+struct Slots {
+    state: Arc<State>,
+    table: Mutex<BTreeMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    /// Wakes the accept loop when a slot is freed or a connection starts to wait.
+    freed: Arc<Notify>,
+    /// When evictions were last logged, and the count then.
+    logged: Mutex<Option<(Instant, u64)>>,
+}
+
+/// One connection's entry in [`Slots`].
+struct Conn {
+    id: u64,
+    phase: Mutex<ConnPhase>,
+    /// A byte came from the remote (a TLS handshake or a request under way).
+    spoke: AtomicBool,
+    /// Closes the connection (it was evicted).
+    evict: Notify,
+    /// [`Slots::freed`].
+    freed: Arc<Notify>,
+}
+
+/// Whether a connection is being answered, or since when it waits for a request.
+#[derive(Clone, Copy, Debug)]
+enum ConnPhase {
+    /// Accepted then, its task not yet run.
+    Accepted(Instant),
+    Waiting(Instant),
+    /// Requests being answered (hyper answers one at a time on a connection; a count
+    /// anyway, so that the phase cannot go wrong).
+    Answering(u32),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Slots {
+    fn new(state: Arc<State>) -> Slots {
+        Slots {
+            state,
+            table: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(0),
+            freed: Arc::new(Notify::new()),
+            logged: Mutex::new(None),
+        }
+    }
+
+    /// A slot for a connection just accepted: a free one, else the slot of the connection
+    /// that has waited longest for a request (evicted), else, when every connection is
+    /// being answered, the first slot freed.
+    async fn admit(&self) -> Arc<Conn> {
+        loop {
+            {
+                let mut table = lock(&self.table);
+                if table.len() >= MAX_CONNECTIONS
+                    && let Some(victim) = Self::victim(&table).and_then(|id| table.remove(&id))
+                {
+                    victim.evict.notify_one();
+                    self.evicted();
+                }
+                if table.len() < MAX_CONNECTIONS {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let conn = Arc::new(Conn {
+                        id,
+                        phase: Mutex::new(ConnPhase::Accepted(Instant::now())),
+                        spoke: AtomicBool::new(false),
+                        evict: Notify::new(),
+                        freed: self.freed.clone(),
+                    });
+                    table.insert(id, conn.clone());
+                    return conn;
+                }
+            }
+            // Every connection is being answered or has yet to run: a slot comes soon.
+            // `notify_one` keeps a wake-up given while nobody waited: none is lost.
+            self.freed.notified().await;
+        }
+    }
+
+    /// The connection to evict: of those waiting for a request, one that has not sent a
+    /// byte before one that has (a TLS handshake or a request under way: a legitimate
+    /// client, unless the flood sends bytes too), the one that has waited longest first.
+    /// None while only connections being answered are left, or while the best is one that
+    /// has sent bytes and connections not yet run may turn out silent.
+    fn victim(table: &BTreeMap<u64, Arc<Conn>>) -> Option<u64> {
+        let mut unknown = false;
+        let (spoke, _, id) = table
+            .values()
+            .filter_map(|c| match *lock(&c.phase) {
+                ConnPhase::Waiting(since) => Some((c.spoke.load(Ordering::Relaxed), since, c.id)),
+                ConnPhase::Accepted(_) => {
+                    unknown = true;
+                    None
+                }
+                ConnPhase::Answering(_) => None,
+            })
+            .min()?;
+        (!spoke || !unknown).then_some(id)
+    }
+
+    /// Counts an eviction, and logs it unless a line was logged less than
+    /// [`EVICTION_LOG_INTERVAL`] ago (a flood makes a line a second, not one per socket).
+    fn evicted(&self) {
+        let total = self
+            .state
+            .connections
+            .evicted
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        let now = Instant::now();
+        let mut logged = lock(&self.logged);
+        let since = match *logged {
+            Some((at, _)) if now.duration_since(at) < EVICTION_LOG_INTERVAL => return,
+            Some((_, count)) => total - count,
+            None => total,
+        };
+        *logged = Some((now, total));
+        drop(logged);
+        tracing::warn!(
+            target: TARGET,
+            "operations service: {since} connection(s) evicted since the last such line \
+             ({total} in all): all {MAX_CONNECTIONS} slots were taken and they had not sent \
+             a complete request (an idle-connection flood?)"
+        );
+    }
+}
+
+/// Frees a connection's slot when its task ends (it may have been evicted already).
+struct SlotGuard {
+    slots: Arc<Slots>,
+    id: u64,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if lock(&self.slots.table).remove(&self.id).is_some() {
+            self.slots.freed.notify_one();
+        }
+    }
+}
+
+impl Conn {
+    /// The connection is being answered until the guard is dropped.
+    fn answering(self: &Arc<Self>) -> Answering {
+        let mut phase = lock(&self.phase);
+        *phase = match *phase {
+            ConnPhase::Accepted(_) | ConnPhase::Waiting(_) => ConnPhase::Answering(1),
+            ConnPhase::Answering(n) => ConnPhase::Answering(n + 1),
+        };
+        Answering(self.clone())
+    }
+
+    /// Its task has run once.
+    fn polled(&self) {
+        let mut phase = lock(&self.phase);
+        if let ConnPhase::Accepted(since) = *phase {
+            *phase = ConnPhase::Waiting(since);
+            drop(phase);
+            self.freed.notify_one();
+        }
+    }
+
+    /// Returns once the connection has waited [`REQUEST_TIMEOUT`] for a request.
+    async fn request_deadline(&self) {
+        loop {
+            let at = match *lock(&self.phase) {
+                ConnPhase::Accepted(since) | ConnPhase::Waiting(since) => since + REQUEST_TIMEOUT,
+                // Looked at again later: it cannot wait before then.
+                ConnPhase::Answering(_) => Instant::now() + REQUEST_TIMEOUT,
+            };
+            if at <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(at).await;
+        }
+    }
+}
+
+/// A connection's socket, noting when the first byte comes.
+struct Watched {
+    tcp: TcpStream,
+    conn: Arc<Conn>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if buf.filled().len() > before && !self.conn.spoke.load(Ordering::Relaxed) {
+            self.conn.spoke.store(true, Ordering::Relaxed);
+        }
+        read
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Held while a connection is being answered: from a complete request until hyper has
+/// taken the whole response (it drops the body then).
+struct Answering(Arc<Conn>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let mut phase = lock(&self.0.phase);
+        *phase = match *phase {
+            ConnPhase::Answering(n) if n > 1 => ConnPhase::Answering(n - 1),
+            _ => ConnPhase::Waiting(Instant::now()),
+        };
+        drop(phase);
+        // It may be evicted now, if the accept loop waits for a slot.
+        self.0.freed.notify_one();
+    }
+}
+
+/// A response's body, holding its connection in the answering phase until hyper has taken
+/// it whole.
+struct Answer {
+    body: Full<Bytes>,
+    _answering: Answering,
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        hyper::body::Body::poll_frame(Pin::new(&mut self.body), cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.body)
+    }
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -225,27 +581,49 @@ fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>
 /// Largest `/logspec` request body read.
 const MAX_BODY: usize = 4096;
 
-/// Routes one request.
-async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
-    if req.uri().path() == "/logspec" {
-        return logspec(req).await;
-    }
-    respond(req.method(), req.uri().path(), state)
+/// Routes one request of `conn`, which is answering it from when the request is complete
+/// (a `PUT`'s body read) until the response has been taken.
+async fn handle(req: Request<Incoming>, state: &State, conn: &Arc<Conn>) -> Response<Answer> {
+    let (response, answering) = if req.uri().path() == "/logspec" {
+        let method = req.method().clone();
+        let body = if method == Method::PUT {
+            // Still waiting for the request while its body comes.
+            Some(
+                Limited::new(req.into_body(), MAX_BODY)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .map_err(|e| e.to_string()),
+            )
+        } else {
+            None
+        };
+        let answering = conn.answering();
+        (logspec(&method, body), answering)
+    } else {
+        let answering = conn.answering();
+        (respond(req.method(), req.uri().path(), state), answering)
+    };
+    response.map(|body| Answer {
+        body,
+        _answering: answering,
+    })
 }
 
-/// Fabric's `/logspec`: GET `{"spec":SPEC}`; PUT `{"spec":SPEC}` changes the log filter
-/// of the running node (204), 400 with the reason for a bad spec.
-async fn logspec(req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Fabric's `/logspec`: GET `{"spec":SPEC}`; PUT `{"spec":SPEC}` (`body`, read) changes
+/// the log filter of the running node (204), 400 with the reason for a bad spec.
+fn logspec(method: &Method, body: Option<Result<Bytes, String>>) -> Response<Full<Bytes>> {
     let bad = |e: String| json_reply(StatusCode::BAD_REQUEST, &json!({"Error": e}));
-    match *req.method() {
+    match *method {
         Method::GET => json_reply(
             StatusCode::OK,
             &json!({"spec": crate::logging::current_spec().unwrap_or_default()}),
         ),
         Method::PUT => {
-            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => return bad(format!("cannot read the request: {e}")),
+            let body = match body {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => return bad(format!("cannot read the request: {e}")),
+                None => return bad("cannot read the request".into()),
             };
             let spec = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -304,6 +682,7 @@ fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> 
             if let Some(certs) = state.certificates.get() {
                 own_certificates(&mut registry, certs);
             }
+            operations_connections(&mut registry, &state.connections);
             match encode(&mut text, &registry) {
                 Ok(()) => reply(
                     StatusCode::OK,
@@ -372,6 +751,28 @@ fn own_certificates(r: &mut Registry, certs: &crate::expiry::OwnCertificates) {
         "Seconds until the node's own certificate expires (0 once expired), by certificate: \
          enrollment, server_tls, client_tls",
         f,
+    );
+}
+
+/// What the operations service did with its own connections (served before the node runs
+/// too).
+fn operations_connections(r: &mut Registry, c: &ConnectionCounters) {
+    register(
+        r,
+        "fabric_gossip_cli_operations_connections_evicted",
+        "Operations-service connections closed to make room for a new one: every slot was \
+         taken and they had not sent a complete request (idle or half-sent)",
+        Metric::Counter(c.evicted.load(Ordering::Relaxed)),
+    );
+    register(
+        r,
+        "fabric_gossip_cli_operations_request_timeouts",
+        &format!(
+            "Operations-service connections closed because no complete request came within \
+             {} s (TLS handshake included; also idle kept-alive connections)",
+            REQUEST_TIMEOUT.as_secs()
+        ),
+        Metric::Counter(c.request_timeouts.load(Ordering::Relaxed)),
     );
 }
 

@@ -2305,6 +2305,100 @@ fn operations_service_over_tls() {
     assert_eq!(n.exit_within(EVENT), Some(0));
 }
 
+/// GET `path` from `addr` on a new connection, connecting and reading within `limit` in all:
+/// (status, body), or what went wrong (a timeout, a closed connection).
+fn http_get_within(addr: &str, path: &str, limit: Duration) -> Result<(u16, String), String> {
+    let deadline = Instant::now() + limit;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("no answer to GET {path} within {limit:?}"))
+    };
+    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, left()?)
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_write_timeout(Some(left()?))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("request: {e}"))?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        s.set_read_timeout(Some(left()?))
+            .map_err(|e| e.to_string())?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("response after {:?}: {e}", limit - left()?)),
+        }
+    }
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("not an HTTP response: {raw:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// The operations service against connections that never send a complete request (the
+/// slow-loris attack: silent sockets, or a request cut before the end of its headers):
+/// with every slot taken by them, a health check is still answered at once, as an
+/// orchestrator's liveness probe (1 s timeout) needs; they are evicted oldest first,
+/// counted on /metrics and logged at most about once a second.
+#[test]
+fn operations_service_evicts_idle_connections_for_a_health_check() {
+    // Allowed for one probe: twice a liveness probe's usual timeout; a slot used to be
+    // held 10 s.
+    const PROBE: Duration = Duration::from_secs(2);
+    const EVICTED: &str = "fabric_gossip_cli_operations_connections_evicted_total";
+    let began = Instant::now();
+    let (mut n, ops) = operations_daemon(&["--log-spec", "info"]);
+    for idle in [64, 200] {
+        let mut held = Vec::new();
+        for i in 0..idle {
+            let mut s = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+            if i % 2 == 1 {
+                // Headers begun, never ended.
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    .expect("part of a request");
+            }
+            held.push(s);
+        }
+        let asked = Instant::now();
+        let got = http_get_within(&ops, "/healthz", PROBE);
+        let took = asked.elapsed();
+        eprintln!("/healthz with {idle} idle connections: {took:?}");
+        assert_eq!(
+            got,
+            Ok((200, r#"{"status":"OK"}"#.to_owned())),
+            "/healthz with {idle} idle connections, after {took:?}"
+        );
+        let (code, m) = http_get_within(&ops, "/metrics", PROBE).expect("/metrics");
+        assert_eq!(code, 200, "{m}");
+        assert!(sample(&m, EVICTED) > 0, "{m}");
+        drop(held);
+    }
+    n.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(n.exit_within(EVENT), Some(0));
+    // Hundreds of evictions, a handful of lines.
+    let err = n.stderr();
+    let lines = err.lines().filter(|l| l.contains("evicted")).count();
+    let secs = began.elapsed().as_secs() as usize;
+    assert!(
+        lines >= 1 && lines <= secs + 2,
+        "{lines} lines in {secs} s:\n{err}"
+    );
+}
+
 // Membership (issue 11): `node --bootstrap`, `{"cmd":"members"}`, the membership metric,
 // and `watch`.
 
