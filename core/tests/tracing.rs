@@ -121,3 +121,32 @@ fn handshake_failures_and_connections_are_traced_with_their_part_and_reason() {
         Some(CloseReason::Local.to_string().as_str())
     );
 }
+
+/// A flood of failing handshakes logs at most 20 lines a second; the first line of the next
+/// second says how many were not logged, and the counters hold every one.
+#[test]
+fn handshake_failures_are_logged_at_most_twenty_a_second() {
+    let capture = Capture::default();
+    let events = capture.0.clone();
+    let mut c = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
+    let garbage = || bytes::Bytes::from_static(b"\xff\xff");
+    tracing::subscriber::with_default(capture, || {
+        for i in 0..100 {
+            let s = c.accept_stream(now(), &format!("x:{i}"), None).unwrap();
+            c.handle_envelope(now(), s, garbage()).unwrap();
+        }
+        let later = now() + std::time::Duration::from_secs(1);
+        let s = c.accept_stream(later, "y:1", None).unwrap();
+        c.handle_envelope(later, s, garbage()).unwrap();
+    });
+    let events = events.lock().unwrap();
+    let logged: Vec<_> = events
+        .iter()
+        .filter(|e| e.field("message") == Some("handshake failed"))
+        .collect();
+    assert_eq!(logged.len(), 21);
+    assert!(logged[..20].iter().all(|e| e.field("not_logged") == Some("0")));
+    assert_eq!(logged[20].field("not_logged"), Some("80"));
+    assert_eq!(logged[20].field("remote"), Some("y:1"));
+    assert_eq!(c.stats().handshake_failures_for("malformed"), 101);
+}

@@ -841,7 +841,9 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
             inbound,
             error,
         } => {
-            tracing::info!(%stream, remote = %remote, inbound, error = %error, "handshake failed");
+            // The core logs it at `info` (`fabric_gossip_core::handshake`, at most 20 a
+            // second): a second line each would only double what a flood writes.
+            tracing::debug!(%stream, remote = %remote, inbound, error = %error, "handshake failed");
         }
         Event::Probed { info, .. } => {
             tracing::info!(pki_id = %info.id, endpoint = %info.endpoint, "probed us");

@@ -20,6 +20,7 @@ use crate::message::{
 use crate::security::{Security, SecurityError};
 use crate::time::Instant;
 use bytes::Bytes;
+use core::time::Duration;
 use fabric_gossip_proto::gossip::{Envelope, GossipMessage, gossip_message};
 use prost::Message;
 use std::collections::VecDeque;
@@ -33,6 +34,45 @@ pub(super) struct Handshakes {
     pending_inbound: VecDeque<StreamId>,
     /// Our own `ConnEstablish`, signed once per (role, probe) and reused.
     conn_establish: [Option<Bytes>; 4],
+    /// How many "handshake failed" lines may still be logged this second.
+    log: LogBudget,
+}
+
+/// Log lines of one kind allowed per second; the rest are counted, and the next line
+/// logged says how many were not. Hostile input can fail handshakes as fast as it opens
+/// streams, and one `info` line each wrote megabytes a second to a node's log (a loopback
+/// attack: 46 MiB in 6 s); `Stats` counts every failure all the same. Core time, so a
+/// simulation logs the same lines on every run.
+#[derive(Debug, Default)]
+pub(super) struct LogBudget {
+    /// Start of the current second.
+    since: Option<Instant>,
+    /// Lines logged since `since`.
+    used: u32,
+    /// Lines not logged since the last one that was.
+    suppressed: u64,
+}
+
+impl LogBudget {
+    pub(super) const PER_SECOND: u32 = 20;
+
+    /// `Some(n)`: log this line, saying that `n` were not logged before it; `None`: skip it.
+    pub(super) fn admit(&mut self, now: Instant) -> Option<u64> {
+        let fresh = self
+            .since
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
+        if fresh {
+            self.since = Some(now);
+            self.used = 0;
+        }
+        if self.used < Self::PER_SECOND {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
 }
 
 impl Handshakes {
@@ -282,15 +322,18 @@ impl<S: Security> Comm<S> {
         let purpose = purpose.clone();
         let remote = s.remote_addr.clone();
         let inbound = s.inbound;
-        tracing::info!(
-            target: "fabric_gossip_core::handshake",
-            stream = %stream,
-            remote = %remote,
-            inbound,
-            kind = %err.kind(),
-            error = %err,
-            "handshake failed"
-        );
+        if let Some(not_logged) = self.handshakes.log.admit(self.now) {
+            tracing::info!(
+                target: "fabric_gossip_core::handshake",
+                stream = %stream,
+                remote = %remote,
+                inbound,
+                kind = %err.kind(),
+                error = %err,
+                not_logged,
+                "handshake failed"
+            );
+        }
         self.stats.handshake_failed(&err);
         self.handshakes.settled(stream);
         let status = inbound.then(|| err.to_string());
@@ -390,5 +433,21 @@ mod tests {
         h.settled(s(0));
         assert_eq!(h.evict(2), Some(s(1)));
         assert_eq!(h.evict(2), None);
+    }
+
+    /// 20 lines a second; the rest counted and reported by the next line logged.
+    #[test]
+    fn a_log_budget_allows_twenty_lines_a_second_and_counts_the_rest() {
+        let t0 = Instant::from_unix_secs(1_700_000_000);
+        let mut b = LogBudget::default();
+        let first: Vec<Option<u64>> = (0..25).map(|_| b.admit(t0)).collect();
+        assert_eq!(first[..20], [Some(0); 20]);
+        assert_eq!(first[20..], [None; 5]);
+        // Still the same second.
+        assert_eq!(b.admit(t0 + Duration::from_millis(999)), None);
+        // The next second: the first line says how many were not logged.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(b.admit(t1), Some(6));
+        assert_eq!(b.admit(t1), Some(0));
     }
 }
