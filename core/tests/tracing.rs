@@ -145,7 +145,11 @@ fn handshake_failures_are_logged_at_most_twenty_a_second() {
         .filter(|e| e.field("message") == Some("handshake failed"))
         .collect();
     assert_eq!(logged.len(), 21);
-    assert!(logged[..20].iter().all(|e| e.field("not_logged") == Some("0")));
+    assert!(
+        logged[..20]
+            .iter()
+            .all(|e| e.field("not_logged") == Some("0"))
+    );
     assert_eq!(logged[20].field("not_logged"), Some("80"));
     assert_eq!(logged[20].field("remote"), Some("y:1"));
     assert_eq!(c.stats().handshake_failures_for("malformed"), 101);

@@ -20,6 +20,21 @@ async fn node_with(config: Config, limits: DriverLimits) -> Node {
         .expect("node starts")
 }
 
+/// The headers of a `GossipStream` call on `b`, for a raw HTTP/2 client.
+fn gossip_stream_request(b: &Node) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}{}",
+            b.endpoint(),
+            fabric_gossip_core::proto::GOSSIP_STREAM_PATH
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
 /// Polls `cond` every millisecond until it holds, failing the test at `DEADLINE`.
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -279,17 +294,7 @@ async fn an_unread_connection_holds_at_most_the_flow_control_window() {
         .expect("HTTP/2 handshake");
     tokio::spawn(conn);
     let mut client = within("ready", client.ready()).await.expect("ready");
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{}{}",
-            b.endpoint(),
-            fabric_gossip_core::proto::GOSSIP_STREAM_PATH
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
+    let req = gossip_stream_request(&b);
     let (_response, mut send) = client.send_request(req, false).expect("request");
     for chunk in framed_conn_establish("raw-client:unread") {
         send.send_data(chunk, false).expect("handshake bytes");
@@ -403,17 +408,7 @@ async fn a_peer_that_hangs_up_while_unread_and_unreading_is_closed() {
     .expect("HTTP/2 handshake");
     let conn_task = tokio::spawn(conn);
     let mut client = within("ready", client.ready()).await.expect("ready");
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{}{}",
-            b.endpoint(),
-            fabric_gossip_core::proto::GOSSIP_STREAM_PATH
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
+    let req = gossip_stream_request(&b);
     let (_response, mut send) = client.send_request(req, false).expect("request");
     for chunk in framed_conn_establish("raw-client:hangs-up") {
         send.send_data(chunk, false).expect("handshake bytes");
