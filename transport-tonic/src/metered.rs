@@ -424,11 +424,16 @@ impl MeteredBody {
                 self.limit = self.m.max_message;
                 if flag == 1 {
                     // No compression is negotiated on these calls; tonic's decoder ended
-                    // the stream here with this status, after the messages before it.
-                    self.pending_error = Some(Status::internal(
-                        "protocol error: received message with compressed-flag but no \
-                         grpc-encoding was specified",
-                    ));
+                    // the stream here with this status, after the messages before it. It is
+                    // bytes this node cannot read: counted as bad framing, and recorded as
+                    // the stream's fault so that the sender's call ends with the status
+                    // (it used to end OK while the node closed the connection).
+                    let why = "received message with compressed-flag but no grpc-encoding \
+                               was specified";
+                    self.pending_error = Some(Status::internal(format!("protocol error: {why}")));
+                    self.m.budget.bad_framing.fetch_add(1, Ordering::Relaxed);
+                    *self.fault.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(Fault::Framing(why.into()));
                     self.received = 0;
                     return Ok(());
                 }
@@ -794,8 +799,10 @@ mod tests {
         let (got, end) = read_all(&mut r);
         assert_eq!(got.len(), 1);
         assert_eq!(end.expect("an error").code(), tonic::Code::Internal);
-        // tonic's decoder refused it; it is not counted as bad framing.
-        assert_eq!(budget.bad_framing.load(Ordering::Relaxed), 0);
+        // Bytes this node cannot read: bad framing, and the stream's fault (so the sender
+        // hears of it).
+        assert_eq!(budget.bad_framing.load(Ordering::Relaxed), 1);
+        assert!(matches!(take_fault(&r.fault), Some(Fault::Framing(_))));
     }
 
     #[test]

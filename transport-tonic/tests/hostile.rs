@@ -105,6 +105,23 @@ async fn bad_grpc_framing_has_its_own_counter() {
     assert_ne!(code, tonic::Code::Ok);
     assert!(msg.contains("bad gRPC framing"), "{msg}");
     assert_eq!(b.driver_stats().bad_framing, 2);
+    // A compressed message after a handshake (no compression is negotiated): the call
+    // ends with the node's Internal refusal, not OK (a loopback attack saw OK), and is
+    // counted.
+    let mut chunks = framed_conn_establish("raw-client:compressed");
+    chunks.push(Bytes::from_static(&[1, 0, 0, 0, 3, 1, 2, 3]));
+    let (code, msg) = within(
+        "compressed",
+        raw_stream(&b.endpoint(), ChunkBody::new(chunks, true)),
+    )
+    .await
+    .expect("a gRPC status");
+    assert_ne!(code, tonic::Code::Ok, "{msg}");
+    assert!(
+        msg.contains("Internal") && msg.contains("compressed-flag"),
+        "{msg}"
+    );
+    assert_eq!(b.driver_stats().bad_framing, 3);
     assert_eq!(b.stats().malformed, 0, "not counted as malformed Envelopes");
     within("stop", b.stop()).await;
 }
