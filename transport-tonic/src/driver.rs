@@ -859,17 +859,28 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
 /// Human-readable text of an error and its sources (tonic's transport errors say little
 /// at the top level).
 pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
+    let mut s = String::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        push_segments(&mut s, &err.to_string());
+        next = err.source();
     }
     s
+}
+
+/// Appends the `": "`-separated segments of `text` to `s`, leaving out those `s` already
+/// has: each layer of tonic, hyper and h2 repeats part of the one below it, which made
+/// errors read "transport error: transport error: connection error: …" or "http2 error:
+/// transport error: http2 error: …".
+fn push_segments(s: &mut String, text: &str) {
+    for seg in text.split(": ").filter(|t| !t.is_empty()) {
+        if !s.split(": ").any(|have| have == seg) {
+            if !s.is_empty() {
+                s.push_str(": ");
+            }
+            s.push_str(seg);
+        }
+    }
 }
 
 async fn dial_task(inner: Arc<Inner>, dial: DialId, endpoint: String) {
@@ -942,10 +953,10 @@ async fn ping_task(inner: Arc<Inner>, dial: DialId, channel: Channel) {
 }
 
 pub(crate) fn status_text(status: &Status) -> String {
-    let mut s = format!("{:?}: {}", status.code(), status.message());
+    let mut s = format!("{:?}", status.code());
+    push_segments(&mut s, status.message());
     if let Some(src) = std::error::Error::source(status) {
-        s.push_str(": ");
-        s.push_str(&error_text(src));
+        push_segments(&mut s, &error_text(src));
     }
     s
 }
@@ -1464,6 +1475,33 @@ impl Drop for StopOnDrop {
 mod tests {
     use super::*;
     use std::task::Waker;
+
+    /// Each layer's text appears once: the errors an embedder saw read "Unknown: transport
+    /// error: transport error: connection error: received fatal alert: UnknownCA".
+    #[test]
+    fn error_texts_name_each_layer_once() {
+        let mut s = "Unknown".to_owned();
+        push_segments(&mut s, "transport error");
+        push_segments(
+            &mut s,
+            "transport error: connection error: received fatal alert: UnknownCA",
+        );
+        assert_eq!(
+            s,
+            "Unknown: transport error: connection error: received fatal alert: UnknownCA"
+        );
+        let mut s = "Internal".to_owned();
+        push_segments(&mut s, "h2 protocol error: http2 error");
+        push_segments(
+            &mut s,
+            "transport error: http2 error: connection error detected: frame with invalid size",
+        );
+        assert_eq!(
+            s,
+            "Internal: h2 protocol error: http2 error: transport error: connection error \
+             detected: frame with invalid size"
+        );
+    }
 
     /// HTTP/2 allows windows from its default, 65,535, to 2^31 − 1: a limit outside is
     /// brought inside rather than handed to h2, which asserts on it.
