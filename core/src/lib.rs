@@ -103,8 +103,8 @@
 //!
 //! // The "network": a's stream to b, and b's stream from a, once accepted.
 //! let (mut a_stream, mut b_stream) = (None, None);
-//! let mut to_b: VecDeque<bytes::Bytes> = VecDeque::new();
-//! let mut to_a: VecDeque<bytes::Bytes> = VecDeque::new();
+//! let mut to_b: VecDeque<fabric_gossip_core::proto::bytes::Bytes> = VecDeque::new();
+//! let mut to_a: VecDeque<fabric_gossip_core::proto::bytes::Bytes> = VecDeque::new();
 //! let mut got = None;
 //! for _ in 0..10 {
 //!     loop {

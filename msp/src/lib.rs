@@ -78,7 +78,7 @@
 //!     OrgSpec::new("Org1MSP", "org1.example.com", 1),
 //!     OrgSpec::new("Org2MSP", "org2.example.com", 1),
 //! ];
-//! let orgs = dev::generate_in_memory(&specs, Validity::ten_years_from(now), &mut rand_core::OsRng)?;
+//! let orgs = dev::generate_in_memory(&specs, Validity::ten_years_from(now), &mut dev::OsRng)?;
 //! let trust = dev::trust_all(&orgs)?;
 //! let org1 = orgs[0].security(&orgs[0].peers[0], trust.clone())?;
 //! let org2 = orgs[1].security(&orgs[1].peers[0], trust)?;
