@@ -34,6 +34,10 @@ pub(crate) struct LimitArgs {
     /// Default 1024; raise it for links with long round trips.
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(64..=2_097_151))]
     flow_control_window_kib: Option<u32>,
+    /// gRPC calls a remote may have open at once on one connection (HTTP/2's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS). A Fabric peer opens one at a time. Default 16.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_concurrent_streams: Option<u32>,
 }
 
 impl LimitArgs {
@@ -58,6 +62,9 @@ impl LimitArgs {
         if let Some(kib) = self.flow_control_window_kib {
             l.flow_control_window = kib * 1024;
         }
+        if let Some(n) = self.max_concurrent_streams {
+            l.max_concurrent_streams = n;
+        }
         l
     }
 }
@@ -81,6 +88,7 @@ mod tests {
         assert_eq!(none.setup_timeout, d.setup_timeout);
         assert_eq!(none.max_incomplete_bytes, d.max_incomplete_bytes);
         assert_eq!(none.flow_control_window, d.flow_control_window);
+        assert_eq!(none.max_concurrent_streams, d.max_concurrent_streams);
         let l = T::parse_from([
             "t",
             "--setup-timeout",
@@ -95,6 +103,8 @@ mod tests {
             "500ms",
             "--flow-control-window-kib",
             "2048",
+            "--max-concurrent-streams",
+            "3",
         ])
         .l
         .limits();
@@ -104,8 +114,10 @@ mod tests {
         assert_eq!(l.max_incomplete_bytes, 2 << 20);
         assert_eq!(l.message_stall_timeout, Duration::from_millis(500));
         assert_eq!(l.flow_control_window, 2 << 20);
+        assert_eq!(l.max_concurrent_streams, 3);
         assert!(T::try_parse_from(["t", "--max-pending-connections", "0"]).is_err());
         assert!(T::try_parse_from(["t", "--setup-timeout", "0"]).is_err());
         assert!(T::try_parse_from(["t", "--flow-control-window-kib", "63"]).is_err());
+        assert!(T::try_parse_from(["t", "--max-concurrent-streams", "0"]).is_err());
     }
 }
