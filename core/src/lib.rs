@@ -195,7 +195,7 @@ pub use message::{
 };
 pub use security::{Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity};
 pub use stats::Stats;
-pub use time::{Instant, StdClock};
+pub use time::{Instant, LogBudget, StdClock};
 
 /// SHA-256 of a DER certificate: what `ConnEstablish.tls_cert_hash` carries and what
 /// drivers report for the certificate a remote presented.

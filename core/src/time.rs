@@ -192,3 +192,65 @@ mod std_clock_tests {
         assert!(c.until(c.now() + Duration::from_secs(60)) > Duration::from_secs(59));
     }
 }
+
+/// A rate limit for log lines that hostile input can cause (a failed handshake, an evicted
+/// connection): 20 lines a second of one kind; the rest are counted, and the next line
+/// logged says how many were not. Hostile input can fail handshakes as fast as it opens
+/// streams, and one `info` line each wrote megabytes a second to a node's log (a loopback
+/// attack: 46 MiB in 6 s); counters count every one all the same. In core time, so a
+/// simulation logs the same lines on every run; the core uses it for its handshake
+/// failures, drivers for their own such lines.
+#[derive(Clone, Debug, Default)]
+pub struct LogBudget {
+    /// Start of the current second.
+    since: Option<Instant>,
+    /// Lines logged since `since`.
+    used: u32,
+    /// Lines not logged since the last one that was.
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// Lines allowed per second.
+    pub const PER_SECOND: u32 = 20;
+
+    /// `Some(n)`: log this line, saying that `n` were not logged before it; `None`: skip it.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        let fresh = self
+            .since
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
+        if fresh {
+            self.since = Some(now);
+            self.used = 0;
+        }
+        if self.used < Self::PER_SECOND {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::{Instant, LogBudget};
+    use core::time::Duration;
+
+    /// 20 lines a second; the rest counted and reported by the next line logged.
+    #[test]
+    fn a_log_budget_allows_twenty_lines_a_second_and_counts_the_rest() {
+        let t0 = Instant::from_unix_secs(1_700_000_000);
+        let mut b = LogBudget::default();
+        let first: Vec<Option<u64>> = (0..25).map(|_| b.admit(t0)).collect();
+        assert_eq!(first[..20], [Some(0); 20]);
+        assert_eq!(first[20..], [None; 5]);
+        // Still the same second.
+        assert_eq!(b.admit(t0 + Duration::from_millis(999)), None);
+        // The next second: the first line says how many were not logged.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(b.admit(t1), Some(6));
+        assert_eq!(b.admit(t1), Some(0));
+    }
+}
