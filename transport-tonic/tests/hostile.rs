@@ -423,7 +423,14 @@ async fn a_peer_that_hangs_up_while_unread_and_unreading_is_closed() {
     )
     .await
     .expect("HTTP/2 handshake");
+    let mut conn = conn;
+    let mut ping = conn.ping_pong().expect("a ping handle");
     let conn_task = tokio::spawn(conn);
+    // Until the node has read our SETTINGS it may write as HTTP/2's default window allows
+    // (65,535 bytes): a ping answered means it has.
+    within("ping", ping.ping(h2::Ping::opaque()))
+        .await
+        .expect("pong");
     let mut client = within("ready", client.ready()).await.expect("ready");
     let req = gossip_stream_request(&b);
     let (_response, mut send) = client.send_request(req, false).expect("request");
