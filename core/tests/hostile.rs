@@ -363,6 +363,47 @@ fn first_message_that_decoding_would_blow_up() {
     assert_eq!(c.stats().oversized, 0);
 }
 
+/// After the handshake, a message that would decode into many times its size (empty
+/// elements of a repeated field: an authenticated peer took a node to 2.36 GB with a 20 MB
+/// MembershipResponse of empty alive Envelopes) closes the connection as Malformed before
+/// it is decoded; a real message as large is delivered.
+#[test]
+fn established_message_that_decoding_would_blow_up() {
+    use fabric_gossip_core::proto::gossip::MembershipResponse;
+    let (mut c, s, sub) = established(Config::default());
+    // A 1 MiB block first: delivered.
+    c.handle_envelope(
+        now(),
+        s,
+        SignedMessage::noop(data_message(1, Bytes::from(vec![7u8; 1 << 20])))
+            .envelope_bytes()
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        c.poll_delivery(sub).is_some(),
+        "a large real message is delivered"
+    );
+    let blow_up = GossipMessage {
+        content: Some(gossip_message::Content::MemRes(MembershipResponse {
+            alive: vec![Envelope::default(); 200_000],
+            dead: vec![],
+        })),
+        ..Default::default()
+    };
+    let env = SignedMessage::noop(blow_up).envelope_bytes().clone();
+    c.handle_envelope(now(), s, env).unwrap();
+    let (_, ev) = drain(&mut c);
+    match disconnected(&ev, s) {
+        Some(CloseReason::Malformed(why)) => {
+            assert!(why.contains("would allocate about"), "{why}");
+        }
+        other => panic!("closed {other:?}"),
+    }
+    assert_eq!(c.stats().malformed, 1);
+    still_works(&mut c, Some(sub));
+}
+
 // ------------------------------------------------------------------- the handshake
 
 #[test]

@@ -41,6 +41,9 @@
 //!   messages instead of hoping random bytes decode. Every value drawn encodes and decodes
 //!   back to itself (`tests/arbitrary.rs`).
 
+mod decode_cost;
+pub use decode_cost::gossip_message_decode_bound;
+
 /// Re-exported so that users encode and decode with the same `bytes` this crate was built with.
 pub use bytes;
 /// Re-exported so that users encode and decode with the same `prost` this crate was built with.
