@@ -438,23 +438,21 @@ async fn a_peer_that_hangs_up_while_unread_and_unreading_is_closed() {
         send.send_data(chunk, false).expect("handshake bytes");
     }
     // More messages than the node's subscription buffer holds: its reader pauses.
-    for seq in 1..=64 {
+    for seq in 1..=128 {
         let env = data(seq, 100).envelope_bytes().clone();
         send.send_data(grpc_prefix(env.len()), false)
             .expect("prefix");
         send.send_data(env, false).expect("message");
     }
-    // The application acks what it took: the acks fill the stream's send buffer and then
-    // wait for room that cannot come.
+    // The application acks what it took: nothing of them can be written.
     let mut acks = Vec::new();
     for _ in 0..8 {
         let m = within("a message", inbox.recv()).await.expect("delivered");
         acks.push(tokio::spawn(async move { m.ack(None).await }));
     }
-    until("the reader paused and the acks wait", || {
-        b.stats().read_pauses > 0 && acks.iter().any(|a| !a.is_finished())
-    })
-    .await;
+    // Whether the acks wait for room or were queued depends on timing (blocking sends may
+    // wait in the core's queue); either way they must end once the connection is gone.
+    until("the reader paused", || b.stats().read_pauses > 0).await;
     assert_eq!(b.connections().len(), 1);
 
     // The peer hangs up.
