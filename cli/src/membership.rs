@@ -181,19 +181,18 @@ pub(crate) fn age(t: Instant) -> Duration {
 /// When a member's identity expires, for people: `in 41 days`, `in 5.2 h`, `in 12 min`,
 /// `expired`, or `-` when the provider gives no expiry (test identities).
 pub(crate) fn expires_in(m: &MemberInfo) -> String {
-    let Some(at) = m.identity_expires else {
+    until_expiry(m.identity_expires)
+}
+
+/// The same wording for any identity's expiry (the watcher's own, a member's).
+pub(crate) fn until_expiry(at: Option<Instant>) -> String {
+    let Some(at) = at else {
         return "-".to_owned();
     };
     time_left(
         at.saturating_duration_since(crate::expiry::wall_now())
             .as_secs(),
     )
-}
-
-/// [`expires_in`] for a NotAfter in Unix milliseconds (the form of the JSON lines).
-pub(crate) fn expires_in_ms(not_after_ms: u64) -> String {
-    let now_ms = crate::expiry::unix_ms(crate::expiry::wall_now());
-    time_left(not_after_ms.saturating_sub(now_ms) / 1000)
 }
 
 fn time_left(left: u64) -> String {

@@ -145,6 +145,7 @@ async fn watch(
         json: args.json,
         tty: !args.json && std::io::stdout().is_terminal(),
         me,
+        own_expires,
     };
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -226,6 +227,8 @@ struct View {
     json: bool,
     tty: bool,
     me: Value,
+    /// When our own identity expires (`None` for a test identity), for the `me:` line.
+    own_expires: Option<fabric_gossip_core::Instant>,
 }
 
 impl View {
@@ -259,9 +262,9 @@ impl View {
         }
         let alive = members.iter().filter(|m| m.alive).count();
         let show = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-        let own_expiry = self.me["identity_expires_unix_ms"]
-            .as_u64()
-            .map(|ms| format!("   identity expires {}", membership::expires_in_ms(ms)))
+        let own_expiry = self
+            .own_expires
+            .map(|at| format!("   identity expires {}", membership::until_expiry(Some(at))))
             .unwrap_or_default();
         s.push_str(&format!(
             "me: {} {} at {}{own_expiry}   members: {} alive, {} dead\n",

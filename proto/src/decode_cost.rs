@@ -69,32 +69,27 @@ fn message_cost(mut buf: &[u8], ty: usize, depth: u32) -> Option<u64> {
         let key = varint(&mut buf)?;
         let number = u32::try_from(key >> 3).ok()?;
         let field = fields.iter().find(|f| f.number == number);
-        let repeated_scalar = matches!(
+        // One element of a repeated scalar field, when one is present.
+        let scalar = if matches!(
             field,
             Some(Field {
                 repeated: true,
                 kind: Kind::Scalar,
                 ..
             })
-        );
+        ) {
+            GROWTH * PER_SCALAR
+        } else {
+            0
+        };
         match key & 7 {
             0 => {
                 varint(&mut buf)?;
-                if repeated_scalar {
-                    cost = cost.saturating_add(GROWTH * PER_SCALAR);
-                }
+                cost = cost.saturating_add(scalar);
             }
-            1 => {
-                take(&mut buf, 8)?;
-                if repeated_scalar {
-                    cost = cost.saturating_add(GROWTH * PER_SCALAR);
-                }
-            }
-            5 => {
-                take(&mut buf, 4)?;
-                if repeated_scalar {
-                    cost = cost.saturating_add(GROWTH * PER_SCALAR);
-                }
+            1 | 5 => {
+                take(&mut buf, if key & 7 == 1 { 8 } else { 4 })?;
+                cost = cost.saturating_add(scalar);
             }
             2 => {
                 let len = usize::try_from(varint(&mut buf)?).ok()?;

@@ -324,7 +324,7 @@ impl<S: Security> Comm<S> {
 
 /// Messages this large or larger are checked before decoding for what decoding would
 /// allocate; a smaller one cannot cost more than a few MiB however it is made.
-pub(crate) const DECODE_CHECK_FROM: usize = 64 * 1024;
+const DECODE_CHECK_FROM: usize = 64 * 1024;
 
 /// `Err` when decoding `payload` (a GossipMessage) would allocate more than 16 times its
 /// size plus 1 MiB ([`fabric_gossip_proto::gossip_message_decode_bound`]). Beyond Fabric,
