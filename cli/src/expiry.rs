@@ -30,6 +30,12 @@ pub(crate) fn unix_ms(at: Instant) -> u64 {
     at.as_unix_nanos() / 1_000_000
 }
 
+/// Unix milliseconds of a certificate date, for JSON (0 before 1970).
+pub(crate) fn date_unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The NotAfter of a certificate from the first instant at which it is expired, the form
 /// providers give (`Security::expiration`: Go's `now.After(NotAfter)` is then true).
 pub(crate) fn not_after(expired_from: Instant) -> Instant {
@@ -37,8 +43,9 @@ pub(crate) fn not_after(expired_from: Instant) -> Instant {
 }
 
 /// The NotAfter of the first certificate of a PEM file, read as leniently as the TLS
-/// transport reads it; `None` if there is none that parses.
-pub(crate) fn pem_not_after(pem: &[u8]) -> Option<Instant> {
+/// transport reads it; `None` if there is none that parses. A date, not an `Instant`, so
+/// that 9999 (RFC 5280's "no expiration") is shown as such rather than as 2554.
+pub(crate) fn pem_not_after(pem: &[u8]) -> Option<SystemTime> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
@@ -48,7 +55,7 @@ pub(crate) fn pem_not_after(pem: &[u8]) -> Option<Instant> {
 /// The node's certificates, each with its NotAfter: `enrollment` (the MSP identity),
 /// `server TLS` and, when separate, `client TLS`, as Fabric names them.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct OwnCertificates(Vec<(&'static str, Instant)>);
+pub(crate) struct OwnCertificates(Vec<(&'static str, SystemTime)>);
 
 impl OwnCertificates {
     /// Reads them from the loaded identity (none for a test identity) and the TLS files. A
@@ -58,7 +65,11 @@ impl OwnCertificates {
     pub(crate) fn read(identity: &Identity, tls: &TlsArgs) -> Self {
         let mut certs = Vec::new();
         if let Identity::Msp(s) = identity {
-            certs.push(("enrollment", not_after(s.own_expiration())));
+            // Loading parsed it already: this cannot fail.
+            match fabric_gossip_msp::certificate_not_after(s.certificate_der(), "enrollment") {
+                Ok(at) => certs.push(("enrollment", at)),
+                Err(e) => tracing::warn!(target: CERTMONITOR, "{e}; not tracked"),
+            }
         }
         let files = [
             ("server TLS", &tls.tls_cert),
@@ -84,27 +95,24 @@ impl OwnCertificates {
         let map: serde_json::Map<String, Value> = self
             .0
             .iter()
-            .map(|(role, at)| (key(role), json!(unix_ms(*at))))
+            .map(|(role, at)| (key(role), json!(date_unix_ms(*at))))
             .collect();
         Value::Object(map)
     }
 
     /// Seconds left until each expires (0 once expired), labelled `enrollment`,
     /// `server_tls`, `client_tls`, for the metric.
-    pub(crate) fn seconds_left(&self, now: Instant) -> Vec<(String, u64)> {
+    pub(crate) fn seconds_left(&self, now: SystemTime) -> Vec<(String, u64)> {
         self.0
             .iter()
-            .map(|(role, at)| {
-                let left = at.saturating_duration_since(now).as_secs();
-                (key(role), left)
-            })
+            .map(|(role, at)| (key(role), left(*at, now).as_secs()))
             .collect()
     }
 
     /// Logs each certificate's expiry as a Fabric peer does at start, then warns one week
     /// before each expires, for as long as the runtime runs.
     pub(crate) fn track(&self) {
-        let now = wall_now();
+        let now = SystemTime::now();
         for &(role, at) in &self.0 {
             if let Some(warn_in) = log_at_start(role, at, now) {
                 tokio::spawn(async move {
@@ -129,12 +137,12 @@ fn key(role: &str) -> String {
 /// Fabric's messages at start for certificate `role` expiring at `at` (its NotAfter, which
 /// is still valid); when it expires more than a week from `now`, how long until the warning
 /// a week before.
-fn log_at_start(role: &str, at: Instant, now: Instant) -> Option<Duration> {
+fn log_at_start(role: &str, at: SystemTime, now: SystemTime) -> Option<Duration> {
     if at < now {
         tracing::warn!(target: CERTMONITOR, "The {role} certificate has expired");
         return None;
     }
-    let left = at - now;
+    let left = left(at, now);
     tracing::info!(target: CERTMONITOR, "The {role} certificate will expire on {}", go_date(at));
     if left < ONE_WEEK {
         let hours = left.as_secs() / 3600;
@@ -149,9 +157,17 @@ fn log_at_start(role: &str, at: Instant, now: Instant) -> Option<Duration> {
     Some(left - ONE_WEEK)
 }
 
+/// Time from `now` until `at`, zero once it has passed.
+fn left(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or_default()
+}
+
 /// `at` as Go prints a UTC `time.Time`, `2036-11-28 10:12:00 +0000 UTC`, as in Fabric's line.
-fn go_date(at: Instant) -> String {
-    let secs = i64::try_from(at.as_unix_nanos() / 1_000_000_000).unwrap_or(i64::MAX);
+fn go_date(at: SystemTime) -> String {
+    let secs = match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
     let format = time::macros::format_description!(
         "[year]-[month]-[day] [hour]:[minute]:[second] +0000 UTC"
     );
@@ -165,9 +181,13 @@ fn go_date(at: Instant) -> String {
 mod tests {
     use super::*;
 
+    fn unix(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
     #[test]
     fn the_warning_comes_a_week_before_and_at_once_within_the_week() {
-        let now = Instant::from_unix_secs(1_000_000_000);
+        let now = unix(1_000_000_000);
         let in_days = |d: u64| now + Duration::from_secs(d * 24 * 3600);
         assert_eq!(
             log_at_start("enrollment", in_days(30), now),
@@ -176,10 +196,7 @@ mod tests {
         assert_eq!(log_at_start("server TLS", in_days(3), now), None);
         // Expiring this very second is not yet expired (NotAfter is inclusive).
         assert_eq!(log_at_start("enrollment", now, now), None);
-        assert_eq!(
-            log_at_start("client TLS", Instant::from_unix_secs(1), now),
-            None
-        );
+        assert_eq!(log_at_start("client TLS", unix(1), now), None);
     }
 
     #[test]
@@ -196,7 +213,7 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
             wrapped.join("\n")
         );
-        let expected = Some(Instant::from_unix_secs(2_082_585_600));
+        let expected = Some(unix(2_082_585_600));
         assert_eq!(pem_not_after(pem.as_bytes()), expected);
         assert_eq!(pem_not_after(rewrapped.as_bytes()), expected);
         assert_eq!(pem_not_after(b"no certificate here"), None);
@@ -205,17 +222,22 @@ mod tests {
     #[test]
     fn dates_read_as_go_prints_them() {
         assert_eq!(
-            go_date(Instant::from_unix_secs(2_111_479_920)),
+            go_date(unix(2_111_479_920)),
             "2036-11-28 10:12:00 +0000 UTC"
+        );
+        // RFC 5280's "no well-defined expiration date", past what the core's Instant holds.
+        assert_eq!(
+            go_date(unix(253_402_300_799)),
+            "9999-12-31 23:59:59 +0000 UTC"
         );
     }
 
     #[test]
     fn dates_and_time_left_by_role() {
-        let now = Instant::from_unix_secs(1_000_000_000);
+        let now = unix(1_000_000_000);
         let certs = OwnCertificates(vec![
-            ("enrollment", Instant::from_unix_secs(1_000_086_400)),
-            ("server TLS", Instant::from_unix_secs(999_000_000)),
+            ("enrollment", unix(1_000_086_400)),
+            ("server TLS", unix(999_000_000)),
         ]);
         assert_eq!(
             certs.json(),

@@ -179,19 +179,20 @@ pub(crate) fn age(t: Instant) -> Duration {
 }
 
 /// When a member's identity expires, for people: `in 41 days`, `in 5.2 h`, `in 12 min`,
-/// `expired`, or `-` when the provider gives no expiry (test identities).
+/// `expired`, or `-` when the provider gives no expiry (test identities, and certificates
+/// valid past 2554, which never expire by the core's clock).
 pub(crate) fn expires_in(m: &MemberInfo) -> String {
-    until_expiry(m.identity_expires)
-}
-
-/// The same wording for any identity's expiry (the watcher's own, a member's).
-pub(crate) fn until_expiry(at: Option<Instant>) -> String {
-    let Some(at) = at else {
+    let Some(at) = m.identity_expires else {
         return "-".to_owned();
     };
+    until(std::time::UNIX_EPOCH + Duration::from_nanos(at.as_unix_nanos()))
+}
+
+/// The same wording for any certificate date (the watcher's own NotAfter, a member's).
+pub(crate) fn until(at: std::time::SystemTime) -> String {
     time_left(
-        at.saturating_duration_since(crate::expiry::wall_now())
-            .as_secs(),
+        at.duration_since(std::time::SystemTime::now())
+            .map_or(0, |d| d.as_secs()),
     )
 }
 

@@ -72,7 +72,7 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, ConfigError> {
             });
             // When it stops being valid, so that a renewal is planned before it must be.
             if let Some(at) = crate::expiry::pem_not_after(pem.as_bytes()) {
-                line["not_after_unix_ms"] = serde_json::json!(crate::expiry::unix_ms(at));
+                line["not_after_unix_ms"] = serde_json::json!(crate::expiry::date_unix_ms(at));
             }
             if let Err(e) = &verdict {
                 line["refused"] = serde_json::json!(kind(e));

@@ -101,7 +101,9 @@ async fn watch(
     // Our own certificate's NotAfter, shown as every member's is: a watcher whose identity
     // has expired is dropped by the peers it watches through.
     let own_expires = match &identity {
-        opts::Identity::Msp(s) => Some(expiry::not_after(s.own_expiration())),
+        opts::Identity::Msp(s) => {
+            fabric_gossip_msp::certificate_not_after(s.certificate_der(), "enrollment").ok()
+        }
         opts::Identity::Test => None,
     };
     let tls_on = tls.is_some();
@@ -132,7 +134,7 @@ async fn watch(
         "pki_id": form.show(node.pki_id()),
         "msp_id": msp_id,
         "endpoint": endpoint,
-        "identity_expires_unix_ms": own_expires.map(expiry::unix_ms),
+        "identity_expires_unix_ms": own_expires.map(expiry::date_unix_ms),
     });
     let mut boot: BTreeMap<String, BootstrapState> = args
         .member
@@ -227,8 +229,8 @@ struct View {
     json: bool,
     tty: bool,
     me: Value,
-    /// When our own identity expires (`None` for a test identity), for the `me:` line.
-    own_expires: Option<fabric_gossip_core::Instant>,
+    /// Our own certificate's NotAfter (`None` for a test identity), for the `me:` line.
+    own_expires: Option<std::time::SystemTime>,
 }
 
 impl View {
@@ -264,7 +266,7 @@ impl View {
         let show = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let own_expiry = self
             .own_expires
-            .map(|at| format!("   identity expires {}", membership::until_expiry(Some(at))))
+            .map(|at| format!("   identity expires {}", membership::until(at)))
             .unwrap_or_default();
         s.push_str(&format!(
             "me: {} {} at {}{own_expiry}   members: {} alive, {} dead\n",

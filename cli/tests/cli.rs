@@ -804,6 +804,77 @@ fn a_node_tracks_when_its_own_certificates_expire() {
     assert!(!log.contains("certificate will expire on"), "{log}");
 }
 
+/// A certificate valid until RFC 5280's "no well-defined expiration date", 9999-12-31
+/// 23:59:59, keeps that date in `validate`'s line, in the node's `listening` line, metric and
+/// certmonitor log, rather than 2554, where the core's clock ends.
+#[test]
+fn a_certificate_without_expiration_keeps_its_date() {
+    use fabric_gossip_msp::dev::{OrgSpec, Validity, generate};
+    use rand_core::SeedableRng;
+    const NO_EXPIRATION_MS: u64 = 253_402_300_799_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let validity = Validity {
+        not_before: fabric_gossip_core::Instant::from_unix_secs(1_672_531_200),
+        not_after: fabric_gossip_core::Instant::MAX,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9999);
+    let layout = generate(
+        dir.path(),
+        &[OrgSpec::new("Org1MSP", "org1.example.com", 1)],
+        validity,
+        &mut rng,
+    )
+    .expect("PKI");
+    let org = &layout.orgs[0];
+    let peer_msp = org.peers[0].msp_dir.to_str().expect("utf-8");
+    let trust = format!("Org1MSP={}", org.msp_dir.display());
+    let r = run_expect(&["validate", "--trust", &trust, peer_msp], 0);
+    let line: Value = serde_json::from_str(r.stdout.trim()).expect("a JSON line");
+    assert_eq!(line["valid"], true, "{}", r.all());
+    assert_eq!(line["not_after_unix_ms"], NO_EXPIRATION_MS, "{}", r.all());
+
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--msp-dir",
+        peer_msp,
+        "--msp-id",
+        "Org1MSP",
+        "--operations",
+        "127.0.0.1:0",
+        "--log-spec",
+        "info",
+    ];
+    let mut d = Daemon::start(&args, true, true, None);
+    let listening = d.wait("listening", is("listening"));
+    assert_eq!(
+        listening["certificates_expire_unix_ms"]["enrollment"], NO_EXPIRATION_MS,
+        "{listening}"
+    );
+    let ops = listening["operations"].as_str().expect("operations");
+    let (code, metrics) = http_get(ops, "/metrics");
+    assert_eq!(code, 200);
+    let left = sample(
+        &metrics,
+        "fabric_gossip_cli_certificate_expiry_seconds{certificate=\"enrollment\"}",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert!(
+        left.abs_diff(NO_EXPIRATION_MS / 1000 - now) <= 60,
+        "{left}\n{metrics}"
+    );
+    d.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(d.exit_within(Duration::from_secs(10)), Some(0));
+    let log = d.stderr();
+    assert!(
+        log.contains("The enrollment certificate will expire on 9999-12-31 23:59:59 +0000 UTC"),
+        "{log}"
+    );
+}
+
 /// With mutual TLS, `--channel-config` also gives the channel's organizations' TLS CAs:
 /// two peers of different organizations connect with no `--tls-ca` at all.
 #[test]

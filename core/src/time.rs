@@ -18,6 +18,12 @@ impl Instant {
     /// The Unix epoch; useful as the origin of virtual time in tests.
     pub const EPOCH: Instant = Instant(0);
 
+    /// The latest instant an `Instant` holds (2554-07-21). Later times saturate to it, so it
+    /// also stands for "never": a certificate valid until RFC 5280's 99991231235959Z ("no
+    /// well-defined expiration date") ends here, and providers report such an identity as
+    /// never expiring.
+    pub const MAX: Instant = Instant(u64::MAX);
+
     /// Wraps a nanosecond count since the Unix epoch.
     pub const fn from_unix_nanos(nanos: u64) -> Self {
         Instant(nanos)

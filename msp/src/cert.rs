@@ -298,20 +298,23 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// When a certificate (DER) stops being valid, its NotAfter, whatever its key: for tools
 /// that warn before an enrollment or TLS certificate expires, as a Fabric peer does at start
-/// (`TrackExpiration`). `source` names the input in errors.
-pub fn certificate_not_after(der: &[u8], source: &str) -> Result<Instant, crate::LoadError> {
+/// (`TrackExpiration`). A `SystemTime`, not an [`Instant`], so that a date past 2554 (RFC
+/// 5280's 99991231235959Z) is shown as the certificate says. `source` names the input in
+/// errors.
+pub fn certificate_not_after(
+    der: &[u8],
+    source: &str,
+) -> Result<std::time::SystemTime, crate::LoadError> {
     let cert = Certificate::from_der(der).map_err(|e| crate::LoadError::Certificate {
         source: source.to_owned(),
         reason: e.to_string(),
     })?;
-    Ok(instant_of(
-        cert.tbs_certificate.validity.not_after.to_unix_duration(),
-    ))
+    Ok(cert.tbs_certificate.validity.not_after.to_system_time())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Instant, certificate_not_after, go_string};
+    use super::{certificate_not_after, go_string};
     use der::Tag;
 
     #[test]
@@ -319,7 +322,10 @@ mod tests {
         let pem = include_bytes!("../tests/fixtures/node_ous/members/peer.pem");
         let (_, der) = pem_rfc7468::decode_vec(pem).expect("PEM");
         let at = certificate_not_after(&der, "peer.pem").expect("a certificate");
-        assert_eq!(at, Instant::from_unix_secs(2_082_585_600));
+        assert_eq!(
+            at,
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_082_585_600)
+        );
         assert!(matches!(
             certificate_not_after(b"not DER", "junk"),
             Err(crate::LoadError::Certificate { .. })

@@ -95,7 +95,8 @@ impl OrgSpec {
 pub struct Validity {
     /// First instant of validity (whole seconds are kept).
     pub not_before: Instant,
-    /// Last instant of validity (whole seconds are kept).
+    /// Last instant of validity (whole seconds are kept); [`Instant::MAX`] writes RFC 5280's
+    /// "no well-defined expiration date", 99991231235959Z.
     pub not_after: Instant,
 }
 
@@ -246,7 +247,13 @@ fn ski(point: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(point).to_vec()
 }
 
+/// `at` as a certificate date; [`Instant::MAX`] ("never") is RFC 5280's 99991231235959Z.
 fn odt(at: Instant) -> Result<time::OffsetDateTime, DevError> {
+    if at == Instant::MAX {
+        const NO_EXPIRATION: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+        return time::OffsetDateTime::from_unix_timestamp(NO_EXPIRATION)
+            .map_err(|e| DevError::Generate(format!("time out of range: {e}")));
+    }
     let secs = i64::try_from(at.as_unix_nanos() / 1_000_000_000)
         .map_err(|_| DevError::Generate("time out of range".into()))?;
     time::OffsetDateTime::from_unix_timestamp(secs)

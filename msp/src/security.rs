@@ -432,9 +432,12 @@ impl MspSecurity {
     }
 
     /// When the node's own certificate stops being valid: a node should be given a new one
-    /// before then, or peers will drop it.
-    pub fn own_expiration(&self) -> Instant {
-        self.cert.not_after + Duration::from_nanos(1)
+    /// before then, or peers will drop it. `None` when it is valid past what an [`Instant`]
+    /// holds (2554), as a certificate with RFC 5280's "no expiration" date (9999) is; its
+    /// date is [`certificate_not_after`](crate::certificate_not_after) of
+    /// [`certificate_der`](Self::certificate_der).
+    pub fn own_expiration(&self) -> Option<Instant> {
+        expired_from(self.cert.not_after)
     }
 
     /// The MSPs this node accepts identities from, as it is now (see [`TrustHandle`]).
@@ -543,6 +546,13 @@ impl Parsed {
     }
 }
 
+/// The first instant at which Go's `now.After(NotAfter)` is true; `None` for a NotAfter
+/// past what an [`Instant`] holds (it saturated to [`Instant::MAX`] when parsed), which no
+/// clock of ours reaches: the identity never expires.
+fn expired_from(not_after: Instant) -> Option<Instant> {
+    (not_after != Instant::MAX).then(|| not_after + Duration::from_nanos(1))
+}
+
 /// `id_bytes` must be exactly one PEM `CERTIFICATE` block and nothing else, as Fabric's
 /// `IsWellFormed` requires, so that one certificate has one serialized form and one PKI-ID.
 fn single_certificate(id_bytes: &[u8]) -> Result<Vec<u8>, String> {
@@ -587,9 +597,7 @@ impl Security for MspSecurity {
     }
 
     fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
-        let parsed = self.parsed(identity)?;
-        // The first instant at which Go's `now.After(NotAfter)` is true.
-        Ok(Some(parsed.not_after + Duration::from_nanos(1)))
+        Ok(expired_from(self.parsed(identity)?.not_after))
     }
 
     fn pki_id_of(&self, identity: &[u8]) -> PkiId {

@@ -306,7 +306,8 @@ fn fabric_repository_msp_folders_load() {
         let id = s.own_identity();
         let sig = s.sign(b"fabric").unwrap();
         s.verify(&id, &sig, b"fabric").unwrap();
-        let valid_at = s.own_expiration() - core::time::Duration::from_secs(1);
+        let valid_at =
+            s.own_expiration().expect("expires before 2554") - core::time::Duration::from_secs(1);
         s.validate_identity(&id, valid_at).unwrap();
         loaded.push((dir, s));
     }
@@ -331,7 +332,8 @@ fn fabric_repository_msp_folders_load() {
     assert!(matches!(
         sample.validate_identity(
             &inter.own_identity(),
-            inter.own_expiration() - core::time::Duration::from_secs(1)
+            inter.own_expiration().expect("expires before 2554")
+                - core::time::Duration::from_secs(1)
         ),
         Err(SecurityError::UntrustedCertificate(_))
     ));

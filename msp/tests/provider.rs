@@ -304,6 +304,37 @@ fn expired_and_not_yet_valid_certificates_are_expired() {
     assert!(matches!(r, Err(SecurityError::Expired(_))), "{r:?}");
 }
 
+/// RFC 5280's "no well-defined expiration date", 99991231235959Z, lies past what the core's
+/// `Instant` holds (2554): such an identity never expires, rather than expiring in 2554, and
+/// tools read its true date.
+#[test]
+fn certificate_without_expiration_never_expires() {
+    let mut pki = two_orgs();
+    let b = pki.security(1, 0);
+    let forever = pki.issue_until(0, "forever", Instant::MAX);
+    let id = serialize_identity(ORG1, &forever.identity.cert_der);
+    b.validate_identity(&id, now()).unwrap();
+    b.validate_identity(&id, Instant::MAX).unwrap();
+    assert_eq!(b.expiration(&id).unwrap(), None);
+    assert_eq!(pki.security_for(0, &forever).own_expiration(), None);
+    assert_eq!(
+        fabric_gossip_msp::certificate_not_after(&forever.identity.cert_der, "forever").unwrap(),
+        std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
+    );
+    // A certificate expiring in 2554 expires like any other.
+    let late = Instant::from_unix_secs(18_446_744_000);
+    let last = pki.issue_until(0, "last", late);
+    let id = serialize_identity(ORG1, &last.identity.cert_der);
+    assert_eq!(
+        b.expiration(&id).unwrap(),
+        Some(late + Duration::from_nanos(1))
+    );
+    assert!(matches!(
+        b.validate_identity(&id, Instant::MAX),
+        Err(SecurityError::Expired(_))
+    ));
+}
+
 #[test]
 fn certificate_issued_before_its_ca_was_valid_is_untrusted() {
     // Fabric judges CA validity at the member's notBefore + 1 s.
