@@ -53,6 +53,11 @@ const LINE_QUEUE: usize = 64;
 const STOP_TIMEOUT: Duration = Duration::from_millis(300);
 /// Upper bound on writing the last lines (`stopped` among them) to a slow stdout reader.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
+
+/// How long `stop` and the end of stdin (`--exit-on-eof`) wait for queued messages to be
+/// written before the node stops: a peer being dialled has its dial timeout (3 s by
+/// default) to answer.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// At most one `membership` line per this period, after changes.
 const MEMBERSHIP_TICK: Duration = Duration::from_millis(500);
 /// Upper bound on tasks finishing once the node has stopped.
@@ -169,7 +174,10 @@ with an MSP identity):
                                                            only open connections, are not shown)
   {\"event\":\"ack_result\",\"peer\":PKI,\"seq\":N,\"ok\":BOOL,\"error\":TEXT}
   {\"event\":\"command_error\",\"error\":TEXT}                   a stdin line that could not be run
-  {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was sent
+  {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was queued for
+                                                           these peers (one that cannot be
+                                                           written is dropped and counted)
+  {\"event\":\"probed\",\"peer\":PKI,\"endpoint\":E}               a peer probed us (Fabric's Probe)
   {\"event\":\"output_dropped\",\"lines\":N}                     N lines were dropped because stdout
                                                            was not read fast enough
   {\"event\":\"stopped\"}                                      last line
@@ -200,8 +208,10 @@ COMMANDS (stdin, one per line):
                      {\"event\":\"trust_reload_failed\",\"error\":TEXT} (the store is kept)
   {\"cmd\":\"members\"}   print the membership table as a \"members\" event (same shape as
                      \"membership\")
-  {\"cmd\":\"stop\"}      stop and exit 0 (so do SIGINT and SIGTERM, and the end of stdin
-                     with --exit-on-eof)
+  {\"cmd\":\"stop\"}      stop and exit 0, once the messages already queued are written
+                     (at most 5 s); so does the end of stdin with --exit-on-eof.
+                     SIGINT and SIGTERM stop at once (queued messages are dropped,
+                     counted)
   any other line        sent as a DataMessage to every connected peer
 
 EXAMPLE (two terminals):
@@ -1251,6 +1261,7 @@ async fn serve(
         return ExitCode::FAILURE;
     }
     let mut stdin_open = true;
+    let mut flush_first = true;
 
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
     // Received messages to ack (`--auto-ack`) waiting for an ack slot: while any wait, no
@@ -1347,11 +1358,22 @@ async fn serve(
                     continue;
                 }
                 tracing::info!(target: TARGET, "{name}, stopping");
+                // A daemon asked to stop stops at once, as a Fabric peer does; what is
+                // still queued is dropped and counted.
+                flush_first = false;
                 break;
             }
         }
     }
     health.stopping();
+    // `stop` or the end of stdin (--exit-on-eof): the script's last sends go out first.
+    if flush_first && !node.flush(FLUSH_LIMIT).await {
+        tracing::warn!(
+            target: TARGET,
+            "stopping with messages still unsent after {} s; they are dropped and counted",
+            FLUSH_LIMIT.as_secs()
+        );
+    }
     node.stop().await;
     while let Ok(ev) = tap.try_recv() {
         if let Some(v) = event_json(&ev, form, tls_on) {
@@ -1373,9 +1395,11 @@ async fn serve(
     out.emit(&json!({"event": "stopped"}));
     tracing::info!(
         target: TARGET,
-        "stopped; sent {}, received {}, handshakes ok {} failed {}, \
-         presumed dead {}, events not printed {}, output lines dropped {}",
+        "stopped; sent {}, dropped {} (by cause in stats and /metrics), received {}, \
+         handshakes ok {} failed {}, presumed dead {}, events not printed {}, \
+         output lines dropped {}",
         s.sent,
+        s.dropped_overflow + s.dropped_on_close + s.dropped_no_connection,
         s.received,
         s.handshakes_ok,
         s.handshake_failures_total(),

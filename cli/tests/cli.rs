@@ -1694,6 +1694,60 @@ fn node_runs_on_after_end_of_stdin_unless_asked() {
     n.wait("stopped", is("stopped"));
 }
 
+/// A script's last sends go out before `--exit-on-eof` (or `stop`) stops the node, even to
+/// a peer it must dial first: before, the node stopped at once and dropped them (3 runs of
+/// 3), and its summary said nothing was dropped. A send that cannot go out is counted in
+/// the summary.
+#[test]
+fn the_last_sends_of_a_script_go_out_before_it_stops() {
+    let (mut receiver, addr) = test_daemon(&[]);
+    for stop in ["", "{\"cmd\":\"stop\"}\n"] {
+        let script = format!(
+            "{{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"x\"}}\n\
+             {{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"y\"}}\n{stop}"
+        );
+        let mut sender = Daemon::start(
+            &[&TEST_NODE[..], &["--exit-on-eof"]].concat(),
+            true,
+            true,
+            None,
+        );
+        sender.wait("listening", is("listening"));
+        for line in script.lines() {
+            sender.send_line(line);
+        }
+        drop(sender.stdin.take());
+        assert_eq!(sender.exit_within(EVENT), Some(0));
+        for data in ["x", "y"] {
+            receiver.wait(&format!("received {data}"), |v| {
+                is("received")(v) && v["text"] == data
+            });
+        }
+        let log = sender.stderr();
+        assert!(log.contains("stopped; sent 2, dropped 0"), "{log}");
+    }
+    // Nobody listens: the message is dropped, and the summary says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let nobody = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let mut sender = Daemon::start(
+        &[&TEST_NODE[..], &["--exit-on-eof"]].concat(),
+        true,
+        true,
+        None,
+    );
+    sender.wait("listening", is("listening"));
+    sender.send_line(&format!(
+        "{{\"cmd\":\"send\",\"to\":\"{nobody}\",\"data\":\"x\"}}"
+    ));
+    drop(sender.stdin.take());
+    assert_eq!(sender.exit_within(EVENT), Some(0));
+    let log = sender.stderr();
+    assert!(log.contains("stopped; sent 0, dropped 1"), "{log}");
+    receiver.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(receiver.exit_within(EVENT), Some(0));
+}
+
 /// The field names of a counter struct, from its Debug output (`Name { a: 0, b: [0, 0] }`).
 fn debug_fields(debug: &str) -> Vec<String> {
     let body = debug

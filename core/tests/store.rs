@@ -217,6 +217,8 @@ fn full_send_buffer_drops_and_counts_without_closing() {
             in_flight: 1
         })
     );
+    // What a flush waits for: the 5 accepted and not yet written (the 45 are counted).
+    assert_eq!(net.nodes[0].comm.unsent(), 5);
     net.flush(0);
     net.settle();
     assert_eq!(
@@ -225,6 +227,42 @@ fn full_send_buffer_drops_and_counts_without_closing() {
         "overflow does not tear the connection down"
     );
     assert_eq!(net.delivered_data(1).len(), 1 + 5);
+    assert_eq!(net.nodes[0].comm.unsent(), 0);
+}
+
+/// `unsent` counts what waits for a connection attempt too, and falls to zero once each
+/// message is written or dropped: what a tool's flush before `stop` waits for.
+#[test]
+fn unsent_counts_messages_until_written_or_dropped() {
+    let mut net = Net::new(3, |_| Config::default());
+    net.subscribe_all(1);
+    let now = net.now;
+    let to = net.peer(1);
+    for k in 0..3u8 {
+        net.nodes[0]
+            .comm
+            .send(now, &SignedMessage::noop(data_msg(&[k])), &[to.clone()])
+            .unwrap();
+    }
+    assert_eq!(
+        net.nodes[0].comm.unsent(),
+        3,
+        "held by the connection attempt"
+    );
+    net.settle();
+    assert_eq!(net.delivered_data(1).len(), 3);
+    assert_eq!(net.nodes[0].comm.unsent(), 0);
+    // A peer that cannot be reached: dropped, counted, no longer unsent.
+    net.crash(2);
+    let gone = net.peer(2);
+    net.nodes[0]
+        .comm
+        .send(now, &SignedMessage::noop(data_msg(b"x")), &[gone])
+        .unwrap();
+    assert_eq!(net.nodes[0].comm.unsent(), 1);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.nodes[0].comm.unsent(), 0);
+    assert_eq!(net.nodes[0].comm.stats().dropped_no_connection, 1);
 }
 
 #[test]

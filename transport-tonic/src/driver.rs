@@ -579,6 +579,37 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Waits until the core holds no unsent message ([`Comm::unsent`]), at most `limit`;
+    /// whether it got there. Written messages wake it as they wake blocked senders; the
+    /// outcomes that do not (a connection attempt failing, a stream registering) are seen
+    /// at the next check, at most every `FLUSH_CHECK`.
+    ///
+    /// [`Comm::unsent`]: fabric_gossip_core::Comm::unsent
+    pub(crate) async fn flush(&self, limit: Duration) -> bool {
+        const FLUSH_CHECK: Duration = Duration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let _registered = RoomWaiter::new(&self.room_waiters);
+            if self.lock().comm.unsent() == 0 {
+                return true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let next = deadline.min(now + FLUSH_CHECK);
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(next) => {}
+            }
+        }
+    }
+}
+
 /// Counts a sender waiting for room for as long as it lives (also when its future is
 /// dropped mid-wait), so progress wakes it.
 struct RoomWaiter<'a>(&'a AtomicU64);

@@ -264,6 +264,23 @@ impl<S: Security> Comm<S> {
         }
     }
 
+    /// Messages accepted by a send and not yet written or dropped: in send buffers and wait
+    /// queues, handed to the driver and unconfirmed, or held by a connection attempt. At
+    /// zero every send so far has an outcome counted in [`Stats`](crate::Stats): what a tool
+    /// waits for before it stops, since [`Comm::stop`] (Fabric's `Stop`) drops the rest.
+    pub fn unsent(&self) -> usize {
+        let queued: usize = self
+            .streams
+            .iter()
+            .filter_map(|(_, s)| match &s.phase {
+                Phase::Established(c) => Some(c.queue.len()),
+                Phase::Handshaking { .. } => None,
+            })
+            .map(|l| l.buffered + l.waiting + l.in_flight)
+            .sum();
+        queued + self.store.attempts_pending()
+    }
+
     /// Live streams (handshaking or established), live dials, pending operations.
     pub fn live_counts(&self) -> LiveCounts {
         LiveCounts {

@@ -192,6 +192,11 @@ impl Store {
         self.attempts.contains_key(pki)
     }
 
+    /// Messages held by connection attempts, waiting for their connection.
+    pub(super) fn attempts_pending(&self) -> usize {
+        self.attempts.values().map(|a| a.queue.pending()).sum()
+    }
+
     /// Connections and attempts together: what `max_connections` bounds for new sends.
     pub(super) fn attempts_and_registered(&self) -> usize {
         self.attempts.len() + self.registry.len()
