@@ -133,6 +133,43 @@ fn what(key: &str, raw: &Raw<'_>) -> String {
     }
 }
 
+/// The endpoint gossip advertises, as a Fabric peer picks it (`internal/peer/node/start.go`):
+/// `peer.gossip.endpoint`, else `peer.address`. A `peer.address` on `0.0.0.0` or `::`, or
+/// with `peer.addressAutoDetect`, makes a Fabric peer advertise the IP it detects for the
+/// host; this tool detects none, so it then advertises the address it bound, as with
+/// neither key (and warns when that is unspecified too).
+fn gossip_endpoint(src: &Source<'_>) -> Result<Option<String>, ConfigError> {
+    if let Some(e) = src.string("peer.gossip.endpoint")? {
+        return Ok(Some(e));
+    }
+    const KEY: &str = "peer.address";
+    let Some(address) = src.string(KEY)? else {
+        return Ok(None);
+    };
+    let named = || {
+        src.raw(KEY)
+            .map_or_else(|| KEY.to_owned(), |r| what(KEY, &r))
+    };
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.parse::<u16>().is_ok() => {
+            host.trim_start_matches('[').trim_end_matches(']')
+        }
+        _ => {
+            return Err(ConfigError(format!(
+                "{}: {address:?} is not in host:port form",
+                named()
+            )));
+        }
+    };
+    let unspecified = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    if unspecified || src.bool("peer.addressAutoDetect")? == Some(true) {
+        return Ok(None);
+    }
+    Ok(Some(address))
+}
+
 impl Source<'_> {
     /// The raw value of `key`: its variable when set, else the file's, else `None`; a
     /// null or empty value counts as absent.
@@ -381,7 +418,7 @@ pub(crate) fn load_with(
         path: path.to_owned(),
         listen_address: src.string("peer.listenAddress")?,
         gossip: GossipConfig {
-            endpoint: src.string("peer.gossip.endpoint")?,
+            endpoint: gossip_endpoint(&src)?,
             external_endpoint: src.string("peer.gossip.externalEndpoint")?,
             bootstrap: src.list("peer.gossip.bootstrap")?,
             dial_timeout: src.duration("peer.gossip.dialTimeout")?,
@@ -461,6 +498,35 @@ mod tests {
             c.path = PathBuf::new();
             c
         })
+    }
+
+    /// Fabric advertises `peer.gossip.endpoint`, else `peer.address` unless that names no
+    /// host (the sample's `0.0.0.0:7051`) or auto-detection is asked for.
+    #[test]
+    fn the_gossip_endpoint_falls_back_to_the_peer_address() {
+        let endpoint = |env: &[(&str, &str)]| with(env).map(|c| c.gossip.endpoint);
+        let addr = ("CORE_PEER_ADDRESS", "peer0.org1.example.com:7051");
+        assert_eq!(endpoint(&[]).expect("loads"), None);
+        assert_eq!(
+            endpoint(&[addr]).expect("loads").as_deref(),
+            Some("peer0.org1.example.com:7051")
+        );
+        assert_eq!(
+            endpoint(&[addr, ("CORE_PEER_GOSSIP_ENDPOINT", "10.0.0.5:7051")])
+                .expect("loads")
+                .as_deref(),
+            Some("10.0.0.5:7051")
+        );
+        assert_eq!(
+            endpoint(&[addr, ("CORE_PEER_ADDRESSAUTODETECT", "true")]).expect("loads"),
+            None
+        );
+        assert_eq!(
+            endpoint(&[("CORE_PEER_ADDRESS", "[::]:7051")]).expect("loads"),
+            None
+        );
+        let e = endpoint(&[("CORE_PEER_ADDRESS", "peer0")]).expect_err("no port");
+        assert!(e.0.contains("peer.address (from CORE_PEER_ADDRESS)"), "{e}");
     }
 
     #[test]

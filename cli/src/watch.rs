@@ -59,7 +59,8 @@ MSP), so watch with an identity of the bootstrap peer's organization:
 
 The bootstrap peer dials this member back at its endpoint, so --endpoint must be reachable
 from it. Exit status: 0 after --duration or on Ctrl-C/SIGTERM, 1 when no bootstrap peer
-accepted us (the peer's reason is printed), 2 for a usage or file error.";
+accepted us (the peer's reason is printed) or, by the end of --duration, none had answered
+our membership request, 2 for a usage or file error.";
 
 /// Runs `fabric-gossip watch`.
 pub(crate) fn run(args: &WatchArgs) -> ExitCode {
@@ -210,6 +211,23 @@ async fn watch(
                 let fresh = shown_at.is_some_and(|t| t.elapsed() < Duration::from_millis(100));
                 if !fresh && let Some(t) = membership::table(&node) {
                     view.show(&t, &boot);
+                }
+                // The whole time without a way in: no bootstrap peer answered our
+                // membership request, though none refused us either.
+                if boot.values().all(|b| !b.joined) {
+                    let waited = args.duration.unwrap_or_default();
+                    for (ep, b) in &boot {
+                        let why = b.error.clone().unwrap_or_else(|| {
+                            format!(
+                                "no answer within {waited:?}: it took the connection but \
+                                 answered no membership request; is its membership layer \
+                                 running? (a fabric-gossip node runs one only with \
+                                 --membership, --bootstrap or --config)"
+                            )
+                        });
+                        eprintln!("error: cannot join through bootstrap peer {ep}: {why}");
+                    }
+                    code = ExitCode::FAILURE;
                 }
                 break;
             }

@@ -2731,6 +2731,36 @@ fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
     a.stop();
 }
 
+/// A bootstrap peer that takes the connection but never answers a membership request (a
+/// node without the membership layer): by the end of `--duration` nobody let us in, which
+/// is status 1 with the reason, not 0 with an empty table.
+#[test]
+fn watch_fails_when_its_bootstrap_peer_never_answers() {
+    let (mut silent, addr) = test_daemon(&[]);
+    let r = run(
+        &[
+            "watch",
+            "--bootstrap",
+            &addr,
+            "--test-identity",
+            "--json",
+            "--duration",
+            "2s",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_cannot_join(&r, &addr);
+    assert!(
+        r.stderr.contains("answered no membership request"),
+        "{}",
+        r.all()
+    );
+    let last = last_json_line(&r.stdout);
+    assert_eq!(last["bootstrap"][0]["joined"], false, "{last}");
+    silent.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(silent.exit_within(EVENT), Some(0));
+}
+
 /// A bootstrap peer that refuses us in the TLS handshake: `watch` says so, with the peer's
 /// own reason (its TLS alert) when the transport got it, exit status 1.
 #[test]
