@@ -89,6 +89,8 @@ pub(crate) struct PeerConfig {
     pub(crate) tls: TlsFileConfig,
     /// `peer.mspConfigPath`, resolved.
     pub(crate) msp_config_path: Option<PathBuf>,
+    /// How errors name it: the key, and the variable that set it if one did.
+    pub(crate) msp_config_path_named: String,
     /// `peer.localMspId`.
     pub(crate) local_msp_id: Option<String>,
     /// `operations.*`.
@@ -208,6 +210,24 @@ impl Source<'_> {
         Ok(self.string(key)?.map(|p| self.resolve(&p)))
     }
 
+    /// `key`, and the variable it came from if one set it: how errors name a value.
+    fn named(&self, key: &str) -> String {
+        self.raw(key)
+            .map_or_else(|| key.to_owned(), |r| what(key, &r))
+    }
+
+    /// A `HOST:PORT` to listen on, checked here so that the error names the key and where
+    /// it came from.
+    fn address(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(a) = self.string(key)? else {
+            return Ok(None);
+        };
+        if let Err(e) = crate::opts::parse_listen(&a) {
+            return Err(ConfigError(format!("{}: {a:?}: {e}", self.named(key))));
+        }
+        Ok(Some(a))
+    }
+
     /// Fabric's `TranslatePath`: relative to the configuration file's directory.
     fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
@@ -310,6 +330,18 @@ impl Source<'_> {
             client_cert: peer_path("clientCert.file")?,
             client_key: peer_path("clientKey.file")?,
         })
+    }
+
+    /// A period that must be more than zero (a Go ticker panics on zero; the membership
+    /// layer refuses it).
+    fn interval(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        match self.duration(key)? {
+            Some(Duration::ZERO) => Err(ConfigError(format!(
+                "{}: must be more than zero",
+                self.named(key)
+            ))),
+            d => Ok(d),
+        }
     }
 
     fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
@@ -416,7 +448,7 @@ pub(crate) fn load_with(
     };
     Ok(PeerConfig {
         path: path.to_owned(),
-        listen_address: src.string("peer.listenAddress")?,
+        listen_address: src.address("peer.listenAddress")?,
         gossip: GossipConfig {
             endpoint: gossip_endpoint(&src)?,
             external_endpoint: src.string("peer.gossip.externalEndpoint")?,
@@ -425,10 +457,10 @@ pub(crate) fn load_with(
             conn_timeout: src.duration("peer.gossip.connTimeout")?,
             recv_buff_size: src.size("peer.gossip.recvBuffSize")?,
             send_buff_size: src.size("peer.gossip.sendBuffSize")?,
-            alive_time_interval: src.duration("peer.gossip.aliveTimeInterval")?,
-            alive_expiration_timeout: src.duration("peer.gossip.aliveExpirationTimeout")?,
-            reconnect_interval: src.duration("peer.gossip.reconnectInterval")?,
-            pull_interval: src.duration("peer.gossip.pullInterval")?,
+            alive_time_interval: src.interval("peer.gossip.aliveTimeInterval")?,
+            alive_expiration_timeout: src.interval("peer.gossip.aliveExpirationTimeout")?,
+            reconnect_interval: src.interval("peer.gossip.reconnectInterval")?,
+            pull_interval: src.interval("peer.gossip.pullInterval")?,
             pull_peer_num: src
                 .size("peer.gossip.pullPeerNum")?
                 .map(|n| {
@@ -440,15 +472,16 @@ pub(crate) fn load_with(
                     })
                 })
                 .transpose()?,
-            digest_wait_time: src.duration("peer.gossip.digestWaitTime")?,
-            request_wait_time: src.duration("peer.gossip.requestWaitTime")?,
-            response_wait_time: src.duration("peer.gossip.responseWaitTime")?,
+            digest_wait_time: src.interval("peer.gossip.digestWaitTime")?,
+            request_wait_time: src.interval("peer.gossip.requestWaitTime")?,
+            response_wait_time: src.interval("peer.gossip.responseWaitTime")?,
         },
         tls: src.tls("peer.tls", true)?,
         msp_config_path: src.path("peer.mspConfigPath")?,
+        msp_config_path_named: src.named("peer.mspConfigPath"),
         local_msp_id: src.string("peer.localMspId")?,
         operations: OperationsConfig {
-            listen_address: src.string("operations.listenAddress")?,
+            listen_address: src.address("operations.listenAddress")?,
             tls: src.tls("operations.tls", false)?,
         },
         metrics_provider,
@@ -621,6 +654,22 @@ mod tests {
         assert!(e.0.contains("peer.tls.enabled"), "{e}");
         let e = with(&[("CORE_PEER_GOSSIP_SENDBUFFSIZE", "-3")]).unwrap_err();
         assert!(e.0.contains("peer.gossip.sendBuffSize"), "{e}");
+        let e = with(&[("CORE_PEER_LISTENADDRESS", "bad")]).unwrap_err();
+        assert!(
+            e.0.contains("peer.listenAddress (from CORE_PEER_LISTENADDRESS)"),
+            "{e}"
+        );
+        let e = with(&[("CORE_PEER_GOSSIP_ALIVETIMEINTERVAL", "0s")]).unwrap_err();
+        assert!(
+            e.0.contains("peer.gossip.aliveTimeInterval (from CORE_PEER_GOSSIP_ALIVETIMEINTERVAL)")
+                && e.0.contains("more than zero"),
+            "{e}"
+        );
+        let c = with(&[("CORE_PEER_MSPCONFIGPATH", "/nonexistent")]).expect("loads");
+        assert_eq!(
+            c.msp_config_path_named,
+            "peer.mspConfigPath (from CORE_PEER_MSPCONFIGPATH)"
+        );
         let e = with(&[("CORE_METRICS_PROVIDER", "statsd")]).unwrap_err();
         assert!(
             e.0.contains("metrics.provider") && e.0.contains("statsd"),

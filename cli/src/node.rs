@@ -284,6 +284,16 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
                     "peer.mspConfigPath and peer.localMspId go together".into(),
                 ));
             }
+            // Checked here, where it is known to be used, so that the error names the key
+            // and where it came from rather than the flag it stands for.
+            if let Some(dir) = identity.msp_dir.as_ref().filter(|d| !d.is_dir()) {
+                return Err(ConfigError(format!(
+                    "{}: {} is not a directory (expected an MSP folder with signcerts/ and \
+                     keystore/)",
+                    f.msp_config_path_named,
+                    dir.display()
+                )));
+            }
         }
         if tls.tls_cert.is_none() && f.tls.enabled {
             let t = &f.tls;
