@@ -89,8 +89,9 @@ pub(crate) struct PeerConfig {
     pub(crate) tls: TlsFileConfig,
     /// `peer.mspConfigPath`, resolved.
     pub(crate) msp_config_path: Option<PathBuf>,
-    /// How errors name it: the key, and the variable that set it if one did.
-    pub(crate) msp_config_path_named: String,
+    /// How errors name the keys of [`NAMED_LATER`]: the key, and the variable that set it
+    /// if one did ([`PeerConfig::named`]).
+    names: Vec<(&'static str, String)>,
     /// `peer.localMspId`.
     pub(crate) local_msp_id: Option<String>,
     /// `operations.*`.
@@ -132,6 +133,24 @@ fn what(key: &str, raw: &Raw<'_>) -> String {
     match raw {
         Raw::File(_) => key.to_owned(),
         Raw::Env(name, _) => format!("{key} (from {name})"),
+    }
+}
+
+/// Keys whose values are checked only where they are used, since a flag may override
+/// them: their errors name them as the others' do, with the variable that set them.
+const NAMED_LATER: [&str; 3] = [
+    "peer.listenAddress",
+    "operations.listenAddress",
+    "peer.mspConfigPath",
+];
+
+impl PeerConfig {
+    /// `key` as errors name it: with the variable that set it, if one did.
+    pub(crate) fn named(&self, key: &str) -> String {
+        self.names
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(|| key.to_owned(), |(_, n)| n.clone())
     }
 }
 
@@ -214,18 +233,6 @@ impl Source<'_> {
     fn named(&self, key: &str) -> String {
         self.raw(key)
             .map_or_else(|| key.to_owned(), |r| what(key, &r))
-    }
-
-    /// A `HOST:PORT` to listen on, checked here so that the error names the key and where
-    /// it came from.
-    fn address(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        let Some(a) = self.string(key)? else {
-            return Ok(None);
-        };
-        if let Err(e) = crate::opts::parse_listen(&a) {
-            return Err(ConfigError(format!("{}: {a:?}: {e}", self.named(key))));
-        }
-        Ok(Some(a))
     }
 
     /// Fabric's `TranslatePath`: relative to the configuration file's directory.
@@ -448,7 +455,7 @@ pub(crate) fn load_with(
     };
     Ok(PeerConfig {
         path: path.to_owned(),
-        listen_address: src.address("peer.listenAddress")?,
+        listen_address: src.string("peer.listenAddress")?,
         gossip: GossipConfig {
             endpoint: gossip_endpoint(&src)?,
             external_endpoint: src.string("peer.gossip.externalEndpoint")?,
@@ -478,10 +485,10 @@ pub(crate) fn load_with(
         },
         tls: src.tls("peer.tls", true)?,
         msp_config_path: src.path("peer.mspConfigPath")?,
-        msp_config_path_named: src.named("peer.mspConfigPath"),
+        names: NAMED_LATER.iter().map(|&k| (k, src.named(k))).collect(),
         local_msp_id: src.string("peer.localMspId")?,
         operations: OperationsConfig {
-            listen_address: src.address("operations.listenAddress")?,
+            listen_address: src.string("operations.listenAddress")?,
             tls: src.tls("operations.tls", false)?,
         },
         metrics_provider,
@@ -654,22 +661,19 @@ mod tests {
         assert!(e.0.contains("peer.tls.enabled"), "{e}");
         let e = with(&[("CORE_PEER_GOSSIP_SENDBUFFSIZE", "-3")]).unwrap_err();
         assert!(e.0.contains("peer.gossip.sendBuffSize"), "{e}");
-        let e = with(&[("CORE_PEER_LISTENADDRESS", "bad")]).unwrap_err();
-        assert!(
-            e.0.contains("peer.listenAddress (from CORE_PEER_LISTENADDRESS)"),
-            "{e}"
-        );
         let e = with(&[("CORE_PEER_GOSSIP_ALIVETIMEINTERVAL", "0s")]).unwrap_err();
         assert!(
             e.0.contains("peer.gossip.aliveTimeInterval (from CORE_PEER_GOSSIP_ALIVETIMEINTERVAL)")
                 && e.0.contains("more than zero"),
             "{e}"
         );
+        // Checked where used (a flag may override them), named as the others.
         let c = with(&[("CORE_PEER_MSPCONFIGPATH", "/nonexistent")]).expect("loads");
         assert_eq!(
-            c.msp_config_path_named,
+            c.named("peer.mspConfigPath"),
             "peer.mspConfigPath (from CORE_PEER_MSPCONFIGPATH)"
         );
+        assert_eq!(c.named("peer.listenAddress"), "peer.listenAddress");
         let e = with(&[("CORE_METRICS_PROVIDER", "statsd")]).unwrap_err();
         assert!(
             e.0.contains("metrics.provider") && e.0.contains("statsd"),

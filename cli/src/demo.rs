@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::node::data_message;
 use crate::opts;
+use crate::out::{self, WriteError};
 
 /// Events a demo node may queue for the progress printer before copies are dropped.
 const EVENT_TAP: usize = 1024;
@@ -93,8 +94,13 @@ struct Shared {
     changed: Notify,
     started: Instant,
     quiet: bool,
-    /// Set once the checks are over, so that the final stops do not print.
+    /// Set once the checks are over, so that the final stops do not print, and once stdout
+    /// cannot be written.
     muted: AtomicBool,
+    /// Why stdout could not be written (the reader went away): the demo then stops.
+    stdout: Mutex<Option<WriteError>>,
+    /// Signalled (once) when `stdout` is set.
+    gone: Notify,
     names: Vec<String>,
     /// Each member's MSP ID, to check what its peers authenticated.
     msp_ids: Vec<String>,
@@ -116,7 +122,16 @@ impl Shared {
             return;
         }
         let t = self.started.elapsed().as_secs_f64();
-        println!("[{t:6.2}s] {}", line.as_ref());
+        if let Err(e) = out::print("progress", format!("[{t:6.2}s] {}\n", line.as_ref())) {
+            // The rule of every one-shot command (`out::WriteError`): nobody reads the
+            // demo any more, so it ends, with that error.
+            self.muted.store(true, Ordering::Relaxed);
+            let mut first = self.stdout.lock().unwrap_or_else(PoisonError::into_inner);
+            if first.is_none() {
+                *first = Some(e);
+                self.gone.notify_one();
+            }
+        }
     }
 
     fn detail(&self, line: impl AsRef<str>) {
@@ -195,7 +210,23 @@ fn payload(round: usize, from: usize, to: usize, i: u64) -> String {
     format!("round {round}: node{from} -> node{to}, message {i}")
 }
 
-/// Runs `fabric-gossip demo`.
+/// Why the demo did not pass.
+enum Failure {
+    /// A check failed, or a phase could not run: the reason.
+    Check(String),
+    /// stdout could not be written (see [`WriteError`]): exit status 2.
+    Write(WriteError),
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure::Check(reason)
+    }
+}
+
+/// Runs `fabric-gossip demo`: exit status 0 when every check holds, 1 when one fails or
+/// the deadline passes, 2 when stdout cannot be written (a reader gone away:
+/// [`WriteError`]).
 pub(crate) fn run(a: &DemoArgs) -> ExitCode {
     let rt = match opts::runtime() {
         Ok(rt) => rt,
@@ -203,23 +234,25 @@ pub(crate) fn run(a: &DemoArgs) -> ExitCode {
     };
     let deadline = Duration::from_secs(a.deadline);
     let code = rt.block_on(async {
-        match tokio::time::timeout(deadline, demo(a)).await {
-            Ok(Ok(())) => ExitCode::SUCCESS,
+        let reason = match tokio::time::timeout(deadline, demo(a)).await {
+            Ok(Ok(())) => return ExitCode::SUCCESS,
+            Ok(Err(Failure::Write(e))) => return e.exit(),
             // With --json, demo() printed the object, reason included.
-            Ok(Err(_)) if a.json => ExitCode::FAILURE,
-            Ok(Err(reason)) => {
-                println!("\nDEMO FAILED: {reason}");
-                ExitCode::FAILURE
-            }
-            Err(_) => {
-                let reason = format!("not finished within --deadline {}s", a.deadline);
-                if a.json {
-                    println!("{}", json!({"result": "failed", "reason": reason}));
-                } else {
-                    println!("\nDEMO FAILED: {reason}");
-                }
-                ExitCode::FAILURE
-            }
+            Ok(Err(Failure::Check(_))) if a.json => return ExitCode::FAILURE,
+            Ok(Err(Failure::Check(reason))) => reason,
+            Err(_) => format!("not finished within --deadline {}s", a.deadline),
+        };
+        let text = if a.json {
+            format!(
+                "{}\n",
+                json!({"result": "failed", "ok": false, "reason": reason})
+            )
+        } else {
+            format!("\nDEMO FAILED: {reason}\n")
+        };
+        match out::print("result", text) {
+            Ok(()) => ExitCode::FAILURE,
+            Err(e) => e.exit(),
         }
     });
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -630,15 +663,19 @@ fn short(p: &PkiId) -> String {
     hex::encode(&p.as_bytes()[..p.as_bytes().len().min(6)])
 }
 
-async fn demo(a: &DemoArgs) -> Result<(), String> {
+async fn demo(a: &DemoArgs) -> Result<(), Failure> {
     let n = usize::from(a.nodes);
     let m = u64::from(a.messages);
     let t0 = Instant::now();
     if !a.json {
-        println!(
-            "fabric-gossip demo: {n} gossip nodes of two organizations on loopback, mutual \
-             TLS, {m} messages per pair and round"
-        );
+        out::print(
+            "progress",
+            format!(
+                "fabric-gossip demo: {n} gossip nodes of two organizations on loopback, \
+                 mutual TLS, {m} messages per pair and round\n"
+            ),
+        )
+        .map_err(Failure::Write)?;
     }
     let (orgs, trust, tls_cas) = make_orgs(n)?;
     let mut members = Vec::new();
@@ -682,6 +719,8 @@ async fn demo(a: &DemoArgs) -> Result<(), String> {
         quiet: a.quiet,
         // With --json only the final object is printed.
         muted: AtomicBool::new(a.json),
+        stdout: Mutex::new(None),
+        gone: Notify::new(),
         names: (0..n).map(|i| format!("node{i}")).collect(),
         msp_ids: members.iter().map(|m| m.msp_id.clone()).collect(),
         by_pki: members
@@ -695,7 +734,11 @@ async fn demo(a: &DemoArgs) -> Result<(), String> {
          (Org1MSP, Org2MSP; ECDSA P-256) in memory"
     ));
     let mut checks = Checks::default();
-    let result = phases(a, &mut members, &orgs, &trust, &shared, &mut checks).await;
+    // A reader gone away ends the run at once: the nodes are stopped below as usual.
+    let result = tokio::select! {
+        r = phases(a, &mut members, &orgs, &trust, &shared, &mut checks) => r,
+        () = shared.gone.notified() => Err(()),
+    };
 
     let secs = t0.elapsed().as_secs_f64();
     let table = table(&members);
@@ -713,6 +756,14 @@ async fn demo(a: &DemoArgs) -> Result<(), String> {
             t.abort();
         }
     }
+    if let Some(e) = shared
+        .stdout
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    {
+        return Err(Failure::Write(e));
+    }
     let reason = result.is_err().then(|| {
         checks
             .0
@@ -729,41 +780,43 @@ async fn demo(a: &DemoArgs) -> Result<(), String> {
                 Err(e) => json!({"check": what, "ok": false, "error": e}),
             })
             .collect();
-        let mut out = json!({
+        let mut v = json!({
             "result": if reason.is_none() { "passed" } else { "failed" },
+            // The exit status in one field, as `ping`, `handshake` and `sim` have it.
+            "ok": reason.is_none(),
             "nodes": rows,
             "checks": checks,
             "seconds": (secs * 1000.0).round() / 1000.0,
         });
         if let Some(r) = &reason {
-            out["reason"] = json!(r);
+            v["reason"] = json!(r);
         }
-        println!("{out}");
-        return reason.map_or(Ok(()), Err);
+        out::print("result", format!("{v}\n")).map_err(Failure::Write)?;
+        return reason.map_or(Ok(()), |r| Err(Failure::Check(r)));
     }
-    println!();
-    print!("{table}");
+    let mut text = format!("\n{table}");
     if members.iter().any(|m| m.restarted) {
-        println!(
+        text.push_str(
             "* restarted: counters of both runs. dropped = messages sent to a node while it \
-             was down (Fabric's Send drops them and reports the peer presumed dead)."
+             was down (Fabric's Send drops them and reports the peer presumed dead).\n",
         );
     }
-    println!();
-    println!("checks:");
+    text.push_str("\nchecks:\n");
     for (what, r) in &checks.0 {
-        match r {
-            Ok(()) => println!("  ok      {what}"),
-            Err(e) => println!("  FAILED  {what}: {e}"),
-        }
+        let _ = match r {
+            Ok(()) => writeln!(text, "  ok      {what}"),
+            Err(e) => writeln!(text, "  FAILED  {what}: {e}"),
+        };
     }
-    match reason {
-        None => {
-            println!("\nDEMO PASSED: {} checks in {secs:.2} s", checks.0.len());
-            Ok(())
-        }
-        Some(reason) => Err(reason),
+    if reason.is_none() {
+        let _ = writeln!(
+            text,
+            "\nDEMO PASSED: {} checks in {secs:.2} s",
+            checks.0.len()
+        );
     }
+    out::print("result", text).map_err(Failure::Write)?;
+    reason.map_or(Ok(()), |r| Err(Failure::Check(r)))
 }
 
 /// The demo proper, one method per phase; each phase records its check, and the first

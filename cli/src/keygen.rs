@@ -6,6 +6,7 @@
 use crate::opts::{self, ConfigError};
 use clap::{Args, ValueEnum};
 use fabric_gossip_msp::dev::{self, Curve, OrgSpec, Validity};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -150,18 +151,23 @@ pub(crate) fn run(a: &KeygenArgs) -> ExitCode {
             return opts::config_failure(&ConfigError(format!("--out {}: {e}", a.out.display())));
         }
     };
-    println!(
+    // Written to a string, then printed once (see `out::WriteError` for a closed stdout).
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
         "Wrote development material (TEST ONLY: CA keys are next to the certificates) under {}:",
         layout.root.display()
     );
     for org in &layout.orgs {
-        println!("  {} ({})", org.msp_id, org.domain);
-        println!(
+        let _ = writeln!(text, "  {} ({})", org.msp_id, org.domain);
+        let _ = writeln!(
+            text,
             "    organization MSP (what others trust): {}",
             org.msp_dir.display()
         );
         for p in &org.peers {
-            println!(
+            let _ = writeln!(
+                text,
                 "    peer {}: identity {}, TLS {}",
                 p.host,
                 p.msp_dir.display(),
@@ -182,9 +188,10 @@ pub(crate) fn run(a: &KeygenArgs) -> ExitCode {
     let endpoints: Vec<String> = (0..total)
         .map(|i| format!("127.0.0.1:{}", usize::from(a.base_port) + i))
         .collect();
-    println!();
-    println!("Start each peer (each in its own terminal); every one trusts every organization,");
-    println!("uses mutual TLS and connects to the peers started before it:");
+    text.push_str(
+        "\nStart each peer (each in its own terminal); every one trusts every organization,\n\
+         uses mutual TLS and connects to the peers started before it:\n",
+    );
     let mut i = 0;
     for org in &layout.orgs {
         for p in &org.peers {
@@ -210,9 +217,12 @@ pub(crate) fn run(a: &KeygenArgs) -> ExitCode {
             for earlier in &endpoints[..i] {
                 cmd.push_str(&format!(" --peer {earlier}"));
             }
-            println!("\n# {} ({})\n{cmd}", p.host, org.msp_id);
+            let _ = writeln!(text, "\n# {} ({})\n{cmd}", p.host, org.msp_id);
             i += 1;
         }
     }
-    ExitCode::SUCCESS
+    match crate::out::print("instructions", text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.exit(),
+    }
 }

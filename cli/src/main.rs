@@ -33,7 +33,8 @@ struct Cli {
     /// Which logs to print on stderr, in Fabric's FABRIC_LOGGING_SPEC syntax:
     /// [LOGGER[,LOGGER...]=]LEVEL[:...], e.g. gossip.comm=debug:info. Loggers: gossip
     /// (gossip.comm, gossip.discovery), msp, grpc, nodeCmd, certmonitor, or a crate name. Default: the
-    /// FABRIC_LOGGING_SPEC variable, else RUST_LOG, else info (warning for sim and demo).
+    /// FABRIC_LOGGING_SPEC variable, else RUST_LOG, else info for node and warning for the
+    /// other commands, which print their own result or progress.
     #[arg(long, global = true, value_name = "SPEC")]
     log_spec: Option<String>,
     #[command(subcommand)]
@@ -101,18 +102,14 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            use std::io::Write;
             // Generated into memory, then written once: a reader that stops early (`| head`)
-            // ends the command quietly instead of a panic inside the generator.
+            // gets the one-shot commands' error and status 2 (see `out::WriteError`),
+            // never a panic inside the generator.
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "fabric-gossip", &mut script);
-            match std::io::stdout().write_all(&script) {
+            match out::print("completion script", &script) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: cannot write the completion script: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => e.exit(),
             }
         }
     }

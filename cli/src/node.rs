@@ -248,8 +248,10 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         file.as_ref().and_then(|f| f.listen_address.as_ref()),
     ) {
         (Some(l), _) => l,
-        (None, Some(l)) => opts::parse_listen(l)
-            .map_err(|e| ConfigError(format!("peer.listenAddress {l:?}: {e}")))?,
+        (None, Some(l)) => opts::parse_listen(l).map_err(|e| {
+            let key = file.as_ref().map(|f| f.named("peer.listenAddress"));
+            ConfigError(format!("{} {l:?}: {e}", key.unwrap_or_default()))
+        })?,
         (None, None) => {
             return Err(ConfigError(
                 "--listen HOST:PORT is required (or peer.listenAddress in --config)".into(),
@@ -262,10 +264,10 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
             .and_then(|f| f.operations.listen_address.as_ref()),
     ) {
         (Some(a), _) => Some(a),
-        (None, Some(a)) => Some(
-            opts::parse_listen(a)
-                .map_err(|e| ConfigError(format!("operations.listenAddress {a:?}: {e}")))?,
-        ),
+        (None, Some(a)) => Some(opts::parse_listen(a).map_err(|e| {
+            let key = file.as_ref().map(|f| f.named("operations.listenAddress"));
+            ConfigError(format!("{} {a:?}: {e}", key.unwrap_or_default()))
+        })?),
         (None, None) => None,
     };
     let operations_tls = operations_tls(args, file.as_ref())?;
@@ -290,7 +292,7 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
                 return Err(ConfigError(format!(
                     "{}: {} is not a directory (expected an MSP folder with signcerts/ and \
                      keystore/)",
-                    f.msp_config_path_named,
+                    f.named("peer.mspConfigPath"),
                     dir.display()
                 )));
             }

@@ -11,6 +11,9 @@
 //! swaps it for its own empty one and writes it whole: a busy node (a sink printing
 //! hundreds of thousands of messages a second) makes one `write` per batch and allocates
 //! nothing per line, and an idle one still shows each line at once.
+//!
+//! The one-shot commands print through [`print`] instead; see [`WriteError`] for what
+//! each kind of command does when its reader goes away.
 
 use serde_json::Value;
 use std::io::Write;
@@ -226,6 +229,53 @@ fn writer(s: &Shared, mut sink: impl Write) {
             batch.shrink_to(KEPT_CAPACITY);
         }
     }
+}
+
+/// stdout could not be written by a one-shot command: what was being written, and why.
+///
+/// The rule, for every command: the output of a one-shot command (`ping`, `handshake`,
+/// `validate`, `demo`, `keygen`, `sim`, `completions`) is its result. When it cannot be
+/// written, most often because the reader went away (a closed pipe: `| head -1`, `| (exit
+/// 0)`), the command stops, says so in one line on stderr (`error: writing the result:
+/// Broken pipe (os error 32)`) and exits with status 2, that of any other I/O error, as
+/// `sim` always did: a script never takes a cut-off result for a whole one, and
+/// `println!`'s panic (status 101, a backtrace) is never reached. The long-running `node`
+/// and `watch` go on instead (see [`writer`] and `watch`'s table): their output is a feed,
+/// not a result, and a reader gone away is not their failure.
+#[derive(Debug)]
+pub(crate) struct WriteError {
+    what: &'static str,
+    error: std::io::Error,
+}
+
+impl WriteError {
+    /// `error`, met while writing `what` ("result", "summary", …).
+    pub(crate) fn new(what: &'static str, error: std::io::Error) -> WriteError {
+        WriteError { what, error }
+    }
+
+    /// Says so on stderr, in one line; exit status 2.
+    pub(crate) fn exit(&self) -> std::process::ExitCode {
+        eprintln!("error: {self}");
+        std::process::ExitCode::from(2)
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing the {}: {}", self.what, self.error)
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// Writes `text` to stdout and flushes it: how the one-shot commands print, never with
+/// `println!`. `what` names the text for the error ([`WriteError`]).
+pub(crate) fn print(what: &'static str, text: impl AsRef<[u8]>) -> Result<(), WriteError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_ref())
+        .and_then(|()| out.flush())
+        .map_err(|e| WriteError::new(what, e))
 }
 
 /// How serde_json escapes each byte of a string: 0, as itself; `u`, as `\u00XX`; any

@@ -5,10 +5,13 @@
 //! connection, so neither disturbs the peer beyond one short stream.
 
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
+use crate::out;
 use clap::Args;
-use fabric_gossip_core::{HandshakeError, PkiId, RemotePeer, SecurityError};
+use fabric_gossip_core::{DialError, HandshakeError, PkiId, RemotePeer, SecurityError};
 use fabric_gossip_tonic::{Node, OpError};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -16,6 +19,9 @@ use std::time::{Duration, Instant};
 /// Margin on top of the core's own time-outs for the outer bound on each operation; the
 /// core always answers first unless something is badly wrong.
 const MARGIN: Duration = Duration::from_secs(2);
+
+/// Longest look at what answers on a port that a probe could not talk to ([`sniff`]).
+pub(crate) const SNIFF_LIMIT: Duration = Duration::from_secs(1);
 
 /// Arguments of `fabric-gossip ping`.
 #[derive(Debug, Clone, Args)]
@@ -26,8 +32,8 @@ pub(crate) struct PingArgs {
     /// Probes to send, one after the other; each dials anew.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     count: u32,
-    /// Bound on each probe (dial, TLS and Ping), e.g. 500ms, 2s. Default: Fabric's dial
-    /// and connection timeouts (3 s + 2 s) and a margin.
+    /// Bound on each step of a probe, the connection (TCP and TLS) and then the Ping, e.g.
+    /// 500ms, 2s. Default: Fabric's dial and connection timeouts (3 s, 2 s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     timeout: Option<Duration>,
     /// Pause between probes, e.g. 1s (default: none).
@@ -127,23 +133,45 @@ fn steps(tls: &TlsArgs, handshake: bool) -> &'static str {
     }
 }
 
-/// Runs `fabric-gossip ping`.
+/// A failed dial, as `ping` and `handshake` print it: the core's time-out names the bound
+/// it hit (`dial_timeout`), so that it reads the same in every probe.
+fn dial_failure(e: &DialError, limit: Duration) -> String {
+    match e {
+        DialError::Timeout => format!("dial failed: no connection within {}", ms(limit)),
+        e => format!("dial failed: {e}"),
+    }
+}
+
+/// A failed Ping, as `ping` and `handshake` print it; the core's time-out ("ping timed
+/// out", at `conn_timeout`) names the bound it hit.
+fn ping_failure(e: &str, limit: Duration) -> String {
+    if e == "ping timed out" {
+        format!("ping failed: no answer within {}", ms(limit))
+    } else {
+        format!("ping failed: {e}")
+    }
+}
+
+/// Runs `fabric-gossip ping`: exit status 0 when every probe was answered, 1 when one was
+/// not, 2 for bad flags or files, or a stdout that cannot be written ([`out::WriteError`]).
 pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
     let (identity, tls, rt) = match setup(&a.probe.identity, false, &a.probe.tls) {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };
     let mut cfg = opts::config();
-    let bound = match a.timeout {
-        Some(t) => {
-            // The core gives up on each step at the bound too, so a probe that cannot
-            // finish in time fails with its reason rather than a bare "no answer".
-            cfg.dial_timeout = t;
-            cfg.conn_timeout = t;
-            t
-        }
-        None => cfg.dial_timeout + cfg.conn_timeout + MARGIN,
-    };
+    if let Some(t) = a.timeout {
+        // The core bounds each step (the connection, then the Ping) and says which one
+        // timed out.
+        cfg.dial_timeout = t;
+        cfg.conn_timeout = t;
+    }
+    let (dial_limit, ping_limit) = (cfg.dial_timeout, cfg.conn_timeout);
+    // Only if the core does not answer, which is a bug: the core's bounds decide, so that
+    // a timeout reads the same (and names its step) in every probe.
+    let bound = dial_limit + ping_limit + MARGIN;
+    let sniff_limit = a.timeout.map_or(SNIFF_LIMIT, |t| t.min(SNIFF_LIMIT));
+    let tls_on = a.probe.tls.enabled();
     rt.block_on(async {
         let node = match local_node(a.probe.listen, identity, tls, &a.probe.tls, cfg).await {
             Ok(n) => n,
@@ -153,6 +181,8 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
         let mut rtts = Vec::new();
         let mut failure = None;
         let mut probes = Vec::new();
+        // One look at the port per kind of failure, not one per probe.
+        let mut hints: HashMap<String, &'static str> = HashMap::new();
         for i in 1..=a.count {
             if i > 1 && !a.interval.is_zero() {
                 tokio::time::sleep(a.interval).await;
@@ -162,6 +192,12 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
             let rtt = t0.elapsed();
             let r = match r {
                 Ok(Ok(())) => Ok(()),
+                Ok(Err(OpError::Failed(fabric_gossip_core::ProbeError::Dial(d)))) => {
+                    Err(dial_failure(&d, dial_limit))
+                }
+                Ok(Err(OpError::Failed(fabric_gossip_core::ProbeError::Ping(p)))) => {
+                    Err(ping_failure(&p, ping_limit))
+                }
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no answer within {}", ms(bound))),
             };
@@ -170,39 +206,50 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
             } else {
                 format!("ping {} ({})", a.addr, mode(&a.probe.tls))
             };
-            match r {
+            let line = match r {
                 Ok(()) => {
-                    if !a.probe.json {
-                        println!(
-                            "{prefix}: answered in {} ({})",
-                            ms(rtt),
-                            steps(&a.probe.tls, false)
-                        );
-                    }
                     probes.push(json!({"ok": true, "rtt_ms": ms_f(rtt)}));
                     rtts.push(rtt);
+                    format!(
+                        "{prefix}: answered in {} ({})\n",
+                        ms(rtt),
+                        steps(&a.probe.tls, false)
+                    )
                 }
                 Err(e) => {
-                    let hint = dial_hint(&e, a.probe.tls.enabled());
-                    if !a.probe.json {
-                        println!("{prefix}: FAILED after {}: {e}{hint}", ms(rtt));
-                    }
+                    let hint = match hints.get(&e) {
+                        Some(h) => *h,
+                        None => {
+                            let h = failure_hint(&a.addr, &e, tls_on, sniff_limit).await;
+                            hints.insert(e.clone(), h);
+                            h
+                        }
+                    };
                     probes.push(json!({"ok": false, "rtt_ms": ms_f(rtt), "error": e}));
-                    failure = Some(e);
+                    let line = format!("{prefix}: FAILED after {}: {e}{hint}\n", ms(rtt));
+                    failure = Some((e, hint));
+                    line
                 }
+            };
+            if !a.probe.json
+                && let Err(e) = out::print("result", line)
+            {
+                node.stop().await;
+                return e.exit();
             }
         }
+        node.stop().await;
         let summary = (!rtts.is_empty()).then(|| {
             let min = rtts.iter().min().copied().unwrap_or_default();
             let max = rtts.iter().max().copied().unwrap_or_default();
             let avg = rtts.iter().sum::<Duration>() / rtts.len() as u32;
             (min, avg, max)
         });
-        if a.probe.json {
+        let text = if a.probe.json {
             let mut v = json!({
                 "command": "ping",
                 "addr": a.addr,
-                "tls": a.probe.tls.enabled(),
+                "tls": tls_on,
                 "ok": failure.is_none(),
                 "count": a.count,
                 "answered": rtts.len(),
@@ -211,32 +258,31 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
             if let Some((min, avg, max)) = summary {
                 v["rtt_ms"] = json!({"min": ms_f(min), "avg": ms_f(avg), "max": ms_f(max)});
             }
-            if let Some(e) = &failure {
+            if let Some((e, hint)) = &failure {
                 v["error"] = json!(e);
-                let hint = dial_hint(e, a.probe.tls.enabled())
-                    .trim()
-                    .trim_start_matches("hint: ");
-                if !hint.is_empty() {
-                    v["hint"] = json!(hint);
-                }
+                add_hint(&mut v, hint);
             }
-            println!("{v}");
+            format!("{v}\n")
         } else if a.count > 1
             && let Some((min, avg, max)) = summary
         {
-            println!(
-                "{} of {} answered; round trip min {} avg {} max {}",
+            format!(
+                "{} of {} answered; round trip min {} avg {} max {}\n",
                 rtts.len(),
                 a.count,
                 ms(min),
                 ms(avg),
                 ms(max)
-            );
+            )
+        } else {
+            String::new()
+        };
+        if let Err(e) = out::print("result", text) {
+            return e.exit();
         }
-        node.stop().await;
         match failure {
             None => ExitCode::SUCCESS,
-            Some(e) => {
+            Some((e, _)) => {
                 eprintln!("error: ping {} failed: {e}", a.addr);
                 ExitCode::FAILURE
             }
@@ -244,12 +290,33 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
     })
 }
 
+/// `hint` (as [`dial_hint`] gives it, on a line of its own) as `--json`'s `hint` field.
+fn add_hint(v: &mut Value, hint: &str) {
+    let hint = hint.trim().trim_start_matches("hint: ");
+    if !hint.is_empty() {
+        v["hint"] = json!(hint);
+    }
+}
+
+const TLS_HINT: &str = "\n  hint: the peer seems to serve TLS; pass --tls-cert, --tls-key and \
+                        --tls-ca (its organization's tlscacerts/ file)";
+const PLAINTEXT_HINT: &str =
+    "\n  hint: the peer seems to serve plaintext; leave out the --tls-* flags";
+const HTTP1_HINT: &str = "\n  hint: the port answers HTTP/1.x, not gRPC: is it the operations \
+                          port? Gossip is served on the peer's peer.gossip.endpoint (usually \
+                          :7051)";
+const NOT_GRPC_HINT: &str = "\n  hint: the port answers, but neither gRPC nor TLS: is it the \
+                             peer's gossip endpoint (peer.gossip.endpoint, usually :7051)?";
+
 /// Advice for the failures people actually hit against real peers; `tls`: whether we
-/// dialled with TLS.
+/// dialled with TLS. From the error text alone; [`failure_hint`] also looks at the port
+/// when the text cannot tell a TLS server from another service.
 pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
     let e = error.to_ascii_lowercase();
     // A plaintext HTTP/2 client reads the server's TLS alert or handshake as a frame
-    // ("h2 frame with invalid size"), or the server hangs up on its preface.
+    // ("h2 frame with invalid size"), or the server hangs up on its preface. An HTTP/1.x
+    // server (the operations port) gives the very same errors: `failure_hint` tells them
+    // apart.
     let plaintext_meets_tls = !tls
         && (e.contains("frame with invalid size")
             || e.contains("frame_size_error")
@@ -265,10 +332,9 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
             || e.contains("wrong version")
             || e.contains("invalid message"));
     if plaintext_meets_tls {
-        "\n  hint: the peer seems to serve TLS; pass --tls-cert, --tls-key and --tls-ca \
-         (its organization's tlscacerts/ file)"
+        TLS_HINT
     } else if tls_meets_plaintext {
-        "\n  hint: the peer seems to serve plaintext; leave out the --tls-* flags"
+        PLAINTEXT_HINT
     } else if e.contains("notvalidforname") || e.contains("not valid for name") {
         "\n  hint: the peer's TLS certificate is issued to another name; \
          pass --tls-server-name (e.g. peer0.org1.example.com)"
@@ -305,22 +371,98 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
     }
 }
 
-fn handshake_hint(e: &HandshakeError, tls: bool) -> String {
-    match e {
-        HandshakeError::InvalidIdentity(SecurityError::UnknownMsp(m))
-        | HandshakeError::UnclassifiableIdentity(SecurityError::UnknownMsp(m)) => format!(
-            "\n  hint: the peer is a member of an MSP this node does not trust; pass --trust {m}=DIR \
-             with that organization's msp/ folder"
-        ),
-        HandshakeError::Dial(d) => dial_hint(&d.to_string(), tls).to_owned(),
-        HandshakeError::StreamEnded(_) => "\n  hint: the peer refused our handshake; does it \
-             trust our MSP (its channel configuration) and our TLS CA?"
-            .to_owned(),
-        _ => String::new(),
+/// The hint `ping` and `handshake` print for a failed dial or Ping of `addr`: [`dial_hint`],
+/// except that when it guesses the wrong TLS mode, a look at the port ([`sniff`]) checks
+/// the guess: an HTTP/1.x server (an operations port) fails a plaintext HTTP/2 client
+/// exactly as a TLS server does, and a TLS client as a plaintext gRPC server does.
+pub(crate) async fn failure_hint(
+    addr: &str,
+    error: &str,
+    tls: bool,
+    limit: Duration,
+) -> &'static str {
+    let hint = dial_hint(error, tls);
+    if hint != TLS_HINT && hint != PLAINTEXT_HINT {
+        return hint;
+    }
+    match (sniff(addr, limit).await, hint == TLS_HINT) {
+        (Some(Answer::Http1), _) => HTTP1_HINT,
+        (Some(Answer::Other), true) => NOT_GRPC_HINT,
+        // TLS, a hang-up (a Go TLS server closes on plaintext without a word), or no
+        // answer in time: the guess stands.
+        _ => hint,
     }
 }
 
-/// Runs `fabric-gossip handshake`.
+/// What a port sends back to a plain HTTP/1.1 request.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// An HTTP/1.x status line.
+    Http1,
+    /// A TLS record: an alert or a handshake message.
+    Tls,
+    /// The connection closed (or was reset) without a byte.
+    HungUp,
+    /// Anything else.
+    Other,
+}
+
+/// Asks `addr` for `/` in HTTP/1.1 on a connection of its own and judges the first bytes
+/// of the answer; `None` if it cannot connect or nothing comes within `limit`.
+async fn sniff(addr: &str, limit: Duration) -> Option<Answer> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let look = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        if s.write_all(request.as_bytes()).await.is_err() {
+            return Some(Answer::HungUp);
+        }
+        let mut first = [0u8; 5];
+        let mut n = 0;
+        while n < first.len() {
+            match s.read(&mut first[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+        Some(judge(&first[..n]))
+    };
+    tokio::time::timeout(limit, look).await.ok().flatten()
+}
+
+/// Judges the first bytes (at most 5) a port answered an HTTP/1.1 request with.
+fn judge(first: &[u8]) -> Answer {
+    match first {
+        [] => Answer::HungUp,
+        _ if b"HTTP/".starts_with(first) => Answer::Http1,
+        // A record header: type alert (21) or handshake (22), version 3.x.
+        [21 | 22] | [21 | 22, 3, ..] => Answer::Tls,
+        _ => Answer::Other,
+    }
+}
+
+/// The hint for a failed handshake, and whether it needs [`failure_hint`]'s look at the
+/// port (a failed dial or Ping: the same advice as `ping`'s).
+fn handshake_hint(e: &HandshakeError) -> Option<String> {
+    match e {
+        HandshakeError::InvalidIdentity(SecurityError::UnknownMsp(m))
+        | HandshakeError::UnclassifiableIdentity(SecurityError::UnknownMsp(m)) => Some(format!(
+            "\n  hint: the peer is a member of an MSP this node does not trust; pass --trust {m}=DIR \
+             with that organization's msp/ folder"
+        )),
+        HandshakeError::Dial(_) | HandshakeError::Ping(_) => None,
+        HandshakeError::StreamEnded(_) => Some(
+            "\n  hint: the peer refused our handshake; does it \
+             trust our MSP (its channel configuration) and our TLS CA?"
+                .to_owned(),
+        ),
+        _ => Some(String::new()),
+    }
+}
+
+/// Runs `fabric-gossip handshake`: exit status 0 when the peer authenticated (as the
+/// expected PKI-ID), 1 when not, 2 for bad flags or files, or a stdout that cannot be
+/// written ([`out::WriteError`]).
 pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
     let (identity, tls, rt) = match setup(&a.probe.identity, true, &a.probe.tls) {
         Ok(x) => x,
@@ -334,25 +476,27 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
         },
         None => PkiId::default(),
     };
+    let tls_on = a.probe.tls.enabled();
     rt.block_on(async {
-        let node =
-            match local_node(a.probe.listen, identity, tls, &a.probe.tls, opts::config()).await {
-                Ok(n) => n,
-                Err(e) => return opts::config_failure(&e),
-            };
-        let bound = opts::config().handshake_timeout + MARGIN;
+        let cfg = opts::config();
+        let (dial_limit, ping_limit) = (cfg.dial_timeout, cfg.conn_timeout);
+        let bound = cfg.handshake_timeout + MARGIN;
+        let node = match local_node(a.probe.listen, identity, tls, &a.probe.tls, cfg).await {
+            Ok(n) => n,
+            Err(e) => return opts::config_failure(&e),
+        };
         let peer = RemotePeer::new(a.addr.clone(), expected);
         let t0 = Instant::now();
         let r = tokio::time::timeout(bound, node.handshake(&peer)).await;
         let rtt = t0.elapsed();
         node.stop().await;
-        let failure = match r {
+        let (error, hint) = match r {
             Ok(Ok(info)) => {
-                if a.probe.json {
+                let text = if a.probe.json {
                     let mut v = json!({
                         "command": "handshake",
                         "addr": a.addr,
-                        "tls": a.probe.tls.enabled(),
+                        "tls": tls_on,
                         "ok": true,
                         "rtt_ms": ms_f(rtt),
                         "pki_id": form.show(&info.id),
@@ -365,77 +509,108 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
                         }
                         _ => v["identity"] = json!(String::from_utf8_lossy(&info.identity)),
                     }
-                    println!("{v}");
-                    return ExitCode::SUCCESS;
-                }
-                println!(
-                    "handshake with {} ({}): authenticated in {} ({})",
-                    a.addr,
-                    mode(&a.probe.tls),
-                    ms(rtt),
-                    steps(&a.probe.tls, true)
-                );
-                println!("  PKI-ID:    {}", form.show(&info.id));
-                match opts::msp_of(&info.identity) {
-                    Some((msp, cert)) if form == PkiForm::Hex => {
-                        println!("  MSP ID:    {msp}");
-                        println!(
-                            "  identity:  {} bytes (msp.SerializedIdentity)",
-                            info.identity.len()
-                        );
-                        println!("  certificate:");
-                        print!("{}", String::from_utf8_lossy(&cert));
-                        if !cert.ends_with(b"\n") {
-                            println!();
-                        }
-                    }
-                    _ => println!(
-                        "  identity:  {} ({} bytes)",
-                        String::from_utf8_lossy(&info.identity),
-                        info.identity.len()
-                    ),
-                }
-                return ExitCode::SUCCESS;
+                    format!("{v}\n")
+                } else {
+                    authenticated_text(a, form, &info, rtt)
+                };
+                return match out::print("result", text) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => e.exit(),
+                };
             }
-            Ok(Err(OpError::Failed(HandshakeError::PkiIdMismatch { expected, actual }))) => {
+            Ok(Err(OpError::Failed(HandshakeError::PkiIdMismatch { expected, actual }))) => (
                 format!(
                     "the peer is {}, not the expected {}",
                     form.show(&actual),
                     form.show(&expected)
-                )
-            }
+                ),
+                String::new(),
+            ),
             Ok(Err(OpError::Failed(e))) => {
-                format!("{e}{}", handshake_hint(&e, a.probe.tls.enabled()))
+                // A failed dial or Ping reads, and is advised, as `ping` has it.
+                let error = match &e {
+                    HandshakeError::Dial(d) => dial_failure(d, dial_limit),
+                    HandshakeError::Ping(p) => ping_failure(p, ping_limit),
+                    e => e.to_string(),
+                };
+                let hint = match handshake_hint(&e) {
+                    Some(h) => h,
+                    None => failure_hint(&a.addr, &error, tls_on, SNIFF_LIMIT)
+                        .await
+                        .to_owned(),
+                };
+                (error, hint)
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no result within {}", ms(bound)),
+            Ok(Err(e)) => (e.to_string(), String::new()),
+            Err(_) => (format!("no result within {}", ms(bound)), String::new()),
         };
-        if a.probe.json {
-            let (error, hint) = match failure.split_once("\n  hint: ") {
-                Some((e, h)) => (e, Some(h)),
-                None => (failure.as_str(), None),
-            };
+        let text = if a.probe.json {
             let mut v: Value = json!({
                 "command": "handshake",
                 "addr": a.addr,
-                "tls": a.probe.tls.enabled(),
+                "tls": tls_on,
                 "ok": false,
                 "rtt_ms": ms_f(rtt),
                 "error": error,
             });
-            if let Some(h) = hint {
-                v["hint"] = json!(h);
-            }
-            println!("{v}");
+            add_hint(&mut v, &hint);
+            format!("{v}\n")
         } else {
-            println!(
-                "handshake with {} ({}): FAILED after {}: {failure}",
+            format!(
+                "handshake with {} ({}): FAILED after {}: {error}{hint}\n",
                 a.addr,
                 mode(&a.probe.tls),
                 ms(rtt)
-            );
+            )
+        };
+        if let Err(e) = out::print("result", text) {
+            return e.exit();
         }
-        eprintln!("error: handshake with {} failed", a.addr);
+        // As `ping`'s last line: the reason again, without the hint.
+        eprintln!("error: handshake with {} failed: {error}", a.addr);
         ExitCode::FAILURE
     })
+}
+
+/// What `handshake` prints (without `--json`) for a peer that authenticated.
+fn authenticated_text(
+    a: &HandshakeArgs,
+    form: PkiForm,
+    info: &fabric_gossip_core::ConnectionInfo,
+    rtt: Duration,
+) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "handshake with {} ({}): authenticated in {} ({})",
+        a.addr,
+        mode(&a.probe.tls),
+        ms(rtt),
+        steps(&a.probe.tls, true)
+    );
+    let _ = writeln!(t, "  PKI-ID:    {}", form.show(&info.id));
+    match opts::msp_of(&info.identity) {
+        Some((msp, cert)) if form == PkiForm::Hex => {
+            let _ = writeln!(t, "  MSP ID:    {msp}");
+            let _ = writeln!(
+                t,
+                "  identity:  {} bytes (msp.SerializedIdentity)",
+                info.identity.len()
+            );
+            t.push_str("  certificate:\n");
+            t.push_str(&String::from_utf8_lossy(&cert));
+            if !cert.ends_with(b"\n") {
+                t.push('\n');
+            }
+        }
+        _ => {
+            let _ = writeln!(
+                t,
+                "  identity:  {} ({} bytes)",
+                String::from_utf8_lossy(&info.identity),
+                info.identity.len()
+            );
+        }
+    }
+    t
 }

@@ -180,7 +180,8 @@ fn faults_for(a: &SimArgs, rng: &mut SimRng) -> Result<Vec<ScheduledFault>, Stri
 }
 
 /// Runs `fabric-gossip sim`: exit status 0 when every invariant held, 1 when one broke
-/// (the reproduce line is printed), 2 for bad arguments or I/O errors.
+/// (the reproduce line is printed), 2 for bad arguments or I/O errors, a closed stdout
+/// among them (the rule of every one-shot command: `out::WriteError`).
 pub(crate) fn run(a: &SimArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     match simulate(a, &mut out) {
@@ -337,6 +338,14 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
         (_, q) => q,
     };
 
+    // The trace file is written before the summary, so that `--json`'s `ok` is exactly
+    // "exit status 0".
+    let trace = a.trace.as_ref().map(|path| {
+        let text = sim.trace().text();
+        std::fs::File::create(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("writing {}: {e}", path.display()))
+    });
     if a.json {
         let mut v = summary_json(&sim, wall_time, idle);
         v["seed"] = json!(seed);
@@ -356,6 +365,11 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
             v["violations"] = json!(e.lines().collect::<Vec<_>>());
             v["reproduce"] = json!(sim.reproduce_hint());
         }
+        // The exit status in one field, as `ping`, `handshake` and `demo` have it.
+        v["ok"] = json!(quiescent.is_ok() && !matches!(trace, Some(Err(_))));
+        if let Some(Err(e)) = &trace {
+            v["error"] = json!(e);
+        }
         writeln!(out, "{v}").map_err(io)?;
     } else {
         print_summary(out, &sim, wall_time, idle).map_err(io)?;
@@ -363,11 +377,8 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
             m.print(out).map_err(io)?;
         }
     }
-    if let Some(path) = &a.trace {
-        let text = sim.trace().text();
-        std::fs::File::create(path)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    if let (Some(path), Some(written)) = (&a.trace, trace) {
+        written?;
         if !a.json {
             writeln!(
                 out,

@@ -5,6 +5,7 @@
 //! reloading a running node.
 
 use crate::opts::{self, ConfigError};
+use crate::out::{self, WriteError};
 use clap::Args;
 use fabric_gossip_core::SecurityError;
 use fabric_gossip_msp::{certificate_pem, pki_id, serialize_identity_pem};
@@ -34,16 +35,30 @@ pub(crate) struct ValidateArgs {
 }
 
 /// Runs the command: one JSON line per certificate; status 0 when every one is valid, 1
-/// when any is refused, 2 when the arguments or files are wrong.
+/// when any is refused, 2 when the arguments or files are wrong or stdout cannot be
+/// written (see [`WriteError`]).
 pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
     match judge_all(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(e) => opts::config_failure(&e),
+        Err(Failure::Config(e)) => opts::config_failure(&e),
+        Err(Failure::Write(e)) => e.exit(),
     }
 }
 
-fn judge_all(args: &ValidateArgs) -> Result<bool, ConfigError> {
+/// Why the command could not judge every certificate.
+enum Failure {
+    Config(ConfigError),
+    Write(WriteError),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Failure {
+        Failure::Config(e)
+    }
+}
+
+fn judge_all(args: &ValidateArgs) -> Result<bool, Failure> {
     let trust = opts::trust_store(&args.trust, &args.channel_config)?;
     let trusted: Vec<&str> = trust.msp_ids().collect();
     let msp_id = match (&args.msp_id, trusted.as_slice()) {
@@ -52,7 +67,8 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, ConfigError> {
         (None, _) => {
             return Err(ConfigError(
                 "--msp-id: several MSPs are trusted; say which one the certificates claim".into(),
-            ));
+            )
+            .into());
         }
     };
     let now = crate::expiry::wall_now();
@@ -78,7 +94,7 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, ConfigError> {
                 line["refused"] = serde_json::json!(kind(e));
                 line["error"] = serde_json::json!(e.to_string());
             }
-            println!("{line}");
+            out::print("result", format!("{line}\n")).map_err(Failure::Write)?;
         }
     }
     Ok(all_valid)

@@ -181,7 +181,14 @@ async fn watch(
                             for (ep, b) in &boot {
                                 let e = b.error.as_deref().unwrap_or_default();
                                 eprintln!("error: cannot join through bootstrap peer {ep}: {e}");
-                                let hint = crate::probe::dial_hint(e, tls_on).trim_start();
+                                let hint = crate::probe::failure_hint(
+                                    ep,
+                                    e,
+                                    tls_on,
+                                    crate::probe::SNIFF_LIMIT,
+                                )
+                                .await
+                                .trim_start();
                                 if !hint.is_empty() {
                                     eprintln!("{hint}");
                                 }
@@ -219,10 +226,10 @@ async fn watch(
                     for (ep, b) in &boot {
                         let why = b.error.clone().unwrap_or_else(|| {
                             format!(
-                                "no answer within {waited:?}: it took the connection but \
-                                 answered no membership request; is its membership layer \
-                                 running? (a fabric-gossip node runs one only with \
-                                 --membership, --bootstrap or --config)"
+                                "no answer to our membership request within {waited:?} (a \
+                                 peer without the membership layer never answers; a \
+                                 fabric-gossip node runs it only with --membership, \
+                                 --bootstrap or --config)"
                             )
                         });
                         eprintln!("error: cannot join through bootstrap peer {ep}: {why}");

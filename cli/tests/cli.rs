@@ -2751,7 +2751,7 @@ fn watch_fails_when_its_bootstrap_peer_never_answers() {
     );
     assert_cannot_join(&r, &addr);
     assert!(
-        r.stderr.contains("answered no membership request"),
+        r.stderr.contains("no answer to our membership request"),
         "{}",
         r.all()
     );
@@ -2842,4 +2842,219 @@ fn node_reports_a_bootstrap_peer_it_cannot_reach() {
     let table = n.wait("members", is("members"));
     assert_eq!(table["alive"], 0, "{table}");
     n.stop();
+}
+
+// ---------------------------------------------------------------------------------------
+// An operator's audit of the one-shot commands: a closed stdout, the TLS hint, an HTTP/1.x
+// port, `ok` in every JSON result, one text for a timeout.
+
+/// Runs the binary with `args`, its stdout a pipe whose read end is already closed (a
+/// reader gone away before the first byte), killing it at [`EVENT`]; exit code and stderr.
+fn run_with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn fabric-gossip {args:?}: {e}"));
+    let mut err = child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + EVENT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        // Polling the child's exit, bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = stderr.join().unwrap_or_default();
+    assert!(
+        status.is_some(),
+        "fabric-gossip {args:?} still running after {EVENT:?}\n{stderr}"
+    );
+    (status.and_then(|s| s.code()), stderr)
+}
+
+/// Audit finding 1: every one-shot command used to panic (status 101) on a closed stdout
+/// (`| (exit 0)`, `| head`); `completions` exited 0. Now each says so in one line and
+/// exits 2, as `sim` did.
+#[test]
+fn one_shot_commands_report_a_closed_stdout_instead_of_panicking() {
+    let (_node, addr) = test_daemon(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let org = dir.path().join("peerOrganizations/a.example.com");
+    let trust = format!("OrgAMSP={}", org.join("msp").display());
+    let peer_msp = org.join("peers/peer0.a.example.com/msp");
+    let peer_msp = peer_msp.to_str().expect("utf-8");
+    let out = dir.path().join("more");
+    let out = out.to_str().expect("utf-8");
+    let cases: [&[&str]; 11] = [
+        &["ping", &addr],
+        &["ping", &addr, "--json", "--count", "2"],
+        &["handshake", &addr, "--test-identity"],
+        &["handshake", &addr, "--test-identity", "--json"],
+        &["validate", "--trust", &trust, peer_msp],
+        &["demo", "--quiet"],
+        &["demo", "--json"],
+        &["keygen", "--out", out],
+        &["completions", "bash"],
+        &["sim", "--nodes", "3", "--duration", "1s"],
+        &["sim", "--nodes", "3", "--duration", "1s", "--json"],
+    ];
+    for args in cases {
+        let (code, stderr) = run_with_closed_stdout(args);
+        assert!(!stderr.contains("panicked"), "{args:?}\n{stderr}");
+        assert_eq!(code, Some(2), "{args:?}\n{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert!(
+            errors.len() == 1
+                && errors[0].starts_with("error: writing the ")
+                && errors[0].contains("Broken pipe"),
+            "{args:?}\n{stderr}"
+        );
+    }
+}
+
+/// Audit finding 2: a plaintext `handshake` against a TLS node gave no hint (text or
+/// JSON), and its last stderr line no reason.
+#[test]
+fn handshake_gives_ping_s_tls_hint_and_its_reason() {
+    let (_dir, f) = keygen_with_peer0_tls();
+    let (cert, key, ca) = (f("server.crt"), f("server.key"), f("ca.crt"));
+    let t = NodeProc::start(&tls_node(&cert, &key, &ca)[1..]);
+    let addr = t.addr.clone();
+    let r = run_expect(&["handshake", &addr, "--test-identity"], 1);
+    assert!(r.stdout.contains("FAILED"), "{}", r.all());
+    assert!(
+        r.stdout.contains("\n  hint: the peer seems to serve TLS"),
+        "{}",
+        r.all()
+    );
+    let prefix = format!("error: handshake with {addr} failed: ");
+    let last = r.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&prefix) && last.len() > prefix.len(),
+        "{}",
+        r.all()
+    );
+    let r = run_expect(&["handshake", &addr, "--test-identity", "--json"], 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("the peer seems to serve TLS"),
+        "{v}"
+    );
+    assert!(
+        !v["error"].as_str().unwrap_or("hint:").contains("hint:"),
+        "{v}"
+    );
+    t.stop();
+}
+
+/// Audit finding 3: a plaintext HTTP/1.1 port (the operations service) was taken for a TLS
+/// one ("the peer seems to serve TLS").
+#[test]
+fn ping_does_not_take_an_http_port_for_tls() {
+    let (_node, ops) = operations_daemon(&[]);
+    let r = run_expect(&["ping", &ops], 1);
+    assert!(!r.stdout.contains("seems to serve TLS"), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("hint: the port answers HTTP/1.x, not gRPC: is it the operations port?"),
+        "{}",
+        r.all()
+    );
+    let r = run_expect(&["ping", &ops, "--json"], 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert!(
+        v["hint"].as_str().unwrap_or_default().contains("HTTP/1.x"),
+        "{v}"
+    );
+    let r = run_expect(&["handshake", &ops, "--test-identity", "--json"], 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert!(
+        v["hint"].as_str().unwrap_or_default().contains("HTTP/1.x"),
+        "{v}"
+    );
+}
+
+/// Audit finding 4: `demo --json` and `sim --json` had no `ok`; it is true exactly when
+/// the exit status is 0.
+#[test]
+fn demo_and_sim_json_say_ok() {
+    let sim = [
+        "sim",
+        "--nodes",
+        "3",
+        "--seed",
+        "7",
+        "--duration",
+        "1s",
+        "--json",
+    ];
+    let r = run_expect(&sim, 0);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(
+        (v["ok"].clone(), v["result"].clone()),
+        (true.into(), "held".into()),
+        "{v}"
+    );
+    // The trace cannot be written: status 2, and the summary says so.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("no/such/folder/trace");
+    let mut args = sim.to_vec();
+    args.extend(["--trace", bad.to_str().expect("utf-8")]);
+    let r = run_expect(&args, 2);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
+    let r = run(&["demo", "--json"], Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "demo failed\n{}", r.all());
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(
+        (v["ok"].clone(), v["result"].clone()),
+        (true.into(), "passed".into()),
+        "{v}"
+    );
+}
+
+/// Audit finding 5: with `--timeout`, a probe that timed out read "no answer within
+/// 300.00 ms" or "ping failed: ping timed out", whichever bound fired first.
+#[test]
+fn a_ping_timeout_reads_the_same_in_every_probe() {
+    // Takes connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr").to_string();
+    let args = [
+        "ping",
+        &addr,
+        "--count",
+        "3",
+        "--timeout",
+        "300ms",
+        "--json",
+    ];
+    let r = run_expect(&args, 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    let want = "ping failed: no answer within 300.00 ms";
+    assert_eq!(v["error"], want, "{v}");
+    let probes = v["probes"].as_array().expect("probes");
+    assert_eq!(probes.len(), 3, "{v}");
+    assert!(probes.iter().all(|p| p["error"] == want), "{v}");
+    drop(silent);
 }
