@@ -69,7 +69,15 @@ impl Discovery {
         comm.close_conn(now, pki);
     }
 
-    /// Forgets a member entirely and closes its connection.
+    /// Forgets a member entirely and closes its connection. The message store keeps its
+    /// last timestamp (a tombstone, for as long as the store keeps any entry): another
+    /// peer's response still listing it, dead, does not teach it back, while a newer alive
+    /// message (the member returning) still does. Without one, a member known only from
+    /// responses (whose alive messages never reached the store) came back with every
+    /// response: an identity switch purged it again every reconnect interval, and peers
+    /// re-taught each other a long-dead one, each resetting its `last_seen`, forever.
+    /// Fabric has the same loop: its purge leaves its message store as it was, and
+    /// members from responses are never in it.
     pub(crate) fn purge<S: Security>(
         &mut self,
         now: Instant,
@@ -80,6 +88,9 @@ impl Discovery {
         let Some(state) = self.membership.remove(pki) else {
             return;
         };
+        if self.store.check_valid(pki, state.ts) {
+            self.store.add(pki, state.ts, now);
+        }
         self.stats.members_purged += 1;
         self.probes.retain(|_, p| p != pki);
         let member = MemberInfo::from_state(pki, &state);

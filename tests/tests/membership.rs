@@ -167,3 +167,78 @@ fn member_certificate_expired_then_renewed_tonic() {
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A member that restarts with a new identity just after joining, before its alive
+/// messages reached every store: its old PKI-ID, purged on the identity switch, used to come
+/// back with every membership response that still listed it dead (purged again every
+/// reconnect interval, 27 times in 11 minutes, and never gone). Each purge now leaves a
+/// tombstone in the message store: the node that saw the switch purges the old PKI-ID a
+/// few times at most and, once the others' dead entries age out (the message TTL, twice at
+/// most), nobody lists it.
+#[test]
+fn an_early_identity_switch_leaves_no_ghost() {
+    use fabric_gossip_discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, PurgeReason};
+    use fabric_gossip_sim::{NodeSpec, Sim, SimConfig};
+    let spec = || {
+        NodeSpec::new().subscribe_all(false).layer(|ctx| {
+            let boot = if ctx.node == 0 {
+                "127.0.0.1:7052"
+            } else {
+                "127.0.0.1:7051"
+            };
+            Discovery::new(
+                DiscoveryConfig::new(ctx.endpoint.clone())
+                    .with_external_endpoint(ctx.endpoint.clone())
+                    .with_bootstrap([boot])
+                    .with_seed(ctx.seed),
+            )
+            .expect("a valid endpoint")
+        })
+    };
+    for seed in [9, 1, 2] {
+        let mut sim = Sim::new(SimConfig::seeded(seed));
+        for _ in 0..5 {
+            sim.add_node(spec()).expect("node");
+        }
+        let deadline = sim.now() + Duration::from_secs(30);
+        let joined = |s: &Sim| {
+            (0..5).all(|i| {
+                s.layer::<Discovery>(i)
+                    .is_some_and(|d| d.members().len() == 4)
+            })
+        };
+        assert!(sim.run_until(deadline, joined), "seed {seed}: no full view");
+        let old = sim.pki_id(3);
+        let switched_at = sim.now();
+        sim.restart(3, true).expect("restart with a new identity");
+        let ttl = DiscoveryConfig::new("127.0.0.1:1").msg_ttl();
+        sim.run_for(ttl * 2 + Duration::from_secs(60));
+        for i in [0, 1, 2, 4] {
+            let d = sim.layer::<Discovery>(i).expect("layer");
+            assert!(
+                d.member(&old).is_none(),
+                "seed {seed}: node {i} still lists {old}: {:?}",
+                d.member(&old)
+            );
+        }
+        let purges = sim
+            .layer_events(0)
+            .iter()
+            .filter(|r| r.at >= switched_at)
+            .filter(|r| {
+                matches!(
+                    r.event.downcast_ref::<DiscoveryEvent>(),
+                    Some(DiscoveryEvent::MemberPurged { member, reason: PurgeReason::IdentitySwitch })
+                        if member.pki_id == old
+                )
+            })
+            .count();
+        // Once, or once more for each newer alive message of the old identity that was
+        // still travelling (a tombstone holds back only what it has seen): a few, not one
+        // per reconnect interval.
+        assert!(
+            (1..=3).contains(&purges),
+            "seed {seed}: {old} purged {purges} times on node 0"
+        );
+    }
+}
