@@ -91,6 +91,9 @@ pub use certstore::{CertStoreConfig, CertStoreStats};
 pub use config::DiscoveryConfig;
 pub use error::{AliveError, ConfigError};
 pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
+/// The comm core this layer runs on, so that the types it takes and returns (`Instant`,
+/// `PkiId`, `Comm`, ...) can be named without a second dependency kept at the same version.
+pub use fabric_gossip_core;
 pub use machine::{Discovery, takes};
 pub use request::{membership_request, membership_response};
 pub use stats::DiscoveryStats;

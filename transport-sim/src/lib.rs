@@ -98,6 +98,10 @@ mod workload;
 pub use config::{
     Counters, LIVELOCK_STEPS, MAX_VIOLATIONS, NodeId, RawId, START, SimConfig, Violation,
 };
+/// The comm core the simulated nodes run, so that the types the simulator takes and returns
+/// (`Instant` for `Sim::now` and `START`, `Config` for `NodeSpec::config`, `PkiId`, ...) can
+/// be named without a second dependency kept at the same version.
+pub use fabric_gossip_core;
 pub use fault::{
     Fault, ReaderMode, ScheduledFault, fmt_duration, fmt_schedule, parse_duration, parse_schedule,
     random_schedule,

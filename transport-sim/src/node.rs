@@ -50,6 +50,11 @@ pub struct NodeSpec {
     /// How the application consumes deliveries.
     pub reader: ReaderMode,
     /// Subscribe to every message at start and restart, as most tests and workloads want.
+    /// Beside a layer, that subscription also gets a copy of every message the layer
+    /// consumes (the core copies a message to each subscription that accepts it), and a
+    /// reader that falls behind pauses the streams the layer reads too: turn it off with a
+    /// layer (`NodeSpec::subscribe_all(false)`), or subscribe to what the layer leaves
+    /// (for membership, what `fabric_gossip_discovery::takes` refuses).
     pub subscribe_all: bool,
     /// The gRPC server accepts connections but never answers Ping.
     pub hang_ping: bool,
@@ -124,7 +129,9 @@ impl NodeSpec {
     }
 
     /// Runs a layer above the core: `f` makes it at every start and restart of the
-    /// node's process (see the `layer` module for what the simulator does with it).
+    /// node's process (see the `layer` module for what the simulator does with it). Turn
+    /// [`subscribe_all`](Self::subscribe_all) off beside it unless the application also
+    /// wants the layer's own messages: see that field.
     pub fn layer<L: SimLayer>(
         mut self,
         f: impl Fn(&LayerContext) -> L + Send + Sync + 'static,

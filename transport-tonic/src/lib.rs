@@ -69,10 +69,10 @@
 //! [`DriverStats::layer_events_dropped`]) and its state with [`Node::with_layer`]:
 //!
 //! ```no_run
-//! # async fn demo(security: fabric_gossip_core::TestOnlyHmacSecurity)
+//! # async fn demo(security: fabric_gossip_tonic::fabric_gossip_core::TestOnlyHmacSecurity)
 //! # -> Result<(), Box<dyn std::error::Error>> {
-//! use fabric_gossip_core::Config;
 //! use fabric_gossip_discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
+//! use fabric_gossip_tonic::fabric_gossip_core::Config;
 //! use fabric_gossip_tonic::Node;
 //! use tokio_stream::StreamExt;
 //!

@@ -490,6 +490,12 @@ impl Node {
     /// accepts, in arrival order. Messages are taken from the core only as the stream is
     /// polled, so a slow consumer makes the core pause the connections feeding it and the
     /// senders feel it through HTTP/2 flow control. Dropping the stream unsubscribes.
+    ///
+    /// Beside a layer, refuse the layer's messages (for membership:
+    /// `accept(|m| !fabric_gossip_discovery::takes(m.message(), true))`): the core copies a
+    /// message to every subscription that accepts it, so an `accept(|_| true)` gets copies
+    /// of the membership traffic, and left unread it pauses the connections the layer reads
+    /// too, until members expire.
     pub fn accept<F>(&self, acceptor: F) -> Result<Incoming, Error>
     where
         F: Fn(&ReceivedMessage) -> bool + Send + 'static,
