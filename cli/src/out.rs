@@ -12,7 +12,7 @@
 //! hundreds of thousands of messages a second) makes one `write` per batch and allocates
 //! nothing per line, and an idle one still shows each line at once.
 //!
-//! The one-shot commands print through [`print`] instead; see [`WriteError`] for what
+//! The one-shot commands print through [`print()`] instead; see [`WriteError`] for what
 //! each kind of command does when its reader goes away.
 
 use serde_json::Value;

@@ -241,7 +241,11 @@ fn unsent_counts_messages_until_written_or_dropped() {
     for k in 0..3u8 {
         net.nodes[0]
             .comm
-            .send(now, &SignedMessage::noop(data_msg(&[k])), &[to.clone()])
+            .send(
+                now,
+                &SignedMessage::noop(data_msg(&[k])),
+                std::slice::from_ref(&to),
+            )
             .unwrap();
     }
     assert_eq!(
