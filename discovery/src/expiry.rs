@@ -70,7 +70,7 @@ impl Discovery {
     }
 
     /// Forgets a member entirely and closes its connection. The message store keeps its
-    /// last timestamp (a tombstone, for as long as the store keeps any entry): another
+    /// last timestamp (a tombstone, for twice the store's TTL from now): another
     /// peer's response still listing it, dead, does not teach it back, while a newer alive
     /// message (the member returning) still does. Without one, a member known only from
     /// responses (whose alive messages never reached the store) came back with every
@@ -88,9 +88,7 @@ impl Discovery {
         let Some(state) = self.membership.remove(pki) else {
             return;
         };
-        if self.store.check_valid(pki, state.ts) {
-            self.store.add(pki, state.ts, now);
-        }
+        self.store.tombstone(pki, state.ts, now);
         self.stats.members_purged += 1;
         self.probes.retain(|_, p| p != pki);
         let member = MemberInfo::from_state(pki, &state);
@@ -99,19 +97,23 @@ impl Discovery {
     }
 
     /// The store's periodic scan: forget de-dup entries past twice the TTL, and purge
-    /// members dead for longer than the TTL, bootstrap peers excepted (Fabric keeps them
-    /// to ping forever, quirk Q8).
+    /// members dead for longer than the TTL, bootstrap and anchor peers excepted (Fabric
+    /// keeps them to ping forever, quirk Q8: its store's expiry skips both).
     pub(crate) fn scan_store<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
         self.store.scan(now);
         let ttl = self.cfg.msg_ttl();
+        let anchors = || {
+            self.bootstraps
+                .iter()
+                .filter(|b| b.any_org)
+                .map(|b| &b.endpoint)
+        };
         let long_dead = self.membership.select(|m| {
+            let kept = |e: &String| *e == m.endpoint || *e == m.internal_endpoint;
             !m.alive
                 && now - m.last_seen >= ttl
-                && !self
-                    .cfg
-                    .bootstrap
-                    .iter()
-                    .any(|b| *b == m.endpoint || *b == m.internal_endpoint)
+                && !self.cfg.bootstrap.iter().any(kept)
+                && !anchors().any(kept)
         });
         for pki in long_dead {
             self.purge(now, comm, &pki, PurgeReason::LongDead);

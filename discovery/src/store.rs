@@ -335,8 +335,9 @@ struct StoreEntry {
 }
 
 /// De-duplicates direct alive messages: one entry per member, the newest. An entry lives
-/// `ttl` (then the member is purged, unless it is a bootstrap peer) and keeps blocking
-/// equal or older messages until `2 × ttl` (quirk Q7).
+/// `ttl` and keeps blocking equal or older messages until `2 × ttl` (quirk Q7). A purged
+/// member's entry is a tombstone ([`MsgStore::tombstone`]): it keeps that member's
+/// entries in other peers' responses from teaching it back.
 #[derive(Debug)]
 pub(crate) struct MsgStore {
     entries: Map<Key, StoreEntry>,
@@ -368,6 +369,16 @@ impl MsgStore {
                 expired: false,
             },
         );
+    }
+
+    /// A purged member's tombstone: its newest timestamp (ours or `ts`), blocking equal or
+    /// older messages for `2 × ttl` from `now`.
+    pub(crate) fn tombstone(&mut self, pki_id: &PkiId, ts: Timestamp, now: Instant) {
+        let ts = self
+            .entries
+            .get(pki_id.as_bytes())
+            .map_or(ts, |e| e.ts.max(ts));
+        self.add(pki_id, ts, now);
     }
 
     /// Expires entries older than the TTL (returned once each, for purging) and forgets

@@ -318,6 +318,29 @@ fn a_long_dead_member_is_purged_but_not_a_bootstrap_peer() {
     assert_eq!(l1.stats().members_purged, 1);
 }
 
+/// An anchor peer (`connect_anchor`) is kept like a bootstrap peer: Fabric's store expiry
+/// skips both.
+#[test]
+fn a_long_dead_anchor_peer_is_not_purged() {
+    let mut c = seeded(4);
+    let now = c.now();
+    c.layers[1].as_mut().unwrap().connect_anchor(now, ep(3));
+    c.run_for(Duration::from_secs(10));
+    let pki2 = c.net.nodes[2].comm.pki_id().clone();
+    let pki3 = c.net.nodes[3].comm.pki_id().clone();
+    c.crash(2);
+    c.crash(3);
+    c.run_for(Duration::from_secs(505));
+    let l1 = c.layer(1);
+    assert!(l1.member(&pki2).is_none(), "purged after the TTL");
+    assert!(
+        l1.member(&pki3).is_some_and(|m| !m.alive),
+        "anchor peer kept, dead"
+    );
+    // Node 0 never took 3 as an anchor: it purges it.
+    assert!(c.layer(0).member(&pki3).is_none());
+}
+
 #[test]
 fn same_seed_same_trace() {
     let run = || {
