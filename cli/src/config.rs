@@ -87,6 +87,9 @@ pub(crate) struct PeerConfig {
     pub(crate) listen_address: Option<String>,
     pub(crate) gossip: GossipConfig,
     pub(crate) tls: TlsFileConfig,
+    /// `peer.address`, unless `peer.addressAutoDetect` (see
+    /// [`PeerConfig::advertised_peer_address`]).
+    peer_address: Option<String>,
     /// `peer.mspConfigPath`, resolved.
     pub(crate) msp_config_path: Option<PathBuf>,
     /// How errors name the keys of [`NAMED_LATER`]: the key, and the variable that set it
@@ -138,10 +141,11 @@ fn what(key: &str, raw: &Raw<'_>) -> String {
 
 /// Keys whose values are checked only where they are used, since a flag may override
 /// them: their errors name them as the others' do, with the variable that set them.
-const NAMED_LATER: [&str; 3] = [
+const NAMED_LATER: [&str; 4] = [
     "peer.listenAddress",
     "operations.listenAddress",
     "peer.mspConfigPath",
+    "peer.address",
 ];
 
 impl PeerConfig {
@@ -152,43 +156,33 @@ impl PeerConfig {
             .find(|(k, _)| *k == key)
             .map_or_else(|| key.to_owned(), |(_, n)| n.clone())
     }
-}
 
-/// The endpoint gossip advertises, as a Fabric peer picks it (`internal/peer/node/start.go`):
-/// `peer.gossip.endpoint`, else `peer.address`. A `peer.address` on `0.0.0.0` or `::`, or
-/// with `peer.addressAutoDetect`, makes a Fabric peer advertise the IP it detects for the
-/// host; this tool detects none, so it then advertises the address it bound, as with
-/// neither key (and warns when that is unspecified too).
-fn gossip_endpoint(src: &Source<'_>) -> Result<Option<String>, ConfigError> {
-    if let Some(e) = src.string("peer.gossip.endpoint")? {
-        return Ok(Some(e));
+    /// The endpoint gossip advertises when `peer.gossip.endpoint` is not set, as a Fabric
+    /// peer picks it (`internal/peer/node/start.go`): `peer.address`. A Fabric peer
+    /// advertises the IP it detects for the host instead when that address is on `0.0.0.0`
+    /// or `::`, or with `peer.addressAutoDetect`; this tool detects none, so `None` then (the
+    /// address it bound is advertised). For the node to use only when the file's
+    /// `peer.listenAddress` is what it binds: with `--listen` it is not that peer.
+    pub(crate) fn advertised_peer_address(&self) -> Result<Option<String>, ConfigError> {
+        let Some(address) = &self.peer_address else {
+            return Ok(None);
+        };
+        let host = match address.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => {
+                host.trim_start_matches('[').trim_end_matches(']')
+            }
+            _ => {
+                return Err(ConfigError(format!(
+                    "{}: {address:?} is not in host:port form",
+                    self.named("peer.address")
+                )));
+            }
+        };
+        let unspecified = host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+        Ok((!unspecified).then(|| address.clone()))
     }
-    const KEY: &str = "peer.address";
-    let Some(address) = src.string(KEY)? else {
-        return Ok(None);
-    };
-    let named = || {
-        src.raw(KEY)
-            .map_or_else(|| KEY.to_owned(), |r| what(KEY, &r))
-    };
-    let host = match address.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.parse::<u16>().is_ok() => {
-            host.trim_start_matches('[').trim_end_matches(']')
-        }
-        _ => {
-            return Err(ConfigError(format!(
-                "{}: {address:?} is not in host:port form",
-                named()
-            )));
-        }
-    };
-    let unspecified = host
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_unspecified());
-    if unspecified || src.bool("peer.addressAutoDetect")? == Some(true) {
-        return Ok(None);
-    }
-    Ok(Some(address))
 }
 
 impl Source<'_> {
@@ -457,7 +451,7 @@ pub(crate) fn load_with(
         path: path.to_owned(),
         listen_address: src.string("peer.listenAddress")?,
         gossip: GossipConfig {
-            endpoint: gossip_endpoint(&src)?,
+            endpoint: src.string("peer.gossip.endpoint")?,
             external_endpoint: src.string("peer.gossip.externalEndpoint")?,
             bootstrap: src.list("peer.gossip.bootstrap")?,
             dial_timeout: src.duration("peer.gossip.dialTimeout")?,
@@ -484,6 +478,10 @@ pub(crate) fn load_with(
             response_wait_time: src.interval("peer.gossip.responseWaitTime")?,
         },
         tls: src.tls("peer.tls", true)?,
+        peer_address: match src.bool("peer.addressAutoDetect")? {
+            Some(true) => None,
+            _ => src.string("peer.address")?,
+        },
         msp_config_path: src.path("peer.mspConfigPath")?,
         names: NAMED_LATER.iter().map(|&k| (k, src.named(k))).collect(),
         local_msp_id: src.string("peer.localMspId")?,
@@ -544,29 +542,28 @@ mod tests {
     /// host (the sample's `0.0.0.0:7051`) or auto-detection is asked for.
     #[test]
     fn the_gossip_endpoint_falls_back_to_the_peer_address() {
-        let endpoint = |env: &[(&str, &str)]| with(env).map(|c| c.gossip.endpoint);
-        let addr = ("CORE_PEER_ADDRESS", "peer0.org1.example.com:7051");
-        assert_eq!(endpoint(&[]).expect("loads"), None);
-        assert_eq!(
-            endpoint(&[addr]).expect("loads").as_deref(),
-            Some("peer0.org1.example.com:7051")
-        );
-        assert_eq!(
-            endpoint(&[addr, ("CORE_PEER_GOSSIP_ENDPOINT", "10.0.0.5:7051")])
+        let address = |env: &[(&str, &str)]| {
+            with(env)
                 .expect("loads")
-                .as_deref(),
-            Some("10.0.0.5:7051")
-        );
+                .advertised_peer_address()
+                .map_err(|e| e.0)
+        };
+        let addr = ("CORE_PEER_ADDRESS", "peer0.org1.example.com:7051");
+        assert_eq!(address(&[]), Ok(None));
         assert_eq!(
-            endpoint(&[addr, ("CORE_PEER_ADDRESSAUTODETECT", "true")]).expect("loads"),
-            None
+            address(&[addr]),
+            Ok(Some("peer0.org1.example.com:7051".to_owned()))
         );
+        let c = with(&[addr, ("CORE_PEER_GOSSIP_ENDPOINT", "10.0.0.5:7051")]).expect("loads");
+        assert_eq!(c.gossip.endpoint.as_deref(), Some("10.0.0.5:7051"));
         assert_eq!(
-            endpoint(&[("CORE_PEER_ADDRESS", "[::]:7051")]).expect("loads"),
-            None
+            address(&[addr, ("CORE_PEER_ADDRESSAUTODETECT", "true")]),
+            Ok(None)
         );
-        let e = endpoint(&[("CORE_PEER_ADDRESS", "peer0")]).expect_err("no port");
-        assert!(e.0.contains("peer.address (from CORE_PEER_ADDRESS)"), "{e}");
+        assert_eq!(address(&[("CORE_PEER_ADDRESS", "[::]:7051")]), Ok(None));
+        // A malformed one loads (a flag may stand in for it) and is refused where used.
+        let e = address(&[("CORE_PEER_ADDRESS", "peer0")]).expect_err("no port");
+        assert!(e.contains("peer.address (from CORE_PEER_ADDRESS)"), "{e}");
     }
 
     #[test]

@@ -54,9 +54,10 @@ const STOP_TIMEOUT: Duration = Duration::from_millis(300);
 /// Upper bound on writing the last lines (`stopped` among them) to a slow stdout reader.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
 
-/// How long `stop` and the end of stdin (`--exit-on-eof`) wait for queued messages to be
-/// written before the node stops: a peer being dialled has its dial timeout (3 s by
-/// default) to answer.
+/// How long `stop` and the end of stdin (`--exit-on-eof`) wait at least for the commands
+/// already read to have their messages written before the node stops (longer when the dial
+/// and connection timeouts need it: a peer being dialled has its dial timeout, 3 s by
+/// default, then the Ping and the handshake).
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// At most one `membership` line per this period, after changes.
 const MEMBERSHIP_TICK: Duration = Duration::from_millis(500);
@@ -334,6 +335,11 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         core.send_buffer_size = g.send_buff_size.unwrap_or(core.send_buffer_size);
         core.recv_buffer_size = g.recv_buff_size.unwrap_or(core.recv_buffer_size);
         member.merge_file(g);
+        // A peer advertises its peer.address when no gossip endpoint is set; with
+        // --listen this node is not the peer the file describes, and keeps its own.
+        if member.endpoint.is_none() && args.listen.is_none() {
+            member.endpoint = f.advertised_peer_address()?;
+        }
         tracing::info!(
             target: TARGET,
             "configuration from {} (bootstrap {:?})",
@@ -1123,6 +1129,8 @@ async fn serve(
         None => None,
     };
     let (tap_tx, mut tap) = mpsc::channel(EVENT_TAP);
+    // A queued message may need a dial, a Ping and a handshake before it can be written.
+    let flush_limit = FLUSH_LIMIT.max(set.core.dial_timeout + set.core.conn_timeout * 2);
     let mut builder = fabric_gossip_tonic::Node::builder(set.core)
         .listen(set.listen)
         .events(tap_tx)
@@ -1378,13 +1386,21 @@ async fn serve(
         }
     }
     health.stopping();
-    // `stop` or the end of stdin (--exit-on-eof): the script's last sends go out first.
-    if flush_first && !node.flush(FLUSH_LIMIT).await {
-        tracing::warn!(
-            target: TARGET,
-            "stopping with messages still unsent after {} s; they are dropped and counted",
-            FLUSH_LIMIT.as_secs()
-        );
+    // `stop` or the end of stdin (--exit-on-eof): the script's last sends go out first,
+    // unless a signal asks for a stop at once meanwhile.
+    if flush_first {
+        tokio::select! {
+            done = flush(&node, &st, &acks, flush_limit) => if !done {
+                tracing::warn!(
+                    target: TARGET,
+                    "stopping with messages still unsent after {} s; they are dropped and counted",
+                    flush_limit.as_secs()
+                );
+            },
+            name = signals.next() => {
+                tracing::info!(target: TARGET, "{name} while flushing, stopping at once");
+            }
+        }
     }
     node.stop().await;
     while let Ok(ev) = tap.try_recv() {
@@ -1420,6 +1436,26 @@ async fn serve(
         out.dropped(),
     );
     ExitCode::SUCCESS
+}
+
+/// Waits, at most `limit`, until every command already read has its messages written or
+/// dropped: first the commands' own tasks (a send whose PKI-ID is learnt by a handshake
+/// first, a `send_with_ack` waiting for its ack, an `--auto-ack` ack waiting for room:
+/// their permits all come back), then the node's queues ([`Node::flush`]). Whether it got
+/// there.
+async fn flush(node: &Node, st: &State, acks: &Semaphore, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let commands = async {
+        let all = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let _lookups = st.lookups.acquire_many(all(MAX_LOOKUPS)).await;
+        let _pending = st.acks_pending.acquire_many(all(MAX_ACKS_PENDING)).await;
+        let _acks = acks.acquire_many(all(MAX_ACKS_IN_FLIGHT)).await;
+    };
+    if tokio::time::timeout_at(deadline, commands).await.is_err() {
+        return false;
+    }
+    node.flush(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
 }
 
 /// The next membership event; never ready without the layer.

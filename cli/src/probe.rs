@@ -145,7 +145,7 @@ fn dial_failure(e: &DialError, limit: Duration) -> String {
 /// A failed Ping, as `ping` and `handshake` print it; the core's time-out ("ping timed
 /// out", at `conn_timeout`) names the bound it hit.
 fn ping_failure(e: &str, limit: Duration) -> String {
-    if e == "ping timed out" {
+    if e == fabric_gossip_core::PING_TIMED_OUT {
         format!("ping failed: no answer within {}", ms(limit))
     } else {
         format!("ping failed: {e}")
@@ -385,11 +385,16 @@ pub(crate) async fn failure_hint(
     if hint != TLS_HINT && hint != PLAINTEXT_HINT {
         return hint;
     }
-    match (sniff(addr, limit).await, hint == TLS_HINT) {
-        (Some(Answer::Http1), _) => HTTP1_HINT,
-        (Some(Answer::Other), true) => NOT_GRPC_HINT,
-        // TLS, a hang-up (a Go TLS server closes on plaintext without a word), or no
-        // answer in time: the guess stands.
+    let guessed_tls = hint == TLS_HINT;
+    match sniff(addr, limit).await {
+        Some(Answer::Http1) => HTTP1_HINT,
+        Some(Answer::Other) if guessed_tls => NOT_GRPC_HINT,
+        // The port speaks the mode we dialled in: the failure lies elsewhere (a peer at its
+        // connection limit, say), and the guess would mislead.
+        Some(Answer::Http2) if guessed_tls => "",
+        Some(Answer::Tls) if !guessed_tls => "",
+        // The guess confirmed, a hang-up (a Go TLS server closes on plaintext without a
+        // word), or no answer in time: the guess stands.
         _ => hint,
     }
 }
@@ -397,10 +402,13 @@ pub(crate) async fn failure_hint(
 /// What a port sends back to a plain HTTP/1.1 request.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
-    /// An HTTP/1.x status line.
+    /// An HTTP/1.x response of a plain HTTP service.
     Http1,
-    /// A TLS record: an alert or a handshake message.
+    /// A TLS record (an alert or a handshake message), or an HTTP/1.x response saying
+    /// that the port wants HTTPS (Go's `net/http`, nginx).
     Tls,
+    /// HTTP/2 frames without TLS (a plaintext gRPC server's SETTINGS, then GOAWAY).
+    Http2,
     /// The connection closed (or was reset) without a byte.
     HungUp,
     /// Anything else.
@@ -417,26 +425,37 @@ async fn sniff(addr: &str, limit: Duration) -> Option<Answer> {
         if s.write_all(request.as_bytes()).await.is_err() {
             return Some(Answer::HungUp);
         }
-        let mut first = [0u8; 5];
-        let mut n = 0;
-        while n < first.len() {
-            match s.read(&mut first[n..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(k) => n += k,
+        // Read until the port hangs up, 512 bytes came, or time is up (what came by then
+        // is judged): enough for a status line and a short body.
+        let mut answer = Vec::with_capacity(512);
+        let mut chunk = [0u8; 512];
+        let read_all = async {
+            while answer.len() < 512 {
+                match s.read(&mut chunk[..512 - answer.len()]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => answer.extend_from_slice(&chunk[..k]),
+                }
             }
-        }
-        Some(judge(&first[..n]))
+        };
+        let _ = tokio::time::timeout(limit, read_all).await;
+        Some(judge(&answer))
     };
-    tokio::time::timeout(limit, look).await.ok().flatten()
+    tokio::time::timeout(limit * 2, look).await.ok().flatten()
 }
 
-/// Judges the first bytes (at most 5) a port answered an HTTP/1.1 request with.
-fn judge(first: &[u8]) -> Answer {
-    match first {
+/// Judges what a port answered an HTTP/1.1 request with (its first bytes).
+fn judge(answer: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(answer).to_ascii_lowercase();
+    match answer {
         [] => Answer::HungUp,
-        _ if b"HTTP/".starts_with(first) => Answer::Http1,
+        // "Client sent an HTTP request to an HTTPS server", "The plain HTTP request was
+        // sent to HTTPS port".
+        _ if text.starts_with("http/") && text.contains("https") => Answer::Tls,
+        _ if b"HTTP/".starts_with(&answer[..answer.len().min(5)]) => Answer::Http1,
         // A record header: type alert (21) or handshake (22), version 3.x.
         [21 | 22] | [21 | 22, 3, ..] => Answer::Tls,
+        // A frame header: 3 bytes of length, then type SETTINGS (4) or GOAWAY (7).
+        [_, _, _, 4 | 7, ..] => Answer::Http2,
         _ => Answer::Other,
     }
 }
@@ -613,4 +632,26 @@ fn authenticated_text(
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Answer, judge};
+
+    /// What answers on a port, from the first bytes of its answer to an HTTP/1.1 request.
+    #[test]
+    fn a_port_is_judged_by_its_first_bytes() {
+        assert_eq!(judge(b""), Answer::HungUp);
+        assert_eq!(judge(b"HTTP/1.1 404 Not Found\r\n\r\n"), Answer::Http1);
+        assert_eq!(judge(b"HTT"), Answer::Http1);
+        // Go's net/http and nginx in front of TLS answer plain HTTP with a 400.
+        let go =
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+        assert_eq!(judge(go), Answer::Tls);
+        assert_eq!(judge(&[21, 3, 3, 0, 2, 2, 10]), Answer::Tls);
+        // A plaintext HTTP/2 server: an empty SETTINGS frame, then GOAWAY.
+        let h2 = [0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 7, 0, 0, 0, 0, 0];
+        assert_eq!(judge(&h2), Answer::Http2);
+        assert_eq!(judge(b"SSH-2.0-OpenSSH_9.2\r\n"), Answer::Other);
+    }
 }

@@ -1726,10 +1726,9 @@ fn the_last_sends_of_a_script_go_out_before_it_stops() {
         let log = sender.stderr();
         assert!(log.contains("stopped; sent 2, dropped 0"), "{log}");
     }
-    // Nobody listens: the message is dropped, and the summary says so.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let nobody = closed.local_addr().expect("addr").to_string();
-    drop(closed);
+    // Nobody listens (port 1, privileged and unused: a port freed by this test could be
+    // taken by another test's node): the message is dropped, and the summary says so.
+    let nobody = "127.0.0.1:1";
     let mut sender = Daemon::start(
         &[&TEST_NODE[..], &["--exit-on-eof"]].concat(),
         true,
@@ -1744,6 +1743,44 @@ fn the_last_sends_of_a_script_go_out_before_it_stops() {
     assert_eq!(sender.exit_within(EVENT), Some(0));
     let log = sender.stderr();
     assert!(log.contains("stopped; sent 0, dropped 1"), "{log}");
+    receiver.send_line(r#"{"cmd":"stop"}"#);
+    assert_eq!(receiver.exit_within(EVENT), Some(0));
+}
+
+/// With real identities a send without `"pki_id"` first learns the peer's PKI-ID by a
+/// handshake, in a task of the command's own: the stop waits for that too, then for the
+/// message to be written (the node's queues alone were empty meanwhile, and the message
+/// was lost).
+#[test]
+fn the_last_sends_go_out_with_real_identities_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let listen = ["--listen", "127.0.0.1:0"];
+    let a = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
+    let a: Vec<&str> = listen.into_iter().chain(strs(&a)).collect();
+    let mut receiver = Daemon::start(&a, true, true, None);
+    let addr = receiver.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let b = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
+    let b: Vec<&str> = listen
+        .into_iter()
+        .chain(strs(&b))
+        .chain(["--exit-on-eof"])
+        .collect();
+    let mut sender = Daemon::start(&b, true, true, None);
+    sender.wait("listening", is("listening"));
+    sender.send_line(&format!(
+        "{{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"last words\"}}"
+    ));
+    drop(sender.stdin.take());
+    assert_eq!(sender.exit_within(EVENT), Some(0));
+    receiver.wait("received", |v| {
+        is("received")(v) && v["text"] == "last words"
+    });
+    let log = sender.stderr();
+    assert!(log.contains("stopped; sent 1, dropped 0"), "{log}");
     receiver.send_line(r#"{"cmd":"stop"}"#);
     assert_eq!(receiver.exit_within(EVENT), Some(0));
 }
@@ -2866,7 +2903,8 @@ fn run_with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + EVENT;
+    // A demo under CI's load takes a while: the demo tests' own bound.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(st) = child.try_wait().expect("try_wait") {
             break Some(st);
@@ -2907,8 +2945,8 @@ fn one_shot_commands_report_a_closed_stdout_instead_of_panicking() {
         &["handshake", &addr, "--test-identity"],
         &["handshake", &addr, "--test-identity", "--json"],
         &["validate", "--trust", &trust, peer_msp],
-        &["demo", "--quiet"],
-        &["demo", "--json"],
+        &["demo", "--quiet", "--nodes", "3", "--messages", "1"],
+        &["demo", "--json", "--nodes", "3", "--messages", "1"],
         &["keygen", "--out", out],
         &["completions", "bash"],
         &["sim", "--nodes", "3", "--duration", "1s"],
@@ -3051,10 +3089,15 @@ fn a_ping_timeout_reads_the_same_in_every_probe() {
     ];
     let r = run_expect(&args, 1);
     let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
-    let want = "ping failed: no answer within 300.00 ms";
-    assert_eq!(v["error"], want, "{v}");
+    // The Ping times out (on a machine so loaded that the connection itself took 300 ms,
+    // the dial does): either way the core's bound decides, and says which step it was.
+    let timed_out = |e: &Value| {
+        e == "ping failed: no answer within 300.00 ms"
+            || e == "dial failed: no connection within 300.00 ms"
+    };
+    assert!(timed_out(&v["error"]), "{v}");
     let probes = v["probes"].as_array().expect("probes");
     assert_eq!(probes.len(), 3, "{v}");
-    assert!(probes.iter().all(|p| p["error"] == want), "{v}");
+    assert!(probes.iter().all(|p| timed_out(&p["error"])), "{v}");
     drop(silent);
 }

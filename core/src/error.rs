@@ -313,6 +313,10 @@ pub enum DialError {
     Failed(String),
 }
 
+/// The text of [`ProbeError::Ping`] when the Ping got no answer within `conn_timeout`:
+/// a tool that words a time-out its own way matches on it.
+pub const PING_TIMED_OUT: &str = "ping timed out";
+
 /// Why `probe` failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

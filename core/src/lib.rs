@@ -183,7 +183,8 @@ pub use comm::{
 pub use config::{CertHash, Config, TlsHashes};
 pub use config::{MAX_QUEUED_EVENTS, PAUSED_RELOOK_MIN};
 pub use error::{
-    AckError, CloseReason, DialError, Error, HandshakeError, HandshakeFailure, ProbeError,
+    AckError, CloseReason, DialError, Error, HandshakeError, HandshakeFailure, PING_TIMED_OUT,
+    ProbeError,
 };
 pub use fabric_gossip_proto as proto;
 pub use identity::{IdentityRefusal, check_identity_claim};

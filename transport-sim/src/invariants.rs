@@ -237,6 +237,11 @@ impl Sim {
     /// pair of PKI-IDs, no crossing secondary left over, both ends agreeing on each
     /// connection, and every node's queues within bounds. Records violations and returns
     /// them as an `Err` with the reproduce line.
+    ///
+    /// These are the comm layer's invariants, and they mean what they say only once the
+    /// network is idle ([`Sim::run_until_idle`] returned `true`). A network whose layer never
+    /// idles (membership's heartbeats) stops its nodes first and runs the rest out; a layer's
+    /// own properties (every member seen alive) are the test's to check.
     pub fn check_quiescent(&mut self) -> Result<(), String> {
         let mut pairs: BTreeMap<(PkiId, PkiId), usize> = BTreeMap::new();
         let mut found = Vec::new();

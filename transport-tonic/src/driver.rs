@@ -588,7 +588,8 @@ impl Inner {
     /// [`Comm::unsent`]: fabric_gossip_core::Comm::unsent
     pub(crate) async fn flush(&self, limit: Duration) -> bool {
         const FLUSH_CHECK: Duration = Duration::from_millis(20);
-        let deadline = tokio::time::Instant::now() + limit;
+        // A limit past what the clock holds waits without one.
+        let deadline = tokio::time::Instant::now().checked_add(limit);
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
@@ -598,10 +599,10 @@ impl Inner {
                 return true;
             }
             let now = tokio::time::Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return false;
             }
-            let next = deadline.min(now + FLUSH_CHECK);
+            let next = deadline.map_or(now + FLUSH_CHECK, |d| d.min(now + FLUSH_CHECK));
             tokio::select! {
                 () = notified => {}
                 () = tokio::time::sleep_until(next) => {}

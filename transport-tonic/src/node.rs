@@ -541,11 +541,13 @@ impl Node {
             .with_core(|c, now| c.revalidate_identities(now))
     }
 
-    /// Waits until every message sent so far is written or dropped (each drop counted in
-    /// [`Node::stats`]), at most `limit`; whether all were. [`Node::stop`] is Fabric's
-    /// `Stop`, which drops what is still queued or waiting for a connection: a tool whose
-    /// last sends must go out (a script piping messages in, then stopping) flushes first.
-    /// Returns at once when nothing is queued; sends made while it waits are waited for too.
+    /// Waits until every message sent so far is handed to HTTP/2 or dropped (each drop
+    /// counted in [`Node::stats`]), at most `limit`; whether all were. [`Node::stop`] is
+    /// Fabric's `Stop`, which drops what is still queued or waiting for a connection: a tool
+    /// whose last sends must go out (a script piping messages in, then stopping) flushes
+    /// first. What HTTP/2 holds then is written while `stop` winds the connections down,
+    /// within the builder's `stop_timeout`. Returns at once when nothing is queued; sends
+    /// made while it waits are waited for too.
     pub async fn flush(&self, limit: Duration) -> bool {
         self.h.inner.flush(limit).await
     }

@@ -266,8 +266,10 @@ impl<S: Security> Comm<S> {
 
     /// Messages accepted by a send and not yet written or dropped: in send buffers and wait
     /// queues, handed to the driver and unconfirmed, or held by a connection attempt. At
-    /// zero every send so far has an outcome counted in [`Stats`](crate::Stats): what a tool
-    /// waits for before it stops, since [`Comm::stop`] (Fabric's `Stop`) drops the rest.
+    /// zero every send so far was confirmed written by the driver or dropped (counted in
+    /// [`Stats`](crate::Stats); the few a driver had in hand when their stream closed are
+    /// neither, their fate being the transport's): what a tool waits for before it stops,
+    /// since [`Comm::stop`] (Fabric's `Stop`) drops the rest.
     pub fn unsent(&self) -> usize {
         let queued: usize = self
             .streams

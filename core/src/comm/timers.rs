@@ -149,7 +149,9 @@ impl<S: Security> Comm<S> {
         match key {
             TimerKey::Dial(d) => match self.dials.get(d).map(|x| x.state) {
                 Some(DialState::Dialing) => self.dial_failed(d, DialError::Timeout),
-                Some(DialState::Pinging) => self.ping_failed(d, "ping timed out".into()),
+                Some(DialState::Pinging) => {
+                    self.ping_failed(d, crate::error::PING_TIMED_OUT.into());
+                }
                 _ => {}
             },
             TimerKey::Stream(s) => self.fail_handshake(s, HandshakeError::Timeout),
