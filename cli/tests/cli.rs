@@ -38,6 +38,23 @@ fn spawn(args: &[&str], stdin: Stdio, stderr: Stdio) -> Child {
         .unwrap_or_else(|e| panic!("spawn fabric-gossip {args:?}: {e}"))
 }
 
+/// The child's exit status, or `None` once `limit` passed (it is then killed).
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        // Polling a child's exit; the deadline above bounds it.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs the binary with `args` and no stdin, killing it at `limit`.
 fn run(args: &[&str], limit: Duration) -> Run {
     let mut child = spawn(args, Stdio::null(), Stdio::piped());
@@ -50,19 +67,7 @@ fn run(args: &[&str], limit: Duration) -> Run {
     };
     let out = read_all(Box::new(child.stdout.take().expect("stdout")));
     let err = read_all(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break Some(st);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        // Polling a child's exit; the deadline above bounds it.
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut child, limit);
     let r = Run {
         code: status.and_then(|s| s.code()),
         stdout: out.join().unwrap_or_default(),
@@ -749,6 +754,29 @@ fn members_show_when_their_identity_expires() {
     a.stop();
 }
 
+/// The node's `/metrics` (its `listening` line names the service) gives the seconds left
+/// until its enrollment certificate's NotAfter, `not_after` in Unix seconds, within a minute.
+fn assert_enrollment_seconds_left(listening: &Value, not_after: u64) {
+    let ops = listening["operations"].as_str().expect("operations");
+    let (code, metrics) = http_get(ops, "/metrics");
+    assert_eq!(code, 200);
+    let left = sample(
+        &metrics,
+        "fabric_gossip_cli_certificate_expiry_seconds{certificate=\"enrollment\"}",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert!(left.abs_diff(not_after - now) <= 60, "{left}\n{metrics}");
+}
+
+/// Stops a daemon with the `stop` command (exit status 0) and returns its stderr.
+fn stop_for_log(d: &mut Daemon) -> String {
+    d.stop_ok();
+    d.stderr()
+}
+
 /// The node's own certificates' expiry, as a Fabric peer tracks it: Fabric's log lines at
 /// start, the dates in `listening`, the time left in `/metrics`.
 #[test]
@@ -766,24 +794,8 @@ fn a_node_tracks_when_its_own_certificates_expire() {
     assert_eq!(expires["enrollment"], 2_082_585_600_000u64, "{listening}");
     assert_eq!(expires["server_tls"], 2_082_585_600_000u64, "{listening}");
     assert!(expires.get("client_tls").is_none(), "{listening}");
-    let ops = listening["operations"].as_str().expect("operations");
-    let (code, metrics) = http_get(ops, "/metrics");
-    assert_eq!(code, 200);
-    let left = sample(
-        &metrics,
-        "fabric_gossip_cli_certificate_expiry_seconds{certificate=\"enrollment\"}",
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    assert!(
-        left.abs_diff(2_082_585_600 - now) <= 60,
-        "{left}\n{metrics}"
-    );
-    d.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(d.exit_within(Duration::from_secs(10)), Some(0));
-    let log = d.stderr();
+    assert_enrollment_seconds_left(&listening, 2_082_585_600);
+    let log = stop_for_log(&mut d);
     for role in ["enrollment", "server TLS"] {
         assert!(
             log.contains(&format!(
@@ -851,24 +863,8 @@ fn a_certificate_without_expiration_keeps_its_date() {
         listening["certificates_expire_unix_ms"]["enrollment"], NO_EXPIRATION_MS,
         "{listening}"
     );
-    let ops = listening["operations"].as_str().expect("operations");
-    let (code, metrics) = http_get(ops, "/metrics");
-    assert_eq!(code, 200);
-    let left = sample(
-        &metrics,
-        "fabric_gossip_cli_certificate_expiry_seconds{certificate=\"enrollment\"}",
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    assert!(
-        left.abs_diff(NO_EXPIRATION_MS / 1000 - now) <= 60,
-        "{left}\n{metrics}"
-    );
-    d.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(d.exit_within(Duration::from_secs(10)), Some(0));
-    let log = d.stderr();
+    assert_enrollment_seconds_left(&listening, NO_EXPIRATION_MS / 1000);
+    let log = stop_for_log(&mut d);
     assert!(
         log.contains("The enrollment certificate will expire on 9999-12-31 23:59:59 +0000 UTC"),
         "{log}"
@@ -1427,9 +1423,27 @@ fn sim_json_is_one_object() {
     let v: Value =
         serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{}", r.all()));
     assert_eq!(v["result"], "held", "{v}");
+    // `ok`, as ping, handshake and demo have it: true exactly when the status is 0.
+    assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["seed"], 7, "{v}");
     assert!(v["messages"]["delivered"].as_u64() > Some(0), "{v}");
     assert_eq!(v["trace"]["sha256"].as_str().map(str::len), Some(64), "{v}");
+    // The trace cannot be written: status 2, and the summary says so.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("no/such/folder/trace");
+    let args = [
+        "sim",
+        "--nodes",
+        "3",
+        "--duration",
+        "1s",
+        "--json",
+        "--trace",
+        bad.to_str().expect("utf-8"),
+    ];
+    let r = run_expect(&args, 2);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
 }
 
 #[test]
@@ -1439,6 +1453,7 @@ fn demo_json_is_one_object() {
     let v: Value =
         serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{}", r.all()));
     assert_eq!(v["result"], "passed", "{v}");
+    assert_eq!(v["ok"], true, "{v}");
     let checks = v["checks"].as_array().expect("checks");
     assert!(
         checks.len() >= 9 && checks.iter().all(|c| c["ok"] == true),
@@ -1523,6 +1538,12 @@ impl Daemon {
 
     fn send_line(&mut self, line: &str) {
         write_line(self.stdin.as_mut(), line);
+    }
+
+    /// Sends the `stop` command and expects exit status 0 within [`EVENT`].
+    fn stop_ok(&mut self) {
+        self.send_line(r#"{"cmd":"stop"}"#);
+        assert_eq!(self.exit_within(EVENT), Some(0));
     }
 
     fn pid(&self) -> String {
@@ -1659,8 +1680,7 @@ fn node_stop_takes_under_a_second() {
     a.wait("connected", is("connected"));
     let idle = std::net::TcpStream::connect(a_addr.as_str()).expect("connect");
     let t0 = Instant::now();
-    a.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(a.exit_within(EVENT), Some(0));
+    a.stop_ok();
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(1), "stop took {took:?}");
     a.wait("stopped", is("stopped"));
@@ -1700,12 +1720,8 @@ fn node_runs_on_after_end_of_stdin_unless_asked() {
 /// the summary.
 #[test]
 fn the_last_sends_of_a_script_go_out_before_it_stops() {
-    let (mut receiver, addr) = test_daemon(&[]);
-    for stop in ["", "{\"cmd\":\"stop\"}\n"] {
-        let script = format!(
-            "{{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"x\"}}\n\
-             {{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"y\"}}\n{stop}"
-        );
+    // A node with --exit-on-eof given `script` on stdin, then its end: its stderr.
+    let run_script = |script: &str| {
         let mut sender = Daemon::start(
             &[&TEST_NODE[..], &["--exit-on-eof"]].concat(),
             true,
@@ -1718,33 +1734,26 @@ fn the_last_sends_of_a_script_go_out_before_it_stops() {
         }
         drop(sender.stdin.take());
         assert_eq!(sender.exit_within(EVENT), Some(0));
+        sender.stderr()
+    };
+    let (mut receiver, addr) = test_daemon(&[]);
+    for stop in ["", "{\"cmd\":\"stop\"}\n"] {
+        let log = run_script(&format!(
+            "{{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"x\"}}\n\
+             {{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"y\"}}\n{stop}"
+        ));
         for data in ["x", "y"] {
             receiver.wait(&format!("received {data}"), |v| {
                 is("received")(v) && v["text"] == data
             });
         }
-        let log = sender.stderr();
         assert!(log.contains("stopped; sent 2, dropped 0"), "{log}");
     }
     // Nobody listens (port 1, privileged and unused: a port freed by this test could be
     // taken by another test's node): the message is dropped, and the summary says so.
-    let nobody = "127.0.0.1:1";
-    let mut sender = Daemon::start(
-        &[&TEST_NODE[..], &["--exit-on-eof"]].concat(),
-        true,
-        true,
-        None,
-    );
-    sender.wait("listening", is("listening"));
-    sender.send_line(&format!(
-        "{{\"cmd\":\"send\",\"to\":\"{nobody}\",\"data\":\"x\"}}"
-    ));
-    drop(sender.stdin.take());
-    assert_eq!(sender.exit_within(EVENT), Some(0));
-    let log = sender.stderr();
+    let log = run_script("{\"cmd\":\"send\",\"to\":\"127.0.0.1:1\",\"data\":\"x\"}");
     assert!(log.contains("stopped; sent 0, dropped 1"), "{log}");
-    receiver.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(receiver.exit_within(EVENT), Some(0));
+    receiver.stop_ok();
 }
 
 /// With real identities a send without `"pki_id"` first learns the peer's PKI-ID by a
@@ -1781,8 +1790,7 @@ fn the_last_sends_go_out_with_real_identities_too() {
     });
     let log = sender.stderr();
     assert!(log.contains("stopped; sent 1, dropped 0"), "{log}");
-    receiver.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(receiver.exit_within(EVENT), Some(0));
+    receiver.stop_ok();
 }
 
 /// The field names of a counter struct, from its Debug output (`Name { a: 0, b: [0, 0] }`).
@@ -1900,8 +1908,7 @@ fn node_raises_its_open_file_limit() {
         .expect("Max open files");
     let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
     assert_eq!(nums[0], nums[1], "soft limit not raised: {line}");
-    n.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(n.exit_within(EVENT), Some(0));
+    n.stop_ok();
 }
 
 /// Logs go to stderr, filtered by a Fabric logging spec (`--log-spec` or
@@ -2065,8 +2072,7 @@ fn operations_service_metrics_match_stats() {
         m.contains("# HELP gossip_comm_messages_sent Number of messages sent"),
         "{m}"
     );
-    a.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(a.exit_within(EVENT), Some(0));
+    a.stop_ok();
 }
 
 /// Issue 13: a node run from a Fabric peer's core.yaml (the keygen layout, the file beside
@@ -2405,8 +2411,7 @@ fn logspec_changes_the_log_filter_at_run_time() {
     n.seen.clear();
     n.send_line(r#"{"cmd":"stats","n":2}"#);
     n.wait("stats 2", is("stats"));
-    n.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(n.exit_within(EVENT), Some(0));
+    n.stop_ok();
     let err = n.stderr();
     assert!(err.contains(r#"command: {"cmd":"stats","n":2}"#), "{err}");
     assert!(!err.contains(r#""n":1"#), "{err}");
@@ -2463,8 +2468,7 @@ fn operations_service_over_tls() {
     let _ = s.read_to_string(&mut raw);
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(raw.ends_with(r#"{"status":"OK"}"#), "{raw}");
-    n.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(n.exit_within(EVENT), Some(0));
+    n.stop_ok();
 }
 
 /// GET `path` from `addr` on a new connection, connecting and reading within `limit` in all:
@@ -2549,8 +2553,7 @@ fn operations_service_evicts_idle_connections_for_a_health_check() {
         assert!(sample(&m, EVICTED) > 0, "{m}");
         drop(held);
     }
-    n.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(n.exit_within(EVENT), Some(0));
+    n.stop_ok();
     // Hundreds of evictions, a handful of lines.
     let err = n.stderr();
     let lines = err.lines().filter(|l| l.contains("evicted")).count();
@@ -2794,8 +2797,7 @@ fn watch_fails_when_its_bootstrap_peer_never_answers() {
     );
     let last = last_json_line(&r.stdout);
     assert_eq!(last["bootstrap"][0]["joined"], false, "{last}");
-    silent.send_line(r#"{"cmd":"stop"}"#);
-    assert_eq!(silent.exit_within(EVENT), Some(0));
+    silent.stop_ok();
 }
 
 /// A bootstrap peer that refuses us in the TLS handshake: `watch` says so, with the peer's
@@ -2904,23 +2906,12 @@ fn run_with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
         s
     });
     // A demo under CI's load takes a while: the demo tests' own bound.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break Some(st);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        // Polling the child's exit, bounded by the deadline.
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let limit = Duration::from_secs(60);
+    let status = exit_within(&mut child, limit);
     let stderr = stderr.join().unwrap_or_default();
     assert!(
         status.is_some(),
-        "fabric-gossip {args:?} still running after {EVENT:?}\n{stderr}"
+        "fabric-gossip {args:?} still running after {limit:?}\n{stderr}"
     );
     (status.and_then(|s| s.code()), stderr)
 }
@@ -3028,45 +3019,6 @@ fn ping_does_not_take_an_http_port_for_tls() {
     let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
     assert!(
         v["hint"].as_str().unwrap_or_default().contains("HTTP/1.x"),
-        "{v}"
-    );
-}
-
-/// Audit finding 4: `demo --json` and `sim --json` had no `ok`; it is true exactly when
-/// the exit status is 0.
-#[test]
-fn demo_and_sim_json_say_ok() {
-    let sim = [
-        "sim",
-        "--nodes",
-        "3",
-        "--seed",
-        "7",
-        "--duration",
-        "1s",
-        "--json",
-    ];
-    let r = run_expect(&sim, 0);
-    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
-    assert_eq!(
-        (v["ok"].clone(), v["result"].clone()),
-        (true.into(), "held".into()),
-        "{v}"
-    );
-    // The trace cannot be written: status 2, and the summary says so.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bad = dir.path().join("no/such/folder/trace");
-    let mut args = sim.to_vec();
-    args.extend(["--trace", bad.to_str().expect("utf-8")]);
-    let r = run_expect(&args, 2);
-    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
-    assert_eq!(v["ok"], false, "{v}");
-    let r = run(&["demo", "--json"], Duration::from_secs(60));
-    assert_eq!(r.code, Some(0), "demo failed\n{}", r.all());
-    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
-    assert_eq!(
-        (v["ok"].clone(), v["result"].clone()),
-        (true.into(), "passed".into()),
         "{v}"
     );
 }
