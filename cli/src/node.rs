@@ -210,7 +210,8 @@ COMMANDS (stdin, one per line):
   {\"cmd\":\"members\"}   print the membership table as a \"members\" event (same shape as
                      \"membership\")
   {\"cmd\":\"stop\"}      stop and exit 0, once the messages already queued are written
-                     (at most 5 s); so does the end of stdin with --exit-on-eof.
+                     (at most 7 s with the default timeouts); so does the end of
+                     stdin with --exit-on-eof.
                      SIGINT and SIGTERM stop at once (queued messages are dropped,
                      counted)
   any other line        sent as a DataMessage to every connected peer
