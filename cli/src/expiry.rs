@@ -64,12 +64,10 @@ impl OwnCertificates {
     /// the node.
     pub(crate) fn read(identity: &Identity, tls: &TlsArgs) -> Self {
         let mut certs = Vec::new();
-        if let Identity::Msp(s) = identity {
-            // Loading parsed it already: this cannot fail.
-            match fabric_gossip_msp::certificate_not_after(s.certificate_der(), "enrollment") {
-                Ok(at) => certs.push(("enrollment", at)),
-                Err(e) => tracing::warn!(target: CERTMONITOR, "{e}; not tracked"),
-            }
+        match identity.enrollment_not_after() {
+            Some(Ok(at)) => certs.push(("enrollment", at)),
+            Some(Err(e)) => tracing::warn!(target: CERTMONITOR, "{e}; not tracked"),
+            None => {}
         }
         let files = [
             ("server TLS", &tls.tls_cert),

@@ -155,6 +155,12 @@ impl MembershipArgs {
             );
         }
         let cfg = self.config(bound);
+        for b in self.own_bootstraps(&cfg) {
+            tracing::warn!(
+                target: crate::logging::TARGET,
+                "--bootstrap {b} is this node's own endpoint: skipped, as Fabric skips it"
+            );
+        }
         let shown = (cfg.internal_endpoint.clone(), cfg.external_endpoint.clone());
         Discovery::new(cfg).map_err(|e| {
             ConfigError(format!(
@@ -162,6 +168,17 @@ impl MembershipArgs {
                 shown.0, shown.1
             ))
         })
+    }
+
+    /// The bootstrap peers that are this node itself by Fabric's textual check
+    /// (`isMyOwnEndpoint`), which the layer skips: listing them is harmless in a shared
+    /// configuration, but a node with no other way in never joins.
+    pub(crate) fn own_bootstraps<'a>(&'a self, cfg: &DiscoveryConfig) -> Vec<&'a str> {
+        self.bootstrap
+            .iter()
+            .filter(|b| cfg.is_my_own_endpoint(b))
+            .map(String::as_str)
+            .collect()
     }
 }
 

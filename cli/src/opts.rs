@@ -181,6 +181,18 @@ impl Identity {
         }
     }
 
+    /// The enrollment certificate's NotAfter, for an MSP identity: `Err` only if the loaded
+    /// certificate cannot be read again, which loading it rules out.
+    pub(crate) fn enrollment_not_after(
+        &self,
+    ) -> Option<Result<std::time::SystemTime, fabric_gossip_msp::LoadError>> {
+        let Identity::Msp(s) = self else { return None };
+        Some(fabric_gossip_msp::certificate_not_after(
+            s.certificate_der(),
+            "enrollment",
+        ))
+    }
+
     /// The MSP ID, for an MSP identity.
     pub(crate) fn msp_id(&self) -> Option<&str> {
         match self {

@@ -101,18 +101,23 @@ async fn watch(
     let msp_id = identity.msp_id().unwrap_or("").to_owned();
     // Our own certificate's NotAfter, shown as every member's is: a watcher whose identity
     // has expired is dropped by the peers it watches through.
-    let own_expires = match &identity {
-        opts::Identity::Msp(s) => {
-            fabric_gossip_msp::certificate_not_after(s.certificate_der(), "enrollment").ok()
-        }
-        opts::Identity::Test => None,
-    };
+    let own_expires = identity.enrollment_not_after().and_then(Result::ok);
     let tls_on = tls.is_some();
     let (listener, layer) = match args.member.bind(args.listen) {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };
     let endpoint = layer.config().internal_endpoint.clone();
+    // The layer skips a bootstrap peer that is this watcher itself; with no other, it
+    // would wait out --duration for an answer that cannot come.
+    let own = args.member.own_bootstraps(layer.config());
+    if own.len() == args.member.bootstrap.len() {
+        return opts::config_failure(&ConfigError(format!(
+            "--bootstrap {}: this watcher's own endpoint ({endpoint}), which is never \
+             dialled; name a peer of your organization to join through",
+            own.join(", ")
+        )));
+    }
     let mut builder = Node::builder(opts::config())
         .listener(listener)
         .stop_timeout(Duration::from_millis(300))
@@ -141,6 +146,7 @@ async fn watch(
         .member
         .bootstrap
         .iter()
+        .filter(|b| !own.contains(&b.as_str()))
         .map(|b| (b.clone(), BootstrapState::default()))
         .collect();
     let view = View {

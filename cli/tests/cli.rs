@@ -2800,6 +2800,59 @@ fn watch_fails_when_its_bootstrap_peer_never_answers() {
     silent.stop_ok();
 }
 
+/// A watcher whose only bootstrap peer is itself (by Fabric's textual check, which the
+/// layer applies) says so at once with status 2, rather than waiting out `--duration` for
+/// an answer that cannot come; one such entry beside a real peer is only warned about.
+#[test]
+fn watch_refuses_itself_as_its_only_bootstrap_peer() {
+    let r = run(
+        &[
+            "watch",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--bootstrap",
+            "localhost:1",
+            "--test-identity",
+            "--duration",
+            "60s",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(
+        r.stderr.contains("--bootstrap localhost:1: this watcher's own endpoint"),
+        "{}",
+        r.all()
+    );
+    let (mut peer, addr) = test_daemon(&[]);
+    let r = run(
+        &[
+            "watch",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--bootstrap",
+            &addr,
+            "--test-identity",
+            "--json",
+            "--duration",
+            "1s",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        r.stderr.contains("--bootstrap 127.0.0.1:1 is this node's own endpoint: skipped"),
+        "{}",
+        r.all()
+    );
+    // Only the real peer is waited for, and it has no membership layer: status 1 for it.
+    assert_cannot_join(&r, &addr);
+    let last = last_json_line(&r.stdout);
+    assert_eq!(last["bootstrap"].as_array().map(Vec::len), Some(1), "{last}");
+    peer.stop_ok();
+}
+
 /// A bootstrap peer that refuses us in the TLS handshake: `watch` says so, with the peer's
 /// own reason (its TLS alert) when the transport got it, exit status 1.
 #[test]
