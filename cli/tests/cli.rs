@@ -2820,7 +2820,8 @@ fn watch_refuses_itself_as_its_only_bootstrap_peer() {
     );
     assert_eq!(r.code, Some(2), "{}", r.all());
     assert!(
-        r.stderr.contains("--bootstrap localhost:1: this watcher's own endpoint"),
+        r.stderr
+            .contains("--bootstrap localhost:1: this watcher's own endpoint"),
         "{}",
         r.all()
     );
@@ -2842,14 +2843,19 @@ fn watch_refuses_itself_as_its_only_bootstrap_peer() {
         Duration::from_secs(30),
     );
     assert!(
-        r.stderr.contains("--bootstrap 127.0.0.1:1 is this node's own endpoint: skipped"),
+        r.stderr
+            .contains("--bootstrap 127.0.0.1:1 is this node's own endpoint: skipped"),
         "{}",
         r.all()
     );
     // Only the real peer is waited for, and it has no membership layer: status 1 for it.
     assert_cannot_join(&r, &addr);
     let last = last_json_line(&r.stdout);
-    assert_eq!(last["bootstrap"].as_array().map(Vec::len), Some(1), "{last}");
+    assert_eq!(
+        last["bootstrap"].as_array().map(Vec::len),
+        Some(1),
+        "{last}"
+    );
     peer.stop_ok();
 }
 
