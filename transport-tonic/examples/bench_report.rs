@@ -865,8 +865,9 @@ fn turns_table(t: &mut String, c2c: &[Vec<f64>; 3], rows: [&Throughput; 3]) {
     let _ = writeln!(
         t,
         "\nRaw TCP, plaintext and mutual TLS took turns, one round each (the first of each \
-         turn rotating). Each cell: msg/s, µs of CPU per message, and the two CPUs' cache-line \
-         round trip just before the round (`core_to_core_ns`: about 30 ns when the hypervisor \
+         turn rotating). Each cell: msg/s, µs of CPU per message, cores this process kept busy \
+         (under 1.9 of 2 in our rounds, which are CPU-bound, means other work had the rest), \
+         and the two CPUs' cache-line round trip just before the round (`core_to_core_ns`: about 30 ns when the hypervisor \
          has them on two hyperthreads of one core, about 60 on two cores sharing an L3 cache, \
          150 or more on cores that share none).\n"
     );
@@ -877,9 +878,10 @@ fn turns_table(t: &mut String, c2c: &[Vec<f64>; 3], rows: [&Throughput; 3]) {
     let (raw, plain, tls) = (rows[0], rows[1], rows[2]);
     let cell = |r: &Round, ns: f64| {
         format!(
-            "{:.2} M ({:.2} µs; {ns:.0} ns)",
+            "{:.2} M ({:.2} µs, {:.2} cores; {ns:.0} ns)",
             r.rate() / 1e6,
-            1e6 * r.cpu_secs / r.messages.max(1) as f64
+            1e6 * r.cpu_secs / r.messages.max(1) as f64,
+            r.cpu_secs / r.secs.max(1e-9)
         )
     };
     let mut shared = [Vec::new(), Vec::new()];
