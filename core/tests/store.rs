@@ -377,6 +377,24 @@ fn respond_goes_back_on_the_same_connection() {
     );
 }
 
+/// An answer that must not wait (a membership response) is dropped and counted once the
+/// requester's send buffer is full, where `respond` would queue it among the waiting sends.
+#[test]
+fn respond_or_drop_never_queues_beyond_the_send_buffer() {
+    let mut net = window_of_one(Config::default().with_send_buffer(4));
+    let m = net.nodes[1].delivered.values().next().unwrap()[0].clone();
+    let (now, c) = (net.now, &mut net.nodes[1].comm);
+    for k in 0..50u8 {
+        c.respond_or_drop(now, m.conn, data_msg(&[k])).unwrap();
+    }
+    // 1 in flight + 4 buffered; the other 45 dropped, none waiting.
+    assert_eq!(c.stats().dropped_overflow, 45);
+    assert_eq!(c.unsent(), 5);
+    c.respond(now, m.conn, data_msg(b"waits")).unwrap();
+    assert_eq!(c.stats().dropped_overflow, 45);
+    assert_eq!(c.unsent(), 6);
+}
+
 #[test]
 fn respond_after_close_is_a_typed_error() {
     let mut net = Net::connected_pair(cfg, b"x");

@@ -49,8 +49,15 @@ pub struct DiscoveryConfig {
     /// Seed of every random choice (fan-out peers, bootstrap nonces).
     pub seed: u64,
     /// Upper bound on known members (alive and dead); beyond it new members are refused
-    /// and counted, so a flood of valid identities cannot grow memory without bound.
+    /// and counted, so a flood of valid identities cannot grow memory without bound. A
+    /// member costs about 8 KiB, so the default of 10,000 (far beyond Fabric networks'
+    /// hundreds of peers) bounds membership near 80 MiB.
     pub max_members: usize,
+    /// Upper bound on `Member.metadata` in an alive message. Stock Fabric peers send it
+    /// empty, and nothing in Fabric bounds it: one member announcing 100 MB of metadata
+    /// made every node hold and forward it, and pushed every membership response past the
+    /// message size limit. Larger ones are refused (`alive_too_large`).
+    pub max_metadata_size: usize,
     /// Upper bound on undrained events; beyond it events are dropped and counted.
     pub max_events: usize,
     /// The identity pull (Fabric's certstore), which runs every `pull_interval` with
@@ -78,7 +85,8 @@ impl DiscoveryConfig {
             metadata: Bytes::new(),
             incarnation: None,
             seed: 0,
-            max_members: 100_000,
+            max_members: 10_000,
+            max_metadata_size: 4096,
             max_events: 65_536,
             certstore: CertStoreConfig::default(),
         }

@@ -47,6 +47,18 @@ pub enum AliveError {
     /// The signature (or the secret envelope's) does not verify.
     #[error("bad signature: {0}")]
     BadSignature(HandshakeError),
+    /// The envelope, or its metadata, is larger than any member needs (see
+    /// [`crate::DiscoveryConfig::max_metadata_size`]): refused before it is decoded or
+    /// verified, so that one member cannot make every node hold and forward megabytes.
+    #[error("{what} of {size} bytes, over the limit of {max}")]
+    TooLarge {
+        /// `"alive envelope"` or `"metadata"`.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl From<IdentityRefusal> for AliveError {

@@ -120,7 +120,11 @@ impl Discovery {
             self.stats.alive_duplicate += 1;
             return;
         }
-        let parsed = match check_signed(env).and_then(|()| parse_decoded(env, msg.message.clone()))
+        let limits = self.alive_limits(comm);
+        let parsed = match check_signed(env)
+            .and_then(|()| limits.check_envelope(env))
+            .and_then(|()| parse_decoded(env, msg.message.clone()))
+            .and_then(|p| limits.check_parsed(p))
         {
             Ok(p) => p,
             Err(e) => {

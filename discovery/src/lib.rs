@@ -96,6 +96,7 @@ pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
 pub use fabric_gossip_core;
 pub use machine::{Discovery, takes};
 pub use request::{membership_request, membership_response};
+pub use response::MAX_RESPONSE_FAILURES;
 pub use stats::DiscoveryStats;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use crate::error::{AliveError, ConfigError};
 use crate::event::{DiscoveryEvent, MemberInfo};
 use crate::stats::DiscoveryStats;
 use crate::store::{Change, MemberState, Membership, MsgStore, Update};
-use crate::validate::{ParsedAlive, VerifiedIdentity, verify_alive};
+use crate::validate::{AliveLimits, ParsedAlive, VerifiedIdentity, verify_alive};
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::{
@@ -185,6 +185,11 @@ impl Discovery {
     }
 
     /// Validates an alive message's signatures against the right identity.
+    /// The size limits of alive messages for this node (see [`AliveLimits`]).
+    pub(crate) fn alive_limits<S: Security>(&self, comm: &Comm<S>) -> AliveLimits {
+        AliveLimits::new(comm.config().max_identity_size, self.cfg.max_metadata_size)
+    }
+
     pub(crate) fn verify<S: Security>(
         &mut self,
         comm: &Comm<S>,

@@ -97,7 +97,12 @@ impl Discovery {
             self.stats.requests_invalid += 1;
             return;
         };
-        let parsed = match parse_alive(info) {
+        let limits = self.alive_limits(comm);
+        let parsed = match limits
+            .check_envelope(info)
+            .and_then(|()| parse_alive(info))
+            .and_then(|p| limits.check_parsed(p))
+        {
             Ok(p) => p,
             Err(e) => {
                 self.stats.requests_invalid += 1;
@@ -128,7 +133,9 @@ impl Discovery {
             endpoint: &parsed.endpoint,
         };
         match self.make_response(now, comm, target, msg.message.nonce) {
-            Some(resp) => match comm.respond(now, msg.conn, resp) {
+            // Never waiting for room, as Fabric's `SendToPeer`: a requester that does not
+            // read loses responses (counted by comm), and holds at most a send buffer's.
+            Some(resp) => match comm.respond_or_drop(now, msg.conn, resp) {
                 Ok(()) => self.stats.responses_sent += 1,
                 Err(_) => self.stats.comm_errors += 1,
             },
@@ -174,7 +181,17 @@ impl Discovery {
             Disclose::WithSecret => Some(env.clone()),
             Disclose::StripSecret => Some(strip_secret(env)),
         };
+        let own = filter(&own, own_rule);
+        // What the whole may weigh: comm refuses a message over its limit, so a response
+        // listing members whose alive messages add up to more would never leave. Ours is
+        // always in; others are listed while they fit.
+        let mut room = comm
+            .config()
+            .max_message_size
+            .saturating_sub(RESPONSE_SLACK)
+            .saturating_sub(own.as_ref().map_or(0, listed_len));
         let (mut alive, mut dead) = (Vec::new(), Vec::new());
+        let mut truncated = false;
         for (_, m) in self.membership.iter() {
             let member = Party {
                 org: m.org.as_deref(),
@@ -182,6 +199,12 @@ impl Discovery {
             };
             let rule = disclose_in_response(my_org.as_deref(), target, member);
             if let Some(env) = filter(&m.envelope, rule) {
+                let len = listed_len(&env);
+                if len > room {
+                    truncated = true;
+                    continue;
+                }
+                room -= len;
                 if m.alive {
                     alive.push(env)
                 } else {
@@ -189,9 +212,24 @@ impl Discovery {
                 }
             }
         }
-        alive.extend(filter(&own, own_rule));
+        if truncated {
+            self.stats.responses_truncated += 1;
+        }
+        alive.extend(own);
         Some(membership_response(alive, dead, nonce))
     }
+}
+
+/// Room left in a response for what is not its listed envelopes: the response's own
+/// fields and the outer envelope's framing (a few dozen bytes), generously.
+const RESPONSE_SLACK: usize = 1024;
+
+/// What one listed envelope adds to an encoded response: itself, its field tag and its
+/// length prefix.
+fn listed_len(env: &Envelope) -> usize {
+    use prost::Message;
+    let len = env.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
 }
 
 /// A MembershipResponse echoing the request's `nonce`: tag EMPTY, outer envelope unsigned

@@ -3,9 +3,16 @@
 
 use crate::error::AliveError;
 use crate::machine::Discovery;
-use crate::validate::{ParsedAlive, check_signed, decode_payload, parse_decoded, peek_alive_key};
+use crate::validate::{
+    AliveLimits, ParsedAlive, check_signed, decode_payload, parse_decoded, peek_alive_key,
+};
 use fabric_gossip_core::proto::gossip::{Envelope, MembershipResponse};
-use fabric_gossip_core::{Comm, Instant, ReceivedMessage, Security};
+use fabric_gossip_core::{Comm, Instant, PkiId, ReceivedMessage, Security};
+use foldhash::fast::FixedState;
+use hashbrown::HashSet;
+
+/// Seed of the per-response set of members (any fixed value: the set is never iterated).
+const RESPONSE_SEED: u64 = 0x7265_7370_6f6e_7365;
 
 /// One envelope of a response, short of its signatures.
 enum Entry {
@@ -17,6 +24,14 @@ enum Entry {
     Parsed(ParsedAlive),
 }
 
+/// Entries of one response that may fail verification (a refused identity or signature)
+/// before the rest of it is dropped. A peer relays only alive messages it verified, so a
+/// legitimate response fails only where the two trust stores differ (a revocation one has
+/// and the other not), a few entries at most; every failure costs a signature or
+/// certificate-chain check under the node's lock, and a hostile response of 100 MB held
+/// tens of seconds of them.
+pub const MAX_RESPONSE_FAILURES: usize = 16;
+
 impl Discovery {
     pub(crate) fn handle_response<S: Security>(
         &mut self,
@@ -27,13 +42,21 @@ impl Discovery {
     ) {
         // Any response with the nonce acknowledges (quirk Q12: whoever sent it).
         self.bootstrap_acked(msg.message.nonce, msg.sender());
+        let limits = self.alive_limits(comm);
+        // The members this response named so far: a response lists each member once, so
+        // a repeated entry is skipped rather than verified again. At most `max_members`
+        // of them, as a legitimate responder holds no more (beyond Fabric, which checks
+        // every entry of a response whatever it repeats).
+        let mut seen: HashSet<PkiId, FixedState> =
+            HashSet::with_hasher(FixedState::with_seed(RESPONSE_SEED));
+        let mut failures = 0;
         for (dead, env) in res
             .alive
             .iter()
             .map(|e| (false, e))
             .chain(res.dead.iter().map(|e| (true, e)))
         {
-            let parsed = match self.classify(env) {
+            let parsed = match self.classify(env, &limits) {
                 Ok(Entry::Parsed(p)) => p,
                 Ok(Entry::Me) => continue,
                 Ok(Entry::Duplicate) => {
@@ -50,8 +73,33 @@ impl Discovery {
                     continue;
                 }
             };
-            let Ok(id) = self.verify(comm, &parsed, env, now) else {
+            if seen.contains(&parsed.pki_id) {
+                self.stats.response_entries_repeated += 1;
                 continue;
+            }
+            if seen.len() >= self.cfg.max_members {
+                self.stats.responses_aborted += 1;
+                return;
+            }
+            seen.insert(parsed.pki_id.clone());
+            let id = match self.verify(comm, &parsed, env, now) {
+                Ok(id) => id,
+                Err(e) => {
+                    let costly = matches!(
+                        e,
+                        AliveError::BadSignature(_)
+                            | AliveError::BadIdentity(_)
+                            | AliveError::IdentityMismatch
+                    );
+                    if costly {
+                        failures += 1;
+                        if failures >= MAX_RESPONSE_FAILURES {
+                            self.stats.responses_aborted += 1;
+                            return;
+                        }
+                    }
+                    continue;
+                }
             };
             self.learn(comm, &parsed, &id, env, now, dead);
         }
@@ -61,9 +109,10 @@ impl Discovery {
     /// before the signatures too), on the member and timestamp read in place when the
     /// payload allows it: a response mostly lists what we hold, and those entries are
     /// then dropped without being decoded.
-    fn classify(&self, env: &Envelope) -> Result<Entry, AliveError> {
+    fn classify(&self, env: &Envelope, limits: &AliveLimits) -> Result<Entry, AliveError> {
         check_signed(env)?;
-        let parse = || parse_decoded(env, decode_payload(env)?);
+        limits.check_envelope(env)?;
+        let parse = || limits.check_parsed(parse_decoded(env, decode_payload(env)?)?);
         let (key, parsed) = match peek_alive_key(&env.payload) {
             Some(key) => (key, None),
             None => {

@@ -1,5 +1,7 @@
 //! Counters of everything the membership layer did or refused.
 
+#[cfg(doc)]
+use crate::MAX_RESPONSE_FAILURES;
 use crate::certstore::CertStoreStats;
 use crate::error::AliveError;
 
@@ -47,8 +49,20 @@ pub struct DiscoveryStats {
     pub responses_sent: u64,
     /// Membership responses received.
     pub responses_received: u64,
-    /// Responses whose processing stopped at an undecodable entry (Fabric abandons the rest).
+    /// Responses whose processing stopped: at an undecodable entry (Fabric abandons the
+    /// rest), or once [`MAX_RESPONSE_FAILURES`] of their entries failed verification (a
+    /// peer relays only alive messages it verified, so such a response is hostile, and
+    /// each failure cost a signature or chain check under the node's lock).
     pub responses_aborted: u64,
+    /// Entries of a response skipped because an entry for the same member came earlier
+    /// in it (a response lists each member once; a repeated entry would cost another
+    /// verification).
+    pub response_entries_repeated: u64,
+    /// Responses we sent without some members because the whole would have exceeded the
+    /// message size limit (and been dropped by comm).
+    pub responses_truncated: u64,
+    /// Alive messages refused for their size ([`AliveError::TooLarge`]).
+    pub alive_too_large: u64,
     /// Members learned (alive or dead).
     pub members_learned: u64,
     /// Dead members that came back with a newer incarnation or sequence.
@@ -88,6 +102,7 @@ impl DiscoveryStats {
             | AliveError::IdentityMismatch
             | AliveError::IdentityExpired => self.alive_bad_identity += 1,
             AliveError::BadSignature(_) => self.alive_bad_signature += 1,
+            AliveError::TooLarge { .. } => self.alive_too_large += 1,
         }
     }
 
@@ -97,6 +112,7 @@ impl DiscoveryStats {
             + self.alive_unknown_identity
             + self.alive_bad_identity
             + self.alive_bad_signature
+            + self.alive_too_large
     }
 }
 
@@ -114,10 +130,16 @@ mod tests {
         s.count_refused(&AliveError::IdentityMismatch);
         s.count_refused(&AliveError::BadIdentity(SecurityError::HighS));
         s.count_refused(&AliveError::BadSignature(HandshakeError::Unsigned));
+        s.count_refused(&AliveError::TooLarge {
+            what: "metadata",
+            size: 5000,
+            max: 4096,
+        });
         assert_eq!(s.alive_malformed, 2);
         assert_eq!(s.alive_unknown_identity, 1);
         assert_eq!(s.alive_bad_identity, 2);
         assert_eq!(s.alive_bad_signature, 1);
-        assert_eq!(s.alive_refused(), 6);
+        assert_eq!(s.alive_too_large, 1);
+        assert_eq!(s.alive_refused(), 7);
     }
 }

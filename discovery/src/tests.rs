@@ -69,6 +69,18 @@ pub(crate) fn alive_with(
     endpoint: &str,
     with_identity: bool,
 ) -> Envelope {
+    alive_with_metadata(who, inc, seq, endpoint, with_identity, Bytes::new())
+}
+
+/// [`alive_with`] carrying `metadata`.
+fn alive_with_metadata(
+    who: &str,
+    inc: u64,
+    seq: u64,
+    endpoint: &str,
+    with_identity: bool,
+    metadata: Bytes,
+) -> Envelope {
     let identity = if with_identity {
         Bytes::copy_from_slice(who.as_bytes())
     } else {
@@ -77,7 +89,7 @@ pub(crate) fn alive_with(
     let msg = alive_message(
         endpoint.into(),
         Bytes::copy_from_slice(who.as_bytes()),
-        Bytes::new(),
+        metadata,
         Timestamp { inc, seq },
         identity,
     );
@@ -187,6 +199,115 @@ fn a_response_stops_at_an_undecodable_entry() {
     assert!(d.member(&pki("a2")).is_none());
     assert!(d.member(&pki("b1")).is_none());
     assert_eq!(d.stats().responses_aborted, 1);
+}
+
+/// `who`'s alive message with its signature spoilt: what a forger sends.
+fn forged(who: &str) -> Envelope {
+    let mut env = alive(who, 1, 1, "");
+    let mut sig = env.signature.to_vec();
+    sig[0] ^= 1;
+    env.signature = sig.into();
+    env
+}
+
+#[test]
+fn a_repeated_entry_of_a_response_is_verified_once() {
+    let (mut comm, mut d) = me();
+    let mut entries = vec![forged("a1"); 1000];
+    entries.push(alive("a2", 1, 1, ""));
+    d.handle_message(T0, &mut comm, response("b1", entries, vec![], 0));
+    // One verification for the thousand copies, and the rest of the response still read.
+    assert_eq!(d.stats().alive_bad_signature, 1);
+    assert_eq!(d.stats().response_entries_repeated, 999);
+    assert!(d.member(&pki("a2")).is_some());
+    assert!(d.member(&pki("a1")).is_none());
+}
+
+#[test]
+fn a_response_stops_after_too_many_entries_fail_verification() {
+    let (mut comm, mut d) = me();
+    let forgers: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
+    let mut entries: Vec<Envelope> = forgers.iter().map(|f| forged(f)).collect();
+    entries.push(alive("a2", 1, 1, ""));
+    d.handle_message(T0, &mut comm, response("b1", entries, vec![], 0));
+    assert_eq!(
+        d.stats().alive_bad_signature,
+        crate::MAX_RESPONSE_FAILURES as u64
+    );
+    assert_eq!(d.stats().responses_aborted, 1);
+    assert!(d.member(&pki("a2")).is_none());
+    // A few refusals, as where two trust stores differ, leave the rest of it to be read.
+    let (mut comm, mut d) = me();
+    let mut entries: Vec<Envelope> = forgers[..3].iter().map(|f| forged(f)).collect();
+    entries.push(alive("a2", 1, 1, ""));
+    d.handle_message(T0, &mut comm, response("b1", entries, vec![], 0));
+    assert_eq!(d.stats().responses_aborted, 0);
+    assert!(d.member(&pki("a2")).is_some());
+}
+
+#[test]
+fn oversized_metadata_is_refused_on_every_path() {
+    let (mut comm, mut d) = me();
+    let max = d.config().max_metadata_size;
+    let big = |who: &str| alive_with_metadata(who, 1, 1, "", true, vec![7; max + 1].into());
+    let fits = |who: &str| alive_with_metadata(who, 1, 1, "", true, vec![7; max].into());
+    d.handle_message(T0, &mut comm, direct("a1", big("a1")));
+    d.handle_message(T0, &mut comm, response("b1", vec![big("a2")], vec![], 0));
+    d.handle_message(T0, &mut comm, request("b2", big("b2")));
+    assert_eq!(d.stats().alive_too_large, 3);
+    assert_eq!(d.stats().requests_invalid, 1);
+    assert!(d.members().is_empty());
+    d.handle_message(T0, &mut comm, direct("a1", fits("a1")));
+    assert!(d.member(&pki("a1")).is_some());
+    // An envelope beyond any identity and metadata is refused before it is decoded.
+    let mut huge = alive("a2", 2, 1, "");
+    huge.signature = vec![1; comm.config().max_identity_size + max + 8192].into();
+    d.handle_message(T0, &mut comm, response("b1", vec![huge], vec![], 0));
+    assert_eq!(d.stats().alive_too_large, 4);
+    assert_eq!(d.stats().alive_malformed, 0);
+}
+
+#[test]
+fn a_response_is_cut_to_fit_the_message_size_limit() {
+    let mut config = Config::default();
+    config.max_message_size = 64 * 1024;
+    let mut sec = security("me");
+    for i in 0..40 {
+        sec = sec.with_organization(Bytes::from(format!("m{i}")), Bytes::from("A"));
+    }
+    let mut comm = Comm::new(config, sec, T0).unwrap();
+    let mut d =
+        Discovery::new(DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"))
+            .unwrap();
+    d.start(T0, &mut comm);
+    // 40 members of our organization with 3 KiB of metadata each: 120 KiB in all.
+    let meta: Bytes = vec![1; 3 * 1024].into();
+    for i in 0..40 {
+        let who = format!("m{i}");
+        let env = alive_with_metadata(&who, 1, 1, "", true, meta.clone());
+        d.handle_message(T0, &mut comm, direct(&who, env));
+    }
+    let known = d.members().len();
+    assert_eq!(known, 40);
+    let target = Party {
+        org: Some(b"A"),
+        endpoint: "a1:1",
+    };
+    let res = d.make_response(T0, &comm, target, 1).unwrap();
+    let size = SignedMessage::noop(res.clone()).envelope_bytes().len();
+    assert!(size <= 64 * 1024, "{size}");
+    let Some(gossip_message::Content::MemRes(r)) = &res.content else {
+        panic!("not a response");
+    };
+    // Ours is always in it, and the response is as full as the limit allows.
+    assert!(
+        r.alive.len() > 10 && r.alive.len() < known + 1,
+        "{}",
+        r.alive.len()
+    );
+    let me = crate::validate::parse_alive(r.alive.last().unwrap()).unwrap();
+    assert_eq!(me.pki_id, pki("me"));
+    assert_eq!(d.stats().responses_truncated, 1);
 }
 
 #[test]

@@ -35,6 +35,59 @@ pub fn parse_alive(env: &Envelope) -> Result<ParsedAlive, AliveError> {
     parse_decoded(env, decode_payload(env)?)
 }
 
+/// Room in an alive envelope beyond its identity and metadata: the endpoints, PKI-ID and
+/// timestamp, two signatures and the framing, with plenty to spare (a stock peer's alive
+/// message without its identity is about 300 bytes).
+pub const ALIVE_OVERHEAD: usize = 4096;
+
+/// How large an alive message may be: what any member needs, so that one member cannot
+/// make every node hold, forward and answer with megabytes (Fabric bounds neither).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AliveLimits {
+    /// The whole envelope, encoded: the largest identity comm accepts
+    /// (`Config::max_identity_size`), the metadata bound and [`ALIVE_OVERHEAD`].
+    pub envelope: usize,
+    /// `Member.metadata` ([`crate::DiscoveryConfig::max_metadata_size`]).
+    pub metadata: usize,
+}
+
+impl AliveLimits {
+    /// The limits for an identity bound and a metadata bound.
+    pub fn new(max_identity_size: usize, max_metadata_size: usize) -> Self {
+        AliveLimits {
+            envelope: max_identity_size
+                .saturating_add(max_metadata_size)
+                .saturating_add(ALIVE_OVERHEAD),
+            metadata: max_metadata_size,
+        }
+    }
+
+    /// Refuses an envelope over the bound before anything of it is decoded.
+    pub fn check_envelope(&self, env: &Envelope) -> Result<(), AliveError> {
+        let size = env.encoded_len();
+        if size > self.envelope {
+            return Err(AliveError::TooLarge {
+                what: "alive envelope",
+                size,
+                max: self.envelope,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a parsed alive message whose metadata is over the bound.
+    pub fn check_parsed(&self, p: ParsedAlive) -> Result<ParsedAlive, AliveError> {
+        if p.metadata.len() > self.metadata {
+            return Err(AliveError::TooLarge {
+                what: "metadata",
+                size: p.metadata.len(),
+                max: self.metadata,
+            });
+        }
+        Ok(p)
+    }
+}
+
 /// An envelope without payload or signature is refused before anything is decoded.
 pub(crate) fn check_signed(env: &Envelope) -> Result<(), AliveError> {
     if env.payload.is_empty() || env.signature.is_empty() {

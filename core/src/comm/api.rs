@@ -130,6 +130,26 @@ impl<S: Security> Comm<S> {
         self.enqueue_on(conn, signed.into_envelope(), Mode::Wait)
     }
 
+    /// An answer that must not wait: noop-signs `msg` and queues it on the connection the
+    /// request came in on, or drops it (counted in `dropped_overflow`) when that
+    /// connection's send buffer is full, as Fabric's `Send` does. Fabric answers a
+    /// membership request with `SendToPeer`, not `Respond`; waiting instead let a requester
+    /// that replays requests and never reads make a node queue a thousand responses.
+    pub fn respond_or_drop(
+        &mut self,
+        now: Instant,
+        conn: StreamId,
+        msg: GossipMessage,
+    ) -> Result<(), Error> {
+        self.tick(now);
+        if self.stopped {
+            return Err(Error::Stopped);
+        }
+        let signed = SignedMessage::noop(msg);
+        self.check_size(signed.envelope_bytes().len())?;
+        self.enqueue_on(conn, signed.into_envelope(), Mode::Drop)
+    }
+
     /// Fabric's `ReceivedMessage.Ack`: answers the message with nonce `nonce` received on
     /// `conn` with an Acknowledgement carrying `error` (`None` for success).
     pub fn ack(
