@@ -18,7 +18,8 @@
 //! Bounds: at most `max_identities` identities held (more are refused and counted), at
 //! most as many items asked for per round, at most `max_pending_hellos` hellos answered
 //! and pending; identities unused for `identity_usage_threshold` (Fabric: one hour) or
-//! expired are purged.
+//! expired are purged. An update may hold only the items we asked of its sender, each
+//! once, checked before any signature: at most one verification per item requested.
 
 pub(crate) mod identities;
 pub(crate) mod pull;
@@ -117,10 +118,18 @@ pub struct CertStoreStats {
     /// Updates we received.
     pub updates_received: u64,
     /// Updates refused unread: not an answer to a request of our current round, in time,
-    /// from the peer asked.
+    /// from the peer asked; or a second answer to the same request.
     pub updates_unsolicited: u64,
-    /// Updates refused whole because one item failed validation (as Fabric does).
+    /// Updates refused whole because one item failed validation (as Fabric does); the
+    /// item's reason is counted too (`identity_malformed`, `identity_bad`,
+    /// `identity_bad_signature`). Updates refused for what they hold rather than for an
+    /// item's validity are `updates_unrequested`, not counted here.
     pub updates_refused: u64,
+    /// Updates refused whole, before any certificate or signature check, because they
+    /// hold an item we did not ask of their sender in this round, or one item twice. A
+    /// peer we pull from could otherwise make us verify thousands of copies of its own
+    /// valid identity per update (each an X.509 chain check and an ECDSA verification).
+    pub updates_unrequested: u64,
     /// Items refused as malformed (unsigned, undecodable, not a PeerIdentity, empty fields).
     pub identity_malformed: u64,
     /// Items whose certificate is refused: PKI-ID mismatch, MSP refusal, expired.
@@ -423,25 +432,57 @@ impl Discovery {
             }
             Some(Content::DataUpdate(u)) => {
                 self.stats.certstore.updates_received += 1;
-                if !self.certstore.engine.accepts_update(now, &from, u.nonce) {
+                let Ok(asked) = self.certstore.engine.take_asked(now, &from, u.nonce) else {
                     self.stats.certstore.updates_unsolicited += 1;
                     return;
-                }
-                self.learn_identities(now, comm, &from, &u.data);
+                };
+                self.learn_identities(now, comm, &from, asked, &u.data);
             }
             _ => {}
         }
     }
 
-    /// Validates every item of an update, then stores them; one bad item refuses the whole
-    /// update, as Fabric's certstore does.
+    /// Screens an update, then validates every item, then stores them; one bad item refuses
+    /// the whole update, as Fabric's certstore does.
+    ///
+    /// The screen runs first and costs no crypto: every item must decode to a
+    /// `PeerIdentity` (else `updates_refused` under `identity_malformed`) whose PKI-ID is
+    /// one of the `asked` items (those we requested of `from` with this nonce), each at
+    /// most once (else `updates_unrequested`). So an update costs at most one certificate
+    /// check and one signature verification per item we asked of its sender, however
+    /// many items it carries.
     fn learn_identities<S: Security>(
         &mut self,
         now: Instant,
         comm: &Comm<S>,
         from: &PkiId,
+        mut asked: std::collections::BTreeSet<PkiId>,
         data: &[fabric_gossip_core::proto::gossip::Envelope],
     ) {
+        let mut unrequested = data.len() > asked.len();
+        for env in data {
+            if unrequested {
+                break;
+            }
+            match wire::parse_identity_msg(env) {
+                Ok(id) => unrequested = !asked.remove(&PkiId(id.pki_id)),
+                Err(e) => {
+                    self.stats.certstore.count_refused(&e);
+                    self.stats.certstore.updates_refused += 1;
+                    tracing::warn!(sender = %from, error = %e, "identity update refused");
+                    return;
+                }
+            }
+        }
+        if unrequested {
+            self.stats.certstore.updates_unrequested += 1;
+            tracing::warn!(
+                sender = %from,
+                items = data.len(),
+                "identity update refused: unrequested items"
+            );
+            return;
+        }
         let mut valid = Vec::with_capacity(data.len());
         for env in data {
             match validate_identity_msg(comm.security(), env, now) {

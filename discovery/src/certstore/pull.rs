@@ -50,8 +50,12 @@ struct Round {
     phase: Phase,
     /// Outgoing nonce → the peer it was sent to.
     peers: BTreeMap<u64, Peer>,
-    /// Item → the nonces of the peers that advertised it.
+    /// Item → the nonces of the peers that advertised it (digest phase).
     owners: BTreeMap<PkiId, Vec<u64>>,
+    /// Outgoing nonce → the items we asked of its peer (response phase), until its update
+    /// arrives. Each item is asked of one peer only, so these hold at most the round's
+    /// bound on distinct items in all.
+    asked: BTreeMap<u64, BTreeSet<PkiId>>,
 }
 
 /// The pull engine's state.
@@ -109,6 +113,7 @@ impl PullEngine {
             phase: Phase::Digests(now + digest_wait),
             peers: BTreeMap::new(),
             owners: BTreeMap::new(),
+            asked: BTreeMap::new(),
         };
         let mut hellos = Vec::with_capacity(peers.len());
         for peer in peers {
@@ -169,7 +174,8 @@ impl PullEngine {
 
     /// Ends the digest phase (`processIncomingDigests`): each advertised item is asked of
     /// one of its owners at random; returns the requests to send, per peer, in nonce
-    /// order, and opens the response phase for `response_wait`.
+    /// order, and opens the response phase for `response_wait`. What is asked of whom is
+    /// kept, for [`PullEngine::take_asked`].
     pub(crate) fn end_digests(
         &mut self,
         now: Instant,
@@ -185,17 +191,39 @@ impl PullEngine {
             asks.entry(pick).or_default().push(item);
         }
         round.phase = Phase::Responses(now + response_wait);
-        asks.into_iter()
-            .filter_map(|(nonce, items)| Some((round.peers.get(&nonce)?.clone(), nonce, items)))
-            .collect()
+        let mut requests = Vec::with_capacity(asks.len());
+        for (nonce, items) in asks {
+            if let Some(peer) = round.peers.get(&nonce) {
+                round.asked.insert(nonce, items.iter().cloned().collect());
+                requests.push((peer.clone(), nonce, items));
+            }
+        }
+        requests
     }
 
-    /// Whether an update from `from` echoing `nonce` answers one of our requests, in time.
-    pub(crate) fn accepts_update(&self, now: Instant, from: &PkiId, nonce: u64) -> bool {
-        self.round.as_ref().is_some_and(|r| {
-            matches!(r.phase, Phase::Responses(t) if now < t)
-                && r.peers.get(&nonce).is_some_and(|p| p.pki_id == *from)
-        })
+    /// An update from `from` echoing `nonce`: if it answers the request of our current
+    /// round we sent that peer, in time, returns the items we asked of it, which an update
+    /// may hold (each at most once; the caller checks, before any signature). They are
+    /// taken: a peer answers a request with one update (Fabric's `SendRes`), so a second
+    /// or replayed one is unsolicited and costs no verification.
+    ///
+    /// Fabric v2.4.9 is laxer: its `OnRes` checks only that the nonce is one of the
+    /// round's and that responses are accepted, then adds every item of the update, and
+    /// its certstore checks the certificate and signature of every item first; so a peer
+    /// answering with thousands of copies of an item costs thousands of verifications.
+    /// Here only what we requested of that peer, once, gets that far.
+    pub(crate) fn take_asked(
+        &mut self,
+        now: Instant,
+        from: &PkiId,
+        nonce: u64,
+    ) -> Result<BTreeSet<PkiId>, Refusal> {
+        let round = self.round.as_mut().ok_or(Refusal::Unsolicited)?;
+        let open = matches!(round.phase, Phase::Responses(t) if now < t);
+        if !open || round.peers.get(&nonce).is_none_or(|p| p.pki_id != *from) {
+            return Err(Refusal::Unsolicited);
+        }
+        round.asked.remove(&nonce).ok_or(Refusal::Unsolicited)
     }
 
     /// Ends the round if its response phase is over (`endPull`).
@@ -324,12 +352,31 @@ mod tests {
         assert_eq!(asked, vec![id("x"), id("y")]);
         let to_a = reqs.iter().find(|r| r.0 == peer("a")).unwrap();
         assert!(to_a.2.contains(&id("x")) && to_a.1 == na);
-        assert!(e.accepts_update(T0 + SEC, &id("a"), na));
-        assert!(!e.accepts_update(T0 + SEC, &id("b"), na), "wrong sender");
-        assert!(!e.accepts_update(T0 + 3 * SEC, &id("a"), na), "too late");
+        let unsolicited = Err(Refusal::Unsolicited);
+        assert_eq!(
+            e.take_asked(T0 + SEC, &id("b"), na),
+            unsolicited,
+            "wrong sender"
+        );
+        assert_eq!(
+            e.take_asked(T0 + 3 * SEC, &id("a"), na),
+            unsolicited,
+            "too late"
+        );
+        let asked_a: BTreeSet<PkiId> = to_a.2.iter().cloned().collect();
+        assert_eq!(e.take_asked(T0 + SEC, &id("a"), na), Ok(asked_a));
+        assert_eq!(
+            e.take_asked(T0 + SEC, &id("a"), na),
+            unsolicited,
+            "answered"
+        );
         e.end_round_if_due(T0 + 3 * SEC);
         assert_eq!(e.deadline(), Some(T0 + 4 * SEC));
-        assert!(!e.accepts_update(T0 + SEC, &id("a"), na), "round over");
+        assert_eq!(
+            e.take_asked(T0 + SEC, &id("b"), nb),
+            unsolicited,
+            "round over"
+        );
     }
 
     #[test]
@@ -417,5 +464,29 @@ mod tests {
         assert!(!e.serves_request(T0 + w, &id("a"), 5), "expired");
         assert_eq!(e.pending_hellos(), 0);
         assert_eq!(e.on_hello(T0 + w, &id("c"), 5, w, 2), Ok(()));
+    }
+
+    #[test]
+    fn only_a_peer_asked_something_may_answer_and_only_once() {
+        let (mut e, hellos, mut rng) = started(&["a", "b"]);
+        let (na, nb) = (hellos[0].1, hellos[1].1);
+        e.on_digest(T0, &id("a"), na, [id("x")], |_| false, 10)
+            .unwrap();
+        e.on_digest(T0, &id("b"), nb, [id("y")], |p| *p == id("y"), 10)
+            .unwrap();
+        e.end_digests(T0 + SEC, 2 * SEC, &mut rng);
+        assert_eq!(
+            e.take_asked(T0 + SEC, &id("b"), nb),
+            Err(Refusal::Unsolicited),
+            "b was asked nothing"
+        );
+        assert_eq!(
+            e.take_asked(T0 + SEC, &id("a"), na),
+            Ok([id("x")].into_iter().collect())
+        );
+        assert_eq!(
+            e.take_asked(T0 + SEC, &id("a"), na),
+            Err(Refusal::Unsolicited)
+        );
     }
 }

@@ -305,11 +305,12 @@ fn identities_held_are_bounded() {
     let (comm, d) = &mut node;
     // Only one item fits beside our own identity: one asked for, one dropped.
     assert_eq!(d.stats().certstore.digest_items_dropped, 1);
+    // The item dropped was not asked for, so an update may not bring it either.
     let upd = wire::update(nonce, vec![identity_of("b1"), identity_of("b2")]);
     d.handle_message(t, comm, pull_from("a1", upd));
     let s = &d.stats().certstore;
-    assert_eq!((s.identities_learned, s.identities_refused_full), (1, 1));
-    assert_eq!(d.pulled_identities(), 2);
+    assert_eq!((s.updates_unrequested, s.identities_learned), (1, 0));
+    assert_eq!(d.pulled_identities(), 1);
 }
 
 #[test]
@@ -376,4 +377,166 @@ fn disabled_it_neither_pulls_nor_answers() {
     d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(1)));
     assert_eq!(d.stats().certstore, Default::default());
     assert_eq!(d.pulled_identities(), 0);
+}
+
+/// A security provider that counts the expensive checks (certificate validation and
+/// signature verification) it is asked for, to show an update refused without crypto.
+struct Counting {
+    inner: TestOnlyHmacSecurity,
+    checks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Counting {
+    fn count(&self) {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Security for Counting {
+    fn own_identity(&self) -> Bytes {
+        self.inner.own_identity()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Bytes, fabric_gossip_core::SecurityError> {
+        self.inner.sign(msg)
+    }
+    fn verify(
+        &self,
+        id: &[u8],
+        sig: &[u8],
+        msg: &[u8],
+    ) -> Result<(), fabric_gossip_core::SecurityError> {
+        self.count();
+        self.inner.verify(id, sig, msg)
+    }
+    fn validate_identity(
+        &self,
+        identity: &[u8],
+        now: Instant,
+    ) -> Result<(), fabric_gossip_core::SecurityError> {
+        self.count();
+        self.inner.validate_identity(identity, now)
+    }
+    fn expiration(
+        &self,
+        identity: &[u8],
+    ) -> Result<Option<Instant>, fabric_gossip_core::SecurityError> {
+        self.inner.expiration(identity)
+    }
+    fn pki_id_of(&self, identity: &[u8]) -> fabric_gossip_core::PkiId {
+        self.inner.pki_id_of(identity)
+    }
+    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+        self.inner.organization_of(identity)
+    }
+}
+
+/// [`in_a_round`] run on to its request phase after `a1` advertised `items`, with a
+/// provider that counts its checks: the node, the round's nonce for `a1`, the time and the
+/// count.
+fn asked_of_a1(
+    items: &[&str],
+) -> (
+    Comm<Counting>,
+    crate::Discovery,
+    u64,
+    Instant,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let checks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sec = Counting {
+        inner: security("me"),
+        checks: checks.clone(),
+    };
+    let mut comm = Comm::new(fabric_gossip_core::Config::default(), sec, T0).unwrap();
+    let mut d = crate::Discovery::new(
+        DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"),
+    )
+    .unwrap();
+    d.start(T0, &mut comm);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let t = T0 + d.config().pull_interval;
+    d.handle_timeout(t, &mut comm);
+    let nonce = d.certstore.engine.round_nonces()[0].1;
+    let ids: Vec<_> = items.iter().map(|i| pki(i)).collect();
+    d.handle_message(t, &mut comm, pull_from("a1", wire::digest(nonce, &ids)));
+    let t = t + d.config().certstore.digest_wait;
+    d.handle_timeout(t, &mut comm);
+    assert_eq!(d.stats().certstore.requests_sent, 1);
+    checks.store(0, std::sync::atomic::Ordering::Relaxed);
+    (comm, d, nonce, t, checks)
+}
+
+/// Finding F1b: an update may hold only the items we asked of its sender, each once; any
+/// other is refused whole before a single certificate or signature check, so a peer cannot
+/// make us verify thousands of copies of its own valid identity.
+#[test]
+fn an_update_with_unrequested_or_repeated_items_is_refused_without_crypto() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let forged = identity_msg("b2", "b2", security("b2").with_corrupt_signatures());
+    let mut flood = vec![identity_of("a1"); 2_000];
+    flood.push(forged);
+    let cases = [
+        ("copies of the sender's own identity", flood),
+        ("the requested item twice", vec![identity_of("b1"); 2]),
+        (
+            "the requested item and another",
+            vec![identity_of("b1"), identity_of("a2")],
+        ),
+    ];
+    for (what, data) in cases {
+        let (mut comm, mut d, nonce, t, checks) = asked_of_a1(&["b1"]);
+        d.handle_message(t, &mut comm, pull_from("a1", wire::update(nonce, data)));
+        let s = &d.stats().certstore;
+        assert_eq!(checks.load(Relaxed), 0, "{what}: no crypto");
+        assert_eq!(
+            (
+                s.updates_unrequested,
+                s.updates_refused,
+                s.identities_learned
+            ),
+            (1, 0, 0),
+            "{what}"
+        );
+        assert!(d.pulled_identity(&pki("b1"), t).is_none(), "{what}");
+    }
+    // The requested item, once, is learnt; a replay of that answer is not read again.
+    let (mut comm, mut d, nonce, t, checks) = asked_of_a1(&["b1"]);
+    let upd = wire::update(nonce, vec![identity_of("b1")]);
+    d.handle_message(t, &mut comm, pull_from("a1", upd.clone()));
+    assert_eq!(d.stats().certstore.identities_learned, 1);
+    let after_one = checks.load(Relaxed);
+    assert!(after_one > 0);
+    d.handle_message(t, &mut comm, pull_from("a1", upd));
+    assert_eq!(
+        checks.load(Relaxed),
+        after_one,
+        "the replay costs no crypto"
+    );
+    assert_eq!(d.stats().certstore.updates_unsolicited, 1);
+}
+
+/// A malformed item (found by the cheap first pass) still refuses the update as before,
+/// under `updates_refused` and `identity_malformed`, without crypto.
+#[test]
+fn a_malformed_item_refuses_the_update_without_crypto() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut comm, mut d, nonce, t, checks) = asked_of_a1(&["b1", "b2"]);
+    let junk = Envelope {
+        payload: Bytes::from_static(&[0xff; 3]),
+        signature: Bytes::from_static(b"s"),
+        secret_envelope: None,
+    };
+    let upd = wire::update(nonce, vec![identity_of("b1"), junk]);
+    d.handle_message(t, &mut comm, pull_from("a1", upd));
+    let s = &d.stats().certstore;
+    assert_eq!(
+        (
+            s.updates_refused,
+            s.identity_malformed,
+            s.updates_unrequested
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(checks.load(Relaxed), 0);
 }

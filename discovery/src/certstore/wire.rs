@@ -142,15 +142,10 @@ pub struct ValidIdentity {
     pub envelope: Envelope,
 }
 
-/// Fabric's `validateIdentityMsg` and the identity mapper's `Put`: a `PeerIdentity` whose
-/// PKI-ID is its certificate's, accepted by the MSP, unexpired, and signed by that very
-/// certificate (so nobody but its owner can make one, yet anybody can relay it). The
-/// cheaper certificate checks run before the signature.
-pub fn validate_identity_msg(
-    security: &dyn Security,
-    env: &Envelope,
-    now: Instant,
-) -> Result<ValidIdentity, IdentityMsgError> {
+/// The structural half of [`validate_identity_msg`], without a certificate or signature
+/// check: signed, a `PeerIdentity`, with a PKI-ID and a certificate. Cheap (one protobuf
+/// decode, no copy), so an update's items can all be screened before any crypto runs.
+pub(crate) fn parse_identity_msg(env: &Envelope) -> Result<PeerIdentity, IdentityMsgError> {
     if env.payload.is_empty() || env.signature.is_empty() {
         return Err(IdentityMsgError::Unsigned);
     }
@@ -165,6 +160,19 @@ pub fn validate_identity_msg(
     if id.cert.is_empty() {
         return Err(IdentityMsgError::MissingField("cert"));
     }
+    Ok(id)
+}
+
+/// Fabric's `validateIdentityMsg` and the identity mapper's `Put`: a `PeerIdentity` whose
+/// PKI-ID is its certificate's, accepted by the MSP, unexpired, and signed by that very
+/// certificate (so nobody but its owner can make one, yet anybody can relay it). The
+/// cheaper certificate checks run before the signature.
+pub fn validate_identity_msg(
+    security: &dyn Security,
+    env: &Envelope,
+    now: Instant,
+) -> Result<ValidIdentity, IdentityMsgError> {
+    let id = parse_identity_msg(env)?;
     let pki_id = PkiId(id.pki_id);
     let checked = check_identity(security, &pki_id, &id.cert, now).map_err(|e| match e {
         AliveError::IdentityMismatch => IdentityMsgError::IdentityMismatch,
