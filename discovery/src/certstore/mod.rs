@@ -17,9 +17,10 @@
 //!
 //! Bounds: at most `max_identities` identities held (more are refused and counted), at
 //! most as many items asked for per round, at most `max_pending_hellos` hellos answered
-//! and pending; identities unused for `identity_usage_threshold` (Fabric: one hour) or
-//! expired are purged. An update may hold only the items we asked of its sender, each
-//! once, checked before any signature: at most one verification per item requested.
+//! and pending, `max_pending_hellos_per_peer` of them per peer; identities unused for
+//! `identity_usage_threshold` (Fabric: one hour) or expired are purged. An update may hold
+//! only the items we asked of its sender, each once, checked before any signature: at most
+//! one verification per item requested.
 
 pub(crate) mod identities;
 pub(crate) mod pull;
@@ -34,7 +35,7 @@ use fabric_gossip_core::{
     Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage,
 };
 use identities::Identities;
-use pull::{Peer, PullEngine};
+use pull::{Peer, PullEngine, Refusal};
 use wire::{IdentityMsgError, ValidIdentity, validate_identity_msg};
 
 /// The identity pull's settings; the waits are Fabric's `peer.gossip.digestWaitTime`,
@@ -56,8 +57,18 @@ pub struct CertStoreConfig {
     pub identity_usage_threshold: Duration,
     /// Upper bound on identities held; also on distinct items asked for per round.
     pub max_identities: usize,
-    /// Upper bound on answered hellos waiting for their request.
+    /// Upper bound on answered hellos waiting for their request, all peers together (each
+    /// is kept `request_wait`). When it is reached, a hello of a peer holding fewer takes
+    /// the place of the oldest hello of the peer holding the most (if that one holds at
+    /// least two more), so that the table is shared out rather than first come, first
+    /// served.
     pub max_pending_hellos: usize,
+    /// Upper bound on answered hellos of one peer waiting for their request (2). A peer
+    /// sends one hello per round, one round per `pull_interval` (4 s), and each is kept
+    /// only `request_wait` (1.5 s): an honest peer has one pending, two if it restarted
+    /// with a new round. Without this bound one peer sending hellos faster than they
+    /// expire filled `max_pending_hellos` alone, and every other peer's hello was refused.
+    pub max_pending_hellos_per_peer: usize,
 }
 
 impl Default for CertStoreConfig {
@@ -70,6 +81,7 @@ impl Default for CertStoreConfig {
             identity_usage_threshold: Duration::from_secs(3600),
             max_identities: 100_000,
             max_pending_hellos: 4096,
+            max_pending_hellos_per_peer: 2,
         }
     }
 }
@@ -97,8 +109,17 @@ pub struct CertStoreStats {
     pub hellos_sent: u64,
     /// Hellos we received.
     pub hellos_received: u64,
-    /// Hellos refused because `max_pending_hellos` were pending.
+    /// Hellos refused because `max_pending_hellos` were pending and no peer held at least
+    /// two more than the sender (the table is shared out evenly).
     pub hellos_refused_full: u64,
+    /// Hellos refused because their sender had `max_pending_hellos_per_peer` pending: a
+    /// peer sending hellos faster than one per round (a flood) is refused here, before
+    /// it can fill the table shared by all peers. No digest is computed for it.
+    pub hellos_refused_peer: u64,
+    /// Pending hellos forgotten, with `max_pending_hellos` reached, to make room for a
+    /// hello of a peer holding fewer; the evicted hello's request will be refused as
+    /// `requests_unsolicited`.
+    pub hellos_evicted: u64,
     /// Digests we sent.
     pub digests_sent: u64,
     /// Digests we received.
@@ -381,10 +402,18 @@ impl Discovery {
                     h.nonce,
                     cs.request_wait,
                     cs.max_pending_hellos,
+                    cs.max_pending_hellos_per_peer,
                 );
-                if pending.is_err() {
-                    self.stats.certstore.hellos_refused_full += 1;
-                    return;
+                match pending {
+                    Ok(evicted) => self.stats.certstore.hellos_evicted += u64::from(evicted),
+                    Err(Refusal::PeerFull) => {
+                        self.stats.certstore.hellos_refused_peer += 1;
+                        return;
+                    }
+                    Err(_) => {
+                        self.stats.certstore.hellos_refused_full += 1;
+                        return;
+                    }
                 }
                 let items: Vec<PkiId> = self
                     .visible(now, comm, msg, None)

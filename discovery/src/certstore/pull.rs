@@ -33,6 +33,8 @@ pub(crate) enum Refusal {
     Unsolicited,
     /// A bounded table is full.
     Full,
+    /// The sender already has as many hellos pending as one peer may.
+    PeerFull,
 }
 
 /// Where our round is.
@@ -63,12 +65,100 @@ struct Round {
 pub(crate) struct PullEngine {
     next_round: Option<Instant>,
     round: Option<Round>,
-    /// Hellos we answered, `(sender, nonce)`, until their request-wait ends: only a
-    /// request echoing one of them is served.
-    incoming: BTreeSet<(PkiId, u64)>,
-    /// The same, oldest first, with their expiry (the wait is constant, so expiries are
-    /// in order).
-    incoming_order: VecDeque<(Instant, (PkiId, u64))>,
+    /// Hellos we answered, until their request-wait ends: only a request echoing one of
+    /// them is served.
+    hellos: PendingHellos,
+}
+
+/// The hellos we answered and their senders, bounded overall and per sender. When the
+/// table is full, a sender holding fewer hellos takes the place of the oldest hello of the
+/// sender holding the most, so that one peer (or a few) cannot keep the others' hellos
+/// out. Each hello costs a few small entries; each sender one more.
+#[derive(Debug, Default)]
+struct PendingHellos {
+    /// Sender → its pending hellos `(expiry, nonce)`, oldest first (at most the per-peer
+    /// bound).
+    by_sender: BTreeMap<PkiId, VecDeque<(Instant, u64)>>,
+    /// Every pending hello, by expiry: they expire in this order.
+    by_expiry: BTreeSet<(Instant, PkiId, u64)>,
+    /// `(hellos pending, sender)` for every sender holding one: the most loaded last.
+    by_load: BTreeSet<(usize, PkiId)>,
+}
+
+impl PendingHellos {
+    fn len(&self) -> usize {
+        self.by_expiry.len()
+    }
+
+    fn held(&self, from: &PkiId) -> usize {
+        self.by_sender.get(from).map_or(0, VecDeque::len)
+    }
+
+    fn contains(&self, from: &PkiId, nonce: u64) -> bool {
+        self.by_sender
+            .get(from)
+            .is_some_and(|q| q.iter().any(|&(_, n)| n == nonce))
+    }
+
+    /// Moves `from` in `by_load` from `old` to `new` pending hellos.
+    fn set_load(&mut self, from: &PkiId, old: usize, new: usize) {
+        if old > 0 {
+            self.by_load.remove(&(old, from.clone()));
+        }
+        if new > 0 {
+            self.by_load.insert((new, from.clone()));
+        }
+    }
+
+    fn insert(&mut self, from: &PkiId, nonce: u64, expiry: Instant) {
+        let q = self.by_sender.entry(from.clone()).or_default();
+        q.push_back((expiry, nonce));
+        let held = q.len();
+        self.by_expiry.insert((expiry, from.clone(), nonce));
+        self.set_load(from, held - 1, held);
+    }
+
+    /// Forgets one hello of `from`.
+    fn remove(&mut self, from: &PkiId, expiry: Instant, nonce: u64) {
+        self.by_expiry.remove(&(expiry, from.clone(), nonce));
+        let Some(q) = self.by_sender.get_mut(from) else {
+            return;
+        };
+        let old = q.len();
+        q.retain(|&e| e != (expiry, nonce));
+        let new = q.len();
+        if new == 0 {
+            self.by_sender.remove(from);
+        }
+        self.set_load(from, old, new);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((t, _, _)) = self.by_expiry.first()
+            && *t <= now
+        {
+            if let Some((t, from, nonce)) = self.by_expiry.pop_first() {
+                self.remove(&from, t, nonce);
+            }
+        }
+    }
+
+    /// Makes room for a hello of a sender holding `held`: forgets the oldest hello of the
+    /// sender holding the most, if that one holds at least two more (so the two never
+    /// just trade places). Whether room was made.
+    fn evict_for(&mut self, held: usize) -> bool {
+        let Some((most, from)) = self.by_load.last().cloned() else {
+            return false;
+        };
+        if most <= held + 1 {
+            return false;
+        }
+        let Some(&(expiry, nonce)) = self.by_sender.get(&from).and_then(VecDeque::front) else {
+            return false;
+        };
+        self.remove(&from, expiry, nonce);
+        true
+    }
 }
 
 impl PullEngine {
@@ -238,7 +328,11 @@ impl PullEngine {
     }
 
     /// A hello from `from`: remembers its nonce for `request_wait` so that the request
-    /// that follows is served. Refused when `max` hellos are already pending.
+    /// that follows is served. Refused ([`Refusal::PeerFull`]) when `from` already has
+    /// `per_peer` hellos pending. When `max` hellos are pending, the oldest hello of the
+    /// sender holding the most makes room if that sender holds at least two more than
+    /// `from`; otherwise refused ([`Refusal::Full`]). `Ok(true)` when a hello was evicted
+    /// so. A hello already pending is accepted again, unchanged.
     pub(crate) fn on_hello(
         &mut self,
         now: Instant,
@@ -246,34 +340,28 @@ impl PullEngine {
         nonce: u64,
         request_wait: Duration,
         max: usize,
-    ) -> Result<(), Refusal> {
-        self.expire_hellos(now);
-        let key = (from.clone(), nonce);
-        if self.incoming.contains(&key) {
-            return Ok(());
+        per_peer: usize,
+    ) -> Result<bool, Refusal> {
+        self.hellos.expire(now);
+        if self.hellos.contains(from, nonce) {
+            return Ok(false);
         }
-        if self.incoming.len() >= max {
+        let held = self.hellos.held(from);
+        if held >= per_peer {
+            return Err(Refusal::PeerFull);
+        }
+        let evicted = self.hellos.len() >= max;
+        if evicted && !self.hellos.evict_for(held) {
             return Err(Refusal::Full);
         }
-        self.incoming.insert(key.clone());
-        self.incoming_order.push_back((now + request_wait, key));
-        Ok(())
+        self.hellos.insert(from, nonce, now + request_wait);
+        Ok(evicted)
     }
 
     /// Whether a request from `from` echoes a hello of its own we answered, still pending.
     pub(crate) fn serves_request(&mut self, now: Instant, from: &PkiId, nonce: u64) -> bool {
-        self.expire_hellos(now);
-        self.incoming.contains(&(from.clone(), nonce))
-    }
-
-    fn expire_hellos(&mut self, now: Instant) {
-        while let Some((t, _)) = self.incoming_order.front()
-            && *t <= now
-        {
-            if let Some((_, key)) = self.incoming_order.pop_front() {
-                self.incoming.remove(&key);
-            }
-        }
+        self.hellos.expire(now);
+        self.hellos.contains(from, nonce)
     }
 
     /// The nonces of the current round, with their peers (for tests).
@@ -290,7 +378,7 @@ impl PullEngine {
     /// Hellos pending (for tests and bounds).
     #[cfg(test)]
     pub(crate) fn pending_hellos(&self) -> usize {
-        self.incoming.len()
+        self.hellos.len()
     }
 }
 
@@ -452,18 +540,48 @@ mod tests {
     fn hellos_are_served_for_request_wait_and_bounded() {
         let mut e = PullEngine::default();
         let w = Duration::from_millis(1500);
-        assert_eq!(e.on_hello(T0, &id("a"), 5, w, 2), Ok(()));
+        assert_eq!(e.on_hello(T0, &id("a"), 5, w, 2, 2), Ok(false));
         assert!(e.serves_request(T0 + SEC, &id("a"), 5));
         assert!(
             !e.serves_request(T0 + SEC, &id("b"), 5),
             "another peer's nonce"
         );
         assert!(!e.serves_request(T0 + SEC, &id("a"), 6));
-        assert_eq!(e.on_hello(T0, &id("b"), 5, w, 2), Ok(()));
-        assert_eq!(e.on_hello(T0, &id("c"), 5, w, 2), Err(Refusal::Full));
+        assert_eq!(e.on_hello(T0, &id("b"), 5, w, 2, 2), Ok(false));
+        assert_eq!(e.on_hello(T0, &id("c"), 5, w, 2, 2), Err(Refusal::Full));
         assert!(!e.serves_request(T0 + w, &id("a"), 5), "expired");
         assert_eq!(e.pending_hellos(), 0);
-        assert_eq!(e.on_hello(T0 + w, &id("c"), 5, w, 2), Ok(()));
+        assert_eq!(e.on_hello(T0 + w, &id("c"), 5, w, 2, 2), Ok(false));
+    }
+
+    #[test]
+    fn hellos_are_bounded_per_sender_and_the_most_loaded_makes_room() {
+        let mut e = PullEngine::default();
+        let w = Duration::from_millis(1500);
+        let hello = |e: &mut PullEngine, t, who, n| e.on_hello(t, &id(who), n, w, 4, 2);
+        assert_eq!(hello(&mut e, T0, "a", 1), Ok(false));
+        assert_eq!(hello(&mut e, T0, "a", 1), Ok(false), "already pending");
+        assert_eq!(hello(&mut e, T0 + SEC, "a", 2), Ok(false));
+        assert_eq!(hello(&mut e, T0 + SEC, "a", 3), Err(Refusal::PeerFull));
+        assert_eq!(hello(&mut e, T0 + SEC, "b", 1), Ok(false));
+        assert_eq!(hello(&mut e, T0 + SEC, "c", 1), Ok(false));
+        assert_eq!(e.pending_hellos(), 4);
+        // b holds one, a (the most) two: b would only trade places with a.
+        assert_eq!(hello(&mut e, T0 + SEC, "b", 2), Err(Refusal::Full));
+        // d holds none: a's oldest hello makes room.
+        assert_eq!(hello(&mut e, T0 + SEC, "d", 1), Ok(true));
+        assert_eq!(e.pending_hellos(), 4);
+        assert!(!e.serves_request(T0 + SEC, &id("a"), 1), "evicted");
+        assert!(e.serves_request(T0 + SEC, &id("a"), 2));
+        // Everyone holds one: a newcomer is refused.
+        assert_eq!(hello(&mut e, T0 + SEC, "f", 1), Err(Refusal::Full));
+        // Expiry forgets every table's entries: a's hello 2 expires last.
+        assert!(e.serves_request(T0 + SEC + w - SEC / 2, &id("a"), 2));
+        assert_eq!(e.pending_hellos(), 4);
+        e.serves_request(T0 + SEC + w, &id("a"), 2);
+        assert_eq!(e.pending_hellos(), 0);
+        assert!(e.hellos.by_sender.is_empty() && e.hellos.by_load.is_empty());
+        assert_eq!(hello(&mut e, T0 + SEC + w, "a", 3), Ok(false));
     }
 
     #[test]

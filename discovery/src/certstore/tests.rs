@@ -285,10 +285,11 @@ fn pending_hellos_are_bounded() {
     let mut cfg = DiscoveryConfig::new("me.int:7051");
     cfg.certstore.max_pending_hellos = 2;
     let (mut comm, mut d) = node(cfg);
-    for n in 0..3 {
-        d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(n)));
+    for (n, who) in ["a1", "a2", "b1"].into_iter().enumerate() {
+        d.handle_message(T0, &mut comm, pull_from(who, wire::hello(n as u64)));
     }
     assert_eq!(d.stats().certstore.hellos_refused_full, 1);
+    assert_eq!(d.certstore.engine.pending_hellos(), 2);
 }
 
 #[test]
@@ -539,4 +540,57 @@ fn a_malformed_item_refuses_the_update_without_crypto() {
         (1, 1, 0)
     );
     assert_eq!(checks.load(Relaxed), 0);
+}
+
+/// Finding F5: one peer flooding hellos cannot fill the table of pending hellos and so
+/// make another peer's hello be refused.
+#[test]
+fn a_peer_flooding_hellos_cannot_starve_another_peers_hello() {
+    let (mut comm, mut d) = me();
+    let cap = d.config().certstore.max_pending_hellos as u64;
+    for n in 0..cap + 100 {
+        d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(n)));
+    }
+    d.handle_message(T0, &mut comm, pull_from("a2", wire::hello(7)));
+    d.handle_message(
+        T0,
+        &mut comm,
+        pull_from("a2", wire::request(7, &[pki("me")])),
+    );
+    let s = &d.stats().certstore;
+    assert_eq!(s.requests_unsolicited, 0, "a2's request is served");
+    assert_eq!(s.hellos_refused_full, 0);
+    let per_peer = d.config().certstore.max_pending_hellos_per_peer as u64;
+    assert_eq!(s.hellos_refused_peer, cap + 100 - per_peer);
+}
+
+/// With the table full of several peers' hellos, a peer holding none takes the place of
+/// the oldest hello of the peer holding the most; a peer holding as many as the most
+/// loaded one less one is refused.
+#[test]
+fn a_full_table_makes_room_for_a_peer_holding_none() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.certstore.max_pending_hellos = 3;
+    cfg.certstore.max_pending_hellos_per_peer = 2;
+    let (mut comm, mut d) = node(cfg);
+    for (who, n) in [("a1", 1), ("a1", 2), ("a2", 3)] {
+        d.handle_message(T0, &mut comm, pull_from(who, wire::hello(n)));
+    }
+    // a2 holds 1, a1 (the most) 2: refused, it would only trade places with a1.
+    d.handle_message(T0, &mut comm, pull_from("a2", wire::hello(4)));
+    assert_eq!(d.stats().certstore.hellos_refused_full, 1);
+    // b1 holds none: a1's oldest hello makes room.
+    d.handle_message(T0, &mut comm, pull_from("b1", wire::hello(5)));
+    let s = &d.stats().certstore;
+    assert_eq!((s.hellos_refused_full, s.hellos_evicted), (1, 1));
+    let served = |d: &mut crate::Discovery, comm: &mut Comm<TestOnlyHmacSecurity>, who, n| {
+        let before = d.stats().certstore.requests_unsolicited;
+        d.handle_message(T0, comm, pull_from(who, wire::request(n, &[pki("me")])));
+        d.stats().certstore.requests_unsolicited == before
+    };
+    assert!(!served(&mut d, &mut comm, "a1", 1), "evicted");
+    assert!(served(&mut d, &mut comm, "a1", 2));
+    assert!(served(&mut d, &mut comm, "a2", 3));
+    assert!(served(&mut d, &mut comm, "b1", 5));
+    assert!(!served(&mut d, &mut comm, "a2", 4), "refused");
 }
