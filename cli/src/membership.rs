@@ -320,6 +320,103 @@ pub(crate) fn membership_json(event: &str, members: &[MemberInfo], form: PkiForm
     })
 }
 
+/// `node` prints its `membership` line (the whole table) after changes at most this often.
+pub(crate) const TABLE_PERIOD: Duration = Duration::from_millis(500);
+/// ... and, after a table of B bytes, not before B / this many bytes a second have passed, so
+/// that the table's output stays within this budget whatever the membership's size: members
+/// cost about 260 bytes each, so tables up to about 500 members are paced by
+/// [`TABLE_PERIOD`] alone, and a table of 10,000 members (about 2.6 MB) comes at most every
+/// ten seconds or so.
+pub(crate) const TABLE_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// When `node` prints its `membership` line: after a change, as soon as both the period
+/// ([`TABLE_PERIOD`]) and the byte budget ([`TABLE_BYTES_PER_SEC`]) earned by the previous
+/// table allow it. Changes meanwhile are folded into that one table, so the last state
+/// always comes out, at most one wait after the last change. Pure bookkeeping: the caller
+/// gives the time, prints, and says how many bytes it printed.
+#[derive(Debug)]
+pub(crate) struct TablePacer {
+    period: Duration,
+    bytes_per_sec: u64,
+    /// When the first change not yet in a printed table came, if one did.
+    pending_since: Option<tokio::time::Instant>,
+    /// The earliest the next table may be printed.
+    next: tokio::time::Instant,
+    /// How long the last table made the next one wait (the period, or more for its bytes).
+    last_gap: Duration,
+    /// Tables printed.
+    printed: u64,
+    /// Their bytes, newlines included.
+    printed_bytes: u64,
+    /// Tables printed later than the period alone would have had them, held back by the
+    /// byte budget.
+    delayed: u64,
+}
+
+impl TablePacer {
+    /// A pacer that lets the first table out at once (from `now`).
+    pub(crate) fn new(now: tokio::time::Instant) -> TablePacer {
+        TablePacer {
+            period: TABLE_PERIOD,
+            bytes_per_sec: TABLE_BYTES_PER_SEC,
+            pending_since: None,
+            next: now,
+            last_gap: Duration::ZERO,
+            printed: 0,
+            printed_bytes: 0,
+            delayed: 0,
+        }
+    }
+
+    /// The membership changed at `now`.
+    pub(crate) fn changed(&mut self, now: tokio::time::Instant) {
+        self.pending_since.get_or_insert(now);
+    }
+
+    /// Whether a change waits to be printed.
+    pub(crate) fn pending(&self) -> bool {
+        self.pending_since.is_some()
+    }
+
+    /// When the waiting change may be printed (possibly already past); `None` if none
+    /// waits.
+    pub(crate) fn due(&self) -> Option<tokio::time::Instant> {
+        self.pending_since.map(|since| since.max(self.next))
+    }
+
+    /// A table of `bytes` bytes (its newline included) was printed at `now` (queued for
+    /// stdout: one dropped because stdout is not read counts here too, and in
+    /// `output_dropped`): the next one waits the period, or longer for these bytes.
+    pub(crate) fn printed(&mut self, now: tokio::time::Instant, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        if let Some(since) = self.pending_since.take()
+            && self.last_gap > self.period
+            && since < self.next
+        {
+            self.delayed += 1;
+        }
+        // Rounded up: the wait is never shorter than the bytes' share of the budget.
+        let nanos = (u128::from(bytes) * 1_000_000_000).div_ceil(u128::from(self.bytes_per_sec));
+        let budget = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        self.last_gap = self.period.max(budget);
+        self.next = now + self.last_gap;
+        self.printed += 1;
+        self.printed_bytes = self.printed_bytes.saturating_add(bytes);
+    }
+
+    /// The counters, for the `membership` object of the `stats` event.
+    pub(crate) fn counters(&self) -> serde_json::Map<String, Value> {
+        [
+            ("membership_lines", self.printed),
+            ("membership_line_bytes", self.printed_bytes),
+            ("membership_lines_delayed", self.delayed),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect()
+    }
+}
+
 /// The layer's counters, for the `stats` event: every counter of `DiscoveryStats` (each
 /// refusal under its own reason, so an operator can tell a forged message from a stale one),
 /// the certstore's under `certstore`.
@@ -406,7 +503,136 @@ pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::time_left;
+    use super::{TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, time_left};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// The `membership` lines a node prints, by the virtual clock: the membership changes
+    /// at each of `changes` (from the start), the table is `bytes` long; each printed line's
+    /// time and size, and the pacer's counters at the end (every change printed). Changes
+    /// due at the same instant as a table come first, as in `node`'s loop.
+    fn lines(changes: &[Duration], bytes: usize) -> (Vec<(Duration, usize)>, TablePacer) {
+        let start = Instant::now();
+        let mut p = TablePacer::new(start);
+        let mut out = Vec::new();
+        let mut changes = changes.iter().peekable();
+        loop {
+            let change = changes.peek().map(|&&c| start + c);
+            match (change, p.due()) {
+                (Some(c), due) if due.is_none_or(|d| c <= d) => {
+                    p.changed(c);
+                    changes.next();
+                }
+                (_, Some(due)) => {
+                    p.printed(due, bytes);
+                    out.push((due - start, bytes));
+                }
+                _ => return (out, p),
+            }
+        }
+    }
+
+    /// Today's rule, for comparison: after a change, at once if the last line is at least
+    /// the period ago, else at the period.
+    fn half_second_rule(changes: &[Duration]) -> Vec<Duration> {
+        let mut out: Vec<Duration> = Vec::new();
+        let mut pending: Option<Duration> = None;
+        for &c in changes {
+            if let Some(at) = pending
+                && at <= c
+            {
+                out.push(at);
+                pending = None;
+            }
+            if pending.is_none() {
+                let earliest = out.last().map_or(c, |&l| (l + TABLE_PERIOD).max(c));
+                pending = Some(earliest);
+            }
+        }
+        out.extend(pending);
+        out
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn small_tables_come_out_as_before_at_most_twice_a_second() {
+        // 300 members (~78 KB): changes every 100 ms for 3 s, a pause, one more.
+        let mut changes: Vec<Duration> = (0..30).map(|i| ms(100 * i)).collect();
+        changes.push(ms(10_000));
+        let (out, p) = lines(&changes, 300 * 260);
+        let at: Vec<Duration> = out.iter().map(|l| l.0).collect();
+        assert_eq!(at, half_second_rule(&changes));
+        assert_eq!(
+            at,
+            [0, 500, 1000, 1500, 2000, 2500, 3000, 10_000].map(ms),
+            "the last change of the burst (2.9 s) at 3 s, the lone one at once"
+        );
+        let c = p.counters();
+        assert_eq!(c["membership_lines"], 8);
+        assert_eq!(c["membership_line_bytes"], 8 * 300 * 260);
+        assert_eq!(c["membership_lines_delayed"], 0);
+    }
+
+    /// The finding: 20,000 members (a 5.2 MB table) and one new member every 0.4 s made a
+    /// node print the whole table twice a second, 10.6 MB/s. Now the table's bytes over any
+    /// span are at most one table plus the budget for that span, and the last change still
+    /// comes out.
+    #[test]
+    fn large_tables_stay_within_the_byte_budget_and_the_last_state_comes_out() {
+        let table = 5_200_000;
+        let changes: Vec<Duration> = (0..38).map(|i| ms(400 * i)).collect();
+        let last_change = *changes.last().expect("changes");
+        let (out, p) = lines(&changes, table);
+        let budget =
+            |span: Duration| table as f64 + TABLE_BYTES_PER_SEC as f64 * span.as_secs_f64();
+        for (i, &(from, _)) in out.iter().enumerate() {
+            for &(to, _) in &out[i..] {
+                let bytes: usize = out
+                    .iter()
+                    .filter(|l| (from..=to).contains(&l.0))
+                    .map(|l| l.1)
+                    .sum();
+                assert!(
+                    bytes as f64 <= budget(to - from),
+                    "{bytes} bytes from {from:?} to {to:?}: {out:?}"
+                );
+            }
+        }
+        let in_15s: usize = out.iter().filter(|l| l.0 < ms(15_000)).map(|l| l.1).sum();
+        assert!(in_15s <= table, "{in_15s} bytes in the first 15 s: {out:?}");
+        // The last change is printed, within one budgeted wait.
+        let (last, _) = *out.last().expect("a line");
+        let wait = Duration::from_secs_f64(table as f64 / TABLE_BYTES_PER_SEC as f64);
+        assert!(
+            last >= last_change && last <= last_change + wait,
+            "{last:?}: {out:?}"
+        );
+        assert!(!p.pending());
+        let c = p.counters();
+        assert_eq!(c["membership_lines"], out.len());
+        assert_eq!(c["membership_lines_delayed"], out.len() - 1, "{out:?}");
+    }
+
+    #[test]
+    fn a_table_waits_for_its_bytes_then_the_next_change_is_at_once() {
+        let start = Instant::now();
+        let mut p = TablePacer::new(start);
+        assert_eq!(p.due(), None);
+        p.changed(start);
+        assert_eq!(p.due(), Some(start));
+        // 1 MiB: 4 s of budget.
+        p.printed(start, 1 << 20);
+        assert_eq!(p.due(), None);
+        p.changed(start + ms(100));
+        assert_eq!(p.due(), Some(start + Duration::from_secs(4)));
+        p.printed(start + Duration::from_secs(4), 1000);
+        // A small table after it: the period again, and a change long after is at once.
+        p.changed(start + Duration::from_secs(60));
+        assert_eq!(p.due(), Some(start + Duration::from_secs(60)));
+    }
 
     #[test]
     fn time_left_reads_in_the_unit_that_matters() {
