@@ -2703,6 +2703,32 @@ fn two_nodes_and_a_watch_see_each_other() {
     a.stop();
 }
 
+/// The `membership` line is paced by its bytes (the pacing itself is tested with a virtual
+/// clock in `membership.rs`): `stats` counts the lines printed and their bytes, which are
+/// those the reader got, and a small table is never held back by the byte budget.
+#[test]
+fn stats_count_the_membership_lines_and_their_bytes() {
+    let fast = ["--alive-interval", "500ms", "--alive-expiration", "3s"];
+    let a_args = [&TEST_NODE[..], &["--membership"], &fast].concat();
+    let mut a = NodeProc::start(&a_args);
+    let b_args = [&TEST_NODE[..], &["--bootstrap", a.addr.as_str()], &fast].concat();
+    let b = NodeProc::start(&b_args);
+    a.wait("membership with B", |v| {
+        v["event"] == "membership" && member_ids(v, true).contains(&b.pki)
+    });
+    a.send_line(r#"{"cmd":"stats"}"#);
+    let st = a.wait("stats", is("stats"));
+    let tables: Vec<&Value> = a.seen.iter().filter(|v| is("membership")(v)).collect();
+    // Each line as printed: compact JSON and its newline.
+    let bytes: usize = tables.iter().map(|v| v.to_string().len() + 1).sum();
+    let m = &st["membership"];
+    assert_eq!(m["membership_lines"], tables.len(), "{st}");
+    assert_eq!(m["membership_line_bytes"], bytes, "{st}");
+    assert_eq!(m["membership_lines_delayed"], 0, "{st}");
+    b.stop();
+    a.stop();
+}
+
 /// peer0 of OrgAMSP with the membership layer, without one of its flags (`name` and its
 /// value; the last such with `last`).
 fn org_a_member_without(root: &Path, name: &str, last: bool) -> NodeProc {
