@@ -121,13 +121,7 @@ impl<S: Security> Comm<S> {
         conn: StreamId,
         msg: GossipMessage,
     ) -> Result<(), Error> {
-        self.tick(now);
-        if self.stopped {
-            return Err(Error::Stopped);
-        }
-        let signed = SignedMessage::noop(msg);
-        self.check_size(signed.envelope_bytes().len())?;
-        self.enqueue_on(conn, signed.into_envelope(), Mode::Wait)
+        self.respond_in(now, conn, msg, Mode::Wait)
     }
 
     /// An answer that must not wait: noop-signs `msg` and queues it on the connection the
@@ -141,13 +135,24 @@ impl<S: Security> Comm<S> {
         conn: StreamId,
         msg: GossipMessage,
     ) -> Result<(), Error> {
+        self.respond_in(now, conn, msg, Mode::Drop)
+    }
+
+    /// Noop-signs `msg` and queues it on `conn` in `mode`.
+    fn respond_in(
+        &mut self,
+        now: Instant,
+        conn: StreamId,
+        msg: GossipMessage,
+        mode: Mode,
+    ) -> Result<(), Error> {
         self.tick(now);
         if self.stopped {
             return Err(Error::Stopped);
         }
         let signed = SignedMessage::noop(msg);
         self.check_size(signed.envelope_bytes().len())?;
-        self.enqueue_on(conn, signed.into_envelope(), Mode::Drop)
+        self.enqueue_on(conn, signed.into_envelope(), mode)
     }
 
     /// Fabric's `ReceivedMessage.Ack`: answers the message with nonce `nonce` received on
