@@ -463,6 +463,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("members_purged", s.members_purged),
             ("members_refused_full", s.members_refused_full),
             ("reconnect_probes", s.reconnect_probes),
+            ("reconnect_deferred", s.reconnect_deferred),
             ("bootstrap_acked", s.bootstrap_acked),
             ("bootstrap_failures", s.bootstrap_failures),
             ("comm_errors", s.comm_errors),

@@ -4,6 +4,14 @@
 use crate::event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
 use crate::machine::Discovery;
 use fabric_gossip_core::{Comm, Instant, OpId, PkiId, RemotePeer, Security};
+use std::collections::BTreeSet;
+
+/// Dead members probed in one reconnect pass at most. Fabric probes every dead member at
+/// every pass; members a hostile organization made up by the thousand (each a valid
+/// certificate) then made a node dial 20,000 endpoints of the attacker's choosing every
+/// 25 s until their purge 500 s later. Beyond this many, the next pass takes up where
+/// this one stopped, so each dead member is still probed in turn.
+pub const MAX_RECONNECT_PROBES: usize = 128;
 
 impl Discovery {
     /// Every alive member silent for more than `alive_expiration` is declared dead, and
@@ -120,22 +128,44 @@ impl Discovery {
         }
     }
 
-    /// One reconnect pass (`periodicalReconnectToDead`): probe every dead member; those
-    /// that answer get a membership request.
+    /// One reconnect pass (`periodicalReconnectToDead`): probe dead members, at most
+    /// [`MAX_RECONNECT_PROBES`] of them, taking up after the last one the previous pass
+    /// probed, so that every dead member is probed in turn; those that answer get a
+    /// membership request.
     pub(crate) fn reconnect_dead<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
-        let probing: Vec<&PkiId> = self.probes.values().collect();
-        let dead = self
+        let probing: BTreeSet<&PkiId> = self.probes.values().collect();
+        // In PKI-ID order, which the cursor follows.
+        let dead: Vec<PkiId> = self
             .membership
-            .select(|m| !m.alive && !m.preferred_endpoint().is_empty());
-        let dead: Vec<(PkiId, String)> = dead
+            .select(|m| !m.alive && !m.preferred_endpoint().is_empty())
             .into_iter()
-            .filter(|k| !probing.contains(&k))
-            .filter_map(|k| {
-                let endpoint = self.membership.get(&k)?.preferred_endpoint().to_owned();
-                Some((k, endpoint))
-            })
+            .filter(|k| !probing.contains(k))
             .collect();
-        for (pki, endpoint) in dead {
+        let start = self
+            .reconnect_cursor
+            .as_ref()
+            .map_or(0, |c| dead.partition_point(|k| k <= c));
+        let chosen: Vec<PkiId> = dead[start..]
+            .iter()
+            .chain(&dead[..start])
+            .take(MAX_RECONNECT_PROBES)
+            .cloned()
+            .collect();
+        let deferred = dead.len() - chosen.len();
+        self.stats.reconnect_deferred += deferred as u64;
+        self.reconnect_cursor = if deferred > 0 {
+            chosen.last().cloned()
+        } else {
+            None
+        };
+        for pki in chosen {
+            let Some(endpoint) = self
+                .membership
+                .get(&pki)
+                .map(|m| m.preferred_endpoint().to_owned())
+            else {
+                continue;
+            };
             match comm.probe(now, &RemotePeer::new(endpoint, pki.clone())) {
                 Ok(op) => {
                     self.stats.reconnect_probes += 1;

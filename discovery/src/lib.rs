@@ -91,6 +91,7 @@ pub use certstore::{CertStoreConfig, CertStoreStats};
 pub use config::DiscoveryConfig;
 pub use error::{AliveError, ConfigError};
 pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
+pub use expiry::MAX_RECONNECT_PROBES;
 /// The comm core this layer runs on, so that the types it takes and returns (`Instant`,
 /// `PkiId`, `Comm`, ...) can be named without a second dependency kept at the same version.
 pub use fabric_gossip_core;

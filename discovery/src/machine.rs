@@ -52,6 +52,9 @@ pub struct Discovery {
     pub(crate) bootstraps: Vec<Bootstrap>,
     /// Reconnect probes in flight: operation → dead member.
     pub(crate) probes: BTreeMap<OpId, PkiId>,
+    /// The last dead member the previous reconnect pass probed, when it left some for the
+    /// next (see `MAX_RECONNECT_PROBES`).
+    pub(crate) reconnect_cursor: Option<PkiId>,
     pub(crate) timers: Timers,
     pub(crate) stopped: bool,
     /// The identity pull (Fabric's certstore).
@@ -75,6 +78,7 @@ impl Discovery {
             events: VecDeque::new(),
             bootstraps: Vec::new(),
             probes: BTreeMap::new(),
+            reconnect_cursor: None,
             timers: Timers::default(),
             stopped: false,
             certstore: CertStore::default(),

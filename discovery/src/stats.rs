@@ -1,9 +1,9 @@
 //! Counters of everything the membership layer did or refused.
 
-#[cfg(doc)]
-use crate::MAX_RESPONSE_FAILURES;
 use crate::certstore::CertStoreStats;
 use crate::error::AliveError;
+#[cfg(doc)]
+use crate::{MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES};
 
 /// Counters, monotonically increasing. Every refused input is counted under one reason,
 /// so an operator can tell a replay from a forgery from a misconfigured peer.
@@ -77,6 +77,8 @@ pub struct DiscoveryStats {
     pub members_refused_full: u64,
     /// Probes sent to dead members.
     pub reconnect_probes: u64,
+    /// Dead members a reconnect pass left for a later one ([`MAX_RECONNECT_PROBES`]).
+    pub reconnect_deferred: u64,
     /// Bootstrap peers that answered our request.
     pub bootstrap_acked: u64,
     /// Failed attempts to identify or reach a bootstrap peer.

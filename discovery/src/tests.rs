@@ -311,6 +311,37 @@ fn a_response_is_cut_to_fit_the_message_size_limit() {
 }
 
 #[test]
+fn a_reconnect_pass_probes_a_bounded_number_of_dead_members_in_turn() {
+    let (mut comm, mut d) = me();
+    let dead: Vec<Envelope> = (0..300)
+        .map(|i| alive(&format!("d{i:03}"), 1, 1, ""))
+        .collect();
+    d.handle_message(T0, &mut comm, response("a1", vec![], dead, 0));
+    assert_eq!(d.dead_members().len(), 300);
+    let max = crate::MAX_RECONNECT_PROBES;
+    let mut probed: Vec<std::collections::BTreeSet<PkiId>> = Vec::new();
+    for _ in 0..3 {
+        d.reconnect_dead(T0, &mut comm);
+        probed.push(d.probes.values().cloned().collect());
+        let ops: Vec<_> = d.probes.keys().copied().collect();
+        for op in ops {
+            d.reconnect_probed(T0, &mut comm, op, false);
+        }
+    }
+    assert!(
+        probed.iter().all(|p| p.len() == max),
+        "{:?}",
+        probed.iter().map(|p| p.len())
+    );
+    assert_eq!(d.stats().reconnect_probes, 3 * max as u64);
+    assert_eq!(d.stats().reconnect_deferred, 3 * (300 - max) as u64);
+    // The first two passes probe different members; three cover every one.
+    assert!(probed[0].is_disjoint(&probed[1]));
+    let all: std::collections::BTreeSet<&PkiId> = probed.iter().flatten().collect();
+    assert_eq!(all.len(), 300);
+}
+
+#[test]
 fn a_dead_list_teaches_unknown_members_only_and_they_resurrect() {
     let (mut comm, mut d) = me_knowing("a1", 1, 5);
     let res = response(
