@@ -452,6 +452,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("requests_invalid", s.requests_invalid),
             ("requests_refused", s.requests_refused),
             ("responses_sent", s.responses_sent),
+            ("responses_dropped", s.responses_dropped),
             ("responses_received", s.responses_received),
             ("responses_aborted", s.responses_aborted),
             ("response_entries_repeated", s.response_entries_repeated),

@@ -135,10 +135,16 @@ impl Discovery {
         match self.make_response(now, comm, target, msg.message.nonce) {
             // Never waiting for room, as Fabric's `SendToPeer`: a requester that does not
             // read loses responses (counted by comm), and holds at most a send buffer's.
-            Some(resp) => match comm.respond_or_drop(now, msg.conn, resp) {
-                Ok(()) => self.stats.responses_sent += 1,
-                Err(_) => self.stats.comm_errors += 1,
-            },
+            Some(resp) => {
+                let dropped = comm.stats().dropped_overflow;
+                match comm.respond_or_drop(now, msg.conn, resp) {
+                    Ok(()) if comm.stats().dropped_overflow > dropped => {
+                        self.stats.responses_dropped += 1
+                    }
+                    Ok(()) => self.stats.responses_sent += 1,
+                    Err(_) => self.stats.comm_errors += 1,
+                }
+            }
             None => {
                 self.stats.requests_refused += 1;
                 comm.close_conn(now, msg.sender());

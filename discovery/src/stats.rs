@@ -47,6 +47,9 @@ pub struct DiscoveryStats {
     pub requests_refused: u64,
     /// Membership responses sent.
     pub responses_sent: u64,
+    /// Membership responses dropped because the requester's send buffer was full (it
+    /// reads slower than it asks; comm counts them in `dropped_overflow` too).
+    pub responses_dropped: u64,
     /// Membership responses received.
     pub responses_received: u64,
     /// Responses whose processing stopped: at an undecodable entry (Fabric abandons the
