@@ -49,10 +49,16 @@ pub struct DiscoveryConfig {
     /// Seed of every random choice (fan-out peers, bootstrap nonces).
     pub seed: u64,
     /// Upper bound on known members (alive and dead); beyond it new members are refused
-    /// and counted, so a flood of valid identities cannot grow memory without bound. A
-    /// member costs about 8 KiB, so the default of 10,000 (far beyond Fabric networks'
-    /// hundreds of peers) bounds membership near 80 MiB.
+    /// and counted, so a flood of valid identities cannot grow memory without bound. The
+    /// default, 10,000, is far beyond Fabric networks' hundreds of peers; what they hold
+    /// is bounded too (`max_membership_bytes`).
     pub max_members: usize,
+    /// Upper bound on what known members hold in all (their alive envelopes,
+    /// identities, metadata and endpoints, as `Membership` counts them); beyond it new
+    /// members are refused as beyond `max_members` (`members_refused_full`). A hostile
+    /// organization can mint valid certificates of 64 KiB: 10,000 such members had taken a
+    /// node to 1.7 GB. Real members hold 3–5 KiB, so the default (64 MiB) fits 10,000.
+    pub max_membership_bytes: usize,
     /// Upper bound on `Member.metadata` in an alive message. Stock Fabric peers send it
     /// empty, and nothing in Fabric bounds it: one member announcing 100 MB of metadata
     /// made every node hold and forward it, and pushed every membership response past the
@@ -86,6 +92,7 @@ impl DiscoveryConfig {
             incarnation: None,
             seed: 0,
             max_members: 10_000,
+            max_membership_bytes: 64 << 20,
             max_metadata_size: 4096,
             max_events: 65_536,
             certstore: CertStoreConfig::default(),

@@ -655,6 +655,13 @@ impl Run {
             members.len(),
             self.cfg.max_members
         );
+        let held: usize = self.layer.membership.iter().map(|(_, m)| m.weight()).sum();
+        assert_eq!(
+            self.layer.membership.bytes(),
+            held,
+            "membership's byte count drifted from its members'"
+        );
+        assert!(held <= self.cfg.max_membership_bytes, "{held} bytes held");
         let dropped = self.layer.stats().events_dropped > 0;
         for m in &members {
             assert_ne!(m.pki_id, pki(0), "we are a member of our own membership");

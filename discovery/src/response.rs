@@ -2,7 +2,7 @@
 //! request by nonce, learn alive members, learn unknown members as dead.
 
 use crate::error::AliveError;
-use crate::machine::Discovery;
+use crate::machine::{Discovery, Fate};
 use crate::validate::{
     AliveLimits, ParsedAlive, check_signed, decode_payload, parse_decoded, peek_alive_key,
 };
@@ -20,6 +20,9 @@ enum Entry {
     Me,
     /// Not newer than the message store's entry for the member.
     Duplicate,
+    /// Would change nothing in membership, or find no room there (see
+    /// `Discovery::would_change`).
+    Unchanging(Fate),
     /// To verify and learn.
     Parsed(ParsedAlive),
 }
@@ -56,11 +59,19 @@ impl Discovery {
             .map(|e| (false, e))
             .chain(res.dead.iter().map(|e| (true, e)))
         {
-            let parsed = match self.classify(env, &limits) {
+            let parsed = match self.classify(env, &limits, dead) {
                 Ok(Entry::Parsed(p)) => p,
                 Ok(Entry::Me) => continue,
                 Ok(Entry::Duplicate) => {
                     self.stats.alive_duplicate += 1;
+                    continue;
+                }
+                Ok(Entry::Unchanging(Fate::Full)) => {
+                    self.stats.members_refused_full += 1;
+                    continue;
+                }
+                Ok(Entry::Unchanging(_)) => {
+                    self.stats.alive_stale += 1;
                     continue;
                 }
                 Err(e) => {
@@ -109,7 +120,12 @@ impl Discovery {
     /// before the signatures too), on the member and timestamp read in place when the
     /// payload allows it: a response mostly lists what we hold, and those entries are
     /// then dropped without being decoded.
-    fn classify(&self, env: &Envelope, limits: &AliveLimits) -> Result<Entry, AliveError> {
+    fn classify(
+        &self,
+        env: &Envelope,
+        limits: &AliveLimits,
+        dead_list: bool,
+    ) -> Result<Entry, AliveError> {
         check_signed(env)?;
         limits.check_envelope(env)?;
         let parse = || limits.check_parsed(parse_decoded(env, decode_payload(env)?)?);
@@ -125,6 +141,10 @@ impl Discovery {
         }
         if !self.store.check_valid(&key.0, key.1) {
             return Ok(Entry::Duplicate);
+        }
+        match self.would_change(&key.0, key.1, dead_list) {
+            Fate::Changes => {}
+            fate => return Ok(Entry::Unchanging(fate)),
         }
         let parsed = match parsed {
             Some(p) => p,

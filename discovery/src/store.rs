@@ -28,7 +28,24 @@ pub(crate) struct MemberState {
     alive_at: usize,
 }
 
+/// What a member costs beside its own fields' sizes: the map entry, the slot, the
+/// strings' and buffers' headers (a generous round figure).
+const MEMBER_OVERHEAD: usize = 512;
+
 impl MemberState {
+    /// The bytes this member holds, as [`Membership::bytes`] counts them.
+    pub(crate) fn weight(&self) -> usize {
+        use prost::Message;
+        MEMBER_OVERHEAD
+            + self.envelope.encoded_len()
+            + self.identity.as_ref().map_or(0, Bytes::len)
+            + self.metadata.len()
+            + self.endpoint.len()
+            + self.internal_endpoint.len()
+            + self.peer.endpoint.len()
+            + self.peer.pki_id.as_bytes().len()
+    }
+
     /// Where to reach it: the internal endpoint if known, else the external one
     /// (Fabric's `PreferredEndpoint`).
     pub(crate) fn preferred_endpoint(&self) -> &str {
@@ -80,6 +97,27 @@ pub(crate) struct Update<'a> {
     pub(crate) envelope: &'a Envelope,
 }
 
+impl Update<'_> {
+    /// What the member would hold once learnt from this update: [`MemberState::weight`]
+    /// of the state it makes, without making it.
+    pub(crate) fn weight(&self) -> usize {
+        use prost::Message;
+        let preferred = if self.internal_endpoint.is_empty() {
+            self.endpoint.len()
+        } else {
+            self.internal_endpoint.len()
+        };
+        MEMBER_OVERHEAD
+            + self.envelope.encoded_len()
+            + self.identity.len()
+            + self.metadata.len()
+            + self.endpoint.len()
+            + self.internal_endpoint.len()
+            + preferred
+            + self.pki_id.as_bytes().len()
+    }
+}
+
 /// A hash map keyed by PKI-ID with a fixed seed: lookups in O(1), and the same
 /// operations always give the same layout, so iteration stays deterministic.
 pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
@@ -113,6 +151,8 @@ pub(crate) struct Membership {
     free: Vec<usize>,
     /// The alive members' slots.
     alive: Vec<usize>,
+    /// The members' bytes ([`MemberState::weight`]), kept as they come and go.
+    bytes: usize,
 }
 
 impl Default for Membership {
@@ -122,6 +162,7 @@ impl Default for Membership {
             slots: Vec::new(),
             free: Vec::new(),
             alive: Vec::new(),
+            bytes: 0,
         }
     }
 }
@@ -151,6 +192,12 @@ impl Membership {
         self.index.len()
     }
 
+    /// What the members hold, in bytes (their envelopes, identities, metadata and
+    /// endpoints, and a fixed overhead each).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Every member, alive or dead, in the map's (deterministic) order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&PkiId, &MemberState)> {
         self.index.values().filter_map(|&i| {
@@ -166,6 +213,7 @@ impl Membership {
 
     /// Puts a new member in a free slot (or a new one) and indexes it.
     fn insert(&mut self, pki_id: &PkiId, m: MemberState) -> usize {
+        self.bytes += m.weight();
         let slot = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(m);
@@ -204,6 +252,7 @@ impl Membership {
             return Change::Stale;
         }
         let was_alive = m.alive;
+        let before = m.weight();
         if m.endpoint != u.endpoint {
             m.endpoint = u.endpoint.to_owned();
         }
@@ -220,10 +269,12 @@ impl Membership {
         m.ts = u.ts;
         m.last_seen = now;
         m.envelope = detached_envelope(u.envelope);
+        m.alive = true;
+        let after = m.weight();
+        self.bytes = self.bytes - before + after;
         if was_alive {
             return Change::Refreshed;
         }
-        m.alive = true;
         self.list(slot);
         Change::Resurrected
     }
@@ -287,6 +338,7 @@ impl Membership {
     pub(crate) fn remove(&mut self, pki_id: &PkiId) -> Option<MemberState> {
         let slot = self.index.remove(pki_id.as_bytes())?;
         let m = self.slots.get_mut(slot)?.take()?;
+        self.bytes -= m.weight();
         self.free.push(slot);
         if m.alive {
             self.unlist(m.alive_at);

@@ -342,6 +342,64 @@ fn a_reconnect_pass_probes_a_bounded_number_of_dead_members_in_turn() {
 }
 
 #[test]
+fn response_entries_that_would_change_nothing_are_not_verified() {
+    // a1 learnt from a response (which, as in Fabric, leaves the message store as it was).
+    let (mut comm, mut d) = me();
+    let res = response("b1", vec![alive("a1", 1, 5, "")], vec![], 0);
+    d.handle_message(T0, &mut comm, res);
+    assert!(d.member(&pki("a1")).is_some());
+    // a1 at the timestamp we hold, and in the dead list: forged, yet never checked.
+    let mut same = alive("a1", 1, 5, "");
+    same.signature = forged("a1").signature;
+    let res = response("b1", vec![same.clone()], vec![same], 0);
+    d.handle_message(T0, &mut comm, res);
+    assert_eq!(d.stats().alive_bad_signature, 0);
+    assert_eq!(d.stats().alive_stale, 2);
+    // A full membership verifies no new member's entry either.
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = 1;
+    let (mut comm, mut d) = node(cfg);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let forgers: Vec<Envelope> = (0..100).map(|i| forged(&format!("f{i}"))).collect();
+    d.handle_message(T0, &mut comm, response("a1", forgers, vec![], 0));
+    assert_eq!(d.stats().alive_bad_signature, 0);
+    assert_eq!(d.stats().members_refused_full, 100);
+    assert_eq!(d.stats().responses_aborted, 0);
+}
+
+#[test]
+fn membership_is_bounded_in_bytes_and_counts_them_as_members_come_and_go() {
+    let weights = |d: &Discovery| -> usize { d.membership.iter().map(|(_, m)| m.weight()).sum() };
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let one = d.membership.bytes();
+    assert!(one > 0 && one == weights(&d));
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_membership_bytes = one * 5 / 2;
+    let (mut comm, mut d) = node(cfg);
+    for who in ["a1", "a2", "b1"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    assert_eq!(d.membership.len(), 2, "{one}");
+    assert_eq!(d.stats().members_refused_full, 1);
+    assert_eq!(d.membership.bytes(), weights(&d));
+    // A newer alive message with metadata, a death and a purge keep the count exact.
+    let meta: Bytes = vec![1; 64].into();
+    d.handle_message(
+        T0,
+        &mut comm,
+        direct("a1", alive_with_metadata("a1", 1, 2, "", true, meta)),
+    );
+    assert_eq!(d.membership.bytes(), weights(&d));
+    d.membership.mark_dead(&pki("a2"));
+    d.membership.remove(&pki("a2"));
+    assert_eq!(d.membership.bytes(), weights(&d));
+    d.handle_message(T0, &mut comm, direct("b1", alive("b1", 1, 2, "")));
+    assert_eq!(d.membership.len(), 2, "{one}");
+    assert_eq!(d.membership.bytes(), weights(&d));
+}
+
+#[test]
 fn a_dead_list_teaches_unknown_members_only_and_they_resurrect() {
     let (mut comm, mut d) = me_knowing("a1", 1, 5);
     let res = response(
