@@ -451,6 +451,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("requests_spoofed", s.requests_spoofed),
             ("requests_invalid", s.requests_invalid),
             ("requests_refused", s.requests_refused),
+            ("requests_throttled", s.requests_throttled),
             ("responses_sent", s.responses_sent),
             ("responses_dropped", s.responses_dropped),
             ("responses_received", s.responses_received),

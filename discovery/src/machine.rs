@@ -55,6 +55,8 @@ pub struct Discovery {
     /// The last dead member the previous reconnect pass probed, when it left some for the
     /// next (see `MAX_RECONNECT_PROBES`).
     pub(crate) reconnect_cursor: Option<PkiId>,
+    /// When each recent requester was last answered (see `MIN_ANSWER_INTERVAL`).
+    pub(crate) answered: BTreeMap<PkiId, Instant>,
     pub(crate) timers: Timers,
     pub(crate) stopped: bool,
     /// The identity pull (Fabric's certstore).
@@ -91,6 +93,7 @@ impl Discovery {
             bootstraps: Vec::new(),
             probes: BTreeMap::new(),
             reconnect_cursor: None,
+            answered: BTreeMap::new(),
             timers: Timers::default(),
             stopped: false,
             certstore: CertStore::default(),

@@ -114,6 +114,14 @@ impl Discovery {
             self.stats.requests_spoofed += 1;
             return;
         }
+        if self
+            .answered
+            .get(msg.sender())
+            .is_some_and(|&at| now < at + MIN_ANSWER_INTERVAL)
+        {
+            self.stats.requests_throttled += 1;
+            return;
+        }
         let Ok(id) = self.verify(comm, &parsed, info, now) else {
             self.stats.requests_invalid += 1;
             return;
@@ -144,11 +152,24 @@ impl Discovery {
                     Ok(()) => self.stats.responses_sent += 1,
                     Err(_) => self.stats.comm_errors += 1,
                 }
+                self.note_answered(now, msg.sender());
             }
             None => {
                 self.stats.requests_refused += 1;
                 comm.close_conn(now, msg.sender());
             }
+        }
+    }
+
+    /// Remembers that `who` was answered at `now`, forgetting those answered longer ago
+    /// than [`MIN_ANSWER_INTERVAL`] once as many are remembered as members may be known.
+    fn note_answered(&mut self, now: Instant, who: &PkiId) {
+        if self.answered.len() >= self.cfg.max_members {
+            self.answered
+                .retain(|_, &mut at| now < at + MIN_ANSWER_INTERVAL);
+        }
+        if self.answered.len() < self.cfg.max_members.saturating_mul(2) {
+            self.answered.insert(who.clone(), now);
         }
     }
 
@@ -225,6 +246,13 @@ impl Discovery {
         Some(membership_response(alive, dead, nonce))
     }
 }
+
+/// How soon a peer's membership request is answered again: requests in between are
+/// dropped unread (`requests_throttled`). A peer asks a given member at most every few
+/// seconds (a sync every 4 s to 3 random members, a bootstrap request every 5 s); a
+/// requester replaying one request without reading had made a node queue a response for
+/// each, however large. Beyond Fabric, which answers every request.
+pub const MIN_ANSWER_INTERVAL: core::time::Duration = core::time::Duration::from_secs(1);
 
 /// Room left in a response for what is not its listed envelopes: the response's own
 /// fields and the outer envelope's framing (a few dozen bytes), generously.

@@ -3,7 +3,7 @@
 use crate::certstore::CertStoreStats;
 use crate::error::AliveError;
 #[cfg(doc)]
-use crate::{MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES};
+use crate::{MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES, MIN_ANSWER_INTERVAL};
 
 /// Counters, monotonically increasing. Every refused input is counted under one reason,
 /// so an operator can tell a replay from a forgery from a misconfigured peer.
@@ -45,6 +45,9 @@ pub struct DiscoveryStats {
     pub requests_invalid: u64,
     /// Requests refused by the disclosure policy (connection closed, no response).
     pub requests_refused: u64,
+    /// Requests dropped unread because their sender was answered less than
+    /// [`MIN_ANSWER_INTERVAL`] before.
+    pub requests_throttled: u64,
     /// Membership responses sent.
     pub responses_sent: u64,
     /// Membership responses dropped because the requester's send buffer was full (it

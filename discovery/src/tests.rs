@@ -534,6 +534,23 @@ fn a_request_is_bound_to_its_connection() {
 }
 
 #[test]
+fn a_requester_is_answered_at_most_once_a_second() {
+    let (mut comm, mut d) = me();
+    let answers = |d: &Discovery| d.stats().responses_sent + d.stats().comm_errors;
+    for seq in 1..=100 {
+        d.handle_message(T0, &mut comm, request("a1", alive("a1", 1, seq, "")));
+    }
+    assert_eq!(answers(&d), 1);
+    assert_eq!(d.stats().requests_throttled, 99);
+    // Another requester is not held back by a1, nor a1 once the interval is over.
+    d.handle_message(T0, &mut comm, request("a2", alive("a2", 1, 1, "")));
+    assert_eq!(answers(&d), 2);
+    let later = T0 + crate::MIN_ANSWER_INTERVAL;
+    d.handle_message(later, &mut comm, request("a1", alive("a1", 1, 101, "")));
+    assert_eq!(answers(&d), 3);
+}
+
+#[test]
 fn a_request_teaches_the_requester_and_is_answered() {
     let (mut comm, mut d) = me();
     d.handle_message(T0, &mut comm, request("a1", alive("a1", 1, 1, "")));
