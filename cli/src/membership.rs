@@ -251,6 +251,7 @@ fn purge_reason(r: PurgeReason) -> &'static str {
         PurgeReason::IdentitySwitch => "identity_switch",
         PurgeReason::IdentityExpired => "identity_expired",
         PurgeReason::IdentityRefused => "identity_refused",
+        PurgeReason::Evicted => "evicted",
     }
 }
 
@@ -464,6 +465,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("members_presumed_dead", s.members_presumed_dead),
             ("members_purged", s.members_purged),
             ("members_refused_full", s.members_refused_full),
+            ("members_evicted", s.members_evicted),
             ("reconnect_probes", s.reconnect_probes),
             ("reconnect_deferred", s.reconnect_deferred),
             ("bootstrap_acked", s.bootstrap_acked),

@@ -253,7 +253,7 @@ impl Discovery {
     /// unknown member, as dead.
     pub(crate) fn learn<S: Security>(
         &mut self,
-        comm: &Comm<S>,
+        comm: &mut Comm<S>,
         parsed: &ParsedAlive,
         id: &VerifiedIdentity,
         env: &Envelope,
@@ -262,8 +262,14 @@ impl Discovery {
     ) -> Change {
         let update = alive_update(comm, parsed, id, env);
         if !self.membership.contains(&parsed.pki_id) && !self.has_room(update.weight()) {
-            self.stats.members_refused_full += 1;
-            return Change::Stale;
+            let (org, weight) = (update.org.clone(), update.weight());
+            let own = !from_dead_list && org.is_some() && org == self.my_org;
+            if !own || !self.make_room(now, comm, weight) {
+                self.stats.members_refused_full += 1;
+                return Change::Stale;
+            }
+            let update = alive_update(comm, parsed, id, env);
+            return self.apply(&update, parsed, now);
         }
         if from_dead_list {
             if self.membership.learn_dead(&update, now) {
@@ -272,7 +278,69 @@ impl Discovery {
             }
             return Change::Stale;
         }
-        let change = self.membership.apply_alive(&update, now);
+        self.apply(&update, parsed, now)
+    }
+
+    /// Whether an alive message, unverified, claims a member of our own organization: by
+    /// its embedded identity, else the one we know for its PKI-ID.
+    pub(crate) fn of_our_org<S: Security>(
+        &self,
+        comm: &Comm<S>,
+        parsed: &ParsedAlive,
+        now: Instant,
+    ) -> bool {
+        let identity = if parsed.identity.is_empty() {
+            match self.known_identity(comm, &parsed.pki_id, now) {
+                Some(id) => id,
+                None => return false,
+            }
+        } else {
+            parsed.identity.clone()
+        };
+        let org = comm.security().organization_of(&identity);
+        org.is_some() && org == self.my_org
+    }
+
+    /// The member another organization's member would leave room for, when membership
+    /// is full and one of ours arrives: the one dead longest, else the one heard from
+    /// least recently; never a bootstrap or anchor peer. `None` if there is none.
+    fn eviction_victim(&self) -> Option<PkiId> {
+        let kept = |m: &MemberState| {
+            self.bootstraps
+                .iter()
+                .any(|b| b.endpoint == m.endpoint || b.endpoint == m.internal_endpoint)
+                || self
+                    .cfg
+                    .bootstrap
+                    .iter()
+                    .any(|e| *e == m.endpoint || *e == m.internal_endpoint)
+        };
+        self.membership
+            .iter()
+            .filter(|(_, m)| m.org.is_none() || m.org != self.my_org)
+            .filter(|(_, m)| !kept(m))
+            .min_by_key(|(k, m)| (m.alive, m.last_seen, (*k).clone()))
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Makes room for a member of our own organization holding `bytes` by purging other
+    /// organizations' members (`PurgeReason::Evicted`): a hostile organization able to
+    /// mint valid certificates could otherwise fill membership and keep every new member
+    /// of ours out of it. Whether there is room now.
+    fn make_room<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>, bytes: usize) -> bool {
+        while !self.has_room(bytes) {
+            let Some(victim) = self.eviction_victim() else {
+                return false;
+            };
+            self.stats.members_evicted += 1;
+            self.purge(now, comm, &victim, crate::event::PurgeReason::Evicted);
+        }
+        true
+    }
+
+    /// [`Membership::apply_alive`], with its counters and event.
+    fn apply(&mut self, update: &Update<'_>, parsed: &ParsedAlive, now: Instant) -> Change {
+        let change = self.membership.apply_alive(update, now);
         match change {
             Change::Learned | Change::Resurrected => {
                 let resurrected = change == Change::Resurrected;

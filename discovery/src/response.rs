@@ -59,7 +59,7 @@ impl Discovery {
             .map(|e| (false, e))
             .chain(res.dead.iter().map(|e| (true, e)))
         {
-            let parsed = match self.classify(env, &limits, dead) {
+            let parsed = match self.classify(comm, now, env, &limits, dead) {
                 Ok(Entry::Parsed(p)) => p,
                 Ok(Entry::Me) => continue,
                 Ok(Entry::Duplicate) => {
@@ -120,8 +120,10 @@ impl Discovery {
     /// before the signatures too), on the member and timestamp read in place when the
     /// payload allows it: a response mostly lists what we hold, and those entries are
     /// then dropped without being decoded.
-    fn classify(
+    fn classify<S: Security>(
         &self,
+        comm: &Comm<S>,
+        now: Instant,
         env: &Envelope,
         limits: &AliveLimits,
         dead_list: bool,
@@ -142,14 +144,20 @@ impl Discovery {
         if !self.store.check_valid(&key.0, key.1) {
             return Ok(Entry::Duplicate);
         }
-        match self.would_change(&key.0, key.1, dead_list) {
-            Fate::Changes => {}
-            fate => return Ok(Entry::Unchanging(fate)),
+        let fate = self.would_change(&key.0, key.1, dead_list);
+        if fate == Fate::Stale {
+            return Ok(Entry::Unchanging(fate));
         }
         let parsed = match parsed {
             Some(p) => p,
             None => parse()?,
         };
+        // A member of our own organization may take another organization's place in a
+        // full membership (`Discovery::learn`): its organization, read without any
+        // check, decides whether it is worth verifying.
+        if fate == Fate::Full && (dead_list || !self.of_our_org(comm, &parsed, now)) {
+            return Ok(Entry::Unchanging(fate));
+        }
         Ok(Entry::Parsed(parsed))
     }
 }

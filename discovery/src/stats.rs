@@ -81,6 +81,9 @@ pub struct DiscoveryStats {
     pub members_purged: u64,
     /// New members refused because `max_members` is reached.
     pub members_refused_full: u64,
+    /// Other organizations' members purged to make room for one of ours
+    /// (`PurgeReason::Evicted`).
+    pub members_evicted: u64,
     /// Probes sent to dead members.
     pub reconnect_probes: u64,
     /// Dead members a reconnect pass left for a later one ([`MAX_RECONNECT_PROBES`]).

@@ -368,6 +368,38 @@ fn response_entries_that_would_change_nothing_are_not_verified() {
 }
 
 #[test]
+fn a_member_of_our_organization_takes_another_organizations_place_in_a_full_membership() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = 2;
+    let (mut comm, mut d) = node(cfg);
+    for who in ["b1", "b2"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    d.membership.mark_dead(&pki("b1"));
+    events(&mut d);
+    // Another organization's newcomer is refused; one of ours evicts the longest dead.
+    d.handle_message(T0, &mut comm, direct("c1", alive("c1", 1, 1, "")));
+    assert!(d.member(&pki("c1")).is_none());
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    assert!(d.member(&pki("a1")).is_some());
+    assert!(d.dead_members().is_empty(), "b1 made room");
+    assert!(events(&mut d).iter().any(|e| matches!(
+        e,
+        DiscoveryEvent::MemberPurged { member, reason: PurgeReason::Evicted }
+            if member.pki_id == pki("b1")
+    )));
+    // In a response: ours is verified and let in, another organization's newcomer is not
+    // even verified.
+    let res = response("a1", vec![forged("x1"), alive("a2", 1, 1, "")], vec![], 0);
+    d.handle_message(T0, &mut comm, res);
+    assert!(d.member(&pki("a2")).is_some() && d.member(&pki("b2")).is_none());
+    assert_eq!(d.stats().alive_bad_signature, 0);
+    assert_eq!(d.stats().members_evicted, 2);
+    assert_eq!(d.stats().members_refused_full, 2);
+    assert_eq!(d.membership.len(), 2);
+}
+
+#[test]
 fn membership_is_bounded_in_bytes_and_counts_them_as_members_come_and_go() {
     let weights = |d: &Discovery| -> usize { d.membership.iter().map(|(_, m)| m.weight()).sum() };
     let (mut comm, mut d) = me();
