@@ -144,12 +144,9 @@ impl Discovery {
             // Never waiting for room, as Fabric's `SendToPeer`: a requester that does not
             // read loses responses (counted by comm), and holds at most a send buffer's.
             Some(resp) => {
-                let dropped = comm.stats().dropped_overflow;
                 match comm.respond_or_drop(now, msg.conn, resp) {
-                    Ok(()) if comm.stats().dropped_overflow > dropped => {
-                        self.stats.responses_dropped += 1
-                    }
-                    Ok(()) => self.stats.responses_sent += 1,
+                    Ok(true) => self.stats.responses_sent += 1,
+                    Ok(false) => self.stats.responses_dropped += 1,
                     Err(_) => self.stats.comm_errors += 1,
                 }
                 self.note_answered(now, msg.sender());

@@ -121,31 +121,32 @@ impl<S: Security> Comm<S> {
         conn: StreamId,
         msg: GossipMessage,
     ) -> Result<(), Error> {
-        self.respond_in(now, conn, msg, Mode::Wait)
+        self.respond_in(now, conn, msg, Mode::Wait).map(drop)
     }
 
     /// An answer that must not wait: noop-signs `msg` and queues it on the connection the
-    /// request came in on, or drops it (counted in `dropped_overflow`) when that
-    /// connection's send buffer is full, as Fabric's `Send` does. Fabric answers a
-    /// membership request with `SendToPeer`, not `Respond`; waiting instead let a requester
-    /// that replays requests and never reads make a node queue a thousand responses.
+    /// request came in on (`Ok(true)`), or drops it (`Ok(false)`, counted in
+    /// `dropped_overflow`) when that connection's send buffer is full, as Fabric's `Send`
+    /// does. Fabric answers a membership request with `SendToPeer`, not `Respond`; waiting
+    /// instead let a requester that replays requests and never reads make a node queue a
+    /// thousand responses.
     pub fn respond_or_drop(
         &mut self,
         now: Instant,
         conn: StreamId,
         msg: GossipMessage,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         self.respond_in(now, conn, msg, Mode::Drop)
     }
 
-    /// Noop-signs `msg` and queues it on `conn` in `mode`.
+    /// Noop-signs `msg` and queues it on `conn` in `mode` (see [`Comm::respond_or_drop`]).
     fn respond_in(
         &mut self,
         now: Instant,
         conn: StreamId,
         msg: GossipMessage,
         mode: Mode,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         self.tick(now);
         if self.stopped {
             return Err(Error::Stopped);

@@ -157,7 +157,7 @@ impl<S: Security> Comm<S> {
         ack_op: Option<OpId>,
     ) -> Result<(), Error> {
         if let Some(primary) = self.store.primary(&peer.pki_id) {
-            return self.enqueue_on(primary, bytes, mode);
+            return self.enqueue_on(primary, bytes, mode).map(drop);
         }
         let cap = self.config.send_buffer_size;
         let max_wait = self.config.max_waiting_sends;
@@ -192,13 +192,14 @@ impl<S: Security> Comm<S> {
         if mode == Mode::Drop { Ok(()) } else { res }
     }
 
-    /// Puts a message on one connection's queue.
+    /// Puts a message on one connection's queue: `Ok(false)` when a non-blocking one was
+    /// dropped (and counted) for a full buffer.
     pub(super) fn enqueue_on(
         &mut self,
         stream: StreamId,
         bytes: Bytes,
         mode: Mode,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let cap = self.config.send_buffer_size;
         let max_wait = self.config.max_waiting_sends;
         let Some(s) = self.streams.get_mut(stream) else {
@@ -217,7 +218,11 @@ impl<S: Security> Comm<S> {
             self.stats.dropped_overflow += 1;
         }
         self.pump(stream);
-        if mode == Mode::Drop { Ok(()) } else { res }
+        match res {
+            Ok(()) => Ok(true),
+            Err(_) if mode == Mode::Drop => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Hands the driver as many queued envelopes as the write window allows.
