@@ -3,6 +3,7 @@
 
 use crate::event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
 use crate::machine::Discovery;
+use crate::store::MemberState;
 use fabric_gossip_core::{Comm, Instant, OpId, PkiId, RemotePeer, Security};
 use std::collections::BTreeSet;
 
@@ -104,25 +105,27 @@ impl Discovery {
         comm.close_conn(now, pki);
     }
 
+    /// Whether a member is one of our bootstrap peers or an anchor peer (`connect_anchor`),
+    /// by its endpoints: such a member is never purged for being dead or evicted.
+    pub(crate) fn is_bootstrap_or_anchor(&self, m: &MemberState) -> bool {
+        let at = |e: &String| *e == m.endpoint || *e == m.internal_endpoint;
+        self.cfg.bootstrap.iter().any(at)
+            || self
+                .bootstraps
+                .iter()
+                .filter(|b| b.any_org)
+                .any(|b| at(&b.endpoint))
+    }
+
     /// The store's periodic scan: forget de-dup entries past twice the TTL, and purge
     /// members dead for longer than the TTL, bootstrap and anchor peers excepted (Fabric
     /// keeps them to ping forever, quirk Q8: its store's expiry skips both).
     pub(crate) fn scan_store<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
         self.store.scan(now);
         let ttl = self.cfg.msg_ttl();
-        let anchors = || {
-            self.bootstraps
-                .iter()
-                .filter(|b| b.any_org)
-                .map(|b| &b.endpoint)
-        };
-        let long_dead = self.membership.select(|m| {
-            let kept = |e: &String| *e == m.endpoint || *e == m.internal_endpoint;
-            !m.alive
-                && now - m.last_seen >= ttl
-                && !self.cfg.bootstrap.iter().any(kept)
-                && !anchors().any(kept)
-        });
+        let long_dead = self
+            .membership
+            .select(|m| !m.alive && now - m.last_seen >= ttl && !self.is_bootstrap_or_anchor(m));
         for pki in long_dead {
             self.purge(now, comm, &pki, PurgeReason::LongDead);
         }

@@ -261,15 +261,16 @@ impl Discovery {
         from_dead_list: bool,
     ) -> Change {
         let update = alive_update(comm, parsed, id, env);
-        if !self.membership.contains(&parsed.pki_id) && !self.has_room(update.weight()) {
-            let (org, weight) = (update.org.clone(), update.weight());
-            let own = !from_dead_list && org.is_some() && org == self.my_org;
-            if !own || !self.make_room(now, comm, weight) {
-                self.stats.members_refused_full += 1;
-                return Change::Stale;
+        if !self.membership.contains(&parsed.pki_id) {
+            let weight = update.weight();
+            if !self.has_room(weight) {
+                let own = !from_dead_list && update.org.is_some() && update.org == self.my_org;
+                if !own || !self.make_room(now, comm, weight) {
+                    self.stats.members_refused_full += 1;
+                    return Change::Stale;
+                }
+                return self.apply(&update, parsed, now);
             }
-            let update = alive_update(comm, parsed, id, env);
-            return self.apply(&update, parsed, now);
         }
         if from_dead_list {
             if self.membership.learn_dead(&update, now) {
@@ -305,21 +306,11 @@ impl Discovery {
     /// is full and one of ours arrives: the one dead longest, else the one heard from
     /// least recently; never a bootstrap or anchor peer. `None` if there is none.
     fn eviction_victim(&self) -> Option<PkiId> {
-        let kept = |m: &MemberState| {
-            self.bootstraps
-                .iter()
-                .any(|b| b.endpoint == m.endpoint || b.endpoint == m.internal_endpoint)
-                || self
-                    .cfg
-                    .bootstrap
-                    .iter()
-                    .any(|e| *e == m.endpoint || *e == m.internal_endpoint)
-        };
         self.membership
             .iter()
             .filter(|(_, m)| m.org.is_none() || m.org != self.my_org)
-            .filter(|(_, m)| !kept(m))
-            .min_by_key(|(k, m)| (m.alive, m.last_seen, (*k).clone()))
+            .filter(|(_, m)| !self.is_bootstrap_or_anchor(m))
+            .min_by_key(|&(k, m)| (m.alive, m.last_seen, k))
             .map(|(k, _)| k.clone())
     }
 
