@@ -35,15 +35,13 @@ const MEMBER_OVERHEAD: usize = 512;
 impl MemberState {
     /// The bytes this member holds, as [`Membership::bytes`] counts them.
     pub(crate) fn weight(&self) -> usize {
-        use prost::Message;
-        MEMBER_OVERHEAD
-            + self.envelope.encoded_len()
-            + self.identity.as_ref().map_or(0, Bytes::len)
-            + self.metadata.len()
-            + self.endpoint.len()
-            + self.internal_endpoint.len()
-            + self.peer.endpoint.len()
-            + self.peer.pki_id.as_bytes().len()
+        weight_of(
+            &self.envelope,
+            self.identity.as_ref().map_or(0, Bytes::len),
+            self.metadata.len(),
+            [&self.endpoint, &self.internal_endpoint],
+            self.pki_id(),
+        )
     }
 
     /// Where to reach it: the internal endpoint if known, else the external one
@@ -101,21 +99,42 @@ impl Update<'_> {
     /// What the member would hold once learnt from this update: [`MemberState::weight`]
     /// of the state it makes, without making it.
     pub(crate) fn weight(&self) -> usize {
-        use prost::Message;
-        let preferred = if self.internal_endpoint.is_empty() {
-            self.endpoint.len()
-        } else {
-            self.internal_endpoint.len()
-        };
-        MEMBER_OVERHEAD
-            + self.envelope.encoded_len()
-            + self.identity.len()
-            + self.metadata.len()
-            + self.endpoint.len()
-            + self.internal_endpoint.len()
-            + preferred
-            + self.pki_id.as_bytes().len()
+        weight_of(
+            self.envelope,
+            self.identity.len(),
+            self.metadata.len(),
+            [self.endpoint, self.internal_endpoint],
+            self.pki_id,
+        )
     }
+}
+
+/// What a member holds: its alive envelope, the copies of its identity and metadata, its
+/// external and internal endpoints (the preferred one twice: it is kept ready for comm
+/// too), its PKI-ID and a fixed overhead. One formula for a member and for an update
+/// about to become one, so that the count kept in [`Membership`] and the room asked of it
+/// agree.
+fn weight_of(
+    envelope: &Envelope,
+    identity: usize,
+    metadata: usize,
+    [external, internal]: [&str; 2],
+    pki_id: &PkiId,
+) -> usize {
+    use prost::Message;
+    let preferred = if internal.is_empty() {
+        external
+    } else {
+        internal
+    };
+    MEMBER_OVERHEAD
+        + envelope.encoded_len()
+        + identity
+        + metadata
+        + external.len()
+        + internal.len()
+        + preferred.len()
+        + pki_id.as_bytes().len()
 }
 
 /// A hash map keyed by PKI-ID with a fixed seed: lookups in O(1), and the same
