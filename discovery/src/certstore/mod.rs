@@ -36,7 +36,7 @@ use fabric_gossip_core::{
 };
 use identities::Identities;
 use pull::{Peer, PullEngine, Refusal};
-use wire::{IdentityMsgError, ValidIdentity, validate_identity_msg};
+use wire::{IdentityMsgError, ValidIdentity};
 
 /// The identity pull's settings; the waits are Fabric's `peer.gossip.digestWaitTime`,
 /// `requestWaitTime` and `responseWaitTime`. The period and the number of peers asked are
@@ -489,12 +489,16 @@ impl Discovery {
         data: &[fabric_gossip_core::proto::gossip::Envelope],
     ) {
         let mut unrequested = data.len() > asked.len();
+        let mut parsed = Vec::with_capacity(data.len());
         for env in data {
             if unrequested {
                 break;
             }
             match wire::parse_identity_msg(env) {
-                Ok(id) => unrequested = !asked.remove(&PkiId(id.pki_id)),
+                Ok(id) => {
+                    unrequested = !asked.remove(&PkiId(id.pki_id.clone()));
+                    parsed.push((id, env));
+                }
                 Err(e) => {
                     self.stats.certstore.count_refused(&e);
                     self.stats.certstore.updates_refused += 1;
@@ -512,9 +516,9 @@ impl Discovery {
             );
             return;
         }
-        let mut valid = Vec::with_capacity(data.len());
-        for env in data {
-            match validate_identity_msg(comm.security(), env, now) {
+        let mut valid = Vec::with_capacity(parsed.len());
+        for (id, env) in parsed {
+            match wire::validate_parsed(comm.security(), id, env, now) {
                 Ok(v) => valid.push(v),
                 Err(e) => {
                     self.stats.certstore.count_refused(&e);

@@ -172,7 +172,17 @@ pub fn validate_identity_msg(
     env: &Envelope,
     now: Instant,
 ) -> Result<ValidIdentity, IdentityMsgError> {
-    let id = parse_identity_msg(env)?;
+    validate_parsed(security, parse_identity_msg(env)?, env, now)
+}
+
+/// The certificate and signature half of [`validate_identity_msg`], on what
+/// [`parse_identity_msg`] read from `env`.
+pub(crate) fn validate_parsed(
+    security: &dyn Security,
+    id: PeerIdentity,
+    env: &Envelope,
+    now: Instant,
+) -> Result<ValidIdentity, IdentityMsgError> {
     let pki_id = PkiId(id.pki_id);
     let checked = check_identity(security, &pki_id, &id.cert, now).map_err(|e| match e {
         AliveError::IdentityMismatch => IdentityMsgError::IdentityMismatch,
