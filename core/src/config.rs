@@ -5,6 +5,11 @@ use core::time::Duration;
 /// Default of [`Config::max_queued_events`].
 pub const MAX_QUEUED_EVENTS: usize = 65_536;
 
+/// Default of [`Config::send_buffer_bytes`]: 32 MiB, room for the send buffer of 20 of
+/// the blocks a Fabric channel cuts by default (at most 2 MB preferred, 10 MB absolute);
+/// a connection holding nothing still takes one message up to `max_message_size`.
+pub const SEND_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
 /// The shortest wait before a retired (or crossing-loser) stream whose reading is paused
 /// is looked at again. Normally that wait is [`Config::crossing_grace`]; a zero grace
 /// would otherwise re-arm the look at the very instant it fires, and `handle_timeout`
@@ -41,6 +46,14 @@ pub struct Config {
     /// Messages a connection's send buffer holds before `send` drops (Fabric `sendBuffSize`,
     /// 20 in code, 200 in the sample peer config).
     pub send_buffer_size: usize,
+    /// Bytes a connection's send buffer, wait queue and write window hold together before a
+    /// further send is refused like one beyond `send_buffer_size` (dropped and counted, or
+    /// `WouldBlock`); a connection holding nothing takes one message of any size. Beyond
+    /// Fabric, which bounds its buffer in messages alone: a peer that never reads would
+    /// otherwise hold `send_buffer_size` times the largest message (at the sample config's
+    /// 200 and 100 MiB, 20 GB) per connection. Envelopes shared by several connections (a
+    /// broadcast) count in each.
+    pub send_buffer_bytes: usize,
     /// Blocking sends (`respond`, `ack`, `send_with_ack`, `send_wait`) that may wait for room
     /// per connection beyond the send buffer. Fabric parks one goroutine per such send with
     /// no bound; here the excess is refused with [`crate::Error::WouldBlock`].
@@ -103,6 +116,7 @@ impl Default for Config {
             conn_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(10),
             send_buffer_size: 20,
+            send_buffer_bytes: SEND_BUFFER_BYTES,
             max_waiting_sends: 1024,
             write_window: 8,
             subscription_buffer: 10,
@@ -160,6 +174,12 @@ impl Config {
     /// Sets the send buffer size.
     pub fn with_send_buffer(mut self, n: usize) -> Self {
         self.send_buffer_size = n;
+        self
+    }
+
+    /// Sets the bytes a connection's queues hold ([`Config::send_buffer_bytes`]).
+    pub fn with_send_buffer_bytes(mut self, n: usize) -> Self {
+        self.send_buffer_bytes = n;
         self
     }
 

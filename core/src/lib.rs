@@ -50,7 +50,9 @@
 //!   confirms them with [`Comm::handle_sent`]; the rest wait in the
 //!   connection's send buffer (`send_buffer_size`, Fabric's `sendBuffSize`). [`Comm::send`]
 //!   drops and counts when that buffer is full, as Fabric does; `respond`, `ack`,
-//!   `send_with_ack` and [`Comm::send_wait`] wait in a bounded wait queue instead.
+//!   `send_with_ack` and [`Comm::send_wait`] wait in a bounded wait queue instead. The
+//!   three stages together also hold at most `send_buffer_bytes`, beyond Fabric (a
+//!   connection holding nothing always takes one message).
 //! * **Reads**: each subscription queues `subscription_buffer` deliveries; when one fills,
 //!   the core emits `Action::PauseRead` for the streams feeding it and `ResumeRead` once the
 //!   consumer catches up, so a slow subscriber pushes back to the sender through gRPC flow
@@ -181,7 +183,7 @@ pub use comm::{
     RemotePeer, SendQueueLen, SendResult, StreamEnd, WriteKind,
 };
 pub use config::{CertHash, Config, TlsHashes};
-pub use config::{MAX_QUEUED_EVENTS, PAUSED_RELOOK_MIN};
+pub use config::{MAX_QUEUED_EVENTS, PAUSED_RELOOK_MIN, SEND_BUFFER_BYTES};
 pub use error::{
     AckError, CloseReason, DialError, Error, HandshakeError, HandshakeFailure, PING_TIMED_OUT,
     ProbeError,

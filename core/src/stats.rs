@@ -11,7 +11,8 @@ pub struct Stats {
     pub sent: u64,
     /// Envelopes received on established connections (Fabric `ReceivedMessages`).
     pub received: u64,
-    /// Messages dropped because a send buffer was full (Fabric `BufferOverflow`).
+    /// Messages dropped because a send buffer was full, in messages or in bytes
+    /// (Fabric `BufferOverflow`).
     pub dropped_overflow: u64,
     /// Queued messages discarded because their connection closed before they were written.
     pub dropped_on_close: u64,

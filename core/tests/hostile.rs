@@ -648,12 +648,8 @@ fn peer_that_never_reads() {
     }
     assert_eq!(writes, window);
     assert_eq!(
-        c.send_queue_len(s),
-        Some(SendQueueLen {
-            buffered: buffer,
-            waiting: 0,
-            in_flight: window
-        })
+        c.send_queue_len(s).map(|q| (q.buffered, q.waiting, q.in_flight)),
+        Some((buffer, 0, window))
     );
     assert_eq!(c.stats().dropped_overflow, (1000 - window - buffer) as u64);
     assert_eq!(c.connection(&PkiId::from(REMOTE)), Some(s), "not torn down");
@@ -664,17 +660,72 @@ fn peer_that_never_reads() {
     }
     assert_eq!(c.respond(now(), s, data(0)), Err(Error::WouldBlock));
     assert_eq!(
-        c.send_queue_len(s),
-        Some(SendQueueLen {
-            buffered: buffer,
-            waiting: max_wait,
-            in_flight: window
-        })
+        c.send_queue_len(s).map(|q| (q.buffered, q.waiting, q.in_flight)),
+        Some((buffer, max_wait, window))
     );
     // When the peer finally reads, the backlog drains in order.
     c.handle_sent(now(), s, window).unwrap();
     let (acts, _) = drain(&mut c);
     assert_eq!(acts.len(), window);
+}
+
+/// A peer that never reads is answered with large messages (membership responses, state
+/// transfer): what its connection holds is bounded in bytes, not only in messages, and a
+/// blocking send is refused rather than queued past it.
+#[test]
+fn a_peer_that_never_reads_holds_at_most_the_byte_bound() {
+    const BIG: usize = 256 * 1024;
+    const BOUND: usize = 1024 * 1024;
+    let cfg = Config::fabric_sample_peer().with_send_buffer_bytes(BOUND);
+    let (mut c, s, _) = established(cfg);
+    let to = [RemotePeer::new(REMOTE, REMOTE)];
+    let big = |seq| SignedMessage::noop(data_message(seq, Bytes::from(vec![9u8; BIG])));
+    let len = big(0).envelope_bytes().len();
+    for i in 0..100 {
+        c.send(now(), &big(i), &to).unwrap();
+        let _ = drain(&mut c);
+    }
+    // 200 messages would fit the send buffer; 3 fit the bytes (4 would be just over 1 MiB).
+    let q = c.send_queue_len(s).unwrap();
+    assert_eq!(q.buffered + q.in_flight, BOUND / len);
+    let held: usize = (0..(BOUND / len) as u64)
+        .map(|i| big(i).envelope_bytes().len())
+        .sum();
+    assert_eq!(q.bytes, held, "the first messages, exactly");
+    assert_eq!(c.stats().dropped_overflow, (100 - BOUND / len) as u64);
+    // A blocking send finds no room either, and is told so.
+    let blocked = data_message(100, Bytes::from(vec![9u8; BIG]));
+    assert_eq!(c.respond(now(), s, blocked.clone()), Err(Error::WouldBlock));
+    // Once the peer reads, the bytes it read make room again.
+    let in_flight = q.in_flight;
+    c.handle_sent(now(), s, in_flight).unwrap();
+    let _ = drain(&mut c);
+    c.respond(now(), s, blocked).unwrap();
+    assert!(c.send_queue_len(s).unwrap().bytes <= BOUND);
+}
+
+/// The byte bound never shuts out a message the node accepts: a connection holding nothing
+/// takes one of any size up to `max_message_size`.
+#[test]
+fn an_idle_connection_takes_one_message_larger_than_the_byte_bound() {
+    let cfg = Config::default().with_send_buffer_bytes(1024);
+    let (mut c, s, _) = established(cfg);
+    let to = [RemotePeer::new(REMOTE, REMOTE)];
+    let big = SignedMessage::noop(data_message(1, Bytes::from(vec![1u8; 64 * 1024])));
+    c.send(now(), &big, &to).unwrap();
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Write { envelope, .. } if envelope.len() > 64 * 1024))
+    );
+    // The next one waits for the first to be written: dropped meanwhile, and counted.
+    c.send(now(), &big, &to).unwrap();
+    assert_eq!(c.stats().dropped_overflow, 1);
+    c.handle_sent(now(), s, 1).unwrap();
+    let _ = drain(&mut c);
+    c.send(now(), &big, &to).unwrap();
+    assert_eq!(c.stats().dropped_overflow, 1);
+    assert_eq!(c.send_queue_len(s).unwrap().in_flight, 1);
 }
 
 #[test]

@@ -185,6 +185,7 @@ impl Sim {
             buffered: buf,
             waiting,
             in_flight,
+            ..
         } = c.send_queue_len(s)?;
         if buf <= cfg.send_buffer_size.max(1)
             && waiting <= cfg.max_waiting_sends

@@ -112,6 +112,8 @@ pub struct SendQueueLen {
     pub waiting: usize,
     /// Envelopes handed to the driver and not yet confirmed with `handle_sent`.
     pub in_flight: usize,
+    /// Bytes of the three together, what [`Config::send_buffer_bytes`](crate::Config::send_buffer_bytes) bounds.
+    pub bytes: usize,
 }
 
 /// How many live objects the core holds, as [`Comm::live_counts`] reports it: what a leak

@@ -25,36 +25,49 @@ pub(super) enum Mode {
     Wait,
 }
 
+/// The bounds of one connection's queues, from [`crate::Config`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bounds {
+    /// `send_buffer_size`: messages in the send buffer.
+    pub(super) cap: usize,
+    /// `max_waiting_sends`: blocking sends waiting beyond it.
+    pub(super) max_wait: usize,
+    /// `send_buffer_bytes`: bytes held in all three stages together.
+    pub(super) max_bytes: usize,
+}
+
 /// The queues of one connection (or of one connection attempt, which never writes).
 #[derive(Debug, Default)]
 pub(super) struct SendQueue {
     buf: VecDeque<Bytes>,
     waiting: VecDeque<Bytes>,
-    in_flight: usize,
+    /// Sizes of the envelopes handed to the driver and not yet confirmed, in write order:
+    /// the driver confirms in that order, so the bytes it releases are known.
+    in_flight: VecDeque<usize>,
+    /// Bytes in `buf`, `waiting` and `in_flight` together.
+    bytes: usize,
 }
 
 impl SendQueue {
     /// The send-buffer rule: room in the buffer (and nobody waiting ahead) takes the
     /// message; otherwise a blocking send waits if the wait queue has room, and everything
-    /// else is `Err(WouldBlock)`, which the caller counts or reports.
-    pub(super) fn push(
-        &mut self,
-        bytes: Bytes,
-        mode: Mode,
-        cap: usize,
-        max_wait: usize,
-    ) -> Result<(), Error> {
-        if self.buf.len() < cap && self.waiting.is_empty() {
+    /// else is `Err(WouldBlock)`, which the caller counts or reports. Both need room in
+    /// the byte bound too, except on a queue holding nothing, so that one message of any
+    /// size the node accepts can always go.
+    pub(super) fn push(&mut self, bytes: Bytes, mode: Mode, b: Bounds) -> Result<(), Error> {
+        let fits = self.bytes == 0 || self.bytes.saturating_add(bytes.len()) <= b.max_bytes;
+        if fits && self.buf.len() < b.cap && self.waiting.is_empty() {
+            self.bytes += bytes.len();
             self.buf.push_back(bytes);
             return Ok(());
         }
         match mode {
-            Mode::Drop => Err(Error::WouldBlock),
-            Mode::Wait if self.waiting.len() < max_wait => {
+            Mode::Wait if fits && self.waiting.len() < b.max_wait => {
+                self.bytes += bytes.len();
                 self.waiting.push_back(bytes);
                 Ok(())
             }
-            Mode::Wait => Err(Error::WouldBlock),
+            Mode::Drop | Mode::Wait => Err(Error::WouldBlock),
         }
     }
 
@@ -67,23 +80,25 @@ impl SendQueue {
                 None => break,
             }
         }
-        if self.in_flight >= window {
+        if self.in_flight.len() >= window {
             return None;
         }
         let envelope = self.buf.pop_front()?;
-        self.in_flight += 1;
+        self.in_flight.push_back(envelope.len());
         Some(envelope)
     }
 
     /// The driver confirmed `count` writes; returns how many were really in flight.
     pub(super) fn confirm(&mut self, count: usize) -> usize {
-        let n = count.min(self.in_flight);
-        self.in_flight -= n;
+        let n = count.min(self.in_flight.len());
+        let released: usize = self.in_flight.drain(..n).sum();
+        self.bytes -= released;
         n
     }
 
     /// Messages not yet handed to the driver, taken out (for a merge or a close).
     pub(super) fn take_pending(&mut self) -> (VecDeque<Bytes>, VecDeque<Bytes>) {
+        self.bytes = self.in_flight.iter().sum();
         (
             core::mem::take(&mut self.buf),
             core::mem::take(&mut self.waiting),
@@ -99,15 +114,17 @@ impl SendQueue {
     /// has room and nothing waits, the rest to the wait queue. None is dropped: a send
     /// buffer also holds blocking sends that found room, which must not be lost because
     /// two queues merged (a crossing dial, a reconnection). The merged queues were each
-    /// bounded, so the result is too.
+    /// bounded, so the result is too: at most twice the bounds.
     pub(super) fn absorb(&mut self, buf: VecDeque<Bytes>, waiting: VecDeque<Bytes>, cap: usize) {
         for b in buf {
+            self.bytes += b.len();
             if self.buf.len() < cap && self.waiting.is_empty() {
                 self.buf.push_back(b);
             } else {
                 self.waiting.push_back(b);
             }
         }
+        self.bytes += waiting.iter().map(Bytes::len).sum::<usize>();
         self.waiting.extend(waiting);
     }
 
@@ -115,7 +132,8 @@ impl SendQueue {
         SendQueueLen {
             buffered: self.buf.len(),
             waiting: self.waiting.len(),
-            in_flight: self.in_flight,
+            in_flight: self.in_flight.len(),
+            bytes: self.bytes,
         }
     }
 }
@@ -135,6 +153,14 @@ impl<S: Security> Comm<S> {
             return Err(Error::NoPeers);
         }
         self.check_size(envelope.len())
+    }
+
+    fn send_bounds(&self) -> Bounds {
+        Bounds {
+            cap: self.config.send_buffer_size,
+            max_wait: self.config.max_waiting_sends,
+            max_bytes: self.config.send_buffer_bytes,
+        }
     }
 
     pub(super) fn check_size(&self, size: usize) -> Result<(), Error> {
@@ -159,8 +185,7 @@ impl<S: Security> Comm<S> {
         if let Some(primary) = self.store.primary(&peer.pki_id) {
             return self.enqueue_on(primary, bytes, mode).map(drop);
         }
-        let cap = self.config.send_buffer_size;
-        let max_wait = self.config.max_waiting_sends;
+        let bounds = self.send_bounds();
         let new_attempt = !self.store.has_attempt(&peer.pki_id);
         if new_attempt && self.store.attempts_and_registered() >= self.config.max_connections {
             // No room for another connection: refuse rather than grow without bound. Only a
@@ -176,7 +201,7 @@ impl<S: Security> Comm<S> {
         if new_attempt {
             att.endpoint.clone_from(&peer.endpoint);
         }
-        let res = att.queue.push(bytes, mode, cap, max_wait);
+        let res = att.queue.push(bytes, mode, bounds);
         if res.is_ok()
             && let Some(op) = ack_op
         {
@@ -200,8 +225,7 @@ impl<S: Security> Comm<S> {
         bytes: Bytes,
         mode: Mode,
     ) -> Result<bool, Error> {
-        let cap = self.config.send_buffer_size;
-        let max_wait = self.config.max_waiting_sends;
+        let bounds = self.send_bounds();
         let Some(s) = self.streams.get_mut(stream) else {
             return Err(if self.streams.ever_issued(stream) {
                 Error::ConnectionClosed
@@ -212,7 +236,7 @@ impl<S: Security> Comm<S> {
         let Phase::Established(c) = &mut s.phase else {
             return Err(Error::ConnectionClosed);
         };
-        let res = c.queue.push(bytes, mode, cap, max_wait);
+        let res = c.queue.push(bytes, mode, bounds);
         if res.is_err() && mode == Mode::Drop {
             dropped(&stream, "send buffer full");
             self.stats.dropped_overflow += 1;
@@ -282,12 +306,25 @@ mod tests {
         Bytes::from(vec![n])
     }
 
+    /// Bounds in messages alone (no byte bound that a test's messages could reach).
+    fn n(cap: usize, max_wait: usize) -> Bounds {
+        Bounds {
+            cap,
+            max_wait,
+            max_bytes: usize::MAX,
+        }
+    }
+
+    fn sized(len: usize) -> Bytes {
+        Bytes::from(vec![7; len])
+    }
+
     #[test]
     fn non_blocking_sends_drop_when_the_buffer_is_full() {
         let mut q = SendQueue::default();
-        assert!(q.push(b(1), Mode::Drop, 2, 5).is_ok());
-        assert!(q.push(b(2), Mode::Drop, 2, 5).is_ok());
-        assert_eq!(q.push(b(3), Mode::Drop, 2, 5), Err(Error::WouldBlock));
+        assert!(q.push(b(1), Mode::Drop, n(2, 5)).is_ok());
+        assert!(q.push(b(2), Mode::Drop, n(2, 5)).is_ok());
+        assert_eq!(q.push(b(3), Mode::Drop, n(2, 5)), Err(Error::WouldBlock));
         assert_eq!(q.len().buffered, 2);
         assert_eq!(q.len().waiting, 0);
     }
@@ -295,9 +332,9 @@ mod tests {
     #[test]
     fn blocking_sends_wait_up_to_their_bound_and_keep_their_place() {
         let mut q = SendQueue::default();
-        q.push(b(1), Mode::Wait, 1, 1).unwrap();
-        q.push(b(2), Mode::Wait, 1, 1).unwrap();
-        assert_eq!(q.push(b(3), Mode::Wait, 1, 1), Err(Error::WouldBlock));
+        q.push(b(1), Mode::Wait, n(1, 1)).unwrap();
+        q.push(b(2), Mode::Wait, n(1, 1)).unwrap();
+        assert_eq!(q.push(b(3), Mode::Wait, n(1, 1)), Err(Error::WouldBlock));
         // Someone waits, so even a non-blocking send with buffer room may not overtake.
         assert_eq!(q.next_write(8, 1), Some(b(1)));
         assert_eq!(q.next_write(8, 1), Some(b(2)));
@@ -309,7 +346,7 @@ mod tests {
     fn the_write_window_holds_writes_back_until_confirmed() {
         let mut q = SendQueue::default();
         for i in 0..4 {
-            q.push(b(i), Mode::Drop, 10, 0).unwrap();
+            q.push(b(i), Mode::Drop, n(10, 0)).unwrap();
         }
         assert_eq!(q.next_write(2, 10), Some(b(0)));
         assert_eq!(q.next_write(2, 10), Some(b(1)));
@@ -321,12 +358,80 @@ mod tests {
     #[test]
     fn absorbing_keeps_order_and_drops_nothing() {
         let mut q = SendQueue::default();
-        q.push(b(1), Mode::Drop, 2, 0).unwrap();
+        q.push(b(1), Mode::Drop, n(2, 0)).unwrap();
         let other: VecDeque<Bytes> = [b(2), b(3)].into();
         let other_waiting: VecDeque<Bytes> = [b(4)].into();
         q.absorb(other, other_waiting, 2);
         assert_eq!(q.pending(), 4);
         let got: Vec<_> = core::iter::from_fn(|| q.next_write(10, 2)).collect();
         assert_eq!(got, vec![b(1), b(2), b(3), b(4)]);
+    }
+
+    #[test]
+    fn the_byte_bound_refuses_what_the_message_bound_would_take() {
+        let bounds = Bounds {
+            cap: 20,
+            max_wait: 20,
+            max_bytes: 1000,
+        };
+        let mut q = SendQueue::default();
+        q.push(sized(600), Mode::Drop, bounds).unwrap();
+        q.push(sized(400), Mode::Drop, bounds).unwrap();
+        // 1,000 bytes held: neither a non-blocking nor a blocking send of one byte more.
+        assert_eq!(q.push(sized(1), Mode::Drop, bounds), Err(Error::WouldBlock));
+        assert_eq!(q.push(sized(1), Mode::Wait, bounds), Err(Error::WouldBlock));
+        assert_eq!(q.len().bytes, 1000);
+        // Handed to the driver, the bytes still count until confirmed.
+        assert_eq!(q.next_write(8, 20).map(|e| e.len()), Some(600));
+        assert_eq!(q.push(sized(1), Mode::Drop, bounds), Err(Error::WouldBlock));
+        assert_eq!(q.confirm(1), 1);
+        assert_eq!(q.len().bytes, 400);
+        q.push(sized(600), Mode::Drop, bounds).unwrap();
+        assert_eq!(q.len().bytes, 1000);
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_message_larger_than_the_byte_bound() {
+        let bounds = Bounds {
+            cap: 20,
+            max_wait: 20,
+            max_bytes: 1000,
+        };
+        let mut q = SendQueue::default();
+        q.push(sized(5000), Mode::Drop, bounds).unwrap();
+        assert_eq!(q.push(sized(1), Mode::Drop, bounds), Err(Error::WouldBlock));
+        assert_eq!(q.next_write(8, 20).map(|e| e.len()), Some(5000));
+        assert_eq!(q.push(sized(1), Mode::Wait, bounds), Err(Error::WouldBlock));
+        q.confirm(1);
+        assert_eq!(q.len().bytes, 0);
+        q.push(sized(5000), Mode::Wait, bounds).unwrap();
+    }
+
+    #[test]
+    fn taking_and_absorbing_keep_the_byte_count() {
+        let bounds = Bounds {
+            cap: 1,
+            max_wait: 4,
+            max_bytes: 10_000,
+        };
+        let mut q = SendQueue::default();
+        q.push(sized(100), Mode::Wait, bounds).unwrap();
+        q.push(sized(200), Mode::Wait, bounds).unwrap();
+        q.push(sized(300), Mode::Wait, bounds).unwrap();
+        assert_eq!(q.next_write(8, 1).map(|e| e.len()), Some(100));
+        let (buf, waiting) = q.take_pending();
+        assert_eq!(q.len().bytes, 100, "what is in flight stays counted");
+        let mut other = SendQueue::default();
+        other.push(sized(50), Mode::Drop, bounds).unwrap();
+        other.absorb(buf, waiting, 1);
+        assert_eq!(other.len().bytes, 550);
+        let got: Vec<_> = core::iter::from_fn(|| other.next_write(10, 1))
+            .map(|e| e.len())
+            .collect();
+        assert_eq!(got, vec![50, 200, 300]);
+        assert_eq!(other.confirm(3), 3);
+        assert_eq!(other.len().bytes, 0);
+        assert_eq!(q.confirm(1), 1);
+        assert_eq!(q.len().bytes, 0);
     }
 }

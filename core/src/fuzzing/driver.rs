@@ -486,6 +486,9 @@ impl Driver {
             if let Some(q) = c.send_queue_len(*s) {
                 assert!(q.buffered <= cfg.send_buffer_size.max(1));
                 assert!(q.in_flight <= cfg.write_window);
+                if q.buffered + q.waiting + q.in_flight == 0 {
+                    assert_eq!(q.bytes, 0, "the byte tally of {s:?} drifted");
+                }
             }
         }
         assert_eq!(live_streams, open);

@@ -321,6 +321,11 @@ impl OpsConfig {
             conn_timeout: ms(b[1], 100),
             handshake_timeout: ms(b[2], 250),
             send_buffer_size: usize::from(b[3] % 4),
+            // Bits 3-7 of b[9]: 0 keeps the default, more bounds a queue to a few messages.
+            send_buffer_bytes: match b[9] >> 3 {
+                0 => crate::SEND_BUFFER_BYTES,
+                k => 64 * usize::from(k),
+            },
             max_waiting_sends: usize::from((b[3] >> 2) % 4),
             write_window: usize::from((b[3] >> 4) % 3),
             subscription_buffer: usize::from(b[4] % 3),
