@@ -1,7 +1,7 @@
 //! Two cores wired in memory: they handshake, exchange messages, ack one, and stop.
 //! Every action and event is printed, so this is also a readable tour of the protocol.
 //!
-//! Run with `cargo run -p fabric-gossip-core --example two_nodes`.
+//! Run with `cargo run -p fabric-gossip-core --example protocol_tour`.
 
 #![allow(clippy::needless_range_loop)] // nodes are addressed by index on both sides of each wire
 
