@@ -94,7 +94,8 @@ fn crossing_keeps_blocking_sends_from_the_losers_buffer_and_the_attempt() {
     let (w, _) = drain(&mut a);
     written.extend(w);
     assert_eq!(
-        a.send_queue_len(s0).map(|q| (q.buffered, q.waiting, q.in_flight)),
+        a.send_queue_len(s0)
+            .map(|q| (q.buffered, q.waiting, q.in_flight)),
         Some((4, 6, 2))
     );
 

@@ -648,7 +648,8 @@ fn peer_that_never_reads() {
     }
     assert_eq!(writes, window);
     assert_eq!(
-        c.send_queue_len(s).map(|q| (q.buffered, q.waiting, q.in_flight)),
+        c.send_queue_len(s)
+            .map(|q| (q.buffered, q.waiting, q.in_flight)),
         Some((buffer, 0, window))
     );
     assert_eq!(c.stats().dropped_overflow, (1000 - window - buffer) as u64);
@@ -660,7 +661,8 @@ fn peer_that_never_reads() {
     }
     assert_eq!(c.respond(now(), s, data(0)), Err(Error::WouldBlock));
     assert_eq!(
-        c.send_queue_len(s).map(|q| (q.buffered, q.waiting, q.in_flight)),
+        c.send_queue_len(s)
+            .map(|q| (q.buffered, q.waiting, q.in_flight)),
         Some((buffer, max_wait, window))
     );
     // When the peer finally reads, the backlog drains in order.

@@ -210,7 +210,10 @@ fn full_send_buffer_drops_and_counts_without_closing() {
     assert_eq!(st.dropped_overflow, 45);
     let s = net.conn(0, 1).unwrap();
     assert_eq!(
-        net.nodes[0].comm.send_queue_len(s).map(|q| (q.buffered, q.waiting, q.in_flight)),
+        net.nodes[0]
+            .comm
+            .send_queue_len(s)
+            .map(|q| (q.buffered, q.waiting, q.in_flight)),
         Some((4, 0, 1))
     );
     // What a flush waits for: the 5 accepted and not yet written (the 45 are counted).
