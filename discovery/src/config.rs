@@ -48,8 +48,9 @@ pub struct DiscoveryConfig {
     pub incarnation: Option<u64>,
     /// Seed of every random choice (fan-out peers, bootstrap nonces).
     pub seed: u64,
-    /// Upper bound on known members (alive and dead); beyond it new members are refused
-    /// and counted, so a flood of valid identities cannot grow memory without bound. The
+    /// Upper bound on known members (alive and dead); beyond it a new member takes the
+    /// place of one of an organization holding more (ours always may) or is refused and
+    /// counted, so a flood of valid identities cannot grow memory without bound. The
     /// default, 10,000, is far beyond Fabric networks' hundreds of peers; what they hold
     /// is bounded too (`max_membership_bytes`).
     pub max_members: usize,

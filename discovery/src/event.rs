@@ -76,9 +76,10 @@ pub enum PurgeReason {
     /// ([`Comm::revalidate_identities`](fabric_gossip_core::Comm::revalidate_identities):
     /// a revoked certificate, an MSP no longer trusted).
     IdentityRefused,
-    /// Membership was full and a member of our own organization arrived: another
-    /// organization's member (the one dead longest, else heard from least recently) made
-    /// room (`DiscoveryStats::members_evicted`).
+    /// Membership was full and a member of our own organization, or of an organization
+    /// holding at least two fewer members, arrived: a member of the largest organization
+    /// it may displace (the one dead longest, else heard from least recently) made room
+    /// (`DiscoveryStats::members_evicted`).
     Evicted,
 }
 

@@ -662,6 +662,17 @@ impl Run {
             "membership's byte count drifted from its members'"
         );
         assert!(held <= self.cfg.max_membership_bytes, "{held} bytes held");
+        let mut orgs = std::collections::BTreeMap::<&[u8], usize>::new();
+        for (_, m) in self.layer.membership.iter() {
+            *orgs.entry(m.org.as_deref().unwrap_or_default()).or_default() += 1;
+        }
+        let counted: std::collections::BTreeMap<&[u8], usize> = self
+            .layer
+            .membership
+            .org_counts()
+            .map(|(o, n)| (o.as_ref(), n))
+            .collect();
+        assert_eq!(counted, orgs, "membership's organization counts drifted");
         let dropped = self.layer.stats().events_dropped > 0;
         for m in &members {
             assert_ne!(m.pki_id, pki(0), "we are a member of our own membership");

@@ -264,8 +264,7 @@ impl Discovery {
         if !self.membership.contains(&parsed.pki_id) {
             let weight = update.weight();
             if !self.has_room(weight) {
-                let own = !from_dead_list && update.org.is_some() && update.org == self.my_org;
-                if !own || !self.make_room(now, comm, weight) {
+                if from_dead_list || !self.make_room(now, comm, update.org.as_ref(), weight) {
                     self.stats.members_refused_full += 1;
                     return Change::Stale;
                 }
@@ -282,45 +281,88 @@ impl Discovery {
         self.apply(&update, parsed, now)
     }
 
-    /// Whether an alive message, unverified, claims a member of our own organization: by
-    /// its embedded identity, else the one we know for its PKI-ID.
-    pub(crate) fn of_our_org<S: Security>(
+    /// The organization an alive message claims, read without any check: of its
+    /// embedded identity, else of the one we know for its PKI-ID.
+    pub(crate) fn claimed_org<S: Security>(
         &self,
         comm: &Comm<S>,
         parsed: &ParsedAlive,
         now: Instant,
-    ) -> bool {
+    ) -> Option<Bytes> {
         let identity = if parsed.identity.is_empty() {
-            match self.known_identity(comm, &parsed.pki_id, now) {
-                Some(id) => id,
-                None => return false,
-            }
+            self.known_identity(comm, &parsed.pki_id, now)?
         } else {
             parsed.identity.clone()
         };
-        let org = comm.security().organization_of(&identity);
-        org.is_some() && org == self.my_org
+        comm.security().organization_of(&identity)
     }
 
-    /// The member another organization's member would leave room for, when membership
-    /// is full and one of ours arrives: the one dead longest, else the one heard from
-    /// least recently; never a bootstrap or anchor peer. `None` if there is none.
-    fn eviction_victim(&self) -> Option<PkiId> {
+    /// The organizations whose members a newcomer of `org` may displace from a full
+    /// membership, with their member counts: a member of our own organization may take
+    /// the place of any other's; a member of another organization that of an
+    /// organization holding at least two more members than its own, so that no
+    /// organization ends up with fewer than the one it displaced. A newcomer of no known
+    /// organization may take no place. Beyond Fabric, which has no bound on membership:
+    /// without shares, a hostile organization able to mint valid certificates could fill
+    /// membership and keep every newcomer of the others out. Members of no known
+    /// organization count as one organization (the empty name) here.
+    fn displaceable<'a>(
+        &'a self,
+        org: Option<&'a Bytes>,
+    ) -> impl Iterator<Item = (&'a Bytes, usize)> + 'a {
+        let mine = self.my_org.as_ref();
+        let least = org.map(|o| {
+            if Some(o) == mine {
+                1
+            } else {
+                self.membership.org_count(Some(o)) + 2
+            }
+        });
+        self.membership.org_counts().filter(move |&(o, n)| {
+            least.is_some_and(|least| n >= least) && Some(o) != org && Some(o) != mine
+        })
+    }
+
+    /// Whether a newcomer of `org` could take a place in a full membership, judged by
+    /// the organizations' counts alone (cheap enough to ask of every unverified entry of
+    /// a response).
+    pub(crate) fn may_displace(&self, org: Option<&Bytes>) -> bool {
+        self.displaceable(org).next().is_some()
+    }
+
+    /// The member a newcomer of `org` would leave room for (see
+    /// [`Discovery::displaceable`]): one of the largest organization it may displace,
+    /// and among the members of organizations that large, the one dead longest, else the
+    /// one heard from least recently; never a bootstrap or anchor peer. `None` if there
+    /// is none.
+    fn eviction_victim(&self, org: Option<&Bytes>) -> Option<PkiId> {
+        let sizes: Vec<(&Bytes, usize)> = self.displaceable(org).collect();
+        let size_of = |m: &MemberState| {
+            let name: &[u8] = m.org.as_deref().unwrap_or_default();
+            sizes
+                .iter()
+                .find(|(o, _)| o.as_ref() == name)
+                .map(|&(_, n)| n)
+        };
         self.membership
             .iter()
-            .filter(|(_, m)| m.org.is_none() || m.org != self.my_org)
             .filter(|(_, m)| !self.is_bootstrap_or_anchor(m))
-            .min_by_key(|&(k, m)| (m.alive, m.last_seen, k))
-            .map(|(k, _)| k.clone())
+            .filter_map(|(k, m)| Some((core::cmp::Reverse(size_of(m)?), m.alive, m.last_seen, k)))
+            .min()
+            .map(|(.., k)| k.clone())
     }
 
-    /// Makes room for a member of our own organization holding `bytes` by purging other
-    /// organizations' members (`PurgeReason::Evicted`): a hostile organization able to
-    /// mint valid certificates could otherwise fill membership and keep every new member
-    /// of ours out of it. Whether there is room now.
-    fn make_room<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>, bytes: usize) -> bool {
+    /// Makes room for a newcomer of `org` holding `bytes` by purging members of the
+    /// organizations it may displace (`PurgeReason::Evicted`). Whether there is room now.
+    fn make_room<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        org: Option<&Bytes>,
+        bytes: usize,
+    ) -> bool {
         while !self.has_room(bytes) {
-            let Some(victim) = self.eviction_victim() else {
+            let Some(victim) = self.eviction_victim(org) else {
                 return false;
             };
             self.stats.members_evicted += 1;

@@ -152,10 +152,12 @@ impl Discovery {
             Some(p) => p,
             None => parse()?,
         };
-        // A member of our own organization may take another organization's place in a
-        // full membership (`Discovery::learn`): its organization, read without any
-        // check, decides whether it is worth verifying.
-        if fate == Fate::Full && (dead_list || !self.of_our_org(comm, &parsed, now)) {
+        // A newcomer may take a place in a full membership by its organization's share
+        // (`Discovery::learn`): its organization, read without any check, decides
+        // whether it is worth verifying.
+        if fate == Fate::Full
+            && (dead_list || !self.may_displace(self.claimed_org(comm, &parsed, now).as_ref()))
+        {
             return Ok(Entry::Unchanging(fate));
         }
         Ok(Entry::Parsed(parsed))

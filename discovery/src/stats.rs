@@ -81,8 +81,8 @@ pub struct DiscoveryStats {
     pub members_purged: u64,
     /// New members refused because `max_members` is reached.
     pub members_refused_full: u64,
-    /// Other organizations' members purged to make room for one of ours
-    /// (`PurgeReason::Evicted`).
+    /// Members purged to make room in a full membership for a newcomer of ours or of an
+    /// organization holding fewer (`PurgeReason::Evicted`).
     pub members_evicted: u64,
     /// Probes sent to dead members.
     pub reconnect_probes: u64,

@@ -172,6 +172,10 @@ pub(crate) struct Membership {
     alive: Vec<usize>,
     /// The members' bytes ([`MemberState::weight`]), kept as they come and go.
     bytes: usize,
+    /// Members per organization, kept as they come and go; members of no known
+    /// organization count under the empty name. What a full membership's shares are
+    /// judged by.
+    orgs: Map<Bytes, usize>,
 }
 
 impl Default for Membership {
@@ -182,6 +186,7 @@ impl Default for Membership {
             free: Vec::new(),
             alive: Vec::new(),
             bytes: 0,
+            orgs: new_map(),
         }
     }
 }
@@ -217,6 +222,33 @@ impl Membership {
         self.bytes
     }
 
+    /// How many members `org` has (`None`: members of no known organization).
+    pub(crate) fn org_count(&self, org: Option<&Bytes>) -> usize {
+        let key: &[u8] = org.map_or(&[], |o| o.as_ref());
+        self.orgs.get(key).copied().unwrap_or(0)
+    }
+
+    /// Each organization's member count (the empty name: members of none), in the
+    /// map's (deterministic) order.
+    pub(crate) fn org_counts(&self) -> impl Iterator<Item = (&Bytes, usize)> {
+        self.orgs.iter().map(|(o, &n)| (o, n))
+    }
+
+    fn count_in(&mut self, org: Option<&Bytes>) {
+        let key = org.cloned().unwrap_or_default();
+        *self.orgs.entry(key).or_insert(0) += 1;
+    }
+
+    fn count_out(&mut self, org: Option<&Bytes>) {
+        let key: &[u8] = org.map_or(&[], |o| o.as_ref());
+        if let Some(n) = self.orgs.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.orgs.remove(key);
+            }
+        }
+    }
+
     /// Every member, alive or dead, in the map's (deterministic) order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&PkiId, &MemberState)> {
         self.index.values().filter_map(|&i| {
@@ -233,6 +265,7 @@ impl Membership {
     /// Puts a new member in a free slot (or a new one) and indexes it.
     fn insert(&mut self, pki_id: &PkiId, m: MemberState) -> usize {
         self.bytes += m.weight();
+        self.count_in(m.org.as_ref());
         let slot = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(m);
@@ -280,9 +313,12 @@ impl Membership {
             m.internal_endpoint = u.internal_endpoint.to_owned();
         }
         m.prefer_endpoint();
+        let mut moved = None;
         if m.identity.is_none() || m.identity.as_ref() != Some(u.identity) {
             m.identity = Some(Bytes::copy_from_slice(u.identity));
-            m.org = u.org.clone();
+            if m.org != u.org {
+                moved = Some(core::mem::replace(&mut m.org, u.org.clone()));
+            }
             m.expires = u.expires;
         }
         m.ts = u.ts;
@@ -291,6 +327,10 @@ impl Membership {
         m.alive = true;
         let after = m.weight();
         self.bytes = self.bytes - before + after;
+        if let Some(old) = moved {
+            self.count_out(old.as_ref());
+            self.count_in(u.org.as_ref());
+        }
         if was_alive {
             return Change::Refreshed;
         }
@@ -358,6 +398,7 @@ impl Membership {
         let slot = self.index.remove(pki_id.as_bytes())?;
         let m = self.slots.get_mut(slot)?.take()?;
         self.bytes -= m.weight();
+        self.count_out(m.org.as_ref());
         self.free.push(slot);
         if m.alive {
             self.unlist(m.alive_at);

@@ -19,7 +19,7 @@ pub(crate) const T0: Instant = Instant::from_unix_secs(1_700_000_000);
 /// One second, the unit the tests step their clocks by.
 pub(crate) const SEC: Duration = Duration::from_secs(1);
 
-/// Org A: `me`, `a1`, `a2`; org B: `b1`, `b2`; org C: `c1`.
+/// Org A: `me`, `a1`, `a2`; org B: `b1` to `b5`; org C: `c1` to `c3`.
 pub(crate) fn security(name: &str) -> TestOnlyHmacSecurity {
     let mut s = TestOnlyHmacSecurity::new(name);
     for (id, org) in [
@@ -28,7 +28,12 @@ pub(crate) fn security(name: &str) -> TestOnlyHmacSecurity {
         ("a2", "A"),
         ("b1", "B"),
         ("b2", "B"),
+        ("b3", "B"),
+        ("b4", "B"),
+        ("b5", "B"),
         ("c1", "C"),
+        ("c2", "C"),
+        ("c3", "C"),
     ] {
         s = s.with_organization(Bytes::from(id), Bytes::from(org));
     }
@@ -372,14 +377,15 @@ fn a_member_of_our_organization_takes_another_organizations_place_in_a_full_memb
     let mut cfg = DiscoveryConfig::new("me.int:7051");
     cfg.max_members = 2;
     let (mut comm, mut d) = node(cfg);
-    for who in ["b1", "b2"] {
+    for who in ["b1", "c1"] {
         d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "")));
     }
     d.membership.mark_dead(&pki("b1"));
     events(&mut d);
-    // Another organization's newcomer is refused; one of ours evicts the longest dead.
-    d.handle_message(T0, &mut comm, direct("c1", alive("c1", 1, 1, "")));
-    assert!(d.member(&pki("c1")).is_none());
+    // Another organization's newcomer finds the shares even (B and C one each): refused.
+    // One of ours evicts, of the largest organizations, the member dead longest.
+    d.handle_message(T0, &mut comm, direct("c2", alive("c2", 1, 1, "")));
+    assert!(d.member(&pki("c2")).is_none());
     d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
     assert!(d.member(&pki("a1")).is_some());
     assert!(d.dead_members().is_empty(), "b1 made room");
@@ -388,15 +394,58 @@ fn a_member_of_our_organization_takes_another_organizations_place_in_a_full_memb
         DiscoveryEvent::MemberPurged { member, reason: PurgeReason::Evicted }
             if member.pki_id == pki("b1")
     )));
-    // In a response: ours is verified and let in, another organization's newcomer is not
-    // even verified.
+    // In a response: ours is verified and let in; a newcomer of no known organization
+    // is not even verified.
     let res = response("a1", vec![forged("x1"), alive("a2", 1, 1, "")], vec![], 0);
     d.handle_message(T0, &mut comm, res);
-    assert!(d.member(&pki("a2")).is_some() && d.member(&pki("b2")).is_none());
+    assert!(d.member(&pki("a2")).is_some() && d.member(&pki("c1")).is_none());
     assert_eq!(d.stats().alive_bad_signature, 0);
     assert_eq!(d.stats().members_evicted, 2);
     assert_eq!(d.stats().members_refused_full, 2);
     assert_eq!(d.membership.len(), 2);
+}
+
+#[test]
+fn one_organization_cannot_crowd_another_out_of_a_full_membership() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = 4;
+    let (mut comm, mut d) = node(cfg);
+    // A hostile organization, B, fills membership.
+    for (k, who) in ["b1", "b2", "b3", "b4"].into_iter().enumerate() {
+        let at = T0 + SEC * k as u32;
+        d.handle_message(at, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    let later = T0 + SEC * 10;
+    // C's newcomers take B's places, the members heard from least recently first, until
+    // neither holds two more than the other.
+    for who in ["c1", "c2", "c3"] {
+        d.handle_message(later, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    let held = |d: &Discovery| -> Vec<String> {
+        let mut v: Vec<String> = d
+            .members()
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.pki_id.as_bytes()).into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(held(&d), ["b3", "b4", "c1", "c2"]);
+    assert_eq!(d.stats().members_evicted, 2);
+    assert_eq!(d.stats().members_refused_full, 1);
+    // B's newcomer cannot take C's place back, and a response's entries that could not
+    // take one are not verified: forgeries of a B and a C member go unchecked.
+    d.handle_message(later, &mut comm, direct("b5", alive("b5", 1, 1, "")));
+    let fakes = ["c3", "b5"].map(|who| {
+        let mut fake = alive(who, 1, 2, "");
+        fake.signature = forged(who).signature;
+        fake
+    });
+    let res = response("b3", fakes.to_vec(), vec![], 0);
+    d.handle_message(later, &mut comm, res);
+    assert_eq!(held(&d), ["b3", "b4", "c1", "c2"]);
+    assert_eq!(d.stats().alive_bad_signature, 0);
+    assert_eq!(d.stats().members_refused_full, 4);
 }
 
 #[test]
