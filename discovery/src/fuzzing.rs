@@ -664,7 +664,9 @@ impl Run {
         assert!(held <= self.cfg.max_membership_bytes, "{held} bytes held");
         let mut orgs = std::collections::BTreeMap::<&[u8], usize>::new();
         for (_, m) in self.layer.membership.iter() {
-            *orgs.entry(m.org.as_deref().unwrap_or_default()).or_default() += 1;
+            *orgs
+                .entry(m.org.as_deref().unwrap_or_default())
+                .or_default() += 1;
         }
         let counted: std::collections::BTreeMap<&[u8], usize> = self
             .layer
