@@ -25,7 +25,8 @@ use fabric_gossip_core::proto::gossip::Empty;
 use fabric_gossip_core::proto::gossip::gossip_client::GossipClient;
 use fabric_gossip_core::{
     Action, CertHash, Comm, ConnectionInfo, DialId, Event, HandshakeError, Instant, OpId, Output,
-    PkiId, ProbeError, Security, SendResult, StreamEnd, StreamId, SubscriptionId, WriteKind,
+    PkiId, ProbeError, ReceivedMessage, Security, SendResult, StreamEnd, StreamId, SubscriptionId,
+    WriteKind,
 };
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
@@ -457,6 +458,13 @@ pub(crate) struct Inner {
     gates: Arc<Gates>,
     /// Wakes a [`Kick`].
     kick: Waker,
+    /// Deliveries the application dropped, emptied, on their way back to the core
+    /// ([`Inner::recycle_delivery`]; boxed: the allocations are what is kept).
+    #[allow(clippy::vec_box)]
+    spare_deliveries: Mutex<Vec<Box<ReceivedMessage>>>,
+    /// How many `spare_deliveries` holds at most: what the core keeps
+    /// ([`Comm::spare_deliveries`]); beyond it they are freed.
+    max_spare_deliveries: usize,
 }
 
 impl Inner {
@@ -467,6 +475,7 @@ impl Inner {
         rt: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let cap = comm.config().presumed_dead_buffer.max(1);
+        let max_spare_deliveries = comm.spare_deliveries();
         // Inbound TLS sockets are read ahead (rustls alone reads 4 KiB at a time).
         let read_ahead = if settings.tls.is_some() {
             crate::readahead::READ_AHEAD
@@ -504,6 +513,8 @@ impl Inner {
             bodies: Arc::default(),
             gates: Arc::default(),
             kick: Waker::from(Arc::new(Kick(weak.clone()))),
+            spare_deliveries: Mutex::new(Vec::new()),
+            max_spare_deliveries,
         })
     }
 
@@ -539,6 +550,30 @@ impl Inner {
 
     pub(crate) fn now(&self) -> Instant {
         self.clock.now()
+    }
+
+    /// Keeps the allocation of a delivery the application dropped, already emptied, for
+    /// the core to decode a later message into ([`Inner::return_deliveries`]). A lock of
+    /// its own: the consumer drops messages without taking the core's.
+    pub(crate) fn recycle_delivery(&self, msg: Box<ReceivedMessage>) {
+        let mut spare = self
+            .spare_deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if spare.len() < self.max_spare_deliveries {
+            spare.push(msg);
+        }
+    }
+
+    /// Hands the deliveries kept by [`Inner::recycle_delivery`] to the core.
+    pub(crate) fn return_deliveries(&self, st: &mut State) {
+        let mut spare = self
+            .spare_deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for msg in spare.drain(..) {
+            st.comm.recycle_delivery(msg);
+        }
     }
 
     fn wake_room(&self) {

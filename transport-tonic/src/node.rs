@@ -724,7 +724,7 @@ impl Incoming {
             let n = self.buf.len().min(limit);
             let inner = &self.inner;
             buf.extend(self.buf.drain(..n).map(|msg| Received {
-                msg,
+                msg: Some(msg),
                 inner: inner.clone(),
             }));
             Poll::Ready(n)
@@ -744,6 +744,7 @@ impl Incoming {
             self.done = self.buf.is_empty();
             return Poll::Ready(());
         }
+        inner.return_deliveries(&mut st);
         let before = self.buf.len();
         while self.buf.len() < want {
             match st.comm.poll_delivery_boxed(self.sub) {
@@ -773,7 +774,7 @@ impl Stream for Incoming {
         }
         match this.buf.pop_front() {
             Some(msg) => Poll::Ready(Some(Received {
-                msg,
+                msg: Some(msg),
                 inner: this.inner.clone(),
             })),
             None => Poll::Ready(None),
@@ -794,57 +795,78 @@ impl Drop for Incoming {
 /// bytes, who sent it, and the means to answer on the same connection.
 #[derive(Clone)]
 pub struct Received {
-    msg: Box<ReceivedMessage>,
+    /// Always `Some` but in `drop`, which gives the allocation back to the core.
+    msg: Option<Box<ReceivedMessage>>,
     inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Received {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.msg, f)
+        fmt::Debug::fmt(self.msg(), f)
+    }
+}
+
+impl Drop for Received {
+    /// The message's allocation goes back to the core for a later message (see
+    /// [`fabric_gossip_core::Comm::recycle_delivery`]); what it refers to (the received
+    /// buffer) is released here, by whoever dropped it, as before.
+    fn drop(&mut self) {
+        if let Some(mut msg) = self.msg.take() {
+            prost::Message::clear(&mut msg.message);
+            prost::Message::clear(&mut msg.envelope);
+            msg.envelope_bytes = Bytes::new();
+            self.inner.recycle_delivery(msg);
+        }
     }
 }
 
 impl Received {
+    fn msg(&self) -> &ReceivedMessage {
+        self.msg
+            .as_deref()
+            .expect("a Received holds its message until dropped")
+    }
+
     /// The decoded message.
     pub fn message(&self) -> &GossipMessage {
-        &self.msg.message
+        &self.msg().message
     }
 
     /// The decoded Envelope.
     pub fn envelope(&self) -> &Envelope {
-        &self.msg.envelope
+        &self.msg().envelope
     }
 
     /// The Envelope exactly as received: verify and forward these bytes, never a
     /// re-encoding (spec section 3).
     pub fn envelope_bytes(&self) -> &Bytes {
-        &self.msg.envelope_bytes
+        &self.msg().envelope_bytes
     }
 
     /// What the sender proved in its handshake.
     pub fn info(&self) -> &Arc<ConnectionInfo> {
-        &self.msg.info
+        &self.msg().info
     }
 
     /// The sender's PKI-ID.
     pub fn sender(&self) -> &PkiId {
-        self.msg.sender()
+        self.msg().sender()
     }
 
     /// The core's view of the message, for code shared with other transports.
     pub fn as_received_message(&self) -> &ReceivedMessage {
-        &self.msg
+        self.msg()
     }
 
     /// Re-wraps the message with its original bytes, for forwarding.
     pub fn to_signed(&self) -> SignedMessage {
-        self.msg.to_signed()
+        self.msg().to_signed()
     }
 
     /// Fabric's `Respond`: sends `msg`, noop-signed, back on the connection this message
     /// came in on, waiting for buffer room. Fails with `ConnectionClosed` if it is gone.
     pub async fn respond(&self, msg: GossipMessage) -> Result<(), Error> {
-        let conn = self.msg.conn;
+        let conn = self.msg().conn;
         self.inner
             .retry_blocked(|c, now| c.respond(now, conn, msg.clone()))
             .await
@@ -853,8 +875,8 @@ impl Received {
     /// Fabric's `Ack`: answers this message's nonce with an Acknowledgement carrying
     /// `error` (`None` for success).
     pub async fn ack(&self, error: Option<&str>) -> Result<(), Error> {
-        let conn = self.msg.conn;
-        let nonce = self.msg.message.nonce;
+        let conn = self.msg().conn;
+        let nonce = self.msg().message.nonce;
         self.inner
             .retry_blocked(|c, now| c.ack(now, conn, nonce, error))
             .await
