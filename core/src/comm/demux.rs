@@ -87,11 +87,15 @@ impl Demux {
 
     /// The subscriptions whose acceptor takes the message; each acceptor runs once.
     fn route(&self, msg: &ReceivedMessage) -> SmallVec<[SubscriptionId; 4]> {
-        self.subs
-            .iter()
-            .filter(|(_, s)| (s.acceptor)(msg))
-            .map(|(id, _)| id)
-            .collect()
+        // A loop rather than `collect`: `SmallVec`'s `extend` cost about 70 instructions
+        // per message for the one subscription of a lossless one-way run.
+        let mut targets = SmallVec::new();
+        for (id, s) in self.subs.iter() {
+            if (s.acceptor)(msg) {
+                targets.push(id);
+            }
+        }
+        targets
     }
 
     /// Queues one delivery from `stream`: `cap` deliveries pause the stream, `hard_cap`
