@@ -5,10 +5,13 @@
 //! ```text
 //! cargo run --release -p fabric-gossip-tonic --example alloc_count -- plain 200000
 //! cargo run --release -p fabric-gossip-tonic --example alloc_count -- tls 200000 --one-thread
+//! cargo run --release -p fabric-gossip-tonic --example alloc_count -- acks 100000 --one-thread
 //! ```
 //!
 //! It prints heap allocations (and reallocations) per message and bytes allocated per
-//! message, over the messages after a warm-up of 20,000. A fixed amount of work also makes
+//! message, over the messages after a warm-up of 20,000. `acks` counts per acknowledged
+//! SendWithAck instead, 16 callers in plaintext with the default configuration, the other
+//! node acking every message (`bench_report --only acks`'s workload). A fixed amount of work also makes
 //! instruction counts comparable between builds, where timing on a shared machine is not:
 //! `perf stat -e instructions:u` over runs of N and 2N messages, their difference over N,
 //! is the user-space instructions per message without start-up and shut-down. To see where
@@ -135,23 +138,69 @@ async fn run(tls: bool, n: u64) -> Result<[u64; 3], String> {
     Ok([0, 1, 2].map(|i| after[i] - before[i]))
 }
 
+/// SendWithAck from 16 callers, `n` acks after the warm-up, each message acked by the
+/// other node.
+async fn acks(n: u64) -> Result<[u64; 3], String> {
+    const CALLERS: u64 = 16;
+    let (a, b) = common::start_pair(false, Config::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut inbox = b.accept(|_| true).map_err(|e| e.to_string())?;
+    let acker = tokio::spawn(async move {
+        while let Some(m) = inbox.recv().await {
+            let _ = m.ack(None).await;
+        }
+    });
+    let msg = fabric_gossip_core::data_message(1, vec![7u8; 1024]);
+    let peer = b.as_peer();
+    let round = async |calls: u64| -> Result<(), String> {
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (a, peer, msg) = (a.clone(), peer.clone(), msg.clone());
+                tokio::spawn(async move {
+                    for _ in 0..calls {
+                        let r = a
+                            .send_with_ack(
+                                msg.clone(),
+                                std::time::Duration::from_secs(10),
+                                1,
+                                std::slice::from_ref(&peer),
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if r.first().is_none_or(|r| r.result.is_err()) {
+                            return Err("an ack failed".to_string());
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        Ok(())
+    };
+    round(WARMUP / CALLERS).await?;
+    let before = counters();
+    round(n / CALLERS).await?;
+    let after = counters();
+    a.stop().await;
+    b.stop().await;
+    let _ = acker.await;
+    Ok([0, 1, 2].map(|i| after[i] - before[i]))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let tls = match args.first().map(String::as_str) {
-        Some("plain") => false,
-        Some("tls") => true,
-        _ => {
-            eprintln!("usage: alloc_count plain|tls [MESSAGES] [--one-thread]");
-            std::process::exit(2);
-        }
-    };
-    eprintln!(
-        "sizes: ReceivedMessage {} GossipMessage {} Envelope {}",
-        std::mem::size_of::<fabric_gossip_core::ReceivedMessage>(),
-        std::mem::size_of::<GossipMessage>(),
-        std::mem::size_of::<fabric_gossip_core::proto::gossip::Envelope>()
-    );
+    let what = args.first().map(String::as_str).unwrap_or_default();
+    if !["plain", "tls", "acks"].contains(&what) {
+        eprintln!("usage: alloc_count plain|tls|acks [MESSAGES] [--one-thread]");
+        std::process::exit(2);
+    }
     let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    // Whole rounds of the 16 callers.
+    let n = if what == "acks" { n / 16 * 16 } else { n };
     let rt = if args.iter().any(|a| a == "--one-thread") {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -163,13 +212,17 @@ fn main() {
             .build()
     }
     .expect("runtime");
-    let r = rt.block_on(async { tokio::spawn(run(tls, n)).await });
+    let r = rt.block_on(async {
+        match what {
+            "acks" => tokio::spawn(acks(n)).await,
+            _ => tokio::spawn(run(what == "tls", n)).await,
+        }
+    });
     match r {
         Ok(Ok([allocs, reallocs, bytes])) => {
             let per = |x: u64| x as f64 / n as f64;
             println!(
-                "{} {n} messages: {:.3} allocations, {:.3} reallocations, {:.0} bytes per message",
-                if tls { "tls" } else { "plain" },
+                "{what} {n} messages: {:.3} allocations, {:.3} reallocations, {:.0} bytes per message",
                 per(allocs),
                 per(reallocs),
                 per(bytes),
