@@ -49,14 +49,15 @@ pub struct DiscoveryConfig {
     /// Seed of every random choice (fan-out peers, bootstrap nonces).
     pub seed: u64,
     /// Upper bound on known members (alive and dead); beyond it a new member takes the
-    /// place of one of an organization holding more (ours always may) or is refused and
-    /// counted, so a flood of valid identities cannot grow memory without bound. The
-    /// default, 10,000, is far beyond Fabric networks' hundreds of peers; what they hold
-    /// is bounded too (`max_membership_bytes`).
+    /// place of one of an organization with a larger share (ours always may) or is
+    /// refused and counted, so a flood of valid identities cannot grow memory without
+    /// bound. The default, 10,000, is far beyond Fabric networks' hundreds of peers; what
+    /// they hold is bounded too (`max_membership_bytes`).
     pub max_members: usize,
     /// Upper bound on what known members hold in all (their alive envelopes,
     /// identities, metadata and endpoints, as `Membership` counts them); beyond it new
-    /// members are refused as beyond `max_members` (`members_refused_full`). A hostile
+    /// members take a place or are refused as beyond `max_members`
+    /// (`members_refused_full`). A hostile
     /// organization can mint valid certificates of 64 KiB: 10,000 such members had taken a
     /// node to 1.7 GB. Real members hold 3–5 KiB, so the default (64 MiB) fits 10,000.
     pub max_membership_bytes: usize,

@@ -77,9 +77,9 @@ pub enum PurgeReason {
     /// a revoked certificate, an MSP no longer trusted).
     IdentityRefused,
     /// Membership was full and a member of our own organization, or of an organization
-    /// holding at least two fewer members, arrived: a member of the largest organization
-    /// it may displace (the one dead longest, else heard from least recently) made room
-    /// (`DiscoveryStats::members_evicted`).
+    /// with a smaller share of it, arrived: a member of the organization with the largest
+    /// share it may displace (the one dead longest, else heard from least recently) made
+    /// room (`DiscoveryStats::members_evicted`).
     Evicted,
 }
 

@@ -662,19 +662,21 @@ impl Run {
             "membership's byte count drifted from its members'"
         );
         assert!(held <= self.cfg.max_membership_bytes, "{held} bytes held");
-        let mut orgs = std::collections::BTreeMap::<&[u8], usize>::new();
+        let mut orgs = std::collections::BTreeMap::<&[u8], (usize, usize)>::new();
         for (_, m) in self.layer.membership.iter() {
-            *orgs
+            let share = orgs
                 .entry(m.org.as_deref().unwrap_or_default())
-                .or_default() += 1;
+                .or_default();
+            share.0 += 1;
+            share.1 += m.weight();
         }
-        let counted: std::collections::BTreeMap<&[u8], usize> = self
+        let counted: std::collections::BTreeMap<&[u8], (usize, usize)> = self
             .layer
             .membership
-            .org_counts()
-            .map(|(o, n)| (o.as_ref(), n))
+            .org_shares()
+            .map(|(o, s)| (o.as_ref(), (s.members, s.bytes)))
             .collect();
-        assert_eq!(counted, orgs, "membership's organization counts drifted");
+        assert_eq!(counted, orgs, "membership's organization shares drifted");
         let dropped = self.layer.stats().events_dropped > 0;
         for m in &members {
             assert_ne!(m.pki_id, pki(0), "we are a member of our own membership");

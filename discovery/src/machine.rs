@@ -8,7 +8,7 @@ use crate::config::DiscoveryConfig;
 use crate::error::{AliveError, ConfigError};
 use crate::event::{DiscoveryEvent, MemberInfo};
 use crate::stats::DiscoveryStats;
-use crate::store::{Change, MemberState, Membership, MsgStore, Update};
+use crate::store::{Change, MemberState, Membership, MsgStore, Share, Update};
 use crate::validate::{AliveLimits, ParsedAlive, VerifiedIdentity, verify_alive};
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
@@ -297,63 +297,103 @@ impl Discovery {
         comm.security().organization_of(&identity)
     }
 
-    /// The organizations whose members a newcomer of `org` may displace from a full
-    /// membership, with their member counts: a member of our own organization may take
-    /// the place of any other's; a member of another organization that of an
-    /// organization holding at least two more members than its own, so that no
-    /// organization ends up with fewer than the one it displaced. A newcomer of no known
-    /// organization may take no place. Beyond Fabric, which has no bound on membership:
-    /// without shares, a hostile organization able to mint valid certificates could fill
-    /// membership and keep every newcomer of the others out. Members of no known
-    /// organization count as one organization (the empty name) here.
-    fn displaceable<'a>(
-        &'a self,
-        org: Option<&'a Bytes>,
-    ) -> impl Iterator<Item = (&'a Bytes, usize)> + 'a {
+    /// How much of membership `share` takes, as one number comparable between
+    /// organizations: the larger of its fraction of `max_members` and its fraction of
+    /// `max_membership_bytes` (its dominant share), scaled by both bounds so that no
+    /// division is needed.
+    fn usage(&self, share: Share) -> u128 {
+        let members = self.cfg.max_members.max(1) as u128;
+        let bytes = self.cfg.max_membership_bytes.max(1) as u128;
+        (share.members as u128 * bytes).max(share.bytes as u128 * members)
+    }
+
+    /// Whether a newcomer of `org` holding `weight` bytes may take the place of a member
+    /// of an organization holding `victims` in a full membership. One of our own
+    /// organization may take any other's; one of another organization that of an
+    /// organization whose share is larger than its own would be with the newcomer, so
+    /// that no organization ends up with a smaller share than the one it displaced. Shares
+    /// are dominant shares ([`Discovery::usage`]): a hostile organization whose members
+    /// are few but large (a CA can mint 64 KiB certificates) fills the byte bound as fast
+    /// as many small ones fill the count. A newcomer of no known organization may take no
+    /// place, and members of no known organization count as one organization (the empty
+    /// name). Beyond Fabric, which has no bound on membership: without shares, a hostile
+    /// organization able to mint valid certificates could fill membership and keep every
+    /// newcomer of the others out.
+    fn may_take(&self, org: &Bytes, newcomer: Share, victims: (&Bytes, Share)) -> bool {
+        let (name, share) = victims;
         let mine = self.my_org.as_ref();
-        let least = org.map(|o| {
-            if Some(o) == mine {
-                1
-            } else {
-                self.membership.org_count(Some(o)) + 2
-            }
-        });
-        self.membership.org_counts().filter(move |&(o, n)| {
-            least.is_some_and(|least| n >= least) && Some(o) != org && Some(o) != mine
-        })
+        if name == org || Some(name) == mine || share.members == 0 {
+            return false;
+        }
+        Some(org) == mine || self.usage(share) > self.usage(newcomer)
+    }
+
+    /// What `org` would hold with a newcomer holding `weight` bytes.
+    fn with_newcomer(&self, org: &Bytes, weight: usize) -> Share {
+        let share = self.membership.org_share(Some(org));
+        Share {
+            members: share.members + 1,
+            bytes: share.bytes + weight,
+        }
     }
 
     /// Whether a newcomer of `org` could take a place in a full membership, judged by
-    /// the organizations' counts alone (cheap enough to ask of every unverified entry of
-    /// a response).
+    /// the organizations' shares alone and the newcomer's size unknown (cheap enough to
+    /// ask of every unverified entry of a response).
     pub(crate) fn may_displace(&self, org: Option<&Bytes>) -> bool {
-        self.displaceable(org).next().is_some()
+        let Some(org) = org else {
+            return false;
+        };
+        let newcomer = self.with_newcomer(org, 0);
+        self.membership
+            .org_shares()
+            .any(|victims| self.may_take(org, newcomer, victims))
     }
 
-    /// The member a newcomer of `org` would leave room for (see
-    /// [`Discovery::displaceable`]): one of the largest organization it may displace,
-    /// and among the members of organizations that large, the one dead longest, else the
-    /// one heard from least recently; never a bootstrap or anchor peer. `None` if there
-    /// is none.
-    fn eviction_victim(&self, org: Option<&Bytes>) -> Option<PkiId> {
-        let sizes: Vec<(&Bytes, usize)> = self.displaceable(org).collect();
-        let size_of = |m: &MemberState| {
-            let name: &[u8] = m.org.as_deref().unwrap_or_default();
-            sizes
+    /// The members a newcomer of `org` holding `weight` bytes would leave room for, all
+    /// chosen before any goes: each in turn of the organization with the largest share it
+    /// may take, as that organization's share would be with the ones already chosen gone,
+    /// and of that organization the member dead longest, else the one heard from least
+    /// recently; never a bootstrap or anchor peer. `None` if they cannot make room (then
+    /// nobody is evicted).
+    fn eviction_victims(&self, org: Option<&Bytes>, weight: usize) -> Option<Vec<PkiId>> {
+        let org = org?;
+        let newcomer = self.with_newcomer(org, weight);
+        let mut shares: Vec<(&Bytes, Share)> = self.membership.org_shares().collect();
+        let mut chosen: Vec<PkiId> = Vec::new();
+        let (mut members, mut bytes) = (self.membership.len(), self.membership.bytes());
+        while members >= self.cfg.max_members
+            || bytes.saturating_add(weight) > self.cfg.max_membership_bytes
+        {
+            let usage_of = |m: &MemberState| {
+                let name: &[u8] = m.org.as_deref().unwrap_or_default();
+                let &(o, share) = shares.iter().find(|(o, _)| o.as_ref() == name)?;
+                self.may_take(org, newcomer, (o, share))
+                    .then(|| self.usage(share))
+            };
+            let (_, _, _, victim, m) = self
+                .membership
                 .iter()
-                .find(|(o, _)| o.as_ref() == name)
-                .map(|&(_, n)| n)
-        };
-        self.membership
-            .iter()
-            .filter(|(_, m)| !self.is_bootstrap_or_anchor(m))
-            .filter_map(|(k, m)| Some((core::cmp::Reverse(size_of(m)?), m.alive, m.last_seen, k)))
-            .min()
-            .map(|(.., k)| k.clone())
+                .filter(|(k, m)| !self.is_bootstrap_or_anchor(m) && !chosen.contains(k))
+                .filter_map(|(k, m)| {
+                    Some((core::cmp::Reverse(usage_of(m)?), m.alive, m.last_seen, k, m))
+                })
+                .min_by(|a, b| (&a.0, a.1, a.2, a.3).cmp(&(&b.0, b.1, b.2, b.3)))?;
+            let name: &[u8] = m.org.as_deref().unwrap_or_default();
+            if let Some((_, share)) = shares.iter_mut().find(|(o, _)| o.as_ref() == name) {
+                share.members -= 1;
+                share.bytes -= m.weight();
+            }
+            members -= 1;
+            bytes -= m.weight();
+            chosen.push(victim.clone());
+        }
+        Some(chosen)
     }
 
     /// Makes room for a newcomer of `org` holding `bytes` by purging members of the
-    /// organizations it may displace (`PurgeReason::Evicted`). Whether there is room now.
+    /// organizations it may displace (`PurgeReason::Evicted`), or purges nobody if that
+    /// cannot make room. Whether there is room now.
     fn make_room<S: Security>(
         &mut self,
         now: Instant,
@@ -361,14 +401,14 @@ impl Discovery {
         org: Option<&Bytes>,
         bytes: usize,
     ) -> bool {
-        while !self.has_room(bytes) {
-            let Some(victim) = self.eviction_victim(org) else {
-                return false;
-            };
+        let Some(victims) = self.eviction_victims(org, bytes) else {
+            return false;
+        };
+        for victim in &victims {
             self.stats.members_evicted += 1;
-            self.purge(now, comm, &victim, crate::event::PurgeReason::Evicted);
+            self.purge(now, comm, victim, crate::event::PurgeReason::Evicted);
         }
-        true
+        self.has_room(bytes)
     }
 
     /// [`Membership::apply_alive`], with its counters and event.

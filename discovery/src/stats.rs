@@ -82,7 +82,7 @@ pub struct DiscoveryStats {
     /// New members refused because `max_members` is reached.
     pub members_refused_full: u64,
     /// Members purged to make room in a full membership for a newcomer of ours or of an
-    /// organization holding fewer (`PurgeReason::Evicted`).
+    /// organization with a smaller share (`PurgeReason::Evicted`).
     pub members_evicted: u64,
     /// Probes sent to dead members.
     pub reconnect_probes: u64,

@@ -156,6 +156,15 @@ pub(crate) fn new_map<K, V>() -> Map<K, V> {
     Map::with_hasher(foldhash::fast::FixedState::with_seed(MAP_SEED))
 }
 
+/// What one organization holds of membership.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Share {
+    /// Its members, alive and dead.
+    pub(crate) members: usize,
+    /// Their bytes ([`MemberState::weight`]).
+    pub(crate) bytes: usize,
+}
+
 /// Alive and dead members, with the alive ones also in a dense list so that fan-out
 /// draws and syncs pick among them without scanning every member. A member lives in a
 /// slot of a dense table; the map only turns a PKI-ID into its slot, so the alive list
@@ -172,10 +181,10 @@ pub(crate) struct Membership {
     alive: Vec<usize>,
     /// The members' bytes ([`MemberState::weight`]), kept as they come and go.
     bytes: usize,
-    /// Members per organization, kept as they come and go; members of no known
-    /// organization count under the empty name. What a full membership's shares are
-    /// judged by.
-    orgs: Map<Bytes, usize>,
+    /// Each organization's members and bytes, kept as they come and go; members of no
+    /// known organization count under the empty name. What a full membership's shares
+    /// are judged by.
+    orgs: Map<Bytes, Share>,
 }
 
 impl Default for Membership {
@@ -222,28 +231,33 @@ impl Membership {
         self.bytes
     }
 
-    /// How many members `org` has (`None`: members of no known organization).
-    pub(crate) fn org_count(&self, org: Option<&Bytes>) -> usize {
+    /// What `org` holds (`None`: members of no known organization).
+    pub(crate) fn org_share(&self, org: Option<&Bytes>) -> Share {
         let key: &[u8] = org.map_or(&[], |o| o.as_ref());
-        self.orgs.get(key).copied().unwrap_or(0)
+        self.orgs.get(key).copied().unwrap_or_default()
     }
 
-    /// Each organization's member count (the empty name: members of none), in the
-    /// map's (deterministic) order.
-    pub(crate) fn org_counts(&self) -> impl Iterator<Item = (&Bytes, usize)> {
+    /// What each organization holds (the empty name: members of none), in the map's
+    /// (deterministic) order.
+    pub(crate) fn org_shares(&self) -> impl Iterator<Item = (&Bytes, Share)> {
         self.orgs.iter().map(|(o, &n)| (o, n))
     }
 
-    fn count_in(&mut self, org: Option<&Bytes>) {
-        let key = org.cloned().unwrap_or_default();
-        *self.orgs.entry(key).or_insert(0) += 1;
+    fn share_in(&mut self, org: Option<&Bytes>, weight: usize) {
+        let share = self
+            .orgs
+            .entry(org.cloned().unwrap_or_default())
+            .or_default();
+        share.members += 1;
+        share.bytes += weight;
     }
 
-    fn count_out(&mut self, org: Option<&Bytes>) {
+    fn share_out(&mut self, org: Option<&Bytes>, weight: usize) {
         let key: &[u8] = org.map_or(&[], |o| o.as_ref());
-        if let Some(n) = self.orgs.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(share) = self.orgs.get_mut(key) {
+            share.members -= 1;
+            share.bytes -= weight;
+            if share.members == 0 {
                 self.orgs.remove(key);
             }
         }
@@ -265,7 +279,7 @@ impl Membership {
     /// Puts a new member in a free slot (or a new one) and indexes it.
     fn insert(&mut self, pki_id: &PkiId, m: MemberState) -> usize {
         self.bytes += m.weight();
-        self.count_in(m.org.as_ref());
+        self.share_in(m.org.as_ref(), m.weight());
         let slot = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(m);
@@ -326,10 +340,19 @@ impl Membership {
         m.envelope = detached_envelope(u.envelope);
         m.alive = true;
         let after = m.weight();
+        let org = m.org.clone();
         self.bytes = self.bytes - before + after;
-        if let Some(old) = moved {
-            self.count_out(old.as_ref());
-            self.count_in(u.org.as_ref());
+        match moved {
+            Some(old) => {
+                self.share_out(old.as_ref(), before);
+                self.share_in(org.as_ref(), after);
+            }
+            None => {
+                let key: &[u8] = org.as_deref().unwrap_or_default();
+                if let Some(share) = self.orgs.get_mut(key) {
+                    share.bytes = share.bytes - before + after;
+                }
+            }
         }
         if was_alive {
             return Change::Refreshed;
@@ -398,7 +421,7 @@ impl Membership {
         let slot = self.index.remove(pki_id.as_bytes())?;
         let m = self.slots.get_mut(slot)?.take()?;
         self.bytes -= m.weight();
-        self.count_out(m.org.as_ref());
+        self.share_out(m.org.as_ref(), m.weight());
         self.free.push(slot);
         if m.alive {
             self.unlist(m.alive_at);

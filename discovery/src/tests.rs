@@ -448,6 +448,62 @@ fn one_organization_cannot_crowd_another_out_of_a_full_membership() {
     assert_eq!(d.stats().members_refused_full, 4);
 }
 
+/// A node whose membership holds at most `members` members and `bytes(w)` bytes, where
+/// `w` is what one plain member (`b1`'s alive message) holds; and `w`.
+fn bounded_by_bytes(
+    members: usize,
+    bytes: impl Fn(usize) -> usize,
+) -> (Comm<TestOnlyHmacSecurity>, Discovery, usize) {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("b1", alive("b1", 1, 1, "")));
+    let w = d.membership.bytes();
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = members;
+    cfg.max_membership_bytes = bytes(w);
+    let (comm, d) = node(cfg);
+    (comm, d, w)
+}
+
+#[test]
+fn a_newcomer_that_cannot_get_room_evicts_nobody() {
+    let (mut comm, mut d, w) = bounded_by_bytes(1000, |w| 5 * w);
+    for who in ["b1", "b2", "b3", "b4", "c1"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    assert_eq!(d.membership.len(), 5);
+    // c2 holds two members' worth (its metadata counts in its envelope too): room takes
+    // two of B's, and once one is gone B's share is no larger than C's would be with c2.
+    // Nobody goes for a newcomer that cannot come in.
+    let meta: Bytes = vec![1; w / 2].into();
+    let c2 = alive_with_metadata("c2", 1, 1, "", true, meta);
+    d.handle_message(T0, &mut comm, direct("c2", c2));
+    assert!(d.member(&pki("c2")).is_none());
+    assert_eq!(d.stats().members_evicted, 0);
+    assert_eq!(d.stats().members_refused_full, 1);
+    assert_eq!(d.membership.len(), 5);
+}
+
+#[test]
+fn an_organization_of_few_large_members_gets_no_more_than_its_share_of_the_bytes() {
+    let (mut comm, mut d, w) = bounded_by_bytes(1000, |w| 7 * w + w / 4);
+    for who in ["b1", "b2", "b3", "b4", "b5"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    // C's members are large (two plain members' worth each): the first fits, the second
+    // would have two of B's five go. By count C would be owed them; by bytes, the share
+    // that fills this membership, C with it would hold four members' worth against B's
+    // five, then three: refused, and B keeps its members.
+    let big = |who: &str| alive_with_metadata(who, 1, 1, "", true, vec![1; w / 2].into());
+    for who in ["c1", "c2", "c3"] {
+        d.handle_message(T0, &mut comm, direct(who, big(who)));
+    }
+    assert!(d.member(&pki("c1")).is_some());
+    assert!(d.member(&pki("c2")).is_none() && d.member(&pki("c3")).is_none());
+    assert_eq!(d.stats().members_evicted, 0);
+    assert_eq!(d.stats().members_refused_full, 2);
+    assert_eq!(d.membership.len(), 6);
+}
+
 #[test]
 fn membership_is_bounded_in_bytes_and_counts_them_as_members_come_and_go() {
     let weights = |d: &Discovery| -> usize { d.membership.iter().map(|(_, m)| m.weight()).sum() };
