@@ -455,6 +455,8 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("requests_throttled", s.requests_throttled),
             ("responses_sent", s.responses_sent),
             ("responses_dropped", s.responses_dropped),
+            ("responses_over_backlog", s.responses_over_backlog),
+            ("stalled_requesters_closed", s.stalled_requesters_closed),
             ("responses_received", s.responses_received),
             ("responses_aborted", s.responses_aborted),
             ("response_entries_repeated", s.response_entries_repeated),

@@ -66,6 +66,17 @@ pub struct DiscoveryConfig {
     /// made every node hold and forward it, and pushed every membership response past the
     /// message size limit. Larger ones are refused (`alive_too_large`).
     pub max_metadata_size: usize,
+    /// Upper bound on the membership responses this node has queued for requesters that
+    /// have not yet taken them, in bytes, over all requesters. A response is unique to its
+    /// requester, so each one that does not read holds a whole one (up to the
+    /// membership's size) for as long as its connection lives: 64 requesters minted by a
+    /// hostile organization's CA had made a node hold 2.27 GB. When a response does not
+    /// fit, the connections of requesters that have left theirs untaken for
+    /// [`RESPONSE_STALL`](crate::RESPONSE_STALL) are closed, oldest first, to make room
+    /// (`stalled_requesters_closed`); if that is not enough the response is dropped
+    /// (`responses_over_backlog`). The default, 256 MiB, holds four responses of a
+    /// membership at its byte bound. Beyond Fabric, which bounds none of this.
+    pub max_response_backlog: usize,
     /// Upper bound on undrained events; beyond it events are dropped and counted.
     pub max_events: usize,
     /// The identity pull (Fabric's certstore), which runs every `pull_interval` with
@@ -96,6 +107,7 @@ impl DiscoveryConfig {
             max_members: 10_000,
             max_membership_bytes: 64 << 20,
             max_metadata_size: 4096,
+            max_response_backlog: 256 << 20,
             max_events: 65_536,
             certstore: CertStoreConfig::default(),
         }

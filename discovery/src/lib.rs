@@ -96,7 +96,7 @@ pub use expiry::MAX_RECONNECT_PROBES;
 /// `PkiId`, `Comm`, ...) can be named without a second dependency kept at the same version.
 pub use fabric_gossip_core;
 pub use machine::{Discovery, takes};
-pub use request::{MIN_ANSWER_INTERVAL, membership_request, membership_response};
+pub use request::{MIN_ANSWER_INTERVAL, RESPONSE_STALL, membership_request, membership_response};
 pub use response::MAX_RESPONSE_FAILURES;
 pub use stats::DiscoveryStats;
 #[cfg(test)]

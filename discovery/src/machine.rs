@@ -7,6 +7,7 @@ use crate::certstore::CertStore;
 use crate::config::DiscoveryConfig;
 use crate::error::{AliveError, ConfigError};
 use crate::event::{DiscoveryEvent, MemberInfo};
+use crate::request::Queued;
 use crate::stats::DiscoveryStats;
 use crate::store::{Change, MemberState, Membership, MsgStore, Share, Update};
 use crate::validate::{AliveLimits, ParsedAlive, VerifiedIdentity, verify_alive};
@@ -57,6 +58,9 @@ pub struct Discovery {
     pub(crate) reconnect_cursor: Option<PkiId>,
     /// When each recent requester was last answered (see `MIN_ANSWER_INTERVAL`).
     pub(crate) answered: BTreeMap<PkiId, Instant>,
+    /// Responses queued for requesters that may not have taken them yet, oldest first
+    /// (see `max_response_backlog`).
+    pub(crate) backlog: VecDeque<Queued>,
     pub(crate) timers: Timers,
     pub(crate) stopped: bool,
     /// The identity pull (Fabric's certstore).
@@ -94,6 +98,7 @@ impl Discovery {
             probes: BTreeMap::new(),
             reconnect_cursor: None,
             answered: BTreeMap::new(),
+            backlog: VecDeque::new(),
             timers: Timers::default(),
             stopped: false,
             certstore: CertStore::default(),

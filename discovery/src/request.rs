@@ -10,7 +10,7 @@ use fabric_gossip_core::proto::gossip::{
     Envelope, GossipMessage, MembershipRequest, MembershipResponse, gossip_message,
 };
 use fabric_gossip_core::{
-    Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage,
+    Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage, StreamId,
 };
 
 /// A MembershipRequest: tag EMPTY, `known` empty (FAB-2570), outer envelope unsigned.
@@ -144,10 +144,30 @@ impl Discovery {
             // Never waiting for room, as Fabric's `SendToPeer`: a requester that does not
             // read loses responses (counted by comm), and holds at most a send buffer's.
             Some(resp) => {
-                match comm.respond_or_drop(now, msg.conn, resp) {
-                    Ok(true) => self.stats.responses_sent += 1,
-                    Ok(false) => self.stats.responses_dropped += 1,
-                    Err(_) => self.stats.comm_errors += 1,
+                let bytes = prost::Message::encoded_len(&resp);
+                if !self.backlog_room(now, comm, bytes) {
+                    self.stats.responses_over_backlog += 1;
+                } else {
+                    match comm.respond_or_drop(now, msg.conn, resp) {
+                        Ok(true) => {
+                            self.stats.responses_sent += 1;
+                            // One entry per connection, its latest response: what a
+                            // connection queues is bounded by comm, and the entries by
+                            // the connections.
+                            self.backlog.retain(|q| q.conn != msg.conn);
+                            if let Some(len) = comm.send_queue_len(msg.conn) {
+                                self.backlog.push_back(Queued {
+                                    conn: msg.conn,
+                                    who: msg.sender().clone(),
+                                    bytes,
+                                    end: len.written + len.bytes as u64,
+                                    at: now,
+                                });
+                            }
+                        }
+                        Ok(false) => self.stats.responses_dropped += 1,
+                        Err(_) => self.stats.comm_errors += 1,
+                    }
                 }
                 self.note_answered(now, msg.sender());
             }
@@ -156,6 +176,43 @@ impl Discovery {
                 comm.close_conn(now, msg.sender());
             }
         }
+    }
+
+    /// Whether a response of `bytes` fits `max_response_backlog`, after forgetting the
+    /// responses their requesters have taken and, if need be, closing the connections of
+    /// requesters that have left theirs untaken for [`RESPONSE_STALL`], oldest first.
+    ///
+    /// A response has been taken once its connection has written up to where it ended
+    /// in the connection's queue ([`SendQueueLen::written`](fabric_gossip_core::SendQueueLen)).
+    fn backlog_room<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        bytes: usize,
+    ) -> bool {
+        self.backlog.retain(|q| {
+            comm.send_queue_len(q.conn)
+                .is_some_and(|len| len.written < q.end)
+        });
+        let mut held: usize = self.backlog.iter().map(|q| q.bytes).sum();
+        while held.saturating_add(bytes) > self.cfg.max_response_backlog {
+            match self.backlog.front() {
+                Some(q) if now >= q.at + RESPONSE_STALL => {
+                    let q = self.backlog.pop_front().expect("just seen");
+                    held -= q.bytes;
+                    self.stats.stalled_requesters_closed += 1;
+                    tracing::debug!(
+                        target: "fabric_gossip_discovery::request",
+                        requester = %q.who,
+                        bytes = q.bytes,
+                        "closing a requester that has not taken its membership response"
+                    );
+                    comm.close_conn(now, &q.who);
+                }
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Remembers that `who` was answered at `now`, forgetting those answered longer ago
@@ -250,6 +307,28 @@ impl Discovery {
 /// requester replaying one request without reading had made a node queue a response for
 /// each, however large. Beyond Fabric, which answers every request.
 pub const MIN_ANSWER_INTERVAL: core::time::Duration = core::time::Duration::from_secs(1);
+
+/// How long a requester may leave its membership response untaken before its connection
+/// may be closed to make room for others' (see
+/// [`DiscoveryConfig::max_response_backlog`](crate::DiscoveryConfig::max_response_backlog)).
+/// A peer that reads takes a response of the membership's size in well under a second.
+pub const RESPONSE_STALL: core::time::Duration = core::time::Duration::from_secs(10);
+
+/// A membership response queued for its requester, which may not have taken it yet.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    /// The requester's connection.
+    pub(crate) conn: StreamId,
+    /// The requester.
+    pub(crate) who: PkiId,
+    /// The response's size (its payload; the queued envelope is a little larger).
+    pub(crate) bytes: usize,
+    /// Where it ends in its connection's queue: it is taken once the connection has
+    /// written this many bytes.
+    pub(crate) end: u64,
+    /// When it was queued.
+    pub(crate) at: Instant,
+}
 
 /// Room left in a response for what is not its listed envelopes: the response's own
 /// fields and the outer envelope's framing (a few dozen bytes), generously.

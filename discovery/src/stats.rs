@@ -53,6 +53,12 @@ pub struct DiscoveryStats {
     /// Membership responses dropped because the requester's send buffer was full (it
     /// reads slower than it asks; comm counts them in `dropped_overflow` too).
     pub responses_dropped: u64,
+    /// Membership responses dropped because requesters that had not taken theirs held
+    /// `max_response_backlog` (none of them long enough to be closed).
+    pub responses_over_backlog: u64,
+    /// Connections closed because their requester had not taken its membership response
+    /// for [`RESPONSE_STALL`](crate::RESPONSE_STALL) while others needed the room.
+    pub stalled_requesters_closed: u64,
     /// Membership responses received.
     pub responses_received: u64,
     /// Responses whose processing stopped: at an undecodable entry (Fabric abandons the

@@ -11,6 +11,7 @@ use fabric_gossip_core::{
     StreamId, TestOnlyHmacSecurity,
 };
 use prost::Message;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The time every unit test of the crate starts at.
@@ -19,13 +20,15 @@ pub(crate) const T0: Instant = Instant::from_unix_secs(1_700_000_000);
 /// One second, the unit the tests step their clocks by.
 pub(crate) const SEC: Duration = Duration::from_secs(1);
 
-/// Org A: `me`, `a1`, `a2`; org B: `b1` to `b5`; org C: `c1` to `c3`.
+/// Org A: `me`, `a1` to `a4`; org B: `b1` to `b5`; org C: `c1` to `c3`.
 pub(crate) fn security(name: &str) -> TestOnlyHmacSecurity {
     let mut s = TestOnlyHmacSecurity::new(name);
     for (id, org) in [
         ("me", "A"),
         ("a1", "A"),
         ("a2", "A"),
+        ("a3", "A"),
+        ("a4", "A"),
         ("b1", "B"),
         ("b2", "B"),
         ("b3", "B"),
@@ -931,4 +934,66 @@ fn a_bootstrap_is_acked_only_by_a_response_with_its_nonce() {
         crate::bootstrap::BootState::Done
     ));
     assert!(d.member(&pki("a1")).unwrap().alive);
+}
+
+/// An authenticated inbound connection from `who` (the core's handshake, as a remote
+/// sends it), for tests whose answers must really be queued.
+fn connect(comm: &mut Comm<TestOnlyHmacSecurity>, who: &str) -> StreamId {
+    let s = comm.accept_stream(T0, &format!("{who}:1"), None).unwrap();
+    let hello = fabric_gossip_core::testing::conn_establish(
+        who.as_bytes(),
+        who.as_bytes(),
+        b"",
+        false,
+        true,
+    );
+    comm.handle_envelope(T0, s, hello).unwrap();
+    let _ = fabric_gossip_core::testing::drain(comm);
+    assert!(comm.connection(&pki(who)).is_some(), "{who} connected");
+    s
+}
+
+/// [`request`] on a real connection.
+fn request_on(from: &str, conn: StreamId, seq: u64) -> ReceivedMessage {
+    let mut m = request(from, alive(from, 1, seq, ""));
+    m.conn = conn;
+    m
+}
+
+#[test]
+fn requesters_that_never_take_their_responses_hold_at_most_the_backlog() {
+    let (mut comm, mut d) = me();
+    let who = ["a1", "a2", "a3", "a4"];
+    let mut conn = BTreeMap::new();
+    for w in who {
+        d.handle_message(T0, &mut comm, direct(w, alive(w, 1, 1, "")));
+        conn.insert(w, connect(&mut comm, w));
+    }
+    // Nobody takes what we queue (no write is ever confirmed): a1's response stays whole.
+    d.handle_message(T0, &mut comm, request_on("a1", conn["a1"], 2));
+    let one = d.backlog.back().unwrap().bytes;
+    assert!(comm.send_queue_len(conn["a1"]).unwrap().bytes > one);
+    d.cfg.max_response_backlog = 2 * one + one / 2;
+    d.handle_message(T0, &mut comm, request_on("a2", conn["a2"], 2));
+    assert_eq!(d.stats().responses_sent, 2);
+    // A third does not fit, and no requester has held its response long enough to go.
+    d.handle_message(T0, &mut comm, request_on("a3", conn["a3"], 2));
+    assert_eq!(d.stats().responses_over_backlog, 1);
+    assert!(
+        comm.send_queue_len(conn["a3"]).unwrap().bytes < one,
+        "no response queued"
+    );
+    // Later the oldest untaken one makes room: its requester is disconnected.
+    let later = T0 + crate::RESPONSE_STALL;
+    d.handle_message(later, &mut comm, request_on("a4", conn["a4"], 2));
+    assert_eq!(d.stats().stalled_requesters_closed, 1);
+    assert_eq!(d.stats().responses_sent, 3);
+    assert!(comm.connection(&pki("a1")).is_none());
+    // A requester that takes its response frees its room at once.
+    let confirmed = comm.send_queue_len(conn["a2"]).unwrap().in_flight;
+    comm.handle_sent(later, conn["a2"], confirmed).unwrap();
+    d.handle_message(later, &mut comm, request_on("a3", conn["a3"], 3));
+    assert_eq!(d.stats().responses_sent, 4);
+    assert_eq!(d.stats().stalled_requesters_closed, 1);
+    assert_eq!(d.stats().responses_over_backlog, 1);
 }

@@ -114,6 +114,10 @@ pub struct SendQueueLen {
     pub in_flight: usize,
     /// Bytes of the three together, what [`Config::send_buffer_bytes`](crate::Config::send_buffer_bytes) bounds.
     pub bytes: usize,
+    /// Bytes the driver confirmed written on this connection so far. With `bytes`, it
+    /// places a message just queued: it is written once `written` reaches the sum of the
+    /// two taken right after queueing it (messages leave in order).
+    pub written: u64,
 }
 
 /// How many live objects the core holds, as [`Comm::live_counts`] reports it: what a leak

@@ -46,6 +46,8 @@ pub(super) struct SendQueue {
     in_flight: VecDeque<usize>,
     /// Bytes in `buf`, `waiting` and `in_flight` together.
     bytes: usize,
+    /// Bytes confirmed written so far.
+    written: u64,
 }
 
 impl SendQueue {
@@ -93,6 +95,7 @@ impl SendQueue {
         let n = count.min(self.in_flight.len());
         let released: usize = self.in_flight.drain(..n).sum();
         self.bytes -= released;
+        self.written += released as u64;
         n
     }
 
@@ -134,6 +137,7 @@ impl SendQueue {
             waiting: self.waiting.len(),
             in_flight: self.in_flight.len(),
             bytes: self.bytes,
+            written: self.written,
         }
     }
 }
