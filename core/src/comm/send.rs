@@ -310,13 +310,17 @@ mod tests {
         Bytes::from(vec![n])
     }
 
-    /// Bounds in messages alone (no byte bound that a test's messages could reach).
-    fn n(cap: usize, max_wait: usize) -> Bounds {
+    fn bounds(cap: usize, max_wait: usize, max_bytes: usize) -> Bounds {
         Bounds {
             cap,
             max_wait,
-            max_bytes: usize::MAX,
+            max_bytes,
         }
+    }
+
+    /// Bounds in messages alone (no byte bound that a test's messages could reach).
+    fn n(cap: usize, max_wait: usize) -> Bounds {
+        bounds(cap, max_wait, usize::MAX)
     }
 
     fn sized(len: usize) -> Bytes {
@@ -373,11 +377,7 @@ mod tests {
 
     #[test]
     fn the_byte_bound_refuses_what_the_message_bound_would_take() {
-        let bounds = Bounds {
-            cap: 20,
-            max_wait: 20,
-            max_bytes: 1000,
-        };
+        let bounds = bounds(20, 20, 1000);
         let mut q = SendQueue::default();
         q.push(sized(600), Mode::Drop, bounds).unwrap();
         q.push(sized(400), Mode::Drop, bounds).unwrap();
@@ -396,11 +396,7 @@ mod tests {
 
     #[test]
     fn an_empty_queue_takes_one_message_larger_than_the_byte_bound() {
-        let bounds = Bounds {
-            cap: 20,
-            max_wait: 20,
-            max_bytes: 1000,
-        };
+        let bounds = bounds(20, 20, 1000);
         let mut q = SendQueue::default();
         q.push(sized(5000), Mode::Drop, bounds).unwrap();
         assert_eq!(q.push(sized(1), Mode::Drop, bounds), Err(Error::WouldBlock));
@@ -413,11 +409,7 @@ mod tests {
 
     #[test]
     fn taking_and_absorbing_keep_the_byte_count() {
-        let bounds = Bounds {
-            cap: 1,
-            max_wait: 4,
-            max_bytes: 10_000,
-        };
+        let bounds = bounds(1, 4, 10_000);
         let mut q = SendQueue::default();
         q.push(sized(100), Mode::Wait, bounds).unwrap();
         q.push(sized(200), Mode::Wait, bounds).unwrap();
