@@ -74,7 +74,10 @@ pub struct DiscoveryConfig {
     /// fit, the connections of requesters that have left theirs untaken for
     /// [`RESPONSE_STALL`](crate::RESPONSE_STALL) are closed, oldest first, to make room
     /// (`stalled_requesters_closed`); if that is not enough the response is dropped
-    /// (`responses_over_backlog`). The default, 256 MiB, holds four responses of a
+    /// (`responses_over_backlog`). Requesters of other organizations hold at most three
+    /// quarters of it between them, so that however many identities a hostile
+    /// organization mints, our own organization's peers (the only ones that may join
+    /// through us) are still answered. The default, 256 MiB, holds four responses of a
     /// membership at its byte bound. Beyond Fabric, which bounds none of this.
     pub max_response_backlog: usize,
     /// Upper bound on undrained events; beyond it events are dropped and counted.

@@ -145,25 +145,14 @@ impl Discovery {
             // read loses responses (counted by comm), and holds at most a send buffer's.
             Some(resp) => {
                 let bytes = prost::Message::encoded_len(&resp);
-                if !self.backlog_room(now, comm, bytes) {
+                let ours = target_org.is_some() && target_org == self.my_org;
+                if !self.backlog_room(now, comm, bytes, ours) {
                     self.stats.responses_over_backlog += 1;
                 } else {
                     match comm.respond_or_drop(now, msg.conn, resp) {
                         Ok(true) => {
                             self.stats.responses_sent += 1;
-                            // One entry per connection, its latest response: what a
-                            // connection queues is bounded by comm, and the entries by
-                            // the connections.
-                            self.backlog.retain(|q| q.conn != msg.conn);
-                            if let Some(len) = comm.send_queue_len(msg.conn) {
-                                self.backlog.push_back(Queued {
-                                    conn: msg.conn,
-                                    who: msg.sender().clone(),
-                                    bytes,
-                                    end: len.written + len.bytes as u64,
-                                    at: now,
-                                });
-                            }
+                            self.note_queued(now, comm, msg, ours);
                         }
                         Ok(false) => self.stats.responses_dropped += 1,
                         Err(_) => self.stats.comm_errors += 1,
@@ -178,33 +167,55 @@ impl Discovery {
         }
     }
 
-    /// Whether a response of `bytes` fits `max_response_backlog`, after forgetting the
-    /// responses their requesters have taken and, if need be, closing the connections of
-    /// requesters that have left theirs untaken for [`RESPONSE_STALL`], oldest first.
+    /// Whether a response of `bytes` to a requester (`ours`: of our organization) fits
+    /// `max_response_backlog`, after forgetting the connections that have taken theirs
+    /// and, if need be, closing the connections of requesters that have left theirs
+    /// untaken for [`RESPONSE_STALL`], oldest first. Requesters of other organizations
+    /// may hold at most three quarters of it between them, so that however many
+    /// identities a hostile organization mints, our own organization's peers (the only
+    /// ones that may join through us) are still answered.
     ///
-    /// A response has been taken once its connection has written up to where it ended
-    /// in the connection's queue ([`SendQueueLen::written`](fabric_gossip_core::SendQueueLen)).
+    /// A connection holds, untaken, what lies between what it has written
+    /// ([`SendQueueLen::written`](fabric_gossip_core::SendQueueLen)) and where its latest
+    /// response ended in its queue: all of its responses, and whatever else was queued
+    /// between them, which errs on the side of the bound.
     fn backlog_room<S: Security>(
         &mut self,
         now: Instant,
         comm: &mut Comm<S>,
         bytes: usize,
+        ours: bool,
     ) -> bool {
-        self.backlog.retain(|q| {
-            comm.send_queue_len(q.conn)
-                .is_some_and(|len| len.written < q.end)
+        self.backlog
+            .retain_mut(|q| match comm.send_queue_len(q.conn) {
+                Some(len) if len.written < q.end => {
+                    q.held = usize::try_from(q.end - len.written).unwrap_or(usize::MAX);
+                    true
+                }
+                _ => false,
+            });
+        let cap = self.cfg.max_response_backlog;
+        let (mut all, mut others) = self.backlog.iter().fold((0usize, 0usize), |(a, o), q| {
+            let o = if q.ours { o } else { o.saturating_add(q.held) };
+            (a.saturating_add(q.held), o)
         });
-        let mut held: usize = self.backlog.iter().map(|q| q.bytes).sum();
-        while held.saturating_add(bytes) > self.cfg.max_response_backlog {
+        let fits = |all: usize, others: usize| {
+            all.saturating_add(bytes) <= cap
+                && (ours || others.saturating_add(bytes) <= cap - cap / 4)
+        };
+        while !fits(all, others) {
             match self.backlog.front() {
                 Some(q) if now >= q.at + RESPONSE_STALL => {
                     let q = self.backlog.pop_front().expect("just seen");
-                    held -= q.bytes;
+                    all -= q.held;
+                    if !q.ours {
+                        others -= q.held;
+                    }
                     self.stats.stalled_requesters_closed += 1;
                     tracing::debug!(
                         target: "fabric_gossip_discovery::request",
                         requester = %q.who,
-                        bytes = q.bytes,
+                        bytes = q.held,
                         "closing a requester that has not taken its membership response"
                     );
                     comm.close_conn(now, &q.who);
@@ -213,6 +224,34 @@ impl Discovery {
             }
         }
         true
+    }
+
+    /// Notes a response just queued on `msg`'s connection: one entry per connection, which
+    /// keeps the time its oldest untaken response was queued (so that a requester asking
+    /// again and again without reading still counts as stalled) and moves its end to
+    /// this response's. The entries are bounded by the connections.
+    fn note_queued<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &Comm<S>,
+        msg: &ReceivedMessage,
+        ours: bool,
+    ) {
+        let Some(len) = comm.send_queue_len(msg.conn) else {
+            return;
+        };
+        let end = len.written + len.bytes as u64;
+        match self.backlog.iter_mut().find(|q| q.conn == msg.conn) {
+            Some(q) => q.end = end,
+            None => self.backlog.push_back(Queued {
+                conn: msg.conn,
+                who: msg.sender().clone(),
+                ours,
+                end,
+                held: len.bytes,
+                at: now,
+            }),
+        }
     }
 
     /// Remembers that `who` was answered at `now`, forgetting those answered longer ago
@@ -314,19 +353,21 @@ pub const MIN_ANSWER_INTERVAL: core::time::Duration = core::time::Duration::from
 /// A peer that reads takes a response of the membership's size in well under a second.
 pub const RESPONSE_STALL: core::time::Duration = core::time::Duration::from_secs(10);
 
-/// A membership response queued for its requester, which may not have taken it yet.
+/// A connection whose requester may not have taken its membership responses yet.
 #[derive(Debug)]
 pub(crate) struct Queued {
     /// The requester's connection.
     pub(crate) conn: StreamId,
     /// The requester.
     pub(crate) who: PkiId,
-    /// The response's size (its payload; the queued envelope is a little larger).
-    pub(crate) bytes: usize,
-    /// Where it ends in its connection's queue: it is taken once the connection has
-    /// written this many bytes.
+    /// Whether the requester is of our organization.
+    pub(crate) ours: bool,
+    /// Where its latest response ends in its connection's queue: all are taken once the
+    /// connection has written this many bytes.
     pub(crate) end: u64,
-    /// When it was queued.
+    /// What the connection held untaken when last looked at.
+    pub(crate) held: usize,
+    /// When its oldest untaken response was queued.
     pub(crate) at: Instant,
 }
 

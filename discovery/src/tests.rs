@@ -953,47 +953,113 @@ fn connect(comm: &mut Comm<TestOnlyHmacSecurity>, who: &str) -> StreamId {
     s
 }
 
-/// [`request`] on a real connection.
-fn request_on(from: &str, conn: StreamId, seq: u64) -> ReceivedMessage {
-    let mut m = request(from, alive(from, 1, seq, ""));
+/// `me` knowing `who` (with external endpoints), each connected; nothing queued yet.
+fn answering(
+    who: &[&'static str],
+) -> (
+    Comm<TestOnlyHmacSecurity>,
+    Discovery,
+    BTreeMap<&'static str, StreamId>,
+) {
+    let (mut comm, mut d) = me();
+    let mut conn = BTreeMap::new();
+    for &w in who {
+        let ext = format!("{w}.ext:1");
+        d.handle_message(T0, &mut comm, direct(w, alive(w, 1, 1, &ext)));
+        conn.insert(w, connect(&mut comm, w));
+    }
+    // What learning them queued (alive messages forwarded) is taken.
+    for &s in conn.values() {
+        let n = comm.send_queue_len(s).unwrap().in_flight;
+        comm.handle_sent(T0, s, n).unwrap();
+    }
+    (comm, d, conn)
+}
+
+/// A request from `from` on its connection, with the alive message already known (so
+/// that nothing new is forwarded to the others).
+fn ask(
+    d: &mut Discovery,
+    comm: &mut Comm<TestOnlyHmacSecurity>,
+    at: Instant,
+    from: &str,
+    conn: StreamId,
+) {
+    let ext = format!("{from}.ext:1");
+    let mut m = request(from, alive(from, 1, 1, &ext));
     m.conn = conn;
-    m
+    d.handle_message(at, comm, m);
+}
+
+/// What `conn` holds untaken.
+fn held(comm: &Comm<TestOnlyHmacSecurity>, conn: StreamId) -> usize {
+    comm.send_queue_len(conn).unwrap().bytes
 }
 
 #[test]
 fn requesters_that_never_take_their_responses_hold_at_most_the_backlog() {
-    let (mut comm, mut d) = me();
-    let who = ["a1", "a2", "a3", "a4"];
-    let mut conn = BTreeMap::new();
-    for w in who {
-        d.handle_message(T0, &mut comm, direct(w, alive(w, 1, 1, "")));
-        conn.insert(w, connect(&mut comm, w));
-    }
-    // Nobody takes what we queue (no write is ever confirmed): a1's response stays whole.
-    d.handle_message(T0, &mut comm, request_on("a1", conn["a1"], 2));
-    let one = d.backlog.back().unwrap().bytes;
-    assert!(comm.send_queue_len(conn["a1"]).unwrap().bytes > one);
+    let (mut comm, mut d, conn) = answering(&["a1", "a2", "a3", "a4"]);
+    // Nobody takes what we queue from now on (no write is confirmed).
+    ask(&mut d, &mut comm, T0, "a1", conn["a1"]);
+    let one = held(&comm, conn["a1"]);
+    assert!(one > 0);
     d.cfg.max_response_backlog = 2 * one + one / 2;
-    d.handle_message(T0, &mut comm, request_on("a2", conn["a2"], 2));
+    ask(&mut d, &mut comm, T0, "a2", conn["a2"]);
     assert_eq!(d.stats().responses_sent, 2);
     // A third does not fit, and no requester has held its response long enough to go.
-    d.handle_message(T0, &mut comm, request_on("a3", conn["a3"], 2));
+    ask(&mut d, &mut comm, T0, "a3", conn["a3"]);
     assert_eq!(d.stats().responses_over_backlog, 1);
-    assert!(
-        comm.send_queue_len(conn["a3"]).unwrap().bytes < one,
-        "no response queued"
-    );
+    assert_eq!(held(&comm, conn["a3"]), 0);
     // Later the oldest untaken one makes room: its requester is disconnected.
     let later = T0 + crate::RESPONSE_STALL;
-    d.handle_message(later, &mut comm, request_on("a4", conn["a4"], 2));
+    ask(&mut d, &mut comm, later, "a4", conn["a4"]);
     assert_eq!(d.stats().stalled_requesters_closed, 1);
     assert_eq!(d.stats().responses_sent, 3);
     assert!(comm.connection(&pki("a1")).is_none());
     // A requester that takes its response frees its room at once.
     let confirmed = comm.send_queue_len(conn["a2"]).unwrap().in_flight;
     comm.handle_sent(later, conn["a2"], confirmed).unwrap();
-    d.handle_message(later, &mut comm, request_on("a3", conn["a3"], 3));
+    ask(&mut d, &mut comm, later, "a3", conn["a3"]);
     assert_eq!(d.stats().responses_sent, 4);
     assert_eq!(d.stats().stalled_requesters_closed, 1);
+    assert_eq!(d.stats().responses_over_backlog, 1);
+    // Every response a connection holds counts, not only its latest: with a3's taken,
+    // a4 asking again holds two, and a2 no longer finds room.
+    let confirmed = comm.send_queue_len(conn["a3"]).unwrap().in_flight;
+    comm.handle_sent(later, conn["a3"], confirmed).unwrap();
+    let again = later + crate::MIN_ANSWER_INTERVAL;
+    ask(&mut d, &mut comm, again, "a4", conn["a4"]);
+    assert!(held(&comm, conn["a4"]) >= 2 * one - one / 8);
+    ask(&mut d, &mut comm, again, "a2", conn["a2"]);
+    assert_eq!(d.stats().responses_over_backlog, 2);
+}
+
+#[test]
+fn other_organizations_hold_at_most_three_quarters_of_the_backlog() {
+    let (mut comm, mut d, conn) = answering(&["a1", "b1", "b2", "b3"]);
+    ask(&mut d, &mut comm, T0, "a1", conn["a1"]);
+    let ours = held(&comm, conn["a1"]);
+    let n = comm.send_queue_len(conn["a1"]).unwrap().in_flight;
+    comm.handle_sent(T0, conn["a1"], n).unwrap();
+    ask(&mut d, &mut comm, T0, "b1", conn["b1"]);
+    let theirs = held(&comm, conn["b1"]);
+    // Room for two of theirs and one of ours; three of theirs would be over three
+    // quarters of it.
+    assert!(
+        3 * ours >= 2 * theirs && ours < 2 * theirs,
+        "{ours} {theirs}"
+    );
+    d.cfg.max_response_backlog = 2 * theirs + ours;
+    ask(&mut d, &mut comm, T0, "b2", conn["b2"]);
+    ask(&mut d, &mut comm, T0, "b3", conn["b3"]);
+    assert_eq!(
+        held(&comm, conn["b3"]),
+        0,
+        "over the other organizations' share"
+    );
+    assert_eq!(d.stats().responses_over_backlog, 1);
+    let later = T0 + crate::MIN_ANSWER_INTERVAL;
+    ask(&mut d, &mut comm, later, "a1", conn["a1"]);
+    assert!(held(&comm, conn["a1"]) > 0, "ours still answered");
     assert_eq!(d.stats().responses_over_backlog, 1);
 }
