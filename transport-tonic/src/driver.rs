@@ -113,6 +113,30 @@ impl AuthGuard {
     }
 }
 
+impl AuthGuard {
+    /// Closes the connection `close_grace` after its stream closed, if that stream has
+    /// not finished by then (see [`DriverLimits::close_grace`]).
+    fn reap_unless_finished(&self, inner: &Arc<Inner>, ctl: Arc<StreamCtl>) {
+        let slot = self.slot.clone();
+        let weak = Arc::downgrade(inner);
+        let grace = inner.settings.limits.close_grace;
+        inner.rt.spawn(async move {
+            tokio::time::sleep(grace).await;
+            if ctl.ended.load(Ordering::Acquire) {
+                return;
+            }
+            tracing::debug!(
+                remote = ?slot.remote(),
+                "inbound connection closed: a closed stream was not taken"
+            );
+            slot.kill();
+            if let Some(inner) = weak.upgrade() {
+                inner.lock().stats.unfinished_closes += 1;
+            }
+        });
+    }
+}
+
 impl Drop for AuthGuard {
     fn drop(&mut self) {
         self.admission.unauthenticated(&self.slot);
@@ -175,6 +199,10 @@ pub struct DriverStats {
     pub incomplete_budget_waits: u64,
     /// Streams reset because a message in progress stalled.
     pub stalled_messages: u64,
+    /// Inbound connections closed because a stream the core had closed was still not
+    /// finished `close_grace` later ([`DriverLimits::close_grace`]): its remote was not
+    /// taking what was left of it.
+    pub unfinished_closes: u64,
     /// Streams ended because their bytes were not gRPC messages (bad compression flag,
     /// stream ended inside a message); malformed Envelopes are the core's `malformed`.
     pub bad_framing: u64,
@@ -810,6 +838,9 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
                 let _ = e.tx.try_send(Out::End(error));
                 if let Some(t) = e.task {
                     t.abort();
+                }
+                if let Some(auth) = &e._auth {
+                    auth.reap_unless_finished(inner, e.ctl.clone());
                 }
             }
             inner.wake_room();

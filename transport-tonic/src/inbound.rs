@@ -105,6 +105,15 @@ pub struct DriverLimits {
     /// connections alone cannot fill it), and a flood of `Ping`s never read back grew it by
     /// 200 MB/s.
     pub max_concurrent_streams: u32,
+    /// How long an inbound stream the core closed may take to finish before its whole
+    /// connection is closed (`DriverStats::unfinished_closes`). The core forgets a closed
+    /// stream's queue, but what it had already handed over (up to its write window, a
+    /// whole membership response among them) stays with the stream's response body until
+    /// HTTP/2 has sent it, and a remote that keeps its flow-control window shut, or never
+    /// reads, kept it there as long as it kept the connection: a live re-attack held
+    /// 645-662 MB so with 64 such requesters. A remote that reads takes a stream's end in
+    /// well under a second. Default 10 s.
+    pub close_grace: Duration,
 }
 
 impl Default for DriverLimits {
@@ -117,6 +126,7 @@ impl Default for DriverLimits {
             message_stall_timeout: Duration::from_secs(10),
             flow_control_window: 1 << 20,
             max_concurrent_streams: 16,
+            close_grace: Duration::from_secs(10),
         }
     }
 }
@@ -157,6 +167,11 @@ impl Slot {
     /// The remote address, for logs and the core.
     pub(crate) fn remote(&self) -> Option<SocketAddr> {
         self.remote
+    }
+
+    /// Closes the connection: its reads and writes fail from now on.
+    pub(crate) fn kill(&self) {
+        kill(self);
     }
 }
 

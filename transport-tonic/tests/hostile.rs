@@ -471,3 +471,59 @@ async fn a_peer_that_hangs_up_while_unread_and_unreading_is_closed() {
     }
     stop_all(&[&b]).await;
 }
+
+/// A stream the core closed cannot keep what had been handed to it while its remote takes
+/// nothing (a shut flow-control window): the connection goes `close_grace` later. A live
+/// re-attack held 645-662 MB of membership responses so with 64 requesters. A remote that
+/// reads what is left is never cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stream_whose_remote_takes_nothing_takes_its_connection_along() {
+    let mut limits = DriverLimits::default();
+    limits.close_grace = Duration::from_millis(300);
+    let b = node_with(config(), limits).await;
+    // A peer that reads: its stream closed by b finishes, and nothing is cut.
+    let a = node_with(config(), DriverLimits::default()).await;
+    let _a_in = connect(&a, &b).await;
+    b.close_conn(a.pki_id());
+    until("a's stream finished", || b.connections().is_empty()).await;
+
+    let tcp = within("connect", tokio::net::TcpStream::connect(b.local_addr()))
+        .await
+        .expect("connect");
+    let (client, conn) = within(
+        "HTTP/2 handshake",
+        h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(tcp),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let mut conn = conn;
+    let mut ping = conn.ping_pong().expect("a ping handle");
+    let conn_task = tokio::spawn(conn);
+    within("ping", ping.ping(h2::Ping::opaque()))
+        .await
+        .expect("pong");
+    let mut client = within("ready", client.ready()).await.expect("ready");
+    let (_response, mut send) = client
+        .send_request(gossip_stream_request(&b), false)
+        .expect("request");
+    for chunk in framed_conn_establish("raw-client:shut") {
+        send.send_data(chunk, false).expect("handshake bytes");
+    }
+    until("registered", || b.connections().len() == 1).await;
+    // b's own ConnEstablish waits for a window that never opens; b closes the stream.
+    b.close_conn(&b.connections()[0].pki_id);
+    until("the connection is closed", || {
+        b.driver_stats().unfinished_closes == 1
+    })
+    .await;
+    let ended = within("the peer's connection ends", conn_task).await;
+    assert!(matches!(ended, Ok(Err(_)) | Ok(Ok(()))), "{ended:?}");
+    assert_eq!(
+        b.driver_stats().unfinished_closes,
+        1,
+        "a's stream was not cut"
+    );
+    stop_all(&[&a, &b]).await;
+}
