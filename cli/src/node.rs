@@ -1108,6 +1108,7 @@ pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
         "incomplete_bytes_peak": d.incomplete_bytes_peak,
         "incomplete_budget_waits": d.incomplete_budget_waits,
         "stalled_messages": d.stalled_messages,
+        "unfinished_closes": d.unfinished_closes,
         "bad_framing": d.bad_framing,
         "layer_events_dropped": d.layer_events_dropped,
     });

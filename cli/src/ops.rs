@@ -974,6 +974,11 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
             C(d.stalled_messages),
         ),
         (
+            "gossip_comm_unfinished_closes",
+            "Inbound connections closed because a stream closed by the node was not finished in time",
+            C(d.unfinished_closes),
+        ),
+        (
             "gossip_comm_bad_framing",
             "Streams closed for gRPC framing that is not a gossip message (bad flag, cut message)",
             C(d.bad_framing),
