@@ -411,32 +411,7 @@ async fn a_peer_that_hangs_up_while_unread_and_unreading_is_closed() {
     let b = node_with(cfg, DriverLimits::default()).await;
     let mut inbox = b.accept(|_| true).expect("subscribe");
 
-    let tcp = within("connect", tokio::net::TcpStream::connect(b.local_addr()))
-        .await
-        .expect("connect");
-    // No window: the node can write nothing to this peer.
-    let (client, conn) = within(
-        "HTTP/2 handshake",
-        h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake::<_, Bytes>(tcp),
-    )
-    .await
-    .expect("HTTP/2 handshake");
-    let mut conn = conn;
-    let mut ping = conn.ping_pong().expect("a ping handle");
-    let conn_task = tokio::spawn(conn);
-    // Until the node has read our SETTINGS it may write as HTTP/2's default window allows
-    // (65,535 bytes): a ping answered means it has.
-    within("ping", ping.ping(h2::Ping::opaque()))
-        .await
-        .expect("pong");
-    let mut client = within("ready", client.ready()).await.expect("ready");
-    let req = gossip_stream_request(&b);
-    let (_response, mut send) = client.send_request(req, false).expect("request");
-    for chunk in framed_conn_establish("raw-client:hangs-up") {
-        send.send_data(chunk, false).expect("handshake bytes");
-    }
+    let (client, mut send, conn_task) = shut_window_stream(&b, "raw-client:hangs-up").await;
     // More messages than the node's subscription buffer holds: its reader pauses.
     for seq in 1..=128 {
         let env = data(seq, 100).envelope_bytes().clone();
@@ -487,30 +462,7 @@ async fn a_closed_stream_whose_remote_takes_nothing_takes_its_connection_along()
     b.close_conn(a.pki_id());
     until("a's stream finished", || b.connections().is_empty()).await;
 
-    let tcp = within("connect", tokio::net::TcpStream::connect(b.local_addr()))
-        .await
-        .expect("connect");
-    let (client, conn) = within(
-        "HTTP/2 handshake",
-        h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake::<_, Bytes>(tcp),
-    )
-    .await
-    .expect("HTTP/2 handshake");
-    let mut conn = conn;
-    let mut ping = conn.ping_pong().expect("a ping handle");
-    let conn_task = tokio::spawn(conn);
-    within("ping", ping.ping(h2::Ping::opaque()))
-        .await
-        .expect("pong");
-    let mut client = within("ready", client.ready()).await.expect("ready");
-    let (_response, mut send) = client
-        .send_request(gossip_stream_request(&b), false)
-        .expect("request");
-    for chunk in framed_conn_establish("raw-client:shut") {
-        send.send_data(chunk, false).expect("handshake bytes");
-    }
+    let (_client, _send, conn_task) = shut_window_stream(&b, "raw-client:shut").await;
     until("registered", || b.connections().len() == 1).await;
     // b's own ConnEstablish waits for a window that never opens; b closes the stream.
     b.close_conn(&b.connections()[0].pki_id);
@@ -526,4 +478,44 @@ async fn a_closed_stream_whose_remote_takes_nothing_takes_its_connection_along()
         "a's stream was not cut"
     );
     stop_all(&[&a, &b]).await;
+}
+
+/// A raw HTTP/2 client that opens `GossipStream` on `b` with no flow-control window (so
+/// the node can write nothing to it) and sends its `ConnEstablish` as `name`: the client,
+/// the stream's sending half and the connection's task.
+async fn shut_window_stream(
+    b: &Node,
+    name: &str,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    h2::SendStream<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = within("connect", tokio::net::TcpStream::connect(b.local_addr()))
+        .await
+        .expect("connect");
+    let (client, conn) = within(
+        "HTTP/2 handshake",
+        h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(tcp),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let mut conn = conn;
+    let mut ping = conn.ping_pong().expect("a ping handle");
+    let conn_task = tokio::spawn(conn);
+    // Until the node has read our SETTINGS it may write as HTTP/2's default window allows
+    // (65,535 bytes): a ping answered means it has.
+    within("ping", ping.ping(h2::Ping::opaque()))
+        .await
+        .expect("pong");
+    let mut client = within("ready", client.ready()).await.expect("ready");
+    let (_response, mut send) = client
+        .send_request(gossip_stream_request(b), false)
+        .expect("request");
+    for chunk in framed_conn_establish(name) {
+        send.send_data(chunk, false).expect("handshake bytes");
+    }
+    (client, send, conn_task)
 }
