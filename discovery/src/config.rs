@@ -70,11 +70,11 @@ pub struct DiscoveryConfig {
     /// have not yet taken them, in bytes, over all requesters. A response is unique to its
     /// requester, so each one that does not read holds a whole one (up to the
     /// membership's size) for as long as its connection lives: 64 requesters minted by a
-    /// hostile organization's CA had made a node hold 2.27 GB. When a response does not
-    /// fit, the connections of requesters that have left theirs untaken for
-    /// [`RESPONSE_STALL`](crate::RESPONSE_STALL) are closed, oldest first, to make room
-    /// (`stalled_requesters_closed`); if that is not enough the response is dropped
-    /// (`responses_over_backlog`). Requesters of other organizations hold at most three
+    /// hostile organization's CA had made a node hold 2.27 GB. A response that does not
+    /// fit is dropped (`responses_over_backlog`), and the connections of requesters that
+    /// have left theirs untaken for [`RESPONSE_STALL`](crate::RESPONSE_STALL) are closed
+    /// (`stalled_requesters_closed`); what they hold counts for as long again, the time
+    /// the driver gives their connections to go. Requesters of other organizations hold at most three
     /// quarters of it between them, so that however many identities a hostile
     /// organization mints, our own organization's peers (the only ones that may join
     /// through us) are still answered. The default, 256 MiB, holds four responses of a

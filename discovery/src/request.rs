@@ -168,9 +168,11 @@ impl Discovery {
     }
 
     /// Whether a response of `bytes` to a requester (`ours`: of our organization) fits
-    /// `max_response_backlog`, after forgetting the connections that have taken theirs
-    /// and, if need be, closing the connections of requesters that have left theirs
-    /// untaken for [`RESPONSE_STALL`], oldest first. Requesters of other organizations
+    /// `max_response_backlog`, after forgetting the connections that have taken theirs.
+    /// When it does not, the connections of requesters that have left theirs untaken for
+    /// [`RESPONSE_STALL`] are closed, and what they hold still counts for that long again
+    /// (what their streams had been handed stays until their connections go, the tonic
+    /// driver's `close_grace`): the room comes to later responses. Requesters of other organizations
     /// may hold at most three quarters of it between them, so that however many
     /// identities a hostile organization mints, our own organization's peers (the only
     /// ones that may join through us) are still answered.
@@ -186,44 +188,46 @@ impl Discovery {
         bytes: usize,
         ours: bool,
     ) -> bool {
-        self.backlog
-            .retain_mut(|q| match comm.send_queue_len(q.conn) {
+        self.backlog.retain_mut(|q| {
+            if let Some(at) = q.closed {
+                // Closed, but what its stream had been handed may stay until the
+                // connection goes (the driver's grace): still counted meanwhile.
+                return now < at + RESPONSE_STALL;
+            }
+            match comm.send_queue_len(q.conn) {
                 Some(len) if len.written < q.end => {
                     q.held = usize::try_from(q.end - len.written).unwrap_or(usize::MAX);
                     true
                 }
                 _ => false,
-            });
+            }
+        });
         let cap = self.cfg.max_response_backlog;
-        let (mut all, mut others) = self.backlog.iter().fold((0usize, 0usize), |(a, o), q| {
+        let (all, others) = self.backlog.iter().fold((0usize, 0usize), |(a, o), q| {
             let o = if q.ours { o } else { o.saturating_add(q.held) };
             (a.saturating_add(q.held), o)
         });
-        let fits = |all: usize, others: usize| {
-            all.saturating_add(bytes) <= cap
-                && (ours || others.saturating_add(bytes) <= cap - cap / 4)
-        };
-        while !fits(all, others) {
-            match self.backlog.front() {
-                Some(q) if now >= q.at + RESPONSE_STALL => {
-                    let q = self.backlog.pop_front().expect("just seen");
-                    all -= q.held;
-                    if !q.ours {
-                        others -= q.held;
-                    }
-                    self.stats.stalled_requesters_closed += 1;
-                    tracing::debug!(
-                        target: "fabric_gossip_discovery::request",
-                        requester = %q.who,
-                        bytes = q.held,
-                        "closing a requester that has not taken its membership response"
-                    );
-                    comm.close_conn(now, &q.who);
-                }
-                _ => return false,
+        if all.saturating_add(bytes) <= cap
+            && (ours || others.saturating_add(bytes) <= cap - cap / 4)
+        {
+            return true;
+        }
+        // Every requester stalled for RESPONSE_STALL goes; what they hold is counted until
+        // their connections have had the time to go too.
+        for q in self.backlog.iter_mut() {
+            if q.closed.is_none() && now >= q.at + RESPONSE_STALL {
+                q.closed = Some(now);
+                self.stats.stalled_requesters_closed += 1;
+                tracing::debug!(
+                    target: "fabric_gossip_discovery::request",
+                    requester = %q.who,
+                    bytes = q.held,
+                    "closing a requester that has not taken its membership response"
+                );
+                comm.close_conn(now, &q.who);
             }
         }
-        true
+        false
     }
 
     /// Notes a response just queued on `msg`'s connection: one entry per connection, which
@@ -250,6 +254,7 @@ impl Discovery {
                 end,
                 held: len.bytes,
                 at: now,
+                closed: None,
             }),
         }
     }
@@ -369,6 +374,9 @@ pub(crate) struct Queued {
     pub(crate) held: usize,
     /// When its oldest untaken response was queued.
     pub(crate) at: Instant,
+    /// When it was closed for leaving its responses untaken: what it holds is counted
+    /// for [`RESPONSE_STALL`] more, the time its connection has to go.
+    pub(crate) closed: Option<Instant>,
 }
 
 /// Room left in a response for what is not its listed envelopes: the response's own

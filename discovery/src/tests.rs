@@ -999,7 +999,11 @@ fn held(comm: &Comm<TestOnlyHmacSecurity>, conn: StreamId) -> usize {
 #[test]
 fn requesters_that_never_take_their_responses_hold_at_most_the_backlog() {
     let (mut comm, mut d, conn) = answering(&["a1", "a2", "a3", "a4"]);
-    // Nobody takes what we queue from now on (no write is confirmed).
+    let take = |comm: &mut Comm<TestOnlyHmacSecurity>, at: Instant, who: &str| {
+        let n = comm.send_queue_len(conn[who]).unwrap().in_flight;
+        comm.handle_sent(at, conn[who], n).unwrap();
+    };
+    // Nobody takes what we queue unless the test says so.
     ask(&mut d, &mut comm, T0, "a1", conn["a1"]);
     let one = held(&comm, conn["a1"]);
     assert!(one > 0);
@@ -1010,28 +1014,30 @@ fn requesters_that_never_take_their_responses_hold_at_most_the_backlog() {
     ask(&mut d, &mut comm, T0, "a3", conn["a3"]);
     assert_eq!(d.stats().responses_over_backlog, 1);
     assert_eq!(held(&comm, conn["a3"]), 0);
-    // Later the oldest untaken one makes room: its requester is disconnected.
-    let later = T0 + crate::RESPONSE_STALL;
-    ask(&mut d, &mut comm, later, "a4", conn["a4"]);
-    assert_eq!(d.stats().stalled_requesters_closed, 1);
-    assert_eq!(d.stats().responses_sent, 3);
-    assert!(comm.connection(&pki("a1")).is_none());
     // A requester that takes its response frees its room at once.
-    let confirmed = comm.send_queue_len(conn["a2"]).unwrap().in_flight;
-    comm.handle_sent(later, conn["a2"], confirmed).unwrap();
-    ask(&mut d, &mut comm, later, "a3", conn["a3"]);
-    assert_eq!(d.stats().responses_sent, 4);
+    take(&mut comm, T0, "a2");
+    let t1 = T0 + crate::MIN_ANSWER_INTERVAL;
+    ask(&mut d, &mut comm, t1, "a3", conn["a3"]);
+    assert_eq!(d.stats().responses_sent, 3);
+    // Later a1, untaken for RESPONSE_STALL, is disconnected; what its stream had been
+    // handed counts until its connection has had as long to go, so a4 waits.
+    let t2 = T0 + crate::RESPONSE_STALL;
+    ask(&mut d, &mut comm, t2, "a4", conn["a4"]);
     assert_eq!(d.stats().stalled_requesters_closed, 1);
-    assert_eq!(d.stats().responses_over_backlog, 1);
+    assert!(comm.connection(&pki("a1")).is_none());
+    assert_eq!(d.stats().responses_over_backlog, 2);
+    let t3 = t2 + crate::RESPONSE_STALL;
+    ask(&mut d, &mut comm, t3, "a4", conn["a4"]);
+    assert_eq!(d.stats().responses_sent, 4);
     // Every response a connection holds counts, not only its latest: with a3's taken,
     // a4 asking again holds two, and a2 no longer finds room.
-    let confirmed = comm.send_queue_len(conn["a3"]).unwrap().in_flight;
-    comm.handle_sent(later, conn["a3"], confirmed).unwrap();
-    let again = later + crate::MIN_ANSWER_INTERVAL;
-    ask(&mut d, &mut comm, again, "a4", conn["a4"]);
+    take(&mut comm, t3, "a3");
+    let t4 = t3 + crate::MIN_ANSWER_INTERVAL;
+    ask(&mut d, &mut comm, t4, "a4", conn["a4"]);
     assert!(held(&comm, conn["a4"]) >= 2 * one - one / 8);
-    ask(&mut d, &mut comm, again, "a2", conn["a2"]);
-    assert_eq!(d.stats().responses_over_backlog, 2);
+    ask(&mut d, &mut comm, t4, "a2", conn["a2"]);
+    assert_eq!(d.stats().responses_over_backlog, 3);
+    assert_eq!(d.stats().stalled_requesters_closed, 1);
 }
 
 #[test]
