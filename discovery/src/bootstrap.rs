@@ -201,7 +201,7 @@ impl Discovery {
             Err(e) => return self.bootstrap_failed(now, i, e.to_string()),
         };
         let org = comm.security().organization_of(&info.identity);
-        let same_org = org.is_some() && org == self.my_org;
+        let same_org = self.is_ours(org.as_ref());
         if !same_org && !self.bootstraps[i].any_org {
             let error = format!(
                 "{} isn't in our organization, cannot be a bootstrap peer",

@@ -665,7 +665,7 @@ impl Run {
         let mut orgs = std::collections::BTreeMap::<&[u8], (usize, usize)>::new();
         for (_, m) in self.layer.membership.iter() {
             let share = orgs
-                .entry(m.org.as_deref().unwrap_or_default())
+                .entry(crate::store::org_key(m.org.as_ref()))
                 .or_default();
             share.0 += 1;
             share.1 += m.weight();

@@ -9,7 +9,7 @@ use crate::error::{AliveError, ConfigError};
 use crate::event::{DiscoveryEvent, MemberInfo};
 use crate::request::Queued;
 use crate::stats::DiscoveryStats;
-use crate::store::{Change, MemberState, Membership, MsgStore, Share, Update};
+use crate::store::{Change, MemberState, Membership, MsgStore, Share, Update, org_key};
 use crate::validate::{AliveLimits, ParsedAlive, VerifiedIdentity, verify_alive};
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
@@ -233,8 +233,19 @@ impl Discovery {
     /// Whether membership may take one more member holding `bytes`
     /// (`max_members`, `max_membership_bytes`).
     pub(crate) fn has_room(&self, bytes: usize) -> bool {
-        self.membership.len() < self.cfg.max_members
-            && self.membership.bytes().saturating_add(bytes) <= self.cfg.max_membership_bytes
+        self.room_in(self.membership.len(), self.membership.bytes(), bytes)
+    }
+
+    /// Whether a membership of `members` members holding `held` bytes may take one more
+    /// holding `bytes`.
+    fn room_in(&self, members: usize, held: usize, bytes: usize) -> bool {
+        members < self.cfg.max_members
+            && held.saturating_add(bytes) <= self.cfg.max_membership_bytes
+    }
+
+    /// Whether `org` is our own organization (an unknown one never is).
+    pub(crate) fn is_ours(&self, org: Option<&Bytes>) -> bool {
+        org.is_some() && org == self.my_org.as_ref()
     }
 
     /// Whether an alive message about `pki_id` at `ts` would change membership, read
@@ -312,8 +323,8 @@ impl Discovery {
         (share.members as u128 * bytes).max(share.bytes as u128 * members)
     }
 
-    /// Whether a newcomer of `org` holding `weight` bytes may take the place of a member
-    /// of an organization holding `victims` in a full membership. One of our own
+    /// Whether a newcomer of `org`, which would hold `newcomer` with it, may take the place
+    /// of a member of the organization `victims` (its name and share) in a full membership. One of our own
     /// organization may take any other's; one of another organization that of an
     /// organization whose share is larger than its own would be with the newcomer, so
     /// that no organization ends up with a smaller share than the one it displaced. Shares
@@ -326,11 +337,10 @@ impl Discovery {
     /// newcomer of the others out.
     fn may_take(&self, org: &Bytes, newcomer: Share, victims: (&Bytes, Share)) -> bool {
         let (name, share) = victims;
-        let mine = self.my_org.as_ref();
-        if name == org || Some(name) == mine || share.members == 0 {
+        if name == org || self.is_ours(Some(name)) || share.members == 0 {
             return false;
         }
-        Some(org) == mine || self.usage(share) > self.usage(newcomer)
+        self.is_ours(Some(org)) || self.usage(share) > self.usage(newcomer)
     }
 
     /// What `org` would hold with a newcomer holding `weight` bytes.
@@ -366,12 +376,10 @@ impl Discovery {
         let newcomer = self.with_newcomer(org, weight);
         let mut shares: Vec<(&Bytes, Share)> = self.membership.org_shares().collect();
         let mut chosen: Vec<PkiId> = Vec::new();
-        let (mut members, mut bytes) = (self.membership.len(), self.membership.bytes());
-        while members >= self.cfg.max_members
-            || bytes.saturating_add(weight) > self.cfg.max_membership_bytes
-        {
+        let (mut members, mut held) = (self.membership.len(), self.membership.bytes());
+        while !self.room_in(members, held, weight) {
             let usage_of = |m: &MemberState| {
-                let name: &[u8] = m.org.as_deref().unwrap_or_default();
+                let name = org_key(m.org.as_ref());
                 let &(o, share) = shares.iter().find(|(o, _)| o.as_ref() == name)?;
                 self.may_take(org, newcomer, (o, share))
                     .then(|| self.usage(share))
@@ -384,13 +392,13 @@ impl Discovery {
                     Some((core::cmp::Reverse(usage_of(m)?), m.alive, m.last_seen, k, m))
                 })
                 .min_by(|a, b| (&a.0, a.1, a.2, a.3).cmp(&(&b.0, b.1, b.2, b.3)))?;
-            let name: &[u8] = m.org.as_deref().unwrap_or_default();
+            let name = org_key(m.org.as_ref());
             if let Some((_, share)) = shares.iter_mut().find(|(o, _)| o.as_ref() == name) {
                 share.members -= 1;
                 share.bytes -= m.weight();
             }
             members -= 1;
-            bytes -= m.weight();
+            held -= m.weight();
             chosen.push(victim.clone());
         }
         Some(chosen)

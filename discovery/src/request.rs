@@ -61,7 +61,7 @@ impl Discovery {
         nonce: u64,
     ) {
         let target_org = self.org_of(comm, pki_id);
-        let strip = target_org.is_some() && target_org != self.my_org;
+        let strip = target_org.is_some() && !self.is_ours(target_org.as_ref());
         let Some(req) = self.make_request(now, comm, strip, nonce) else {
             return;
         };
@@ -145,7 +145,7 @@ impl Discovery {
             // read loses responses (counted by comm), and holds at most a send buffer's.
             Some(resp) => {
                 let bytes = prost::Message::encoded_len(&resp);
-                let ours = target_org.is_some() && target_org == self.my_org;
+                let ours = self.is_ours(target_org.as_ref());
                 if !self.backlog_room(now, comm, bytes, ours) {
                     self.stats.responses_over_backlog += 1;
                 } else {

@@ -156,6 +156,12 @@ pub(crate) fn new_map<K, V>() -> Map<K, V> {
     Map::with_hasher(foldhash::fast::FixedState::with_seed(MAP_SEED))
 }
 
+/// The name an organization's share is kept under: members of no known organization
+/// share the empty one.
+pub(crate) fn org_key(org: Option<&Bytes>) -> &[u8] {
+    org.map_or(&[], |o| o.as_ref())
+}
+
 /// What one organization holds of membership.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Share {
@@ -233,8 +239,7 @@ impl Membership {
 
     /// What `org` holds (`None`: members of no known organization).
     pub(crate) fn org_share(&self, org: Option<&Bytes>) -> Share {
-        let key: &[u8] = org.map_or(&[], |o| o.as_ref());
-        self.orgs.get(key).copied().unwrap_or_default()
+        self.orgs.get(org_key(org)).copied().unwrap_or_default()
     }
 
     /// What each organization holds (the empty name: members of none), in the map's
@@ -253,7 +258,7 @@ impl Membership {
     }
 
     fn share_out(&mut self, org: Option<&Bytes>, weight: usize) {
-        let key: &[u8] = org.map_or(&[], |o| o.as_ref());
+        let key = org_key(org);
         if let Some(share) = self.orgs.get_mut(key) {
             share.members -= 1;
             share.bytes -= weight;
@@ -348,8 +353,7 @@ impl Membership {
                 self.share_in(org.as_ref(), after);
             }
             None => {
-                let key: &[u8] = org.as_deref().unwrap_or_default();
-                if let Some(share) = self.orgs.get_mut(key) {
+                if let Some(share) = self.orgs.get_mut(org_key(org.as_ref())) {
                     share.bytes = share.bytes - before + after;
                 }
             }
