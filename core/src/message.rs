@@ -160,6 +160,16 @@ impl ReceivedMessage {
         &self.info.id
     }
 
+    /// Empties the message for [`Comm::recycle_delivery`](crate::Comm::recycle_delivery):
+    /// the received buffer its fields refer to (shared with the messages read with it)
+    /// is released now rather than when the allocation is next used; the sender's
+    /// `ConnectionInfo`, small, stays until then.
+    pub fn clear(&mut self) {
+        self.message.clear();
+        self.envelope.clear();
+        self.envelope_bytes = Bytes::new();
+    }
+
     /// Re-wraps the message for forwarding with its original bytes.
     pub fn to_signed(&self) -> SignedMessage {
         SignedMessage {

@@ -812,9 +812,7 @@ impl Drop for Received {
     /// buffer) is released here, by whoever dropped it, as before.
     fn drop(&mut self) {
         if let Some(mut msg) = self.msg.take() {
-            prost::Message::clear(&mut msg.message);
-            prost::Message::clear(&mut msg.envelope);
-            msg.envelope_bytes = Bytes::new();
+            msg.clear();
             self.inner.recycle_delivery(msg);
         }
     }

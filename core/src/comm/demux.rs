@@ -195,8 +195,8 @@ impl<S: Security> Comm<S> {
     ///
     /// What the message refers to (the received buffer, shared with the messages read
     /// with it) is dropped only when the allocation is reused: empty it first
-    /// (`prost::Message::clear` on `message` and `envelope`, an empty `envelope_bytes`)
-    /// to release it now, as the tonic driver does where the application drops it.
+    /// ([`ReceivedMessage::clear`]) to release it now, as the tonic driver does where the
+    /// application drops it.
     pub fn recycle_delivery(&mut self, msg: Box<ReceivedMessage>) {
         if self.demux.spare.len() < self.spare_deliveries() {
             self.demux.spare.push(msg);
@@ -213,7 +213,7 @@ impl<S: Security> Comm<S> {
     /// A decoded message that goes to no subscription: its allocation is kept for the
     /// next, emptied now.
     fn spare(&mut self, mut msg: Box<ReceivedMessage>) {
-        clear(&mut msg);
+        msg.clear();
         self.recycle_delivery(msg);
     }
 
@@ -372,15 +372,6 @@ impl<S: Security> Comm<S> {
             self.block(stream);
         }
     }
-}
-
-/// Empties a delivery kept for reuse: the received buffer it refers to is released now,
-/// not when the allocation is next used (the sender's `ConnectionInfo`, small, stays until
-/// then).
-fn clear(msg: &mut ReceivedMessage) {
-    msg.message.clear();
-    msg.envelope.clear();
-    msg.envelope_bytes = Bytes::new();
 }
 
 /// Messages this large or larger are checked before decoding for what decoding would
