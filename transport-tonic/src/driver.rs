@@ -117,6 +117,10 @@ impl AuthGuard {
     /// Closes the connection `close_grace` after its stream closed, if that stream has
     /// not finished by then (see [`DriverLimits::close_grace`]).
     fn reap_unless_finished(&self, inner: &Arc<Inner>, ctl: Arc<StreamCtl>) {
+        if ctl.ended.load(Ordering::Acquire) {
+            // Finished already (the remote ended it, or the connection died): no timer.
+            return;
+        }
         let slot = self.slot.clone();
         let weak = Arc::downgrade(inner);
         let grace = inner.settings.limits.close_grace;
