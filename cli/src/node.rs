@@ -48,7 +48,9 @@ const MAX_LINE: usize = 4 << 20;
 const LINE_QUEUE: usize = 64;
 /// Upper bound on waiting for connections to wind down at stop. The core has closed every
 /// gossip stream by then; what is left are HTTP/2 connections, some of which never said
-/// anything (a connection flood), so waiting long buys nothing. With `OUTPUT_DRAIN` and
+/// anything (a connection flood), so waiting long buys nothing, and the streams this node
+/// opened, whose peers end them once they have read what HTTP/2 still held (a loopback
+/// round trip or two; a peer that never reads loses it either way). With `OUTPUT_DRAIN` and
 /// `RUNTIME_SHUTDOWN` a stop takes well under the 1 s promised.
 const STOP_TIMEOUT: Duration = Duration::from_millis(300);
 /// Upper bound on writing the last lines (`stopped` among them) to a slow stdout reader.

@@ -83,7 +83,83 @@ pub(crate) struct StreamCtl {
     /// The RPC ended (its outgoing half is gone): read to the end regardless of pauses, so
     /// the end and the remote's status reach the core.
     ended: AtomicBool,
+    /// The core closed this outbound stream while stopping: its reader reads the
+    /// response to its end, discarding it, so the stop knows the remote took everything
+    /// written before (see [`Winding`]).
+    linger: AtomicBool,
     resume: Notify,
+}
+
+/// The node's outbound stream tasks, counted so a stop can wait for them.
+///
+/// Messages handed to HTTP/2 ([`crate::Node::flush`]) are still in h2's buffers, which its
+/// connection task writes. A stop used to abort every stream's task, and a process that
+/// exited right after its stop took that task along: a script's last sends, flushed, never
+/// reached their peer (seen under load in CI). Stopping now lets each outbound stream end
+/// as a gRPC client ends a call: its request ends after what was written, and its task
+/// reads the response to its end, which the remote sends once it has read that request to
+/// its end. [`crate::Node::stop`] waits for these tasks within its `stop_timeout`, then
+/// aborts what is left.
+#[derive(Default)]
+pub(crate) struct Winding {
+    /// Outbound stream tasks alive (spawned and not yet dropped).
+    live: AtomicU64,
+    /// Woken as each ends.
+    ended: Notify,
+    /// The tasks of streams closed while stopping, to abort at the stop's deadline.
+    lingering: Mutex<Vec<AbortHandle>>,
+}
+
+impl Winding {
+    /// Waits until no outbound stream task is alive, at most until `deadline`; then
+    /// aborts those still reading. Whether they all ended by themselves.
+    pub(crate) async fn wait(&self, deadline: tokio::time::Instant) -> bool {
+        let all_ended = loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.live.load(Ordering::Acquire) == 0 {
+                break true;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                break false;
+            }
+        };
+        self.abort_lingering();
+        all_ended
+    }
+
+    /// Cuts the streams still read to their end.
+    pub(crate) fn abort_lingering(&self) {
+        let tasks = std::mem::take(
+            &mut *self
+                .lingering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+/// One outbound stream task alive, for as long as its future lives (also when aborted
+/// before its first poll).
+struct WindingGuard(Arc<Inner>);
+
+impl WindingGuard {
+    /// Counts a task about to be spawned: before the spawn, so a stop never misses it.
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.winding.live.fetch_add(1, Ordering::AcqRel);
+        WindingGuard(inner.clone())
+    }
+}
+
+impl Drop for WindingGuard {
+    fn drop(&mut self) {
+        self.0.winding.live.fetch_sub(1, Ordering::AcqRel);
+        self.0.winding.ended.notify_waiters();
+    }
 }
 
 struct StreamEntry {
@@ -98,6 +174,8 @@ struct StreamEntry {
     _auth: Option<AuthGuard>,
     /// The stream's span (its PKI-ID is recorded once known).
     span: tracing::Span,
+    /// This node opened it (an outbound stream's task is the client's call).
+    outbound: bool,
 }
 
 /// Marks an inbound connection as carrying an authenticated stream for as long as it lives.
@@ -497,6 +575,8 @@ pub(crate) struct Inner {
     /// How many `spare_deliveries` holds at most: what the core keeps
     /// ([`Comm::spare_deliveries`]); beyond it they are freed.
     max_spare_deliveries: usize,
+    /// Outbound stream tasks, for the stop to wait for.
+    pub(crate) winding: Winding,
 }
 
 impl Inner {
@@ -547,6 +627,7 @@ impl Inner {
             kick: Waker::from(Arc::new(Kick(weak.clone()))),
             spare_deliveries: Mutex::new(Vec::new()),
             max_spare_deliveries,
+            winding: Winding::default(),
         })
     }
 
@@ -763,10 +844,11 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
             );
             let channel = st.dials.get(&dial).and_then(|d| d.channel.clone());
             let task = channel.map(|channel| {
+                let alive = WindingGuard::new(inner);
                 inner
                     .rt
                     .spawn(
-                        outbound_task(inner.clone(), channel, stream, rx, ctl.clone())
+                        outbound_task(inner.clone(), channel, stream, rx, ctl.clone(), alive)
                             .instrument(span.clone()),
                     )
                     .abort_handle()
@@ -781,6 +863,7 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
                     conn: None,
                     _auth: None,
                     span,
+                    outbound: true,
                 },
             );
             if missing {
@@ -841,7 +924,19 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
                 // If the writer is gone or full the sender's drop still ends the stream.
                 let _ = e.tx.try_send(Out::End(error));
                 if let Some(t) = e.task {
-                    t.abort();
+                    if e.outbound && st.comm.is_stopped() {
+                        // Read to its end, so the stop knows the remote took it all.
+                        e.ctl.linger.store(true, Ordering::Release);
+                        e.ctl.resume.notify_one();
+                        inner
+                            .winding
+                            .lingering
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(t);
+                    } else {
+                        t.abort();
+                    }
                 }
                 if let Some(auth) = &e._auth {
                     auth.reap_unless_finished(inner, e.ctl.clone());
@@ -1069,6 +1164,7 @@ async fn outbound_task(
     stream: StreamId,
     rx: mpsc::Receiver<Out>,
     ctl: Arc<StreamCtl>,
+    _alive: WindingGuard,
 ) {
     let max = inner.settings.max_message_size;
     let body = FramedOut::new(
@@ -1225,6 +1321,7 @@ pub(crate) fn accept_inbound(
             conn,
             _auth: None,
             span,
+            outbound: false,
         },
     );
     drain(inner, &mut st);
@@ -1264,6 +1361,18 @@ fn fill(
     }
 }
 
+/// Reads a stream the core closed while stopping to its end, discarding what comes (see
+/// [`Winding`]).
+async fn discard_to_end(body: &mut MeteredBody) {
+    let mut batch = VecDeque::new();
+    loop {
+        batch.clear();
+        if poll_fn(|cx| fill(body, &mut batch, cx)).await.is_some() {
+            return;
+        }
+    }
+}
+
 /// Reads a stream into the core, honouring PauseRead: while paused it does not poll the
 /// stream, so HTTP/2 flow control pushes back to the sender. Envelopes read before a pause
 /// took effect are held here (at most one batch) and handed in on resume, so none is lost.
@@ -1274,38 +1383,55 @@ async fn read_loop(
     ctl: Arc<StreamCtl>,
     fault: Option<FaultSlot>,
 ) {
+    let closed_first = feed_core(&inner, stream, &mut body, &ctl, fault).await;
+    if closed_first && ctl.linger.load(Ordering::Acquire) {
+        discard_to_end(&mut body).await;
+    }
+}
+
+/// [`read_loop`]'s work until the stream ends or the core closes it: whether the core
+/// closed it first.
+async fn feed_core(
+    inner: &Arc<Inner>,
+    stream: StreamId,
+    body: &mut MeteredBody,
+    ctl: &StreamCtl,
+    fault: Option<FaultSlot>,
+) -> bool {
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(READ_BATCH);
     let mut end: Option<StreamEnd> = None;
     loop {
         let held = |ctl: &StreamCtl| {
-            ctl.paused.load(Ordering::Acquire) && !ctl.ended.load(Ordering::Acquire)
+            ctl.paused.load(Ordering::Acquire)
+                && !ctl.ended.load(Ordering::Acquire)
+                && !ctl.linger.load(Ordering::Acquire)
         };
-        while held(&ctl) {
+        while held(ctl) {
             let resumed = ctl.resume.notified();
             tokio::pin!(resumed);
             resumed.as_mut().enable();
-            if !held(&ctl) {
+            if !held(ctl) {
                 break;
             }
             resumed.await;
         }
         if batch.is_empty() && end.is_none() {
-            end = poll_fn(|cx| fill(&mut body, &mut batch, cx)).await;
+            end = poll_fn(|cx| fill(body, &mut batch, cx)).await;
         }
         let mut st = inner.lock();
         let now = inner.now();
         while let Some(b) = batch.pop_front() {
-            if held(&ctl) {
+            if held(ctl) {
                 batch.push_front(b);
                 break;
             }
             if st.comm.handle_envelope(now, stream, b).is_err() {
                 // The core closed the stream meanwhile. What the envelopes before this one
                 // produced (a DeliveryReady above all) must still go out.
-                drain(&inner, &mut st);
-                return;
+                drain(inner, &mut st);
+                return true;
             }
-            drain_actions(&inner, &mut st);
+            drain_actions(inner, &mut st);
         }
         if batch.is_empty()
             && let Some(e) = end.take()
@@ -1337,10 +1463,10 @@ async fn read_loop(
                     let _ = st.comm.handle_stream_closed(now, stream, e);
                 }
             }
-            drain(&inner, &mut st);
-            return;
+            drain(inner, &mut st);
+            return false;
         }
-        drain(&inner, &mut st);
+        drain(inner, &mut st);
     }
 }
 

@@ -366,6 +366,12 @@ impl Drop for Handle {
                 }
             });
         }
+        // The same period for the streams this node opened (see `Node::stop`).
+        let inner = self.inner.clone();
+        let deadline = tokio::time::Instant::now() + self.stop_timeout;
+        self.inner.rt.spawn(async move {
+            inner.winding.wait(deadline).await;
+        });
     }
 }
 
@@ -554,18 +560,21 @@ impl Node {
 
     /// Fabric's `Stop`: idempotent. Closes every stream and channel, ends every
     /// subscription, fails pending operations, refuses new streams ("Shutting down"), and
-    /// waits for the server to wind down, at most the builder's `stop_timeout` (then its
-    /// remaining connections are cut). Concurrent callers all return once it is done.
+    /// waits for the server to wind down and for the remotes of the streams this node
+    /// opened to end them (a remote ends a stream once it has read it to its end, so what
+    /// HTTP/2 held reached it), at most the builder's `stop_timeout` (then what is left is
+    /// cut). Concurrent callers all return once it is done.
     pub async fn stop(&self) {
         self.h.stop_now();
+        let deadline = tokio::time::Instant::now() + self.h.stop_timeout;
         let mut server = self.h.server.lock().await;
         if let Some(mut task) = server.take()
-            && tokio::time::timeout(self.h.stop_timeout, &mut task)
-                .await
-                .is_err()
+            && tokio::time::timeout_at(deadline, &mut task).await.is_err()
         {
             task.abort();
         }
+        // The streams this node opened end as their remotes finish reading them.
+        self.h.inner.winding.wait(deadline).await;
         self.h.timer.abort();
         self.h.reaper.abort();
     }
