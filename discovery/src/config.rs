@@ -74,10 +74,12 @@ pub struct DiscoveryConfig {
     /// fit is dropped (`responses_over_backlog`), and the connections of requesters that
     /// have left theirs untaken for [`RESPONSE_STALL`](crate::RESPONSE_STALL) are closed
     /// (`stalled_requesters_closed`); what they hold counts for as long again, the time
-    /// the driver gives their connections to go. Requesters of other organizations hold at most three
-    /// quarters of it between them, so that however many identities a hostile
-    /// organization mints, our own organization's peers (the only ones that may join
-    /// through us) are still answered. The default, 256 MiB, holds four responses of a
+    /// the driver gives their connections to go. Requesters of other organizations hold
+    /// at most three quarters of it between them, so that however many identities a
+    /// hostile organization mints, our own organization's peers (the only ones that may
+    /// join through us) are still answered; those three quarters are shared evenly among
+    /// the other organizations that asked within `RESPONSE_STALL`, so the other
+    /// organizations' peers are answered too. The default, 256 MiB, holds four responses of a
     /// membership at its byte bound. Beyond Fabric, which bounds none of this.
     pub max_response_backlog: usize,
     /// Upper bound on undrained events; beyond it events are dropped and counted.

@@ -61,6 +61,12 @@ pub struct Discovery {
     /// Responses queued for requesters that may not have taken them yet, oldest first
     /// (see `max_response_backlog`).
     pub(crate) backlog: VecDeque<Queued>,
+    /// Organizations other than ours whose requesters asked within [`RESPONSE_STALL`],
+    /// with when they last did: they share what the backlog leaves other organizations
+    /// (see `max_response_backlog`).
+    ///
+    /// [`RESPONSE_STALL`]: crate::RESPONSE_STALL
+    pub(crate) asking: BTreeMap<Bytes, Instant>,
     pub(crate) timers: Timers,
     pub(crate) stopped: bool,
     /// The identity pull (Fabric's certstore).
@@ -99,6 +105,7 @@ impl Discovery {
             reconnect_cursor: None,
             answered: BTreeMap::new(),
             backlog: VecDeque::new(),
+            asking: BTreeMap::new(),
             timers: Timers::default(),
             stopped: false,
             certstore: CertStore::default(),

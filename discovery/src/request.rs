@@ -145,14 +145,17 @@ impl Discovery {
             // read loses responses (counted by comm), and holds at most a send buffer's.
             Some(resp) => {
                 let bytes = prost::Message::encoded_len(&resp);
-                let ours = self.is_ours(target_org.as_ref());
-                if !self.backlog_room(now, comm, bytes, ours) {
+                let org = Asker {
+                    ours: self.is_ours(target_org.as_ref()),
+                    org: target_org.unwrap_or_default(),
+                };
+                if !self.backlog_room(now, comm, bytes, &org) {
                     self.stats.responses_over_backlog += 1;
                 } else {
                     match comm.respond_or_drop(now, msg.conn, resp) {
                         Ok(true) => {
                             self.stats.responses_sent += 1;
-                            self.note_queued(now, comm, msg, ours);
+                            self.note_queued(now, comm, msg, org);
                         }
                         Ok(false) => self.stats.responses_dropped += 1,
                         Err(_) => self.stats.comm_errors += 1,
@@ -167,15 +170,22 @@ impl Discovery {
         }
     }
 
-    /// Whether a response of `bytes` to a requester (`ours`: of our organization) fits
-    /// `max_response_backlog`, after forgetting the connections that have taken theirs.
-    /// When it does not, the connections of requesters that have left theirs untaken for
-    /// [`RESPONSE_STALL`] are closed, and what they hold still counts for that long again
-    /// (what their streams had been handed stays until their connections go, the tonic
-    /// driver's `close_grace`): the room comes to later responses. Requesters of other organizations
-    /// may hold at most three quarters of it between them, so that however many
-    /// identities a hostile organization mints, our own organization's peers (the only
-    /// ones that may join through us) are still answered.
+    /// Whether a response of `bytes` to a requester of `org` fits `max_response_backlog`,
+    /// after forgetting the connections that have taken theirs. When it does not, the
+    /// connections of requesters that have left theirs untaken for [`RESPONSE_STALL`] are
+    /// closed, and what they hold still counts for that long again (what their streams had
+    /// been handed stays until their connections go, the tonic driver's `close_grace`):
+    /// the room comes to later responses.
+    ///
+    /// Requesters of other organizations may hold at most three quarters of it between
+    /// them, so that however many identities a hostile organization mints, our own
+    /// organization's peers (the only ones that may join through us) are still answered.
+    /// Those three quarters are shared evenly among the other organizations that asked
+    /// within [`RESPONSE_STALL`]: an organization holding nothing may take one response
+    /// of any size that fits the rest, and one holding some may not pass its share. So the
+    /// room a hostile organization's stalled requesters leave as they are closed goes to
+    /// the others that ask too, not back to the hostile organization: with one shared
+    /// bound, a legitimate reader of a third organization had got 2 answers of 12.
     ///
     /// A connection holds, untaken, what lies between what it has written
     /// ([`SendQueueLen::written`](fabric_gossip_core::SendQueueLen)) and where its latest
@@ -186,7 +196,7 @@ impl Discovery {
         now: Instant,
         comm: &mut Comm<S>,
         bytes: usize,
-        ours: bool,
+        asker: &Asker,
     ) -> bool {
         self.backlog.retain_mut(|q| {
             if let Some(at) = q.closed {
@@ -202,13 +212,26 @@ impl Discovery {
                 _ => false,
             }
         });
+        if !asker.ours {
+            self.note_asking(now, &asker.org);
+        }
         let cap = self.cfg.max_response_backlog;
-        let (all, others) = self.backlog.iter().fold((0usize, 0usize), |(a, o), q| {
-            let o = if q.ours { o } else { o.saturating_add(q.held) };
-            (a.saturating_add(q.held), o)
-        });
+        let others_cap = cap - cap / 4;
+        let (mut all, mut others, mut org_held) = (0usize, 0usize, 0usize);
+        for q in &self.backlog {
+            all = all.saturating_add(q.held);
+            if !q.asker.ours {
+                others = others.saturating_add(q.held);
+                if q.asker.org == asker.org {
+                    org_held = org_held.saturating_add(q.held);
+                }
+            }
+        }
+        let share = others_cap / self.asking.len().max(1);
         if all.saturating_add(bytes) <= cap
-            && (ours || others.saturating_add(bytes) <= cap - cap / 4)
+            && (asker.ours
+                || (others.saturating_add(bytes) <= others_cap
+                    && (org_held == 0 || org_held.saturating_add(bytes) <= share)))
         {
             return true;
         }
@@ -239,7 +262,7 @@ impl Discovery {
         now: Instant,
         comm: &Comm<S>,
         msg: &ReceivedMessage,
-        ours: bool,
+        asker: Asker,
     ) {
         let Some(len) = comm.send_queue_len(msg.conn) else {
             return;
@@ -250,12 +273,25 @@ impl Discovery {
             None => self.backlog.push_back(Queued {
                 conn: msg.conn,
                 who: msg.sender().clone(),
-                ours,
+                asker,
                 end,
                 held: len.bytes,
                 at: now,
                 closed: None,
             }),
+        }
+    }
+
+    /// Remembers that a requester of `org` (not ours) asked at `now`, forgetting the
+    /// organizations that have not asked for [`RESPONSE_STALL`]. Organizations are those
+    /// the MSPs know, so few; past [`MAX_ASKING_ORGS`] a new one is not remembered (and
+    /// takes no share from the others).
+    fn note_asking(&mut self, now: Instant, org: &Bytes) {
+        self.asking.retain(|_, &mut at| now < at + RESPONSE_STALL);
+        if let Some(at) = self.asking.get_mut(org) {
+            *at = now;
+        } else if self.asking.len() < MAX_ASKING_ORGS {
+            self.asking.insert(org.clone(), now);
         }
     }
 
@@ -358,6 +394,19 @@ pub const MIN_ANSWER_INTERVAL: core::time::Duration = core::time::Duration::from
 /// A peer that reads takes a response of the membership's size in well under a second.
 pub const RESPONSE_STALL: core::time::Duration = core::time::Duration::from_secs(10);
 
+/// The organization of a requester, as the backlog shares it out.
+#[derive(Debug)]
+pub(crate) struct Asker {
+    /// Whether it is ours.
+    pub(crate) ours: bool,
+    /// Its MSP ID (empty when the security provider names none).
+    pub(crate) org: Bytes,
+}
+
+/// Other organizations remembered as asking at once, at most (see `note_asking`): far
+/// above the organizations of any channel.
+const MAX_ASKING_ORGS: usize = 1024;
+
 /// A connection whose requester may not have taken its membership responses yet.
 #[derive(Debug)]
 pub(crate) struct Queued {
@@ -365,8 +414,8 @@ pub(crate) struct Queued {
     pub(crate) conn: StreamId,
     /// The requester.
     pub(crate) who: PkiId,
-    /// Whether the requester is of our organization.
-    pub(crate) ours: bool,
+    /// The requester's organization.
+    pub(crate) asker: Asker,
     /// Where its latest response ends in its connection's queue: all are taken once the
     /// connection has written this many bytes.
     pub(crate) end: u64,

@@ -1069,3 +1069,46 @@ fn other_organizations_hold_at_most_three_quarters_of_the_backlog() {
     assert!(held(&comm, conn["a1"]) > 0, "ours still answered");
     assert_eq!(d.stats().responses_over_backlog, 1);
 }
+
+/// The three quarters other organizations hold are shared among those asking: the room a
+/// hostile organization's stalled requesters leave as they are closed goes to the others
+/// that ask, not back to it. With one shared bound, a legitimate reader of a third
+/// organization had got 2 answers of 12 in a live attack.
+#[test]
+fn other_organizations_that_ask_share_their_part_of_the_backlog() {
+    let (mut comm, mut d, conn) = answering(&["b1", "b2", "b3", "b4", "b5", "c1"]);
+    ask(&mut d, &mut comm, T0, "b1", conn["b1"]);
+    let one = held(&comm, conn["b1"]);
+    // The other organizations' three quarters hold four responses to B, and a few bytes.
+    d.cfg.max_response_backlog = (4 * one + 16) * 4 / 3;
+    let others = d.cfg.max_response_backlog * 3 / 4;
+    assert!((4 * one..4 * one + 16).contains(&others), "{one} {others}");
+    for b in ["b2", "b3", "b4"] {
+        ask(&mut d, &mut comm, T0, b, conn[b]);
+        assert!(
+            held(&comm, conn[b]) > 0,
+            "{b}: B alone asks, and takes it all"
+        );
+    }
+    // B's requesters leave theirs untaken: when C asks, they are closed, and still counted
+    // while their connections go, so C asks in vain meanwhile.
+    let t1 = T0 + crate::RESPONSE_STALL;
+    ask(&mut d, &mut comm, t1, "c1", conn["c1"]);
+    assert_eq!(d.stats().stalled_requesters_closed, 4);
+    ask(&mut d, &mut comm, t1 + 5 * SEC, "c1", conn["c1"]);
+    assert_eq!(d.stats().responses_over_backlog, 2);
+    assert_eq!(held(&comm, conn["c1"]), 0);
+    // Their room is free: B asks first, again and again, but C asked too, so B takes only
+    // its half. With one bound for all other organizations, B took all four places again
+    // and C was left out.
+    let t2 = t1 + crate::RESPONSE_STALL;
+    let sent = d.stats().responses_sent;
+    for k in 0..4 {
+        ask(&mut d, &mut comm, t2 + k * SEC, "b5", conn["b5"]);
+    }
+    assert_eq!(d.stats().responses_sent - sent, 2, "B's half");
+    assert_eq!(d.stats().responses_over_backlog, 4);
+    ask(&mut d, &mut comm, t2 + 4 * SEC, "c1", conn["c1"]);
+    assert!(held(&comm, conn["c1"]) > 16, "C answered");
+    assert_eq!(d.stats().responses_over_backlog, 4);
+}
