@@ -184,8 +184,9 @@ impl Discovery {
     /// within [`RESPONSE_STALL`]: an organization holding nothing may take one response
     /// of any size that fits the rest, and one holding some may not pass its share. So the
     /// room a hostile organization's stalled requesters leave as they are closed goes to
-    /// the others that ask too, not back to the hostile organization: with one shared
-    /// bound, a legitimate reader of a third organization had got 2 answers of 12.
+    /// the others that ask too, not back to the hostile organization, which with one
+    /// shared bound took back every place (a legitimate reader of its own organization
+    /// got 2 answers of 12 in a live attack).
     ///
     /// A connection holds, untaken, what lies between what it has written
     /// ([`SendQueueLen::written`](fabric_gossip_core::SendQueueLen)) and where its latest

@@ -1072,8 +1072,7 @@ fn other_organizations_hold_at_most_three_quarters_of_the_backlog() {
 
 /// The three quarters other organizations hold are shared among those asking: the room a
 /// hostile organization's stalled requesters leave as they are closed goes to the others
-/// that ask, not back to it. With one shared bound, a legitimate reader of a third
-/// organization had got 2 answers of 12 in a live attack.
+/// that ask, not back to it: with one shared bound it took back every place.
 #[test]
 fn other_organizations_that_ask_share_their_part_of_the_backlog() {
     let (mut comm, mut d, conn) = answering(&["b1", "b2", "b3", "b4", "b5", "c1"]);
