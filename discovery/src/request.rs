@@ -145,17 +145,17 @@ impl Discovery {
             // read loses responses (counted by comm), and holds at most a send buffer's.
             Some(resp) => {
                 let bytes = prost::Message::encoded_len(&resp);
-                let org = Asker {
+                let asker = Asker {
                     ours: self.is_ours(target_org.as_ref()),
                     org: target_org.unwrap_or_default(),
                 };
-                if !self.backlog_room(now, comm, bytes, &org) {
+                if !self.backlog_room(now, comm, bytes, &asker) {
                     self.stats.responses_over_backlog += 1;
                 } else {
                     match comm.respond_or_drop(now, msg.conn, resp) {
                         Ok(true) => {
                             self.stats.responses_sent += 1;
-                            self.note_queued(now, comm, msg, org);
+                            self.note_queued(now, comm, msg, asker);
                         }
                         Ok(false) => self.stats.responses_dropped += 1,
                         Err(_) => self.stats.comm_errors += 1,

@@ -112,25 +112,18 @@ pub(crate) struct Winding {
 
 impl Winding {
     /// Waits until no outbound stream task is alive, at most until `deadline`; then
-    /// aborts those still reading. Whether they all ended by themselves.
-    pub(crate) async fn wait(&self, deadline: tokio::time::Instant) -> bool {
-        let all_ended = loop {
+    /// aborts those still reading.
+    pub(crate) async fn wait(&self, deadline: tokio::time::Instant) {
+        loop {
             let ended = self.ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            if self.live.load(Ordering::Acquire) == 0 {
-                break true;
+            if self.live.load(Ordering::Acquire) == 0
+                || tokio::time::timeout_at(deadline, ended).await.is_err()
+            {
+                break;
             }
-            if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                break false;
-            }
-        };
-        self.abort_lingering();
-        all_ended
-    }
-
-    /// Cuts the streams still read to their end.
-    pub(crate) fn abort_lingering(&self) {
+        }
         let tasks = std::mem::take(
             &mut *self
                 .lingering

@@ -354,25 +354,26 @@ impl Drop for Handle {
         self.stop_now();
         self.timer.abort();
         self.reaper.abort();
-        // Give the server its graceful period, then cut it, without blocking here.
-        if let Ok(mut guard) = self.server.try_lock()
-            && let Some(task) = guard.take()
-        {
-            let limit = self.stop_timeout;
-            let abort = task.abort_handle();
-            self.inner.rt.spawn(async move {
-                if tokio::time::timeout(limit, task).await.is_err() {
-                    abort.abort();
-                }
-            });
-        }
-        // The same period for the streams this node opened (see `Node::stop`).
+        // The same wind-down as `Node::stop`'s, without blocking here.
+        let server = self.server.try_lock().ok().and_then(|mut s| s.take());
         let inner = self.inner.clone();
         let deadline = tokio::time::Instant::now() + self.stop_timeout;
         self.inner.rt.spawn(async move {
-            inner.winding.wait(deadline).await;
+            wind_down(&inner, server, deadline).await;
         });
     }
+}
+
+/// The waiting part of stopping, until `deadline`: the server winds down, and the remotes
+/// of the streams this node opened end them as they finish reading them; then what is
+/// left is cut.
+async fn wind_down(inner: &Inner, server: Option<JoinHandle<()>>, deadline: tokio::time::Instant) {
+    if let Some(mut task) = server
+        && tokio::time::timeout_at(deadline, &mut task).await.is_err()
+    {
+        task.abort();
+    }
+    inner.winding.wait(deadline).await;
 }
 
 impl Node {
@@ -567,14 +568,9 @@ impl Node {
     pub async fn stop(&self) {
         self.h.stop_now();
         let deadline = tokio::time::Instant::now() + self.h.stop_timeout;
+        // Held throughout, so that concurrent callers return once it is done.
         let mut server = self.h.server.lock().await;
-        if let Some(mut task) = server.take()
-            && tokio::time::timeout_at(deadline, &mut task).await.is_err()
-        {
-            task.abort();
-        }
-        // The streams this node opened end as their remotes finish reading them.
-        self.h.inner.winding.wait(deadline).await;
+        wind_down(&self.h.inner, server.take(), deadline).await;
         self.h.timer.abort();
         self.h.reaper.abort();
     }
