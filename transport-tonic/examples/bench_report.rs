@@ -113,7 +113,7 @@ impl Budget {
 type Res<T> = Result<T, String>;
 
 const USAGE: &str = "\
-Usage: bench_report [--quick] [--only WORKLOAD]
+Usage: bench_report [--quick] [--only WORKLOAD] [--tls-records auto|ring|aws-lc]
 
 Measures the tonic transport on this machine and prints a Markdown table (stdout) beside
 Fabric v2.4.9's figures and the goals, with the load average during each workload.
@@ -124,6 +124,9 @@ Options:
                     plaintext and TLS taking turns round by round: issue 12's ratios),
                     blocks (64 KiB messages, plaintext and TLS), fabric, drops, acks or
                     latency
+  --tls-records LIB which library seals and opens the TLS records (AES-GCM): auto (the
+                    node's choice for this CPU, the default), ring or aws-lc; run the
+                    report once with each to compare them on this machine
   -h, --help        print this help
 
 Build with --release: a debug build measures the compiler, not the transport.";
@@ -132,6 +135,8 @@ Build with --release: a debug build measures the compiler, not the transport.";
 struct Args {
     quick: bool,
     only: Option<String>,
+    /// `None`: the node's own choice for this CPU.
+    tls_records: Option<fabric_gossip_tonic::RecordCipher>,
     /// Internal: run the SendWithAck workload as the parent's child process.
     child_acks: bool,
     /// Internal: run the HTTP/2-alone workload as the parent's child process.
@@ -144,6 +149,7 @@ impl Args {
         let mut args = Args {
             quick: false,
             only: None,
+            tls_records: None,
             child_acks: false,
             child_h2: false,
         };
@@ -157,6 +163,19 @@ impl Args {
                         return Err(format!("unknown workload {w:?}; one of {WORKLOADS:?}"));
                     }
                     args.only = Some(w);
+                }
+                "--tls-records" => {
+                    use fabric_gossip_tonic::RecordCipher;
+                    args.tls_records = match it.next().as_deref() {
+                        Some("auto") => None,
+                        Some("ring") => Some(RecordCipher::Ring),
+                        Some("aws-lc") => Some(RecordCipher::AwsLc),
+                        other => {
+                            return Err(format!(
+                                "--tls-records takes auto, ring or aws-lc, not {other:?}"
+                            ));
+                        }
+                    };
                 }
                 "--child" => match it.next().as_deref() {
                     Some("acks") => args.child_acks = true,
@@ -184,6 +203,13 @@ fn main() {
     };
     let quick = args.quick;
     let budget = Budget::new(quick);
+    // Before any node: a node's TLS (both sides) takes the process's default provider.
+    let records = args
+        .tls_records
+        .unwrap_or_else(fabric_gossip_tonic::RecordCipher::for_this_cpu);
+    if args.tls_records.is_some() {
+        let _ = fabric_gossip_tonic::tls_crypto_provider_with(records).install_default();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -217,7 +243,14 @@ fn main() {
         println!("{line}");
         return;
     }
-    report(&rt, budget, quick, args.only.as_deref());
+    report(
+        &rt,
+        budget,
+        quick,
+        args.only.as_deref(),
+        records,
+        args.tls_records.is_none(),
+    );
 }
 
 // ------------------------------------------------------------------------ the report
@@ -267,7 +300,14 @@ const WORKLOADS: [&str; 9] = [
     "raw", "plain", "tls", "ratio", "blocks", "fabric", "drops", "acks", "latency",
 ];
 
-fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Option<&str>) {
+fn report(
+    rt: &tokio::runtime::Runtime,
+    budget: Budget,
+    quick: bool,
+    only: Option<&str>,
+    records: fabric_gossip_tonic::RecordCipher,
+    records_chosen_by_cpu: bool,
+) {
     let started = Instant::now();
     let load_start = loadavg();
     let run = |w: &str| only.is_none_or(|o| o == w);
@@ -383,7 +423,7 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
     let _ = writeln!(
         t,
         "Machine: {} CPU(s) ({}), {}; load average at start {load_start}, at end {load_end}; \
-         {:.0} s{}; GLIBC_TUNABLES {}; {}.\n",
+         {:.0} s{}; GLIBC_TUNABLES {}; {}; TLS records sealed by {} ({}).\n",
         nproc(),
         cpu_model(),
         kernel(),
@@ -396,6 +436,15 @@ fn report(rt: &tokio::runtime::Runtime, budget: Budget, quick: bool, only: Optio
             .filter(|v| !v.is_empty())
             .map_or_else(|| "unset".to_string(), |v| format!("`{v}`")),
         halt_polling(),
+        match records {
+            fabric_gossip_tonic::RecordCipher::Ring => "ring",
+            _ => "aws-lc-rs",
+        },
+        if records_chosen_by_cpu {
+            "the node's choice for this CPU"
+        } else {
+            "--tls-records"
+        },
     );
     let _ = writeln!(
         t,

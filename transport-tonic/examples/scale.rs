@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p fabric-gossip-tonic --example scale -- \
 //!     [--peers 2000] [--rounds 250] [--bursts 3] [--concurrency 100] [--max-pending N]
-//!     [--only plaintext|tls]
+//!     [--only plaintext|tls] [--tls-records auto|ring|aws-lc]
 //! cargo build --release -p fabric-gossip-cli
 //! cargo run --release -p fabric-gossip-tonic --example scale -- sink \
 //!     --bin target/release/fabric-gossip [--payload none,hex,both] [--count 1000000]
@@ -76,7 +76,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn usage() -> &'static str {
-    "scale [--peers 2000] [--rounds 250] [--bursts 3] [--concurrency 100] [--max-pending N] [--only plaintext|tls]\n\
+    "scale [--peers 2000] [--rounds 250] [--bursts 3] [--concurrency 100] [--max-pending N] [--only plaintext|tls] [--tls-records auto|ring|aws-lc]\n\
      scale sink --bin PATH/fabric-gossip [--payload none,hex,both] [--count 1000000]"
 }
 
@@ -243,6 +243,28 @@ fn pki(
     Ok((org1, org2, trust, tls_cas))
 }
 
+/// Makes `--tls-records` (auto, ring or aws-lc) this process's TLS provider, before any
+/// node takes the process's default; returns the library that seals the records.
+fn install_records(name: &str) -> Res<&'static str> {
+    use fabric_gossip_tonic::RecordCipher;
+    let cipher = match name {
+        "auto" => RecordCipher::for_this_cpu(),
+        "ring" => RecordCipher::Ring,
+        "aws-lc" => RecordCipher::AwsLc,
+        o => {
+            return Err(format!(
+                "--tls-records {o:?}: auto, ring or aws-lc\n{}",
+                usage()
+            ));
+        }
+    };
+    let _ = fabric_gossip_tonic::tls_crypto_provider_with(cipher).install_default();
+    Ok(match cipher {
+        RecordCipher::Ring => "ring",
+        _ => "aws-lc-rs",
+    })
+}
+
 /// One mode: the hub here, its peers in a child process.
 fn hub(args: &[String]) -> Res<()> {
     let tls = match args.first().map(String::as_str) {
@@ -262,6 +284,8 @@ fn hub(args: &[String]) -> Res<()> {
         .as_secs()
         - 3600;
     let (org1, _, trust, tls_cas) = pki(0, start_secs)?;
+    let records = flag(args, "--tls-records", "auto");
+    let sealed_by = install_records(&records)?;
     let me = std::process::id().to_string();
     let rt = runtime()?;
     let mut limits = DriverLimits::default();
@@ -297,7 +321,11 @@ fn hub(args: &[String]) -> Res<()> {
             .map_err(|e| format!("hub identity: {e}"))?;
         b.start(sec).await.map_err(|e| format!("hub: {e}"))
     })?;
-    let mode = if tls { "mutual TLS" } else { "plaintext" };
+    let mode = if tls {
+        format!("mutual TLS (records sealed by {sealed_by})")
+    } else {
+        "plaintext".to_string()
+    };
 
     // The peers' process: it generates the same PKI, starts its nodes and says "ready".
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -309,6 +337,7 @@ fn hub(args: &[String]) -> Res<()> {
         tls.to_string(),
         start_secs.to_string(),
         concurrency.to_string(),
+        records.clone(),
     ]);
     let Piped {
         mut child,
@@ -480,9 +509,10 @@ fn hub(args: &[String]) -> Res<()> {
 /// The peers' process: `n` nodes of Org2MSP that dial the hub on "go" and count what it
 /// sends them.
 fn peers(args: &[String]) -> Res<()> {
-    let [n, hub_addr, hub_pki, tls, start_secs, concurrency] = args else {
-        return Err("__peers N HUB_ADDR HUB_PKI TLS START_SECS CONCURRENCY".into());
+    let [n, hub_addr, hub_pki, tls, start_secs, concurrency, records] = args else {
+        return Err("__peers N HUB_ADDR HUB_PKI TLS START_SECS CONCURRENCY RECORDS".into());
     };
+    install_records(records)?;
     let n: usize = n.parse().map_err(|_| "N")?;
     let tls = tls == "true";
     let start_secs: u64 = start_secs.parse().map_err(|_| "START_SECS")?;

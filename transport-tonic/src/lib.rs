@@ -212,7 +212,10 @@ pub use node::{
     DELIVERY_BATCH, Incoming, LAYER_EVENT_BUFFER, LayerEvents, Node, NodeBuilder,
     NotificationStream, OpError, Received, StartError,
 };
-pub use tls::{TlsConfig, crypto_provider as tls_crypto_provider};
+pub use tls::{
+    RecordCipher, TlsConfig, crypto_provider as tls_crypto_provider,
+    crypto_provider_with as tls_crypto_provider_with,
+};
 /// The rustls this crate builds its TLS with, so that [`tls_crypto_provider`]'s type can be named
 /// (and other endpoints configured alike) without a second, possibly different, rustls.
 pub use tokio_rustls::rustls;

@@ -127,9 +127,12 @@ impl TlsConfig {
         // The server side is tonic's, which takes the process's default provider. Installing
         // ours makes it the one, and keeps rustls from refusing to pick when another crate
         // in the build enables a second provider. An application that installed its own
-        // first keeps it for the servers (our dialling side uses ours regardless).
-        let provider = crypto_provider();
-        let _ = provider.clone().install_default();
+        // first keeps it, and the dialling side takes the same, so that both sides of every
+        // connection of the process follow one policy.
+        let _ = crypto_provider().install_default();
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(crypto_provider()));
         // aws-lc-rs seeds its random generator the first time a process asks it for bytes,
         // gathering jitter entropy (about 30 ms of CPU on this project's machines), and
         // every handshake draws from it: asking now keeps that off the first connection.
@@ -147,7 +150,7 @@ impl TlsConfig {
         if let Some(pem) = &self.client_ca_pem {
             certs(pem, "client CA certificate")?;
         }
-        let builder = ClientConfig::builder_with_provider(Arc::new(provider))
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots);
@@ -197,27 +200,98 @@ impl TlsConfig {
 }
 
 /// The cryptography of every TLS connection the node makes or accepts: rustls's aws-lc-rs
-/// provider with the AES-128-GCM suites offered first.
+/// provider with the AES-128-GCM suites offered first, their records sealed and opened by
+/// whichever library is the faster on this CPU ([`RecordCipher::for_this_cpu`]).
 ///
 /// Why AES-128-GCM first: it is what a Fabric peer offers first (Go's `crypto/tls` on a CPU
 /// with AES instructions), so our nodes pick between themselves what Fabric peers pick
-/// between themselves, and it is the cheapest suite per byte. Why aws-lc-rs rather than
-/// ring: on full 16 KiB records its AES-GCM (AVX-512 where the CPU has it) is 1.2–1.65× as
-/// fast (on 1 KiB records ring is a little faster), AES-GCM was a fifth of the CPU a node
-/// spent per message under TLS, and its handshakes cost about half the CPU (the README's
-/// "TLS cryptography" has the figures). The rest (versions, key exchange groups, signature
-/// schemes) is the provider's default.
+/// between themselves, and it is the cheapest suite per byte. Why aws-lc-rs for the rest:
+/// its handshakes cost about half the CPU of ring's (the README's "TLS cryptography" has
+/// the figures). The rest (versions, key exchange groups, signature schemes) is the
+/// provider's default.
 ///
 /// Public so that other TLS endpoints of an application (the CLI's operations service is
 /// one) can use the same policy. The negotiated suite is the *client's* choice among the
 /// suites the server has: rustls servers follow the client's order.
 pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    crypto_provider_with(RecordCipher::for_this_cpu())
+}
+
+/// [`crypto_provider`] with the records' AES-GCM taken from `cipher`, whatever the CPU: for
+/// benchmarks that compare the two on one machine, and for an operator who measured
+/// otherwise. Both ends of a connection choose for themselves; the bytes on the wire are
+/// the same.
+pub fn crypto_provider_with(cipher: RecordCipher) -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if cipher == RecordCipher::Ring {
+        for suite in &mut provider.cipher_suites {
+            if !is_aes_gcm(suite.suite()) {
+                continue;
+            }
+            // ring has every AES-GCM suite aws-lc-rs has; were one missing, aws-lc-rs's stays.
+            if let Some(ring) = rustls::crypto::ring::ALL_CIPHER_SUITES
+                .iter()
+                .find(|r| r.suite() == suite.suite())
+            {
+                *suite = *ring;
+            }
+        }
+    }
     // Stable: the suites keep their order otherwise (TLS 1.3 before 1.2, ECDSA before RSA).
     provider
         .cipher_suites
         .sort_by_key(|s| !is_aes_128_gcm(s.suite()));
     provider
+}
+
+/// The library that seals and opens TLS records with AES-GCM, a fifth to a quarter of the
+/// CPU a node spends per message under TLS.
+///
+/// The two libraries, both constant-time and both already in the build, are fastest on
+/// different CPUs: AWS-LC has an AVX-512 AES-GCM (1.3–1.65× ring's on full 16 KiB records
+/// where it runs), ring has one on 256-bit VAES with AVX2, which AWS-LC lacks (on such a
+/// CPU without AVX-512, an AMD EPYC here, ring's is 1.9× AWS-LC's). Where the CPU has
+/// neither, both run the same AES-NI code. The README's "TLS cryptography" has the figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordCipher {
+    /// aws-lc-rs, the provider's own.
+    AwsLc,
+    /// ring's AES-GCM suites, in the same places of the same provider.
+    Ring,
+}
+
+impl RecordCipher {
+    /// ring where the CPU has VAES, VPCLMULQDQ and AVX2 but not the AVX-512 that AWS-LC's
+    /// wide AES-GCM needs; aws-lc-rs everywhere else.
+    pub fn for_this_cpu() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let wide_aes = std::arch::is_x86_feature_detected!("vaes")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq")
+                && std::arch::is_x86_feature_detected!("avx2");
+            // What AWS-LC asks of the CPU before it takes its AVX-512 AES-GCM.
+            let aws_lc_avx512 = std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl");
+            if wide_aes && !aws_lc_avx512 {
+                return RecordCipher::Ring;
+            }
+        }
+        RecordCipher::AwsLc
+    }
+}
+
+fn is_aes_gcm(suite: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    is_aes_128_gcm(suite)
+        || matches!(
+            suite,
+            S::TLS13_AES_256_GCM_SHA384
+                | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+        )
 }
 
 fn is_aes_128_gcm(suite: rustls::CipherSuite) -> bool {
@@ -366,5 +440,48 @@ mod tests {
                 < pos(S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
         );
         assert!(pos(S::TLS13_AES_128_GCM_SHA256) < pos(S::TLS13_AES_256_GCM_SHA384));
+    }
+
+    /// With ring chosen, every AES-GCM suite is ring's and everything else aws-lc-rs's, in
+    /// the same order: the offer on the wire does not change with the CPU.
+    #[test]
+    fn ring_records_change_which_library_seals_and_not_what_is_offered() {
+        let aws_lc = crypto_provider_with(RecordCipher::AwsLc);
+        let ring = crypto_provider_with(RecordCipher::Ring);
+        let suites = |p: &rustls::crypto::CryptoProvider| -> Vec<_> {
+            p.cipher_suites.iter().map(|s| s.suite()).collect()
+        };
+        assert_eq!(suites(&aws_lc), suites(&ring));
+        let from = |s: &rustls::SupportedCipherSuite, all: &[rustls::SupportedCipherSuite]| {
+            all.iter().any(|a| match (a, s) {
+                (
+                    rustls::SupportedCipherSuite::Tls13(a),
+                    rustls::SupportedCipherSuite::Tls13(s),
+                ) => std::ptr::eq(*a, *s),
+                (
+                    rustls::SupportedCipherSuite::Tls12(a),
+                    rustls::SupportedCipherSuite::Tls12(s),
+                ) => std::ptr::eq(*a, *s),
+                _ => false,
+            })
+        };
+        let ring_all = rustls::crypto::ring::ALL_CIPHER_SUITES;
+        let aws_lc_all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
+        let mut aes_gcm = 0;
+        for suite in &ring.cipher_suites {
+            if is_aes_gcm(suite.suite()) {
+                aes_gcm += 1;
+                assert!(from(suite, ring_all), "{:?} is not ring's", suite.suite());
+            } else {
+                assert!(
+                    from(suite, aws_lc_all),
+                    "{:?} is not aws-lc-rs's",
+                    suite.suite()
+                );
+            }
+        }
+        // TLS 1.3's two and TLS 1.2's four (ECDSA and RSA, 128 and 256).
+        assert_eq!(aes_gcm, 6);
+        assert!(aws_lc.cipher_suites.iter().all(|s| from(s, aws_lc_all)));
     }
 }

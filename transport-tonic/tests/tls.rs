@@ -208,6 +208,16 @@ async fn negotiated_suite(
     pki: &Pki,
     provider: rustls::crypto::CryptoProvider,
 ) -> rustls::CipherSuite {
+    let tls = tls_client(server, pki, provider).await;
+    tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+}
+
+/// A TLS client of `server` whose provider is `provider`, its handshake done.
+async fn tls_client(
+    server: &Node,
+    pki: &Pki,
+    provider: rustls::crypto::CryptoProvider,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let (cert, key, _) = pki.leaf("client");
@@ -230,14 +240,47 @@ async fn negotiated_suite(
     let tcp = tokio::net::TcpStream::connect(server.local_addr())
         .await
         .unwrap();
-    let tls = within(
+    within(
         "the TLS handshake",
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp),
     )
     .await
-    .unwrap();
-    tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+    .unwrap()
+}
+
+/// A node picks the library that seals its TLS records by its CPU
+/// ([`fabric_gossip_tonic::RecordCipher`]), so two peers may differ: records sealed by
+/// either library open on the other. Each client sends HTTP/2's preface and a SETTINGS
+/// frame in application records and reads the node's SETTINGS back out of its records.
+#[tokio::test]
+async fn records_sealed_by_either_library_open_with_the_other() {
+    use fabric_gossip_tonic::RecordCipher;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new("records-ca");
+    let server = node(config(), Some(pki.tls("server"))).await;
+    for cipher in [RecordCipher::AwsLc, RecordCipher::Ring] {
+        let provider = fabric_gossip_tonic::tls_crypto_provider_with(cipher);
+        let mut tls = tls_client(&server, &pki, provider).await;
+        assert_eq!(
+            tls.get_ref().1.negotiated_cipher_suite().unwrap().suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
+        // The preface, then an empty SETTINGS frame (length 0, type 4, no flags, stream 0).
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        tls.write_all(&hello).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut header = [0u8; 9];
+        within("the node's SETTINGS frame", tls.read_exact(&mut header))
+            .await
+            .unwrap_or_else(|e| panic!("{cipher:?}: {e}"));
+        assert_eq!(
+            header[3], 4,
+            "{cipher:?}: the node's first frame is SETTINGS"
+        );
+    }
+    within("stop", server.stop()).await;
 }
 
 /// Our nodes offer AES-128-GCM first, as a Fabric peer (Go) does, and a node's TLS server
