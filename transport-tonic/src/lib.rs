@@ -108,9 +108,11 @@
 //! from its own connector, which tonic does not offer. A client without a certificate is
 //! refused by the core ("No TLS certificate"), as a Fabric peer does, or already in the
 //! TLS handshake with [`TlsConfig::require_client_certificate`]. The cryptography is rustls
-//! on aws-lc-rs with AES-128-GCM offered first, what a Fabric peer offers first
-//! ([`tls_crypto_provider`]); the node installs it as the process's default rustls provider
-//! unless the application installed one before.
+//! on aws-lc-rs with AES-128-GCM offered first, what a Fabric peer offers first, its
+//! records sealed by ring or aws-lc-rs, whichever is the faster on the CPU
+//! ([`tls_crypto_provider`], [`RecordCipher`]); the node installs it as the process's
+//! default rustls provider unless the application installed one before, and both its
+//! server and its dialling side use the process's default.
 //!
 //! # Runtimes
 //!
