@@ -1,7 +1,8 @@
 //! `fabric-gossip watch`: joins a Fabric network as a member (Fabric's membership layer on a
 //! real gRPC node) and shows what gossip sees: every member's PKI-ID, MSP ID, endpoints,
 //! incarnation, last alive message and state, refreshed in place on a terminal, as plain
-//! tables when stdout is not one, or as one JSON object per refresh with `--json`.
+//! tables when stdout is not one, or as one JSON object per refresh with `--json`; with
+//! `--changes`, the table once and then one line per change, for a log.
 //!
 //! A bootstrap peer that refuses us (another organization, an untrusted CA, TLS trouble)
 //! is reported with the peer's own reason and exit status 1, as `ping` and `handshake`
@@ -38,6 +39,12 @@ pub(crate) struct WatchArgs {
     /// How often the table is refreshed.
     #[arg(long, value_name = "DURATION", value_parser = membership::parse_duration, default_value = "1s")]
     interval: Duration,
+    /// The table once, then one line per change instead of the table every --interval: a
+    /// member that became alive, died or was purged, a bootstrap peer joined or failed
+    /// (with --json, the objects `node` prints for these events); the table again at the
+    /// end of --duration.
+    #[arg(long)]
+    changes: bool,
     #[command(flatten)]
     member: MembershipArgs,
     #[command(flatten)]
@@ -152,7 +159,8 @@ async fn watch(
     let view = View {
         form,
         json: args.json,
-        tty: !args.json && std::io::stdout().is_terminal(),
+        // Changes are appended, not redrawn in place.
+        tty: !args.json && !args.changes && std::io::stdout().is_terminal(),
         me,
         own_expires,
     };
@@ -172,6 +180,10 @@ async fn watch(
             biased;
             ev = tokio_stream::StreamExt::next(&mut events) => {
                 let Some(ev) = ev else { break };
+                // After the first table; a change made just before it may show in both.
+                if args.changes && shown_at.is_some() {
+                    view.show_change(&ev);
+                }
                 match ev {
                     DiscoveryEvent::BootstrapJoined { endpoint, .. } => {
                         boot.entry(endpoint).or_default().joined = true;
@@ -213,7 +225,7 @@ async fn watch(
                     _ => {}
                 }
             }
-            _ = tick.tick() => {
+            _ = tick.tick(), if !(args.changes && shown_at.is_some()) => {
                 if let Some(t) = membership::table(&node) {
                     view.show(&t, &boot);
                     shown_at = Some(std::time::Instant::now());
@@ -265,6 +277,52 @@ struct View {
 }
 
 impl View {
+    /// One line for a change: the event's JSON object with `--json`, else the time, its
+    /// name and fields, e.g. `14:02:07.341Z member_dead pki_id=… msp_id=Org1MSP
+    /// endpoint=… reason=expired`.
+    fn show_change(&self, ev: &DiscoveryEvent) {
+        let mut v = membership::event_json(ev, self.form);
+        v["time_unix_ms"] = json!(unix_ms_now());
+        let text = if self.json {
+            format!("{v}\n")
+        } else {
+            // UTC time of day, as a log line starts.
+            let ms = unix_ms_now();
+            let mut line = format!(
+                "{:02}:{:02}:{:02}.{:03}Z {}",
+                ms / 3_600_000 % 24,
+                ms / 60_000 % 60,
+                ms / 1000 % 60,
+                ms % 1000,
+                v["event"].as_str().unwrap_or_default()
+            );
+            const FIELDS: [&str; 9] = [
+                "pki_id",
+                "msp_id",
+                "endpoint",
+                "internal_endpoint",
+                "resurrected",
+                "reason",
+                "error",
+                "attempt",
+                "gave_up",
+            ];
+            for key in FIELDS {
+                match v.get(key) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(x)) if x.is_empty() => {}
+                    Some(Value::String(x)) => line.push_str(&format!(" {key}={x}")),
+                    Some(x) => line.push_str(&format!(" {key}={x}")),
+                }
+            }
+            line.push('\n');
+            line
+        };
+        let mut out = std::io::stdout().lock();
+        // A reader gone away (a closed pipe) is not this tool's failure.
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+
     fn show(&self, members: &[MemberInfo], boot: &BTreeMap<String, BootstrapState>) {
         let text = if self.json {
             let mut v = membership::membership_json("membership", members, self.form);
@@ -273,11 +331,7 @@ impl View {
                 .iter()
                 .map(|(ep, b)| json!({"endpoint": ep, "joined": b.joined, "error": b.error}))
                 .collect();
-            v["time_unix_ms"] = json!(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis())
-            );
+            v["time_unix_ms"] = json!(unix_ms_now());
             format!("{v}\n")
         } else {
             self.table(members, boot)
@@ -369,4 +423,10 @@ impl View {
         }
         s
     }
+}
+
+fn unix_ms_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }

@@ -754,6 +754,51 @@ fn members_show_when_their_identity_expires() {
     a.stop();
 }
 
+/// `watch --changes`: the table once, then one line per change rather than the table every
+/// `--interval`: here the bootstrap peer becoming alive, and dying once it stops.
+#[test]
+fn watch_changes_shows_the_table_once_then_each_change() {
+    let own_folder = ChannelPeer {
+        block: false,
+        tls: false,
+    };
+    let fast = ["--alive-interval", "300ms", "--alive-expiration", "2s"];
+    let member = |host: &str, extra: &[&str]| {
+        let mut args = own_folder.args(host, "Org1MSP", None);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(fast.map(str::to_owned));
+        args
+    };
+    let a = NodeProc::start(&strs(&member("peer0.org1.example.com", &["--membership"])));
+    let a_pki = a.pki.clone();
+    let mut w_args = vec!["watch".to_owned(), "--bootstrap".to_owned(), a.addr.clone()];
+    w_args.extend(member(
+        "peer1.org1.example.com",
+        &["--json", "--changes", "--interval", "100ms"],
+    ));
+    let mut w = spawn(&strs(&w_args), Stdio::null(), Stdio::null());
+    let lines = read_lines(w.stdout.take().expect("stdout"), 4096);
+    let mut seen = Vec::new();
+    let first = next_line(&lines, &mut seen, EVENT).expect("the first table");
+    assert_eq!(first["event"], "membership", "{first}");
+    wait_line(&lines, &mut seen, "A alive", |v| {
+        v["event"] == "member_alive" && v["pki_id"] == a_pki.as_str()
+    });
+    a.stop();
+    let dead = wait_line(&lines, &mut seen, "A dead", |v| {
+        v["event"] == "member_dead" && v["pki_id"] == a_pki.as_str()
+    });
+    assert!(dead["reason"].is_string(), "{dead}");
+    assert!(dead["time_unix_ms"].as_u64().is_some(), "{dead}");
+    // Seconds of 100 ms intervals went by: a watch without --changes printed a table in
+    // each.
+    let tables = seen.iter().filter(|v| v["event"] == "membership").count();
+    assert_eq!(tables, 1, "{seen:?}");
+    signal(&w.id().to_string(), "-TERM");
+    let status = exit_within(&mut w, EVENT).expect("watch exits on SIGTERM");
+    assert!(status.success(), "watch exited with {status}");
+}
+
 /// The node's `/metrics` (its `listening` line names the service) gives the seconds left
 /// until its enrollment certificate's NotAfter, `not_after` in Unix seconds, within a minute.
 fn assert_enrollment_seconds_left(listening: &Value, not_after: u64) {
