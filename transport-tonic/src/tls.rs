@@ -248,10 +248,11 @@ pub fn crypto_provider_with(cipher: RecordCipher) -> rustls::crypto::CryptoProvi
 /// CPU a node spends per message under TLS.
 ///
 /// The two libraries, both constant-time and both already in the build, are fastest on
-/// different CPUs: AWS-LC has an AVX-512 AES-GCM (1.3–1.65× ring's on full 16 KiB records
-/// where it runs), ring has one on 256-bit VAES with AVX2, which AWS-LC lacks (on such a
-/// CPU without AVX-512, an AMD EPYC here, ring's is 1.9× AWS-LC's). Where the CPU has
-/// neither, both run the same AES-NI code. The README's "TLS cryptography" has the figures.
+/// different CPUs: AWS-LC has an AVX-512 AES-GCM (1.2–1.65× ring's AES-256-GCM on full
+/// 16 KiB records where it runs), ring has one on 256-bit VAES with AVX2, which AWS-LC
+/// lacks (on such a CPU without AVX-512, an AMD EPYC here, ring's is 1.9× AWS-LC's). Where
+/// the CPU has neither, both run the same AES-NI code. The README's "TLS cryptography" has
+/// the figures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecordCipher {
