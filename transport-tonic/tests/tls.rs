@@ -208,15 +208,17 @@ async fn negotiated_suite(
     pki: &Pki,
     provider: rustls::crypto::CryptoProvider,
 ) -> rustls::CipherSuite {
-    let tls = tls_client(server, pki, provider).await;
+    let tls = tls_client(server, pki, provider, rustls::DEFAULT_VERSIONS).await;
     tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
 }
 
-/// A TLS client of `server` whose provider is `provider`, its handshake done.
+/// A TLS client of `server` whose provider is `provider`, offering `versions`, its handshake
+/// done.
 async fn tls_client(
     server: &Node,
     pki: &Pki,
     provider: rustls::crypto::CryptoProvider,
+    versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -226,7 +228,7 @@ async fn tls_client(
         roots.add(ca.unwrap()).unwrap();
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_client_auth_cert(
@@ -251,20 +253,35 @@ async fn tls_client(
 
 /// A node picks the library that seals its TLS records by its CPU
 /// ([`fabric_gossip_tonic::RecordCipher`]), so two peers may differ: records sealed by
-/// either library open on the other. Each client sends HTTP/2's preface and a SETTINGS
-/// frame in application records and reads the node's SETTINGS back out of its records.
+/// either library open on the other, in TLS 1.3 and in TLS 1.2 (which a Fabric peer's
+/// `CipherSuites` list is for). Each client sends HTTP/2's preface and a SETTINGS frame in
+/// application records and reads the node's SETTINGS back out of its records.
 #[tokio::test]
 async fn records_sealed_by_either_library_open_with_the_other() {
     use fabric_gossip_tonic::RecordCipher;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = Pki::new("records-ca");
     let server = node(config(), Some(pki.tls("server"))).await;
-    for cipher in [RecordCipher::AwsLc, RecordCipher::Ring] {
+    let versions = [
+        (
+            &rustls::version::TLS13,
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            &rustls::version::TLS12,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ];
+    for (cipher, (version, suite)) in [RecordCipher::AwsLc, RecordCipher::Ring]
+        .into_iter()
+        .flat_map(|c| versions.map(|v| (c, v)))
+    {
         let provider = fabric_gossip_tonic::tls_crypto_provider_with(cipher);
-        let mut tls = tls_client(&server, &pki, provider).await;
+        let mut tls = tls_client(&server, &pki, provider, &[version]).await;
         assert_eq!(
             tls.get_ref().1.negotiated_cipher_suite().unwrap().suite(),
-            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+            suite,
+            "{cipher:?}"
         );
         // The preface, then an empty SETTINGS frame (length 0, type 4, no flags, stream 0).
         let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
