@@ -242,6 +242,7 @@ fn dead_reason(r: DeadReason) -> &'static str {
     match r {
         DeadReason::Expired => "expired",
         DeadReason::PresumedDead => "presumed_dead",
+        DeadReason::Reported => "reported",
     }
 }
 

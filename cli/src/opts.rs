@@ -293,8 +293,11 @@ pub(crate) struct TlsArgs {
     pub(crate) tls_ca: Vec<PathBuf>,
     /// Verify servers' certificates against this host name instead of the host dialled
     /// (Fabric's serverHostOverride), e.g. peer0.org1.example.com when dialling an IP.
-    #[arg(long, value_name = "NAME", requires = "tls_cert")]
-    pub(crate) tls_server_name: Option<String>,
+    /// NAME applies to every server; HOST:PORT=NAME to the one dialled at HOST:PORT, and
+    /// repeated names each peer a member dials (cryptogen's certificates name the host,
+    /// not 127.0.0.1).
+    #[arg(long, value_name = "[HOST:PORT=]NAME", requires = "tls_cert")]
+    pub(crate) tls_server_name: Vec<String>,
     /// A separate certificate (PEM) to present when dialling (Fabric's
     /// peer.tls.clientCert.file); its SHA-256 is what the handshake binds on streams this
     /// node opens. Default: --tls-cert.
@@ -372,8 +375,21 @@ impl TlsArgs {
                 &self.tls_client_ca,
             )?);
         }
-        if let Some(name) = &self.tls_server_name {
-            tls = tls.with_server_name_override(name.clone());
+        let mut for_all: Option<&String> = None;
+        for given in &self.tls_server_name {
+            match given.split_once('=') {
+                Some((address, name)) => tls = tls.with_server_name_for(address, name),
+                None => {
+                    if let Some(first) = for_all.replace(given) {
+                        return Err(ConfigError(format!(
+                            "--tls-server-name {first} and {given}: one name for every server \
+                             at most; name servers one address at a time with \
+                             --tls-server-name HOST:PORT=NAME"
+                        )));
+                    }
+                    tls = tls.with_server_name_override(given.clone());
+                }
+            }
         }
         Ok(Some(tls))
     }

@@ -61,6 +61,10 @@ pub enum DeadReason {
     Expired,
     /// Comm could not reach it (Fabric's PresumedDead): a dial or a send failed.
     PresumedDead,
+    /// Unknown to us until a peer's membership response listed it among the dead. Fabric
+    /// learns such members silently; the event is ours, so that whoever follows the events
+    /// (`fabric-gossip watch --changes`) sees every member the table lists.
+    Reported,
 }
 
 /// Why a member was forgotten altogether.
@@ -93,7 +97,9 @@ pub enum DiscoveryEvent {
         /// True if it was known dead before.
         resurrected: bool,
     },
-    /// An alive member was declared dead; its connection was closed.
+    /// A member became dead in our view: an alive member was declared dead (its connection
+    /// was closed), or a member we did not know was listed dead by a peer's membership
+    /// response ([`DeadReason::Reported`]).
     MemberDead {
         /// The member.
         member: MemberInfo,

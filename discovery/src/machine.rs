@@ -6,7 +6,7 @@ use crate::bootstrap::Bootstrap;
 use crate::certstore::CertStore;
 use crate::config::DiscoveryConfig;
 use crate::error::{AliveError, ConfigError};
-use crate::event::{DiscoveryEvent, MemberInfo};
+use crate::event::{DeadReason, DiscoveryEvent, MemberInfo};
 use crate::request::Queued;
 use crate::stats::DiscoveryStats;
 use crate::store::{Change, MemberState, Membership, MsgStore, Share, Update, org_key};
@@ -297,6 +297,11 @@ impl Discovery {
         if from_dead_list {
             if self.membership.learn_dead(&update, now) {
                 self.stats.members_learned += 1;
+                let member = self.member(&parsed.pki_id).expect("just inserted as dead");
+                self.emit(DiscoveryEvent::MemberDead {
+                    member,
+                    reason: DeadReason::Reported,
+                });
                 return Change::Learned;
             }
             return Change::Stale;

@@ -268,6 +268,10 @@ pub fn stopped_member_declared_dead_then_resurrected<H: Harness>(
                 "n{n} expired c only {took:?} after its stop"
             ),
             Some(DeadReason::PresumedDead) => {}
+            // a and b knew c alive: a dead list never kills a known member.
+            Some(DeadReason::Reported) => {
+                return Err(format!("n{n} took c's death from a membership response"));
+            }
             None => return Err(format!("n{n} lists c dead without a MemberDead event")),
         }
     }

@@ -34,6 +34,8 @@ pub struct TlsConfig {
     ca_pem: Vec<u8>,
     client_ca_pem: Option<Vec<u8>>,
     server_name_override: Option<String>,
+    /// `host:port` dialled → the name its certificate is verified against.
+    server_names: Vec<(String, String)>,
     require_client_certificate: bool,
 }
 
@@ -44,6 +46,7 @@ impl fmt::Debug for TlsConfig {
             .field("client_certificate", &self.client.is_some())
             .field("separate_client_cas", &self.client_ca_pem.is_some())
             .field("server_name_override", &self.server_name_override)
+            .field("server_names", &self.server_names)
             .field(
                 "require_client_certificate",
                 &self.require_client_certificate,
@@ -69,6 +72,7 @@ impl TlsConfig {
             ca_pem: ca_pem.into(),
             client_ca_pem: None,
             server_name_override: None,
+            server_names: Vec::new(),
             require_client_certificate: false,
         }
     }
@@ -118,8 +122,28 @@ impl TlsConfig {
 
     /// Verify servers' certificates against this name instead of the host being dialled
     /// (Fabric's `serverHostOverride`), for certificates issued to a name the address lacks.
+    ///
+    /// It applies to every server the node dials, which suits a node talking to one peer
+    /// (a probe, a test); a member dials many, each with a certificate of its own name:
+    /// [`TlsConfig::with_server_name_for`] names them one address at a time.
     pub fn with_server_name_override(mut self, name: impl Into<String>) -> Self {
         self.server_name_override = Some(name.into());
+        self
+    }
+
+    /// Verify the certificate of the server at `address` (`host:port`, as dialled: the
+    /// endpoint a peer advertises or a bootstrap address) against `name`, before any
+    /// [`TlsConfig::with_server_name_override`]; for peers reached by an address their
+    /// certificates do not name (cryptogen's name the host, not 127.0.0.1). A second name
+    /// for the same address replaces the first.
+    pub fn with_server_name_for(
+        mut self,
+        address: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        let address = address.into();
+        self.server_names.retain(|(a, _)| *a != address);
+        self.server_names.push((address, name.into()));
         self
     }
 
@@ -185,6 +209,15 @@ impl TlsConfig {
             ),
             None => None,
         };
+        let server_names = self
+            .server_names
+            .iter()
+            .map(|(address, n)| {
+                ServerName::try_from(n.clone())
+                    .map(|name| (address.clone(), name))
+                    .map_err(|e| format!("server name {n:?} for {address}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(PreparedTls {
             hashes: TlsHashes {
                 client_cert_hash: client_hash,
@@ -194,6 +227,7 @@ impl TlsConfig {
             client: Arc::new(ClientTls {
                 config: Arc::new(client),
                 server_name_override,
+                server_names,
             }),
         })
     }
@@ -334,6 +368,25 @@ pub(crate) struct PreparedTls {
 pub(crate) struct ClientTls {
     config: Arc<ClientConfig>,
     server_name_override: Option<ServerName<'static>>,
+    server_names: std::collections::HashMap<String, ServerName<'static>>,
+}
+
+impl ClientTls {
+    /// The name `host:port`'s certificate must carry: the one given for that address, else
+    /// the override, else `host`.
+    fn server_name(&self, host: &str, port: u16) -> io::Result<ServerName<'static>> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let named = self
+            .server_names
+            .get(&format!("{host}:{port}"))
+            .or_else(|| self.server_names.get(&format!("{bare}:{port}")))
+            .or(self.server_name_override.as_ref());
+        match named {
+            Some(n) => Ok(n.clone()),
+            None => ServerName::try_from(bare.to_owned())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
+        }
+    }
 }
 
 /// Anything hyper can run HTTP/2 over: plain TCP or TLS over TCP.
@@ -378,10 +431,10 @@ impl Service<Uri> for Dialer {
         let tls = self.tls.clone();
         let captured = self.captured.clone();
         Box::pin(async move {
-            let host = uri
+            let dialled = uri
                 .host()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
-            let host = host
+            let host = dialled
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned();
@@ -393,11 +446,7 @@ impl Service<Uri> for Dialer {
             let Some(tls) = tls else {
                 return Ok(TokioIo::new(Box::new(tcp) as Box<dyn Io>));
             };
-            let name = match &tls.server_name_override {
-                Some(n) => n.clone(),
-                None => ServerName::try_from(host)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-            };
+            let name = tls.server_name(dialled, port)?;
             let stream = TlsConnector::from(tls.config.clone())
                 .connect(name, ReadAhead::new(tcp, READ_AHEAD))
                 .await?;

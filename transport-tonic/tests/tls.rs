@@ -201,6 +201,45 @@ async fn wrong_tls_cert_hash_is_refused() {
     within("stop", b.stop()).await;
 }
 
+/// Servers whose certificates name hosts, not the addresses they are dialled at (as
+/// cryptogen's do): one name per address reaches each, where one override for all reaches
+/// only the server it names.
+#[tokio::test]
+async fn each_address_is_verified_against_the_name_given_for_it() {
+    let pki = Pki::new("names-ca");
+    let b = node(config(), Some(pki.tls_for("b", "peer0.org1.example.com"))).await;
+    let c = node(config(), Some(pki.tls_for("c", "peer2.org1.example.com"))).await;
+    let by_address = pki
+        .tls("a")
+        .with_server_name_override("peer9.org1.example.com")
+        .with_server_name_for(b.local_addr().to_string(), "peer0.org1.example.com")
+        .with_server_name_for(c.local_addr().to_string(), "peer2.org1.example.com");
+    let a = node(config(), Some(by_address)).await;
+    for server in [&b, &c] {
+        within("handshake", a.handshake(&server.as_peer()))
+            .await
+            .expect("each address verified against its own name");
+    }
+    within("stop", a.stop()).await;
+    let one_for_all = pki
+        .tls("a")
+        .with_server_name_override("peer0.org1.example.com");
+    let a = node(config(), Some(one_for_all)).await;
+    within("handshake", a.handshake(&b.as_peer()))
+        .await
+        .expect("b has the name");
+    let refused = within("handshake", a.handshake(&c.as_peer()))
+        .await
+        .expect_err("c's certificate does not name peer0");
+    assert!(
+        format!("{refused}").contains("peer0.org1.example.com"),
+        "{refused}"
+    );
+    for n in [a, b, c] {
+        within("stop", n.stop()).await;
+    }
+}
+
 /// The cipher suite a TLS client whose provider is `provider` ends up with against `server`
 /// (a full mutual-TLS handshake, certificates of `pki`).
 async fn negotiated_suite(

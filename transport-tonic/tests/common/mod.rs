@@ -54,8 +54,14 @@ impl Pki {
 
     /// (certificate PEM, key PEM, certificate DER) of a new leaf.
     pub fn leaf(&self, cn: &str) -> (String, String, Vec<u8>) {
+        self.leaf_for(cn, &["localhost", "127.0.0.1"])
+    }
+
+    /// [`Pki::leaf`] valid for `names` only.
+    pub fn leaf_for(&self, cn: &str, names: &[&str]) -> (String, String, Vec<u8>) {
         let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
@@ -66,6 +72,13 @@ impl Pki {
 
     pub fn tls(&self, cn: &str) -> TlsConfig {
         let (cert, key, _) = self.leaf(cn);
+        TlsConfig::new(cert, key, self.ca_pem())
+    }
+
+    /// [`Pki::tls`] with a certificate valid for `name` only (not the address it is
+    /// dialled at), as cryptogen's are.
+    pub fn tls_for(&self, cn: &str, name: &str) -> TlsConfig {
+        let (cert, key, _) = self.leaf_for(cn, &[name]);
         TlsConfig::new(cert, key, self.ca_pem())
     }
 }
