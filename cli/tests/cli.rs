@@ -754,6 +754,47 @@ fn members_show_when_their_identity_expires() {
     a.stop();
 }
 
+/// `--tls-server-name` names every server or, as `HOST:PORT=NAME`, one; two names for every
+/// server are a usage error that says how to name them one at a time.
+#[test]
+fn tls_server_names_are_one_for_all_or_one_per_address() {
+    // The channel's block: its organizations' TLS CAs are trusted.
+    let tls = ChannelPeer {
+        block: true,
+        tls: true,
+    };
+    let mut args = vec!["node".to_owned()];
+    args.extend(tls.args("peer0.org1.example.com", "Org1MSP", None));
+    let mut two_for_all = args.clone();
+    two_for_all.extend(
+        [
+            "--tls-server-name",
+            "peer0.org1.example.com",
+            "--tls-server-name",
+            "peer1.org1.example.com",
+        ]
+        .map(str::to_owned),
+    );
+    let r = run_expect(&strs(&two_for_all), 2);
+    assert!(r.stderr.contains("HOST:PORT=NAME"), "{}", r.all());
+    // One for all and two per address: the node starts (and ends at its input's end).
+    let mut named = args;
+    named.extend(
+        [
+            "--tls-server-name",
+            "peer0.org1.example.com",
+            "--tls-server-name",
+            "127.0.0.1:7051=peer0.org1.example.com",
+            "--tls-server-name",
+            "127.0.0.1:7061=peer1.org1.example.com",
+            "--exit-on-eof",
+        ]
+        .map(str::to_owned),
+    );
+    let r = run_expect(&strs(&named), 0);
+    assert!(r.stdout.contains("\"listening\""), "{}", r.all());
+}
+
 /// `watch --changes`: the table once, then one line per change rather than the table every
 /// `--interval`: here the bootstrap peer becoming alive, and dying once it stops.
 #[test]
