@@ -817,8 +817,9 @@ fn watch_changes_shows_the_table_once_then_each_change() {
         "peer1.org1.example.com",
         &["--json", "--changes", "--interval", "100ms"],
     ));
-    let mut w = spawn(&strs(&w_args), Stdio::null(), Stdio::null());
-    let lines = read_lines(w.stdout.take().expect("stdout"), 4096);
+    // Killed should an assertion fail before its exit is awaited.
+    let mut w = KillOnDrop(spawn(&strs(&w_args), Stdio::null(), Stdio::null()));
+    let lines = read_lines(w.0.stdout.take().expect("stdout"), 4096);
     let mut seen = Vec::new();
     let first = next_line(&lines, &mut seen, EVENT).expect("the first table");
     assert_eq!(first["event"], "membership", "{first}");
@@ -835,8 +836,8 @@ fn watch_changes_shows_the_table_once_then_each_change() {
     // each.
     let tables = seen.iter().filter(|v| v["event"] == "membership").count();
     assert_eq!(tables, 1, "{seen:?}");
-    signal(&w.id().to_string(), "-TERM");
-    let status = exit_within(&mut w, EVENT).expect("watch exits on SIGTERM");
+    signal(&w.0.id().to_string(), "-TERM");
+    let status = exit_within(&mut w.0, EVENT).expect("watch exits on SIGTERM");
     assert!(status.success(), "watch exited with {status}");
 }
 
