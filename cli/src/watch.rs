@@ -281,13 +281,13 @@ impl View {
     /// name and fields, e.g. `14:02:07.341Z member_dead pki_id=… msp_id=Org1MSP
     /// endpoint=… reason=expired`.
     fn show_change(&self, ev: &DiscoveryEvent) {
+        let ms = unix_ms_now();
         let mut v = membership::event_json(ev, self.form);
-        v["time_unix_ms"] = json!(unix_ms_now());
+        v["time_unix_ms"] = json!(ms);
         let text = if self.json {
             format!("{v}\n")
         } else {
             // UTC time of day, as a log line starts.
-            let ms = unix_ms_now();
             let mut line = format!(
                 "{:02}:{:02}:{:02}.{:03}Z {}",
                 ms / 3_600_000 % 24,
