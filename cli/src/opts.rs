@@ -378,6 +378,7 @@ impl TlsArgs {
         let mut for_all: Option<&String> = None;
         for given in &self.tls_server_name {
             match given.split_once('=') {
+                // The node checks the address (HOST:PORT) when it starts.
                 Some((address, name)) => tls = tls.with_server_name_for(address, name),
                 None => {
                     if let Some(first) = for_all.replace(given) {

@@ -777,6 +777,15 @@ fn tls_server_names_are_one_for_all_or_one_per_address() {
     );
     let r = run_expect(&strs(&two_for_all), 2);
     assert!(r.stderr.contains("HOST:PORT=NAME"), "{}", r.all());
+    for bad in [
+        "=peer0.org1.example.com",
+        "127.0.0.1=peer0.org1.example.com",
+    ] {
+        let mut no_port = args.clone();
+        no_port.extend(["--tls-server-name", bad].map(str::to_owned));
+        let r = run_expect(&strs(&no_port), 2);
+        assert!(r.stderr.contains("HOST:PORT"), "{}", r.all());
+    }
     // One for all and two per address: the node starts (and ends at its input's end).
     let mut named = args;
     named.extend(

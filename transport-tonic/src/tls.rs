@@ -213,6 +213,12 @@ impl TlsConfig {
             .server_names
             .iter()
             .map(|(address, n)| {
+                let has_port = address
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !has_port {
+                    return Err(format!("server name {n:?} for {address:?}: not HOST:PORT"));
+                }
                 ServerName::try_from(n.clone())
                     .map(|name| (address.clone(), name))
                     .map_err(|e| format!("server name {n:?} for {address}: {e}"))
