@@ -135,7 +135,8 @@ impl TlsConfig {
     /// endpoint a peer advertises or a bootstrap address) against `name`, before any
     /// [`TlsConfig::with_server_name_override`]; for peers reached by an address their
     /// certificates do not name (cryptogen's name the host, not 127.0.0.1). A second name
-    /// for the same address replaces the first.
+    /// for the same address replaces the first; a node given an address without a port
+    /// does not start.
     pub fn with_server_name_for(
         mut self,
         address: impl Into<String>,
