@@ -293,8 +293,8 @@ pub(crate) struct TlsArgs {
     pub(crate) tls_ca: Vec<PathBuf>,
     /// Verify servers' certificates against this host name instead of the host dialled
     /// (Fabric's serverHostOverride), e.g. peer0.org1.example.com when dialling an IP.
-    /// NAME applies to every server; HOST:PORT=NAME to the one dialled at HOST:PORT, and
-    /// repeated names each peer a member dials (cryptogen's certificates name the host,
+    /// NAME applies to every server, HOST:PORT=NAME to the one dialled at HOST:PORT only:
+    /// repeat it to name each peer a member dials (cryptogen's certificates name the host,
     /// not 127.0.0.1).
     #[arg(long, value_name = "[HOST:PORT=]NAME", requires = "tls_cert")]
     pub(crate) tls_server_name: Vec<String>,
