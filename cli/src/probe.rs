@@ -325,7 +325,9 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
             || e.contains("invalid http")
             || e.contains("stream closed")
             // the node's own accept loop closes a connection whose TLS handshake failed
-            || e.contains("connection closed"));
+            || e.contains("connection closed")
+            // ... and when that close comes before hyper's HTTP/2 handshake is done
+            || e.contains("connection was not ready"));
     let tls_meets_plaintext = tls
         && (e.contains("corrupt")
             || e.contains("invalidcontenttype")
@@ -636,7 +638,21 @@ fn authenticated_text(
 
 #[cfg(test)]
 mod tests {
-    use super::{Answer, judge};
+    use super::{Answer, TLS_HINT, dial_hint, judge};
+
+    /// How a plaintext dial of a TLS port fails depends on when the server hangs up: each
+    /// of these came from a plaintext `ping` of one of our TLS nodes.
+    #[test]
+    fn a_plaintext_dial_of_a_tls_port_is_guessed_whenever_it_hangs_up() {
+        for error in [
+            "ping failed: Unavailable: h2 protocol error: frame with invalid size",
+            "ping failed: Unknown: transport error: stream closed because of a broken pipe",
+            "ping failed: Cancelled: operation was canceled: transport error: connection was \
+             not ready",
+        ] {
+            assert_eq!(dial_hint(error, false), TLS_HINT, "{error}");
+        }
+    }
 
     /// What answers on a port, from the first bytes of its answer to an HTTP/1.1 request.
     #[test]
