@@ -165,17 +165,11 @@ impl Args {
                     args.only = Some(w);
                 }
                 "--tls-records" => {
-                    use fabric_gossip_tonic::RecordCipher;
-                    args.tls_records = match it.next().as_deref() {
-                        Some("auto") => None,
-                        Some("ring") => Some(RecordCipher::Ring),
-                        Some("aws-lc") => Some(RecordCipher::AwsLc),
-                        other => {
-                            return Err(format!(
-                                "--tls-records takes auto, ring or aws-lc, not {other:?}"
-                            ));
-                        }
-                    };
+                    let v = it
+                        .next()
+                        .ok_or("--tls-records needs auto, ring or aws-lc")?;
+                    let cipher = v.parse().map_err(|e| format!("--tls-records {e}"))?;
+                    args.tls_records = (v != "auto").then_some(cipher);
                 }
                 "--child" => match it.next().as_deref() {
                     Some("acks") => args.child_acks = true,
@@ -436,10 +430,7 @@ fn report(
             .filter(|v| !v.is_empty())
             .map_or_else(|| "unset".to_string(), |v| format!("`{v}`")),
         halt_polling(),
-        match records {
-            fabric_gossip_tonic::RecordCipher::Ring => "ring",
-            _ => "aws-lc-rs",
-        },
+        records.name(),
         if records_chosen_by_cpu {
             "the node's choice for this CPU"
         } else {

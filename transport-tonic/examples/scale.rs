@@ -246,23 +246,11 @@ fn pki(
 /// Makes `--tls-records` (auto, ring or aws-lc) this process's TLS provider, before any
 /// node takes the process's default; returns the library that seals the records.
 fn install_records(name: &str) -> Res<&'static str> {
-    use fabric_gossip_tonic::RecordCipher;
-    let cipher = match name {
-        "auto" => RecordCipher::for_this_cpu(),
-        "ring" => RecordCipher::Ring,
-        "aws-lc" => RecordCipher::AwsLc,
-        o => {
-            return Err(format!(
-                "--tls-records {o:?}: auto, ring or aws-lc\n{}",
-                usage()
-            ));
-        }
-    };
+    let cipher: fabric_gossip_tonic::RecordCipher = name
+        .parse()
+        .map_err(|e| format!("--tls-records {e}\n{}", usage()))?;
     let _ = fabric_gossip_tonic::tls_crypto_provider_with(cipher).install_default();
-    Ok(match cipher {
-        RecordCipher::Ring => "ring",
-        _ => "aws-lc-rs",
-    })
+    Ok(cipher.name())
 }
 
 /// One mode: the hub here, its peers in a child process.

@@ -323,6 +323,28 @@ impl RecordCipher {
         }
         RecordCipher::AwsLc
     }
+
+    /// The library's name as `FromStr` takes it, for reports and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordCipher::AwsLc => "aws-lc",
+            RecordCipher::Ring => "ring",
+        }
+    }
+}
+
+/// `ring`, `aws-lc`, or `auto` ([`RecordCipher::for_this_cpu`]): how a command line names it.
+impl std::str::FromStr for RecordCipher {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(RecordCipher::for_this_cpu()),
+            "ring" => Ok(RecordCipher::Ring),
+            "aws-lc" => Ok(RecordCipher::AwsLc),
+            other => Err(format!("{other:?}: auto, ring or aws-lc")),
+        }
+    }
 }
 
 fn is_aes_gcm(suite: rustls::CipherSuite) -> bool {
@@ -381,16 +403,16 @@ pub(crate) struct ClientTls {
 impl ClientTls {
     /// The name `host:port`'s certificate must carry: the one given for that address, else
     /// the override, else `host`.
+    /// `host` as the URI has it (an IPv6 address in brackets, as endpoints write it).
     fn server_name(&self, host: &str, port: u16) -> io::Result<ServerName<'static>> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
         let named = self
             .server_names
             .get(&format!("{host}:{port}"))
-            .or_else(|| self.server_names.get(&format!("{bare}:{port}")))
             .or(self.server_name_override.as_ref());
         match named {
             Some(n) => Ok(n.clone()),
-            None => ServerName::try_from(bare.to_owned())
+            None => ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+                .map(|n| n.to_owned())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
         }
     }
@@ -497,6 +519,16 @@ mod tests {
                 < pos(S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
         );
         assert!(pos(S::TLS13_AES_128_GCM_SHA256) < pos(S::TLS13_AES_256_GCM_SHA384));
+    }
+
+    /// A command line's name for each library reads back as that library.
+    #[test]
+    fn record_ciphers_are_named_as_they_are_parsed() {
+        for c in [RecordCipher::AwsLc, RecordCipher::Ring] {
+            assert_eq!(c.name().parse(), Ok(c));
+        }
+        assert_eq!("auto".parse(), Ok(RecordCipher::for_this_cpu()));
+        assert!("boringssl".parse::<RecordCipher>().is_err());
     }
 
     /// With ring chosen, every AES-GCM suite is ring's and everything else aws-lc-rs's, in
