@@ -14,11 +14,13 @@ use crate::out::{Out, push_hex, push_json_str, push_u64};
 use clap::Args;
 use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{Empty, GossipMessage};
-use fabric_gossip_core::{AckError, Event, HandshakeError, PkiId, RemotePeer, SignedMessage};
+use fabric_gossip_core::{
+    AckError, Event, HandshakeError, PkiId, RemotePeer, SignedMessage, StreamId,
+};
 use fabric_gossip_discovery::DiscoveryEvent;
 use fabric_gossip_tonic::{Node, Received};
 use serde_json::{Value, json};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -479,14 +481,51 @@ fn start_in_order(op: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
+/// The connections each peer has open, as the `connected` and `disconnected` events tell
+/// them. A peer has two for a moment when both sides dial at once (one each way) and one of
+/// them then closes, the stream its remote opened being the one a Fabric peer keeps: the
+/// `disconnected` line says how many are left, so that the end of one is not read as the
+/// peer's going. A peer's entry goes with its last connection.
+#[derive(Debug, Default)]
+struct OpenConnections(HashMap<PkiId, Vec<StreamId>>);
+
+impl OpenConnections {
+    /// Notes a connection opened; for a closed one, how many the peer has left.
+    fn note(&mut self, ev: &Event) -> Option<usize> {
+        match ev {
+            Event::Connected { conn, info, .. } => {
+                self.0.entry(info.id.clone()).or_default().push(*conn);
+                None
+            }
+            Event::Disconnected { conn, pki_id, .. } => {
+                let left = self.0.get_mut(pki_id).map_or(0, |open| {
+                    open.retain(|c| c != conn);
+                    open.len()
+                });
+                if left == 0 {
+                    self.0.remove(pki_id);
+                }
+                Some(left)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The JSON line for a core event, `None` for events that are not printed (operation
 /// results are printed by the command that started them).
-fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
+fn event_json(ev: &Event, form: PkiForm, tls: bool, open: &mut OpenConnections) -> Option<Value> {
+    let left = open.note(ev);
     Some(match ev {
-        Event::Connected { info, inbound, .. } => {
+        Event::Connected {
+            conn,
+            info,
+            inbound,
+        } => {
             let mut v = json!({
                 "event": "connected",
                 "peer": form.show(&info.id),
+                "conn": conn.to_string(),
                 "inbound": inbound,
                 "endpoint": info.endpoint,
             });
@@ -502,10 +541,16 @@ fn event_json(ev: &Event, form: PkiForm, tls: bool) -> Option<Value> {
             "peer": form.show(&info.id),
             "endpoint": info.endpoint,
         }),
-        Event::Disconnected { pki_id, reason, .. } => json!({
+        Event::Disconnected {
+            conn,
+            pki_id,
+            reason,
+        } => json!({
             "event": "disconnected",
             "peer": form.show(pki_id),
+            "conn": conn.to_string(),
             "reason": reason.to_string(),
+            "connections_left": left.unwrap_or_default(),
         }),
         Event::HandshakeFailed {
             remote,
@@ -1159,6 +1204,7 @@ async fn serve(
         None => None,
     };
     let (tap_tx, mut tap) = mpsc::channel(EVENT_TAP);
+    let mut open = OpenConnections::default();
     // A queued message may need a dial, a Ping and a handshake before it can be written.
     let flush_limit = FLUSH_LIMIT.max(set.core.dial_timeout + set.core.conn_timeout * 2);
     let mut builder = fabric_gossip_tonic::Node::builder(set.core)
@@ -1346,7 +1392,7 @@ async fn serve(
             }
             () = &mut table_due, if st.tables.pending() => st.print_table(),
             ev = tap.recv() => {
-                if let Some(v) = ev.as_ref().and_then(|e| event_json(e, form, tls_on)) {
+                if let Some(v) = ev.as_ref().and_then(|e| event_json(e, form, tls_on, &mut open)) {
                     out.emit(&v);
                 }
             }
@@ -1364,7 +1410,7 @@ async fn serve(
                 // The connection's events were queued before its first message could be
                 // delivered: print them first, so "connected" precedes "received".
                 while let Ok(ev) = tap.try_recv() {
-                    if let Some(v) = event_json(&ev, form, tls_on) {
+                    if let Some(v) = event_json(&ev, form, tls_on, &mut open) {
                         out.emit(&v);
                     }
                 }
@@ -1437,7 +1483,7 @@ async fn serve(
     }
     node.stop().await;
     while let Ok(ev) = tap.try_recv() {
-        if let Some(v) = event_json(&ev, form, tls_on) {
+        if let Some(v) = event_json(&ev, form, tls_on, &mut open) {
             out.emit(&v);
         }
     }
@@ -1600,6 +1646,48 @@ mod tests {
         m.channel = channel.to_vec().into();
         m.tag = tag as i32;
         m
+    }
+
+    /// Dials that cross leave a peer two connections for a moment; the end of one is
+    /// printed with the one left, and the peer's entry goes with its last.
+    #[test]
+    fn a_closed_connection_says_how_many_the_peer_has_left() {
+        use fabric_gossip_core::{CloseReason, ConnectionInfo};
+        let info = Arc::new(ConnectionInfo {
+            id: PkiId::from("peer0"),
+            identity: Default::default(),
+            endpoint: "127.0.0.1:7051".into(),
+            signed_data: Default::default(),
+            signature: Default::default(),
+        });
+        let (ours, theirs) = (StreamId::from_parts(0, 0), StreamId::from_parts(1, 0));
+        let mut open = OpenConnections::default();
+        let connected = |conn, inbound| Event::Connected {
+            conn,
+            info: info.clone(),
+            inbound,
+        };
+        let gone = |conn| Event::Disconnected {
+            conn,
+            pki_id: info.id.clone(),
+            reason: CloseReason::Replaced,
+        };
+        let show = |ev: &Event, open: &mut OpenConnections| {
+            event_json(ev, PkiForm::Text, false, open).expect("printed")
+        };
+        let up = show(&connected(ours, false), &mut open);
+        assert_eq!(up["conn"], ours.to_string(), "{up}");
+        show(&connected(theirs, true), &mut open);
+        let first = show(&gone(ours), &mut open);
+        assert_eq!(first["conn"], ours.to_string(), "{first}");
+        assert_eq!(first["connections_left"], 1, "{first}");
+        let last = show(&gone(theirs), &mut open);
+        assert_eq!(last["connections_left"], 0, "{last}");
+        assert!(open.0.is_empty(), "{open:?}");
+        // A close whose opening was not seen (the event tap was full) leaves nothing behind.
+        let stray = show(&gone(ours), &mut open);
+        assert_eq!(stray["connections_left"], 0, "{stray}");
+        assert!(open.0.is_empty(), "{open:?}");
     }
 
     /// The default form is byte for byte what the `serde_json::Value` of earlier versions

@@ -42,7 +42,7 @@ pub(crate) struct WatchArgs {
     /// The table once, then one line per change instead of the table every --interval: a
     /// member that became alive, died or was purged, a bootstrap peer joined or failed
     /// (with --json, the objects `node` prints for these events); the table again at the
-    /// end of --duration.
+    /// end (of --duration, or on Ctrl-C or SIGTERM).
     #[arg(long)]
     changes: bool,
     #[command(flatten)]
@@ -232,11 +232,7 @@ async fn watch(
                 }
             }
             () = &mut until => {
-                // The final state, unless a refresh just showed it.
-                let fresh = shown_at.is_some_and(|t| t.elapsed() < Duration::from_millis(100));
-                if !fresh && let Some(t) = membership::table(&node) {
-                    view.show(&t, &boot);
-                }
+                view.show_final(&node, shown_at, &boot);
                 // The whole time without a way in: no bootstrap peer answered our
                 // membership request, though none refused us either.
                 if boot.values().all(|b| !b.joined) {
@@ -258,6 +254,9 @@ async fn watch(
             }
             name = signals.next() => {
                 tracing::info!(target: crate::logging::TARGET, "{name}, stopping");
+                // Under a supervisor or `timeout` a signal is the usual end: it closes
+                // with the table as the end of --duration does.
+                view.show_final(&node, shown_at, &boot);
                 break;
             }
         }
@@ -321,6 +320,20 @@ impl View {
         let mut out = std::io::stdout().lock();
         // A reader gone away (a closed pipe) is not this tool's failure.
         let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+
+    /// The state at the end (of --duration, or at a signal), unless a refresh just
+    /// showed it.
+    fn show_final(
+        &self,
+        node: &Node,
+        shown_at: Option<std::time::Instant>,
+        boot: &BTreeMap<String, BootstrapState>,
+    ) {
+        let fresh = shown_at.is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+        if !fresh && let Some(t) = membership::table(node) {
+            self.show(&t, boot);
+        }
     }
 
     fn show(&self, members: &[MemberInfo], boot: &BTreeMap<String, BootstrapState>) {

@@ -848,6 +848,15 @@ fn watch_changes_shows_the_table_once_then_each_change() {
     signal(&w.0.id().to_string(), "-TERM");
     let status = exit_within(&mut w.0, EVENT).expect("watch exits on SIGTERM");
     assert!(status.success(), "watch exited with {status}");
+    // A signal ends it as --duration would: with the table, which shows A dead.
+    let last = next_line(&lines, &mut seen, EVENT).expect("the table at the end");
+    assert_eq!(last["event"], "membership", "{last}");
+    let members = last["members"].as_array().expect("members");
+    let a_row = members
+        .iter()
+        .find(|m| m["pki_id"] == a_pki.as_str())
+        .unwrap_or_else(|| panic!("A in {last}"));
+    assert_eq!(a_row["alive"], false, "{last}");
 }
 
 /// The node's `/metrics` (its `listening` line names the service) gives the seconds left
