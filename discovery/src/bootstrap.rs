@@ -49,6 +49,10 @@ pub(crate) struct Bootstrap {
     pub(crate) sends: u32,
     /// An anchor peer: any organization may answer (a bootstrap peer must be ours).
     pub(crate) any_org: bool,
+    /// Who answered our handshake at this endpoint, with an organization it may have:
+    /// the member kept as this bootstrap or anchor peer (see
+    /// [`Discovery::is_bootstrap_or_anchor`]).
+    pub(crate) identified: Option<PkiId>,
 }
 
 impl Bootstrap {
@@ -59,6 +63,7 @@ impl Bootstrap {
             attempts: 0,
             sends: 0,
             any_org: false,
+            identified: None,
         }
     }
 
@@ -220,6 +225,7 @@ impl Discovery {
             self.stats.bootstrap_failures += 1;
             return self.emit(ev);
         }
+        self.bootstraps[i].identified = Some(info.id.clone());
         let nonce = loop {
             let n = self.rng.next_u64();
             if n != 0 {

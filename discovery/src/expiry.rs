@@ -105,16 +105,29 @@ impl Discovery {
         comm.close_conn(now, pki);
     }
 
-    /// Whether a member is one of our bootstrap peers or an anchor peer (`connect_anchor`),
-    /// by its endpoints: such a member is never purged for being dead or evicted.
+    /// Whether a member is one of our bootstrap peers or an anchor peer (`connect_anchor`):
+    /// such a member is never purged for being dead or evicted, so that it is probed until
+    /// it comes back (Fabric's quirk Q8).
+    ///
+    /// Fabric goes by the endpoints the member's own alive message claims. An endpoint is
+    /// what any member may claim, and an attack (2026-12-02) filled a node's membership
+    /// with 10,000 members of a hostile organization, each claiming our bootstrap peer's
+    /// endpoint: none could be evicted or purged, and our own organization's newcomers were
+    /// refused for good. So a member is one here only if it is who answered our handshake
+    /// at a bootstrap or anchor endpoint, or, at a configured bootstrap endpoint, a member
+    /// of our organization (a bootstrap peer must be ours): at most one member per anchor,
+    /// and none of another organization at a bootstrap peer's endpoint.
     pub(crate) fn is_bootstrap_or_anchor(&self, m: &MemberState) -> bool {
+        let pki = m.pki_id();
+        if self
+            .bootstraps
+            .iter()
+            .any(|b| b.identified.as_ref() == Some(pki))
+        {
+            return true;
+        }
         let at = |e: &String| *e == m.endpoint || *e == m.internal_endpoint;
-        self.cfg.bootstrap.iter().any(at)
-            || self
-                .bootstraps
-                .iter()
-                .filter(|b| b.any_org)
-                .any(|b| at(&b.endpoint))
+        self.is_ours(m.org.as_ref()) && self.cfg.bootstrap.iter().any(at)
     }
 
     /// The store's periodic scan: forget de-dup entries past twice the TTL, and purge

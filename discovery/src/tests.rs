@@ -451,6 +451,39 @@ fn one_organization_cannot_crowd_another_out_of_a_full_membership() {
     assert_eq!(d.stats().members_refused_full, 4);
 }
 
+/// A bootstrap peer is kept when dead and never evicted, but the endpoint a member claims
+/// does not make it one: another organization's members claiming our bootstrap peer's
+/// endpoint (an attack had 10,000 do so) are evicted for our newcomers and purged when
+/// long dead; a member of ours at that endpoint is kept.
+#[test]
+fn another_organizations_members_claiming_our_bootstrap_endpoint_are_not_kept_as_it() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = 4;
+    cfg.bootstrap = vec!["boot:7051".into()];
+    let ttl = cfg.msg_ttl();
+    let (mut comm, mut d) = node(cfg);
+    for who in ["b1", "b2", "b3", "a2"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "boot:7051")));
+    }
+    assert_eq!(d.membership.len(), 4);
+    // Our newcomer takes the place of one of B's, all of which claim the endpoint.
+    d.handle_message(T0 + SEC, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    assert!(d.member(&pki("a1")).is_some());
+    assert_eq!(d.stats().members_evicted, 1);
+    assert_eq!(d.stats().members_refused_full, 0);
+    // Long dead, B's are purged; ours at the bootstrap endpoint is kept, dead.
+    for who in ["b1", "b2", "b3", "a2"] {
+        d.membership.mark_dead(&pki(who));
+    }
+    d.scan_store(T0 + SEC + ttl, &mut comm);
+    let left: Vec<_> = ["b1", "b2", "b3"]
+        .into_iter()
+        .filter(|who| d.member(&pki(who)).is_some())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(d.member(&pki("a2")).is_some_and(|m| !m.alive));
+}
+
 /// A node whose membership holds at most `members` members and `bytes(w)` bytes, where
 /// `w` is what one plain member (`b1`'s alive message) holds; and `w`.
 fn bounded_by_bytes(
