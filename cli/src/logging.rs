@@ -11,6 +11,9 @@
 //! are accepted and ignored, as Fabric accepts any name.
 
 use std::sync::{Mutex, OnceLock, PoisonError};
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -207,6 +210,28 @@ pub(crate) fn filter(flag: Option<&str>, default: &str) -> Result<Filter, SpecEr
     fabric(default, "the default level")
 }
 
+/// Writes each field of a log line as tracing's own formatter does (the message, then
+/// `name=value`, space-separated), but with control characters escaped as Rust escapes
+/// them (`\n`, `\u{1b}`): peers choose some of what is logged (a member's endpoints,
+/// the error text a remote sends), and tracing writes `%` fields raw. An attack
+/// (2026-12-02) put a newline and a terminal escape in a member's endpoint and forged a
+/// whole log line, coloured.
+pub(crate) fn escaped_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
+    format::debug_fn(|w, field, value| {
+        let name = field.name();
+        if name.starts_with("log.") {
+            return Ok(());
+        }
+        let text = format!("{value:?}");
+        let text = crate::out::escape_controls(&text);
+        match name {
+            "message" => write!(w, "{text}"),
+            _ => write!(w, "{}={text}", name.trim_start_matches("r#")),
+        }
+    })
+    .delimited(" ")
+}
+
 /// Installs the stderr logger. Colours only on a terminal, so that files and journald get
 /// plain text.
 pub(crate) fn init(f: Filter) {
@@ -216,6 +241,7 @@ pub(crate) fn init(f: Filter) {
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
+                .fmt_fields(escaped_fields())
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal()),
         )
@@ -229,6 +255,53 @@ pub(crate) fn init(f: Filter) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer's newline or terminal escape in a logged field cannot start a line of its own
+    /// or reach the terminal; plain text is as tracing writes it.
+    #[test]
+    fn control_characters_in_logged_fields_are_escaped() {
+        use std::sync::Arc;
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(escaped_fields())
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let forged = "evil:1\n2026-12-02T00:00:00Z  INFO member purged \x1b[31mForged\x1b[0m";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(endpoint = %forged, seq = 7, "member alive: {}", "a\u{9b}b");
+            tracing::info!(endpoint = %"peer0:7051", "plain");
+        });
+        let out = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("UTF-8");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(!out.contains('\x1b') && !out.contains('\u{9b}'), "{out:?}");
+        assert!(
+            lines[0].ends_with(
+                "member alive: a\\u{9b}b endpoint=evil:1\\n2026-12-02T00:00:00Z  INFO \
+                 member purged \\u{1b}[31mForged\\u{1b}[0m seq=7"
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with("plain endpoint=peer0:7051"),
+            "{}",
+            lines[1]
+        );
+    }
 
     #[test]
     fn fabric_specs_become_target_directives() {

@@ -353,9 +353,41 @@ pub(crate) fn push_u64(buf: &mut Vec<u8>, n: u64) {
     buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// `s` with every control character escaped as Rust escapes it (`\n`, `\u{1b}`),
+/// borrowed when it has none: for text a peer chose (a member's endpoints, a remote's
+/// error) printed as text rather than JSON, where a newline would forge a line of its own
+/// and a terminal escape would reach the operator's terminal.
+pub(crate) fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Control characters (C0, DEL, C1) come out escaped; other text, any script, as it was.
+    #[test]
+    fn control_characters_are_escaped_and_nothing_else() {
+        assert!(matches!(
+            escape_controls("peer0.org1.example.com:7051 ü"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_controls("a\nb\r\t\u{1b}[31m\u{7f}\u{9b}é"),
+            "a\\nb\\r\\t\\u{1b}[31m\\u{7f}\\u{9b}é"
+        );
+    }
     use serde_json::json;
     use std::sync::mpsc;
 

@@ -283,6 +283,7 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
         match failure {
             None => ExitCode::SUCCESS,
             Some((e, _)) => {
+                let e = crate::out::escape_controls(&e.to_string()).into_owned();
                 eprintln!("error: ping {} failed: {e}", a.addr);
                 ExitCode::FAILURE
             }
@@ -588,6 +589,7 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
             return e.exit();
         }
         // As `ping`'s last line: the reason again, without the hint.
+        let error = crate::out::escape_controls(&error.to_string()).into_owned();
         eprintln!("error: handshake with {} failed: {error}", a.addr);
         ExitCode::FAILURE
     })

@@ -12,6 +12,7 @@ use crate::expiry;
 use crate::membership::{self, MembershipArgs};
 use crate::node::Signals;
 use crate::opts::{self, ConfigError, IdentityArgs, PkiForm, TlsArgs};
+use crate::out::escape_controls;
 use clap::Args;
 use fabric_gossip_discovery::{DiscoveryEvent, MemberInfo};
 use fabric_gossip_tonic::Node;
@@ -198,7 +199,8 @@ async fn watch(
                         if boot.values().all(|b| !b.joined && b.error.is_some()) {
                             for (ep, b) in &boot {
                                 let e = b.error.as_deref().unwrap_or_default();
-                                eprintln!("error: cannot join through bootstrap peer {ep}: {e}");
+                                let shown = escape_controls(e);
+                                eprintln!("error: cannot join through bootstrap peer {ep}: {shown}");
                                 let hint = crate::probe::failure_hint(
                                     ep,
                                     e,
@@ -246,6 +248,7 @@ async fn watch(
                                  --bootstrap or --config)"
                             )
                         });
+                        let why = escape_controls(&why);
                         eprintln!("error: cannot join through bootstrap peer {ep}: {why}");
                     }
                     code = ExitCode::FAILURE;
@@ -310,7 +313,9 @@ impl View {
                 match v.get(key) {
                     None | Some(Value::Null) => {}
                     Some(Value::String(x)) if x.is_empty() => {}
-                    Some(Value::String(x)) => line.push_str(&format!(" {key}={x}")),
+                    Some(Value::String(x)) => {
+                        line.push_str(&format!(" {key}={}", escape_controls(x)));
+                    }
                     Some(x) => line.push_str(&format!(" {key}={x}")),
                 }
             }
@@ -377,7 +382,7 @@ impl View {
         for (ep, b) in boot {
             let state = match (&b.joined, &b.error) {
                 (true, _) => "joined".to_owned(),
-                (false, Some(e)) => format!("failed: {e}"),
+                (false, Some(e)) => format!("failed: {}", escape_controls(e)),
                 (false, None) => "joining...".to_owned(),
             };
             s.push_str(&format!("bootstrap {ep}: {state}\n"));
@@ -388,8 +393,8 @@ impl View {
                 [
                     self.form.show(&m.pki_id),
                     m.org.clone().unwrap_or_default(),
-                    m.endpoint.clone(),
-                    m.internal_endpoint.clone(),
+                    escape_controls(&m.endpoint).into_owned(),
+                    escape_controls(&m.internal_endpoint).into_owned(),
                     m.timestamp.inc.to_string(),
                     m.timestamp.seq.to_string(),
                     format!("{:.1}s ago", membership::age(m.last_seen).as_secs_f64()),
