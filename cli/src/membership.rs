@@ -489,6 +489,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("requests_sent", c.requests_sent),
             ("requests_received", c.requests_received),
             ("requests_unsolicited", c.requests_unsolicited),
+            ("requests_replayed", c.requests_replayed),
             ("updates_sent", c.updates_sent),
             ("updates_received", c.updates_received),
             ("updates_unsolicited", c.updates_unsolicited),

@@ -134,6 +134,10 @@ pub struct CertStoreStats {
     pub requests_received: u64,
     /// Requests refused: they echo no pending hello of the sender's.
     pub requests_unsolicited: u64,
+    /// Requests refused because a request echoing the same hello was already served:
+    /// each hello's nonce is served once. A requester replaying a 44-byte request used to
+    /// get the same update (up to every identity we hold) again for each copy.
+    pub requests_replayed: u64,
     /// Updates we sent.
     pub updates_sent: u64,
     /// Updates we received.
@@ -444,9 +448,17 @@ impl Discovery {
             }
             Some(Content::DataReq(r)) => {
                 self.stats.certstore.requests_received += 1;
-                if !self.certstore.engine.serves_request(now, &from, r.nonce) {
-                    self.stats.certstore.requests_unsolicited += 1;
-                    return;
+                match self.certstore.engine.serves_request(now, &from, r.nonce) {
+                    Ok(()) => {}
+                    Err(Refusal::Replayed) => {
+                        self.stats.certstore.requests_replayed += 1;
+                        tracing::debug!(sender = %from, "identity request replayed: not served");
+                        return;
+                    }
+                    Err(_) => {
+                        self.stats.certstore.requests_unsolicited += 1;
+                        return;
+                    }
                 }
                 let data: Vec<_> = self
                     .visible(now, comm, msg, Some(&r.digests))

@@ -35,6 +35,9 @@ pub(crate) enum Refusal {
     Full,
     /// The sender already has as many hellos pending as one peer may.
     PeerFull,
+    /// A request echoing a hello whose request was already served: each hello's nonce
+    /// buys one answer.
+    Replayed,
 }
 
 /// Where our round is.
@@ -76,9 +79,10 @@ pub(crate) struct PullEngine {
 /// out. Each hello costs a few small entries; each sender one more.
 #[derive(Debug, Default)]
 struct PendingHellos {
-    /// Sender → its pending hellos `(expiry, nonce)`, oldest first (at most the per-peer
-    /// bound).
-    by_sender: BTreeMap<PkiId, VecDeque<(Instant, u64)>>,
+    /// Sender → its pending hellos `(expiry, nonce, served)`, oldest first (at most the
+    /// per-peer bound). A served hello stays until it expires, so that it still counts
+    /// against its sender's bound and a replay of its request is told from a stranger's.
+    by_sender: BTreeMap<PkiId, VecDeque<(Instant, u64, bool)>>,
     /// Every pending hello, by expiry: they expire in this order.
     by_expiry: BTreeSet<(Instant, PkiId, u64)>,
     /// `(hellos pending, sender)` for every sender holding one: the most loaded last.
@@ -97,7 +101,21 @@ impl PendingHellos {
     fn contains(&self, from: &PkiId, nonce: u64) -> bool {
         self.by_sender
             .get(from)
-            .is_some_and(|q| q.iter().any(|&(_, n)| n == nonce))
+            .is_some_and(|q| q.iter().any(|&(_, n, _)| n == nonce))
+    }
+
+    /// Marks the pending hello `nonce` of `from` served: `Ok` the first time,
+    /// [`Refusal::Replayed`] after, [`Refusal::Unsolicited`] if there is none.
+    fn serve(&mut self, from: &PkiId, nonce: u64) -> Result<(), Refusal> {
+        let hello = self
+            .by_sender
+            .get_mut(from)
+            .and_then(|q| q.iter_mut().find(|(_, n, _)| *n == nonce))
+            .ok_or(Refusal::Unsolicited)?;
+        if core::mem::replace(&mut hello.2, true) {
+            return Err(Refusal::Replayed);
+        }
+        Ok(())
     }
 
     /// Moves `from` in `by_load` from `old` to `new` pending hellos.
@@ -112,7 +130,7 @@ impl PendingHellos {
 
     fn insert(&mut self, from: &PkiId, nonce: u64, expiry: Instant) {
         let q = self.by_sender.entry(from.clone()).or_default();
-        q.push_back((expiry, nonce));
+        q.push_back((expiry, nonce, false));
         let held = q.len();
         self.by_expiry.insert((expiry, from.clone(), nonce));
         self.set_load(from, held - 1, held);
@@ -125,7 +143,7 @@ impl PendingHellos {
             return;
         };
         let old = q.len();
-        q.retain(|&e| e != (expiry, nonce));
+        q.retain(|&(t, n, _)| (t, n) != (expiry, nonce));
         let new = q.len();
         if new == 0 {
             self.by_sender.remove(from);
@@ -153,7 +171,7 @@ impl PendingHellos {
         if most <= held + 1 {
             return false;
         }
-        let Some(&(expiry, nonce)) = self.by_sender.get(&from).and_then(VecDeque::front) else {
+        let Some(&(expiry, nonce, _)) = self.by_sender.get(&from).and_then(VecDeque::front) else {
             return false;
         };
         self.remove(&from, expiry, nonce);
@@ -358,10 +376,22 @@ impl PullEngine {
         Ok(evicted)
     }
 
-    /// Whether a request from `from` echoes a hello of its own we answered, still pending.
-    pub(crate) fn serves_request(&mut self, now: Instant, from: &PkiId, nonce: u64) -> bool {
+    /// Whether a request from `from` is to be served: it must echo a hello of its own we
+    /// answered, still pending ([`Refusal::Unsolicited`] otherwise), whose request was not
+    /// served yet ([`Refusal::Replayed`]). The hello's nonce is consumed: a peer sends one
+    /// request per hello (Fabric's `SendReq`), so a replay within `request_wait` would only
+    /// make us send the same update again, however large.
+    ///
+    /// Fabric v2.4.9's `OnReq` only checks that the nonce is among the hellos it received
+    /// in the last `requestWaitTime` (from anyone), and answers every request echoing it.
+    pub(crate) fn serves_request(
+        &mut self,
+        now: Instant,
+        from: &PkiId,
+        nonce: u64,
+    ) -> Result<(), Refusal> {
         self.hellos.expire(now);
-        self.hellos.contains(from, nonce)
+        self.hellos.serve(from, nonce)
     }
 
     /// The nonces of the current round, with their peers (for tests).
@@ -541,15 +571,28 @@ mod tests {
         let mut e = PullEngine::default();
         let w = Duration::from_millis(1500);
         assert_eq!(e.on_hello(T0, &id("a"), 5, w, 2, 2), Ok(false));
-        assert!(e.serves_request(T0 + SEC, &id("a"), 5));
-        assert!(
-            !e.serves_request(T0 + SEC, &id("b"), 5),
+        assert_eq!(
+            e.serves_request(T0 + SEC, &id("b"), 5),
+            Err(Refusal::Unsolicited),
             "another peer's nonce"
         );
-        assert!(!e.serves_request(T0 + SEC, &id("a"), 6));
+        assert_eq!(e.serves_request(T0 + SEC, &id("a"), 5), Ok(()));
+        assert_eq!(
+            e.serves_request(T0 + SEC, &id("a"), 5),
+            Err(Refusal::Replayed),
+            "served once"
+        );
+        assert_eq!(
+            e.serves_request(T0 + SEC, &id("a"), 6),
+            Err(Refusal::Unsolicited)
+        );
         assert_eq!(e.on_hello(T0, &id("b"), 5, w, 2, 2), Ok(false));
         assert_eq!(e.on_hello(T0, &id("c"), 5, w, 2, 2), Err(Refusal::Full));
-        assert!(!e.serves_request(T0 + w, &id("a"), 5), "expired");
+        assert_eq!(
+            e.serves_request(T0 + w, &id("a"), 5),
+            Err(Refusal::Unsolicited),
+            "expired"
+        );
         assert_eq!(e.pending_hellos(), 0);
         assert_eq!(e.on_hello(T0 + w, &id("c"), 5, w, 2, 2), Ok(false));
     }
@@ -571,14 +614,25 @@ mod tests {
         // d holds none: a's oldest hello makes room.
         assert_eq!(hello(&mut e, T0 + SEC, "d", 1), Ok(true));
         assert_eq!(e.pending_hellos(), 4);
-        assert!(!e.serves_request(T0 + SEC, &id("a"), 1), "evicted");
-        assert!(e.serves_request(T0 + SEC, &id("a"), 2));
+        assert_eq!(
+            e.serves_request(T0 + SEC, &id("a"), 1),
+            Err(Refusal::Unsolicited),
+            "evicted"
+        );
+        assert_eq!(e.serves_request(T0 + SEC, &id("a"), 2), Ok(()));
         // Everyone holds one: a newcomer is refused.
         assert_eq!(hello(&mut e, T0 + SEC, "f", 1), Err(Refusal::Full));
         // Expiry forgets every table's entries: a's hello 2 expires last.
-        assert!(e.serves_request(T0 + SEC + w - SEC / 2, &id("a"), 2));
+        assert_eq!(
+            e.serves_request(T0 + SEC + w - SEC / 2, &id("a"), 2),
+            Err(Refusal::Replayed),
+            "a served hello stays pending, consumed"
+        );
         assert_eq!(e.pending_hellos(), 4);
-        e.serves_request(T0 + SEC + w, &id("a"), 2);
+        assert_eq!(
+            e.serves_request(T0 + SEC + w, &id("a"), 2),
+            Err(Refusal::Unsolicited)
+        );
         assert_eq!(e.pending_hellos(), 0);
         assert!(e.hellos.by_sender.is_empty() && e.hellos.by_load.is_empty());
         assert_eq!(hello(&mut e, T0 + SEC + w, "a", 3), Ok(false));

@@ -594,3 +594,46 @@ fn a_full_table_makes_room_for_a_peer_holding_none() {
     assert!(served(&mut d, &mut comm, "b1", 5));
     assert!(!served(&mut d, &mut comm, "a2", 4), "refused");
 }
+
+/// Finding F4: a request echoing a hello is served once; its replays within the hello's
+/// `request_wait` are refused and counted, not answered again (an attacker had a 90 MB
+/// item sent 20 times for 20 copies of one 44-byte request).
+#[test]
+fn a_hellos_request_is_served_once_and_replays_are_counted() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(5)));
+    for _ in 0..20 {
+        d.handle_message(
+            T0,
+            &mut comm,
+            pull_from("a1", wire::request(5, &[pki("me")])),
+        );
+    }
+    let s = d.stats().clone();
+    // The digest and one update, attempted on the made-up connection.
+    assert_eq!(
+        s.certstore.digests_sent + s.certstore.updates_sent + s.comm_errors,
+        2
+    );
+    assert_eq!(
+        (
+            s.certstore.requests_replayed,
+            s.certstore.requests_unsolicited
+        ),
+        (19, 0)
+    );
+    // A new hello buys one new answer.
+    let later = T0 + d.config().certstore.request_wait;
+    d.handle_message(later, &mut comm, pull_from("a1", wire::hello(6)));
+    d.handle_message(
+        later,
+        &mut comm,
+        pull_from("a1", wire::request(6, &[pki("me")])),
+    );
+    let s = d.stats().clone();
+    assert_eq!(
+        s.certstore.digests_sent + s.certstore.updates_sent + s.comm_errors,
+        4
+    );
+    assert_eq!(s.certstore.requests_replayed, 19);
+}
