@@ -16,7 +16,8 @@
 //!   message ever changes membership;
 //! * a member's timestamp never goes back while it stays known (only a purge forgets it);
 //! * one step never leaves more than `max_events` events queued (the rest are counted);
-//! * the pulled identities stay within `certstore.max_identities`.
+//! * the pulled identities stay within `certstore.max_identities`, and what they hold
+//!   within `certstore.max_identity_bytes`.
 //!
 //! and, once the input is played, that a second run of it gives the same events, members
 //! and counters (one seed, one trace).
@@ -81,6 +82,8 @@ impl MembershipConfig {
         cfg.certstore.enabled = self.flags & 2 == 0;
         if self.flags & 4 == 4 {
             cfg.certstore.max_identities = 2;
+            // Room for ours and about one more.
+            cfg.certstore.max_identity_bytes = 1024;
         }
         cfg.max_members = [2, 3, 5, cfg.max_members][usize::from(self.max_members & 3)];
         cfg.max_events = [1, 4, cfg.max_events][usize::from(self.max_events % 3)];
@@ -699,6 +702,11 @@ impl Run {
             }
         }
         assert!(self.layer.pulled_identities() <= self.cfg.certstore.max_identities);
+        let bytes = self.layer.certstore.identities.bytes();
+        assert!(
+            bytes <= self.cfg.certstore.max_identity_bytes,
+            "{bytes} bytes held"
+        );
     }
 }
 

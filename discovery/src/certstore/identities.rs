@@ -1,6 +1,7 @@
 //! The identities the certstore holds (Fabric's identity mapper, for what the pull brings):
 //! each with its owner's signed `PeerIdentity` message, which is what we serve to others.
-//! Bounded; expired and long-unused entries are purged, our own never.
+//! Bounded in number and in bytes; expired and long-unused entries are purged, our own
+//! never.
 
 use super::wire::ValidIdentity;
 use bytes::Bytes;
@@ -18,6 +19,39 @@ pub(crate) struct Entry {
     pub(crate) expires: Option<Instant>,
     /// Last time it verified a message (Fabric's `lastAccessTime`).
     pub(crate) last_used: Instant,
+    /// What it holds, as counted against the byte bound ([`weight`]).
+    weight: usize,
+}
+
+/// Room an entry takes beyond its bytes: the map's node, the entry's fields.
+pub(crate) const ENTRY_OVERHEAD: usize = 128;
+
+/// What an identity holds, as counted against the certstore's byte bound: its signed
+/// message (relayed verbatim), its certificate, its PKI-ID (twice: key and message) and
+/// organization, and [`ENTRY_OVERHEAD`].
+pub(crate) fn weight(id: &ValidIdentity, org: Option<&Bytes>) -> usize {
+    use prost::Message;
+    ENTRY_OVERHEAD
+        + id.envelope.encoded_len()
+        + id.cert.len()
+        + id.pki_id.as_bytes().len()
+        + org.map_or(0, Bytes::len)
+}
+
+/// Why [`Identities::put`] refused a new identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// As many identities as the count bound allows are held.
+    Count,
+    /// It would take the bytes held past the byte bound.
+    Bytes,
+}
+
+/// The bounds of the store: identities held and their bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub(crate) count: usize,
+    pub(crate) bytes: usize,
 }
 
 impl Entry {
@@ -38,6 +72,8 @@ pub(crate) struct Purged {
 pub(crate) struct Identities {
     map: BTreeMap<PkiId, Entry>,
     own: PkiId,
+    /// The sum of the entries' weights.
+    bytes: usize,
 }
 
 impl Identities {
@@ -50,7 +86,8 @@ impl Identities {
     /// Kept for as long as the identity is: its bytes are copied out of the buffer the
     /// message arrived in (see `detached_envelope`).
     fn insert(&mut self, id: ValidIdentity, org: Option<Bytes>, now: Instant) {
-        self.map.insert(
+        let weight = weight(&id, org.as_ref());
+        let old = self.map.insert(
             PkiId(Bytes::copy_from_slice(&id.pki_id.0)),
             Entry {
                 cert: Bytes::copy_from_slice(&id.cert),
@@ -58,26 +95,33 @@ impl Identities {
                 org,
                 expires: id.expires,
                 last_used: now,
+                weight,
             },
         );
+        self.bytes = self.bytes - old.map_or(0, |e| e.weight) + weight;
     }
 
     /// Stores a validated identity unless one is held for its PKI-ID (Fabric keeps the
-    /// first). `Ok(true)` if new; `Err(())` when `capacity` is reached.
+    /// first). `Ok(true)` if new; refused when the count bound is reached or when it would
+    /// take the bytes held past the byte bound (an expired entry it replaces makes room).
     pub(crate) fn put(
         &mut self,
         id: ValidIdentity,
         org: Option<Bytes>,
         now: Instant,
-        capacity: usize,
-    ) -> Result<bool, ()> {
-        if let Some(e) = self.map.get(&id.pki_id)
-            && !e.expired(now)
-        {
+        bounds: Bounds,
+    ) -> Result<bool, Full> {
+        let old = self.map.get(&id.pki_id);
+        if old.is_some_and(|e| !e.expired(now)) {
             return Ok(false);
         }
-        if !self.map.contains_key(&id.pki_id) && self.map.len() >= capacity {
-            return Err(());
+        if old.is_none() && self.map.len() >= bounds.count {
+            return Err(Full::Count);
+        }
+        let freed = old.map_or(0, |e| e.weight);
+        let held = self.bytes - freed;
+        if held.saturating_add(weight(&id, org.as_ref())) > bounds.bytes {
+            return Err(Full::Bytes);
         }
         self.insert(id, org, now);
         Ok(true)
@@ -110,9 +154,14 @@ impl Identities {
     pub(crate) fn purge(&mut self, now: Instant, unused_after: Duration) -> Purged {
         let mut purged = Purged::default();
         let own = &self.own;
+        let bytes = &mut self.bytes;
         self.map.retain(|k, e| {
             if k == own {
                 return true;
+            }
+            let keep = !e.expired(now) && e.last_used + unused_after > now;
+            if !keep {
+                *bytes -= e.weight;
             }
             if e.expired(now) {
                 purged.expired += 1;
@@ -131,13 +180,25 @@ impl Identities {
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> u64 {
         let before = self.map.len();
         let own = &self.own;
-        self.map.retain(|k, e| k == own || keep(e));
+        let bytes = &mut self.bytes;
+        self.map.retain(|k, e| {
+            let kept = k == own || keep(e);
+            if !kept {
+                *bytes -= e.weight;
+            }
+            kept
+        });
         (before - self.map.len()) as u64
     }
 
     /// How many are held (ours included).
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// The bytes held (ours included), as the byte bound counts them.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -159,10 +220,17 @@ mod tests {
     fn keeps_the_first_bounded_and_purges_expired_and_unused_but_not_ours() {
         let mut s = Identities::default();
         s.set_own(vid("me", Some(T0 + SEC)), None, T0);
-        assert_eq!(s.put(vid("a", None), None, T0, 3), Ok(true));
-        assert_eq!(s.put(vid("a", None), None, T0, 3), Ok(false));
-        assert_eq!(s.put(vid("b", Some(T0 + 5 * SEC)), None, T0, 3), Ok(true));
-        assert_eq!(s.put(vid("c", None), None, T0, 3), Err(()));
+        let three = Bounds {
+            count: 3,
+            bytes: usize::MAX,
+        };
+        assert_eq!(s.put(vid("a", None), None, T0, three), Ok(true));
+        assert_eq!(s.put(vid("a", None), None, T0, three), Ok(false));
+        assert_eq!(
+            s.put(vid("b", Some(T0 + 5 * SEC)), None, T0, three),
+            Ok(true)
+        );
+        assert_eq!(s.put(vid("c", None), None, T0, three), Err(Full::Count));
         assert!(s.has(&vid("b", None).pki_id, T0 + 4 * SEC));
         assert!(!s.has(&vid("b", None).pki_id, T0 + 5 * SEC), "expired");
         s.touch(&vid("a", None).pki_id, T0 + 50 * SEC);
@@ -181,7 +249,32 @@ mod tests {
             }
         );
         assert_eq!(s.len(), 1, "ours stays, even expired");
+        assert_eq!(s.bytes(), weight(&vid("me", None), None));
         // Room again.
-        assert_eq!(s.put(vid("c", None), None, T0, 3), Ok(true));
+        assert_eq!(s.put(vid("c", None), None, T0, three), Ok(true));
+    }
+
+    #[test]
+    fn bytes_are_bounded_and_accounted() {
+        let mut s = Identities::default();
+        s.set_own(vid("me", None), None, T0);
+        let one = weight(&vid("a", None), None);
+        let bounds = Bounds {
+            count: 10,
+            bytes: s.bytes() + 2 * one,
+        };
+        assert_eq!(s.put(vid("a", None), None, T0, bounds), Ok(true));
+        assert_eq!(s.put(vid("b", Some(T0 + SEC)), None, T0, bounds), Ok(true));
+        assert_eq!(s.put(vid("c", None), None, T0, bounds), Err(Full::Bytes));
+        // An expired entry replaced by a fresh one of its PKI-ID frees its own bytes.
+        assert_eq!(s.put(vid("b", None), None, T0 + 2 * SEC, bounds), Ok(true));
+        assert_eq!(s.bytes(), bounds.bytes);
+        // What leaves gives its bytes back.
+        assert_eq!(s.retain(|e| &e.cert[..] != b"a"), 1);
+        assert_eq!(s.put(vid("c", None), None, T0, bounds), Ok(true));
+        let sum: usize = s.map.values().map(|e| e.weight).sum();
+        assert_eq!(s.bytes(), sum);
+        s.purge(T0 + 10 * SEC, SEC);
+        assert_eq!(s.bytes(), weight(&vid("me", None), None));
     }
 }

@@ -15,8 +15,10 @@
 //! our organization; to a peer of another organization only identities of its
 //! organization or ours whose owner has an external endpoint.
 //!
-//! Bounds: at most `max_identities` identities held (more are refused and counted), at
-//! most as many items asked for per round, at most `max_pending_hellos` hellos answered
+//! Bounds: at most `max_identities` identities held, holding at most
+//! `max_identity_bytes` in all (more are refused and counted), each pulled identity
+//! message within [`wire::IdentityLimits`] (checked before it is decoded), at most as many
+//! items asked for per round, at most `max_pending_hellos` hellos answered
 //! and pending, `max_pending_hellos_per_peer` of them per peer; identities unused for
 //! `identity_usage_threshold` (Fabric: one hour) or expired are purged. An update may hold
 //! only the items we asked of its sender, each once, checked before any signature: at most
@@ -57,6 +59,16 @@ pub struct CertStoreConfig {
     pub identity_usage_threshold: Duration,
     /// Upper bound on identities held; also on distinct items asked for per round.
     pub max_identities: usize,
+    /// Upper bound on what the identities held take in all, in bytes (each its signed
+    /// message, certificate and PKI-ID, as the store counts them); beyond it new
+    /// identities are refused (`identities_refused_bytes`). Each pulled identity is at most
+    /// about 72 KiB ([`wire::IdentityLimits`]), so without it a hostile organization's CA
+    /// minting `max_identities` large identities could make every node hold 7 GB. Real
+    /// identities take 2–6 KiB here: the default, 64 MiB (as
+    /// [`max_membership_bytes`](crate::DiscoveryConfig::max_membership_bytes)), holds
+    /// [`max_members`](crate::DiscoveryConfig::max_members) (10,000) of them, and keeps an
+    /// update serving all we hold within the default message size limit (100 MiB).
+    pub max_identity_bytes: usize,
     /// Upper bound on answered hellos waiting for their request, all peers together (each
     /// is kept `request_wait`). When it is reached, a hello of a peer holding fewer takes
     /// the place of the oldest hello of the peer holding the most (if that one holds at
@@ -80,6 +92,7 @@ impl Default for CertStoreConfig {
             response_wait: Duration::from_millis(2000),
             identity_usage_threshold: Duration::from_secs(3600),
             max_identities: 100_000,
+            max_identity_bytes: 64 << 20,
             max_pending_hellos: 4096,
             max_pending_hellos_per_peer: 2,
         }
@@ -157,6 +170,11 @@ pub struct CertStoreStats {
     pub updates_unrequested: u64,
     /// Items refused as malformed (unsigned, undecodable, not a PeerIdentity, empty fields).
     pub identity_malformed: u64,
+    /// Items refused as too large ([`wire::IdentityLimits`]): an envelope over the bound
+    /// before it is decoded, or a certificate or metadata over theirs; before any
+    /// certificate or signature check. A member serving its own identity with 90 MB of
+    /// metadata had every node hold and re-serve it.
+    pub identity_too_large: u64,
     /// Items whose certificate is refused: PKI-ID mismatch, MSP refusal, expired.
     pub identity_bad: u64,
     /// Items not signed by the certificate they carry (forgeries).
@@ -165,6 +183,9 @@ pub struct CertStoreStats {
     pub identities_learned: u64,
     /// New identities refused because `max_identities` are held.
     pub identities_refused_full: u64,
+    /// New identities refused because they would take the bytes held past
+    /// `max_identity_bytes`.
+    pub identities_refused_bytes: u64,
     /// Identities purged because their certificate expired.
     pub identities_expired: u64,
     /// Identities purged because they verified nothing for the usage threshold.
@@ -186,6 +207,7 @@ impl CertStoreStats {
             | IdentityMsgError::BadIdentity(_)
             | IdentityMsgError::IdentityExpired => self.identity_bad += 1,
             IdentityMsgError::BadSignature(_) => self.identity_bad_signature += 1,
+            IdentityMsgError::TooLarge { .. } => self.identity_too_large += 1,
         }
     }
 }
@@ -486,7 +508,9 @@ impl Discovery {
     /// Screens an update, then validates every item, then stores them; one bad item refuses
     /// the whole update, as Fabric's certstore does.
     ///
-    /// The screen runs first and costs no crypto: every item must decode to a
+    /// The screen runs first and costs no crypto: every item must be within
+    /// [`wire::IdentityLimits`] (its envelope checked before it is decoded; else
+    /// `updates_refused` under `identity_too_large`) and decode to a
     /// `PeerIdentity` (else `updates_refused` under `identity_malformed`) whose PKI-ID is
     /// one of the `asked` items (those we requested of `from` with this nonce), each at
     /// most once (else `updates_unrequested`). So an update costs at most one certificate
@@ -502,11 +526,18 @@ impl Discovery {
     ) {
         let mut unrequested = data.len() > asked.len();
         let mut parsed = Vec::with_capacity(data.len());
+        let limits =
+            wire::IdentityLimits::new(comm.config().max_identity_size, self.cfg.max_metadata_size);
         for env in data {
             if unrequested {
                 break;
             }
-            match wire::parse_identity_msg(env) {
+            let checked = limits.check_envelope(env).and_then(|()| {
+                let id = wire::parse_identity_msg(env)?;
+                limits.check_parsed(&id)?;
+                Ok(id)
+            });
+            match checked {
                 Ok(id) => {
                     unrequested = !asked.remove(&PkiId(id.pki_id.clone()));
                     parsed.push((id, env));
@@ -540,13 +571,19 @@ impl Discovery {
                 }
             }
         }
+        let bounds = identities::Bounds {
+            count: self.cfg.certstore.max_identities,
+            bytes: self.cfg.certstore.max_identity_bytes,
+        };
         for v in valid {
             let org = comm.security().organization_of(&v.cert);
-            let cap = self.cfg.certstore.max_identities;
-            match self.certstore.identities.put(v, org, now, cap) {
+            match self.certstore.identities.put(v, org, now, bounds) {
                 Ok(true) => self.stats.certstore.identities_learned += 1,
                 Ok(false) => {}
-                Err(()) => self.stats.certstore.identities_refused_full += 1,
+                Err(identities::Full::Count) => self.stats.certstore.identities_refused_full += 1,
+                Err(identities::Full::Bytes) => {
+                    self.stats.certstore.identities_refused_bytes += 1;
+                }
             }
         }
     }

@@ -15,6 +15,12 @@ use prost::Message;
 
 type Node = (Comm<TestOnlyHmacSecurity>, crate::Discovery);
 
+/// Room for ten identities, of any size.
+const TEN: super::identities::Bounds = super::identities::Bounds {
+    count: 10,
+    bytes: usize::MAX,
+};
+
 /// `who`'s own signed identity message.
 fn identity_of(who: &str) -> Envelope {
     wire::own_identity_message(&security(who)).unwrap()
@@ -323,7 +329,7 @@ fn another_org_sees_only_external_identities_of_its_org_or_ours() {
         d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, ep)));
         let v = validate_identity_msg(comm.security(), &identity_of(who), T0).unwrap();
         let org = comm.security().organization_of(&v.cert);
-        d.certstore.identities.put(v, org, T0, 10).unwrap();
+        d.certstore.identities.put(v, org, T0, TEN).unwrap();
     }
     let shown = |d: &crate::Discovery, comm: &Comm<TestOnlyHmacSecurity>, to: &str| {
         let m = pull_from(to, wire::hello(1));
@@ -345,7 +351,7 @@ fn unused_and_expired_identities_are_purged_used_ones_kept() {
     let (mut comm, mut d) = me();
     for who in ["a1", "a2"] {
         let v = validate_identity_msg(comm.security(), &identity_of(who), T0).unwrap();
-        d.certstore.identities.put(v, None, T0, 10).unwrap();
+        d.certstore.identities.put(v, None, T0, TEN).unwrap();
     }
     let threshold = d.config().certstore.identity_usage_threshold;
     // a1 keeps verifying alive messages; a2 falls silent.
@@ -636,4 +642,90 @@ fn a_hellos_request_is_served_once_and_replays_are_counted() {
         4
     );
     assert_eq!(s.certstore.requests_replayed, 19);
+}
+
+/// `who`'s own identity message, validly signed, with `metadata` bytes of metadata.
+fn identity_with_metadata(who: &str, metadata: usize) -> Envelope {
+    let msg = GossipMessage {
+        content: Some(gossip_message::Content::PeerIdentity(PeerIdentity {
+            pki_id: Bytes::copy_from_slice(who.as_bytes()),
+            cert: Bytes::copy_from_slice(who.as_bytes()),
+            metadata: vec![7; metadata].into(),
+        })),
+        ..Default::default()
+    };
+    crate::alive::envelope_of(&SignedMessage::sign(msg, &security(who)).unwrap())
+}
+
+/// Finding F2: a pulled identity message larger than an identity and its metadata may be
+/// (the membership's bounds) is refused, with the update that carries it, before it is
+/// decoded or any certificate or signature is checked; nothing of it is stored.
+#[test]
+fn an_oversized_identity_is_refused_before_crypto_and_not_stored() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let max_metadata = DiscoveryConfig::new("x:1").max_metadata_size;
+    let cases = [
+        ("20 MB of metadata", 20 << 20),
+        (
+            "an envelope within bounds, its metadata not",
+            max_metadata + 1,
+        ),
+    ];
+    for (what, metadata) in cases {
+        let (mut comm, mut d, nonce, t, checks) = asked_of_a1(&["b1"]);
+        let upd = wire::update(nonce, vec![identity_with_metadata("b1", metadata)]);
+        d.handle_message(t, &mut comm, pull_from("a1", upd));
+        let s = &d.stats().certstore;
+        assert_eq!(
+            (
+                s.identity_too_large,
+                s.updates_refused,
+                s.identities_learned
+            ),
+            (1, 1, 0),
+            "{what}"
+        );
+        assert_eq!(checks.load(Relaxed), 0, "{what}: no crypto");
+        assert!(d.pulled_identity(&pki("b1"), t).is_none(), "{what}");
+    }
+    // Metadata within the bound is still accepted.
+    let (mut comm, mut d, nonce, t, _) = asked_of_a1(&["b1"]);
+    let upd = wire::update(nonce, vec![identity_with_metadata("b1", max_metadata)]);
+    d.handle_message(t, &mut comm, pull_from("a1", upd));
+    assert_eq!(d.stats().certstore.identities_learned, 1);
+}
+
+/// Finding F2: the identities held are bounded in bytes; a new one that would pass the
+/// bound is refused and counted, and the bytes held stay within it.
+#[test]
+fn identities_held_are_bounded_in_bytes() {
+    let (mut comm, mut d) = me();
+    let b1 = validate_identity_msg(comm.security(), &identity_of("b1"), T0).unwrap();
+    let room = super::identities::weight(&b1, comm.security().organization_of(&b1.cert).as_ref());
+    // Room for ours and b1, not for b2 (the same size).
+    d.cfg.certstore.max_identity_bytes = d.certstore.identities.bytes() + room;
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let t = T0 + d.config().pull_interval;
+    d.handle_timeout(t, &mut comm);
+    let nonce = d.certstore.engine.round_nonces()[0].1;
+    let mut node = (comm, d);
+    let t = to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    let (comm, d) = &mut node;
+    let upd = wire::update(nonce, vec![identity_of("b1"), identity_of("b2")]);
+    d.handle_message(t, comm, pull_from("a1", upd));
+    let s = &d.stats().certstore;
+    assert_eq!(
+        (
+            s.identities_learned,
+            s.identities_refused_bytes,
+            s.identities_refused_full
+        ),
+        (1, 1, 0)
+    );
+    assert!(d.pulled_identity(&pki("b1"), t).is_some());
+    assert!(d.pulled_identity(&pki("b2"), t).is_none());
+    assert_eq!(
+        d.certstore.identities.bytes(),
+        d.config().certstore.max_identity_bytes
+    );
 }

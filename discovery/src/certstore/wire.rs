@@ -127,6 +127,65 @@ pub enum IdentityMsgError {
     /// The envelope is not signed by the certificate it carries.
     #[error("not signed by its certificate: {0}")]
     BadSignature(HandshakeError),
+    /// The envelope, its certificate or its metadata is larger than [`IdentityLimits`]
+    /// allow.
+    #[error("{what} of {size} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// What is too large: `"identity envelope"`, `"certificate"` or `"metadata"`.
+        what: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// How large a pulled identity message may be, so that one member cannot make every node
+/// hold and serve megabytes (a member serving its own `PeerIdentity` with 20–90 MB of
+/// metadata had every node pull, hold and re-serve it; Fabric bounds none of it). The
+/// bounds are the membership's for the same things: the certificate at most the largest
+/// identity comm accepts in a handshake (`Config::max_identity_size`, 64 KiB), the metadata
+/// at most [`max_metadata_size`](crate::DiscoveryConfig::max_metadata_size) (4 KiB; Fabric's
+/// own identity messages carry none), and the whole envelope at most an alive message's
+/// ([`AliveLimits`](crate::validate::AliveLimits): both, plus 4 KiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdentityLimits {
+    /// The whole envelope, encoded.
+    pub envelope: usize,
+    /// `PeerIdentity.cert`.
+    pub cert: usize,
+    /// `PeerIdentity.metadata`.
+    pub metadata: usize,
+}
+
+impl IdentityLimits {
+    /// The limits for an identity bound and a metadata bound.
+    pub fn new(max_identity_size: usize, max_metadata_size: usize) -> Self {
+        IdentityLimits {
+            envelope: crate::validate::AliveLimits::new(max_identity_size, max_metadata_size)
+                .envelope,
+            cert: max_identity_size,
+            metadata: max_metadata_size,
+        }
+    }
+
+    /// Refuses an envelope over the bound before anything of it is decoded.
+    pub fn check_envelope(&self, env: &Envelope) -> Result<(), IdentityMsgError> {
+        too_large("identity envelope", env.encoded_len(), self.envelope)
+    }
+
+    /// Refuses a parsed identity whose certificate or metadata is over its bound.
+    pub fn check_parsed(&self, id: &PeerIdentity) -> Result<(), IdentityMsgError> {
+        too_large("certificate", id.cert.len(), self.cert)?;
+        too_large("metadata", id.metadata.len(), self.metadata)
+    }
+}
+
+fn too_large(what: &'static str, size: usize, max: usize) -> Result<(), IdentityMsgError> {
+    if size > max {
+        return Err(IdentityMsgError::TooLarge { what, size, max });
+    }
+    Ok(())
 }
 
 /// A pulled identity message that passed every check.
