@@ -504,6 +504,10 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("identities_refused_bytes", c.identities_refused_bytes),
             ("identities_expired", c.identities_expired),
             ("identities_unused", c.identities_unused),
+            (
+                "identities_skipped_forgotten",
+                c.identities_skipped_forgotten,
+            ),
             ("identities_refused_later", c.identities_refused_later),
         ]);
         out.insert("certstore".to_owned(), Value::Object(certstore));

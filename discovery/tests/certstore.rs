@@ -148,3 +148,78 @@ fn our_data_request_is_fabrics() {
     assert_eq!(ours.content, fabric.content);
     assert_eq!(ours.tag, fabric.tag, "EMPTY, as Fabric tags identity pulls");
 }
+
+/// A member of a four-node organization.
+fn org1_of_four(i: usize) -> Box<dyn Security> {
+    let mut s = TestOnlyHmacSecurity::new(ep(i));
+    for j in 0..4 {
+        s = s.with_organization(ep(j), "Org1");
+    }
+    Box::new(s)
+}
+
+/// Identities unused for a minute are purged (Fabric: an hour), every 6 s.
+const USAGE: Duration = Duration::from_secs(60);
+
+fn cfg_usage(i: usize) -> DiscoveryConfig {
+    let mut c = cfg(i, true);
+    c.certstore.identity_usage_threshold = USAGE;
+    c
+}
+
+/// Four nodes started 1.5 s apart (so that their sweeps, and so their purges, fall at
+/// different times), run until each holds every identity.
+fn four_holding_every_identity() -> Cluster {
+    let mut c = Cluster::with_security(T0, 4, org1_of_four, cfg_usage);
+    for i in 1..4 {
+        c.crash(i);
+    }
+    for i in 1..4 {
+        c.run_for(Duration::from_millis(1500));
+        c.restart(i, org1_of_four(i), cfg_usage(i));
+    }
+    c.run_until(Duration::from_secs(60), |c| {
+        (0..4).all(|i| c.layer(i).pulled_identities() == 4)
+    })
+    .expect("every node pulls every identity");
+    c
+}
+
+/// Finding F3: once its owner has gone, an identity leaves the network. Each node purges it
+/// after the usage threshold, at its own time, and does not pull it back from a node that
+/// has not purged it yet (which used to give it a fresh hour of disuse, so that it went
+/// round for ever).
+#[test]
+fn the_identity_of_a_member_that_left_is_purged_everywhere_and_stays_purged() {
+    let mut c = four_holding_every_identity();
+    c.crash(3);
+    c.run_for(10 * USAGE);
+    for i in 0..3 {
+        let s = c.layer(i).stats().certstore.clone();
+        assert_eq!(c.layer(i).pulled_identities(), 3, "node {i}: {s:?}");
+        assert_eq!(s.identities_unused, 1, "node {i} purged it once: {s:?}");
+    }
+    let skipped: u64 = (0..3)
+        .map(|i| c.layer(i).stats().certstore.identities_skipped_forgotten)
+        .sum();
+    assert!(skipped > 0, "some node was offered it back");
+}
+
+/// A member that comes back while the others still remember its identity as purged is
+/// learnt again: its verified alive messages (its identity from a handshake) end the
+/// period, and the pull brings its identity again.
+#[test]
+fn a_member_back_before_the_others_stop_remembering_its_purge_is_learnt_again() {
+    let mut c = four_holding_every_identity();
+    c.crash(3);
+    c.run_until(USAGE * 2, |c| {
+        (0..3).all(|i| c.layer(i).stats().certstore.identities_unused == 1)
+    })
+    .expect("every node purges it");
+    c.restart(3, org1_of_four(3), cfg_usage(3));
+    c.run_until(Duration::from_secs(40), |c| {
+        (0..4).all(|i| (0..4).all(|j| i == j || c.sees_alive(i, j)))
+            && (0..4).all(|i| c.layer(i).pulled_identities() == 4)
+    })
+    .expect("n3 is seen alive and its identity pulled again everywhere");
+}

@@ -1,14 +1,15 @@
 //! The identities the certstore holds (Fabric's identity mapper, for what the pull brings):
 //! each with its owner's signed `PeerIdentity` message, which is what we serve to others.
 //! Bounded in number and in bytes; expired and long-unused entries are purged, our own
-//! never.
+//! never. Those purged for disuse are remembered for a while, so that the pull does not
+//! bring them back from a peer that has not purged them yet.
 
 use super::wire::ValidIdentity;
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::Envelope;
 use fabric_gossip_core::{Instant, PkiId, detached_envelope};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One identity.
 #[derive(Clone, Debug)]
@@ -74,6 +75,10 @@ pub(crate) struct Identities {
     own: PkiId,
     /// The sum of the entries' weights.
     bytes: usize,
+    /// Identities purged for disuse → until when the pull must not bring them back.
+    forgotten: BTreeMap<PkiId, Instant>,
+    /// The same, by the end of their period: they expire, and make room, in this order.
+    forgotten_by_end: BTreeSet<(Instant, PkiId)>,
 }
 
 impl Identities {
@@ -137,11 +142,44 @@ impl Identities {
         self.get(pki_id, now).is_some()
     }
 
-    /// Marks an identity as just used to verify a message.
+    /// Marks an identity as just used to verify a message. If it had been purged for
+    /// disuse, it is not forgotten any more: its owner is back (the identity came from its
+    /// alive message or a handshake), and the pull may bring it again.
     pub(crate) fn touch(&mut self, pki_id: &PkiId, now: Instant) {
         if let Some(e) = self.map.get_mut(pki_id) {
             e.last_used = now;
         }
+        if let Some(end) = self.forgotten.remove(pki_id) {
+            self.forgotten_by_end.remove(&(end, pki_id.clone()));
+        }
+    }
+
+    /// Whether `pki_id` was purged for disuse and its period is not over: the pull must
+    /// not bring it back.
+    pub(crate) fn is_forgotten(&self, pki_id: &PkiId, now: Instant) -> bool {
+        self.forgotten.get(pki_id).is_some_and(|end| *end > now)
+    }
+
+    /// Remembers `pki_id` as purged for disuse until `end`; at most `max` are remembered,
+    /// the one whose period ends first making room.
+    fn forget(&mut self, pki_id: PkiId, end: Instant, max: usize) {
+        if let Some(old) = self.forgotten.remove(&pki_id) {
+            self.forgotten_by_end.remove(&(old, pki_id.clone()));
+        }
+        while self.forgotten.len() >= max {
+            let Some((_, first)) = self.forgotten_by_end.pop_first() else {
+                return;
+            };
+            self.forgotten.remove(&first);
+        }
+        self.forgotten_by_end.insert((end, pki_id.clone()));
+        self.forgotten.insert(pki_id, end);
+    }
+
+    /// How many identities are remembered as purged for disuse (for tests).
+    #[cfg(test)]
+    pub(crate) fn forgotten(&self) -> usize {
+        self.forgotten.len()
     }
 
     /// Unexpired entries, in PKI-ID order.
@@ -150,9 +188,26 @@ impl Identities {
     }
 
     /// Removes expired identities and those unused for `unused_after` (Fabric's
-    /// `SuspectPeers` sweep with its one-hour usage threshold), ours excepted.
-    pub(crate) fn purge(&mut self, now: Instant, unused_after: Duration) -> Purged {
+    /// `SuspectPeers` sweep with its one-hour usage threshold), ours excepted. Those unused
+    /// are remembered for `unused_after` more (at most `max_forgotten` of them), so that a
+    /// peer that purges later cannot give them back with a fresh last use: with nodes
+    /// purging at different times, an identity whose owner had gone would otherwise go
+    /// round forever. Remembered identities whose period ended are forgotten here too.
+    pub(crate) fn purge(
+        &mut self,
+        now: Instant,
+        unused_after: Duration,
+        max_forgotten: usize,
+    ) -> Purged {
+        while let Some((end, _)) = self.forgotten_by_end.first()
+            && *end <= now
+        {
+            if let Some((_, k)) = self.forgotten_by_end.pop_first() {
+                self.forgotten.remove(&k);
+            }
+        }
         let mut purged = Purged::default();
+        let mut unused = Vec::new();
         let own = &self.own;
         let bytes = &mut self.bytes;
         self.map.retain(|k, e| {
@@ -168,11 +223,15 @@ impl Identities {
                 false
             } else if e.last_used + unused_after <= now {
                 purged.unused += 1;
+                unused.push(k.clone());
                 false
             } else {
                 true
             }
         });
+        for k in unused {
+            self.forget(k, now + unused_after, max_forgotten);
+        }
         purged
     }
 
@@ -196,7 +255,9 @@ impl Identities {
         self.map.len()
     }
 
-    /// The bytes held (ours included), as the byte bound counts them.
+    /// The bytes held (ours included), as the byte bound counts them (for tests and the
+    /// fuzz target's invariants).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -235,14 +296,14 @@ mod tests {
         assert!(!s.has(&vid("b", None).pki_id, T0 + 5 * SEC), "expired");
         s.touch(&vid("a", None).pki_id, T0 + 50 * SEC);
         assert_eq!(
-            s.purge(T0 + 60 * SEC, 20 * SEC),
+            s.purge(T0 + 60 * SEC, 20 * SEC, 10),
             Purged {
                 expired: 1,
                 unused: 0
             }
         );
         assert_eq!(
-            s.purge(T0 + 70 * SEC, 20 * SEC),
+            s.purge(T0 + 70 * SEC, 20 * SEC, 10),
             Purged {
                 expired: 0,
                 unused: 1
@@ -252,6 +313,42 @@ mod tests {
         assert_eq!(s.bytes(), weight(&vid("me", None), None));
         // Room again.
         assert_eq!(s.put(vid("c", None), None, T0, three), Ok(true));
+    }
+
+    #[test]
+    fn identities_purged_for_disuse_are_remembered_for_a_while_bounded() {
+        let mut s = Identities::default();
+        s.set_own(vid("me", None), None, T0);
+        let room = Bounds {
+            count: 10,
+            bytes: usize::MAX,
+        };
+        for n in ["a", "b", "c"] {
+            s.put(vid(n, None), None, T0, room).unwrap();
+        }
+        s.put(vid("x", Some(T0 + SEC)), None, T0, room).unwrap();
+        s.touch(&vid("c", None).pki_id, T0 + 5 * SEC);
+        // a, b unused, x expired: only a and b are remembered, at most two.
+        let p = s.purge(T0 + 10 * SEC, 10 * SEC, 2);
+        assert_eq!((p.unused, p.expired), (2, 1));
+        let id = |n: &str| vid(n, None).pki_id;
+        assert!(s.is_forgotten(&id("a"), T0 + 10 * SEC));
+        assert!(s.is_forgotten(&id("b"), T0 + 19 * SEC));
+        assert!(
+            !s.is_forgotten(&id("x"), T0 + 10 * SEC),
+            "expired, not unused"
+        );
+        assert!(!s.is_forgotten(&id("a"), T0 + 20 * SEC), "period over");
+        // c purged later takes the place of the one whose period ends first.
+        s.purge(T0 + 15 * SEC, 10 * SEC, 2);
+        assert_eq!(s.forgotten(), 2);
+        assert!(s.is_forgotten(&id("c"), T0 + 15 * SEC));
+        // Used again (its owner is back): no longer forgotten.
+        s.touch(&id("c"), T0 + 16 * SEC);
+        assert!(!s.is_forgotten(&id("c"), T0 + 16 * SEC));
+        // Periods that ended are dropped at the next purge.
+        s.purge(T0 + 30 * SEC, 10 * SEC, 2);
+        assert_eq!(s.forgotten(), 0);
     }
 
     #[test]
@@ -274,7 +371,7 @@ mod tests {
         assert_eq!(s.put(vid("c", None), None, T0, bounds), Ok(true));
         let sum: usize = s.map.values().map(|e| e.weight).sum();
         assert_eq!(s.bytes(), sum);
-        s.purge(T0 + 10 * SEC, SEC);
+        s.purge(T0 + 10 * SEC, SEC, 10);
         assert_eq!(s.bytes(), weight(&vid("me", None), None));
     }
 }

@@ -20,7 +20,8 @@
 //! message within [`wire::IdentityLimits`] (checked before it is decoded), at most as many
 //! items asked for per round, at most `max_pending_hellos` hellos answered
 //! and pending, `max_pending_hellos_per_peer` of them per peer; identities unused for
-//! `identity_usage_threshold` (Fabric: one hour) or expired are purged. An update may hold
+//! `identity_usage_threshold` (Fabric: one hour) or expired are purged, and those unused
+//! are not pulled again for as long (at most `max_identities` remembered). An update may hold
 //! only the items we asked of its sender, each once, checked before any signature: at most
 //! one verification per item requested.
 
@@ -190,6 +191,13 @@ pub struct CertStoreStats {
     pub identities_expired: u64,
     /// Identities purged because they verified nothing for the usage threshold.
     pub identities_unused: u64,
+    /// Advertised identities not asked for (one per digest advertising one), or received
+    /// and not stored, because we purged them for disuse less than the usage threshold
+    /// ago: the identity of a member that has gone, still served by peers that have not
+    /// purged it yet. Pulled back, it started a new hour of disuse, and with nodes purging
+    /// at different times it went round forever. Its owner's alive message or handshake,
+    /// verified, ends the period at once.
+    pub identities_skipped_forgotten: u64,
     /// Identities purged because the security provider refused them when comm
     /// revalidated (a revoked certificate, an MSP no longer trusted).
     pub identities_refused_later: u64,
@@ -310,7 +318,10 @@ impl Discovery {
         if self.certstore.sweep.is_some_and(|t| t <= now) {
             let threshold = self.cfg.certstore.identity_usage_threshold;
             self.certstore.sweep = Some(now + threshold / 10);
-            let purged = self.certstore.identities.purge(now, threshold);
+            let purged =
+                self.certstore
+                    .identities
+                    .purge(now, threshold, self.cfg.certstore.max_identities);
             self.stats.certstore.identities_expired += purged.expired;
             self.stats.certstore.identities_unused += purged.unused;
         }
@@ -455,14 +466,22 @@ impl Discovery {
             Some(Content::DataDig(d)) => {
                 self.stats.certstore.digests_received += 1;
                 let ids = &self.certstore.identities;
+                let skipped = core::cell::Cell::new(0u64);
                 let r = self.certstore.engine.on_digest(
                     now,
                     &from,
                     d.nonce,
                     d.digests.iter().map(|b| PkiId(b.clone())),
-                    |k| ids.has(k, now),
+                    |k| {
+                        ids.has(k, now)
+                            || (ids.is_forgotten(k, now) && {
+                                skipped.set(skipped.get() + 1);
+                                true
+                            })
+                    },
                     cs.max_identities.saturating_sub(ids.len()),
                 );
+                self.stats.certstore.identities_skipped_forgotten += skipped.get();
                 match r {
                     Ok(dropped) => self.stats.certstore.digest_items_dropped += dropped as u64,
                     Err(_) => self.stats.certstore.digests_unsolicited += 1,
@@ -576,6 +595,11 @@ impl Discovery {
             bytes: self.cfg.certstore.max_identity_bytes,
         };
         for v in valid {
+            // Asked for before we purged it, in this round.
+            if self.certstore.identities.is_forgotten(&v.pki_id, now) {
+                self.stats.certstore.identities_skipped_forgotten += 1;
+                continue;
+            }
             let org = comm.security().organization_of(&v.cert);
             match self.certstore.identities.put(v, org, now, bounds) {
                 Ok(true) => self.stats.certstore.identities_learned += 1,
