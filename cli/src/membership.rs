@@ -481,6 +481,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("hellos_received", c.hellos_received),
             ("hellos_refused_full", c.hellos_refused_full),
             ("hellos_refused_peer", c.hellos_refused_peer),
+            ("hellos_replayed", c.hellos_replayed),
             ("hellos_evicted", c.hellos_evicted),
             ("digests_sent", c.digests_sent),
             ("digests_received", c.digests_received),

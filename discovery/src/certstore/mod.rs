@@ -130,6 +130,10 @@ pub struct CertStoreStats {
     /// peer sending hellos faster than one per round (a flood) is refused here, before
     /// it can fill the table shared by all peers. No digest is computed for it.
     pub hellos_refused_peer: u64,
+    /// Hellos refused because the same hello of the same peer is still pending: a peer
+    /// sends each round's hello once, with a fresh nonce, and a replayed 12-byte hello had
+    /// been answered each time with a digest of every identity held (megabytes).
+    pub hellos_replayed: u64,
     /// Pending hellos forgotten, with `max_pending_hellos` reached, to make room for a
     /// hello of a peer holding fewer; the evicted hello's request will be refused as
     /// `requests_unsolicited`.
@@ -445,6 +449,10 @@ impl Discovery {
                     Ok(evicted) => self.stats.certstore.hellos_evicted += u64::from(evicted),
                     Err(Refusal::PeerFull) => {
                         self.stats.certstore.hellos_refused_peer += 1;
+                        return;
+                    }
+                    Err(Refusal::Replayed) => {
+                        self.stats.certstore.hellos_replayed += 1;
                         return;
                     }
                     Err(_) => {

@@ -35,8 +35,8 @@ pub(crate) enum Refusal {
     Full,
     /// The sender already has as many hellos pending as one peer may.
     PeerFull,
-    /// A request echoing a hello whose request was already served: each hello's nonce
-    /// buys one answer.
+    /// A hello already pending, or a request echoing a hello whose request was already
+    /// served: each hello's nonce buys one digest and one update.
     Replayed,
 }
 
@@ -350,7 +350,10 @@ impl PullEngine {
     /// `per_peer` hellos pending. When `max` hellos are pending, the oldest hello of the
     /// sender holding the most makes room if that sender holds at least two more than
     /// `from`; otherwise refused ([`Refusal::Full`]). `Ok(true)` when a hello was evicted
-    /// so. A hello already pending is accepted again, unchanged.
+    /// so. A hello already pending is refused ([`Refusal::Replayed`]): a peer starts each
+    /// round with a fresh nonce (Fabric's `Hello`), and answering a replayed hello again
+    /// sent a digest of everything we hold (up to megabytes) for each copy of a small
+    /// message, past the per-peer bound.
     pub(crate) fn on_hello(
         &mut self,
         now: Instant,
@@ -362,7 +365,7 @@ impl PullEngine {
     ) -> Result<bool, Refusal> {
         self.hellos.expire(now);
         if self.hellos.contains(from, nonce) {
-            return Ok(false);
+            return Err(Refusal::Replayed);
         }
         let held = self.hellos.held(from);
         if held >= per_peer {
@@ -603,7 +606,11 @@ mod tests {
         let w = Duration::from_millis(1500);
         let hello = |e: &mut PullEngine, t, who, n| e.on_hello(t, &id(who), n, w, 4, 2);
         assert_eq!(hello(&mut e, T0, "a", 1), Ok(false));
-        assert_eq!(hello(&mut e, T0, "a", 1), Ok(false), "already pending");
+        assert_eq!(
+            hello(&mut e, T0, "a", 1),
+            Err(Refusal::Replayed),
+            "already pending"
+        );
         assert_eq!(hello(&mut e, T0 + SEC, "a", 2), Ok(false));
         assert_eq!(hello(&mut e, T0 + SEC, "a", 3), Err(Refusal::PeerFull));
         assert_eq!(hello(&mut e, T0 + SEC, "b", 1), Ok(false));

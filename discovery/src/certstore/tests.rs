@@ -548,6 +548,29 @@ fn a_malformed_item_refuses_the_update_without_crypto() {
     assert_eq!(checks.load(Relaxed), 0);
 }
 
+/// A peer's hello is answered once: replayed while pending, it gets no second digest (a
+/// digest lists every identity held: megabytes for a 12-byte hello, as often as it came).
+#[test]
+fn a_replayed_hello_gets_one_digest() {
+    let (mut comm, mut d) = me();
+    for _ in 0..20 {
+        d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(5)));
+    }
+    // Digests (our own identity) are attempted on the made-up connection.
+    let answered = |d: &crate::Discovery| d.stats().certstore.digests_sent + d.stats().comm_errors;
+    let s = &d.stats().certstore;
+    assert_eq!(s.hellos_received, 20);
+    assert_eq!(answered(&d), 1);
+    assert_eq!(s.hellos_replayed, 19);
+    assert_eq!(
+        s.hellos_refused_peer, 0,
+        "the replays take no more of a1's share"
+    );
+    // A fresh nonce is a new hello, answered.
+    d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(6)));
+    assert_eq!(answered(&d), 2);
+}
+
 /// Finding F5: one peer flooding hellos cannot fill the table of pending hellos and so
 /// make another peer's hello be refused.
 #[test]
