@@ -3,8 +3,8 @@
 //! made-up connection is attempted and counted as a comm error).
 
 use super::wire::{self, IdentityMsgError, validate_identity_msg};
-use crate::DiscoveryConfig;
 use crate::tests::{T0, alive, alive_with, direct, me, node, pki, received, security};
+use crate::{Discovery, DiscoveryConfig};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, PeerIdentity, gossip_message};
@@ -557,7 +557,7 @@ fn a_replayed_hello_gets_one_digest() {
         d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(5)));
     }
     // Digests (our own identity) are attempted on the made-up connection.
-    let answered = |d: &crate::Discovery| d.stats().certstore.digests_sent + d.stats().comm_errors;
+    let answered = |d: &Discovery| d.stats().certstore.digests_sent + d.stats().comm_errors;
     let s = &d.stats().certstore;
     assert_eq!(s.hellos_received, 20);
     assert_eq!(answered(&d), 1);
@@ -630,41 +630,32 @@ fn a_full_table_makes_room_for_a_peer_holding_none() {
 #[test]
 fn a_hellos_request_is_served_once_and_replays_are_counted() {
     let (mut comm, mut d) = me();
+    let ask = |d: &mut Discovery, comm: &mut Comm<_>, at, nonce| {
+        d.handle_message(
+            at,
+            comm,
+            pull_from("a1", wire::request(nonce, &[pki("me")])),
+        );
+    };
+    // Digests and updates are attempted on the made-up connection.
+    let answered = |d: &Discovery| {
+        let s = d.stats();
+        s.certstore.digests_sent + s.certstore.updates_sent + s.comm_errors
+    };
     d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(5)));
     for _ in 0..20 {
-        d.handle_message(
-            T0,
-            &mut comm,
-            pull_from("a1", wire::request(5, &[pki("me")])),
-        );
+        ask(&mut d, &mut comm, T0, 5);
     }
-    let s = d.stats().clone();
-    // The digest and one update, attempted on the made-up connection.
-    assert_eq!(
-        s.certstore.digests_sent + s.certstore.updates_sent + s.comm_errors,
-        2
-    );
-    assert_eq!(
-        (
-            s.certstore.requests_replayed,
-            s.certstore.requests_unsolicited
-        ),
-        (19, 0)
-    );
+    // The digest and one update.
+    assert_eq!(answered(&d), 2);
+    let s = &d.stats().certstore;
+    assert_eq!((s.requests_replayed, s.requests_unsolicited), (19, 0));
     // A new hello buys one new answer.
     let later = T0 + d.config().certstore.request_wait;
     d.handle_message(later, &mut comm, pull_from("a1", wire::hello(6)));
-    d.handle_message(
-        later,
-        &mut comm,
-        pull_from("a1", wire::request(6, &[pki("me")])),
-    );
-    let s = d.stats().clone();
-    assert_eq!(
-        s.certstore.digests_sent + s.certstore.updates_sent + s.comm_errors,
-        4
-    );
-    assert_eq!(s.certstore.requests_replayed, 19);
+    ask(&mut d, &mut comm, later, 6);
+    assert_eq!(answered(&d), 4);
+    assert_eq!(d.stats().certstore.requests_replayed, 19);
 }
 
 /// `who`'s own identity message, validly signed, with `metadata` bytes of metadata.
