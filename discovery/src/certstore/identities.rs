@@ -22,6 +22,8 @@ pub(crate) struct Entry {
     pub(crate) last_used: Instant,
     /// What it holds, as counted against the byte bound ([`weight`]).
     weight: usize,
+    /// Of our own organization: it may use the share of the bounds kept for ours.
+    ours: bool,
 }
 
 /// Room an entry takes beyond its bytes: the map's node, the entry's fields.
@@ -48,11 +50,48 @@ pub(crate) enum Full {
     Bytes,
 }
 
-/// The bounds of the store: identities held and their bytes.
+/// The bounds of the store: identities held and their bytes. Identities of other
+/// organizations may take at most three quarters of either ([`others_share`]): the rest is
+/// kept for our own organization, whose members' identities a hostile organization's CA
+/// could otherwise crowd out by filling the store first, as it could membership before
+/// membership was shared out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Bounds {
     pub(crate) count: usize,
     pub(crate) bytes: usize,
+}
+
+/// What other organizations' identities may take of a bound: three quarters.
+pub(crate) fn others_share(bound: usize) -> usize {
+    bound - bound / 4
+}
+
+/// What the held entries take, as the bounds count it.
+#[derive(Debug, Default)]
+struct Held {
+    /// The sum of the entries' weights.
+    bytes: usize,
+    /// Entries of other organizations (or of none known), and the sum of their weights.
+    others: usize,
+    others_bytes: usize,
+}
+
+impl Held {
+    fn add(&mut self, e: &Entry) {
+        self.bytes += e.weight;
+        if !e.ours {
+            self.others += 1;
+            self.others_bytes += e.weight;
+        }
+    }
+
+    fn remove(&mut self, e: &Entry) {
+        self.bytes -= e.weight;
+        if !e.ours {
+            self.others -= 1;
+            self.others_bytes -= e.weight;
+        }
+    }
 }
 
 impl Entry {
@@ -73,8 +112,10 @@ pub(crate) struct Purged {
 pub(crate) struct Identities {
     map: BTreeMap<PkiId, Entry>,
     own: PkiId,
-    /// The sum of the entries' weights.
-    bytes: usize,
+    /// Our own organization (that of our own identity).
+    own_org: Option<Bytes>,
+    /// What the entries take, in all and of other organizations.
+    held: Held,
     /// Identities purged for disuse → until when the pull must not bring them back.
     forgotten: BTreeMap<PkiId, Instant>,
     /// The same, by the end of their period: they expire, and make room, in this order.
@@ -85,6 +126,7 @@ impl Identities {
     /// Stores our own identity message (never purged).
     pub(crate) fn set_own(&mut self, id: ValidIdentity, org: Option<Bytes>, now: Instant) {
         self.own = id.pki_id.clone();
+        self.own_org = org.clone();
         self.insert(id, org, now);
     }
 
@@ -92,6 +134,7 @@ impl Identities {
     /// message arrived in (see `detached_envelope`).
     fn insert(&mut self, id: ValidIdentity, org: Option<Bytes>, now: Instant) {
         let weight = weight(&id, org.as_ref());
+        let ours = self.is_ours(org.as_ref());
         let old = self.map.insert(
             PkiId(Bytes::copy_from_slice(&id.pki_id.0)),
             Entry {
@@ -101,9 +144,19 @@ impl Identities {
                 expires: id.expires,
                 last_used: now,
                 weight,
+                ours,
             },
         );
-        self.bytes = self.bytes - old.map_or(0, |e| e.weight) + weight;
+        if let Some(old) = &old {
+            self.held.remove(old);
+        }
+        if let Some(new) = self.map.get(&id.pki_id) {
+            self.held.add(new);
+        }
+    }
+
+    fn is_ours(&self, org: Option<&Bytes>) -> bool {
+        org.is_some() && org == self.own_org.as_ref()
     }
 
     /// Stores a validated identity unless one is held for its PKI-ID (Fabric keeps the
@@ -124,9 +177,22 @@ impl Identities {
             return Err(Full::Count);
         }
         let freed = old.map_or(0, |e| e.weight);
-        let held = self.bytes - freed;
-        if held.saturating_add(weight(&id, org.as_ref())) > bounds.bytes {
+        let held = self.held.bytes - freed;
+        let w = weight(&id, org.as_ref());
+        if held.saturating_add(w) > bounds.bytes {
             return Err(Full::Bytes);
+        }
+        if !self.is_ours(org.as_ref()) {
+            // An expired entry of another organization that this one replaces makes room.
+            let old_other = old.filter(|e| !e.ours);
+            let others = self.held.others - usize::from(old_other.is_some());
+            let others_bytes = self.held.others_bytes - old_other.map_or(0, |e| e.weight);
+            if others >= others_share(bounds.count) {
+                return Err(Full::Count);
+            }
+            if others_bytes.saturating_add(w) > others_share(bounds.bytes) {
+                return Err(Full::Bytes);
+            }
         }
         self.insert(id, org, now);
         Ok(true)
@@ -209,14 +275,14 @@ impl Identities {
         let mut purged = Purged::default();
         let mut unused = Vec::new();
         let own = &self.own;
-        let bytes = &mut self.bytes;
+        let held = &mut self.held;
         self.map.retain(|k, e| {
             if k == own {
                 return true;
             }
             let keep = !e.expired(now) && e.last_used + unused_after > now;
             if !keep {
-                *bytes -= e.weight;
+                held.remove(e);
             }
             if e.expired(now) {
                 purged.expired += 1;
@@ -239,11 +305,11 @@ impl Identities {
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> u64 {
         let before = self.map.len();
         let own = &self.own;
-        let bytes = &mut self.bytes;
+        let held = &mut self.held;
         self.map.retain(|k, e| {
             let kept = k == own || keep(e);
             if !kept {
-                *bytes -= e.weight;
+                held.remove(e);
             }
             kept
         });
@@ -259,7 +325,7 @@ impl Identities {
     /// fuzz target's invariants).
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes
+        self.held.bytes
     }
 }
 
@@ -275,6 +341,63 @@ mod tests {
             expires,
             envelope: Envelope::default(),
         }
+    }
+
+    /// Other organizations' identities (and those of no organization known) take at most
+    /// three quarters of the count and of the bytes; ours have the rest, and free
+    /// room is theirs again once others go.
+    #[test]
+    fn other_organizations_take_at_most_three_quarters_of_the_bounds() {
+        let org = |o: &str| Some(Bytes::copy_from_slice(o.as_bytes()));
+        let fresh = || {
+            let mut s = Identities::default();
+            s.set_own(vid("me", None), org("A"), T0);
+            s
+        };
+        let mut s = fresh();
+        let by_count = Bounds {
+            count: 8,
+            bytes: usize::MAX,
+        };
+        for who in ["b1", "b2", "b3", "b4", "b5", "b6"] {
+            assert_eq!(
+                s.put(vid(who, None), org("B"), T0, by_count),
+                Ok(true),
+                "{who}"
+            );
+        }
+        assert_eq!(
+            s.put(vid("c1", None), org("C"), T0, by_count),
+            Err(Full::Count)
+        );
+        assert_eq!(s.put(vid("x1", None), None, T0, by_count), Err(Full::Count));
+        assert_eq!(s.put(vid("a1", None), org("A"), T0, by_count), Ok(true));
+        assert_eq!(s.retain(|e| e.cert.as_ref() != b"b1"), 1);
+        assert_eq!(s.put(vid("c1", None), org("C"), T0, by_count), Ok(true));
+        // The same in bytes: every entry here weighs what ours does.
+        let mut s = fresh();
+        let w = s.bytes();
+        let by_bytes = Bounds {
+            count: 1000,
+            bytes: 8 * w,
+        };
+        for who in ["b1", "b2", "b3", "b4", "b5", "b6"] {
+            assert_eq!(
+                s.put(vid(who, None), org("B"), T0, by_bytes),
+                Ok(true),
+                "{who}"
+            );
+        }
+        assert_eq!(
+            s.put(vid("c1", None), org("C"), T0, by_bytes),
+            Err(Full::Bytes)
+        );
+        assert_eq!(s.put(vid("a1", None), org("A"), T0, by_bytes), Ok(true));
+        assert_eq!(s.bytes(), 8 * w);
+        // Purged, others' bytes come back.
+        assert_eq!(s.purge(T0 + SEC, SEC, 10).unused, 7);
+        assert_eq!(s.bytes(), w);
+        assert_eq!(s.put(vid("c1", None), org("C"), T0, by_bytes), Ok(true));
     }
 
     #[test]
@@ -353,25 +476,36 @@ mod tests {
 
     #[test]
     fn bytes_are_bounded_and_accounted() {
+        // All of our organization: other organizations' share is another test's.
+        let a = Some(Bytes::from_static(b"A"));
         let mut s = Identities::default();
-        s.set_own(vid("me", None), None, T0);
-        let one = weight(&vid("a", None), None);
+        s.set_own(vid("me", None), a.clone(), T0);
+        let one = weight(&vid("a", None), a.as_ref());
         let bounds = Bounds {
             count: 10,
             bytes: s.bytes() + 2 * one,
         };
-        assert_eq!(s.put(vid("a", None), None, T0, bounds), Ok(true));
-        assert_eq!(s.put(vid("b", Some(T0 + SEC)), None, T0, bounds), Ok(true));
-        assert_eq!(s.put(vid("c", None), None, T0, bounds), Err(Full::Bytes));
+        assert_eq!(s.put(vid("a", None), a.clone(), T0, bounds), Ok(true));
+        assert_eq!(
+            s.put(vid("b", Some(T0 + SEC)), a.clone(), T0, bounds),
+            Ok(true)
+        );
+        assert_eq!(
+            s.put(vid("c", None), a.clone(), T0, bounds),
+            Err(Full::Bytes)
+        );
         // An expired entry replaced by a fresh one of its PKI-ID frees its own bytes.
-        assert_eq!(s.put(vid("b", None), None, T0 + 2 * SEC, bounds), Ok(true));
+        assert_eq!(
+            s.put(vid("b", None), a.clone(), T0 + 2 * SEC, bounds),
+            Ok(true)
+        );
         assert_eq!(s.bytes(), bounds.bytes);
         // What leaves gives its bytes back.
         assert_eq!(s.retain(|e| &e.cert[..] != b"a"), 1);
-        assert_eq!(s.put(vid("c", None), None, T0, bounds), Ok(true));
+        assert_eq!(s.put(vid("c", None), a.clone(), T0, bounds), Ok(true));
         let sum: usize = s.map.values().map(|e| e.weight).sum();
         assert_eq!(s.bytes(), sum);
         s.purge(T0 + 10 * SEC, SEC, 10);
-        assert_eq!(s.bytes(), weight(&vid("me", None), None));
+        assert_eq!(s.bytes(), weight(&vid("me", None), a.as_ref()));
     }
 }

@@ -69,6 +69,8 @@ pub struct CertStoreConfig {
     /// [`max_membership_bytes`](crate::DiscoveryConfig::max_membership_bytes)), holds
     /// [`max_members`](crate::DiscoveryConfig::max_members) (10,000) of them, and keeps an
     /// update serving all we hold within the default message size limit (100 MiB).
+    /// Other organizations' identities may take three quarters of this and of
+    /// `max_identities`; the rest is kept for ours.
     pub max_identity_bytes: usize,
     /// Upper bound on answered hellos waiting for their request, all peers together (each
     /// is kept `request_wait`). When it is reached, a hello of a peer holding fewer takes
