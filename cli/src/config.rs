@@ -404,6 +404,83 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|e| e.to_string())
 }
 
+/// The largest core.yaml read: Fabric's sample is about 30 KiB.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// The most values a core.yaml may hold once its aliases are expanded: the YAML loader
+/// expands an alias by copying the node it names, so 600 bytes of nested aliases (a
+/// "billion laughs") had taken a node past 4 GB and aborted it. Go's YAML decoder, which
+/// Fabric reads core.yaml with, refuses excessive aliasing too.
+const MAX_CONFIG_NODES: u64 = 1_000_000;
+
+/// `path`'s text, refused past [`MAX_CONFIG_BYTES`] (before it is read whole).
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let err = |e: &dyn std::fmt::Display| ConfigError(format!("--config {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| err(&e))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| err(&e))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(err(&format_args!(
+            "larger than {MAX_CONFIG_BYTES} bytes; a peer's core.yaml is a few dozen KiB"
+        )));
+    }
+    Ok(text)
+}
+
+/// How many values (scalars, sequences, mappings) `text` holds once every alias is
+/// expanded as the loader expands it, counted from the parser's events without expanding
+/// anything.
+fn expanded_nodes(text: &str) -> Result<u64, yaml_rust2::ScanError> {
+    use yaml_rust2::parser::{Event, EventReceiver, Parser};
+    #[derive(Default)]
+    struct Count {
+        /// Open collections: their anchor and the values counted in them so far.
+        open: Vec<(usize, u64)>,
+        /// Anchor → the values of the node it names.
+        anchors: std::collections::HashMap<usize, u64>,
+        total: u64,
+    }
+    impl Count {
+        fn add(&mut self, n: u64) {
+            match self.open.last_mut() {
+                Some((_, c)) => *c = c.saturating_add(n),
+                None => self.total = self.total.saturating_add(n),
+            }
+        }
+        fn close(&mut self, anchor: usize, n: u64) {
+            if anchor > 0 {
+                self.anchors.insert(anchor, n);
+            }
+            self.add(n);
+        }
+    }
+    impl EventReceiver for Count {
+        fn on_event(&mut self, ev: Event) {
+            match ev {
+                Event::Scalar(_, _, anchor, _) => self.close(anchor, 1),
+                Event::Alias(id) => {
+                    let n = self.anchors.get(&id).copied().unwrap_or(1);
+                    self.add(n);
+                }
+                Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                    self.open.push((anchor, 1));
+                }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    if let Some((anchor, n)) = self.open.pop() {
+                        self.close(anchor, n);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut count = Count::default();
+    Parser::new_from_str(text).load(&mut count, true)?;
+    Ok(count.total)
+}
+
 /// Reads `path` with the process environment.
 pub(crate) fn load(path: &Path) -> Result<PeerConfig, ConfigError> {
     load_with(path, &|name| std::env::var(name).ok())
@@ -414,8 +491,16 @@ pub(crate) fn load_with(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PeerConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+    let text = read_bounded(path)?;
+    let nodes = expanded_nodes(&text)
+        .map_err(|e| ConfigError(format!("--config {}: not YAML: {e}", path.display())))?;
+    if nodes > MAX_CONFIG_NODES {
+        return Err(ConfigError(format!(
+            "--config {}: its aliases would expand it to more than {MAX_CONFIG_NODES} values \
+             (a \"billion laughs\"); a peer's core.yaml holds a few hundred",
+            path.display()
+        )));
+    }
     let docs = YamlLoader::load_from_str(&text)
         .map_err(|e| ConfigError(format!("--config {}: not YAML: {e}", path.display())))?;
     let root = docs.into_iter().next().unwrap_or(Yaml::Null);
@@ -674,6 +759,49 @@ mod tests {
         let e = with(&[("CORE_METRICS_PROVIDER", "statsd")]).unwrap_err();
         assert!(
             e.0.contains("metrics.provider") && e.0.contains("statsd"),
+            "{e}"
+        );
+    }
+
+    /// Aliases work as in Go's YAML; a file whose aliases would expand past
+    /// `MAX_CONFIG_NODES` values, or a file past `MAX_CONFIG_BYTES`, is refused before it is
+    /// loaded, naming the file.
+    #[test]
+    fn billion_laughs_and_huge_files_are_refused_before_loading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        std::fs::write(
+            &path,
+            "addr: &a 127.0.0.1:1\npeer:\n  listenAddress: *a\n  gossip: &g {dialTimeout: 7s}\nx: *g\n",
+        )
+        .expect("write");
+        let c = load_with(&path, &|_| None).expect("loads");
+        assert_eq!(c.listen_address.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(c.gossip.dial_timeout, Some(Duration::from_secs(7)));
+        // Ten times ten, nine levels deep: 10^9 values from 600 bytes.
+        let mut laughs = String::from("a0: &a0 [l, l, l, l, l, l, l, l, l, l]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            laughs.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        std::fs::write(&path, &laughs).expect("write");
+        let e = load_with(&path, &|_| None).unwrap_err();
+        assert!(
+            e.0.contains("billion laughs") && e.0.contains("core.yaml"),
+            "{e}"
+        );
+        // Five levels (a0 to a4, about 123,000 values) load; six (1.2 million) do not.
+        let levels =
+            |n: usize| -> String { laughs.lines().take(n).map(|l| format!("{l}\n")).collect() };
+        std::fs::write(&path, levels(5)).expect("write");
+        load_with(&path, &|_| None).expect("five levels load");
+        std::fs::write(&path, levels(6)).expect("write");
+        assert!(load_with(&path, &|_| None).is_err());
+        let huge = format!("# {}\npeer: {{}}\n", "x".repeat(MAX_CONFIG_BYTES as usize));
+        std::fs::write(&path, huge).expect("write");
+        let e = load_with(&path, &|_| None).unwrap_err();
+        assert!(
+            e.0.contains("larger than") && e.0.contains("core.yaml"),
             "{e}"
         );
     }
