@@ -552,7 +552,8 @@ pub(crate) fn load_with(
                 .map(|n| {
                     u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
                         ConfigError(format!(
-                            "peer.gossip.pullPeerNum: {n} is not between 1 and {}",
+                            "{}: {n} is not between 1 and {}",
+                            src.named("peer.gossip.pullPeerNum"),
                             u16::MAX
                         ))
                     })
@@ -802,6 +803,16 @@ mod tests {
         let e = load_with(&path, &|_| None).unwrap_err();
         assert!(
             e.0.contains("larger than") && e.0.contains("core.yaml"),
+            "{e}"
+        );
+    }
+
+    /// A number out of range names the variable that set it, as other values' errors do.
+    #[test]
+    fn an_out_of_range_pull_peer_count_names_its_variable() {
+        let e = with(&[("CORE_PEER_GOSSIP_PULLPEERNUM", "4294967296")]).unwrap_err();
+        assert!(
+            e.0.contains("peer.gossip.pullPeerNum (from CORE_PEER_GOSSIP_PULLPEERNUM)"),
             "{e}"
         );
     }
