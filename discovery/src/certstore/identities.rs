@@ -133,25 +133,21 @@ impl Identities {
     /// Kept for as long as the identity is: its bytes are copied out of the buffer the
     /// message arrived in (see `detached_envelope`).
     fn insert(&mut self, id: ValidIdentity, org: Option<Bytes>, now: Instant) {
-        let weight = weight(&id, org.as_ref());
-        let ours = self.is_ours(org.as_ref());
-        let old = self.map.insert(
-            PkiId(Bytes::copy_from_slice(&id.pki_id.0)),
-            Entry {
-                cert: Bytes::copy_from_slice(&id.cert),
-                envelope: detached_envelope(&id.envelope),
-                org,
-                expires: id.expires,
-                last_used: now,
-                weight,
-                ours,
-            },
-        );
+        let entry = Entry {
+            cert: Bytes::copy_from_slice(&id.cert),
+            envelope: detached_envelope(&id.envelope),
+            weight: weight(&id, org.as_ref()),
+            ours: self.is_ours(org.as_ref()),
+            org,
+            expires: id.expires,
+            last_used: now,
+        };
+        self.held.add(&entry);
+        let old = self
+            .map
+            .insert(PkiId(Bytes::copy_from_slice(&id.pki_id.0)), entry);
         if let Some(old) = &old {
             self.held.remove(old);
-        }
-        if let Some(new) = self.map.get(&id.pki_id) {
-            self.held.add(new);
         }
     }
 
