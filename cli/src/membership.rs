@@ -503,6 +503,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("identities_learned", c.identities_learned),
             ("identities_refused_full", c.identities_refused_full),
             ("identities_refused_bytes", c.identities_refused_bytes),
+            ("identities_evicted", c.identities_evicted),
             ("identities_expired", c.identities_expired),
             ("identities_unused", c.identities_unused),
             (

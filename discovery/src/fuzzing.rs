@@ -17,7 +17,8 @@
 //! * a member's timestamp never goes back while it stays known (only a purge forgets it);
 //! * one step never leaves more than `max_events` events queued (the rest are counted);
 //! * the pulled identities stay within `certstore.max_identities`, and what they hold
-//!   within `certstore.max_identity_bytes`.
+//!   within `certstore.max_identity_bytes`, and the totals and per-organization shares
+//!   the store keeps for its bounds are those of what it holds.
 //!
 //! and, once the input is played, that a second run of it gives the same events, members
 //! and counters (one seed, one trace).
@@ -707,6 +708,7 @@ impl Run {
             bytes <= self.cfg.certstore.max_identity_bytes,
             "{bytes} bytes held"
         );
+        self.layer.certstore.identities.check_accounts();
     }
 }
 

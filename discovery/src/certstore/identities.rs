@@ -50,20 +50,79 @@ pub(crate) enum Full {
     Bytes,
 }
 
+/// What [`Identities::put`] did with an identity it took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// One was already held for its PKI-ID (Fabric keeps the first).
+    Held,
+    /// Stored, with room to spare.
+    New,
+    /// Stored in the place of this many identities of organizations holding a larger
+    /// share than its own ([`Identities::put`]).
+    Evicting(usize),
+}
+
 /// The bounds of the store: identities held and their bytes. Identities of other
 /// organizations may take at most three quarters of either ([`others_share`]): the rest is
 /// kept for our own organization, whose members' identities a hostile organization's CA
 /// could otherwise crowd out by filling the store first, as it could membership before
-/// membership was shared out.
+/// membership was shared out. Among other organizations the bounds are shared out too
+/// ([`Identities::put`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Bounds {
     pub(crate) count: usize,
     pub(crate) bytes: usize,
 }
 
+impl Bounds {
+    /// How much of the store `share` takes, as one number comparable between
+    /// organizations: the larger of its fraction of the count bound and its fraction of
+    /// the byte bound (its dominant share, as membership reckons it), scaled by both
+    /// bounds so that no division is needed. A CA minting few but large identities fills
+    /// the byte bound as fast as one minting many small ones fills the count.
+    fn usage(self, share: Share) -> u128 {
+        let count = self.count.max(1) as u128;
+        let bytes = self.bytes.max(1) as u128;
+        (share.count as u128 * bytes).max(share.bytes as u128 * count)
+    }
+}
+
 /// What other organizations' identities may take of a bound: three quarters.
 pub(crate) fn others_share(bound: usize) -> usize {
     bound - bound / 4
+}
+
+/// Identities and the bytes they take, as the bounds count them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Share {
+    count: usize,
+    bytes: usize,
+}
+
+impl Share {
+    fn add(&mut self, weight: usize) {
+        self.count += 1;
+        self.bytes += weight;
+    }
+
+    fn sub(&mut self, weight: usize) {
+        self.count -= 1;
+        self.bytes -= weight;
+    }
+}
+
+/// One other organization's identities: their share, and their PKI-IDs by last use, the
+/// least recently used first (the first evicted).
+#[derive(Debug, Default)]
+struct OrgHeld {
+    share: Share,
+    by_use: BTreeSet<(Instant, PkiId)>,
+}
+
+/// The name an organization's share is kept under: identities of no organization known
+/// count as one organization, the empty name (as in membership).
+fn org_key(org: Option<&Bytes>) -> Bytes {
+    org.cloned().unwrap_or_default()
 }
 
 /// What the held entries take, as the bounds count it.
@@ -72,24 +131,46 @@ struct Held {
     /// The sum of the entries' weights.
     bytes: usize,
     /// Entries of other organizations (or of none known), and the sum of their weights.
-    others: usize,
-    others_bytes: usize,
+    others: Share,
+    /// The same by organization, with each one's entries by last use.
+    orgs: BTreeMap<Bytes, OrgHeld>,
 }
 
 impl Held {
-    fn add(&mut self, e: &Entry) {
+    fn add(&mut self, pki_id: &PkiId, e: &Entry) {
         self.bytes += e.weight;
         if !e.ours {
-            self.others += 1;
-            self.others_bytes += e.weight;
+            self.others.add(e.weight);
+            let org = self.orgs.entry(org_key(e.org.as_ref())).or_default();
+            org.share.add(e.weight);
+            org.by_use.insert((e.last_used, pki_id.clone()));
         }
     }
 
-    fn remove(&mut self, e: &Entry) {
+    fn remove(&mut self, pki_id: &PkiId, e: &Entry) {
         self.bytes -= e.weight;
         if !e.ours {
-            self.others -= 1;
-            self.others_bytes -= e.weight;
+            self.others.sub(e.weight);
+            let key = org_key(e.org.as_ref());
+            if let Some(org) = self.orgs.get_mut(&key) {
+                org.share.sub(e.weight);
+                org.by_use.remove(&(e.last_used, pki_id.clone()));
+                if org.share.count == 0 {
+                    self.orgs.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// `e`, about to be marked used at `now`, moves to the end of its organization's
+    /// order.
+    fn used(&mut self, pki_id: &PkiId, e: &Entry, now: Instant) {
+        if e.ours {
+            return;
+        }
+        if let Some(org) = self.orgs.get_mut(org_key(e.org.as_ref()).as_ref()) {
+            org.by_use.remove(&(e.last_used, pki_id.clone()));
+            org.by_use.insert((now, pki_id.clone()));
         }
     }
 }
@@ -123,7 +204,7 @@ pub(crate) struct Identities {
 }
 
 impl Identities {
-    /// Stores our own identity message (never purged).
+    /// Stores our own identity message (never purged, never evicted).
     pub(crate) fn set_own(&mut self, id: ValidIdentity, org: Option<Bytes>, now: Instant) {
         self.own = id.pki_id.clone();
         self.own_org = org.clone();
@@ -133,22 +214,22 @@ impl Identities {
     /// Kept for as long as the identity is: its bytes are copied out of the buffer the
     /// message arrived in (see `detached_envelope`).
     fn insert(&mut self, id: ValidIdentity, org: Option<Bytes>, now: Instant) {
+        let pki_id = PkiId(Bytes::copy_from_slice(&id.pki_id.0));
         let entry = Entry {
             cert: Bytes::copy_from_slice(&id.cert),
             envelope: detached_envelope(&id.envelope),
             weight: weight(&id, org.as_ref()),
-            ours: self.is_ours(org.as_ref()),
+            // Our own identity uses our share whatever its organization.
+            ours: self.is_ours(org.as_ref()) || pki_id == self.own,
             org,
             expires: id.expires,
             last_used: now,
         };
-        self.held.add(&entry);
-        let old = self
-            .map
-            .insert(PkiId(Bytes::copy_from_slice(&id.pki_id.0)), entry);
-        if let Some(old) = &old {
-            self.held.remove(old);
+        if let Some(old) = self.map.remove(&pki_id) {
+            self.held.remove(&pki_id, &old);
         }
+        self.held.add(&pki_id, &entry);
+        self.map.insert(pki_id, entry);
     }
 
     fn is_ours(&self, org: Option<&Bytes>) -> bool {
@@ -156,42 +237,114 @@ impl Identities {
     }
 
     /// Stores a validated identity unless one is held for its PKI-ID (Fabric keeps the
-    /// first). `Ok(true)` if new; refused when the count bound is reached or when it would
-    /// take the bytes held past the byte bound (an expired entry it replaces makes room).
+    /// first; an expired one is replaced). When the bounds leave no room, it may take the
+    /// place of identities of another organization, each the least recently used of the
+    /// organization whose share ([`Bounds::usage`]) is the largest it may take: one of
+    /// our organization may take any other's; one of another organization only that of an
+    /// organization whose share is larger than its own would be with it, so that none is
+    /// left with less than the one it displaced. One of no organization known takes no
+    /// place, and ours are never taken. The places are all chosen before any identity
+    /// goes: if they cannot make room, nothing goes and it is refused, as
+    /// [`Full::Count`] or [`Full::Bytes`] by the first bound it would pass. Beyond
+    /// Fabric, which bounds nothing: without the sharing, a hostile organization's CA
+    /// filling the store first kept every other organization's newcomers out.
     pub(crate) fn put(
         &mut self,
         id: ValidIdentity,
         org: Option<Bytes>,
         now: Instant,
         bounds: Bounds,
-    ) -> Result<bool, Full> {
-        let old = self.map.get(&id.pki_id);
-        if old.is_some_and(|e| !e.expired(now)) {
-            return Ok(false);
-        }
-        if old.is_none() && self.map.len() >= bounds.count {
-            return Err(Full::Count);
-        }
-        let freed = old.map_or(0, |e| e.weight);
-        let held = self.held.bytes - freed;
-        let w = weight(&id, org.as_ref());
-        if held.saturating_add(w) > bounds.bytes {
-            return Err(Full::Bytes);
-        }
-        if !self.is_ours(org.as_ref()) {
-            // An expired entry of another organization that this one replaces makes room.
-            let old_other = old.filter(|e| !e.ours);
-            let others = self.held.others - usize::from(old_other.is_some());
-            let others_bytes = self.held.others_bytes - old_other.map_or(0, |e| e.weight);
-            if others >= others_share(bounds.count) {
-                return Err(Full::Count);
+    ) -> Result<Stored, Full> {
+        if let Some(old) = self.map.get(&id.pki_id) {
+            if !old.expired(now) {
+                return Ok(Stored::Held);
             }
-            if others_bytes.saturating_add(w) > others_share(bounds.bytes) {
-                return Err(Full::Bytes);
+            // The expired entry it replaces goes first, making its room.
+            if let Some(old) = self.map.remove(&id.pki_id) {
+                self.held.remove(&id.pki_id, &old);
+            }
+        }
+        let victims = self.room_for(org.as_ref(), weight(&id, org.as_ref()), bounds)?;
+        for victim in &victims {
+            if let Some(e) = self.map.remove(victim) {
+                self.held.remove(victim, &e);
             }
         }
         self.insert(id, org, now);
-        Ok(true)
+        Ok(match victims.len() {
+            0 => Stored::New,
+            n => Stored::Evicting(n),
+        })
+    }
+
+    /// The identities whose places a newcomer of `org` weighing `weight` would take (none
+    /// if it fits as things are), all chosen before any goes (see [`Identities::put`]).
+    fn room_for(
+        &self,
+        org: Option<&Bytes>,
+        weight: usize,
+        bounds: Bounds,
+    ) -> Result<Vec<PkiId>, Full> {
+        let ours = self.is_ours(org);
+        let lacking = |count: usize, bytes: usize, others: Share| {
+            if count >= bounds.count {
+                Some(Full::Count)
+            } else if bytes.saturating_add(weight) > bounds.bytes {
+                Some(Full::Bytes)
+            } else if ours {
+                None
+            } else if others.count >= others_share(bounds.count) {
+                Some(Full::Count)
+            } else if others.bytes.saturating_add(weight) > others_share(bounds.bytes) {
+                Some(Full::Bytes)
+            } else {
+                None
+            }
+        };
+        let (mut count, mut bytes, mut others) =
+            (self.map.len(), self.held.bytes, self.held.others);
+        let Some(full) = lacking(count, bytes, others) else {
+            return Ok(Vec::new());
+        };
+        let Some(org) = org else {
+            return Err(full);
+        };
+        let mut newcomer = self
+            .held
+            .orgs
+            .get(org)
+            .map_or(Share::default(), |o| o.share);
+        newcomer.add(weight);
+        let newcomer = bounds.usage(newcomer);
+        // Each other organization that may lose places: its share as it would be with
+        // those chosen gone, and its identities in the order they would go.
+        let mut victims: Vec<(Share, _)> = self
+            .held
+            .orgs
+            .iter()
+            .filter(|(name, _)| *name != org)
+            .map(|(_, o)| (o.share, o.by_use.iter()))
+            .collect();
+        let mut chosen = Vec::new();
+        while lacking(count, bytes, others).is_some() {
+            let Some((share, order)) = victims
+                .iter_mut()
+                .filter(|(share, _)| share.count > 0 && (ours || bounds.usage(*share) > newcomer))
+                .max_by_key(|(share, _)| bounds.usage(*share))
+            else {
+                return Err(full);
+            };
+            let Some((_, pki_id)) = order.next() else {
+                return Err(full);
+            };
+            let w = self.map.get(pki_id).map_or(0, |e| e.weight);
+            share.sub(w);
+            others.sub(w);
+            count -= 1;
+            bytes -= w;
+            chosen.push(pki_id.clone());
+        }
+        Ok(chosen)
     }
 
     /// The unexpired entry of a PKI-ID.
@@ -209,6 +362,7 @@ impl Identities {
     /// alive message or a handshake), and the pull may bring it again.
     pub(crate) fn touch(&mut self, pki_id: &PkiId, now: Instant) {
         if let Some(e) = self.map.get_mut(pki_id) {
+            self.held.used(pki_id, e, now);
             e.last_used = now;
         }
         if let Some(end) = self.forgotten.remove(pki_id) {
@@ -278,7 +432,7 @@ impl Identities {
             }
             let keep = !e.expired(now) && e.last_used + unused_after > now;
             if !keep {
-                held.remove(e);
+                held.remove(k, e);
             }
             if e.expired(now) {
                 purged.expired += 1;
@@ -305,7 +459,7 @@ impl Identities {
         self.map.retain(|k, e| {
             let kept = k == own || keep(e);
             if !kept {
-                held.remove(e);
+                held.remove(k, e);
             }
             kept
         });
@@ -323,6 +477,26 @@ impl Identities {
     pub(crate) fn bytes(&self) -> usize {
         self.held.bytes
     }
+
+    /// Panics unless the running totals are those of the entries held: the bytes, other
+    /// organizations' shares, each organization's order by last use (for tests and the
+    /// fuzz target's invariants).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn check_accounts(&self) {
+        let mut held = Held::default();
+        for (k, e) in &self.map {
+            held.add(k, e);
+        }
+        assert_eq!(held.bytes, self.held.bytes, "bytes held");
+        assert_eq!(held.others, self.held.others, "other organizations' share");
+        let view = |h: &Held| {
+            h.orgs
+                .iter()
+                .map(|(k, o)| (k.clone(), o.share, o.by_use.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(view(&held), view(&self.held), "shares by organization");
+    }
 }
 
 #[cfg(test)]
@@ -339,18 +513,23 @@ mod tests {
         }
     }
 
+    fn org(o: &str) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(o.as_bytes()))
+    }
+
+    /// A store holding our own identity, of organization A.
+    fn ours_a() -> Identities {
+        let mut s = Identities::default();
+        s.set_own(vid("me", None), org("A"), T0);
+        s
+    }
+
     /// Other organizations' identities (and those of no organization known) take at most
     /// three quarters of the count and of the bytes; ours have the rest, and free
     /// room is theirs again once others go.
     #[test]
     fn other_organizations_take_at_most_three_quarters_of_the_bounds() {
-        let org = |o: &str| Some(Bytes::copy_from_slice(o.as_bytes()));
-        let fresh = || {
-            let mut s = Identities::default();
-            s.set_own(vid("me", None), org("A"), T0);
-            s
-        };
-        let mut s = fresh();
+        let mut s = ours_a();
         let by_count = Bounds {
             count: 8,
             bytes: usize::MAX,
@@ -358,20 +537,28 @@ mod tests {
         for who in ["b1", "b2", "b3", "b4", "b5", "b6"] {
             assert_eq!(
                 s.put(vid(who, None), org("B"), T0, by_count),
-                Ok(true),
+                Ok(Stored::New),
                 "{who}"
             );
         }
         assert_eq!(
-            s.put(vid("c1", None), org("C"), T0, by_count),
-            Err(Full::Count)
+            s.put(vid("b7", None), org("B"), T0, by_count),
+            Err(Full::Count),
+            "B holds other organizations' three quarters"
         );
         assert_eq!(s.put(vid("x1", None), None, T0, by_count), Err(Full::Count));
-        assert_eq!(s.put(vid("a1", None), org("A"), T0, by_count), Ok(true));
+        assert_eq!(
+            s.put(vid("a1", None), org("A"), T0, by_count),
+            Ok(Stored::New)
+        );
         assert_eq!(s.retain(|e| e.cert.as_ref() != b"b1"), 1);
-        assert_eq!(s.put(vid("c1", None), org("C"), T0, by_count), Ok(true));
+        assert_eq!(
+            s.put(vid("b1", None), org("B"), T0, by_count),
+            Ok(Stored::New)
+        );
+        s.check_accounts();
         // The same in bytes: every entry here weighs what ours does.
-        let mut s = fresh();
+        let mut s = ours_a();
         let w = s.bytes();
         let by_bytes = Bounds {
             count: 1000,
@@ -380,20 +567,128 @@ mod tests {
         for who in ["b1", "b2", "b3", "b4", "b5", "b6"] {
             assert_eq!(
                 s.put(vid(who, None), org("B"), T0, by_bytes),
-                Ok(true),
+                Ok(Stored::New),
                 "{who}"
             );
         }
         assert_eq!(
-            s.put(vid("c1", None), org("C"), T0, by_bytes),
+            s.put(vid("b7", None), org("B"), T0, by_bytes),
             Err(Full::Bytes)
         );
-        assert_eq!(s.put(vid("a1", None), org("A"), T0, by_bytes), Ok(true));
+        assert_eq!(
+            s.put(vid("a1", None), org("A"), T0, by_bytes),
+            Ok(Stored::New)
+        );
         assert_eq!(s.bytes(), 8 * w);
         // Purged, others' bytes come back.
         assert_eq!(s.purge(T0 + SEC, SEC, 10).unused, 7);
         assert_eq!(s.bytes(), w);
-        assert_eq!(s.put(vid("c1", None), org("C"), T0, by_bytes), Ok(true));
+        assert_eq!(
+            s.put(vid("b7", None), org("B"), T0, by_bytes),
+            Ok(Stored::New)
+        );
+        s.check_accounts();
+    }
+
+    /// With other organizations' share full, a newcomer of an organization holding less
+    /// takes the place of the least recently used identity of the one holding the most;
+    /// one of the largest, or of no organization known, takes none; ours take any other's.
+    #[test]
+    fn other_organizations_share_the_store_as_they_share_membership() {
+        let mut s = ours_a();
+        let bounds = Bounds {
+            count: 9,
+            bytes: usize::MAX,
+        };
+        // B fills other organizations' share: 7 of 9.
+        assert_eq!(others_share(9), 7);
+        for (i, who) in ["b1", "b2", "b3", "b4", "b5", "b6", "b7"]
+            .iter()
+            .enumerate()
+        {
+            let at = T0 + SEC * i as u32;
+            assert_eq!(s.put(vid(who, None), org("B"), at, bounds), Ok(Stored::New));
+        }
+        // b1 is used again: b2 is now B's least recently used.
+        s.touch(&vid("b1", None).pki_id, T0 + 10 * SEC);
+        let c1 = s.put(vid("c1", None), org("C"), T0 + 11 * SEC, bounds);
+        assert_eq!(c1, Ok(Stored::Evicting(1)));
+        assert!(
+            !s.has(&vid("b2", None).pki_id, T0 + 11 * SEC),
+            "B's least used went"
+        );
+        assert!(s.has(&vid("b1", None).pki_id, T0 + 11 * SEC));
+        // B (6) may not take C's place (1), nor may C take more than evens them out:
+        // C with a newcomer holds 2, B 6, then 3 against 5, then 4 against 4.
+        assert_eq!(
+            s.put(vid("b8", None), org("B"), T0 + 12 * SEC, bounds),
+            Err(Full::Count)
+        );
+        for who in ["c2", "c3"] {
+            assert_eq!(
+                s.put(vid(who, None), org("C"), T0 + 12 * SEC, bounds),
+                Ok(Stored::Evicting(1)),
+                "{who}"
+            );
+        }
+        assert_eq!(
+            s.put(vid("c4", None), org("C"), T0 + 12 * SEC, bounds),
+            Err(Full::Count),
+            "with it C would hold 4, as many as B: no larger share to take"
+        );
+        // No organization known: no place.
+        assert_eq!(s.put(vid("x", None), None, T0, bounds), Err(Full::Count));
+        // Ours use their own quarter first, then take others' places.
+        assert_eq!(
+            s.put(vid("a1", None), org("A"), T0, bounds),
+            Ok(Stored::New)
+        );
+        assert_eq!(
+            s.put(vid("a2", None), org("A"), T0, bounds),
+            Ok(Stored::Evicting(1))
+        );
+        assert_eq!(s.len(), 9);
+        s.check_accounts();
+    }
+
+    /// In bytes too: a CA minting few large identities is reckoned by the share of the
+    /// byte bound they take, and a newcomer takes as many places as it needs, or none.
+    #[test]
+    fn shares_are_dominant_shares_and_places_are_chosen_before_any_goes() {
+        let sized = |n: &str, len: usize| ValidIdentity {
+            cert: Bytes::from(vec![0u8; len]),
+            ..vid(n, None)
+        };
+        let mut s = ours_a();
+        let small = weight(&vid("c000", None), org("C").as_ref());
+        let large = weight(&sized("d1", 3000), org("D").as_ref());
+        let bounds = Bounds {
+            count: 1000,
+            bytes: s.bytes() + 4 * large,
+        };
+        let share = others_share(bounds.bytes);
+        // C fills other organizations' bytes with small identities, far from the count.
+        let mut c = 0;
+        while s.put(vid(&format!("c{c:03}"), None), org("C"), T0, bounds) == Ok(Stored::New) {
+            c += 1;
+        }
+        assert_eq!(c, share / small);
+        // A large newcomer of D needs the places of several of C's: C's share of the
+        // bytes stays larger than D's would be throughout, so D takes all it needs.
+        let needed = (c * small + large - share).div_ceil(small);
+        assert!(needed > 1);
+        assert_eq!(
+            s.put(sized("d1", 3000), org("D"), T0, bounds),
+            Ok(Stored::Evicting(needed))
+        );
+        s.check_accounts();
+        // A newcomer of E so large that C would have to fall below E's share to make
+        // room takes none, and nothing goes.
+        let before = s.len();
+        let huge = sized("e1", share - 2 * large);
+        assert_eq!(s.put(huge, org("E"), T0, bounds), Err(Full::Bytes));
+        assert_eq!(s.len(), before, "nothing went for a newcomer refused");
+        s.check_accounts();
     }
 
     #[test]
@@ -404,11 +699,11 @@ mod tests {
             count: 3,
             bytes: usize::MAX,
         };
-        assert_eq!(s.put(vid("a", None), None, T0, three), Ok(true));
-        assert_eq!(s.put(vid("a", None), None, T0, three), Ok(false));
+        assert_eq!(s.put(vid("a", None), None, T0, three), Ok(Stored::New));
+        assert_eq!(s.put(vid("a", None), None, T0, three), Ok(Stored::Held));
         assert_eq!(
             s.put(vid("b", Some(T0 + 5 * SEC)), None, T0, three),
-            Ok(true)
+            Ok(Stored::New)
         );
         assert_eq!(s.put(vid("c", None), None, T0, three), Err(Full::Count));
         assert!(s.has(&vid("b", None).pki_id, T0 + 4 * SEC));
@@ -431,7 +726,7 @@ mod tests {
         assert_eq!(s.len(), 1, "ours stays, even expired");
         assert_eq!(s.bytes(), weight(&vid("me", None), None));
         // Room again.
-        assert_eq!(s.put(vid("c", None), None, T0, three), Ok(true));
+        assert_eq!(s.put(vid("c", None), None, T0, three), Ok(Stored::New));
     }
 
     #[test]
@@ -481,10 +776,13 @@ mod tests {
             count: 10,
             bytes: s.bytes() + 2 * one,
         };
-        assert_eq!(s.put(vid("a", None), a.clone(), T0, bounds), Ok(true));
+        assert_eq!(
+            s.put(vid("a", None), a.clone(), T0, bounds),
+            Ok(Stored::New)
+        );
         assert_eq!(
             s.put(vid("b", Some(T0 + SEC)), a.clone(), T0, bounds),
-            Ok(true)
+            Ok(Stored::New)
         );
         assert_eq!(
             s.put(vid("c", None), a.clone(), T0, bounds),
@@ -493,12 +791,15 @@ mod tests {
         // An expired entry replaced by a fresh one of its PKI-ID frees its own bytes.
         assert_eq!(
             s.put(vid("b", None), a.clone(), T0 + 2 * SEC, bounds),
-            Ok(true)
+            Ok(Stored::New)
         );
         assert_eq!(s.bytes(), bounds.bytes);
         // What leaves gives its bytes back.
         assert_eq!(s.retain(|e| &e.cert[..] != b"a"), 1);
-        assert_eq!(s.put(vid("c", None), a.clone(), T0, bounds), Ok(true));
+        assert_eq!(
+            s.put(vid("c", None), a.clone(), T0, bounds),
+            Ok(Stored::New)
+        );
         let sum: usize = s.map.values().map(|e| e.weight).sum();
         assert_eq!(s.bytes(), sum);
         s.purge(T0 + 10 * SEC, SEC, 10);

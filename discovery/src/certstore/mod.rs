@@ -16,7 +16,9 @@
 //! organization or ours whose owner has an external endpoint.
 //!
 //! Bounds: at most `max_identities` identities held, holding at most
-//! `max_identity_bytes` in all (more are refused and counted), each pulled identity
+//! `max_identity_bytes` in all, other organizations three quarters of each, shared out
+//! among them as membership is (a newcomer may take the place of an identity of an
+//! organization holding more; otherwise it is refused and counted), each pulled identity
 //! message within [`wire::IdentityLimits`] (checked before it is decoded), at most as many
 //! items asked for per round, at most `max_pending_hellos` hellos answered
 //! and pending, `max_pending_hellos_per_peer` of them per peer; identities unused for
@@ -70,7 +72,9 @@ pub struct CertStoreConfig {
     /// [`max_members`](crate::DiscoveryConfig::max_members) (10,000) of them, and keeps an
     /// update serving all we hold within the default message size limit (100 MiB).
     /// Other organizations' identities may take three quarters of this and of
-    /// `max_identities`; the rest is kept for ours.
+    /// `max_identities`; the rest is kept for ours. With either bound reached, a newcomer
+    /// of an organization holding a smaller share takes the place of the least recently
+    /// used identity of the organization holding the largest (`identities_evicted`).
     pub max_identity_bytes: usize,
     /// Upper bound on answered hellos waiting for their request, all peers together (each
     /// is kept `request_wait`). When it is reached, a hello of a peer holding fewer takes
@@ -188,11 +192,19 @@ pub struct CertStoreStats {
     pub identity_bad_signature: u64,
     /// New identities learnt by pull.
     pub identities_learned: u64,
-    /// New identities refused because `max_identities` are held.
+    /// New identities refused because `max_identities` are held (or other
+    /// organizations' three quarters of it) and none could take another's place.
     pub identities_refused_full: u64,
     /// New identities refused because they would take the bytes held past
-    /// `max_identity_bytes`.
+    /// `max_identity_bytes` (or other organizations' three quarters of it) and none could
+    /// take another's place.
     pub identities_refused_bytes: u64,
+    /// Identities dropped, the store full, for a newcomer of an organization holding a
+    /// smaller share (or of ours): each the least recently used of the organization
+    /// holding the largest share. Other organizations share the store as they share
+    /// membership, so that a hostile organization's CA filling it first does not keep a
+    /// third organization's newcomers out.
+    pub identities_evicted: u64,
     /// Identities purged because their certificate expired.
     pub identities_expired: u64,
     /// Identities purged because they verified nothing for the usage threshold.
@@ -612,8 +624,12 @@ impl Discovery {
             }
             let org = comm.security().organization_of(&v.cert);
             match self.certstore.identities.put(v, org, now, bounds) {
-                Ok(true) => self.stats.certstore.identities_learned += 1,
-                Ok(false) => {}
+                Ok(identities::Stored::New) => self.stats.certstore.identities_learned += 1,
+                Ok(identities::Stored::Evicting(n)) => {
+                    self.stats.certstore.identities_learned += 1;
+                    self.stats.certstore.identities_evicted += n as u64;
+                }
+                Ok(identities::Stored::Held) => {}
                 Err(identities::Full::Count) => self.stats.certstore.identities_refused_full += 1,
                 Err(identities::Full::Bytes) => {
                     self.stats.certstore.identities_refused_bytes += 1;
