@@ -8,7 +8,7 @@ use crate::opts::{self, ConfigError};
 use crate::out::{self, WriteError};
 use clap::Args;
 use fabric_gossip_core::SecurityError;
-use fabric_gossip_msp::{certificate_pem, pki_id, serialize_identity_pem};
+use fabric_gossip_msp::{certificate_pem, pki_id, read_msp_file, serialize_identity_pem};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -124,12 +124,13 @@ fn certificate_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
-/// The first `CERTIFICATE` block of a PEM file, as the single block a peer would send.
+/// The first `CERTIFICATE` block of a PEM file, as the single block a peer would send;
+/// the file read as a node reads its own (a file over the MSP cap refused).
 fn first_certificate(file: &Path) -> Result<String, ConfigError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let bad = |e: String| ConfigError(format!("{}: {e}", file.display()));
-    let text = std::fs::read(file).map_err(|e| bad(e.to_string()))?;
+    let text = read_msp_file(file).map_err(|e| ConfigError(e.to_string()))?;
     let der = CertificateDer::pem_slice_iter(&text)
         .next()
         .ok_or_else(|| bad("no CERTIFICATE block".into()))?

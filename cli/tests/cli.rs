@@ -571,6 +571,31 @@ fn validate_judges_certificates_as_a_node_would() {
     assert!(r.stderr.contains("/nonexistent.pem"), "{}", r.all());
 }
 
+/// `validate` refuses a certificate file over the MSP files' cap with status 2, naming the
+/// file and the cap, before reading it.
+#[test]
+fn validate_refuses_a_file_over_the_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let org = dir.path().join("peerOrganizations").join(ORG_B.1);
+    let trust = format!("{}={}", ORG_B.0, org.join("msp").display());
+    // 4 MiB and a byte, sparse.
+    let big = dir.path().join("big.pem");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len((4 << 20) + 1))
+        .expect("sparse file");
+    let r = run_expect(
+        &["validate", "--trust", &trust, big.to_str().expect("utf-8")],
+        2,
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("{}: larger than 4194304 bytes", big.display())),
+        "{}",
+        r.all()
+    );
+}
+
 /// How a peer of `msp/tests/fixtures/channel/peers/` is started: with the channel's
 /// block as its trust (else its own MSP folder only), with its TLS certificate.
 struct ChannelPeer {

@@ -17,6 +17,15 @@ pub enum LoadError {
         /// The operating system's reason.
         error: std::io::Error,
     },
+    /// A file is larger than [`MAX_FILE_BYTES`](crate::MAX_FILE_BYTES): no certificate,
+    /// key, CRL or `config.yaml` is, and reading it whole could take the memory (a 259 MB
+    /// `cacerts` PEM was read whole, 972 MB resident). Judged before the file is read.
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound it exceeds, in bytes.
+        limit: u64,
+    },
     /// A directory that must hold at least one file holds none (e.g. an empty `cacerts/`).
     Empty {
         /// The directory.
@@ -88,6 +97,12 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            LoadError::TooLarge { path, limit } => write!(
+                f,
+                "{}: larger than {limit} bytes, the most an MSP file may hold (certificates, \
+                 keys, CRLs and config.yaml take a few KiB)",
+                path.display()
+            ),
             LoadError::Empty { path, expected } => {
                 write!(f, "{}: no {expected} found", path.display())
             }

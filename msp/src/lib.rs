@@ -127,6 +127,7 @@ mod crl;
 #[cfg(feature = "dev-certs")]
 pub mod dev;
 mod error;
+mod files;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod go_yaml;
@@ -139,6 +140,7 @@ mod units;
 pub use cert::certificate_not_after;
 pub use channel::ChannelTrust;
 pub use error::LoadError;
+pub use files::{MAX_FILE_BYTES, read_msp_file};
 pub use identity::{certificate_pem, pki_id, serialize_identity, serialize_identity_pem};
 pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity, TrustHandle};
 pub use trust::{MAX_CHAIN_DEPTH, TrustStore};

@@ -1,10 +1,11 @@
 //! [`MspSecurity`]: the core's `Security` for real Fabric identities.
 
 use crate::cert::{CertError, CertInfo, pem_exactly_one};
-use crate::error::{LoadError, io};
+use crate::error::LoadError;
+use crate::files::{read_msp_file, required_pem_files};
 use crate::identity::{self, certificate_pem};
 use crate::keys::{Arithmetic, AwsLcSigner, PrivateKey, PublicKey};
-use crate::trust::{Pem, TrustStore, required_pem_files};
+use crate::trust::{Pem, TrustStore};
 use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_core::{Instant, PkiId, Security, SecurityError};
@@ -266,8 +267,8 @@ impl MspSecurity {
         trust: TrustStore,
     ) -> Result<Self, LoadError> {
         let (cert, key) = (cert.as_ref(), key.as_ref());
-        let cert_pem = std::fs::read(cert).map_err(io(cert))?;
-        let key_pem = std::fs::read(key).map_err(io(key))?;
+        let cert_pem = read_msp_file(cert)?;
+        let key_pem = read_msp_file(key)?;
         let (cert_source, key_source) = (cert.display().to_string(), key.display().to_string());
         let cert = Pem {
             text: &cert_pem,
@@ -299,7 +300,7 @@ impl MspSecurity {
         let mut keys = Vec::new();
         let mut first_key_error = None;
         for path in &key_files {
-            let text = std::fs::read(path).map_err(io(path))?;
+            let text = read_msp_file(path)?;
             match PrivateKey::from_pem(&text) {
                 Ok(k) => keys.push((path, text, k)),
                 Err(reason) => {
@@ -317,7 +318,7 @@ impl MspSecurity {
             }));
         }
         for cert_path in &cert_files {
-            let text = std::fs::read(cert_path).map_err(io(cert_path))?;
+            let text = read_msp_file(cert_path)?;
             let source = cert_path.display().to_string();
             let cert_pem = Pem {
                 text: &text,

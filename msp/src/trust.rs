@@ -2,13 +2,14 @@
 
 use crate::cert::{CertInfo, pem_blocks};
 use crate::crl::Crl;
-use crate::error::{LoadError, io};
+use crate::error::LoadError;
+use crate::files::{msp_dir_files, required_pem_files};
 use crate::keys::Arithmetic;
 use crate::units::{self, NodeOus, NodeRole, UnitRules, chain_identifier};
 use core::time::Duration;
 use fabric_gossip_core::SecurityError;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Longest CA chain walked from a member certificate to a root. Real MSPs have one or two
@@ -129,13 +130,13 @@ impl TrustStore {
         }
         let inter = dir.join("intermediatecerts");
         if inter.is_dir() {
-            for path in pem_files(&inter)? {
+            for path in msp_dir_files(&inter)? {
                 added += self.add_file(msp_id, &path, Role::Intermediate)?;
             }
         }
         let crls = dir.join("crls");
         if crls.is_dir() {
-            for path in pem_files(&crls)? {
+            for path in msp_dir_files(&crls)? {
                 added += Pem::read(&path, |pem| self.add_crls(msp_id, pem))?;
             }
         }
@@ -339,7 +340,7 @@ impl TrustStore {
             return self.add_msp_dir(msp_id, path);
         }
         if path.is_dir() {
-            let files = pem_files(path)?;
+            let files = msp_dir_files(path)?;
             if files.is_empty() {
                 return Err(LoadError::Empty {
                     path: path.to_owned(),
@@ -624,7 +625,7 @@ impl Pem<'_> {
         path: &Path,
         f: impl FnOnce(Pem<'_>) -> Result<R, LoadError>,
     ) -> Result<R, LoadError> {
-        let text = std::fs::read(path).map_err(io(path))?;
+        let text = crate::files::read_msp_file(path)?;
         let source = path.display().to_string();
         f(Pem {
             text: &text,
@@ -707,39 +708,6 @@ impl Pem<'_> {
             reason,
         }
     }
-}
-
-/// The regular files of a directory, sorted by name so loading is deterministic. Hidden
-/// files (`.gitkeep`, editor swap files) are skipped.
-pub(crate) fn pem_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let entry = entry.map_err(io(dir))?;
-        let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && path.is_file() {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// [`pem_files`] of a sub-folder an MSP folder must fill (`cacerts/`, `signcerts/`,
-/// `keystore/`): an empty one is [`LoadError::Empty`], naming the folder and what it lacks,
-/// rather than an identity or a trust store silently missing its part.
-pub(crate) fn required_pem_files(
-    dir: &Path,
-    expected: &'static str,
-) -> Result<Vec<PathBuf>, LoadError> {
-    let files = pem_files(dir)?;
-    if files.is_empty() {
-        return Err(LoadError::Empty {
-            path: dir.to_path_buf(),
-            expected,
-        });
-    }
-    Ok(files)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! DER of every CA above the member up to its root (Fabric's certifiers identifier) must
 //! equal that of the configured CA and every CA above it.
 
-use crate::error::{LoadError, io};
+use crate::error::LoadError;
+use crate::files::read_msp_file;
 use crate::go_yaml::{self, Node};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -126,17 +127,21 @@ pub(crate) fn read_config(dir: &Path) -> Result<Option<MspConfigFile>, LoadError
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let source = path.display().to_string();
+    let text = String::from_utf8(read_msp_file(&path)?).map_err(|e| LoadError::Config {
+        source: source.clone(),
+        reason: format!("not UTF-8 text: {e}"),
+    })?;
     let mut read_cert = |file: &str| -> Result<Option<(Vec<u8>, PathBuf)>, LoadError> {
         // Go's filepath.Join: an absolute path is still taken inside the folder.
         let at = dir.join(file.trim_start_matches('/'));
         if !at.is_file() {
             return Ok(None);
         }
-        let pem = std::fs::read(&at).map_err(io(&at))?;
+        let pem = read_msp_file(&at)?;
         Ok(Some((pem, at)))
     };
-    parse_config(&path.display().to_string(), &text, &mut read_cert).map(Some)
+    parse_config(&source, &text, &mut read_cert).map(Some)
 }
 
 /// Reads a certificate named in `config.yaml` (a path relative to the MSP folder): its PEM

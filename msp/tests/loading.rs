@@ -338,3 +338,58 @@ fn fabric_repository_msp_folders_load() {
         Err(SecurityError::UntrustedCertificate(_))
     ));
 }
+
+/// A file of `len` bytes that takes no disk space (sparse).
+fn sparse(path: &Path, len: u64) {
+    std::fs::File::create(path).unwrap().set_len(len).unwrap();
+}
+
+/// Every MSP file is refused past `MAX_FILE_BYTES`, naming the file and the cap, before it
+/// is read: a 259 MB `cacerts` PEM had been read whole (972 MB resident). The cap's
+/// enforcement while reading (a file that grows) is `files::tests`.
+#[test]
+fn files_over_the_cap_are_refused_naming_the_file() {
+    use fabric_gossip_msp::MAX_FILE_BYTES;
+    let s = Scratch::new("oversized");
+    let layout = generate(&s.0);
+    let good = &layout.orgs[0].peers[0].msp_dir;
+    let too_large = |path: &Path, e: &LoadError| {
+        matches!(e, LoadError::TooLarge { path: p, limit } if p == path && *limit == MAX_FILE_BYTES)
+            && e.to_string().contains(&MAX_FILE_BYTES.to_string())
+    };
+    // Each MSP file the loader reads, made one byte over the cap in a fresh copy.
+    for file in [
+        "cacerts/ca.org1.example.com-cert.pem",
+        "intermediatecerts/ica.pem",
+        "crls/crl.pem",
+        "config.yaml",
+        "signcerts/peer0.org1.example.com-cert.pem",
+        "keystore/priv_sk",
+    ] {
+        let d = s.0.join(file.replace(['/', '.'], "-"));
+        copy_dir(good, &d);
+        let path = d.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        sparse(&path, MAX_FILE_BYTES + 1);
+        let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
+        assert!(too_large(&path, &e), "{file}: {e:?}");
+    }
+    // Files named one by one: a trusted CA file, a certificate and key pair.
+    let big = s.0.join("big.pem");
+    sparse(&big, MAX_FILE_BYTES + 1);
+    let e = TrustStore::new().add_path(ORG1, &big).unwrap_err();
+    assert!(too_large(&big, &e), "{e:?}");
+    let key = good.join("keystore/priv_sk");
+    let e = expect_err(MspSecurity::from_pem_files(
+        &big,
+        &key,
+        ORG1,
+        TrustStore::new(),
+    ));
+    assert!(too_large(&big, &e), "{e:?}");
+    // A certificate of a CA bundle's size loads.
+    let ca = std::fs::read(good.join("cacerts/ca.org1.example.com-cert.pem")).unwrap();
+    let bundle = s.0.join("bundle.pem");
+    std::fs::write(&bundle, ca.repeat(200)).unwrap();
+    assert_eq!(TrustStore::new().add_path(ORG1, &bundle).unwrap(), 1);
+}

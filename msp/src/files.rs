@@ -1,0 +1,112 @@
+//! How MSP files are found and read: every file of an MSP folder (`cacerts/`, `keystore/`,
+//! `config.yaml`, ...) and every PEM file named on a command line goes through here, so
+//! that a file too large cannot take the memory, whichever way it is reached.
+
+use crate::error::{LoadError, io};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The largest MSP file read, in bytes: 4 MiB. A PEM certificate is about 1 KiB, a key
+/// less, a `config.yaml` a few hundred bytes, and a bundle of every public root CA about
+/// 200 KiB; a CRL of 4 MiB lists some 75,000 revoked certificates (about 55 bytes of
+/// base64 each), far more than a Fabric CA revokes. The bound stops a wrong or hostile
+/// file from taking the memory: a 259 MB `cacerts` PEM was read whole (972 MB resident).
+/// It is also `core.yaml`'s bound in the CLI.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads the file at `path`, as the loader reads every MSP file. A file over
+/// [`MAX_FILE_BYTES`] is [`LoadError::TooLarge`], judged by its size before it is opened
+/// and again while it is read (it may grow in between).
+///
+/// Public so that tools read a certificate exactly as a node would (`fabric-gossip
+/// validate`).
+pub fn read_msp_file(path: impl AsRef<Path>) -> Result<Vec<u8>, LoadError> {
+    let path = path.as_ref();
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(path));
+    }
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    read_capped(file, path)
+}
+
+/// What `reader` (the file at `path`) holds, refused past [`MAX_FILE_BYTES`] without
+/// reading more than one byte past it.
+fn read_capped(reader: impl Read, path: &Path) -> Result<Vec<u8>, LoadError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io(path))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(path));
+    }
+    Ok(bytes)
+}
+
+fn too_large(path: &Path) -> LoadError {
+    LoadError::TooLarge {
+        path: path.to_owned(),
+        limit: MAX_FILE_BYTES,
+    }
+}
+
+/// The regular files of a directory, sorted by name so loading is deterministic. Hidden
+/// files (`.gitkeep`, editor swap files) are skipped.
+pub(crate) fn msp_dir_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden && path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// [`msp_dir_files`] of a sub-folder an MSP folder must fill (`cacerts/`, `signcerts/`,
+/// `keystore/`): an empty one is [`LoadError::Empty`], naming the folder and what it lacks,
+/// rather than an identity or a trust store silently missing its part.
+pub(crate) fn required_pem_files(
+    dir: &Path,
+    expected: &'static str,
+) -> Result<Vec<PathBuf>, LoadError> {
+    let files = msp_dir_files(dir)?;
+    if files.is_empty() {
+        return Err(LoadError::Empty {
+            path: dir.to_path_buf(),
+            expected,
+        });
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cap holds while reading, not only by the size seen before: a file that grows
+    /// past it after its size was taken (here, one that never ends) is refused all the
+    /// same, having been read one byte past the cap and no further.
+    #[test]
+    fn the_cap_is_enforced_while_reading() {
+        let path = Path::new("growing.pem");
+        let cap = usize::try_from(MAX_FILE_BYTES).expect("fits");
+        let at_cap = read_capped(std::io::repeat(b'x').take(MAX_FILE_BYTES), path);
+        assert_eq!(at_cap.expect("at the cap").len(), cap);
+        let mut endless = std::io::repeat(b'x');
+        let e = read_capped(&mut endless, path).unwrap_err();
+        assert!(
+            matches!(&e, LoadError::TooLarge { path: p, limit } if p == path && *limit == MAX_FILE_BYTES),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "growing.pem: larger than 4194304 bytes, the most an MSP file may hold \
+             (certificates, keys, CRLs and config.yaml take a few KiB)"
+        );
+    }
+}
