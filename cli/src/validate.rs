@@ -8,7 +8,9 @@ use crate::opts::{self, ConfigError};
 use crate::out::{self, WriteError};
 use clap::Args;
 use fabric_gossip_core::SecurityError;
-use fabric_gossip_msp::{certificate_pem, pki_id, read_msp_file, serialize_identity_pem};
+use fabric_gossip_msp::{
+    certificate_pem, msp_dir_files, pki_id, read_msp_file, serialize_identity_pem,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -100,24 +102,20 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, Failure> {
     Ok(all_valid)
 }
 
-/// `path` itself, or the files of its `signcerts/` when it is an MSP folder.
+/// `path` itself, or the files of its `signcerts/` when it is an MSP folder, listed as a
+/// node lists them (entries that are not files left out with a warning).
 fn certificate_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
     let signcerts = path.join("signcerts");
-    let read = std::fs::read_dir(&signcerts).map_err(|e| {
-        ConfigError(format!(
-            "{}: a folder must be an MSP folder with signcerts/: {e}",
+    if !signcerts.is_dir() {
+        return Err(ConfigError(format!(
+            "{}: a folder must be an MSP folder with signcerts/",
             path.display()
-        ))
-    })?;
-    let mut files: Vec<PathBuf> = read
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
+        )));
+    }
+    let files = msp_dir_files(&signcerts).map_err(|e| ConfigError(e.to_string()))?;
     if files.is_empty() {
         return Err(ConfigError(format!("{}: empty", signcerts.display())));
     }
@@ -125,7 +123,7 @@ fn certificate_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 }
 
 /// The first `CERTIFICATE` block of a PEM file, as the single block a peer would send;
-/// the file read as a node reads its own (a file over the MSP cap refused).
+/// the file read as a node reads its own (a FIFO or a file over the MSP cap refused).
 fn first_certificate(file: &Path) -> Result<String, ConfigError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;

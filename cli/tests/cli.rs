@@ -571,6 +571,45 @@ fn validate_judges_certificates_as_a_node_would() {
     assert!(r.stderr.contains("/nonexistent.pem"), "{}", r.all());
 }
 
+/// `validate` lists an MSP folder's `signcerts/` as a node does: an entry that is not a
+/// file (a link leading nowhere, a FIFO) is left out with a warning on stderr naming it,
+/// and a FIFO is never opened.
+#[cfg(unix)]
+#[test]
+fn validate_reports_the_entries_it_leaves_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let org = dir.path().join("peerOrganizations").join(ORG_B.1);
+    let trust = format!("{}={}", ORG_B.0, org.join("msp").display());
+    let peer_msp = org.join(format!("peers/peer0.{}/msp", ORG_B.1));
+    let signcerts = peer_msp.join("signcerts");
+    std::os::unix::fs::symlink("/nonexistent/cert.pem", signcerts.join("gone.pem"))
+        .expect("symlink");
+    let fifo = signcerts.join("fifo.pem");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let r = run_expect(
+        &[
+            "validate",
+            "--trust",
+            &trust,
+            peer_msp.to_str().expect("utf-8"),
+        ],
+        0,
+    );
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.all());
+    for (name, why) in [("gone.pem", "failed to stat"), ("fifo.pem", "a FIFO")] {
+        let path = signcerts.join(name).display().to_string();
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains(&path) && l.contains(why)),
+            "{name}: {}",
+            r.all()
+        );
+    }
+}
+
 /// `validate` refuses a certificate file over the MSP files' cap with status 2, naming the
 /// file and the cap, before reading it.
 #[test]

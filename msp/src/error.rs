@@ -26,6 +26,14 @@ pub enum LoadError {
         /// The bound it exceeds, in bytes.
         limit: u64,
     },
+    /// A path named as a file is a directory, a FIFO, a socket or a device: not opened,
+    /// since reading a FIFO blocks until someone writes to it, and a device may never end.
+    NotAFile {
+        /// The path (a symbolic link is followed: this is what it leads to).
+        path: PathBuf,
+        /// What it is instead (`a FIFO`, `a directory`, ...).
+        kind: &'static str,
+    },
     /// A directory that must hold at least one file holds none (e.g. an empty `cacerts/`).
     Empty {
         /// The directory.
@@ -103,6 +111,9 @@ impl fmt::Display for LoadError {
                  keys, CRLs and config.yaml take a few KiB)",
                 path.display()
             ),
+            LoadError::NotAFile { path, kind } => {
+                write!(f, "{}: not a regular file ({kind})", path.display())
+            }
             LoadError::Empty { path, expected } => {
                 write!(f, "{}: no {expected} found", path.display())
             }

@@ -1,8 +1,10 @@
 //! How MSP files are found and read: every file of an MSP folder (`cacerts/`, `keystore/`,
 //! `config.yaml`, ...) and every PEM file named on a command line goes through here, so
-//! that a file too large cannot take the memory, whichever way it is reached.
+//! that a file too large or a FIFO cannot take the memory or block the loader, whichever
+//! way it is reached.
 
 use crate::error::{LoadError, io};
+use std::fs::Metadata;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -14,15 +16,23 @@ use std::path::{Path, PathBuf};
 /// It is also `core.yaml`'s bound in the CLI.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
-/// Reads the file at `path`, as the loader reads every MSP file. A file over
-/// [`MAX_FILE_BYTES`] is [`LoadError::TooLarge`], judged by its size before it is opened
-/// and again while it is read (it may grow in between).
+/// Reads the file at `path`, as the loader reads every MSP file. It must be a regular file
+/// (a symbolic link to one is followed, as Kubernetes mounts secrets): a FIFO would block
+/// the loader and a device never ends, so anything else is [`LoadError::NotAFile`] and is
+/// not opened. A file over [`MAX_FILE_BYTES`] is [`LoadError::TooLarge`], judged by its
+/// size before it is opened and again while it is read (it may grow in between).
 ///
 /// Public so that tools read a certificate exactly as a node would (`fabric-gossip
 /// validate`).
 pub fn read_msp_file(path: impl AsRef<Path>) -> Result<Vec<u8>, LoadError> {
     let path = path.as_ref();
     let meta = std::fs::metadata(path).map_err(io(path))?;
+    if let Some(kind) = not_a_file(&meta) {
+        return Err(LoadError::NotAFile {
+            path: path.to_owned(),
+            kind,
+        });
+    }
     if meta.len() > MAX_FILE_BYTES {
         return Err(too_large(path));
     }
@@ -51,16 +61,32 @@ fn too_large(path: &Path) -> LoadError {
     }
 }
 
-/// The regular files of a directory, sorted by name so loading is deterministic. Hidden
-/// files (`.gitkeep`, editor swap files) are skipped.
-pub(crate) fn msp_dir_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+/// The files of an MSP sub-folder, sorted by name so loading is deterministic: its regular
+/// files and symbolic links to regular files (Kubernetes mounts secrets as links). Hidden
+/// entries (`.gitkeep`, editor swap files, Kubernetes' `..data`) are skipped. Any other
+/// entry, a link that leads nowhere, a sub-folder, a FIFO or a socket, is skipped with a
+/// warning naming it and why, where Fabric's `getPemMaterialFromDir` warns only when it
+/// cannot stat an entry (and would block on a FIFO): a certificate left out silently is
+/// an organization refused later without a clue.
+///
+/// Public so that tools list a folder exactly as a node would (`fabric-gossip validate`).
+pub fn msp_dir_files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>, LoadError> {
+    let dir = dir.as_ref();
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && path.is_file() {
-            out.push(path);
+        match std::fs::metadata(&path) {
+            Err(e) => tracing::warn!("failed to stat {}: {e}; skipped", path.display()),
+            Ok(meta) => match not_a_file(&meta) {
+                None => out.push(path),
+                Some(kind) => {
+                    tracing::warn!("{}: not a regular file ({kind}); skipped", path.display());
+                }
+            },
         }
     }
     out.sort();
@@ -82,6 +108,32 @@ pub(crate) fn required_pem_files(
         });
     }
     Ok(files)
+}
+
+/// What the entry is when it is not a regular file (links already followed), in the words
+/// of an error message; `None` for a regular file.
+fn not_a_file(meta: &Metadata) -> Option<&'static str> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    if kind.is_dir() {
+        return Some("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return Some("a FIFO");
+        }
+        if kind.is_socket() {
+            return Some("a socket");
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return Some("a device");
+        }
+    }
+    Some("not a file")
 }
 
 #[cfg(test)]

@@ -339,6 +339,41 @@ fn fabric_repository_msp_folders_load() {
     ));
 }
 
+/// Runs `f` on this thread and returns what it logged too (tracing's formatter, plain).
+fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let r = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    (r, text)
+}
+
+/// Runs `f` on a thread of its own and returns its result, or fails the test if it has
+/// not returned within 30 s (a FIFO opened for reading blocks until a writer comes).
+fn within_deadline<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what}: still loading after 30 s (blocked on a FIFO?)"))
+}
+
 /// A file of `len` bytes that takes no disk space (sparse).
 fn sparse(path: &Path, len: u64) {
     std::fs::File::create(path).unwrap().set_len(len).unwrap();
@@ -392,4 +427,93 @@ fn files_over_the_cap_are_refused_naming_the_file() {
     let bundle = s.0.join("bundle.pem");
     std::fs::write(&bundle, ca.repeat(200)).unwrap();
     assert_eq!(TrustStore::new().add_path(ORG1, &bundle).unwrap(), 1);
+}
+
+/// An MSP folder's entries that are not regular files are left out with a warning naming
+/// each and why (a link that leads nowhere, a FIFO, a socket, a sub-folder), and a FIFO is
+/// never opened (it would block); links to regular files load, as Kubernetes mounts
+/// secrets; hidden entries are skipped silently. A FIFO named as a file is refused.
+#[cfg(unix)]
+#[test]
+fn entries_that_are_not_files_are_left_out_with_a_warning() {
+    use std::os::unix::fs::symlink;
+    let s = Scratch::new("not-files");
+    let layout = generate(&s.0);
+    let msp = layout.orgs[0].msp_dir.clone();
+    let cacerts = msp.join("cacerts");
+    let ca = cacerts.join("ca.org1.example.com-cert.pem");
+    // Kubernetes' layout: the files in a hidden timestamped folder, `..data` linking to
+    // it, and each name a link through `..data`.
+    let stamped = cacerts.join("..2026_12_03_10_00_00.000000001");
+    std::fs::create_dir(&stamped).unwrap();
+    std::fs::rename(&ca, stamped.join("ca.pem")).unwrap();
+    symlink("..2026_12_03_10_00_00.000000001", cacerts.join("..data")).unwrap();
+    // Under the name config.yaml gives it.
+    symlink("..data/ca.pem", &ca).unwrap();
+    std::fs::write(cacerts.join(".hidden.pem"), "not PEM").unwrap();
+    let dir = msp.clone();
+    let (added, log) = within_deadline("a Kubernetes-style folder", move || {
+        logged(|| TrustStore::new().add_msp_dir(ORG1, &dir))
+    });
+    assert_eq!(added.unwrap(), 1, "{log}");
+    assert_eq!(log, "", "nothing to warn about");
+
+    // Now with entries that are no files beside it.
+    symlink("/nonexistent/ca.pem", cacerts.join("broken.pem")).unwrap();
+    let fifo = cacerts.join("fifo.pem");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _socket = std::os::unix::net::UnixListener::bind(cacerts.join("socket.pem")).unwrap();
+    std::fs::create_dir(cacerts.join("old")).unwrap();
+    let dir = msp.clone();
+    let (added, log) = within_deadline("a folder with a FIFO", move || {
+        logged(|| TrustStore::new().add_msp_dir(ORG1, &dir))
+    });
+    assert_eq!(added.unwrap(), 1, "{log}");
+    for (name, why) in [
+        ("broken.pem", "failed to stat"),
+        ("fifo.pem", "not a regular file (a FIFO)"),
+        ("socket.pem", "not a regular file (a socket)"),
+        ("old", "not a regular file (a directory)"),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("{}", cacerts.join(name).display())))
+            .unwrap_or_else(|| panic!("{name} not reported:\n{log}"));
+        assert!(
+            line.contains("WARN") && line.contains(why) && line.contains("skipped"),
+            "{line}"
+        );
+    }
+    assert_eq!(log.lines().count(), 4, "{log}");
+    assert!(!log.contains(".hidden") && !log.contains("..data"), "{log}");
+
+    // A FIFO named as a file is refused without being opened.
+    let key = layout.orgs[0].peers[0].msp_dir.join("keystore/priv_sk");
+    let e = within_deadline("a FIFO as a CA file", {
+        let fifo = fifo.clone();
+        move || TrustStore::new().add_path(ORG1, &fifo).unwrap_err()
+    });
+    assert!(
+        matches!(&e, LoadError::NotAFile { path, kind: "a FIFO" } if *path == fifo),
+        "{e:?}"
+    );
+    let e = within_deadline("a FIFO as a certificate", move || {
+        expect_err(MspSecurity::from_pem_files(
+            &fifo,
+            &key,
+            ORG1,
+            TrustStore::new(),
+        ))
+    });
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: not a regular file (a FIFO)",
+            cacerts.join("fifo.pem").display()
+        )
+    );
 }
