@@ -378,9 +378,6 @@ fn operations_tls(
     args: &NodeArgs,
     file: Option<&crate::config::PeerConfig>,
 ) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, ConfigError> {
-    let read = |what: &str, p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| ConfigError(format!("{what} {}: {e}", p.display())))
-    };
     // Each file with the flag or key that named it, for errors.
     let (cert, key, client_cas) = if let (Some(c), Some(k)) =
         (&args.operations_tls_cert, &args.operations_tls_key)
@@ -421,12 +418,12 @@ fn operations_tls(
     };
     let mut client_ca_pem = Vec::new();
     for ca in client_cas.1 {
-        client_ca_pem.extend(read(client_cas.0, ca)?);
+        client_ca_pem.extend(opts::read(client_cas.0, ca)?);
         client_ca_pem.push(b'\n');
     }
     let ops = crate::ops::OpsTls {
-        cert_pem: read(cert.0, cert.1)?,
-        key_pem: read(key.0, key.1)?,
+        cert_pem: opts::read(cert.0, cert.1)?,
+        key_pem: opts::read(key.0, key.1)?,
         client_ca_pem,
     };
     ops.server_config()

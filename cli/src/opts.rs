@@ -439,8 +439,11 @@ fn read_all_certs(flag: &str, paths: &[PathBuf]) -> Result<Vec<u8>, ConfigError>
     Ok(all)
 }
 
-fn read(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| ConfigError(format!("{flag} {}: {e}", path.display())))
+/// Reads a PEM file named by `flag` (or a core.yaml key) as MSP files are read: a file
+/// over [`fabric_gossip_msp::MAX_FILE_BYTES`] or that is no file (a FIFO would block the
+/// start) is refused, naming it, as are MSP files.
+pub(crate) fn read(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    fabric_gossip_msp::read_msp_file(path).map_err(|e| ConfigError(format!("{flag} {e}")))
 }
 
 /// Reads a PEM file that must hold at least one certificate.

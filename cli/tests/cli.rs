@@ -1401,6 +1401,21 @@ fn bad_flags_and_files_give_clear_errors() {
         format!("{d}/peerOrganizations/b.example.com/peers/peer0.b.example.com/tls/server.key");
     let not_pem = format!("{d}/not-a-pem");
     std::fs::write(&not_pem, "hello\n").expect("write");
+    // Over the 4 MiB that PEM files may hold (sparse), and a FIFO, which would block.
+    let big = format!("{d}/big.pem");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len((4 << 20) + 1))
+        .expect("sparse file");
+    let big_trust = format!("OrgBMSP={big}");
+    let fifo = format!("{d}/fifo.pem");
+    #[cfg(unix)]
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
     let cert = format!("{peer}/tls/server.crt");
     let key = format!("{peer}/tls/server.key");
     let ca = format!("{peer}/tls/ca.crt");
@@ -1464,6 +1479,41 @@ fn bad_flags_and_files_give_clear_errors() {
         (
             tls_node(&cert, &other_key, &ca),
             vec!["--tls-key", &other_key, "does not match", &cert],
+        ),
+        (
+            tls_node(&big, &key, &ca),
+            vec!["--tls-cert", &big, "larger than 4194304 bytes"],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--test-identity",
+                    "--operations",
+                    "127.0.0.1:0",
+                    "--operations-tls-cert",
+                    &cert,
+                    "--operations-tls-key",
+                    &big,
+                ],
+            ]
+            .concat(),
+            vec!["--operations-tls-key", &big, "larger than 4194304 bytes"],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--msp-dir",
+                    &msp,
+                    "--msp-id",
+                    "OrgAMSP",
+                    "--trust",
+                    &big_trust,
+                ],
+            ]
+            .concat(),
+            vec!["--trust", &big, "larger than 4194304 bytes"],
         ),
         (
             [
@@ -1531,6 +1581,15 @@ fn bad_flags_and_files_give_clear_errors() {
         ),
         (vec!["demo", "--nodes", "2"], vec!["--nodes"]),
     ];
+    #[cfg(unix)]
+    let cases = [
+        cases,
+        vec![(
+            tls_node(&cert, &key, &fifo),
+            vec!["--tls-ca", &fifo, "not a regular file (a FIFO)"],
+        )],
+    ]
+    .concat();
     for (args, needles) in cases {
         let r = run(&args, EVENT);
         assert_eq!(
