@@ -2,8 +2,8 @@
 //! each overridable by its `CORE_…` environment variable (`peer.gossip.bootstrap` ←
 //! `CORE_PEER_GOSSIP_BOOTSTRAP`), key names matched without regard to case (viper's rule),
 //! relative paths taken relative to the directory of the file (Fabric's `TranslatePath`),
-//! every other key ignored. A value of the wrong kind is an error naming its key (and the
-//! variable, when it came from one). Command-line flags override all of it; that merge is
+//! every other key ignored. A value of the wrong kind is an error naming its key and where
+//! it came from: the variable, or the file. Command-line flags override all of it; that merge is
 //! done by `node`.
 
 use crate::opts::ConfigError;
@@ -92,8 +92,8 @@ pub(crate) struct PeerConfig {
     peer_address: Option<String>,
     /// `peer.mspConfigPath`, resolved.
     pub(crate) msp_config_path: Option<PathBuf>,
-    /// How errors name the keys of [`NAMED_LATER`]: the key, and the variable that set it
-    /// if one did ([`PeerConfig::named`]).
+    /// How errors name the keys of [`NAMED_LATER`]: the key, and the variable or file that
+    /// set it ([`PeerConfig::named`]).
     names: Vec<(&'static str, String)>,
     /// `peer.localMspId`.
     pub(crate) local_msp_id: Option<String>,
@@ -112,6 +112,8 @@ enum Raw<'a> {
 struct Source<'a> {
     root: &'a Yaml,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// The file read, as `--config` named it.
+    file: &'a Path,
     dir: PathBuf,
 }
 
@@ -132,15 +134,8 @@ fn lookup<'a>(root: &'a Yaml, key: &str) -> Option<&'a Yaml> {
     Some(node)
 }
 
-fn what(key: &str, raw: &Raw<'_>) -> String {
-    match raw {
-        Raw::File(_) => key.to_owned(),
-        Raw::Env(name, _) => format!("{key} (from {name})"),
-    }
-}
-
 /// Keys whose values are checked only where they are used, since a flag may override
-/// them: their errors name them as the others' do, with the variable that set them.
+/// them: their errors name them as the others' do, with the variable or file that set them.
 const NAMED_LATER: [&str; 4] = [
     "peer.listenAddress",
     "operations.listenAddress",
@@ -149,7 +144,7 @@ const NAMED_LATER: [&str; 4] = [
 ];
 
 impl PeerConfig {
-    /// `key` as errors name it: with the variable that set it, if one did.
+    /// `key` as errors name it: with the variable or file that set it.
     pub(crate) fn named(&self, key: &str) -> String {
         self.names
             .iter()
@@ -212,7 +207,7 @@ impl Source<'_> {
             Raw::File(_) => {
                 return Err(ConfigError(format!(
                     "{}: expected a string",
-                    what(key, &raw)
+                    self.what(key, &raw)
                 )));
             }
         };
@@ -223,10 +218,19 @@ impl Source<'_> {
         Ok(self.string(key)?.map(|p| self.resolve(&p)))
     }
 
-    /// `key`, and the variable it came from if one set it: how errors name a value.
+    /// `key`, and the variable or file it came from: how errors name a value.
     fn named(&self, key: &str) -> String {
         self.raw(key)
-            .map_or_else(|| key.to_owned(), |r| what(key, &r))
+            .map_or_else(|| key.to_owned(), |r| self.what(key, &r))
+    }
+
+    /// `key` with where `raw` came from, the variable or the file, so that an operator
+    /// with several core.yaml files and a container's environment knows what to edit.
+    fn what(&self, key: &str, raw: &Raw<'_>) -> String {
+        match raw {
+            Raw::File(_) => format!("{key} (from --config {})", self.file.display()),
+            Raw::Env(name, _) => format!("{key} (from {name})"),
+        }
     }
 
     /// Fabric's `TranslatePath`: relative to the configuration file's directory.
@@ -260,14 +264,14 @@ impl Source<'_> {
                     Yaml::Integer(n) => Ok(n.to_string()),
                     _ => Err(ConfigError(format!(
                         "{}: expected a list of strings",
-                        what(key, &raw)
+                        self.what(key, &raw)
                     ))),
                 })
                 .filter(|r| r.as_ref().map_or(true, |s| !s.is_empty()))
                 .collect(),
             Raw::File(_) => Err(ConfigError(format!(
                 "{}: expected a list of strings",
-                what(key, &raw)
+                self.what(key, &raw)
             ))),
         }
     }
@@ -290,7 +294,7 @@ impl Source<'_> {
             "false" | "0" | "f" => Ok(Some(false)),
             _ => Err(ConfigError(format!(
                 "{}: expected true or false",
-                what(key, &raw)
+                self.what(key, &raw)
             ))),
         }
     }
@@ -308,7 +312,7 @@ impl Source<'_> {
             Some(n) if n > 0 => Ok(Some(n)),
             _ => Err(ConfigError(format!(
                 "{}: expected a positive whole number",
-                what(key, &raw)
+                self.what(key, &raw)
             ))),
         }
     }
@@ -357,7 +361,7 @@ impl Source<'_> {
         parse_duration(&text).map(Some).map_err(|e| {
             ConfigError(format!(
                 "{}: {text:?} is not a duration ({e}; e.g. 3s, 500ms, 1m30s)",
-                what(key, &raw)
+                self.what(key, &raw)
             ))
         })
     }
@@ -517,6 +521,7 @@ pub(crate) fn load_with(
     let src = Source {
         root: &root,
         env,
+        file: path,
         dir,
     };
     let metrics_provider = match src
@@ -528,7 +533,8 @@ pub(crate) fn load_with(
         Some("prometheus") => MetricsProvider::Prometheus,
         Some(other) => {
             return Err(ConfigError(format!(
-                "metrics.provider: {other:?} is not supported here (prometheus or disabled)"
+                "{}: {other:?} is not supported here (prometheus or disabled)",
+                src.named("metrics.provider")
             )));
         }
     };
@@ -756,7 +762,12 @@ mod tests {
             c.named("peer.mspConfigPath"),
             "peer.mspConfigPath (from CORE_PEER_MSPCONFIGPATH)"
         );
-        assert_eq!(c.named("peer.listenAddress"), "peer.listenAddress");
+        let named = c.named("peer.listenAddress");
+        assert!(
+            named.starts_with("peer.listenAddress (from --config ")
+                && named.ends_with("core.yaml)"),
+            "{named}"
+        );
         let e = with(&[("CORE_METRICS_PROVIDER", "statsd")]).unwrap_err();
         assert!(
             e.0.contains("metrics.provider") && e.0.contains("statsd"),
@@ -805,6 +816,96 @@ mod tests {
             e.0.contains("larger than") && e.0.contains("core.yaml"),
             "{e}"
         );
+    }
+
+    /// `key: value` as YAML, the key's dotted segments nested.
+    fn nested(key: &str, value: &str) -> String {
+        let mut text = String::new();
+        let segments: Vec<&str> = key.split('.').collect();
+        for (depth, seg) in segments.iter().enumerate() {
+            let indent = "  ".repeat(depth);
+            if depth + 1 == segments.len() {
+                text.push_str(&format!("{indent}{seg}: {value}\n"));
+            } else {
+                text.push_str(&format!("{indent}{seg}:\n"));
+            }
+        }
+        text
+    }
+
+    /// A wrong value from the file names the key and the file, as one from a variable
+    /// names the variable: each key this node reads, given a value of the wrong kind (a
+    /// mapping, a number where text is wanted) or out of range. `peer.listenAddress` as a
+    /// mapping had said only `peer.listenAddress: expected a string`.
+    #[test]
+    fn wrong_values_from_the_file_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        let mapping = "{a: 1}";
+        let mut cases: Vec<(&str, &str)> = [
+            "peer.listenAddress",
+            "peer.address",
+            "peer.addressAutoDetect",
+            "peer.mspConfigPath",
+            "peer.localMspId",
+            "peer.gossip.endpoint",
+            "peer.gossip.externalEndpoint",
+            "peer.gossip.bootstrap",
+            "peer.gossip.dialTimeout",
+            "peer.gossip.connTimeout",
+            "peer.gossip.recvBuffSize",
+            "peer.gossip.sendBuffSize",
+            "peer.gossip.aliveTimeInterval",
+            "peer.gossip.aliveExpirationTimeout",
+            "peer.gossip.reconnectInterval",
+            "peer.gossip.pullInterval",
+            "peer.gossip.pullPeerNum",
+            "peer.gossip.digestWaitTime",
+            "peer.gossip.requestWaitTime",
+            "peer.gossip.responseWaitTime",
+            "peer.tls.enabled",
+            "peer.tls.cert.file",
+            "peer.tls.key.file",
+            "peer.tls.rootcert.file",
+            "peer.tls.clientAuthRequired",
+            "peer.tls.clientRootCAs.files",
+            "peer.tls.clientCert.file",
+            "peer.tls.clientKey.file",
+            "operations.listenAddress",
+            "operations.tls.enabled",
+            "operations.tls.cert.file",
+            "operations.tls.key.file",
+            "operations.tls.clientAuthRequired",
+            "operations.tls.clientRootCAs.files",
+            "metrics.provider",
+        ]
+        .into_iter()
+        .map(|key| (key, mapping))
+        .collect();
+        cases.extend([
+            ("metrics.provider", "statsd"),
+            ("peer.gossip.pullPeerNum", "70000"),
+            ("peer.gossip.pullInterval", "0s"),
+            ("peer.gossip.sendBuffSize", "0"),
+            ("peer.gossip.dialTimeout", "3"),
+            ("peer.tls.enabled", "maybe"),
+            ("peer.gossip.bootstrap", "[[a]]"),
+        ]);
+        let named = format!("(from --config {})", path.display());
+        for (key, value) in cases {
+            std::fs::write(&path, nested(key, value)).expect("write");
+            let e = load_with(&path, &|_| None).unwrap_err();
+            assert!(
+                e.0.starts_with(&format!("{key} {named}")),
+                "{key}: {value}: {e}"
+            );
+        }
+        // Keys checked where they are used (a flag may override them) are named the same.
+        for key in NAMED_LATER {
+            std::fs::write(&path, nested(key, "7051")).expect("write");
+            let c = load_with(&path, &|_| None).expect("loads");
+            assert_eq!(c.named(key), format!("{key} {named}"));
+        }
     }
 
     /// A number out of range names the variable that set it, as other values' errors do.

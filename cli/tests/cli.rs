@@ -2389,6 +2389,25 @@ fn node_runs_from_a_fabric_core_yaml() {
     assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
 }
 
+/// A `peer.listenAddress` in core.yaml that is no address (a mapping, a bare port number)
+/// stops the node with status 2 naming the key and the file, as a variable's is named.
+#[test]
+fn a_bad_listen_address_in_core_yaml_names_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = dir.path().join("core.yaml");
+    let core_s = core.to_str().expect("utf-8");
+    for (value, why) in [("{a: 1}", "expected a string"), ("7051", "HOST:PORT")] {
+        std::fs::write(&core, format!("peer:\n  listenAddress: {value}\n")).expect("write");
+        let r = run_expect(&["node", "--config", core_s, "--test-identity"], 2);
+        let named = format!("peer.listenAddress (from --config {core_s})");
+        assert!(
+            r.stderr.contains(&named) && r.stderr.contains(why),
+            "{value}: {}",
+            r.all()
+        );
+    }
+}
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
