@@ -136,12 +136,33 @@ pub(crate) fn directives(spec: &str) -> Result<String, SpecError> {
     Ok(all.join(","))
 }
 
+/// A valid Fabric spec as it is in force, for `/logspec` to read back: its terms trimmed,
+/// empty ones left out, and the default level `info` last when no term gives one, as a
+/// Fabric peer reads an empty spec (`ActivateSpec("")` then `Spec()` gives `info`). A
+/// spec of `""` had been read back as `""`, which says nothing of the level in force.
+fn in_force(spec: &str) -> String {
+    let terms: Vec<&str> = spec
+        .split(':')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut all = terms.join(":");
+    if !terms.iter().any(|t| !t.contains('=')) {
+        if !all.is_empty() {
+            all.push(':');
+        }
+        all.push_str("info");
+    }
+    all
+}
+
 /// A filter and the spec it was made from.
 pub(crate) struct Filter {
     pub(crate) filter: EnvFilter,
     /// Where it came from, for the first log line.
     pub(crate) source: String,
-    /// The spec as given (a Fabric spec, or RUST_LOG's directives), for `/logspec`.
+    /// The spec in force, for `/logspec`: a Fabric spec as [`in_force`] shows it, or
+    /// RUST_LOG's directives as given.
     pub(crate) spec: String,
 }
 
@@ -168,8 +189,9 @@ pub(crate) fn set_spec(spec: &str) -> Result<(), SpecError> {
     handle
         .reload(filter)
         .map_err(|e| SpecError(e.to_string()))?;
-    *current.lock().unwrap_or_else(PoisonError::into_inner) = spec.to_owned();
+    let spec = in_force(spec);
     tracing::info!(target: TARGET, "log spec changed to {spec:?}");
+    *current.lock().unwrap_or_else(PoisonError::into_inner) = spec;
     Ok(())
 }
 
@@ -184,7 +206,7 @@ pub(crate) fn filter(flag: Option<&str>, default: &str) -> Result<Filter, SpecEr
         Ok(Filter {
             filter,
             source: format!("{what} {spec:?}"),
-            spec: spec.trim().to_owned(),
+            spec: in_force(spec),
         })
     };
     if let Some(spec) = flag {
@@ -335,6 +357,30 @@ mod tests {
             ),
         ] {
             assert_eq!(directives(spec).unwrap(), want, "{spec:?}");
+        }
+    }
+
+    /// What `/logspec` reads back is the spec in force: an empty spec (or one of empty
+    /// terms) is Fabric's default level, `info`, and a spec without a default level has
+    /// `info` as its default.
+    #[test]
+    fn specs_read_back_as_they_are_in_force() {
+        for (spec, back) in [
+            ("", "info"),
+            ("  ", "info"),
+            (":", "info"),
+            ("info", "info"),
+            (" warning ", "warning"),
+            ("gossip=debug", "gossip=debug:info"),
+            ("nodeCmd=debug:info", "nodeCmd=debug:info"),
+            ("error: msp=debug :", "error:msp=debug"),
+        ] {
+            assert_eq!(in_force(spec), back, "{spec:?}");
+            assert_eq!(
+                filter(Some(spec), "warning").unwrap().spec,
+                back,
+                "{spec:?}"
+            );
         }
     }
 

@@ -2658,10 +2658,28 @@ fn logspec_changes_the_log_filter_at_run_time() {
     n.seen.clear();
     n.send_line(r#"{"cmd":"stats","n":2}"#);
     n.wait("stats 2", is("stats"));
+    // A spec without a default level reads back with the one in force; an empty spec is
+    // Fabric's default, info (it had read back as "").
+    let r = put(r#"{"spec":"gossip=warning"}"#);
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    assert_eq!(
+        http_get(&ops, "/logspec"),
+        (200, r#"{"spec":"gossip=warning:info"}"#.to_owned())
+    );
+    let r = put(r#"{"spec":""}"#);
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    assert_eq!(
+        http_get(&ops, "/logspec"),
+        (200, r#"{"spec":"info"}"#.to_owned())
+    );
+    n.seen.clear();
+    n.send_line(r#"{"cmd":"stats","n":3}"#);
+    n.wait("stats 3", is("stats"));
     n.stop_ok();
     let err = n.stderr();
     assert!(err.contains(r#"command: {"cmd":"stats","n":2}"#), "{err}");
     assert!(!err.contains(r#""n":1"#), "{err}");
+    assert!(!err.contains(r#""n":3"#), "nodeCmd still at debug: {err}");
 }
 
 /// The operations service over TLS (Fabric's `operations.tls.*`): a TLS client gets its
