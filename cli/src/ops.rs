@@ -53,6 +53,14 @@ const FIRST_BYTES_GRACE: Duration = Duration::from_millis(500);
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 /// Evictions are logged at most once per this, each line with the number since the last.
 const EVICTION_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// After answering `413` to a request whose body is over [`MAX_BODY`], the connection goes
+/// on reading (and dropping) what the client sends for this long at most, and at most
+/// [`LINGER_BYTES`], before it is closed, as a web server's "lingering close" does: closing
+/// a socket with unread bytes resets the connection, and a client still sending its body
+/// would get that reset (a broken pipe) instead of the answer.
+const LINGER: Duration = Duration::from_secs(1);
+/// See [`LINGER`]: a 10 MB body sent at once is read whole on a local network.
+const LINGER_BYTES: u64 = 16 << 20;
 
 /// Where the node is in its life, for `/healthz`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +238,7 @@ async fn serve_connection(
     let tcp = Watched {
         tcp,
         conn: conn.clone(),
+        linger: None,
     };
     let serve = async {
         match tls {
@@ -311,6 +320,9 @@ struct Conn {
     phase: Mutex<ConnPhase>,
     /// A byte came from the remote (a TLS handshake or a request under way).
     spoke: AtomicBool,
+    /// A request body was refused: the connection closes after its answer, reading what
+    /// the client still sends for a moment first (see [`LINGER`]).
+    linger: AtomicBool,
     /// Closes the connection (it was evicted).
     evict: Notify,
     /// [`Slots::freed`].
@@ -362,6 +374,7 @@ impl Slots {
                         id,
                         phase: Mutex::new(ConnPhase::Accepted(Instant::now())),
                         spoke: AtomicBool::new(false),
+                        linger: AtomicBool::new(false),
                         evict: Notify::new(),
                         freed: self.freed.clone(),
                     });
@@ -489,10 +502,52 @@ impl Conn {
     }
 }
 
-/// A connection's socket, noting when the first byte comes.
+/// A connection's socket, noting when the first byte comes, and closing it with a
+/// lingering close when its request's body was refused.
 struct Watched {
     tcp: TcpStream,
     conn: Arc<Conn>,
+    /// The lingering close under way.
+    linger: Option<Linger>,
+}
+
+/// A lingering close (see [`LINGER`]): the write side is shut down, so the client sees the
+/// answer end, and what it sends is read and dropped until it closes, [`LINGER`] passes or
+/// [`LINGER_BYTES`] have come.
+struct Linger {
+    until: Pin<Box<tokio::time::Sleep>>,
+    write_shut: bool,
+    drained: u64,
+}
+
+impl Watched {
+    /// Drives the lingering close; ready when the socket may be closed.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        use tokio::io::{AsyncRead, AsyncWrite};
+        let linger = self.linger.get_or_insert_with(|| Linger {
+            until: Box::pin(tokio::time::sleep(LINGER)),
+            write_shut: false,
+            drained: 0,
+        });
+        if !linger.write_shut {
+            std::task::ready!(Pin::new(&mut self.tcp).poll_shutdown(cx))?;
+            linger.write_shut = true;
+        }
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if linger.drained >= LINGER_BYTES || linger.until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut read = tokio::io::ReadBuf::new(&mut buf);
+            match Pin::new(&mut self.tcp).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => linger.drained += read.filled().len() as u64,
+                // Closed by the client, or reset: nothing more to wait for.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -536,6 +591,10 @@ impl tokio::io::AsyncWrite for Watched {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Under TLS, after the TLS layer has sent its close_notify.
+        if self.conn.linger.load(Ordering::Relaxed) {
+            return self.poll_linger(cx);
+        }
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
@@ -597,23 +656,35 @@ fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>
     reply(status, "application/json", v.to_string())
 }
 
-/// Largest `/logspec` request body read.
+/// Largest request body read: a `/logspec` request is a few dozen bytes, and no other
+/// request has one.
 const MAX_BODY: usize = 4096;
 
 /// Routes one request of `conn`, which is answering it from when the request is complete
 /// (a `PUT`'s body read) until the response has been taken.
 async fn handle(req: Request<Incoming>, state: &State, conn: &Arc<Conn>) -> Response<Answer> {
-    let (response, answering) = if req.uri().path() == "/logspec" {
+    let declared = hyper::body::Body::size_hint(req.body()).lower();
+    let (response, answering) = if declared > MAX_BODY as u64 {
+        // Answered before the body is read (and without `100 Continue`: a client that
+        // asks first does not send it).
+        let answering = conn.answering();
+        (body_too_large(conn), answering)
+    } else if req.uri().path() == "/logspec" {
         let method = req.method().clone();
         let body = if method == Method::PUT {
             // Still waiting for the request while its body comes.
-            Some(
-                Limited::new(req.into_body(), MAX_BODY)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .map_err(|e| e.to_string()),
-            )
+            match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => Some(Ok(b.to_bytes())),
+                // A chunked body: its size shows only as it comes.
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    let answering = conn.answering();
+                    return body_too_large(conn).map(|body| Answer {
+                        body,
+                        _answering: answering,
+                    });
+                }
+                Err(e) => Some(Err(e.to_string())),
+            }
         } else {
             None
         };
@@ -627,6 +698,23 @@ async fn handle(req: Request<Incoming>, state: &State, conn: &Arc<Conn>) -> Resp
         body,
         _answering: answering,
     })
+}
+
+/// `413 Payload Too Large` for a request body over [`MAX_BODY`], closing the connection
+/// after it (the body is not read, so the next request could not be found); the close
+/// lingers (see [`LINGER`]) so that a client still sending its body gets this answer
+/// rather than a reset. Fabric's Go server would answer such a request, not cut it off.
+fn body_too_large(conn: &Conn) -> Response<Full<Bytes>> {
+    conn.linger.store(true, Ordering::Relaxed);
+    let mut r = json_reply(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &json!({"Error": format!("request body over {MAX_BODY} bytes")}),
+    );
+    r.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// Fabric's `/logspec`: GET `{"spec":SPEC}`; PUT `{"spec":SPEC}` (`body`, read) changes

@@ -2682,6 +2682,61 @@ fn logspec_changes_the_log_filter_at_run_time() {
     assert!(!err.contains(r#""n":3"#), "nodeCmd still at debug: {err}");
 }
 
+/// A request whose body is over the operations service's limit (4 KiB) is answered `413
+/// Payload Too Large` with `Connection: close`, before its body is read: a client that
+/// waits for the answer gets it at once, and one that sends its 10 MB body first has it
+/// read and dropped, then gets the answer (it had been cut off mid-body, a broken pipe,
+/// with no answer). A chunked body over the limit is answered the same.
+#[test]
+fn an_oversized_request_body_is_answered_413() {
+    let (mut n, ops) = operations_daemon(&[]);
+    let head = "PUT /logspec HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n";
+    let answer = |s: &mut std::net::TcpStream| {
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("an answer, then the end");
+        let head = raw
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(
+            head.starts_with("http/1.1 413 payload too large")
+                && head.contains("connection: close"),
+            "{raw}"
+        );
+        assert!(raw.contains("4096"), "{raw}");
+    };
+    let connect = || {
+        let s = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+        s.set_read_timeout(Some(EVENT)).expect("timeout");
+        s.set_write_timeout(Some(EVENT)).expect("timeout");
+        s
+    };
+    // The head alone: answered without waiting for the body.
+    let mut s = connect();
+    s.write_all(head.as_bytes()).expect("head");
+    answer(&mut s);
+    // The head and the whole body, then the answer is read.
+    let mut s = connect();
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(&vec![b'x'; 10_000_000])
+        .expect("the body is read to its end, not cut off");
+    answer(&mut s);
+    // Chunked: the limit is found while reading.
+    let mut s = connect();
+    write!(
+        s,
+        "PUT /logspec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+        5000,
+        "x".repeat(5000)
+    )
+    .expect("request");
+    answer(&mut s);
+    // The service still answers.
+    assert_eq!(http_get(&ops, "/healthz").0, 200);
+    n.stop_ok();
+}
+
 /// The operations service over TLS (Fabric's `operations.tls.*`): a TLS client gets its
 /// answers; a plaintext request gets none.
 #[test]
@@ -2720,7 +2775,8 @@ fn operations_service_over_tls() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let name = ServerName::try_from("127.0.0.1").expect("name");
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("conn");
+    let config = std::sync::Arc::new(config);
+    let conn = rustls::ClientConnection::new(config.clone(), name.clone()).expect("conn");
     let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
     tcp.set_read_timeout(Some(EVENT)).expect("timeout");
     let mut s = rustls::StreamOwned::new(conn, tcp);
@@ -2733,6 +2789,20 @@ fn operations_service_over_tls() {
     let _ = s.read_to_string(&mut raw);
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(raw.ends_with(r#"{"status":"OK"}"#), "{raw}");
+    // A body over the limit is answered 413 over TLS too, the TLS session closed cleanly.
+    let conn = rustls::ClientConnection::new(config, name).expect("conn");
+    let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+    tcp.set_read_timeout(Some(EVENT)).expect("timeout");
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        s,
+        "PUT /logspec HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)
+        .expect("an answer, then close_notify");
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
     n.stop_ok();
 }
 
