@@ -718,9 +718,12 @@ fn body_too_large(conn: &Conn) -> Response<Full<Bytes>> {
 }
 
 /// Fabric's `/logspec`: GET `{"spec":SPEC}`; PUT `{"spec":SPEC}` (`body`, read) changes
-/// the log filter of the running node (204), 400 with the reason for a bad spec.
+/// the log filter of the running node (204); a bad spec or body, or another method, is
+/// 400 with `{"error":REASON}`, as Fabric's handler answers (its key is lower-case here,
+/// capitalised in `/version`'s answers; tools parsing one or the other find what a peer
+/// gives). A body without `spec` is the empty spec, Fabric's default level.
 fn logspec(method: &Method, body: Option<Result<Bytes, String>>) -> Response<Full<Bytes>> {
-    let bad = |e: String| json_reply(StatusCode::BAD_REQUEST, &json!({"Error": e}));
+    let bad = |e: String| json_reply(StatusCode::BAD_REQUEST, &json!({"error": e}));
     match *method {
         Method::GET => json_reply(
             StatusCode::OK,
@@ -734,7 +737,11 @@ fn logspec(method: &Method, body: Option<Result<Bytes, String>>) -> Response<Ful
             };
             let spec = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| v.get("spec")?.as_str().map(str::to_owned));
+                .filter(serde_json::Value::is_object)
+                .and_then(|v| match v.get("spec") {
+                    None => Some(String::new()),
+                    Some(s) => s.as_str().map(str::to_owned),
+                });
             let Some(spec) = spec else {
                 return bad(r#"expected {"spec":"LOGGER=LEVEL:..."}"#.into());
             };
@@ -747,19 +754,30 @@ fn logspec(method: &Method, body: Option<Result<Bytes, String>>) -> Response<Ful
                 Err(e) => bad(e.to_string()),
             }
         }
-        ref m => json_reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"Error": format!("invalid request method: {m}")}),
-        ),
+        ref m => bad(format!("invalid request method: {m}")),
     }
 }
 
+/// Every path but `/logspec`, answered as a Fabric peer's operations service answers: a
+/// method other than GET is 405 with no body on `/healthz` (fabric-lib-go's checker),
+/// 400 with `{"Error":REASON}` on `/version`; `/metrics` answers any method, as
+/// Prometheus's handler does; an unknown path is Go's 404.
 fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> {
     if method != Method::GET {
-        return json_reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"Error": format!("invalid request method: {method}")}),
-        );
+        match path {
+            "/healthz" => {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                return r;
+            }
+            "/version" => {
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"Error": format!("invalid request method: {method}")}),
+                );
+            }
+            _ => {}
+        }
     }
     match path {
         "/healthz" => match state.phase() {
@@ -1166,9 +1184,33 @@ mod tests {
             respond(&Method::GET, "/metrics", &st).status(),
             StatusCode::NOT_FOUND
         );
+        // Other methods, as a Fabric peer answers them.
         assert_eq!(
             respond(&Method::POST, "/version", &st).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            respond(&Method::HEAD, "/healthz", &st).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
+        assert_eq!(
+            respond(&Method::DELETE, "/nowhere", &st).status(),
+            StatusCode::NOT_FOUND
+        );
+        let r = logspec(&Method::POST, None);
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body = |r: Response<Full<Bytes>>| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let b = rt.block_on(r.into_body().collect()).expect("a full body");
+            String::from_utf8(b.to_bytes().to_vec()).expect("utf-8")
+        };
+        assert_eq!(body(r), "{\"error\":\"invalid request method: POST\"}");
+        let r = logspec(&Method::PUT, Some(Ok(Bytes::from_static(b"{\"spec\":5}"))));
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(body(r).starts_with("{\"error\":"));
+        let r = logspec(&Method::PUT, Some(Ok(Bytes::from_static(b"[]"))));
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     }
 }

@@ -2672,6 +2672,21 @@ fn logspec_changes_the_log_filter_at_run_time() {
         http_get(&ops, "/logspec"),
         (200, r#"{"spec":"info"}"#.to_owned())
     );
+    // No spec at all is the empty spec, as Fabric's handler decodes it; a spec that is
+    // not a string is refused with Fabric's error object.
+    let r = put(r#"{"spec":"gossip=warning"}"#);
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    let r = put("{}");
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    assert_eq!(
+        http_get(&ops, "/logspec"),
+        (200, r#"{"spec":"info"}"#.to_owned())
+    );
+    let r = put(r#"{"spec":7}"#);
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains(r#"{"error":"#),
+        "{r}"
+    );
     n.seen.clear();
     n.send_line(r#"{"cmd":"stats","n":3}"#);
     n.wait("stats 3", is("stats"));
