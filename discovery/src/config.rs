@@ -8,7 +8,30 @@ use core::time::Duration;
 /// How one node takes part in membership. Every duration defaults to Fabric's value
 /// (`gossip/gossip/config.go`, `loadConfig`), so a node configured only with its endpoints
 /// behaves towards Fabric peers as a stock peer does.
+///
+/// Start from [`DiscoveryConfig::new`] and change what differs, with the `with_*` methods
+/// or by assigning fields: the struct is `#[non_exhaustive]`, so that a setting added later
+/// (this layer has gained bounds as attacks were found) breaks no one's build, which
+/// rules out struct literals and `..` updates outside this crate.
+///
+/// ```
+/// use fabric_gossip_discovery::{Discovery, DiscoveryConfig};
+/// use std::time::Duration;
+///
+/// let mut cfg = DiscoveryConfig::new("10.0.0.1:7051")
+///     .with_external_endpoint("peer0.org1.example.com:7051")
+///     .with_bootstrap(["10.0.0.2:7051", "10.0.0.3:7051"])
+///     .with_seed(42);
+/// cfg.alive_interval = Duration::from_secs(1);
+/// cfg.alive_expiration = Duration::from_secs(5); // checked every 0.5 s, store TTL 100 s
+/// cfg.max_members = 500;
+/// cfg.certstore.digest_wait = Duration::from_millis(200);
+/// cfg.validate()?; // what Discovery::new refuses, before a driver needs the layer
+/// let layer = Discovery::new(cfg)?;
+/// # Ok::<(), fabric_gossip_discovery::ConfigError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DiscoveryConfig {
     /// `host:port` peers of the same organization reach us at (`peer.gossip.endpoint`);
     /// carried only in the signed `SecretEnvelope`, never shown to other organizations.

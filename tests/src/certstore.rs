@@ -11,10 +11,9 @@ use fabric_gossip_discovery::DiscoveryConfig;
 /// [`member_config`] with no identity in alive messages at all: every member is past its
 /// `publish_cert_period` from the start, so only handshakes and the pull teach identities.
 pub fn no_identity_period(c: DiscoveryConfig) -> DiscoveryConfig {
-    DiscoveryConfig {
-        publish_cert_period: Duration::ZERO,
-        ..member_config(c)
-    }
+    let mut c = member_config(c);
+    c.publish_cert_period = Duration::ZERO;
+    c
 }
 
 /// `a` and `b` run with no identity in their alive messages; `c` joins later through

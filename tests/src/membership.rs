@@ -91,23 +91,17 @@ impl MemberSpec {
 /// Fabric's membership defaults with the periods shortened five-fold (heartbeat 1 s,
 /// expiry 5 s, reconnect 5 s, sync and identity pull 1 s, bootstrap resend 1 s, pull waits
 /// 200 / 300 / 400 ms), so scenarios waiting for an expiry stay quick on a real network too.
-pub fn member_config(c: DiscoveryConfig) -> DiscoveryConfig {
-    let certstore = fabric_gossip_discovery::CertStoreConfig {
-        digest_wait: Duration::from_millis(200),
-        request_wait: Duration::from_millis(300),
-        response_wait: Duration::from_millis(400),
-        ..c.certstore.clone()
-    };
-    DiscoveryConfig {
-        certstore,
-        alive_interval: Duration::from_secs(1),
-        alive_expiration: Duration::from_secs(5),
-        reconnect_interval: Duration::from_secs(5),
-        pull_interval: Duration::from_secs(1),
-        ack_wait: Duration::from_secs(1),
-        publish_cert_period: Duration::from_secs(2),
-        ..c
-    }
+pub fn member_config(mut c: DiscoveryConfig) -> DiscoveryConfig {
+    c.alive_interval = Duration::from_secs(1);
+    c.alive_expiration = Duration::from_secs(5);
+    c.reconnect_interval = Duration::from_secs(5);
+    c.pull_interval = Duration::from_secs(1);
+    c.ack_wait = Duration::from_secs(1);
+    c.publish_cert_period = Duration::from_secs(2);
+    c.certstore.digest_wait = Duration::from_millis(200);
+    c.certstore.request_wait = Duration::from_millis(300);
+    c.certstore.response_wait = Duration::from_millis(400);
+    c
 }
 
 /// Member `i` of organization `org` with the test HMAC provider: identity = endpoint,

@@ -47,7 +47,13 @@ use wire::{IdentityMsgError, ValidIdentity};
 /// `requestWaitTime` and `responseWaitTime`. The period and the number of peers asked are
 /// the membership's [`pull_interval`](crate::DiscoveryConfig::pull_interval) and
 /// [`pull_peer_num`](crate::DiscoveryConfig::pull_peer_num), as in Fabric.
+///
+/// Change it in place, as [`DiscoveryConfig::certstore`](crate::DiscoveryConfig::certstore)
+/// (`cfg.certstore.digest_wait = …`), or start from [`CertStoreConfig::default`] (Fabric's
+/// values): it is `#[non_exhaustive]` for the same reason as `DiscoveryConfig`, so a
+/// setting added later breaks no build.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CertStoreConfig {
     /// Runs the identity pull (always on in Fabric; off only to show what it is for).
     pub enabled: bool,
