@@ -35,15 +35,33 @@ use core::time::Duration;
 pub struct DiscoveryConfig {
     /// `host:port` peers of the same organization reach us at (`peer.gossip.endpoint`);
     /// carried only in the signed `SecretEnvelope`, never shown to other organizations.
+    /// Required (the argument of [`new`](Self::new)). It is what peers will dial, so it is
+    /// an address they can reach, not a listen address such as `0.0.0.0:7051`; a driver
+    /// that hands the layer its bound address (`NodeBuilder::layer`) gives a dialable one
+    /// only when it listens on a specific address. IPv6 literals (`[::1]:7051`) are
+    /// refused, as Fabric refuses any endpoint with more than one colon: use a host name.
     pub internal_endpoint: String,
     /// `host:port` other organizations reach us at (`peer.gossip.externalEndpoint`); empty
-    /// keeps the node invisible outside its organization.
+    /// (the default) keeps the node invisible outside its organization. Checked as
+    /// `internal_endpoint` is when not empty.
     pub external_endpoint: String,
-    /// Peers of our organization to join through (`peer.gossip.bootstrap`).
+    /// Peers of our organization to join through (`peer.gossip.bootstrap`), `host:port`
+    /// each; none by default. Not validated: an unreachable or malformed one shows as
+    /// [`BootstrapFailed`](crate::DiscoveryEvent::BootstrapFailed), retried every
+    /// `reconnect_interval` up to `max_connection_attempts`. Our own endpoint may be
+    /// listed (Fabric's configurations often list every peer): it is skipped by
+    /// [`is_my_own_endpoint`](Self::is_my_own_endpoint), a textual check. A peer of
+    /// another organization is refused once its handshake shows it; join such a peer
+    /// with [`Discovery::connect_anchor`](crate::Discovery::connect_anchor) instead.
     pub bootstrap: Vec<String>,
     /// Heartbeat period (`aliveTimeInterval`, 5 s).
     pub alive_interval: Duration,
     /// Silence after which an alive member is declared dead (`aliveExpirationTimeout`, 25 s).
+    /// Keep it several `alive_interval`s long (Fabric's ratio is 5): a member whose
+    /// heartbeats are further apart than this is declared dead between two of them, and
+    /// nothing checks the ratio (Fabric does not either). It also sets the expiry check's
+    /// period ([`expiration_check_interval`](Self::expiration_check_interval)) and the
+    /// store's TTL ([`msg_ttl`](Self::msg_ttl)).
     pub alive_expiration: Duration,
     /// Period of the dead-member reconnect pass and of bootstrap retries
     /// (`reconnectInterval`, 25 s).
@@ -51,12 +69,15 @@ pub struct DiscoveryConfig {
     /// Attempts to identify a bootstrap peer, and requests sent to it, before giving up
     /// (`maxConnectionAttempts`, 120).
     pub max_connection_attempts: u32,
-    /// Alive-message store TTL = `alive_expiration` × this (`msgExpirationFactor`, 20 ⇒ 500 s).
+    /// Alive-message store TTL = `alive_expiration` × this (`msgExpirationFactor`, 20 ⇒ 500 s);
+    /// 0 counts as 1. The TTL is also how long a member stays dead before it is purged.
     pub msg_expiration_factor: u32,
     /// How long a bootstrap request waits for its response before it is resent
     /// (hard-coded 5 s in Fabric's `sendUntilAcked`).
     pub ack_wait: Duration,
     /// How long after start our alive messages carry our identity (`publishCertPeriod`, 10 s).
+    /// Zero is allowed: members then learn our identity from a handshake with us or from
+    /// the identity pull ([`certstore`](Self::certstore)).
     pub publish_cert_period: Duration,
     /// Membership sync period (`pullInterval`, 4 s).
     pub pull_interval: Duration,
@@ -64,12 +85,17 @@ pub struct DiscoveryConfig {
     pub pull_peer_num: usize,
     /// Fan-out of heartbeats and forwarded alive messages (`propagatePeerNum`, 3).
     pub propagate_peer_num: usize,
-    /// Our `Member.metadata` (empty in a stock peer).
+    /// Our `Member.metadata` (empty by default, as in a stock peer). Peers of this crate
+    /// refuse alive messages whose metadata exceeds their `max_metadata_size` (4 KiB by
+    /// default), so more than that makes us invisible to them.
     pub metadata: Bytes,
     /// Incarnation number; `None` takes the start time in Unix nanoseconds, as Fabric does.
     /// Set it only to test restarts with a skewed clock.
     pub incarnation: Option<u64>,
-    /// Seed of every random choice (fan-out peers, bootstrap nonces).
+    /// Seed of every random choice (fan-out peers, bootstrap nonces); 0 by default. In a
+    /// simulation take it from the run (`LayerContext::seed` in `fabric-gossip-sim`), so
+    /// that the run's seed replays the layer too; on a real network give each node its
+    /// own (from the OS, or its start time), or nodes started alike choose alike.
     pub seed: u64,
     /// Upper bound on known members (alive and dead); beyond it a new member takes the
     /// place of one of an organization with a larger share (ours always may) or is
@@ -77,14 +103,15 @@ pub struct DiscoveryConfig {
     /// bound. The default, 10,000, is far beyond Fabric networks' hundreds of peers; what
     /// they hold is bounded too (`max_membership_bytes`).
     pub max_members: usize,
-    /// Upper bound on what known members hold in all (their alive envelopes,
+    /// Upper bound, in bytes, on what known members hold in all (their alive envelopes,
     /// identities, metadata and endpoints, as `Membership` counts them); beyond it new
     /// members take a place or are refused as beyond `max_members`
     /// (`members_refused_full`). A hostile
     /// organization can mint valid certificates of 64 KiB: 10,000 such members had taken a
     /// node to 1.7 GB. Real members hold 3–5 KiB, so the default (64 MiB) fits 10,000.
     pub max_membership_bytes: usize,
-    /// Upper bound on `Member.metadata` in an alive message. Stock Fabric peers send it
+    /// Upper bound on `Member.metadata` in an alive message, in bytes (default 4 KiB).
+    /// Stock Fabric peers send it
     /// empty, and nothing in Fabric bounds it: one member announcing 100 MB of metadata
     /// made every node hold and forward it, and pushed every membership response past the
     /// message size limit. Larger ones are refused (`alive_too_large`).
@@ -105,15 +132,21 @@ pub struct DiscoveryConfig {
     /// organizations' peers are answered too. The default, 256 MiB, holds four responses of a
     /// membership at its byte bound. Beyond Fabric, which bounds none of this.
     pub max_response_backlog: usize,
-    /// Upper bound on undrained events; beyond it events are dropped and counted.
+    /// Upper bound on events the driver has not taken yet ([`Discovery::poll_event`](
+    /// crate::Discovery::poll_event)); beyond it events are dropped and counted
+    /// (`DiscoveryStats::events_dropped`). Default 65,536. A driver that hosts the layer
+    /// drains these at once into its own queue, which has its own bound (the tonic
+    /// driver's `NodeBuilder::layer_event_buffer`).
     pub max_events: usize,
     /// The identity pull (Fabric's certstore), which runs every `pull_interval` with
-    /// `pull_peer_num` members.
+    /// `pull_peer_num` members; on, with Fabric's waits, by default.
     pub certstore: CertStoreConfig,
 }
 
 impl DiscoveryConfig {
     /// Fabric's defaults for a node reachable by its organization at `internal_endpoint`.
+    /// Nothing is checked here: [`validate`](Self::validate) (or
+    /// [`Discovery::new`](crate::Discovery::new), which calls it) says what is wrong.
     pub fn new(internal_endpoint: impl Into<String>) -> Self {
         DiscoveryConfig {
             internal_endpoint: internal_endpoint.into(),
@@ -175,8 +208,13 @@ impl DiscoveryConfig {
             .saturating_mul(self.msg_expiration_factor.max(1))
     }
 
-    /// Checks what Fabric checks at start (`validateSelfConfig`): the internal endpoint is
-    /// `host:port` with one colon and a 16-bit port; and that periods are non-zero.
+    /// Checks what Fabric checks at start (`validateSelfConfig`): the internal endpoint,
+    /// and the external one when set, is `host:port` with one colon and a 16-bit port; and
+    /// that the periods (`alive_interval`, `alive_expiration`, `reconnect_interval`,
+    /// `ack_wait`, `pull_interval` and the certstore's waits) are non-zero, since a zero
+    /// period would fire its timer in a loop. Not checked: bootstrap endpoints (their
+    /// failures are events), the ratio of expiration to heartbeat, and the bounds (a
+    /// bound of 0 admits nothing: `max_members = 0` keeps membership empty).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_endpoint(&self.internal_endpoint)?;
         if !self.external_endpoint.is_empty() {

@@ -87,6 +87,12 @@ pub(crate) enum Fate {
 
 impl Discovery {
     /// A membership layer with `cfg`; it starts when the driver calls [`Layer::start`].
+    /// Refuses what [`DiscoveryConfig::validate`] refuses. The layer factories of the
+    /// drivers (`NodeBuilder::layer` in `fabric-gossip-tonic`, `NodeSpec::layer` in
+    /// `fabric-gossip-sim`) cannot return this error, so a factory ends up calling
+    /// `expect`. Validate the configuration before the node starts (with a stand-in
+    /// endpoint if the real one comes from the bound address): the `expect` then fires
+    /// only for an endpoint that is not `host:port`, such as an IPv6 listen address.
     pub fn new(cfg: DiscoveryConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
         Ok(Discovery {
@@ -135,7 +141,8 @@ impl Discovery {
         })
     }
 
-    /// The alive view (Fabric's `GetMembership`), in PKI-ID order.
+    /// The alive view (Fabric's `GetMembership`), in PKI-ID order; ourselves excluded, as
+    /// in Fabric.
     pub fn members(&self) -> Vec<MemberInfo> {
         self.member_infos(true)
     }

@@ -55,7 +55,8 @@ use wire::{IdentityMsgError, ValidIdentity};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CertStoreConfig {
-    /// Runs the identity pull (always on in Fabric; off only to show what it is for).
+    /// Runs the identity pull (on by default, always on in Fabric; off only to show what
+    /// it is for).
     pub enabled: bool,
     /// How long a round accepts digests after its hellos (1 s).
     pub digest_wait: Duration,
@@ -66,7 +67,8 @@ pub struct CertStoreConfig {
     /// An identity that verified nothing for this long is purged (Fabric's identity
     /// mapper usage threshold, one hour); the sweep runs every tenth of it.
     pub identity_usage_threshold: Duration,
-    /// Upper bound on identities held; also on distinct items asked for per round.
+    /// Upper bound on identities held (100,000 by default); also on distinct items asked
+    /// for per round.
     pub max_identities: usize,
     /// Upper bound on what the identities held take in all, in bytes (each its signed
     /// message, certificate and PKI-ID, as the store counts them); beyond it new
@@ -82,11 +84,11 @@ pub struct CertStoreConfig {
     /// of an organization holding a smaller share takes the place of the least recently
     /// used identity of the organization holding the largest (`identities_evicted`).
     pub max_identity_bytes: usize,
-    /// Upper bound on answered hellos waiting for their request, all peers together (each
-    /// is kept `request_wait`). When it is reached, a hello of a peer holding fewer takes
-    /// the place of the oldest hello of the peer holding the most (if that one holds at
-    /// least two more), so that the table is shared out rather than first come, first
-    /// served.
+    /// Upper bound on answered hellos waiting for their request, all peers together (4,096
+    /// by default; each is kept `request_wait`). When it is reached, a hello of a peer
+    /// holding fewer takes the place of the oldest hello of the peer holding the most (if
+    /// that one holds at least two more), so that the table is shared out rather than
+    /// first come, first served.
     pub max_pending_hellos: usize,
     /// Upper bound on answered hellos of one peer waiting for their request (2). A peer
     /// sends one hello per round, one round per `pull_interval` (4 s), and each is kept
