@@ -10,27 +10,61 @@
 //! draws its random choices (fan-out peers, bootstrap nonces) from a generator seeded by
 //! [`DiscoveryConfig::seed`], so one seed always gives one trace.
 //!
-//! # Hosting it
+//! # Running it
 //!
-//! Put it on a core in a [`Stack`](fabric_gossip_core::Stack), which does the routing, and
-//! drive the stack like a bare core (`discovery/tests/stack.rs` does this on a tiny
-//! network):
+//! The layer needs a driver that owns the network and the clock. Three are at hand; each
+//! takes a configuration made with [`DiscoveryConfig::new`] and changed by its `with_*`
+//! methods or by assigning fields (see [`DiscoveryConfig`]):
 //!
-//! ```text
-//! let layer = Discovery::new(DiscoveryConfig::new("10.0.0.1:7051")
-//!     .with_bootstrap(["10.0.0.2:7051"]))?;
-//! let mut node = Stack::new(comm, layer);              // starts it: subscribes, arms timers
-//! loop {
-//!     // after every input to node.comm_mut(), node.handle_timeout(now) or node.poll_delivery:
-//!     loop {
-//!         match node.poll_output() {
-//!             StackOutput::Action(a) => driver.execute(a),
-//!             StackOutput::Event(e) => app.on_comm_event(e),     // the layer saw it first
-//!             StackOutput::Layer(e) => app.on_membership(e),     // MemberAlive / MemberDead / ...
-//!             StackOutput::Timeout(t) => { driver.set_timer(t); break }
-//!         }
+//! * **Real gRPC**, `fabric-gossip-tonic`: `NodeBuilder::layer(|bound_addr| layer)` hosts
+//!   it in the node; `Node::layer_events::<DiscoveryEvent>()` streams its events and
+//!   `Node::with_layer(|d: &Discovery| d.members())` reads it.
+//!   `cargo run -p fabric-gossip-tonic --example membership_tonic` runs two nodes that
+//!   learn each other on loopback, then one stops and the other declares it dead.
+//! * **The simulator**, `fabric-gossip-sim`:
+//!   `NodeSpec::new().subscribe_all(false).layer(|ctx| layer)` makes a layer at every
+//!   (re)start of a simulated node, seeded from the run (`ctx.seed`);
+//!   `Sim::layer_events(n)` keeps its events with their virtual time and
+//!   `sim.layer::<Discovery>(n)` reads it.
+//!   `cargo run -p fabric-gossip-sim --example membership_sim` runs three nodes through a
+//!   stop and a restart in virtual time.
+//! * **A driver of your own**: put the layer on a core in a
+//!   [`Stack`](fabric_gossip_core::Stack), which routes core events, the layer's
+//!   deliveries and its deadline, and drive the stack as a bare core (the README's
+//!   "Writing a driver"); `discovery/tests/stack.rs` runs three nodes so.
+//!
+//! In every case the layer subscribes to its own messages ([`takes`] says which); an
+//! application that also reads the node's messages should accept only what `takes`
+//! refuses, or it gets copies of the layer's traffic, and reading them slowly pauses the
+//! connections the layer reads too.
+//!
+//! A stack's first drain, here with Fabric's test identities on a bare core, shows the
+//! layer at work at once: it dials its bootstrap peer and reports nothing yet.
+//!
+//! ```
+//! use fabric_gossip_core::{Action, Comm, Config, Instant, Stack, StackOutput, TestOnlyHmacSecurity};
+//! use fabric_gossip_discovery::{Discovery, DiscoveryConfig};
+//!
+//! let now = Instant::from_unix_secs(1_700_000_000);
+//! let comm = Comm::new(Config::default(), TestOnlyHmacSecurity::new("10.0.0.1:7051"), now)?;
+//! let layer = Discovery::new(
+//!     DiscoveryConfig::new("10.0.0.1:7051").with_bootstrap(["10.0.0.2:7051"]),
+//! )?;
+//! let mut node = Stack::new(comm, layer); // starts it: subscribes, arms timers, bootstraps
+//! let mut dialled = Vec::new();
+//! let deadline = loop {
+//!     match node.poll_output() {
+//!         StackOutput::Action(Action::Dial { endpoint, .. }) => dialled.push(endpoint),
+//!         StackOutput::Action(_) => {}              // a driver carries each out, in order
+//!         StackOutput::Event(_) => {}               // the core's, after the layer saw it
+//!         StackOutput::Layer(event) => println!("{event:?}"), // MemberAlive, MemberDead, …
+//!         StackOutput::Timeout(t) => break t,        // sleep until then: handle_timeout
 //!     }
-//! }
+//! };
+//! assert_eq!(dialled, ["10.0.0.2:7051"]);
+//! assert!(deadline.is_some());
+//! assert!(node.layer().members().is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! A driver without `Stack` does the same routing by hand: every core event to
