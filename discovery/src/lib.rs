@@ -16,9 +16,10 @@
 //! takes a configuration made with [`DiscoveryConfig::new`] and changed by its `with_*`
 //! methods or by assigning fields (see [`DiscoveryConfig`]):
 //!
-//! * **Real gRPC**, `fabric-gossip-tonic`: `NodeBuilder::layer(|bound_addr| layer)` hosts
-//!   it in the node; `Node::layer_events::<DiscoveryEvent>()` streams its events and
-//!   `Node::with_layer(|d: &Discovery| d.members())` reads it.
+//! * **Real gRPC**, `fabric-gossip-tonic`:
+//!   `NodeBuilder::try_layer(|bound_addr| Discovery::new(..))` hosts it in the node (a
+//!   refused configuration is `start`'s error); `Node::layer_events::<DiscoveryEvent>()`
+//!   streams its events and `Node::with_layer(|d: &Discovery| d.members())` reads it.
 //!   `cargo run -p fabric-gossip-tonic --example membership_tonic` runs two nodes that
 //!   learn each other on loopback, then one stops and the other declares it dead.
 //! * **The simulator**, `fabric-gossip-sim`:

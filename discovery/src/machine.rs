@@ -87,12 +87,11 @@ pub(crate) enum Fate {
 
 impl Discovery {
     /// A membership layer with `cfg`; it starts when the driver calls [`Layer::start`].
-    /// Refuses what [`DiscoveryConfig::validate`] refuses. The layer factories of the
-    /// drivers (`NodeBuilder::layer` in `fabric-gossip-tonic`, `NodeSpec::layer` in
-    /// `fabric-gossip-sim`) cannot return this error, so a factory ends up calling
-    /// `expect`. Validate the configuration before the node starts (with a stand-in
-    /// endpoint if the real one comes from the bound address): the `expect` then fires
-    /// only for an endpoint that is not `host:port`, such as an IPv6 listen address.
+    /// Refuses what [`DiscoveryConfig::validate`] refuses. On tonic, host it with
+    /// `NodeBuilder::try_layer`, and this error is what `start` returns. The simulator's
+    /// factory (`NodeSpec::layer`, called at every restart too) cannot return it, so it
+    /// ends up calling `expect`: validate the configuration beforehand (with a stand-in
+    /// endpoint if the real one is the node's), and the `expect` cannot fire.
     pub fn new(cfg: DiscoveryConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
         Ok(Discovery {

@@ -27,13 +27,13 @@ fn member(bootstrap: Option<SocketAddr>) -> NodeBuilder {
     // The layer is made once the listen address is known (port 0 is resolved by binding).
     // That address is our internal endpoint, what peers of our organization dial: it must
     // be one they can reach, so a node listening on 0.0.0.0 names its endpoint itself.
-    Node::builder(Config::default()).layer(move |addr| {
+    // try_layer: a configuration Discovery::new refuses comes back as start's error.
+    Node::builder(Config::default()).try_layer(move |addr| {
         let cfg = DiscoveryConfig::new(addr.to_string())
             .with_bootstrap(bootstrap.map(|b| b.to_string()))
             // any per-node value; a simulation would take the run's seed
             .with_seed(u64::from(addr.port()));
-        // Only a malformed endpoint fails, and a loopback IPv4 address is host:port.
-        Discovery::new(cfg).expect("valid configuration")
+        Discovery::new(cfg)
     })
 }
 

@@ -37,7 +37,7 @@ fn erase<E: Send + 'static>(event: E) -> AnyEvent {
 /// Builds the layer once the listen address is known (a membership layer's internal
 /// endpoint is the bound address when port 0 was asked for).
 pub(crate) struct LayerFactory {
-    make: Box<dyn FnOnce(SocketAddr) -> Hosted + Send>,
+    make: Box<dyn FnOnce(SocketAddr) -> Result<Hosted, LayerError> + Send>,
     /// The type of the layer's events, so that a typed view can be refused at once.
     pub(crate) event_type: TypeId,
     /// The type of the layer itself.
@@ -50,21 +50,28 @@ impl fmt::Debug for LayerFactory {
     }
 }
 
+/// Why a fallible layer factory refused to make its layer (`NodeBuilder::try_layer`).
+pub(crate) type LayerError = Box<dyn std::error::Error + Send + Sync>;
+
 impl LayerFactory {
-    pub(crate) fn new<L, F>(make: F) -> Self
+    pub(crate) fn new<L, E, F>(make: F) -> Self
     where
         L: Layer<NodeSecurity> + Send + 'static,
         L::Event: Send + 'static,
-        F: FnOnce(SocketAddr) -> L + Send + 'static,
+        E: Into<LayerError>,
+        F: FnOnce(SocketAddr) -> Result<L, E> + Send + 'static,
     {
         LayerFactory {
-            make: Box::new(move |addr| HostedLayer::new(make(addr), erase::<L::Event>)),
+            make: Box::new(move |addr| {
+                let layer = make(addr).map_err(Into::into)?;
+                Ok(HostedLayer::new(layer, erase::<L::Event>))
+            }),
             event_type: TypeId::of::<L::Event>(),
             layer_type: TypeId::of::<L>(),
         }
     }
 
-    pub(crate) fn build(self, addr: SocketAddr) -> Hosted {
+    pub(crate) fn build(self, addr: SocketAddr) -> Result<Hosted, LayerError> {
         (self.make)(addr)
     }
 }

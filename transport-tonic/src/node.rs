@@ -63,6 +63,10 @@ pub enum StartError {
     /// The gRPC server could not be configured.
     #[error("gRPC server: {0}")]
     Server(String),
+    /// The factory given to [`NodeBuilder::try_layer`] refused to make its layer (for
+    /// the membership layer, a `ConfigError`: downcast the source to read it).
+    #[error("layer: {0}")]
+    Layer(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// How an asynchronous operation (`probe`, `handshake`) ended badly: refused at once (API
@@ -111,11 +115,34 @@ impl NodeBuilder {
     /// the deliveries of its own subscriptions, and its deadlines share the node's
     /// timer; the driver knows none of its rules. Its events come out of
     /// [`Node::layer_events`], its state through [`Node::with_layer`].
+    ///
+    /// The address `make` gets is the one bound, which a membership layer takes as its
+    /// internal endpoint, the one peers dial: listen on an address they can reach (a node
+    /// bound to `0.0.0.0` should name its endpoint itself). A layer whose constructor can
+    /// fail, as `Discovery::new` can, is better given to [`try_layer`](Self::try_layer),
+    /// whose error `start` returns instead of the factory panicking inside it.
     pub fn layer<L, F>(mut self, make: F) -> Self
     where
         L: Layer<NodeSecurity> + Send + 'static,
         L::Event: Send + 'static,
         F: FnOnce(SocketAddr) -> L + Send + 'static,
+    {
+        self.layer = Some(LayerFactory::new(move |addr| {
+            Ok::<_, std::convert::Infallible>(make(addr))
+        }));
+        self
+    }
+
+    /// [`layer`](Self::layer) for a layer whose constructor can fail: `start` returns
+    /// `make`'s error as [`StartError::Layer`], before the node serves anything, where an
+    /// `expect` in a `layer` factory would panic inside `start`. For membership,
+    /// `.try_layer(|addr| Discovery::new(DiscoveryConfig::new(addr.to_string())))`.
+    pub fn try_layer<L, E, F>(mut self, make: F) -> Self
+    where
+        L: Layer<NodeSecurity> + Send + 'static,
+        L::Event: Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+        F: FnOnce(SocketAddr) -> Result<L, E> + Send + 'static,
     {
         self.layer = Some(LayerFactory::new(make));
         self
@@ -243,7 +270,8 @@ impl NodeBuilder {
             Some(factory) => {
                 let types = (factory.layer_type, factory.event_type);
                 let (tx, rx) = tokio::sync::mpsc::channel(layer_event_buffer);
-                let hosted = HostedCore::new(comm, factory.build(local_addr), Some(tx));
+                let layer = factory.build(local_addr).map_err(StartError::Layer)?;
+                let hosted = HostedCore::new(comm, layer, Some(tx));
                 (
                     Some(types),
                     Some(Arc::new(tokio::sync::Mutex::new(rx))),

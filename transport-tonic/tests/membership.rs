@@ -207,6 +207,27 @@ async fn typed_views_of_another_type_are_refused() {
     n.stop().await;
 }
 
+/// A layer factory that fails (here a membership configuration `validate` refuses) makes
+/// `start` return the error, not panic, and the node does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_layer_factory_is_a_start_error() {
+    use fabric_gossip_discovery::ConfigError;
+    use fabric_gossip_tonic::StartError;
+    let started = Node::builder(common::config())
+        .try_layer(|addr| {
+            Discovery::new(DiscoveryConfig::new(addr.to_string()).with_external_endpoint("x"))
+        })
+        .start_with(|addr| fabric_gossip_core::TestOnlyHmacSecurity::new(addr.to_string()))
+        .await;
+    let Err(StartError::Layer(error)) = started else {
+        panic!("expected StartError::Layer, got {started:?}");
+    };
+    assert_eq!(
+        error.downcast_ref::<ConfigError>(),
+        Some(&ConfigError::BadEndpoint("x".into()))
+    );
+}
+
 /// An application call into the layer (`connect_anchor`, Fabric's join through an anchor
 /// peer) through `with_layer_mut`: the node picks up the deadline the call set and the
 /// two nodes learn each other, with no bootstrap configured.
