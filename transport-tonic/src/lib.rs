@@ -61,34 +61,60 @@
 //!
 //! A protocol built on comm, such as Fabric's membership layer
 //! (`fabric_gossip_discovery::Discovery`), runs inside the node through
-//! [`NodeBuilder::layer`]: the core and the layer sit in the core's `Stack` behind the
+//! [`NodeBuilder::layer`] (or [`NodeBuilder::try_layer`], for a layer whose constructor
+//! can fail): the core and the layer sit in the core's `Stack` behind the
 //! node's one mutex, the stack's single output is drained after every input as a bare
 //! core's is, the layer's deadline shares the node's timer, and the driver holds none of
 //! its rules. The application reads the layer's events from [`Node::layer_events`] (a
 //! bounded queue; what it does not take in time is dropped and counted in
-//! [`DriverStats::layer_events_dropped`]) and its state with [`Node::with_layer`]:
+//! [`DriverStats::layer_events_dropped`]) and its state with [`Node::with_layer`].
 //!
-//! ```no_run
-//! # async fn demo(security: fabric_gossip_tonic::fabric_gossip_core::TestOnlyHmacSecurity)
-//! # -> Result<(), Box<dyn std::error::Error>> {
+//! Two nodes with Fabric's test identities: B listens on a port bound beforehand, so A
+//! can be built with B as its bootstrap peer; A prints its membership events until it
+//! has learnt B. A real network changes only the identities, `.tls(..)` and the
+//! endpoints; `examples/membership_tonic.rs` runs the whole story (dev MSP identities,
+//! both directions, a stop).
+//!
+//! ```
 //! use fabric_gossip_discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
-//! use fabric_gossip_tonic::fabric_gossip_core::Config;
+//! use fabric_gossip_tonic::fabric_gossip_core::{Config, TestOnlyHmacSecurity};
 //! use fabric_gossip_tonic::Node;
+//! use std::net::{SocketAddr, TcpListener};
 //! use tokio_stream::StreamExt;
 //!
-//! let node = Node::builder(Config::default())
-//!     .layer(|addr| {
-//!         let cfg = DiscoveryConfig::new(addr.to_string()).with_bootstrap(["10.0.0.2:7051"]);
-//!         Discovery::new(cfg).expect("valid endpoints")
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! # rt.block_on(async {
+//! // The layer is made once the listen address is known: it is our internal endpoint,
+//! // what peers dial, so listen on an address they can reach (not 0.0.0.0).
+//! // `try_layer`: a configuration Discovery::new refuses is start's error, not a panic.
+//! let member = |bootstrap: Vec<String>| {
+//!     Node::builder(Config::default()).try_layer(move |addr| {
+//!         Discovery::new(DiscoveryConfig::new(addr.to_string()).with_bootstrap(bootstrap))
 //!     })
-//!     .start(security)
-//!     .await?;
-//! let mut events = node.layer_events::<DiscoveryEvent>().expect("hosts Discovery");
-//! while let Some(ev) = events.next().await {
-//!     let alive = node.with_layer(|d: &Discovery| d.members().len());
-//!     println!("{ev:?}: {alive:?} alive");
+//! };
+//! // Fabric's test identity is the endpoint itself, known once the port is bound.
+//! let test_identity = |addr: SocketAddr| TestOnlyHmacSecurity::new(addr.to_string());
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let b_addr = listener.local_addr()?.to_string();
+//! let b = member(vec![]).listener(listener).start_with(test_identity).await?;
+//! let a = member(vec![b_addr]).start_with(test_identity).await?;
+//!
+//! let mut events = a.layer_events::<DiscoveryEvent>().expect("hosts Discovery");
+//! while let Some(event) = events.next().await {
+//!     let alive = a.with_layer(|d: &Discovery| d.members().len());
+//!     println!("{event:?}: {alive:?} alive");
+//!     if let DiscoveryEvent::MemberAlive { member, .. } = &event {
+//!         if &member.pki_id == b.pki_id() {
+//!             break;
+//!         }
+//!     }
 //! }
-//! # Ok(()) }
+//! a.stop().await;
+//! b.stop().await;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })
+//! # }
 //! ```
 //!
 //! A node built without a layer hosts the empty one and behaves exactly as a bare core.
