@@ -2,6 +2,10 @@
 //! user's own protocol): the same [`Layer`] contract every driver hosts, through the core's
 //! [`Stack`] and its one drain loop ([`Stack::poll_output`]).
 //!
+//! `examples/membership_sim.rs` (`cargo run -p fabric-gossip-sim --example
+//! membership_sim`) hosts Fabric's membership layer on three nodes and prints each view
+//! change with its virtual time; the example below hosts a layer of its own.
+//!
 //! # How a non-generic `Sim` carries any layer
 //!
 //! Every node of one network may run a different layer, or none, so [`Sim`] is not generic
@@ -127,7 +131,11 @@ impl fmt::Debug for LayerEvent {
 /// A kept layer event ([`Sim::layer_events`]).
 #[derive(Debug)]
 pub struct LayerRecord {
-    /// Virtual time.
+    /// Virtual time, as an instant like the core's (since the Unix epoch): the time into
+    /// the run is `at.saturating_duration_since(START)`, the clock [`Sim::elapsed`]
+    /// reads.
+    ///
+    /// [`START`]: crate::START
     pub at: Instant,
     /// Which run of the node's process emitted it.
     pub incarnation: u32,

@@ -145,6 +145,11 @@ impl Sim {
 
     /// Adds a node at the next endpoint (`127.0.0.1:7051`, `:7052`, …). Fails only if the
     /// core refuses the node's own identity.
+    ///
+    /// Its process starts at once, at the current virtual time, layer included: a peer
+    /// it is told to reach that is added after it is not there yet. A membership layer's
+    /// bootstrap to a later node fails once and is retried only a `reconnect_interval`
+    /// (25 s) later, so let nodes join through nodes added before them.
     pub fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, HandshakeError> {
         let id = self.nodes.len();
         let endpoint = format!("127.0.0.1:{}", 7051 + id);
