@@ -13,7 +13,10 @@ pub struct MemberInfo {
     pub endpoint: String,
     /// Its internal endpoint (from the secret; only known within the organization).
     pub internal_endpoint: String,
-    /// Its MSP ID, if its identity is known and its organization resolvable.
+    /// Its MSP ID, if its identity is known and its organization resolvable. The
+    /// organization is whatever the security provider reports: Fabric's test provider
+    /// (`TestOnlyHmacSecurity`) puts every identity in one empty organization, so there
+    /// it is `Some("")`, not `None`.
     pub org: Option<String>,
     /// Its latest timestamp.
     pub timestamp: Timestamp,
