@@ -2791,32 +2791,24 @@ fn operations_service_over_tls() {
     .with_no_client_auth();
     let name = ServerName::try_from("127.0.0.1").expect("name");
     let config = std::sync::Arc::new(config);
-    let conn = rustls::ClientConnection::new(config.clone(), name.clone()).expect("conn");
-    let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
-    tcp.set_read_timeout(Some(EVENT)).expect("timeout");
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    write!(
-        s,
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
+    // One request over a TLS connection of its own: what came back, and how reading ended.
+    let request = |head: &str| {
+        let conn = rustls::ClientConnection::new(config.clone(), name.clone()).expect("conn");
+        let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+        tcp.set_read_timeout(Some(EVENT)).expect("timeout");
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        s.write_all(head.as_bytes()).expect("write");
+        let mut raw = String::new();
+        let end = s.read_to_string(&mut raw);
+        (raw, end)
+    };
+    let (raw, _) = request("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(raw.ends_with(r#"{"status":"OK"}"#), "{raw}");
     // A body over the limit is answered 413 over TLS too, the TLS session closed cleanly.
-    let conn = rustls::ClientConnection::new(config, name).expect("conn");
-    let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
-    tcp.set_read_timeout(Some(EVENT)).expect("timeout");
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    write!(
-        s,
-        "PUT /logspec HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
-    )
-    .expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)
-        .expect("an answer, then close_notify");
+    let (raw, end) =
+        request("PUT /logspec HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+    end.expect("an answer, then close_notify");
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
     n.stop_ok();
 }
