@@ -8,7 +8,8 @@ use crate::opts::{self, ConfigError, PkiForm};
 use clap::Args;
 use fabric_gossip_core::Instant;
 use fabric_gossip_discovery::{
-    DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent, MemberInfo, PurgeReason,
+    ConfigError as DiscoveryConfigError, DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent,
+    MemberInfo, PurgeReason,
 };
 use fabric_gossip_tonic::Node;
 use serde_json::{Value, json};
@@ -162,11 +163,23 @@ impl MembershipArgs {
             );
         }
         let shown = (cfg.internal_endpoint.clone(), cfg.external_endpoint.clone());
-        Discovery::new(cfg).map_err(|e| {
-            ConfigError(format!(
+        Discovery::new(cfg).map_err(|e| match e {
+            // Named by the flags (and core.yaml keys) that set them.
+            DiscoveryConfigError::BadBootstrap(b) => ConfigError(format!(
+                "--bootstrap {b:?} (peer.gossip.bootstrap): not HOST:PORT"
+            )),
+            DiscoveryConfigError::ExpirationNotAfterInterval {
+                expiration,
+                interval,
+            } => ConfigError(format!(
+                "--alive-expiration {expiration:?} (peer.gossip.aliveExpirationTimeout) must be \
+                 longer than --alive-interval {interval:?} (peer.gossip.aliveTimeInterval), or \
+                 members are declared dead between their heartbeats"
+            )),
+            e => ConfigError(format!(
                 "membership (endpoint {:?}, external endpoint {:?}): {e}",
                 shown.0, shown.1
-            ))
+            )),
         })
     }
 
@@ -295,7 +308,7 @@ pub(crate) fn event_json(ev: &DiscoveryEvent, form: PkiForm) -> Value {
         } => json!({
             "event": "bootstrap_failed",
             "endpoint": endpoint,
-            "error": error,
+            "error": error.to_string(),
             "attempt": attempt,
             "gave_up": gave_up,
         }),

@@ -14,7 +14,7 @@ use crate::node::Signals;
 use crate::opts::{self, ConfigError, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::escape_controls;
 use clap::Args;
-use fabric_gossip_discovery::{DiscoveryEvent, MemberInfo};
+use fabric_gossip_discovery::{BootstrapError, DiscoveryEvent, MemberInfo};
 use fabric_gossip_tonic::Node;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -94,7 +94,7 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
 #[derive(Clone, Debug, Default)]
 struct BootstrapState {
     joined: bool,
-    error: Option<String>,
+    error: Option<BootstrapError>,
 }
 
 async fn watch(
@@ -198,7 +198,8 @@ async fn watch(
                         // or ours when we refused it) and stop, as ping and handshake do.
                         if boot.values().all(|b| !b.joined && b.error.is_some()) {
                             for (ep, b) in &boot {
-                                let e = b.error.as_deref().unwrap_or_default();
+                                let e = b.error.as_ref().map(ToString::to_string);
+                                let e = e.as_deref().unwrap_or_default();
                                 let shown = escape_controls(e);
                                 eprintln!("error: cannot join through bootstrap peer {ep}: {shown}");
                                 let hint = crate::probe::failure_hint(
@@ -212,7 +213,7 @@ async fn watch(
                                 if !hint.is_empty() {
                                     eprintln!("{hint}");
                                 }
-                                if e.contains("isn't in our organization") {
+                                if matches!(b.error, Some(BootstrapError::OtherOrganization(_))) {
                                     eprintln!(
                                         "hint: bootstrap peers must be of this identity's \
                                          organization (Fabric's rule); watch with an identity \
@@ -240,7 +241,7 @@ async fn watch(
                 if boot.values().all(|b| !b.joined) {
                     let waited = args.duration.unwrap_or_default();
                     for (ep, b) in &boot {
-                        let why = b.error.clone().unwrap_or_else(|| {
+                        let why = b.error.as_ref().map(ToString::to_string).unwrap_or_else(|| {
                             format!(
                                 "no answer to our membership request within {waited:?} (a \
                                  peer without the membership layer never answers; a \
@@ -347,7 +348,10 @@ impl View {
             v["self"] = self.me.clone();
             v["bootstrap"] = boot
                 .iter()
-                .map(|(ep, b)| json!({"endpoint": ep, "joined": b.joined, "error": b.error}))
+                .map(|(ep, b)| {
+                    let error = b.error.as_ref().map(ToString::to_string);
+                    json!({"endpoint": ep, "joined": b.joined, "error": error})
+                })
                 .collect();
             v["time_unix_ms"] = json!(unix_ms_now());
             format!("{v}\n")
@@ -382,7 +386,7 @@ impl View {
         for (ep, b) in boot {
             let state = match (&b.joined, &b.error) {
                 (true, _) => "joined".to_owned(),
-                (false, Some(e)) => format!("failed: {}", escape_controls(e)),
+                (false, Some(e)) => format!("failed: {}", escape_controls(&e.to_string())),
                 (false, None) => "joining...".to_owned(),
             };
             s.push_str(&format!("bootstrap {ep}: {state}\n"));

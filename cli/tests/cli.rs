@@ -3168,6 +3168,45 @@ fn watch_fails_when_its_bootstrap_peer_never_answers() {
     silent.stop_ok();
 }
 
+/// Membership settings the layer could never work with are refused at once with status 2,
+/// naming the flag: a bootstrap peer that is not HOST:PORT (it was retried every
+/// reconnect interval, failing each time), and an expiry not longer than the heartbeat
+/// (every member would flap dead between its heartbeats).
+#[test]
+fn membership_settings_that_cannot_work_are_refused_naming_the_flag() {
+    // The flag's own parser refuses "peer0"; a core.yaml entry reaches the layer's check.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = dir.path().join("core.yaml");
+    std::fs::write(&core, "peer:\n  gossip:\n    bootstrap: peer0\n").expect("write core.yaml");
+    let core = core.to_str().expect("utf-8 path");
+    for (args, expected) in [
+        (
+            &["--config", core][..],
+            r#"--bootstrap "peer0" (peer.gossip.bootstrap): not HOST:PORT"#,
+        ),
+        (
+            &[
+                "--bootstrap",
+                "127.0.0.1:7",
+                "--alive-interval",
+                "5s",
+                "--alive-expiration",
+                "5s",
+            ][..],
+            "--alive-expiration 5s (peer.gossip.aliveExpirationTimeout) must be longer than --alive-interval 5s",
+        ),
+    ] {
+        let all = [
+            &["node", "--listen", "127.0.0.1:0", "--test-identity"][..],
+            args,
+        ]
+        .concat();
+        let r = run(&all, Duration::from_secs(20));
+        assert_eq!(r.code, Some(2), "{args:?}: {}", r.all());
+        assert!(r.stderr.contains(expected), "{args:?}: {}", r.all());
+    }
+}
+
 /// A watcher whose only bootstrap peer is itself (by Fabric's textual check, which the
 /// layer applies) says so at once with status 2, rather than waiting out `--duration` for
 /// an answer that cannot come; one such entry beside a real peer is only warned about.

@@ -3,6 +3,7 @@
 //! organization, then send a membership request with a random nonce until a response
 //! carrying that nonce arrives.
 
+use crate::error::BootstrapError;
 use crate::event::DiscoveryEvent;
 use crate::machine::Discovery;
 use fabric_gossip_core::{
@@ -103,7 +104,7 @@ impl Discovery {
                     self.bootstraps[i].attempts += 1;
                     match comm.handshake(now, &RemotePeer::new(endpoint, PkiId::default())) {
                         Ok(op) => self.bootstraps[i].state = BootState::Identifying(op),
-                        Err(e) => self.bootstrap_failed(now, i, e.to_string()),
+                        Err(e) => self.bootstrap_failed(now, i, BootstrapError::NotStarted(e)),
                     }
                 }
                 BootState::AwaitingAck {
@@ -132,7 +133,7 @@ impl Discovery {
                         self.stats.bootstrap_failures += 1;
                         self.emit(DiscoveryEvent::BootstrapFailed {
                             endpoint,
-                            error: "no membership response".into(),
+                            error: BootstrapError::NoResponse,
                             attempt,
                             gave_up: true,
                         });
@@ -145,7 +146,7 @@ impl Discovery {
         }
     }
 
-    fn bootstrap_failed(&mut self, now: Instant, i: usize, error: String) {
+    fn bootstrap_failed(&mut self, now: Instant, i: usize, error: BootstrapError) {
         let b = &mut self.bootstraps[i];
         let gave_up = b.attempts >= self.cfg.max_connection_attempts;
         b.state = if gave_up {
@@ -203,22 +204,19 @@ impl Discovery {
         };
         let info = match result {
             Ok(info) => info,
-            Err(e) => return self.bootstrap_failed(now, i, e.to_string()),
+            Err(e) => return self.bootstrap_failed(now, i, BootstrapError::Handshake(e.clone())),
         };
         let org = comm.security().organization_of(&info.identity);
         let same_org = self.is_ours(org.as_ref());
         if !same_org && !self.bootstraps[i].any_org {
-            let error = format!(
-                "{} isn't in our organization, cannot be a bootstrap peer",
-                self.bootstraps[i].endpoint
-            );
+            let error = BootstrapError::OtherOrganization(self.bootstraps[i].endpoint.clone());
             return self.bootstrap_failed(now, i, error);
         }
         if !same_org && (org.is_none() || self.cfg.external_endpoint.is_empty()) {
             self.bootstraps[i].state = BootState::GaveUp;
             let ev = DiscoveryEvent::BootstrapFailed {
                 endpoint: self.bootstraps[i].endpoint.clone(),
-                error: "anchor peer of another organization and no external endpoint".into(),
+                error: BootstrapError::AnchorWithoutExternalEndpoint,
                 attempt: self.bootstraps[i].attempts,
                 gave_up: true,
             };
@@ -234,7 +232,7 @@ impl Discovery {
         };
         // Our secret goes only to our own organization.
         let Some(request) = self.make_request(now, comm, !same_org, nonce) else {
-            return self.bootstrap_failed(now, i, "cannot sign our alive message".into());
+            return self.bootstrap_failed(now, i, BootstrapError::CannotSign);
         };
         self.send_bootstrap_request(now, comm, i, info.id.clone(), nonce, request);
     }

@@ -46,9 +46,11 @@ pub struct DiscoveryConfig {
     /// `internal_endpoint` is when not empty.
     pub external_endpoint: String,
     /// Peers of our organization to join through (`peer.gossip.bootstrap`), `host:port`
-    /// each; none by default. Not validated: an unreachable or malformed one shows as
-    /// [`BootstrapFailed`](crate::DiscoveryEvent::BootstrapFailed), retried every
-    /// `reconnect_interval` up to `max_connection_attempts`. Our own endpoint may be
+    /// each (the host may be an IPv6 literal in brackets); none by default. One that is
+    /// not `host:port` is refused by [`validate`](Self::validate)
+    /// ([`ConfigError::BadBootstrap`](crate::ConfigError::BadBootstrap)); an unreachable
+    /// one shows as [`BootstrapFailed`](crate::DiscoveryEvent::BootstrapFailed), retried
+    /// every `reconnect_interval` up to `max_connection_attempts`. Our own endpoint may be
     /// listed (Fabric's configurations often list every peer): it is skipped by
     /// [`is_my_own_endpoint`](Self::is_my_own_endpoint), a textual check. A peer of
     /// another organization is refused once its handshake shows it; join such a peer
@@ -58,8 +60,9 @@ pub struct DiscoveryConfig {
     pub alive_interval: Duration,
     /// Silence after which an alive member is declared dead (`aliveExpirationTimeout`, 25 s).
     /// Keep it several `alive_interval`s long (Fabric's ratio is 5): a member whose
-    /// heartbeats are further apart than this is declared dead between two of them, and
-    /// nothing checks the ratio (Fabric does not either). It also sets the expiry check's
+    /// heartbeats are further apart than this is declared dead between two of them.
+    /// [`validate`](Self::validate) refuses one not longer than `alive_interval`
+    /// (Fabric checks nothing). It also sets the expiry check's
     /// period ([`expiration_check_interval`](Self::expiration_check_interval)) and the
     /// store's TTL ([`msg_ttl`](Self::msg_ttl)).
     pub alive_expiration: Duration,
@@ -70,7 +73,7 @@ pub struct DiscoveryConfig {
     /// (`maxConnectionAttempts`, 120).
     pub max_connection_attempts: u32,
     /// Alive-message store TTL = `alive_expiration` × this (`msgExpirationFactor`, 20 ⇒ 500 s);
-    /// 0 counts as 1. The TTL is also how long a member stays dead before it is purged.
+    /// [`validate`](Self::validate) refuses 0. The TTL is also how long a member stays dead before it is purged.
     pub msg_expiration_factor: u32,
     /// How long a bootstrap request waits for its response before it is resent
     /// (hard-coded 5 s in Fabric's `sendUntilAcked`).
@@ -204,6 +207,7 @@ impl DiscoveryConfig {
     /// TTL of the alive-message store (500 s by default); entries are kept, still
     /// blocking replays, for twice that.
     pub fn msg_ttl(&self) -> Duration {
+        // `validate` refuses a factor of 0; a configuration not validated keeps a TTL.
         self.alive_expiration
             .saturating_mul(self.msg_expiration_factor.max(1))
     }
@@ -212,13 +216,35 @@ impl DiscoveryConfig {
     /// and the external one when set, is `host:port` with one colon and a 16-bit port; and
     /// that the periods (`alive_interval`, `alive_expiration`, `reconnect_interval`,
     /// `ack_wait`, `pull_interval` and the certstore's waits) are non-zero, since a zero
-    /// period would fire its timer in a loop. Not checked: bootstrap endpoints (their
-    /// failures are events), the ratio of expiration to heartbeat, and the bounds (a
-    /// bound of 0 admits nothing: `max_members = 0` keeps membership empty).
+    /// period would fire its timer in a loop. Beyond Fabric, which takes these as they
+    /// come and misbehaves later, it also refuses a bootstrap endpoint that is not
+    /// `host:port` ([`ConfigError::BadBootstrap`]), an `alive_expiration` not longer
+    /// than `alive_interval` ([`ConfigError::ExpirationNotAfterInterval`]), and a
+    /// `max_members`, `max_membership_bytes` or `msg_expiration_factor` of 0
+    /// ([`ConfigError::Zero`]). Not checked: whether bootstrap peers answer (their
+    /// failures are events), and the other bounds (`max_events = 0` keeps no event; the
+    /// certstore's bounds of 0 learn no identity by pull).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_endpoint(&self.internal_endpoint)?;
         if !self.external_endpoint.is_empty() {
             check_endpoint(&self.external_endpoint)?;
+        }
+        for b in &self.bootstrap {
+            let good = b
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !good {
+                return Err(ConfigError::BadBootstrap(b.clone()));
+            }
+        }
+        for (name, zero) in [
+            ("max_members", self.max_members == 0),
+            ("max_membership_bytes", self.max_membership_bytes == 0),
+            ("msg_expiration_factor", self.msg_expiration_factor == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::Zero(name));
+            }
         }
         for (name, d) in [
             ("alive_interval", self.alive_interval),
@@ -233,6 +259,12 @@ impl DiscoveryConfig {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
             }
+        }
+        if self.alive_expiration <= self.alive_interval {
+            return Err(ConfigError::ExpirationNotAfterInterval {
+                expiration: self.alive_expiration,
+                interval: self.alive_interval,
+            });
         }
         Ok(())
     }
@@ -281,6 +313,45 @@ mod tests {
         assert_eq!(c.pull_interval, Duration::from_secs(4));
         assert_eq!((c.pull_peer_num, c.propagate_peer_num), (3, 3));
         assert!(c.validate().is_ok());
+    }
+
+    /// What Fabric takes and misbehaves with later is refused at once, each with its
+    /// own reason.
+    #[test]
+    fn bootstrap_endpoints_the_expiry_and_the_bounds_are_checked() {
+        for bad in ["", "peer0", "peer0:", ":7051", "peer0:70510", "peer0:port"] {
+            let c = DiscoveryConfig::new("h:1").with_bootstrap(["ok:7051", bad]);
+            assert_eq!(
+                c.validate(),
+                Err(ConfigError::BadBootstrap(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        let c = DiscoveryConfig::new("h:1").with_bootstrap(["[::1]:7051", "peer0.org1:7051"]);
+        assert_eq!(c.validate(), Ok(()));
+        let mut c = DiscoveryConfig::new("h:1");
+        c.alive_expiration = c.alive_interval;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ExpirationNotAfterInterval {
+                expiration: Duration::from_secs(5),
+                interval: Duration::from_secs(5),
+            })
+        );
+        c.alive_expiration += Duration::from_millis(1);
+        assert_eq!(c.validate(), Ok(()));
+        for (name, set) in [
+            (
+                "max_members",
+                (|c| c.max_members = 0) as fn(&mut DiscoveryConfig),
+            ),
+            ("max_membership_bytes", |c| c.max_membership_bytes = 0),
+            ("msg_expiration_factor", |c| c.msg_expiration_factor = 0),
+        ] {
+            let mut c = DiscoveryConfig::new("h:1");
+            set(&mut c);
+            assert_eq!(c.validate(), Err(ConfigError::Zero(name)));
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Typed reasons why input is refused.
 
-use fabric_gossip_core::{HandshakeError, IdentityRefusal, SecurityError};
+use fabric_gossip_core::{Error as CommError, HandshakeError, IdentityRefusal, SecurityError};
 
 /// Why a configuration cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -12,6 +12,28 @@ pub enum ConfigError {
     /// A period that must be positive is zero.
     #[error("{0} must be positive")]
     ZeroDuration(&'static str),
+    /// A bootstrap endpoint is not `host:port` with a 16-bit port: it could never be
+    /// dialled, and would only fail again every `reconnect_interval`. (Fabric checks
+    /// nothing here; the host may be an IPv6 literal in brackets.)
+    #[error("bootstrap endpoint {0:?} is not host:port")]
+    BadBootstrap(String),
+    /// `alive_expiration` is not longer than `alive_interval`: every member would be
+    /// declared dead between two of its heartbeats, and come back alive at the next.
+    #[error(
+        "alive_expiration ({expiration:?}) must be longer than alive_interval ({interval:?}), \
+         or members are declared dead between their heartbeats"
+    )]
+    ExpirationNotAfterInterval {
+        /// `alive_expiration`.
+        expiration: core::time::Duration,
+        /// `alive_interval`.
+        interval: core::time::Duration,
+    },
+    /// A bound or factor that must be positive is zero (`max_members`,
+    /// `max_membership_bytes`, `msg_expiration_factor`): with it the layer could hold no
+    /// member, or would keep no alive message long enough to refuse its replay.
+    #[error("{0} must be positive")]
+    Zero(&'static str),
 }
 
 /// Why an alive message (direct, or inside a membership request or response) is refused.
@@ -70,4 +92,36 @@ impl From<IdentityRefusal> for AliveError {
             IdentityRefusal::Mismatch => AliveError::IdentityMismatch,
         }
     }
+}
+
+/// Why joining through a bootstrap peer failed
+/// ([`DiscoveryEvent::BootstrapFailed`](crate::DiscoveryEvent::BootstrapFailed)): typed, so
+/// that an application can tell a peer it cannot reach from one of the wrong organization
+/// without reading the text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BootstrapError {
+    /// The handshake that identifies it failed: it could not be reached, TLS failed, or
+    /// it refused us (with its own reason when it gave one), or we refused its identity.
+    #[error("{0}")]
+    Handshake(HandshakeError),
+    /// It proved an identity of another organization, and bootstrap peers must be of
+    /// ours (Fabric's rule; join another organization's anchor peer with
+    /// [`Discovery::connect_anchor`](crate::Discovery::connect_anchor)).
+    #[error("{0} isn't in our organization, cannot be a bootstrap peer")]
+    OtherOrganization(String),
+    /// An anchor peer of another organization, or of none known, while we have no
+    /// external endpoint: it could not reach us, and would not list us.
+    #[error("anchor peer of another organization and no external endpoint")]
+    AnchorWithoutExternalEndpoint,
+    /// It never answered our membership request (sent `max_connection_attempts` times).
+    #[error("no membership response")]
+    NoResponse,
+    /// The comm core would not start the handshake (it is stopped, or its table of
+    /// operations is full); the attempt counts and is retried like any other.
+    #[error("cannot start the handshake: {0}")]
+    NotStarted(CommError),
+    /// Our own alive message could not be signed, so no request could be sent.
+    #[error("cannot sign our alive message")]
+    CannotSign,
 }

@@ -1,6 +1,7 @@
 //! What the membership layer tells the application.
 
 use crate::alive::Timestamp;
+use crate::error::BootstrapError;
 use crate::store::MemberState;
 use fabric_gossip_core::{Instant, PkiId};
 
@@ -128,8 +129,8 @@ pub enum DiscoveryEvent {
     BootstrapFailed {
         /// The configured endpoint.
         endpoint: String,
-        /// Why, with the remote's own reason when it gave one.
-        error: String,
+        /// Why (its text has the remote's own reason when it gave one).
+        error: BootstrapError,
         /// Attempts so far.
         attempt: u32,
         /// No more attempts will be made (`max_connection_attempts` reached).

@@ -124,7 +124,7 @@ pub mod validate;
 pub use alive::Timestamp;
 pub use certstore::{CertStoreConfig, CertStoreStats};
 pub use config::DiscoveryConfig;
-pub use error::{AliveError, ConfigError};
+pub use error::{AliveError, BootstrapError, ConfigError};
 pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
 pub use expiry::MAX_RECONNECT_PROBES;
 /// The comm core this layer runs on, so that the types it takes and returns (`Instant`,

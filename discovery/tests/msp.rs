@@ -72,7 +72,12 @@ fn a_bootstrap_peer_of_another_org_is_refused() {
         DiscoveryEvent::BootstrapFailed { error, .. } => Some(error.clone()),
         _ => None,
     });
-    assert!(failed.unwrap().contains("isn't in our organization"));
+    let failed = failed.expect("a failure event");
+    assert_eq!(
+        failed,
+        fabric_gossip_discovery::BootstrapError::OtherOrganization(ep(0))
+    );
+    assert!(failed.to_string().contains("isn't in our organization"));
     assert!(!c.sees_alive(1, 0));
 }
 
