@@ -75,7 +75,12 @@ impl OwnCertificates {
         ];
         for (role, path) in files {
             let Some(path) = path else { continue };
-            match std::fs::read(path).ok().as_deref().and_then(pem_not_after) {
+            // Read as every certificate file is: capped, regular files only.
+            match fabric_gossip_msp::read_msp_file(path)
+                .ok()
+                .as_deref()
+                .and_then(pem_not_after)
+            {
                 Some(at) => certs.push((role, at)),
                 None => tracing::warn!(
                     target: CERTMONITOR,

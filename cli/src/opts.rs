@@ -87,8 +87,9 @@ pub(crate) fn add_channel_configs(
 ) -> Result<Vec<u8>, ConfigError> {
     let mut tls_cas = Vec::new();
     for path in blocks {
-        let bytes = std::fs::read(path)
-            .map_err(|e| ConfigError(format!("--channel-config {}: {e}", path.display())))?;
+        // The error names the file already.
+        let bytes = fabric_gossip_msp::read_channel_config_file(path)
+            .map_err(|e| ConfigError(format!("--channel-config {e}")))?;
         let channel = trust
             .add_channel_config(&bytes)
             .map_err(|e| ConfigError(format!("--channel-config {}: {e}", path.display())))?;

@@ -635,6 +635,51 @@ fn validate_refuses_a_file_over_the_cap() {
     );
 }
 
+/// A `--channel-config` file larger than any message a Fabric peer accepts (a wrong path)
+/// is refused with status 2, naming it, before it is read; the real block still loads.
+#[test]
+fn a_channel_config_file_over_the_block_cap_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 100 MiB and a byte, sparse.
+    let big = dir.path().join("mychannel.block");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len((100 << 20) + 1))
+        .expect("sparse file");
+    let cert = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../msp/tests/fixtures/channel/peers/peer0.org1.example.com/msp");
+    let cert = cert.to_str().expect("utf-8");
+    let r = run_expect(
+        &[
+            "validate",
+            "--channel-config",
+            big.to_str().expect("utf-8"),
+            cert,
+        ],
+        2,
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "--channel-config {}: larger than 104857600 bytes",
+            big.display()
+        )),
+        "{}",
+        r.all()
+    );
+    let block =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/channel/mychannel.block");
+    run_expect(
+        &[
+            "validate",
+            "--channel-config",
+            block.to_str().expect("utf-8"),
+            "--msp-id",
+            "Org1MSP",
+            cert,
+        ],
+        0,
+    );
+}
+
 /// How a peer of `msp/tests/fixtures/channel/peers/` is started: with the channel's
 /// block as its trust (else its own MSP folder only), with its TLS certificate.
 struct ChannelPeer {

@@ -26,6 +26,15 @@ pub enum LoadError {
         /// The bound it exceeds, in bytes.
         limit: u64,
     },
+    /// A channel configuration block file is larger than
+    /// [`MAX_BLOCK_BYTES`](crate::MAX_BLOCK_BYTES), more than any Fabric peer accepts in one
+    /// gRPC message: not the block meant. Judged before the file is read.
+    BlockTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound it exceeds, in bytes.
+        limit: u64,
+    },
     /// A path named as a file is a directory, a FIFO, a socket or a device: not opened,
     /// since reading a FIFO blocks until someone writes to it, and a device may never end.
     NotAFile {
@@ -109,6 +118,12 @@ impl fmt::Display for LoadError {
                 f,
                 "{}: larger than {limit} bytes, the most an MSP file may hold (certificates, \
                  keys, CRLs and config.yaml take a few KiB)",
+                path.display()
+            ),
+            LoadError::BlockTooLarge { path, limit } => write!(
+                f,
+                "{}: larger than {limit} bytes, the most a Fabric peer accepts in one message; \
+                 not a channel configuration block",
                 path.display()
             ),
             LoadError::NotAFile { path, kind } => {

@@ -16,6 +16,12 @@ use std::path::{Path, PathBuf};
 /// It is also `core.yaml`'s bound in the CLI.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
+/// The largest channel configuration block read, in bytes: 100 MiB, the most a Fabric
+/// peer's or orderer's gRPC accepts in one message (`MaxRecvMsgSize`), so no block a
+/// Fabric network can deliver is refused. Without a bound, a wrong path (a disk image, a
+/// ledger file) was read whole before it failed to decode.
+pub const MAX_BLOCK_BYTES: u64 = 100 << 20;
+
 /// Reads the file at `path`, as the loader reads every MSP file. It must be a regular file
 /// (a symbolic link to one is followed, as Kubernetes mounts secrets): a FIFO would block
 /// the loader and a device never ends, so anything else is [`LoadError::NotAFile`] and is
@@ -25,7 +31,24 @@ pub const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Public so that tools read a certificate exactly as a node would (`fabric-gossip
 /// validate`).
 pub fn read_msp_file(path: impl AsRef<Path>) -> Result<Vec<u8>, LoadError> {
-    let path = path.as_ref();
+    read_file(path.as_ref(), MAX_FILE_BYTES, too_large)
+}
+
+/// Reads a channel configuration block (a `common.Block` file, as `peer channel fetch
+/// config` writes it) with the same care as an MSP file: a regular file or a link to one,
+/// [`LoadError::BlockTooLarge`] past [`MAX_BLOCK_BYTES`].
+pub fn read_channel_config_file(path: impl AsRef<Path>) -> Result<Vec<u8>, LoadError> {
+    read_file(path.as_ref(), MAX_BLOCK_BYTES, |path| {
+        LoadError::BlockTooLarge {
+            path: path.to_owned(),
+            limit: MAX_BLOCK_BYTES,
+        }
+    })
+}
+
+/// The regular file at `path`, refused past `limit` bytes (with `over(path)`), judged by
+/// its size before it is opened and again while it is read.
+fn read_file(path: &Path, limit: u64, over: fn(&Path) -> LoadError) -> Result<Vec<u8>, LoadError> {
     let meta = std::fs::metadata(path).map_err(io(path))?;
     if let Some(kind) = not_a_file(&meta) {
         return Err(LoadError::NotAFile {
@@ -33,23 +56,28 @@ pub fn read_msp_file(path: impl AsRef<Path>) -> Result<Vec<u8>, LoadError> {
             kind,
         });
     }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(too_large(path));
+    if meta.len() > limit {
+        return Err(over(path));
     }
     let file = std::fs::File::open(path).map_err(io(path))?;
-    read_capped(file, path)
+    read_capped(file, path, limit, over)
 }
 
-/// What `reader` (the file at `path`) holds, refused past [`MAX_FILE_BYTES`] without
-/// reading more than one byte past it.
-fn read_capped(reader: impl Read, path: &Path) -> Result<Vec<u8>, LoadError> {
+/// What `reader` (the file at `path`) holds, refused past `limit` without reading more
+/// than one byte past it.
+fn read_capped(
+    reader: impl Read,
+    path: &Path,
+    limit: u64,
+    over: fn(&Path) -> LoadError,
+) -> Result<Vec<u8>, LoadError> {
     let mut bytes = Vec::new();
     reader
-        .take(MAX_FILE_BYTES + 1)
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(io(path))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large(path));
+    if bytes.len() as u64 > limit {
+        return Err(over(path));
     }
     Ok(bytes)
 }
@@ -147,10 +175,10 @@ mod tests {
     fn the_cap_is_enforced_while_reading() {
         let path = Path::new("growing.pem");
         let cap = usize::try_from(MAX_FILE_BYTES).expect("fits");
-        let at_cap = read_capped(std::io::repeat(b'x').take(MAX_FILE_BYTES), path);
+        let read = |r: Box<dyn Read>| read_capped(r, path, MAX_FILE_BYTES, too_large);
+        let at_cap = read(Box::new(std::io::repeat(b'x').take(MAX_FILE_BYTES)));
         assert_eq!(at_cap.expect("at the cap").len(), cap);
-        let mut endless = std::io::repeat(b'x');
-        let e = read_capped(&mut endless, path).unwrap_err();
+        let e = read(Box::new(std::io::repeat(b'x'))).unwrap_err();
         assert!(
             matches!(&e, LoadError::TooLarge { path: p, limit } if p == path && *limit == MAX_FILE_BYTES),
             "{e:?}"
@@ -160,5 +188,37 @@ mod tests {
             "growing.pem: larger than 4194304 bytes, the most an MSP file may hold \
              (certificates, keys, CRLs and config.yaml take a few KiB)"
         );
+    }
+
+    /// A channel configuration block may be as large as a gRPC message Fabric accepts
+    /// (far past an MSP file's cap), and no larger: a wrong path is refused by its size,
+    /// before it is read, and a FIFO is not opened.
+    #[test]
+    fn a_channel_configuration_block_has_its_own_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = dir.path().join("config.block");
+        let file = std::fs::File::create(&big).expect("create");
+        // Sparse: no disk is written.
+        file.set_len(MAX_FILE_BYTES + 1).expect("grow");
+        assert_eq!(
+            read_channel_config_file(&big)
+                .expect("an MSP file's cap does not apply")
+                .len() as u64,
+            MAX_FILE_BYTES + 1
+        );
+        file.set_len(MAX_BLOCK_BYTES + 1).expect("grow");
+        let e = read_channel_config_file(&big).unwrap_err();
+        assert!(
+            matches!(&e, LoadError::BlockTooLarge { path, limit } if *path == big && *limit == MAX_BLOCK_BYTES),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("104857600 bytes"), "{e}");
+        assert!(matches!(
+            read_channel_config_file(dir.path()).unwrap_err(),
+            LoadError::NotAFile {
+                kind: "a directory",
+                ..
+            }
+        ));
     }
 }

@@ -140,7 +140,9 @@ mod units;
 pub use cert::certificate_not_after;
 pub use channel::ChannelTrust;
 pub use error::LoadError;
-pub use files::{MAX_FILE_BYTES, msp_dir_files, read_msp_file};
+pub use files::{
+    MAX_BLOCK_BYTES, MAX_FILE_BYTES, msp_dir_files, read_channel_config_file, read_msp_file,
+};
 pub use identity::{certificate_pem, pki_id, serialize_identity, serialize_identity_pem};
 pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity, TrustHandle};
 pub use trust::{MAX_CHAIN_DEPTH, TrustStore};
