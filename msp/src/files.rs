@@ -59,7 +59,36 @@ fn read_file(path: &Path, limit: u64, over: fn(&Path) -> LoadError) -> Result<Ve
     if meta.len() > limit {
         return Err(over(path));
     }
-    let file = std::fs::File::open(path).map_err(io(path))?;
+    read_opened(path, limit, over)
+}
+
+/// [`read_file`] once the path looked like a regular file: the checks again on what was
+/// opened, since the path may have been swapped for a FIFO in between. On Unix the file is
+/// opened non-blocking, so opening a FIFO returns at once (a blocking open waits for a
+/// writer, forever); reading a regular file is the same either way.
+fn read_opened(
+    path: &Path,
+    limit: u64,
+    over: fn(&Path) -> LoadError,
+) -> Result<Vec<u8>, LoadError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io(path))?;
+    let meta = file.metadata().map_err(io(path))?;
+    if let Some(kind) = not_a_file(&meta) {
+        return Err(LoadError::NotAFile {
+            path: path.to_owned(),
+            kind,
+        });
+    }
+    if meta.len() > limit {
+        return Err(over(path));
+    }
     read_capped(file, path, limit, over)
 }
 
@@ -187,6 +216,33 @@ mod tests {
             e.to_string(),
             "growing.pem: larger than 4194304 bytes, the most an MSP file may hold \
              (certificates, keys, CRLs and config.yaml take a few KiB)"
+        );
+    }
+
+    /// A FIFO put where a file was, after the path was looked at, is not waited on: it is
+    /// opened without blocking and refused as not a file. (A blocking open waits for a
+    /// writer forever, so the old code hung here; the deadline turns that into a failure.)
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_swapped_in_after_the_check_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("cert.pem");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("no mkfifo here; skipped");
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opened = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_opened(&opened, MAX_FILE_BYTES, too_large));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening the FIFO blocked");
+        assert!(
+            matches!(&r, Err(LoadError::NotAFile { path, kind: "a FIFO" }) if *path == fifo),
+            "{r:?}"
         );
     }
 
