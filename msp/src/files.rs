@@ -50,7 +50,18 @@ pub fn read_channel_config_file(path: impl AsRef<Path>) -> Result<Vec<u8>, LoadE
 /// its size before it is opened and again while it is read.
 fn read_file(path: &Path, limit: u64, over: fn(&Path) -> LoadError) -> Result<Vec<u8>, LoadError> {
     let meta = std::fs::metadata(path).map_err(io(path))?;
-    if let Some(kind) = not_a_file(&meta) {
+    judge(path, &meta, limit, over)?;
+    read_opened(path, limit, over)
+}
+
+/// Whether what `meta` describes may be read: a regular file within `limit`.
+fn judge(
+    path: &Path,
+    meta: &Metadata,
+    limit: u64,
+    over: fn(&Path) -> LoadError,
+) -> Result<(), LoadError> {
+    if let Some(kind) = not_a_file(meta) {
         return Err(LoadError::NotAFile {
             path: path.to_owned(),
             kind,
@@ -59,7 +70,7 @@ fn read_file(path: &Path, limit: u64, over: fn(&Path) -> LoadError) -> Result<Ve
     if meta.len() > limit {
         return Err(over(path));
     }
-    read_opened(path, limit, over)
+    Ok(())
 }
 
 /// [`read_file`] once the path looked like a regular file: the checks again on what was
@@ -80,15 +91,7 @@ fn read_opened(
     }
     let file = options.open(path).map_err(io(path))?;
     let meta = file.metadata().map_err(io(path))?;
-    if let Some(kind) = not_a_file(&meta) {
-        return Err(LoadError::NotAFile {
-            path: path.to_owned(),
-            kind,
-        });
-    }
-    if meta.len() > limit {
-        return Err(over(path));
-    }
+    judge(path, &meta, limit, over)?;
     read_capped(file, path, limit, over)
 }
 
