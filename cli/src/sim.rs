@@ -448,12 +448,12 @@ fn add_members(sim: &mut Sim, n: usize) -> Result<Arc<Mutex<Tracker>>, String> {
             .filter(|e| **e != format!("127.0.0.1:{}", 7051 + i))
             .cloned()
             .collect();
-        let spec = NodeSpec::new().subscribe_all(false).layer(move |ctx| {
+        let spec = NodeSpec::new().subscribe_all(false).try_layer(move |ctx| {
             let cfg = DiscoveryConfig::new(ctx.endpoint.clone())
                 .with_external_endpoint(ctx.endpoint.clone())
                 .with_bootstrap(boot.clone())
                 .with_seed(ctx.seed);
-            Discovery::new(cfg).expect("a valid simulator endpoint")
+            Discovery::new(cfg)
         });
         sim.add_node(spec).map_err(|e| format!("node {i}: {e}"))?;
         if sim.endpoint(i) != format!("127.0.0.1:{}", 7051 + i) {

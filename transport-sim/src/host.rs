@@ -3,7 +3,7 @@
 //! deliveries to the node's simulated application and to the observer).
 
 use crate::fault::ReaderMode;
-use crate::layer::{LayerEvent, LayerRecord, SimStack};
+use crate::layer::{LayerEvent, LayerRecord, SimStack, StartError};
 use crate::network::{DialSlot, StreamSlot};
 use crate::node::{Delivered, EventRecord, NodeSpec, NodeState, SimComm, TlsMode, made_up_cert};
 use crate::observe::Observation;
@@ -12,8 +12,8 @@ use crate::sim::Sim;
 use crate::trace::{ActionFmt, EventFmt, trace};
 use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::{
-    Action, Comm, Config, DialId, Event, HandshakeError, Instant, Layer, OpId, PkiId,
-    ReceivedMessage, Stack, StackOutput, Stats, StreamEnd, SubscriptionId, TlsHashes,
+    Action, Comm, Config, DialId, Event, Instant, Layer, OpId, PkiId, ReceivedMessage, Stack,
+    StackOutput, Stats, StreamEnd, SubscriptionId, TlsHashes,
 };
 use std::collections::BTreeMap;
 
@@ -73,7 +73,7 @@ pub(crate) type Cause = Option<&'static str>;
 
 impl Sim {
     /// Starts (or restarts) node `id`'s process.
-    pub(crate) fn boot(&mut self, id: usize, new_identity: bool) -> Result<(), HandshakeError> {
+    pub(crate) fn boot(&mut self, id: usize, new_identity: bool) -> Result<(), StartError> {
         let seed = self.rng.u64();
         let now = self.now;
         let node = &mut self.nodes[id];
@@ -95,14 +95,17 @@ impl Sim {
             (c, _) => c.clone(),
         };
         let comm = Comm::new(config, security, now)?;
-        if node.booted {
-            node.incarnation += 1;
-        }
-        node.booted = true;
+        let incarnation = node.incarnation + u32::from(node.booted);
         let has_layer = node.spec.layer.is_some();
+        // Made before the node changes, so that a factory's refusal leaves it as it was
+        // (not running, same incarnation); the core made above is dropped unstarted.
+        let layer = self
+            .make_layer(id, incarnation)
+            .map_err(StartError::Layer)?;
         self.hosts_layers |= has_layer;
-        let layer = self.make_layer(id);
         let node = &mut self.nodes[id];
+        node.incarnation = incarnation;
+        node.booted = true;
         // Starts the layer: what it does (subscribe, dial) waits in the core's output.
         node.stack = Some(Stack::new(comm, layer));
         node.certs = certs;

@@ -13,7 +13,10 @@
 //! [`LayerFactory`]: the simulator calls it when the node's process starts and again at
 //! every restart (a restarted process is a new process: a new layer, so for membership a
 //! new incarnation). The factory returns any [`Layer`] on [`SimComm`]'s security type whose
-//! event is `Debug` (a [`SimLayer`]); the simulator boxes it in the core's hosted layer
+//! event is `Debug` (a [`SimLayer`]), or, given to
+//! [`NodeSpec::try_layer`](crate::NodeSpec::try_layer), a `Result` whose error the
+//! simulator returns as [`StartError::Layer`] (a refused configuration is then the
+//! caller's error to handle, not a panic in the run); the simulator boxes it in the core's hosted layer
 //! ([`HostedLayer`]), which erases the event type into a [`LayerEvent`]. Each event the
 //! layer emits is
 //!
@@ -71,7 +74,7 @@ use crate::node::SimComm;
 use crate::sim::Sim;
 use core::any::Any;
 use core::fmt;
-use fabric_gossip_core::{Instant, Layer, Security, Stack};
+use fabric_gossip_core::{HandshakeError, Instant, Layer, Security, Stack};
 use std::sync::Arc;
 
 /// The stack a simulated node runs: its core and its (possibly empty) hosted layer.
@@ -93,8 +96,55 @@ pub struct LayerContext {
     pub now: Instant,
 }
 
-/// Makes a node's layer at every start of its process.
-pub type LayerFactory = Arc<dyn Fn(&LayerContext) -> HostedLayer + Send + Sync>;
+/// Makes a node's layer at every start of its process, or says why it cannot: the error
+/// of a factory given to [`NodeSpec::try_layer`](crate::NodeSpec::try_layer) (an
+/// infallible one, [`NodeSpec::layer`](crate::NodeSpec::layer), never fails).
+pub type LayerFactory = Arc<dyn Fn(&LayerContext) -> Result<HostedLayer, LayerError> + Send + Sync>;
+
+/// Why a layer factory refused to make its layer (for the membership layer, the
+/// `ConfigError` of `Discovery::new`: downcast it to read it). Carried by
+/// [`StartError::Layer`].
+pub type LayerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a node's process could not start ([`Sim::add_node`], [`Sim::restart`]). The node
+/// is then not running: an added node is not added, a restarted one stays down.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The node's security provider refused its own identity.
+    Identity(HandshakeError),
+    /// Its layer factory ([`NodeSpec::try_layer`](crate::NodeSpec::try_layer)) returned
+    /// this error; the process's core was dropped unstarted, nothing was sent.
+    Layer(LayerError),
+    /// No node has this id ([`Sim::restart`] of a node never added).
+    NoSuchNode(NodeId),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Identity(e) => write!(f, "own identity refused: {e}"),
+            StartError::Layer(e) => write!(f, "layer: {e}"),
+            StartError::NoSuchNode(n) => write!(f, "no node n{n}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Identity(e) => Some(e),
+            StartError::Layer(e) => Some(&**e),
+            StartError::NoSuchNode(_) => None,
+        }
+    }
+}
+
+impl From<HandshakeError> for StartError {
+    fn from(e: HandshakeError) -> Self {
+        StartError::Identity(e)
+    }
+}
 
 /// One event of a hosted layer, its type erased. Read it back with
 /// [`LayerEvent::downcast_ref`]; its `Debug` form is the layer event's.
@@ -189,16 +239,22 @@ impl Sim {
         self.nodes.get(n).map_or(&[], |x| &x.layer_events)
     }
 
-    pub(crate) fn make_layer(&mut self, id: usize) -> HostedLayer {
+    /// Node `id`'s layer for its process `incarnation`, from its spec's factory (none
+    /// without one).
+    pub(crate) fn make_layer(
+        &mut self,
+        id: usize,
+        incarnation: u32,
+    ) -> Result<HostedLayer, LayerError> {
         let Some(factory) = self.nodes[id].spec.layer.clone() else {
-            return HostedLayer::none();
+            return Ok(HostedLayer::none());
         };
         // Drawn only for nodes with a layer, so runs without layers replay as before.
         let seed = self.rng.u64();
         let ctx = LayerContext {
             node: id,
             endpoint: self.nodes[id].endpoint.clone(),
-            incarnation: self.nodes[id].incarnation,
+            incarnation,
             seed,
             now: self.now,
         };

@@ -107,7 +107,8 @@ pub use fault::{
     random_schedule,
 };
 pub use layer::{
-    HostedLayer, LayerContext, LayerEvent, LayerFactory, LayerRecord, SimLayer, SimStack,
+    HostedLayer, LayerContext, LayerError, LayerEvent, LayerFactory, LayerRecord, SimLayer,
+    SimStack, StartError,
 };
 pub use node::{Delivered, NodeSpec, NodeState, SecurityFactory, SimComm, TlsMode};
 pub use observe::{Observation, Observer};

@@ -1,7 +1,7 @@
 //! How a simulated node is described, and what is recorded about it.
 
 use crate::fault::ReaderMode;
-use crate::layer::{HostedLayer, LayerContext, LayerEvent, LayerFactory, SimLayer};
+use crate::layer::{HostedLayer, LayerContext, LayerError, LayerEvent, LayerFactory, SimLayer};
 use bytes::Bytes;
 use core::fmt;
 use fabric_gossip_core::{
@@ -132,12 +132,43 @@ impl NodeSpec {
     /// node's process (see the `layer` module for what the simulator does with it). Turn
     /// [`subscribe_all`](Self::subscribe_all) off beside it unless the application also
     /// wants the layer's own messages: see that field.
+    ///
+    /// A layer whose constructor can fail (`Discovery::new` refuses a bad configuration)
+    /// is better given to [`try_layer`](Self::try_layer), so that its error is the
+    /// simulator's to return rather than a panic inside the run.
     pub fn layer<L: SimLayer>(
         mut self,
         f: impl Fn(&LayerContext) -> L + Send + Sync + 'static,
     ) -> Self {
         self.layer = Some(Arc::new(move |ctx| {
-            HostedLayer::new(f(ctx), LayerEvent::new)
+            Ok(HostedLayer::new(f(ctx), LayerEvent::new))
+        }));
+        self
+    }
+
+    /// [`layer`](Self::layer) for a factory that can fail, as the tonic driver's
+    /// `NodeBuilder::try_layer` is: its error is [`StartError::Layer`] from
+    /// [`Sim::add_node`] or [`Sim::restart`] (and a `restart failed` trace line for a
+    /// scheduled restart), and the node is not running, where an `expect` inside a
+    /// [`layer`](Self::layer) factory would panic in the middle of the run. A factory
+    /// that fails the same way for the same [`LayerContext`] keeps runs deterministic:
+    /// the seed it was given is drawn either way. For membership:
+    /// `.try_layer(|ctx| Discovery::new(DiscoveryConfig::new(ctx.endpoint.clone()).with_seed(ctx.seed)))`.
+    ///
+    /// [`StartError::Layer`]: crate::StartError::Layer
+    /// [`Sim::add_node`]: crate::Sim::add_node
+    /// [`Sim::restart`]: crate::Sim::restart
+    pub fn try_layer<L, E>(
+        mut self,
+        f: impl Fn(&LayerContext) -> Result<L, E> + Send + Sync + 'static,
+    ) -> Self
+    where
+        L: SimLayer,
+        E: Into<LayerError>,
+    {
+        self.layer = Some(Arc::new(move |ctx| {
+            let layer = f(ctx).map_err(Into::into)?;
+            Ok(HostedLayer::new(layer, LayerEvent::new))
         }));
         self
     }

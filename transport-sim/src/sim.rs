@@ -6,6 +6,7 @@ use crate::config::{Counters, NodeId, START, SimConfig, Violation};
 use crate::fault::Fault;
 use crate::fault::fmt_duration;
 use crate::host::{Cause, Node};
+use crate::layer::StartError;
 use crate::network::LinkId;
 use crate::network::{Cuts, Link};
 use crate::node::{Delivered, NodeSpec, NodeState, SimComm};
@@ -22,8 +23,8 @@ use core::time::Duration;
 use fabric_gossip_core::Slab;
 use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::{
-    Acceptor, Comm, Error, Event, HandshakeError, Instant, OpId, PkiId, RemotePeer, SignedMessage,
-    Stats, StreamId, SubscriptionId,
+    Acceptor, Comm, Error, Event, Instant, OpId, PkiId, RemotePeer, SignedMessage, Stats, StreamId,
+    SubscriptionId,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -143,14 +144,16 @@ impl Sim {
 
     // -------------------------------------------------------------- building
 
-    /// Adds a node at the next endpoint (`127.0.0.1:7051`, `:7052`, …). Fails only if the
-    /// core refuses the node's own identity.
+    /// Adds a node at the next endpoint (`127.0.0.1:7051`, `:7052`, …). Fails, adding
+    /// nothing, if the core refuses the node's own identity ([`StartError::Identity`]) or
+    /// its layer factory ([`NodeSpec::try_layer`]) refuses to make its layer
+    /// ([`StartError::Layer`]).
     ///
     /// Its process starts at once, at the current virtual time, layer included: a peer
     /// it is told to reach that is added after it is not there yet. A membership layer's
     /// bootstrap to a later node fails once and is retried only a `reconnect_interval`
     /// (25 s) later, so let nodes join through nodes added before them.
-    pub fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, HandshakeError> {
+    pub fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, StartError> {
         let id = self.nodes.len();
         let endpoint = format!("127.0.0.1:{}", 7051 + id);
         self.endpoints.insert(endpoint.clone(), id);
@@ -528,11 +531,11 @@ impl Sim {
 
     /// Restarts node `n` (stopping or crashing it first if it runs), with the same or a new
     /// identity at the same endpoint.
-    /// Fails for a node that does not exist ([`HandshakeError::Cancelled`]) or whose
-    /// provider refuses its own identity.
-    pub fn restart(&mut self, n: NodeId, new_identity: bool) -> Result<(), HandshakeError> {
+    /// Fails for a node that does not exist ([`StartError::NoSuchNode`]), whose provider
+    /// refuses its own identity, or whose layer factory fails; the node then stays down.
+    pub fn restart(&mut self, n: NodeId, new_identity: bool) -> Result<(), StartError> {
         if n >= self.nodes.len() {
-            return Err(HandshakeError::Cancelled);
+            return Err(StartError::NoSuchNode(n));
         }
         if self.state(n) == Some(NodeState::Up) {
             self.apply(Fault::Crash(n));
