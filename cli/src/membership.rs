@@ -39,6 +39,11 @@ pub(crate) struct MembershipArgs {
     /// Fabric: 25s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) alive_expiration: Option<Duration>,
+    /// How often members are checked for expiry, at most --alive-expiration (Fabric's
+    /// AliveExpirationCheckInterval, which a peer derives and core.yaml cannot set;
+    /// default: a tenth of --alive-expiration, 2.5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) alive_expiration_check_interval: Option<Duration>,
     /// Period of reconnection attempts to dead members and bootstrap retries
     /// (peer.gossip.reconnectInterval; Fabric: 25s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -81,6 +86,7 @@ impl MembershipArgs {
             || self.external_endpoint.is_some()
             || self.alive_interval.is_some()
             || self.alive_expiration.is_some()
+            || self.alive_expiration_check_interval.is_some()
             || self.reconnect_interval.is_some()
             || self.pull_interval.is_some()
             || self.pull_peer_num.is_some()
@@ -122,6 +128,7 @@ impl MembershipArgs {
         }
         cfg.alive_interval = self.alive_interval.unwrap_or(cfg.alive_interval);
         cfg.alive_expiration = self.alive_expiration.unwrap_or(cfg.alive_expiration);
+        cfg.alive_expiration_check_interval = self.alive_expiration_check_interval;
         cfg.reconnect_interval = self.reconnect_interval.unwrap_or(cfg.reconnect_interval);
         cfg.pull_interval = self.pull_interval.unwrap_or(cfg.pull_interval);
         cfg.pull_peer_num = self.pull_peer_num.map_or(cfg.pull_peer_num, usize::from);
@@ -539,9 +546,42 @@ pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::{TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, time_left};
+    use super::{MembershipArgs, TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, time_left};
     use std::time::Duration;
     use tokio::time::Instant;
+
+    /// `--alive-expiration-check-interval` reaches the layer, and one longer than the
+    /// expiration is refused with the reason (the node then exits with status 2).
+    #[test]
+    fn the_expiry_check_interval_flag_reaches_the_layer_and_is_checked() {
+        let bound = "127.0.0.1:7051".parse().unwrap();
+        let mut m = MembershipArgs {
+            alive_expiration_check_interval: Some(Duration::from_millis(200)),
+            ..MembershipArgs::default()
+        };
+        assert!(m.any());
+        let layer = m.layer(bound).expect("valid");
+        assert_eq!(
+            layer.config().expiration_check_interval(),
+            Duration::from_millis(200)
+        );
+        // Unset: Fabric's tenth of the expiration.
+        let layer = MembershipArgs::default().layer(bound).expect("valid");
+        assert_eq!(layer.config().alive_expiration_check_interval, None);
+        assert_eq!(
+            layer.config().expiration_check_interval(),
+            Duration::from_millis(2500)
+        );
+        m.alive_expiration = Some(Duration::from_secs(1));
+        m.alive_expiration_check_interval = Some(Duration::from_secs(2));
+        let e = m.layer(bound).expect_err("longer than the expiration").0;
+        assert!(
+            e.contains(
+                "alive_expiration_check_interval (2s) must not exceed alive_expiration (1s)"
+            ),
+            "{e}"
+        );
+    }
 
     /// The `membership` lines a node prints, by the virtual clock: the membership changes
     /// at each of `changes` (from the start), the table is `bytes` long; each printed line's

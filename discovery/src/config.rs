@@ -62,10 +62,22 @@ pub struct DiscoveryConfig {
     /// Keep it several `alive_interval`s long (Fabric's ratio is 5): a member whose
     /// heartbeats are further apart than this is declared dead between two of them.
     /// [`validate`](Self::validate) refuses one not longer than `alive_interval`
-    /// (Fabric checks nothing). It also sets the expiry check's
-    /// period ([`expiration_check_interval`](Self::expiration_check_interval)) and the
-    /// store's TTL ([`msg_ttl`](Self::msg_ttl)).
+    /// (Fabric checks nothing). It also sets the expiry check's period, unless
+    /// [`alive_expiration_check_interval`](Self::alive_expiration_check_interval) does, and
+    /// the store's TTL ([`msg_ttl`](Self::msg_ttl)).
     pub alive_expiration: Duration,
+    /// How often alive members are checked for expiry (Fabric's
+    /// `AliveExpirationCheckInterval` of `gossip/discovery`). `None`, the default, takes
+    /// Fabric's value, `alive_expiration / 10` (2.5 s), recomputed when `alive_expiration`
+    /// changes; the period in use is
+    /// [`expiration_check_interval`](Self::expiration_check_interval). A member is
+    /// declared dead between `alive_expiration` and `alive_expiration` + this after its
+    /// last alive message: set it shorter to detect deaths more precisely, at the cost of
+    /// a scan of the membership per check. A Fabric peer cannot change it (its core.yaml
+    /// has no key for it; `gossip/gossip/config.go` derives it), but Fabric's discovery
+    /// layer takes it as a setting, and so does this one. Must be non-zero and no longer
+    /// than `alive_expiration` ([`validate`](Self::validate)).
+    pub alive_expiration_check_interval: Option<Duration>,
     /// Period of the dead-member reconnect pass and of bootstrap retries
     /// (`reconnectInterval`, 25 s).
     pub reconnect_interval: Duration,
@@ -157,6 +169,7 @@ impl DiscoveryConfig {
             bootstrap: Vec::new(),
             alive_interval: Duration::from_secs(5),
             alive_expiration: Duration::from_secs(25),
+            alive_expiration_check_interval: None,
             reconnect_interval: Duration::from_secs(25),
             max_connection_attempts: 120,
             msg_expiration_factor: 20,
@@ -199,9 +212,13 @@ impl DiscoveryConfig {
         self
     }
 
-    /// Period of the alive check: Fabric derives it as `alive_expiration / 10` (2.5 s).
+    /// Period of the alive check: [`alive_expiration_check_interval`](
+    /// Self::alive_expiration_check_interval) when set, else Fabric's
+    /// `alive_expiration / 10` (2.5 s by default), at least 1 ms.
     pub fn expiration_check_interval(&self) -> Duration {
-        (self.alive_expiration / 10).max(Duration::from_millis(1))
+        self.alive_expiration_check_interval
+            .unwrap_or(self.alive_expiration / 10)
+            .max(Duration::from_millis(1))
     }
 
     /// TTL of the alive-message store (500 s by default); entries are kept, still
@@ -215,15 +232,18 @@ impl DiscoveryConfig {
     /// Checks what Fabric checks at start (`validateSelfConfig`): the internal endpoint,
     /// and the external one when set, is `host:port` with one colon and a 16-bit port; and
     /// that the periods (`alive_interval`, `alive_expiration`, `reconnect_interval`,
-    /// `ack_wait`, `pull_interval` and the certstore's waits) are non-zero, since a zero
-    /// period would fire its timer in a loop. Beyond Fabric, which takes these as they
-    /// come and misbehaves later, it also refuses a bootstrap endpoint that is not
-    /// `host:port` ([`ConfigError::BadBootstrap`]), an `alive_expiration` not longer
-    /// than `alive_interval` ([`ConfigError::ExpirationNotAfterInterval`]), and a
-    /// `max_members`, `max_membership_bytes` or `msg_expiration_factor` of 0
-    /// ([`ConfigError::Zero`]). Not checked: whether bootstrap peers answer (their
-    /// failures are events), and the other bounds (`max_events = 0` keeps no event; the
-    /// certstore's bounds of 0 learn no identity by pull).
+    /// `ack_wait`, `pull_interval`, `alive_expiration_check_interval` when set, and the
+    /// certstore's waits) are non-zero, since a zero period would fire its timer in a
+    /// loop. Beyond Fabric, which takes these as they come and misbehaves later, it also
+    /// refuses a bootstrap endpoint that is not `host:port` ([`ConfigError::BadBootstrap`]),
+    /// an `alive_expiration` not longer than `alive_interval`
+    /// ([`ConfigError::ExpirationNotAfterInterval`]), an expiry check less often than once
+    /// per `alive_expiration` ([`ConfigError::TooLong`]: members would outlive their
+    /// expiration by more than the expiration itself), and a `max_members`,
+    /// `max_membership_bytes` or `msg_expiration_factor` of 0 ([`ConfigError::Zero`]). Not
+    /// checked: whether bootstrap peers answer (their failures are events), and the other
+    /// bounds (`max_events = 0` keeps no event; the certstore's bounds of 0 learn no
+    /// identity by pull).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_endpoint(&self.internal_endpoint)?;
         if !self.external_endpoint.is_empty() {
@@ -254,6 +274,10 @@ impl DiscoveryConfig {
             ("pull_interval", self.pull_interval),
         ]
         .into_iter()
+        .chain(
+            self.alive_expiration_check_interval
+                .map(|d| ("alive_expiration_check_interval", d)),
+        )
         .chain(self.certstore.durations())
         {
             if d.is_zero() {
@@ -264,6 +288,17 @@ impl DiscoveryConfig {
             return Err(ConfigError::ExpirationNotAfterInterval {
                 expiration: self.alive_expiration,
                 interval: self.alive_interval,
+            });
+        }
+        if let Some(d) = self
+            .alive_expiration_check_interval
+            .filter(|d| *d > self.alive_expiration)
+        {
+            return Err(ConfigError::TooLong {
+                name: "alive_expiration_check_interval",
+                value: d,
+                limit: "alive_expiration",
+                max: self.alive_expiration,
             });
         }
         Ok(())
@@ -370,6 +405,37 @@ mod tests {
         assert_eq!(
             c.validate(),
             Err(ConfigError::ZeroDuration("alive_interval"))
+        );
+    }
+
+    #[test]
+    fn the_expiry_check_interval_is_fabrics_unless_set_and_is_checked() {
+        let mut c = DiscoveryConfig::new("h:1");
+        assert_eq!(c.alive_expiration_check_interval, None);
+        // Derived from the expiration as Fabric derives it, also after it changed.
+        c.alive_expiration = Duration::from_secs(5);
+        assert_eq!(c.expiration_check_interval(), Duration::from_millis(500));
+        c.alive_expiration_check_interval = Some(Duration::from_millis(50));
+        assert_eq!(c.expiration_check_interval(), Duration::from_millis(50));
+        assert!(c.validate().is_ok());
+        // As long as the expiration is allowed, not longer, not zero.
+        c.alive_expiration_check_interval = Some(Duration::from_secs(5));
+        assert!(c.validate().is_ok());
+        c.alive_expiration_check_interval = Some(Duration::from_secs(6));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TooLong {
+                name: "alive_expiration_check_interval",
+                value: Duration::from_secs(6),
+                limit: "alive_expiration",
+                max: Duration::from_secs(5),
+            })
+        );
+        assert!(crate::Discovery::new(c.clone()).is_err());
+        c.alive_expiration_check_interval = Some(Duration::ZERO);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration("alive_expiration_check_interval"))
         );
     }
 

@@ -1,5 +1,6 @@
 //! Typed reasons why input is refused.
 
+use core::time::Duration;
 use fabric_gossip_core::{Error as CommError, HandshakeError, IdentityRefusal, SecurityError};
 
 /// Why a configuration cannot be used.
@@ -25,15 +26,28 @@ pub enum ConfigError {
     )]
     ExpirationNotAfterInterval {
         /// `alive_expiration`.
-        expiration: core::time::Duration,
+        expiration: Duration,
         /// `alive_interval`.
-        interval: core::time::Duration,
+        interval: Duration,
     },
     /// A bound or factor that must be positive is zero (`max_members`,
     /// `max_membership_bytes`, `msg_expiration_factor`): with it the layer could hold no
     /// member, or would keep no alive message long enough to refuse its replay.
     #[error("{0} must be positive")]
     Zero(&'static str),
+    /// A period is longer than the one it serves (the expiry check's, longer than the
+    /// expiration it checks).
+    #[error("{name} ({value:?}) must not exceed {limit} ({max:?})")]
+    TooLong {
+        /// The setting that is too long.
+        name: &'static str,
+        /// Its value.
+        value: Duration,
+        /// The setting it must not exceed.
+        limit: &'static str,
+        /// That setting's value.
+        max: Duration,
+    },
 }
 
 /// Why an alive message (direct, or inside a membership request or response) is refused.

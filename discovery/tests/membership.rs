@@ -154,6 +154,36 @@ fn a_silent_member_is_declared_dead_after_the_expiration_time() {
     assert_eq!(c.layer(0).dead_members().len(), 1);
 }
 
+/// `alive_expiration_check_interval` set shorter than Fabric's `alive_expiration / 10`:
+/// a silent member is declared dead within that much of the expiration, not 2.5 s late.
+#[test]
+fn a_shorter_expiry_check_declares_the_silent_member_dead_sooner() {
+    let check = Duration::from_millis(100);
+    let mut c = Cluster::hmac(3, |i| {
+        let mut cfg = dcfg(i);
+        cfg.alive_expiration_check_interval = Some(check);
+        if i > 0 {
+            cfg.with_bootstrap([ep(0)])
+        } else {
+            cfg
+        }
+    });
+    assert_eq!(c.layer(0).config().expiration_check_interval(), check);
+    c.run_for(Duration::from_secs(10));
+    assert!(full_view(&c, &[0, 1, 2]));
+    c.frozen[2] = true;
+    let pki2 = c.net.nodes[2].comm.pki_id().clone();
+    c.run_until(Duration::from_secs(40), |c| !c.sees_alive(0, 2))
+        .expect("declared dead");
+    let silent = c.now() - c.layer(0).member(&pki2).unwrap().last_seen;
+    assert!(
+        silent > Duration::from_secs(25)
+            && silent <= Duration::from_secs(25) + check + common::STEP,
+        "{silent:?}"
+    );
+    assert_eq!(c.layer(0).stats().members_expired, 1);
+}
+
 #[test]
 fn a_crashed_member_is_presumed_dead_at_the_next_send() {
     let mut c = seeded(3);
