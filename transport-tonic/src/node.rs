@@ -63,6 +63,10 @@ pub enum StartError {
     /// The gRPC server could not be configured.
     #[error("gRPC server: {0}")]
     Server(String),
+    /// The endpoint given to [`NodeBuilder::advertise`] is not `host:port` with a 16-bit
+    /// port.
+    #[error("advertised endpoint {0:?} is not host:port")]
+    Advertise(String),
     /// The factory given to [`NodeBuilder::try_layer`] refused to make its layer (for
     /// the membership layer, a `ConfigError`: downcast the source to read it).
     #[error("layer: {0}")]
@@ -96,6 +100,7 @@ pub struct NodeBuilder {
     limits: DriverLimits,
     layer: Option<LayerFactory>,
     layer_event_buffer: usize,
+    advertise: Option<String>,
 }
 
 impl NodeBuilder {
@@ -118,7 +123,8 @@ impl NodeBuilder {
     ///
     /// The address `make` gets is the one bound, which a membership layer takes as its
     /// internal endpoint, the one peers dial: listen on an address they can reach (a node
-    /// bound to `0.0.0.0` should name its endpoint itself). A layer whose constructor can
+    /// bound to `0.0.0.0` should name its endpoint itself, in the layer's configuration
+    /// and in [`advertise`](Self::advertise) alike). A layer whose constructor can
     /// fail, as `Discovery::new` can, is better given to [`try_layer`](Self::try_layer),
     /// whose error `start` returns instead of the factory panicking inside it.
     pub fn layer<L, F>(mut self, make: F) -> Self
@@ -192,6 +198,21 @@ impl NodeBuilder {
         self
     }
 
+    /// The `host:port` other nodes reach this one at, when it is not the listen address:
+    /// what [`Node::endpoint`] and [`Node::as_peer`] hand out. Fabric keeps the two apart
+    /// too (`peer.listenAddress` is bound, `peer.address` and `peer.gossip.endpoint` are
+    /// told to others): a node that listens on `0.0.0.0:7051`, behind NAT, or in a
+    /// container reached by a host name must advertise a dialable address, or every peer
+    /// given its `as_peer()` dials `0.0.0.0:7051`. Unset, the listen address as bound is
+    /// advertised. Checked at [`start`](Self::start) (`host:port` with a 16-bit port, else
+    /// [`StartError::Advertise`]); it names a place, so nothing else changes: the
+    /// handshake carries no endpoint, and a hosted membership layer takes its endpoint
+    /// from its own configuration (give it the same one).
+    pub fn advertise(mut self, endpoint: impl Into<String>) -> Self {
+        self.advertise = Some(endpoint.into());
+        self
+    }
+
     /// Turns on mutual TLS. The core's `Config::tls` is then set from these certificates;
     /// without this call it is cleared, since the core cannot bind certificates that the
     /// transport does not use.
@@ -232,10 +253,14 @@ impl NodeBuilder {
             limits,
             layer,
             layer_event_buffer,
+            advertise,
         } = self;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
             StartError::Server("a node must be started inside a tokio runtime".into())
         })?;
+        if let Some(a) = advertise.as_deref().filter(|a| !is_host_port(a)) {
+            return Err(StartError::Advertise(a.to_owned()));
+        }
         let tls = match &tls {
             Some(t) => Some(t.prepare().map_err(StartError::Tls)?),
             None => None,
@@ -316,6 +341,7 @@ impl NodeBuilder {
         Ok(Node {
             h: Arc::new(Handle {
                 inner,
+                endpoint: advertise.unwrap_or_else(|| local_addr.to_string()),
                 local_addr,
                 pki_id,
                 shutdown: Mutex::new(Some(shutdown_tx)),
@@ -343,6 +369,7 @@ impl fmt::Debug for Node {
         f.debug_struct("Node")
             .field("pki_id", &self.h.pki_id)
             .field("local_addr", &self.h.local_addr)
+            .field("endpoint", &self.h.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -350,6 +377,8 @@ impl fmt::Debug for Node {
 struct Handle {
     inner: Arc<Inner>,
     local_addr: SocketAddr,
+    /// What [`Node::endpoint`] hands out: the advertised endpoint, else `local_addr`.
+    endpoint: String,
     pki_id: PkiId,
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
     server: tokio::sync::Mutex<Option<JoinHandle<()>>>,
@@ -419,6 +448,7 @@ impl Node {
             limits: DriverLimits::default(),
             layer: None,
             layer_event_buffer: LAYER_EVENT_BUFFER,
+            advertise: None,
         }
     }
 
@@ -427,17 +457,19 @@ impl Node {
         &self.h.pki_id
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on (as bound: port 0 resolved, `0.0.0.0` kept).
     pub fn local_addr(&self) -> SocketAddr {
         self.h.local_addr
     }
 
-    /// `host:port` that other nodes can dial (the listen address as text).
+    /// `host:port` that other nodes dial: the endpoint given to
+    /// [`NodeBuilder::advertise`], else the listen address as text (which is not
+    /// dialable when the node listens on `0.0.0.0` or `::`: advertise then).
     pub fn endpoint(&self) -> String {
-        self.h.local_addr.to_string()
+        self.h.endpoint.clone()
     }
 
-    /// This node as a [`RemotePeer`] for others to send to.
+    /// This node as a [`RemotePeer`] for others to send to, at [`Node::endpoint`].
     pub fn as_peer(&self) -> RemotePeer {
         RemotePeer::new(self.endpoint(), self.h.pki_id.clone())
     }
@@ -912,4 +944,12 @@ impl Received {
             .retry_blocked(|c, now| c.ack(now, conn, nonce, error))
             .await
     }
+}
+
+/// `host:port` with a non-empty host and a 16-bit port (an IPv6 literal in brackets
+/// passes: the port is after the last colon).
+fn is_host_port(endpoint: &str) -> bool {
+    endpoint
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }

@@ -4,6 +4,7 @@
 //! Run one file's tests with `cargo test -p <crate> --test suite <file>::`.
 
 mod acks;
+mod advertise;
 mod backpressure;
 mod basic;
 mod common;
