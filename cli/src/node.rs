@@ -1225,7 +1225,12 @@ async fn serve(
             "external_endpoint": c.external_endpoint,
             "bootstrap": c.bootstrap,
         }));
-        builder = builder.listener(listener).layer(move |_| layer);
+        // The node is known by the endpoint its alive messages carry (--endpoint,
+        // peer.gossip.endpoint or peer.address), not by --listen's 0.0.0.0.
+        builder = builder
+            .listener(listener)
+            .advertise(c.internal_endpoint.clone())
+            .layer(move |_| layer);
     }
     let tls_on = tls.is_some();
     if let Some(t) = tls {
@@ -1245,6 +1250,11 @@ async fn serve(
         "pki_id": form.show(node.pki_id()),
         "tls": tls_on,
     });
+    // The address bound, when others are told another one (`addr`).
+    let bound = node.local_addr().to_string();
+    if bound != node.endpoint() {
+        listening["listen"] = json!(bound);
+    }
     if let Some(m) = &msp_id {
         listening["msp_id"] = json!(m);
     }
@@ -1267,10 +1277,16 @@ async fn serve(
     certificates.track();
     health.serving(node.clone(), out.clone(), certificates);
     out.emit(&listening);
+    let bound = node.local_addr().to_string();
+    let at = if bound == node.endpoint() {
+        bound
+    } else {
+        format!("{bound} (advertised as {})", node.endpoint())
+    };
     tracing::info!(
         target: TARGET,
         "listening on {} as {} ({}), TLS {}",
-        node.endpoint(),
+        at,
         form.show(node.pki_id()),
         msp_id
             .as_deref()

@@ -128,6 +128,7 @@ async fn watch(
     }
     let mut builder = Node::builder(opts::config())
         .listener(listener)
+        .advertise(endpoint.clone())
         .stop_timeout(Duration::from_millis(300))
         .layer(move |_| layer);
     if let Some(t) = tls {

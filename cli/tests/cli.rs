@@ -2975,6 +2975,46 @@ fn member_ids(v: &Value, alive: bool) -> Vec<String> {
         .collect()
 }
 
+/// A node bound to every interface (`--listen 0.0.0.0:P`) is known by its `--endpoint`
+/// (Fabric's `peer.listenAddress` against `peer.gossip.endpoint`): its listening line's
+/// `addr` is that endpoint, the one its membership carries, with the address bound beside
+/// it, and a peer joins through it there.
+#[test]
+fn a_node_listening_everywhere_is_known_by_its_endpoint() {
+    // A free port, released for the node to bind on every interface.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (listen, endpoint) = (format!("0.0.0.0:{port}"), format!("localhost:{port}"));
+    let a = NodeProc::start(&[
+        "--listen",
+        &listen,
+        "--endpoint",
+        &endpoint,
+        "--test-identity",
+    ]);
+    let listening = a.seen[0].clone();
+    assert_eq!(a.addr, endpoint, "{listening}");
+    assert_eq!(listening["listen"], listen.as_str(), "{listening}");
+    assert_eq!(
+        listening["membership"]["endpoint"],
+        endpoint.as_str(),
+        "{listening}"
+    );
+    let mut b = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--bootstrap",
+        &a.addr,
+    ]);
+    let joined = b.wait("bootstrap_joined", is("bootstrap_joined"));
+    assert_eq!(joined["pki_id"], a.pki.as_str(), "{joined}");
+    a.stop();
+    b.stop();
+}
+
 #[test]
 fn two_nodes_and_a_watch_see_each_other() {
     let fast = [
