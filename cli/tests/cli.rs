@@ -483,18 +483,25 @@ fn a_trusted_msp_s_node_ous_are_enforced_and_reloaded() {
     }
 }
 
+/// What the `validate` tests start from: a temporary directory with `keygen`'s
+/// organizations, Org B's folder in it, and the `--trust` argument for Org B's MSP.
+fn org_b_trusted() -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let org = dir.path().join("peerOrganizations").join(ORG_B.1);
+    let trust = format!("{}={}", ORG_B.0, org.join("msp").display());
+    (dir, org, trust)
+}
+
 /// `validate` judges certificates as a node would: a peer of the trusted organization is
 /// valid (status 0); after its organization's `config.yaml` renames the peer OU, or a CRL
 /// lists it, the same certificate is refused with the kind and the reason (status 1);
 /// wrong arguments are status 2.
 #[test]
 fn validate_judges_certificates_as_a_node_would() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let org = dir.path().join("peerOrganizations").join(ORG_B.1);
+    let (dir, org, trust) = org_b_trusted();
     let msp = org.join("msp");
     let peer_msp = org.join(format!("peers/peer0.{}/msp", ORG_B.1));
-    let trust = format!("{}={}", ORG_B.0, msp.display());
     let args = [
         "validate",
         "--trust",
@@ -577,10 +584,7 @@ fn validate_judges_certificates_as_a_node_would() {
 #[cfg(unix)]
 #[test]
 fn validate_reports_the_entries_it_leaves_out() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let org = dir.path().join("peerOrganizations").join(ORG_B.1);
-    let trust = format!("{}={}", ORG_B.0, org.join("msp").display());
+    let (_dir, org, trust) = org_b_trusted();
     let peer_msp = org.join(format!("peers/peer0.{}/msp", ORG_B.1));
     let signcerts = peer_msp.join("signcerts");
     std::os::unix::fs::symlink("/nonexistent/cert.pem", signcerts.join("gone.pem"))
@@ -614,10 +618,7 @@ fn validate_reports_the_entries_it_leaves_out() {
 /// file and the cap, before reading it.
 #[test]
 fn validate_refuses_a_file_over_the_cap() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let org = dir.path().join("peerOrganizations").join(ORG_B.1);
-    let trust = format!("{}={}", ORG_B.0, org.join("msp").display());
+    let (dir, _org, trust) = org_b_trusted();
     // 4 MiB and a byte, sparse.
     let big = dir.path().join("big.pem");
     std::fs::File::create(&big)
