@@ -572,6 +572,7 @@ mod tests {
             layer.config().expiration_check_interval(),
             Duration::from_millis(2500)
         );
+        m.alive_interval = Some(Duration::from_millis(200));
         m.alive_expiration = Some(Duration::from_secs(1));
         m.alive_expiration_check_interval = Some(Duration::from_secs(2));
         let e = m.layer(bound).expect_err("longer than the expiration").0;
