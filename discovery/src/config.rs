@@ -412,7 +412,9 @@ mod tests {
     fn the_expiry_check_interval_is_fabrics_unless_set_and_is_checked() {
         let mut c = DiscoveryConfig::new("h:1");
         assert_eq!(c.alive_expiration_check_interval, None);
-        // Derived from the expiration as Fabric derives it, also after it changed.
+        // Derived from the expiration as Fabric derives it, also after it changed (the
+        // heartbeat shortened too: validate wants the expiration longer).
+        c.alive_interval = Duration::from_secs(1);
         c.alive_expiration = Duration::from_secs(5);
         assert_eq!(c.expiration_check_interval(), Duration::from_millis(500));
         c.alive_expiration_check_interval = Some(Duration::from_millis(50));
