@@ -105,7 +105,9 @@ pub struct Config {
     pub crossing_grace: Duration,
     /// Own TLS certificate hashes; `None` runs without TLS (no certificate binding).
     pub tls: Option<TlsHashes>,
-    /// Seed of the core's only randomness (SendWithAck nonces). Same seed, same nonces.
+    /// Seed of the core's only randomness (SendWithAck nonces). Same seed, same nonces: the
+    /// default, 0, is the same for every node, so a node in a real network should get its
+    /// own (from the OS's randomness; the sans-IO core cannot draw one itself).
     pub rng_seed: u64,
 }
 
