@@ -1277,11 +1277,10 @@ async fn serve(
     certificates.track();
     health.serving(node.clone(), out.clone(), certificates);
     out.emit(&listening);
-    let bound = node.local_addr().to_string();
-    let at = if bound == node.endpoint() {
-        bound
-    } else {
+    let at = if listening.get("listen").is_some() {
         format!("{bound} (advertised as {})", node.endpoint())
+    } else {
+        bound
     };
     tracing::info!(
         target: TARGET,

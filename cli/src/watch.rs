@@ -97,6 +97,13 @@ struct BootstrapState {
     error: Option<BootstrapError>,
 }
 
+impl BootstrapState {
+    /// Why the last attempt failed, as printed.
+    fn error_text(&self) -> Option<String> {
+        self.error.as_ref().map(ToString::to_string)
+    }
+}
+
 async fn watch(
     args: &WatchArgs,
     identity: opts::Identity,
@@ -199,13 +206,12 @@ async fn watch(
                         // or ours when we refused it) and stop, as ping and handshake do.
                         if boot.values().all(|b| !b.joined && b.error.is_some()) {
                             for (ep, b) in &boot {
-                                let e = b.error.as_ref().map(ToString::to_string);
-                                let e = e.as_deref().unwrap_or_default();
-                                let shown = escape_controls(e);
+                                let e = b.error_text().unwrap_or_default();
+                                let shown = escape_controls(&e);
                                 eprintln!("error: cannot join through bootstrap peer {ep}: {shown}");
                                 let hint = crate::probe::failure_hint(
                                     ep,
-                                    e,
+                                    &e,
                                     tls_on,
                                     crate::probe::SNIFF_LIMIT,
                                 )
@@ -242,7 +248,7 @@ async fn watch(
                 if boot.values().all(|b| !b.joined) {
                     let waited = args.duration.unwrap_or_default();
                     for (ep, b) in &boot {
-                        let why = b.error.as_ref().map(ToString::to_string).unwrap_or_else(|| {
+                        let why = b.error_text().unwrap_or_else(|| {
                             format!(
                                 "no answer to our membership request within {waited:?} (a \
                                  peer without the membership layer never answers; a \
@@ -349,10 +355,7 @@ impl View {
             v["self"] = self.me.clone();
             v["bootstrap"] = boot
                 .iter()
-                .map(|(ep, b)| {
-                    let error = b.error.as_ref().map(ToString::to_string);
-                    json!({"endpoint": ep, "joined": b.joined, "error": error})
-                })
+                .map(|(ep, b)| json!({"endpoint": ep, "joined": b.joined, "error": b.error_text()}))
                 .collect();
             v["time_unix_ms"] = json!(unix_ms_now());
             format!("{v}\n")

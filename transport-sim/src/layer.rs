@@ -16,9 +16,9 @@
 //! event is `Debug` (a [`SimLayer`]), or, given to
 //! [`NodeSpec::try_layer`](crate::NodeSpec::try_layer), a `Result` whose error the
 //! simulator returns as [`StartError::Layer`] (a refused configuration is then the
-//! caller's error to handle, not a panic in the run); the simulator boxes it in the core's hosted layer
-//! ([`HostedLayer`]), which erases the event type into a [`LayerEvent`]. Each event the
-//! layer emits is
+//! caller's error to handle, not a panic in the run); the simulator boxes it in the core's
+//! hosted layer ([`HostedLayer`]), which erases the event type into a [`LayerEvent`]. Each
+//! event the layer emits is
 //!
 //! * written to the trace as `n3 L <event as Debug>` (so a seed reproduces layer behaviour
 //!   too, and the trace hash covers it),
@@ -108,42 +108,19 @@ pub type LayerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a node's process could not start ([`Sim::add_node`], [`Sim::restart`]). The node
 /// is then not running: an added node is not added, a restarted one stays down.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// The node's security provider refused its own identity.
-    Identity(HandshakeError),
+    #[error("own identity refused: {0}")]
+    Identity(#[from] HandshakeError),
     /// Its layer factory ([`NodeSpec::try_layer`](crate::NodeSpec::try_layer)) returned
     /// this error; the process's core was dropped unstarted, nothing was sent.
-    Layer(LayerError),
+    #[error("layer: {0}")]
+    Layer(#[source] LayerError),
     /// No node has this id ([`Sim::restart`] of a node never added).
+    #[error("no node n{0}")]
     NoSuchNode(NodeId),
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Identity(e) => write!(f, "own identity refused: {e}"),
-            StartError::Layer(e) => write!(f, "layer: {e}"),
-            StartError::NoSuchNode(n) => write!(f, "no node n{n}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StartError::Identity(e) => Some(e),
-            StartError::Layer(e) => Some(&**e),
-            StartError::NoSuchNode(_) => None,
-        }
-    }
-}
-
-impl From<HandshakeError> for StartError {
-    fn from(e: HandshakeError) -> Self {
-        StartError::Identity(e)
-    }
 }
 
 /// One event of a hosted layer, its type erased. Read it back with
