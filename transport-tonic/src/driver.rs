@@ -29,6 +29,7 @@ use fabric_gossip_core::{
     WriteKind,
 };
 use futures_util::task::AtomicWaker;
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -72,6 +73,8 @@ pub(crate) const MAX_FRAME: u32 = 64 << 10;
 pub(crate) enum Out {
     /// An encoded Envelope, and whether it uses the core's write credit.
     Env(Bytes, WriteKind),
+    /// Envelopes the core handed out in one drain, in order ([`Writes`]).
+    Batch(Vec<(Bytes, WriteKind)>),
     /// End the stream; for an inbound stream, with this error status.
     End(Option<String>),
 }
@@ -309,6 +312,65 @@ pub(crate) struct State {
     /// SendWithAck results whose callers are not woken yet: one per release of the lock
     /// (see [`Locked`]).
     links: VecDeque<(oneshot::Sender<Vec<SendResult>>, Vec<SendResult>)>,
+    /// Writes of one stream gathered during a drain, not yet on its writer's queue.
+    writes: Writes,
+}
+
+/// The `Write` actions of one stream that follow each other in one drain of the core, put
+/// on the stream's queue as one item when something else comes (another stream's write,
+/// any other action) and when the drain ends.
+///
+/// Once its write window is full, a busy stream's writes come in runs: each time its
+/// writer reports envelopes written (every half window), the core refills the window with
+/// as many. One queue item per envelope cost a channel push, its wake-up check and a
+/// lookup of the stream each, and a pop on the writer's side: about 3 % of the CPU of a
+/// lossless one-way run. A run of one stays a single [`Out::Env`], so a stream writing
+/// one envelope at a time allocates nothing for it.
+#[derive(Default)]
+struct Writes {
+    stream: Option<StreamId>,
+    items: SmallVec<[(Bytes, WriteKind); 1]>,
+}
+
+/// Room reserved when a run outgrows one envelope: half the default write window, the
+/// size of a refill.
+const WRITES_RUN: usize = 256;
+
+impl Writes {
+    /// Adds a write of `stream`; returns the run it ends, if it was another stream's.
+    fn push(
+        &mut self,
+        stream: StreamId,
+        envelope: Bytes,
+        kind: WriteKind,
+    ) -> Option<(StreamId, Out, usize)> {
+        let ended = if self.stream == Some(stream) {
+            None
+        } else {
+            let ended = self.take();
+            self.stream = Some(stream);
+            ended
+        };
+        if self.items.len() == 1 {
+            self.items.reserve(WRITES_RUN);
+        }
+        self.items.push((envelope, kind));
+        ended
+    }
+
+    /// The run gathered, as one queue item, with its stream and how many envelopes it has.
+    fn take(&mut self) -> Option<(StreamId, Out, usize)> {
+        let stream = self.stream.take()?;
+        let items = std::mem::take(&mut self.items);
+        let count = items.len();
+        let item = if items.spilled() {
+            Out::Batch(items.into_vec())
+        } else {
+            let (envelope, kind) = items.into_iter().next()?;
+            Out::Env(envelope, kind)
+        };
+        Some((stream, item, count))
+    }
 }
 
 /// A wake-up that waits for the lock's release: the task it wakes usually takes the lock
@@ -507,21 +569,32 @@ pub(crate) struct Settings {
 
 /// Core time from a monotonic clock: the wall-clock time at start plus the monotonic time
 /// elapsed since. Certificate expiry needs wall-clock time; timers need monotonic time.
+///
+/// The monotonic clock is the coarse one (`CLOCK_MONOTONIC_COARSE` on Linux, through
+/// `coarsetime`): every call into the core reads it, a send included, and the precise
+/// clock's read (`rdtsc` and the paravirtual clock's arithmetic) measured 2 % of the CPU
+/// of a lossless one-way run in a VM, the coarse one a copy of a value the kernel keeps.
+/// It trails the precise clock by at most one kernel tick (1–4 ms): the core's deadlines
+/// are hundreds of milliseconds and more, and one that fires a tick late, or a timer that
+/// wakes a tick early and finds nothing due yet, only sleeps once more.
 pub(crate) struct Clock {
     anchor: Instant,
-    base: tokio::time::Instant,
+    base: coarsetime::Instant,
 }
 
 impl Clock {
     pub(crate) fn new() -> Self {
         Clock {
             anchor: Instant::from_system_time(std::time::SystemTime::now()),
-            base: tokio::time::Instant::now(),
+            base: coarsetime::Instant::now_without_cache_update(),
         }
     }
 
     pub(crate) fn now(&self) -> Instant {
-        self.anchor + self.base.elapsed()
+        // Without the cache update: `now()` also stores into a global that every thread
+        // writing it would bounce between the cores.
+        let elapsed = coarsetime::Instant::now_without_cache_update().duration_since(self.base);
+        self.anchor + Duration::from(elapsed)
     }
 
     /// The tokio deadline for core time `t`, at most a day ahead: far deadlines (identity
@@ -604,6 +677,7 @@ impl Inner {
                 stats: DriverStats::default(),
                 later: Vec::new(),
                 links: VecDeque::new(),
+                writes: Writes::default(),
             }),
             room: Notify::new(),
             timer: Notify::new(),
@@ -777,6 +851,8 @@ pub(crate) fn drain(inner: &Arc<Inner>, st: &mut State) {
         match st.comm.poll_output() {
             Output::Action(action) => execute(inner, st, action),
             Output::Event(ev) => handle_event(inner, st, ev),
+            // A write that fails gives the core more to say.
+            Output::Timeout(_) if flush_writes(inner, st) => {}
             Output::Timeout(next) => break next,
         }
     };
@@ -794,12 +870,67 @@ pub(crate) fn drain(inner: &Arc<Inner>, st: &mut State) {
 /// Only the actions: between two envelopes of a batch, so a `PauseRead` takes effect before
 /// the next one is handed in; the batch ends with a full [`drain`].
 fn drain_actions(inner: &Arc<Inner>, st: &mut State) {
-    while let Some(action) = st.comm.poll_action() {
-        execute(inner, st, action);
+    loop {
+        while let Some(action) = st.comm.poll_action() {
+            execute(inner, st, action);
+        }
+        // A write that fails gives the core more to say.
+        if !flush_writes(inner, st) {
+            return;
+        }
     }
 }
 
+/// Puts the gathered writes ([`Writes`]) on their stream's queue. Returns whether any
+/// failed, which the core was told, so that its answer is drained too.
+fn flush_writes(inner: &Arc<Inner>, st: &mut State) -> bool {
+    match st.writes.take() {
+        Some((stream, item, count)) => queue_write(inner, st, stream, item, count),
+        None => false,
+    }
+}
+
+/// Puts `item` (`count` envelopes) on `stream`'s queue; a full queue fails the stream's
+/// writes, which the core is told. Returns whether that happened.
+fn queue_write(
+    inner: &Arc<Inner>,
+    st: &mut State,
+    stream: StreamId,
+    item: Out,
+    count: usize,
+) -> bool {
+    let failed = match st.streams.get(&stream) {
+        Some(e) => match e.tx.try_send(item) {
+            Ok(()) => false,
+            // The RPC already ended (the remote closed it, perhaps refusing us with a
+            // status): its reader is about to report how, with the remote's status and
+            // message, which a "write failed" here would hide.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                st.stats.writes_after_end += count as u64;
+                e.ctl.ended.store(true, Ordering::Release);
+                e.ctl.resume.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+        },
+        None => false,
+    };
+    if failed {
+        st.stats.write_failures += 1;
+        tracing::debug!(%stream, "write found the stream's writer gone");
+        let now = inner.now();
+        let _ = st
+            .comm
+            .handle_write_failed(now, stream, "stream is gone".into());
+    }
+    failed
+}
+
 fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
+    if !matches!(action, Action::Write { .. }) {
+        // What comes after a stream's writes (its end above all) keeps its place.
+        flush_writes(inner, st);
+    }
     match action {
         Action::Dial { dial, endpoint } => {
             let task = inner.rt.spawn(dial_task(inner.clone(), dial, endpoint));
@@ -873,29 +1004,9 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
             envelope,
             kind,
         } => {
-            let failed = match st.streams.get(&stream) {
-                Some(e) => match e.tx.try_send(Out::Env(envelope, kind)) {
-                    Ok(()) => false,
-                    // The RPC already ended (the remote closed it, perhaps refusing us with
-                    // a status): its reader is about to report how, with the remote's
-                    // status and message, which a "write failed" here would hide.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        st.stats.writes_after_end += 1;
-                        e.ctl.ended.store(true, Ordering::Release);
-                        e.ctl.resume.notify_one();
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => true,
-                },
-                None => false,
-            };
-            if failed {
-                st.stats.write_failures += 1;
-                tracing::debug!(%stream, "write found the stream's writer gone");
-                let now = inner.now();
-                let _ = st
-                    .comm
-                    .handle_write_failed(now, stream, "stream is gone".into());
+            if let Some((stream, item, count)) = st.writes.push(stream, envelope, kind) {
+                // Should the write fail, the core's answer comes out of the same drain.
+                queue_write(inner, st, stream, item, count);
             }
         }
         Action::PauseRead { stream } => {
@@ -1504,6 +1615,8 @@ pub(crate) struct OutStream {
     /// core's write window already, so the batch adds nothing to what a stream may hold;
     /// its allocation is released whenever the queue runs dry.
     batch: Vec<Out>,
+    /// The rest of the [`Out::Batch`] being written.
+    run: std::vec::IntoIter<(Bytes, WriteKind)>,
     /// The stream's reader's controls: dropping this half (HTTP/2 gives it up when the
     /// connection dies) marks the RPC ended, so a paused reader still reads to its end.
     ctl: Arc<StreamCtl>,
@@ -1548,6 +1661,7 @@ impl OutStream {
             dry: false,
             yielding: None,
             batch: Vec::new(),
+            run: Vec::new().into_iter(),
             ctl,
         }
     }
@@ -1555,25 +1669,40 @@ impl OutStream {
     /// The next item of the queue, woken through the gate.
     fn poll_queue(&mut self) -> Poll<Option<Out>> {
         let mut cx = Context::from_waker(&self.gate_waker);
-        Self::next_out(&mut self.batch, &mut self.rx, &mut cx)
+        Self::next_out(&mut self.run, &mut self.batch, &mut self.rx, &mut cx)
     }
 
-    /// The next item of the queue `rx`: from the `batch` taken last, or a new batch.
+    /// The next item of the queue `rx`, never an [`Out::Batch`]: from the `run` of the
+    /// batch item being handed out, from the `batch` of items taken last, or from a new
+    /// batch.
     fn next_out(
+        run: &mut std::vec::IntoIter<(Bytes, WriteKind)>,
         batch: &mut Vec<Out>,
         rx: &mut mpsc::Receiver<Out>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Out>> {
-        if let Some(out) = batch.pop() {
-            return Poll::Ready(Some(out));
-        }
-        match rx.poll_recv_many(cx, batch, OUT_BATCH) {
-            Poll::Ready(0) => Poll::Ready(None),
-            Poll::Ready(_) => {
-                batch.reverse();
-                Poll::Ready(batch.pop())
+        loop {
+            if let Some((b, kind)) = run.next() {
+                return Poll::Ready(Some(Out::Env(b, kind)));
             }
-            Poll::Pending => Poll::Pending,
+            let out = match batch.pop() {
+                Some(out) => out,
+                None => match rx.poll_recv_many(cx, batch, OUT_BATCH) {
+                    Poll::Ready(0) => return Poll::Ready(None),
+                    Poll::Ready(_) => {
+                        batch.reverse();
+                        match batch.pop() {
+                            Some(out) => out,
+                            None => return Poll::Ready(None),
+                        }
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            match out {
+                Out::Batch(items) => *run = items.into_iter(),
+                out => return Poll::Ready(Some(out)),
+            }
         }
     }
 
@@ -1587,6 +1716,17 @@ impl OutStream {
             drain(&inner, &mut st);
         }
         inner.wake_room();
+    }
+
+    /// Counts an Envelope handed on, reporting every `report_every`.
+    fn written(&mut self, b: Bytes, kind: WriteKind) -> Bytes {
+        if kind == WriteKind::Message {
+            self.unreported += 1;
+            if self.unreported >= self.report_every {
+                self.report();
+            }
+        }
+        b
     }
 
     /// The next Envelope; `Err` carries the error status the core closed the stream with.
@@ -1617,14 +1757,10 @@ impl OutStream {
             }
             match polled {
                 Poll::Ready(Some(Out::Env(b, kind))) => {
-                    if kind == WriteKind::Message {
-                        self.unreported += 1;
-                        if self.unreported >= self.report_every {
-                            self.report();
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(b)));
+                    return Poll::Ready(Some(Ok(self.written(b, kind))));
                 }
+                // `next_out` unpacks batches; one it returned would be unpacked here.
+                Poll::Ready(Some(Out::Batch(items))) => self.run = items.into_iter(),
                 Poll::Ready(Some(Out::End(error))) => {
                     self.done = true;
                     return Poll::Ready(error.map(Err));
@@ -1638,6 +1774,7 @@ impl OutStream {
                     self.dry = true;
                     // An idle stream holds no batch (a node may have thousands).
                     self.batch = Vec::new();
+                    self.run = Vec::new().into_iter();
                     return Poll::Pending;
                 }
             }
@@ -1743,7 +1880,7 @@ mod tests {
     fn index(out: &Out) -> Option<u32> {
         match out {
             Out::Env(b, _) => Some(u32::from_be_bytes(b[..].try_into().ok()?)),
-            Out::End(_) => None,
+            Out::Batch(_) | Out::End(_) => None,
         }
     }
 
@@ -1753,9 +1890,10 @@ mod tests {
     fn batches_keep_the_queue_order() {
         let (tx, mut rx) = mpsc::channel(3 * OUT_BATCH);
         let mut batch = Vec::new();
+        let mut run = Vec::new().into_iter();
         let mut cx = Context::from_waker(Waker::noop());
         let mut next = |batch: &mut Vec<Out>, rx: &mut mpsc::Receiver<Out>| {
-            OutStream::next_out(batch, rx, &mut cx)
+            OutStream::next_out(&mut run, batch, rx, &mut cx)
         };
         for i in 0..(2 * OUT_BATCH + 5) as u32 {
             tx.try_send(env(i)).unwrap();
@@ -1795,19 +1933,79 @@ mod tests {
         assert_eq!(got, (0..queued + 7).collect::<Vec<_>>());
     }
 
+    /// The writes of one stream in a row leave as one item, in order; another stream's write
+    /// ends the run, and a run of one is a plain envelope.
+    #[test]
+    fn a_streams_writes_in_a_row_leave_as_one_item() {
+        let (a, b) = (StreamId::from_parts(1, 0), StreamId::from_parts(2, 0));
+        let mut writes = Writes::default();
+        assert!(writes.take().is_none(), "nothing gathered");
+        for i in 0..3u32 {
+            let ended = writes.push(a, Bytes::from(i.to_be_bytes().to_vec()), WriteKind::Message);
+            assert!(ended.is_none(), "the same stream's run goes on");
+        }
+        let Some((stream, Out::Batch(run), 3)) = writes.push(b, Bytes::new(), WriteKind::Message)
+        else {
+            panic!("another stream's write ends the run as one batch");
+        };
+        assert_eq!(stream, a);
+        let got: Vec<_> = run
+            .into_iter()
+            .map(|(b, _)| u32::from_be_bytes(b[..].try_into().unwrap()))
+            .collect();
+        assert_eq!(got, [0, 1, 2]);
+        let Some((stream, Out::Env(_, WriteKind::Message), 1)) = writes.take() else {
+            panic!("a run of one is a plain envelope");
+        };
+        assert_eq!(stream, b);
+        assert!(writes.take().is_none(), "taken once");
+    }
+
+    /// A batch item is handed out envelope by envelope, in its place in the queue.
+    #[test]
+    fn batches_are_unpacked_in_their_place() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let (mut batch, mut run) = (Vec::new(), Vec::new().into_iter());
+        let mut cx = Context::from_waker(Waker::noop());
+        let run_of = |r: std::ops::Range<u32>| {
+            let items = r.map(|i| match env(i) {
+                Out::Env(b, k) => (b, k),
+                _ => unreachable!(),
+            });
+            Out::Batch(items.collect())
+        };
+        for item in [env(0), run_of(1..4), env(4), run_of(5..5), run_of(5..6)] {
+            tx.try_send(item).unwrap();
+        }
+        tx.try_send(Out::End(None)).unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        loop {
+            match OutStream::next_out(&mut run, &mut batch, &mut rx, &mut cx) {
+                Poll::Ready(Some(Out::End(_))) => got.push(u32::MAX),
+                Poll::Ready(Some(out)) => got.push(index(&out).expect("an envelope")),
+                Poll::Ready(None) => break,
+                Poll::Pending => panic!("the sender is gone: the queue ends, never pends"),
+            }
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4, 5, u32::MAX]);
+    }
+
     /// An empty queue with its sender alive pends, holding no batch.
     #[test]
     fn an_empty_queue_pends() {
         let (tx, mut rx) = mpsc::channel::<Out>(4);
         let mut batch = Vec::new();
+        let mut run = Vec::new().into_iter();
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(OutStream::next_out(&mut batch, &mut rx, &mut cx).is_pending());
+        assert!(OutStream::next_out(&mut run, &mut batch, &mut rx, &mut cx).is_pending());
         tx.try_send(env(7)).unwrap();
-        let Poll::Ready(Some(out)) = OutStream::next_out(&mut batch, &mut rx, &mut cx) else {
+        let Poll::Ready(Some(out)) = OutStream::next_out(&mut run, &mut batch, &mut rx, &mut cx)
+        else {
             panic!("an item was queued");
         };
         assert_eq!(index(&out), Some(7));
         assert!(batch.is_empty());
-        assert!(OutStream::next_out(&mut batch, &mut rx, &mut cx).is_pending());
+        assert!(OutStream::next_out(&mut run, &mut batch, &mut rx, &mut cx).is_pending());
     }
 }
