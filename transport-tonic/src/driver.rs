@@ -326,17 +326,26 @@ pub(crate) struct State {
 /// lookup of the stream each, and a pop on the writer's side: about 3 % of the CPU of a
 /// lossless one-way run. A run of one stays a single [`Out::Env`], so a stream writing
 /// one envelope at a time allocates nothing for it.
-#[derive(Default)]
 struct Writes {
     stream: Option<StreamId>,
     items: SmallVec<[(Bytes, WriteKind); 1]>,
+    /// Room reserved when a run outgrows one envelope: the write window, the most a run
+    /// holds but for a handshake, up to [`MAX_RUN_RESERVE`].
+    run_reserve: usize,
 }
 
-/// Room reserved when a run outgrows one envelope: half the default write window, the
-/// size of a refill.
-const WRITES_RUN: usize = 256;
+/// The most room a run reserves at once (10 KiB); a longer one grows as it goes.
+const MAX_RUN_RESERVE: usize = 256;
 
 impl Writes {
+    fn new(write_window: usize) -> Self {
+        Writes {
+            stream: None,
+            items: SmallVec::new(),
+            run_reserve: write_window.min(MAX_RUN_RESERVE),
+        }
+    }
+
     /// Adds a write of `stream`; returns the run it ends, if it was another stream's.
     fn push(
         &mut self,
@@ -352,7 +361,7 @@ impl Writes {
             ended
         };
         if self.items.len() == 1 {
-            self.items.reserve(WRITES_RUN);
+            self.items.reserve(self.run_reserve);
         }
         self.items.push((envelope, kind));
         ended
@@ -677,7 +686,7 @@ impl Inner {
                 stats: DriverStats::default(),
                 later: Vec::new(),
                 links: VecDeque::new(),
-                writes: Writes::default(),
+                writes: Writes::new(settings.write_window),
             }),
             room: Notify::new(),
             timer: Notify::new(),
@@ -1938,7 +1947,7 @@ mod tests {
     #[test]
     fn a_streams_writes_in_a_row_leave_as_one_item() {
         let (a, b) = (StreamId::from_parts(1, 0), StreamId::from_parts(2, 0));
-        let mut writes = Writes::default();
+        let mut writes = Writes::new(8);
         assert!(writes.take().is_none(), "nothing gathered");
         for i in 0..3u32 {
             let ended = writes.push(a, Bytes::from(i.to_be_bytes().to_vec()), WriteKind::Message);
