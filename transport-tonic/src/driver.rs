@@ -1694,19 +1694,13 @@ impl OutStream {
             if let Some((b, kind)) = run.next() {
                 return Poll::Ready(Some(Out::Env(b, kind)));
             }
-            let out = match batch.pop() {
-                Some(out) => out,
-                None => match rx.poll_recv_many(cx, batch, OUT_BATCH) {
+            let Some(out) = batch.pop() else {
+                match rx.poll_recv_many(cx, batch, OUT_BATCH) {
                     Poll::Ready(0) => return Poll::Ready(None),
-                    Poll::Ready(_) => {
-                        batch.reverse();
-                        match batch.pop() {
-                            Some(out) => out,
-                            None => return Poll::Ready(None),
-                        }
-                    }
+                    Poll::Ready(_) => batch.reverse(),
                     Poll::Pending => return Poll::Pending,
-                },
+                }
+                continue;
             };
             match out {
                 Out::Batch(items) => *run = items.into_iter(),

@@ -450,13 +450,18 @@ mod tests {
             second.message,
             data_msg(b"a second message, longer than the third")
         );
-        let at: *const ReceivedMessage = &*second;
-        net.nodes[1].comm.recycle_delivery(second);
-        net.send(0, 1, b"third");
-        net.settle();
-        let third = net.nodes[1].comm.poll_delivery_boxed(sub).unwrap();
-        assert!(std::ptr::eq(&*third, at), "the allocation was not reused");
-        assert_eq!(third.message, data_msg(b"third"));
+        // Gives `boxed` back, sends `data`, and returns its delivery: in the same box.
+        let mut reuse = |boxed: Box<ReceivedMessage>, data: &[u8]| {
+            let at: *const ReceivedMessage = &*boxed;
+            net.nodes[1].comm.recycle_delivery(boxed);
+            net.send(0, 1, data);
+            net.settle();
+            let next = net.nodes[1].comm.poll_delivery_boxed(sub).unwrap();
+            assert!(std::ptr::eq(&*next, at), "the allocation was not reused");
+            assert_eq!(next.message, data_msg(data));
+            next
+        };
+        let third = reuse(second, b"third");
         assert_eq!(
             third.envelope,
             Envelope::decode(third.envelope_bytes.clone()).unwrap()
@@ -465,13 +470,7 @@ mod tests {
         // connection and sender.
         let foreign = msg(StreamId::from_parts(77, 3), 9);
         assert_ne!(foreign.info, third.info);
-        let at: *const ReceivedMessage = &*foreign;
-        net.nodes[1].comm.recycle_delivery(foreign);
-        net.send(0, 1, b"fourth");
-        net.settle();
-        let fourth = net.nodes[1].comm.poll_delivery_boxed(sub).unwrap();
-        assert!(std::ptr::eq(&*fourth, at), "the allocation was not reused");
-        assert_eq!(fourth.message, data_msg(b"fourth"));
+        let fourth = reuse(foreign, b"fourth");
         assert_eq!(fourth.conn, third.conn);
         assert!(Arc::ptr_eq(&fourth.info, &third.info));
     }
