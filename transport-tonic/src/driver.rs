@@ -643,7 +643,7 @@ pub(crate) struct Inner {
     gates: Arc<Gates>,
     /// Wakes a [`Kick`].
     kick: Waker,
-    /// Deliveries the application dropped, emptied, on their way back to the core
+    /// Deliveries the application dropped, on their way back to the core
     /// ([`Inner::recycle_delivery`]; boxed: the allocations are what is kept).
     #[allow(clippy::vec_box)]
     spare_deliveries: Mutex<Vec<Box<ReceivedMessage>>>,
@@ -741,8 +741,8 @@ impl Inner {
         self.clock.now()
     }
 
-    /// Keeps the allocation of a delivery the application dropped, already emptied, for
-    /// the core to decode a later message into ([`Inner::return_deliveries`]). A lock of
+    /// Keeps the allocation of a delivery the application dropped (emptied only when large:
+    /// `Received`'s `drop`), for the core to decode a later message into ([`Inner::return_deliveries`]). A lock of
     /// its own: the consumer drops messages without taking the core's.
     pub(crate) fn recycle_delivery(&self, msg: Box<ReceivedMessage>) {
         let mut spare = self

@@ -871,13 +871,29 @@ impl fmt::Debug for Received {
     }
 }
 
+/// A dropped delivery of an Envelope this large or larger releases the buffer it refers to
+/// at once; a smaller one when its allocation is next used.
+const RELEASE_ON_DROP: usize = 64 * 1024;
+
 impl Drop for Received {
     /// The message's allocation goes back to the core for a later message (see
-    /// [`fabric_gossip_core::Comm::recycle_delivery`]); what it refers to (the received
-    /// buffer) is released here, by whoever dropped it, as before.
+    /// [`fabric_gossip_core::Comm::recycle_delivery`]).
+    ///
+    /// What a small message refers to (the received buffer, shared with the messages read
+    /// with it) is released when the core decodes the next message into the allocation,
+    /// on the connection's thread, which took the buffer's reference count for each field
+    /// it decoded: released here, on the application's thread, that count's cache line
+    /// went from core to core and back for every message, about 2 % of the CPU of a
+    /// lossless one-way run (`bench_report --only ratio`, 2026-12-03). The buffers held
+    /// this way are at most those of the last `2 × (subscription_buffer +
+    /// recv_buffer_size)` small messages (the deliveries kept here and in the core), twice
+    /// what a full subscription queue holds. A large message (from
+    /// [`RELEASE_ON_DROP`]) has a buffer of its own, released here.
     fn drop(&mut self) {
         if let Some(mut msg) = self.msg.take() {
-            msg.clear();
+            if msg.envelope_bytes.len() >= RELEASE_ON_DROP {
+                msg.clear();
+            }
             self.inner.recycle_delivery(msg);
         }
     }
