@@ -887,8 +887,8 @@ impl Drop for Received {
     /// lossless one-way run (`bench_report --only ratio`, 2026-12-03). The buffers held
     /// this way are at most those of the last `2 × (subscription_buffer +
     /// recv_buffer_size)` small messages (the deliveries kept here and in the core), twice
-    /// what a full subscription queue holds. A large message (from
-    /// [`RELEASE_ON_DROP`]) has a buffer of its own, released here.
+    /// what a full subscription queue holds. A large message (64 KiB or more) has a
+    /// buffer of its own, released here.
     fn drop(&mut self) {
         if let Some(mut msg) = self.msg.take() {
             if msg.envelope_bytes.len() >= RELEASE_ON_DROP {
