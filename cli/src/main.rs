@@ -75,6 +75,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything allocates much: a node's receive buffers would otherwise go back to
+    // the kernel and fault in again, buffer after buffer (README, "glibc's heap trimming").
+    fabric_gossip_tonic::malloc::warm_glibc_malloc();
     let cli = Cli::parse();
     // A daemon logs what it does at `info`, as a Fabric peer does. The one-shot commands
     // print their own result (and the simulator and the demo their progress): their

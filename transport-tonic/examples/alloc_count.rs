@@ -8,6 +8,9 @@
 //! cargo run --release -p fabric-gossip-tonic --example alloc_count -- acks 100000 --one-thread
 //! ```
 //!
+//! glibc's allocator is warmed first, as `fabric-gossip node` does
+//! (`fabric_gossip_tonic::malloc::warm_glibc_malloc`); `--cold-malloc` leaves it cold.
+//!
 //! It prints heap allocations (and reallocations) per message and bytes allocated per
 //! message, over the messages after a warm-up of 20,000. `acks` counts per acknowledged
 //! SendWithAck instead, 16 callers in plaintext with the default configuration, the other
@@ -195,8 +198,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let what = args.first().map(String::as_str).unwrap_or_default();
     if !["plain", "tls", "acks"].contains(&what) {
-        eprintln!("usage: alloc_count plain|tls|acks [MESSAGES] [--one-thread]");
+        eprintln!("usage: alloc_count plain|tls|acks [MESSAGES] [--one-thread] [--cold-malloc]");
         std::process::exit(2);
+    }
+    // As `fabric-gossip node` and `bench_report` run it, unless asked (README, "glibc's
+    // heap trimming"); the warm-up's one allocation precedes the counting.
+    if !args.iter().any(|a| a == "--cold-malloc") {
+        fabric_gossip_tonic::malloc::warm_glibc_malloc();
     }
     let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
     // Whole rounds of the 16 callers.

@@ -113,7 +113,7 @@ impl Budget {
 type Res<T> = Result<T, String>;
 
 const USAGE: &str = "\
-Usage: bench_report [--quick] [--only WORKLOAD] [--tls-records auto|ring|aws-lc]
+Usage: bench_report [--quick] [--only WORKLOAD] [--tls-records auto|ring|aws-lc] [--cold-malloc]
 
 Measures the tonic transport on this machine and prints a Markdown table (stdout) beside
 Fabric v2.4.9's figures and the goals, with the load average during each workload.
@@ -127,6 +127,9 @@ Options:
   --tls-records LIB which library seals and opens the TLS records (AES-GCM): auto (the
                     node's choice for this CPU, the default), ring or aws-lc; run the
                     report once with each to compare them on this machine
+  --cold-malloc     leave glibc's allocator as a fresh process has it, trimming its heaps'
+                    tops at 128 KiB free, instead of warming it first as `fabric-gossip node`
+                    does (fabric_gossip_tonic::malloc::warm_glibc_malloc)
   -h, --help        print this help
 
 Build with --release: a debug build measures the compiler, not the transport.";
@@ -141,6 +144,8 @@ struct Args {
     child_acks: bool,
     /// Internal: run the HTTP/2-alone workload as the parent's child process.
     child_h2: bool,
+    /// Leave glibc's allocator cold (children too).
+    cold_malloc: bool,
 }
 
 impl Args {
@@ -152,11 +157,13 @@ impl Args {
             tls_records: None,
             child_acks: false,
             child_h2: false,
+            cold_malloc: false,
         };
         while let Some(a) = it.next() {
             match a.as_str() {
                 "-h" | "--help" => return Ok(None),
                 "--quick" => args.quick = true,
+                "--cold-malloc" => args.cold_malloc = true,
                 "--only" => {
                     let w = it.next().ok_or("--only needs a workload")?;
                     if !WORKLOADS.contains(&w.as_str()) {
@@ -195,6 +202,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // First, before anything allocates: the report measures the allocator as the node
+    // binary runs it, unless asked not to (README, "glibc's heap trimming").
+    if args.cold_malloc {
+        COLD_MALLOC.store(true, std::sync::atomic::Ordering::Relaxed);
+    } else {
+        fabric_gossip_tonic::malloc::warm_glibc_malloc();
+    }
     let quick = args.quick;
     let budget = Budget::new(quick);
     // Before any node: a node's TLS (both sides) takes the process's default provider.
@@ -417,7 +431,7 @@ fn report(
     let _ = writeln!(
         t,
         "Machine: {} CPU(s) ({}), {}; load average at start {load_start}, at end {load_end}; \
-         {:.0} s{}; GLIBC_TUNABLES {}; {}; TLS records sealed by {} ({}).\n",
+         {:.0} s{}; GLIBC_TUNABLES {}; glibc's allocator {}; {}; TLS records sealed by {} ({}).\n",
         nproc(),
         cpu_model(),
         kernel(),
@@ -429,6 +443,11 @@ fn report(
             .ok()
             .filter(|v| !v.is_empty())
             .map_or_else(|| "unset".to_string(), |v| format!("`{v}`")),
+        if COLD_MALLOC.load(std::sync::atomic::Ordering::Relaxed) {
+            "cold (--cold-malloc)"
+        } else {
+            "warmed first, as `fabric-gossip node` does"
+        },
         halt_polling(),
         records.name(),
         if records_chosen_by_cpu {
@@ -2033,6 +2052,9 @@ struct AcksFigures {
 /// One of the SendWithAck figures.
 type AcksFigure = fn(&AcksFigures) -> &Throughput;
 
+/// `--cold-malloc` was given: the children get it too.
+static COLD_MALLOC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Runs this example as `--child <kind>` and returns the line of its output that starts with
 /// `prefix`, with `env` added to the child's environment.
 fn child_line(kind: &str, prefix: &str, quick: bool, env: &[(&str, String)]) -> Res<String> {
@@ -2041,6 +2063,9 @@ fn child_line(kind: &str, prefix: &str, quick: bool, env: &[(&str, String)]) -> 
     cmd.args(["--child", kind]);
     if quick {
         cmd.arg("--quick");
+    }
+    if COLD_MALLOC.load(std::sync::atomic::Ordering::Relaxed) {
+        cmd.arg("--cold-malloc");
     }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = cmd

@@ -55,6 +55,8 @@ const CONNECT_TRIES: u32 = 3;
 type Res<T> = Result<T, String>;
 
 fn main() -> std::process::ExitCode {
+    // The hub's allocator as `fabric-gossip node` runs it (README, "glibc's heap trimming").
+    fabric_gossip_tonic::malloc::warm_glibc_malloc();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
         Some("--help" | "-h") => {

@@ -222,6 +222,7 @@ mod driver;
 mod framed;
 mod inbound;
 mod layer;
+pub mod malloc;
 mod metered;
 mod node;
 mod readahead;
