@@ -741,9 +741,10 @@ impl Inner {
         self.clock.now()
     }
 
-    /// Keeps the allocation of a delivery the application dropped (emptied only when large:
-    /// `Received`'s `drop`), for the core to decode a later message into ([`Inner::return_deliveries`]). A lock of
-    /// its own: the consumer drops messages without taking the core's.
+    /// Keeps the allocation of a delivery the application dropped (emptied only when
+    /// large: `Received`'s `drop`), for the core to decode a later message into
+    /// ([`Inner::return_deliveries`]). A lock of its own: the consumer drops messages
+    /// without taking the core's.
     pub(crate) fn recycle_delivery(&self, msg: Box<ReceivedMessage>) {
         let mut spare = self
             .spare_deliveries

@@ -16,7 +16,8 @@
 //! happens depends on what else the process did first, so the same node measured 15 %
 //! apart depending on which benchmark ran before it. [`warm_glibc_malloc`] makes it happen
 //! first. A library should not change its host's allocator unasked, so nothing in this
-//! crate calls it: `fabric-gossip node` and `watch`, and this crate's benchmarks, do.
+//! crate calls it: the `fabric-gossip` binary (first thing, whatever the command) and this
+//! crate's benchmarks do.
 
 /// The block [`warm_glibc_malloc`] allocates and frees: glibc then serves allocations up to
 /// this size from its heaps, and keeps up to twice this much freed memory at each heap's
