@@ -33,6 +33,14 @@ pub const WARM_BLOCK: usize = 4 << 20;
 /// It changes nothing where glibc is not the allocator, nor where its thresholds were set
 /// explicitly (`mallopt`, or `GLIBC_TUNABLES=glibc.malloc.trim_threshold=…`): glibc adjusts
 /// them dynamically only while neither was set, so an operator's choice stands.
+///
+/// ```
+/// // First thing in `main`, before the runtime and the nodes allocate anything:
+/// fabric_gossip_tonic::malloc::warm_glibc_malloc();
+/// let rt = tokio::runtime::Runtime::new().expect("a runtime");
+/// // rt.block_on(…): start nodes as usual.
+/// # drop(rt);
+/// ```
 pub fn warm_glibc_malloc() {
     // Kept opaque, so that the compiler cannot leave out an allocation nobody reads.
     drop(std::hint::black_box(vec![0u8; WARM_BLOCK]));
