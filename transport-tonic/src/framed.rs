@@ -18,7 +18,8 @@
 //! node fanning a burst out to 2,000 slow readers held the burst once per connection in h2
 //! (and the allocator kept that memory after it was written). Each chunk therefore carries a
 //! token that gives its bytes back when h2 drops it, written: a stream with its share of
-//! unwritten bytes in h2 takes no more Envelopes, which stay in the core's send buffer,
+//! unwritten bytes in h2 (or within a quarter of it, so that it never builds a sliver of a
+//! chunk) takes no more Envelopes, which stay in the core's send buffer,
 //! shared by every connection they are for, until the socket drains. The share is
 //! [`IN_FLIGHT_MAX`] while the node has few streams, and [`NODE_IN_FLIGHT`] split among them
 //! when it has many (never under [`IN_FLIGHT_MIN`]): what a burst makes the node hold in
