@@ -249,12 +249,18 @@ impl Drop for Token {
     }
 }
 
+/// Below how many bytes held a stream with this share may start a chunk: a quarter of the
+/// share short of it (see [`InFlight::room`]).
+const fn start_below(share: usize) -> usize {
+    share - share / 4
+}
+
 impl InFlight {
     fn new(bodies: Arc<Bodies>) -> Arc<Self> {
         bodies.open.fetch_add(1, Ordering::AcqRel);
         Arc::new(InFlight {
             bytes: AtomicUsize::new(0),
-            limit: AtomicUsize::new(IN_FLIGHT_MAX - IN_FLIGHT_MAX / 4),
+            limit: AtomicUsize::new(start_below(IN_FLIGHT_MAX)),
             waker: AtomicWaker::new(),
             bodies,
         })
@@ -285,7 +291,7 @@ impl InFlight {
     /// (and of its reader's wake-ups and reads) carried 6 % of its bytes.
     fn room(&self, cx: &mut Context<'_>) -> usize {
         let share = self.share();
-        let limit = share - share / 4;
+        let limit = start_below(share);
         self.limit.store(limit, Ordering::SeqCst);
         let room = || {
             let held = self.bytes.load(Ordering::SeqCst);
