@@ -437,8 +437,8 @@ fn report(
         kernel(),
         started.elapsed().as_secs_f64(),
         if quick { ", --quick" } else { "" },
-        // glibc's heap trimming moves the TLS rows by up to 40 % (README, "Performance"):
-        // a report says which allocator settings it ran with.
+        // glibc's heap trimming moves the TLS rows by up to 40 % (docs/performance-log.md,
+        // "glibc's heap trimming"): a report says which allocator settings it ran with.
         std::env::var("GLIBC_TUNABLES")
             .ok()
             .filter(|v| !v.is_empty())

@@ -155,11 +155,14 @@
 //! multi-thread runtime the driver gets most of that too: it hands the results of a batch of
 //! acks to their callers one at a time and holds the node's stream writers until the last
 //! caller has queued (so no parked worker is woken to steal callers, and a round trip still
-//! leaves in one write). Measured, the two layouts now cost about the same per ack (README,
-//! "Performance"), so the choice is the application's; a node moving bulk one-way traffic
-//! gains from the second worker. The application's
-//! own tasks may share the node's runtime or call it from another (the node's methods
-//! take its lock, never block on a task). `bench_report -- --only acks` measures both.
+//! leaves in one write). What is left is the machine's price for waking a thread, which
+//! varies: in one run on a 2-core virtual machine (README, "Performance") two nodes on one
+//! two-worker runtime spent 9.39 µs of CPU per ack, a runtime per node 6.04 and both nodes
+//! on one thread 4.51. So the choice is the application's: SendWithAck-heavy work gains
+//! from a current-thread runtime, bulk one-way traffic from the second worker. The
+//! application's own tasks may share the node's runtime or call it from another (the
+//! node's methods take its lock, never block on a task). `bench_report -- --only acks`
+//! measures every layout on the machine at hand.
 //!
 //! A node lives no longer than the runtime it was started in: when that runtime shuts
 //! down (a `#[tokio::test]` ending, say, while the node is kept for another), the node
