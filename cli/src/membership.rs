@@ -122,7 +122,7 @@ impl MembershipArgs {
         let internal = self.endpoint.clone().unwrap_or_else(|| bound.to_string());
         let mut cfg = DiscoveryConfig::new(internal)
             .with_bootstrap(self.bootstrap.iter().cloned())
-            .with_seed(random_seed());
+            .with_seed(fabric_gossip_tonic::random_seed());
         if let Some(e) = &self.external_endpoint {
             cfg = cfg.with_external_endpoint(e.clone());
         }
@@ -200,14 +200,6 @@ impl MembershipArgs {
             .map(String::as_str)
             .collect()
     }
-}
-
-/// The layer's random choices (fan-out, bootstrap nonces) must differ between processes.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
 }
 
 /// How long ago `t` was, by the wall clock the node's core time follows.

@@ -490,12 +490,7 @@ pub(crate) fn parse_endpoint(s: &str) -> Result<String, String> {
 /// core's RNG (SendWithAck nonces) seeded at random: the core is deterministic for the
 /// simulator's sake, and with a fixed seed every process would draw the same nonces.
 pub(crate) fn config() -> Config {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is keyed from the operating system's randomness once per process.
-    let seed = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    Config::default().with_seed(seed)
+    Config::default().with_seed(fabric_gossip_tonic::random_seed())
 }
 
 /// Starts `builder` with `identity`, explaining failures in terms of the flags.

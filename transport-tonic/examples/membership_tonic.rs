@@ -28,11 +28,13 @@ fn member(bootstrap: Option<SocketAddr>) -> NodeBuilder {
     // That address is our internal endpoint, what peers of our organization dial: it must
     // be one they can reach, so a node listening on 0.0.0.0 names its endpoint itself.
     // try_layer: a configuration Discovery::new refuses comes back as start's error.
-    Node::builder(Config::default()).try_layer(move |addr| {
+    // Each node's core and layer get seeds of their own (a simulation would take the
+    // run's seed instead, so that it replays).
+    let core = Config::default().with_seed(fabric_gossip_tonic::random_seed());
+    Node::builder(core).try_layer(move |addr| {
         let cfg = DiscoveryConfig::new(addr.to_string())
             .with_bootstrap(bootstrap.map(|b| b.to_string()))
-            // any per-node value; a simulation would take the run's seed
-            .with_seed(u64::from(addr.port()));
+            .with_seed(fabric_gossip_tonic::random_seed());
         Discovery::new(cfg)
     })
 }

@@ -27,8 +27,10 @@
 //! # rt.block_on(async {
 //! // Fabric's test identities are the endpoint, so build security once the port is known.
 //! let start = |addr: std::net::SocketAddr| TestOnlyHmacSecurity::new(addr.to_string());
-//! let a = Node::builder(Config::default()).start_with(start).await?;
-//! let b = Node::builder(Config::default()).start_with(start).await?;
+//! // Each node its own seed for its nonces (`Config::default()` gives every node 0).
+//! let config = || Config::default().with_seed(fabric_gossip_tonic::random_seed());
+//! let a = Node::builder(config()).start_with(start).await?;
+//! let b = Node::builder(config()).start_with(start).await?;
 //! let mut inbox = b.accept(|_| true)?;
 //! let to_b = RemotePeer::new(b.endpoint(), b.pki_id().clone());
 //!
@@ -89,8 +91,10 @@
 //! // what peers dial, so listen on an address they can reach (not 0.0.0.0).
 //! // `try_layer`: a configuration Discovery::new refuses is start's error, not a panic.
 //! let member = |bootstrap: Vec<String>| {
-//!     Node::builder(Config::default()).try_layer(move |addr| {
-//!         Discovery::new(DiscoveryConfig::new(addr.to_string()).with_bootstrap(bootstrap))
+//!     let seed = fabric_gossip_tonic::random_seed;
+//!     Node::builder(Config::default().with_seed(seed())).try_layer(move |addr| {
+//!         let cfg = DiscoveryConfig::new(addr.to_string()).with_bootstrap(bootstrap);
+//!         Discovery::new(cfg.with_seed(seed()))
 //!     })
 //! };
 //! // Fabric's test identity is the endpoint itself, known once the port is bound.
@@ -248,6 +252,33 @@ pub use tls::{
     RecordCipher, TlsConfig, crypto_provider as tls_crypto_provider,
     crypto_provider_with as tls_crypto_provider_with,
 };
+
+/// A seed for one node's randomness (`Config::with_seed`, and a layer's, such as
+/// `DiscoveryConfig::with_seed`), drawn from the operating system's randomness.
+///
+/// Why it exists: the core and its layers are deterministic so that the simulator can
+/// replay a run from its seed, which means they cannot draw a seed themselves, and
+/// `Config::default()` gives every node the same one (0), so two nodes would draw the same
+/// SendWithAck nonces. A node on the real network takes its seed from here. Each call
+/// gives another value (std's `RandomState`, keyed from the OS once per thread); it seeds
+/// nonces, not keys, so it is not meant for cryptography.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 /// The rustls this crate builds its TLS with, so that [`tls_crypto_provider`]'s type can be named
 /// (and other endpoints configured alike) without a second, possibly different, rustls.
 pub use tokio_rustls::rustls;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_node_gets_a_seed_of_its_own() {
+        let seeds: std::collections::HashSet<u64> = (0..64).map(|_| super::random_seed()).collect();
+        assert_eq!(seeds.len(), 64, "random_seed repeated itself");
+        assert!(!seeds.contains(&0), "0 is Config::default()'s seed");
+    }
+}

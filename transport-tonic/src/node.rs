@@ -582,7 +582,12 @@ impl Node {
         })
     }
 
-    /// Fabric's `PresumedDead()`: PKI-IDs of peers that sending to failed.
+    /// Fabric's `PresumedDead()`: PKI-IDs of peers that sending to failed (no connection
+    /// could be had, or a write failed).
+    ///
+    /// A connection that merely closes is not reported, as in Fabric: a peer that stops is
+    /// reported when the next send to it fails. Whoever needs to learn of a silent peer
+    /// sooner sends to it, or hosts the membership layer, whose alive messages expire.
     pub fn presumed_dead(&self) -> NotificationStream {
         notifications(self.h.inner.presumed_dead.clone())
     }
