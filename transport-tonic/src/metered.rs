@@ -459,7 +459,12 @@ impl MeteredBody {
             pos += take;
             if self.remaining == 0 {
                 debug_assert_eq!(self.gather.len(), self.len);
-                self.ready.push_back(self.gather.split().freeze());
+                // The message takes the whole buffer, spare capacity included: a large
+                // one grew by doubling, and a tail kept here would hold that allocation
+                // for as long as the stream lives, and lend it to the next small message
+                // gathered, which would then pin it wherever it is kept.
+                self.ready
+                    .push_back(std::mem::take(&mut self.gather).freeze());
                 self.received = 0;
             }
         }
@@ -502,12 +507,8 @@ impl MeteredBody {
             let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => return self.poll_stall(cx),
                 Poll::Ready(None) => {
-                    if self.prefix_len > 0 || self.remaining > 0 {
-                        let why = format!(
-                            "stream ended inside a message ({} bytes received)",
-                            self.received
-                        );
-                        return Poll::Ready(Some(Err(self.fail(Fault::Framing(why)))));
+                    if let Some(fault) = self.cut_short() {
+                        return Poll::Ready(Some(Err(self.fail(fault))));
                     }
                     self.finish();
                     return Poll::Ready(self.side.ending(None).map(Err));
@@ -524,7 +525,11 @@ impl MeteredBody {
             let data = match frame.into_data() {
                 Ok(data) => data,
                 Err(frame) => {
-                    // Trailers end the body, as they did for tonic's decoder.
+                    // Trailers end the body, as they did for tonic's decoder; inside a
+                    // message they cut it short, as the body's end does.
+                    if let Some(fault) = self.cut_short() {
+                        return Poll::Ready(Some(Err(self.fail(fault))));
+                    }
                     self.finish();
                     return Poll::Ready(self.side.ending(frame.into_trailers().ok()).map(Err));
                 }
@@ -553,6 +558,16 @@ impl MeteredBody {
             self.m.budget.waiting.fetch_add(1, Ordering::SeqCst);
             self.held_back = Some(need);
         }
+    }
+
+    /// The body ended (by its end or by trailers) inside a message: bad framing.
+    fn cut_short(&self) -> Option<Fault> {
+        (self.prefix_len > 0 || self.remaining > 0).then(|| {
+            Fault::Framing(format!(
+                "stream ended inside a message ({} bytes received)",
+                self.received
+            ))
+        })
     }
 
     /// Leaves the budget's wait; the messages that waited may be taken.
@@ -765,6 +780,67 @@ mod tests {
         assert_eq!(end.expect("an error").code(), tonic::Code::Internal);
         assert_eq!(budget.bad_framing.load(Ordering::Relaxed), 1);
         assert_eq!(budget.held().0, 0);
+    }
+
+    #[test]
+    fn trailers_inside_a_message_are_bad_framing() {
+        // Trailers (here an OK status) cut the message short as the body's end does: the
+        // same error and count, not a quiet end that loses the message.
+        for cut in [3, 50] {
+            let budget = Budget::new(1 << 20);
+            let wire = message(0, 100, 1);
+            let frames = vec![data(&wire[..cut]), trailers(&Status::ok(""))];
+            let mut r = reader(frames, Side::Request, &budget);
+            let (got, end) = read_all(&mut r);
+            assert!(got.is_empty());
+            let status = end.expect("an error");
+            assert_eq!(status.code(), tonic::Code::Internal, "cut at {cut}");
+            assert!(status.message().contains("inside a message"), "{status:?}");
+            assert_eq!(budget.bad_framing.load(Ordering::Relaxed), 1);
+            assert_eq!(budget.held().0, 0);
+        }
+    }
+
+    #[test]
+    fn a_large_gathered_message_leaves_no_buffer_behind_for_the_next() {
+        // A message over the up-front allocation grows its buffer by doubling. The message
+        // takes that whole buffer: a small message gathered after it gets one of its own,
+        // rather than a slice of the large one's spare capacity that would keep it alive.
+        let budget = Budget::new(8 << 20);
+        let big = GATHER_UP_FRONT + GATHER_UP_FRONT / 2;
+        let mut wire = message(0, big, 9);
+        let small_at = wire.len();
+        wire.extend(message(0, 100, 4));
+        let mut frames = Vec::new();
+        let mut from = 0;
+        while from < small_at {
+            let to = (from + 64 * 1024).min(small_at);
+            frames.push(data(&wire[from..to]));
+            from = to;
+        }
+        // The small message spread over two frames, so it is gathered too.
+        frames.push(data(&wire[small_at..small_at + 50]));
+        frames.push(data(&wire[small_at + 50..]));
+        let body = Frames {
+            frames: frames.into_iter().map(Ok).collect(),
+            ended: true,
+        };
+        let m = Metering {
+            max_message: 4 << 20,
+            max_first_message: 4 << 20,
+            ..metering(&budget)
+        };
+        let mut r = MeteredBody::new(body, Side::Request, m, FaultSlot::default());
+        let (got, end) = read_all(&mut r);
+        assert!(end.is_none(), "{end:?}");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), big);
+        assert!(got[1].iter().all(|b| *b == 4) && got[1].len() == 100);
+        let large = got[0].as_ptr() as usize..got[0].as_ptr() as usize + 2 * big;
+        assert!(
+            !large.contains(&(got[1].as_ptr() as usize)),
+            "the small message lies in the large one's buffer"
+        );
     }
 
     #[test]
