@@ -880,6 +880,21 @@ impl fmt::Debug for Received {
 /// at once; a smaller one when its allocation is next used.
 const RELEASE_ON_DROP: usize = 64 * 1024;
 
+/// Whether a dropped delivery may keep what it refers to until its allocation is reused:
+/// only a small DataMessage without private data, whose every field is a slice of the
+/// received buffer. Anything else is emptied at once: repeated fields can decode to far
+/// more than their Envelope (30,000 empty alive Envelopes fit in 60 KB of a membership
+/// response and take 4 MiB decoded), and a kept allocation may wait long to be reused.
+fn keep_until_reused(msg: &ReceivedMessage) -> bool {
+    use fabric_gossip_core::proto::gossip::gossip_message::Content;
+    msg.envelope_bytes.len() < RELEASE_ON_DROP
+        && matches!(
+            &msg.message.content,
+            Some(Content::DataMsg(d))
+                if d.payload.as_ref().is_none_or(|p| p.private_data.is_empty())
+        )
+}
+
 impl Drop for Received {
     /// The message's allocation goes back to the core for a later message (see
     /// [`fabric_gossip_core::Comm::recycle_delivery`]).
@@ -893,10 +908,11 @@ impl Drop for Received {
     /// this way are at most those of the last `2 × (subscription_buffer +
     /// recv_buffer_size)` small messages (the deliveries kept here and in the core), twice
     /// what a full subscription queue holds. A large message (64 KiB or more) has a
-    /// buffer of its own, released here.
+    /// buffer of its own, and any other kind of message may hold more than its Envelope's
+    /// size decoded: both are released here ([`keep_until_reused`]).
     fn drop(&mut self) {
         if let Some(mut msg) = self.msg.take() {
-            if msg.envelope_bytes.len() >= RELEASE_ON_DROP {
+            if !keep_until_reused(&msg) {
                 msg.clear();
             }
             self.inner.recycle_delivery(msg);
@@ -965,6 +981,17 @@ impl Received {
             .retry_blocked(|c, now| c.ack(now, conn, nonce, error))
             .await
     }
+
+    /// [`Received::ack`] that never waits: `Ok(true)` queued, `Ok(false)` dropped because
+    /// the connection's send buffer is full (counted in `Stats::dropped_overflow`). For an
+    /// application answering many peers, so that one that stopped reading cannot hold its
+    /// answers to the others (the sender's SendWithAck then times out, as with a lost ack).
+    pub fn try_ack(&self, error: Option<&str>) -> Result<bool, Error> {
+        let conn = self.msg().conn;
+        let nonce = self.msg().message.nonce;
+        self.inner
+            .with_core(|c, now| c.ack_or_drop(now, conn, nonce, error))
+    }
 }
 
 /// `host:port` with a non-empty host and a 16-bit port (an IPv6 literal in brackets
@@ -973,4 +1000,62 @@ fn is_host_port(endpoint: &str) -> bool {
     endpoint
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabric_gossip_core::StreamId;
+    use fabric_gossip_core::proto::gossip::gossip_message::Content;
+    use fabric_gossip_core::proto::gossip::{DataMessage, MembershipResponse, Payload};
+
+    fn received(message: GossipMessage) -> ReceivedMessage {
+        let signed = SignedMessage::noop(message);
+        ReceivedMessage {
+            message: signed.message().clone(),
+            envelope: Envelope::default(),
+            envelope_bytes: signed.envelope_bytes().clone(),
+            conn: StreamId::from_parts(1, 0),
+            info: Arc::new(ConnectionInfo {
+                id: PkiId::from("p"),
+                identity: Bytes::new(),
+                endpoint: String::new(),
+                signed_data: Bytes::new(),
+                signature: Bytes::new(),
+            }),
+        }
+    }
+
+    fn with(content: Content) -> GossipMessage {
+        GossipMessage {
+            content: Some(content),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_small_plain_data_message_keeps_its_fields_once_dropped() {
+        let data = |len: usize, private: usize| {
+            with(Content::DataMsg(DataMessage {
+                payload: Some(Payload {
+                    seq_num: 1,
+                    data: vec![7u8; len].into(),
+                    private_data: vec![Bytes::new(); private],
+                }),
+            }))
+        };
+        assert!(keep_until_reused(&received(data(1024, 0))));
+        // Large: its buffer goes at once.
+        assert!(!keep_until_reused(&received(data(RELEASE_ON_DROP, 0))));
+        // Repeated fields decode to more than their bytes: 30,000 empty alive Envelopes
+        // are 60 KB on the wire and 4 MiB decoded.
+        assert!(!keep_until_reused(&received(data(16, 3))));
+        let flood = with(Content::MemRes(MembershipResponse {
+            alive: vec![Envelope::default(); 30_000],
+            dead: Vec::new(),
+        }));
+        let flood = received(flood);
+        assert!(flood.envelope_bytes.len() < RELEASE_ON_DROP);
+        assert!(!keep_until_reused(&flood));
+    }
 }

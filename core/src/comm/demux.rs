@@ -196,7 +196,9 @@ impl<S: Security> Comm<S> {
     /// What the message refers to (the received buffer, shared with the messages read
     /// with it) is dropped only when the allocation is reused, on the thread that decodes
     /// into it: empty it first ([`ReceivedMessage::clear`]) to release it now, as the tonic
-    /// driver does for a message of 64 KiB or more.
+    /// driver does for everything but a small DataMessage (what else a message holds
+    /// decoded may be far larger than its Envelope, and an allocation may wait long to be
+    /// reused).
     pub fn recycle_delivery(&mut self, msg: Box<ReceivedMessage>) {
         if self.demux.spare.len() < self.spare_deliveries() {
             self.demux.spare.push(msg);
