@@ -967,6 +967,8 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
                 vec![
                     ("overflow", s.dropped_overflow),
                     ("connection_closed", s.dropped_on_close),
+                    // Handed to the driver, unconfirmed at the close: maybe delivered.
+                    ("unconfirmed_at_close", s.unconfirmed_on_close),
                     ("no_connection", s.dropped_no_connection),
                     ("subscription_overflow", s.dropped_subscription_overflow),
                     ("stopped", s.dropped_on_stop),

@@ -16,6 +16,11 @@ pub struct Stats {
     pub dropped_overflow: u64,
     /// Queued messages discarded because their connection closed before they were written.
     pub dropped_on_close: u64,
+    /// Messages handed to the driver to write (inside the write window) and not yet
+    /// confirmed written when their connection closed. They may or may not have reached the
+    /// peer, so they are not in `dropped_on_close`; without this count they would be in no
+    /// counter at all (Fabric loses them so, uncounted).
+    pub unconfirmed_on_close: u64,
     /// Messages that waited for a connection attempt which failed.
     pub dropped_no_connection: u64,
     /// Deliveries dropped because a subscription's queue was full past its slack
@@ -119,7 +124,7 @@ impl Stats {
     fn fields_mut(
         &mut self,
     ) -> (
-        [(&'static str, &mut u64); 23],
+        [(&'static str, &mut u64); 24],
         &mut [u64; HandshakeFailure::COUNT],
     ) {
         let Stats {
@@ -127,6 +132,7 @@ impl Stats {
             received,
             dropped_overflow,
             dropped_on_close,
+            unconfirmed_on_close,
             dropped_no_connection,
             dropped_subscription_overflow,
             dropped_on_stop,
@@ -154,6 +160,7 @@ impl Stats {
                 ("received", received),
                 ("dropped_overflow", dropped_overflow),
                 ("dropped_on_close", dropped_on_close),
+                ("unconfirmed_on_close", unconfirmed_on_close),
                 ("dropped_no_connection", dropped_no_connection),
                 (
                     "dropped_subscription_overflow",

@@ -817,3 +817,64 @@ fn concurrent_close_and_send_lose_nothing_silently() {
         "sends after close reconnect"
     );
 }
+
+#[test]
+fn writes_handed_out_and_unconfirmed_at_close_are_counted() {
+    // Three messages go out inside the write window; the driver never confirms them, and
+    // the stream ends. They are in no queue any more, and maybe not at the peer: counted
+    // apart from what was still queued.
+    let mut net = Net::connected_pair(|_| Config::default().with_send_buffer(100), b"warm");
+    let s = net.conn(0, 1).unwrap();
+    let now = net.now;
+    for k in 0..3u8 {
+        net.nodes[0]
+            .comm
+            .send(now, &SignedMessage::noop(data_msg(&[k])), &[peer(1)])
+            .unwrap();
+    }
+    let mut handed = 0;
+    loop {
+        match net.nodes[0].comm.poll_output() {
+            Output::Action(Action::Write {
+                kind: WriteKind::Message,
+                ..
+            }) => handed += 1,
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(handed, 3);
+    net.nodes[0]
+        .comm
+        .handle_stream_closed(now, s, StreamEnd::Finished)
+        .unwrap();
+    let st = net.nodes[0].comm.stats();
+    assert_eq!(st.unconfirmed_on_close, 3, "{st:?}");
+    assert_eq!(st.dropped_on_close, 0, "{st:?}");
+    assert_eq!(
+        st.counters()
+            .into_iter()
+            .find(|(n, _)| *n == "unconfirmed_on_close"),
+        Some(("unconfirmed_on_close", 3))
+    );
+}
+
+#[test]
+fn an_ack_that_must_not_wait_is_dropped_and_counted_when_the_buffer_is_full() {
+    // Node 1 answers node 0 without its writes being confirmed: the write window (8) and
+    // the send buffer (1) fill, and the next ack is dropped, counted, not queued to wait.
+    let mut net = Net::connected_pair(|_| Config::default().with_send_buffer(1), b"warm");
+    let s = net.conn(1, 0).unwrap();
+    let now = net.now;
+    let c = &mut net.nodes[1].comm;
+    let before = c.stats().dropped_overflow;
+    let queued: Vec<bool> = (1..=10u64)
+        .map(|nonce| c.ack_or_drop(now, s, nonce, None).unwrap())
+        .collect();
+    assert_eq!(queued.iter().filter(|q| **q).count(), 9, "{queued:?}");
+    assert!(!queued[9]);
+    assert_eq!(c.stats().dropped_overflow, before + 1);
+    // The ack that waits takes a place in the wait queue instead, and drops nothing.
+    c.ack(now, s, 11, None).unwrap();
+    assert_eq!(c.stats().dropped_overflow, before + 1);
+}

@@ -521,6 +521,9 @@ impl<S: Security> Comm<S> {
         let pki = c.info.id.clone();
         let c_endpoint = c.info.endpoint.clone();
         let mut leftover = c.queue.pending() as u64;
+        // Handed to the driver and not confirmed: written or not, the peer may never see
+        // them, and no queue of ours holds them any more (none moves to a secondary).
+        let unconfirmed = c.queue.len().in_flight as u64;
         let write_failed = matches!(reason, CloseReason::WriteFailed(_));
         if self.store.retiring.get(&pki) == Some(&stream) {
             self.store.retiring.remove(&pki);
@@ -552,9 +555,11 @@ impl<S: Security> Comm<S> {
             conn = %stream,
             reason = %reason,
             dropped = leftover,
+            unconfirmed,
             "connection closed"
         );
         self.stats.dropped_on_close += leftover;
+        self.stats.unconfirmed_on_close += unconfirmed;
         self.stats.connections_closed += 1;
         if let CloseReason::WriteFailed(e) = &reason {
             self.presumed_dead(pki.clone(), c_endpoint.clone(), DeadCause::Write(e.clone()));
