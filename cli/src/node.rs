@@ -20,7 +20,7 @@ use fabric_gossip_core::{
 use fabric_gossip_discovery::DiscoveryEvent;
 use fabric_gossip_tonic::{Node, Received};
 use serde_json::{Value, json};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -36,10 +36,14 @@ const EVENT_TAP: usize = 4096;
 /// Received messages printed per lock of the output queue, at most: the batch is formatted
 /// straight into the queue and the writer woken once for it.
 const RECEIVE_BATCH: usize = 256;
-/// Acks being written at once for `--auto-ack`; past this the node stops taking received
-/// messages until some complete, which pushes back on senders instead of growing memory,
-/// while commands, signals and events are still served.
+/// Acks waiting for room at once for `--auto-ack`. Past this, or past a sender's share
+/// ([`MAX_ACKS_PER_SENDER`]), an ack goes only if its connection has room now, and is
+/// dropped and counted (`dropped_overflow`) otherwise: the node never stops taking
+/// messages for acks, so one peer that stopped reading cannot stall the others.
 const MAX_ACKS_IN_FLIGHT: usize = 256;
+/// Acks one sender may have waiting for room: a peer that reads nothing holds at most
+/// this many of the [`MAX_ACKS_IN_FLIGHT`] slots.
+const MAX_ACKS_PER_SENDER: usize = 32;
 /// `send_with_ack` commands waiting for their acks at once; more are refused.
 const MAX_ACKS_PENDING: usize = 1024;
 /// Handshakes learning unknown PKI-IDs (MSP identities) at once; more sends are refused.
@@ -90,7 +94,10 @@ pub(crate) struct NodeArgs {
     /// does not print that Empty message.)
     #[arg(long, value_name = "ADDR", value_parser = opts::parse_endpoint)]
     peer: Vec<String>,
-    /// Acknowledge (with an empty error) every received message whose nonce is non-zero.
+    /// Acknowledge (with an empty error) every received message whose nonce is non-zero. A
+    /// sender whose connection has no room may have 32 acks waiting; past that its acks are
+    /// dropped and counted (dropped_overflow), so one peer that stops reading holds up no
+    /// other.
     #[arg(long)]
     auto_ack: bool,
     /// Stop at the end of stdin, as if {"cmd":"stop"} had been read. Without it a node is a
@@ -1089,33 +1096,72 @@ impl State {
     }
 }
 
-/// Every counter of the core and the driver, handshake failures by reason, and the lines
-/// of output dropped. Counter names are the fields' names; the driver's two counters that
-/// share a name with the core's are prefixed `driver_`.
-/// Starts acks for the messages at the front of `unacked`, as many as there are free ack
-/// slots, without waiting for one.
-fn start_acks(acks: &Arc<Semaphore>, unacked: &mut VecDeque<Received>) {
-    while !unacked.is_empty() {
-        let Ok(permit) = acks.clone().try_acquire_owned() else {
-            return;
-        };
-        if let Some(r) = unacked.pop_front() {
-            spawn_ack(permit, r);
+/// Acks `r` for `--auto-ack` without waiting: in a task holding a slot and a share of its
+/// sender's while it waits for room, when both are free; otherwise at once if its
+/// connection has room, else dropped and counted.
+fn auto_ack(acks: &Arc<Semaphore>, shares: &AckShares, r: Received) {
+    if shares.take(r.sender()) {
+        match acks.clone().try_acquire_owned() {
+            Ok(permit) => return spawn_ack(permit, shares.clone(), r),
+            Err(_) => shares.give_back(r.sender()),
         }
+    }
+    // Sent if the connection has room now; otherwise dropped, counted by the core.
+    if let Err(e) = r.try_ack(None) {
+        tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
     }
 }
 
-/// Acks `r` in a task of its own, holding an ack slot until it is written or has failed
-/// (the connection closed: the node then says so in a warning).
-fn spawn_ack(permit: tokio::sync::OwnedSemaphorePermit, r: Received) {
+/// Acks `r` in a task of its own, holding an ack slot and its sender's share until it is
+/// written or has failed (the connection closed: the node then says so in a warning).
+fn spawn_ack(permit: tokio::sync::OwnedSemaphorePermit, shares: AckShares, r: Received) {
     tokio::spawn(async move {
         let _permit = permit;
         if let Err(e) = r.ack(None).await {
             tracing::warn!(target: TARGET, "ack of nonce {}: {e}", r.message().nonce);
         }
+        shares.give_back(r.sender());
     });
 }
 
+/// The `--auto-ack` slots each sender holds, so that none holds more than
+/// [`MAX_ACKS_PER_SENDER`]. An entry goes when its count reaches zero, so the map holds
+/// only senders with acks waiting.
+#[derive(Clone, Default)]
+struct AckShares(Arc<std::sync::Mutex<HashMap<PkiId, usize>>>);
+
+impl AckShares {
+    /// Takes one of `who`'s slots; `false` when it holds its whole share.
+    fn take(&self, who: &PkiId) -> bool {
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = held.entry(who.clone()).or_default();
+        if *n >= MAX_ACKS_PER_SENDER {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn give_back(&self, who: &PkiId) {
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = held.get_mut(who) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(who);
+            }
+        }
+    }
+}
+
+/// Every counter of the core and the driver, handshake failures by reason, and the lines
+/// of output dropped. Counter names are the fields' names; the driver's two counters that
+/// share a name with the core's are prefixed `driver_`.
 pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
     let s = node.stats();
     let d = node.driver_stats();
@@ -1372,11 +1418,11 @@ async fn serve(
     let mut stdin_open = true;
     let mut flush_first = true;
 
+    // `--auto-ack`: the loop never waits for an ack. Acks waiting for room hold a slot
+    // (`acks`, which `flush` waits for) and their sender's share (`shares`); the rest go
+    // at once or are dropped and counted, so a peer that stopped reading stalls nothing.
     let acks = Arc::new(Semaphore::new(MAX_ACKS_IN_FLIGHT));
-    // Received messages to ack (`--auto-ack`) waiting for an ack slot: while any wait, no
-    // more are taken from the node. The loop never waits for a slot itself: acks stuck on
-    // a peer that stopped reading must not stop it from serving commands and `stop`.
-    let mut unacked: VecDeque<Received> = VecDeque::new();
+    let shares = AckShares::default();
     let mut received = Vec::with_capacity(RECEIVE_BATCH);
     let mut sender = SenderName::default();
     // A `membership` line after changes, when `st.tables` lets it out (at most twice a
@@ -1408,14 +1454,7 @@ async fn serve(
                     out.emit(&v);
                 }
             }
-            permit = acks.clone().acquire_owned(), if !unacked.is_empty() => {
-                let Ok(permit) = permit else { break };
-                if let Some(r) = unacked.pop_front() {
-                    spawn_ack(permit, r);
-                }
-                start_acks(&acks, &mut unacked);
-            }
-            n = inbox.recv_many(&mut received, RECEIVE_BATCH), if unacked.is_empty() => {
+            n = inbox.recv_many(&mut received, RECEIVE_BATCH) => {
                 if n == 0 {
                     break;
                 }
@@ -1441,8 +1480,9 @@ async fn serve(
                     }
                 }
                 if args.auto_ack {
-                    unacked.extend(received.drain(..).filter(|r| r.message().nonce != 0));
-                    start_acks(&acks, &mut unacked);
+                    for r in received.drain(..).filter(|r| r.message().nonce != 0) {
+                        auto_ack(&acks, &shares, r);
+                    }
                 }
                 received.clear();
             }
@@ -1644,6 +1684,29 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sender_holds_at_most_its_share_of_the_ack_slots() {
+        let shares = AckShares::default();
+        let (quiet, busy) = (PkiId::from("quiet"), PkiId::from("busy"));
+        for _ in 0..MAX_ACKS_PER_SENDER {
+            assert!(shares.take(&busy));
+        }
+        // The busy sender's next acks do not wait; another sender's still may.
+        assert!(!shares.take(&busy));
+        assert!(shares.take(&quiet));
+        shares.give_back(&busy);
+        assert!(shares.take(&busy));
+        for _ in 0..MAX_ACKS_PER_SENDER {
+            shares.give_back(&busy);
+        }
+        shares.give_back(&quiet);
+        let held = shares.0.lock().expect("lock");
+        assert!(
+            held.is_empty(),
+            "senders with nothing waiting stay: {held:?}"
+        );
+    }
 
     /// The `received` line of `m` from `from`, as text.
     fn line(m: &GossipMessage, from: &str, payload: PayloadForm) -> String {

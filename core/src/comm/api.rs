@@ -165,14 +165,21 @@ impl<S: Security> Comm<S> {
         nonce: u64,
         error: Option<&str>,
     ) -> Result<(), Error> {
-        let msg = GossipMessage {
-            nonce,
-            content: Some(gossip_message::Content::Ack(Acknowledgement {
-                error: error.unwrap_or_default().to_owned(),
-            })),
-            ..Default::default()
-        };
-        self.respond(now, conn, msg)
+        self.respond(now, conn, ack_message(nonce, error))
+    }
+
+    /// [`Comm::ack`] that never waits: queued (`Ok(true)`) or, when the connection's send
+    /// buffer is full, dropped and counted in `dropped_overflow` (`Ok(false)`), as Fabric's
+    /// `Send` drops. For an application that must not let one peer that stopped reading
+    /// hold up its answers to the others.
+    pub fn ack_or_drop(
+        &mut self,
+        now: Instant,
+        conn: StreamId,
+        nonce: u64,
+        error: Option<&str>,
+    ) -> Result<bool, Error> {
+        self.respond_in(now, conn, ack_message(nonce, error), Mode::Drop)
     }
 
     /// Fabric's `CloseConn`: closes the connection(s) registered for `pki_id`. A later send
@@ -240,5 +247,16 @@ impl<S: Security> Comm<S> {
         self.timers.clear();
         self.out.forget_deliveries();
         self.out.event(super::output::Event::Stopped);
+    }
+}
+
+/// Fabric's acknowledgement of the message with `nonce`: an empty error is success.
+fn ack_message(nonce: u64, error: Option<&str>) -> GossipMessage {
+    GossipMessage {
+        nonce,
+        content: Some(gossip_message::Content::Ack(Acknowledgement {
+            error: error.unwrap_or_default().to_owned(),
+        })),
+        ..Default::default()
     }
 }
