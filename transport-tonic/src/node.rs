@@ -909,7 +909,7 @@ impl Drop for Received {
     /// recv_buffer_size)` small messages (the deliveries kept here and in the core), twice
     /// what a full subscription queue holds. A large message (64 KiB or more) has a
     /// buffer of its own, and any other kind of message may hold more than its Envelope's
-    /// size decoded: both are released here ([`keep_until_reused`]).
+    /// size decoded: both are released here (`keep_until_reused`).
     fn drop(&mut self) {
         if let Some(mut msg) = self.msg.take() {
             if !keep_until_reused(&msg) {
