@@ -877,7 +877,7 @@ impl fmt::Debug for Received {
 }
 
 /// A dropped delivery of an Envelope this large or larger releases the buffer it refers to
-/// at once; a smaller one when its allocation is next used.
+/// at once; a smaller DataMessage when its allocation is next used ([`keep_until_reused`]).
 const RELEASE_ON_DROP: usize = 64 * 1024;
 
 /// Whether a dropped delivery may keep what it refers to until its allocation is reused:
