@@ -116,7 +116,9 @@ const USAGE: &str = "\
 Usage: bench_report [--quick] [--only WORKLOAD] [--tls-records auto|ring|aws-lc] [--cold-malloc]
 
 Measures the tonic transport on this machine and prints a Markdown table (stdout) beside
-Fabric v2.4.9's figures and the goals, with the load average during each workload.
+Fabric v2.4.9's figures and the goals, with the load average during each workload and the
+share of this VM's CPU time its host took for other guests (steal): above 2 % the run is
+marked as one from a loaded machine.
 
 Options:
   --quick           short rounds (~10 s in all instead of ~60 s)
@@ -290,6 +292,9 @@ struct Figures {
     /// With raw, plain and tls taking turns: the two CPUs' cache-line round trip before
     /// each of their rounds, ns (`core_to_core_ns`).
     c2c: Option<[Vec<f64>; 3]>,
+    /// With raw, plain and tls taking turns: the host's share of the VM's CPU time during
+    /// each of their rounds, per cent (steal).
+    steal: Option<[Vec<Option<f64>>; 3]>,
     /// What faulting in fresh memory costs on this machine (measured with the one-way rows).
     fault_cost: Option<Res<FaultCost>>,
 }
@@ -318,6 +323,7 @@ fn report(
 ) {
     let started = Instant::now();
     let load_start = loadavg();
+    let ticks_start = common::VmTicks::now();
     let run = |w: &str| only.is_none_or(|o| o == w);
     let step = |name: &str| eprintln!("  [{:5.1} s] {name}", started.elapsed().as_secs_f64());
     eprintln!("bench_report: measuring (quick={quick}); progress on stderr, table on stdout");
@@ -332,11 +338,12 @@ fn report(
     // turns, so each round of ours has a raw round beside it (`paired_ratios`).
     let paired = only == Some("ratio") || only.is_none();
     if paired {
-        let c0 = common::core_to_core_ns();
+        let c0 = GroupStart::now();
         step("raw TCP, lossless plaintext and mutual TLS, round by round in turn");
         let [raw, plain, tls] = match on_workers(rt, interleaved(budget)) {
             Ok(t) => {
                 f.c2c = Some(t.c2c);
+                f.steal = Some(t.steal);
                 t.rounds.map(Ok)
             }
             Err(e) => [0, 1, 2].map(|_| Err(e.clone())),
@@ -348,7 +355,7 @@ fn report(
         }
     }
     if run("raw") {
-        let c0 = common::core_to_core_ns();
+        let c0 = GroupStart::now();
         if !paired {
             step("raw TCP baseline");
             f.raw = Some(on_workers(rt, raw_tcp(budget)));
@@ -358,7 +365,7 @@ fn report(
         loads.push(("raw", conditions(c0)));
     }
     if run("plain") {
-        let c0 = common::core_to_core_ns();
+        let c0 = GroupStart::now();
         if !paired {
             step("lossless one-way, plaintext");
             f.plain = Some(on_workers(rt, one_way(false, budget)));
@@ -368,7 +375,7 @@ fn report(
         loads.push(("plain", conditions(c0)));
     }
     if run("tls") {
-        let c0 = common::core_to_core_ns();
+        let c0 = GroupStart::now();
         if !paired {
             step("lossless one-way, mutual TLS");
             f.tls = Some(on_workers(rt, one_way(true, budget)));
@@ -378,13 +385,13 @@ fn report(
         loads.push(("tls", conditions(c0)));
     }
     if run("blocks") {
-        let c0 = common::core_to_core_ns();
+        let c0 = GroupStart::now();
         step("lossless one-way, 64 KiB messages, plaintext and mutual TLS");
         f.blocks = Some([false, true].map(|tls| on_workers(rt, one_way_blocks(tls, budget))));
         loads.push(("blocks", conditions(c0)));
     }
     if run("fabric") {
-        let c0 = common::core_to_core_ns();
+        let c0 = GroupStart::now();
         step("lossless one-way with Fabric's buffers (send buffer 20 / 200, write window 8)");
         f.fabric = Some(
             [Config::default(), Config::fabric_sample_peer()]
@@ -393,13 +400,13 @@ fn report(
         loads.push(("fabric", conditions(c0)));
     }
     if run("drops") {
-        let c0 = common::core_to_core_ns();
+        let c0 = GroupStart::now();
         step("unpaced send, buffer 20 and 200");
         f.drops = Some([20, 200].map(|buffer| on_workers(rt, unpaced(buffer, budget))));
         loads.push(("drops", conditions(c0)));
     }
     if run("acks") {
-        let c0 = common::core_to_core_ns();
+        let c0 = GroupStart::now();
         step("SendWithAck (child process)");
         f.acks = Some(acks_child(quick));
         f.wakeups = Some(wakeups(budget));
@@ -407,7 +414,7 @@ fn report(
         loads.push(("acks", conditions(c0)));
     }
     if run("latency") {
-        let c0 = common::core_to_core_ns();
+        let c0 = GroupStart::now();
         step("new connection to first delivery, probe");
         f.latency = Some(LatencyFigures {
             conn_plain: on_workers(rt, connect_latency(false, budget)),
@@ -421,6 +428,7 @@ fn report(
         f.fault_cost = Some(fault_cost());
     }
     let load_end = loadavg();
+    let steal = common::VmTicks::steal_since(ticks_start);
     let reported = reported0
         .zip(reported_kib())
         .map(|(a, b)| b.saturating_sub(a));
@@ -431,10 +439,11 @@ fn report(
     let _ = writeln!(
         t,
         "Machine: {} CPU(s) ({}), {}; load average at start {load_start}, at end {load_end}; \
-         {:.0} s{}; GLIBC_TUNABLES {}; glibc's allocator {}; {}; TLS records sealed by {} ({}).\n",
+         {}; {:.0} s{}; GLIBC_TUNABLES {}; glibc's allocator {}; {}; TLS records sealed by {} ({}).\n",
         nproc(),
         cpu_model(),
         kernel(),
+        host_share(steal),
         started.elapsed().as_secs_f64(),
         if quick { ", --quick" } else { "" },
         // glibc's heap trimming moves the TLS rows by up to 40 % (docs/performance-log.md,
@@ -772,10 +781,10 @@ fn report(
             );
         }
     }
-    if let (Some(c2c), Some(Ok(raw)), Some(Ok(plain)), Some(Ok(tls))) =
-        (&f.c2c, &f.raw, &f.plain, &f.tls)
+    if let (Some(c2c), Some(steal), Some(Ok(raw)), Some(Ok(plain)), Some(Ok(tls))) =
+        (&f.c2c, &f.steal, &f.raw, &f.plain, &f.tls)
     {
-        turns_table(&mut t, c2c, [raw, plain, tls]);
+        turns_table(&mut t, c2c, steal, [raw, plain, tls]);
     }
     if let Some(Ok(a)) = &f.acks
         && a.failed > 0
@@ -920,30 +929,38 @@ fn report(
 /// The rounds of raw TCP, plaintext and TLS as they took turns, each with where the two
 /// CPUs were just before it, and the turns' ratios: what moved a run's figures, and whether
 /// ours and the baseline moved together.
-fn turns_table(t: &mut String, c2c: &[Vec<f64>; 3], rows: [&Throughput; 3]) {
+fn turns_table(
+    t: &mut String,
+    c2c: &[Vec<f64>; 3],
+    steal: &[Vec<Option<f64>>; 3],
+    rows: [&Throughput; 3],
+) {
     let _ = writeln!(
         t,
         "\nRaw TCP, plaintext and mutual TLS took turns, one round each (the first of each \
          turn rotating). Each cell: msg/s, µs of CPU per message, cores this process kept busy \
          (under 1.9 of 2 in our rounds, which are CPU-bound, means other work had the rest), \
-         and the two CPUs' cache-line round trip just before the round (`core_to_core_ns`: about 30 ns when the hypervisor \
+         the two CPUs' cache-line round trip just before the round (`core_to_core_ns`: about 30 ns when the hypervisor \
          has them on two hyperthreads of one core, about 60 on two cores sharing an L3 cache, \
-         150 or more on cores that share none).\n"
+         150 or more on cores that share none), and the share of this VM's CPU time its host \
+         took for other guests during the round (steal).\n"
     );
     let _ = writeln!(
         t,
         "| turn | raw TCP | plaintext | mutual TLS | plaintext / TLS of raw |\n|---|---|---|---|---|"
     );
     let (raw, plain, tls) = (rows[0], rows[1], rows[2]);
-    let cell = |r: &Round, ns: f64| {
+    let cell = |r: &Round, ns: f64, steal: Option<f64>| {
         format!(
-            "{:.2} M ({:.2} µs, {:.2} cores; {ns:.0} ns)",
+            "{:.2} M ({:.2} µs, {:.2} cores; {ns:.0} ns; steal {})",
             r.rate() / 1e6,
             1e6 * r.cpu_secs / r.messages.max(1) as f64,
-            r.cpu_secs / r.secs.max(1e-9)
+            r.cpu_secs / r.secs.max(1e-9),
+            steal_text(steal)
         )
     };
     let mut shared = [Vec::new(), Vec::new()];
+    let mut unstolen = [Vec::new(), Vec::new()];
     for i in 0..raw
         .rounds
         .len()
@@ -951,21 +968,29 @@ fn turns_table(t: &mut String, c2c: &[Vec<f64>; 3], rows: [&Throughput; 3]) {
         .min(tls.rounds.len())
     {
         let ns = [0, 1, 2].map(|k| c2c[k].get(i).copied().unwrap_or(f64::NAN));
+        let st = [0, 1, 2].map(|k| steal[k].get(i).copied().flatten());
         let (r, p, s) = (&raw.rounds[i], &plain.rounds[i], &tls.rounds[i]);
         let (fp, fs) = (p.rate() / r.rate().max(1e-9), s.rate() / r.rate().max(1e-9));
         let _ = writeln!(
             t,
             "| {} | {} | {} | {} | {:.0} % / {:.0} % |",
             i + 1,
-            cell(r, ns[0]),
-            cell(p, ns[1]),
-            cell(s, ns[2]),
+            cell(r, ns[0], st[0]),
+            cell(p, ns[1], st[1]),
+            cell(s, ns[2], st[2]),
             100.0 * fp,
             100.0 * fs
         );
         if ns.iter().all(|&n| (40.0..=100.0).contains(&n)) {
             shared[0].push(fp);
             shared[1].push(fs);
+        }
+        if st
+            .iter()
+            .all(|s| s.is_some_and(|p| p <= common::STEAL_LOADED_PCT))
+        {
+            unstolen[0].push(fp);
+            unstolen[1].push(fs);
         }
     }
     let _ = writeln!(
@@ -981,6 +1006,22 @@ fn turns_table(t: &mut String, c2c: &[Vec<f64>; 3], rows: [&Throughput; 3]) {
                 "; their median plaintext / TLS share of raw TCP: {:.1} % / {:.1} %",
                 median_percent(&shared[0]),
                 median_percent(&shared[1])
+            )
+        }
+    );
+    let _ = writeln!(
+        t,
+        "Turns whose three rounds had at most {:.0} % steal: {} of {}{}.",
+        common::STEAL_LOADED_PCT,
+        unstolen[0].len(),
+        raw.rounds.len(),
+        if unstolen[0].is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; their median plaintext / TLS share of raw TCP: {:.1} % / {:.1} %",
+                median_percent(&unstolen[0]),
+                median_percent(&unstolen[1])
             )
         }
     );
@@ -1706,6 +1747,7 @@ async fn interleaved(budget: Budget) -> Res<Turns> {
     let mut seqs = [0u64; 2];
     let mut rounds: [Vec<Round>; 3] = Default::default();
     let mut c2c: [Vec<f64>; 3] = Default::default();
+    let mut steal: [Vec<Option<f64>>; 3] = Default::default();
     // Turn 0 is the warm-up.
     for turn in 0..=budget.rounds {
         let dur = if turn == 0 {
@@ -1716,6 +1758,7 @@ async fn interleaved(budget: Budget) -> Res<Turns> {
         for k in 0..3 {
             let which = (turn + k) % 3;
             let ns = common::core_to_core_ns();
+            let ticks = common::VmTicks::now();
             let round = match which {
                 0 => raw_round(dur).await?,
                 w => {
@@ -1726,6 +1769,7 @@ async fn interleaved(budget: Budget) -> Res<Turns> {
             if turn > 0 {
                 rounds[which].push(round);
                 c2c[which].push(ns);
+                steal[which].push(common::VmTicks::steal_since(ticks));
             }
         }
     }
@@ -1739,14 +1783,17 @@ async fn interleaved(budget: Budget) -> Res<Turns> {
     Ok(Turns {
         rounds: rounds.map(|rounds| Throughput { rounds }),
         c2c,
+        steal,
     })
 }
 
 /// What [`interleaved`] measured: raw TCP, plaintext and TLS, round `i` of each in turn
-/// `i`, and the two CPUs' cache-line round trip just before each round.
+/// `i`, the two CPUs' cache-line round trip just before each round, and the share of the
+/// VM's CPU time its host took during each round (steal, per cent).
 struct Turns {
     rounds: [Throughput; 3],
     c2c: [Vec<f64>; 3],
+    steal: [Vec<Option<f64>>; 3],
 }
 
 /// Lossless one-way with each node on a current-thread runtime of its own thread, as two
@@ -2536,13 +2583,49 @@ fn proc_status_kib(key: &str) -> Option<u64> {
     line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
-/// The 1-minute load average alone.
-/// The load column of a group that began when the two CPUs' cache-line round trip was
-/// `c0`: what else ran, and where the hypervisor had put the two CPUs at the group's start
-/// and end.
-fn conditions(c0: f64) -> String {
-    format!("{}; {c0:.0} → {:.0} ns", load1(), common::core_to_core_ns())
+/// Where a group of rows began: the two CPUs' cache-line round trip then, and the
+/// machine's CPU time so far (for the hypervisor's share of it since).
+struct GroupStart {
+    c2c_ns: f64,
+    ticks: Option<common::VmTicks>,
 }
+
+impl GroupStart {
+    fn now() -> Self {
+        GroupStart {
+            c2c_ns: common::core_to_core_ns(),
+            ticks: common::VmTicks::now(),
+        }
+    }
+}
+
+/// The load column of a group that began at `c0`: what else ran (the 1-minute load
+/// average, and the share of this VM's CPU time its host took for other guests), and where
+/// the hypervisor had put the two CPUs at the group's start and end.
+fn conditions(c0: GroupStart) -> String {
+    format!(
+        "{}; steal {}; {:.0} → {:.0} ns",
+        load1(),
+        steal_text(common::VmTicks::steal_since(c0.ticks)),
+        c0.c2c_ns,
+        common::core_to_core_ns()
+    )
+}
+
+fn steal_text(pct: Option<f64>) -> String {
+    pct.map_or_else(|| "unknown".to_string(), |p| format!("{p:.0} %"))
+}
+
+/// The machine line's verdict on the host, in bold when it marks the run's figures as
+/// from a loaded machine.
+fn host_share(steal: Option<f64>) -> String {
+    match common::host_verdict(steal) {
+        (v, true) => format!("**{v}**"),
+        (v, false) => v,
+    }
+}
+
+/// The 1-minute load average alone.
 
 fn load1() -> String {
     loadavg()

@@ -202,6 +202,7 @@ fn orchestrate(args: &[String]) -> Res<()> {
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     println!("load average at start: {}", loadavg());
+    let ticks = common::VmTicks::now();
     for m in modes {
         let st = Command::new(&exe)
             .arg("__hub")
@@ -214,6 +215,10 @@ fn orchestrate(args: &[String]) -> Res<()> {
         }
     }
     println!("load average at end: {}", loadavg());
+    println!(
+        "{}",
+        common::host_verdict(common::VmTicks::steal_since(ticks)).0
+    );
     Ok(())
 }
 
@@ -660,10 +665,15 @@ fn sink(args: &[String]) -> Res<()> {
     let count = num(args, "--count", 1_000_000)?;
     let size = num(args, "--size", 1024)? as usize;
     println!("load average at start: {}", loadavg());
+    let ticks = common::VmTicks::now();
     for form in forms.split(',') {
         sink_one(&bin, form, count, size)?;
     }
     println!("load average at end: {}", loadavg());
+    println!(
+        "{}",
+        common::host_verdict(common::VmTicks::steal_since(ticks)).0
+    );
     Ok(())
 }
 

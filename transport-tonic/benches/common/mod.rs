@@ -131,3 +131,60 @@ pub(crate) fn core_to_core_ns() -> f64 {
     let _ = other.join();
     ns
 }
+
+/// This VM's CPU time so far, from the first line of `/proc/stat`, in clock ticks: all of
+/// it, and the part its host ran other work while a virtual CPU had work to do (steal).
+/// On a shared host steal is what makes a run slow while the load average looks quiet: a
+/// virtual CPU the host does not run counts as busy inside the guest.
+#[derive(Clone, Copy)]
+pub(crate) struct VmTicks {
+    total: u64,
+    steal: u64,
+}
+
+impl VmTicks {
+    pub(crate) fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        // user nice system idle iowait irq softirq steal (guest time is inside user)
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .take(8)
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        (v.len() == 8).then(|| VmTicks {
+            total: v.iter().sum(),
+            steal: v[7],
+        })
+    }
+
+    /// The share of the VM's CPU time the host took since `t0`, in per cent.
+    pub(crate) fn steal_since(t0: Option<Self>) -> Option<f64> {
+        let (a, b) = (t0?, Self::now()?);
+        let total = b.total.checked_sub(a.total)?;
+        (total > 0).then(|| 100.0 * b.steal.saturating_sub(a.steal) as f64 / total as f64)
+    }
+}
+
+/// Above this share of steal, a run's figures are marked as from a loaded machine (issue
+/// 12's "Reporting"): on these VMs a quiet host gives 0-1 %.
+pub(crate) const STEAL_LOADED_PCT: f64 = 2.0;
+
+/// What a report says of the host given the steal of its run (per cent), and whether that
+/// makes its figures ones from a loaded machine.
+pub(crate) fn host_verdict(steal: Option<f64>) -> (String, bool) {
+    match steal {
+        Some(p) if p > STEAL_LOADED_PCT => (
+            format!(
+                "the host took {p:.1} % of this VM's CPU time for other guests (steal): \
+                 figures from a loaded machine"
+            ),
+            true,
+        ),
+        Some(p) => (
+            format!("the host took {p:.1} % of this VM's CPU time (steal): a quiet host"),
+            false,
+        ),
+        None => ("steal time unknown (no /proc/stat)".to_string(), false),
+    }
+}
