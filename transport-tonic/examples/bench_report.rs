@@ -2612,6 +2612,7 @@ fn conditions(c0: GroupStart) -> String {
     )
 }
 
+/// A steal share as a cell shows it.
 fn steal_text(pct: Option<f64>) -> String {
     pct.map_or_else(|| "unknown".to_string(), |p| format!("{p:.0} %"))
 }
@@ -2626,7 +2627,6 @@ fn host_share(steal: Option<f64>) -> String {
 }
 
 /// The 1-minute load average alone.
-
 fn load1() -> String {
     loadavg()
         .split_whitespace()
