@@ -434,7 +434,9 @@ impl Sim {
     }
 
     /// Fabric's `SendWithAck` from node `n`; the result arrives as an event
-    /// ([`Sim::op_result`]).
+    /// ([`Sim::op_result`]). Simulated applications do not answer by themselves: set
+    /// [`SimConfig::auto_ack`], or have the receiver call [`Sim::ack`] on its delivery,
+    /// or every peer's result is a time-out.
     pub fn send_with_ack(
         &mut self,
         n: NodeId,
@@ -524,13 +526,18 @@ impl Sim {
         self.apply(Fault::Stop(n));
     }
 
-    /// Kills node `n`'s process.
+    /// Kills node `n`'s process. Its peers learn it as a real peer would: a send to it
+    /// right after is accepted (the connection still looks alive) and is lost when the
+    /// connection resets, counted in [`Counters::envelopes_lost`] and reported as
+    /// `Disconnected`, not as `PresumedDead`, which only a failed send or dial gives (as
+    /// in Fabric). The next send then dials, and that fails. A test that wants to see a
+    /// restarted node's new identity should let the network run past the reset first.
     pub fn crash(&mut self, n: NodeId) {
         self.apply(Fault::Crash(n));
     }
 
-    /// Restarts node `n` (stopping or crashing it first if it runs), with the same or a new
-    /// identity at the same endpoint.
+    /// Restarts node `n` (crashing it first if it runs: call [`Sim::stop_node`] before for a
+    /// graceful stop), with the same or a new identity at the same endpoint.
     /// Fails for a node that does not exist ([`StartError::NoSuchNode`]), whose provider
     /// refuses its own identity, or whose layer factory fails; the node then stays down.
     pub fn restart(&mut self, n: NodeId, new_identity: bool) -> Result<(), StartError> {

@@ -32,10 +32,14 @@ pub enum Fault {
         /// The other side.
         b: Vec<usize>,
     },
-    /// Packets from `from` to `to` are lost; the other direction still works (an
-    /// asymmetric partition: dials and pings still hang, since they need both ways).
+    /// Packets from `from` to `to` are held back; the other direction still works (an
+    /// asymmetric partition: dials and pings still hang, since they need both ways). As
+    /// under a [`Fault::Partition`], stream data stalls rather than vanishes: [`Fault::Heal`]
+    /// lets it flow, unless the stream was reset first (no Ping answered within
+    /// `keepalive_timeout`), which loses what it carried and counts it
+    /// ([`crate::Counters::envelopes_lost`]).
     OneWay {
-        /// Senders whose packets are lost.
+        /// Senders whose packets are held back.
         from: Vec<usize>,
         /// Receivers that never see them.
         to: Vec<usize>,
