@@ -187,7 +187,7 @@ with an MSP identity):
   {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was queued for
                                                            these peers (one that cannot be
                                                            written is dropped and counted)
-  {\"event\":\"probed\",\"peer\":PKI,\"endpoint\":E}               a peer probed us (Fabric's Probe)
+  {\"event\":\"probed\",\"peer\":PKI,\"endpoint\":E}               a peer ran Fabric's Handshake on us
   {\"event\":\"output_dropped\",\"lines\":N}                     N lines were dropped because stdout
                                                            was not read fast enough
   {\"event\":\"stopped\"}                                      last line
