@@ -434,6 +434,7 @@ fn hub(args: &[String]) -> Res<()> {
         let (faults1, cfaults1) = (faults(&me), faults(&child_pid));
         let child_rss1 = status_kib(&child_pid, "VmRSS:");
         let c2c0 = common::core_to_core_ns();
+        let ticks = common::VmTicks::now();
         let t1 = Instant::now();
         rt.block_on(async {
             for r in 0..rounds {
@@ -454,6 +455,8 @@ fn hub(args: &[String]) -> Res<()> {
             faults(&child_pid).saturating_sub(cfaults1),
         );
         let child_growth = status_kib(&child_pid, "VmRSS:") as f64 - child_rss1 as f64;
+        let steal = common::VmTicks::steal_since(ticks)
+            .map_or_else(|| "unknown".to_string(), |p| format!("{p:.1} %"));
         let c2c1 = common::core_to_core_ns();
         let dropped = hub.stats().dropped_overflow - dropped0;
         let rss_end = status_kib(&me, "VmRSS:");
@@ -465,7 +468,7 @@ fn hub(args: &[String]) -> Res<()> {
             "  fan-out {burst} ({which}): {rounds} x 1 KiB to all {n} = {total} deliveries in {:.3} s = {rate:.0} deliveries/s (goal >= 500000); \
              send calls took {:.3} s; dropped {dropped}; hub CPU {:.2} s ({:.2} µs/delivery), peers' CPU {:.2} s ({:.2} µs/delivery); {done}\n    \
              page faults: hub {fan_faults}, peers {child_faults} (the peers' RSS {:+.1} MiB); \
-             the two CPUs' cache-line round trip before and after it {c2c0:.0} / {c2c1:.0} ns; load {}\n    \
+             the two CPUs' cache-line round trip before and after it {c2c0:.0} / {c2c1:.0} ns; the host's steal {steal}; load {}\n    \
              hub VmRSS after {:.1} MiB = {after_conn:.1} KiB per connection beyond the empty node (goal <= 64)",
             fan_time.as_secs_f64(),
             sent_in.as_secs_f64(),
