@@ -40,13 +40,15 @@ const ROUND_BASE: u64 = 1_000_000;
 /// Arguments of `fabric-gossip demo`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DemoArgs {
-    /// Nodes to run, split between two organizations (Org1MSP gets the extra one).
+    /// Nodes to run (3 to 20), split between two organizations (Org1MSP gets the extra
+    /// one).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(3..=20))]
     nodes: u16,
-    /// Messages each node sends to each other node in each round.
+    /// Messages each node sends to each other node in each round (1 to 10,000).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     messages: u32,
-    /// Give up, with exit status 1, if the demo is not over after this many seconds.
+    /// Give up, with exit status 1, if the demo is not over after this many seconds (5 to
+    /// 600).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..=600))]
     deadline: u64,
     /// Print only the phases, the table and the checks (no per-connection events).

@@ -28,7 +28,7 @@ pub(crate) struct KeygenArgs {
     /// Key curve (cryptogen uses P-256).
     #[arg(long, value_enum, default_value_t = CurveArg::P256)]
     curve: CurveArg,
-    /// Validity of every certificate, in days from now (cryptogen: 10 years).
+    /// Validity of every certificate, in days from now, 1 to 36,500 (cryptogen: 10 years).
     #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
     days: u32,
     /// First port of the suggested node command lines (one per peer, counting up).

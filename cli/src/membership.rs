@@ -183,6 +183,25 @@ impl MembershipArgs {
                  longer than --alive-interval {interval:?} (peer.gossip.aliveTimeInterval), or \
                  members are declared dead between their heartbeats"
             )),
+            // The layer names its fields; each has a flag of the same name.
+            DiscoveryConfigError::TooLong {
+                name,
+                value,
+                limit,
+                max,
+            } => {
+                let flag = |field: &str| format!("--{}", field.replace('_', "-"));
+                let key = if limit == "alive_expiration" {
+                    " (peer.gossip.aliveExpirationTimeout)"
+                } else {
+                    ""
+                };
+                ConfigError(format!(
+                    "{} {value:?} must not exceed {} {max:?}{key}",
+                    flag(name),
+                    flag(limit)
+                ))
+            }
             e => ConfigError(format!(
                 "membership (endpoint {:?}, external endpoint {:?}): {e}",
                 shown.0, shown.1

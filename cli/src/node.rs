@@ -169,8 +169,13 @@ with an MSP identity):
                                                            \"certificates_expire_unix_ms\":
                                                            {\"enrollment\":MS,\"server_tls\":MS,
                                                            \"client_tls\":MS})
-  {\"event\":\"connected\",\"peer\":PKI,\"inbound\":BOOL}          after a handshake
-  {\"event\":\"disconnected\",\"peer\":PKI,\"reason\":TEXT}
+  {\"event\":\"connected\",\"peer\":PKI,\"conn\":C,\"inbound\":BOOL,\"endpoint\":E}
+                                                           after a handshake (with an MSP
+                                                           identity also \"msp_id\":ID); C is
+                                                           the connection's handle
+  {\"event\":\"disconnected\",\"peer\":PKI,\"conn\":C,\"reason\":TEXT,\"connections_left\":N}
+                                                           N > 0: another connection to the
+                                                           peer remains (crossing dials)
   {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
   {\"event\":\"presumed_dead\",\"peer\":PKI}                     a send could not get a connection
   {\"event\":\"received\",\"from\":PKI,\"nonce\":N,\"content\":NAME,\"data_hex\":HEX,\"seq\":N}
@@ -195,8 +200,8 @@ MEMBERSHIP (with --bootstrap, --membership, any membership flag, or --config):
   {\"event\":\"member_alive\",\"pki_id\":PKI,\"msp_id\":ID,\"endpoint\":ADDR,\"internal_endpoint\":ADDR,
    \"inc\":N,\"seq\":N,\"last_alive_ms_ago\":N,\"alive\":true,\"resurrected\":BOOL,
    \"identity_expires_unix_ms\":N|null}                 (its certificate's NotAfter)
-  {\"event\":\"member_dead\",...,\"reason\":\"expired\"|\"presumed_dead\"}
-  {\"event\":\"member_purged\",...,\"reason\":\"long_dead\"|\"identity_switch\"|\"identity_expired\"|\"identity_refused\"}
+  {\"event\":\"member_dead\",...,\"reason\":\"expired\"|\"presumed_dead\"|\"reported\"}
+  {\"event\":\"member_purged\",...,\"reason\":\"long_dead\"|\"identity_switch\"|\"identity_expired\"|\"identity_refused\"|\"evicted\"}
   {\"event\":\"bootstrap_joined\",\"endpoint\":ADDR,\"pki_id\":PKI}
   {\"event\":\"bootstrap_failed\",\"endpoint\":ADDR,\"error\":TEXT,\"attempt\":N,\"gave_up\":BOOL}
                                                            (the error carries the peer's own

@@ -56,9 +56,9 @@ pub(crate) struct IdentityArgs {
     pub(crate) trust: Vec<(String, PathBuf)>,
     /// Also accept members of every organization of a channel: BLOCK is the channel's
     /// configuration block (what `peer channel fetch config` writes, or its genesis block),
-    /// whose MSPs carry the CAs, CRLs and NodeOUs the channel has now. Read again on
-    /// SIGHUP or `reload_trust`, so fetching a newer block and reloading applies a
-    /// configuration update. Repeatable.
+    /// whose MSPs carry the CAs, CRLs and NodeOUs the channel has now. A running `node`
+    /// reads it again on SIGHUP or `reload_trust`, so fetching a newer block and reloading
+    /// applies a configuration update. Repeatable.
     #[arg(long, value_name = "BLOCK")]
     pub(crate) channel_config: Vec<PathBuf>,
 }

@@ -33,8 +33,8 @@ pub(crate) struct PingArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     count: u32,
     /// Bound on each step of a probe, the connection (TCP and TLS) and then the Ping, e.g.
-    /// 500ms, 2s. Default: Fabric's dial and connection timeouts (3 s, 2 s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    /// 500ms, 2s; more than zero. Default: Fabric's dial and connection timeouts (3 s, 2 s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
     timeout: Option<Duration>,
     /// Pause between probes, e.g. 1s (default: none).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "0s")]
@@ -63,8 +63,9 @@ pub(crate) struct ProbeArgs {
     /// Print one JSON object with the result instead of text.
     #[arg(long)]
     json: bool,
-    /// Local address of the probing node; it never needs to be reached (under
-    /// --test-identity it is also our identity).
+    /// Local address of the probing node: it is bound, so it must be free, but never
+    /// needs to be reached (under --test-identity it is also our identity). The default
+    /// takes any free port.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0", value_parser = opts::parse_listen)]
     listen: SocketAddr,
     #[command(flatten)]
@@ -75,6 +76,16 @@ pub(crate) struct ProbeArgs {
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s).map_err(|e| format!("{e} (e.g. 500ms, 2s)"))
+}
+
+/// A bound of zero would fail every probe of a silent peer at once and pass a live one on
+/// a race, so it is refused as `watch` and `node` refuse theirs.
+fn parse_timeout_arg(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_arg(s)?;
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
 }
 
 fn ms_f(d: Duration) -> f64 {
@@ -464,8 +475,9 @@ fn judge(answer: &[u8]) -> Answer {
 }
 
 /// The hint for a failed handshake, and whether it needs [`failure_hint`]'s look at the
-/// port (a failed dial or Ping: the same advice as `ping`'s).
-fn handshake_hint(e: &HandshakeError) -> Option<String> {
+/// port (a failed dial or Ping: the same advice as `ping`'s). `watch` gives the same for
+/// a bootstrap peer it could not authenticate.
+pub(crate) fn handshake_hint(e: &HandshakeError) -> Option<String> {
     match e {
         HandshakeError::InvalidIdentity(SecurityError::UnknownMsp(m))
         | HandshakeError::UnclassifiableIdentity(SecurityError::UnknownMsp(m)) => Some(format!(

@@ -20,13 +20,13 @@ use std::time::Duration;
 /// Arguments of `fabric-gossip sim`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SimArgs {
-    /// Number of nodes.
+    /// Number of nodes, 1 to 10,000.
     #[arg(long, default_value_t = 5)]
     nodes: usize,
     /// Seed of the run; a new one is drawn (and printed) when omitted.
     #[arg(long)]
     seed: Option<u64>,
-    /// `random`, `random:K` (K faults), `none`, or a schedule such as
+    /// `random`, `random:K` (K faults, at most 1,000,000), `none`, or a schedule such as
     /// `partition@1s:0+1/2,heal@3s,crash@4s:2,restart@6s:2`.
     #[arg(long, default_value = "random")]
     faults: String,
@@ -39,16 +39,16 @@ pub(crate) struct SimArgs {
     /// What the nodes do.
     #[arg(long, value_enum, default_value_t = Scenario::Traffic)]
     scenario: Scenario,
-    /// Payload bytes per message.
+    /// Payload bytes per message, at most 100 MiB (the largest message a node takes).
     #[arg(long, default_value_t = 1024)]
     msg_size: usize,
-    /// Mean time between two sends of one node.
+    /// Mean time between two sends of one node (more than zero).
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     interval: Duration,
-    /// Peers per send.
+    /// Peers per send, at least 1.
     #[arg(long, default_value_t = 1)]
     fanout: usize,
-    /// Sends that use SendWithAck, per mille.
+    /// Sends that use SendWithAck, per mille (0 to 1000).
     #[arg(long, default_value_t = 100)]
     ack_per_mille: u32,
     /// Peers each node ever sends to, drawn once (a membership view: connections made
@@ -137,9 +137,15 @@ fn faults_for(a: &SimArgs, rng: &mut SimRng) -> Result<Vec<ScheduledFault>, Stri
         Vec::new()
     } else if spec == "random" || spec.starts_with("random:") {
         let count = match spec.strip_prefix("random:") {
-            Some(k) => k
-                .parse()
-                .map_err(|_| format!("random:K needs a number, got {k:?}"))?,
+            Some(k) => match k.parse::<usize>() {
+                Ok(k) if k <= MAX_RANDOM_FAULTS => k,
+                Ok(_) => {
+                    return Err(format!(
+                        "--faults random:{k}: at most {MAX_RANDOM_FAULTS} faults"
+                    ));
+                }
+                Err(_) => return Err(format!("random:K needs a number, got {k:?}")),
+            },
             None => a.nodes * 3,
         };
         random_schedule(rng, a.nodes, a.duration, count)
@@ -207,10 +213,53 @@ enum Verdict {
 }
 
 /// Runs the simulation described by `a`, writing the header and summary to `out`.
-fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
+/// The most nodes `sim` runs: ten times the largest network its benchmarks and the README
+/// measure; beyond it a run would take hours, and a typo such as `--nodes 100000000` asked
+/// for 29 GB before anything ran.
+const MAX_NODES: usize = 10_000;
+
+/// The most faults `random:K` draws (each a few dozen bytes).
+const MAX_RANDOM_FAULTS: usize = 1_000_000;
+
+/// Refuses settings no run can use, before anything is allocated or run: each error names
+/// its flag, and the command exits 2.
+fn check_args(a: &SimArgs) -> Result<(), String> {
     if a.nodes == 0 {
         return Err("--nodes must be at least 1".into());
     }
+    if a.nodes > MAX_NODES {
+        return Err(format!("--nodes {}: at most {MAX_NODES}", a.nodes));
+    }
+    let max_size = fabric_gossip_core::proto::MAX_MESSAGE_SIZE;
+    if a.msg_size > max_size {
+        return Err(format!(
+            "--msg-size {}: at most {max_size} bytes (the largest message a node takes)",
+            a.msg_size
+        ));
+    }
+    if a.ack_per_mille > 1000 {
+        return Err(format!(
+            "--ack-per-mille {}: at most 1000 (every send)",
+            a.ack_per_mille
+        ));
+    }
+    if a.fanout == 0 {
+        return Err("--fanout must be at least 1".into());
+    }
+    if a.interval.is_zero() {
+        return Err("--interval must be more than zero".into());
+    }
+    if a.stop_at_full && a.scenario != Scenario::Membership {
+        return Err(format!(
+            "--stop-at-full applies to --scenario membership, not {}",
+            a.scenario.name()
+        ));
+    }
+    Ok(())
+}
+
+fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
+    check_args(a)?;
     let seed = a.seed.unwrap_or_else(default_seed);
     let mut cfg = SimConfig::seeded(seed);
     cfg.latency = a.latency;
@@ -233,6 +282,14 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     // change the faults drawn for a seed.
     let mut fault_rng = SimRng::new(seed ^ 0xfa17_5eed);
     let faults = faults_for(a, &mut fault_rng)?;
+    // A trace file that cannot be written fails now, not after the whole run.
+    let mut trace_file = a
+        .trace
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path).map_err(|e| format!("writing {}: {e}", path.display()))
+        })
+        .transpose()?;
     let tracker = if a.scenario == Scenario::Membership {
         Some(add_members(&mut sim, a.nodes)?)
     } else {
@@ -340,10 +397,9 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
 
     // The trace file is written before the summary, so that `--json`'s `ok` is exactly
     // "exit status 0".
-    let trace = a.trace.as_ref().map(|path| {
+    let trace = a.trace.as_ref().zip(trace_file.as_mut()).map(|(path, f)| {
         let text = sim.trace().text();
-        std::fs::File::create(path)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
+        f.write_all(text.as_bytes())
             .map_err(|e| format!("writing {}: {e}", path.display()))
     });
     if a.json {
@@ -989,6 +1045,49 @@ mod tests {
         );
         assert!(sim(&["--nodes", "2", "--faults", "random:x"]).0.is_err());
         assert!(Wrap::try_parse_from(["sim", "--duration", "soon"]).is_err());
+    }
+
+    /// Found by an operator: sizes that would have asked for gigabytes (an allocation
+    /// failure, an abort and a backtrace) and settings no run can use are refused, naming
+    /// the flag, before anything runs; a trace file that cannot be written is refused
+    /// before the run rather than after it.
+    #[test]
+    fn settings_no_run_can_use_are_refused_first() {
+        let refused = |args: &[&str], flag: &str| {
+            let (r, out) = sim(args);
+            let e = r.expect_err(flag);
+            assert!(e.contains(flag), "{e}");
+            assert!(out.is_empty(), "{out}");
+        };
+        refused(&["--nodes", "100000000"], "--nodes");
+        refused(&["--faults", "random:1000000000"], "random:");
+        refused(&["--msg-size", "999999999999"], "--msg-size");
+        refused(&["--ack-per-mille", "2000"], "--ack-per-mille");
+        refused(&["--fanout", "0"], "--fanout");
+        refused(&["--interval", "0s"], "--interval");
+        refused(&["--stop-at-full"], "--stop-at-full");
+        let dir = std::env::temp_dir().join(format!("no-such-dir-{}", std::process::id()));
+        let path = dir.join("t.txt");
+        refused(&["--trace", path.to_str().unwrap()], "no-such-dir");
+        // The largest allowed still start (a short run of each edge).
+        let (r, _) = sim(&[
+            "--nodes",
+            "2",
+            "--duration",
+            "50ms",
+            "--ack-per-mille",
+            "1000",
+        ]);
+        assert_eq!(r, Ok(Verdict::Held));
+        assert_eq!(
+            fabric_gossip_sim::parse_duration("2h"),
+            Ok(Duration::from_secs(7200))
+        );
+        assert!(
+            fabric_gossip_sim::parse_duration("99999999999999h")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::node::Signals;
 use crate::opts::{self, ConfigError, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::escape_controls;
 use clap::Args;
+use fabric_gossip_core::HandshakeError;
 use fabric_gossip_discovery::{BootstrapError, DiscoveryEvent, MemberInfo};
 use fabric_gossip_tonic::Node;
 use serde_json::{Value, json};
@@ -219,6 +220,17 @@ async fn watch(
                                 .trim_start();
                                 if !hint.is_empty() {
                                     eprintln!("{hint}");
+                                }
+                                // An identity we could not place: the same advice as
+                                // `handshake` gives.
+                                if let Some(BootstrapError::Handshake(
+                                    e @ (HandshakeError::InvalidIdentity(_)
+                                    | HandshakeError::UnclassifiableIdentity(_)),
+                                )) = &b.error
+                                    && let Some(h) = crate::probe::handshake_hint(e)
+                                    && !h.is_empty()
+                                {
+                                    eprintln!("{}", h.trim_start());
                                 }
                                 if matches!(b.error, Some(BootstrapError::OtherOrganization(_))) {
                                     eprintln!(

@@ -1626,6 +1626,34 @@ fn bad_flags_and_files_give_clear_errors() {
             vec!["--org", "X given twice"],
         ),
         (vec!["demo", "--nodes", "2"], vec!["--nodes"]),
+        // Found by an operator (2026-12-03): a zero probe bound, a sim that would have
+        // asked for 29 GB (it aborted with a backtrace), and a layer setting named by its
+        // field rather than its flag.
+        (
+            vec!["ping", "127.0.0.1:1", "--timeout", "0s"],
+            vec!["--timeout", "more than zero"],
+        ),
+        (
+            vec!["sim", "--nodes", "100000000"],
+            vec!["--nodes", "at most"],
+        ),
+        (
+            vec!["sim", "--msg-size", "999999999999"],
+            vec!["--msg-size", "at most"],
+        ),
+        (
+            [
+                &listen[..],
+                &[
+                    "--test-identity",
+                    "--membership",
+                    "--alive-expiration-check-interval",
+                    "30s",
+                ],
+            ]
+            .concat(),
+            vec!["--alive-expiration-check-interval 30s must not exceed --alive-expiration 25s"],
+        ),
     ];
     #[cfg(unix)]
     let cases = [

@@ -133,7 +133,8 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// Parses `1.5s`, `200ms`, `30us`, `10ns` or `2m` (minutes). A bare number is seconds.
+/// Parses `1.5s`, `200ms`, `30us`, `10ns`, `2m` (minutes) or `1h`. A bare number is
+/// seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit_nanos) = if let Some(x) = s.strip_suffix("ns") {
@@ -146,6 +147,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (x, 1e9)
     } else if let Some(x) = s.strip_suffix('m') {
         (x, 60e9)
+    } else if let Some(x) = s.strip_suffix('h') {
+        (x, 3600e9)
     } else {
         (s, 1e9)
     };
