@@ -212,7 +212,6 @@ enum Verdict {
     Violated(String),
 }
 
-/// Runs the simulation described by `a`, writing the header and summary to `out`.
 /// The most nodes `sim` runs: ten times the largest network its benchmarks and the README
 /// measure; beyond it a run would take hours, and a typo such as `--nodes 100000000` asked
 /// for 29 GB before anything ran.
@@ -258,6 +257,7 @@ fn check_args(a: &SimArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs the simulation described by `a`, writing the header and summary to `out`.
 fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     check_args(a)?;
     let seed = a.seed.unwrap_or_else(default_seed);
