@@ -204,6 +204,13 @@ impl Discovery {
         };
         let info = match result {
             Ok(info) => info,
+            // Our own node is stopping: its pending dials and handshakes end with it
+            // ("Shutting down"), which says nothing of the peer; reporting it would put a
+            // failure at WARN in every quick stop's output.
+            Err(_) if comm.is_stopped() => {
+                self.bootstraps[i].state = BootState::GaveUp;
+                return;
+            }
             Err(e) => return self.bootstrap_failed(now, i, BootstrapError::Handshake(e.clone())),
         };
         let org = comm.security().organization_of(&info.identity);

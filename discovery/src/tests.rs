@@ -897,6 +897,50 @@ fn a_new_alive_is_forwarded_once_to_three_others_never_back() {
     assert_eq!(d.stats().alive_duplicate, 1);
 }
 
+/// Found by an operator (2026-12-03): a node stopped while its bootstrap handshake was in
+/// flight printed `bootstrap_failed` ("Shutting down") at WARN, a failure of its own stop
+/// blamed on the peer.
+#[test]
+fn a_bootstrap_cut_short_by_our_own_stop_is_not_a_failure() {
+    let cfg = || DiscoveryConfig::new("me.int:7051").with_bootstrap(["boot:7051"]);
+    let identifying = |d: &Discovery| match d.bootstraps[0].state.clone() {
+        crate::bootstrap::BootState::Identifying(op) => op,
+        other => panic!("{other:?}"),
+    };
+    let result = || Err(fabric_gossip_core::HandshakeError::ShuttingDown);
+    // The same ending while our node runs is a failure, retried later.
+    let (mut comm, mut d) = node(cfg());
+    let op = identifying(&d);
+    let _ = events(&mut d);
+    d.handle_comm_event(
+        T0,
+        &mut comm,
+        &Event::HandshakeDone {
+            op,
+            result: result(),
+        },
+    );
+    assert!(matches!(
+        &events(&mut d)[..],
+        [DiscoveryEvent::BootstrapFailed { .. }]
+    ));
+    // Cut short by our own stop: nothing to report.
+    let (mut comm, mut d) = node(cfg());
+    let op = identifying(&d);
+    let _ = events(&mut d);
+    comm.stop(T0);
+    d.handle_comm_event(
+        T0,
+        &mut comm,
+        &Event::HandshakeDone {
+            op,
+            result: result(),
+        },
+    );
+    assert!(events(&mut d).is_empty());
+    assert_eq!(d.stats().bootstrap_failures, 0);
+}
+
 #[test]
 fn a_failing_bootstrap_is_retried_every_reconnect_interval_then_given_up() {
     let mut cfg = DiscoveryConfig::new("me.int:7051").with_bootstrap(["boot:7051"]);
