@@ -5,13 +5,17 @@
 #   FUZZ_SECONDS=300 fuzz/smoke.sh   # longer
 #   fuzz/smoke.sh core_ops handshake # some targets
 #   FUZZ_SANITIZER=none fuzz/smoke.sh  # without AddressSanitizer (CI: a faster build)
+#   FUZZ_KEEP=/tmp/fuzz-runs fuzz/smoke.sh  # keep each target's log and new inputs there
 #
 # Each target starts from the committed corpus (fuzz/corpus/<target>/, read only); what a run
-# finds goes to a scratch directory, so the committed corpus stays small. A crash (panic,
+# finds goes to a scratch directory, so the committed corpus stays small (with FUZZ_KEEP=DIR,
+# to DIR/<target>.corpus, with the log as DIR/<target>.log, to inspect or merge). A crash (panic,
 # failed invariant, sanitizer report, or an input slower than FUZZ_TIMEOUT seconds) makes
 # the script exit non-zero; libFuzzer leaves the input in fuzz/artifacts/<target>/. Fix the
 # bug, then commit that input under fuzz/corpus/<target>/ as a regression: the corpus replay
-# test (core/tests/fuzz_corpus.rs) runs it on stable from then on.
+# tests run it on stable from then on (core/tests/fuzz_corpus.rs for envelope,
+# gossip_message, handshake and core_ops; transport-sim/src/fuzzing.rs for sim_schedule;
+# discovery/tests/fuzz_corpus.rs for membership; msp/tests/fuzz_corpus.rs for msp).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,6 +24,8 @@ timeout_s="${FUZZ_TIMEOUT:-10}"
 # AddressSanitizer by default. The workspace denies unsafe code, so it watches only the
 # dependencies' unsafe code; panics, time-outs and memory blow-ups are caught without it.
 sanitizer="${FUZZ_SANITIZER:-address}"
+keep="${FUZZ_KEEP:-}"
+[ -z "$keep" ] || mkdir -p "$keep"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz" >&2
@@ -42,8 +48,14 @@ fi
 
 failed=0
 for t in "${targets[@]}"; do
-    scratch="$(mktemp -d)"
-    log="$(mktemp)"
+    if [ -n "$keep" ]; then
+        scratch="$keep/$t.corpus"
+        log="$keep/$t.log"
+        mkdir -p "$scratch"
+    else
+        scratch="$(mktemp -d)"
+        log="$(mktemp)"
+    fi
     status=ok
     if ! "${fuzz[@]}" run -s "$sanitizer" "$t" "$scratch" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout="$timeout_s" -print_final_stats=1 >"$log" 2>&1; then
@@ -54,15 +66,18 @@ for t in "${targets[@]}"; do
     seeds=$(find "corpus/$t" -type f | wc -l)
     found=$(find "$scratch" -type f | wc -l)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2 || true)
-    printf '%-15s %-5s execs=%s exec/s=%s corpus=%s+%s cov=%s peak_rss=%sMB\n' \
+    ft=$(grep -o 'ft: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2 || true)
+    # corpus=S+N: seed files, then inputs this run added (libFuzzer may load fewer seeds:
+    # it keeps those that add coverage).
+    printf '%-15s %-5s execs=%s exec/s=%s corpus=%s+%s cov=%s ft=%s peak_rss=%sMB\n' \
         "$t" "$status" "$(stat number_of_executed_units)" "$(stat average_exec_per_sec)" \
-        "$seeds" "$found" "${cov:-?}" "$(stat peak_rss_mb)"
+        "$seeds" "$found" "${cov:-?}" "${ft:-?}" "$(stat peak_rss_mb)"
     if [ "$status" != ok ]; then
         grep -E 'panicked|ERROR|SUMMARY|Test unit written|assertion' "$log" | head -n 20 >&2 || true
         echo "full log: $log" >&2
-    else
+    elif [ -z "$keep" ]; then
         rm -f "$log"
     fi
-    rm -rf "$scratch"
+    [ -n "$keep" ] || rm -rf "$scratch"
 done
 exit "$failed"
