@@ -589,7 +589,7 @@ mod tests {
         let e = m.layer(bound).expect_err("longer than the expiration").0;
         assert!(
             e.contains(
-                "alive_expiration_check_interval (2s) must not exceed alive_expiration (1s)"
+                "--alive-expiration-check-interval 2s must not exceed --alive-expiration 1s"
             ),
             "{e}"
         );
