@@ -907,38 +907,27 @@ fn a_bootstrap_cut_short_by_our_own_stop_is_not_a_failure() {
         crate::bootstrap::BootState::Identifying(op) => op,
         other => panic!("{other:?}"),
     };
-    let result = || Err(fabric_gossip_core::HandshakeError::ShuttingDown);
+    // The events after a bootstrap handshake ended with "Shutting down", our node stopped
+    // first or not.
+    let ended = |stopped: bool| {
+        let (mut comm, mut d) = node(cfg());
+        let op = identifying(&d);
+        let _ = events(&mut d);
+        if stopped {
+            comm.stop(T0);
+        }
+        let result = Err(fabric_gossip_core::HandshakeError::ShuttingDown);
+        d.handle_comm_event(T0, &mut comm, &Event::HandshakeDone { op, result });
+        (events(&mut d), d.stats().bootstrap_failures)
+    };
     // The same ending while our node runs is a failure, retried later.
-    let (mut comm, mut d) = node(cfg());
-    let op = identifying(&d);
-    let _ = events(&mut d);
-    d.handle_comm_event(
-        T0,
-        &mut comm,
-        &Event::HandshakeDone {
-            op,
-            result: result(),
-        },
-    );
-    assert!(matches!(
-        &events(&mut d)[..],
-        [DiscoveryEvent::BootstrapFailed { .. }]
-    ));
+    let (ev, failures) = ended(false);
+    assert!(matches!(&ev[..], [DiscoveryEvent::BootstrapFailed { .. }]));
+    assert_eq!(failures, 1);
     // Cut short by our own stop: nothing to report.
-    let (mut comm, mut d) = node(cfg());
-    let op = identifying(&d);
-    let _ = events(&mut d);
-    comm.stop(T0);
-    d.handle_comm_event(
-        T0,
-        &mut comm,
-        &Event::HandshakeDone {
-            op,
-            result: result(),
-        },
-    );
-    assert!(events(&mut d).is_empty());
-    assert_eq!(d.stats().bootstrap_failures, 0);
+    let (ev, failures) = ended(true);
+    assert!(ev.is_empty(), "{ev:?}");
+    assert_eq!(failures, 0);
 }
 
 #[test]

@@ -993,37 +993,34 @@ fn turns_table(
             unstolen[1].push(fs);
         }
     }
+    // The turns of a kind, and their median ratios when there are any.
+    let subset = |kind: String, ratios: &[Vec<f64>; 2]| {
+        format!(
+            "Turns whose three rounds {kind}: {} of {}{}.",
+            ratios[0].len(),
+            raw.rounds.len(),
+            if ratios[0].is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; their median plaintext / TLS share of raw TCP: {:.1} % / {:.1} %",
+                    median_percent(&ratios[0]),
+                    median_percent(&ratios[1])
+                )
+            }
+        )
+    };
     let _ = writeln!(
         t,
-        "\nTurns whose three rounds all began on two cores sharing an L3 cache (40-100 ns): {} \
-         of {}{}.",
-        shared[0].len(),
-        raw.rounds.len(),
-        if shared[0].is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; their median plaintext / TLS share of raw TCP: {:.1} % / {:.1} %",
-                median_percent(&shared[0]),
-                median_percent(&shared[1])
-            )
-        }
-    );
-    let _ = writeln!(
-        t,
-        "Turns whose three rounds had at most {:.0} % steal: {} of {}{}.",
-        common::STEAL_LOADED_PCT,
-        unstolen[0].len(),
-        raw.rounds.len(),
-        if unstolen[0].is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; their median plaintext / TLS share of raw TCP: {:.1} % / {:.1} %",
-                median_percent(&unstolen[0]),
-                median_percent(&unstolen[1])
-            )
-        }
+        "\n{}\n{}",
+        subset(
+            "all began on two cores sharing an L3 cache (40-100 ns)".into(),
+            &shared
+        ),
+        subset(
+            format!("had at most {:.0} % steal", common::STEAL_LOADED_PCT),
+            &unstolen
+        )
     );
 }
 
