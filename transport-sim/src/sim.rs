@@ -258,7 +258,9 @@ impl Sim {
             .unwrap_or_default()
     }
 
-    /// Node `n` as a send target with its current PKI-ID.
+    /// Node `n` as a send target with its current PKI-ID. A node that is down has none
+    /// (the PKI-ID given is empty): to send to a crashed node as its peers would, keep its
+    /// PKI-ID from before the crash.
     pub fn remote_peer(&self, n: NodeId) -> RemotePeer {
         RemotePeer::new(self.endpoint(n), self.pki_id(n))
     }
