@@ -59,12 +59,19 @@ impl IdentityMap for OrgPrefix {
     }
 }
 
-/// PKI-ID = `alias:` + identity.
+/// Our own PKI-ID = `alias:` + our identity; every other identity's as the test provider
+/// computes it. Only the node itself is odd: a peer judging its handshake finds the PKI-ID
+/// it claims at odds with its identity, while it finds nothing wrong with the peer's. Had it
+/// aliased every identity, both sides would refuse each other, and which refusal came first
+/// would be a race (a mutual-TLS run once saw the dialler's first).
 #[derive(Clone, Copy, Debug)]
 pub struct AliasPki;
 
 impl IdentityMap for AliasPki {
-    fn pki_id_of(&self, _: &TestOnlyHmacSecurity, identity: &[u8]) -> PkiId {
+    fn pki_id_of(&self, inner: &TestOnlyHmacSecurity, identity: &[u8]) -> PkiId {
+        if identity != &inner.own_identity()[..] {
+            return inner.pki_id_of(identity);
+        }
         let mut v = b"alias:".to_vec();
         v.extend_from_slice(identity);
         PkiId::from(v)
@@ -87,8 +94,8 @@ impl OrgSecurity {
     }
 }
 
-/// Fabric's test provider with a different PKI-ID mapping: PKI-ID = `alias:` + identity.
-/// A node using it claims PKI-IDs that a node with the ordinary mapping computes
+/// Fabric's test provider with a different PKI-ID for itself: `alias:` + its identity.
+/// A node using it claims a PKI-ID that a node with the ordinary mapping computes
 /// differently, which is exactly the "PKI-ID doesn't match the identity" handshake error.
 pub type AliasPkiSecurity = Remapped<AliasPki>;
 
@@ -128,6 +135,11 @@ mod tests {
         assert_ne!(
             a.pki_id_of(b"e"),
             TestOnlyHmacSecurity::new("e").pki_id_of(b"e")
+        );
+        // Others' PKI-IDs as the ordinary mapping has them: only the node itself is odd.
+        assert_eq!(
+            a.pki_id_of(b"f"),
+            TestOnlyHmacSecurity::new("e").pki_id_of(b"f")
         );
     }
 }
