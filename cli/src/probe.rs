@@ -34,7 +34,7 @@ pub(crate) struct PingArgs {
     count: u32,
     /// Bound on each step of a probe, the connection (TCP and TLS) and then the Ping, e.g.
     /// 500ms, 2s; more than zero. Default: Fabric's dial and connection timeouts (3 s, 2 s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout_arg)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::membership::parse_duration)]
     timeout: Option<Duration>,
     /// Pause between probes, e.g. 1s (default: none).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "0s")]
@@ -76,16 +76,6 @@ pub(crate) struct ProbeArgs {
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s).map_err(|e| format!("{e} (e.g. 500ms, 2s)"))
-}
-
-/// A bound of zero would fail every probe of a silent peer at once and pass a live one on
-/// a race, so it is refused as `watch` and `node` refuse theirs.
-fn parse_timeout_arg(s: &str) -> Result<Duration, String> {
-    let d = parse_duration_arg(s)?;
-    if d.is_zero() {
-        return Err("must be more than zero".into());
-    }
-    Ok(d)
 }
 
 fn ms_f(d: Duration) -> f64 {

@@ -956,7 +956,7 @@ fn turns_table(
             r.rate() / 1e6,
             1e6 * r.cpu_secs / r.messages.max(1) as f64,
             r.cpu_secs / r.secs.max(1e-9),
-            steal_text(steal)
+            common::steal_text(steal, 0)
         )
     };
     let mut shared = [Vec::new(), Vec::new()];
@@ -2603,15 +2603,10 @@ fn conditions(c0: GroupStart) -> String {
     format!(
         "{}; steal {}; {:.0} → {:.0} ns",
         load1(),
-        steal_text(common::VmTicks::steal_since(c0.ticks)),
+        common::steal_text(common::VmTicks::steal_since(c0.ticks), 0),
         c0.c2c_ns,
         common::core_to_core_ns()
     )
-}
-
-/// A steal share as a cell shows it.
-fn steal_text(pct: Option<f64>) -> String {
-    pct.map_or_else(|| "unknown".to_string(), |p| format!("{p:.0} %"))
 }
 
 /// The machine line's verdict on the host, in bold when it marks the run's figures as

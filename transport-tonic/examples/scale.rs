@@ -455,8 +455,7 @@ fn hub(args: &[String]) -> Res<()> {
             faults(&child_pid).saturating_sub(cfaults1),
         );
         let child_growth = status_kib(&child_pid, "VmRSS:") as f64 - child_rss1 as f64;
-        let steal = common::VmTicks::steal_since(ticks)
-            .map_or_else(|| "unknown".to_string(), |p| format!("{p:.1} %"));
+        let steal = common::steal_text(common::VmTicks::steal_since(ticks), 1);
         let c2c1 = common::core_to_core_ns();
         let dropped = hub.stats().dropped_overflow - dropped0;
         let rss_end = status_kib(&me, "VmRSS:");

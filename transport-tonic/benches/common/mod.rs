@@ -166,6 +166,11 @@ impl VmTicks {
     }
 }
 
+/// A steal share as the reports print it, to `decimals` places.
+pub(crate) fn steal_text(pct: Option<f64>, decimals: usize) -> String {
+    pct.map_or_else(|| "unknown".to_string(), |p| format!("{p:.decimals$} %"))
+}
+
 /// Above this share of steal, a run's figures are marked as from a loaded machine (issue
 /// 12's "Reporting"): on these VMs a quiet host gives 0-1 %.
 pub(crate) const STEAL_LOADED_PCT: f64 = 2.0;
