@@ -14,8 +14,9 @@
 //! * **Driver inputs** (`handle_*`, [`Comm::accept_stream`]): what happened on the network,
 //!   each carrying the current [`Instant`].
 //! * **API calls** (Fabric's `Comm` interface): [`Comm::send`], [`Comm::send_wait`],
-//!   [`Comm::send_with_ack`], [`Comm::probe`], [`Comm::handshake`], [`Comm::subscribe`]
-//!   (Fabric's `Accept`), [`Comm::respond`], [`Comm::ack`], [`Comm::close_conn`], [`Comm::stop`].
+//!   [`Comm::send_with_ack`] (or [`Comm::send_with_ack_signed`]), [`Comm::probe`],
+//!   [`Comm::handshake`], [`Comm::subscribe`] (Fabric's `Accept`), [`Comm::respond`],
+//!   [`Comm::ack`], [`Comm::close_conn`], [`Comm::stop`].
 //! * **Outputs**, polled: [`Comm::poll_output`] yields every [`Action`] (network work:
 //!   dial, ping, open a stream, write, pause/resume reading, close), then every [`Event`]
 //!   (PresumedDead, IdentitySwitch, operation results, connection changes), and ends with

@@ -112,6 +112,117 @@ impl SignedMessage {
     pub(crate) fn into_envelope(self) -> Bytes {
         self.envelope
     }
+
+    /// The Envelope `SendWithAck` puts on the wire for this message with nonce `nonce`:
+    /// noop-signed, its payload this message's own encoding with the nonce field replaced.
+    ///
+    /// Only the top-level fields are scanned, and the rest of the payload is copied as
+    /// bytes rather than encoded again: a message made once and sent with acks many times
+    /// (Fabric's `SendWithAck` takes a `SignedGossipMessage`) costs one copy per send, not
+    /// an encoding. For a payload prost encoded the result is byte for byte what encoding
+    /// the message with that nonce gives; fields this build does not know are kept, as
+    /// Fabric's re-marshal keeps them. A payload that does not scan (never one this type
+    /// holds) is encoded from the decoded message instead.
+    pub(crate) fn noop_envelope_with_nonce(&self, nonce: u64) -> Bytes {
+        match splice_nonce(&self.envelope, nonce) {
+            Some(envelope) => envelope,
+            None => {
+                let mut message = self.message.clone();
+                message.nonce = nonce;
+                SignedMessage::noop(message).into_envelope()
+            }
+        }
+    }
+}
+
+/// The field at the start of `buf`: its number, whether it is a varint, and its length
+/// in bytes (key included); `None` when it is not well formed, or a group (which no
+/// message of Fabric's uses, and the decoder then judges).
+fn next_field(buf: &[u8]) -> Option<(u32, bool, usize)> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut rest = buf;
+    let (tag, wire_type) = decode_key(&mut rest).ok()?;
+    let body = match wire_type {
+        WireType::Varint => {
+            decode_varint(&mut rest).ok()?;
+            0
+        }
+        WireType::LengthDelimited => usize::try_from(decode_varint(&mut rest).ok()?).ok()?,
+        WireType::SixtyFourBit => 8,
+        WireType::ThirtyTwoBit => 4,
+        WireType::StartGroup | WireType::EndGroup => return None,
+    };
+    let len = (buf.len() - rest.len()).checked_add(body)?;
+    (len <= buf.len()).then_some((tag, wire_type == WireType::Varint, len))
+}
+
+/// [`SignedMessage::noop_envelope_with_nonce`]'s work: finds the payload in `envelope`
+/// (the last field 1, as a decoder takes it; none is an empty one), leaves out its nonce fields and puts the new
+/// nonce first, where prost writes it (and nowhere when it is 0, prost's default).
+fn splice_nonce(envelope: &[u8], nonce: u64) -> Option<Bytes> {
+    use prost::encoding::{WireType, decode_varint, encode_key, encode_varint, encoded_len_varint};
+    // The payload: the last field 1 of the Envelope.
+    let (mut rest, mut payload) = (envelope, None);
+    while !rest.is_empty() {
+        let (tag, varint, len) = next_field(rest)?;
+        if tag == 1 && !varint {
+            payload = Some(&rest[..len]);
+        }
+        rest = &rest[len..];
+    }
+    // No payload field: the payload is empty, prost's default.
+    let mut payload = payload.unwrap_or_default();
+    if !payload.is_empty() {
+        prost::encoding::decode_key(&mut payload).ok()?;
+        decode_varint(&mut payload).ok()?;
+    }
+    // What stays: every field but the nonce (field 1, a varint; another wire type fails
+    // to decode, and re-encoding the decoded message says so instead).
+    let (mut rest, mut kept, mut nonces) = (payload, 0, 0);
+    while !rest.is_empty() {
+        let (tag, varint, len) = next_field(rest)?;
+        match (tag, varint) {
+            (1, true) => nonces += 1,
+            (1, false) => return None,
+            _ => kept += len,
+        }
+        rest = &rest[len..];
+    }
+    let nonce_len = if nonce == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(nonce)
+    };
+    let payload_len = nonce_len + kept;
+    if payload_len == 0 {
+        return Some(Bytes::new());
+    }
+    let mut out = Vec::with_capacity(1 + encoded_len_varint(payload_len as u64) + payload_len);
+    const HEAD: usize = 32;
+    let mut head = [0u8; HEAD];
+    let mut free = &mut head[..];
+    encode_key(1, WireType::LengthDelimited, &mut free);
+    encode_varint(payload_len as u64, &mut free);
+    if nonce != 0 {
+        encode_key(1, WireType::Varint, &mut free);
+        encode_varint(nonce, &mut free);
+    }
+    let written = HEAD - free.len();
+    out.extend_from_slice(&head[..written]);
+    if nonces == 0 {
+        out.extend_from_slice(payload);
+    } else {
+        let mut rest = payload;
+        while !rest.is_empty() {
+            let (tag, _, len) = next_field(rest)?;
+            if tag != 1 {
+                out.extend_from_slice(&rest[..len]);
+            }
+            rest = &rest[len..];
+        }
+    }
+    debug_assert_eq!(out.len(), out.capacity());
+    Some(Bytes::from(out))
 }
 
 /// What the core knows about the remote end of an authenticated connection
@@ -311,6 +422,104 @@ mod tests {
             let back = SignedMessage::from_envelope_bytes(signed.envelope_bytes().clone());
             assert_eq!(back.expect("decodes").message(), &m);
         }
+    }
+
+    /// The Envelope `noop` makes for `m` with nonce `nonce`: what a splice must equal.
+    fn encoded_with_nonce(m: &GossipMessage, nonce: u64) -> Bytes {
+        let mut m = m.clone();
+        m.nonce = nonce;
+        SignedMessage::noop(m).into_envelope()
+    }
+
+    #[test]
+    fn a_spliced_nonce_gives_the_bytes_encoding_gives() {
+        let data = GossipMessage::data(3, vec![9u8; 1024]);
+        let messages = [
+            GossipMessage::default(),
+            GossipMessage {
+                nonce: 77,
+                ..data.clone()
+            },
+            data.clone(),
+            GossipMessage {
+                nonce: u64::MAX,
+                tag: 1,
+                channel: Bytes::from_static(b"ch"),
+                content: Some(Content::Empty(Empty {})),
+            },
+            GossipMessage {
+                content: Some(Content::MemRes(MembershipResponse {
+                    alive: vec![Envelope::default(); 40],
+                    dead: Vec::new(),
+                })),
+                ..GossipMessage::default()
+            },
+        ];
+        let sec = crate::TestOnlyHmacSecurity::new("p");
+        for m in &messages {
+            let signed = SignedMessage::sign(m.clone(), &sec).expect("signs");
+            for made in [SignedMessage::noop(m.clone()), signed] {
+                for nonce in [0, 1, 127, 128, 1 << 35, u64::MAX] {
+                    let spliced = made.noop_envelope_with_nonce(nonce);
+                    assert_eq!(spliced, encoded_with_nonce(m, nonce), "{m:?} {nonce}");
+                    assert_eq!(
+                        splice_nonce(made.envelope_bytes(), nonce),
+                        Some(spliced),
+                        "the splice, not the fallback"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_splice_keeps_unknown_fields_and_drops_every_nonce() {
+        // A payload as another encoder may write it: the nonce twice, after other fields,
+        // and a field (number 99) this build does not know.
+        let m = GossipMessage::data(5, vec![1u8; 200]);
+        let mut payload = Vec::new();
+        prost::encoding::uint64::encode(1, &3, &mut payload);
+        payload.extend_from_slice(&m.encode_to_vec());
+        prost::encoding::uint64::encode(1, &4, &mut payload);
+        prost::encoding::bytes::encode(99, &Bytes::from_static(b"new"), &mut payload);
+        let env = Envelope {
+            payload: Bytes::from(payload),
+            signature: Bytes::from_static(b"sig"),
+            secret_envelope: None,
+        };
+        let received =
+            SignedMessage::from_envelope_bytes(Bytes::from(env.encode_to_vec())).expect("decodes");
+        assert_eq!(received.message().nonce, 4, "the last nonce counts");
+        let out = received.noop_envelope_with_nonce(1000);
+        let sent = Envelope::decode(out).expect("decodes");
+        assert!(sent.signature.is_empty(), "noop-signed");
+        let back = GossipMessage::decode(sent.payload.clone()).expect("decodes");
+        assert_eq!(back, GossipMessage { nonce: 1000, ..m });
+        let mut unknown = Vec::new();
+        prost::encoding::bytes::encode(99, &Bytes::from_static(b"new"), &mut unknown);
+        assert!(
+            sent.payload.ends_with(&unknown),
+            "the unknown field is kept"
+        );
+        let mut nonce = Vec::new();
+        prost::encoding::uint64::encode(1, &1000, &mut nonce);
+        assert!(sent.payload.starts_with(&nonce), "the nonce first, once");
+    }
+
+    #[test]
+    fn a_payload_that_does_not_scan_is_encoded_instead() {
+        // A nonce with the wrong wire type, or a group: the splice declines.
+        let mut bad = Vec::new();
+        prost::encoding::bytes::encode(1, &Bytes::from_static(b"x"), &mut bad);
+        let group = [0x0b_u8, 0x0c]; // field 1 start-group, end-group
+        for payload in [bad, group.to_vec()] {
+            let env = Envelope {
+                payload: Bytes::from(payload),
+                ..Envelope::default()
+            };
+            assert_eq!(splice_nonce(&env.encode_to_vec(), 5), None);
+        }
+        assert_eq!(splice_nonce(&[0x0a, 0x05, 0x08], 5), None, "truncated");
     }
 
     #[test]

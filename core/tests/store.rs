@@ -4,6 +4,7 @@
 
 use crate::common;
 use common::*;
+use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::*;
 use std::time::Duration;
 
@@ -475,6 +476,67 @@ fn send_with_ack_collects_acks_and_intercepts_them() {
         net.delivered_data(0).is_empty(),
         "acks are never delivered to subscribers"
     );
+}
+
+#[test]
+fn send_with_ack_signed_sends_the_encoded_message_with_a_fresh_nonce() {
+    let mut net = Net::new(3, cfg);
+    net.subscribe_all(1);
+    net.subscribe_all(2);
+    // Signed, with a nonce of its own: what goes out is noop-signed with a fresh one.
+    let mut original = data_msg(b"once");
+    original.nonce = 99;
+    original.channel = bytes::Bytes::from_static(b"ch");
+    let sec = TestOnlyHmacSecurity::new("app");
+    let msg = SignedMessage::sign(original.clone(), &sec).unwrap();
+    let peers = [net.peer(1), net.peer(2)];
+    let now = net.now;
+    for _ in 0..2 {
+        net.nodes[0]
+            .comm
+            .send_with_ack_signed(now, &msg, Duration::from_secs(5), 2, &peers)
+            .unwrap();
+    }
+    net.flush(0);
+    net.settle();
+    let mut nonces = Vec::new();
+    for i in [1, 2] {
+        let got: Vec<ReceivedMessage> =
+            net.nodes[i].delivered.values().flatten().cloned().collect();
+        assert_eq!(got.len(), 2);
+        for m in got {
+            assert_ne!(m.message.nonce, 99);
+            assert_eq!(
+                m.message,
+                GossipMessage {
+                    nonce: m.message.nonce,
+                    ..original.clone()
+                }
+            );
+            assert!(m.envelope.signature.is_empty(), "noop-signed");
+            nonces.push(m.message.nonce);
+        }
+    }
+    assert_eq!(nonces[0], nonces[2], "one nonce for every peer of a call");
+    assert_ne!(nonces[0], nonces[1], "a fresh nonce per call");
+    ack_all(&mut net, 1, None);
+    ack_all(&mut net, 2, None);
+    net.settle();
+    let results = ack_results(&net, 0);
+    assert_eq!(results.len(), 2);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.len() == 2 && r.iter().all(|r| r.result.is_ok()))
+    );
+    // An empty message is refused, as by `send_with_ack`.
+    let empty = SignedMessage::noop(GossipMessage::default());
+    assert!(matches!(
+        net.nodes[0]
+            .comm
+            .send_with_ack_signed(now, &empty, Duration::from_secs(5), 1, &peers),
+        Err(Error::EmptyMessage)
+    ));
 }
 
 #[test]

@@ -13,9 +13,9 @@ use super::timers::TimerKey;
 use super::{Comm, Map, RemotePeer, new_map};
 use crate::error::{AckError, Error, HandshakeError};
 use crate::ids::{OpId, PkiId};
-use crate::message::SignedMessage;
 use crate::security::Security;
 use crate::time::Instant;
+use bytes::Bytes;
 use core::time::Duration;
 use fabric_gossip_proto::gossip::{GossipMessage, gossip_message};
 use rand_chacha::ChaCha8Rng;
@@ -112,11 +112,13 @@ impl AckWait {
 }
 
 impl<S: Security> Comm<S> {
-    /// The body of [`Comm::send_with_ack`] once the operation is admitted.
+    /// The body of [`Comm::send_with_ack`] and [`Comm::send_with_ack_signed`] once the
+    /// operation is admitted: `envelope` makes the Envelope to send for a nonce.
     pub(super) fn start_send_with_ack(
         &mut self,
         now: Instant,
-        mut msg: GossipMessage,
+        envelope: impl FnOnce(u64) -> Bytes,
+        has_content: bool,
         timeout: Duration,
         min_ack: usize,
         peers: &[RemotePeer],
@@ -124,7 +126,7 @@ impl<S: Security> Comm<S> {
         if peers.is_empty() {
             return Err(Error::NoPeers);
         }
-        if msg.content.is_none() {
+        if !has_content {
             return Err(Error::EmptyMessage);
         }
         let mut unique: Vec<&RemotePeer> = Vec::with_capacity(peers.len());
@@ -134,9 +136,8 @@ impl<S: Security> Comm<S> {
             }
         }
         let nonce = self.acks.fresh_nonce(&mut self.rng, &unique);
-        msg.nonce = nonce;
-        let signed = SignedMessage::noop(msg);
-        self.check_size(signed.envelope_bytes().len())?;
+        let mut envelope = envelope(nonce);
+        self.check_size(envelope.len())?;
         let deadline = now + timeout;
         let op = self.ops.insert(super::ops::Op::SendWithAck(AckWait {
             nonce,
@@ -150,7 +151,6 @@ impl<S: Security> Comm<S> {
         }
         // The last peer takes the Envelope itself, the others a shared copy: a `Bytes` that
         // is never cloned is never made shared (one allocation less per call).
-        let mut envelope = signed.into_envelope();
         let n = unique.len();
         for (i, p) in unique.into_iter().enumerate() {
             let bytes = if i + 1 == n {

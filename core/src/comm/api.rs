@@ -83,7 +83,43 @@ impl<S: Security> Comm<S> {
         peers: &[RemotePeer],
     ) -> Result<OpId, Error> {
         self.admit_op(now)?;
-        self.start_send_with_ack(now, msg, timeout, min_ack, peers)
+        let has_content = msg.content.is_some();
+        self.start_send_with_ack(
+            now,
+            |nonce| {
+                let mut msg = msg;
+                msg.nonce = nonce;
+                SignedMessage::noop(msg).into_envelope()
+            },
+            has_content,
+            timeout,
+            min_ack,
+            peers,
+        )
+    }
+
+    /// [`Comm::send_with_ack`] for a message already encoded, as Fabric's `SendWithAck`
+    /// takes a `SignedGossipMessage`: the same Envelope goes out (noop-signed, with a fresh
+    /// nonce), but made by replacing the nonce in `msg`'s encoding rather than by encoding
+    /// the message again, so a message sent with acks many times is encoded once. `msg`'s
+    /// signature and secret envelope are not sent, as with Fabric's `NoopSign`.
+    pub fn send_with_ack_signed(
+        &mut self,
+        now: Instant,
+        msg: &SignedMessage,
+        timeout: Duration,
+        min_ack: usize,
+        peers: &[RemotePeer],
+    ) -> Result<OpId, Error> {
+        self.admit_op(now)?;
+        self.start_send_with_ack(
+            now,
+            |nonce| msg.noop_envelope_with_nonce(nonce),
+            msg.message().content.is_some(),
+            timeout,
+            min_ack,
+            peers,
+        )
     }
 
     /// Fabric's `Probe`: dial and Ping, no handshake, nothing registered. The result comes

@@ -44,7 +44,8 @@ pub fn envelope(data: &[u8]) {
 }
 
 /// Decodes a `GossipMessage` (any content type), re-encodes and compares as [`envelope`]
-/// does; then signs and noop-signs it and checks both come back intact, and hands it to an
+/// does; then signs and noop-signs it and checks both come back intact, splices nonces
+/// into both encodings as `SendWithAck` of an encoded message does, and hands it to an
 /// established connection of a core, which must deliver it unchanged, intercept it as an
 /// ack, or drop it as empty, and keep the connection either way.
 pub fn gossip_message(data: &[u8]) {
@@ -72,6 +73,33 @@ pub fn gossip_message(data: &[u8]) {
         !first.is_empty()
     );
     let noop = SignedMessage::noop(msg.clone());
+
+    // SendWithAck of an encoded message: the nonce spliced into our own encoding gives
+    // what encoding the message with that nonce gives, byte for byte; spliced into the
+    // input as received (any field order, repeated nonces, unknown fields), it decodes
+    // to the message with that nonce.
+    let as_received = Envelope {
+        payload: Bytes::copy_from_slice(data),
+        ..Envelope::default()
+    };
+    let as_received = SignedMessage::from_envelope_bytes(Bytes::from(as_received.encode_to_vec()))
+        .expect("the payload decoded above");
+    for nonce in [0, msg.nonce.wrapping_add(1), u64::MAX] {
+        let expected = GossipMessage {
+            nonce,
+            ..msg.clone()
+        };
+        assert_eq!(
+            signed.noop_envelope_with_nonce(nonce),
+            SignedMessage::noop(expected.clone()).envelope_bytes()
+        );
+        let out = Envelope::decode(as_received.noop_envelope_with_nonce(nonce)).expect("decodes");
+        assert!(out.signature.is_empty() && out.secret_envelope.is_none());
+        assert_eq!(
+            GossipMessage::decode(out.payload).expect("decodes"),
+            expected
+        );
+    }
 
     // Through the core's receive path.
     let cfg = Config {
