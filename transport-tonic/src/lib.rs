@@ -3,7 +3,8 @@
 //!
 //! A [`Node`] runs one unmodified [`fabric_gossip_core::Comm`]: it serves the service on a
 //! TCP listener, dials other peers with tonic clients, and offers Fabric's `Comm` interface
-//! as async methods: [`Node::send`], [`Node::send_with_ack`], [`Node::probe`],
+//! as async methods: [`Node::send`], [`Node::send_with_ack`] (or
+//! [`Node::send_with_ack_signed`] for a message already encoded), [`Node::probe`],
 //! [`Node::handshake`], [`Node::accept`] (a `Stream` of [`Received`] messages, each able to
 //! [`Received::respond`] and [`Received::ack`]), [`Node::presumed_dead`],
 //! [`Node::identity_switch`], [`Node::close_conn`], [`Node::revalidate_identities`] (Fabric's
@@ -40,10 +41,12 @@
 //! let got = inbox.recv().await.expect("delivered");
 //! assert_eq!(got.message(), msg.message());
 //!
-//! // SendWithAck: B answers with `ack`; A waits for one ack, at most a second.
+//! // SendWithAck: B answers with `ack`; A waits for one ack, at most a second. The message
+//! // goes out with a fresh nonce put into its encoding (`send_with_ack` takes a
+//! // `GossipMessage` and encodes it).
 //! let peers = [to_b];
 //! let (acks, answered) = tokio::join!(
-//!     a.send_with_ack(msg.message().clone(), Duration::from_secs(1), 1, &peers),
+//!     a.send_with_ack_signed(&msg, Duration::from_secs(1), 1, &peers),
 //!     async { inbox.recv().await.expect("delivered").ack(None).await },
 //! );
 //! answered?;

@@ -509,6 +509,24 @@ impl Node {
         rx.await.map_err(|_| Error::Stopped)
     }
 
+    /// [`Node::send_with_ack`] for a message already encoded, as Fabric's `SendWithAck`
+    /// takes a `SignedGossipMessage`: the nonce is replaced in `msg`'s encoding instead of
+    /// the message being encoded again, so a message sent with acks many times is encoded
+    /// once ([`Comm::send_with_ack_signed`](fabric_gossip_core::Comm::send_with_ack_signed)).
+    pub async fn send_with_ack_signed(
+        &self,
+        msg: &SignedMessage,
+        timeout: Duration,
+        min_ack: usize,
+        peers: &[RemotePeer],
+    ) -> Result<Vec<SendResult>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.h.inner.with_core_op(Waiter::Ack(tx), |c, now| {
+            c.send_with_ack_signed(now, msg, timeout, min_ack, peers)
+        })?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
     /// Fabric's `Probe`: dials and Pings the peer, no handshake, nothing registered.
     pub async fn probe(&self, peer: &RemotePeer) -> Result<(), OpError<ProbeError>> {
         self.run_op(

@@ -76,6 +76,12 @@ async fn respond_and_ack(tls: bool) {
         m.ack(None).await.unwrap();
         let m = b_in.recv().await.unwrap();
         m.ack(Some("no thanks")).await.unwrap();
+        // An encoded message: sent with a fresh nonce, noop-signed.
+        let m = b_in.recv().await.unwrap();
+        assert_eq!(seq_of(m.message()), Some(4));
+        assert_ne!(m.message().nonce, 0);
+        assert!(m.envelope().signature.is_empty());
+        m.ack(None).await.unwrap();
         drop(b2);
     });
     let peers = [b.as_peer()];
@@ -99,6 +105,13 @@ async fn respond_and_ack(tls: bool) {
     .await
     .unwrap();
     assert_eq!(err[0].result, Err(AckError::Remote("no thanks".into())));
+    let encoded = within(
+        "ack of an encoded message",
+        a.send_with_ack_signed(&data(4, 10), Duration::from_secs(5), 1, &peers),
+    )
+    .await
+    .unwrap();
+    assert_eq!(encoded[0].result, Ok(()));
     within("acker", acker).await.unwrap();
     // Acks are intercepted, never delivered.
     assert_eq!(a.stats().acks_unmatched, 0);
