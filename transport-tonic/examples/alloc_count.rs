@@ -154,7 +154,8 @@ async fn acks(n: u64) -> Result<[u64; 3], String> {
             let _ = m.ack(None).await;
         }
     });
-    let msg = fabric_gossip_core::data_message(1, vec![7u8; 1024]);
+    // Encoded once, as Fabric's callers hand `SendWithAck` a `SignedGossipMessage`.
+    let msg = SignedMessage::noop(fabric_gossip_core::data_message(1, vec![7u8; 1024]));
     let peer = b.as_peer();
     let round = async |calls: u64| -> Result<(), String> {
         let tasks: Vec<_> = (0..CALLERS)
@@ -163,8 +164,8 @@ async fn acks(n: u64) -> Result<[u64; 3], String> {
                 tokio::spawn(async move {
                     for _ in 0..calls {
                         let r = a
-                            .send_with_ack(
-                                msg.clone(),
+                            .send_with_ack_signed(
+                                &msg,
                                 std::time::Duration::from_secs(10),
                                 1,
                                 std::slice::from_ref(&peer),

@@ -35,7 +35,9 @@
 //! * **Unpaced `send`**: Fabric's semantics, drop on full buffer; the share dropped with send
 //!   buffer 20 (Fabric's code default) and 200 (its sample `core.yaml`).
 //! * **SendWithAck**: 1 caller and 16 concurrent callers against a peer that acks
-//!   everything; then 16 callers again with each node on a current-thread runtime of its
+//!   everything, each call passing the same message encoded once
+//!   (`Node::send_with_ack_signed`, as Fabric's callers pass a `SignedGossipMessage`);
+//!   then 16 callers again with each node on a current-thread runtime of its
 //!   own thread (the node and its callers on one, the acking node on the other: the layout
 //!   two peers in two processes would each have, see the crate docs, "Runtimes"). Runs in a
 //!   child process of this example (`--child acks`) so that its peak RSS (`VmHWM`) is its
@@ -786,10 +788,16 @@ fn report(
     {
         turns_table(&mut t, c2c, steal, [raw, plain, tls]);
     }
-    if let Some(Ok(a)) = &f.acks
-        && a.failed > 0
-    {
-        let _ = writeln!(t, "SendWithAck: {} calls got no ack.", a.failed);
+    if let Some(Ok(a)) = &f.acks {
+        let _ = writeln!(
+            t,
+            "SendWithAck: every call passes the same 1 KiB DataMessage, encoded once \
+             (`send_with_ack_signed`, as Fabric's callers pass a `SignedGossipMessage`); \
+             each call only puts its nonce into that encoding."
+        );
+        if a.failed > 0 {
+            let _ = writeln!(t, "SendWithAck: {} calls got no ack.", a.failed);
+        }
     }
     match &f.wakeups {
         Some(Ok(w)) => {
@@ -2319,7 +2327,8 @@ async fn acks_rounds(
     callers: usize,
     budget: Budget,
 ) -> Res<(Throughput, u64)> {
-    let msg = message(0).message().clone();
+    // Encoded once, as Fabric's callers hand `SendWithAck` a `SignedGossipMessage`.
+    let msg = message(0);
     let (_, mut failed) = acks_phase(a, peer, &msg, callers, budget.warmup).await?;
     let mut rounds = Vec::with_capacity(budget.rounds);
     for _ in 0..budget.rounds {
@@ -2335,7 +2344,7 @@ async fn acks_rounds(
 async fn acks_phase(
     a: &Node,
     peer: &RemotePeer,
-    msg: &GossipMessage,
+    msg: &SignedMessage,
     callers: usize,
     dur: Duration,
 ) -> Res<(Round, u64)> {
@@ -2359,7 +2368,7 @@ async fn acks_phase(
                 let (mut ok, mut failed) = (0u64, 0u64);
                 while !done.load(Ordering::Relaxed) {
                     let r = a
-                        .send_with_ack(msg.clone(), STALL, 1, std::slice::from_ref(&peer))
+                        .send_with_ack_signed(&msg, STALL, 1, std::slice::from_ref(&peer))
                         .await
                         .map_err(|e| e.to_string())?;
                     if r.first().is_some_and(|r| r.result.is_ok()) {
