@@ -461,6 +461,32 @@ impl Sim {
         r
     }
 
+    /// [`Sim::send_with_ack`] for a message already encoded, as a tonic node's
+    /// `send_with_ack_signed`: the fresh nonce is put into `msg`'s encoding
+    /// ([`fabric_gossip_core::Comm::send_with_ack_signed`]), so code written against either
+    /// driver runs on the other unchanged.
+    pub fn send_with_ack_signed(
+        &mut self,
+        n: NodeId,
+        msg: &SignedMessage,
+        timeout: Duration,
+        min_ack: usize,
+        peers: &[RemotePeer],
+    ) -> Result<OpId, Error> {
+        trace!(
+            self,
+            "n{n} api send_with_ack_signed {} min_ack={min_ack} timeout={} -> {}",
+            msg.message().content_name(),
+            fmt_duration(timeout),
+            Peers(peers)
+        );
+        let r = self.with_comm_seen(n, |c, now| {
+            c.send_with_ack_signed(now, msg, timeout, min_ack, peers)
+        })?;
+        self.touch_peers(n, peers);
+        r
+    }
+
     /// A send from node `n` may have queued on its connections to `peers` without
     /// writing: their queues are checked after the step.
     fn touch_peers(&mut self, n: NodeId, peers: &[RemotePeer]) {

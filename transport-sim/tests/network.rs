@@ -439,3 +439,32 @@ fn a_workload_with_a_view_replays_by_seed() {
     assert_eq!(run(2), run(2));
     assert_ne!(run(2), run(0));
 }
+
+#[test]
+fn an_encoded_message_sent_with_acks_arrives_with_its_nonce_and_is_acked() {
+    let mut cfg = SimConfig::seeded(7);
+    cfg.auto_ack = true;
+    let mut sim = connected_pair(cfg, NodeSpec::new());
+    let peers = [sim.remote_peer(1)];
+    let m = msg(5);
+    let op = sim
+        .send_with_ack_signed(0, &m, Duration::from_secs(2), 1, &peers)
+        .unwrap();
+    sim.run_for(Duration::from_millis(50));
+    match sim.op_result(0, op) {
+        Some(Event::SendWithAckDone { results, .. }) => {
+            assert_eq!(results.len(), 1);
+            assert!(results[0].result.is_ok(), "{results:?}");
+        }
+        other => panic!("no result: {other:?}"),
+    }
+    let got = &sim.deliveries(1).last().expect("delivered").msg;
+    assert_ne!(got.message.nonce, 0, "a fresh nonce");
+    assert_eq!(
+        got.message,
+        fabric_gossip_core::proto::gossip::GossipMessage {
+            nonce: got.message.nonce,
+            ..m.message().clone()
+        }
+    );
+}
