@@ -135,10 +135,10 @@ impl SignedMessage {
     }
 }
 
-/// The field at the start of `buf`: its number, whether it is a varint, and its length
-/// in bytes (key included); `None` when it is not well formed, or a group (which no
-/// message of Fabric's uses, and the decoder then judges).
-fn next_field(buf: &[u8]) -> Option<(u32, bool, usize)> {
+/// The field at the start of `buf`: its number, its wire type and its length in bytes (key
+/// included); `None` when it is not well formed, or a group (which no message of Fabric's
+/// uses, and the decoder then judges).
+fn next_field(buf: &[u8]) -> Option<(u32, prost::encoding::WireType, usize)> {
     use prost::encoding::{WireType, decode_key, decode_varint};
     let mut rest = buf;
     let (tag, wire_type) = decode_key(&mut rest).ok()?;
@@ -153,19 +153,24 @@ fn next_field(buf: &[u8]) -> Option<(u32, bool, usize)> {
         WireType::StartGroup | WireType::EndGroup => return None,
     };
     let len = (buf.len() - rest.len()).checked_add(body)?;
-    (len <= buf.len()).then_some((tag, wire_type == WireType::Varint, len))
+    (len <= buf.len()).then_some((tag, wire_type, len))
 }
 
-/// [`SignedMessage::noop_envelope_with_nonce`]'s work: finds the payload in `envelope`
-/// (the last field 1, as a decoder takes it; none is an empty one), leaves out its nonce fields and puts the new
-/// nonce first, where prost writes it (and nowhere when it is 0, prost's default).
+/// [`SignedMessage::noop_envelope_with_nonce`]'s work: finds the payload in `envelope` (the
+/// last field 1, as a decoder takes it; none is an empty one), leaves out its nonce fields
+/// and puts the new nonce first, where prost writes it (and nowhere when it is 0, prost's
+/// default). A field 1 of the wrong wire type in either, which a decoder refuses, gives
+/// `None`.
 fn splice_nonce(envelope: &[u8], nonce: u64) -> Option<Bytes> {
     use prost::encoding::{WireType, decode_varint, encode_key, encode_varint, encoded_len_varint};
     // The payload: the last field 1 of the Envelope.
     let (mut rest, mut payload) = (envelope, None);
     while !rest.is_empty() {
-        let (tag, varint, len) = next_field(rest)?;
-        if tag == 1 && !varint {
+        let (tag, wire_type, len) = next_field(rest)?;
+        if tag == 1 {
+            if wire_type != WireType::LengthDelimited {
+                return None;
+            }
             payload = Some(&rest[..len]);
         }
         rest = &rest[len..];
@@ -180,10 +185,10 @@ fn splice_nonce(envelope: &[u8], nonce: u64) -> Option<Bytes> {
     // to decode, and re-encoding the decoded message says so instead).
     let (mut rest, mut kept, mut nonces) = (payload, 0, 0);
     while !rest.is_empty() {
-        let (tag, varint, len) = next_field(rest)?;
-        match (tag, varint) {
-            (1, true) => nonces += 1,
-            (1, false) => return None,
+        let (tag, wire_type, len) = next_field(rest)?;
+        match (tag, wire_type) {
+            (1, WireType::Varint) => nonces += 1,
+            (1, _) => return None,
             _ => kept += len,
         }
         rest = &rest[len..];
@@ -520,6 +525,11 @@ mod tests {
             assert_eq!(splice_nonce(&env.encode_to_vec(), 5), None);
         }
         assert_eq!(splice_nonce(&[0x0a, 0x05, 0x08], 5), None, "truncated");
+        assert_eq!(
+            splice_nonce(&[0x08, 0x05], 5),
+            None,
+            "a payload as a varint"
+        );
     }
 
     #[test]
