@@ -447,18 +447,16 @@ impl Sim {
         min_ack: usize,
         peers: &[RemotePeer],
     ) -> Result<OpId, Error> {
-        trace!(
-            self,
-            "n{n} api send_with_ack {} min_ack={min_ack} timeout={} -> {}",
-            msg.content_name(),
-            fmt_duration(timeout),
-            Peers(peers)
-        );
-        let r = self.with_comm_seen(n, |c, now| {
-            c.send_with_ack(now, msg, timeout, min_ack, peers)
-        })?;
-        self.touch_peers(n, peers);
-        r
+        let content = msg.content_name();
+        self.start_send_with_ack(
+            n,
+            "send_with_ack",
+            content,
+            timeout,
+            min_ack,
+            peers,
+            |c, now| c.send_with_ack(now, msg, timeout, min_ack, peers),
+        )
     }
 
     /// [`Sim::send_with_ack`] for a message already encoded, as a tonic node's
@@ -473,16 +471,33 @@ impl Sim {
         min_ack: usize,
         peers: &[RemotePeer],
     ) -> Result<OpId, Error> {
+        let content = msg.message().content_name();
+        let api = "send_with_ack_signed";
+        self.start_send_with_ack(n, api, content, timeout, min_ack, peers, |c, now| {
+            c.send_with_ack_signed(now, msg, timeout, min_ack, peers)
+        })
+    }
+
+    /// Traces a SendWithAck from node `n` (the call `api`, the message's `content`),
+    /// starts it with `start`, and has the queues it touched checked.
+    #[allow(clippy::too_many_arguments)] // what the trace line names, and the call itself
+    fn start_send_with_ack(
+        &mut self,
+        n: NodeId,
+        api: &str,
+        content: &str,
+        timeout: Duration,
+        min_ack: usize,
+        peers: &[RemotePeer],
+        start: impl FnOnce(&mut SimComm, Instant) -> Result<OpId, Error>,
+    ) -> Result<OpId, Error> {
         trace!(
             self,
-            "n{n} api send_with_ack_signed {} min_ack={min_ack} timeout={} -> {}",
-            msg.message().content_name(),
+            "n{n} api {api} {content} min_ack={min_ack} timeout={} -> {}",
             fmt_duration(timeout),
             Peers(peers)
         );
-        let r = self.with_comm_seen(n, |c, now| {
-            c.send_with_ack_signed(now, msg, timeout, min_ack, peers)
-        })?;
+        let r = self.with_comm_seen(n, start)?;
         self.touch_peers(n, peers);
         r
     }

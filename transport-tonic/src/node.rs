@@ -502,11 +502,8 @@ impl Node {
         min_ack: usize,
         peers: &[RemotePeer],
     ) -> Result<Vec<SendResult>, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.h.inner.with_core_op(Waiter::Ack(tx), |c, now| {
-            c.send_with_ack(now, msg, timeout, min_ack, peers)
-        })?;
-        rx.await.map_err(|_| Error::Stopped)
+        self.acks_of(|c, now| c.send_with_ack(now, msg, timeout, min_ack, peers))
+            .await
     }
 
     /// [`Node::send_with_ack`] for a message already encoded, as Fabric's `SendWithAck`
@@ -520,10 +517,17 @@ impl Node {
         min_ack: usize,
         peers: &[RemotePeer],
     ) -> Result<Vec<SendResult>, Error> {
+        self.acks_of(|c, now| c.send_with_ack_signed(now, msg, timeout, min_ack, peers))
+            .await
+    }
+
+    /// Starts a SendWithAck with `start` and waits for its results.
+    async fn acks_of(
+        &self,
+        start: impl FnOnce(&mut Core, fabric_gossip_core::Instant) -> Result<OpId, Error>,
+    ) -> Result<Vec<SendResult>, Error> {
         let (tx, rx) = oneshot::channel();
-        self.h.inner.with_core_op(Waiter::Ack(tx), |c, now| {
-            c.send_with_ack_signed(now, msg, timeout, min_ack, peers)
-        })?;
+        self.h.inner.with_core_op(Waiter::Ack(tx), start)?;
         rx.await.map_err(|_| Error::Stopped)
     }
 
