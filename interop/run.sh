@@ -31,12 +31,12 @@ mapfile -t protos < <(cd proto/protos && find . -name '*.proto' | sed 's|^\./||'
 echo "interop: stubs generated from ${protos[*]}; setup took $(( $(date +%s) - start ))s"
 
 # 3. Our node
-# INTEROP_PROFILE=release builds (or, with INTEROP_SKIP_BUILD=1, takes) target/release's
-# binary; CI takes the one its `cargo test --release --all-features` built, since a build
-# without those features would compile the node again.
+# INTEROP_PROFILE=release (or ci, or any profile) builds (or, with INTEROP_SKIP_BUILD=1, takes)
+# that profile's binary; CI takes the one its `cargo test --profile ci --all-features` built,
+# since a build without those features would compile the node again.
 profile="${INTEROP_PROFILE:-debug}"
 profile_flag=()
-[ "$profile" = release ] && profile_flag=(--release)
+[ "$profile" = debug ] || profile_flag=(--profile "$profile")
 if [ -z "${INTEROP_SKIP_BUILD:-}" ]; then
   cargo build -q "${profile_flag[@]}" -p fabric-gossip-cli || fail_setup "cargo build -p fabric-gossip-cli"
 fi
