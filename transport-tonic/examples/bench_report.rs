@@ -473,7 +473,7 @@ fn report(
          each node on a current-thread runtime of its own thread), 127.0.0.1, \
          TestOnlyHmacSecurity, {PAYLOAD} B DataMessages ({} B Envelopes). Throughput: median \
          of {} rounds of {:.2} s (range), and CPU time of the process per message. Lossless \
-         rows use send buffer 1024, write window 512, subscription buffer 1024 unless they \
+         rows use send buffer 1024, write window 512, subscription buffer 64 unless they \
          say otherwise; the other rows use Fabric's defaults.\n",
         message(0).envelope_bytes().len(),
         budget.rounds,
@@ -1118,12 +1118,14 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> Res<F::Output> {
 
 fn throughput_config() -> Config {
     // Room for a burst per connection: the write window lets the writer batch many
-    // Envelopes into one HTTP/2 write, the subscription buffer keeps the reader from pausing
-    // on every scheduling hiccup of the consumer.
+    // Envelopes into one HTTP/2 write. The subscription buffer is kept at two delivery
+    // batches on purpose: at 1,024 the reader ran up to 1 MiB ahead of the consumer, and
+    // the process's threads slept and woke 4.2-4.5 times per 1,000 messages instead of 0.3,
+    // for 22-51 % more CPU per message (docs/performance-log.md, "2026-12-04").
     Config::default()
         .with_send_buffer(1024)
         .with_write_window(512)
-        .with_subscription_buffer(1024)
+        .with_subscription_buffer(64)
 }
 
 /// One measured round of a throughput workload.
