@@ -63,11 +63,11 @@ pub struct Config {
     /// `send_buffer_size + write_window`.
     pub write_window: usize,
     /// Deliveries a subscription queues before the core asks the driver to pause reading the
-    /// streams that feed it (Fabric's subscription buffer, 10). Deeper is not faster: a
-    /// queue far deeper than what the consumer takes at once only lets the reader run that
-    /// far ahead, and on a multi-threaded runtime one of 1,024 cost 22-51 % more CPU per
-    /// message than one of 64, in threads sleeping and waking (README, "A subscription
-    /// buffer no deeper than it needs to be").
+    /// streams that feed it (Fabric's subscription buffer, 10). The depth that suits depends
+    /// on where the consumer runs: on a multi-threaded runtime a queue of 1,024 cost 22-51 %
+    /// more CPU per message than one of 64, with the consumer on the node's own
+    /// current-thread runtime 64 cost 14-51 % more than 1,024, both in threads sleeping and
+    /// waking (README, "A subscription buffer's depth, and where the consumer runs").
     pub subscription_buffer: usize,
     /// Extra deliveries a subscription accepts past `subscription_buffer` from drivers that
     /// still had envelopes in flight when reading was paused (Fabric `recvBuffSize`, 20).

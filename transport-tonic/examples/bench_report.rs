@@ -1119,9 +1119,11 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> Res<F::Output> {
 fn throughput_config() -> Config {
     // Room for a burst per connection: the write window lets the writer batch many
     // Envelopes into one HTTP/2 write. The subscription buffer is kept at two delivery
-    // batches on purpose: at 1,024 the reader ran up to 1 MiB ahead of the consumer, and
-    // the process's threads slept and woke 4.2-4.5 times per 1,000 messages instead of 0.3,
-    // for 22-51 % more CPU per message (docs/performance-log.md, "2026-12-04").
+    // batches on purpose: on 2 workers, where issue 12's rows run, 1,024 let the reader run
+    // up to 1 MiB ahead of the consumer, and the threads slept and woke 4.2-4.5 times per
+    // 1,000 messages instead of 0.3, for 22-51 % more CPU per message. The rows with a
+    // runtime per node fare the other way (README, "A subscription buffer's depth, and
+    // where the consumer runs").
     Config::default()
         .with_send_buffer(1024)
         .with_write_window(512)
