@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 fn config() -> Config {
     // Buffers sized for throughput rather than Fabric's defaults, as in `bench_report`: a
-    // deep send queue and write window, a subscription buffer of two delivery batches (a
-    // deeper one only lets the reader run ahead of the consumer and costs CPU per message).
+    // deep send queue and write window, a subscription buffer of two delivery batches (on a
+    // 2-worker runtime a deeper one lets the reader run ahead of the consumer and costs CPU
+    // per message: README, "A subscription buffer's depth, and where the consumer runs").
     Config::default()
         .with_send_buffer(1024)
         .with_write_window(512)

@@ -1132,7 +1132,7 @@ fn throughput_config() -> Config {
 
 /// [`throughput_config`] for a node whose consumer runs on the node's own current-thread
 /// runtime: there the order is reversed, and a reader paused every 64 deliveries cost
-/// 14-51 % more CPU per message than a queue of 1,024 (the README section above).
+/// 14-51 % more CPU per message than a queue of 1,024 (the README section named above).
 fn same_thread_config() -> Config {
     throughput_config().with_subscription_buffer(1024)
 }
