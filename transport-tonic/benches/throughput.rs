@@ -7,22 +7,11 @@
 #![allow(missing_docs)]
 
 mod common;
-use common::{TRANSPORTS, message, pair, runtime, start_node, stop_pair};
+use common::{TRANSPORTS, message, pair, runtime, start_node, stop_pair, throughput_config};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fabric_gossip_core::{Config, RemotePeer, SignedMessage};
+use fabric_gossip_core::{RemotePeer, SignedMessage};
 use fabric_gossip_tonic::{Incoming, Node};
 use std::time::{Duration, Instant};
-
-fn config() -> Config {
-    // Buffers sized for throughput rather than Fabric's defaults, as in `bench_report`: a
-    // deep send queue and write window, a subscription buffer of two delivery batches (on a
-    // 2-worker runtime a deeper one lets the reader run ahead of the consumer and costs CPU
-    // per message: README, "A subscription buffer's depth, and where the consumer runs").
-    Config::default()
-        .with_send_buffer(1024)
-        .with_write_window(512)
-        .with_subscription_buffer(64)
-}
 
 fn one_way(c: &mut Criterion) {
     let rt = runtime();
@@ -30,7 +19,7 @@ fn one_way(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(8));
     for (name, tls) in TRANSPORTS {
-        let (a, b) = pair(&rt, tls, config());
+        let (a, b) = pair(&rt, tls, throughput_config());
         let mut inbox = b.accept(|_| true).unwrap();
         // Connect before measuring.
         rt.block_on(async {
@@ -114,7 +103,7 @@ fn acks(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     group.sample_size(20);
     for (name, tls) in TRANSPORTS {
-        let (a, b) = pair(&rt, tls, config());
+        let (a, b) = pair(&rt, tls, throughput_config());
         let acker = rt.spawn(ack_everything(b.accept(|_| true).unwrap()));
         let peer = b.as_peer();
         // Encoded once, as Fabric's callers hand `SendWithAck` a `SignedGossipMessage`.
@@ -147,7 +136,7 @@ fn acks_runtime_per_node(c: &mut Criterion) {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let receiver = std::thread::spawn(move || {
         current_thread().block_on(async move {
-            let b = start_node(None, config()).await.unwrap();
+            let b = start_node(None, throughput_config()).await.unwrap();
             let acker = tokio::spawn(ack_everything(b.accept(|_| true).unwrap()));
             peer_tx.send(b.as_peer()).unwrap();
             let _ = stop_rx.await;
@@ -157,7 +146,7 @@ fn acks_runtime_per_node(c: &mut Criterion) {
     });
     let peer = peer_rx.recv().unwrap();
     let rt = current_thread();
-    let a = rt.block_on(start_node(None, config())).unwrap();
+    let a = rt.block_on(start_node(None, throughput_config())).unwrap();
     let msg = message();
     group.bench_function("plaintext", |bench| {
         bench.iter_custom(|iters| rt.block_on(ack_calls(&a, &peer, &msg, iters)))

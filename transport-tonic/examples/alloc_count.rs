@@ -88,11 +88,7 @@ fn seq_of(m: &GossipMessage) -> Option<u64> {
 }
 
 async fn run(tls: bool, n: u64) -> Result<[u64; 3], String> {
-    let config = Config::default()
-        .with_send_buffer(1024)
-        .with_write_window(512)
-        .with_subscription_buffer(64);
-    let (a, b) = common::start_pair(tls, config)
+    let (a, b) = common::start_pair(tls, common::throughput_config())
         .await
         .map_err(|e| e.to_string())?;
     let msgs: Vec<SignedMessage> = (0..RING)

@@ -1117,26 +1117,6 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> Res<F::Output> {
         .map_err(|_| format!("stalled: {what}"))
 }
 
-fn throughput_config() -> Config {
-    // Room for a burst per connection: the write window lets the writer batch many
-    // Envelopes into one HTTP/2 write. The subscription buffer is kept at two delivery
-    // batches on purpose: on 2 workers, where issue 12's rows run, 1,024 let the reader run
-    // up to 1 MiB ahead of the consumer, and the threads slept and woke 4.2-4.5 times per
-    // 1,000 messages instead of 0.3, for 22-51 % more CPU per message (README, "A
-    // subscription buffer's depth, and where the consumer runs").
-    Config::default()
-        .with_send_buffer(1024)
-        .with_write_window(512)
-        .with_subscription_buffer(64)
-}
-
-/// [`throughput_config`] for a node whose consumer runs on the node's own current-thread
-/// runtime: there the order is reversed, and a reader paused every 64 deliveries cost
-/// 14-51 % more CPU per message than a queue of 1,024 (the README section named above).
-fn same_thread_config() -> Config {
-    throughput_config().with_subscription_buffer(1024)
-}
-
 /// One measured round of a throughput workload.
 #[derive(Clone, Copy)]
 struct Round {
@@ -1686,7 +1666,7 @@ async fn h2_acks_round(dur: Duration) -> Res<Round> {
 // ------------------------------------------------------------------------ lossless one-way
 
 async fn one_way(tls: bool, budget: Budget) -> Res<Throughput> {
-    one_way_cfg(tls, budget, throughput_config()).await
+    one_way_cfg(tls, budget, common::throughput_config()).await
 }
 
 async fn one_way_cfg(tls: bool, budget: Budget, config: Config) -> Res<Throughput> {
@@ -1752,7 +1732,7 @@ async fn one_way_on(
 /// machine. Both pairs of nodes stay connected throughout and every message is checked, as
 /// in `one_way`. Before each round, [`core_to_core_ns`] says where the two CPUs were.
 async fn interleaved(budget: Budget) -> Res<Turns> {
-    let config = throughput_config();
+    let config = common::throughput_config();
     let plain = pair(false, config.clone()).await?;
     let tls = pair(true, config).await?;
     let mut inboxes = [
@@ -1822,7 +1802,7 @@ fn one_way_per_node(tls: bool, budget: Budget) -> Res<Throughput> {
     } else {
         (None, None)
     };
-    let config = same_thread_config();
+    let config = common::same_thread_config();
     let received = Arc::new(AtomicU64::new(0));
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let reached = Arc::new(tokio::sync::Notify::new());
