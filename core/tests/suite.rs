@@ -2,6 +2,8 @@
 //! so the crate's tests compile and link once instead of once per file (most of the
 //! CI build's time was spent linking and optimising one binary per test file).
 //! Run one file's tests with `cargo test -p <crate> --test suite <file>::`.
+//!
+//! `tracing.rs` is a binary of its own: see there why.
 
 mod common;
 mod crossing_queues;
@@ -11,4 +13,3 @@ mod hostile;
 mod properties;
 mod smoke;
 mod store;
-mod tracing;

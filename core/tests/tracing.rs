@@ -1,5 +1,13 @@
 //! The core reports what it does through `tracing` events, with targets that name the
 //! part (`fabric_gossip_core::handshake`, `…::store`, …) and typed reasons as fields.
+//!
+//! A test binary of its own, in which every thread that reaches the core's events has set
+//! a capturing subscriber first. `tracing` caches, per callsite, whether any subscriber
+//! wants its events; in a binary shared with other tests, one of them could reach a
+//! callsite (with no subscriber: "never") at the very moment a test here set its
+//! subscriber, and `tracing`'s recomputation of every callsite's interest then missed the
+//! callsite still being registered: its events were skipped for the rest of the run, and
+//! "connection registered" was seen 0 times instead of 2 (a CI run on 2026-12-04).
 
 use fabric_gossip_core::*;
 use std::sync::{Arc, Mutex};
@@ -128,9 +136,10 @@ fn handshake_failures_and_connections_are_traced_with_their_part_and_reason() {
 fn handshake_failures_are_logged_at_most_twenty_a_second() {
     let capture = Capture::default();
     let events = capture.0.clone();
-    let mut c = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
     let garbage = || bytes::Bytes::from_static(b"\xff\xff");
-    tracing::subscriber::with_default(capture, || {
+    // Everything the core does here runs under the subscriber (see the module's comment).
+    let c = tracing::subscriber::with_default(capture, || {
+        let mut c = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
         for i in 0..100 {
             let s = c.accept_stream(now(), &format!("x:{i}"), None).unwrap();
             c.handle_envelope(now(), s, garbage()).unwrap();
@@ -138,6 +147,7 @@ fn handshake_failures_are_logged_at_most_twenty_a_second() {
         let later = now() + std::time::Duration::from_secs(1);
         let s = c.accept_stream(later, "y:1", None).unwrap();
         c.handle_envelope(later, s, garbage()).unwrap();
+        c
     });
     let events = events.lock().unwrap();
     let logged: Vec<_> = events
