@@ -141,7 +141,7 @@ pub fn msp_handshake_and_exchange<H: Harness>(h: &mut H) -> Outcome {
     hasher.update(sid.mspid.as_bytes());
     hasher.update(&sid.id_bytes);
     ensure!(
-        hasher.finalize().as_slice() == got.info.id.as_bytes(),
+        hasher.finalize()[..] == *got.info.id.as_bytes(),
         "PKI-ID is not SHA-256(mspid || id_bytes)"
     );
     ensure!(
