@@ -478,6 +478,8 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("alive_about_me", s.alive_about_me),
             ("alive_duplicate", s.alive_duplicate),
             ("alive_stale", s.alive_stale),
+            ("alive_store_full", s.alive_store_full),
+            ("tombstones_store_full", s.tombstones_store_full),
             ("illegal_tag", s.illegal_tag),
             ("requests_sent", s.requests_sent),
             ("requests_received", s.requests_received),

@@ -97,7 +97,9 @@ impl Discovery {
         let Some(state) = self.membership.remove(pki) else {
             return;
         };
-        self.store.tombstone(pki, state.ts, now);
+        if !self.store.tombstone(pki, state.ts, now) {
+            self.stats.tombstones_store_full += 1;
+        }
         self.stats.members_purged += 1;
         self.probes.retain(|_, p| p != pki);
         let member = MemberInfo::from_state(pki, &state);

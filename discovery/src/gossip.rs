@@ -105,8 +105,11 @@ impl Discovery {
     }
 
     /// A gossiped alive message, in Fabric's order: store de-dup (on the message comm
-    /// already decoded: a duplicate costs one lookup), validation, "about me", store,
-    /// membership, then forward once, with the bytes as received.
+    /// already decoded: a duplicate costs one lookup), validation, "about me", membership,
+    /// store, then forward once, with the bytes as received. Fabric stores before it
+    /// updates membership; we store after, so that the store knows whether the peer is a
+    /// member (it bounds the entries of peers that are not), and one of those that finds
+    /// no room is neither stored nor forwarded (`alive_store_full`).
     pub(crate) fn handle_direct_alive<S: Security>(
         &mut self,
         now: Instant,
@@ -139,8 +142,12 @@ impl Discovery {
             self.stats.alive_about_me += 1;
             return;
         }
-        self.store.add(&parsed.pki_id, parsed.ts, now);
         self.learn(comm, &parsed, &id, env, now, false);
+        let member = self.membership.contains(&parsed.pki_id);
+        if !self.store.add(&parsed.pki_id, parsed.ts, now, member) {
+            self.stats.alive_store_full += 1;
+            return;
+        }
         let origin_org = comm.security().organization_of(&id.identity);
         let sent = self.spread(
             now,

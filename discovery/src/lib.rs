@@ -131,8 +131,12 @@ pub use expiry::MAX_RECONNECT_PROBES;
 /// `PkiId`, `Comm`, ...) can be named without a second dependency kept at the same version.
 pub use fabric_gossip_core;
 pub use machine::{Discovery, takes};
-pub use request::{MIN_ANSWER_INTERVAL, RESPONSE_STALL, membership_request, membership_response};
+pub use request::{
+    ANSWERS_PER_INTERVAL, MIN_ANSWER_INTERVAL, RESPONSE_STALL, membership_request,
+    membership_response,
+};
 pub use response::MAX_RESPONSE_FAILURES;
 pub use stats::DiscoveryStats;
+pub use store::STORE_ENTRIES_PER_MEMBER;
 #[cfg(test)]
 mod tests;

@@ -7,9 +7,11 @@ use crate::certstore::CertStore;
 use crate::config::DiscoveryConfig;
 use crate::error::{AliveError, ConfigError};
 use crate::event::{DeadReason, DiscoveryEvent, MemberInfo};
-use crate::request::Queued;
+use crate::request::{Answered, Queued};
 use crate::stats::DiscoveryStats;
-use crate::store::{Change, MemberState, Membership, MsgStore, Share, Update, org_key};
+use crate::store::{
+    Change, MemberState, Membership, MsgStore, STORE_ENTRIES_PER_MEMBER, Share, Update, org_key,
+};
 use crate::validate::{AliveLimits, ParsedAlive, VerifiedIdentity, verify_alive};
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
@@ -56,8 +58,9 @@ pub struct Discovery {
     /// The last dead member the previous reconnect pass probed, when it left some for the
     /// next (see `MAX_RECONNECT_PROBES`).
     pub(crate) reconnect_cursor: Option<PkiId>,
-    /// When each recent requester was last answered (see `MIN_ANSWER_INTERVAL`).
-    pub(crate) answered: BTreeMap<PkiId, Instant>,
+    /// The requests each recent requester had answered in its current interval (see
+    /// `MIN_ANSWER_INTERVAL`).
+    pub(crate) answered: BTreeMap<PkiId, Answered>,
     /// Responses queued for requesters that may not have taken them yet, oldest first
     /// (see `max_response_backlog`).
     pub(crate) backlog: VecDeque<Queued>,
@@ -96,7 +99,10 @@ impl Discovery {
         cfg.validate()?;
         Ok(Discovery {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
-            store: MsgStore::new(cfg.msg_ttl()),
+            store: MsgStore::new(
+                cfg.msg_ttl(),
+                cfg.max_members.saturating_mul(STORE_ENTRIES_PER_MEMBER),
+            ),
             cfg,
             pki_id: PkiId::default(),
             my_org: None,

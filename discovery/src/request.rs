@@ -12,6 +12,7 @@ use fabric_gossip_core::proto::gossip::{
 use fabric_gossip_core::{
     Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage, StreamId,
 };
+use smallvec::SmallVec;
 
 /// A MembershipRequest: tag EMPTY, `known` empty (FAB-2570), outer envelope unsigned.
 pub fn membership_request(self_information: Envelope, nonce: u64) -> GossipMessage {
@@ -114,10 +115,11 @@ impl Discovery {
             self.stats.requests_spoofed += 1;
             return;
         }
+        let nonce = msg.message.nonce;
         if self
             .answered
             .get(msg.sender())
-            .is_some_and(|&at| now < at + MIN_ANSWER_INTERVAL)
+            .is_some_and(|a| a.refuses(now, nonce))
         {
             self.stats.requests_throttled += 1;
             return;
@@ -140,7 +142,7 @@ impl Discovery {
             org: target_org.as_deref(),
             endpoint: &parsed.endpoint,
         };
-        match self.make_response(now, comm, target, msg.message.nonce) {
+        match self.make_response(now, comm, target, nonce) {
             // Never waiting for room, as Fabric's `SendToPeer`: a requester that does not
             // read loses responses (counted by comm), and holds at most a send buffer's.
             Some(resp) => {
@@ -161,7 +163,7 @@ impl Discovery {
                         Err(_) => self.stats.comm_errors += 1,
                     }
                 }
-                self.note_answered(now, msg.sender());
+                self.note_answered(now, msg.sender(), nonce);
             }
             None => {
                 self.stats.requests_refused += 1;
@@ -296,15 +298,19 @@ impl Discovery {
         }
     }
 
-    /// Remembers that `who` was answered at `now`, forgetting those answered longer ago
-    /// than [`MIN_ANSWER_INTERVAL`] once as many are remembered as members may be known.
-    fn note_answered(&mut self, now: Instant, who: &PkiId) {
+    /// Remembers that `who`'s request with `nonce` was answered at `now`, forgetting the
+    /// requesters whose interval is over once as many are remembered as members may be
+    /// known.
+    fn note_answered(&mut self, now: Instant, who: &PkiId, nonce: u64) {
+        if let Some(a) = self.answered.get_mut(who) {
+            a.note(now, nonce);
+            return;
+        }
         if self.answered.len() >= self.cfg.max_members {
-            self.answered
-                .retain(|_, &mut at| now < at + MIN_ANSWER_INTERVAL);
+            self.answered.retain(|_, a| !a.is_over(now));
         }
         if self.answered.len() < self.cfg.max_members.saturating_mul(2) {
-            self.answered.insert(who.clone(), now);
+            self.answered.insert(who.clone(), Answered::new(now, nonce));
         }
     }
 
@@ -382,12 +388,54 @@ impl Discovery {
     }
 }
 
-/// How soon a peer's membership request is answered again: requests in between are
-/// dropped unread (`requests_throttled`). A peer asks a given member at most every few
-/// seconds (a sync every 4 s to 3 random members, a bootstrap request every 5 s); a
-/// requester replaying one request without reading had made a node queue a response for
-/// each, however large. Beyond Fabric, which answers every request.
+/// How soon a peer's membership request with the same nonce is answered again: a repeat
+/// in between, or a request past [`ANSWERS_PER_INTERVAL`] different ones, is dropped
+/// unread (`requests_throttled`). A requester replaying one request without reading had
+/// made a node queue a response for each, however large. Beyond Fabric, which answers
+/// every request.
 pub const MIN_ANSWER_INTERVAL: core::time::Duration = core::time::Duration::from_secs(1);
+
+/// Requests with different nonces answered to one peer within [`MIN_ANSWER_INTERVAL`].
+/// A Fabric peer asks a given member at once with several nonces: its bootstrap request
+/// and one for every channel that names that member an anchor peer (`learnAnchorPeers`),
+/// each resent every 30 s until its answer comes; answering only the first left the others
+/// a 30 s wait each. A sync (every 4 s to 3 random members) and a reconnect carry nonce 0.
+pub const ANSWERS_PER_INTERVAL: usize = 4;
+
+/// The requests of one requester answered in its current interval, which began with the
+/// first of them.
+#[derive(Debug)]
+pub(crate) struct Answered {
+    since: Instant,
+    nonces: SmallVec<[u64; ANSWERS_PER_INTERVAL]>,
+}
+
+impl Answered {
+    fn new(now: Instant, nonce: u64) -> Self {
+        let mut nonces = SmallVec::new();
+        nonces.push(nonce);
+        Answered { since: now, nonces }
+    }
+
+    fn is_over(&self, now: Instant) -> bool {
+        now >= self.since + MIN_ANSWER_INTERVAL
+    }
+
+    /// Whether a request with `nonce` must wait: in this interval, one with the same nonce
+    /// was answered, or as many as may be.
+    fn refuses(&self, now: Instant, nonce: u64) -> bool {
+        !self.is_over(now)
+            && (self.nonces.contains(&nonce) || self.nonces.len() >= ANSWERS_PER_INTERVAL)
+    }
+
+    fn note(&mut self, now: Instant, nonce: u64) {
+        if self.is_over(now) {
+            *self = Answered::new(now, nonce);
+        } else if self.nonces.len() < ANSWERS_PER_INTERVAL && !self.nonces.contains(&nonce) {
+            self.nonces.push(nonce);
+        }
+    }
+}
 
 /// How long a requester may leave its membership response untaken before its connection
 /// may be closed to make room for others' (see

@@ -3,7 +3,10 @@
 use crate::certstore::CertStoreStats;
 use crate::error::AliveError;
 #[cfg(doc)]
-use crate::{MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES, MIN_ANSWER_INTERVAL};
+use crate::{
+    ANSWERS_PER_INTERVAL, MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES, MIN_ANSWER_INTERVAL,
+    STORE_ENTRIES_PER_MEMBER,
+};
 
 /// Counters, monotonically increasing. Every refused input is counted under one reason,
 /// so an operator can tell a replay from a forgery from a misconfigured peer.
@@ -18,6 +21,13 @@ pub struct DiscoveryStats {
     pub alive_duplicate: u64,
     /// Alive messages (any path) that were valid but not newer than what membership knows.
     pub alive_stale: u64,
+    /// Valid direct alive messages of peers that are not members (membership is full)
+    /// neither stored nor forwarded: the message store held its bound of entries
+    /// ([`STORE_ENTRIES_PER_MEMBER`] × `max_members`).
+    pub alive_store_full: u64,
+    /// Members purged without a tombstone in the message store, which held its bound of
+    /// entries: another peer's response may teach such a member again (as a dead one).
+    pub tombstones_store_full: u64,
     /// Alive messages refused as malformed (undecodable, not alive, missing fields, unsigned).
     pub alive_malformed: u64,
     /// Alive messages refused because no identity is known for their PKI-ID.
@@ -45,8 +55,8 @@ pub struct DiscoveryStats {
     pub requests_invalid: u64,
     /// Requests refused by the disclosure policy (connection closed, no response).
     pub requests_refused: u64,
-    /// Requests dropped unread because their sender was answered less than
-    /// [`MIN_ANSWER_INTERVAL`] before.
+    /// Requests dropped unread because their sender had the same one (its nonce), or
+    /// [`ANSWERS_PER_INTERVAL`] others, answered less than [`MIN_ANSWER_INTERVAL`] before.
     pub requests_throttled: u64,
     /// Membership responses sent.
     pub responses_sent: u64,

@@ -466,6 +466,11 @@ impl Membership {
     }
 }
 
+/// The message store's bound, in entries per place in membership (`max_members`): room
+/// for every member, a tombstone for each member purged in the last `2 × ttl` twice over,
+/// and as many peers that are not members again. Members always find room.
+pub const STORE_ENTRIES_PER_MEMBER: usize = 4;
+
 #[derive(Clone, Copy, Debug)]
 struct StoreEntry {
     ts: Timestamp,
@@ -477,17 +482,25 @@ struct StoreEntry {
 /// `ttl` and keeps blocking equal or older messages until `2 × ttl` (quirk Q7). A purged
 /// member's entry is a tombstone ([`MsgStore::tombstone`]): it keeps that member's
 /// entries in other peers' responses from teaching it back.
+///
+/// It holds at most `cap` entries of peers that are not members: the alive messages of
+/// peers that membership refused (it is full) are stored, and forwarded, as Fabric does,
+/// only while there is room. Fabric's store has no bound, and a hostile organization's CA
+/// minting identities could grow ours by an entry for every valid alive message it sent,
+/// kept for `2 × ttl` (1,000 s by default).
 #[derive(Debug)]
 pub(crate) struct MsgStore {
     entries: Map<Key, StoreEntry>,
     ttl: Duration,
+    cap: usize,
 }
 
 impl MsgStore {
-    pub(crate) fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration, cap: usize) -> Self {
         MsgStore {
             entries: new_map(),
             ttl,
+            cap,
         }
     }
 
@@ -498,26 +511,39 @@ impl MsgStore {
             .is_none_or(|e| e.ts < ts)
     }
 
-    /// Stores a message (call only after `check_valid`); replaces the member's entry.
-    pub(crate) fn add(&mut self, pki_id: &PkiId, ts: Timestamp, now: Instant) {
+    /// Stores a message (call only after `check_valid`), replacing the peer's entry;
+    /// whether it did. A peer without one gets none while the store holds `cap` entries,
+    /// unless it is a `member` (members are bounded by membership).
+    pub(crate) fn add(
+        &mut self,
+        pki_id: &PkiId,
+        ts: Timestamp,
+        now: Instant,
+        member: bool,
+    ) -> bool {
+        let key = Key::of(pki_id.as_bytes());
+        if !member && self.entries.len() >= self.cap && !self.entries.contains_key(&key) {
+            return false;
+        }
         self.entries.insert(
-            Key::of(pki_id.as_bytes()),
+            key,
             StoreEntry {
                 ts,
                 added: now,
                 expired: false,
             },
         );
+        true
     }
 
     /// A purged member's tombstone: its newest timestamp (ours or `ts`), blocking equal or
-    /// older messages for `2 × ttl` from `now`.
-    pub(crate) fn tombstone(&mut self, pki_id: &PkiId, ts: Timestamp, now: Instant) {
+    /// older messages for `2 × ttl` from `now`; whether there was room for it.
+    pub(crate) fn tombstone(&mut self, pki_id: &PkiId, ts: Timestamp, now: Instant) -> bool {
         let ts = self
             .entries
             .get(pki_id.as_bytes())
             .map_or(ts, |e| e.ts.max(ts));
-        self.add(pki_id, ts, now);
+        self.add(pki_id, ts, now, false)
     }
 
     /// Expires entries older than the TTL (returned once each, for purging) and forgets
@@ -730,11 +756,11 @@ mod tests {
     #[test]
     fn store_rejects_equal_or_older_and_expires_in_two_steps() {
         let ttl = Duration::from_secs(500);
-        let mut s = MsgStore::new(ttl);
+        let mut s = MsgStore::new(ttl, 10);
         let a = PkiId::new(&b"a"[..]);
         let t0 = Instant::from_unix_secs(1000);
         assert!(s.check_valid(&a, ts(1, 1)));
-        s.add(&a, ts(1, 5), t0);
+        assert!(s.add(&a, ts(1, 5), t0, false));
         assert!(!s.check_valid(&a, ts(1, 5)));
         assert!(!s.check_valid(&a, ts(1, 4)));
         assert!(!s.check_valid(&a, ts(0, 99)));
@@ -753,5 +779,30 @@ mod tests {
         s.scan(t0 + ttl * 2);
         assert_eq!(s.len(), 0);
         assert!(s.check_valid(&a, ts(1, 5)));
+    }
+
+    #[test]
+    fn a_full_store_takes_no_new_peer_but_members_and_those_it_holds() {
+        let mut s = MsgStore::new(Duration::from_secs(500), 2);
+        let t0 = Instant::from_unix_secs(1000);
+        let id = |n: &str| PkiId::new(Bytes::copy_from_slice(n.as_bytes()));
+        assert!(s.add(&id("a"), ts(1, 1), t0, false));
+        assert!(s.add(&id("b"), ts(1, 1), t0, false));
+        assert!(!s.add(&id("c"), ts(1, 1), t0, false), "full");
+        assert!(
+            !s.tombstone(&id("d"), ts(1, 1), t0),
+            "full for tombstones too"
+        );
+        assert!(s.check_valid(&id("c"), ts(1, 1)), "nothing stored for c");
+        assert!(
+            s.add(&id("a"), ts(1, 2), t0, false),
+            "a peer it holds is replaced"
+        );
+        assert!(!s.check_valid(&id("a"), ts(1, 2)));
+        assert!(s.add(&id("m"), ts(1, 1), t0, true), "a member always is");
+        assert_eq!(s.len(), 3);
+        // Room again once entries are forgotten.
+        s.scan(t0 + Duration::from_secs(1000));
+        assert!(s.add(&id("c"), ts(1, 1), t0 + Duration::from_secs(1000), false));
     }
 }

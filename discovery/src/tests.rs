@@ -136,7 +136,11 @@ fn response(from: &str, alive: Vec<Envelope>, dead: Vec<Envelope>, nonce: u64) -
 }
 
 fn request(from: &str, info: Envelope) -> ReceivedMessage {
-    let msg = crate::membership_request(info, 9);
+    request_with_nonce(from, info, 9)
+}
+
+fn request_with_nonce(from: &str, info: Envelope, nonce: u64) -> ReceivedMessage {
+    let msg = crate::membership_request(info, nonce);
     let env = envelope_of(&SignedMessage::noop(msg.clone()));
     received(from, msg, env)
 }
@@ -689,6 +693,37 @@ fn membership_is_bounded() {
     assert_eq!(d.stats().members_refused_full, 1);
 }
 
+/// Peers a full membership refuses are stored and forwarded while the message store has
+/// room for them, and neither once it has none; members always are.
+#[test]
+fn the_message_store_holds_a_bounded_number_of_peers_that_are_not_members() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = 1;
+    let cap = crate::STORE_ENTRIES_PER_MEMBER;
+    let (mut comm, mut d) = node(cfg);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    assert!(d.member(&pki("a1")).is_some());
+    let outsiders = 2 * cap;
+    for i in 0..outsiders {
+        let who = format!("b{i}");
+        d.handle_message(T0, &mut comm, direct("a1", alive(&who, 1, 1, "")));
+    }
+    let s = d.stats();
+    assert_eq!(s.members_refused_full, outsiders as u64);
+    assert_eq!(s.alive_store_full, (outsiders - (cap - 1)) as u64);
+    // One the store took is a duplicate the second time; one it had no room for is not.
+    d.handle_message(T0, &mut comm, direct("a1", alive("b0", 1, 1, "")));
+    assert_eq!(d.stats().alive_duplicate, 1);
+    let last = format!("b{}", outsiders - 1);
+    d.handle_message(T0, &mut comm, direct("a1", alive(&last, 1, 1, "")));
+    assert_eq!(d.stats().alive_store_full, (outsiders - cap + 2) as u64);
+    // The member's own newer messages still are stored (and so de-duplicated).
+    for _ in 0..2 {
+        d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 2, "")));
+    }
+    assert_eq!(d.stats().alive_duplicate, 2);
+}
+
 #[test]
 fn events_are_bounded() {
     let mut cfg = DiscoveryConfig::new("me.int:7051");
@@ -714,7 +749,7 @@ fn a_request_is_bound_to_its_connection() {
 }
 
 #[test]
-fn a_requester_is_answered_at_most_once_a_second() {
+fn a_repeated_request_is_answered_at_most_once_a_second() {
     let (mut comm, mut d) = me();
     let answers = |d: &Discovery| d.stats().responses_sent + d.stats().comm_errors;
     for seq in 1..=100 {
@@ -728,6 +763,41 @@ fn a_requester_is_answered_at_most_once_a_second() {
     let later = T0 + crate::MIN_ANSWER_INTERVAL;
     d.handle_message(later, &mut comm, request("a1", alive("a1", 1, 101, "")));
     assert_eq!(answers(&d), 3);
+}
+
+/// A Fabric peer asks its bootstrap peer, and every anchor peer of every channel it
+/// joins, at once, each with a nonce of its own; a member that is both is asked several
+/// times in the same instant, and each request is resent every 30 s until answered.
+#[test]
+fn a_requesters_different_nonces_are_each_answered_up_to_the_burst() {
+    let (mut comm, mut d) = me();
+    let answers = |d: &Discovery| d.stats().responses_sent + d.stats().comm_errors;
+    let burst = crate::ANSWERS_PER_INTERVAL as u64;
+    for (seq, nonce) in (1..=burst).zip(1000..) {
+        let m = request_with_nonce("a1", alive("a1", 1, seq, ""), nonce);
+        d.handle_message(T0, &mut comm, m);
+    }
+    assert_eq!(
+        answers(&d),
+        burst,
+        "bootstrap and anchor requests all answered"
+    );
+    assert_eq!(d.stats().requests_throttled, 0);
+    // One more nonce in the same interval, or a repeat of one answered, waits.
+    let more = request_with_nonce("a1", alive("a1", 1, burst + 1, ""), 1000 + burst);
+    d.handle_message(T0, &mut comm, more);
+    let again = request_with_nonce("a1", alive("a1", 1, burst + 2, ""), 1000);
+    d.handle_message(T0, &mut comm, again);
+    assert_eq!(answers(&d), burst);
+    assert_eq!(d.stats().requests_throttled, 2);
+    // The next interval starts afresh, with the repeated nonce answered again.
+    let later = T0 + crate::MIN_ANSWER_INTERVAL;
+    let again = request_with_nonce("a1", alive("a1", 1, burst + 3, ""), 1000);
+    d.handle_message(later, &mut comm, again);
+    assert_eq!(answers(&d), burst + 1);
+    let more = request_with_nonce("a1", alive("a1", 1, burst + 4, ""), 1000);
+    d.handle_message(later, &mut comm, more);
+    assert_eq!(d.stats().requests_throttled, 3);
 }
 
 #[test]
