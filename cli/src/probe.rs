@@ -486,8 +486,26 @@ pub(crate) fn handshake_hint(e: &HandshakeError) -> Option<String> {
              trust our MSP (its channel configuration) and our TLS CA?"
                 .to_owned(),
         ),
+        e if refused_our_msp(e) => Some(
+            "\n  hint: the peer does not trust our MSP: a Fabric peer accepts the \
+             organizations of its channels (one in no channel, only its own); use an identity \
+             of its organization (--msp-dir, --msp-id)"
+                .to_owned(),
+        ),
         _ => Some(String::new()),
     }
+}
+
+/// Whether the remote refused our handshake because it could not place our identity in
+/// any MSP it trusts: what a Fabric peer answers (`failed classifying identity: …
+/// No MSP found able to do that.`) to a peer of an organization none of its channels
+/// names, and, in no channel, to any but its own organization's; or what our node
+/// answers (`identity refused: unknown MSP: …`) to one of an MSP it was not given.
+pub(crate) fn refused_our_msp(e: &HandshakeError) -> bool {
+    matches!(e, HandshakeError::RefusedByRemote { status }
+        if ["failed classifying identity", "No MSP found", "identity refused: unknown MSP"]
+            .iter()
+            .any(|s| status.contains(s)))
 }
 
 /// Runs `fabric-gossip handshake`: exit status 0 when the peer authenticated (as the
@@ -648,7 +666,24 @@ fn authenticated_text(
 
 #[cfg(test)]
 mod tests {
-    use super::{Answer, TLS_HINT, dial_hint, judge};
+    use super::{Answer, TLS_HINT, dial_hint, handshake_hint, judge};
+    use fabric_gossip_core::HandshakeError;
+
+    /// A Fabric v2.4.9 peer in no channel refusing an Org2MSP identity (2026-12-04, on
+    /// loopback): the status our handshake ended with, word for word.
+    #[test]
+    fn a_peer_that_cannot_place_our_identity_gets_the_msp_hint() {
+        let status = "Unknown: failed classifying identity: Unable to extract msp.Identity \
+            from peer Identity: Peer Identity {\"CN\":\"peer0.org2.example.com\",\"MSP\":\
+            \"Org2MSP\",\"OU\":[\"peer\"]} cannot be validated. No MSP found able to do that."
+            .to_owned();
+        let hint = handshake_hint(&HandshakeError::RefusedByRemote { status }).unwrap();
+        assert!(hint.contains("does not trust our MSP"), "{hint}");
+        let other = HandshakeError::RefusedByRemote {
+            status: "Unavailable: shutting down".to_owned(),
+        };
+        assert_eq!(handshake_hint(&other).as_deref(), Some(""));
+    }
 
     /// A dial the other side hangs up on fails in a way that depends on when it hangs up;
     /// each of these came from one. Dialled in plaintext, they came from a `ping` of one

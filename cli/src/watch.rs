@@ -232,7 +232,14 @@ async fn watch(
                                 {
                                     eprintln!("{}", h.trim_start());
                                 }
-                                if matches!(b.error, Some(BootstrapError::OtherOrganization(_))) {
+                                let foreign = match &b.error {
+                                    Some(BootstrapError::OtherOrganization(_)) => true,
+                                    Some(BootstrapError::Handshake(e)) => {
+                                        crate::probe::refused_our_msp(e)
+                                    }
+                                    _ => false,
+                                };
+                                if foreign {
                                     eprintln!(
                                         "hint: bootstrap peers must be of this identity's \
                                          organization (Fabric's rule); watch with an identity \

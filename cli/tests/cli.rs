@@ -3228,6 +3228,14 @@ fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
         "{}",
         r.all()
     );
+    // With the advice a Fabric peer's refusal gets too (its words differ; the unit test
+    // of `refused_our_msp` has them).
+    assert!(
+        r.stderr
+            .contains("hint: bootstrap peers must be of this identity's organization"),
+        "{}",
+        r.all()
+    );
     // Plaintext against a TLS peer: refused, with the transport's hint.
     let r = run(
         &[
