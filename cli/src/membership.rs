@@ -506,6 +506,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("reconnect_deferred", s.reconnect_deferred),
             ("bootstrap_acked", s.bootstrap_acked),
             ("bootstrap_failures", s.bootstrap_failures),
+            ("anchors_refused", s.anchors_refused),
             ("comm_errors", s.comm_errors),
             ("events_dropped", s.events_dropped),
         ]);

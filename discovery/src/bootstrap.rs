@@ -39,6 +39,10 @@ pub(crate) enum BootState {
     GaveUp,
 }
 
+/// Bootstrap and anchor endpoints the layer follows at once (see
+/// [`Discovery::connect_anchor`]).
+pub const MAX_BOOTSTRAPS: usize = 1024;
+
 /// One configured bootstrap endpoint.
 #[derive(Clone, Debug)]
 pub(crate) struct Bootstrap {
@@ -84,10 +88,42 @@ impl Discovery {
     /// request carries no secret; skipped (reported as given up) when it is of another
     /// organization and we have no external endpoint. The attempt starts at the next
     /// [`Layer::handle_timeout`](fabric_gossip_core::Layer::handle_timeout), due now.
+    ///
+    /// Fabric calls `Connect` for every anchor peer again on every channel configuration
+    /// update, and so may a caller: an attempt still in progress for the endpoint goes on,
+    /// one that ended (joined or given up) starts again. The layer follows at most
+    /// [`MAX_BOOTSTRAPS`] bootstrap and anchor endpoints; past that, an anchor whose
+    /// attempt ended makes room, and without one the call is counted
+    /// (`anchors_refused`) and does nothing.
     pub fn connect_anchor(&mut self, now: Instant, endpoint: impl Into<String>) {
         let endpoint = endpoint.into();
-        if self.cfg.is_my_own_endpoint(&endpoint) || self.bootstraps.len() >= 1024 {
+        if self.cfg.is_my_own_endpoint(&endpoint) {
             return;
+        }
+        let ended = |b: &Bootstrap| matches!(b.state, BootState::Done | BootState::GaveUp);
+        if let Some(b) = self
+            .bootstraps
+            .iter_mut()
+            .find(|b| b.any_org && b.endpoint == endpoint)
+        {
+            if ended(b) {
+                // Who answered there stays an anchor while the new attempt runs.
+                b.state = BootState::Idle(now);
+                b.attempts = 0;
+                b.sends = 0;
+            }
+            return;
+        }
+        if self.bootstraps.len() >= MAX_BOOTSTRAPS {
+            match self.bootstraps.iter().position(|b| b.any_org && ended(b)) {
+                Some(i) => {
+                    self.bootstraps.remove(i);
+                }
+                None => {
+                    self.stats.anchors_refused += 1;
+                    return;
+                }
+            }
         }
         let mut b = Bootstrap::new(endpoint, now);
         b.any_org = true;

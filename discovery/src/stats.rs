@@ -4,8 +4,8 @@ use crate::certstore::CertStoreStats;
 use crate::error::AliveError;
 #[cfg(doc)]
 use crate::{
-    ANSWERS_PER_INTERVAL, MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES, MIN_ANSWER_INTERVAL,
-    STORE_ENTRIES_PER_MEMBER,
+    ANSWERS_PER_INTERVAL, MAX_BOOTSTRAPS, MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES,
+    MIN_ANSWER_INTERVAL, STORE_ENTRIES_PER_MEMBER,
 };
 
 /// Counters, monotonically increasing. Every refused input is counted under one reason,
@@ -21,6 +21,9 @@ pub struct DiscoveryStats {
     pub alive_duplicate: u64,
     /// Alive messages (any path) that were valid but not newer than what membership knows.
     pub alive_stale: u64,
+    /// Calls of `connect_anchor` ignored: [`MAX_BOOTSTRAPS`] bootstrap and anchor
+    /// endpoints were followed, none of them an anchor whose attempt had ended.
+    pub anchors_refused: u64,
     /// Valid direct alive messages of peers that are not members (membership is full)
     /// neither stored nor forwarded: the message store held its bound of entries
     /// ([`STORE_ENTRIES_PER_MEMBER`] × `max_members`).

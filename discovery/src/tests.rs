@@ -724,6 +724,36 @@ fn the_message_store_holds_a_bounded_number_of_peers_that_are_not_members() {
     assert_eq!(d.stats().alive_duplicate, 2);
 }
 
+/// Fabric calls `Connect` for each anchor peer again on every channel configuration
+/// update: the layer follows each anchor once, starts an ended attempt again, and stays
+/// bounded, counting what it cannot follow.
+#[test]
+fn an_anchor_named_again_is_followed_once_and_restarted_once_its_attempt_ended() {
+    use crate::bootstrap::BootState;
+    let (_comm, mut d) = me();
+    let anchors = |d: &Discovery| d.bootstraps.iter().filter(|b| b.any_org).count();
+    d.connect_anchor(T0, "x.ext:7051");
+    d.connect_anchor(T0, "x.ext:7051");
+    assert_eq!(anchors(&d), 1, "an attempt in progress goes on");
+    let x = d.bootstraps.len() - 1;
+    d.bootstraps[x].state = BootState::GaveUp;
+    let later = T0 + Duration::from_secs(60);
+    d.connect_anchor(later, "x.ext:7051");
+    assert_eq!(anchors(&d), 1);
+    assert!(matches!(d.bootstraps[x].state, BootState::Idle(t) if t == later));
+    let room = crate::MAX_BOOTSTRAPS - d.bootstraps.len();
+    for i in 0..=room {
+        d.connect_anchor(later, format!("a{i}.ext:7051"));
+    }
+    assert_eq!(d.bootstraps.len(), crate::MAX_BOOTSTRAPS);
+    assert_eq!(d.stats().anchors_refused, 1, "every attempt in progress");
+    d.bootstraps[x].state = BootState::Done;
+    d.connect_anchor(later, "y.ext:7051");
+    assert_eq!(d.stats().anchors_refused, 1, "an ended anchor made room");
+    assert!(d.bootstraps.iter().any(|b| b.endpoint == "y.ext:7051"));
+    assert!(!d.bootstraps.iter().any(|b| b.endpoint == "x.ext:7051"));
+}
+
 #[test]
 fn events_are_bounded() {
     let mut cfg = DiscoveryConfig::new("me.int:7051");
