@@ -74,7 +74,10 @@ async fn probe_of_unresponsive_peer_times_out() {
         matches!(err, OpError::Failed(ProbeError::Ping(_))),
         "{err:?}"
     );
-    assert!(took >= conn_timeout, "failed before the time-out: {took:?}");
+    assert!(
+        took + CLOCK_TICK >= conn_timeout,
+        "failed before the time-out: {took:?}"
+    );
     assert!(took < conn_timeout * 6, "took {took:?}");
     within("stop", a.stop()).await;
     holder.abort();

@@ -13,6 +13,13 @@ use std::time::Duration;
 /// Upper bound on anything a test waits for; generous for a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// How early, by the precise clock, a core time-out may end: the driver gives the core the
+/// coarse monotonic clock, which trails the precise one by up to a kernel tick (1–4 ms),
+/// so an operation the core started a tick late by the precise clock ends that much early
+/// by it (once seen: a 300 ms dial time-out after 297 ms).
+#[allow(dead_code)] // not every test binary that includes this module times the core
+pub const CLOCK_TICK: Duration = Duration::from_millis(5);
+
 /// Awaits `f`, failing the test if it takes longer than `DEADLINE`.
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     match tokio::time::timeout(DEADLINE, f).await {
