@@ -6,13 +6,31 @@ use der::oid::ObjectIdentifier;
 use der::{Decode, Encode, Header, Reader, SliceReader};
 use fabric_gossip_core::Instant;
 use x509_cert::Certificate;
-use x509_cert::ext::pkix::{BasicConstraints, SubjectKeyIdentifier};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectKeyIdentifier};
 
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const ECDSA_WITH_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
 /// id-at-organizationalUnitName.
 const ORGANIZATIONAL_UNIT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
+/// id-kp-serverAuth and anyExtendedKeyUsage: the extended key usages Go's `x509.Verify`
+/// asks of every certificate of a chain when its caller names none, as Fabric's MSP does.
+const SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+const ANY_EXTENDED_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
+/// The certificate extensions Go's parser handles (Go 1.19, `parser.go`): a critical
+/// extension of any other kind makes `x509.Verify` refuse the chain.
+const HANDLED_EXTENSIONS: [&str; 10] = [
+    "2.5.29.14",         // subjectKeyIdentifier
+    "2.5.29.15",         // keyUsage
+    "2.5.29.17",         // subjectAltName
+    "2.5.29.19",         // basicConstraints
+    "2.5.29.30",         // nameConstraints
+    "2.5.29.31",         // cRLDistributionPoints
+    "2.5.29.32",         // certificatePolicies
+    "2.5.29.35",         // authorityKeyIdentifier
+    "2.5.29.37",         // extKeyUsage
+    "1.3.6.1.5.5.7.1.1", // authorityInfoAccess
+];
 
 /// The digest a certificate's issuer signed its to-be-signed part with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +100,15 @@ pub(crate) struct CertInfo {
     pub(crate) not_after: Instant,
     /// `basicConstraints.cA`.
     pub(crate) is_ca: bool,
+    /// `basicConstraints.pathLenConstraint`: how many intermediate CAs may follow this CA
+    /// down to a leaf.
+    pub(crate) max_path_len: Option<u8>,
+    /// Whether Go's default key usage check passes this certificate (it has no extended
+    /// key usage, or one naming serverAuth or any), as every certificate of a chain must
+    /// for Fabric's MSP.
+    pub(crate) server_auth: bool,
+    /// A critical extension Go does not handle, by OID: Go refuses a chain holding one.
+    pub(crate) unhandled_critical: Option<String>,
     /// The subject's organizational units (OU attributes), in the order they appear, as
     /// Go's `Subject.OrganizationalUnit` lists them (bytes, as Go's strings are): an MSP's NodeOU roles and OU
     /// identifiers are matched against these.
@@ -122,10 +149,24 @@ impl CertInfo {
             .to_vec();
         let key =
             PublicKey::from_spki(&tbs_cert.subject_public_key_info).map_err(CertError::Key)?;
-        let is_ca = match tbs_cert.get::<BasicConstraints>() {
-            Ok(bc) => bc.is_some_and(|(_, bc)| bc.ca),
+        let (is_ca, max_path_len) = match tbs_cert.get::<BasicConstraints>() {
+            Ok(bc) => bc.map_or((false, None), |(_, bc)| (bc.ca, bc.path_len_constraint)),
             Err(e) => return Err(CertError::Malformed(format!("basicConstraints: {e}"))),
         };
+        let server_auth = match tbs_cert.get::<ExtendedKeyUsage>() {
+            Ok(eku) => eku.is_none_or(|(_, eku)| {
+                eku.0.is_empty()
+                    || eku
+                        .0
+                        .iter()
+                        .any(|u| *u == SERVER_AUTH || *u == ANY_EXTENDED_KEY_USAGE)
+            }),
+            Err(e) => return Err(CertError::Malformed(format!("extKeyUsage: {e}"))),
+        };
+        let unhandled_critical = tbs_cert.extensions.iter().flatten().find_map(|e| {
+            let oid = e.extn_id.to_string();
+            (e.critical && !HANDLED_EXTENSIONS.contains(&oid.as_str())).then_some(oid)
+        });
         let ski = match tbs_cert.get::<SubjectKeyIdentifier>() {
             Ok(ski) => ski.map(|(_, ski)| ski.0.as_bytes().to_vec()),
             Err(e) => return Err(CertError::Malformed(format!("subjectKeyIdentifier: {e}"))),
@@ -149,6 +190,9 @@ impl CertInfo {
             not_before,
             not_after,
             is_ca,
+            max_path_len,
+            server_auth,
+            unhandled_critical,
             units,
         })
     }

@@ -413,6 +413,62 @@ impl DevCa {
         &self.cert_der
     }
 
+    /// A certificate this CA signs for a new key, as [`DevCa::issue`] makes an identity
+    /// and then changed by `tweak`: for tests of what Go's `x509.Verify` refuses.
+    #[cfg(test)]
+    pub(crate) fn issue_tweaked(
+        &self,
+        common_name: &str,
+        validity: Validity,
+        rng: &mut impl CryptoRngCore,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> Result<DevCert, DevError> {
+        let key = DevKey::generate(self.curve, rng)?;
+        let mut p = base_params(
+            common_name,
+            &self.organization,
+            &["peer"],
+            vec![],
+            validity,
+            rng,
+        )?;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_identifier_method = KeyIdMethod::PreSpecified(ski(&key.public));
+        p.use_authority_key_identifier_extension = true;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        tweak(&mut p);
+        let cert_der = p.signed_by(&key, &self.issuer)?.der().to_vec();
+        Ok(DevCert {
+            cert_der,
+            key_pem: key.pkcs8_pem()?,
+        })
+    }
+
+    /// A self-signed root as [`DevCa::root`] makes one, changed by `tweak`.
+    #[cfg(test)]
+    pub(crate) fn root_tweaked(
+        common_name: &str,
+        organization: &str,
+        validity: Validity,
+        rng: &mut impl CryptoRngCore,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> Result<DevCa, DevError> {
+        let key = DevKey::generate(Curve::P256, rng)?;
+        let mut p = base_params(common_name, organization, &[], vec![], validity, rng)?;
+        ca_extensions(&mut p, &key);
+        p.use_authority_key_identifier_extension = false;
+        tweak(&mut p);
+        let cert = p.self_signed(&key)?;
+        Ok(DevCa {
+            cert_der: cert.der().to_vec(),
+            key_pem: key.pkcs8_pem()?,
+            organization: organization.to_owned(),
+            curve: Curve::P256,
+            ski: ski(&key.public),
+            issuer: Issuer::new(p, key),
+        })
+    }
+
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> String {
         certificate_pem(&self.cert_der)

@@ -474,7 +474,15 @@ impl TrustStore {
                 "the certificate is a CA of {msp_id}, not a member identity"
             )));
         }
+        if leaf.is_ca {
+            return Err(SecurityError::UntrustedCertificate(
+                "a CA certificate (basicConstraints cA true) cannot be a member identity \
+                 (Fabric's MSP refuses it)"
+                    .into(),
+            ));
+        }
         let issuers = self.walk(msp_id, cas, leaf, arithmetic)?;
+        go_chain_rules(leaf, &issuers)?;
         if cas.issued_a_ca(issuers[0], arithmetic) {
             return Err(SecurityError::UntrustedCertificate(format!(
                 "issued by a CA of {msp_id} that issued another of its CAs; {msp_id} accepts \
@@ -710,8 +718,162 @@ impl Pem<'_> {
     }
 }
 
+/// The rules Go's `x509.Verify` applies to a chain, beyond its links, with the options
+/// Fabric's MSP gives it (no key usage named, so serverAuth is asked): every certificate
+/// has no extended key usage or one allowing serverAuth, none holds a critical extension
+/// Go does not handle, and no CA has more intermediates below it than its
+/// pathLenConstraint allows. Fabric refuses a member whose chain breaks one, so a node
+/// that accepted it would take in a peer every Fabric peer refuses.
+fn go_chain_rules(leaf: &CertInfo, issuers: &[&CertInfo]) -> Result<(), SecurityError> {
+    let refuse = |why: String| Err(SecurityError::UntrustedCertificate(why));
+    for (i, cert) in core::iter::once(leaf)
+        .chain(issuers.iter().copied())
+        .enumerate()
+    {
+        let which = if i == 0 {
+            "the certificate".to_owned()
+        } else {
+            format!("its CA at depth {i}")
+        };
+        if !cert.server_auth {
+            return refuse(format!(
+                "{which} has an extended key usage without serverAuth or any (Go's \
+                 x509.Verify, which Fabric's MSP uses, refuses it: \"incompatible key usage\")"
+            ));
+        }
+        if let Some(oid) = &cert.unhandled_critical {
+            return refuse(format!(
+                "{which} has a critical extension Go's x509 does not handle ({oid})"
+            ));
+        }
+        // Below the CA at depth i lie i - 1 intermediates and the leaf.
+        if let Some(n) = cert.max_path_len
+            && i > 0
+            && i - 1 > usize::from(n)
+        {
+            return refuse(format!(
+                "{which} allows {n} intermediate CAs below it (pathLenConstraint); the chain \
+                 has {}",
+                i - 1
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::TrustStore;
+    use crate::dev::{Curve, DevCa, Validity};
+    use crate::serialize_identity;
+    use core::time::Duration;
+    use fabric_gossip_core::{Instant, SecurityError};
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    use rcgen::{BasicConstraints, CustomExtension, ExtendedKeyUsagePurpose, IsCa};
+
+    const MSP: &str = "Org1MSP";
+
+    fn start() -> Instant {
+        Instant::from_unix_secs(1_700_000_000)
+    }
+
+    /// The verdict on an identity `root` (trusted as Org1MSP's) signed.
+    fn verdict(root: &DevCa, leaf_der: &[u8]) -> Result<(), SecurityError> {
+        let mut trust = TrustStore::new();
+        trust.add_ca_pem(MSP, root.cert_pem().as_bytes()).unwrap();
+        let now = start() + Duration::from_secs(3600);
+        trust.validate_identity(&serialize_identity(MSP, leaf_der), now)
+    }
+
+    fn refused_for(r: Result<(), SecurityError>, words: &str) {
+        match r {
+            Err(SecurityError::UntrustedCertificate(why)) if why.contains(words) => {}
+            other => panic!("want a refusal naming {words:?}, got {other:?}"),
+        }
+    }
+
+    /// What Go's `x509.Verify` refuses with the options Fabric's MSP gives it, and what it
+    /// lets through: an extended key usage without serverAuth (Fabric names no usage, so Go
+    /// asks serverAuth of every certificate of the chain), a CA as an identity, a critical
+    /// extension Go does not know, a chain longer than a CA's pathLenConstraint.
+    #[test]
+    fn identities_go_refuses_are_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let v = Validity::ten_years_from(start());
+        let root = DevCa::root("ca.org1", "org1", Curve::P256, v, &mut rng).unwrap();
+        let issue = |rng: &mut ChaCha20Rng, tweak: &dyn Fn(&mut rcgen::CertificateParams)| {
+            root.issue_tweaked("peer0.org1", v, rng, tweak).unwrap()
+        };
+        assert!(verdict(&root, &issue(&mut rng, &|_| {}).cert_der).is_ok());
+        for (usages, ok) in [
+            (vec![ExtendedKeyUsagePurpose::ClientAuth], false),
+            (vec![ExtendedKeyUsagePurpose::CodeSigning], false),
+            (
+                vec![
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                ],
+                true,
+            ),
+            (vec![ExtendedKeyUsagePurpose::Any], true),
+        ] {
+            let leaf = issue(&mut rng, &|p| p.extended_key_usages = usages.clone());
+            let r = verdict(&root, &leaf.cert_der);
+            if ok {
+                assert!(r.is_ok(), "{usages:?}: {r:?}");
+            } else {
+                refused_for(r, "extended key usage without serverAuth");
+            }
+        }
+        let ca = issue(&mut rng, &|p| {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)
+        });
+        refused_for(verdict(&root, &ca.cert_der), "cannot be a member identity");
+        let critical = issue(&mut rng, &|p| {
+            let mut e = CustomExtension::from_oid_content(&[1, 2, 3, 4, 5], vec![5, 0]);
+            e.set_criticality(true);
+            p.custom_extensions = vec![e];
+        });
+        refused_for(verdict(&root, &critical.cert_der), "critical extension");
+        // The same extension, not critical, is no reason to refuse.
+        let known = issue(&mut rng, &|p| {
+            p.custom_extensions = vec![CustomExtension::from_oid_content(
+                &[1, 2, 3, 4, 5],
+                vec![5, 0],
+            )];
+        });
+        assert!(verdict(&root, &known.cert_der).is_ok());
+    }
+
+    #[test]
+    fn a_chain_longer_than_a_path_length_constraint_is_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let v = Validity::ten_years_from(start());
+        for (path_len, ok) in [(0, false), (1, true)] {
+            let root = DevCa::root_tweaked("ca.org1", "org1", v, &mut rng, |p| {
+                p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+            })
+            .unwrap();
+            let mid = root.intermediate("ica.org1", v, &mut rng).unwrap();
+            let leaf = mid
+                .issue_tweaked("peer0.org1", v, &mut rng, |_| {})
+                .unwrap();
+            let mut trust = TrustStore::new();
+            trust.add_ca_pem(MSP, root.cert_pem().as_bytes()).unwrap();
+            trust
+                .add_intermediate_pem(MSP, mid.cert_pem().as_bytes())
+                .unwrap();
+            let now = start() + Duration::from_secs(3600);
+            let r = trust.validate_identity(&serialize_identity(MSP, &leaf.cert_der), now);
+            if ok {
+                assert!(r.is_ok(), "pathLen {path_len}: {r:?}");
+            } else {
+                refused_for(r, "pathLenConstraint");
+            }
+        }
+    }
+
     /// Serial numbers read as `openssl x509 -serial` prints them.
     #[test]
     fn serials_are_shown_without_the_der_sign_octet() {
