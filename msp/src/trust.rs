@@ -54,8 +54,10 @@ impl TrustStore {
         TrustStore::default()
     }
 
-    /// Trusts the root CA certificates in `pem` (one or more `CERTIFICATE` blocks) for
-    /// `msp_id`. Returns how many were new. Use for CA material that is not on disk.
+    /// Trusts the root CA certificate in `pem` (its first `CERTIFICATE` block; the file or
+    /// channel configuration entry it came from holds one for Fabric, whose MSP reads the
+    /// first and no more: later ones are left out, with a warning) for `msp_id`. Returns
+    /// how many were new (0 or 1). Use for CA material that is not on disk.
     pub fn add_ca_pem(&mut self, msp_id: &str, pem: &[u8]) -> Result<usize, LoadError> {
         let source = format!("root CA PEM for {msp_id}");
         self.add_pem(
@@ -68,8 +70,9 @@ impl TrustStore {
         )
     }
 
-    /// Adds intermediate CA certificates for `msp_id`. They are trusted only as links: a
-    /// chain through them must still end at a root of the same MSP.
+    /// Adds the intermediate CA certificate in `pem` (its first block, as for
+    /// [`TrustStore::add_ca_pem`]) for `msp_id`. It is trusted only as a link: a chain
+    /// through it must still end at a root of the same MSP.
     pub fn add_intermediate_pem(&mut self, msp_id: &str, pem: &[u8]) -> Result<usize, LoadError> {
         let source = format!("intermediate CA PEM for {msp_id}");
         self.add_pem(
@@ -82,9 +85,10 @@ impl TrustStore {
         )
     }
 
-    /// Revokes, for `msp_id`, the certificates listed by the CRLs in `pem` (one or more
-    /// `X509 CRL` blocks), as a Fabric MSP's `crls/` folder does. Returns how many CRLs
-    /// were new.
+    /// Revokes, for `msp_id`, the certificates listed by the CRL in `pem` (its first
+    /// `X509 CRL` block, as Fabric's `x509.ParseCRL` reads one; later ones are left out,
+    /// with a warning), as a Fabric MSP's `crls/` folder does. Returns how many CRLs were
+    /// new.
     ///
     /// A CRL revokes a certificate when its authorityKeyIdentifier is the
     /// subjectKeyIdentifier of the CA that issued the certificate, it lists the
@@ -401,7 +405,7 @@ impl TrustStore {
     }
 
     fn add_crls(&mut self, msp_id: &str, pem: Pem<'_>) -> Result<usize, LoadError> {
-        let crls = pem.crls()?;
+        let crls = pem.first_only(pem.crls()?, "revocation list");
         let entry = self.msps.entry(msp_id.to_owned()).or_default();
         let mut added = 0;
         for crl in crls {
@@ -418,7 +422,7 @@ impl TrustStore {
     }
 
     fn add_pem(&mut self, msp_id: &str, pem: Pem<'_>, role: Role) -> Result<usize, LoadError> {
-        let certs = pem.certificates()?;
+        let certs = pem.first_only(pem.certificates()?, "certificate");
         let entry = self.msps.entry(msp_id.to_owned()).or_default();
         let mut added = 0;
         for cert in certs {
@@ -679,6 +683,22 @@ impl Pem<'_> {
             .collect()
     }
 
+    /// The first of `items` read from this text: Fabric's MSP reads one certificate or
+    /// revocation list from each file of its folders and each entry of a channel's
+    /// configuration (Go's `pem.Decode`, once), so a CA or CRL after the first is trusted by
+    /// no Fabric peer, and must not be here either. The others are named in a warning.
+    fn first_only<T>(self, mut items: Vec<T>, what: &str) -> Vec<T> {
+        if items.len() > 1 {
+            tracing::warn!(
+                "{}: only its first {what} is read, as Fabric's MSP reads it; {} more left out",
+                self.source,
+                items.len() - 1
+            );
+            items.truncate(1);
+        }
+        items
+    }
+
     /// The certificate in the first `CERTIFICATE` block (a signcerts file may carry its
     /// chain after it, as some CA clients write).
     pub(crate) fn leaf_certificate(self) -> Result<CertInfo, LoadError> {
@@ -844,6 +864,27 @@ mod tests {
             )];
         });
         assert!(verdict(&root, &known.cert_der).is_ok());
+    }
+
+    /// Fabric's MSP reads one certificate from each file (`pem.Decode`, once): a second CA
+    /// in a `cacerts/` file is trusted by no Fabric peer, so its members are refused here.
+    #[test]
+    fn only_the_first_ca_of_a_file_is_trusted() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let v = Validity::ten_years_from(start());
+        let first = DevCa::root("ca1.org1", "org1", Curve::P256, v, &mut rng).unwrap();
+        let second = DevCa::root("ca2.org1", "org1", Curve::P256, v, &mut rng).unwrap();
+        let bundle = format!("{}{}", first.cert_pem(), second.cert_pem());
+        let mut trust = TrustStore::new();
+        assert_eq!(trust.add_ca_pem(MSP, bundle.as_bytes()).unwrap(), 1);
+        assert_eq!(trust.ca_count(MSP), (1, 0));
+        let now = start() + Duration::from_secs(3600);
+        let judge = |ca: &DevCa, rng: &mut ChaCha20Rng| {
+            let leaf = ca.issue_tweaked("peer0.org1", v, rng, |_| {}).unwrap();
+            trust.validate_identity(&serialize_identity(MSP, &leaf.cert_der), now)
+        };
+        assert!(judge(&first, &mut rng).is_ok());
+        refused_for(judge(&second, &mut rng), "not issued by any CA");
     }
 
     #[test]
