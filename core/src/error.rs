@@ -29,6 +29,18 @@ pub enum Error {
     /// A bounded table is full (operations, subscriptions, pending handshakes).
     #[error("limit reached: {0}")]
     LimitReached(&'static str),
+    /// A message for a peer of unknown (empty) PKI-ID while a connection attempt to another
+    /// endpoint, of unknown PKI-ID too, is in progress: attempts are told apart by PKI-ID,
+    /// so it would go wherever that one connects. Name the peer's PKI-ID (`handshake`
+    /// learns it), or send once that attempt has ended.
+    #[error(
+        "a connection attempt to {pending}, whose PKI-ID is unknown too, is in progress; \
+         name this peer's PKI-ID or send after it"
+    )]
+    UnknownPkiIdBusy {
+        /// The endpoint of the attempt in progress.
+        pending: String,
+    },
     /// The message could not be signed.
     #[error("signing failed: {0}")]
     Signing(SecurityError),

@@ -21,7 +21,9 @@ pub struct Stats {
     /// peer, so they are not in `dropped_on_close`; without this count they would be in no
     /// counter at all (Fabric loses them so, uncounted).
     pub unconfirmed_on_close: u64,
-    /// Messages that waited for a connection attempt which failed.
+    /// Messages that waited for a connection attempt which failed, or that no attempt could
+    /// be made for: `max_connections` reached, or (for a peer of unknown PKI-ID) another
+    /// peer of unknown PKI-ID being dialled.
     pub dropped_no_connection: u64,
     /// Deliveries dropped because a subscription's queue was full past its slack
     /// (a driver that kept reading after `PauseRead`).

@@ -33,6 +33,42 @@ fn concurrent_sends_share_one_attempt_and_arrive_in_order() {
     );
 }
 
+/// Attempts are keyed by PKI-ID: a message for a peer of unknown PKI-ID, sent while an
+/// attempt to another endpoint of unknown PKI-ID is in progress, would have joined that
+/// attempt and gone to its peer. It is refused (blocking) or dropped and counted instead;
+/// once the attempt has ended, the same send dials its own endpoint.
+#[test]
+fn a_peer_of_unknown_pki_id_never_gets_another_ones_message() {
+    let mut net = Net::new(3, cfg);
+    net.subscribe_all(1);
+    net.subscribe_all(2);
+    let unknown = PkiId::default();
+    net.send_expecting(0, 1, &unknown, b"for 1");
+    let now = net.now;
+    let to_2 = RemotePeer::new(ep(2), unknown.clone());
+    let msg = SignedMessage::noop(data_msg(b"for 2"));
+    let r = net.nodes[0].comm.send_wait(now, &msg, &to_2);
+    assert_eq!(r, Err(Error::UnknownPkiIdBusy { pending: ep(1) }));
+    net.nodes[0]
+        .comm
+        .send(now, &msg, std::slice::from_ref(&to_2))
+        .unwrap();
+    assert_eq!(net.nodes[0].comm.stats().dropped_no_connection, 1);
+    // Another message for the endpoint being dialled joins its attempt.
+    net.send_expecting(0, 1, &unknown, b"for 1 again");
+    net.settle();
+    assert_eq!(
+        net.delivered_data(1),
+        vec![b"for 1".to_vec(), b"for 1 again".to_vec()]
+    );
+    assert!(net.delivered_data(2).is_empty());
+    let now = net.now;
+    net.nodes[0].comm.send_wait(now, &msg, &to_2).unwrap();
+    net.flush(0);
+    net.settle();
+    assert_eq!(net.delivered_data(2), vec![b"for 2".to_vec()]);
+}
+
 #[test]
 fn crossing_dials_end_with_one_connection_on_the_same_stream() {
     for first_lower in [true, false] {

@@ -69,7 +69,12 @@ pub(crate) fn new_map<K, V>(seed: u64) -> Map<K, V> {
 pub struct RemotePeer {
     /// Where to dial it, `host:port`.
     pub endpoint: String,
-    /// The PKI-ID it is expected to prove; empty when unknown.
+    /// The PKI-ID it is expected to prove; empty when unknown. Connection attempts are
+    /// told apart by PKI-ID, so while one to a peer of unknown PKI-ID is in progress, a
+    /// message for another endpoint of unknown PKI-ID is refused
+    /// ([`Error::UnknownPkiIdBusy`](crate::Error::UnknownPkiIdBusy)) or, by a
+    /// non-blocking send, dropped and counted (`dropped_no_connection`), never sent to the
+    /// first peer; `handshake` learns a peer's PKI-ID.
     pub pki_id: PkiId,
 }
 

@@ -189,6 +189,21 @@ impl<S: Security> Comm<S> {
         if let Some(primary) = self.store.primary(&peer.pki_id) {
             return self.enqueue_on(primary, bytes, mode).map(drop);
         }
+        // Fabric dials each endpoint of unknown PKI-ID apart; here attempts are keyed by
+        // PKI-ID, and joining the one in progress would hand this message to its peer.
+        if peer.pki_id.is_empty()
+            && let Some(pending) = self.store.attempt_endpoint(&peer.pki_id)
+            && pending != peer.endpoint
+        {
+            if mode == Mode::Drop {
+                dropped(&peer.pki_id, "an attempt to another peer of unknown PKI-ID");
+                self.stats.dropped_no_connection += 1;
+                return Ok(());
+            }
+            return Err(Error::UnknownPkiIdBusy {
+                pending: pending.to_owned(),
+            });
+        }
         let bounds = self.send_bounds();
         let new_attempt = !self.store.has_attempt(&peer.pki_id);
         if new_attempt && self.store.attempts_and_registered() >= self.config.max_connections {

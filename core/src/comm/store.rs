@@ -202,6 +202,11 @@ impl Store {
         self.attempts.len() + self.registry.len()
     }
 
+    /// The endpoint an attempt in progress for `pki` dials.
+    pub(super) fn attempt_endpoint(&self, pki: &PkiId) -> Option<&str> {
+        self.attempts.get(pki).map(|a| a.endpoint.as_str())
+    }
+
     pub(super) fn attempt_entry(&mut self, pki: &PkiId) -> &mut Attempt {
         self.attempts.entry(pki.clone()).or_default()
     }
