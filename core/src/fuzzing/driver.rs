@@ -350,12 +350,17 @@ impl Driver {
                     assert!(results.len() <= n);
                     let peers: BTreeSet<_> = results.iter().map(|r| &r.peer).collect();
                     assert_eq!(peers.len(), results.len(), "one result per peer");
-                    // Peers refused at once (the caller is told, nothing is counted).
+                    // Peers refused at once (the caller is told, nothing is counted): no
+                    // room, no connection slot, or (a peer of unknown PKI-ID) another such
+                    // peer's attempt in progress.
                     self.sent.wouldblock += results
                         .iter()
                         .filter(|r| match &r.result {
                             Err(AckError::WouldBlock) => true,
-                            Err(AckError::NoConnection(e)) => e.starts_with("limit reached"),
+                            Err(AckError::NoConnection(e)) => {
+                                e.starts_with("limit reached")
+                                    || e.starts_with("a connection attempt to")
+                            }
                             _ => false,
                         })
                         .count() as u64;
