@@ -571,9 +571,12 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
         Op::SendWait { peer } => {
             d.seq += 1;
             let m = SignedMessage::noop(data_message(d.seq));
-            match d.comm.send_wait(d.now, &m, &remote_peer(peer)) {
+            let to = remote_peer(peer);
+            match d.comm.send_wait(d.now, &m, &to) {
                 Ok(()) => d.sent.units += 1,
                 Err(Error::WouldBlock) => assert!(!d.stopped),
+                // Another peer of unknown PKI-ID is being dialled.
+                Err(Error::UnknownPkiIdBusy { .. }) => assert!(to.pki_id.is_empty()),
                 Err(e) => assert!(
                     (d.stopped && e == Error::Stopped) || matches!(e, Error::LimitReached(_)),
                     "{e:?}"
