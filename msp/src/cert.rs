@@ -19,17 +19,17 @@ const SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.
 const ANY_EXTENDED_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 /// The certificate extensions Go's parser handles (Go 1.19, `parser.go`): a critical
 /// extension of any other kind makes `x509.Verify` refuse the chain.
-const HANDLED_EXTENSIONS: [&str; 10] = [
-    "2.5.29.14",         // subjectKeyIdentifier
-    "2.5.29.15",         // keyUsage
-    "2.5.29.17",         // subjectAltName
-    "2.5.29.19",         // basicConstraints
-    "2.5.29.30",         // nameConstraints
-    "2.5.29.31",         // cRLDistributionPoints
-    "2.5.29.32",         // certificatePolicies
-    "2.5.29.35",         // authorityKeyIdentifier
-    "2.5.29.37",         // extKeyUsage
-    "1.3.6.1.5.5.7.1.1", // authorityInfoAccess
+const HANDLED_EXTENSIONS: [ObjectIdentifier; 10] = [
+    ObjectIdentifier::new_unwrap("2.5.29.14"), // subjectKeyIdentifier
+    ObjectIdentifier::new_unwrap("2.5.29.15"), // keyUsage
+    ObjectIdentifier::new_unwrap("2.5.29.17"), // subjectAltName
+    ObjectIdentifier::new_unwrap("2.5.29.19"), // basicConstraints
+    ObjectIdentifier::new_unwrap("2.5.29.30"), // nameConstraints
+    ObjectIdentifier::new_unwrap("2.5.29.31"), // cRLDistributionPoints
+    ObjectIdentifier::new_unwrap("2.5.29.32"), // certificatePolicies
+    ObjectIdentifier::new_unwrap("2.5.29.35"), // authorityKeyIdentifier
+    ObjectIdentifier::new_unwrap("2.5.29.37"), // extKeyUsage
+    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1"), // authorityInfoAccess
 ];
 
 /// The digest a certificate's issuer signed its to-be-signed part with.
@@ -163,10 +163,12 @@ impl CertInfo {
             }),
             Err(e) => return Err(CertError::Malformed(format!("extKeyUsage: {e}"))),
         };
-        let unhandled_critical = tbs_cert.extensions.iter().flatten().find_map(|e| {
-            let oid = e.extn_id.to_string();
-            (e.critical && !HANDLED_EXTENSIONS.contains(&oid.as_str())).then_some(oid)
-        });
+        let unhandled_critical = tbs_cert
+            .extensions
+            .iter()
+            .flatten()
+            .find(|e| e.critical && !HANDLED_EXTENSIONS.contains(&e.extn_id))
+            .map(|e| e.extn_id.to_string());
         let ski = match tbs_cert.get::<SubjectKeyIdentifier>() {
             Ok(ski) => ski.map(|(_, ski)| ski.0.as_bytes().to_vec()),
             Err(e) => return Err(CertError::Malformed(format!("subjectKeyIdentifier: {e}"))),

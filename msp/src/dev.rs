@@ -372,10 +372,24 @@ impl DevCa {
         validity: Validity,
         rng: &mut impl CryptoRngCore,
     ) -> Result<DevCa, DevError> {
+        Self::root_with(common_name, organization, curve, validity, rng, |_| {})
+    }
+
+    /// A root as [`DevCa::root`] makes one, its parameters changed by `tweak` before it
+    /// is signed (tests of what Go's `x509.Verify` refuses).
+    pub(crate) fn root_with(
+        common_name: &str,
+        organization: &str,
+        curve: Curve,
+        validity: Validity,
+        rng: &mut impl CryptoRngCore,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> Result<DevCa, DevError> {
         let key = DevKey::generate(curve, rng)?;
         let mut p = base_params(common_name, organization, &[], vec![], validity, rng)?;
         ca_extensions(&mut p, &key);
         p.use_authority_key_identifier_extension = false;
+        tweak(&mut p);
         let cert = p.self_signed(&key)?;
         Ok(DevCa {
             cert_der: cert.der().to_vec(),
@@ -413,10 +427,11 @@ impl DevCa {
         &self.cert_der
     }
 
-    /// A certificate this CA signs for a new key, as [`DevCa::issue`] makes an identity
-    /// and then changed by `tweak`: for tests of what Go's `x509.Verify` refuses.
+    /// A certificate this CA signs for a new key, as [`DevCa::issue`] makes an identity,
+    /// its parameters changed by `tweak` before it is signed (tests of what Go's
+    /// `x509.Verify` refuses).
     #[cfg(test)]
-    pub(crate) fn issue_tweaked(
+    pub(crate) fn issue_with(
         &self,
         common_name: &str,
         validity: Validity,
@@ -424,48 +439,19 @@ impl DevCa {
         tweak: impl FnOnce(&mut CertificateParams),
     ) -> Result<DevCert, DevError> {
         let key = DevKey::generate(self.curve, rng)?;
-        let mut p = base_params(
+        let cert_der = self.certify_with(
             common_name,
-            &self.organization,
+            Usage::Identity,
             &["peer"],
-            vec![],
+            &[],
+            &key,
             validity,
             rng,
+            tweak,
         )?;
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_identifier_method = KeyIdMethod::PreSpecified(ski(&key.public));
-        p.use_authority_key_identifier_extension = true;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        tweak(&mut p);
-        let cert_der = p.signed_by(&key, &self.issuer)?.der().to_vec();
         Ok(DevCert {
             cert_der,
             key_pem: key.pkcs8_pem()?,
-        })
-    }
-
-    /// A self-signed root as [`DevCa::root`] makes one, changed by `tweak`.
-    #[cfg(test)]
-    pub(crate) fn root_tweaked(
-        common_name: &str,
-        organization: &str,
-        validity: Validity,
-        rng: &mut impl CryptoRngCore,
-        tweak: impl FnOnce(&mut CertificateParams),
-    ) -> Result<DevCa, DevError> {
-        let key = DevKey::generate(Curve::P256, rng)?;
-        let mut p = base_params(common_name, organization, &[], vec![], validity, rng)?;
-        ca_extensions(&mut p, &key);
-        p.use_authority_key_identifier_extension = false;
-        tweak(&mut p);
-        let cert = p.self_signed(&key)?;
-        Ok(DevCa {
-            cert_der: cert.der().to_vec(),
-            key_pem: key.pkcs8_pem()?,
-            organization: organization.to_owned(),
-            curve: Curve::P256,
-            ski: ski(&key.public),
-            issuer: Issuer::new(p, key),
         })
     }
 
@@ -517,6 +503,7 @@ impl DevCa {
             &key,
             validity,
             rng,
+            |_| {},
         )?;
         Ok(DevCert {
             cert_der,
@@ -603,7 +590,16 @@ impl DevCa {
             Usage::Identity => &["peer"],
             Usage::Tls => &[],
         };
-        self.certify_with(common_name, usage, units, extra_names, key, validity, rng)
+        self.certify_with(
+            common_name,
+            usage,
+            units,
+            extra_names,
+            key,
+            validity,
+            rng,
+            |_| {},
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -616,6 +612,7 @@ impl DevCa {
         key: &impl PublicKeyData,
         validity: Validity,
         rng: &mut impl CryptoRngCore,
+        tweak: impl FnOnce(&mut CertificateParams),
     ) -> Result<Vec<u8>, DevError> {
         let sans = match usage {
             Usage::Identity => vec![],
@@ -642,6 +639,7 @@ impl DevCa {
                 ];
             }
         }
+        tweak(&mut p);
         Ok(p.signed_by(key, &self.issuer)?.der().to_vec())
     }
 }

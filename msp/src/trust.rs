@@ -750,20 +750,25 @@ fn go_chain_rules(leaf: &CertInfo, issuers: &[&CertInfo]) -> Result<(), Security
         .chain(issuers.iter().copied())
         .enumerate()
     {
-        let which = if i == 0 {
-            "the certificate".to_owned()
-        } else {
-            format!("its CA at depth {i}")
+        // Named only when refused: this runs for every certificate of every new identity.
+        let which = || {
+            if i == 0 {
+                "the certificate".to_owned()
+            } else {
+                format!("its CA at depth {i}")
+            }
         };
         if !cert.server_auth {
             return refuse(format!(
-                "{which} has an extended key usage without serverAuth or any (Go's \
-                 x509.Verify, which Fabric's MSP uses, refuses it: \"incompatible key usage\")"
+                "{} has an extended key usage without serverAuth or any (Go's \
+                 x509.Verify, which Fabric's MSP uses, refuses it: \"incompatible key usage\")",
+                which()
             ));
         }
         if let Some(oid) = &cert.unhandled_critical {
             return refuse(format!(
-                "{which} has a critical extension Go's x509 does not handle ({oid})"
+                "{} has a critical extension Go's x509 does not handle ({oid})",
+                which()
             ));
         }
         // Below the CA at depth i lie i - 1 intermediates and the leaf.
@@ -772,8 +777,9 @@ fn go_chain_rules(leaf: &CertInfo, issuers: &[&CertInfo]) -> Result<(), Security
             && i - 1 > usize::from(n)
         {
             return refuse(format!(
-                "{which} allows {n} intermediate CAs below it (pathLenConstraint); the chain \
+                "{} allows {n} intermediate CAs below it (pathLenConstraint); the chain \
                  has {}",
+                which(),
                 i - 1
             ));
         }
@@ -823,7 +829,7 @@ mod tests {
         let v = Validity::ten_years_from(start());
         let root = DevCa::root("ca.org1", "org1", Curve::P256, v, &mut rng).unwrap();
         let issue = |rng: &mut ChaCha20Rng, tweak: &dyn Fn(&mut rcgen::CertificateParams)| {
-            root.issue_tweaked("peer0.org1", v, rng, tweak).unwrap()
+            root.issue_with("peer0.org1", v, rng, tweak).unwrap()
         };
         assert!(verdict(&root, &issue(&mut rng, &|_| {}).cert_der).is_ok());
         for (usages, ok) in [
@@ -880,7 +886,7 @@ mod tests {
         assert_eq!(trust.ca_count(MSP), (1, 0));
         let now = start() + Duration::from_secs(3600);
         let judge = |ca: &DevCa, rng: &mut ChaCha20Rng| {
-            let leaf = ca.issue_tweaked("peer0.org1", v, rng, |_| {}).unwrap();
+            let leaf = ca.issue_with("peer0.org1", v, rng, |_| {}).unwrap();
             trust.validate_identity(&serialize_identity(MSP, &leaf.cert_der), now)
         };
         assert!(judge(&first, &mut rng).is_ok());
@@ -892,14 +898,12 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(8);
         let v = Validity::ten_years_from(start());
         for (path_len, ok) in [(0, false), (1, true)] {
-            let root = DevCa::root_tweaked("ca.org1", "org1", v, &mut rng, |p| {
+            let root = DevCa::root_with("ca.org1", "org1", Curve::P256, v, &mut rng, |p| {
                 p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
             })
             .unwrap();
             let mid = root.intermediate("ica.org1", v, &mut rng).unwrap();
-            let leaf = mid
-                .issue_tweaked("peer0.org1", v, &mut rng, |_| {})
-                .unwrap();
+            let leaf = mid.issue_with("peer0.org1", v, &mut rng, |_| {}).unwrap();
             let mut trust = TrustStore::new();
             trust.add_ca_pem(MSP, root.cert_pem().as_bytes()).unwrap();
             trust
