@@ -143,8 +143,9 @@ impl Discovery {
             return;
         }
         self.learn(comm, &parsed, &id, env, now, false);
-        let member = self.membership.contains(&parsed.pki_id);
-        if !self.store.add(&parsed.pki_id, parsed.ts, now, member) {
+        let membership = &self.membership;
+        let is_member = || membership.contains(&parsed.pki_id);
+        if !self.store.add(&parsed.pki_id, parsed.ts, now, is_member) {
             self.stats.alive_store_full += 1;
             return;
         }

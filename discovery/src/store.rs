@@ -513,16 +513,17 @@ impl MsgStore {
 
     /// Stores a message (call only after `check_valid`), replacing the peer's entry;
     /// whether it did. A peer without one gets none while the store holds `cap` entries,
-    /// unless it is a `member` (members are bounded by membership).
+    /// unless `is_member` says it is a member (members are bounded by membership); it is
+    /// asked only then.
     pub(crate) fn add(
         &mut self,
         pki_id: &PkiId,
         ts: Timestamp,
         now: Instant,
-        member: bool,
+        is_member: impl FnOnce() -> bool,
     ) -> bool {
         let key = Key::of(pki_id.as_bytes());
-        if !member && self.entries.len() >= self.cap && !self.entries.contains_key(&key) {
+        if self.entries.len() >= self.cap && !self.entries.contains_key(&key) && !is_member() {
             return false;
         }
         self.entries.insert(
@@ -543,7 +544,7 @@ impl MsgStore {
             .entries
             .get(pki_id.as_bytes())
             .map_or(ts, |e| e.ts.max(ts));
-        self.add(pki_id, ts, now, false)
+        self.add(pki_id, ts, now, || false)
     }
 
     /// Expires entries older than the TTL (returned once each, for purging) and forgets
@@ -760,7 +761,7 @@ mod tests {
         let a = PkiId::new(&b"a"[..]);
         let t0 = Instant::from_unix_secs(1000);
         assert!(s.check_valid(&a, ts(1, 1)));
-        assert!(s.add(&a, ts(1, 5), t0, false));
+        assert!(s.add(&a, ts(1, 5), t0, || false));
         assert!(!s.check_valid(&a, ts(1, 5)));
         assert!(!s.check_valid(&a, ts(1, 4)));
         assert!(!s.check_valid(&a, ts(0, 99)));
@@ -786,23 +787,23 @@ mod tests {
         let mut s = MsgStore::new(Duration::from_secs(500), 2);
         let t0 = Instant::from_unix_secs(1000);
         let id = |n: &str| PkiId::new(Bytes::copy_from_slice(n.as_bytes()));
-        assert!(s.add(&id("a"), ts(1, 1), t0, false));
-        assert!(s.add(&id("b"), ts(1, 1), t0, false));
-        assert!(!s.add(&id("c"), ts(1, 1), t0, false), "full");
+        assert!(s.add(&id("a"), ts(1, 1), t0, || false));
+        assert!(s.add(&id("b"), ts(1, 1), t0, || false));
+        assert!(!s.add(&id("c"), ts(1, 1), t0, || false), "full");
         assert!(
             !s.tombstone(&id("d"), ts(1, 1), t0),
             "full for tombstones too"
         );
         assert!(s.check_valid(&id("c"), ts(1, 1)), "nothing stored for c");
         assert!(
-            s.add(&id("a"), ts(1, 2), t0, false),
+            s.add(&id("a"), ts(1, 2), t0, || false),
             "a peer it holds is replaced"
         );
         assert!(!s.check_valid(&id("a"), ts(1, 2)));
-        assert!(s.add(&id("m"), ts(1, 1), t0, true), "a member always is");
+        assert!(s.add(&id("m"), ts(1, 1), t0, || true), "a member always is");
         assert_eq!(s.len(), 3);
         // Room again once entries are forgotten.
         s.scan(t0 + Duration::from_secs(1000));
-        assert!(s.add(&id("c"), ts(1, 1), t0 + Duration::from_secs(1000), false));
+        assert!(s.add(&id("c"), ts(1, 1), t0 + Duration::from_secs(1000), || false));
     }
 }
