@@ -230,6 +230,16 @@ pub trait Harness {
     /// Time since the harness started (virtual or real).
     fn elapsed(&self) -> Duration;
 
+    /// How much earlier than its time-out, by `elapsed`, a node may end an operation. Zero
+    /// where nodes read the harness's own clock (the simulator's virtual time); on a real
+    /// network the driver gives the core the coarse monotonic clock, which trails the
+    /// precise one `elapsed` reads by up to a kernel tick, so a time-out begun a tick late
+    /// by the precise clock ends up to a tick early by it (once seen in CI: a 1 s `Probe`
+    /// time-out after 997.8 ms).
+    fn clock_slack(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Everything node `n`'s application received, all processes, oldest first.
     fn deliveries(&self, n: NodeId) -> Vec<Delivery>;
 
