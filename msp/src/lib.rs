@@ -95,9 +95,11 @@
 //!   -512), ending at a root in `cacerts/` of the MSP the identity names. CA certificates
 //!   must be CAs (`basicConstraints`) and valid when the member certificate was issued,
 //!   which is Fabric's rule. Certificate signatures may be high-S, as Go accepts them.
-//! * Validity: the member certificate must be within notBefore..=notAfter at `now`.
-//!   Fabric only checks notAfter (through its identity mapper); refusing a certificate
-//!   that is not valid yet is stricter.
+//! * Validity: the member certificate must not be past notAfter at `now`. As in Fabric, a
+//!   certificate not valid yet is accepted: the chain is checked at the certificate's
+//!   notBefore + 1 s, never against the clock, so a peer enrolled by a CA whose clock is
+//!   ahead of ours is not refused. (A TLS certificate is another matter: rustls, like Go's
+//!   TLS stack, refuses one not valid yet.)
 //! * Revocation: the CRLs of an MSP's `crls/` folder (or [`TrustStore::add_crl_pem`]) revoke
 //!   by Fabric's rule: the CRL's authorityKeyIdentifier is the issuing CA's
 //!   subjectKeyIdentifier, it lists the serial, and that CA signed it. Refused with

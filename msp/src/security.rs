@@ -159,7 +159,6 @@ pub struct CacheStats {
 pub(crate) struct Parsed {
     msp_id: String,
     key: PublicKey,
-    not_before: Instant,
     not_after: Instant,
     /// The chain check against the trust store (time-independent, see `validate_chain`).
     chain: Result<(), SecurityError>,
@@ -521,22 +520,20 @@ pub(crate) fn parse(
     Ok(Parsed {
         msp_id: sid.mspid,
         key: cert.key,
-        not_before: cert.not_before,
         not_after: cert.not_after,
         chain,
     })
 }
 
 impl Parsed {
-    /// The verdict at `now`: the chain's, then the validity period's.
+    /// The verdict at `now`: the chain's, then expiry. A certificate not valid yet is
+    /// accepted, as Fabric accepts it: its MSP checks the chain at the certificate's own
+    /// notBefore + 1 s, never against the clock, and its identity mapper refuses only
+    /// an identity past notAfter. Refusing it would refuse a freshly enrolled peer that
+    /// every Fabric peer accepts whenever our clock is behind its CA's by more than the
+    /// CA backdates (cryptogen: 5 minutes).
     pub(crate) fn verdict(&self, now: Instant) -> Result<(), SecurityError> {
         self.chain.clone()?;
-        if now < self.not_before {
-            return Err(SecurityError::Expired(format!(
-                "not valid before {} (now {now})",
-                self.not_before
-            )));
-        }
         if now > self.not_after {
             return Err(SecurityError::Expired(format!(
                 "expired at {} (now {now})",
