@@ -533,6 +533,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("identity_malformed", c.identity_malformed),
             ("identity_too_large", c.identity_too_large),
             ("identity_bad", c.identity_bad),
+            ("identity_expired", c.identity_expired),
             ("identity_bad_signature", c.identity_bad_signature),
             ("identities_learned", c.identities_learned),
             ("identities_refused_full", c.identities_refused_full),
@@ -544,6 +545,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
                 "identities_skipped_forgotten",
                 c.identities_skipped_forgotten,
             ),
+            ("identities_remembered_again", c.identities_remembered_again),
             ("identities_refused_later", c.identities_refused_later),
         ]);
         out.insert("certstore".to_owned(), Value::Object(certstore));

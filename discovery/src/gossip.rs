@@ -3,6 +3,7 @@
 
 use crate::alive::{strip_secret, to_signed};
 use crate::disclosure::{Disclose, Party, route_alive};
+use crate::error::AliveError;
 use crate::machine::Discovery;
 use crate::validate::{alive_key, check_signed, parse_decoded};
 use fabric_gossip_core::proto::gossip::Envelope;
@@ -135,8 +136,22 @@ impl Discovery {
                 return;
             }
         };
-        let Ok(id) = self.verify(comm, &parsed, env, now) else {
-            return;
+        let id = match self.verify(comm, &parsed, env, now) {
+            Ok(id) => id,
+            Err(AliveError::UnknownIdentity) => {
+                // A new alive message of a member whose identity we purged for disuse:
+                // its owner is back, perhaps never restarted (its messages carry no
+                // identity) and never connected to us. Only the pull can bring the
+                // identity now; keeping it forgotten for the rest of the period left the
+                // member unverifiable here for up to an hour, where Fabric pulls it at
+                // its next round. Messages relayed in membership responses do not count:
+                // they include a departed member's last ones.
+                if self.certstore.identities.remember_again(&parsed.pki_id) {
+                    self.stats.certstore.identities_remembered_again += 1;
+                }
+                return;
+            }
+            Err(_) => return,
         };
         if parsed.pki_id == self.pki_id {
             self.stats.alive_about_me += 1;

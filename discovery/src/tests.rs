@@ -44,14 +44,30 @@ pub(crate) fn security(name: &str) -> TestOnlyHmacSecurity {
 }
 
 pub(crate) fn node(cfg: DiscoveryConfig) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
-    let mut comm = Comm::new(Config::default(), security("me"), T0).unwrap();
+    node_with(cfg, security("me"))
+}
+
+/// [`node`] with a provider of the test's own (identities it refuses or says expire).
+pub(crate) fn node_with(
+    cfg: DiscoveryConfig,
+    security: TestOnlyHmacSecurity,
+) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+    let mut comm = Comm::new(Config::default(), security, T0).unwrap();
     let mut d = Discovery::new(cfg).unwrap();
     d.start(T0, &mut comm);
     (comm, d)
 }
 
 pub(crate) fn me() -> (Comm<TestOnlyHmacSecurity>, Discovery) {
-    node(DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"))
+    me_with(security("me"))
+}
+
+/// [`me`] with a provider of the test's own.
+pub(crate) fn me_with(security: TestOnlyHmacSecurity) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+    node_with(
+        DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"),
+        security,
+    )
 }
 
 /// [`me`] once it has learnt `who` alive at `(inc, seq)` from `who` itself, the events

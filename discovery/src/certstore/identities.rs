@@ -365,9 +365,26 @@ impl Identities {
             self.held.used(pki_id, e, now);
             e.last_used = now;
         }
-        if let Some(end) = self.forgotten.remove(pki_id) {
-            self.forgotten_by_end.remove(&(end, pki_id.clone()));
+        self.remember_again(pki_id);
+    }
+
+    /// Ends `pki_id`'s period of being forgotten, if it has one: the pull may bring its
+    /// identity again. Returns whether it had one.
+    pub(crate) fn remember_again(&mut self, pki_id: &PkiId) -> bool {
+        match self.forgotten.remove(pki_id) {
+            Some(end) => {
+                self.forgotten_by_end.remove(&(end, pki_id.clone()));
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Remembers `pki_id`, whose identity came expired, as not to be asked for until
+    /// `end`: Fabric's pull keeps such an item in its state and never asks for it again,
+    /// while its identity mapper refuses it.
+    pub(crate) fn skip_expired(&mut self, pki_id: PkiId, end: Instant, max: usize) {
+        self.forget(pki_id, end, max);
     }
 
     /// Whether `pki_id` was purged for disuse and its period is not over: the pull must

@@ -7,9 +7,12 @@
 //! `pull_interval`, in rounds of the pull protocol with `PullMsgType::IDENTITY_MSG`
 //! (module `pull`: Hello → DataDigest → DataRequest → DataUpdate). The items are the owners'
 //! signed `PeerIdentity` messages: each is checked ([`wire::validate_identity_msg`]:
-//! PKI-ID = hash of the certificate, MSP accepts it, unexpired, signed by it), stored with
+//! PKI-ID = hash of the certificate, MSP accepts it, signed by it, unexpired), stored with
 //! its envelope, and served in turn to those who pull from us, so an identity spreads to
 //! members its owner never talks to. A later alive message of that member then validates.
+//! One item failing a check refuses its whole update, as in Fabric, except an expired one,
+//! which is left out alone and not asked for again for a while (Fabric's identity mapper
+//! refuses it after the update was taken).
 //!
 //! What we show whom follows Fabric's `sameOrgOrOurOrgPullFilter`: everything to a peer of
 //! our organization; to a peer of another organization only identities of its
@@ -23,7 +26,8 @@
 //! items asked for per round, at most `max_pending_hellos` hellos answered
 //! and pending, `max_pending_hellos_per_peer` of them per peer; identities unused for
 //! `identity_usage_threshold` (Fabric: one hour) or expired are purged, and those unused
-//! are not pulled again for as long (at most `max_identities` remembered). An update may hold
+//! are not pulled again for as long (at most `max_identities` remembered), unless their
+//! owner shows it is back. An update may hold
 //! only the items we asked of its sender, each once, checked before any signature: at most
 //! one verification per item requested.
 
@@ -194,8 +198,13 @@ pub struct CertStoreStats {
     /// certificate or signature check. A member serving its own identity with 90 MB of
     /// metadata had every node hold and re-serve it.
     pub identity_too_large: u64,
-    /// Items whose certificate is refused: PKI-ID mismatch, MSP refusal, expired.
+    /// Items whose certificate is refused: PKI-ID mismatch, MSP refusal.
     pub identity_bad: u64,
+    /// Items correctly signed by a certificate that has expired: not stored, the rest of
+    /// their update kept, and not asked for again for `identity_usage_threshold` (Fabric
+    /// asks for such an item once and keeps it in its pull state, while its identity
+    /// mapper refuses it).
+    pub identity_expired: u64,
     /// Items not signed by the certificate they carry (forgeries).
     pub identity_bad_signature: u64,
     /// New identities learnt by pull.
@@ -218,12 +227,18 @@ pub struct CertStoreStats {
     /// Identities purged because they verified nothing for the usage threshold.
     pub identities_unused: u64,
     /// Advertised identities not asked for (one per digest advertising one), or received
-    /// and not stored, because we purged them for disuse less than the usage threshold
-    /// ago: the identity of a member that has gone, still served by peers that have not
-    /// purged it yet. Pulled back, it started a new hour of disuse, and with nodes purging
-    /// at different times it went round forever. Its owner's alive message or handshake,
-    /// verified, ends the period at once.
+    /// and not stored, because we purged them for disuse, or received them expired
+    /// (`identity_expired`), less than the usage threshold ago. One purged for disuse is
+    /// the identity of a member that has gone, still served by peers that have not purged
+    /// it yet: pulled back, it started a new hour of disuse, and with nodes purging at
+    /// different times it went round forever. Its owner's alive message or handshake,
+    /// verified, ends the period at once, and so does a new alive message of its that we
+    /// cannot verify without the identity (`identities_remembered_again`).
     pub identities_skipped_forgotten: u64,
+    /// Identities purged for disuse whose period ended early because a new alive message
+    /// of their owner came that we could not verify without them: its owner is back, and
+    /// the next pull round may bring the identity again.
+    pub identities_remembered_again: u64,
     /// Identities purged because the security provider refused them when comm
     /// revalidated (a revoked certificate, an MSP no longer trusted).
     pub identities_refused_later: u64,
@@ -237,9 +252,10 @@ impl CertStoreStats {
             | IdentityMsgError::Undecodable(_)
             | IdentityMsgError::NotIdentity
             | IdentityMsgError::MissingField(_) => self.identity_malformed += 1,
-            IdentityMsgError::IdentityMismatch
-            | IdentityMsgError::BadIdentity(_)
-            | IdentityMsgError::IdentityExpired => self.identity_bad += 1,
+            IdentityMsgError::IdentityMismatch | IdentityMsgError::BadIdentity(_) => {
+                self.identity_bad += 1;
+            }
+            IdentityMsgError::IdentityExpired => self.identity_expired += 1,
             IdentityMsgError::BadSignature(_) => self.identity_bad_signature += 1,
             IdentityMsgError::TooLarge { .. } => self.identity_too_large += 1,
         }
@@ -610,8 +626,20 @@ impl Discovery {
         }
         let mut valid = Vec::with_capacity(parsed.len());
         for (id, env) in parsed {
+            let pki_id = PkiId(id.pki_id.clone());
             match wire::validate_parsed(comm.security(), id, env, now) {
                 Ok(v) => valid.push(v),
+                // Fabric's update check leaves expiry to its identity mapper, item by item,
+                // after the update is taken: the other items are kept, and the expired one
+                // stays in its pull state, never asked for again. Refusing the update
+                // instead lost the others' identities, and asking for it again every round
+                // (a peer whose clock runs behind ours still serves it) did so forever.
+                Err(IdentityMsgError::IdentityExpired) => {
+                    self.stats.certstore.identity_expired += 1;
+                    let end = now + self.cfg.certstore.identity_usage_threshold;
+                    let max = self.cfg.certstore.max_identities;
+                    self.certstore.identities.skip_expired(pki_id, end, max);
+                }
                 Err(e) => {
                     self.stats.certstore.count_refused(&e);
                     self.stats.certstore.updates_refused += 1;

@@ -3,7 +3,9 @@
 //! made-up connection is attempted and counted as a comm error).
 
 use super::wire::{self, IdentityMsgError, validate_identity_msg};
-use crate::tests::{T0, alive, alive_with, direct, me, node, pki, received, security};
+use crate::tests::{
+    SEC, T0, alive, alive_with, direct, me, me_with, node, pki, received, security,
+};
 use crate::{Discovery, DiscoveryConfig};
 use bytes::Bytes;
 use core::time::Duration;
@@ -35,7 +37,12 @@ fn pull_from(from: &str, msg: GossipMessage) -> fabric_gossip_core::ReceivedMess
 /// A node that knows `a1` alive (identity embedded) and has started a pull round with it:
 /// returns the round's nonce for `a1` and the time.
 fn in_a_round() -> (Node, u64, Instant) {
-    let (mut comm, mut d) = me();
+    in_a_round_with(security("me"))
+}
+
+/// [`in_a_round`] on a node whose provider is `sec`.
+fn in_a_round_with(sec: TestOnlyHmacSecurity) -> (Node, u64, Instant) {
+    let (mut comm, mut d) = me_with(sec);
     d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
     let t = T0 + d.config().pull_interval;
     d.handle_timeout(t, &mut comm);
@@ -145,6 +152,16 @@ fn every_identity_check_refuses_with_its_own_reason() {
         ),
         Err(IdentityMsgError::IdentityExpired)
     );
+    assert!(
+        matches!(
+            check(
+                &identity_msg("a1", "a1", security("a1").with_corrupt_signatures()),
+                &v.clone().expiring(&b"a1"[..], T0)
+            ),
+            Err(IdentityMsgError::BadSignature(_))
+        ),
+        "expired and forged: the forgery is what counts, as in Fabric's order"
+    );
     assert_eq!(
         check(&identity_msg("", "a1", security("a1")), &v),
         Err(IdentityMsgError::MissingField("pki_id"))
@@ -212,6 +229,99 @@ fn one_forged_item_refuses_the_whole_update() {
     assert_eq!((s.updates_refused, s.identity_bad_signature), (1, 1));
     assert_eq!(s.identities_learned, 0);
     assert!(d.pulled_identity(&pki("b1"), t).is_none());
+}
+
+/// Fabric checks an update's items without their expiry and leaves that to its identity
+/// mapper, item by item: an expired item is not stored, the others are, and the expired
+/// one stays in the pull's state, never asked for again. We refused the whole update, and
+/// asked for the expired item (which a peer whose clock runs behind still serves) every
+/// round, losing the others each time.
+#[test]
+fn an_expired_item_is_left_out_the_rest_kept_and_not_asked_for_again() {
+    let sec = security("me").expiring(&b"b2"[..], T0 + SEC);
+    let (mut node, nonce, t) = in_a_round_with(sec);
+    let t = to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    let (comm, d) = &mut node;
+    assert_eq!(d.stats().certstore.requests_sent, 1);
+    let upd = wire::update(nonce, vec![identity_of("b2"), identity_of("b1")]);
+    d.handle_message(t, comm, pull_from("a1", upd));
+    let s = &d.stats().certstore;
+    assert_eq!(
+        (s.updates_refused, s.identity_expired, s.identities_learned),
+        (0, 1, 1),
+        "{s:?}"
+    );
+    assert!(d.pulled_identity(&pki("b1"), t).is_some());
+    assert!(d.pulled_identity(&pki("b2"), t).is_none());
+
+    // The next round: a1 still lists b2, and it is not asked for again.
+    let t = T0 + d.config().pull_interval * 2;
+    d.handle_message(t, comm, direct("a1", alive("a1", 1, 2, "")));
+    d.handle_timeout(t, comm);
+    let nonce = d.certstore.engine.round_nonces()[0].1;
+    to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    let s = &node.1.stats().certstore;
+    assert_eq!(s.requests_sent, 1, "neither b1 (held) nor b2 asked for");
+    assert_eq!(s.identities_skipped_forgotten, 1);
+}
+
+/// A member whose identity we purged for disuse comes back without restarting (its alive
+/// messages carry no identity) and never connects to us: its first new alive message
+/// ends the period in which the pull would not bring its identity back, and the next
+/// round does. It used to stay unverifiable here for up to an hour.
+#[test]
+fn a_member_back_after_its_identity_was_purged_is_pulled_again_at_the_next_round() {
+    let (mut comm, mut d) = me();
+    let v = validate_identity_msg(comm.security(), &identity_of("b1"), T0).unwrap();
+    d.certstore.identities.put(v, None, T0, TEN).unwrap();
+    let threshold = d.config().certstore.identity_usage_threshold;
+    let mut t = T0;
+    let mut seq = 0;
+    while t < T0 + threshold + threshold / 5 {
+        t = t + Duration::from_secs(60);
+        seq += 1;
+        d.handle_message(t, &mut comm, direct("a1", alive("a1", 1, seq, "")));
+        d.handle_timeout(t, &mut comm);
+    }
+    assert_eq!(d.stats().certstore.identities_unused, 1);
+    assert!(d.certstore.identities.is_forgotten(&pki("b1"), t));
+
+    // b1 is back: its new alive message, relayed by a1, cannot be verified here.
+    let back = alive_with("b1", 1, 50, "b1:1", false);
+    d.handle_message(t, &mut comm, direct("a1", back));
+    assert_eq!(d.stats().alive_unknown_identity, 1);
+    assert_eq!(d.stats().certstore.identities_remembered_again, 1);
+    assert!(!d.certstore.identities.is_forgotten(&pki("b1"), t));
+
+    // The next round asks a1 for it, and b1's next alive message verifies.
+    let t = t + d.config().pull_interval;
+    d.handle_message(t, &mut comm, direct("a1", alive("a1", 1, seq + 1, "")));
+    d.handle_timeout(t, &mut comm);
+    let (_, nonce) = d
+        .certstore
+        .engine
+        .round_nonces()
+        .into_iter()
+        .find(|(p, _)| *p == pki("a1"))
+        .expect("a round with a1");
+    let asked = d.stats().certstore.requests_sent;
+    let mut node = (comm, d);
+    let t = to_request_phase(&mut node, nonce, t, &["b1"]);
+    let (comm, d) = &mut node;
+    assert_eq!(
+        d.stats().certstore.requests_sent,
+        asked + 1,
+        "b1 asked of a1"
+    );
+    let upd = wire::update(nonce, vec![identity_of("b1")]);
+    d.handle_message(t, comm, pull_from("a1", upd));
+    assert!(d.pulled_identity(&pki("b1"), t).is_some());
+    d.handle_message(
+        t,
+        comm,
+        direct("a1", alive_with("b1", 1, 51, "b1:1", false)),
+    );
+    assert!(d.member(&pki("b1")).is_some_and(|m| m.alive));
 }
 
 #[test]

@@ -99,7 +99,8 @@ pub fn own_identity_message(security: &dyn Security) -> Result<Envelope, Securit
 }
 
 /// Why a pulled identity message is refused. Fabric refuses the whole `DataUpdate` that
-/// carries one; so do we. Each reason has its own counter in [`super::CertStoreStats`].
+/// carries one, an expired identity excepted (its identity mapper refuses that item alone);
+/// so do we. Each reason has its own counter in [`super::CertStoreStats`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityMsgError {
@@ -121,7 +122,8 @@ pub enum IdentityMsgError {
     /// The security provider (the MSP) refuses the certificate.
     #[error("identity refused: {0}")]
     BadIdentity(SecurityError),
-    /// The certificate has already expired.
+    /// The certificate has already expired, and the item is signed by it. In an update,
+    /// this item alone is left out.
     #[error("identity expired")]
     IdentityExpired,
     /// The envelope is not signed by the certificate it carries.
@@ -243,12 +245,22 @@ pub(crate) fn validate_parsed(
     now: Instant,
 ) -> Result<ValidIdentity, IdentityMsgError> {
     let pki_id = PkiId(id.pki_id);
-    let checked = check_identity(security, &pki_id, &id.cert, now).map_err(|e| match e {
-        AliveError::IdentityMismatch => IdentityMsgError::IdentityMismatch,
-        AliveError::IdentityExpired => IdentityMsgError::IdentityExpired,
-        AliveError::BadIdentity(s) => IdentityMsgError::BadIdentity(s),
-        other => IdentityMsgError::BadIdentity(SecurityError::Other(other.to_string())),
-    })?;
+    let checked = match check_identity(security, &pki_id, &id.cert, now) {
+        Ok(c) => c,
+        // Expired, by our expiry check or the provider's: reported only for an item its
+        // certificate signed, as Fabric verifies the signature before expiry matters.
+        Err(AliveError::IdentityExpired | AliveError::BadIdentity(SecurityError::Expired(_))) => {
+            verify_envelope(security, &id.cert, env).map_err(IdentityMsgError::BadSignature)?;
+            return Err(IdentityMsgError::IdentityExpired);
+        }
+        Err(e) => {
+            return Err(match e {
+                AliveError::IdentityMismatch => IdentityMsgError::IdentityMismatch,
+                AliveError::BadIdentity(s) => IdentityMsgError::BadIdentity(s),
+                other => IdentityMsgError::BadIdentity(SecurityError::Other(other.to_string())),
+            });
+        }
+    };
     verify_envelope(security, &id.cert, env).map_err(IdentityMsgError::BadSignature)?;
     Ok(ValidIdentity {
         pki_id,
