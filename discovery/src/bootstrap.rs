@@ -6,6 +6,7 @@
 use crate::error::BootstrapError;
 use crate::event::DiscoveryEvent;
 use crate::machine::Discovery;
+use bytes::Bytes;
 use fabric_gossip_core::{
     Comm, ConnectionInfo, HandshakeError, Instant, OpId, PkiId, RemotePeer, Security, SignedMessage,
 };
@@ -54,6 +55,9 @@ pub(crate) struct Bootstrap {
     pub(crate) sends: u32,
     /// An anchor peer: any organization may answer (a bootstrap peer must be ours).
     pub(crate) any_org: bool,
+    /// The organization the channel configuration puts this anchor peer in, if given
+    /// ([`Discovery::connect_anchor_of`]).
+    pub(crate) claimed_org: Option<Bytes>,
     /// Who answered our handshake at this endpoint, with an organization it may have:
     /// the member kept as this bootstrap or anchor peer (see
     /// [`Discovery::is_bootstrap_or_anchor`]).
@@ -68,6 +72,7 @@ impl Bootstrap {
             attempts: 0,
             sends: 0,
             any_org: false,
+            claimed_org: None,
             identified: None,
         }
     }
@@ -96,7 +101,26 @@ impl Discovery {
     /// attempt ended makes room, and without one the call is counted
     /// (`anchors_refused`) and does nothing.
     pub fn connect_anchor(&mut self, now: Instant, endpoint: impl Into<String>) {
-        let endpoint = endpoint.into();
+        self.join_anchor(now, endpoint.into(), None);
+    }
+
+    /// [`connect_anchor`](Self::connect_anchor) for an anchor peer the channel
+    /// configuration lists under organization `org` (an MSP ID), as Fabric's
+    /// `learnAnchorPeers` joins it: if `org` is ours but the peer proves an identity of
+    /// another organization, the attempt fails with
+    /// [`BootstrapError::NotOfClaimedOrganization`] and is retried like a failed
+    /// handshake, rather than joining through a peer that is not what the configuration
+    /// says it is. An anchor claimed by another organization may prove any organization.
+    pub fn connect_anchor_of(
+        &mut self,
+        now: Instant,
+        endpoint: impl Into<String>,
+        org: impl Into<Bytes>,
+    ) {
+        self.join_anchor(now, endpoint.into(), Some(org.into()));
+    }
+
+    fn join_anchor(&mut self, now: Instant, endpoint: String, claimed_org: Option<Bytes>) {
         if self.cfg.is_my_own_endpoint(&endpoint) {
             return;
         }
@@ -106,6 +130,7 @@ impl Discovery {
             .iter_mut()
             .find(|b| b.any_org && b.endpoint == endpoint)
         {
+            b.claimed_org = claimed_org;
             if ended(b) {
                 // Who answered there stays an anchor while the new attempt runs.
                 b.state = BootState::Idle(now);
@@ -127,6 +152,7 @@ impl Discovery {
         }
         let mut b = Bootstrap::new(endpoint, now);
         b.any_org = true;
+        b.claimed_org = claimed_org;
         self.bootstraps.push(b);
     }
 
@@ -254,6 +280,14 @@ impl Discovery {
         if !same_org && !self.bootstraps[i].any_org {
             let error = BootstrapError::OtherOrganization(self.bootstraps[i].endpoint.clone());
             return self.bootstrap_failed(now, i, error);
+        }
+        if !same_org && self.is_ours(self.bootstraps[i].claimed_org.as_ref()) {
+            let endpoint = self.bootstraps[i].endpoint.clone();
+            return self.bootstrap_failed(
+                now,
+                i,
+                BootstrapError::NotOfClaimedOrganization(endpoint),
+            );
         }
         if !same_org && (org.is_none() || self.cfg.external_endpoint.is_empty()) {
             self.bootstraps[i].state = BootState::GaveUp;

@@ -124,6 +124,12 @@ pub enum BootstrapError {
     /// [`Discovery::connect_anchor`](crate::Discovery::connect_anchor)).
     #[error("{0} isn't in our organization, cannot be a bootstrap peer")]
     OtherOrganization(String),
+    /// An anchor peer the channel configuration puts in our organization
+    /// ([`Discovery::connect_anchor_of`](crate::Discovery::connect_anchor_of)) proved an
+    /// identity of another organization (Fabric: "isn't in our org, but is claimed to
+    /// be"). Retried like a failed handshake.
+    #[error("anchor peer {0} isn't in our organization, but is claimed to be")]
+    NotOfClaimedOrganization(String),
     /// An anchor peer of another organization, or of none known, while we have no
     /// external endpoint: it could not reach us, and would not list us.
     #[error("anchor peer of another organization and no external endpoint")]

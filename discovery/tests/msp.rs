@@ -81,6 +81,43 @@ fn a_bootstrap_peer_of_another_org_is_refused() {
     assert!(!c.sees_alive(1, 0));
 }
 
+/// An anchor peer the channel configuration puts in our organization must prove an
+/// identity of ours (Fabric's `learnAnchorPeers`); one it puts in another organization
+/// may prove any.
+#[test]
+fn an_anchor_claimed_by_our_organization_must_be_of_it() {
+    let cfg = |i: usize| dcfg(i).with_external_endpoint(ep(i));
+    // n0: Org2; n1: Org1, told n0 is an Org1 anchor.
+    let mut c = Cluster::with_security(START, 2, |i| security(1 - i, 0), cfg);
+    let now = c.now();
+    c.layers[1]
+        .as_mut()
+        .unwrap()
+        .connect_anchor_of(now, ep(0), &b"Org1MSP"[..]);
+    c.run_for(Duration::from_secs(1));
+    let failed = c.events[1].iter().find_map(|(_, e)| match e {
+        DiscoveryEvent::BootstrapFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        failed,
+        Some(fabric_gossip_discovery::BootstrapError::NotOfClaimedOrganization(ep(0)))
+    );
+    assert!(!c.sees_alive(1, 0));
+
+    // The same peer listed under its own organization: joined.
+    let mut c = Cluster::with_security(START, 2, |i| security(1 - i, 0), cfg);
+    let now = c.now();
+    c.layers[1]
+        .as_mut()
+        .unwrap()
+        .connect_anchor_of(now, ep(0), &b"Org2MSP"[..]);
+    c.run_until(Duration::from_secs(5), |c| {
+        c.sees_alive(1, 0) && c.sees_alive(0, 1)
+    })
+    .expect("joined through an anchor of the organization claimed");
+}
+
 /// n0: Org1 with an external endpoint; n1: Org1 without one (bootstraps to n0);
 /// n2: Org2 with an external endpoint (anchor n0); n3: Org2 without one (bootstraps to n2,
 /// and tries anchor n0, which it must skip).
