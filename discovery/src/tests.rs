@@ -295,6 +295,41 @@ fn oversized_metadata_is_refused_on_every_path() {
     assert_eq!(d.stats().alive_malformed, 0);
 }
 
+/// A member's own valid alive message padded with bytes no decoder keeps (an unknown
+/// Envelope field; a field given twice keeps its last copy): the decoded envelope fits the
+/// bound, but what a node forwards to its organization is the bytes as received. Refused
+/// by their size, as an envelope of that size is; it used to be forwarded to three members,
+/// padding and all, by every node.
+#[test]
+fn padding_outside_the_decoded_envelope_is_neither_taken_nor_forwarded() {
+    let (mut comm, mut d) = me();
+    for w in ["a2", "a3", "a4"] {
+        d.handle_message(T0, &mut comm, direct(w, alive(w, 1, 1, "")));
+    }
+    let forwarded = d.stats().alive_forwarded;
+    let padded = |env: Envelope, pad: usize| {
+        let mut m = direct("a1", env.clone());
+        let mut raw = env.encode_to_vec();
+        prost::encoding::encode_key(15, prost::encoding::WireType::LengthDelimited, &mut raw);
+        prost::encoding::encode_varint(pad as u64, &mut raw);
+        raw.resize(raw.len() + pad, 0xAA);
+        assert_eq!(
+            Envelope::decode(raw.as_slice()).unwrap(),
+            env,
+            "prost skips it"
+        );
+        m.envelope_bytes = raw.into();
+        m
+    };
+    d.handle_message(T0, &mut comm, padded(alive("a1", 5, 1, ""), 1 << 20));
+    assert_eq!(d.stats().alive_too_large, 1);
+    assert_eq!(d.stats().alive_forwarded, forwarded);
+    assert!(d.member(&pki("a1")).is_none());
+    // A little of it, within the bound, is Fabric's business as much as ours: taken.
+    d.handle_message(T0, &mut comm, padded(alive("a1", 5, 2, ""), 16));
+    assert!(d.member(&pki("a1")).is_some());
+}
+
 #[test]
 fn a_response_is_cut_to_fit_the_message_size_limit() {
     let mut config = Config::default();

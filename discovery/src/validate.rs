@@ -75,6 +75,22 @@ impl AliveLimits {
         Ok(())
     }
 
+    /// Refuses an alive message whose bytes *as received* are over the bound: what a
+    /// node forwards to members of its organization is those bytes, which may hold what
+    /// the decoded envelope lost (unknown fields, earlier copies of a field given twice),
+    /// so a member padding its own signed message with 100 MiB no decoder keeps had every
+    /// node of the organization carry it on.
+    pub fn check_received(&self, received: usize) -> Result<(), AliveError> {
+        if received > self.envelope {
+            return Err(AliveError::TooLarge {
+                what: "alive envelope as received",
+                size: received,
+                max: self.envelope,
+            });
+        }
+        Ok(())
+    }
+
     /// Refuses a parsed alive message whose metadata is over the bound.
     pub fn check_parsed(&self, p: ParsedAlive) -> Result<ParsedAlive, AliveError> {
         if p.metadata.len() > self.metadata {
