@@ -35,6 +35,14 @@ pub(crate) struct GossipConfig {
     pub(crate) alive_expiration_timeout: Option<Duration>,
     /// `reconnectInterval`: period of reconnection attempts to dead peers (membership).
     pub(crate) reconnect_interval: Option<Duration>,
+    /// `maxConnectionAttempts`: identification attempts of a bootstrap peer.
+    pub(crate) max_connection_attempts: Option<u32>,
+    /// `msgExpirationFactor`: how many `aliveExpirationTimeout`s a dead member is kept.
+    pub(crate) msg_expiration_factor: Option<u32>,
+    /// `publishCertPeriod`: how long after start alive messages carry the certificate.
+    pub(crate) publish_cert_period: Option<Duration>,
+    /// `propagatePeerNum`: members each alive message is forwarded to.
+    pub(crate) propagate_peer_num: Option<usize>,
     /// `pullInterval`: period of membership syncs and identity pulls.
     pub(crate) pull_interval: Option<Duration>,
     /// `pullPeerNum`: members asked at each sync and identity pull.
@@ -136,11 +144,12 @@ fn lookup<'a>(root: &'a Yaml, key: &str) -> Option<&'a Yaml> {
 
 /// Keys whose values are checked only where they are used, since a flag may override
 /// them: their errors name them as the others' do, with the variable or file that set them.
-const NAMED_LATER: [&str; 4] = [
+const NAMED_LATER: [&str; 5] = [
     "peer.listenAddress",
     "operations.listenAddress",
     "peer.mspConfigPath",
     "peer.address",
+    "peer.tls.clientRootCAs.files",
 ];
 
 impl PeerConfig {
@@ -181,11 +190,13 @@ impl PeerConfig {
 }
 
 impl Source<'_> {
-    /// The raw value of `key`: its variable when set, else the file's, else `None`; a
-    /// null or empty value counts as absent.
+    /// The raw value of `key`: its variable when set to something, else the file's, else
+    /// `None`; a null or empty value counts as absent. An empty variable (`CORE_X=`, what
+    /// a template writes for a value it was not given) leaves the file's value, as viper
+    /// reads the environment only for a value other than "".
     fn raw(&self, key: &str) -> Option<Raw<'_>> {
         let name = env_name(key);
-        if let Some(v) = (self.env)(&name) {
+        if let Some(v) = (self.env)(&name).filter(|v| !v.is_empty()) {
             return Some(Raw::Env(name, v));
         }
         match lookup(self.root, key)? {
@@ -337,16 +348,33 @@ impl Source<'_> {
         })
     }
 
-    /// A period that must be more than zero (a Go ticker panics on zero; the membership
-    /// layer refuses it).
+    /// A gossip duration as Fabric reads it (`util.GetDurationOrDefault`): zero means the
+    /// default, as if the key were absent.
     fn interval(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
-        match self.duration(key)? {
-            Some(Duration::ZERO) => Err(ConfigError(format!(
-                "{}: must be more than zero",
-                self.named(key)
-            ))),
-            d => Ok(d),
-        }
+        Ok(self.duration(key)?.filter(|d| !d.is_zero()))
+    }
+
+    /// A gossip count as Fabric reads it (`util.GetIntOrDefault`): zero means the default.
+    fn count(&self, key: &str) -> Result<Option<usize>, ConfigError> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(None);
+        };
+        let zero = match &raw {
+            Raw::File(Yaml::Integer(0)) => true,
+            Raw::File(Yaml::String(s)) | Raw::Env(_, s) => s.trim() == "0",
+            _ => false,
+        };
+        if zero { Ok(None) } else { self.size(key) }
+    }
+
+    /// [`Source::count`] for a value that must fit in `T`.
+    fn count_in<T: TryFrom<usize>>(&self, key: &str) -> Result<Option<T>, ConfigError> {
+        self.count(key)?
+            .map(|n| {
+                T::try_from(n)
+                    .map_err(|_| ConfigError(format!("{}: {n} is too large", self.named(key))))
+            })
+            .transpose()
     }
 
     fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
@@ -545,26 +573,19 @@ pub(crate) fn load_with(
             endpoint: src.string("peer.gossip.endpoint")?,
             external_endpoint: src.string("peer.gossip.externalEndpoint")?,
             bootstrap: src.list("peer.gossip.bootstrap")?,
-            dial_timeout: src.duration("peer.gossip.dialTimeout")?,
-            conn_timeout: src.duration("peer.gossip.connTimeout")?,
-            recv_buff_size: src.size("peer.gossip.recvBuffSize")?,
-            send_buff_size: src.size("peer.gossip.sendBuffSize")?,
+            dial_timeout: src.interval("peer.gossip.dialTimeout")?,
+            conn_timeout: src.interval("peer.gossip.connTimeout")?,
+            recv_buff_size: src.count("peer.gossip.recvBuffSize")?,
+            send_buff_size: src.count("peer.gossip.sendBuffSize")?,
             alive_time_interval: src.interval("peer.gossip.aliveTimeInterval")?,
             alive_expiration_timeout: src.interval("peer.gossip.aliveExpirationTimeout")?,
             reconnect_interval: src.interval("peer.gossip.reconnectInterval")?,
+            max_connection_attempts: src.count_in("peer.gossip.maxConnectionAttempts")?,
+            msg_expiration_factor: src.count_in("peer.gossip.msgExpirationFactor")?,
+            publish_cert_period: src.interval("peer.gossip.publishCertPeriod")?,
+            propagate_peer_num: src.count("peer.gossip.propagatePeerNum")?,
             pull_interval: src.interval("peer.gossip.pullInterval")?,
-            pull_peer_num: src
-                .size("peer.gossip.pullPeerNum")?
-                .map(|n| {
-                    u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
-                        ConfigError(format!(
-                            "{}: {n} is not between 1 and {}",
-                            src.named("peer.gossip.pullPeerNum"),
-                            u16::MAX
-                        ))
-                    })
-                })
-                .transpose()?,
+            pull_peer_num: src.count_in("peer.gossip.pullPeerNum")?,
             digest_wait_time: src.interval("peer.gossip.digestWaitTime")?,
             request_wait_time: src.interval("peer.gossip.requestWaitTime")?,
             response_wait_time: src.interval("peer.gossip.responseWaitTime")?,
@@ -667,6 +688,9 @@ mod tests {
         assert_eq!(c.gossip.recv_buff_size, Some(20));
         assert_eq!(c.gossip.send_buff_size, Some(200));
         assert_eq!(c.gossip.pull_peer_num, Some(3));
+        assert_eq!(c.gossip.propagate_peer_num, Some(3));
+        assert_eq!(c.gossip.max_connection_attempts, Some(120));
+        assert_eq!(c.gossip.msg_expiration_factor, Some(20));
         let g = &c.gossip;
         for (key, read, ms) in [
             ("dialTimeout", g.dial_timeout, 3_000),
@@ -675,6 +699,7 @@ mod tests {
             ("aliveExpirationTimeout", g.alive_expiration_timeout, 25_000),
             ("reconnectInterval", g.reconnect_interval, 25_000),
             ("pullInterval", g.pull_interval, 4_000),
+            ("publishCertPeriod", g.publish_cert_period, 10_000),
             ("digestWaitTime", g.digest_wait_time, 1_000),
             ("requestWaitTime", g.request_wait_time, 1_500),
             ("responseWaitTime", g.response_wait_time, 2_000),
@@ -750,12 +775,6 @@ mod tests {
         assert!(e.0.contains("peer.tls.enabled"), "{e}");
         let e = with(&[("CORE_PEER_GOSSIP_SENDBUFFSIZE", "-3")]).unwrap_err();
         assert!(e.0.contains("peer.gossip.sendBuffSize"), "{e}");
-        let e = with(&[("CORE_PEER_GOSSIP_ALIVETIMEINTERVAL", "0s")]).unwrap_err();
-        assert!(
-            e.0.contains("peer.gossip.aliveTimeInterval (from CORE_PEER_GOSSIP_ALIVETIMEINTERVAL)")
-                && e.0.contains("more than zero"),
-            "{e}"
-        );
         // Checked where used (a flag may override them), named as the others.
         let c = with(&[("CORE_PEER_MSPCONFIGPATH", "/nonexistent")]).expect("loads");
         assert_eq!(
@@ -858,6 +877,10 @@ mod tests {
             "peer.gossip.aliveTimeInterval",
             "peer.gossip.aliveExpirationTimeout",
             "peer.gossip.reconnectInterval",
+            "peer.gossip.maxConnectionAttempts",
+            "peer.gossip.msgExpirationFactor",
+            "peer.gossip.publishCertPeriod",
+            "peer.gossip.propagatePeerNum",
             "peer.gossip.pullInterval",
             "peer.gossip.pullPeerNum",
             "peer.gossip.digestWaitTime",
@@ -885,8 +908,8 @@ mod tests {
         cases.extend([
             ("metrics.provider", "statsd"),
             ("peer.gossip.pullPeerNum", "70000"),
-            ("peer.gossip.pullInterval", "0s"),
-            ("peer.gossip.sendBuffSize", "0"),
+            ("peer.gossip.sendBuffSize", "-1"),
+            ("peer.gossip.maxConnectionAttempts", "5000000000"),
             ("peer.gossip.dialTimeout", "3"),
             ("peer.tls.enabled", "maybe"),
             ("peer.gossip.bootstrap", "[[a]]"),
@@ -902,10 +925,77 @@ mod tests {
         }
         // Keys checked where they are used (a flag may override them) are named the same.
         for key in NAMED_LATER {
-            std::fs::write(&path, nested(key, "7051")).expect("write");
+            let value = if key.ends_with(".files") {
+                "[ca.crt]"
+            } else {
+                "7051"
+            };
+            std::fs::write(&path, nested(key, value)).expect("write");
             let c = load_with(&path, &|_| None).expect("loads");
             assert_eq!(c.named(key), format!("{key} {named}"));
         }
+    }
+
+    /// viper reads a variable only when it is not "": `CORE_X=` (what a template writes
+    /// for a value it was not given) leaves the file's value, of every kind.
+    #[test]
+    fn an_empty_variable_leaves_the_files_value() {
+        let c = with(&[
+            ("CORE_PEER_GOSSIP_BOOTSTRAP", ""),
+            ("CORE_PEER_TLS_ENABLED", ""),
+            ("CORE_PEER_GOSSIP_DIALTIMEOUT", ""),
+            ("CORE_PEER_GOSSIP_SENDBUFFSIZE", ""),
+            ("CORE_PEER_LOCALMSPID", ""),
+        ])
+        .expect("loads");
+        assert_eq!(c.gossip.bootstrap, vec!["127.0.0.1:7051".to_owned()]);
+        assert!(!c.tls.enabled);
+        assert_eq!(c.gossip.dial_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.gossip.send_buff_size, Some(200));
+        assert_eq!(c.local_msp_id.as_deref(), Some("SampleOrg"));
+    }
+
+    /// Fabric reads every gossip duration and count with a default for zero
+    /// (`util.GetDurationOrDefault`, `GetIntOrDefault`): `dialTimeout: 0s` is 3 s there, and
+    /// was a dial that timed out at once here.
+    #[test]
+    fn zero_gossip_durations_and_counts_mean_the_default() {
+        let c = with(&[
+            ("CORE_PEER_GOSSIP_DIALTIMEOUT", "0s"),
+            ("CORE_PEER_GOSSIP_CONNTIMEOUT", "0"),
+            ("CORE_PEER_GOSSIP_ALIVETIMEINTERVAL", "0s"),
+            ("CORE_PEER_GOSSIP_SENDBUFFSIZE", "0"),
+            ("CORE_PEER_GOSSIP_PULLPEERNUM", "0"),
+            ("CORE_PEER_GOSSIP_MAXCONNECTIONATTEMPTS", "0"),
+        ])
+        .expect("loads");
+        let g = &c.gossip;
+        assert_eq!(
+            (g.dial_timeout, g.conn_timeout, g.alive_time_interval),
+            (None, None, None)
+        );
+        assert_eq!(
+            (g.send_buff_size, g.pull_peer_num, g.max_connection_attempts),
+            (None, None, None)
+        );
+    }
+
+    /// The gossip keys of a sample core.yaml that set the membership layer beyond the
+    /// intervals: read, from the file or a variable.
+    #[test]
+    fn connection_attempts_expiration_factor_cert_period_and_fan_out_are_read() {
+        let c = with(&[
+            ("CORE_PEER_GOSSIP_MAXCONNECTIONATTEMPTS", "5"),
+            ("CORE_PEER_GOSSIP_MSGEXPIRATIONFACTOR", "4"),
+            ("CORE_PEER_GOSSIP_PUBLISHCERTPERIOD", "30s"),
+            ("CORE_PEER_GOSSIP_PROPAGATEPEERNUM", "6"),
+        ])
+        .expect("loads");
+        let g = &c.gossip;
+        assert_eq!(g.max_connection_attempts, Some(5));
+        assert_eq!(g.msg_expiration_factor, Some(4));
+        assert_eq!(g.publish_cert_period, Some(Duration::from_secs(30)));
+        assert_eq!(g.propagate_peer_num, Some(6));
     }
 
     /// A number out of range names the variable that set it, as other values' errors do.

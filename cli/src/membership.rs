@@ -36,7 +36,7 @@ pub(crate) struct MembershipArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) alive_interval: Option<Duration>,
     /// Silence after which a member is declared dead (peer.gossip.aliveExpirationTimeout;
-    /// Fabric: 25s).
+    /// Fabric: five times --alive-interval, 25s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) alive_expiration: Option<Duration>,
     /// How often members are checked for expiry, at most --alive-expiration (Fabric's
@@ -45,9 +45,24 @@ pub(crate) struct MembershipArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) alive_expiration_check_interval: Option<Duration>,
     /// Period of reconnection attempts to dead members and bootstrap retries
-    /// (peer.gossip.reconnectInterval; Fabric: 25s).
+    /// (peer.gossip.reconnectInterval; Fabric: --alive-expiration, 25s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) reconnect_interval: Option<Duration>,
+    /// Identification attempts of a bootstrap peer before it is given up
+    /// (peer.gossip.maxConnectionAttempts; Fabric: 120).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connection_attempts: Option<u32>,
+    /// How many --alive-expiration periods a dead member is kept before it is forgotten
+    /// (peer.gossip.msgExpirationFactor; Fabric: 20).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) msg_expiration_factor: Option<u32>,
+    /// How long after start this node's alive messages carry its certificate
+    /// (peer.gossip.publishCertPeriod; Fabric: 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) publish_cert_period: Option<Duration>,
+    /// Members each alive message is forwarded to (peer.gossip.propagatePeerNum; Fabric: 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) propagate_peer_num: Option<u16>,
     /// Period of membership syncs and identity pulls (peer.gossip.pullInterval; Fabric: 4s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) pull_interval: Option<Duration>,
@@ -88,6 +103,10 @@ impl MembershipArgs {
             || self.alive_expiration.is_some()
             || self.alive_expiration_check_interval.is_some()
             || self.reconnect_interval.is_some()
+            || self.max_connection_attempts.is_some()
+            || self.msg_expiration_factor.is_some()
+            || self.publish_cert_period.is_some()
+            || self.propagate_peer_num.is_some()
             || self.pull_interval.is_some()
             || self.pull_peer_num.is_some()
             || self.digest_wait.is_some()
@@ -109,6 +128,12 @@ impl MembershipArgs {
         self.alive_interval = self.alive_interval.or(g.alive_time_interval);
         self.alive_expiration = self.alive_expiration.or(g.alive_expiration_timeout);
         self.reconnect_interval = self.reconnect_interval.or(g.reconnect_interval);
+        self.max_connection_attempts = self.max_connection_attempts.or(g.max_connection_attempts);
+        self.msg_expiration_factor = self.msg_expiration_factor.or(g.msg_expiration_factor);
+        self.publish_cert_period = self.publish_cert_period.or(g.publish_cert_period);
+        self.propagate_peer_num = self.propagate_peer_num.or(g
+            .propagate_peer_num
+            .map(|n| u16::try_from(n).unwrap_or(u16::MAX)));
         self.pull_interval = self.pull_interval.or(g.pull_interval);
         self.pull_peer_num = self.pull_peer_num.or(g.pull_peer_num);
         self.digest_wait = self.digest_wait.or(g.digest_wait_time);
@@ -126,10 +151,24 @@ impl MembershipArgs {
         if let Some(e) = &self.external_endpoint {
             cfg = cfg.with_external_endpoint(e.clone());
         }
+        // Fabric's derived defaults (gossip/gossip/config.go): the expiration five alive
+        // periods, reconnection every expiration.
         cfg.alive_interval = self.alive_interval.unwrap_or(cfg.alive_interval);
-        cfg.alive_expiration = self.alive_expiration.unwrap_or(cfg.alive_expiration);
+        cfg.alive_expiration = self
+            .alive_expiration
+            .unwrap_or_else(|| cfg.alive_interval.saturating_mul(5));
         cfg.alive_expiration_check_interval = self.alive_expiration_check_interval;
-        cfg.reconnect_interval = self.reconnect_interval.unwrap_or(cfg.reconnect_interval);
+        cfg.reconnect_interval = self.reconnect_interval.unwrap_or(cfg.alive_expiration);
+        cfg.max_connection_attempts = self
+            .max_connection_attempts
+            .unwrap_or(cfg.max_connection_attempts);
+        cfg.msg_expiration_factor = self
+            .msg_expiration_factor
+            .unwrap_or(cfg.msg_expiration_factor);
+        cfg.publish_cert_period = self.publish_cert_period.unwrap_or(cfg.publish_cert_period);
+        cfg.propagate_peer_num = self
+            .propagate_peer_num
+            .map_or(cfg.propagate_peer_num, usize::from);
         cfg.pull_interval = self.pull_interval.unwrap_or(cfg.pull_interval);
         cfg.pull_peer_num = self.pull_peer_num.map_or(cfg.pull_peer_num, usize::from);
         let pull = &mut cfg.certstore;
@@ -565,6 +604,49 @@ mod tests {
     use super::{MembershipArgs, TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, time_left};
     use std::time::Duration;
     use tokio::time::Instant;
+
+    /// Fabric derives the expiration (five alive periods) and the reconnection period (the
+    /// expiration) from what is given: `aliveTimeInterval: 1s` alone gives 5 s and 5 s,
+    /// where fixed defaults gave 25 s death detection, and `aliveTimeInterval: 30s` alone
+    /// was refused as longer than the expiration.
+    #[test]
+    fn the_expiration_and_reconnection_follow_the_alive_period_as_in_fabric() {
+        let bound = "127.0.0.1:7051".parse().unwrap();
+        let cfg = |alive: u64, expiration: Option<u64>| {
+            MembershipArgs {
+                alive_interval: Some(Duration::from_secs(alive)),
+                alive_expiration: expiration.map(Duration::from_secs),
+                ..MembershipArgs::default()
+            }
+            .config(bound)
+        };
+        let c = cfg(1, None);
+        assert_eq!(c.alive_expiration, Duration::from_secs(5));
+        assert_eq!(c.reconnect_interval, Duration::from_secs(5));
+        let c = cfg(30, None);
+        assert_eq!(c.alive_expiration, Duration::from_secs(150));
+        c.validate().expect("valid");
+        let c = cfg(5, Some(60));
+        assert_eq!(c.reconnect_interval, Duration::from_secs(60));
+        let d = MembershipArgs::default().config(bound);
+        assert_eq!(
+            (d.alive_expiration, d.reconnect_interval),
+            (Duration::from_secs(25), Duration::from_secs(25))
+        );
+        // The file's keys that had no flag reach the layer too.
+        let mut m = MembershipArgs::default();
+        m.merge_file(&crate::config::GossipConfig {
+            max_connection_attempts: Some(5),
+            msg_expiration_factor: Some(4),
+            publish_cert_period: Some(Duration::from_secs(30)),
+            propagate_peer_num: Some(6),
+            ..Default::default()
+        });
+        let c = m.config(bound);
+        assert_eq!((c.max_connection_attempts, c.msg_expiration_factor), (5, 4));
+        assert_eq!(c.publish_cert_period, Duration::from_secs(30));
+        assert_eq!(c.propagate_peer_num, 6);
+    }
 
     /// `--alive-expiration-check-interval` reaches the layer, and one longer than the
     /// expiration is refused with the reason (the node then exits with status 2).

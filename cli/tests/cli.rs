@@ -2400,9 +2400,14 @@ fn node_runs_from_a_fabric_core_yaml() {
         )
         .replace("provider: disabled", "provider: prometheus")
         .replace("localMspId: SampleOrg", "localMspId: OrgAMSP")
+        // Another organization's TLS CA beside a file a Fabric peer would not open
+        // (clientAuthRequired is false): left out with a warning.
         .replace(
             "              - tls/ca.crt",
-            &format!("              - {}", b_tlsca.display()),
+            &format!(
+                "              - {}\n              - tls/not-there.crt",
+                b_tlsca.display()
+            ),
         );
     std::fs::write(&core, yaml).expect("write core.yaml");
     let core_s = core.to_str().expect("utf-8").to_owned();
@@ -2462,6 +2467,29 @@ fn node_runs_from_a_fabric_core_yaml() {
     hs.extend(strs(&b_flags));
     let r = run_expect(&hs, 0);
     assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
+    // And a peer of its own organization: its TLS client certificate chains to the
+    // rootcert, which verifies clients as well as the client roots listed.
+    let a_flags = msp_flags(dir.path(), "peer1", ORG_A, ORG_B);
+    let mut hs = vec!["handshake", addr.as_str()];
+    hs.extend(strs(&a_flags));
+    let r = run_expect(&hs, 0);
+    assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
+    drop(_guard);
+    // With clientAuthRequired the client roots are read, as by a Fabric peer: the missing
+    // one stops the node, named.
+    let out = start(
+        &[
+            ("CORE_PEER_TLS_ENABLED", "true"),
+            ("CORE_PEER_TLS_CLIENTAUTHREQUIRED", "true"),
+        ],
+        &["--listen", "127.0.0.1:0", "--exit-on-eof"],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not-there.crt"), "{err}");
 }
 
 /// A `peer.listenAddress` in core.yaml that is no address (a mapping, a bare port number)
