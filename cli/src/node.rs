@@ -336,18 +336,36 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
                 ));
             }
             let mut cas = vec![root.clone()];
-            cas.extend(t.client_root_cas.iter().cloned());
+            for ca in &t.client_root_cas {
+                // A Fabric peer opens clientRootCAs only with clientAuthRequired (the
+                // test network's peers list a tls/ca.crt they do not have); so a file
+                // that is not there is left out with a warning rather than fatal.
+                if !t.client_auth_required && !ca.exists() {
+                    tracing::warn!(
+                        target: TARGET,
+                        "{}: {} does not exist; left out (a Fabric peer reads it only                          with peer.tls.clientAuthRequired)",
+                        f.named("peer.tls.clientRootCAs.files"),
+                        ca.display()
+                    );
+                    continue;
+                }
+                cas.push(ca.clone());
+            }
             tls = TlsArgs {
                 tls_cert: Some(cert.clone()),
                 tls_key: Some(key.clone()),
-                // Servers are verified against the peer's own TLS root and every client
-                // root (Fabric takes them from the channel; the client roots are where
-                // a core.yaml lists other organizations' TLS CAs).
+                // Servers and clients alike are verified against the peer's own TLS root,
+                // every client root and the channels' TLS CAs (`--channel-config`): the
+                // set a Fabric peer with clientAuthRequired checks clients against
+                // (core/peer: rootcert, clientRootCAs and each channel's TLS roots). Its
+                // clients' roots only, as before, turned away the peers of other
+                // organizations dialling this node, and those of its own whenever the
+                // file listed other organizations' CAs there.
                 tls_ca: cas,
                 tls_server_name: args.tls.tls_server_name.clone(),
                 tls_client_cert: t.client_cert.clone(),
                 tls_client_key: t.client_key.clone(),
-                tls_client_ca: t.client_root_cas.clone(),
+                tls_client_ca: Vec::new(),
                 require_client_certificate: t.client_auth_required,
                 from_config: true,
             };

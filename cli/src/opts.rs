@@ -371,10 +371,10 @@ impl TlsArgs {
             );
         }
         if !self.tls_client_ca.is_empty() {
-            tls = tls.with_client_root_cas(read_all_certs(
-                self.name("--tls-client-ca"),
-                &self.tls_client_ca,
-            )?);
+            // The channels' TLS CAs verify clients too, as they do for a Fabric peer.
+            let mut client_cas = read_all_certs(self.name("--tls-client-ca"), &self.tls_client_ca)?;
+            client_cas.extend_from_slice(channel_cas);
+            tls = tls.with_client_root_cas(client_cas);
         }
         let mut for_all: Option<&String> = None;
         for given in &self.tls_server_name {
