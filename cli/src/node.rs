@@ -343,7 +343,8 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
                 if !t.client_auth_required && !ca.exists() {
                     tracing::warn!(
                         target: TARGET,
-                        "{}: {} does not exist; left out (a Fabric peer reads it only                          with peer.tls.clientAuthRequired)",
+                        "{}: {} does not exist; left out (a Fabric peer reads it only with \
+                         peer.tls.clientAuthRequired)",
                         f.named("peer.tls.clientRootCAs.files"),
                         ca.display()
                     );
