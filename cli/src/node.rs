@@ -410,7 +410,9 @@ fn operations_tls(
     file: Option<&crate::config::PeerConfig>,
 ) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, ConfigError> {
     // Each file with the flag or key that named it, for errors.
-    let (cert, key, client_cas) = if let (Some(c), Some(k)) =
+    // Whether TLS itself refuses a client without a certificate; either way a certificate
+    // that is presented must chain to the client CAs.
+    let (cert, key, client_cas, client_cert_required) = if let (Some(c), Some(k)) =
         (&args.operations_tls_cert, &args.operations_tls_key)
     {
         (
@@ -420,6 +422,7 @@ fn operations_tls(
                 "--operations-tls-client-ca",
                 &args.operations_tls_client_ca[..],
             ),
+            !args.operations_tls_client_ca.is_empty(),
         )
     } else if let Some(t) = file.map(|f| &f.operations.tls).filter(|t| t.enabled) {
         let (Some(c), Some(k)) = (&t.cert, &t.key) else {
@@ -434,19 +437,25 @@ fn operations_tls(
                 "operations.tls.clientAuthRequired needs operations.tls.clientRootCAs.files".into(),
             ));
         }
-        let cas = if t.client_auth_required {
-            &t.client_root_cas[..]
-        } else {
-            &[]
-        };
+        // Read whether or not they are required, as Fabric reads them: without
+        // clientAuthRequired a certificate is verified if given, and only a verified one
+        // opens /metrics and /logspec.
         (
             ("operations.tls.cert.file", c),
             ("operations.tls.key.file", k),
-            ("operations.tls.clientRootCAs.files", cas),
+            ("operations.tls.clientRootCAs.files", &t.client_root_cas[..]),
+            t.client_auth_required,
         )
     } else {
         return Ok(None);
     };
+    if client_cas.1.is_empty() {
+        tracing::warn!(
+            target: TARGET,
+            "operations service over TLS without client CAs ({}): /metrics and /logspec              answer 401 to every client, as a Fabric peer's do; /healthz and /version are open",
+            client_cas.0
+        );
+    }
     let mut client_ca_pem = Vec::new();
     for ca in client_cas.1 {
         client_ca_pem.extend(opts::read(client_cas.0, ca)?);
@@ -456,6 +465,7 @@ fn operations_tls(
         cert_pem: opts::read(cert.0, cert.1)?,
         key_pem: opts::read(key.0, key.1)?,
         client_ca_pem,
+        client_cert_required,
     };
     ops.server_config()
         .map(Some)

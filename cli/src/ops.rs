@@ -139,8 +139,11 @@ pub(crate) struct OpsTls {
     pub(crate) cert_pem: Vec<u8>,
     pub(crate) key_pem: Vec<u8>,
     /// CAs that clients' certificates must chain to; empty: no client certificate asked
-    /// for (`clientAuthRequired: false`).
+    /// for, so no client can open `/metrics` or `/logspec` (as on a Fabric peer).
     pub(crate) client_ca_pem: Vec<u8>,
+    /// Whether TLS refuses a client without a certificate (`clientAuthRequired`); if not,
+    /// one that is given is still verified (Go's `VerifyClientCertIfGiven`).
+    pub(crate) client_cert_required: bool,
 }
 
 impl OpsTls {
@@ -166,10 +169,12 @@ impl OpsTls {
                     .add(ca.map_err(|e| format!("client CA: {e}"))?)
                     .map_err(|e| format!("client CA: {e}"))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .map_err(|e| format!("client CA: {e}"))?;
+            let mut verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+            if !self.client_cert_required {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|e| format!("client CA: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         };
         let mut config = builder
@@ -242,9 +247,17 @@ async fn serve_connection(
     };
     let serve = async {
         match tls {
-            None => serve_io(tcp, state.clone(), conn.clone()).await,
+            None => serve_io(tcp, state.clone(), conn.clone(), Access::Plaintext).await,
             Some(acceptor) => match acceptor.accept(tcp).await {
-                Ok(stream) => serve_io(stream, state.clone(), conn.clone()).await,
+                Ok(stream) => {
+                    // The verifier checked any certificate presented against the client
+                    // CAs; one held here is a verified one.
+                    let access = match stream.get_ref().1.peer_certificates() {
+                        Some(c) if !c.is_empty() => Access::VerifiedClient,
+                        _ => Access::Anonymous,
+                    };
+                    serve_io(stream, state.clone(), conn.clone(), access).await;
+                }
                 Err(e) => {
                     tracing::debug!(target: TARGET, "operations service: TLS: {e}");
                 }
@@ -278,14 +291,25 @@ async fn serve_connection(
     // Dropping the socket here closes it, whichever way the connection ended.
 }
 
-async fn serve_io<I>(io: I, state: Arc<State>, conn: Arc<Conn>)
+/// Who is asking, for the paths a Fabric peer's operations service guards over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// No TLS: every path is open (Fabric's too).
+    Plaintext,
+    /// TLS, no client certificate: `/metrics` and `/logspec` answer 401.
+    Anonymous,
+    /// TLS with a client certificate verified against the client CAs.
+    VerifiedClient,
+}
+
+async fn serve_io<I>(io: I, state: Arc<State>, conn: Arc<Conn>, access: Access)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(req, &state, &conn).await) }
+        async move { Ok::<_, Infallible>(handle(req, &state, &conn, access).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)
@@ -662,14 +686,33 @@ const MAX_BODY: usize = 4096;
 
 /// Routes one request of `conn`, which is answering it from when the request is complete
 /// (a `PUT`'s body read) until the response has been taken.
-async fn handle(req: Request<Incoming>, state: &State, conn: &Arc<Conn>) -> Response<Answer> {
+async fn handle(
+    req: Request<Incoming>,
+    state: &State,
+    conn: &Arc<Conn>,
+    access: Access,
+) -> Response<Answer> {
     let declared = hyper::body::Body::size_hint(req.body()).lower();
+    let path = req.uri().path();
     let (response, answering) = if declared > MAX_BODY as u64 {
         // Answered before the body is read (and without `100 Continue`: a client that
         // asks first does not send it).
         let answering = conn.answering();
         (body_too_large(conn), answering)
-    } else if req.uri().path() == "/logspec" {
+    } else if access == Access::Anonymous && (path == "/metrics" || path == "/logspec") {
+        // Fabric's `RequireCert` on the paths it registers as secure when TLS is on:
+        // scraping and changing the log levels need a verified client certificate even
+        // where TLS lets a client without one in (for /healthz and /version).
+        tracing::warn!(
+            target: TARGET,
+            "operations service: {} {path} refused (401): a valid client certificate is              needed for it",
+            req.method()
+        );
+        let answering = conn.answering();
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        (r, answering)
+    } else if path == "/logspec" {
         let method = req.method().clone();
         let body = if method == Method::PUT {
             // Still waiting for the request while its body comes.
@@ -781,7 +824,7 @@ fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> 
     }
     match path {
         "/healthz" => match state.phase() {
-            Phase::Serving => json_reply(StatusCode::OK, &json!({"status": "OK"})),
+            Phase::Serving => json_reply(StatusCode::OK, &json!({"status": "OK", "time": now()})),
             phase => {
                 let reason = if phase == Phase::Starting {
                     "the gossip server is starting"
@@ -792,6 +835,7 @@ fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> 
                     StatusCode::SERVICE_UNAVAILABLE,
                     &json!({
                         "status": "Service Unavailable",
+                        "time": now(),
                         "failed_checks": [{"component": "gossip", "reason": reason}],
                     }),
                 )
@@ -827,6 +871,15 @@ fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> 
             "404 page not found\n".into(),
         ),
     }
+}
+
+/// The time of a health check's answer, as fabric-lib-go's checker writes it (Go's
+/// `time.Time` in JSON: RFC 3339 with nanoseconds).
+fn now() -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 /// One metric's value: a counter, a gauge, or a counter family by one label.

@@ -2311,7 +2311,15 @@ fn operations_service_metrics_match_stats() {
         .expect("addr")
         .to_owned();
     let (code, body) = http_get(&ops, "/healthz");
-    assert_eq!((code, body.as_str()), (200, r#"{"status":"OK"}"#));
+    assert_eq!(code, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(health["status"], "OK", "{body}");
+    // fabric-lib-go's checker always says when it answered (RFC 3339, UTC).
+    let at = health["time"].as_str().expect("time");
+    assert!(
+        at.len() >= 20 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+        "{at}"
+    );
     let (code, body) = http_get(&ops, "/version");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"Version\""), "{body}");
@@ -2907,13 +2915,125 @@ fn operations_service_over_tls() {
     };
     let (raw, _) = request("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
-    assert!(raw.ends_with(r#"{"status":"OK"}"#), "{raw}");
+    assert!(raw.contains(r#"{"status":"OK","time":""#), "{raw}");
+    // Without a client certificate the paths a Fabric peer guards over TLS answer 401,
+    // and there are no client CAs here to verify one: scraping and changing the log
+    // levels are closed to everyone, as on a Fabric peer so configured.
+    for head in [
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /logspec HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "PUT /logspec HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 16\r\n\r\n{\"spec\":\"debug\"}",
+    ] {
+        let (raw, _) = request(head);
+        assert!(raw.starts_with("HTTP/1.1 401"), "{head}: {raw}");
+    }
+    let (raw, _) = request("GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     // A body over the limit is answered 413 over TLS too, the TLS session closed cleanly.
     let (raw, end) =
         request("PUT /logspec HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
     end.expect("an answer, then close_notify");
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
     n.stop_ok();
+}
+
+/// The operations service over TLS from a core.yaml with `clientAuthRequired: false` and
+/// client CAs, as a Fabric peer's: a client without a certificate gets /healthz and
+/// /version but 401 from /metrics and /logspec; one with a certificate the CAs verify gets
+/// them all. Any client could scrape and change the log levels before.
+#[test]
+fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let a_dir = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com");
+    let core = a_dir.join("core.yaml");
+    let yaml = std::fs::read_to_string("tests/fixtures/core.yaml")
+        .expect("fixture")
+        .replace("listenAddress: 0.0.0.0:7051", "listenAddress: 127.0.0.1:0")
+        .replace("localMspId: SampleOrg", "localMspId: OrgAMSP");
+    std::fs::write(&core, yaml).expect("write core.yaml");
+    let tls = |f: &str| {
+        a_dir
+            .join("tls")
+            .join(f)
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    };
+    let mut child = Command::new(BIN)
+        .args(["node", "--config", core.to_str().expect("utf-8")])
+        .env_remove("FABRIC_LOGGING_SPEC")
+        .env_remove("RUST_LOG")
+        .env("CORE_METRICS_PROVIDER", "prometheus")
+        .env("CORE_OPERATIONS_LISTENADDRESS", "127.0.0.1:0")
+        .env("CORE_OPERATIONS_TLS_ENABLED", "true")
+        .env("CORE_OPERATIONS_TLS_CERT_FILE", tls("server.crt"))
+        .env("CORE_OPERATIONS_TLS_KEY_FILE", tls("server.key"))
+        .env("CORE_OPERATIONS_TLS_CLIENTROOTCAS_FILES", tls("ca.crt"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let _guard = KillOnDrop(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let first: Value =
+        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
+    assert_eq!(first["event"], "listening", "{first}");
+    let ops = first["operations"].as_str().expect("operations").to_owned();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(tls("ca.crt")).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add");
+    }
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            fabric_gossip_tonic::tls_crypto_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots.clone())
+    };
+    let anonymous = std::sync::Arc::new(builder().with_no_client_auth());
+    let chain: Vec<_> = CertificateDer::pem_file_iter(tls("server.crt"))
+        .expect("cert")
+        .map(|c| c.expect("cert"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(tls("server.key")).expect("key");
+    let verified = std::sync::Arc::new(
+        builder()
+            .with_client_auth_cert(chain, key)
+            .expect("client auth"),
+    );
+    let status = |config: &std::sync::Arc<rustls::ClientConfig>, head: &str| {
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let conn = rustls::ClientConnection::new(config.clone(), name).expect("conn");
+        let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
+        tcp.set_read_timeout(Some(EVENT)).expect("timeout");
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        s.write_all(head.as_bytes()).expect("write");
+        let mut raw = String::new();
+        let _ = s.read_to_string(&mut raw);
+        raw.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("{head}: {raw:?}"))
+    };
+    let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let put = "PUT /logspec HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 15\r\n\r\n{\"spec\":\"info\"}";
+    for (config, who, guarded) in [(&anonymous, "anonymous", 401), (&verified, "verified", 200)] {
+        assert_eq!(status(config, &get("/healthz")), 200, "{who}");
+        assert_eq!(status(config, &get("/version")), 200, "{who}");
+        assert_eq!(status(config, &get("/metrics")), guarded, "{who}");
+        assert_eq!(status(config, &get("/logspec")), guarded, "{who}");
+        let put_status = if guarded == 200 { 204 } else { 401 };
+        assert_eq!(status(config, put), put_status, "{who}");
+    }
 }
 
 /// GET `path` from `addr` on a new connection, connecting and reading within `limit` in all:
@@ -2988,10 +3108,9 @@ fn operations_service_evicts_idle_connections_for_a_health_check() {
         let got = http_get_within(&ops, "/healthz", PROBE);
         let took = asked.elapsed();
         eprintln!("/healthz with {idle} idle connections: {took:?}");
-        assert_eq!(
-            got,
-            Ok((200, r#"{"status":"OK"}"#.to_owned())),
-            "/healthz with {idle} idle connections, after {took:?}"
+        assert!(
+            matches!(&got, Ok((200, body)) if body.starts_with(r#"{"status":"OK","time":""#)),
+            "/healthz with {idle} idle connections, after {took:?}: {got:?}"
         );
         let (code, m) = http_get_within(&ops, "/metrics", PROBE).expect("/metrics");
         assert_eq!(code, 200, "{m}");
