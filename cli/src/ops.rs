@@ -3,9 +3,10 @@
 //! can be firewalled apart from the gossip port.
 //!
 //! Metrics are read from the node's counters at each scrape (no second set of counters to
-//! keep in step), and encoded by `prometheus-client`. Family names are Fabric's where the
-//! peer has one (`gossip_comm_messages_sent`...); as OpenMetrics requires, counter samples
-//! carry the `_total` suffix (`gossip_comm_messages_sent_total`).
+//! keep in step), and encoded by the `prometheus` crate in the classic text format (0.0.4),
+//! the one a Fabric peer serves. Names are Fabric's where the peer has one, and a counter's
+//! samples carry its name as a peer's do (`gossip_comm_messages_sent`, no `_total`), so
+//! dashboards and alerts written for peers find them.
 
 use crate::logging::TARGET;
 use crate::out::Out;
@@ -15,11 +16,7 @@ use fabric_gossip_tonic::Node;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -846,17 +843,22 @@ fn respond(method: &Method, path: &str, state: &State) -> Response<Full<Bytes>> 
             &json!({"Version": env!("CARGO_PKG_VERSION")}),
         ),
         "/metrics" if state.metrics => {
-            let mut text = String::new();
             let mut registry = registry(state.node.get());
             if let Some(certs) = state.certificates.get() {
                 own_certificates(&mut registry, certs);
             }
             operations_connections(&mut registry, &state.connections);
-            match encode(&mut text, &registry) {
+            // The classic text format, as a Fabric peer serves it (client_golang without
+            // OpenMetrics): a counter's samples keep its name, `gossip_comm_messages_sent`,
+            // where OpenMetrics would make Prometheus store `..._total`, and dashboards
+            // written for peers would find nothing.
+            let encoder = prometheus::TextEncoder::new();
+            let mut text = Vec::new();
+            match encoder.encode(&registry.gather(), &mut text) {
                 Ok(()) => reply(
                     StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    text,
+                    encoder.format_type(),
+                    String::from_utf8_lossy(&text).into_owned(),
                 ),
                 Err(_) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -889,27 +891,28 @@ enum Metric<'a> {
     Family(&'a str, Vec<(&'a str, u64)>),
 }
 
-/// Registers `name` with its value.
+/// Registers `name` with its value. The names and labels are this file's constants, so a
+/// refusal (an invalid or repeated name) is a bug the tests catch; it is logged, not fatal.
 fn register(r: &mut Registry, name: &str, help: &str, value: Metric<'_>) {
-    match value {
-        Metric::Counter(v) => {
-            let c: Counter = Counter::default();
+    let registered = match value {
+        Metric::Counter(v) => IntCounter::new(name, help).and_then(|c| {
             c.inc_by(v);
-            r.register(name, help, c);
-        }
-        Metric::Gauge(v) => {
-            let g = Gauge::<i64>::default();
+            r.register(Box::new(c))
+        }),
+        Metric::Gauge(v) => IntGauge::new(name, help).and_then(|g| {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
-            r.register(name, help, g);
-        }
-        Metric::Family(label, values) => {
-            let f = Family::<Vec<(String, String)>, Counter>::default();
-            for (l, v) in values {
-                f.get_or_create(&vec![(label.to_owned(), l.to_owned())])
-                    .inc_by(v);
-            }
-            r.register(name, help, f);
-        }
+            r.register(Box::new(g))
+        }),
+        Metric::Family(label, values) => IntCounterVec::new(Opts::new(name, help), &[label])
+            .and_then(|f| {
+                for (l, v) in values {
+                    f.with_label_values(&[l]).inc_by(v);
+                }
+                r.register(Box::new(f))
+            }),
+    };
+    if let Err(e) = registered {
+        tracing::error!(target: TARGET, "metric {name} not served: {e}");
     }
 }
 
@@ -919,17 +922,24 @@ fn own_certificates(r: &mut Registry, certs: &crate::expiry::OwnCertificates) {
     if left.is_empty() {
         return;
     }
-    let f = Family::<Vec<(String, String)>, Gauge<i64>>::default();
-    for (certificate, seconds) in left {
-        f.get_or_create(&vec![("certificate".to_owned(), certificate)])
-            .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+    let registered = IntGaugeVec::new(
+        Opts::new(
+            "fabric_gossip_cli_certificate_expiry_seconds",
+            "Seconds until the node's own certificate expires (0 once expired), by \
+             certificate: enrollment, server_tls, client_tls",
+        ),
+        &["certificate"],
+    )
+    .and_then(|f| {
+        for (certificate, seconds) in left {
+            f.with_label_values(&[certificate.as_str()])
+                .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+        }
+        r.register(Box::new(f))
+    });
+    if let Err(e) = registered {
+        tracing::error!(target: TARGET, "certificate expiry metric not served: {e}");
     }
-    r.register(
-        "fabric_gossip_cli_certificate_expiry_seconds",
-        "Seconds until the node's own certificate expires (0 once expired), by certificate: \
-         enrollment, server_tls, client_tls",
-        f,
-    );
 }
 
 /// What the operations service did with its own connections (served before the node runs
@@ -957,7 +967,7 @@ fn operations_connections(r: &mut Registry, c: &ConnectionCounters) {
 /// The metrics of `node` now (none before it runs).
 pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
     use Metric::{Counter as C, Family as F, Gauge as G};
-    let mut r = Registry::default();
+    let mut r = Registry::new();
     let Some((node, out)) = node else {
         return r;
     };
