@@ -48,17 +48,23 @@ impl std::fmt::Display for SpecError {
     }
 }
 
-/// A Fabric level name as a tracing level. Fabric's `panic`, `dpanic` and `fatal` are
-/// errors that also stop the process there; here they select errors.
-fn level(s: &str) -> Result<&'static str, SpecError> {
+/// A Fabric level name: the name Fabric's `Spec()` writes it under (zap's) and the tracing
+/// level it selects here. Fabric's `panic`, `dpanic` and `fatal` are errors that also stop
+/// the process there, here they select errors; `notice` and `critical` are Fabric's aliases
+/// of `info` and `error`, `payload` its level below `debug` (tracing's `trace`).
+fn level(s: &str) -> Result<(&'static str, &'static str), SpecError> {
     Ok(match s.trim().to_ascii_lowercase().as_str() {
-        "debug" => "debug",
-        "info" => "info",
-        "warn" | "warning" => "warn",
-        "error" | "dpanic" | "panic" | "fatal" => "error",
+        "payload" => ("payload", "trace"),
+        "debug" => ("debug", "debug"),
+        "info" | "notice" => ("info", "info"),
+        "warn" | "warning" => ("warn", "warn"),
+        "error" | "critical" => ("error", "error"),
+        "dpanic" => ("dpanic", "error"),
+        "panic" => ("panic", "error"),
+        "fatal" => ("fatal", "error"),
         // Not Fabric's, but tracing has them and people type them.
-        "trace" => "trace",
-        "off" => "off",
+        "trace" => ("trace", "trace"),
+        "off" => ("off", "off"),
         other => {
             return Err(SpecError(format!(
                 "unknown level {other:?} (debug, info, warning, error, panic, fatal)"
@@ -67,10 +73,24 @@ fn level(s: &str) -> Result<&'static str, SpecError> {
     })
 }
 
+/// Fabric's rule for a logger name in a spec: dot-separated parts of letters, digits, `_`,
+/// `#`, `-` (a trailing dot, "this logger exactly", allowed).
+fn valid_logger(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '#' | '-'))
+        })
+}
+
 /// The targets a Fabric logger name covers: every mapped logger equal to it or below it
 /// (`gossip` covers `gossip.comm` and `gossip.discovery`), or the name itself when it is a
 /// Rust target.
 fn targets(logger: &str) -> Vec<&str> {
+    let logger = logger.strip_suffix('.').unwrap_or(logger);
     let mut out: Vec<&str> = Vec::new();
     for (name, ts) in LOGGERS {
         let covered = *name == logger
@@ -95,65 +115,88 @@ fn targets(logger: &str) -> Vec<&str> {
     out
 }
 
-/// Translates a Fabric logging spec into `tracing` filter directives (`info,
-/// fabric_gossip_core=debug, ...`).
-pub(crate) fn directives(spec: &str) -> Result<String, SpecError> {
-    let mut default = None;
-    let mut out = Vec::new();
+/// A Fabric spec as its `ActivateSpec` reads it: `[LOGGERS=]LEVEL` terms joined by `:`;
+/// the last term without `=` is the default level (an empty term too: it means `info`);
+/// a logger named twice takes its last level.
+struct Spec {
+    /// The default level: (Fabric's name, tracing's).
+    default: (&'static str, &'static str),
+    /// Each logger named, with its level.
+    loggers: std::collections::BTreeMap<String, (&'static str, &'static str)>,
+}
+
+fn parse(spec: &str) -> Result<Spec, SpecError> {
+    let mut out = Spec {
+        default: ("info", "info"),
+        loggers: std::collections::BTreeMap::new(),
+    };
     for term in spec.split(':') {
         let term = term.trim();
-        if term.is_empty() {
-            continue;
-        }
-        match term.split_once('=') {
-            None => {
-                if default.is_some() {
-                    return Err(SpecError(format!(
-                        "{term:?}: more than one default level (terms without LOGGER=)"
-                    )));
+        let mut parts = term.split('=');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(""), None, _) => out.default = ("info", "info"),
+            (Some(lvl), None, _) => out.default = level(lvl)?,
+            (Some(loggers), Some(lvl), None) => {
+                if loggers.trim().is_empty() {
+                    return Err(SpecError(format!("{term:?}: empty logger name")));
                 }
-                default = Some(level(term)?);
-            }
-            Some((loggers, lvl)) => {
                 let lvl = level(lvl)?;
                 for logger in loggers.split(',') {
                     let logger = logger.trim();
-                    if logger.is_empty() {
-                        return Err(SpecError(format!("{term:?}: empty logger name")));
-                    }
-                    if logger.contains(|c: char| c.is_whitespace() || c == '[' || c == '"') {
+                    if !valid_logger(logger) {
                         return Err(SpecError(format!("{term:?}: bad logger name {logger:?}")));
                     }
-                    for t in targets(logger) {
-                        out.push(format!("{t}={lvl}"));
-                    }
+                    out.loggers.insert(logger.to_owned(), lvl);
                 }
+            }
+            _ => return Err(SpecError(format!("{term:?}: more than one '='"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Translates a Fabric logging spec into `tracing` filter directives (`info,
+/// fabric_gossip_core=debug, ...`). Where several loggers cover one target the most
+/// specific wins, as Fabric takes a logger's level from the longest name in the spec that
+/// is a prefix of it (`gossip.comm=debug:gossip=warn` leaves comm at debug).
+pub(crate) fn directives(spec: &str) -> Result<String, SpecError> {
+    let spec = parse(spec)?;
+    let mut named: Vec<(&String, &(&str, &str))> = spec.loggers.iter().collect();
+    named.sort_by_key(|(logger, _)| logger.trim_end_matches('.').split('.').count());
+    let mut levels: Vec<(&str, &str)> = Vec::new();
+    for (logger, (_, lvl)) in named {
+        for t in targets(logger) {
+            match levels.iter_mut().find(|(target, _)| *target == t) {
+                Some(slot) => slot.1 = lvl,
+                None => levels.push((t, lvl)),
             }
         }
     }
-    let mut all = vec![default.unwrap_or("info").to_owned()];
-    all.extend(out);
+    let mut all = vec![spec.default.1.to_owned()];
+    all.extend(levels.iter().map(|(t, l)| format!("{t}={l}")));
     Ok(all.join(","))
 }
 
-/// A valid Fabric spec as it is in force, for `/logspec` to read back: its terms trimmed,
-/// empty ones left out, and the default level `info` last when no term gives one, as a
-/// Fabric peer reads an empty spec (`ActivateSpec("")` then `Spec()` gives `info`). A
-/// spec of `""` had been read back as `""`, which says nothing of the level in force.
+/// A valid Fabric spec as it is in force, for `/logspec` to read back as a Fabric peer
+/// writes it (`LoggerLevels.Spec()`): the `logger=level` terms one logger each, sorted,
+/// levels under their zap names (`WARNING` is `warn`), the default level last. `""` reads
+/// back as `info`; `WARNING:msp,gossip=DEBUG` as `gossip=debug:msp=debug:warn`. Read back
+/// as typed, a spec drifted from what a peer says, and tools comparing the two never
+/// agreed.
 fn in_force(spec: &str) -> String {
-    let terms: Vec<&str> = spec
-        .split(':')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .collect();
-    let mut all = terms.join(":");
-    if !terms.iter().any(|t| !t.contains('=')) {
-        if !all.is_empty() {
-            all.push(':');
+    match parse(spec) {
+        Ok(p) => {
+            let mut terms: Vec<String> = p
+                .loggers
+                .iter()
+                .map(|(logger, (name, _))| format!("{logger}={name}"))
+                .collect();
+            terms.sort();
+            terms.push(p.default.0.to_owned());
+            terms.join(":")
         }
-        all.push_str("info");
+        Err(_) => spec.trim().to_owned(),
     }
-    all
 }
 
 /// A filter and the spec it was made from.
@@ -342,8 +385,19 @@ mod tests {
             ),
             (
                 "gossip.discovery,msp=error:debug",
-                "debug,fabric_gossip_discovery=error,fabric_gossip_msp=error",
+                "debug,fabric_gossip_msp=error,fabric_gossip_discovery=error",
             ),
+            // The most specific logger wins, whatever the order of the terms.
+            (
+                "gossip.comm=debug:gossip=warn",
+                "info,fabric_gossip_core=debug,fabric_gossip_tonic=debug,\
+                 fabric_gossip_discovery=warn,fabric_gossip_sim=warn",
+            ),
+            // The last default wins; an empty term is `info`; Fabric's aliases.
+            ("info:debug", "debug"),
+            ("debug:", "info"),
+            ("gossip.sim=notice:critical", "error,fabric_gossip_sim=info"),
+            ("gossip.sim=payload", "info,fabric_gossip_sim=trace"),
             // A deeper Fabric name than ours means our logger.
             (
                 "gossip.comm.conn=WARN",
@@ -370,10 +424,20 @@ mod tests {
             ("  ", "info"),
             (":", "info"),
             ("info", "info"),
-            (" warning ", "warning"),
+            (" warning ", "warn"),
+            ("INFO", "info"),
             ("gossip=debug", "gossip=debug:info"),
+            ("gossip=warning", "gossip=warn:info"),
             ("nodeCmd=debug:info", "nodeCmd=debug:info"),
-            ("error: msp=debug :", "error:msp=debug"),
+            // Fabric's `Spec()`: one logger a term, sorted, the default last; an empty
+            // term resets the default to info.
+            ("WARNING:msp,gossip=DEBUG", "gossip=debug:msp=debug:warn"),
+            ("error: msp=debug :", "msp=debug:info"),
+            (
+                "msp=debug:gossip.comm=error:msp=warn",
+                "gossip.comm=error:msp=warn:info",
+            ),
+            ("info:debug", "debug"),
         ] {
             assert_eq!(in_force(spec), back, "{spec:?}");
             assert_eq!(
@@ -393,13 +457,26 @@ mod tests {
                 .0
                 .contains("unknown level \"loud\"")
         );
+        assert!(directives("=debug").unwrap_err().0.contains("empty logger"));
         assert!(
-            directives("info:debug")
+            directives("a=b=debug")
                 .unwrap_err()
                 .0
-                .contains("more than one default")
+                .contains("more than one")
         );
-        assert!(directives("=debug").unwrap_err().0.contains("empty logger"));
+        for bad in [
+            "gossip..comm=debug",
+            ".gossip=debug",
+            "go ssip=debug",
+            "a[0]=debug",
+        ] {
+            assert!(
+                directives(bad).unwrap_err().0.contains("bad logger name"),
+                "{bad}"
+            );
+        }
+        // A trailing dot is Fabric's "exactly this logger".
+        directives("gossip.=debug").unwrap();
         assert!(filter(Some("gossip=nope"), "info").is_err());
     }
 

@@ -2778,7 +2778,7 @@ fn logspec_changes_the_log_filter_at_run_time() {
     assert!(r.starts_with("HTTP/1.1 204"), "{r}");
     assert_eq!(
         http_get(&ops, "/logspec"),
-        (200, r#"{"spec":"gossip=warning:info"}"#.to_owned())
+        (200, r#"{"spec":"gossip=warn:info"}"#.to_owned())
     );
     let r = put(r#"{"spec":""}"#);
     assert!(r.starts_with("HTTP/1.1 204"), "{r}");
