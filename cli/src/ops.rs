@@ -968,6 +968,15 @@ fn operations_connections(r: &mut Registry, c: &ConnectionCounters) {
 pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
     use Metric::{Counter as C, Family as F, Gauge as G};
     let mut r = Registry::new();
+    // The process's own figures (start time, CPU, resident memory, open and maximum file
+    // descriptors, threads), which client_golang serves on every Fabric peer and generic
+    // alerts (restarts, descriptor exhaustion) rely on; Linux only.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = r.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    )) {
+        tracing::error!(target: TARGET, "process metrics not served: {e}");
+    }
     let Some((node, out)) = node else {
         return r;
     };

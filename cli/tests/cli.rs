@@ -2381,7 +2381,18 @@ fn operations_service_metrics_match_stats() {
         m.contains("# TYPE gossip_comm_messages_sent counter\ngossip_comm_messages_sent "),
         "{m}"
     );
-    assert!(!m.contains("_total") && !m.contains("# EOF"), "{m}");
+    assert!(
+        !m.contains("gossip_comm_messages_sent_total") && !m.contains("# EOF"),
+        "{m}"
+    );
+    // The process figures client_golang serves on every peer (generic alerts use them).
+    assert!(sample(&m, "process_open_fds") > 0, "{m}");
+    assert!(sample(&m, "process_max_fds") > 0, "{m}");
+    assert!(
+        sample(&m, "process_start_time_seconds") > 1_700_000_000,
+        "{m}"
+    );
+    assert!(sample(&m, "process_resident_memory_bytes") > 0, "{m}");
     assert!(
         m.contains("# HELP gossip_comm_messages_sent Number of messages sent"),
         "{m}"
