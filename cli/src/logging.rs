@@ -297,22 +297,226 @@ pub(crate) fn escaped_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 
     .delimited(" ")
 }
 
+/// How lines are written (`FABRIC_LOGGING_FORMAT`): tracing's text, or one of Fabric's two
+/// structured encodings, for pipelines that parse a peer's logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// tracing's text format (Fabric's console layout is not reproduced).
+    Text,
+    /// Fabric's `json`: zap's production encoder, one object a line.
+    Json,
+    /// Fabric's `logfmt`: `key=value` pairs.
+    Logfmt,
+}
+
+impl Format {
+    /// `FABRIC_LOGGING_FORMAT` as a Fabric peer reads it: `json`, `logfmt`, else a console
+    /// layout (returned as `Err` with the text, which this tool does not reproduce).
+    pub(crate) fn from_env() -> Result<Format, String> {
+        match std::env::var("FABRIC_LOGGING_FORMAT").as_deref() {
+            Err(_) | Ok("") => Ok(Format::Text),
+            Ok("json") => Ok(Format::Json),
+            Ok("logfmt") => Ok(Format::Logfmt),
+            Ok(other) => Err(other.to_owned()),
+        }
+    }
+}
+
+/// The Fabric logger a tracing target logs for: the [`LOGGERS`] entry with the longest
+/// target that is it or its parent (`fabric_gossip_cli::certmonitor` is `certmonitor`,
+/// `fabric_gossip_discovery::machine` is `gossip.discovery`), else the target itself.
+fn fabric_logger(target: &str) -> &str {
+    let mut best: Option<(&str, usize)> = None;
+    for (name, ts) in LOGGERS {
+        for t in *ts {
+            let hit = target == *t
+                || target
+                    .strip_prefix(t)
+                    .is_some_and(|rest| rest.starts_with("::"));
+            if hit && best.is_none_or(|(_, len)| t.len() > len) {
+                best = Some((name, t.len()));
+            }
+        }
+    }
+    best.map_or(target, |(name, _)| name)
+}
+
+/// An event's fields: the message, and the others as JSON values (numbers and booleans
+/// as such, the rest as text).
+#[derive(Default)]
+struct EventFields {
+    message: String,
+    fields: Vec<(String, serde_json::Value)>,
+}
+
+impl tracing::field::Visit for EventFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.put(field, serde_json::Value::from(value));
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.put(field, serde_json::Value::from(value));
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.put(field, serde_json::Value::from(value));
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.put(field, serde_json::Value::from(value));
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.put(field, serde_json::Value::from(format!("{value:?}")));
+    }
+}
+
+impl EventFields {
+    fn put(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+        let name = field.name();
+        if name == "message" {
+            self.message = match value {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+        } else if !name.starts_with("log.") {
+            self.fields
+                .push((name.trim_start_matches("r#").to_owned(), value));
+        }
+    }
+}
+
+/// Writes each event as Fabric's `json` or `logfmt` encoding does (zap's production
+/// encoder with Fabric's `name` key): `level` (lower case; tracing's `trace` is `debug`),
+/// `ts` (seconds since the epoch), `name` (the Fabric logger, see [`fabric_logger`]),
+/// `caller` (`dir/file.rs:line`), `msg`, then the event's own fields and, under `span`,
+/// the spans it is in (`gossip_stream{stream=s0.1 ...}`), which carry the peer a
+/// connection's lines are about.
+struct FabricEncoding {
+    json: bool,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for FabricEncoding
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing::Level;
+        let meta = event.metadata();
+        let mut ev = EventFields::default();
+        event.record(&mut ev);
+        let level = match *meta.level() {
+            Level::TRACE | Level::DEBUG => "debug",
+            Level::INFO => "info",
+            Level::WARN => "warn",
+            Level::ERROR => "error",
+        };
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let caller = meta.file().map(|file| {
+            // zap's short caller: the file and its directory.
+            let mut parts = file.rsplitn(3, '/');
+            let (f, dir) = (parts.next().unwrap_or(file), parts.next());
+            let short = dir.map_or_else(|| f.to_owned(), |d| format!("{d}/{f}"));
+            format!("{short}:{}", meta.line().unwrap_or(0))
+        });
+        let mut spans = Vec::new();
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                match ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() {
+                    Some(f) if !f.is_empty() => spans.push(format!("{}{{{f}}}", span.name())),
+                    _ => spans.push(span.name().to_owned()),
+                }
+            }
+        }
+        let mut pairs: Vec<(String, serde_json::Value)> = vec![
+            ("level".into(), level.into()),
+            ("ts".into(), ts.into()),
+            ("name".into(), fabric_logger(meta.target()).into()),
+        ];
+        if let Some(c) = caller {
+            pairs.push(("caller".into(), c.into()));
+        }
+        pairs.push(("msg".into(), ev.message.into()));
+        pairs.extend(ev.fields);
+        if !spans.is_empty() {
+            pairs.push(("span".into(), spans.join(":").into()));
+        }
+        if self.json {
+            let object: serde_json::Map<String, serde_json::Value> = pairs.into_iter().collect();
+            writeln!(writer, "{}", serde_json::Value::Object(object))
+        } else {
+            let mut first = true;
+            for (k, v) in pairs {
+                if !std::mem::take(&mut first) {
+                    writer.write_char(' ')?;
+                }
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                write!(writer, "{k}={}", logfmt_value(&text))?;
+            }
+            writeln!(writer)
+        }
+    }
+}
+
+/// A logfmt value: as it is when it has no space, `=`, quote or control character, else
+/// quoted with those escaped (JSON's escapes, as zaplogfmt writes them).
+fn logfmt_value(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '=' | '"' | '\\'));
+    if plain {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(serde_json::Value::from(s).to_string())
+    }
+}
+
 /// Installs the stderr logger. Colours only on a terminal, so that files and journald get
-/// plain text.
+/// plain text; Fabric's `json` or `logfmt` encoding with `FABRIC_LOGGING_FORMAT`.
 pub(crate) fn init(f: Filter) {
     use std::io::IsTerminal;
     let (filter, handle) = reload::Layer::new(f.filter);
+    let format = Format::from_env();
+    let structured = match format {
+        Ok(Format::Json) => Some(true),
+        Ok(Format::Logfmt) => Some(false),
+        _ => None,
+    };
+    let text = structured.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(escaped_fields())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+    });
+    let fabric = structured.map(|json| {
+        tracing_subscriber::fmt::layer()
+            .event_format(FabricEncoding { json })
+            .fmt_fields(escaped_fields())
+            .with_writer(std::io::stderr)
+    });
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(escaped_fields())
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
+        .with(text)
+        .with(fabric)
         .try_init();
     if installed.is_ok() {
         let _ = ACTIVE.set((handle, Mutex::new(f.spec)));
+    }
+    if let Err(layout) = format {
+        tracing::warn!(
+            target: TARGET,
+            "FABRIC_LOGGING_FORMAT {layout:?}: a console layout is not reproduced here; \
+             lines are tracing's text (json and logfmt are Fabric's encodings)"
+        );
     }
     tracing::debug!(target: TARGET, "log filter from {}", f.source);
 }
@@ -365,6 +569,79 @@ mod tests {
             lines[1].ends_with("plain endpoint=peer0:7051"),
             "{}",
             lines[1]
+        );
+    }
+
+    /// `FABRIC_LOGGING_FORMAT=json`: one JSON object a line with zap's production keys and
+    /// Fabric's logger name, so pipelines parsing a peer's logs parse these; `logfmt` the
+    /// same pairs. A peer's newline in a field cannot start a line of its own in either.
+    #[test]
+    fn fabrics_json_and_logfmt_encodings() {
+        use std::sync::Arc;
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let run = |json: bool| {
+            let buf = Buf::default();
+            let writer = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .event_format(FabricEncoding { json })
+                .fmt_fields(escaped_fields())
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                let span = tracing::info_span!("gossip_stream", stream = %"s0.1");
+                let _in = span.enter();
+                tracing::warn!(
+                    target: "fabric_gossip_discovery::machine",
+                    endpoint = %"evil:1\nforged line",
+                    seq = 7u64,
+                    "member alive"
+                );
+                tracing::info!(target: crate::expiry::CERTMONITOR, "expires soon");
+            });
+            String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("UTF-8")
+        };
+        let out = run(true);
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON object a line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        let v = &lines[0];
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["name"], "gossip.discovery");
+        assert_eq!(v["msg"], "member alive");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["endpoint"], "evil:1\nforged line");
+        assert!(v["ts"].as_f64().is_some_and(|t| t > 1.7e9), "{v}");
+        assert!(
+            v["caller"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("src/logging.rs:")),
+            "{v}"
+        );
+        assert_eq!(v["span"], "gossip_stream{stream=s0.1}");
+        assert_eq!(lines[1]["name"], "certmonitor");
+        let out = run(false);
+        let first = out.lines().next().expect("a line");
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(first.starts_with("level=warn ts="), "{first}");
+        assert!(
+            first.contains(" name=gossip.discovery ")
+                && first.contains(r#" msg="member alive" "#)
+                && first.contains(r#" endpoint="evil:1\nforged line" "#)
+                && first.contains(" seq=7 "),
+            "{first}"
         );
     }
 
