@@ -197,10 +197,59 @@ pub(crate) struct Identities {
     own_org: Option<Bytes>,
     /// What the entries take, in all and of other organizations.
     held: Held,
-    /// Identities purged for disuse → until when the pull must not bring them back.
-    forgotten: BTreeMap<PkiId, Instant>,
+    /// Identities purged for disuse, until when the pull must not bring them back.
+    forgotten: Remembered,
+    /// Identities that came expired in an update, until when they are not asked for
+    /// again. Apart from `forgotten`: an alive message of their owner does not end it.
+    expired: Remembered,
+}
+
+/// PKI-IDs remembered until an instant each, at most a bound of them (the one whose period
+/// ends first making room).
+#[derive(Debug, Default)]
+struct Remembered {
+    until: BTreeMap<PkiId, Instant>,
     /// The same, by the end of their period: they expire, and make room, in this order.
-    forgotten_by_end: BTreeSet<(Instant, PkiId)>,
+    by_end: BTreeSet<(Instant, PkiId)>,
+}
+
+impl Remembered {
+    fn insert(&mut self, pki_id: PkiId, end: Instant, max: usize) {
+        self.remove(&pki_id);
+        while self.until.len() >= max {
+            let Some((_, first)) = self.by_end.pop_first() else {
+                return;
+            };
+            self.until.remove(&first);
+        }
+        self.by_end.insert((end, pki_id.clone()));
+        self.until.insert(pki_id, end);
+    }
+
+    fn remove(&mut self, pki_id: &PkiId) -> bool {
+        match self.until.remove(pki_id) {
+            Some(end) => {
+                self.by_end.remove(&(end, pki_id.clone()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn contains(&self, pki_id: &PkiId, now: Instant) -> bool {
+        self.until.get(pki_id).is_some_and(|end| *end > now)
+    }
+
+    /// Forgets those whose period ended by `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some((end, _)) = self.by_end.first()
+            && *end <= now
+        {
+            if let Some((_, k)) = self.by_end.pop_first() {
+                self.until.remove(&k);
+            }
+        }
+    }
 }
 
 impl Identities {
@@ -371,48 +420,26 @@ impl Identities {
     /// Ends `pki_id`'s period of being forgotten, if it has one: the pull may bring its
     /// identity again. Returns whether it had one.
     pub(crate) fn remember_again(&mut self, pki_id: &PkiId) -> bool {
-        match self.forgotten.remove(pki_id) {
-            Some(end) => {
-                self.forgotten_by_end.remove(&(end, pki_id.clone()));
-                true
-            }
-            None => false,
-        }
+        self.forgotten.remove(pki_id)
     }
 
     /// Remembers `pki_id`, whose identity came expired, as not to be asked for until
     /// `end`: Fabric's pull keeps such an item in its state and never asks for it again,
-    /// while its identity mapper refuses it.
+    /// while its identity mapper refuses it. At most `max` are remembered.
     pub(crate) fn skip_expired(&mut self, pki_id: PkiId, end: Instant, max: usize) {
-        self.forget(pki_id, end, max);
+        self.expired.insert(pki_id, end, max);
     }
 
-    /// Whether `pki_id` was purged for disuse and its period is not over: the pull must
-    /// not bring it back.
+    /// Whether the pull must not bring `pki_id`'s identity now: purged for disuse, or
+    /// received expired, and the period not over.
     pub(crate) fn is_forgotten(&self, pki_id: &PkiId, now: Instant) -> bool {
-        self.forgotten.get(pki_id).is_some_and(|end| *end > now)
-    }
-
-    /// Remembers `pki_id` as purged for disuse until `end`; at most `max` are remembered,
-    /// the one whose period ends first making room.
-    fn forget(&mut self, pki_id: PkiId, end: Instant, max: usize) {
-        if let Some(old) = self.forgotten.remove(&pki_id) {
-            self.forgotten_by_end.remove(&(old, pki_id.clone()));
-        }
-        while self.forgotten.len() >= max {
-            let Some((_, first)) = self.forgotten_by_end.pop_first() else {
-                return;
-            };
-            self.forgotten.remove(&first);
-        }
-        self.forgotten_by_end.insert((end, pki_id.clone()));
-        self.forgotten.insert(pki_id, end);
+        self.forgotten.contains(pki_id, now) || self.expired.contains(pki_id, now)
     }
 
     /// How many identities are remembered as purged for disuse (for tests).
     #[cfg(test)]
     pub(crate) fn forgotten(&self) -> usize {
-        self.forgotten.len()
+        self.forgotten.until.len()
     }
 
     /// Unexpired entries, in PKI-ID order.
@@ -432,13 +459,8 @@ impl Identities {
         unused_after: Duration,
         max_forgotten: usize,
     ) -> Purged {
-        while let Some((end, _)) = self.forgotten_by_end.first()
-            && *end <= now
-        {
-            if let Some((_, k)) = self.forgotten_by_end.pop_first() {
-                self.forgotten.remove(&k);
-            }
-        }
+        self.forgotten.expire(now);
+        self.expired.expire(now);
         let mut purged = Purged::default();
         let mut unused = Vec::new();
         let own = &self.own;
@@ -463,7 +485,7 @@ impl Identities {
             }
         });
         for k in unused {
-            self.forget(k, now + unused_after, max_forgotten);
+            self.forgotten.insert(k, now + unused_after, max_forgotten);
         }
         purged
     }

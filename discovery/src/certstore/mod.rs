@@ -625,6 +625,7 @@ impl Discovery {
             return;
         }
         let mut valid = Vec::with_capacity(parsed.len());
+        let mut expired = Vec::new();
         for (id, env) in parsed {
             let pki_id = PkiId(id.pki_id.clone());
             match wire::validate_parsed(comm.security(), id, env, now) {
@@ -634,12 +635,8 @@ impl Discovery {
                 // stays in its pull state, never asked for again. Refusing the update
                 // instead lost the others' identities, and asking for it again every round
                 // (a peer whose clock runs behind ours still serves it) did so forever.
-                Err(IdentityMsgError::IdentityExpired) => {
-                    self.stats.certstore.identity_expired += 1;
-                    let end = now + self.cfg.certstore.identity_usage_threshold;
-                    let max = self.cfg.certstore.max_identities;
-                    self.certstore.identities.skip_expired(pki_id, end, max);
-                }
+                // Remembered once the whole update is taken.
+                Err(IdentityMsgError::IdentityExpired) => expired.push(pki_id),
                 Err(e) => {
                     self.stats.certstore.count_refused(&e);
                     self.stats.certstore.updates_refused += 1;
@@ -647,6 +644,12 @@ impl Discovery {
                     return;
                 }
             }
+        }
+        let end = now + self.cfg.certstore.identity_usage_threshold;
+        for pki_id in expired {
+            self.stats.certstore.identity_expired += 1;
+            let max = self.cfg.certstore.max_identities;
+            self.certstore.identities.skip_expired(pki_id, end, max);
         }
         let bounds = identities::Bounds {
             count: self.cfg.certstore.max_identities,

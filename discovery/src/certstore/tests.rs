@@ -259,10 +259,52 @@ fn an_expired_item_is_left_out_the_rest_kept_and_not_asked_for_again() {
     d.handle_message(t, comm, direct("a1", alive("a1", 1, 2, "")));
     d.handle_timeout(t, comm);
     let nonce = d.certstore.engine.round_nonces()[0].1;
+    // b2's owner still gossips; its alive messages, unverifiable here, do not end the skip
+    // (they would every 5 s, and it would be asked for again every round).
+    let (comm, d) = &mut node;
+    d.handle_message(t, comm, direct("a1", alive_with("b2", 1, 5, "b2:1", false)));
+    assert_eq!(d.stats().certstore.identities_remembered_again, 0);
     to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
     let s = &node.1.stats().certstore;
     assert_eq!(s.requests_sent, 1, "neither b1 (held) nor b2 asked for");
     assert_eq!(s.identities_skipped_forgotten, 1);
+}
+
+/// An expired certificate stands only for its own PKI-ID. The MSP refuses an expired
+/// identity in its validation, before the PKI-ID is compared; an item claiming another
+/// member's PKI-ID with an expired certificate was taken as "expired" and that member left
+/// unasked for an hour, where Fabric (PKI-ID first) refuses the update.
+#[test]
+fn an_expired_certificate_claiming_another_pki_id_is_a_mismatch() {
+    let sec = Counting {
+        inner: security("v"),
+        checks: Default::default(),
+        expired: vec![Bytes::from_static(b"a1")],
+    };
+    assert_eq!(
+        validate_identity_msg(&sec, &identity_msg("a2", "a1", security("a1")), T0),
+        Err(IdentityMsgError::IdentityMismatch)
+    );
+    assert_eq!(
+        validate_identity_msg(&sec, &identity_msg("a1", "a1", security("a1")), T0),
+        Err(IdentityMsgError::IdentityExpired)
+    );
+}
+
+/// An update refused for a forged item remembers nothing of the expired item it held: the
+/// next round asks for it again, as for everything a refused update held.
+#[test]
+fn a_refused_update_leaves_its_expired_item_to_be_asked_again() {
+    let sec = security("me").expiring(&b"b2"[..], T0 + SEC);
+    let (mut node, nonce, t) = in_a_round_with(sec);
+    let t = to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    let (comm, d) = &mut node;
+    let forged = identity_msg("b1", "b1", security("b1").with_corrupt_signatures());
+    let upd = wire::update(nonce, vec![identity_of("b2"), forged]);
+    d.handle_message(t, comm, pull_from("a1", upd));
+    let s = &d.stats().certstore;
+    assert_eq!((s.updates_refused, s.identity_expired), (1, 0), "{s:?}");
+    assert!(!d.certstore.identities.is_forgotten(&pki("b2"), t));
 }
 
 /// A member whose identity we purged for disuse comes back without restarting (its alive
@@ -497,10 +539,13 @@ fn disabled_it_neither_pulls_nor_answers() {
 }
 
 /// A security provider that counts the expensive checks (certificate validation and
-/// signature verification) it is asked for, to show an update refused without crypto.
+/// signature verification) it is asked for, to show an update refused without crypto; and
+/// that can refuse identities as expired in its validation, as the MSP does (before the
+/// caller compares the PKI-ID, unlike `TestOnlyHmacSecurity::expiring`).
 struct Counting {
     inner: TestOnlyHmacSecurity,
     checks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    expired: Vec<Bytes>,
 }
 
 impl Counting {
@@ -532,6 +577,11 @@ impl Security for Counting {
         now: Instant,
     ) -> Result<(), fabric_gossip_core::SecurityError> {
         self.count();
+        if self.expired.iter().any(|e| e.as_ref() == identity) {
+            return Err(fabric_gossip_core::SecurityError::Expired(
+                "expired (test provider)".into(),
+            ));
+        }
         self.inner.validate_identity(identity, now)
     }
     fn expiration(
@@ -564,6 +614,7 @@ fn asked_of_a1(
     let sec = Counting {
         inner: security("me"),
         checks: checks.clone(),
+        expired: Vec::new(),
     };
     let mut comm = Comm::new(fabric_gossip_core::Config::default(), sec, T0).unwrap();
     let mut d = crate::Discovery::new(

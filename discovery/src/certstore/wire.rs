@@ -247,9 +247,15 @@ pub(crate) fn validate_parsed(
     let pki_id = PkiId(id.pki_id);
     let checked = match check_identity(security, &pki_id, &id.cert, now) {
         Ok(c) => c,
-        // Expired, by our expiry check or the provider's: reported only for an item its
-        // certificate signed, as Fabric verifies the signature before expiry matters.
+        // Expired, by our expiry check or the provider's: reported only for an item whose
+        // PKI-ID is its certificate's and which that certificate signed, in Fabric's order
+        // (PKI-ID, signature; expiry only in its identity mapper). The provider's verdict
+        // comes before the PKI-ID comparison, so it is made here again: an expired
+        // certificate must not stand for PKI-IDs not its own.
         Err(AliveError::IdentityExpired | AliveError::BadIdentity(SecurityError::Expired(_))) => {
+            if security.pki_id_of(&id.cert) != pki_id {
+                return Err(IdentityMsgError::IdentityMismatch);
+            }
             verify_envelope(security, &id.cert, env).map_err(IdentityMsgError::BadSignature)?;
             return Err(IdentityMsgError::IdentityExpired);
         }
