@@ -88,19 +88,25 @@ fn valid_logger(name: &str) -> bool {
 
 /// The targets a Fabric logger name covers: every mapped logger equal to it or below it
 /// (`gossip` covers `gossip.comm` and `gossip.discovery`), or the name itself when it is a
-/// Rust target.
+/// Rust target. A name ending in `.` means that logger exactly, as in Fabric (`gossip.`
+/// covers no logger here, there being none named `gossip`).
 fn targets(logger: &str) -> Vec<&str> {
-    let logger = logger.strip_suffix('.').unwrap_or(logger);
+    let (logger, exact) = match logger.strip_suffix('.') {
+        Some(l) => (l, true),
+        None => (logger, false),
+    };
     let mut out: Vec<&str> = Vec::new();
     for (name, ts) in LOGGERS {
         let covered = *name == logger
-            || name
-                .strip_prefix(logger)
-                .is_some_and(|rest| rest.starts_with('.'));
+            || !exact
+                && name
+                    .strip_prefix(logger)
+                    .is_some_and(|rest| rest.starts_with('.'));
         // A more specific Fabric name than ours (`gossip.comm.conn`) still means our logger.
-        let inside = logger
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.starts_with('.'));
+        let inside = !exact
+            && logger
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('.'));
         if covered || inside {
             for t in *ts {
                 if !out.contains(t) {
@@ -158,11 +164,19 @@ fn parse(spec: &str) -> Result<Spec, SpecError> {
 /// Translates a Fabric logging spec into `tracing` filter directives (`info,
 /// fabric_gossip_core=debug, ...`). Where several loggers cover one target the most
 /// specific wins, as Fabric takes a logger's level from the longest name in the spec that
-/// is a prefix of it (`gossip.comm=debug:gossip=warn` leaves comm at debug).
+/// is a prefix of it (`gossip.comm=debug:gossip=warn` leaves comm at debug); a Rust target
+/// named as it is beats any Fabric name covering it. Two Fabric names of one depth that
+/// cover the same target (`peer` and `nodeCmd`) resolve in name order, the later winning.
 pub(crate) fn directives(spec: &str) -> Result<String, SpecError> {
     let spec = parse(spec)?;
     let mut named: Vec<(&String, &(&str, &str))> = spec.loggers.iter().collect();
-    named.sort_by_key(|(logger, _)| logger.trim_end_matches('.').split('.').count());
+    named.sort_by_key(|(logger, _)| {
+        let is_target = LOGGERS.iter().all(|(name, _)| {
+            let l = logger.trim_end_matches('.');
+            *name != l && !name.starts_with(&format!("{l}.")) && !l.starts_with(&format!("{name}."))
+        });
+        (is_target, logger.trim_end_matches('.').split('.').count())
+    });
     let mut levels: Vec<(&str, &str)> = Vec::new();
     for (logger, (_, lvl)) in named {
         for t in targets(logger) {
@@ -752,8 +766,18 @@ mod tests {
                 "{bad}"
             );
         }
-        // A trailing dot is Fabric's "exactly this logger".
-        directives("gossip.=debug").unwrap();
+        // A trailing dot is Fabric's "exactly this logger": `gossip.` is none of ours.
+        assert_eq!(directives("gossip.=debug").unwrap(), "info");
+        assert_eq!(
+            directives("gossip.comm.=debug").unwrap(),
+            "info,fabric_gossip_core=debug,fabric_gossip_tonic=debug"
+        );
+        // A Rust target named as it is beats a Fabric name covering it.
+        assert_eq!(
+            directives("fabric_gossip_core=debug:gossip=warn").unwrap(),
+            "info,fabric_gossip_core=debug,fabric_gossip_tonic=warn,\
+             fabric_gossip_discovery=warn,fabric_gossip_sim=warn"
+        );
         assert!(filter(Some("gossip=nope"), "info").is_err());
     }
 

@@ -452,7 +452,8 @@ fn operations_tls(
     if client_cas.1.is_empty() {
         tracing::warn!(
             target: TARGET,
-            "operations service over TLS without client CAs ({}): /metrics and /logspec              answer 401 to every client, as a Fabric peer's do; /healthz and /version are open",
+            "operations service over TLS without client CAs ({}): /metrics and /logspec \
+             answer 401 to every client, as a Fabric peer's do; /healthz and /version are open",
             client_cas.0
         );
     }

@@ -702,7 +702,8 @@ async fn handle(
         // where TLS lets a client without one in (for /healthz and /version).
         tracing::warn!(
             target: TARGET,
-            "operations service: {} {path} refused (401): a valid client certificate is              needed for it",
+            "operations service: {} {path} refused (401): a valid client certificate is \
+             needed for it",
             req.method()
         );
         let answering = conn.answering();
