@@ -323,11 +323,9 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         }
         if tls.tls_cert.is_none() && f.tls.enabled {
             let t = &f.tls;
-            let (Some(cert), Some(key), Some(root)) = (&t.cert, &t.key, &t.rootcert) else {
+            let (Some(cert), Some(key)) = (&t.cert, &t.key) else {
                 return Err(ConfigError(
-                    "peer.tls.enabled needs peer.tls.cert.file, peer.tls.key.file and \
-                     peer.tls.rootcert.file"
-                        .into(),
+                    "peer.tls.enabled needs peer.tls.cert.file and peer.tls.key.file".into(),
                 ));
             };
             if t.client_cert.is_some() != t.client_key.is_some() {
@@ -335,7 +333,9 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
                     "peer.tls.clientCert.file and peer.tls.clientKey.file go together".into(),
                 ));
             }
-            let mut cas = vec![root.clone()];
+            // rootcert is optional, as for a peer, whose channels bring the TLS CAs: with
+            // none here, --channel-config's (or clientRootCAs) must give some.
+            let mut cas: Vec<_> = t.rootcert.iter().cloned().collect();
             for ca in &t.client_root_cas {
                 // A Fabric peer opens clientRootCAs only with clientAuthRequired (the
                 // test network's peers list a tls/ca.crt they do not have); so a file

@@ -2514,6 +2514,73 @@ fn node_runs_from_a_fabric_core_yaml() {
     assert!(err.contains("not-there.crt"), "{err}");
 }
 
+/// `peer.tls.rootcert.file` is optional, as for a Fabric peer, whose channels bring the TLS
+/// CAs: a node from a core.yaml without it takes them from `--channel-config`, and a peer
+/// of the channel's other organization authenticates it over mutual TLS. Without either,
+/// the node says what is missing.
+#[test]
+fn a_core_yaml_without_rootcert_takes_the_channels_tls_cas() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/channel");
+    let peer = fixtures.join("peers/peer0.org1.example.com");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = dir.path().join("core.yaml");
+    let yaml = std::fs::read_to_string("tests/fixtures/core.yaml")
+        .expect("fixture")
+        .replace("listenAddress: 0.0.0.0:7051", "listenAddress: 127.0.0.1:0")
+        .replace("localMspId: SampleOrg", "localMspId: Org1MSP")
+        .replace("        rootcert:\n            file: tls/ca.crt\n", "")
+        .replace("              - tls/ca.crt\n", "");
+    assert!(!yaml.contains("rootcert"), "the fixture's layout changed");
+    std::fs::write(&core, yaml).expect("write core.yaml");
+    let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
+    let start = |extra: &[String]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["node", "--config", core.to_str().expect("utf-8")])
+            .args(extra)
+            .env_remove("FABRIC_LOGGING_SPEC")
+            .env_remove("RUST_LOG")
+            .env("CORE_PEER_MSPCONFIGPATH", p(peer.join("msp")))
+            .env("CORE_PEER_TLS_ENABLED", "true")
+            .env("CORE_PEER_TLS_CERT_FILE", p(peer.join("tls/server.crt")))
+            .env("CORE_PEER_TLS_KEY_FILE", p(peer.join("tls/server.key")));
+        cmd
+    };
+    let out = start(&["--exit-on-eof".into()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--channel-config"), "{err}");
+    let block = p(fixtures.join("mychannel.block"));
+    let mut child = start(&["--channel-config".into(), block, "--auto-ack".into()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let _guard = KillOnDrop(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let first: Value =
+        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
+    assert_eq!(first["event"], "listening", "{first}");
+    assert_eq!(first["tls"], true, "{first}");
+    let addr = first["addr"].as_str().expect("addr").to_owned();
+    let org2 = ChannelPeer {
+        block: true,
+        tls: true,
+    };
+    let mut hs = vec!["handshake".to_owned(), addr];
+    hs.extend(
+        org2.args("peer0.org2.example.com", "Org2MSP", None)
+            .into_iter()
+            .skip(2),
+    );
+    let r = run_expect(&strs(&hs), 0);
+    assert!(r.stdout.contains("MSP ID:    Org1MSP"), "{}", r.all());
+}
+
 /// A `peer.listenAddress` in core.yaml that is no address (a mapping, a bare port number)
 /// stops the node with status 2 naming the key and the file, as a variable's is named.
 #[test]
