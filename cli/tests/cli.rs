@@ -2459,24 +2459,13 @@ fn node_runs_from_a_fabric_core_yaml() {
         "{err}"
     );
     // A listen address the flag overrides.
-    let mut child = start(
+    let (guard, first, _lines) = spawn_listening(&mut start(
         &[
             ("CORE_PEER_TLS_ENABLED", "true"),
             ("CORE_PEER_LISTENADDRESS", "not an address"),
         ],
         &["--listen", "127.0.0.1:0", "--auto-ack"],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first: Value =
-        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
-    let _guard = KillOnDrop(child);
-    assert_eq!(first["event"], "listening", "{first}");
+    ));
     assert_eq!(first["msp_id"], "OrgAMSP", "{first}");
     assert_eq!(first["tls"], true, "{first}");
     let addr = first["addr"].as_str().expect("addr").to_owned();
@@ -2496,7 +2485,7 @@ fn node_runs_from_a_fabric_core_yaml() {
     hs.extend(strs(&a_flags));
     let r = run_expect(&hs, 0);
     assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
-    drop(_guard);
+    drop(guard);
     // With clientAuthRequired the client roots are read, as by a Fabric peer: the missing
     // one stops the node, named.
     let out = start(
@@ -2553,18 +2542,11 @@ fn a_core_yaml_without_rootcert_takes_the_channels_tls_cas() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--channel-config"), "{err}");
     let block = p(fixtures.join("mychannel.block"));
-    let mut child = start(&["--channel-config".into(), block, "--auto-ack".into()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let _guard = KillOnDrop(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let first: Value =
-        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
-    assert_eq!(first["event"], "listening", "{first}");
+    let (_guard, first, _lines) = spawn_listening(&mut start(&[
+        "--channel-config".into(),
+        block,
+        "--auto-ack".into(),
+    ]));
     assert_eq!(first["tls"], true, "{first}");
     let addr = first["addr"].as_str().expect("addr").to_owned();
     let org2 = ChannelPeer {
@@ -2607,6 +2589,28 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Its stdout, line by line.
+type StdoutLines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Spawns `cmd` (a `node` run), stdin and stdout piped, and reads its first line, which
+/// must be the `listening` event: the process (killed when dropped), that event, and the
+/// rest of its stdout (kept open so that the node can go on writing).
+fn spawn_listening(cmd: &mut Command) -> (KillOnDrop, Value, StdoutLines) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let guard = KillOnDrop(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let first: Value =
+        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
+    assert_eq!(first["event"], "listening", "{first}");
+    (guard, first, lines)
 }
 
 /// Issue 13 (Fabric issue 3138): server certificates from one CA, client certificates from
@@ -3046,27 +3050,18 @@ fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
             .expect("utf-8")
             .to_owned()
     };
-    let mut child = Command::new(BIN)
-        .args(["node", "--config", core.to_str().expect("utf-8")])
-        .env_remove("FABRIC_LOGGING_SPEC")
-        .env_remove("RUST_LOG")
-        .env("CORE_METRICS_PROVIDER", "prometheus")
-        .env("CORE_OPERATIONS_LISTENADDRESS", "127.0.0.1:0")
-        .env("CORE_OPERATIONS_TLS_ENABLED", "true")
-        .env("CORE_OPERATIONS_TLS_CERT_FILE", tls("server.crt"))
-        .env("CORE_OPERATIONS_TLS_KEY_FILE", tls("server.key"))
-        .env("CORE_OPERATIONS_TLS_CLIENTROOTCAS_FILES", tls("ca.crt"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let _guard = KillOnDrop(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let first: Value =
-        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON");
-    assert_eq!(first["event"], "listening", "{first}");
+    let (_guard, first, _lines) = spawn_listening(
+        Command::new(BIN)
+            .args(["node", "--config", core.to_str().expect("utf-8")])
+            .env_remove("FABRIC_LOGGING_SPEC")
+            .env_remove("RUST_LOG")
+            .env("CORE_METRICS_PROVIDER", "prometheus")
+            .env("CORE_OPERATIONS_LISTENADDRESS", "127.0.0.1:0")
+            .env("CORE_OPERATIONS_TLS_ENABLED", "true")
+            .env("CORE_OPERATIONS_TLS_CERT_FILE", tls("server.crt"))
+            .env("CORE_OPERATIONS_TLS_KEY_FILE", tls("server.key"))
+            .env("CORE_OPERATIONS_TLS_CLIENTROOTCAS_FILES", tls("ca.crt")),
+    );
     let ops = first["operations"].as_str().expect("operations").to_owned();
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(tls("ca.crt")).expect("ca") {

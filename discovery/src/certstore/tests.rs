@@ -58,6 +58,26 @@ fn in_a_round_with(sec: TestOnlyHmacSecurity) -> (Node, u64, Instant) {
     ((comm, d), nonce, t)
 }
 
+/// Runs the node a minute at a time from `T0` until a fifth of the identity usage
+/// threshold past it, `keep_alive(seq)` delivered each minute (seq 1, 2, ...): the time
+/// and the last seq.
+fn past_the_usage_threshold(
+    comm: &mut Comm<TestOnlyHmacSecurity>,
+    d: &mut crate::Discovery,
+    keep_alive: impl Fn(u64) -> fabric_gossip_core::ReceivedMessage,
+) -> (Instant, u64) {
+    let threshold = d.config().certstore.identity_usage_threshold;
+    let mut t = T0;
+    let mut seq = 0;
+    while t < T0 + threshold + threshold / 5 {
+        t = t + Duration::from_secs(60);
+        seq += 1;
+        d.handle_message(t, comm, keep_alive(seq));
+        d.handle_timeout(t, comm);
+    }
+    (t, seq)
+}
+
 /// Runs the round on to its request phase after `a1` advertised `items`.
 fn to_request_phase(node: &mut Node, nonce: u64, t: Instant, items: &[&str]) -> Instant {
     let (comm, d) = node;
@@ -316,15 +336,9 @@ fn a_member_back_after_its_identity_was_purged_is_pulled_again_at_the_next_round
     let (mut comm, mut d) = me();
     let v = validate_identity_msg(comm.security(), &identity_of("b1"), T0).unwrap();
     d.certstore.identities.put(v, None, T0, TEN).unwrap();
-    let threshold = d.config().certstore.identity_usage_threshold;
-    let mut t = T0;
-    let mut seq = 0;
-    while t < T0 + threshold + threshold / 5 {
-        t = t + Duration::from_secs(60);
-        seq += 1;
-        d.handle_message(t, &mut comm, direct("a1", alive("a1", 1, seq, "")));
-        d.handle_timeout(t, &mut comm);
-    }
+    let (t, seq) = past_the_usage_threshold(&mut comm, &mut d, |seq| {
+        direct("a1", alive("a1", 1, seq, ""))
+    });
     assert_eq!(d.stats().certstore.identities_unused, 1);
     assert!(d.certstore.identities.is_forgotten(&pki("b1"), t));
 
@@ -505,17 +519,10 @@ fn unused_and_expired_identities_are_purged_used_ones_kept() {
         let v = validate_identity_msg(comm.security(), &identity_of(who), T0).unwrap();
         d.certstore.identities.put(v, None, T0, TEN).unwrap();
     }
-    let threshold = d.config().certstore.identity_usage_threshold;
     // a1 keeps verifying alive messages; a2 falls silent.
-    let mut t = T0;
-    let mut seq = 0;
-    while t < T0 + threshold + threshold / 5 {
-        t = t + Duration::from_secs(60);
-        seq += 1;
-        let bare = alive_with("a1", 1, seq, "", false);
-        d.handle_message(t, &mut comm, direct("a2", bare));
-        d.handle_timeout(t, &mut comm);
-    }
+    let (t, _) = past_the_usage_threshold(&mut comm, &mut d, |seq| {
+        direct("a2", alive_with("a1", 1, seq, "", false))
+    });
     assert!(d.member(&pki("a1")).is_some_and(|m| m.alive));
     assert!(d.pulled_identity(&pki("a1"), t).is_some());
     assert!(d.pulled_identity(&pki("a2"), t).is_none());
