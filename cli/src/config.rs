@@ -225,6 +225,20 @@ impl Source<'_> {
         Ok((!s.is_empty()).then_some(s))
     }
 
+    /// A `HOST:PORT` as the flags take one (`--endpoint`): members carry it in their
+    /// signed alive messages and logs show it, so a newline or a space in it is refused
+    /// here as there.
+    fn endpoint(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        self.string(key)?
+            .map(|e| self.checked_endpoint(key, e))
+            .transpose()
+    }
+
+    fn checked_endpoint(&self, key: &str, e: String) -> Result<String, ConfigError> {
+        crate::opts::parse_endpoint(&e)
+            .map_err(|why| ConfigError(format!("{}: {why}", self.named(key))))
+    }
+
     fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
         Ok(self.string(key)?.map(|p| self.resolve(&p)))
     }
@@ -433,8 +447,17 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         total += n * scale;
     }
+    // Go's durations are nanoseconds in an int64: about 2,562,047 h at most. Past that Go
+    // refuses the text, and a larger value here overflowed the node's own arithmetic on
+    // its time-outs (a panic where status 2 and the key's name were due).
+    if total > MAX_GO_DURATION_SECS {
+        return Err("out of range (Go's durations end at 2562047h47m16.854775807s)".into());
+    }
     Duration::try_from_secs_f64(total).map_err(|e| e.to_string())
 }
+
+/// The longest duration Go's `time.Duration` holds, in seconds.
+const MAX_GO_DURATION_SECS: f64 = i64::MAX as f64 / 1e9;
 
 /// The largest core.yaml read: Fabric's sample is about 30 KiB.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
@@ -570,9 +593,13 @@ pub(crate) fn load_with(
         path: path.to_owned(),
         listen_address: src.string("peer.listenAddress")?,
         gossip: GossipConfig {
-            endpoint: src.string("peer.gossip.endpoint")?,
-            external_endpoint: src.string("peer.gossip.externalEndpoint")?,
-            bootstrap: src.list("peer.gossip.bootstrap")?,
+            endpoint: src.endpoint("peer.gossip.endpoint")?,
+            external_endpoint: src.endpoint("peer.gossip.externalEndpoint")?,
+            bootstrap: src
+                .list("peer.gossip.bootstrap")?
+                .into_iter()
+                .map(|b| src.checked_endpoint("peer.gossip.bootstrap", b))
+                .collect::<Result<_, _>>()?,
             dial_timeout: src.interval("peer.gossip.dialTimeout")?,
             conn_timeout: src.interval("peer.gossip.connTimeout")?,
             recv_buff_size: src.count("peer.gossip.recvBuffSize")?,
@@ -911,6 +938,9 @@ mod tests {
             ("peer.gossip.sendBuffSize", "-1"),
             ("peer.gossip.maxConnectionAttempts", "5000000000"),
             ("peer.gossip.dialTimeout", "3"),
+            ("peer.gossip.endpoint", "\"evil\\n:7051\""),
+            ("peer.gossip.externalEndpoint", "nohost"),
+            ("peer.gossip.bootstrap", "[\"a b:7051\"]"),
             ("peer.tls.enabled", "maybe"),
             ("peer.gossip.bootstrap", "[[a]]"),
         ]);
@@ -1051,6 +1081,15 @@ mod tests {
         }
         for bad in ["", "3", "s", "3x", "-1s", "1.2.3s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        // Go's range: `4000000000000000h` had panicked the node on its own time-out sums.
+        assert_eq!(
+            parse_duration("2562047h"),
+            Ok(Duration::from_secs(2_562_047 * 3600))
+        );
+        for huge in ["2562048h", "4000000000000000h"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("out of range"), "{huge}: {e}");
         }
     }
 }

@@ -73,8 +73,9 @@ fn level(s: &str) -> Result<(&'static str, &'static str), SpecError> {
     })
 }
 
-/// Fabric's rule for a logger name in a spec: dot-separated parts of letters, digits, `_`,
-/// `#`, `-` (a trailing dot, "this logger exactly", allowed).
+/// Fabric's rule for a logger name in a spec: dot-separated parts of ASCII letters, digits,
+/// `_`, `#`, `-` (Go's `[[:alnum:]]` is ASCII), a trailing dot ("this logger exactly")
+/// allowed.
 fn valid_logger(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
@@ -82,7 +83,7 @@ fn valid_logger(name: &str) -> bool {
             !part.is_empty()
                 && part
                     .chars()
-                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '#' | '-'))
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '#' | '-'))
         })
 }
 
@@ -175,7 +176,14 @@ pub(crate) fn directives(spec: &str) -> Result<String, SpecError> {
             let l = logger.trim_end_matches('.');
             *name != l && !name.starts_with(&format!("{l}.")) && !l.starts_with(&format!("{name}."))
         });
-        (is_target, logger.trim_end_matches('.').split('.').count())
+        // A name ending in `.` is the logger exactly, which Fabric looks up first: it
+        // beats any name merely covering the logger, even a deeper one mapped onto it.
+        let exact = logger.ends_with('.');
+        (
+            is_target,
+            exact,
+            logger.trim_end_matches('.').split('.').count(),
+        )
     });
     let mut levels: Vec<(&str, &str)> = Vec::new();
     for (logger, (_, lvl)) in named {
@@ -461,8 +469,15 @@ where
             pairs.push(("span".into(), spans.join(":").into()));
         }
         if self.json {
-            let object: serde_json::Map<String, serde_json::Value> = pairs.into_iter().collect();
-            writeln!(writer, "{}", serde_json::Value::Object(object))
+            // In zap's order (level, ts, name, caller, msg, fields), which a map would sort.
+            writer.write_char('{')?;
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    writer.write_char(',')?;
+                }
+                write!(writer, "{}:{}", json_text(k), json_value(v))?;
+            }
+            writeln!(writer, "}}")
         } else {
             let mut first = true;
             for (k, v) in pairs {
@@ -484,13 +499,45 @@ where
 /// quoted with those escaped (JSON's escapes, as zaplogfmt writes them).
 fn logfmt_value(s: &str) -> std::borrow::Cow<'_, str> {
     let plain = !s.is_empty()
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '=' | '"' | '\\'));
+        && !s.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '=' | '"' | '\\') || breaks(c)
+        });
     if plain {
         std::borrow::Cow::Borrowed(s)
     } else {
-        std::borrow::Cow::Owned(serde_json::Value::from(s).to_string())
+        std::borrow::Cow::Owned(json_text(s))
+    }
+}
+
+/// Characters JSON leaves as they are but terminals and line splitters do not: DEL, the
+/// C1 controls (U+009B starts a terminal escape on its own) and the Unicode line and
+/// paragraph separators. Escaped in structured lines, as the text format escapes them.
+fn breaks(c: char) -> bool {
+    matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}')
+}
+
+/// `s` as a JSON string, [`breaks`] characters escaped too.
+fn json_text(s: &str) -> String {
+    let quoted = serde_json::Value::from(s).to_string();
+    if !quoted.chars().any(breaks) {
+        return quoted;
+    }
+    let mut out = String::with_capacity(quoted.len() + 8);
+    for c in quoted.chars() {
+        if breaks(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A JSON value, its strings as [`json_text`] writes them.
+fn json_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => json_text(s),
+        other => other.to_string(),
     }
 }
 
@@ -608,7 +655,7 @@ mod tests {
                 let _in = span.enter();
                 tracing::warn!(
                     target: "fabric_gossip_discovery::machine",
-                    endpoint = %"evil:1\nforged line",
+                    endpoint = %"evil:1\nforged line\u{9b}\u{2028}",
                     seq = 7u64,
                     "member alive"
                 );
@@ -627,7 +674,7 @@ mod tests {
         assert_eq!(v["name"], "gossip.discovery");
         assert_eq!(v["msg"], "member alive");
         assert_eq!(v["seq"], 7);
-        assert_eq!(v["endpoint"], "evil:1\nforged line");
+        assert_eq!(v["endpoint"], "evil:1\nforged line\u{9b}\u{2028}");
         assert!(v["ts"].as_f64().is_some_and(|t| t > 1.7e9), "{v}");
         assert!(
             v["caller"]
@@ -637,6 +684,19 @@ mod tests {
         );
         assert_eq!(v["span"], "gossip_stream{stream=s0.1}");
         assert_eq!(lines[1]["name"], "certmonitor");
+        // zap's key order, and the characters JSON leaves raw escaped.
+        let first = out.lines().next().expect("a line");
+        assert!(first.starts_with(r#"{"level":"warn","ts":"#), "{first}");
+        assert!(
+            first.find(r#""name":"#) < first.find(r#""caller":"#)
+                && first.find(r#""caller":"#) < first.find(r#""msg":"#),
+            "{first}"
+        );
+        assert!(first.contains(r"\u009b\u2028"), "{first}");
+        assert!(
+            !first.contains('\u{9b}') && !first.contains('\u{2028}'),
+            "{first}"
+        );
         let out = run(false);
         let first = out.lines().next().expect("a line");
         assert_eq!(out.lines().count(), 2, "{out}");
@@ -644,7 +704,7 @@ mod tests {
         assert!(
             first.contains(" name=gossip.discovery ")
                 && first.contains(r#" msg="member alive" "#)
-                && first.contains(r#" endpoint="evil:1\nforged line" "#)
+                && first.contains(r#" endpoint="evil:1\nforged line\u009b\u2028" "#)
                 && first.contains(" seq=7 "),
             "{first}"
         );
@@ -759,6 +819,12 @@ mod tests {
         }
         // A trailing dot is Fabric's "exactly this logger": `gossip.` is none of ours.
         assert_eq!(directives("gossip.=debug").unwrap(), "info");
+        // The exact name beats a deeper one mapped onto the same logger, as in Fabric.
+        assert_eq!(
+            directives("gossip.comm.=warn:gossip.comm.conn=debug").unwrap(),
+            "info,fabric_gossip_core=warn,fabric_gossip_tonic=warn"
+        );
+        assert!(directives("ö=debug").is_err(), "Go's [[:alnum:]] is ASCII");
         assert_eq!(
             directives("gossip.comm.=debug").unwrap(),
             "info,fabric_gossip_core=debug,fabric_gossip_tonic=debug"

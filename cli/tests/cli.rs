@@ -3086,7 +3086,7 @@ fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
             .with_client_auth_cert(chain, key)
             .expect("client auth"),
     );
-    let status = |config: &std::sync::Arc<rustls::ClientConfig>, head: &str| {
+    let answer = |config: &std::sync::Arc<rustls::ClientConfig>, head: &str| {
         let name = ServerName::try_from("127.0.0.1").expect("name");
         let conn = rustls::ClientConnection::new(config.clone(), name).expect("conn");
         let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
@@ -3095,6 +3095,10 @@ fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
         s.write_all(head.as_bytes()).expect("write");
         let mut raw = String::new();
         let _ = s.read_to_string(&mut raw);
+        raw
+    };
+    let status = |config: &std::sync::Arc<rustls::ClientConfig>, head: &str| {
+        let raw = answer(config, head);
         raw.split_whitespace()
             .nth(1)
             .and_then(|c| c.parse::<u16>().ok())
@@ -3110,6 +3114,13 @@ fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
         let put_status = if guarded == 200 { 204 } else { 401 };
         assert_eq!(status(config, put), put_status, "{who}");
     }
+    // The anonymous client's three refusals are counted (and logged at most once a second).
+    let m = answer(&verified, &get("/metrics"));
+    assert_eq!(
+        sample(&m, "fabric_gossip_cli_operations_requests_unauthorized"),
+        3,
+        "{m}"
+    );
 }
 
 /// GET `path` from `addr` on a new connection, connecting and reading within `limit` in all:
@@ -3520,7 +3531,8 @@ fn watch_fails_when_its_bootstrap_peer_never_answers() {
 /// (every member would flap dead between its heartbeats).
 #[test]
 fn membership_settings_that_cannot_work_are_refused_naming_the_flag() {
-    // The flag's own parser refuses "peer0"; a core.yaml entry reaches the layer's check.
+    // The flag's own parser refuses "peer0", and so does the reading of a core.yaml entry,
+    // naming the key and the file.
     let dir = tempfile::tempdir().expect("tempdir");
     let core = dir.path().join("core.yaml");
     std::fs::write(&core, "peer:\n  gossip:\n    bootstrap: peer0\n").expect("write core.yaml");
@@ -3528,7 +3540,7 @@ fn membership_settings_that_cannot_work_are_refused_naming_the_flag() {
     for (args, expected) in [
         (
             &["--config", core][..],
-            r#"--bootstrap "peer0" (peer.gossip.bootstrap): not HOST:PORT"#,
+            r#"expected HOST:PORT, e.g. 127.0.0.1:7051, got "peer0""#,
         ),
         (
             &[
