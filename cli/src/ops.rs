@@ -94,8 +94,29 @@ struct ConnectionCounters {
     /// Requests for `/metrics` or `/logspec` over TLS without a verified client
     /// certificate (answered 401).
     unauthorized: AtomicU64,
-    /// When 401s were last logged, and the count then.
-    unauthorized_logged: Mutex<Option<(Instant, u64)>>,
+    /// When 401s were last logged.
+    unauthorized_logged: Throttle,
+}
+
+/// When a flood's warning was last logged, and the count then: a flood makes a line a
+/// second (with the number since the previous one), not a line per event.
+#[derive(Debug, Default)]
+struct Throttle(Mutex<Option<(Instant, u64)>>);
+
+impl Throttle {
+    /// With `total` events counted so far: how many since the last line, if a line is due
+    /// (none was logged less than [`EVICTION_LOG_INTERVAL`] ago).
+    fn due(&self, total: u64) -> Option<u64> {
+        let now = Instant::now();
+        let mut logged = lock(&self.0);
+        let since = match *logged {
+            Some((at, _)) if now.duration_since(at) < EVICTION_LOG_INTERVAL => return None,
+            Some((_, count)) => total - count,
+            None => total,
+        };
+        *logged = Some((now, total));
+        Some(since)
+    }
 }
 
 impl State {
@@ -132,15 +153,9 @@ impl State {
     fn unauthorized(&self) {
         let c = &self.connections;
         let total = c.unauthorized.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = Instant::now();
-        let mut logged = lock(&c.unauthorized_logged);
-        let since = match *logged {
-            Some((at, _)) if now.duration_since(at) < EVICTION_LOG_INTERVAL => return,
-            Some((_, count)) => total - count,
-            None => total,
+        let Some(since) = c.unauthorized_logged.due(total) else {
+            return;
         };
-        *logged = Some((now, total));
-        drop(logged);
         tracing::warn!(
             target: TARGET,
             "operations service: {since} request(s) for /metrics or /logspec refused (401) \
@@ -358,8 +373,8 @@ struct Slots {
     next_id: AtomicU64,
     /// Wakes the accept loop when a slot is freed or a connection starts to wait.
     freed: Arc<Notify>,
-    /// When evictions were last logged, and the count then.
-    logged: Mutex<Option<(Instant, u64)>>,
+    /// When evictions were last logged.
+    logged: Throttle,
 }
 
 /// One connection's entry in [`Slots`].
@@ -399,7 +414,7 @@ impl Slots {
             table: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(0),
             freed: Arc::new(Notify::new()),
-            logged: Mutex::new(None),
+            logged: Throttle::default(),
         }
     }
 
@@ -481,15 +496,9 @@ impl Slots {
             .evicted
             .fetch_add(1, Ordering::Relaxed)
             + 1;
-        let now = Instant::now();
-        let mut logged = lock(&self.logged);
-        let since = match *logged {
-            Some((at, _)) if now.duration_since(at) < EVICTION_LOG_INTERVAL => return,
-            Some((_, count)) => total - count,
-            None => total,
+        let Some(since) = self.logged.due(total) else {
+            return;
         };
-        *logged = Some((now, total));
-        drop(logged);
         tracing::warn!(
             target: TARGET,
             "operations service: {since} connection(s) evicted since the last such line \
