@@ -324,24 +324,6 @@ impl Source<'_> {
         }
     }
 
-    fn size(&self, key: &str) -> Result<Option<usize>, ConfigError> {
-        let Some(raw) = self.raw(key) else {
-            return Ok(None);
-        };
-        let n = match &raw {
-            Raw::File(Yaml::Integer(i)) => usize::try_from(*i).ok(),
-            Raw::File(Yaml::String(s)) | Raw::Env(_, s) => s.trim().parse().ok(),
-            Raw::File(_) => None,
-        };
-        match n {
-            Some(n) if n > 0 => Ok(Some(n)),
-            _ => Err(ConfigError(format!(
-                "{}: expected a positive whole number",
-                self.what(key, &raw)
-            ))),
-        }
-    }
-
     /// A TLS section (`peer.tls`, `operations.tls`); `peer`: it also names a root
     /// certificate and a client certificate and key.
     fn tls(&self, section: &str, peer: bool) -> Result<TlsFileConfig, ConfigError> {
@@ -373,12 +355,19 @@ impl Source<'_> {
         let Some(raw) = self.raw(key) else {
             return Ok(None);
         };
-        let zero = match &raw {
-            Raw::File(Yaml::Integer(0)) => true,
-            Raw::File(Yaml::String(s)) | Raw::Env(_, s) => s.trim() == "0",
-            _ => false,
+        let n = match &raw {
+            Raw::File(Yaml::Integer(i)) => usize::try_from(*i).ok(),
+            Raw::File(Yaml::String(s)) | Raw::Env(_, s) => s.trim().parse().ok(),
+            Raw::File(_) => None,
         };
-        if zero { Ok(None) } else { self.size(key) }
+        match n {
+            Some(0) => Ok(None),
+            Some(n) => Ok(Some(n)),
+            None => Err(ConfigError(format!(
+                "{}: expected a positive whole number",
+                self.what(key, &raw)
+            ))),
+        }
     }
 
     /// [`Source::count`] for a value that must fit in `T`.
