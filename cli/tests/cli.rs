@@ -2413,15 +2413,12 @@ fn node_runs_from_a_fabric_core_yaml() {
     let core = a_dir.join("core.yaml");
     // Fabric's layout and key names; relative paths are relative to this file; TLS is
     // off here and turned on by CORE_PEER_TLS_ENABLED.
-    let yaml = std::fs::read_to_string("tests/fixtures/core.yaml")
-        .expect("fixture")
-        .replace("listenAddress: 0.0.0.0:7051", "listenAddress: 127.0.0.1:0")
+    let yaml = fixture_core_yaml("OrgAMSP")
         .replace(
             "listenAddress: 127.0.0.1:9443",
             "listenAddress: 127.0.0.1:0",
         )
         .replace("provider: disabled", "provider: prometheus")
-        .replace("localMspId: SampleOrg", "localMspId: OrgAMSP")
         // Another organization's TLS CA beside a file a Fabric peer would not open
         // (clientAuthRequired is false): left out with a warning.
         .replace(
@@ -2432,31 +2429,20 @@ fn node_runs_from_a_fabric_core_yaml() {
             ),
         );
     std::fs::write(&core, yaml).expect("write core.yaml");
-    let core_s = core.to_str().expect("utf-8").to_owned();
     let b_msp = format!("OrgBMSP={}", orgs.join("b.example.com/msp").display());
     let start = |env: &[(&str, &str)], extra: &[&str]| {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["node", "--config", &core_s, "--trust", &b_msp])
+        let mut cmd = node_with_config(&core);
+        cmd.args(["--trust", &b_msp])
             .args(extra)
-            .env_remove("FABRIC_LOGGING_SPEC")
-            .env_remove("RUST_LOG");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+            .envs(env.iter().copied());
         cmd
     };
-    let out = start(
-        &[("CORE_PEER_GOSSIP_DIALTIMEOUT", "3 s")],
-        &["--exit-on-eof"],
-    )
-    .stdin(Stdio::null())
-    .output()
-    .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("peer.gossip.dialTimeout (from CORE_PEER_GOSSIP_DIALTIMEOUT)"),
-        "{err}"
+    exits_2_saying(
+        &mut start(
+            &[("CORE_PEER_GOSSIP_DIALTIMEOUT", "3 s")],
+            &["--exit-on-eof"],
+        ),
+        "peer.gossip.dialTimeout (from CORE_PEER_GOSSIP_DIALTIMEOUT)",
     );
     // A listen address the flag overrides.
     let (guard, first, _lines) = spawn_listening(&mut start(
@@ -2488,19 +2474,16 @@ fn node_runs_from_a_fabric_core_yaml() {
     drop(guard);
     // With clientAuthRequired the client roots are read, as by a Fabric peer: the missing
     // one stops the node, named.
-    let out = start(
-        &[
-            ("CORE_PEER_TLS_ENABLED", "true"),
-            ("CORE_PEER_TLS_CLIENTAUTHREQUIRED", "true"),
-        ],
-        &["--listen", "127.0.0.1:0", "--exit-on-eof"],
-    )
-    .stdin(Stdio::null())
-    .output()
-    .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not-there.crt"), "{err}");
+    exits_2_saying(
+        &mut start(
+            &[
+                ("CORE_PEER_TLS_ENABLED", "true"),
+                ("CORE_PEER_TLS_CLIENTAUTHREQUIRED", "true"),
+            ],
+            &["--listen", "127.0.0.1:0", "--exit-on-eof"],
+        ),
+        "not-there.crt",
+    );
 }
 
 /// `peer.tls.rootcert.file` is optional, as for a Fabric peer, whose channels bring the TLS
@@ -2513,34 +2496,22 @@ fn a_core_yaml_without_rootcert_takes_the_channels_tls_cas() {
     let peer = fixtures.join("peers/peer0.org1.example.com");
     let dir = tempfile::tempdir().expect("tempdir");
     let core = dir.path().join("core.yaml");
-    let yaml = std::fs::read_to_string("tests/fixtures/core.yaml")
-        .expect("fixture")
-        .replace("listenAddress: 0.0.0.0:7051", "listenAddress: 127.0.0.1:0")
-        .replace("localMspId: SampleOrg", "localMspId: Org1MSP")
+    let yaml = fixture_core_yaml("Org1MSP")
         .replace("        rootcert:\n            file: tls/ca.crt\n", "")
         .replace("              - tls/ca.crt\n", "");
     assert!(!yaml.contains("rootcert"), "the fixture's layout changed");
     std::fs::write(&core, yaml).expect("write core.yaml");
     let p = |x: PathBuf| x.to_str().expect("utf-8").to_owned();
     let start = |extra: &[String]| {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["node", "--config", core.to_str().expect("utf-8")])
-            .args(extra)
-            .env_remove("FABRIC_LOGGING_SPEC")
-            .env_remove("RUST_LOG")
+        let mut cmd = node_with_config(&core);
+        cmd.args(extra)
             .env("CORE_PEER_MSPCONFIGPATH", p(peer.join("msp")))
             .env("CORE_PEER_TLS_ENABLED", "true")
             .env("CORE_PEER_TLS_CERT_FILE", p(peer.join("tls/server.crt")))
             .env("CORE_PEER_TLS_KEY_FILE", p(peer.join("tls/server.key")));
         cmd
     };
-    let out = start(&["--exit-on-eof".into()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--channel-config"), "{err}");
+    exits_2_saying(&mut start(&["--exit-on-eof".into()]), "--channel-config");
     let block = p(fixtures.join("mychannel.block"));
     let (_guard, first, _lines) = spawn_listening(&mut start(&[
         "--channel-config".into(),
@@ -2589,6 +2560,31 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `tests/fixtures/core.yaml` for a node of `msp_id` listening on a free loopback port.
+fn fixture_core_yaml(msp_id: &str) -> String {
+    std::fs::read_to_string("tests/fixtures/core.yaml")
+        .expect("fixture")
+        .replace("listenAddress: 0.0.0.0:7051", "listenAddress: 127.0.0.1:0")
+        .replace("localMspId: SampleOrg", &format!("localMspId: {msp_id}"))
+}
+
+/// `fabric-gossip node --config core`, with the caller's log settings left out.
+fn node_with_config(core: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["node", "--config", core.to_str().expect("utf-8")])
+        .env_remove("FABRIC_LOGGING_SPEC")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs `cmd` (a `node` that must not start) to its end: status 2, and `what` on stderr.
+fn exits_2_saying(cmd: &mut Command, what: &str) {
+    let out = cmd.stdin(Stdio::null()).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(what), "{err}");
 }
 
 /// Its stdout, line by line.
@@ -2948,13 +2944,64 @@ fn an_oversized_request_body_is_answered_413() {
     n.stop_ok();
 }
 
+/// A TLS client of the operations service trusting `ca` (a PEM file), presenting the
+/// certificate and key files of `client` if given.
+fn ops_tls_client(
+    ca: &str,
+    client: Option<(&str, &str)>,
+) -> std::sync::Arc<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        fabric_gossip_tonic::tls_crypto_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+                .expect("cert")
+                .map(|c| c.expect("cert"))
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(key).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+    };
+    std::sync::Arc::new(config)
+}
+
+/// One request (`head`, written as it is) to the operations service at `ops` over a TLS
+/// connection of its own: what came back, and how reading ended.
+fn ops_tls_request(
+    ops: &str,
+    config: &std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    head: &str,
+) -> (String, std::io::Result<usize>) {
+    use tokio_rustls::rustls;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let conn = rustls::ClientConnection::new(config.clone(), name).expect("conn");
+    let tcp = std::net::TcpStream::connect(ops).expect("connect");
+    tcp.set_read_timeout(Some(EVENT)).expect("timeout");
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(head.as_bytes()).expect("write");
+    let mut raw = String::new();
+    let end = s.read_to_string(&mut raw);
+    (raw, end)
+}
+
 /// The operations service over TLS (Fabric's `operations.tls.*`): a TLS client gets its
 /// answers; a plaintext request gets none.
 #[test]
 fn operations_service_over_tls() {
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
     let (_dir, f) = keygen_with_peer0_tls();
     let (mut n, ops) = operations_daemon(&[
         "--operations-tls-cert",
@@ -2974,30 +3021,8 @@ fn operations_service_over_tls() {
     let _ = plain.read_to_end(&mut raw);
     assert!(!String::from_utf8_lossy(&raw).contains("200 OK"));
     // Over TLS, verified against the TLS CA.
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(f("ca.crt")).expect("ca") {
-        roots.add(c.expect("ca cert")).expect("add");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        fabric_gossip_tonic::tls_crypto_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = ServerName::try_from("127.0.0.1").expect("name");
-    let config = std::sync::Arc::new(config);
-    // One request over a TLS connection of its own: what came back, and how reading ended.
-    let request = |head: &str| {
-        let conn = rustls::ClientConnection::new(config.clone(), name.clone()).expect("conn");
-        let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
-        tcp.set_read_timeout(Some(EVENT)).expect("timeout");
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        s.write_all(head.as_bytes()).expect("write");
-        let mut raw = String::new();
-        let end = s.read_to_string(&mut raw);
-        (raw, end)
-    };
+    let config = ops_tls_client(&f("ca.crt"), None);
+    let request = |head: &str| ops_tls_request(&ops, &config, head);
     let (raw, _) = request("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(raw.contains(r#"{"status":"OK","time":""#), "{raw}");
@@ -3028,20 +3053,13 @@ fn operations_service_over_tls() {
 /// them all. Any client could scrape and change the log levels before.
 #[test]
 fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     let a_dir = dir
         .path()
         .join("peerOrganizations/a.example.com/peers/peer0.a.example.com");
     let core = a_dir.join("core.yaml");
-    let yaml = std::fs::read_to_string("tests/fixtures/core.yaml")
-        .expect("fixture")
-        .replace("listenAddress: 0.0.0.0:7051", "listenAddress: 127.0.0.1:0")
-        .replace("localMspId: SampleOrg", "localMspId: OrgAMSP");
-    std::fs::write(&core, yaml).expect("write core.yaml");
+    std::fs::write(&core, fixture_core_yaml("OrgAMSP")).expect("write core.yaml");
     let tls = |f: &str| {
         a_dir
             .join("tls")
@@ -3051,10 +3069,7 @@ fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
             .to_owned()
     };
     let (_guard, first, _lines) = spawn_listening(
-        Command::new(BIN)
-            .args(["node", "--config", core.to_str().expect("utf-8")])
-            .env_remove("FABRIC_LOGGING_SPEC")
-            .env_remove("RUST_LOG")
+        node_with_config(&core)
             .env("CORE_METRICS_PROVIDER", "prometheus")
             .env("CORE_OPERATIONS_LISTENADDRESS", "127.0.0.1:0")
             .env("CORE_OPERATIONS_TLS_ENABLED", "true")
@@ -3063,41 +3078,15 @@ fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
             .env("CORE_OPERATIONS_TLS_CLIENTROOTCAS_FILES", tls("ca.crt")),
     );
     let ops = first["operations"].as_str().expect("operations").to_owned();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(tls("ca.crt")).expect("ca") {
-        roots.add(c.expect("ca cert")).expect("add");
-    }
-    let builder = || {
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            fabric_gossip_tonic::tls_crypto_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots.clone())
-    };
-    let anonymous = std::sync::Arc::new(builder().with_no_client_auth());
-    let chain: Vec<_> = CertificateDer::pem_file_iter(tls("server.crt"))
-        .expect("cert")
-        .map(|c| c.expect("cert"))
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(tls("server.key")).expect("key");
-    let verified = std::sync::Arc::new(
-        builder()
-            .with_client_auth_cert(chain, key)
-            .expect("client auth"),
+    let anonymous = ops_tls_client(&tls("ca.crt"), None);
+    let verified = ops_tls_client(
+        &tls("ca.crt"),
+        Some((&tls("server.crt"), &tls("server.key"))),
     );
-    let answer = |config: &std::sync::Arc<rustls::ClientConfig>, head: &str| {
-        let name = ServerName::try_from("127.0.0.1").expect("name");
-        let conn = rustls::ClientConnection::new(config.clone(), name).expect("conn");
-        let tcp = std::net::TcpStream::connect(ops.as_str()).expect("connect");
-        tcp.set_read_timeout(Some(EVENT)).expect("timeout");
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        s.write_all(head.as_bytes()).expect("write");
-        let mut raw = String::new();
-        let _ = s.read_to_string(&mut raw);
-        raw
+    let answer = |config: &std::sync::Arc<tokio_rustls::rustls::ClientConfig>, head: &str| {
+        ops_tls_request(&ops, config, head).0
     };
-    let status = |config: &std::sync::Arc<rustls::ClientConfig>, head: &str| {
+    let status = |config: &std::sync::Arc<tokio_rustls::rustls::ClientConfig>, head: &str| {
         let raw = answer(config, head);
         raw.split_whitespace()
             .nth(1)

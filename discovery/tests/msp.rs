@@ -64,15 +64,22 @@ fn msp_nodes_join_through_a_bootstrap() {
     assert_eq!(c.layer(0).stats().alive_refused(), 0);
 }
 
+/// The error of node `n`'s first `BootstrapFailed` event.
+fn first_bootstrap_failure(
+    c: &Cluster,
+    n: usize,
+) -> Option<fabric_gossip_discovery::BootstrapError> {
+    c.events[n].iter().find_map(|(_, e)| match e {
+        DiscoveryEvent::BootstrapFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    })
+}
+
 #[test]
 fn a_bootstrap_peer_of_another_org_is_refused() {
     let mut c = Cluster::with_security(START, 2, |i| security(i, 0), one_joins_zero);
     c.run_for(Duration::from_secs(1));
-    let failed = c.events[1].iter().find_map(|(_, e)| match e {
-        DiscoveryEvent::BootstrapFailed { error, .. } => Some(error.clone()),
-        _ => None,
-    });
-    let failed = failed.expect("a failure event");
+    let failed = first_bootstrap_failure(&c, 1).expect("a failure event");
     assert_eq!(
         failed,
         fabric_gossip_discovery::BootstrapError::OtherOrganization(ep(0))
@@ -86,32 +93,27 @@ fn a_bootstrap_peer_of_another_org_is_refused() {
 /// may prove any.
 #[test]
 fn an_anchor_claimed_by_our_organization_must_be_of_it() {
-    let cfg = |i: usize| dcfg(i).with_external_endpoint(ep(i));
-    // n0: Org2; n1: Org1, told n0 is an Org1 anchor.
-    let mut c = Cluster::with_security(START, 2, |i| security(1 - i, 0), cfg);
-    let now = c.now();
-    c.layers[1]
-        .as_mut()
-        .unwrap()
-        .connect_anchor_of(now, ep(0), &b"Org1MSP"[..]);
+    // n0: Org2; n1: Org1, told n0 is an anchor of `claimed`.
+    let anchored = |claimed: &'static [u8]| {
+        let cfg = |i: usize| dcfg(i).with_external_endpoint(ep(i));
+        let mut c = Cluster::with_security(START, 2, |i| security(1 - i, 0), cfg);
+        let now = c.now();
+        c.layers[1]
+            .as_mut()
+            .unwrap()
+            .connect_anchor_of(now, ep(0), claimed);
+        c
+    };
+    let mut c = anchored(b"Org1MSP");
     c.run_for(Duration::from_secs(1));
-    let failed = c.events[1].iter().find_map(|(_, e)| match e {
-        DiscoveryEvent::BootstrapFailed { error, .. } => Some(error.clone()),
-        _ => None,
-    });
     assert_eq!(
-        failed,
+        first_bootstrap_failure(&c, 1),
         Some(fabric_gossip_discovery::BootstrapError::NotOfClaimedOrganization(ep(0)))
     );
     assert!(!c.sees_alive(1, 0));
 
     // The same peer listed under its own organization: joined.
-    let mut c = Cluster::with_security(START, 2, |i| security(1 - i, 0), cfg);
-    let now = c.now();
-    c.layers[1]
-        .as_mut()
-        .unwrap()
-        .connect_anchor_of(now, ep(0), &b"Org2MSP"[..]);
+    let mut c = anchored(b"Org2MSP");
     c.run_until(Duration::from_secs(5), |c| {
         c.sees_alive(1, 0) && c.sees_alive(0, 1)
     })

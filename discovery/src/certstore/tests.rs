@@ -78,6 +78,15 @@ fn past_the_usage_threshold(
     (t, seq)
 }
 
+/// A node whose provider says b2's identity expired just after `T0`, in its request
+/// phase after `a1` advertised b1 and b2: the node, the round's nonce and the time.
+fn b1_and_expired_b2_asked_of_a1() -> (Node, u64, Instant) {
+    let sec = security("me").expiring(&b"b2"[..], T0 + SEC);
+    let (mut node, nonce, t) = in_a_round_with(sec);
+    let t = to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    (node, nonce, t)
+}
+
 /// Runs the round on to its request phase after `a1` advertised `items`.
 fn to_request_phase(node: &mut Node, nonce: u64, t: Instant, items: &[&str]) -> Instant {
     let (comm, d) = node;
@@ -258,9 +267,7 @@ fn one_forged_item_refuses_the_whole_update() {
 /// round, losing the others each time.
 #[test]
 fn an_expired_item_is_left_out_the_rest_kept_and_not_asked_for_again() {
-    let sec = security("me").expiring(&b"b2"[..], T0 + SEC);
-    let (mut node, nonce, t) = in_a_round_with(sec);
-    let t = to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    let (mut node, nonce, t) = b1_and_expired_b2_asked_of_a1();
     let (comm, d) = &mut node;
     assert_eq!(d.stats().certstore.requests_sent, 1);
     let upd = wire::update(nonce, vec![identity_of("b2"), identity_of("b1")]);
@@ -315,9 +322,7 @@ fn an_expired_certificate_claiming_another_pki_id_is_a_mismatch() {
 /// next round asks for it again, as for everything a refused update held.
 #[test]
 fn a_refused_update_leaves_its_expired_item_to_be_asked_again() {
-    let sec = security("me").expiring(&b"b2"[..], T0 + SEC);
-    let (mut node, nonce, t) = in_a_round_with(sec);
-    let t = to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    let (mut node, nonce, t) = b1_and_expired_b2_asked_of_a1();
     let (comm, d) = &mut node;
     let forged = identity_msg("b1", "b1", security("b1").with_corrupt_signatures());
     let upd = wire::update(nonce, vec![identity_of("b2"), forged]);
