@@ -42,7 +42,7 @@ pub(crate) struct GossipConfig {
     /// `publishCertPeriod`: how long after start alive messages carry the certificate.
     pub(crate) publish_cert_period: Option<Duration>,
     /// `propagatePeerNum`: members each alive message is forwarded to.
-    pub(crate) propagate_peer_num: Option<usize>,
+    pub(crate) propagate_peer_num: Option<u16>,
     /// `pullInterval`: period of membership syncs and identity pulls.
     pub(crate) pull_interval: Option<Duration>,
     /// `pullPeerNum`: members asked at each sync and identity pull.
@@ -599,7 +599,7 @@ pub(crate) fn load_with(
             max_connection_attempts: src.count_in("peer.gossip.maxConnectionAttempts")?,
             msg_expiration_factor: src.count_in("peer.gossip.msgExpirationFactor")?,
             publish_cert_period: src.interval("peer.gossip.publishCertPeriod")?,
-            propagate_peer_num: src.count("peer.gossip.propagatePeerNum")?,
+            propagate_peer_num: src.count_in("peer.gossip.propagatePeerNum")?,
             pull_interval: src.interval("peer.gossip.pullInterval")?,
             pull_peer_num: src.count_in("peer.gossip.pullPeerNum")?,
             digest_wait_time: src.interval("peer.gossip.digestWaitTime")?,

@@ -131,9 +131,7 @@ impl MembershipArgs {
         self.max_connection_attempts = self.max_connection_attempts.or(g.max_connection_attempts);
         self.msg_expiration_factor = self.msg_expiration_factor.or(g.msg_expiration_factor);
         self.publish_cert_period = self.publish_cert_period.or(g.publish_cert_period);
-        self.propagate_peer_num = self.propagate_peer_num.or(g
-            .propagate_peer_num
-            .map(|n| u16::try_from(n).unwrap_or(u16::MAX)));
+        self.propagate_peer_num = self.propagate_peer_num.or(g.propagate_peer_num);
         self.pull_interval = self.pull_interval.or(g.pull_interval);
         self.pull_peer_num = self.pull_peer_num.or(g.pull_peer_num);
         self.digest_wait = self.digest_wait.or(g.digest_wait_time);
