@@ -126,7 +126,6 @@ impl Discovery {
         }
         let limits = self.alive_limits(comm);
         let parsed = match check_signed(env)
-            .and_then(|()| limits.check_envelope(env))
             .and_then(|()| limits.check_received(msg.envelope_bytes.len()))
             .and_then(|()| parse_decoded(env, msg.message.clone()))
             .and_then(|p| limits.check_parsed(p))

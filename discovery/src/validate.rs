@@ -64,27 +64,24 @@ impl AliveLimits {
 
     /// Refuses an envelope over the bound before anything of it is decoded.
     pub fn check_envelope(&self, env: &Envelope) -> Result<(), AliveError> {
-        let size = env.encoded_len();
-        if size > self.envelope {
-            return Err(AliveError::TooLarge {
-                what: "alive envelope",
-                size,
-                max: self.envelope,
-            });
-        }
-        Ok(())
+        self.check_size("alive envelope", env.encoded_len())
     }
 
     /// Refuses an alive message whose bytes *as received* are over the bound: what a
     /// node forwards to members of its organization is those bytes, which may hold what
     /// the decoded envelope lost (unknown fields, earlier copies of a field given twice),
     /// so a member padding its own signed message with 100 MiB no decoder keeps had every
-    /// node of the organization carry it on.
+    /// node of the organization carry it on. They are never fewer than the decoded
+    /// envelope's encoding, so this check covers [`AliveLimits::check_envelope`] too.
     pub fn check_received(&self, received: usize) -> Result<(), AliveError> {
-        if received > self.envelope {
+        self.check_size("alive envelope as received", received)
+    }
+
+    fn check_size(&self, what: &'static str, size: usize) -> Result<(), AliveError> {
+        if size > self.envelope {
             return Err(AliveError::TooLarge {
-                what: "alive envelope as received",
-                size: received,
+                what,
+                size,
                 max: self.envelope,
             });
         }
