@@ -171,11 +171,9 @@ fn parse(spec: &str) -> Result<Spec, SpecError> {
 pub(crate) fn directives(spec: &str) -> Result<String, SpecError> {
     let spec = parse(spec)?;
     let mut named: Vec<(&String, &(&str, &str))> = spec.loggers.iter().collect();
-    named.sort_by_key(|(logger, _)| {
-        let is_target = LOGGERS.iter().all(|(name, _)| {
-            let l = logger.trim_end_matches('.');
-            *name != l && !name.starts_with(&format!("{l}.")) && !l.starts_with(&format!("{name}."))
-        });
+    named.sort_by_cached_key(|(logger, _)| {
+        // A Rust target is the name `targets` maps to itself.
+        let is_target = targets(logger) == [logger.trim_end_matches('.')];
         // A name ending in `.` is the logger exactly, which Fabric looks up first: it
         // beats any name merely covering the logger, even a deeper one mapped onto it.
         let exact = logger.ends_with('.');
