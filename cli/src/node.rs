@@ -1228,6 +1228,7 @@ pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
         "inbound_refused": d.inbound_refused,
         "inbound_evicted": d.inbound_evicted,
         "inbound_setup_timeouts": d.inbound_setup_timeouts,
+        "inbound_tls_failures": d.inbound_tls_failures,
         "accept_errors": d.accept_errors,
         "incomplete_bytes": d.incomplete_bytes,
         "incomplete_bytes_peak": d.incomplete_bytes_peak,

@@ -1173,6 +1173,7 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
                     ("refused", d.inbound_refused),
                     ("evicted", d.inbound_evicted),
                     ("setup_timeout", d.inbound_setup_timeouts),
+                    ("tls_failed", d.inbound_tls_failures),
                 ],
             ),
         ),

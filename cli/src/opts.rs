@@ -359,11 +359,14 @@ impl TlsArgs {
         let key_pem = read_key(self.name("--tls-key"), key)?;
         let mut ca_pem = read_all_certs(self.name("--tls-ca"), &self.tls_ca)?;
         ca_pem.extend_from_slice(channel_cas);
-        // Mutual TLS as the contract states it: a client without a certificate is turned
-        // away in the TLS handshake, before any RPC (a Fabric peer with
-        // clientAuthRequired: false would let it Ping, and refuse its gossip stream).
+        // Mutual TLS as the contract states it: a client without a certificate, or with one
+        // no CA here issued, is turned away in the TLS handshake, before any RPC. From a
+        // core.yaml with clientAuthRequired: false, as on that Fabric peer, TLS asks for a
+        // certificate and checks only that the client holds its key: the gossip handshake
+        // binds it to the client's MSP identity, and refuses a stream without one.
         let mut tls = TlsConfig::new(cert_pem, key_pem, ca_pem)
-            .require_client_certificate(self.require_client_certificate);
+            .require_client_certificate(self.require_client_certificate)
+            .verify_client_chain(self.require_client_certificate);
         if let (Some(c), Some(k)) = (&self.tls_client_cert, &self.tls_client_key) {
             tls = tls.with_client_identity(
                 read_certs(self.name("--tls-client-cert"), c)?,

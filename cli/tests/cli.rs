@@ -2419,14 +2419,11 @@ fn node_runs_from_a_fabric_core_yaml() {
             "listenAddress: 127.0.0.1:0",
         )
         .replace("provider: disabled", "provider: prometheus")
-        // Another organization's TLS CA beside a file a Fabric peer would not open
-        // (clientAuthRequired is false): left out with a warning.
+        // A file a Fabric peer would not open (clientAuthRequired is false): left out
+        // with a warning. The other organization's TLS CA is nowhere in the file.
         .replace(
             "              - tls/ca.crt",
-            &format!(
-                "              - {}\n              - tls/not-there.crt",
-                b_tlsca.display()
-            ),
+            "              - tls/not-there.crt",
         );
     std::fs::write(&core, yaml).expect("write core.yaml");
     let b_msp = format!("OrgBMSP={}", orgs.join("b.example.com/msp").display());
@@ -2458,22 +2455,45 @@ fn node_runs_from_a_fabric_core_yaml() {
     let ops = first["operations"].as_str().expect("operations").to_owned();
     assert_eq!(http_get(&ops, "/healthz").0, 200);
     assert_eq!(http_get(&ops, "/metrics").0, 200);
-    // A peer of the other organization, from flags, authenticates it over mutual TLS.
+    // A peer of the other organization, from flags, authenticates it over mutual TLS,
+    // though its TLS CA is not among the node's: without clientAuthRequired, as on a Fabric
+    // peer, TLS checks no client chain (the gossip handshake binds the certificate).
     let b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
-    let mut hs = vec!["handshake", addr.as_str()];
-    hs.extend(strs(&b_flags));
-    let r = run_expect(&hs, 0);
+    let mut b_hs = vec!["handshake", addr.as_str()];
+    b_hs.extend(strs(&b_flags));
+    let r = run_expect(&b_hs, 0);
     assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
-    // And a peer of its own organization: its TLS client certificate chains to the
-    // rootcert, which verifies clients as well as the client roots listed.
+    // And a peer of its own organization.
     let a_flags = msp_flags(dir.path(), "peer1", ORG_A, ORG_B);
-    let mut hs = vec!["handshake", addr.as_str()];
-    hs.extend(strs(&a_flags));
-    let r = run_expect(&hs, 0);
+    let mut a_hs = vec!["handshake", addr.as_str()];
+    a_hs.extend(strs(&a_flags));
+    let r = run_expect(&a_hs, 0);
     assert!(r.stdout.contains("MSP ID:    OrgAMSP"), "{}", r.all());
     drop(guard);
-    // With clientAuthRequired the client roots are read, as by a Fabric peer: the missing
-    // one stops the node, named.
+    // With clientAuthRequired, clients' chains are checked against the rootcert and the
+    // client roots: the other organization's peer is refused until its TLS CA is listed,
+    // and a peer of the node's own organization chains to the rootcert.
+    let b_tlsca = b_tlsca.to_str().expect("utf-8");
+    for (client_roots, b_welcome) in [("tls/ca.crt", false), (b_tlsca, true)] {
+        let (guard, first, _lines) = spawn_listening(&mut start(
+            &[
+                ("CORE_PEER_TLS_ENABLED", "true"),
+                ("CORE_PEER_TLS_CLIENTAUTHREQUIRED", "true"),
+                ("CORE_PEER_TLS_CLIENTROOTCAS_FILES", client_roots),
+            ],
+            &["--listen", "127.0.0.1:0"],
+        ));
+        let addr = first["addr"].as_str().expect("addr");
+        for (hs, welcome) in [(&b_hs, b_welcome), (&a_hs, true)] {
+            let at: Vec<&str> = ["handshake", addr]
+                .into_iter()
+                .chain(hs[2..].iter().copied())
+                .collect();
+            run_expect(&at, if welcome { 0 } else { 1 });
+        }
+        drop(guard);
+    }
+    // The client roots are read, as by a Fabric peer: the missing one stops the node, named.
     exits_2_saying(
         &mut start(
             &[

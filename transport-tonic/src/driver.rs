@@ -269,6 +269,9 @@ pub struct DriverStats {
     /// `accept` failures other than a vanished connection (`EMFILE`...), each followed by a
     /// back-off.
     pub accept_errors: u64,
+    /// Inbound TLS handshakes that failed (a client certificate not trusted, a client not
+    /// speaking TLS or not offering HTTP/2), not counting those the connection limits cut.
+    pub inbound_tls_failures: u64,
     /// Bytes held now for incomplete messages, over all streams.
     pub incomplete_bytes: u64,
     /// The most ever held for incomplete messages.
@@ -719,6 +722,7 @@ impl Inner {
         s.inbound_evicted = c.get(Outcome::Evicted);
         s.inbound_setup_timeouts = c.get(Outcome::SetupTimeout);
         s.accept_errors = c.get(Outcome::AcceptError);
+        s.inbound_tls_failures = c.get(Outcome::TlsFailed);
         let (held, peak) = self.budget.held();
         s.incomplete_bytes = held as u64;
         s.incomplete_bytes_peak = peak as u64;

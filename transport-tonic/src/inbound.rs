@@ -189,10 +189,13 @@ pub(crate) enum Outcome {
     SetupTimeout,
     /// `accept` itself failed (not for one connection's sake).
     AcceptError,
+    /// An admitted connection's TLS handshake failed (an untrusted client certificate, a
+    /// client that is not speaking TLS, no HTTP/2 by ALPN), the table not having closed it.
+    TlsFailed,
 }
 
 impl Outcome {
-    const COUNT: usize = Outcome::AcceptError as usize + 1;
+    const COUNT: usize = Outcome::TlsFailed as usize + 1;
 }
 
 /// Counters of the admission table, one per [`Outcome`], copied into `DriverStats`.
@@ -489,6 +492,94 @@ impl Stream for GuardedIncoming {
                     this.backoff = Some(Box::pin(tokio::time::sleep(this.delay)));
                     this.delay = (this.delay * 2).min(BACKOFF_MAX);
                 }
+            }
+        }
+    }
+}
+
+/// Most sockets [`TlsIncoming`] takes from the listener in one poll before it lets the
+/// server's task do other work: under a flood of connections it still hands over those
+/// whose handshakes have finished.
+const ACCEPTS_PER_POLL: usize = 32;
+
+/// The server's incoming connections under TLS: admitted sockets as [`GuardedIncoming`]
+/// yields them, each with its TLS handshake run in a task of its own, so that a slow or
+/// silent client holds back nobody else's; the connections whose handshakes completed come
+/// out. The node does this rather than tonic because tonic's TLS settings cannot take a
+/// client certificate without checking its chain
+/// ([`crate::TlsConfig::verify_client_chain`]). A handshake cut by the table (eviction,
+/// `setup_timeout`) is counted as that; any other failure as [`Outcome::TlsFailed`].
+pub(crate) struct TlsIncoming {
+    tcp: GuardedIncoming,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshakes: tokio::task::JoinSet<Option<tokio_rustls::server::TlsStream<GuardedIo>>>,
+    /// The listener's stream ended (it does not, but a stream may not be polled after).
+    tcp_done: bool,
+}
+
+impl TlsIncoming {
+    pub(crate) fn new(
+        tcp: GuardedIncoming,
+        config: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> Self {
+        TlsIncoming {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            handshakes: tokio::task::JoinSet::new(),
+            tcp_done: false,
+        }
+    }
+
+    fn start(&mut self, io: GuardedIo) {
+        let slot = io.slot.clone();
+        let counters = io.admission.clone();
+        let handshake = self.acceptor.accept(io);
+        self.handshakes.spawn(async move {
+            match handshake.await {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    if !slot.killed.load(Ordering::Acquire) {
+                        counters.counters.count(Outcome::TlsFailed);
+                        tracing::debug!(remote = ?slot.remote, error = %e, "TLS handshake failed");
+                    }
+                    None
+                }
+            }
+        });
+    }
+}
+
+impl Stream for TlsIncoming {
+    type Item = io::Result<tokio_rustls::server::TlsStream<GuardedIo>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        // New sockets first, so that the handshakes they start are among those polled
+        // below, which registers this task for their end.
+        let mut accepted = 0;
+        while !this.tcp_done {
+            if accepted == ACCEPTS_PER_POLL {
+                // More may be waiting: come back after the server's task has run.
+                cx.waker().wake_by_ref();
+                break;
+            }
+            match Pin::new(&mut this.tcp).poll_next(cx) {
+                Poll::Ready(Some(Ok(io))) => {
+                    this.start(io);
+                    accepted += 1;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.tcp_done = true,
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match this.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(tls)))) => return Poll::Ready(Some(Ok(tls))),
+                // Failed (counted by its task), or its task panicked: the next one.
+                Poll::Ready(Some(_)) => continue,
+                Poll::Ready(None) if this.tcp_done => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
         }
     }

@@ -140,7 +140,11 @@
 //! presented on that very connection: the server from the TLS session, the dialling side
 //! from its own connector, which tonic does not offer. A client without a certificate is
 //! refused by the core ("No TLS certificate"), as a Fabric peer does, or already in the
-//! TLS handshake with [`TlsConfig::require_client_certificate`]. The cryptography is rustls
+//! TLS handshake with [`TlsConfig::require_client_certificate`]. A certificate that is
+//! presented must chain to the client CAs, unless [`TlsConfig::verify_client_chain`]`(false)`
+//! leaves its issuer to the gossip handshake, as a Fabric peer without `clientAuthRequired`
+//! does; the node then runs the TLS handshakes itself, since tonic's cannot be told to, and
+//! counts those that fail ([`DriverStats::inbound_tls_failures`]). The cryptography is rustls
 //! on aws-lc-rs with AES-128-GCM offered first, what a Fabric peer offers first, its
 //! records sealed by ring or aws-lc-rs, whichever is the faster on the CPU
 //! ([`tls_crypto_provider`], [`RecordCipher`]); the node installs it as the process's

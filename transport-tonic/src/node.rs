@@ -3,7 +3,7 @@
 use crate::driver::{
     Clock, Core, DriverStats, Inner, MAX_FRAME, Settings, Waiter, drain, flow_window, timer_task,
 };
-use crate::inbound::{DriverLimits, GuardedIncoming, reaper_task};
+use crate::inbound::{DriverLimits, GuardedIncoming, TlsIncoming, reaper_task};
 use crate::layer::{AnyEvent, Hosted, HostedCore, LayerFactory, NodeSecurity};
 use crate::service::GossipService;
 use crate::tls::TlsConfig;
@@ -314,24 +314,30 @@ impl NodeBuilder {
             .initial_connection_window_size(window)
             .max_frame_size(Some(MAX_FRAME))
             .max_concurrent_streams(max_streams);
-        if let Some(t) = &tls {
-            server = server
-                .tls_config(t.server.clone())
-                .map_err(|e| StartError::Server(crate::driver::error_text(&e)))?;
-        }
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = GuardedIncoming::new(listener, inner.admission.clone());
         let reaper = rt
             .spawn(reaper_task(inner.admission.clone()))
             .abort_handle();
         let router = server.add_service(GossipService::new(inner.clone()));
-        let server_task = rt.spawn(async move {
-            let _ = router
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = shutdown_rx.await;
+        let shutdown = async {
+            let _ = shutdown_rx.await;
+        };
+        let server_task = match &tls {
+            Some(t) => {
+                let incoming = TlsIncoming::new(incoming, t.server.clone());
+                rt.spawn(async move {
+                    let _ = router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await;
                 })
-                .await;
-        });
+            }
+            None => rt.spawn(async move {
+                let _ = router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await;
+            }),
+        };
         // Starting the layer may have queued work (subscriptions, bootstrap dials).
         {
             let mut st = inner.lock();

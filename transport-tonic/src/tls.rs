@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tonic::codegen::Service;
 use tonic::codegen::http::Uri;
 
@@ -37,6 +39,7 @@ pub struct TlsConfig {
     /// `host:port` dialled → the name its certificate is verified against.
     server_names: Vec<(String, String)>,
     require_client_certificate: bool,
+    verify_client_chain: bool,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -51,6 +54,7 @@ impl fmt::Debug for TlsConfig {
                 "require_client_certificate",
                 &self.require_client_certificate,
             )
+            .field("verify_client_chain", &self.verify_client_chain)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +78,7 @@ impl TlsConfig {
             server_name_override: None,
             server_names: Vec::new(),
             require_client_certificate: false,
+            verify_client_chain: true,
         }
     }
 
@@ -120,6 +125,22 @@ impl TlsConfig {
         self
     }
 
+    /// Whether a client's certificate must chain to the client CAs (the default), or TLS
+    /// checks only that the client holds the certificate's private key, whoever issued it.
+    ///
+    /// `false` is a Fabric peer with `clientAuthRequired: false` (Go's `RequestClientCert`).
+    /// What authenticates a gossip client is its `ConnEstablish`: signed by its MSP identity,
+    /// it carries the hash of the TLS certificate it presented, which the core compares with
+    /// the one TLS saw; so a chain check adds nothing a Fabric peer relies on, and without it
+    /// the peers of an organization whose TLS CA this node was not given can dial it, as they
+    /// can dial a Fabric peer. `Ping`, which has no handshake, is answered either way. No
+    /// effect with [`TlsConfig::require_client_certificate`]`(true)`, which always verifies
+    /// the chain, as `clientAuthRequired: true` does.
+    pub fn verify_client_chain(mut self, verify: bool) -> Self {
+        self.verify_client_chain = verify;
+        self
+    }
+
     /// Verify servers' certificates against this name instead of the host being dialled
     /// (Fabric's `serverHostOverride`), for certificates issued to a name the address lacks.
     ///
@@ -148,6 +169,54 @@ impl TlsConfig {
         self
     }
 
+    /// The accepting side: our certificate, HTTP/2 by ALPN, and clients' certificates
+    /// checked as [`TlsConfig::require_client_certificate`] and
+    /// [`TlsConfig::verify_client_chain`] say. `roots`: the CAs of [`TlsConfig::new`].
+    fn server_config(
+        &self,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        roots: &RootCertStore,
+    ) -> Result<Arc<ServerConfig>, String> {
+        let verifier: Arc<dyn ClientCertVerifier> =
+            if self.verify_client_chain || self.require_client_certificate {
+                let roots = match &self.client_ca_pem {
+                    Some(pem) => {
+                        let mut client_roots = RootCertStore::empty();
+                        for ca in certs(pem, "client CA certificate")? {
+                            client_roots
+                                .add(ca)
+                                .map_err(|e| format!("unusable client CA certificate: {e}"))?;
+                        }
+                        client_roots
+                    }
+                    None => roots.clone(),
+                };
+                let builder =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+                let builder = if self.require_client_certificate {
+                    builder
+                } else {
+                    builder.allow_unauthenticated()
+                };
+                builder.build().map_err(|e| format!("client CAs: {e}"))?
+            } else {
+                Arc::new(KeyHeldClientCertificate {
+                    algorithms: provider.signature_verification_algorithms,
+                })
+            };
+        let chain = certs(&self.server_cert_pem, "server certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(&self.server_key_pem)
+            .map_err(|e| format!("server key: {e}"))?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("server certificate: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
     pub(crate) fn prepare(&self) -> Result<PreparedTls, String> {
         // The server side is tonic's, which takes the process's default provider. Installing
         // ours makes it the one, and keeps rustls from refusing to pick when another crate
@@ -172,13 +241,10 @@ impl TlsConfig {
                 .add(ca)
                 .map_err(|e| format!("unusable CA certificate: {e}"))?;
         }
-        if let Some(pem) = &self.client_ca_pem {
-            certs(pem, "client CA certificate")?;
-        }
-        let builder = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots);
+            .with_root_certificates(roots.clone());
         let (mut client, client_hash) = match &self.client {
             Some((cert, key)) => {
                 let chain = certs(cert, "client certificate")?;
@@ -194,15 +260,7 @@ impl TlsConfig {
             None => (builder.with_no_client_auth(), server_hash),
         };
         client.alpn_protocols = vec![b"h2".to_vec()];
-        let server = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(
-                &self.server_cert_pem,
-                &self.server_key_pem,
-            ))
-            .client_ca_root(tonic::transport::Certificate::from_pem(
-                self.client_ca_pem.as_deref().unwrap_or(&self.ca_pem),
-            ))
-            .client_auth_optional(!self.require_client_certificate);
+        let server = self.server_config(provider, &roots)?;
         let server_name_override = match &self.server_name_override {
             Some(n) => Some(
                 ServerName::try_from(n.clone())
@@ -389,7 +447,8 @@ fn leaf_hash(pem: &[u8], what: &str) -> Result<CertHash, String> {
 /// TLS settings ready for use, derived once at start.
 pub(crate) struct PreparedTls {
     pub(crate) hashes: TlsHashes,
-    pub(crate) server: tonic::transport::ServerTlsConfig,
+    /// The accepting side, for [`crate::inbound::TlsIncoming`].
+    pub(crate) server: Arc<ServerConfig>,
     pub(crate) client: Arc<ClientTls>,
 }
 
@@ -415,6 +474,57 @@ impl ClientTls {
                 .map(|n| n.to_owned())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
         }
+    }
+}
+
+/// Client certificates as Go's `RequestClientCert` takes them, for
+/// [`TlsConfig::verify_client_chain`]`(false)`: asked for, optional, any issuer; the
+/// handshake's signature must still verify with the certificate's key (rustls checks it
+/// here, and parses the certificate to find the key), so a client cannot present a
+/// certificate it does not hold, and the gossip handshake binds its hash.
+#[derive(Debug)]
+struct KeyHeldClientCertificate {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for KeyHeldClientCertificate {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 

@@ -35,17 +35,6 @@ fn gossip_stream_request(b: &Node) -> http::Request<()> {
         .unwrap()
 }
 
-/// Polls `cond` every millisecond until it holds, failing the test at `DEADLINE`.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    within(what, async {
-        while !cond() {
-            tick.tick().await;
-        }
-    })
-    .await;
-}
-
 /// An Envelope over the size limit is the core's `Malformed` with the `oversized` counter,
 /// refused at its length prefix (before its bytes are held), and the sender gets a non-OK
 /// status, in the handshake and on an established stream.

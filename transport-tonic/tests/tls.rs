@@ -90,11 +90,114 @@ async fn certificate_from_another_ca_is_refused() {
     )
     .await;
     assert!(within("probe", m.probe(&b.as_peer())).await.is_err());
+    // Counted by b as a failed TLS handshake (each dial's: the prober may dial again).
+    until("b counts the TLS failure", || {
+        b.driver_stats().inbound_tls_failures >= 1
+    })
+    .await;
     // And b refuses to dial a server whose certificate it does not trust.
     assert!(within("probe back", b.probe(&m.as_peer())).await.is_err());
     assert_eq!(b.stats().handshakes_ok, 0);
     within("stop", b.stop()).await;
     within("stop", m.stop()).await;
+}
+
+/// Without the chain check (a Fabric peer with `clientAuthRequired: false`), a client
+/// certificate from a CA the node does not know is taken by TLS, and the gossip handshake,
+/// which binds its hash, authenticates the client; requiring client certificates checks
+/// the chain again, as `clientAuthRequired: true` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_from_another_ca_is_bound_by_the_handshake_without_chain_check() {
+    let ours = Pki::new("ours");
+    let theirs = Pki::new("theirs");
+    let b = node(config(), Some(ours.tls("b").verify_client_chain(false))).await;
+    let (cert, key, der) = theirs.leaf("carol");
+    let c = node(
+        config(),
+        Some(fabric_gossip_tonic::TlsConfig::new(
+            cert.clone(),
+            key.clone(),
+            ours.ca_pem(),
+        )),
+    )
+    .await;
+    within("handshake", c.handshake(&b.as_peer()))
+        .await
+        .unwrap();
+    assert_eq!(b.stats().handshakes_ok, 1);
+    assert_eq!(b.driver_stats().inbound_tls_failures, 0);
+    // What b bound is the certificate c presented.
+    let raw = raw_handshake(&b, &ours.ca_pem(), &cert, &key, cert_hash(&der).to_vec()).await;
+    assert!(raw.is_ok(), "{raw:?}");
+
+    let strict = node(
+        config(),
+        Some(
+            ours.tls("strict")
+                .verify_client_chain(false)
+                .require_client_certificate(true),
+        ),
+    )
+    .await;
+    assert!(within("probe", c.probe(&strict.as_peer())).await.is_err());
+    until("strict counts the TLS failure", || {
+        strict.driver_stats().inbound_tls_failures >= 1
+    })
+    .await;
+    stop_all(&[&b, &c, &strict]).await;
+}
+
+/// Without the chain check, TLS still checks that a client holds the key of the
+/// certificate it presents: a client presenting b's own certificate with another key is
+/// refused in the TLS handshake and counted, so it can never bind a certificate it does not
+/// hold into a gossip handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_without_its_key_is_refused_without_chain_check() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new("ca");
+    let b = node(config(), Some(pki.tls("b").verify_client_chain(false))).await;
+    let (stolen, _, _) = pki.leaf("victim");
+    let (_, other_key, _) = pki.leaf("mallory");
+    let provider = fabric_gossip_tonic::tls_crypto_provider();
+    let signer = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::from_pem_slice(other_key.as_bytes()).unwrap())
+        .unwrap();
+    let chain = CertificateDer::pem_slice_iter(stolen.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let forged = Arc::new(rustls::sign::CertifiedKey::new(chain, signer));
+    let mut tls = tls_client_presenting(&b, &pki, provider, Arc::new(Present(forged))).await;
+    // TLS 1.3 lets the client finish first; the server's verdict comes as an alert.
+    let mut byte = [0u8; 1];
+    assert!(within("the alert", tls.read(&mut byte)).await.is_err());
+    until("b counts the TLS failure", || {
+        b.driver_stats().inbound_tls_failures >= 1
+    })
+    .await;
+    assert_eq!(b.stats().handshakes_ok, 0);
+    within("stop", b.stop()).await;
+}
+
+/// A client certificate resolver that presents one certified key, whether or not its key
+/// is the certificate's.
+#[derive(Debug)]
+struct Present(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Present {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// Opens a GossipStream to `server` with tonic's own TLS and the generated (prost) client,
@@ -260,16 +363,9 @@ async fn tls_client(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (cert, key, _) = pki.leaf("client");
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(pki.ca_pem().as_bytes()) {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
+    let config = tls_client_config(pki, provider, versions)
         .with_client_auth_cert(
             CertificateDer::pem_slice_iter(cert.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
@@ -277,6 +373,45 @@ async fn tls_client(
             PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
         )
         .unwrap();
+    tls_connect(server, config).await
+}
+
+/// [`tls_client`] presenting what `present` resolves to, in TLS 1.3.
+async fn tls_client_presenting(
+    server: &Node,
+    pki: &Pki,
+    provider: rustls::crypto::CryptoProvider,
+    present: Arc<dyn rustls::client::ResolvesClientCert>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let config = tls_client_config(pki, provider, &[&rustls::version::TLS13])
+        .with_client_cert_resolver(present);
+    tls_connect(server, config).await
+}
+
+/// A client configuration trusting `pki`'s CA, up to its client certificate.
+fn tls_client_config(
+    pki: &Pki,
+    provider: rustls::crypto::CryptoProvider,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(pki.ca_pem().as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+}
+
+/// Dials `server` and completes the client's side of a TLS handshake offering HTTP/2.
+async fn tls_connect(
+    server: &Node,
+    mut config: rustls::ClientConfig,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::ServerName;
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(server.local_addr())
         .await

@@ -29,6 +29,17 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     }
 }
 
+/// Polls `cond` every millisecond until it holds, failing the test at `DEADLINE`.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    within(what, async {
+        while !cond() {
+            tick.tick().await;
+        }
+    })
+    .await;
+}
+
 /// Short time-outs so failure paths finish quickly.
 pub fn config() -> Config {
     Config::default().with_timeouts(
