@@ -311,6 +311,8 @@ fn dead_reason(r: DeadReason) -> &'static str {
         DeadReason::Expired => "expired",
         DeadReason::PresumedDead => "presumed_dead",
         DeadReason::Reported => "reported",
+        // A reason a later layer adds, until this tool knows it.
+        _ => "other",
     }
 }
 
@@ -321,6 +323,7 @@ fn purge_reason(r: PurgeReason) -> &'static str {
         PurgeReason::IdentityExpired => "identity_expired",
         PurgeReason::IdentityRefused => "identity_refused",
         PurgeReason::Evicted => "evicted",
+        _ => "other",
     }
 }
 
@@ -366,6 +369,11 @@ pub(crate) fn event_json(ev: &DiscoveryEvent, form: PkiForm) -> Value {
             "error": error.to_string(),
             "attempt": attempt,
             "gave_up": gave_up,
+        }),
+        // News a later layer adds, printed rather than lost until this tool knows it.
+        other => json!({
+            "event": "membership_event",
+            "detail": format!("{other:?}"),
         }),
     }
 }

@@ -92,7 +92,10 @@
 //! Two cores wired back to back, with the network reduced to moving outputs into inputs:
 //!
 //! ```
-//! use fabric_gossip_core::*;
+//! use fabric_gossip_core::{
+//!     Action, Comm, Config, Instant, Output, RemotePeer, SignedMessage, TestOnlyHmacSecurity,
+//!     WriteKind, data_message,
+//! };
 //! use std::collections::VecDeque;
 //!
 //! let now = Instant::from_unix_secs(1_700_000_000);

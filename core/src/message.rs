@@ -234,7 +234,8 @@ fn splice_nonce(envelope: &[u8], nonce: u64) -> Option<Bytes> {
 /// (Fabric's `ConnectionInfo`), shared by every message received on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionInfo {
-    /// The PKI-ID the remote proved in its handshake.
+    /// The PKI-ID the remote proved in its handshake (what other types call `pki_id`).
+    #[doc(alias = "pki_id")]
     pub id: PkiId,
     /// The remote's serialized identity.
     pub identity: Bytes,
@@ -248,7 +249,9 @@ pub struct ConnectionInfo {
 
 /// A message received on an authenticated connection (Fabric's `ReceivedMessage`).
 ///
-/// Answer it with [`crate::Comm::respond`] or [`crate::Comm::ack`] using `conn`.
+/// Answer it with [`crate::Comm::respond`] using `conn`, or, for a SendWithAck, with
+/// [`crate::Comm::ack`] using `conn` and the message's own nonce (`message.nonce`, which
+/// the sender's SendWithAck matches the Acknowledgement against).
 #[derive(Clone, Debug)]
 pub struct ReceivedMessage {
     /// The decoded message. Its `bytes` fields share the receive buffer.

@@ -59,7 +59,11 @@ impl MemberInfo {
 }
 
 /// Why a member was declared dead.
+///
+/// Non-exhaustive, like the core's events: a reason Fabric (or this layer) adds later must
+/// not break every application's `match`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeadReason {
     /// No strictly newer alive message for more than `alive_expiration`.
     Expired,
@@ -71,8 +75,10 @@ pub enum DeadReason {
     Reported,
 }
 
-/// Why a member was forgotten altogether.
+/// Why a member was forgotten altogether. Non-exhaustive: `Evicted` and `IdentityRefused`
+/// came after the first release, and more may.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PurgeReason {
     /// Dead for longer than the alive-message TTL (500 s by default).
     LongDead,
@@ -91,8 +97,10 @@ pub enum PurgeReason {
     Evicted,
 }
 
-/// A change in membership, or news of a bootstrap peer.
+/// A change in membership, or news of a bootstrap peer. Non-exhaustive, so that a new kind
+/// of news breaks no application's `match`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DiscoveryEvent {
     /// A member became alive: newly learned, or resurrected by a newer timestamp.
     MemberAlive {

@@ -267,6 +267,7 @@ pub fn stopped_member_declared_dead_then_resurrected<H: Harness>(
                 return Err(format!("n{n} took c's death from a membership response"));
             }
             None => return Err(format!("n{n} lists c dead without a MemberDead event")),
+            Some(other) => return Err(format!("n{n} declared c dead for {other:?}")),
         }
     }
     h.restart_node(c, false)?;

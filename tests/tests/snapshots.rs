@@ -23,7 +23,7 @@ fn two_nodes() -> Sim {
 }
 
 fn msg(seq: u64, text: &'static str) -> SignedMessage {
-    SignedMessage::noop(data_message(seq, text.into()))
+    SignedMessage::noop(data_message(seq, text))
 }
 
 fn finish(mut sim: Sim) -> String {

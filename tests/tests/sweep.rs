@@ -50,7 +50,7 @@ fn crossing(mut cfg: SimConfig) -> (Sim, Result<(), String>) {
     }
     for from in order {
         let to: Vec<usize> = (0..n).filter(|t| *t != from).collect();
-        let msg = SignedMessage::noop(data_message(from as u64, vec![7u8; 32].into()));
+        let msg = SignedMessage::noop(data_message(from as u64, vec![7u8; 32]));
         if let Err(e) = sim.send_to(from, &msg, &to) {
             return (sim, Err(format!("send: {e}")));
         }
@@ -129,7 +129,7 @@ fn everyone_reaches_everyone(sim: &mut Sim) -> Result<(), String> {
     let marker = |a: usize, b: usize| 1_000_000 + (a * n + b) as u64;
     for a in 0..n {
         for b in (0..n).filter(|b| *b != a) {
-            let msg = SignedMessage::noop(data_message(marker(a, b), vec![1u8; 8].into()));
+            let msg = SignedMessage::noop(data_message(marker(a, b), vec![1u8; 8]));
             sim.send_to(a, &msg, &[b])
                 .map_err(|e| format!("after recovery node {a} cannot send: {e}"))?;
         }
@@ -250,7 +250,7 @@ fn crossing_with_readers(mut cfg: SimConfig, paused: bool) -> (Sim, Result<(), S
     for k in 0..per_peer {
         for from in 0..n {
             let to: Vec<usize> = (0..n).filter(|t| *t != from).collect();
-            let msg = SignedMessage::noop(data_message(k, vec![3u8; 48].into()));
+            let msg = SignedMessage::noop(data_message(k, vec![3u8; 48]));
             if let Err(e) = sim.send_to(from, &msg, &to) {
                 return (sim, Err(format!("send: {e}")));
             }

@@ -21,7 +21,7 @@ fn meshed() -> Sim {
     cfg.record_limit = 0;
     let mut sim = Sim::new(cfg);
     sim.add_nodes(NODES);
-    let hello = SignedMessage::noop(data_message(0, vec![0u8; 16].into()));
+    let hello = SignedMessage::noop(data_message(0, vec![0u8; 16]));
     for a in 0..NODES {
         let to: Vec<usize> = (0..NODES).filter(|b| *b != a).collect();
         sim.send_to(a, &hello, &to).expect("send");
@@ -54,7 +54,7 @@ fn round(sim: &mut Sim, rng: &mut SimRng, msg: &SignedMessage, peers: &[RemotePe
 fn bench(c: &mut Criterion) {
     let mut sim = meshed();
     let peers: Vec<RemotePeer> = (0..NODES).map(|n| sim.remote_peer(n)).collect();
-    let msg = SignedMessage::noop(data_message(1, vec![0x5a; 1024].into()));
+    let msg = SignedMessage::noop(data_message(1, vec![0x5a; 1024]));
     let mut rng = SimRng::new(2);
     let per_round = round(&mut sim, &mut rng, &msg, &peers);
     assert_eq!(

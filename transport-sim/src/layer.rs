@@ -61,7 +61,7 @@
 //! let mut sim = Sim::new(SimConfig::seeded(1));
 //! let a = sim.add_node(NodeSpec::new().layer(|_ctx| Counter::default())).unwrap();
 //! let b = sim.add_node(NodeSpec::new()).unwrap();
-//! let msg = fabric_gossip_core::SignedMessage::noop(data_message(1, "hi".into()));
+//! let msg = fabric_gossip_core::SignedMessage::noop(data_message(1, "hi"));
 //! sim.send_to(a, &msg, &[b]).unwrap();
 //! sim.run_until_idle(std::time::Duration::from_secs(10));
 //! assert_eq!(sim.layer::<Counter>(a).map(|c| c.0), Some(1));

@@ -64,7 +64,7 @@
 //! let mut sim = Sim::new(SimConfig::seeded(7));
 //! let a = sim.add_node(NodeSpec::new()).unwrap();
 //! let b = sim.add_node(NodeSpec::new()).unwrap();
-//! let msg = SignedMessage::noop(data_message(1, "hello".into()));
+//! let msg = SignedMessage::noop(data_message(1, "hello"));
 //! sim.send_to(a, &msg, &[b]).unwrap();
 //! let deadline = sim.now() + Duration::from_secs(1);
 //! assert!(sim.run_until(deadline, |s| !s.deliveries(b).is_empty()));
@@ -102,6 +102,9 @@ pub use config::{
 /// (`Instant` for `Sim::now` and `START`, `Config` for `NodeSpec::config`, `PkiId`, ...) can
 /// be named without a second dependency kept at the same version.
 pub use fabric_gossip_core;
+/// The core's own (not a second function of the same name), so that code importing both
+/// crates' items by glob sees one `data_message`.
+pub use fabric_gossip_core::data_message;
 pub use fault::{
     Fault, ReaderMode, ScheduledFault, fmt_duration, fmt_schedule, parse_duration, parse_schedule,
     random_schedule,
@@ -117,4 +120,4 @@ pub use rng::SimRng;
 pub use sim::Sim;
 pub use sweep::{Sweep, SweepReport};
 pub use trace::{Trace, TraceMode};
-pub use workload::{Workload, data_message};
+pub use workload::Workload;

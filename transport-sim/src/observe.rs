@@ -25,13 +25,13 @@
 //!         sink.lock().unwrap().push((n, d.msg.message.nonce));
 //!     }
 //! });
-//! sim.send_to(0, &SignedMessage::noop(data_message(1, "ping".into())), &[1]).unwrap();
+//! sim.send_to(0, &SignedMessage::noop(data_message(1, "ping")), &[1]).unwrap();
 //! let deadline = sim.now() + Duration::from_secs(1);
 //! while sim.step_until(deadline) {
 //!     // React to what arrived during the step, e.g. answer it.
 //!     let new: Vec<_> = inbox.lock().unwrap().drain(..).collect();
 //!     for (n, _) in new {
-//!         let back = SignedMessage::noop(data_message(2, "pong".into()));
+//!         let back = SignedMessage::noop(data_message(2, "pong"));
 //!         sim.send_to(n, &back, &[1 - n]).unwrap();
 //!     }
 //!     if !sim.deliveries(0).is_empty() {

@@ -19,7 +19,7 @@
 //!     .run(|cfg| {
 //!         let mut sim = Sim::new(cfg);
 //!         sim.add_nodes(3);
-//!         let msg = SignedMessage::noop(data_message(1, "hi".into()));
+//!         let msg = SignedMessage::noop(data_message(1, "hi"));
 //!         let sent = sim.send_to(0, &msg, &[1, 2]).map_err(|e| e.to_string());
 //!         sim.run_until_idle(Duration::from_secs(60));
 //!         let checked = sent.and_then(|()| sim.check_quiescent()).and_then(|()| {

@@ -5,10 +5,9 @@ use crate::config::{NodeId, START};
 use crate::node::{NodeState, payload};
 use crate::queue::Ev;
 use crate::sim::Sim;
-use bytes::Bytes;
 use core::time::Duration;
-use fabric_gossip_core::proto::gossip::GossipMessage;
-use fabric_gossip_core::{RemotePeer, SignedMessage};
+
+use fabric_gossip_core::{RemotePeer, SignedMessage, data_message};
 use smallvec::SmallVec;
 
 /// The targets of one send: a few, so kept inline (a send allocates no list).
@@ -162,9 +161,4 @@ impl Sim {
         }
         self.workload_peers = peers;
     }
-}
-
-/// A data message as workloads and benchmarks send it.
-pub fn data_message(seq: u64, data: Bytes) -> GossipMessage {
-    fabric_gossip_core::data_message(seq, data)
 }

@@ -133,7 +133,7 @@ fn flooded_paused_pair(seed: u64, window: usize, count: usize, pace: Option<Dura
     cfg.stream_window = window;
     let mut sim = connected_pair(cfg, NodeSpec::new());
     sim.apply(Fault::Reader(1, ReaderMode::Paused));
-    let big = SignedMessage::noop(data_message(1, vec![9u8; 1024].into()));
+    let big = SignedMessage::noop(data_message(1, vec![9u8; 1024]));
     for _ in 0..count {
         sim.send_to(0, &big, &[1]).unwrap();
         if let Some(pace) = pace {
