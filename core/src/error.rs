@@ -162,7 +162,10 @@ pub enum HandshakeError {
     /// The remote claims our own PKI-ID: ourselves dialled through a wrong endpoint, or
     /// someone impersonating us. Fabric registers it as a connection to itself; refused
     /// here, so a node never shows a connection to itself.
-    #[error("remote claims our own PKI-ID")]
+    #[error(
+        "the remote proved our own PKI-ID: this node reached itself (an endpoint given for, or \
+         advertised by, another member is this node's), or another node runs with our identity"
+    )]
     OwnPkiId,
     /// The remote authenticated, then refused us: it ended the stream with a non-OK status
     /// instead of OK after reading our `ConnEstablish` (a Fabric peer sends its
