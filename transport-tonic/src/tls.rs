@@ -97,7 +97,9 @@ impl TlsConfig {
     /// those of servers (Fabric's `peer.tls.clientRootCAs.files` beside
     /// `peer.tls.rootcert.file`): for organizations whose TLS client certificates come from
     /// another CA than their server certificates. Without this call the CAs given to
-    /// [`TlsConfig::new`] verify both.
+    /// [`TlsConfig::new`] verify both. Not read with
+    /// [`TlsConfig::verify_client_chain`]`(false)`, which verifies no client chain (nor
+    /// does a Fabric peer open its `clientRootCAs` without `clientAuthRequired`).
     pub fn with_client_root_cas(mut self, ca_pem: impl Into<Vec<u8>>) -> Self {
         self.client_ca_pem = Some(ca_pem.into());
         self
