@@ -100,6 +100,13 @@ pub struct DiscoveryConfig {
     pub pull_peer_num: usize,
     /// Fan-out of heartbeats and forwarded alive messages (`propagatePeerNum`, 3).
     pub propagate_peer_num: usize,
+    /// How many times each heartbeat and forwarded alive message is sent, each time to a
+    /// fresh random choice of `propagate_peer_num` members (`propagateIterations`, 1), so
+    /// a member may be chosen more than once. Fabric's emitter sends the iterations one
+    /// batch apart (`maxPropagationBurstLatency`, 10 ms); they go at once here. 0 spreads
+    /// nothing, as Fabric's `PropagateIterations: 0` (membership then travels by syncs
+    /// only); a core.yaml's 0 means the default, as `GetIntOrDefault` reads it.
+    pub propagate_iterations: usize,
     /// Our `Member.metadata` (empty by default, as in a stock peer). Peers of this crate
     /// refuse alive messages whose metadata exceeds their `max_metadata_size` (4 KiB by
     /// default), so more than that makes us invisible to them.
@@ -178,6 +185,7 @@ impl DiscoveryConfig {
             pull_interval: Duration::from_secs(4),
             pull_peer_num: 3,
             propagate_peer_num: 3,
+            propagate_iterations: 1,
             metadata: Bytes::new(),
             incarnation: None,
             seed: 0,
@@ -347,6 +355,7 @@ mod tests {
         assert_eq!(c.publish_cert_period, Duration::from_secs(10));
         assert_eq!(c.pull_interval, Duration::from_secs(4));
         assert_eq!((c.pull_peer_num, c.propagate_peer_num), (3, 3));
+        assert_eq!(c.propagate_iterations, 1);
         assert!(c.validate().is_ok());
     }
 

@@ -5,9 +5,13 @@ use crate::alive::{strip_secret, to_signed};
 use crate::disclosure::{Disclose, Party, route_alive};
 use crate::error::AliveError;
 use crate::machine::Discovery;
-use crate::validate::{alive_key, check_signed, parse_decoded};
+use crate::validate::{ParsedAlive, alive_key, check_signed, parse_decoded};
 use fabric_gossip_core::proto::gossip::Envelope;
 use fabric_gossip_core::{Comm, Instant, PkiId, ReceivedMessage, Security, SignedMessage};
+
+/// How often an alive message of another node with our PKI-ID is logged at most (see
+/// `DiscoveryStats::alive_impostors`).
+pub(crate) const IMPOSTOR_LOG_INTERVAL: core::time::Duration = core::time::Duration::from_secs(1);
 
 impl Discovery {
     /// One heartbeat: nothing at all while alone (Fabric signs nothing then); else a new
@@ -44,7 +48,8 @@ impl Discovery {
     /// Sends an alive message of a member of `origin_org` (`wire`: as it goes on the
     /// wire, shared by every recipient; `env`: decoded, to strip) to up to
     /// `propagate_peer_num` random alive members the routing rules allow, never back to
-    /// `except`; the secret is stripped for other organizations. Returns the sends made.
+    /// `except`, `propagate_iterations` times, each a fresh random choice (Fabric's
+    /// emitter); the secret is stripped for other organizations. Returns the sends made.
     pub(crate) fn spread<S: Security>(
         &mut self,
         now: Instant,
@@ -60,49 +65,89 @@ impl Discovery {
             endpoint: origin_endpoint,
         };
         let k = self.cfg.propagate_peer_num;
-        let chosen = self.pick_alive(k, except, |slot, m| {
-            let to = Party {
-                org: m.org.as_deref(),
-                endpoint: &m.endpoint,
-            };
-            match route_alive(my_org.as_deref(), origin, to) {
-                Disclose::No => None,
-                d => Some((slot, d == Disclose::WithSecret)),
-            }
-        });
-        let (mut with, mut without) = (Vec::new(), Vec::new());
-        for (slot, secret) in chosen {
-            let Some(m) = self.membership.at(slot) else {
-                continue;
-            };
-            if secret {
-                with.push(&m.peer);
-            } else {
-                without.push(&m.peer);
-            }
-        }
+        // The copy without the secret, made once for every iteration that needs it.
+        let mut stripped: Option<Option<SignedMessage>> = None;
         let (mut sent, mut errors) = (0, 0);
-        for (peers, strip) in [(with, false), (without, true)] {
-            if peers.is_empty() {
-                continue;
-            }
-            let stripped;
-            let msg = if strip {
-                let Some(m) = to_signed(&strip_secret(env)) else {
+        for _ in 0..self.cfg.propagate_iterations {
+            let chosen = self.pick_alive(k, except, |slot, m| {
+                let to = Party {
+                    org: m.org.as_deref(),
+                    endpoint: &m.endpoint,
+                };
+                match route_alive(my_org.as_deref(), origin, to) {
+                    Disclose::No => None,
+                    d => Some((slot, d == Disclose::WithSecret)),
+                }
+            });
+            let (mut with, mut without) = (Vec::new(), Vec::new());
+            for (slot, secret) in chosen {
+                let Some(m) = self.membership.at(slot) else {
                     continue;
                 };
-                stripped = m;
-                &stripped
-            } else {
-                wire
-            };
-            match comm.send_borrowed(now, msg, &peers) {
-                Ok(()) => sent += peers.len() as u64,
-                Err(_) => errors += 1,
+                if secret {
+                    with.push(&m.peer);
+                } else {
+                    without.push(&m.peer);
+                }
+            }
+            for (peers, strip) in [(with, false), (without, true)] {
+                if peers.is_empty() {
+                    continue;
+                }
+                let msg = if strip {
+                    let made = stripped.get_or_insert_with(|| to_signed(&strip_secret(env)));
+                    let Some(m) = made.as_ref() else {
+                        continue;
+                    };
+                    m
+                } else {
+                    wire
+                };
+                match comm.send_borrowed(now, msg, &peers) {
+                    Ok(()) => sent += peers.len() as u64,
+                    Err(_) => errors += 1,
+                }
             }
         }
         self.stats.comm_errors += errors;
         sent
+    }
+
+    /// A verified alive message about us (Fabric's `isSentByMe`), dropped: one with
+    /// another external endpoint than ours, or another internal endpoint in its secret
+    /// (a stripped one says nothing), comes from another node running with our identity,
+    /// a configuration error Fabric logs at ERROR. Counted (`alive_impostors`) and logged
+    /// at error level at most once per [`IMPOSTOR_LOG_INTERVAL`] of `now`, each line with
+    /// the number since the previous one: an impostor heartbeats every `alive_interval`
+    /// through every member that forwards it.
+    pub(crate) fn about_me(&mut self, now: Instant, parsed: &ParsedAlive) {
+        self.stats.alive_about_me += 1;
+        let Some(me) = &self.me else { return };
+        let other_external = parsed.endpoint != me.endpoint;
+        let other_internal = !parsed.internal_endpoint.is_empty()
+            && parsed.internal_endpoint != me.internal_endpoint;
+        if !(other_external || other_internal) {
+            return;
+        }
+        self.stats.alive_impostors += 1;
+        let total = self.stats.alive_impostors;
+        let since = match self.impostor_logged {
+            Some((at, _)) if now < at + IMPOSTOR_LOG_INTERVAL => return,
+            Some((_, count)) => total - count,
+            None => total,
+        };
+        self.impostor_logged = Some((now, total));
+        tracing::error!(
+            target: "fabric_gossip_discovery::gossip",
+            pki_id = %parsed.pki_id,
+            endpoint = %parsed.endpoint,
+            internal_endpoint = %parsed.internal_endpoint,
+            our_endpoint = %me.endpoint,
+            our_internal_endpoint = %me.internal_endpoint,
+            since_last = since,
+            "Bad configuration detected: Received AliveMessage from a peer with the same \
+             PKI-ID as myself"
+        );
     }
 
     /// A gossiped alive message, in Fabric's order: store de-dup (on the message comm
@@ -154,7 +199,7 @@ impl Discovery {
             Err(_) => return,
         };
         if parsed.pki_id == self.pki_id {
-            self.stats.alive_about_me += 1;
+            self.about_me(now, &parsed);
             return;
         }
         self.learn(comm, &parsed, &id, env, now, false);

@@ -74,6 +74,9 @@ pub struct Discovery {
     pub(crate) stopped: bool,
     /// The identity pull (Fabric's certstore).
     pub(crate) certstore: CertStore,
+    /// When an alive message of another node with our PKI-ID was last logged, and
+    /// `alive_impostors` then (see `Discovery::about_me`).
+    pub(crate) impostor_logged: Option<(Instant, u64)>,
 }
 
 /// What an alive message would do to membership, judged before it is verified.
@@ -120,6 +123,7 @@ impl Discovery {
             timers: Timers::default(),
             stopped: false,
             certstore: CertStore::default(),
+            impostor_logged: None,
         })
     }
 

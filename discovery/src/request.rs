@@ -14,6 +14,16 @@ use fabric_gossip_core::{
 };
 use smallvec::SmallVec;
 
+/// A request carrying our signed alive message `env`, without its secret if `strip`.
+fn request_with(env: &Envelope, strip: bool, nonce: u64) -> SignedMessage {
+    let env = if strip {
+        strip_secret(env)
+    } else {
+        env.clone()
+    };
+    SignedMessage::noop(membership_request(env, nonce))
+}
+
 /// A MembershipRequest: tag EMPTY, `known` empty (FAB-2570), outer envelope unsigned.
 pub fn membership_request(self_information: Envelope, nonce: u64) -> GossipMessage {
     GossipMessage {
@@ -28,8 +38,22 @@ pub fn membership_request(self_information: Envelope, nonce: u64) -> GossipMessa
 }
 
 impl Discovery {
+    /// A fresh signed alive message of ours (`createSignedAliveMessage`): one sequence
+    /// step, one signature, with the secret (stripped per target by the callers).
+    fn sign_own<S: Security>(&mut self, now: Instant, comm: &Comm<S>) -> Option<Envelope> {
+        let me = self.me.as_mut()?;
+        match me.sign_next(now, comm.security()) {
+            Ok(env) => Some(env),
+            Err(_) => {
+                self.stats.comm_errors += 1;
+                None
+            }
+        }
+    }
+
     /// A request carrying a fresh signed alive message of ours, without its secret if
-    /// `strip` (a target of another organization).
+    /// `strip` (a target of another organization). One per bootstrap, as Fabric's
+    /// `Connect` makes one per bootstrap peer.
     pub(crate) fn make_request<S: Security>(
         &mut self,
         now: Instant,
@@ -37,22 +61,20 @@ impl Discovery {
         strip: bool,
         nonce: u64,
     ) -> Option<SignedMessage> {
-        let me = self.me.as_mut()?;
-        let mut env = match me.sign_next(now, comm.security()) {
-            Ok(env) => env,
-            Err(_) => {
-                self.stats.comm_errors += 1;
-                return None;
-            }
-        };
-        if strip {
-            env = strip_secret(&env);
-        }
-        Some(SignedMessage::noop(membership_request(env, nonce)))
+        let env = self.sign_own(now, comm)?;
+        Some(request_with(&env, strip, nonce))
     }
 
-    /// Sends a request with `nonce` to a member; its secret is stripped when the member
-    /// is known to be of another organization (`SendToPeer`).
+    /// Whether our secret is stripped from what goes to a member (`SendToPeer` applying
+    /// the disclosure policy's filter): when it is known to be of another organization.
+    fn strips_for<S: Security>(&self, comm: &Comm<S>, pki_id: &PkiId) -> bool {
+        let target_org = self.org_of(comm, pki_id);
+        target_org.is_some() && !self.is_ours(target_org.as_ref())
+    }
+
+    /// Sends a request with `nonce` and a fresh alive message of ours to a member; its
+    /// secret is stripped when the member is known to be of another organization
+    /// (`sendMembershipRequest`, one signature per call: a reconnect to a dead member).
     pub(crate) fn send_request<S: Security>(
         &mut self,
         now: Instant,
@@ -61,25 +83,48 @@ impl Discovery {
         endpoint: &str,
         nonce: u64,
     ) {
-        let target_org = self.org_of(comm, pki_id);
-        let strip = target_org.is_some() && !self.is_ours(target_org.as_ref());
-        let Some(req) = self.make_request(now, comm, strip, nonce) else {
+        let Some(env) = self.sign_own(now, comm) else {
             return;
         };
-        match comm.send(now, &req, &[RemotePeer::new(endpoint, pki_id.clone())]) {
+        let req = request_with(&env, self.strips_for(comm, pki_id), nonce);
+        self.send_made_request(now, comm, &req, pki_id, endpoint);
+    }
+
+    fn send_made_request<S: Security>(
+        &mut self,
+        now: Instant,
+        comm: &mut Comm<S>,
+        req: &SignedMessage,
+        pki_id: &PkiId,
+        endpoint: &str,
+    ) {
+        match comm.send(now, req, &[RemotePeer::new(endpoint, pki_id.clone())]) {
             Ok(()) => self.stats.requests_sent += 1,
             Err(_) => self.stats.comm_errors += 1,
         }
     }
 
-    /// Periodic sync (`InitiateSync`): a request (nonce 0) to `pull_peer_num` random
-    /// alive members.
+    /// Periodic sync (`InitiateSync`): one request (nonce 0), made with one signed alive
+    /// message of ours, to `pull_peer_num` random alive members, without its secret for
+    /// those of other organizations. Until 2026-12-04 each target had a request of its own,
+    /// signed anew: a sync advanced our sequence by `pull_peer_num` and cost as many
+    /// signatures.
     pub(crate) fn sync<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
         let chosen = self.pick_alive(self.cfg.pull_peer_num, None, |_, m| {
             Some((m.pki_id().clone(), m.preferred_endpoint().to_owned()))
         });
+        if chosen.is_empty() {
+            return;
+        }
+        let Some(env) = self.sign_own(now, comm) else {
+            return;
+        };
+        let (mut with, mut without) = (None, None);
         for (pki, ep) in chosen {
-            self.send_request(now, comm, &pki, &ep, 0);
+            let strip = self.strips_for(comm, &pki);
+            let slot = if strip { &mut without } else { &mut with };
+            let req = slot.get_or_insert_with(|| request_with(&env, strip, 0));
+            self.send_made_request(now, comm, req, &pki, &ep);
         }
     }
 
@@ -129,7 +174,7 @@ impl Discovery {
             return;
         };
         if parsed.pki_id == self.pki_id {
-            self.stats.alive_about_me += 1;
+            self.about_me(now, &parsed);
             return;
         }
         if self.store.check_valid(&parsed.pki_id, parsed.ts) {

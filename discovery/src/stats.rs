@@ -40,8 +40,13 @@ pub struct DiscoveryStats {
     /// Alive messages refused because a signature does not verify (forgeries).
     pub alive_bad_signature: u64,
     /// Alive messages about ourselves (dropped; a different endpoint means a second node
-    /// runs with our identity).
+    /// runs with our identity: `alive_impostors`).
     pub alive_about_me: u64,
+    /// Of `alive_about_me`, those carrying another external endpoint than ours, or
+    /// another internal endpoint in their secret: another node runs with our identity
+    /// (Fabric's `isSentByMe` logs "Bad configuration detected"; logged at error level,
+    /// at most once a second). Our own heartbeats echoed back are not counted here.
+    pub alive_impostors: u64,
     /// Messages on our subscription with an illegal tag (not EMPTY).
     pub illegal_tag: u64,
     /// Our heartbeats sent (one per recipient).

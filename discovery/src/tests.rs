@@ -1335,3 +1335,144 @@ fn other_organizations_that_ask_share_their_part_of_the_backlog() {
     assert!(held(&comm, conn["c1"]) > 16, "C answered");
     assert_eq!(d.stats().responses_over_backlog, 4);
 }
+
+/// Fabric's `InitiateSync` signs one alive message per sync and sends that one request to
+/// every target, its secret stripped for other organizations; ours signed one per target
+/// (the sequence advanced by `pull_peer_num` a sync, as many signatures).
+#[test]
+fn a_sync_signs_one_alive_message_for_all_its_targets() {
+    let (mut comm, mut d, conn) = answering(&["a1", "a2", "b1"]);
+    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    let seq0 = d.self_timestamp().unwrap().seq;
+    let sent0 = d.stats().requests_sent;
+    d.sync(T0, &mut comm);
+    assert_eq!(
+        d.self_timestamp().unwrap().seq,
+        seq0 + 1,
+        "one alive signed"
+    );
+    assert_eq!(d.stats().requests_sent, sent0 + 3);
+    let (actions, _) = fabric_gossip_core::testing::drain(&mut comm);
+    let mut infos = BTreeMap::new();
+    for a in actions {
+        let fabric_gossip_core::Action::Write {
+            stream, envelope, ..
+        } = a
+        else {
+            continue;
+        };
+        let who = *conn.iter().find(|(_, s)| **s == stream).unwrap().0;
+        let outer = Envelope::decode(envelope).unwrap();
+        let msg = GossipMessage::decode(outer.payload).unwrap();
+        let Some(gossip_message::Content::MemReq(req)) = msg.content else {
+            panic!("{msg:?}");
+        };
+        assert!(infos.insert(who, req.self_information.unwrap()).is_none());
+    }
+    assert_eq!(infos.len(), 3, "{infos:?}");
+    let first = &infos["a1"];
+    for env in infos.values() {
+        assert_eq!(
+            (&env.payload, &env.signature),
+            (&first.payload, &first.signature)
+        );
+    }
+    let ts = crate::validate::parse_alive(first).unwrap().ts;
+    assert_eq!(ts.seq, seq0 + 1);
+    assert!(infos["a1"].secret_envelope.is_some());
+    assert!(infos["a2"].secret_envelope.is_some());
+    assert!(infos["b1"].secret_envelope.is_none(), "stripped for org B");
+}
+
+/// Our own alive message as another node would carry it: external `ext`, and a secret
+/// naming `int` unless it is `None` (stripped).
+fn alive_of_me(seq: u64, ext: &str, int: Option<&str>) -> Envelope {
+    let msg = alive_message(
+        ext.into(),
+        Bytes::from_static(b"me"),
+        Bytes::new(),
+        Timestamp {
+            inc: T0.as_unix_nanos(),
+            seq,
+        },
+        Bytes::from_static(b"me"),
+    );
+    let sec = security("me");
+    let signed = match int {
+        Some(int) => SignedMessage::sign_with_secret(msg, encode_secret(int), &sec),
+        None => SignedMessage::sign(msg, &sec),
+    };
+    envelope_of(&signed.unwrap())
+}
+
+/// Fabric's `isSentByMe`: an alive message with our PKI-ID and another endpoint is a
+/// second node with our identity (logged at ERROR); our own heartbeat echoed back is not.
+#[test]
+fn an_alive_with_our_pki_id_from_another_node_is_an_impostor_our_echo_is_not() {
+    let (mut comm, mut d) = me();
+    let mut feed = |d: &mut Discovery, at: Instant, env: Envelope| {
+        d.handle_message(at, &mut comm, direct("a1", env));
+    };
+    feed(
+        &mut d,
+        T0,
+        alive_of_me(1, "me.ext:7051", Some("me.int:7051")),
+    );
+    feed(&mut d, T0, alive_of_me(2, "me.ext:7051", None));
+    assert_eq!(
+        (d.stats().alive_about_me, d.stats().alive_impostors),
+        (2, 0)
+    );
+    assert_eq!(d.impostor_logged, None);
+    feed(
+        &mut d,
+        T0,
+        alive_of_me(3, "elsewhere:7051", Some("me.int:7051")),
+    );
+    assert_eq!(
+        (d.stats().alive_about_me, d.stats().alive_impostors),
+        (3, 1)
+    );
+    assert_eq!(d.impostor_logged, Some((T0, 1)), "logged");
+    feed(
+        &mut d,
+        T0,
+        alive_of_me(4, "me.ext:7051", Some("other.int:7051")),
+    );
+    assert_eq!(d.stats().alive_impostors, 2);
+    assert_eq!(
+        d.impostor_logged,
+        Some((T0, 1)),
+        "not logged again within a second"
+    );
+    feed(&mut d, T0 + SEC, alive_of_me(5, "", None));
+    assert_eq!(d.stats().alive_impostors, 3);
+    assert_eq!(d.impostor_logged, Some((T0 + SEC, 3)));
+    assert!(d.members().is_empty());
+}
+
+/// Fabric's `propagateIterations`: each spread is repeated, each time to a fresh random
+/// choice of `propagatePeerNum` members.
+#[test]
+fn propagate_iterations_repeat_the_spread_of_heartbeats_and_forwards() {
+    let mut comm = Comm::new(Config::default(), TestOnlyHmacSecurity::new("me"), T0).unwrap();
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.propagate_iterations = 2;
+    let mut d = Discovery::new(cfg).unwrap();
+    d.start(T0, &mut comm);
+    let sign = |who: &str, seq: u64| {
+        let msg = GossipMessage::decode(alive(who, 1, seq, "").payload).unwrap();
+        let secret = encode_secret(&format!("{who}.int:1"));
+        envelope_of(
+            &SignedMessage::sign_with_secret(msg, secret, &TestOnlyHmacSecurity::new(who)).unwrap(),
+        )
+    };
+    let names: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    let all = names.iter().map(|n| sign(n, 1)).collect();
+    d.handle_message(T0, &mut comm, response("m0", all, vec![], 0));
+    assert_eq!(d.members().len(), 20);
+    d.handle_message(T0, &mut comm, direct("m0", sign("m0", 2)));
+    assert_eq!(d.stats().alive_forwarded, 6, "2 × propagate_peer_num");
+    d.handle_timeout(T0 + Duration::from_secs(5), &mut comm);
+    assert_eq!(d.stats().alive_sent, 6, "2 × propagate_peer_num");
+}
