@@ -6,8 +6,8 @@
 //! fetch config` writes) gives a node the trust the channel has now.
 //!
 //! Only the messages and fields this needs are declared, with Fabric's field numbers
-//! (`common/common.proto`, `common/configtx.proto`, `msp/msp_config.proto`); protobuf
-//! skips the rest.
+//! (`common/common.proto`, `common/configtx.proto`, `msp/msp_config.proto`,
+//! `peer/configuration.proto`); protobuf skips the rest.
 
 use crate::error::LoadError;
 use crate::trust::TrustStore;
@@ -95,6 +95,26 @@ struct MspConfig {
     config: Bytes,
 }
 
+/// `peer.AnchorPeers`, the value of an application organization's `AnchorPeers` key
+/// (Fabric's `peer/configuration.proto`: `repeated AnchorPeer anchor_peers = 1`).
+#[derive(Clone, PartialEq, Message)]
+struct AnchorPeers {
+    #[prost(message, repeated, tag = "1")]
+    anchor_peers: Vec<AnchorPeer>,
+}
+
+/// `peer.AnchorPeer` (`peer/configuration.proto`: `string host = 1; int32 port = 2`).
+#[derive(Clone, PartialEq, Message)]
+struct AnchorPeer {
+    #[prost(string, tag = "1")]
+    host: String,
+    #[prost(int32, tag = "2")]
+    port: i32,
+}
+
+/// The configuration value of an application organization naming its anchor peers.
+const ANCHOR_PEERS_KEY: &str = "AnchorPeers";
+
 /// `msp.ProviderType.FABRIC`: X.509 MSPs (the other kind, Idemix, identifies clients
 /// anonymously and never a peer).
 const MSP_TYPE_FABRIC: i32 = 0;
@@ -169,6 +189,15 @@ pub struct ChannelTrust {
     /// a Fabric peer of the channel trusts for TLS, for the transport (this store does not
     /// use them).
     pub tls_ca_pems: Vec<Vec<u8>>,
+    /// The anchor peers of every application organization added, by MSP ID: each one's
+    /// host and port as the configuration writes them (`peer.AnchorPeer`, unchecked: an
+    /// empty host or port 0 is kept, for the caller to skip as Fabric does), in the
+    /// configuration's order; an organization without any maps to an empty list. A Fabric
+    /// peer dials these when it joins the channel and again on every configuration update
+    /// (`JoinChan`, `learnAnchorPeers`): they are how the organizations of a channel find
+    /// each other, since bootstrap peers are of the peer's own organization only. The
+    /// `Orderer` and `Consortiums` groups have none.
+    pub anchor_peers: BTreeMap<String, Vec<(String, i32)>>,
 }
 
 impl TrustStore {
@@ -177,9 +206,12 @@ impl TrustStore {
     /// genesis block, or what `peer channel fetch config` writes): root and intermediate
     /// CAs, revocation lists, OU identifiers and NodeOUs, as Fabric's channel MSP manager
     /// sets them up. Organizations come from the `Application` and `Orderer` groups (and a
-    /// system channel's `Consortiums`). Refused: a block that is not a configuration block,
-    /// or an MSP that hashes with anything but SHA-2 / SHA-256 (see the crate's "What is
-    /// checked").
+    /// system channel's `Consortiums`). The application organizations' anchor peers come
+    /// back in [`ChannelTrust::anchor_peers`] (kept in
+    /// [`channel_configs`](TrustStore::channel_configs) too), for the caller to dial: this
+    /// store does not use them. Refused: a block that is not a configuration block, or an
+    /// MSP that hashes with anything but SHA-2 / SHA-256 (see the crate's "What is
+    /// checked"), or anchor peers that do not decode.
     pub fn add_channel_config(&mut self, block: &[u8]) -> Result<ChannelTrust, LoadError> {
         let source = "channel configuration block";
         let bad = |reason: String| LoadError::Config {
@@ -218,18 +250,20 @@ impl TrustStore {
             sequence: config.sequence,
             ..ChannelTrust::default()
         };
+        // Each organization's group, and whether it is an application organization (the
+        // only ones with anchor peers).
         let mut orgs = Vec::new();
         for section in ["Application", "Orderer"] {
             if let Some(g) = root.groups.get(section) {
-                orgs.extend(g.groups.iter());
+                orgs.extend(g.groups.iter().map(|o| (o, section == "Application")));
             }
         }
         if let Some(consortiums) = root.groups.get("Consortiums") {
             for consortium in consortiums.groups.values() {
-                orgs.extend(consortium.groups.iter());
+                orgs.extend(consortium.groups.iter().map(|o| (o, false)));
             }
         }
-        for (org, group) in orgs {
+        for ((org, group), application) in orgs {
             let Some(value) = group.values.get("MSP") else {
                 continue;
             };
@@ -258,6 +292,20 @@ impl TrustStore {
                 if !out.tls_ca_pems.iter().any(|p| p.as_slice() == pem.as_ref()) {
                     out.tls_ca_pems.push(pem.to_vec());
                 }
+            }
+            if application {
+                let anchors = match group.values.get(ANCHOR_PEERS_KEY) {
+                    Some(v) => {
+                        AnchorPeers::decode(v.value.clone())
+                            .map_err(|e| decode(&format!("{org}'s anchor peers"), e))?
+                            .anchor_peers
+                    }
+                    None => Vec::new(),
+                };
+                out.anchor_peers
+                    .entry(id.clone())
+                    .or_default()
+                    .extend(anchors.into_iter().map(|a| (a.host, a.port)));
             }
             if !out.msp_ids.contains(&id) {
                 out.msp_ids.push(id);
@@ -331,5 +379,119 @@ impl TrustStore {
             self.set_node_ous(&c.name, &roles)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `configtxgen`'s `mychannel` genesis block (`tests/fixtures/channel/`), which names no
+    /// anchor peers.
+    fn fixture() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/channel/mychannel.block"
+        );
+        std::fs::read(path).expect("the channel fixture")
+    }
+
+    /// The channel group of `block`, handed to `edit`, then the block encoded again (only
+    /// the fields declared here are kept: enough for `add_channel_config`).
+    fn edit_block(block: &[u8], edit: impl FnOnce(&mut ConfigGroup)) -> Vec<u8> {
+        let mut block = Block::decode(block).unwrap();
+        let data = block.data.as_mut().unwrap();
+        let mut envelope = Envelope::decode(data.data[0].clone()).unwrap();
+        let mut payload = Payload::decode(envelope.payload.clone()).unwrap();
+        let mut config = ConfigEnvelope::decode(payload.data.clone()).unwrap();
+        edit(
+            config
+                .config
+                .as_mut()
+                .and_then(|c| c.channel_group.as_mut())
+                .unwrap(),
+        );
+        payload.data = config.encode_to_vec().into();
+        envelope.payload = payload.encode_to_vec().into();
+        data.data[0] = envelope.encode_to_vec().into();
+        block.encode_to_vec()
+    }
+
+    /// Sets the `AnchorPeers` value of organization group `org` under `section` (the
+    /// fixture's groups are `Org1`, `Org2` and `OrdererOrg`: anchor peers are listed by
+    /// the MSP ID inside, not by the group's name).
+    fn set_anchors(root: &mut ConfigGroup, section: &str, org: &str, value: Bytes) {
+        let group = root.groups.get_mut(section).unwrap();
+        let org = group.groups.get_mut(org).expect("the organization's group");
+        org.values
+            .insert(ANCHOR_PEERS_KEY.into(), ConfigValue { value });
+    }
+
+    fn anchors(peers: &[(&str, i32)]) -> Bytes {
+        AnchorPeers {
+            anchor_peers: peers
+                .iter()
+                .map(|(host, port)| AnchorPeer {
+                    host: (*host).into(),
+                    port: *port,
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn owned(peers: &[(&str, i32)]) -> Vec<(String, i32)> {
+        peers.iter().map(|(h, p)| ((*h).to_owned(), *p)).collect()
+    }
+
+    #[test]
+    fn every_application_organization_is_listed_even_without_anchor_peers() {
+        let got = TrustStore::new().add_channel_config(&fixture()).unwrap();
+        let want: BTreeMap<String, Vec<(String, i32)>> = [
+            ("Org1MSP".to_owned(), Vec::new()),
+            ("Org2MSP".to_owned(), Vec::new()),
+        ]
+        .into();
+        // OrdererMSP is an orderer organization: no anchor peers.
+        assert_eq!(got.anchor_peers, want);
+    }
+
+    #[test]
+    fn anchor_peers_are_read_per_msp_id_as_written() {
+        let org1 = [("peer0.org1.example.com", 7051), ("", 7051), ("h", 0)];
+        let org2 = [("peer0.org2.example.com", 9051)];
+        let block = edit_block(&fixture(), |root| {
+            set_anchors(root, "Application", "Org1", anchors(&org1));
+            set_anchors(root, "Application", "Org2", anchors(&org2));
+            // An orderer organization's value of that name is not an application's.
+            set_anchors(root, "Orderer", "OrdererOrg", anchors(&[("o", 7050)]));
+        });
+        let mut trust = TrustStore::new();
+        let got = trust.add_channel_config(&block).unwrap();
+        let want: BTreeMap<String, Vec<(String, i32)>> = [
+            ("Org1MSP".to_owned(), owned(&org1)),
+            ("Org2MSP".to_owned(), owned(&org2)),
+        ]
+        .into();
+        assert_eq!(got.anchor_peers, want);
+        // The MSPs are read as before, and the store keeps the anchors with the channel.
+        assert_eq!(got.msp_ids.len(), 3, "{:?}", got.msp_ids);
+        assert_eq!(trust.channel_configs()[0].anchor_peers, want);
+    }
+
+    #[test]
+    fn anchor_peers_that_do_not_decode_refuse_the_block() {
+        let block = edit_block(&fixture(), |root| {
+            // A length-delimited field 1 claiming more bytes than there are.
+            set_anchors(
+                root,
+                "Application",
+                "Org2",
+                Bytes::from_static(&[0x0a, 0x05]),
+            );
+        });
+        let e = TrustStore::new().add_channel_config(&block).unwrap_err();
+        assert!(e.to_string().contains("anchor peers"), "{e}");
     }
 }
