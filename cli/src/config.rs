@@ -43,6 +43,8 @@ pub(crate) struct GossipConfig {
     pub(crate) publish_cert_period: Option<Duration>,
     /// `propagatePeerNum`: members each alive message is forwarded to.
     pub(crate) propagate_peer_num: Option<u16>,
+    /// `propagateIterations`: times each alive message is sent, each to a fresh choice.
+    pub(crate) propagate_iterations: Option<u16>,
     /// `pullInterval`: period of membership syncs and identity pulls.
     pub(crate) pull_interval: Option<Duration>,
     /// `pullPeerNum`: members asked at each sync and identity pull.
@@ -600,6 +602,7 @@ pub(crate) fn load_with(
             msg_expiration_factor: src.count_in("peer.gossip.msgExpirationFactor")?,
             publish_cert_period: src.interval("peer.gossip.publishCertPeriod")?,
             propagate_peer_num: src.count_in("peer.gossip.propagatePeerNum")?,
+            propagate_iterations: src.count_in("peer.gossip.propagateIterations")?,
             pull_interval: src.interval("peer.gossip.pullInterval")?,
             pull_peer_num: src.count_in("peer.gossip.pullPeerNum")?,
             digest_wait_time: src.interval("peer.gossip.digestWaitTime")?,
@@ -705,6 +708,7 @@ mod tests {
         assert_eq!(c.gossip.send_buff_size, Some(200));
         assert_eq!(c.gossip.pull_peer_num, Some(3));
         assert_eq!(c.gossip.propagate_peer_num, Some(3));
+        assert_eq!(c.gossip.propagate_iterations, Some(1));
         assert_eq!(c.gossip.max_connection_attempts, Some(120));
         assert_eq!(c.gossip.msg_expiration_factor, Some(20));
         let g = &c.gossip;
@@ -897,6 +901,7 @@ mod tests {
             "peer.gossip.msgExpirationFactor",
             "peer.gossip.publishCertPeriod",
             "peer.gossip.propagatePeerNum",
+            "peer.gossip.propagateIterations",
             "peer.gossip.pullInterval",
             "peer.gossip.pullPeerNum",
             "peer.gossip.digestWaitTime",
@@ -986,6 +991,7 @@ mod tests {
             ("CORE_PEER_GOSSIP_SENDBUFFSIZE", "0"),
             ("CORE_PEER_GOSSIP_PULLPEERNUM", "0"),
             ("CORE_PEER_GOSSIP_MAXCONNECTIONATTEMPTS", "0"),
+            ("CORE_PEER_GOSSIP_PROPAGATEITERATIONS", "0"),
         ])
         .expect("loads");
         let g = &c.gossip;
@@ -997,6 +1003,7 @@ mod tests {
             (g.send_buff_size, g.pull_peer_num, g.max_connection_attempts),
             (None, None, None)
         );
+        assert_eq!(g.propagate_iterations, None, "GetIntOrDefault: 0 is 1");
     }
 
     /// The gossip keys of a sample core.yaml that set the membership layer beyond the
@@ -1008,6 +1015,7 @@ mod tests {
             ("CORE_PEER_GOSSIP_MSGEXPIRATIONFACTOR", "4"),
             ("CORE_PEER_GOSSIP_PUBLISHCERTPERIOD", "30s"),
             ("CORE_PEER_GOSSIP_PROPAGATEPEERNUM", "6"),
+            ("CORE_PEER_GOSSIP_PROPAGATEITERATIONS", "2"),
         ])
         .expect("loads");
         let g = &c.gossip;
@@ -1015,6 +1023,7 @@ mod tests {
         assert_eq!(g.msg_expiration_factor, Some(4));
         assert_eq!(g.publish_cert_period, Some(Duration::from_secs(30)));
         assert_eq!(g.propagate_peer_num, Some(6));
+        assert_eq!(g.propagate_iterations, Some(2));
     }
 
     /// A number out of range names the variable that set it, as other values' errors do.

@@ -63,6 +63,10 @@ pub(crate) struct MembershipArgs {
     /// Members each alive message is forwarded to (peer.gossip.propagatePeerNum; Fabric: 3).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) propagate_peer_num: Option<u16>,
+    /// Times each alive message is sent, each time to a fresh random choice of
+    /// --propagate-peer-num members (peer.gossip.propagateIterations; Fabric: 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) propagate_iterations: Option<u16>,
     /// Period of membership syncs and identity pulls (peer.gossip.pullInterval; Fabric: 4s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) pull_interval: Option<Duration>,
@@ -107,6 +111,7 @@ impl MembershipArgs {
             || self.msg_expiration_factor.is_some()
             || self.publish_cert_period.is_some()
             || self.propagate_peer_num.is_some()
+            || self.propagate_iterations.is_some()
             || self.pull_interval.is_some()
             || self.pull_peer_num.is_some()
             || self.digest_wait.is_some()
@@ -132,6 +137,7 @@ impl MembershipArgs {
         self.msg_expiration_factor = self.msg_expiration_factor.or(g.msg_expiration_factor);
         self.publish_cert_period = self.publish_cert_period.or(g.publish_cert_period);
         self.propagate_peer_num = self.propagate_peer_num.or(g.propagate_peer_num);
+        self.propagate_iterations = self.propagate_iterations.or(g.propagate_iterations);
         self.pull_interval = self.pull_interval.or(g.pull_interval);
         self.pull_peer_num = self.pull_peer_num.or(g.pull_peer_num);
         self.digest_wait = self.digest_wait.or(g.digest_wait_time);
@@ -167,6 +173,9 @@ impl MembershipArgs {
         cfg.propagate_peer_num = self
             .propagate_peer_num
             .map_or(cfg.propagate_peer_num, usize::from);
+        cfg.propagate_iterations = self
+            .propagate_iterations
+            .map_or(cfg.propagate_iterations, usize::from);
         cfg.pull_interval = self.pull_interval.unwrap_or(cfg.pull_interval);
         cfg.pull_peer_num = self.pull_peer_num.map_or(cfg.pull_peer_num, usize::from);
         let pull = &mut cfg.certstore;
@@ -256,6 +265,138 @@ impl MembershipArgs {
             .map(String::as_str)
             .collect()
     }
+}
+
+/// The endpoint to dial for an anchor peer `host:port` that a channel configuration lists
+/// under organization `org`, or why it is skipped, by Fabric's `learnAnchorPeers` rules
+/// (`gossip/gossip/gossip_impl.go`): an empty host or port 0; this node's own endpoint
+/// (`cfg.is_my_own_endpoint`, which the layer skips too); an anchor of another
+/// organization than `my_org` while this node has no external endpoint, since it could not
+/// tell that organization how to reach it. Beyond Fabric, a port that is no TCP port
+/// (negative or above 65535) is skipped rather than dialled in vain. An IPv6 host is
+/// bracketed, as Go's `net.JoinHostPort` does.
+pub(crate) fn anchor_endpoint(
+    host: &str,
+    port: i32,
+    org: &str,
+    my_org: &str,
+    cfg: &DiscoveryConfig,
+) -> Result<String, String> {
+    if host.is_empty() {
+        return Err("its host is empty".into());
+    }
+    if port == 0 {
+        return Err("its port is 0".into());
+    }
+    let Ok(port) = u16::try_from(port) else {
+        return Err(format!("{port} is not a TCP port"));
+    };
+    let endpoint = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    if cfg.is_my_own_endpoint(&endpoint) {
+        return Err("it is this node's own endpoint".into());
+    }
+    if org != my_org && cfg.external_endpoint.is_empty() {
+        return Err(format!(
+            "it is of another organization ({org}) and this node has no external endpoint \
+             (--external-endpoint, peer.gossip.externalEndpoint)"
+        ));
+    }
+    Ok(endpoint)
+}
+
+/// Dials the anchor peers of the channel configuration blocks `channels` through the
+/// running membership layer (`Discovery::connect_anchor_of`, Fabric's `Connect` from
+/// `learnAnchorPeers`): each anchor's identity is checked against the organization the
+/// block lists it under when that is ours (`my_org`), then it is sent a membership request
+/// until it answers; a channel whose application organizations do not include `my_org` is
+/// left out, as Fabric's `updateAnchors` leaves it. Skipped anchors ([`anchor_endpoint`])
+/// are logged at debug, dialled ones at info. `skip_alive`: leave out anchors that are
+/// already an alive member's endpoint (after a reload; the layer would only ask them
+/// again). Returns how many were dialled; none without the layer.
+pub(crate) fn connect_anchors(
+    node: &Node,
+    my_org: &str,
+    channels: &[fabric_gossip_msp::ChannelTrust],
+    skip_alive: bool,
+) -> usize {
+    if channels.iter().all(|c| c.anchor_peers.is_empty()) {
+        return 0;
+    }
+    let Some((cfg, alive)) = node.with_layer(|d: &Discovery| (d.config().clone(), d.members()))
+    else {
+        tracing::debug!(
+            target: crate::logging::TARGET,
+            "anchor peers of the channel configuration not dialled: the membership layer is \
+             not running (--membership)"
+        );
+        return 0;
+    };
+    let mut dial: Vec<(String, String)> = Vec::new();
+    for c in channels {
+        let ch = &c.channel_id;
+        // Fabric's `updateAnchors` joins no channel its organization is not in.
+        if !c.anchor_peers.contains_key(my_org) {
+            tracing::debug!(
+                target: crate::logging::TARGET,
+                "channel {ch}: anchor peers not dialled: {my_org} is not among its application \
+                 organizations"
+            );
+            continue;
+        }
+        for (org, peers) in &c.anchor_peers {
+            if peers.is_empty() {
+                tracing::debug!(
+                    target: crate::logging::TARGET,
+                    "channel {ch}: no anchor peers of {org}"
+                );
+            }
+            for (host, port) in peers {
+                let endpoint = match anchor_endpoint(host, *port, org, my_org, &cfg) {
+                    Ok(e) => e,
+                    Err(why) => {
+                        tracing::debug!(
+                            target: crate::logging::TARGET,
+                            "channel {ch}: anchor peer {host:?}:{port} of {org} skipped: {why}"
+                        );
+                        continue;
+                    }
+                };
+                if skip_alive
+                    && alive
+                        .iter()
+                        .any(|m| m.endpoint == endpoint || m.internal_endpoint == endpoint)
+                {
+                    tracing::debug!(
+                        target: crate::logging::TARGET,
+                        "channel {ch}: anchor peer {endpoint} of {org} skipped: already an alive \
+                         member"
+                    );
+                    continue;
+                }
+                if dial.iter().any(|(e, _)| *e == endpoint) {
+                    continue;
+                }
+                tracing::info!(
+                    target: crate::logging::TARGET,
+                    "channel {ch}: dialling anchor peer {endpoint} of {org}"
+                );
+                dial.push((endpoint, org.clone()));
+            }
+        }
+    }
+    let n = dial.len();
+    if n > 0 {
+        node.with_layer_mut(|d: &mut Discovery, comm| {
+            for (endpoint, org) in dial {
+                d.connect_anchor_of(comm.now(), endpoint, org.into_bytes());
+            }
+        });
+    }
+    n
 }
 
 /// How long ago `t` was, by the wall clock the node's core time follows.
@@ -521,6 +662,7 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("alive_bad_signature", s.alive_bad_signature),
             ("alive_too_large", s.alive_too_large),
             ("alive_about_me", s.alive_about_me),
+            ("alive_impostors", s.alive_impostors),
             ("alive_duplicate", s.alive_duplicate),
             ("alive_stale", s.alive_stale),
             ("alive_store_full", s.alive_store_full),
@@ -607,9 +749,84 @@ pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::{MembershipArgs, TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, time_left};
+    use super::{
+        MembershipArgs, TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, anchor_endpoint, time_left,
+    };
     use std::time::Duration;
     use tokio::time::Instant;
+
+    /// Fabric's `learnAnchorPeers` rules: empty host, port 0, itself, and another
+    /// organization's anchor without an external endpoint are skipped; the rest dialled.
+    #[test]
+    fn anchor_peers_are_skipped_as_fabric_skips_them() {
+        let bound = "127.0.0.1:7051".parse().unwrap();
+        let internal = MembershipArgs {
+            endpoint: Some("peer0.org1:7051".into()),
+            ..MembershipArgs::default()
+        }
+        .config(bound);
+        let external = MembershipArgs {
+            endpoint: Some("peer0.org1:7051".into()),
+            external_endpoint: Some("peer0.org1.example.com:7051".into()),
+            ..MembershipArgs::default()
+        }
+        .config(bound);
+        let of = |host: &str, port: i32, org: &str, cfg| {
+            anchor_endpoint(host, port, org, "Org1MSP", cfg)
+        };
+        for cfg in [&internal, &external] {
+            assert!(
+                of("", 7051, "Org1MSP", cfg)
+                    .unwrap_err()
+                    .contains("host is empty")
+            );
+            assert!(
+                of("peer1.org1", 0, "Org1MSP", cfg)
+                    .unwrap_err()
+                    .contains("port is 0")
+            );
+            assert!(
+                of("peer1.org1", 70000, "Org1MSP", cfg)
+                    .unwrap_err()
+                    .contains("not a TCP port")
+            );
+            assert!(
+                of("peer1.org1", -1, "Org1MSP", cfg)
+                    .unwrap_err()
+                    .contains("not a TCP port")
+            );
+            // Itself, by its endpoint or the loopback forms of its port.
+            for me in ["peer0.org1", "127.0.0.1", "localhost"] {
+                assert!(
+                    of(me, 7051, "Org1MSP", cfg)
+                        .unwrap_err()
+                        .contains("own endpoint"),
+                    "{me}"
+                );
+            }
+            // Our organization's anchors: dialled, with or without an external endpoint.
+            assert_eq!(
+                of("peer1.org1", 7051, "Org1MSP", cfg).unwrap(),
+                "peer1.org1:7051"
+            );
+            assert_eq!(of("::1", 7051, "Org1MSP", cfg).unwrap(), "[::1]:7051");
+        }
+        assert!(
+            of("peer0.org1.example.com", 7051, "Org1MSP", &external)
+                .unwrap_err()
+                .contains("own endpoint")
+        );
+        // Another organization's: only with an external endpoint to give it.
+        let e = of("peer0.org2", 9051, "Org2MSP", &internal).unwrap_err();
+        assert!(
+            e.contains("another organization (Org2MSP)") && e.contains("--external-endpoint"),
+            "{e}"
+        );
+        assert_eq!(
+            of("peer0.org2", 9051, "Org2MSP", &external).unwrap(),
+            "peer0.org2:9051"
+        );
+    }
 
     /// Fabric derives the expiration (five alive periods) and the reconnection period (the
     /// expiration) from what is given: `aliveTimeInterval: 1s` alone gives 5 s and 5 s,
@@ -646,12 +863,15 @@ mod tests {
             msg_expiration_factor: Some(4),
             publish_cert_period: Some(Duration::from_secs(30)),
             propagate_peer_num: Some(6),
+            propagate_iterations: Some(2),
             ..Default::default()
         });
         let c = m.config(bound);
         assert_eq!((c.max_connection_attempts, c.msg_expiration_factor), (5, 4));
         assert_eq!(c.publish_cert_period, Duration::from_secs(30));
         assert_eq!(c.propagate_peer_num, 6);
+        assert_eq!(c.propagate_iterations, 2);
+        assert_eq!(d.propagate_iterations, 1, "Fabric's default");
     }
 
     /// `--alive-expiration-check-interval` reaches the layer, and one longer than the

@@ -126,7 +126,8 @@ pub(crate) struct NodeArgs {
     /// Run Fabric's membership layer (peer.gossip discovery: alive messages, membership
     /// requests, expiry) even without --bootstrap: the node then answers the requests of
     /// peers that bootstrap through it. Implied by every membership flag and by --config
-    /// (a Fabric peer always runs it).
+    /// (a Fabric peer always runs it). With --channel-config it dials the blocks' anchor
+    /// peers, at start and on every reload, as a Fabric peer does.
     #[arg(long)]
     membership: bool,
     #[command(flatten)]
@@ -928,6 +929,11 @@ impl State {
                     line["channels"] = c;
                 }
                 self.out.emit(&line);
+                // Fabric learns the anchor peers on every configuration update: those of
+                // the blocks read again that are not members yet.
+                if let Some(org) = r.args.msp_id.as_deref() {
+                    membership::connect_anchors(&self.node, org, trust.channel_configs(), true);
+                }
             }
             Err(ConfigError(e)) => {
                 tracing::warn!(target: TARGET, "trust not reloaded ({by}): {e}");
@@ -1376,6 +1382,10 @@ async fn serve(
             )),
         if tls_on { "on" } else { "off" },
     );
+    // As a Fabric peer joining its channels: the anchor peers of the --channel-config blocks.
+    if let (Some(org), Some(r)) = (&msp_id, &reload) {
+        membership::connect_anchors(&node, org, r.handle.current().channel_configs(), false);
+    }
 
     let mut member_events = node.layer_events::<DiscoveryEvent>();
     let layer_on = member_events.is_some();

@@ -58,7 +58,8 @@ pub(crate) struct IdentityArgs {
     /// configuration block (what `peer channel fetch config` writes, or its genesis block),
     /// whose MSPs carry the CAs, CRLs and NodeOUs the channel has now. A running `node`
     /// reads it again on SIGHUP or `reload_trust`, so fetching a newer block and reloading
-    /// applies a configuration update. Repeatable.
+    /// applies a configuration update. With the membership layer, the node dials the
+    /// block's anchor peers (see --membership). Repeatable.
     #[arg(long, value_name = "BLOCK")]
     pub(crate) channel_config: Vec<PathBuf>,
 }
