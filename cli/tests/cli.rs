@@ -3804,8 +3804,11 @@ fn membership_settings_that_cannot_work_are_refused_naming_the_flag() {
     std::fs::write(&core, "peer:\n  gossip:\n    bootstrap: peer0\n").expect("write core.yaml");
     let core = core.to_str().expect("utf-8 path");
     let iterations = dir.path().join("iterations.yaml");
-    std::fs::write(&iterations, "peer:\n  gossip:\n    propagateIterations: many\n")
-        .expect("write core.yaml");
+    std::fs::write(
+        &iterations,
+        "peer:\n  gossip:\n    propagateIterations: many\n",
+    )
+    .expect("write core.yaml");
     let iterations = iterations.to_str().expect("utf-8 path");
     for (args, expected) in [
         (
