@@ -190,7 +190,8 @@ pub(crate) enum Outcome {
     /// `accept` itself failed (not for one connection's sake).
     AcceptError,
     /// An admitted connection's TLS handshake failed (an untrusted client certificate, a
-    /// client that is not speaking TLS, no HTTP/2 by ALPN), the table not having closed it.
+    /// client that is not speaking TLS, no HTTP/2 by ALPN), the table not having closed it
+    /// and the client having sent something (a bare connect and close is no TLS failure).
     TlsFailed,
 }
 
@@ -508,7 +509,8 @@ const ACCEPTS_PER_POLL: usize = 32;
 /// out. The node does this rather than tonic because tonic's TLS settings cannot take a
 /// client certificate without checking its chain
 /// ([`crate::TlsConfig::verify_client_chain`]). A handshake cut by the table (eviction,
-/// `setup_timeout`) is counted as that; any other failure as [`Outcome::TlsFailed`].
+/// `setup_timeout`) is counted as that; any other failure of a client that sent a byte as
+/// [`Outcome::TlsFailed`].
 pub(crate) struct TlsIncoming {
     tcp: GuardedIncoming,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -538,7 +540,11 @@ impl TlsIncoming {
             match handshake.await {
                 Ok(tls) => Some(tls),
                 Err(e) => {
-                    if !slot.killed.load(Ordering::Acquire) {
+                    // Not a failure of TLS: the table cut it (counted as that), or the client
+                    // closed before sending a byte (a TCP health check, a port scan).
+                    let cut = slot.killed.load(Ordering::Acquire);
+                    let spoke = slot.stage.load(Ordering::Acquire) >= STAGE_BYTES;
+                    if !cut && spoke {
                         counters.counters.count(Outcome::TlsFailed);
                         tracing::debug!(remote = ?slot.remote, error = %e, "TLS handshake failed");
                     }

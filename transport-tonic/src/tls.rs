@@ -479,11 +479,21 @@ impl ClientTls {
     }
 }
 
+/// Most certificates a client may present without a chain check (its own and the
+/// intermediates it sends along): a Fabric peer sends its own and at most a few.
+const MAX_UNVERIFIED_CHAIN: usize = 8;
+
+/// Most bytes those certificates may take in all (`MAX_UNVERIFIED_CHAIN` certificates of a
+/// generous 2 KiB each).
+const MAX_UNVERIFIED_CHAIN_BYTES: usize = 16 * 1024;
+
 /// Client certificates as Go's `RequestClientCert` takes them, for
 /// [`TlsConfig::verify_client_chain`]`(false)`: asked for, optional, any issuer; the
 /// handshake's signature must still verify with the certificate's key (rustls checks it
 /// here, and parses the certificate to find the key), so a client cannot present a
-/// certificate it does not hold, and the gossip handshake binds its hash.
+/// certificate it does not hold, and the gossip handshake binds its hash. Beyond Go, a
+/// chain of more than [`MAX_UNVERIFIED_CHAIN`] certificates or
+/// [`MAX_UNVERIFIED_CHAIN_BYTES`] is refused: nobody vouches for its size.
 #[derive(Debug)]
 struct KeyHeldClientCertificate {
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
@@ -500,10 +510,20 @@ impl ClientCertVerifier for KeyHeldClientCertificate {
 
     fn verify_client_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // No issuer checks them, so their size is the client's choice: a 60 KB
+        // certificate held about 440 KB a connection until `setup_timeout` (an attack on
+        // loopback, 2026-12-04). A Fabric TLS certificate is about 1 KB.
+        let chain = 1 + intermediates.len();
+        let bytes = end_entity.len() + intermediates.iter().map(|c| c.len()).sum::<usize>();
+        if chain > MAX_UNVERIFIED_CHAIN || bytes > MAX_UNVERIFIED_CHAIN_BYTES {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding,
+            ));
+        }
         Ok(ClientCertVerified::assertion())
     }
 

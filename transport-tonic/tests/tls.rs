@@ -181,6 +181,67 @@ async fn certificate_without_its_key_is_refused_without_chain_check() {
     within("stop", b.stop()).await;
 }
 
+/// Without the chain check nobody vouches for a certificate's size: a chain over 16 KiB is
+/// refused in the TLS handshake (a 60 KB certificate had held about 440 KB a connection
+/// until `setup_timeout`), one of the usual size taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_certificate_is_refused_without_chain_check() {
+    let pki = Pki::new("ca");
+    let b = node(config(), Some(pki.tls("b").verify_client_chain(false))).await;
+    let (big, key) = pki.padded_leaf("big", 20_000);
+    let c = node(
+        config(),
+        Some(fabric_gossip_tonic::TlsConfig::new(big, key, pki.ca_pem())),
+    )
+    .await;
+    assert!(within("probe", c.probe(&b.as_peer())).await.is_err());
+    until("b counts the TLS failure", || {
+        b.driver_stats().inbound_tls_failures >= 1
+    })
+    .await;
+    let (fine, key) = pki.padded_leaf("fine", 4_000);
+    let d = node(
+        config(),
+        Some(fabric_gossip_tonic::TlsConfig::new(fine, key, pki.ca_pem())),
+    )
+    .await;
+    within("handshake", d.handshake(&b.as_peer()))
+        .await
+        .unwrap();
+    stop_all(&[&b, &c, &d]).await;
+}
+
+/// A TCP connection closed before its first byte (a health check, a port scan) is no
+/// failed TLS handshake; bytes that are not TLS are one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_client_that_spoke_counts_as_a_tls_failure() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new("ca");
+    let b = node(config(), Some(pki.tls("b"))).await;
+    drop(
+        tokio::net::TcpStream::connect(b.local_addr())
+            .await
+            .unwrap(),
+    );
+    until("the silent connection gone", || {
+        let s = b.driver_stats();
+        s.inbound_accepted == 1 && s.inbound_open == 0
+    })
+    .await;
+    assert_eq!(b.driver_stats().inbound_tls_failures, 0);
+    let mut http = tokio::net::TcpStream::connect(b.local_addr())
+        .await
+        .unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+        .await
+        .unwrap();
+    until("b counts the TLS failure", || {
+        b.driver_stats().inbound_tls_failures == 1
+    })
+    .await;
+    within("stop", b.stop()).await;
+}
+
 /// A client certificate resolver that presents one certified key, whether or not its key
 /// is the certificate's.
 #[derive(Debug)]

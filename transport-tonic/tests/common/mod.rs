@@ -89,6 +89,26 @@ impl Pki {
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 
+    /// [`Pki::leaf`] padded with an extension of `padding` bytes: a certificate as large
+    /// as a client likes when nobody checks its issuer.
+    #[allow(dead_code)] // only the TLS tests use it
+    pub fn padded_leaf(&self, cn: &str, padding: usize) -> (String, String) {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 99999, 1],
+                vec![0x04; padding],
+            ));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     pub fn tls(&self, cn: &str) -> TlsConfig {
         let (cert, key, _) = self.leaf(cn);
         TlsConfig::new(cert, key, self.ca_pem())
