@@ -636,22 +636,19 @@ impl TablePacer {
     }
 }
 
-/// The layer's counters, for the `stats` event: every counter of `DiscoveryStats` (each
-/// refusal under its own reason, so an operator can tell a forged message from a stale one),
-/// the certstore's under `certstore`.
-pub(crate) fn stats_json(node: &Node) -> Option<Value> {
-    node.with_layer(|d: &Discovery| {
-        let s = d.stats();
-        let c = &s.certstore;
-        let counters = |pairs: &[(&str, u64)]| -> serde_json::Map<String, Value> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), json!(v)))
-                .collect()
-        };
-        let mut out = counters(&[
-            ("members_alive", d.members().len() as u64),
-            ("members_dead", d.dead_members().len() as u64),
+/// The membership layer's counters by the names the `stats` command's `membership` object
+/// and `/metrics` (`fabric_gossip_membership_<name>`) give them: the layer's own, then its
+/// identity pull's (`certstore`). One list, so that the two never disagree.
+pub(crate) struct Counters {
+    pub(crate) layer: Vec<(&'static str, u64)>,
+    pub(crate) certstore: Vec<(&'static str, u64)>,
+}
+
+pub(crate) fn counters(d: &Discovery) -> Counters {
+    let s = d.stats();
+    let c = &s.certstore;
+    Counters {
+        layer: vec![
             ("alive_received", s.alive_received),
             ("alive_sent", s.alive_sent),
             ("alive_forwarded", s.alive_forwarded),
@@ -696,8 +693,8 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ("anchors_refused", s.anchors_refused),
             ("comm_errors", s.comm_errors),
             ("events_dropped", s.events_dropped),
-        ]);
-        let certstore = counters(&[
+        ],
+        certstore: vec![
             ("hellos_sent", c.hellos_sent),
             ("hellos_received", c.hellos_received),
             ("hellos_refused_full", c.hellos_refused_full),
@@ -734,8 +731,28 @@ pub(crate) fn stats_json(node: &Node) -> Option<Value> {
             ),
             ("identities_remembered_again", c.identities_remembered_again),
             ("identities_refused_later", c.identities_refused_later),
+        ],
+    }
+}
+
+/// The layer's counters, for the `stats` event: every counter of `DiscoveryStats` (each
+/// refusal under its own reason, so an operator can tell a forged message from a stale one),
+/// the certstore's under `certstore`.
+pub(crate) fn stats_json(node: &Node) -> Option<Value> {
+    node.with_layer(|d: &Discovery| {
+        let object = |pairs: &[(&str, u64)]| -> serde_json::Map<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect()
+        };
+        let Counters { layer, certstore } = counters(d);
+        let mut out = object(&[
+            ("members_alive", d.members().len() as u64),
+            ("members_dead", d.dead_members().len() as u64),
         ]);
-        out.insert("certstore".to_owned(), Value::Object(certstore));
+        out.extend(object(&layer));
+        out.insert("certstore".to_owned(), Value::Object(object(&certstore)));
         Value::Object(out)
     })
 }

@@ -1231,13 +1231,34 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
     for (name, help, value) in metrics {
         register(&mut r, name, help, value);
     }
-    if let Some((alive, dead, soonest)) =
+    if let Some((alive, dead, soonest, counters)) =
         node.with_layer(|d: &fabric_gossip_discovery::Discovery| {
             let alive = d.members();
             let soonest = alive.iter().filter_map(|m| m.identity_expires).min();
-            (alive.len(), d.dead_members().len(), soonest)
+            let counters = crate::membership::counters(d);
+            (alive.len(), d.dead_members().len(), soonest, counters)
         })
     {
+        // Every counter of the layer and its identity pull, under the `stats` command's
+        // names, so that an operator can alert on refusals (forged signatures, impostors,
+        // throttled requesters) as on comm's.
+        for (prefix, what, list) in [
+            ("fabric_gossip_membership_", "membership", &counters.layer),
+            (
+                "fabric_gossip_membership_certstore_",
+                "membership.certstore",
+                &counters.certstore,
+            ),
+        ] {
+            for (name, value) in list {
+                register(
+                    &mut r,
+                    &format!("{prefix}{name}"),
+                    &format!("The membership layer's {name} (the stats command's {what}.{name})"),
+                    C(*value),
+                );
+            }
+        }
         if let Some(at) = soonest {
             let now = crate::expiry::wall_now();
             register(

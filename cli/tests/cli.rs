@@ -3637,6 +3637,32 @@ fn two_nodes_and_a_watch_see_each_other() {
         sample(&metrics, "gossip_membership_total_peers_known") >= 1,
         "{metrics}"
     );
+    // Every counter of the `stats` command's membership object is a metric too.
+    assert!(
+        sample(&metrics, "fabric_gossip_membership_alive_received") >= 1,
+        "{metrics}"
+    );
+    a.send_line(r#"{"cmd":"stats"}"#);
+    let st = a.wait("stats", is("stats"));
+    let counters = st["membership"].as_object().expect("membership stats");
+    let certstore = counters["certstore"].as_object().expect("certstore stats");
+    let names = counters
+        .keys()
+        // Not counters of the layer: its gauges, and the tool's own table printing.
+        .filter(|k| !matches!(k.as_str(), "members_alive" | "members_dead" | "certstore"))
+        .filter(|k| !k.starts_with("membership_line"))
+        .map(|k| format!("fabric_gossip_membership_{k} "))
+        .chain(
+            certstore
+                .keys()
+                .map(|k| format!("fabric_gossip_membership_certstore_{k} ")),
+        );
+    for name in names {
+        assert!(
+            metrics.contains(&format!("\n{name}")),
+            "{name} in {metrics}"
+        );
+    }
     // Test identities never expire: no expiry to report.
     assert!(
         !metrics.contains("identity_expiry_soonest_seconds"),
