@@ -12,9 +12,9 @@
 //!   (TLS, the HTTP/2 preface, opening a stream and the handshake must all fit in it);
 //! - caps pending connections ([`DriverLimits::max_pending_connections`]) and all inbound
 //!   connections ([`DriverLimits::max_inbound_connections`]): a new connection over a cap
-//!   evicts a pending connection of the remote address that holds the most of them, the
-//!   one that got least far (no bytes, then no gRPC request, then no authenticated stream),
-//!   oldest first; or it is refused when none is pending;
+//!   evicts a pending connection of the remote address (an IPv6 one by its /64) holding
+//!   the most of them, the one that got least far (no bytes, then no gRPC request, then no
+//!   authenticated stream), oldest first; or it is refused when none is pending;
 //! - backs off when `accept` fails for want of resources (`EMFILE`, `ENFILE`, `ENOBUFS`),
 //!   evicting a pending connection to free a descriptor, instead of spinning.
 //!
@@ -57,8 +57,8 @@ pub struct DriverLimits {
     /// milliseconds.
     pub setup_timeout: Duration,
     /// Pending connections (see `setup_timeout`) held at once; one more evicts a pending
-    /// connection of the address holding the most, the one that got least far, oldest
-    /// first. Default 128: far above the connections a node's peers open at once, far
+    /// connection of the address (an IPv6 one: its /64) holding the most, the one that got
+    /// least far, oldest first. Default 128: far above the connections a node's peers open at once, far
     /// below the open-file limit.
     pub max_pending_connections: usize,
     /// Inbound connections held at once, authenticated or not. Over it, a new connection
@@ -312,17 +312,17 @@ impl Admission {
         })
     }
 
-    /// The pending connection to close for room: from the remote address holding the most
-    /// pending connections (a flood from a few hosts pays for itself, a peer setting up its
-    /// one connection is spared), the one that got least far, oldest first.
+    /// The pending connection to close for room: from the source holding the most pending
+    /// connections ([`source`]: a flood from a few hosts pays for itself, a peer setting up
+    /// its one connection is spared), the one that got least far, oldest first.
     fn victim(t: &BTreeMap<u64, Arc<Slot>>) -> Option<u64> {
-        let mut per_ip: HashMap<Option<IpAddr>, usize> = HashMap::new();
+        let mut per_source: HashMap<Option<IpAddr>, usize> = HashMap::new();
         for s in t.values().filter(|s| s.pending()) {
-            *per_ip.entry(s.remote.map(|a| a.ip())).or_default() += 1;
+            *per_source.entry(source(s.remote)).or_default() += 1;
         }
-        let (ip, _) = per_ip.into_iter().max_by_key(|(ip, n)| (*n, *ip))?;
+        let (from, _) = per_source.into_iter().max_by_key(|(ip, n)| (*n, *ip))?;
         t.values()
-            .filter(|s| s.pending() && s.remote.map(|a| a.ip()) == ip)
+            .filter(|s| s.pending() && source(s.remote) == from)
             .min_by_key(|s| (s.stage.load(Ordering::Acquire), s.id))
             .map(|s| s.id)
     }
@@ -496,6 +496,22 @@ impl Stream for GuardedIncoming {
             }
         }
     }
+}
+
+/// What a remote's pending connections are charged to when one must go: its IPv4 address,
+/// or its IPv6 address's /64, what one host or site is given: counted by address, a flood
+/// from many addresses of one /64 was as many sources of one connection each, and an honest
+/// peer with two pending connections (crossing dials) was the one evicted.
+fn source(remote: Option<SocketAddr>) -> Option<IpAddr> {
+    remote.map(|a| match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !(u128::from(u64::MAX)),
+            )),
+        },
+        v4 => v4,
+    })
 }
 
 /// Most sockets [`TlsIncoming`] takes from the listener in one poll before it lets the
@@ -744,5 +760,48 @@ impl AsyncWrite for GuardedIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(id: u64, remote: &str) -> (u64, Arc<Slot>) {
+        let slot = Slot {
+            id,
+            remote: Some(remote.parse().unwrap()),
+            stage: AtomicU8::new(STAGE_SILENT),
+            authenticated: AtomicU32::new(0),
+            pending_since: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        };
+        (id, Arc::new(slot))
+    }
+
+    /// A flood from three addresses of one IPv6 /64 is one source of three connections,
+    /// evicted before an honest peer's two (counted by address, the peer had been the one).
+    #[test]
+    fn an_ipv6_64_is_one_source() {
+        let table: BTreeMap<_, _> = [
+            pending(1, "[2001:db8:1::1]:7051"),
+            pending(2, "[2001:db8:1::1]:7052"),
+            pending(3, "[2001:db8:2::a]:40000"),
+            pending(4, "[2001:db8:2::b]:40000"),
+            pending(5, "[2001:db8:2:0:ffff::c]:40000"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(Admission::victim(&table), Some(3));
+        // IPv4 addresses stay apart, and an IPv4-mapped IPv6 address is its IPv4 one.
+        let table: BTreeMap<_, _> = [
+            pending(1, "10.0.0.1:7051"),
+            pending(2, "[::ffff:10.0.0.1]:7052"),
+            pending(3, "10.0.0.2:40000"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(Admission::victim(&table), Some(1));
     }
 }
