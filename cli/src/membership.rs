@@ -377,7 +377,12 @@ pub(crate) fn connect_anchors(
                     );
                     continue;
                 }
-                if dial.iter().any(|(e, _)| *e == endpoint) {
+                // Listed twice (two blocks): dialled once, as our organization's if either
+                // listing says so, so that its identity is checked against ours.
+                if let Some((_, listed)) = dial.iter_mut().find(|(e, _)| *e == endpoint) {
+                    if org == my_org {
+                        *listed = org.clone();
+                    }
                     continue;
                 }
                 tracing::info!(

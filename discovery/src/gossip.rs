@@ -132,7 +132,8 @@ impl Discovery {
         self.stats.alive_impostors += 1;
         let total = self.stats.alive_impostors;
         let since = match self.impostor_logged {
-            Some((at, _)) if now < at + IMPOSTOR_LOG_INTERVAL => return,
+            // (A clock set back logs at once rather than staying silent until it catches up.)
+            Some((at, _)) if at <= now && now < at + IMPOSTOR_LOG_INTERVAL => return,
             Some((_, count)) => total - count,
             None => total,
         };

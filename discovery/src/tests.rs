@@ -1448,6 +1448,9 @@ fn an_alive_with_our_pki_id_from_another_node_is_an_impostor_our_echo_is_not() {
     feed(&mut d, T0 + SEC, alive_of_me(5, "", None));
     assert_eq!(d.stats().alive_impostors, 3);
     assert_eq!(d.impostor_logged, Some((T0 + SEC, 3)));
+    // A clock set back logs at once instead of staying silent until it catches up.
+    feed(&mut d, T0, alive_of_me(6, "", None));
+    assert_eq!(d.impostor_logged, Some((T0, 4)));
     assert!(d.members().is_empty());
 }
 

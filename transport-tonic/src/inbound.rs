@@ -317,13 +317,24 @@ impl Admission {
     /// its one connection is spared), the one that got least far, oldest first.
     fn victim(t: &BTreeMap<u64, Arc<Slot>>) -> Option<u64> {
         let mut per_source: HashMap<Option<IpAddr>, usize> = HashMap::new();
+        let mut per_address: HashMap<Option<IpAddr>, usize> = HashMap::new();
         for s in t.values().filter(|s| s.pending()) {
             *per_source.entry(source(s.remote)).or_default() += 1;
+            *per_address.entry(s.remote.map(|a| a.ip())).or_default() += 1;
         }
         let (from, _) = per_source.into_iter().max_by_key(|(ip, n)| (*n, *ip))?;
+        // Within an IPv6 /64 (hosts of one subnet may share one), the address holding the
+        // most goes first: one flooding host among honest neighbours pays for itself.
+        let held = |s: &Slot| per_address.get(&s.remote.map(|a| a.ip())).copied();
         t.values()
             .filter(|s| s.pending() && source(s.remote) == from)
-            .min_by_key(|s| (s.stage.load(Ordering::Acquire), s.id))
+            .min_by_key(|s| {
+                (
+                    std::cmp::Reverse(held(s)),
+                    s.stage.load(Ordering::Acquire),
+                    s.id,
+                )
+            })
             .map(|s| s.id)
     }
 
@@ -548,6 +559,19 @@ impl TlsIncoming {
         }
     }
 
+    /// A connection whose handshake has completed, if one has; failed ones (counted by
+    /// their tasks) are passed over. Registers the task for the next end when none has.
+    fn finished(&mut self, cx: &mut Context<'_>) -> Option<TlsConn> {
+        loop {
+            match self.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(tls)))) => return Some(TlsConn(Box::new(tls))),
+                // Failed, or its task panicked: the next one.
+                Poll::Ready(Some(_)) => continue,
+                Poll::Ready(None) | Poll::Pending => return None,
+            }
+        }
+    }
+
     fn start(&mut self, io: GuardedIo) {
         let slot = io.slot.clone();
         let counters = io.admission.clone();
@@ -630,8 +654,13 @@ impl Stream for TlsIncoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        // New sockets first, so that the handshakes they start are among those polled
-        // below, which registers this task for their end.
+        // A finished handshake first: one waiting here is out of the table's reach (evicted,
+        // it would still hold its socket), so none waits behind new sockets.
+        if let Some(tls) = this.finished(cx) {
+            return Poll::Ready(Some(Ok(tls)));
+        }
+        // Then new sockets; the handshakes they start are polled below, which registers
+        // this task for their end (an empty set registers nothing).
         let mut accepted = 0;
         while !this.tcp_done {
             if accepted == ACCEPTS_PER_POLL {
@@ -649,17 +678,13 @@ impl Stream for TlsIncoming {
                 Poll::Pending => break,
             }
         }
-        loop {
-            match this.handshakes.poll_join_next(cx) {
-                Poll::Ready(Some(Ok(Some(tls)))) => {
-                    return Poll::Ready(Some(Ok(TlsConn(Box::new(tls)))));
-                }
-                // Failed (counted by its task), or its task panicked: the next one.
-                Poll::Ready(Some(_)) => continue,
-                Poll::Ready(None) if this.tcp_done => return Poll::Ready(None),
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
-            }
+        if let Some(tls) = this.finished(cx) {
+            return Poll::Ready(Some(Ok(tls)));
         }
+        if this.tcp_done && this.handshakes.is_empty() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 
@@ -790,6 +815,16 @@ mod tests {
             pending(3, "[2001:db8:2::a]:40000"),
             pending(4, "[2001:db8:2::b]:40000"),
             pending(5, "[2001:db8:2:0:ffff::c]:40000"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(Admission::victim(&table), Some(3));
+        // Within a /64, the address holding the most goes first, whatever its age.
+        let table: BTreeMap<_, _> = [
+            pending(1, "[2001:db8:1::1]:7051"),
+            pending(2, "[2001:db8:1::2]:7051"),
+            pending(3, "[2001:db8:1::66]:40000"),
+            pending(4, "[2001:db8:1::66]:40001"),
         ]
         .into_iter()
         .collect();

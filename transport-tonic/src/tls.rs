@@ -23,8 +23,11 @@ use tonic::codegen::http::Uri;
 
 /// The node's TLS material, PEM-encoded, as a Fabric peer has it (`peer.tls.*`).
 ///
-/// With TLS on, a node serves gRPC over TLS, *requires* a client certificate that chains to
-/// one of `ca_pem`, and dials with its client certificate. Both sides bind the certificate
+/// With TLS on, a node serves gRPC over TLS, asks clients for a certificate (which must
+/// chain to one of `ca_pem`, or to [`TlsConfig::with_client_root_cas`]'s, unless
+/// [`TlsConfig::verify_client_chain`]`(false)`; a client without one is refused by the
+/// gossip handshake, or by TLS with [`TlsConfig::require_client_certificate`]), and dials
+/// with its client certificate. Both sides bind the certificate
 /// they used into the gossip handshake (`tls_cert_hash`), so the hashes of the certificates
 /// here become the core's [`TlsHashes`]. Fabric uses the server certificate as the client
 /// certificate unless told otherwise; [`TlsConfig::new`] does the same.
@@ -220,9 +223,9 @@ impl TlsConfig {
     }
 
     pub(crate) fn prepare(&self) -> Result<PreparedTls, String> {
-        // The server side is tonic's, which takes the process's default provider. Installing
-        // ours makes it the one, and keeps rustls from refusing to pick when another crate
-        // in the build enables a second provider. An application that installed its own
+        // Both sides take the process's default provider (as tonic's own TLS would).
+        // Installing ours makes it the one, and keeps rustls from refusing to pick when
+        // another crate in the build enables a second provider. An application that installed its own
         // first keeps it, and the dialling side takes the same, so that both sides of every
         // connection of the process follow one policy.
         let _ = crypto_provider().install_default();
