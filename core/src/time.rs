@@ -205,8 +205,9 @@ mod std_clock_tests {
 /// streams, and one `info` line each wrote megabytes a second to a node's log (a loopback
 /// attack: 46 MiB in 6 s); counters count every one all the same. In core time, so a
 /// simulation logs the same lines on every run; the core uses it for its handshake
-/// failures, drivers for their own such lines.
-#[derive(Clone, Debug, Default)]
+/// failures, drivers for their own such lines; [`LogBudget::per_second`] for a kind of
+/// line that needs fewer.
+#[derive(Clone, Debug)]
 pub struct LogBudget {
     /// Start of the current second.
     since: Option<Instant>,
@@ -214,22 +215,42 @@ pub struct LogBudget {
     used: u32,
     /// Lines not logged since the last one that was.
     suppressed: u64,
+    /// Lines allowed per second.
+    per_second: u32,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget::per_second(LogBudget::PER_SECOND)
+    }
 }
 
 impl LogBudget {
-    /// Lines allowed per second.
+    /// Lines allowed per second by default.
     pub const PER_SECOND: u32 = 20;
 
+    /// A budget of `lines` a second (a repeated configuration error needs one).
+    pub fn per_second(lines: u32) -> Self {
+        LogBudget {
+            since: None,
+            used: 0,
+            suppressed: 0,
+            per_second: lines,
+        }
+    }
+
     /// `Some(n)`: log this line, saying that `n` were not logged before it; `None`: skip it.
+    /// A clock set back starts a new second, rather than silencing every line until it
+    /// has caught up.
     pub fn admit(&mut self, now: Instant) -> Option<u64> {
         let fresh = self
             .since
-            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
+            .is_none_or(|s| now < s || now.saturating_duration_since(s) >= Duration::from_secs(1));
         if fresh {
             self.since = Some(now);
             self.used = 0;
         }
-        if self.used < Self::PER_SECOND {
+        if self.used < self.per_second {
             self.used += 1;
             Some(std::mem::take(&mut self.suppressed))
         } else {
@@ -258,5 +279,11 @@ mod log_budget_tests {
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(b.admit(t1), Some(6));
         assert_eq!(b.admit(t1), Some(0));
+        // A clock set back starts a new second at once.
+        for _ in 0..18 {
+            b.admit(t1);
+        }
+        assert_eq!(b.admit(t1), None);
+        assert_eq!(b.admit(t0), Some(1));
     }
 }
