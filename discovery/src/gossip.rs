@@ -9,10 +9,6 @@ use crate::validate::{ParsedAlive, alive_key, check_signed, parse_decoded};
 use fabric_gossip_core::proto::gossip::Envelope;
 use fabric_gossip_core::{Comm, Instant, PkiId, ReceivedMessage, Security, SignedMessage};
 
-/// How often an alive message of another node with our PKI-ID is logged at most (see
-/// `DiscoveryStats::alive_impostors`).
-pub(crate) const IMPOSTOR_LOG_INTERVAL: core::time::Duration = core::time::Duration::from_secs(1);
-
 impl Discovery {
     /// One heartbeat: nothing at all while alone (Fabric signs nothing then); else a new
     /// signed alive message, kept for responses, to `propagate_peer_num` random members.
@@ -117,8 +113,8 @@ impl Discovery {
     /// another external endpoint than ours, or another internal endpoint in its secret
     /// (a stripped one says nothing), comes from another node running with our identity,
     /// a configuration error Fabric logs at ERROR. Counted (`alive_impostors`) and logged
-    /// at error level at most once per [`IMPOSTOR_LOG_INTERVAL`] of `now`, each line with
-    /// the number since the previous one: an impostor heartbeats every `alive_interval`
+    /// at error level at most once a second of `now` (a [`LogBudget`](fabric_gossip_core::LogBudget) of one), each line
+    /// with the number not logged before it: an impostor heartbeats every `alive_interval`
     /// through every member that forwards it.
     pub(crate) fn about_me(&mut self, now: Instant, parsed: &ParsedAlive) {
         self.stats.alive_about_me += 1;
@@ -130,14 +126,10 @@ impl Discovery {
             return;
         }
         self.stats.alive_impostors += 1;
-        let total = self.stats.alive_impostors;
-        let since = match self.impostor_logged {
-            // (A clock set back logs at once rather than staying silent until it catches up.)
-            Some((at, _)) if at <= now && now < at + IMPOSTOR_LOG_INTERVAL => return,
-            Some((_, count)) => total - count,
-            None => total,
+        let Some(not_logged) = self.impostor_log.admit(now) else {
+            return;
         };
-        self.impostor_logged = Some((now, total));
+        self.impostor_lines += 1;
         tracing::error!(
             target: "fabric_gossip_discovery::gossip",
             pki_id = %parsed.pki_id,
@@ -145,7 +137,7 @@ impl Discovery {
             internal_endpoint = %parsed.internal_endpoint,
             our_endpoint = %me.endpoint,
             our_internal_endpoint = %me.internal_endpoint,
-            since_last = since,
+            not_logged_before = not_logged,
             "Bad configuration detected: Received AliveMessage from a peer with the same \
              PKI-ID as myself"
         );

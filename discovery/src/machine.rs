@@ -16,7 +16,7 @@ use crate::validate::{AliveLimits, ParsedAlive, VerifiedIdentity, verify_alive};
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::{
-    Comm, Event, Instant, Layer, OpId, PkiId, ReceivedMessage, Security, SubscriptionId,
+    Comm, Event, Instant, Layer, LogBudget, OpId, PkiId, ReceivedMessage, Security, SubscriptionId,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -74,9 +74,10 @@ pub struct Discovery {
     pub(crate) stopped: bool,
     /// The identity pull (Fabric's certstore).
     pub(crate) certstore: CertStore,
-    /// When an alive message of another node with our PKI-ID was last logged, and
-    /// `alive_impostors` then (see `Discovery::about_me`).
-    pub(crate) impostor_logged: Option<(Instant, u64)>,
+    /// The lines about alive messages of another node with our PKI-ID: one a second
+    /// (see `Discovery::about_me`), and how many were logged.
+    pub(crate) impostor_log: LogBudget,
+    pub(crate) impostor_lines: u64,
 }
 
 /// What an alive message would do to membership, judged before it is verified.
@@ -123,7 +124,8 @@ impl Discovery {
             timers: Timers::default(),
             stopped: false,
             certstore: CertStore::default(),
-            impostor_logged: None,
+            impostor_log: LogBudget::per_second(1),
+            impostor_lines: 0,
         })
     }
 

@@ -1423,7 +1423,7 @@ fn an_alive_with_our_pki_id_from_another_node_is_an_impostor_our_echo_is_not() {
         (d.stats().alive_about_me, d.stats().alive_impostors),
         (2, 0)
     );
-    assert_eq!(d.impostor_logged, None);
+    assert_eq!(d.impostor_lines, 0);
     feed(
         &mut d,
         T0,
@@ -1433,24 +1433,20 @@ fn an_alive_with_our_pki_id_from_another_node_is_an_impostor_our_echo_is_not() {
         (d.stats().alive_about_me, d.stats().alive_impostors),
         (3, 1)
     );
-    assert_eq!(d.impostor_logged, Some((T0, 1)), "logged");
+    assert_eq!(d.impostor_lines, 1, "logged");
     feed(
         &mut d,
         T0,
         alive_of_me(4, "me.ext:7051", Some("other.int:7051")),
     );
     assert_eq!(d.stats().alive_impostors, 2);
-    assert_eq!(
-        d.impostor_logged,
-        Some((T0, 1)),
-        "not logged again within a second"
-    );
+    assert_eq!(d.impostor_lines, 1, "not logged again within a second");
     feed(&mut d, T0 + SEC, alive_of_me(5, "", None));
     assert_eq!(d.stats().alive_impostors, 3);
-    assert_eq!(d.impostor_logged, Some((T0 + SEC, 3)));
+    assert_eq!(d.impostor_lines, 2);
     // A clock set back logs at once instead of staying silent until it catches up.
     feed(&mut d, T0, alive_of_me(6, "", None));
-    assert_eq!(d.impostor_logged, Some((T0, 4)));
+    assert_eq!(d.impostor_lines, 3);
     assert!(d.members().is_empty());
 }
 
