@@ -11,7 +11,7 @@
 use crate::logging::TARGET;
 use crate::out::Out;
 use bytes::Bytes;
-use fabric_gossip_core::HandshakeError;
+use fabric_gossip_core::{HandshakeError, LogBudget};
 use fabric_gossip_tonic::Node;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -48,8 +48,6 @@ const FIRST_BYTES_GRACE: Duration = Duration::from_millis(500);
 /// A connection is closed after this long, whatever it is doing, so that slow clients
 /// cannot hold the slots.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
-/// Evictions are logged at most once per this, each line with the number since the last.
-const EVICTION_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// After answering `413` to a request whose body is over [`MAX_BODY`], the connection goes
 /// on reading (and dropping) what the client sends for this long at most, and at most
 /// [`LINGER_BYTES`], before it is closed, as a web server's "lingering close" does: closing
@@ -98,24 +96,24 @@ struct ConnectionCounters {
     unauthorized_logged: Throttle,
 }
 
-/// When a flood's warning was last logged, and the count then: a flood makes a line a
-/// second (with the number since the previous one), not a line per event.
-#[derive(Debug, Default)]
-struct Throttle(Mutex<Option<(Instant, u64)>>);
+/// A flood's warning: a line a second (the core's `LogBudget` of one), each with the number
+/// of events since the previous line, not a line per event.
+#[derive(Debug)]
+struct Throttle(Mutex<LogBudget>);
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle(Mutex::new(LogBudget::per_second(1)))
+    }
+}
 
 impl Throttle {
-    /// With `total` events counted so far: how many since the last line, if a line is due
-    /// (none was logged less than [`EVICTION_LOG_INTERVAL`] ago).
-    fn due(&self, total: u64) -> Option<u64> {
-        let now = Instant::now();
-        let mut logged = lock(&self.0);
-        let since = match *logged {
-            Some((at, _)) if now.duration_since(at) < EVICTION_LOG_INTERVAL => return None,
-            Some((_, count)) => total - count,
-            None => total,
-        };
-        *logged = Some((now, total));
-        Some(since)
+    /// If a line is due (none was logged in the last second): how many events since the
+    /// last line, this one included.
+    fn due(&self) -> Option<u64> {
+        lock(&self.0)
+            .admit(crate::expiry::wall_now())
+            .map(|not_logged| not_logged + 1)
     }
 }
 
@@ -147,13 +145,12 @@ impl State {
         self.phase.store(Phase::Stopping as u8, Ordering::SeqCst);
     }
 
-    /// Counts a 401, and logs it unless a line was logged less than
-    /// [`EVICTION_LOG_INTERVAL`] ago: a client without a certificate pipelining requests
+    /// Counts a 401, and logs it unless a line was logged in the last second: a client without a certificate pipelining requests
     /// (with 60 KB methods) had written 120 MB of warnings in half a second.
     fn unauthorized(&self) {
         let c = &self.connections;
         let total = c.unauthorized.fetch_add(1, Ordering::Relaxed) + 1;
-        let Some(since) = c.unauthorized_logged.due(total) else {
+        let Some(since) = c.unauthorized_logged.due() else {
             return;
         };
         tracing::warn!(
@@ -487,8 +484,8 @@ impl Slots {
         (class == 0 || !unknown).then_some(id)
     }
 
-    /// Counts an eviction, and logs it unless a line was logged less than
-    /// [`EVICTION_LOG_INTERVAL`] ago (a flood makes a line a second, not one per socket).
+    /// Counts an eviction, and logs it unless a line was logged in the last second (a
+    /// flood makes a line a second, not one per socket).
     fn evicted(&self) {
         let total = self
             .state
@@ -496,7 +493,7 @@ impl Slots {
             .evicted
             .fetch_add(1, Ordering::Relaxed)
             + 1;
-        let Some(since) = self.logged.due(total) else {
+        let Some(since) = self.logged.due() else {
             return;
         };
         tracing::warn!(
