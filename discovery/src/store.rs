@@ -138,7 +138,10 @@ fn weight_of(
 }
 
 /// A hash map keyed by PKI-ID with a fixed seed: lookups in O(1), and the same
-/// operations always give the same layout, so iteration stays deterministic.
+/// operations always give the same layout, so iteration stays deterministic. Only PKI-IDs
+/// of verified messages are stored, which the security provider derives from identities
+/// (SHA-256 under an MSP): a fixed seed is public, and keys a sender chose freely could be
+/// made to collide (a response's unverified member IDs go in an ordered set instead).
 pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
 
 /// A PKI-ID as a map key, held in place when it fits: the core's [`PkiKey`], so a lookup

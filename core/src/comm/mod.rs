@@ -58,6 +58,10 @@ use store::Store;
 use stream::{Phase, Stream};
 use timers::Timers;
 
+/// The core's hash maps, seeded from `Config::rng_seed` so that one seed gives one layout.
+/// Their keys are PKI-IDs the security provider derived (SHA-256 under an MSP) or the
+/// caller named, and nonces: foldhash's fixed global seeds are public, so bytes a remote
+/// sender chose freely must not be keys here.
 pub(crate) type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
 
 pub(crate) fn new_map<K, V>(seed: u64) -> Map<K, V> {
