@@ -89,6 +89,16 @@ pub trait Security: Send {
     /// whether a peer that answers with an unexpected PKI-ID has switched identity within
     /// its organization. `None` when the provider cannot tell.
     fn organization_of(&self, identity: &[u8]) -> Option<Bytes>;
+
+    /// The organization `identity` names, read without judging it (no certificate parsed,
+    /// no chain checked), if it is one the provider trusts: a full membership asks it of
+    /// every unverified newcomer in a response to decide whether verifying it could make a
+    /// difference, so it must cost next to nothing whatever the identity holds. For a
+    /// valid identity it must agree with [`organization_of`](Security::organization_of);
+    /// by default it is that (providers whose check is cheap need nothing more).
+    fn claimed_organization(&self, identity: &[u8]) -> Option<Bytes> {
+        self.organization_of(identity)
+    }
 }
 
 impl<S: Security + ?Sized> Security for Box<S> {
@@ -112,6 +122,9 @@ impl<S: Security + ?Sized> Security for Box<S> {
     }
     fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
         (**self).organization_of(identity)
+    }
+    fn claimed_organization(&self, identity: &[u8]) -> Option<Bytes> {
+        (**self).claimed_organization(identity)
     }
 }
 

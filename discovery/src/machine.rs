@@ -327,8 +327,9 @@ impl Discovery {
         self.apply(&update, parsed, now)
     }
 
-    /// The organization an alive message claims, read without any check: of its
-    /// embedded identity, else of the one we know for its PKI-ID.
+    /// The organization an alive message claims, read without any check (no certificate
+    /// parsed: a response may carry thousands of newcomers' identities): of its embedded
+    /// identity, else of the one we know for its PKI-ID.
     pub(crate) fn claimed_org<S: Security>(
         &self,
         comm: &Comm<S>,
@@ -340,7 +341,7 @@ impl Discovery {
         } else {
             parsed.identity.clone()
         };
-        comm.security().organization_of(&identity)
+        comm.security().claimed_organization(&identity)
     }
 
     /// How much of membership `share` takes, as one number comparable between

@@ -336,3 +336,108 @@ fn a_member_revoked_while_alive_is_purged_and_stays_out() {
         );
     }
 }
+
+/// A full membership reads a response's newcomers' organizations from their identities
+/// without judging them: 200 entries embedding forged Org1 certificates (each a real one
+/// with a byte of its signature changed, so that judging it means a parse and a chain
+/// check) are refused as Org1 holds its share, and none of them goes through the MSP's
+/// identity cache. Judged one by one, a response of 10,000 such entries had held the
+/// node's lock 731 ms and emptied the cache of the identities in use.
+#[test]
+fn a_full_membership_refuses_newcomers_without_judging_their_certificates() {
+    use bytes::Bytes;
+    use fabric_gossip_core::proto::gossip::Envelope;
+    use fabric_gossip_core::proto::msp::SerializedIdentity;
+    use fabric_gossip_core::{
+        Comm, Config, ConnectionInfo, Layer, ReceivedMessage, SignedMessage, StreamId,
+    };
+    use fabric_gossip_discovery::alive::{Timestamp, alive_message};
+    use fabric_gossip_discovery::{Discovery, membership_response};
+    use prost::Message;
+    use std::sync::Arc;
+
+    let p = pki();
+    let me = p.orgs[0]
+        .security(&p.orgs[0].peers[0], p.trust.clone())
+        .unwrap();
+    let mut comm = Comm::new(Config::default(), me, START).unwrap();
+    let mut d = Discovery::new({
+        let mut cfg = dcfg(0);
+        cfg.max_members = 1;
+        cfg
+    })
+    .unwrap();
+    d.start(START, &mut comm);
+    let sender = security(0, 1);
+    let received = |envelope_bytes: Bytes| {
+        let envelope = Envelope::decode(envelope_bytes.clone()).unwrap();
+        ReceivedMessage {
+            message: Message::decode(envelope.payload.clone()).unwrap(),
+            envelope,
+            envelope_bytes,
+            conn: StreamId::from_parts(0, 0),
+            info: Arc::new(ConnectionInfo {
+                id: sender.pki_id_of(&sender.own_identity()),
+                identity: sender.own_identity(),
+                endpoint: ep(1),
+                signed_data: Bytes::new(),
+                signature: Bytes::new(),
+            }),
+        }
+    };
+    let ts = Timestamp {
+        inc: START.as_unix_nanos(),
+        seq: 1,
+    };
+    // The one place, taken by an Org1 member.
+    let member = alive_message(
+        ep(1),
+        sender.pki_id_of(&sender.own_identity()).0,
+        Bytes::new(),
+        ts,
+        sender.own_identity(),
+    );
+    let member = SignedMessage::sign(member, sender.as_ref()).unwrap();
+    d.handle_message(START, &mut comm, received(member.envelope_bytes().clone()));
+    assert_eq!(d.members().len(), 1);
+    // Org1 newcomers with forged certificates.
+    let real = SerializedIdentity::decode(sender.own_identity()).unwrap();
+    let pem = String::from_utf8(real.id_bytes.to_vec()).unwrap();
+    let entries: Vec<Envelope> = (0..200u32)
+        .map(|i| {
+            // A different base64 character inside the signature, near the PEM's end.
+            let mut forged = pem.clone().into_bytes();
+            let at = forged.len() - 40 - (i as usize % 20);
+            forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+            let id = SerializedIdentity {
+                mspid: real.mspid.clone(),
+                id_bytes: forged.into(),
+            }
+            .encode_to_vec();
+            let msg = alive_message(
+                format!("10.9.0.{i}:7051"),
+                Bytes::from(format!("newcomer-{i:04}-{}", "x".repeat(16))),
+                Bytes::new(),
+                ts,
+                Bytes::from(id),
+            );
+            let signed = SignedMessage::sign(msg, sender.as_ref()).unwrap();
+            Envelope::decode(signed.envelope_bytes().clone()).unwrap()
+        })
+        .collect();
+    let before = comm.security().cache_stats();
+    let response = membership_response(entries, Vec::new(), 0);
+    d.handle_message(
+        START,
+        &mut comm,
+        received(SignedMessage::noop(response).envelope_bytes().clone()),
+    );
+    let after = comm.security().cache_stats();
+    assert_eq!(d.stats().members_refused_full, 200);
+    assert_eq!(d.stats().alive_refused(), 0);
+    assert_eq!(d.members().len(), 1);
+    assert_eq!(
+        after.misses, before.misses,
+        "no newcomer's certificate was parsed"
+    );
+}

@@ -616,4 +616,16 @@ impl Security for MspSecurity {
             .contains(&parsed.msp_id)
             .then(|| Bytes::copy_from_slice(parsed.msp_id.as_bytes()))
     }
+
+    /// The `mspid` the identity names, decoded and looked up among the trusted MSPs: no
+    /// certificate parsed, no chain checked, and the identity cache left as it was (a
+    /// response of 10,000 newcomers' forged identities took 731 ms through
+    /// `organization_of`, and emptied the cache of the identities in use).
+    fn claimed_organization(&self, identity: &[u8]) -> Option<Bytes> {
+        let sid = identity::decode(identity)?;
+        self.lock()
+            .trust
+            .contains(&sid.mspid)
+            .then(|| Bytes::from(sid.mspid))
+    }
 }

@@ -146,6 +146,35 @@ fn organization_is_the_msp_id_of_trusted_msps_only() {
 }
 
 #[test]
+fn the_claimed_organization_is_read_without_judging_the_identity() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let b = pki.security(1, 0);
+    // Agrees with `organization_of` on valid identities.
+    for id in [a.own_identity(), b.own_identity()] {
+        assert_eq!(a.claimed_organization(&id), a.organization_of(&id));
+    }
+    // Org2's name on a certificate that is no certificate at all: claimed, not judged, and
+    // nothing parsed (the cache neither consulted nor filled).
+    let forged = SerializedIdentity {
+        mspid: ORG2.into(),
+        id_bytes: b"-----BEGIN CERTIFICATE-----\nforged\n-----END CERTIFICATE-----\n"[..].into(),
+    }
+    .encode_to_vec();
+    let before = a.cache_stats();
+    assert_eq!(a.claimed_organization(&forged), Some(Bytes::from(ORG2)));
+    let after = a.cache_stats();
+    assert_eq!((after.hits, after.misses), (before.hits, before.misses));
+    assert_eq!(a.organization_of(&forged), None);
+    // An MSP we do not trust, or bytes that are no identity: none.
+    let mut only1 = TrustStore::new();
+    pki.orgs[0].add_to_trust(&mut only1).unwrap();
+    let a1 = pki.orgs[0].security(&pki.orgs[0].peers[0], only1).unwrap();
+    assert_eq!(a1.claimed_organization(&b.own_identity()), None);
+    assert_eq!(a.claimed_organization(b"\xff\xff garbage"), None);
+}
+
+#[test]
 fn tampered_signature_is_bad_signature() {
     let (a, b, sig) = a_signs_b_checks();
     assert!(matches!(

@@ -90,6 +90,10 @@ impl crate::Security for CastSecurity {
     fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
         self.inner.organization_of(identity)
     }
+
+    fn claimed_organization(&self, identity: &[u8]) -> Option<Bytes> {
+        self.inner.claimed_organization(identity)
+    }
 }
 
 /// The TLS certificate hash peer `k` presents as a client (`inbound` streams, from our
