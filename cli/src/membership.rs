@@ -714,6 +714,7 @@ pub(crate) fn counters(d: &Discovery) -> Counters {
             ("requests_received", c.requests_received),
             ("requests_unsolicited", c.requests_unsolicited),
             ("requests_replayed", c.requests_replayed),
+            ("request_items_dropped", c.request_items_dropped),
             ("updates_sent", c.updates_sent),
             ("updates_received", c.updates_received),
             ("updates_unsolicited", c.updates_unsolicited),

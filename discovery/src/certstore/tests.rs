@@ -916,3 +916,38 @@ fn identities_held_are_bounded_in_bytes() {
         d.config().certstore.max_identity_bytes
     );
 }
+
+/// Only the first `max_identities` items of a request or a digest are read: a member's
+/// request of 3 million items had held the node's lock 2.8 s, a digest of as many 1.3 s.
+#[test]
+fn only_the_first_max_identities_items_of_a_request_or_digest_are_read() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.certstore.max_identities = 4;
+    let (mut comm, mut d) = node(cfg);
+    let served = |d: &Discovery| {
+        let s = d.stats();
+        s.certstore.updates_sent + s.comm_errors
+    };
+    // Our identity asked for past the first four items: not read, so not served.
+    let mut items: Vec<fabric_gossip_core::PkiId> = (0..6).map(|i| pki(&format!("x{i}"))).collect();
+    items.push(pki("me"));
+    d.handle_message(T0, &mut comm, pull_from("a1", wire::hello(5)));
+    let before = served(&d);
+    d.handle_message(T0, &mut comm, pull_from("a1", wire::request(5, &items)));
+    assert_eq!(served(&d), before);
+    assert_eq!(d.stats().certstore.request_items_dropped, 3);
+    // Among the first four, it is.
+    d.handle_message(T0, &mut comm, pull_from("a2", wire::hello(6)));
+    let before = served(&d);
+    d.handle_message(T0, &mut comm, pull_from("a2", wire::request(6, &items[3..])));
+    assert_eq!(served(&d), before + 1);
+    assert_eq!(d.stats().certstore.request_items_dropped, 3);
+    // A digest of ten items: the last six not read, and the round's bound (three beside
+    // our own identity) drops one of the first four.
+    let (mut node, nonce, t) = in_a_round();
+    node.1.cfg.certstore.max_identities = 4;
+    let ten: Vec<String> = (0..10).map(|i| format!("y{i}")).collect();
+    let ten: Vec<&str> = ten.iter().map(String::as_str).collect();
+    to_request_phase(&mut node, nonce, t, &ten);
+    assert_eq!(node.1.stats().certstore.digest_items_dropped, 7);
+}
