@@ -158,6 +158,12 @@ impl Discovery {
         self.member_infos(true)
     }
 
+    /// What known members, alive and dead, hold in bytes as `max_membership_bytes`
+    /// counts it: how near membership is to that bound.
+    pub fn membership_bytes(&self) -> usize {
+        self.membership.bytes()
+    }
+
     /// Dead members still remembered (reconnect targets), in PKI-ID order.
     pub fn dead_members(&self) -> Vec<MemberInfo> {
         self.member_infos(false)
@@ -263,7 +269,7 @@ impl Discovery {
 
     /// Whether a membership of `members` members holding `held` bytes may take one more
     /// holding `bytes`.
-    fn room_in(&self, members: usize, held: usize, bytes: usize) -> bool {
+    pub(crate) fn room_in(&self, members: usize, held: usize, bytes: usize) -> bool {
         members < self.cfg.max_members
             && held.saturating_add(bytes) <= self.cfg.max_membership_bytes
     }
@@ -348,7 +354,7 @@ impl Discovery {
     /// organizations: the larger of its fraction of `max_members` and its fraction of
     /// `max_membership_bytes` (its dominant share), scaled by both bounds so that no
     /// division is needed.
-    fn usage(&self, share: Share) -> u128 {
+    pub(crate) fn usage(&self, share: Share) -> u128 {
         let members = self.cfg.max_members.max(1) as u128;
         let bytes = self.cfg.max_membership_bytes.max(1) as u128;
         (share.members as u128 * bytes).max(share.bytes as u128 * members)
@@ -366,7 +372,7 @@ impl Discovery {
     /// name). Beyond Fabric, which has no bound on membership: without shares, a hostile
     /// organization able to mint valid certificates could fill membership and keep every
     /// newcomer of the others out.
-    fn may_take(&self, org: &Bytes, newcomer: Share, victims: (&Bytes, Share)) -> bool {
+    pub(crate) fn may_take(&self, org: &Bytes, newcomer: Share, victims: (&Bytes, Share)) -> bool {
         let (name, share) = victims;
         if name == org || self.is_ours(Some(name)) || share.members == 0 {
             return false;
@@ -375,7 +381,7 @@ impl Discovery {
     }
 
     /// What `org` would hold with a newcomer holding `weight` bytes.
-    fn with_newcomer(&self, org: &Bytes, weight: usize) -> Share {
+    pub(crate) fn with_newcomer(&self, org: &Bytes, weight: usize) -> Share {
         let share = self.membership.org_share(Some(org));
         Share {
             members: share.members + 1,
@@ -402,34 +408,57 @@ impl Discovery {
     /// and of that organization the member dead longest, else the one heard from least
     /// recently; never a bootstrap or anchor peer. `None` if they cannot make room (then
     /// nobody is evicted).
-    fn eviction_victims(&self, org: Option<&Bytes>, weight: usize) -> Option<Vec<PkiId>> {
+    pub(crate) fn eviction_victims(
+        &self,
+        org: Option<&Bytes>,
+        weight: usize,
+    ) -> Option<Vec<PkiId>> {
         let org = org?;
         let newcomer = self.with_newcomer(org, weight);
-        let mut shares: Vec<(&Bytes, Share)> = self.membership.org_shares().collect();
+        // Each organization's share and its candidates, sorted once so that the next to go
+        // is the last: dead before alive, then heard from least recently, then by PKI-ID.
+        // (Searching all members for each victim took 1.9 s to choose 302 of 10,000.)
+        type Candidate<'a> = (bool, Instant, &'a PkiId, usize);
+        let mut orgs: Vec<(&Bytes, Share, Vec<Candidate>)> = self
+            .membership
+            .org_shares()
+            .map(|(o, share)| (o, share, Vec::new()))
+            .collect();
+        for (k, m) in self.membership.iter() {
+            if self.is_bootstrap_or_anchor(m) {
+                continue;
+            }
+            let name = org_key(m.org.as_ref());
+            if let Some((_, _, c)) = orgs.iter_mut().find(|(o, _, _)| o.as_ref() == name) {
+                c.push((m.alive, m.last_seen, k, m.weight()));
+            }
+        }
+        for (_, _, c) in &mut orgs {
+            c.sort_unstable_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+        }
         let mut chosen: Vec<PkiId> = Vec::new();
         let (mut members, mut held) = (self.membership.len(), self.membership.bytes());
         while !self.room_in(members, held, weight) {
-            let usage_of = |m: &MemberState| {
-                let name = org_key(m.org.as_ref());
-                let &(o, share) = shares.iter().find(|(o, _)| o.as_ref() == name)?;
-                self.may_take(org, newcomer, (o, share))
-                    .then(|| self.usage(share))
-            };
-            let (_, _, _, victim, m) = self
-                .membership
+            // Of the organizations it may take, the one with the largest share (as it
+            // would be with the ones already chosen gone), ties to the first candidate.
+            let (_, i) = orgs
                 .iter()
-                .filter(|(k, m)| !self.is_bootstrap_or_anchor(m) && !chosen.contains(k))
-                .filter_map(|(k, m)| {
-                    Some((core::cmp::Reverse(usage_of(m)?), m.alive, m.last_seen, k, m))
+                .enumerate()
+                .filter(|(_, (o, share, _))| self.may_take(org, newcomer, (o, *share)))
+                .filter_map(|(i, (_, share, c))| {
+                    let &(alive, last_seen, k, _) = c.last()?;
+                    Some((
+                        (core::cmp::Reverse(self.usage(*share)), alive, last_seen, k),
+                        i,
+                    ))
                 })
-                .min_by(|a, b| (&a.0, a.1, a.2, a.3).cmp(&(&b.0, b.1, b.2, b.3)))?;
-            let name = org_key(m.org.as_ref());
-            if let Some((_, share)) = shares.iter_mut().find(|(o, _)| o.as_ref() == name) {
-                share.members -= 1;
-                share.bytes -= m.weight();
-            }
+                .min()?;
+            let (_, share, c) = &mut orgs[i];
+            let (_, _, victim, w) = c.pop()?;
+            share.members -= 1;
+            share.bytes -= w;
             members -= 1;
-            held -= m.weight();
+            held -= w;
             chosen.push(victim.clone());
         }
         Some(chosen)

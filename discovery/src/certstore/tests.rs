@@ -939,7 +939,11 @@ fn only_the_first_max_identities_items_of_a_request_or_digest_are_read() {
     // Among the first four, it is.
     d.handle_message(T0, &mut comm, pull_from("a2", wire::hello(6)));
     let before = served(&d);
-    d.handle_message(T0, &mut comm, pull_from("a2", wire::request(6, &items[3..])));
+    d.handle_message(
+        T0,
+        &mut comm,
+        pull_from("a2", wire::request(6, &items[3..])),
+    );
     assert_eq!(served(&d), before + 1);
     assert_eq!(d.stats().certstore.request_items_dropped, 3);
     // A digest of ten items: the last six not read, and the round's bound (three beside
