@@ -22,7 +22,7 @@ use crate::time::Instant;
 use bytes::Bytes;
 use fabric_gossip_proto::gossip::{Envelope, GossipMessage, gossip_message};
 use prost::Message;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// What all handshakes share.
@@ -30,8 +30,10 @@ use std::sync::Arc;
 pub(super) struct Handshakes {
     /// Inbound streams still handshaking, oldest first, with their remote address.
     pending_inbound: VecDeque<(StreamId, Arc<str>)>,
-    /// How many of them each remote address holds.
-    pending_per_addr: super::Map<Arc<str>, u32>,
+    /// How many of them each remote address holds. Ordered, not hashed: the addresses,
+    /// ports included, are the remote side's choice, and the core's hash maps are for keys
+    /// it cannot choose.
+    pending_per_addr: BTreeMap<Arc<str>, u32>,
     /// Our own `ConnEstablish`, signed once per (role, probe) and reused.
     conn_establish: [Option<Bytes>; 4],
     /// How many "handshake failed" lines may still be logged this second.
