@@ -20,7 +20,11 @@ use fabric_gossip_core::{
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+/// A member that may make room for a newcomer, ordered so that the greatest goes first:
+/// dead before alive, then heard from least recently, then by PKI-ID; and its weight.
+type Candidate<'a> = core::cmp::Reverse<(bool, Instant, &'a PkiId, usize)>;
 
 /// The deadlines of the periodic tasks.
 #[derive(Clone, Copy, Debug, Default)]
@@ -415,29 +419,40 @@ impl Discovery {
     ) -> Option<Vec<PkiId>> {
         let org = org?;
         let newcomer = self.with_newcomer(org, weight);
-        // Each organization's share and its candidates, sorted once so that the next to go
-        // is the last: dead before alive, then heard from least recently, then by PKI-ID.
-        // (Searching all members for each victim took 1.9 s to choose 302 of 10,000.)
-        type Candidate<'a> = (bool, Instant, &'a PkiId, usize);
+        let (mut members, mut held) = (self.membership.len(), self.membership.bytes());
+        if self.room_in(members, held, weight) {
+            return Some(Vec::new());
+        }
+        // The organizations it may take now: only these can give victims, as shares only
+        // shrink while victims are chosen (so `may_take` can only turn false).
         let mut orgs: Vec<(&Bytes, Share, Vec<Candidate>)> = self
             .membership
             .org_shares()
+            .filter(|&(o, share)| self.may_take(org, newcomer, (o, share)))
             .map(|(o, share)| (o, share, Vec::new()))
             .collect();
+        if orgs.is_empty() {
+            return None;
+        }
         for (k, m) in self.membership.iter() {
             if self.is_bootstrap_or_anchor(m) {
                 continue;
             }
             let name = org_key(m.org.as_ref());
             if let Some((_, _, c)) = orgs.iter_mut().find(|(o, _, _)| o.as_ref() == name) {
-                c.push((m.alive, m.last_seen, k, m.weight()));
+                c.push(core::cmp::Reverse((m.alive, m.last_seen, k, m.weight())));
             }
         }
-        for (_, _, c) in &mut orgs {
-            c.sort_unstable_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
-        }
+        // Each organization's candidates in a heap whose top goes next: dead before alive,
+        // then heard from least recently, then by PKI-ID. Built in linear time, so one
+        // victim costs one pass over the members, as a search did; searching all of them
+        // for each victim took 915 ms to choose 270 of 10,000 (`cargo bench -p
+        // fabric-gossip-discovery -- evict`).
+        let mut orgs: Vec<(&Bytes, Share, BinaryHeap<Candidate>)> = orgs
+            .into_iter()
+            .map(|(o, share, c)| (o, share, BinaryHeap::from(c)))
+            .collect();
         let mut chosen: Vec<PkiId> = Vec::new();
-        let (mut members, mut held) = (self.membership.len(), self.membership.bytes());
         while !self.room_in(members, held, weight) {
             // Of the organizations it may take, the one with the largest share (as it
             // would be with the ones already chosen gone), ties to the first candidate.
@@ -446,7 +461,7 @@ impl Discovery {
                 .enumerate()
                 .filter(|(_, (o, share, _))| self.may_take(org, newcomer, (o, *share)))
                 .filter_map(|(i, (_, share, c))| {
-                    let &(alive, last_seen, k, _) = c.last()?;
+                    let &core::cmp::Reverse((alive, last_seen, k, _)) = c.peek()?;
                     Some((
                         (core::cmp::Reverse(self.usage(*share)), alive, last_seen, k),
                         i,
@@ -454,7 +469,7 @@ impl Discovery {
                 })
                 .min()?;
             let (_, share, c) = &mut orgs[i];
-            let (_, _, victim, w) = c.pop()?;
+            let core::cmp::Reverse((_, _, victim, w)) = c.pop()?;
             share.members -= 1;
             share.bytes -= w;
             members -= 1;

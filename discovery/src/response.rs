@@ -47,7 +47,8 @@ impl Discovery {
         // of them, as a legitimate responder holds no more (beyond Fabric, which checks
         // every entry of a response whatever it repeats). Ordered, not hashed: these
         // PKI-IDs are the sender's choice, unverified, and with a hash seeded by a known
-        // constant 10,000 IDs chosen to collide took 378 ms to insert instead of 5.
+        // constant a response of 10,000 IDs chosen to collide took 342 ms instead of 4.4
+        // (`cargo bench -p fabric-gossip-discovery -- hostile`).
         let mut seen: BTreeSet<PkiId> = BTreeSet::new();
         let mut failures = 0;
         for (dead, env) in res
