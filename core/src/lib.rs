@@ -200,7 +200,9 @@ pub use message::{
     ConnectionInfo, ReceivedMessage, SignedMessage, data_message, data_payload, detached_envelope,
     verify_envelope,
 };
-pub use security::{Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity};
+pub use security::{
+    SHOWN_CHARS, Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity, shown,
+};
 pub use stats::Stats;
 pub use time::{Instant, LogBudget, StdClock};
 

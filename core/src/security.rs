@@ -101,6 +101,26 @@ pub trait Security: Send {
     }
 }
 
+/// How an error shows text the remote side chose (an MSP ID, an organizational unit):
+/// its first [`SHOWN_CHARS`] characters, control characters escaped, and its length in
+/// bytes when it is cut. A handshake error goes to the log, to the node's events and back
+/// to the peer in the gRPC status: an identity naming a 64 KB MSP ID of control characters
+/// was echoed whole into each (about 390 KB of output and 120 KB sent back per handshake).
+pub fn shown(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(SHOWN_CHARS) {
+        out.extend(c.escape_debug());
+    }
+    if chars.next().is_some() {
+        out.push_str(&format!("… ({} bytes)", text.len()));
+    }
+    out
+}
+
+/// How many characters of a remote side's text [`shown`] keeps.
+pub const SHOWN_CHARS: usize = 64;
+
 impl<S: Security + ?Sized> Security for Box<S> {
     fn own_identity(&self) -> Bytes {
         (**self).own_identity()
@@ -260,5 +280,22 @@ impl Security for TestOnlyHmacSecurity {
                 .map(|(_, org)| org.clone())
                 .unwrap_or_default(),
         )
+    }
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::{SHOWN_CHARS, shown};
+
+    #[test]
+    fn a_remote_sides_text_is_shown_short_and_printable() {
+        assert_eq!(shown("Org1MSP"), "Org1MSP");
+        assert_eq!(shown("a\u{1}b\n"), "a\\u{1}b\\n");
+        let long = "\u{1}".repeat(64_500);
+        let s = shown(&long);
+        assert!(s.ends_with("… (64500 bytes)"), "{s}");
+        assert_eq!(s.matches("\\u{1}").count(), SHOWN_CHARS);
+        // Cut by characters, never inside one.
+        assert!(shown(&"é".repeat(100)).starts_with(&"é".repeat(SHOWN_CHARS)));
     }
 }

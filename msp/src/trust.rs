@@ -467,7 +467,7 @@ impl TrustStore {
         let cas = self
             .msps
             .get(msp_id)
-            .ok_or_else(|| SecurityError::UnknownMsp(msp_id.to_owned()))?;
+            .ok_or_else(|| SecurityError::UnknownMsp(fabric_gossip_core::shown(msp_id)))?;
         if cas
             .roots
             .iter()

@@ -272,8 +272,18 @@ impl UnitRules {
         chain_id: &[u8; 32],
     ) -> Result<(), String> {
         let listed = || {
-            let shown: Vec<_> = units.iter().map(|u| String::from_utf8_lossy(u)).collect();
-            format!("[{}]", shown.join(", "))
+            // The certificate's own text, shown bounded (it goes into logs and the status
+            // sent back): at most 8 units, each cut by `shown`.
+            let shown: Vec<_> = units
+                .iter()
+                .take(8)
+                .map(|u| fabric_gossip_core::shown(&String::from_utf8_lossy(u)))
+                .collect();
+            let more = match units.len() {
+                n if n > 8 => format!(", … ({n} in all)"),
+                _ => String::new(),
+            };
+            format!("[{}{more}]", shown.join(", "))
         };
         if !self.identifiers.is_empty()
             && !units.iter().any(|u| {
@@ -311,7 +321,7 @@ impl UnitRules {
                 continue;
             };
             if certifiers.is_some_and(|c| &c != chain_id) {
-                let unit = String::from_utf8_lossy(unit);
+                let unit = fabric_gossip_core::shown(&String::from_utf8_lossy(unit));
                 return Err(format!(
                     "the organizational unit {unit} ({role} role of {msp_id}) was not issued \
                      through the CA that {msp_id}'s NodeOUs name for it (units {})",

@@ -145,6 +145,32 @@ fn organization_is_the_msp_id_of_trusted_msps_only() {
     assert_eq!(a1.organization_of(b"garbage"), None);
 }
 
+/// An identity naming an MSP of 64,500 control characters: the refusal names it cut and
+/// escaped (the error goes to the log, the node's events and the status sent back; it had
+/// echoed the whole ID, about 390 KB of output a handshake).
+#[test]
+fn an_unknown_msp_is_named_briefly_in_the_refusal() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    let real = SerializedIdentity::decode(pki.security(1, 0).own_identity()).unwrap();
+    let forged = SerializedIdentity {
+        mspid: "\u{1}".repeat(64_500),
+        id_bytes: real.id_bytes,
+    }
+    .encode_to_vec();
+    let err = a
+        .validate_identity(
+            &forged,
+            fabric_gossip_core::Instant::from_unix_secs(1_700_000_000),
+        )
+        .unwrap_err();
+    assert!(matches!(err, SecurityError::UnknownMsp(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.len() < 500, "{} bytes", text.len());
+    assert!(text.contains("(64500 bytes)"), "{text}");
+    assert!(!text.contains('\u{1}'));
+}
+
 #[test]
 fn the_claimed_organization_is_read_without_judging_the_identity() {
     let pki = two_orgs();

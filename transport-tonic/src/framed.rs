@@ -80,6 +80,23 @@ pub(crate) enum Role {
     Server,
 }
 
+/// The longest message a closing status sends back, in bytes. The reason may quote what
+/// the peer sent (a `Security` provider's error naming its identity); ours are shorter.
+const MAX_STATUS_MESSAGE: usize = 1024;
+
+/// `why`, cut to [`MAX_STATUS_MESSAGE`] bytes on a character boundary.
+fn status_message(mut why: String) -> String {
+    if why.len() > MAX_STATUS_MESSAGE {
+        let mut end = MAX_STATUS_MESSAGE;
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        why.truncate(end);
+        why.push('…');
+    }
+    why
+}
+
 /// How the stream ended, once it has: sent after what was gathered before.
 #[derive(Debug)]
 enum Ending {
@@ -394,7 +411,7 @@ impl<S: Outgoing> FramedOut<S> {
             (Role::Server, ending) => {
                 let status = match ending {
                     Ending::Closed(None) => Status::ok(""),
-                    Ending::Closed(Some(why)) => Status::unknown(why),
+                    Ending::Closed(Some(why)) => Status::unknown(status_message(why)),
                     Ending::Refused(status) => status,
                 };
                 let mut trailers = HeaderMap::new();
@@ -489,6 +506,19 @@ impl Encoder for NoEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closing_status_message_is_cut_on_a_character_boundary() {
+        assert_eq!(status_message("closed".into()), "closed");
+        let long = "é".repeat(MAX_STATUS_MESSAGE);
+        let cut = status_message(long);
+        assert!(
+            cut.len() <= MAX_STATUS_MESSAGE + '…'.len_utf8(),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with("é…"));
+    }
     use std::collections::VecDeque;
     use std::task::Waker;
 
