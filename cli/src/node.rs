@@ -10,7 +10,7 @@
 use crate::logging::TARGET;
 use crate::membership::{self, MembershipArgs};
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
-use crate::out::{Out, push_hex, push_json_str, push_u64};
+use crate::out::{LineBuf, Measure, Out, push_json_str};
 use clap::Args;
 use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{Empty, GossipMessage};
@@ -631,8 +631,9 @@ fn event_json(ev: &Event, form: PkiForm, tls: bool, open: &mut OpenConnections) 
 /// the output buffer rather than through a `serde_json::Value`: a sink prints hundreds of
 /// thousands of these a second, and the map and its strings cost more than the rest of the
 /// path. Keys are in the order `Value`'s `to_string` gives them (sorted), so the bytes are
-/// those of earlier versions.
-fn received_line(buf: &mut Vec<u8>, m: &GossipMessage, from: &[u8], payload: PayloadForm) {
+/// those of earlier versions. Run on a [`Measure`] first: a large message prints up to
+/// eight times its size, and a line the output queue cannot take is not formatted.
+fn received_line(buf: &mut impl LineBuf, m: &GossipMessage, from: &[u8], payload: PayloadForm) {
     let data = match &m.content {
         Some(Content::DataMsg(d)) => Some(
             d.payload
@@ -650,43 +651,43 @@ fn received_line(buf: &mut Vec<u8>, m: &GossipMessage, from: &[u8], payload: Pay
         PayloadForm::Text => text.is_none(),
         PayloadForm::None => false,
     };
-    buf.push(b'{');
+    buf.push_bytes(b"{");
     if !m.channel.is_empty() {
-        buf.extend_from_slice(b"\"channel\":");
-        push_json_str(buf, &String::from_utf8_lossy(&m.channel));
-        buf.push(b',');
+        buf.push_bytes(b"\"channel\":");
+        buf.push_json_str(&String::from_utf8_lossy(&m.channel));
+        buf.push_bytes(b",");
     }
-    buf.extend_from_slice(b"\"content\":");
-    push_json_str(buf, m.content_name());
+    buf.push_bytes(b"\"content\":");
+    buf.push_json_str(m.content_name());
     if let (Some((_, d)), true) = (data, hex) {
-        buf.extend_from_slice(b",\"data_hex\":\"");
-        push_hex(buf, d);
-        buf.push(b'"');
+        buf.push_bytes(b",\"data_hex\":\"");
+        buf.push_hex(d);
+        buf.push_bytes(b"\"");
     }
-    buf.extend_from_slice(b",\"event\":\"received\",\"from\":");
-    buf.extend_from_slice(from);
+    buf.push_bytes(b",\"event\":\"received\",\"from\":");
+    buf.push_bytes(from);
     if let (Some((_, d)), PayloadForm::None) = (data, payload) {
-        buf.extend_from_slice(b",\"len\":");
-        push_u64(buf, d.len() as u64);
+        buf.push_bytes(b",\"len\":");
+        buf.push_u64(d.len() as u64);
     }
-    buf.extend_from_slice(b",\"nonce\":");
-    push_u64(buf, m.nonce);
+    buf.push_bytes(b",\"nonce\":");
+    buf.push_u64(m.nonce);
     if let Some((seq, _)) = data {
-        buf.extend_from_slice(b",\"seq\":");
-        push_u64(buf, seq);
+        buf.push_bytes(b",\"seq\":");
+        buf.push_u64(seq);
     }
     if m.tag != Tag::Empty as i32 {
-        buf.extend_from_slice(b",\"tag\":");
+        buf.push_bytes(b",\"tag\":");
         match Tag::try_from(m.tag) {
-            Ok(t) => push_json_str(buf, t.as_str_name()),
-            Err(_) => push_json_str(buf, itoa::Buffer::new().format(m.tag)),
+            Ok(t) => buf.push_json_str(t.as_str_name()),
+            Err(_) => buf.push_json_str(itoa::Buffer::new().format(m.tag)),
         }
     }
     if let Some(t) = text {
-        buf.extend_from_slice(b",\"text\":");
-        push_json_str(buf, t);
+        buf.push_bytes(b",\"text\":");
+        buf.push_json_str(t);
     }
-    buf.push(b'}');
+    buf.push_bytes(b"}");
 }
 
 /// The last sender's PKI-ID as a JSON string: messages come in runs from one sender, and
@@ -1132,7 +1133,7 @@ impl State {
         let line = membership::membership_json("membership", &t, self.form).to_string();
         self.out
             .lines()
-            .line(|buf| buf.extend_from_slice(line.as_bytes()));
+            .line(line.len(), |buf| buf.extend_from_slice(line.as_bytes()));
         self.tables.printed(now, line.len() + 1);
     }
 }
@@ -1521,7 +1522,11 @@ async fn serve(
                             && matches!(r.message().content, Some(Content::Empty(_)));
                         if !opener {
                             let from = sender.of(r.sender(), form);
-                            printed.line(|buf| received_line(buf, r.message(), from, args.payload));
+                            let mut len = Measure::default();
+                            received_line(&mut len, r.message(), from, args.payload);
+                            printed.line(len.0, |buf| {
+                                received_line(buf, r.message(), from, args.payload);
+                            });
                         }
                     }
                 }
@@ -1759,6 +1764,9 @@ mod tests {
         let (mut buf, mut shown) = (Vec::new(), Vec::new());
         push_json_str(&mut shown, from);
         received_line(&mut buf, m, &shown, payload);
+        let mut len = Measure::default();
+        received_line(&mut len, m, &shown, payload);
+        assert_eq!(len.0, buf.len(), "measured as written");
         String::from_utf8(buf).expect("UTF-8")
     }
 
