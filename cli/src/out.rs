@@ -185,6 +185,19 @@ impl Lines<'_> {
         if q.lines + lines > MAX_LINES || need > room.saturating_sub(start) {
             q.unreported += 1;
             q.dropped += 1;
+            // The notice alone, if it fits: a node receiving only lines too long for the
+            // queue would otherwise tell its reader nothing until a short one came.
+            let n = digits.format(q.unreported).as_bytes();
+            let notice_len = NOTICE.len() + n.len() + 2;
+            if q.lines < MAX_LINES && notice_len <= room.saturating_sub(start) {
+                q.buf.reserve(notice_len);
+                q.buf.extend_from_slice(NOTICE);
+                q.buf.extend_from_slice(n);
+                q.buf.extend_from_slice(b"}\n");
+                q.unreported = 0;
+                q.lines += 1;
+                self.added = true;
+            }
             return;
         }
         if q.buf.capacity() - start < need {
@@ -678,9 +691,9 @@ mod tests {
         assert_eq!(got.iter().map(|l| l.trim_end()).collect::<Vec<_>>(), want);
     }
 
-    /// A `Value` too large for the queue is dropped without growing its buffer: an
-    /// 11 MiB string of control characters is 66 MiB of JSON, which used to be queued
-    /// whole behind an empty queue and leave its capacity behind.
+    /// A `Value` too large for the queue is dropped without growing its buffer, and the
+    /// reader told: an 11 MiB string of control characters is 66 MiB of JSON, which used to
+    /// be queued whole behind an empty queue and leave its capacity behind.
     #[test]
     fn a_line_too_long_for_the_queue_leaves_nothing_behind() {
         let (out, writes, go) = stuck("first");
@@ -694,11 +707,14 @@ mod tests {
             let q = out.s.q.lock().expect("lock");
             assert!(q.buf.capacity() <= KEPT_CAPACITY, "{}", q.buf.capacity());
         }
+        // Each drop told at once, the queue having room for the notice, not only once a
+        // line that fits comes.
         let got = unstick(&out, &writes, &go);
         assert_eq!(
             got,
             [
-                "{\"event\":\"output_dropped\",\"lines\":2}\n",
+                "{\"event\":\"output_dropped\",\"lines\":1}\n",
+                "{\"event\":\"output_dropped\",\"lines\":1}\n",
                 "{\"event\":\"after\"}\n"
             ]
         );
