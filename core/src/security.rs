@@ -110,7 +110,13 @@ pub fn shown(text: &str) -> String {
     let mut out = String::new();
     let mut chars = text.chars();
     for c in chars.by_ref().take(SHOWN_CHARS) {
-        out.extend(c.escape_debug());
+        // Control characters only: a name with a quote in it still reads as itself (the
+        // CLI's hints quote MSP IDs back as flags).
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
     }
     if chars.next().is_some() {
         out.push_str(&format!("… ({} bytes)", text.len()));
@@ -291,6 +297,7 @@ mod shown_tests {
     fn a_remote_sides_text_is_shown_short_and_printable() {
         assert_eq!(shown("Org1MSP"), "Org1MSP");
         assert_eq!(shown("a\u{1}b\n"), "a\\u{1}b\\n");
+        assert_eq!(shown("Org's \"MSP\""), "Org's \"MSP\"");
         let long = "\u{1}".repeat(64_500);
         let s = shown(&long);
         assert!(s.ends_with("… (64500 bytes)"), "{s}");
