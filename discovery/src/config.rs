@@ -333,7 +333,12 @@ impl DiscoveryConfig {
 fn check_endpoint(ep: &str) -> Result<(), ConfigError> {
     let bad = || ConfigError::BadEndpoint(ep.to_owned());
     let (host, port) = ep.split_once(':').ok_or_else(bad)?;
-    if host.is_empty() || port.contains(':') || port.parse::<u16>().is_err() {
+    // Longer than any member would take from us (`validate::MAX_ENDPOINT`).
+    if host.is_empty()
+        || port.contains(':')
+        || port.parse::<u16>().is_err()
+        || ep.len() > crate::validate::MAX_ENDPOINT
+    {
         return Err(bad());
     }
     Ok(())
@@ -400,7 +405,16 @@ mod tests {
 
     #[test]
     fn internal_endpoint_must_be_host_port() {
-        for bad in ["", "host", "a:b:7051", "host:70510", ":7051", "host:port"] {
+        let long = format!("{}:7051", "h".repeat(crate::validate::MAX_ENDPOINT));
+        for bad in [
+            "",
+            "host",
+            "a:b:7051",
+            "host:70510",
+            ":7051",
+            "host:port",
+            &long,
+        ] {
             assert_eq!(
                 DiscoveryConfig::new(bad).validate(),
                 Err(ConfigError::BadEndpoint(bad.to_owned())),

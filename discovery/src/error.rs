@@ -88,7 +88,7 @@ pub enum AliveError {
     /// verified, so that one member cannot make every node hold and forward megabytes.
     #[error("{what} of {size} bytes, over the limit of {max}")]
     TooLarge {
-        /// `"alive envelope"` or `"metadata"`.
+        /// `"alive envelope"`, `"metadata"`, `"endpoint"` or `"internal endpoint"`.
         what: &'static str,
         /// Its size.
         size: usize,
