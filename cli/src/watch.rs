@@ -441,17 +441,26 @@ impl View {
             "IDENTITY EXPIRES",
             "STATE",
         ];
+        // Widths in characters, and cells padded by hand: `format!`'s width is at most
+        // 65,535, and a member's endpoint of 14,000 control characters, escaped, had made
+        // `watch` panic on it.
+        let chars = |c: &str| c.chars().count();
         let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
         for r in &rows {
             for (w, c) in width.iter_mut().zip(r) {
-                *w = (*w).max(c.len());
+                *w = (*w).max(chars(c));
             }
         }
         let line = |cells: &[&str]| {
             let mut l = cells
                 .iter()
                 .zip(&width)
-                .map(|(c, w)| format!("{c:<w$}"))
+                .map(|(c, w)| {
+                    let mut cell = String::with_capacity(c.len() + w);
+                    cell.push_str(c);
+                    cell.extend(std::iter::repeat_n(' ', w.saturating_sub(chars(c))));
+                    cell
+                })
                 .collect::<Vec<_>>()
                 .join("  ");
             l.truncate(l.trim_end().len());
@@ -474,4 +483,43 @@ fn unix_ms_now() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabric_gossip_core::{Instant, PkiId};
+    use fabric_gossip_discovery::alive::Timestamp;
+
+    /// A member's endpoint of 14,000 control characters, escaped, is 70,000 characters
+    /// wide: more than `format!` can pad to, which had made `watch` panic on it. The table
+    /// is drawn, its columns aligned by characters.
+    #[test]
+    fn a_member_with_an_endpoint_wider_than_format_can_pad_is_shown() {
+        let view = View {
+            form: PkiForm::Text,
+            json: false,
+            tty: false,
+            me: Value::Null,
+            own_expires: None,
+        };
+        let member = |endpoint: String| MemberInfo {
+            pki_id: PkiId::new(&b"peer"[..]),
+            endpoint,
+            internal_endpoint: "é:1".into(),
+            org: Some("Org1MSP".into()),
+            timestamp: Timestamp { inc: 1, seq: 1 },
+            last_seen: Instant::from_unix_secs(1),
+            alive: true,
+            identity_expires: None,
+        };
+        let wide = "\u{1}".repeat(14_000);
+        let table = view.table(&[member(wide), member("p:1".into())], &BTreeMap::new());
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("peer")).collect();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].contains(&"\\u{1}".repeat(14_000)));
+        // The internal endpoint column starts at the same character in both rows.
+        let at = |r: &str| r.chars().position(|c| c == 'é').expect("internal endpoint");
+        assert_eq!(at(rows[0]), at(rows[1]));
+    }
 }
