@@ -507,11 +507,13 @@ fn logfmt_value(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Characters JSON leaves as they are but terminals and line splitters do not: DEL, the
-/// C1 controls (U+009B starts a terminal escape on its own) and the Unicode line and
-/// paragraph separators. Escaped in structured lines, as the text format escapes them.
+/// Characters JSON leaves as they are but terminals, line splitters and readers do not:
+/// DEL, the C1 controls (U+009B starts a terminal escape on its own), the Unicode line and
+/// paragraph separators, and the format characters that show as nothing or reorder what
+/// follows ([`fabric_gossip_core::is_unseen`]). Escaped in structured lines, as the text
+/// format escapes them.
 fn breaks(c: char) -> bool {
-    matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}')
+    fabric_gossip_core::is_unseen(c)
 }
 
 /// `s` as a JSON string, [`breaks`] characters escaped too.
@@ -653,7 +655,7 @@ mod tests {
                 let _in = span.enter();
                 tracing::warn!(
                     target: "fabric_gossip_discovery::machine",
-                    endpoint = %"evil:1\nforged line\u{9b}\u{2028}",
+                    endpoint = %"evil:1\nforged line\u{9b}\u{2028}\u{202e}",
                     seq = 7u64,
                     "member alive"
                 );
@@ -672,7 +674,7 @@ mod tests {
         assert_eq!(v["name"], "gossip.discovery");
         assert_eq!(v["msg"], "member alive");
         assert_eq!(v["seq"], 7);
-        assert_eq!(v["endpoint"], "evil:1\nforged line\u{9b}\u{2028}");
+        assert_eq!(v["endpoint"], "evil:1\nforged line\u{9b}\u{2028}\u{202e}");
         assert!(v["ts"].as_f64().is_some_and(|t| t > 1.7e9), "{v}");
         assert!(
             v["caller"]
@@ -690,9 +692,9 @@ mod tests {
                 && first.find(r#""caller":"#) < first.find(r#""msg":"#),
             "{first}"
         );
-        assert!(first.contains(r"\u009b\u2028"), "{first}");
+        assert!(first.contains(r"\u009b\u2028\u202e"), "{first}");
         assert!(
-            !first.contains('\u{9b}') && !first.contains('\u{2028}'),
+            !first.contains('\u{9b}') && !first.contains('\u{2028}') && !first.contains('\u{202e}'),
             "{first}"
         );
         let out = run(false);
@@ -702,7 +704,7 @@ mod tests {
         assert!(
             first.contains(" name=gossip.discovery ")
                 && first.contains(r#" msg="member alive" "#)
-                && first.contains(r#" endpoint="evil:1\nforged line\u009b\u2028" "#)
+                && first.contains(r#" endpoint="evil:1\nforged line\u009b\u2028\u202e" "#)
                 && first.contains(" seq=7 "),
             "{first}"
         );

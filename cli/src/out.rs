@@ -475,18 +475,23 @@ impl Write for Measure {
     }
 }
 
-/// `s` with every control character escaped as Rust escapes it (`\n`, `\u{1b}`),
-/// borrowed when it has none: for text a peer chose (a member's endpoints, a remote's
-/// error) printed as text rather than JSON, where a newline would forge a line of its own
-/// and a terminal escape would reach the operator's terminal.
+/// `s` with every control character escaped as Rust escapes it (`\n`, `\u{1b}`), and
+/// every other unseen one ([`fabric_gossip_core::is_unseen`]: zero-width, bidirectional
+/// overrides) as `\u{202e}`, borrowed when it has none: for text a peer chose (a member's
+/// endpoints, a remote's error) printed as text rather than JSON, where a newline would
+/// forge a line of its own, a terminal escape would reach the operator's terminal, and a
+/// right-to-left override would show an endpoint as another.
 pub(crate) fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    use fabric_gossip_core::is_unseen;
+    if !s.chars().any(is_unseen) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if c.is_control() {
             out.extend(c.escape_debug());
+        } else if is_unseen(c) {
+            out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
@@ -498,9 +503,10 @@ pub(crate) fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
 
-    /// Control characters (C0, DEL, C1) come out escaped; other text, any script, as it was.
+    /// Control characters (C0, DEL, C1) and unseen format characters come out escaped;
+    /// other text, any script, as it was.
     #[test]
-    fn control_characters_are_escaped_and_nothing_else() {
+    fn unseen_characters_are_escaped_and_nothing_else() {
         assert!(matches!(
             escape_controls("peer0.org1.example.com:7051 ü"),
             std::borrow::Cow::Borrowed(_)
@@ -508,6 +514,11 @@ mod tests {
         assert_eq!(
             escape_controls("a\nb\r\t\u{1b}[31m\u{7f}\u{9b}é"),
             "a\\nb\\r\\t\\u{1b}[31m\\u{7f}\\u{9b}é"
+        );
+        // What shows as nothing, or turns what follows around: escaped too.
+        assert_eq!(
+            escape_controls("127.0.0.1:7052\u{200b} \u{202e}2507:1\u{2028}\u{feff}"),
+            "127.0.0.1:7052\\u{200b} \\u{202e}2507:1\\u{2028}\\u{feff}"
         );
     }
     use serde_json::json;

@@ -201,7 +201,7 @@ pub use message::{
     verify_envelope,
 };
 pub use security::{
-    SHOWN_CHARS, Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity, shown,
+    SHOWN_CHARS, Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity, is_unseen, shown,
 };
 pub use stats::Stats;
 pub use time::{Instant, LogBudget, StdClock};

@@ -110,10 +110,10 @@ pub fn shown(text: &str) -> String {
     let mut out = String::new();
     let mut chars = text.chars();
     for c in chars.by_ref().take(SHOWN_CHARS) {
-        // Control characters only: a name with a quote in it still reads as itself (the
+        // Unseen characters only: a name with a quote in it still reads as itself (the
         // CLI's hints quote MSP IDs back as flags).
-        if c.is_control() {
-            out.extend(c.escape_debug());
+        if is_unseen(c) {
+            out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
@@ -126,6 +126,28 @@ pub fn shown(text: &str) -> String {
 
 /// How many characters of a remote side's text [`shown`] keeps.
 pub const SHOWN_CHARS: usize = 64;
+
+/// Whether `c` must be escaped where text a remote side chose is shown: control characters
+/// (which forge lines and colour terminals) and the format characters and separators that
+/// show as nothing or reorder what follows (zero-width spaces, bidirectional overrides and
+/// isolates, the byte-order mark, U+2028 and U+2029): with them an endpoint
+/// `127.0.0.1:7052` followed by a zero-width space, or written backwards behind a
+/// right-to-left override, reads as another peer's.
+pub fn is_unseen(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+}
 
 impl<S: Security + ?Sized> Security for Box<S> {
     fn own_identity(&self) -> Bytes {
@@ -296,7 +318,11 @@ mod shown_tests {
     #[test]
     fn a_remote_sides_text_is_shown_short_and_printable() {
         assert_eq!(shown("Org1MSP"), "Org1MSP");
-        assert_eq!(shown("a\u{1}b\n"), "a\\u{1}b\\n");
+        assert_eq!(shown("a\u{1}b\n"), "a\\u{1}b\\u{a}");
+        assert_eq!(
+            shown("1.0.0.1:7\u{202e}\u{200b}"),
+            "1.0.0.1:7\\u{202e}\\u{200b}"
+        );
         assert_eq!(shown("Org's \"MSP\""), "Org's \"MSP\"");
         let long = "\u{1}".repeat(64_500);
         let s = shown(&long);
