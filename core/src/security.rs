@@ -82,7 +82,10 @@ pub trait Security: Send {
     /// cannot be classified at all (Fabric: "failed classifying identity").
     fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError>;
 
-    /// The PKI-ID that `identity` maps to.
+    /// The PKI-ID that `identity` maps to. Make it a collision-resistant hash of the
+    /// identity, as Fabric's MSP does (SHA-256 of MSP ID and certificate): the core and
+    /// the membership layer key hash maps with fixed seeds by PKI-ID, which is safe only
+    /// while no remote side can choose the IDs it gets.
     fn pki_id_of(&self, identity: &[u8]) -> PkiId;
 
     /// The organization `identity` belongs to (Fabric `OrgByPeerIdentity`), used to decide
@@ -94,8 +97,11 @@ pub trait Security: Send {
     /// no chain checked), if it is one the provider trusts: a full membership asks it of
     /// every unverified newcomer in a response to decide whether verifying it could make a
     /// difference, so it must cost next to nothing whatever the identity holds. For a
-    /// valid identity it must agree with [`organization_of`](Security::organization_of);
-    /// by default it is that (providers whose check is cheap need nothing more).
+    /// valid identity it must agree with [`organization_of`](Security::organization_of):
+    /// `None` or another organization there makes a full membership refuse that newcomer
+    /// unverified. Its answer is never trusted beyond that choice: a wrong organization
+    /// for an invalid identity costs one verification (at most 16 a response). By default
+    /// it is `organization_of` (providers whose check is cheap need nothing more).
     fn claimed_organization(&self, identity: &[u8]) -> Option<Bytes> {
         self.organization_of(identity)
     }
