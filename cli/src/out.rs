@@ -172,15 +172,15 @@ impl Lines<'_> {
     /// once there is room: a line too long for the queue costs neither memory nor the time
     /// to format it.
     pub(crate) fn line(&mut self, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        const NOTICE: &[u8] = b"{\"event\":\"output_dropped\",\"lines\":";
         let q = &mut *self.q;
         let start = q.buf.len();
         let mut digits = itoa::Buffer::new();
         // Tell the reader what it missed before anything else, once there is room.
         let notice = (q.unreported > 0).then(|| digits.format(q.unreported).as_bytes());
         let lines = 1 + usize::from(notice.is_some());
-        let notice_len = notice.map_or(0, |n| NOTICE.len() + n.len() + 2);
-        let need = len.saturating_add(1).saturating_add(notice_len);
+        let need = len
+            .saturating_add(1)
+            .saturating_add(notice.map_or(0, notice_len));
         let room = MAX_BYTES.saturating_sub(q.held);
         if q.lines + lines > MAX_LINES || need > room.saturating_sub(start) {
             q.unreported += 1;
@@ -188,12 +188,9 @@ impl Lines<'_> {
             // The notice alone, if it fits: a node receiving only lines too long for the
             // queue would otherwise tell its reader nothing until a short one came.
             let n = digits.format(q.unreported).as_bytes();
-            let notice_len = NOTICE.len() + n.len() + 2;
-            if q.lines < MAX_LINES && notice_len <= room.saturating_sub(start) {
-                q.buf.reserve(notice_len);
-                q.buf.extend_from_slice(NOTICE);
-                q.buf.extend_from_slice(n);
-                q.buf.extend_from_slice(b"}\n");
+            if q.lines < MAX_LINES && notice_len(n) <= room.saturating_sub(start) {
+                q.buf.reserve(notice_len(n));
+                push_notice(&mut q.buf, n);
                 q.unreported = 0;
                 q.lines += 1;
                 self.added = true;
@@ -206,9 +203,7 @@ impl Lines<'_> {
             q.buf.reserve_exact(grown - start);
         }
         if let Some(n) = notice {
-            q.buf.extend_from_slice(NOTICE);
-            q.buf.extend_from_slice(n);
-            q.buf.extend_from_slice(b"}\n");
+            push_notice(&mut q.buf, n);
         }
         write(&mut q.buf);
         q.buf.push(b'\n');
@@ -228,6 +223,21 @@ impl Lines<'_> {
         q.lines += lines;
         self.added = true;
     }
+}
+
+/// The start of the line that tells the reader how many lines it missed.
+const NOTICE: &[u8] = b"{\"event\":\"output_dropped\",\"lines\":";
+
+/// The length of that line, newline included, for the count written as `digits`.
+fn notice_len(digits: &[u8]) -> usize {
+    NOTICE.len() + digits.len() + 2
+}
+
+/// Appends that line for the count written as `digits`.
+fn push_notice(buf: &mut Vec<u8>, digits: &[u8]) {
+    buf.extend_from_slice(NOTICE);
+    buf.extend_from_slice(digits);
+    buf.extend_from_slice(b"}\n");
 }
 
 impl Drop for Lines<'_> {
@@ -475,29 +485,9 @@ impl Write for Measure {
     }
 }
 
-/// `s` with every control character escaped as Rust escapes it (`\n`, `\u{1b}`), and
-/// every other unseen one ([`fabric_gossip_core::is_unseen`]: zero-width, bidirectional
-/// overrides) as `\u{202e}`, borrowed when it has none: for text a peer chose (a member's
-/// endpoints, a remote's error) printed as text rather than JSON, where a newline would
-/// forge a line of its own, a terminal escape would reach the operator's terminal, and a
-/// right-to-left override would show an endpoint as another.
-pub(crate) fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    use fabric_gossip_core::is_unseen;
-    if !s.chars().any(is_unseen) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else if is_unseen(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+/// What a peer chose, escaped for printing as text (see
+/// [`fabric_gossip_core::escape_unseen`]).
+pub(crate) use fabric_gossip_core::escape_unseen as escape_controls;
 
 #[cfg(test)]
 mod tests {

@@ -201,7 +201,8 @@ pub use message::{
     verify_envelope,
 };
 pub use security::{
-    SHOWN_CHARS, Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity, is_unseen, shown,
+    SHOWN_CHARS, Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity, escape_unseen,
+    is_unseen, shown,
 };
 pub use stats::Stats;
 pub use time::{Instant, LogBudget, StdClock};

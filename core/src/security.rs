@@ -108,26 +108,43 @@ pub trait Security: Send {
 }
 
 /// How an error shows text the remote side chose (an MSP ID, an organizational unit):
-/// its first [`SHOWN_CHARS`] characters, control characters escaped, and its length in
+/// its first [`SHOWN_CHARS`] characters, escaped by [`escape_unseen`], and its length in
 /// bytes when it is cut. A handshake error goes to the log, to the node's events and back
 /// to the peer in the gRPC status: an identity naming a 64 KB MSP ID of control characters
 /// was echoed whole into each (about 390 KB of output and 120 KB sent back per handshake).
 pub fn shown(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    for c in chars.by_ref().take(SHOWN_CHARS) {
-        // Unseen characters only: a name with a quote in it still reads as itself (the
-        // CLI's hints quote MSP IDs back as flags).
-        if is_unseen(c) {
+    let kept = text
+        .char_indices()
+        .nth(SHOWN_CHARS)
+        .map_or(text.len(), |(at, _)| at);
+    let mut out = escape_unseen(&text[..kept]).into_owned();
+    if kept < text.len() {
+        out.push_str(&format!("… ({} bytes)", text.len()));
+    }
+    out
+}
+
+/// `text` with every [unseen](is_unseen) character escaped, borrowed when it has none:
+/// control characters as Rust escapes them (`\n`, `\u{1b}`), the others as `\u{202e}`;
+/// everything else, quotes included, as it is (a name with a quote still reads as itself).
+/// For text a remote side chose, shown as text rather than JSON: a newline would forge a
+/// line of its own, a terminal escape reach the operator's terminal, and a right-to-left
+/// override show an endpoint as another.
+pub fn escape_unseen(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unseen) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else if is_unseen(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
     }
-    if chars.next().is_some() {
-        out.push_str(&format!("… ({} bytes)", text.len()));
-    }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// How many characters of a remote side's text [`shown`] keeps.
@@ -324,7 +341,7 @@ mod shown_tests {
     #[test]
     fn a_remote_sides_text_is_shown_short_and_printable() {
         assert_eq!(shown("Org1MSP"), "Org1MSP");
-        assert_eq!(shown("a\u{1}b\n"), "a\\u{1}b\\u{a}");
+        assert_eq!(shown("a\u{1}b\n"), "a\\u{1}b\\n");
         assert_eq!(
             shown("1.0.0.1:7\u{202e}\u{200b}"),
             "1.0.0.1:7\\u{202e}\\u{200b}"
