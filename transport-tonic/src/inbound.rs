@@ -809,34 +809,32 @@ mod tests {
     /// evicted before an honest peer's two (counted by address, the peer had been the one).
     #[test]
     fn an_ipv6_64_is_one_source() {
-        let table: BTreeMap<_, _> = [
-            pending(1, "[2001:db8:1::1]:7051"),
-            pending(2, "[2001:db8:1::1]:7052"),
-            pending(3, "[2001:db8:2::a]:40000"),
-            pending(4, "[2001:db8:2::b]:40000"),
-            pending(5, "[2001:db8:2:0:ffff::c]:40000"),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(Admission::victim(&table), Some(3));
+        let victim = |entries: &[(u64, &str)]| {
+            let table: BTreeMap<_, _> = entries.iter().map(|&(id, a)| pending(id, a)).collect();
+            Admission::victim(&table)
+        };
+        let flood = [
+            (1, "[2001:db8:1::1]:7051"),
+            (2, "[2001:db8:1::1]:7052"),
+            (3, "[2001:db8:2::a]:40000"),
+            (4, "[2001:db8:2::b]:40000"),
+            (5, "[2001:db8:2:0:ffff::c]:40000"),
+        ];
+        assert_eq!(victim(&flood), Some(3));
         // Within a /64, the address holding the most goes first, whatever its age.
-        let table: BTreeMap<_, _> = [
-            pending(1, "[2001:db8:1::1]:7051"),
-            pending(2, "[2001:db8:1::2]:7051"),
-            pending(3, "[2001:db8:1::66]:40000"),
-            pending(4, "[2001:db8:1::66]:40001"),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(Admission::victim(&table), Some(3));
+        let one_64 = [
+            (1, "[2001:db8:1::1]:7051"),
+            (2, "[2001:db8:1::2]:7051"),
+            (3, "[2001:db8:1::66]:40000"),
+            (4, "[2001:db8:1::66]:40001"),
+        ];
+        assert_eq!(victim(&one_64), Some(3));
         // IPv4 addresses stay apart, and an IPv4-mapped IPv6 address is its IPv4 one.
-        let table: BTreeMap<_, _> = [
-            pending(1, "10.0.0.1:7051"),
-            pending(2, "[::ffff:10.0.0.1]:7052"),
-            pending(3, "10.0.0.2:40000"),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(Admission::victim(&table), Some(1));
+        let v4 = [
+            (1, "10.0.0.1:7051"),
+            (2, "[::ffff:10.0.0.1]:7052"),
+            (3, "10.0.0.2:40000"),
+        ];
+        assert_eq!(victim(&v4), Some(1));
     }
 }
