@@ -1068,6 +1068,9 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
             {
                 t.abort();
             }
+            // A connection attempt that ends without a stream (dial or Ping failed) drops
+            // its send queue: senders blocked on it retry (a new attempt takes them).
+            inner.wake_room();
         }
     }
 }
@@ -1081,6 +1084,8 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
     }
     match ev {
         Event::PresumedDead(p) => {
+            // A failed connection attempt dropped its queue (see `CloseDial`).
+            inner.wake_room();
             tracing::info!(pki_id = %p.pki_id, endpoint = %p.endpoint, "peer presumed dead");
             if let Some(tx) = &st.presumed_dead_tx
                 && tx.try_send(p.pki_id).is_err()
@@ -1569,9 +1574,11 @@ async fn feed_core(
                         }
                         _ => tracing::debug!(end = ?e, "stream ended"),
                     }
-                    // The sender of a stalled or badly framed message learns why: the
-                    // writer ends the RPC with this status before the core's close
-                    // (which carries no status for a stream error) reaches it.
+                    // The sender of a stalled or badly framed message learns why on an
+                    // inbound stream: the writer ends the RPC with this status before the
+                    // core's close (which carries no status for a stream error) reaches
+                    // it. An outbound stream's request has no status to carry: it ends,
+                    // and the stream is closed after it.
                     if other.is_some()
                         && let StreamEnd::Error(why) = &e
                         && let Some(entry) = st.streams.get(&stream)

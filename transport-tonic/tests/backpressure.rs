@@ -4,8 +4,10 @@
 use crate::common;
 
 use common::*;
+use fabric_gossip_core::RemotePeer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 const N: u64 = 20_000;
 const SIZE: usize = 1024;
@@ -118,4 +120,47 @@ async fn recv_many_takes_ordered_batches_until_stop() {
     within("stop", b.stop()).await;
     assert_eq!(within("end", inbox.recv_many(&mut got, LIMIT)).await, 0);
     within("stop", a.stop()).await;
+}
+
+/// A `send_wait` waiting for room in the queue of a connection *attempt* is woken when the
+/// attempt fails (a Ping that never answers, here): the core drops the attempt's queue, and
+/// a retry starts a new attempt at once. The driver used to wake blocked senders only when
+/// a stream wrote or closed, and an attempt that never opened a stream does neither: on an
+/// otherwise idle node the sender slept forever (reported by a review, 2026-12-05).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_wait_blocked_on_a_failed_attempt_is_woken() {
+    // Accepts TCP and never answers: the plaintext Ping hangs until `conn_timeout`.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let t = Duration::from_millis(300);
+    let mut cfg = config().with_timeouts(t, t, Duration::from_secs(2));
+    cfg.send_buffer_size = 2;
+    cfg.max_waiting_sends = 2;
+    let a = node(cfg, None).await;
+    let peer = RemotePeer::new(addr.to_string(), "x");
+    // Two into the attempt's send buffer, two into its wait queue: each returns at once.
+    for seq in 0..4 {
+        within("queued", a.send_wait(&data(seq, 10), &peer))
+            .await
+            .unwrap();
+    }
+    // The fifth finds both full and waits; the attempt fails after 300-600 ms.
+    let r = tokio::time::timeout(Duration::from_secs(5), a.send_wait(&data(4, 10), &peer)).await;
+    let stats = a.stats();
+    assert!(
+        stats.dropped_no_connection >= 4,
+        "the attempt failed and dropped its queue: {stats:?}"
+    );
+    assert!(
+        r.is_ok(),
+        "send_wait still blocked 5 s after the attempt it waited on failed"
+    );
+    within("stop", a.stop()).await;
+    holder.abort();
 }

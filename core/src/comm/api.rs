@@ -58,8 +58,9 @@ impl<S: Security> Comm<S> {
 
     /// Like `send` to one peer, but a full send buffer makes the message wait (up to
     /// `max_waiting_sends` per connection) instead of dropping: for callers that must not
-    /// lose messages. `Err(WouldBlock)` means even the wait queue is full: retry after the
-    /// connection drains.
+    /// lose messages. `Err(WouldBlock)` means even the wait queue is full: retry once room
+    /// may have come, after a `handle_sent`, a `CloseStream` or a `CloseDial` (a failed
+    /// attempt drops its queue; the retry starts a new one).
     pub fn send_wait(
         &mut self,
         now: Instant,
