@@ -135,11 +135,13 @@ impl Budget {
     }
 
     /// Charges `n` more bytes to a message that holds `charge`: from the budget, or for a
-    /// small message from the reserve.
-    fn try_take(&self, charge: &mut Charge, n: usize) -> bool {
+    /// small message (`small`: announced at most [`SMALL`] with its prefix, or whose length
+    /// is not known yet) from the reserve.
+    fn try_take(&self, charge: &mut Charge, n: usize, small: bool) -> bool {
         if Self::take_from(&self.held, self.limit, n) {
             charge.budget += n;
-        } else if charge.total() + n <= SMALL
+        } else if small
+            && charge.total() + n <= SMALL
             && Self::take_from(&self.reserve_held, RESERVE, charge.budget + n)
         {
             // A small message that began on the budget's last bytes moves to the reserve
@@ -351,7 +353,11 @@ impl MeteredBody {
         }
     }
 
-    fn fail(&mut self, fault: Fault) -> Status {
+    /// Ends the stream with `fault`: what it held is released and nothing more is read,
+    /// but the messages completed before the fault are still handed out, then the status
+    /// (grpc-go, so a Fabric peer, delivers the messages ahead of a bad one too). Until
+    /// 2026-12-05 they were dropped with the stream, in no counter.
+    fn fail(&mut self, fault: Fault) -> PolledMessage {
         let status = match &fault {
             Fault::Oversized(n) => Status::resource_exhausted(format!(
                 "message of {n} bytes exceeds the limit of {}",
@@ -370,8 +376,21 @@ impl MeteredBody {
             }
         };
         *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = Some(fault);
+        self.release();
+        self.stop_waiting();
+        self.gather = BytesMut::new();
+        self.pending_error = Some(status);
+        self.take_ready_then_end()
+    }
+
+    /// The next message completed before the stream's end, or the status that ends it.
+    fn take_ready_then_end(&mut self) -> PolledMessage {
+        if let Some(message) = self.ready.pop_front() {
+            return Poll::Ready(Some(Ok(message)));
+        }
+        let status = self.pending_error.take();
         self.finish();
-        status
+        Poll::Ready(status.map(Err))
     }
 
     /// Ends the stream: what it held is released, and nothing more is read.
@@ -479,20 +498,20 @@ impl MeteredBody {
             {
                 return Poll::Ready(Some(Ok(message)));
             }
-            if let Some(status) = self.pending_error.take() {
-                self.finish();
-                return Poll::Ready(Some(Err(status)));
+            if self.pending_error.is_some() {
+                return self.take_ready_then_end();
             }
             if self.done {
                 return Poll::Ready(None);
             }
             if let Some(need) = self.held_back {
+                let small = self.small();
                 // Register before trying, so a release in between is not missed.
                 let freed = self
                     .freed
                     .get_or_insert_with(|| Box::pin(self.m.budget.freed.clone().notified_owned()));
                 freed.as_mut().enable();
-                if self.m.budget.try_take(&mut self.charged, need) {
+                if self.m.budget.try_take(&mut self.charged, need, small) {
                     self.freed = None;
                     self.stop_waiting();
                     self.last_progress = tokio::time::Instant::now();
@@ -508,7 +527,7 @@ impl MeteredBody {
                 Poll::Pending => return self.poll_stall(cx),
                 Poll::Ready(None) => {
                     if let Some(fault) = self.cut_short() {
-                        return Poll::Ready(Some(Err(self.fail(fault))));
+                        return self.fail(fault);
                     }
                     self.finish();
                     return Poll::Ready(self.side.ending(None).map(Err));
@@ -528,20 +547,26 @@ impl MeteredBody {
                     // Trailers end the body, as they did for tonic's decoder; inside a
                     // message they cut it short, as the body's end does.
                     if let Some(fault) = self.cut_short() {
-                        return Poll::Ready(Some(Err(self.fail(fault))));
+                        return self.fail(fault);
                     }
                     self.finish();
                     return Poll::Ready(self.side.ending(frame.into_trailers().ok()).map(Err));
                 }
             };
             if let Err(f) = self.split(data) {
-                return Poll::Ready(Some(Err(self.fail(f))));
+                return self.fail(f);
             }
             // Whatever the frame completed is released; what it leaves incomplete is
-            // charged.
+            // charged. A large message keeps no reserve, not even what a small one before
+            // it in this frame held.
             let incomplete = self.received;
             let charged = self.charged.total();
-            let need = if incomplete >= charged && incomplete > 0 && charged > 0 {
+            let small = self.small();
+            let need = if incomplete >= charged
+                && incomplete > 0
+                && charged > 0
+                && (small || self.charged.reserve == 0)
+            {
                 incomplete - charged
             } else {
                 self.release();
@@ -550,14 +575,23 @@ impl MeteredBody {
             if incomplete == 0 {
                 continue;
             }
-            if need == 0 || self.m.budget.try_take(&mut self.charged, need) {
+            if need == 0 || self.m.budget.try_take(&mut self.charged, need, small) {
                 self.last_progress = tokio::time::Instant::now();
                 continue;
             }
             self.m.budget.waits.fetch_add(1, Ordering::Relaxed);
             self.m.budget.waiting.fetch_add(1, Ordering::SeqCst);
+            // The bytes that wait arrived now: the wait for budget is timed from here, not
+            // from the last time an incomplete message got budget (or the stream began).
+            self.last_progress = tokio::time::Instant::now();
             self.held_back = Some(need);
         }
+    }
+
+    /// Whether the incomplete message may use the reserve: announced at most [`SMALL`]
+    /// bytes with its prefix, or its prefix not complete yet (at most 4 bytes held).
+    fn small(&self) -> bool {
+        self.remaining == 0 || self.len + PREFIX <= SMALL
     }
 
     /// The body ended (by its end or by trailers) inside a message: bad framing.
@@ -586,7 +620,7 @@ impl MeteredBody {
         let deadline = self.last_progress + self.m.stall;
         if tokio::time::Instant::now() >= deadline {
             let received = self.received;
-            return Poll::Ready(Some(Err(self.fail(Fault::Stalled { received }))));
+            return self.fail(Fault::Stalled { received });
         }
         let sleep = self
             .stall
@@ -598,7 +632,7 @@ impl MeteredBody {
             if sleep.as_mut().poll(cx).is_ready() {
                 // The deadline passed meanwhile.
                 let received = self.received;
-                return Poll::Ready(Some(Err(self.fail(Fault::Stalled { received }))));
+                return self.fail(Fault::Stalled { received });
             }
         }
         Poll::Pending
@@ -849,8 +883,9 @@ mod tests {
         let wire = wire(&[(0, 4, 1), (2, 4, 1)]);
         let mut r = reader(vec![data(&wire)], Side::Request, &budget);
         let (got, end) = read_all(&mut r);
-        // The whole frame is refused, as before, the message ahead of the bad flag included.
-        assert!(got.is_empty());
+        // The message ahead of the bad flag is delivered, then the refusal (until
+        // 2026-12-05 the whole frame was refused, that message in no counter).
+        assert_eq!(got.len(), 1);
         assert_eq!(end.expect("an error").code(), tonic::Code::Internal);
         assert!(matches!(take_fault(&r.fault), Some(Fault::Framing(_))));
 
@@ -950,22 +985,25 @@ mod tests {
     fn a_small_message_begun_on_the_budgets_last_bytes_moves_to_the_reserve() {
         let budget = Budget::new(200_000);
         let mut large = Charge::default();
-        assert!(budget.try_take(&mut large, 199_990));
+        assert!(budget.try_take(&mut large, 199_990, true));
         let mut small = Charge::default();
-        assert!(budget.try_take(&mut small, 8), "the budget's last bytes");
         assert!(
-            budget.try_take(&mut small, 4000),
+            budget.try_take(&mut small, 8, true),
+            "the budget's last bytes"
+        );
+        assert!(
+            budget.try_take(&mut small, 4000, true),
             "the rest of a small message comes from the reserve"
         );
         assert_eq!((small.budget, small.reserve), (0, 4008));
         assert_eq!(budget.held().0, 199_990 + 4008);
         // The room it gave back is the budget's again.
         let mut other = Charge::default();
-        assert!(budget.try_take(&mut other, 10));
-        assert!(!budget.try_take(&mut large, 1), "the budget is spent");
+        assert!(budget.try_take(&mut other, 10, true));
+        assert!(!budget.try_take(&mut large, 1, true), "the budget is spent");
         // A message past SMALL never draws on the reserve.
         let mut big = Charge::default();
-        assert!(!budget.try_take(&mut big, SMALL + 1));
+        assert!(!budget.try_take(&mut big, SMALL + 1, true));
         budget.give_back(&mut small);
         budget.give_back(&mut other);
         budget.give_back(&mut large);
@@ -989,8 +1027,15 @@ mod tests {
         // The frame's incomplete bytes do not fit: the complete message waits with them.
         assert!(r.poll_message(&mut cx).is_pending());
         assert_eq!(budget.waits.load(Ordering::Relaxed), 1);
-        // Nothing comes for the stall timeout: the stream ends, releasing what it held.
+        // Nothing comes for the stall timeout: the stream ends, releasing what it held,
+        // after handing out the message the frame completed.
         tokio::time::advance(Duration::from_secs(11)).await;
+        let got = r.poll_message(&mut cx);
+        assert!(
+            matches!(&got, Poll::Ready(Some(Ok(m))) if m.len() == 3),
+            "the complete message comes before the stall: {got:?}"
+        );
+        assert_eq!(budget.held().0, 0);
         let end = r.poll_message(&mut cx);
         let Poll::Ready(Some(Err(s))) = end else {
             panic!("expected a stall, got {end:?}");
@@ -998,5 +1043,130 @@ mod tests {
         assert_eq!(s.code(), tonic::Code::DeadlineExceeded);
         assert_eq!(budget.stalls.load(Ordering::Relaxed), 1);
         assert_eq!(budget.held().0, 0);
+    }
+
+    /// The reserve is for messages announced at most [`SMALL`], so that ordinary traffic
+    /// flows while half-sent large messages fill the budget. It used to be judged by the
+    /// bytes charged so far: the first frame of any large message took reserve once the
+    /// budget was spent and kept it while it waited, and 128 such streams held all of it
+    /// (found by a review, 2026-12-05).
+    #[tokio::test]
+    async fn large_messages_do_not_take_the_small_messages_reserve() {
+        let budget = Budget::new(1000);
+        let mut spent = Charge::default();
+        assert!(
+            budget.try_take(&mut spent, 1000, true),
+            "half-sent messages hold the budget"
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        let large = message(0, 1 << 20, 3);
+        let mut larges = Vec::new();
+        for _ in 0..RESERVE / SMALL {
+            let body = Frames {
+                frames: [Ok(data(&large[..SMALL]))].into(),
+                ended: false,
+            };
+            let mut r =
+                MeteredBody::new(body, Side::Request, metering(&budget), FaultSlot::default());
+            assert!(r.poll_message(&mut cx).is_pending());
+            larges.push(r);
+        }
+        let reserve_by_large = budget.reserve_held.load(Ordering::SeqCst);
+        let small = message(0, 10_000, 4);
+        let body = Frames {
+            frames: [Ok(data(&small[..5000])), Ok(data(&small[5000..]))].into(),
+            ended: false,
+        };
+        let mut r = MeteredBody::new(body, Side::Request, metering(&budget), FaultSlot::default());
+        let got = r.poll_message(&mut cx);
+        assert!(
+            matches!(&got, Poll::Ready(Some(Ok(m))) if m.len() == 10_000),
+            "a 10 KB message waits for budget ({got:?}): messages announced at 1 MiB hold \
+             {reserve_by_large} bytes of the {RESERVE}-byte small-message reserve"
+        );
+    }
+
+    /// A large message whose start follows, in one frame, the end of a small one that held
+    /// reserve does not keep that reserve while it waits for budget.
+    #[tokio::test]
+    async fn a_large_message_inherits_no_reserve_from_the_small_one_before_it() {
+        let budget = Budget::new(10_000);
+        let mut spent = Charge::default();
+        assert!(budget.try_take(&mut spent, 10_000, true));
+        let small = message(0, 2000, 1);
+        let large = message(0, 1 << 20, 2);
+        let mut second = small[1000..].to_vec();
+        second.extend_from_slice(&large[..5000]);
+        let body = Frames {
+            frames: [Ok(data(&small[..1000])), Ok(data(&second))].into(),
+            ended: false,
+        };
+        let mut r = MeteredBody::new(body, Side::Request, metering(&budget), FaultSlot::default());
+        let mut cx = Context::from_waker(Waker::noop());
+        // The small message's first frame goes to the reserve; its second completes it and
+        // starts the large one, which waits for budget, holding no reserve.
+        assert!(r.poll_message(&mut cx).is_pending());
+        assert_eq!(budget.waits.load(Ordering::Relaxed), 1);
+        assert_eq!(budget.reserve_held.load(Ordering::SeqCst), 0);
+        budget.give_back(&mut spent);
+        let got = r.poll_message(&mut cx);
+        assert!(
+            matches!(&got, Poll::Ready(Some(Ok(m))) if m.len() == 2000),
+            "{got:?}"
+        );
+    }
+
+    /// Frames handed in by the test as it goes: `Pending` while none is queued.
+    struct Fed(Arc<Mutex<VecDeque<Frame<Bytes>>>>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> PolledFrame {
+            match self.0.lock().unwrap().pop_front() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// A wait for budget is timed from the bytes that wait. The stall clock used to move
+    /// only when an incomplete message got budget, so a stream whose messages had each
+    /// fitted in one frame kept the time it began, and when its next message found the
+    /// budget and reserve spent it was reset at once as stalled (found by a review,
+    /// 2026-12-05).
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_budget_is_timed_from_the_bytes_that_wait() {
+        let budget = Budget::new(100);
+        let mut spent = Charge::default();
+        assert!(budget.try_take(&mut spent, 100, true));
+        // The reserve is spent too (other streams' small messages, or large messages'
+        // first frames, see the test above).
+        budget.reserve_held.store(RESERVE, Ordering::SeqCst);
+        let queue = Arc::new(Mutex::new(VecDeque::new()));
+        let mut r = MeteredBody::new(
+            Fed(queue.clone()),
+            Side::Request,
+            metering(&budget),
+            FaultSlot::default(),
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        // A healthy stream: a message in one frame, delivered.
+        queue.lock().unwrap().push_back(data(&message(0, 10, 1)));
+        assert!(matches!(r.poll_message(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert!(r.poll_message(&mut cx).is_pending());
+        // A minute later, the first frame of the next message arrives; no budget for it.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        queue
+            .lock()
+            .unwrap()
+            .push_back(data(&message(0, 1000, 2)[..500]));
+        let got = r.poll_message(&mut cx);
+        assert!(
+            got.is_pending(),
+            "bytes received just now are reported stalled at once: {got:?}"
+        );
+        assert_eq!(budget.stalls.load(Ordering::Relaxed), 0);
     }
 }

@@ -289,6 +289,17 @@ impl NodeBuilder {
             hang_ping,
             limits,
         };
+        if settings.limits.max_incomplete_bytes < settings.max_message_size + crate::metered::PREFIX
+        {
+            // Allowed (a budget is a trade-off, and tests of the budget set small ones), but
+            // a message spread over frames never completes past it: say so once.
+            tracing::warn!(
+                max_incomplete_bytes = settings.limits.max_incomplete_bytes,
+                max_message_size = settings.max_message_size,
+                "the incomplete-message budget is below the largest message accepted: \
+                 larger messages can never complete and their streams stall"
+            );
+        }
         let comm = Core::new(config, security, clock.now()).map_err(StartError::Identity)?;
         let pki_id = comm.pki_id().clone();
         let (layer_types, layer_events, comm) = match layer {
