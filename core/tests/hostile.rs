@@ -1031,8 +1031,15 @@ fn a_replaced_connection_whose_reading_is_paused_closes_only_after_it_resumes() 
         c.poll_delivery(sub).is_some(),
         "the held envelope is delivered"
     );
-    // The next look closes it, as replaced, cleanly.
+    // The next look leaves the driver a grace to hand in its backlog; the one after
+    // closes it, as replaced, cleanly.
     c.handle_timeout(now() + grace * 2);
+    let (acts, _) = drain(&mut c);
+    assert!(
+        !closes(&acts, old),
+        "closed at the look right after resuming"
+    );
+    c.handle_timeout(now() + grace * 3);
     let (acts, ev) = drain(&mut c);
     assert!(
         acts.contains(&Action::CloseStream {
@@ -1103,6 +1110,12 @@ fn a_zero_crossing_grace_does_not_spin_on_a_paused_retired_stream() {
         open_while_paused_then_resumed(&mut c, old, sub, now() + PAUSED_RELOOK_MIN);
         c.handle_timeout(now() + PAUSED_RELOOK_MIN * 2);
         let (acts, _) = drain(&mut c);
+        assert!(
+            !closes(&acts, old),
+            "closed at the look right after resuming"
+        );
+        c.handle_timeout(now() + PAUSED_RELOOK_MIN * 3);
+        let (acts, _) = drain(&mut c);
         tx.send(closes(&acts, old)).unwrap();
     });
     let closed = rx
@@ -1138,6 +1151,12 @@ fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
     fill_until_paused(&mut c, ours);
     open_while_paused_then_resumed(&mut c, ours, sub, now() + grace);
     c.handle_timeout(now() + grace * 2);
+    let (acts, _) = drain(&mut c);
+    assert!(
+        !closes(&acts, ours),
+        "closed at the look right after resuming"
+    );
+    c.handle_timeout(now() + grace * 3);
     let (acts, ev) = drain(&mut c);
     assert!(closes(&acts, ours), "{acts:?}");
     assert!(ev.iter().any(|e| matches!(

@@ -10,6 +10,7 @@ mod crossing_queues;
 mod fuzz_corpus;
 mod handshake;
 mod hostile;
+mod pauses;
 mod properties;
 mod smoke;
 mod store;

@@ -114,6 +114,12 @@ impl Demux {
             return d;
         };
         if sub.queue.len() >= hard_cap {
+            // Dropped; a stream first heard from now must still be paused, or its driver
+            // reads on and every message it carries is dropped while the queue is full.
+            if !sub.blocked.contains(&stream) {
+                sub.blocked.push(stream);
+                d.pause = true;
+            }
             return d;
         }
         d.queued = true;
@@ -153,6 +159,14 @@ impl Demux {
     /// Ends a subscription: its undelivered count and the streams it held paused.
     fn remove(&mut self, sub: SubscriptionId) -> Option<(usize, SmallVec<[StreamId; 4]>)> {
         self.subs.remove(sub).map(|s| (s.queue.len(), s.blocked))
+    }
+
+    /// A closed stream is held paused by no subscription any more (else a subscription
+    /// that stays full would keep the handle of every stream that ever fed it).
+    pub(super) fn forget_stream(&mut self, stream: StreamId) {
+        for (_, s) in self.subs.iter_mut() {
+            s.blocked.retain(|b| *b != stream);
+        }
     }
 
     fn ids(&self) -> Vec<SubscriptionId> {
@@ -250,6 +264,11 @@ impl<S: Security> Comm<S> {
                 c.blocked_by = c.blocked_by.saturating_sub(1);
                 if c.blocked_by == 0 {
                     self.out.action(Action::ResumeRead { stream });
+                    // A stream waiting to be closed (retired, or our crossing loser)
+                    // is closed no sooner than the grace look after next: the driver hands
+                    // in what it read ahead only after this ResumeRead, and a look in
+                    // between would close the stream with that backlog unread.
+                    c.resumed = c.grace.is_some();
                 }
             }
         }
@@ -369,6 +388,9 @@ impl<S: Security> Comm<S> {
                 "message dropped"
             );
             self.stats.dropped_subscription_overflow += 1;
+            if d.pause {
+                self.block(stream);
+            }
             return;
         }
         if d.notify {

@@ -479,7 +479,7 @@ impl<S: Security> Comm<S> {
         let Some(c) = self.streams.get_mut(stream).and_then(|s| s.conn_mut()) else {
             return;
         };
-        if c.paused() {
+        if c.paused() || core::mem::take(&mut c.resumed) {
             c.grace = Some(next);
             self.arm(next, TimerKey::Grace(stream));
             return;
@@ -530,6 +530,7 @@ impl<S: Security> Comm<S> {
         // them, and no queue of ours holds them any more (none moves to a secondary).
         let unconfirmed = c.queue.len().in_flight as u64;
         let write_failed = matches!(reason, CloseReason::WriteFailed(_));
+        let c_blocked = c.paused();
         if self.store.retiring.get(&pki) == Some(&stream) {
             self.store.retiring.remove(&pki);
         }
@@ -574,6 +575,9 @@ impl<S: Security> Comm<S> {
             _ => None,
         });
         self.drop_stream(stream, error);
+        if c_blocked {
+            self.demux.forget_stream(stream);
+        }
         self.info_event(Event::Disconnected {
             conn: stream,
             pki_id: pki,

@@ -40,6 +40,8 @@ pub(super) struct Conn {
     pub(super) queue: SendQueue,
     /// Subscriptions that asked to pause reading this stream.
     pub(super) blocked_by: u32,
+    /// Reading resumed since the last grace look: what the driver held may not be in yet.
+    pub(super) resumed: bool,
 }
 
 impl Conn {
@@ -57,6 +59,7 @@ impl Conn {
             closing: None,
             queue: SendQueue::default(),
             blocked_by: 0,
+            resumed: false,
         }
     }
 }

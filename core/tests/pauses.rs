@@ -1,0 +1,165 @@
+//! Pausing reading, and what a driver reading ahead holds meanwhile: sequences that
+//! lost messages, without a counter or to back-pressure turned into drops (found by a
+//! review, 2026-12-05).
+
+use bytes::Bytes;
+use fabric_gossip_core::proto::gossip::GossipMessage;
+use fabric_gossip_core::testing::{conn_establish, drain};
+use fabric_gossip_core::*;
+use std::time::Duration;
+
+const ME: &str = "127.0.0.1:7050";
+const REMOTE: &str = "127.0.0.1:7051";
+
+fn now() -> Instant {
+    Instant::from_unix_secs(1_700_000_000)
+}
+
+fn core(config: Config) -> Comm<TestOnlyHmacSecurity> {
+    Comm::new(config, TestOnlyHmacSecurity::new(ME), now()).unwrap()
+}
+
+fn hello() -> Bytes {
+    conn_establish(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", false, true)
+}
+
+fn data(seq: u64) -> GossipMessage {
+    data_message(seq, Bytes::from_static(b"block"))
+}
+
+fn data_env(seq: u64) -> Bytes {
+    SignedMessage::noop(data(seq)).envelope_bytes().clone()
+}
+
+fn closes(acts: &[Action], stream: StreamId) -> bool {
+    acts.iter()
+        .any(|a| matches!(a, Action::CloseStream { stream: s, .. } if *s == stream))
+}
+
+/// Every counter of a loss on the receive path, summed.
+fn receive_losses(s: &Stats) -> u64 {
+    s.retired_closed_unread + s.dropped_subscription_overflow + s.dropped_on_stop + s.malformed
+}
+
+/// A retired stream (replaced while paused) is not closed at the grace look right after
+/// its `ResumeRead`: a driver that reads ahead hands in its backlog only after the
+/// `ResumeRead` came out (the tonic driver: the reader task, woken by it, takes the lock
+/// later), and a look in between closed the stream with that backlog still in the driver,
+/// envelopes the remote's core had counted as sent, in no counter. One full look now
+/// separates the two.
+#[test]
+fn a_retired_stream_is_not_closed_at_the_look_right_after_it_resumed() {
+    let cfg = Config::default().with_subscription_buffer(2);
+    let grace = cfg.crossing_grace;
+    let mut c = core(cfg);
+    let sub = c.subscribe(Box::new(|_| true)).unwrap();
+    let old = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), old, hello()).unwrap();
+    let _ = drain(&mut c);
+    // The driver read a batch of 5; the 2nd fills the subscription and pauses reading:
+    // envelopes 2..5 stay in the driver's backlog (README, the pause/backlog pattern).
+    let batch: Vec<Bytes> = (0..5).map(data_env).collect();
+    let mut backlog = batch.into_iter();
+    for env in backlog.by_ref() {
+        c.handle_envelope(now(), old, env).unwrap();
+        let (acts, _) = drain(&mut c);
+        if acts.contains(&Action::PauseRead { stream: old }) {
+            break;
+        }
+    }
+    let backlog: Vec<Bytes> = backlog.collect();
+    assert_eq!(backlog.len(), 3);
+    // The remote reconnects: `old` is retired, kept open while paused.
+    let new = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), new, hello()).unwrap();
+    let (acts, _) = drain(&mut c);
+    assert!(!closes(&acts, old));
+    // The application takes its deliveries just before the grace look: ResumeRead.
+    let t = now() + grace - Duration::from_nanos(1);
+    c.handle_timeout(t);
+    let mut taken = 0;
+    while c.poll_delivery(sub).is_some() {
+        taken += 1;
+    }
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::ResumeRead { stream: old }),
+        "{acts:?}"
+    );
+    // The timer fires before the reader hands its backlog in.
+    c.handle_timeout(now() + grace);
+    let (acts, _) = drain(&mut c);
+    let closed_early = closes(&acts, old);
+    // The reader now hands in its backlog.
+    let mut lost = 0;
+    for env in backlog {
+        if c.handle_envelope(now() + grace, old, env).is_err() {
+            lost += 1;
+        }
+    }
+    let _ = drain(&mut c);
+    while c.poll_delivery(sub).is_some() {
+        taken += 1;
+    }
+    assert_eq!(
+        (closed_early, lost, taken),
+        (false, 0, 5),
+        "the retired stream was closed before its driver's backlog came in: {lost} of 5 \
+         envelopes lost; counters of a receive loss: {}",
+        receive_losses(c.stats())
+    );
+}
+
+/// Every stream that feeds a full subscription is paused, also one that first delivers
+/// once the queue holds `subscription_buffer + recv_buffer_size` (what a driver that stops
+/// at each pause reaches with 21 feeding streams under the defaults): its message is
+/// dropped and counted, and it is paused. It used not to be: its driver read on, and every
+/// message it carried was dropped for as long as the consumer stayed behind, where the
+/// streams paused earlier lost nothing. Fabric blocks the reader of every stream.
+#[test]
+fn every_stream_feeding_a_full_subscription_is_paused() {
+    let cfg = Config::default();
+    let (cap, slack) = (cfg.subscription_buffer, cfg.recv_buffer_size);
+    let mut c = core(cfg);
+    let _sub = c.subscribe(Box::new(|_| true)).unwrap();
+    let mut seq = 0;
+    let peer_stream = |c: &mut Comm<TestOnlyHmacSecurity>, i: usize| {
+        let ep = format!("127.0.0.1:{}", 8000 + i);
+        let s = c.accept_stream(now(), &ep, None).unwrap();
+        let env = conn_establish(ep.as_bytes(), ep.as_bytes(), b"", false, true);
+        c.handle_envelope(now(), s, env).unwrap();
+        let _ = drain(c);
+        assert!(c.connection(&PkiId::from(ep.as_str())).is_some());
+        s
+    };
+    // A driver that honours every pause: each stream hands in messages until it is paused.
+    let mut paused = Vec::new();
+    let mut never_paused = Vec::new();
+    for i in 0..(slack + 3) {
+        let s = peer_stream(&mut c, i);
+        let mut got_pause = false;
+        for _ in 0..cap {
+            seq += 1;
+            c.handle_envelope(now(), s, data_env(seq)).unwrap();
+            let (acts, _) = drain(&mut c);
+            if acts.contains(&Action::PauseRead { stream: s }) {
+                got_pause = true;
+                break;
+            }
+        }
+        if got_pause {
+            paused.push(s);
+        } else {
+            never_paused.push(s);
+        }
+    }
+    assert_eq!(
+        never_paused.len(),
+        0,
+        "{} streams paused, {} read on and dropped ({} messages dropped; queue {})",
+        paused.len(),
+        never_paused.len(),
+        c.stats().dropped_subscription_overflow,
+        cap + slack
+    );
+}
