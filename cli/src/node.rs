@@ -1243,6 +1243,7 @@ pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
         "stalled_messages": d.stalled_messages,
         "unfinished_closes": d.unfinished_closes,
         "bad_framing": d.bad_framing,
+        "unread_at_close": d.unread_at_close,
         "layer_events_dropped": d.layer_events_dropped,
     });
     if let (Some(obj), Value::Object(driver)) = (v.as_object_mut(), driver) {

@@ -1154,6 +1154,8 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
                     ("stopped", s.dropped_on_stop),
                     ("unrouted", s.unrouted),
                     ("empty", s.empty_messages),
+                    // Read from a stream, not yet handed to the core when it closed.
+                    ("unread_at_close", d.unread_at_close),
                 ],
             ),
         ),

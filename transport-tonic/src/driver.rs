@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -91,6 +91,10 @@ pub(crate) struct StreamCtl {
     /// written before (see [`Winding`]).
     linger: AtomicBool,
     resume: Notify,
+    /// Envelopes the reader took from HTTP/2 and has not handed to the core yet (its
+    /// batch, and a paused stream's backlog): what a close loses, counted then in
+    /// [`DriverStats::unread_at_close`]. Written by the reader only, read under the lock.
+    unread: AtomicUsize,
 }
 
 /// The node's outbound stream tasks, counted so a stop can wait for them.
@@ -287,6 +291,11 @@ pub struct DriverStats {
     /// Streams ended because their bytes were not gRPC messages (bad compression flag,
     /// stream ended inside a message); malformed Envelopes are the core's `malformed`.
     pub bad_framing: u64,
+    /// Envelopes read from a stream and not yet handed to the core when the core closed it
+    /// (replaced, retired, `close_conn`, presumed dead, stopping): lost, as Fabric loses
+    /// what a closed connection had read and not yet dispatched, but counted. Mostly a
+    /// paused stream's backlog.
+    pub unread_at_close: u64,
     /// Events of the hosted layer dropped because the application did not take them
     /// (its `layer_events` queue was full, or nobody asked for it).
     pub layer_events_dropped: u64,
@@ -1036,6 +1045,9 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
         }
         Action::CloseStream { stream, error } => {
             if let Some(e) = st.streams.remove(&stream) {
+                // The reader holds the lock whenever it hands envelopes in, so this is what
+                // it had left between two of them; it hands in nothing more.
+                st.stats.unread_at_close += e.ctl.unread.swap(0, Ordering::Relaxed) as u64;
                 if let Some(why) = &error {
                     tracing::debug!(parent: &e.span, error = %why, "stream closed with an error status");
                 }
@@ -1540,6 +1552,7 @@ async fn feed_core(
         }
         if batch.is_empty() && end.is_none() {
             end = poll_fn(|cx| fill(body, &mut batch, cx)).await;
+            ctl.unread.store(batch.len(), Ordering::Relaxed);
         }
         let mut st = inner.lock();
         let now = inner.now();
@@ -1549,11 +1562,14 @@ async fn feed_core(
                 break;
             }
             if st.comm.handle_envelope(now, stream, b).is_err() {
-                // The core closed the stream meanwhile. What the envelopes before this one
-                // produced (a DeliveryReady above all) must still go out.
+                // The core closed the stream meanwhile (and its close counted what was
+                // left here). What the envelopes before this one produced (a
+                // DeliveryReady above all) must still go out.
                 drain(inner, &mut st);
                 return true;
             }
+            // Before the actions: one of them may be this stream's close.
+            ctl.unread.store(batch.len(), Ordering::Relaxed);
             drain_actions(inner, &mut st);
         }
         if batch.is_empty()

@@ -164,3 +164,40 @@ async fn send_wait_blocked_on_a_failed_attempt_is_woken() {
     within("stop", a.stop()).await;
     holder.abort();
 }
+
+/// What a paused stream's reader had taken from HTTP/2 and not handed to the core (its
+/// backlog) is lost when the core closes the stream, as Fabric loses what a closed
+/// connection had read: it is counted, in `DriverStats::unread_at_close` (it was in no
+/// counter before 2026-12-05, found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_streams_unread_backlog_is_counted() {
+    let a = node(config(), None).await;
+    let b = node(config().with_subscription_buffer(2), None).await;
+    // Never read: the first messages fill the subscription and pause the stream, and the
+    // rest of the reader's batch waits in its backlog.
+    let _inbox = b.accept(|_| true).unwrap();
+    let sender = {
+        let (a, peer) = (a.clone(), b.as_peer());
+        tokio::spawn(async move {
+            for seq in 0..2_000 {
+                if a.send_wait(&data(seq, SIZE), &peer).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    until("the receiver paused", || b.stats().read_pauses > 0).await;
+    until("the sender got well ahead", || a.stats().sent >= 100).await;
+    b.close_conn(a.pki_id());
+    let (sb, db) = (b.stats(), b.driver_stats());
+    assert!(
+        db.unread_at_close > 0,
+        "a paused stream closed with its backlog counted nothing: {db:?}"
+    );
+    assert!(
+        sb.received + db.unread_at_close <= a.stats().sent,
+        "more counted than was sent: {sb:?} {db:?}"
+    );
+    sender.abort();
+    stop_all(&[&a, &b]).await;
+}
