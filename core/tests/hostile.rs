@@ -3,6 +3,7 @@
 //! that reports it) and the `Stats` counter that shows it, and that the node keeps working.
 //! The README's hostile-input table is the summary of this file.
 
+use crate::common::one_core::*;
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::testing::{conn_establish, drain, envelope_of as envelope, open_outbound};
@@ -10,32 +11,9 @@ use fabric_gossip_core::*;
 use prost::Message;
 use std::time::Duration;
 
-const ME: &str = "127.0.0.1:7050";
-const REMOTE: &str = "127.0.0.1:7051";
-
-fn now() -> Instant {
-    Instant::from_unix_secs(1_700_000_000)
-}
-
-fn core(config: Config) -> Comm<TestOnlyHmacSecurity> {
-    Comm::new(config, TestOnlyHmacSecurity::new(ME), now()).unwrap()
-}
-
 /// A ConnEstablish as a remote would send it, signed with the test key unless `sign` is false.
 fn conn_env(pki: &[u8], identity: &[u8], hash: &[u8], sign: bool) -> Bytes {
     conn_establish(pki, identity, hash, false, sign)
-}
-
-fn hello() -> Bytes {
-    conn_env(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", true)
-}
-
-fn data(seq: u64) -> GossipMessage {
-    data_message(seq, Bytes::from_static(b"block"))
-}
-
-fn data_env(seq: u64) -> Bytes {
-    SignedMessage::noop(data(seq)).envelope_bytes().clone()
 }
 
 /// A core with one registered inbound connection from REMOTE and one catch-all subscription.

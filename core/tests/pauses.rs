@@ -2,34 +2,11 @@
 //! lost messages, without a counter or to back-pressure turned into drops (found by a
 //! review, 2026-12-05).
 
+use crate::common::one_core::*;
 use bytes::Bytes;
-use fabric_gossip_core::proto::gossip::GossipMessage;
 use fabric_gossip_core::testing::{conn_establish, drain};
 use fabric_gossip_core::*;
 use std::time::Duration;
-
-const ME: &str = "127.0.0.1:7050";
-const REMOTE: &str = "127.0.0.1:7051";
-
-fn now() -> Instant {
-    Instant::from_unix_secs(1_700_000_000)
-}
-
-fn core(config: Config) -> Comm<TestOnlyHmacSecurity> {
-    Comm::new(config, TestOnlyHmacSecurity::new(ME), now()).unwrap()
-}
-
-fn hello() -> Bytes {
-    conn_establish(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", false, true)
-}
-
-fn data(seq: u64) -> GossipMessage {
-    data_message(seq, Bytes::from_static(b"block"))
-}
-
-fn data_env(seq: u64) -> Bytes {
-    SignedMessage::noop(data(seq)).envelope_bytes().clone()
-}
 
 fn closes(acts: &[Action], stream: StreamId) -> bool {
     acts.iter()

@@ -129,15 +129,7 @@ async fn recv_many_takes_ordered_batches_until_stop() {
 /// otherwise idle node the sender slept forever (reported by a review, 2026-12-05).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_wait_blocked_on_a_failed_attempt_is_woken() {
-    // Accepts TCP and never answers: the plaintext Ping hangs until `conn_timeout`.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = silent.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let (addr, holder) = silent_listener().await;
     let t = Duration::from_millis(300);
     let mut cfg = config().with_timeouts(t, t, Duration::from_secs(2));
     cfg.send_buffer_size = 2;

@@ -54,14 +54,7 @@ async fn probe_and_handshake_ops() {
 /// the connection time-out, as in Fabric's non-responsive peer test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_of_unresponsive_peer_times_out() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = silent.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let (addr, holder) = silent_listener().await;
     let conn_timeout = Duration::from_millis(500);
     let cfg = config().with_timeouts(Duration::from_secs(2), conn_timeout, Duration::from_secs(2));
     let a = node(cfg, None).await;

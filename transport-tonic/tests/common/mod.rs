@@ -41,6 +41,21 @@ pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Short time-outs so failure paths finish quickly.
+/// A peer that accepts TCP and never says a word (no HTTP/2, so a Ping hangs until the
+/// connection time-out): its address, and the task holding its sockets (abort it to let
+/// them go).
+pub async fn silent_listener() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    (addr, holder)
+}
+
 pub fn config() -> Config {
     Config::default().with_timeouts(
         Duration::from_secs(2),
