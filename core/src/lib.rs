@@ -202,7 +202,7 @@ pub use message::{
 };
 pub use security::{
     SHOWN_CHARS, Security, SecurityError, TEST_HMAC_KEY, TestOnlyHmacSecurity, escape_unseen,
-    is_unseen, shown,
+    is_unseen, shown, shown_up_to,
 };
 pub use stats::Stats;
 pub use time::{Instant, LogBudget, StdClock};

@@ -113,9 +113,17 @@ pub trait Security: Send {
 /// to the peer in the gRPC status: an identity naming a 64 KB MSP ID of control characters
 /// was echoed whole into each (about 390 KB of output and 120 KB sent back per handshake).
 pub fn shown(text: &str) -> String {
+    shown_up_to(text, SHOWN_CHARS)
+}
+
+/// [`shown`] keeping up to `chars` characters: for text whose length carries meaning, as a
+/// status a refusing Fabric peer sends (`failed classifying identity: … cannot be
+/// validated. No MSP found able to do that.`), kept whole up to 1,024 characters by the
+/// tonic driver.
+pub fn shown_up_to(text: &str, chars: usize) -> String {
     let kept = text
         .char_indices()
-        .nth(SHOWN_CHARS)
+        .nth(chars)
         .map_or(text.len(), |(at, _)| at);
     let mut out = escape_unseen(&text[..kept]).into_owned();
     if kept < text.len() {

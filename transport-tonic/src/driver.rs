@@ -586,6 +586,8 @@ pub(crate) struct Settings {
     /// Leave `Ping` calls unanswered (see `NodeBuilder::hang_ping`).
     pub(crate) hang_ping: bool,
     pub(crate) limits: DriverLimits,
+    /// Resolves the names this node dials (made at the first).
+    pub(crate) resolver: Arc<crate::resolve::Resolver>,
 }
 
 /// Core time from a monotonic clock: the wall-clock time at start plus the monotonic time
@@ -1254,7 +1256,7 @@ async fn connect(
         .initial_connection_window_size(flow_window(&settings.limits))
         .max_frame_size(MAX_FRAME)
         .tcp_nodelay(true);
-    let dialer = Dialer::new(settings.tls.clone());
+    let dialer = Dialer::new(settings.tls.clone(), settings.resolver.clone());
     let connecting = ep.connect_with_connector(dialer.clone());
     let channel = connecting.await.map_err(|e| error_text(&e))?;
     let hash = dialer.captured();
@@ -1284,9 +1286,19 @@ async fn ping_task(inner: Arc<Inner>, dial: DialId, channel: Channel) {
     drain(&inner, &mut st);
 }
 
+/// How many characters of a status the remote chose are kept: a refusing Fabric peer's
+/// reason whole, and at most what an inbound stream's refusal sends back. A server the node
+/// dials may send up to hyper's 16 KiB of headers as `grpc-message`; it had been echoed
+/// whole, control characters and all, into two events and three log lines per attempt
+/// (72 KB of output for each refused dial; an attack, 2026-12-05).
+const REMOTE_STATUS_CHARS: usize = 1024;
+
 pub(crate) fn status_text(status: &Status) -> String {
     let mut s = format!("{:?}", status.code());
-    push_segments(&mut s, status.message());
+    push_segments(
+        &mut s,
+        &fabric_gossip_core::shown_up_to(status.message(), REMOTE_STATUS_CHARS),
+    );
     if let Some(src) = std::error::Error::source(status) {
         push_segments(&mut s, &error_text(src));
     }
@@ -1889,6 +1901,36 @@ mod tests {
             s,
             "Internal: h2 protocol error: http2 error: transport error: connection error \
              detected: frame with invalid size"
+        );
+    }
+
+    /// A server the node dials chooses its statuses' messages: they reach the events and
+    /// logs cut and escaped.
+    #[test]
+    fn a_remote_status_message_is_cut_and_escaped() {
+        let forged = "\u{1b}[31mFORGED\n2026-12-05T00:00:00Z  INFO fake: line\u{202e} ".repeat(250);
+        let text = status_text(&Status::permission_denied(forged.clone()));
+        assert!(
+            text.len() < 1500,
+            "{} bytes kept of {}",
+            text.len(),
+            forged.len()
+        );
+        assert!(!text.chars().any(fabric_gossip_core::is_unseen), "{text}");
+        assert!(
+            text.starts_with("PermissionDenied: \\u{1b}[31mFORGED\\n2026"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!("… ({} bytes)", forged.len())),
+            "{text}"
+        );
+        // An ordinary refusal reads as it came.
+        assert_eq!(
+            status_text(&Status::permission_denied(
+                "failed classifying identity: unknown MSP"
+            )),
+            "PermissionDenied: failed classifying identity: unknown MSP"
         );
     }
 

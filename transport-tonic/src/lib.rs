@@ -240,6 +240,7 @@ pub mod malloc;
 mod metered;
 mod node;
 mod readahead;
+mod resolve;
 mod service;
 mod tls;
 

@@ -288,6 +288,7 @@ impl NodeBuilder {
             event_tap,
             hang_ping,
             limits,
+            resolver: Default::default(),
         };
         if settings.limits.max_incomplete_bytes < settings.max_message_size + crate::metered::PREFIX
         {

@@ -2,6 +2,7 @@
 //! dialling side's connector, which captures the certificate the server actually presented.
 
 use crate::readahead::{READ_AHEAD, ReadAhead};
+use crate::resolve::Resolver;
 use fabric_gossip_core::{CertHash, TlsHashes, cert_hash};
 use hyper_util::rt::TokioIo;
 use std::fmt;
@@ -11,7 +12,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -566,13 +566,15 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 #[derive(Clone)]
 pub(crate) struct Dialer {
     tls: Option<Arc<ClientTls>>,
+    resolver: Arc<Resolver>,
     pub(crate) captured: Arc<Mutex<Option<CertHash>>>,
 }
 
 impl Dialer {
-    pub(crate) fn new(tls: Option<Arc<ClientTls>>) -> Self {
+    pub(crate) fn new(tls: Option<Arc<ClientTls>>, resolver: Arc<Resolver>) -> Self {
         Dialer {
             tls,
+            resolver,
             captured: Arc::new(Mutex::new(None)),
         }
     }
@@ -593,6 +595,7 @@ impl Service<Uri> for Dialer {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
+        let resolver = self.resolver.clone();
         let captured = self.captured.clone();
         Box::pin(async move {
             let dialled = uri
@@ -605,7 +608,7 @@ impl Service<Uri> for Dialer {
             let port = uri
                 .port_u16()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no port"))?;
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = resolver.connect(&host, port).await?;
             tcp.set_nodelay(true)?;
             let Some(tls) = tls else {
                 return Ok(TokioIo::new(Box::new(tcp) as Box<dyn Io>));
