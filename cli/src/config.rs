@@ -111,6 +111,9 @@ pub(crate) struct PeerConfig {
     pub(crate) operations: OperationsConfig,
     /// `metrics.provider`.
     pub(crate) metrics_provider: MetricsProvider,
+    /// `peer.keepalive.client.interval` and `.timeout`: the HTTP/2 pings of connections
+    /// the node dials.
+    pub(crate) keepalive: (Option<Duration>, Option<Duration>),
 }
 
 /// Where a value came from, for error messages.
@@ -622,6 +625,10 @@ pub(crate) fn load_with(
             tls: src.tls("operations.tls", false)?,
         },
         metrics_provider,
+        keepalive: (
+            src.interval("peer.keepalive.client.interval")?,
+            src.interval("peer.keepalive.client.timeout")?,
+        ),
     })
 }
 
@@ -633,6 +640,23 @@ mod tests {
     /// A file in the layout of Fabric's sampleconfig/core.yaml (own text), with keys this
     /// node ignores around the ones it reads.
     const CORE_YAML: &str = include_str!("../tests/fixtures/core.yaml");
+
+    /// `peer.keepalive.client.*` are read (the sample file sets only the server's, which
+    /// this node does not use: its server answers pings as HTTP/2 does).
+    #[test]
+    fn the_client_keepalive_is_read() {
+        let c = with(&[]).expect("loads");
+        assert_eq!(c.keepalive, (None, None));
+        let c = with(&[
+            ("CORE_PEER_KEEPALIVE_CLIENT_INTERVAL", "90s"),
+            ("CORE_PEER_KEEPALIVE_CLIENT_TIMEOUT", "5s"),
+        ])
+        .expect("loads");
+        assert_eq!(
+            c.keepalive,
+            (Some(Duration::from_secs(90)), Some(Duration::from_secs(5)))
+        );
+    }
 
     fn with(env: &[(&str, &str)]) -> Result<PeerConfig, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");

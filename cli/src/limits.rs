@@ -38,12 +38,33 @@ pub(crate) struct LimitArgs {
     /// SETTINGS_MAX_CONCURRENT_STREAMS). A Fabric peer opens one at a time. Default 16.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     max_concurrent_streams: Option<u32>,
+    /// How often a connection the node dialled pings its peer (HTTP/2 PING), busy or idle,
+    /// so that a peer gone without a word is noticed; 0 turns it off. Default 60s, as a
+    /// Fabric peer's `peer.keepalive.client.interval` (which refuses pings more often than
+    /// once a minute).
+    #[arg(long, value_name = "DURATION", value_parser = duration_or_off)]
+    keepalive_interval: Option<Duration>,
+    /// How long such a ping may go unanswered before the connection is closed. Default 20s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    keepalive_timeout: Option<Duration>,
+}
+
+/// A duration, where 0 turns the feature off.
+fn duration_or_off(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+        .map_err(|e| format!("expected a duration such as 60s, or 0 for none: {e}"))
 }
 
 impl LimitArgs {
-    /// The driver's limits with these flags applied over the defaults.
-    pub(crate) fn limits(&self) -> DriverLimits {
-        let mut l = DriverLimits::default();
+    /// `base` (the defaults with what a core.yaml set) with these flags applied over it.
+    pub(crate) fn limits_over(&self, base: DriverLimits) -> DriverLimits {
+        let mut l = base;
+        if let Some(d) = self.keepalive_interval {
+            l.keepalive_interval = d;
+        }
+        if let Some(d) = self.keepalive_timeout {
+            l.keepalive_timeout = d;
+        }
         if let Some(d) = self.setup_timeout {
             l.setup_timeout = d;
         }
@@ -84,11 +105,13 @@ mod tests {
     #[test]
     fn defaults_unless_given() {
         let d = fabric_gossip_tonic::DriverLimits::default();
-        let none = T::parse_from(["t"]).l.limits();
+        let none = T::parse_from(["t"]).l.limits_over(d.clone());
         assert_eq!(none.setup_timeout, d.setup_timeout);
         assert_eq!(none.max_incomplete_bytes, d.max_incomplete_bytes);
         assert_eq!(none.flow_control_window, d.flow_control_window);
         assert_eq!(none.max_concurrent_streams, d.max_concurrent_streams);
+        assert_eq!(none.keepalive_interval, Duration::from_secs(60));
+        assert_eq!(none.keepalive_timeout, Duration::from_secs(20));
         let l = T::parse_from([
             "t",
             "--setup-timeout",
@@ -105,9 +128,13 @@ mod tests {
             "2048",
             "--max-concurrent-streams",
             "3",
+            "--keepalive-interval",
+            "0",
+            "--keepalive-timeout",
+            "5s",
         ])
         .l
-        .limits();
+        .limits_over(d);
         assert_eq!(l.setup_timeout, Duration::from_secs(3));
         assert_eq!(l.max_pending_connections, 7);
         assert_eq!(l.max_inbound_connections, 9);
@@ -115,6 +142,13 @@ mod tests {
         assert_eq!(l.message_stall_timeout, Duration::from_millis(500));
         assert_eq!(l.flow_control_window, 2 << 20);
         assert_eq!(l.max_concurrent_streams, 3);
+        assert_eq!(
+            l.keepalive_interval,
+            Duration::ZERO,
+            "0 turns keepalive off"
+        );
+        assert_eq!(l.keepalive_timeout, Duration::from_secs(5));
+        assert!(T::try_parse_from(["t", "--keepalive-timeout", "0"]).is_err());
         assert!(T::try_parse_from(["t", "--max-pending-connections", "0"]).is_err());
         assert!(T::try_parse_from(["t", "--setup-timeout", "0"]).is_err());
         assert!(T::try_parse_from(["t", "--flow-control-window-kib", "63"]).is_err());

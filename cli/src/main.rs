@@ -50,14 +50,14 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run one gossip node: received messages and events as JSON lines on stdout,
     /// commands (or plain text to send) on stdin.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Probe a gossip endpoint (dial and Ping, Fabric's Probe) and print the round trip.
     Ping(probe::PingArgs),
     /// Authenticate a gossip peer (Fabric's Handshake) and print its PKI-ID and identity.
     Handshake(probe::HandshakeArgs),
     /// Join a Fabric network as a member (through a bootstrap peer) and show the live
     /// membership table: PKI-ID, MSP ID, endpoints, incarnation, last alive, alive/dead.
-    Watch(watch::WatchArgs),
+    Watch(Box<watch::WatchArgs>),
     /// Write development CAs, peer identities and TLS certificates in Fabric's MSP layout.
     Keygen(keygen::KeygenArgs),
     /// Judge certificates as a node trusting the given MSP folders judges a peer's

@@ -259,6 +259,8 @@ struct Settings {
     /// `/metrics` served on the operations service.
     metrics: bool,
     core: fabric_gossip_core::Config,
+    /// The driver's limits: the flags over the file's keepalive over the defaults.
+    limits: fabric_gossip_tonic::DriverLimits,
     /// The membership layer's settings, when it runs.
     membership: Option<MembershipArgs>,
 }
@@ -393,6 +395,11 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
     // A Fabric peer always runs its membership layer; so does a node run from its
     // core.yaml. From flags it is asked for.
     let membership = (args.membership || file.is_some() || member.any()).then_some(member);
+    let mut limits = fabric_gossip_tonic::DriverLimits::default();
+    if let Some((interval, timeout)) = file.as_ref().map(|f| f.keepalive) {
+        limits.keepalive_interval = interval.unwrap_or(limits.keepalive_interval);
+        limits.keepalive_timeout = timeout.unwrap_or(limits.keepalive_timeout);
+    }
     Ok(Settings {
         listen,
         identity,
@@ -401,6 +408,7 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         operations_tls,
         metrics,
         core,
+        limits: args.limits.limits_over(limits),
         membership,
     })
 }
@@ -1297,7 +1305,7 @@ async fn serve(
     let mut builder = fabric_gossip_tonic::Node::builder(set.core)
         .listen(set.listen)
         .events(tap_tx)
-        .limits(args.limits.limits())
+        .limits(set.limits)
         .stop_timeout(STOP_TIMEOUT);
     // The membership layer's endpoint is the bound address unless given: bind first.
     let mut membership_info = None;

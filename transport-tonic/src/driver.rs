@@ -1256,6 +1256,14 @@ async fn connect(
         .initial_connection_window_size(flow_window(&settings.limits))
         .max_frame_size(MAX_FRAME)
         .tcp_nodelay(true);
+    let limits = &settings.limits;
+    let ep = if limits.keepalive_interval.is_zero() {
+        ep
+    } else {
+        ep.http2_keep_alive_interval(limits.keepalive_interval)
+            .keep_alive_timeout(limits.keepalive_timeout)
+            .keep_alive_while_idle(true)
+    };
     let dialer = Dialer::new(settings.tls.clone(), settings.resolver.clone());
     let connecting = ep.connect_with_connector(dialer.clone());
     let channel = connecting.await.map_err(|e| error_text(&e))?;

@@ -114,6 +114,16 @@ pub struct DriverLimits {
     /// 645-662 MB so with 64 such requesters. A remote that reads takes a stream's end in
     /// well under a second. Default 10 s.
     pub close_grace: Duration,
+    /// How often a connection this node dialled sends an HTTP/2 PING, busy or idle, and
+    /// how long it waits for the answer before closing the connection: Fabric's gossip
+    /// client (`peer.keepalive.client.interval` and `.timeout`, 60 s and 20 s). Without it a
+    /// peer that vanished without a word (powered off, a path cut) was noticed only when
+    /// TCP gave up retransmitting, about 15 minutes on Linux, while sends to it filled its
+    /// queue and were dropped. A Fabric peer refuses pings more often than once a minute
+    /// (`GOAWAY` "too_many_pings"), so keep 60 s towards Fabric peers. Zero turns it off.
+    pub keepalive_interval: Duration,
+    /// See [`keepalive_interval`](Self::keepalive_interval). Default 20 s.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for DriverLimits {
@@ -127,6 +137,8 @@ impl Default for DriverLimits {
             flow_control_window: 1 << 20,
             max_concurrent_streams: 16,
             close_grace: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }

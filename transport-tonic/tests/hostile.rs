@@ -6,19 +6,8 @@ use crate::common;
 
 use bytes::Bytes;
 use common::*;
-use fabric_gossip_core::Config;
-use fabric_gossip_core::TestOnlyHmacSecurity;
 use fabric_gossip_tonic::{DriverLimits, Node};
 use std::time::{Duration, Instant};
-
-async fn node_with(config: Config, limits: DriverLimits) -> Node {
-    Node::builder(config)
-        .limits(limits)
-        .stop_timeout(Duration::from_secs(3))
-        .start_with(|addr| TestOnlyHmacSecurity::new(addr.to_string()))
-        .await
-        .expect("node starts")
-}
 
 /// The headers of a `GossipStream` call on `b`, for a raw HTTP/2 client.
 fn gossip_stream_request(b: &Node) -> http::Request<()> {

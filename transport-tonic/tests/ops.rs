@@ -389,3 +389,82 @@ fn flushed_sends_reach_their_peer_when_the_sender_stops_and_its_runtime_goes() {
     assert_eq!(seqs, (0..N).collect::<Vec<_>>(), "in order");
     receiving.block_on(async { within("b stops", b.stop()).await });
 }
+
+/// A TCP relay to `target` that can be frozen: it then forwards nothing more either way
+/// and keeps both sockets open, as a path that went dead without a word (a peer powered
+/// off, a cable cut) looks from either end.
+async fn freezable_relay(
+    target: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let f = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            for (mut r, mut w) in [(ri, wo), (ro, wi)] {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = r.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if f.load(Ordering::Acquire) {
+                            // Dead path: hold both sockets, forward nothing.
+                            std::future::pending::<()>().await;
+                        }
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, frozen)
+}
+
+/// A connection this node dialled pings its peer over HTTP/2 (Fabric's gossip client
+/// keepalive: every 60 s, 20 s to answer) and closes when a ping goes unanswered: a peer
+/// that vanished without a word is let go in about interval + timeout, where TCP alone
+/// takes about 15 minutes to give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialled_connection_whose_path_went_dead_is_closed_by_keepalive() {
+    let mut limits = fabric_gossip_tonic::DriverLimits::default();
+    limits.keepalive_interval = Duration::from_millis(300);
+    limits.keepalive_timeout = Duration::from_millis(300);
+    let a = node_with(config(), limits).await;
+    let b = node(config(), None).await;
+    let mut inbox = b.accept(|_| true).unwrap();
+    let (relay, frozen) = freezable_relay(b.local_addr()).await;
+    let peer = RemotePeer::new(relay.to_string(), b.pki_id().clone());
+    a.send(&data(0, 10), &[peer]).unwrap();
+    within("delivery through the relay", inbox.recv())
+        .await
+        .unwrap();
+    assert_eq!(a.stats().connections_closed, 0);
+    frozen.store(true, std::sync::atomic::Ordering::Release);
+    let started = Instant::now();
+    until("the dead connection is closed", || {
+        a.stats().connections_closed >= 1
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    stop_all(&[&a, &b]).await;
+}

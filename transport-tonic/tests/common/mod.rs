@@ -148,6 +148,16 @@ pub async fn node(config: Config, tls: Option<TlsConfig>) -> Node {
         .expect("node starts")
 }
 
+/// [`node`] in plaintext with the driver's `limits`.
+pub async fn node_with(config: Config, limits: fabric_gossip_tonic::DriverLimits) -> Node {
+    Node::builder(config)
+        .limits(limits)
+        .stop_timeout(Duration::from_secs(3))
+        .start_with(|addr| TestOnlyHmacSecurity::new(addr.to_string()))
+        .await
+        .expect("node starts")
+}
+
 /// Two nodes with [`config`], in plaintext or with mutual TLS (certificates of one new
 /// CA): the start of most two-node tests.
 pub async fn pair(tls: bool) -> (Node, Node) {
