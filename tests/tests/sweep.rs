@@ -231,11 +231,20 @@ fn crossing_with_readers(mut cfg: SimConfig, paused: bool) -> (Sim, Result<(), S
     let per_peer = 10 + rng.below(91);
     cfg.latency = rng.duration(Duration::from_micros(10), Duration::from_millis(5));
     cfg.jitter = rng.duration(Duration::ZERO, cfg.latency);
+    // As the tonic driver's reader task: it hands in a paused backlog some time after the
+    // `ResumeRead`, and with a short `crossing_grace` a look at a retired stream falls
+    // between the two (a reader fed at once hid the race the core fixed on 2026-12-05).
+    cfg.resume_lag = rng.duration(Duration::ZERO, Duration::from_millis(5));
+    let short_grace = rng.below(2) == 0;
     let mut sim = Sim::new(cfg);
     let mut wake = Vec::new();
     for i in 0..n {
         let (reader, until) = reader_for(&mut rng, paused);
-        if let Err(e) = sim.add_node(NodeSpec::new().reader(reader)) {
+        let mut config = fabric_gossip_core::Config::default();
+        if short_grace {
+            config.crossing_grace = rng.duration(Duration::ZERO, Duration::from_millis(20));
+        }
+        if let Err(e) = sim.add_node(NodeSpec::new().config(config).reader(reader)) {
             return (sim, Err(format!("add node: {e}")));
         }
         if reader == ReaderMode::Paused {

@@ -59,6 +59,12 @@ pub struct SimConfig {
     pub auto_ack: bool,
     /// How to rerun this seed, with `{seed}` standing for it; printed with failures.
     pub reproduce: String,
+    /// How late, at most, a reader hands in what it held while paused after its core
+    /// said `ResumeRead` (drawn per resume from `0..=resume_lag`). A real driver's reader
+    /// is a task the `ResumeRead` wakes: it takes the core's lock some time later, and
+    /// other tasks (the timer above all) may take it first. Zero (the default): the held
+    /// envelopes are handed in within the same step, before anything else happens.
+    pub resume_lag: Duration,
 }
 
 impl Default for SimConfig {
@@ -76,6 +82,7 @@ impl Default for SimConfig {
             check_silent_loss: true,
             auto_ack: false,
             reproduce: "fabric-gossip sim --seed {seed}".into(),
+            resume_lag: Duration::ZERO,
         }
     }
 }

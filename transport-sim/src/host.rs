@@ -10,6 +10,7 @@ use crate::observe::Observation;
 use crate::queue::Ev;
 use crate::sim::Sim;
 use crate::trace::{ActionFmt, EventFmt, trace};
+use core::time::Duration;
 use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::{
     Action, Comm, Config, DialId, Event, Instant, Layer, OpId, PkiId, ReceivedMessage, Stack,
@@ -322,7 +323,13 @@ impl Sim {
                     && let Some(l) = self.links.get_mut(s.link)
                 {
                     l.ends[s.side].paused = false;
-                    self.feed.push_back((s.link, 1 - s.side));
+                    if self.cfg.resume_lag.is_zero() {
+                        self.feed.push_back((s.link, 1 - s.side));
+                    } else {
+                        let lag = self.rng.duration(Duration::ZERO, self.cfg.resume_lag);
+                        let dir = u8::from(s.side == 0);
+                        self.schedule(self.now + lag, Ev::Feed { link: s.link, dir });
+                    }
                 }
             }
             Action::CloseStream { stream, error } => {

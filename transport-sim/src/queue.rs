@@ -42,6 +42,11 @@ pub(crate) enum Ev {
     Work {
         node: usize,
     },
+    /// A reader resumed `resume_lag` ago hands in what it held (`SimConfig::resume_lag`).
+    Feed {
+        link: LinkId,
+        dir: u8,
+    },
 }
 
 /// A stream reset reaching one of its ends: the node, which process of it, the stream and
@@ -238,6 +243,7 @@ impl Sim {
             }
             Ev::Fault(f) => self.apply_fault(*f),
             Ev::Work { node } => self.work(node),
+            Ev::Feed { link, dir } => self.feed_held(link, usize::from(dir)),
         }
     }
 }

@@ -317,6 +317,9 @@ impl Sim {
             return;
         };
         let end = &l.ends[1 - dir];
+        // A reader resumed but not yet fed (`SimConfig::resume_lag`) keeps what arrives
+        // behind what it holds, so order holds.
+        let backlog = !l.pipes[dir].held.is_empty();
         let (owner, mut open, paused, stream) = (end.owner, end.open, end.paused, end.stream);
         if let Owner::Core { node, inc } = owner
             && !matches!(item, Item::Open(_))
@@ -382,7 +385,7 @@ impl Sim {
                             }
                         }
                     }
-                    Owner::Core { .. } if paused => {
+                    Owner::Core { .. } if paused || backlog => {
                         if let Some(l) = self.links.get_mut(link) {
                             l.pipes[dir].held.push_back(bytes);
                         }
@@ -395,6 +398,12 @@ impl Sim {
                 }
             }
             Item::End(how) => {
+                if open && !paused && backlog {
+                    // A reader reads what it held before the end (it is resumed, only
+                    // late: `SimConfig::resume_lag`).
+                    self.feed_held(link, dir);
+                    return self.arrive(link, dir, Item::End(how));
+                }
                 if !open {
                     self.drop_if_closed(link);
                     return;
