@@ -2670,10 +2670,6 @@ fn node_runs_from_a_fabric_core_yaml() {
     // Fabric's layout and key names; relative paths are relative to this file; TLS is
     // off here and turned on by CORE_PEER_TLS_ENABLED.
     let yaml = fixture_core_yaml("OrgAMSP")
-        .replace(
-            "listenAddress: 127.0.0.1:9443",
-            "listenAddress: 127.0.0.1:0",
-        )
         .replace("provider: disabled", "provider: prometheus")
         // A file a Fabric peer would not open (clientAuthRequired is false): left out
         // with a warning. The other organization's TLS CA is nowhere in the file.
@@ -2840,9 +2836,15 @@ impl Drop for KillOnDrop {
 
 /// `tests/fixtures/core.yaml` for a node of `msp_id` listening on a free loopback port.
 fn fixture_core_yaml(msp_id: &str) -> String {
+    // Ports the system chooses: a Fabric peer running on the same machine holds 7051 and
+    // its operations service 9443 (which failed a CI run here once).
     std::fs::read_to_string("tests/fixtures/core.yaml")
         .expect("fixture")
         .replace("listenAddress: 0.0.0.0:7051", "listenAddress: 127.0.0.1:0")
+        .replace(
+            "listenAddress: 127.0.0.1:9443",
+            "listenAddress: 127.0.0.1:0",
+        )
         .replace("localMspId: SampleOrg", &format!("localMspId: {msp_id}"))
 }
 
