@@ -231,10 +231,12 @@ fn crossing_with_readers(mut cfg: SimConfig, paused: bool) -> (Sim, Result<(), S
     let per_peer = 10 + rng.below(91);
     cfg.latency = rng.duration(Duration::from_micros(10), Duration::from_millis(5));
     cfg.jitter = rng.duration(Duration::ZERO, cfg.latency);
-    // As the tonic driver's reader task: it hands in a paused backlog some time after the
+    // As the tonic driver's tasks: a reader hands in a paused backlog some time after the
     // `ResumeRead`, and with a short `crossing_grace` a look at a retired stream falls
-    // between the two (a reader fed at once hid the race the core fixed on 2026-12-05).
+    // between the two (a reader fed at once hid the race the core fixed on 2026-12-05);
+    // a timer fires some time after its deadline.
     cfg.resume_lag = rng.duration(Duration::ZERO, Duration::from_millis(5));
+    cfg.timer_lag = rng.duration(Duration::ZERO, Duration::from_millis(5));
     let short_grace = rng.below(2) == 0;
     let mut sim = Sim::new(cfg);
     let mut wake = Vec::new();

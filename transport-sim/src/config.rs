@@ -65,6 +65,12 @@ pub struct SimConfig {
     /// other tasks (the timer above all) may take it first. Zero (the default): the held
     /// envelopes are handed in within the same step, before anything else happens.
     pub resume_lag: Duration,
+    /// How late, at most, a node's timer fires after its core's deadline (drawn per
+    /// wake-up from `0..=timer_lag`): a real timer task wakes late (a coarse clock, a busy
+    /// worker, the core's lock held by a reader), and inputs stamped after the deadline may
+    /// reach the core before its `handle_timeout`. Zero (the default): exactly on time,
+    /// before anything scheduled later.
+    pub timer_lag: Duration,
 }
 
 impl Default for SimConfig {
@@ -83,6 +89,7 @@ impl Default for SimConfig {
             auto_ack: false,
             reproduce: "fabric-gossip sim --seed {seed}".into(),
             resume_lag: Duration::ZERO,
+            timer_lag: Duration::ZERO,
         }
     }
 }

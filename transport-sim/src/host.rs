@@ -265,9 +265,16 @@ impl Sim {
     /// Makes sure node `n` is woken at `deadline` (its stack's next one), unless an
     /// earlier wake-up is already queued.
     fn wake_at(&mut self, n: usize, deadline: Option<Instant>) {
-        let Some(t) = deadline else {
+        let Some(mut t) = deadline else {
             return;
         };
+        if !self.cfg.timer_lag.is_zero() {
+            t = t + self.rng.duration(Duration::ZERO, self.cfg.timer_lag);
+        }
+        // As the queue schedules it: a deadline already past wakes the node now. Kept
+        // unclamped, a wake-up in the past was queued at `now`, never matched the time
+        // kept here, and no later wake-up was ever queued.
+        let t = t.max(self.now);
         let node = &mut self.nodes[n];
         if node.wake_at.is_none_or(|w| t < w) {
             let inc = node.incarnation;
