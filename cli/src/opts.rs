@@ -552,6 +552,18 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ConfigError> {
         .map_err(|e| ConfigError(format!("cannot start the async runtime: {e}")))
 }
 
+/// Runs a short command's future on `rt`, then lets the runtime go without waiting for what
+/// its blocking pool still runs, as dropping it would (a name lookup there had kept `ping
+/// --timeout 500ms` alive for 10 s).
+pub(crate) fn run_then_leave<F: std::future::Future>(
+    rt: tokio::runtime::Runtime,
+    f: F,
+) -> F::Output {
+    let out = rt.block_on(f);
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    out
+}
+
 /// The channel configuration blocks a trust store was built from: each one's channel,
 /// configuration sequence and MSP IDs, so an operator sees after a reload that the newer
 /// block was read. `None` when there were none.

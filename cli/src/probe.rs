@@ -173,7 +173,7 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
     let bound = dial_limit + ping_limit + MARGIN;
     let sniff_limit = a.timeout.map_or(SNIFF_LIMIT, |t| t.min(SNIFF_LIMIT));
     let tls_on = a.probe.tls.enabled();
-    let code = rt.block_on(async {
+    opts::run_then_leave(rt, async {
         let node = match local_node(a.probe.listen, identity, tls, &a.probe.tls, cfg).await {
             Ok(n) => n,
             Err(e) => return opts::config_failure(&e),
@@ -289,10 +289,7 @@ pub(crate) fn run_ping(a: &PingArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    });
-    // Not a drop: that waits for whatever the runtime's blocking pool still runs.
-    rt.shutdown_timeout(Duration::from_millis(100));
-    code
+    })
 }
 
 /// `hint` (as [`dial_hint`] gives it, on a line of its own) as `--json`'s `hint` field.
@@ -528,7 +525,7 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
         None => PkiId::default(),
     };
     let tls_on = a.probe.tls.enabled();
-    let code = rt.block_on(async {
+    opts::run_then_leave(rt, async {
         let cfg = opts::config();
         let (dial_limit, ping_limit) = (cfg.dial_timeout, cfg.conn_timeout);
         let bound = cfg.handshake_timeout + MARGIN;
@@ -621,10 +618,7 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
         let error = crate::out::escape_controls(&error.to_string()).into_owned();
         eprintln!("error: handshake with {} failed: {error}", a.addr);
         ExitCode::FAILURE
-    });
-    // Not a drop: that waits for whatever the runtime's blocking pool still runs.
-    rt.shutdown_timeout(Duration::from_millis(100));
-    code
+    })
 }
 
 /// What `handshake` prints (without `--json`) for a peer that authenticated.

@@ -86,9 +86,7 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => return opts::config_failure(&e),
     };
-    let code = rt.block_on(watch(args, identity, tls));
-    rt.shutdown_timeout(Duration::from_millis(100));
-    code
+    opts::run_then_leave(rt, watch(args, identity, tls))
 }
 
 /// What became of one bootstrap peer.
