@@ -12,9 +12,9 @@
 //! reads `/etc/resolv.conf` and `/etc/hosts`, as Go's own resolver (so a Fabric peer in
 //! its usual images) does, and caches answers by their TTL.
 
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
@@ -26,35 +26,31 @@ use tokio::net::TcpStream;
 #[derive(Default)]
 pub(crate) struct Resolver(OnceLock<TokioResolver>);
 
-/// Asks for IPv4 addresses, and for IPv6 ones only when a name has none. hickory's default
-/// asks for both at once and waits for both, so a name `/etc/hosts` gives an IPv4 address
-/// still waited for a DNS answer about IPv6 (and got none from a name server that does
-/// not answer); glibc and Go take the hosts file's answer alone.
-fn first_ipv4(b: &mut hickory_resolver::ResolverBuilder<TokioRuntimeProvider>) {
-    b.options_mut().ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4thenIpv6;
-}
-
 impl Resolver {
     fn get(&self) -> &TokioResolver {
         self.0.get_or_init(|| {
-            let system = TokioResolver::builder_tokio().and_then(|mut b| {
-                first_ipv4(&mut b);
+            // IPv4 addresses first, IPv6 ones only for a name with none: hickory's default
+            // asks for both at once and waits for both, so a name `/etc/hosts` gives an IPv4
+            // address still waited for a DNS answer about IPv6 (none, from a name server
+            // that does not answer); glibc and Go take the hosts file's answer alone.
+            let build = |mut b: ResolverBuilder<TokioRuntimeProvider>| {
+                b.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
                 b.build()
-            });
-            system.unwrap_or_else(|e| {
-                // As glibc and Go do without a resolv.conf: a name server on this host.
-                tracing::warn!(error = %e, "no usable system resolver configuration; asking a name server on this host");
-                let local = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
-                    .map(NameServerConfig::udp_and_tcp)
-                    .to_vec();
-                let mut b = TokioResolver::builder_with_config(
-                    ResolverConfig::from_parts(None, vec![], local),
-                    TokioRuntimeProvider::default(),
-                );
-                first_ipv4(&mut b);
-                b.build()
+            };
+            TokioResolver::builder_tokio()
+                .and_then(build)
+                .unwrap_or_else(|e| {
+                    // As glibc and Go do without a resolv.conf: a name server on this host.
+                    tracing::warn!(error = %e, "no usable system resolver configuration; asking a name server on this host");
+                    let local = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
+                        .map(NameServerConfig::udp_and_tcp)
+                        .to_vec();
+                    build(TokioResolver::builder_with_config(
+                        ResolverConfig::from_parts(None, vec![], local),
+                        TokioRuntimeProvider::default(),
+                    ))
                     .expect("a resolver of fixed local name servers builds")
-            })
+                })
         })
     }
 
