@@ -60,10 +60,11 @@ pub struct SimConfig {
     /// How to rerun this seed, with `{seed}` standing for it; printed with failures.
     pub reproduce: String,
     /// How late, at most, a reader hands in what it held while paused after its core
-    /// said `ResumeRead` (drawn per resume from `0..=resume_lag`). A real driver's reader
-    /// is a task the `ResumeRead` wakes: it takes the core's lock some time later, and
-    /// other tasks (the timer above all) may take it first. Zero (the default): the held
-    /// envelopes are handed in within the same step, before anything else happens.
+    /// said `ResumeRead` (drawn per resume from `0..=resume_lag`), as a driver whose reader
+    /// task hands it in does: the `ResumeRead` wakes it, it takes the core's lock some
+    /// time later, and other tasks (the timer above all) may take it first. Zero (the
+    /// default): the held envelopes are handed in within the same step, before anything
+    /// else happens, as the tonic driver does since 2026-12-05.
     pub resume_lag: Duration,
     /// How late, at most, a node's timer fires after its core's deadline (drawn per
     /// wake-up from `0..=timer_lag`): a real timer task wakes late (a coarse clock, a busy

@@ -176,6 +176,12 @@ struct StreamEntry {
     span: tracing::Span,
     /// This node opened it (an outbound stream's task is the client's call).
     outbound: bool,
+    /// What the reader had taken from HTTP/2 when a `PauseRead` stopped it (its backlog),
+    /// parked here so that the drain that executes the `ResumeRead` hands it in under the
+    /// same lock ([`feed_backlog`]), not the reader task some time later: the core may
+    /// close a retired stream at its next look, and a reader starved past it lost the
+    /// backlog (counted, but lost).
+    held: VecDeque<Bytes>,
 }
 
 /// Marks an inbound connection as carrying an authenticated stream for as long as it lives.
@@ -326,6 +332,9 @@ pub(crate) struct State {
     links: VecDeque<(oneshot::Sender<Vec<SendResult>>, Vec<SendResult>)>,
     /// Writes of one stream gathered during a drain, not yet on its writer's queue.
     writes: Writes,
+    /// Streams resumed with a parked backlog ([`StreamEntry::held`]) that the drain under
+    /// way hands in before it lets go of the lock.
+    backlogs: VecDeque<StreamId>,
 }
 
 /// The `Write` actions of one stream that follow each other in one drain of the core, put
@@ -700,6 +709,7 @@ impl Inner {
                 stats: DriverStats::default(),
                 later: Vec::new(),
                 links: VecDeque::new(),
+                backlogs: VecDeque::new(),
                 writes: Writes::new(settings.write_window),
             }),
             room: Notify::new(),
@@ -876,8 +886,8 @@ pub(crate) fn drain(inner: &Arc<Inner>, st: &mut State) {
         match st.comm.poll_output() {
             Output::Action(action) => execute(inner, st, action),
             Output::Event(ev) => handle_event(inner, st, ev),
-            // A write that fails gives the core more to say.
-            Output::Timeout(_) if flush_writes(inner, st) => {}
+            // A write that fails gives the core more to say, and so does a backlog.
+            Output::Timeout(_) if flush_writes(inner, st) || feed_backlog(inner, st) => {}
             Output::Timeout(next) => break next,
         }
     };
@@ -899,11 +909,33 @@ fn drain_actions(inner: &Arc<Inner>, st: &mut State) {
         while let Some(action) = st.comm.poll_action() {
             execute(inner, st, action);
         }
-        // A write that fails gives the core more to say.
-        if !flush_writes(inner, st) {
+        // A write that fails gives the core more to say, and so does a backlog.
+        if !flush_writes(inner, st) && !feed_backlog(inner, st) {
             return;
         }
     }
+}
+
+/// Hands the core one envelope of a resumed stream's parked backlog; whether it did (the
+/// caller then takes the core's actions, so that a new `PauseRead` stops the rest, which
+/// waits for the next `ResumeRead`). One at a time, in order, and always before the
+/// stream's reader hands in anything newer: it takes what is left back first.
+fn feed_backlog(inner: &Arc<Inner>, st: &mut State) -> bool {
+    while let Some(&stream) = st.backlogs.front() {
+        let next = st
+            .streams
+            .get_mut(&stream)
+            .filter(|e| !e.ctl.paused.load(Ordering::Acquire))
+            .and_then(|e| e.held.pop_front());
+        let Some(envelope) = next else {
+            st.backlogs.pop_front();
+            continue;
+        };
+        // Refused only if the core closed the stream, whose close counted the rest.
+        let _ = st.comm.handle_envelope(inner.now(), stream, envelope);
+        return true;
+    }
+    false
 }
 
 /// Puts the gathered writes ([`Writes`]) on their stream's queue. Returns whether any
@@ -1013,6 +1045,7 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
                     _auth: None,
                     span,
                     outbound: true,
+                    held: VecDeque::new(),
                 },
             );
             if missing {
@@ -1043,13 +1076,17 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
             if let Some(e) = st.streams.get(&stream) {
                 e.ctl.paused.store(false, Ordering::Release);
                 e.ctl.resume.notify_one();
+                if !e.held.is_empty() {
+                    st.backlogs.push_back(stream);
+                }
             }
         }
         Action::CloseStream { stream, error } => {
             if let Some(e) = st.streams.remove(&stream) {
                 // The reader holds the lock whenever it hands envelopes in, so this is what
                 // it had left between two of them; it hands in nothing more.
-                st.stats.unread_at_close += e.ctl.unread.swap(0, Ordering::Relaxed) as u64;
+                let unread = e.ctl.unread.swap(0, Ordering::Relaxed) + e.held.len();
+                st.stats.unread_at_close += unread as u64;
                 if let Some(why) = &error {
                     tracing::debug!(parent: &e.span, error = %why, "stream closed with an error status");
                 }
@@ -1477,6 +1514,7 @@ pub(crate) fn accept_inbound(
             _auth: None,
             span,
             outbound: false,
+            held: VecDeque::new(),
         },
     );
     drain(inner, &mut st);
@@ -1576,6 +1614,14 @@ async fn feed_core(
         }
         let mut st = inner.lock();
         let now = inner.now();
+        // What is left of a backlog parked at a pause (the drain of the ResumeRead hands
+        // it in, but a reader that reads to the end regardless of pauses may get here
+        // first) goes before anything this reader took since.
+        if let Some(e) = st.streams.get_mut(&stream) {
+            while let Some(b) = e.held.pop_back() {
+                batch.push_front(b);
+            }
+        }
         while let Some(b) = batch.pop_front() {
             if held(ctl) {
                 batch.push_front(b);
@@ -1592,7 +1638,18 @@ async fn feed_core(
             ctl.unread.store(batch.len(), Ordering::Relaxed);
             drain_actions(inner, &mut st);
         }
+        // Paused with a backlog: parked where the ResumeRead's drain finds it. The end of
+        // the stream, if it came, waits here behind it.
+        let mut parked = false;
+        if !batch.is_empty()
+            && let Some(e) = st.streams.get_mut(&stream)
+        {
+            e.held.extend(batch.drain(..));
+            ctl.unread.store(0, Ordering::Relaxed);
+            parked = true;
+        }
         if batch.is_empty()
+            && !parked
             && let Some(e) = end.take()
         {
             match fault.as_ref().and_then(take_fault) {

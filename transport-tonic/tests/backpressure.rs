@@ -193,3 +193,54 @@ async fn a_closed_streams_unread_backlog_is_counted() {
     sender.abort();
     stop_all(&[&a, &b]).await;
 }
+
+/// A paused stream's backlog (what its reader had taken from HTTP/2 when the pause came)
+/// is handed to the core by the drain that executes the `ResumeRead`, under the same lock,
+/// not by the reader task whenever it next runs. Until 2026-12-05 the reader handed it in:
+/// a reader starved past the core's next look at a retired stream lost the backlog with
+/// the stream (counted in `unread_at_close`, but lost). On this runtime's one thread no
+/// other task runs between two awaits, so here the reader cannot be the one.
+#[tokio::test]
+async fn a_resumed_streams_backlog_is_in_before_the_resume_returns() {
+    use futures_util::FutureExt;
+    let a = node(config(), None).await;
+    let b = node(config().with_subscription_buffer(2), None).await;
+    let mut inbox = b.accept(|_| true).unwrap();
+    let sender = {
+        let (a, peer) = (a.clone(), b.as_peer());
+        tokio::spawn(async move {
+            for seq in 0..2_000 {
+                if a.send_wait(&data(seq, SIZE), &peer).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    until("the receiver paused", || b.stats().read_pauses > 0).await;
+    until("the sender got well ahead", || a.stats().sent >= 200).await;
+    let held_at = b.stats().received;
+    // Take what is ready without awaiting: the resumes this causes must bring the
+    // backlog in, in order.
+    let mut next = 0;
+    while let Some(Some(m)) = inbox.recv().now_or_never() {
+        assert_eq!(seq_of(m.message()), Some(next));
+        next += 1;
+        if b.stats().received > held_at {
+            break;
+        }
+    }
+    let sb = b.stats();
+    assert!(
+        sb.received > held_at,
+        "{next} deliveries taken, and the backlog of the stream they resumed still not \
+         in the core: {sb:?}"
+    );
+    // The rest comes as before, in order.
+    while next < 300 {
+        let m = within("delivery", inbox.recv()).await.expect("message");
+        assert_eq!(seq_of(m.message()), Some(next));
+        next += 1;
+    }
+    sender.abort();
+    stop_all(&[&a, &b]).await;
+}

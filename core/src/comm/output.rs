@@ -69,7 +69,10 @@ pub enum Action {
         /// The stream.
         stream: StreamId,
     },
-    /// Reading the stream may continue.
+    /// Reading the stream may continue. Hand in what was held while it was paused before
+    /// any other input, within the drain that took this action: a retired stream is closed
+    /// a look or two (`crossing_grace`) after its resume, with whatever its driver still
+    /// holds.
     ResumeRead {
         /// The stream.
         stream: StreamId,
