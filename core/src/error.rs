@@ -69,6 +69,16 @@ pub enum HandshakeError {
     /// No `ConnEstablish` arrived within `conn_timeout`.
     #[error("timed out waiting for connection message")]
     Timeout,
+    /// `handshake()`: the remote's `ConnEstablish` came and verified, but its verdict on
+    /// ours (the end of the stream: OK accepts, an error status refuses) did not come within
+    /// `conn_timeout`, as from a remote that took our stream for a connection. Counted as
+    /// a `timeout`; its own variant so the message does not blame a `ConnEstablish` that
+    /// came.
+    #[error(
+        "timed out waiting for the remote's verdict: its connection message came and \
+         verified, but it neither accepted ours (ending the stream) nor refused it"
+    )]
+    VerdictTimeout,
     /// The stream ended before the remote's `ConnEstablish` arrived.
     #[error("stream ended during handshake: {0}")]
     StreamEnded(String),
@@ -269,7 +279,7 @@ impl HandshakeError {
         use HandshakeFailure as K;
         match self {
             HandshakeError::NoTlsCertificate => K::NoTlsCertificate,
-            HandshakeError::Timeout => K::Timeout,
+            HandshakeError::Timeout | HandshakeError::VerdictTimeout => K::Timeout,
             HandshakeError::StreamEnded(_) => K::StreamEnded,
             HandshakeError::Malformed(_) => K::Malformed,
             HandshakeError::WrongType => K::WrongType,

@@ -423,7 +423,10 @@ fn a_handshake_the_remote_refuses_reports_its_status() {
     );
 }
 
-/// A remote that never gives its verdict: the handshake times out, it does not succeed.
+/// A remote that never gives its verdict: the handshake times out, it does not succeed,
+/// and the error says what was missing: the verdict, not the `ConnEstablish` that came
+/// (until 2026-12-05 it read "timed out waiting for connection message"). Counted as a
+/// timeout all the same.
 #[test]
 fn a_handshake_without_the_remotes_verdict_times_out() {
     let (mut c, op, _, _) = handshake_authenticated();
@@ -431,6 +434,22 @@ fn a_handshake_without_the_remotes_verdict_times_out() {
     let (_, ev) = drain(&mut c);
     assert!(matches!(done(&ev, op), Some(Err(_))), "{ev:?}");
     assert_eq!(c.stats().handshakes_ok, 0);
+    let failed = ev.iter().find_map(|e| match e {
+        Event::HandshakeFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    assert_eq!(failed, Some(HandshakeError::VerdictTimeout), "{ev:?}");
+    assert!(
+        HandshakeError::VerdictTimeout
+            .to_string()
+            .contains("verdict"),
+        "{}",
+        HandshakeError::VerdictTimeout
+    );
+    assert_eq!(
+        c.stats().handshake_failures_of(HandshakeFailure::Timeout),
+        1
+    );
 }
 
 /// Issue 10 finding 4: a regular connection the remote refuses right after our

@@ -9,7 +9,7 @@
 use super::Comm;
 use super::dial::DialState;
 use super::ops::Op;
-use super::stream::Phase;
+use super::stream::{Phase, Purpose};
 use crate::error::{CloseReason, DialError, HandshakeError};
 use crate::ids::{DialId, OpId, PkiId, StreamId};
 use crate::security::Security;
@@ -154,7 +154,21 @@ impl<S: Security> Comm<S> {
                 }
                 _ => {}
             },
-            TimerKey::Stream(s) => self.fail_handshake(s, HandshakeError::Timeout),
+            TimerKey::Stream(s) => {
+                let verdict_due = matches!(
+                    self.streams.get(s).map(|x| &x.phase),
+                    Some(Phase::Handshaking {
+                        purpose: Purpose::Verdict { .. },
+                        ..
+                    })
+                );
+                let why = if verdict_due {
+                    HandshakeError::VerdictTimeout
+                } else {
+                    HandshakeError::Timeout
+                };
+                self.fail_handshake(s, why);
+            }
             TimerKey::Grace(s) => self.grace_over(s, now),
             TimerKey::Op(op) => self.op_deadline(op),
             TimerKey::Identity(p) => {
