@@ -237,6 +237,13 @@ fn crossing_with_readers(mut cfg: SimConfig, paused: bool) -> (Sim, Result<(), S
     // a timer fires some time after its deadline.
     cfg.resume_lag = rng.duration(Duration::ZERO, Duration::from_millis(5));
     cfg.timer_lag = rng.duration(Duration::ZERO, Duration::from_millis(5));
+    // A writer task confirms writes some time after the core's `Write`, so write windows
+    // and send buffers fill as on the network (for half the seeds; drawn on its own, so
+    // the draws above stay what they were for each seed).
+    let mut lag = SimRng::new(seed ^ 0xc0_f1);
+    if lag.below(2) == 0 {
+        cfg.confirm_lag = lag.duration(Duration::ZERO, Duration::from_millis(5));
+    }
     let short_grace = rng.below(2) == 0;
     let mut sim = Sim::new(cfg);
     let mut wake = Vec::new();

@@ -72,6 +72,13 @@ pub struct SimConfig {
     /// reach the core before its `handle_timeout`. Zero (the default): exactly on time,
     /// before anything scheduled later.
     pub timer_lag: Duration,
+    /// How late, at most, a write the window let through is confirmed to its core (drawn
+    /// per write from `0..=confirm_lag`): a real driver confirms a write when its writer
+    /// task hands it to the transport, some time after the core's `Write`, so the core's
+    /// write window fills and its send buffer with it, and sends past both are dropped
+    /// (counted) or wait (`send_wait`). Zero (the default): confirmed as it is made, within
+    /// the same step, so a burst of non-blocking sends to a connected peer loses nothing.
+    pub confirm_lag: Duration,
 }
 
 impl Default for SimConfig {
@@ -91,6 +98,7 @@ impl Default for SimConfig {
             reproduce: "fabric-gossip sim --seed {seed}".into(),
             resume_lag: Duration::ZERO,
             timer_lag: Duration::ZERO,
+            confirm_lag: Duration::ZERO,
         }
     }
 }

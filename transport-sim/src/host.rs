@@ -14,7 +14,7 @@ use core::time::Duration;
 use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::{
     Action, Comm, Config, DialId, Event, Instant, Layer, OpId, PkiId, ReceivedMessage, Stack,
-    StackOutput, Stats, StreamEnd, SubscriptionId, TlsHashes,
+    StackOutput, Stats, StreamEnd, StreamId, SubscriptionId, TlsHashes,
 };
 use std::collections::BTreeMap;
 
@@ -242,11 +242,7 @@ impl Sim {
     pub(crate) fn drain_work(&mut self) {
         loop {
             if let Some((n, stream)) = self.sent.pop() {
-                trace!(self, "n{n} < sent {stream} (window opened)");
-                self.touch_stream(n, stream);
-                self.input(n, None, |c, now| {
-                    let _ = c.handle_sent(now, stream, 1);
-                });
+                self.confirm(n, stream);
                 continue;
             }
             if let Some((link, dir)) = self.feed.pop_front() {
@@ -255,6 +251,15 @@ impl Sim {
             }
             break;
         }
+    }
+
+    /// A write of node `n` on `stream` confirmed: its core gets the credit back.
+    pub(crate) fn confirm(&mut self, n: usize, stream: StreamId) {
+        trace!(self, "n{n} < sent {stream} (window opened)");
+        self.touch_stream(n, stream);
+        self.input(n, None, |c, now| {
+            let _ = c.handle_sent(now, stream, 1);
+        });
     }
 
     pub(crate) fn reschedule_wake(&mut self, n: usize) {

@@ -47,6 +47,12 @@ pub(crate) enum Ev {
         link: LinkId,
         dir: u8,
     },
+    /// A write made `confirm_lag` ago is confirmed to its core (`SimConfig::confirm_lag`).
+    Confirm {
+        node: usize,
+        inc: u32,
+        stream: StreamId,
+    },
 }
 
 /// A stream reset reaching one of its ends: the node, which process of it, the stream and
@@ -244,6 +250,11 @@ impl Sim {
             Ev::Fault(f) => self.apply_fault(*f),
             Ev::Work { node } => self.work(node),
             Ev::Feed { link, dir } => self.feed_held(link, usize::from(dir)),
+            Ev::Confirm { node, inc, stream } => {
+                if self.node_live(node, inc) {
+                    self.confirm(node, stream);
+                }
+            }
         }
     }
 }

@@ -468,3 +468,43 @@ fn an_encoded_message_sent_with_acks_arrives_with_its_nonce_and_is_acked() {
         }
     );
 }
+
+/// `SimConfig::confirm_lag`: writes confirmed some time after they are made, as a real
+/// driver's writer task confirms them, so a burst of non-blocking sends to a connected
+/// peer fills the core's write window and send buffer, and what is past both is dropped
+/// and counted, as on the tonic driver. Confirmed at once (the default), the same burst
+/// loses nothing. Either way every message is delivered or counted, and the same seed
+/// gives the same trace.
+#[test]
+fn late_write_confirmations_make_a_burst_overflow_the_send_buffer() {
+    let burst = |lag: Duration| {
+        let mut cfg = SimConfig::seeded(11);
+        cfg.confirm_lag = lag;
+        cfg.trace = TraceMode::Hash;
+        let mut sim = connected_pair(cfg, NodeSpec::new());
+        for i in 1..=200 {
+            sim.send_to(0, &msg(i), &[1]).unwrap();
+        }
+        assert!(sim.run_until_idle(Duration::from_secs(10)));
+        sim.check().unwrap();
+        sim.check_quiescent().unwrap();
+        let a = sim.stats(0).unwrap().clone();
+        let got = sim.deliveries(1).len() as u64 - 1;
+        assert_eq!(got + a.dropped_overflow, 200, "lag {lag:?}: {a:?}");
+        (a.dropped_overflow, sim.trace().hash())
+    };
+    let (dropped, _) = burst(Duration::ZERO);
+    assert_eq!(dropped, 0, "confirmed at once, the window never fills");
+    let (dropped, hash) = burst(Duration::from_millis(2));
+    let config = fabric_gossip_core::Config::default();
+    assert_eq!(
+        dropped,
+        200 - (config.write_window + config.send_buffer_size) as u64,
+        "past the write window and the send buffer, the burst is dropped"
+    );
+    assert_eq!(
+        burst(Duration::from_millis(2)).1,
+        hash,
+        "same seed, same trace"
+    );
+}

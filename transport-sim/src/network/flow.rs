@@ -7,9 +7,11 @@
 use super::LinkId;
 use super::{Item, Owner};
 use crate::fault::inject::mangle_signature;
+use crate::queue::Ev;
 use crate::sim::Sim;
 use crate::trace::{Digest8, EnvFmt, trace};
 use bytes::Bytes;
+use core::time::Duration;
 use fabric_gossip_core::StreamId;
 
 impl Sim {
@@ -57,7 +59,11 @@ impl Sim {
         let pipe = &mut l.pipes[s.side];
         if pipe.blocked.is_empty() && (pipe.unread == 0 || pipe.unread + bytes.len() <= window) {
             self.transmit(s.link, s.side, Item::Env(bytes));
-            self.confirm_now(n, stream);
+            if self.cfg.confirm_lag.is_zero() {
+                self.confirm_now(n, stream);
+            } else {
+                self.confirm_later(n, stream);
+            }
         } else {
             pipe.blocked.push_back(bytes);
             let limit = self.nodes[n]
@@ -80,6 +86,20 @@ impl Sim {
         if let Some(c) = self.nodes[n].core_mut() {
             let _ = c.handle_sent(now, stream, 1);
         }
+    }
+
+    /// Confirms a write of node `n` up to `confirm_lag` from now (`SimConfig::confirm_lag`).
+    pub(crate) fn confirm_later(&mut self, n: usize, stream: StreamId) {
+        let lag = self.rng.duration(Duration::ZERO, self.cfg.confirm_lag);
+        let inc = self.nodes[n].incarnation;
+        self.schedule(
+            self.now + lag,
+            Ev::Confirm {
+                node: n,
+                inc,
+                stream,
+            },
+        );
     }
 
     /// Hands one envelope to the reading core, then lets blocked writes into the window.
@@ -131,10 +151,15 @@ impl Sim {
             return;
         };
         let writer = (l.ends[dir].owner, l.ends[dir].stream);
+        let lagged = !self.cfg.confirm_lag.is_zero();
         for b in released {
             self.transmit(link, dir, Item::Env(b));
             if let (Owner::Core { node, .. }, Some(sid)) = writer {
-                self.sent.push((node, sid));
+                if lagged {
+                    self.confirm_later(node, sid);
+                } else {
+                    self.sent.push((node, sid));
+                }
             }
         }
     }
