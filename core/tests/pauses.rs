@@ -140,3 +140,68 @@ fn every_stream_feeding_a_full_subscription_is_paused() {
         cap + slack
     );
 }
+
+/// The same race one step earlier: the stream is still the registered one when reading it
+/// resumes, and the remote reconnects before the driver hands its backlog in. `retire`
+/// looked only at `paused()` and closed the stream at once, cleanly, with the backlog still
+/// in the driver and no counter of the core's (review, 2026-12-05).
+#[test]
+fn a_stream_retired_right_after_it_resumed_keeps_its_grace() {
+    let cfg = Config::default().with_subscription_buffer(2);
+    let grace = cfg.crossing_grace;
+    let mut c = core(cfg);
+    let sub = c.subscribe(Box::new(|_| true)).unwrap();
+    let old = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), old, hello()).unwrap();
+    let _ = drain(&mut c);
+    let batch: Vec<Bytes> = (0..5).map(data_env).collect();
+    let mut backlog = batch.into_iter();
+    for env in backlog.by_ref() {
+        c.handle_envelope(now(), old, env).unwrap();
+        let (acts, _) = drain(&mut c);
+        if acts.contains(&Action::PauseRead { stream: old }) {
+            break;
+        }
+    }
+    let backlog: Vec<Bytes> = backlog.collect();
+    assert_eq!(backlog.len(), 3);
+    // The application takes its deliveries: ResumeRead, the backlog still in the driver.
+    let mut taken = 0;
+    while c.poll_delivery(sub).is_some() {
+        taken += 1;
+    }
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::ResumeRead { stream: old }),
+        "{acts:?}"
+    );
+    // The remote reconnects before the reader takes the lock: `old` is retired.
+    let new = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), new, hello()).unwrap();
+    let (acts, _) = drain(&mut c);
+    let closed_early = closes(&acts, old);
+    // The reader hands its backlog in.
+    let mut lost = 0;
+    for env in backlog {
+        if c.handle_envelope(now(), old, env).is_err() {
+            lost += 1;
+        }
+    }
+    let _ = drain(&mut c);
+    while c.poll_delivery(sub).is_some() {
+        taken += 1;
+    }
+    assert_eq!(
+        (closed_early, lost, taken),
+        (false, 0, 5),
+        "a stream retired right after its ResumeRead was closed before its driver's \
+         backlog came in: {lost} of 5 envelopes lost; counters of a receive loss: {}",
+        receive_losses(c.stats())
+    );
+    // It is closed after its grace (one look more: the deliveries taken above resumed it).
+    c.handle_timeout(now() + grace);
+    let (mut acts, _) = drain(&mut c);
+    c.handle_timeout(now() + grace * 2);
+    acts.extend(drain(&mut c).0);
+    assert!(closes(&acts, old), "{acts:?}");
+}

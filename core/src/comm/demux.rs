@@ -267,8 +267,10 @@ impl<S: Security> Comm<S> {
                     // A stream waiting to be closed (retired, or our crossing loser)
                     // is closed no sooner than the grace look after next: the driver hands
                     // in what it read ahead only after this ResumeRead, and a look in
-                    // between would close the stream with that backlog unread.
-                    c.resumed = c.grace.is_some();
+                    // between would close the stream with that backlog unread. So is a
+                    // stream retired before its next grace look (`retire`): it may be
+                    // retired before the driver took the lock again.
+                    c.resumed = true;
                 }
             }
         }

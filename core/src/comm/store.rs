@@ -22,7 +22,8 @@
 //!    stays open (unregistered, still delivering) and is looked at again every
 //!    `crossing_grace` (at least [`PAUSED_RELOOK_MIN`](crate::PAUSED_RELOOK_MIN)); once a
 //!    subscription took enough to resume it and its backlog came in, the next look closes
-//!    it. The remote may end it first (then it goes as any stream the remote ends). It
+//!    it. One resumed and not looked at since counts as paused for this (its driver may
+//!    not have handed in what it held yet). The remote may end it first (then it goes as any stream the remote ends). It
 //!    counts toward `max_connections` while it is open;
 //! 3. at most one retired stream per PKI-ID waits so: a further replacement while one
 //!    waits closes the older one (a remote that reconnects over and over while we do not
@@ -424,12 +425,15 @@ impl<S: Security> Comm<S> {
             .streams
             .get_mut(stream)
             .and_then(|s| s.conn_mut())
-            .filter(|c| c.paused())
+            // Resumed and not looked at since: the driver may not have handed in what it
+            // read ahead yet (see `unblock`); it gets one grace for it.
+            .filter(|c| c.paused() || c.resumed)
         else {
             self.close_stream(stream, reason);
             return;
         };
         c.grace = Some(grace);
+        c.resumed = false;
         c.closing = Some(reason.clone());
         c.secondary = true;
         tracing::debug!(

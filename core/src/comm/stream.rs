@@ -40,7 +40,8 @@ pub(super) struct Conn {
     pub(super) queue: SendQueue,
     /// Subscriptions that asked to pause reading this stream.
     pub(super) blocked_by: u32,
-    /// Reading resumed since the last grace look: what the driver held may not be in yet.
+    /// Reading resumed since the last grace look (for a stream not retired yet: ever,
+    /// until `retire` takes it): what the driver held may not be in yet.
     pub(super) resumed: bool,
 }
 
