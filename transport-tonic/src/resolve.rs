@@ -10,7 +10,8 @@
 //! legitimate peers by name. Here a lookup is a future of the dial: it ends with the dial
 //! (the core's `dial_timeout`), and one that never answers holds no thread. The resolver
 //! reads `/etc/resolv.conf` and `/etc/hosts`, as Go's own resolver (so a Fabric peer in
-//! its usual images) does, and caches answers by their TTL.
+//! its usual images) does, and caches answers by their TTL (denials not at all, as Go and
+//! glibc keep none).
 
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -19,6 +20,22 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 use tokio::net::TcpStream;
+
+/// The node's options over a resolver configuration (the system's, or the fallback).
+fn build(
+    mut b: ResolverBuilder<TokioRuntimeProvider>,
+) -> Result<TokioResolver, hickory_resolver::net::NetError> {
+    // IPv4 addresses first, IPv6 ones only for a name with none: hickory's default
+    // asks for both at once and waits for both, so a name `/etc/hosts` gives an IPv4
+    // address still waited for a DNS answer about IPv6 (none, from a name server
+    // that does not answer); glibc and Go take the hosts file's answer alone.
+    b.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
+    // A denial is not kept: Go's resolver and glibc keep no answer, and a zone's negative
+    // TTL (an hour for example.com) kept a node from dialling a peer whose name appeared
+    // after its first try (a container started after this node) for that long.
+    b.options_mut().negative_max_ttl = Some(std::time::Duration::ZERO);
+    b.build()
+}
 
 /// A node's resolver, made at its first dial by name. One per node, not per process: the
 /// resolver's sockets belong to the runtime it was made on, and a process may run nodes
@@ -29,14 +46,6 @@ pub(crate) struct Resolver(OnceLock<TokioResolver>);
 impl Resolver {
     fn get(&self) -> &TokioResolver {
         self.0.get_or_init(|| {
-            // IPv4 addresses first, IPv6 ones only for a name with none: hickory's default
-            // asks for both at once and waits for both, so a name `/etc/hosts` gives an IPv4
-            // address still waited for a DNS answer about IPv6 (none, from a name server
-            // that does not answer); glibc and Go take the hosts file's answer alone.
-            let build = |mut b: ResolverBuilder<TokioRuntimeProvider>| {
-                b.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
-                b.build()
-            };
             TokioResolver::builder_tokio()
                 .and_then(build)
                 .unwrap_or_else(|e| {
@@ -52,6 +61,21 @@ impl Resolver {
                     .expect("a resolver of fixed local name servers builds")
                 })
         })
+    }
+
+    /// A resolver asking only the name server at `at` (UDP), with the node's options.
+    #[cfg(test)]
+    fn asking(at: std::net::SocketAddr) -> Self {
+        use hickory_resolver::config::ConnectionConfig;
+        let mut udp = ConnectionConfig::udp();
+        udp.port = at.port();
+        let server = NameServerConfig::new(at.ip(), true, vec![udp]);
+        let r = build(TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], vec![server]),
+            TokioRuntimeProvider::default(),
+        ))
+        .unwrap();
+        Resolver(OnceLock::from(r))
     }
 
     /// Connects to `host:port`, `host` an address or a name, trying each address of a name
@@ -85,6 +109,8 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     /// A dial by name holds no thread of tokio's blocking pool: with the pool's one thread
@@ -113,6 +139,71 @@ mod tests {
             let tcp = dialled.expect("the dial waited for the blocking pool");
             assert!(tcp.is_ok(), "{tcp:?}");
         });
+    }
+
+    /// A name server answering NXDOMAIN, with the SOA of a zone whose negative TTL is an
+    /// hour (example.com's), until `exists` is set; then the name's A record.
+    async fn fake_name_server(exists: Arc<AtomicBool>) -> std::net::SocketAddr {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let at = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let q = &buf[..n];
+                // The question: labels up to the root, then type and class.
+                let mut end = 12;
+                while end < n && q[end] != 0 {
+                    end += 1 + q[end] as usize;
+                }
+                end += 5;
+                if end > n {
+                    continue;
+                }
+                let qtype = u16::from_be_bytes([q[end - 4], q[end - 3]]);
+                let found = exists.load(Ordering::SeqCst) && qtype == 1;
+                let mut r = q[..end].to_vec();
+                r[2] = 0x84 | (q[2] & 0x01); // response, authoritative, RD copied
+                r[3] = if found { 0x80 } else { 0x83 }; // RA; NOERROR or NXDOMAIN
+                r[6..12].copy_from_slice(&[0, u8::from(found), 0, u8::from(!found), 0, 0]);
+                if found {
+                    r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+                } else {
+                    // SOA: owner the question's name, TTL and minimum 3600 s.
+                    r.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1, 0, 0, 0x0e, 0x10, 0, 22, 0, 0]);
+                    for v in [1u32, 7200, 3600, 1_209_600, 3600] {
+                        r.extend_from_slice(&v.to_be_bytes());
+                    }
+                }
+                let _ = sock.send_to(&r, from).await;
+            }
+        });
+        at
+    }
+
+    /// A name that did not exist when first dialled is dialled once it exists, as by Go's
+    /// resolver (so a Fabric peer), which keeps no answer, and glibc's: a peer started
+    /// before the container of its bootstrap peer (docker-compose), whose name the
+    /// upstream server denied with an hour's negative TTL, waited out that hour.
+    #[tokio::test]
+    async fn a_name_denied_once_is_asked_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let exists = Arc::new(AtomicBool::new(false));
+        let resolver = Resolver::asking(fake_name_server(exists.clone()).await);
+        let name = "peer0.org1.example.com.";
+        let first = tokio::time::timeout(Duration::from_secs(10), resolver.connect(name, port))
+            .await
+            .expect("the lookup ends");
+        assert!(first.is_err(), "{first:?}");
+        // The peer's container starts: its name now resolves.
+        exists.store(true, Ordering::SeqCst);
+        let second = tokio::time::timeout(Duration::from_secs(10), resolver.connect(name, port))
+            .await
+            .expect("the lookup ends");
+        assert!(
+            second.is_ok(),
+            "a name denied once stays denied for the zone's negative TTL: {second:?}"
+        );
     }
 
     /// Addresses are not looked up, and a name that does not resolve fails with its name.
