@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -80,7 +80,7 @@ pub(crate) enum Out {
 }
 
 /// Read-side control of one stream, shared with its reader task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct StreamCtl {
     paused: AtomicBool,
     /// The RPC ended (its outgoing half is gone): read to the end regardless of pauses, so
@@ -91,10 +91,39 @@ pub(crate) struct StreamCtl {
     /// written before (see [`Winding`]).
     linger: AtomicBool,
     resume: Notify,
-    /// Envelopes the reader took from HTTP/2 and has not handed to the core yet (its
-    /// batch, and a paused stream's backlog): what a close loses, counted then in
-    /// [`DriverStats::unread_at_close`]. Written by the reader only, read under the lock.
-    unread: AtomicUsize,
+    /// Envelopes the reader took from HTTP/2: the messages its body completed (in its
+    /// batch, parked at a pause, or still in the body: the rest of a DATA frame of up to
+    /// 256 Envelopes, or those held back for budget). Stored by the reader at every poll.
+    taken: AtomicU64,
+    /// Of them, those handed to the core (by the reader, or by the drain of a
+    /// `ResumeRead`); changed only under the lock. A close loses `taken - fed`, counted
+    /// then in [`DriverStats::unread_at_close`].
+    fed: AtomicU64,
+    /// `taken` as the close found it (`u64::MAX` while open): what the reader took after
+    /// (while filling on another worker as the close came) it counts itself.
+    counted_to: AtomicU64,
+}
+
+impl Default for StreamCtl {
+    fn default() -> Self {
+        StreamCtl {
+            paused: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            linger: AtomicBool::new(false),
+            resume: Notify::new(),
+            taken: AtomicU64::new(0),
+            fed: AtomicU64::new(0),
+            counted_to: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl StreamCtl {
+    /// One more envelope handed to the core (under the lock, so a load and a store).
+    fn fed_one(&self) {
+        let fed = self.fed.load(Ordering::Relaxed);
+        self.fed.store(fed + 1, Ordering::Relaxed);
+    }
 }
 
 /// The node's outbound stream tasks, counted so a stop can wait for them.
@@ -300,7 +329,8 @@ pub struct DriverStats {
     /// Envelopes read from a stream and not yet handed to the core when the core closed it
     /// (replaced, retired, `close_conn`, presumed dead, stopping): lost, as Fabric loses
     /// what a closed connection had read and not yet dispatched, but counted. Mostly a
-    /// paused stream's backlog.
+    /// paused stream's backlog, and the rest of a DATA frame (up to 256 Envelopes) past
+    /// the reader's batch; not what HTTP/2 itself still buffered, which was never read.
     pub unread_at_close: u64,
     /// Events of the hosted layer dropped because the application did not take them
     /// (its `layer_events` queue was full, or nobody asked for it).
@@ -932,7 +962,14 @@ fn feed_backlog(inner: &Arc<Inner>, st: &mut State) -> bool {
             continue;
         };
         // Refused only if the core closed the stream, whose close counted the rest.
-        let _ = st.comm.handle_envelope(inner.now(), stream, envelope);
+        if st
+            .comm
+            .handle_envelope(inner.now(), stream, envelope)
+            .is_ok()
+            && let Some(e) = st.streams.get(&stream)
+        {
+            e.ctl.fed_one();
+        }
         return true;
     }
     false
@@ -1083,10 +1120,14 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
         }
         Action::CloseStream { stream, error } => {
             if let Some(e) = st.streams.remove(&stream) {
-                // The reader holds the lock whenever it hands envelopes in, so this is what
-                // it had left between two of them; it hands in nothing more.
-                let unread = e.ctl.unread.swap(0, Ordering::Relaxed) + e.held.len();
-                st.stats.unread_at_close += unread as u64;
+                // What the reader took and the core never got: its batch, what it parked,
+                // what its body still holds. The reader hands envelopes in only under the
+                // lock, so nothing is between two of them; one filling on another worker
+                // right now may take more, and counts that itself (`counted_to`).
+                let taken = e.ctl.taken.load(Ordering::Relaxed);
+                e.ctl.counted_to.store(taken, Ordering::Relaxed);
+                let fed = e.ctl.fed.load(Ordering::Relaxed);
+                st.stats.unread_at_close += taken.saturating_sub(fed);
                 if let Some(why) = &error {
                     tracing::debug!(parent: &e.span, error = %why, "stream closed with an error status");
                 }
@@ -1233,7 +1274,13 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = String::new();
     let mut next = Some(e);
     while let Some(err) = next {
-        push_segments(&mut s, &err.to_string());
+        // Each layer cut as a remote's status is: a layer may print what the remote sent
+        // (h2 prints a GOAWAY's debug data, up to a frame of 64 KiB, escaped to four
+        // times that), and a status's source is such a chain.
+        push_segments(
+            &mut s,
+            &fabric_gossip_core::shown_up_to(&err.to_string(), REMOTE_STATUS_CHARS),
+        );
         next = err.source();
     }
     s
@@ -1609,8 +1656,14 @@ async fn feed_core(
             resumed.await;
         }
         if batch.is_empty() && end.is_none() {
-            end = poll_fn(|cx| fill(body, &mut batch, cx)).await;
-            ctl.unread.store(batch.len(), Ordering::Relaxed);
+            // Stored at every poll: a close while the reader waits counts what the body
+            // completed meanwhile (messages held back for budget above all).
+            end = poll_fn(|cx| {
+                let r = fill(body, &mut batch, cx);
+                ctl.taken.store(body.completed(), Ordering::Relaxed);
+                r
+            })
+            .await;
         }
         let mut st = inner.lock();
         let now = inner.now();
@@ -1628,24 +1681,27 @@ async fn feed_core(
                 break;
             }
             if st.comm.handle_envelope(now, stream, b).is_err() {
-                // The core closed the stream meanwhile (and its close counted what was
-                // left here). What the envelopes before this one produced (a
-                // DeliveryReady above all) must still go out.
+                // The core closed the stream meanwhile. Its close counted what the reader
+                // had taken when it came; what the reader took after (filling on another
+                // worker as the close came) is counted here. What the envelopes before
+                // this one produced (a DeliveryReady above all) must still go out.
+                let counted = ctl.counted_to.load(Ordering::Relaxed);
+                st.stats.unread_at_close += body.completed().saturating_sub(counted);
                 drain(inner, &mut st);
                 return true;
             }
-            // Before the actions: one of them may be this stream's close.
-            ctl.unread.store(batch.len(), Ordering::Relaxed);
+            ctl.fed_one();
             drain_actions(inner, &mut st);
         }
-        // Paused with a backlog: parked where the ResumeRead's drain finds it. The end of
-        // the stream, if it came, waits here behind it.
+        // Paused with a backlog: parked where the ResumeRead's drain finds it, with the
+        // rest of what the body completed (a DATA frame carries up to 256 Envelopes). The
+        // end of the stream, if it came, waits here behind it.
         let mut parked = false;
         if !batch.is_empty()
             && let Some(e) = st.streams.get_mut(&stream)
         {
             e.held.extend(batch.drain(..));
-            ctl.unread.store(0, Ordering::Relaxed);
+            body.take_ready(&mut e.held);
             parked = true;
         }
         if batch.is_empty()

@@ -300,6 +300,8 @@ pub(crate) struct MeteredBody {
     received: usize,
     /// Messages complete and not yet taken, in order.
     ready: VecDeque<Bytes>,
+    /// Messages completed so far ([`MeteredBody::completed`]).
+    completed: u64,
     /// What ends the stream once `ready` is taken: a message compressed although the call
     /// named no compression (tonic's decoder refused it there too).
     pending_error: Option<Status>,
@@ -343,6 +345,7 @@ impl MeteredBody {
             gather: BytesMut::new(),
             received: 0,
             ready: VecDeque::new(),
+            completed: 0,
             pending_error: None,
             charged: Charge::default(),
             held_back: None,
@@ -460,6 +463,7 @@ impl MeteredBody {
                 if len <= in_frame {
                     // The whole body is here: a slice of the frame, no copy.
                     self.ready.push_back(data.slice(pos..pos + len));
+                    self.completed += 1;
                     pos += len;
                     self.received = 0;
                     continue;
@@ -484,6 +488,7 @@ impl MeteredBody {
                 // gathered, which would then pin it wherever it is kept.
                 self.ready
                     .push_back(std::mem::take(&mut self.gather).freeze());
+                self.completed += 1;
                 self.received = 0;
             }
         }
@@ -585,6 +590,20 @@ impl MeteredBody {
             // from the last time an incomplete message got budget (or the stream began).
             self.last_progress = tokio::time::Instant::now();
             self.held_back = Some(need);
+        }
+    }
+
+    /// Messages the body has completed since it began (taken or still queued): what its
+    /// reader took from HTTP/2, for the count of what a close loses.
+    pub(crate) fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// Moves the messages complete and free to go (not held back for budget) to `out`, in
+    /// order: a reader that pauses parks them with its batch.
+    pub(crate) fn take_ready(&mut self, out: &mut VecDeque<Bytes>) {
+        if self.held_back.is_none() {
+            out.extend(self.ready.drain(..));
         }
     }
 

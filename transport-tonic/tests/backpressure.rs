@@ -5,6 +5,7 @@ use crate::common;
 
 use common::*;
 use fabric_gossip_core::RemotePeer;
+use fabric_gossip_tonic::{Incoming, Node};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -243,4 +244,69 @@ async fn a_resumed_streams_backlog_is_in_before_the_resume_returns() {
     }
     sender.abort();
     stop_all(&[&a, &b]).await;
+}
+
+/// What the reader took from HTTP/2 is counted at close whole: not only its batch (at most
+/// 64 Envelopes) but also the rest of what the frame it read carried, still in the metered
+/// body. A sender's chunk carries up to 256 small Envelopes in one DATA frame; when the
+/// receiver pauses after its first batch, all but 64 of them wait in the body, and a close
+/// lost them in no counter (review, 2026-12-05).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_streams_unread_messages_are_counted_whole() {
+    let (a, b, _inbox) = one_frame_of(FRAME).await;
+    b.close_conn(a.pki_id());
+    let (sb, db) = (b.stats(), b.driver_stats());
+    assert_eq!(
+        sb.received + db.unread_at_close,
+        FRAME,
+        "of {FRAME} Envelopes read from one DATA frame, {} handed in and {} counted unread \
+         at close: the rest were lost in no counter",
+        sb.received,
+        db.unread_at_close
+    );
+    stop_all(&[&a, &b]).await;
+}
+
+/// The rest of a paused stream's DATA frame is part of its backlog: the drains that resume
+/// the stream hand it in too, in order, with no help from the reader task (on this
+/// runtime's one thread, no other task runs between two awaits). Only the reader's batch
+/// was handed in so before 2026-12-05; the rest waited for the reader task.
+#[tokio::test]
+async fn a_paused_frames_rest_comes_in_with_the_resumes() {
+    use futures_util::FutureExt;
+    let (a, b, mut inbox) = one_frame_of(FRAME).await;
+    let mut next = 0;
+    while let Some(Some(m)) = inbox.recv().now_or_never() {
+        assert_eq!(seq_of(m.message()), Some(next));
+        next += 1;
+    }
+    assert_eq!(
+        next, FRAME,
+        "taken without the reader task: {next} of one frame's {FRAME} Envelopes"
+    );
+    stop_all(&[&a, &b]).await;
+}
+
+/// Envelopes in one DATA frame ([`one_frame_of`]).
+const FRAME: u64 = 200;
+
+/// Nodes `a` and `b`, and `b`'s subscription (2 deep, never read): `a` queued `k` small
+/// messages before the connection existed, so that they left in one chunk, one DATA frame,
+/// once it did; `b` read it and paused after its first deliveries.
+async fn one_frame_of(k: u64) -> (Node, Node, Incoming) {
+    let a = node(
+        config()
+            .with_send_buffer(k as usize)
+            .with_write_window(k as usize),
+        None,
+    )
+    .await;
+    let b = node(config().with_subscription_buffer(2), None).await;
+    let inbox = b.accept(|_| true).unwrap();
+    for seq in 0..k {
+        a.send(&data(seq, 16), &[b.as_peer()]).unwrap();
+    }
+    until("the receiver paused", || b.stats().read_pauses > 0).await;
+    until("the sender wrote them all", || a.stats().sent >= k).await;
+    (a, b, inbox)
 }

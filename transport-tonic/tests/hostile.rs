@@ -497,3 +497,52 @@ async fn shut_window_stream(
     }
     (client, send, conn_task)
 }
+
+/// A server the node dials answers the HTTP/2 preface with a GOAWAY carrying 16,000 bytes
+/// of debug data, control characters and ": " separators. The failure's text is kept
+/// short, as a status message is (1,024 characters): the data came back whole through the
+/// status's source (h2's error prints it), escaped four bytes to one, into the probe's
+/// error, the events and the logs of every attempt (review, 2026-12-05).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialled_servers_goaway_debug_data_is_cut() {
+    use fabric_gossip_core::RemotePeer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The client's preface and first frames.
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let mut out = vec![0, 0, 0, 4, 0, 0, 0, 0, 0]; // SETTINGS, empty
+                let mut debug = Vec::new();
+                let mut i = 0u32;
+                while debug.len() < 16_000 {
+                    debug.extend_from_slice(format!("\u{1b}[31m{i}: ").as_bytes());
+                    i += 1;
+                }
+                let len = (8 + debug.len()) as u32;
+                out.extend_from_slice(&len.to_be_bytes()[1..]);
+                out.extend_from_slice(&[7, 0, 0, 0, 0, 0]); // GOAWAY on stream 0
+                out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2]); // last stream 0, INTERNAL_ERROR
+                out.extend_from_slice(&debug);
+                let _ = s.write_all(&out).await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    let a = node(config(), None).await;
+    let err = within("probe", a.probe(&RemotePeer::new(addr.to_string(), "x")))
+        .await
+        .unwrap_err();
+    let text = format!("{err}");
+    assert!(
+        text.len() < 3000,
+        "a probe's error of {} bytes: {}…",
+        text.len(),
+        &text[..300.min(text.len())]
+    );
+    server.abort();
+    within("stop", a.stop()).await;
+}
