@@ -32,6 +32,9 @@ pub(crate) const MAX_LINES: usize = 8192;
 pub(crate) const MAX_BYTES: usize = 64 << 20;
 /// Capacity a buffer keeps once written: a burst of large lines does not pin its peak.
 const KEPT_CAPACITY: usize = 4 << 20;
+/// How long [`Out::drain`] waits for a writer that has not yet taken the lines queued (it is
+/// not blocked by the reader, only not run yet: a loaded machine).
+const PICKUP_LIMIT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Queue {
@@ -41,6 +44,8 @@ struct Queue {
     lines: usize,
     /// A batch is being written (taken off the queue, not yet flushed).
     writing: bool,
+    /// When the writer took the batch it is writing.
+    writing_since: Option<Instant>,
     /// Capacity of the writer's batch, written or not: `buf` may grow to `MAX_BYTES` less
     /// this.
     held: usize,
@@ -130,16 +135,24 @@ impl Out {
             .dropped
     }
 
-    /// Waits until every queued line is written, at most `limit`; `false` if some are left
-    /// (the reader is not reading).
+    /// Waits until every queued line is written; `false` if some are left because the
+    /// reader is not reading: a write has been under way for `limit` (counted from this
+    /// call at the earliest). Lines the writer has not taken yet while it is not writing
+    /// wait for it up to [`PICKUP_LIMIT`]: on a loaded machine the writer thread may not
+    /// run for longer than `limit` though the reader reads, and a node gave up its
+    /// `stopped` line so.
     pub(crate) fn drain(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let called = Instant::now();
         let mut q = self.s.q.lock().unwrap_or_else(PoisonError::into_inner);
         q.draining += 1;
         let done = loop {
             if q.buf.is_empty() && !q.writing {
                 break true;
             }
+            let deadline = match q.writing_since {
+                Some(since) if q.writing => since.max(called) + limit,
+                _ => called + limit.max(PICKUP_LIMIT),
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break false;
@@ -256,6 +269,7 @@ fn writer(s: &Shared, mut sink: impl Write) {
         {
             let mut q = s.q.lock().unwrap_or_else(PoisonError::into_inner);
             q.writing = false;
+            q.writing_since = None;
             q.held = batch.capacity();
             if q.draining > 0 {
                 s.written.notify_all();
@@ -280,6 +294,7 @@ fn writer(s: &Shared, mut sink: impl Write) {
             q.held = batch.capacity();
             q.lines = 0;
             q.writing = true;
+            q.writing_since = Some(Instant::now());
         }
         // A closed stdout (reader gone) must not kill the node; there is nobody to tell.
         let _ = sink.write_all(&batch).and_then(|()| sink.flush());
@@ -582,6 +597,37 @@ mod tests {
         let notice = format!(r#"{{"event":"output_dropped","lines":{dropped}}}"#);
         assert!(text.contains(&notice), "no notice {notice}");
         assert!(text.trim_end().ends_with(r#"{"event":"after"}"#));
+    }
+
+    /// A writer thread run late (a loaded machine: runnable, not run) is no reader that
+    /// does not read: `drain` waits for it to take the last lines rather than giving them
+    /// up at its limit. A node under load lost its `stopped` line so, its reader reading.
+    #[test]
+    fn the_last_lines_wait_for_a_writer_run_late() {
+        let s = Arc::new(Shared {
+            q: Mutex::new(Queue::default()),
+            queued: Condvar::new(),
+            written: Condvar::new(),
+        });
+        let out = Out { s: s.clone() };
+        out.emit(&json!({"event": "stopped"}));
+        let (open, gate) = mpsc::channel();
+        let (tx, written) = mpsc::channel();
+        for _ in 0..4 {
+            let _ = open.send(());
+        }
+        // The writer starts well after `drain`'s limit, as a thread the scheduler keeps
+        // waiting does; it then writes at once.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            writer(&s, Gate(gate, tx));
+        });
+        assert!(
+            out.drain(Duration::from_millis(20)),
+            "the last line given up"
+        );
+        let text: Vec<u8> = written.try_iter().flatten().collect();
+        assert_eq!(text, b"{\"event\":\"stopped\"}\n");
     }
 
     /// A sink like a pipe nobody reads: says what each write holds (the start of each of
