@@ -18,23 +18,21 @@ fn receive_losses(s: &Stats) -> u64 {
     s.retired_closed_unread + s.dropped_subscription_overflow + s.dropped_on_stop + s.malformed
 }
 
-/// A retired stream (replaced while paused) is not closed at the grace look right after
-/// its `ResumeRead`: a driver that reads ahead hands in its backlog only after the
-/// `ResumeRead` came out (the tonic driver: the reader task, woken by it, takes the lock
-/// later), and a look in between closed the stream with that backlog still in the driver,
-/// envelopes the remote's core had counted as sent, in no counter. One full look now
-/// separates the two.
-#[test]
-fn a_retired_stream_is_not_closed_at_the_look_right_after_it_resumed() {
-    let cfg = Config::default().with_subscription_buffer(2);
-    let grace = cfg.crossing_grace;
-    let mut c = core(cfg);
+/// A core (subscription buffer 2, one subscription) whose registered stream from REMOTE
+/// is paused after a driver read a batch of 5 envelopes: the 2nd filled the subscription,
+/// envelopes 2..5 stay in the driver's backlog (README, the pause/backlog pattern).
+/// Returns the core, the subscription, the stream and the backlog.
+fn paused_with_backlog() -> (
+    Comm<TestOnlyHmacSecurity>,
+    SubscriptionId,
+    StreamId,
+    Vec<Bytes>,
+) {
+    let mut c = core(Config::default().with_subscription_buffer(2));
     let sub = c.subscribe(Box::new(|_| true)).unwrap();
     let old = c.accept_stream(now(), REMOTE, None).unwrap();
     c.handle_envelope(now(), old, hello()).unwrap();
     let _ = drain(&mut c);
-    // The driver read a batch of 5; the 2nd fills the subscription and pauses reading:
-    // envelopes 2..5 stay in the driver's backlog (README, the pause/backlog pattern).
     let batch: Vec<Bytes> = (0..5).map(data_env).collect();
     let mut backlog = batch.into_iter();
     for env in backlog.by_ref() {
@@ -46,6 +44,40 @@ fn a_retired_stream_is_not_closed_at_the_look_right_after_it_resumed() {
     }
     let backlog: Vec<Bytes> = backlog.collect();
     assert_eq!(backlog.len(), 3);
+    (c, sub, old, backlog)
+}
+
+/// The driver hands `backlog` in on `stream` at `t`: how many envelopes the core refused
+/// (the stream closed).
+fn hand_in(
+    c: &mut Comm<TestOnlyHmacSecurity>,
+    t: Instant,
+    stream: StreamId,
+    backlog: Vec<Bytes>,
+) -> usize {
+    let lost = backlog
+        .into_iter()
+        .filter(|env| c.handle_envelope(t, stream, env.clone()).is_err())
+        .count();
+    let _ = drain(c);
+    lost
+}
+
+/// The application takes every delivery of `sub`: how many.
+fn take_all(c: &mut Comm<TestOnlyHmacSecurity>, sub: SubscriptionId) -> usize {
+    std::iter::from_fn(|| c.poll_delivery(sub)).count()
+}
+
+/// A retired stream (replaced while paused) is not closed at the grace look right after
+/// its `ResumeRead`: a driver that reads ahead hands in its backlog only after the
+/// `ResumeRead` came out (the tonic driver: the reader task, woken by it, takes the lock
+/// later), and a look in between closed the stream with that backlog still in the driver,
+/// envelopes the remote's core had counted as sent, in no counter. One full look now
+/// separates the two.
+#[test]
+fn a_retired_stream_is_not_closed_at_the_look_right_after_it_resumed() {
+    let (mut c, sub, old, backlog) = paused_with_backlog();
+    let grace = c.config().crossing_grace;
     // The remote reconnects: `old` is retired, kept open while paused.
     let new = c.accept_stream(now(), REMOTE, None).unwrap();
     c.handle_envelope(now(), new, hello()).unwrap();
@@ -54,10 +86,7 @@ fn a_retired_stream_is_not_closed_at_the_look_right_after_it_resumed() {
     // The application takes its deliveries just before the grace look: ResumeRead.
     let t = now() + grace - Duration::from_nanos(1);
     c.handle_timeout(t);
-    let mut taken = 0;
-    while c.poll_delivery(sub).is_some() {
-        taken += 1;
-    }
+    let mut taken = take_all(&mut c, sub);
     let (acts, _) = drain(&mut c);
     assert!(
         acts.contains(&Action::ResumeRead { stream: old }),
@@ -68,16 +97,8 @@ fn a_retired_stream_is_not_closed_at_the_look_right_after_it_resumed() {
     let (acts, _) = drain(&mut c);
     let closed_early = closes(&acts, old);
     // The reader now hands in its backlog.
-    let mut lost = 0;
-    for env in backlog {
-        if c.handle_envelope(now() + grace, old, env).is_err() {
-            lost += 1;
-        }
-    }
-    let _ = drain(&mut c);
-    while c.poll_delivery(sub).is_some() {
-        taken += 1;
-    }
+    let lost = hand_in(&mut c, now() + grace, old, backlog);
+    taken += take_all(&mut c, sub);
     assert_eq!(
         (closed_early, lost, taken),
         (false, 0, 5),
@@ -147,29 +168,10 @@ fn every_stream_feeding_a_full_subscription_is_paused() {
 /// in the driver and no counter of the core's (review, 2026-12-05).
 #[test]
 fn a_stream_retired_right_after_it_resumed_keeps_its_grace() {
-    let cfg = Config::default().with_subscription_buffer(2);
-    let grace = cfg.crossing_grace;
-    let mut c = core(cfg);
-    let sub = c.subscribe(Box::new(|_| true)).unwrap();
-    let old = c.accept_stream(now(), REMOTE, None).unwrap();
-    c.handle_envelope(now(), old, hello()).unwrap();
-    let _ = drain(&mut c);
-    let batch: Vec<Bytes> = (0..5).map(data_env).collect();
-    let mut backlog = batch.into_iter();
-    for env in backlog.by_ref() {
-        c.handle_envelope(now(), old, env).unwrap();
-        let (acts, _) = drain(&mut c);
-        if acts.contains(&Action::PauseRead { stream: old }) {
-            break;
-        }
-    }
-    let backlog: Vec<Bytes> = backlog.collect();
-    assert_eq!(backlog.len(), 3);
+    let (mut c, sub, old, backlog) = paused_with_backlog();
+    let grace = c.config().crossing_grace;
     // The application takes its deliveries: ResumeRead, the backlog still in the driver.
-    let mut taken = 0;
-    while c.poll_delivery(sub).is_some() {
-        taken += 1;
-    }
+    let mut taken = take_all(&mut c, sub);
     let (acts, _) = drain(&mut c);
     assert!(
         acts.contains(&Action::ResumeRead { stream: old }),
@@ -181,16 +183,8 @@ fn a_stream_retired_right_after_it_resumed_keeps_its_grace() {
     let (acts, _) = drain(&mut c);
     let closed_early = closes(&acts, old);
     // The reader hands its backlog in.
-    let mut lost = 0;
-    for env in backlog {
-        if c.handle_envelope(now(), old, env).is_err() {
-            lost += 1;
-        }
-    }
-    let _ = drain(&mut c);
-    while c.poll_delivery(sub).is_some() {
-        taken += 1;
-    }
+    let lost = hand_in(&mut c, now(), old, backlog);
+    taken += take_all(&mut c, sub);
     assert_eq!(
         (closed_early, lost, taken),
         (false, 0, 5),

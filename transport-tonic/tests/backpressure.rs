@@ -164,23 +164,7 @@ async fn send_wait_blocked_on_a_failed_attempt_is_woken() {
 /// counter before 2026-12-05, found by a review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_streams_unread_backlog_is_counted() {
-    let a = node(config(), None).await;
-    let b = node(config().with_subscription_buffer(2), None).await;
-    // Never read: the first messages fill the subscription and pause the stream, and the
-    // rest of the reader's batch waits in its backlog.
-    let _inbox = b.accept(|_| true).unwrap();
-    let sender = {
-        let (a, peer) = (a.clone(), b.as_peer());
-        tokio::spawn(async move {
-            for seq in 0..2_000 {
-                if a.send_wait(&data(seq, SIZE), &peer).await.is_err() {
-                    break;
-                }
-            }
-        })
-    };
-    until("the receiver paused", || b.stats().read_pauses > 0).await;
-    until("the sender got well ahead", || a.stats().sent >= 100).await;
+    let (a, b, _inbox, sender) = paused_under_send_wait(100).await;
     b.close_conn(a.pki_id());
     let (sb, db) = (b.stats(), b.driver_stats());
     assert!(
@@ -204,21 +188,7 @@ async fn a_closed_streams_unread_backlog_is_counted() {
 #[tokio::test]
 async fn a_resumed_streams_backlog_is_in_before_the_resume_returns() {
     use futures_util::FutureExt;
-    let a = node(config(), None).await;
-    let b = node(config().with_subscription_buffer(2), None).await;
-    let mut inbox = b.accept(|_| true).unwrap();
-    let sender = {
-        let (a, peer) = (a.clone(), b.as_peer());
-        tokio::spawn(async move {
-            for seq in 0..2_000 {
-                if a.send_wait(&data(seq, SIZE), &peer).await.is_err() {
-                    break;
-                }
-            }
-        })
-    };
-    until("the receiver paused", || b.stats().read_pauses > 0).await;
-    until("the sender got well ahead", || a.stats().sent >= 200).await;
+    let (a, b, mut inbox, sender) = paused_under_send_wait(200).await;
     let held_at = b.stats().received;
     // Take what is ready without awaiting: the resumes this causes must bring the
     // backlog in, in order.
@@ -309,4 +279,26 @@ async fn one_frame_of(k: u64) -> (Node, Node, Incoming) {
     until("the receiver paused", || b.stats().read_pauses > 0).await;
     until("the sender wrote them all", || a.stats().sent >= k).await;
     (a, b, inbox)
+}
+
+/// Nodes `a` and `b`, `b`'s subscription (2 deep, never read: the first messages fill it
+/// and pause the stream, and the rest of the reader's batch waits in its backlog), and
+/// `a`'s task sending 2,000 messages to `b` with `send_wait`, once it has sent `ahead`.
+async fn paused_under_send_wait(ahead: u64) -> (Node, Node, Incoming, tokio::task::JoinHandle<()>) {
+    let a = node(config(), None).await;
+    let b = node(config().with_subscription_buffer(2), None).await;
+    let inbox = b.accept(|_| true).unwrap();
+    let sender = {
+        let (a, peer) = (a.clone(), b.as_peer());
+        tokio::spawn(async move {
+            for seq in 0..2_000 {
+                if a.send_wait(&data(seq, SIZE), &peer).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    until("the receiver paused", || b.stats().read_pauses > 0).await;
+    until("the sender got well ahead", || a.stats().sent >= ahead).await;
+    (a, b, inbox, sender)
 }
