@@ -295,6 +295,11 @@ fn writer(s: &Shared, mut sink: impl Write) {
             q.lines = 0;
             q.writing = true;
             q.writing_since = Some(Instant::now());
+            // A `drain` that waits for the pickup (up to `PICKUP_LIMIT`) now waits for
+            // this write only its own limit.
+            if q.draining > 0 {
+                s.written.notify_all();
+            }
         }
         // A closed stdout (reader gone) must not kill the node; there is nobody to tell.
         let _ = sink.write_all(&batch).and_then(|()| sink.flush());
@@ -628,6 +633,28 @@ mod tests {
         );
         let text: Vec<u8> = written.try_iter().flatten().collect();
         assert_eq!(text, b"{\"event\":\"stopped\"}\n");
+    }
+
+    /// The writer, idle, is woken for the last lines and takes them after `drain` began,
+    /// then blocks (a reader that stopped reading, its pipe all but full): the write's own
+    /// limit applies, not [`PICKUP_LIMIT`], which is for a writer that has not taken them.
+    /// `drain` waited the full 2 s, not being told of the pickup.
+    #[test]
+    fn a_write_taken_during_drain_is_bounded_by_its_limit() {
+        let (out, writes, go) = stuck("first");
+        // Let the first write finish; the writer then waits for lines.
+        let _ = go.send(());
+        while out.s.q.lock().expect("lock").writing {
+            std::thread::yield_now();
+        }
+        out.emit(&json!({"event": "stopped"}));
+        let started = Instant::now();
+        assert!(!out.drain(Duration::from_millis(20)), "nothing was read");
+        let took = started.elapsed();
+        let batch = writes.recv_timeout(Duration::from_secs(10)).expect("write");
+        assert_eq!(batch, [b"{\"event\":\"stopped\"}\n".to_vec()]);
+        assert!(took < Duration::from_secs(1), "drain took {took:?}");
+        drop(go);
     }
 
     /// A sink like a pipe nobody reads: says what each write holds (the start of each of

@@ -418,7 +418,10 @@ impl<S: Security> Comm<S> {
     }
 
     /// Closes a stream no longer registered for `pki` once reading it is not paused (the
-    /// module docs, "Retiring a connection"); at once if it is not paused now.
+    /// module docs, "Retiring a connection"); at once if it is not paused now and was not
+    /// resumed since (a stream resumed at any time before, its flag never cleared by a
+    /// look, waits one `crossing_grace`: the price of not knowing whether its driver's
+    /// backlog is in).
     fn retire(&mut self, pki: &PkiId, stream: StreamId, reason: CloseReason, now: Instant) {
         let grace = now + self.config.crossing_grace;
         let Some(c) = self
