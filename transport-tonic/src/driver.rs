@@ -1277,10 +1277,7 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
         // Each layer cut as a remote's status is: a layer may print what the remote sent
         // (h2 prints a GOAWAY's debug data, up to a frame of 64 KiB, escaped to four
         // times that), and a status's source is such a chain.
-        push_segments(
-            &mut s,
-            &fabric_gossip_core::shown_up_to(&err.to_string(), REMOTE_STATUS_CHARS),
-        );
+        push_remote(&mut s, &err.to_string());
         next = err.source();
     }
     s
@@ -1299,6 +1296,15 @@ fn push_segments(s: &mut String, text: &str) {
             s.push_str(seg);
         }
     }
+}
+
+/// [`push_segments`] of text a remote may have chosen: cut to [`REMOTE_STATUS_CHARS`] and
+/// escaped first.
+fn push_remote(s: &mut String, text: &str) {
+    push_segments(
+        s,
+        &fabric_gossip_core::shown_up_to(text, REMOTE_STATUS_CHARS),
+    );
 }
 
 async fn dial_task(inner: Arc<Inner>, dial: DialId, endpoint: String) {
@@ -1387,10 +1393,7 @@ const REMOTE_STATUS_CHARS: usize = 1024;
 
 pub(crate) fn status_text(status: &Status) -> String {
     let mut s = format!("{:?}", status.code());
-    push_segments(
-        &mut s,
-        &fabric_gossip_core::shown_up_to(status.message(), REMOTE_STATUS_CHARS),
-    );
+    push_remote(&mut s, status.message());
     if let Some(src) = std::error::Error::source(status) {
         push_segments(&mut s, &error_text(src));
     }
@@ -1640,6 +1643,8 @@ async fn feed_core(
 ) -> bool {
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(READ_BATCH);
     let mut end: Option<StreamEnd> = None;
+    // This reader parked a backlog in its stream's entry (see below) and has not looked since.
+    let mut parked = false;
     loop {
         let held = |ctl: &StreamCtl| {
             ctl.paused.load(Ordering::Acquire)
@@ -1669,8 +1674,11 @@ async fn feed_core(
         let now = inner.now();
         // What is left of a backlog parked at a pause (the drain of the ResumeRead hands
         // it in, but a reader that reads to the end regardless of pauses may get here
-        // first) goes before anything this reader took since.
-        if let Some(e) = st.streams.get_mut(&stream) {
+        // first) goes before anything this reader took since. Only this reader parks, so
+        // the stream's entry is looked up only after it did.
+        if core::mem::take(&mut parked)
+            && let Some(e) = st.streams.get_mut(&stream)
+        {
             while let Some(b) = e.held.pop_back() {
                 batch.push_front(b);
             }
@@ -1696,7 +1704,6 @@ async fn feed_core(
         // Paused with a backlog: parked where the ResumeRead's drain finds it, with the
         // rest of what the body completed (a DATA frame carries up to 256 Envelopes). The
         // end of the stream, if it came, waits here behind it.
-        let mut parked = false;
         if !batch.is_empty()
             && let Some(e) = st.streams.get_mut(&stream)
         {

@@ -23,8 +23,8 @@
 //!    `crossing_grace` (at least [`PAUSED_RELOOK_MIN`](crate::PAUSED_RELOOK_MIN)); once a
 //!    subscription took enough to resume it and its backlog came in, the next look closes
 //!    it. One resumed and not looked at since counts as paused for this (its driver may
-//!    not have handed in what it held yet). The remote may end it first (then it goes as any stream the remote ends). It
-//!    counts toward `max_connections` while it is open;
+//!    not have handed in what it held yet). The remote may end it first (then it goes as
+//!    any stream the remote ends). It counts toward `max_connections` while it is open;
 //! 3. at most one retired stream per PKI-ID waits so: a further replacement while one
 //!    waits closes the older one (a remote that reconnects over and over while we do not
 //!    read cannot make us keep streams without bound), and `close_conn`, an expired
