@@ -37,6 +37,16 @@ fn build(
     b.build()
 }
 
+/// A resolver asking only `servers`, with the node's options.
+fn asking_only(
+    servers: Vec<NameServerConfig>,
+) -> Result<TokioResolver, hickory_resolver::net::NetError> {
+    build(TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, vec![], servers),
+        TokioRuntimeProvider::default(),
+    ))
+}
+
 /// A node's resolver, made at its first dial by name. One per node, not per process: the
 /// resolver's sockets belong to the runtime it was made on, and a process may run nodes
 /// on several runtimes, one after another.
@@ -54,11 +64,7 @@ impl Resolver {
                     let local = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
                         .map(NameServerConfig::udp_and_tcp)
                         .to_vec();
-                    build(TokioResolver::builder_with_config(
-                        ResolverConfig::from_parts(None, vec![], local),
-                        TokioRuntimeProvider::default(),
-                    ))
-                    .expect("a resolver of fixed local name servers builds")
+                    asking_only(local).expect("a resolver of fixed local name servers builds")
                 })
         })
     }
@@ -70,12 +76,7 @@ impl Resolver {
         let mut udp = ConnectionConfig::udp();
         udp.port = at.port();
         let server = NameServerConfig::new(at.ip(), true, vec![udp]);
-        let r = build(TokioResolver::builder_with_config(
-            ResolverConfig::from_parts(None, vec![], vec![server]),
-            TokioRuntimeProvider::default(),
-        ))
-        .unwrap();
-        Resolver(OnceLock::from(r))
+        Resolver(OnceLock::from(asking_only(vec![server]).unwrap()))
     }
 
     /// Connects to `host:port`, `host` an address or a name, trying each address of a name
