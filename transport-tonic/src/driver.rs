@@ -689,6 +689,11 @@ pub(crate) struct Inner {
     pub(crate) admission: Arc<Admission>,
     /// Bytes held for incomplete messages.
     pub(crate) budget: Arc<Budget>,
+    /// Envelopes a reader took after the core's close of its stream had counted what it
+    /// had taken, counted when the reader's task ends or is aborted ([`LateCount`]): part
+    /// of [`DriverStats::unread_at_close`], outside the lock because an aborted task's
+    /// future is dropped wherever the runtime cancels it.
+    unread_late: AtomicU64,
     /// Streams' outgoing bodies: they share what h2 may hold unwritten
     /// (`framed::NODE_IN_FLIGHT`) and written chunks' buffers.
     pub(crate) bodies: Arc<Bodies>,
@@ -752,6 +757,7 @@ impl Inner {
             room_waiters: AtomicU64::new(0),
             admission,
             budget,
+            unread_late: AtomicU64::new(0),
             bodies: Arc::default(),
             gates: Arc::default(),
             kick: Waker::from(Arc::new(Kick(weak.clone()))),
@@ -780,6 +786,7 @@ impl Inner {
         s.incomplete_budget_waits = self.budget.waits.load(Ordering::Relaxed);
         s.stalled_messages = self.budget.stalls.load(Ordering::Relaxed);
         s.bad_framing = self.budget.bad_framing.load(Ordering::Relaxed);
+        s.unread_at_close += self.unread_late.load(Ordering::Relaxed);
         s
     }
 
@@ -1626,9 +1633,42 @@ async fn read_loop(
     ctl: Arc<StreamCtl>,
     fault: Option<FaultSlot>,
 ) {
+    let _late = LateCount {
+        to: &inner.unread_late,
+        ctl: &ctl,
+    };
     let closed_first = feed_core(&inner, stream, &mut body, &ctl, fault).await;
     if closed_first && ctl.linger.load(Ordering::Acquire) {
         discard_to_end(&mut body).await;
+    }
+}
+
+/// Counts, when a reader's task ends or is aborted, the envelopes it took after the core's
+/// close counted what it had taken: a close that lands while the reader, on another
+/// worker, is inside a poll that completes messages and then waits (messages held back
+/// for budget) reads `taken` before that poll stores it, and the abort that follows ends
+/// the task without another look. The reader stores `taken` at every poll, so at the end
+/// it is exact; a reader that counted the rest itself moved `counted_to` up to it.
+struct LateCount<'a> {
+    /// [`Inner::unread_late`].
+    to: &'a AtomicU64,
+    ctl: &'a StreamCtl,
+}
+
+impl Drop for LateCount<'_> {
+    fn drop(&mut self) {
+        // Nothing while the stream is open: `counted_to` is `u64::MAX` until a close.
+        let late = match self.ctl.counted_to.load(Ordering::Relaxed) {
+            u64::MAX => 0,
+            counted => self
+                .ctl
+                .taken
+                .load(Ordering::Relaxed)
+                .saturating_sub(counted),
+        };
+        if late > 0 {
+            self.to.fetch_add(late, Ordering::Relaxed);
+        }
     }
 }
 
@@ -1695,6 +1735,9 @@ async fn feed_core(
                 // this one produced (a DeliveryReady above all) must still go out.
                 let counted = ctl.counted_to.load(Ordering::Relaxed);
                 st.stats.unread_at_close += body.completed().saturating_sub(counted);
+                // Counted through here: the reader's `LateCount` adds nothing more.
+                ctl.taken.store(body.completed(), Ordering::Relaxed);
+                ctl.counted_to.store(body.completed(), Ordering::Relaxed);
                 drain(inner, &mut st);
                 return true;
             }
@@ -2004,6 +2047,50 @@ impl Drop for StopOnDrop {
 mod tests {
     use super::*;
     use std::task::Waker;
+
+    /// A close that lands while the reader, on another worker, is inside a poll that
+    /// completes messages and then waits (held back for budget) counts what the reader had
+    /// taken before that poll; the abort that follows drops the task, and its
+    /// `LateCount` counts the rest. Before, those were lost in no counter.
+    #[tokio::test]
+    async fn an_aborted_reader_counts_what_it_took_after_the_close() {
+        let late = Arc::new(AtomicU64::new(0));
+        let ctl = Arc::new(StreamCtl::default());
+        ctl.taken.store(10, Ordering::Relaxed);
+        let (polled_tx, polled_rx) = tokio::sync::oneshot::channel();
+        let reader = tokio::spawn({
+            let (late, ctl) = (late.clone(), ctl.clone());
+            async move {
+                let _late = LateCount {
+                    to: &late,
+                    ctl: &ctl,
+                };
+                // The close, on the other worker, read `taken` as 10 ...
+                ctl.counted_to.store(10, Ordering::Relaxed);
+                // ... as this poll completed five more, and the reader waits.
+                ctl.taken.store(15, Ordering::Relaxed);
+                let _ = polled_tx.send(());
+                std::future::pending::<()>().await;
+            }
+        });
+        polled_rx.await.unwrap();
+        reader.abort();
+        assert!(reader.await.unwrap_err().is_cancelled());
+        assert_eq!(late.load(Ordering::Relaxed), 5);
+
+        // A reader whose stream is open (its own end came first), or that counted the
+        // rest itself under the lock (it moved `counted_to` up to `taken`), adds nothing.
+        for counted_to in [u64::MAX, 15] {
+            let ctl = StreamCtl::default();
+            ctl.taken.store(15, Ordering::Relaxed);
+            ctl.counted_to.store(counted_to, Ordering::Relaxed);
+            drop(LateCount {
+                to: &late,
+                ctl: &ctl,
+            });
+            assert_eq!(late.load(Ordering::Relaxed), 5, "counted_to {counted_to}");
+        }
+    }
 
     /// Each layer's text appears once: the errors an embedder saw read "Unknown: transport
     /// error: transport error: connection error: received fatal alert: UnknownCA".
