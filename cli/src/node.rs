@@ -1253,6 +1253,7 @@ pub(crate) fn stats_json(node: &Node, out: &Out) -> Value {
         "bad_framing": d.bad_framing,
         "unread_at_close": d.unread_at_close,
         "layer_events_dropped": d.layer_events_dropped,
+        "dropped_with_incoming": d.dropped_with_incoming,
     });
     if let (Some(obj), Value::Object(driver)) = (v.as_object_mut(), driver) {
         for (name, n) in s.counters() {

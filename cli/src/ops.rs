@@ -1156,6 +1156,11 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
                     ("empty", s.empty_messages),
                     // Read from a stream, not yet handed to the core when it closed.
                     ("unread_at_close", d.unread_at_close),
+                    // Queued for a subscription, or held by its `Incoming`, when it ended.
+                    (
+                        "unsubscribed",
+                        s.dropped_on_unsubscribe + d.dropped_with_incoming,
+                    ),
                 ],
             ),
         ),

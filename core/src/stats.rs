@@ -30,6 +30,9 @@ pub struct Stats {
     pub dropped_subscription_overflow: u64,
     /// Deliveries discarded because the node stopped before they were polled.
     pub dropped_on_stop: u64,
+    /// Deliveries discarded because their subscription ended (`unsubscribe`) before they
+    /// were polled.
+    pub dropped_on_unsubscribe: u64,
     /// Received messages that no subscription accepted.
     pub unrouted: u64,
     /// Received messages with no content (an empty payload, or a content type this version
@@ -126,7 +129,7 @@ impl Stats {
     fn fields_mut(
         &mut self,
     ) -> (
-        [(&'static str, &mut u64); 24],
+        [(&'static str, &mut u64); 25],
         &mut [u64; HandshakeFailure::COUNT],
     ) {
         let Stats {
@@ -138,6 +141,7 @@ impl Stats {
             dropped_no_connection,
             dropped_subscription_overflow,
             dropped_on_stop,
+            dropped_on_unsubscribe,
             unrouted,
             empty_messages,
             acks_unmatched,
@@ -169,6 +173,7 @@ impl Stats {
                     dropped_subscription_overflow,
                 ),
                 ("dropped_on_stop", dropped_on_stop),
+                ("dropped_on_unsubscribe", dropped_on_unsubscribe),
                 ("unrouted", unrouted),
                 ("empty_messages", empty_messages),
                 ("acks_unmatched", acks_unmatched),

@@ -985,6 +985,29 @@ fn unsubscribing_resumes_through_poll_output() {
     assert!(matches!(out[1], Output::Timeout(_)));
 }
 
+/// A subscription ended with deliveries still queued discards them, as `stop` discards
+/// every subscription's (counted in `dropped_on_stop`); those were in no counter, so a
+/// received message could vanish between `received` and every drop counter (audit,
+/// 2026-12-05). They are counted in `dropped_on_unsubscribe`, once.
+#[test]
+fn unsubscribing_counts_the_deliveries_it_discards() {
+    let (mut c, _, sub, _) = filled_subscription();
+    let queued = c.delivery_queue_len(sub) as u64;
+    assert!(queued > 0);
+    c.unsubscribe(sub).unwrap();
+    let _ = outputs(&mut c);
+    assert_eq!(
+        c.stats().dropped_on_unsubscribe,
+        queued,
+        "{queued} deliveries discarded by unsubscribe: {:?}",
+        c.stats()
+    );
+    c.stop(now());
+    let _ = outputs(&mut c);
+    assert_eq!(c.stats().dropped_on_stop, 0, "counted twice");
+    assert_eq!(c.stats().dropped_on_unsubscribe, queued);
+}
+
 /// Issue 10 finding 1: closing a stream throws away what its driver holds unread, and a
 /// paused stream's driver may hold envelopes the remote was told were written. A
 /// connection replaced while its reading is paused stays open (unregistered) until

@@ -335,6 +335,10 @@ pub struct DriverStats {
     /// Events of the hosted layer dropped because the application did not take them
     /// (its `layer_events` queue was full, or nobody asked for it).
     pub layer_events_dropped: u64,
+    /// Deliveries an [`crate::Incoming`] had taken from the core and not handed out when
+    /// it was dropped: discarded with it (those still queued in the core's subscription
+    /// are the core's `Stats::dropped_on_unsubscribe`).
+    pub dropped_with_incoming: u64,
 }
 
 /// The driver's tables, keyed by the core's handles (never by anything a remote chooses):

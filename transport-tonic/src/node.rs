@@ -794,7 +794,9 @@ impl Inner {
 /// Received messages of one subscription, as a `Stream` (Fabric's `Accept` channel).
 ///
 /// Cancellation-safe: state lives in the stream, so dropping a pending `recv()` loses
-/// nothing. Dropping the stream unsubscribes; messages it still held are discarded.
+/// nothing. Dropping the stream unsubscribes; messages it still held are discarded
+/// (counted: [`DriverStats::dropped_with_incoming`], and the core's
+/// `Stats::dropped_on_unsubscribe` for those still queued in its subscription).
 pub struct Incoming {
     inner: Arc<Inner>,
     sub: SubscriptionId,
@@ -896,6 +898,8 @@ impl Drop for Incoming {
     fn drop(&mut self) {
         let mut st = self.inner.lock();
         st.subs.remove(&self.sub);
+        // Discarded with the stream: counted, as the core counts what it still queued.
+        st.stats.dropped_with_incoming += self.buf.len() as u64;
         let _ = st.comm.unsubscribe(self.sub);
         drain(&self.inner, &mut st);
     }

@@ -257,6 +257,39 @@ async fn a_paused_frames_rest_comes_in_with_the_resumes() {
     stop_all(&[&a, &b]).await;
 }
 
+/// Dropping an `Incoming` unsubscribes, and what it held is discarded: the deliveries it
+/// had taken from the core and not handed out, and those still queued in the core's
+/// subscription. Both were in no counter (audit, 2026-12-05), where `stop` counts the
+/// same discards (`dropped_on_stop`): every Envelope of the frame must end delivered or
+/// in a counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_incoming_counts_the_deliveries_it_discards() {
+    let (a, b, mut inbox) = one_frame_of(FRAME).await;
+    // `recv` takes what the subscription holds and hands out one; the rest stays in the
+    // `Incoming`, and the resume it caused fills the subscription again.
+    let first = within("delivery", inbox.recv()).await.expect("message");
+    assert_eq!(seq_of(first.message()), Some(0));
+    drop(inbox);
+    // Nothing accepts the rest any more: it comes in unrouted.
+    until("the whole frame is in the core", || {
+        b.stats().received >= FRAME
+    })
+    .await;
+    let (sb, db) = (b.stats(), b.driver_stats());
+    assert!(sb.dropped_on_unsubscribe > 0, "{sb:?}");
+    assert!(db.dropped_with_incoming > 0, "{db:?}");
+    assert_eq!(
+        1 + sb.unrouted
+            + sb.dropped_subscription_overflow
+            + sb.dropped_on_unsubscribe
+            + db.dropped_with_incoming,
+        sb.received,
+        "received {} and delivered 1: the rest must be in a counter: {sb:?} {db:?}",
+        sb.received
+    );
+    stop_all(&[&a, &b]).await;
+}
+
 /// Envelopes in one DATA frame ([`one_frame_of`]).
 const FRAME: u64 = 200;
 

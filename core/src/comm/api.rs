@@ -144,8 +144,9 @@ impl<S: Security> Comm<S> {
         self.add_subscription(acceptor)
     }
 
-    /// Ends a subscription; its undelivered messages are discarded and any stream paused
-    /// for it may resume (the `ResumeRead` comes out of the next [`Comm::poll_output`]).
+    /// Ends a subscription; its undelivered messages are discarded (counted in
+    /// `Stats::dropped_on_unsubscribe`) and any stream paused for it may resume (the
+    /// `ResumeRead` comes out of the next [`Comm::poll_output`]).
     pub fn unsubscribe(&mut self, sub: SubscriptionId) -> Result<(), Error> {
         self.remove_subscription(sub)
     }

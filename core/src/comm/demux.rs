@@ -191,9 +191,11 @@ impl<S: Security> Comm<S> {
         Ok(self.demux.subscribe(acceptor))
     }
 
-    /// Ends a subscription; streams it paused may resume.
+    /// Ends a subscription, counting the deliveries it discards; streams it paused may
+    /// resume.
     pub(super) fn remove_subscription(&mut self, sub: SubscriptionId) -> Result<(), Error> {
-        let (_, released) = self.demux.remove(sub).ok_or(Error::UnknownHandle)?;
+        let (undelivered, released) = self.demux.remove(sub).ok_or(Error::UnknownHandle)?;
+        self.stats.dropped_on_unsubscribe += undelivered as u64;
         self.unblock(released);
         Ok(())
     }

@@ -532,6 +532,10 @@ impl Driver {
                 + st.dropped_on_stop,
             "every accepted delivery is polled, queued or counted"
         );
+        assert_eq!(
+            self.delivered.discarded, st.dropped_on_unsubscribe,
+            "every delivery an unsubscribe discarded is counted"
+        );
         // Nothing promised for sending is lost without a count; exact once all is settled.
         let mut waiting = 0;
         for s in self.streams.keys() {
