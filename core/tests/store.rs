@@ -577,11 +577,24 @@ fn send_with_ack_signed_sends_the_encoded_message_with_a_fresh_nonce() {
 
 #[test]
 fn send_with_ack_returns_once_min_ack_reached() {
+    // 0 is taken as 1 (documented on `Comm::send_with_ack`): the same run either way.
+    for min_ack in [1, 0] {
+        min_ack_reached(min_ack);
+    }
+}
+
+fn min_ack_reached(min_ack: usize) {
     let mut net = Net::new(3, cfg);
     net.subscribe_all(1);
     net.subscribe_all(2);
-    net.send_with_ack(0, &[1, 2], b"a", 1, Duration::from_secs(5));
+    net.send_with_ack(0, &[1, 2], b"a", min_ack, Duration::from_secs(5));
     net.settle();
+    // Nothing acked yet: not done, whatever `min_ack` says.
+    assert_eq!(
+        ack_results(&net, 0),
+        Vec::<Vec<SendResult>>::new(),
+        "min_ack {min_ack}"
+    );
     ack_all(&mut net, 1, None);
     net.settle();
     let results = ack_results(&net, 0);

@@ -30,9 +30,11 @@
 //!     PASS
 //! }
 //!
-//! let mut h = SimHarness::new(1);
+//! let mut h = SimHarness::new(1); // the seed: same seed, same trace
 //! assert_eq!(hello(&mut h), PASS);
-//! h.finish().unwrap();
+//! h.finish().unwrap(); // runs to idle, then checks every invariant
+//! // The same scenario on real gRPC, every node with mutual TLS.
+//! assert_eq!(hello(&mut TonicHarness::mutual_tls()), PASS);
 //! ```
 #![forbid(unsafe_code)]
 

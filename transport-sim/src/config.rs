@@ -27,27 +27,30 @@ pub const LIVELOCK_STEPS: u64 = 5_000_000;
 /// drawn from the RNG seeded by `seed`.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// The seed of the run's only RNG.
+    /// The seed of the run's only RNG. Default 0 ([`SimConfig::seeded`] sets it).
     pub seed: u64,
-    /// One-way latency of every link; a dial or a Ping costs a round trip.
+    /// One-way latency of every link; a dial or a Ping costs a round trip. Default 200 µs,
+    /// a loopback or LAN hop.
     pub latency: Duration,
     /// Extra one-way delay drawn uniformly from `0..=jitter` per packet. Streams stay
-    /// ordered: a packet never overtakes an earlier one of the same stream.
+    /// ordered: a packet never overtakes an earlier one of the same stream. Default 50 µs.
     pub jitter: Duration,
     /// Bytes a stream direction holds unread (in flight or waiting for a paused reader)
     /// before writes block, as HTTP/2 flow control does; a write of any size is let into an
-    /// empty window.
+    /// empty window. Default 64 KiB, HTTP/2's initial stream window.
     pub stream_window: usize,
     /// How long a stream survives a partition that cuts it before both ends see it reset
-    /// (gRPC keepalive).
+    /// (gRPC keepalive). Default 10 s.
     pub keepalive_timeout: Duration,
-    /// How much of the trace to keep.
+    /// How much of the trace to keep. Default [`TraceMode::Hash`]: only the hash, enough
+    /// to tell two runs apart.
     pub trace: TraceMode,
-    /// Trace lines kept in [`TraceMode::Full`].
+    /// Trace lines kept in [`TraceMode::Full`]. Default 1,000,000.
     pub trace_limit: usize,
     /// Deliveries and events kept per node for inspection; past it they are only counted.
+    /// Default 100,000.
     pub record_limit: usize,
-    /// Check invariants after every step (a few per cent of run time).
+    /// Check invariants after every step (a few per cent of run time). On by default.
     pub check_invariants: bool,
     /// Treat a message lost without a count (see the `invariants` module) as a violation;
     /// off, such losses are only counted in
@@ -55,9 +58,11 @@ pub struct SimConfig {
     /// while a known bug makes it fail (issue 10, finding 1).
     pub check_silent_loss: bool,
     /// Acknowledge every delivered message that carries a nonce (a `send_with_ack`), as an
-    /// application would; workloads use it to exercise acks.
+    /// application would; workloads use it to exercise acks. Off by default: a test
+    /// answers with [`crate::Sim::ack`], as a tonic application does.
     pub auto_ack: bool,
     /// How to rerun this seed, with `{seed}` standing for it; printed with failures.
+    /// Default `fabric-gossip sim --seed {seed}`.
     pub reproduce: String,
     /// How late, at most, a reader hands in what it held while paused after its core
     /// said `ResumeRead` (drawn per resume from `0..=resume_lag`), as a driver whose reader
@@ -104,7 +109,8 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// Default settings with this seed.
+    /// The default settings (each field's documentation gives its default) with this
+    /// seed.
     pub fn seeded(seed: u64) -> Self {
         SimConfig {
             seed,

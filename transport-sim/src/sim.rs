@@ -430,12 +430,18 @@ impl Sim {
     }
 
     /// Sends `msg` from node `n` to nodes `to`, addressed by their current PKI-IDs.
+    ///
+    /// The simulator has no `send_wait`: a step cannot block. A test that must not lose a
+    /// message to a full buffer calls [`fabric_gossip_core::Comm::send_wait`] through
+    /// [`Sim::with_comm`], and on `Err(WouldBlock)` runs the network a little and tries
+    /// again, as a tonic node's `send_wait` waits for room.
     pub fn send_to(&mut self, n: NodeId, msg: &SignedMessage, to: &[NodeId]) -> Result<(), Error> {
         let peers: Vec<RemotePeer> = to.iter().map(|t| self.remote_peer(*t)).collect();
         self.send(n, msg, &peers)
     }
 
-    /// Fabric's `SendWithAck` from node `n`; the result arrives as an event
+    /// Fabric's `SendWithAck` from node `n` (`min_ack` taken as at least 1, as
+    /// [`fabric_gossip_core::Comm::send_with_ack`] says); the result arrives as an event
     /// ([`Sim::op_result`]). Simulated applications do not answer by themselves: set
     /// [`SimConfig::auto_ack`], or have the receiver call [`Sim::ack`] on its delivery,
     /// or every peer's result is a time-out.

@@ -512,7 +512,8 @@ impl Node {
 
     /// Fabric's `SendWithAck`: sends `msg` (with a fresh nonce, noop-signed) to every peer
     /// and returns when `min_ack` peers acked, every peer has a result, or `timeout` passed:
-    /// one result per peer that answered or failed in time.
+    /// one result per peer that answered or failed in time. `min_ack` is taken as at
+    /// least 1 ([`Comm::send_with_ack`](fabric_gossip_core::Comm::send_with_ack)).
     pub async fn send_with_ack(
         &self,
         msg: GossipMessage,

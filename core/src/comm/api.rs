@@ -75,6 +75,10 @@ impl<S: Security> Comm<S> {
     /// Fabric's `SendWithAck`: gives `msg` a fresh nonce, noop-signs it, sends it to every
     /// peer (waiting for buffer room), and completes with `Event::SendWithAckDone` as soon
     /// as `min_ack` peers acked or every peer has a result, or at `timeout`.
+    ///
+    /// `min_ack` is taken as at least 1: 0 waits for one ack, as 1 does. (Fabric's loop,
+    /// given 0, returns at the first result if it is a failure and otherwise waits for
+    /// every peer; nothing in Fabric passes 0.)
     pub fn send_with_ack(
         &mut self,
         now: Instant,

@@ -195,7 +195,9 @@ pub enum Event {
     SendWithAckDone {
         /// The operation.
         op: OpId,
-        /// Per-peer results, in the order the peers were given.
+        /// One result for each peer that acked, refused or timed out before the operation
+        /// completed, in the order the peers were given: peers still awaited when
+        /// `min_ack` acks came are left out, as Fabric leaves them out.
         results: Vec<SendResult>,
     },
     /// A remote probed us (a `ConnEstablish` with `probe: true`, Fabric's `Handshake`): it
