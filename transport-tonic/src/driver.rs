@@ -330,7 +330,9 @@ pub struct DriverStats {
     /// (replaced, retired, `close_conn`, presumed dead, stopping): lost, as Fabric loses
     /// what a closed connection had read and not yet dispatched, but counted. Mostly a
     /// paused stream's backlog, and the rest of a DATA frame (up to 256 Envelopes) past
-    /// the reader's batch; not what HTTP/2 itself still buffered, which was never read.
+    /// the reader's batch; also what a stream closed while stopping still brought before
+    /// its remote ended it (read to its end and discarded, so the stop knows the remote
+    /// took everything). Not what HTTP/2 itself still buffered, which was never read.
     pub unread_at_close: u64,
     /// Events of the hosted layer dropped because the application did not take them
     /// (its `layer_events` queue was full, or nobody asked for it).
@@ -1616,12 +1618,19 @@ fn fill(
 }
 
 /// Reads a stream the core closed while stopping to its end, discarding what comes (see
-/// [`Winding`]).
-async fn discard_to_end(body: &mut MeteredBody) {
+/// [`Winding`]): the remote's messages that were still coming, counted as unread at close
+/// by the reader's [`LateCount`] through `taken`.
+async fn discard_to_end(body: &mut MeteredBody, ctl: &StreamCtl) {
     let mut batch = VecDeque::new();
     loop {
         batch.clear();
-        if poll_fn(|cx| fill(body, &mut batch, cx)).await.is_some() {
+        let end = poll_fn(|cx| {
+            let r = fill(body, &mut batch, cx);
+            ctl.taken.store(body.completed(), Ordering::Relaxed);
+            r
+        })
+        .await;
+        if end.is_some() {
             return;
         }
     }
@@ -1643,7 +1652,7 @@ async fn read_loop(
     };
     let closed_first = feed_core(&inner, stream, &mut body, &ctl, fault).await;
     if closed_first && ctl.linger.load(Ordering::Acquire) {
-        discard_to_end(&mut body).await;
+        discard_to_end(&mut body, &ctl).await;
     }
 }
 
@@ -2094,6 +2103,30 @@ mod tests {
             });
             assert_eq!(late.load(Ordering::Relaxed), 5, "counted_to {counted_to}");
         }
+    }
+
+    /// A stream the core closed while stopping is read to its end (so the stop knows the
+    /// remote took everything), and the messages still coming are discarded: they were in
+    /// no counter (audit, 2026-12-05). The reader's `LateCount` counts them now, past
+    /// what the close counted.
+    #[tokio::test]
+    async fn messages_discarded_while_stopping_are_counted() {
+        use crate::metered::tests::{data, reader, wire};
+        let budget = Budget::new(1 << 20);
+        let three = wire(&[(0, 10, 1), (0, 20, 2), (0, 30, 3)]);
+        let mut body = reader(vec![data(&three)], Side::Request, &budget);
+        let late = AtomicU64::new(0);
+        let ctl = StreamCtl::default();
+        // The close found nothing taken and counted nothing; the reader lingers.
+        ctl.counted_to.store(0, Ordering::Relaxed);
+        {
+            let _late = LateCount {
+                to: &late,
+                ctl: &ctl,
+            };
+            discard_to_end(&mut body, &ctl).await;
+        }
+        assert_eq!(late.load(Ordering::Relaxed), 3);
     }
 
     /// Each layer's text appears once: the errors an embedder saw read "Unknown: transport

@@ -666,7 +666,7 @@ impl Drop for MeteredBody {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::task::Waker;
 
@@ -699,7 +699,12 @@ mod tests {
         }
     }
 
-    fn reader(frames: Vec<Frame<Bytes>>, side: Side, budget: &Arc<Budget>) -> MeteredBody {
+    /// A body of these frames, then its end.
+    pub(crate) fn reader(
+        frames: Vec<Frame<Bytes>>,
+        side: Side,
+        budget: &Arc<Budget>,
+    ) -> MeteredBody {
         let body = Frames {
             frames: frames.into_iter().map(Ok).collect(),
             ended: true,
@@ -716,14 +721,14 @@ mod tests {
     }
 
     /// Messages one after the other: (flag, length, fill) each.
-    fn wire(messages: &[(u8, usize, u8)]) -> Vec<u8> {
+    pub(crate) fn wire(messages: &[(u8, usize, u8)]) -> Vec<u8> {
         messages
             .iter()
             .flat_map(|&(flag, len, fill)| message(flag, len, fill))
             .collect()
     }
 
-    fn data(bytes: &[u8]) -> Frame<Bytes> {
+    pub(crate) fn data(bytes: &[u8]) -> Frame<Bytes> {
         Frame::data(Bytes::copy_from_slice(bytes))
     }
 
