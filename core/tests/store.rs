@@ -989,3 +989,42 @@ fn an_ack_that_must_not_wait_is_dropped_and_counted_when_the_buffer_is_full() {
     c.ack(now, s, 11, None).unwrap();
     assert_eq!(c.stats().dropped_overflow, before + 1);
 }
+
+/// A message to the node's own PKI-ID is dialled like any other, and both ends of the
+/// connection, the node itself, refuse it (`OwnPkiId`): the message is dropped and counted,
+/// and `PresumedDead` names the node itself (an outside embedder found `send_wait` to its
+/// own `as_peer()` answer `Ok`; it queued the message, as documented, for this end).
+#[test]
+fn a_send_to_itself_is_refused_by_its_own_handshake() {
+    let mut net = Net::new(1, cfg);
+    net.send(0, 0, b"x");
+    net.settle();
+    let me = PkiId::from(ep(0).as_str());
+    let refused = events_of(&net, 0)
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::HandshakeFailed {
+                    error: HandshakeError::OwnPkiId,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        refused,
+        2,
+        "as dialler and as server: {:?}",
+        events_of(&net, 0)
+    );
+    assert!(
+        events_of(&net, 0).iter().any(|e| matches!(e,
+            Event::PresumedDead(p) if p.pki_id == me
+                && matches!(p.cause, DeadCause::Connect(HandshakeError::OwnPkiId)))),
+        "{:?}",
+        events_of(&net, 0)
+    );
+    let st = net.nodes[0].comm.stats();
+    assert_eq!((st.dropped_no_connection, st.received), (1, 0));
+}

@@ -16,6 +16,12 @@ impl<S: Security> Comm<S> {
     /// Fabric's `Send`: to each peer, over its connection (opening one if needed), without
     /// waiting: a full send buffer drops the message and counts it. Messages to one peer
     /// leave in the order they were sent. Failing to connect presumes the peer dead.
+    ///
+    /// A peer that is this node (its own PKI-ID, or an endpoint that reaches it) is dialled
+    /// like any other, and the handshake refuses the connection at both its ends
+    /// (`HandshakeError::OwnPkiId`): the message is dropped (`dropped_no_connection`) and
+    /// `PresumedDead` names this node. Layers leave themselves out, as the membership layer
+    /// does (as Fabric's discovery skips "connecting to myself").
     pub fn send(
         &mut self,
         now: Instant,
