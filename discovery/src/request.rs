@@ -190,7 +190,7 @@ impl Discovery {
         match self.make_response(now, comm, target, nonce) {
             // Never waiting for room, as Fabric's `SendToPeer`: a requester that does not
             // read loses responses (counted by comm), and holds at most a send buffer's.
-            Some(resp) => {
+            Ok(resp) => {
                 let bytes = prost::Message::encoded_len(&resp);
                 let asker = Asker {
                     ours: self.is_ours(target_org.as_ref()),
@@ -210,10 +210,13 @@ impl Discovery {
                 }
                 self.note_answered(now, msg.sender(), nonce);
             }
-            None => {
+            Err(NoResponse::Refused) => {
                 self.stats.requests_refused += 1;
                 comm.close_conn(now, msg.sender());
             }
+            // Our failure, not the requester's (counted in `comm_errors`): Fabric's
+            // `sendMemResponse` logs it and closes nothing.
+            Err(NoResponse::CannotSign) => {}
         }
     }
 
@@ -361,14 +364,14 @@ impl Discovery {
 
     /// The response for `target` (`createMembershipResponse` + `disclosurePolicy`):
     /// every disclosable alive envelope, ours last, then every disclosable dead one;
-    /// `None` if even our own alive message may not be disclosed to it.
+    /// [`NoResponse::Refused`] if even our own alive message may not be disclosed to it.
     pub(crate) fn make_response<S: Security>(
         &mut self,
         now: Instant,
         comm: &Comm<S>,
         target: Party<'_>,
         nonce: u64,
-    ) -> Option<GossipMessage> {
+    ) -> Result<GossipMessage, NoResponse> {
         let my_org = self.my_org.clone();
         let mine = Party {
             org: my_org.as_deref(),
@@ -376,16 +379,16 @@ impl Discovery {
         };
         let own_rule = disclose_in_response(my_org.as_deref(), target, mine);
         if own_rule == Disclose::No {
-            return None;
+            return Err(NoResponse::Refused);
         }
-        let me = self.me.as_mut()?;
+        let me = self.me.as_mut().ok_or(NoResponse::CannotSign)?;
         let own = match &me.last {
             Some(env) => env.clone(),
             None => match me.sign_next(now, comm.security()) {
                 Ok(env) => env,
                 Err(_) => {
                     self.stats.comm_errors += 1;
-                    return None;
+                    return Err(NoResponse::CannotSign);
                 }
             },
         };
@@ -429,8 +432,18 @@ impl Discovery {
             self.stats.responses_truncated += 1;
         }
         alive.extend(own);
-        Some(membership_response(alive, dead, nonce))
+        Ok(membership_response(alive, dead, nonce))
     }
+}
+
+/// Why a request gets no response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoResponse {
+    /// The disclosure policy does not let the requester see even our own alive message:
+    /// it should not have asked (`requests_refused`, its connection closed).
+    Refused,
+    /// Our own alive message could not be signed (`comm_errors`).
+    CannotSign,
 }
 
 /// How soon a peer's membership request with the same nonce is answered again: a repeat

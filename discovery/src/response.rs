@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 /// One envelope of a response, short of its signatures.
 enum Entry {
-    /// About us: skipped.
+    /// About us: skipped (`alive_about_me`), as Fabric's `isSentByMe` drops it.
     Me,
     /// Not newer than the message store's entry for the member.
     Duplicate,
@@ -59,7 +59,10 @@ impl Discovery {
         {
             let parsed = match self.classify(comm, now, env, &limits, dead) {
                 Ok(Entry::Parsed(p)) => p,
-                Ok(Entry::Me) => continue,
+                Ok(Entry::Me) => {
+                    self.stats.alive_about_me += 1;
+                    continue;
+                }
                 Ok(Entry::Duplicate) => {
                     self.stats.alive_duplicate += 1;
                     continue;

@@ -40,7 +40,9 @@ pub struct DiscoveryStats {
     /// Alive messages refused because a signature does not verify (forgeries).
     pub alive_bad_signature: u64,
     /// Alive messages about ourselves (dropped; a different endpoint means a second node
-    /// runs with our identity: `alive_impostors`).
+    /// runs with our identity: `alive_impostors`): direct, in requests, and entries of
+    /// responses (these unverified, so never judged impostors; a response lists us as a
+    /// rule).
     pub alive_about_me: u64,
     /// Of `alive_about_me`, those carrying another external endpoint than ours, or
     /// another internal endpoint in their secret: another node runs with our identity
@@ -116,7 +118,9 @@ pub struct DiscoveryStats {
     pub bootstrap_acked: u64,
     /// Failed attempts to identify or reach a bootstrap peer.
     pub bootstrap_failures: u64,
-    /// Calls into comm that it refused (stopped, limits).
+    /// Calls into comm that it refused (stopped, limits), and our own messages the
+    /// security provider would not sign (then nothing is sent: no heartbeat, request or
+    /// response).
     pub comm_errors: u64,
     /// Events dropped because the application did not drain them.
     pub events_dropped: u64,

@@ -961,8 +961,7 @@ fn responses_follow_the_disclosure_policy() {
                 endpoint: ""
             },
             0
-        )
-        .is_none()
+        ) == Err(crate::request::NoResponse::Refused)
     );
     assert!(
         d.make_response(
@@ -973,8 +972,7 @@ fn responses_follow_the_disclosure_policy() {
                 endpoint: "x:1"
             },
             0
-        )
-        .is_none()
+        ) == Err(crate::request::NoResponse::Refused)
     );
 }
 
@@ -1646,4 +1644,112 @@ fn an_alive_message_with_an_endpoint_longer_than_any_host_port_is_refused() {
     let fits = format!("{}:1", "h".repeat(max - 2));
     d.handle_message(T0, &mut comm, direct("a3", alive("a3", 1, 1, &fits)));
     assert!(d.member(&pki("a3")).is_some());
+}
+
+/// Fabric's `handleAliveMessage` drops an alive message about ourselves whatever path it
+/// came by (`isSentByMe`), a response's entries included; a response lists us among its
+/// members as a rule. Such entries are skipped unverified, and counted with the others
+/// about us (`alive_about_me`), as every other skipped entry of a response is counted.
+#[test]
+fn entries_about_us_in_a_response_are_dropped_and_counted() {
+    let (mut comm, mut d) = me();
+    let res = response(
+        "a1",
+        vec![
+            alive("a1", 1, 1, ""),
+            alive_of_me(1, "me.ext:7051", Some("me.int:7051")),
+        ],
+        vec![alive_of_me(2, "me.ext:7051", None)],
+        0,
+    );
+    d.handle_message(T0, &mut comm, res);
+    assert!(d.member(&pki("a1")).is_some());
+    assert!(d.member(&pki("me")).is_none());
+    assert_eq!(d.stats().alive_about_me, 2);
+}
+
+/// [`security`]'s provider whose signing fails once `fail` is set (an HSM gone away).
+struct Unsigning {
+    inner: TestOnlyHmacSecurity,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl fabric_gossip_core::Security for Unsigning {
+    fn own_identity(&self) -> Bytes {
+        self.inner.own_identity()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Bytes, fabric_gossip_core::SecurityError> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(fabric_gossip_core::SecurityError::Expired(
+                "cannot sign (test provider)".into(),
+            ));
+        }
+        self.inner.sign(msg)
+    }
+    fn verify(
+        &self,
+        id: &[u8],
+        sig: &[u8],
+        msg: &[u8],
+    ) -> Result<(), fabric_gossip_core::SecurityError> {
+        self.inner.verify(id, sig, msg)
+    }
+    fn validate_identity(
+        &self,
+        identity: &[u8],
+        now: Instant,
+    ) -> Result<(), fabric_gossip_core::SecurityError> {
+        self.inner.validate_identity(identity, now)
+    }
+    fn expiration(
+        &self,
+        identity: &[u8],
+    ) -> Result<Option<Instant>, fabric_gossip_core::SecurityError> {
+        self.inner.expiration(identity)
+    }
+    fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+        self.inner.pki_id_of(identity)
+    }
+    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+        self.inner.organization_of(identity)
+    }
+    fn claimed_organization(&self, identity: &[u8]) -> Option<Bytes> {
+        self.inner.claimed_organization(identity)
+    }
+}
+
+/// A request we cannot answer because our own alive message cannot be signed is not one
+/// the disclosure policy refuses: Fabric's `sendMemResponse` logs the failure and returns,
+/// closing nothing. It is counted once (`comm_errors`, with our other signing failures),
+/// not as `requests_refused` too, and the requester's connection stays open.
+#[test]
+fn a_request_we_cannot_sign_an_answer_for_is_not_refused_and_its_connection_stays() {
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sec = Unsigning {
+        inner: security("me"),
+        fail: fail.clone(),
+    };
+    let mut comm = Comm::new(Config::default(), sec, T0).unwrap();
+    let mut d =
+        Discovery::new(DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"))
+            .unwrap();
+    d.start(T0, &mut comm);
+    let s = comm.accept_stream(T0, "a1:1", None).unwrap();
+    let hello = fabric_gossip_core::testing::conn_establish(b"a1", b"a1", b"", false, true);
+    comm.handle_envelope(T0, s, hello).unwrap();
+    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    assert!(comm.connection(&pki("a1")).is_some());
+    let errors = d.stats().comm_errors;
+    fail.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut m = request("a1", alive("a1", 1, 1, "a1.ext:1"));
+    m.conn = s;
+    d.handle_message(T0, &mut comm, m);
+    assert!(d.member(&pki("a1")).is_some(), "the requester is learnt");
+    assert_eq!(d.stats().comm_errors - errors, 1, "the failure, once");
+    assert_eq!(d.stats().requests_refused, 0, "not a disclosure refusal");
+    assert_eq!(d.stats().responses_sent, 0);
+    assert!(
+        comm.connection(&pki("a1")).is_some(),
+        "the requester's connection is not closed for our failure"
+    );
 }
