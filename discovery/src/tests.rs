@@ -1668,18 +1668,42 @@ fn entries_about_us_in_a_response_are_dropped_and_counted() {
     assert_eq!(d.stats().alive_about_me, 2);
 }
 
-/// [`security`]'s provider whose signing fails once `fail` is set (an HSM gone away).
-struct Unsigning {
-    inner: TestOnlyHmacSecurity,
-    fail: Arc<std::sync::atomic::AtomicBool>,
+/// A security provider around [`security`]'s for tests that need more of it: it counts the
+/// expensive checks (certificate validation and signature verification) it is asked for,
+/// to show a message refused without crypto; it refuses the `expired` identities in its
+/// validation, as the MSP does (before the caller compares the PKI-ID, unlike
+/// `TestOnlyHmacSecurity::expiring`); and it fails to sign once `fail_sign` is set (an HSM
+/// gone away).
+pub(crate) struct TestProvider {
+    pub(crate) inner: TestOnlyHmacSecurity,
+    pub(crate) checks: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) expired: Vec<Bytes>,
+    pub(crate) fail_sign: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl fabric_gossip_core::Security for Unsigning {
+impl TestProvider {
+    /// [`security`]`(name)`, nothing refused, nothing counted yet.
+    pub(crate) fn new(name: &str) -> Self {
+        TestProvider {
+            inner: security(name),
+            checks: Arc::default(),
+            expired: Vec::new(),
+            fail_sign: Arc::default(),
+        }
+    }
+
+    fn count(&self) {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl fabric_gossip_core::Security for TestProvider {
     fn own_identity(&self) -> Bytes {
         self.inner.own_identity()
     }
     fn sign(&self, msg: &[u8]) -> Result<Bytes, fabric_gossip_core::SecurityError> {
-        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.fail_sign.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(fabric_gossip_core::SecurityError::Expired(
                 "cannot sign (test provider)".into(),
             ));
@@ -1692,6 +1716,7 @@ impl fabric_gossip_core::Security for Unsigning {
         sig: &[u8],
         msg: &[u8],
     ) -> Result<(), fabric_gossip_core::SecurityError> {
+        self.count();
         self.inner.verify(id, sig, msg)
     }
     fn validate_identity(
@@ -1699,6 +1724,12 @@ impl fabric_gossip_core::Security for Unsigning {
         identity: &[u8],
         now: Instant,
     ) -> Result<(), fabric_gossip_core::SecurityError> {
+        self.count();
+        if self.expired.iter().any(|e| e.as_ref() == identity) {
+            return Err(fabric_gossip_core::SecurityError::Expired(
+                "expired (test provider)".into(),
+            ));
+        }
         self.inner.validate_identity(identity, now)
     }
     fn expiration(
@@ -1724,11 +1755,8 @@ impl fabric_gossip_core::Security for Unsigning {
 /// not as `requests_refused` too, and the requester's connection stays open.
 #[test]
 fn a_request_we_cannot_sign_an_answer_for_is_not_refused_and_its_connection_stays() {
-    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sec = Unsigning {
-        inner: security("me"),
-        fail: fail.clone(),
-    };
+    let sec = TestProvider::new("me");
+    let fail = sec.fail_sign.clone();
     let mut comm = Comm::new(Config::default(), sec, T0).unwrap();
     let mut d =
         Discovery::new(DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"))

@@ -4,7 +4,7 @@
 
 use super::wire::{self, IdentityMsgError, validate_identity_msg};
 use crate::tests::{
-    SEC, T0, alive, alive_with, direct, me, me_with, node, pki, received, security,
+    SEC, T0, TestProvider, alive, alive_with, direct, me, me_with, node, pki, received, security,
 };
 use crate::{Discovery, DiscoveryConfig};
 use bytes::Bytes;
@@ -303,10 +303,9 @@ fn an_expired_item_is_left_out_the_rest_kept_and_not_asked_for_again() {
 /// unasked for an hour, where Fabric (PKI-ID first) refuses the update.
 #[test]
 fn an_expired_certificate_claiming_another_pki_id_is_a_mismatch() {
-    let sec = Counting {
-        inner: security("v"),
-        checks: Default::default(),
+    let sec = TestProvider {
         expired: vec![Bytes::from_static(b"a1")],
+        ..TestProvider::new("v")
     };
     assert_eq!(
         validate_identity_msg(&sec, &identity_msg("a2", "a1", security("a1")), T0),
@@ -550,84 +549,20 @@ fn disabled_it_neither_pulls_nor_answers() {
     assert_eq!(d.pulled_identities(), 0);
 }
 
-/// A security provider that counts the expensive checks (certificate validation and
-/// signature verification) it is asked for, to show an update refused without crypto; and
-/// that can refuse identities as expired in its validation, as the MSP does (before the
-/// caller compares the PKI-ID, unlike `TestOnlyHmacSecurity::expiring`).
-struct Counting {
-    inner: TestOnlyHmacSecurity,
-    checks: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    expired: Vec<Bytes>,
-}
-
-impl Counting {
-    fn count(&self) {
-        self.checks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Security for Counting {
-    fn own_identity(&self) -> Bytes {
-        self.inner.own_identity()
-    }
-    fn sign(&self, msg: &[u8]) -> Result<Bytes, fabric_gossip_core::SecurityError> {
-        self.inner.sign(msg)
-    }
-    fn verify(
-        &self,
-        id: &[u8],
-        sig: &[u8],
-        msg: &[u8],
-    ) -> Result<(), fabric_gossip_core::SecurityError> {
-        self.count();
-        self.inner.verify(id, sig, msg)
-    }
-    fn validate_identity(
-        &self,
-        identity: &[u8],
-        now: Instant,
-    ) -> Result<(), fabric_gossip_core::SecurityError> {
-        self.count();
-        if self.expired.iter().any(|e| e.as_ref() == identity) {
-            return Err(fabric_gossip_core::SecurityError::Expired(
-                "expired (test provider)".into(),
-            ));
-        }
-        self.inner.validate_identity(identity, now)
-    }
-    fn expiration(
-        &self,
-        identity: &[u8],
-    ) -> Result<Option<Instant>, fabric_gossip_core::SecurityError> {
-        self.inner.expiration(identity)
-    }
-    fn pki_id_of(&self, identity: &[u8]) -> fabric_gossip_core::PkiId {
-        self.inner.pki_id_of(identity)
-    }
-    fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
-        self.inner.organization_of(identity)
-    }
-}
-
 /// [`in_a_round`] run on to its request phase after `a1` advertised `items`, with a
 /// provider that counts its checks: the node, the round's nonce for `a1`, the time and the
 /// count.
 fn asked_of_a1(
     items: &[&str],
 ) -> (
-    Comm<Counting>,
+    Comm<TestProvider>,
     crate::Discovery,
     u64,
     Instant,
     std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let checks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let sec = Counting {
-        inner: security("me"),
-        checks: checks.clone(),
-        expired: Vec::new(),
-    };
+    let sec = TestProvider::new("me");
+    let checks = sec.checks.clone();
     let mut comm = Comm::new(fabric_gossip_core::Config::default(), sec, T0).unwrap();
     let mut d = crate::Discovery::new(
         DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"),
