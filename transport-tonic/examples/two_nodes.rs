@@ -21,7 +21,7 @@ use std::time::Duration;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // On glibc: keep h2's freed read buffers instead of handing them back to the kernel
-    // (README, "Eight things to know"); before the nodes allocate anything.
+    // (README, "Things to know"); before the nodes allocate anything.
     fabric_gossip_tonic::malloc::warm_glibc_malloc();
     // Seeded, so the same certificates on every run.
     let orgs = dev::seeded_in_memory(
