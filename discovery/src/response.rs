@@ -77,8 +77,16 @@ impl Discovery {
                 }
                 Err(e) => {
                     self.stats.count_refused(&e);
-                    if matches!(e, AliveError::Undecodable(_) | AliveError::NotAlive) {
-                        // Fabric abandons the rest of the response (quirk Q3).
+                    // Fabric abandons the rest of the response at an entry it cannot
+                    // decode, and at one of the alive list that is not an alive message
+                    // (quirk Q3); a dead list's such entry fails its `ValidateAliveMsg`
+                    // and the reading goes on.
+                    let abandons = match e {
+                        AliveError::Undecodable(_) => true,
+                        AliveError::NotAlive => !dead,
+                        _ => false,
+                    };
+                    if abandons {
                         self.stats.responses_aborted += 1;
                         return;
                     }
@@ -129,9 +137,11 @@ impl Discovery {
         limits: &AliveLimits,
         dead_list: bool,
     ) -> Result<Entry, AliveError> {
-        check_signed(env)?;
         limits.check_envelope(env)?;
         let parse = || limits.check_parsed(parse_decoded(env, decode_payload(env)?)?);
+        // Whether the entry is an alive message at all comes before its signature, as
+        // Fabric decodes every entry before it checks anything: an entry with an empty
+        // payload (an empty message) or an unsigned one of another type is not alive.
         let (key, parsed) = match peek_alive_key(&env.payload) {
             Some(key) => (key, None),
             None => {
@@ -139,6 +149,7 @@ impl Discovery {
                 ((p.pki_id.clone(), p.ts), Some(p))
             }
         };
+        check_signed(env)?;
         if key.0 == self.pki_id {
             return Ok(Entry::Me);
         }

@@ -81,8 +81,9 @@ pub struct DiscoveryStats {
     pub stalled_requesters_closed: u64,
     /// Membership responses received.
     pub responses_received: u64,
-    /// Responses whose processing stopped: at an undecodable entry (Fabric abandons the
-    /// rest), or once [`MAX_RESPONSE_FAILURES`] of their entries failed verification (a
+    /// Responses whose processing stopped: at an undecodable entry, or an entry of the
+    /// alive list that is not an alive message (an empty payload is an empty message),
+    /// where Fabric abandons the rest (quirk Q3), or once [`MAX_RESPONSE_FAILURES`] of their entries failed verification (a
     /// peer relays only alive messages it verified, so such a response is hostile, and
     /// each failure cost a signature or chain check under the node's lock).
     pub responses_aborted: u64,

@@ -229,6 +229,53 @@ fn a_response_stops_at_an_undecodable_entry() {
     assert_eq!(d.stats().responses_aborted, 1);
 }
 
+/// Fabric decodes each entry of a response before it checks anything: in the alive list
+/// an entry that is not an alive message abandons the rest, signed or not, and one with
+/// an empty payload is an empty message (it was counted as unsigned and the reading went
+/// on); in the dead list such an entry only fails its `ValidateAliveMsg` and the reading
+/// goes on (it abandoned the rest).
+#[test]
+fn an_entry_that_is_not_alive_abandons_the_alive_list_and_is_skipped_in_the_dead_list() {
+    let not_alive = |payload: Bytes, signature: &'static [u8]| Envelope {
+        payload,
+        signature: Bytes::from_static(signature),
+        secret_envelope: None,
+    };
+    let other = GossipMessage {
+        nonce: 5,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for entry in [
+        not_alive(Bytes::new(), b"x"),
+        not_alive(Bytes::from(other.clone()), b""),
+    ] {
+        let (mut comm, mut d) = me();
+        let res = response(
+            "a1",
+            vec![alive("a1", 1, 1, ""), entry.clone(), alive("a2", 1, 1, "")],
+            vec![alive("b1", 1, 1, "b1:1")],
+            0,
+        );
+        d.handle_message(T0, &mut comm, res);
+        assert!(d.member(&pki("a1")).is_some());
+        assert!(d.member(&pki("a2")).is_none(), "{entry:?}");
+        assert!(d.member(&pki("b1")).is_none(), "{entry:?}");
+        assert_eq!(d.stats().responses_aborted, 1, "{entry:?}");
+
+        let (mut comm, mut d) = me();
+        let res = response(
+            "a1",
+            vec![alive("a1", 1, 1, "")],
+            vec![entry.clone(), alive("b1", 1, 1, "b1:1")],
+            0,
+        );
+        d.handle_message(T0, &mut comm, res);
+        assert!(d.member(&pki("b1")).is_some(), "{entry:?}");
+        assert_eq!(d.stats().responses_aborted, 0, "{entry:?}");
+    }
+}
+
 /// `who`'s alive message with its signature spoilt: what a forger sends.
 fn forged(who: &str) -> Envelope {
     let mut env = alive(who, 1, 1, "");
