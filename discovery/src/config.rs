@@ -21,9 +21,10 @@ use core::time::Duration;
 /// let mut cfg = DiscoveryConfig::new("10.0.0.1:7051")
 ///     .with_external_endpoint("peer0.org1.example.com:7051")
 ///     .with_bootstrap(["10.0.0.2:7051", "10.0.0.3:7051"])
-///     .with_seed(42);
-/// cfg.alive_interval = Duration::from_secs(1);
-/// cfg.alive_expiration = Duration::from_secs(5); // checked every 0.5 s, store TTL 100 s
+///     .with_seed(42)
+///     // expiry 5 s (checked every 0.5 s, store TTL 100 s), reconnect every 5 s, as Fabric
+///     .with_alive_interval(Duration::from_secs(1));
+/// assert_eq!(cfg.alive_expiration, Duration::from_secs(5));
 /// cfg.max_members = 500;
 /// cfg.certstore.digest_wait = Duration::from_millis(200);
 /// cfg.validate()?; // what Discovery::new refuses, before a driver needs the layer
@@ -56,7 +57,10 @@ pub struct DiscoveryConfig {
     /// another organization is refused once its handshake shows it; join such a peer
     /// with [`Discovery::connect_anchor`](crate::Discovery::connect_anchor) instead.
     pub bootstrap: Vec<String>,
-    /// Heartbeat period (`aliveTimeInterval`, 5 s).
+    /// Heartbeat period (`aliveTimeInterval`, 5 s). Assigned alone it leaves
+    /// `alive_expiration` and `reconnect_interval` at 25 s; a Fabric peer whose core.yaml
+    /// sets only `aliveTimeInterval` derives both from it, which
+    /// [`with_alive_interval`](Self::with_alive_interval) does.
     pub alive_interval: Duration,
     /// Silence after which an alive member is declared dead (`aliveExpirationTimeout`, 25 s).
     /// Keep it several `alive_interval`s long (Fabric's ratio is 5): a member whose
@@ -214,6 +218,20 @@ impl DiscoveryConfig {
         self
     }
 
+    /// The same configuration with another heartbeat period, and the expiry and the
+    /// reconnect period Fabric derives from it when its core.yaml leaves them out
+    /// (`gossip/gossip/config.go`, `loadConfig`): `alive_expiration` five heartbeats,
+    /// `reconnect_interval` one expiry (so the expiry check, unless set, a tenth of it).
+    /// Shortening the heartbeat by assigning `alive_interval` alone keeps the 25 s expiry,
+    /// which a Fabric peer with the same setting does not; assign either field after this
+    /// call to choose it.
+    pub fn with_alive_interval(mut self, interval: Duration) -> Self {
+        self.alive_interval = interval;
+        self.alive_expiration = interval.saturating_mul(5);
+        self.reconnect_interval = self.alive_expiration;
+        self
+    }
+
     /// The same configuration with another seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -362,6 +380,23 @@ mod tests {
         assert_eq!((c.pull_peer_num, c.propagate_peer_num), (3, 3));
         assert_eq!(c.propagate_iterations, 1);
         assert!(c.validate().is_ok());
+    }
+
+    /// A heartbeat period given alone takes the expiry and reconnect period Fabric
+    /// derives from it; the fields assigned after it win.
+    #[test]
+    fn a_heartbeat_period_derives_the_expiry_and_the_reconnect_period_as_fabric() {
+        let mut c =
+            DiscoveryConfig::new("10.0.0.1:7051").with_alive_interval(Duration::from_secs(2));
+        assert_eq!(c.alive_interval, Duration::from_secs(2));
+        assert_eq!(c.alive_expiration, Duration::from_secs(10));
+        assert_eq!(c.reconnect_interval, Duration::from_secs(10));
+        assert_eq!(c.expiration_check_interval(), Duration::from_secs(1));
+        assert_eq!(c.msg_ttl(), Duration::from_secs(200));
+        assert!(c.validate().is_ok());
+        c.reconnect_interval = Duration::from_secs(3);
+        assert_eq!(c.alive_expiration, Duration::from_secs(10));
+        assert_eq!(c.reconnect_interval, Duration::from_secs(3));
     }
 
     /// What Fabric takes and misbehaves with later is refused at once, each with its

@@ -91,10 +91,8 @@ impl MemberSpec {
 /// Fabric's membership defaults with the periods shortened five-fold (heartbeat 1 s,
 /// expiry 5 s, reconnect 5 s, sync and identity pull 1 s, bootstrap resend 1 s, pull waits
 /// 200 / 300 / 400 ms), so scenarios waiting for an expiry stay quick on a real network too.
-pub fn member_config(mut c: DiscoveryConfig) -> DiscoveryConfig {
-    c.alive_interval = Duration::from_secs(1);
-    c.alive_expiration = Duration::from_secs(5);
-    c.reconnect_interval = Duration::from_secs(5);
+pub fn member_config(c: DiscoveryConfig) -> DiscoveryConfig {
+    let mut c = c.with_alive_interval(Duration::from_secs(1));
     c.pull_interval = Duration::from_secs(1);
     c.ack_wait = Duration::from_secs(1);
     c.publish_cert_period = Duration::from_secs(2);

@@ -86,14 +86,13 @@ fn main() {
             .subscribe_all(false)
             // `try_layer`: a configuration Discovery::new refuses is add_node's error.
             .try_layer(move |ctx| {
-                let mut cfg = DiscoveryConfig::new(ctx.endpoint.clone())
+                let cfg = DiscoveryConfig::new(ctx.endpoint.clone())
                     .with_bootstrap([first])
                     // the run's RNG, so the seed replays the layer too
-                    .with_seed(ctx.seed);
-                // Fabric's timers shortened five-fold, to keep the virtual minute short.
-                cfg.alive_interval = Duration::from_secs(1);
-                cfg.alive_expiration = Duration::from_secs(5);
-                cfg.reconnect_interval = Duration::from_secs(5);
+                    .with_seed(ctx.seed)
+                    // Fabric's timers shortened five-fold, to keep the virtual minute
+                    // short: expiry and reconnect follow the heartbeat, as in Fabric.
+                    .with_alive_interval(Duration::from_secs(1));
                 Discovery::new(cfg)
             });
         sim.add_node(spec)
