@@ -227,6 +227,82 @@ fn write_failure_presumes_dead_and_closes() {
     assert!(net.nodes[0].comm.connections().is_empty());
 }
 
+/// A remote that refuses us writes its ConnEstablish first (Fabric's server too), so our
+/// side of the handshake succeeds and the connection registers; then the remote ends the
+/// stream with an error. That is a refusal: counted, and the peer presumed dead, as
+/// Fabric's dialler finds at its next send. It had been a connection that closed, every
+/// send dialling again and refused again, reported nowhere (review beside Fabric's
+/// `conn.go`, 2026-12-05).
+#[test]
+fn a_remote_that_refuses_us_after_its_handshake_is_presumed_dead() {
+    let mut net = Net::with_security(2, cfg, |i| -> Box<dyn Security> {
+        let s = TestOnlyHmacSecurity::new(ep(i));
+        Box::new(if i == 1 { s.rejecting(ep(0)) } else { s })
+    });
+    net.subscribe_all(1);
+    net.send(0, 1, b"x");
+    net.settle();
+    let dead: Vec<_> = events_of(&net, 0)
+        .iter()
+        .filter_map(|e| match e {
+            Event::PresumedDead(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dead.len(), 1, "{:#?}", events_of(&net, 0));
+    assert_eq!(dead[0].pki_id, PkiId::from(ep(1).as_str()));
+    assert!(
+        matches!(&dead[0].cause, DeadCause::Connect(HandshakeError::RefusedByRemote { status }) if !status.is_empty()),
+        "{:?}",
+        dead[0]
+    );
+    let st = net.nodes[0].comm.stats();
+    assert_eq!(st.handshake_failures_for("refused_by_remote"), 1);
+    assert_eq!(st.presumed_dead, 1);
+    assert!(net.delivered_data(1).is_empty());
+}
+
+/// Only an error soon after our handshake is a refusal: a stream that ends cleanly, or
+/// with an error once `conn_timeout` has passed, is a connection that closed.
+#[test]
+fn a_dialled_connection_that_ends_later_or_cleanly_is_not_a_refusal() {
+    for (wait, end) in [
+        (Duration::from_secs(3), StreamEnd::Error("reset".into())),
+        (Duration::ZERO, StreamEnd::Finished),
+    ] {
+        let mut net = Net::new(2, cfg);
+        net.send(0, 1, b"x");
+        net.settle();
+        net.advance(wait);
+        let s = net.conn(0, 1).unwrap();
+        let now = net.now;
+        net.nodes[0]
+            .comm
+            .handle_stream_closed(now, s, end.clone())
+            .unwrap();
+        net.flush(0);
+        assert!(
+            !events_of(&net, 0)
+                .iter()
+                .any(|e| matches!(e, Event::PresumedDead(_))),
+            "{end:?}"
+        );
+        assert_eq!(net.nodes[0].comm.stats().handshake_failures_total(), 0);
+    }
+    // The same error within `conn_timeout` is one.
+    let mut net = Net::new(2, cfg);
+    net.send(0, 1, b"x");
+    net.settle();
+    let s = net.conn(0, 1).unwrap();
+    let now = net.now;
+    net.nodes[0]
+        .comm
+        .handle_stream_closed(now, s, StreamEnd::Error("refused".into()))
+        .unwrap();
+    net.flush(0);
+    assert_eq!(net.nodes[0].comm.stats().presumed_dead, 1);
+}
+
 /// A connected pair whose node 0 may have one write unconfirmed, the network held until
 /// the test runs it: its sends pile up in the send buffer.
 fn window_of_one(config: Config) -> Net {

@@ -11,7 +11,7 @@ use fabric_gossip_core::proto::gossip::{Empty, Envelope};
 use fabric_gossip_core::{CloseReason, Event, RemotePeer, TestOnlyHmacSecurity};
 use prost::Message;
 use std::pin::Pin;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::codec::Streaming;
 use tonic::{Request, Response, Status};
 
@@ -74,7 +74,9 @@ async fn a_remote_refusal_reaches_the_core_with_its_status_and_message() {
         .await
         .unwrap();
     let peer = RemotePeer::new(endpoint.clone(), endpoint.as_str());
-    // Each round connects, is refused, and must report the remote's reason.
+    let mut dead = a.presumed_dead();
+    // Each round connects, is refused, and must report the remote's reason, and the peer
+    // is presumed dead (as Fabric's dialler finds at its next send).
     for round in 0..20 {
         a.send(&data(round, 10), std::slice::from_ref(&peer))
             .unwrap();
@@ -97,7 +99,13 @@ async fn a_remote_refusal_reaches_the_core_with_its_status_and_message() {
             }
             other => panic!("round {round}: closed as {other:?}, not with the remote's status"),
         }
+        assert_eq!(
+            within("presumed dead", dead.next()).await,
+            Some(fabric_gossip_core::PkiId::from(endpoint.as_str())),
+            "round {round}"
+        );
     }
+    assert_eq!(a.stats().handshake_failures_for("refused_by_remote"), 20);
     within("stop", a.stop()).await;
     server.abort();
 }

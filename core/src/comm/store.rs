@@ -264,7 +264,11 @@ impl<S: Security> Comm<S> {
         }
         let pki = info.id.clone();
         if let Some(s) = self.streams.get_mut(stream) {
-            s.phase = Phase::Established(Box::new(Conn::new(info.clone())));
+            let mut conn = Conn::new(info.clone());
+            if !inbound {
+                conn.refusable_until = Some(now + self.config.conn_timeout);
+            }
+            s.phase = Phase::Established(Box::new(conn));
         }
         self.stats.connections_opened += 1;
         let existing = self.store.registry.get(pki.as_bytes()).copied();
@@ -537,6 +541,20 @@ impl<S: Security> Comm<S> {
         // them, and no queue of ours holds them any more (none moves to a secondary).
         let unconfirmed = c.queue.len().in_flight as u64;
         let write_failed = matches!(reason, CloseReason::WriteFailed(_));
+        // A stream we dialled that the remote ends with an error right after the
+        // handshake: the remote refused us (Fabric's server writes its ConnEstablish,
+        // then judges ours and returns the error). Fabric's dialler keeps such a
+        // connection and presumes the peer dead at its next send, which fails; ours is
+        // gone, so it is presumed dead now, or every send would dial and be refused again
+        // unreported.
+        let refused = match &reason {
+            CloseReason::StreamError(status)
+                if c.refusable_until.is_some_and(|t| self.now <= t) =>
+            {
+                Some(status.clone())
+            }
+            _ => None,
+        };
         let c_blocked = c.paused();
         if self.store.retiring.get(&pki) == Some(&stream) {
             self.store.retiring.remove(&pki);
@@ -576,6 +594,19 @@ impl<S: Security> Comm<S> {
         self.stats.connections_closed += 1;
         if let CloseReason::WriteFailed(e) = &reason {
             self.presumed_dead(pki.clone(), c_endpoint.clone(), DeadCause::Write(e.clone()));
+        }
+        if let Some(status) = refused {
+            let err = HandshakeError::RefusedByRemote { status };
+            tracing::info!(
+                target: "fabric_gossip_core::store",
+                pki_id = %pki,
+                endpoint = %c_endpoint,
+                conn = %stream,
+                error = %err,
+                "the remote refused our connection after its handshake"
+            );
+            self.stats.handshake_failed(&err);
+            self.presumed_dead(pki.clone(), c_endpoint.clone(), DeadCause::Connect(err));
         }
         let error = status.or_else(|| match &reason {
             CloseReason::Malformed(e) => Some(e.clone()),

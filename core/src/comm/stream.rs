@@ -43,6 +43,10 @@ pub(super) struct Conn {
     /// Reading resumed since the last grace look (for a stream not retired yet: ever,
     /// until `retire` takes it): what the driver held may not be in yet.
     pub(super) resumed: bool,
+    /// For a stream we dialled: until when an error ending it is the remote refusing us
+    /// (see `Comm::close_stream`). A remote writes its `ConnEstablish` before it judges
+    /// ours, so our side of the handshake succeeds either way.
+    pub(super) refusable_until: Option<Instant>,
 }
 
 impl Conn {
@@ -61,6 +65,7 @@ impl Conn {
             queue: SendQueue::default(),
             blocked_by: 0,
             resumed: false,
+            refusable_until: None,
         }
     }
 }

@@ -109,12 +109,13 @@ impl Net {
                 }
                 None => {}
             },
-            Action::CloseStream { stream, .. } => {
+            Action::CloseStream { stream, error } => {
                 if let Some((t, ts)) = self.links.remove(&(i, stream))
                     && let Some(ts) = ts
                 {
                     self.links.remove(&(t, ts));
-                    self.close_end(t, ts, StreamEnd::Finished);
+                    // An error status reaches the other end as one, as over gRPC.
+                    self.close_end(t, ts, error.map_or(StreamEnd::Finished, StreamEnd::Error));
                 }
                 self.pending_writes.remove(&(i, stream));
             }
