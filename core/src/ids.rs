@@ -98,12 +98,21 @@ impl PkiId {
         &self.0
     }
 
+    /// A PKI-ID written in hex, as logs, events and the CLI print an MSP's (Fabric's logs
+    /// too): what to pass for one copied from them.
+    pub fn from_hex(hex: &str) -> Result<Self, hex::FromHexError> {
+        hex::decode(hex.trim()).map(PkiId::from)
+    }
+
     /// `true` for the empty ID, which Fabric uses for "PKI-ID not known yet".
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
+/// The text's bytes, as the test provider's IDs (endpoints) are. A PKI-ID copied as hex
+/// from a log or the CLI (an MSP's, 32 bytes) is [`PkiId::from_hex`]: through this it
+/// would be its 64 characters' bytes, which prints the same and matches nothing.
 impl From<&str> for PkiId {
     fn from(s: &str) -> Self {
         PkiId(Bytes::copy_from_slice(s.as_bytes()))
@@ -362,6 +371,21 @@ impl<K: Handle, T> Slab<K, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PKI-ID copied as hex from a log is the ID it names, not its characters' bytes
+    /// (an embedder's `RemotePeer::new(ep, "8ec7…")` matched nothing, and the mismatch
+    /// printed the two IDs alike).
+    #[test]
+    fn a_pki_id_printed_in_hex_parses_back_with_from_hex() {
+        let id = PkiId::new((0u8..32).map(|b| b.wrapping_mul(37)).collect::<Vec<_>>());
+        let printed = id.to_string();
+        assert_eq!(printed.len(), 64);
+        assert_eq!(PkiId::from_hex(&printed), Ok(id.clone()));
+        assert_eq!(PkiId::from_hex(&format!(" {printed}\n")), Ok(id.clone()));
+        assert_ne!(PkiId::from(printed.as_str()), id);
+        assert!(PkiId::from_hex("0g").is_err());
+        assert!(PkiId::from_hex("abc").is_err());
+    }
 
     #[test]
     fn a_reused_slot_gets_a_new_generation_and_stale_handles_find_nothing() {
