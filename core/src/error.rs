@@ -63,7 +63,10 @@ pub enum Error {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
-    /// TLS is on and the remote presented no certificate ("No TLS certificate").
+    /// TLS is on and the remote presented no certificate ("No TLS certificate", Fabric's
+    /// text, which the remote is sent). A Go client sends none when none of its
+    /// certificates chains to the CAs our TLS server asks for: with a client that has
+    /// one, check those CAs first.
     #[error("No TLS certificate")]
     NoTlsCertificate,
     /// No `ConnEstablish` arrived within `conn_timeout`.

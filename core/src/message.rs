@@ -370,6 +370,11 @@ pub(crate) fn conn_establish_message(
 /// layer fills these with blocks; comm never looks inside). The same message as
 /// [`GossipMessage::data`](fabric_gossip_proto::gossip::GossipMessage::data), here beside
 /// [`data_payload`] for code that reaches the wire types through the core.
+///
+/// A Fabric peer drops such a message and logs two warnings (its gossip layer takes
+/// data messages only with tag `CHAN_AND_ORG` on a channel it is in); for one it would
+/// read, set `channel` and `set_tag(Tag::ChanAndOrg)`
+/// ([`Tag`](fabric_gossip_proto::gossip::gossip_message::Tag)).
 pub fn data_message(seq: u64, data: impl Into<Bytes>) -> GossipMessage {
     GossipMessage::data(seq, data)
 }

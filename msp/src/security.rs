@@ -286,6 +286,12 @@ impl MspSecurity {
     /// (`priv_sk`, `<ski>_sk`, or any name). The folder's `cacerts/`, `intermediatecerts/`
     /// and `crls/`, when present, are added to `trust` for `msp_id`, as a Fabric peer
     /// trusts its own MSP.
+    ///
+    /// So a wrong `msp_id` is not caught here: the folder's CAs are trusted under whatever
+    /// ID is given, and the node starts. It shows once peers meet: every peer of the
+    /// organization then names an MSP we do not know (`UnknownMsp("Org1MSP")` where our
+    /// ID should have been `Org1MSP`), and each of them refuses us ("failed classifying
+    /// identity"). Take the ID from the peer's `CORE_PEER_LOCALMSPID`, not the domain.
     pub fn from_msp_dir(
         dir: impl AsRef<Path>,
         msp_id: &str,

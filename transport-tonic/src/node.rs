@@ -514,6 +514,9 @@ impl Node {
     /// and returns when `min_ack` peers acked, every peer has a result, or `timeout` passed:
     /// one result per peer that answered or failed in time. `min_ack` is taken as at
     /// least 1 ([`Comm::send_with_ack`](fabric_gossip_core::Comm::send_with_ack)).
+    ///
+    /// A Fabric peer acknowledges only what its protocol acknowledges (private data
+    /// pushed to it, `gossip/state`): to anything else its result is the time-out.
     pub async fn send_with_ack(
         &self,
         msg: GossipMessage,

@@ -31,6 +31,13 @@ use tonic::codegen::http::Uri;
 /// they used into the gossip handshake (`tls_cert_hash`), so the hashes of the certificates
 /// here become the core's [`TlsHashes`]. Fabric uses the server certificate as the client
 /// certificate unless told otherwise; [`TlsConfig::new`] does the same.
+///
+/// The CAs we ask clients for are also what a Go client (a Fabric peer) chooses its
+/// client certificate by: one that chains to none of them is not sent, so a wrong
+/// `ca_pem` (the signing CA's `msp/cacerts` where the TLS CA's `tlscacerts` belongs)
+/// shows on our side as the remote's handshake failing with
+/// [`NoTlsCertificate`](fabric_gossip_core::HandshakeError::NoTlsCertificate), not as a
+/// TLS failure, and on the peer's as "timed out waiting for connection message".
 #[derive(Clone)]
 pub struct TlsConfig {
     server_cert_pem: Vec<u8>,

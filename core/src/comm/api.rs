@@ -85,6 +85,11 @@ impl<S: Security> Comm<S> {
     /// `min_ack` is taken as at least 1: 0 waits for one ack, as 1 does. (Fabric's loop,
     /// given 0, returns at the first result if it is a failure and otherwise waits for
     /// every peer; nothing in Fabric passes 0.)
+    ///
+    /// `peers` are taken once per PKI-ID, so peers of unknown (empty) PKI-ID are one send
+    /// (Fabric sends to each). Name peers by PKI-ID: an ack is matched by the PKI-ID its
+    /// connection proved, so a peer named without one only ever gets the time-out, in
+    /// Fabric too.
     pub fn send_with_ack(
         &mut self,
         now: Instant,
