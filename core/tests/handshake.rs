@@ -523,3 +523,55 @@ fn a_write_says_whether_it_is_the_handshake_or_uses_the_window() {
     let (acts, _) = drain(&mut c);
     assert_eq!(kinds(&acts), [WriteKind::Message]);
 }
+
+/// A full identity store makes room by evicting the oldest identity of a peer with no
+/// connection, never one whose connection is open: `identity_store_capacity` bounds it.
+#[test]
+fn a_full_identity_store_evicts_the_oldest_identity_not_in_use() {
+    let mut cfg = Config::default();
+    cfg.identity_store_capacity = 3;
+    let mut c = core(cfg);
+    let connect = |c: &mut Comm<TestOnlyHmacSecurity>, addr: &str| {
+        let s = c.accept_stream(now(), addr, None).unwrap();
+        c.handle_envelope(now(), s, conn_env(addr, addr, b"", false, true))
+            .unwrap();
+        let _ = drain(c);
+        assert_eq!(c.connection(&PkiId::from(addr)), Some(s));
+    };
+    let (kept, gone, new) = ("127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003");
+    connect(&mut c, kept);
+    connect(&mut c, gone);
+    c.close_conn(now(), &PkiId::from(gone));
+    let _ = drain(&mut c);
+    assert_eq!(c.identity_count(), 3, "ours and both remotes'");
+    connect(&mut c, new);
+    assert_eq!(c.identity_count(), 3);
+    assert!(c.identity_of(&PkiId::from(kept)).is_some(), "in use: kept");
+    assert!(c.identity_of(&PkiId::from(gone)).is_none());
+    assert!(c.identity_of(&PkiId::from(new)).is_some());
+}
+
+/// A `handshake()` that times out before its dial came up tears the dial down at once
+/// (`CloseDial`), rather than leaving it to its own, later deadline.
+#[test]
+fn a_handshake_op_that_times_out_closes_its_dial() {
+    let mut cfg = Config::default();
+    cfg.handshake_timeout = Duration::from_secs(1);
+    cfg.dial_timeout = Duration::from_secs(30);
+    let mut c = core(cfg);
+    let op = c
+        .handshake(now(), &RemotePeer::new(REMOTE, REMOTE))
+        .unwrap();
+    let (acts, _) = drain(&mut c);
+    let Some(dial) = acts.iter().find_map(|a| match a {
+        Action::Dial { dial, .. } => Some(*dial),
+        _ => None,
+    }) else {
+        panic!("no dial: {acts:?}");
+    };
+    c.handle_timeout(now() + Duration::from_secs(1));
+    let (acts, ev) = drain(&mut c);
+    assert_eq!(done(&ev, op), Some(Err(HandshakeError::OperationTimeout)));
+    assert!(acts.contains(&Action::CloseDial { dial }), "{acts:?}");
+    assert_eq!(c.live_counts(), LiveCounts::default());
+}

@@ -152,6 +152,186 @@ fn message_larger_than_the_limit() {
     still_works(&mut c, Some(sub));
 }
 
+/// `max_message_size` is the largest envelope sent, not the first refused.
+#[test]
+fn an_outgoing_message_of_exactly_max_message_size_is_sent() {
+    let msg = SignedMessage::noop(data_message(1, vec![7u8; 100]));
+    let size = msg.envelope_bytes().len();
+    let mut cfg = Config::default();
+    cfg.max_message_size = size;
+    let (mut c, s, _) = established(cfg);
+    let peer = RemotePeer::new(REMOTE, REMOTE);
+    assert_eq!(c.send(now(), &msg, std::slice::from_ref(&peer)), Ok(()));
+    let (acts, _) = drain(&mut c);
+    assert!(acts.iter().any(
+        |a| matches!(a, Action::Write { stream, envelope, .. } if *stream == s && envelope == msg.envelope_bytes())
+    ));
+    let over = SignedMessage::noop(data_message(1, vec![7u8; 101]));
+    assert_eq!(
+        c.send(now(), &over, &[peer]),
+        Err(Error::MessageTooLarge {
+            size: size + 1,
+            limit: size
+        })
+    );
+}
+
+/// A non-blocking send that finds the send buffer of a connection attempt full is
+/// dropped and counted in `dropped_overflow`, as on an established connection.
+#[test]
+fn a_full_connection_attempt_buffer_drops_and_counts() {
+    let mut c = core(Config::default().with_send_buffer(2));
+    let peer = RemotePeer::new("127.0.0.1:7060", "127.0.0.1:7060");
+    for seq in 0..5 {
+        c.send(
+            now(),
+            &SignedMessage::noop(data(seq)),
+            std::slice::from_ref(&peer),
+        )
+        .unwrap();
+    }
+    assert_eq!(c.unsent(), 2, "held by the attempt");
+    assert_eq!(c.stats().dropped_overflow, 3);
+    assert_eq!(c.stats().dropped_no_connection, 0);
+}
+
+/// `max_subscriptions` bounds the subscriptions open at once: one more is refused, and an
+/// unsubscribe makes room again.
+#[test]
+fn subscriptions_past_max_subscriptions_are_refused() {
+    let mut cfg = Config::default();
+    cfg.max_subscriptions = 2;
+    let mut c = core(cfg);
+    let first = c.subscribe(Box::new(|_| true)).unwrap();
+    c.subscribe(Box::new(|_| true)).unwrap();
+    assert!(matches!(
+        c.subscribe(Box::new(|_| true)),
+        Err(Error::LimitReached("subscriptions"))
+    ));
+    c.unsubscribe(first).unwrap();
+    assert!(c.subscribe(Box::new(|_| true)).is_ok());
+}
+
+/// A message no subscription accepts is dropped and counted in `unrouted`.
+#[test]
+fn a_message_no_subscription_accepts_is_counted_as_unrouted() {
+    let mut c = core(Config::default());
+    let sub = c.subscribe(Box::new(|_| false)).unwrap();
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, hello()).unwrap();
+    for seq in 0..2 {
+        c.handle_envelope(now(), s, data_env(seq)).unwrap();
+    }
+    assert!(c.poll_delivery(sub).is_none());
+    assert_eq!(c.stats().unrouted, 2);
+}
+
+/// The decode bound (16 times the size plus 1 MiB) leaves room for the dearest real shape,
+/// digests of short sequence numbers (about 11 times their wire size decoded): such a
+/// digest of some 150 KiB is delivered, not refused as malformed.
+#[test]
+fn a_large_digest_of_short_sequence_numbers_is_within_the_decode_bound() {
+    let (mut c, s, sub) = established(Config::default());
+    let msg = GossipMessage {
+        content: Some(gossip_message::Content::DataDig(
+            fabric_gossip_core::proto::gossip::DataDigest {
+                digests: (0..25_000u32).map(|i| Bytes::from(i.to_string())).collect(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let env = SignedMessage::noop(msg).envelope_bytes().clone();
+    assert!(env.len() > 128 * 1024, "{}", env.len());
+    c.handle_envelope(now(), s, env).unwrap();
+    let (_, ev) = drain(&mut c);
+    assert_eq!(disconnected(&ev, s), None);
+    assert_eq!(c.stats().malformed, 0);
+    assert!(c.poll_delivery(sub).is_some());
+}
+
+/// `stop` discards undelivered messages, and with them their `DeliveryReady` notices
+/// still queued: after `Stopped` nobody is told to poll a subscription that is gone.
+#[test]
+fn stop_takes_back_the_delivery_notices_it_made_stale() {
+    let mut c = core(Config::default());
+    let sub = c.subscribe(Box::new(|_| true)).unwrap();
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, hello()).unwrap();
+    c.handle_envelope(now(), s, data_env(1)).unwrap();
+    c.stop(now());
+    let (_, ev) = drain(&mut c);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::DeliveryReady(_))),
+        "{ev:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(e, Event::Stopped)), "{ev:?}");
+    assert_eq!(c.stats().dropped_on_stop, 1);
+    assert!(c.poll_delivery(sub).is_none());
+}
+
+/// Informational events past `max_queued_events` are dropped and counted in
+/// `events_dropped`; the ones queued are not.
+#[test]
+fn informational_events_past_the_queue_limit_are_counted() {
+    let mut cfg = Config::default();
+    cfg.max_queued_events = 2;
+    let mut c = core(cfg);
+    for _ in 0..5 {
+        let s = c.accept_stream(now(), REMOTE, None).unwrap();
+        c.handle_envelope(now(), s, Bytes::from_static(&[0xff]))
+            .unwrap();
+    }
+    assert_eq!(c.stats().handshake_failures_total(), 5);
+    assert_eq!(c.stats().events_dropped, 3);
+    let (_, ev) = drain(&mut c);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+}
+
+/// `PresumedDead` notices past `presumed_dead_buffer` undelivered are dropped and counted
+/// in `presumed_dead_dropped`.
+#[test]
+fn presumed_dead_notices_past_the_buffer_are_counted() {
+    let mut cfg = Config::default();
+    cfg.presumed_dead_buffer = 1;
+    let mut c = core(cfg);
+    for port in [7060, 7061] {
+        let ep = format!("127.0.0.1:{port}");
+        let peer = RemotePeer::new(ep.as_str(), ep.as_str());
+        c.send(now(), &SignedMessage::noop(data(1)), &[peer])
+            .unwrap();
+        let dial = std::iter::from_fn(|| c.poll_action())
+            .find_map(|a| match a {
+                Action::Dial { dial, .. } => Some(dial),
+                _ => None,
+            })
+            .expect("a dial");
+        c.handle_dial_result(now(), dial, Err("refused".into()))
+            .unwrap();
+    }
+    assert_eq!(c.stats().presumed_dead, 1);
+    assert_eq!(c.stats().presumed_dead_dropped, 1);
+}
+
+/// Received Envelopes of exactly the limit are read: a first message of exactly
+/// `max_handshake_message_size`, and later ones of exactly `max_message_size`.
+#[test]
+fn received_envelopes_of_exactly_the_limit_are_accepted() {
+    let mut cfg = Config::default();
+    cfg.max_message_size = hello().len();
+    assert_eq!(cfg.max_handshake_message_size(), hello().len());
+    let (mut c, s, sub) = established(cfg);
+    // `data_env` carries 5 bytes of payload: as many more as make the sizes equal.
+    let payload = vec![b'x'; 5 + hello().len() - data_env(1).len()];
+    let env = SignedMessage::noop(data_message(1, payload))
+        .envelope_bytes()
+        .clone();
+    assert_eq!(env.len(), hello().len());
+    c.handle_envelope(now(), s, env).unwrap();
+    assert!(c.poll_delivery(sub).is_some());
+    assert_eq!(c.stats().oversized, 0);
+}
+
 #[test]
 fn bytes_that_are_not_protobuf() {
     let junk = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
@@ -301,6 +481,32 @@ fn ten_mib_identity_blob() {
     c.handle_envelope(now(), s, first).unwrap();
     let _ = drain(&mut c);
     assert_eq!(c.connection(&PkiId::from(blob)), Some(s));
+}
+
+/// `max_identity_size` is the largest identity accepted, not the first refused: one of
+/// exactly that size authenticates, one byte more fails as `IdentityTooLarge`.
+#[test]
+fn an_identity_of_exactly_max_identity_size_is_accepted() {
+    let mut cfg = Config::default();
+    cfg.max_identity_size = 1024;
+    let at_limit = vec![b'x'; 1024];
+    let mut c = core(cfg.clone());
+    let s = c.accept_stream(now(), REMOTE, None).unwrap();
+    c.handle_envelope(now(), s, conn_env(&at_limit, &at_limit, b"", true))
+        .unwrap();
+    let (_, ev) = drain(&mut c);
+    assert_eq!(failed(&ev, s), None);
+    assert_eq!(c.connection(&PkiId::from(at_limit)), Some(s));
+
+    let over = vec![b'x'; 1025];
+    let (_, _, err) = handshake_with(cfg, None, conn_env(&over, &over, b"", true));
+    assert_eq!(
+        err,
+        HandshakeError::IdentityTooLarge {
+            size: 1025,
+            limit: 1024
+        }
+    );
 }
 
 /// A first message that decoding would blow up (found by a loopback attack: 90 MB of
@@ -876,6 +1082,133 @@ fn blocking_send_past_the_connection_cap_is_refused_not_counted() {
     assert!(acts.is_empty(), "no dial past the cap: {acts:?}");
 }
 
+/// `max_connections` bounds connections and attempts together: with one connection and
+/// one attempt in progress under a limit of two, a send to a third peer starts no dial.
+#[test]
+fn an_attempt_in_progress_counts_toward_the_connection_cap() {
+    let mut cfg = Config::default();
+    cfg.max_connections = 2;
+    let (mut c, _, _) = established(cfg);
+    let msg = SignedMessage::noop(data(1));
+    let second = RemotePeer::new("127.0.0.1:7060", "127.0.0.1:7060");
+    assert_eq!(c.send_wait(now(), &msg, &second), Ok(()));
+    let third = RemotePeer::new("127.0.0.1:7061", "127.0.0.1:7061");
+    assert_eq!(
+        c.send_wait(now(), &msg, &third),
+        Err(Error::LimitReached("connections"))
+    );
+    let (acts, _) = drain(&mut c);
+    let dials: Vec<_> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dial { endpoint, .. } => Some(endpoint.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dials, ["127.0.0.1:7060"]);
+}
+
+/// The losing stream of a crossing dial is a connection the core holds: it counts toward
+/// `max_connections`, so under a limit of two a third stream is refused.
+#[test]
+fn a_crossing_secondary_counts_toward_max_connections() {
+    let mut cfg = Config::default();
+    cfg.max_connections = 2;
+    let (mut c, _, _) = crossed_with_lower(cfg);
+    assert_eq!(c.live_counts().streams, 2);
+    let third = "127.0.0.1:7060";
+    let s = c.accept_stream(now(), third, None).unwrap();
+    let env = conn_env(third.as_bytes(), third.as_bytes(), b"", true);
+    c.handle_envelope(now(), s, env).unwrap();
+    let (_, ev) = drain(&mut c);
+    assert_eq!(failed(&ev, s), Some(HandshakeError::TooManyConnections));
+    assert_eq!(c.live_counts().streams, 2);
+}
+
+/// A remote with a lower PKI-ID than ours: in a crossing dial the stream it opened wins.
+const LOWER: &str = "127.0.0.1:7049";
+
+/// A core whose dial to LOWER crossed LOWER's dial to it; returns our (losing, secondary)
+/// stream and theirs (the primary).
+fn crossed_with_lower(cfg: Config) -> (Comm<TestOnlyHmacSecurity>, StreamId, StreamId) {
+    let mut c = core(cfg);
+    let lower_hello = || conn_env(LOWER.as_bytes(), LOWER.as_bytes(), b"", true);
+    let m = SignedMessage::noop(data(0));
+    c.send(now(), &m, &[RemotePeer::new(LOWER, LOWER)]).unwrap();
+    let ours = open_outbound(&mut c, now());
+    c.handle_envelope(now(), ours, lower_hello()).unwrap();
+    let theirs = c.accept_stream(now(), LOWER, None).unwrap();
+    c.handle_envelope(now(), theirs, lower_hello()).unwrap();
+    let _ = drain(&mut c);
+    assert_eq!(c.stats().crossings, 1);
+    assert_eq!(c.connection(&PkiId::from(LOWER)), Some(theirs));
+    (c, ours, theirs)
+}
+
+/// When the primary of a crossing dial ends, the secondary takes its place and the
+/// messages still queued on the primary (not yet handed to the driver): none is dropped.
+#[test]
+fn a_closed_crossing_primary_hands_its_queue_to_the_secondary() {
+    let (mut c, ours, theirs) = crossed_with_lower(Config::default().with_write_window(1));
+    let peer = RemotePeer::new(LOWER, LOWER);
+    for seq in 1..=3 {
+        c.send(
+            now(),
+            &SignedMessage::noop(data(seq)),
+            std::slice::from_ref(&peer),
+        )
+        .unwrap();
+    }
+    let (acts, _) = drain(&mut c);
+    let writes_on = |acts: &[Action], on: StreamId| -> Vec<Bytes> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Write {
+                    stream, envelope, ..
+                } if *stream == on => Some(envelope.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(writes_on(&acts, theirs), [data_env(1)], "a window of one");
+    c.handle_stream_closed(now(), theirs, StreamEnd::Finished)
+        .unwrap();
+    let _ = drain(&mut c);
+    assert_eq!(c.connection(&PkiId::from(LOWER)), Some(ours));
+    // Ours still has its own first message in flight: the two moved wait behind it.
+    assert_eq!(c.send_queue_len(ours).unwrap().buffered, 2);
+    assert_eq!(c.stats().dropped_on_close, 0);
+    assert_eq!(c.stats().unconfirmed_on_close, 1);
+}
+
+/// `SendQueueLen::written` counts the bytes the driver confirmed, so that `written` plus
+/// `bytes` taken right after queueing a message is where that message ends: it has been
+/// written once `written` reaches that sum.
+#[test]
+fn written_bytes_reach_the_end_of_a_message_once_it_is_confirmed() {
+    let (mut c, s, _) = established(Config::default());
+    let peer = RemotePeer::new(REMOTE, REMOTE);
+    let mut ends = Vec::new();
+    for seq in 0..2 {
+        c.send(
+            now(),
+            &SignedMessage::noop(data(seq)),
+            std::slice::from_ref(&peer),
+        )
+        .unwrap();
+        let q = c.send_queue_len(s).unwrap();
+        ends.push(q.written + q.bytes as u64);
+    }
+    let _ = drain(&mut c);
+    assert_eq!(c.send_queue_len(s).unwrap().written, 0);
+    c.handle_sent(now(), s, 1).unwrap();
+    assert_eq!(c.send_queue_len(s).unwrap().written, ends[0]);
+    c.handle_sent(now(), s, 1).unwrap();
+    let q = c.send_queue_len(s).unwrap();
+    assert_eq!((q.written, q.bytes), (ends[1], 0));
+    assert_eq!(ends[1], (data_env(0).len() + data_env(1).len()) as u64);
+}
+
 /// Feeds `stream` data until its subscription is full and checks that reading pauses.
 fn fill_until_paused(c: &mut Comm<TestOnlyHmacSecurity>, stream: StreamId) {
     for i in 0..c.config().subscription_buffer {
@@ -1087,6 +1420,54 @@ fn a_retired_stream_still_open_counts_toward_max_connections() {
     assert_eq!(failed(&ev, s), Some(HandshakeError::TooManyConnections));
     assert_eq!(c.live_counts().streams, 2);
     assert_eq!(c.stats().handshake_failures_for("too_many_connections"), 1);
+}
+
+/// A replaced stream kept open while its reading is paused is looked at again one
+/// `crossing_grace` after it was retired (rule 2 of the store's docs), not at once.
+#[test]
+fn a_retired_paused_stream_is_looked_at_one_crossing_grace_later() {
+    let cfg = Config::default().with_subscription_buffer(1);
+    let grace = cfg.crossing_grace;
+    let (mut c, old, _sub) = established(cfg);
+    fill_until_paused(&mut c, old);
+    let _ = replace(&mut c);
+    assert_eq!(c.poll_timeout(), Some(now() + grace));
+    c.handle_timeout(now());
+    let (acts, _) = drain(&mut c);
+    assert!(!closes(&acts, old), "{acts:?}");
+    assert_eq!(c.poll_timeout(), Some(now() + grace));
+}
+
+/// A subscription that paused two streams forgets the one that closes and still resumes
+/// the other once the application takes its deliveries.
+#[test]
+fn a_paused_stream_closing_does_not_keep_the_others_paused() {
+    let (mut c, first, sub) = established(Config::default().with_subscription_buffer(1));
+    let other = "127.0.0.1:7099";
+    let second = c.accept_stream(now(), other, None).unwrap();
+    c.handle_envelope(
+        now(),
+        second,
+        conn_env(other.as_bytes(), other.as_bytes(), b"", true),
+    )
+    .unwrap();
+    let _ = drain(&mut c);
+    fill_until_paused(&mut c, first);
+    c.handle_envelope(now(), second, data_env(1)).unwrap();
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::PauseRead { stream: second }),
+        "{acts:?}"
+    );
+    c.handle_stream_closed(now(), first, StreamEnd::Finished)
+        .unwrap();
+    let _ = drain(&mut c);
+    while c.poll_delivery(sub).is_some() {}
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.contains(&Action::ResumeRead { stream: second }),
+        "{acts:?}"
+    );
 }
 
 /// Regression (a CI fuzz run of core_ops timed out on it): with `crossing_grace` zero, a

@@ -522,9 +522,14 @@ mod tests {
         // Gives `boxed` back, sends `data`, and returns its delivery: in the same box.
         let mut reuse = |boxed: Box<ReceivedMessage>, data: &[u8]| {
             let at: *const ReceivedMessage = &*boxed;
+            let spare = net.nodes[1].comm.demux.spare.len();
             net.nodes[1].comm.recycle_delivery(boxed);
+            // Kept, then taken: the address alone cannot tell a kept box from a freed one
+            // the allocator hands out again.
+            assert_eq!(net.nodes[1].comm.demux.spare.len(), spare + 1, "not kept");
             net.send(0, 1, data);
             net.settle();
+            assert_eq!(net.nodes[1].comm.demux.spare.len(), spare, "not taken");
             let next = net.nodes[1].comm.poll_delivery_boxed(sub).unwrap();
             assert!(std::ptr::eq(&*next, at), "the allocation was not reused");
             assert_eq!(next.message, data_msg(data));
@@ -617,5 +622,23 @@ mod tests {
                 .is_none()
         );
         assert!(released.is_empty());
+    }
+
+    /// Deliveries given back are kept for reuse up to `spare_deliveries` (one
+    /// subscription's queue, `subscription_buffer + recv_buffer_size`); the rest are freed.
+    /// (`a_recycled_delivery_is_reused_for_the_next_message` cannot tell a kept box from
+    /// a freed one that the allocator hands out again at the same address.)
+    #[test]
+    fn recycled_deliveries_are_kept_up_to_spare_deliveries() {
+        let cfg = crate::Config::default();
+        let expected = cfg.subscription_buffer + cfg.recv_buffer_size;
+        let now = crate::Instant::from_unix_secs(1);
+        let mut c = Comm::new(cfg, crate::TestOnlyHmacSecurity::new("a"), now).unwrap();
+        assert_eq!(c.spare_deliveries(), expected);
+        let s = StreamId::from_parts(0, 0);
+        for i in 0..expected + 3 {
+            c.recycle_delivery(msg(s, i as u64));
+            assert_eq!(c.demux.spare.len(), (i + 1).min(expected));
+        }
     }
 }
