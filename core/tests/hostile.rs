@@ -1511,24 +1511,11 @@ fn a_zero_crossing_grace_does_not_spin_on_a_paused_retired_stream() {
 /// may wait unread in the driver); it is closed at the first look after reading resumed.
 #[test]
 fn our_crossing_loser_whose_reading_is_paused_closes_only_after_it_resumes() {
-    // A remote with a lower PKI-ID than ours: the stream it opened wins, ours loses.
-    const LOWER: &str = "127.0.0.1:7049";
     let cfg = Config::default();
     let grace = cfg.crossing_grace;
-    let mut c = core(cfg);
+    // The stream LOWER opened wins, ours loses.
+    let (mut c, ours, theirs) = crossed_with_lower(cfg);
     let sub = c.subscribe(Box::new(|_| true)).unwrap();
-    let lower_hello = || conn_env(LOWER.as_bytes(), LOWER.as_bytes(), b"", true);
-    // Our connection to it.
-    let m = SignedMessage::noop(data(0));
-    c.send(now(), &m, &[RemotePeer::new(LOWER, LOWER)]).unwrap();
-    let ours = open_outbound(&mut c, now());
-    c.handle_envelope(now(), ours, lower_hello()).unwrap();
-    // Its connection to us, crossing ours: it wins.
-    let theirs = c.accept_stream(now(), LOWER, None).unwrap();
-    c.handle_envelope(now(), theirs, lower_hello()).unwrap();
-    let _ = drain(&mut c);
-    assert_eq!(c.connection(&PkiId::from(LOWER)), Some(theirs));
-    assert_eq!(c.stats().crossings, 1);
     // Its messages on our (losing) stream fill the subscription: reading it pauses.
     fill_until_paused(&mut c, ours);
     open_while_paused_then_resumed(&mut c, ours, sub, now() + grace);
