@@ -478,7 +478,8 @@ pub(crate) fn handshake_hint(e: &HandshakeError) -> Option<String> {
         HandshakeError::InvalidIdentity(SecurityError::UnknownMsp(m))
         | HandshakeError::UnclassifiableIdentity(SecurityError::UnknownMsp(m)) => Some(format!(
             "\n  hint: the peer is a member of an MSP this node does not trust; pass --trust {m}=DIR \
-             with that organization's msp/ folder"
+             with that organization's msp/ folder (or, if {m} is our own organization, our \
+             --msp-id is wrong: it is the peer's CORE_PEER_LOCALMSPID, e.g. {m})"
         )),
         HandshakeError::Dial(_) | HandshakeError::Ping(_) => None,
         HandshakeError::StreamEnded(_) => Some(

@@ -1561,6 +1561,13 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     hs.extend(strs(&untrusting));
     let r = run_expect(&hs, 1);
     assert!(r.stdout.contains("--trust OrgAMSP=DIR"), "{}", r.all());
+    // The same refusal is what a wrong --msp-id of our own gives: the hint says so.
+    assert!(
+        r.stdout
+            .contains("if OrgAMSP is our own organization, our --msp-id is wrong"),
+        "{}",
+        r.all()
+    );
 
     // A third node given two --peer addresses (MSP PKI-IDs unknown) connects to both.
     let c_flags = msp_flags(dir.path(), "peer1", ORG_A, ORG_B);
