@@ -512,7 +512,7 @@ pub(crate) struct Asker {
 
 /// Other organizations remembered as asking at once, at most (see `note_asking`): far
 /// above the organizations of any channel.
-const MAX_ASKING_ORGS: usize = 1024;
+pub(crate) const MAX_ASKING_ORGS: usize = 1024;
 
 /// A connection whose requester may not have taken its membership responses yet.
 #[derive(Debug)]
@@ -537,7 +537,7 @@ pub(crate) struct Queued {
 
 /// Room left in a response for what is not its listed envelopes: the response's own
 /// fields and the outer envelope's framing (a few dozen bytes), generously.
-const RESPONSE_SLACK: usize = 1024;
+pub(crate) const RESPONSE_SLACK: usize = 1024;
 
 /// What one listed envelope adds to an encoded response: itself, its field tag and its
 /// length prefix.

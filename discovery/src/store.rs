@@ -30,7 +30,7 @@ pub(crate) struct MemberState {
 
 /// What a member costs beside its own fields' sizes: the map entry, the slot, the
 /// strings' and buffers' headers (a generous round figure).
-const MEMBER_OVERHEAD: usize = 512;
+pub(crate) const MEMBER_OVERHEAD: usize = 512;
 
 impl MemberState {
     /// The bytes this member holds, as [`Membership::bytes`] counts them.

@@ -1828,3 +1828,467 @@ fn a_request_we_cannot_sign_an_answer_for_is_not_refused_and_its_connection_stay
         "the requester's connection is not closed for our failure"
     );
 }
+
+/// An entry of a response that the message store already holds (a member whose own
+/// alive message reached us directly) is skipped unverified and counted a duplicate, as
+/// a direct alive message would be.
+#[test]
+fn a_response_entry_the_message_store_holds_is_counted_a_duplicate() {
+    let (mut comm, mut d) = me_knowing("a1", 1, 1);
+    assert_eq!(d.stats().alive_duplicate, 0);
+    let res = response(
+        "b1",
+        vec![alive("a1", 1, 1, ""), alive("a2", 1, 1, "")],
+        vec![],
+        0,
+    );
+    d.handle_message(T0, &mut comm, res);
+    assert_eq!(d.stats().alive_duplicate, 1);
+    assert_eq!(d.stats().alive_stale, 0);
+    assert!(d.member(&pki("a2")).is_some());
+}
+
+/// A response naming more distinct members than membership may hold is abandoned at the
+/// first beyond `max_members` (no legitimate responder holds more): those before it are
+/// read, the rest not, and the abandon is counted.
+#[test]
+fn a_response_naming_more_members_than_membership_may_hold_is_abandoned() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = 4;
+    let (mut comm, mut d) = node(cfg);
+    let mut entries = unknown_members(4, 1);
+    entries.push(alive("a1", 1, 1, ""));
+    d.handle_message(T0, &mut comm, response("b1", entries, vec![], 0));
+    assert_eq!(d.stats().alive_unknown_identity, 4);
+    assert_eq!(d.stats().responses_aborted, 1);
+    assert!(d.member(&pki("a1")).is_none());
+}
+
+/// [`me`] with a provider that fails to sign once the flag it returns is set.
+fn me_failing_to_sign() -> (
+    Comm<TestProvider>,
+    Discovery,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let sec = TestProvider::new("me");
+    let fail = sec.fail_sign.clone();
+    let mut comm = Comm::new(Config::default(), sec, T0).unwrap();
+    let mut d =
+        Discovery::new(DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"))
+            .unwrap();
+    d.start(T0, &mut comm);
+    (comm, d, fail)
+}
+
+/// A sync for which our alive message cannot be signed sends nothing and counts the
+/// failure once (`comm_errors`); one that can be signed again sends its request.
+#[test]
+fn a_sync_we_cannot_sign_for_sends_nothing_and_counts_the_failure() {
+    let (mut comm, mut d, fail) = me_failing_to_sign();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    assert!(d.member(&pki("a1")).is_some());
+    let (errors, sent) = (d.stats().comm_errors, d.stats().requests_sent);
+    fail.store(true, std::sync::atomic::Ordering::Relaxed);
+    d.sync(T0, &mut comm);
+    assert_eq!(d.stats().comm_errors - errors, 1);
+    assert_eq!(d.stats().requests_sent, sent);
+    fail.store(false, std::sync::atomic::Ordering::Relaxed);
+    d.sync(T0, &mut comm);
+    assert_eq!(d.stats().comm_errors - errors, 1);
+    assert_eq!(d.stats().requests_sent - sent, 1);
+}
+
+/// A request comm refuses to send (here: comm stopped under the layer) is counted in
+/// `comm_errors`, not as sent.
+#[test]
+fn a_request_comm_refuses_is_counted_as_an_error_not_sent() {
+    let (mut comm, mut d) = me_knowing("a1", 1, 1);
+    comm.stop(T0);
+    let (errors, sent) = (d.stats().comm_errors, d.stats().requests_sent);
+    d.sync(T0, &mut comm);
+    assert_eq!(d.stats().comm_errors - errors, 1);
+    assert_eq!(d.stats().requests_sent, sent);
+}
+
+/// A request without its requester's alive message, or with one whose signature does not
+/// verify, is dropped unanswered and counted invalid (`requests_invalid`).
+#[test]
+fn a_request_without_a_valid_alive_message_is_counted_invalid_and_unanswered() {
+    let (mut comm, mut d) = me();
+    let msg = GossipMessage {
+        nonce: 9,
+        channel: Bytes::new(),
+        tag: gossip_message::Tag::Empty as i32,
+        content: Some(gossip_message::Content::MemReq(
+            fabric_gossip_core::proto::gossip::MembershipRequest {
+                self_information: None,
+                known: Vec::new(),
+            },
+        )),
+    };
+    let env = envelope_of(&SignedMessage::noop(msg.clone()));
+    d.handle_message(T0, &mut comm, received("a1", msg, env));
+    assert_eq!(d.stats().requests_invalid, 1);
+    d.handle_message(T0, &mut comm, request("a1", forged("a1")));
+    assert_eq!(d.stats().requests_invalid, 2);
+    assert_eq!(d.stats().alive_bad_signature, 1);
+    assert_eq!(d.stats().responses_sent, 0);
+    assert!(d.members().is_empty());
+}
+
+/// A request whose alive message we already hold is still answered; the message is a
+/// duplicate, counted as one (`alive_duplicate`), and teaches nothing.
+#[test]
+fn a_request_carrying_an_alive_message_we_hold_is_a_duplicate_and_still_answered() {
+    let (mut comm, mut d) = me_knowing("a1", 1, 1);
+    d.handle_message(T0, &mut comm, request("a1", alive("a1", 1, 1, "")));
+    assert_eq!(d.stats().alive_duplicate, 1);
+    assert_eq!(d.stats().responses_sent + d.stats().comm_errors, 1);
+    assert!(events(&mut d).is_empty());
+}
+
+/// A response that finds its requester's send buffer full is dropped, never waited for
+/// (Fabric's `SendToPeer`), and counted (`responses_dropped`).
+#[test]
+fn responses_to_a_requester_whose_send_buffer_is_full_are_dropped_and_counted() {
+    let (mut comm, mut d, conn) = answering(&["a1"]);
+    d.cfg.max_response_backlog = usize::MAX;
+    let asks = 2 * Config::default().send_buffer_size as u64;
+    for i in 0..asks {
+        let at = T0 + crate::MIN_ANSWER_INTERVAL * (i as u32 + 1);
+        let mut m = request_with_nonce("a1", alive("a1", 1, 1, "a1.ext:1"), i);
+        m.conn = conn["a1"];
+        d.handle_message(at, &mut comm, m);
+    }
+    let s = d.stats();
+    assert!(s.responses_dropped > 0, "{s:?}");
+    assert_eq!(s.responses_sent + s.responses_dropped, asks, "{s:?}");
+}
+
+/// The requesters remembered for throttling are bounded (twice `max_members`), and once
+/// there are `max_members` of them only those whose interval is over are forgotten: one
+/// answered a moment ago is still throttled, and a newcomer after everyone's interval is
+/// remembered (and throttled) in place of the forgotten.
+#[test]
+fn requesters_remembered_for_throttling_are_bounded_and_current_ones_kept() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
+    cfg.max_members = 2;
+    let (mut comm, mut d) = node(cfg);
+    for who in ["a1", "a2", "a3", "a4", "b2"] {
+        ask_from_afar(&mut d, &mut comm, T0, who);
+    }
+    assert_eq!(d.answered.len(), 4, "at most twice max_members");
+    ask_from_afar(&mut d, &mut comm, T0, "a1");
+    assert_eq!(d.stats().requests_throttled, 1, "a1 is still remembered");
+    let later = T0 + crate::MIN_ANSWER_INTERVAL;
+    ask_from_afar(&mut d, &mut comm, later, "b1");
+    ask_from_afar(&mut d, &mut comm, later, "b1");
+    assert_eq!(
+        d.stats().requests_throttled,
+        2,
+        "b1 took the forgotten's place"
+    );
+    assert_eq!(d.answered.len(), 1);
+}
+
+/// A request from `who`, with an external endpoint (so answered whatever its organization).
+fn ask_from_afar(d: &mut Discovery, comm: &mut Comm<TestOnlyHmacSecurity>, at: Instant, who: &str) {
+    let ext = format!("{who}.ext:1");
+    d.handle_message(at, comm, request(who, alive(who, 1, 1, &ext)));
+}
+
+/// An organization that asked shares the backlog with the others for `RESPONSE_STALL`,
+/// and not from the moment that has passed.
+#[test]
+fn an_organization_stops_sharing_the_backlog_once_it_has_not_asked_for_the_stall() {
+    let (mut comm, mut d) = me();
+    ask_from_afar(&mut d, &mut comm, T0, "b1");
+    let orgs = |d: &Discovery| d.asking.keys().cloned().collect::<Vec<Bytes>>();
+    assert_eq!(orgs(&d), [Bytes::from("B")]);
+    let at = T0 + crate::RESPONSE_STALL - Duration::from_nanos(1);
+    ask_from_afar(&mut d, &mut comm, at, "c1");
+    assert_eq!(orgs(&d), [Bytes::from("B"), Bytes::from("C")]);
+    ask_from_afar(&mut d, &mut comm, T0 + crate::RESPONSE_STALL, "c2");
+    assert_eq!(orgs(&d), [Bytes::from("C")]);
+}
+
+/// Other organizations remembered as asking are bounded (`MAX_ASKING_ORGS`, 1,024): one
+/// more is not remembered.
+#[test]
+fn the_organizations_remembered_as_asking_are_bounded() {
+    use crate::request::MAX_ASKING_ORGS;
+    let mut sec = security("me");
+    let who: Vec<String> = (0..=MAX_ASKING_ORGS).map(|i| format!("o{i}")).collect();
+    for (i, w) in who.iter().enumerate() {
+        sec = sec.with_organization(Bytes::from(w.clone()), Bytes::from(format!("O{i}")));
+    }
+    let (mut comm, mut d) = me_with(sec);
+    for w in &who {
+        ask_from_afar(&mut d, &mut comm, T0, w);
+    }
+    assert_eq!(d.stats().requests_refused, 0);
+    assert_eq!(d.asking.len(), MAX_ASKING_ORGS);
+    assert!(
+        !d.asking
+            .contains_key(&Bytes::from(format!("O{MAX_ASKING_ORGS}")))
+    );
+}
+
+/// A member's entry that takes exactly the room a response has left (the message size
+/// limit, less the slack of 1,024 bytes for the response's own framing, less ours) is
+/// listed; with one byte less room it is left out and the response counted truncated.
+#[test]
+fn a_response_lists_an_entry_that_fills_its_room_exactly() {
+    use crate::request::RESPONSE_SLACK;
+    let listed = |env: &Envelope| {
+        let len = env.encoded_len();
+        1 + prost::length_delimiter_len(len) + len
+    };
+    let respond = |max: usize| {
+        let mut config = Config::default();
+        config.max_message_size = max;
+        let mut comm = Comm::new(config, security("me"), T0).unwrap();
+        let mut d = Discovery::new(
+            DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051"),
+        )
+        .unwrap();
+        d.start(T0, &mut comm);
+        d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+        let target = Party {
+            org: Some(b"A"),
+            endpoint: "a1:1",
+        };
+        let res = d.make_response(T0, &comm, target, 1).unwrap();
+        let Some(gossip_message::Content::MemRes(r)) = res.content else {
+            panic!("not a response");
+        };
+        (r.alive, d.stats().responses_truncated)
+    };
+    let (all, _) = respond(Config::default().max_message_size);
+    assert_eq!(all.len(), 2);
+    let exact = RESPONSE_SLACK + all.iter().map(listed).sum::<usize>();
+    let (alive, truncated) = respond(exact);
+    assert_eq!((alive.len(), truncated), (2, 0));
+    let (alive, truncated) = respond(exact - 1);
+    assert_eq!((alive.len(), truncated), (1, 1));
+}
+
+/// What a member weighs in `max_membership_bytes`: its alive envelope, identity and
+/// metadata, its external and internal endpoints, its preferred endpoint once more (kept
+/// ready for comm), its PKI-ID and an overhead of 512 bytes; the same for an update about
+/// to become a member and for the member it makes.
+#[test]
+fn a_member_weighs_its_fields_its_preferred_endpoint_again_and_an_overhead() {
+    use crate::store::{MEMBER_OVERHEAD, Membership, Update};
+    let env = alive_with_metadata("a1", 1, 1, "a1.ext:1", true, vec![1; 100].into());
+    let (identity, metadata) = (Bytes::from(vec![2; 300]), Bytes::from(vec![3; 70]));
+    let id = pki("member-a1");
+    let external = "a1.external:7051";
+    for internal in ["a1.int:7051", ""] {
+        let u = Update {
+            pki_id: &id,
+            ts: Timestamp { inc: 1, seq: 1 },
+            endpoint: external,
+            metadata: &metadata,
+            internal_endpoint: internal,
+            identity: &identity,
+            org: None,
+            expires: None,
+            envelope: &env,
+        };
+        let preferred = if internal.is_empty() {
+            external
+        } else {
+            internal
+        };
+        let expected = MEMBER_OVERHEAD
+            + env.encoded_len()
+            + identity.len()
+            + metadata.len()
+            + external.len()
+            + internal.len()
+            + preferred.len()
+            + id.as_bytes().len();
+        assert_eq!(u.weight(), expected, "{internal:?}");
+        let mut ms = Membership::default();
+        ms.apply_alive(&u, T0);
+        assert_eq!(ms.get(&id).unwrap().weight(), expected, "{internal:?}");
+        assert_eq!(ms.bytes(), expected, "{internal:?}");
+    }
+}
+
+/// A full membership still takes its own members' newer alive messages (a refresh, a
+/// resurrection): only a newcomer needs room.
+#[test]
+fn a_full_membership_still_takes_its_members_newer_alive_messages() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = 1;
+    let (mut comm, mut d) = node(cfg);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    d.handle_message(T0 + SEC, &mut comm, direct("a1", alive("a1", 1, 2, "")));
+    let m = d.membership.get(&pki("a1")).unwrap();
+    assert_eq!(
+        (m.ts, m.last_seen),
+        (Timestamp { inc: 1, seq: 2 }, T0 + SEC)
+    );
+    d.membership.mark_dead(&pki("a1"));
+    d.handle_message(T0 + SEC, &mut comm, direct("a1", alive("a1", 2, 1, "")));
+    assert!(d.member(&pki("a1")).unwrap().alive);
+    assert_eq!(d.stats().members_refused_full, 0);
+    assert_eq!(d.stats().members_resurrected, 1);
+}
+
+/// A member's newer alive message with another external endpoint moves it there (and
+/// where it is reached, when it has no internal one).
+#[test]
+fn a_members_newer_alive_message_moves_its_endpoint() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "a1.old:1")));
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 2, "a1.new:1")));
+    assert_eq!(d.member(&pki("a1")).unwrap().endpoint, "a1.new:1");
+}
+
+/// A member whose identity changes under the same PKI-ID (a provider whose PKI-IDs do not
+/// hash the whole identity) takes the new identity, its organization and its expiry,
+/// and moves from the old organization's share to the new one's.
+#[test]
+fn a_members_new_identity_brings_its_organization_and_expiry() {
+    use crate::store::{Membership, Share, Update};
+    let (env, md) = (Envelope::default(), Bytes::new());
+    let id = pki("x");
+    let (old, new) = (Bytes::from("old-cert"), Bytes::from("new-cert"));
+    let (a, b) = (Bytes::from("A"), Bytes::from("B"));
+    let update = |seq, identity, org: &Bytes, expires| Update {
+        pki_id: &id,
+        ts: Timestamp { inc: 1, seq },
+        endpoint: "x:1",
+        metadata: &md,
+        internal_endpoint: "",
+        identity,
+        org: Some(org.clone()),
+        expires: Some(expires),
+        envelope: &env,
+    };
+    let mut ms = Membership::default();
+    ms.apply_alive(&update(1, &old, &a, T0 + SEC * 100), T0);
+    ms.apply_alive(&update(2, &new, &b, T0 + SEC * 200), T0);
+    let m = ms.get(&id).unwrap();
+    assert_eq!(m.identity.as_ref(), Some(&new));
+    assert_eq!(m.org.as_ref(), Some(&b));
+    assert_eq!(m.expires, Some(T0 + SEC * 200));
+    assert_eq!(ms.org_share(Some(&a)), Share::default());
+    assert_eq!(ms.org_share(Some(&b)).members, 1);
+    assert_eq!(ms.org_share(Some(&b)).bytes, ms.bytes());
+}
+
+/// A purged member leaves a tombstone in the message store: another peer's response
+/// still listing it at the timestamp we held, alive or dead, does not teach it back; a
+/// newer alive message (the member returning) does.
+#[test]
+fn a_purged_member_is_not_taught_back_by_the_alive_message_it_was_purged_at() {
+    let (mut comm, mut d) = me();
+    d.handle_message(
+        T0,
+        &mut comm,
+        response("b1", vec![alive("a1", 1, 5, "")], vec![], 0),
+    );
+    assert!(d.member(&pki("a1")).is_some());
+    d.purge(T0, &mut comm, &pki("a1"), PurgeReason::LongDead);
+    assert_eq!(d.stats().tombstones_store_full, 0);
+    let later = T0 + SEC;
+    let old = alive("a1", 1, 5, "");
+    d.handle_message(
+        later,
+        &mut comm,
+        response("b1", vec![], vec![old.clone()], 0),
+    );
+    d.handle_message(later, &mut comm, response("b1", vec![old], vec![], 0));
+    assert!(d.member(&pki("a1")).is_none());
+    let newer = alive("a1", 1, 6, "");
+    d.handle_message(later, &mut comm, response("b1", vec![newer], vec![], 0));
+    assert!(d.member(&pki("a1")).is_some());
+}
+
+/// A purged member's tombstone that finds the message store full is counted
+/// (`tombstones_store_full`).
+#[test]
+fn a_tombstone_that_finds_the_message_store_full_is_counted() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = 1;
+    let (mut comm, mut d) = node(cfg);
+    // a1 learnt from a response: not in the store.
+    d.handle_message(
+        T0,
+        &mut comm,
+        response("b1", vec![alive("a1", 1, 1, "")], vec![], 0),
+    );
+    assert!(d.member(&pki("a1")).is_some());
+    for i in 0..crate::STORE_ENTRIES_PER_MEMBER {
+        let who = format!("b{i}");
+        d.handle_message(T0, &mut comm, direct("a1", alive(&who, 1, 1, "")));
+    }
+    assert_eq!(d.store.len(), crate::STORE_ENTRIES_PER_MEMBER);
+    d.purge(T0, &mut comm, &pki("a1"), PurgeReason::LongDead);
+    assert!(d.member(&pki("a1")).is_none());
+    assert_eq!(d.stats().tombstones_store_full, 1);
+}
+
+/// Identities the provider refuses once its trust changes (`IdentitiesRevalidated`) are
+/// dropped from the identity pull's store, and counted (`identities_refused_later`).
+#[test]
+fn identities_refused_at_a_revalidation_leave_the_certstore_and_are_counted() {
+    let mut sec = TestProvider::new("me");
+    sec.expired = vec![Bytes::from("b1")];
+    let mut comm = Comm::new(Config::default(), sec, T0).unwrap();
+    let mut d = Discovery::new(DiscoveryConfig::new("me.int:7051")).unwrap();
+    d.start(T0, &mut comm);
+    let held = d.certstore.identities.len();
+    let id = crate::certstore::wire::ValidIdentity {
+        pki_id: pki("b1"),
+        cert: Bytes::from("b1"),
+        expires: None,
+        envelope: Envelope::default(),
+    };
+    let bounds = crate::certstore::identities::Bounds {
+        count: 100,
+        bytes: 1 << 20,
+    };
+    d.certstore
+        .identities
+        .put(id, Some(Bytes::from("B")), T0, bounds)
+        .unwrap();
+    assert_eq!(d.certstore.identities.len(), held + 1);
+    d.revalidate_members(T0, &mut comm);
+    assert_eq!(d.certstore.identities.len(), held);
+    assert_eq!(d.stats().certstore.identities_refused_later, 1);
+}
+
+/// A purge forgets the reconnect probe to the purged member, and only that one.
+#[test]
+fn a_purge_forgets_the_purged_members_reconnect_probe_only() {
+    let (mut comm, mut d) = me();
+    for who in ["a1", "a2"] {
+        let ext = format!("{who}.ext:1");
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, &ext)));
+        d.membership.mark_dead(&pki(who));
+    }
+    d.reconnect_dead(T0, &mut comm);
+    assert_eq!(d.probes.len(), 2);
+    d.purge(T0, &mut comm, &pki("a1"), PurgeReason::LongDead);
+    assert_eq!(d.probes.values().collect::<Vec<_>>(), [&pki("a2")]);
+}
+
+/// A reconnect probe comm refuses (here: comm stopped under the layer) is counted in
+/// `comm_errors`, not as a probe.
+#[test]
+fn a_reconnect_probe_comm_refuses_is_counted_as_an_error() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "a1.ext:1")));
+    d.membership.mark_dead(&pki("a1"));
+    comm.stop(T0);
+    let errors = d.stats().comm_errors;
+    d.reconnect_dead(T0, &mut comm);
+    assert_eq!(d.stats().comm_errors - errors, 1);
+    assert_eq!(d.stats().reconnect_probes, 0);
+    assert!(d.probes.is_empty());
+}
