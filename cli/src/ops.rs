@@ -1193,6 +1193,11 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
             C(s.identity_switches),
         ),
         (
+            "gossip_comm_identities_shared",
+            "Identities the membership layer shared with comm (alive messages, the identity pull), so that a peer's new certificate is taken as an identity switch",
+            C(s.identities_shared),
+        ),
+        (
             "gossip_comm_probes_answered",
             "Inbound probes (Ping and probing handshakes) answered",
             C(s.probed),

@@ -63,6 +63,9 @@ pub struct Stats {
     pub presumed_dead: u64,
     /// IdentitySwitch events emitted.
     pub identity_switches: u64,
+    /// Identities a layer shared with comm outside a handshake (`Comm::learn_identity`:
+    /// alive messages, the identity pull) that comm did not hold yet.
+    pub identities_shared: u64,
     /// Times reading of a stream was paused because a subscription was full.
     pub read_pauses: u64,
     /// Retired connections closed while reading them was still paused, because the peer's
@@ -129,7 +132,7 @@ impl Stats {
     fn fields_mut(
         &mut self,
     ) -> (
-        [(&'static str, &mut u64); 25],
+        [(&'static str, &mut u64); 26],
         &mut [u64; HandshakeFailure::COUNT],
     ) {
         let Stats {
@@ -156,6 +159,7 @@ impl Stats {
             crossings,
             presumed_dead,
             identity_switches,
+            identities_shared,
             read_pauses,
             retired_closed_unread,
             events_dropped,
@@ -187,6 +191,7 @@ impl Stats {
                 ("crossings", crossings),
                 ("presumed_dead", presumed_dead),
                 ("identity_switches", identity_switches),
+                ("identities_shared", identities_shared),
                 ("read_pauses", read_pauses),
                 ("retired_closed_unread", retired_closed_unread),
                 ("events_dropped", events_dropped),

@@ -251,7 +251,7 @@ impl Discovery {
 
     pub(crate) fn verify<S: Security>(
         &mut self,
-        comm: &Comm<S>,
+        comm: &mut Comm<S>,
         parsed: &ParsedAlive,
         env: &Envelope,
         now: Instant,
@@ -259,7 +259,10 @@ impl Discovery {
         let known = self.known_identity(comm, &parsed.pki_id, now);
         let r = verify_alive(comm.security(), parsed, env, known.as_ref(), now);
         match &r {
-            Ok(_) => self.certstore.identities.touch(&parsed.pki_id, now),
+            Ok(id) => {
+                self.certstore.identities.touch(&parsed.pki_id, now);
+                share_identity(comm, now, &parsed.pki_id, &id.identity);
+            }
             Err(e) => self.stats.count_refused(e),
         }
         r
@@ -781,6 +784,23 @@ fn trace_event(ev: &DiscoveryEvent) {
             attempt,
             gave_up,
         } => tracing::warn!(%endpoint, %error, attempt, gave_up, "bootstrap attempt failed"),
+    }
+}
+
+/// Gives comm an identity membership accepted (Fabric's `ValidateAliveMsg` and its
+/// certstore put it in the one identity mapper comm also reads): comm's store is what
+/// tells a peer's renewed certificate (an identity switch) from an impostor, and a member
+/// known from membership alone was otherwise refused when it came back with a new one.
+/// Comm keeps an identity it holds; what it refuses, it refuses as a handshake would, and
+/// the alive message or identity stays valid to membership (the same provider accepted it).
+pub(crate) fn share_identity<S: Security>(
+    comm: &mut Comm<S>,
+    now: Instant,
+    pki_id: &PkiId,
+    identity: &Bytes,
+) {
+    if let Err(error) = comm.learn_identity(now, pki_id, identity) {
+        tracing::debug!(%pki_id, %error, "identity not shared with comm");
     }
 }
 

@@ -186,6 +186,26 @@ fn a_direct_alive_teaches_a_member_with_its_internal_endpoint() {
     ));
 }
 
+/// Fabric's `ValidateAliveMsg` puts an alive message's identity in the identity mapper
+/// comm also reads; ours shares it with comm, which needs it to take the member's renewed
+/// certificate as an identity switch when it dials it. A refused message shares nothing.
+#[test]
+fn an_identity_an_alive_message_proves_is_shared_with_comm() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a2", forged("a2")));
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 5, 1, "")));
+    assert!(d.member(&pki("a1")).is_some());
+    assert_eq!(
+        comm.identity_of(&pki("a1")).map(|b| &b[..]),
+        Some(&b"a1"[..])
+    );
+    assert!(comm.identity_of(&pki("a2")).is_none());
+    assert_eq!(comm.stats().identities_shared, 1);
+    // Known already: not shared again.
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 5, 2, "")));
+    assert_eq!(comm.stats().identities_shared, 1);
+}
+
 #[test]
 fn an_alive_about_myself_is_dropped() {
     let (mut comm, mut d) = me();

@@ -302,21 +302,26 @@ pub fn verify_alive(
     known: Option<&Bytes>,
     now: Instant,
 ) -> Result<VerifiedIdentity, AliveError> {
+    // A known identity is one a store holds until its expiry; one read at its expiry, before
+    // the store's timer purged it, is as expired as the store would have it a moment later.
+    let known_id = |k: &Bytes| {
+        let expires = security.expiration(k).ok().flatten();
+        if expires.is_some_and(|e| e <= now) {
+            return Err(AliveError::IdentityExpired);
+        }
+        Ok(VerifiedIdentity {
+            identity: k.clone(),
+            expires,
+        })
+    };
     let id = if !parsed.identity.is_empty() {
         match known {
             // Fabric's store keeps the identity it has; the embedded one must still match.
-            Some(k) if *k == parsed.identity => VerifiedIdentity {
-                identity: k.clone(),
-                expires: security.expiration(k).ok().flatten(),
-            },
+            Some(k) if *k == parsed.identity => known_id(k)?,
             _ => check_identity(security, &parsed.pki_id, &parsed.identity, now)?,
         }
     } else {
-        let k = known.ok_or(AliveError::UnknownIdentity)?;
-        VerifiedIdentity {
-            identity: k.clone(),
-            expires: security.expiration(k).ok().flatten(),
-        }
+        known_id(known.ok_or(AliveError::UnknownIdentity)?)?
     };
     verify_envelope(security, &id.identity, env).map_err(AliveError::BadSignature)?;
     Ok(id)

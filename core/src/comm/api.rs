@@ -2,12 +2,14 @@
 //! makes. Each returns at once; results that take time come as events.
 
 use super::send::Mode;
+use super::timers::TimerKey;
 use super::{Acceptor, Comm, RemotePeer};
 use crate::error::{CloseReason, Error, HandshakeError};
 use crate::ids::{DialId, OpId, PkiId, StreamId, SubscriptionId};
 use crate::message::SignedMessage;
 use crate::security::Security;
 use crate::time::Instant;
+use bytes::Bytes;
 use core::borrow::Borrow;
 use core::time::Duration;
 use fabric_gossip_proto::gossip::{Acknowledgement, GossipMessage, gossip_message};
@@ -240,6 +242,52 @@ impl<S: Security> Comm<S> {
     pub fn close_conn(&mut self, now: Instant, pki_id: &PkiId) {
         self.tick(now);
         self.close_peer(pki_id, CloseReason::Local);
+    }
+
+    /// Fabric's identity mapper `Put` from outside a handshake: a layer that learned
+    /// `pki_id`'s identity (an alive message carrying it, the identity pull) shares it with
+    /// comm, as Fabric's membership and comm share one mapper. What comm holds decides an
+    /// identity switch: a peer dialled under this PKI-ID that answers with a new one of the
+    /// same organization is reported as [`Event::IdentitySwitch`](super::Event::IdentitySwitch)
+    /// and kept, where a PKI-ID comm never held is refused as `UnexpectedPeer`.
+    ///
+    /// Returns `Ok(true)` when the identity is new to comm, `Ok(false)` when comm already
+    /// holds one for `pki_id` (kept, unchecked: Fabric keeps the identity it has), and the
+    /// refusal a handshake would give otherwise (no PKI-ID or identity, unreadable expiry,
+    /// refused by the provider, of another PKI-ID, expired, larger than
+    /// `max_identity_size`). An identity with an expiry is forgotten then, and the peer's
+    /// connection closed, as one learnt by a handshake.
+    pub fn learn_identity(
+        &mut self,
+        now: Instant,
+        pki_id: &PkiId,
+        identity: &[u8],
+    ) -> Result<bool, HandshakeError> {
+        self.tick(now);
+        if self.identities.get(pki_id).is_some() {
+            return Ok(false);
+        }
+        if identity.len() > self.config.max_identity_size {
+            return Err(HandshakeError::IdentityTooLarge {
+                size: identity.len(),
+                limit: self.config.max_identity_size,
+            });
+        }
+        // Kept for as long as comm holds it: copied out of whatever message carried it,
+        // which may share its buffer with much more.
+        let pki = PkiId(Bytes::copy_from_slice(pki_id.as_bytes()));
+        let identity = Bytes::copy_from_slice(identity);
+        let store = &self.store;
+        let expires = self
+            .identities
+            .put(&self.security, &pki, &identity, now, |p| {
+                store.is_registered(p)
+            })?;
+        if let Some(at) = expires {
+            self.arm(at, TimerKey::Identity(pki));
+        }
+        self.stats.identities_shared += 1;
+        Ok(true)
     }
 
     /// Fabric's `SuspectPeers`, for when what the security provider accepts has changed

@@ -595,7 +595,7 @@ impl Discovery {
     fn learn_identities<S: Security>(
         &mut self,
         now: Instant,
-        comm: &Comm<S>,
+        comm: &mut Comm<S>,
         from: &PkiId,
         mut asked: std::collections::BTreeSet<PkiId>,
         data: &[fabric_gossip_core::proto::gossip::Envelope],
@@ -672,6 +672,7 @@ impl Discovery {
                 self.stats.certstore.identities_skipped_forgotten += 1;
                 continue;
             }
+            crate::machine::share_identity(comm, now, &v.pki_id, &v.cert);
             let org = comm.security().organization_of(&v.cert);
             match self.certstore.identities.put(v, org, now, bounds) {
                 Ok(identities::Stored::New) => self.stats.certstore.identities_learned += 1,

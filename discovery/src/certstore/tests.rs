@@ -235,8 +235,17 @@ fn a_pulled_identity_lets_a_later_alive_without_identity_validate() {
         "b1 asked of a1; our own not"
     );
     let upd = wire::update(nonce, vec![identity_of("b1")]);
+    assert!(comm.identity_of(&pki("b1")).is_none());
+    let shared = comm.stats().identities_shared;
     d.handle_message(t, comm, pull_from("a1", upd));
     assert_eq!(d.stats().certstore.identities_learned, 1);
+    // Shared with comm, as Fabric's certstore fills the mapper comm reads: b1 coming back
+    // with a renewed certificate is then an identity switch, not an impostor.
+    assert_eq!(
+        comm.identity_of(&pki("b1")).map(|b| &b[..]),
+        Some(&b"b1"[..])
+    );
+    assert_eq!(comm.stats().identities_shared, shared + 1);
     let bare = alive_with("b1", 1, 2, "b1:1", false);
     d.handle_message(t, comm, direct("a1", bare));
     assert!(d.member(&pki("b1")).is_some_and(|m| m.alive));
@@ -258,6 +267,10 @@ fn one_forged_item_refuses_the_whole_update() {
     assert_eq!((s.updates_refused, s.identity_bad_signature), (1, 1));
     assert_eq!(s.identities_learned, 0);
     assert!(d.pulled_identity(&pki("b1"), t).is_none());
+    assert!(
+        comm.identity_of(&pki("b1")).is_none(),
+        "nothing of it shared"
+    );
 }
 
 /// Fabric checks an update's items without their expiry and leaves that to its identity
