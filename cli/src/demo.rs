@@ -307,15 +307,14 @@ async fn start_member(
         match b.start(security).await {
             Ok(node) => break (node, rx),
             // Only a restart can race the release of its old listener; retry it briefly.
-            Err(StartError::Bind(e)) if m.addr.port() != 0 && Instant::now() < deadline => {
-                last_bind_error = e.to_string();
+            Err(StartError::Bind { source, .. })
+                if m.addr.port() != 0 && Instant::now() < deadline =>
+            {
+                last_bind_error = source.to_string();
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(StartError::Bind(e)) if m.addr.port() != 0 => {
-                return Err(format!(
-                    "node{i} could not listen on {} again: {e} {last_bind_error}",
-                    m.addr
-                ));
+            Err(e @ StartError::Bind { .. }) if m.addr.port() != 0 => {
+                return Err(format!("node{i}: {e} (again; before: {last_bind_error})"));
             }
             Err(e) => return Err(format!("node{i} did not start: {e}")),
         }

@@ -513,7 +513,9 @@ pub(crate) async fn start(
         Identity::Msp(s) => builder.start(*s).await,
     };
     r.map_err(|e| match e {
-        StartError::Bind(e) => ConfigError(format!("--listen {listen}: cannot listen: {e}")),
+        StartError::Bind { source, .. } => {
+            ConfigError(format!("--listen {listen}: cannot listen: {source}"))
+        }
         StartError::Tls(e) if e.contains("KeyMismatch") || e.contains("not be consistent") => {
             let show = |p: &Option<PathBuf>| p.as_deref().map(Path::display).map(|d| d.to_string());
             ConfigError(format!(

@@ -283,7 +283,7 @@ impl TonicHarness {
                     .await;
                 match started {
                     Ok(node) => return Ok(node),
-                    Err(fabric_gossip_tonic::StartError::Bind(_))
+                    Err(fabric_gossip_tonic::StartError::Bind { .. })
                         if tokio::time::Instant::now() < deadline =>
                     {
                         tokio::time::sleep(Duration::from_millis(20)).await;

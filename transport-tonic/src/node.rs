@@ -51,9 +51,18 @@ pub const LAYER_EVENT_BUFFER: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The listen address could not be bound.
-    #[error("cannot listen: {0}")]
-    Bind(std::io::Error),
+    /// The listen address could not be bound (in use, not an address of this host, a port
+    /// below 1024 without the right) or the listener handed over is unusable. Names the
+    /// address: a node started among others is otherwise hard to tell apart.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for ([`NodeBuilder::listen`]), or that of the listener handed
+        /// over.
+        addr: SocketAddr,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The TLS material is unusable (bad PEM, key not matching, no CA).
     #[error("TLS configuration: {0}")]
     Tls(String),
@@ -268,16 +277,19 @@ impl NodeBuilder {
         config.tls = tls
             .as_ref()
             .map(|t| claimed_hashes.unwrap_or_else(|| t.hashes.clone()));
+        let addr = listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(listen);
+        let bind = |source| StartError::Bind { addr, source };
         let listener = match listener {
             Some(l) => {
-                l.set_nonblocking(true).map_err(StartError::Bind)?;
-                tokio::net::TcpListener::from_std(l).map_err(StartError::Bind)?
+                l.set_nonblocking(true).map_err(bind)?;
+                tokio::net::TcpListener::from_std(l).map_err(bind)?
             }
-            None => tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(StartError::Bind)?,
+            None => tokio::net::TcpListener::bind(listen).await.map_err(bind)?,
         };
-        let local_addr = listener.local_addr().map_err(StartError::Bind)?;
+        let local_addr = listener.local_addr().map_err(bind)?;
         let clock = Clock::new();
         let security: Box<dyn Security> = Box::new(security(local_addr));
         let settings = Settings {

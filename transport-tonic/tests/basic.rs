@@ -163,3 +163,30 @@ async fn oversized_envelope_closes_the_connection() {
     ));
     stop_all(&[&a, &b]).await;
 }
+
+/// A node that cannot bind its address says which: among several nodes of one process (a
+/// test harness, a lightweight peer with an operations port) "address in use" alone does
+/// not tell which of them failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_address_in_use_is_named_in_the_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let started = fabric_gossip_tonic::Node::builder(config())
+        .listen(addr)
+        .start_with(|a| fabric_gossip_core::TestOnlyHmacSecurity::new(a.to_string()))
+        .await;
+    let Err(e) = started else {
+        panic!("a second node bound {addr}")
+    };
+    match &e {
+        fabric_gossip_tonic::StartError::Bind {
+            addr: named,
+            source,
+        } => {
+            assert_eq!(*named, addr);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains(&addr.to_string()), "{e}");
+}
