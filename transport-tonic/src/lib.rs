@@ -232,6 +232,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod diagnose;
 mod driver;
 mod framed;
 mod inbound;
@@ -245,6 +246,7 @@ mod service;
 mod tls;
 
 pub use codec::{RawCodec, RawDecoder, RawEncoder};
+pub use diagnose::DialDiagnosis;
 pub use driver::DriverStats;
 /// The comm core this driver runs, so that the types its methods take and return
 /// (`Config`, `SignedMessage`, `RemotePeer`, `PkiId`, `Error`, ...) can be named without a
