@@ -261,7 +261,11 @@ impl Discovery {
         match &r {
             Ok(id) => {
                 self.certstore.identities.touch(&parsed.pki_id, now);
-                share_identity(comm, now, &parsed.pki_id, &id.identity);
+                // An identity membership, the pull or comm already held was shared when it
+                // was learnt: only one checked now is new to comm.
+                if known.as_ref() != Some(&id.identity) {
+                    share_identity(comm, now, &parsed.pki_id, &id.identity);
+                }
             }
             Err(e) => self.stats.count_refused(e),
         }
