@@ -1228,11 +1228,16 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
         ),
         (
             "gossip_comm_dials",
-            "Outbound TCP (and TLS) connections, by result",
+            "Outbound TCP (and TLS) connection attempts, by result",
             F(
                 "result",
                 vec![("ok", d.dials_ok), ("failed", d.dials_failed)],
             ),
+        ),
+        (
+            "gossip_comm_dial_retries",
+            "Connection attempts a dial made again after its previous one failed (grpc-go's back-off within the dial timeout)",
+            C(s.dial_retries),
         ),
         (
             "gossip_comm_write_failures",

@@ -2718,6 +2718,7 @@ fn operations_service_metrics_match_stats() {
         ("gossip_comm_handshakes_completed", "handshakes_ok"),
         ("gossip_comm_read_pauses", "read_pauses"),
         ("gossip_comm_retired_closed_unread", "retired_closed_unread"),
+        ("gossip_comm_dial_retries", "dial_retries"),
         (
             "gossip_comm_messages_dropped{cause=\"no_connection\"}",
             "dropped_no_connection",

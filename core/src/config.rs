@@ -16,6 +16,89 @@ pub const SEND_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 /// would never return.
 pub const PAUSED_RELOOK_MIN: Duration = Duration::from_millis(10);
 
+/// The shortest wait before a dial tries again after a failed connection attempt, whatever
+/// [`DialBackoff`] computes: a back-off of zero (a zero `base_delay`, or a jitter of 1
+/// drawing its lowest factor) would otherwise have a driver whose attempts fail at once
+/// dial again at the same instant, for ever, without its clock moving.
+pub const DIAL_RETRY_MIN: Duration = Duration::from_millis(10);
+
+/// How a dial waits before trying again after one of its connection attempts failed:
+/// grpc-go's connection back-off, which Fabric's dials run under without naming it
+/// (`grpc.DialContext` with `WithBlock()` and no back-off option; grpc-go v1.31.0, as
+/// Fabric v2.4.9 vendors it, `backoff/backoff.go` and `internal/backoff/backoff.go`).
+///
+/// After the `n`-th failed attempt of a dial (`n` from 0) the next one starts
+/// `base_delay` later for `n = 0`, without jitter, and otherwise
+/// `min(base_delay · multiplierⁿ, max_delay) · (1 + jitter · u)` later, `u` drawn evenly
+/// from [-1, 1) by the core's seeded generator: with the defaults, after 1 s, then
+/// 1.28–1.92 s, then 2.05–3.07 s. The wait counts from the failure, not from the start of
+/// the attempt, as grpc-go's does. All of it happens within the dial's `dial_timeout`:
+/// a dial whose next attempt would start after its deadline waits for the deadline and
+/// fails then, with the last attempt's error, as `grpc.DialContext` returns only when its
+/// context ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DialBackoff {
+    /// The wait after the first failed attempt (grpc-go `BaseDelay`, 1 s).
+    pub base_delay: Duration,
+    /// The factor the wait grows by after each further failure (grpc-go `Multiplier`,
+    /// 1.6); below 1 (or not a number) counts as 1.
+    pub multiplier: f64,
+    /// How far each wait but the first is spread either way, as a fraction of it (grpc-go
+    /// `Jitter`, 0.2), so that dials that failed together do not retry together; kept
+    /// within 0 and 1.
+    pub jitter: f64,
+    /// The longest wait before jitter (grpc-go `MaxDelay`, 120 s).
+    pub max_delay: Duration,
+}
+
+impl DialBackoff {
+    /// grpc-go's `backoff.DefaultConfig`, what every Fabric dial uses.
+    pub const GRPC_DEFAULT: DialBackoff = DialBackoff {
+        base_delay: Duration::from_secs(1),
+        multiplier: 1.6,
+        jitter: 0.2,
+        max_delay: Duration::from_secs(120),
+    };
+
+    /// The wait after the `failures`-th failed attempt (1 for the first), given `unit`,
+    /// a draw evenly from [0, 1) (grpc-go's `Exponential.Backoff(retries)` with
+    /// `retries = failures - 1`), at least [`DIAL_RETRY_MIN`].
+    pub fn delay(&self, failures: u32, unit: f64) -> Duration {
+        let delay = if failures <= 1 {
+            self.base_delay
+        } else {
+            let max = self.max_delay.as_nanos() as f64;
+            // One power, not a loop per failure: a dial may fail many thousands of times
+            // under a long `dial_timeout`. An infinite or NaN product is cut to `max`.
+            let grown =
+                self.base_delay.as_nanos() as f64 * self.multiplier.powf(f64::from(failures - 1));
+            let d = grown.min(max) * (1.0 + self.jitter * (unit * 2.0 - 1.0));
+            // `as` saturates: a negative or NaN product is 0, a huge one u64::MAX.
+            Duration::from_nanos(d as u64)
+        };
+        delay.max(DIAL_RETRY_MIN)
+    }
+
+    /// Multiplier and jitter brought within the bounds [`DialBackoff::delay`] assumes.
+    fn sanitized(mut self) -> Self {
+        if self.multiplier.is_nan() || self.multiplier < 1.0 {
+            self.multiplier = 1.0;
+        }
+        self.jitter = if self.jitter.is_nan() {
+            0.0
+        } else {
+            self.jitter.clamp(0.0, 1.0)
+        };
+        self
+    }
+}
+
+impl Default for DialBackoff {
+    fn default() -> Self {
+        DialBackoff::GRPC_DEFAULT
+    }
+}
+
 /// SHA-256 of a DER certificate, as carried in `ConnEstablish.tls_cert_hash`.
 pub type CertHash = [u8; 32];
 
@@ -36,8 +119,16 @@ pub struct TlsHashes {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
-    /// Upper bound on dialling a peer (Fabric `dialTimeout`, 3 s).
+    /// Upper bound on dialling a peer (Fabric `dialTimeout`, 3 s), its retries included.
     pub dial_timeout: Duration,
+    /// How a dial tries again after a failed connection attempt (refused, unreachable, a
+    /// failed TLS handshake: any failure the driver reports), until `dial_timeout`:
+    /// grpc-go's back-off, as every Fabric dial has it, so a peer whose port opens within
+    /// the dial timeout (a restart) is reached by the send that dialled it, and a peer
+    /// that stays down is presumed dead after `dial_timeout`, not at its first refusal.
+    /// `None`: one attempt, whose failure ends the dial at once (this crate's behaviour
+    /// before 2026-12-05, quicker to report a dead peer than Fabric is).
+    pub dial_backoff: Option<DialBackoff>,
     /// Upper bound on a Ping and on waiting for the remote's `ConnEstablish`
     /// (Fabric `connTimeout`, 2 s).
     pub conn_timeout: Duration,
@@ -109,7 +200,8 @@ pub struct Config {
     pub crossing_grace: Duration,
     /// Own TLS certificate hashes; `None` runs without TLS (no certificate binding).
     pub tls: Option<TlsHashes>,
-    /// Seed of the core's only randomness (SendWithAck nonces). Same seed, same nonces: the
+    /// Seed of the core's only randomness (SendWithAck nonces, and on a stream of its own
+    /// the jitter of [`DialBackoff`]). Same seed, same nonces and the same retry times: the
     /// default, 0, is the same for every node, so a node in a real network should get its
     /// own (from the OS's randomness; the sans-IO core cannot draw one itself).
     pub rng_seed: u64,
@@ -119,6 +211,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             dial_timeout: Duration::from_secs(3),
+            dial_backoff: Some(DialBackoff::GRPC_DEFAULT),
             conn_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(10),
             send_buffer_size: 20,
@@ -209,8 +302,16 @@ impl Config {
         self
     }
 
+    /// Sets how a dial retries a failed connection attempt ([`Config::dial_backoff`];
+    /// `None`: one attempt).
+    pub fn with_dial_backoff(mut self, backoff: Option<DialBackoff>) -> Self {
+        self.dial_backoff = backoff;
+        self
+    }
+
     /// Bounds below which the core cannot work are raised to 1, so a zero never wedges it.
     pub(crate) fn sanitized(mut self) -> Self {
+        self.dial_backoff = self.dial_backoff.map(DialBackoff::sanitized);
         self.write_window = self.write_window.max(1);
         self.subscription_buffer = self.subscription_buffer.max(1);
         self.presumed_dead_buffer = self.presumed_dead_buffer.max(1);
@@ -221,5 +322,80 @@ impl Config {
         self.max_operations = self.max_operations.max(1);
         self.max_subscriptions = self.max_subscriptions.max(1);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1000.0
+    }
+
+    #[test]
+    fn the_first_retry_waits_the_base_delay_without_jitter() {
+        let b = DialBackoff::GRPC_DEFAULT;
+        for unit in [0.0, 0.5, 0.999] {
+            assert_eq!(b.delay(1, unit), Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn later_waits_grow_by_the_multiplier_within_the_jitter() {
+        let b = DialBackoff::GRPC_DEFAULT;
+        // grpc-go: 1.6 s ± 20 %, then 2.56 s ± 20 %.
+        assert_eq!(b.delay(2, 0.5), Duration::from_millis(1600));
+        assert!((ms(b.delay(2, 0.0)) - 1280.0).abs() < 1e-3);
+        assert!((ms(b.delay(2, 1.0)) - 1920.0).abs() < 1e-3);
+        assert!((ms(b.delay(3, 0.5)) - 2560.0).abs() < 1e-3);
+        assert!((ms(b.delay(3, 0.0)) - 2048.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn the_wait_stops_growing_at_max_delay_before_jitter() {
+        let b = DialBackoff::GRPC_DEFAULT;
+        assert_eq!(b.delay(100, 0.5), Duration::from_secs(120));
+        assert_eq!(b.delay(u32::MAX, 0.5), Duration::from_secs(120));
+        assert!((b.delay(100, 1.0).as_secs_f64() - 144.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn no_wait_is_shorter_than_the_floor() {
+        let zero = DialBackoff {
+            base_delay: Duration::ZERO,
+            ..DialBackoff::GRPC_DEFAULT
+        };
+        assert_eq!(zero.delay(1, 0.5), DIAL_RETRY_MIN);
+        assert_eq!(zero.delay(5, 0.0), DIAL_RETRY_MIN);
+        let wild = DialBackoff {
+            jitter: 1.0,
+            ..DialBackoff::GRPC_DEFAULT
+        };
+        assert_eq!(wild.delay(2, 0.0), DIAL_RETRY_MIN);
+    }
+
+    #[test]
+    fn sanitizing_bounds_multiplier_and_jitter() {
+        let b = DialBackoff {
+            multiplier: f64::NAN,
+            jitter: 7.0,
+            ..DialBackoff::GRPC_DEFAULT
+        }
+        .sanitized();
+        assert_eq!((b.multiplier, b.jitter), (1.0, 1.0));
+        let b = DialBackoff {
+            multiplier: 0.5,
+            jitter: f64::NAN,
+            ..DialBackoff::GRPC_DEFAULT
+        }
+        .sanitized();
+        assert_eq!((b.multiplier, b.jitter), (1.0, 0.0));
+        let cfg = Config::default().with_dial_backoff(Some(b)).sanitized();
+        assert_eq!(cfg.dial_backoff, Some(b));
+        assert_eq!(
+            Config::default().dial_backoff,
+            Some(DialBackoff::GRPC_DEFAULT)
+        );
     }
 }

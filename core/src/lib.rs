@@ -41,7 +41,9 @@
 //! Handles ([`StreamId`], [`DialId`], [`OpId`], [`SubscriptionId`]) carry a generation:
 //! once the core closes one (`Action::CloseStream`, `Action::CloseDial`) it never names it
 //! again, and an input naming a dead handle returns [`Error::UnknownHandle`], which a
-//! driver racing a close may ignore.
+//! driver racing a close may ignore. Until then a [`DialId`] may be named by more than one
+//! `Action::Dial`: after a failed attempt the core asks for another on the same handle
+//! ([`Config::dial_backoff`], as grpc-go retries within Fabric's dial timeout).
 //!
 //! # Flow control
 //!
@@ -186,8 +188,8 @@ pub use comm::{
     Acceptor, Action, Comm, ConnectionEntry, DeadCause, DeadPeer, Event, LiveCounts, Output,
     RemotePeer, SendQueueLen, SendResult, StreamEnd, WriteKind,
 };
-pub use config::{CertHash, Config, TlsHashes};
-pub use config::{MAX_QUEUED_EVENTS, PAUSED_RELOOK_MIN, SEND_BUFFER_BYTES};
+pub use config::{CertHash, Config, DialBackoff, TlsHashes};
+pub use config::{DIAL_RETRY_MIN, MAX_QUEUED_EVENTS, PAUSED_RELOOK_MIN, SEND_BUFFER_BYTES};
 pub use error::{
     AckError, CloseReason, DialError, Error, HandshakeError, HandshakeFailure, PING_TIMED_OUT,
     ProbeError,

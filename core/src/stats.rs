@@ -59,6 +59,10 @@ pub struct Stats {
     pub connections_closed: u64,
     /// Crossing dials detected and resolved by the PKI-ID rule.
     pub crossings: u64,
+    /// Connection attempts a dial made again after its previous one failed
+    /// ([`Config::dial_backoff`](crate::Config::dial_backoff), grpc-go's reconnect within
+    /// Fabric's dial timeout): a count that grows with peers restarting or down.
+    pub dial_retries: u64,
     /// PresumedDead events emitted.
     pub presumed_dead: u64,
     /// IdentitySwitch events emitted.
@@ -132,7 +136,7 @@ impl Stats {
     fn fields_mut(
         &mut self,
     ) -> (
-        [(&'static str, &mut u64); 26],
+        [(&'static str, &mut u64); 27],
         &mut [u64; HandshakeFailure::COUNT],
     ) {
         let Stats {
@@ -157,6 +161,7 @@ impl Stats {
             connections_opened,
             connections_closed,
             crossings,
+            dial_retries,
             presumed_dead,
             identity_switches,
             identities_shared,
@@ -189,6 +194,7 @@ impl Stats {
                 ("connections_opened", connections_opened),
                 ("connections_closed", connections_closed),
                 ("crossings", crossings),
+                ("dial_retries", dial_retries),
                 ("presumed_dead", presumed_dead),
                 ("identity_switches", identity_switches),
                 ("identities_shared", identities_shared),

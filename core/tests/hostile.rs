@@ -309,6 +309,8 @@ fn presumed_dead_notices_past_the_buffer_are_counted() {
         c.handle_dial_result(now(), dial, Err("refused".into()))
             .unwrap();
     }
+    // Each dial is tried again (that attempt left unanswered) and fails at its deadline.
+    c.handle_timeout(now() + c.config().dial_timeout);
     assert_eq!(c.stats().presumed_dead, 1);
     assert_eq!(c.stats().presumed_dead_dropped, 1);
 }

@@ -161,9 +161,21 @@ fn close_conn_then_resend_reconnects() {
 fn failed_dial_presumes_the_peer_dead() {
     let mut net = Net::new(2, cfg);
     net.refuse_dials.insert(1);
+    let deadline = net.now + net.nodes[0].comm.config().dial_timeout;
     net.send(0, 1, b"x");
     net.send(0, 1, b"y");
     net.settle();
+    // Refused, the dial tries again until its deadline (grpc-go under Fabric's dial
+    // timeout): nothing is presumed dead before.
+    net.advance(deadline - Duration::from_millis(1) - net.now);
+    assert!(
+        !events_of(&net, 0)
+            .iter()
+            .any(|e| matches!(e, Event::PresumedDead(_))),
+        "presumed dead before the dial timeout"
+    );
+    assert_eq!(net.nodes[0].comm.stats().dial_retries, 2);
+    net.advance(Duration::from_millis(1));
     let dead: Vec<_> = events_of(&net, 0)
         .iter()
         .filter_map(|e| match e {
@@ -695,7 +707,8 @@ fn send_with_ack_to_an_unreachable_peer_fails_fast() {
     let mut net = Net::new(2, cfg);
     net.refuse_dials.insert(1);
     net.send_with_ack(0, &[1], b"a", 1, Duration::from_secs(60));
-    net.settle();
+    // The dial is refused and retried until the dial timeout (3 s), then the ack fails.
+    net.advance(Duration::from_secs(3));
     let r = ack_results(&net, 0);
     assert!(
         matches!(r[0][0].result, Err(AckError::NoConnection(_))),

@@ -7,6 +7,7 @@
 
 mod common;
 mod crossing_queues;
+mod dial_retry;
 mod fuzz_corpus;
 mod handshake;
 mod hostile;

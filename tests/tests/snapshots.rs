@@ -91,3 +91,26 @@ fn restart_with_a_new_identity_switches() {
     .unwrap();
     insta::assert_snapshot!(finish(sim));
 }
+
+/// A send to a peer that is down: its dial is refused, tried again 1 s later (the same
+/// handle, a new `Dial`), refused again, and the retry after the jittered back-off reaches
+/// the peer, restarted meanwhile: the message arrives and nobody is presumed dead.
+#[test]
+fn a_refused_dial_is_retried_until_the_restarted_peer_answers() {
+    let mut sim = two_nodes();
+    sim.crash(1);
+    sim.send_to(0, &msg(1, "while down"), &[1]).unwrap();
+    sim.run_for(Duration::from_millis(1500));
+    sim.restart(1, false).unwrap();
+    insta::assert_snapshot!(finish(sim));
+}
+
+/// A send to a peer that stays down: refused at once, after 1 s and after the jittered
+/// back-off, and presumed dead when the 3 s dial timeout is up.
+#[test]
+fn a_peer_that_stays_down_is_presumed_dead_at_the_dial_timeout() {
+    let mut sim = two_nodes();
+    sim.crash(1);
+    sim.send_to(0, &msg(1, "lost"), &[1]).unwrap();
+    insta::assert_snapshot!(finish(sim));
+}

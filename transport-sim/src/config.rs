@@ -140,11 +140,12 @@ impl fmt::Display for Violation {
 pub struct Counters {
     /// Queue entries processed.
     pub steps: u64,
-    /// Dials answered with success.
+    /// Connection attempts (`Action::Dial`s) answered with success.
     pub dials_ok: u64,
-    /// Dials refused.
+    /// Connection attempts refused. Each attempt counts: a core tries a refused dial
+    /// again within its dial timeout (`Stats::dial_retries`).
     pub dials_refused: u64,
-    /// Dials left hanging (partition).
+    /// Connection attempts left hanging (partition).
     pub dials_hung: u64,
     /// Pings answered.
     pub pings_ok: u64,

@@ -508,3 +508,54 @@ fn late_write_confirmations_make_a_burst_overflow_the_send_buffer() {
         "same seed, same trace"
     );
 }
+
+/// Node 0's PresumedDead events, with their instants.
+fn presumed_dead(sim: &Sim) -> Vec<fabric_gossip_core::Instant> {
+    sim.events(0)
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::PresumedDead(_)))
+        .map(|(at, _)| *at)
+        .collect()
+}
+
+/// A peer that is down when a send dials it and back up within the dial timeout (a
+/// restart) gets the message: the refused dial is tried again after grpc-go's back-off
+/// (Fabric's `DialContext` with `WithBlock()`), and nobody is presumed dead.
+#[test]
+fn a_peer_restarting_within_the_dial_timeout_gets_the_send() {
+    let mut sim = Sim::new(SimConfig::seeded(3));
+    sim.add_nodes(2);
+    sim.crash(1);
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    sim.run_for(Duration::from_millis(1500));
+    assert!(sim.counters().dials_refused >= 2, "{:?}", sim.counters());
+    sim.restart(1, false).unwrap();
+    sim.run_until_idle(Duration::from_secs(10));
+    assert_eq!(sim.deliveries(1).len(), 1, "{:#?}", sim.events(0));
+    assert!(presumed_dead(&sim).is_empty(), "{:#?}", sim.events(0));
+    let st = sim.stats(0).unwrap();
+    assert!(st.dial_retries >= 2, "{st:?}");
+    assert_eq!(st.dropped_no_connection, 0);
+    sim.check_quiescent().unwrap();
+}
+
+/// A peer that stays down is presumed dead when the dial's time is up (3 s), with the
+/// last refusal, not at the first one.
+#[test]
+fn a_peer_that_stays_down_is_presumed_dead_after_the_dial_timeout() {
+    let mut sim = Sim::new(SimConfig::seeded(3));
+    sim.add_nodes(2);
+    sim.crash(1);
+    let t0 = sim.now();
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    sim.run_until_idle(Duration::from_secs(10));
+    let dead = presumed_dead(&sim);
+    assert_eq!(dead.len(), 1, "{:#?}", sim.events(0));
+    let dial_timeout = sim.comm(0).unwrap().config().dial_timeout;
+    assert_eq!(dead[0] - t0, dial_timeout, "{:#?}", sim.events(0));
+    // Tried at 0, after 1 s, and after 1.6 s ± 20 % more; the next would be past 3 s.
+    assert_eq!(sim.counters().dials_refused, 3, "{:?}", sim.counters());
+    assert_eq!(sim.stats(0).unwrap().dial_retries, 2);
+    assert_eq!(sim.stats(0).unwrap().dropped_no_connection, 1);
+    sim.check_quiescent().unwrap();
+}

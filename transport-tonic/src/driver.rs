@@ -286,7 +286,9 @@ pub struct DriverStats {
     pub write_failures: u64,
     /// Outbound connections (TCP, and TLS when on) established.
     pub dials_ok: u64,
-    /// Dials that failed.
+    /// Outbound connection attempts that failed. Each attempt counts: the core tries a
+    /// dial again after a failure until its `dial_timeout` (`Stats::dial_retries`), so a
+    /// peer that is down for a whole dial counts about three here.
     pub dials_failed: u64,
     /// Event copies not delivered to the event tap because it was full or closed.
     pub events_dropped: u64,

@@ -3,7 +3,32 @@
 //! `Ping` within `connTimeout`, then open a `GossipStream` and hand it to the handshake).
 //!
 //! A dial serves one purpose: a connection attempt (the connection store's), a `probe()`
-//! (dial and Ping only) or a `handshake()` operation.
+//! (dial and Ping only) or a `handshake()` operation. All three dial as Fabric's
+//! `createConnection`, `Probe` and `Handshake` do: `grpc.DialContext` with `WithBlock()`
+//! under a `dialTimeout` context.
+//!
+//! # Retrying within the dial timeout
+//!
+//! Such a dial does not end at its first failed connection. grpc-go v1.31.0 (vendored by
+//! Fabric v2.4.9) gives the channel an `addrConn` whose `resetTransport` loop
+//! (`clientconn.go`) tries to connect, and on any failure (refused, unreachable, a failed
+//! TLS handshake, the connection closing before the server's HTTP/2 preface) waits out
+//! its back-off and tries again; `DialContext` with `WithBlock()` returns only when the
+//! channel is ready or its context ends, since without `FailOnNonTempDialError` it never
+//! gives up on a failure. So a Fabric send to a restarting peer gets through if the peer
+//! is back within the dial timeout, and one to a dead peer fails after the whole dial
+//! timeout.
+//!
+//! Here a dial does the same: a failed attempt (`handle_dial_result` with an error) puts
+//! it in [`DialState::Backoff`] for [`DialBackoff::delay`](crate::DialBackoff::delay),
+//! its jitter drawn from the core's seeded generator; then the core asks the driver for
+//! another attempt with a new `Action::Dial` naming the same [`DialId`] (the handle is
+//! the channel, grpc-go's `ClientConn`, which lives across its attempts). The dial's
+//! deadline stays `dial_timeout` after it began; when it passes with no attempt
+//! succeeded, the dial fails with the last attempt's error (`DialError::Timeout` if none
+//! had failed yet: a connection that hung). grpc-go's own bound on one attempt,
+//! `minConnectTimeout` (20 s, or the back-off if longer), is not modelled: under any
+//! `dial_timeout` below 20 s the dial's deadline comes first, as it does in Fabric.
 
 use super::output::Action;
 use super::stream::{Purpose, Stream};
@@ -14,12 +39,17 @@ use crate::error::{DialError, HandshakeError, ProbeError};
 use crate::ids::{DialId, OpId, PkiId, StreamId};
 use crate::security::Security;
 use crate::time::Instant;
+use rand_chacha::ChaCha8Rng;
+use rand_core::RngCore;
 
 /// Where a dial is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DialState {
     /// Waiting for `handle_dial_result`.
     Dialing,
+    /// The last connection attempt failed; the next starts at `retry_at` (if that is
+    /// before the dial's deadline).
+    Backoff { retry_at: Instant },
     /// Waiting for `handle_ping_result`.
     Pinging,
     /// Carrying this stream; the stream's deadline applies now.
@@ -59,6 +89,10 @@ pub(super) struct Dial {
     pub(super) deadline: Option<Instant>,
     /// What the server presented (with TLS), for the handshake's certificate binding.
     pub(super) remote_cert_hash: Option<CertHash>,
+    /// Connection attempts that failed so far.
+    pub(super) failures: u32,
+    /// The last failed attempt's error: what the dial reports if its deadline passes.
+    pub(super) last_error: Option<String>,
 }
 
 impl Dial {
@@ -69,7 +103,23 @@ impl Dial {
             state: DialState::Dialing,
             deadline: Some(deadline),
             remote_cert_hash: None,
+            failures: 0,
+            last_error: None,
         }
+    }
+
+    /// An attempt failed with `error`; the next starts at `retry_at`.
+    fn attempt_failed(&mut self, error: String, retry_at: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        self.last_error = Some(error);
+        self.state = DialState::Backoff { retry_at };
+    }
+
+    /// What the dial fails with when its deadline passes before a connection.
+    pub(super) fn deadline_error(&mut self) -> DialError {
+        self.last_error
+            .take()
+            .map_or(DialError::Timeout, DialError::Failed)
     }
 
     /// The channel is up: Ping next, until `deadline`.
@@ -78,6 +128,11 @@ impl Dial {
         self.state = DialState::Pinging;
         self.deadline = Some(deadline);
     }
+}
+
+/// A draw evenly from [0, 1), with the 53 bits an `f64` holds.
+fn unit_draw(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 impl<S: Security> Comm<S> {
@@ -124,9 +179,44 @@ impl<S: Security> Comm<S> {
                 self.out.action(Action::Ping { dial });
                 self.arm(deadline, TimerKey::Dial(dial));
             }
-            Err(reason) => self.dial_failed(dial, DialError::Failed(reason)),
+            Err(reason) => {
+                let due = d.deadline.is_some_and(|at| at <= now);
+                match self.config.dial_backoff {
+                    Some(backoff) if !due => {
+                        let unit = unit_draw(&mut self.dial_rng);
+                        let wait = backoff.delay(d.failures.saturating_add(1), unit);
+                        let retry_at = now + wait;
+                        tracing::debug!(target: "fabric_gossip_core::dial", dial = %dial, endpoint = %d.endpoint, error = %reason, failures = d.failures.saturating_add(1), wait_ms = wait.as_millis() as u64, "connection attempt failed; trying again after the back-off");
+                        let deadline = d.deadline;
+                        d.attempt_failed(reason, retry_at);
+                        // One that would start after the deadline is never made: the
+                        // deadline ends the dial, as the context ends grpc-go's.
+                        if deadline.is_some_and(|at| retry_at < at) {
+                            self.arm(retry_at, TimerKey::DialRetry(dial));
+                        }
+                    }
+                    _ => self.dial_failed(dial, DialError::Failed(reason)),
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The back-off after a failed attempt is over: the driver makes another, on the same
+    /// handle.
+    pub(super) fn retry_dial(&mut self, dial: DialId) {
+        let Some(d) = self.dials.get_mut(dial) else {
+            return;
+        };
+        if !matches!(d.state, DialState::Backoff { .. }) {
+            return;
+        }
+        d.state = DialState::Dialing;
+        self.stats.dial_retries += 1;
+        self.out.action(Action::Dial {
+            dial,
+            endpoint: d.endpoint.clone(),
+        });
     }
 
     /// Removes a failed dial and closes its channel.

@@ -33,7 +33,11 @@ impl<S: Security> Comm<S> {
     }
 
     /// The outcome of an `Action::Dial`. On success, pass the SHA-256 of the leaf
-    /// certificate the server presented (with TLS), or `None`.
+    /// certificate the server presented (with TLS), or `None`. An error (refused,
+    /// unreachable, a failed TLS handshake) does not end the dial while it has time left:
+    /// with [`Config::dial_backoff`](crate::Config::dial_backoff) set the core asks for
+    /// another attempt after the back-off, and the dial fails with the last error only at
+    /// its `dial_timeout`. A result for a dial not waiting for one is ignored.
     pub fn handle_dial_result(
         &mut self,
         now: Instant,

@@ -6,7 +6,7 @@
 //!
 //! | module | Fabric | what it owns |
 //! | --- | --- | --- |
-//! | [`dial`] | `comm_impl.go`, `createConnection` (the connFactory) | client channels: dial, Ping, open a stream |
+//! | [`dial`] | `comm_impl.go`, `createConnection` (the connFactory); grpc-go's blocking dial | client channels: dial (retried after a back-off until the dial timeout), Ping, open a stream |
 //! | [`handshake`] | `comm_impl.go`, `authenticateRemotePeer` | the signed `ConnEstablish` exchange and its checks |
 //! | [`store`] | `conn.go`, `connectionStore` (`getConnection`, `onConnected`, `closeConnByPKIid`) | one connection per PKI-ID, attempts, crossing dials, identity switch |
 //! | [`send`] | `conn.go`, `connection.send` / `writeToStream` | send buffers, the write window, waiting sends |
@@ -148,6 +148,9 @@ pub struct Comm<S: Security> {
     own_pki: PkiId,
     own_identity: Bytes,
     rng: ChaCha8Rng,
+    /// The jitter of dial back-offs: the seed's generator on a stream of its own, so that
+    /// how many dials fail does not change the nonces `rng` draws.
+    dial_rng: ChaCha8Rng,
     stopped: bool,
     /// Every stream, handshaking or established; also the connections' own state.
     streams: Slab<StreamId, Stream>,
@@ -195,6 +198,11 @@ impl<S: Security> Comm<S> {
         identities.put(&security, &own_pki, &own_identity, now, |_| true)?;
         Ok(Comm {
             rng: ChaCha8Rng::seed_from_u64(seed),
+            dial_rng: {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(1);
+                rng
+            },
             store: Store::new(seed),
             acks: Acks::new(seed ^ 2),
             out: Outputs::new(config.max_queued_events, config.presumed_dead_buffer),

@@ -32,7 +32,17 @@ pub enum Output {
 #[derive(Clone, Debug, PartialEq)]
 #[must_use]
 pub enum Action {
-    /// Open a client channel to `endpoint`; answer with [`Comm::handle_dial_result`].
+    /// Make a connection attempt to `endpoint` for the client channel `dial`; answer with
+    /// [`Comm::handle_dial_result`].
+    ///
+    /// The same `dial` may come again: after the driver answered an attempt with an error,
+    /// the core waits out a back-off ([`Config::dial_backoff`](crate::Config::dial_backoff),
+    /// grpc-go's reconnect within Fabric's dial timeout) and asks for another attempt with a
+    /// new `Dial` naming the same handle. Carry it out as a fresh attempt (keep nothing of
+    /// the failed one). The core asks again only after an error was reported, so at most
+    /// one attempt per handle is under way, and the handle is dead only after
+    /// [`Action::CloseDial`]: a driver that keys its dials by handle may simply replace
+    /// the entry.
     Dial {
         /// Handle for the channel.
         dial: DialId,
@@ -85,7 +95,8 @@ pub enum Action {
         /// Error status for the remote, if any.
         error: Option<String>,
     },
-    /// Close the client channel. The handle is dead from now on.
+    /// Close the client channel, ending an attempt still under way (the dial's time is up,
+    /// or its purpose went away). The handle is dead from now on.
     CloseDial {
         /// The channel.
         dial: DialId,

@@ -10,7 +10,7 @@ use super::Comm;
 use super::dial::DialState;
 use super::ops::Op;
 use super::stream::{Phase, Purpose};
-use crate::error::{CloseReason, DialError, HandshakeError};
+use crate::error::{CloseReason, HandshakeError};
 use crate::ids::{DialId, OpId, PkiId, StreamId};
 use crate::security::Security;
 use crate::time::Instant;
@@ -22,6 +22,8 @@ use std::collections::BinaryHeap;
 pub(super) enum TimerKey {
     /// A dial or its Ping (`dial_timeout`, `conn_timeout`).
     Dial(DialId),
+    /// The end of a dial's back-off after a failed connection attempt.
+    DialRetry(DialId),
     /// A handshaking stream waiting for the remote's `ConnEstablish` (`conn_timeout`).
     Stream(StreamId),
     /// A `handshake()` or `send_with_ack()` operation.
@@ -126,6 +128,9 @@ impl<S: Security> Comm<S> {
     fn timer_valid(&self, at: Instant, key: &TimerKey) -> bool {
         match key {
             TimerKey::Dial(d) => self.dials.get(*d).is_some_and(|x| x.deadline == Some(at)),
+            TimerKey::DialRetry(d) => self.dials.get(*d).is_some_and(
+                |x| matches!(x.state, DialState::Backoff { retry_at } if retry_at == at),
+            ),
             TimerKey::Stream(s) => self.streams.get(*s).is_some_and(
                 |x| matches!(x.phase, Phase::Handshaking { deadline, .. } if deadline == at),
             ),
@@ -147,9 +152,15 @@ impl<S: Security> Comm<S> {
             return;
         }
         match key {
-            TimerKey::Dial(d) => match self.dials.get(d).map(|x| x.state) {
-                Some(DialState::Dialing) => self.dial_failed(d, DialError::Timeout),
-                Some(DialState::Pinging) => {
+            TimerKey::Dial(d) => match self.dials.get_mut(d).map(|x| (x.state, x)) {
+                Some((DialState::Dialing | DialState::Backoff { .. }, x)) => {
+                    // The last failed attempt's error, if one failed: what the caller can
+                    // act on ("connection refused"), where grpc-go would say only
+                    // "context deadline exceeded".
+                    let err = x.deadline_error();
+                    self.dial_failed(d, err);
+                }
+                Some((DialState::Pinging, _)) => {
                     self.ping_failed(d, crate::error::PING_TIMED_OUT.into());
                 }
                 _ => {}
@@ -169,6 +180,7 @@ impl<S: Security> Comm<S> {
                 };
                 self.fail_handshake(s, why);
             }
+            TimerKey::DialRetry(d) => self.retry_dial(d),
             TimerKey::Grace(s) => self.grace_over(s, now),
             TimerKey::Op(op) => self.op_deadline(op),
             TimerKey::Identity(p) => {

@@ -81,6 +81,9 @@ pub(super) struct Driver {
     /// Handles in the order they were issued: what `Op` indices select from.
     pub(super) stream_order: Vec<StreamId>,
     pub(super) dial_order: Vec<DialId>,
+    /// Dials the driver reported a failed attempt for since the core last asked for one:
+    /// only these may be asked for another (`Action::Dial` on the same handle).
+    pub(super) dial_failed: BTreeSet<DialId>,
     pub(super) sub_order: Vec<SubscriptionId>,
     pub(super) subs: BTreeMap<SubscriptionId, Arc<AtomicU64>>,
     pub(super) live_subs: BTreeSet<SubscriptionId>,
@@ -117,6 +120,7 @@ impl Driver {
             streams: BTreeMap::new(),
             stream_order: Vec::new(),
             dial_order: Vec::new(),
+            dial_failed: BTreeSet::new(),
             sub_order: Vec::new(),
             dials: BTreeMap::new(),
             subs: BTreeMap::new(),
@@ -384,10 +388,19 @@ impl Driver {
         };
         match a {
             Action::Dial { dial, endpoint } => {
-                assert!(
-                    !self.dials.contains_key(&dial),
-                    "a handle is never reissued"
-                );
+                if self.dials.contains_key(&dial) {
+                    // Another connection attempt of the same channel, after a back-off.
+                    live_dial(self, &dial);
+                    assert!(
+                        self.dial_failed.remove(&dial),
+                        "a dial is tried again only after its attempt failed"
+                    );
+                    assert!(
+                        self.comm.config().dial_backoff.is_some(),
+                        "one attempt a dial without a back-off"
+                    );
+                    return;
+                }
                 self.dial_order.push(dial);
                 self.dials
                     .insert(dial, Link::open(Self::peer_of_endpoint(&endpoint)));

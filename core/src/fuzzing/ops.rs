@@ -318,6 +318,15 @@ impl OpsConfig {
         let ms = |x: u8, unit: u64| Duration::from_millis(unit * u64::from(x % 8));
         let cfg = Config {
             dial_timeout: ms(b[0], 100),
+            // Bits 3-7 of b[0]: 0 is one attempt a dial (as every input before retries
+            // were modelled), more a back-off from 20 ms, so retries fit the dial timeout.
+            dial_backoff: match b[0] >> 3 {
+                0 => None,
+                k => Some(crate::DialBackoff {
+                    base_delay: Duration::from_millis(20 * u64::from(k)),
+                    ..crate::DialBackoff::GRPC_DEFAULT
+                }),
+            },
             conn_timeout: ms(b[1], 100),
             handshake_timeout: ms(b[2], 250),
             send_buffer_size: usize::from(b[3] % 4),
@@ -444,8 +453,12 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                     Err("refused".to_owned())
                 };
                 let live = !d.dials[&x].closed;
+                let failed = r.is_err();
                 let res = d.comm.handle_dial_result(d.now, x, r);
                 assert_eq!(res.is_ok(), live, "{res:?}");
+                if failed && live {
+                    d.dial_failed.insert(x);
+                }
                 d.drain();
             }
         }
@@ -721,6 +734,9 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                     // A dial result for a dial past dialling is ignored, not an error.
                     let r = d.comm.handle_dial_result(d.now, x, Err("late".into()));
                     assert_eq!(r.is_ok(), live);
+                    if live {
+                        d.dial_failed.insert(x);
+                    }
                 }
                 _ => {
                     let s = SubscriptionId::from_parts(index, generation);
