@@ -575,3 +575,31 @@ fn a_handshake_op_that_times_out_closes_its_dial() {
     assert!(acts.contains(&Action::CloseDial { dial }), "{acts:?}");
     assert_eq!(c.live_counts(), LiveCounts::default());
 }
+
+/// A dial that brings no result within `dial_timeout` fails as timed out (Fabric dials
+/// under `dialTimeout`): a probe reports `DialError::Timeout` and the dial is closed.
+#[test]
+fn a_dial_with_no_result_by_dial_timeout_fails_as_timed_out() {
+    let cfg = Config::default();
+    let deadline = now() + cfg.dial_timeout;
+    let mut c = core(cfg);
+    let op = c.probe(now(), &RemotePeer::new(REMOTE, REMOTE)).unwrap();
+    let (acts, _) = drain(&mut c);
+    let Some(dial) = acts.iter().find_map(|a| match a {
+        Action::Dial { dial, .. } => Some(*dial),
+        _ => None,
+    }) else {
+        panic!("no dial: {acts:?}");
+    };
+    assert_eq!(c.poll_timeout(), Some(deadline));
+    c.handle_timeout(deadline);
+    let (acts, ev) = drain(&mut c);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::ProbeDone { op: o, result }
+            if *o == op && *result == Err(ProbeError::Dial(DialError::Timeout)))),
+        "{ev:?}"
+    );
+    assert!(acts.contains(&Action::CloseDial { dial }), "{acts:?}");
+    assert_eq!(c.live_counts(), LiveCounts::default());
+}

@@ -1585,3 +1585,49 @@ fn a_retired_stream_evicted_after_it_resumed_closes_cleanly() {
     assert_eq!(close_status(&acts, first), Some(None), "a clean close");
     assert_eq!(c.stats().retired_closed_unread, 0);
 }
+
+/// A `send_with_ack` still waiting for its ack when the node stops completes at once, each
+/// peer awaited with `AckError::Stopped` (Fabric's `Stop` ends what is pending): the
+/// caller is not left waiting for an operation a stopped node will never finish.
+#[test]
+fn stop_ends_a_send_with_ack_still_waiting_with_stopped() {
+    let (mut c, _, _) = established(Config::default());
+    let peer = RemotePeer::new(REMOTE, REMOTE);
+    let timeout = Duration::from_secs(10);
+    let op = c
+        .send_with_ack(now(), data(1), timeout, 1, std::slice::from_ref(&peer))
+        .unwrap();
+    let _ = drain(&mut c);
+    c.stop(now());
+    let (_, ev) = drain(&mut c);
+    let results = ev.iter().find_map(|e| match e {
+        Event::SendWithAckDone { op: o, results } if *o == op => Some(results.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        results,
+        Some(vec![SendResult {
+            peer: PkiId::from(REMOTE),
+            result: Err(AckError::Stopped)
+        }]),
+        "{ev:?}"
+    );
+    assert_eq!(c.live_counts(), LiveCounts::default());
+}
+
+/// `send_borrowed` sends as `send` does, to each peer named (the membership layer sends
+/// its alive messages through it).
+#[test]
+fn send_borrowed_writes_to_each_peer() {
+    let (mut c, s, _) = established(Config::default());
+    let msg = SignedMessage::noop(data(1));
+    let peer = RemotePeer::new(REMOTE, REMOTE);
+    assert_eq!(c.send_borrowed(now(), &msg, &[&peer]), Ok(()));
+    let (acts, _) = drain(&mut c);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Write { stream, envelope, .. }
+            if *stream == s && envelope == msg.envelope_bytes())),
+        "{acts:?}"
+    );
+}

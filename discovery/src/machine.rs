@@ -243,12 +243,13 @@ impl Discovery {
             .and_then(|id| comm.security().organization_of(id))
     }
 
-    /// Validates an alive message's signatures against the right identity.
     /// The size limits of alive messages for this node (see [`AliveLimits`]).
     pub(crate) fn alive_limits<S: Security>(&self, comm: &Comm<S>) -> AliveLimits {
         AliveLimits::new(comm.config().max_identity_size, self.cfg.max_metadata_size)
     }
 
+    /// Validates an alive message's signatures against the right identity, and shares an
+    /// identity checked anew with comm.
     pub(crate) fn verify<S: Security>(
         &mut self,
         comm: &mut Comm<S>,

@@ -542,4 +542,61 @@ mod tests {
             Err(AliveError::Undecodable(_))
         ));
     }
+
+    /// The limit is the largest alive envelope taken, not the first refused.
+    #[test]
+    fn an_alive_envelope_of_exactly_the_limit_is_taken() {
+        let limits = AliveLimits::new(
+            fabric_gossip_core::Config::default().max_identity_size,
+            crate::DiscoveryConfig::new("me.int:7051").max_metadata_size,
+        );
+        assert_eq!(limits.check_received(limits.envelope), Ok(()));
+        assert_eq!(
+            limits.check_received(limits.envelope + 1),
+            Err(AliveError::TooLarge {
+                what: "alive envelope as received",
+                size: limits.envelope + 1,
+                max: limits.envelope
+            })
+        );
+    }
+
+    /// An envelope lacking either its payload or its signature is refused as unsigned
+    /// before anything is decoded: one of the two is not enough.
+    #[test]
+    fn an_envelope_lacking_its_payload_or_its_signature_is_unsigned() {
+        let env = signed_by("a", true);
+        let unsigned = Envelope {
+            signature: Bytes::new(),
+            ..env.clone()
+        };
+        assert_eq!(parse_alive(&unsigned), Err(AliveError::Unsigned));
+        let empty = Envelope {
+            payload: Bytes::new(),
+            ..env
+        };
+        assert_eq!(parse_alive(&empty), Err(AliveError::Unsigned));
+    }
+
+    /// The peek reads an alive message as members send it, with an endpoint and metadata
+    /// (the messages of the other tests have neither, and protobuf leaves empty fields
+    /// out): were it to give up on them, every duplicate alive message in a membership
+    /// response would be decoded in full after all.
+    #[test]
+    fn the_peek_reads_an_alive_message_with_an_endpoint_and_metadata() {
+        let msg = alive_message(
+            "peer0.org1:7051".into(),
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"metadata"),
+            Timestamp { inc: 7, seq: 3 },
+            Bytes::new(),
+        );
+        let env = sign(msg);
+        let parsed = parse_alive(&env).unwrap();
+        assert!(!parsed.endpoint.is_empty() && !parsed.metadata.is_empty());
+        assert_eq!(
+            peek_alive_key(&env.payload),
+            Some((parsed.pki_id, parsed.ts))
+        );
+    }
 }

@@ -388,3 +388,83 @@ impl<S: Security> Comm<S> {
         Output::Timeout(self.next_deadline())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{conn_establish, drain};
+    use crate::{Event, TestOnlyHmacSecurity};
+    use core::hash::BuildHasher;
+
+    const ME: &str = "127.0.0.1:7050";
+    const REMOTE: &str = "127.0.0.1:7051";
+
+    fn now() -> Instant {
+        Instant::from_unix_secs(1_700_000_000)
+    }
+
+    fn core() -> Comm<TestOnlyHmacSecurity> {
+        Comm::new(Config::default(), TestOnlyHmacSecurity::new(ME), now()).unwrap()
+    }
+
+    /// The core's maps hash with the seed they are given (`Config::rng_seed`): one seed
+    /// gives one layout, another seed another, rather than foldhash's one fixed seed for
+    /// every node.
+    #[test]
+    fn maps_hash_with_the_seed_they_are_given() {
+        let key = PkiId::from(REMOTE);
+        let (one, two) = (new_map::<PkiId, ()>(1), new_map::<PkiId, ()>(2));
+        assert_ne!(one.hasher().hash_one(&key), two.hasher().hash_one(&key));
+        assert_eq!(
+            one.hasher().hash_one(&key),
+            new_map::<PkiId, ()>(1).hasher().hash_one(&key)
+        );
+    }
+
+    /// `identity` is the serialized identity the provider holds, the one the node proves
+    /// in its handshakes and a layer embeds in its own messages (the membership layer's
+    /// alive messages).
+    #[test]
+    fn identity_is_the_providers_own_identity() {
+        let c = core();
+        assert_eq!(c.identity(), &TestOnlyHmacSecurity::new(ME).own_identity());
+        assert_eq!(c.pki_id(), &PkiId::from(ME));
+    }
+
+    /// `is_stopped` turns true with `stop`, and only then.
+    #[test]
+    fn is_stopped_says_whether_stop_was_called() {
+        let mut c = core();
+        assert!(!c.is_stopped());
+        c.stop(now());
+        assert!(c.is_stopped());
+    }
+
+    /// `poll_action` and `poll_event`, kept for drivers written against them, give the
+    /// actions and the events `poll_output` gives, each in its order.
+    #[test]
+    fn the_separate_polls_give_what_poll_output_gives() {
+        let feed = |c: &mut Comm<TestOnlyHmacSecurity>| {
+            let s = c.accept_stream(now(), REMOTE, None).unwrap();
+            let hello = conn_establish(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", false, true);
+            c.handle_envelope(now(), s, hello).unwrap();
+            c.close_conn(now(), &PkiId::from(REMOTE));
+        };
+        let (mut one, mut two) = (core(), core());
+        feed(&mut one);
+        feed(&mut two);
+        let (actions, events) = drain(&mut one);
+        assert!(events.iter().any(|e| matches!(e, Event::Connected { .. })));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Disconnected { .. }))
+        );
+        let polled_actions: Vec<_> = core::iter::from_fn(|| two.poll_action()).collect();
+        let polled_events: Vec<_> = core::iter::from_fn(|| two.poll_event()).collect();
+        assert_eq!(polled_actions, actions);
+        // Events are not `PartialEq`: compared as the harness prints them.
+        let fmt = |e: &[Event]| e.iter().map(crate::testing::fmt_event).collect::<Vec<_>>();
+        assert_eq!(fmt(&polled_events), fmt(&events));
+    }
+}

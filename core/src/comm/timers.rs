@@ -200,17 +200,20 @@ mod tests {
         Instant::from_unix_secs(s)
     }
 
+    /// Deadlines due at one instant come out in the order they were armed, not in the
+    /// order of their keys (so `b`, armed first, before `a`): what fires first does not
+    /// depend on which slab slot an object happened to get.
     #[test]
     fn deadlines_come_out_in_time_then_arming_order() {
         let mut timers = Timers::default();
         let a = OpId::from_parts(0, 0);
         let b = OpId::from_parts(1, 0);
         timers.push(t(5), TimerKey::Op(b));
-        timers.push(t(3), TimerKey::Op(a));
         timers.push(t(3), TimerKey::Op(b));
+        timers.push(t(3), TimerKey::Op(a));
         assert_eq!(timers.pop_due(t(2)), None);
-        assert_eq!(timers.pop_due(t(4)), Some((t(3), TimerKey::Op(a))));
         assert_eq!(timers.pop_due(t(4)), Some((t(3), TimerKey::Op(b))));
+        assert_eq!(timers.pop_due(t(4)), Some((t(3), TimerKey::Op(a))));
         assert_eq!(timers.pop_due(t(4)), None);
         assert_eq!(timers.pop_due(t(5)), Some((t(5), TimerKey::Op(b))));
     }
@@ -224,5 +227,51 @@ mod tests {
         timers.retain(|at, _| at >= t(7));
         assert_eq!(timers.len(), 3);
         assert_eq!(timers.peek().map(|(at, _)| at), Some(t(7)));
+    }
+
+    /// Arming compacts the heap once it holds more than four entries per live object plus
+    /// 64, and not before: every cancelled deadline (a handshake done, an ack come) leaves
+    /// a stale entry behind, so without compaction a long-running node's heap grows with
+    /// every deadline it ever cancelled, and compacting sooner rescans the heap too often.
+    #[test]
+    fn the_heap_is_compacted_past_four_entries_per_live_object_plus_64() {
+        let now = t(1_700_000_000);
+        let security = crate::TestOnlyHmacSecurity::new("127.0.0.1:7050");
+        let mut c = Comm::new(crate::Config::default(), security, now).unwrap();
+        for remote in ["127.0.0.1:7051", "127.0.0.1:7052"] {
+            c.accept_stream(now, remote, None).unwrap();
+        }
+        // Live: the two handshaking streams and our own identity; valid: the streams'
+        // handshake deadlines.
+        let bound = 4 * 3 + 64;
+        let valid = c.timers.len();
+        assert_eq!(valid, 2);
+        let stale = TimerKey::Op(OpId::from_parts(7, 0));
+        for len in valid + 1..=bound {
+            c.arm(now, stale.clone());
+            assert_eq!(c.timers.len(), len, "compacted too early");
+        }
+        c.arm(now, stale);
+        assert_eq!(c.timers.len(), valid, "stale entries kept");
+    }
+
+    /// `stop` leaves no deadline behind, not even an identity's expiry (identities outlive
+    /// the stop): a stopped node's driver is not woken again for nothing.
+    #[test]
+    fn a_stopped_core_has_no_deadline_left() {
+        let now = t(1_700_000_000);
+        let remote = "127.0.0.1:7051";
+        let expiry = now + core::time::Duration::from_secs(60);
+        let security = crate::TestOnlyHmacSecurity::new("127.0.0.1:7050")
+            .expiring(bytes::Bytes::from_static(remote.as_bytes()), expiry);
+        let mut c = Comm::new(crate::Config::default(), security, now).unwrap();
+        let s = c.accept_stream(now, remote, None).unwrap();
+        let hello =
+            crate::testing::conn_establish(remote.as_bytes(), remote.as_bytes(), b"", false, true);
+        c.handle_envelope(now, s, hello).unwrap();
+        assert_eq!(c.poll_timeout(), Some(expiry));
+        c.stop(now);
+        assert!(c.identity_of(&PkiId::from(remote)).is_some());
+        assert_eq!(c.poll_timeout(), None);
     }
 }

@@ -668,4 +668,21 @@ mod tests {
             Err(Refusal::Unsolicited)
         );
     }
+
+    /// An item advertised by several peers keeps each of them as an owner, once, so that
+    /// its request goes to one of them at random (Fabric's `processIncomingDigests`), not
+    /// always to the first that advertised it; a peer listing it twice counts once.
+    #[test]
+    fn an_item_advertised_by_several_peers_keeps_each_owner_once() {
+        let (mut e, hellos, _) = started(&["a", "b"]);
+        let (na, nb) = (hellos[0].1, hellos[1].1);
+        let twice = [id("y"), id("y")];
+        assert_eq!(e.on_digest(T0, &id("a"), na, twice, |_| false, 10), Ok(0));
+        assert_eq!(
+            e.on_digest(T0, &id("b"), nb, [id("y")], |_| false, 10),
+            Ok(0)
+        );
+        let owners = &e.round.as_ref().unwrap().owners;
+        assert_eq!(owners.get(&id("y")), Some(&vec![na, nb]));
+    }
 }

@@ -903,3 +903,230 @@ fn only_the_first_max_identities_items_of_a_request_or_digest_are_read() {
     to_request_phase(&mut node, nonce, t, &ten);
     assert_eq!(node.1.stats().certstore.digest_items_dropped, 7);
 }
+
+/// The pull's deadlines are the node's: with its hellos out, the node asks to be woken
+/// when the round's digest phase ends (`digest_wait`, sooner here than anything else it
+/// waits for), so its requests leave on time rather than at the next heartbeat.
+#[test]
+fn the_node_wakes_for_the_end_of_a_rounds_digest_phase() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
+    cfg.certstore.digest_wait = SEC / 2;
+    let (mut comm, mut d) = node(cfg);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let t = T0 + d.config().pull_interval;
+    d.handle_timeout(t, &mut comm);
+    assert_eq!(d.stats().certstore.hellos_sent, 1);
+    assert_eq!(d.poll_timeout(), Some(t + SEC / 2));
+}
+
+/// An item whose certificate the MSP refuses refuses its whole update (as in Fabric) and
+/// is counted as `identity_bad`, its reason, beside `updates_refused`.
+#[test]
+fn an_item_whose_certificate_is_refused_is_counted_as_bad() {
+    let (mut node, nonce, t) = in_a_round_with(security("me").rejecting(&b"b1"[..]));
+    let t = to_request_phase(&mut node, nonce, t, &["b1"]);
+    let (comm, d) = &mut node;
+    assert_eq!(d.stats().certstore.requests_sent, 1);
+    d.handle_message(
+        t,
+        comm,
+        pull_from("a1", wire::update(nonce, vec![identity_of("b1")])),
+    );
+    let s = &d.stats().certstore;
+    assert_eq!((s.updates_refused, s.identity_bad), (1, 1), "{s:?}");
+    assert!(d.pulled_identity(&pki("b1"), t).is_none());
+}
+
+/// Expired identities are purged by the sweep, which runs every tenth of
+/// `identity_usage_threshold` (six minutes by default) and not at every tick, since each
+/// sweep walks every identity held (up to `max_identities`); each purge is counted in
+/// `identities_expired`.
+#[test]
+fn expired_identities_are_purged_by_the_sweep_every_tenth_of_the_usage_threshold() {
+    let period = super::CertStoreConfig::default().identity_usage_threshold / 10;
+    let (b1_ends, b3_ends) = (T0 + 10 * SEC, T0 + period + SEC);
+    let sec = security("me")
+        .expiring(&b"b1"[..], b1_ends)
+        .expiring(&b"b3"[..], b3_ends);
+    let (mut node, nonce, t) = in_a_round_with(sec);
+    let t = to_request_phase(&mut node, nonce, t, &["b1", "b3"]);
+    let (comm, d) = &mut node;
+    assert_eq!(d.config().certstore.identity_usage_threshold / 10, period);
+    let upd = wire::update(nonce, vec![identity_of("b1"), identity_of("b3")]);
+    d.handle_message(t, comm, pull_from("a1", upd));
+    assert_eq!(d.stats().certstore.updates_received, 1);
+    assert_eq!(d.stats().certstore.identities_learned, 2);
+    let expired_at = |d: &mut Discovery, comm: &mut Comm<TestOnlyHmacSecurity>, at: Instant| {
+        d.handle_timeout(at, comm);
+        d.stats().certstore.identities_expired
+    };
+    assert_eq!(
+        expired_at(d, comm, b1_ends + SEC),
+        0,
+        "b1 expired, no sweep yet"
+    );
+    assert_eq!(expired_at(d, comm, T0 + period), 1, "the first sweep");
+    assert_eq!(
+        expired_at(d, comm, b3_ends + SEC),
+        1,
+        "b3 expired, no sweep yet"
+    );
+    assert_eq!(expired_at(d, comm, T0 + 2 * period), 2, "the second sweep");
+}
+
+/// A pull message comm refuses to send (here: comm stopped under the layer) is counted
+/// in `comm_errors`, not as sent.
+#[test]
+fn a_pull_request_comm_refuses_is_a_comm_error_not_a_request_sent() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
+    // The digest phase ends when nothing else of the node is due.
+    cfg.certstore.digest_wait = SEC / 2;
+    let (mut comm, mut d) = node(cfg);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let t = T0 + d.config().pull_interval;
+    d.handle_timeout(t, &mut comm);
+    assert_eq!(d.stats().certstore.hellos_sent, 1);
+    let nonce = d.certstore.engine.round_nonces()[0].1;
+    d.handle_message(
+        t,
+        &mut comm,
+        pull_from("a1", wire::digest(nonce, &[pki("b1")])),
+    );
+    assert_eq!(d.stats().certstore.digests_received, 1);
+    comm.stop(t);
+    let errors = d.stats().comm_errors;
+    d.handle_timeout(t + SEC / 2, &mut comm);
+    assert_eq!(d.stats().certstore.requests_sent, 0);
+    assert_eq!(d.stats().comm_errors - errors, 1);
+}
+
+/// A node that cannot sign its own identity message at the start serves no identity of
+/// its own and counts the failure in `comm_errors`.
+#[test]
+fn an_own_identity_message_that_cannot_be_signed_is_a_comm_error() {
+    let start = |pull: bool| {
+        let sec = TestProvider::new("me");
+        sec.fail_sign
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut comm = Comm::new(fabric_gossip_core::Config::default(), sec, T0).unwrap();
+        let mut cfg = DiscoveryConfig::new("me.int:7051");
+        cfg.certstore.enabled = pull;
+        let mut d = Discovery::new(cfg).unwrap();
+        d.start(T0, &mut comm);
+        d
+    };
+    let (with, without) = (start(true), start(false));
+    assert_eq!(with.pulled_identities(), 0);
+    assert_eq!(with.stats().comm_errors - without.stats().comm_errors, 1);
+}
+
+/// Answers comm takes are counted as sent: on a live connection a hello is answered with
+/// a digest (`digests_sent`) and its request with an update (`updates_sent`), and no comm
+/// error is counted (the other tests answer on made-up connections, where only the sum
+/// of the two tells).
+#[test]
+fn answers_on_a_live_connection_count_as_digests_and_updates_sent() {
+    let (mut comm, mut d) = me();
+    let s = comm.accept_stream(T0, "a1:1", None).unwrap();
+    let hello = fabric_gossip_core::testing::conn_establish(b"a1", b"a1", b"", false, true);
+    comm.handle_envelope(T0, s, hello).unwrap();
+    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    let on_s = |msg| {
+        let mut m = pull_from("a1", msg);
+        m.conn = s;
+        m
+    };
+    let errors = d.stats().comm_errors;
+    d.handle_message(T0, &mut comm, on_s(wire::hello(5)));
+    d.handle_message(T0, &mut comm, on_s(wire::request(5, &[pki("me")])));
+    let st = &d.stats().certstore;
+    assert_eq!((st.hellos_received, st.requests_received), (1, 1));
+    assert_eq!((st.digests_sent, st.updates_sent), (1, 1));
+    assert_eq!(d.stats().comm_errors, errors);
+}
+
+/// An update may hold fewer items than were asked of its sender (it may no longer hold
+/// some): what it holds is taken. Only one holding more, or items not asked for, is
+/// refused unread as unrequested.
+#[test]
+fn an_update_holding_fewer_items_than_asked_is_taken() {
+    let (mut node, nonce, t) = in_a_round();
+    let t = to_request_phase(&mut node, nonce, t, &["b1", "b2"]);
+    let (comm, d) = &mut node;
+    assert_eq!(d.stats().certstore.requests_sent, 1);
+    let upd = wire::update(nonce, vec![identity_of("b1")]);
+    d.handle_message(t, comm, pull_from("a1", upd));
+    let s = &d.stats().certstore;
+    assert_eq!(
+        (s.updates_unrequested, s.identities_learned),
+        (0, 1),
+        "{s:?}"
+    );
+    assert!(d.pulled_identity(&pki("b1"), t).is_some());
+}
+
+/// A node holding at most eight identities (other organizations six of them), holding
+/// ours, b1 to b5 (organization B) and c1 (C), in the request phase of its next round after
+/// `a1` advertised `item` (the one item there is room to ask for). Its provider puts `b6`
+/// in organization B too.
+fn other_organizations_share_full_then_asked(item: &str) -> (Node, u64, Instant) {
+    let sec = security("me").with_organization(Bytes::from("b6"), Bytes::from("B"));
+    let (mut node, nonce, t) = in_a_round_with(sec);
+    node.1.cfg.certstore.max_identities = 8;
+    let held = ["b1", "b2", "b3", "b4", "b5", "c1"];
+    let t = to_request_phase(&mut node, nonce, t, &held);
+    let (comm, d) = &mut node;
+    let upd = wire::update(nonce, held.map(identity_of).to_vec());
+    d.handle_message(t, comm, pull_from("a1", upd));
+    assert_eq!(d.stats().certstore.identities_learned, 6);
+    let t = T0 + d.config().pull_interval * 2;
+    d.handle_message(t, comm, direct("a1", alive("a1", 1, 2, "")));
+    d.handle_timeout(t, comm);
+    let nonce = d.certstore.engine.round_nonces()[0].1;
+    let t = to_request_phase(&mut node, nonce, t, &[item]);
+    assert_eq!(node.1.stats().certstore.requests_sent, 2);
+    (node, nonce, t)
+}
+
+/// With other organizations' share of the store full, a newcomer of an organization
+/// holding less (C) takes the place of the least recently used identity of the one
+/// holding the most (B): counted as learnt and as evicted.
+#[test]
+fn a_newcomer_taking_an_identitys_place_is_counted_learnt_and_evicted() {
+    let ((mut comm, mut d), nonce, t) = other_organizations_share_full_then_asked("c2");
+    let upd = wire::update(nonce, vec![identity_of("c2")]);
+    d.handle_message(t, &mut comm, pull_from("a1", upd));
+    let s = &d.stats().certstore;
+    assert_eq!(
+        (
+            s.identities_learned,
+            s.identities_evicted,
+            s.identities_refused_full
+        ),
+        (7, 1, 0),
+        "{s:?}"
+    );
+    assert!(d.pulled_identity(&pki("c2"), t).is_some());
+    assert_eq!(d.pulled_identities(), 7);
+}
+
+/// With other organizations' share of the store full, a newcomer of the organization
+/// holding the most (B) has no one's place to take: refused and counted
+/// (`identities_refused_full`).
+#[test]
+fn a_newcomer_with_no_place_to_take_is_refused_and_counted() {
+    let ((mut comm, mut d), nonce, t) = other_organizations_share_full_then_asked("b6");
+    let upd = wire::update(nonce, vec![identity_of("b6")]);
+    d.handle_message(t, &mut comm, pull_from("a1", upd));
+    let s = &d.stats().certstore;
+    assert_eq!(
+        (
+            s.identities_learned,
+            s.identities_evicted,
+            s.identities_refused_full
+        ),
+        (6, 0, 1),
+        "{s:?}"
+    );
+    assert!(d.pulled_identity(&pki("b6"), t).is_none());
+}
