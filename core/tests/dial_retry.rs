@@ -142,16 +142,24 @@ fn a_retry_that_connects_delivers_the_waiting_message() {
     assert_eq!(c.stats().dial_retries, 1);
 }
 
-/// `dial_backoff: None` is one attempt: the first failure ends the dial at once.
+/// A failure that ends the dial at once, with no retry: with `dial_backoff: None` (one
+/// attempt a dial), and with the back-off when the failure is reported at the deadline
+/// (no retry is due then).
 #[test]
-fn without_a_back_off_a_dial_is_one_attempt() {
-    let (mut c, dial) = sending(Config::default().with_dial_backoff(None));
-    c.handle_dial_result(now(), dial, Err("refused".into()))
-        .unwrap();
-    let (acts, events) = drain(&mut c);
-    assert!(closes(&acts, dial), "{acts:?}");
-    assert_eq!(dead(&events).len(), 1);
-    assert_eq!(c.stats().dial_retries, 0);
+fn a_failure_without_a_back_off_or_at_the_deadline_ends_the_dial() {
+    let cases = [
+        (Config::default().with_dial_backoff(None), now()),
+        (Config::default(), now() + Duration::from_secs(3)),
+    ];
+    for (config, at) in cases {
+        let (mut c, dial) = sending(config);
+        c.handle_dial_result(at, dial, Err("refused".into()))
+            .unwrap();
+        let (acts, events) = drain(&mut c);
+        assert!(closes(&acts, dial), "{acts:?}");
+        assert_eq!(dead(&events).len(), 1);
+        assert_eq!(c.stats().dial_retries, 0);
+    }
 }
 
 /// A dial that no attempt answered times out as before (`DialError::Timeout`); one whose
@@ -182,18 +190,6 @@ fn the_deadline_reports_the_last_failure_or_a_time_out() {
             "no route to host".into()
         )))
     );
-}
-
-/// A failure reported once the deadline has come ends the dial then: no retry is due.
-#[test]
-fn a_failure_at_the_deadline_ends_the_dial() {
-    let (mut c, dial) = sending(Config::default());
-    c.handle_dial_result(now() + Duration::from_secs(3), dial, Err("late".into()))
-        .unwrap();
-    let (acts, events) = drain(&mut c);
-    assert!(closes(&acts, dial), "{acts:?}");
-    assert_eq!(dead(&events).len(), 1);
-    assert_eq!(c.stats().dial_retries, 0);
 }
 
 /// While a dial waits out its back-off, no attempt is under way: a result for it (a

@@ -2,7 +2,6 @@
 //! makes. Each returns at once; results that take time come as events.
 
 use super::send::Mode;
-use super::timers::TimerKey;
 use super::{Acceptor, Comm, RemotePeer};
 use crate::error::{CloseReason, Error, HandshakeError};
 use crate::ids::{DialId, OpId, PkiId, StreamId, SubscriptionId};
@@ -277,17 +276,30 @@ impl<S: Security> Comm<S> {
         // which may share its buffer with much more.
         let pki = PkiId(Bytes::copy_from_slice(pki_id.as_bytes()));
         let identity = Bytes::copy_from_slice(identity);
+        self.put_identity(&pki, &identity, now)?;
+        self.stats.identities_shared += 1;
+        Ok(true)
+    }
+
+    /// Fabric's identity mapper `Put` (checks, then keeps an identity already held), with
+    /// the identity's expiry armed: the one way into the identity store, for handshakes
+    /// and for [`Comm::learn_identity`].
+    pub(super) fn put_identity(
+        &mut self,
+        pki: &PkiId,
+        identity: &Bytes,
+        now: Instant,
+    ) -> Result<(), HandshakeError> {
         let store = &self.store;
         let expires = self
             .identities
-            .put(&self.security, &pki, &identity, now, |p| {
+            .put(&self.security, pki, identity, now, |p| {
                 store.is_registered(p)
             })?;
         if let Some(at) = expires {
-            self.arm(at, TimerKey::Identity(pki));
+            self.arm(at, super::timers::TimerKey::Identity(pki.clone()));
         }
-        self.stats.identities_shared += 1;
-        Ok(true)
+        Ok(())
     }
 
     /// Fabric's `SuspectPeers`, for when what the security provider accepts has changed

@@ -205,15 +205,7 @@ impl<S: Security> Comm<S> {
         // `detached_envelope`).
         let pki = PkiId(Bytes::copy_from_slice(&conn.pki_id));
         let identity = Bytes::copy_from_slice(&conn.identity);
-        let store = &self.store;
-        let expires = self
-            .identities
-            .put(&self.security, &pki, &identity, now, |p| {
-                store.is_registered(p)
-            })?;
-        if let Some(at) = expires {
-            self.arm(at, TimerKey::Identity(pki.clone()));
-        }
+        self.put_identity(&pki, &identity, now)?;
         if self.config.tls.is_some() {
             let presented = remote_cert_hash.ok_or(HandshakeError::NoTlsCertificate)?;
             if conn.tls_cert_hash.as_ref() != presented.as_slice() {

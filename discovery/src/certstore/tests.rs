@@ -1090,43 +1090,26 @@ fn other_organizations_share_full_then_asked(item: &str) -> (Node, u64, Instant)
 
 /// With other organizations' share of the store full, a newcomer of an organization
 /// holding less (C) takes the place of the least recently used identity of the one
-/// holding the most (B): counted as learnt and as evicted.
-#[test]
-fn a_newcomer_taking_an_identitys_place_is_counted_learnt_and_evicted() {
-    let ((mut comm, mut d), nonce, t) = other_organizations_share_full_then_asked("c2");
-    let upd = wire::update(nonce, vec![identity_of("c2")]);
-    d.handle_message(t, &mut comm, pull_from("a1", upd));
-    let s = &d.stats().certstore;
-    assert_eq!(
-        (
-            s.identities_learned,
-            s.identities_evicted,
-            s.identities_refused_full
-        ),
-        (7, 1, 0),
-        "{s:?}"
-    );
-    assert!(d.pulled_identity(&pki("c2"), t).is_some());
-    assert_eq!(d.pulled_identities(), 7);
-}
-
-/// With other organizations' share of the store full, a newcomer of the organization
+/// holding the most (B): counted as learnt and as evicted. A newcomer of the organization
 /// holding the most (B) has no one's place to take: refused and counted
 /// (`identities_refused_full`).
 #[test]
-fn a_newcomer_with_no_place_to_take_is_refused_and_counted() {
-    let ((mut comm, mut d), nonce, t) = other_organizations_share_full_then_asked("b6");
-    let upd = wire::update(nonce, vec![identity_of("b6")]);
-    d.handle_message(t, &mut comm, pull_from("a1", upd));
-    let s = &d.stats().certstore;
-    assert_eq!(
-        (
+fn a_newcomer_takes_an_identitys_place_or_is_refused_and_each_is_counted() {
+    // (newcomer, (learnt, evicted, refused as full), kept)
+    for (item, counts, kept) in [("c2", (7, 1, 0), true), ("b6", (6, 0, 1), false)] {
+        let ((mut comm, mut d), nonce, t) = other_organizations_share_full_then_asked(item);
+        let upd = wire::update(nonce, vec![identity_of(item)]);
+        d.handle_message(t, &mut comm, pull_from("a1", upd));
+        let s = &d.stats().certstore;
+        let got = (
             s.identities_learned,
             s.identities_evicted,
-            s.identities_refused_full
-        ),
-        (6, 0, 1),
-        "{s:?}"
-    );
-    assert!(d.pulled_identity(&pki("b6"), t).is_none());
+            s.identities_refused_full,
+        );
+        assert_eq!(got, counts, "{item}: {s:?}");
+        assert_eq!(d.pulled_identity(&pki(item), t).is_some(), kept, "{item}");
+        if kept {
+            assert_eq!(d.pulled_identities(), 7);
+        }
+    }
 }
