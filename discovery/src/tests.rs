@@ -47,6 +47,13 @@ pub(crate) fn node(cfg: DiscoveryConfig) -> (Comm<TestOnlyHmacSecurity>, Discove
     node_with(cfg, security("me"))
 }
 
+/// [`node`] whose membership holds at most `max_members`.
+pub(crate) fn node_holding(max_members: usize) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.max_members = max_members;
+    node(cfg)
+}
+
 /// [`node`] with a provider of the test's own (identities it refuses or says expire).
 pub(crate) fn node_with(
     cfg: DiscoveryConfig,
@@ -486,9 +493,7 @@ fn response_entries_that_would_change_nothing_are_not_verified() {
     assert_eq!(d.stats().alive_bad_signature, 0);
     assert_eq!(d.stats().alive_stale, 2);
     // A full membership verifies no new member's entry either.
-    let mut cfg = DiscoveryConfig::new("me.int:7051");
-    cfg.max_members = 1;
-    let (mut comm, mut d) = node(cfg);
+    let (mut comm, mut d) = node_holding(1);
     d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
     let forgers: Vec<Envelope> = (0..100).map(|i| forged(&format!("f{i}"))).collect();
     d.handle_message(T0, &mut comm, response("a1", forgers, vec![], 0));
@@ -499,9 +504,7 @@ fn response_entries_that_would_change_nothing_are_not_verified() {
 
 #[test]
 fn a_member_of_our_organization_takes_another_organizations_place_in_a_full_membership() {
-    let mut cfg = DiscoveryConfig::new("me.int:7051");
-    cfg.max_members = 2;
-    let (mut comm, mut d) = node(cfg);
+    let (mut comm, mut d) = node_holding(2);
     for who in ["b1", "c1"] {
         d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "")));
     }
@@ -532,9 +535,7 @@ fn a_member_of_our_organization_takes_another_organizations_place_in_a_full_memb
 
 #[test]
 fn one_organization_cannot_crowd_another_out_of_a_full_membership() {
-    let mut cfg = DiscoveryConfig::new("me.int:7051");
-    cfg.max_members = 4;
-    let (mut comm, mut d) = node(cfg);
+    let (mut comm, mut d) = node_holding(4);
     // A hostile organization, B, fills membership.
     for (k, who) in ["b1", "b2", "b3", "b4"].into_iter().enumerate() {
         let at = T0 + SEC * k as u32;
@@ -801,9 +802,7 @@ fn an_expiring_identity_purges_its_member() {
 
 #[test]
 fn membership_is_bounded() {
-    let mut cfg = DiscoveryConfig::new("me.int:7051");
-    cfg.max_members = 2;
-    let (mut comm, mut d) = node(cfg);
+    let (mut comm, mut d) = node_holding(2);
     for who in ["a1", "a2", "b1"] {
         d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "x:1")));
     }
@@ -1873,9 +1872,7 @@ fn a_response_entry_the_message_store_holds_is_counted_a_duplicate() {
 /// read, the rest not, and the abandon is counted.
 #[test]
 fn a_response_naming_more_members_than_membership_may_hold_is_abandoned() {
-    let mut cfg = DiscoveryConfig::new("me.int:7051");
-    cfg.max_members = 4;
-    let (mut comm, mut d) = node(cfg);
+    let (mut comm, mut d) = node_holding(4);
     let mut entries = unknown_members(4, 1);
     entries.push(alive("a1", 1, 1, ""));
     d.handle_message(T0, &mut comm, response("b1", entries, vec![], 0));
@@ -2141,9 +2138,7 @@ fn a_member_weighs_its_fields_its_preferred_endpoint_again_and_an_overhead() {
 /// resurrection): only a newcomer needs room.
 #[test]
 fn a_full_membership_still_takes_its_members_newer_alive_messages() {
-    let mut cfg = DiscoveryConfig::new("me.int:7051");
-    cfg.max_members = 1;
-    let (mut comm, mut d) = node(cfg);
+    let (mut comm, mut d) = node_holding(1);
     d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
     d.handle_message(T0 + SEC, &mut comm, direct("a1", alive("a1", 1, 2, "")));
     let m = d.membership.get(&pki("a1")).unwrap();
@@ -2233,9 +2228,7 @@ fn a_purged_member_is_not_taught_back_by_the_alive_message_it_was_purged_at() {
 /// (`tombstones_store_full`).
 #[test]
 fn a_tombstone_that_finds_the_message_store_full_is_counted() {
-    let mut cfg = DiscoveryConfig::new("me.int:7051");
-    cfg.max_members = 1;
-    let (mut comm, mut d) = node(cfg);
+    let (mut comm, mut d) = node_holding(1);
     // a1 learnt from a response: not in the store.
     d.handle_message(
         T0,

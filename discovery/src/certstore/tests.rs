@@ -904,11 +904,9 @@ fn only_the_first_max_identities_items_of_a_request_or_digest_are_read() {
     assert_eq!(node.1.stats().certstore.digest_items_dropped, 7);
 }
 
-/// The pull's deadlines are the node's: with its hellos out, the node asks to be woken
-/// when the round's digest phase ends (`digest_wait`, sooner here than anything else it
-/// waits for), so its requests leave on time rather than at the next heartbeat.
-#[test]
-fn the_node_wakes_for_the_end_of_a_rounds_digest_phase() {
+/// A node that knows a1 and has sent its round's hello, with a digest phase (half a
+/// second) that ends when nothing else of the node is due; and the time it sent it.
+fn hellos_out_with_a_short_digest_wait() -> (Node, Instant) {
     let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
     cfg.certstore.digest_wait = SEC / 2;
     let (mut comm, mut d) = node(cfg);
@@ -916,6 +914,15 @@ fn the_node_wakes_for_the_end_of_a_rounds_digest_phase() {
     let t = T0 + d.config().pull_interval;
     d.handle_timeout(t, &mut comm);
     assert_eq!(d.stats().certstore.hellos_sent, 1);
+    ((comm, d), t)
+}
+
+/// The pull's deadlines are the node's: with its hellos out, the node asks to be woken
+/// when the round's digest phase ends (`digest_wait`, sooner here than anything else it
+/// waits for), so its requests leave on time rather than at the next heartbeat.
+#[test]
+fn the_node_wakes_for_the_end_of_a_rounds_digest_phase() {
+    let ((_comm, d), t) = hellos_out_with_a_short_digest_wait();
     assert_eq!(d.poll_timeout(), Some(t + SEC / 2));
 }
 
@@ -978,14 +985,7 @@ fn expired_identities_are_purged_by_the_sweep_every_tenth_of_the_usage_threshold
 /// in `comm_errors`, not as sent.
 #[test]
 fn a_pull_request_comm_refuses_is_a_comm_error_not_a_request_sent() {
-    let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
-    // The digest phase ends when nothing else of the node is due.
-    cfg.certstore.digest_wait = SEC / 2;
-    let (mut comm, mut d) = node(cfg);
-    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
-    let t = T0 + d.config().pull_interval;
-    d.handle_timeout(t, &mut comm);
-    assert_eq!(d.stats().certstore.hellos_sent, 1);
+    let ((mut comm, mut d), t) = hellos_out_with_a_short_digest_wait();
     let nonce = d.certstore.engine.round_nonces()[0].1;
     d.handle_message(
         t,
