@@ -79,6 +79,34 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+
+    // Identities learnt from membership into a full identity store (16,384 held, the
+    // default bound): each new one evicts the one held longest.
+    {
+        let now = Instant::from_unix_nanos(1_000_000_000);
+        let mut comm = Comm::new(
+            Config::default(),
+            Box::new(TestOnlyHmacSecurity::new("own")) as Box<dyn Security>,
+            now,
+        )
+        .unwrap();
+        let cap = Config::default().identity_store_capacity as u64;
+        let id = |n: u64| Bytes::from(format!("peer-{n}"));
+        for n in 0..cap {
+            let i = id(n);
+            comm.learn_identity(now, &PkiId(i.clone()), &i).unwrap();
+        }
+        let mut next = cap;
+        g.bench_function("learn_identity_into_full_store", |bch| {
+            bch.iter(|| {
+                for _ in 0..BATCH {
+                    let i = id(next);
+                    next += 1;
+                    black_box(comm.learn_identity(now, &PkiId(i.clone()), &i).unwrap());
+                }
+            })
+        });
+    }
     g.finish();
 }
 

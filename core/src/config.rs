@@ -186,8 +186,9 @@ pub struct Config {
     /// Connections (authenticated streams) the core holds at most; further inbound streams
     /// are refused after the handshake.
     pub max_connections: usize,
-    /// Identities the identity store keeps; when full, the oldest identity with no open
-    /// connection is evicted.
+    /// Identities the identity store keeps (from handshakes and from
+    /// [`Comm::learn_identity`](crate::Comm::learn_identity)); when full, the one held
+    /// longest is evicted, one found in use by a connection counting as just stored.
     pub identity_store_capacity: usize,
     /// Concurrent `probe`/`handshake`/`send_with_ack` operations.
     pub max_operations: usize,
