@@ -1096,6 +1096,7 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
         .zip(s.handshake_failures.iter().copied())
         .collect();
     let connections = node.connections().len() as u64;
+    let identities = node.identity_count() as u64;
     let metrics = [
         // Fabric's names (gossip/metrics/metrics.go).
         (
@@ -1196,6 +1197,16 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
             "gossip_comm_identities_shared",
             "Identities the membership layer shared with comm (alive messages, the identity pull), so that a peer's new certificate is taken as an identity switch",
             C(s.identities_shared),
+        ),
+        (
+            "gossip_comm_identities_held",
+            "Identities comm holds now, its own included (bounded by the identity store's capacity)",
+            G(identities),
+        ),
+        (
+            "gossip_comm_identities_evicted",
+            "Identities the full identity store let go to make room for a newer one (the one held longest with no connection)",
+            C(s.identities_evicted),
         ),
         (
             "gossip_comm_probes_answered",

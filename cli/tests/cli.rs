@@ -2719,6 +2719,7 @@ fn operations_service_metrics_match_stats() {
         ("gossip_comm_read_pauses", "read_pauses"),
         ("gossip_comm_retired_closed_unread", "retired_closed_unread"),
         ("gossip_comm_dial_retries", "dial_retries"),
+        ("gossip_comm_identities_evicted", "identities_evicted"),
         (
             "gossip_comm_messages_dropped{cause=\"no_connection\"}",
             "dropped_no_connection",
@@ -2736,6 +2737,7 @@ fn operations_service_metrics_match_stats() {
         assert_eq!(sample(&m, metric), want, "{metric} vs stats {key}");
     }
     assert_eq!(sample(&m, "gossip_comm_connections_open"), 1);
+    assert_eq!(sample(&m, "gossip_comm_identities_held"), 2, "ours and b's");
     // The classic text format a Fabric peer serves: a counter's samples keep its name.
     assert!(
         m.contains("# TYPE gossip_comm_messages_sent counter\ngossip_comm_messages_sent "),

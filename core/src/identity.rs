@@ -51,6 +51,15 @@ pub fn check_identity_claim(
     Ok(expires)
 }
 
+/// What [`IdentityStore::put`] did with an identity it accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Put {
+    /// Its expiry, if it was stored now (one already held is kept: `None`).
+    pub(crate) expires: Option<Instant>,
+    /// Whether another identity was evicted to make room for it.
+    pub(crate) evicted: bool,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct StoredIdentity {
     pub(crate) identity: Bytes,
@@ -92,7 +101,8 @@ impl IdentityStore {
     }
 
     /// Fabric's `Put`: checks in Fabric's order, then stores (keeping an existing entry).
-    /// Returns the expiry of a newly stored identity, for the caller to arm a timer.
+    /// Returns what became of it: a newly stored identity's expiry is for the caller to
+    /// arm a timer.
     pub(crate) fn put(
         &mut self,
         security: &dyn Security,
@@ -100,7 +110,7 @@ impl IdentityStore {
         identity: &Bytes,
         now: Instant,
         in_use: impl Fn(&[u8]) -> bool,
-    ) -> Result<Option<Instant>, HandshakeError> {
+    ) -> Result<Put, HandshakeError> {
         if pki_id.is_empty() {
             return Err(HandshakeError::NoPkiId);
         }
@@ -113,14 +123,12 @@ impl IdentityStore {
             if existing.expires.is_some_and(|e| e <= now) {
                 return Err(HandshakeError::IdentityExpired);
             }
-            return Ok(None);
+            return Ok(Put::default());
         }
         if expires.is_some_and(|e| e <= now) {
             return Err(HandshakeError::IdentityExpired);
         }
-        if self.by_pki.len() >= self.capacity {
-            self.evict_one(&in_use);
-        }
+        let evicted = self.by_pki.len() >= self.capacity && self.evict_one(&in_use);
         let key = PkiKey::from(pki_id);
         let age = self.next_age();
         self.by_age.insert(age, key.clone());
@@ -133,7 +141,7 @@ impl IdentityStore {
                 age,
             },
         );
-        Ok(expires)
+        Ok(Put { expires, evicted })
     }
 
     fn next_age(&mut self) -> u64 {
@@ -144,15 +152,15 @@ impl IdentityStore {
     /// Evicts the oldest identity not in use; those in use (and our own) it passes count
     /// as just stored, so that the next eviction does not look at them again. Looks at
     /// each identity at most once: if all are in use, none goes (the store then holds one
-    /// more than its bound, as many as connections need).
-    fn evict_one(&mut self, in_use: &impl Fn(&[u8]) -> bool) {
+    /// more than its bound, as many as connections need). Whether one went.
+    fn evict_one(&mut self, in_use: &impl Fn(&[u8]) -> bool) -> bool {
         for _ in 0..self.by_age.len() {
             let Some((_, key)) = self.by_age.pop_first() else {
-                return;
+                return false;
             };
             if key.as_slice() != self.own.as_bytes() && !in_use(key.as_slice()) {
                 self.by_pki.remove(key.as_slice());
-                return;
+                return true;
             }
             let age = self.next_age();
             if let Some(e) = self.by_pki.get_mut(key.as_slice()) {
@@ -160,6 +168,7 @@ impl IdentityStore {
             }
             self.by_age.insert(age, key);
         }
+        false
     }
 
     /// Removes `pki_id`'s identity from both maps.

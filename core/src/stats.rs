@@ -70,6 +70,12 @@ pub struct Stats {
     /// Identities a layer shared with comm outside a handshake (`Comm::learn_identity`:
     /// alive messages, the identity pull) that comm did not hold yet.
     pub identities_shared: u64,
+    /// Identities the identity store let go, full
+    /// ([`Config::identity_store_capacity`](crate::Config::identity_store_capacity)), to
+    /// make room for a newer one: the one held longest with no connection. A peer whose
+    /// identity went and that comes back with a renewed certificate is refused where it
+    /// would have been an identity switch.
+    pub identities_evicted: u64,
     /// Times reading of a stream was paused because a subscription was full.
     pub read_pauses: u64,
     /// Retired connections closed while reading them was still paused, because the peer's
@@ -136,7 +142,7 @@ impl Stats {
     fn fields_mut(
         &mut self,
     ) -> (
-        [(&'static str, &mut u64); 27],
+        [(&'static str, &mut u64); 28],
         &mut [u64; HandshakeFailure::COUNT],
     ) {
         let Stats {
@@ -165,6 +171,7 @@ impl Stats {
             presumed_dead,
             identity_switches,
             identities_shared,
+            identities_evicted,
             read_pauses,
             retired_closed_unread,
             events_dropped,
@@ -198,6 +205,7 @@ impl Stats {
                 ("presumed_dead", presumed_dead),
                 ("identity_switches", identity_switches),
                 ("identities_shared", identities_shared),
+                ("identities_evicted", identities_evicted),
                 ("read_pauses", read_pauses),
                 ("retired_closed_unread", retired_closed_unread),
                 ("events_dropped", events_dropped),

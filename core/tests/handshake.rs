@@ -544,8 +544,10 @@ fn a_full_identity_store_evicts_the_oldest_identity_not_in_use() {
     c.close_conn(now(), &PkiId::from(gone));
     let _ = drain(&mut c);
     assert_eq!(c.identity_count(), 3, "ours and both remotes'");
+    assert_eq!(c.stats().identities_evicted, 0);
     connect(&mut c, new);
     assert_eq!(c.identity_count(), 3);
+    assert_eq!(c.stats().identities_evicted, 1);
     assert!(c.identity_of(&PkiId::from(kept)).is_some(), "in use: kept");
     assert!(c.identity_of(&PkiId::from(gone)).is_none());
     assert!(c.identity_of(&PkiId::from(new)).is_some());

@@ -768,6 +768,13 @@ impl Node {
         self.h.inner.lock().comm.connections()
     }
 
+    /// Identities comm holds now (its own included): how full its identity store is
+    /// ([`Config::identity_store_capacity`](fabric_gossip_core::Config::identity_store_capacity)),
+    /// which membership fills too.
+    pub fn identity_count(&self) -> usize {
+        self.h.inner.lock().comm.identity_count()
+    }
+
     /// Whether a connection to `pki_id` is registered.
     pub fn is_connected(&self, pki_id: &PkiId) -> bool {
         self.h.inner.lock().comm.connection(pki_id).is_some()

@@ -291,12 +291,13 @@ impl<S: Security> Comm<S> {
         now: Instant,
     ) -> Result<(), HandshakeError> {
         let store = &self.store;
-        let expires = self
+        let put = self
             .identities
             .put(&self.security, pki, identity, now, |p| {
                 store.is_registered(p)
             })?;
-        if let Some(at) = expires {
+        self.stats.identities_evicted += u64::from(put.evicted);
+        if let Some(at) = put.expires {
             self.arm(at, super::timers::TimerKey::Identity(pki.clone()));
         }
         Ok(())
