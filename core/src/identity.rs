@@ -198,9 +198,10 @@ impl IdentityStore {
         self.by_pki.len()
     }
 
-    /// Panics unless the keys by age are exactly the stored ones, under their ages.
-    #[cfg(test)]
-    fn check_ages(&self) {
+    /// Panics unless the keys by age are exactly the stored ones, under their ages (for
+    /// tests and the fuzz targets' invariants).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn check_ages(&self) {
         assert_eq!(self.by_age.len(), self.by_pki.len(), "one age per identity");
         for (age, key) in &self.by_age {
             assert_eq!(self.by_pki.get(key.as_slice()).map(|e| e.age), Some(*age));

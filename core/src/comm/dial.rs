@@ -149,13 +149,12 @@ impl<S: Security> Comm<S> {
 
     /// The connection store's attempt to reach `peer` starts with a dial.
     pub(super) fn start_connect(&mut self, peer: &RemotePeer) {
-        let dial = self.start_dial(
+        self.start_dial(
             &peer.endpoint,
             DialPurpose::Connect {
                 key: peer.pki_id.clone(),
             },
         );
-        self.store.set_attempt_dial(&peer.pki_id, dial);
     }
 
     pub(super) fn dial_result(

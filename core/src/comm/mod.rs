@@ -325,6 +325,12 @@ impl<S: Security> Comm<S> {
         self.demux.queue_len(sub)
     }
 
+    /// Panics unless the identity store's two maps agree (the fuzz targets' invariants).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn check_identity_store(&self) {
+        self.identities.check_ages();
+    }
+
     /// Identities currently in the identity store (own included).
     pub fn identity_count(&self) -> usize {
         self.identities.len()

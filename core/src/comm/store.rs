@@ -44,7 +44,7 @@ use super::stream::{Conn, Phase};
 use super::timers::TimerKey;
 use super::{Comm, ConnectionEntry, Map, new_map};
 use crate::error::{CloseReason, HandshakeError};
-use crate::ids::{DialId, OpId, PkiId, PkiKey, StreamId};
+use crate::ids::{OpId, PkiId, PkiKey, StreamId};
 use crate::message::ConnectionInfo;
 use crate::security::Security;
 use crate::time::Instant;
@@ -104,7 +104,6 @@ struct Registered {
 /// Messages that wait for a connection attempt, with the same bounds as a send buffer.
 #[derive(Debug, Default)]
 pub(super) struct Attempt {
-    pub(super) dial: Option<DialId>,
     /// The endpoint dialled: names the peer if the attempt fails.
     pub(super) endpoint: String,
     pub(super) queue: SendQueue,
@@ -210,12 +209,6 @@ impl Store {
 
     pub(super) fn attempt_entry(&mut self, pki: &PkiId) -> &mut Attempt {
         self.attempts.entry(pki.clone()).or_default()
-    }
-
-    pub(super) fn set_attempt_dial(&mut self, pki: &PkiId, dial: DialId) {
-        if let Some(att) = self.attempts.get_mut(pki) {
-            att.dial = Some(dial);
-        }
     }
 
     /// At stop: every attempt goes; returns the messages they held.

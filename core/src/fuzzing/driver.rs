@@ -491,6 +491,7 @@ impl Driver {
                 assert!(seen.insert(*s));
             }
         }
+        c.check_identity_store();
         // Handles: live exactly until closed.
         let crate::LiveCounts {
             streams: live_streams,
