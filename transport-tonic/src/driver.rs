@@ -1291,8 +1291,15 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     while let Some(err) = next {
         // Each layer cut as a remote's status is: a layer may print what the remote sent
         // (h2 prints a GOAWAY's debug data, up to a frame of 64 KiB, escaped to four
-        // times that), and a status's source is such a chain.
-        push_remote(&mut s, &err.to_string());
+        // times that), and a status's source is such a chain. A status within the chain
+        // gives its message only: its `Display` prints its code and its whole source
+        // chain with `Debug` (`code: 'Unknown error', message: "…", source:
+        // hyper::Error(Body, Error { kind: Io(…) })`), which the layers below then
+        // repeat; seen when a Fabric peer closed a stream it had replaced.
+        match err.downcast_ref::<Status>() {
+            Some(status) => push_remote(&mut s, status.message()),
+            None => push_remote(&mut s, &err.to_string()),
+        }
         next = err.source();
     }
     s
@@ -2129,6 +2136,30 @@ mod tests {
             discard_to_end(&mut body, &ctl).await;
         }
         assert_eq!(late.load(Ordering::Relaxed), 3);
+    }
+
+    /// A stream's end as a Fabric peer closing a replaced stream gave it: a status whose
+    /// source is a status whose source is hyper's error over an I/O error.
+    #[test]
+    fn a_status_within_a_status_reads_as_its_message() {
+        #[derive(Debug)]
+        struct Io;
+        impl std::fmt::Display for Io {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("stream closed because of a broken pipe")
+            }
+        }
+        impl std::error::Error for Io {}
+        const MSG: &str = "h2 protocol error: error reading a body from connection";
+        let mut inner = Status::unknown(MSG);
+        inner.set_source(std::sync::Arc::new(Io));
+        let mut outer = Status::unknown(MSG);
+        outer.set_source(std::sync::Arc::new(inner));
+        assert_eq!(
+            status_text(&outer),
+            "Unknown: h2 protocol error: error reading a body from connection: stream closed \
+             because of a broken pipe"
+        );
     }
 
     /// Each layer's text appears once: the errors an embedder saw read "Unknown: transport
