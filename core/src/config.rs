@@ -128,6 +128,14 @@ pub struct Config {
     /// that stays down is presumed dead after `dial_timeout`, not at its first refusal.
     /// `None`: one attempt, whose failure ends the dial at once (this crate's behaviour
     /// before 2026-12-05, quicker to report a dead peer than Fabric is).
+    ///
+    /// What it retries is the connection attempt alone (the driver's `Err` to an
+    /// `Action::Dial`): a Ping that fails or a gossip handshake that is refused ends the
+    /// dial at once. Every dial retries, a `probe` and a `handshake` too, so with the
+    /// default a probe of a closed port, or a TLS dial of a plaintext port (a failed TLS
+    /// handshake), fails after the whole `dial_timeout` (3 s), not at the first refusal,
+    /// with the last attempt's error; give those a `Config` with `None` (or a shorter
+    /// `dial_timeout`) when an answer at once matters more than riding out a restart.
     pub dial_backoff: Option<DialBackoff>,
     /// Upper bound on a Ping and on waiting for the remote's `ConnEstablish`
     /// (Fabric `connTimeout`, 2 s).
@@ -187,8 +195,14 @@ pub struct Config {
     /// are refused after the handshake.
     pub max_connections: usize,
     /// Identities the identity store keeps (from handshakes and from
-    /// [`Comm::learn_identity`](crate::Comm::learn_identity)); when full, the one held
-    /// longest is evicted, one found in use by a connection counting as just stored.
+    /// [`Comm::learn_identity`](crate::Comm::learn_identity)), the node's own included;
+    /// when full, the one held longest is evicted (counted in `Stats::identities_evicted`),
+    /// one found in use by a connection counting as just stored, the node's own never.
+    /// "Longest" counts from when it was stored: learning it again does not renew it.
+    /// While every identity held is in use by a connection, none goes and the store holds
+    /// more than this, as many as the connections need. At least 2 (a smaller value is
+    /// raised to 2). A peer whose identity was evicted and that comes back with a renewed
+    /// certificate is refused where it would have been an identity switch.
     pub identity_store_capacity: usize,
     /// Concurrent `probe`/`handshake`/`send_with_ack` operations.
     pub max_operations: usize,

@@ -137,7 +137,10 @@ pub enum HandshakeError {
     #[error("ping failed: {0}")]
     Ping(String),
     /// The remote authenticated as a PKI-ID other than the expected one, in another
-    /// organization ("authentication failure").
+    /// organization ("authentication failure"), or in ours while comm holds no identity
+    /// for the expected PKI-ID: an identity switch is only recognised from an identity
+    /// comm holds (from a handshake, or given by a layer with `Comm::learn_identity`; an
+    /// identity evicted from a full store no longer counts).
     #[error("authentication failure: expected {expected}, remote is {actual}")]
     UnexpectedPeer {
         /// The PKI-ID the caller expected.
@@ -336,7 +339,11 @@ pub enum DialError {
     /// No answer within `dial_timeout`.
     #[error("dial timed out")]
     Timeout,
-    /// The driver reported a failure (refused, unreachable, TLS error...).
+    /// The driver reported a failure (refused, unreachable, TLS error...): the last
+    /// attempt's, when the dial retried ([`Config::dial_backoff`](crate::Config::dial_backoff)).
+    /// The text is the transport's own; on the tonic driver,
+    /// `fabric_gossip_tonic::DialDiagnosis::of(&text, tls)` names its usual cause (nothing
+    /// listening, the port serves TLS or plaintext, an untrusted CA, ...).
     #[error("{0}")]
     Failed(String),
 }
@@ -345,7 +352,10 @@ pub enum DialError {
 /// a tool that words a time-out its own way matches on it.
 pub const PING_TIMED_OUT: &str = "ping timed out";
 
-/// Why `probe` failed.
+/// Why `probe` failed. A TLS mismatch shows here as the transport's text: a TLS dial of a
+/// plaintext port in [`ProbeError::Dial`], a plaintext dial of a TLS port mostly in
+/// [`ProbeError::Ping`]; on the tonic driver, `DialDiagnosis::of(&error.to_string(), tls)`
+/// reads either.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProbeError {

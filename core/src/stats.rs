@@ -21,7 +21,8 @@ pub struct Stats {
     /// peer, so they are not in `dropped_on_close`; without this count they would be in no
     /// counter at all (Fabric loses them so, uncounted).
     pub unconfirmed_on_close: u64,
-    /// Messages that waited for a connection attempt which failed, or that no attempt could
+    /// Messages that waited for a connection attempt which failed (with retries on, at the
+    /// end of its `dial_timeout`), or was ended by `stop`, or that no attempt could
     /// be made for: `max_connections` reached, or (for a peer of unknown PKI-ID) another
     /// peer of unknown PKI-ID being dialled.
     pub dropped_no_connection: u64,

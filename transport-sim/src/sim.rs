@@ -429,7 +429,10 @@ impl Sim {
         r
     }
 
-    /// Sends `msg` from node `n` to nodes `to`, addressed by their current PKI-IDs.
+    /// Sends `msg` from node `n` to nodes `to`, addressed by their current PKI-IDs (none
+    /// for a node that is down: the send then dials its endpoint expecting anyone; to
+    /// send to a crashed node as its peers would, keep [`Sim::remote_peer`] from before
+    /// the crash and call [`Sim::send`]).
     ///
     /// The simulator has no `send_wait`: a step cannot block. A test that must not lose a
     /// message to a full buffer calls [`fabric_gossip_core::Comm::send_wait`] through

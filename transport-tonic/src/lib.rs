@@ -62,6 +62,32 @@
 //! [`TlsConfig`] and `start` an `MspSecurity` from `fabric-gossip-msp` (the README's
 //! "Embedding the crates", and `examples/two_nodes.rs`).
 //!
+//! # When a dial fails
+//!
+//! A dial retries a failed connection attempt within its `dial_timeout` (3 s), as Fabric's
+//! gRPC dials do ([`Config::dial_backoff`](fabric_gossip_core::Config::dial_backoff),
+//! counted in `Stats::dial_retries` and [`DriverStats::dials_failed`]): a peer back within
+//! it gets the send, one that stays down is presumed dead after it. What failed is the
+//! transport's own text ([`OpError::Failed`], `DialError::Failed`, a Ping's status, a
+//! `PresumedDead` event's `DeadCause` from [`NodeBuilder::events`]); [`DialDiagnosis::of`]
+//! reads it and names the usual cause (nothing listening, the port serves TLS or
+//! plaintext, the certificate names another host or has an untrusted CA, our client
+//! certificate refused) with what to change:
+//!
+//! ```no_run
+//! # use fabric_gossip_tonic::{Node, fabric_gossip_core::RemotePeer};
+//! # async fn f(node: &Node, peer: &RemotePeer) {
+//! use fabric_gossip_tonic::DialDiagnosis;
+//! if let Err(e) = node.probe(peer).await {
+//!     let tls = false; // whether this node was built with `.tls(..)`
+//!     match DialDiagnosis::of(&e.to_string(), tls) {
+//!         Some(cause) => eprintln!("probe failed: {e} (most likely: {cause})"),
+//!         None => eprintln!("probe failed: {e}"),
+//!     }
+//! }
+//! # }
+//! ```
+//!
 //! # Hosting a layer
 //!
 //! A protocol built on comm, such as Fabric's membership layer

@@ -84,7 +84,12 @@ pub enum StartError {
 
 /// How an asynchronous operation (`probe`, `handshake`) ended badly: refused at once (API
 /// misuse, node stopped, too many operations) or failed on the network. Kept apart so a
-/// caller can tell "I asked wrongly" from "the peer is not there".
+/// caller can tell "I asked wrongly" from "the peer is not there". A `Failed` carries the
+/// transport's own text (hyper, h2, rustls); [`DialDiagnosis::of`]`(&error.to_string(),
+/// tls)` names its usual cause (nothing listening, the port serves TLS or plaintext, the
+/// certificate's name or CA) with what to change.
+///
+/// [`DialDiagnosis::of`]: crate::DialDiagnosis::of
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OpError<E> {
     /// The core refused to start the operation.
@@ -566,6 +571,14 @@ impl Node {
     }
 
     /// Fabric's `Probe`: dials and Pings the peer, no handshake, nothing registered.
+    ///
+    /// The dial retries a failed connection attempt until `dial_timeout`
+    /// ([`Config::dial_backoff`](fabric_gossip_core::Config::dial_backoff)), as Fabric's
+    /// does: with the defaults a probe of a closed port (or a TLS probe of a plaintext one)
+    /// fails after 3 s with the last attempt's error. [`DialDiagnosis::of`] names the
+    /// usual cause of the error's text: `DialDiagnosis::of(&error.to_string(), tls)`.
+    ///
+    /// [`DialDiagnosis::of`]: crate::DialDiagnosis::of
     pub async fn probe(&self, peer: &RemotePeer) -> Result<(), OpError<ProbeError>> {
         self.run_op(
             Waiter::Probe,
@@ -770,7 +783,10 @@ impl Node {
 
     /// Identities comm holds now (its own included): how full its identity store is
     /// ([`Config::identity_store_capacity`](fabric_gossip_core::Config::identity_store_capacity)),
-    /// which membership fills too.
+    /// which membership fills too. `Node` has no `learn_identity`: a membership of your
+    /// own shares identities with comm from a hosted layer
+    /// ([`Comm::learn_identity`](fabric_gossip_core::Comm::learn_identity) through
+    /// [`Node::with_layer_mut`]).
     pub fn identity_count(&self) -> usize {
         self.h.inner.lock().comm.identity_count()
     }

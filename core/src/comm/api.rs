@@ -256,6 +256,37 @@ impl<S: Security> Comm<S> {
     /// refused by the provider, of another PKI-ID, expired, larger than
     /// `max_identity_size`). An identity with an expiry is forgotten then, and the peer's
     /// connection closed, as one learnt by a handshake.
+    ///
+    /// **When to call it.** An application running its own membership on the core (no
+    /// `fabric-gossip-discovery`) calls it for every identity its membership accepts, as
+    /// soon as it accepts it and before it sends to that PKI-ID: without it, a member of
+    /// our organization known from membership alone that comes back with a renewed
+    /// certificate is refused (`PresumedDead` with `DeadCause::Connect(UnexpectedPeer)`)
+    /// where it would have been an identity switch. The membership layer does this itself.
+    /// On the tonic driver, which has no such method on `Node`, call it from a hosted layer
+    /// (`Node::with_layer_mut`; a node built with `.layer(|_| ())` hosts the unit layer,
+    /// enough for `with_layer_mut(|_: &mut (), comm| comm.learn_identity(comm.now(), ..))`).
+    ///
+    /// **The errors** are the identity checks of a handshake:
+    /// [`NoPkiId`](HandshakeError::NoPkiId), [`NoIdentity`](HandshakeError::NoIdentity),
+    /// [`UnclassifiableIdentity`](HandshakeError::UnclassifiableIdentity),
+    /// [`InvalidIdentity`](HandshakeError::InvalidIdentity),
+    /// [`IdentityMismatch`](HandshakeError::IdentityMismatch),
+    /// [`IdentityExpired`](HandshakeError::IdentityExpired) and
+    /// [`IdentityTooLarge`](HandshakeError::IdentityTooLarge). None is about the network;
+    /// comm keeps nothing of a refused identity. `Ok(false)` comes before any check: an
+    /// identity given for a PKI-ID comm holds (its own included) is not looked at.
+    ///
+    /// **A full store**
+    /// ([`Config::identity_store_capacity`](crate::Config::identity_store_capacity))
+    /// makes room by evicting the identity stored longest ago that no connection uses
+    /// (never the node's own), counted in
+    /// [`Stats::identities_evicted`](crate::Stats::identities_evicted): `Ok(true)` may have
+    /// pushed another out, which no event reports. The order is by first storing, not by
+    /// use: learning an identity comm already holds (`Ok(false)`) does not make it younger,
+    /// so a long-known member without a connection is among the first to go. An evicted
+    /// identity learnt again is new again (`Ok(true)`). [`Comm::identity_count`] tells how
+    /// full the store is.
     pub fn learn_identity(
         &mut self,
         now: Instant,
