@@ -672,6 +672,20 @@ impl Node {
         self.h.inner.with_core(|c, now| c.close_conn(now, pki_id));
     }
 
+    /// Gives comm an identity learnt outside a handshake, as Fabric's membership puts
+    /// what it accepts into the identity mapper comm shares
+    /// ([`Comm::learn_identity`](fabric_gossip_core::Comm::learn_identity): the same
+    /// checks, the same errors, `Ok(false)` for a PKI-ID comm holds). For an application
+    /// running a membership of its own over this driver: without it, a member known only
+    /// from that membership that comes back with a renewed certificate is refused as
+    /// `UnexpectedPeer` where it would have been an identity switch. A hosted layer (the
+    /// membership layer does) calls the core's method itself.
+    pub fn learn_identity(&self, pki_id: &PkiId, identity: &[u8]) -> Result<bool, HandshakeError> {
+        self.h
+            .inner
+            .with_core(|c, now| c.learn_identity(now, pki_id, identity))
+    }
+
     /// Fabric's `SuspectPeers`, after what the security provider accepts has changed (for
     /// `MspSecurity`, through its `TrustHandle`): validates every identity the node holds
     /// again and closes the connections of those refused, each reported as `Disconnected`
@@ -783,10 +797,7 @@ impl Node {
 
     /// Identities comm holds now (its own included): how full its identity store is
     /// ([`Config::identity_store_capacity`](fabric_gossip_core::Config::identity_store_capacity)),
-    /// which membership fills too. `Node` has no `learn_identity`: a membership of your
-    /// own shares identities with comm from a hosted layer
-    /// ([`Comm::learn_identity`](fabric_gossip_core::Comm::learn_identity) through
-    /// [`Node::with_layer_mut`]).
+    /// which membership fills too, and [`Node::learn_identity`].
     pub fn identity_count(&self) -> usize {
         self.h.inner.lock().comm.identity_count()
     }

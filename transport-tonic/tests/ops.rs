@@ -468,3 +468,40 @@ async fn a_dialled_connection_whose_path_went_dead_is_closed_by_keepalive() {
     );
     stop_all(&[&a, &b]).await;
 }
+
+/// `Node::learn_identity`: an identity learnt outside a handshake (as a membership of the
+/// application's own learns it) makes the peer answering under a new identity of the same
+/// organization an identity switch, where a PKI-ID never learnt is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learnt_identity_makes_a_renewed_peer_an_identity_switch() {
+    let a = node(config(), None).await;
+    let b = node(config(), None).await;
+    let mut b_in = b.accept(|_| true).unwrap();
+    let mut switches = a.identity_switch();
+    let old = PkiId::from("b-before-its-renewal");
+    assert_eq!(a.learn_identity(&old, old.as_bytes()), Ok(true));
+    assert_eq!(a.learn_identity(&old, b"held: not looked at"), Ok(false));
+    assert_eq!(
+        a.learn_identity(&PkiId::from("x"), b"y"),
+        Err(HandshakeError::IdentityMismatch)
+    );
+    assert_eq!(a.identity_count(), 2, "ours and the learnt one");
+    assert_eq!(a.stats().identities_shared, 1);
+
+    // Never learnt: refused, nothing delivered.
+    let never = RemotePeer::new(b.endpoint(), "never-learnt");
+    a.send(&data(1, 10), &[never]).unwrap();
+    until("the refusal", || {
+        a.stats().handshake_failures_for("unexpected_peer") == 1
+    })
+    .await;
+    // Learnt: b's identity is a switch from it, and the message arrives.
+    a.send(&data(2, 10), &[RemotePeer::new(b.endpoint(), old.clone())])
+        .unwrap();
+    let got = within("b receives", b_in.recv()).await.expect("message");
+    assert_eq!(seq_of(got.message()), Some(2));
+    assert_eq!(within("the switch", switches.next()).await, Some(old));
+    assert!(a.is_connected(b.pki_id()));
+    assert_eq!(a.stats().identity_switches, 1);
+    stop_all(&[&a, &b]).await;
+}

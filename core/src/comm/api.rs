@@ -263,9 +263,7 @@ impl<S: Security> Comm<S> {
     /// our organization known from membership alone that comes back with a renewed
     /// certificate is refused (`PresumedDead` with `DeadCause::Connect(UnexpectedPeer)`)
     /// where it would have been an identity switch. The membership layer does this itself.
-    /// On the tonic driver, which has no such method on `Node`, call it from a hosted layer
-    /// (`Node::with_layer_mut`; a node built with `.layer(|_| ())` hosts the unit layer,
-    /// enough for `with_layer_mut(|_: &mut (), comm| comm.learn_identity(comm.now(), ..))`).
+    /// On the tonic driver, `Node::learn_identity` calls it.
     ///
     /// **The errors** are the identity checks of a handshake:
     /// [`NoPkiId`](HandshakeError::NoPkiId), [`NoIdentity`](HandshakeError::NoIdentity),
