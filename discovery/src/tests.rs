@@ -213,6 +213,32 @@ fn an_identity_an_alive_message_proves_is_shared_with_comm() {
     assert_eq!(comm.stats().identities_shared, 1);
 }
 
+/// What membership shares stays within comm's bound: a full identity store lets the
+/// identity it has held longest go (counted), while membership keeps every member.
+#[test]
+fn identities_shared_past_comms_bound_evict_the_oldest_and_are_counted() {
+    let mut config = Config::default();
+    config.identity_store_capacity = 4;
+    let mut comm = Comm::new(config, security("me"), T0).unwrap();
+    let mut d = Discovery::new(DiscoveryConfig::new("me.int:7051")).unwrap();
+    d.start(T0, &mut comm);
+    let names: Vec<String> = (1..=10).map(|i| format!("a{i}")).collect();
+    for n in &names {
+        d.handle_message(T0, &mut comm, direct(n, alive(n, 5, 1, "")));
+    }
+    assert!(names.iter().all(|n| d.member(&pki(n)).is_some()));
+    assert_eq!(comm.stats().identities_shared, 10);
+    // Ours and a1..a3 filled it; a4..a10 each pushed the oldest out.
+    assert_eq!(comm.identity_count(), 4);
+    assert_eq!(comm.stats().identities_evicted, 7);
+    let held: Vec<&str> = names
+        .iter()
+        .filter(|n| comm.identity_of(&pki(n)).is_some())
+        .map(String::as_str)
+        .collect();
+    assert_eq!(held, ["a8", "a9", "a10"]);
+}
+
 #[test]
 fn an_alive_about_myself_is_dropped() {
     let (mut comm, mut d) = me();
