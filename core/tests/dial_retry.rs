@@ -300,3 +300,39 @@ fn a_peer_back_within_the_dial_timeout_gets_the_message() {
     assert_eq!(net.nodes[0].comm.stats().dial_retries, 2);
     assert_eq!(net.nodes[0].comm.stats().dropped_no_connection, 0);
 }
+
+/// A peer that restarts and connects to us while our dial to it waits to try again: the
+/// message that waited goes on its connection, and the dial ends at its retry instead of
+/// opening a second connection that would cross the first (grpc-go would try again and
+/// Fabric close what it made; the outcome is the same, one connection, with less churn).
+#[test]
+fn a_peer_that_connects_during_the_back_off_ends_the_dial() {
+    let mut net = Net::new(2, |_| Config::default());
+    net.crash(1);
+    net.send(0, 1, b"while you were out");
+    net.advance(ms(300));
+    assert!(net.delivered_data(1).is_empty());
+    net.restart(
+        1,
+        Box::new(TestOnlyHmacSecurity::new(ep(1))),
+        Config::default(),
+    );
+    net.subscribe_all(1);
+    // Back, it dials node 0 first (as a restarting peer dials those it knows).
+    net.send(1, 0, b"hello again");
+    net.advance(ms(100));
+    assert_eq!(net.delivered_data(1), vec![b"while you were out".to_vec()]);
+    assert_eq!(net.nodes[0].comm.live_counts().dials, 1, "still waiting");
+    // The retry, 1 s after the refusal, is not made: nothing crosses.
+    net.advance(Duration::from_secs(3));
+    let s = net.nodes[0].comm.stats();
+    assert_eq!(s.dial_retries, 0);
+    assert_eq!(s.crossings, 0);
+    assert_eq!(s.dropped_no_connection, 0);
+    assert_eq!(net.nodes[0].comm.live_counts().dials, 0);
+    assert!(dead(&net.nodes[0].events).is_empty());
+    let conns = net.nodes[0].comm.connections();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].secondary, None);
+    assert_eq!(net.delivered_data(1), vec![b"while you were out".to_vec()]);
+}

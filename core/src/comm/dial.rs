@@ -202,7 +202,11 @@ impl<S: Security> Comm<S> {
     }
 
     /// The back-off after a failed attempt is over: the driver makes another, on the same
-    /// handle.
+    /// handle. Unless the dial was the connection store's and the peer has connected to
+    /// us meanwhile (a peer restarting dials those it knows): then the dial ends there and
+    /// what waited for it goes to that connection. grpc-go would try again, and Fabric,
+    /// finding the connection there once its own came up, close its own; this spares the
+    /// peer a second connection and the crossing of the two.
     pub(super) fn retry_dial(&mut self, dial: DialId) {
         let Some(d) = self.dials.get_mut(dial) else {
             return;
@@ -210,6 +214,19 @@ impl<S: Security> Comm<S> {
         if !matches!(d.state, DialState::Backoff { .. }) {
             return;
         }
+        if let DialPurpose::Connect { key } = &d.purpose
+            && self.store.primary(key).is_some()
+        {
+            let key = key.clone();
+            self.dials.remove(dial);
+            self.out.action(Action::CloseDial { dial });
+            tracing::debug!(target: "fabric_gossip_core::dial", dial = %dial, pki_id = %key, "the peer connected while the dial waited to try again: not tried again");
+            self.attempt_served(&key, &key);
+            return;
+        }
+        let Some(d) = self.dials.get_mut(dial) else {
+            return;
+        };
         d.state = DialState::Dialing;
         self.stats.dial_retries += 1;
         self.out.action(Action::Dial {

@@ -380,27 +380,43 @@ impl<S: Security> Comm<S> {
             return;
         }
         // Messages that waited for the attempt go to whatever connection now serves the peer.
-        if let Some(att) = self.store.attempts.remove(&key)
-            && let Some(target) = self.store.primary(&actual)
+        self.attempt_served(&key, &actual);
+    }
+
+    /// The attempt to reach `key` is over with a connection serving the peer, now
+    /// registered under `serving` (ours just authenticated, or one the peer opened to us
+    /// while our dial waited to try again): the attempt's messages go to it. Its callers
+    /// have that connection registered; were it not, the messages would be counted in
+    /// `dropped_no_connection` (and their `SendWithAck`s left to their deadlines).
+    pub(super) fn attempt_served(&mut self, key: &PkiId, serving: &PkiId) {
+        if let Some(att) = self.store.attempts.remove(key)
+            && let Err(att) = self.hand_over(att, serving)
         {
-            let mut queue = att.queue;
-            let (buf, waiting) = queue.take_pending();
-            self.absorb(target, buf, waiting);
+            self.stats.dropped_no_connection += att.queue.pending() as u64;
         }
+    }
+
+    /// Moves what waited for an attempt onto the connection serving `pki`, if one does;
+    /// gives the attempt back otherwise.
+    fn hand_over(&mut self, mut att: Attempt, pki: &PkiId) -> Result<(), Attempt> {
+        let Some(target) = self.store.primary(pki) else {
+            return Err(att);
+        };
+        let (buf, waiting) = att.queue.take_pending();
+        self.absorb(target, buf, waiting);
+        Ok(())
     }
 
     /// The attempt to reach `key` failed: its messages go to a connection the peer opened
     /// to us meanwhile, or are dropped and the peer presumed dead.
     pub(super) fn attempt_failed(&mut self, key: &PkiId, err: HandshakeError) {
-        let Some(mut att) = self.store.attempts.remove(key) else {
+        let Some(att) = self.store.attempts.remove(key) else {
             return;
         };
         // Someone may have connected to us meanwhile under that PKI-ID: use theirs.
-        if let Some(target) = self.store.primary(key) {
-            let (buf, waiting) = att.queue.take_pending();
-            self.absorb(target, buf, waiting);
+        let Err(att) = self.hand_over(att, key) else {
             return;
-        }
+        };
         let dropped = att.queue.pending();
         tracing::debug!(
             target: "fabric_gossip_core::store",
