@@ -389,34 +389,34 @@ impl<S: Security> Comm<S> {
     /// have that connection registered; were it not, the messages would be counted in
     /// `dropped_no_connection` (and their `SendWithAck`s left to their deadlines).
     pub(super) fn attempt_served(&mut self, key: &PkiId, serving: &PkiId) {
-        if let Some(att) = self.store.attempts.remove(key)
-            && let Err(att) = self.hand_over(att, serving)
+        if let Some(mut att) = self.store.attempts.remove(key)
+            && !self.hand_over(&mut att, serving)
         {
             self.stats.dropped_no_connection += att.queue.pending() as u64;
         }
     }
 
-    /// Moves what waited for an attempt onto the connection serving `pki`, if one does;
-    /// gives the attempt back otherwise.
-    fn hand_over(&mut self, mut att: Attempt, pki: &PkiId) -> Result<(), Attempt> {
+    /// Moves what waited for an attempt onto the connection serving `pki`, if one does
+    /// (whether one did).
+    fn hand_over(&mut self, att: &mut Attempt, pki: &PkiId) -> bool {
         let Some(target) = self.store.primary(pki) else {
-            return Err(att);
+            return false;
         };
         let (buf, waiting) = att.queue.take_pending();
         self.absorb(target, buf, waiting);
-        Ok(())
+        true
     }
 
     /// The attempt to reach `key` failed: its messages go to a connection the peer opened
     /// to us meanwhile, or are dropped and the peer presumed dead.
     pub(super) fn attempt_failed(&mut self, key: &PkiId, err: HandshakeError) {
-        let Some(att) = self.store.attempts.remove(key) else {
+        let Some(mut att) = self.store.attempts.remove(key) else {
             return;
         };
         // Someone may have connected to us meanwhile under that PKI-ID: use theirs.
-        let Err(att) = self.hand_over(att, key) else {
+        if self.hand_over(&mut att, key) {
             return;
-        };
+        }
         let dropped = att.queue.pending();
         tracing::debug!(
             target: "fabric_gossip_core::store",
