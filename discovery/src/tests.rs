@@ -721,6 +721,325 @@ fn membership_is_bounded_in_bytes_and_counts_them_as_members_come_and_go() {
     assert_eq!(d.membership.bytes(), weights(&d));
 }
 
+/// The membership names, sorted.
+fn names(d: &Discovery) -> Vec<String> {
+    let mut v: Vec<String> = d
+        .membership
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k.as_bytes()).into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Shares are dominant shares: B, holding three of five places in small members, holds
+/// a larger share than C, holding two in large members that take more bytes but less of
+/// the byte bound; our newcomer takes the place of one of B's.
+#[test]
+fn an_organization_holding_more_of_the_member_bound_gives_way_first() {
+    let (mut comm, mut d, w) = bounded_by_bytes(5, |w| 20 * w);
+    for who in ["b1", "b2", "b3"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    let large = |who: &str| alive_with_metadata(who, 1, 1, "", true, vec![1; 3 * w / 2].into());
+    for who in ["c1", "c2"] {
+        d.handle_message(T0, &mut comm, direct(who, large(who)));
+    }
+    assert_eq!(d.membership.len(), 5);
+    let share = |o: &str| {
+        d.membership
+            .org_share(Some(&Bytes::copy_from_slice(o.as_bytes())))
+    };
+    let (b, c) = (share("B"), share("C"));
+    assert!(c.bytes > b.bytes, "C holds more bytes");
+    assert!(d.usage(b) > d.usage(c), "B holds the larger share");
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    assert_eq!(names(&d), ["a1", "b2", "b3", "c1", "c2"]);
+}
+
+/// A newcomer's organization is reckoned with the newcomer, its bytes added to the ones
+/// its organization holds: near the byte bound, C's newcomers take B's places until
+/// neither holds two more than the other, as they do far from it.
+#[test]
+fn a_newcomers_share_adds_its_bytes_to_its_organizations() {
+    let (mut comm, mut d, _) = bounded_by_bytes(4, |w| 10 * w);
+    for (k, who) in ["b1", "b2", "b3", "b4"].into_iter().enumerate() {
+        let at = T0 + SEC * k as u32;
+        d.handle_message(at, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    let later = T0 + SEC * 10;
+    for who in ["c1", "c2", "c3"] {
+        d.handle_message(later, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    assert_eq!(names(&d), ["b3", "b4", "c1", "c2"]);
+    assert_eq!(d.stats().members_evicted, 2);
+}
+
+/// Each victim is taken from the organization with the largest share as it would be
+/// with the victims already chosen gone: our large newcomer, needing three places by
+/// bytes, takes one of B's four, then (B and C even, three each) the one of C's heard
+/// from least recently, then another of B's.
+#[test]
+fn each_victim_comes_from_the_largest_share_left_by_the_ones_chosen_before() {
+    let (mut comm, mut d, w) = bounded_by_bytes(10, |w| 12 * w);
+    for who in ["c1", "c2", "c3"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    for who in ["b1", "b2", "b3", "b4"] {
+        d.handle_message(T0 + SEC, &mut comm, direct(who, alive(who, 1, 1, "")));
+    }
+    assert_eq!(d.membership.bytes(), 7 * w);
+    let a1 = || alive_with_metadata("a1", 1, 1, "", true, vec![1; 13 * w / 4].into());
+    let weighs = {
+        let (mut comm, mut d) = me();
+        d.handle_message(T0, &mut comm, direct("a1", a1()));
+        d.membership.bytes()
+    };
+    assert!(7 * w < weighs && weighs <= 8 * w, "three places needed");
+    d.handle_message(T0 + 2 * SEC, &mut comm, direct("a1", a1()));
+    assert_eq!(names(&d), ["a1", "b3", "b4", "c2", "c3"]);
+    assert_eq!(d.stats().members_evicted, 3);
+}
+
+/// A response's dead-list entry for a known member is not even verified (a dead list
+/// never kills a known member), however new; a newer alive-list entry is verified and
+/// taken.
+#[test]
+fn a_known_members_dead_list_entry_is_not_verified_and_its_newer_alive_entry_is_taken() {
+    let (mut comm, mut d) = me_knowing("a1", 1, 5);
+    let mut newer = alive("a1", 1, 9, "");
+    newer.signature = forged("a1").signature;
+    d.handle_message(T0, &mut comm, response("b1", vec![], vec![newer], 0));
+    assert_eq!(d.stats().alive_bad_signature, 0);
+    assert!(d.member(&pki("a1")).unwrap().alive);
+    d.handle_message(
+        T0,
+        &mut comm,
+        response("b1", vec![alive("a1", 1, 9, "")], vec![], 0),
+    );
+    assert_eq!(
+        d.member(&pki("a1")).unwrap().timestamp,
+        crate::Timestamp { inc: 1, seq: 9 }
+    );
+}
+
+/// An alive message older than the one membership holds (learnt from a response, which
+/// leaves the message store as it was) changes nothing, and is counted stale.
+#[test]
+fn an_alive_message_older_than_the_members_is_counted_stale() {
+    let (mut comm, mut d) = me();
+    d.handle_message(
+        T0,
+        &mut comm,
+        response("b1", vec![alive("a1", 1, 5, "")], vec![], 0),
+    );
+    let stale = d.stats().alive_stale;
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 3, "")));
+    assert_eq!(d.stats().alive_stale - stale, 1);
+    assert_eq!(
+        d.member(&pki("a1")).unwrap().timestamp,
+        crate::Timestamp { inc: 1, seq: 5 }
+    );
+}
+
+/// Members learnt alive or from a dead list are counted learnt; one learnt dead and back
+/// alive, resurrected.
+#[test]
+fn members_learnt_alive_or_dead_and_resurrected_are_counted() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    assert_eq!(d.stats().members_learned, 1);
+    d.handle_message(
+        T0,
+        &mut comm,
+        response("b1", vec![], vec![alive("a2", 1, 1, "")], 0),
+    );
+    assert!(!d.member(&pki("a2")).unwrap().alive);
+    assert_eq!(d.stats().members_learned, 2);
+    assert_eq!(d.stats().members_resurrected, 0);
+    d.handle_message(T0, &mut comm, direct("a2", alive("a2", 1, 2, "")));
+    assert!(d.member(&pki("a2")).unwrap().alive);
+    assert_eq!(d.stats().members_learned, 2);
+    assert_eq!(d.stats().members_resurrected, 1);
+}
+
+/// A fan-out of 0 (`propagate_peer_num`) spreads our heartbeat to nobody, and a sync
+/// asking 0 members (`pull_peer_num`) asks nobody.
+#[test]
+fn a_fan_out_of_zero_sends_to_nobody() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
+    cfg.propagate_peer_num = 0;
+    cfg.pull_peer_num = 0;
+    let (mut comm, mut d) = node(cfg);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let sent = d.stats().requests_sent;
+    d.heartbeat(T0 + 5 * SEC, &mut comm);
+    d.sync(T0 + 5 * SEC, &mut comm);
+    assert_eq!(d.stats().alive_sent, 0);
+    assert_eq!(d.stats().requests_sent, sent);
+}
+
+/// The identity membership holds for a member is the one to verify its messages with
+/// until it expires (not at its expiry), even where nothing else holds it (here: a comm
+/// that never learnt it, and no pull).
+#[test]
+fn membership_knows_a_members_identity_until_it_expires() {
+    let expiry = T0 + 10 * SEC;
+    let (mut comm, mut d) = me_with(security("me").expiring(&b"a1"[..], expiry));
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    assert_eq!(d.member(&pki("a1")).map(|m| m.alive), Some(true));
+    let stranger = Comm::new(Config::default(), security("me"), T0).unwrap();
+    assert!(stranger.identity_of(&pki("a1")).is_none());
+    assert_eq!(
+        d.known_identity(&stranger, &pki("a1"), expiry - SEC)
+            .as_deref(),
+        Some(&b"a1"[..])
+    );
+    assert_eq!(d.known_identity(&stranger, &pki("a1"), expiry), None);
+}
+
+/// A large view in which few members may be sent our heartbeat (here: 3 of ours among
+/// 100 of no known organization, to which it never goes) still gets its full fan-out: the
+/// members the bounded random draws missed are found by shuffling the whole view.
+#[test]
+fn a_heartbeat_gets_its_full_fan_out_when_few_members_may_take_it() {
+    let (mut comm, mut d) = node(DiscoveryConfig::new("me.int:7051"));
+    let mut who: Vec<String> = vec!["a1".into(), "a2".into(), "a3".into()];
+    who.extend((0..100).map(|i| format!("u{i}")));
+    for w in &who {
+        d.handle_message(T0, &mut comm, direct(w, alive(w, 1, 1, "")));
+    }
+    assert_eq!(d.members().len(), 103);
+    d.heartbeat(T0 + 5 * SEC, &mut comm);
+    assert_eq!(d.stats().alive_sent, 3);
+}
+
+/// A layer that cannot subscribe at start (here: comm already stopped) counts a comm
+/// error and stays stopped: no subscription, no deadline.
+#[test]
+fn a_layer_that_cannot_subscribe_stays_stopped() {
+    let mut comm = Comm::new(Config::default(), security("me"), T0).unwrap();
+    comm.stop(T0);
+    let mut d = Discovery::new(DiscoveryConfig::new("me.int:7051")).unwrap();
+    d.start(T0, &mut comm);
+    assert_eq!(d.stats().comm_errors, 1);
+    assert_eq!(d.subscription(), None);
+    assert_eq!(d.poll_timeout(), None);
+}
+
+/// Once stopped, the layer takes no more of comm's events or messages, and its timers do
+/// nothing.
+#[test]
+fn a_stopped_layer_ignores_comm_events_and_timeouts() {
+    let (mut comm, mut d) = me_knowing("a1", 1, 1);
+    d.handle_comm_event(T0, &mut comm, &Event::Stopped);
+    assert_eq!(d.poll_timeout(), None);
+    d.handle_comm_event(T0, &mut comm, &presumed_dead("a1"));
+    assert!(d.member(&pki("a1")).unwrap().alive);
+    let (sent, requests) = (d.stats().alive_sent, d.stats().requests_sent);
+    d.handle_timeout(T0 + 60 * SEC, &mut comm);
+    assert_eq!(d.stats().alive_sent, sent);
+    assert_eq!(d.stats().requests_sent, requests);
+    assert!(d.member(&pki("a1")).unwrap().alive, "not expired either");
+    d.handle_message(T0, &mut comm, direct("a2", alive("a2", 1, 1, "")));
+    assert!(d.member(&pki("a2")).is_none());
+    assert_eq!(d.stats().alive_received, 1, "a1's alone");
+}
+
+/// The store's scan runs on its timer from the start: a member dead for longer than the
+/// message TTL is purged by the first scan due after that.
+#[test]
+fn the_store_scan_runs_on_its_timer_and_purges_the_long_dead() {
+    let (mut comm, mut d) = me();
+    let ttl = d.config().msg_ttl();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    d.handle_timeout(T0 + 30 * SEC, &mut comm);
+    assert!(!d.member(&pki("a1")).unwrap().alive, "expired");
+    d.handle_timeout(T0 + ttl + 60 * SEC, &mut comm);
+    assert!(d.member(&pki("a1")).is_none(), "purged");
+}
+
+/// Each kind of membership message is counted as received.
+#[test]
+fn each_kind_of_membership_message_is_counted_as_received() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    d.handle_message(T0, &mut comm, request("a2", alive("a2", 1, 1, "")));
+    d.handle_message(T0, &mut comm, response("b1", vec![], vec![], 0));
+    let s = d.stats();
+    assert_eq!(
+        (s.alive_received, s.requests_received, s.responses_received),
+        (1, 1, 1)
+    );
+}
+
+/// The `Layer` trait's deadline and events are the machine's own.
+#[test]
+fn the_layer_trait_reports_the_deadline_and_the_events() {
+    let (mut comm, mut d) = me();
+    assert!(d.poll_timeout().is_some());
+    assert_eq!(
+        Layer::<TestOnlyHmacSecurity>::poll_timeout(&d),
+        d.poll_timeout()
+    );
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let ev = Layer::<TestOnlyHmacSecurity>::poll_event(&mut d);
+    assert!(
+        matches!(&ev, Some(DiscoveryEvent::MemberAlive { member, .. }) if member.pki_id == pki("a1")),
+        "{ev:?}"
+    );
+    assert!(Layer::<TestOnlyHmacSecurity>::poll_event(&mut d).is_none());
+}
+
+/// Comm closing a member's connection because its identity expired, or because the
+/// provider now refuses it, purges the member at once, with that reason.
+#[test]
+fn a_connection_closed_for_its_identity_purges_the_member() {
+    use fabric_gossip_core::{CloseReason, SecurityError};
+    let refused = SecurityError::BadSignature("revoked".into());
+    for (close, why) in [
+        (CloseReason::IdentityExpired, PurgeReason::IdentityExpired),
+        (
+            CloseReason::IdentityRefused(refused),
+            PurgeReason::IdentityRefused,
+        ),
+    ] {
+        let (mut comm, mut d) = me_knowing("a1", 1, 1);
+        let ev = Event::Disconnected {
+            conn: StreamId::from_parts(7, 7),
+            pki_id: pki("a1"),
+            reason: close,
+        };
+        d.handle_comm_event(T0, &mut comm, &ev);
+        assert!(d.member(&pki("a1")).is_none(), "{why:?}");
+        let ev = events(&mut d);
+        assert!(
+            matches!(&ev[..], [DiscoveryEvent::MemberPurged { member, reason }]
+                if member.pki_id == pki("a1") && *reason == why),
+            "{ev:?}"
+        );
+    }
+}
+
+/// What the accessors report: the subscription made at start (the layer's own), the
+/// bytes membership holds, and a member's latest alive envelope.
+#[test]
+fn the_accessors_report_the_subscription_the_bytes_held_and_the_envelopes() {
+    let (mut comm, mut d) = me();
+    let sub = d.subscription().expect("subscribed at start");
+    assert!(Layer::<TestOnlyHmacSecurity>::owns_subscription(&d, sub));
+    let other = comm.subscribe(Box::new(|_| false)).unwrap();
+    assert!(!Layer::<TestOnlyHmacSecurity>::owns_subscription(&d, other));
+    assert_eq!(d.membership_bytes(), 0);
+    let env = alive("a1", 1, 1, "");
+    d.handle_message(T0, &mut comm, direct("a1", env.clone()));
+    let held: usize = d.membership.iter().map(|(_, m)| m.weight()).sum();
+    assert!(held > 1);
+    assert_eq!(d.membership_bytes(), held);
+    assert_eq!(d.member_envelope(&pki("a1")), Some(&env));
+    assert_eq!(d.member_envelope(&pki("a2")), None);
+}
+
 #[test]
 fn a_dead_list_teaches_unknown_members_only_and_they_resurrect() {
     let (mut comm, mut d) = me_knowing("a1", 1, 5);
@@ -1250,6 +1569,207 @@ fn a_bootstrap_is_acked_only_by_a_response_with_its_nonce() {
     assert!(d.member(&pki("a1")).unwrap().alive);
 }
 
+/// A node joining through `bootstrap` whose periodic tasks run far apart (but for the
+/// reconnect pass, every 10 s; the certstore off): its next deadline is the bootstrap's
+/// whenever that one comes first. Requests wait 2 s for their answer, and the bootstrap
+/// gives up after 3 attempts.
+fn bootstrapping_quietly(bootstrap: &str) -> (Comm<TestOnlyHmacSecurity>, Discovery) {
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_bootstrap([bootstrap]);
+    cfg.alive_interval = Duration::from_secs(1000);
+    cfg.alive_expiration = Duration::from_secs(2000);
+    cfg.pull_interval = Duration::from_secs(1000);
+    cfg.reconnect_interval = Duration::from_secs(10);
+    cfg.ack_wait = Duration::from_secs(2);
+    cfg.max_connection_attempts = 3;
+    cfg.certstore.enabled = false;
+    node(cfg)
+}
+
+/// The handshake with the bootstrap peer `who` at `who:7051`, in flight, ends at `now`.
+fn bootstrap_handshake_done(
+    comm: &mut Comm<TestOnlyHmacSecurity>,
+    d: &mut Discovery,
+    now: Instant,
+    who: &str,
+    ok: bool,
+) {
+    let crate::bootstrap::BootState::Identifying(op) = d.bootstraps[0].state.clone() else {
+        panic!("{:?}", d.bootstraps[0].state)
+    };
+    let result = if ok {
+        Ok(Arc::new(ConnectionInfo {
+            id: pki(who),
+            identity: Bytes::copy_from_slice(who.as_bytes()),
+            endpoint: format!("{who}:7051"),
+            signed_data: Bytes::new(),
+            signature: Bytes::new(),
+        }))
+    } else {
+        Err(fabric_gossip_core::HandshakeError::Timeout)
+    };
+    d.handle_comm_event(now, comm, &Event::HandshakeDone { op, result });
+}
+
+/// A failed identification is tried again one `reconnect_interval` after it failed, not
+/// at an earlier tick of another task, and the node wakes for it.
+#[test]
+fn a_failed_bootstrap_is_identified_again_at_its_instant_and_the_node_wakes_for_it() {
+    use crate::bootstrap::BootState;
+    let at = |s: u64| T0 + Duration::from_secs(s);
+    let (mut comm, mut d) = bootstrapping_quietly("a1:7051");
+    assert_eq!(d.bootstraps[0].attempts, 1);
+    bootstrap_handshake_done(&mut comm, &mut d, at(1), "a1", false);
+    assert!(
+        matches!(d.bootstraps[0].state, BootState::Idle(t) if t == at(11)),
+        "{:?}",
+        d.bootstraps[0].state
+    );
+    // The reconnect pass at 10 s comes first, and leaves the bootstrap alone.
+    assert_eq!(d.poll_timeout(), Some(at(10)));
+    d.handle_timeout(at(10), &mut comm);
+    assert_eq!(d.bootstraps[0].attempts, 1);
+    assert!(matches!(d.bootstraps[0].state, BootState::Idle(_)));
+    assert_eq!(d.poll_timeout(), Some(at(11)), "the node wakes for it");
+    d.handle_timeout(at(11), &mut comm);
+    assert_eq!(d.bootstraps[0].attempts, 2);
+    assert!(matches!(d.bootstraps[0].state, BootState::Identifying(_)));
+}
+
+/// An unanswered request is sent again one `reconnect_interval` after its `ack_wait`
+/// ended, neither earlier nor at another task's tick; each send counts as an attempt
+/// (one comm refuses too, counted as a comm error), and the bootstrap gives up after
+/// `max_connection_attempts` of them. The node wakes for each of these instants.
+#[test]
+fn an_unanswered_bootstrap_request_is_resent_at_its_instants_then_given_up() {
+    use crate::bootstrap::BootState;
+    let at = |s: u64| T0 + Duration::from_secs(s);
+    let (mut comm, mut d) = bootstrapping_quietly("a1:7051");
+    bootstrap_handshake_done(&mut comm, &mut d, T0, "a1", true);
+    let state = |d: &Discovery| d.bootstraps[0].state.clone();
+    assert!(
+        matches!(state(&d), BootState::AwaitingAck { deadline, .. } if deadline == at(2)),
+        "{:?}",
+        state(&d)
+    );
+    assert_eq!(
+        d.poll_timeout(),
+        Some(at(2)),
+        "the node wakes for the end of the wait"
+    );
+    d.handle_timeout(at(1), &mut comm);
+    assert!(
+        matches!(state(&d), BootState::AwaitingAck { .. }),
+        "still waiting"
+    );
+    d.handle_timeout(at(2), &mut comm);
+    assert!(
+        matches!(state(&d), BootState::Resend { at: t, .. } if t == at(12)),
+        "{:?}",
+        state(&d)
+    );
+    // The reconnect pass at 10 s comes first, and sends nothing.
+    assert_eq!(d.poll_timeout(), Some(at(10)));
+    d.handle_timeout(at(10), &mut comm);
+    assert_eq!(d.stats().requests_sent, 1);
+    assert_eq!(
+        d.poll_timeout(),
+        Some(at(12)),
+        "the node wakes for the resend"
+    );
+    d.handle_timeout(at(12), &mut comm);
+    assert_eq!(d.stats().requests_sent, 2);
+    assert_eq!(d.bootstraps[0].sends, 2);
+    // The third send, refused by comm (stopped under the layer), is an attempt too.
+    d.handle_timeout(at(14), &mut comm);
+    d.handle_timeout(at(20), &mut comm);
+    let errors = d.stats().comm_errors;
+    comm.stop(at(24));
+    d.handle_timeout(at(24), &mut comm);
+    assert_eq!(d.stats().comm_errors - errors, 1);
+    assert_eq!(d.stats().requests_sent, 2);
+    assert_eq!(d.bootstraps[0].sends, 3);
+    let _ = events(&mut d);
+    d.handle_timeout(at(26), &mut comm);
+    d.handle_timeout(at(30), &mut comm);
+    assert!(matches!(state(&d), BootState::Resend { .. }));
+    d.handle_timeout(at(36), &mut comm);
+    assert!(matches!(state(&d), BootState::GaveUp), "{:?}", state(&d));
+    assert_eq!(d.stats().bootstrap_failures, 1);
+    let ev = events(&mut d);
+    assert!(
+        matches!(
+            &ev[..],
+            [DiscoveryEvent::BootstrapFailed {
+                error: crate::BootstrapError::NoResponse,
+                attempt: 3,
+                gave_up: true,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+}
+
+/// A bootstrap request carries our secret (internal endpoint) to a peer of our
+/// organization, and to an anchor peer of another one goes without it.
+#[test]
+fn a_bootstrap_request_carries_our_secret_only_to_our_organization() {
+    let secret_sent = |d: &Discovery| {
+        let crate::bootstrap::BootState::AwaitingAck { request, .. } = &d.bootstraps[0].state
+        else {
+            panic!("{:?}", d.bootstraps[0].state)
+        };
+        let Some(gossip_message::Content::MemReq(req)) = &request.message().content else {
+            panic!("{request:?}")
+        };
+        req.self_information
+            .as_ref()
+            .unwrap()
+            .secret_envelope
+            .is_some()
+    };
+    let (mut comm, mut d) = bootstrapping_quietly("a1:7051");
+    bootstrap_handshake_done(&mut comm, &mut d, T0, "a1", true);
+    assert!(secret_sent(&d), "a1 is of our organization");
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
+    cfg.certstore.enabled = false;
+    let (mut comm, mut d) = node(cfg);
+    d.connect_anchor(T0, "b1:7051");
+    d.handle_timeout(T0, &mut comm);
+    bootstrap_handshake_done(&mut comm, &mut d, T0, "b1", true);
+    assert!(!secret_sent(&d), "b1 is of another organization");
+}
+
+/// An anchor peer of another organization, which we could only join through our
+/// external endpoint, is given up at once when we have none: one failure, counted.
+#[test]
+fn a_foreign_anchor_without_our_external_endpoint_is_given_up_and_counted() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.certstore.enabled = false;
+    let (mut comm, mut d) = node(cfg);
+    d.connect_anchor(T0, "b1:7051");
+    d.handle_timeout(T0, &mut comm);
+    bootstrap_handshake_done(&mut comm, &mut d, T0, "b1", true);
+    assert!(matches!(
+        d.bootstraps[0].state,
+        crate::bootstrap::BootState::GaveUp
+    ));
+    assert_eq!(d.stats().bootstrap_failures, 1);
+    assert_eq!(d.stats().requests_sent, 0);
+    let ev = events(&mut d);
+    assert!(
+        matches!(
+            &ev[..],
+            [DiscoveryEvent::BootstrapFailed {
+                error: crate::BootstrapError::AnchorWithoutExternalEndpoint,
+                gave_up: true,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+}
+
 /// An authenticated inbound connection from `who` (the core's handshake, as a remote
 /// sends it), for tests whose answers must really be queued.
 fn connect(comm: &mut Comm<TestOnlyHmacSecurity>, who: &str) -> StreamId {
@@ -1472,6 +1992,39 @@ fn a_sync_signs_one_alive_message_for_all_its_targets() {
     assert!(infos["a1"].secret_envelope.is_some());
     assert!(infos["a2"].secret_envelope.is_some());
     assert!(infos["b1"].secret_envelope.is_none(), "stripped for org B");
+}
+
+/// A heartbeat goes with our secret to the members of our organization, and without it
+/// to the others'.
+#[test]
+fn a_heartbeat_carries_our_secret_only_to_our_organization() {
+    let (mut comm, mut d, conn) = answering(&["a1", "b1"]);
+    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    d.heartbeat(T0 + 5 * SEC, &mut comm);
+    assert_eq!(d.stats().alive_sent, 2);
+    let (actions, _) = fabric_gossip_core::testing::drain(&mut comm);
+    let mut secret = BTreeMap::new();
+    for a in actions {
+        let fabric_gossip_core::Action::Write {
+            stream, envelope, ..
+        } = a
+        else {
+            continue;
+        };
+        let who = *conn.iter().find(|(_, s)| **s == stream).unwrap().0;
+        let outer = Envelope::decode(envelope).unwrap();
+        let msg = GossipMessage::decode(outer.payload.clone()).unwrap();
+        assert!(
+            matches!(msg.content, Some(gossip_message::Content::AliveMsg(_))),
+            "{msg:?}"
+        );
+        assert!(
+            secret
+                .insert(who, outer.secret_envelope.is_some())
+                .is_none()
+        );
+    }
+    assert_eq!(secret, BTreeMap::from([("a1", true), ("b1", false)]));
 }
 
 /// Our own alive message as another node would carry it: external `ext`, and a secret
@@ -1939,6 +2492,40 @@ fn a_sync_we_cannot_sign_for_sends_nothing_and_counts_the_failure() {
     d.sync(T0, &mut comm);
     assert_eq!(d.stats().comm_errors - errors, 1);
     assert_eq!(d.stats().requests_sent - sent, 1);
+}
+
+/// A heartbeat for which our alive message cannot be signed sends nothing and counts the
+/// failure (`comm_errors`); the next one that can be signed is sent.
+#[test]
+fn a_heartbeat_we_cannot_sign_sends_nothing_and_counts_the_failure() {
+    let (mut comm, mut d, fail) = me_failing_to_sign();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    let errors = d.stats().comm_errors;
+    fail.store(true, std::sync::atomic::Ordering::Relaxed);
+    d.heartbeat(T0 + 5 * SEC, &mut comm);
+    assert_eq!(d.stats().comm_errors - errors, 1);
+    assert_eq!(d.stats().alive_sent, 0);
+    fail.store(false, std::sync::atomic::Ordering::Relaxed);
+    d.heartbeat(T0 + 10 * SEC, &mut comm);
+    assert_eq!(d.stats().comm_errors - errors, 1);
+    assert_eq!(d.stats().alive_sent, 1);
+}
+
+/// The copies of a heartbeat comm refuses to send (here: comm stopped under the layer) are
+/// counted in `comm_errors`, one per message refused (ours with our secret, the others'
+/// without), not as sent.
+#[test]
+fn a_heartbeat_comm_refuses_is_counted_as_errors_not_sent() {
+    let (mut comm, mut d) = me();
+    for w in ["a1", "b1"] {
+        let ext = format!("{w}.ext:1");
+        d.handle_message(T0, &mut comm, direct(w, alive(w, 1, 1, &ext)));
+    }
+    comm.stop(T0);
+    let errors = d.stats().comm_errors;
+    d.heartbeat(T0 + 5 * SEC, &mut comm);
+    assert_eq!(d.stats().comm_errors - errors, 2);
+    assert_eq!(d.stats().alive_sent, 0);
 }
 
 /// A request comm refuses to send (here: comm stopped under the layer) is counted in

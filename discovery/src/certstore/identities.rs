@@ -730,6 +730,124 @@ mod tests {
         s.check_accounts();
     }
 
+    /// An identity weighs its signed message, its certificate, its PKI-ID and its
+    /// organization, each once, and [`ENTRY_OVERHEAD`].
+    #[test]
+    fn an_identity_weighs_each_of_its_parts_once() {
+        let id = ValidIdentity {
+            pki_id: PkiId::new(Bytes::from_static(b"pki")),
+            cert: Bytes::from_static(b"certificate"),
+            expires: None,
+            envelope: Envelope {
+                payload: Bytes::from_static(b"payload"),
+                signature: Bytes::from_static(b"sig"),
+                secret_envelope: None,
+            },
+        };
+        let message = prost::Message::encoded_len(&id.envelope);
+        assert!(message > 0);
+        assert_eq!(
+            weight(&id, org("Org1").as_ref()),
+            ENTRY_OVERHEAD + message + "certificate".len() + "pki".len() + "Org1".len()
+        );
+        assert_eq!(
+            weight(&id, None),
+            ENTRY_OVERHEAD + message + "certificate".len() + "pki".len()
+        );
+    }
+
+    /// A share is the larger of its fractions of the two bounds: an organization holding
+    /// half the count bound in small identities holds a larger share than one holding a
+    /// quarter of it in large identities that take more bytes (but less of the byte
+    /// bound), and the newcomer takes the place of one of the former's.
+    #[test]
+    fn an_organization_holding_more_of_the_count_bound_gives_way_first() {
+        let sized = |n: &str, len: usize| ValidIdentity {
+            cert: Bytes::from(vec![0u8; len]),
+            ..vid(n, None)
+        };
+        let mut s = ours_a();
+        let bounds = Bounds {
+            count: 8,
+            bytes: 10_000,
+        };
+        // Other organizations' share of the count, 6 of 8: B holds 4, C 2.
+        for who in ["b1", "b2", "b3", "b4"] {
+            assert_eq!(s.put(vid(who, None), org("B"), T0, bounds), Ok(Stored::New));
+        }
+        for who in ["c1", "c2"] {
+            assert_eq!(
+                s.put(sized(who, 1000), org("C"), T0, bounds),
+                Ok(Stored::New)
+            );
+        }
+        let held = |s: &Identities, o: &str| s.held.orgs[&org(o).unwrap()].share;
+        let (b, c) = (held(&s, "B"), held(&s, "C"));
+        assert!(c.bytes > b.bytes, "C takes more bytes");
+        assert!(
+            c.bytes * bounds.count < c.count * bounds.bytes,
+            "C's is a count share"
+        );
+        assert!(bounds.usage(b) > bounds.usage(c));
+        assert_eq!(
+            s.put(vid("d1", None), org("D"), T0, bounds),
+            Ok(Stored::Evicting(1))
+        );
+        assert!(!s.has(&vid("b1", None).pki_id, T0), "B's least used went");
+        assert!(s.has(&vid("c1", None).pki_id, T0));
+        assert!(s.has(&vid("c2", None).pki_id, T0));
+        s.check_accounts();
+    }
+
+    /// A newcomer of ours past the byte bound takes as many of other organizations'
+    /// places as the bytes it needs, each place counted by what its identity weighs.
+    #[test]
+    fn ours_take_as_many_places_as_the_byte_bound_needs() {
+        let mut s = ours_a();
+        let w = s.bytes();
+        let bounds = Bounds {
+            count: 100,
+            bytes: 6 * w,
+        };
+        for who in ["b1", "b2", "b3", "b4"] {
+            assert_eq!(s.put(vid(who, None), org("B"), T0, bounds), Ok(Stored::New));
+        }
+        // Five of six held: a newcomer of more than two but at most three of them
+        // needs two places.
+        let large = ValidIdentity {
+            cert: Bytes::from(vec![0u8; 2 * w]),
+            ..vid("a1", None)
+        };
+        let weighs = weight(&large, org("A").as_ref());
+        assert!(2 * w < weighs && weighs <= 3 * w);
+        assert_eq!(s.put(large, org("A"), T0, bounds), Ok(Stored::Evicting(2)));
+        assert_eq!(s.bytes(), 3 * w + weighs);
+        s.check_accounts();
+    }
+
+    /// The accounts check is not vacuous: running totals that drift from the entries
+    /// held fail it.
+    #[test]
+    #[should_panic(expected = "bytes held")]
+    fn the_accounts_check_notices_totals_that_drift_from_the_entries() {
+        let mut s = ours_a();
+        assert_eq!(
+            s.put(
+                vid("b1", None),
+                org("B"),
+                T0,
+                Bounds {
+                    count: 8,
+                    bytes: usize::MAX
+                }
+            ),
+            Ok(Stored::New)
+        );
+        s.check_accounts();
+        s.held.bytes += 1;
+        s.check_accounts();
+    }
+
     #[test]
     fn keeps_the_first_bounded_and_purges_expired_and_unused_but_not_ours() {
         let mut s = Identities::default();
