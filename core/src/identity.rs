@@ -78,7 +78,7 @@ pub(crate) struct StoredIdentity {
 /// dozen byte-string compares per look-up. Beside it, the same keys by age, so that an
 /// eviction costs a look at the oldest few, not a scan of them all: with membership
 /// sharing every identity it learns, a full store of 16,384 took 227 µs per newcomer,
-/// and a hostile organization's pulled identities hundreds of thousands of them.
+/// and the identity pull may bring tens of thousands of a hostile organization's.
 #[derive(Debug)]
 pub(crate) struct IdentityStore {
     by_pki: Map<PkiKey, StoredIdentity>,
