@@ -11,14 +11,6 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// The dial the core asks for in `acts`, if any.
-fn dial_of(acts: &[Action]) -> Option<(DialId, String)> {
-    acts.iter().find_map(|a| match a {
-        Action::Dial { dial, endpoint } => Some((*dial, endpoint.clone())),
-        _ => None,
-    })
-}
-
 fn closes(acts: &[Action], dial: DialId) -> bool {
     acts.contains(&Action::CloseDial { dial })
 }

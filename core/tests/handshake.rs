@@ -2,6 +2,7 @@
 //! writes crafted Envelopes into an accepting or dialling core. Each negative path is
 //! checked by its exact error, in Fabric's order, and by its counter.
 
+use crate::common::one_core::{ME, REMOTE, core, dial_of, now};
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::testing::{conn_establish, drain, open_outbound};
@@ -9,22 +10,11 @@ use fabric_gossip_core::*;
 use prost::Message;
 use std::time::Duration;
 
-const ME: &str = "127.0.0.1:7050";
-const REMOTE: &str = "127.0.0.1:7051";
-
-fn now() -> Instant {
-    Instant::from_unix_secs(1_700_000_000)
-}
-
 fn tls() -> TlsHashes {
     TlsHashes {
         client_cert_hash: [1; 32],
         server_cert_hash: [2; 32],
     }
-}
-
-fn core(config: Config) -> Comm<TestOnlyHmacSecurity> {
-    Comm::new(config, TestOnlyHmacSecurity::new(ME), now()).unwrap()
 }
 
 /// A ConnEstablish envelope as a remote would send it.
@@ -565,12 +555,7 @@ fn a_handshake_op_that_times_out_closes_its_dial() {
         .handshake(now(), &RemotePeer::new(REMOTE, REMOTE))
         .unwrap();
     let (acts, _) = drain(&mut c);
-    let Some(dial) = acts.iter().find_map(|a| match a {
-        Action::Dial { dial, .. } => Some(*dial),
-        _ => None,
-    }) else {
-        panic!("no dial: {acts:?}");
-    };
+    let (dial, _) = dial_of(&acts).expect("a dial");
     c.handle_timeout(now() + Duration::from_secs(1));
     let (acts, ev) = drain(&mut c);
     assert_eq!(done(&ev, op), Some(Err(HandshakeError::OperationTimeout)));
@@ -587,12 +572,7 @@ fn a_dial_with_no_result_by_dial_timeout_fails_as_timed_out() {
     let mut c = core(cfg);
     let op = c.probe(now(), &RemotePeer::new(REMOTE, REMOTE)).unwrap();
     let (acts, _) = drain(&mut c);
-    let Some(dial) = acts.iter().find_map(|a| match a {
-        Action::Dial { dial, .. } => Some(*dial),
-        _ => None,
-    }) else {
-        panic!("no dial: {acts:?}");
-    };
+    let (dial, _) = dial_of(&acts).expect("a dial");
     assert_eq!(c.poll_timeout(), Some(deadline));
     c.handle_timeout(deadline);
     let (acts, ev) = drain(&mut c);

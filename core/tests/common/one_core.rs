@@ -25,6 +25,14 @@ pub fn hello() -> Bytes {
     conn_establish(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", false, true)
 }
 
+/// The dial the core asks for in `acts`, if any.
+pub fn dial_of(acts: &[Action]) -> Option<(DialId, String)> {
+    acts.iter().find_map(|a| match a {
+        Action::Dial { dial, endpoint } => Some((*dial, endpoint.clone())),
+        _ => None,
+    })
+}
+
 pub fn data(seq: u64) -> GossipMessage {
     data_message(seq, Bytes::from_static(b"block"))
 }
