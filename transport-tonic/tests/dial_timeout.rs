@@ -143,11 +143,7 @@ async fn a_closed_port_fails_the_dial_at_its_timeout_not_before() {
     let dial_timeout = Duration::from_millis(1500);
     let cfg = config().with_timeouts(dial_timeout, Duration::from_secs(2), Duration::from_secs(4));
     let a = node(cfg, None).await;
-    let started = Instant::now();
-    let err = within("probe", a.probe(&RemotePeer::new(addr.to_string(), "x")))
-        .await
-        .unwrap_err();
-    let took = started.elapsed();
+    let (err, took) = failed_probe(&a, addr).await;
     assert!(
         matches!(&err, OpError::Failed(ProbeError::Dial(DialError::Failed(e))) if e.contains("refused")),
         "{err:?}"

@@ -58,11 +58,7 @@ async fn probe_of_unresponsive_peer_times_out() {
     let conn_timeout = Duration::from_millis(500);
     let cfg = config().with_timeouts(Duration::from_secs(2), conn_timeout, Duration::from_secs(2));
     let a = node(cfg, None).await;
-    let started = Instant::now();
-    let err = within("probe", a.probe(&RemotePeer::new(addr.to_string(), "x")))
-        .await
-        .unwrap_err();
-    let took = started.elapsed();
+    let (err, took) = failed_probe(&a, addr).await;
     assert!(
         matches!(err, OpError::Failed(ProbeError::Ping(_))),
         "{err:?}"

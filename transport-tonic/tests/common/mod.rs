@@ -29,6 +29,21 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     }
 }
 
+/// A probe of `addr` (expecting anyone) that must fail, within [`DEADLINE`]: its error
+/// and how long it took.
+pub async fn failed_probe(
+    node: &Node,
+    addr: std::net::SocketAddr,
+) -> (
+    fabric_gossip_tonic::OpError<fabric_gossip_core::ProbeError>,
+    Duration,
+) {
+    let started = std::time::Instant::now();
+    let peer = fabric_gossip_core::RemotePeer::new(addr.to_string(), "x");
+    let err = within("probe", node.probe(&peer)).await.unwrap_err();
+    (err, started.elapsed())
+}
+
 /// Polls `cond` every millisecond until it holds, failing the test at `DEADLINE`.
 pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let mut tick = tokio::time::interval(Duration::from_millis(1));
