@@ -271,14 +271,13 @@ fn probe_and_handshake_retry_too() {
     assert_eq!(net.nodes[0].comm.stats().dial_retries, 2);
 }
 
-/// The harness's whole network: a peer that crashed is dialled, refuses, restarts 1.5 s
-/// later, and the retry reaches it: the message is delivered and nobody is presumed dead.
-#[test]
-fn a_peer_back_within_the_dial_timeout_gets_the_message() {
+/// Two nodes of the harness: node 1 crashed, node 0 sending to it, and node 1 restarted
+/// `down` later (subscribed, nothing delivered yet), node 0's dial still under way.
+fn back_after(down: Duration) -> Net {
     let mut net = Net::new(2, |_| Config::default());
     net.crash(1);
     net.send(0, 1, b"while you were out");
-    net.advance(ms(1500));
+    net.advance(down);
     assert!(net.delivered_data(1).is_empty());
     net.restart(
         1,
@@ -286,6 +285,14 @@ fn a_peer_back_within_the_dial_timeout_gets_the_message() {
         Config::default(),
     );
     net.subscribe_all(1);
+    net
+}
+
+/// The harness's whole network: a peer that crashed is dialled, refuses, restarts 1.5 s
+/// later, and the retry reaches it: the message is delivered and nobody is presumed dead.
+#[test]
+fn a_peer_back_within_the_dial_timeout_gets_the_message() {
+    let mut net = back_after(ms(1500));
     net.advance(Duration::from_secs(2));
     assert_eq!(net.delivered_data(1), vec![b"while you were out".to_vec()]);
     assert!(dead(&net.nodes[0].events).is_empty());
@@ -299,17 +306,7 @@ fn a_peer_back_within_the_dial_timeout_gets_the_message() {
 /// Fabric close what it made; the outcome is the same, one connection, with less churn).
 #[test]
 fn a_peer_that_connects_during_the_back_off_ends_the_dial() {
-    let mut net = Net::new(2, |_| Config::default());
-    net.crash(1);
-    net.send(0, 1, b"while you were out");
-    net.advance(ms(300));
-    assert!(net.delivered_data(1).is_empty());
-    net.restart(
-        1,
-        Box::new(TestOnlyHmacSecurity::new(ep(1))),
-        Config::default(),
-    );
-    net.subscribe_all(1);
+    let mut net = back_after(ms(300));
     // Back, it dials node 0 first (as a restarting peer dials those it knows).
     net.send(1, 0, b"hello again");
     net.advance(ms(100));
