@@ -307,10 +307,10 @@ async fn start_member(
         match b.start(security).await {
             Ok(node) => break (node, rx),
             // Only a restart can race the release of its old listener; retry it briefly.
-            Err(StartError::Bind { source, .. })
+            Err(StartError::Bind { error, .. })
                 if m.addr.port() != 0 && Instant::now() < deadline =>
             {
-                last_bind_error = source.to_string();
+                last_bind_error = error.to_string();
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e @ StartError::Bind { .. }) if m.addr.port() != 0 => {

@@ -513,8 +513,8 @@ pub(crate) async fn start(
         Identity::Msp(s) => builder.start(*s).await,
     };
     r.map_err(|e| match e {
-        StartError::Bind { source, .. } => {
-            ConfigError(format!("--listen {listen}: cannot listen: {source}"))
+        StartError::Bind { error, .. } => {
+            ConfigError(format!("--listen {listen}: cannot listen: {error}"))
         }
         StartError::Tls(e) if e.contains("KeyMismatch") || e.contains("not be consistent") => {
             let show = |p: &Option<PathBuf>| p.as_deref().map(Path::display).map(|d| d.to_string());

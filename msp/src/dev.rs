@@ -127,8 +127,7 @@ pub enum DevError {
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The operating system's reason.
-        #[source]
+        /// The operating system's reason (in this error's text too: it has no `source()`).
         error: std::io::Error,
     },
     /// The organization's folder already exists; nothing is overwritten, so a CA key in use
@@ -137,7 +136,7 @@ pub enum DevError {
     Exists(PathBuf),
     /// The generated material could not be loaded back (a bug, reported rather than hidden).
     #[error("generated material does not load: {0}")]
-    Load(#[source] LoadError),
+    Load(LoadError),
 }
 
 impl From<rcgen::Error> for DevError {

@@ -156,15 +156,10 @@ impl fmt::Display for LoadError {
     }
 }
 
-impl std::error::Error for LoadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LoadError::Io { error, .. } => Some(error),
-            LoadError::OwnIdentity { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-}
+/// No `source()`: the text above is whole (an I/O error's or a refusal's own included), so
+/// a reporter that prints the chain (`anyhow`'s `{:#}`) says the reason once. The
+/// underlying error stays readable in the variant's `error` field.
+impl std::error::Error for LoadError {}
 
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LoadError {
     let path = path.into();

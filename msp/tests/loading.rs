@@ -129,6 +129,30 @@ fn cryptogen_layout_is_written_and_loads() {
     );
 }
 
+/// A folder that cannot be made is `DevError::Io` naming the path, with the operating
+/// system's reason told once: in the text, not again behind `source()`.
+#[test]
+fn generating_where_no_folder_can_be_made_names_the_path() {
+    let s = Scratch::new("dev-io");
+    let file = s.0.join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let err = dev::generate(
+        file.join("out"),
+        &[OrgSpec::new(ORG1, "org1.example.com", 1)],
+        year(),
+        &mut rng(5),
+    )
+    .expect_err("a folder inside a file");
+    let DevError::Io { path, error } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(path.starts_with(&file), "{path:?}");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert_eq!(text.matches(&error.to_string()).count(), 1, "{text}");
+    assert!(std::error::Error::source(&err).is_none());
+}
+
 #[test]
 fn trust_paths_of_every_shape() {
     let s = Scratch::new("paths");
@@ -239,6 +263,9 @@ fn loading_errors_name_the_file_at_fault() {
         spoil(&d, other);
         let e = expect_err(MspSecurity::from_msp_dir(&d, ORG1, TrustStore::new()));
         assert!(expected(&e), "{name}: {e}");
+        // The reason is in the text (the I/O error's, the refusal's), not again behind
+        // `source()`, where a reporter printing the chain would say it twice.
+        assert!(std::error::Error::source(&e).is_none(), "{name}: {e:?}");
     }
 
     // Junk next to the right key is ignored (Fabric's keystore ignores it too), and so is

@@ -95,7 +95,7 @@ impl Sim {
             }),
             (c, _) => c.clone(),
         };
-        let comm = Comm::new(config, security, now)?;
+        let comm = Comm::new(config, security, now).map_err(StartError::Identity)?;
         let incarnation = node.incarnation + u32::from(node.booted);
         let has_layer = node.spec.layer.is_some();
         // Made before the node changes, so that a factory's refusal leaves it as it was

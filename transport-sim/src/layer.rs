@@ -108,16 +108,20 @@ pub type LayerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a node's process could not start ([`Sim::add_node`], [`Sim::restart`]). The node
 /// is then not running: an added node is not added, a restarted one stays down.
+///
+/// Its text is whole (the refusal's own included) and it has no `source()`, so a reporter
+/// that prints the chain (`anyhow`'s `{:#}`) says the reason once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// The node's security provider refused its own identity.
     #[error("own identity refused: {0}")]
-    Identity(#[from] HandshakeError),
+    Identity(HandshakeError),
     /// Its layer factory ([`NodeSpec::try_layer`](crate::NodeSpec::try_layer)) returned
-    /// this error; the process's core was dropped unstarted, nothing was sent.
+    /// this error (downcast it to read it); the process's core was dropped unstarted,
+    /// nothing was sent.
     #[error("layer: {0}")]
-    Layer(#[source] LayerError),
+    Layer(LayerError),
     /// No node has this id ([`Sim::restart`] of a node never added).
     #[error("no node n{0}")]
     NoSuchNode(NodeId),

@@ -36,6 +36,8 @@ fn a_layer_that_cannot_be_built_is_add_nodes_error_not_a_panic() {
         "{err:?}"
     );
     assert!(err.to_string().starts_with("layer: "), "{err}");
+    // The refusal is told once, in the error's own text, not again behind `source()`.
+    assert!(std::error::Error::source(&err).is_none());
     // Nothing was added: the next node takes the refused one's place and endpoint.
     assert_eq!(sim.node_count(), 1);
     let b = sim.add_node(member(1)).expect("a valid configuration");

@@ -54,14 +54,18 @@ pub enum StartError {
     /// The listen address could not be bound (in use, not an address of this host, a port
     /// below 1024 without the right) or the listener handed over is unusable. Names the
     /// address: a node started among others is otherwise hard to tell apart.
-    #[error("cannot listen on {addr}: {source}")]
+    ///
+    /// Like every error of this crate, its text is whole (the operating system's reason
+    /// included) and it has no `source()`, so a reporter that prints the chain
+    /// (`anyhow`'s `{:#}`) says the reason once.
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address asked for ([`NodeBuilder::listen`]), or that of the listener handed
         /// over.
         addr: SocketAddr,
-        /// What the operating system said.
-        #[source]
-        source: std::io::Error,
+        /// What the operating system said (its `kind()` tells an address in use from one
+        /// not of this host).
+        error: std::io::Error,
     },
     /// The TLS material is unusable (bad PEM, key not matching, no CA).
     #[error("TLS configuration: {0}")]
@@ -77,9 +81,10 @@ pub enum StartError {
     #[error("advertised endpoint {0:?} is not host:port")]
     Advertise(String),
     /// The factory given to [`NodeBuilder::try_layer`] refused to make its layer (for
-    /// the membership layer, a `ConfigError`: downcast the source to read it).
+    /// the membership layer, a `ConfigError`: downcast the boxed error to read it). Its
+    /// text is in this error's own, not behind `source()`.
     #[error("layer: {0}")]
-    Layer(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Layer(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// How an asynchronous operation (`probe`, `handshake`) ended badly: refused at once (API
@@ -286,7 +291,7 @@ impl NodeBuilder {
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .unwrap_or(listen);
-        let bind = |source| StartError::Bind { addr, source };
+        let bind = |error| StartError::Bind { addr, error };
         let listener = match listener {
             Some(l) => {
                 l.set_nonblocking(true).map_err(bind)?;

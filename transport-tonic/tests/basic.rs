@@ -178,15 +178,23 @@ async fn a_listen_address_in_use_is_named_in_the_error() {
     let Err(e) = started else {
         panic!("a second node bound {addr}")
     };
-    match &e {
-        fabric_gossip_tonic::StartError::Bind {
-            addr: named,
-            source,
-        } => {
+    let reason = match &e {
+        fabric_gossip_tonic::StartError::Bind { addr: named, error } => {
             assert_eq!(*named, addr);
-            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+            error.to_string()
         }
         other => panic!("{other:?}"),
-    }
+    };
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    // An error reporter that prints the chain (anyhow's `{:#}`) says the reason once.
+    let chain: Vec<String> =
+        std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect();
+    let told = chain
+        .iter()
+        .map(|t| t.matches(&reason).count())
+        .sum::<usize>();
+    assert_eq!(told, 1, "{chain:?}");
 }

@@ -226,6 +226,15 @@ async fn a_failing_layer_factory_is_a_start_error() {
         error.downcast_ref::<ConfigError>(),
         Some(&ConfigError::BadEndpoint("x".into()))
     );
+    // The refusal is told once, in the error's own text, not again behind `source()`.
+    let started = StartError::Layer(error);
+    assert!(std::error::Error::source(&started).is_none());
+    assert!(
+        started
+            .to_string()
+            .ends_with(&ConfigError::BadEndpoint("x".into()).to_string()),
+        "{started}"
+    );
 }
 
 /// An application call into the layer (`connect_anchor`, Fabric's join through an anchor
