@@ -218,6 +218,23 @@ fn stop_during_the_back_off_closes_the_dial() {
     assert_eq!(c.live_counts().dials, 0);
 }
 
+/// `close_conn` ends connections, not a dial waiting out its back-off (Fabric's
+/// `CloseConn` does not touch a `createConnection` in flight either): the dial retries at
+/// its instant and the message it carries is still delivered if the peer answers.
+#[test]
+fn close_conn_leaves_a_dial_in_its_back_off() {
+    let (mut c, dial) = sending(Config::default());
+    let retry = refuse(&mut c, dial, now(), "refused");
+    c.close_conn(now() + ms(100), &PkiId::from(REMOTE));
+    let (acts, events) = drain(&mut c);
+    assert!(acts.is_empty() && events.is_empty(), "{acts:?} {events:?}");
+    assert_eq!(c.poll_timeout(), Some(retry), "the back-off is unchanged");
+    c.handle_timeout(retry);
+    let (acts, _) = drain(&mut c);
+    assert_eq!(dial_of(&acts).map(|d| d.0), Some(dial));
+    assert_eq!(c.live_counts().dials, 1);
+}
+
 /// The jitter comes from the seed: the same seed retries at the same instants, and
 /// different seeds spread their retries over grpc-go's ±20 %.
 #[test]

@@ -554,7 +554,8 @@ impl Sim {
         self.with_comm(n, |c, now| c.ack(now, conn, nonce, error))?
     }
 
-    /// Fabric's `CloseConn` on node `n`.
+    /// Fabric's `CloseConn` on node `n`: its connections to `pki` close; one still being
+    /// made for a send goes on ([`Comm::close_conn`](fabric_gossip_core::Comm::close_conn)).
     pub fn close_conn(&mut self, n: NodeId, pki: &PkiId) -> Result<(), Error> {
         trace!(self, "n{n} api close_conn {pki}");
         self.with_comm(n, |c, now| c.close_conn(now, pki))

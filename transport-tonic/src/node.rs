@@ -673,6 +673,8 @@ impl Node {
     }
 
     /// Fabric's `CloseConn`: closes the connection to `pki_id`; a later send reconnects.
+    /// A connection still being made for a send (a dial waiting to retry among them) goes
+    /// on, as in Fabric ([`Comm::close_conn`](fabric_gossip_core::Comm::close_conn)).
     pub fn close_conn(&self, pki_id: &PkiId) {
         self.h.inner.with_core(|c, now| c.close_conn(now, pki_id));
     }

@@ -238,6 +238,11 @@ impl<S: Security> Comm<S> {
 
     /// Fabric's `CloseConn`: closes the connection(s) registered for `pki_id`. A later send
     /// opens a new one.
+    ///
+    /// A connection still being made for a send (its dial, its handshake, or a dial
+    /// waiting out its back-off before the next attempt) is not one of them: it goes on,
+    /// and delivers what it carries if the peer answers, as Fabric's `CloseConn` leaves a
+    /// `createConnection` in flight. To give up on a peer altogether, stop sending to it.
     pub fn close_conn(&mut self, now: Instant, pki_id: &PkiId) {
         self.tick(now);
         self.close_peer(pki_id, CloseReason::Local);
