@@ -162,9 +162,10 @@ pub struct CertStoreStats {
     pub digests_received: u64,
     /// Digests refused: no round of ours with that nonce, phase over, or another sender.
     pub digests_unsolicited: u64,
-    /// Advertised items not asked for because the round's bound was reached, or not read
-    /// at all: only the first `max_identities` items of a digest are (no peer holds
-    /// more; 3 million items of one digest had held the node's lock 1.3 s).
+    /// Advertised items not asked for because the round's bound was reached, or empty
+    /// (naming no identity), or not read at all: only the first `max_identities` items of
+    /// a digest are (no peer holds more; 3 million items of one digest had held the
+    /// node's lock 1.3 s).
     pub digest_items_dropped: u64,
     /// Requests we sent.
     pub requests_sent: u64,

@@ -240,7 +240,8 @@ impl PullEngine {
 
     /// A digest from `from` echoing `nonce`: records who holds which of the `items` we
     /// lack (`have` says which we hold), up to `max_items` distinct items per round.
-    /// Returns how many items were dropped for the bound.
+    /// Returns how many items were dropped: for the bound, or empty (no PKI-ID names no
+    /// identity, so there is nothing to ask for).
     pub(crate) fn on_digest(
         &mut self,
         now: Instant,
@@ -257,7 +258,11 @@ impl PullEngine {
         }
         let mut dropped = 0;
         for item in items {
-            if item.is_empty() || have(&item) {
+            if item.is_empty() {
+                dropped += 1;
+                continue;
+            }
+            if have(&item) {
                 continue;
             }
             if let Some(owners) = round.owners.get_mut(&item) {
@@ -539,6 +544,20 @@ mod tests {
         );
         let reqs = e.end_digests(T0 + SEC, 2 * SEC, &mut rng);
         assert_eq!(reqs[0].2.len(), 4);
+    }
+
+    /// An empty item names no identity: never asked for, and dropped where it is counted,
+    /// beside the bound's drops.
+    #[test]
+    fn empty_digest_items_are_dropped_and_counted() {
+        let (mut e, hellos, mut rng) = started(&["a"]);
+        let items = [id(""), id("x"), id("")];
+        assert_eq!(
+            e.on_digest(T0, &id("a"), hellos[0].1, items, |_| false, 10),
+            Ok(2)
+        );
+        let reqs = e.end_digests(T0 + SEC, 2 * SEC, &mut rng);
+        assert_eq!(reqs[0].2, vec![id("x")]);
     }
 
     #[test]
