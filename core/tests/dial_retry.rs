@@ -46,6 +46,17 @@ fn refuse(c: &mut Comm<TestOnlyHmacSecurity>, dial: DialId, at: Instant, why: &s
     c.poll_timeout().expect("a deadline")
 }
 
+/// `dial`, waiting out its back-off, did nothing and said nothing since, still wants to be
+/// woken at `retry`, and then tries again.
+fn still_waits(c: &mut Comm<TestOnlyHmacSecurity>, dial: DialId, retry: Instant) {
+    let (acts, events) = drain(c);
+    assert!(acts.is_empty() && events.is_empty(), "{acts:?} {events:?}");
+    assert_eq!(c.poll_timeout(), Some(retry), "the back-off is unchanged");
+    c.handle_timeout(retry);
+    let (acts, _) = drain(c);
+    assert_eq!(dial_of(&acts).map(|d| d.0), Some(dial));
+}
+
 /// The whole schedule of a refused peer under Fabric's defaults: the first retry 1 s after
 /// the refusal, exactly; the second 1.6 s ± 20 % after the next; none after, since the
 /// third would start past the 3 s deadline; the dial fails at the deadline, with the last
@@ -195,12 +206,7 @@ fn a_result_while_waiting_to_retry_is_ignored() {
         c.handle_dial_result(now() + ms(20), dial, Err("again".into())),
         Ok(())
     );
-    let (acts, events) = drain(&mut c);
-    assert!(acts.is_empty() && events.is_empty(), "{acts:?} {events:?}");
-    assert_eq!(c.poll_timeout(), Some(retry), "the back-off is unchanged");
-    c.handle_timeout(retry);
-    let (acts, _) = drain(&mut c);
-    assert_eq!(dial_of(&acts).map(|d| d.0), Some(dial));
+    still_waits(&mut c, dial, retry);
     assert_eq!(c.stats().dial_retries, 1);
 }
 
@@ -226,12 +232,7 @@ fn close_conn_leaves_a_dial_in_its_back_off() {
     let (mut c, dial) = sending(Config::default());
     let retry = refuse(&mut c, dial, now(), "refused");
     c.close_conn(now() + ms(100), &PkiId::from(REMOTE));
-    let (acts, events) = drain(&mut c);
-    assert!(acts.is_empty() && events.is_empty(), "{acts:?} {events:?}");
-    assert_eq!(c.poll_timeout(), Some(retry), "the back-off is unchanged");
-    c.handle_timeout(retry);
-    let (acts, _) = drain(&mut c);
-    assert_eq!(dial_of(&acts).map(|d| d.0), Some(dial));
+    still_waits(&mut c, dial, retry);
     assert_eq!(c.live_counts().dials, 1);
 }
 
