@@ -16,7 +16,8 @@
 # bug, then commit that input under fuzz/corpus/<target>/ as a regression: the corpus replay
 # tests run it on stable from then on (core/tests/fuzz_corpus.rs for envelope,
 # gossip_message, handshake and core_ops; transport-sim/src/fuzzing.rs for sim_schedule;
-# discovery/tests/fuzz_corpus.rs for membership; msp/tests/fuzz_corpus.rs for msp).
+# discovery/tests/fuzz_corpus.rs for membership; msp/tests/fuzz_corpus.rs for msp;
+# transport-tonic/tests/fuzz_corpus.rs for grpc_framing).
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -261,6 +261,9 @@ mod codec;
 mod diagnose;
 mod driver;
 mod framed;
+// The feature alone, not `cfg(fuzzing)`: cargo fuzz sets that cfg for every crate it builds.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod inbound;
 mod layer;
 pub mod malloc;

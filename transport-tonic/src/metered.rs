@@ -106,6 +106,23 @@ impl Budget {
         })
     }
 
+    /// The books the `grpc_framing` fuzz target balances: bytes held from the budget,
+    /// from the reserve, and the streams waiting.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn books(&self) -> (usize, usize, usize) {
+        (
+            self.held.load(Ordering::SeqCst),
+            self.reserve_held.load(Ordering::SeqCst),
+            self.waiting.load(Ordering::SeqCst),
+        )
+    }
+
+    /// The most the budget lends (the reserve apart).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes held now (budget and reserve), and the most ever held.
     pub(crate) fn held(&self) -> (usize, usize) {
         (
@@ -227,7 +244,7 @@ impl Side {
     /// How a body that ended (with these trailers, if any) ended the call: `Some` error
     /// status, or `None` for a clean end. The same reading as tonic's decoder, so a peer
     /// ending its stream with a non-OK status is reported with that status.
-    fn ending(self, trailers: Option<http::HeaderMap>) -> Option<Status> {
+    pub(crate) fn ending(self, trailers: Option<http::HeaderMap>) -> Option<Status> {
         let Side::Response(http_status) = self else {
             return None;
         };
@@ -591,6 +608,19 @@ impl MeteredBody {
             self.last_progress = tokio::time::Instant::now();
             self.held_back = Some(need);
         }
+    }
+
+    /// What the message in progress holds, from the budget and from the reserve (the
+    /// `grpc_framing` fuzz target sums them against the budget's books).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn charged_parts(&self) -> (usize, usize) {
+        (self.charged.budget, self.charged.reserve)
+    }
+
+    /// Whether the body waits for budget.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn is_held_back(&self) -> bool {
+        self.held_back.is_some()
     }
 
     /// Messages the body has completed since it began (taken or still queued): what its

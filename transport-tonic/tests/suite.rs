@@ -10,6 +10,7 @@ mod basic;
 mod common;
 mod crossing;
 mod dial_timeout;
+mod fuzz_corpus;
 mod hostile;
 mod membership;
 mod ops;
