@@ -384,6 +384,10 @@ mod tests {
         assert_eq!(go_string(Tag::PrintableString, b"peer").unwrap(), b"peer");
         assert_eq!(go_string(Tag::PrintableString, b"R&D *").unwrap(), b"R&D *");
         assert!(go_string(Tag::PrintableString, b"dept_1").is_err());
+        assert_eq!(
+            go_string(Tag::Ia5String, b"peer@org1").unwrap(),
+            b"peer@org1"
+        );
         assert!(go_string(Tag::Ia5String, "p\u{e9}er".as_bytes()).is_err());
         assert!(go_string(Tag::NumericString, b"peer").is_err());
         assert_eq!(go_string(Tag::NumericString, b"12 3").unwrap(), b"12 3");

@@ -399,18 +399,17 @@ mod tests {
     /// The channel group of `block`, handed to `edit`, then the block encoded again (only
     /// the fields declared here are kept: enough for `add_channel_config`).
     fn edit_block(block: &[u8], edit: impl FnOnce(&mut ConfigGroup)) -> Vec<u8> {
+        edit_config(block, |c| edit(c.channel_group.as_mut().unwrap()))
+    }
+
+    /// [`edit_block`] for the whole configuration (its sequence number too).
+    fn edit_config(block: &[u8], edit: impl FnOnce(&mut Config)) -> Vec<u8> {
         let mut block = Block::decode(block).unwrap();
         let data = block.data.as_mut().unwrap();
         let mut envelope = Envelope::decode(data.data[0].clone()).unwrap();
         let mut payload = Payload::decode(envelope.payload.clone()).unwrap();
         let mut config = ConfigEnvelope::decode(payload.data.clone()).unwrap();
-        edit(
-            config
-                .config
-                .as_mut()
-                .and_then(|c| c.channel_group.as_mut())
-                .unwrap(),
-        );
+        edit(config.config.as_mut().unwrap());
         payload.data = config.encode_to_vec().into();
         envelope.payload = payload.encode_to_vec().into();
         data.data[0] = envelope.encode_to_vec().into();
@@ -478,6 +477,82 @@ mod tests {
         // The MSPs are read as before, and the store keeps the anchors with the channel.
         assert_eq!(got.msp_ids.len(), 3, "{:?}", got.msp_ids);
         assert_eq!(trust.channel_configs()[0].anchor_peers, want);
+    }
+
+    /// The `FabricMSPConfig` of application organization `org` in `root`.
+    fn org_msp(root: &ConfigGroup, org: &str) -> FabricMspConfig {
+        let value = &root.groups["Application"].groups[org].values["MSP"];
+        let msp = MspConfig::decode(value.value.clone()).unwrap();
+        FabricMspConfig::decode(msp.config).unwrap()
+    }
+
+    /// `Org1`'s `FabricMSPConfig` in `root`, handed to `edit`, then encoded again.
+    fn edit_org1_msp(root: &mut ConfigGroup, edit: impl FnOnce(&mut FabricMspConfig)) {
+        let mut fabric = org_msp(root, "Org1");
+        edit(&mut fabric);
+        let msp = MspConfig {
+            r#type: MSP_TYPE_FABRIC,
+            config: fabric.encode_to_vec().into(),
+        };
+        let org = root.groups.get_mut("Application").unwrap();
+        let values = &mut org.groups.get_mut("Org1").unwrap().values;
+        values.get_mut("MSP").unwrap().value = msp.encode_to_vec().into();
+    }
+
+    /// The configuration's sequence number comes back as the block gives it.
+    #[test]
+    fn the_sequence_number_is_the_configuration_s() {
+        let block = edit_config(&fixture(), |c| c.sequence = 7);
+        let mut trust = TrustStore::new();
+        assert_eq!(trust.add_channel_config(&block).unwrap().sequence, 7);
+        assert_eq!(trust.channel_configs()[0].sequence, 7);
+    }
+
+    /// An MSP hashing with anything but SHA-2 / SHA-256 is refused, whichever of the two
+    /// it changes.
+    #[test]
+    fn only_sha2_msps_are_read() {
+        for (family, hash) in [("SHA3", "SHA256"), ("SHA2", "SHA3_256")] {
+            let block = edit_block(&fixture(), |root| {
+                edit_org1_msp(root, |m| {
+                    m.crypto_config = Some(FabricCryptoConfig {
+                        signature_hash_family: family.into(),
+                        identity_identifier_hash_function: hash.into(),
+                    });
+                });
+            });
+            let e = TrustStore::new().add_channel_config(&block).unwrap_err();
+            assert!(
+                e.to_string().contains("only SHA2 / SHA256"),
+                "{family} {hash}: {e}"
+            );
+        }
+    }
+
+    /// A NodeOU role's certificate names the CA its members come through: empty, any CA of
+    /// the MSP; another MSP's CA, refused as Fabric refuses it.
+    #[test]
+    fn a_node_ou_role_s_certificate_is_its_ca() {
+        let mut org2_ca = Bytes::new();
+        edit_block(&fixture(), |root| {
+            org2_ca = org_msp(root, "Org2").root_certs[0].clone();
+        });
+        for (certificate, ok) in [(Bytes::new(), true), (org2_ca, false)] {
+            let block = edit_block(&fixture(), |root| {
+                edit_org1_msp(root, |m| {
+                    let ous = m.fabric_node_ous.as_mut().unwrap();
+                    ous.peer_ou_identifier.as_mut().unwrap().certificate = certificate;
+                });
+            });
+            let mut trust = TrustStore::new();
+            match trust.add_channel_config(&block) {
+                Ok(_) if ok => assert_eq!(trust.node_roles("Org1MSP").len(), 4),
+                Err(e) if !ok => {
+                    assert!(e.to_string().contains("not a root or intermediate"), "{e}")
+                }
+                other => panic!("ok {ok}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -222,6 +222,36 @@ mod tests {
         );
     }
 
+    /// The cap is the most a file may hold: a file of exactly that size is read, judged by
+    /// its size as by what was read.
+    #[test]
+    fn a_file_at_the_cap_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bundle.pem");
+        let file = std::fs::File::create(&path).expect("create");
+        // Sparse: no disk is written.
+        file.set_len(MAX_FILE_BYTES).expect("grow");
+        let read = read_msp_file(&path).expect("at the cap");
+        assert_eq!(read.len() as u64, MAX_FILE_BYTES);
+    }
+
+    /// A device is named as one (`/dev/null`, a character device, never ends for some).
+    #[cfg(unix)]
+    #[test]
+    fn a_device_is_refused_as_a_device() {
+        let e = read_msp_file("/dev/null").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                LoadError::NotAFile {
+                    kind: "a device",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
     /// A FIFO put where a file was, after the path was looked at, is not waited on: it is
     /// opened without blocking and refused as not a file. (A blocking open waits for a
     /// writer forever, so the old code hung here; the deadline turns that into a failure.)

@@ -504,6 +504,18 @@ mod tests {
         assert!(p384_key(4).fast_signer().is_none());
     }
 
+    /// Keys and signers show their kind, never their material.
+    #[test]
+    fn keys_and_signers_show_only_their_kind() {
+        let key = p256_key(5);
+        assert_eq!(
+            format!("{:?}", key.fast_signer().unwrap()),
+            "AwsLcSigner(P-256)"
+        );
+        assert_eq!(format!("{key:?}"), "PrivateKey(P-256)");
+        assert_eq!(format!("{:?}", p384_key(5)), "PrivateKey(P-384)");
+    }
+
     /// A certificate's key in compressed form is refused, as Fabric's Go x509 refuses it,
     /// though RustCrypto could read it; the same key uncompressed is read.
     #[test]

@@ -635,3 +635,25 @@ impl Security for MspSecurity {
             .then(|| Bytes::from(sid.mspid))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::dev::{self, OrgSpec};
+
+    /// `parsed` caches a verdict only if the store's generation it read before parsing is
+    /// still current, so that a verdict reached under a store being replaced (a CRL just
+    /// added) is not kept: every replacement must start a new generation.
+    #[test]
+    fn replacing_the_trust_store_starts_a_new_generation() {
+        let orgs =
+            dev::seeded_in_memory(&[OrgSpec::new("Org1MSP", "org1.example.com", 1)], 3).unwrap();
+        let trust = dev::trust_all(&orgs).unwrap();
+        let s = orgs[0].security(&orgs[0].peers[0], trust.clone()).unwrap();
+        let generation = || s.lock().generation;
+        let before = generation();
+        s.trust_handle().replace(trust.clone()).unwrap();
+        let once = generation();
+        s.trust_handle().replace(trust).unwrap();
+        assert!(before < once && once < generation(), "{before} {once}");
+    }
+}

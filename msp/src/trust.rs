@@ -849,7 +849,10 @@ mod tests {
             if ok {
                 assert!(r.is_ok(), "{usages:?}: {r:?}");
             } else {
-                refused_for(r, "extended key usage without serverAuth");
+                refused_for(
+                    r,
+                    "the certificate has an extended key usage without serverAuth",
+                );
             }
         }
         let ca = issue(&mut rng, &|p| {
@@ -914,9 +917,29 @@ mod tests {
             if ok {
                 assert!(r.is_ok(), "pathLen {path_len}: {r:?}");
             } else {
-                refused_for(r, "pathLenConstraint");
+                refused_for(r, "its CA at depth 2 allows 0 intermediate CAs");
             }
         }
+    }
+
+    /// A pathLenConstraint binds CAs only: a member certificate carrying one (with cA
+    /// false, as RFC 5280 forbids but DER allows) is not judged by it, as Go ignores it.
+    #[test]
+    fn a_member_s_own_path_length_constraint_is_ignored() {
+        let mut rng = ChaCha20Rng::seed_from_u64(10);
+        let v = Validity::ten_years_from(start());
+        let root = DevCa::root("ca.org1", "org1", Curve::P256, v, &mut rng).unwrap();
+        let leaf = root
+            .issue_with("peer0.org1", v, &mut rng, |p| {
+                // basicConstraints: SEQUENCE { pathLenConstraint INTEGER 0 } (cA false).
+                p.is_ca = IsCa::NoCa;
+                p.custom_extensions = vec![CustomExtension::from_oid_content(
+                    &[2, 5, 29, 19],
+                    vec![0x30, 0x03, 0x02, 0x01, 0x00],
+                )];
+            })
+            .unwrap();
+        assert_eq!(verdict(&root, &leaf.cert_der), Ok(()));
     }
 
     /// Serial numbers read as `openssl x509 -serial` prints them.

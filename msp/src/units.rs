@@ -371,6 +371,42 @@ mod tests {
         assert!(parse("Other: 1\n").unwrap().node_ous.is_none());
     }
 
+    /// A null document, or a null section, is no section, as Go's YAML decodes it to
+    /// the zero value.
+    #[test]
+    fn null_sections_are_absent() {
+        for text in [
+            "~\n",
+            "null\n",
+            "OrganizationalUnitIdentifiers:\nNodeOUs:\n",
+            "OrganizationalUnitIdentifiers: ~\nNodeOUs: null\n",
+        ] {
+            let cfg = parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert!(
+                cfg.identifiers.is_empty() && cfg.node_ous.is_none(),
+                "{text:?}"
+            );
+        }
+    }
+
+    /// cryptogen's roles: each role's OU is its name.
+    #[test]
+    fn fabric_defaults_name_each_role_s_unit_after_it() {
+        let ous = NodeOus::fabric_defaults(None);
+        assert!(ous.is_enabled() && !NodeOus::new().is_enabled());
+        let units: Vec<_> = ous.roles.iter().map(|(r, u, _)| (*r, u.as_str())).collect();
+        assert_eq!(
+            units,
+            [
+                (NodeRole::Client, "client"),
+                (NodeRole::Peer, "peer"),
+                (NodeRole::Admin, "admin"),
+                (NodeRole::Orderer, "orderer")
+            ]
+        );
+        assert_eq!(NodeRole::Orderer.to_string(), "orderer");
+    }
+
     #[test]
     fn roles_without_certificate_and_empty_units() {
         let cfg = parse(
@@ -410,7 +446,7 @@ mod tests {
         let e = parse("NodeOUs:\n  Enable: \"yes\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("NodeOUs.Enable"), "{e}");
+        assert!(e.contains("NodeOUs.Enable") && e.contains("quoted"), "{e}");
     }
 
     #[test]
@@ -484,6 +520,27 @@ mod tests {
             .check("M", &u(&["client", "client"]), &[1; 32])
             .unwrap_err();
         assert!(e.contains("more than one role"), "{e}");
+        // Fabric stops at the second role: a unit after it is not looked at.
+        let e = r
+            .check("M", &u(&["client", "client", "peer"]), &[2; 32])
+            .unwrap_err();
+        assert!(e.contains("more than one role"), "{e}");
+    }
+
+    /// A refusal lists at most 8 of the certificate's units, and says how many it has
+    /// when there are more.
+    #[test]
+    fn refusals_list_at_most_eight_units() {
+        let r = rules();
+        let units = |n: usize| {
+            (0..n)
+                .map(|i| format!("u{i}").into_bytes())
+                .collect::<Vec<_>>()
+        };
+        let e = r.check("M", &units(8), &[1; 32]).unwrap_err();
+        assert!(e.contains("u7]") && !e.contains("in all"), "{e}");
+        let e = r.check("M", &units(9), &[1; 32]).unwrap_err();
+        assert!(e.contains("u7, … (9 in all)]") && !e.contains("u8"), "{e}");
     }
 
     #[test]

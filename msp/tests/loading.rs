@@ -182,6 +182,42 @@ fn trust_paths_of_every_shape() {
     ));
 }
 
+/// `add_msp_dir` counts every certificate and CRL it trusts anew, from each of the
+/// folder's sub-folders, and nothing when the same folder is added again.
+#[test]
+fn an_msp_folder_counts_what_it_adds() {
+    let s = Scratch::new("counted");
+    let mut rng = rng(6);
+    let orgs = dev::generate_in_memory(
+        &[OrgSpec::new(ORG1, "org1.example.com", 2)],
+        year(),
+        &mut rng,
+    )
+    .unwrap();
+    let layout = dev::write_orgs(&s.0, &orgs).unwrap();
+    let msp = &layout.orgs[0].msp_dir;
+    let ica = orgs[0]
+        .ca
+        .intermediate("ica.org1.example.com", year(), &mut rng);
+    for (folder, pem) in [
+        ("intermediatecerts", ica.unwrap().cert_pem()),
+        (
+            "crls",
+            crl(&orgs[0].ca, &[&orgs[0].peers[0], &orgs[0].peers[1]]),
+        ),
+    ] {
+        std::fs::create_dir_all(msp.join(folder)).unwrap();
+        std::fs::write(msp.join(folder).join("1.pem"), pem).unwrap();
+    }
+    let mut trust = TrustStore::new();
+    assert_eq!(trust.add_msp_dir(ORG1, msp).unwrap(), 3);
+    assert_eq!(
+        (trust.ca_count(ORG1), trust.crl_count(ORG1)),
+        ((1, 1), (1, 2))
+    );
+    assert_eq!(trust.add_msp_dir(ORG1, msp).unwrap(), 0);
+}
+
 fn expect_err(r: Result<MspSecurity, LoadError>) -> LoadError {
     match r {
         Ok(s) => panic!("loaded {s:?}"),

@@ -147,8 +147,17 @@ fn ou_identifiers_through_the_api() {
             .unwrap()
     );
     assert_eq!(trust.unit_identifier_count(ORG1), 1);
+    // Another OU through the same CA is another identifier.
+    assert!(
+        trust
+            .add_unit_identifier(ORG1, "green", ca.as_bytes())
+            .unwrap()
+    );
+    assert_eq!(trust.unit_identifier_count(ORG1), 2);
+    let green = member(&mut pki, 0, &["green"]);
     let me = pki.orgs[1].security(&pki.orgs[1].peers[0], trust).unwrap();
     me.validate_identity(&blue, now()).unwrap();
+    me.validate_identity(&green, now()).unwrap();
     assert!(matches!(
         me.validate_identity(&red, now()),
         Err(SecurityError::OrganizationalUnit(_))

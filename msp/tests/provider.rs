@@ -304,9 +304,9 @@ fn certificate_from_another_msps_ca_is_untrusted() {
         pki.security(0, 0).verify(&claim, &sig, MSG),
         Err(SecurityError::UntrustedCertificate(_))
     ));
-    // A certificate from a CA nobody trusts.
+    // A certificate from a CA nobody trusts, though it has the name of Org2's CA.
     let mut rng = rng(99);
-    let rogue_ca = root_ca("evil.example.com", &mut rng);
+    let rogue_ca = root_ca("org2.example.com", &mut rng);
     let cert = rogue_ca
         .issue(
             "peer0.org1.example.com",
@@ -316,10 +316,13 @@ fn certificate_from_another_msps_ca_is_untrusted() {
             &mut rng,
         )
         .unwrap();
-    assert!(matches!(
-        b.validate_identity(&serialize_identity(ORG1, &cert.cert_der), now()),
-        Err(SecurityError::UntrustedCertificate(_))
-    ));
+    // Org2's CA did not sign it: no other MSP is named for it.
+    match b.validate_identity(&serialize_identity(ORG1, &cert.cert_der), now()) {
+        Err(SecurityError::UntrustedCertificate(why)) => {
+            assert!(why.contains("not issued by any CA of Org1MSP"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
     // A CA's own certificate is not a member identity.
     assert!(matches!(
         b.validate_identity(&serialize_identity(ORG1, pki.orgs[0].ca.cert_der()), now()),
@@ -389,6 +392,10 @@ fn certificate_without_expiration_never_expires() {
         b.expiration(&id).unwrap(),
         Some(late + Duration::from_nanos(1))
     );
+    assert_eq!(
+        pki.security_for(0, &last).own_expiration(),
+        Some(late + Duration::from_nanos(1))
+    );
     assert!(matches!(
         b.validate_identity(&id, Instant::MAX),
         Err(SecurityError::Expired(_))
@@ -410,7 +417,8 @@ fn certificate_issued_before_its_ca_was_valid_is_untrusted() {
     );
     let r = b.validate_identity(&serialize_identity(ORG1, &early.identity.cert_der), now());
     assert!(
-        matches!(r, Err(SecurityError::UntrustedCertificate(_))),
+        matches!(&r, Err(SecurityError::UntrustedCertificate(why))
+            if why.contains("root CA of Org1MSP that issued the chain was not valid")),
         "{r:?}"
     );
 }
@@ -595,6 +603,83 @@ fn intermediate_ca_chains_only_when_trusted() {
     ));
 }
 
+/// The verdict on a member `issuer` issues, given a store trusting `root` and
+/// `intermediates` as Org9MSP's.
+fn through_intermediates(
+    root: &dev::DevCa,
+    intermediates: &[&dev::DevCa],
+    issuer: &dev::DevCa,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Result<(), SecurityError> {
+    let mut trust = TrustStore::new();
+    trust
+        .add_ca_pem("Org9MSP", root.cert_pem().as_bytes())
+        .unwrap();
+    for ca in intermediates {
+        trust
+            .add_intermediate_pem("Org9MSP", ca.cert_pem().as_bytes())
+            .unwrap();
+    }
+    let leaf = issuer
+        .issue("peer0.org9.example.com", Usage::Identity, &[], year(), rng)
+        .unwrap();
+    trust.validate_identity(&serialize_identity("Org9MSP", &leaf.cert_der), now())
+}
+
+/// A trusted intermediate CA is a link for a member only if it has the name of the
+/// member's issuer, its key signed the member, and it was valid when the member was
+/// issued: a CA with its name and another key, one with its key and another name, and one
+/// that had expired by then each leave the member without a chain. A CA sharing the key of
+/// the member's issuer under another name is no child of that issuer either.
+#[test]
+fn an_intermediate_links_only_by_name_signature_and_validity() {
+    let mut rng = rng(23);
+    let root = root_ca("org9.example.com", &mut rng);
+    let draws = rng.clone();
+    let ica = root
+        .intermediate("ica.org9.example.com", year(), &mut rng)
+        .unwrap();
+    through_intermediates(&root, &[&ica], &ica, &mut rng).unwrap();
+    // The same random draws give the same key: `ica`'s key under another name.
+    let twin = root
+        .intermediate("twin.org9.example.com", year(), &mut draws.clone())
+        .unwrap();
+    // Issued under `twin`'s name, so signed with `ica`'s key too.
+    let below_twin = twin
+        .intermediate("ica2.org9.example.com", year(), &mut rng)
+        .unwrap();
+    through_intermediates(&root, &[&ica, &twin, &below_twin], &ica, &mut rng).unwrap();
+    // `ica`'s name (and its root's) with other keys.
+    let impostor = root_ca("org9.example.com", &mut rng)
+        .intermediate("ica.org9.example.com", year(), &mut rng)
+        .unwrap();
+    let expired = root
+        .intermediate(
+            "ica.org9.example.com",
+            Validity {
+                not_before: year().not_before - 10 * DAY,
+                not_after: year().not_before - DAY,
+            },
+            &mut rng,
+        )
+        .unwrap();
+    for (what, trusted, issuer) in [
+        ("another key", &ica, &impostor),
+        ("another name", &twin, &ica),
+        ("expired", &expired, &expired),
+    ] {
+        match through_intermediates(&root, &[trusted], issuer, &mut rng) {
+            Err(SecurityError::UntrustedCertificate(why)) => {
+                assert!(
+                    why.contains("not issued by any CA of Org9MSP"),
+                    "{what}: {why}"
+                );
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn non_ca_certificate_is_refused_as_trust_anchor() {
     let pki = two_orgs();
@@ -667,6 +752,50 @@ fn repeated_verification_parses_once_and_cache_is_bounded() {
     c.verify(&a.own_identity(), &sig, MSG).unwrap();
     assert_eq!(c.cache_stats().len, 0);
     assert_eq!(c.cache_stats().misses, 2);
+}
+
+/// CLOCK eviction: a full cache evicts the oldest identity not used since it was last
+/// passed over, so an identity in use outlives an older one seen once; a cache below its
+/// capacity evicts nothing.
+#[test]
+fn a_full_cache_evicts_an_identity_seen_once_before_one_in_use() {
+    let mut pki = two_orgs();
+    let b = pki.security(1, 0).with_cache_capacity(2);
+    let ids: Vec<Bytes> = (0..3)
+        .map(|i| {
+            let p = pki.issue(0, &format!("cached{i}"), year());
+            serialize_identity(ORG1, &p.identity.cert_der)
+        })
+        .collect();
+    let see = |i: usize| b.validate_identity(&ids[i], now()).unwrap();
+    see(0);
+    see(0);
+    see(1);
+    assert_eq!((b.cache_stats().len, b.cache_stats().misses), (2, 2));
+    // Full: 0 is in use, so 1 makes way for 2.
+    see(2);
+    see(0);
+    assert_eq!((b.cache_stats().len, b.cache_stats().misses), (2, 3));
+    see(1);
+    assert_eq!(b.cache_stats().misses, 4);
+}
+
+/// What a provider and its trust handle show of themselves: the MSP, the trusted MSPs and
+/// the kind of key (not the key).
+#[test]
+fn debug_output_names_the_msp() {
+    let pki = two_orgs();
+    let a = pki.security(0, 0);
+    assert_eq!(a.msp_id(), ORG1);
+    let shown = format!("{a:?}");
+    for part in [ORG1, ORG2, "PrivateKey(P-256)"] {
+        assert!(shown.contains(part), "{part} not in {shown}");
+    }
+    let handle = format!("{:?}", a.trust_handle());
+    assert!(
+        handle.starts_with("TrustHandle") && handle.contains(ORG1),
+        "{handle}"
+    );
 }
 
 #[test]

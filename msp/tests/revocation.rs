@@ -182,6 +182,16 @@ fn loading_refuses_crls_that_could_never_revoke() {
         c.signature = der::asn1::BitString::from_bytes(&[0x30, 0x03, 0x02, 0x01, 0x00]).unwrap();
     });
     assert!(crl_refusal(&bad_sig).contains("signature"));
+    // Either of r and s zero (Fabric cannot re-encode such a signature).
+    for sig in [
+        [0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x01],
+        [0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x00],
+    ] {
+        let zero = edited_crl(&good, |c| {
+            c.signature = der::asn1::BitString::from_bytes(&sig).unwrap();
+        });
+        assert!(crl_refusal(&zero).contains("zero r or s"), "{sig:02x?}");
+    }
     let garbage = pem_rfc7468::encode_string(
         "X509 CRL",
         pem_rfc7468::LineEnding::LF,
