@@ -77,7 +77,10 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, Failure> {
     let mut all_valid = true;
     for path in &args.certs {
         for file in certificate_files(path)? {
-            let pem = first_certificate(&file)?;
+            // As a Fabric MSP presents the certificate (a high-S CA signature folded to
+            // low-S), so the PKI-ID is the one its peer has on the network.
+            let der = trust.sanitize_certificate(&msp_id, &first_certificate(&file)?);
+            let pem = certificate_pem(&der);
             let identity = serialize_identity_pem(&msp_id, pem.as_bytes());
             let verdict = trust.validate_identity(&identity, now);
             all_valid &= verdict.is_ok();
@@ -124,7 +127,7 @@ fn certificate_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 
 /// The first `CERTIFICATE` block of a PEM file, as the single block a peer would send;
 /// the file read as a node reads its own (a FIFO or a file over the MSP cap refused).
-fn first_certificate(file: &Path) -> Result<String, ConfigError> {
+fn first_certificate(file: &Path) -> Result<Vec<u8>, ConfigError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let bad = |e: String| ConfigError(format!("{}: {e}", file.display()));
@@ -133,7 +136,7 @@ fn first_certificate(file: &Path) -> Result<String, ConfigError> {
         .next()
         .ok_or_else(|| bad("no CERTIFICATE block".into()))?
         .map_err(|e| bad(format!("bad PEM: {e}")))?;
-    Ok(certificate_pem(&der))
+    Ok(der.to_vec())
 }
 
 /// The refusal's kind, in the words the node's own events use.

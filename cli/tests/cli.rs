@@ -578,6 +578,48 @@ fn validate_judges_certificates_as_a_node_would() {
     assert!(r.stderr.contains("/nonexistent.pem"), "{}", r.all());
 }
 
+/// `validate` prints the PKI-ID a Fabric peer holding the certificate has on the network:
+/// for a certificate `cryptogen extend` made with a high-S CA signature, that of the
+/// certificate re-encoded low-S, as Fabric v2.4.9's MSP computed it
+/// (`msp/tests/fixtures/high_s/`), whether given the file cryptogen wrote or Fabric's form.
+#[test]
+fn validate_gives_the_pki_id_fabric_gives_a_high_s_certificate() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/high_s");
+    let oracle: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("oracle.json")).expect("oracle"),
+    )
+    .expect("JSON");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cacerts = dir.path().join("cacerts");
+    std::fs::create_dir_all(&cacerts).expect("mkdir");
+    std::fs::copy(
+        fixtures.join("ca.pem"),
+        cacerts.join("ca.org1.example.com-cert.pem"),
+    )
+    .expect("copy");
+    std::fs::copy(fixtures.join("config.yaml"), dir.path().join("config.yaml")).expect("copy");
+    let trust = format!("Org1MSP={}", dir.path().display());
+    for (file, peer) in [
+        ("peer2-signcert.pem", "peer2"),
+        ("peer2-fabric-identity.pem", "peer2"),
+        ("peer1-signcert.pem", "peer1"),
+    ] {
+        let path = fixtures.join(file);
+        let r = run_expect(
+            &["validate", "--trust", &trust, path.to_str().expect("utf-8")],
+            0,
+        );
+        let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("a JSON line");
+        assert_eq!(v["valid"], true, "{file}: {}", r.all());
+        assert_eq!(
+            v["pki_id"],
+            oracle["peers"][format!("{peer}.org1.example.com")]["pki_id"],
+            "{file}: {}",
+            r.all()
+        );
+    }
+}
+
 /// `validate` lists an MSP folder's `signcerts/` as a node does: an entry that is not a
 /// file (a link leading nowhere, a FIFO) is left out with a warning on stderr naming it,
 /// and a FIFO is never opened.

@@ -283,6 +283,24 @@ pub(crate) fn raw_tbs(der: &[u8]) -> der::Result<&[u8]> {
     reader.tlv_bytes()
 }
 
+/// `der` (a certificate) with its signature value replaced by `signature`, the TBS part and
+/// the signature algorithm kept byte for byte: what Go's `asn1.Marshal` writes when Fabric's
+/// `sanitizeECDSASignedCert` re-encodes a certificate with a low-S signature.
+pub(crate) fn with_signature(der: &[u8], signature: &[u8]) -> der::Result<Vec<u8>> {
+    let mut reader = SliceReader::new(der)?;
+    let _outer = Header::decode(&mut reader)?;
+    let tbs = reader.tlv_bytes()?;
+    let algorithm = reader.tlv_bytes()?;
+    let mut body = Vec::with_capacity(tbs.len() + algorithm.len() + signature.len() + 8);
+    body.extend_from_slice(tbs);
+    body.extend_from_slice(algorithm);
+    der::asn1::BitString::from_bytes(signature)?.encode_to_vec(&mut body)?;
+    let mut out = Vec::with_capacity(body.len() + 4);
+    Header::new(der::Tag::Sequence, der::Length::try_from(body.len())?)?.encode_to_vec(&mut out)?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
 /// Splits a PEM file into its blocks: `(label, DER)` for each, in order. Text outside the
 /// blocks (comments, as OpenSSL writes) is ignored, as Go's `pem.Decode` ignores it.
 pub(crate) fn pem_blocks(text: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {

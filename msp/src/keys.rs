@@ -180,6 +180,23 @@ impl PublicKey {
         })
     }
 
+    /// `der_sig` with its `s` folded to low-S for this key's curve (Fabric's
+    /// `utils.SignatureToLowS`, which its MSP's `sanitizeCert` applies to a certificate's
+    /// signature with the issuer's key), DER; `None` when `s` is low already or the bytes
+    /// are not a DER ECDSA signature.
+    pub(crate) fn low_s_form(&self, der_sig: &[u8]) -> Option<Vec<u8>> {
+        match &self.key {
+            Key::P256(_) => p256::ecdsa::Signature::from_der(der_sig)
+                .ok()?
+                .normalize_s()
+                .map(|low| low.to_der().as_bytes().to_vec()),
+            Key::P384(_) => p384::ecdsa::Signature::from_der(der_sig)
+                .ok()?
+                .normalize_s()
+                .map(|low| low.to_der().as_bytes().to_vec()),
+        }
+    }
+
     /// Verifies a DER signature over a digest, accepting either form of `s`: the pure-Rust
     /// form of [`PublicKey::verify_certificate`].
     fn verify_prehash_any_s(&self, prehash: &[u8], der_sig: &[u8]) -> bool {

@@ -36,7 +36,9 @@
 //! * **Own identity**: [`MspSecurity::from_msp_dir`] with the peer's `msp/` folder and the
 //!   MSP ID of its organization (`Org1MSP` in Fabric's samples; the ID in `configtx.yaml`,
 //!   not the domain). Its `cacerts/`, `intermediatecerts/` and `crls/` are trusted for that
-//!   MSP ID.
+//!   MSP ID. The certificate is presented as Fabric's MSP presents it, a high-S CA
+//!   signature folded to low-S ([`TrustStore::sanitize_certificate`]), so the node has the
+//!   PKI-ID a Fabric peer given the same folder has.
 //! * **Trust**: for every other organization whose peers this node talks to,
 //!   [`TrustStore::add_msp_dir`] with that organization's `msp/` folder
 //!   (`peerOrganizations/<domain>/msp`) and its MSP ID. That folder holds the same CA

@@ -241,6 +241,10 @@ impl MspSecurity {
     /// with `key_pem` (PKCS#8 or SEC1 PEM). Fails if the key does not match the certificate
     /// or the certificate does not chain to a CA of `msp_id` in `trust`, so a misconfigured
     /// node stops at start-up instead of failing every handshake.
+    ///
+    /// The certificate is presented as a Fabric MSP presents its own
+    /// ([`TrustStore::sanitize_certificate`]: a high-S CA signature folded to low-S), so a
+    /// node given a Fabric peer's folder has that peer's PKI-ID.
     pub fn new(
         msp_id: &str,
         cert_pem: &[u8],
@@ -366,6 +370,14 @@ impl MspSecurity {
             });
         }
         trust.validate_own(msp_id, &cert, cert_source)?;
+        // The certificate as a Fabric MSP presents it (`sanitizeCert`: a high-S CA signature
+        // folded to low-S), so that the node's PKI-ID is the one a Fabric peer with the same
+        // folder has.
+        let sanitized = trust.sanitize_certificate(msp_id, &cert.der);
+        let cert = match CertInfo::from_der(&sanitized) {
+            Ok(c) if sanitized != cert.der => c,
+            _ => cert,
+        };
         let pem = certificate_pem(&cert.der);
         let identity = identity::serialize_identity_pem(msp_id, pem.as_bytes());
         let pki_id = identity::pki_id(msp_id, pem.as_bytes());
@@ -432,7 +444,9 @@ impl MspSecurity {
         &self.pki_id
     }
 
-    /// The node's signing certificate, DER.
+    /// The node's signing certificate, DER, as the node presents it: sanitized as a Fabric
+    /// MSP sanitizes it (see [`MspSecurity::new`]), so it may differ from the file's in its
+    /// signature's encoding.
     pub fn certificate_der(&self) -> &[u8] {
         &self.cert.der
     }

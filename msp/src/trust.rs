@@ -372,6 +372,27 @@ impl TrustStore {
         crate::security::parse(identity, self, Arithmetic::AwsLc)?.verdict(now)
     }
 
+    /// The certificate a Fabric MSP trusting this store makes of `der` before using it as an
+    /// identity (`sanitizeCert`): Go's x509 accepts a CA's signature with a high `s`, and
+    /// Fabric folds it to low-S with the issuer's key and re-encodes the certificate. A
+    /// Fabric peer whose signing certificate is high-S therefore presents the re-encoded
+    /// one, and its PKI-ID is the hash of that (`cryptogen extend` signs with the bare key:
+    /// about half the certificates it renews are high-S). `der` as it is when its signature
+    /// is low-S already, when it does not parse, or when no CA of `msp_id` issued it.
+    pub fn sanitize_certificate(&self, msp_id: &str, der: &[u8]) -> Vec<u8> {
+        let sanitized = || {
+            let cas = self.msps.get(msp_id)?;
+            let cert = CertInfo::from_der(der).ok()?;
+            let issuer =
+                cas.roots.iter().chain(&cas.intermediates).find(|ca| {
+                    ca.subject == cert.issuer && cert.is_signed_by(ca, Arithmetic::AwsLc)
+                })?;
+            let low = issuer.key.low_s_form(&cert.signature)?;
+            crate::cert::with_signature(der, &low).ok()
+        };
+        sanitized().unwrap_or_else(|| der.to_vec())
+    }
+
     /// The channel configuration blocks read into this store
     /// ([`TrustStore::add_channel_config`]), in the order read: each one's channel, its
     /// configuration sequence (which grows with every update, so a reload shows whether the
@@ -799,6 +820,69 @@ mod tests {
     use rcgen::{BasicConstraints, CustomExtension, ExtendedKeyUsagePurpose, IsCa};
 
     const MSP: &str = "Org1MSP";
+
+    /// Fabric's `sanitizeCert`: a certificate whose CA signature has a high `s` is what
+    /// `cryptogen extend` makes half the time; a Fabric MSP presents it re-encoded with the
+    /// low-S form of the same signature, so its PKI-ID is that form's. Both forms are valid
+    /// identities; each sanitizes to the low-S one.
+    #[test]
+    fn a_high_s_certificate_sanitizes_to_its_low_s_form() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let v = Validity::ten_years_from(start());
+        for curve in [Curve::P256, Curve::P384] {
+            let root = DevCa::root("ca.org1", "org1", curve, v, &mut rng).unwrap();
+            let low = root
+                .issue("peer1.org1", crate::dev::Usage::Identity, &[], v, &mut rng)
+                .unwrap()
+                .cert_der;
+            let cert = crate::cert::CertInfo::from_der(&low).unwrap();
+            let root_info = crate::cert::CertInfo::from_der(root.cert_der()).unwrap();
+            assert!(
+                root_info.key.low_s_form(&cert.signature).is_none(),
+                "dev CAs sign low-S"
+            );
+            // The same signature with s' = n - s: what an unfolding signer may have made.
+            let high_sig = match curve {
+                Curve::P256 => {
+                    let s = p256::ecdsa::Signature::from_der(&cert.signature).unwrap();
+                    let (r, s) = s.split_scalars();
+                    p256::ecdsa::Signature::from_scalars(r, -*s)
+                        .unwrap()
+                        .to_der()
+                        .as_bytes()
+                        .to_vec()
+                }
+                Curve::P384 => {
+                    let s = p384::ecdsa::Signature::from_der(&cert.signature).unwrap();
+                    let (r, s) = s.split_scalars();
+                    p384::ecdsa::Signature::from_scalars(r, -*s)
+                        .unwrap()
+                        .to_der()
+                        .as_bytes()
+                        .to_vec()
+                }
+            };
+            let high = crate::cert::with_signature(&low, &high_sig).unwrap();
+            assert_ne!(high, low);
+            assert_eq!(
+                crate::cert::with_signature(&low, &cert.signature).unwrap(),
+                low
+            );
+            assert!(
+                verdict(&root, &high).is_ok(),
+                "Go's x509 accepts a high-S CA signature"
+            );
+            let mut trust = TrustStore::new();
+            trust.add_ca_pem(MSP, root.cert_pem().as_bytes()).unwrap();
+            assert_eq!(trust.sanitize_certificate(MSP, &high), low);
+            assert_eq!(trust.sanitize_certificate(MSP, &low), low);
+            assert_eq!(
+                trust.sanitize_certificate("Org2MSP", &high),
+                high,
+                "no CA: kept"
+            );
+        }
+    }
 
     fn start() -> Instant {
         Instant::from_unix_secs(1_700_000_000)

@@ -8,6 +8,7 @@ mod common;
 mod fabric_capture;
 mod fuzz_corpus;
 mod handshake;
+mod high_s;
 mod loading;
 mod node_ous;
 mod provider;
