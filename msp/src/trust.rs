@@ -821,66 +821,90 @@ mod tests {
 
     const MSP: &str = "Org1MSP";
 
+    /// `der`'s CA signature with `s` replaced by `n - s`: what a signer that does not fold
+    /// `s` makes half the time (`cryptogen extend`). Both forms verify.
+    fn high_s_twin(der: &[u8], curve: Curve) -> Vec<u8> {
+        let cert = crate::cert::CertInfo::from_der(der).unwrap();
+        let high_sig = match curve {
+            Curve::P256 => {
+                let (r, s) = p256::ecdsa::Signature::from_der(&cert.signature)
+                    .unwrap()
+                    .split_scalars();
+                let high = p256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+                high.to_der().as_bytes().to_vec()
+            }
+            Curve::P384 => {
+                let (r, s) = p384::ecdsa::Signature::from_der(&cert.signature)
+                    .unwrap()
+                    .split_scalars();
+                let high = p384::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+                high.to_der().as_bytes().to_vec()
+            }
+        };
+        crate::cert::with_signature(der, &high_sig).unwrap()
+    }
+
     /// Fabric's `sanitizeCert`: a certificate whose CA signature has a high `s` is what
     /// `cryptogen extend` makes half the time; a Fabric MSP presents it re-encoded with the
     /// low-S form of the same signature, so its PKI-ID is that form's. Both forms are valid
-    /// identities; each sanitizes to the low-S one.
+    /// identities; each sanitizes to the low-S one, whether a root or an intermediate CA
+    /// issued it, on either curve. (Checked against Fabric's own bytes in
+    /// `tests/high_s.rs`.)
     #[test]
     fn a_high_s_certificate_sanitizes_to_its_low_s_form() {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let v = Validity::ten_years_from(start());
+        let now = start() + Duration::from_secs(3600);
         for curve in [Curve::P256, Curve::P384] {
             let root = DevCa::root("ca.org1", "org1", curve, v, &mut rng).unwrap();
-            let low = root
-                .issue("peer1.org1", crate::dev::Usage::Identity, &[], v, &mut rng)
-                .unwrap()
-                .cert_der;
-            let cert = crate::cert::CertInfo::from_der(&low).unwrap();
-            let root_info = crate::cert::CertInfo::from_der(root.cert_der()).unwrap();
-            assert!(
-                root_info.key.low_s_form(&cert.signature).is_none(),
-                "dev CAs sign low-S"
-            );
-            // The same signature with s' = n - s: what an unfolding signer may have made.
-            let high_sig = match curve {
-                Curve::P256 => {
-                    let s = p256::ecdsa::Signature::from_der(&cert.signature).unwrap();
-                    let (r, s) = s.split_scalars();
-                    p256::ecdsa::Signature::from_scalars(r, -*s)
-                        .unwrap()
-                        .to_der()
-                        .as_bytes()
-                        .to_vec()
+            let ica = root.intermediate("ica.org1", v, &mut rng).unwrap();
+            for (issuer, via) in [(&root, "root"), (&ica, "intermediate")] {
+                let low = issuer
+                    .issue("peer1.org1", crate::dev::Usage::Identity, &[], v, &mut rng)
+                    .unwrap()
+                    .cert_der;
+                let cert = crate::cert::CertInfo::from_der(&low).unwrap();
+                let issuer_info = crate::cert::CertInfo::from_der(issuer.cert_der()).unwrap();
+                assert!(
+                    issuer_info.key.low_s_form(&cert.signature).is_none(),
+                    "dev CAs sign low-S"
+                );
+                let high = high_s_twin(&low, curve);
+                assert_ne!(high, low, "{curve:?} {via}");
+                assert_eq!(
+                    crate::cert::with_signature(&low, &cert.signature).unwrap(),
+                    low,
+                    "the same signature re-encodes to the same bytes"
+                );
+                let mut trust = TrustStore::new();
+                trust.add_ca_pem(MSP, root.cert_pem().as_bytes()).unwrap();
+                // Trusted only where it issued the member: a root above an intermediate
+                // issues no members (Fabric's rule).
+                if via == "intermediate" {
+                    trust
+                        .add_intermediate_pem(MSP, ica.cert_pem().as_bytes())
+                        .unwrap();
                 }
-                Curve::P384 => {
-                    let s = p384::ecdsa::Signature::from_der(&cert.signature).unwrap();
-                    let (r, s) = s.split_scalars();
-                    p384::ecdsa::Signature::from_scalars(r, -*s)
-                        .unwrap()
-                        .to_der()
-                        .as_bytes()
-                        .to_vec()
+                for form in [&high, &low] {
+                    let verdict = trust.validate_identity(&serialize_identity(MSP, form), now);
+                    assert_eq!(verdict, Ok(()), "{curve:?} {via}: Go's x509 accepts both");
                 }
-            };
-            let high = crate::cert::with_signature(&low, &high_sig).unwrap();
-            assert_ne!(high, low);
-            assert_eq!(
-                crate::cert::with_signature(&low, &cert.signature).unwrap(),
-                low
-            );
-            assert!(
-                verdict(&root, &high).is_ok(),
-                "Go's x509 accepts a high-S CA signature"
-            );
-            let mut trust = TrustStore::new();
-            trust.add_ca_pem(MSP, root.cert_pem().as_bytes()).unwrap();
-            assert_eq!(trust.sanitize_certificate(MSP, &high), low);
-            assert_eq!(trust.sanitize_certificate(MSP, &low), low);
-            assert_eq!(
-                trust.sanitize_certificate("Org2MSP", &high),
-                high,
-                "no CA: kept"
-            );
+                assert_eq!(
+                    trust.sanitize_certificate(MSP, &high),
+                    low,
+                    "{curve:?} {via}"
+                );
+                assert_eq!(
+                    trust.sanitize_certificate(MSP, &low),
+                    low,
+                    "{curve:?} {via}"
+                );
+                assert_eq!(
+                    trust.sanitize_certificate("Org2MSP", &high),
+                    high,
+                    "no CA: kept"
+                );
+            }
         }
     }
 
