@@ -104,19 +104,14 @@ fn a_refused_dial_is_tried_again_until_its_deadline() {
     assert_eq!(c.live_counts().dials, 0);
 }
 
-/// A retry that connects carries on as any dial does: Ping, stream, the message written.
-#[test]
-fn a_retry_that_connects_delivers_the_waiting_message() {
-    let (mut c, dial) = sending(Config::default());
-    let retry = refuse(&mut c, dial, now(), "refused");
-    c.handle_timeout(retry);
-    let (acts, _) = drain(&mut c);
-    assert_eq!(dial_of(&acts).map(|d| d.0), Some(dial));
-    c.handle_dial_result(retry, dial, Ok(None)).unwrap();
-    let (acts, _) = drain(&mut c);
+/// `dial`, just dialled again, connects at `at`: Ping, stream, the peer's hello, and the
+/// message the dial carries is written on the stream. Returns the stream.
+fn connects_and_writes(c: &mut Comm<TestOnlyHmacSecurity>, dial: DialId, at: Instant) -> StreamId {
+    c.handle_dial_result(at, dial, Ok(None)).unwrap();
+    let (acts, _) = drain(c);
     assert_eq!(acts, vec![Action::Ping { dial }]);
-    c.handle_ping_result(retry, dial, Ok(())).unwrap();
-    let (acts, _) = drain(&mut c);
+    c.handle_ping_result(at, dial, Ok(())).unwrap();
+    let (acts, _) = drain(c);
     let stream = acts
         .iter()
         .find_map(|a| match a {
@@ -124,8 +119,8 @@ fn a_retry_that_connects_delivers_the_waiting_message() {
             _ => None,
         })
         .expect("a stream");
-    c.handle_envelope(retry, stream, hello()).unwrap();
-    let (acts, events) = drain(&mut c);
+    c.handle_envelope(at, stream, hello()).unwrap();
+    let (acts, events) = drain(c);
     assert!(
         acts.iter().any(|a| matches!(
             a,
@@ -134,6 +129,18 @@ fn a_retry_that_connects_delivers_the_waiting_message() {
         "{acts:?}"
     );
     assert!(dead(&events).is_empty());
+    stream
+}
+
+/// A retry that connects carries on as any dial does: Ping, stream, the message written.
+#[test]
+fn a_retry_that_connects_delivers_the_waiting_message() {
+    let (mut c, dial) = sending(Config::default());
+    let retry = refuse(&mut c, dial, now(), "refused");
+    c.handle_timeout(retry);
+    let (acts, _) = drain(&mut c);
+    assert_eq!(dial_of(&acts).map(|d| d.0), Some(dial));
+    connects_and_writes(&mut c, dial, retry);
     // The dial's deadline no longer applies once a stream carries it.
     c.handle_timeout(now() + Duration::from_secs(5));
     let (acts, events) = drain(&mut c);
@@ -234,6 +241,8 @@ fn close_conn_leaves_a_dial_in_its_back_off() {
     c.close_conn(now() + ms(100), &PkiId::from(REMOTE));
     still_waits(&mut c, dial, retry);
     assert_eq!(c.live_counts().dials, 1);
+    connects_and_writes(&mut c, dial, retry);
+    assert_eq!(c.connections().len(), 1);
 }
 
 /// The jitter comes from the seed: the same seed retries at the same instants, and
