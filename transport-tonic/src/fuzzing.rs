@@ -5,28 +5,47 @@
 //! (`MeteredBody`, in place of tonic's decoder), so that bytes of incomplete messages are
 //! charged to a node-wide budget: it is the first code of ours that a peer's bytes reach
 //! after h2, before any handshake. [`grpc_framing`] builds one or two bodies from the
-//! input (DATA frames cut anywhere, trailers with any `grpc-status`, `grpc-message` and
-//! `grpc-status-details-bin` values, an error from the transport), reads them, and checks
-//! more than the absence of panics:
+//! input (DATA frames cut anywhere, pauses between frames, trailers with any
+//! `grpc-status`, `grpc-message` and `grpc-status-details-bin` values, an error from the
+//! transport; at most [`CAP`] bytes in all), optionally beside other streams' stalled
+//! half-sent messages that fill the budget and all but a chosen part of the reserve, reads
+//! them, and checks more than the absence of panics:
 //!
 //! - **The same messages however the bytes are cut.** A reference parser, written from
 //!   gRPC's framing rules alone, reads the body's bytes joined; the metered body must hand
-//!   out the same messages byte for byte, in order, and end the same way: clean (or with
-//!   the status its trailers or HTTP status give), cut short inside a message, a
-//!   compression flag other than 0 and 1, a message over its limit (the first message's
-//!   limit apart), a compressed message where none was negotiated, or the transport's
-//!   error. The fault the reader reports (`Fault`) must name the same cause.
+//!   out the same messages byte for byte, in order, and end the same way: clean, cut short
+//!   inside a message, a compression flag other than 0 and 1, a message over its limit
+//!   (the first message's limit apart), a compressed message where none was negotiated, or
+//!   the transport's error.
+//! - **The same status code.** A clean end of a response gives the code its trailers'
+//!   `grpc-status` gives (OK is no error; a `grpc-message` that is not percent-encoded
+//!   UTF-8 makes it UNKNOWN, as in tonic), or lacking one, the status gRPC maps its HTTP
+//!   status to (200 without `grpc-status` is UNKNOWN); both are written here from the gRPC
+//!   spec, not taken from the driver. A request's end, and a trailers-only response's, is
+//!   clean. A transport error gives its own code (a request cancelled by it ends clean);
+//!   bad framing gives INTERNAL, a message over its limit RESOURCE_EXHAUSTED.
+//! - **The fault names the same cause.** The reader's reported fault (`Fault`) is
+//!   `Oversized` with the announced length, or `Framing` naming the cause: the bad flag's
+//!   value, the compressed flag, or a message cut short with how many of its bytes
+//!   (prefix included) arrived; a clean end and the transport's error leave no fault.
 //! - **The budget's books balance.** After every poll, what the node-wide budget holds is
 //!   what the live bodies say they hold; a body waiting for budget is counted among the
-//!   waiters exactly once, and a body whose frames have all arrived is pending only while
-//!   it waits for budget; the budget never holds more than its limit and the reserve; an
+//!   waiters exactly once; the budget never holds more than its limit and the reserve; an
 //!   ended body holds nothing, and when every body has ended or been dropped neither does
 //!   the budget.
+//! - **Wake-ups.** Each body is polled as a task: with a waker of its own, and again only
+//!   when that waker was woken (or its last poll handed out a message). A body is pending
+//!   only at a pause or while it waits for budget. A pause's frame arrives the way h2 hands
+//!   one over: by waking the waker the body's last poll of its stream gave. A body waiting
+//!   for budget must be woken by whatever frees budget (another body's message completing
+//!   or failing, a body dropped): when no body can move, no waiting body's bytes may fit in
+//!   what the budget (or, for a message of at most 64 KiB, the reserve) has free.
 //!
 //! Two bodies share one budget (as a node's streams do), so one waits for budget that the
-//! other holds and is woken when the other's message completes. Time does not pass: a
-//! body left waiting with no other to free budget would stall in a node, and is dropped
-//! (a stalled stream's release is the same as a dropped one's).
+//! other holds and is woken when the other's message completes. Time does not pass: when
+//! no body can move, a node's streams would stall, and one is dropped (a stalled stream's
+//! release is the same as a dropped one's): the other streams' stalled messages first,
+//! the last taken first, then the first body.
 
 use crate::metered::{Budget, FaultSlot, MeteredBody, Metering, PREFIX, RESERVE, Side};
 use crate::metered::{Fault, PolledFrame, take_fault};
@@ -35,8 +54,8 @@ use http_body::{Body, Frame};
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tonic::Status;
 
@@ -51,9 +70,23 @@ const FILL: u8 = 6;
 const PAUSE: u8 = 7;
 const OPS: u8 = 8;
 
-/// The largest message an op may write: past the largest limit an input can set (1 MiB),
-/// so that every limit can be passed.
+/// The largest message an op may announce: past the largest limit an input can set
+/// (1 MiB), so that every limit can be passed.
 const LARGEST: usize = (1 << 20) + 64;
+
+/// The most bytes an input's bodies may carry, over all its ops: an op that would pass it
+/// is skipped (its input bytes still read). A message announced over every limit the
+/// input set carries its prefix alone, which is all a reader sees of it, so a few bytes of
+/// input cannot make a megabyte of body unless it is read.
+pub const CAP: usize = 4 << 20;
+
+/// A message of at most this many bytes, prefix included, may draw on the reserve when the
+/// budget is spent (the driver's documented rule, written here apart).
+const SMALL: usize = 64 << 10;
+
+/// The mode bit that puts other streams' stalled half-sent messages beside the bodies;
+/// a u16 after the header says how many bytes of the reserve they leave free.
+const BALLAST: u8 = 1 << 5;
 
 /// One item a scripted body hands out.
 enum Item {
@@ -65,22 +98,25 @@ enum Item {
     Pause,
 }
 
-/// A body that hands out its items, then ends. `paused` says whether its last poll was a
-/// pause, the one reason it is pending.
+/// Where a body paused leaves the waker of the poll that found the pause, as h2 keeps the
+/// waker of the task that polled a stream: the frame's arrival wakes it.
+type Arrival = Arc<Mutex<Option<Waker>>>;
+
+/// A body that hands out its items, then ends. At a pause it is pending, and `arrival`
+/// holds the waker to wake when its next frame arrives.
 struct Script {
     items: VecDeque<Item>,
-    paused: Arc<AtomicBool>,
+    arrival: Arrival,
 }
 
 impl Body for Script {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> PolledFrame {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         let this = self.get_mut();
         let item = this.items.pop_front();
-        this.paused
-            .store(matches!(item, Some(Item::Pause)), Ordering::Relaxed);
+        *lock(&this.arrival) = matches!(item, Some(Item::Pause)).then(|| cx.waker().clone());
         match item {
             None => Poll::Ready(None),
             Some(Item::Data(d)) => Poll::Ready(Some(Ok(Frame::data(d)))),
@@ -88,6 +124,50 @@ impl Body for Script {
             Some(Item::Error(s)) => Poll::Ready(Some(Err(s))),
             Some(Item::Pause) => Poll::Pending,
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Another stream's half-sent message, stalled: its first frame, then nothing.
+struct Stalled(Option<Bytes>);
+
+impl Body for Stalled {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> PolledFrame {
+        match self.get_mut().0.take() {
+            Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A message of 65,531 bytes (with its prefix, 64 KiB: small enough for the reserve),
+/// whose first bytes a stalled stream sends.
+fn stalled_message() -> &'static Bytes {
+    static M: OnceLock<Bytes> = OnceLock::new();
+    M.get_or_init(|| {
+        let mut m = vec![0u8; SMALL];
+        m[1..PREFIX].copy_from_slice(&((SMALL - PREFIX) as u32).to_be_bytes());
+        Bytes::from(m)
+    })
+}
+
+/// A task's waker: it only notes that it was woken.
+#[derive(Default)]
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -166,6 +246,8 @@ struct Case {
     budget: usize,
     max_message: usize,
     max_first_message: usize,
+    /// Bytes of the reserve other streams' stalled messages leave free, if there are any.
+    ballast: Option<usize>,
 }
 
 fn parse(data: &[u8]) -> Case {
@@ -174,7 +256,17 @@ fn parse(data: &[u8]) -> Case {
     let budget = usize::from(input.u16()) * 8;
     let max_message = usize::from(input.u16()) * 16;
     let max_first_message = usize::from(input.u16()) * 16;
+    let ballast = (mode & BALLAST != 0).then(|| usize::from(input.u16()));
     let two = mode & 1 == 1;
+    // Bytes the bodies may still carry: an op that would pass `CAP` is skipped.
+    let mut room = CAP;
+    let mut fits = |n: usize| {
+        let ok = n <= room;
+        if ok {
+            room -= n;
+        }
+        ok
+    };
     let mut streams = vec![Stream::new(side_of(mode >> 1, u16::from(mode)))];
     if two {
         streams.push(Stream::new(side_of(mode >> 3, u16::from(mode) * 7)));
@@ -185,22 +277,31 @@ fn parse(data: &[u8]) -> Case {
         match input.byte() % OPS {
             RAW => {
                 let n = usize::from(input.byte());
-                s.frame.extend_from_slice(input.bytes(n));
+                let bytes = input.bytes(n);
+                if fits(bytes.len()) {
+                    s.frame.extend_from_slice(bytes);
+                }
             }
             MESSAGE => {
                 let flag = input.byte();
                 let len = (usize::from(input.byte()) << 16 | usize::from(input.u16())) % LARGEST;
                 let fill = input.byte();
-                s.frame.push(flag);
-                s.frame.extend_from_slice(&(len as u32).to_be_bytes());
-                s.frame.resize(s.frame.len() + len, fill);
+                // Over every limit, the prefix is refused and nothing after it is read.
+                let body = if len > max_message { 0 } else { len };
+                if fits(PREFIX + body) {
+                    s.frame.push(flag);
+                    s.frame.extend_from_slice(&(len as u32).to_be_bytes());
+                    s.frame.resize(s.frame.len() + body, fill);
+                }
             }
             CUT => s.cut(),
             SWITCH => at = (at + 1) % streams.len(),
             FILL => {
                 let n = usize::from(input.u16());
                 let fill = input.byte();
-                s.frame.resize(s.frame.len() + n, fill);
+                if fits(n) {
+                    s.frame.resize(s.frame.len() + n, fill);
+                }
             }
             PAUSE => {
                 if !s.frame.is_empty() {
@@ -239,16 +340,18 @@ fn parse(data: &[u8]) -> Case {
         budget,
         max_message,
         max_first_message,
+        ballast,
     }
 }
 
 /// How the reference parser says a body ends.
 #[derive(Debug)]
 enum End {
-    /// Ended (by its end or by trailers) inside a message.
-    CutShort,
-    /// A compression flag other than 0 and 1.
-    BadFlag,
+    /// Ended (by its end or by trailers) inside a message, this many of its bytes
+    /// (prefix included) received.
+    CutShort(usize),
+    /// This compression flag, other than 0 and 1.
+    BadFlag(u8),
     /// A message announced over its limit.
     Oversized(usize),
     /// A message with the compression flag, none negotiated.
@@ -262,11 +365,11 @@ enum End {
 /// gRPC's framing read from the body's bytes joined: the messages, and how it ends.
 /// Nothing after the first trailers or error is read.
 fn reference(items: &[Item], max_first: usize, max: usize) -> (Vec<Bytes>, End) {
-    let mut wire = Vec::new();
+    let mut joined = Vec::new();
     let mut last = End::Clean(None);
     for item in items {
         match item {
-            Item::Data(d) => wire.extend_from_slice(d),
+            Item::Data(d) => joined.extend_from_slice(d),
             Item::Pause => {}
             Item::Trailers(h) => {
                 last = End::Clean(Some(h.clone()));
@@ -278,18 +381,19 @@ fn reference(items: &[Item], max_first: usize, max: usize) -> (Vec<Bytes>, End) 
             }
         }
     }
+    let wire = Bytes::from(joined);
     let mut messages = Vec::new();
     let mut pos = 0;
     let mut limit = max_first.min(max);
     while pos < wire.len() {
         let rest = &wire[pos..];
         if rest.len() < PREFIX {
-            return (messages, cut_short(last));
+            return (messages, cut_short(last, rest.len()));
         }
         let flag = rest[0];
         let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
         if flag > 1 {
-            return (messages, End::BadFlag);
+            return (messages, End::BadFlag(flag));
         }
         if len > limit {
             return (messages, End::Oversized(len));
@@ -299,9 +403,9 @@ fn reference(items: &[Item], max_first: usize, max: usize) -> (Vec<Bytes>, End) 
             return (messages, End::Compressed);
         }
         if rest.len() < PREFIX + len {
-            return (messages, cut_short(last));
+            return (messages, cut_short(last, rest.len()));
         }
-        messages.push(Bytes::copy_from_slice(&rest[PREFIX..PREFIX + len]));
+        messages.push(wire.slice(pos + PREFIX..pos + PREFIX + len));
         pos += PREFIX + len;
     }
     (messages, last)
@@ -309,17 +413,86 @@ fn reference(items: &[Item], max_first: usize, max: usize) -> (Vec<Bytes>, End) 
 
 /// A body cut short inside a message ends as bad framing, unless the transport's error
 /// ended it first.
-fn cut_short(last: End) -> End {
+fn cut_short(last: End, received: usize) -> End {
     match last {
         End::Transport(s) => End::Transport(s),
-        _ => End::CutShort,
+        _ => End::CutShort(received),
     }
+}
+
+/// The status a response's clean end gives the call (`None`: OK), read as gRPC reads it
+/// ("PROTOCOL-HTTP2.md" and "http-grpc-status-mapping.md" in grpc/grpc): the trailers'
+/// `grpc-status` if they carry one, else the HTTP status mapped. A request's end says
+/// nothing (the server's handler decides), nor does a trailers-only response's (its
+/// status, OK, came with the headers).
+fn expected_ending(side: Side, trailers: Option<&http::HeaderMap>) -> Option<tonic::Code> {
+    use tonic::Code;
+    let Side::Response(http_status) = side else {
+        return None;
+    };
+    if let Some(t) = trailers
+        && let Some(v) = t.get("grpc-status")
+    {
+        // `grpc-status` is a code's decimal number, 0 to 16; anything else is UNKNOWN.
+        let s = v.as_bytes();
+        let number =
+            (!s.is_empty() && s.iter().all(u8::is_ascii_digit) && (s == b"0" || s[0] != b'0'))
+                .then(|| std::str::from_utf8(s).ok()?.parse::<u8>().ok())
+                .flatten()
+                .filter(|n| *n <= 16);
+        let mut code = number.map_or(Code::Unknown, |n| Code::from(i32::from(n)));
+        // `grpc-message` is percent-encoded UTF-8; tonic makes a status whose message is
+        // not UNKNOWN, whatever its code.
+        if let Some(m) = t.get("grpc-message")
+            && std::str::from_utf8(&percent_decoded(m.as_bytes())).is_err()
+        {
+            code = Code::Unknown;
+        }
+        return (code != Code::Ok).then_some(code);
+    }
+    // No grpc-status: gRPC's mapping of HTTP statuses; a 200 that ends without one is a
+    // protocol error, UNKNOWN (as in tonic and grpc-go).
+    Some(match http_status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    })
+}
+
+/// Percent-decoding as gRPC's `grpc-message` uses it: `%` and two hex digits is a byte,
+/// anything else stands for itself.
+fn percent_decoded(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                s.get(i + 1).and_then(|b| hex(*b)),
+                s.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// One body being read, beside what the reference says of it.
 struct Reader {
     body: MeteredBody,
-    paused: Arc<AtomicBool>,
+    /// Set when the body's task is woken (or goes on after handing out a message).
+    woken: Arc<Flag>,
+    waker: Waker,
+    /// The waker its pause left, until its next frame arrives.
+    arrival: Arrival,
     fault: FaultSlot,
     side: Side,
     want: Vec<Bytes>,
@@ -332,10 +505,20 @@ fn check_end(r: &Reader, status: Option<Status>) {
     assert_eq!(r.got, r.want.len(), "messages before the end ({:?})", r.end);
     let fault = take_fault(&r.fault);
     match &r.end {
-        End::CutShort | End::BadFlag | End::Compressed => {
+        End::CutShort(_) | End::BadFlag(_) | End::Compressed => {
             let s = status.expect("a status for bad framing");
             assert_eq!(s.code(), tonic::Code::Internal, "{s:?} for {:?}", r.end);
-            assert!(matches!(fault, Some(Fault::Framing(_))), "{fault:?}");
+            let Some(Fault::Framing(why)) = &fault else {
+                panic!("{fault:?} for {:?}", r.end);
+            };
+            let names = match &r.end {
+                End::CutShort(n) => {
+                    why.contains("inside a message") && why.contains(&format!("({n} bytes"))
+                }
+                End::BadFlag(flag) => why.contains(&format!("compression flag {flag} ")),
+                _ => why.contains("compressed-flag"),
+            };
+            assert!(names, "fault {why:?} for {:?}", r.end);
         }
         End::Oversized(n) => {
             let s = status.expect("a status for an oversized message");
@@ -343,11 +526,12 @@ fn check_end(r: &Reader, status: Option<Status>) {
             assert_eq!(fault, Some(Fault::Oversized(*n)));
         }
         End::Clean(trailers) => {
-            let expected = r.side.ending(trailers.clone());
+            let expected = expected_ending(r.side, trailers.as_ref());
             assert_eq!(
                 status.as_ref().map(Status::code),
-                expected.as_ref().map(Status::code),
-                "{status:?} against {expected:?}"
+                expected,
+                "{:?} ending with {trailers:?}",
+                r.side
             );
             assert_eq!(fault, None);
         }
@@ -373,20 +557,66 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// The budget's books: what it holds is what the live readers hold, each waiting reader
 /// is counted once, and it holds no more than its limit and the reserve.
-fn check_books(budget: &Budget, readers: &[Option<Reader>]) {
+fn check_books(budget: &Budget, readers: &[Option<Reader>], stalled: &[MeteredBody]) {
     let (held, reserve, waiters) = budget.books();
-    let (charged, reserved, waiting) = readers.iter().flatten().fold((0, 0, 0), |acc, r| {
-        let (b, res) = r.body.charged_parts();
+    let bodies = readers.iter().flatten().map(|r| &r.body).chain(stalled);
+    let (charged, reserved, waiting) = bodies.fold((0, 0, 0), |acc, body| {
+        let (b, res) = body.charged_parts();
         (
             acc.0 + b,
             acc.1 + res,
-            acc.2 + usize::from(r.body.is_held_back()),
+            acc.2 + usize::from(body.waits_for().is_some()),
         )
     });
     assert_eq!((held, reserve), (charged, reserved), "the budget's books");
     assert_eq!(waiters, waiting, "waiters");
     assert!(held <= budget.limit(), "{held} over the limit");
     assert!(reserve <= RESERVE, "{reserve} over the reserve");
+}
+
+/// Whether the bytes a body waits for would fit now: in the budget, or for a message of at
+/// most [`SMALL`] bytes, in the reserve (the whole message's charge moves there).
+fn would_fit(budget: &Budget, body: &MeteredBody, need: usize, small: bool) -> bool {
+    let (held, reserve, _) = budget.books();
+    let (b, res) = body.charged_parts();
+    held + need <= budget.limit()
+        || (small && b + res + need <= SMALL && reserve + b + need <= RESERVE)
+}
+
+/// Other streams' stalled half-sent messages: they fill the budget, then the reserve but
+/// for `free` bytes. Each holds at most 64 KiB (a small message's first frame).
+fn stall_others(budget: &Budget, metering: &Metering, free: usize) -> Vec<MeteredBody> {
+    // Other streams: past their first message, and not bound by this input's limits.
+    let metering = Metering {
+        max_message: SMALL,
+        max_first_message: SMALL,
+        ..metering.clone()
+    };
+    let mut stalled = Vec::new();
+    loop {
+        let (held, reserve, _) = budget.books();
+        let n = if held < budget.limit() {
+            budget.limit() - held
+        } else {
+            RESERVE.saturating_sub(reserve + free)
+        }
+        .min(SMALL - 1);
+        if n == 0 {
+            return stalled;
+        }
+        let first = Stalled(Some(stalled_message().slice(..n)));
+        let mut body =
+            MeteredBody::new(first, Side::Request, metering.clone(), FaultSlot::default());
+        let polled = body.poll_message(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending(), "a stalled message: {polled:?}");
+        let (b, res) = body.charged_parts();
+        assert_eq!(
+            (b + res, body.waits_for()),
+            (n, None),
+            "a stalled message's charge"
+        );
+        stalled.push(body);
+    }
 }
 
 /// The `grpc_framing` fuzz target: see the module documentation.
@@ -403,6 +633,8 @@ struct Ran {
     waits: u64,
     /// Bodies dropped while they waited for budget no other body would free.
     dropped: usize,
+    /// Times a waiting body was woken.
+    wakes: usize,
 }
 
 fn run(data: &[u8]) -> Ran {
@@ -416,21 +648,28 @@ fn run(data: &[u8]) -> Ran {
         max_first_message: case.max_first_message,
         stall: Duration::from_secs(3600),
     };
+    let mut stalled = case
+        .ballast
+        .map_or_else(Vec::new, |free| stall_others(&budget, &metering, free));
     let mut readers: Vec<Option<Reader>> = case
         .streams
         .into_iter()
         .map(|(items, side)| {
             let (want, end) = reference(&items, case.max_first_message, case.max_message);
             let fault = FaultSlot::default();
-            let paused = Arc::new(AtomicBool::new(false));
+            let arrival = Arrival::default();
             let script = Script {
                 items: items.into_iter().collect(),
-                paused: paused.clone(),
+                arrival: arrival.clone(),
             };
             let body = MeteredBody::new(script, side, metering.clone(), fault.clone());
+            // A task polls its body first without being woken.
+            let woken = Arc::new(Flag(AtomicBool::new(true)));
             Some(Reader {
                 body,
-                paused,
+                waker: Waker::from(woken.clone()),
+                woken,
+                arrival,
                 fault,
                 side,
                 want,
@@ -439,13 +678,20 @@ fn run(data: &[u8]) -> Ran {
             })
         })
         .collect();
-    // Wakes nothing: every body is polled in turn until none moves.
-    let mut cx = Context::from_waker(Waker::noop());
+    check_books(&budget, &readers, &stalled);
     while readers.iter().any(Option::is_some) {
-        let mut moved = false;
+        // Each body woken is polled once, in turn.
+        let mut polled = false;
         for i in 0..readers.len() {
             let Some(r) = &mut readers[i] else { continue };
-            match r.body.poll_message(&mut cx) {
+            if !r.woken.0.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            polled = true;
+            if r.body.waits_for().is_some() {
+                ran.wakes += 1;
+            }
+            match r.body.poll_message(&mut Context::from_waker(&r.waker)) {
                 Poll::Ready(Some(Ok(m))) => {
                     let want = r
                         .want
@@ -454,7 +700,8 @@ fn run(data: &[u8]) -> Ran {
                     assert_eq!(&m, want, "message {}", r.got);
                     r.got += 1;
                     ran.messages += 1;
-                    moved = true;
+                    // Its task goes on to the next message.
+                    r.woken.0.store(true, Ordering::SeqCst);
                 }
                 Poll::Ready(end) => {
                     let status = end.map(|e| e.expect_err("the end"));
@@ -465,26 +712,56 @@ fn run(data: &[u8]) -> Ran {
                         "an ended body holds nothing"
                     );
                     readers[i] = None;
-                    moved = true;
                 }
-                Poll::Pending if r.paused.load(Ordering::Relaxed) => moved = true,
                 Poll::Pending => {
-                    // Its next frame has arrived: only budget can hold it up.
-                    assert!(r.body.is_held_back(), "pending without waiting for budget");
+                    let paused = lock(&r.arrival).is_some();
+                    assert!(
+                        paused || r.body.waits_for().is_some(),
+                        "pending without a pause or a wait for budget"
+                    );
                 }
             }
-            check_books(&budget, &readers);
+            check_books(&budget, &readers, &stalled);
         }
-        if !moved {
-            // Every body left waits for budget the others hold: in a node they would
-            // stall. Drop the first, as its stream's end would, and go on.
-            if let Some(slot) = readers.iter_mut().find(|r| r.is_some()) {
-                *slot = None;
-                ran.dropped += 1;
+        // The frames after the pauses arrive, waking the tasks that polled for them.
+        let mut arrived = false;
+        for r in readers.iter().flatten() {
+            if let Some(waker) = lock(&r.arrival).take() {
+                waker.wake();
+                arrived = true;
             }
-            check_books(&budget, &readers);
         }
+        if polled || arrived {
+            continue;
+        }
+        // No body can move: each waits for budget (a paused one was woken by its frame),
+        // and no other body freed any it can use since, or it would have been woken.
+        for r in readers.iter().flatten() {
+            let Some((need, small)) = r.body.waits_for() else {
+                panic!(
+                    "a body not woken after its next frame arrived ({:?})",
+                    r.end
+                );
+            };
+            assert!(
+                !would_fit(&budget, &r.body, need, small),
+                "a lost wake-up: a body waits for {need} bytes (small: {small}) that fit now \
+                 (budget {:?} of {})",
+                budget.books(),
+                budget.limit()
+            );
+        }
+        // In a node they would stall: drop a stalled stream, or else the first body, as
+        // its stream's end would, and go on.
+        if stalled.pop().is_none()
+            && let Some(slot) = readers.iter_mut().find(|r| r.is_some())
+        {
+            *slot = None;
+            ran.dropped += 1;
+        }
+        check_books(&budget, &readers, &stalled);
     }
+    drop(stalled);
     assert_eq!(budget.books(), (0, 0, 0), "everything given back");
     ran.waits = budget.waits.load(std::sync::atomic::Ordering::Relaxed);
     ran
@@ -500,6 +777,14 @@ impl Writer {
         w.extend_from_slice(&max.to_be_bytes());
         w.extend_from_slice(&max_first.to_be_bytes());
         Writer(w)
+    }
+
+    /// Other streams' stalled messages beside the bodies, leaving `free` bytes of the
+    /// reserve (right after [`Writer::new`]).
+    fn ballast(mut self, free: u16) -> Self {
+        self.0[0] |= BALLAST;
+        self.0.extend_from_slice(&free.to_be_bytes());
+        self
     }
 
     fn message(mut self, flag: u8, len: u32, fill: u8) -> Self {
@@ -625,6 +910,26 @@ pub fn grpc_framing_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .op(SWITCH)
                 .fill(65_000, 2),
         ),
+        (
+            // No budget, and other streams' stalled messages leave 1,000 bytes of the
+            // reserve: the first body's small message takes 905 of them, the second's
+            // waits for its 505 until the first completes and gives back what it held, all
+            // from the reserve.
+            "a_small_message_waits_for_the_reserve",
+            Writer::new(true, 0, 0, kib(64), kib(64))
+                .ballast(1000)
+                .raw(&[0, 0, 0, 0x0b, 0xb8])
+                .fill(900, 1)
+                .op(PAUSE)
+                .op(SWITCH)
+                .raw(&[0, 0, 0, 0x02, 0x58])
+                .fill(500, 2)
+                .op(PAUSE)
+                .op(SWITCH)
+                .fill(2100, 1)
+                .op(SWITCH)
+                .fill(100, 2),
+        ),
     ];
     seeds.into_iter().map(|(n, w)| (n, w.0)).collect()
 }
@@ -654,22 +959,103 @@ mod tests {
             })
             .collect();
         let end_of = |name: &str| &ends.iter().find(|(n, _)| *n == name).unwrap().1;
-        assert!(end_of("cut_short").starts_with("CutShort"));
-        assert!(end_of("bad_flag").starts_with("BadFlag"));
+        assert!(end_of("cut_short").starts_with("CutShort(7)"));
+        assert!(end_of("bad_flag").starts_with("BadFlag(7)"));
         assert!(end_of("compressed").starts_with("Compressed"));
         assert!(end_of("first_message_over_its_limit").starts_with("Oversized(100)"));
         assert!(end_of("later_message_over_the_limit").starts_with("Oversized(200)"));
         assert!(end_of("response_trailers").starts_with("Clean(Some"));
         assert!(end_of("transport_error_mid_message").starts_with("Transport"));
-        // Two bodies on a budget of 512 bytes: the second waits for the first's large
-        // message, is woken when it completes, and both read everything.
-        let (_, shared) = grpc_framing_seeds()
-            .into_iter()
-            .find(|(n, _)| *n == "two_streams_share_a_small_budget")
-            .unwrap();
-        let ran = run(&shared);
-        assert!(ran.waits >= 1, "{ran:?}");
-        assert_eq!(ran.dropped, 0, "{ran:?}");
-        assert_eq!(ran.messages, 2, "{ran:?}");
+        // Two bodies on a budget of 8 KiB: the second waits for the first's large
+        // message, is woken when it completes, and both read everything. Then two small
+        // messages with the reserve all but spent: one waits for the other's.
+        for name in [
+            "two_streams_share_a_small_budget",
+            "a_small_message_waits_for_the_reserve",
+        ] {
+            let (_, input) = grpc_framing_seeds()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .unwrap();
+            let ran = run(&input);
+            assert!(ran.waits >= 1 && ran.wakes >= 1, "{name}: {ran:?}");
+            assert_eq!(ran.dropped, 0, "{name}: {ran:?}");
+            assert_eq!(ran.messages, 2, "{name}: {ran:?}");
+        }
+    }
+
+    /// An input cannot make more than `CAP` bytes of body: a message announced over every
+    /// limit carries only its prefix, and ops past the cap are skipped.
+    #[test]
+    fn bodies_are_capped() {
+        let mut w = Writer::new(true, 0, 1024, 0xffff, 0xffff);
+        for _ in 0..40 {
+            w = w.message(0, (1 << 20) - 16, 1).op(SWITCH);
+        }
+        let over = Writer::new(false, 0, 1024, 1, 1).message(0, 1 << 20, 1);
+        let size = |input: &[u8]| -> usize {
+            let case = parse(input);
+            let items = case.streams.iter().flat_map(|(items, _)| items);
+            items
+                .map(|i| match i {
+                    Item::Data(d) => d.len(),
+                    _ => 0,
+                })
+                .sum()
+        };
+        assert!(size(&w.0) <= CAP, "{}", size(&w.0));
+        assert!(size(&w.0) > CAP - (1 << 20) - 64, "{}", size(&w.0));
+        assert_eq!(size(&over.0), PREFIX);
+        grpc_framing(&over.0);
+    }
+
+    /// The reference's statuses for a response's end, from the gRPC spec.
+    #[test]
+    fn expected_endings() {
+        use tonic::Code;
+        let ok = Side::Response(http::StatusCode::OK);
+        let with = |status: &'static str, message: Option<&'static str>| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-status", http::HeaderValue::from_static(status));
+            if let Some(m) = message {
+                h.insert("grpc-message", http::HeaderValue::from_static(m));
+            }
+            h
+        };
+        let cases = [
+            (ok, Some(with("0", None)), None),
+            (
+                ok,
+                Some(with("14", Some("going%20away"))),
+                Some(Code::Unavailable),
+            ),
+            (ok, Some(with("16", None)), Some(Code::Unauthenticated)),
+            (ok, Some(with("17", None)), Some(Code::Unknown)),
+            (ok, Some(with("014", None)), Some(Code::Unknown)),
+            (ok, Some(with("+1", None)), Some(Code::Unknown)),
+            (ok, Some(with("0", Some("%C3%28"))), Some(Code::Unknown)),
+            (ok, Some(with("0", Some("100%"))), None),
+            (ok, None, Some(Code::Unknown)),
+            (ok, Some(http::HeaderMap::new()), Some(Code::Unknown)),
+            (
+                Side::Response(http::StatusCode::SERVICE_UNAVAILABLE),
+                None,
+                Some(Code::Unavailable),
+            ),
+            (
+                Side::Response(http::StatusCode::NOT_FOUND),
+                None,
+                Some(Code::Unimplemented),
+            ),
+            (Side::Request, Some(with("13", None)), None),
+            (Side::EmptyResponse, None, None),
+        ];
+        for (side, trailers, want) in cases {
+            assert_eq!(
+                expected_ending(side, trailers.as_ref()),
+                want,
+                "{side:?} {trailers:?}"
+            );
+        }
     }
 }

@@ -244,7 +244,7 @@ impl Side {
     /// How a body that ended (with these trailers, if any) ended the call: `Some` error
     /// status, or `None` for a clean end. The same reading as tonic's decoder, so a peer
     /// ending its stream with a non-OK status is reported with that status.
-    pub(crate) fn ending(self, trailers: Option<http::HeaderMap>) -> Option<Status> {
+    fn ending(self, trailers: Option<http::HeaderMap>) -> Option<Status> {
         let Side::Response(http_status) = self else {
             return None;
         };
@@ -617,10 +617,12 @@ impl MeteredBody {
         (self.charged.budget, self.charged.reserve)
     }
 
-    /// Whether the body waits for budget.
+    /// The bytes the body waits for budget for, and whether they may come from the
+    /// reserve (the `grpc_framing` fuzz target checks that a waiting body whose bytes now
+    /// fit was woken).
     #[cfg(feature = "fuzzing")]
-    pub(crate) fn is_held_back(&self) -> bool {
-        self.held_back.is_some()
+    pub(crate) fn waits_for(&self) -> Option<(usize, bool)> {
+        self.held_back.map(|need| (need, self.small()))
     }
 
     /// Messages the body has completed since it began (taken or still queued): what its
