@@ -8,6 +8,8 @@ Fabric v2.4.9's `internal/peer/gossip/mcs.go`, `gossip/protoext/signing.go` and
 Pieces:
 - `serialize_identity` / `parse_identity` / `pki_id_of`: Fabric's `msp.SerializedIdentity`
   {mspid, id_bytes = PEM certificate}; PKI-ID = SHA-256(mspid bytes || id_bytes).
+- `presented_certificate`: Fabric's sanitizeCert, the form in which a Fabric peer (and our node)
+  presents a certificate whose CA signature has a high s; `MspProvider` presents its own so.
 - `MspProvider`: the same interface as `fabric_peer.TestProvider` (sign, verify, pki_id_of,
   validate_identity, own_identity), so the comm helpers of `fabric_peer` (handshake,
   check_conn_establish, verify_envelope) work unchanged with real identities. Signatures are
@@ -96,14 +98,66 @@ def to_high_s(signature: bytes, curve: str = "secp256r1") -> bytes:
     return encode_dss_signature(r, CURVE_ORDERS[curve] - s)
 
 
+def _tlv(der: bytes, at: int) -> tuple[int, int]:
+    """Where the contents of the DER element at `at` start, and where the element ends."""
+    first = der[at + 1]
+    if first < 0x80:
+        return at + 2, at + 2 + first
+    n = first & 0x7F
+    return at + 2 + n, at + 2 + n + int.from_bytes(der[at + 2 : at + 2 + n], "big")
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _with_s(cert: "x509.Certificate", curve: str, high: bool) -> bytes:
+    """`cert` (PEM) with its CA signature's s high or low as asked: when it is the other, the
+    certificate re-encoded with s folded to n - s, its to-be-signed part and signature
+    algorithm kept as they were (what Go's asn1.Marshal writes in Fabric's
+    sanitizeECDSASignedCert)."""
+    if is_low_s(cert.signature, curve) != high:
+        return cert.public_bytes(serialization.Encoding.PEM)
+    folded = to_high_s(cert.signature, curve)  # (r, n - s): the fold is its own inverse
+    der = cert.public_bytes(serialization.Encoding.DER)
+    # Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue BIT STRING }
+    body, _ = _tlv(der, 0)
+    _, tbs_end = _tlv(der, body)
+    _, algorithm_end = _tlv(der, tbs_end)
+    signature = b"\x03" + _der_length(len(folded) + 1) + b"\x00" + folded
+    contents = der[body:algorithm_end] + signature
+    encoded = b"\x30" + _der_length(len(contents)) + contents
+    return x509.load_der_x509_certificate(encoded).public_bytes(serialization.Encoding.PEM)
+
+
+def presented_certificate(cert_pem: bytes, cas: list[bytes]) -> bytes:
+    """The certificate as Fabric's MSP presents it (msp/mspimpl.go sanitizeCert,
+    msp/cert.go sanitizeECDSASignedCert, applied in identities.go newIdentity before Serialize):
+    when the CA that issued it (by name, among `cas`) signed with a high s, the certificate
+    re-encoded with the low-S form of that signature. Any other certificate, or one no CA of
+    `cas` issued, as it is."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    issuers = [c for c in (x509.load_pem_x509_certificate(p) for p in cas) if c.subject == cert.issuer]
+    if not issuers:
+        return cert_pem
+    key = issuers[0].public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or is_low_s(cert.signature, key.curve.name):
+        return cert_pem
+    return _with_s(cert, key.curve.name, high=False)
+
+
 class MspProvider:
     """Fabric's MSP message crypto service for one peer: signs with its key (when it has one),
     verifies anyone's signature, and validates identities against `trusted` CAs per MSP ID."""
 
     def __init__(self, msp_id: str, cert_pem: bytes, key_pem: Optional[bytes], trusted: dict[str, list[bytes]]):
         self.msp_id = msp_id
-        self.cert_pem = cert_pem
-        self.identity = serialize_identity(msp_id, cert_pem)
+        # As Fabric's MSP presents it: a high-S CA signature folded (its PKI-ID is this one's).
+        self.cert_pem = presented_certificate(cert_pem, trusted.get(msp_id, []))
+        self.identity = serialize_identity(msp_id, self.cert_pem)
         self.pki_id = pki_id_of(self.identity)
         self._key = serialization.load_pem_private_key(key_pem, password=None) if key_pem else None
         self._trusted = {m: [x509.load_pem_x509_certificate(c) for c in cas] for m, cas in trusted.items()}
@@ -162,18 +216,21 @@ class MspPeer:
 def make_msp(directory: str, msp_id: str, peers: list[str]) -> dict[str, MspPeer]:
     """An organization's CA (fresh ECDSA P-256, made by fabric_peer.make_pki) and one MSP folder
     per peer under `directory`/<peer>/msp: cacerts/ca.pem, signcerts/cert.pem, keystore/priv_sk
-    (PKCS#8). Every provider trusts the CA for `msp_id`."""
+    (PKCS#8). Every provider trusts the CA for `msp_id`. The first peer's certificate is written
+    with a high-S CA signature, as `cryptogen extend` writes about half of its certificates (so
+    whoever presents it must present Fabric's sanitized form), the others' with a low-S one."""
     pki = fp.make_pki(os.path.join(directory, "pem"), peers, ca_name=f"ca-{msp_id}")
     out = {}
-    for name in peers:
+    for i, name in enumerate(peers):
         m = pki[name]
+        cert = _with_s(x509.load_pem_x509_certificate(m.cert_pem), "secp256r1", high=i == 0)
         msp_dir = os.path.join(directory, name, "msp")
-        for sub, data in (("cacerts/ca.pem", m.ca_pem), ("signcerts/cert.pem", m.cert_pem), ("keystore/priv_sk", m.key_pem)):
+        for sub, data in (("cacerts/ca.pem", m.ca_pem), ("signcerts/cert.pem", cert), ("keystore/priv_sk", m.key_pem)):
             path = os.path.join(msp_dir, sub)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data)
-        out[name] = MspPeer(name, msp_dir, MspProvider(msp_id, m.cert_pem, m.key_pem, {msp_id: [m.ca_pem]}), m.ca_pem)
+        out[name] = MspPeer(name, msp_dir, MspProvider(msp_id, cert, m.key_pem, {msp_id: [m.ca_pem]}), m.ca_pem)
     return out
 
 
