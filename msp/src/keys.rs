@@ -426,7 +426,7 @@ impl core::fmt::Debug for AwsLcSigner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! AWS-LC against the pure-Rust reference: each verifies what the other signs, they agree
     //! on every refusal, and AWS-LC's signatures leave low-S.
     use super::*;
@@ -454,8 +454,9 @@ mod tests {
         }
     }
 
-    /// `(r, n - s)`: the same signature with `s` on the other side of n/2.
-    fn twin(der: &[u8]) -> Vec<u8> {
+    /// `(r, n - s)`: the same signature with `s` on the other side of n/2 (also what the
+    /// trust store's tests make a high-S certificate with).
+    pub(crate) fn twin(der: &[u8]) -> Vec<u8> {
         if let Ok(sig) = p256::ecdsa::Signature::from_der(der) {
             let (r, s) = sig.split_scalars();
             let t = p256::ecdsa::Signature::from_scalars(r.to_bytes(), (-s).to_bytes()).unwrap();

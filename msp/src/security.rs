@@ -374,9 +374,10 @@ impl MspSecurity {
         // folded to low-S), so that the node's PKI-ID is the one a Fabric peer with the same
         // folder has.
         let sanitized = trust.sanitize_certificate(msp_id, &cert.der);
-        let cert = match CertInfo::from_der(&sanitized) {
-            Ok(c) if sanitized != cert.der => c,
-            _ => cert,
+        let cert = if sanitized == cert.der {
+            cert
+        } else {
+            CertInfo::from_der(&sanitized).unwrap_or(cert)
         };
         let pem = certificate_pem(&cert.der);
         let identity = identity::serialize_identity_pem(msp_id, pem.as_bytes());

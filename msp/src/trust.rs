@@ -823,25 +823,10 @@ mod tests {
 
     /// `der`'s CA signature with `s` replaced by `n - s`: what a signer that does not fold
     /// `s` makes half the time (`cryptogen extend`). Both forms verify.
-    fn high_s_twin(der: &[u8], curve: Curve) -> Vec<u8> {
+    fn high_s_twin(der: &[u8]) -> Vec<u8> {
         let cert = crate::cert::CertInfo::from_der(der).unwrap();
-        let high_sig = match curve {
-            Curve::P256 => {
-                let (r, s) = p256::ecdsa::Signature::from_der(&cert.signature)
-                    .unwrap()
-                    .split_scalars();
-                let high = p256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
-                high.to_der().as_bytes().to_vec()
-            }
-            Curve::P384 => {
-                let (r, s) = p384::ecdsa::Signature::from_der(&cert.signature)
-                    .unwrap()
-                    .split_scalars();
-                let high = p384::ecdsa::Signature::from_scalars(r, -*s).unwrap();
-                high.to_der().as_bytes().to_vec()
-            }
-        };
-        crate::cert::with_signature(der, &high_sig).unwrap()
+        let high = crate::keys::tests::twin(&cert.signature);
+        crate::cert::with_signature(der, &high).unwrap()
     }
 
     /// Fabric's `sanitizeCert`: a certificate whose CA signature has a high `s` is what
@@ -869,7 +854,7 @@ mod tests {
                     issuer_info.key.low_s_form(&cert.signature).is_none(),
                     "dev CAs sign low-S"
                 );
-                let high = high_s_twin(&low, curve);
+                let high = high_s_twin(&low);
                 assert_ne!(high, low, "{curve:?} {via}");
                 assert_eq!(
                     crate::cert::with_signature(&low, &cert.signature).unwrap(),
