@@ -223,6 +223,14 @@ mod tests {
         assert_eq!(msg.tag, gossip_message::Tag::Empty as i32);
     }
 
+    /// Logs show Fabric's field name, the same as `as_str` and `content_name`.
+    #[test]
+    fn display_is_fabrics_field_name() {
+        assert_eq!(ContentKind::PrivateReq.to_string(), "privateReq");
+        let msg = GossipMessage::data(1, Bytes::new());
+        assert_eq!(msg.content_name(), "data_msg");
+    }
+
     #[test]
     fn message_without_content_is_none() {
         let msg = GossipMessage::default();
