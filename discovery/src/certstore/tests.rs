@@ -779,14 +779,16 @@ fn a_hellos_request_is_served_once_and_replays_are_counted() {
     assert_eq!(d.stats().certstore.requests_replayed, 19);
 }
 
-/// `who`'s own identity message, validly signed, with `metadata` bytes of metadata.
-fn identity_with_metadata(who: &str, metadata: usize) -> Envelope {
+/// `who`'s own identity message, validly signed, with `metadata` bytes of metadata and a
+/// channel of `channel` bytes.
+fn identity_with_metadata(who: &str, metadata: usize, channel: usize) -> Envelope {
     let msg = GossipMessage {
         content: Some(gossip_message::Content::PeerIdentity(PeerIdentity {
             pki_id: Bytes::copy_from_slice(who.as_bytes()),
             cert: Bytes::copy_from_slice(who.as_bytes()),
             metadata: vec![7; metadata].into(),
         })),
+        channel: vec![8; channel].into(),
         ..Default::default()
     };
     crate::alive::envelope_of(&SignedMessage::sign(msg, &security(who)).unwrap())
@@ -800,15 +802,21 @@ fn an_oversized_identity_is_refused_before_crypto_and_not_stored() {
     use std::sync::atomic::Ordering::Relaxed;
     let max_metadata = DiscoveryConfig::new("x:1").max_metadata_size;
     let cases = [
-        ("20 MB of metadata", 20 << 20),
+        ("20 MB of metadata", 20 << 20, 0),
         (
             "an envelope within bounds, its metadata not",
             max_metadata + 1,
+            0,
+        ),
+        (
+            "its certificate and metadata within bounds, the envelope not",
+            0,
+            1 << 20,
         ),
     ];
-    for (what, metadata) in cases {
+    for (what, metadata, channel) in cases {
         let (mut comm, mut d, nonce, t, checks) = asked_of_a1(&["b1"]);
-        let upd = wire::update(nonce, vec![identity_with_metadata("b1", metadata)]);
+        let upd = wire::update(nonce, vec![identity_with_metadata("b1", metadata, channel)]);
         d.handle_message(t, &mut comm, pull_from("a1", upd));
         let s = &d.stats().certstore;
         assert_eq!(
@@ -825,7 +833,7 @@ fn an_oversized_identity_is_refused_before_crypto_and_not_stored() {
     }
     // Metadata within the bound is still accepted.
     let (mut comm, mut d, nonce, t, _) = asked_of_a1(&["b1"]);
-    let upd = wire::update(nonce, vec![identity_with_metadata("b1", max_metadata)]);
+    let upd = wire::update(nonce, vec![identity_with_metadata("b1", max_metadata, 0)]);
     d.handle_message(t, &mut comm, pull_from("a1", upd));
     assert_eq!(d.stats().certstore.identities_learned, 1);
 }
