@@ -189,7 +189,7 @@ impl Discovery {
                     self.stats.reconnect_probes += 1;
                     self.probes.insert(op, pki);
                 }
-                Err(_) => self.stats.comm_errors += 1,
+                Err(error) => self.comm_refused("probe a dead member", &error),
             }
         }
     }

@@ -19,8 +19,8 @@ impl Discovery {
         let Some(me) = self.me.as_mut() else { return };
         let env = match me.sign_next(now, comm.security()) {
             Ok(env) => env,
-            Err(_) => {
-                self.stats.comm_errors += 1;
+            Err(error) => {
+                self.cannot_sign("heartbeat", &error);
                 return;
             }
         };
@@ -101,7 +101,15 @@ impl Discovery {
                 };
                 match comm.send_borrowed(now, msg, &peers) {
                     Ok(()) => sent += peers.len() as u64,
-                    Err(_) => errors += 1,
+                    Err(error) => {
+                        errors += 1;
+                        // As `comm_refused` says it (`self` is borrowed here).
+                        tracing::debug!(
+                            call = "spread an alive message",
+                            %error,
+                            "comm refused a call of the membership layer"
+                        );
+                    }
                 }
             }
         }

@@ -10,7 +10,7 @@ use fabric_gossip_core::proto::gossip::{
     Envelope, GossipMessage, MembershipRequest, MembershipResponse, gossip_message,
 };
 use fabric_gossip_core::{
-    Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage, StreamId,
+    Comm, Error, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage, StreamId,
 };
 use smallvec::SmallVec;
 
@@ -44,8 +44,8 @@ impl Discovery {
         let me = self.me.as_mut()?;
         match me.sign_next(now, comm.security()) {
             Ok(env) => Some(env),
-            Err(_) => {
-                self.stats.comm_errors += 1;
+            Err(error) => {
+                self.cannot_sign("alive message", &error);
                 None
             }
         }
@@ -100,7 +100,7 @@ impl Discovery {
     ) {
         match comm.send(now, req, &[RemotePeer::new(endpoint, pki_id.clone())]) {
             Ok(()) => self.stats.requests_sent += 1,
-            Err(_) => self.stats.comm_errors += 1,
+            Err(error) => self.comm_refused("send a membership request", &error),
         }
     }
 
@@ -205,7 +205,10 @@ impl Discovery {
                             self.note_queued(now, comm, msg, asker);
                         }
                         Ok(false) => self.stats.responses_dropped += 1,
-                        Err(_) => self.stats.comm_errors += 1,
+                        // The requester's connection closed before we answered (it was
+                        // replaced, or the requester left): nobody to answer on.
+                        Err(Error::ConnectionClosed) => self.stats.responses_dropped += 1,
+                        Err(error) => self.comm_refused("answer a membership request", &error),
                     }
                 }
                 self.note_answered(now, msg.sender(), nonce);
@@ -386,8 +389,8 @@ impl Discovery {
             Some(env) => env.clone(),
             None => match me.sign_next(now, comm.security()) {
                 Ok(env) => env,
-                Err(_) => {
-                    self.stats.comm_errors += 1;
+                Err(error) => {
+                    self.cannot_sign("alive message of a membership response", &error);
                     return Err(NoResponse::CannotSign);
                 }
             },

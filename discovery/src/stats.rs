@@ -71,7 +71,9 @@ pub struct DiscoveryStats {
     /// Membership responses sent.
     pub responses_sent: u64,
     /// Membership responses dropped because the requester's send buffer was full (it
-    /// reads slower than it asks; comm counts them in `dropped_overflow` too).
+    /// reads slower than it asks; comm counts them in `dropped_overflow` too), or because
+    /// the connection its request came on had closed before we answered (replaced by
+    /// another connection of the same peer, or the peer left).
     pub responses_dropped: u64,
     /// Membership responses dropped because requesters that had not taken theirs held
     /// `max_response_backlog` (none of them long enough to be closed).
@@ -119,9 +121,11 @@ pub struct DiscoveryStats {
     pub bootstrap_acked: u64,
     /// Failed attempts to identify or reach a bootstrap peer.
     pub bootstrap_failures: u64,
-    /// Calls into comm that it refused (stopped, limits), and our own messages the
-    /// security provider would not sign (then nothing is sent: no heartbeat, request or
-    /// response).
+    /// Calls into comm that it refused (stopped, limits, a connection closed under an
+    /// answer of the identity pull), and our own messages the security provider would
+    /// not sign (then nothing is sent: no heartbeat, request or response). Each is logged
+    /// with its cause: a refusal at debug (`gossip.discovery=debug`), a signature that
+    /// failed as a warning.
     pub comm_errors: u64,
     /// Events dropped because the application did not drain them.
     pub events_dropped: u64,

@@ -2595,6 +2595,25 @@ fn responses_to_a_requester_whose_send_buffer_is_full_are_dropped_and_counted() 
     assert_eq!(s.responses_sent + s.responses_dropped, asks, "{s:?}");
 }
 
+/// A request whose connection closed before the layer answered it (replaced by another
+/// connection of the same peer, or the peer left) is a dropped response, not a comm error:
+/// a live soak counted such answers as `comm_errors`, which name our own failures.
+#[test]
+fn a_request_whose_connection_closed_first_is_a_dropped_response() {
+    let (mut comm, mut d, conn) = answering(&["a1", "a2"]);
+    comm.handle_stream_closed(T0, conn["a1"], fabric_gossip_core::StreamEnd::Finished)
+        .unwrap();
+    let at = T0 + crate::MIN_ANSWER_INTERVAL;
+    ask(&mut d, &mut comm, at, "a1", conn["a1"]);
+    ask(&mut d, &mut comm, at, "a2", conn["a2"]);
+    let s = d.stats();
+    assert_eq!(
+        (s.responses_dropped, s.responses_sent, s.comm_errors),
+        (1, 1, 0),
+        "{s:?}"
+    );
+}
+
 /// The requesters remembered for throttling are bounded (twice `max_members`), and once
 /// there are `max_members` of them only those whose interval is over are forgotten: one
 /// answered a moment ago is still throttled, and a newcomer after everyone's interval is

@@ -307,7 +307,7 @@ impl Discovery {
                     .identities
                     .set_own(own, self.my_org.clone(), now);
             }
-            Err(_) => self.stats.comm_errors += 1,
+            Err(error) => self.cannot_sign("identity message", &error),
         }
         self.certstore.engine.arm(now + self.cfg.pull_interval);
         self.certstore.sweep = Some(now + self.cfg.certstore.identity_usage_threshold / 10);
@@ -384,11 +384,13 @@ impl Discovery {
         peer: &Peer,
     ) -> bool {
         let to = RemotePeer::new(peer.endpoint.clone(), peer.pki_id.clone());
-        let sent = comm.send(now, msg, &[to]).is_ok();
-        if !sent {
-            self.stats.comm_errors += 1;
+        match comm.send(now, msg, &[to]) {
+            Ok(()) => true,
+            Err(error) => {
+                self.comm_refused("send an identity pull message", &error);
+                false
+            }
         }
-        sent
     }
 
     fn respond_pull<S: Security>(
@@ -398,11 +400,13 @@ impl Discovery {
         msg: &ReceivedMessage,
         answer: fabric_gossip_core::proto::gossip::GossipMessage,
     ) -> bool {
-        let sent = comm.respond(now, msg.conn, answer).is_ok();
-        if !sent {
-            self.stats.comm_errors += 1;
+        match comm.respond(now, msg.conn, answer) {
+            Ok(()) => true,
+            Err(error) => {
+                self.comm_refused("answer an identity pull message", &error);
+                false
+            }
         }
-        sent
     }
 
     /// Fabric's `sameOrgOrOurOrgPullFilter`: which of our identities the sender of `msg`
