@@ -1,6 +1,6 @@
 //! The simulator's own behaviour: determinism, links, faults and invariant checks.
 
-use fabric_gossip_core::{CloseReason, Event, HandshakeError, SignedMessage};
+use fabric_gossip_core::{CloseReason, Event, HandshakeError, ProbeError, SignedMessage};
 use fabric_gossip_sim::*;
 use std::time::Duration;
 
@@ -558,4 +558,158 @@ fn a_peer_that_stays_down_is_presumed_dead_after_the_dial_timeout() {
     assert_eq!(sim.stats(0).unwrap().dial_retries, 2);
     assert_eq!(sim.stats(0).unwrap().dropped_no_connection, 1);
     sim.check_quiescent().unwrap();
+}
+
+/// A probe's outcome and how long it took.
+type ProbeDone = (Result<(), ProbeError>, Duration);
+
+/// Node 0 probes node 1 (a dial, then a Ping, each answered a round trip later);
+/// `meanwhile` runs once the dial has been answered by the network, before the answer
+/// arrives. The probe's outcome within a second and how long it took, and the counters.
+fn probe_1(sim: &mut Sim, meanwhile: impl FnOnce(&mut Sim)) -> (Option<ProbeDone>, Counters) {
+    let peer = sim.remote_peer(1);
+    let t0 = sim.now();
+    let op = sim.probe(0, &peer).unwrap();
+    meanwhile(sim);
+    sim.run_for(Duration::from_secs(1));
+    let done = sim.events(0).iter().find_map(|(at, e)| match e {
+        Event::ProbeDone { op: o, result } if *o == op => Some((result.clone(), *at - t0)),
+        _ => None,
+    });
+    (done, sim.counters().clone())
+}
+
+/// A dial and a Ping each cost a round trip: twice the latency plus one draw of the
+/// jitter (`0..=jitter`), so a probe takes 4 to 6 ms here, and not always the same.
+#[test]
+fn a_probe_takes_two_round_trips_each_with_its_jitter() {
+    let mut cfg = SimConfig::seeded(12);
+    cfg.latency = Duration::from_millis(1);
+    cfg.jitter = Duration::from_millis(1);
+    let mut sim = Sim::new(cfg);
+    sim.add_nodes(2);
+    let took: Vec<Duration> = (0..8)
+        .map(|_| match probe_1(&mut sim, |_| {}).0 {
+            Some((Ok(()), took)) => took,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let (lo, hi) = (Duration::from_millis(4), Duration::from_millis(6));
+    assert!(took.iter().all(|t| (lo..=hi).contains(t)), "{took:?}");
+    assert!(took.iter().any(|t| *t > lo), "no jitter drawn: {took:?}");
+    assert_eq!((sim.counters().dials_ok, sim.counters().pings_ok), (8, 8));
+}
+
+/// A dial or a Ping needs both directions: cut either way, it hangs (counted as hung,
+/// no answer); a Ping to a peer that is not the process the dial reached fails; a peer
+/// that hangs Pings answers the dial only.
+#[test]
+fn dials_and_pings_hang_or_fail_as_the_network_and_the_peer_say() {
+    let one_way = |sim: &mut Sim| {
+        sim.apply(Fault::OneWay {
+            from: vec![1],
+            to: vec![0],
+        })
+    };
+    let pair = |spec: NodeSpec| {
+        let mut sim = Sim::new(SimConfig::seeded(13));
+        sim.add_node(NodeSpec::new()).unwrap();
+        sim.add_node(spec).unwrap();
+        sim
+    };
+    // Cut before the dial: the dial hangs.
+    let mut sim = pair(NodeSpec::new());
+    one_way(&mut sim);
+    let (done, c) = probe_1(&mut sim, |_| {});
+    assert!(done.is_none(), "{done:?}");
+    assert_eq!((c.dials_hung, c.dials_ok, c.pings_ok), (1, 0, 0), "{c:?}");
+    // Cut after the dial: the Ping hangs.
+    let mut sim = pair(NodeSpec::new());
+    let (done, c) = probe_1(&mut sim, one_way);
+    assert!(done.is_none(), "{done:?}");
+    assert_eq!((c.dials_ok, c.pings_hung, c.pings_ok), (1, 1, 0), "{c:?}");
+    // A peer that hangs Pings.
+    let mut sim = pair(NodeSpec::new().hang_ping(true));
+    let (done, c) = probe_1(&mut sim, |_| {});
+    assert!(done.is_none(), "{done:?}");
+    assert_eq!((c.dials_ok, c.pings_hung, c.pings_ok), (1, 1, 0), "{c:?}");
+    // The peer restarted between the dial and the Ping.
+    let mut sim = pair(NodeSpec::new());
+    let (done, c) = probe_1(&mut sim, |s| s.restart(1, false).unwrap());
+    assert!(
+        matches!(done, Some((Err(ProbeError::Ping(_)), _))),
+        "{done:?}"
+    );
+    assert_eq!((c.dials_ok, c.pings_failed, c.pings_ok), (1, 1, 0), "{c:?}");
+}
+
+/// Messages on an established stream arrive after the latency plus a draw of the jitter.
+#[test]
+fn a_message_arrives_after_the_latency_and_its_jitter() {
+    let mut cfg = SimConfig::seeded(14);
+    cfg.latency = Duration::from_millis(1);
+    cfg.jitter = Duration::from_millis(1);
+    let mut sim = connected_pair(cfg, NodeSpec::new());
+    let took: Vec<Duration> = (1..=8)
+        .map(|i| {
+            let t0 = sim.now();
+            sim.send_to(0, &msg(i), &[1]).unwrap();
+            sim.run_for(Duration::from_millis(5));
+            sim.deliveries(1).last().unwrap().at - t0
+        })
+        .collect();
+    let (lo, hi) = (Duration::from_millis(1), Duration::from_millis(2));
+    assert!(took.iter().all(|t| (lo..=hi).contains(t)), "{took:?}");
+    assert!(took.iter().any(|t| *t > lo), "no jitter drawn: {took:?}");
+    assert_eq!(sim.deliveries(1).len(), 9);
+}
+
+/// A partition that strikes after a dial's Ping was answered but before the answer
+/// arrives cuts the stream the answer opens: no keepalive was armed for it yet, so its
+/// first transmission arms one. Healed within `keepalive_timeout`, the stream lives and
+/// carries the message; left cut, it is reset when the keepalive expires.
+#[test]
+fn a_stream_opened_into_a_partition_gets_its_keepalive() {
+    let run = |heal: bool| {
+        let mut cfg = SimConfig::seeded(15);
+        cfg.latency = Duration::from_millis(1);
+        cfg.jitter = Duration::ZERO;
+        let mut sim = Sim::new(cfg);
+        sim.add_nodes(2);
+        sim.send_to(0, &msg(1), &[1]).unwrap();
+        // The dial is answered at 2 ms and the Ping at 4 ms, which opens the stream.
+        sim.run_for(Duration::from_millis(3));
+        sim.apply(Fault::Partition {
+            a: vec![0],
+            b: vec![1],
+        });
+        sim.run_for(Duration::from_millis(2));
+        assert_eq!(sim.counters().streams_opened, 1, "{:?}", sim.counters());
+        if heal {
+            sim.run_for(Duration::from_millis(500));
+            sim.apply(Fault::Heal);
+        }
+        sim.run_for(Duration::from_secs(15));
+        sim.check().unwrap();
+        sim
+    };
+    let healed = run(true);
+    assert_eq!(healed.deliveries(1).len(), 1);
+    assert_eq!(
+        healed.counters().streams_reset,
+        0,
+        "{:?}",
+        healed.counters()
+    );
+    let cut = run(false);
+    assert_eq!(cut.deliveries(1).len(), 0);
+    assert_eq!(cut.counters().streams_reset, 1, "{:?}", cut.counters());
+    // The reset loses the one envelope stalled (the ConnEstablish), not the stream's
+    // opening and end stalled with it.
+    assert_eq!(
+        (cut.counters().envelopes, cut.counters().envelopes_lost),
+        (1, 1),
+        "{:?}",
+        cut.counters()
+    );
 }

@@ -490,11 +490,15 @@ impl Sim {
         };
         self.counters.streams_reset += 1;
         // Stalled by a partition or held for a paused reader: the reset loses both, and
-        // the network counts them (a fault, not a silent loss).
+        // the network counts them (a fault, not a silent loss). Only envelopes count: a
+        // stalled stream opening or end is no message.
         let lost: u64 = l
             .pipes
             .iter()
-            .map(|p| (p.stalled.len() + p.held.len()) as u64)
+            .map(|p| {
+                let stalled = p.stalled.iter().filter(|i| matches!(i, Item::Env(_)));
+                (stalled.count() + p.held.len()) as u64
+            })
             .sum();
         self.counters.envelopes_lost += lost;
         for side in 0..2 {
