@@ -713,3 +713,74 @@ fn a_stream_opened_into_a_partition_gets_its_keepalive() {
         cut.counters()
     );
 }
+
+/// A stream opened towards a process that is gone by the time it arrives (stopped and
+/// restarted after the Ping was answered: the link outlives the process it was dialled
+/// to) is refused, and the dialler's handshake fails at once; the new process accepts
+/// nothing.
+#[test]
+fn a_stream_reaching_a_restarted_process_is_refused() {
+    let mut cfg = SimConfig::seeded(16);
+    cfg.latency = Duration::from_millis(1);
+    cfg.jitter = Duration::ZERO;
+    let mut sim = Sim::new(cfg);
+    sim.add_nodes(2);
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    // The Ping is answered at 4 ms, which opens the stream; it arrives at 5 ms.
+    sim.run_for(Duration::from_micros(4500));
+    sim.stop_node(1);
+    sim.restart(1, false).unwrap();
+    sim.run_for(Duration::from_millis(10));
+    let refused = sim.events(0).iter().any(|(at, e)| {
+        matches!(e, Event::HandshakeFailed { error: HandshakeError::StreamEnded(why), .. }
+            if why == "connection refused" && *at - START == Duration::from_millis(6))
+    });
+    assert!(refused, "{:#?}", sim.events(0));
+    assert!(sim.deliveries(1).is_empty());
+    assert_eq!(sim.stats(1).unwrap().handshakes_ok, 0);
+    // The ConnEstablish written behind the opening arrives at the closed end.
+    assert_eq!(sim.counters().envelopes_lost, 1, "{:?}", sim.counters());
+    sim.check().unwrap();
+}
+
+/// An envelope in flight when its stream is reset arrives at no stream: counted lost.
+#[test]
+fn an_envelope_in_flight_at_a_reset_is_counted_lost() {
+    let mut sim = connected_pair(SimConfig::seeded(17), NodeSpec::new());
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    sim.apply(Fault::Reset(0, 1));
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    assert_eq!(sim.deliveries(1).len(), 1, "only the first");
+    assert_eq!(sim.counters().envelopes_lost, 1, "{:?}", sim.counters());
+    sim.check_quiescent().unwrap();
+}
+
+/// A corruption strikes the next envelope between the two nodes only, and flips one to
+/// three of its bits (on payloads of all ones and of all zeroes, so that either way a
+/// flip is a change).
+#[test]
+fn a_corruption_flips_a_few_bits_of_the_next_envelope_only() {
+    let mut sim = connected_pair(SimConfig::seeded(18), NodeSpec::new());
+    for (i, fill) in [(1, 0xffu8), (2, 0)] {
+        let m = SignedMessage::noop(data_message(i, vec![fill; 1024]));
+        sim.apply(Fault::Corrupt(0, 1));
+        sim.send_to(0, &m, &[1]).unwrap();
+        sim.send_to(0, &m, &[1]).unwrap();
+        sim.run_for(Duration::from_millis(50));
+        let flipped: Vec<u32> = sim.deliveries(1)[sim.deliveries(1).len() - 2..]
+            .iter()
+            .map(|d| {
+                let (got, sent) = (&d.msg.envelope_bytes, m.envelope_bytes());
+                assert_eq!(got.len(), sent.len());
+                got.iter()
+                    .zip(sent.iter())
+                    .map(|(a, b)| (a ^ b).count_ones())
+                    .sum()
+            })
+            .collect();
+        assert!((1..=3).contains(&flipped[0]), "{fill:#x}: {flipped:?}");
+        assert_eq!(flipped[1], 0, "{fill:#x}: the next one arrives intact");
+    }
+    assert_eq!(sim.counters().envelopes_corrupted, 2);
+    sim.check_quiescent().unwrap();
+}
