@@ -784,3 +784,49 @@ fn a_corruption_flips_a_few_bits_of_the_next_envelope_only() {
     assert_eq!(sim.counters().envelopes_corrupted, 2);
     sim.check_quiescent().unwrap();
 }
+
+/// A node is told nothing more of a stream it closed itself: a reset on its way when the
+/// node closes the connection finds the stream gone; the other end still learns of it.
+#[test]
+fn a_reset_reaching_a_stream_its_node_closed_is_dropped() {
+    let mut cfg = SimConfig::seeded(19);
+    cfg.trace = TraceMode::Full;
+    let mut sim = connected_pair(cfg, NodeSpec::new());
+    let conn = sim.comm(0).unwrap().connections()[0].primary;
+    sim.apply(Fault::Reset(0, 1));
+    let pki = sim.pki_id(1);
+    sim.close_conn(0, &pki).unwrap();
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    let told = |n: usize| {
+        let line = format!("n{n} < closed ");
+        sim.trace()
+            .lines()
+            .iter()
+            .any(|l| l.contains(&line) && l.contains("error: stream reset"))
+    };
+    assert!(!told(0), "n0 was told of {conn} after closing it");
+    assert!(told(1));
+}
+
+/// A client that presents no TLS certificate sends no certificate hash with its stream,
+/// and a mutual-TLS node refuses it.
+#[test]
+fn a_client_without_a_tls_certificate_is_refused() {
+    let mut sim = Sim::new(SimConfig::seeded(20));
+    sim.add_node(NodeSpec::new().tls(TlsMode::MutualNoClientCert))
+        .unwrap();
+    sim.add_node(NodeSpec::new().tls(TlsMode::Mutual)).unwrap();
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    let refused = sim.events(1).iter().any(|(_, e)| {
+        matches!(
+            e,
+            Event::HandshakeFailed {
+                error: HandshakeError::NoTlsCertificate,
+                ..
+            }
+        )
+    });
+    assert!(refused, "{:#?}", sim.events(1));
+    assert!(sim.deliveries(1).is_empty());
+}
