@@ -514,6 +514,28 @@ fn late_write_confirmations_make_a_burst_overflow_the_send_buffer() {
     );
 }
 
+/// Confirmations come up to `confirm_lag` after the write, not within the step: bursts
+/// of 20 sends (fewer than the write window plus the send buffer, 28) a little apart
+/// overflow when each write is confirmed up to 5 ms late, and never when confirmed at once.
+#[test]
+fn late_confirmations_hold_the_write_window_across_paced_bursts() {
+    let dropped = |lag: Duration| {
+        let mut cfg = SimConfig::seeded(22);
+        cfg.confirm_lag = lag;
+        let mut sim = connected_pair(cfg, NodeSpec::new());
+        for i in 0..100 {
+            sim.send_to(0, &msg(i), &[1]).unwrap();
+            if i % 20 == 19 {
+                sim.run_for(Duration::from_micros(100));
+            }
+        }
+        assert!(sim.run_until_idle(Duration::from_secs(10)));
+        sim.stats(0).unwrap().dropped_overflow
+    };
+    assert_eq!(dropped(Duration::ZERO), 0);
+    assert!(dropped(Duration::from_millis(5)) > 0);
+}
+
 /// Node 0's PresumedDead events, with their instants.
 fn presumed_dead(sim: &Sim) -> Vec<fabric_gossip_core::Instant> {
     sim.events(0)

@@ -183,3 +183,38 @@ impl Sim {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Link, Owner};
+    use crate::{Sim, SimConfig};
+    use bytes::Bytes;
+
+    /// How many of `blocked` 1 KiB writes waiting behind `unread` bytes of a 4 KiB window
+    /// a read of `read` bytes lets go.
+    fn released(unread: usize, read: usize, blocked: usize) -> usize {
+        let mut cfg = SimConfig::seeded(1);
+        cfg.stream_window = 4096;
+        let mut sim = Sim::new(cfg);
+        let link = sim
+            .links
+            .insert(Link::new((Owner::Raw(0), None), Owner::Raw(1)));
+        let pipe = &mut sim.links.get_mut(link).unwrap().pipes[0];
+        pipe.unread = unread;
+        pipe.blocked
+            .extend((0..blocked).map(|_| Bytes::from(vec![0u8; 1024])));
+        sim.consumed(link, 0, read);
+        blocked - sim.links.get(link).unwrap().pipes[0].blocked.len()
+    }
+
+    #[test]
+    fn a_read_lets_blocked_writes_into_the_window_while_they_fit() {
+        assert_eq!(released(0, 0, 5), 4, "an empty window takes 4 KiB, no more");
+        assert_eq!(
+            released(4096, 1024, 3),
+            1,
+            "a full window takes what was read"
+        );
+        assert_eq!(released(4096, 0, 3), 0, "nothing read, nothing let go");
+    }
+}
