@@ -891,3 +891,53 @@ fn a_client_without_a_tls_certificate_is_refused() {
     assert!(refused, "{:#?}", sim.events(1));
     assert!(sim.deliveries(1).is_empty());
 }
+
+/// A scheduled fault strikes at its offset from the start of the run, not before, and is
+/// counted once.
+#[test]
+fn a_scheduled_fault_strikes_at_its_time() {
+    let mut sim = Sim::new(SimConfig::seeded(23));
+    sim.add_nodes(2);
+    sim.schedule_faults(&parse_schedule("crash@1s:1").unwrap());
+    sim.run_for(Duration::from_millis(999));
+    assert_eq!(sim.state(1), Some(NodeState::Up));
+    sim.run_for(Duration::from_millis(2));
+    assert_eq!(sim.state(1), Some(NodeState::Crashed));
+    assert_eq!(sim.counters().faults, 1);
+}
+
+/// `Reset(a, b)` resets the streams between `a` and `b` only, whoever opened them.
+#[test]
+fn a_reset_between_two_nodes_spares_their_other_streams() {
+    let mut sim = Sim::new(SimConfig::seeded(24));
+    sim.add_nodes(3);
+    for (from, to) in [(0, 1), (0, 2), (1, 2)] {
+        sim.send_to(from, &msg(from as u64), &[to]).unwrap();
+    }
+    sim.run_for(Duration::from_millis(50));
+    sim.apply(Fault::Reset(1, 0));
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.counters().streams_reset, 1, "{:?}", sim.counters());
+    assert_eq!(sim.connections_between(0, 1), 0);
+    assert_eq!(sim.connections_between(0, 2), 1);
+    assert_eq!(sim.connections_between(1, 2), 1);
+}
+
+/// A partition healed within `keepalive_timeout` resets nothing, and what it held back
+/// is delivered.
+#[test]
+fn a_partition_healed_before_the_keepalive_keeps_the_stream() {
+    let mut sim = connected_pair(SimConfig::seeded(25), NodeSpec::new());
+    sim.apply(Fault::Partition {
+        a: vec![0],
+        b: vec![1],
+    });
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.deliveries(1).len(), 1, "held back");
+    sim.apply(Fault::Heal);
+    assert!(sim.run_until_idle(Duration::from_secs(30)));
+    assert_eq!(sim.deliveries(1).len(), 2);
+    assert_eq!(sim.counters().streams_reset, 0, "{:?}", sim.counters());
+    sim.check_quiescent().unwrap();
+}
