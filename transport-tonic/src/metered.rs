@@ -1225,4 +1225,266 @@ pub(crate) mod tests {
         );
         assert_eq!(budget.stalls.load(Ordering::Relaxed), 0);
     }
+
+    /// A message spread over frames is given a buffer of its announced size when its first
+    /// frame comes, so it is copied once without growing; one announced larger gets only
+    /// [`GATHER_UP_FRONT`] (1 MiB) before its bytes arrive, whatever it announced.
+    #[tokio::test]
+    async fn a_gathered_message_is_allocated_up_front_up_to_1_mib() {
+        let budget = Budget::new(8 << 20);
+        let mut cx = Context::from_waker(Waker::noop());
+        for (len, up_front) in [(3000, 3000), (4 << 20, 1 << 20)] {
+            let wire = message(0, len, 1);
+            let body = Frames {
+                frames: [Ok(data(&wire[..1000]))].into(),
+                ended: false,
+            };
+            let m = Metering {
+                max_message: 4 << 20,
+                max_first_message: 4 << 20,
+                ..metering(&budget)
+            };
+            let mut r = MeteredBody::new(body, Side::Request, m, FaultSlot::default());
+            assert!(r.poll_message(&mut cx).is_pending());
+            assert_eq!(r.gather.len(), 1000 - PREFIX);
+            let capacity = r.gather.capacity();
+            assert!(
+                (up_front..2 * up_front).contains(&capacity),
+                "a message of {len} bytes: {capacity} bytes allocated after its first frame"
+            );
+        }
+    }
+
+    /// A flag its waker sets.
+    struct Woken(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A stream waiting for budget is woken when another stream's message completes and
+    /// gives its bytes back, even when that stream then has nothing more to read (so no
+    /// later release of nothing, at its next frame or its end, wakes the waiter by chance).
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_message_wakes_a_stream_waiting_for_budget() {
+        let budget = Budget::new(1000);
+        // The reserve is spent by other streams: the waiter cannot draw on it.
+        budget.reserve_held.store(RESERVE, Ordering::SeqCst);
+        let (queue_a, queue_b) = (
+            Arc::new(Mutex::new(VecDeque::new())),
+            Arc::new(Mutex::new(VecDeque::new())),
+        );
+        let mut a = MeteredBody::new(
+            Fed(queue_a.clone()),
+            Side::Request,
+            metering(&budget),
+            FaultSlot::default(),
+        );
+        let mut b = MeteredBody::new(
+            Fed(queue_b.clone()),
+            Side::Request,
+            metering(&budget),
+            FaultSlot::default(),
+        );
+        let noop = &mut Context::from_waker(Waker::noop());
+        let woken = Arc::new(Woken(false.into()));
+        let b_waker = Waker::from(woken.clone());
+        let b_cx = &mut Context::from_waker(&b_waker);
+        // A's first 1,000 bytes take the whole budget.
+        let of_a = message(0, 1500, 1);
+        queue_a.lock().unwrap().push_back(data(&of_a[..1000]));
+        assert!(a.poll_message(noop).is_pending());
+        assert_eq!(budget.held().0, RESERVE + 1000);
+        // B's first bytes wait for budget.
+        let of_b = message(0, 2000, 2);
+        queue_b.lock().unwrap().push_back(data(&of_b[..500]));
+        assert!(b.poll_message(b_cx).is_pending());
+        assert_eq!(budget.waits.load(Ordering::Relaxed), 1);
+        assert!(!woken.0.load(Ordering::SeqCst));
+        // A's message completes; A reads on and finds nothing more.
+        queue_a.lock().unwrap().push_back(data(&of_a[1000..]));
+        assert!(matches!(a.poll_message(noop), Poll::Ready(Some(Ok(m))) if m.len() == 1500));
+        assert!(a.poll_message(noop).is_pending());
+        assert!(
+            woken.0.load(Ordering::SeqCst),
+            "B waits for budget that A gave back, and nothing woke it"
+        );
+        assert!(b.poll_message(b_cx).is_pending());
+        assert_eq!(budget.held().0, RESERVE + 500, "B's bytes got the budget");
+    }
+
+    /// A response without a `grpc-status` ends with the code gRPC maps its HTTP status to.
+    #[test]
+    fn a_response_without_grpc_status_ends_with_its_http_status_mapped() {
+        use http::StatusCode as H;
+        use tonic::Code as C;
+        let cases = [
+            (H::OK, C::Unknown),
+            (H::BAD_REQUEST, C::Internal),
+            (H::UNAUTHORIZED, C::Unauthenticated),
+            (H::FORBIDDEN, C::PermissionDenied),
+            (H::NOT_FOUND, C::Unimplemented),
+            (H::TOO_MANY_REQUESTS, C::Unavailable),
+            (H::BAD_GATEWAY, C::Unavailable),
+            (H::SERVICE_UNAVAILABLE, C::Unavailable),
+            (H::GATEWAY_TIMEOUT, C::Unavailable),
+            (H::INTERNAL_SERVER_ERROR, C::Unknown),
+            (H::IM_A_TEAPOT, C::Unknown),
+        ];
+        for (http_status, want) in cases {
+            let status = Side::Response(http_status).ending(None).expect("an error");
+            assert_eq!(status.code(), want, "{http_status}");
+            // tonic's words for a 200 without a status, so logs read the same.
+            assert_eq!(
+                status.message().contains("missing grpc-status trailer"),
+                http_status == H::OK,
+                "{status:?}"
+            );
+            // With trailers that carry no status, the same.
+            let status = Side::Response(http_status)
+                .ending(Some(http::HeaderMap::new()))
+                .expect("an error");
+            assert_eq!(status.code(), want, "{http_status} with empty trailers");
+        }
+    }
+
+    /// A message begun and not finished stalls when nothing comes for the stall timeout,
+    /// whether only part of its prefix came or part of its body; the bytes of a prefix
+    /// split across frames are charged meanwhile and counted in what it received. A stream
+    /// between messages does not stall, however long it is idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_begun_stalls_and_an_idle_stream_does_not() {
+        let wire = message(0, 1000, 3);
+        for cuts in [&[3][..], &[3, 105]] {
+            let budget = Budget::new(1 << 20);
+            let queue = Arc::new(Mutex::new(VecDeque::new()));
+            let mut r = MeteredBody::new(
+                Fed(queue.clone()),
+                Side::Request,
+                metering(&budget),
+                FaultSlot::default(),
+            );
+            let mut cx = Context::from_waker(Waker::noop());
+            queue.lock().unwrap().push_back(data(&message(0, 10, 1)));
+            assert!(matches!(r.poll_message(&mut cx), Poll::Ready(Some(Ok(_)))));
+            assert!(r.poll_message(&mut cx).is_pending());
+            tokio::time::advance(Duration::from_secs(60)).await;
+            let idle = r.poll_message(&mut cx);
+            assert!(idle.is_pending(), "an idle stream stalled: {idle:?}");
+            let mut from = 0;
+            for &to in cuts {
+                queue.lock().unwrap().push_back(data(&wire[from..to]));
+                assert!(r.poll_message(&mut cx).is_pending());
+                assert_eq!(budget.held().0, to, "charged after {to} bytes");
+                from = to;
+            }
+            tokio::time::advance(Duration::from_secs(9)).await;
+            assert!(
+                r.poll_message(&mut cx).is_pending(),
+                "{cuts:?}: not yet stalled"
+            );
+            tokio::time::advance(Duration::from_secs(2)).await;
+            let end = r.poll_message(&mut cx);
+            let Poll::Ready(Some(Err(s))) = end else {
+                panic!("{cuts:?}: expected a stall, got {end:?}");
+            };
+            assert_eq!(s.code(), tonic::Code::DeadlineExceeded);
+            assert_eq!(
+                take_fault(&r.fault),
+                Some(Fault::Stalled { received: from }),
+                "{cuts:?}"
+            );
+            assert_eq!(budget.stalls.load(Ordering::Relaxed), 1);
+            assert_eq!(budget.held().0, 0);
+        }
+    }
+
+    /// A message that waits for more budget stays charged for what it already held: its
+    /// gathered bytes are still in memory, so giving their budget back while it waits (and
+    /// asking for all of it again) would let other streams take budget for bytes this one
+    /// holds.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_waiting_for_more_budget_keeps_what_it_holds() {
+        let budget = Budget::new(1000);
+        let mut other = Charge::default();
+        assert!(budget.try_take(&mut other, 500, false));
+        let queue = Arc::new(Mutex::new(VecDeque::new()));
+        let mut r = MeteredBody::new(
+            Fed(queue.clone()),
+            Side::Request,
+            metering(&budget),
+            FaultSlot::default(),
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        // Over SMALL: the reserve is not for it.
+        let large = message(0, SMALL + 1000, 6);
+        queue.lock().unwrap().push_back(data(&large[..400]));
+        assert!(r.poll_message(&mut cx).is_pending());
+        assert_eq!(budget.held().0, 900);
+        queue.lock().unwrap().push_back(data(&large[400..800]));
+        assert!(r.poll_message(&mut cx).is_pending());
+        assert_eq!(budget.waits.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            budget.held().0,
+            900,
+            "the waiting message gave back the 400 bytes it holds"
+        );
+        // The other stream's bytes come back: the message gets the 400 it waited for.
+        budget.give_back(&mut other);
+        assert!(r.poll_message(&mut cx).is_pending());
+        assert_eq!(budget.held().0, 800);
+        assert_eq!((r.charged.budget, r.charged.reserve), (800, 0));
+    }
+
+    /// `completed` counts every message the body completed, whether it lay in one frame or
+    /// was gathered, and whether or not it was taken yet (it is what the driver counts as
+    /// read from HTTP/2 when a stream closes).
+    #[test]
+    fn completed_counts_messages_in_one_frame_and_gathered() {
+        let budget = Budget::new(1 << 20);
+        let wire = wire(&[(0, 10, 1), (0, 20, 2), (0, 3000, 3)]);
+        let frames = vec![data(&wire[..1000]), data(&wire[1000..])];
+        let mut r = reader(frames, Side::Request, &budget);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(r.poll_message(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(r.completed(), 2, "two in the first frame, one taken");
+        let (got, end) = read_all(&mut r);
+        assert!(end.is_none());
+        assert_eq!(got.len(), 2);
+        assert_eq!(r.completed(), 3, "the third was gathered over both frames");
+    }
+
+    /// `take_ready` hands over the messages complete and free to go, in order (a reader
+    /// that pauses parks them); none while the frame that completed them waits for budget.
+    #[tokio::test(start_paused = true)]
+    async fn take_ready_moves_the_messages_not_held_back() {
+        let budget = Budget::new(1 << 20);
+        let wire = wire(&[(0, 10, 1), (0, 20, 2), (0, 30, 3)]);
+        let mut r = reader(vec![data(&wire)], Side::Request, &budget);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(r.poll_message(&mut cx), Poll::Ready(Some(Ok(m))) if m.len() == 10));
+        let mut out = VecDeque::new();
+        r.take_ready(&mut out);
+        let lens: Vec<usize> = out.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [20, 30]);
+        let (rest, end) = read_all(&mut r);
+        assert!(rest.is_empty() && end.is_none());
+
+        // 100 bytes of budget: the frame's incomplete message waits, and the complete one
+        // with it.
+        let budget = Budget::new(100);
+        let mut frame = message(0, 3, 1);
+        frame.extend_from_slice(&message(0, SMALL + 1000, 5)[..PREFIX + SMALL + 1]);
+        let body = Frames {
+            frames: [Ok(data(&frame))].into(),
+            ended: false,
+        };
+        let mut r = MeteredBody::new(body, Side::Request, metering(&budget), FaultSlot::default());
+        assert!(r.poll_message(&mut cx).is_pending());
+        let mut out = VecDeque::new();
+        r.take_ready(&mut out);
+        assert!(out.is_empty(), "a message held back for budget was taken");
+    }
 }
