@@ -251,4 +251,119 @@ mod tests {
         b.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"hello");
     }
+
+    /// A writer recording what is asked of it.
+    #[derive(Default)]
+    struct Recorder {
+        vectored: bool,
+        written: Vec<u8>,
+        flushes: usize,
+        shut: bool,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let before = this.written.len();
+            for b in bufs {
+                this.written.extend_from_slice(b);
+            }
+            Poll::Ready(Ok(this.written.len() - before))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.get_mut().flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.get_mut().shut = true;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Vectored writes, flushes and the shutdown reach the socket, which says whether it
+    /// takes vectored writes.
+    #[tokio::test]
+    async fn vectored_writes_flushes_and_shutdown_pass_through() {
+        for vectored in [false, true] {
+            let mut w = ReadAhead::new(
+                Recorder {
+                    vectored,
+                    ..Recorder::default()
+                },
+                READ_AHEAD,
+            );
+            assert_eq!(w.is_write_vectored(), vectored);
+            let bufs = [io::IoSlice::new(b"hel"), io::IoSlice::new(b"lo")];
+            assert_eq!(w.write_vectored(&bufs).await.expect("write"), 5);
+            w.flush().await.expect("flush");
+            assert_eq!(w.get_ref().flushes, 1);
+            assert!(!w.get_ref().shut);
+            w.shutdown().await.expect("shutdown");
+            assert!(w.get_ref().shut);
+            assert_eq!(w.get_ref().written, b"hello");
+        }
+    }
+
+    /// A read that the socket does not fill (it held less), or one with no room at all,
+    /// leaves read-ahead off: the next small read goes straight to the socket too.
+    #[tokio::test]
+    async fn a_short_or_empty_read_leaves_read_ahead_off() {
+        for first_room in [1000, 0] {
+            let (a, mut b) = tokio::io::duplex(1 << 16);
+            let mut r = ReadAhead::new(a, READ_AHEAD);
+            b.write_all(&[7; 500]).await.expect("write");
+            let mut first = vec![0u8; first_room];
+            let n = r.read(&mut first).await.expect("read");
+            assert_eq!(n, first_room.min(500));
+            b.write_all(&[8; 500]).await.expect("write");
+            let mut small = [0u8; 100];
+            r.read_exact(&mut small).await.expect("read");
+            assert_eq!(
+                (r.buffered(), r.buf.capacity()),
+                (0, 0),
+                "after a read of {n} into {first_room}, a small read was read ahead"
+            );
+        }
+    }
+
+    /// A read that fills the rest of a reader's buffer already partly filled found the
+    /// socket holding at least that much: read-ahead turns on.
+    #[test]
+    fn filling_the_rest_of_a_partly_filled_buffer_turns_read_ahead_on() {
+        let mut r = ReadAhead::new(source(10 * READ_AHEAD), READ_AHEAD);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut mem = [0u8; 1000];
+        let mut out = ReadBuf::new(&mut mem);
+        out.put_slice(&[0; 100]);
+        assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_ready());
+        assert_eq!((out.filled().len(), r.get_ref().at), (1000, 900));
+        let mut small = [0u8; 100];
+        let mut out = ReadBuf::new(&mut small);
+        assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_ready());
+        assert_eq!(out.filled(), &r.get_ref().data[900..1000]);
+        assert_eq!(
+            r.buffered(),
+            READ_AHEAD - 100,
+            "the next small read was not read ahead"
+        );
+    }
 }
