@@ -1173,7 +1173,21 @@ pub(crate) mod tests {
     }
 
     /// Frames handed in by the test as it goes: `Pending` while none is queued.
-    struct Fed(Arc<Mutex<VecDeque<Frame<Bytes>>>>);
+    struct Fed(Queue);
+
+    type Queue = Arc<Mutex<VecDeque<Frame<Bytes>>>>;
+
+    /// A request body metered by `budget`, and the queue that feeds it.
+    fn fed(budget: &Arc<Budget>) -> (MeteredBody, Queue) {
+        let queue = Queue::default();
+        let body = MeteredBody::new(
+            Fed(queue.clone()),
+            Side::Request,
+            metering(budget),
+            FaultSlot::default(),
+        );
+        (body, queue)
+    }
 
     impl Body for Fed {
         type Data = Bytes;
@@ -1200,13 +1214,7 @@ pub(crate) mod tests {
         // The reserve is spent too (other streams' small messages, or large messages'
         // first frames, see the test above).
         budget.reserve_held.store(RESERVE, Ordering::SeqCst);
-        let queue = Arc::new(Mutex::new(VecDeque::new()));
-        let mut r = MeteredBody::new(
-            Fed(queue.clone()),
-            Side::Request,
-            metering(&budget),
-            FaultSlot::default(),
-        );
+        let (mut r, queue) = fed(&budget);
         let mut cx = Context::from_waker(Waker::noop());
         // A healthy stream: a message in one frame, delivered.
         queue.lock().unwrap().push_back(data(&message(0, 10, 1)));
@@ -1272,22 +1280,8 @@ pub(crate) mod tests {
         let budget = Budget::new(1000);
         // The reserve is spent by other streams: the waiter cannot draw on it.
         budget.reserve_held.store(RESERVE, Ordering::SeqCst);
-        let (queue_a, queue_b) = (
-            Arc::new(Mutex::new(VecDeque::new())),
-            Arc::new(Mutex::new(VecDeque::new())),
-        );
-        let mut a = MeteredBody::new(
-            Fed(queue_a.clone()),
-            Side::Request,
-            metering(&budget),
-            FaultSlot::default(),
-        );
-        let mut b = MeteredBody::new(
-            Fed(queue_b.clone()),
-            Side::Request,
-            metering(&budget),
-            FaultSlot::default(),
-        );
+        let (mut a, queue_a) = fed(&budget);
+        let (mut b, queue_b) = fed(&budget);
         let noop = &mut Context::from_waker(Waker::noop());
         let woken = Arc::new(Woken(false.into()));
         let b_waker = Waker::from(woken.clone());
@@ -1359,13 +1353,7 @@ pub(crate) mod tests {
         let wire = message(0, 1000, 3);
         for cuts in [&[3][..], &[3, 105]] {
             let budget = Budget::new(1 << 20);
-            let queue = Arc::new(Mutex::new(VecDeque::new()));
-            let mut r = MeteredBody::new(
-                Fed(queue.clone()),
-                Side::Request,
-                metering(&budget),
-                FaultSlot::default(),
-            );
+            let (mut r, queue) = fed(&budget);
             let mut cx = Context::from_waker(Waker::noop());
             queue.lock().unwrap().push_back(data(&message(0, 10, 1)));
             assert!(matches!(r.poll_message(&mut cx), Poll::Ready(Some(Ok(_)))));
@@ -1410,13 +1398,7 @@ pub(crate) mod tests {
         let budget = Budget::new(1000);
         let mut other = Charge::default();
         assert!(budget.try_take(&mut other, 500, false));
-        let queue = Arc::new(Mutex::new(VecDeque::new()));
-        let mut r = MeteredBody::new(
-            Fed(queue.clone()),
-            Side::Request,
-            metering(&budget),
-            FaultSlot::default(),
-        );
+        let (mut r, queue) = fed(&budget);
         let mut cx = Context::from_waker(Waker::noop());
         // Over SMALL: the reserve is not for it.
         let large = message(0, SMALL + 1000, 6);
