@@ -744,6 +744,16 @@ pub(crate) mod tests {
         MeteredBody::new(body, side, metering(budget), FaultSlot::default())
     }
 
+    /// A request body `body` whose messages, the first included, may be up to 4 MiB.
+    fn taking_4_mib(body: Frames, budget: &Arc<Budget>) -> MeteredBody {
+        let m = Metering {
+            max_message: 4 << 20,
+            max_first_message: 4 << 20,
+            ..metering(budget)
+        };
+        MeteredBody::new(body, Side::Request, m, FaultSlot::default())
+    }
+
     /// `len` bytes of `fill` behind a gRPC prefix with this flag.
     fn message(flag: u8, len: usize, fill: u8) -> Vec<u8> {
         let mut m = vec![flag];
@@ -915,12 +925,7 @@ pub(crate) mod tests {
             frames: frames.into_iter().map(Ok).collect(),
             ended: true,
         };
-        let m = Metering {
-            max_message: 4 << 20,
-            max_first_message: 4 << 20,
-            ..metering(&budget)
-        };
-        let mut r = MeteredBody::new(body, Side::Request, m, FaultSlot::default());
+        let mut r = taking_4_mib(body, &budget);
         let (got, end) = read_all(&mut r);
         assert!(end.is_none(), "{end:?}");
         assert_eq!(got.len(), 2);
@@ -1247,12 +1252,7 @@ pub(crate) mod tests {
                 frames: [Ok(data(&wire[..1000]))].into(),
                 ended: false,
             };
-            let m = Metering {
-                max_message: 4 << 20,
-                max_first_message: 4 << 20,
-                ..metering(&budget)
-            };
-            let mut r = MeteredBody::new(body, Side::Request, m, FaultSlot::default());
+            let mut r = taking_4_mib(body, &budget);
             assert!(r.poll_message(&mut cx).is_pending());
             assert_eq!(r.gather.len(), 1000 - PREFIX);
             let capacity = r.gather.capacity();
