@@ -239,7 +239,9 @@ impl Discovery {
         self.bootstraps[i].sends += 1;
         match comm.send(now, &request, &[RemotePeer::new(endpoint, pki_id.clone())]) {
             Ok(()) => self.stats.requests_sent += 1,
-            Err(error) => self.comm_refused("send a request to a bootstrap peer", &error),
+            Err(error) => self
+                .stats
+                .comm_refused("send a request to a bootstrap peer", &error),
         }
         self.bootstraps[i].state = BootState::AwaitingAck {
             pki_id,

@@ -189,7 +189,7 @@ impl Discovery {
                     self.stats.reconnect_probes += 1;
                     self.probes.insert(op, pki);
                 }
-                Err(error) => self.comm_refused("probe a dead member", &error),
+                Err(error) => self.stats.comm_refused("probe a dead member", &error),
             }
         }
     }

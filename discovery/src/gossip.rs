@@ -20,7 +20,7 @@ impl Discovery {
         let env = match me.sign_next(now, comm.security()) {
             Ok(env) => env,
             Err(error) => {
-                self.cannot_sign("heartbeat", &error);
+                self.stats.cannot_sign("heartbeat", &error);
                 return;
             }
         };
@@ -63,7 +63,7 @@ impl Discovery {
         let k = self.cfg.propagate_peer_num;
         // The copy without the secret, made once for every iteration that needs it.
         let mut stripped: Option<Option<SignedMessage>> = None;
-        let (mut sent, mut errors) = (0, 0);
+        let mut sent = 0;
         for _ in 0..self.cfg.propagate_iterations {
             let chosen = self.pick_alive(k, except, |slot, m| {
                 let to = Party {
@@ -101,19 +101,10 @@ impl Discovery {
                 };
                 match comm.send_borrowed(now, msg, &peers) {
                     Ok(()) => sent += peers.len() as u64,
-                    Err(error) => {
-                        errors += 1;
-                        // As `comm_refused` says it (`self` is borrowed here).
-                        tracing::debug!(
-                            call = "spread an alive message",
-                            %error,
-                            "comm refused a call of the membership layer"
-                        );
-                    }
+                    Err(error) => self.stats.comm_refused("spread an alive message", &error),
                 }
             }
         }
-        self.stats.comm_errors += errors;
         sent
     }
 

@@ -248,21 +248,6 @@ impl Discovery {
         AliveLimits::new(comm.config().max_identity_size, self.cfg.max_metadata_size)
     }
 
-    /// Counts a call into comm that comm refused (`comm_errors`) and logs which call and
-    /// why at debug: a live soak saw the counter at 2 with nothing to tell what it was.
-    pub(crate) fn comm_refused(&mut self, call: &'static str, error: &dyn std::fmt::Display) {
-        self.stats.comm_errors += 1;
-        tracing::debug!(call, %error, "comm refused a call of the membership layer");
-    }
-
-    /// Counts a message of ours the security provider would not sign (`comm_errors`): then
-    /// nothing is sent, so it is logged as a warning, as Fabric warns "Failed creating
-    /// alive message".
-    pub(crate) fn cannot_sign(&mut self, what: &'static str, error: &dyn std::fmt::Display) {
-        self.stats.comm_errors += 1;
-        tracing::warn!(what, %error, "could not sign our own message; nothing sent");
-    }
-
     /// Validates an alive message's signatures against the right identity, and shares an
     /// identity checked anew with comm.
     pub(crate) fn verify<S: Security>(
@@ -636,7 +621,7 @@ impl<S: Security> Layer<S> for Discovery {
         match comm.subscribe(Box::new(accept)) {
             Ok(sub) => self.sub = Some(sub),
             Err(error) => {
-                self.comm_refused("subscribe", &error);
+                self.stats.comm_refused("subscribe", &error);
                 self.stopped = true;
                 return;
             }

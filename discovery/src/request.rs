@@ -45,7 +45,7 @@ impl Discovery {
         match me.sign_next(now, comm.security()) {
             Ok(env) => Some(env),
             Err(error) => {
-                self.cannot_sign("alive message", &error);
+                self.stats.cannot_sign("alive message", &error);
                 None
             }
         }
@@ -100,7 +100,7 @@ impl Discovery {
     ) {
         match comm.send(now, req, &[RemotePeer::new(endpoint, pki_id.clone())]) {
             Ok(()) => self.stats.requests_sent += 1,
-            Err(error) => self.comm_refused("send a membership request", &error),
+            Err(error) => self.stats.comm_refused("send a membership request", &error),
         }
     }
 
@@ -208,7 +208,9 @@ impl Discovery {
                         // The requester's connection closed before we answered (it was
                         // replaced, or the requester left): nobody to answer on.
                         Err(Error::ConnectionClosed) => self.stats.responses_dropped += 1,
-                        Err(error) => self.comm_refused("answer a membership request", &error),
+                        Err(error) => self
+                            .stats
+                            .comm_refused("answer a membership request", &error),
                     }
                 }
                 self.note_answered(now, msg.sender(), nonce);
@@ -390,7 +392,8 @@ impl Discovery {
             None => match me.sign_next(now, comm.security()) {
                 Ok(env) => env,
                 Err(error) => {
-                    self.cannot_sign("alive message of a membership response", &error);
+                    self.stats
+                        .cannot_sign("alive message of a membership response", &error);
                     return Err(NoResponse::CannotSign);
                 }
             },

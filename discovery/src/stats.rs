@@ -150,6 +150,21 @@ impl DiscoveryStats {
         }
     }
 
+    /// Counts a call into comm that comm refused (`comm_errors`) and logs which call and
+    /// why at debug: a live soak saw the counter at 2 with nothing to tell what it was.
+    pub(crate) fn comm_refused(&mut self, call: &'static str, error: &dyn std::fmt::Display) {
+        self.comm_errors += 1;
+        tracing::debug!(call, %error, "comm refused a call of the membership layer");
+    }
+
+    /// Counts a message of ours the security provider would not sign (`comm_errors`): then
+    /// nothing is sent, so it is logged as a warning, as Fabric warns "Failed creating
+    /// alive message".
+    pub(crate) fn cannot_sign(&mut self, what: &'static str, error: &dyn std::fmt::Display) {
+        self.comm_errors += 1;
+        tracing::warn!(what, %error, "could not sign our own message; nothing sent");
+    }
+
     /// Every alive message refused for any reason (malformed, identity, signature).
     pub fn alive_refused(&self) -> u64 {
         self.alive_malformed

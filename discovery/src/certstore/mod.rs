@@ -307,7 +307,7 @@ impl Discovery {
                     .identities
                     .set_own(own, self.my_org.clone(), now);
             }
-            Err(error) => self.cannot_sign("identity message", &error),
+            Err(error) => self.stats.cannot_sign("identity message", &error),
         }
         self.certstore.engine.arm(now + self.cfg.pull_interval);
         self.certstore.sweep = Some(now + self.cfg.certstore.identity_usage_threshold / 10);
@@ -387,7 +387,8 @@ impl Discovery {
         match comm.send(now, msg, &[to]) {
             Ok(()) => true,
             Err(error) => {
-                self.comm_refused("send an identity pull message", &error);
+                self.stats
+                    .comm_refused("send an identity pull message", &error);
                 false
             }
         }
@@ -403,7 +404,8 @@ impl Discovery {
         match comm.respond(now, msg.conn, answer) {
             Ok(()) => true,
             Err(error) => {
-                self.comm_refused("answer an identity pull message", &error);
+                self.stats
+                    .comm_refused("answer an identity pull message", &error);
                 false
             }
         }
