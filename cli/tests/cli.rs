@@ -144,10 +144,15 @@ impl NodeProc {
 
     /// Sends stop and expects exit status 0 within 5 s (the contract), then the "stopped"
     /// line.
-    fn stop(mut self) {
+    fn stop(self) {
+        self.stop_within(Duration::from_secs(5));
+    }
+
+    /// Sends stop and expects exit status 0 within `limit`, then the "stopped" line.
+    fn stop_within(mut self, limit: Duration) {
         self.send_line(r#"{"cmd":"stop"}"#);
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
                 assert!(st.success(), "node exited with {st}");
@@ -155,7 +160,7 @@ impl NodeProc {
             }
             assert!(
                 Instant::now() < deadline,
-                "node did not exit within 5 s of stop"
+                "node did not exit within {limit:?} of stop"
             );
             // Polling the child's exit, bounded by the deadline.
             std::thread::sleep(Duration::from_millis(10));
@@ -3843,6 +3848,51 @@ fn two_nodes_and_a_watch_see_each_other() {
         "{dead}"
     );
     a.stop();
+}
+
+/// A node stops at once while its membership layer dials a member that has just left.
+/// The layer's alive messages to that member wait in a connection attempt that retries
+/// with back-off until the dial timeout (10 s here), and a stop's flush, which waits for
+/// the messages of the commands already read, used to wait for those too: in CI a stop
+/// took more than 5 s so (`two_nodes_and_a_watch_see_each_other`, whose watch had left).
+#[test]
+fn a_node_stops_at_once_while_its_layer_dials_a_member_that_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = dir.path().join("core.yaml");
+    std::fs::write(&core, "peer:\n  gossip:\n    dialTimeout: 10s\n").expect("write core.yaml");
+    let core = core.to_str().expect("utf-8 path");
+    // B stays alive in A's table long after it is gone, so A keeps gossiping to it.
+    let fast = ["--alive-interval", "200ms", "--alive-expiration", "60s"];
+    let a_args = [&TEST_NODE[..], &["--config", core], &fast].concat();
+    let mut a = NodeProc::start(&a_args);
+    let b_args = [&TEST_NODE[..], &["--bootstrap", a.addr.as_str()], &fast].concat();
+    let mut b = NodeProc::start(&b_args);
+    let b_pki = b.pki.clone();
+    a.wait("member_alive B", |v| {
+        v["event"] == "member_alive" && v["pki_id"] == b_pki.as_str()
+    });
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    // Until one of A's dials to B has failed: the attempt then waits out its back-off,
+    // holding the alive messages A sends B meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        a.send_line(r#"{"cmd":"stats"}"#);
+        let st = loop {
+            let v = a.next(EVENT).expect("a stats line");
+            if v["event"] == "stats" {
+                break v;
+            }
+        };
+        if st["dials_failed"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never dialled B: {st}");
+        // Polling A's counters, bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A stop takes about 0.3 s; waiting for the attempt would take until its 10 s end.
+    a.stop_within(Duration::from_secs(3));
 }
 
 /// The `membership` line is paced by its bytes (the pacing itself is tested with a virtual

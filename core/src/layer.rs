@@ -116,7 +116,8 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
     /// Puts `layer` on `comm` and starts it ([`Layer::start`]) at the core's current
     /// instant.
     pub fn new(mut comm: Comm<S>, mut layer: L) -> Self {
-        layer.start(comm.now(), &mut comm);
+        let now = comm.now();
+        comm.as_layer(|c| layer.start(now, c));
         Stack { comm, layer }
     }
 
@@ -142,9 +143,11 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
     }
 
     /// Runs `f` with the layer and the core: an application call into the layer that
-    /// acts on the network at once.
+    /// acts on the network at once. What the layer sends in it is the layer's (see
+    /// [`Comm::unsent_to_flush`]).
     pub fn with_layer<R>(&mut self, f: impl FnOnce(&mut L, &mut Comm<S>) -> R) -> R {
-        f(&mut self.layer, &mut self.comm)
+        let layer = &mut self.layer;
+        self.comm.as_layer(|c| f(layer, c))
     }
 
     /// Takes the stack apart.
@@ -156,7 +159,8 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.comm.handle_timeout(now);
         if self.layer.poll_timeout().is_some_and(|at| at <= now) {
-            self.layer.handle_timeout(now, &mut self.comm);
+            let layer = &mut self.layer;
+            self.comm.as_layer(|c| layer.handle_timeout(now, c));
         }
     }
 
@@ -175,13 +179,17 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
                 Output::Action(a) => return StackOutput::Action(a),
                 Output::Event(e) => {
                     let now = self.comm.now();
-                    self.layer.handle_comm_event(now, &mut self.comm, &e);
+                    let layer = &mut self.layer;
+                    self.comm.as_layer(|c| layer.handle_comm_event(now, c, &e));
                     if let Event::DeliveryReady(sub) = e
                         && self.layer.owns_subscription(sub)
                     {
-                        while let Some(m) = self.comm.poll_delivery(sub) {
-                            self.layer.handle_message(now, &mut self.comm, m);
-                        }
+                        let layer = &mut self.layer;
+                        self.comm.as_layer(|c| {
+                            while let Some(m) = c.poll_delivery(sub) {
+                                layer.handle_message(now, c, m);
+                            }
+                        });
                         // What the layer did comes out of the next round.
                         continue;
                     }

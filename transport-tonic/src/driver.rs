@@ -875,12 +875,13 @@ impl Inner {
 }
 
 impl Inner {
-    /// Waits until the core holds no unsent message ([`Comm::unsent`]), at most `limit`;
+    /// Waits until the core holds nothing left to flush ([`Comm::unsent_to_flush`]: the
+    /// hosted layer's messages waiting for a dial are not waited for), at most `limit`;
     /// whether it got there. Written messages wake it as they wake blocked senders; the
     /// outcomes that do not (a connection attempt failing, a stream registering) are seen
     /// at the next check, at most every `FLUSH_CHECK`.
     ///
-    /// [`Comm::unsent`]: fabric_gossip_core::Comm::unsent
+    /// [`Comm::unsent_to_flush`]: fabric_gossip_core::Comm::unsent_to_flush
     pub(crate) async fn flush(&self, limit: Duration) -> bool {
         const FLUSH_CHECK: Duration = Duration::from_millis(20);
         // A limit past what the clock holds waits without one.
@@ -890,7 +891,7 @@ impl Inner {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let _registered = RoomWaiter::new(&self.room_waiters);
-            if self.lock().comm.unsent() == 0 {
+            if self.lock().comm.unsent_to_flush() == 0 {
                 return true;
             }
             let now = tokio::time::Instant::now();

@@ -709,7 +709,10 @@ impl Node {
     /// whose last sends must go out (a script piping messages in, then stopping) flushes
     /// first. What HTTP/2 holds then is written while `stop` winds the connections down,
     /// within the builder's `stop_timeout`. Returns at once when nothing is queued; sends
-    /// made while it waits are waited for too.
+    /// made while it waits are waited for too. A hosted layer's messages that wait for a
+    /// connection attempt are not (the membership layer's gossip to a member that has just
+    /// left would hold the flush for the attempt's whole back-off, for messages the layer,
+    /// stopping with the node, no longer needs); see `Comm::unsent_to_flush`.
     pub async fn flush(&self, limit: Duration) -> bool {
         self.h.inner.flush(limit).await
     }

@@ -152,6 +152,9 @@ pub struct Comm<S: Security> {
     /// how many dials fail does not change the nonces `rng` draws.
     dial_rng: ChaCha8Rng,
     stopped: bool,
+    /// Whether the hosted layer is the caller now ([`Comm::as_layer`]): the messages it
+    /// sends are the layer's own, which a flush before stopping does not wait for.
+    for_layer: bool,
     /// Every stream, handshaking or established; also the connections' own state.
     streams: Slab<StreamId, Stream>,
     /// The connFactory's client channels.
@@ -211,6 +214,7 @@ impl<S: Security> Comm<S> {
             own_pki,
             own_identity,
             stopped: false,
+            for_layer: false,
             streams: Slab::default(),
             dials: Slab::default(),
             ops: Slab::default(),
@@ -291,19 +295,44 @@ impl<S: Security> Comm<S> {
     /// queues, handed to the driver and unconfirmed, or held by a connection attempt. At
     /// zero every send so far was confirmed written by the driver or dropped (counted in
     /// [`Stats`](crate::Stats); the few a driver had in hand when their stream closed are
-    /// neither, their fate being the transport's): what a tool waits for before it stops,
-    /// since [`Comm::stop`] (Fabric's `Stop`) drops the rest.
+    /// neither, their fate being the transport's). [`Comm::stop`] (Fabric's `Stop`) drops
+    /// them; what a tool waits for before it stops is [`Comm::unsent_to_flush`].
     pub fn unsent(&self) -> usize {
-        let queued: usize = self
-            .streams
+        self.unsent_on_connections() + self.store.attempts_pending()
+    }
+
+    /// What an application flushes before it stops: [`Comm::unsent`] less the messages of
+    /// connection attempts that hold only the hosted layer's messages. A layer's gossip
+    /// to a member that has just left (the membership layer keeps sending it alive
+    /// messages until it is presumed dead or expires) waits in an attempt retrying with
+    /// back-off for up to the dial timeout, and a new attempt starts with the layer's next
+    /// message: waiting for those held a node's stop for seconds, for messages that the
+    /// layer, stopping with the node, no longer needs. An attempt holding any message of
+    /// the application's is waited for whole (its messages leave in order), and so are
+    /// established connections' queues, which drain at the network's pace.
+    pub fn unsent_to_flush(&self) -> usize {
+        self.unsent_on_connections() + self.store.attempts_pending_for_application()
+    }
+
+    fn unsent_on_connections(&self) -> usize {
+        self.streams
             .iter()
             .filter_map(|(_, s)| match &s.phase {
                 Phase::Established(c) => Some(c.queue.len()),
                 Phase::Handshaking { .. } => None,
             })
             .map(|l| l.buffered + l.waiting + l.in_flight)
-            .sum();
-        queued + self.store.attempts_pending()
+            .sum()
+    }
+
+    /// Runs `f` on behalf of the hosted layer ([`crate::Stack`] calls every layer input
+    /// through it): the messages sent meanwhile are the layer's, which
+    /// [`Comm::unsent_to_flush`] tells apart from the application's.
+    pub(crate) fn as_layer<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = core::mem::replace(&mut self.for_layer, true);
+        let r = f(self);
+        self.for_layer = outer;
+        r
     }
 
     /// Live streams (handshaking or established), live dials, pending operations.

@@ -216,15 +216,17 @@ impl<S: Security> Comm<S> {
             }
             return Err(Error::LimitReached("connections"));
         }
+        let for_application = !self.for_layer;
         let att = self.store.attempt_entry(&peer.pki_id);
         if new_attempt {
             att.endpoint.clone_from(&peer.endpoint);
         }
         let res = att.queue.push(bytes, mode, bounds);
-        if res.is_ok()
-            && let Some(op) = ack_op
-        {
-            att.ack_waits.push(op);
+        if res.is_ok() {
+            att.for_application |= for_application;
+            if let Some(op) = ack_op {
+                att.ack_waits.push(op);
+            }
         }
         if res.is_err() && mode == Mode::Drop {
             dropped(&peer.pki_id, "send buffer of the connection attempt full");

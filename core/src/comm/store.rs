@@ -109,6 +109,9 @@ pub(super) struct Attempt {
     pub(super) queue: SendQueue,
     /// SendWithAck operations with a message in `queue`: told if the attempt fails.
     pub(super) ack_waits: SmallVec<[OpId; 2]>,
+    /// Whether a message of the application's (not the hosted layer's) was queued here:
+    /// a flush waits for this attempt ([`super::Comm::unsent_to_flush`]).
+    pub(super) for_application: bool,
 }
 
 /// The table of connections and attempts by PKI-ID.
@@ -195,6 +198,15 @@ impl Store {
     /// Messages held by connection attempts, waiting for their connection.
     pub(super) fn attempts_pending(&self) -> usize {
         self.attempts.values().map(|a| a.queue.pending()).sum()
+    }
+
+    /// Messages held by connection attempts that hold a message of the application's.
+    pub(super) fn attempts_pending_for_application(&self) -> usize {
+        self.attempts
+            .values()
+            .filter(|a| a.for_application)
+            .map(|a| a.queue.pending())
+            .sum()
     }
 
     /// Connections and attempts together: what `max_connections` bounds for new sends.

@@ -308,3 +308,81 @@ fn a_hosted_layer_is_the_boxed_layer_with_its_events_erased_and_none_is_the_core
     stack.layer_mut().clear();
     assert!(stack.layer().get::<Echo>().is_none());
 }
+
+/// Sends "layer:alive" to `C` when its deadline comes, as the membership layer gossips
+/// to a member that may have left.
+struct Gossip {
+    due: Option<Instant>,
+}
+
+const C: &str = "127.0.0.1:7053";
+const D: &str = "127.0.0.1:7054";
+
+impl Layer<TestOnlyHmacSecurity> for Gossip {
+    type Event = ();
+
+    fn start(&mut self, now: Instant, _comm: &mut Comm<TestOnlyHmacSecurity>) {
+        self.due = Some(now);
+    }
+
+    fn handle_comm_event(&mut self, _: Instant, _: &mut Comm<TestOnlyHmacSecurity>, _: &Event) {}
+
+    fn owns_subscription(&self, _sub: SubscriptionId) -> bool {
+        false
+    }
+
+    fn handle_message(
+        &mut self,
+        _: Instant,
+        _: &mut Comm<TestOnlyHmacSecurity>,
+        _: ReceivedMessage,
+    ) {
+    }
+
+    fn handle_timeout(&mut self, now: Instant, comm: &mut Comm<TestOnlyHmacSecurity>) {
+        self.due = None;
+        let msg = SignedMessage::noop(data("layer:alive"));
+        comm.send(now, &msg, &[RemotePeer::new(C, C)]).unwrap();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.due
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
+    }
+}
+
+/// What a flush before stopping waits for: the application's messages, wherever they
+/// wait, but not the layer's waiting for a connection attempt (which a dial's back-off to
+/// a member that left would hold for seconds: a node's stop once took more than 5 s so).
+#[test]
+fn a_flush_waits_for_the_applications_messages_not_the_layers_waiting_for_a_dial() {
+    let now = Instant::from_unix_secs(1_700_000_000);
+    let comm = Comm::new(Config::default(), TestOnlyHmacSecurity::new(A), now).unwrap();
+    let mut node = Stack::new(comm, Gossip { due: None });
+    // The layer's deadline: it sends to C, whose dial is never answered.
+    node.handle_timeout(now);
+    // ... and an application call into the layer that sends, to D.
+    node.with_layer(|_, c| {
+        let msg = SignedMessage::noop(data("layer:request"));
+        c.send(now, &msg, &[RemotePeer::new(D, D)]).unwrap();
+    });
+    while !matches!(node.poll_output(), StackOutput::Timeout(_)) {}
+    let counts =
+        |n: &Stack<TestOnlyHmacSecurity, Gossip>| (n.comm().unsent(), n.comm().unsent_to_flush());
+    assert_eq!(counts(&node), (2, 0), "two attempts hold only the layer's");
+    // The application sends to C: that attempt now holds one of its messages, and the
+    // flush waits for the whole attempt (its messages leave in order).
+    let app = SignedMessage::noop(data("app:last words"));
+    node.comm_mut()
+        .send(now, &app, &[RemotePeer::new(C, C)])
+        .unwrap();
+    assert_eq!(counts(&node), (3, 2));
+    // After the application's call, the core is the application's again.
+    node.comm_mut()
+        .send(now, &app, &[RemotePeer::new(D, D)])
+        .unwrap();
+    assert_eq!(counts(&node), (4, 4));
+}
