@@ -186,7 +186,7 @@ pub mod testing;
 
 pub use comm::{
     Acceptor, Action, Comm, ConnectionEntry, DeadCause, DeadPeer, Event, LiveCounts, Output,
-    RemotePeer, SendQueueLen, SendResult, StreamEnd, WriteKind,
+    RemotePeer, SendOutcome, SendQueueLen, SendResult, StreamEnd, WriteKind,
 };
 pub use config::{CertHash, Config, DialBackoff, TlsHashes};
 pub use config::{DIAL_RETRY_MIN, MAX_QUEUED_EVENTS, PAUSED_RELOOK_MIN, SEND_BUFFER_BYTES};

@@ -507,6 +507,66 @@ fn respond_or_drop_never_queues_beyond_the_send_buffer() {
     assert_eq!(c.unsent(), 6);
 }
 
+/// Fabric's `SendToPeer` for an answer: on the request's connection while it is open;
+/// once it closed, over a connection attempt to the requester (a dial), then over the
+/// requester's connection there is now; with neither a connection nor an endpoint, dropped
+/// and counted without a dial. `respond_or_drop` had only the request's connection.
+#[test]
+fn respond_to_peer_or_drop_follows_the_requester_past_its_closed_connection() {
+    let mut net = Net::connected_pair(cfg, b"x");
+    net.subscribe_all(0);
+    let m = net.nodes[1].delivered.values().next().unwrap()[0].clone();
+    let to_0 = net.peer(0);
+    let answer = |net: &mut Net, conn, peer: &RemotePeer, data: &[u8]| {
+        let now = net.now;
+        net.nodes[1]
+            .comm
+            .respond_to_peer_or_drop(now, conn, peer, data_msg(data))
+    };
+    assert_eq!(
+        answer(&mut net, m.conn, &to_0, b"on it"),
+        Ok(SendOutcome::Queued(m.conn))
+    );
+    net.settle();
+    net.close_conn(1, 0);
+    net.settle();
+    assert_eq!(net.conn(1, 0), None);
+    assert_eq!(
+        answer(&mut net, m.conn, &to_0, b"dialled"),
+        Ok(SendOutcome::Connecting)
+    );
+    assert!(net.nodes[1].comm.is_connecting(&to_0.pki_id));
+    net.settle();
+    let new = net.conn(1, 0).expect("dialled");
+    assert_ne!(new, m.conn);
+    assert_eq!(
+        answer(&mut net, m.conn, &to_0, b"on the new one"),
+        Ok(SendOutcome::Queued(new))
+    );
+    net.settle();
+    assert_eq!(
+        net.delivered_data(0),
+        [
+            b"on it".to_vec(),
+            b"dialled".to_vec(),
+            b"on the new one".to_vec()
+        ]
+    );
+    net.close_conn(1, 0);
+    net.settle();
+    let nowhere = RemotePeer::new("", to_0.pki_id.clone());
+    assert_eq!(
+        answer(&mut net, m.conn, &nowhere, b"lost"),
+        Ok(SendOutcome::Dropped)
+    );
+    assert_eq!(net.nodes[1].comm.stats().dropped_no_connection, 1);
+    assert!(!net.nodes[1].comm.is_connecting(&to_0.pki_id));
+    assert_eq!(
+        answer(&mut net, StreamId::from_parts(999, 0), &to_0, b"?"),
+        Err(Error::UnknownHandle)
+    );
+}
+
 #[test]
 fn respond_after_close_is_a_typed_error() {
     let mut net = Net::connected_pair(cfg, b"x");

@@ -2,7 +2,7 @@
 //! makes. Each returns at once; results that take time come as events.
 
 use super::send::Mode;
-use super::{Acceptor, Comm, RemotePeer};
+use super::{Acceptor, Comm, RemotePeer, SendOutcome};
 use crate::error::{CloseReason, Error, HandshakeError};
 use crate::ids::{DialId, OpId, PkiId, StreamId, SubscriptionId};
 use crate::message::SignedMessage;
@@ -77,6 +77,7 @@ impl<S: Security> Comm<S> {
         self.tick(now);
         self.check_outgoing(msg.envelope_bytes(), false)?;
         self.enqueue(peer, msg.envelope_bytes().clone(), Mode::Wait, None)
+            .map(drop)
     }
 
     /// Fabric's `SendWithAck`: gives `msg` a fresh nonce, noop-signs it, sends it to every
@@ -191,6 +192,52 @@ impl<S: Security> Comm<S> {
         msg: GossipMessage,
     ) -> Result<bool, Error> {
         self.respond_in(now, conn, msg, Mode::Drop)
+    }
+
+    /// Fabric's `SendToPeer` for an answer: noop-signs `msg` and queues it on `conn`, the
+    /// connection the request came in on, if that is still open; else sends it to `peer`
+    /// (the requester's PKI-ID and where to reach it) as [`Comm::send`] does: over the
+    /// connection to that PKI-ID there is now (the one that replaced `conn` after a
+    /// crossing dial, or the requester's new one), else over a connection attempt to
+    /// `peer.endpoint`, joining the one in progress or dialling. Never waits: a full send
+    /// buffer drops it. Returns where it went (a drop is counted in [`Stats`](crate::Stats)
+    /// as `send` counts it). An empty `peer.endpoint` means no dial: without a connection
+    /// the answer is dropped (`dropped_no_connection`).
+    ///
+    /// Fabric answers a membership request with `SendToPeer`, which sends to the
+    /// requester's PKI-ID and dials its preferred endpoint when no connection is there;
+    /// [`Comm::respond_or_drop`] answers on `conn` alone, so an answer whose connection a
+    /// crossing dial had replaced was lost.
+    ///
+    /// `Err` as [`Comm::respond_or_drop`]: stopped, an oversized message, a `conn` this
+    /// core never issued (`UnknownHandle`: a caller's mistake, not a closed connection).
+    pub fn respond_to_peer_or_drop(
+        &mut self,
+        now: Instant,
+        conn: StreamId,
+        peer: &RemotePeer,
+        msg: GossipMessage,
+    ) -> Result<SendOutcome, Error> {
+        self.tick(now);
+        if self.stopped {
+            return Err(Error::Stopped);
+        }
+        let signed = SignedMessage::noop(msg);
+        self.check_size(signed.envelope_bytes().len())?;
+        let bytes = signed.into_envelope();
+        match self.enqueue_on(conn, bytes.clone(), Mode::Drop) {
+            Ok(true) => Ok(SendOutcome::Queued(conn)),
+            Ok(false) => Ok(SendOutcome::Dropped),
+            Err(Error::ConnectionClosed) => {
+                if peer.endpoint.is_empty() && self.store.primary(&peer.pki_id).is_none() {
+                    super::send::dropped(&peer.pki_id, "no connection and no endpoint to dial");
+                    self.stats.dropped_no_connection += 1;
+                    return Ok(SendOutcome::Dropped);
+                }
+                self.enqueue(peer, bytes, Mode::Drop, None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Noop-signs `msg` and queues it on `conn` in `mode` (see [`Comm::respond_or_drop`]).

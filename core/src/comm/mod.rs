@@ -129,6 +129,25 @@ pub struct SendQueueLen {
     pub written: u64,
 }
 
+/// Where a message went, as [`Comm::respond_to_peer_or_drop`] reports it: a caller that
+/// accounts for what it queued (the membership layer bounds the responses requesters have
+/// not taken) must know the connection that holds it, which need not be the one it named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendOutcome {
+    /// Queued on this established connection.
+    Queued(StreamId),
+    /// Held by the connection attempt to the peer, one in progress or one this call
+    /// started (a dial): it moves to the connection once the peer is connected, and is
+    /// dropped, counted in `dropped_no_connection`, if the attempt fails.
+    Connecting,
+    /// Dropped and counted in [`Stats`](crate::Stats): a full send buffer
+    /// (`dropped_overflow`), or no connection to be had (`dropped_no_connection`:
+    /// `max_connections` reached, no endpoint to dial, an attempt to another peer of
+    /// unknown PKI-ID in progress).
+    Dropped,
+}
+
 /// How many live objects the core holds, as [`Comm::live_counts`] reports it: what a leak
 /// check compares before and after.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -268,6 +287,12 @@ impl<S: Security> Comm<S> {
     /// The registered (primary) connection to `pki_id`, if any.
     pub fn connection(&self, pki_id: &PkiId) -> Option<StreamId> {
         self.store.primary(pki_id)
+    }
+
+    /// Whether a connection attempt to `pki_id` is in progress (a dial, its handshake, or
+    /// a dial waiting out its back-off), holding what was sent to the peer meanwhile.
+    pub fn is_connecting(&self, pki_id: &PkiId) -> bool {
+        self.store.has_attempt(pki_id)
     }
 
     /// Every registered connection, sorted by PKI-ID.

@@ -9,7 +9,7 @@
 
 use super::output::WriteKind;
 use super::stream::Phase;
-use super::{Comm, RemotePeer, SendQueueLen};
+use super::{Comm, RemotePeer, SendOutcome, SendQueueLen};
 use crate::error::Error;
 use crate::ids::{OpId, StreamId};
 use crate::security::Security;
@@ -143,7 +143,7 @@ impl SendQueue {
 }
 
 /// A message that will not be sent, to whom and why.
-fn dropped(to: &dyn core::fmt::Display, cause: &'static str) {
+pub(super) fn dropped(to: &dyn core::fmt::Display, cause: &'static str) {
     tracing::debug!(target: "fabric_gossip_core::send", %to, cause, "message dropped");
 }
 
@@ -178,16 +178,23 @@ impl<S: Security> Comm<S> {
     }
 
     /// Puts a message on the way to a peer: its connection, the attempt in progress, or a
-    /// new attempt (Fabric's `connectionStore.getConnection` followed by `send`).
+    /// new attempt (Fabric's `connectionStore.getConnection` followed by `send`). Says
+    /// where it went; a non-blocking message that went nowhere is `Dropped`, counted.
     pub(super) fn enqueue(
         &mut self,
         peer: &RemotePeer,
         bytes: Bytes,
         mode: Mode,
         ack_op: Option<OpId>,
-    ) -> Result<(), Error> {
+    ) -> Result<SendOutcome, Error> {
         if let Some(primary) = self.store.primary(&peer.pki_id) {
-            return self.enqueue_on(primary, bytes, mode).map(drop);
+            return self.enqueue_on(primary, bytes, mode).map(|queued| {
+                if queued {
+                    SendOutcome::Queued(primary)
+                } else {
+                    SendOutcome::Dropped
+                }
+            });
         }
         // Fabric dials each endpoint of unknown PKI-ID apart; here attempts are keyed by
         // PKI-ID, and joining the one in progress would hand this message to its peer.
@@ -198,7 +205,7 @@ impl<S: Security> Comm<S> {
             if mode == Mode::Drop {
                 dropped(&peer.pki_id, "an attempt to another peer of unknown PKI-ID");
                 self.stats.dropped_no_connection += 1;
-                return Ok(());
+                return Ok(SendOutcome::Dropped);
             }
             return Err(Error::UnknownPkiIdBusy {
                 pending: pending.to_owned(),
@@ -212,7 +219,7 @@ impl<S: Security> Comm<S> {
             if mode == Mode::Drop {
                 dropped(&peer.pki_id, "max_connections reached");
                 self.stats.dropped_no_connection += 1;
-                return Ok(());
+                return Ok(SendOutcome::Dropped);
             }
             return Err(Error::LimitReached("connections"));
         }
@@ -235,7 +242,11 @@ impl<S: Security> Comm<S> {
         if new_attempt {
             self.start_connect(peer);
         }
-        if mode == Mode::Drop { Ok(()) } else { res }
+        match res {
+            Ok(()) => Ok(SendOutcome::Connecting),
+            Err(_) if mode == Mode::Drop => Ok(SendOutcome::Dropped),
+            Err(e) => Err(e),
+        }
     }
 
     /// Puts a message on one connection's queue: `Ok(false)` when a non-blocking one was
