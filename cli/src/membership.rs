@@ -677,6 +677,7 @@ pub(crate) fn counters(d: &Discovery) -> Counters {
             ("requests_refused", s.requests_refused),
             ("requests_throttled", s.requests_throttled),
             ("responses_sent", s.responses_sent),
+            ("responses_rerouted", s.responses_rerouted),
             ("responses_dropped", s.responses_dropped),
             ("responses_over_backlog", s.responses_over_backlog),
             ("stalled_requesters_closed", s.stalled_requesters_closed),

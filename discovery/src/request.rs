@@ -10,7 +10,8 @@ use fabric_gossip_core::proto::gossip::{
     Envelope, GossipMessage, MembershipRequest, MembershipResponse, gossip_message,
 };
 use fabric_gossip_core::{
-    Comm, Error, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SignedMessage, StreamId,
+    Comm, Instant, PkiId, ReceivedMessage, RemotePeer, Security, SendOutcome, SignedMessage,
+    StreamId,
 };
 use smallvec::SmallVec;
 
@@ -199,15 +200,27 @@ impl Discovery {
                 if !self.backlog_room(now, comm, bytes, &asker) {
                     self.stats.responses_over_backlog += 1;
                 } else {
-                    match comm.respond_or_drop(now, msg.conn, resp) {
-                        Ok(true) => {
+                    // Fabric's `SendToPeer`: to the requester's PKI-ID, on the connection
+                    // the request came on while it is open, else on the one there is
+                    // now (a crossing dial replaced it, the requester reconnected), else
+                    // by dialling the endpoint the requester's own alive message prefers.
+                    let peer = RemotePeer::new(
+                        preferred_endpoint(&parsed).to_owned(),
+                        parsed.pki_id.clone(),
+                    );
+                    match comm.respond_to_peer_or_drop(now, msg.conn, &peer, resp) {
+                        Ok(SendOutcome::Dropped) => self.stats.responses_dropped += 1,
+                        Ok(sent) => {
                             self.stats.responses_sent += 1;
-                            self.note_queued(now, comm, msg, asker);
+                            let on = match sent {
+                                SendOutcome::Queued(conn) => Some(conn),
+                                _ => None,
+                            };
+                            if on != Some(msg.conn) {
+                                self.stats.responses_rerouted += 1;
+                            }
+                            self.note_queued(now, comm, on, msg.sender(), bytes, asker);
                         }
-                        Ok(false) => self.stats.responses_dropped += 1,
-                        // The requester's connection closed before we answered (it was
-                        // replaced, or the requester left): nobody to answer on.
-                        Err(Error::ConnectionClosed) => self.stats.responses_dropped += 1,
                         Err(error) => self
                             .stats
                             .comm_refused("answer a membership request", &error),
@@ -247,7 +260,7 @@ impl Discovery {
     /// ([`SendQueueLen::written`](fabric_gossip_core::SendQueueLen)) and where its latest
     /// response ended in its queue: all of its responses, and whatever else was queued
     /// between them, which errs on the side of the bound.
-    fn backlog_room<S: Security>(
+    pub(crate) fn backlog_room<S: Security>(
         &mut self,
         now: Instant,
         comm: &mut Comm<S>,
@@ -260,7 +273,25 @@ impl Discovery {
                 // connection goes (the driver's grace): still counted meanwhile.
                 return now < at + RESPONSE_STALL;
             }
-            match comm.send_queue_len(q.conn) {
+            let conn = match q.conn {
+                Some(conn) => conn,
+                // Dialled for: counted whole while the attempt holds it, then on the
+                // connection it moved to; gone (dropped by comm) if the attempt failed.
+                None => match comm.connection(&q.who) {
+                    Some(conn) => {
+                        let Some(len) = comm.send_queue_len(conn) else {
+                            return false;
+                        };
+                        // Somewhere in what the new connection holds: all of it is
+                        // counted, which errs on the side of the bound.
+                        q.conn = Some(conn);
+                        q.end = len.written + len.bytes as u64;
+                        conn
+                    }
+                    None => return comm.is_connecting(&q.who),
+                },
+            };
+            match comm.send_queue_len(conn) {
                 Some(len) if len.written < q.end => {
                     q.held = usize::try_from(q.end - len.written).unwrap_or(usize::MAX);
                     true
@@ -292,9 +323,11 @@ impl Discovery {
             return true;
         }
         // Every requester stalled for RESPONSE_STALL goes; what they hold is counted until
-        // their connections have had the time to go too.
+        // their connections have had the time to go too. An answer still held by a
+        // connection attempt is not closed (closing leaves attempts be): it is counted
+        // until it reaches a connection, which may then go.
         for q in self.backlog.iter_mut() {
-            if q.closed.is_none() && now >= q.at + RESPONSE_STALL {
+            if q.closed.is_none() && q.conn.is_some() && now >= q.at + RESPONSE_STALL {
                 q.closed = Some(now);
                 self.stats.stalled_requesters_closed += 1;
                 tracing::debug!(
@@ -309,26 +342,51 @@ impl Discovery {
         false
     }
 
-    /// Notes a response just queued on `msg`'s connection: one entry per connection, which
-    /// keeps the time its oldest untaken response was queued (so that a requester asking
-    /// again and again without reading still counts as stalled) and moves its end to
-    /// this response's. The entries are bounded by the connections.
+    /// Notes a response of `bytes` to `who` just queued on connection `on` (the one it
+    /// actually went on, which need not be the request's), or, when `on` is `None`, held
+    /// by a connection attempt to `who`: one entry per connection, and one per requester
+    /// being connected to, which keeps the time its oldest untaken response was queued
+    /// (so that a requester asking again and again without reading still counts as
+    /// stalled) and moves its end to this response's. The entries are bounded by the
+    /// connections and connection attempts.
     fn note_queued<S: Security>(
         &mut self,
         now: Instant,
         comm: &Comm<S>,
-        msg: &ReceivedMessage,
+        on: Option<StreamId>,
+        who: &PkiId,
+        bytes: usize,
         asker: Asker,
     ) {
-        let Some(len) = comm.send_queue_len(msg.conn) else {
+        let Some(conn) = on else {
+            // Held by the attempt: counted whole until it reaches a connection.
+            match self
+                .backlog
+                .iter_mut()
+                .find(|q| q.conn.is_none() && q.who == *who)
+            {
+                Some(q) => q.held = q.held.saturating_add(bytes),
+                None => self.backlog.push_back(Queued {
+                    conn: None,
+                    who: who.clone(),
+                    asker,
+                    end: 0,
+                    held: bytes,
+                    at: now,
+                    closed: None,
+                }),
+            }
+            return;
+        };
+        let Some(len) = comm.send_queue_len(conn) else {
             return;
         };
         let end = len.written + len.bytes as u64;
-        match self.backlog.iter_mut().find(|q| q.conn == msg.conn) {
+        match self.backlog.iter_mut().find(|q| q.conn == Some(conn)) {
             Some(q) => q.end = end,
             None => self.backlog.push_back(Queued {
-                conn: msg.conn,
-                who: msg.sender().clone(),
+                conn: Some(conn),
+                who: who.clone(),
                 asker,
                 end,
                 held: len.bytes,
@@ -523,14 +581,15 @@ pub(crate) const MAX_ASKING_ORGS: usize = 1024;
 /// A connection whose requester may not have taken its membership responses yet.
 #[derive(Debug)]
 pub(crate) struct Queued {
-    /// The requester's connection.
-    pub(crate) conn: StreamId,
+    /// The connection its responses went on; `None` while a connection attempt to the
+    /// requester holds them (its request's connection had closed, and it had no other).
+    pub(crate) conn: Option<StreamId>,
     /// The requester.
     pub(crate) who: PkiId,
     /// The requester's organization.
     pub(crate) asker: Asker,
     /// Where its latest response ends in its connection's queue: all are taken once the
-    /// connection has written this many bytes.
+    /// connection has written this many bytes (0 while a connection attempt holds them).
     pub(crate) end: u64,
     /// What the connection held untaken when last looked at.
     pub(crate) held: usize,
@@ -539,6 +598,18 @@ pub(crate) struct Queued {
     /// When it was closed for leaving its responses untaken: what it holds is counted
     /// for [`RESPONSE_STALL`] more, the time its connection has to go.
     pub(crate) closed: Option<Instant>,
+}
+
+/// Where a requester's own alive message says to reach it (Fabric's `PreferredEndpoint`
+/// of the member `sendMemResponse` makes from the request): the internal endpoint its
+/// secret names, if any, else its external endpoint. Both were signed by the requester
+/// and checked (`MAX_ENDPOINT`) before the request was taken.
+fn preferred_endpoint(parsed: &crate::validate::ParsedAlive) -> &str {
+    if parsed.internal_endpoint.is_empty() {
+        &parsed.endpoint
+    } else {
+        &parsed.internal_endpoint
+    }
 }
 
 /// Room left in a response for what is not its listed envelopes: the response's own

@@ -70,10 +70,18 @@ pub struct DiscoveryStats {
     pub requests_throttled: u64,
     /// Membership responses sent.
     pub responses_sent: u64,
-    /// Membership responses dropped because the requester's send buffer was full (it
-    /// reads slower than it asks; comm counts them in `dropped_overflow` too), or because
-    /// the connection its request came on had closed before we answered (replaced by
-    /// another connection of the same peer, or the peer left).
+    /// Of `responses_sent`, those that went to the requester other than on the
+    /// connection its request came on, which had closed before we answered: over the
+    /// connection to it there was then (a crossing dial replaced the first, or it
+    /// reconnected), or over one dialled to the endpoint its request's alive message
+    /// prefers (Fabric's `SendToPeer`). Until 2026-12-06 such an answer was dropped.
+    pub responses_rerouted: u64,
+    /// Membership responses dropped because the send buffer they went to was full (the
+    /// requester reads slower than it asks; comm counts them in `dropped_overflow` too),
+    /// or because, its request's connection closed, there was no connection to the
+    /// requester to be had (`max_connections` reached, no endpoint to dial; comm counts
+    /// them in `dropped_no_connection`). An answer handed to a dial that then fails is
+    /// counted sent here and dropped by comm (`dropped_no_connection`).
     pub responses_dropped: u64,
     /// Membership responses dropped because requesters that had not taken theirs held
     /// `max_response_backlog` (none of them long enough to be closed).

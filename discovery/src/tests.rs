@@ -2595,23 +2595,146 @@ fn responses_to_a_requester_whose_send_buffer_is_full_are_dropped_and_counted() 
     assert_eq!(s.responses_sent + s.responses_dropped, asks, "{s:?}");
 }
 
-/// A request whose connection closed before the layer answered it (replaced by another
-/// connection of the same peer, or the peer left) is a dropped response, not a comm error:
-/// a live soak counted such answers as `comm_errors`, which name our own failures.
+/// A request whose connection closed before the layer answered it (the requester
+/// reconnected, or a crossing dial replaced it) is answered on the requester's connection
+/// there is now, as Fabric's `SendToPeer` sends to the requester's PKI-ID: it was dropped
+/// (`responses_dropped`), and before that counted as a comm error. The backlog counts it on
+/// the connection it went on.
 #[test]
-fn a_request_whose_connection_closed_first_is_a_dropped_response() {
+fn a_request_whose_connection_closed_first_is_answered_on_the_requesters_new_one() {
     let (mut comm, mut d, conn) = answering(&["a1", "a2"]);
     comm.handle_stream_closed(T0, conn["a1"], fabric_gossip_core::StreamEnd::Finished)
         .unwrap();
+    let again = connect(&mut comm, "a1");
+    let before = held(&comm, again);
     let at = T0 + crate::MIN_ANSWER_INTERVAL;
     ask(&mut d, &mut comm, at, "a1", conn["a1"]);
     ask(&mut d, &mut comm, at, "a2", conn["a2"]);
     let s = d.stats();
     assert_eq!(
-        (s.responses_dropped, s.responses_sent, s.comm_errors),
-        (1, 1, 0),
+        (
+            s.responses_sent,
+            s.responses_rerouted,
+            s.responses_dropped,
+            s.comm_errors
+        ),
+        (2, 1, 0, 0),
         "{s:?}"
     );
+    assert!(
+        held(&comm, again) > before,
+        "answered on the new connection"
+    );
+    let conns: Vec<_> = d.backlog.iter().map(|q| q.conn).collect();
+    assert_eq!(conns, [Some(again), Some(conn["a2"])]);
+}
+
+/// A requester that left before we answered, with no connection to it, is answered by
+/// dialling the endpoint its request's alive message prefers (its secret's internal one),
+/// as Fabric's `SendToPeer` dials `PreferredEndpoint`. While the attempt holds the answer
+/// the backlog counts it whole; then on the connection it moved to, until it is taken.
+#[test]
+fn an_answer_to_a_requester_that_left_dials_it_and_counts_until_taken() {
+    let (mut comm, mut d, conn) = answering(&["a1"]);
+    comm.handle_stream_closed(T0, conn["a1"], fabric_gossip_core::StreamEnd::Finished)
+        .unwrap();
+    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    let at = T0 + crate::MIN_ANSWER_INTERVAL;
+    ask(&mut d, &mut comm, at, "a1", conn["a1"]);
+    let s = d.stats();
+    assert_eq!(
+        (s.responses_sent, s.responses_rerouted, s.responses_dropped),
+        (1, 1, 0)
+    );
+    assert!(comm.is_connecting(&pki("a1")));
+    assert_eq!(d.backlog.len(), 1);
+    assert_eq!(d.backlog[0].conn, None);
+    let whole = d.backlog[0].held;
+    assert!(whole > 0);
+    let ours = |d: &Discovery| crate::request::Asker {
+        ours: true,
+        org: d.my_org.clone().unwrap_or_default(),
+    };
+    // Still connecting: still counted.
+    let asker = ours(&d);
+    assert!(d.backlog_room(at, &mut comm, 0, &asker));
+    assert_eq!(d.backlog[0].held, whole);
+    let s = fabric_gossip_core::testing::open_outbound(&mut comm, at);
+    let hello = fabric_gossip_core::testing::conn_establish(b"a1", b"a1", b"", false, true);
+    comm.handle_envelope(at, s, hello).unwrap();
+    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    assert_eq!(comm.connection(&pki("a1")), Some(s));
+    assert!(
+        held(&comm, s) >= whole,
+        "the answer moved to the new connection"
+    );
+    assert!(d.backlog_room(at, &mut comm, 0, &asker));
+    assert_eq!(d.backlog[0].conn, Some(s));
+    assert!(d.backlog[0].held >= whole);
+    let n = comm.send_queue_len(s).unwrap().in_flight;
+    comm.handle_sent(at, s, n).unwrap();
+    assert!(d.backlog_room(at, &mut comm, 0, &asker));
+    assert!(d.backlog.is_empty(), "taken");
+}
+
+/// The abuse bound: requests from one requester whose connection closed dial it at most
+/// once at a time. Of ten at once, the throttle lets four through (`ANSWERS_PER_INTERVAL`),
+/// and the four answers share one connection attempt: one dial. In the next interval four
+/// more join the same attempt, still one dial.
+#[test]
+fn a_flood_of_requests_whose_connection_closed_dials_once() {
+    let (mut comm, mut d, conn) = answering(&["a1"]);
+    comm.handle_stream_closed(T0, conn["a1"], fabric_gossip_core::StreamEnd::Finished)
+        .unwrap();
+    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    let flood = |d: &mut Discovery, comm: &mut Comm<TestOnlyHmacSecurity>, at: Instant| {
+        for nonce in 1..=10 {
+            let mut m = request_with_nonce("a1", alive("a1", 1, 1, "a1.ext:1"), nonce);
+            m.conn = conn["a1"];
+            d.handle_message(at, comm, m);
+        }
+        let (acts, _) = fabric_gossip_core::testing::drain(comm);
+        acts.into_iter()
+            .filter_map(|a| match a {
+                fabric_gossip_core::Action::Dial { endpoint, .. } => Some(endpoint),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let at = T0 + crate::MIN_ANSWER_INTERVAL;
+    assert_eq!(flood(&mut d, &mut comm, at), ["a1.int:1"]);
+    let later = at + crate::MIN_ANSWER_INTERVAL;
+    assert_eq!(flood(&mut d, &mut comm, later), Vec::<String>::new());
+    let s = d.stats();
+    assert_eq!(
+        (s.requests_throttled, s.responses_sent, s.responses_rerouted),
+        (12, 8, 8)
+    );
+    assert_eq!(d.backlog.len(), 1, "one entry for the attempt");
+}
+
+/// A requester of another organization strips its secret from its request: with no
+/// internal endpoint, its answer dials the external one (Fabric's `PreferredEndpoint`).
+#[test]
+fn without_a_secret_the_answer_dials_the_requesters_external_endpoint() {
+    let (mut comm, mut d, conn) = answering(&["b1"]);
+    comm.handle_stream_closed(T0, conn["b1"], fabric_gossip_core::StreamEnd::Finished)
+        .unwrap();
+    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    let info = crate::alive::strip_secret(&alive("b1", 1, 1, "b1.ext:1"));
+    let mut m = request("b1", info);
+    m.conn = conn["b1"];
+    d.handle_message(T0 + crate::MIN_ANSWER_INTERVAL, &mut comm, m);
+    let (acts, _) = fabric_gossip_core::testing::drain(&mut comm);
+    let dials: Vec<_> = acts
+        .iter()
+        .filter_map(|a| match a {
+            fabric_gossip_core::Action::Dial { endpoint, .. } => Some(endpoint.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dials, ["b1.ext:1"]);
+    assert_eq!(d.stats().responses_rerouted, 1);
 }
 
 /// The requesters remembered for throttling are bounded (twice `max_members`), and once
