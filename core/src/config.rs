@@ -22,6 +22,18 @@ pub const PAUSED_RELOOK_MIN: Duration = Duration::from_millis(10);
 /// dial again at the same instant, for ever, without its clock moving.
 pub const DIAL_RETRY_MIN: Duration = Duration::from_millis(10);
 
+/// Default of [`Config::identity_usage_threshold`]: Fabric's identity mapper purges an
+/// identity unused for an hour (`gossip/identity/identity.go`, `usageThreshold`). An hour
+/// is far beyond anything a live peer lets pass between two uses (the membership layer
+/// verifies each member's alive message every 5 s), and short enough that the identities
+/// of peers gone for good, and connections to them, do not stay for the life of the node.
+pub const IDENTITY_USAGE_THRESHOLD: Duration = Duration::from_secs(3600);
+
+/// The shortest interval between two sweeps of the identity store for unused identities
+/// ([`Config::identity_sweep_interval`]): a zero threshold would otherwise re-arm the sweep
+/// at the very instant it fires, and `handle_timeout` would never return.
+pub const IDENTITY_SWEEP_MIN: Duration = Duration::from_millis(10);
+
 /// How a dial waits before trying again after one of its connection attempts failed:
 /// grpc-go's connection back-off, which Fabric's dials run under without naming it
 /// (`grpc.DialContext` with `WithBlock()` and no back-off option; grpc-go v1.31.0, as
@@ -204,6 +216,21 @@ pub struct Config {
     /// raised to 2). A peer whose identity was evicted and that comes back with a renewed
     /// certificate is refused where it would have been an identity switch.
     pub identity_store_capacity: usize,
+    /// How long an identity other than the node's own stays in the identity store unused
+    /// before it is purged, and its connections closed with
+    /// [`CloseReason::IdentityUnused`](crate::CloseReason::IdentityUnused) (Fabric's
+    /// identity mapper usage threshold, `identity.SetIdentityUsageThreshold`: one hour,
+    /// which Fabric's `core.yaml` does not expose). The store is swept every tenth of it
+    /// (at most every [`IDENTITY_SWEEP_MIN`]), as Fabric's mapper is, so an identity goes between
+    /// one and 1.1 thresholds after its last use. A use is what Fabric's mapper `Get`
+    /// is: a handshake that verified the remote with it, the identity-switch check of a
+    /// dial that found another PKI-ID, and a layer's verification through
+    /// [`Comm::use_identity`](crate::Comm::use_identity) (the membership layer's, of every
+    /// alive message). Without the purge, the store holds the identity of every peer ever
+    /// met (up to `identity_store_capacity`) and keeps a connection to a peer that has
+    /// gone quiet open forever. `None`: never purged for disuse (this crate's behaviour
+    /// before 2026-12-06).
+    pub identity_usage_threshold: Option<Duration>,
     /// Concurrent `probe`/`handshake`/`send_with_ack` operations.
     pub max_operations: usize,
     /// Subscriptions (Accept calls) at most.
@@ -242,6 +269,7 @@ impl Default for Config {
             max_pending_handshakes: 2048,
             max_connections: 4096,
             identity_store_capacity: 16 * 1024,
+            identity_usage_threshold: Some(IDENTITY_USAGE_THRESHOLD),
             max_operations: 64 * 1024,
             max_subscriptions: 1024,
             crossing_grace: Duration::from_secs(2),
@@ -322,6 +350,21 @@ impl Config {
     pub fn with_dial_backoff(mut self, backoff: Option<DialBackoff>) -> Self {
         self.dial_backoff = backoff;
         self
+    }
+
+    /// Sets how long an identity may go unused before it is purged
+    /// ([`Config::identity_usage_threshold`]; `None`: never).
+    pub fn with_identity_usage_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.identity_usage_threshold = threshold;
+        self
+    }
+
+    /// How often the identity store is swept for unused identities: a tenth of the
+    /// threshold, as Fabric's mapper does, at least [`IDENTITY_SWEEP_MIN`] (a zero
+    /// threshold must not make the core spin); `None` when nothing is purged for disuse.
+    pub fn identity_sweep_interval(&self) -> Option<Duration> {
+        self.identity_usage_threshold
+            .map(|t| (t / 10).max(IDENTITY_SWEEP_MIN))
     }
 
     /// Bounds below which the core cannot work are raised to 1, so a zero never wedges it.

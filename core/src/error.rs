@@ -414,6 +414,10 @@ pub enum CloseReason {
     Local,
     /// The remote's identity expired.
     IdentityExpired,
+    /// The remote's identity was purged for disuse: nothing used it for
+    /// [`Config::identity_usage_threshold`](crate::Config::identity_usage_threshold)
+    /// (Fabric's identity mapper purges it and closes the connection, `onPurge`).
+    IdentityUnused,
     /// The remote's identity no longer validates: the security provider refused it when
     /// [`Comm::revalidate_identities`](crate::Comm::revalidate_identities) asked again
     /// (a revoked certificate, an MSP no longer trusted).
@@ -434,6 +438,7 @@ impl CloseReason {
             CloseReason::CrossingLoser => "crossing_loser",
             CloseReason::Local => "local",
             CloseReason::IdentityExpired => "identity_expired",
+            CloseReason::IdentityUnused => "identity_unused",
             CloseReason::IdentityRefused(_) => "identity_refused",
             CloseReason::Stopped => "stopped",
         }

@@ -65,6 +65,10 @@ pub(crate) struct StoredIdentity {
     pub(crate) identity: Bytes,
     pub(crate) expires: Option<Instant>,
     pub(crate) organization: Option<Bytes>,
+    /// The `now` of the last call that used it (Fabric's `lastAccessTime`, refreshed by
+    /// its mapper's `Get`): set when it is stored and by [`IdentityStore::mark_used`],
+    /// never by storing it again. What the disuse purge reads.
+    pub(crate) last_used: Instant,
     /// When it was stored, or last found in use by an eviction (a number unique in the
     /// store, growing).
     age: u64,
@@ -138,6 +142,7 @@ impl IdentityStore {
                 identity: identity.clone(),
                 expires,
                 organization: security.organization_of(identity),
+                last_used: now,
                 age,
             },
         );
@@ -180,6 +185,50 @@ impl IdentityStore {
 
     pub(crate) fn get(&self, pki_id: &PkiId) -> Option<&StoredIdentity> {
         self.by_pki.get(pki_id.as_bytes())
+    }
+
+    /// Fabric's `fetchIdentity`: marks `pki_id`'s identity as used at `now` (a later use
+    /// never made earlier by an input carrying an older `now`). Returns whether one is
+    /// held.
+    pub(crate) fn mark_used(&mut self, pki_id: &[u8], now: Instant) -> bool {
+        match self.by_pki.get_mut(pki_id) {
+            Some(e) => {
+                e.last_used = e.last_used.max(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether an identity other than the node's own is held: the disuse sweep has
+    /// nothing to look at otherwise.
+    pub(crate) fn holds_others(&self) -> bool {
+        let own = usize::from(self.by_pki.contains_key(self.own.as_bytes()));
+        self.by_pki.len() > own
+    }
+
+    /// Fabric's `validateIdentities` usage check: removes every identity but the node's
+    /// own whose last use is more than `threshold` before `now`, and returns them with
+    /// their last use, in PKI-ID order (so what the caller does with them does not depend
+    /// on the hash map's order).
+    pub(crate) fn purge_unused(
+        &mut self,
+        now: Instant,
+        threshold: core::time::Duration,
+    ) -> Vec<(PkiId, Instant)> {
+        let own = self.own.as_bytes();
+        let mut unused: Vec<(PkiId, Instant)> = self
+            .by_pki
+            .iter()
+            .filter(|(k, _)| k.as_slice() != own)
+            .filter(|(_, v)| v.last_used + threshold < now)
+            .map(|(k, v)| (k.to_pki_id(), v.last_used))
+            .collect();
+        unused.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (pki, _) in &unused {
+            self.remove(pki.as_bytes());
+        }
+        unused
     }
 
     /// Removes the identity if it has expired by `now`; returns whether it did.
@@ -296,6 +345,47 @@ mod tests {
         );
         // Removals leave the two maps agreeing.
         assert!(store.remove(b"p7").is_some());
+        store.check_ages();
+    }
+
+    /// Fabric's usage purge: an identity whose last use is more than the threshold ago is
+    /// purged (one exactly the threshold ago is not: Fabric's `Before`), the node's own
+    /// never however long unused; a use (`mark_used`) starts the threshold again, storing
+    /// the identity again does not, and a use carrying an older `now` does not move the
+    /// last use back.
+    #[test]
+    fn identities_unused_for_the_threshold_are_purged_never_our_own() {
+        let sec = TestOnlyHmacSecurity::new("own");
+        let t0 = Instant::from_unix_secs(1_000);
+        let hour = core::time::Duration::from_secs(3600);
+        let ns = core::time::Duration::from_nanos(1);
+        let mut store = IdentityStore::new(8, id("own").0, 7);
+        for n in ["own", "p2", "p0", "p1"] {
+            let (pki, identity) = id(n);
+            store.put(&sec, &pki, &identity, t0, |_| false).unwrap();
+        }
+        let half = t0 + hour / 2;
+        assert!(store.mark_used(b"p1", half));
+        assert!(store.mark_used(b"p1", t0), "an older use is taken");
+        assert!(!store.mark_used(b"nobody", half));
+        // p2 is stored again later: Fabric's `Put` keeps the first and its last use.
+        let (pki, identity) = id("p2");
+        store.put(&sec, &pki, &identity, half, |_| false).unwrap();
+        assert!(store.purge_unused(t0 + hour, hour).is_empty());
+        let purged = store.purge_unused(t0 + hour + ns, hour);
+        let names: Vec<_> = purged.iter().map(|(p, _)| p.as_bytes().to_vec()).collect();
+        assert_eq!(names, [b"p0".to_vec(), b"p2".to_vec()], "in PKI-ID order");
+        assert!(purged.iter().all(|(_, last)| *last == t0));
+        store.check_ages();
+        assert!(store.holds_others());
+        assert!(store.purge_unused(half + hour, hour).is_empty());
+        let purged = store.purge_unused(half + hour + ns, hour);
+        assert_eq!(purged, [(id("p1").0, half)]);
+        assert!(!store.holds_others());
+        // Ours stays, a hundred hours unused.
+        assert!(store.purge_unused(t0 + 100 * hour, hour).is_empty());
+        assert!(store.get(&id("own").0).is_some());
+        assert_eq!(store.len(), 1);
         store.check_ages();
     }
 

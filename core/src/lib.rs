@@ -189,7 +189,10 @@ pub use comm::{
     RemotePeer, SendOutcome, SendQueueLen, SendResult, StreamEnd, WriteKind,
 };
 pub use config::{CertHash, Config, DialBackoff, TlsHashes};
-pub use config::{DIAL_RETRY_MIN, MAX_QUEUED_EVENTS, PAUSED_RELOOK_MIN, SEND_BUFFER_BYTES};
+pub use config::{
+    DIAL_RETRY_MIN, IDENTITY_SWEEP_MIN, IDENTITY_USAGE_THRESHOLD, MAX_QUEUED_EVENTS,
+    PAUSED_RELOOK_MIN, SEND_BUFFER_BYTES,
+};
 pub use error::{
     AckError, CloseReason, DialError, Error, HandshakeError, HandshakeFailure, PING_TIMED_OUT,
     ProbeError,

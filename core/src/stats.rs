@@ -77,6 +77,12 @@ pub struct Stats {
     /// identity went and that comes back with a renewed certificate is refused where it
     /// would have been an identity switch.
     pub identities_evicted: u64,
+    /// Identities purged because nothing used them for
+    /// [`Config::identity_usage_threshold`](crate::Config::identity_usage_threshold)
+    /// (Fabric's identity mapper usage purge); each closed its connections, if any, with
+    /// [`CloseReason::IdentityUnused`](crate::CloseReason::IdentityUnused). A peer purged
+    /// so that comes back is handshaken, and its identity stored, anew.
+    pub identities_purged_unused: u64,
     /// Times reading of a stream was paused because a subscription was full.
     pub read_pauses: u64,
     /// Retired connections closed while reading them was still paused, because the peer's
@@ -143,7 +149,7 @@ impl Stats {
     fn fields_mut(
         &mut self,
     ) -> (
-        [(&'static str, &mut u64); 28],
+        [(&'static str, &mut u64); 29],
         &mut [u64; HandshakeFailure::COUNT],
     ) {
         let Stats {
@@ -173,6 +179,7 @@ impl Stats {
             identity_switches,
             identities_shared,
             identities_evicted,
+            identities_purged_unused,
             read_pauses,
             retired_closed_unread,
             events_dropped,
@@ -207,6 +214,7 @@ impl Stats {
                 ("identity_switches", identity_switches),
                 ("identities_shared", identities_shared),
                 ("identities_evicted", identities_evicted),
+                ("identities_purged_unused", identities_purged_unused),
                 ("read_pauses", read_pauses),
                 ("retired_closed_unread", retired_closed_unread),
                 ("events_dropped", events_dropped),

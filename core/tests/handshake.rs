@@ -310,6 +310,16 @@ fn identity_expiring_while_connected_closes_the_connection() {
             ..
         }
     )));
+    // Fabric's `onPurge` at expiry also tells the certstore: so does the event here,
+    // after the connection's.
+    let purged = ev.iter().position(|e| {
+        matches!(e, Event::IdentityPurged { pki_id, reason: CloseReason::IdentityExpired }
+            if *pki_id == PkiId::from(REMOTE))
+    });
+    let closed = ev
+        .iter()
+        .position(|e| matches!(e, Event::Disconnected { .. }));
+    assert!(purged.is_some() && closed < purged, "{ev:?}");
     assert!(c.identity_of(&PkiId::from(REMOTE)).is_none());
     assert!(c.connections().is_empty());
 }

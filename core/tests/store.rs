@@ -1251,3 +1251,123 @@ fn a_send_to_itself_is_refused_by_its_own_handshake() {
     let st = net.nodes[0].comm.stats();
     assert_eq!((st.dropped_no_connection, st.received), (1, 0));
 }
+
+// ------------------------------------------------------------ the identity usage purge
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Node `i`'s view of node `j`'s identity.
+fn holds(net: &Net, i: usize, j: usize) -> bool {
+    net.nodes[i]
+        .comm
+        .identity_of(&PkiId::from(ep(j).as_str()))
+        .is_some()
+}
+
+fn purged_unused(net: &Net, i: usize, j: usize) -> bool {
+    let who = PkiId::from(ep(j).as_str());
+    events_of(net, i).iter().any(|e| {
+        matches!(e, Event::IdentityPurged { pki_id, reason: CloseReason::IdentityUnused }
+            if *pki_id == who)
+    })
+}
+
+/// Fabric's identity mapper purges an identity nothing used for its usage threshold (one
+/// hour), looking every tenth of it, and its `onPurge` closes the connection to that
+/// peer. Two nodes that handshook and then stayed idle: both still hold each other's
+/// identity at 65 minutes (the sweep at 60 finds it exactly an hour unused, which Fabric
+/// keeps), both purge it at the sweep of 66, close the connection with
+/// `IdentityUnused`, report it and count it. A later send handshakes anew.
+#[test]
+fn an_identity_unused_for_the_threshold_is_purged_and_its_connection_closed() {
+    let mut net = Net::connected_pair(cfg, b"hello");
+    assert!(holds(&net, 0, 1) && holds(&net, 1, 0));
+    net.advance(HOUR + Duration::from_secs(5 * 60));
+    assert!(holds(&net, 0, 1) && holds(&net, 1, 0));
+    assert!(net.conn(0, 1).is_some());
+    net.advance(Duration::from_secs(2 * 60));
+    net.settle();
+    for (i, j) in [(0, 1), (1, 0)] {
+        assert!(!holds(&net, i, j), "n{i} still holds n{j}'s identity");
+        assert!(
+            net.conn(i, j).is_none(),
+            "n{i}'s connection to n{j} is open"
+        );
+        assert_eq!(net.nodes[i].comm.stats().identities_purged_unused, 1);
+        assert_eq!(net.nodes[i].comm.identity_count(), 1, "its own is kept");
+        assert!(purged_unused(&net, i, j), "{:?}", events_of(&net, i));
+        assert!(events_of(&net, i).iter().any(|e| matches!(
+            e,
+            Event::Disconnected {
+                reason: CloseReason::IdentityUnused,
+                ..
+            } | Event::Disconnected {
+                reason: CloseReason::RemoteClosed,
+                ..
+            }
+        )));
+    }
+    // With nothing else held, the sweep stops: no deadline is left.
+    assert_eq!(net.nodes[0].comm.poll_timeout(), None);
+    net.send(0, 1, b"again");
+    net.settle();
+    assert!(holds(&net, 0, 1) && net.conn(0, 1).is_some());
+    assert!(
+        net.nodes[0].comm.poll_timeout().is_some(),
+        "the sweep again"
+    );
+}
+
+/// A use (`Comm::use_identity`, Fabric's mapper `Get`, which a layer calls when it
+/// verifies a message of the peer) keeps the identity and the connection: two nodes
+/// that use each other's identity every ten minutes stay connected for five hours.
+#[test]
+fn an_identity_in_use_is_kept_for_hours() {
+    let mut net = Net::connected_pair(cfg, b"hello");
+    let conn = net.conn(0, 1);
+    for _ in 0..30 {
+        net.advance(Duration::from_secs(10 * 60));
+        let now = net.now;
+        for (i, j) in [(0, 1), (1, 0)] {
+            let who = PkiId::from(ep(j).as_str());
+            assert!(net.nodes[i].comm.use_identity(now, &who).is_some());
+        }
+    }
+    assert_eq!(net.conn(0, 1), conn);
+    assert!(holds(&net, 0, 1) && holds(&net, 1, 0));
+    assert_eq!(net.nodes[0].comm.stats().identities_purged_unused, 0);
+    assert_eq!(net.nodes[1].comm.stats().identities_purged_unused, 0);
+}
+
+/// A handshake is a use (Fabric verifies the `ConnEstablish` through its mapper): a
+/// reconnection at 50 minutes starts the hour again, on both sides.
+#[test]
+fn a_new_handshake_starts_the_threshold_again() {
+    let mut net = Net::connected_pair(cfg, b"hello");
+    net.advance(Duration::from_secs(50 * 60));
+    net.close_conn(0, 1);
+    net.flush(0);
+    net.settle();
+    assert!(net.conn(0, 1).is_none());
+    net.send(0, 1, b"again");
+    net.settle();
+    assert!(net.conn(0, 1).is_some());
+    // 80 minutes after the first handshake, 30 after the second.
+    net.advance(Duration::from_secs(30 * 60));
+    assert!(holds(&net, 0, 1) && holds(&net, 1, 0));
+    assert!(net.conn(0, 1).is_some());
+    net.advance(Duration::from_secs(40 * 60));
+    assert!(!holds(&net, 0, 1) && !holds(&net, 1, 0));
+}
+
+/// `identity_usage_threshold: None` keeps every identity however long unused, with no
+/// sweep deadline, as before the purge.
+#[test]
+fn no_usage_threshold_no_purge() {
+    let off = |_: usize| Config::default().with_identity_usage_threshold(None);
+    let mut net = Net::connected_pair(off, b"hello");
+    assert_eq!(net.nodes[0].comm.poll_timeout(), None);
+    net.advance(10 * HOUR);
+    assert!(holds(&net, 0, 1) && holds(&net, 1, 0));
+    assert!(net.conn(0, 1).is_some());
+}

@@ -381,7 +381,27 @@ impl<S: Security> Comm<S> {
         if let Some(at) = put.expires {
             self.arm(at, super::timers::TimerKey::Identity(pki.clone()));
         }
+        self.arm_usage_sweep(now);
         Ok(())
+    }
+
+    /// Fabric's identity mapper `Get` (which its `Verify` goes through): the identity comm
+    /// holds for `pki_id`, marked as used at `now`, so that the disuse purge
+    /// ([`Config::identity_usage_threshold`](crate::Config::identity_usage_threshold))
+    /// leaves it, and the connection to its peer, alone for another threshold. A layer
+    /// calls it whenever it verifies a message of that peer or otherwise relies on its
+    /// identity, as Fabric's gossip layer verifies through the mapper it shares with
+    /// comm: the membership layer calls it for every alive message it verifies, its
+    /// members' identities being its own to hold. Without such calls, a peer that only
+    /// talks through the layer is purged a threshold after its last handshake. `None`
+    /// (and nothing marked) if comm holds no identity for `pki_id`.
+    /// [`Comm::identity_of`] reads without marking.
+    pub fn use_identity(&mut self, now: Instant, pki_id: &PkiId) -> Option<&Bytes> {
+        self.tick(now);
+        if !self.identities.mark_used(pki_id.as_bytes(), now) {
+            return None;
+        }
+        self.identities.get(pki_id).map(|s| &s.identity)
     }
 
     /// Fabric's `SuspectPeers`, for when what the security provider accepts has changed
@@ -440,6 +460,7 @@ impl<S: Security> Comm<S> {
         self.stats.dropped_no_connection += unsent;
         self.acks.clear();
         self.timers.clear();
+        self.usage_sweep = None;
         self.out.forget_deliveries();
         self.out.event(super::output::Event::Stopped);
     }

@@ -213,6 +213,9 @@ impl<S: Security> Comm<S> {
             }
         }
         verify_envelope(&self.security, &identity, &env)?;
+        // Fabric verifies the `ConnEstablish` through its identity mapper (`Verify`, then
+        // `Get`): every handshake that gets this far is a use of the remote's identity.
+        self.identities.mark_used(pki.as_bytes(), now);
         let env = detached_envelope(&env);
         Ok((
             ConnectionInfo {

@@ -189,6 +189,8 @@ pub struct Comm<S: Security> {
     /// Handshake state shared by all streams.
     handshakes: Handshakes,
     identities: IdentityStore,
+    /// When the identity store is next swept for unused identities, if it is to be.
+    usage_sweep: Option<Instant>,
     timers: Timers,
     out: Outputs,
     stats: Stats,
@@ -240,6 +242,7 @@ impl<S: Security> Comm<S> {
             demux: Demux::default(),
             handshakes: Handshakes::default(),
             identities,
+            usage_sweep: None,
             timers: Timers::default(),
             stats: Stats::default(),
             now,

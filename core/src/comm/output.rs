@@ -256,6 +256,23 @@ pub enum Event {
         /// How many of the identities the core held were refused.
         refused: usize,
     },
+    /// The identity store let go of a peer's identity the way Fabric's identity mapper
+    /// does (its `delete`, which calls `onPurge`): for disuse
+    /// ([`CloseReason::IdentityUnused`], the periodic sweep of
+    /// [`Config::identity_usage_threshold`](crate::Config::identity_usage_threshold)) or at
+    /// its certificate's expiry ([`CloseReason::IdentityExpired`]). Its connections, if
+    /// any, were closed with the same reason (`Disconnected` comes before this). Fabric's
+    /// `onPurge` also removes the identity from the certstore's pull; this event is how a
+    /// layer holding identities of its own (the membership layer's certstore) does the
+    /// same. Sent whether or not the peer was connected. Informational: dropped past
+    /// [`Config::max_queued_events`](crate::Config::max_queued_events), like
+    /// `Disconnected`.
+    IdentityPurged {
+        /// The peer whose identity went.
+        pki_id: PkiId,
+        /// Why: `IdentityUnused` or `IdentityExpired`.
+        reason: CloseReason,
+    },
     /// `stop` completed: every connection is closed and every subscription ended.
     Stopped,
 }

@@ -354,6 +354,9 @@ impl<S: Security> Comm<S> {
     ) {
         if !key.is_empty() && key != info.id {
             let new_org = self.security.organization_of(&info.identity);
+            // Fabric's `createConnection` reads the old identity through its mapper's
+            // `Get`, which counts as a use of it.
+            self.identities.mark_used(key.as_bytes(), now);
             let old_org = self
                 .identities
                 .get(&key)

@@ -32,6 +32,9 @@ pub(super) enum TimerKey {
     Grace(StreamId),
     /// An identity's certificate expiry.
     Identity(PkiId),
+    /// The periodic sweep of the identity store for identities unused for
+    /// `identity_usage_threshold` (Fabric's `periodicalPurgeUnusedIdentities`).
+    UsageSweep,
 }
 
 /// The deadline heap, ordered by (instant, arming order).
@@ -144,6 +147,7 @@ impl<S: Security> Comm<S> {
                 .identities
                 .get(p)
                 .is_some_and(|s| s.expires == Some(at)),
+            TimerKey::UsageSweep => self.usage_sweep == Some(at),
         }
     }
 
@@ -185,10 +189,55 @@ impl<S: Security> Comm<S> {
             TimerKey::Op(op) => self.op_deadline(op),
             TimerKey::Identity(p) => {
                 if self.identities.purge_if_expired(&p, now) {
-                    self.close_peer(&p, CloseReason::IdentityExpired);
+                    self.purged(p, CloseReason::IdentityExpired);
                 }
             }
+            TimerKey::UsageSweep => self.sweep_unused_identities(now),
         }
+    }
+
+    /// Arms the disuse sweep one interval from `now` unless it is armed, off, stopped, or
+    /// there is nothing but the node's own identity to look at (so that a core that met
+    /// nobody has no deadline).
+    pub(super) fn arm_usage_sweep(&mut self, now: Instant) {
+        if self.usage_sweep.is_some() || self.stopped || !self.identities.holds_others() {
+            return;
+        }
+        if let Some(every) = self.config.identity_sweep_interval() {
+            let at = now + every;
+            self.usage_sweep = Some(at);
+            self.arm(at, TimerKey::UsageSweep);
+        }
+    }
+
+    /// Fabric's `periodicalPurgeUnusedIdentities`: purges every identity (the node's own
+    /// excepted) unused for `identity_usage_threshold`, then looks again one interval
+    /// later while any other identity is held.
+    fn sweep_unused_identities(&mut self, now: Instant) {
+        self.usage_sweep = None;
+        let Some(threshold) = self.config.identity_usage_threshold else {
+            return;
+        };
+        for (pki, last_used) in self.identities.purge_unused(now, threshold) {
+            tracing::info!(
+                target: "fabric_gossip_core::store",
+                pki_id = %pki,
+                unused_for_ms = u64::try_from(now.saturating_duration_since(last_used).as_millis())
+                    .unwrap_or(u64::MAX),
+                "identity purged: unused for the usage threshold"
+            );
+            self.stats.identities_purged_unused += 1;
+            self.purged(pki, CloseReason::IdentityUnused);
+        }
+        self.arm_usage_sweep(now);
+    }
+
+    /// Fabric's `onPurge` for an identity the store let go: closes the peer's
+    /// connections (`CloseConn`) and tells the layers (whose certstore forgets it, as
+    /// Fabric's `certPuller.Remove`).
+    fn purged(&mut self, pki_id: PkiId, reason: CloseReason) {
+        self.close_peer(&pki_id, reason.clone());
+        self.info_event(super::output::Event::IdentityPurged { pki_id, reason });
     }
 }
 

@@ -370,6 +370,18 @@ impl Driver {
                         .count() as u64;
                 }
                 Event::PresumedDead(_) | Event::IdentitySwitch(_) => {}
+                // A purge closes the peer's connections first: none is left.
+                Event::IdentityPurged { pki_id, reason } => {
+                    assert!(!self.stopped && !*stopped_now, "no purge after stop");
+                    assert!(matches!(
+                        reason,
+                        crate::CloseReason::IdentityUnused | crate::CloseReason::IdentityExpired
+                    ));
+                    assert!(
+                        self.comm.identity_of(pki_id).is_none(),
+                        "a purged identity is gone"
+                    );
+                }
             }
         }
     }

@@ -346,6 +346,13 @@ impl OpsConfig {
             max_pending_handshakes: usize::from(b[6] % 4),
             max_connections: usize::from((b[6] >> 2) % 5),
             identity_store_capacity: usize::from(b[7] % 6),
+            // Bits 2-7 of b[8]: 0 keeps Fabric's hour (never reached by an input), 1 no
+            // purge, more a threshold of a few hundred milliseconds, so that inputs purge.
+            identity_usage_threshold: match b[8] >> 2 {
+                0 => Some(crate::IDENTITY_USAGE_THRESHOLD),
+                1 => None,
+                k => Some(Duration::from_millis(50 * u64::from(k))),
+            },
             max_operations: usize::from((b[7] >> 3) % 4),
             max_subscriptions: usize::from(b[8] % 3),
             crossing_grace: ms(b[9], 100),
