@@ -1209,6 +1209,11 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
             C(s.identities_evicted),
         ),
         (
+            "gossip_comm_identities_purged_unused",
+            "Identities purged because nothing used them for the usage threshold (Fabric's identity mapper, one hour), their connections closed",
+            C(s.identities_purged_unused),
+        ),
+        (
             "gossip_comm_probes_answered",
             "Inbound probes (Ping and probing handshakes) answered",
             C(s.probed),

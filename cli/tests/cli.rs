@@ -2768,6 +2768,10 @@ fn operations_service_metrics_match_stats() {
         ("gossip_comm_dial_retries", "dial_retries"),
         ("gossip_comm_identities_evicted", "identities_evicted"),
         (
+            "gossip_comm_identities_purged_unused",
+            "identities_purged_unused",
+        ),
+        (
             "gossip_comm_messages_dropped{cause=\"no_connection\"}",
             "dropped_no_connection",
         ),

@@ -286,6 +286,9 @@ impl fmt::Display for EventFmt<'_> {
             Event::IdentitiesRevalidated { refused } => {
                 write!(f, "IdentitiesRevalidated refused={refused}")
             }
+            Event::IdentityPurged { pki_id, reason } => {
+                write!(f, "IdentityPurged {pki_id} {reason}")
+            }
             Event::Stopped => f.write_str("Stopped"),
             // A kind this trace predates still counts in the hash, by its debug form.
             other => write!(f, "{other:?}"),

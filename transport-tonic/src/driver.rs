@@ -1279,6 +1279,11 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
         Event::IdentitiesRevalidated { refused } => {
             tracing::info!(refused, "identities revalidated");
         }
+        Event::IdentityPurged { pki_id, reason } => {
+            // The core logs a purge for disuse at `info`; an expiry shows as the
+            // connection's `disconnected` line, if it had one.
+            tracing::debug!(pki_id = %pki_id, cause = reason.label(), "identity purged");
+        }
         // A kind this driver predates: the tap above has passed it to the application.
         other => tracing::debug!(event = ?other, "event"),
     }
