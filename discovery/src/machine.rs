@@ -262,6 +262,10 @@ impl Discovery {
         match &r {
             Ok(id) => {
                 self.certstore.identities.touch(&parsed.pki_id, now);
+                // Fabric verifies through the identity mapper it shares with comm, so a
+                // verified alive message is a use of comm's copy too: without it comm
+                // purged a live member's identity an hour after its last handshake.
+                let _ = comm.use_identity(now, &parsed.pki_id);
                 // An identity membership, the pull or comm already held was shared when it
                 // was learnt: only one checked now is new to comm.
                 if known.as_ref() != Some(&id.identity) {
@@ -674,6 +678,10 @@ impl<S: Security> Layer<S> for Discovery {
                 crate::event::PurgeReason::IdentityRefused,
             ),
             Event::IdentitiesRevalidated { .. } => self.revalidate_members(now, comm),
+            Event::IdentityPurged {
+                pki_id,
+                reason: fabric_gossip_core::CloseReason::IdentityUnused,
+            } => self.identity_unused(now, pki_id),
             Event::HandshakeDone { op, result } => {
                 self.bootstrap_identified(now, comm, *op, result)
             }

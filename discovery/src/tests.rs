@@ -3031,6 +3031,82 @@ fn identities_refused_at_a_revalidation_leave_the_certstore_and_are_counted() {
     assert_eq!(d.stats().certstore.identities_refused_later, 1);
 }
 
+/// Fabric validates an alive message through the identity mapper it shares with comm,
+/// whose `Get` marks the identity used; ours verifies a member's later alive messages with
+/// the identity membership holds, and marks comm's copy used (`Comm::use_identity`).
+/// Without that, comm purged a member alive all along an hour after it learnt its
+/// identity: here one alive message every five minutes keeps it for two hours.
+#[test]
+fn a_verified_alive_message_is_a_use_of_comms_identity() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 5, 1, "")));
+    assert!(comm.identity_of(&pki("a1")).is_some());
+    let step = Duration::from_secs(5 * 60);
+    let mut now = T0;
+    for seq in 2..=25 {
+        now = now + step;
+        d.handle_message(
+            now,
+            &mut comm,
+            direct("a2", alive_with("a1", 5, seq, "", false)),
+        );
+        comm.handle_timeout(now);
+    }
+    assert!(now >= T0 + Duration::from_secs(2 * 3600));
+    assert!(comm.identity_of(&pki("a1")).is_some());
+    assert_eq!(comm.stats().identities_purged_unused, 0);
+    // Silent from then on: purged an hour and a sweep later.
+    now = now + Duration::from_secs(3600 + 6 * 60 + 1);
+    comm.handle_timeout(now);
+    assert!(comm.identity_of(&pki("a1")).is_none());
+    assert_eq!(comm.stats().identities_purged_unused, 1);
+}
+
+/// Comm purging an identity for disuse (`Event::IdentityPurged`) removes it from the
+/// identity pull's store at once, as Fabric's `onPurge` removes it from the certstore's
+/// pull, and remembers it as the certstore's own sweep would, so the pull does not bring
+/// it back for an hour.
+#[test]
+fn an_identity_comm_purges_for_disuse_leaves_the_certstore() {
+    let (mut comm, mut d) = me();
+    let held = d.certstore.identities.len();
+    let id = crate::certstore::wire::ValidIdentity {
+        pki_id: pki("b1"),
+        cert: Bytes::from("b1"),
+        expires: None,
+        envelope: Envelope::default(),
+    };
+    let bounds = crate::certstore::identities::Bounds {
+        count: 100,
+        bytes: 1 << 20,
+    };
+    d.certstore
+        .identities
+        .put(id, Some(Bytes::from("B")), T0, bounds)
+        .unwrap();
+    let purged = |who: &str, reason| Event::IdentityPurged {
+        pki_id: pki(who),
+        reason,
+    };
+    // An expiry is the certstore's own to see; ours is never forgotten.
+    let expired = purged("b1", fabric_gossip_core::CloseReason::IdentityExpired);
+    d.handle_comm_event(T0, &mut comm, &expired);
+    let own = purged("me", fabric_gossip_core::CloseReason::IdentityUnused);
+    d.handle_comm_event(T0, &mut comm, &own);
+    assert_eq!(d.certstore.identities.len(), held + 1);
+    let unused = purged("b1", fabric_gossip_core::CloseReason::IdentityUnused);
+    d.handle_comm_event(T0 + SEC, &mut comm, &unused);
+    assert_eq!(d.certstore.identities.len(), held);
+    assert_eq!(d.stats().certstore.identities_unused, 1);
+    assert!(d.certstore.identities.is_forgotten(&pki("b1"), T0 + SEC));
+    let hour = Duration::from_secs(3600);
+    assert!(
+        !d.certstore
+            .identities
+            .is_forgotten(&pki("b1"), T0 + SEC + hour)
+    );
+}
+
 /// A purge forgets the reconnect probe to the purged member, and only that one.
 #[test]
 fn a_purge_forgets_the_purged_members_reconnect_probe_only() {

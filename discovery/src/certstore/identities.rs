@@ -490,6 +490,27 @@ impl Identities {
         purged
     }
 
+    /// Removes `pki_id`'s identity (never ours), which comm purged for disuse, and
+    /// remembers it as [`purge`](Self::purge) remembers one it found unused itself, until
+    /// `end` (at most `max_forgotten`): Fabric's `onPurge` removes a purged identity from
+    /// the certstore's pull at once. Returns whether one was held.
+    pub(crate) fn forget_unused(
+        &mut self,
+        pki_id: &PkiId,
+        end: Instant,
+        max_forgotten: usize,
+    ) -> bool {
+        if *pki_id == self.own {
+            return false;
+        }
+        let Some(e) = self.map.remove(pki_id) else {
+            return false;
+        };
+        self.held.remove(pki_id, &e);
+        self.forgotten.insert(pki_id.clone(), end, max_forgotten);
+        true
+    }
+
     /// Keeps the identities `keep` accepts, ours always; returns how many went.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> u64 {
         let before = self.map.len();

@@ -376,6 +376,24 @@ impl Discovery {
         }
     }
 
+    /// Comm purged `pki_id`'s identity for disuse (`Event::IdentityPurged`): the
+    /// certstore forgets it too and does not pull it back for a usage threshold, as
+    /// Fabric's `onPurge` removes it from the pull (`certPuller.Remove`). Its own sweep
+    /// would find it unused a little later anyway (whatever verified an alive message of
+    /// its owner marked both copies used); this keeps the two stores in step. Members are
+    /// left alone, as in Fabric: a member whose identity went unused for an hour has sent
+    /// no alive message we verified for as long, and membership expires it by itself.
+    pub(crate) fn identity_unused(&mut self, now: Instant, pki_id: &PkiId) {
+        if !self.cfg.certstore.enabled {
+            return;
+        }
+        let end = now + self.cfg.certstore.identity_usage_threshold;
+        let max = self.cfg.certstore.max_identities;
+        if self.certstore.identities.forget_unused(pki_id, end, max) {
+            self.stats.certstore.identities_unused += 1;
+        }
+    }
+
     fn send_pull<S: Security>(
         &mut self,
         now: Instant,
