@@ -693,6 +693,20 @@ impl Node {
             .with_core(|c, now| c.learn_identity(now, pki_id, identity))
     }
 
+    /// Fabric's identity mapper `Get`: the identity comm holds for `pki_id`, marked as used
+    /// now, so that the usage purge (`Config::identity_usage_threshold`, one hour) leaves
+    /// it and the connection to its peer alone for another threshold
+    /// ([`Comm::use_identity`](fabric_gossip_core::Comm::use_identity)). For an
+    /// application running a membership of its own over this driver: call it whenever it
+    /// verifies a message of that peer, or a live peer that only talks through it is
+    /// purged an hour after its handshake. A hosted layer (the membership layer does)
+    /// calls the core's method itself. `None` if comm holds no identity for `pki_id`.
+    pub fn use_identity(&self, pki_id: &PkiId) -> Option<Bytes> {
+        self.h
+            .inner
+            .with_core(|c, now| c.use_identity(now, pki_id).cloned())
+    }
+
     /// Fabric's `SuspectPeers`, after what the security provider accepts has changed (for
     /// `MspSecurity`, through its `TrustHandle`): validates every identity the node holds
     /// again and closes the connections of those refused, each reported as `Disconnected`
