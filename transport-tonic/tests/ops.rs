@@ -201,6 +201,42 @@ async fn event_tap_sees_connections_come_and_go() {
     stop_all(&[&a, &b]).await;
 }
 
+/// The identity usage purge runs on the driver's timer: with a usage threshold of 1 s,
+/// `a` purges `b`'s identity once nothing used it for that long (a use through
+/// `Node::use_identity` answered with it), closes the connection with `IdentityUnused`,
+/// reports `IdentityPurged` after it and counts it. `b`, at Fabric's hour, keeps `a`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_peer_is_purged_at_the_usage_threshold() {
+    use fabric_gossip_core::{CloseReason, Event};
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let short = config().with_identity_usage_threshold(Some(Duration::from_secs(1)));
+    let a = fabric_gossip_tonic::Node::builder(short)
+        .events(tx)
+        .start_with(|addr| TestOnlyHmacSecurity::new(addr.to_string()))
+        .await
+        .unwrap();
+    let b = node(config(), None).await;
+    a.send(&data(1, 10), &[b.as_peer()]).unwrap();
+    let ev = within("connected", rx.recv()).await.unwrap();
+    assert!(matches!(ev, Event::Connected { .. }), "{ev:?}");
+    assert!(a.use_identity(b.pki_id()).is_some());
+    let ev = within("disconnected", rx.recv()).await.unwrap();
+    assert!(
+        matches!(&ev, Event::Disconnected { pki_id, reason: CloseReason::IdentityUnused, .. } if pki_id == b.pki_id()),
+        "{ev:?}"
+    );
+    let ev = within("purged", rx.recv()).await.unwrap();
+    assert!(
+        matches!(&ev, Event::IdentityPurged { pki_id, reason: CloseReason::IdentityUnused } if pki_id == b.pki_id()),
+        "{ev:?}"
+    );
+    assert_eq!(a.stats().identities_purged_unused, 1);
+    assert!(a.use_identity(b.pki_id()).is_none());
+    assert!(b.use_identity(a.pki_id()).is_some());
+    assert_eq!(b.stats().identities_purged_unused, 0);
+    stop_all(&[&a, &b]).await;
+}
+
 /// Receiving is cancellation-safe: a `recv()` abandoned over and over (here by a tiny
 /// time-out) loses no message and breaks no order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
