@@ -865,4 +865,176 @@ mod tests {
         assert!(poll(&mut b).is_pending());
         assert!(b.gathered.capacity() <= KEEP_GATHERED);
     }
+
+    /// A reason of exactly [`MAX_STATUS_MESSAGE`] bytes goes whole, with no ellipsis, and a
+    /// cut that falls inside a multi-byte character backs off to the character's start (never
+    /// past it, which would send more than the limit): the cases the test above, whose cut
+    /// falls on a boundary, never reaches.
+    #[test]
+    fn a_status_message_at_the_limit_goes_whole_and_a_cut_backs_off_a_split_character() {
+        let exact = "a".repeat(MAX_STATUS_MESSAGE);
+        assert_eq!(status_message(exact.clone()), exact);
+        // One byte, then 2-byte characters: byte MAX_STATUS_MESSAGE falls inside one.
+        let odd = format!("a{}", "é".repeat(MAX_STATUS_MESSAGE));
+        assert!(!odd.is_char_boundary(MAX_STATUS_MESSAGE));
+        let cut = status_message(odd);
+        assert_eq!(
+            cut,
+            format!("a{}…", "é".repeat((MAX_STATUS_MESSAGE - 2) / 2))
+        );
+    }
+
+    /// Envelopes of a few KiB (most gossip messages) are copied into the chunk, up to
+    /// 16 KiB: each one handed to h2 uncopied costs its own frame and `writev` (see the
+    /// module's documentation). The other tests take their sizes from [`PASS_THROUGH`] and
+    /// so would pass with any bound.
+    #[test]
+    fn envelopes_under_16_kib_are_copied_into_the_chunk() {
+        let just_under = (16 << 10) - 1;
+        let items = vec![Ok(env(4 << 10, 1)), Ok(env(just_under, 2))];
+        let mut b = body(items, false, Role::Client);
+        let chunk = data(poll(&mut b));
+        assert_eq!(chunk.len(), 2 * PREFIX + (4 << 10) + just_under);
+        assert_eq!(
+            messages(&chunk),
+            vec![(0, vec![1; 4 << 10]), (0, vec![2; just_under])]
+        );
+        assert!(poll(&mut b).is_pending());
+    }
+
+    /// The node keeps written chunks' buffers only from 16 KiB (smaller ones come from
+    /// light traffic, which the allocator serves from its caches: keeping them would hold
+    /// memory for nothing), and the bound is the same on both sides: a buffer of exactly
+    /// [`SPARE_MIN`] is kept, and a chunk of exactly that size takes it, while a smaller
+    /// chunk gets a new buffer of its own size.
+    #[test]
+    fn only_buffers_of_16_kib_or_more_are_kept_and_reused() {
+        let bodies = Bodies::default();
+        bodies.offer(BytesMut::with_capacity(8 << 10));
+        bodies.offer(BytesMut::with_capacity((16 << 10) - 1));
+        assert_eq!(bodies.kept(), 0);
+        bodies.offer(BytesMut::with_capacity(16 << 10));
+        assert_eq!(bodies.kept(), 16 << 10);
+        assert_eq!(bodies.buffer((16 << 10) - 1).capacity(), (16 << 10) - 1);
+        assert_eq!(bodies.kept(), 16 << 10);
+        assert_eq!(bodies.buffer(16 << 10).capacity(), 16 << 10);
+        assert_eq!(bodies.kept(), 0);
+    }
+
+    /// A written chunk wakes the waiting body exactly when it brings the bytes held under
+    /// the limit: not while they stay at or above it (the body would find no room: a
+    /// wake-up and a poll for nothing, per chunk h2 writes), and always then, however small
+    /// the chunk (a lost wake-up stalls the stream for good: nothing else polls the body).
+    /// The body registers its waker when it finds no room even if it never had room before.
+    #[test]
+    fn a_written_chunk_wakes_the_body_exactly_when_it_makes_room() {
+        let mut b = body(vec![Ok(env(8, 1))], false, Role::Server);
+        let limit = start_below(IN_FLIGHT_MAX);
+        let big = b.in_flight.track(Held::Whole(env(limit - 1, 0)));
+        let one = b.in_flight.track(Held::Whole(env(1, 0)));
+        let two = b.in_flight.track(Held::Whole(env(1, 0)));
+        assert_eq!(b.in_flight.held(), limit + 1);
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut b).poll_frame(&mut cx).is_pending());
+        // Down to the limit: still no room, so no wake-up.
+        drop(two);
+        assert!(!flag.0.load(Ordering::SeqCst), "woken with no room");
+        // One byte fewer and the body may start a chunk.
+        drop(one);
+        assert!(flag.0.load(Ordering::SeqCst), "not woken");
+        assert_eq!(messages(&data(poll(&mut b))), vec![(0, vec![1; 8])]);
+        drop(big);
+    }
+
+    /// A stream holding exactly its limit in h2 takes nothing more, and one just under it
+    /// takes what is left of its share, not a full chunk: what h2 holds of a stream stays
+    /// within its share (plus one Envelope), which is what bounds a node's copies in h2.
+    #[test]
+    fn a_stream_takes_no_more_than_what_is_left_of_its_share() {
+        let items = (0..200).map(|_| Ok(env(1024, 3))).collect();
+        let mut b = body(items, false, Role::Server);
+        let limit = start_below(IN_FLIGHT_MAX);
+        let held = b.in_flight.track(Held::Whole(env(limit, 0)));
+        assert!(poll(&mut b).is_pending(), "room at the limit");
+        drop(held);
+        let _held = b.in_flight.track(Held::Whole(env(limit - 1, 0)));
+        let chunk = data(poll(&mut b));
+        let left = IN_FLIGHT_MAX - (limit - 1);
+        assert!(
+            left < YIELD_THRESHOLD,
+            "the share, not the threshold, binds"
+        );
+        assert!(
+            (left..left + PREFIX + 1024).contains(&chunk.len()),
+            "{} bytes for {left} left",
+            chunk.len()
+        );
+    }
+
+    /// A chunk is handed on as soon as it reaches the threshold (exactly at it when its
+    /// Envelopes fill it exactly) and carries at most [`MAX_GATHERED`] Envelopes however
+    /// small they are: the bounds the other tests only approach.
+    #[test]
+    fn a_chunk_ends_at_the_threshold_or_the_envelope_count() {
+        // 60 Envelopes of 1 KiB with their prefixes fill the threshold exactly.
+        let items = (0..100).map(|_| Ok(env(1024 - PREFIX, 4))).collect();
+        let mut b = body(items, false, Role::Client);
+        let chunk = data(poll(&mut b));
+        assert_eq!(chunk.len(), YIELD_THRESHOLD);
+        assert_eq!(messages(&chunk).len(), YIELD_THRESHOLD / 1024);
+
+        let items = (0..2 * MAX_GATHERED).map(|_| Ok(env(0, 0))).collect();
+        let mut b = body(items, false, Role::Client);
+        assert_eq!(messages(&data(poll(&mut b))).len(), MAX_GATHERED);
+    }
+
+    /// A gathered list of exactly [`KEEP_GATHERED`] slots is kept when the stream runs dry
+    /// (only larger ones are released): a stream with bursts of a few Envelopes reuses its
+    /// list instead of allocating one per burst.
+    #[test]
+    fn an_idle_stream_keeps_a_list_of_the_kept_size() {
+        let items = (0..KEEP_GATHERED).map(|_| Ok(env(8, 0))).collect();
+        let mut b = body(items, false, Role::Server);
+        assert_eq!(messages(&data(poll(&mut b))).len(), KEEP_GATHERED);
+        assert_eq!(
+            b.gathered.capacity(),
+            KEEP_GATHERED,
+            "the list grew to the bound"
+        );
+        assert!(poll(&mut b).is_pending());
+        assert_eq!(b.gathered.capacity(), KEEP_GATHERED);
+    }
+
+    /// The chunk that carries an uncopied Envelope's prefix is allocated at exactly its own
+    /// size: neither with room for the Envelope that does not go in it (16 KiB or more for
+    /// nothing, per large Envelope) nor too small (regrown, with copies, as it is filled).
+    /// Its buffer, large enough to be kept, shows its capacity once written.
+    #[test]
+    fn the_chunk_before_an_uncopied_envelope_is_allocated_at_its_size() {
+        let bodies = Arc::new(Bodies::default());
+        let mut items: VecDeque<_> = (0..10).map(|_| Ok(env(2048, 1))).collect();
+        items.push_back(Ok(env(PASS_THROUGH, 2)));
+        let list = List {
+            items,
+            ended: false,
+        };
+        let mut b = FramedOut::new(list, Role::Server, 1 << 20, bodies.clone());
+        let head = data(poll(&mut b));
+        let size = 10 * (PREFIX + 2048) + PREFIX;
+        assert_eq!(head.len(), size);
+        drop(head);
+        assert_eq!(bodies.kept(), size);
+        assert_eq!(data(poll(&mut b)).len(), PASS_THROUGH);
+    }
+
+    /// tonic allocates a dialled stream's encoder buffer at once, of the size the encoder
+    /// asks for: none, since nothing is ever encoded into it (tonic's default is 8 KiB per
+    /// dialled stream, for nothing, and this module exists to keep idle streams bufferless).
+    #[test]
+    fn a_dialled_streams_encoder_asks_for_no_buffer() {
+        let settings = format!("{:?}", ReceiveCodec.encoder().buffer_settings());
+        assert!(settings.contains("buffer_size: 0,"), "{settings}");
+    }
 }
