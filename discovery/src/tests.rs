@@ -3001,19 +3001,12 @@ fn a_tombstone_that_finds_the_message_store_full_is_counted() {
     assert_eq!(d.stats().tombstones_store_full, 1);
 }
 
-/// Identities the provider refuses once its trust changes (`IdentitiesRevalidated`) are
-/// dropped from the identity pull's store, and counted (`identities_refused_later`).
-#[test]
-fn identities_refused_at_a_revalidation_leave_the_certstore_and_are_counted() {
-    let mut sec = TestProvider::new("me");
-    sec.expired = vec![Bytes::from("b1")];
-    let mut comm = Comm::new(Config::default(), sec, T0).unwrap();
-    let mut d = Discovery::new(DiscoveryConfig::new("me.int:7051")).unwrap();
-    d.start(T0, &mut comm);
-    let held = d.certstore.identities.len();
+/// Puts `who`'s identity (organization "B") into the identity pull's store, as a pull
+/// that accepted it at `T0` does.
+fn pull_identity(d: &mut Discovery, who: &str) {
     let id = crate::certstore::wire::ValidIdentity {
-        pki_id: pki("b1"),
-        cert: Bytes::from("b1"),
+        pki_id: pki(who),
+        cert: Bytes::from(who.to_owned()),
         expires: None,
         envelope: Envelope::default(),
     };
@@ -3025,6 +3018,19 @@ fn identities_refused_at_a_revalidation_leave_the_certstore_and_are_counted() {
         .identities
         .put(id, Some(Bytes::from("B")), T0, bounds)
         .unwrap();
+}
+
+/// Identities the provider refuses once its trust changes (`IdentitiesRevalidated`) are
+/// dropped from the identity pull's store, and counted (`identities_refused_later`).
+#[test]
+fn identities_refused_at_a_revalidation_leave_the_certstore_and_are_counted() {
+    let mut sec = TestProvider::new("me");
+    sec.expired = vec![Bytes::from("b1")];
+    let mut comm = Comm::new(Config::default(), sec, T0).unwrap();
+    let mut d = Discovery::new(DiscoveryConfig::new("me.int:7051")).unwrap();
+    d.start(T0, &mut comm);
+    let held = d.certstore.identities.len();
+    pull_identity(&mut d, "b1");
     assert_eq!(d.certstore.identities.len(), held + 1);
     d.revalidate_members(T0, &mut comm);
     assert_eq!(d.certstore.identities.len(), held);
@@ -3070,20 +3076,7 @@ fn a_verified_alive_message_is_a_use_of_comms_identity() {
 fn an_identity_comm_purges_for_disuse_leaves_the_certstore() {
     let (mut comm, mut d) = me();
     let held = d.certstore.identities.len();
-    let id = crate::certstore::wire::ValidIdentity {
-        pki_id: pki("b1"),
-        cert: Bytes::from("b1"),
-        expires: None,
-        envelope: Envelope::default(),
-    };
-    let bounds = crate::certstore::identities::Bounds {
-        count: 100,
-        bytes: 1 << 20,
-    };
-    d.certstore
-        .identities
-        .put(id, Some(Bytes::from("B")), T0, bounds)
-        .unwrap();
+    pull_identity(&mut d, "b1");
     let purged = |who: &str, reason| Event::IdentityPurged {
         pki_id: pki(who),
         reason,
