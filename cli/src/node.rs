@@ -194,6 +194,10 @@ with an MSP identity):
                                                            these peers (one that cannot be
                                                            written is dropped and counted)
   {\"event\":\"probed\",\"peer\":PKI,\"endpoint\":E}               a peer ran Fabric's Handshake on us
+  {\"event\":\"identity_purged\",\"peer\":PKI,\"reason\":R}          comm let go of a peer's identity:
+                                                           \"identity_unused\" (nothing used it
+                                                           for an hour, as Fabric's identity
+                                                           mapper) or \"identity_expired\"
   {\"event\":\"output_dropped\",\"lines\":N}                     N lines were dropped because stdout
                                                            was not read fast enough
   {\"event\":\"stopped\"}                                      last line
@@ -631,6 +635,11 @@ fn event_json(ev: &Event, form: PkiForm, tls: bool, open: &mut OpenConnections) 
                    "reason": p.cause.to_string()})
         }
         Event::IdentitySwitch(p) => json!({"event": "identity_switch", "peer": form.show(p)}),
+        Event::IdentityPurged { pki_id, reason } => json!({
+            "event": "identity_purged",
+            "peer": form.show(pki_id),
+            "reason": reason.to_string(),
+        }),
         _ => return None,
     })
 }
@@ -1827,6 +1836,28 @@ mod tests {
         let stray = show(&gone(ours), &mut open);
         assert_eq!(stray["connections_left"], 0, "{stray}");
         assert!(open.0.is_empty(), "{open:?}");
+    }
+
+    /// Comm letting go of an identity (Fabric's identity mapper purging it for disuse or at
+    /// its expiry) is a line an operator can grep, with the reason as a label.
+    #[test]
+    fn a_purged_identity_is_a_line_with_its_reason() {
+        use fabric_gossip_core::CloseReason;
+        let mut open = OpenConnections::default();
+        for (reason, label) in [
+            (CloseReason::IdentityUnused, "identity_unused"),
+            (CloseReason::IdentityExpired, "identity_expired"),
+        ] {
+            let ev = Event::IdentityPurged {
+                pki_id: PkiId::from("peer0"),
+                reason,
+            };
+            let v = event_json(&ev, PkiForm::Text, false, &mut open).expect("printed");
+            assert_eq!(
+                v,
+                json!({"event": "identity_purged", "peer": "peer0", "reason": label})
+            );
+        }
     }
 
     /// The default form is byte for byte what the `serde_json::Value` of earlier versions
