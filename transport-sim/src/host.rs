@@ -321,8 +321,10 @@ impl Sim {
             Action::Ping { dial } => self.ping(n, dial),
             Action::OpenStream { dial, stream } => self.open_stream(n, dial, stream),
             Action::Write {
-                stream, envelope, ..
-            } => self.write(n, stream, envelope),
+                stream,
+                envelope,
+                kind,
+            } => self.write(n, stream, envelope, kind),
             Action::PauseRead { stream } => {
                 if let Some(s) = self.slot(n, stream)
                     && let Some(l) = self.links.get_mut(s.link)

@@ -12,10 +12,15 @@ use crate::sim::Sim;
 use crate::trace::{Digest8, EnvFmt, trace};
 use bytes::Bytes;
 use core::time::Duration;
-use fabric_gossip_core::StreamId;
+use fabric_gossip_core::{StreamId, WriteKind};
 
 impl Sim {
-    pub(crate) fn write(&mut self, n: usize, stream: StreamId, mut bytes: Bytes) {
+    /// Node `n` writes `bytes` on `stream`. A [`WriteKind::Message`] is confirmed to the core
+    /// once written (at once or up to `confirm_lag` later); a [`WriteKind::Handshake`] never
+    /// is, as the core asks: its confirmation, if late, would land after the handshake and
+    /// be taken as credit for a message.
+    pub(crate) fn write(&mut self, n: usize, stream: StreamId, mut bytes: Bytes, kind: WriteKind) {
+        let counted = kind == WriteKind::Message;
         let Some(s) = self.slot(n, stream) else {
             self.violation(format!(
                 "n{n}: Write on {stream}, which it never opened or closed"
@@ -27,7 +32,9 @@ impl Sim {
         let Some(l) = self.links.get_mut(s.link) else {
             // The stream was reset under the writer; it learns when the reset arrives.
             self.counters.envelopes_lost += 1;
-            self.confirm_now(n, stream);
+            if counted {
+                self.confirm_now(n, stream);
+            }
             return;
         };
         l.ends[s.side].writes += 1;
@@ -40,7 +47,9 @@ impl Sim {
         if silent {
             self.counters.envelopes_swallowed += 1;
             trace!(self, "n{n}   swallowed (silent)");
-            self.confirm_now(n, stream);
+            if counted {
+                self.confirm_now(n, stream);
+            }
             return;
         }
         if bad_signature && first {
@@ -49,7 +58,9 @@ impl Sim {
         }
         if !remote_open {
             self.counters.envelopes_lost += 1;
-            self.confirm_now(n, stream);
+            if counted {
+                self.confirm_now(n, stream);
+            }
             return;
         }
         let window = self.cfg.stream_window;
@@ -59,12 +70,16 @@ impl Sim {
         let pipe = &mut l.pipes[s.side];
         if pipe.blocked.is_empty() && (pipe.unread == 0 || pipe.unread + bytes.len() <= window) {
             self.transmit(s.link, s.side, Item::Env(bytes));
-            if self.cfg.confirm_lag.is_zero() {
-                self.confirm_now(n, stream);
-            } else {
-                self.confirm_later(n, stream);
+            if counted {
+                if self.cfg.confirm_lag.is_zero() {
+                    self.confirm_now(n, stream);
+                } else {
+                    self.confirm_later(n, stream);
+                }
             }
         } else {
+            // Never a handshake write: it is its stream's first, into an empty pipe, and a
+            // released write is confirmed (`consumed`).
             pipe.blocked.push_back(bytes);
             let limit = self.nodes[n]
                 .core()
