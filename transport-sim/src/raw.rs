@@ -92,6 +92,12 @@ impl Sim {
         self.raws.get(raw).map_or(&[], |r| &r.received)
     }
 
+    /// How many envelopes raw stream `raw` received, including those past the
+    /// [`RAW_RECEIVE_LIMIT`] that [`Sim::raw_received`] no longer keeps.
+    pub fn raw_received_total(&self, raw: RawId) -> u64 {
+        self.raws.get(raw).map_or(0, |r| r.received_total)
+    }
+
     /// How raw stream `raw` ended, once it has.
     pub fn raw_ended(&self, raw: RawId) -> Option<&StreamEnd> {
         self.raws.get(raw).and_then(|r| r.ended.as_ref())
