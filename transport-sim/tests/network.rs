@@ -297,6 +297,11 @@ fn raw_client_sees_the_nodes_conn_establish() {
     sim.run_for(Duration::from_millis(5));
     let got = sim.raw_received(raw);
     assert_eq!(got.len(), 1);
+    assert_eq!(
+        sim.raw_received_total(raw),
+        1,
+        "kept or not, each is counted"
+    );
     let m = SignedMessage::from_envelope_bytes(got[0].clone()).unwrap();
     assert_eq!(m.message().content_name(), "conn");
     sim.raw_close(raw);
@@ -940,5 +945,156 @@ fn a_partition_healed_before_the_keepalive_keeps_the_stream() {
     assert!(sim.run_until_idle(Duration::from_secs(30)));
     assert_eq!(sim.deliveries(1).len(), 2);
     assert_eq!(sim.counters().streams_reset, 0, "{:?}", sim.counters());
+    sim.check_quiescent().unwrap();
+}
+
+/// A stream that reaches a node whose core stopped (Fabric's `Stop` ran) while its process
+/// is still up (the listener not yet closed) is refused by the core itself, as the gRPC
+/// handler refuses with "Shutting down", not by the network's "connection refused". The
+/// simulator's own stop marks the node down at once, so only an application that calls
+/// `Comm::stop` itself reaches this refusal: it is the path where `arrive` closes the
+/// accepting end of the link, whose index must be 1.
+#[test]
+fn a_stream_reaching_a_node_whose_core_stopped_is_refused_as_shutting_down() {
+    let mut sim = Sim::new(SimConfig::seeded(23));
+    sim.add_nodes(1);
+    sim.with_comm(0, |c, now| c.stop(now)).unwrap();
+    assert_eq!(sim.state(0), Some(NodeState::Up), "the process still runs");
+    let raw = sim.raw_connect(0, None);
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    assert_eq!(
+        sim.raw_ended(raw),
+        Some(&fabric_gossip_core::StreamEnd::Error(
+            "Shutting down".into()
+        ))
+    );
+    assert!(sim.raw_received(raw).is_empty(), "no ConnEstablish");
+    sim.check().unwrap();
+}
+
+/// A reader switched to `Every(d)` with deliveries waiting takes its first one `d` after
+/// the switch, not at once and not never, then one per `d`; switching again to the same
+/// mode while a tick is armed does not arm a second one (which would double the pace).
+/// A test that slows a reader relies on this pace to know when the queue drains.
+#[test]
+fn a_reader_switched_to_every_takes_one_delivery_per_interval() {
+    let mut sim = connected_pair(SimConfig::seeded(24), NodeSpec::new());
+    sim.apply(Fault::Reader(1, ReaderMode::Paused));
+    for i in 1..=3 {
+        sim.send_to(0, &msg(i), &[1]).unwrap();
+    }
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.deliveries(1).len(), 1, "queued, not taken");
+    let t = sim.now();
+    let every = Duration::from_millis(10);
+    sim.apply(Fault::Reader(1, ReaderMode::Every(every)));
+    sim.apply(Fault::Reader(1, ReaderMode::Every(every)));
+    sim.run_for(every - Duration::from_micros(1));
+    assert_eq!(
+        sim.deliveries(1).len(),
+        1,
+        "nothing taken before the first tick"
+    );
+    sim.run_for(Duration::from_micros(1));
+    for k in 1..=3u32 {
+        if k > 1 {
+            sim.run_for(every);
+        }
+        let got = sim.deliveries(1);
+        assert_eq!(got.len(), 1 + k as usize, "one per interval");
+        assert_eq!(got[k as usize].at - t, every * k);
+    }
+    sim.run_for(every * 3);
+    assert_eq!(sim.deliveries(1).len(), 4);
+    sim.check_quiescent().unwrap();
+}
+
+/// A reader resumed with more held for it than its subscription buffer takes is fed only
+/// until its core pauses it again: a driver does not read a paused stream. Fed past the
+/// pause, the core would take what its queue has no room for and drop it
+/// (`dropped_subscription_overflow`), a loss the real transport never causes.
+#[test]
+fn a_resumed_reader_is_fed_only_until_it_pauses_again() {
+    let mut sim = flooded_paused_pair(25, 1 << 20, 200, None);
+    sim.run_for(Duration::from_millis(50));
+    let pauses = sim.stats(1).unwrap().read_pauses;
+    assert!(pauses >= 1, "the core paused reading");
+    sim.apply(Fault::Reader(
+        1,
+        ReaderMode::Every(Duration::from_millis(1)),
+    ));
+    sim.run_for(Duration::from_millis(1));
+    let b = sim.stats(1).unwrap().clone();
+    assert_eq!(sim.deliveries(1).len(), 2, "one taken");
+    assert_eq!(b.dropped_subscription_overflow, 0, "{b:?}");
+    assert!(b.read_pauses > pauses, "paused again after one more: {b:?}");
+    sim.apply(Fault::Reader(1, ReaderMode::Eager));
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    let a = sim.stats(0).unwrap().clone();
+    assert_eq!(sim.deliveries(1).len() as u64 - 1 + a.dropped_overflow, 200);
+    assert_eq!(sim.stats(1).unwrap().dropped_subscription_overflow, 0);
+    sim.check_quiescent().unwrap();
+}
+
+/// A connected pair whose writes are confirmed up to 1 s late, after node 0 pushed 200
+/// 1 KiB messages 100 µs apart at node 1, which stopped reading, into a 4 KiB stream
+/// window, and 2 s more ran: every write that entered the pipe is confirmed by then, those
+/// still blocked behind the window are not.
+fn lagged_flood() -> (Sim, SignedMessage) {
+    let mut cfg = SimConfig::seeded(26);
+    cfg.stream_window = 4 * 1024;
+    cfg.confirm_lag = Duration::from_secs(1);
+    let mut sim = connected_pair(cfg, NodeSpec::new());
+    sim.apply(Fault::Reader(1, ReaderMode::Paused));
+    let big = SignedMessage::noop(data_message(1, vec![9u8; 1024]));
+    for _ in 0..200 {
+        sim.send_to(0, &big, &[1]).unwrap();
+        sim.run_for(Duration::from_micros(100));
+    }
+    sim.run_for(Duration::from_secs(2));
+    (sim, big)
+}
+
+/// The handshake's `ConnEstablish` is never confirmed to the core (`WriteKind::Handshake`:
+/// "never count" it). Confirmed up to `confirm_lag` late like a message, its confirmation
+/// landed after the handshake and the core took it as credit for a message: with the
+/// reader stopped, node 0 then had 9 writes waiting on a window of 8, which the
+/// simulator's own invariant flags (seed 26: at 1.43 s). A driver that gave that credit
+/// would let one more message than `write_window` into a stream.
+#[test]
+fn a_late_handshake_confirmation_gives_no_write_credit() {
+    let (sim, _) = lagged_flood();
+    assert_eq!(sim.deliveries(1).len(), 1, "nothing taken while paused");
+    sim.check().unwrap();
+}
+
+/// Writes a paused reader held back and its resume let go are confirmed `confirm_lag`
+/// late like any other write, not at once: with a 1 s lag, the writer gets no credit back
+/// at the resume, so a send right after it finds the send buffer still full and is
+/// dropped. Confirmed at once, the late-confirmation model would leak credit whenever a
+/// reader pauses, and a test of a slow reader with a lag would overflow less than it should.
+#[test]
+fn writes_released_by_a_resume_are_confirmed_late() {
+    let (mut sim, big) = lagged_flood();
+    // A burst fills the send buffer behind the blocked writes.
+    for _ in 0..20 {
+        sim.send_to(0, &big, &[1]).unwrap();
+    }
+    let before = sim.stats(0).unwrap().dropped_overflow;
+    assert!(before > 0, "the send buffer is full");
+    sim.apply(Fault::Reader(1, ReaderMode::Eager));
+    sim.send_to(0, &big, &[1]).unwrap();
+    assert_eq!(
+        sim.stats(0).unwrap().dropped_overflow,
+        before + 1,
+        "no credit came back at the resume"
+    );
+    // Credit comes back within the lag.
+    sim.run_for(Duration::from_secs(1));
+    sim.send_to(0, &big, &[1]).unwrap();
+    assert_eq!(sim.stats(0).unwrap().dropped_overflow, before + 1);
+    assert!(sim.run_until_idle(Duration::from_secs(30)));
+    let a = sim.stats(0).unwrap().clone();
+    assert_eq!(sim.deliveries(1).len() as u64 - 1 + a.dropped_overflow, 222);
     sim.check_quiescent().unwrap();
 }
