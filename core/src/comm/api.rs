@@ -218,13 +218,7 @@ impl<S: Security> Comm<S> {
         peer: &RemotePeer,
         msg: GossipMessage,
     ) -> Result<SendOutcome, Error> {
-        self.tick(now);
-        if self.stopped {
-            return Err(Error::Stopped);
-        }
-        let signed = SignedMessage::noop(msg);
-        self.check_size(signed.envelope_bytes().len())?;
-        let bytes = signed.into_envelope();
+        let bytes = self.answer_envelope(now, msg)?;
         match self.enqueue_on(conn, bytes.clone(), Mode::Drop) {
             Ok(true) => Ok(SendOutcome::Queued(conn)),
             Ok(false) => Ok(SendOutcome::Dropped),
@@ -248,13 +242,20 @@ impl<S: Security> Comm<S> {
         msg: GossipMessage,
         mode: Mode,
     ) -> Result<bool, Error> {
+        let bytes = self.answer_envelope(now, msg)?;
+        self.enqueue_on(conn, bytes, mode)
+    }
+
+    /// An answer's Envelope: `msg` noop-signed (Fabric's `NoopSign`), refused once stopped
+    /// or when larger than the node sends.
+    fn answer_envelope(&mut self, now: Instant, msg: GossipMessage) -> Result<Bytes, Error> {
         self.tick(now);
         if self.stopped {
             return Err(Error::Stopped);
         }
         let signed = SignedMessage::noop(msg);
         self.check_size(signed.envelope_bytes().len())?;
-        self.enqueue_on(conn, signed.into_envelope(), mode)
+        Ok(signed.into_envelope())
     }
 
     /// Fabric's `ReceivedMessage.Ack`: answers the message with nonce `nonce` received on
