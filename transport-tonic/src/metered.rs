@@ -1194,6 +1194,14 @@ pub(crate) mod tests {
         (body, queue)
     }
 
+    /// Feeds `r` one small message in one frame and takes it, leaving the stream between
+    /// messages.
+    fn deliver_one(r: &mut MeteredBody, queue: &Queue, cx: &mut Context<'_>) {
+        queue.lock().unwrap().push_back(data(&message(0, 10, 1)));
+        assert!(matches!(r.poll_message(cx), Poll::Ready(Some(Ok(_)))));
+        assert!(r.poll_message(cx).is_pending());
+    }
+
     impl Body for Fed {
         type Data = Bytes;
         type Error = Status;
@@ -1222,9 +1230,7 @@ pub(crate) mod tests {
         let (mut r, queue) = fed(&budget);
         let mut cx = Context::from_waker(Waker::noop());
         // A healthy stream: a message in one frame, delivered.
-        queue.lock().unwrap().push_back(data(&message(0, 10, 1)));
-        assert!(matches!(r.poll_message(&mut cx), Poll::Ready(Some(Ok(_)))));
-        assert!(r.poll_message(&mut cx).is_pending());
+        deliver_one(&mut r, &queue, &mut cx);
         // A minute later, the first frame of the next message arrives; no budget for it.
         tokio::time::advance(Duration::from_secs(60)).await;
         queue
@@ -1355,9 +1361,7 @@ pub(crate) mod tests {
             let budget = Budget::new(1 << 20);
             let (mut r, queue) = fed(&budget);
             let mut cx = Context::from_waker(Waker::noop());
-            queue.lock().unwrap().push_back(data(&message(0, 10, 1)));
-            assert!(matches!(r.poll_message(&mut cx), Poll::Ready(Some(Ok(_)))));
-            assert!(r.poll_message(&mut cx).is_pending());
+            deliver_one(&mut r, &queue, &mut cx);
             tokio::time::advance(Duration::from_secs(60)).await;
             let idle = r.poll_message(&mut cx);
             assert!(idle.is_pending(), "an idle stream stalled: {idle:?}");
