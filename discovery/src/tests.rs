@@ -1787,6 +1787,14 @@ fn connect(comm: &mut Comm<TestOnlyHmacSecurity>, who: &str) -> StreamId {
     s
 }
 
+/// The requester's connection `conn` closes (it left, or a crossing replaced it) and
+/// what that produced is taken.
+fn requester_left(comm: &mut Comm<TestOnlyHmacSecurity>, conn: StreamId) {
+    comm.handle_stream_closed(T0, conn, fabric_gossip_core::StreamEnd::Finished)
+        .unwrap();
+    let _ = fabric_gossip_core::testing::drain(comm);
+}
+
 /// `me` knowing `who` (with external endpoints), each connected; nothing queued yet.
 fn answering(
     who: &[&'static str],
@@ -2636,9 +2644,7 @@ fn a_request_whose_connection_closed_first_is_answered_on_the_requesters_new_one
 #[test]
 fn an_answer_to_a_requester_that_left_dials_it_and_counts_until_taken() {
     let (mut comm, mut d, conn) = answering(&["a1"]);
-    comm.handle_stream_closed(T0, conn["a1"], fabric_gossip_core::StreamEnd::Finished)
-        .unwrap();
-    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    requester_left(&mut comm, conn["a1"]);
     let at = T0 + crate::MIN_ANSWER_INTERVAL;
     ask(&mut d, &mut comm, at, "a1", conn["a1"]);
     let s = d.stats();
@@ -2684,9 +2690,7 @@ fn an_answer_to_a_requester_that_left_dials_it_and_counts_until_taken() {
 #[test]
 fn a_flood_of_requests_whose_connection_closed_dials_once() {
     let (mut comm, mut d, conn) = answering(&["a1"]);
-    comm.handle_stream_closed(T0, conn["a1"], fabric_gossip_core::StreamEnd::Finished)
-        .unwrap();
-    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    requester_left(&mut comm, conn["a1"]);
     let flood = |d: &mut Discovery, comm: &mut Comm<TestOnlyHmacSecurity>, at: Instant| {
         for nonce in 1..=10 {
             let mut m = request_with_nonce("a1", alive("a1", 1, 1, "a1.ext:1"), nonce);
@@ -2718,9 +2722,7 @@ fn a_flood_of_requests_whose_connection_closed_dials_once() {
 #[test]
 fn without_a_secret_the_answer_dials_the_requesters_external_endpoint() {
     let (mut comm, mut d, conn) = answering(&["b1"]);
-    comm.handle_stream_closed(T0, conn["b1"], fabric_gossip_core::StreamEnd::Finished)
-        .unwrap();
-    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    requester_left(&mut comm, conn["b1"]);
     let info = crate::alive::strip_secret(&alive("b1", 1, 1, "b1.ext:1"));
     let mut m = request("b1", info);
     m.conn = conn["b1"];
