@@ -216,19 +216,28 @@ impl IdentityStore {
         now: Instant,
         threshold: core::time::Duration,
     ) -> Vec<(PkiId, Instant)> {
+        self.remove_others_where(|v| (v.last_used + threshold < now).then_some(v.last_used))
+    }
+
+    /// Removes every identity but the node's own for which `verdict` says why, and returns
+    /// them with it in PKI-ID order (so what the caller does with them does not depend on
+    /// the hash map's order): the one walk the usage purge and revalidation share.
+    fn remove_others_where<T>(
+        &mut self,
+        mut verdict: impl FnMut(&StoredIdentity) -> Option<T>,
+    ) -> Vec<(PkiId, T)> {
         let own = self.own.as_bytes();
-        let mut unused: Vec<(PkiId, Instant)> = self
+        let mut gone: Vec<(PkiId, T)> = self
             .by_pki
             .iter()
             .filter(|(k, _)| k.as_slice() != own)
-            .filter(|(_, v)| v.last_used + threshold < now)
-            .map(|(k, v)| (k.to_pki_id(), v.last_used))
+            .filter_map(|(k, v)| Some((k.to_pki_id(), verdict(v)?)))
             .collect();
-        unused.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (pki, _) in &unused {
+        gone.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (pki, _) in &gone {
             self.remove(pki.as_bytes());
         }
-        unused
+        gone
     }
 
     /// Removes the identity if it has expired by `now`; returns whether it did.
@@ -265,21 +274,7 @@ impl IdentityStore {
         security: &dyn Security,
         now: Instant,
     ) -> Vec<(PkiId, SecurityError)> {
-        let own = self.own.as_bytes();
-        let mut refused: Vec<(PkiId, SecurityError)> = self
-            .by_pki
-            .iter()
-            .filter(|(k, _)| k.as_slice() != own)
-            .filter_map(|(k, v)| {
-                let error = security.validate_identity(&v.identity, now).err()?;
-                Some((k.to_pki_id(), error))
-            })
-            .collect();
-        refused.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (pki, _) in &refused {
-            self.remove(pki.as_bytes());
-        }
-        refused
+        self.remove_others_where(|v| security.validate_identity(&v.identity, now).err())
     }
 }
 
