@@ -564,6 +564,19 @@ impl ClientCertVerifier for KeyHeldClientCertificate {
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
+/// Why a dial over TLS failed when the server did not agree to HTTP/2 (the whole message:
+/// a dial's error reaches the caller, the events and the log as text).
+pub(crate) const NO_ALPN_H2: &str = "the server's TLS selected no application protocol, not HTTP/2 (ALPN \"h2\"): not a gRPC server";
+
+/// Whether a server's ALPN answer lets gRPC run over the connection. Only `h2` does: we
+/// offer nothing else, and a server that selected nothing never agreed to speak HTTP/2
+/// (a TLS front of another service, or one made to look like a peer). grpc-go (1.67 and
+/// later) refuses such a server too, before a byte of HTTP/2; every Fabric peer selects
+/// `h2` (its gRPC server offers it), so no Fabric peer is turned away.
+fn selected_http2(alpn: Option<&[u8]>) -> bool {
+    alpn == Some(b"h2")
+}
+
 /// A tonic connector that opens TCP (and TLS on top when configured) itself.
 ///
 /// Tonic's own TLS keeps the server's certificate to itself, but the core must compare the
@@ -624,6 +637,9 @@ impl Service<Uri> for Dialer {
             let stream = TlsConnector::from(tls.config.clone())
                 .connect(name, ReadAhead::new(tcp, READ_AHEAD))
                 .await?;
+            if !selected_http2(stream.get_ref().1.alpn_protocol()) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, NO_ALPN_H2));
+            }
             let leaf = stream
                 .get_ref()
                 .1

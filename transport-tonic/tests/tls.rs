@@ -558,3 +558,62 @@ async fn our_nodes_offer_aes_128_gcm_first_and_servers_follow_the_client() {
     );
     within("stop", server.stop()).await;
 }
+
+/// A TLS server that selects no application protocol never agreed to HTTP/2: the dial
+/// fails once the TLS handshake ends, naming ALPN, before a byte of HTTP/2 is sent (as
+/// grpc-go 1.67 and later refuse such a server), and counts as a failed dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_selecting_no_http2_is_refused_before_any_http2() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new("alpn-ca");
+    let (cert, key, _) = pki.leaf("no-alpn");
+    let no_alpn = rustls::ServerConfig::builder_with_provider(Arc::new(
+        fabric_gossip_tonic::tls_crypto_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap(),
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert!(no_alpn.alpn_protocols.is_empty());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Completes each TLS handshake, then reports what the client sent over it until it
+    // closed: the HTTP/2 preface and more, had the client gone on. (The core retries a
+    // failed dial, so there may be more than one.)
+    let no_alpn = tokio_rustls::TlsAcceptor::from(Arc::new(no_alpn));
+    let (sent_tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (no_alpn, sent_tx) = (no_alpn.clone(), sent_tx.clone());
+            tokio::spawn(async move {
+                let mut tls = no_alpn.accept(tcp).await.unwrap();
+                assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+                let mut got = Vec::new();
+                let _ = tls.read_to_end(&mut got).await;
+                let _ = sent_tx.send(got.len());
+            });
+        }
+    });
+    let a = node(config(), Some(pki.tls("a"))).await;
+    let (err, _) = failed_probe(&a, addr).await;
+    assert!(err.to_string().contains("ALPN \"h2\""), "{err}");
+    let dials = a.driver_stats().dials_failed;
+    assert!(dials >= 1);
+    for _ in 0..dials {
+        let bytes = within("a connection's end", sent.recv()).await.unwrap();
+        assert_eq!(
+            bytes, 0,
+            "the client sent HTTP/2 over a connection without it"
+        );
+    }
+    server.abort();
+    within("stop", a.stop()).await;
+}
