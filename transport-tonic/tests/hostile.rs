@@ -553,3 +553,32 @@ async fn a_dialled_servers_goaway_debug_data_is_cut() {
     server.abort();
     within("stop", a.stop()).await;
 }
+
+/// The node decompresses nothing: a call declaring its messages compressed is refused as
+/// unimplemented, and one declaring them uncompressed (`identity`) is served as one that
+/// declares nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_compressed_messages_is_refused_and_one_declared_uncompressed_is_served() {
+    let b = node_with(config(), DriverLimits::default()).await;
+    let gzip = ChunkBody::new(framed_conn_establish("raw-client:1"), false);
+    let (code, msg) = within(
+        "the compressed call's status",
+        raw_stream_with(&b.endpoint(), gzip, &[("grpc-encoding", "gzip")]),
+    )
+    .await
+    .expect("a gRPC status");
+    assert_eq!(code, tonic::Code::Unimplemented, "{msg}");
+    assert_eq!(b.stats().handshakes_ok, 0);
+    // Held open (the body stalls) so that the connection stays up to be counted.
+    let identity = ChunkBody::new(framed_conn_establish("raw-client:1"), true);
+    let endpoint = b.endpoint();
+    let call = tokio::spawn(async move {
+        raw_stream_with(&endpoint, identity, &[("grpc-encoding", "identity")]).await
+    });
+    until("the uncompressed call's handshake", || {
+        b.stats().handshakes_ok == 1
+    })
+    .await;
+    call.abort();
+    within("stop", b.stop()).await;
+}

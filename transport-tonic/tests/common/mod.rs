@@ -284,6 +284,15 @@ pub fn framed_conn_establish(me: &str) -> Vec<Bytes> {
 /// returns the gRPC status the server ended the call with: `(code, message)`, or `Err` if
 /// the call failed below gRPC (connection or stream reset before any status).
 pub async fn raw_stream(addr: &str, body: ChunkBody) -> Result<(tonic::Code, String), String> {
+    raw_stream_with(addr, body, &[]).await
+}
+
+/// [`raw_stream`] with `headers` added to the call's.
+pub async fn raw_stream_with(
+    addr: &str,
+    body: ChunkBody,
+    headers: &[(&'static str, &'static str)],
+) -> Result<(tonic::Code, String), String> {
     use http_body::Body as _;
     use tower_service::Service;
     let mut ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -291,16 +300,18 @@ pub async fn raw_stream(addr: &str, body: ChunkBody) -> Result<(tonic::Code, Str
         .connect()
         .await
         .map_err(|e| e.to_string())?;
-    let req = http::Request::builder()
+    let mut req = http::Request::builder()
         .method("POST")
         .uri(format!(
             "http://{addr}{}",
             fabric_gossip_core::proto::GOSSIP_STREAM_PATH
         ))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(tonic::body::Body::new(body))
-        .unwrap();
+        .header("te", "trailers");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(tonic::body::Body::new(body)).unwrap();
     std::future::poll_fn(|cx| ch.poll_ready(cx))
         .await
         .map_err(|e| e.to_string())?;
