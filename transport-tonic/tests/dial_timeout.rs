@@ -157,3 +157,37 @@ async fn a_closed_port_fails_the_dial_at_its_timeout_not_before() {
     assert_eq!(a.driver_stats().dials_failed, 2);
     stop_all(&[&a]).await;
 }
+
+/// A node told to hang Pings (`NodeBuilder::hang_ping`, for tests of other nodes) answers
+/// none: a probe of it fails at the caller's `conn_timeout`, as against a hung peer, while
+/// a node that answers is probed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_hanging_pings_is_probed_until_the_callers_conn_timeout() {
+    let conn_timeout = Duration::from_millis(300);
+    let cfg = config().with_timeouts(Duration::from_secs(2), conn_timeout, Duration::from_secs(2));
+    let a = node(cfg, None).await;
+    let answering = node(config(), None).await;
+    within("probe", a.probe(&answering.as_peer()))
+        .await
+        .unwrap();
+    let hanging = fabric_gossip_tonic::Node::builder(config())
+        .hang_ping(true)
+        .stop_timeout(Duration::from_secs(3))
+        .start_with(|addr| fabric_gossip_core::TestOnlyHmacSecurity::new(addr.to_string()))
+        .await
+        .expect("node starts");
+    let started = Instant::now();
+    let err = within("probe", a.probe(&hanging.as_peer()))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&err, OpError::Failed(ProbeError::Ping(_))),
+        "{err:?}"
+    );
+    assert!(
+        took + CLOCK_TICK >= conn_timeout,
+        "failed before the time-out: {took:?}"
+    );
+    stop_all(&[&a, &answering, &hanging]).await;
+}
