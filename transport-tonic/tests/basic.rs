@@ -198,3 +198,54 @@ async fn a_listen_address_in_use_is_named_in_the_error() {
         .sum::<usize>();
     assert_eq!(told, 1, "{chain:?}");
 }
+
+/// A client speaking `GossipStream` byte for byte with [`fabric_gossip_tonic::RawCodec`], as
+/// its documentation says: the Envelope it sends is the node's handshake, and the first
+/// Envelope it reads back is the node's `ConnEstablish`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_codec_client_handshakes_with_a_node() {
+    use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
+    use prost::Message;
+    let b = node(config(), None).await;
+    let me = "raw-client:1";
+    let envelope = framed_conn_establish(me).pop().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", b.endpoint()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    within("ready", grpc.ready()).await.unwrap();
+    // Held open after the handshake, as a peer's stream is.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(envelope).await.unwrap();
+    let mut replies = within(
+        "the call",
+        grpc.streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                fabric_gossip_core::proto::GOSSIP_STREAM_PATH,
+            ),
+            fabric_gossip_tonic::RawCodec,
+        ),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let first = within("the node's first Envelope", replies.message())
+        .await
+        .unwrap()
+        .expect("an Envelope");
+    let payload = Envelope::decode(first).unwrap().payload;
+    let msg = GossipMessage::decode(payload).unwrap();
+    assert!(
+        matches!(msg.content, Some(gossip_message::Content::Conn(_))),
+        "{msg:?}"
+    );
+    until("the node registers the client", || {
+        b.is_connected(&me.into())
+    })
+    .await;
+    drop(tx);
+    within("stop", b.stop()).await;
+}
