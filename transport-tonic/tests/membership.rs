@@ -11,7 +11,7 @@ use fabric_gossip_core::{Config, Instant, PkiId};
 use fabric_gossip_discovery::{DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent};
 use fabric_gossip_msp::TrustStore;
 use fabric_gossip_msp::dev::{DevOrg, OrgSpec, Validity, generate_in_memory, trust_all};
-use fabric_gossip_tonic::{LayerEvents, Node, TlsConfig};
+use fabric_gossip_tonic::{LAYER_EVENT_BUFFER, LayerEvents, Node, TlsConfig};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use std::collections::BTreeSet;
@@ -53,10 +53,23 @@ async fn start(
     tls: bool,
     bootstrap: Option<String>,
 ) -> (Node, LayerEvents<DiscoveryEvent>) {
+    start_queueing(org, trust, i, tls, bootstrap, LAYER_EVENT_BUFFER).await
+}
+
+/// [`start`] with room for `queued` layer events.
+async fn start_queueing(
+    org: &DevOrg,
+    trust: &TrustStore,
+    i: usize,
+    tls: bool,
+    bootstrap: Option<String>,
+    queued: usize,
+) -> (Node, LayerEvents<DiscoveryEvent>) {
     let peer = &org.peers[i];
     let security = org.security(peer, trust.clone()).expect("identity loads");
     let mut b = Node::builder(Config::default())
         .stop_timeout(Duration::from_secs(3))
+        .layer_event_buffer(queued)
         .layer(move |addr| discovery(addr, bootstrap, i as u64));
     if tls {
         b = b.tls(TlsConfig::new(
@@ -254,4 +267,29 @@ async fn a_call_into_the_layer_acts_on_the_network() {
     within("node 0 learns node 1", until_alive(&mut e0, &want0)).await;
     n0.stop().await;
     n1.stop().await;
+}
+
+/// Layer events the application does not take in time are dropped and counted, and the
+/// node goes on: with room for one event, the second member node 1 learns is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_events_beyond_the_queue_are_dropped_and_counted() {
+    let (org, trust) = org();
+    let (n0, _e0) = start(&org, &trust, 0, false, None).await;
+    let seed = Some(n0.endpoint());
+    let (n1, mut e1) = start_queueing(&org, &trust, 1, false, seed.clone(), 1).await;
+    let (n2, _e2) = start(&org, &trust, 2, false, seed).await;
+    let others: BTreeSet<PkiId> = [n0.pki_id().clone(), n2.pki_id().clone()].into();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    within("node 1 learns 0 and 2", async {
+        while !alive_view(&n1).is_superset(&others) {
+            tick.tick().await;
+        }
+    })
+    .await;
+    assert!(n1.driver_stats().layer_events_dropped >= 1);
+    // The one queued is still there for the application.
+    assert!(within("the queued event", e1.next()).await.is_some());
+    for n in [n0, n1, n2] {
+        n.stop().await;
+    }
 }
