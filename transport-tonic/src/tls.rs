@@ -655,6 +655,264 @@ impl Service<Uri> for Dialer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fabric_gossip_msp::dev::{self, DevOrg, DevPeer, OrgSpec};
+
+    /// Two organizations, each with its own TLS CA: org1 with two peers, org2 with one.
+    fn orgs() -> Vec<DevOrg> {
+        dev::seeded_in_memory(
+            &[
+                OrgSpec::new("Org1MSP", "org1.example.com", 2),
+                OrgSpec::new("Org2MSP", "org2.example.com", 1),
+            ],
+            7,
+        )
+        .unwrap()
+    }
+
+    /// `peer`'s TLS certificate for both roles, trusting the TLS CA of `trusted`.
+    fn tls_of(peer: &DevPeer, trusted: &DevOrg) -> TlsConfig {
+        TlsConfig::new(
+            peer.tls.cert_pem(),
+            peer.tls.key_pem.clone(),
+            trusted.tls_ca.cert_pem(),
+        )
+    }
+
+    /// A TLS handshake between `client` and `server` run in memory, the server verified as
+    /// `localhost`: the server's side once both are done, or the first error either raised
+    /// (under TLS 1.3 a refused client certificate shows only on the server's side).
+    fn handshake(
+        client: &PreparedTls,
+        server: &PreparedTls,
+    ) -> Result<rustls::ServerConnection, rustls::Error> {
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(client.client.config.clone(), name)?;
+        let mut server = rustls::ServerConnection::new(server.server.clone())?;
+        // Two flights each way complete a TLS 1.3 handshake; the bound only stops a stall.
+        for _ in 0..8 {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(server);
+            }
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            let mut rest = wire.as_slice();
+            while !rest.is_empty() {
+                server.read_tls(&mut rest).unwrap();
+                server.process_new_packets()?;
+            }
+            wire.clear();
+            server.write_tls(&mut wire).unwrap();
+            let mut rest = wire.as_slice();
+            while !rest.is_empty() {
+                client.read_tls(&mut rest).unwrap();
+                client.process_new_packets()?;
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    /// The hash of the leaf certificate the server's side of a handshake saw, if any.
+    fn client_leaf(server: &rustls::ServerConnection) -> Option<CertHash> {
+        server
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| cert_hash(c.as_ref()))
+    }
+
+    /// What the core binds into its handshakes is the SHA-256 of the leaf each role
+    /// presents, the first certificate of its PEM when the chain follows it.
+    #[test]
+    fn a_node_binds_the_leaf_certificate_it_presents_in_each_role() {
+        let orgs = orgs();
+        let (org1, p0, p1) = (&orgs[0], &orgs[0].peers[0], &orgs[0].peers[1]);
+        let one = tls_of(p0, org1).prepare().unwrap();
+        assert_eq!(one.hashes.server_cert_hash, p0.tls.hash());
+        assert_eq!(one.hashes.client_cert_hash, p0.tls.hash());
+        let two = tls_of(p0, org1)
+            .with_client_identity(p1.tls.cert_pem(), p1.tls.key_pem.clone())
+            .prepare()
+            .unwrap();
+        assert_eq!(two.hashes.server_cert_hash, p0.tls.hash());
+        assert_eq!(two.hashes.client_cert_hash, p1.tls.hash());
+        let chained = TlsConfig::new(
+            format!("{}{}", p0.tls.cert_pem(), org1.tls_ca.cert_pem()),
+            p0.tls.key_pem.clone(),
+            org1.tls_ca.cert_pem(),
+        )
+        .prepare()
+        .unwrap();
+        assert_eq!(chained.hashes.server_cert_hash, p0.tls.hash());
+        assert_eq!(chained.hashes.client_cert_hash, p0.tls.hash());
+    }
+
+    /// Which clients the TLS layer lets in, and with which certificate, for each setting:
+    /// one of our CA's, one of another organization's CA, and one without a certificate.
+    #[test]
+    fn clients_are_taken_by_their_ca_as_the_settings_say() {
+        let orgs = orgs();
+        let (org1, org2) = (&orgs[0], &orgs[1]);
+        let server = |c: TlsConfig| c.prepare().unwrap();
+        let ours = tls_of(&org1.peers[1], org1).prepare().unwrap();
+        let theirs = tls_of(&org2.peers[0], org1).prepare().unwrap();
+        let anonymous = tls_of(&org1.peers[1], org1)
+            .without_client_identity()
+            .prepare()
+            .unwrap();
+        let base = || tls_of(&org1.peers[0], org1);
+        // (setting, whether ours, theirs and the anonymous client get in)
+        let cases = [
+            ("default", server(base()), [true, false, true]),
+            (
+                "client CAs of org2",
+                server(base().with_client_root_cas(org2.tls_ca.cert_pem())),
+                [false, true, true],
+            ),
+            (
+                "no chain check",
+                server(base().verify_client_chain(false)),
+                [true, true, true],
+            ),
+            (
+                "certificate required",
+                server(base().require_client_certificate(true)),
+                [true, false, false],
+            ),
+            (
+                "certificate required, no chain check",
+                server(
+                    base()
+                        .verify_client_chain(false)
+                        .require_client_certificate(true),
+                ),
+                [true, false, false],
+            ),
+        ];
+        for (setting, server, expected) in &cases {
+            let clients = [
+                (&ours, Some(org1.peers[1].tls.hash())),
+                (&theirs, Some(org2.peers[0].tls.hash())),
+                (&anonymous, None),
+            ];
+            for ((client, leaf), taken) in clients.iter().zip(expected) {
+                match handshake(client, server) {
+                    Ok(conn) => {
+                        assert!(taken, "{setting}: {leaf:?} let in");
+                        // The gossip handshake compares this with the hash the client binds.
+                        assert_eq!(client_leaf(&conn), *leaf, "{setting}");
+                    }
+                    Err(e) => assert!(!taken, "{setting}: {leaf:?} refused: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Without a chain check nobody vouches for a client's chain, so its size is bounded:
+    /// eight certificates of a generous 2 KiB each are taken, one more certificate or one
+    /// more byte is refused, wherever it is.
+    #[test]
+    fn an_unverified_chain_is_taken_up_to_eight_certificates_and_16_kib() {
+        let verifier = KeyHeldClientCertificate {
+            algorithms: crypto_provider().signature_verification_algorithms,
+        };
+        let now = rustls::pki_types::UnixTime::now();
+        let taken = |chain: &[CertificateDer<'static>]| {
+            verifier
+                .verify_client_cert(&chain[0], &chain[1..], now)
+                .is_ok()
+        };
+        let cert = |len: usize| CertificateDer::from(vec![0x30; len]);
+        let usual: Vec<_> = (0..8).map(|_| cert(2048)).collect();
+        assert!(taken(&usual));
+        assert!(taken(&usual[..1]));
+        let nine_small: Vec<_> = (0..9).map(|_| cert(100)).collect();
+        assert!(!taken(&nine_small));
+        let mut byte_over = usual.clone();
+        byte_over[7] = cert(2049);
+        assert!(!taken(&byte_over));
+        assert!(taken(&[cert(16 * 1024)]));
+        assert!(!taken(&[cert(16 * 1024 + 1)]));
+    }
+
+    /// Each address dialled is verified against the last name given for it, other addresses
+    /// against the override, or else their own host (an IPv6 address without its brackets).
+    #[test]
+    fn each_address_is_verified_against_the_last_name_given_for_it() {
+        let orgs = orgs();
+        let named = |n: &str| ServerName::try_from(n.to_string()).unwrap();
+        let base = || tls_of(&orgs[0].peers[0], &orgs[0]);
+        let per_address = base()
+            .with_server_name_for("10.0.0.1:7051", "peer0.org1.example.com")
+            .with_server_name_for("10.0.0.2:7051", "peer1.org1.example.com")
+            .with_server_name_for("10.0.0.1:7051", "peer2.org1.example.com")
+            .prepare()
+            .unwrap();
+        let name =
+            |tls: &PreparedTls, host: &str, port| tls.client.server_name(host, port).unwrap();
+        assert_eq!(
+            name(&per_address, "10.0.0.1", 7051),
+            named("peer2.org1.example.com")
+        );
+        assert_eq!(
+            name(&per_address, "10.0.0.2", 7051),
+            named("peer1.org1.example.com")
+        );
+        assert_eq!(name(&per_address, "10.0.0.1", 7052), named("10.0.0.1"));
+        assert_eq!(name(&per_address, "[::1]", 7051), named("::1"));
+        let overridden = base()
+            .with_server_name_override("peer9.org1.example.com")
+            .with_server_name_for("10.0.0.1:7051", "peer0.org1.example.com")
+            .prepare()
+            .unwrap();
+        assert_eq!(
+            name(&overridden, "10.0.0.1", 7051),
+            named("peer0.org1.example.com")
+        );
+        assert_eq!(
+            name(&overridden, "10.0.0.2", 7051),
+            named("peer9.org1.example.com")
+        );
+    }
+
+    /// A name is given for `host:port` as dialled; an address missing either part could
+    /// never match one, so the node does not start with it.
+    #[test]
+    fn a_name_for_an_address_without_host_or_port_is_refused_at_start() {
+        let orgs = orgs();
+        let with = |address: &str| {
+            tls_of(&orgs[0].peers[0], &orgs[0])
+                .with_server_name_for(address, "peer0.org1.example.com")
+                .prepare()
+        };
+        for address in ["peer0.org1.example.com:7051", "[::1]:7051"] {
+            assert!(with(address).is_ok(), "{address}");
+        }
+        for address in [
+            "peer0.org1.example.com",
+            ":7051",
+            "peer0.org1.example.com:x",
+            "peer0.org1.example.com:70510",
+        ] {
+            assert!(with(address).is_err(), "{address}");
+        }
+    }
+
+    /// Logs show how TLS is set up, never a key.
+    #[test]
+    fn a_tls_configs_debug_output_shows_its_settings_and_no_key() {
+        let orgs = orgs();
+        let peer = &orgs[0].peers[0];
+        let shown = format!(
+            "{:?}",
+            tls_of(peer, &orgs[0]).with_server_name_for("10.0.0.1:7051", "peer0")
+        );
+        assert!(shown.contains("verify_client_chain: true"), "{shown}");
+        assert!(shown.contains("10.0.0.1:7051"), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(
+            !shown.contains(peer.tls.key_pem.lines().nth(1).unwrap()),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn the_provider_offers_every_default_suite_with_aes_128_gcm_first() {
@@ -680,6 +938,20 @@ mod tests {
                 < pos(S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
         );
         assert!(pos(S::TLS13_AES_128_GCM_SHA256) < pos(S::TLS13_AES_256_GCM_SHA384));
+    }
+
+    /// ring takes the records only on a CPU with its wide AES and without AWS-LC's AVX-512
+    /// one: a CPU with both AVX-512 and VAES, or with neither, stays with aws-lc-rs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn records_stay_with_aws_lc_where_the_cpu_has_its_avx_512_or_no_vaes() {
+        let aws_lc_avx512 = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl");
+        if aws_lc_avx512 || !std::arch::is_x86_feature_detected!("vaes") {
+            assert_eq!(RecordCipher::for_this_cpu(), RecordCipher::AwsLc);
+        }
     }
 
     /// A command line's name for each library reads back as that library.
