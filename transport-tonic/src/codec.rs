@@ -76,3 +76,37 @@ impl Decoder for RawDecoder {
         Ok(Some(src.copy_to_bytes(len)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(buffer_size, yield_threshold)` of `settings`, read from its `Debug` (the fields are
+    /// private).
+    fn sizes(settings: BufferSettings) -> (usize, usize) {
+        let shown = format!("{settings:?}");
+        let field = |name: &str| -> usize {
+            let at = shown.find(name).unwrap_or_else(|| panic!("{shown}")) + name.len();
+            shown[at..]
+                .trim_start_matches([':', ' '])
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{shown}"))
+        };
+        (field("buffer_size"), field("yield_threshold"))
+    }
+
+    /// The encoder gathers more than tonic's default before it yields, into one write a
+    /// peer takes as one HTTP/2 frame, and the chunk of 1 KiB Envelopes (each behind its
+    /// 5-byte gRPC prefix) that crosses the threshold still fits the buffer it started in.
+    #[test]
+    fn a_chunk_of_small_envelopes_fits_the_encoders_buffer_and_a_peers_frame() {
+        let (buffer, threshold) = sizes(RawEncoder.buffer_settings());
+        let (_, tonic_default) = sizes(BufferSettings::default());
+        assert!(threshold > tonic_default, "{threshold}");
+        let crossing = threshold + 1024 + 5;
+        assert!(crossing <= buffer, "{crossing} > {buffer}");
+        assert!(crossing <= crate::driver::MAX_FRAME as usize, "{crossing}");
+    }
+}
