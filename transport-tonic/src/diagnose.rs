@@ -191,4 +191,22 @@ mod tests {
         }
         assert_eq!(DialDiagnosis::of("deadline has elapsed", true), None);
     }
+
+    /// Tools show the diagnosis as a hint: each cause reads as a sentence of its own.
+    #[test]
+    fn each_cause_is_told_in_words_of_its_own() {
+        let all = [
+            PeerServesTls,
+            PeerServesPlaintext,
+            ServerNameMismatch,
+            UnknownIssuer,
+            ClientCertificateRefused,
+            ClosedUnderTls,
+            NothingListening,
+            TlsModeMismatch,
+        ];
+        let told: std::collections::HashSet<String> = all.iter().map(|d| d.to_string()).collect();
+        assert_eq!(told.len(), all.len(), "{told:?}");
+        assert!(told.iter().all(|t| t.split(' ').count() > 3), "{told:?}");
+    }
 }
