@@ -191,3 +191,40 @@ async fn a_node_hanging_pings_is_probed_until_the_callers_conn_timeout() {
     );
     stop_all(&[&a, &answering, &hanging]).await;
 }
+
+/// A node's timer sleeps until the core's next deadline: while a probe waits out the
+/// caller's `conn_timeout`, the runtime's one worker, which runs both nodes, wakes a few
+/// times, not on every millisecond tick of tokio's timer as it would for a deadline
+/// already past.
+#[test]
+fn nodes_waiting_for_a_deadline_leave_their_runtime_parked() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn_timeout = Duration::from_millis(500);
+        let cfg =
+            config().with_timeouts(Duration::from_secs(2), conn_timeout, Duration::from_secs(2));
+        let a = node(cfg, None).await;
+        let hanging = fabric_gossip_tonic::Node::builder(config())
+            .hang_ping(true)
+            .stop_timeout(Duration::from_secs(3))
+            .start_with(|addr| fabric_gossip_core::TestOnlyHmacSecurity::new(addr.to_string()))
+            .await
+            .expect("node starts");
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let parks_before = metrics.worker_park_count(0);
+        let started = Instant::now();
+        let probe = within("probe", a.probe(&hanging.as_peer())).await;
+        let took = started.elapsed();
+        let parks = metrics.worker_park_count(0) - parks_before;
+        assert!(probe.is_err());
+        assert!(
+            u128::from(parks) < took.as_millis() / 4,
+            "{parks} wake-ups in {took:?}"
+        );
+        stop_all(&[&a, &hanging]).await;
+    });
+}
