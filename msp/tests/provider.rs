@@ -423,6 +423,30 @@ fn certificate_issued_before_its_ca_was_valid_is_untrusted() {
     );
 }
 
+/// Fabric's instant for the CA's validity is the member's notBefore + 1 s exactly, and Go's
+/// bounds are inclusive: a second either way at either end of the CA's validity decides
+/// whether a member issued near the CA's start or renewal is let in.
+#[test]
+fn a_ca_is_judged_one_second_after_its_member_s_not_before_bounds_included() {
+    let mut pki = two_orgs();
+    let b = pki.security(1, 0);
+    let (ca, second) = (year(), Duration::from_secs(1));
+    for (not_before, trusted) in [
+        (ca.not_before - second, true),
+        (ca.not_before - 2 * second, false),
+        (ca.not_after - second, true),
+        (ca.not_after, false),
+    ] {
+        let validity = Validity {
+            not_before,
+            not_after: ca.not_after + DAY,
+        };
+        let member = pki.issue(0, "edge", validity);
+        let r = b.validate_identity(&serialize_identity(ORG1, &member.identity.cert_der), now());
+        assert_eq!(r.is_ok(), trusted, "notBefore {not_before}: {r:?}");
+    }
+}
+
 /// An Org1 identity whose certificate, genuinely signed by Org1's CA, carries `point` as
 /// its public key bytes, whatever they are.
 fn org1_identity_with_point(pki: &Pki, host: &str, point: Vec<u8>, seed: u64) -> Bytes {
