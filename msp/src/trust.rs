@@ -893,6 +893,35 @@ mod tests {
         }
     }
 
+    /// Fabric sanitizes only with the CA that signed the certificate: a CA merely named as
+    /// its issuer (an impostor's root with the trusted root's name) sanitizes nothing, so
+    /// a certificate the MSP cannot chain keeps its bytes and its PKI-ID.
+    #[test]
+    fn a_certificate_signed_by_an_impostor_of_a_trusted_ca_is_not_sanitized() {
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let v = Validity::ten_years_from(start());
+        let root = DevCa::root("ca.org1", "org1", Curve::P256, v, &mut rng).unwrap();
+        let impostor = DevCa::root("ca.org1", "org1", Curve::P256, v, &mut rng).unwrap();
+        let issued = |ca: &DevCa, rng: &mut ChaCha20Rng| {
+            ca.issue("peer1.org1", crate::dev::Usage::Identity, &[], v, rng)
+                .unwrap()
+                .cert_der
+        };
+        let mut trust = TrustStore::new();
+        trust.add_ca_pem(MSP, root.cert_pem().as_bytes()).unwrap();
+        let forged = high_s_twin(&issued(&impostor, &mut rng));
+        let cert = crate::cert::CertInfo::from_der(&forged).unwrap();
+        let root_info = crate::cert::CertInfo::from_der(root.cert_der()).unwrap();
+        assert_eq!(
+            cert.issuer, root_info.subject,
+            "the impostor names the root"
+        );
+        assert_eq!(trust.sanitize_certificate(MSP, &forged), forged);
+        // The same high-S form from the genuine root is sanitized.
+        let genuine = high_s_twin(&issued(&root, &mut rng));
+        assert_ne!(trust.sanitize_certificate(MSP, &genuine), genuine);
+    }
+
     fn start() -> Instant {
         Instant::from_unix_secs(1_700_000_000)
     }
