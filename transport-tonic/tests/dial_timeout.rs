@@ -158,6 +158,17 @@ async fn a_closed_port_fails_the_dial_at_its_timeout_not_before() {
     stop_all(&[&a]).await;
 }
 
+/// A node told to hang Pings (`NodeBuilder::hang_ping`): it accepts connections and never
+/// answers a Ping, as a hung peer.
+async fn hanging_node() -> fabric_gossip_tonic::Node {
+    fabric_gossip_tonic::Node::builder(config())
+        .hang_ping(true)
+        .stop_timeout(Duration::from_secs(3))
+        .start_with(|addr| fabric_gossip_core::TestOnlyHmacSecurity::new(addr.to_string()))
+        .await
+        .expect("node starts")
+}
+
 /// A node told to hang Pings (`NodeBuilder::hang_ping`, for tests of other nodes) answers
 /// none: a probe of it fails at the caller's `conn_timeout`, as against a hung peer, while
 /// a node that answers is probed at once.
@@ -170,12 +181,7 @@ async fn a_node_hanging_pings_is_probed_until_the_callers_conn_timeout() {
     within("probe", a.probe(&answering.as_peer()))
         .await
         .unwrap();
-    let hanging = fabric_gossip_tonic::Node::builder(config())
-        .hang_ping(true)
-        .stop_timeout(Duration::from_secs(3))
-        .start_with(|addr| fabric_gossip_core::TestOnlyHmacSecurity::new(addr.to_string()))
-        .await
-        .expect("node starts");
+    let hanging = hanging_node().await;
     let started = Instant::now();
     let err = within("probe", a.probe(&hanging.as_peer()))
         .await
@@ -208,12 +214,7 @@ fn nodes_waiting_for_a_deadline_leave_their_runtime_parked() {
         let cfg =
             config().with_timeouts(Duration::from_secs(2), conn_timeout, Duration::from_secs(2));
         let a = node(cfg, None).await;
-        let hanging = fabric_gossip_tonic::Node::builder(config())
-            .hang_ping(true)
-            .stop_timeout(Duration::from_secs(3))
-            .start_with(|addr| fabric_gossip_core::TestOnlyHmacSecurity::new(addr.to_string()))
-            .await
-            .expect("node starts");
+        let hanging = hanging_node().await;
         let metrics = tokio::runtime::Handle::current().metrics();
         let parks_before = metrics.worker_park_count(0);
         let started = Instant::now();
