@@ -373,25 +373,55 @@ pub enum RecordCipher {
     Ring,
 }
 
+/// What a CPU offers each library's fastest AES-GCM: the one input of the choice of
+/// [`RecordCipher`], kept apart from its detection so that the rule can be tested for
+/// every CPU, not only the one the tests run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AesFeatures {
+    /// VAES, VPCLMULQDQ and AVX2: ring's 256-bit AES-GCM.
+    wide_aes: bool,
+    /// AVX-512 F, DQ, BW and VL: what AWS-LC asks of the CPU before it takes its AVX-512
+    /// AES-GCM.
+    aws_lc_avx512: bool,
+}
+
+impl AesFeatures {
+    fn of_this_cpu() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            AesFeatures {
+                wide_aes: std::arch::is_x86_feature_detected!("vaes")
+                    && std::arch::is_x86_feature_detected!("vpclmulqdq")
+                    && std::arch::is_x86_feature_detected!("avx2"),
+                aws_lc_avx512: std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            AesFeatures {
+                wide_aes: false,
+                aws_lc_avx512: false,
+            }
+        }
+    }
+}
+
 impl RecordCipher {
     /// ring where the CPU has VAES, VPCLMULQDQ and AVX2 but not the AVX-512 that AWS-LC's
     /// wide AES-GCM needs; aws-lc-rs everywhere else.
     pub fn for_this_cpu() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let wide_aes = std::arch::is_x86_feature_detected!("vaes")
-                && std::arch::is_x86_feature_detected!("vpclmulqdq")
-                && std::arch::is_x86_feature_detected!("avx2");
-            // What AWS-LC asks of the CPU before it takes its AVX-512 AES-GCM.
-            let aws_lc_avx512 = std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vl");
-            if wide_aes && !aws_lc_avx512 {
-                return RecordCipher::Ring;
-            }
+        Self::for_cpu_with(AesFeatures::of_this_cpu())
+    }
+
+    fn for_cpu_with(cpu: AesFeatures) -> Self {
+        if cpu.wide_aes && !cpu.aws_lc_avx512 {
+            RecordCipher::Ring
+        } else {
+            RecordCipher::AwsLc
         }
-        RecordCipher::AwsLc
     }
 
     /// The library's name as `FromStr` takes it, for reports and logs.
@@ -941,17 +971,26 @@ mod tests {
     }
 
     /// ring takes the records only on a CPU with its wide AES and without AWS-LC's AVX-512
-    /// one: a CPU with both AVX-512 and VAES, or with neither, stays with aws-lc-rs.
-    #[cfg(target_arch = "x86_64")]
+    /// one: a CPU with both AVX-512 and VAES, or with neither, stays with aws-lc-rs. Each
+    /// of the four kinds of CPU, whichever one runs the test.
     #[test]
-    fn records_stay_with_aws_lc_where_the_cpu_has_its_avx_512_or_no_vaes() {
-        let aws_lc_avx512 = std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl");
-        if aws_lc_avx512 || !std::arch::is_x86_feature_detected!("vaes") {
-            assert_eq!(RecordCipher::for_this_cpu(), RecordCipher::AwsLc);
+    fn records_go_to_ring_only_where_the_cpu_has_wide_aes_and_not_aws_lcs_avx_512() {
+        for (wide_aes, aws_lc_avx512, expected) in [
+            (false, false, RecordCipher::AwsLc),
+            (false, true, RecordCipher::AwsLc),
+            (true, true, RecordCipher::AwsLc),
+            (true, false, RecordCipher::Ring),
+        ] {
+            let cpu = AesFeatures {
+                wide_aes,
+                aws_lc_avx512,
+            };
+            assert_eq!(RecordCipher::for_cpu_with(cpu), expected, "{cpu:?}");
         }
+        assert_eq!(
+            RecordCipher::for_this_cpu(),
+            RecordCipher::for_cpu_with(AesFeatures::of_this_cpu())
+        );
     }
 
     /// A command line's name for each library reads back as that library.
