@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::within;
+use common::{until, within};
 use fabric_gossip_core::{Config, Instant, PkiId};
 use fabric_gossip_discovery::{DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent};
 use fabric_gossip_msp::TrustStore;
@@ -167,13 +167,7 @@ async fn three_learn_each_other_then_one_dies(tls: bool) {
             !alive_view(n).contains(&ids[2]) && dead.contains(&ids[2])
         })
     };
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
-    within("2 stays dead on nodes 0 and 1", async {
-        while !dead_everywhere() {
-            tick.tick().await;
-        }
-    })
-    .await;
+    until("2 stays dead on nodes 0 and 1", dead_everywhere).await;
     // Expiry or a failed send; both are the layer's, the driver has no rule of its own.
     assert!(
         [r0, r1]
@@ -279,11 +273,8 @@ async fn layer_events_beyond_the_queue_are_dropped_and_counted() {
     let (n1, mut e1) = start_queueing(&org, &trust, 1, false, seed.clone(), 1).await;
     let (n2, _e2) = start(&org, &trust, 2, false, seed).await;
     let others: BTreeSet<PkiId> = [n0.pki_id().clone(), n2.pki_id().clone()].into();
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    within("node 1 learns 0 and 2", async {
-        while !alive_view(&n1).is_superset(&others) {
-            tick.tick().await;
-        }
+    until("node 1 learns 0 and 2", || {
+        alive_view(&n1).is_superset(&others)
     })
     .await;
     assert!(n1.driver_stats().layer_events_dropped >= 1);
