@@ -803,6 +803,9 @@ impl AsyncWrite for GuardedIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt;
 
     fn pending(id: u64, remote: &str) -> (u64, Arc<Slot>) {
         let slot = Slot {
@@ -848,5 +851,344 @@ mod tests {
             (3, "10.0.0.2:40000"),
         ];
         assert_eq!(victim(&v4), Some(1));
+    }
+
+    fn limits(max_inbound: usize, max_pending: usize) -> DriverLimits {
+        let mut limits = DriverLimits::default();
+        limits.max_inbound_connections = max_inbound;
+        limits.max_pending_connections = max_pending;
+        limits
+    }
+
+    /// A loopback connection to `listener`: the client's end, and the server's end as
+    /// `admission` admitted it (`None`: refused).
+    async fn admitted(
+        admission: &Arc<Admission>,
+        listener: &TcpListener,
+    ) -> (TcpStream, Option<GuardedIo>) {
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, remote) = listener.accept().await.unwrap();
+        (client, admission.admit(tcp, remote))
+    }
+
+    async fn loopback() -> TcpListener {
+        TcpListener::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    /// Whether polling `fut` once leaves it pending (the task's waker then registered).
+    async fn pends<F: Future>(mut fut: Pin<&mut F>) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_pending())).await
+    }
+
+    /// Each cap is enforced on its own: over the inbound cap (the pending one not reached)
+    /// or over the pending cap (the inbound one not reached), a pending connection is
+    /// evicted for the newcomer, never an authenticated one; with none pending the
+    /// newcomer is refused. Under both caps nobody is evicted. Each outcome is counted.
+    #[tokio::test]
+    async fn each_cap_evicts_a_pending_connection_or_refuses_the_newcomer() {
+        let l = loopback().await;
+        // The inbound cap: 2 connections, one of them authenticated.
+        let adm = Admission::new(limits(2, 2), 0);
+        let (_ca, a) = admitted(&adm, &l).await;
+        let a = a.expect("under both caps");
+        adm.authenticated(&a.slot);
+        let (_cb, b) = admitted(&adm, &l).await;
+        let b = b.expect("under both caps");
+        assert_eq!(adm.open(), (2, 1));
+        assert_eq!(adm.counters.get(Outcome::Evicted), 0);
+        let (_cc, c) = admitted(&adm, &l).await;
+        let c = c.expect("a pending connection made room");
+        assert!(
+            b.slot.killed.load(Ordering::Acquire),
+            "the pending one goes"
+        );
+        assert!(!a.slot.killed.load(Ordering::Acquire));
+        assert_eq!(adm.counters.get(Outcome::Evicted), 1);
+        assert_eq!(adm.open(), (2, 1));
+        // Every slot authenticated: refused, nobody evicted.
+        adm.authenticated(&c.slot);
+        let (_cd, d) = admitted(&adm, &l).await;
+        assert!(d.is_none(), "refused");
+        assert_eq!(adm.counters.get(Outcome::Refused), 1);
+        assert_eq!(adm.counters.get(Outcome::Evicted), 1);
+        assert!(!a.slot.killed.load(Ordering::Acquire) && !c.slot.killed.load(Ordering::Acquire));
+        assert_eq!(adm.counters.get(Outcome::Accepted), 3);
+        assert_eq!(adm.open(), (2, 0));
+
+        // The pending cap alone: one pending connection allowed, ten in all.
+        let adm = Admission::new(limits(10, 1), 0);
+        let (_cx, x) = admitted(&adm, &l).await;
+        let x = x.expect("under both caps");
+        let (_cy, y) = admitted(&adm, &l).await;
+        let y = y.expect("the pending one made room");
+        assert!(x.slot.killed.load(Ordering::Acquire));
+        assert!(!y.slot.killed.load(Ordering::Acquire));
+        assert_eq!(adm.counters.get(Outcome::Evicted), 1);
+        assert_eq!(adm.open(), (1, 1));
+        // A dropped connection leaves the table.
+        drop(y);
+        assert_eq!(adm.open(), (0, 0));
+    }
+
+    /// Evicting for want of a descriptor takes a pending connection, and never an
+    /// authenticated one.
+    #[tokio::test]
+    async fn evict_one_takes_a_pending_connection_only() {
+        let l = loopback().await;
+        let adm = Admission::new(DriverLimits::default(), 0);
+        let (_ca, a) = admitted(&adm, &l).await;
+        let (_cb, b) = admitted(&adm, &l).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        adm.authenticated(&a.slot);
+        adm.evict_one();
+        assert!(b.slot.killed.load(Ordering::Acquire));
+        assert_eq!(adm.counters.get(Outcome::Evicted), 1);
+        assert_eq!(adm.open(), (1, 0));
+        adm.evict_one();
+        assert!(!a.slot.killed.load(Ordering::Acquire));
+        assert_eq!(adm.counters.get(Outcome::Evicted), 1);
+    }
+
+    /// An admitted socket carries bytes both ways (vectored writes and the shutdown of
+    /// its write side included) and knows its remote address; once closed by the table,
+    /// a read waiting on it is woken and fails, and so does every read and write after.
+    #[tokio::test]
+    async fn an_admitted_socket_carries_bytes_until_the_table_closes_it() {
+        let l = loopback().await;
+        let adm = Admission::new(DriverLimits::default(), 0);
+        let (mut client, io) = admitted(&adm, &l).await;
+        let mut io = io.unwrap();
+        assert_eq!(io.slot.remote(), Some(client.local_addr().unwrap()));
+        assert!(io.is_write_vectored(), "as its TCP socket");
+
+        client.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 5];
+        io.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello");
+        let bufs = [io::IoSlice::new(b"wor"), io::IoSlice::new(b"ld")];
+        // Loopback takes 5 bytes at once.
+        assert_eq!(io.write_vectored(&bufs).await.unwrap(), 5);
+        io.write_all(b"!").await.unwrap();
+        io.flush().await.unwrap();
+        io.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        // The write side is shut: the client reads to its end with `io` still open.
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got))
+            .await
+            .expect("the shutdown reached the client")
+            .unwrap();
+        assert_eq!(got, b"world!");
+
+        let slot = io.slot.clone();
+        let mut read_buf = [0u8; 8];
+        let mut read = std::pin::pin!(io.read(&mut read_buf));
+        assert!(pends(read.as_mut()).await, "nothing to read yet");
+        slot.kill();
+        let r = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("the waiting read is woken");
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+        client.write_all(b"late").await.unwrap();
+        let e = io.read(&mut read_buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
+        let e = io.write(b"x").await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
+        let e = io.write_vectored(&bufs).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
+    }
+
+    /// How far a connection got decides which pending one goes: one that sent a byte is
+    /// kept before a silent one (a read that found nothing is no byte), one that made a
+    /// request before one that only sent bytes, whatever their ages.
+    #[tokio::test]
+    async fn the_connection_that_got_least_far_is_evicted_first() {
+        let l = loopback().await;
+        let adm = Admission::new(DriverLimits::default(), 0);
+        let (mut c_bytes, bytes) = admitted(&adm, &l).await;
+        let (_c_req, req) = admitted(&adm, &l).await;
+        let (_c_silent, silent) = admitted(&adm, &l).await;
+        let (mut bytes, req, mut silent) = (bytes.unwrap(), req.unwrap(), silent.unwrap());
+        c_bytes.write_all(b"x").await.unwrap();
+        bytes.read_exact(&mut [0u8; 1]).await.unwrap();
+        req.slot.saw_request();
+        let mut buf = [0u8; 1];
+        assert!(pends(std::pin::pin!(silent.read(&mut buf))).await);
+        assert_eq!(Admission::victim(&adm.lock()), Some(silent.slot.id));
+        adm.authenticated(&silent.slot);
+        assert_eq!(Admission::victim(&adm.lock()), Some(bytes.slot.id));
+        adm.authenticated(&bytes.slot);
+        assert_eq!(Admission::victim(&adm.lock()), Some(req.slot.id));
+    }
+
+    /// A connection is closed once pending for `setup_timeout`, not a millisecond
+    /// before; an authenticated one is kept, and its clock restarts when its last
+    /// authenticated stream closes. `reap` tells when the next deadline falls.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_pending_for_the_setup_timeout_is_closed() {
+        let l = loopback().await;
+        let adm = Admission::new(DriverLimits::default(), 0);
+        let timeout = adm.limits.setup_timeout;
+        let (_ca, a) = admitted(&adm, &l).await;
+        let (_cb, b) = admitted(&adm, &l).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        // Two streams, one closed: still authenticated.
+        adm.authenticated(&b.slot);
+        adm.authenticated(&b.slot);
+        adm.unauthenticated(&b.slot);
+        tokio::time::advance(timeout - Duration::from_millis(1)).await;
+        assert_eq!(adm.reap(), Some(adm.base + timeout));
+        assert!(!a.slot.killed.load(Ordering::Acquire));
+        assert_eq!(adm.counters.get(Outcome::SetupTimeout), 0);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(adm.reap(), None, "only an authenticated connection is left");
+        assert!(a.slot.killed.load(Ordering::Acquire));
+        assert!(!b.slot.killed.load(Ordering::Acquire));
+        assert_eq!(adm.counters.get(Outcome::SetupTimeout), 1);
+        assert_eq!(adm.open(), (1, 0));
+        // The last stream closes: pending again, for a whole `setup_timeout` from now.
+        adm.unauthenticated(&b.slot);
+        assert_eq!(adm.open(), (1, 1));
+        assert_eq!(adm.reap(), Some(adm.base + 2 * timeout));
+        assert!(!b.slot.killed.load(Ordering::Acquire));
+        tokio::time::advance(timeout).await;
+        assert_eq!(adm.reap(), None);
+        assert!(b.slot.killed.load(Ordering::Acquire));
+        assert_eq!(adm.counters.get(Outcome::SetupTimeout), 2);
+    }
+
+    /// The reaper task, idle while nothing is pending, is woken by a new connection and
+    /// closes it at its setup timeout. (The sleeps are on tokio's paused clock: they move
+    /// it, in order with the reaper's own timer, and take no time.)
+    #[tokio::test(start_paused = true)]
+    async fn the_reaper_closes_a_new_connection_at_its_setup_timeout() {
+        let l = loopback().await;
+        let adm = Admission::new(DriverLimits::default(), 0);
+        let timeout = adm.limits.setup_timeout;
+        let reaper = tokio::spawn(reaper_task(adm.clone()));
+        tokio::task::yield_now().await;
+        let (_ca, a) = admitted(&adm, &l).await;
+        let a = a.unwrap();
+        tokio::time::sleep(timeout - Duration::from_millis(1)).await;
+        assert!(!a.slot.killed.load(Ordering::Acquire), "closed early");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(
+            a.slot.killed.load(Ordering::Acquire),
+            "not closed at its timeout"
+        );
+        assert_eq!(adm.counters.get(Outcome::SetupTimeout), 1);
+        reaper.abort();
+    }
+
+    /// Every outcome has a counter of its own.
+    #[test]
+    fn each_outcome_is_counted_apart() {
+        use Outcome::*;
+        let counters = AdmissionCounters::default();
+        let all = [
+            Accepted,
+            Refused,
+            Evicted,
+            SetupTimeout,
+            AcceptError,
+            TlsFailed,
+        ];
+        assert_eq!(all.len(), Outcome::COUNT);
+        for (i, &o) in all.iter().enumerate() {
+            for _ in 0..=i {
+                counters.count(o);
+            }
+        }
+        for (i, &o) in all.iter().enumerate() {
+            assert_eq!(counters.get(o), i as u64 + 1, "{o:?}");
+        }
+    }
+
+    /// Only the `accept` errors of one connection are retried at once; any other (out of
+    /// descriptors or buffers) backs off.
+    #[test]
+    fn only_errors_of_one_connection_are_retried_at_once() {
+        use io::ErrorKind::*;
+        for kind in [
+            ConnectionAborted,
+            ConnectionReset,
+            ConnectionRefused,
+            Interrupted,
+            WouldBlock,
+        ] {
+            assert!(per_connection(&io::Error::from(kind)), "{kind:?}");
+        }
+        // EMFILE, ENFILE, ENOBUFS.
+        for errno in [24, 23, 105] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(!per_connection(&e), "{e}");
+        }
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Under a flood of connections one poll of the TLS server's incoming stream takes
+    /// `ACCEPTS_PER_POLL` sockets from the listener, each handshake started, and wakes
+    /// itself to come back for the rest once the server's task has run (it could hand
+    /// over a finished handshake meanwhile); the next poll takes the rest. With nothing
+    /// to take it pends, and does not end.
+    #[tokio::test]
+    async fn the_tls_server_takes_a_bounded_number_of_sockets_per_poll() {
+        use fabric_gossip_msp::dev::{OrgSpec, seeded_in_memory};
+        let orgs = seeded_in_memory(&[OrgSpec::new("Org1MSP", "org1.example.com", 1)], 7).unwrap();
+        let peer = &orgs[0].peers[0];
+        let tls = crate::TlsConfig::new(
+            peer.tls.cert_pem(),
+            peer.tls.key_pem.clone(),
+            orgs[0].tls_ca.cert_pem(),
+        )
+        .prepare()
+        .unwrap();
+        let l = loopback().await;
+        let addr = l.local_addr().unwrap();
+        let adm = Admission::new(DriverLimits::default(), 0);
+        let mut incoming = TlsIncoming::new(GuardedIncoming::new(l, adm.clone()), tls.server);
+        assert!(pends(std::pin::pin!(incoming.next())).await);
+
+        let n = ACCEPTS_PER_POLL + 8;
+        let mut clients = Vec::new();
+        for _ in 0..n {
+            // Each connect turns the runtime's driver, which sees the listener readable.
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut incoming).poll_next(&mut cx).is_pending());
+        assert_eq!(incoming.handshakes.len(), ACCEPTS_PER_POLL);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "woke itself");
+        assert!(Pin::new(&mut incoming).poll_next(&mut cx).is_pending());
+        assert_eq!(incoming.handshakes.len(), n);
+        assert_eq!(adm.open(), (n, n));
+    }
+
+    /// Eviction and time-out lines are logged 20 a second; the first line of the next
+    /// second says how many were not.
+    #[tokio::test(start_paused = true)]
+    async fn admission_lines_are_logged_twenty_a_second() {
+        let adm = Admission::new(DriverLimits::default(), 0);
+        let lines: Vec<_> = (0..21).map(|_| adm.log_now()).collect();
+        assert_eq!(lines[..20], [Some(0); 20]);
+        assert_eq!(lines[20], None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(adm.log_now(), Some(1));
     }
 }
