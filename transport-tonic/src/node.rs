@@ -1176,4 +1176,15 @@ mod tests {
         assert!(flood.envelope_bytes.len() < RELEASE_ON_DROP);
         assert!(!keep_until_reused(&flood));
     }
+
+    /// The line is drawn at 64 KiB of Envelope, as documented: a DataMessage a byte
+    /// under it keeps its fields once dropped, one of 64 KiB is released at once.
+    #[test]
+    fn a_data_message_is_released_at_once_from_64_kib_of_envelope() {
+        let mut m = received(with(Content::DataMsg(DataMessage::default())));
+        for (len, kept) in [(32 * 1024, true), (65_535, true), (65_536, false)] {
+            m.envelope_bytes = Bytes::from(vec![0u8; len]);
+            assert_eq!(keep_until_reused(&m), kept, "an Envelope of {len} bytes");
+        }
+    }
 }
