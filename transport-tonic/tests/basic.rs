@@ -37,6 +37,11 @@ async fn send_both_ways(tls: bool) {
     assert_eq!(got.info().identity.as_ref(), a.endpoint().as_bytes());
     // The bytes handed over are the Envelope exactly as sent.
     assert_eq!(got.envelope_bytes(), data(1, 100).envelope_bytes());
+    // Debug output shows what tells them apart: the node's address, the subscription's
+    // backlog, the message itself.
+    assert!(format!("{a:?}").contains(&a.endpoint()), "{a:?}");
+    assert!(format!("{b_in:?}").contains("buffered: 0"), "{b_in:?}");
+    assert!(format!("{got:?}").contains("seq_num: 1"), "{got:?}");
 
     b.send(&data(2, 100), &[a.as_peer()]).unwrap();
     let got = within("a receives", a_in.recv()).await.expect("message");
@@ -120,6 +125,28 @@ async fn respond_and_ack(tls: bool) {
 }
 
 in_plaintext_and_mutual_tls!(respond_and_ack);
+
+/// `Received::try_ack` queues the ack at once when the connection has room, and says so:
+/// the sender's SendWithAck gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_ack_queues_the_ack_when_there_is_room() {
+    let (a, b) = pair(false).await;
+    let mut b_in = b.accept(|_| true).unwrap();
+    let acker = tokio::spawn(async move {
+        let m = b_in.recv().await.unwrap();
+        assert_eq!(m.try_ack(Some("seen")), Ok(true));
+        b_in
+    });
+    let r = within(
+        "ack",
+        a.send_with_ack(data_msg(1, 10), Duration::from_secs(5), 1, &[b.as_peer()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r[0].result, Err(AckError::Remote("seen".into())));
+    within("acker", acker).await.unwrap();
+    stop_all(&[&a, &b]).await;
+}
 
 /// A node refuses Envelopes over its `max_message_size` (at their gRPC length prefix, before
 /// their bytes are held): the connection carrying one is closed, nothing is delivered, and a
