@@ -537,3 +537,81 @@ async fn a_learnt_identity_makes_a_renewed_peer_an_identity_switch() {
     assert_eq!(a.stats().identity_switches, 1);
     stop_all(&[&a, &b]).await;
 }
+
+/// Fabric's test provider, refusing the identities in a list the test changes while the
+/// node runs (as a new revocation list changes what an MSP accepts).
+struct Revocable {
+    inner: TestOnlyHmacSecurity,
+    refused: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl fabric_gossip_core::Security for Revocable {
+    fn own_identity(&self) -> bytes::Bytes {
+        self.inner.own_identity()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<bytes::Bytes, fabric_gossip_core::SecurityError> {
+        self.inner.sign(msg)
+    }
+    fn verify(
+        &self,
+        identity: &[u8],
+        signature: &[u8],
+        message: &[u8],
+    ) -> Result<(), fabric_gossip_core::SecurityError> {
+        self.inner.verify(identity, signature, message)
+    }
+    fn validate_identity(
+        &self,
+        identity: &[u8],
+        now: fabric_gossip_core::Instant,
+    ) -> Result<(), fabric_gossip_core::SecurityError> {
+        if self.refused.lock().unwrap().iter().any(|r| r == identity) {
+            return Err(fabric_gossip_core::SecurityError::UntrustedCertificate(
+                "revoked by the test".into(),
+            ));
+        }
+        self.inner.validate_identity(identity, now)
+    }
+    fn expiration(
+        &self,
+        identity: &[u8],
+    ) -> Result<Option<fabric_gossip_core::Instant>, fabric_gossip_core::SecurityError> {
+        self.inner.expiration(identity)
+    }
+    fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+        self.inner.pki_id_of(identity)
+    }
+    fn organization_of(&self, identity: &[u8]) -> Option<bytes::Bytes> {
+        self.inner.organization_of(identity)
+    }
+}
+
+/// `Node::revalidate_identities` (Fabric's `SuspectPeers`): with nothing newly refused it
+/// refuses nobody; once the provider refuses two peers' identities it returns 2 and closes
+/// both their connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revalidating_counts_the_refused_identities_and_closes_their_connections() {
+    use fabric_gossip_core::Security as _;
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a = Node::builder(config())
+        .stop_timeout(Duration::from_secs(3))
+        .start_with(|addr| Revocable {
+            inner: TestOnlyHmacSecurity::new(addr.to_string()),
+            refused: refused.clone(),
+        })
+        .await
+        .expect("node starts");
+    let b = node(config(), None).await;
+    let c = node(config(), None).await;
+    let _b_in = connect(&a, &b).await;
+    let _c_in = connect(&a, &c).await;
+    assert_eq!(a.revalidate_identities(), 0);
+    assert!(a.is_connected(b.pki_id()) && a.is_connected(c.pki_id()));
+    for n in [&b, &c] {
+        let identity = TestOnlyHmacSecurity::new(n.endpoint()).own_identity();
+        refused.lock().unwrap().push(identity.to_vec());
+    }
+    assert_eq!(a.revalidate_identities(), 2);
+    assert!(!a.is_connected(b.pki_id()) && !a.is_connected(c.pki_id()));
+    stop_all(&[&a, &b, &c]).await;
+}
