@@ -140,6 +140,22 @@ async fn the_driver_logs_connections_evictions_and_failures() {
         .find(&["dial failed", "127.0.0.1:1"])
         .expect("a dial failure event");
     assert!(dial.contains("error="), "{dial}");
+
+    // A budget for incomplete messages that cannot hold the largest message with its
+    // 5-byte gRPC prefix is warned about at start (such messages would stall for good);
+    // one that holds it exactly is not.
+    let largest = config().max_message_size + 5;
+    for budget in [largest - 1, largest] {
+        let mut limits = DriverLimits::default();
+        limits.max_incomplete_bytes = budget;
+        let n = node_with(config(), limits).await;
+        let field = format!("max_incomplete_bytes={budget}");
+        let warned = capture
+            .find(&["incomplete-message budget", &field])
+            .is_some();
+        assert_eq!(warned, budget < largest, "a budget of {budget}");
+        stop_all(&[&n]).await;
+    }
     drop(idle);
     stop_all(&[&a, &b]).await;
 }
