@@ -272,12 +272,16 @@ async fn cancelled_receives_lose_nothing() {
     stop_all(&[&a, &b]).await;
 }
 
-/// Dropping the last handle stops the node: its port stops answering.
+/// Dropping the last handle stops the node: its port stops answering, and the connections
+/// it dialled close (closing the server alone left them open, and the node's timer running).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_handle_stops_the_node() {
     let (a, b) = pair(false).await;
     let a_peer = a.as_peer();
+    let a_pki = a.pki_id().clone();
     within("probe", b.probe(&a_peer)).await.unwrap();
+    // A connection a dialled.
+    let _b_in = connect(&a, &b).await;
     let a2 = a.clone();
     drop(a);
     // A clone keeps it alive.
@@ -291,6 +295,10 @@ async fn dropping_the_last_handle_stops_the_node() {
                 break;
             }
         }
+    })
+    .await;
+    until("the connection a dialled closes", || {
+        !b.is_connected(&a_pki)
     })
     .await;
     within("stop", b.stop()).await;
