@@ -854,10 +854,11 @@ mod tests {
     }
 
     fn limits(max_inbound: usize, max_pending: usize) -> DriverLimits {
-        let mut limits = DriverLimits::default();
-        limits.max_inbound_connections = max_inbound;
-        limits.max_pending_connections = max_pending;
-        limits
+        DriverLimits {
+            max_inbound_connections: max_inbound,
+            max_pending_connections: max_pending,
+            ..DriverLimits::default()
+        }
     }
 
     /// A loopback connection to `listener`: the client's end, and the server's end as
