@@ -5,7 +5,7 @@ use crate::common;
 
 use common::*;
 use fabric_gossip_core::RemotePeer;
-use fabric_gossip_tonic::{Incoming, Node};
+use fabric_gossip_tonic::{DELIVERY_BATCH, Incoming, Node};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -288,6 +288,83 @@ async fn a_dropped_incoming_counts_the_deliveries_it_discards() {
         sb.received,
         "received {} and delivered 1: the rest must be in a counter: {sb:?} {db:?}",
         sb.received
+    );
+    stop_all(&[&a, &b]).await;
+}
+
+/// An `Incoming` takes from the core only as many deliveries as it was asked for:
+/// `recv_many(limit)` at most `limit`, `recv` at most a batch of [`DELIVERY_BATCH`] (the
+/// bound the documentation gives on what the stream holds beyond the core's queue). Where
+/// each one was shows when the subscription is dropped: those taken and not handed out
+/// are `dropped_with_incoming`, those still queued in the core `dropped_on_unsubscribe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_takes_from_the_core_no_more_than_it_was_asked_for() {
+    const K: u64 = 40;
+    const BATCH: u64 = DELIVERY_BATCH as u64;
+    // Room for everything sent: nothing dropped on the way, no stream pauses, each
+    // message waits in b's core.
+    let a = node(config().with_send_buffer(K as usize), None).await;
+    let b = node(config().with_subscription_buffer(2 * K as usize), None).await;
+    let counts = || {
+        (
+            b.driver_stats().dropped_with_incoming,
+            b.stats().dropped_on_unsubscribe,
+        )
+    };
+
+    let mut inbox = b.accept(|_| true).unwrap();
+    for seq in 0..K {
+        a.send(&data(seq, 16), &[b.as_peer()]).unwrap();
+    }
+    until("b's core queued them all", || b.stats().received >= K).await;
+    let mut got = Vec::new();
+    assert_eq!(within("recv_many", inbox.recv_many(&mut got, 3)).await, 3);
+    assert_eq!(
+        got.iter().map(|m| seq_of(m.message())).collect::<Vec<_>>(),
+        [Some(0), Some(1), Some(2)]
+    );
+    drop(inbox);
+    assert_eq!(
+        counts(),
+        (0, K - 3),
+        "recv_many(3) handed out 3 and held none"
+    );
+
+    let mut inbox = b.accept(|_| true).unwrap();
+    for seq in K..2 * K {
+        a.send(&data(seq, 16), &[b.as_peer()]).unwrap();
+    }
+    until("b's core queued them all", || b.stats().received >= 2 * K).await;
+    let first = within("recv", inbox.recv()).await.expect("message");
+    assert_eq!(seq_of(first.message()), Some(K));
+    drop(inbox);
+    assert_eq!(
+        counts(),
+        (BATCH - 1, (K - 3) + (K - BATCH)),
+        "recv took one batch of {BATCH} and handed out 1"
+    );
+    stop_all(&[&a, &b]).await;
+}
+
+/// A delivery of 64 KiB or more lets go of its received buffer when it is dropped (a small
+/// DataMessage only when its allocation is next reused, on the connection's thread): an
+/// application that keeps a copy of such a message's bytes then holds the only reference,
+/// and no 100 KiB buffer stays with the node for as long as the allocation waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_delivery_lets_go_of_its_buffer_when_dropped() {
+    let (a, b) = pair(false).await;
+    let mut inbox = connect(&a, &b).await;
+    a.send(&data(2, 100 * 1024), &[b.as_peer()]).unwrap();
+    let m = within("the large delivery", inbox.recv())
+        .await
+        .expect("message");
+    assert_eq!(seq_of(m.message()), Some(2));
+    let kept = m.envelope_bytes().clone();
+    assert!(!kept.is_unique(), "the delivery refers to it too");
+    drop(m);
+    assert!(
+        kept.is_unique(),
+        "the node still refers to a dropped 100 KiB delivery's buffer"
     );
     stop_all(&[&a, &b]).await;
 }
