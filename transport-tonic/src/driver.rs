@@ -2372,4 +2372,123 @@ mod tests {
         assert!(batch.is_empty());
         assert!(OutStream::next_out(&mut run, &mut batch, &mut rx, &mut cx).is_pending());
     }
+
+    /// A reader hands the core at most 64 Envelopes under one lock, or fewer once they add
+    /// up to 1 MiB: the batch is bounded both ways, and the rest waits in the body for the
+    /// next batch, in order.
+    #[test]
+    fn a_readers_batch_ends_at_64_envelopes_or_at_1_mib() {
+        use crate::metered::tests::{data, reader, wire};
+        let budget = Budget::new(8 << 20);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut batch = VecDeque::new();
+        let small = wire(&[(0, 10, 1); 100]);
+        let mut body = reader(vec![data(&small)], Side::Request, &budget);
+        assert!(matches!(
+            fill(&mut body, &mut batch, &mut cx),
+            Poll::Ready(None)
+        ));
+        assert_eq!(batch.len(), 64);
+        batch.clear();
+        assert!(matches!(
+            fill(&mut body, &mut batch, &mut cx),
+            Poll::Ready(Some(StreamEnd::Finished))
+        ));
+        assert_eq!(batch.len(), 36);
+
+        // Four of 256 KiB make 1 MiB exactly.
+        let large = wire(&[(0, 256 << 10, 2); 6]);
+        let mut body = reader(vec![data(&large)], Side::Request, &budget);
+        batch.clear();
+        assert!(matches!(
+            fill(&mut body, &mut batch, &mut cx),
+            Poll::Ready(None)
+        ));
+        assert_eq!(
+            batch.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [256 << 10; 4]
+        );
+        batch.clear();
+        assert!(matches!(
+            fill(&mut body, &mut batch, &mut cx),
+            Poll::Ready(Some(StreamEnd::Finished))
+        ));
+        assert_eq!(batch.len(), 2);
+    }
+
+    /// Core time is the wall-clock time at start plus the monotonic time elapsed since; a
+    /// core deadline becomes a tokio deadline as far ahead, but at most a day ahead (a far
+    /// one, an identity's expiry, is re-armed on waking), and one already past is now.
+    #[test]
+    fn core_time_runs_on_from_the_wall_clock_and_deadlines_are_at_most_a_day_ahead() {
+        const SECOND: Duration = Duration::from_secs(1);
+        let wall = Instant::from_system_time(std::time::SystemTime::now());
+        // A clock started ten seconds ago.
+        let clock = Clock {
+            anchor: wall,
+            base: coarsetime::Instant::now_without_cache_update()
+                - coarsetime::Duration::from_secs(10),
+        };
+        let since = clock.now().saturating_duration_since(wall);
+        assert!(
+            since > 10 * SECOND - SECOND / 10 && since < 11 * SECOND,
+            "{since:?}"
+        );
+        let ahead = |t: Instant| {
+            clock
+                .to_tokio(t)
+                .saturating_duration_since(tokio::time::Instant::now())
+        };
+        let soon = ahead(clock.now() + 5 * SECOND);
+        assert!(soon > 4 * SECOND && soon <= 5 * SECOND, "{soon:?}");
+        let far = ahead(clock.now() + 30 * 24 * 3600 * SECOND);
+        let day = 24 * 3600 * SECOND;
+        assert!(far > day - SECOND && far <= day, "{far:?}");
+        let past = ahead(wall);
+        assert!(past < SECOND, "{past:?}");
+    }
+
+    /// While a chain of SendWithAck callers runs, the node's stream writers are held: a
+    /// wake-up of a writer's queue waits in the gates and is given, once, when they open;
+    /// with the gates open it is given at once (see `Locked`).
+    #[test]
+    fn a_writers_wake_up_waits_while_the_gates_are_held() {
+        struct Count(AtomicU64);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(Count(AtomicU64::new(0)));
+        let woken = || count.0.load(Ordering::Relaxed);
+        let writer = Waker::from(count.clone());
+        let gates = Arc::new(Gates::default());
+        let gate = Arc::new(Gate {
+            gates: gates.clone(),
+            task: AtomicWaker::new(),
+        });
+        let queue_waker = Waker::from(gate.clone());
+
+        gate.task.register(&writer);
+        queue_waker.wake_by_ref();
+        assert_eq!(woken(), 1, "open: at once");
+
+        gate.task.register(&writer);
+        gates.hold();
+        gates.hold();
+        queue_waker.wake_by_ref();
+        assert_eq!(woken(), 1, "held");
+        gates.open();
+        assert_eq!(woken(), 2, "given as the gates open");
+        gates.open();
+        assert_eq!(woken(), 2, "given once");
+
+        // A queue wakes its waker by value too.
+        gate.task.register(&writer);
+        gates.hold();
+        queue_waker.clone().wake();
+        assert_eq!(woken(), 2, "held");
+        gates.open();
+        assert_eq!(woken(), 3, "given as the gates open");
+    }
 }
