@@ -100,6 +100,46 @@ async fn presumed_dead_after_remote_stops() {
     within("a stops", a.stop()).await;
 }
 
+/// A PresumedDead notification the application's `presumed_dead()` queue has no room for
+/// (nobody drains it) is dropped and counted (`DriverStats::presumed_dead_dropped`): with
+/// a queue of one and two peers whose connection attempts fail (their Pings never
+/// answered), the first is queued and every later one counted. Nothing tested the count
+/// before (mutation testing of `handle_event`, 2026-12-06).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presumed_dead_beyond_a_full_queue_are_dropped_and_counted() {
+    let t = Duration::from_millis(300);
+    let mut cfg = config().with_timeouts(t, t, Duration::from_secs(2));
+    cfg.presumed_dead_buffer = 1;
+    let a = node(cfg, None).await;
+    let (x, x_holder) = silent_listener().await;
+    let (y, y_holder) = silent_listener().await;
+    let peers = [
+        RemotePeer::new(x.to_string(), "x"),
+        RemotePeer::new(y.to_string(), "y"),
+    ];
+    // One after the other: the core's own queue of notifications (as long) empties into
+    // the driver's at every drain.
+    for (n, peer) in peers.iter().enumerate() {
+        a.send(&data(1, 10), std::slice::from_ref(peer)).unwrap();
+        until("presumed dead", || a.stats().presumed_dead > n as u64).await;
+    }
+    // Stopped, so that no notification comes between the two counts.
+    within("a stops", a.stop()).await;
+    let notified = a.stats().presumed_dead;
+    assert_eq!(
+        a.stats().presumed_dead_dropped,
+        0,
+        "none dropped by the core"
+    );
+    assert_eq!(a.driver_stats().presumed_dead_dropped, notified - 1);
+    let mut dead = a.presumed_dead();
+    let first = within("the queued one", dead.next()).await.unwrap();
+    assert_eq!(first, peers[0].pki_id);
+    assert_eq!(within("the queue ends", dead.next()).await, None);
+    x_holder.abort();
+    y_holder.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_is_bounded_and_final() {
     let pki = Pki::new("stop-ca");
@@ -198,6 +238,34 @@ async fn event_tap_sees_connections_come_and_go() {
         matches!(&ev, Event::Disconnected { pki_id, reason: CloseReason::Local, .. } if pki_id == b.pki_id()),
         "{ev:?}"
     );
+    stop_all(&[&a, &b]).await;
+}
+
+/// A copy of an event the application's tap has no room for is dropped and counted
+/// (`DriverStats::events_dropped`), never waited for: with a tap of one, never read, the
+/// connection's `Connected` fills it and its `Disconnected` is the one dropped. Nothing
+/// tested the count before (mutation testing of `handle_event`, 2026-12-06).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_beyond_a_full_tap_are_dropped_and_counted() {
+    use fabric_gossip_core::Event;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let a = Node::builder(config())
+        .events(tx)
+        .start_with(|addr| TestOnlyHmacSecurity::new(addr.to_string()))
+        .await
+        .unwrap();
+    let b = node(config(), None).await;
+    let _b_in = connect(&a, &b).await;
+    assert_eq!(a.driver_stats().events_dropped, 0);
+    a.close_conn(b.pki_id());
+    until("the Disconnected dropped", || {
+        a.driver_stats().events_dropped > 0
+    })
+    .await;
+    assert_eq!(a.driver_stats().events_dropped, 1);
+    let ev = rx.try_recv();
+    assert!(matches!(ev, Ok(Event::Connected { .. })), "{ev:?}");
+    assert!(rx.try_recv().is_err(), "the Disconnected was dropped");
     stop_all(&[&a, &b]).await;
 }
 
@@ -621,5 +689,119 @@ async fn revalidating_counts_the_refused_identities_and_closes_their_connections
     }
     assert_eq!(a.revalidate_identities(), 2);
     assert!(!a.is_connected(b.pki_id()) && !a.is_connected(c.pki_id()));
+    stop_all(&[&a, &b, &c]).await;
+}
+
+/// A stop waits for the streams this node opened only until their remotes end them, not
+/// for its whole `stop_timeout`: once the stop returns, the remote has seen the stream end
+/// (it ends the response only after that), and with nothing in flight that takes moments.
+/// A stop that lost count of its streams, or misread the count, held its callers for the
+/// whole timeout, or returned before the remote had read what it was sent (mutation
+/// testing of the driver's `Winding`, 2026-12-06).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_returns_once_the_remote_ended_its_streams_not_at_its_stop_timeout() {
+    const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+    let a = Node::builder(config())
+        .stop_timeout(STOP_TIMEOUT)
+        .start_with(|addr| TestOnlyHmacSecurity::new(addr.to_string()))
+        .await
+        .expect("node starts");
+    let b = node(config(), None).await;
+    let _b_in = connect(&a, &b).await;
+    assert_eq!(b.connections().len(), 1);
+    let started = Instant::now();
+    within("a stops", a.stop()).await;
+    let took = started.elapsed();
+    assert!(
+        b.connections().is_empty(),
+        "a's stop returned before b ended a's stream"
+    );
+    assert!(took < STOP_TIMEOUT / 4, "the stop took {took:?}");
+    stop_all(&[&b]).await;
+}
+
+/// `flush` waits for what is queued, at most its limit, and wakes every `FLUSH_CHECK`
+/// (20 ms) meanwhile, not on every millisecond tick of tokio's timer: a message queued
+/// for a connection attempt to a peer that never answers is not flushed within 100 ms
+/// (`false`, after the whole 100 ms); with no limit, the flush ends when the attempt
+/// fails and drops it (`true`); a message to a live peer is flushed at once. All on one
+/// worker, whose wake-ups are counted.
+#[test]
+fn a_flush_waits_for_the_queue_up_to_its_limit_without_spinning() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (addr, holder) = silent_listener().await;
+        let t = Duration::from_millis(300);
+        let a = node(config().with_timeouts(t, t, Duration::from_secs(2)), None).await;
+        let silent = RemotePeer::new(addr.to_string(), "x");
+        a.send(&data(1, 10), &[silent]).unwrap();
+        let metrics = tokio::runtime::Handle::current().metrics();
+
+        let limit = Duration::from_millis(100);
+        let (parks, started) = (metrics.worker_park_count(0), Instant::now());
+        assert!(
+            !a.flush(limit).await,
+            "flushed to a peer that never answers"
+        );
+        let (took, parks) = (started.elapsed(), metrics.worker_park_count(0) - parks);
+        assert!(took + CLOCK_TICK >= limit, "gave up after {took:?}");
+        assert!(
+            u128::from(parks) < took.as_millis() / 4,
+            "{parks} wake-ups in {took:?}"
+        );
+
+        let (parks, started) = (metrics.worker_park_count(0), Instant::now());
+        assert!(within("unlimited flush", a.flush(Duration::MAX)).await);
+        let (took, parks) = (started.elapsed(), metrics.worker_park_count(0) - parks);
+        assert!(a.stats().dropped_no_connection >= 1, "{:?}", a.stats());
+        assert!(
+            u128::from(parks) < took.as_millis().max(40) / 4,
+            "{parks} wake-ups in {took:?}"
+        );
+
+        let b = node(config(), None).await;
+        let _b_in = connect(&a, &b).await;
+        a.send(&data(2, 10), &[b.as_peer()]).unwrap();
+        assert!(
+            a.flush(Duration::from_secs(5)).await,
+            "not flushed to a live peer"
+        );
+        holder.abort();
+        stop_all(&[&a, &b]).await;
+    });
+}
+
+/// An IdentitySwitch notification the application's `identity_switch()` queue has no room
+/// for is dropped and counted (`DriverStats::identity_switch_dropped`): the queue is as
+/// long as `presumed_dead_buffer`, here one, and two learnt peers answer under new
+/// identities. Nothing tested the count before (mutation testing of `handle_event`,
+/// 2026-12-06).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_switches_beyond_a_full_queue_are_dropped_and_counted() {
+    let mut cfg = config();
+    cfg.presumed_dead_buffer = 1;
+    let a = node(cfg, None).await;
+    let (b, c) = (node(config(), None).await, node(config(), None).await);
+    let mut olds = Vec::new();
+    for (n, old) in [(&b, "b-before-its-renewal"), (&c, "c-before-its-renewal")] {
+        let mut inbox = n.accept(|_| true).unwrap();
+        let old = PkiId::from(old);
+        assert_eq!(a.learn_identity(&old, old.as_bytes()), Ok(true));
+        a.send(&data(1, 10), &[RemotePeer::new(n.endpoint(), old.clone())])
+            .unwrap();
+        within("delivery", inbox.recv()).await.expect("message");
+        olds.push(old);
+    }
+    assert_eq!(a.stats().identity_switches, 2);
+    assert_eq!(a.driver_stats().identity_switch_dropped, 1);
+    let mut switches = a.identity_switch();
+    assert_eq!(
+        within("the queued one", switches.next()).await.as_ref(),
+        Some(&olds[0])
+    );
     stop_all(&[&a, &b, &c]).await;
 }
