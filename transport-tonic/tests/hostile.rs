@@ -465,6 +465,29 @@ async fn a_closed_stream_whose_remote_takes_nothing_takes_its_connection_along()
     stop_all(&[&a, &b]).await;
 }
 
+/// A connection is pending again as soon as the core closed its last authenticated
+/// stream: a client keeping it open with nothing on it then meets `setup_timeout` and the
+/// eviction of pending connections, as one that never authenticated does. Nothing checked
+/// it (mutation testing of the driver's `AuthGuard`, 2026-12-06).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_stream_the_node_closed_is_pending_again() {
+    let b = node(config(), None).await;
+    let (client, send, conn_task) = shut_window_stream(&b, "raw-client:pending").await;
+    until("registered", || b.connections().len() == 1).await;
+    assert_eq!(b.driver_stats().inbound_pending, 0, "authenticated");
+    b.close_conn(&b.connections()[0].pki_id);
+    let stats = b.driver_stats();
+    assert_eq!(
+        (stats.inbound_open, stats.inbound_pending),
+        (1, 1),
+        "{stats:?}"
+    );
+    // The client hangs up, so that the stop need not wait for it.
+    conn_task.abort();
+    drop((client, send));
+    stop_all(&[&b]).await;
+}
+
 /// A raw HTTP/2 client that opens `GossipStream` on `b` with no flow-control window (so
 /// the node can write nothing to it) and sends its `ConnEstablish` as `name`: the client,
 /// the stream's sending half and the connection's task.
