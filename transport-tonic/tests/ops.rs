@@ -720,14 +720,21 @@ async fn a_stop_returns_once_the_remote_ended_its_streams_not_at_its_stop_timeou
     stop_all(&[&b]).await;
 }
 
-/// `flush` waits for what is queued, at most its limit, and wakes every `FLUSH_CHECK`
-/// (20 ms) meanwhile, not on every millisecond tick of tokio's timer: a message queued
-/// for a connection attempt to a peer that never answers is not flushed within 100 ms
-/// (`false`, after the whole 100 ms); with no limit, the flush ends when the attempt
-/// fails and drops it (`true`); a message to a live peer is flushed at once. All on one
-/// worker, whose wake-ups are counted.
+/// `flush` waits for what is queued, at most its limit, and sleeps meanwhile (it looks again
+/// every `FLUSH_CHECK`, 20 ms), never spinning: a message queued for a connection attempt
+/// to a peer that never answers is not flushed within 100 ms (`false`, after the whole
+/// 100 ms); with no limit, the flush ends when the attempt fails and drops it (`true`); a
+/// message to a live peer is flushed at once. The flush runs on this thread (the node's
+/// tasks on the runtime's one worker), whose CPU time is measured: a flush that slept
+/// until a time already past spun through both waits unnoticed before (mutation testing
+/// of `Inner::flush`, 2026-12-06).
 #[test]
 fn a_flush_waits_for_the_queue_up_to_its_limit_without_spinning() {
+    /// CPU time this thread used so far (the scheduler's statistics, in nanoseconds).
+    fn thread_cpu_time() -> Duration {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -739,28 +746,24 @@ fn a_flush_waits_for_the_queue_up_to_its_limit_without_spinning() {
         let a = node(config().with_timeouts(t, t, Duration::from_secs(2)), None).await;
         let silent = RemotePeer::new(addr.to_string(), "x");
         a.send(&data(1, 10), &[silent]).unwrap();
-        let metrics = tokio::runtime::Handle::current().metrics();
 
         let limit = Duration::from_millis(100);
-        let (parks, started) = (metrics.worker_park_count(0), Instant::now());
+        let (cpu, started) = (thread_cpu_time(), Instant::now());
         assert!(
             !a.flush(limit).await,
             "flushed to a peer that never answers"
         );
-        let (took, parks) = (started.elapsed(), metrics.worker_park_count(0) - parks);
+        let (took, cpu) = (started.elapsed(), thread_cpu_time() - cpu);
         assert!(took + CLOCK_TICK >= limit, "gave up after {took:?}");
-        assert!(
-            u128::from(parks) < took.as_millis() / 4,
-            "{parks} wake-ups in {took:?}"
-        );
+        assert!(cpu < took / 4, "{cpu:?} of CPU in {took:?}");
 
-        let (parks, started) = (metrics.worker_park_count(0), Instant::now());
+        let (cpu, started) = (thread_cpu_time(), Instant::now());
         assert!(within("unlimited flush", a.flush(Duration::MAX)).await);
-        let (took, parks) = (started.elapsed(), metrics.worker_park_count(0) - parks);
+        let (took, cpu) = (started.elapsed(), thread_cpu_time() - cpu);
         assert!(a.stats().dropped_no_connection >= 1, "{:?}", a.stats());
         assert!(
-            u128::from(parks) < took.as_millis().max(40) / 4,
-            "{parks} wake-ups in {took:?}"
+            cpu < took.max(Duration::from_millis(40)) / 4,
+            "{cpu:?} of CPU in {took:?}"
         );
 
         let b = node(config(), None).await;
