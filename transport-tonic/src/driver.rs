@@ -2483,10 +2483,11 @@ mod tests {
         gates.open();
         assert_eq!(woken(), 2, "given once");
 
-        // A queue wakes its waker by value too.
+        // A queue wakes its waker by value too (`Gate::wake`, not `wake_by_ref`).
+        let by_value = queue_waker.clone();
         gate.task.register(&writer);
         gates.hold();
-        queue_waker.clone().wake();
+        by_value.wake();
         assert_eq!(woken(), 2, "held");
         gates.open();
         assert_eq!(woken(), 3, "given as the gates open");
