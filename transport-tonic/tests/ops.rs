@@ -727,7 +727,8 @@ async fn a_stop_returns_once_the_remote_ended_its_streams_not_at_its_stop_timeou
 /// message to a live peer is flushed at once. The flush runs on this thread (the node's
 /// tasks on the runtime's one worker), whose CPU time is measured: a flush that slept
 /// until a time already past spun through both waits unnoticed before (mutation testing
-/// of `Inner::flush`, 2026-12-06).
+/// of `Inner::flush`, 2026-12-06). Linux only: the thread's CPU time is read from `/proc`.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_flush_waits_for_the_queue_up_to_its_limit_without_spinning() {
     /// CPU time this thread used so far (the scheduler's statistics, in nanoseconds).
