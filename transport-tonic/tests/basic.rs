@@ -4,7 +4,9 @@
 use crate::common;
 
 use common::*;
+use fabric_gossip_core::proto::gossip::Envelope;
 use fabric_gossip_core::{AckError, SendResult};
+use prost::Message;
 use std::time::Duration;
 
 /// Runs `async fn $name(tls: bool)` as two tests, `$name::plaintext` and
@@ -37,6 +39,12 @@ async fn send_both_ways(tls: bool) {
     assert_eq!(got.info().identity.as_ref(), a.endpoint().as_bytes());
     // The bytes handed over are the Envelope exactly as sent.
     assert_eq!(got.envelope_bytes(), data(1, 100).envelope_bytes());
+    // And the decoded Envelope is theirs (nothing read `envelope()` before: mutation
+    // testing, 2026-12-06).
+    assert_eq!(
+        Some(got.envelope()),
+        Envelope::decode(got.envelope_bytes().clone()).ok().as_ref()
+    );
     // Debug output shows what tells them apart: the node's address, the subscription's
     // backlog, the message itself.
     assert!(format!("{a:?}").contains(&a.endpoint()), "{a:?}");
