@@ -264,6 +264,41 @@ async fn accept_errors_back_off() {
         .await
         .expect("handshake after the descriptor shortage");
     drop(held);
+    within("the shortage's connections closed", async {
+        while b.driver_stats().inbound_open > 1 {
+            tick.tick().await;
+        }
+    })
+    .await;
+
+    // A shortage that evicting frees nothing for: with the limit under the lowest free
+    // descriptor, no accept can succeed, so the back-off is never reset and doubles: 5, 10,
+    // 20 ... 640 ms, nine errors in 1.5 s. Above, each error freed a descriptor by evicting
+    // the connection the accept before had let in, and the success after it reset the delay.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    let before = b.driver_stats().accept_errors;
+    rlimit::setrlimit(rlimit::Resource::NOFILE, 3, hard).unwrap();
+    let waiting = tokio::spawn(async move { sock.connect(addr).await });
+    tokio::time::sleep(WINDOW).await;
+    let errors = b.driver_stats().accept_errors - before;
+    rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard).unwrap();
+    eprintln!("no descriptor to be had for {WINDOW:?}: {errors} accept errors");
+    // At a constant 5 ms it would be about 300; at 5 ms doubling, 9 (fewer if the timer is late).
+    assert!(
+        (5..=10).contains(&errors),
+        "{errors} accept errors in {WINDOW:?}"
+    );
+    let accepted = b.driver_stats().inbound_accepted;
+    within(
+        "the waiting connection accepted at the back-off's next try",
+        async {
+            while b.driver_stats().inbound_accepted == accepted {
+                tick.tick().await;
+            }
+        },
+    )
+    .await;
+    drop(waiting);
     stop_all(&[&a, &b]).await;
 }
 
