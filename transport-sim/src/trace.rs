@@ -316,4 +316,69 @@ mod tests {
         assert_eq!(h.count(), 2);
         assert!(h.lines().is_empty());
     }
+
+    /// What a run's output is made of: the kept lines as text, the fingerprint as the hex
+    /// of the hash (the CLI prints it and runs are compared by it), the lines past the limit
+    /// counted, and a trace that is off saying so.
+    #[test]
+    fn a_trace_reads_back_as_text_hex_and_counts() {
+        let mut f = Trace::new(TraceMode::Full, 2);
+        for i in 0..5u64 {
+            f.record(i * 1_000, format_args!("n{i} ! x"));
+        }
+        assert_eq!(f.text(), "+0.000000000 n0 ! x\n+0.000001000 n1 ! x\n");
+        assert_eq!((f.count(), f.dropped()), (5, 3));
+        let hex = f.hash_hex();
+        let want: String = f.hash().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, want);
+        assert_eq!(hex.len(), 64);
+        assert_ne!(hex, Trace::new(TraceMode::Full, 2).hash_hex());
+        assert_eq!(f.mode(), TraceMode::Full);
+        assert!(f.is_on());
+        let off = Trace::new(TraceMode::Off, 2);
+        assert_eq!(off.mode(), TraceMode::Off);
+        assert!(!off.is_on());
+        assert!(Trace::new(TraceMode::Hash, 2).is_on());
+    }
+
+    /// The adapters with more than one item: peers and ack results are separated, and a
+    /// peer whose PKI-ID is its endpoint (the test provider's) is shown once.
+    #[test]
+    fn lists_in_trace_lines_show_each_item_once_and_separated() {
+        use fabric_gossip_core::{AckError, OpId, PkiId, SendResult};
+        let peer = |endpoint: &str, pki: &str| RemotePeer {
+            endpoint: endpoint.into(),
+            pki_id: PkiId::new(pki.as_bytes().to_vec()),
+        };
+        let peers = [peer("a:1", "a:1"), peer("b:2", "pb"), peer("c:3", "c:3")];
+        assert_eq!(Peers(&peers).to_string(), "[a:1 b:2=pb c:3]");
+        assert_eq!(Peers(&peers[..1]).to_string(), "[a:1]");
+        assert_eq!(Peers(&[]).to_string(), "[]");
+        let acks = Event::SendWithAckDone {
+            op: OpId::from_parts(3, 1),
+            results: vec![
+                SendResult {
+                    peer: PkiId::new(&b"a:1"[..]),
+                    result: Ok(()),
+                },
+                SendResult {
+                    peer: PkiId::new(&b"b:2"[..]),
+                    result: Err(AckError::Timeout),
+                },
+            ],
+        };
+        assert_eq!(
+            EventFmt(&acks).to_string(),
+            "SendWithAckDone op3.1 [a:1 ok, b:2 error: timed out]"
+        );
+        let digest = Sha256::digest(b"abc");
+        assert_eq!(
+            Digest8(b"abc").to_string(),
+            format!(
+                "#{:02x}{:02x}{:02x}{:02x}",
+                digest[0], digest[1], digest[2], digest[3]
+            )
+        );
+        assert_eq!(Digest8(b"abc").to_string(), "#ba7816bf");
+    }
 }
