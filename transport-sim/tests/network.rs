@@ -1098,3 +1098,138 @@ fn writes_released_by_a_resume_are_confirmed_late() {
     assert_eq!(sim.deliveries(1).len() as u64 - 1 + a.dropped_overflow, 222);
     sim.check_quiescent().unwrap();
 }
+
+/// Node `n`'s `Disconnected` events whose stream error mentions `why`, as offsets from `t0`.
+fn disconnects(sim: &Sim, n: NodeId, why: &str, t0: fabric_gossip_core::Instant) -> Vec<Duration> {
+    sim.events(n)
+        .iter()
+        .filter_map(|(at, e)| match e {
+            Event::Disconnected {
+                reason: CloseReason::StreamError(s),
+                ..
+            } if s.contains(why) => Some(*at - t0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A reset (`Fault::Reset`) reaches each end one latency after it strikes, as an
+/// RST_STREAM crossing the network does, not at once.
+#[test]
+fn a_reset_reaches_both_ends_a_latency_after_it_strikes() {
+    let mut cfg = SimConfig::seeded(27);
+    cfg.latency = Duration::from_millis(3);
+    cfg.jitter = Duration::ZERO;
+    let mut sim = connected_pair(cfg, NodeSpec::new());
+    let t0 = sim.now();
+    sim.apply(Fault::Reset(0, 1));
+    sim.run_for(Duration::from_millis(10));
+    for n in [0, 1] {
+        assert_eq!(
+            disconnects(&sim, n, "stream reset", t0),
+            [Duration::from_millis(3)],
+            "node {n}: {:#?}",
+            sim.events(n)
+        );
+    }
+}
+
+/// A one-way partition is enough for a keepalive to fail (its Ping needs both ways): with
+/// nothing sent on the stream, it is reset at both ends `keepalive_timeout` after the
+/// partition struck.
+#[test]
+fn a_one_way_partition_outlasting_the_keepalive_resets_the_stream() {
+    let cfg = SimConfig::seeded(28);
+    let keepalive = cfg.keepalive_timeout;
+    let mut sim = connected_pair(cfg, NodeSpec::new());
+    let t0 = sim.now();
+    sim.apply(Fault::OneWay {
+        from: vec![1],
+        to: vec![0],
+    });
+    sim.run_for(keepalive * 2);
+    assert_eq!(sim.counters().streams_reset, 1, "{:?}", sim.counters());
+    for n in [0, 1] {
+        assert_eq!(
+            disconnects(&sim, n, "keepalive", t0),
+            [keepalive],
+            "node {n}: {:#?}",
+            sim.events(n)
+        );
+    }
+    sim.check().unwrap();
+}
+
+/// A stream closed at both ends is gone from the network: a reset between its two nodes
+/// afterwards finds no stream to reset.
+#[test]
+fn a_stream_closed_at_both_ends_is_gone_from_the_network() {
+    let mut sim = connected_pair(SimConfig::seeded(29), NodeSpec::new());
+    let pki = sim.pki_id(1);
+    sim.close_conn(0, &pki).unwrap();
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    assert_eq!(sim.connections_between(0, 1), 0);
+    sim.apply(Fault::Reset(0, 1));
+    assert_eq!(sim.counters().streams_reset, 0, "{:?}", sim.counters());
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    sim.check_quiescent().unwrap();
+}
+
+/// An end reaching a reader that paused with envelopes held for it takes them with the
+/// stream, and each is counted lost: what the core took before it paused is delivered once
+/// reading resumes, and together with the lost ones that is every message sent.
+#[test]
+fn an_end_reaching_a_paused_reader_loses_what_it_held_and_counts_it() {
+    let sent = 50;
+    let mut sim = flooded_paused_pair(30, 1 << 20, sent, Some(Duration::from_micros(100)));
+    sim.run_for(Duration::from_millis(50));
+    assert!(
+        sim.stats(1).unwrap().read_pauses >= 1,
+        "the core paused reading"
+    );
+    assert_eq!(sim.counters().envelopes_lost, 0);
+    let pki = sim.pki_id(1);
+    sim.close_conn(0, &pki).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    sim.apply(Fault::Reader(1, ReaderMode::Eager));
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    let got = sim.deliveries(1).len() as u64 - 1;
+    let lost = sim.counters().envelopes_lost;
+    assert!(lost > 0 && got > 0, "got {got}, lost {lost}");
+    assert_eq!(sim.stats(0).unwrap().dropped_overflow, 0);
+    assert_eq!(got + lost, sent as u64, "{:?}", sim.counters());
+    sim.check_quiescent().unwrap();
+}
+
+/// A raw stream keeps the first `RAW_RECEIVE_LIMIT` envelopes it receives and counts the
+/// rest. The raw client plays node 0 to node 1 by replaying the `ConnEstablish` node 0
+/// wrote to another raw stream (signed by the test provider, no TLS), so node 1 takes it
+/// for node 0 and sends on it.
+#[test]
+fn a_raw_stream_keeps_the_first_envelopes_up_to_its_limit_and_counts_the_rest() {
+    let mut sim = Sim::new(SimConfig::seeded(31));
+    sim.add_nodes(2);
+    let spy = sim.raw_connect(0, None);
+    sim.run_for(Duration::from_millis(5));
+    let hello = sim.raw_received(spy)[0].clone();
+    let raw = sim.raw_connect(1, None);
+    sim.raw_send(raw, hello);
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(
+        sim.stats(1).unwrap().handshakes_ok,
+        1,
+        "{:#?}",
+        sim.events(1)
+    );
+    let extra = 3;
+    let count = RAW_RECEIVE_LIMIT + extra;
+    for i in 0..count {
+        sim.send_to(1, &msg(i as u64), &[0]).unwrap();
+        sim.run_for(Duration::from_micros(50));
+    }
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.stats(1).unwrap().dropped_overflow, 0);
+    // Node 1's ConnEstablish, then each message.
+    assert_eq!(sim.raw_received_total(raw), count as u64 + 1);
+    assert_eq!(sim.raw_received(raw).len(), RAW_RECEIVE_LIMIT);
+}
