@@ -536,4 +536,133 @@ mod tests {
         );
         assert!(a.iter().all(|f| f.fault.nodes().iter().all(|n| *n < 5)));
     }
+
+    /// A float duration of zero is zero, not out of range; one whose nanoseconds (the
+    /// number times its unit) pass `u64::MAX` is out of range, not clamped.
+    #[test]
+    fn float_durations_at_the_ends_of_the_range() {
+        assert_eq!(parse_duration("0.0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0.0ms"), Ok(Duration::ZERO));
+        // 2e19 ns: past u64::MAX (about 1.8e19) only once the unit multiplies.
+        assert!(parse_duration("2e10s").is_err());
+        assert_eq!(
+            parse_duration("1.5e10s"),
+            Ok(Duration::from_nanos(15_000_000_000_000_000_000))
+        );
+    }
+
+    /// A fault prints as its schedule entry without the time, which parses back to it
+    /// (the simulator's trace prints faults this way).
+    #[test]
+    fn a_fault_prints_as_its_schedule_entry_without_the_time() {
+        for text in [
+            "partition:0+1/2",
+            "oneway:1/0+2",
+            "heal",
+            "crash:2",
+            "restart-new:1",
+            "reset:0/1",
+            "badsig:1=off",
+            "hangping:3",
+            "reader:0=10ms",
+            "reader:2=paused",
+        ] {
+            let parsed = parse_schedule(text).unwrap();
+            assert_eq!(parsed[0].at, Duration::ZERO);
+            assert_eq!(parsed[0].fault.to_string(), text);
+        }
+    }
+
+    /// What a random schedule draws, read back: every kind of fault (each reader mode
+    /// included) turns up; a crash or stop names a node that is up and a restart one that
+    /// is down; and the recovery appended at `span` is exactly a heal, then the undoing of
+    /// each toggle still set (in the order of kind, then node), then a restart of each node
+    /// still down.
+    #[test]
+    fn a_random_schedule_draws_every_kind_and_recovers_exactly_what_is_left() {
+        let (nodes, span, count) = (4, Duration::from_secs(10), 60);
+        let mut kinds = BTreeSet::new();
+        for seed in 0..30 {
+            let s = random_schedule(&mut SimRng::new(seed), nodes, span, count);
+            let (drawn, recovery) = s.split_at(count);
+            let mut down = BTreeSet::new();
+            // (kind, node): 0 reader, 1 hangping, 2 silent, 3 badsig; present while set.
+            let mut set = BTreeSet::new();
+            for f in drawn {
+                let text = f.fault.to_string();
+                let kind = match &f.fault {
+                    Fault::Reader(_, ReaderMode::Every(_)) => "reader=every".to_owned(),
+                    Fault::Reader(_, m) => format!("reader={m}"),
+                    _ => text[..text.find(':').unwrap_or(text.len())].to_owned(),
+                };
+                kinds.insert(kind);
+                match f.fault {
+                    Fault::Crash(n) | Fault::Stop(n) => {
+                        assert!(down.insert(n), "seed {seed}: {text} of a node down")
+                    }
+                    Fault::Restart(n) | Fault::RestartNewIdentity(n) => {
+                        assert!(down.remove(&n), "seed {seed}: {text} of a node up")
+                    }
+                    Fault::Reader(n, m) => {
+                        if m == ReaderMode::Eager {
+                            set.remove(&(0, n));
+                        } else {
+                            set.insert((0, n));
+                        }
+                    }
+                    Fault::HangPing(n, on) | Fault::Silent(n, on) | Fault::BadSignature(n, on) => {
+                        let kind = match f.fault {
+                            Fault::HangPing(..) => 1,
+                            Fault::Silent(..) => 2,
+                            _ => 3,
+                        };
+                        if on {
+                            set.insert((kind, n));
+                        } else {
+                            set.remove(&(kind, n));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let mut want = vec![Fault::Heal];
+            want.extend(set.iter().map(|&(kind, n)| match kind {
+                0 => Fault::Reader(n, ReaderMode::Eager),
+                1 => Fault::HangPing(n, false),
+                2 => Fault::Silent(n, false),
+                _ => Fault::BadSignature(n, false),
+            }));
+            want.extend(down.iter().map(|&n| Fault::Restart(n)));
+            let got: Vec<Fault> = recovery.iter().map(|f| f.fault.clone()).collect();
+            assert_eq!(got, want, "seed {seed}");
+            assert!(recovery.iter().all(|f| f.at == span), "seed {seed}");
+        }
+        let all = [
+            "partition",
+            "oneway",
+            "heal",
+            "isolate",
+            "crash",
+            "stop",
+            "restart",
+            "restart-new",
+            "reset",
+            "corrupt",
+            "reader=paused",
+            "reader=every",
+            "reader=eager",
+            "hangping",
+            "silent",
+            "badsig",
+        ];
+        let missing: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|k| !kinds.contains(*k))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "never drawn: {missing:?} (drawn: {kinds:?})"
+        );
+    }
 }
