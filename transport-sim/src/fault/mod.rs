@@ -161,7 +161,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let x: f64 = num
         .parse()
         .map_err(|_| format!("not a duration: {s:?} (try 1.5s, 200ms, 30us)"))?;
-    if !x.is_finite() || x < 0.0 || x * unit_nanos > u64::MAX as f64 {
+    // `u64::MAX as f64` rounds up to 2^64, one past the largest: that bound is out too.
+    if !x.is_finite() || x < 0.0 || x * unit_nanos >= u64::MAX as f64 {
         return Err(format!("duration out of range: {s:?}"));
     }
     Ok(Duration::from_nanos((x * unit_nanos).round() as u64))
@@ -548,6 +549,25 @@ mod tests {
         assert_eq!(
             parse_duration("1.5e10s"),
             Ok(Duration::from_nanos(15_000_000_000_000_000_000))
+        );
+    }
+
+    /// 2^64 ns, one past `u64::MAX`, is out of range. The float path compared with `>`
+    /// against `u64::MAX as f64`, which is 2^64 itself (the cast rounds up), so 2^64 passed
+    /// and the saturating cast clamped it to `u64::MAX` ns: a duration other than the one
+    /// written, without an error.
+    #[test]
+    fn a_duration_one_past_the_largest_is_refused_not_clamped() {
+        assert!(parse_duration("18446744073709551616ns").is_err());
+        assert!(parse_duration("1.8446744073709551616e19ns").is_err());
+        assert_eq!(
+            parse_duration("18446744073709551615ns"),
+            Ok(Duration::from_nanos(u64::MAX)),
+            "the largest, whole, is exact"
+        );
+        assert_eq!(
+            parse_duration("1.8e19ns"),
+            Ok(Duration::from_nanos(18_000_000_000_000_000_000))
         );
     }
 
