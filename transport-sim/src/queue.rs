@@ -258,3 +258,69 @@ impl Sim {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SimConfig;
+
+    /// `step` takes one entry, counts it and says so, and says `false` once nothing is
+    /// queued. Steps at one virtual instant are counted (a step at a later one starts the
+    /// count again, a deadline reached with nothing due does not), and once there were more
+    /// than [`LIVELOCK_STEPS`] the run loop stops with a livelock violation instead of
+    /// taking more. The count is set near the limit here: reaching it for real takes five
+    /// million steps.
+    #[test]
+    fn steps_at_one_instant_are_counted_until_the_run_is_declared_livelocked() {
+        let mut sim = Sim::new(SimConfig::seeded(1));
+        sim.add_nodes(1);
+        let now = sim.now;
+        let later = now + Duration::from_micros(1);
+        // `Work` without a workload does nothing.
+        sim.schedule(later, Ev::Work { node: 0 });
+        sim.instant_steps = LIVELOCK_STEPS;
+        let steps = sim.counters.steps;
+        assert!(!sim.step_until(now), "nothing due yet");
+        assert_eq!((sim.now, sim.instant_steps), (now, LIVELOCK_STEPS));
+        for _ in 0..2 {
+            sim.schedule(now, Ev::Work { node: 0 });
+        }
+        assert!(
+            sim.step_until(later),
+            "the last step allowed at one instant"
+        );
+        assert_eq!(sim.instant_steps, LIVELOCK_STEPS + 1);
+        assert!(!sim.step_until(later), "livelocked: nothing more is taken");
+        assert_eq!(sim.queue.len(), 2);
+        assert!(
+            sim.violations()
+                .iter()
+                .any(|v| v.what.starts_with("livelock")),
+            "{:?}",
+            sim.violations()
+        );
+        assert!(sim.step(), "`step` itself has no livelock guard");
+        assert_eq!(sim.instant_steps, LIVELOCK_STEPS + 2);
+        assert!(sim.step());
+        assert_eq!((sim.now, sim.instant_steps), (later, 1), "a later instant");
+        assert!(!sim.step(), "nothing queued");
+        assert_eq!(sim.now, later);
+        assert_eq!(sim.counters.steps, steps + 3, "each step counted");
+    }
+
+    /// `run_until_idle` takes steps at one instant up to [`LIVELOCK_STEPS`] and then
+    /// stops, not idle, leaving the rest queued.
+    #[test]
+    fn running_until_idle_stops_at_a_livelock() {
+        let mut sim = Sim::new(SimConfig::seeded(1));
+        sim.add_nodes(1);
+        let now = sim.now;
+        for _ in 0..2 {
+            sim.schedule(now, Ev::Work { node: 0 });
+        }
+        sim.instant_steps = LIVELOCK_STEPS;
+        assert!(!sim.run_until_idle(Duration::from_secs(1)));
+        assert_eq!(sim.queue.len(), 1, "one step was still allowed");
+        assert_eq!(sim.instant_steps, LIVELOCK_STEPS + 1);
+    }
+}

@@ -308,4 +308,32 @@ mod tests {
         let order: Vec<_> = core::iter::from_fn(|| t.pop().map(|e| e.seq)).collect();
         assert_eq!(order, vec![1, 2, 4, 5]);
     }
+
+    /// Two entries of the heap are equal when their keys are (time and sequence), wherever
+    /// their events wait, as their order says (`Ord` and `Eq` must agree).
+    #[test]
+    fn heap_entries_are_equal_by_key_alone() {
+        let due = |at, seq, slot| Due { at, seq, slot };
+        assert_eq!(due(5, 1, 0), due(5, 1, 7));
+        assert_eq!(due(5, 1, 0).cmp(&due(5, 1, 7)), Ordering::Equal);
+        assert_ne!(due(5, 1, 0), due(5, 2, 0));
+        assert_ne!(due(5, 1, 0), due(6, 1, 0));
+    }
+
+    /// An entry of the current chunk joins the heap; one of a later chunk waits in the
+    /// bucket of the highest bit in which its chunk differs from the current one.
+    #[test]
+    fn later_chunks_wait_in_buckets_by_their_highest_differing_bit() {
+        let mut t = Timeline::default();
+        for (i, chunk) in [0u64, 1, 5, 4].into_iter().enumerate() {
+            t.push(entry((chunk << CHUNK_BITS) + 3, i as u64 + 1));
+        }
+        assert_eq!(t.current.len(), 1, "chunk 0 is the current one");
+        assert_eq!(t.buckets[1].len(), 1, "chunk 1: bit 0");
+        assert_eq!(t.buckets[3].len(), 2, "chunks 5 and 4: bit 2");
+        assert_eq!(t.occupied, 0b1010);
+        assert_eq!(t.iter().count(), 4, "each waiting event is seen");
+        let order: Vec<u64> = core::iter::from_fn(|| t.pop().map(|e| e.at >> CHUNK_BITS)).collect();
+        assert_eq!(order, [0, 1, 4, 5]);
+    }
 }

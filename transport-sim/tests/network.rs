@@ -1233,3 +1233,17 @@ fn a_raw_stream_keeps_the_first_envelopes_up_to_its_limit_and_counts_the_rest() 
     assert_eq!(sim.raw_received_total(raw), count as u64 + 1);
     assert_eq!(sim.raw_received(raw).len(), RAW_RECEIVE_LIMIT);
 }
+
+/// Only core time-outs waiting past the limit count as idle for `run_until_idle`: a fault
+/// scheduled past it is something still to happen, so the network is not idle until it
+/// has struck.
+#[test]
+fn a_fault_scheduled_past_the_limit_keeps_the_network_from_idle() {
+    let mut sim = Sim::new(SimConfig::seeded(32));
+    sim.add_nodes(2);
+    sim.schedule_faults(&parse_schedule("crash@10s:1").unwrap());
+    assert!(!sim.run_until_idle(Duration::from_secs(1)));
+    assert_eq!(sim.state(1), Some(NodeState::Up));
+    assert!(sim.run_until_idle(Duration::from_secs(60)));
+    assert_eq!(sim.state(1), Some(NodeState::Crashed));
+}
