@@ -492,3 +492,60 @@ impl Sim {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{NodeSpec, START, Sim, SimConfig};
+    use fabric_gossip_discovery::{Discovery, DiscoveryConfig};
+
+    /// A node's deadline is its core's (here the retry of a refused dial); a node whose
+    /// process is gone has none.
+    #[test]
+    fn a_nodes_deadline_is_its_cores_and_none_once_its_process_is_gone() {
+        let mut sim = Sim::new(SimConfig::seeded(1));
+        sim.add_nodes(2);
+        sim.crash(1);
+        let m = fabric_gossip_core::SignedMessage::noop(crate::data_message(1, "x"));
+        sim.send_to(0, &m, &[1]).unwrap();
+        sim.run_for(core::time::Duration::from_millis(10));
+        let core = sim.nodes[0].core_mut().and_then(|c| c.poll_timeout());
+        assert!(core.is_some_and(|t| t > START), "{core:?}");
+        assert_eq!(sim.nodes[0].deadline(), core);
+        sim.crash(0);
+        assert_eq!(sim.nodes[0].deadline(), None);
+    }
+
+    /// A pump records its node for the checks after the step, once however often it
+    /// pumps, and only when invariants are checked.
+    #[test]
+    fn a_pump_records_its_node_for_the_steps_checks_once() {
+        for check in [true, false] {
+            let mut cfg = SimConfig::seeded(1);
+            cfg.check_invariants = check;
+            let mut sim = Sim::new(cfg);
+            sim.add_nodes(2);
+            sim.touched.clear();
+            sim.pump(1);
+            sim.pump(1);
+            let want: &[usize] = if check { &[1] } else { &[] };
+            assert_eq!(sim.touched, want, "check_invariants {check}");
+        }
+    }
+
+    /// Starting a node with a layer turns on, for good, the periodic sweep of every queue
+    /// (a layer sends inside its node, unseen by the step's bookkeeping).
+    #[test]
+    fn a_node_with_a_layer_turns_the_queue_sweep_on() {
+        let mut sim = Sim::new(SimConfig::seeded(1));
+        sim.add_nodes(1);
+        assert!(!sim.hosts_layers);
+        let member = NodeSpec::new().try_layer(|ctx| {
+            Discovery::new(DiscoveryConfig::new(ctx.endpoint.clone()).with_seed(ctx.seed))
+        });
+        sim.add_node(member).unwrap();
+        assert!(sim.hosts_layers);
+        sim.add_nodes(1);
+        sim.restart(0, false).unwrap();
+        assert!(sim.hosts_layers);
+    }
+}

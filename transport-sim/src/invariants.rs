@@ -311,3 +311,29 @@ impl Sim {
         self.check()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{MAX_VIOLATIONS, Sim, SimConfig};
+
+    /// Every violation is counted, the first [`MAX_VIOLATIONS`] are kept, and `check`
+    /// reports the count.
+    #[test]
+    fn violations_past_the_kept_ones_are_counted() {
+        let mut sim = Sim::new(SimConfig::seeded(1));
+        for i in 0..=MAX_VIOLATIONS {
+            sim.violation(format!("made up {i}"));
+        }
+        assert_eq!(sim.violations().len(), MAX_VIOLATIONS);
+        assert_eq!(
+            sim.violations()[MAX_VIOLATIONS - 1].what,
+            format!("made up {}", MAX_VIOLATIONS - 1)
+        );
+        assert_eq!(sim.violations_total, MAX_VIOLATIONS as u64 + 1);
+        let err = sim.check().unwrap_err();
+        assert!(
+            err.starts_with(&format!("{} invariant violation(s)", MAX_VIOLATIONS + 1)),
+            "{err}"
+        );
+    }
+}

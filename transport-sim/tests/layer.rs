@@ -44,6 +44,18 @@ fn a_layer_that_cannot_be_built_is_add_nodes_error_not_a_panic() {
     assert_eq!((a, b), (0, 1));
     assert_eq!(sim.endpoint(b), "127.0.0.1:7052");
     assert!(sim.layer::<Discovery>(b).is_some());
+    // The refusal took back its own endpoint only: the first node is still reachable.
+    let peer = sim.remote_peer(a);
+    let op = sim.probe(b, &peer).unwrap();
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        matches!(
+            sim.op_result(b, op),
+            Some(fabric_gossip_core::Event::ProbeDone { result: Ok(()), .. })
+        ),
+        "{:?}",
+        sim.op_result(b, op)
+    );
 }
 
 #[test]

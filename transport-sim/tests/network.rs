@@ -1247,3 +1247,338 @@ fn a_fault_scheduled_past_the_limit_keeps_the_network_from_idle() {
     assert!(sim.run_until_idle(Duration::from_secs(60)));
     assert_eq!(sim.state(1), Some(NodeState::Crashed));
 }
+
+/// A restart with a new identity gives the node a new PKI-ID, another one each time; a
+/// restart with the same identity keeps it.
+#[test]
+fn a_restart_with_a_new_identity_changes_the_pki_id_each_time() {
+    let mut sim = Sim::new(SimConfig::seeded(33));
+    sim.add_nodes(1);
+    let first = sim.pki_id(0);
+    sim.restart(0, false).unwrap();
+    assert_eq!(sim.pki_id(0), first);
+    sim.restart(0, true).unwrap();
+    let second = sim.pki_id(0);
+    assert_ne!(second, first);
+    sim.restart(0, true).unwrap();
+    assert_ne!(sim.pki_id(0), second);
+    assert_ne!(sim.pki_id(0), first);
+    assert_eq!(sim.first_pki_id(0), first);
+}
+
+/// The answer to a dial of a process that has since restarted is dropped, though the new
+/// process's first dial has the same handle: the new probe takes its own two round trips
+/// (4 ms here), not one answered early by the old dial's answer.
+#[test]
+fn a_dial_answer_for_a_restarted_process_is_dropped() {
+    let mut cfg = SimConfig::seeded(34);
+    cfg.latency = Duration::from_millis(1);
+    cfg.jitter = Duration::ZERO;
+    let mut sim = Sim::new(cfg);
+    sim.add_nodes(2);
+    let peer = sim.remote_peer(1);
+    sim.probe(0, &peer).unwrap();
+    // The dial is answered at 2 ms: the process that asked is gone by then.
+    sim.run_for(Duration::from_millis(1));
+    sim.restart(0, false).unwrap();
+    let t0 = sim.now();
+    let op = sim.probe(0, &peer).unwrap();
+    sim.run_for(Duration::from_secs(1));
+    let done: Vec<Duration> = sim
+        .events(0)
+        .iter()
+        .filter_map(|(at, e)| match e {
+            Event::ProbeDone { op: o, result } if *o == op && *at >= t0 => {
+                assert!(result.is_ok(), "{result:?}");
+                Some(*at - t0)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, [Duration::from_millis(4)], "{:#?}", sim.events(0));
+    assert_eq!(sim.counters().dials_ok, 2, "{:?}", sim.counters());
+}
+
+/// When node 0's handshake with a silent peer times out, with core time-outs `timer_lag`
+/// late or not at all.
+fn handshake_timeout_at(seed: u64, timer_lag: Duration) -> Duration {
+    let mut cfg = SimConfig::seeded(seed);
+    cfg.latency = Duration::from_millis(1);
+    cfg.jitter = Duration::ZERO;
+    cfg.timer_lag = timer_lag;
+    let mut sim = Sim::new(cfg);
+    sim.add_node(NodeSpec::new()).unwrap();
+    sim.add_node(NodeSpec::new().silent(true)).unwrap();
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    sim.run_for(Duration::from_secs(10));
+    sim.events(0)
+        .iter()
+        .find_map(|(at, e)| match e {
+            Event::HandshakeFailed {
+                error: HandshakeError::Timeout,
+                ..
+            } => Some(*at - START),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: {:#?}", sim.events(0)))
+}
+
+/// A core's time-out is handed to it up to `timer_lag` late (a driver's timer firing
+/// late), never early, and not always on time.
+#[test]
+fn time_outs_fire_up_to_the_timer_lag_late() {
+    let lag = Duration::from_millis(500);
+    let late: Vec<Duration> = (0..8)
+        .map(|seed| {
+            let on_time = handshake_timeout_at(seed, Duration::ZERO);
+            let at = handshake_timeout_at(seed, lag);
+            assert!(
+                (on_time..=on_time + lag).contains(&at),
+                "seed {seed}: {at:?}, on time {on_time:?}"
+            );
+            at - on_time
+        })
+        .collect();
+    assert!(late.iter().any(|d| !d.is_zero()), "never late: {late:?}");
+}
+
+/// A reader switched to `Every(d)` with nothing queued arms no tick, and once its queue
+/// is empty it stops ticking: the network goes idle either way.
+#[test]
+fn a_reader_taking_one_per_interval_stops_ticking_once_nothing_is_queued() {
+    let mut sim = connected_pair(SimConfig::seeded(35), NodeSpec::new());
+    assert!(sim.run_until_idle(Duration::from_secs(1)));
+    sim.apply(Fault::Reader(
+        1,
+        ReaderMode::Every(Duration::from_millis(10)),
+    ));
+    assert!(sim.run_until_idle(Duration::from_secs(1)), "no tick armed");
+    for i in 1..=2 {
+        sim.send_to(0, &msg(i), &[1]).unwrap();
+    }
+    assert!(sim.run_until_idle(Duration::from_secs(1)), "still ticking");
+    assert_eq!(sim.deliveries(1).len(), 3);
+}
+
+/// With `resume_lag`, what a paused reader held back is handed in a draw of up to
+/// `resume_lag` after its core resumes reading, not at once: the deliveries the core had
+/// queued come at the switch to eager reading, the held ones later, and all of them come.
+#[test]
+fn a_resumed_reader_gets_what_was_held_for_it_after_the_resume_lag() {
+    let mut cfg = SimConfig::seeded(36);
+    cfg.stream_window = 1 << 20;
+    cfg.resume_lag = Duration::from_millis(50);
+    let mut sim = connected_pair(cfg, NodeSpec::new());
+    sim.apply(Fault::Reader(1, ReaderMode::Paused));
+    let sent = 50;
+    for i in 0..sent {
+        sim.send_to(0, &msg(i), &[1]).unwrap();
+        sim.run_for(Duration::from_micros(100));
+    }
+    sim.run_for(Duration::from_millis(50));
+    assert!(
+        sim.stats(1).unwrap().read_pauses >= 1,
+        "the core paused reading"
+    );
+    let t = sim.now();
+    sim.apply(Fault::Reader(1, ReaderMode::Eager));
+    let queued = sim.deliveries(1).len() - 1;
+    assert!(queued > 0 && queued < sent as usize, "{queued}");
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    let held: Vec<Duration> = sim.deliveries(1)[1 + queued..]
+        .iter()
+        .map(|d| d.at - t)
+        .collect();
+    assert_eq!(held.len(), sent as usize - queued, "all of them come");
+    assert_eq!(sim.stats(0).unwrap().dropped_overflow, 0);
+    assert!(
+        held.iter()
+            .all(|d| !d.is_zero() && *d <= Duration::from_millis(50) + Duration::from_millis(5)),
+        "{held:?}"
+    );
+    sim.check_quiescent().unwrap();
+}
+
+/// Node 1 of a pair with `record_limit` 2 takes 6 messages and probes node 0 three times;
+/// with `observe`, an observer counts what node 1 saw: (deliveries, core events).
+fn limited_run(observe: bool) -> (Sim, (u64, u64)) {
+    use std::sync::{Arc, Mutex};
+    let mut cfg = SimConfig::seeded(37);
+    cfg.record_limit = 2;
+    let mut sim = Sim::new(cfg);
+    sim.add_nodes(2);
+    let seen = Arc::new(Mutex::new((0u64, 0u64)));
+    if observe {
+        let sink = seen.clone();
+        sim.set_observer(move |n, o| {
+            let mut s = sink.lock().unwrap();
+            match o {
+                Observation::Delivery(_) if n == 1 => s.0 += 1,
+                Observation::Event { .. } if n == 1 => s.1 += 1,
+                _ => {}
+            }
+        });
+    }
+    for i in 0..6 {
+        sim.send_to(0, &msg(i), &[1]).unwrap();
+    }
+    let peer = sim.remote_peer(0);
+    for _ in 0..3 {
+        sim.probe(1, &peer).unwrap();
+        sim.run_for(Duration::from_millis(50));
+    }
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    let seen = *seen.lock().unwrap();
+    (sim, seen)
+}
+
+/// Deliveries and events kept per node stop at `record_limit`; each one past it is
+/// counted in `records_dropped`, and every delivery in `delivered_total` and the
+/// network's `delivered`, whether an observer looks or not (without one, a delivery past
+/// the limit is not even built).
+#[test]
+fn records_stop_at_the_limit_and_the_rest_are_counted() {
+    let (watched, (deliveries, events)) = limited_run(true);
+    assert_eq!(deliveries, 6);
+    assert!(events > 2, "{events}");
+    let (plain, _) = limited_run(false);
+    for sim in [&watched, &plain] {
+        assert_eq!(sim.deliveries(1).len(), 2);
+        assert_eq!(sim.events(1).len(), 2);
+        assert_eq!(sim.delivered_total(1), 6);
+        assert_eq!(sim.counters().delivered, 6);
+        assert_eq!(sim.records_dropped(1), (6 - 2) + (events - 2));
+    }
+}
+
+/// Node 1 of a pair, its reader paused, with 50 messages from node 0 sent into a 1 MiB
+/// window 100 µs apart: its core took some before it paused, the network holds the rest.
+fn paused_with_held(seed: u64) -> Sim {
+    let mut sim = flooded_paused_pair(seed, 1 << 20, 50, Some(Duration::from_micros(100)));
+    sim.run_for(Duration::from_millis(50));
+    assert!(
+        sim.stats(1).unwrap().read_pauses >= 1,
+        "the core paused reading"
+    );
+    sim
+}
+
+/// A node that stops with envelopes held at its door leaves them, as a crash would: the
+/// network counts them lost, its core counts what it had queued (`dropped_on_stop`), and
+/// together that is every message sent; nothing is a silent loss.
+#[test]
+fn a_node_stopping_with_envelopes_held_for_it_counts_them_lost() {
+    let mut sim = paused_with_held(38);
+    sim.stop_node(1);
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    let c = sim.counters().clone();
+    let queued = sim.stats(1).unwrap().dropped_on_stop;
+    assert!(c.envelopes_lost > 0 && queued > 0, "{c:?}");
+    assert_eq!(c.envelopes_lost + queued, 50, "{c:?}");
+    assert_eq!(c.envelopes_discarded_unread, 0);
+    sim.check().unwrap();
+}
+
+/// An application that closes a connection its core paused, with envelopes held for it,
+/// throws them away unread: counted in `envelopes_discarded_unread` (with what its core
+/// had queued, every message sent) and, written and confirmed at the sender, a silent
+/// loss the checker flags.
+#[test]
+fn closing_a_paused_connection_discards_what_was_held_and_is_flagged() {
+    let mut sim = paused_with_held(39);
+    let pki = sim.pki_id(0);
+    sim.close_conn(1, &pki).unwrap();
+    sim.apply(Fault::Reader(1, ReaderMode::Eager));
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    let got = sim.deliveries(1).len() as u64 - 1;
+    let c = sim.counters().clone();
+    assert!(c.envelopes_discarded_unread > 0 && got > 0, "{c:?}");
+    assert_eq!(c.envelopes_discarded_unread + got, 50, "{c:?}");
+    assert_eq!(c.envelopes_lost, 0);
+    let err = sim.check().unwrap_err();
+    assert!(err.contains("discarded unread"), "{err}");
+}
+
+/// A reader already taking one delivery per `d` when messages arrive takes the first `d`
+/// after it became ready, then one per `d`.
+#[test]
+fn a_reader_taking_one_per_interval_takes_a_new_arrival_one_interval_later() {
+    let mut cfg = SimConfig::seeded(40);
+    cfg.latency = Duration::from_millis(1);
+    cfg.jitter = Duration::ZERO;
+    let mut sim = connected_pair(cfg, NodeSpec::new());
+    let every = Duration::from_millis(10);
+    sim.apply(Fault::Reader(1, ReaderMode::Every(every)));
+    let t0 = sim.now();
+    for i in 1..=2 {
+        sim.send_to(0, &msg(i), &[1]).unwrap();
+    }
+    sim.run_for(Duration::from_millis(50));
+    let at: Vec<Duration> = sim.deliveries(1)[1..].iter().map(|d| d.at - t0).collect();
+    let ms = Duration::from_millis;
+    assert_eq!(at, [ms(1) + every, ms(1) + every * 2]);
+}
+
+/// A crashed process's core counters stay in the node's totals: a restart loses none.
+#[test]
+fn a_crashed_processs_counters_stay_in_the_totals() {
+    let mut sim = connected_pair(SimConfig::seeded(41), NodeSpec::new());
+    let before = sim.totals();
+    assert_eq!(before.handshakes_ok, 2, "{before:?}");
+    sim.restart(1, false).unwrap();
+    assert_eq!(sim.stats(1).unwrap().handshakes_ok, 0, "a new process");
+    assert_eq!(sim.totals().handshakes_ok, before.handshakes_ok);
+}
+
+/// The quiescent check flags a connection one end holds while the other end's core
+/// dropped it behind the network's back (a closure the network never carried).
+#[test]
+fn the_quiescent_check_flags_a_connection_the_other_end_no_longer_has() {
+    let mut sim = connected_pair(SimConfig::seeded(42), NodeSpec::new());
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    sim.check_quiescent().unwrap();
+    let conn = sim.comm(1).unwrap().connections()[0].primary;
+    sim.with_comm(1, |c, now| {
+        c.handle_stream_closed(now, conn, fabric_gossip_core::StreamEnd::Finished)
+    })
+    .unwrap()
+    .unwrap();
+    let err = sim.check_quiescent().unwrap_err();
+    assert!(
+        err.contains("n0: connection") && err.contains("is not established at the other end"),
+        "{err}"
+    );
+}
+
+/// A simulator reports the settings it was built with, and its debug form names its seed
+/// and size.
+#[test]
+fn a_simulator_reports_its_settings() {
+    let mut cfg = SimConfig::seeded(43);
+    cfg.latency = Duration::from_millis(3);
+    let mut sim = Sim::new(cfg);
+    sim.add_nodes(2);
+    assert_eq!(sim.config().seed, 43);
+    assert_eq!(sim.config().latency, Duration::from_millis(3));
+    let dbg = format!("{sim:?}");
+    assert!(
+        dbg.contains("seed: 43") && dbg.contains("nodes: 2"),
+        "{dbg}"
+    );
+}
+
+/// A simulator counts its nodes, each node's process runs (its incarnation, +1 per
+/// restart) and its subscriptions (the one every node opens, and any a test adds).
+#[test]
+fn a_simulator_counts_nodes_incarnations_and_subscriptions() {
+    let mut sim = Sim::new(SimConfig::seeded(44));
+    sim.add_nodes(3);
+    assert_eq!(sim.node_count(), 3);
+    sim.restart(1, false).unwrap();
+    sim.restart(1, true).unwrap();
+    assert_eq!((sim.incarnation(0), sim.incarnation(1)), (0, 2));
+    assert_eq!(sim.subscriptions(2).len(), 1);
+    let sub = sim.subscribe(2, Box::new(|_| true)).unwrap();
+    assert_eq!(sim.subscriptions(2).len(), 2);
+    assert_eq!(sim.subscriptions(2)[1], sub);
+}
