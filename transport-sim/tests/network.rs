@@ -1236,16 +1236,19 @@ fn a_raw_stream_keeps_the_first_envelopes_up_to_its_limit_and_counts_the_rest() 
 
 /// Only core time-outs waiting past the limit count as idle for `run_until_idle`: a fault
 /// scheduled past it is something still to happen, so the network is not idle until it
-/// has struck.
+/// has struck (nor is the queue empty, `is_idle`).
 #[test]
 fn a_fault_scheduled_past_the_limit_keeps_the_network_from_idle() {
     let mut sim = Sim::new(SimConfig::seeded(32));
     sim.add_nodes(2);
+    assert!(sim.is_idle(), "nothing queued yet");
     sim.schedule_faults(&parse_schedule("crash@10s:1").unwrap());
+    assert!(!sim.is_idle());
     assert!(!sim.run_until_idle(Duration::from_secs(1)));
     assert_eq!(sim.state(1), Some(NodeState::Up));
     assert!(sim.run_until_idle(Duration::from_secs(60)));
     assert_eq!(sim.state(1), Some(NodeState::Crashed));
+    assert!(sim.is_idle());
 }
 
 /// A restart with a new identity gives the node a new PKI-ID, another one each time; a
@@ -1550,8 +1553,8 @@ fn the_quiescent_check_flags_a_connection_the_other_end_no_longer_has() {
     );
 }
 
-/// A simulator reports the settings it was built with, and its debug form names its seed
-/// and size.
+/// A simulator reports the settings it was built with and the virtual time run since its
+/// start, and its debug form names its seed and size.
 #[test]
 fn a_simulator_reports_its_settings() {
     let mut cfg = SimConfig::seeded(43);
@@ -1565,10 +1568,13 @@ fn a_simulator_reports_its_settings() {
         dbg.contains("seed: 43") && dbg.contains("nodes: 2"),
         "{dbg}"
     );
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(sim.elapsed(), Duration::from_millis(5));
 }
 
 /// A simulator counts its nodes, each node's process runs (its incarnation, +1 per
-/// restart) and its subscriptions (the one every node opens, and any a test adds).
+/// restart) and its subscriptions (the one every node opens unless its spec says not to,
+/// and any a test adds).
 #[test]
 fn a_simulator_counts_nodes_incarnations_and_subscriptions() {
     let mut sim = Sim::new(SimConfig::seeded(44));
@@ -1581,4 +1587,55 @@ fn a_simulator_counts_nodes_incarnations_and_subscriptions() {
     let sub = sim.subscribe(2, Box::new(|_| true)).unwrap();
     assert_eq!(sim.subscriptions(2).len(), 2);
     assert_eq!(sim.subscriptions(2)[1], sub);
+    // A new spec takes effect at the next restart.
+    sim.set_spec(2, NodeSpec::new().subscribe_all(false));
+    sim.restart(2, false).unwrap();
+    assert!(sim.subscriptions(2).is_empty());
+}
+
+/// `ack`, `respond` and `revalidate_identities` reach the node's core: node 1 acknowledges
+/// by hand a message sent with acks (no `auto_ack`), which completes node 0's operation;
+/// it answers on the connection the message came on, and node 0 receives the answer; a
+/// revalidation with nothing to refuse says 0 and is reported as an event.
+#[test]
+fn ack_respond_and_revalidate_reach_the_core() {
+    let mut sim = connected_pair(SimConfig::seeded(45), NodeSpec::new());
+    let peers = [sim.remote_peer(1)];
+    let op = sim
+        .send_with_ack_signed(0, &msg(5), Duration::from_secs(2), 1, &peers)
+        .unwrap();
+    sim.run_for(Duration::from_millis(50));
+    assert!(sim.op_result(0, op).is_none(), "not acked yet");
+    let got = sim.deliveries(1).last().unwrap().msg.clone();
+    let (conn, nonce) = (got.conn, got.message.nonce);
+    sim.ack(1, conn, nonce, None).unwrap();
+    sim.respond(
+        1,
+        conn,
+        data_message(9, bytes::Bytes::from_static(b"answer")),
+    )
+    .unwrap();
+    sim.run_for(Duration::from_millis(50));
+    match sim.op_result(0, op) {
+        Some(Event::SendWithAckDone { results, .. }) => {
+            assert!(
+                results.len() == 1 && results[0].result.is_ok(),
+                "{results:?}"
+            );
+        }
+        other => panic!("no result: {other:?}"),
+    }
+    let answer = &sim.deliveries(0).last().expect("the answer").msg;
+    assert_eq!(
+        fabric_gossip_core::data_payload(&answer.message).map(|(seq, _)| seq),
+        Some(9)
+    );
+    assert_eq!(sim.revalidate_identities(1), Ok(0));
+    assert!(
+        sim.events(1)
+            .iter()
+            .any(|(_, e)| matches!(e, Event::IdentitiesRevalidated { refused: 0 })),
+        "{:#?}",
+        sim.events(1)
+    );
 }
