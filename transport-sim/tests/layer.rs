@@ -108,3 +108,43 @@ fn a_scheduled_restart_whose_layer_fails_replays() {
     };
     assert_eq!(run(), run());
 }
+
+/// Layer events kept per node stop at `record_limit`, as deliveries and core events do;
+/// each one past it is counted in `records_dropped`.
+#[test]
+fn layer_events_past_the_record_limit_are_counted_not_kept() {
+    use std::sync::{Arc, Mutex};
+    let mut cfg = SimConfig::seeded(5);
+    cfg.record_limit = 1;
+    let mut sim = Sim::new(cfg);
+    // What node 1 saw: deliveries, core events, layer events.
+    let seen: Arc<Mutex<[u64; 3]>> = Arc::default();
+    let sink = seen.clone();
+    sim.set_observer(move |n, o| {
+        if n == 1 {
+            let mut s = sink.lock().unwrap();
+            match o {
+                Observation::Delivery(_) => s[0] += 1,
+                Observation::Event { .. } => s[1] += 1,
+                Observation::Layer { .. } => s[2] += 1,
+            }
+        }
+    });
+    let a = sim.add_node(member(1)).unwrap();
+    let boot = sim.endpoint(a).to_owned();
+    let b = sim
+        .add_node(NodeSpec::new().subscribe_all(false).try_layer(move |ctx| {
+            Discovery::new(
+                DiscoveryConfig::new(ctx.endpoint.clone())
+                    .with_seed(ctx.seed)
+                    .with_bootstrap([boot.clone()]),
+            )
+        }))
+        .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    let s = *seen.lock().unwrap();
+    assert!(s[2] > 1, "layer events seen: {s:?}");
+    assert_eq!(sim.layer_events(b).len(), 1);
+    let past_limit: u64 = s.iter().map(|k| k - k.min(&1)).sum();
+    assert_eq!(sim.records_dropped(b), past_limit, "{s:?}");
+}
