@@ -1639,3 +1639,28 @@ fn ack_respond_and_revalidate_reach_the_core() {
         sim.events(1)
     );
 }
+
+/// A node exactly at a bound of its own is within it: a subscription queue holding
+/// `subscription_buffer + recv_buffer_size` deliveries, and `max_operations` operations
+/// live, break no invariant (the checker flags only more).
+#[test]
+fn a_node_exactly_at_its_bounds_breaks_no_invariant() {
+    let mut sim = Sim::new(SimConfig::seeded(46));
+    let mut a = NodeSpec::new();
+    a.config.max_operations = 1;
+    let mut b = NodeSpec::new().reader(ReaderMode::Paused);
+    b.config.subscription_buffer = 1;
+    b.config.recv_buffer_size = 0;
+    sim.add_node(a).unwrap();
+    sim.add_node(b).unwrap();
+    sim.add_node(NodeSpec::new().hang_ping(true)).unwrap();
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    let sub = sim.subscriptions(1)[0];
+    assert_eq!(sim.comm(1).unwrap().delivery_queue_len(sub), 1);
+    let peer = sim.remote_peer(2);
+    sim.probe(0, &peer).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.comm(0).unwrap().live_counts().ops, 1, "the probe hangs");
+    sim.check().unwrap();
+}
