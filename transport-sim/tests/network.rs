@@ -1664,3 +1664,24 @@ fn a_node_exactly_at_its_bounds_breaks_no_invariant() {
     assert_eq!(sim.comm(0).unwrap().live_counts().ops, 1, "the probe hangs");
     sim.check().unwrap();
 }
+
+/// A dial its core closed (here: the core stopped while the dial was on its way) takes no
+/// answer: the answer that arrives later is dropped before it reaches the core (the full
+/// trace shows no `< dial` line for it).
+#[test]
+fn an_answer_to_a_dial_its_core_closed_is_dropped() {
+    let mut cfg = SimConfig::seeded(47);
+    cfg.latency = Duration::from_millis(1);
+    cfg.jitter = Duration::ZERO;
+    cfg.trace = TraceMode::Full;
+    let mut sim = Sim::new(cfg);
+    sim.add_nodes(2);
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    // The dial is answered at 2 ms; node 0 stops at 1 ms, which closes it.
+    sim.run_for(Duration::from_millis(1));
+    sim.stop_node(0);
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(sim.counters().dials_ok, 1, "the network answered");
+    let answered = sim.trace().lines().iter().any(|l| l.contains("n0 < dial"));
+    assert!(!answered, "{:#?}", sim.trace().lines());
+}
