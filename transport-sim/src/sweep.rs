@@ -249,6 +249,41 @@ mod tests {
         );
     }
 
+    /// The determinism check runs on the seeds that are multiples of `determinism_every`,
+    /// wherever they fall in the sweep (0, 3, 6 and 9 of ten seeds here).
+    #[test]
+    fn the_determinism_check_replays_every_nth_seed() {
+        let mut sweep = Sweep::new("x", 10);
+        sweep.determinism_every = 3;
+        let r = sweep.run(traffic).unwrap();
+        assert_eq!(
+            r,
+            SweepReport {
+                seeds: 10,
+                replays: 8
+            }
+        );
+    }
+
+    /// A failure with the trace kept shows the trace and no hint; one without it tells how
+    /// to get it: the seed variable alone.
+    #[test]
+    fn a_failure_shows_the_trace_or_says_how_to_get_it() {
+        let mut sweep = Sweep::new("rerun --seed {seed}", 1);
+        let fail = |cfg| (traffic(cfg).0, Err("boom".to_string()));
+        let e = sweep.run(fail).unwrap_err();
+        assert!(!e.contains("--- trace ---"), "{e}");
+        assert!(
+            e.ends_with(&format!("\n({SEED_VAR}=N alone prints the whole trace)")),
+            "{e}"
+        );
+        sweep.full_trace = true;
+        let e = sweep.run(fail).unwrap_err();
+        assert!(e.contains("--- trace ---\n+0.000000000 "), "{e}");
+        assert!(e.contains("--- end of trace ---\n"), "{e}");
+        assert!(!e.contains("alone prints the whole trace"), "{e}");
+    }
+
     #[test]
     fn determinism_check_catches_a_run_that_depends_on_more_than_the_seed() {
         let mut calls = 0u64;

@@ -1685,3 +1685,63 @@ fn an_answer_to_a_dial_its_core_closed_is_dropped() {
     let answered = sim.trace().lines().iter().any(|l| l.contains("n0 < dial"));
     assert!(!answered, "{:#?}", sim.trace().lines());
 }
+
+/// The sequence number and payload size of a workload message (`None` for anything else).
+fn workload_data(m: &fabric_gossip_core::ReceivedMessage) -> Option<(u64, usize)> {
+    use fabric_gossip_core::proto::gossip::gossip_message::Content;
+    match &m.message().content {
+        Some(Content::DataMsg(d)) => d.payload.as_ref().map(|p| (p.seq_num, p.data.len())),
+        _ => None,
+    }
+}
+
+/// A workload sends what it is told: nothing before its start; from each running node
+/// about once per interval until its stop; each message to `fanout` peers of the node's
+/// view, numbered 1, 2, 3 ... by its sender, with `size` bytes of payload; and nothing at
+/// all from nodes that are down.
+#[test]
+fn a_workload_sends_from_its_start_at_its_rate_to_its_fanout() {
+    let mut sim = Sim::new(SimConfig::seeded(21));
+    sim.add_nodes(5);
+    sim.set_workload(Workload {
+        start: Duration::from_millis(100),
+        stop: Duration::from_millis(300),
+        interval: Duration::from_millis(10),
+        size: 100,
+        fanout: 2,
+        view: 3,
+        ..Workload::default()
+    });
+    sim.run_for(Duration::from_millis(100) - Duration::from_nanos(1));
+    assert_eq!(sim.counters().workload_sends, 0, "nothing before the start");
+    assert!(sim.run_until_idle(Duration::from_secs(60)));
+    sim.check_quiescent().unwrap_or_else(|e| panic!("{e}"));
+    // Five nodes for 200 ms at a mean gap of 10 ms: about 100.
+    let sends = sim.counters().workload_sends;
+    assert!((85..=115).contains(&sends), "{sends} sends");
+    let delivered: u64 = (0..5).map(|n| sim.delivered_total(n)).sum();
+    assert_eq!(delivered, 2 * sends, "each send reaches two peers");
+    let mut seqs = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for n in 0..5 {
+        for d in sim.deliveries(n) {
+            let (seq, size) = workload_data(&d.msg).expect("a data message");
+            assert_eq!(size, 100);
+            seqs.entry(format!("{} -> {n}", d.msg.sender()))
+                .or_default()
+                .push(seq);
+        }
+    }
+    for (pair, s) in &seqs {
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "{pair}: {s:?}");
+        assert!(*s.last().unwrap() > 1, "{pair}: {s:?}");
+    }
+
+    // Nodes that are down send nothing, however long the workload runs.
+    let mut sim = Sim::new(SimConfig::seeded(21));
+    sim.add_nodes(2);
+    sim.crash(0);
+    sim.crash(1);
+    sim.set_workload(Workload::default());
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.counters().workload_sends, 0);
+}
