@@ -1,6 +1,8 @@
 //! The simulator's own behaviour: determinism, links, faults and invariant checks.
 
-use fabric_gossip_core::{CloseReason, Event, HandshakeError, ProbeError, SignedMessage};
+use fabric_gossip_core::{
+    CloseReason, Event, HandshakeError, ProbeError, SignedMessage, StreamEnd,
+};
 use fabric_gossip_sim::*;
 use std::time::Duration;
 
@@ -294,6 +296,8 @@ fn raw_client_sees_the_nodes_conn_establish() {
     let mut sim = Sim::new(SimConfig::seeded(9));
     sim.add_nodes(1);
     let raw = sim.raw_connect(0, None);
+    assert_eq!(sim.counters().streams_opened, 1);
+    assert_eq!(sim.raw_addr(raw), "127.0.0.1:40000");
     sim.run_for(Duration::from_millis(5));
     let got = sim.raw_received(raw);
     assert_eq!(got.len(), 1);
@@ -304,12 +308,23 @@ fn raw_client_sees_the_nodes_conn_establish() {
     );
     let m = SignedMessage::from_envelope_bytes(got[0].clone()).unwrap();
     assert_eq!(m.message().content_name(), "conn");
+    let closed = sim.now();
     sim.raw_close(raw);
+    assert_eq!(sim.raw_ended(raw), Some(&StreamEnd::Finished));
     sim.run_until_idle(Duration::from_secs(10));
+    // The node sees the stream end from the raw client's address, at once: not its
+    // handshake's time-out (2 s) for a client that stays silent.
+    let failed = sim.events(0).iter().find_map(|(at, e)| match e {
+        Event::HandshakeFailed { remote, error, .. } => Some((*at, remote.clone(), error.clone())),
+        _ => None,
+    });
+    let (at, remote, error) = failed.expect("a failed handshake");
+    assert_eq!(remote, "127.0.0.1:40000");
+    assert!(matches!(error, HandshakeError::StreamEnded(_)), "{error:?}");
     assert!(
-        sim.events(0)
-            .iter()
-            .any(|(_, e)| matches!(e, Event::HandshakeFailed { .. }))
+        at - closed < Duration::from_millis(100),
+        "{:?}",
+        at - closed
     );
 }
 
@@ -1744,4 +1759,41 @@ fn a_workload_sends_from_its_start_at_its_rate_to_its_fanout() {
     sim.set_workload(Workload::default());
     sim.run_for(Duration::from_secs(1));
     assert_eq!(sim.counters().workload_sends, 0);
+}
+
+/// An observer sees what happens while it is set and nothing once cleared; the network
+/// goes on delivering all the same.
+#[test]
+fn a_cleared_observer_sees_nothing_more() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = Arc::new(AtomicUsize::new(0));
+    let mut sim = Sim::new(SimConfig::seeded(4));
+    sim.add_nodes(2);
+    let count = seen.clone();
+    sim.set_observer(move |_, _| {
+        count.fetch_add(1, Ordering::Relaxed);
+    });
+    sim.send_to(0, &msg(1), &[1]).unwrap();
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    let before = seen.load(Ordering::Relaxed);
+    assert!(before > 0);
+    sim.clear_observer();
+    sim.send_to(0, &msg(2), &[1]).unwrap();
+    assert!(sim.run_until_idle(Duration::from_secs(10)));
+    assert_eq!(seen.load(Ordering::Relaxed), before);
+    assert_eq!(sim.delivered_total(1), 2);
+}
+
+/// A node's spec and a layer's event show what they hold when printed (`{:?}` in a
+/// failing test's message).
+#[test]
+fn a_spec_and_a_layer_event_print_what_they_hold() {
+    let spec = format!("{:?}", NodeSpec::new().silent(true).hang_ping(true));
+    assert!(spec.starts_with("NodeSpec { config: "), "{spec}");
+    assert!(spec.contains("hang_ping: true, silent: true"), "{spec}");
+    assert_eq!(
+        format!("{:?}", LayerEvent::new(("joined", 3))),
+        "(\"joined\", 3)"
+    );
 }
