@@ -250,6 +250,34 @@ mod tests {
         assert!(parse(&text).unwrap_err().contains("nodes"));
     }
 
+    /// The bound is on nodes once aliases are expanded, each alias counting as every node
+    /// it stands for (a sequence or mapping itself, its keys, its values): a document of
+    /// exactly `MAX_NODES` is read, one more scalar is refused.
+    #[test]
+    fn exactly_max_nodes_are_read_and_one_more_is_refused() {
+        // The root sequence: 1. `&s`, a sequence of nine scalars: 10. `&m`, a mapping of
+        // three scalar pairs and one key holding a sequence of one: 1 + 2 + 2 + 2 + 3 = 10.
+        let mut text =
+            String::from("- &s [x, x, x, x, x, x, x, x, x]\n- &m {a: x, b: x, c: x, d: [x]}\n");
+        let mut nodes = 1 + 10 + 10;
+        // Aliases of each, 10 apiece.
+        let mut alias = ["*s", "*m"].into_iter().cycle();
+        while nodes + 10 <= MAX_NODES {
+            text.push_str(&format!("- {}\n", alias.next().expect("cycles")));
+            nodes += 10;
+        }
+        // Scalars up to the bound.
+        text.push_str(&"- x\n".repeat(MAX_NODES - nodes));
+        let read = parse(&text).expect("read").expect("a document");
+        text.push_str("- x\n");
+        assert_eq!(
+            parse(&text).unwrap_err(),
+            format!("more than {MAX_NODES} nodes")
+        );
+        // And the document read is the whole of it, every alias expanded.
+        assert_eq!(size(&read), MAX_NODES);
+    }
+
     #[test]
     fn empty_and_broken_text() {
         assert_eq!(parse("").unwrap(), None);
