@@ -1088,6 +1088,163 @@ mod tests {
         );
     }
 
+    /// A key written with nothing after it, or blanks only, counts as absent, whatever
+    /// its kind: no error for a boolean, a count or a duration left empty, and the
+    /// defaults stand.
+    #[test]
+    fn a_blank_value_in_the_file_counts_as_absent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        for key in [
+            "peer.tls.enabled",
+            "peer.gossip.sendBuffSize",
+            "peer.gossip.dialTimeout",
+            "peer.localMspId",
+        ] {
+            for blank in ["\"\"", "\"   \""] {
+                std::fs::write(&path, nested(key, blank)).expect("write");
+                let c = load_with(&path, &|_| None).unwrap_or_else(|e| panic!("{key}: {e}"));
+                assert_eq!(
+                    (
+                        c.tls.enabled,
+                        c.gossip.send_buff_size,
+                        c.gossip.dial_timeout,
+                        c.local_msp_id
+                    ),
+                    (false, None, None, None),
+                    "{key}: {blank}"
+                );
+            }
+        }
+    }
+
+    /// A list's items are strings as viper reads them: a number is its text, and an empty
+    /// item is left out.
+    #[test]
+    fn list_items_written_as_numbers_are_their_text_and_empty_ones_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        std::fs::write(
+            &path,
+            nested(
+                "peer.tls.clientRootCAs.files",
+                "[\"\", 7051, \" \", ca.crt]",
+            ),
+        )
+        .expect("write");
+        let c = load_with(&path, &|_| None).expect("loads");
+        assert_eq!(
+            c.tls.client_root_cas,
+            vec![dir.path().join("7051"), dir.path().join("ca.crt")]
+        );
+    }
+
+    /// A boolean from a variable takes Go's `strconv.ParseBool` words: `false`, `0` and
+    /// `f` turn off what the file turned on, as `true`, `1` and `t` turn it on.
+    #[test]
+    fn a_boolean_variable_overrides_the_file_both_ways() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        for (file, words, read) in [
+            (true, ["false", "0", "f", "FALSE"], false),
+            (false, ["true", "1", "t", "TRUE"], true),
+        ] {
+            std::fs::write(&path, nested("peer.tls.enabled", &file.to_string())).expect("write");
+            for word in words {
+                let env = |name: &str| (name == "CORE_PEER_TLS_ENABLED").then(|| word.to_owned());
+                let c = load_with(&path, &env).unwrap_or_else(|e| panic!("{word}: {e}"));
+                assert_eq!(c.tls.enabled, read, "{word} over {file}");
+            }
+        }
+    }
+
+    /// `peer.address` must end in a port number: a name after the last colon is no port.
+    #[test]
+    fn a_peer_address_whose_port_is_no_number_is_refused_where_used() {
+        let c = with(&[("CORE_PEER_ADDRESS", "peer0.org1.example.com:grpc")]).expect("loads");
+        let e = c.advertised_peer_address().expect_err("no port").0;
+        assert_eq!(
+            e,
+            "peer.address (from CORE_PEER_ADDRESS): \"peer0.org1.example.com:grpc\" is not in \
+             host:port form"
+        );
+        let c = with(&[("CORE_PEER_ADDRESS", "[::1]:65535")]).expect("loads");
+        assert_eq!(
+            c.advertised_peer_address().map_err(|e| e.0),
+            Ok(Some("[::1]:65535".to_owned()))
+        );
+        let c = with(&[("CORE_PEER_ADDRESS", "peer0:65536")]).expect("loads");
+        assert!(c.advertised_peer_address().is_err(), "65536 is no port");
+    }
+
+    /// The size bound is the most a core.yaml may hold: a file of exactly
+    /// `MAX_CONFIG_BYTES` is read, one byte more is refused.
+    #[test]
+    fn a_core_yaml_of_exactly_the_size_bound_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        let head = "peer:\n  localMspId: Org1MSP\n# ";
+        let at_bound = format!(
+            "{head}{}\n",
+            "x".repeat(MAX_CONFIG_BYTES as usize - head.len() - 1)
+        );
+        assert_eq!(at_bound.len() as u64, MAX_CONFIG_BYTES);
+        std::fs::write(&path, &at_bound).expect("write");
+        let c = load_with(&path, &|_| None).expect("at the bound");
+        assert_eq!(c.local_msp_id.as_deref(), Some("Org1MSP"));
+        std::fs::write(&path, format!("{at_bound}\n")).expect("write");
+        let e = load_with(&path, &|_| None).unwrap_err();
+        assert!(e.0.contains("larger than 4194304 bytes"), "{e}");
+    }
+
+    /// The alias bound counts values once expanded, a sequence or mapping itself among
+    /// them: a file of exactly `MAX_CONFIG_NODES` loads, one more value is refused.
+    #[test]
+    fn a_core_yaml_of_exactly_the_value_bound_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        // The root mapping (1); the key `l` and its sequence of 999 scalars (1 + 1,000);
+        // `m` and a mapping of one pair (1 + 3); `r` and its sequence (1 + 1), which holds
+        // aliases, 1,000 per `*l` and 3 per `*m`, then scalars up to the bound.
+        let mut nodes: u64 = 1 + 1_001 + 4 + 2;
+        let mut refs = Vec::new();
+        while nodes + 1_000 <= MAX_CONFIG_NODES - 3 {
+            refs.push("*l");
+            nodes += 1_000;
+        }
+        while nodes + 3 <= MAX_CONFIG_NODES {
+            refs.push("*m");
+            nodes += 3;
+        }
+        let fill = MAX_CONFIG_NODES - nodes;
+        let text = format!(
+            "l: &l [{}]\nm: &m {{k: v}}\nr: [{}{}]\n",
+            vec!["x"; 999].join(", "),
+            refs.join(", "),
+            ", y".repeat(usize::try_from(fill).expect("small"))
+        );
+        std::fs::write(&path, &text).expect("write");
+        assert_eq!(expanded_nodes(&text).expect("YAML"), MAX_CONFIG_NODES);
+        load_with(&path, &|_| None).expect("at the bound");
+        let over = text.replacen("r: [", "r: [z, ", 1);
+        std::fs::write(&path, &over).expect("write");
+        let e = load_with(&path, &|_| None).unwrap_err();
+        assert!(e.0.contains("more than 1000000 values"), "{e}");
+    }
+
+    /// Go's longest duration, written out to the nanosecond, is read: the range's end is
+    /// in it, and a second more is not.
+    #[test]
+    fn go_s_longest_duration_is_read_and_a_second_more_is_not() {
+        let longest = parse_duration("2562047h47m16.854775807s").expect("Go reads it");
+        assert_eq!(longest.as_secs(), 9_223_372_036);
+        assert!(
+            parse_duration("2562047h47m17.854775807s")
+                .unwrap_err()
+                .contains("out of range")
+        );
+    }
+
     #[test]
     fn go_durations() {
         for (s, d) in [
