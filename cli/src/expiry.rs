@@ -197,6 +197,11 @@ mod tests {
             Some(Duration::from_secs(23 * 24 * 3600))
         );
         assert_eq!(log_at_start("server TLS", in_days(3), now), None);
+        // A week exactly is not within the week: no warning at start, the week-before one at once.
+        assert_eq!(
+            log_at_start("server TLS", in_days(7), now),
+            Some(Duration::ZERO)
+        );
         // Expiring this very second is not yet expired (NotAfter is inclusive).
         assert_eq!(log_at_start("enrollment", now, now), None);
         assert_eq!(log_at_start("client TLS", unix(1), now), None);
@@ -253,5 +258,61 @@ mod tests {
                 ("server_tls".to_owned(), 0)
             ]
         );
+    }
+
+    /// Unix milliseconds are an instant's nanoseconds rounded down to the millisecond, and
+    /// a NotAfter is the last nanosecond before the first expired one (none before 1970).
+    #[test]
+    fn milliseconds_and_not_after_of_core_instants() {
+        let at = Instant::from_unix_nanos(2_082_585_600_999_999_999);
+        assert_eq!(unix_ms(at), 2_082_585_600_999);
+        assert_eq!(not_after(at).as_unix_nanos(), 2_082_585_600_999_999_998);
+        assert_eq!(not_after(Instant::from_unix_nanos(0)).as_unix_nanos(), 0);
+    }
+
+    /// The wall clock in core time is the system clock's reading.
+    #[test]
+    fn wall_now_reads_the_system_clock() {
+        let before = Instant::from_system_time(SystemTime::now());
+        let now = wall_now();
+        let after = Instant::from_system_time(SystemTime::now());
+        assert!(
+            before <= now && now <= after,
+            "{} not in [{}, {}]",
+            now.as_unix_nanos(),
+            before.as_unix_nanos(),
+            after.as_unix_nanos()
+        );
+    }
+
+    /// The node's own TLS certificates are read from their files, each under its role; a
+    /// file that cannot be read is left out, and a test identity has no enrollment
+    /// certificate.
+    #[test]
+    fn own_certificates_are_read_from_the_tls_files() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            tls: TlsArgs,
+        }
+        let pem = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../msp/tests/fixtures/node_ous/members/peer.pem"
+        );
+        let tls = T::parse_from([
+            "t",
+            "--tls-cert",
+            pem,
+            "--tls-key",
+            "unused.key",
+            "--tls-client-cert",
+            "/nonexistent/client.pem",
+            "--tls-client-key",
+            "unused.key",
+        ])
+        .tls;
+        let certs = OwnCertificates::read(&Identity::Test, &tls);
+        assert_eq!(certs.json(), json!({"server_tls": 2_082_585_600_000u64}));
     }
 }
