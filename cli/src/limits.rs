@@ -154,4 +154,23 @@ mod tests {
         assert!(T::try_parse_from(["t", "--flow-control-window-kib", "63"]).is_err());
         assert!(T::try_parse_from(["t", "--max-concurrent-streams", "0"]).is_err());
     }
+
+    /// `--keepalive-interval` is read as a duration, 0 turning keepalive off, and a value
+    /// that is no duration is refused with what is expected.
+    #[test]
+    fn a_keepalive_interval_is_a_duration_or_zero_for_off() {
+        let d = fabric_gossip_tonic::DriverLimits::default();
+        let l = T::parse_from(["t", "--keepalive-interval", "90s"])
+            .l
+            .limits_over(d);
+        assert_eq!(l.keepalive_interval, Duration::from_secs(90));
+        let e = T::try_parse_from(["t", "--keepalive-interval", "soon"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("expected a duration such as 60s, or 0 for none"),
+            "{e}"
+        );
+    }
 }
