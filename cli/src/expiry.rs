@@ -315,4 +315,54 @@ mod tests {
         let certs = OwnCertificates::read(&Identity::Test, &tls);
         assert_eq!(certs.json(), json!({"server_tls": 2_082_585_600_000u64}));
     }
+
+    /// What `f` logs, one line an event, without colours.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let out = buf.0.lock().expect("buffer").clone();
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    /// Fabric's messages at start: an expired certificate is said to be; one expiring this
+    /// very second, or within the week, has its date and the whole days and hours left.
+    #[test]
+    fn the_start_messages_say_expired_or_the_days_and_hours_left() {
+        let now = unix(1_000_000_000);
+        let log = logged(|| {
+            log_at_start("enrollment", unix(999_999_999), now);
+            log_at_start("client TLS", now, now);
+            let soon = now + Duration::from_secs((2 * 24 + 5) * 3600 + 59);
+            log_at_start("server TLS", soon, now);
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        let expected = [
+            "The enrollment certificate has expired",
+            "The client TLS certificate will expire on 2001-09-09 01:46:40 +0000 UTC",
+            "The client TLS certificate expires within 0 days and 0 hours",
+            "The server TLS certificate will expire on 2001-09-11 06:47:39 +0000 UTC",
+            "The server TLS certificate expires within 2 days and 5 hours",
+        ];
+        assert_eq!(lines.len(), expected.len(), "{log}");
+        for (line, end) in lines.iter().zip(expected) {
+            assert!(line.ends_with(end), "{line:?} does not end with {end:?}");
+        }
+    }
 }
