@@ -365,4 +365,46 @@ mod tests {
             assert!(line.ends_with(end), "{line:?} does not end with {end:?}");
         }
     }
+
+    /// The week-before warning comes when a week is left, not before, however far off the
+    /// expiry (the wait is slept a day at a time).
+    #[tokio::test(start_paused = true)]
+    async fn the_week_before_warning_comes_when_a_week_is_left() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // This runtime runs the spawned wait on this thread, under this subscriber.
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let warned = || {
+            let out = buf.0.lock().expect("buffer").clone();
+            String::from_utf8(out)
+                .expect("UTF-8")
+                .contains("The enrollment certificate will expire within one week")
+        };
+        let three_days = Duration::from_secs(3 * 24 * 3600);
+        OwnCertificates(vec![(
+            "enrollment",
+            SystemTime::now() + ONE_WEEK + three_days,
+        )])
+        .track();
+        tokio::time::sleep(three_days - Duration::from_secs(60)).await;
+        assert!(!warned(), "warned before a week was left");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(warned(), "no warning once a week was left");
+    }
 }
