@@ -316,7 +316,17 @@ impl Source<'_> {
         };
         let text = match &raw {
             Raw::File(Yaml::Boolean(b)) => return Ok(Some(*b)),
-            Raw::File(Yaml::String(s)) | Raw::Env(_, s) => s.trim().to_ascii_lowercase(),
+            // Go's yaml.v2 gives viper a number, whose `GetBool` is "not zero".
+            Raw::File(Yaml::Integer(n)) => return Ok(Some(*n != 0)),
+            // YAML 1.1's words, which yaml.v2 reads as booleans where this YAML 1.2 reader
+            // sees strings (in a quoted string viper's `GetBool` reads false for them: this
+            // reader cannot tell quoted from plain, and takes the plain reading).
+            Raw::File(Yaml::String(s)) => match s.trim() {
+                "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Ok(Some(true)),
+                "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Ok(Some(false)),
+                other => other.to_ascii_lowercase(),
+            },
+            Raw::Env(_, s) => s.trim().to_ascii_lowercase(),
             Raw::File(_) => String::new(),
         };
         match text.as_str() {
@@ -1156,6 +1166,46 @@ mod tests {
                 assert_eq!(c.tls.enabled, read, "{word} over {file}");
             }
         }
+    }
+
+    /// A boolean in the file takes what Go's yaml.v2 reads as one, YAML 1.1's words (`yes`,
+    /// `on`, `y` ...) and numbers (not zero) among them: a Fabric peer runs with TLS on from
+    /// `enabled: yes`, which this reader, YAML 1.2's, sees as a string and refused.
+    #[test]
+    fn a_boolean_in_the_file_takes_yaml_1_1_words_and_numbers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("core.yaml");
+        let no_env = |_: &str| None;
+        for (words, read) in [
+            (
+                &[
+                    "yes", "Yes", "YES", "on", "On", "ON", "y", "Y", "1", "2", "True",
+                ][..],
+                true,
+            ),
+            (
+                &[
+                    "no", "No", "NO", "off", "Off", "OFF", "n", "N", "0", "false",
+                ][..],
+                false,
+            ),
+        ] {
+            for word in words {
+                std::fs::write(&path, nested("peer.tls.enabled", word)).expect("write");
+                let c = load_with(&path, &no_env).unwrap_or_else(|e| panic!("{word}: {e}"));
+                assert_eq!(c.tls.enabled, read, "{word}");
+            }
+        }
+        std::fs::write(&path, nested("peer.tls.enabled", "maybe")).expect("write");
+        let e = load_with(&path, &no_env).expect_err("not a boolean").0;
+        assert!(
+            e.contains("peer.tls.enabled") && e.contains("expected true or false"),
+            "{e}"
+        );
+        // A variable keeps Go's strconv.ParseBool words: `yes` there is no boolean.
+        std::fs::write(&path, nested("peer.tls.enabled", "false")).expect("write");
+        let env = |name: &str| (name == "CORE_PEER_TLS_ENABLED").then(|| "yes".to_owned());
+        assert!(load_with(&path, &env).is_err());
     }
 
     /// `peer.address` must end in a port number: a name after the last colon is no port.
