@@ -183,6 +183,7 @@ fn go_date(at: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logging::tests::Buf;
 
     fn unix(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
@@ -316,29 +317,20 @@ mod tests {
         assert_eq!(certs.json(), json!({"server_tls": 2_082_585_600_000u64}));
     }
 
-    /// What `f` logs, one line an event, without colours.
-    fn logged(f: impl FnOnce()) -> String {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("buffer").extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
+    /// A subscriber writing each event as a line without colours into `buf`.
+    fn plain_log(buf: &Buf) -> impl tracing::Subscriber + Send + Sync + use<> {
         let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
+        tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let out = buf.0.lock().expect("buffer").clone();
-        String::from_utf8(out).expect("UTF-8")
+            .finish()
+    }
+
+    /// What `f` logs, one line an event, without colours.
+    fn logged(f: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        tracing::subscriber::with_default(plain_log(&buf), f);
+        buf.text()
     }
 
     /// Fabric's messages at start: an expired certificate is said to be; one expiring this
@@ -370,30 +362,11 @@ mod tests {
     /// expiry (the wait is slept a day at a time).
     #[tokio::test(start_paused = true)]
     async fn the_week_before_warning_comes_when_a_week_is_left() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("buffer").extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let buf = Buf::default();
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
         // This runtime runs the spawned wait on this thread, under this subscriber.
-        let _logging = tracing::subscriber::set_default(subscriber);
+        let _logging = tracing::subscriber::set_default(plain_log(&buf));
         let warned = || {
-            let out = buf.0.lock().expect("buffer").clone();
-            String::from_utf8(out)
-                .expect("UTF-8")
+            buf.text()
                 .contains("The enrollment certificate will expire within one week")
         };
         let three_days = Duration::from_secs(3 * 24 * 3600);

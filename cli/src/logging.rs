@@ -583,13 +583,20 @@ pub(crate) fn init(f: Filter) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
-    /// A log writer the test reads back.
+    /// A log writer the test reads back (the other modules' log tests use it too).
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Buf(pub(crate) Arc<Mutex<Vec<u8>>>);
+
+    impl Buf {
+        /// What was written, as text.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().expect("buffer").clone()).expect("UTF-8")
+        }
+    }
 
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
