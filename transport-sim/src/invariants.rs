@@ -314,7 +314,58 @@ impl Sim {
 
 #[cfg(test)]
 mod tests {
-    use crate::{MAX_VIOLATIONS, Sim, SimConfig};
+    use crate::{Fault, MAX_VIOLATIONS, NodeSpec, ReaderMode, Sim, SimConfig};
+    use core::time::Duration;
+    use fabric_gossip_core::SignedMessage;
+
+    /// A change no step follows (made through `with_comm`: here a send buffer shrunk
+    /// under a connection holding 20) is found by the sweep once the network has taken
+    /// as many steps as it has links twice and nodes once, not one step before; after
+    /// it, the steps that touch the connection look at it again, and the sweep waits for
+    /// the next unseen change.
+    #[test]
+    fn the_sweep_finds_an_unseen_change_at_its_period() {
+        let mut cfg = SimConfig::seeded(50);
+        cfg.stream_window = 4 * 1024;
+        let mut sim = Sim::new(cfg);
+        let mut paused = NodeSpec::new().reader(ReaderMode::Paused);
+        paused.config.subscription_buffer = 1;
+        paused.config.recv_buffer_size = 0;
+        sim.add_node(NodeSpec::new()).unwrap();
+        sim.add_node(paused).unwrap();
+        for n in 2..5 {
+            sim.add_node(NodeSpec::new()).unwrap();
+            let small = SignedMessage::noop(crate::data_message(1, vec![1u8; 8]));
+            sim.send_to(n, &small, &[0]).unwrap();
+        }
+        let big = SignedMessage::noop(crate::data_message(2, vec![9u8; 1024]));
+        for _ in 0..40 {
+            sim.send_to(0, &big, &[1]).unwrap();
+            sim.run_for(Duration::from_millis(1));
+        }
+        sim.run_for(Duration::from_secs(5));
+        sim.check().unwrap();
+        let period = 2 * sim.links.len() + sim.nodes.len();
+        assert_eq!((sim.links.len(), sim.nodes.len()), (4, 5));
+        sim.with_comm(0, |c, _| c.config_mut_for_tests().send_buffer_size = 10)
+            .unwrap();
+        for _ in sim.steps_since_sweep + 1..period {
+            assert!(sim.step());
+        }
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        assert!(sim.step());
+        assert_eq!(sim.violations_total, 1, "{:?}", sim.violations());
+        assert!(
+            sim.violations()[0].what.contains("n0: connection")
+                && sim.violations()[0].what.contains("holds buffer 20/10"),
+            "{:?}",
+            sim.violations()
+        );
+        assert_eq!(sim.steps_since_sweep, 0);
+        sim.apply(Fault::Reader(1, ReaderMode::Eager));
+        sim.run_for(Duration::from_millis(10));
+        assert!(sim.violations_total > 1, "{:?}", sim.violations());
+    }
 
     /// Every violation is counted, the first [`MAX_VIOLATIONS`] are kept, and `check`
     /// reports the count.

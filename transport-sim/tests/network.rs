@@ -1797,3 +1797,131 @@ fn a_spec_and_a_layer_event_print_what_they_hold() {
         "(\"joined\", 3)"
     );
 }
+
+/// Node 0 (at most one operation) with a probe of node 2 hanging, and 40 messages of 1 KiB
+/// sent to node 1 over streams of 4 KiB windows, whose reader is paused (a subscription
+/// buffer of 1, no receive buffer): node 0's
+/// connection holds messages in flight and buffered, node 1 queues a delivery.
+fn a_loaded_network() -> (Sim, fabric_gossip_core::StreamId) {
+    let mut cfg = SimConfig::seeded(48);
+    cfg.stream_window = 4 * 1024;
+    let mut sim = Sim::new(cfg);
+    let mut a = NodeSpec::new();
+    a.config.max_operations = 1;
+    let mut b = NodeSpec::new().reader(ReaderMode::Paused);
+    b.config.subscription_buffer = 1;
+    b.config.recv_buffer_size = 0;
+    sim.add_node(a).unwrap();
+    sim.add_node(b).unwrap();
+    sim.add_node(NodeSpec::new().hang_ping(true)).unwrap();
+    let big = SignedMessage::noop(data_message(1, vec![9u8; 1024]));
+    for _ in 0..40 {
+        sim.send_to(0, &big, &[1]).unwrap();
+        sim.run_for(Duration::from_millis(1));
+    }
+    let peer = sim.remote_peer(2);
+    sim.probe(0, &peer).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    sim.check().unwrap();
+    let conn = sim.comm(0).unwrap().connections()[0].primary;
+    (sim, conn)
+}
+
+/// The checker's own teeth: a core past a bound its configuration sets is flagged, each
+/// bound alone. No correct core gets there, so each case shrinks the configuration under
+/// a running core (`config_mut_for_tests`, the core's `testing` feature) to one below what
+/// it holds: the node's own bounds at the step that changed it, a connection's at
+/// quiescence.
+#[test]
+fn a_core_past_a_bound_its_configuration_sets_is_flagged() {
+    use fabric_gossip_core::Config;
+    let (sim, conn) = a_loaded_network();
+    let q = sim.comm(0).unwrap().send_queue_len(conn).unwrap();
+    assert_eq!((q.buffered, q.waiting, q.in_flight), (20, 0, 8));
+    assert_eq!(sim.comm(0).unwrap().live_counts().ops, 1);
+    let shrink = |n: NodeId, change: fn(&mut Config)| {
+        let (mut sim, _) = a_loaded_network();
+        sim.with_comm(n, |c, _| change(c.config_mut_for_tests()))
+            .unwrap();
+        sim
+    };
+    // A node's own bounds: checked after the next step, as the call above touched it.
+    let node_cases: [(NodeId, fn(&mut Config), &str); 2] = [
+        (
+            1,
+            |c| c.subscription_buffer = 0,
+            "n1: subscription sub0.0 queues 1, more than 0 + 0",
+        ),
+        (
+            0,
+            |c| c.max_operations = 0,
+            "n0: live streams 1, dials 2, operations 1 exceed bounds",
+        ),
+    ];
+    for (n, change, want) in node_cases {
+        let mut sim = shrink(n, change);
+        assert!(sim.step(), "a time-out at least is queued");
+        let err = sim.check().unwrap_err();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // A connection's bounds, each alone: found at quiescence, and the buffer's at the
+    // steps that touch the connection once node 1 reads again (the queue shorter by then;
+    // the 8 in flight are confirmed in one step, after which 4 go out).
+    let stream_cases: [(fn(&mut Config), &str, Option<&str>); 2] = [
+        (
+            |c| c.send_buffer_size = 10,
+            "holds buffer 20/10, waiting 0/1024, in flight 8/8",
+            Some("/10, waiting 0/1024, in flight 8/8"),
+        ),
+        (|c| c.write_window = 4, "in flight 8/4", None),
+    ];
+    for (change, at_rest, reading) in stream_cases {
+        let mut sim = shrink(0, change);
+        sim.check().unwrap();
+        let err = sim.check_quiescent().unwrap_err();
+        assert!(err.contains(at_rest), "{at_rest}: {err}");
+        if let Some(reading) = reading {
+            let mut sim = shrink(0, change);
+            sim.apply(Fault::Reader(1, ReaderMode::Eager));
+            sim.run_for(Duration::from_millis(10));
+            let err = sim.check().unwrap_err();
+            assert!(err.contains(reading), "{reading}: {err}");
+        }
+    }
+}
+
+/// The bounds of a node's live streams and dials, pinned at their edges on a node with one
+/// connection and no operation: more than 2 × `max_connections` + `max_pending_handshakes`
+/// + `max_operations` streams, or more dials than streams + `max_operations` +
+/// `max_connections`, is flagged (after the next step, as the change touched the node).
+#[test]
+fn a_nodes_live_counts_are_judged_by_the_exact_bounds() {
+    for (connections, pending, operations, flagged) in [
+        (0, 0, 0, true),
+        (0, 1, 0, false),
+        (1, 0, 0, false),
+        (3, 0, 0, false),
+    ] {
+        let mut sim = connected_pair(SimConfig::seeded(49), NodeSpec::new());
+        let live = sim.comm(0).unwrap().live_counts();
+        assert_eq!((live.streams, live.dials, live.ops), (1, 1, 0));
+        sim.with_comm(0, |c, _| {
+            let cfg = c.config_mut_for_tests();
+            cfg.max_connections = connections;
+            cfg.max_pending_handshakes = pending;
+            cfg.max_operations = operations;
+        })
+        .unwrap();
+        assert!(sim.step(), "a time-out at least is queued");
+        let verdict = sim.check();
+        let case = (connections, pending, operations);
+        assert_eq!(verdict.is_err(), flagged, "{case:?}: {verdict:?}");
+        if flagged {
+            let err = verdict.unwrap_err();
+            assert!(
+                err.contains("n0: live streams 1, dials 1, operations 0 exceed bounds"),
+                "{err}"
+            );
+        }
+    }
+}

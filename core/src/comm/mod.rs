@@ -266,6 +266,14 @@ impl<S: Security> Comm<S> {
         &self.config
     }
 
+    /// The configuration, to change under the running core: for the tests of what watches
+    /// a core (the simulator's invariant checker), which must see a core past the bounds
+    /// its configuration sets, where no call of the API can take a correct core.
+    #[cfg(feature = "testing")]
+    pub fn config_mut_for_tests(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
     /// The security provider.
     pub fn security(&self) -> &S {
         &self.security
