@@ -1835,6 +1835,7 @@ fn a_loaded_network() -> (Sim, fabric_gossip_core::StreamId) {
 #[test]
 fn a_core_past_a_bound_its_configuration_sets_is_flagged() {
     use fabric_gossip_core::Config;
+    type Shrink = fn(&mut Config);
     let (sim, conn) = a_loaded_network();
     let q = sim.comm(0).unwrap().send_queue_len(conn).unwrap();
     assert_eq!((q.buffered, q.waiting, q.in_flight), (20, 0, 8));
@@ -1846,7 +1847,7 @@ fn a_core_past_a_bound_its_configuration_sets_is_flagged() {
         sim
     };
     // A node's own bounds: checked after the next step, as the call above touched it.
-    let node_cases: [(NodeId, fn(&mut Config), &str); 2] = [
+    let node_cases: [(NodeId, Shrink, &str); 2] = [
         (
             1,
             |c| c.subscription_buffer = 0,
@@ -1867,7 +1868,7 @@ fn a_core_past_a_bound_its_configuration_sets_is_flagged() {
     // A connection's bounds, each alone: found at quiescence, and the buffer's at the
     // steps that touch the connection once node 1 reads again (the queue shorter by then;
     // the 8 in flight are confirmed in one step, after which 4 go out).
-    let stream_cases: [(fn(&mut Config), &str, Option<&str>); 2] = [
+    let stream_cases: [(Shrink, &str, Option<&str>); 2] = [
         (
             |c| c.send_buffer_size = 10,
             "holds buffer 20/10, waiting 0/1024, in flight 8/8",
@@ -1891,9 +1892,10 @@ fn a_core_past_a_bound_its_configuration_sets_is_flagged() {
 }
 
 /// The bounds of a node's live streams and dials, pinned at their edges on a node with one
-/// connection and no operation: more than 2 × `max_connections` + `max_pending_handshakes`
-/// + `max_operations` streams, or more dials than streams + `max_operations` +
-/// `max_connections`, is flagged (after the next step, as the change touched the node).
+/// connection and no operation: more streams than twice `max_connections` plus
+/// `max_pending_handshakes` plus `max_operations`, or more dials than streams plus
+/// `max_operations` plus `max_connections`, is flagged (after the next step, as the change
+/// touched the node).
 #[test]
 fn a_nodes_live_counts_are_judged_by_the_exact_bounds() {
     for (connections, pending, operations, flagged) in [
