@@ -1655,12 +1655,11 @@ fn ack_respond_and_revalidate_reach_the_core() {
     );
 }
 
-/// A node exactly at a bound of its own is within it: a subscription queue holding
-/// `subscription_buffer + recv_buffer_size` deliveries, and `max_operations` operations
-/// live, break no invariant (the checker flags only more).
-#[test]
-fn a_node_exactly_at_its_bounds_breaks_no_invariant() {
-    let mut sim = Sim::new(SimConfig::seeded(46));
+/// Three nodes whose bounds a test can reach: node 0 allows one operation, node 1's
+/// reader is paused with a subscription buffer of 1 and no receive buffer, node 2's
+/// `Ping` hangs.
+fn nodes_near_their_bounds(cfg: SimConfig) -> Sim {
+    let mut sim = Sim::new(cfg);
     let mut a = NodeSpec::new();
     a.config.max_operations = 1;
     let mut b = NodeSpec::new().reader(ReaderMode::Paused);
@@ -1669,6 +1668,15 @@ fn a_node_exactly_at_its_bounds_breaks_no_invariant() {
     sim.add_node(a).unwrap();
     sim.add_node(b).unwrap();
     sim.add_node(NodeSpec::new().hang_ping(true)).unwrap();
+    sim
+}
+
+/// A node exactly at a bound of its own is within it: a subscription queue holding
+/// `subscription_buffer + recv_buffer_size` deliveries, and `max_operations` operations
+/// live, break no invariant (the checker flags only more).
+#[test]
+fn a_node_exactly_at_its_bounds_breaks_no_invariant() {
+    let mut sim = nodes_near_their_bounds(SimConfig::seeded(46));
     sim.send_to(0, &msg(1), &[1]).unwrap();
     sim.run_for(Duration::from_millis(50));
     let sub = sim.subscriptions(1)[0];
@@ -1805,15 +1813,7 @@ fn a_spec_and_a_layer_event_print_what_they_hold() {
 fn a_loaded_network() -> (Sim, fabric_gossip_core::StreamId) {
     let mut cfg = SimConfig::seeded(48);
     cfg.stream_window = 4 * 1024;
-    let mut sim = Sim::new(cfg);
-    let mut a = NodeSpec::new();
-    a.config.max_operations = 1;
-    let mut b = NodeSpec::new().reader(ReaderMode::Paused);
-    b.config.subscription_buffer = 1;
-    b.config.recv_buffer_size = 0;
-    sim.add_node(a).unwrap();
-    sim.add_node(b).unwrap();
-    sim.add_node(NodeSpec::new().hang_ping(true)).unwrap();
+    let mut sim = nodes_near_their_bounds(cfg);
     let big = SignedMessage::noop(data_message(1, vec![9u8; 1024]));
     for _ in 0..40 {
         sim.send_to(0, &big, &[1]).unwrap();

@@ -204,11 +204,7 @@ async fn a_node_hanging_pings_is_probed_until_the_callers_conn_timeout() {
 /// already past.
 #[test]
 fn nodes_waiting_for_a_deadline_leave_their_runtime_parked() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker_runtime();
     rt.block_on(async {
         let conn_timeout = Duration::from_millis(500);
         let cfg =

@@ -442,11 +442,7 @@ fn flushed_sends_reach_their_peer_when_the_sender_stops_and_its_runtime_goes() {
     // flush completes.
     const N: u64 = 66;
     const SIZE: usize = 1_024;
-    let receiving = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let receiving = one_worker_runtime();
     let mut limits = DriverLimits::default();
     limits.flow_control_window = 65_535;
     let b = receiving.block_on(
@@ -736,11 +732,7 @@ fn a_flush_waits_for_the_queue_up_to_its_limit_without_spinning() {
         let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
         Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker_runtime();
     rt.block_on(async {
         let (addr, holder) = silent_listener().await;
         let t = Duration::from_millis(300);

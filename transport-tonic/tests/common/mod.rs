@@ -21,6 +21,16 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 #[allow(dead_code)] // not every test binary that includes this module times the core
 pub const CLOCK_TICK: Duration = Duration::from_millis(10);
 
+/// A multi-thread runtime with one worker and tokio's drivers: for tests that count a
+/// worker's wake-ups or CPU time, or that keep one node on a runtime of its own.
+pub fn one_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Awaits `f`, failing the test if it takes longer than `DEADLINE`.
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     match tokio::time::timeout(DEADLINE, f).await {
