@@ -7,6 +7,7 @@ mod acks;
 mod advertise;
 mod backpressure;
 mod basic;
+mod closing;
 mod common;
 mod crossing;
 mod dial_timeout;
