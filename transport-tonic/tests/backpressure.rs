@@ -435,3 +435,75 @@ async fn paused_under_send_wait(ahead: u64) -> (Node, Node, Incoming, tokio::tas
     until("the sender got well ahead", || a.stats().sent >= ahead).await;
     (a, b, inbox, sender)
 }
+
+/// A stream paused with a backlog whose body then ended badly framed (cut inside a
+/// message) reports that end once the consumer lets it resume: after the backlog, in
+/// order, the core sees the stream error, the client gets the framing status, and the
+/// driver counts it. The whole body, handshake, twelve messages and a cut prefix, goes
+/// in one chunk, so the reader usually takes its end in the same poll as the messages
+/// and holds it behind the parked backlog; ten rounds. A reader that polled its ended
+/// body again after the resume (mutation testing of `feed_core`, 2026-12-06) lost the
+/// error: nothing reached the core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_stream_that_ended_badly_framed_reports_it_after_its_backlog() {
+    use fabric_gossip_core::{CloseReason, Event, TestOnlyHmacSecurity};
+    const MESSAGES: u64 = 12;
+    let (tap, mut events) = tokio::sync::mpsc::channel(1024);
+    let b = Node::builder(config().with_subscription_buffer(4))
+        .events(tap)
+        .start_with(|addr| TestOnlyHmacSecurity::new(addr.to_string()))
+        .await
+        .expect("node starts");
+    let mut inbox = b.accept(|_| true).unwrap();
+    for round in 0..10u64 {
+        let me = format!("raw-paused-{round}");
+        let mut body = framed_conn_establish(&me);
+        for seq in 0..MESSAGES {
+            let env = data(seq, 16).envelope_bytes().clone();
+            body.push(grpc_prefix(env.len()));
+            body.push(env);
+        }
+        // A prefix announcing 100 bytes, then 5 and the end.
+        body.push(grpc_prefix(100));
+        body.push(bytes::Bytes::from_static(b"short"));
+        let one = bytes::Bytes::from(body.concat());
+        let endpoint = b.endpoint();
+        let pauses = b.stats().read_pauses;
+        let client =
+            tokio::spawn(
+                async move { raw_stream(&endpoint, ChunkBody::new(vec![one], false)).await },
+            );
+        until("the stream paused", || b.stats().read_pauses > pauses).await;
+        for seq in 0..MESSAGES {
+            let m = within("delivery", inbox.recv()).await.expect("message");
+            assert_eq!(seq_of(m.message()), Some(seq), "round {round}");
+        }
+        let reason = within("the stream's end", async {
+            loop {
+                if let Event::Disconnected { reason, .. } =
+                    events.recv().await.expect("event tap open")
+                {
+                    return reason;
+                }
+            }
+        })
+        .await;
+        match &reason {
+            CloseReason::StreamError(why) => {
+                assert!(why.contains("inside a message"), "round {round}: {why}")
+            }
+            other => panic!("round {round}: closed as {other:?}"),
+        }
+        let (code, message) = within("the client's status", client)
+            .await
+            .unwrap()
+            .expect("a gRPC status");
+        assert_ne!(code, tonic::Code::Ok, "round {round}: {message}");
+        assert!(
+            message.contains("bad gRPC framing"),
+            "round {round}: {message}"
+        );
+        assert_eq!(b.driver_stats().bad_framing, round + 1);
+    }
+    stop_all(&[&b]).await;
+}
