@@ -442,8 +442,8 @@ async fn paused_under_send_wait(ahead: u64) -> (Node, Node, Incoming, tokio::tas
 /// driver counts it. The whole body, handshake, twelve messages and a cut prefix, goes
 /// in one chunk, so the reader usually takes its end in the same poll as the messages
 /// and holds it behind the parked backlog; ten rounds. A reader that polled its ended
-/// body again after the resume (mutation testing of `feed_core`, 2026-12-06) lost the
-/// error: nothing reached the core.
+/// body again after the resume (mutation testing of `feed_core`, 2026-12-06) replaced the
+/// error with the body's next answer: the core saw a clean end (`RemoteClosed`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_stream_that_ended_badly_framed_reports_it_after_its_backlog() {
     use fabric_gossip_core::{CloseReason, Event, TestOnlyHmacSecurity};
