@@ -16,7 +16,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-/// Every event as text (its fields, then its span's fields), kept in memory.
+/// Every event as text (its level, its fields, then its span's fields), kept in memory.
 #[derive(Default)]
 struct Capture {
     next: AtomicU64,
@@ -54,7 +54,7 @@ impl Subscriber for &'static Capture {
     fn record_follows_from(&self, _: &Id, _: &Id) {}
 
     fn event(&self, event: &Event<'_>) {
-        let mut text = String::new();
+        let mut text = format!("level={}", event.metadata().level());
         event.record(&mut Fields(&mut text));
         if let Some(parent) = event.parent()
             && let Some(span) = lock(&self.spans).get(&parent.into_u64())
@@ -156,6 +156,36 @@ async fn the_driver_logs_connections_evictions_and_failures() {
         assert_eq!(warned, budget < largest, "a budget of {budget}");
         stop_all(&[&n]).await;
     }
+    // A stream whose bytes are not gRPC messages, and one whose message stalls: each
+    // end is a warning naming its cause (at `debug`, as a plain end, it went unseen).
+    let mut limits = DriverLimits::default();
+    limits.message_stall_timeout = Duration::from_millis(200);
+    let c = node_with(config(), limits).await;
+    let cut = ChunkBody::new(
+        vec![grpc_prefix(100), bytes::Bytes::from(vec![0; 10])],
+        false,
+    );
+    within("a cut message", raw_stream(&c.endpoint(), cut))
+        .await
+        .expect("a gRPC status");
+    let stall = ChunkBody::new(
+        vec![grpc_prefix(100), bytes::Bytes::from(vec![0; 10])],
+        true,
+    );
+    within("a stalled message", raw_stream(&c.endpoint(), stall))
+        .await
+        .expect("a gRPC status");
+    assert_eq!(c.driver_stats().bad_framing, 1);
+    assert_eq!(c.driver_stats().stalled_messages, 1);
+    for (cause, what) in [
+        ("stream ended: bad gRPC framing", "inside a message"),
+        ("stream reset: message in progress stalled", "received=15"),
+    ] {
+        let line = capture
+            .find(&[cause, what])
+            .unwrap_or_else(|| panic!("no {cause:?}: {:?}", lock(&capture.events)));
+        assert!(line.starts_with("level=WARN "), "{line}");
+    }
     drop(idle);
-    stop_all(&[&a, &b]).await;
+    stop_all(&[&a, &b, &c]).await;
 }
