@@ -1181,6 +1181,89 @@ mod tests {
         assert_eq!(adm.open(), (n, n));
     }
 
+    /// An accepted TLS connection flushes what rustls still holds: with the socket full
+    /// (the client reads nothing), a flush pends where the last write pended, and it
+    /// completes once the client reads, every byte delivered. h2 flushes after the last
+    /// frame of each burst; a flush that answered done with records still held left them
+    /// there until the next write, a stream's last messages stuck behind a socket that
+    /// had been full (mutation testing of `TlsConn::poll_flush`, 2026-12-06).
+    #[tokio::test]
+    async fn a_tls_connection_flushes_what_a_full_socket_held_back() {
+        use fabric_gossip_msp::dev::{OrgSpec, seeded_in_memory};
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+        let orgs = seeded_in_memory(&[OrgSpec::new("Org1MSP", "org1.example.com", 1)], 7).unwrap();
+        let (peer, ca) = (&orgs[0].peers[0], orgs[0].tls_ca.cert_pem());
+        let tls = crate::TlsConfig::new(peer.tls.cert_pem(), peer.tls.key_pem.clone(), ca.clone())
+            .prepare()
+            .unwrap();
+        let l = loopback().await;
+        let addr = l.local_addr().unwrap();
+        let adm = Admission::new(DriverLimits::default(), 0);
+        let mut incoming = TlsIncoming::new(GuardedIncoming::new(l, adm), tls.server);
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        let client_config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+            crate::tls::crypto_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+        let client = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            connector.connect(name, tcp).await.unwrap()
+        });
+        let mut server = incoming.next().await.unwrap().unwrap();
+        let mut client = client.await.unwrap();
+
+        // Write until a write pends: the socket is full and so is rustls's buffer.
+        let chunk = vec![7u8; 16 << 10];
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut written = 0;
+        loop {
+            match Pin::new(&mut server).poll_write(&mut cx, &chunk) {
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => panic!("write: {e}"),
+                Poll::Pending => break,
+            }
+            assert!(
+                written < 1 << 30,
+                "1 GiB written and the socket never filled"
+            );
+        }
+        assert!(
+            Pin::new(&mut server).poll_flush(&mut cx).is_pending(),
+            "a flush with records held and the socket full said done"
+        );
+
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut read = 0;
+            while read < written {
+                match client.read(&mut buf).await.unwrap() {
+                    0 => break,
+                    n => read += n,
+                }
+            }
+            read
+        });
+        let deadline = Duration::from_secs(20);
+        tokio::time::timeout(deadline, server.flush())
+            .await
+            .expect("the flush completes once the client reads")
+            .unwrap();
+        let read = tokio::time::timeout(deadline, reader)
+            .await
+            .expect("the client read everything")
+            .unwrap();
+        assert_eq!(read, written);
+    }
+
     /// Eviction and time-out lines are logged 20 a second; the first line of the next
     /// second says how many were not.
     #[tokio::test(start_paused = true)]
