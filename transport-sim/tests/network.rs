@@ -1891,6 +1891,32 @@ fn a_core_past_a_bound_its_configuration_sets_is_flagged() {
     }
 }
 
+/// A send names its peers' connections for the checker, which looks at their queues after
+/// the step, not only at the sweep's period or at quiescence: on the loaded network, node
+/// 0's connection, its buffer shrunk below the 20 it holds, passes the checks of the steps
+/// that do not touch it, and is flagged at the step after a send to node 1 (a send that
+/// the full buffer drops, so no write touches the connection either). With the send's
+/// peers not named (mutation testing of `touch_peers`, 2026-12-06) it went unseen.
+#[test]
+fn a_send_has_the_connections_it_names_checked_after_its_step() {
+    let (mut sim, _) = a_loaded_network();
+    sim.with_comm(0, |c, _| c.config_mut_for_tests().send_buffer_size = 10)
+        .unwrap();
+    assert!(sim.step(), "a time-out at least is queued");
+    sim.check().unwrap();
+    let dropped = sim.comm(0).unwrap().stats().dropped_overflow;
+    let big = SignedMessage::noop(data_message(2, vec![9u8; 1024]));
+    sim.send_to(0, &big, &[1]).unwrap();
+    assert_eq!(
+        sim.comm(0).unwrap().stats().dropped_overflow,
+        dropped + 1,
+        "the send was dropped at the full buffer"
+    );
+    assert!(sim.step(), "a time-out at least is queued");
+    let err = sim.check().unwrap_err();
+    assert!(err.contains("holds buffer 20/10"), "{err}");
+}
+
 /// The bounds of a node's live streams and dials, pinned at their edges on a node with one
 /// connection and no operation: more streams than twice `max_connections` plus
 /// `max_pending_handshakes` plus `max_operations`, or more dials than streams plus
