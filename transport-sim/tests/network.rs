@@ -1952,4 +1952,38 @@ fn a_nodes_live_counts_are_judged_by_the_exact_bounds() {
             );
         }
     }
+    // Dials beyond streams: node 0 also dials two crashed nodes, 3 dials for 1 stream,
+    // allowed as long as 3 <= 1 + max_operations + max_connections.
+    for (connections, operations, flagged) in [(0, 1, true), (0, 2, false), (1, 1, false)] {
+        let mut sim = connected_pair(SimConfig::seeded(49), NodeSpec::new());
+        let gone: Vec<fabric_gossip_core::RemotePeer> = sim
+            .add_nodes(2)
+            .into_iter()
+            .map(|n| sim.remote_peer(n))
+            .collect();
+        for n in [2, 3] {
+            sim.crash(n);
+        }
+        sim.send(0, &msg(1), &gone).unwrap();
+        let live = sim.comm(0).unwrap().live_counts();
+        assert_eq!((live.streams, live.dials, live.ops), (1, 3, 0));
+        sim.with_comm(0, |c, _| {
+            let cfg = c.config_mut_for_tests();
+            cfg.max_connections = connections;
+            cfg.max_pending_handshakes = 0;
+            cfg.max_operations = operations;
+        })
+        .unwrap();
+        assert!(sim.step(), "a time-out at least is queued");
+        let verdict = sim.check();
+        let case = (connections, operations);
+        assert_eq!(verdict.is_err(), flagged, "{case:?}: {verdict:?}");
+        if flagged {
+            let err = verdict.unwrap_err();
+            assert!(
+                err.contains("n0: live streams 1, dials 3, operations 0 exceed bounds"),
+                "{err}"
+            );
+        }
+    }
 }
