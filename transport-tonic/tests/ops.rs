@@ -716,6 +716,59 @@ async fn a_stop_returns_once_the_remote_ended_its_streams_not_at_its_stop_timeou
     stop_all(&[&b]).await;
 }
 
+/// A node that stops while its peer is still sending on the stream the node dialled reads
+/// that stream to its end (so that the stop knows the remote took everything it wrote)
+/// and counts what it read and did not hand to its core as `unread_at_close`, also what
+/// came after the close. Every Envelope the peer wrote is then either received by the
+/// node's core or in that count: between the peer's confirmed writes and those plus the
+/// writes its close left unconfirmed. The count of what came late (read while the
+/// stream was read to its end) reached `driver_stats` through no test before (mutation
+/// testing of `driver_stats`, 2026-12-06).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_counts_what_its_peer_still_sent_on_its_dialled_stream() {
+    let (a, b) = pair(false).await;
+    let _b_in = connect(&a, &b).await;
+    let mut a_in = a.accept(|_| true).unwrap();
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sender = {
+        let (b, to, sending) = (b.clone(), a.as_peer(), sending.clone());
+        tokio::spawn(async move {
+            let mut seq = 0;
+            while sending.load(std::sync::atomic::Ordering::Acquire) {
+                // On a's connection while it lasts; the attempts after a stopped fail.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    b.send_wait(&data(seq, 64), &to),
+                )
+                .await;
+                seq += 1;
+            }
+        })
+    };
+    for _ in 0..200 {
+        within("a receives", a_in.recv()).await.unwrap();
+    }
+    within("a stops", a.stop()).await;
+    sending.store(false, std::sync::atomic::Ordering::Release);
+    within("the sender ends", sender).await.unwrap();
+    within("b stops", b.stop()).await;
+
+    let (sa, da, sb) = (a.stats(), a.driver_stats(), b.stats());
+    let taken = sa.received + da.unread_at_close;
+    assert!(
+        da.unread_at_close > 0,
+        "nothing was in flight at the stop: {da:?}"
+    );
+    assert!(
+        sb.sent <= taken && taken <= sb.sent + sb.unconfirmed_on_close,
+        "a took {taken} ({} received, {} unread), b wrote {} and left {} unconfirmed",
+        sa.received,
+        da.unread_at_close,
+        sb.sent,
+        sb.unconfirmed_on_close
+    );
+}
+
 /// `flush` waits for what is queued, at most its limit, and sleeps meanwhile (it looks again
 /// every `FLUSH_CHECK`, 20 ms), never spinning: a message queued for a connection attempt
 /// to a peer that never answers is not flushed within 100 ms (`false`, after the whole
