@@ -75,8 +75,10 @@ pub(crate) enum Out {
     Env(Bytes, WriteKind),
     /// Envelopes the core handed out in one drain, in order ([`Writes`]).
     Batch(Vec<(Bytes, WriteKind)>),
-    /// End the stream; for an inbound stream, with this error status.
-    End(Option<String>),
+    /// End the stream; for an inbound stream, with this error status: UNKNOWN with the
+    /// core's message when the core closed it (as a Fabric handler returning an error),
+    /// or the code of a fault the driver found in the stream's bytes (as grpc-go's own).
+    End(Option<Status>),
 }
 
 /// Read-side control of one stream, shared with its reader task.
@@ -1148,7 +1150,7 @@ fn execute(inner: &Arc<Inner>, st: &mut State, action: Action) {
                     tracing::debug!(parent: &e.span, error = %why, "stream closed with an error status");
                 }
                 // If the writer is gone or full the sender's drop still ends the stream.
-                let _ = e.tx.try_send(Out::End(error));
+                let _ = e.tx.try_send(Out::End(error.map(Status::unknown)));
                 if let Some(t) = e.task {
                     if e.outbound && st.comm.is_stopped() {
                         // Read to its end, so the stop knows the remote took it all.
@@ -1605,12 +1607,13 @@ pub(crate) fn accept_inbound(
 }
 
 /// Collects Envelopes that are ready without waiting, up to a batch. `Ready(None)`: a batch
-/// is there; `Ready(Some(end))`: the stream ended (after the batch).
+/// is there; `Ready(Some(end))`: the stream ended (after the batch), `Ok` at its end, `Err`
+/// with the status that ended it (the remote's, or a fault of its bytes).
 fn fill(
     s: &mut MeteredBody,
     batch: &mut VecDeque<Bytes>,
     cx: &mut Context<'_>,
-) -> Poll<Option<StreamEnd>> {
+) -> Poll<Option<Result<(), Status>>> {
     let mut bytes = 0;
     while batch.len() < READ_BATCH && bytes < READ_BATCH_BYTES {
         match s.poll_message(cx) {
@@ -1618,10 +1621,8 @@ fn fill(
                 bytes += b.len();
                 batch.push_back(b);
             }
-            Poll::Ready(Some(Err(status))) => {
-                return Poll::Ready(Some(StreamEnd::Error(status_text(&status))));
-            }
-            Poll::Ready(None) => return Poll::Ready(Some(StreamEnd::Finished)),
+            Poll::Ready(Some(Err(status))) => return Poll::Ready(Some(Err(status))),
+            Poll::Ready(None) => return Poll::Ready(Some(Ok(()))),
             Poll::Pending => break,
         }
     }
@@ -1710,7 +1711,7 @@ async fn feed_core(
     fault: Option<FaultSlot>,
 ) -> bool {
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(READ_BATCH);
-    let mut end: Option<StreamEnd> = None;
+    let mut end: Option<Result<(), Status>> = None;
     // This reader parked a backlog in its stream's entry (see below) and has not looked since.
     let mut parked = false;
     loop {
@@ -1784,9 +1785,26 @@ async fn feed_core(
         }
         if batch.is_empty()
             && !parked
-            && let Some(e) = end.take()
+            && let Some(ended) = end.take()
         {
-            match fault.as_ref().and_then(take_fault) {
+            let fault = fault.as_ref().and_then(take_fault);
+            // The sender of an oversized, stalled or badly framed message learns why on an
+            // inbound stream, with the code grpc-go gives such a message (RESOURCE_EXHAUSTED,
+            // INTERNAL; DEADLINE_EXCEEDED for a stall, which grpc-go does not time): the
+            // writer ends the RPC with the fault's status before the core's close (UNKNOWN,
+            // or none for a stream error) reaches it. An outbound stream's request has no
+            // status to carry: it ends, and the stream is closed after it.
+            if fault.is_some()
+                && let Err(status) = &ended
+                && let Some(entry) = st.streams.get(&stream)
+            {
+                let _ = entry.tx.try_send(Out::End(Some(status.clone())));
+            }
+            let e = match ended {
+                Ok(()) => StreamEnd::Finished,
+                Err(status) => StreamEnd::Error(status_text(&status)),
+            };
+            match fault {
                 Some(Fault::Oversized(size)) => {
                     tracing::warn!(size, "oversized message refused at its length prefix");
                     let _ = st.comm.handle_oversized(now, stream, size);
@@ -1800,17 +1818,6 @@ async fn feed_core(
                             tracing::warn!(error = %why, "stream ended: bad gRPC framing");
                         }
                         _ => tracing::debug!(end = ?e, "stream ended"),
-                    }
-                    // The sender of a stalled or badly framed message learns why on an
-                    // inbound stream: the writer ends the RPC with this status before the
-                    // core's close (which carries no status for a stream error) reaches
-                    // it. An outbound stream's request has no status to carry: it ends,
-                    // and the stream is closed after it.
-                    if other.is_some()
-                        && let StreamEnd::Error(why) = &e
-                        && let Some(entry) = st.streams.get(&stream)
-                    {
-                        let _ = entry.tx.try_send(Out::End(Some(why.clone())));
                     }
                     let _ = st.comm.handle_stream_closed(now, stream, e);
                 }
@@ -1975,7 +1982,7 @@ impl OutStream {
     pub(crate) fn poll_item(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, String>>> {
+    ) -> Poll<Option<Result<Bytes, Status>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -2275,13 +2282,14 @@ mod tests {
         for i in queued..queued + 7 {
             tx.try_send(env(i)).unwrap();
         }
-        tx.try_send(Out::End(Some("closed".into()))).unwrap();
+        tx.try_send(Out::End(Some(Status::unknown("closed"))))
+            .unwrap();
         drop(tx);
         let mut ended = false;
         loop {
             match next(&mut batch, &mut rx) {
                 Poll::Ready(Some(Out::End(why))) => {
-                    assert_eq!(why.as_deref(), Some("closed"));
+                    assert_eq!(why.as_ref().map(Status::message), Some("closed"));
                     assert!(!ended, "one end");
                     ended = true;
                 }
@@ -2392,7 +2400,7 @@ mod tests {
         batch.clear();
         assert!(matches!(
             fill(&mut body, &mut batch, &mut cx),
-            Poll::Ready(Some(StreamEnd::Finished))
+            Poll::Ready(Some(Ok(())))
         ));
         assert_eq!(batch.len(), 36);
 
@@ -2411,7 +2419,7 @@ mod tests {
         batch.clear();
         assert!(matches!(
             fill(&mut body, &mut batch, &mut cx),
-            Poll::Ready(Some(StreamEnd::Finished))
+            Poll::Ready(Some(Ok(())))
         ));
         assert_eq!(batch.len(), 2);
     }

@@ -100,9 +100,9 @@ fn status_message(mut why: String) -> String {
 /// How the stream ended, once it has: sent after what was gathered before.
 #[derive(Debug)]
 enum Ending {
-    /// The core closed the stream; a server ends the RPC with OK, or with this error
-    /// message as an UNKNOWN status.
-    Closed(Option<String>),
+    /// The stream ended; a server ends the RPC with OK, or with this status (its message
+    /// cut to [`MAX_STATUS_MESSAGE`]).
+    Closed(Option<Status>),
     /// An Envelope over the size limit: the RPC fails with this status (a client resets the
     /// stream with it, as tonic's encoder does).
     Refused(Status),
@@ -112,12 +112,12 @@ enum Ending {
 /// list in unit tests.
 pub(crate) trait Outgoing {
     /// The next Envelope, `Pending` when none is ready, `None` when the stream ended, `Err`
-    /// when it ended with this error message.
-    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>>;
+    /// when it ended with this error status.
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>>;
 }
 
 impl Outgoing for OutStream {
-    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
         OutStream::poll_item(self, cx)
     }
 }
@@ -411,7 +411,9 @@ impl<S: Outgoing> FramedOut<S> {
             (Role::Server, ending) => {
                 let status = match ending {
                     Ending::Closed(None) => Status::ok(""),
-                    Ending::Closed(Some(why)) => Status::unknown(status_message(why)),
+                    Ending::Closed(Some(status)) => {
+                        Status::new(status.code(), status_message(status.message().to_owned()))
+                    }
                     Ending::Refused(status) => status,
                 };
                 let mut trailers = HeaderMap::new();
@@ -525,12 +527,12 @@ mod tests {
     /// Envelopes handed out in order; `Pending` when `items` is empty and not `ended`.
     #[derive(Default)]
     struct List {
-        items: VecDeque<Result<Bytes, String>>,
+        items: VecDeque<Result<Bytes, Status>>,
         ended: bool,
     }
 
     impl Outgoing for List {
-        fn poll_item(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+        fn poll_item(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
             match self.items.pop_front() {
                 Some(item) => Poll::Ready(Some(item)),
                 None if self.ended => Poll::Ready(None),
@@ -539,7 +541,7 @@ mod tests {
         }
     }
 
-    fn body(items: Vec<Result<Bytes, String>>, ended: bool, role: Role) -> FramedOut<List> {
+    fn body(items: Vec<Result<Bytes, Status>>, ended: bool, role: Role) -> FramedOut<List> {
         let list = List {
             items: items.into(),
             ended,
@@ -658,15 +660,22 @@ mod tests {
         assert!(b.is_end_stream());
         assert!(matches!(poll(&mut b), Poll::Ready(None)));
 
-        let mut b = body(
-            vec![Ok(env(4, 1)), Err("duplicate connection".into())],
-            false,
-            Role::Server,
-        );
-        assert_eq!(messages(&data(poll(&mut b))), vec![(0, vec![1; 4])]);
-        let err = status_of(poll(&mut b));
-        assert_eq!(err.code(), tonic::Code::Unknown);
-        assert_eq!(err.message(), "duplicate connection");
+        // The core's error (UNKNOWN, as a Fabric handler's plain error), or a fault the
+        // driver found in the stream's bytes with its own code: each keeps its code.
+        for ending in [
+            Status::unknown("duplicate connection"),
+            Status::internal("bad gRPC framing: stream ended inside a message"),
+        ] {
+            let mut b = body(
+                vec![Ok(env(4, 1)), Err(ending.clone())],
+                false,
+                Role::Server,
+            );
+            assert_eq!(messages(&data(poll(&mut b))), vec![(0, vec![1; 4])]);
+            let err = status_of(poll(&mut b));
+            assert_eq!(err.code(), ending.code());
+            assert_eq!(err.message(), ending.message());
+        }
     }
 
     #[test]
