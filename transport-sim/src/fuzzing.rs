@@ -321,4 +321,252 @@ mod tests {
         assert_eq!(case.nodes, 3);
         assert_eq!(case.faults[..3], faults[..]);
     }
+
+    fn at(ms: u64, fault: Fault) -> ScheduledFault {
+        ScheduledFault {
+            at: Duration::from_millis(ms),
+            fault,
+        }
+    }
+
+    /// The recovery `Case::read` appends for `nodes` nodes after a workload ending at
+    /// `stop_ms`: heal, then every toggle off and a restart per node, a millisecond later.
+    fn recovery(nodes: usize, stop_ms: u64) -> Vec<ScheduledFault> {
+        let mut out = vec![at(stop_ms + 1, Fault::Heal)];
+        for n in 0..nodes {
+            out.extend(
+                [
+                    Fault::Reader(n, ReaderMode::Eager),
+                    Fault::HangPing(n, false),
+                    Fault::Silent(n, false),
+                    Fault::BadSignature(n, false),
+                    Fault::Restart(n),
+                ]
+                .map(|f| at(stop_ms + 1, f)),
+            );
+        }
+        out
+    }
+
+    /// Each header byte is read into its own setting, within its range, whatever its value.
+    #[test]
+    fn the_header_gives_the_network_and_its_workload() {
+        let three = Case::read(&[7, 7, 6, 45, 70, 3, 7, 3]);
+        assert_eq!(three.nodes, 3);
+        assert_eq!(three.seed, 7);
+        assert_eq!(three.workload.start, Duration::ZERO);
+        assert_eq!(three.workload.stop, Duration::from_millis(1500));
+        assert_eq!(three.workload.interval, Duration::from_millis(15));
+        assert_eq!(three.workload.size, 22);
+        assert_eq!(three.workload.fanout, 2);
+        assert_eq!(three.workload.ack_per_mille, 300);
+        assert_eq!(three.workload.view, 0);
+        assert!(three.auto_ack);
+        assert_eq!(three.faults, recovery(3, 1500));
+
+        let four = Case::read(&[5, 200, 3, 39, 63, 5, 2, 2]);
+        assert_eq!(four.nodes, 4);
+        assert_eq!(four.seed, 200);
+        assert_eq!(four.workload.stop, Duration::from_millis(2000));
+        assert_eq!(four.workload.interval, Duration::from_millis(49));
+        assert_eq!(four.workload.size, 79);
+        assert_eq!(four.workload.fanout, 3);
+        assert_eq!(four.workload.ack_per_mille, 200);
+        assert!(!four.auto_ack);
+        assert_eq!(four.faults, recovery(4, 2000));
+
+        // Missing bytes read as zeros: the smallest network and workload.
+        let empty = Case::read(&[]);
+        assert_eq!(empty.nodes, 2);
+        assert_eq!(empty.seed, 0);
+        assert_eq!(empty.workload.stop, Duration::from_millis(500));
+        assert_eq!(empty.workload.interval, Duration::from_millis(10));
+        assert_eq!(empty.workload.size, 16);
+        assert_eq!(empty.workload.fanout, 1);
+        assert_eq!(empty.workload.ack_per_mille, 0);
+        assert!(!empty.auto_ack);
+        assert_eq!(empty.faults, recovery(2, 500));
+    }
+
+    /// After the header, five bytes a fault: its time (little-endian, modulo the workload's
+    /// length and one), its kind (modulo 14), and two arguments: a node (modulo the nodes
+    /// and one, the one past the last naming no node), a set of nodes (a bit each), a
+    /// toggle (the low bit) or a reader mode. The faults come sorted by time, then the
+    /// recovery.
+    #[test]
+    fn each_fault_is_read_from_its_five_bytes() {
+        // Three nodes, a workload of 1500 ms.
+        let mut data = vec![7, 7, 6, 45, 70, 3, 7, 3];
+        let mut put = |at: u16, kind: u8, a: u8, b: u8| {
+            data.extend_from_slice(&at.to_le_bytes());
+            data.extend_from_slice(&[kind, a, b]);
+        };
+        put(300, 0, 0b0101, 0b1_1010);
+        put(1500, 1, 0xff, 0b0010);
+        put(u16::MAX, 2, 9, 9);
+        put(1501, 3, 6, 0);
+        put(258, 4, 3, 0);
+        put(259, 5, 1, 0);
+        put(260, 6, 2, 0);
+        put(261, 7, 4, 0);
+        put(262, 8, 5, 7);
+        put(263, 9, 2, 1);
+        put(264, 10, 0, 3);
+        put(265, 11, 1, 3);
+        put(266, 12, 2, 3);
+        put(267, 13, 0, 0);
+        put(268, 27, 1, 1);
+        put(269, 13 + 14 * 2, 2, 7);
+        put(270, 10, 0, 2);
+        put(271, 11 + 14, 0, 4);
+        put(272, 12, 1, 0);
+        let case = Case::read(&data);
+        let mut want = vec![
+            at(0, Fault::Isolate(2)),
+            at(258, Fault::Crash(3)),
+            at(259, Fault::Restart(1)),
+            at(260, Fault::RestartNewIdentity(2)),
+            at(261, Fault::Stop(0)),
+            at(262, Fault::Reset(1, 3)),
+            at(263, Fault::Corrupt(2, 1)),
+            at(264, Fault::Silent(0, true)),
+            at(265, Fault::BadSignature(1, true)),
+            at(266, Fault::HangPing(2, true)),
+            at(267, Fault::Reader(0, ReaderMode::Eager)),
+            at(268, Fault::Reader(1, ReaderMode::Paused)),
+            at(
+                269,
+                Fault::Reader(2, ReaderMode::Every(Duration::from_millis(7))),
+            ),
+            at(270, Fault::Silent(0, false)),
+            at(271, Fault::BadSignature(0, false)),
+            at(272, Fault::HangPing(1, false)),
+            at(
+                300,
+                Fault::Partition {
+                    a: vec![0, 2],
+                    b: vec![1, 3],
+                },
+            ),
+            // u16::MAX % 1501
+            at(992, Fault::Heal),
+            at(
+                1500,
+                Fault::OneWay {
+                    from: vec![0, 1, 2, 3],
+                    to: vec![1],
+                },
+            ),
+        ];
+        want.extend(recovery(3, 1500));
+        assert_eq!(case.faults, want);
+    }
+
+    /// At most `MAX_FAULTS` faults are read, and no more than the input holds.
+    #[test]
+    fn at_most_max_faults_are_read_and_only_those_given() {
+        let header = [0, 0, 0, 0, 0, 0, 0, 0];
+        let crash = |n: usize| encode_schedule(header, &vec![at(100, Fault::Crash(1)); n]);
+        assert_eq!(
+            Case::read(&crash(1)).faults[..2],
+            [at(100, Fault::Crash(1)), at(501, Fault::Heal)]
+        );
+        for n in [MAX_FAULTS, MAX_FAULTS + 1] {
+            let case = Case::read(&crash(n));
+            let read = case.faults.iter().filter(|f| f.fault == Fault::Crash(1));
+            assert_eq!(read.count(), MAX_FAULTS, "{n} given");
+            assert_eq!(case.faults.len(), MAX_FAULTS + recovery(2, 500).len());
+        }
+    }
+
+    /// A run gives its trace's hash and length, which tell schedules apart.
+    #[test]
+    fn a_run_gives_its_trace() {
+        let header = [0, 1, 0, 0, 0, 0, 0, 0];
+        let quiet = Case::read(&header).run();
+        let faults = parse_schedule("crash@100ms:1,restart@300ms:1").expect("valid");
+        let crashing = Case::read(&encode_schedule(header, &faults)).run();
+        assert!(quiet.1 > 0, "an empty trace");
+        assert_ne!(quiet, crashing);
+    }
+
+    /// A node past the network's last is written as the one "no such node" index, in a
+    /// fault's node and in its sets (a bit set once however many such nodes it names).
+    #[test]
+    fn nodes_past_the_network_are_encoded_as_no_node() {
+        let faults = [
+            at(100, Fault::Crash(9)),
+            at(
+                200,
+                Fault::Partition {
+                    a: vec![0, 7, 9],
+                    b: vec![1, 1],
+                },
+            ),
+        ];
+        let case = Case::read(&encode_schedule([1, 0, 0, 0, 0, 0, 0, 0], &faults));
+        assert_eq!(case.nodes, 3);
+        assert_eq!(
+            case.faults[..2],
+            [
+                at(100, Fault::Crash(3)),
+                at(
+                    200,
+                    Fault::Partition {
+                        a: vec![0, 3],
+                        b: vec![1],
+                    }
+                ),
+            ]
+        );
+    }
+
+    /// A case built by hand: `nodes` nodes without traffic, `faults` and nothing more (no
+    /// recovery).
+    fn quiet(nodes: usize, faults: Vec<ScheduledFault>) -> Case {
+        Case {
+            nodes,
+            seed: 5,
+            workload: Workload {
+                start: Duration::ZERO,
+                stop: Duration::ZERO,
+                interval: Duration::from_millis(10),
+                size: 16,
+                fanout: 1,
+                ack_per_mille: 0,
+                view: 0,
+            },
+            auto_ack: false,
+            faults,
+        }
+    }
+
+    /// The message of a run's panic.
+    fn finding(case: &Case) -> Option<String> {
+        let e = std::panic::catch_unwind(|| case.run()).err()?;
+        Some(match e.downcast::<String>() {
+            Ok(s) => *s,
+            Err(e) => e.downcast_ref::<&str>().map_or("?".into(), |s| (*s).into()),
+        })
+    }
+
+    /// The reachability check after recovery sees a node that never came back.
+    #[test]
+    fn a_node_left_down_is_found_unreachable() {
+        let case = quiet(2, vec![at(0, Fault::Crash(1))]);
+        assert_eq!(
+            finding(&case).as_deref(),
+            Some("n0 cannot reach n1 after recovery")
+        );
+    }
+
+    /// A corruption still pending when the run is over costs the first message after it,
+    /// and the check sends it again rather than report the pair unreachable.
+    #[test]
+    fn a_corruption_pending_at_the_end_costs_one_message_sent_again() {
+        for pair in [(0, 1), (1, 0)] {
+            let case = quiet(2, vec![at(0, Fault::Corrupt(pair.0, pair.1))]);
+            assert_eq!(finding(&case), None, "{pair:?}");
+        }
+    }
 }
