@@ -553,6 +553,8 @@ mod tests {
     fn strings_and_hex_are_written_as_serde_json_and_hex_write_them() {
         let mut samples: Vec<String> = (0..0x80u8).map(|b| char::from(b).to_string()).collect();
         samples.extend(["", "plain", "é\u{2028}😀", "a\"b\\c\n\u{0}d\u{1f}"].map(String::from));
+        // A quote or a backslash after another character to escape, last in its chunk.
+        samples.extend(["\n\"", "\n\\", "\"\\x"].map(String::from));
         samples.push(samples.concat());
         for s in &samples {
             let mut buf = b"x".to_vec();
@@ -791,6 +793,145 @@ mod tests {
                 "{\"event\":\"output_dropped\",\"lines\":1}\n",
                 "{\"event\":\"after\"}\n"
             ]
+        );
+    }
+
+    /// A stdin line that could not be run is a `command_error` line with the reason.
+    #[test]
+    fn a_command_error_is_a_line_with_its_reason() {
+        let (out, writes, go) = stuck("first");
+        out.command_error("bad");
+        assert_eq!(
+            unstick(&out, &writes, &go),
+            [
+                "{\"error\":\"bad\",\"event\":\"command_error\"}\n",
+                "{\"event\":\"after\"}\n"
+            ]
+        );
+    }
+
+    /// The queue holds `MAX_LINES` lines, the notice of a drop counted among them, and
+    /// not one more, behind a blocked write; a notice is given once.
+    #[test]
+    fn the_queue_holds_max_lines_counting_notices() {
+        let (out, writes, go) = stuck("first");
+        for i in 0..MAX_LINES - 1 {
+            out.emit(&json!({"i": i}));
+        }
+        assert_eq!(out.dropped(), 0);
+        // Too long for the queue: dropped, and its notice takes the last line.
+        out.lines().line(usize::MAX, |_| {
+            panic!("a line that cannot fit was formatted")
+        });
+        assert_eq!(out.dropped(), 1);
+        out.emit(&json!({"event": "full"}));
+        assert_eq!(out.dropped(), 2);
+        let got = unstick(&out, &writes, &go);
+        let mut want: Vec<String> = (0..MAX_LINES - 1)
+            .map(|i| format!("{{\"i\":{i}}}\n"))
+            .collect();
+        want.push("{\"event\":\"output_dropped\",\"lines\":1}\n".into());
+        want.push("{\"event\":\"output_dropped\",\"lines\":1}\n".into());
+        want.push("{\"event\":\"after\"}\n".into());
+        assert_eq!(got, want);
+        // The notice went out with `after`: the next line comes alone.
+        out.emit(&json!({"event": "last"}));
+        assert!(out.drain(Duration::from_secs(10)));
+        let next: Vec<Vec<Vec<u8>>> = writes.try_iter().collect();
+        assert_eq!(next, [vec![b"{\"event\":\"last\"}\n".to_vec()]]);
+    }
+
+    /// A line longer than what is left of the queue's buffer grows it to the bound at most,
+    /// not by doubling past it: 40 MiB queued, then 20 MiB more.
+    #[test]
+    fn a_growing_queue_stays_within_max_bytes() {
+        let (out, writes, go) = stuck("first");
+        let (big, half) = (40 << 20, 20 << 20);
+        out.lines().line(big, |b| pad(b, "A", big));
+        out.lines().line(half, |b| pad(b, "B", half));
+        assert_eq!(out.dropped(), 0);
+        {
+            let q = out.s.q.lock().expect("lock");
+            assert!(
+                q.buf.capacity() + q.held <= MAX_BYTES,
+                "{} + {} bytes held",
+                q.buf.capacity(),
+                q.held
+            );
+        }
+        let got = unstick(&out, &writes, &go);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].starts_with("{\"l\":\"A\"") && got[1].starts_with("{\"l\":\"B\""));
+    }
+
+    /// Once `drain` returns it is no longer counted as waiting: the writer then wakes
+    /// nobody after each batch.
+    #[test]
+    fn drain_leaves_no_waiter_behind() {
+        let (out, writes, go) = stuck("first");
+        assert!(!out.drain(Duration::from_millis(20)), "nothing was read");
+        assert_eq!(out.s.q.lock().expect("lock").draining, 0);
+        let _ = unstick(&out, &writes, &go);
+        assert_eq!(out.s.q.lock().expect("lock").draining, 0);
+    }
+
+    /// `drain` is woken when the writer has written the last lines, not only at its limit.
+    #[test]
+    fn drain_returns_once_the_lines_are_written() {
+        let (out, writes, go) = stuck("first");
+        out.emit(&json!({"event": "stopped"}));
+        let _ = go.send(());
+        let _ = go.send(());
+        let started = Instant::now();
+        assert!(out.drain(Duration::from_secs(30)));
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "drain took {took:?}");
+        let batches: Vec<Vec<Vec<u8>>> = writes.try_iter().collect();
+        assert_eq!(batches, [vec![b"{\"event\":\"stopped\"}\n".to_vec()]]);
+    }
+
+    /// A writer that takes the last lines while `drain` waits for it to (not run yet, as on
+    /// a loaded machine) tells `drain`, which then waits its own limit for the write, not
+    /// [`PICKUP_LIMIT`].
+    #[test]
+    fn a_pickup_during_drain_is_told_to_drain() {
+        let s = Arc::new(Shared {
+            q: Mutex::new(Queue::default()),
+            queued: Condvar::new(),
+            written: Condvar::new(),
+        });
+        let out = Out { s: s.clone() };
+        out.emit(&json!({"event": "stopped"}));
+        let (open, gate) = mpsc::channel();
+        let (tx, _written) = mpsc::channel();
+        // The writer starts once `drain` waits, and its write then blocks: a reader gone.
+        std::thread::spawn(move || {
+            while s.q.lock().expect("lock").draining == 0 {
+                std::thread::yield_now();
+            }
+            writer(&s, Gate(gate, tx));
+        });
+        let started = Instant::now();
+        assert!(!out.drain(Duration::from_millis(20)), "nothing was read");
+        let took = started.elapsed();
+        assert!(took < PICKUP_LIMIT / 2, "drain took {took:?}");
+        drop(open);
+    }
+
+    /// A one-shot command's failed write says what it was writing and why, and exits 2.
+    #[test]
+    fn a_write_error_names_what_was_written_and_exits_2() {
+        let e = WriteError::new(
+            "result",
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "Broken pipe (os error 32)"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "writing the result: Broken pipe (os error 32)"
+        );
+        assert_eq!(
+            format!("{:?}", e.exit()),
+            format!("{:?}", std::process::ExitCode::from(2))
         );
     }
 }
