@@ -880,42 +880,54 @@ mod tests {
     fn drain_returns_once_the_lines_are_written() {
         let (out, writes, go) = stuck("first");
         out.emit(&json!({"event": "stopped"}));
-        let _ = go.send(());
-        let _ = go.send(());
+        // The reader reads once `drain` waits: both writes end while it does.
+        let q = out.clone();
+        let reader = std::thread::spawn(move || {
+            while q.s.q.lock().expect("lock").draining == 0 {
+                std::thread::yield_now();
+            }
+            let _ = go.send(());
+            let _ = go.send(());
+        });
         let started = Instant::now();
         assert!(out.drain(Duration::from_secs(30)));
         let took = started.elapsed();
         assert!(took < Duration::from_secs(10), "drain took {took:?}");
+        reader.join().expect("reader");
         let batches: Vec<Vec<Vec<u8>>> = writes.try_iter().collect();
         assert_eq!(batches, [vec![b"{\"event\":\"stopped\"}\n".to_vec()]]);
     }
 
-    /// A writer that takes the last lines while `drain` waits for it to (not run yet, as on
+    /// A writer that takes the last lines while `drain` waits for it to (woken late, as on
     /// a loaded machine) tells `drain`, which then waits its own limit for the write, not
     /// [`PICKUP_LIMIT`].
     #[test]
     fn a_pickup_during_drain_is_told_to_drain() {
-        let s = Arc::new(Shared {
-            q: Mutex::new(Queue::default()),
-            queued: Condvar::new(),
-            written: Condvar::new(),
-        });
-        let out = Out { s: s.clone() };
-        out.emit(&json!({"event": "stopped"}));
-        let (open, gate) = mpsc::channel();
-        let (tx, _written) = mpsc::channel();
-        // The writer starts once `drain` waits, and its write then blocks: a reader gone.
+        let (out, _writes, go) = stuck("first");
+        // The first write ends; the writer then waits for lines.
+        let _ = go.send(());
+        while out.s.q.lock().expect("lock").writing {
+            std::thread::yield_now();
+        }
+        // A line queued without waking the writer; it is woken once `drain` waits, and its
+        // write then blocks (the reader stopped reading).
+        {
+            let mut q = out.s.q.lock().expect("lock");
+            q.buf.extend_from_slice(b"{\"event\":\"stopped\"}\n");
+            q.lines += 1;
+        }
+        let s = out.s.clone();
         std::thread::spawn(move || {
             while s.q.lock().expect("lock").draining == 0 {
                 std::thread::yield_now();
             }
-            writer(&s, Gate(gate, tx));
+            s.queued.notify_one();
         });
         let started = Instant::now();
         assert!(!out.drain(Duration::from_millis(20)), "nothing was read");
         let took = started.elapsed();
         assert!(took < PICKUP_LIMIT / 2, "drain took {took:?}");
-        drop(open);
+        drop(go);
     }
 
     /// A one-shot command's failed write says what it was writing and why, and exits 2.
