@@ -880,13 +880,15 @@ mod tests {
     fn drain_returns_once_the_lines_are_written() {
         let (out, writes, go) = stuck("first");
         out.emit(&json!({"event": "stopped"}));
-        // The reader reads once `drain` waits: both writes end while it does.
+        let _ = go.send(());
+        let batch = writes.recv_timeout(Duration::from_secs(10)).expect("write");
+        assert_eq!(batch, [b"{\"event\":\"stopped\"}\n".to_vec()]);
+        // The last write is under way; the reader reads it once `drain` waits.
         let q = out.clone();
         let reader = std::thread::spawn(move || {
             while q.s.q.lock().expect("lock").draining == 0 {
                 std::thread::yield_now();
             }
-            let _ = go.send(());
             let _ = go.send(());
         });
         let started = Instant::now();
@@ -894,8 +896,6 @@ mod tests {
         let took = started.elapsed();
         assert!(took < Duration::from_secs(10), "drain took {took:?}");
         reader.join().expect("reader");
-        let batches: Vec<Vec<Vec<u8>>> = writes.try_iter().collect();
-        assert_eq!(batches, [vec![b"{\"event\":\"stopped\"}\n".to_vec()]]);
     }
 
     /// A writer that takes the last lines while `drain` waits for it to (woken late, as on
@@ -945,5 +945,32 @@ mod tests {
             format!("{:?}", e.exit()),
             format!("{:?}", std::process::ExitCode::from(2))
         );
+    }
+
+    /// A batch taken from a queue grown by doubling gives back the room it does not fill:
+    /// 60 MiB in a buffer of about 64 MiB, taken to be written, leaves the queue the
+    /// 4 MiB beyond its lines, and a 3 MiB line is queued.
+    #[test]
+    fn a_batch_taken_gives_its_spare_room_back_to_the_queue() {
+        let (out, writes, go) = stuck("first");
+        let (big, half) = (40 << 20, 20 << 20);
+        out.lines().line(big, |b| pad(b, "A", big));
+        out.lines().line(half, |b| pad(b, "B", half));
+        assert!(out.s.q.lock().expect("lock").buf.capacity() > big + half + 2);
+        let _ = go.send(());
+        let batch = writes.recv_timeout(Duration::from_secs(10)).expect("write");
+        assert_eq!(batch.len(), 2, "A and B taken together");
+        let held = out.s.q.lock().expect("lock").held;
+        assert_eq!(
+            held,
+            big + half + 2,
+            "the batch's capacity, its lines' length"
+        );
+        let three = 3 << 20;
+        out.lines().line(three, |b| pad(b, "C", three));
+        assert_eq!(out.dropped(), 0);
+        let got = unstick(&out, &writes, &go);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with("{\"l\":\"C\""), "{got:?}");
     }
 }
