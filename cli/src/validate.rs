@@ -152,3 +152,33 @@ fn kind(e: &SecurityError) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each refusal a trust store gives is named by its own kind in the `refused` field;
+    /// the signing and signature errors, which judging a certificate never gives, are
+    /// `other`.
+    #[test]
+    fn each_refusal_is_named_by_its_kind() {
+        let e = |f: fn(String) -> SecurityError| f("why".into());
+        for (error, want) in [
+            (e(SecurityError::MalformedIdentity), "malformed_identity"),
+            (e(SecurityError::UnknownMsp), "unknown_msp"),
+            (
+                e(SecurityError::UntrustedCertificate),
+                "untrusted_certificate",
+            ),
+            (e(SecurityError::Expired), "expired"),
+            (e(SecurityError::Revoked), "revoked"),
+            (e(SecurityError::OrganizationalUnit), "organizational_unit"),
+            (e(SecurityError::BadKey), "bad_key"),
+            (e(SecurityError::BadSignature), "other"),
+            (SecurityError::HighS, "other"),
+            (e(SecurityError::Other), "other"),
+        ] {
+            assert_eq!(kind(&error), want, "{error:?}");
+        }
+    }
+}
