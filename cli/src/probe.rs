@@ -633,8 +633,318 @@ fn authenticated_text(
 
 #[cfg(test)]
 mod tests {
-    use super::{Answer, TLS_HINT, dial_hint, handshake_hint, judge};
-    use fabric_gossip_core::HandshakeError;
+    use super::{
+        Answer, HTTP1_HINT, HandshakeArgs, NOT_GRPC_HINT, PLAINTEXT_HINT, TLS_HINT, add_hint,
+        authenticated_text, dial_failure, dial_hint, failure_hint, handshake_hint, judge, mode, ms,
+        ms_f, ping_failure, sniff, steps,
+    };
+    use crate::opts::PkiForm;
+    use clap::Parser;
+    use fabric_gossip_core::proto::msp::SerializedIdentity;
+    use fabric_gossip_core::proto::prost::Message;
+    use fabric_gossip_core::{
+        ConnectionInfo, DialError, HandshakeError, PING_TIMED_OUT, PkiId, SecurityError,
+    };
+    use serde_json::json;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        h: HandshakeArgs,
+    }
+
+    /// `handshake`'s arguments as given on the command line after `handshake`.
+    fn handshake_args(args: &[&str]) -> HandshakeArgs {
+        T::parse_from(std::iter::once("handshake").chain(args.iter().copied())).h
+    }
+
+    /// Round trips are printed to the hundredth of a millisecond and given in JSON in
+    /// milliseconds to the microsecond.
+    #[test]
+    fn round_trips_read_in_milliseconds() {
+        let rtt = Duration::from_nanos(1_234_567);
+        assert_eq!(ms(rtt), "1.23 ms");
+        assert_eq!(ms(Duration::from_millis(300)), "300.00 ms");
+        assert_eq!(ms_f(rtt), 1.235);
+        assert_eq!(ms_f(Duration::from_secs(3)), 3000.0);
+        assert_eq!(ms_f(Duration::ZERO), 0.0);
+    }
+
+    /// The output says whether TLS was on, and which steps a round trip covered.
+    #[test]
+    fn the_output_names_tls_and_the_steps_of_a_round_trip() {
+        let plain = handshake_args(&["127.0.0.1:7051"]).probe.tls;
+        let tls = handshake_args(&[
+            "127.0.0.1:7051",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .probe
+        .tls;
+        assert_eq!((mode(&plain), mode(&tls)), ("plaintext", "TLS"));
+        assert_eq!(steps(&plain, false), "TCP, Ping");
+        assert_eq!(steps(&tls, false), "TCP, TLS, Ping");
+        assert_eq!(steps(&plain, true), "TCP, Ping, ConnEstablish both ways");
+        assert_eq!(steps(&tls, true), "TCP, TLS, Ping, ConnEstablish both ways");
+    }
+
+    /// A time-out names the bound of the step it cut; any other failure keeps the
+    /// transport's words.
+    #[test]
+    fn a_timed_out_step_names_its_bound_and_other_failures_keep_their_words() {
+        let limit = Duration::from_millis(300);
+        assert_eq!(
+            dial_failure(&DialError::Timeout, limit),
+            "dial failed: no connection within 300.00 ms"
+        );
+        assert_eq!(
+            dial_failure(&DialError::Failed("connection refused".into()), limit),
+            "dial failed: connection refused"
+        );
+        assert_eq!(
+            ping_failure(PING_TIMED_OUT, Duration::from_secs(2)),
+            "ping failed: no answer within 2000.00 ms"
+        );
+        assert_eq!(
+            ping_failure("Unavailable: connection closed", limit),
+            "ping failed: Unavailable: connection closed"
+        );
+    }
+
+    /// `--json`'s `hint` is the hint without its line break and `hint: `; no hint, no field.
+    #[test]
+    fn a_hint_is_the_json_hint_field_without_its_prefix() {
+        let mut v = json!({"ok": false});
+        add_hint(&mut v, PLAINTEXT_HINT);
+        assert_eq!(
+            v,
+            json!({"ok": false, "hint": "the peer seems to serve plaintext; leave out the --tls-* flags"})
+        );
+        let mut v = json!({"ok": false});
+        add_hint(&mut v, "");
+        assert_eq!(v, json!({"ok": false}));
+    }
+
+    /// An identity of an MSP we do not trust gets the `--trust` advice, whether the
+    /// provider refused or could not classify it; a failed dial or Ping is left to
+    /// [`failure_hint`]; a stream the peer ended gets the advice to check its trust in us;
+    /// other failures get no hint.
+    #[test]
+    fn each_kind_of_handshake_failure_gets_its_own_hint() {
+        let unknown = || SecurityError::UnknownMsp("Org3MSP".into());
+        for e in [
+            HandshakeError::InvalidIdentity(unknown()),
+            HandshakeError::UnclassifiableIdentity(unknown()),
+        ] {
+            let hint = handshake_hint(&e).expect("a hint");
+            assert!(hint.starts_with("\n  hint: "), "{hint}");
+            assert!(hint.contains("pass --trust Org3MSP=DIR"), "{hint}");
+            assert!(hint.contains("e.g. Org3MSP)"), "{hint}");
+        }
+        assert_eq!(
+            handshake_hint(&HandshakeError::Dial(DialError::Timeout)),
+            None
+        );
+        assert_eq!(
+            handshake_hint(&HandshakeError::Ping("ping timed out".into())),
+            None
+        );
+        let ended = handshake_hint(&HandshakeError::StreamEnded("EOF".into())).expect("a hint");
+        assert!(ended.contains("the peer refused our handshake"), "{ended}");
+        let bad = HandshakeError::InvalidIdentity(SecurityError::HighS);
+        assert_eq!(handshake_hint(&bad).as_deref(), Some(""));
+    }
+
+    /// A serialized MSP identity with `cert` as its certificate.
+    fn msp_identity(cert: &str) -> fabric_gossip_core::proto::bytes::Bytes {
+        SerializedIdentity {
+            mspid: "Org1MSP".into(),
+            id_bytes: cert.as_bytes().to_vec().into(),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn info(id: &[u8], identity: fabric_gossip_core::proto::bytes::Bytes) -> ConnectionInfo {
+        ConnectionInfo {
+            id: PkiId::new(id.to_vec()),
+            identity,
+            endpoint: "127.0.0.1:7051".into(),
+            signed_data: Default::default(),
+            signature: Default::default(),
+        }
+    }
+
+    /// With an MSP identity, an authenticated peer is shown by its PKI-ID in hex, its MSP
+    /// ID, the size of its identity and its certificate, ending in a line break whether or
+    /// not the certificate had one; with a test identity, by the identity's text.
+    #[test]
+    fn an_authenticated_peer_is_shown_by_its_msp_and_certificate_or_its_text() {
+        let a = handshake_args(&["peer0.org1.example.com:7051"]);
+        let rtt = Duration::from_micros(1_500);
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+        let identity = msp_identity(cert);
+        let size = identity.len();
+        let head = "handshake with peer0.org1.example.com:7051 (plaintext): authenticated in \
+                    1.50 ms (TCP, Ping, ConnEstablish both ways)\n";
+        let expected = format!(
+            "{head}  PKI-ID:    ab01\n  MSP ID:    Org1MSP\n  identity:  {size} bytes \
+             (msp.SerializedIdentity)\n  certificate:\n{cert}\n"
+        );
+        let shown = authenticated_text(&a, PkiForm::Hex, &info(&[0xab, 1], identity), rtt);
+        assert_eq!(shown, expected);
+        let with_break = format!("{cert}\n");
+        let identity = msp_identity(&with_break);
+        let size = identity.len();
+        let shown = authenticated_text(&a, PkiForm::Hex, &info(&[0xab, 1], identity), rtt);
+        assert_eq!(
+            shown,
+            format!(
+                "{head}  PKI-ID:    ab01\n  MSP ID:    Org1MSP\n  identity:  {size} bytes \
+                 (msp.SerializedIdentity)\n  certificate:\n{with_break}"
+            )
+        );
+
+        let test = &b"127.0.0.1:7051"[..];
+        let shown = authenticated_text(&a, PkiForm::Text, &info(test, test.into()), rtt);
+        assert_eq!(
+            shown,
+            format!("{head}  PKI-ID:    127.0.0.1:7051\n  identity:  127.0.0.1:7051 (14 bytes)\n")
+        );
+        // Under a test identity, even an identity that reads as an MSP one is shown as
+        // the text it is.
+        let identity = msp_identity(cert);
+        let shown = authenticated_text(&a, PkiForm::Text, &info(b"p", identity.clone()), rtt);
+        assert!(!shown.contains("MSP ID:"), "{shown}");
+        assert!(
+            shown.contains(&format!(
+                "  identity:  {} ({} bytes)\n",
+                String::from_utf8_lossy(&identity),
+                identity.len()
+            )),
+            "{shown}"
+        );
+    }
+
+    /// A loopback port that answers the first bytes of each connection (a request ending
+    /// in a blank line) with `reply`, then closes its side (`close`) or holds the
+    /// connection until the client closes it; an empty `reply` with `close` hangs up at
+    /// once. The address, `HOST:PORT`.
+    async fn port_answering(reply: &'static [u8], close: bool) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                    if close {
+                        let _ = s.shutdown().await;
+                    }
+                    // Until the client closes: a close with unread bytes would reset the
+                    // connection and lose the reply.
+                    while let Ok(k) = s.read(&mut buf).await {
+                        if k == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Bound on a look at a port that answers and closes: never reached.
+    const LOOK: Duration = Duration::from_secs(5);
+
+    /// The dial errors from which the hint guesses each TLS mode.
+    const PLAINTEXT_MET_TLS: &str = "ping failed: Unavailable: transport error: connection closed";
+    const TLS_MET_PLAINTEXT: &str = "dial failed: received corrupt message of type \
+                                     InvalidContentType";
+
+    /// The hint for a plaintext dial that met what looked like TLS, after a look at `addr`.
+    async fn guess_tls(addr: &str) -> &'static str {
+        failure_hint(addr, PLAINTEXT_MET_TLS, false, LOOK).await
+    }
+
+    /// The hint for a TLS dial that met what looked like plaintext, after a look at `addr`.
+    async fn guess_plain(addr: &str) -> &'static str {
+        failure_hint(addr, TLS_MET_PLAINTEXT, true, LOOK).await
+    }
+
+    /// A look at the port corrects a guess of the TLS mode: an HTTP/1.x answer is an
+    /// operations port, an answer that is no gRPC nor TLS is no gossip endpoint, and an
+    /// answer in the mode we dialled in means the failure lies elsewhere. A port that
+    /// hangs up, answers in the guessed mode, or has nothing listening leaves the guess.
+    #[tokio::test]
+    async fn a_look_at_the_port_checks_the_guess_of_its_tls_mode() {
+        let http1 =
+            port_answering(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", true).await;
+        let ssh = port_answering(b"SSH-2.0-OpenSSH_9.2\r\n", true).await;
+        let h2 = port_answering(
+            &[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 7, 0, 0, 0, 0, 0],
+            true,
+        )
+        .await;
+        let tls = port_answering(&[21, 3, 3, 0, 2, 2, 10], true).await;
+        let hangs_up = port_answering(b"", true).await;
+        assert_eq!(dial_hint(PLAINTEXT_MET_TLS, false), TLS_HINT);
+        assert_eq!(dial_hint(TLS_MET_PLAINTEXT, true), PLAINTEXT_HINT);
+
+        // Dialled in plaintext, the guess is TLS.
+        assert_eq!(guess_tls(&http1).await, HTTP1_HINT);
+        assert_eq!(guess_tls(&ssh).await, NOT_GRPC_HINT);
+        assert_eq!(guess_tls(&h2).await, "");
+        assert_eq!(guess_tls(&tls).await, TLS_HINT);
+        assert_eq!(guess_tls(&hangs_up).await, TLS_HINT);
+        // Dialled with TLS, the guess is plaintext.
+        assert_eq!(guess_plain(&http1).await, HTTP1_HINT);
+        assert_eq!(guess_plain(&ssh).await, PLAINTEXT_HINT);
+        assert_eq!(guess_plain(&h2).await, PLAINTEXT_HINT);
+        assert_eq!(guess_plain(&tls).await, "");
+        assert_eq!(guess_plain(&hangs_up).await, PLAINTEXT_HINT);
+
+        // Nothing listens at a port just closed: the guess stands.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        assert_eq!(guess_tls(&closed).await, TLS_HINT);
+        assert_eq!(guess_plain(&closed).await, PLAINTEXT_HINT);
+
+        // A hint that is no guess of the TLS mode is given without a look: an HTTP/1.x
+        // port does not change it.
+        let refused = "dial failed: transport error: Connection refused (os error 111)";
+        let nothing = dial_hint(refused, false);
+        assert!(nothing.contains("nothing listens there"), "{nothing}");
+        assert_eq!(failure_hint(&http1, refused, false, LOOK).await, nothing);
+    }
+
+    /// A port that answers part of a response and then says nothing is judged on that
+    /// part once the look's time is up, before the look as a whole is given up.
+    #[tokio::test]
+    async fn a_port_that_answers_and_then_falls_silent_is_judged_on_what_came() {
+        let addr = port_answering(b"HTTP/1.1 200 OK\r\n", false).await;
+        assert_eq!(
+            sniff(&addr, Duration::from_millis(300)).await,
+            Some(Answer::Http1)
+        );
+    }
 
     /// A Fabric v2.4.9 peer in no channel refusing an Org2MSP identity (2026-12-04, on
     /// loopback): the status our handshake ended with, word for word.

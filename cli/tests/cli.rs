@@ -1592,6 +1592,15 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
         "{}",
         r.all()
     );
+    // In JSON, an MSP identity is its MSP ID and certificate, not its bytes as text.
+    hs.push("--json");
+    let r = run_expect(&hs, 0);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["pki_id"], a.pki.as_str(), "{v}");
+    assert_eq!(v["msp_id"], "OrgAMSP", "{v}");
+    let cert = v["certificate"].as_str().unwrap_or_default();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{v}");
+    assert!(v.get("identity").is_none(), "{v}");
     let mut ping = vec!["ping", a_addr.as_str()];
     ping.extend(strs(&b_flags));
     let r = run_expect(&ping, 0);
@@ -3191,12 +3200,22 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["answered"], 3, "{v}");
     assert!(v["rtt_ms"]["max"].as_f64().expect("max") > 0.0, "{v}");
+    // The average lies between the fastest and the slowest probe.
+    let rtt = |k: &str| {
+        v["rtt_ms"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {v}"))
+    };
+    assert!(rtt("min") <= rtt("avg") && rtt("avg") <= rtt("max"), "{v}");
     let r = run_expect(&["handshake", &addr, "--test-identity", "--json"], 0);
     let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
     assert_eq!(
         (v["ok"].clone(), v["pki_id"].clone()),
         (Value::Bool(true), Value::from(addr.as_str()))
     );
+    // A test identity is its text.
+    assert_eq!(v["identity"], addr.as_str(), "{v}");
+    assert!(v.get("msp_id").is_none(), "{v}");
     let r = run_expect(
         &[
             "handshake",
@@ -4401,6 +4420,62 @@ fn a_ping_timeout_reads_the_same_in_every_probe() {
     let probes = v["probes"].as_array().expect("probes");
     assert_eq!(probes.len(), 3, "{v}");
     assert!(probes.iter().all(|p| timed_out(&p["error"])), "{v}");
+    drop(silent);
+}
+
+/// `ping` prints a line per probe, numbered when there are several, and then a summary of
+/// them; one probe's line stands alone. `--interval` is the pause between probes, not
+/// before the first.
+#[test]
+fn ping_prints_a_line_per_probe_and_a_summary_of_several() {
+    let n = NodeProc::start(&TEST_NODE);
+    let addr = n.addr.clone();
+    let prefix = format!("ping {addr} (plaintext)");
+    // A pause before the only probe would outlast the run's bound.
+    let r = run_expect(&["ping", &addr, "--interval", "1h"], 0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", r.all());
+    assert!(
+        lines[0].starts_with(&format!("{prefix}: answered in "))
+            && lines[0].ends_with(" ms (TCP, Ping)"),
+        "{}",
+        r.all()
+    );
+    let r = run_expect(&["ping", &addr, "--count", "2"], 0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.all());
+    assert!(
+        lines[0].starts_with(&format!("{prefix} 1/2: answered in ")),
+        "{}",
+        r.all()
+    );
+    assert!(
+        lines[1].starts_with(&format!("{prefix} 2/2: answered in ")),
+        "{}",
+        r.all()
+    );
+    assert!(
+        lines[2].starts_with("2 of 2 answered; round trip min "),
+        "{}",
+        r.all()
+    );
+    n.stop();
+}
+
+/// A `--timeout` longer than the margin the command adds to the core's bounds is still
+/// the core's: the probe fails at the bound given, naming its step.
+#[test]
+fn a_ping_timeout_longer_than_the_margin_is_the_one_that_cuts() {
+    // Takes connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr").to_string();
+    let r = run_expect(&["ping", &addr, "--timeout", "3s", "--json"], 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert!(
+        v["error"] == "ping failed: no answer within 3000.00 ms"
+            || v["error"] == "dial failed: no connection within 3000.00 ms",
+        "{v}"
+    );
     drop(silent);
 }
 
