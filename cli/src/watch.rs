@@ -167,8 +167,7 @@ async fn watch(
     let view = View {
         form,
         json: args.json,
-        // Changes are appended, not redrawn in place.
-        tty: !args.json && !args.changes && std::io::stdout().is_terminal(),
+        tty: redrawn_in_place(args.json, args.changes, std::io::stdout().is_terminal()),
         me,
         own_expires,
     };
@@ -293,6 +292,12 @@ async fn watch(
     code
 }
 
+/// Whether the table is redrawn in place: only a plain table (no `--json`) on a terminal;
+/// changes (`--changes`) are appended.
+fn redrawn_in_place(json: bool, changes: bool, terminal: bool) -> bool {
+    !json && !changes && terminal
+}
+
 /// How the table is shown.
 struct View {
     form: PkiForm,
@@ -308,10 +313,18 @@ impl View {
     /// name and fields, e.g. `14:02:07.341Z member_dead pki_id=… msp_id=Org1MSP
     /// endpoint=… reason=expired`.
     fn show_change(&self, ev: &DiscoveryEvent) {
-        let ms = unix_ms_now();
+        let text = self.change_line(ev, unix_ms_now());
+        let mut out = std::io::stdout().lock();
+        // A reader gone away (a closed pipe) is not this tool's failure.
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+
+    /// [`View::show_change`]'s line for `ev` at `ms` (Unix milliseconds), its newline
+    /// included.
+    fn change_line(&self, ev: &DiscoveryEvent, ms: u128) -> String {
         let mut v = membership::event_json(ev, self.form);
         v["time_unix_ms"] = json!(ms);
-        let text = if self.json {
+        if self.json {
             format!("{v}\n")
         } else {
             // UTC time of day, as a log line starts.
@@ -346,10 +359,7 @@ impl View {
             }
             line.push('\n');
             line
-        };
-        let mut out = std::io::stdout().lock();
-        // A reader gone away (a closed pipe) is not this tool's failure.
-        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        }
     }
 
     /// The state at the end (of --duration, or at a signal), unless a refresh just
@@ -488,6 +498,156 @@ mod tests {
     use super::*;
     use fabric_gossip_core::{Instant, PkiId};
     use fabric_gossip_discovery::alive::Timestamp;
+    use fabric_gossip_discovery::{DeadReason, PurgeReason};
+
+    /// A member the tests show: PKI-ID `peer`, `endpoint`, MSP `org`.
+    fn member(endpoint: &str, org: Option<&str>) -> MemberInfo {
+        MemberInfo {
+            pki_id: PkiId::new(&b"peer"[..]),
+            endpoint: endpoint.into(),
+            internal_endpoint: "10.0.0.1:7051".into(),
+            org: org.map(Into::into),
+            timestamp: Timestamp { inc: 7, seq: 9 },
+            last_seen: Instant::from_unix_secs(1),
+            alive: true,
+            identity_expires: None,
+        }
+    }
+
+    fn view(json: bool, tty: bool) -> View {
+        View {
+            form: PkiForm::Text,
+            json,
+            tty,
+            me: json!({"pki_id": "me:1", "msp_id": "", "endpoint": "me:1"}),
+            own_expires: None,
+        }
+    }
+
+    /// Only a plain table on a terminal is redrawn in place: JSON objects and changes are
+    /// appended, and a table into a pipe or a file is never cleared.
+    #[test]
+    fn only_a_plain_table_on_a_terminal_is_redrawn_in_place() {
+        for json in [false, true] {
+            for changes in [false, true] {
+                for terminal in [false, true] {
+                    assert_eq!(
+                        redrawn_in_place(json, changes, terminal),
+                        !json && !changes && terminal,
+                        "json {json}, changes {changes}, terminal {terminal}"
+                    );
+                }
+            }
+        }
+        assert!(redrawn_in_place(false, false, true));
+        assert!(!redrawn_in_place(true, false, true));
+        assert!(!redrawn_in_place(false, true, true));
+        assert!(!redrawn_in_place(false, false, false));
+    }
+
+    /// On a terminal the table starts by clearing the screen and ends with its last row;
+    /// elsewhere each table ends with a blank line, to tell one from the next.
+    #[test]
+    fn a_table_on_a_terminal_clears_the_screen_and_elsewhere_ends_in_a_blank_line() {
+        let members = [member("p:1", Some("Org1MSP"))];
+        let boot = BTreeMap::new();
+        let piped = view(false, false).table(&members, &boot);
+        assert!(
+            piped.starts_with("me: me:1  at me:1   members: 1 alive, 0 dead\n"),
+            "{piped}"
+        );
+        assert!(piped.ends_with("alive\n\n"), "{piped:?}");
+        assert!(!piped.contains('\x1b'), "{piped:?}");
+        let tty = view(false, true).table(&members, &boot);
+        assert_eq!(
+            tty,
+            format!("\x1b[H\x1b[2J{}", piped.trim_end_matches('\n')) + "\n"
+        );
+    }
+
+    /// A change, without `--json`, is a line of the UTC time of day, the event's name and
+    /// its fields that have a value (escaped); with `--json`, the event's object with the
+    /// time.
+    #[test]
+    fn a_change_is_a_log_line_of_its_event_and_fields_or_its_json_object() {
+        // Some day, at 14:02:07.341 UTC.
+        let at: u128 = 20_000 * 86_400_000 + 14 * 3_600_000 + 2 * 60_000 + 7_000 + 341;
+        let text = view(false, false);
+        let dead = DiscoveryEvent::MemberDead {
+            member: member("p:1\u{1}", None),
+            reason: DeadReason::Expired,
+        };
+        assert_eq!(
+            text.change_line(&dead, at),
+            "14:02:07.341Z member_dead pki_id=peer endpoint=p:1\\u{1} \
+             internal_endpoint=10.0.0.1:7051 reason=expired\n"
+        );
+        let alive = DiscoveryEvent::MemberAlive {
+            member: member("p:1", Some("Org1MSP")),
+            resurrected: true,
+        };
+        assert_eq!(
+            text.change_line(&alive, at + 1),
+            "14:02:07.342Z member_alive pki_id=peer msp_id=Org1MSP endpoint=p:1 \
+             internal_endpoint=10.0.0.1:7051 resurrected=true\n"
+        );
+        let purged = DiscoveryEvent::MemberPurged {
+            member: member("p:1", Some("Org1MSP")),
+            reason: PurgeReason::LongDead,
+        };
+        assert!(text.change_line(&purged, at).ends_with(
+            " member_purged pki_id=peer msp_id=Org1MSP endpoint=p:1 \
+                            internal_endpoint=10.0.0.1:7051 reason=long_dead\n"
+        ));
+        let failed = DiscoveryEvent::BootstrapFailed {
+            endpoint: "b:1".into(),
+            error: BootstrapError::NoResponse,
+            attempt: 3,
+            gave_up: true,
+        };
+        assert_eq!(
+            text.change_line(&failed, at),
+            "14:02:07.341Z bootstrap_failed endpoint=b:1 error=no membership response \
+             attempt=3 gave_up=true\n"
+        );
+
+        let line = view(true, false).change_line(&failed, at);
+        assert!(line.ends_with('\n'), "{line:?}");
+        let mut expected = membership::event_json(&failed, PkiForm::Text);
+        expected["time_unix_ms"] = json!(at);
+        assert_eq!(
+            serde_json::from_str::<Value>(&line).expect("JSON"),
+            expected
+        );
+    }
+
+    /// A bootstrap peer's failure is given in the error's own words, and none before one.
+    #[test]
+    fn a_bootstrap_peer_s_failure_reads_in_its_own_words() {
+        assert_eq!(BootstrapState::default().error_text(), None);
+        let b = BootstrapState {
+            joined: false,
+            error: Some(BootstrapError::OtherOrganization("peer0:7051".into())),
+        };
+        assert_eq!(
+            b.error_text().as_deref(),
+            Some("peer0:7051 isn't in our organization, cannot be a bootstrap peer")
+        );
+    }
+
+    /// The time of a change or a table is the system clock's, in Unix milliseconds.
+    #[test]
+    fn the_time_shown_is_the_system_clock_s_in_milliseconds() {
+        let ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_millis()
+        };
+        let before = ms(std::time::SystemTime::now());
+        let now = unix_ms_now();
+        let after = ms(std::time::SystemTime::now());
+        assert!(before <= now && now <= after, "{before} {now} {after}");
+    }
 
     /// A member's endpoint of 14,000 control characters, escaped, is 70,000 characters
     /// wide: more than `format!` can pad to, which had made `watch` panic on it. The table

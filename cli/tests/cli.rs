@@ -4020,6 +4020,46 @@ fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
     a.stop();
 }
 
+/// Without `--json`, and into a pipe, `watch` prints a plain table every `--interval`, each
+/// ending in a blank line and none clearing the screen; at the end of `--duration` it does
+/// not print again the table it has just printed.
+#[test]
+fn a_plain_watch_prints_a_table_each_interval_and_not_twice_at_the_end() {
+    let a = NodeProc::start(&[&TEST_NODE[..], &["--membership"]].concat());
+    let w_args = [
+        "watch",
+        "--bootstrap",
+        a.addr.as_str(),
+        "--test-identity",
+        "--duration",
+        "3s",
+        "--interval",
+        "3s",
+    ];
+    let r = run(&w_args, Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(!r.stdout.contains('\x1b'), "{}", r.all());
+    // One table at the start, one at 3 s, when --duration ends too.
+    let tables: Vec<&str> = r.stdout.split_terminator("\n\n").collect();
+    assert_eq!(tables.len(), 2, "{}", r.all());
+    assert!(r.stdout.ends_with("\n\n"), "{}", r.all());
+    for t in &tables {
+        assert!(t.starts_with("me: "), "{}", r.all());
+    }
+    let last = tables[1];
+    assert!(
+        last.contains(&format!("bootstrap {}: joined\n", a.addr)),
+        "{}",
+        r.all()
+    );
+    let row = last
+        .lines()
+        .find(|l| l.starts_with(a.pki.as_str()))
+        .unwrap_or_else(|| panic!("a row of A: {}", r.all()));
+    assert!(row.ends_with("alive"), "{}", r.all());
+    a.stop();
+}
+
 /// A bootstrap peer that takes the connection but never answers a membership request (a
 /// node without the membership layer): by the end of `--duration` nobody let us in, which
 /// is status 1 with the reason, not 0 with an empty table.
