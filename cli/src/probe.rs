@@ -508,23 +508,7 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
         let (error, hint) = match r {
             Ok(Ok(info)) => {
                 let text = if a.probe.json {
-                    let mut v = json!({
-                        "command": "handshake",
-                        "addr": a.addr,
-                        "tls": tls_on,
-                        "ok": true,
-                        "rtt_ms": ms_f(rtt),
-                        "pki_id": form.show(&info.id),
-                        "identity_bytes": info.identity.len(),
-                    });
-                    match opts::msp_of(&info.identity) {
-                        Some((msp, cert)) if form == PkiForm::Hex => {
-                            v["msp_id"] = json!(msp);
-                            v["certificate"] = json!(String::from_utf8_lossy(&cert));
-                        }
-                        _ => v["identity"] = json!(String::from_utf8_lossy(&info.identity)),
-                    }
-                    format!("{v}\n")
+                    format!("{}\n", authenticated_json(a, form, &info, rtt))
                 } else {
                     authenticated_text(a, form, &info, rtt)
                 };
@@ -588,6 +572,33 @@ pub(crate) fn run_handshake(a: &HandshakeArgs) -> ExitCode {
     })
 }
 
+/// What `handshake --json` prints for a peer that authenticated: with an MSP identity, the
+/// peer's MSP ID and certificate; with a test identity, the peer's identity as text.
+fn authenticated_json(
+    a: &HandshakeArgs,
+    form: PkiForm,
+    info: &fabric_gossip_core::ConnectionInfo,
+    rtt: Duration,
+) -> Value {
+    let mut v = json!({
+        "command": "handshake",
+        "addr": a.addr,
+        "tls": a.probe.tls.enabled(),
+        "ok": true,
+        "rtt_ms": ms_f(rtt),
+        "pki_id": form.show(&info.id),
+        "identity_bytes": info.identity.len(),
+    });
+    match opts::msp_of(&info.identity) {
+        Some((msp, cert)) if form == PkiForm::Hex => {
+            v["msp_id"] = json!(msp);
+            v["certificate"] = json!(String::from_utf8_lossy(&cert));
+        }
+        _ => v["identity"] = json!(String::from_utf8_lossy(&info.identity)),
+    }
+    v
+}
+
 /// What `handshake` prints (without `--json`) for a peer that authenticated.
 fn authenticated_text(
     a: &HandshakeArgs,
@@ -635,8 +646,8 @@ fn authenticated_text(
 mod tests {
     use super::{
         Answer, HTTP1_HINT, HandshakeArgs, NOT_GRPC_HINT, PLAINTEXT_HINT, TLS_HINT, add_hint,
-        authenticated_text, dial_failure, dial_hint, failure_hint, handshake_hint, judge, mode, ms,
-        ms_f, ping_failure, sniff, steps,
+        authenticated_json, authenticated_text, dial_failure, dial_hint, failure_hint,
+        handshake_hint, judge, mode, ms, ms_f, ping_failure, sniff, steps,
     };
     use crate::opts::PkiForm;
     use clap::Parser;
@@ -827,6 +838,44 @@ mod tests {
                 identity.len()
             )),
             "{shown}"
+        );
+    }
+
+    /// In JSON too, an authenticated peer is shown by its MSP ID and certificate with an MSP
+    /// identity, and by its identity's text with a test identity, even one that reads as an
+    /// MSP identity.
+    #[test]
+    fn an_authenticated_peer_in_json_has_its_msp_and_certificate_or_its_text() {
+        let a = handshake_args(&["peer0.org1.example.com:7051"]);
+        let rtt = Duration::from_micros(1_500);
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let identity = msp_identity(cert);
+        let v = authenticated_json(&a, PkiForm::Hex, &info(&[0xab, 1], identity.clone()), rtt);
+        assert_eq!(
+            v,
+            json!({
+                "command": "handshake",
+                "addr": "peer0.org1.example.com:7051",
+                "tls": false,
+                "ok": true,
+                "rtt_ms": 1.5,
+                "pki_id": "ab01",
+                "identity_bytes": identity.len(),
+                "msp_id": "Org1MSP",
+                "certificate": cert,
+            })
+        );
+        let v = authenticated_json(&a, PkiForm::Text, &info(b"p", identity.clone()), rtt);
+        assert_eq!(v["identity"], String::from_utf8_lossy(&identity).as_ref());
+        assert!(
+            v.get("msp_id").is_none() && v.get("certificate").is_none(),
+            "{v}"
+        );
+        let test = &b"127.0.0.1:7051"[..];
+        let v = authenticated_json(&a, PkiForm::Text, &info(test, test.into()), rtt);
+        assert_eq!(
+            (&v["pki_id"], &v["identity"]),
+            (&json!("127.0.0.1:7051"), &json!("127.0.0.1:7051"))
         );
     }
 
