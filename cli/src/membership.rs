@@ -774,8 +774,13 @@ pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> 
 #[cfg(test)]
 mod tests {
     use super::{
-        MembershipArgs, TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, anchor_endpoint, time_left,
+        MembershipArgs, TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, age, anchor_endpoint,
+        event_json, expires_in, member_json, membership_json, parse_duration, time_left, until,
     };
+    use crate::opts::PkiForm;
+    use fabric_gossip_core::Instant as CoreInstant;
+    use fabric_gossip_discovery::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
+    use serde_json::{Value, json};
     use std::time::Duration;
     use tokio::time::Instant;
 
@@ -1068,5 +1073,257 @@ mod tests {
         assert_eq!(time_left(172_799), "in 48.0 h");
         assert_eq!(time_left(172_800), "in 2 days");
         assert_eq!(time_left(400 * 86_400 + 5), "in 400 days");
+    }
+
+    #[derive(clap::Parser)]
+    struct T {
+        #[command(flatten)]
+        m: MembershipArgs,
+    }
+
+    /// A Go duration of more than zero; zero and what is no duration are refused, saying
+    /// what is expected.
+    #[test]
+    fn membership_durations_are_go_durations_of_more_than_zero() {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0s").unwrap_err(), "must be more than zero");
+        let e = parse_duration("soon").unwrap_err();
+        assert!(
+            e.starts_with("expected a duration such as 5s or 500ms: "),
+            "{e}"
+        );
+    }
+
+    /// Each membership flag on its own turns the layer on; none leaves it off.
+    #[test]
+    fn any_membership_flag_alone_counts() {
+        use clap::Parser;
+        assert!(!T::parse_from(["t"]).m.any());
+        let flags = [
+            ("--bootstrap", "127.0.0.1:7051"),
+            ("--endpoint", "127.0.0.1:7051"),
+            ("--external-endpoint", "127.0.0.1:7051"),
+            ("--alive-interval", "1s"),
+            ("--alive-expiration", "5s"),
+            ("--alive-expiration-check-interval", "1s"),
+            ("--reconnect-interval", "5s"),
+            ("--max-connection-attempts", "3"),
+            ("--msg-expiration-factor", "3"),
+            ("--publish-cert-period", "5s"),
+            ("--propagate-peer-num", "2"),
+            ("--propagate-iterations", "2"),
+            ("--pull-interval", "2s"),
+            ("--pull-peer-num", "2"),
+            ("--digest-wait", "1s"),
+            ("--request-wait", "1s"),
+            ("--response-wait", "1s"),
+        ];
+        for (flag, value) in flags {
+            assert!(T::parse_from(["t", flag, value]).m.any(), "{flag}");
+        }
+    }
+
+    /// What `f` logs, one line an event, without colours.
+    fn logged(f: impl FnOnce()) -> String {
+        let buf = crate::logging::tests::Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        buf.text()
+    }
+
+    /// A node bound to every interface without `--endpoint` is warned that nobody can dial
+    /// it back; one with an endpoint, or bound to an address, is not. Bootstrap peers that
+    /// are this node are named, and warned about.
+    #[test]
+    fn an_endpoint_nobody_can_dial_and_bootstrap_peers_that_are_this_node_are_warned_about() {
+        let everywhere: std::net::SocketAddr = "0.0.0.0:7051".parse().unwrap();
+        let loopback: std::net::SocketAddr = "127.0.0.1:7051".parse().unwrap();
+        let undialable = "is not an address others can dial";
+        let log = logged(|| {
+            MembershipArgs::default().layer(everywhere).expect("valid");
+        });
+        assert!(log.contains(&format!("0.0.0.0:7051 {undialable}")), "{log}");
+        let with_endpoint = MembershipArgs {
+            endpoint: Some("peer0.org1:7051".into()),
+            ..MembershipArgs::default()
+        };
+        let log = logged(|| {
+            with_endpoint.layer(everywhere).expect("valid");
+            MembershipArgs::default().layer(loopback).expect("valid");
+        });
+        assert!(!log.contains(undialable), "{log}");
+
+        let m = MembershipArgs {
+            bootstrap: vec![
+                "127.0.0.1:7051".into(),
+                "peer1.org1:7051".into(),
+                "localhost:7051".into(),
+            ],
+            ..MembershipArgs::default()
+        };
+        assert_eq!(
+            m.own_bootstraps(&m.config(loopback)),
+            ["127.0.0.1:7051", "localhost:7051"]
+        );
+        let log = logged(|| {
+            m.layer(loopback).expect("valid");
+        });
+        assert!(
+            log.contains("--bootstrap localhost:7051 is this node's own endpoint: skipped"),
+            "{log}"
+        );
+        assert!(!log.contains("--bootstrap peer1.org1:7051"), "{log}");
+    }
+
+    /// A check interval longer than the expiration is refused naming both flags and the
+    /// expiration's core.yaml key.
+    #[test]
+    fn a_check_interval_over_the_expiration_names_the_expiration_s_key() {
+        let m = MembershipArgs {
+            alive_expiration: Some(Duration::from_secs(25)),
+            alive_expiration_check_interval: Some(Duration::from_secs(30)),
+            ..MembershipArgs::default()
+        };
+        let e = m
+            .layer("127.0.0.1:7051".parse().unwrap())
+            .expect_err("refused")
+            .0;
+        assert_eq!(
+            e,
+            "--alive-expiration-check-interval 30s must not exceed --alive-expiration 25s \
+             (peer.gossip.aliveExpirationTimeout)"
+        );
+    }
+
+    /// A member as the tests show it: last seen `seen_ago` ago, its identity expired from
+    /// `expires` on (Unix seconds).
+    fn member(alive: bool, seen_ago: Duration, expires: Option<u64>) -> MemberInfo {
+        let now = crate::expiry::wall_now();
+        MemberInfo {
+            pki_id: fabric_gossip_core::PkiId::new(&b"\x01\xab"[..]),
+            endpoint: "peer0.org1:7051".into(),
+            internal_endpoint: "10.0.0.1:7051".into(),
+            org: Some("Org1MSP".into()),
+            timestamp: fabric_gossip_discovery::alive::Timestamp { inc: 7, seq: 9 },
+            last_seen: CoreInstant::from_unix_nanos(
+                now.as_unix_nanos() - u64::try_from(seen_ago.as_nanos()).unwrap(),
+            ),
+            alive,
+            identity_expires: expires.map(CoreInstant::from_unix_secs),
+        }
+    }
+
+    /// A member's JSON object: its PKI-ID in the node's form, MSP ID, endpoints, timestamp,
+    /// how long ago it was last heard of, its state, and its certificate's NotAfter (a
+    /// millisecond before the first instant it is expired).
+    #[test]
+    fn a_member_is_shown_with_its_age_state_and_notafter() {
+        let m = member(true, Duration::from_secs(10), Some(2_000_000_000));
+        let age = age(m.last_seen);
+        assert!(
+            age >= Duration::from_secs(10) && age < Duration::from_secs(70),
+            "{age:?}"
+        );
+        let mut v = member_json(&m, PkiForm::Hex);
+        let ago = v["last_alive_ms_ago"].as_u64().expect("ms ago");
+        assert!((10_000..70_000).contains(&ago), "{v}");
+        v["last_alive_ms_ago"] = json!(0);
+        assert_eq!(
+            v,
+            json!({
+                "pki_id": "01ab",
+                "msp_id": "Org1MSP",
+                "endpoint": "peer0.org1:7051",
+                "internal_endpoint": "10.0.0.1:7051",
+                "inc": 7,
+                "seq": 9,
+                "last_alive_ms_ago": 0,
+                "alive": true,
+                "identity_expires_unix_ms": 1_999_999_999_999u64,
+            })
+        );
+        let table = membership_json(
+            "members",
+            &[
+                m,
+                member(false, Duration::ZERO, None),
+                member(false, Duration::ZERO, None),
+            ],
+            PkiForm::Text,
+        );
+        assert_eq!(
+            (&table["event"], &table["alive"], &table["dead"]),
+            (&json!("members"), &json!(1), &json!(2))
+        );
+        let members = table["members"].as_array().expect("members");
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[1]["alive"], false);
+        assert_eq!(members[1]["identity_expires_unix_ms"], Value::Null);
+        assert_eq!(members[0]["pki_id"], "\u{1}\u{fffd}");
+    }
+
+    /// When a member's certificate expires, read for people, by the wall clock.
+    #[test]
+    fn a_member_s_expiry_reads_as_the_time_left() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let in_days = member(true, Duration::ZERO, Some(now + 3 * 86_400 + 3_600));
+        assert_eq!(expires_in(&in_days), "in 3 days");
+        let expired = member(true, Duration::ZERO, Some(now - 60));
+        assert_eq!(expires_in(&expired), "expired");
+        assert_eq!(expires_in(&member(true, Duration::ZERO, None)), "-");
+        let in_hours = std::time::SystemTime::now() + Duration::from_secs(2 * 3600 + 30);
+        assert_eq!(until(in_hours), "in 2.0 h");
+        assert_eq!(until(std::time::UNIX_EPOCH), "expired");
+    }
+
+    /// Each reason a member died or was purged has its own word in the events.
+    #[test]
+    fn each_reason_of_a_death_or_a_purge_has_its_word() {
+        let m = || member(false, Duration::ZERO, None);
+        for (reason, word) in [
+            (DeadReason::Expired, "expired"),
+            (DeadReason::PresumedDead, "presumed_dead"),
+            (DeadReason::Reported, "reported"),
+        ] {
+            let v = event_json(
+                &DiscoveryEvent::MemberDead {
+                    member: m(),
+                    reason,
+                },
+                PkiForm::Hex,
+            );
+            assert_eq!(
+                (&v["event"], &v["reason"]),
+                (&json!("member_dead"), &json!(word))
+            );
+            assert_eq!(v["pki_id"], "01ab");
+        }
+        for (reason, word) in [
+            (PurgeReason::LongDead, "long_dead"),
+            (PurgeReason::IdentitySwitch, "identity_switch"),
+            (PurgeReason::IdentityExpired, "identity_expired"),
+            (PurgeReason::IdentityRefused, "identity_refused"),
+            (PurgeReason::Evicted, "evicted"),
+        ] {
+            let v = event_json(
+                &DiscoveryEvent::MemberPurged {
+                    member: m(),
+                    reason,
+                },
+                PkiForm::Hex,
+            );
+            assert_eq!(
+                (&v["event"], &v["reason"]),
+                (&json!("member_purged"), &json!(word))
+            );
+        }
     }
 }
