@@ -10,6 +10,15 @@ fn msg(i: u64) -> SignedMessage {
     SignedMessage::noop(data_message(i, bytes::Bytes::from(vec![1u8; 16])))
 }
 
+/// Seed `seed` with every delivery exactly 1 ms (no jitter): for tests that time a step to
+/// the millisecond.
+fn one_ms_exactly(seed: u64) -> SimConfig {
+    let mut cfg = SimConfig::seeded(seed);
+    cfg.latency = Duration::from_millis(1);
+    cfg.jitter = Duration::ZERO;
+    cfg
+}
+
 /// Every node sends to every other at (almost) the same time, so dials cross.
 fn crossing(seed: u64, n: usize) -> Sim {
     let mut cfg = SimConfig::seeded(seed);
@@ -754,9 +763,7 @@ fn a_message_arrives_after_the_latency_and_its_jitter() {
 #[test]
 fn a_stream_opened_into_a_partition_gets_its_keepalive() {
     let run = |heal: bool| {
-        let mut cfg = SimConfig::seeded(15);
-        cfg.latency = Duration::from_millis(1);
-        cfg.jitter = Duration::ZERO;
+        let cfg = one_ms_exactly(15);
         let mut sim = Sim::new(cfg);
         sim.add_nodes(2);
         sim.send_to(0, &msg(1), &[1]).unwrap();
@@ -803,9 +810,7 @@ fn a_stream_opened_into_a_partition_gets_its_keepalive() {
 /// nothing.
 #[test]
 fn a_stream_reaching_a_restarted_process_is_refused() {
-    let mut cfg = SimConfig::seeded(16);
-    cfg.latency = Duration::from_millis(1);
-    cfg.jitter = Duration::ZERO;
+    let cfg = one_ms_exactly(16);
     let mut sim = Sim::new(cfg);
     sim.add_nodes(2);
     sim.send_to(0, &msg(1), &[1]).unwrap();
@@ -1325,9 +1330,7 @@ fn a_restart_with_a_new_identity_changes_the_pki_id_each_time() {
 /// (4 ms here), not one answered early by the old dial's answer.
 #[test]
 fn a_dial_answer_for_a_restarted_process_is_dropped() {
-    let mut cfg = SimConfig::seeded(34);
-    cfg.latency = Duration::from_millis(1);
-    cfg.jitter = Duration::ZERO;
+    let cfg = one_ms_exactly(34);
     let mut sim = Sim::new(cfg);
     sim.add_nodes(2);
     let peer = sim.remote_peer(1);
@@ -1356,9 +1359,7 @@ fn a_dial_answer_for_a_restarted_process_is_dropped() {
 /// When node 0's handshake with a silent peer times out, with core time-outs `timer_lag`
 /// late or not at all.
 fn handshake_timeout_at(seed: u64, timer_lag: Duration) -> Duration {
-    let mut cfg = SimConfig::seeded(seed);
-    cfg.latency = Duration::from_millis(1);
-    cfg.jitter = Duration::ZERO;
+    let mut cfg = one_ms_exactly(seed);
     cfg.timer_lag = timer_lag;
     let mut sim = Sim::new(cfg);
     sim.add_node(NodeSpec::new()).unwrap();
@@ -1557,9 +1558,7 @@ fn closing_a_paused_connection_discards_what_was_held_and_is_flagged() {
 /// after it became ready, then one per `d`.
 #[test]
 fn a_reader_taking_one_per_interval_takes_a_new_arrival_one_interval_later() {
-    let mut cfg = SimConfig::seeded(40);
-    cfg.latency = Duration::from_millis(1);
-    cfg.jitter = Duration::ZERO;
+    let cfg = one_ms_exactly(40);
     let mut sim = connected_pair(cfg, NodeSpec::new());
     let every = Duration::from_millis(10);
     sim.apply(Fault::Reader(1, ReaderMode::Every(every)));
@@ -1729,9 +1728,7 @@ fn a_node_exactly_at_its_bounds_breaks_no_invariant() {
 /// trace shows no `< dial` line for it).
 #[test]
 fn an_answer_to_a_dial_its_core_closed_is_dropped() {
-    let mut cfg = SimConfig::seeded(47);
-    cfg.latency = Duration::from_millis(1);
-    cfg.jitter = Duration::ZERO;
+    let mut cfg = one_ms_exactly(47);
     cfg.trace = TraceMode::Full;
     let mut sim = Sim::new(cfg);
     sim.add_nodes(2);
