@@ -89,23 +89,49 @@ impl Layer<TestOnlyHmacSecurity> for Echo {
     }
 }
 
-type Node = Stack<TestOnlyHmacSecurity, Echo>;
+/// The `Echo` a stack runs, bare or hosted.
+trait HoldsEcho: Layer<TestOnlyHmacSecurity, Event = Seen> {
+    fn echo(&self) -> &Echo;
+}
+
+impl HoldsEcho for Echo {
+    fn echo(&self) -> &Echo {
+        self
+    }
+}
+
+impl HoldsEcho for HostedLayer<TestOnlyHmacSecurity, Seen> {
+    fn echo(&self) -> &Echo {
+        self.get::<Echo>().expect("an Echo is hosted")
+    }
+}
+
+/// An `Echo` behind the type-erasing host the drivers run layers in.
+fn hosted_echo() -> HostedLayer<TestOnlyHmacSecurity, Seen> {
+    HostedLayer::new(Echo::default(), |e| e)
+}
 
 /// Two stacks and the streams between them; every output is kept per node.
-struct Pair {
-    nodes: [Node; 2],
+struct Pair<L: Layer<TestOnlyHmacSecurity> = Echo> {
+    nodes: [Stack<TestOnlyHmacSecurity, L>; 2],
     links: Vec<((usize, StreamId), (usize, StreamId))>,
     wire: VecDeque<(usize, StreamId, Bytes)>,
-    outputs: [Vec<StackOutput<Seen>>; 2],
+    outputs: [Vec<StackOutput<L::Event>>; 2],
     now: Instant,
 }
 
 impl Pair {
     fn new() -> Self {
+        Pair::with(Echo::default)
+    }
+}
+
+impl<L: Layer<TestOnlyHmacSecurity>> Pair<L> {
+    fn with(layer: fn() -> L) -> Self {
         let now = Instant::from_unix_secs(1_700_000_000);
         let mk = |ep: &str| {
             let comm = Comm::new(Config::default(), TestOnlyHmacSecurity::new(ep), now).unwrap();
-            Stack::new(comm, Echo::default())
+            Stack::new(comm, layer())
         };
         Pair {
             nodes: [mk(A), mk(B)],
@@ -180,7 +206,11 @@ impl Pair {
 
 #[test]
 fn the_layer_gets_its_messages_and_the_application_the_rest() {
-    let mut p = Pair::new();
+    layer_and_application_share_the_messages(Pair::new());
+    layer_and_application_share_the_messages(Pair::with(hosted_echo));
+}
+
+fn layer_and_application_share_the_messages<L: HoldsEcho>(mut p: Pair<L>) {
     let app_sub = p.nodes[1].comm_mut().subscribe(Box::new(|_| true)).unwrap();
     let to_b = [RemotePeer::new(B, B)];
     for t in ["layer:ping", "app:hello"] {
@@ -189,7 +219,7 @@ fn the_layer_gets_its_messages_and_the_application_the_rest() {
         p.nodes[0].comm_mut().send(now, &msg, &to_b).unwrap();
     }
     p.run();
-    let layer_sub = p.nodes[1].layer().sub.unwrap();
+    let layer_sub = p.nodes[1].layer().echo().sub.unwrap();
     let b_out = &p.outputs[1];
     assert!(
         b_out
@@ -223,7 +253,11 @@ fn the_layer_gets_its_messages_and_the_application_the_rest() {
 
 #[test]
 fn the_layer_sees_every_core_event_before_the_application() {
-    let mut p = Pair::new();
+    layer_sees_the_core_events(Pair::new());
+    layer_sees_the_core_events(Pair::with(hosted_echo));
+}
+
+fn layer_sees_the_core_events<L: HoldsEcho>(mut p: Pair<L>) {
     let now = p.now;
     let msg = SignedMessage::noop(data("app:x"));
     p.nodes[0]
@@ -241,8 +275,34 @@ fn the_layer_sees_every_core_event_before_the_application() {
             .collect();
         assert!(app.iter().any(|e| e.starts_with("Connected")), "node {i}");
         // The layer owns no DeliveryReady here, so it saw exactly what the app saw.
-        assert_eq!(p.nodes[i].layer().comm_events, app, "node {i}");
+        assert_eq!(p.nodes[i].layer().echo().comm_events, app, "node {i}");
     }
+}
+
+/// The empty layer is the core alone: every delivery is the application's, and the
+/// only deadlines are the core's.
+#[test]
+fn the_empty_layer_leaves_every_message_to_the_application_and_sets_no_deadline() {
+    let mut p = Pair::with(|| ());
+    let app_sub = p.nodes[1].comm_mut().subscribe(Box::new(|_| true)).unwrap();
+    let now = p.now;
+    let msg = SignedMessage::noop(data("layer:ping"));
+    p.nodes[0]
+        .comm_mut()
+        .send(now, &msg, &[RemotePeer::new(B, B)])
+        .unwrap();
+    p.run();
+    let got: Vec<_> = core::iter::from_fn(|| p.nodes[1].poll_delivery(app_sub))
+        .map(|m| text(&m))
+        .collect();
+    assert_eq!(got, ["layer:ping"]);
+    let Some(StackOutput::Timeout(stack)) = p.outputs[1].last() else {
+        panic!("a drain ends with the time-out");
+    };
+    let Output::Timeout(core) = p.nodes[1].comm_mut().poll_output() else {
+        panic!("the core has nothing else to say");
+    };
+    assert_eq!(*stack, core);
 }
 
 #[test]
