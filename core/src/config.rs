@@ -434,6 +434,26 @@ mod tests {
     }
 
     #[test]
+    fn fabrics_sample_peer_is_the_default_with_a_send_buffer_of_200() {
+        let sample = format!("{:?}", Config::fabric_sample_peer());
+        assert_eq!(
+            sample,
+            format!("{:?}", Config::default().with_send_buffer(200))
+        );
+        assert_ne!(sample, format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn the_timeouts_are_set_together_each_to_its_own() {
+        let s = Duration::from_secs;
+        let c = Config::default().with_timeouts(s(1), s(2), s(3));
+        assert_eq!(
+            (c.dial_timeout, c.conn_timeout, c.handshake_timeout),
+            (s(1), s(2), s(3))
+        );
+    }
+
+    #[test]
     fn sanitizing_bounds_multiplier_and_jitter() {
         let b = DialBackoff {
             multiplier: f64::NAN,

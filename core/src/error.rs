@@ -456,3 +456,40 @@ impl fmt::Display for CloseReason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SecurityError;
+
+    /// The labels are what logs and the CLI's events show as a close's cause, so each
+    /// is stable, and a reason without details reads as its label.
+    #[test]
+    fn each_close_reason_has_its_own_stable_label() {
+        let why = || "x".to_string();
+        let cases = [
+            (CloseReason::RemoteClosed, "remote_closed"),
+            (CloseReason::StreamError(why()), "stream_error"),
+            (CloseReason::WriteFailed(why()), "write_failed"),
+            (CloseReason::Malformed(why()), "malformed"),
+            (CloseReason::Replaced, "replaced"),
+            (CloseReason::CrossingLoser, "crossing_loser"),
+            (CloseReason::Local, "local"),
+            (CloseReason::IdentityExpired, "identity_expired"),
+            (CloseReason::IdentityUnused, "identity_unused"),
+            (
+                CloseReason::IdentityRefused(SecurityError::HighS),
+                "identity_refused",
+            ),
+            (CloseReason::Stopped, "stopped"),
+        ];
+        for (reason, label) in &cases {
+            assert_eq!(reason.label(), *label);
+        }
+        assert_eq!(CloseReason::IdentityUnused.to_string(), "identity_unused");
+        assert_eq!(
+            CloseReason::WriteFailed(why()).to_string(),
+            "write failed: x"
+        );
+    }
+}

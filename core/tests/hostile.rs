@@ -897,6 +897,32 @@ fn a_peer_that_never_reads_holds_at_most_the_byte_bound() {
     assert!(c.send_queue_len(s).unwrap().bytes <= BOUND);
 }
 
+/// Unless told otherwise, what a peer that never reads makes a connection hold is bounded
+/// at 32 MiB (`SEND_BUFFER_BYTES`), well before Fabric's sample send buffer of 200
+/// messages when they are blocks of 1 MiB.
+#[test]
+fn by_default_a_connection_holds_at_most_32_mib() {
+    const MIB: usize = 1024 * 1024;
+    let (mut c, s, _) = established(Config::fabric_sample_peer());
+    let to = [RemotePeer::new(REMOTE, REMOTE)];
+    let block = |seq| SignedMessage::noop(data_message(seq, Bytes::from(vec![7u8; MIB])));
+    let len = block(0).envelope_bytes().len();
+    for i in 0..40 {
+        c.send(now(), &block(i), &to).unwrap();
+        let _ = drain(&mut c);
+    }
+    let q = c.send_queue_len(s).unwrap();
+    let fit = 32 * MIB / len;
+    assert_eq!(fit, 31, "a block's envelope is a little over 1 MiB");
+    assert_eq!(q.buffered + q.in_flight, fit);
+    assert!(
+        q.bytes <= 32 * MIB && q.bytes + len > 32 * MIB,
+        "{}",
+        q.bytes
+    );
+    assert_eq!(c.stats().dropped_overflow, (40 - fit) as u64);
+}
+
 /// The byte bound never shuts out a message the node accepts: a connection holding nothing
 /// takes one of any size up to `max_message_size`.
 #[test]
