@@ -400,9 +400,21 @@ mod tests {
         assert_eq!(slab.get(a), None);
         assert_eq!(slab.get(c), Some(&"c"));
         assert!(slab.ever_issued(a));
-        assert!(!slab.ever_issued(StreamId::from_parts(9, 0)));
+        assert!(
+            !slab.ever_issued(StreamId::from_parts(2, 0)),
+            "two slots so far"
+        );
+        assert!((slab.contains(c), slab.contains(a)) == (true, false));
         assert_eq!(slab.keys(), vec![c, b]);
         assert_eq!(slab.len(), 2);
+        for (k, v) in slab.iter_mut() {
+            *v = if k == c { "C" } else { "B" };
+        }
+        assert_eq!(slab.iter().map(|(_, v)| *v).collect::<Vec<_>>(), ["C", "B"]);
+        assert!(!slab.is_empty());
+        slab.remove(b);
+        slab.remove(c);
+        assert!(slab.is_empty());
     }
 
     #[test]

@@ -556,6 +556,25 @@ mod tests {
         assert!(Arc::ptr_eq(&fourth.info, &third.info));
     }
 
+    /// Emptying a delivery lets go of the received buffer at once, not when its box is
+    /// next decoded into.
+    #[cfg(feature = "testing")]
+    #[test]
+    fn an_emptied_delivery_holds_nothing_of_the_received_buffer() {
+        use crate::testing::Net;
+        let mut net = Net::connected_pair(|_| crate::Config::default(), b"first");
+        net.nodes[1].slow_reader = true;
+        let sub = net.nodes[1].subs[0];
+        net.send(0, 1, b"second");
+        net.settle();
+        let mut got = net.nodes[1].comm.poll_delivery_boxed(sub).unwrap();
+        let held = got.envelope_bytes.clone();
+        assert!(!held.is_unique());
+        got.clear();
+        assert!(held.is_unique());
+        assert_eq!((got.message, got.envelope), Default::default());
+    }
+
     #[test]
     fn acceptors_pick_subscriptions_in_slot_order() {
         let mut d = Demux::default();

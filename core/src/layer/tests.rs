@@ -17,7 +17,7 @@ fn data(text: &str) -> GossipMessage {
 }
 
 fn text(m: &ReceivedMessage) -> String {
-    crate::data_payload(&m.message)
+    crate::data_payload(m.message())
         .map(|(_, data)| String::from_utf8_lossy(data).into_owned())
         .unwrap_or_default()
 }
