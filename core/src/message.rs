@@ -540,6 +540,33 @@ mod tests {
         );
     }
 
+    /// Fabric refuses a secret envelope with nothing in it before it asks the provider,
+    /// so one whose empty payload a provider would verify (an HMAC over no bytes) is
+    /// refused too.
+    #[test]
+    fn an_empty_secret_envelope_is_refused_whatever_its_signature() {
+        use crate::TestOnlyHmacSecurity as Hmac;
+        let sec = Hmac::new("a");
+        let signed = |payload: &'static [u8], signature: Vec<u8>| Envelope {
+            payload: Bytes::from_static(b"payload"),
+            signature: Bytes::copy_from_slice(&Hmac::hmac(b"payload")),
+            secret_envelope: Some(SecretEnvelope {
+                payload: Bytes::from_static(payload),
+                signature: Bytes::from(signature),
+            }),
+        };
+        let check = |env: &Envelope| verify_envelope(&sec, b"a", env);
+        assert_eq!(check(&signed(b"s", Hmac::hmac(b"s").to_vec())), Ok(()));
+        assert_eq!(
+            check(&signed(b"", Hmac::hmac(b"").to_vec())),
+            Err(HandshakeError::BadSecretEnvelope)
+        );
+        assert_eq!(
+            check(&signed(b"s", Vec::new())),
+            Err(HandshakeError::BadSecretEnvelope)
+        );
+    }
+
     #[test]
     fn a_detached_envelope_keeps_nothing_of_the_buffer_it_was_read_from() {
         let mut buf = vec![0u8; 64 << 10];
