@@ -363,3 +363,38 @@ mod shown_tests {
         assert!(shown(&"é".repeat(100)).starts_with(&"é".repeat(SHOWN_CHARS)));
     }
 }
+
+#[cfg(test)]
+mod provider_tests {
+    use super::*;
+
+    /// The simulator and the drivers hold their provider boxed: a box answers as the
+    /// provider it holds, refusals and claims included.
+    #[test]
+    fn a_boxed_provider_answers_as_the_provider_it_holds() {
+        let at = Instant::from_unix_secs(9);
+        let inner = TestOnlyHmacSecurity::new("a")
+            .with_organization("b", "OrgB")
+            .expiring("b", at);
+        let boxed: Box<dyn Security> = Box::new(inner);
+        let org = Some(Bytes::from_static(b"OrgB"));
+        assert_eq!(boxed.claimed_organization(b"b"), org);
+        assert_eq!(boxed.organization_of(b"b"), org);
+        assert_eq!(boxed.expiration(b"b"), Ok(Some(at)));
+        let sig = boxed.sign(b"m").unwrap();
+        assert_eq!(boxed.verify(b"b", &sig, b"m"), Ok(()));
+        assert!(boxed.verify(b"b", &sig, b"n").is_err());
+    }
+
+    /// A provider told to sign badly makes signatures no provider verifies, whatever
+    /// the message (Fabric's tests of a peer that sends a bad signature).
+    #[test]
+    fn corrupt_signatures_never_verify() {
+        let bad = TestOnlyHmacSecurity::new("a").with_corrupt_signatures();
+        let good = TestOnlyHmacSecurity::new("a");
+        for m in [&b"m"[..], b"", b"another message"] {
+            let sig = bad.sign(m).unwrap();
+            assert!(good.verify(b"a", &sig, m).is_err());
+        }
+    }
+}

@@ -252,6 +252,14 @@ mod tests {
         assert_eq!(s.handshake_failures_for("identity_too_large"), 1);
         assert_eq!(s.handshake_failures_for("no_such_label"), 0);
         assert_eq!(s.handshake_failures_total(), 2);
+        let listed: Vec<_> = s.handshake_failures_by_kind().collect();
+        assert_eq!(
+            listed.len(),
+            HandshakeFailure::COUNT,
+            "every kind, counted or not"
+        );
+        assert!(listed.contains(&(HandshakeFailure::Timeout, 1)));
+        assert_eq!(listed.iter().map(|(_, n)| n).sum::<u64>(), 2);
     }
 
     #[test]

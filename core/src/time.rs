@@ -287,3 +287,23 @@ mod log_budget_tests {
         assert_eq!(b.admit(t0), Some(1));
     }
 }
+
+#[cfg(test)]
+mod system_time_tests {
+    use super::*;
+    use std::time::{Duration as StdDuration, UNIX_EPOCH};
+
+    /// Drivers on the real clock hand the core `SystemTime`s: their nanoseconds since the
+    /// epoch, and the epoch for anything before it.
+    #[test]
+    fn a_system_time_is_its_nanoseconds_since_the_epoch() {
+        let nanos = 1_700_000_000_123_456_789;
+        let t = UNIX_EPOCH + StdDuration::from_nanos(nanos);
+        assert_eq!(Instant::from_system_time(t).as_unix_nanos(), nanos);
+        let before = UNIX_EPOCH - StdDuration::from_secs(1);
+        assert_eq!(
+            Instant::from_system_time(before),
+            Instant::from_unix_secs(0)
+        );
+    }
+}
