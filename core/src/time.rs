@@ -196,6 +196,10 @@ mod std_clock_tests {
         }
         assert_eq!(c.until(Instant::from_unix_nanos(0)), Duration::ZERO);
         assert!(c.until(c.now() + Duration::from_secs(60)) > Duration::from_secs(59));
+        assert!(
+            clock().now() >= Instant::from_unix_nanos(1_000_000_000),
+            "from its anchor"
+        );
     }
 }
 
@@ -305,5 +309,13 @@ mod system_time_tests {
             Instant::from_system_time(before),
             Instant::from_unix_secs(0)
         );
+    }
+
+    /// Traces and logs show an instant as seconds since the epoch, to the nanosecond.
+    #[test]
+    fn an_instant_reads_as_seconds_and_nanoseconds() {
+        let t = Instant::from_unix_nanos(1_700_000_000_000_000_042);
+        assert_eq!(format!("{t:?}"), "1700000000.000000042s");
+        assert_eq!(t.to_string(), "1700000000.000000042s");
     }
 }
