@@ -145,3 +145,27 @@ pub enum DiscoveryEvent {
         gave_up: bool,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Members of the organization are reached where the organization's secret says;
+    /// others where they announce themselves.
+    #[test]
+    fn a_member_is_reached_at_its_internal_endpoint_if_known() {
+        let mut m = MemberInfo {
+            pki_id: PkiId::from("p"),
+            endpoint: "peer0.org1:7051".into(),
+            internal_endpoint: String::new(),
+            org: None,
+            timestamp: Timestamp::default(),
+            last_seen: Instant::from_unix_secs(1),
+            alive: true,
+            identity_expires: None,
+        };
+        assert_eq!(m.preferred_endpoint(), "peer0.org1:7051");
+        m.internal_endpoint = "10.0.0.7:7051".into();
+        assert_eq!(m.preferred_endpoint(), "10.0.0.7:7051");
+    }
+}
