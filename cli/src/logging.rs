@@ -585,6 +585,7 @@ pub(crate) fn init(f: Filter) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use serde_json::{Value, json};
     use std::sync::Arc;
 
     /// A log writer the test reads back (the other modules' log tests use it too).
@@ -641,23 +642,33 @@ pub(crate) mod tests {
             "{}",
             lines[1]
         );
+        assert!(
+            !out.contains("message="),
+            "the message is written bare: {out}"
+        );
     }
 
     /// `FABRIC_LOGGING_FORMAT=json`: one JSON object a line with zap's production keys and
     /// Fabric's logger name, so pipelines parsing a peer's logs parse these; `logfmt` the
     /// same pairs. A peer's newline in a field cannot start a line of its own in either.
+    /// What `log` writes in Fabric's `json` (or `logfmt`) encoding.
+    fn encoded(json: bool, log: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(FabricEncoding { json })
+            .fmt_fields(escaped_fields())
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        buf.text()
+    }
+
     #[test]
     fn fabrics_json_and_logfmt_encodings() {
         let run = |json: bool| {
-            let buf = Buf::default();
-            let writer = buf.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .event_format(FabricEncoding { json })
-                .fmt_fields(escaped_fields())
-                .with_max_level(tracing::Level::TRACE)
-                .with_writer(move || writer.clone())
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
+            encoded(json, || {
                 let span = tracing::info_span!("gossip_stream", stream = %"s0.1");
                 let _in = span.enter();
                 tracing::warn!(
@@ -667,8 +678,7 @@ pub(crate) mod tests {
                     "member alive"
                 );
                 tracing::info!(target: crate::expiry::CERTMONITOR, "expires soon");
-            });
-            String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("UTF-8")
+            })
         };
         let out = run(true);
         let lines: Vec<serde_json::Value> = out
@@ -715,6 +725,45 @@ pub(crate) mod tests {
                 && first.contains(" seq=7 "),
             "{first}"
         );
+    }
+
+    /// Text, negative numbers and booleans keep their JSON types; a span without
+    /// fields is its bare name; the CLI's own lines are `nodeCmd`'s (the first of the three
+    /// loggers mapped onto its target). In logfmt a value is quoted whenever it holds what
+    /// would split or end it: `=`, a quote, a backslash, a control character, or nothing.
+    #[test]
+    fn fields_keep_their_types_and_logfmt_quotes_what_would_split_a_value() {
+        let log = || {
+            let node = tracing::info_span!("node");
+            let _node = node.enter();
+            let stream = tracing::info_span!("gossip_stream", stream = %"s0.1");
+            let _stream = stream.enter();
+            tracing::info!(
+                target: TARGET,
+                text = "plain",
+                eq = "a=b",
+                quote = "\"hi\"",
+                backslash = "C:\\x",
+                control = "a\u{1}b",
+                empty = "",
+                signed = -3i64,
+                flag = true,
+                "sent"
+            );
+        };
+        let out = encoded(true, log);
+        let v: Value = serde_json::from_str(out.trim_end()).expect("one JSON object");
+        assert_eq!(v["name"], "nodeCmd", "{v}");
+        assert_eq!(v["span"], "node:gossip_stream{stream=s0.1}", "{v}");
+        assert_eq!(
+            (&v["text"], &v["eq"], &v["signed"], &v["flag"]),
+            (&json!("plain"), &json!("a=b"), &json!(-3), &json!(true)),
+            "{v}"
+        );
+        let out = encoded(false, log);
+        let want = r#" msg=sent text=plain eq="a=b" quote="\"hi\"" backslash="C:\\x" control="a\u0001b" empty="" signed=-3 flag=true span="node:gossip_stream{stream=s0.1}""#;
+        assert!(out.trim_end().ends_with(want), "{out}");
+        assert!(out.contains(" name=nodeCmd "), "{out}");
     }
 
     #[test]
@@ -842,7 +891,16 @@ pub(crate) mod tests {
             "info,fabric_gossip_core=debug,fabric_gossip_tonic=warn,\
              fabric_gossip_discovery=warn,fabric_gossip_sim=warn"
         );
-        assert!(filter(Some("gossip=nope"), "info").is_err());
+        assert_eq!(
+            filter(Some("gossip=nope"), "info")
+                .err()
+                .map(|e| e.to_string()),
+            Some(
+                "--log-spec \"gossip=nope\": unknown level \"nope\" (debug, info, warning, \
+                 error, panic, fatal)"
+                    .to_owned()
+            )
+        );
     }
 
     #[test]
