@@ -1893,6 +1893,163 @@ mod tests {
         }
     }
 
+    /// The lines of `input` read through a buffer of `capacity` bytes (16 at most), as
+    /// text or why they were not read.
+    fn lines_of(input: &[u8], capacity: usize) -> Vec<Result<String, String>> {
+        let mut r = std::io::BufReader::with_capacity(capacity, input);
+        std::iter::from_fn(|| read_line(&mut r).expect("read"))
+            .take(16)
+            .map(|l| match l {
+                Line::Text(t) => Ok(t),
+                Line::Bad(e) => Err(e),
+            })
+            .collect()
+    }
+
+    /// A stdin line ends at its newline (a CR before it dropped), however many reads it
+    /// takes; a line of MAX_LINE bytes is read, a longer one is reported and skipped to its
+    /// end, at the end of input too, and the lines after it are read.
+    #[test]
+    fn stdin_lines_end_at_their_newline_and_the_longest_is_max_line() {
+        let ok = |s: &str| Ok(s.to_owned());
+        assert_eq!(
+            lines_of(b"ab\nc\r\n\n\xffz\nlast", 3),
+            [
+                ok("ab"),
+                ok("c"),
+                ok(""),
+                Err("line is not UTF-8".into()),
+                ok("last")
+            ]
+        );
+        assert_eq!(lines_of(b"", 3), []);
+        let too_long = Err(format!("line longer than {MAX_LINE} bytes ignored"));
+        let at_bound = [&vec![b'y'; MAX_LINE][..], b"\n"].concat();
+        let over = [&vec![b'z'; MAX_LINE + 1][..], b"\nnext\n"].concat();
+        let got = lines_of(&[at_bound, over].concat(), 8192);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].as_ref().map(String::len), Ok(MAX_LINE));
+        assert_eq!(got[1..], [too_long.clone(), ok("next")]);
+        assert_eq!(lines_of(&vec![b'w'; MAX_LINE + 100], 8192), [too_long]);
+    }
+
+    /// The sender's name is kept for a run of its messages and made anew for the next sender.
+    #[test]
+    fn a_sender_s_name_is_shown_anew_when_the_sender_changes() {
+        let mut names = SenderName::default();
+        let (a, b) = (PkiId::from("a"), PkiId::from("b"));
+        assert_eq!(names.of(&a, PkiForm::Text), b"\"a\"");
+        assert_eq!(names.of(&b, PkiForm::Text), b"\"b\"");
+        assert_eq!(names.of(&a, PkiForm::Hex), b"\"61\"");
+    }
+
+    /// A command's fields are read with their types, or refused naming the field; a tag is
+    /// read by its name in Fabric's message.proto, in any case.
+    #[test]
+    fn command_fields_are_read_with_their_types_and_tags_by_name() {
+        let v = json!({"to": "a:1", "n": 5, "neg": -1, "none": null});
+        assert_eq!(field_str(&v, "to"), Ok("a:1"));
+        assert_eq!(
+            field_str(&v, "n"),
+            Err("\"n\" (a string) is required".into())
+        );
+        assert_eq!(field_u64(&v, "n", None), Ok(5));
+        assert_eq!(field_u64(&v, "none", Some(7)), Ok(7));
+        assert_eq!(
+            field_u64(&v, "gone", None),
+            Err("\"gone\" (a number) is required".into())
+        );
+        assert_eq!(
+            field_u64(&v, "neg", Some(7)),
+            Err("\"neg\" must be a non-negative integer, got -1".into())
+        );
+        assert_eq!(parse_tag(" chan_only "), Ok(Tag::ChanOnly));
+        assert!(parse_tag("loud").is_err_and(|e| e.contains("unknown tag \"loud\"")));
+    }
+
+    /// Each event of the core that is printed is a line of its own kind; an outbound
+    /// handshake's failure carries a hint when its error suggests one, an MSP peer's
+    /// connection its MSP ID, a dead peer dialled without a PKI-ID its endpoint as its name.
+    #[test]
+    fn each_printed_event_is_a_line_of_its_kind() {
+        use fabric_gossip_core::proto::msp::SerializedIdentity;
+        use fabric_gossip_core::proto::prost::Message;
+        use fabric_gossip_core::{ConnectionInfo, DeadCause, DeadPeer, SubscriptionId};
+        let identity = SerializedIdentity {
+            mspid: "Org1MSP".into(),
+            id_bytes: b"-----BEGIN CERTIFICATE-----\n".to_vec().into(),
+        };
+        let info = Arc::new(ConnectionInfo {
+            id: PkiId::from("p0"),
+            identity: identity.encode_to_vec().into(),
+            endpoint: "127.0.0.1:7051".into(),
+            signed_data: Default::default(),
+            signature: Default::default(),
+        });
+        let show = |ev: Event, form: PkiForm| {
+            event_json(&ev, form, false, &mut OpenConnections::default())
+        };
+        let conn = StreamId::from_parts(0, 0);
+        let connected = || Event::Connected {
+            conn,
+            info: info.clone(),
+            inbound: true,
+        };
+        let hex = show(connected(), PkiForm::Hex).expect("printed");
+        assert_eq!(
+            (&hex["peer"], &hex["msp_id"]),
+            (&json!("7030"), &json!("Org1MSP"))
+        );
+        let text = show(connected(), PkiForm::Text).expect("printed");
+        assert!(text.get("msp_id").is_none(), "{text}");
+        let probed = Event::Probed {
+            stream: conn,
+            info: info.clone(),
+        };
+        assert_eq!(
+            show(probed, PkiForm::Text),
+            Some(json!({"event": "probed", "peer": "p0", "endpoint": "127.0.0.1:7051"}))
+        );
+        let failed = |inbound, error| Event::HandshakeFailed {
+            stream: conn,
+            remote: "127.0.0.1:7051".into(),
+            inbound,
+            error,
+        };
+        let broken = || HandshakeError::StreamEnded("broken pipe".into());
+        let out = show(failed(false, broken()), PkiForm::Text).expect("printed");
+        assert_eq!(
+            out,
+            json!({"event": "handshake_failed", "remote": "127.0.0.1:7051", "inbound": false,
+                   "error": "stream ended during handshake: broken pipe",
+                   "hint": "the peer seems to serve TLS; pass --tls-cert, --tls-key and \
+                            --tls-ca (its organization's tlscacerts/ file)"})
+        );
+        for (inbound, error) in [(true, broken()), (false, HandshakeError::WrongType)] {
+            let v = show(failed(inbound, error), PkiForm::Text).expect("printed");
+            assert!(v.get("hint").is_none(), "{v}");
+        }
+        let dead = |pki_id: &str| {
+            Event::PresumedDead(DeadPeer {
+                pki_id: PkiId::from(pki_id),
+                endpoint: "peer1:7051".into(),
+                cause: DeadCause::Write("reset".into()),
+            })
+        };
+        let want = |peer: &str| {
+            json!({"event": "presumed_dead", "peer": peer, "endpoint": "peer1:7051",
+                   "reason": "write failed: reset"})
+        };
+        assert_eq!(show(dead("p1"), PkiForm::Text), Some(want("p1")));
+        assert_eq!(show(dead(""), PkiForm::Text), Some(want("peer1:7051")));
+        assert_eq!(
+            show(Event::IdentitySwitch(PkiId::from("p1")), PkiForm::Hex),
+            Some(json!({"event": "identity_switch", "peer": "7031"}))
+        );
+        let unprinted = Event::DeliveryReady(SubscriptionId::from_parts(0, 0));
+        assert_eq!(show(unprinted, PkiForm::Text), None);
+    }
+
     #[test]
     fn text_falls_back_to_hex_and_none_gives_the_length() {
         let bin = msg(&[0xff, 0x01], b"", Tag::Empty);
