@@ -15,7 +15,7 @@ use clap::Args;
 use fabric_gossip_core::proto::gossip::gossip_message::{Content, Tag};
 use fabric_gossip_core::proto::gossip::{Empty, GossipMessage};
 use fabric_gossip_core::{
-    AckError, Event, HandshakeError, PkiId, RemotePeer, SignedMessage, StreamId,
+    AckError, Event, HandshakeError, PkiId, RemotePeer, SendResult, SignedMessage, StreamId,
 };
 use fabric_gossip_discovery::DiscoveryEvent;
 use fabric_gossip_tonic::{Node, Received};
@@ -1076,17 +1076,7 @@ impl State {
                 }
             }
             let shown = form.show(&peer.pki_id);
-            let (ok, error) = match node.send_with_ack(msg, timeout, 1, &[peer]).await {
-                Ok(results) => match results.first().map(|r| &r.result) {
-                    Some(Ok(())) => (true, String::new()),
-                    Some(Err(AckError::Remote(e))) if e.is_empty() => {
-                        (false, "acked with an empty error".into())
-                    }
-                    Some(Err(e)) => (false, e.to_string()),
-                    None => (false, AckError::Timeout.to_string()),
-                },
-                Err(e) => (false, e.to_string()),
-            };
+            let (ok, error) = ack_outcome(node.send_with_ack(msg, timeout, 1, &[peer]).await);
             out.emit(&json!({
                 "event": "ack_result",
                 "peer": shown,
@@ -1152,6 +1142,21 @@ impl State {
             .lines()
             .line(line.len(), |buf| buf.extend_from_slice(line.as_bytes()));
         self.tables.printed(now, line.len() + 1);
+    }
+}
+
+/// The `ok` and `error` of the `ack_result` line of a `send_with_ack` to one peer.
+fn ack_outcome(r: Result<Vec<SendResult>, fabric_gossip_core::Error>) -> (bool, String) {
+    match r {
+        Ok(results) => match results.first().map(|r| &r.result) {
+            Some(Ok(())) => (true, String::new()),
+            Some(Err(AckError::Remote(e))) if e.is_empty() => {
+                (false, "acked with an empty error".into())
+            }
+            Some(Err(e)) => (false, e.to_string()),
+            None => (false, AckError::Timeout.to_string()),
+        },
+        Err(e) => (false, e.to_string()),
     }
 }
 
@@ -1836,6 +1841,15 @@ mod tests {
         let stray = show(&gone(ours), &mut open);
         assert_eq!(stray["connections_left"], 0, "{stray}");
         assert!(open.0.is_empty(), "{open:?}");
+        // Three: each close takes its own away, and the peer stays until the last.
+        let three: Vec<StreamId> = (0..3).map(|i| StreamId::from_parts(i, 1)).collect();
+        for &c in &three {
+            show(&connected(c, true), &mut open);
+        }
+        for (&c, left) in three.iter().zip([2, 1, 0]) {
+            let v = show(&gone(c), &mut open);
+            assert_eq!(v["connections_left"], left, "{v}");
+        }
     }
 
     /// Comm letting go of an identity (Fabric's identity mapper purging it for disuse or at
@@ -1891,6 +1905,26 @@ mod tests {
             }
             assert_eq!(line(&m, "p\"1\u{1}", PayloadForm::Both), v.to_string());
         }
+    }
+
+    /// An ack is `ok`, or not with the peer's error, a time-out when none came, or the
+    /// node's error; an ack with an empty error is said to be one.
+    #[test]
+    fn an_ack_result_reads_ok_or_the_peer_s_error() {
+        let acked = |result| {
+            Ok(vec![SendResult {
+                peer: PkiId::from("p"),
+                result,
+            }])
+        };
+        assert_eq!(ack_outcome(acked(Ok(()))), (true, String::new()));
+        let refused = ack_outcome(acked(Err(AckError::Remote("no".into()))));
+        assert_eq!(refused, (false, "no".into()));
+        let empty = ack_outcome(acked(Err(AckError::Remote(String::new()))));
+        assert_eq!(empty, (false, "acked with an empty error".into()));
+        assert_eq!(ack_outcome(Ok(vec![])), (false, "timed out".into()));
+        let stopped = ack_outcome(Err(fabric_gossip_core::Error::Stopped));
+        assert_eq!(stopped, (false, "comm is stopped".into()));
     }
 
     /// The lines of `input` read through a buffer of `capacity` bytes (16 at most), as

@@ -2607,6 +2607,36 @@ fn send_with_ack_lines_leave_in_the_order_typed() {
     assert_eq!(order, expected);
 }
 
+/// A plain line is a DataMessage to every connected peer, numbered in the node's own
+/// sequence, which sends without "seq" share; with no peer connected it is refused.
+#[test]
+fn plain_lines_go_to_every_connected_peer_numbered_with_the_sends() {
+    let (mut lone, _) = test_daemon(&[]);
+    lone.send_line("anyone?");
+    let err = lone.wait("command_error", is("command_error"));
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no connected peer")),
+        "{err}"
+    );
+    let (mut a, a_addr, mut b) = connected_pair(&[]);
+    b.send_line("hello");
+    let sent = b.wait("sent", is("sent"));
+    assert_eq!(
+        sent,
+        serde_json::json!({"event": "sent", "seq": 1, "to": [a_addr]})
+    );
+    b.send_line(&format!(
+        r#"{{"cmd":"send","to":"{a_addr}","data":"then"}}"#
+    ));
+    b.send_line("again");
+    for (text, seq) in [("hello", 1), ("then", 2), ("again", 3)] {
+        let got = a.wait(text, |v| is("received")(v) && v["text"] == text);
+        assert_eq!(got["seq"], seq, "{got}");
+    }
+}
+
 /// Issue 10: the node raises its soft open-file limit to the hard limit (1,024 is the usual
 /// soft default, too few for a peer under a connection flood).
 #[cfg(target_os = "linux")]
