@@ -3585,6 +3585,30 @@ fn operations_service_over_tls() {
     n.stop_ok();
 }
 
+/// `--operations-tls-client-ca` requires client certificates: a client without one gets
+/// no HTTP answer at all, not even from /healthz; one the CA verifies gets /metrics.
+#[test]
+fn operations_tls_flags_with_a_client_ca_require_a_client_certificate() {
+    let (_dir, f) = keygen_with_peer0_tls();
+    let (mut n, ops) = operations_daemon(&[
+        "--operations-tls-cert",
+        &f("server.crt"),
+        "--operations-tls-key",
+        &f("server.key"),
+        "--operations-tls-client-ca",
+        &f("ca.crt"),
+    ]);
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let anonymous = ops_tls_client(&f("ca.crt"), None);
+    let (raw, end) = ops_tls_request(&ops, &anonymous, healthz);
+    assert!(raw.is_empty() && end.is_err(), "{raw:?} {end:?}");
+    let verified = ops_tls_client(&f("ca.crt"), Some((&f("server.crt"), &f("server.key"))));
+    let metrics = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (raw, _) = ops_tls_request(&ops, &verified, metrics);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    n.stop_ok();
+}
+
 /// The operations service over TLS from a core.yaml with `clientAuthRequired: false` and
 /// client CAs, as a Fabric peer's: a client without a certificate gets /healthz and
 /// /version but 401 from /metrics and /logspec; one with a certificate the CAs verify gets
