@@ -3630,15 +3630,17 @@ fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
             .expect("utf-8")
             .to_owned()
     };
-    let (_guard, first, _lines) = spawn_listening(
-        node_with_config(&core)
-            .env("CORE_METRICS_PROVIDER", "prometheus")
+    let tls_node = || {
+        let mut cmd = node_with_config(&core);
+        cmd.env("CORE_METRICS_PROVIDER", "prometheus")
             .env("CORE_OPERATIONS_LISTENADDRESS", "127.0.0.1:0")
             .env("CORE_OPERATIONS_TLS_ENABLED", "true")
             .env("CORE_OPERATIONS_TLS_CERT_FILE", tls("server.crt"))
-            .env("CORE_OPERATIONS_TLS_KEY_FILE", tls("server.key"))
-            .env("CORE_OPERATIONS_TLS_CLIENTROOTCAS_FILES", tls("ca.crt")),
-    );
+            .env("CORE_OPERATIONS_TLS_KEY_FILE", tls("server.key"));
+        cmd
+    };
+    let (_guard, first, _lines) =
+        spawn_listening(tls_node().env("CORE_OPERATIONS_TLS_CLIENTROOTCAS_FILES", tls("ca.crt")));
     let ops = first["operations"].as_str().expect("operations").to_owned();
     let anonymous = ops_tls_client(&tls("ca.crt"), None);
     let verified = ops_tls_client(
@@ -3672,6 +3674,16 @@ fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
         3,
         "{m}"
     );
+    // Without client CAs, clientAuthRequired would let nobody in: the node does not start.
+    // Without either, it starts with the guarded paths closed to everyone.
+    exits_2_saying(
+        tls_node().env("CORE_OPERATIONS_TLS_CLIENTAUTHREQUIRED", "true"),
+        "operations.tls.clientAuthRequired needs operations.tls.clientRootCAs.files",
+    );
+    let (_guard, first, _lines) = spawn_listening(&mut tls_node());
+    let ops = first["operations"].as_str().expect("operations");
+    let (raw, _) = ops_tls_request(ops, &verified, &get("/metrics"));
+    assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
 }
 
 /// GET `path` from `addr` on a new connection, connecting and reading within `limit` in all:
