@@ -772,7 +772,7 @@ pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{
         MembershipArgs, TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, age, anchor_endpoint,
         event_json, expires_in, member_json, membership_json, parse_duration, time_left, until,
@@ -1124,8 +1124,8 @@ mod tests {
         }
     }
 
-    /// What `f` logs, one line an event, without colours.
-    fn logged(f: impl FnOnce()) -> String {
+    /// What `f` logs, one line an event, without colours (ops.rs's tests use it too).
+    pub(crate) fn logged(f: impl FnOnce()) -> String {
         let buf = crate::logging::tests::Buf::default();
         let writer = buf.clone();
         let subscriber = tracing_subscriber::fmt()

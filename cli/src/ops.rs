@@ -136,9 +136,12 @@ impl Throttle {
     /// If a line is due (none was logged in the last second): how many events since the
     /// last line, this one included.
     fn due(&self) -> Option<u64> {
-        lock(&self.0)
-            .admit(crate::expiry::wall_now())
-            .map(|not_logged| not_logged + 1)
+        self.due_at(crate::expiry::wall_now())
+    }
+
+    /// [`Throttle::due`] at `now`.
+    fn due_at(&self, now: fabric_gossip_core::Instant) -> Option<u64> {
+        lock(&self.0).admit(now).map(|not_logged| not_logged + 1)
     }
 }
 
@@ -1510,5 +1513,327 @@ mod tests {
             u128::from(rendered) <= allowed,
             "{rendered} renderings for {SCRAPES} scrapes in {took:?}"
         );
+    }
+
+    /// A connection of a slot table, in `phase`, that has sent bytes or not.
+    fn conn(id: u64, phase: ConnPhase, spoke: bool) -> Arc<Conn> {
+        Arc::new(Conn {
+            id,
+            phase: Mutex::new(phase),
+            spoke: AtomicBool::new(spoke),
+            linger: AtomicBool::new(false),
+            evict: Notify::new(),
+            freed: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Whether `n` has a wake-up stored.
+    async fn notified(n: &Notify) -> bool {
+        tokio::time::timeout(Duration::ZERO, n.notified())
+            .await
+            .is_ok()
+    }
+
+    /// The connection evicted for a newcomer: one silent for its grace (exactly too), then
+    /// one that has sent bytes, then one within its grace, of each the one waiting
+    /// longest; never one being answered; and while a connection has yet to run, only a
+    /// silent one.
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_evicted_is_the_one_least_likely_to_be_a_client_s() {
+        use ConnPhase::{Accepted, Answering, Waiting};
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let victim =
+            |conns: &[Arc<Conn>]| Slots::victim(&conns.iter().map(|c| (c.id, c.clone())).collect());
+        let silent_at_grace = conn(1, Waiting(t - FIRST_BYTES_GRACE), false);
+        let spoke_long_ago = conn(2, Waiting(t - ms(5000)), true);
+        let silent_within = conn(3, Waiting(t - ms(499)), false);
+        let spoke_lately = conn(4, Waiting(t - ms(10)), true);
+        let silent_longer = conn(5, Waiting(t - ms(700)), false);
+        assert_eq!(victim(&[]), None);
+        assert_eq!(
+            victim(&[spoke_long_ago.clone(), silent_at_grace.clone()]),
+            Some(1)
+        );
+        assert_eq!(
+            victim(&[silent_at_grace.clone(), silent_longer.clone()]),
+            Some(5)
+        );
+        assert_eq!(
+            victim(&[silent_within.clone(), spoke_lately.clone()]),
+            Some(4)
+        );
+        assert_eq!(
+            victim(&[spoke_lately.clone(), spoke_long_ago.clone()]),
+            Some(2)
+        );
+        assert_eq!(victim(&[silent_within.clone()]), Some(3));
+        // Being answered: never.
+        assert_eq!(victim(&[conn(6, Answering(1), true)]), None);
+        // A connection yet to run may turn out silent: only a silent one is evicted.
+        let unknown = conn(7, Accepted(t - ms(5000)), false);
+        assert_eq!(victim(&[unknown.clone()]), None);
+        assert_eq!(victim(&[unknown.clone(), spoke_long_ago]), None);
+        assert_eq!(victim(&[unknown.clone(), silent_within]), None);
+        assert_eq!(victim(&[unknown, silent_at_grace]), Some(1));
+    }
+
+    /// A connection waits for a complete request [`REQUEST_TIMEOUT`] at most, from its
+    /// accept and again from each answer, and not while it is answered (two answers at
+    /// once counted as two); its first poll makes it evictable and wakes the accept loop.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_waits_for_a_request_at_most_the_request_timeout_from_its_last_answer() {
+        let ms = Duration::from_millis;
+        let accepted = Instant::now();
+        let c = conn(0, ConnPhase::Accepted(accepted), false);
+        let waits = |limit| tokio::time::timeout(limit, c.request_deadline());
+        assert!(waits(REQUEST_TIMEOUT - ms(1)).await.is_err());
+        c.polled();
+        assert!(matches!(*lock(&c.phase), ConnPhase::Waiting(t) if t == accepted));
+        assert!(notified(&c.freed).await);
+        c.polled();
+        assert!(!notified(&c.freed).await);
+        assert!(waits(ms(1)).await.is_ok());
+        let first = c.answering();
+        let second = c.answering();
+        assert!(waits(REQUEST_TIMEOUT * 3).await.is_err());
+        drop(first);
+        assert!(matches!(*lock(&c.phase), ConnPhase::Answering(1)));
+        assert!(waits(REQUEST_TIMEOUT * 3).await.is_err());
+        assert!(notified(&c.freed).await);
+        drop(second);
+        let answered = Instant::now();
+        assert!(matches!(*lock(&c.phase), ConnPhase::Waiting(t) if t == answered));
+        assert!(waits(REQUEST_TIMEOUT - ms(1)).await.is_err());
+        assert!(waits(ms(1)).await.is_ok());
+    }
+
+    /// A flood's warning is a line a second: the first event's, then none within that
+    /// second, then one counting every event since the last line.
+    #[test]
+    fn a_throttled_warning_counts_the_events_since_its_last_line() {
+        let throttle = Throttle::default();
+        let t0 = crate::expiry::wall_now();
+        assert_eq!(throttle.due_at(t0), Some(1));
+        for _ in 0..3 {
+            assert_eq!(throttle.due_at(t0 + Duration::from_millis(999)), None);
+        }
+        assert_eq!(throttle.due_at(t0 + Duration::from_secs(1)), Some(4));
+    }
+
+    /// A 401 and an eviction are each counted and logged with their count.
+    #[test]
+    fn a_refusal_and_an_eviction_are_counted_and_logged() {
+        let st = State::new(true);
+        let slots = Slots::new(st.clone());
+        let log = crate::membership::tests::logged(|| {
+            st.unauthorized();
+            slots.evicted();
+        });
+        assert!(
+            log.contains(
+                "operations service: 1 request(s) for /metrics or /logspec refused (401) since \
+                 the last such line (1 in all): a valid client certificate is needed"
+            ),
+            "{log}"
+        );
+        assert!(
+            log.contains(
+                "operations service: 1 connection(s) evicted since the last such line (1 in \
+                 all): all 32 slots were taken"
+            ),
+            "{log}"
+        );
+        let c = &st.connections;
+        assert_eq!(c.unauthorized.load(Ordering::Relaxed), 1);
+        assert_eq!(c.evicted.load(Ordering::Relaxed), 1);
+    }
+
+    /// A health check that fails says why: the gossip server is starting, or stopping.
+    #[test]
+    fn a_failed_health_check_names_the_phase_of_the_gossip_server() {
+        let st = State::new(false);
+        let reason = |st: &State| {
+            let r = respond(&Method::GET, "/healthz", st);
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let b = rt.block_on(r.into_body().collect()).expect("a full body");
+            let v: serde_json::Value = serde_json::from_slice(&b.to_bytes()).expect("JSON");
+            assert_eq!(v["status"], "Service Unavailable", "{v}");
+            assert_eq!(v["failed_checks"][0]["component"], "gossip", "{v}");
+            v["failed_checks"][0]["reason"].clone()
+        };
+        assert_eq!(reason(&st), "the gossip server is starting");
+        st.stopping();
+        assert_eq!(reason(&st), "the gossip server is stopping");
+    }
+
+    /// The slots: 32 connections are admitted at once; a 33rd waits while none can be
+    /// evicted, takes the slot of one that waits silent past its grace (evicted, counted),
+    /// or the slot a connection ending frees.
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_over_the_cap_evicts_a_silent_connection_or_waits_for_a_free_slot() {
+        let slots = Arc::new(Slots::new(State::new(false)));
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let c = tokio::time::timeout(Duration::ZERO, slots.admit())
+                .await
+                .expect("a free slot");
+            held.push(c);
+        }
+        let newcomer = || {
+            let slots = slots.clone();
+            tokio::spawn(async move { slots.admit().await.id })
+        };
+        // Every connection yet to run: none is evicted, the newcomer waits.
+        let mut waiting = newcomer();
+        let hour = Duration::from_secs(3600);
+        assert!(tokio::time::timeout(hour, &mut waiting).await.is_err());
+        // One has run, silent for an hour: it is evicted for the newcomer.
+        held[3].polled();
+        let id = tokio::time::timeout(hour, waiting).await.expect("admitted");
+        assert_eq!(id.expect("admit"), MAX_CONNECTIONS as u64);
+        assert!(notified(&held[3].evict).await);
+        assert_eq!(slots.state.connections.evicted.load(Ordering::Relaxed), 1);
+        assert_eq!(lock(&slots.table).len(), MAX_CONNECTIONS);
+        // Full again, nobody to evict: the newcomer takes the slot of one that ends.
+        let waiting = newcomer();
+        let ended = SlotGuard {
+            slots: slots.clone(),
+            id: held[5].id,
+        };
+        drop(ended);
+        let id = tokio::time::timeout(hour, waiting).await.expect("admitted");
+        assert_eq!(id.expect("admit"), MAX_CONNECTIONS as u64 + 1);
+        assert_eq!(slots.state.connections.evicted.load(Ordering::Relaxed), 1);
+        assert_eq!(lock(&slots.table).len(), MAX_CONNECTIONS);
+    }
+
+    /// A connected pair of loopback sockets: (client, server).
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("address");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = l.accept().await.expect("accept");
+        (client, server)
+    }
+
+    /// The server's socket of a connection whose body was refused (its close lingers),
+    /// with the connection.
+    fn refused(tcp: TcpStream) -> (Watched, Arc<Conn>) {
+        let c = conn(0, ConnPhase::Answering(1), true);
+        c.linger.store(true, Ordering::Relaxed);
+        let w = Watched {
+            tcp,
+            conn: c.clone(),
+            linger: None,
+        };
+        (w, c)
+    }
+
+    /// A connection's socket: a byte read marks the connection as having spoken, a read
+    /// that finds nothing does not; writes, vectored or not, pass through, and a close
+    /// without a refused body is a plain one.
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_socket_notes_the_first_byte_and_passes_writes_through() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, tcp) = tcp_pair().await;
+        let c = conn(0, ConnPhase::Waiting(Instant::now()), false);
+        let mut w = Watched {
+            tcp,
+            conn: c.clone(),
+            linger: None,
+        };
+        let mut buf = [0u8; 8];
+        let hour = Duration::from_secs(3600);
+        assert!(tokio::time::timeout(hour, w.read(&mut buf)).await.is_err());
+        assert!(!c.spoke.load(Ordering::Relaxed));
+        client.write_all(b"G").await.expect("write");
+        assert_eq!(w.read(&mut buf).await.expect("read"), 1);
+        assert!(c.spoke.load(Ordering::Relaxed));
+        w.write_all(b"one ").await.expect("write");
+        let two = [std::io::IoSlice::new(b"tw"), std::io::IoSlice::new(b"o")];
+        assert_eq!(w.write_vectored(&two).await.expect("write"), 3);
+        w.flush().await.expect("flush");
+        w.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        tokio::time::timeout(hour, client.read_to_end(&mut got))
+            .await
+            .expect("the end")
+            .expect("read");
+        assert_eq!(got, b"one two");
+    }
+
+    /// A lingering close ends the answer at once (the client reads its end) and then
+    /// waits [`LINGER`] for the client to stop sending, not a moment less.
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_close_ends_the_answer_at_once_and_lasts_its_time() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, tcp) = tcp_pair().await;
+        let (mut w, _) = refused(tcp);
+        let mut shut = std::pin::pin!(w.shutdown());
+        let ms = Duration::from_millis;
+        assert!(
+            tokio::time::timeout(LINGER - ms(1), &mut shut)
+                .await
+                .is_err()
+        );
+        let mut rest = Vec::new();
+        let hour = Duration::from_secs(3600);
+        tokio::time::timeout(hour, client.read_to_end(&mut rest))
+            .await
+            .expect("the answer's end")
+            .expect("read");
+        assert!(tokio::time::timeout(ms(1), &mut shut).await.is_ok());
+    }
+
+    /// A lingering close reads and drops what the client sends until it closes, or until
+    /// [`LINGER_BYTES`] have come (the time here never ends it).
+    #[tokio::test]
+    async fn a_lingering_close_drains_until_the_client_closes_or_its_bytes_have_come() {
+        use tokio::io::AsyncWriteExt;
+        let hour = Duration::from_secs(3600);
+        let lingering = |tcp| {
+            let (mut w, _) = refused(tcp);
+            w.linger = Some(Linger {
+                until: Box::pin(tokio::time::sleep(hour)),
+                write_shut: false,
+                drained: 0,
+            });
+            w
+        };
+        let bound = Duration::from_secs(60);
+        // 100 KB, then the client's close.
+        let (mut client, tcp) = tcp_pair().await;
+        let mut w = lingering(tcp);
+        client.write_all(&[7; 100_000]).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        tokio::time::timeout(bound, w.shutdown())
+            .await
+            .expect("ended by the client's close")
+            .expect("shutdown");
+        assert_eq!(w.linger.as_ref().map(|l| l.drained), Some(100_000));
+        // More than the bytes allowed, the connection held open.
+        let (mut client, tcp) = tcp_pair().await;
+        let mut w = lingering(tcp);
+        let sender = tokio::spawn(async move {
+            let _ = client
+                .write_all(&vec![7; LINGER_BYTES as usize + (1 << 20)])
+                .await;
+            client
+        });
+        tokio::time::timeout(bound, w.shutdown())
+            .await
+            .expect("ended by the bytes")
+            .expect("shutdown");
+        let drained = w.linger.as_ref().map_or(0, |l| l.drained);
+        assert!(
+            (LINGER_BYTES..LINGER_BYTES + 16 * 1024).contains(&drained),
+            "{drained}"
+        );
+        drop(w);
+        let _ = sender.await;
     }
 }

@@ -3477,6 +3477,23 @@ fn an_oversized_request_body_is_answered_413() {
     )
     .expect("request");
     answer(&mut s);
+    // The limit itself: a body of 4096 bytes is read, one of 4097 is not.
+    for (len, status) in [(4096, "204"), (4097, "413")] {
+        let body = format!(r#"{{"spec":"info","pad":"{}"}}"#, "x".repeat(len - 24));
+        assert_eq!(body.len(), len);
+        let mut s = connect();
+        write!(
+            s,
+            "PUT /logspec HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len}\r\n\r\n{body}"
+        )
+        .expect("request");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("an answer, then the end");
+        assert!(
+            raw.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{len}: {raw}"
+        );
+    }
     // The service still answers.
     assert_eq!(http_get(&ops, "/healthz").0, 200);
     n.stop_ok();
