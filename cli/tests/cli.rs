@@ -3477,6 +3477,19 @@ fn an_oversized_request_body_is_answered_413() {
     )
     .expect("request");
     answer(&mut s);
+    // A body that cannot be read (bad chunked framing) is a bad request, not one too large.
+    let mut s = connect();
+    write!(
+        s,
+        "PUT /logspec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
+    .expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("an answer, then the end");
+    assert!(
+        raw.starts_with("HTTP/1.1 400 ") && raw.contains(r#"{"error":"cannot read the request: "#),
+        "{raw}"
+    );
     // The limit itself: a body of 4096 bytes is read, one of 4097 is not.
     for (len, status) in [(4096, "204"), (4097, "413")] {
         let body = format!(r#"{{"spec":"info","pad":"{}"}}"#, "x".repeat(len - 24));
