@@ -1567,12 +1567,12 @@ mod tests {
             victim(&[spoke_lately.clone(), spoke_long_ago.clone()]),
             Some(2)
         );
-        assert_eq!(victim(&[silent_within.clone()]), Some(3));
+        assert_eq!(victim(std::slice::from_ref(&silent_within)), Some(3));
         // Being answered: never.
         assert_eq!(victim(&[conn(6, Answering(1), true)]), None);
         // A connection yet to run may turn out silent: only a silent one is evicted.
         let unknown = conn(7, Accepted(t - ms(5000)), false);
-        assert_eq!(victim(&[unknown.clone()]), None);
+        assert_eq!(victim(std::slice::from_ref(&unknown)), None);
         assert_eq!(victim(&[unknown.clone(), spoke_long_ago]), None);
         assert_eq!(victim(&[unknown.clone(), silent_within]), None);
         assert_eq!(victim(&[unknown, silent_at_grace]), Some(1));
