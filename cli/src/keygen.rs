@@ -226,3 +226,43 @@ pub(crate) fn run(a: &KeygenArgs) -> ExitCode {
         Err(e) => e.exit(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_PEERS, parse_org};
+
+    /// `--org MSPID:DOMAIN:PEERS`: an MSP ID without spaces or '='; a DNS name of labels of 1
+    /// to 63 letters, digits and inner '-', 200 characters at most; 1 to 100 peers.
+    #[test]
+    fn an_org_is_an_msp_id_a_dns_name_and_one_to_a_hundred_peers() {
+        let ok = |s: &str| parse_org(s).map(|o| (o.msp_id, o.domain, o.peers.len()));
+        let label = |n: usize| "a".repeat(n);
+        let long = format!("{}.{}.{}.{}", label(63), label(63), label(63), label(8));
+        assert_eq!(long.len(), 200);
+        assert_eq!(
+            ok(&format!("O:{long}:1")),
+            Ok(("O".into(), long.clone(), 1))
+        );
+        assert_eq!(
+            ok(&format!("O:x-1.{}:{MAX_PEERS}", label(63))).map(|o| o.2),
+            Ok(MAX_PEERS)
+        );
+        for bad in [
+            "O:x:0".to_owned(),
+            format!("O:x:{}", MAX_PEERS + 1),
+            format!("O:{long}a:1"),
+            format!("O:{}:1", label(64)),
+            "O::1".into(),
+            "O:a..b:1".into(),
+            "O:-a:1".into(),
+            "O:a-:1".into(),
+            "O:a_b:1".into(),
+            ":x:1".into(),
+            "O 1:x:1".into(),
+            "O=1:x:1".into(),
+            "O:x".into(),
+        ] {
+            assert!(parse_org(&bad).is_err(), "{bad}");
+        }
+    }
+}
