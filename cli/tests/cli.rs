@@ -3477,15 +3477,17 @@ fn an_oversized_request_body_is_answered_413() {
     )
     .expect("request");
     answer(&mut s);
+    // A request, written whole, and its answer to the end.
+    let exchange = |request: &str| {
+        let mut s = connect();
+        s.write_all(request.as_bytes()).expect("request");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("an answer, then the end");
+        raw
+    };
     // A body that cannot be read (bad chunked framing) is a bad request, not one too large.
-    let mut s = connect();
-    write!(
-        s,
-        "PUT /logspec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
-    )
-    .expect("request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("an answer, then the end");
+    let raw =
+        exchange("PUT /logspec HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
     assert!(
         raw.starts_with("HTTP/1.1 400 ") && raw.contains(r#"{"error":"cannot read the request: "#),
         "{raw}"
@@ -3494,14 +3496,9 @@ fn an_oversized_request_body_is_answered_413() {
     for (len, status) in [(4096, "204"), (4097, "413")] {
         let body = format!(r#"{{"spec":"info","pad":"{}"}}"#, "x".repeat(len - 24));
         assert_eq!(body.len(), len);
-        let mut s = connect();
-        write!(
-            s,
+        let raw = exchange(&format!(
             "PUT /logspec HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len}\r\n\r\n{body}"
-        )
-        .expect("request");
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).expect("an answer, then the end");
+        ));
         assert!(
             raw.starts_with(&format!("HTTP/1.1 {status} ")),
             "{len}: {raw}"
