@@ -183,7 +183,7 @@ fn go_date(at: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logging::tests::Buf;
+    use crate::logging::tests::{Buf, logged, plain_log};
 
     fn unix(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
@@ -315,22 +315,6 @@ mod tests {
         .tls;
         let certs = OwnCertificates::read(&Identity::Test, &tls);
         assert_eq!(certs.json(), json!({"server_tls": 2_082_585_600_000u64}));
-    }
-
-    /// A subscriber writing each event as a line without colours into `buf`.
-    fn plain_log(buf: &Buf) -> impl tracing::Subscriber + Send + Sync + use<> {
-        let writer = buf.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish()
-    }
-
-    /// What `f` logs, one line an event, without colours.
-    fn logged(f: impl FnOnce()) -> String {
-        let buf = Buf::default();
-        tracing::subscriber::with_default(plain_log(&buf), f);
-        buf.text()
     }
 
     /// Fabric's messages at start: an expired certificate is said to be; one expiring this

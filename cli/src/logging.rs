@@ -609,6 +609,22 @@ pub(crate) mod tests {
         }
     }
 
+    /// A subscriber writing each event as a line without colours into `buf`.
+    pub(crate) fn plain_log(buf: &Buf) -> impl tracing::Subscriber + Send + Sync + use<> {
+        let writer = buf.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
+    /// What `f` logs, one line an event, without colours.
+    pub(crate) fn logged(f: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        tracing::subscriber::with_default(plain_log(&buf), f);
+        buf.text()
+    }
+
     /// A peer's newline or terminal escape in a logged field cannot start a line of its own
     /// or reach the terminal; plain text is as tracing writes it.
     #[test]

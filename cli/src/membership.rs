@@ -772,11 +772,12 @@ pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> 
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::{
         MembershipArgs, TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, age, anchor_endpoint,
         event_json, expires_in, member_json, membership_json, parse_duration, time_left, until,
     };
+    use crate::logging::tests::logged;
     use crate::opts::PkiForm;
     use fabric_gossip_core::Instant as CoreInstant;
     use fabric_gossip_discovery::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
@@ -1122,18 +1123,6 @@ pub(crate) mod tests {
         for (flag, value) in flags {
             assert!(T::parse_from(["t", flag, value]).m.any(), "{flag}");
         }
-    }
-
-    /// What `f` logs, one line an event, without colours (ops.rs's tests use it too).
-    pub(crate) fn logged(f: impl FnOnce()) -> String {
-        let buf = crate::logging::tests::Buf::default();
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        buf.text()
     }
 
     /// A node bound to every interface without `--endpoint` is warned that nobody can dial

@@ -1626,7 +1626,7 @@ mod tests {
     fn a_refusal_and_an_eviction_are_counted_and_logged() {
         let st = State::new(true);
         let slots = Slots::new(st.clone());
-        let log = crate::membership::tests::logged(|| {
+        let log = crate::logging::tests::logged(|| {
             st.unauthorized();
             slots.evicted();
         });
