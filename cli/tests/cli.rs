@@ -3563,17 +3563,21 @@ fn ops_tls_request(
     (raw, end)
 }
 
+/// An operations daemon serving HTTPS with peer0's TLS certificate (`f` names its TLS
+/// files), and `extra` flags.
+fn operations_daemon_over_tls(f: &impl Fn(&str) -> String, extra: &[&str]) -> (Daemon, String) {
+    let (cert, key) = (f("server.crt"), f("server.key"));
+    let mut args = vec!["--operations-tls-cert", &cert, "--operations-tls-key", &key];
+    args.extend_from_slice(extra);
+    operations_daemon(&args)
+}
+
 /// The operations service over TLS (Fabric's `operations.tls.*`): a TLS client gets its
 /// answers; a plaintext request gets none.
 #[test]
 fn operations_service_over_tls() {
     let (_dir, f) = keygen_with_peer0_tls();
-    let (mut n, ops) = operations_daemon(&[
-        "--operations-tls-cert",
-        &f("server.crt"),
-        "--operations-tls-key",
-        &f("server.key"),
-    ]);
+    let (mut n, ops) = operations_daemon_over_tls(&f, &[]);
     // Plaintext HTTP to a TLS port: no HTTP answer.
     let mut plain = std::net::TcpStream::connect(ops.as_str()).expect("connect");
     plain.set_read_timeout(Some(EVENT)).expect("timeout");
@@ -3617,14 +3621,8 @@ fn operations_service_over_tls() {
 #[test]
 fn operations_tls_flags_with_a_client_ca_require_a_client_certificate() {
     let (_dir, f) = keygen_with_peer0_tls();
-    let (mut n, ops) = operations_daemon(&[
-        "--operations-tls-cert",
-        &f("server.crt"),
-        "--operations-tls-key",
-        &f("server.key"),
-        "--operations-tls-client-ca",
-        &f("ca.crt"),
-    ]);
+    let (mut n, ops) =
+        operations_daemon_over_tls(&f, &["--operations-tls-client-ca", &f("ca.crt")]);
     let healthz = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let anonymous = ops_tls_client(&f("ca.crt"), None);
     let (raw, end) = ops_tls_request(&ops, &anonymous, healthz);

@@ -351,41 +351,26 @@ mod tests {
     /// Each header byte is read into its own setting, within its range, whatever its value.
     #[test]
     fn the_header_gives_the_network_and_its_workload() {
-        let three = Case::read(&[7, 7, 6, 45, 70, 3, 7, 3]);
-        assert_eq!(three.nodes, 3);
-        assert_eq!(three.seed, 7);
-        assert_eq!(three.workload.start, Duration::ZERO);
-        assert_eq!(three.workload.stop, Duration::from_millis(1500));
-        assert_eq!(three.workload.interval, Duration::from_millis(15));
-        assert_eq!(three.workload.size, 22);
-        assert_eq!(three.workload.fanout, 2);
-        assert_eq!(three.workload.ack_per_mille, 300);
-        assert_eq!(three.workload.view, 0);
-        assert!(three.auto_ack);
-        assert_eq!(three.faults, recovery(3, 1500));
-
-        let four = Case::read(&[5, 200, 3, 39, 63, 5, 2, 2]);
-        assert_eq!(four.nodes, 4);
-        assert_eq!(four.seed, 200);
-        assert_eq!(four.workload.stop, Duration::from_millis(2000));
-        assert_eq!(four.workload.interval, Duration::from_millis(49));
-        assert_eq!(four.workload.size, 79);
-        assert_eq!(four.workload.fanout, 3);
-        assert_eq!(four.workload.ack_per_mille, 200);
-        assert!(!four.auto_ack);
-        assert_eq!(four.faults, recovery(4, 2000));
-
+        let read = |bytes: &[u8]| {
+            let c = Case::read(bytes);
+            let w = &c.workload;
+            assert_eq!((w.start, w.view), (Duration::ZERO, 0));
+            assert_eq!(c.faults, recovery(c.nodes, w.stop.as_millis() as u64));
+            format!(
+                "{} nodes, seed {}, stop {:?}, every {:?}, {} B, fanout {}, ack {}, auto-ack {}",
+                c.nodes, c.seed, w.stop, w.interval, w.size, w.fanout, w.ack_per_mille, c.auto_ack
+            )
+        };
+        let three =
+            "3 nodes, seed 7, stop 1.5s, every 15ms, 22 B, fanout 2, ack 300, auto-ack true";
+        assert_eq!(read(&[7, 7, 6, 45, 70, 3, 7, 3]), three);
+        let four =
+            "4 nodes, seed 200, stop 2s, every 49ms, 79 B, fanout 3, ack 200, auto-ack false";
+        assert_eq!(read(&[5, 200, 3, 39, 63, 5, 2, 2]), four);
         // Missing bytes read as zeros: the smallest network and workload.
-        let empty = Case::read(&[]);
-        assert_eq!(empty.nodes, 2);
-        assert_eq!(empty.seed, 0);
-        assert_eq!(empty.workload.stop, Duration::from_millis(500));
-        assert_eq!(empty.workload.interval, Duration::from_millis(10));
-        assert_eq!(empty.workload.size, 16);
-        assert_eq!(empty.workload.fanout, 1);
-        assert_eq!(empty.workload.ack_per_mille, 0);
-        assert!(!empty.auto_ack);
-        assert_eq!(empty.faults, recovery(2, 500));
+        let empty =
+            "2 nodes, seed 0, stop 500ms, every 10ms, 16 B, fanout 1, ack 0, auto-ack false";
+        assert_eq!(read(&[]), empty);
     }
 
     /// After the header, five bytes a fault: its time (little-endian, modulo the workload's
