@@ -749,8 +749,9 @@ enum Line {
     Bad(String),
 }
 
-/// Reads one line of at most `MAX_LINE` bytes; `None` at end of input. An overlong line
-/// is skipped to its end and reported, so a runaway writer cannot exhaust memory.
+/// Reads one line of at most `MAX_LINE` bytes of text (its line end, `\n` or `\r\n`, not
+/// counted, so a Windows writer gets the same bound); `None` at end of input. An overlong
+/// line is skipped to its end and reported, so a runaway writer cannot exhaust memory.
 fn read_line(r: &mut impl BufRead) -> std::io::Result<Option<Line>> {
     let mut buf = Vec::new();
     let mut too_long = false;
@@ -767,7 +768,7 @@ fn read_line(r: &mut impl BufRead) -> std::io::Result<Option<Line>> {
             None => (chunk.len(), false),
         };
         if !too_long {
-            if buf.len() + take > MAX_LINE + 1 {
+            if buf.len() + take > MAX_LINE + 2 {
                 too_long = true;
                 buf = Vec::new();
             } else {
@@ -779,13 +780,18 @@ fn read_line(r: &mut impl BufRead) -> std::io::Result<Option<Line>> {
             break;
         }
     }
-    if too_long {
+    let text = buf
+        .iter()
+        .rposition(|b| !matches!(b, b'\n' | b'\r'))
+        .map_or(0, |last| last + 1);
+    if too_long || text > MAX_LINE {
         return Ok(Some(Line::Bad(format!(
             "line longer than {MAX_LINE} bytes ignored"
         ))));
     }
+    buf.truncate(text);
     Ok(Some(match String::from_utf8(buf) {
-        Ok(s) => Line::Text(s.trim_end_matches(['\n', '\r']).to_owned()),
+        Ok(s) => Line::Text(s),
         Err(_) => Line::Bad("line is not UTF-8".into()),
     }))
 }
@@ -1941,8 +1947,9 @@ mod tests {
     }
 
     /// A stdin line ends at its newline (a CR before it dropped), however many reads it
-    /// takes; a line of MAX_LINE bytes is read, a longer one is reported and skipped to its
-    /// end, at the end of input too, and the lines after it are read.
+    /// takes; a line of MAX_LINE bytes of text is read whether it ends in LF or CRLF, a
+    /// longer one is reported and skipped to its end, at the end of input too, and the lines
+    /// after it are read.
     #[test]
     fn stdin_lines_end_at_their_newline_and_the_longest_is_max_line() {
         let ok = |s: &str| Ok(s.to_owned());
@@ -1960,10 +1967,14 @@ mod tests {
         let too_long = Err(format!("line longer than {MAX_LINE} bytes ignored"));
         let at_bound = [&vec![b'y'; MAX_LINE][..], b"\n"].concat();
         let over = [&vec![b'z'; MAX_LINE + 1][..], b"\nnext\n"].concat();
-        let got = lines_of(&[at_bound, over].concat(), 8192);
-        assert_eq!(got.len(), 3);
+        let crlf_at_bound = [&vec![b'x'; MAX_LINE][..], b"\r\n"].concat();
+        let crlf_over = [&vec![b'v'; MAX_LINE + 1][..], b"\r\n"].concat();
+        let got = lines_of(&[at_bound, over, crlf_at_bound, crlf_over].concat(), 8192);
+        assert_eq!(got.len(), 5);
         assert_eq!(got[0].as_ref().map(String::len), Ok(MAX_LINE));
-        assert_eq!(got[1..], [too_long.clone(), ok("next")]);
+        assert_eq!(got[1..3], [too_long.clone(), ok("next")]);
+        assert_eq!(got[3].as_ref().map(|l| (l.len(), l.ends_with('x'))), Ok((MAX_LINE, true)));
+        assert_eq!(got[4], too_long);
         assert_eq!(lines_of(&vec![b'w'; MAX_LINE + 100], 8192), [too_long]);
     }
 
