@@ -969,3 +969,701 @@ fn put(path: &Path, contents: &str, private: bool) -> Result<(), DevError> {
     let mut f = opts.open(path).map_err(err)?;
     f.write_all(contents.as_bytes()).map_err(err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert::CertInfo;
+    use crate::keys::Arithmetic;
+    use der::Decode;
+    use der::oid::ObjectIdentifier;
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    use x509_cert::Certificate;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{
+        AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName,
+        SubjectKeyIdentifier,
+    };
+    use x509_cert::time::Time;
+
+    const SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+    const CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+    const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+    const ECDSA_WITH_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+
+    /// 2023-11-14T22:13:20Z, the core harness's start.
+    fn start() -> Instant {
+        Instant::from_unix_secs(1_700_000_000)
+    }
+
+    fn year() -> Validity {
+        Validity::starting(start(), Duration::from_secs(365 * 24 * 3600))
+    }
+
+    fn parse(der: &[u8]) -> Certificate {
+        Certificate::from_der(der).expect("a generated certificate parses")
+    }
+
+    /// The subject's attributes in the order they are written, e.g. `["C=US", ...]`.
+    fn subject(cert: &Certificate) -> Vec<String> {
+        cert.tbs_certificate
+            .subject
+            .0
+            .iter()
+            .flat_map(|rdn| rdn.0.iter().map(|atv| atv.to_string()))
+            .collect()
+    }
+
+    fn extension<'a, T: der::Decode<'a> + der::oid::AssociatedOid>(
+        cert: &'a Certificate,
+    ) -> Option<T> {
+        cert.tbs_certificate
+            .get::<T>()
+            .expect("the extension decodes")
+            .map(|(_, e)| e)
+    }
+
+    /// The key usages set in the certificate's keyUsage extension, by name.
+    fn key_usages(cert: &Certificate) -> Vec<&'static str> {
+        let ku = extension::<KeyUsage>(cert).expect("a keyUsage");
+        [
+            ("digitalSignature", ku.digital_signature()),
+            ("nonRepudiation", ku.non_repudiation()),
+            ("keyEncipherment", ku.key_encipherment()),
+            ("dataEncipherment", ku.data_encipherment()),
+            ("keyAgreement", ku.key_agreement()),
+            ("keyCertSign", ku.key_cert_sign()),
+            ("cRLSign", ku.crl_sign()),
+            ("encipherOnly", ku.encipher_only()),
+            ("decipherOnly", ku.decipher_only()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    fn ski_of(cert: &Certificate) -> Vec<u8> {
+        extension::<SubjectKeyIdentifier>(cert)
+            .expect("a subjectKeyIdentifier")
+            .0
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn aki_of(cert: &Certificate) -> Option<Vec<u8>> {
+        extension::<AuthorityKeyIdentifier>(cert).map(|aki| {
+            aki.key_identifier
+                .expect("a keyIdentifier")
+                .as_bytes()
+                .to_vec()
+        })
+    }
+
+    /// SHA-256 of the public point the certificate carries.
+    fn point_hash(cert: &Certificate) -> Vec<u8> {
+        use sha2::Digest;
+        let point = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .as_bytes()
+            .expect("whole bytes");
+        sha2::Sha256::digest(point).to_vec()
+    }
+
+    fn org(curve: Curve, seed: u64) -> DevOrg {
+        let spec = OrgSpec::new("Org1MSP", "org1.example.com", 2).with_curve(curve);
+        DevOrg::generate(&spec, year(), &mut ChaCha20Rng::seed_from_u64(seed)).unwrap()
+    }
+
+    /// A real Fabric peer matches cryptogen's names: the CA `ca.<domain>` of organization
+    /// `<domain>`, its peers' identities with the NodeOU `peer` and their TLS certificates
+    /// without an OU, each attribute in cryptogen's order.
+    #[test]
+    fn subjects_are_cryptogens() {
+        let org = org(Curve::P256, 1);
+        let base = [
+            "C=US",
+            "ST=California",
+            "L=San Francisco",
+            "O=org1.example.com",
+        ];
+        let with = |rest: &[&str]| -> Vec<String> {
+            base.iter().chain(rest).map(|s| (*s).to_owned()).collect()
+        };
+        let ca = parse(org.ca.cert_der());
+        assert_eq!(subject(&ca), with(&["CN=ca.org1.example.com"]));
+        assert_eq!(ca.tbs_certificate.issuer, ca.tbs_certificate.subject);
+        let tls_ca = parse(org.tls_ca.cert_der());
+        assert_eq!(subject(&tls_ca), with(&["CN=tlsca.org1.example.com"]));
+        assert_eq!(org.peers.len(), 2);
+        for (i, peer) in org.peers.iter().enumerate() {
+            let host = format!("peer{i}.org1.example.com");
+            assert_eq!(peer.host, host);
+            let identity = parse(&peer.identity.cert_der);
+            assert_eq!(
+                subject(&identity),
+                with(&["OU=peer", &format!("CN={host}")])
+            );
+            assert_eq!(identity.tbs_certificate.issuer, ca.tbs_certificate.subject);
+            let tls = parse(&peer.tls.cert_der);
+            assert_eq!(subject(&tls), with(&[&format!("CN={host}")]));
+            assert_eq!(tls.tbs_certificate.issuer, tls_ca.tbs_certificate.subject);
+        }
+    }
+
+    /// An MSP's NodeOU roles and OU identifiers match a member's OUs: an identity can
+    /// carry none, one or two, in the order given; a third is refused, not dropped.
+    #[test]
+    fn identities_carry_the_units_asked_for() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let ca = DevCa::root("ca.org1", "org1", Curve::P256, year(), &mut rng).unwrap();
+        for units in [&[][..], &["admin"], &["blue", "client"]] {
+            let cert = ca
+                .issue_with_units("member.org1", units, year(), &mut rng)
+                .unwrap();
+            let info = CertInfo::from_der(&cert.cert_der).unwrap();
+            let want: Vec<Vec<u8>> = units.iter().map(|u| u.as_bytes().to_vec()).collect();
+            assert_eq!(info.units, want, "{units:?}");
+        }
+        let three = ca.issue_with_units("member.org1", &["a", "b", "c"], year(), &mut rng);
+        assert!(matches!(three, Err(DevError::Generate(_))), "{three:?}");
+    }
+
+    /// cryptogen's subject key identifier is SHA-256 of the public point (Fabric's CRLs
+    /// and `x509.Verify`'s chain search name CAs by it); every issued certificate names
+    /// its CA's the same way, and a root names none.
+    #[test]
+    fn key_identifiers_are_sha256_of_the_point_and_chain_to_the_issuer() {
+        for curve in [Curve::P256, Curve::P384] {
+            let org = org(curve, 3);
+            let mut rng = ChaCha20Rng::seed_from_u64(4);
+            let ica = org
+                .ca
+                .intermediate("ica.org1.example.com", year(), &mut rng)
+                .unwrap();
+            let member = ica
+                .issue(
+                    "peer9.org1.example.com",
+                    Usage::Identity,
+                    &[],
+                    year(),
+                    &mut rng,
+                )
+                .unwrap();
+            let ca = parse(org.ca.cert_der());
+            let tls_ca = parse(org.tls_ca.cert_der());
+            let ica = parse(ica.cert_der());
+            let member = parse(&member.cert_der);
+            for root in [&ca, &tls_ca] {
+                assert_eq!(ski_of(root), point_hash(root), "{curve:?}");
+                assert_eq!(aki_of(root), None, "{curve:?}: a root names no authority");
+            }
+            assert_eq!(ski_of(&ica), point_hash(&ica));
+            assert_eq!(aki_of(&ica), Some(ski_of(&ca)));
+            assert_eq!(ski_of(&member), point_hash(&member));
+            assert_eq!(aki_of(&member), Some(ski_of(&ica)));
+            for peer in &org.peers {
+                let identity = parse(&peer.identity.cert_der);
+                assert_eq!(ski_of(&identity), point_hash(&identity), "{curve:?}");
+                assert_eq!(aki_of(&identity), Some(ski_of(&ca)), "{curve:?}");
+                let tls = parse(&peer.tls.cert_der);
+                assert_eq!(ski_of(&tls), point_hash(&tls), "{curve:?}");
+                assert_eq!(aki_of(&tls), Some(ski_of(&tls_ca)), "{curve:?}");
+            }
+        }
+    }
+
+    /// Each certificate is signed by its issuer's key with the curve's own hash
+    /// (ECDSA-SHA256 on P-256, ECDSA-SHA384 on P-384), with a low `s`, as Fabric's
+    /// tools sign; its private key is the pair of its public key, on the curve asked for.
+    #[test]
+    fn certificates_are_signed_low_s_by_their_issuer_with_the_curves_hash() {
+        for (curve, alg, point_len) in [
+            (Curve::P256, ECDSA_WITH_SHA256, 65),
+            (Curve::P384, ECDSA_WITH_SHA384, 97),
+        ] {
+            let org = org(curve, 5);
+            let mut rng = ChaCha20Rng::seed_from_u64(6);
+            let ica = org
+                .ca
+                .intermediate("ica.org1.example.com", year(), &mut rng)
+                .unwrap();
+            let ica_member = ica
+                .issue(
+                    "peer9.org1.example.com",
+                    Usage::Identity,
+                    &[],
+                    year(),
+                    &mut rng,
+                )
+                .unwrap();
+            let root = |ca: &DevCa| (ca.cert_der().to_vec(), ca.key_pem().to_owned());
+            let mut signed: Vec<(Vec<u8>, String, &[u8])> = vec![
+                (root(&org.ca).0, root(&org.ca).1, org.ca.cert_der()),
+                (
+                    root(&org.tls_ca).0,
+                    root(&org.tls_ca).1,
+                    org.tls_ca.cert_der(),
+                ),
+                (root(&ica).0, root(&ica).1, org.ca.cert_der()),
+                (
+                    ica_member.cert_der.clone(),
+                    ica_member.key_pem.clone(),
+                    ica.cert_der(),
+                ),
+            ];
+            for _ in 0..8 {
+                let peer = org.issue_peer("peer7", year(), &mut rng).unwrap();
+                signed.push((
+                    peer.identity.cert_der,
+                    peer.identity.key_pem,
+                    org.ca.cert_der(),
+                ));
+                signed.push((peer.tls.cert_der, peer.tls.key_pem, org.tls_ca.cert_der()));
+            }
+            for (der, key_pem, issuer) in &signed {
+                let cert = CertInfo::from_der(der).unwrap();
+                let issuer = CertInfo::from_der(issuer).unwrap();
+                assert_eq!(parse(der).signature_algorithm.oid, alg, "{curve:?}");
+                assert!(
+                    cert.is_signed_by(&issuer, Arithmetic::PureRust),
+                    "{curve:?}"
+                );
+                assert!(cert.is_signed_by(&issuer, Arithmetic::AwsLc), "{curve:?}");
+                assert!(
+                    issuer.key.low_s_form(&cert.signature).is_none(),
+                    "{curve:?}: a high-S signature"
+                );
+                let spki = &parse(der).tbs_certificate.subject_public_key_info;
+                assert_eq!(spki.subject_public_key.raw_bytes().len(), point_len);
+                let key = crate::keys::PrivateKey::from_pem(key_pem.as_bytes()).unwrap();
+                assert!(
+                    key.is_pair_of(&cert.key),
+                    "{curve:?}: the key is the certificate's"
+                );
+            }
+        }
+    }
+
+    /// What each certificate may be used for, as cryptogen writes it: CAs sign
+    /// certificates and CRLs (and are unconstrained CAs), identities only sign, TLS
+    /// certificates serve both ends of a mutual TLS connection under the names asked for.
+    #[test]
+    fn key_usages_constraints_and_names_are_cryptogens() {
+        let org = org(Curve::P256, 7);
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let ica = org
+            .ca
+            .intermediate("ica.org1.example.com", year(), &mut rng)
+            .unwrap();
+        for ca in [org.ca.cert_der(), org.tls_ca.cert_der(), ica.cert_der()] {
+            let ca = parse(ca);
+            let bc = extension::<BasicConstraints>(&ca).expect("basicConstraints");
+            assert!(bc.ca);
+            assert_eq!(bc.path_len_constraint, None);
+            assert_eq!(
+                key_usages(&ca),
+                [
+                    "digitalSignature",
+                    "keyEncipherment",
+                    "keyCertSign",
+                    "cRLSign"
+                ]
+            );
+            let eku = extension::<ExtendedKeyUsage>(&ca).expect("extKeyUsage").0;
+            assert_eq!(eku, vec![CLIENT_AUTH, SERVER_AUTH]);
+            assert!(extension::<SubjectAltName>(&ca).is_none());
+        }
+        for peer in &org.peers {
+            let identity = parse(&peer.identity.cert_der);
+            let bc = extension::<BasicConstraints>(&identity).expect("basicConstraints");
+            assert!(!bc.ca);
+            assert_eq!(key_usages(&identity), ["digitalSignature"]);
+            assert!(extension::<ExtendedKeyUsage>(&identity).is_none());
+            assert!(extension::<SubjectAltName>(&identity).is_none());
+
+            let tls = parse(&peer.tls.cert_der);
+            let bc = extension::<BasicConstraints>(&tls).expect("basicConstraints");
+            assert!(!bc.ca);
+            assert_eq!(key_usages(&tls), ["digitalSignature", "keyEncipherment"]);
+            let eku = extension::<ExtendedKeyUsage>(&tls).expect("extKeyUsage").0;
+            assert_eq!(eku, vec![SERVER_AUTH, CLIENT_AUTH]);
+            let short = peer.host.split('.').next().unwrap();
+            let names: Vec<String> = extension::<SubjectAltName>(&tls)
+                .expect("subjectAltName")
+                .0
+                .iter()
+                .map(|n| match n {
+                    GeneralName::DnsName(d) => format!("DNS:{}", d.as_str()),
+                    GeneralName::IpAddress(ip) => format!("IP:{:?}", ip.as_bytes()),
+                    other => panic!("unexpected name {other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    format!("DNS:{}", peer.host),
+                    format!("DNS:{short}"),
+                    "DNS:localhost".to_owned(),
+                    "IP:[127, 0, 0, 1]".to_owned(),
+                ]
+            );
+        }
+    }
+
+    fn unix_secs(t: &Time) -> u64 {
+        t.to_unix_duration().as_secs()
+    }
+
+    /// Certificates keep the whole seconds of their validity (an instant inside a second
+    /// starts at that second, not later, so a member is valid when it was asked to be),
+    /// and "never" is RFC 5280's 99991231235959Z, which Go reads as the end of time.
+    #[test]
+    fn validity_is_kept_to_the_second_and_never_is_rfc_5280s() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let within = Validity {
+            not_before: start() + Duration::from_millis(999),
+            not_after: start() + Duration::from_secs(86_400) + Duration::from_millis(1),
+        };
+        let ca = DevCa::root("ca.org1", "org1", Curve::P256, within, &mut rng).unwrap();
+        let leaf = ca
+            .issue("peer0.org1", Usage::Tls, &[], within, &mut rng)
+            .unwrap();
+        for der in [ca.cert_der(), &leaf.cert_der] {
+            let validity = parse(der).tbs_certificate.validity;
+            assert_eq!(unix_secs(&validity.not_before), 1_700_000_000);
+            assert_eq!(unix_secs(&validity.not_after), 1_700_086_400);
+        }
+        let forever = Validity {
+            not_before: start(),
+            not_after: Instant::MAX,
+        };
+        let ca = DevCa::root("ca.org1", "org1", Curve::P256, forever, &mut rng).unwrap();
+        let leaf = ca
+            .issue("peer0.org1", Usage::Identity, &[], forever, &mut rng)
+            .unwrap();
+        for der in [ca.cert_der(), &leaf.cert_der] {
+            let validity = parse(der).tbs_certificate.validity;
+            assert!(matches!(validity.not_after, Time::GeneralTime(_)));
+            assert_eq!(unix_secs(&validity.not_after), 253_402_300_799);
+            assert_eq!(unix_secs(&validity.not_before), 1_700_000_000);
+        }
+    }
+
+    /// The validities the module offers: a length from a start, cryptogen's ten years
+    /// (of 365 days), and the seeded PKI's 13 years from 2023-01-01.
+    #[test]
+    fn the_offered_validities_span_what_they_say() {
+        let v = Validity::starting(start(), Duration::from_secs(90));
+        assert_eq!(v.not_before, start());
+        assert_eq!(v.not_after, Instant::from_unix_secs(1_700_000_090));
+        let ten = Validity::ten_years_from(start());
+        assert_eq!(ten.not_before, start());
+        assert_eq!(
+            ten.not_after,
+            Instant::from_unix_secs(1_700_000_000 + 3650 * 86_400)
+        );
+        let orgs = seeded_in_memory(&[OrgSpec::new("Org1MSP", "org1.example.com", 1)], 1).unwrap();
+        let org = &orgs[0];
+        for der in [
+            org.ca.cert_der(),
+            org.tls_ca.cert_der(),
+            &org.peers[0].identity.cert_der,
+            &org.peers[0].tls.cert_der,
+        ] {
+            let validity = parse(der).tbs_certificate.validity;
+            assert_eq!(unix_secs(&validity.not_before), 1_672_531_200);
+            assert_eq!(
+                unix_secs(&validity.not_after),
+                1_672_531_200 + 13 * 365 * 86_400
+            );
+        }
+    }
+
+    /// Serial numbers are 16 bytes, positive and without a leading zero byte (so every DER
+    /// encoder writes them alike), and random in all but the top two bits of their first
+    /// byte: two certificates of a CA never share one.
+    #[test]
+    fn serials_are_sixteen_positive_random_bytes() {
+        let org = org(Curve::P256, 10);
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let mut serials = vec![
+            parse(org.ca.cert_der()).tbs_certificate.serial_number,
+            parse(org.tls_ca.cert_der()).tbs_certificate.serial_number,
+        ];
+        for _ in 0..32 {
+            let peer = org.issue_peer("peer0", year(), &mut rng).unwrap();
+            for der in [peer.identity.cert_der, peer.tls.cert_der] {
+                serials.push(parse(&der).tbs_certificate.serial_number);
+            }
+        }
+        let mut first_bytes = std::collections::BTreeSet::new();
+        for serial in &serials {
+            let bytes = serial.as_bytes();
+            assert_eq!(bytes.len(), 16, "{bytes:02x?}");
+            assert!((0x40..=0x7f).contains(&bytes[0]), "{bytes:02x?}");
+            first_bytes.insert(bytes[0]);
+        }
+        assert!(first_bytes.len() > 16, "{first_bytes:02x?}");
+        let distinct: std::collections::BTreeSet<_> =
+            serials.iter().map(|s| s.as_bytes()).collect();
+        assert_eq!(distinct.len(), serials.len());
+    }
+
+    /// The simulator's and the tests' PKI is the same for a seed on every run (certificates
+    /// and keys byte for byte), and unrelated for another seed.
+    #[test]
+    fn a_seed_gives_the_same_pki_and_another_seed_another() {
+        let specs = [
+            OrgSpec::new("Org1MSP", "org1.example.com", 2),
+            OrgSpec::new("Org2MSP", "org2.example.com", 1).with_curve(Curve::P384),
+        ];
+        let material = |orgs: &[DevOrg]| {
+            let mut all = Vec::new();
+            for org in orgs {
+                all.push(org.ca.cert_pem());
+                all.push(org.ca.key_pem().to_owned());
+                all.push(org.tls_ca.cert_pem());
+                all.push(org.tls_ca.key_pem().to_owned());
+                for peer in &org.peers {
+                    all.push(peer.identity.cert_pem());
+                    all.push(peer.identity.key_pem.clone());
+                    all.push(peer.tls.cert_pem());
+                    all.push(peer.tls.key_pem.clone());
+                }
+            }
+            all
+        };
+        let a = material(&seeded_in_memory(&specs, 7).unwrap());
+        assert_eq!(a.len(), 2 * 4 + 3 * 4);
+        assert_eq!(a, material(&seeded_in_memory(&specs, 7).unwrap()));
+        let b = material(&seeded_in_memory(&specs, 8).unwrap());
+        assert!(a.iter().zip(&b).all(|(x, y)| x != y));
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// `generate` writes cryptogen's folders: the organization's MSP, with NodeOUs on for
+    /// its four roles, is what another node trusts, and a peer's own MSP folder and TLS
+    /// folder load as that peer, its keys readable by the owner alone. An organization
+    /// folder that exists is refused before anything is written or generated.
+    #[test]
+    fn generate_writes_cryptogens_folders_that_load_as_the_peers() {
+        use fabric_gossip_core::Security;
+        let out = tempfile::tempdir().unwrap();
+        let specs = [
+            OrgSpec::new("Org1MSP", "org1.example.com", 2),
+            OrgSpec::new("Org2MSP", "org2.example.com", 1).with_curve(Curve::P384),
+        ];
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let layout = generate(out.path(), &specs, year(), &mut rng).unwrap();
+        let now = start() + Duration::from_secs(3600);
+        assert_eq!(layout.root, out.path());
+        assert_eq!(layout.orgs.len(), 2);
+        let mut trust = TrustStore::new();
+        for (org, spec) in layout.orgs.iter().zip(&specs) {
+            let d = &spec.domain;
+            assert_eq!((&org.msp_id, &org.domain), (&spec.msp_id, d));
+            assert_eq!(org.dir, out.path().join("peerOrganizations").join(d));
+            assert_eq!(org.msp_dir, org.dir.join("msp"));
+            trust.add_msp_dir(&org.msp_id, &org.msp_dir).unwrap();
+            let mut roles: Vec<String> = trust
+                .node_roles(&org.msp_id)
+                .iter()
+                .map(|(role, ou)| format!("{role:?}={ou}"))
+                .collect();
+            roles.sort();
+            assert_eq!(
+                roles,
+                [
+                    "Admin=admin",
+                    "Client=client",
+                    "Orderer=orderer",
+                    "Peer=peer"
+                ]
+            );
+            let ca = read(&org.dir.join(format!("ca/ca.{d}-cert.pem")));
+            let tlsca = read(&org.dir.join(format!("tlsca/tlsca.{d}-cert.pem")));
+            for msp in std::iter::once(&org.msp_dir).chain(org.peers.iter().map(|p| &p.msp_dir)) {
+                assert_eq!(read(&msp.join(format!("cacerts/ca.{d}-cert.pem"))), ca);
+                assert_eq!(
+                    read(&msp.join(format!("tlscacerts/tlsca.{d}-cert.pem"))),
+                    tlsca
+                );
+                assert_eq!(
+                    read(&msp.join("config.yaml")),
+                    read(&org.msp_dir.join("config.yaml"))
+                );
+            }
+            for (ca_dir, ca_pem) in [("ca", &ca), ("tlsca", &tlsca)] {
+                let key = crate::keys::PrivateKey::from_pem(
+                    read(&org.dir.join(ca_dir).join("priv_sk")).as_bytes(),
+                )
+                .unwrap();
+                let der = crate::cert::pem_exactly_one(ca_pem.as_bytes()).unwrap().1;
+                assert!(
+                    key.is_pair_of(&CertInfo::from_der(&der).unwrap().key),
+                    "{ca_dir}"
+                );
+            }
+            assert_eq!(org.peers.len(), spec.peers.len());
+            for (peer, name) in org.peers.iter().zip(&spec.peers) {
+                assert_eq!(peer.host, format!("{name}.{d}"));
+                let pdir = org.dir.join("peers").join(&peer.host);
+                assert_eq!(peer.msp_dir, pdir.join("msp"));
+                assert_eq!(peer.tls_dir, pdir.join("tls"));
+                assert_eq!(peer.tls_cert, pdir.join("tls/server.crt"));
+                assert_eq!(peer.tls_key, pdir.join("tls/server.key"));
+                assert_eq!(peer.tls_ca, pdir.join("tls/ca.crt"));
+                assert_eq!(read(&peer.tls_ca), tlsca);
+                let tls = crate::cert::pem_exactly_one(read(&peer.tls_cert).as_bytes())
+                    .unwrap()
+                    .1;
+                let tls = CertInfo::from_der(&tls).unwrap();
+                let tls_key =
+                    crate::keys::PrivateKey::from_pem(read(&peer.tls_key).as_bytes()).unwrap();
+                assert!(tls_key.is_pair_of(&tls.key));
+                assert_eq!(
+                    subject(&parse(&tls.der)).last().unwrap(),
+                    &format!("CN={}", peer.host)
+                );
+                assert!(
+                    peer.msp_dir
+                        .join(format!("signcerts/{}-cert.pem", peer.host))
+                        .is_file()
+                );
+            }
+        }
+        for org in &layout.orgs {
+            for peer in &org.peers {
+                let me =
+                    MspSecurity::from_msp_dir(&peer.msp_dir, &org.msp_id, trust.clone()).unwrap();
+                for other in &layout.orgs {
+                    for them in &other.peers {
+                        let them = MspSecurity::from_msp_dir(
+                            &them.msp_dir,
+                            &other.msp_id,
+                            TrustStore::new(),
+                        )
+                        .unwrap();
+                        assert_eq!(me.validate_identity(&them.own_identity(), now), Ok(()));
+                    }
+                }
+            }
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let org = &layout.orgs[0];
+            for key in [
+                org.dir.join("ca/priv_sk"),
+                org.dir.join("tlsca/priv_sk"),
+                org.peers[0].msp_dir.join("keystore/priv_sk"),
+                org.peers[0].tls_key.clone(),
+            ] {
+                assert_eq!(mode(&key), 0o600, "{}", key.display());
+            }
+        }
+        // A second run refuses the first organization's folder and writes nothing new.
+        let more = [
+            OrgSpec::new("Org3MSP", "org3.example.com", 1),
+            specs[0].clone(),
+        ];
+        let again = generate(out.path(), &more, year(), &mut rng);
+        match again {
+            Err(DevError::Exists(dir)) => assert_eq!(dir, layout.orgs[0].dir),
+            other => panic!("expected Exists, got {other:?}"),
+        }
+        assert!(
+            !out.path()
+                .join("peerOrganizations/org3.example.com")
+                .exists()
+        );
+    }
+
+    /// `write_orgs` on its own (the simulator's and the CLI's path) refuses an organization
+    /// folder that exists before writing any, as `generate` does.
+    #[test]
+    fn write_orgs_refuses_an_existing_organization_folder() {
+        let out = tempfile::tempdir().unwrap();
+        let orgs = generate_in_memory(
+            &[
+                OrgSpec::new("Org1MSP", "org1.example.com", 1),
+                OrgSpec::new("Org2MSP", "org2.example.com", 1),
+            ],
+            year(),
+            &mut ChaCha20Rng::seed_from_u64(13),
+        )
+        .unwrap();
+        std::fs::create_dir_all(out.path().join("peerOrganizations/org2.example.com")).unwrap();
+        match write_orgs(out.path(), &orgs) {
+            Err(DevError::Exists(dir)) => {
+                assert_eq!(dir, out.path().join("peerOrganizations/org2.example.com"));
+            }
+            other => panic!("expected Exists, got {other:?}"),
+        }
+        assert!(
+            !out.path()
+                .join("peerOrganizations/org1.example.com")
+                .exists()
+        );
+    }
+
+    /// Debug output names a CA and sizes a certificate, never printing a private key.
+    #[test]
+    fn debug_output_never_holds_a_key() {
+        let org = org(Curve::P384, 14);
+        let ca = format!("{:?}", org.ca);
+        assert!(ca.starts_with("DevCa {"), "{ca}");
+        assert!(
+            ca.contains("org1.example.com") && ca.contains("P384"),
+            "{ca}"
+        );
+        let cert = format!("{:?}", org.peers[0].identity);
+        assert_eq!(
+            cert,
+            format!(
+                "DevCert {{ cert_der_len: {}, .. }}",
+                org.peers[0].identity.cert_der.len()
+            )
+        );
+        let key_body = |pem: &str| pem.lines().nth(1).unwrap().to_owned();
+        let all = format!("{org:?}");
+        for key in [
+            org.ca.key_pem(),
+            org.tls_ca.key_pem(),
+            &org.peers[0].identity.key_pem,
+        ] {
+            assert!(!all.contains(&key_body(key)));
+        }
+    }
+
+    /// A certificate's PEM is its DER, and its hash (what a TLS certificate is bound with
+    /// in a `ConnEstablish`) is SHA-256 of that DER.
+    #[test]
+    fn pem_and_hash_are_of_the_der() {
+        use sha2::Digest;
+        let org = org(Curve::P256, 15);
+        let peer = &org.peers[1];
+        for cert in [&peer.identity, &peer.tls] {
+            let (label, der) = crate::cert::pem_exactly_one(cert.cert_pem().as_bytes()).unwrap();
+            assert_eq!(
+                (label.as_str(), der),
+                ("CERTIFICATE", cert.cert_der.clone())
+            );
+            assert_eq!(
+                cert.hash().to_vec(),
+                sha2::Sha256::digest(&cert.cert_der).to_vec()
+            );
+        }
+        let der = crate::cert::pem_exactly_one(org.ca.cert_pem().as_bytes())
+            .unwrap()
+            .1;
+        assert_eq!(der, org.ca.cert_der());
+    }
+}
