@@ -413,6 +413,8 @@ fn both_arithmetics_agree(store: &TrustStore, identity: &[u8]) -> Result<(), Sec
 fn assert_same(a: &Result<(), SecurityError>, b: &Result<(), SecurityError>, who: &str) {
     let kind = |r: &Result<(), SecurityError>| r.as_ref().err().map(std::mem::discriminant);
     assert!(kind(a) == kind(b), "{who} disagree: {a:?} against {b:?}");
+    #[cfg(test)]
+    tests::CHECKS.with_borrow_mut(|checks| checks.push((who.to_owned(), a.clone())));
 }
 
 /// The first CERTIFICATE block of `pem`, as the store reads it.
@@ -476,6 +478,30 @@ pub fn msp_seeds() -> Vec<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// The comparisons [`assert_same`] made on this thread: who agreed, on what
+        /// verdict. A check that passes leaves nothing else to see, so tests read this to
+        /// know that an input reached the checks it is for (each test runs on its own
+        /// thread, so tests running at once do not mix their checks).
+        pub(super) static CHECKS: RefCell<Vec<(String, Result<(), SecurityError>)>> =
+            const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `input` through the target; returns the checks it made, in order.
+    fn checks_of(input: &[u8]) -> Vec<(String, Result<(), SecurityError>)> {
+        CHECKS.with_borrow_mut(Vec::clear);
+        msp(input);
+        CHECKS.take()
+    }
+
+    fn seed(name: &str) -> Vec<u8> {
+        msp_seeds()
+            .into_iter()
+            .find_map(|(n, s)| (n == name).then_some(s))
+            .unwrap_or_else(|| panic!("no seed {name}"))
+    }
 
     #[test]
     fn the_world_judges_its_members_as_tests_expect() {
@@ -537,5 +563,122 @@ mod tests {
         // oracle is never asked; asked directly, it must fail.
         let unsigned = crate::serialize_identity_pem("Org1MSP", OTHER_CA);
         assert!(std::panic::catch_unwind(|| accepted_is_a_member(&unsigned)).is_err());
+    }
+
+    /// The comparison itself: verdicts of different kinds (an acceptance and a refusal,
+    /// or two different refusals) fail the target; the same kind of refusal with different
+    /// wording does not.
+    #[test]
+    fn verdicts_of_different_kinds_fail_the_target() {
+        let untrusted = |why: &str| Err(SecurityError::UntrustedCertificate(why.into()));
+        let revoked = Err(SecurityError::Revoked("serial 1".into()));
+        assert_same(&untrusted("a"), &untrusted("b"), "same kind");
+        assert_same(&Ok(()), &Ok(()), "both accept");
+        for (a, b) in [
+            (Ok(()), untrusted("a")),
+            (untrusted("a"), Ok(())),
+            (untrusted("a"), revoked.clone()),
+        ] {
+            let outcome = std::panic::catch_unwind(|| assert_same(&a, &b, "the two"));
+            assert!(outcome.is_err(), "{a:?} against {b:?} passed");
+        }
+    }
+
+    /// Each kind of input reaches its own checks, with the MSP or member its bytes pick:
+    /// a certificate is judged three ways for the MSP its second byte names (a revoked
+    /// member of Org2MSP is refused as revoked, not as a stranger to Org1MSP), an identity
+    /// the same (the admin refused: Org1MSP's root issued its intermediate, so it issues no
+    /// members), a first byte past the last kind wraps round to the first, a signature is
+    /// checked by both implementations against the member its byte picks (the seed's, whose
+    /// key signed it: accepted), a `config.yaml` judges every member, and a channel block
+    /// every member for each of its MSPs.
+    #[test]
+    fn each_kind_of_input_reaches_its_checks() {
+        let three = [
+            "the store and the AWS-LC provider",
+            "the AWS-LC and pure-Rust providers",
+            "the AWS-LC provider, cached",
+        ];
+        let names = |checks: &[(String, Result<(), SecurityError>)]| {
+            checks
+                .iter()
+                .map(|(who, _)| who.clone())
+                .collect::<Vec<_>>()
+        };
+        let revoked = checks_of(&seed("certificate-org2-peer1-revoked"));
+        assert_eq!(names(&revoked), three);
+        assert!(
+            revoked
+                .iter()
+                .all(|(_, v)| matches!(v, Err(SecurityError::Revoked(_)))),
+            "{revoked:?}"
+        );
+        let own = checks_of(&seed("certificate-own"));
+        assert_eq!(names(&own), three);
+        assert!(own.iter().all(|(_, v)| v.is_ok()), "{own:?}");
+
+        let identity = seed("identity-admin");
+        assert_eq!(identity[0], IDENTITY);
+        let judged = checks_of(&identity);
+        assert_eq!(names(&judged), three);
+        assert!(
+            judged
+                .iter()
+                .all(|(_, v)| matches!(v, Err(SecurityError::UntrustedCertificate(_)))),
+            "{judged:?}"
+        );
+        let mut wrapped = identity.clone();
+        wrapped[0] = MODES;
+        assert_eq!(checks_of(&wrapped), judged);
+
+        let signature = checks_of(&seed("signature-own"));
+        assert_eq!(
+            signature,
+            [("AWS-LC's and RustCrypto's ECDSA".to_owned(), Ok(()))]
+        );
+
+        let config = checks_of(&seed("config-ica-ou-identifier-and-roles"));
+        assert_eq!(config.len(), MEMBERS.len());
+        assert!(config.iter().all(|(who, _)| who == "AWS-LC and RustCrypto"));
+        // Org1MSP's own configuration refuses some of its CAs' members by their OUs.
+        assert!(
+            config
+                .iter()
+                .any(|(_, v)| matches!(v, Err(SecurityError::OrganizationalUnit(_)))),
+            "{config:?}"
+        );
+
+        let block = checks_of(&seed("channel-block"));
+        assert_eq!(block.len(), 3 * MEMBERS.len(), "three MSPs in the block");
+        assert!(block.iter().any(|(_, v)| v.is_ok()), "{block:?}");
+    }
+
+    /// A `config.yaml` input names its certificates by the paths the fixtures use: each
+    /// is found (the foreign CA too, so a configuration naming it is refused where Fabric
+    /// refuses it, when it is applied, and an empty file is read as empty); any other path
+    /// is no file, and the configuration is refused as it is read.
+    #[test]
+    fn a_config_yaml_finds_the_fixtures_cas_by_their_paths() {
+        let naming = |file: &str| {
+            let text = format!(
+                "OrganizationalUnitIdentifiers:\n  - Certificate: {file}\n    \
+                 OrganizationalUnitIdentifier: blue\n"
+            );
+            parse_config(text.as_bytes())
+        };
+        for (file, pem) in [
+            ("cacerts/ca.pem", CA),
+            ("/intermediatecerts/ica.pem", ICA),
+            ("other-ca.pem", OTHER_CA),
+            ("empty.pem", &[][..]),
+        ] {
+            let config = naming(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let [(unit, text, path)] = &config.identifiers[..] else {
+                panic!("{file}: {:?}", config.identifiers.len());
+            };
+            assert_eq!((unit.as_str(), text.as_slice()), ("blue", pem), "{file}");
+            assert_eq!(path, &PathBuf::from(file));
+        }
+        assert!(naming("cacerts/other.pem").is_err());
     }
 }
