@@ -1666,4 +1666,78 @@ mod tests {
             .1;
         assert_eq!(der, org.ca.cert_der());
     }
+
+    /// A key this module did not generate is certified as given, byte for byte and named
+    /// by its own SHA-256, even one that is no point of the curve: what the tests of a
+    /// member whose key is off its curve present (and the crate refuses to parse).
+    #[test]
+    fn a_raw_public_key_is_certified_as_given() {
+        let mut rng = ChaCha20Rng::seed_from_u64(16);
+        for (curve, len) in [(Curve::P256, 65), (Curve::P384, 97)] {
+            let ca = DevCa::root("ca.org1", "org1", curve, year(), &mut rng).unwrap();
+            let mut point = vec![0x04];
+            point.resize(len, 0x01);
+            let der = ca
+                .certify_raw_public_key("peer0.org1", point.clone(), year(), &mut rng)
+                .unwrap();
+            let cert = parse(&der);
+            let spki = &cert.tbs_certificate.subject_public_key_info;
+            assert_eq!(spki.subject_public_key.raw_bytes(), point, "{curve:?}");
+            assert_eq!(ski_of(&cert), point_hash(&cert), "{curve:?}");
+            assert_eq!(aki_of(&cert), Some(ski_of(&parse(ca.cert_der()))));
+            assert!(matches!(
+                CertInfo::from_der(&der),
+                Err(crate::cert::CertError::Key(_))
+            ));
+        }
+    }
+
+    /// A CRL as Fabric CA's `gencrl` writes one: the CA it names (by subjectKeyIdentifier,
+    /// its own or, forged, another's) and as issuer, the serials revoked, valid from
+    /// `this_update` for a week.
+    #[test]
+    fn revocation_lists_name_their_ca_and_last_a_week() {
+        use x509_cert::crl::CertificateList;
+        use x509_cert::ext::pkix::AuthorityKeyIdentifier;
+        let org = org(Curve::P256, 17);
+        let mut rng = ChaCha20Rng::seed_from_u64(18);
+        let other = DevCa::root("ca.org2", "org2", Curve::P256, year(), &mut rng).unwrap();
+        let revoked = [org.peers[0].identity.cert_der.as_slice()];
+        let at = start() + Duration::from_millis(1500);
+        for (pem, named) in [
+            (org.ca.revocation_list(&revoked, at).unwrap(), &org.ca),
+            (
+                org.ca.revocation_list_naming(&other, &revoked, at).unwrap(),
+                &other,
+            ),
+        ] {
+            let (label, der) = crate::cert::pem_exactly_one(pem.as_bytes()).unwrap();
+            assert_eq!(label, "X509 CRL");
+            let crl = CertificateList::from_der(&der).unwrap();
+            let list = &crl.tbs_cert_list;
+            assert_eq!(
+                list.issuer,
+                parse(org.ca.cert_der()).tbs_certificate.subject
+            );
+            assert_eq!(unix_secs(&list.this_update), 1_700_000_001);
+            let next = list.next_update.as_ref().expect("nextUpdate");
+            assert_eq!(unix_secs(next), 1_700_000_001 + 7 * 86_400);
+            let serials: Vec<_> = list
+                .revoked_certificates
+                .iter()
+                .flatten()
+                .map(|r| r.serial_number.clone())
+                .collect();
+            assert_eq!(serials, [parse(revoked[0]).tbs_certificate.serial_number]);
+            let aki = list
+                .crl_extensions
+                .iter()
+                .flatten()
+                .find(|e| e.extn_id == ObjectIdentifier::new_unwrap("2.5.29.35"))
+                .expect("authorityKeyIdentifier");
+            let aki = AuthorityKeyIdentifier::from_der(aki.extn_value.as_bytes()).unwrap();
+            let named_ski = ski_of(&parse(named.cert_der()));
+            assert_eq!(aki.key_identifier.unwrap().as_bytes(), named_ski.as_slice());
+        }
+    }
 }
