@@ -257,10 +257,9 @@ fn check_args(a: &SimArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the simulation described by `a`, writing the header and summary to `out`.
-fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
-    check_args(a)?;
-    let seed = a.seed.unwrap_or_else(default_seed);
+/// The simulator's settings for a run of `a` with `seed`: `--fast` turns the per-step
+/// checks and the trace hash off, unless a trace file is asked for.
+fn sim_config(a: &SimArgs, seed: u64) -> SimConfig {
     let mut cfg = SimConfig::seeded(seed);
     cfg.latency = a.latency;
     cfg.jitter = a.jitter;
@@ -277,7 +276,14 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
     };
     cfg.trace_limit = 50_000_000;
     cfg.reproduce = reproduce_command(a, seed).replace(&format!("--seed {seed}"), "--seed {seed}");
-    let mut sim = Sim::new(cfg);
+    cfg
+}
+
+/// Runs the simulation described by `a`, writing the header and summary to `out`.
+fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
+    check_args(a)?;
+    let seed = a.seed.unwrap_or_else(default_seed);
+    let mut sim = Sim::new(sim_config(a, seed));
     // Fault schedules come from their own stream, so changing the scenario does not
     // change the faults drawn for a seed.
     let mut fault_rng = SimRng::new(seed ^ 0xfa17_5eed);
@@ -965,9 +971,7 @@ mod tests {
     }
 
     fn sim(args: &[&str]) -> (Result<Verdict, String>, String) {
-        let a = Wrap::try_parse_from(std::iter::once("sim").chain(args.iter().copied()))
-            .expect("arguments parse")
-            .args;
+        let a = parsed(args);
         let mut out = Vec::new();
         let r = simulate(&a, &mut out);
         (r, String::from_utf8(out).expect("utf-8"))
@@ -1031,6 +1035,11 @@ mod tests {
         assert!(
             out1.contains("faults: "),
             "random faults by default: {out1}"
+        );
+        let lines = text.lines().count();
+        assert!(
+            out1.ends_with(&format!("  trace written to {p} ({lines} lines)\n")),
+            "{out1}"
         );
     }
 
@@ -1179,10 +1188,16 @@ mod tests {
             v["membership"]["time_to_detect_dead_member_s"].is_number(),
             "{v}"
         );
-        // The run ends when membership is full, not 120 s later.
+        // The run ends when membership is full, not 120 s later: not one slice more, and
+        // without the run to quiet; the whole run goes on until the network is idle.
         let end = w["virtual_time_s"].as_f64().expect("a time");
-        assert!(end <= full.unwrap_or_default() + 0.1, "{w}");
+        assert_eq!(Some(end), full, "{w}");
         assert!(v["virtual_time_s"].as_f64() > Some(end + 3.0), "{v}");
+        assert_eq!(
+            (&w["idle"], &v["idle"]),
+            (&json!(false), &json!(true)),
+            "{w}\n{v}"
+        );
     }
 
     #[test]
@@ -1270,5 +1285,335 @@ mod tests {
             row(&out, "faults:").ends_with("faults: crash@1ms:1"),
             "{out}"
         );
+    }
+
+    fn parsed(args: &[&str]) -> SimArgs {
+        Wrap::try_parse_from(std::iter::once("sim").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .args
+    }
+
+    /// A failing run prints this line for the user to paste: it must name every setting
+    /// that shapes the run (`--view` only when set), and read back as the same settings.
+    #[test]
+    fn the_reproduce_line_reads_back_as_the_same_run() {
+        let a = parsed(&[
+            "--nodes",
+            "7",
+            "--scenario",
+            "churn",
+            "--faults",
+            "crash@1s:0",
+            "--duration",
+            "1500ms",
+            "--msg-size",
+            "10",
+            "--interval",
+            "20ms",
+            "--fanout",
+            "2",
+            "--ack-per-mille",
+            "0",
+            "--view",
+            "3",
+            "--latency",
+            "1ms",
+            "--jitter",
+            "0s",
+        ]);
+        let line = reproduce_command(&a, 7);
+        assert_eq!(
+            line,
+            "fabric-gossip sim --nodes 7 --seed 7 --scenario churn --faults 'crash@1s:0' \
+             --duration 1500ms --msg-size 10 --interval 20ms --fanout 2 --ack-per-mille 0 \
+             --view 3 --latency 1ms --jitter 0s"
+        );
+        let words: Vec<&str> = line
+            .strip_prefix("fabric-gossip sim ")
+            .expect("the command")
+            .split(' ')
+            .map(|w| w.trim_matches('\''))
+            .collect();
+        assert_eq!(reproduce_command(&parsed(&words), 7), line);
+        // Without --view (a random peer per send) the line has none.
+        let line = reproduce_command(&parsed(&[]), 1);
+        assert!(!line.contains("--view"), "{line}");
+        assert!(line.contains("--faults 'random' --duration 10s"), "{line}");
+    }
+
+    /// Without --seed the seed is drawn from the clock, so that two runs differ; a constant
+    /// would make every unseeded run the same one.
+    #[test]
+    fn an_omitted_seed_is_drawn_from_the_clock() {
+        let nanos = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_nanos() as u64
+        };
+        let before = nanos();
+        let seed = default_seed();
+        let after = nanos();
+        assert!(before <= seed && seed <= after, "{before} {seed} {after}");
+    }
+
+    /// The churn scenario crashes every node in turn at even steps of the duration and
+    /// restarts it half a step later, every other one with a new identity, merged in time
+    /// order with the faults given; other scenarios add nothing.
+    #[test]
+    fn churn_crashes_and_restarts_every_node_in_turn() {
+        let mut rng = SimRng::new(1);
+        let churn = |faults: &str| {
+            parsed(&[
+                "--nodes",
+                "3",
+                "--scenario",
+                "churn",
+                "--duration",
+                "4s",
+                "--faults",
+                faults,
+            ])
+        };
+        let f = faults_for(&churn("none"), &mut rng).expect("a schedule");
+        assert_eq!(
+            fmt_schedule(&f),
+            "crash@1s:0,restart@1500ms:0,crash@2s:1,restart-new@2500ms:1,crash@3s:2,\
+             restart@3500ms:2"
+        );
+        let f = faults_for(&churn("heal@2200ms"), &mut rng).expect("a schedule");
+        assert_eq!(
+            fmt_schedule(&f),
+            "crash@1s:0,restart@1500ms:0,crash@2s:1,heal@2200ms,restart-new@2500ms:1,\
+             crash@3s:2,restart@3500ms:2"
+        );
+        for scenario in ["traffic", "crossing", "membership"] {
+            let a = parsed(&["--nodes", "3", "--scenario", scenario, "--faults", "none"]);
+            assert_eq!(faults_for(&a, &mut rng), Ok(Vec::new()), "{scenario}");
+        }
+    }
+
+    /// `random` draws three faults per node from the run's fault stream, `random:K`
+    /// exactly K (each plus the recovery), `none` or nothing none at all.
+    #[test]
+    fn random_faults_are_drawn_three_per_node_or_as_many_as_asked() {
+        let draw = |faults: &str| {
+            faults_for(
+                &parsed(&["--nodes", "4", "--duration", "2s", "--faults", faults]),
+                &mut SimRng::new(9),
+            )
+        };
+        let want = |count| random_schedule(&mut SimRng::new(9), 4, Duration::from_secs(2), count);
+        assert_eq!(draw("random"), Ok(want(12)));
+        assert_ne!(want(12), want(11));
+        assert_eq!(draw(" random:5 "), Ok(want(5)));
+        assert_eq!(
+            draw("random:1000000").map(|f| f.len() >= 1_000_000),
+            Ok(true)
+        );
+        assert_eq!(draw("none"), Ok(Vec::new()));
+        assert_eq!(draw(""), Ok(Vec::new()));
+    }
+
+    /// The largest settings allowed pass the checks (only one more is refused): the limits
+    /// are bounds, not off by one.
+    #[test]
+    fn the_largest_settings_allowed_pass_the_checks() {
+        let max_size = fabric_gossip_core::proto::MAX_MESSAGE_SIZE;
+        let (size, over) = (max_size.to_string(), (max_size + 1).to_string());
+        for (ok, args) in [
+            (true, vec!["--nodes", "10000"]),
+            (false, vec!["--nodes", "10001"]),
+            (true, vec!["--msg-size", &size]),
+            (false, vec!["--msg-size", &over]),
+            (true, vec!["--ack-per-mille", "1000"]),
+            (false, vec!["--ack-per-mille", "1001"]),
+            (true, vec!["--scenario", "membership", "--stop-at-full"]),
+        ] {
+            assert_eq!(check_args(&parsed(&args)).is_ok(), ok, "{args:?}");
+        }
+    }
+
+    /// The summary names each kind of fault with its count, sorted by name, then lists
+    /// the first few as they would be written to --faults.
+    #[test]
+    fn a_schedule_summary_counts_each_kind_by_name() {
+        let s = parse_schedule(
+            "crash@1s:0,restart@2s:0,crash@3s:1,partition@4s:0/1,heal@5s,reader@6s:1=paused,\
+             badsig@7s:0=off",
+        )
+        .expect("a schedule");
+        assert_eq!(
+            fault_summary(&s),
+            "7 (badsig 1, crash 2, heal 1, partition 1, reader 1, restart 1); first 5: \
+             crash@1s:0,restart@2s:0,crash@3s:1,partition@4s:0/1,heal@5s"
+        );
+        let v = faults_json(&s);
+        assert_eq!(v["by_kind"]["crash"], 2, "{v}");
+        assert_eq!(v["first"][4], "heal@5s", "{v}");
+    }
+
+    /// A seed's fault schedule is part of what "the same arguments always give the same
+    /// run" promises: a reproduce line printed by an earlier build must draw the same
+    /// faults. The schedule comes from its own stream, so the scenario does not change it.
+    #[test]
+    fn a_seed_draws_the_same_faults_in_every_scenario() {
+        for scenario in ["traffic", "crossing"] {
+            let (r, out) = sim(&[
+                "--nodes",
+                "3",
+                "--seed",
+                "42",
+                "--duration",
+                "1s",
+                "--faults",
+                "random:4",
+                "--scenario",
+                scenario,
+                "--json",
+            ]);
+            assert_eq!(r, Ok(Verdict::Held), "{out}");
+            let v: Value = serde_json::from_str(&out).expect("one JSON object");
+            assert_eq!(
+                v["faults"]["first"],
+                json!([
+                    "partition@180ms:2/0+1",
+                    "isolate@184ms:0",
+                    "isolate@913ms:1",
+                    "corrupt@942ms:0/1",
+                    "heal@1s"
+                ]),
+                "{scenario}: {v}"
+            );
+        }
+    }
+
+    /// Membership that never becomes full (a node isolated for good) fails the run, says
+    /// so in the table, and the table still reports what it measured.
+    #[test]
+    fn membership_that_never_becomes_full_fails_the_run() {
+        let args = [
+            "--scenario",
+            "membership",
+            "--nodes",
+            "4",
+            "--seed",
+            "3",
+            "--duration",
+            "1s",
+            "--faults",
+            "isolate@0s:0",
+        ];
+        let (r, out) = sim(&args);
+        let e = match r {
+            Ok(Verdict::Violated(e)) => e,
+            other => panic!("{other:?}\n{out}"),
+        };
+        assert!(
+            e.starts_with("membership: not full 120.000s after the faults healed\n"),
+            "{e}"
+        );
+        assert!(e.contains("--faults 'isolate@0s:0'"), "{e}");
+        assert!(
+            row(&out, "full membership").ends_with("not reached 120.000s after the faults healed"),
+            "{out}"
+        );
+        assert!(
+            row(&out, "dead member detected").ends_with("not measured"),
+            "{out}"
+        );
+        assert!(!out.contains("full after wall time"), "{out}");
+        let (r, out) = sim(&[&args[..], &["--json"]].concat());
+        assert!(matches!(r, Ok(Verdict::Violated(_))), "{out}");
+        let v: Value = serde_json::from_str(&out).expect("one JSON object");
+        assert_eq!(
+            (&v["result"], &v["ok"]),
+            (&json!("violated"), &json!(false)),
+            "{v}"
+        );
+        assert!(
+            v["membership"]["time_to_full_membership_s"].is_null(),
+            "{v}"
+        );
+        assert_eq!(v["membership"]["faults_healed_at_s"], 1.0, "{v}");
+    }
+
+    /// Handshakes that fail are broken down by reason, only the reasons that happened,
+    /// adding up to the failures; dropped messages likewise by cause.
+    #[test]
+    fn failures_and_drops_are_broken_down_by_cause() {
+        let (r, out) = sim(&[
+            "--nodes",
+            "2",
+            "--seed",
+            "1",
+            "--duration",
+            "1s",
+            "--faults",
+            "badsig@0s:1,badsig@500ms:1=off",
+        ]);
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        assert!(
+            row(&out, "handshakes")
+                .ends_with("failed 145 (bad_signature 98, refused_by_remote 47)"),
+            "{out}"
+        );
+        // Seed 1 drops for four of the five causes.
+        let (r, out) = sim(&[
+            "--nodes",
+            "5",
+            "--seed",
+            "1",
+            "--duration",
+            "2s",
+            "--faults",
+            "random:200",
+            "--interval",
+            "1ms",
+            "--msg-size",
+            "20000",
+            "--fanout",
+            "2",
+            "--fast",
+        ]);
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        assert!(row(&out, "messages").ends_with("dropped 8739"), "{out}");
+        assert_eq!(
+            row(&out, "dropped").trim(),
+            "dropped          buffer full 7353  on close 355  no connection 1021  \
+             subscription full 0  on stop 10"
+        );
+        assert!(row(&out, "trace").ends_with("off (--fast)"), "{out}");
+    }
+
+    /// Times in the table are seconds with milliseconds, rounded.
+    #[test]
+    fn times_are_seconds_with_milliseconds() {
+        assert_eq!(fmt_secs(Duration::from_micros(1_234_567)), "1.235s");
+        assert_eq!(fmt_secs(Duration::ZERO), "0.000s");
+    }
+
+    /// `--fast` skips the per-step invariant checks and the trace hash; a trace file
+    /// asked for overrides it (a trace worth writing is one of a checked run).
+    #[test]
+    fn fast_skips_the_per_step_checks_unless_a_trace_is_written() {
+        for (args, checks, trace) in [
+            (&[][..], true, TraceMode::Hash),
+            (&["--fast"][..], false, TraceMode::Off),
+            (&["--fast", "--trace", "t.txt"][..], true, TraceMode::Full),
+            (&["--trace", "t.txt"][..], true, TraceMode::Full),
+        ] {
+            let cfg = sim_config(&parsed(args), 3);
+            assert_eq!(
+                (cfg.check_invariants, cfg.trace),
+                (checks, trace),
+                "{args:?}"
+            );
+            assert!(
+                cfg.reproduce.contains(" --seed {seed} "),
+                "{}",
+                cfg.reproduce
+            );
+        }
     }
 }
