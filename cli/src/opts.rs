@@ -611,3 +611,297 @@ pub(crate) fn trust_summary(trust: &TrustStore) -> serde_json::Value {
     });
     serde_json::Value::Object(msps.collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabric_gossip_msp::dev::{self, OrgSpec, Validity};
+
+    fn tls_args(cert: Option<&Path>, key: Option<&Path>, ca: &[&Path]) -> TlsArgs {
+        TlsArgs {
+            tls_cert: cert.map(Path::to_path_buf),
+            tls_key: key.map(Path::to_path_buf),
+            tls_ca: ca.iter().map(|p| p.to_path_buf()).collect(),
+            tls_server_name: Vec::new(),
+            tls_client_cert: None,
+            tls_client_key: None,
+            tls_client_ca: Vec::new(),
+            require_client_certificate: true,
+            from_config: false,
+        }
+    }
+
+    fn no_identity() -> IdentityArgs {
+        IdentityArgs {
+            test_identity: false,
+            msp_dir: None,
+            msp_id: None,
+            trust: Vec::new(),
+            channel_config: Vec::new(),
+        }
+    }
+
+    /// `--trust MSPID=DIR` needs both halves; the MSP ID is trimmed, the path kept as given.
+    #[test]
+    fn a_trust_flag_needs_an_msp_id_and_a_folder() {
+        assert_eq!(
+            parse_trust(" Org2MSP =crypto/org2 msp"),
+            Ok(("Org2MSP".to_owned(), PathBuf::from("crypto/org2 msp")))
+        );
+        for bad in ["Org2MSP", "=dir", "  =dir", "Org2MSP="] {
+            assert!(parse_trust(bad).unwrap_err().contains("MSPID=DIR"), "{bad}");
+        }
+    }
+
+    /// An endpoint to dial is HOST:PORT with a host and a port number, kept as written
+    /// (the transport resolves it); a listen address resolves now.
+    #[test]
+    fn endpoints_are_host_and_port() {
+        for good in [
+            "127.0.0.1:7051",
+            "peer0.org1.example.com:7051",
+            "[::1]:7051",
+        ] {
+            assert_eq!(parse_endpoint(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            ":7051",
+            "peer 0:7051",
+            " :7051",
+            "peer0",
+            "peer0:port",
+            "peer0:70510",
+        ] {
+            assert!(
+                parse_endpoint(bad).unwrap_err().contains("HOST:PORT"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_listen("127.0.0.1:7051"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 7051)))
+        );
+        assert!(parse_listen("127.0.0.1").is_err());
+    }
+
+    /// Test PKI-IDs are shown as their endpoint text, MSP ones in hex; hex that does not
+    /// parse is refused naming the flag.
+    #[test]
+    fn pki_ids_are_written_as_text_or_hex() {
+        let id = PkiId::from("127.0.0.1:7051");
+        assert_eq!(PkiForm::Text.show(&id), "127.0.0.1:7051");
+        assert_eq!(PkiForm::Hex.show(&PkiId::from(&[0xab, 0x01][..])), "ab01");
+        assert_eq!(PkiForm::Text.parse("127.0.0.1:7051", "--peer"), Ok(id));
+        assert_eq!(
+            PkiForm::Hex.parse("ab01", "--peer"),
+            Ok(PkiId::from(&[0xab, 0x01][..]))
+        );
+        let e = PkiForm::Hex.parse("xyz", "--peer").unwrap_err();
+        assert!(
+            e.starts_with("--peer \"xyz\": MSP PKI-IDs are written in hex"),
+            "{e}"
+        );
+        let test = Identity::Test;
+        assert_eq!(test.pki_form(), PkiForm::Text);
+        assert!(test.msp_id().is_none() && test.trust_summary().is_none());
+        assert!(test.channels_summary().is_none() && test.trust_handle().is_none());
+        assert!(test.enrollment_not_after().is_none());
+    }
+
+    /// Which identity the flags ask for, and the errors when they ask wrongly: each names
+    /// the flags to give.
+    #[test]
+    fn identity_flags_are_checked_before_anything_is_read() {
+        let mut a = no_identity();
+        assert!(matches!(a.load(false), Ok(Identity::Test)));
+        let e = a.load(true).err().expect("an identity is required");
+        assert!(e.0.starts_with("no identity: pass --test-identity"), "{e}");
+        a.test_identity = true;
+        assert!(matches!(a.load(true), Ok(Identity::Test)));
+        let mut a = no_identity();
+        a.trust = vec![("Org2MSP".into(), PathBuf::from("/nonexistent"))];
+        let e = a.load(false).err().expect("--trust needs an MSP identity");
+        assert!(
+            e.0.starts_with("--trust and --channel-config need an MSP identity"),
+            "{e}"
+        );
+        let mut a = no_identity();
+        a.channel_config = vec![PathBuf::from("/nonexistent.block")];
+        let e = a
+            .load(false)
+            .err()
+            .expect("--channel-config needs an MSP identity");
+        assert!(e.0.starts_with("--trust and --channel-config"), "{e}");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut a = no_identity();
+        a.msp_dir = Some(dir.path().join("msp"));
+        a.msp_id = Some(" ".into());
+        let e = a.load(true).err().expect("an empty MSP ID");
+        assert_eq!(e.0, "--msp-id: the MSP ID is empty");
+        a.msp_id = Some("Org1MSP".into());
+        let e = a.load(true).err().expect("no such folder");
+        assert!(
+            e.0.starts_with("--msp-dir ") && e.0.contains("not a directory"),
+            "{e}"
+        );
+        a.msp_dir = Some(dir.path().to_path_buf());
+        let e = a.load(true).err().expect("an empty folder");
+        assert!(e.0.contains("(--msp-id Org1MSP): "), "{e}");
+        a.trust = vec![("Org2MSP".into(), dir.path().join("nowhere"))];
+        let e = a.load(true).err().expect("a missing --trust folder");
+        assert!(e.0.starts_with("--trust Org2MSP="), "{e}");
+    }
+
+    /// TLS errors name the flag and the file, or the core.yaml key when the settings came
+    /// from one; without --tls-cert there is no TLS.
+    #[test]
+    fn tls_files_are_checked_naming_the_flag_and_the_file() {
+        let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+        let validity = Validity::ten_years_from(now - std::time::Duration::from_secs(3600));
+        let orgs = dev::generate_in_memory(
+            &[OrgSpec::new("Org1MSP", "org1.example.com", 1)],
+            validity,
+            &mut dev::OsRng,
+        )
+        .expect("a test PKI");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p
+        };
+        let peer = &orgs[0].peers[0].tls;
+        let cert = file("cert.pem", &peer.cert_pem());
+        let key = file("key.pem", &peer.key_pem);
+        let ca = file("ca.pem", &orgs[0].tls_ca.cert_pem());
+        let junk = file("junk.pem", "not PEM at all\n");
+        let missing = dir.path().join("missing.pem");
+
+        let off = tls_args(None, None, &[]);
+        assert!(!off.enabled());
+        assert!(matches!(off.load(b""), Ok(None)));
+        let on = tls_args(Some(&cert), Some(&key), &[&ca]);
+        assert!(on.enabled());
+        assert!(matches!(on.load(b""), Ok(Some(_))));
+        // The channels' TLS CAs stand in for --tls-ca.
+        let no_ca = tls_args(Some(&cert), Some(&key), &[]);
+        assert!(matches!(
+            no_ca.load(orgs[0].tls_ca.cert_pem().as_bytes()),
+            Ok(Some(_))
+        ));
+
+        let error = |a: &TlsArgs| a.load(b"").expect_err("an error").0;
+        let e = error(&no_ca);
+        assert!(
+            e.starts_with("--tls-cert needs at least one --tls-ca"),
+            "{e}"
+        );
+        let mut from_config = no_ca.clone();
+        from_config.from_config = true;
+        let e = error(&from_config);
+        assert!(
+            e.starts_with("peer.tls.cert.file needs at least one peer.tls.rootcert.file"),
+            "{e}"
+        );
+        let e = error(&tls_args(Some(&missing), Some(&key), &[&ca]));
+        assert!(
+            e.starts_with("--tls-cert ") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let e = error(&tls_args(Some(&junk), Some(&key), &[&ca]));
+        assert!(
+            e.starts_with("--tls-cert ") && e.ends_with("no CERTIFICATE block in the file"),
+            "{e}"
+        );
+        let e = error(&tls_args(Some(&cert), Some(&cert), &[&ca]));
+        assert!(
+            e.starts_with("--tls-key ") && e.contains("no usable private key"),
+            "{e}"
+        );
+        let e = error(&tls_args(Some(&cert), Some(&key), &[&ca, &junk]));
+        assert!(e.starts_with("--tls-ca ") && e.contains("junk.pem"), "{e}");
+        let mut client = on.clone();
+        client.tls_client_ca = vec![junk.clone()];
+        let e = error(&client);
+        assert!(e.starts_with("--tls-client-ca "), "{e}");
+        client.from_config = true;
+        let e = error(&client);
+        assert!(e.starts_with("peer.tls.clientRootCAs.files "), "{e}");
+        let mut client = on.clone();
+        client.tls_client_cert = Some(junk.clone());
+        client.tls_client_key = Some(key.clone());
+        assert!(error(&client).starts_with("--tls-client-cert "));
+        client.tls_client_cert = Some(cert.clone());
+        client.tls_client_key = Some(junk.clone());
+        assert!(error(&client).starts_with("--tls-client-key "));
+        client.from_config = true;
+        assert!(error(&client).starts_with("peer.tls.clientKey.file "));
+        let mut names = on.clone();
+        names.tls_server_name = vec!["a.example.com".into(), "1.2.3.4:7051=b.example.com".into()];
+        assert!(matches!(names.load(b""), Ok(Some(_))));
+        names.tls_server_name.push("c.example.com".into());
+        let e = error(&names);
+        assert!(
+            e.starts_with("--tls-server-name a.example.com and c.example.com: "),
+            "{e}"
+        );
+
+        assert_eq!(
+            on.describe(),
+            format!(
+                "--tls-cert {} --tls-key {} --tls-ca {}",
+                cert.display(),
+                key.display(),
+                ca.display()
+            )
+        );
+        assert_eq!(
+            from_config.describe(),
+            format!(
+                "peer.tls.cert.file {} peer.tls.key.file {} peer.tls.rootcert.file/clientRootCAs.files ",
+                cert.display(),
+                key.display()
+            )
+        );
+        assert_eq!(off.describe(), "--tls-cert - --tls-key - --tls-ca ");
+    }
+
+    /// A serialized identity names its MSP only when it is one with a PEM certificate.
+    #[test]
+    fn the_msp_of_a_serialized_identity() {
+        let si = |mspid: &str, id: &[u8]| {
+            SerializedIdentity {
+                mspid: mspid.into(),
+                id_bytes: Bytes::copy_from_slice(id),
+            }
+            .encode_to_vec()
+        };
+        let pem = b"-----BEGIN CERTIFICATE-----\n";
+        assert_eq!(
+            msp_of(&si("Org1MSP", pem)),
+            Some(("Org1MSP".into(), Bytes::from_static(pem)))
+        );
+        assert_eq!(msp_of(&si("", pem)), None);
+        assert_eq!(msp_of(&si("Org1MSP", b"127.0.0.1:7051")), None);
+        assert_eq!(msp_of(b"127.0.0.1:7051"), None);
+    }
+
+    /// An empty trust store has no channels and no MSPs to show; channel blocks that
+    /// cannot be read are refused naming the flag.
+    #[test]
+    fn summaries_of_what_is_trusted() {
+        let empty = TrustStore::new();
+        assert_eq!(channels_summary(&empty), None);
+        assert_eq!(trust_summary(&empty), serde_json::json!({}));
+        assert_eq!(
+            add_channel_configs(&mut TrustStore::new(), &[]).ok(),
+            Some(Vec::new())
+        );
+        let e =
+            trust_store(&[], &[PathBuf::from("/nonexistent.block")]).expect_err("no such block");
+        assert!(
+            e.0.starts_with("--channel-config ") && e.0.contains("nonexistent.block"),
+            "{e}"
+        );
+    }
+}
