@@ -1616,4 +1616,28 @@ mod tests {
             );
         }
     }
+
+    /// Membership is timed from the moment the faults heal: a network that was full long
+    /// before (the only fault a heal) is full at that moment, not earlier.
+    #[test]
+    fn membership_is_timed_from_when_the_faults_heal() {
+        let (r, out) = sim(&[
+            "--scenario",
+            "membership",
+            "--nodes",
+            "4",
+            "--seed",
+            "3",
+            "--duration",
+            "2s",
+            "--faults",
+            "heal@2s",
+            "--json",
+        ]);
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        let v: Value = serde_json::from_str(&out).expect("one JSON object");
+        let m = &v["membership"];
+        assert_eq!(m["faults_healed_at_s"], 2.0, "{m}");
+        assert_eq!(m["time_to_full_membership_s"], 2.0, "{m}");
+    }
 }
