@@ -1640,4 +1640,40 @@ mod tests {
         assert_eq!(m["faults_healed_at_s"], 2.0, "{m}");
         assert_eq!(m["time_to_full_membership_s"], 2.0, "{m}");
     }
+
+    /// The crossing scenario's messages carry --msg-size payload bytes: the trace shows
+    /// each envelope's size.
+    #[test]
+    fn crossing_messages_carry_the_payload_size_asked_for() {
+        let path = std::env::temp_dir().join(format!(
+            "fabric-gossip-sim-crossing-{}.trace",
+            std::process::id()
+        ));
+        let p = path.to_str().expect("utf-8 temp path");
+        let (r, out) = sim(&[
+            "--nodes",
+            "2",
+            "--seed",
+            "1",
+            "--scenario",
+            "crossing",
+            "--faults",
+            "none",
+            "--msg-size",
+            "5000",
+            "--trace",
+            p,
+        ]);
+        let text = std::fs::read_to_string(&path).expect("trace file");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        let largest = text
+            .split_whitespace()
+            .filter_map(|w| w.strip_suffix('B')?.parse::<usize>().ok())
+            .max();
+        assert!(
+            largest.is_some_and(|n| (5000..5200).contains(&n)),
+            "{largest:?}"
+        );
+    }
 }
