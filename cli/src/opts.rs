@@ -904,4 +904,39 @@ mod tests {
             "{e}"
         );
     }
+
+    /// An MSP identity shows its PKI-IDs in hex and has an MSP ID, a trust store to
+    /// summarize and replace, and an enrollment certificate whose expiry is known; a
+    /// configuration error prints as its text.
+    #[test]
+    fn an_msp_identity_tells_what_it_trusts() {
+        let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+        let validity = Validity::ten_years_from(now - std::time::Duration::from_secs(3600));
+        let orgs = dev::generate_in_memory(
+            &[OrgSpec::new("Org1MSP", "org1.example.com", 1)],
+            validity,
+            &mut dev::OsRng,
+        )
+        .expect("a test PKI");
+        let trust = dev::trust_all(&orgs).expect("a trust store");
+        let security = orgs[0]
+            .security(&orgs[0].peers[0], trust)
+            .expect("an MSP identity");
+        let id = Identity::Msp(Box::new(security));
+        assert_eq!(id.pki_form(), PkiForm::Hex);
+        assert_eq!(id.msp_id(), Some("Org1MSP"));
+        let summary = id.trust_summary().expect("a trust summary");
+        assert_eq!(summary["Org1MSP"]["roots"], 1, "{summary}");
+        assert!(id.channels_summary().is_none(), "no --channel-config");
+        assert!(id.trust_handle().is_some());
+        let not_after = id
+            .enrollment_not_after()
+            .expect("an enrollment certificate")
+            .expect("readable");
+        assert!(not_after > std::time::SystemTime::now());
+        assert_eq!(
+            ConfigError("--tls-cert x: no".into()).to_string(),
+            "--tls-cert x: no"
+        );
+    }
 }
