@@ -1973,7 +1973,10 @@ mod tests {
         assert_eq!(got.len(), 5);
         assert_eq!(got[0].as_ref().map(String::len), Ok(MAX_LINE));
         assert_eq!(got[1..3], [too_long.clone(), ok("next")]);
-        assert_eq!(got[3].as_ref().map(|l| (l.len(), l.ends_with('x'))), Ok((MAX_LINE, true)));
+        assert_eq!(
+            got[3].as_ref().map(|l| (l.len(), l.ends_with('x'))),
+            Ok((MAX_LINE, true))
+        );
         assert_eq!(got[4], too_long);
         assert_eq!(lines_of(&vec![b'w'; MAX_LINE + 100], 8192), [too_long]);
     }
