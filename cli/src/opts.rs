@@ -939,4 +939,20 @@ mod tests {
             "--tls-cert x: no"
         );
     }
+
+    /// Every node the CLI starts seeds its core's RNG anew: `Config::default()`'s fixed
+    /// seed would make every process draw the same SendWithAck nonces, so two nodes' acks
+    /// could be taken for each other's.
+    #[test]
+    fn each_node_s_core_draws_its_own_seed() {
+        let seeds: Vec<u64> = (0..4).map(|_| config().rng_seed).collect();
+        assert!(
+            seeds.iter().all(|s| *s != Config::default().rng_seed),
+            "{seeds:?}"
+        );
+        let mut distinct = seeds.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), seeds.len(), "{seeds:?}");
+    }
 }

@@ -1859,6 +1859,11 @@ fn bad_flags_and_files_give_clear_errors() {
         format!("{d}/peerOrganizations/b.example.com/peers/peer0.b.example.com/tls/server.key");
     let not_pem = format!("{d}/not-a-pem");
     std::fs::write(&not_pem, "hello\n").expect("write");
+    // A PEM block whose bytes are no certificate: read as PEM, refused by TLS at start, and
+    // not to be explained as a key that does not match.
+    let not_a_cert = format!("{d}/not-a-cert.pem");
+    let block = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+    std::fs::write(&not_a_cert, block).expect("write");
     // Over the 4 MiB that PEM files may hold (sparse), and a FIFO, which would block.
     let big = format!("{d}/big.pem");
     std::fs::File::create(&big)
@@ -1937,6 +1942,10 @@ fn bad_flags_and_files_give_clear_errors() {
         (
             tls_node(&cert, &other_key, &ca),
             vec!["--tls-key", &other_key, "does not match", &cert],
+        ),
+        (
+            tls_node(&cert, &key, &not_a_cert),
+            vec!["TLS (", "unusable CA certificate"],
         ),
         (
             tls_node(&big, &key, &ca),
