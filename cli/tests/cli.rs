@@ -1498,6 +1498,109 @@ fn a_channel_configuration_block_gives_the_tls_cas_too() {
     }
 }
 
+/// `keygen` prints one command line per peer for the operator to paste: ports counted up
+/// from `--base-port` to the last that exists (one more peer is refused), each peer
+/// joining those started before it, trusting the other organizations (not its own, which
+/// its `--msp-dir` is), paths quoted for the shell where they need it; certificates valid
+/// for `--days` from now (from an hour ago); without `--org`, Org1MSP and Org2MSP of two
+/// peers each, paths left bare.
+#[test]
+fn keygen_prints_each_peer_s_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("it's here");
+    let out_s = out.to_str().expect("utf-8");
+    let orgs = [
+        "--org",
+        "OrgAMSP:a.example.com:2",
+        "--org",
+        "OrgBMSP:b.example.com:1",
+    ];
+    let args =
+        |base: &'static str| [&["keygen", "--out", out_s, "--base-port", base][..], &orgs].concat();
+    let r = run_expect(&args("65534"), 2);
+    assert!(
+        r.stderr
+            .contains("--base-port 65534: 3 peers do not fit below port 65536"),
+        "{}",
+        r.all()
+    );
+    let before = std::time::SystemTime::now();
+    let r = run_expect(&[&args("65533")[..], &["--days", "2"]].concat(), 0);
+    let after = std::time::SystemTime::now();
+    let commands: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("fabric-gossip node "))
+        .collect();
+    assert_eq!(commands.len(), 3, "{}", r.all());
+    let quoted = |path: &str| format!("'{}'", path.replace('\'', "'\\''"));
+    let peers = [
+        "a.example.com/peers/peer0",
+        "a.example.com/peers/peer1",
+        "b.example.com/peers/peer0",
+    ];
+    for (i, (cmd, peer)) in commands.iter().zip(peers).enumerate() {
+        let port = 65533 + i;
+        let (domain, _) = peer.split_once('/').expect("a domain");
+        let msp = format!("{out_s}/peerOrganizations/{peer}.{domain}/msp");
+        let listen = format!(
+            "fabric-gossip node --listen 127.0.0.1:{port} --msp-dir {} ",
+            quoted(&msp)
+        );
+        assert!(cmd.starts_with(&listen), "{cmd}\nwanted {listen}");
+        let joins: Vec<String> = (65533..port)
+            .map(|p| format!("--peer 127.0.0.1:{p}"))
+            .collect();
+        assert_eq!(cmd.matches("--peer ").count(), joins.len(), "{cmd}");
+        assert!(joins.iter().all(|j| cmd.contains(j.as_str())), "{cmd}");
+        let (own, other) = if domain.starts_with('a') {
+            ("OrgAMSP", "OrgBMSP")
+        } else {
+            ("OrgBMSP", "OrgAMSP")
+        };
+        assert!(!cmd.contains(&format!("--trust {own}=")), "{cmd}");
+        assert_eq!(cmd.matches("--trust ").count(), 1, "{cmd}");
+        let other_domain = if other == "OrgAMSP" {
+            "a.example.com"
+        } else {
+            "b.example.com"
+        };
+        let other_msp = format!("{out_s}/peerOrganizations/{other_domain}/msp");
+        let trust = format!("--trust {other}={} ", quoted(&other_msp));
+        assert!(cmd.contains(&trust), "{cmd}\nwanted {trust}");
+        assert_eq!(cmd.matches("--tls-ca ").count(), 2, "{cmd}");
+    }
+    let tls = out.join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls/server.crt");
+    let pem = std::fs::read(&tls).expect("the TLS certificate");
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).expect("a PEM certificate");
+    let not_after = fabric_gossip_msp::certificate_not_after(&der, "server.crt").expect("parsed");
+    let two_days = Duration::from_secs(2 * 86_400);
+    // NotAfter holds whole seconds.
+    assert!(
+        not_after + Duration::from_secs(1) >= before + two_days && not_after <= after + two_days,
+        "{not_after:?} not two days after {before:?}"
+    );
+
+    let plain = dir.path().join("plain");
+    let plain_s = plain.to_str().expect("utf-8");
+    let r = run_expect(&["keygen", "--out", plain_s], 0);
+    let commands: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("fabric-gossip node "))
+        .collect();
+    assert_eq!(commands.len(), 4, "{}", r.all());
+    let bare = format!(
+        "--listen 127.0.0.1:7054 --msp-dir {plain_s}/peerOrganizations/org2.example.com/peers/peer1.org2.example.com/msp --msp-id Org2MSP --trust Org1MSP={plain_s}/"
+    );
+    assert!(
+        commands[3].contains(&bare),
+        "{}\nwanted {bare}",
+        commands[3]
+    );
+}
+
 #[test]
 fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     let dir = tempfile::tempdir().expect("tempdir");
