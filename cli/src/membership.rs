@@ -335,6 +335,27 @@ pub(crate) fn connect_anchors(
         );
         return 0;
     };
+    let dial = anchors_to_dial(my_org, channels, &cfg, &alive, skip_alive);
+    let n = dial.len();
+    if n > 0 {
+        node.with_layer_mut(|d: &mut Discovery, comm| {
+            for (endpoint, org) in dial {
+                d.connect_anchor_of(comm.now(), endpoint, org.into_bytes());
+            }
+        });
+    }
+    n
+}
+
+/// The anchor peers [`connect_anchors`] dials, each once, with the organization it is
+/// dialled as: its endpoint and MSP ID, in the blocks' order.
+fn anchors_to_dial(
+    my_org: &str,
+    channels: &[fabric_gossip_msp::ChannelTrust],
+    cfg: &DiscoveryConfig,
+    alive: &[MemberInfo],
+    skip_alive: bool,
+) -> Vec<(String, String)> {
     let mut dial: Vec<(String, String)> = Vec::new();
     for c in channels {
         let ch = &c.channel_id;
@@ -355,7 +376,7 @@ pub(crate) fn connect_anchors(
                 );
             }
             for (host, port) in peers {
-                let endpoint = match anchor_endpoint(host, *port, org, my_org, &cfg) {
+                let endpoint = match anchor_endpoint(host, *port, org, my_org, cfg) {
                     Ok(e) => e,
                     Err(why) => {
                         tracing::debug!(
@@ -393,15 +414,7 @@ pub(crate) fn connect_anchors(
             }
         }
     }
-    let n = dial.len();
-    if n > 0 {
-        node.with_layer_mut(|d: &mut Discovery, comm| {
-            for (endpoint, org) in dial {
-                d.connect_anchor_of(comm.now(), endpoint, org.into_bytes());
-            }
-        });
-    }
-    n
+    dial
 }
 
 /// How long ago `t` was, by the wall clock the node's core time follows.
@@ -775,7 +788,8 @@ pub(crate) fn is_membership_message(m: &fabric_gossip_core::ReceivedMessage) -> 
 mod tests {
     use super::{
         MembershipArgs, TABLE_BYTES_PER_SEC, TABLE_PERIOD, TablePacer, age, anchor_endpoint,
-        event_json, expires_in, member_json, membership_json, parse_duration, time_left, until,
+        anchors_to_dial, event_json, expires_in, member_json, membership_json, parse_duration,
+        time_left, until,
     };
     use crate::logging::tests::logged;
     use crate::opts::PkiForm;
@@ -784,6 +798,89 @@ mod tests {
     use serde_json::{Value, json};
     use std::time::Duration;
     use tokio::time::Instant;
+
+    /// A channel's anchor peers: `channel_id` with each organization's list.
+    fn channel(id: &str, anchors: &[(&str, &[(&str, i32)])]) -> fabric_gossip_msp::ChannelTrust {
+        let mut c = fabric_gossip_msp::ChannelTrust::default();
+        c.channel_id = id.into();
+        for (org, peers) in anchors {
+            let peers = peers.iter().map(|(h, p)| ((*h).to_owned(), *p)).collect();
+            c.anchor_peers.insert((*org).to_owned(), peers);
+        }
+        c
+    }
+
+    /// Which anchor peers are dialled, and as whose: a channel this node's organization is
+    /// not in gives none; an endpoint two blocks list is dialled once, as this node's
+    /// organization's if either block says so (so that its identity is checked against
+    /// ours), whichever block comes first; after a reload, one that is already an alive
+    /// member's endpoint or internal endpoint is left to the layer.
+    #[test]
+    fn anchors_are_dialled_once_as_whose_they_are_and_alive_ones_left_after_a_reload() {
+        let cfg = MembershipArgs {
+            endpoint: Some("peer0.org1:7051".into()),
+            external_endpoint: Some("peer0.org1.example.com:7051".into()),
+            ..MembershipArgs::default()
+        }
+        .config("127.0.0.1:7051".parse().unwrap());
+        let mine = channel(
+            "a",
+            &[
+                ("Org1MSP", &[("peer1.org1", 7051)]),
+                ("Org2MSP", &[("peer0.org2", 9051)]),
+            ],
+        );
+        // The same endpoint listed as Org2MSP's in a second block, and Org2MSP's as ours.
+        let again = channel(
+            "b",
+            &[
+                ("Org1MSP", &[("peer0.org2", 9051)]),
+                ("Org2MSP", &[("peer1.org1", 7051)]),
+            ],
+        );
+        let not_ours = channel("c", &[("Org2MSP", &[("peer5.org2", 9051)])]);
+        let dial = |channels: &[fabric_gossip_msp::ChannelTrust], alive: &[MemberInfo], skip| {
+            anchors_to_dial("Org1MSP", channels, &cfg, alive, skip)
+        };
+        let pair = |e: &str, o: &str| (e.to_owned(), o.to_owned());
+        let both = vec![
+            pair("peer1.org1:7051", "Org1MSP"),
+            pair("peer0.org2:9051", "Org1MSP"),
+        ];
+        assert_eq!(
+            dial(&[mine.clone(), again.clone(), not_ours.clone()], &[], false),
+            both
+        );
+        let reversed = vec![
+            pair("peer0.org2:9051", "Org1MSP"),
+            pair("peer1.org1:7051", "Org1MSP"),
+        ];
+        assert_eq!(dial(&[again.clone(), mine.clone()], &[], false), reversed);
+        assert_eq!(
+            dial(&[mine.clone()], &[], false),
+            [
+                pair("peer1.org1:7051", "Org1MSP"),
+                pair("peer0.org2:9051", "Org2MSP")
+            ]
+        );
+        assert_eq!(dial(&[not_ours], &[], false), []);
+
+        let mut by_endpoint = member(true, Duration::from_secs(1), None);
+        by_endpoint.endpoint = "peer1.org1:7051".into();
+        let mut by_internal = member(true, Duration::from_secs(1), None);
+        by_internal.internal_endpoint = "peer0.org2:9051".into();
+        let alive = [by_endpoint, by_internal];
+        assert_eq!(dial(&[mine.clone()], &alive, true), []);
+        assert_eq!(
+            dial(&[mine.clone()], &alive[..1], true),
+            [pair("peer0.org2:9051", "Org2MSP")]
+        );
+        assert_eq!(
+            dial(&[mine.clone()], &alive[1..], true),
+            [pair("peer1.org1:7051", "Org1MSP")]
+        );
+        assert_eq!(dial(&[mine], &alive, false).len(), 2);
+    }
 
     /// Fabric's `learnAnchorPeers` rules: empty host, port 0, itself, and another
     /// organization's anchor without an external endpoint are skipped; the rest dialled.
