@@ -857,7 +857,7 @@ mod tests {
         ];
         assert_eq!(dial(&[again.clone(), mine.clone()], &[], false), reversed);
         assert_eq!(
-            dial(&[mine.clone()], &[], false),
+            dial(std::slice::from_ref(&mine), &[], false),
             [
                 pair("peer1.org1:7051", "Org1MSP"),
                 pair("peer0.org2:9051", "Org2MSP")
@@ -870,13 +870,13 @@ mod tests {
         let mut by_internal = member(true, Duration::from_secs(1), None);
         by_internal.internal_endpoint = "peer0.org2:9051".into();
         let alive = [by_endpoint, by_internal];
-        assert_eq!(dial(&[mine.clone()], &alive, true), []);
+        assert_eq!(dial(std::slice::from_ref(&mine), &alive, true), []);
         assert_eq!(
-            dial(&[mine.clone()], &alive[..1], true),
+            dial(std::slice::from_ref(&mine), &alive[..1], true),
             [pair("peer0.org2:9051", "Org2MSP")]
         );
         assert_eq!(
-            dial(&[mine.clone()], &alive[1..], true),
+            dial(std::slice::from_ref(&mine), &alive[1..], true),
             [pair("peer1.org1:7051", "Org1MSP")]
         );
         assert_eq!(dial(&[mine], &alive, false).len(), 2);
