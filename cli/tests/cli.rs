@@ -4028,6 +4028,12 @@ fn two_nodes_and_a_watch_see_each_other() {
         v["event"] == "member_alive" && v["pki_id"] == b_pki.as_str()
     });
     assert_eq!(seen_b["internal_endpoint"], b.addr.as_str(), "{seen_b}");
+    // The layer takes its own messages; the application's still reach the node's output.
+    b.send_line("hello beside membership");
+    let got = a.wait("received text", |v| {
+        v["event"] == "received" && v["content"] == "data_msg"
+    });
+    assert_eq!(got["text"], "hello beside membership", "{got}");
     a.wait("membership", |v| {
         v["event"] == "membership" && member_ids(v, true).contains(&b_pki)
     });
