@@ -631,6 +631,18 @@ mod tests {
         }
     }
 
+    /// A development PKI of one organization, Org1MSP with one peer, valid from an hour ago.
+    fn org1_pki() -> Vec<dev::DevOrg> {
+        let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+        let validity = Validity::ten_years_from(now - std::time::Duration::from_secs(3600));
+        dev::generate_in_memory(
+            &[OrgSpec::new("Org1MSP", "org1.example.com", 1)],
+            validity,
+            &mut dev::OsRng,
+        )
+        .expect("a test PKI")
+    }
+
     fn no_identity() -> IdentityArgs {
         IdentityArgs {
             test_identity: false,
@@ -756,14 +768,7 @@ mod tests {
     /// from one; without --tls-cert there is no TLS.
     #[test]
     fn tls_files_are_checked_naming_the_flag_and_the_file() {
-        let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
-        let validity = Validity::ten_years_from(now - std::time::Duration::from_secs(3600));
-        let orgs = dev::generate_in_memory(
-            &[OrgSpec::new("Org1MSP", "org1.example.com", 1)],
-            validity,
-            &mut dev::OsRng,
-        )
-        .expect("a test PKI");
+        let orgs = org1_pki();
         let dir = tempfile::tempdir().expect("a temp dir");
         let file = |name: &str, text: &str| {
             let p = dir.path().join(name);
@@ -910,14 +915,7 @@ mod tests {
     /// configuration error prints as its text.
     #[test]
     fn an_msp_identity_tells_what_it_trusts() {
-        let now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
-        let validity = Validity::ten_years_from(now - std::time::Duration::from_secs(3600));
-        let orgs = dev::generate_in_memory(
-            &[OrgSpec::new("Org1MSP", "org1.example.com", 1)],
-            validity,
-            &mut dev::OsRng,
-        )
-        .expect("a test PKI");
+        let orgs = org1_pki();
         let trust = dev::trust_all(&orgs).expect("a trust store");
         let security = orgs[0]
             .security(&orgs[0].peers[0], trust)

@@ -1131,27 +1131,34 @@ mod tests {
         assert!(matches!(three, Err(DevError::Generate(_))), "{three:?}");
     }
 
+    /// An organization made from `seed`, an intermediate CA under its root, and a member
+    /// that intermediate issued: the chain of three that Fabric's MSPs also accept.
+    fn with_intermediate(curve: Curve, seed: u64) -> (DevOrg, DevCa, DevCert) {
+        let org = org(curve, seed);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed + 1);
+        let ica = org
+            .ca
+            .intermediate("ica.org1.example.com", year(), &mut rng)
+            .unwrap();
+        let member = ica
+            .issue(
+                "peer9.org1.example.com",
+                Usage::Identity,
+                &[],
+                year(),
+                &mut rng,
+            )
+            .unwrap();
+        (org, ica, member)
+    }
+
     /// cryptogen's subject key identifier is SHA-256 of the public point (Fabric's CRLs
     /// and `x509.Verify`'s chain search name CAs by it); every issued certificate names
     /// its CA's the same way, and a root names none.
     #[test]
     fn key_identifiers_are_sha256_of_the_point_and_chain_to_the_issuer() {
         for curve in [Curve::P256, Curve::P384] {
-            let org = org(curve, 3);
-            let mut rng = ChaCha20Rng::seed_from_u64(4);
-            let ica = org
-                .ca
-                .intermediate("ica.org1.example.com", year(), &mut rng)
-                .unwrap();
-            let member = ica
-                .issue(
-                    "peer9.org1.example.com",
-                    Usage::Identity,
-                    &[],
-                    year(),
-                    &mut rng,
-                )
-                .unwrap();
+            let (org, ica, member) = with_intermediate(curve, 3);
             let ca = parse(org.ca.cert_der());
             let tls_ca = parse(org.tls_ca.cert_der());
             let ica = parse(ica.cert_der());
@@ -1184,21 +1191,8 @@ mod tests {
             (Curve::P256, ECDSA_WITH_SHA256, 65),
             (Curve::P384, ECDSA_WITH_SHA384, 97),
         ] {
-            let org = org(curve, 5);
-            let mut rng = ChaCha20Rng::seed_from_u64(6);
-            let ica = org
-                .ca
-                .intermediate("ica.org1.example.com", year(), &mut rng)
-                .unwrap();
-            let ica_member = ica
-                .issue(
-                    "peer9.org1.example.com",
-                    Usage::Identity,
-                    &[],
-                    year(),
-                    &mut rng,
-                )
-                .unwrap();
+            let (org, ica, ica_member) = with_intermediate(curve, 5);
+            let mut rng = ChaCha20Rng::seed_from_u64(7);
             let root = |ca: &DevCa| (ca.cert_der().to_vec(), ca.key_pem().to_owned());
             let mut signed: Vec<(Vec<u8>, String, &[u8])> = vec![
                 (root(&org.ca).0, root(&org.ca).1, org.ca.cert_der()),
