@@ -1488,11 +1488,10 @@ mod tests {
         }
     }
 
-    /// Membership that never becomes full (a node isolated for good) fails the run, says
-    /// so in the table, and the table still reports what it measured.
-    #[test]
-    fn membership_that_never_becomes_full_fails_the_run() {
-        let args = [
+    /// The arguments of a membership run of four nodes (seed 3) for `duration`, with
+    /// `faults`.
+    fn membership_of_four<'a>(duration: &'a str, faults: &'a str) -> [&'a str; 10] {
+        [
             "--scenario",
             "membership",
             "--nodes",
@@ -1500,10 +1499,17 @@ mod tests {
             "--seed",
             "3",
             "--duration",
-            "1s",
+            duration,
             "--faults",
-            "isolate@0s:0",
-        ];
+            faults,
+        ]
+    }
+
+    /// Membership that never becomes full (a node isolated for good) fails the run, says
+    /// so in the table, and the table still reports what it measured.
+    #[test]
+    fn membership_that_never_becomes_full_fails_the_run() {
+        let args = membership_of_four("1s", "isolate@0s:0");
         let (r, out) = sim(&args);
         let e = match r {
             Ok(Verdict::Violated(e)) => e,
@@ -1621,19 +1627,7 @@ mod tests {
     /// before (the only fault a heal) is full at that moment, not earlier.
     #[test]
     fn membership_is_timed_from_when_the_faults_heal() {
-        let (r, out) = sim(&[
-            "--scenario",
-            "membership",
-            "--nodes",
-            "4",
-            "--seed",
-            "3",
-            "--duration",
-            "2s",
-            "--faults",
-            "heal@2s",
-            "--json",
-        ]);
+        let (r, out) = sim(&[&membership_of_four("2s", "heal@2s")[..], &["--json"]].concat());
         assert_eq!(r, Ok(Verdict::Held), "{out}");
         let v: Value = serde_json::from_str(&out).expect("one JSON object");
         let m = &v["membership"];
