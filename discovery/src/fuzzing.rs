@@ -341,6 +341,25 @@ impl Run {
     /// Plays `data`; returns the trace, the final members and the counters.
     fn play(data: &[u8]) -> String {
         let mut i = Input::new(data);
+        let mut run = Run::start(&mut i);
+        for _ in 0..MAX_OPS {
+            if i.is_empty() {
+                break;
+            }
+            let op = MembershipOp::read(&mut i);
+            run.step(&op);
+            run.settle();
+        }
+        // Let the run end the way it would go on: timers, expiry, retries.
+        run.advance(Duration::from_secs(10));
+        let mut members = run.layer.members();
+        members.extend(run.layer.dead_members());
+        format!("{:#?}\n{members:#?}\n{:#?}", run.trace, run.layer.stats())
+    }
+
+    /// The network and node 0's started layer, configured by the input's first bytes, once
+    /// settled (checked).
+    fn start(i: &mut Input<'_>) -> Run {
         let mc = MembershipConfig {
             max_members: i.u8(),
             max_events: i.u8(),
@@ -372,19 +391,7 @@ impl Run {
             trace: Vec::new(),
         };
         run.settle();
-        for _ in 0..MAX_OPS {
-            if i.is_empty() {
-                break;
-            }
-            let op = MembershipOp::read(&mut i);
-            run.step(&op);
-            run.settle();
-        }
-        // Let the run end the way it would go on: timers, expiry, retries.
-        run.advance(Duration::from_secs(10));
-        let mut members = run.layer.members();
-        members.extend(run.layer.dead_members());
-        format!("{:#?}\n{members:#?}\n{:#?}", run.trace, run.layer.stats())
+        run
     }
 
     fn step(&mut self, op: &MembershipOp) {
@@ -709,6 +716,14 @@ impl Run {
             "{bytes} bytes held"
         );
         self.layer.certstore.identities.check_accounts();
+        #[cfg(test)]
+        tests::CHECKS.with_borrow_mut(|checks| {
+            checks.push(tests::Checked {
+                events,
+                members: members.iter().map(|m| m.pki_id.clone()).collect(),
+                pulled: self.layer.pulled_identities(),
+            });
+        });
     }
 }
 
@@ -908,6 +923,583 @@ pub fn membership_seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    /// What one pass of [`Run::check`] looked at.
+    #[derive(Debug)]
+    pub(super) struct Checked {
+        /// The events it polled.
+        pub events: usize,
+        /// The members (alive and dead) it judged.
+        pub members: Vec<PkiId>,
+        /// The pulled identities it bounded.
+        pub pulled: usize,
+    }
+
+    thread_local! {
+        /// The checks [`Run::check`] made on this thread, in order. A check that passes
+        /// leaves nothing else to see, so tests read this to know that an input reached the
+        /// checks it is for (each test runs on its own thread).
+        pub(super) static CHECKS: RefCell<Vec<Checked>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `input` through the target; returns the checks it made, in order.
+    fn checks_of(input: &[u8]) -> Vec<Checked> {
+        CHECKS.with_borrow_mut(Vec::clear);
+        membership(input);
+        CHECKS.take()
+    }
+
+    fn seed(name: &str) -> Vec<u8> {
+        membership_seeds()
+            .into_iter()
+            .find_map(|(n, s)| (n == name).then_some(s))
+            .unwrap_or_else(|| panic!("no seed {name}"))
+    }
+
+    const PLAIN: MembershipConfig = MembershipConfig {
+        max_members: 3,
+        max_events: 2,
+        flags: 0,
+    };
+
+    /// A started run configured by `cfg`.
+    fn run(cfg: MembershipConfig) -> Run {
+        Run::start(&mut Input::new(&[
+            cfg.max_members,
+            cfg.max_events,
+            cfg.flags,
+        ]))
+    }
+
+    fn play(run: &mut Run, ops: &[MembershipOp]) {
+        for op in ops {
+            run.step(op);
+            run.settle();
+        }
+    }
+
+    fn valid(who: u8, seq: u8) -> Alive {
+        Alive {
+            who,
+            inc: 0,
+            seq,
+            flaw: 0,
+        }
+    }
+
+    fn ts(inc: u64, seq: u64) -> Timestamp {
+        Timestamp { inc, seq }
+    }
+
+    fn member_ids(run: &Run) -> Vec<PkiId> {
+        let mut members = run.layer.members();
+        members.extend(run.layer.dead_members());
+        members.into_iter().map(|m| m.pki_id).collect()
+    }
+
+    /// Peers 1 to 3, each sending its own valid alive message: node 0 connects to all three
+    /// and knows them at `(1, 1)`.
+    fn learn() -> Vec<MembershipOp> {
+        (1..4)
+            .map(|p| MembershipOp::Alive {
+                from: p - 1,
+                alive: valid(p, 1),
+            })
+            .collect()
+    }
+
+    fn panics(f: impl FnOnce()) -> bool {
+        catch_unwind(AssertUnwindSafe(f)).is_err()
+    }
+
+    /// Which messages of a kind node 0 delivered to `peer`, by content.
+    fn delivered_to(run: &Run, peer: usize) -> Vec<GossipMessage> {
+        run.net.nodes[peer]
+            .delivered
+            .values()
+            .flatten()
+            .map(|m| m.message.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_first_bytes_configure_the_layer_as_their_docs_say() {
+        let default = DiscoveryConfig::new(ep(0));
+        let cfg = |max_members, max_events, flags| {
+            MembershipConfig {
+                max_members,
+                max_events,
+                flags,
+            }
+            .discovery()
+        };
+        for (byte, want) in [(0, 2), (1, 3), (2, 5), (3, default.max_members), (4, 2)] {
+            assert_eq!(cfg(byte, 0, 0).max_members, want, "max_members byte {byte}");
+        }
+        for (byte, want) in [(0, 1), (1, 4), (2, default.max_events), (3, 1), (7, 4)] {
+            assert_eq!(cfg(0, byte, 0).max_events, want, "max_events byte {byte}");
+        }
+        for flags in 0..8u8 {
+            let c = cfg(0, 0, flags);
+            let bootstrap: &[String] = if flags & 1 == 1 { &[ep(1)] } else { &[] };
+            assert_eq!(c.bootstrap, bootstrap, "flags {flags}");
+            assert_eq!(c.certstore.enabled, flags & 2 == 0, "flags {flags}");
+            let (ids, bytes) = if flags & 4 == 4 {
+                (2, 1024)
+            } else {
+                (
+                    default.certstore.max_identities,
+                    default.certstore.max_identity_bytes,
+                )
+            };
+            assert_eq!(c.certstore.max_identities, ids, "flags {flags}");
+            assert_eq!(c.certstore.max_identity_bytes, bytes, "flags {flags}");
+            assert_eq!(c.internal_endpoint, ep(0));
+        }
+    }
+
+    /// Each flaw makes the Envelope its doc describes, about identity `who % 7` at
+    /// `(inc % 4 + 1, seq)`, and only the validly signed ones are recorded as signed.
+    #[test]
+    fn each_flaw_of_an_alive_message_makes_the_envelope_its_doc_says() {
+        let mut r = run(PLAIN);
+        // Identity 9 % 7 = 2 at incarnation 6 % 4 + 1 = 3.
+        let envelope = |r: &mut Run, flaw| {
+            r.alive(&Alive {
+                who: 9,
+                inc: 6,
+                seq: 3,
+                flaw,
+            })
+        };
+        let envs: Vec<Envelope> = (0..7).map(|flaw| envelope(&mut r, flaw)).collect();
+        for flaw in 0..7 {
+            assert_eq!(
+                envelope(&mut r, flaw + 7),
+                envs[usize::from(flaw)],
+                "flaw {flaw} wraps"
+            );
+        }
+        let alive = |env: &Envelope| match GossipMessage::decode(env.payload.clone())
+            .ok()
+            .and_then(|m| m.content)
+        {
+            Some(gossip_message::Content::AliveMsg(am)) => am,
+            other => panic!("not an alive message: {other:?}"),
+        };
+        let stamp = |env: &Envelope| {
+            let t = alive(env).timestamp.expect("a timestamp");
+            ts(t.inc_num, t.seq_num)
+        };
+        let valid = &envs[0];
+        let member = alive(valid).membership.expect("a member");
+        assert_eq!(member.pki_id, Bytes::from(ep(2)));
+        assert_eq!(member.endpoint, ep(2));
+        assert_eq!(alive(valid).identity, Bytes::from(ep(2)));
+        assert_eq!(stamp(valid), ts(3, 3));
+        assert!(!valid.signature.is_empty());
+        assert!(valid.secret_envelope.is_some());
+        // 1: altered after signing, under the valid signature.
+        assert_eq!(stamp(&envs[1]), ts(3, 4));
+        assert_eq!(envs[1].signature, valid.signature);
+        // 2: another identity embedded, signed.
+        assert_eq!(alive(&envs[2]).identity, Bytes::from(ep(3)));
+        assert_eq!(stamp(&envs[2]), ts(3, 3));
+        // 3: unsigned.
+        assert!(envs[3].signature.is_empty());
+        assert_eq!(envs[3].payload, valid.payload);
+        // 4: undecodable.
+        assert!(GossipMessage::decode(envs[4].payload.clone()).is_err());
+        // 5: no identity, otherwise valid.
+        assert!(alive(&envs[5]).identity.is_empty());
+        assert_eq!(stamp(&envs[5]), ts(3, 3));
+        // 6: the same message under a signature that does not verify.
+        assert_eq!(envs[6].payload, valid.payload);
+        assert_ne!(envs[6].signature, valid.signature);
+        assert!(!envs[6].signature.is_empty());
+        assert_eq!(r.signed, BTreeSet::from([(2, ts(3, 3))]));
+        r.signed.clear();
+        envelope(&mut r, 5);
+        assert_eq!(
+            r.signed,
+            BTreeSet::from([(2, ts(3, 3))]),
+            "flaw 5 is signed"
+        );
+    }
+
+    /// What reaches the layer through the harness: only a validly signed alive message
+    /// makes a member (about identity 4, which never connects), and one without its
+    /// identity only once the identity is known (a peer's, from its handshake).
+    #[test]
+    fn only_validly_signed_alive_messages_make_members() {
+        for flaw in 0..7 {
+            let mut r = run(PLAIN);
+            play(
+                &mut r,
+                &[MembershipOp::Alive {
+                    from: 0,
+                    alive: Alive {
+                        flaw,
+                        ..valid(4, 1)
+                    },
+                }],
+            );
+            let want = if flaw == 0 { vec![pki(4)] } else { vec![] };
+            assert_eq!(member_ids(&r), want, "flaw {flaw}");
+        }
+        let mut r = run(PLAIN);
+        play(&mut r, &learn());
+        assert_eq!(member_ids(&r), [pki(1), pki(2), pki(3)]);
+        play(
+            &mut r,
+            &[MembershipOp::Alive {
+                from: 0,
+                alive: Alive {
+                    flaw: 5,
+                    ..valid(1, 2)
+                },
+            }],
+        );
+        let one = r.layer.members().into_iter().find(|m| m.pki_id == pki(1));
+        assert_eq!(one.map(|m| m.timestamp), Some(ts(1, 2)));
+    }
+
+    /// A step's `from` names peer `1 + from % 3`: closing the connection to the peer it
+    /// names and no other, and toggling that peer's dials (even `what`) or Pings (odd).
+    #[test]
+    fn a_steps_from_names_one_of_the_three_peers() {
+        let mut r = run(PLAIN);
+        play(&mut r, &learn());
+        for p in 1..4 {
+            assert!(r.net.conn(0, p).is_some(), "peer {p}");
+        }
+        play(&mut r, &[MembershipOp::Close { from: 4 }]);
+        assert_eq!(r.net.conn(0, 2), None);
+        assert!(r.net.conn(0, 1).is_some());
+        assert!(r.net.conn(0, 3).is_some());
+        play(&mut r, &[MembershipOp::Close { from: 3 }]);
+        assert_eq!(r.net.conn(0, 1), None);
+        assert!(r.net.conn(0, 3).is_some());
+
+        let toggle = |from, what| MembershipOp::Toggle { from, what };
+        play(&mut r, &[toggle(5, 2)]);
+        assert_eq!(r.net.refuse_dials, BTreeSet::from([3]));
+        assert!(r.net.hang_pings.is_empty());
+        play(&mut r, &[toggle(0, 3), toggle(1, 1)]);
+        assert_eq!(r.net.hang_pings, BTreeSet::from([1, 2]));
+        play(&mut r, &[toggle(2, 0), toggle(3, 1)]);
+        assert!(r.net.refuse_dials.is_empty());
+        assert_eq!(r.net.hang_pings, BTreeSet::from([2]));
+    }
+
+    /// A bounced peer comes back with its own identity (0) or pool member `identity % 7`.
+    #[test]
+    fn a_bounced_peer_restarts_as_the_identity_it_names() {
+        let mut r = run(PLAIN);
+        play(&mut r, &learn());
+        let bounce = |from, identity| MembershipOp::Bounce { from, identity };
+        play(&mut r, &[bounce(1, 0), bounce(2, 11), bounce(3, 6)]);
+        assert_eq!(r.net.nodes[2].comm.pki_id(), &pki(2));
+        assert_eq!(r.net.nodes[3].comm.pki_id(), &pki(4));
+        assert_eq!(r.net.nodes[1].comm.pki_id(), &pki(6));
+        assert!(r.net.nodes.iter().all(|n| n.up));
+    }
+
+    /// `Advance` lets exactly its quarters pass; the run's end lets ten seconds more.
+    #[test]
+    fn time_passes_by_quarter_seconds() {
+        let mut r = run(PLAIN);
+        let before = r.net.now;
+        play(&mut r, &[MembershipOp::Advance { quarters: 6 }]);
+        assert_eq!(r.net.now, before + Duration::from_millis(1500));
+        play(&mut r, &[MembershipOp::Advance { quarters: 0 }]);
+        assert_eq!(r.net.now, before + Duration::from_millis(1500));
+    }
+
+    /// A request is answered to the peer that sent it, at once, and its valid
+    /// self-information makes that peer a member.
+    #[test]
+    fn a_request_is_answered_to_its_peer_and_its_sender_learned() {
+        let mut r = run(PLAIN);
+        play(
+            &mut r,
+            &[MembershipOp::Request {
+                from: 4,
+                alive: valid(2, 1),
+            }],
+        );
+        assert_eq!(member_ids(&r), [pki(2)]);
+        let answered = |r: &Run, p| {
+            delivered_to(r, p)
+                .iter()
+                .any(|m| matches!(m.content, Some(gossip_message::Content::MemRes(_))))
+        };
+        assert!(answered(&r, 2));
+        assert!(!answered(&r, 1) && !answered(&r, 3));
+    }
+
+    /// A response's valid alive entries become members, its dead ones dead members, its
+    /// forged ones nothing.
+    #[test]
+    fn a_responses_valid_entries_are_taken() {
+        let mut r = run(PLAIN);
+        play(
+            &mut r,
+            &[MembershipOp::Response {
+                from: 0,
+                nonce: 0,
+                alive: vec![
+                    valid(4, 1),
+                    Alive {
+                        flaw: 6,
+                        ..valid(6, 1)
+                    },
+                ],
+                dead: vec![valid(5, 1)],
+            }],
+        );
+        let alive: Vec<PkiId> = r.layer.members().into_iter().map(|m| m.pki_id).collect();
+        let dead: Vec<PkiId> = r
+            .layer
+            .dead_members()
+            .into_iter()
+            .map(|m| m.pki_id)
+            .collect();
+        assert_eq!((alive, dead), (vec![pki(4)], vec![pki(5)]));
+    }
+
+    /// The nonce a peer echoes: that of the `pick % n`-th most recent of node 0's messages
+    /// of the kind answered, `pick` itself when there is none, and a made-up one for 255.
+    #[test]
+    fn a_nonce_echoes_the_message_it_picks() {
+        let mut r = run(PLAIN);
+        // Node 0's hellos to its members, one per pull interval.
+        play(&mut r, &learn());
+        play(&mut r, &[MembershipOp::Advance { quarters: 60 }]);
+        let hellos: Vec<u64> = delivered_to(&r, 1)
+            .iter()
+            .filter_map(|m| match &m.content {
+                Some(gossip_message::Content::Hello(h)) => Some(h.nonce),
+                _ => None,
+            })
+            .collect();
+        assert!(hellos.len() >= 3, "{hellos:?}");
+        let n = hellos.len();
+        assert_eq!(r.nonce(1, 0, Answers::Hello), hellos[n - 1]);
+        assert_eq!(r.nonce(1, 1, Answers::Hello), hellos[n - 2]);
+        assert_eq!(r.nonce(1, 2, Answers::Hello), hellos[n - 3]);
+        assert_eq!(r.nonce(1, n as u8, Answers::Hello), hellos[n - 1]);
+        assert_eq!(r.nonce(1, 255, Answers::Hello), 0x5eed_0000_0000_0001);
+        assert_eq!(r.nonce(3, 255, Answers::Hello), 0x5eed_0000_0000_0003);
+        assert_eq!(
+            run(PLAIN).nonce(2, 7, Answers::Hello),
+            7,
+            "nothing sent yet"
+        );
+        assert_eq!(
+            r.nonce(1, 7, Answers::PullRequest),
+            7,
+            "no pull request sent"
+        );
+    }
+
+    #[test]
+    fn each_answer_takes_the_nonce_of_its_own_kind_only() {
+        let mut req = crate::membership_request(Envelope::default(), 0);
+        req.nonce = 11;
+        let msgs = [
+            (req, Answers::MembershipRequest),
+            (wire::hello(12), Answers::Hello),
+            (wire::digest(13, &[]), Answers::Digest),
+            (wire::request(14, &[]), Answers::PullRequest),
+        ];
+        let kinds = [
+            Answers::MembershipRequest,
+            Answers::Hello,
+            Answers::Digest,
+            Answers::PullRequest,
+            Answers::Nothing,
+        ];
+        for (i, (m, _)) in msgs.iter().enumerate() {
+            for (k, kind) in kinds.iter().enumerate() {
+                let want = (i == k).then_some(11 + i as u64);
+                assert_eq!(kind.nonce_of(m), want, "message {i}, kind {k}");
+            }
+        }
+        let update = wire::update(15, vec![]);
+        assert!(kinds.iter().all(|k| k.nonce_of(&update).is_none()));
+    }
+
+    #[test]
+    fn pull_items_name_pool_members_below_128_and_made_up_ids_from_it() {
+        assert_eq!(item_pki(9), pki(2));
+        assert_eq!(item_pki(127), pki(1));
+        assert_eq!(item_pki(128), PkiId::new(Bytes::from(vec![128; 3])));
+        assert_eq!(item_pki(255), PkiId::new(Bytes::from(vec![255; 3])));
+    }
+
+    /// Lists hold at most 8 entries (a length byte of 9 is 0), and step kinds wrap at 9.
+    #[test]
+    fn list_lengths_and_step_kinds_wrap() {
+        let alive = [1, 0, 5, 0];
+        let mut bytes = vec![2, 0, 0, 8];
+        bytes.extend(alive.repeat(8));
+        bytes.push(9);
+        let MembershipOp::Response { alive: a, dead, .. } =
+            MembershipOp::read(&mut Input::new(&bytes))
+        else {
+            panic!("not a response");
+        };
+        assert_eq!((a.len(), dead.len()), (8, 0));
+        let pull = |n| {
+            let mut bytes = vec![3, 0, 1, 0, n];
+            bytes.extend([4; 9]);
+            match MembershipOp::read(&mut Input::new(&bytes)) {
+                MembershipOp::Pull { items, .. } => items.len(),
+                other => panic!("not a pull: {other:?}"),
+            }
+        };
+        assert_eq!((pull(8), pull(9), pull(17)), (8, 0, 8));
+        assert_eq!(
+            MembershipOp::read(&mut Input::new(&[9, 2, 1, 0, 5, 0])),
+            MembershipOp::Alive {
+                from: 2,
+                alive: Alive {
+                    who: 1,
+                    inc: 0,
+                    seq: 5,
+                    flaw: 0
+                }
+            }
+        );
+    }
+
+    /// The checks fail when what they guard is broken: a member's timestamp nobody signed,
+    /// a member over the bound, events over theirs, a member going back, pulled
+    /// identities over their count or bytes.
+    #[test]
+    fn the_checks_fail_on_what_they_guard() {
+        let learned = || {
+            let mut r = run(PLAIN);
+            play(&mut r, &learn());
+            r
+        };
+        learned().check();
+        let mut r = learned();
+        r.signed.remove(&(2, ts(1, 1)));
+        assert!(panics(|| r.check()), "an unsigned timestamp");
+        let mut r = learned();
+        r.cfg.max_members = 2;
+        assert!(panics(|| r.check()), "over max_members");
+        let mut r = learned();
+        r.last.insert(pki(3), ts(1, 2));
+        assert!(panics(|| r.check()), "a member going back");
+        let mut r = learned();
+        r.cfg.max_events = 0;
+        r.step(&MembershipOp::Alive {
+            from: 0,
+            alive: valid(4, 1),
+        });
+        assert!(panics(|| r.settle()), "over max_events");
+
+        let mut r = run(MembershipConfig { flags: 5, ..PLAIN });
+        play(&mut r, &ops_of(&seed("identity-pull")));
+        assert!(r.layer.pulled_identities() > 0);
+        r.check();
+        r.cfg.certstore.max_identities = 0;
+        assert!(panics(|| r.check()), "over max_identities");
+        r.cfg.certstore.max_identities = 2;
+        r.check();
+        r.cfg.certstore.max_identity_bytes = 1;
+        assert!(panics(|| r.check()), "over max_identity_bytes");
+    }
+
+    /// Once an event was dropped, a purge may go unseen, and a member may come back older:
+    /// the check allows it then.
+    #[test]
+    fn a_member_may_go_back_after_a_dropped_event() {
+        let mut r = run(MembershipConfig {
+            max_events: 0,
+            ..PLAIN
+        });
+        play(
+            &mut r,
+            &[MembershipOp::Response {
+                from: 0,
+                nonce: 0,
+                alive: vec![valid(4, 1), valid(5, 1)],
+                dead: vec![],
+            }],
+        );
+        assert!(r.layer.stats().events_dropped > 0);
+        r.last.insert(pki(5), ts(1, 2));
+        r.check();
+    }
+
+    fn ops_of(input: &[u8]) -> Vec<MembershipOp> {
+        let mut i = Input::new(&input[3..]);
+        let mut ops = Vec::new();
+        while !i.is_empty() {
+            ops.push(MembershipOp::read(&mut i));
+        }
+        ops
+    }
+
+    /// Each seed reaches the checks it is for, in both runs of the entry point: the
+    /// expiry seed knows its three peers and ends with them gone, the gossip seed fills
+    /// membership, forgeries make no member but the valid one, and the pull seed pulls
+    /// identities.
+    #[test]
+    fn each_seed_reaches_its_checks() {
+        for (name, input) in membership_seeds() {
+            let checks = checks_of(&input);
+            let steps = ops_of(&input).len();
+            // Per run: the start, each step, and the end's steps of at most a second.
+            assert!(
+                checks.len() >= 2 * (steps + 1 + 10),
+                "{name}: {}",
+                checks.len()
+            );
+            let (first, second) = checks.split_at(checks.len() / 2);
+            let same = |a: &[Checked], b: &[Checked]| {
+                a.iter().zip(b).all(|(x, y)| {
+                    (x.events, &x.members, x.pulled) == (y.events, &y.members, y.pulled)
+                })
+            };
+            assert!(same(first, second), "{name}: two runs checked differently");
+            let most = first.iter().map(|c| c.members.len()).max().unwrap_or(0);
+            let pulled = first.iter().map(|c| c.pulled).max().unwrap_or(0);
+            let last = first.last().map_or(0, |c| c.members.len());
+            match name {
+                "expiry-and-purge" => {
+                    assert_eq!(most, 3, "{name}");
+                    assert!(last < 3, "{name}: {last} members at the end");
+                }
+                "requests-and-responses" => assert_eq!(most, 5, "{name}"),
+                "forgeries" => {
+                    assert_eq!(most, 1, "{name}");
+                    assert!(first.iter().all(|c| c.members.iter().all(|m| *m == pki(1))));
+                }
+                "identity-pull" => assert!(pulled > 0, "{name}"),
+                _ => panic!("a seed no test looks at: {name}"),
+            }
+            assert!(
+                first.iter().any(|c| c.events > 0),
+                "{name}: no event checked"
+            );
+        }
+    }
+
+    /// The entry point's output: the run's events, members and counters.
+    #[test]
+    fn a_run_reports_its_events_members_and_counters() {
+        let out = Run::play(&seed("requests-and-responses"));
+        assert!(out.contains("MemberAlive"), "{out}");
+        assert!(out.contains("pki_id"), "{out}");
+        assert!(out.contains("events_dropped"), "{out}");
+    }
 
     #[test]
     fn ops_encode_as_they_read() {
