@@ -504,6 +504,11 @@ struct Reader {
 fn check_end(r: &Reader, status: Option<Status>) {
     assert_eq!(r.got, r.want.len(), "messages before the end ({:?})", r.end);
     let fault = take_fault(&r.fault);
+    #[cfg(test)]
+    tests::CHECKS.with_borrow_mut(|checks| {
+        let code = status.as_ref().map(Status::code);
+        checks.push(format!("end {:?}: {code:?}", r.end));
+    });
     match &r.end {
         End::CutShort(_) | End::BadFlag(_) | End::Compressed => {
             let s = status.expect("a status for bad framing");
@@ -737,6 +742,10 @@ fn run(data: &[u8]) -> Ran {
         // No body can move: each waits for budget (a paused one was woken by its frame),
         // and no other body freed any it can use since, or it would have been woken.
         for r in readers.iter().flatten() {
+            #[cfg(test)]
+            tests::CHECKS.with_borrow_mut(|checks| {
+                checks.push(format!("stuck {:?}", r.body.waits_for()));
+            });
             let Some((need, small)) = r.body.waits_for() else {
                 panic!(
                     "a body not woken after its next frame arrived ({:?})",
@@ -808,6 +817,13 @@ impl Writer {
 
     fn op(mut self, op: u8) -> Self {
         self.0.push(op);
+        self
+    }
+
+    /// Input bytes as they are, for what the other methods do not write.
+    #[cfg(test)]
+    fn extend(mut self, bytes: &[u8]) -> Self {
+        self.0.extend_from_slice(bytes);
         self
     }
 
@@ -937,6 +953,480 @@ pub fn grpc_framing_seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use tonic::Code;
+
+    thread_local! {
+        /// The checks [`run`] made on this thread that leave nothing to see when they pass:
+        /// each body's end judged (`end <reference's end>: <status code>`), and each body
+        /// found unable to move (`stuck <what it waits for>`). Tests read this to know that
+        /// an input reached the checks it is for (each test runs on its own thread).
+        pub(super) static CHECKS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `input` through the target; returns what it ran and the checks it made.
+    fn checks_of(input: &[u8]) -> (Ran, Vec<String>) {
+        CHECKS.with_borrow_mut(Vec::clear);
+        let ran = run(input);
+        (ran, CHECKS.take())
+    }
+
+    fn panics(f: impl FnOnce()) -> bool {
+        catch_unwind(AssertUnwindSafe(f)).is_err()
+    }
+
+    fn seed(name: &str) -> Vec<u8> {
+        grpc_framing_seeds()
+            .into_iter()
+            .find_map(|(n, s)| (n == name).then_some(s))
+            .unwrap_or_else(|| panic!("no seed {name}"))
+    }
+
+    /// Each seed's bodies reach the check of their end, with the status the reference
+    /// expects; none is found stuck.
+    #[test]
+    fn each_seeds_bodies_reach_the_check_of_their_end() {
+        let ends = [
+            ("messages_in_one_frame", "end Clean(None): None"),
+            // Its second message's prefix is cut across frames as [0, 0, 0] and [0, 4, 5]:
+            // a message of 4 bytes, after which the third's prefix is read from inside it.
+            (
+                "a_message_across_frames",
+                "end Oversized(84280838): Some(ResourceExhausted)",
+            ),
+            ("cut_short", "end CutShort(7): Some(Internal)"),
+            ("bad_flag", "end BadFlag(7): Some(Internal)"),
+            ("compressed", "end Compressed: Some(Internal)"),
+            (
+                "first_message_over_its_limit",
+                "end Oversized(100): Some(ResourceExhausted)",
+            ),
+            (
+                "later_message_over_the_limit",
+                "end Oversized(200): Some(ResourceExhausted)",
+            ),
+            ("response_without_status", "end Clean(None): Some(Unknown)"),
+        ];
+        for (name, end) in ends {
+            let (_, checks) = checks_of(&seed(name));
+            assert_eq!(checks, [end], "{name}");
+        }
+        let (_, trailers) = checks_of(&seed("response_trailers"));
+        assert_eq!(trailers.len(), 1);
+        assert!(trailers[0].starts_with("end Clean(Some("), "{trailers:?}");
+        assert!(trailers[0].ends_with(": Some(Unavailable)"), "{trailers:?}");
+        let (_, error) = checks_of(&seed("transport_error_mid_message"));
+        assert_eq!(error.len(), 1);
+        assert!(error[0].starts_with("end Transport("), "{error:?}");
+        // A request cancelled by the transport ends clean.
+        assert!(error[0].ends_with(": None"), "{error:?}");
+        for name in [
+            "two_streams_share_a_small_budget",
+            "a_small_message_waits_for_the_reserve",
+        ] {
+            let (_, checks) = checks_of(&seed(name));
+            assert_eq!(checks, ["end Clean(None): None"; 2], "{name}");
+        }
+    }
+
+    /// A body whose message needs more budget than there is, with no other body to free
+    /// any, is found stuck, checked, and dropped; so is one that waits for the reserve
+    /// that other streams' stalled messages hold.
+    #[test]
+    fn a_body_waiting_for_budget_nobody_frees_is_checked_then_dropped() {
+        // 80 bytes of budget; a message of 70,000 bytes (over what the reserve takes).
+        let w = Writer::new(false, 0, 10, 0xffff, 0xffff)
+            .raw(&[0, 0, 1, 0x11, 0x70])
+            .fill(100, 1);
+        let (ran, checks) = checks_of(&w.0);
+        assert_eq!((ran.dropped, ran.messages), (1, 0), "{ran:?}");
+        assert_eq!(checks.len(), 1, "{checks:?}");
+        assert!(checks[0].starts_with("stuck Some(("), "{checks:?}");
+        assert!(checks[0].ends_with(", false))"), "{checks:?}");
+        // No budget, the reserve all but 100 bytes held: a small message of 300, whose
+        // first 205 bytes arrive before a pause, waits; the stalled streams are dropped
+        // until it fits, and it completes.
+        let w = Writer::new(false, 0, 0, 0xffff, 0xffff)
+            .ballast(100)
+            .raw(&[0, 0, 0, 1, 0x2c])
+            .fill(200, 1)
+            .op(PAUSE)
+            .fill(100, 1);
+        let (ran, checks) = checks_of(&w.0);
+        assert_eq!((ran.dropped, ran.messages), (0, 1), "{ran:?}");
+        assert!(ran.waits >= 1 && ran.wakes >= 1, "{ran:?}");
+        assert!(
+            !checks.is_empty() && checks[0].starts_with("stuck Some(("),
+            "{checks:?}"
+        );
+        assert!(checks[0].ends_with(", true))"), "{checks:?}");
+        assert_eq!(
+            checks.last().map(String::as_str),
+            Some("end Clean(None): None")
+        );
+    }
+
+    #[test]
+    fn percent_decoding_takes_a_percent_and_two_hex_digits_as_a_byte() {
+        let cases: [(&[u8], &[u8]); 8] = [
+            (b"a%20b", b"a b"),
+            (b"%4a%4A", b"JJ"),
+            (b"%1f%ff", &[0x1f, 0xff]),
+            (b"%", b"%"),
+            (b"100%", b"100%"),
+            (b"%2", b"%2"),
+            (b"%zz%2g", b"%zz%2g"),
+            (b"", b""),
+        ];
+        for (s, want) in cases {
+            assert_eq!(percent_decoded(s), want, "{:?}", String::from_utf8_lossy(s));
+        }
+    }
+
+    #[test]
+    fn the_mode_bits_pick_each_bodys_side() {
+        let status = |n| Side::Response(http::StatusCode::from_u16(n).unwrap());
+        assert_eq!(side_of(0, 9), Side::Request);
+        assert_eq!(side_of(4, 9), Side::Request);
+        assert_eq!(side_of(1, 9), Side::Response(http::StatusCode::OK));
+        assert_eq!(side_of(2, 303), status(403));
+        assert_eq!(side_of(6, 999), status(599));
+        assert_eq!(side_of(2, 500), status(100));
+        assert_eq!(side_of(3, 9), Side::EmptyResponse);
+        assert_eq!(side_of(7, 9), Side::EmptyResponse);
+    }
+
+    #[test]
+    fn a_header_value_takes_its_length_modulo_64() {
+        let mut input = Input(&[67, b'a', b'b', b'c', 1, b'\n', 2, b'o', b'k']);
+        assert_eq!(
+            value(&mut input),
+            Some(http::HeaderValue::from_static("abc"))
+        );
+        assert_eq!(value(&mut input), None, "a newline is no header value");
+        assert_eq!(
+            value(&mut input),
+            Some(http::HeaderValue::from_static("ok"))
+        );
+        assert_eq!(input.0, &[] as &[u8]);
+        let mut input = Input(&[0x12, 0x34]);
+        assert_eq!(input.u16(), 0x1234);
+        assert_eq!((input.byte(), input.u16()), (0, 0), "zeros past the end");
+    }
+
+    /// What each item of a body is, for comparisons.
+    fn items_of(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Data(d) => format!("data {:?}", d.as_ref()),
+                Item::Pause => "pause".to_owned(),
+                Item::Trailers(h) => format!("trailers {h:?}"),
+                Item::Error(s) => format!("error {:?}", s.code()),
+            })
+            .collect()
+    }
+
+    /// The header's limits in their units (8 and 16 bytes), the mode's bits (two bodies,
+    /// sides, other streams' stalled messages), and each op making the items its doc says.
+    #[test]
+    fn an_input_makes_the_bodies_its_bytes_say() {
+        let case = parse(&Writer::new(false, 1, 3, 5, 7).0);
+        assert_eq!(
+            (case.budget, case.max_message, case.max_first_message),
+            (24, 80, 112)
+        );
+        assert_eq!(case.ballast, None);
+        assert_eq!(case.streams.len(), 1);
+        assert_eq!(case.streams[0].1, Side::Response(http::StatusCode::OK));
+        assert!(case.streams[0].0.is_empty());
+        // Mode 0b1010_1: two bodies, the first's side from bits 1-2 and the mode, the
+        // second's from bits 3-4 and seven times the mode.
+        let case = parse(&Writer::new(true, 0b1010, 1, 1, 1).ballast(300).0);
+        assert_eq!(case.ballast, Some(300));
+        let sides: Vec<Side> = case.streams.iter().map(|(_, s)| *s).collect();
+        let status = |n| Side::Response(http::StatusCode::from_u16(n).unwrap());
+        // 100 + 53 and 100 + 371 % 500.
+        assert_eq!(sides, [status(153), status(471)]);
+
+        let w = Writer::new(true, 0, 1, 1, 1)
+            .message(0, 3, 9)
+            .raw(&[1, 2])
+            .op(CUT)
+            .fill(2, 7)
+            .op(PAUSE)
+            .op(PAUSE)
+            .message(0, 17, 4) // over the limit of 16: its prefix alone
+            .op(SWITCH + OPS)
+            .op(MESSAGE + OPS)
+            .extend(&[1, 0x10, 0x00, 0x42, 5]) // (LARGEST + 2) % LARGEST = 2 bytes of 5
+            .trailers(b"0", b"", b"x")
+            .op(ERROR)
+            .op(18)
+            .op(SWITCH)
+            .raw(&[3])
+            .op(TRAILERS)
+            .extend(&[64, 65, 1, 0x7f]);
+        let case = parse(&w.0);
+        let first = items_of(&case.streams[0].0);
+        assert_eq!(
+            first,
+            [
+                "data [0, 0, 0, 0, 3, 9, 9, 9, 1, 2]",
+                "data [7, 7]",
+                "pause",
+                "pause",
+                "data [0, 0, 0, 0, 17, 3]",
+                "trailers {\"grpc-status\": \"\", \"grpc-status-details-bin\": \"\"}",
+            ],
+            "{first:#?}"
+        );
+        let second = items_of(&case.streams[1].0);
+        assert_eq!(second.len(), 3, "{second:#?}");
+        assert_eq!(second[0], "data [1, 0, 0, 0, 2, 5, 5]");
+        assert_eq!(
+            second[1],
+            "trailers {\"grpc-status\": \"0\", \"grpc-message\": \"\", \"grpc-status-details-bin\": \"x\"}"
+        );
+        assert_eq!(second[2], "error Cancelled");
+    }
+
+    /// The reference at the edges of gRPC's framing: a message exactly at its limit is
+    /// read and one byte over is not, the first message's limit is the smaller of the two,
+    /// the size is checked before the compressed flag, a bare prefix is an empty message.
+    #[test]
+    fn the_reference_reads_grpc_framing_at_its_edges() {
+        let body = |bytes: &[u8]| vec![Item::Data(Bytes::copy_from_slice(bytes))];
+        let read = |bytes: &[u8], first, max| {
+            let (messages, end) = reference(&body(bytes), first, max);
+            let lens: Vec<usize> = messages.iter().map(Bytes::len).collect();
+            (lens, format!("{end:?}"))
+        };
+        let msg = |flag: u8, len: u8| {
+            let mut m = vec![flag, 0, 0, 0, len];
+            m.resize(PREFIX + usize::from(len), len);
+            m
+        };
+        let two = [msg(0, 3), msg(0, 4)].concat();
+        assert_eq!(read(&two, 3, 4), (vec![3, 4], "Clean(None)".into()));
+        assert_eq!(read(&two, 2, 4), (vec![], "Oversized(3)".into()));
+        assert_eq!(read(&two, 9, 2), (vec![], "Oversized(3)".into()), "min");
+        assert_eq!(read(&two, 3, 3), (vec![3], "Oversized(4)".into()));
+        assert_eq!(read(&msg(0, 0), 0, 0), (vec![0], "Clean(None)".into()));
+        assert_eq!(read(&msg(1, 4), 3, 3), (vec![], "Oversized(4)".into()));
+        assert_eq!(read(&msg(1, 4), 4, 4), (vec![], "Compressed".into()));
+        assert_eq!(read(&msg(2, 4), 0, 0), (vec![], "BadFlag(2)".into()));
+        assert_eq!(read(&msg(0, 4)[..4], 9, 9), (vec![], "CutShort(4)".into()));
+        assert_eq!(read(&msg(0, 4)[..5], 9, 9), (vec![], "CutShort(5)".into()));
+        assert_eq!(read(&msg(0, 4)[..8], 9, 9), (vec![], "CutShort(8)".into()));
+        let cut = [msg(0, 1), msg(0, 4)[..7].to_vec()].concat();
+        assert_eq!(read(&cut, 9, 9), (vec![1], "CutShort(7)".into()));
+        // What comes after trailers or an error is not read; an error inside a message
+        // ends the body as the transport's error.
+        let mut items = body(&msg(0, 2));
+        items.push(Item::Trailers(http::HeaderMap::new()));
+        items.extend(body(&msg(0, 1)));
+        let (messages, end) = reference(&items, 9, 9);
+        assert_eq!(
+            (messages.len(), format!("{end:?}")),
+            (1, "Clean(Some({}))".into())
+        );
+        let mut items = body(&msg(0, 4)[..6]);
+        items.push(Item::Pause);
+        items.push(Item::Error(Status::unavailable("gone")));
+        items.extend(body(&msg(0, 4)[6..]));
+        let (messages, end) = reference(&items, 9, 9);
+        assert!(messages.is_empty());
+        assert!(matches!(end, End::Transport(s) if s.code() == Code::Unavailable));
+    }
+
+    /// A reader at its end, as `run` holds it: `got` messages of `want` read.
+    fn ended(side: Side, end: End, want: usize, got: usize, fault: Option<Fault>) -> Reader {
+        let m = Metering {
+            budget: Budget::new(0),
+            max_message: 0,
+            max_first_message: 0,
+            stall: Duration::from_secs(1),
+        };
+        let script = Script {
+            items: VecDeque::new(),
+            arrival: Arrival::default(),
+        };
+        let slot = FaultSlot::default();
+        *lock(&slot) = fault;
+        let woken = Arc::new(Flag::default());
+        Reader {
+            body: MeteredBody::new(script, side, m, slot.clone()),
+            waker: Waker::from(woken.clone()),
+            woken,
+            arrival: Arrival::default(),
+            fault: slot,
+            side,
+            want: vec![Bytes::new(); want],
+            end,
+            got,
+        }
+    }
+
+    /// The end's check fails whenever the body ends otherwise than the reference says:
+    /// messages missing, another status, another fault, or a fault naming another cause.
+    #[test]
+    fn the_end_check_fails_on_any_other_end() {
+        let _time = runtime().enter();
+        let req = Side::Request;
+        let ok = Side::Response(http::StatusCode::OK);
+        let framing = |why: &str| Some(Fault::Framing(why.to_owned()));
+        let internal = || Some(Status::internal("bad framing"));
+        let passes = |r: Reader, status: Option<Status>| !panics(|| check_end(&r, status));
+        let cut = "stream ended inside a message (7 bytes received)";
+        assert!(passes(
+            ended(req, End::CutShort(7), 1, 1, framing(cut)),
+            internal()
+        ));
+        assert!(!passes(
+            ended(req, End::CutShort(7), 2, 1, framing(cut)),
+            internal()
+        ));
+        assert!(!passes(
+            ended(req, End::CutShort(6), 0, 0, framing(cut)),
+            internal()
+        ));
+        assert!(!passes(
+            ended(req, End::CutShort(7), 0, 0, None),
+            internal()
+        ));
+        assert!(!passes(
+            ended(req, End::CutShort(7), 0, 0, framing(cut)),
+            None
+        ));
+        let unknown = || Some(Status::unknown("x"));
+        assert!(!passes(
+            ended(req, End::CutShort(7), 0, 0, framing(cut)),
+            unknown()
+        ));
+        let flag = "compression flag 7 (only 0 and 1 exist)";
+        assert!(passes(
+            ended(req, End::BadFlag(7), 0, 0, framing(flag)),
+            internal()
+        ));
+        assert!(!passes(
+            ended(req, End::BadFlag(7), 0, 0, framing(cut)),
+            internal()
+        ));
+        assert!(!passes(
+            ended(req, End::CutShort(7), 0, 0, framing(flag)),
+            internal()
+        ));
+        let compressed = "received message with compressed-flag but no grpc-encoding";
+        assert!(passes(
+            ended(req, End::Compressed, 0, 0, framing(compressed)),
+            internal()
+        ));
+        assert!(!passes(
+            ended(req, End::Compressed, 0, 0, framing(flag)),
+            internal()
+        ));
+        assert!(!passes(
+            ended(req, End::BadFlag(7), 0, 0, framing(compressed)),
+            internal()
+        ));
+
+        let exhausted = || Some(Status::resource_exhausted("too large"));
+        let over = |n| Some(Fault::Oversized(n));
+        assert!(passes(
+            ended(req, End::Oversized(9), 0, 0, over(9)),
+            exhausted()
+        ));
+        assert!(!passes(
+            ended(req, End::Oversized(9), 0, 0, over(8)),
+            exhausted()
+        ));
+        assert!(!passes(
+            ended(req, End::Oversized(9), 0, 0, over(9)),
+            internal()
+        ));
+
+        assert!(passes(ended(req, End::Clean(None), 0, 0, None), None));
+        assert!(!passes(
+            ended(req, End::Clean(None), 0, 0, None),
+            internal()
+        ));
+        assert!(!passes(ended(req, End::Clean(None), 0, 0, over(1)), None));
+        assert!(passes(ended(ok, End::Clean(None), 0, 0, None), unknown()));
+        assert!(!passes(ended(ok, End::Clean(None), 0, 0, None), None));
+
+        let transport = |c| End::Transport(Status::new(c, "transport error"));
+        let status = |c| Some(Status::new(c, "transport error"));
+        let cancelled = Code::Cancelled;
+        assert!(passes(ended(req, transport(cancelled), 0, 0, None), None));
+        assert!(!passes(
+            ended(req, transport(cancelled), 0, 0, None),
+            status(cancelled)
+        ));
+        assert!(passes(
+            ended(ok, transport(cancelled), 0, 0, None),
+            status(cancelled)
+        ));
+        assert!(!passes(ended(ok, transport(cancelled), 0, 0, None), None));
+        let lost = Code::Unavailable;
+        assert!(passes(
+            ended(req, transport(lost), 0, 0, None),
+            status(lost)
+        ));
+        assert!(!passes(ended(req, transport(lost), 0, 0, None), None));
+        assert!(!passes(
+            ended(req, transport(lost), 0, 0, over(1)),
+            status(lost)
+        ));
+    }
+
+    /// Other streams' stalled messages fill the budget, then the reserve but for what is
+    /// left free; the books' check holds with all of them counted and fails with one
+    /// missing; what fits is judged at its exact edges.
+    #[test]
+    fn stalled_streams_fill_the_budget_and_the_books_and_fit_are_exact() {
+        let _time = runtime().enter();
+        let budget = Budget::new(100_000);
+        let m = Metering {
+            budget: budget.clone(),
+            max_message: 10,
+            max_first_message: 10,
+            stall: Duration::from_secs(3600),
+        };
+        let mut stalled = stall_others(&budget, &m, 1000);
+        let (held, reserve, waiters) = budget.books();
+        assert_eq!((held, reserve, waiters), (100_000, RESERVE - 1000, 0));
+        assert!(stalled.iter().all(|b| {
+            let (b, r) = b.charged_parts();
+            b + r < SMALL
+        }));
+        check_books(&budget, &[], &stalled);
+        let last = stalled.pop().expect("a stalled body");
+        assert!(panics(|| check_books(&budget, &[], &stalled)));
+        stalled.push(last);
+
+        let fresh = ended(Side::Request, End::Clean(None), 0, 0, None).body;
+        assert!(would_fit(&budget, &fresh, 1000, true));
+        assert!(!would_fit(&budget, &fresh, 1001, true));
+        assert!(!would_fit(&budget, &fresh, 1000, false));
+        // A body holding 500 of the reserve may take up to SMALL - 500 more there.
+        let free = Budget::new(0);
+        let m = Metering {
+            budget: free.clone(),
+            ..m
+        };
+        let holding = stall_others(&free, &m, RESERVE - 500);
+        assert_eq!(holding.len(), 1);
+        assert_eq!(holding[0].charged_parts(), (0, 500));
+        assert!(would_fit(&free, &holding[0], SMALL - 500, true));
+        assert!(!would_fit(&free, &holding[0], SMALL - 499, true));
+        let open = Budget::new(600);
+        assert!(would_fit(&open, &fresh, 600, false));
+        assert!(!would_fit(&open, &fresh, 601, false));
+        drop((stalled, holding));
+        assert_eq!(budget.books(), (0, 0, 0));
+    }
 
     #[test]
     fn empty_and_short_inputs_are_harmless() {
