@@ -89,3 +89,13 @@ pub const GOSSIP_STREAM_PATH: &str = "/gossip.Gossip/GossipStream";
 
 /// gRPC path of the unary liveness probe that precedes every stream.
 pub const PING_PATH: &str = "/gossip.Gossip/Ping";
+
+#[cfg(test)]
+mod tests {
+    /// The limit is Fabric's, not a round number of ours: a peer's default receive and send
+    /// sizes are 100 MiB (104,857,600 bytes), and other crates' refusals name that figure.
+    #[test]
+    fn the_message_limit_is_fabrics_default_of_100_mib() {
+        assert_eq!(super::MAX_MESSAGE_SIZE, 104_857_600);
+    }
+}
