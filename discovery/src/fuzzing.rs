@@ -1305,6 +1305,36 @@ mod tests {
         );
     }
 
+    /// A peer's pull messages reach the layer as their kinds say: its hello is answered
+    /// with our digest, and its request echoing that digest with our update (our own
+    /// identity, which it named).
+    #[test]
+    fn a_peers_hello_and_request_are_answered_with_a_digest_and_an_update() {
+        let mut r = run(PLAIN);
+        play(&mut r, &learn());
+        let kinds = |r: &Run| {
+            delivered_to(r, 2)
+                .iter()
+                .filter_map(|m| match &m.content {
+                    Some(gossip_message::Content::DataDig(_)) => Some("digest"),
+                    Some(gossip_message::Content::DataUpdate(_)) => Some("update"),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(&r), Vec::<&str>::new());
+        let pull = |kind, nonce, items| MembershipOp::Pull {
+            from: 1,
+            kind,
+            nonce,
+            items,
+        };
+        play(&mut r, &[pull(4, 255, vec![])]);
+        assert_eq!(kinds(&r), ["digest"]);
+        play(&mut r, &[pull(2, 0, vec![0, 7])]);
+        assert_eq!(kinds(&r), ["digest", "update"]);
+    }
+
     #[test]
     fn each_answer_takes_the_nonce_of_its_own_kind_only() {
         let mut req = crate::membership_request(Envelope::default(), 0);
