@@ -850,7 +850,9 @@ pub fn membership_seeds() -> Vec<(&'static str, Vec<u8>)> {
         }])
         .collect();
     // Our hello answered by a digest, our request by an update; then a peer's hello, our
-    // digest, its request and our update.
+    // digest, its request and our update. Room for one identity beside ours: of the
+    // digest's items only the first, 4, is asked for, and the update brings just it (an
+    // update holding an item not asked for is refused whole).
     let mut pull = learn;
     pull.extend([
         Op::Advance { quarters: 18 },
@@ -858,14 +860,14 @@ pub fn membership_seeds() -> Vec<(&'static str, Vec<u8>)> {
             from: 0,
             kind: 1,
             nonce: 0,
-            items: vec![1, 4, 200],
+            items: vec![4, 1, 200],
         },
         Op::Advance { quarters: 5 },
         Op::Pull {
             from: 0,
             kind: 3,
             nonce: 0,
-            items: vec![4, 5],
+            items: vec![4],
         },
         Op::Pull {
             from: 1,
@@ -1335,6 +1337,21 @@ mod tests {
         assert_eq!(kinds(&r), ["digest", "update"]);
     }
 
+    /// The identity-pull seed's round: our hello answered by a digest naming identity 4
+    /// first, our request for it answered by an update carrying it; identity 4 is pulled,
+    /// and no other.
+    #[test]
+    fn the_pull_seeds_update_brings_the_identity_node_0_asked_for() {
+        let mut r = run(MembershipConfig { flags: 5, ..PLAIN });
+        play(&mut r, &ops_of(&seed("identity-pull")));
+        let now = r.net.now;
+        let held: Vec<PkiId> = (1..POOL)
+            .map(pki)
+            .filter(|p| r.layer.pulled_identity(p, now).is_some())
+            .collect();
+        assert_eq!(held, [pki(4)]);
+    }
+
     #[test]
     fn each_answer_takes_the_nonce_of_its_own_kind_only() {
         let mut req = crate::membership_request(Envelope::default(), 0);
@@ -1512,7 +1529,8 @@ mod tests {
                     assert_eq!(most, 1, "{name}");
                     assert!(first.iter().all(|c| c.members.iter().all(|m| *m == pki(1))));
                 }
-                "identity-pull" => assert!(pulled > 0, "{name}"),
+                // Ours and the one pulled.
+                "identity-pull" => assert_eq!(pulled, 2, "{name}"),
                 _ => panic!("a seed no test looks at: {name}"),
             }
             assert!(
