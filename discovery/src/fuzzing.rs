@@ -1540,6 +1540,21 @@ mod tests {
         }
     }
 
+    /// Node 0's core events reach its layer: a bootstrap peer's Handshake ends in an event
+    /// (`HandshakeDone`), and only on it does the layer send the peer its membership
+    /// request. A harness that withheld the core's events would leave the layer blind to
+    /// connections, identity switches and presumed deaths without any check failing.
+    #[test]
+    fn the_cores_events_reach_the_layer() {
+        let mut with_bootstrap = run(MembershipConfig { flags: 1, ..PLAIN });
+        with_bootstrap.advance(Duration::from_secs(1));
+        assert_eq!(with_bootstrap.layer.stats().requests_sent, 1);
+        assert_eq!(with_bootstrap.layer.stats().bootstrap_failures, 0);
+        let mut without = run(PLAIN);
+        without.advance(Duration::from_secs(1));
+        assert_eq!(without.layer.stats().requests_sent, 0);
+    }
+
     /// The entry point's output: the run's events, members and counters.
     #[test]
     fn a_run_reports_its_events_members_and_counters() {
