@@ -104,6 +104,22 @@ pub(super) struct Driver {
     pub(super) seq: u64,
 }
 
+/// What [`Driver::check`] held the core's counters and handles against, noted for the tests
+/// (see [`checked`]).
+#[cfg(test)]
+#[derive(Debug)]
+#[allow(dead_code, reason = "read through Debug")]
+pub(super) struct Ledgers {
+    pub(super) stopped: bool,
+    pub(super) promised: u64,
+    pub(super) accounted: u64,
+    pub(super) accepted: u64,
+    pub(super) polled: u64,
+    pub(super) queued: u64,
+    /// Live streams, dials and operations.
+    pub(super) live: (usize, usize, usize),
+}
+
 impl Driver {
     pub(super) fn new(config: Config, tls_on: u8) -> Self {
         let config = if tls_on & 1 == 1 {
@@ -585,6 +601,19 @@ impl Driver {
             assert!(conns.is_empty());
             assert!(self.ops.is_empty(), "every operation reported");
         }
+        #[cfg(test)]
+        checked(
+            "ledgers",
+            Ledgers {
+                stopped: self.stopped,
+                promised,
+                accounted,
+                accepted,
+                polled: self.delivered.polled,
+                queued,
+                live: (live_streams, live_dials, live_ops),
+            },
+        );
     }
 
     pub(super) fn advance(&mut self, by: Duration) {

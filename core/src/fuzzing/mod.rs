@@ -37,6 +37,15 @@ mod ops;
 use self::{cast::*, driver::*};
 pub use self::{handshake::*, input::*, messages::*, ops::*};
 
+/// Notes, for this module's tests only, that the check `what` ran and what it compared: a
+/// check that passes leaves nothing else to see, and one switched off would pass as well.
+/// The tests read the notes (`tests::CHECKS`) to know that an input reached the checks it
+/// is for. Not compiled into the fuzz targets.
+#[cfg(test)]
+fn checked(what: &'static str, compared: impl std::fmt::Debug) {
+    tests::CHECKS.with_borrow_mut(|checks| checks.push((what, format!("{compared:?}"))));
+}
+
 /// Keeps a committed corpus seed in step with the generator that made `bytes`, for the
 /// seed tests of every crate: with `UPDATE_FUZZ_CORPUS` set in the environment it writes
 /// `bytes` to `path` (making its folder); otherwise it tells whether `path` holds exactly
@@ -114,6 +123,31 @@ pub fn check_corpus<N: std::fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// The checks [`checked`] noted on this thread, in order: which, and what it
+        /// compared (each test runs on its own thread, so tests running at once do not mix
+        /// their notes).
+        pub(super) static CHECKS: RefCell<Vec<(&'static str, String)>> =
+            const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `f`; returns the checks it made, in order.
+    pub(super) fn checks_of(f: impl FnOnce()) -> Vec<(&'static str, String)> {
+        CHECKS.with_borrow_mut(Vec::clear);
+        f();
+        CHECKS.take()
+    }
+
+    /// What the checks named `what` compared, in order.
+    pub(super) fn compared(checks: &[(&'static str, String)], what: &str) -> Vec<String> {
+        checks
+            .iter()
+            .filter(|(w, _)| *w == what)
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
 
     #[test]
     fn empty_inputs_are_harmless() {
@@ -139,5 +173,428 @@ mod tests {
         let back: Vec<Op> = (0..ops.len()).map(|_| Op::read(&mut i)).collect();
         assert_eq!(back, ops);
         assert!(i.is_empty());
+    }
+
+    /// One op of every kind, with fields that differ from each other and from zero.
+    fn one_of_each() -> Vec<Op> {
+        vec![
+            Op::Accept { peer: 3, cert: 2 },
+            Op::DialResult {
+                dial: 4,
+                ok: true,
+                cert: 5,
+            },
+            Op::PingResult { dial: 6, ok: true },
+            Op::Hello {
+                stream: 7,
+                peer: 8,
+                flaw: 9,
+            },
+            Op::Data { stream: 10 },
+            Op::AckIn {
+                stream: 11,
+                nonce: 12,
+                error: true,
+            },
+            Op::Garbage {
+                stream: 13,
+                bytes: vec![14, 15],
+            },
+            Op::Oversized { stream: 16 },
+            Op::Sent {
+                stream: 17,
+                count: 18,
+            },
+            Op::WriteFailed { stream: 19 },
+            Op::Closed {
+                stream: 20,
+                error: true,
+            },
+            Op::Send { peers: 21 },
+            Op::SendWait { peer: 22 },
+            Op::SendWithAck {
+                peers: 23,
+                min_ack: 24,
+                timeout: 25,
+            },
+            Op::Probe { peer: 26 },
+            Op::Handshake { peer: 27 },
+            Op::Subscribe { filter: 28 },
+            Op::Unsubscribe { sub: 29 },
+            Op::Poll { sub: 30, count: 31 },
+            Op::Respond { stream: 32 },
+            Op::AckOut {
+                stream: 33,
+                nonce: 34,
+            },
+            Op::CloseConn { peer: 35 },
+            Op::Stop,
+            Op::Advance { millis: 0x2468 },
+            Op::AdvanceToDeadline,
+            Op::StaleHandle {
+                kind: 36,
+                index: 37,
+                generation: 38,
+            },
+            Op::Revoke { peer: 39 },
+        ]
+    }
+
+    #[test]
+    fn every_op_kind_encodes_as_it_reads_and_its_tag_is_its_place() {
+        let ops = one_of_each();
+        assert_eq!(ops.len(), usize::from(OP_KINDS));
+        for (tag, op) in ops.iter().enumerate() {
+            let mut o = Output::default();
+            op.write(&mut o);
+            let bytes = o.into_bytes();
+            assert_eq!(usize::from(bytes[0]), tag, "{op:?}");
+            // A tag past the last kind wraps around to the same op.
+            let mut wrapped = bytes.clone();
+            wrapped[0] += OP_KINDS;
+            for b in [&bytes, &wrapped] {
+                let mut i = Input::new(b);
+                assert_eq!(&Op::read(&mut i), op);
+                assert!(i.is_empty(), "{op:?} read every byte it wrote");
+            }
+        }
+        let bytes = encode_ops(&OpsConfig([9; 12]), &ops);
+        assert_eq!(bytes[..12], [9; 12]);
+        let mut i = Input::new(&bytes[12..]);
+        let back: Vec<Op> = ops.iter().map(|_| Op::read(&mut i)).collect();
+        assert_eq!(back, ops);
+        assert!(i.is_empty());
+    }
+
+    #[test]
+    fn an_arbitrary_op_reads_its_bytes_as_the_reader_does() {
+        let mut o = Output::default();
+        Op::Garbage {
+            stream: 1,
+            bytes: vec![7; 300],
+        }
+        .write(&mut o);
+        let bytes = o.into_bytes();
+        let mut u = Unstructured::new(&bytes);
+        assert_eq!(
+            Op::arbitrary(&mut u).expect("enough bytes"),
+            Op::read(&mut Input::new(&bytes))
+        );
+        // It takes every byte, up to 64 KiB.
+        assert!(u.is_empty());
+        let long = vec![0u8; (1 << 16) + 5];
+        let mut u = Unstructured::new(&long);
+        Op::arbitrary(&mut u).expect("enough bytes");
+        assert_eq!(u.len(), 5);
+    }
+
+    #[test]
+    fn the_configuration_bytes_set_each_bound() {
+        let ms = Duration::from_millis;
+        let (cfg, tls) = OpsConfig([30, 13, 11, 30, 118, 10, 30, 23, 29, 43, 10, 77]).config();
+        assert_eq!(tls, 77);
+        assert_eq!(cfg.dial_timeout, ms(600));
+        let backoff = cfg.dial_backoff.expect("bits 3-7 of the first byte are 3");
+        assert_eq!(backoff.base_delay, ms(60));
+        assert_eq!(
+            backoff.max_delay,
+            crate::DialBackoff::GRPC_DEFAULT.max_delay
+        );
+        assert_eq!(cfg.conn_timeout, ms(500));
+        assert_eq!(cfg.handshake_timeout, ms(750));
+        assert_eq!(cfg.send_buffer_size, 2);
+        assert_eq!(cfg.max_waiting_sends, 3);
+        assert_eq!(cfg.write_window, 1);
+        assert_eq!(cfg.send_buffer_bytes, 320);
+        assert_eq!(cfg.subscription_buffer, 1);
+        assert_eq!(cfg.recv_buffer_size, 2);
+        assert_eq!(cfg.presumed_dead_buffer, 1);
+        assert_eq!(cfg.max_queued_events, crate::MAX_QUEUED_EVENTS);
+        assert_eq!(cfg.max_message_size, 240);
+        assert_eq!(cfg.max_identity_size, 64);
+        assert_eq!(cfg.max_pending_handshakes, 2);
+        assert_eq!(cfg.max_connections, 2);
+        assert_eq!(cfg.identity_store_capacity, 5);
+        assert_eq!(cfg.identity_usage_threshold, Some(ms(350)));
+        assert_eq!(cfg.max_operations, 2);
+        assert_eq!(cfg.max_subscriptions, 2);
+        assert_eq!(cfg.crossing_grace, ms(300));
+        assert!(cfg.tls.is_none());
+        assert_eq!(cfg.rng_seed, 10);
+
+        // Zero bits keep the defaults: one attempt a dial, 32 MiB, Fabric's hour.
+        let (cfg, tls) = OpsConfig([0; 12]).config();
+        assert_eq!(tls, 0);
+        assert!(cfg.dial_backoff.is_none());
+        assert_eq!(cfg.send_buffer_bytes, crate::SEND_BUFFER_BYTES);
+        assert_eq!(
+            cfg.identity_usage_threshold,
+            Some(crate::IDENTITY_USAGE_THRESHOLD)
+        );
+        assert_eq!(cfg.max_message_size, 200);
+        let mut b = [0; 12];
+        b[8] = 1 << 2;
+        assert_eq!(OpsConfig(b).config().0.identity_usage_threshold, None);
+    }
+
+    #[test]
+    fn a_peer_selector_names_each_peer_four_ways() {
+        let names: Vec<&str> = PEERS.iter().copied().chain([ME]).collect();
+        // The whole byte picks the peer (modulo six), bits 5-6 how it is named.
+        for sel in 0..=u8::MAX {
+            let k = usize::from(sel) % 6;
+            let name = names[k];
+            let next = PEERS[(k + 1) % PEERS.len()];
+            let after = PEERS[(k + 2) % PEERS.len()];
+            let expected = match sel / 32 % 4 {
+                0 => RemotePeer::new(name, name),
+                1 => RemotePeer::new(name, PkiId::default()),
+                2 => RemotePeer::new(name, next),
+                _ => RemotePeer::new(after, name),
+            };
+            assert_eq!(remote_peer(sel), expected, "{sel}");
+        }
+        assert_eq!(remote_peer(5), RemotePeer::new(ME, ME));
+        assert_eq!(remote_peer(6), RemotePeer::new(PEERS[0], PEERS[0]));
+        assert_eq!(remote_peer(3 << 5), RemotePeer::new(PEERS[2], PEERS[0]));
+        assert_eq!(mask_peers(0), vec![]);
+        assert_eq!(
+            mask_peers(0b1_0101),
+            vec![remote_peer(0), remote_peer(2), remote_peer(4)]
+        );
+        assert_eq!(mask_peers(0b10 | 2 << 5), vec![remote_peer(1 | 2 << 5)]);
+        assert_eq!(pick([5, 6, 7].into_iter(), 4), Some(6));
+        assert_eq!(pick([5, 6, 7].into_iter(), 2), Some(7));
+        assert_eq!(pick(core::iter::empty::<u8>(), 4), None);
+    }
+
+    /// Roomy bounds (buffers 3, window 2, subscription 2 + 2, pending 3, connections 4), as
+    /// the corpus's scenarios use; TLS off.
+    const ROOMY: OpsConfig = OpsConfig([
+        3,
+        5,
+        7,
+        3 | 3 << 2 | 2 << 4,
+        2 | 2 << 2 | 2 << 4,
+        255,
+        3 | 4 << 2,
+        5 | 3 << 3,
+        2,
+        3,
+        1,
+        0,
+    ]);
+
+    /// The peer a stream really leads to (see `Op::Hello`).
+    const THEM: u8 = 128;
+
+    /// A catch-all subscription, `a-peer` connecting on stream 0, two messages from it
+    /// polled, and one message back confirmed.
+    fn exchange() -> Vec<Op> {
+        vec![
+            Op::Subscribe { filter: 0 },
+            Op::Accept { peer: 0, cert: 0 },
+            Op::Hello {
+                stream: 0,
+                peer: THEM,
+                flaw: 0,
+            },
+            Op::Data { stream: 0 },
+            Op::Data { stream: 0 },
+            Op::Poll { sub: 0, count: 7 },
+            Op::Respond { stream: 0 },
+            Op::Sent {
+                stream: 0,
+                count: 3,
+            },
+        ]
+    }
+
+    #[test]
+    fn core_ops_checks_the_core_after_every_step_and_once_stopped() {
+        let bytes = encode_ops(&ROOMY, &exchange());
+        let checks = checks_of(|| core_ops(&bytes));
+        let ledgers = compared(&checks, "ledgers");
+        assert_eq!(ledgers.len(), exchange().len() + 1, "{ledgers:#?}");
+        assert!(ledgers[0].starts_with("Ledgers { stopped: false, promised: 0"));
+        let last = ledgers.last().expect("checked");
+        assert!(
+            last.starts_with(
+                "Ledgers { stopped: true, promised: 1, accounted: 1, accepted: 2, polled: 2, \
+                 queued: 0, live: (0, 0, 0) }"
+            ),
+            "{last}"
+        );
+        let st = core_ops_stats(&bytes);
+        assert_eq!((st.received, st.connections_opened), (2, 1));
+    }
+
+    #[test]
+    fn core_ops_takes_at_most_512_steps_then_stops() {
+        let bytes = encode_ops(&ROOMY, &vec![Op::AdvanceToDeadline; 600]);
+        let ledgers = compared(&checks_of(|| core_ops(&bytes)), "ledgers");
+        assert_eq!(ledgers.len(), 512 + 1);
+        assert!(ledgers[512].contains("stopped: true"));
+        // A stop among the steps is not repeated at the end.
+        let bytes = encode_ops(&ROOMY, &[Op::Stop]);
+        let ledgers = compared(&checks_of(|| core_ops(&bytes)), "ledgers");
+        assert_eq!(ledgers.len(), 2, "the stop's own check and the step's");
+    }
+
+    /// A driver that has taken `ops` as `core_ops` does, checked after each, not stopped.
+    fn driven(config: &OpsConfig, ops: &[Op]) -> Driver {
+        let (config, tls) = config.config();
+        let mut d = Driver::new(config, tls);
+        let config = d.comm.config().clone();
+        for op in ops {
+            step(&mut d, &config, op.clone());
+            d.check();
+        }
+        d
+    }
+
+    fn with_tls(mut config: OpsConfig) -> OpsConfig {
+        config.0[11] = 1;
+        config
+    }
+
+    fn hello(stream: u8, peer: u8, flaw: u8) -> Op {
+        Op::Hello { stream, peer, flaw }
+    }
+
+    #[test]
+    fn an_accepted_stream_leads_to_the_peer_its_selector_names() {
+        // The selector wraps at the five peers and ourselves.
+        let d = driven(
+            &ROOMY,
+            &[Op::Accept { peer: 7, cert: 0 }, hello(0, THEM, 0)],
+        );
+        let s = d.stream_order[0];
+        assert_eq!(d.streams[&s].link.peer, 1);
+        assert!(d.streams[&s].inbound);
+        assert_eq!(d.conn_pki[&s], PkiId::from(PEERS[1]));
+        // A claim below 128 names the peer claimed, wrapping the same way.
+        let d = driven(&ROOMY, &[Op::Accept { peer: 0, cert: 0 }, hello(0, 9, 0)]);
+        assert_eq!(d.conn_pki[&d.stream_order[0]], PkiId::from(PEERS[3]));
+        // The certificate the remote presents: its own, none, a wrong one (TLS on).
+        for (cert, failure) in [
+            (3, None),
+            (4, Some("no_tls_certificate")),
+            (5, Some("tls_cert_hash_mismatch")),
+        ] {
+            let d = driven(
+                &with_tls(ROOMY),
+                &[Op::Accept { peer: 2, cert }, hello(0, THEM, 0)],
+            );
+            let st = d.comm.stats();
+            match failure {
+                None => assert_eq!(st.connections_opened, 1, "{cert}"),
+                Some(label) => assert_eq!(st.handshake_failures_for(label), 1, "{cert}"),
+            }
+        }
+    }
+
+    #[test]
+    fn each_flaw_of_a_hello_fails_its_own_check() {
+        let outcome = |flaw: u8, tls: bool| {
+            let config = if tls { with_tls(ROOMY) } else { ROOMY };
+            let d = driven(
+                &config,
+                &[Op::Accept { peer: 0, cert: 0 }, hello(0, THEM, flaw)],
+            );
+            let st = d.comm.stats().clone();
+            let s = d.stream_order[0];
+            (st, d.conn_pki.get(&s).cloned(), d.comm.is_live_stream(s))
+        };
+        let (st, conn, live) = outcome(0, false);
+        assert_eq!((conn, live), (Some(PkiId::from(PEERS[0])), true));
+        assert_eq!(st.handshakes_ok, 1);
+        // The flaw wraps at six.
+        assert_eq!(outcome(6, false).1, Some(PkiId::from(PEERS[0])));
+        for (flaw, label) in [
+            (1, "bad_signature"),
+            (2, "tls_cert_hash_mismatch"),
+            (3, "wrong_type"),
+            (4, "unsigned"),
+            (7, "bad_signature"),
+        ] {
+            let (st, conn, live) = outcome(flaw, true);
+            assert_eq!(st.handshake_failures_for(label), 1, "flaw {flaw}");
+            assert_eq!(st.handshake_failures_total(), 1, "flaw {flaw}");
+            assert!(conn.is_none() && !live, "flaw {flaw}");
+        }
+        let (st, conn, live) = outcome(5, false);
+        assert_eq!(st.probed, 1);
+        assert!(conn.is_none() && !live);
+    }
+
+    #[test]
+    fn a_dial_result_presents_the_certificate_its_byte_picks() {
+        let outcome = |cert: u8| {
+            let d = driven(
+                &with_tls(ROOMY),
+                &[
+                    Op::Send { peers: 0b1 },
+                    Op::DialResult {
+                        dial: 0,
+                        ok: true,
+                        cert,
+                    },
+                    Op::PingResult { dial: 0, ok: true },
+                    hello(0, THEM, 0),
+                ],
+            );
+            d.comm.stats().clone()
+        };
+        assert_eq!(outcome(3).connections_opened, 1);
+        assert_eq!(outcome(4).handshake_failures_for("no_tls_certificate"), 1);
+        assert_eq!(
+            outcome(5).handshake_failures_for("tls_cert_hash_mismatch"),
+            1
+        );
+        // Without TLS, no certificate is presented, whatever the byte.
+        let d = driven(
+            &ROOMY,
+            &[
+                Op::Send { peers: 0b1 },
+                Op::DialResult {
+                    dial: 0,
+                    ok: true,
+                    cert: 2,
+                },
+                Op::PingResult { dial: 0, ok: true },
+                hello(0, THEM, 0),
+            ],
+        );
+        assert_eq!(d.comm.stats().connections_opened, 1);
+    }
+
+    #[test]
+    fn only_a_failed_attempt_of_a_live_dial_may_be_tried_again() {
+        let mut config = ROOMY;
+        config.0[0] = 7 | 1 << 3; // A dial timeout of 700 ms, retries from 20 ms.
+        let dial = |ok| Op::DialResult {
+            dial: 0,
+            ok,
+            cert: 0,
+        };
+        let d = driven(&config, &[Op::Send { peers: 0b1 }, dial(false)]);
+        assert_eq!(d.dial_failed.len(), 1, "the failed attempt may be retried");
+        let d = driven(&config, &[Op::Send { peers: 0b1 }, dial(true)]);
+        assert!(
+            d.dial_failed.is_empty(),
+            "a connected attempt is not a failure"
+        );
+        // Nor a result for a dial the core closed.
+        let d = driven(
+            &config,
+            &[
+                Op::Send { peers: 0b1 },
+                Op::Advance { millis: 800 },
+                dial(false),
+            ],
+        );
+        assert!(d.dials[&d.dial_order[0]].closed);
+        assert!(d.dial_failed.is_empty());
     }
 }
