@@ -343,6 +343,8 @@ pub fn handshake(data: &[u8]) {
     }
     if live_before {
         let predicted = oracle(&first_bytes, &cfg, presented);
+        #[cfg(test)]
+        checked("handshake", (role, &predicted));
         let stats = d.comm.stats().clone();
         let connected = d.conn_pki.get(&s).cloned();
         match (role, predicted) {
@@ -415,6 +417,8 @@ pub fn handshake(data: &[u8]) {
                         + moved(|s| s.unrouted)
                         + u64::from(d.comm.delivery_queue_len(sub) > 0);
                     assert!(ways >= 1, "the envelope went somewhere");
+                    #[cfg(test)]
+                    checked("established", ways);
                     d.poll(sub, usize::MAX);
                 }
             }

@@ -41,6 +41,8 @@ pub fn envelope(data: &[u8]) {
         (Some(s), true) => verifies(&s.payload, &s.signature),
     };
     assert_eq!(verify_envelope(&sec, b"fuzz", &env).is_ok(), expected);
+    #[cfg(test)]
+    checked("verifies", expected);
 }
 
 /// Decodes a `GossipMessage` (any content type), re-encodes and compares as [`envelope`]
@@ -116,6 +118,8 @@ pub fn gossip_message(data: &[u8]) {
     let after = d.comm.stats().clone();
     assert_eq!(after.received, before.received + 1);
     assert!(d.comm.is_live_stream(s), "a decodable message never closes");
+    #[cfg(test)]
+    checked("received", msg.content_kind().map(|k| k.as_str()));
     match &msg.content {
         None => assert_eq!(after.empty_messages, before.empty_messages + 1),
         Some(gossip_message::Content::Ack(_)) => {

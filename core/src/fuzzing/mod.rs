@@ -597,4 +597,461 @@ mod tests {
         assert!(d.dials[&d.dial_order[0]].closed);
         assert!(d.dial_failed.is_empty());
     }
+
+    /// A crafted first message from its seven choices, in the order of the fields of
+    /// `HandshakeMessage::Crafted`; all zero is a valid ConnEstablish of `a-peer`.
+    fn crafted(v: [u8; 7]) -> HandshakeMessage {
+        HandshakeMessage::Crafted {
+            pki: v[0],
+            identity: v[1],
+            cert: v[2],
+            probe: v[3] == 1,
+            content: v[4],
+            signature: v[5],
+            secret: v[6],
+        }
+    }
+
+    #[test]
+    fn handshake_cases_encode_field_by_field() {
+        let case = HandshakeCase {
+            role: 2,
+            tls: true,
+            cert: 1,
+            expect: 2,
+            late: true,
+            first: HandshakeMessage::Raw(vec![7, 8]),
+            later: vec![
+                Later::Envelope(crafted([1, 2, 3, 1, 4, 5, 6])),
+                Later::Wait(0x1234),
+                Later::End,
+            ],
+        };
+        assert_eq!(
+            encode_handshake(&case),
+            [
+                &[2, 1, 1, 2, 1][..],
+                &[0, 2, 0, 7, 8],
+                &[0, 1, 1, 2, 3, 1, 4, 5, 6],
+                &[1, 0x34, 0x12],
+                &[2],
+            ]
+            .concat()
+        );
+        for m in [
+            HandshakeMessage::Raw(vec![9; 3]),
+            crafted([1, 2, 3, 1, 4, 5, 6]),
+        ] {
+            let mut o = Output::default();
+            write_message(&mut o, &m);
+            let bytes = o.into_bytes();
+            let mut i = Input::new(&bytes);
+            assert_eq!(read_message(&mut i), m);
+            assert!(i.is_empty());
+        }
+        // Any odd first byte is a crafted message, any even one raw bytes.
+        assert_eq!(
+            read_message(&mut Input::new(&[3, 1, 2, 3, 1, 4, 5, 6])),
+            crafted([1, 2, 3, 1, 4, 5, 6])
+        );
+        assert_eq!(
+            read_message(&mut Input::new(&[4, 1, 0, 9])),
+            HandshakeMessage::Raw(vec![9])
+        );
+    }
+
+    /// The Envelope and the ConnEstablish a crafted message builds, as the remote sends it
+    /// to an accepting core (`inbound`) or to a dialling one.
+    fn built(v: [u8; 7], inbound: bool) -> (Envelope, GossipMessage) {
+        let env = Envelope::decode(build_message(&crafted(v), inbound)).expect("an Envelope");
+        let msg = GossipMessage::decode(env.payload.clone()).expect("a GossipMessage");
+        (env, msg)
+    }
+
+    fn conn_of(msg: &GossipMessage) -> fabric_gossip_proto::gossip::ConnEstablish {
+        match &msg.content {
+            Some(gossip_message::Content::Conn(c)) => c.clone(),
+            other => panic!("not a ConnEstablish: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_crafted_hello_carries_each_choice() {
+        let (env, msg) = built([0; 7], true);
+        let c = conn_of(&msg);
+        assert_eq!(c.pki_id.as_ref(), PEERS[0].as_bytes());
+        assert_eq!(c.identity, c.pki_id);
+        assert_eq!(c.tls_cert_hash.as_ref(), cert(0, true));
+        assert!(!c.probe);
+        assert_eq!(
+            env.signature.as_ref(),
+            TestOnlyHmacSecurity::hmac(&env.payload)
+        );
+        assert!(env.secret_envelope.is_none());
+        assert_eq!(
+            build_message(&HandshakeMessage::Raw(vec![1, 2]), true).as_ref(),
+            [1, 2]
+        );
+
+        // Who it claims to be (the same for the identity), wrapping at seven.
+        let names: [&[u8]; 6] = [
+            PEERS[0].as_bytes(),
+            PEERS[3].as_bytes(),
+            ME.as_bytes(),
+            b"",
+            REJECTED.as_bytes(),
+            EXPIRED.as_bytes(),
+        ];
+        for (k, name) in names.iter().enumerate() {
+            let k = k as u8;
+            assert_eq!(
+                conn_of(&built([k, 0, 0, 0, 0, 0, 0], true).1)
+                    .pki_id
+                    .as_ref(),
+                *name
+            );
+            assert_eq!(
+                conn_of(&built([0, k, 0, 0, 0, 0, 0], true).1)
+                    .identity
+                    .as_ref(),
+                *name
+            );
+            assert_eq!(
+                conn_of(&built([k + 7, 0, 0, 0, 0, 0, 0], true).1)
+                    .pki_id
+                    .as_ref(),
+                *name
+            );
+        }
+        let large = conn_of(&built([6, 6, 0, 0, 0, 0, 0], true).1);
+        assert_eq!(large.identity.as_ref(), vec![b'i'; MAX_IDENTITY + 1]);
+
+        // The certificate hash: the claimed peer's for the role, a wrong one, none.
+        let hash = |k: u8, inbound| conn_of(&built([1, 1, k, 0, 0, 0, 0], inbound).1).tls_cert_hash;
+        assert_eq!(hash(0, true).as_ref(), cert(3, true));
+        assert_eq!(hash(0, false).as_ref(), cert(3, false));
+        assert_eq!(hash(1, true).as_ref(), WRONG_CERT);
+        assert!(hash(2, true).is_empty());
+        assert_eq!(hash(3, false).as_ref(), cert(3, false));
+        assert!(conn_of(&built([0, 0, 0, 1, 0, 0, 0], true).1).probe);
+
+        // The content: a ConnEstablish, a data message, nothing; wrapping at three.
+        assert_eq!(built([0, 0, 0, 0, 1, 0, 0], true).1, data_message(1));
+        assert_eq!(
+            built([0, 0, 0, 0, 2, 0, 0], true).1,
+            GossipMessage::default()
+        );
+        conn_of(&built([0, 0, 0, 0, 3, 0, 0], true).1);
+
+        // The signature: good, none, one bit off, of other bytes; wrapping at four.
+        let sig = |k: u8| {
+            let (env, _) = built([0, 0, 0, 0, 0, k, 0], true);
+            (
+                env.signature.to_vec(),
+                TestOnlyHmacSecurity::hmac(&env.payload).to_vec(),
+            )
+        };
+        let (s, good) = sig(0);
+        assert_eq!(s, good);
+        assert!(sig(1).0.is_empty());
+        let (s, good) = sig(2);
+        assert_eq!(s[0], good[0] ^ 1);
+        assert_eq!(s[1..], good[1..]);
+        assert_eq!(sig(3).0, TestOnlyHmacSecurity::hmac(b"other"));
+        assert_eq!(sig(4), sig(0));
+
+        // The secret envelope: none, signed, unsigned; wrapping at three.
+        let secret = |k: u8| built([0, 0, 0, 0, 0, 0, k], true).0.secret_envelope;
+        let signed = secret(1).expect("a secret envelope");
+        assert_eq!(signed.payload.as_ref(), b"secret");
+        assert_eq!(
+            signed.signature.as_ref(),
+            TestOnlyHmacSecurity::hmac(b"secret")
+        );
+        let unsigned = secret(2).expect("a secret envelope");
+        assert_eq!(unsigned.payload.as_ref(), b"secret");
+        assert!(unsigned.signature.is_empty());
+        assert!(secret(3).is_none());
+    }
+
+    #[test]
+    fn the_oracle_names_each_check_a_crafted_hello_fails() {
+        let cfg = Config {
+            max_message_size: 4096,
+            max_identity_size: MAX_IDENTITY,
+            ..Config::default()
+        }
+        .with_tls(own_tls());
+        let presented = Some(cert(3, true));
+        let verdict = |v: [u8; 7]| oracle(&build_message(&crafted(v), true), &cfg, presented);
+        let z = PkiId::from(PEERS[3]);
+        assert_eq!(verdict([1, 1, 0, 0, 0, 0, 0]), Ok((z.clone(), false)));
+        assert_eq!(verdict([1, 1, 0, 1, 0, 0, 0]), Ok((z.clone(), true)));
+        assert_eq!(verdict([1, 1, 0, 0, 0, 0, 1]), Ok((z, false)));
+        for (v, label) in [
+            ([1, 1, 0, 0, 1, 0, 0], "wrong_type"),
+            ([1, 1, 0, 0, 2, 0, 0], "wrong_type"),
+            ([3, 1, 0, 0, 0, 0, 0], "no_pki_id"),
+            ([2, 2, 0, 0, 0, 0, 0], "own_pki_id"),
+            ([1, 6, 0, 0, 0, 0, 0], "identity_too_large"),
+            ([1, 3, 0, 0, 0, 0, 0], "no_identity"),
+            ([4, 4, 0, 0, 0, 0, 0], "invalid_identity"),
+            ([1, 0, 0, 0, 0, 0, 0], "identity_mismatch"),
+            ([5, 5, 0, 0, 0, 0, 0], "identity_expired"),
+            ([1, 1, 1, 0, 0, 0, 0], "tls_cert_hash_mismatch"),
+            ([1, 1, 2, 0, 0, 0, 0], "tls_cert_hash_mismatch"),
+            ([1, 1, 0, 0, 0, 1, 0], "unsigned"),
+            ([1, 1, 0, 0, 0, 2, 0], "bad_signature"),
+            ([1, 1, 0, 0, 0, 3, 0], "bad_signature"),
+            ([1, 1, 0, 0, 0, 0, 2], "bad_secret_envelope"),
+        ] {
+            assert_eq!(verdict(v), Err(label), "{v:?}");
+        }
+        // Without TLS the certificate hash is not looked at; nor is a missing one.
+        let no_tls = Config {
+            tls: None,
+            ..cfg.clone()
+        };
+        let wrong_hash = build_message(&crafted([1, 1, 1, 0, 0, 0, 0]), true);
+        assert!(oracle(&wrong_hash, &no_tls, None).is_ok());
+        assert_eq!(
+            oracle(&wrong_hash, &cfg, None),
+            Err("tls_cert_hash_mismatch")
+        );
+        let right_hash = build_message(&crafted([1, 1, 0, 0, 0, 0, 0]), true);
+        assert_eq!(
+            oracle(&right_hash, &cfg, None),
+            Err("tls_cert_hash_mismatch")
+        );
+        assert_eq!(oracle(&[0xff], &cfg, presented), Err("malformed"));
+        // A payload that is no GossipMessage.
+        let not_a_message = crate::scripted::envelope(vec![0xff], vec![1], None);
+        assert_eq!(oracle(&not_a_message, &cfg, presented), Err("malformed"));
+    }
+
+    /// A valid hello of `z-peer` grown to exactly `len` bytes by an unknown field, which
+    /// decoding skips.
+    fn hello_of_length(len: usize) -> Vec<u8> {
+        let mut bytes = build_message(&crafted([1, 1, 0, 0, 0, 0, 0]), true).to_vec();
+        // Field 15, length-delimited, with a three-byte length.
+        let pad = len - bytes.len() - 4;
+        let pad32 = u32::try_from(pad).expect("small");
+        bytes.extend_from_slice(&[
+            15 << 3 | 2,
+            (pad32 & 0x7f) as u8 | 0x80,
+            ((pad32 >> 7) & 0x7f) as u8 | 0x80,
+            (pad32 >> 14) as u8,
+        ]);
+        bytes.resize(len, 0);
+        assert_eq!(bytes.len(), len);
+        bytes
+    }
+
+    #[test]
+    fn the_oracle_refuses_a_first_message_one_byte_past_either_bound() {
+        let cfg = |max_message_size| Config {
+            max_message_size,
+            max_identity_size: MAX_IDENTITY,
+            ..Config::default()
+        };
+        let ok = Ok((PkiId::from(PEERS[3]), false));
+        // The message limit.
+        assert_eq!(oracle(&hello_of_length(4096), &cfg(4096), None), ok);
+        assert_eq!(
+            oracle(&hello_of_length(4097), &cfg(4096), None),
+            Err("malformed")
+        );
+        // The identity limit and 64 KiB, when the message limit is higher.
+        let bound = MAX_IDENTITY + 64 * 1024;
+        assert_eq!(oracle(&hello_of_length(bound), &cfg(usize::MAX), None), ok);
+        assert_eq!(
+            oracle(&hello_of_length(bound + 1), &cfg(usize::MAX), None),
+            Err("malformed")
+        );
+    }
+
+    /// A `handshake` case with a data message and a wait after the first message.
+    fn case(role: u8, tls: bool, cert: u8, expect: u8, first: [u8; 7]) -> HandshakeCase {
+        HandshakeCase {
+            role,
+            tls,
+            cert,
+            expect,
+            late: false,
+            first: crafted(first),
+            later: vec![
+                Later::Envelope(HandshakeMessage::Raw(
+                    SignedMessage::noop(data_message(5))
+                        .envelope_bytes()
+                        .to_vec(),
+                )),
+                Later::Wait(10),
+            ],
+        }
+    }
+
+    /// What the `handshake` target's checks compared for `case`: the oracle's verdict by
+    /// role, and for each later Envelope on an established stream the ways it went.
+    fn handshake_checks(case: &HandshakeCase) -> (Vec<String>, Vec<String>) {
+        let checks = checks_of(|| handshake(&encode_handshake(case)));
+        (
+            compared(&checks, "handshake"),
+            compared(&checks, "established"),
+        )
+    }
+
+    #[test]
+    fn each_role_of_the_handshake_target_checks_the_oracles_verdict() {
+        let z = "(0, Ok((z-peer:7051, false)))";
+        assert_eq!(
+            handshake_checks(&case(0, false, 0, 0, [1, 1, 0, 0, 0, 0, 0])),
+            (vec![z.to_owned()], vec!["1".to_owned()])
+        );
+        // Dialling a-peer and finding z-peer: checked, and no connection to send on.
+        for (role, expect) in [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)] {
+            let (verdicts, established) =
+                handshake_checks(&case(role, false, 0, expect, [1, 1, 0, 0, 0, 0, 0]));
+            assert_eq!(
+                verdicts,
+                vec![format!("({role}, Ok((z-peer:7051, false)))")],
+                "{role} {expect}"
+            );
+            let connected = role == 1 && expect != 0;
+            assert_eq!(established.len(), usize::from(connected), "{role} {expect}");
+        }
+        // Every role reads the first message wrapping at three.
+        assert_eq!(
+            handshake_checks(&case(3, false, 0, 0, [1, 1, 0, 0, 0, 0, 0])).0,
+            vec![z.to_owned()]
+        );
+        assert_eq!(
+            handshake_checks(&case(0, false, 0, 0, [1, 1, 0, 0, 0, 2, 0])),
+            (vec![r#"(0, Err("bad_signature"))"#.to_owned()], vec![])
+        );
+        // TLS: the certificate the remote presents, wrapping at three.
+        let a = "(0, Ok((a-peer:7051, false)))";
+        for (cert, verdict) in [(0, a), (2, r#"(0, Err("tls_cert_hash_mismatch"))"#), (3, a)] {
+            assert_eq!(
+                handshake_checks(&case(0, true, cert, 0, [0; 7])).0,
+                vec![verdict.to_owned()],
+                "{cert}"
+            );
+        }
+        // No certificate, or a first message after the deadline: nothing left to check.
+        assert_eq!(
+            handshake_checks(&case(0, true, 1, 0, [1, 1, 0, 0, 0, 0, 0])),
+            (vec![], vec![])
+        );
+        let late = HandshakeCase {
+            late: true,
+            ..case(0, false, 0, 0, [1, 1, 0, 0, 0, 0, 0])
+        };
+        assert_eq!(handshake_checks(&late), (vec![], vec![]));
+    }
+
+    #[test]
+    fn later_envelopes_on_an_established_stream_are_each_accounted_for() {
+        let mut c = case(0, false, 0, 0, [1, 1, 0, 0, 0, 0, 0]);
+        c.later = vec![
+            Later::Envelope(HandshakeMessage::Raw(vec![])),
+            Later::Envelope(crafted([1, 1, 0, 0, 1, 0, 0])),
+            Later::Envelope(HandshakeMessage::Raw(vec![0x0a, 2, 0xff, 0xff])),
+            Later::Wait(100),
+            Later::Envelope(crafted([1, 1, 0, 0, 1, 0, 0])),
+            Later::End,
+            Later::Envelope(crafted([1, 1, 0, 0, 1, 0, 0])),
+        ];
+        // Empty, delivered, malformed (which ends the stream); none after that.
+        assert_eq!(handshake_checks(&c).1, ["1", "1", "1"]);
+        // The later inputs are read wrapping at three: 3 is another Envelope.
+        let mut bytes = encode_handshake(&case(0, false, 0, 0, [1, 1, 0, 0, 0, 0, 0]));
+        bytes.truncate(
+            encode_handshake(&HandshakeCase {
+                later: vec![],
+                ..case(0, false, 0, 0, [1, 1, 0, 0, 0, 0, 0])
+            })
+            .len(),
+        );
+        bytes.extend_from_slice(&[3, 0, 3, 0, 0xff, 0xff, 0xff]);
+        let checks = checks_of(|| handshake(&bytes));
+        assert_eq!(compared(&checks, "established"), ["1"]);
+    }
+
+    #[test]
+    fn the_envelope_target_checks_verification_against_its_oracle() {
+        let sec = TestOnlyHmacSecurity::new("fuzz");
+        let payload = data_message(1).encode_to_vec();
+        let sign = |p: &[u8]| TestOnlyHmacSecurity::hmac(p).to_vec();
+        let secret = |sig: Vec<u8>| {
+            Some(SecretEnvelope {
+                payload: Bytes::from_static(b"secret"),
+                signature: sig.into(),
+            })
+        };
+        let verdict = |bytes: Bytes| compared(&checks_of(|| envelope(&bytes)), "verifies");
+        for (bytes, expected) in [
+            (
+                crate::scripted::envelope(payload.clone(), sign(&payload), None),
+                "true",
+            ),
+            (
+                crate::scripted::envelope(payload.clone(), vec![], None),
+                "false",
+            ),
+            (
+                crate::scripted::envelope(payload.clone(), vec![1; 32], None),
+                "false",
+            ),
+            (crate::scripted::envelope(vec![], sign(&[]), None), "false"),
+            (
+                crate::scripted::envelope(payload.clone(), sign(&payload), secret(sign(b"secret"))),
+                "true",
+            ),
+            (
+                crate::scripted::envelope(payload.clone(), sign(&payload), secret(vec![])),
+                "false",
+            ),
+            (
+                crate::scripted::envelope(payload.clone(), sign(&payload), secret(vec![2; 32])),
+                "false",
+            ),
+            (
+                crate::scripted::envelope(payload.clone(), vec![], secret(sign(b"secret"))),
+                "false",
+            ),
+        ] {
+            let env = Envelope::decode(bytes.clone()).expect("an Envelope");
+            assert_eq!(
+                verify_envelope(&sec, b"fuzz", &env).is_ok().to_string(),
+                expected
+            );
+            assert_eq!(verdict(bytes), [expected]);
+        }
+        // What does not decode has no verdict to check.
+        assert_eq!(verdict(Bytes::from_static(&[0xff])), Vec::<String>::new());
+        // A signed Envelope whose payload is no GossipMessage is still verified.
+        let junk = [0x0a, 1, 0xff];
+        let bytes = crate::scripted::envelope(junk.to_vec(), sign(&junk), None);
+        assert_eq!(verdict(bytes), ["true"]);
+    }
+
+    #[test]
+    fn the_gossip_message_target_feeds_each_message_to_an_established_connection() {
+        let received = |msg: &GossipMessage| {
+            let bytes = msg.encode_to_vec();
+            compared(&checks_of(|| gossip_message(&bytes)), "received")
+        };
+        assert_eq!(received(&data_message(3)), ["Some(\"data_msg\")"]);
+        assert_eq!(received(&GossipMessage::default()), ["None"]);
+        let ack = GossipMessage {
+            nonce: 4,
+            content: Some(gossip_message::Content::Ack(Acknowledgement::default())),
+            ..GossipMessage::default()
+        };
+        assert_eq!(received(&ack), ["Some(\"ack\")"]);
+        assert_eq!(
+            compared(&checks_of(|| gossip_message(&[0xff])), "received"),
+            Vec::<String>::new()
+        );
+    }
 }
