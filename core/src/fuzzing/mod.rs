@@ -1054,4 +1054,343 @@ mod tests {
             Vec::<String>::new()
         );
     }
+
+    #[test]
+    fn the_cast_gives_every_peer_and_role_its_own_certificate() {
+        let mut all = BTreeSet::new();
+        for k in 0..=PEERS.len() {
+            for client in [true, false] {
+                assert!(all.insert(cert(k, client)), "{k} {client}");
+            }
+        }
+        assert!(!all.contains(&WRONG_CERT));
+        assert_eq!(cert(1, true), [0x11; 32]);
+        assert_eq!(cert(2, false), [0x82; 32]);
+        assert_eq!(
+            (own_tls().client_cert_hash, own_tls().server_cert_hash),
+            (cert(PEERS.len(), true), cert(PEERS.len(), false))
+        );
+        for k in 0..=PEERS.len() {
+            let name = PEERS.get(k).copied().unwrap_or(ME);
+            assert_eq!(Driver::peer_of_endpoint(name), k);
+        }
+        assert_eq!(Driver::peer_of_endpoint("elsewhere:1"), PEERS.len());
+    }
+
+    #[test]
+    fn the_casts_hellos_carry_the_certificate_hash_asked_for() {
+        let hash = |k, inbound, kind| {
+            let env = Envelope::decode(d_hello(k, inbound, kind)).expect("an Envelope");
+            let msg = GossipMessage::decode(env.payload).expect("a GossipMessage");
+            conn_of(&msg).tls_cert_hash.to_vec()
+        };
+        assert_eq!(hash(2, true, 0), cert(2, true));
+        assert_eq!(hash(2, false, 0), cert(2, false));
+        assert_eq!(hash(9, false, 0), cert(PEERS.len(), false));
+        assert_eq!(hash(2, true, 1), WRONG_CERT);
+        assert!(hash(2, true, 2).is_empty());
+        assert_eq!(hash(2, true, 3), cert(2, true));
+        assert!(is_conn_establish(&d_hello(0, true, 0)));
+        let data = SignedMessage::noop(data_message(2))
+            .envelope_bytes()
+            .clone();
+        assert!(!is_conn_establish(&data));
+        assert!(!is_conn_establish(&Bytes::from_static(&[0xff])));
+        assert_eq!(data_seq(&data_message(7)), Some(7));
+        assert_eq!(
+            data_seq(&crate::data_message(7, Bytes::from_static(b"other"))),
+            None
+        );
+        let st = Stats {
+            sent: 3,
+            ..Stats::default()
+        };
+        let mut st = st;
+        st.handshake_failures[1] = 5;
+        let c = counters(&st);
+        assert_eq!(c.len(), st.counters().len() + st.handshake_failures.len());
+        assert_eq!(c[0], 3);
+        assert_eq!(c[st.counters().len() + 1], 5);
+    }
+
+    #[test]
+    fn the_casts_provider_refuses_revoked_and_expired_identities() {
+        let sec = security();
+        let ok =
+            |id: &str, at: Instant| crate::Security::validate_identity(&sec, id.as_bytes(), at);
+        let expiry = |id: &str| crate::Security::expiration(&sec, id.as_bytes()).expect("known");
+        assert!(ok(PEERS[0], t0()).is_ok());
+        assert_eq!(expiry(PEERS[0]), None);
+        assert_eq!(expiry(EXPIRED), Some(t0() - Duration::from_secs(1)));
+        assert_eq!(expiry(PEERS[4]), Some(t0() + Duration::from_secs(3)));
+        assert!(ok(REJECTED, t0()).is_err());
+        sec.revoked
+            .lock()
+            .expect("not poisoned")
+            .insert(PEERS[0].as_bytes().to_vec());
+        assert!(matches!(
+            ok(PEERS[0], t0()),
+            Err(crate::SecurityError::Revoked(_))
+        ));
+        assert!(ok(PEERS[1], t0()).is_ok());
+        assert_eq!(t0(), Instant::from_unix_secs(1_700_000_000));
+    }
+
+    #[test]
+    fn subscriptions_take_all_even_or_odd_sequence_numbers() {
+        let data = vec![Op::Data { stream: 0 }; 4];
+        let ops = [
+            vec![
+                Op::Subscribe { filter: 0 },
+                Op::Subscribe { filter: 1 },
+                Op::Subscribe { filter: 2 },
+                Op::Subscribe { filter: 3 },
+                Op::Accept { peer: 0, cert: 0 },
+                hello(0, THEM, 0),
+            ],
+            data,
+        ]
+        .concat();
+        let (cfg, _) = ROOMY.config();
+        let cfg = Config {
+            max_subscriptions: 4,
+            subscription_buffer: 4,
+            ..cfg
+        };
+        let mut d = Driver::new(cfg, 0);
+        let cfg = d.comm.config().clone();
+        for op in ops {
+            step(&mut d, &cfg, op);
+            d.check();
+        }
+        let hits: Vec<u64> = d
+            .sub_order
+            .iter()
+            .map(|s| d.subs[s].load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(hits, [4, 2, 2, 4]);
+        let seqs = |d: &mut Driver, k: usize| {
+            let sub = d.sub_order[k];
+            let mut v = Vec::new();
+            while let Some(m) = d.comm.poll_delivery(sub) {
+                v.push(data_seq(&m.message).expect("ours"));
+            }
+            v
+        };
+        assert_eq!(seqs(&mut d, 1), [2, 4]);
+        assert_eq!(seqs(&mut d, 2), [1, 3]);
+    }
+
+    /// A driver with `a-peer` connected on stream 0, room for 32 messages and operations.
+    fn roomy_connection() -> (Driver, Config) {
+        let (cfg, _) = ROOMY.config();
+        let cfg = Config {
+            send_buffer_size: 32,
+            write_window: 32,
+            max_operations: 32,
+            ..cfg
+        };
+        let mut d = Driver::new(cfg, 0);
+        let cfg = d.comm.config().clone();
+        for op in [Op::Accept { peer: 0, cert: 0 }, hello(0, THEM, 0)] {
+            step(&mut d, &cfg, op);
+        }
+        (d, cfg)
+    }
+
+    #[test]
+    fn the_driver_notes_the_last_sixteen_nonces_it_sees_written() {
+        let (mut d, cfg) = roomy_connection();
+        let ack = Op::SendWithAck {
+            peers: 0b1,
+            min_ack: 1,
+            timeout: 10,
+        };
+        for _ in 0..20 {
+            step(&mut d, &cfg, ack.clone());
+            d.check();
+        }
+        assert_eq!(d.sent.data_writes, 20);
+        assert_eq!(d.nonces.len(), 16);
+        assert!(d.nonces.iter().all(|n| *n != 0));
+        let distinct: BTreeSet<_> = d.nonces.iter().collect();
+        assert_eq!(distinct.len(), 16);
+        // An ack for the first nonce noted completes its operation.
+        let first = d.nonces[0];
+        assert_eq!(d.ops.len(), 20);
+        step(
+            &mut d,
+            &cfg,
+            Op::AckIn {
+                stream: 0,
+                nonce: 0,
+                error: false,
+            },
+        );
+        d.check();
+        assert_eq!(d.ops.len(), 19);
+        assert_eq!(d.comm.stats().acks_unmatched, 0);
+        // A made-up nonce (none noted) matches nothing.
+        let mut d = roomy_connection().0;
+        step(
+            &mut d,
+            &cfg,
+            Op::AckIn {
+                stream: 0,
+                nonce: 7,
+                error: true,
+            },
+        );
+        assert_eq!(d.comm.stats().acks_unmatched, 1);
+        assert_ne!(first, 7);
+    }
+
+    #[test]
+    fn sends_refused_at_once_are_not_promised() {
+        let ack = |peers| Op::SendWithAck {
+            peers,
+            min_ack: 1,
+            timeout: 10,
+        };
+        // No room to queue for a-peer, no connection slot for b-peer: both refused at once.
+        let (cfg, _) = ROOMY.config();
+        let cfg = Config {
+            max_connections: 0,
+            send_buffer_size: 0,
+            max_waiting_sends: 0,
+            ..cfg
+        };
+        let mut d = Driver::new(cfg, 0);
+        let cfg = d.comm.config().clone();
+        step(&mut d, &cfg, ack(0b11));
+        d.stop();
+        assert_eq!((d.sent.units, d.sent.wouldblock), (2, 2));
+        // A second peer of unknown PKI-ID while the first one's dial is in progress.
+        let (cfg, _) = ROOMY.config();
+        let mut d = Driver::new(cfg.clone(), 0);
+        let checks = checks_of(|| {
+            step(&mut d, &cfg, ack(0b1 | 1 << 5));
+            step(&mut d, &cfg, ack(0b10 | 1 << 5));
+            d.stop();
+        });
+        assert_eq!((d.sent.units, d.sent.wouldblock), (2, 1), "{checks:?}");
+        // The last check holds the promised message to what became of it.
+        assert!(
+            compared(&checks, "ledgers")
+                .last()
+                .is_some_and(|l| l.contains("stopped: true, promised: 1, accounted: 1")),
+            "{checks:?}"
+        );
+    }
+
+    #[test]
+    fn time_advances_by_what_the_driver_asks() {
+        let (mut d, _) = roomy_connection();
+        d.advance(Duration::from_millis(1500));
+        assert_eq!(d.now, t0() + Duration::from_millis(1500));
+        d.advance(Duration::from_millis(500));
+        assert_eq!(d.now, t0() + Duration::from_secs(2));
+    }
+
+    #[test]
+    fn input_reads_missing_bytes_as_zero_and_output_writes_what_it_reads() {
+        let mut i = Input::new(&[7, 0x34, 0x12, 3, 2, 3, 0, 1, 2]);
+        assert_eq!(i.u8(), 7);
+        assert_eq!(i.u16(), 0x1234);
+        assert!(i.bool());
+        assert!(!i.bool());
+        // A blob longer than what is left takes what is left.
+        assert_eq!(i.blob(), [1, 2]);
+        assert!(i.is_empty());
+        assert_eq!((i.u8(), i.u16(), i.bool()), (0, 0, false));
+        assert_eq!(i.blob(), [0u8; 0]);
+        assert!(!Input::new(&[1]).is_empty());
+
+        let mut o = Output::default();
+        o.u8(7);
+        o.u16(0x1234);
+        o.bool(true);
+        o.bool(false);
+        o.bytes(&[5, 6]);
+        o.blob(&[1, 2]);
+        assert_eq!(o.into_bytes(), [7, 0x34, 0x12, 1, 0, 5, 6, 2, 0, 1, 2]);
+        // A blob is cut at the largest length it can say.
+        let mut o = Output::default();
+        o.blob(&vec![9; usize::from(u16::MAX) + 3]);
+        let bytes = o.into_bytes();
+        assert_eq!(bytes.len(), 2 + usize::from(u16::MAX));
+        assert_eq!(bytes[..2], [0xff, 0xff]);
+        let mut i = Input::new(&bytes);
+        assert_eq!(i.blob().len(), usize::from(u16::MAX));
+        assert!(i.is_empty());
+    }
+
+    /// A fresh folder of the test's own under the system's temporary folder.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "fabric-gossip-core-fuzzing-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch folder");
+        dir
+    }
+
+    fn panics_on_x(data: &[u8]) {
+        assert!(!data.contains(&b'x'), "a finding");
+    }
+
+    #[test]
+    fn corpus_files_are_replayed_and_their_seeds_compared() {
+        if std::env::var_os("UPDATE_FUZZ_CORPUS").is_some() {
+            return; // The seeds would be rewritten, not compared.
+        }
+        let dir = scratch("corpus");
+        std::fs::write(dir.join("seed-a"), b"aaa").expect("written");
+        std::fs::write(dir.join("seed-b"), b"bxb").expect("written");
+        std::fs::write(dir.join("crash-c"), b"ccc").expect("written");
+        assert!(seed_in_step(&dir.join("seed-a"), b"aaa").expect("read"));
+        assert!(!seed_in_step(&dir.join("seed-a"), b"aab").expect("read"));
+        assert!(!seed_in_step(&dir.join("seed-none"), b"").expect("read"));
+
+        let (files, failing) = replay_corpus(&dir, panics_on_x).expect("replayed");
+        assert_eq!(files, 3);
+        assert_eq!(failing, [dir.join("seed-b")]);
+
+        let stale =
+            stale_seeds(&dir, [("a", b"aaa".to_vec()), ("b", b"bbb".to_vec())]).expect("compared");
+        assert_eq!(stale, [dir.join("seed-b").display().to_string()]);
+
+        let check = |seeds: Vec<(&str, Vec<u8>)>| {
+            std::panic::catch_unwind(|| check_corpus(&dir, panics_on_x, seeds, "p"))
+                .err()
+                .map(|e| e.downcast_ref::<String>().cloned().unwrap_or_default())
+        };
+        let stale = check(vec![("a", b"aab".to_vec())]).expect("stale");
+        assert!(
+            stale.contains("seeds differ") && stale.contains("-p p "),
+            "{stale}"
+        );
+        let failing = check(vec![("a", b"aaa".to_vec())]).expect("a failing file");
+        assert!(failing.contains("failing corpus inputs"), "{failing}");
+        std::fs::write(dir.join("seed-b"), b"bbb").expect("written");
+        assert_eq!(
+            check(vec![("a", b"aaa".to_vec()), ("b", b"bbb".to_vec())]),
+            None
+        );
+        let fewer = check(vec![
+            ("a", b"aaa".to_vec()),
+            ("b", b"bbb".to_vec()),
+            ("c", b"ccc".to_vec()),
+            ("d", b"ddd".to_vec()),
+        ]);
+        assert!(fewer.is_some(), "a seed missing from the folder is stale");
+        // As many files as seeds.
+        std::fs::remove_file(dir.join("crash-c")).expect("removed");
+        assert_eq!(
+            check(vec![("a", b"aaa".to_vec()), ("b", b"bbb".to_vec())]),
+            None
+        );
+        std::fs::remove_dir_all(&dir).expect("removed");
+    }
 }
