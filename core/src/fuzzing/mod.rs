@@ -1393,4 +1393,46 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).expect("removed");
     }
+
+    #[test]
+    fn every_op_that_makes_a_message_numbers_it_anew() {
+        let (mut d, cfg) = roomy_connection();
+        let ops = [
+            Op::Send { peers: 0b1 },
+            Op::SendWait { peer: 0 },
+            Op::SendWithAck {
+                peers: 0b1,
+                min_ack: 1,
+                timeout: 10,
+            },
+            Op::Respond { stream: 0 },
+            Op::Data { stream: 0 },
+        ];
+        for (n, op) in ops.into_iter().enumerate() {
+            step(&mut d, &cfg, op.clone());
+            d.check();
+            assert_eq!(d.seq, n as u64 + 1, "{op:?}");
+        }
+        assert_eq!(d.sent.units, 4);
+        assert_eq!(d.sent.data_writes, 4);
+    }
+
+    #[test]
+    fn sent_confirms_up_to_three_writes() {
+        let in_flight = |count: u8| {
+            let (mut d, cfg) = roomy_connection();
+            for _ in 0..4 {
+                step(&mut d, &cfg, Op::Send { peers: 0b1 });
+            }
+            step(&mut d, &cfg, Op::Sent { stream: 0, count });
+            d.check();
+            let s = d.stream_order[0];
+            d.comm.send_queue_len(s).expect("live").in_flight
+        };
+        // Four data writes in flight (a handshake's write is never confirmed).
+        assert_eq!(in_flight(0), 4);
+        assert_eq!(in_flight(2), 2);
+        assert_eq!(in_flight(6), 2);
+        assert_eq!(in_flight(3), 1);
+    }
 }
