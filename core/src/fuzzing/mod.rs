@@ -1435,4 +1435,52 @@ mod tests {
         assert_eq!(in_flight(6), 2);
         assert_eq!(in_flight(3), 1);
     }
+
+    #[test]
+    fn send_with_ack_takes_its_time_out_and_quorum_from_its_bytes() {
+        let (mut d, cfg) = roomy_connection();
+        for op in [Op::Accept { peer: 1, cert: 0 }, hello(1, THEM, 0)] {
+            step(&mut d, &cfg, op);
+        }
+        // 18 is 200 ms (in 100 ms, modulo 16); 6 is two acks (modulo 4).
+        step(
+            &mut d,
+            &cfg,
+            Op::SendWithAck {
+                peers: 0b11,
+                min_ack: 6,
+                timeout: 18,
+            },
+        );
+        let ack = |stream, k| Op::AckIn {
+            stream,
+            nonce: k,
+            error: false,
+        };
+        step(&mut d, &cfg, ack(0, 0));
+        assert_eq!(d.ops.len(), 1, "one ack of the two asked for");
+        d.advance(Duration::from_millis(150));
+        assert_eq!(d.ops.len(), 1, "not yet timed out");
+        d.advance(Duration::from_millis(100));
+        assert!(d.ops.is_empty(), "timed out at 200 ms");
+        d.check();
+
+        let (mut d, cfg) = roomy_connection();
+        for op in [Op::Accept { peer: 1, cert: 0 }, hello(1, THEM, 0)] {
+            step(&mut d, &cfg, op);
+        }
+        step(
+            &mut d,
+            &cfg,
+            Op::SendWithAck {
+                peers: 0b11,
+                min_ack: 6,
+                timeout: 18,
+            },
+        );
+        step(&mut d, &cfg, ack(0, 0));
+        step(&mut d, &cfg, ack(1, 0));
+        assert!(d.ops.is_empty(), "both acks in");
+        d.check();
+    }
 }
