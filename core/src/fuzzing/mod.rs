@@ -1181,13 +1181,15 @@ mod tests {
         assert_eq!(seqs(&mut d, 2), [1, 3]);
     }
 
-    /// A driver with `a-peer` connected on stream 0, room for 32 messages and operations.
+    /// A driver with `a-peer` connected on stream 0, room for 32 messages and operations
+    /// and for 8 deliveries a subscription.
     fn roomy_connection() -> (Driver, Config) {
         let (cfg, _) = ROOMY.config();
         let cfg = Config {
             send_buffer_size: 32,
             write_window: 32,
             max_operations: 32,
+            subscription_buffer: 8,
             ..cfg
         };
         let mut d = Driver::new(cfg, 0);
@@ -1482,5 +1484,106 @@ mod tests {
         step(&mut d, &cfg, ack(1, 0));
         assert!(d.ops.is_empty(), "both acks in");
         d.check();
+    }
+
+    #[test]
+    fn a_handle_made_up_from_parts_is_checked_as_live_exactly_when_it_is() {
+        let (mut d, cfg) = roomy_connection();
+        step(&mut d, &cfg, Op::Send { peers: 0b100 });
+        let sub = d.subscribe(0);
+        let (s, x) = (d.stream_order[0], d.dial_order[0]);
+        let part = |v: u32, wrap: u32| u8::try_from(v + wrap).expect("small");
+        let stale = |kind, index, generation| Op::StaleHandle {
+            kind,
+            index,
+            generation,
+        };
+        // Each part wraps: kind at three, index at eight, generation at four.
+        let ops = [
+            stale(3, part(s.index(), 8), part(s.generation(), 4)),
+            stale(4, part(x.index(), 8), part(x.generation(), 4)),
+            stale(5, part(sub.index(), 8), part(sub.generation(), 4)),
+            stale(0, part(s.index(), 1), part(s.generation(), 0)),
+            stale(1, part(x.index(), 0), part(x.generation(), 1)),
+            stale(2, part(sub.index(), 1), part(sub.generation(), 0)),
+        ];
+        let checks = checks_of(|| {
+            for op in ops {
+                step(&mut d, &cfg, op);
+            }
+        });
+        let other = |v: u32| (v + 1) % 8;
+        assert_eq!(
+            compared(&checks, "stale stream"),
+            [
+                format!("({s:?}, true)"),
+                format!("({:?}, false)", StreamId::from_parts(other(s.index()), 0)),
+            ]
+        );
+        assert_eq!(
+            compared(&checks, "stale dial"),
+            [
+                format!("({x:?}, true)"),
+                format!("({:?}, false)", DialId::from_parts(x.index(), 1)),
+            ]
+        );
+        // A live subscription is not checked as stale; another one is.
+        assert_eq!(
+            compared(&checks, "stale subscription"),
+            [format!(
+                "{:?}",
+                SubscriptionId::from_parts(other(sub.index()), 0)
+            )]
+        );
+        assert!(d.dial_failed.contains(&x));
+    }
+
+    #[test]
+    fn a_poll_takes_its_count_modulo_eight_plus_one() {
+        let (mut d, cfg) = roomy_connection();
+        d.subscribe(0);
+        for _ in 0..6 {
+            step(&mut d, &cfg, Op::Data { stream: 0 });
+        }
+        step(&mut d, &cfg, Op::Poll { sub: 0, count: 10 });
+        d.check();
+        assert_eq!(d.delivered.polled, 3);
+    }
+
+    #[test]
+    fn an_ack_out_acks_and_numbers_no_message() {
+        let (mut d, cfg) = roomy_connection();
+        let writes = d.sent.data_writes;
+        step(
+            &mut d,
+            &cfg,
+            Op::AckOut {
+                stream: 0,
+                nonce: 5,
+            },
+        );
+        d.check();
+        assert_eq!(d.seq, 0, "an ack is no new message");
+        assert_eq!(d.sent.data_writes, writes + 1);
+    }
+
+    #[test]
+    fn a_revocation_disconnects_the_peer_its_byte_names() {
+        let (mut d, cfg) = roomy_connection();
+        for op in [
+            Op::Accept { peer: 1, cert: 0 },
+            hello(1, THEM, 0),
+            Op::Accept { peer: 2, cert: 0 },
+            hello(2, THEM, 0),
+        ] {
+            step(&mut d, &cfg, op);
+        }
+        assert_eq!(d.comm.connections().len(), 3);
+        // 7 is y-peer (modulo five).
+        step(&mut d, &cfg, Op::Revoke { peer: 7 });
+        d.check();
+        assert!(d.comm.connection(&PkiId::from(PEERS[2])).is_none());
+        assert!(d.comm.connection(&PkiId::from(PEERS[1])).is_some());
+        assert!(d.comm.connection(&PkiId::from(PEERS[0])).is_some());
     }
 }

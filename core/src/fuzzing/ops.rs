@@ -734,6 +734,8 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                     let live = d.streams.get(&s).is_some_and(|st| !st.link.closed);
                     let r = d.comm.handle_sent(d.now, s, 0);
                     assert_eq!(r.is_ok(), live);
+                    #[cfg(test)]
+                    checked("stale stream", (s, live));
                 }
                 1 => {
                     let x = DialId::from_parts(index, generation);
@@ -744,12 +746,16 @@ pub(super) fn step(d: &mut Driver, cfg: &Config, op: Op) {
                     if live {
                         d.dial_failed.insert(x);
                     }
+                    #[cfg(test)]
+                    checked("stale dial", (x, live));
                 }
                 _ => {
                     let s = SubscriptionId::from_parts(index, generation);
                     if !d.live_subs.contains(&s) || d.stopped {
                         assert!(d.comm.poll_delivery(s).is_none());
                         assert_eq!(d.comm.unsubscribe(s), Err(Error::UnknownHandle));
+                        #[cfg(test)]
+                        checked("stale subscription", s);
                     }
                 }
             }
