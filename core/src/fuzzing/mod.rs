@@ -1484,6 +1484,27 @@ mod tests {
         step(&mut d, &cfg, ack(1, 0));
         assert!(d.ops.is_empty(), "both acks in");
         d.check();
+
+        // Of three peers, two acks are enough.
+        let (mut d, cfg) = roomy_connection();
+        for op in [
+            Op::Accept { peer: 1, cert: 0 },
+            hello(1, THEM, 0),
+            Op::Accept { peer: 2, cert: 0 },
+            hello(2, THEM, 0),
+            Op::SendWithAck {
+                peers: 0b111,
+                min_ack: 6,
+                timeout: 18,
+            },
+            ack(0, 0),
+        ] {
+            step(&mut d, &cfg, op);
+        }
+        assert_eq!(d.ops.len(), 1);
+        step(&mut d, &cfg, ack(1, 0));
+        assert!(d.ops.is_empty(), "two acks of three are enough");
+        d.check();
     }
 
     #[test]
