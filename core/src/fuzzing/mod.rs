@@ -1607,4 +1607,44 @@ mod tests {
         assert!(d.comm.connection(&PkiId::from(PEERS[1])).is_some());
         assert!(d.comm.connection(&PkiId::from(PEERS[0])).is_some());
     }
+
+    #[test]
+    fn messages_waiting_in_a_queue_are_accounted_for_while_they_wait() {
+        // One write in flight (a window of 0 counts as 1), one in the buffer, two waiting.
+        let (cfg, _) = ROOMY.config();
+        let cfg = Config {
+            write_window: 0,
+            send_buffer_size: 1,
+            max_waiting_sends: 2,
+            ..cfg
+        };
+        let mut d = Driver::new(cfg, 0);
+        let cfg = d.comm.config().clone();
+        for op in [Op::Accept { peer: 0, cert: 0 }, hello(0, THEM, 0)] {
+            step(&mut d, &cfg, op);
+        }
+        let ops = [
+            Op::Send { peers: 0b1 },
+            Op::SendWait { peer: 0 },
+            Op::SendWait { peer: 0 },
+            Op::SendWait { peer: 0 },
+        ];
+        let checks = checks_of(|| {
+            for op in ops {
+                step(&mut d, &cfg, op);
+                d.check();
+            }
+        });
+        let q = d.comm.send_queue_len(d.stream_order[0]).expect("live");
+        assert_eq!((q.buffered, q.waiting, q.in_flight), (1, 2, 1));
+        let ledgers = compared(&checks, "ledgers");
+        assert_eq!(ledgers.len(), 4);
+        for (n, l) in ledgers.iter().enumerate() {
+            let n = n + 1;
+            assert!(
+                l.contains(&format!("promised: {n}, accounted: {n},")),
+                "{l}"
+            );
+        }
+    }
 }
