@@ -323,6 +323,8 @@ pub fn handshake(data: &[u8]) {
         );
         if !(tls && presented.is_none()) {
             assert_eq!(d.comm.stats().handshake_failures_for("timeout"), 1);
+            #[cfg(test)]
+            checked("timed out", role);
         }
     }
     let live_before = d.comm.is_live_stream(s);

@@ -1647,4 +1647,79 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_handshake_target_checks_its_bounds_expectations_and_deadline() {
+        let verdicts = |c: &HandshakeCase| handshake_checks(c).0;
+        // The message and identity limits it sets: 4,096 bytes, 300.
+        let mut c = case(0, false, 0, 0, [0; 7]);
+        c.first = HandshakeMessage::Raw(hello_of_length(4097));
+        assert_eq!(verdicts(&c), [r#"(0, Err("malformed"))"#]);
+        assert_eq!(
+            verdicts(&case(0, false, 0, 0, [6, 6, 0, 0, 0, 0, 0])),
+            [r#"(0, Err("identity_too_large"))"#]
+        );
+        // Expecting no PKI-ID in particular, a dialling core takes a-peer too.
+        assert_eq!(
+            handshake_checks(&case(1, false, 0, 1, [0; 7])).1.len(),
+            1,
+            "connected"
+        );
+        // A dialled server presenting no certificate with TLS on: refused before reading.
+        assert_eq!(
+            handshake_checks(&case(1, true, 1, 1, [0; 7])),
+            (vec![], vec![])
+        );
+        // Every role's deadline, checked as a time-out unless refused before it.
+        for (role, tls, cert, timed_out) in [
+            (0, false, 0, true),
+            (0, false, 1, true),
+            (1, false, 1, true),
+            (0, true, 1, false),
+        ] {
+            let late = HandshakeCase {
+                late: true,
+                ..case(role, tls, cert, 0, [0; 7])
+            };
+            let checks = checks_of(|| handshake(&encode_handshake(&late)));
+            assert_eq!(
+                compared(&checks, "timed out"),
+                if timed_out {
+                    vec![role.to_string()]
+                } else {
+                    vec![]
+                },
+                "{role} {tls} {cert}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_oracle_takes_an_identity_exactly_at_its_bound_and_no_empty_secret() {
+        let cfg = Config {
+            max_message_size: 4096,
+            max_identity_size: MAX_IDENTITY,
+            ..Config::default()
+        };
+        let at_bound = vec![b'i'; MAX_IDENTITY];
+        let bytes = crate::scripted::conn_establish(&at_bound, &at_bound, &[], false, true);
+        assert_eq!(
+            oracle(&bytes, &cfg, None),
+            Ok((PkiId::from(at_bound), false))
+        );
+        // A secret envelope with an empty payload, signed as such, is refused.
+        let env = Envelope::decode(build_message(&crafted([1, 1, 0, 0, 0, 0, 0]), true))
+            .expect("an Envelope");
+        let env = Envelope {
+            secret_envelope: Some(SecretEnvelope {
+                payload: Bytes::new(),
+                signature: Bytes::copy_from_slice(&TestOnlyHmacSecurity::hmac(b"")),
+            }),
+            ..env
+        };
+        assert_eq!(
+            oracle(&env.encode_to_vec(), &cfg, None),
+            Err("bad_secret_envelope")
+        );
+    }
 }
