@@ -386,6 +386,8 @@ pub fn handshake(data: &[u8]) {
             (_, Ok((pki, _))) if !expect.is_empty() && expect != pki => {
                 assert_eq!(stats.handshake_failures_for("pki_id_mismatch"), 1);
                 assert!(!d.comm.is_live_stream(s) && d.ops.is_empty());
+                #[cfg(test)]
+                checked("pki_id_mismatch", (&expect, &pki));
             }
             (_, Ok(_)) => {
                 assert_eq!(stats.handshakes_ok, 1);

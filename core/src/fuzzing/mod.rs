@@ -1665,6 +1665,15 @@ mod tests {
             1,
             "connected"
         );
+        // A handshake() finding another peer than expected is checked as a mismatch.
+        let mismatch = |expect| {
+            let checks =
+                checks_of(|| handshake(&encode_handshake(&case(2, false, 0, expect, [0; 7]))));
+            compared(&checks, "pki_id_mismatch")
+        };
+        assert_eq!(mismatch(2), ["(z-peer:7051, a-peer:7051)"]);
+        assert_eq!(mismatch(0), Vec::<String>::new());
+        assert_eq!(mismatch(1), Vec::<String>::new());
         // A dialled server presenting no certificate with TLS on: refused before reading.
         assert_eq!(
             handshake_checks(&case(1, true, 1, 1, [0; 7])),
