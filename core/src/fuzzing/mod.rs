@@ -960,17 +960,25 @@ mod tests {
     #[test]
     fn later_envelopes_on_an_established_stream_are_each_accounted_for() {
         let mut c = case(0, false, 0, 0, [1, 1, 0, 0, 0, 0, 0]);
+        let ack = GossipMessage {
+            nonce: 9,
+            content: Some(gossip_message::Content::Ack(Acknowledgement::default())),
+            ..GossipMessage::default()
+        };
+        let ack = SignedMessage::noop(ack).envelope_bytes().to_vec();
         c.later = vec![
             Later::Envelope(HandshakeMessage::Raw(vec![])),
             Later::Envelope(crafted([1, 1, 0, 0, 1, 0, 0])),
-            Later::Envelope(HandshakeMessage::Raw(vec![0x0a, 2, 0xff, 0xff])),
             Later::Wait(100),
+            Later::Envelope(HandshakeMessage::Raw(ack)),
             Later::Envelope(crafted([1, 1, 0, 0, 1, 0, 0])),
+            Later::Envelope(HandshakeMessage::Raw(vec![0x0a, 2, 0xff, 0xff])),
             Later::End,
             Later::Envelope(crafted([1, 1, 0, 0, 1, 0, 0])),
         ];
-        // Empty, delivered, malformed (which ends the stream); none after that.
-        assert_eq!(handshake_checks(&c).1, ["1", "1", "1"]);
+        // Empty, delivered, an unmatched ack, delivered, malformed (which ends the
+        // stream); none after that.
+        assert_eq!(handshake_checks(&c).1, ["1"; 5]);
         // The later inputs are read wrapping at three: 3 is another Envelope.
         let mut bytes = encode_handshake(&case(0, false, 0, 0, [1, 1, 0, 0, 0, 0, 0]));
         bytes.truncate(
