@@ -1150,6 +1150,11 @@ mod tests {
         ));
         assert!(ok(PEERS[1], t0()).is_ok());
         assert_eq!(t0(), Instant::from_unix_secs(1_700_000_000));
+        // It signs as Fabric's test provider does (what the core's hello carries).
+        let sig = crate::Security::sign(&sec, b"hello").expect("signs");
+        assert_eq!(sig.as_ref(), TestOnlyHmacSecurity::hmac(b"hello"));
+        assert!(crate::Security::verify(&sec, ME.as_bytes(), &sig, b"hello").is_ok());
+        assert_eq!(crate::Security::own_identity(&sec).as_ref(), ME.as_bytes());
     }
 
     #[test]
