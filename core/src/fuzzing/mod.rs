@@ -1155,6 +1155,19 @@ mod tests {
         assert_eq!(sig.as_ref(), TestOnlyHmacSecurity::hmac(b"hello"));
         assert!(crate::Security::verify(&sec, ME.as_bytes(), &sig, b"hello").is_ok());
         assert_eq!(crate::Security::own_identity(&sec).as_ref(), ME.as_bytes());
+        // Organizations as the test provider has them (the cast names none: empty).
+        let plain = TestOnlyHmacSecurity::new(ME);
+        for id in [PEERS[0], PEERS[4], ME] {
+            let org = crate::Security::organization_of(&sec, id.as_bytes());
+            assert!(org.is_some(), "{id}");
+            assert_eq!(org, crate::Security::organization_of(&plain, id.as_bytes()));
+            let claimed = crate::Security::claimed_organization(&sec, id.as_bytes());
+            assert!(claimed.is_some(), "{id}");
+            assert_eq!(
+                claimed,
+                crate::Security::claimed_organization(&plain, id.as_bytes())
+            );
+        }
     }
 
     #[test]
