@@ -136,15 +136,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let with = |f: &dyn Fn(&mut [u8; 7])| {
         let mut v = [0u8; 7];
         f(&mut v);
-        HandshakeMessage::Crafted {
-            pki: v[0],
-            identity: v[1],
-            cert: v[2],
-            probe: v[3] == 1,
-            content: v[4],
-            signature: v[5],
-            secret: v[6],
-        }
+        HandshakeMessage::crafted(v)
     };
     let valid = with(&|_| {});
     // A remote claiming PKI-ID and identity choice `n` (see `Crafted::pki`).

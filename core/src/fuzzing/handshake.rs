@@ -27,6 +27,23 @@ pub enum HandshakeMessage {
     },
 }
 
+impl HandshakeMessage {
+    /// A crafted ConnEstablish from its seven choices in the order of
+    /// [`HandshakeMessage::Crafted`]'s fields (`probe` when its byte is 1): tests and seeds
+    /// name a case in one line, and all zero is a valid ConnEstablish of `a-peer`.
+    pub fn crafted(v: [u8; 7]) -> Self {
+        HandshakeMessage::Crafted {
+            pki: v[0],
+            identity: v[1],
+            cert: v[2],
+            probe: v[3] == 1,
+            content: v[4],
+            signature: v[5],
+            secret: v[6],
+        }
+    }
+}
+
 /// One input of the `handshake` target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandshakeCase {

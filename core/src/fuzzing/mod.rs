@@ -598,20 +598,6 @@ mod tests {
         assert!(d.dial_failed.is_empty());
     }
 
-    /// A crafted first message from its seven choices, in the order of the fields of
-    /// `HandshakeMessage::Crafted`; all zero is a valid ConnEstablish of `a-peer`.
-    fn crafted(v: [u8; 7]) -> HandshakeMessage {
-        HandshakeMessage::Crafted {
-            pki: v[0],
-            identity: v[1],
-            cert: v[2],
-            probe: v[3] == 1,
-            content: v[4],
-            signature: v[5],
-            secret: v[6],
-        }
-    }
-
     #[test]
     fn handshake_cases_encode_field_by_field() {
         let case = HandshakeCase {
@@ -622,7 +608,7 @@ mod tests {
             late: true,
             first: HandshakeMessage::Raw(vec![7, 8]),
             later: vec![
-                Later::Envelope(crafted([1, 2, 3, 1, 4, 5, 6])),
+                Later::Envelope(HandshakeMessage::crafted([1, 2, 3, 1, 4, 5, 6])),
                 Later::Wait(0x1234),
                 Later::End,
             ],
@@ -640,7 +626,7 @@ mod tests {
         );
         for m in [
             HandshakeMessage::Raw(vec![9; 3]),
-            crafted([1, 2, 3, 1, 4, 5, 6]),
+            HandshakeMessage::crafted([1, 2, 3, 1, 4, 5, 6]),
         ] {
             let mut o = Output::default();
             write_message(&mut o, &m);
@@ -652,7 +638,7 @@ mod tests {
         // Any odd first byte is a crafted message, any even one raw bytes.
         assert_eq!(
             read_message(&mut Input::new(&[3, 1, 2, 3, 1, 4, 5, 6])),
-            crafted([1, 2, 3, 1, 4, 5, 6])
+            HandshakeMessage::crafted([1, 2, 3, 1, 4, 5, 6])
         );
         assert_eq!(
             read_message(&mut Input::new(&[4, 1, 0, 9])),
@@ -663,7 +649,8 @@ mod tests {
     /// The Envelope and the ConnEstablish a crafted message builds, as the remote sends it
     /// to an accepting core (`inbound`) or to a dialling one.
     fn built(v: [u8; 7], inbound: bool) -> (Envelope, GossipMessage) {
-        let env = Envelope::decode(build_message(&crafted(v), inbound)).expect("an Envelope");
+        let env = Envelope::decode(build_message(&HandshakeMessage::crafted(v), inbound))
+            .expect("an Envelope");
         let msg = GossipMessage::decode(env.payload.clone()).expect("a GossipMessage");
         (env, msg)
     }
@@ -791,7 +778,13 @@ mod tests {
         }
         .with_tls(own_tls());
         let presented = Some(cert(3, true));
-        let verdict = |v: [u8; 7]| oracle(&build_message(&crafted(v), true), &cfg, presented);
+        let verdict = |v: [u8; 7]| {
+            oracle(
+                &build_message(&HandshakeMessage::crafted(v), true),
+                &cfg,
+                presented,
+            )
+        };
         let z = PkiId::from(PEERS[3]);
         assert_eq!(verdict([1, 1, 0, 0, 0, 0, 0]), Ok((z.clone(), false)));
         assert_eq!(verdict([1, 1, 0, 1, 0, 0, 0]), Ok((z.clone(), true)));
@@ -820,13 +813,13 @@ mod tests {
             tls: None,
             ..cfg.clone()
         };
-        let wrong_hash = build_message(&crafted([1, 1, 1, 0, 0, 0, 0]), true);
+        let wrong_hash = build_message(&HandshakeMessage::crafted([1, 1, 1, 0, 0, 0, 0]), true);
         assert!(oracle(&wrong_hash, &no_tls, None).is_ok());
         assert_eq!(
             oracle(&wrong_hash, &cfg, None),
             Err("tls_cert_hash_mismatch")
         );
-        let right_hash = build_message(&crafted([1, 1, 0, 0, 0, 0, 0]), true);
+        let right_hash = build_message(&HandshakeMessage::crafted([1, 1, 0, 0, 0, 0, 0]), true);
         assert_eq!(
             oracle(&right_hash, &cfg, None),
             Err("tls_cert_hash_mismatch")
@@ -840,7 +833,8 @@ mod tests {
     /// A valid hello of `z-peer` grown to exactly `len` bytes by an unknown field, which
     /// decoding skips.
     fn hello_of_length(len: usize) -> Vec<u8> {
-        let mut bytes = build_message(&crafted([1, 1, 0, 0, 0, 0, 0]), true).to_vec();
+        let mut bytes =
+            build_message(&HandshakeMessage::crafted([1, 1, 0, 0, 0, 0, 0]), true).to_vec();
         // Field 15, length-delimited, with a three-byte length.
         let pad = len - bytes.len() - 4;
         let pad32 = u32::try_from(pad).expect("small");
@@ -886,7 +880,7 @@ mod tests {
             cert,
             expect,
             late: false,
-            first: crafted(first),
+            first: HandshakeMessage::crafted(first),
             later: vec![
                 Later::Envelope(HandshakeMessage::Raw(
                     SignedMessage::noop(data_message(5))
@@ -968,13 +962,13 @@ mod tests {
         let ack = SignedMessage::noop(ack).envelope_bytes().to_vec();
         c.later = vec![
             Later::Envelope(HandshakeMessage::Raw(vec![])),
-            Later::Envelope(crafted([1, 1, 0, 0, 1, 0, 0])),
+            Later::Envelope(HandshakeMessage::crafted([1, 1, 0, 0, 1, 0, 0])),
             Later::Wait(100),
             Later::Envelope(HandshakeMessage::Raw(ack)),
-            Later::Envelope(crafted([1, 1, 0, 0, 1, 0, 0])),
+            Later::Envelope(HandshakeMessage::crafted([1, 1, 0, 0, 1, 0, 0])),
             Later::Envelope(HandshakeMessage::Raw(vec![0x0a, 2, 0xff, 0xff])),
             Later::End,
-            Later::Envelope(crafted([1, 1, 0, 0, 1, 0, 0])),
+            Later::Envelope(HandshakeMessage::crafted([1, 1, 0, 0, 1, 0, 0])),
         ];
         // Empty, delivered, an unmatched ack, delivered, malformed (which ends the
         // stream); none after that.
@@ -1474,25 +1468,27 @@ mod tests {
 
     #[test]
     fn send_with_ack_takes_its_time_out_and_quorum_from_its_bytes() {
-        let (mut d, cfg) = roomy_connection();
-        for op in [Op::Accept { peer: 1, cert: 0 }, hello(1, THEM, 0)] {
-            step(&mut d, &cfg, op);
-        }
-        // 18 is 200 ms (in 100 ms, modulo 16); 6 is two acks (modulo 4).
-        step(
-            &mut d,
-            &cfg,
-            Op::SendWithAck {
+        // Two peers connected and a SendWithAck to both: 18 is 200 ms (in 100 ms, modulo
+        // 16); 6 is two acks (modulo 4).
+        let awaiting_acks = || {
+            let (mut d, cfg) = roomy_connection();
+            for op in [Op::Accept { peer: 1, cert: 0 }, hello(1, THEM, 0)] {
+                step(&mut d, &cfg, op);
+            }
+            let send = Op::SendWithAck {
                 peers: 0b11,
                 min_ack: 6,
                 timeout: 18,
-            },
-        );
+            };
+            step(&mut d, &cfg, send);
+            (d, cfg)
+        };
         let ack = |stream, k| Op::AckIn {
             stream,
             nonce: k,
             error: false,
         };
+        let (mut d, cfg) = awaiting_acks();
         step(&mut d, &cfg, ack(0, 0));
         assert_eq!(d.ops.len(), 1, "one ack of the two asked for");
         d.advance(Duration::from_millis(150));
@@ -1501,19 +1497,7 @@ mod tests {
         assert!(d.ops.is_empty(), "timed out at 200 ms");
         d.check();
 
-        let (mut d, cfg) = roomy_connection();
-        for op in [Op::Accept { peer: 1, cert: 0 }, hello(1, THEM, 0)] {
-            step(&mut d, &cfg, op);
-        }
-        step(
-            &mut d,
-            &cfg,
-            Op::SendWithAck {
-                peers: 0b11,
-                min_ack: 6,
-                timeout: 18,
-            },
-        );
+        let (mut d, cfg) = awaiting_acks();
         step(&mut d, &cfg, ack(0, 0));
         step(&mut d, &cfg, ack(1, 0));
         assert!(d.ops.is_empty(), "both acks in");
@@ -1751,8 +1735,11 @@ mod tests {
             Ok((PkiId::from(at_bound), false))
         );
         // A secret envelope with an empty payload, signed as such, is refused.
-        let env = Envelope::decode(build_message(&crafted([1, 1, 0, 0, 0, 0, 0]), true))
-            .expect("an Envelope");
+        let env = Envelope::decode(build_message(
+            &HandshakeMessage::crafted([1, 1, 0, 0, 0, 0, 0]),
+            true,
+        ))
+        .expect("an Envelope");
         let env = Envelope {
             secret_envelope: Some(SecretEnvelope {
                 payload: Bytes::new(),
