@@ -961,10 +961,11 @@ fn turns_table(
     let (raw, plain, tls) = (rows[0], rows[1], rows[2]);
     let cell = |r: &Round, ns: f64, steal: Option<f64>| {
         format!(
-            "{:.2} M ({:.2} µs, {:.2} cores; {ns:.0} ns; steal {})",
+            "{:.2} M ({:.2} µs, {:.2} cores; {}; steal {})",
             r.rate() / 1e6,
             1e6 * r.cpu_secs / r.messages.max(1) as f64,
             r.cpu_secs / r.secs.max(1e-9),
+            common::core_to_core_text(ns),
             common::steal_text(steal, 0)
         )
     };
@@ -2601,11 +2602,11 @@ impl GroupStart {
 /// the hypervisor had put the two CPUs at the group's start and end.
 fn conditions(c0: GroupStart) -> String {
     format!(
-        "{}; steal {}; {:.0} → {:.0} ns",
+        "{}; steal {}; {} → {}",
         load1(),
         common::steal_text(common::VmTicks::steal_since(c0.ticks), 0),
-        c0.c2c_ns,
-        common::core_to_core_ns()
+        common::core_to_core_text(c0.c2c_ns),
+        common::core_to_core_text(common::core_to_core_ns())
     )
 }
 

@@ -467,7 +467,7 @@ fn hub(args: &[String]) -> Res<()> {
             "  fan-out {burst} ({which}): {rounds} x 1 KiB to all {n} = {total} deliveries in {:.3} s = {rate:.0} deliveries/s (goal >= 500000); \
              send calls took {:.3} s; dropped {dropped}; hub CPU {:.2} s ({:.2} µs/delivery), peers' CPU {:.2} s ({:.2} µs/delivery); {done}\n    \
              page faults: hub {fan_faults}, peers {child_faults} (the peers' RSS {:+.1} MiB); \
-             the two CPUs' cache-line round trip before and after it {c2c0:.0} / {c2c1:.0} ns; the host's steal {steal}; load {}\n    \
+             the two CPUs' cache-line round trip before and after it {} / {}; the host's steal {steal}; load {}\n    \
              hub VmRSS after {:.1} MiB = {after_conn:.1} KiB per connection beyond the empty node (goal <= 64)",
             fan_time.as_secs_f64(),
             sent_in.as_secs_f64(),
@@ -476,6 +476,8 @@ fn hub(args: &[String]) -> Res<()> {
             child_cpu.as_secs_f64(),
             child_cpu.as_secs_f64() * 1e6 / total as f64,
             child_growth / 1024.0,
+            common::core_to_core_text(c2c0),
+            common::core_to_core_text(c2c1),
             loadavg(),
             rss_end as f64 / 1024.0,
         );

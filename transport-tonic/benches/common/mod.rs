@@ -152,6 +152,18 @@ pub(crate) fn core_to_core_ns() -> f64 {
     ns
 }
 
+/// A [`core_to_core_ns`] reading as the reports print it. A reading above 10 µs is not a
+/// cache line's trip at all: the probe's other thread waited for a time slice because the
+/// other CPU was busy (another process, or a loaded host), so it says that instead of a
+/// figure the README's ranges (30-750 ns) would misread.
+pub(crate) fn core_to_core_text(ns: f64) -> String {
+    if ns > 10_000.0 {
+        "CPUs busy, not measured".to_string()
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
 /// This VM's CPU time so far, from the first line of `/proc/stat`, in clock ticks: all of
 /// it, and the part its host ran other work while a virtual CPU had work to do (steal).
 /// On a shared host steal is what makes a run slow while the load average looks quiet: a
