@@ -2120,4 +2120,155 @@ mod tests {
             json!({"event": "received", "from": "p", "nonce": 1, "content": "empty"})
         );
     }
+
+    /// `settings` for `fabric-gossip node` run with `flags`.
+    fn settings_of(flags: &[&str]) -> Result<Settings, String> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let args = T::try_parse_from(std::iter::once("node").chain(flags.iter().copied()))
+            .unwrap_or_else(|e| panic!("{flags:?}: {e}"))
+            .node;
+        settings(&args).map_err(|ConfigError(e)| e)
+    }
+
+    /// A core.yaml in a directory of its own (`msp/` there is a folder), holding `yaml`; the
+    /// directory and the file's path.
+    fn core_yaml(yaml: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("msp")).expect("msp/");
+        std::fs::write(dir.path().join("present.crt"), "").expect("present.crt");
+        let core = dir.path().join("core.yaml");
+        std::fs::write(&core, yaml).expect("write core.yaml");
+        let core = core.to_str().expect("UTF-8").to_owned();
+        (dir, core)
+    }
+
+    /// The file's MSP is the node's unless a flag chose an identity (the test identity or
+    /// another MSP folder); its two keys go together, and its folder must be one.
+    #[test]
+    fn the_core_yaml_s_msp_is_taken_unless_the_flags_choose_an_identity() {
+        let yaml = "peer:\n  listenAddress: 127.0.0.1:0\n  mspConfigPath: msp\n  \
+                    localMspId: Org1MSP\n";
+        let (dir, core) = core_yaml(yaml);
+        let from_file = settings_of(&["--config", &core]).expect("settings");
+        assert_eq!(from_file.identity.msp_dir, Some(dir.path().join("msp")));
+        assert_eq!(from_file.identity.msp_id.as_deref(), Some("Org1MSP"));
+        let test = settings_of(&["--config", &core, "--test-identity"]).expect("settings");
+        assert!(test.identity.test_identity);
+        assert_eq!((test.identity.msp_dir, test.identity.msp_id), (None, None));
+        let other = dir.path().join("other");
+        let other_s = other.to_str().expect("UTF-8");
+        let flags = [
+            "--config",
+            &core,
+            "--msp-dir",
+            other_s,
+            "--msp-id",
+            "Org2MSP",
+        ];
+        let flagged = settings_of(&flags).expect("settings");
+        assert_eq!(flagged.identity.msp_dir, Some(other));
+        assert_eq!(flagged.identity.msp_id.as_deref(), Some("Org2MSP"));
+
+        let (_dir, lone) = core_yaml("peer:\n  listenAddress: 127.0.0.1:0\n  mspConfigPath: msp\n");
+        let e = settings_of(&["--config", &lone]).err().expect("refused");
+        assert!(e.contains("go together"), "{e}");
+        let (_dir, file) =
+            core_yaml(&yaml.replace("mspConfigPath: msp", "mspConfigPath: core.yaml"));
+        let e = settings_of(&["--config", &file]).err().expect("refused");
+        assert!(e.contains("is not a directory"), "{e}");
+    }
+
+    /// The file's peer TLS is taken only when enabled and no TLS flag is given; a client
+    /// root that is not there is left out unless clientAuthRequired, when the node's start
+    /// reads it (and fails, naming it); a client certificate needs its key.
+    #[test]
+    fn the_core_yaml_s_tls_is_taken_when_enabled_with_the_client_roots_that_exist() {
+        let yaml = |enabled: bool, required: bool, client: &str| {
+            format!(
+                "peer:\n  listenAddress: 127.0.0.1:0\n  tls:\n    enabled: {enabled}\n    \
+                 clientAuthRequired: {required}\n    cert:\n      file: server.crt\n    \
+                 key:\n      file: server.key\n    clientRootCAs:\n      files:\n        \
+                 - present.crt\n        - absent.crt\n{client}"
+            )
+        };
+        let (_dir, off) = core_yaml(&yaml(false, false, ""));
+        let tls = settings_of(&["--config", &off, "--test-identity"])
+            .expect("settings")
+            .tls;
+        assert_eq!(tls.tls_cert, None);
+        assert!(!tls.from_config);
+
+        let (dir, on) = core_yaml(&yaml(true, false, ""));
+        let tls = settings_of(&["--config", &on, "--test-identity"])
+            .expect("settings")
+            .tls;
+        assert_eq!(tls.tls_cert, Some(dir.path().join("server.crt")));
+        assert_eq!(tls.tls_ca, [dir.path().join("present.crt")]);
+        assert!(tls.from_config && !tls.require_client_certificate);
+
+        let (dir, required) = core_yaml(&yaml(true, true, ""));
+        let tls = settings_of(&["--config", &required, "--test-identity"])
+            .expect("settings")
+            .tls;
+        assert_eq!(
+            tls.tls_ca,
+            [
+                dir.path().join("present.crt"),
+                dir.path().join("absent.crt")
+            ]
+        );
+        assert!(tls.require_client_certificate);
+
+        let (_dir, half) = core_yaml(&yaml(true, false, "    clientCert:\n      file: c.crt\n"));
+        let e = settings_of(&["--config", &half, "--test-identity"])
+            .err()
+            .expect("refused");
+        assert!(e.contains("go together"), "{e}");
+    }
+
+    /// `metrics.provider: prometheus` serves /metrics; any other provider does not; without a
+    /// file it is served.
+    #[test]
+    fn metrics_are_served_as_the_core_yaml_s_provider_says() {
+        let metrics = |provider: &str| {
+            let yaml =
+                format!("peer:\n  listenAddress: 127.0.0.1:0\nmetrics:\n  provider: {provider}\n");
+            let (_dir, core) = core_yaml(&yaml);
+            settings_of(&["--config", &core, "--test-identity"])
+                .expect("settings")
+                .metrics
+        };
+        assert!(metrics("prometheus"));
+        assert!(!metrics("disabled"));
+        let flags = ["--listen", "127.0.0.1:0", "--test-identity"];
+        assert!(settings_of(&flags).expect("settings").metrics);
+    }
+
+    /// The membership layer runs when asked, from a core.yaml, or with any of its flags, and
+    /// not otherwise; it advertises the file's peer.address only when the file's
+    /// listenAddress is what the node binds (no --listen) and no --endpoint is given.
+    #[test]
+    fn membership_runs_when_asked_and_advertises_the_file_s_address_as_its_peer() {
+        let member = |flags: &[&str]| settings_of(flags).expect("settings").membership;
+        let plain = ["--listen", "127.0.0.1:0", "--test-identity"];
+        assert!(member(&plain).is_none());
+        assert!(member(&[&plain[..], &["--membership"]].concat()).is_some());
+        let bootstrap = member(&[&plain[..], &["--bootstrap", "127.0.0.1:7051"]].concat());
+        assert_eq!(bootstrap.expect("on").bootstrap, ["127.0.0.1:7051"]);
+
+        let (_dir, core) =
+            core_yaml("peer:\n  listenAddress: 127.0.0.1:0\n  address: 10.0.0.5:7051\n");
+        let file = ["--config", &core, "--test-identity"];
+        let endpoint = |flags: &[&str]| member(flags).expect("on").endpoint;
+        assert_eq!(endpoint(&file).as_deref(), Some("10.0.0.5:7051"));
+        let listen = [&file[..], &["--listen", "127.0.0.1:0"]].concat();
+        assert_eq!(endpoint(&listen), None);
+        let own = [&file[..], &["--endpoint", "10.0.0.6:7051"]].concat();
+        assert_eq!(endpoint(&own).as_deref(), Some("10.0.0.6:7051"));
+    }
 }
