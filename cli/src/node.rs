@@ -2271,4 +2271,50 @@ mod tests {
         let own = [&file[..], &["--endpoint", "10.0.0.6:7051"]].concat();
         assert_eq!(endpoint(&own).as_deref(), Some("10.0.0.6:7051"));
     }
+
+    /// The operations service is served over TLS from the flags, else from the file's
+    /// `operations.tls.*` when enabled; there, client CAs are optional unless
+    /// clientAuthRequired.
+    #[test]
+    fn the_operations_service_s_tls_comes_from_the_flags_or_the_core_yaml() {
+        let tls = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../msp/tests/fixtures/channel/peers/peer0.org1.example.com/tls"
+        );
+        let (cert, key) = (format!("{tls}/server.crt"), format!("{tls}/server.key"));
+        let plain = ["--listen", "127.0.0.1:0", "--test-identity"];
+        let ops = [&plain[..], &["--operations", "127.0.0.1:0"]].concat();
+        assert!(
+            settings_of(&ops)
+                .expect("settings")
+                .operations_tls
+                .is_none()
+        );
+        let flags = [
+            &ops[..],
+            &["--operations-tls-cert", &cert, "--operations-tls-key", &key],
+        ];
+        assert!(
+            settings_of(&flags.concat())
+                .expect("settings")
+                .operations_tls
+                .is_some()
+        );
+
+        let yaml = |required: bool| {
+            format!(
+                "peer:\n  listenAddress: 127.0.0.1:0\noperations:\n  listenAddress: 127.0.0.1:0\n  \
+                 tls:\n    enabled: true\n    clientAuthRequired: {required}\n    cert:\n      \
+                 file: {cert}\n    key:\n      file: {key}\n"
+            )
+        };
+        let (_dir, open) = core_yaml(&yaml(false));
+        let set = settings_of(&["--config", &open, "--test-identity"]).expect("settings");
+        assert!(set.operations.is_some() && set.operations_tls.is_some());
+        let (_dir, required) = core_yaml(&yaml(true));
+        let e = settings_of(&["--config", &required, "--test-identity"])
+            .err()
+            .expect("refused");
+        assert!(e.contains("clientAuthRequired needs"), "{e}");
+    }
 }
