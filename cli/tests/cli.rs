@@ -2486,6 +2486,8 @@ fn node_output_never_blocks_commands() {
         .and_then(|d| d.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no drop count in the summary:\n{err}"));
     assert!(dropped > 0, "{err}");
+    // The last lines, `stopped` among them, could not be written either; the log says so.
+    assert!(err.contains("stdout is not being read"), "{err}");
 }
 
 /// Issue 10: SIGTERM (systemd, docker stop) stops like SIGINT: the "stopped" line and the
@@ -2499,6 +2501,8 @@ fn node_stops_cleanly_on_sigterm() {
         n.wait("stopped", is("stopped"));
         let err = n.stderr();
         assert!(err.contains("stopped; sent"), "{sig}: {err}");
+        // Its stdout is read: the last lines were written.
+        assert!(!err.contains("stdout is not being read"), "{sig}: {err}");
     }
 }
 
