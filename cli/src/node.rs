@@ -1981,6 +1981,16 @@ mod tests {
         assert_eq!(lines_of(&vec![b'w'; MAX_LINE + 100], 8192), [too_long]);
     }
 
+    /// A line's end is one LF or CRLF: MAX_LINE bytes of text and a carriage return before
+    /// a CRLF is a longer line, refused as soon as the bound is passed (so no line is held
+    /// in memory past MAX_LINE and a CRLF), and the next line is read.
+    #[test]
+    fn a_carriage_return_before_a_crlf_counts_towards_max_line() {
+        let too_long = Err(format!("line longer than {MAX_LINE} bytes ignored"));
+        let crcrlf = [&vec![b'u'; MAX_LINE][..], b"\r\r\nnext\n"].concat();
+        assert_eq!(lines_of(&crcrlf, 8192), [too_long, Ok("next".to_owned())]);
+    }
+
     /// The sender's name is kept for a run of its messages and made anew for the next sender.
     #[test]
     fn a_sender_s_name_is_shown_anew_when_the_sender_changes() {
