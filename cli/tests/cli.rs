@@ -2548,6 +2548,26 @@ fn node_runs_on_after_end_of_stdin_unless_asked() {
     n.wait("stopped", is("stopped"));
 }
 
+/// `stop` waits for the queued messages at most as long as a send to a peer being dialled
+/// may take (the dial timeout and two connection timeouts: 7 s by default), then stops and
+/// says so, when a peer that stopped reading keeps them unsent.
+#[test]
+fn a_stop_waits_for_a_peer_that_stopped_reading_as_long_as_a_dial_may_take() {
+    let (a, _, mut b) = connected_pair(&[]);
+    signal(&a.pid(), "-STOP");
+    // Far more than the connection's flow-control windows and socket buffers hold.
+    let line = "x".repeat(1 << 20);
+    for _ in 0..32 {
+        b.send_line(&line);
+    }
+    b.send_line(r#"{"cmd":"stop"}"#);
+    let code = b.exit_within(EVENT);
+    signal(&a.pid(), "-CONT");
+    assert_eq!(code, Some(0));
+    let log = b.stderr();
+    assert!(log.contains("messages still unsent after 7 s"), "{log}");
+}
+
 /// A script's last sends go out before `--exit-on-eof` (or `stop`) stops the node, even to
 /// a peer it must dial first: before, the node stopped at once and dropped them (3 runs of
 /// 3), and its summary said nothing was dropped. A send that cannot go out is counted in
