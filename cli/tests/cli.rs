@@ -2613,19 +2613,25 @@ fn the_last_sends_of_a_script_go_out_before_it_stops() {
 /// With real identities a send without `"pki_id"` first learns the peer's PKI-ID by a
 /// handshake, in a task of the command's own: the stop waits for that too, then for the
 /// message to be written (the node's queues alone were empty meanwhile, and the message
-/// was lost).
+/// was lost). Two peers whose PKI-IDs are learnt at once each get their own message (sent
+/// with no PKI-ID, both would be one peer to the node: one dial, one connection).
 #[test]
 fn the_last_sends_go_out_with_real_identities_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     let listen = ["--listen", "127.0.0.1:0"];
-    let a = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
-    let a: Vec<&str> = listen.into_iter().chain(strs(&a)).collect();
-    let mut receiver = Daemon::start(&a, true, true, None);
-    let addr = receiver.wait("listening", is("listening"))["addr"]
-        .as_str()
-        .expect("addr")
-        .to_owned();
+    let start_receiver = |peer: &str| {
+        let a = msp_flags(dir.path(), peer, ORG_A, ORG_B);
+        let a: Vec<&str> = listen.into_iter().chain(strs(&a)).collect();
+        let mut receiver = Daemon::start(&a, true, true, None);
+        let addr = receiver.wait("listening", is("listening"))["addr"]
+            .as_str()
+            .expect("addr")
+            .to_owned();
+        (receiver, addr)
+    };
+    let (mut receiver, addr) = start_receiver("peer0");
+    let (mut other, other_addr) = start_receiver("peer1");
     let b = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
     let b: Vec<&str> = listen
         .into_iter()
@@ -2634,17 +2640,21 @@ fn the_last_sends_go_out_with_real_identities_too() {
         .collect();
     let mut sender = Daemon::start(&b, true, true, None);
     sender.wait("listening", is("listening"));
-    sender.send_line(&format!(
-        "{{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"last words\"}}"
-    ));
+    for (to, data) in [(&addr, "last words"), (&other_addr, "other words")] {
+        sender.send_line(&format!(
+            "{{\"cmd\":\"send\",\"to\":\"{to}\",\"data\":\"{data}\"}}"
+        ));
+    }
     drop(sender.stdin.take());
     assert_eq!(sender.exit_within(EVENT), Some(0));
-    receiver.wait("received", |v| {
-        is("received")(v) && v["text"] == "last words"
-    });
+    for (r, data) in [(&mut receiver, "last words"), (&mut other, "other words")] {
+        let got = r.wait(data, is("received"));
+        assert_eq!(got["text"], data, "{got}");
+    }
     let log = sender.stderr();
-    assert!(log.contains("stopped; sent 1, dropped 0"), "{log}");
+    assert!(log.contains("stopped; sent 2, dropped 0"), "{log}");
     receiver.stop_ok();
+    other.stop_ok();
 }
 
 /// The field names of a counter struct, from its Debug output (`Name { a: 0, b: [0, 0] }`).
