@@ -4231,6 +4231,30 @@ fn stats_count_the_membership_lines_and_their_bytes() {
     a.stop();
 }
 
+/// The `membership` line (the whole table) comes out at once for the first change, then at
+/// most twice a second however fast members join: the changes meanwhile are folded into the
+/// next line.
+#[test]
+fn membership_lines_come_at_most_twice_a_second_however_fast_members_join() {
+    let fast = ["--alive-interval", "500ms", "--alive-expiration", "3s"];
+    let t0 = Instant::now();
+    let a_args = [&TEST_NODE[..], &["--membership"], &fast].concat();
+    let mut a = NodeProc::start(&a_args);
+    let b_args = [&TEST_NODE[..], &["--bootstrap", a.addr.as_str()], &fast].concat();
+    let joiners: Vec<NodeProc> = (0..12).map(|_| NodeProc::start(&b_args)).collect();
+    a.wait("membership with every joiner", |v| {
+        is("membership")(v) && {
+            let alive = member_ids(v, true);
+            joiners.iter().all(|j| alive.contains(&j.pki))
+        }
+    });
+    // Measured from before A started, so never shorter than A's own time.
+    let elapsed = t0.elapsed();
+    let lines = a.seen.iter().filter(|v| is("membership")(v)).count();
+    let most = 1 + usize::try_from(elapsed.as_millis() / 500).expect("small");
+    assert!(lines <= most, "{lines} membership lines in {elapsed:?}");
+}
+
 /// peer0 of OrgAMSP with the membership layer, without one of its flags (`name` and its
 /// value; the last such with `last`).
 fn org_a_member_without(root: &Path, name: &str, last: bool) -> NodeProc {
