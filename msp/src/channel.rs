@@ -219,11 +219,16 @@ impl TrustStore {
             reason,
         };
         let decode = |what: &str, e: prost::DecodeError| bad(format!("{what}: {e}"));
-        let block = Block::decode(block).map_err(|e| decode("not a common.Block", e))?;
+        let not_config = |reason: String| LoadError::NotAConfigBlock {
+            source: source.to_owned(),
+            reason,
+        };
+        let block =
+            Block::decode(block).map_err(|e| not_config(format!("not a common.Block: {e}")))?;
         let first = block
             .data
             .and_then(|d| d.data.into_iter().next())
-            .ok_or_else(|| bad("the block holds no transaction".into()))?;
+            .ok_or_else(|| not_config("the block holds no transaction".into()))?;
         let envelope = Envelope::decode(first).map_err(|e| decode("envelope", e))?;
         let payload = Payload::decode(envelope.payload).map_err(|e| decode("payload", e))?;
         let header = payload
@@ -232,9 +237,9 @@ impl TrustStore {
         let channel = ChannelHeader::decode(header.channel_header)
             .map_err(|e| decode("channel header", e))?;
         if channel.r#type != HEADER_TYPE_CONFIG {
-            return Err(bad(format!(
-                "not a configuration block (header type {}, a configuration is {HEADER_TYPE_CONFIG}); \
-                 fetch one with `peer channel fetch config`",
+            return Err(not_config(format!(
+                "header type {}, a configuration is {HEADER_TYPE_CONFIG}; fetch one with \
+                 `peer channel fetch config`",
                 channel.r#type
             )));
         }

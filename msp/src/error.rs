@@ -87,6 +87,16 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// A file given as a channel configuration block is not one: not a `common.Block`, an
+    /// empty block, or a block of another kind (transactions). Apart from
+    /// [`Config`](Self::Config), whose "bad MSP configuration" would send the user looking
+    /// at MSPs when the wrong file was given.
+    NotAConfigBlock {
+        /// The file (or a description of an in-memory input).
+        source: String,
+        /// What it is instead, or why it does not decode.
+        reason: String,
+    },
     /// A private key could not be parsed or uses an unsupported curve.
     Key {
         /// The file (or a description of an in-memory input).
@@ -143,6 +153,9 @@ impl fmt::Display for LoadError {
             LoadError::Crl { source, reason } => write!(f, "{source}: bad CRL: {reason}"),
             LoadError::Config { source, reason } => {
                 write!(f, "{source}: bad MSP configuration: {reason}")
+            }
+            LoadError::NotAConfigBlock { source, reason } => {
+                write!(f, "{source}: not a configuration block ({reason})")
             }
             LoadError::Key { source, reason } => write!(f, "{source}: bad private key: {reason}"),
             LoadError::KeyMismatch { certificate, keys } => write!(
