@@ -65,9 +65,11 @@ fn level(s: &str) -> Result<(&'static str, &'static str), SpecError> {
         // Not Fabric's, but tracing has them and people type them.
         "trace" => ("trace", "trace"),
         "off" => ("off", "off"),
+        // Every name accepted above, so that the list is the whole choice.
         other => {
             return Err(SpecError(format!(
-                "unknown level {other:?} (debug, info, warning, error, panic, fatal)"
+                "unknown level {other:?} (payload, debug, info, notice, warn, warning, \
+                 error, critical, dpanic, panic, fatal, trace, off)"
             )));
         }
     })
@@ -912,11 +914,29 @@ pub(crate) mod tests {
                 .err()
                 .map(|e| e.to_string()),
             Some(
-                "--log-spec \"gossip=nope\": unknown level \"nope\" (debug, info, warning, \
-                 error, panic, fatal)"
+                "--log-spec \"gossip=nope\": unknown level \"nope\" (payload, debug, info, \
+                 notice, warn, warning, error, critical, dpanic, panic, fatal, trace, off)"
                     .to_owned()
             )
         );
+    }
+
+    /// README walk-through finding 8: the error listed six levels of the thirteen
+    /// accepted. Every name it lists is accepted, and every accepted one is listed.
+    #[test]
+    fn the_unknown_level_error_lists_every_accepted_level() {
+        let e = level("loud").unwrap_err().0;
+        let (_, list) = e.split_once('(').expect("a list");
+        let names: Vec<&str> = list.trim_end_matches(')').split(", ").collect();
+        for name in &names {
+            assert!(level(name).is_ok(), "{name} listed but refused");
+        }
+        for name in [
+            "payload", "debug", "info", "notice", "warn", "warning", "error", "critical", "dpanic",
+            "panic", "fatal", "trace", "off",
+        ] {
+            assert!(level(name).is_ok() && names.contains(&name), "{name}: {e}");
+        }
     }
 
     #[test]
