@@ -332,10 +332,19 @@ impl Source<'_> {
         match text.as_str() {
             "true" | "1" | "t" => Ok(Some(true)),
             "false" | "0" | "f" => Ok(Some(false)),
-            _ => Err(ConfigError(format!(
-                "{}: expected true or false",
-                self.what(key, &raw)
-            ))),
+            // The accepted words, as Go's ParseBool names them for a variable (any case
+            // is read here); a file also takes YAML 1.1's words, as yaml.v2 does.
+            _ => Err(ConfigError(match &raw {
+                Raw::Env(..) => format!(
+                    "{}: expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, \
+                     False (Go's ParseBool)",
+                    self.what(key, &raw)
+                ),
+                Raw::File(_) => format!(
+                    "{}: expected true or false (or 1, 0, t, f, yes, no, y, n, on, off)",
+                    self.what(key, &raw)
+                ),
+            })),
         }
     }
 
@@ -1205,7 +1214,12 @@ mod tests {
         // A variable keeps Go's strconv.ParseBool words: `yes` there is no boolean.
         std::fs::write(&path, nested("peer.tls.enabled", "false")).expect("write");
         let env = |name: &str| (name == "CORE_PEER_TLS_ENABLED").then(|| "yes".to_owned());
-        assert!(load_with(&path, &env).is_err());
+        // README walk-through finding 13: the error lists the words a variable takes.
+        assert_eq!(
+            load_with(&path, &env).expect_err("yes").0,
+            "peer.tls.enabled (from CORE_PEER_TLS_ENABLED): expected one of 1, t, T, TRUE, \
+             true, True, 0, f, F, FALSE, false, False (Go's ParseBool)"
+        );
     }
 
     /// `peer.address` must end in a port number: a name after the last colon is no port.
