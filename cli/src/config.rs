@@ -21,6 +21,9 @@ pub(crate) struct GossipConfig {
     pub(crate) external_endpoint: Option<String>,
     /// `bootstrap`: peers to learn membership from at start.
     pub(crate) bootstrap: Vec<String>,
+    /// Where `bootstrap` came from (the key and the file or variable), for messages about
+    /// its values.
+    pub(crate) bootstrap_from: String,
     /// `dialTimeout`: bound on opening a connection.
     pub(crate) dial_timeout: Option<Duration>,
     /// `connTimeout`: bound on the Ping and each handshake step.
@@ -613,6 +616,7 @@ pub(crate) fn load_with(
                 .into_iter()
                 .map(|b| src.checked_endpoint("peer.gossip.bootstrap", b))
                 .collect::<Result<_, _>>()?,
+            bootstrap_from: src.named("peer.gossip.bootstrap"),
             dial_timeout: src.interval("peer.gossip.dialTimeout")?,
             conn_timeout: src.interval("peer.gossip.connTimeout")?,
             recv_buff_size: src.count("peer.gossip.recvBuffSize")?,

@@ -24,6 +24,10 @@ pub(crate) struct MembershipArgs {
     /// Repeatable.
     #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_endpoint)]
     pub(crate) bootstrap: Vec<String>,
+    /// Where `bootstrap` came from when not from the flag (core.yaml's key and its file or
+    /// variable), so that warnings about its values name what to edit.
+    #[arg(skip)]
+    pub(crate) bootstrap_from: Option<String>,
     /// The address peers of this organization reach this node at, carried in its signed
     /// alive messages (peer.gossip.endpoint). Default: the address bound by --listen.
     #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_endpoint)]
@@ -121,8 +125,9 @@ impl MembershipArgs {
 
     /// Fills what the flags left out from a core.yaml's `peer.gossip.*` (flags win).
     pub(crate) fn merge_file(&mut self, g: &GossipConfig) {
-        if self.bootstrap.is_empty() {
+        if self.bootstrap.is_empty() && !g.bootstrap.is_empty() {
             self.bootstrap.clone_from(&g.bootstrap);
+            self.bootstrap_from = Some(g.bootstrap_from.clone());
         }
         if self.endpoint.is_none() {
             self.endpoint.clone_from(&g.endpoint);
@@ -210,9 +215,13 @@ impl MembershipArgs {
         }
         let cfg = self.config(bound);
         for b in self.own_bootstraps(&cfg) {
+            let named = match &self.bootstrap_from {
+                Some(from) => format!("{from}: {b}"),
+                None => format!("--bootstrap {b}"),
+            };
             tracing::warn!(
                 target: crate::logging::TARGET,
-                "--bootstrap {b} is this node's own endpoint: skipped, as Fabric skips it"
+                "{named} is this node's own endpoint: skipped, as Fabric skips it"
             );
         }
         let shown = (cfg.internal_endpoint.clone(), cfg.external_endpoint.clone());
@@ -1264,6 +1273,25 @@ mod tests {
             "{log}"
         );
         assert!(!log.contains("--bootstrap peer1.org1:7051"), "{log}");
+        // README walk-through finding 12: a value from core.yaml is named by its key and
+        // file, not by a flag that was not given.
+        let mut m = MembershipArgs::default();
+        m.merge_file(&crate::config::GossipConfig {
+            bootstrap: vec!["127.0.0.1:7051".into()],
+            bootstrap_from: "peer.gossip.bootstrap (from --config cfg/core.yaml)".into(),
+            ..Default::default()
+        });
+        let log = logged(|| {
+            m.layer(loopback).expect("valid");
+        });
+        assert!(
+            log.contains(
+                "peer.gossip.bootstrap (from --config cfg/core.yaml): 127.0.0.1:7051 is this \
+                 node's own endpoint: skipped"
+            ),
+            "{log}"
+        );
+        assert!(!log.contains("--bootstrap"), "{log}");
     }
 
     /// A check interval longer than the expiration is refused naming both flags and the
