@@ -3,7 +3,7 @@
 //! (measured on the same kind of machine) and the goals, as a Markdown table.
 //!
 //! ```text
-//! cargo run --release -p fabric-gossip-tonic --example bench_report            # ~60 s
+//! cargo run --release -p fabric-gossip-tonic --example bench_report            # ~70 s
 //! cargo run --release -p fabric-gossip-tonic --example bench_report -- --quick # ~10 s
 //! cargo run --release -p fabric-gossip-tonic --example bench_report -- --only tls
 //! ```
@@ -123,7 +123,7 @@ share of this VM's CPU time its host took for other guests (steal): above 2 % th
 marked as one from a loaded machine.
 
 Options:
-  --quick           short rounds (~10 s in all instead of ~60 s)
+  --quick           short rounds (~10 s in all instead of ~70 s)
   --only WORKLOAD   run one group: raw (with HTTP/2 alone), plain, tls, ratio (raw TCP,
                     plaintext and TLS taking turns round by round: issue 12's ratios),
                     blocks (64 KiB messages, plaintext and TLS), fabric, drops, acks or
