@@ -321,10 +321,10 @@ fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
             // and where it came from rather than the flag it stands for.
             if let Some(dir) = identity.msp_dir.as_ref().filter(|d| !d.is_dir()) {
                 return Err(ConfigError(format!(
-                    "{}: {} is not a directory (expected an MSP folder with signcerts/ and \
-                     keystore/)",
+                    "{}: {}: {} (expected an MSP folder with signcerts/ and keystore/)",
                     f.named("peer.mspConfigPath"),
-                    dir.display()
+                    dir.display(),
+                    crate::opts::not_a_dir(dir)
                 )));
             }
         }

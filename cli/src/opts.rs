@@ -72,12 +72,41 @@ pub(crate) fn trust_store(
 ) -> Result<TrustStore, ConfigError> {
     let mut store = TrustStore::new();
     for (msp, path) in trust {
-        store
-            .add_path(msp, path)
-            .map_err(|e| ConfigError(format!("--trust {msp}={}: {e}", path.display())))?;
+        store.add_path(msp, path).map_err(|e| {
+            ConfigError(format!(
+                "--trust {msp}={}: {e}{}",
+                path.display(),
+                msp_subfolder_hint(path)
+            ))
+        })?;
     }
     add_channel_configs(&mut store, blocks)?;
     Ok(store)
+}
+
+/// A hint when `dir` is an organization or peer folder (one holding its MSP folder as
+/// `msp/`, as cryptogen and keygen lay them out) instead of the MSP folder itself, the
+/// usual slip: its errors name a missing signcerts/ or root CA, not the folder meant.
+pub(crate) fn msp_subfolder_hint(dir: &Path) -> String {
+    let msp = dir.join("msp");
+    let is_msp_dir = ["cacerts", "signcerts"]
+        .iter()
+        .any(|d| dir.join(d).is_dir());
+    if msp.is_dir() && !is_msp_dir {
+        format!("\n  hint: did you mean {}?", msp.display())
+    } else {
+        String::new()
+    }
+}
+
+/// Why `dir`, which is no directory, cannot be an MSP folder: a missing path and a file
+/// call for different fixes.
+pub(crate) fn not_a_dir(dir: &Path) -> &'static str {
+    if dir.exists() {
+        "not a directory"
+    } else {
+        "does not exist"
+    }
 }
 
 /// Adds the MSPs of every channel configuration block in `blocks` to `trust`; returns the
@@ -146,8 +175,22 @@ impl PkiForm {
     pub(crate) fn parse(self, s: &str, what: &str) -> Result<PkiId, String> {
         match self {
             PkiForm::Text => Ok(PkiId::from(s)),
-            PkiForm::Hex => hex::decode(s).map(PkiId::from).map_err(|e| {
-                format!("{what} {s:?}: MSP PKI-IDs are written in hex (64 digits): {e}")
+            // The reason in words a user can act on (the hex crate's "Odd number of
+            // digits" for an endpoint typed here said nothing useful).
+            PkiForm::Hex => hex::decode(s).map(PkiId::from).map_err(|_| {
+                let why = match s.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+                    Some((i, c)) => format!(
+                        "{c:?} (character {}) is not a hex digit",
+                        s[..i].chars().count() + 1
+                    ),
+                    None => format!("it has {} digits, an odd number", s.len()),
+                };
+                let endpoint = if s.contains(':') {
+                    "; an endpoint stands for the PKI-ID only under --test-identity"
+                } else {
+                    ""
+                };
+                format!("{what} {s:?}: MSP PKI-IDs are written in hex (64 digits): {why}{endpoint}")
             }),
         }
     }
@@ -267,12 +310,17 @@ impl IdentityArgs {
         let trust = self.trust_from_flags()?;
         if !dir.is_dir() {
             return Err(ConfigError(format!(
-                "--msp-dir {}: not a directory (expected an MSP folder with signcerts/ and keystore/)",
-                dir.display()
+                "--msp-dir {}: {} (expected an MSP folder with signcerts/ and keystore/)",
+                dir.display(),
+                not_a_dir(dir)
             )));
         }
         let security = MspSecurity::from_msp_dir(dir, id, trust).map_err(|e| {
-            ConfigError(format!("--msp-dir {} (--msp-id {id}): {e}", dir.display()))
+            ConfigError(format!(
+                "--msp-dir {} (--msp-id {id}): {e}{}",
+                dir.display(),
+                msp_subfolder_hint(dir)
+            ))
         })?;
         Ok(Identity::Msp(Box::new(security)))
     }
@@ -713,6 +761,24 @@ mod tests {
             e.starts_with("--peer \"xyz\": MSP PKI-IDs are written in hex"),
             "{e}"
         );
+        // README walk-through finding 18: no "Odd number of digits" for an endpoint.
+        assert_eq!(
+            PkiForm::Hex.parse("127.0.0.1:27052", "--expect-pki-id"),
+            Err(
+                "--expect-pki-id \"127.0.0.1:27052\": MSP PKI-IDs are written in hex (64 \
+                 digits): '.' (character 4) is not a hex digit; an endpoint stands for the \
+                 PKI-ID only under --test-identity"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            PkiForm::Hex.parse("abc", "--expect-pki-id"),
+            Err(
+                "--expect-pki-id \"abc\": MSP PKI-IDs are written in hex (64 digits): it \
+                 has 3 digits, an odd number"
+                    .to_owned()
+            )
+        );
         let test = Identity::Test;
         assert_eq!(test.pki_form(), PkiForm::Text);
         assert!(test.msp_id().is_none() && test.trust_summary().is_none());
@@ -751,17 +817,44 @@ mod tests {
         let e = a.load(true).err().expect("an empty MSP ID");
         assert_eq!(e.0, "--msp-id: the MSP ID is empty");
         a.msp_id = Some("Org1MSP".into());
+        // README walk-through finding 11: a missing path is not called "not a directory".
         let e = a.load(true).err().expect("no such folder");
         assert!(
-            e.0.starts_with("--msp-dir ") && e.0.contains("not a directory"),
+            e.0.starts_with("--msp-dir ") && e.0.contains("msp: does not exist (expected"),
             "{e}"
         );
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").expect("write");
+        a.msp_dir = Some(file);
+        let e = a.load(true).err().expect("a file");
+        assert!(e.0.contains("file: not a directory (expected"), "{e}");
         a.msp_dir = Some(dir.path().to_path_buf());
         let e = a.load(true).err().expect("an empty folder");
         assert!(e.0.contains("(--msp-id Org1MSP): "), "{e}");
+        assert!(!e.0.contains("hint"), "{e}");
+        // README walk-through finding 10: an organization or peer folder (with msp/ in it)
+        // given for its MSP folder gets a hint naming the MSP folder.
+        std::fs::create_dir(dir.path().join("msp")).expect("mkdir");
+        let hint = format!(
+            "\n  hint: did you mean {}?",
+            dir.path().join("msp").display()
+        );
+        let e = a.load(true).err().expect("a peer folder");
+        assert!(e.0.ends_with(&hint), "{e}");
+        a.msp_dir = Some(dir.path().join("msp"));
+        a.trust = vec![("Org2MSP".into(), dir.path().to_path_buf())];
+        let e = a
+            .load(true)
+            .err()
+            .expect("an organization folder as --trust");
+        assert!(
+            e.0.starts_with("--trust Org2MSP=") && e.0.ends_with(&hint),
+            "{e}"
+        );
         a.trust = vec![("Org2MSP".into(), dir.path().join("nowhere"))];
         let e = a.load(true).err().expect("a missing --trust folder");
         assert!(e.0.starts_with("--trust Org2MSP="), "{e}");
+        assert!(!e.0.contains("hint"), "{e}");
     }
 
     /// TLS errors name the flag and the file, or the core.yaml key when the settings came

@@ -49,9 +49,9 @@ pub(crate) struct HandshakeArgs {
     /// The peer's gossip endpoint.
     #[arg(value_name = "ADDR", value_parser = opts::parse_endpoint)]
     addr: String,
-    /// Fail unless the peer proves this PKI-ID: the endpoint string under --test-identity,
-    /// hex (64 digits) with an MSP identity.
-    #[arg(long, value_name = "HEX|STRING")]
+    /// Fail unless the peer proves this PKI-ID: hex (64 digits) with an MSP identity; the
+    /// peer's endpoint only under --test-identity (where the endpoint is the PKI-ID).
+    #[arg(long, value_name = "HEX|ENDPOINT")]
     expect_pki_id: Option<String>,
     #[command(flatten)]
     probe: ProbeArgs,

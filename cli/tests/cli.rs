@@ -4843,3 +4843,72 @@ fn propagate_iterations_runs_and_stats_count_impostors() {
     assert_eq!(st["membership"]["alive_impostors"], 0, "{st}");
     a.stop();
 }
+
+/// README walk-through findings 10, 11 and 18 through the binary: a missing `--msp-dir`
+/// is said not to exist, a peer folder given for its MSP folder gets a hint naming
+/// DIR/msp, and an endpoint given to `--expect-pki-id` with an MSP identity is told apart
+/// from hex without the hex crate's "Odd number of digits".
+#[test]
+fn msp_folder_mistakes_are_named_as_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let peer = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com");
+    let p = |x: &Path| x.to_str().expect("utf-8").to_owned();
+    let missing = p(&dir.path().join("nope/msp"));
+    let identity = |msp: &str| {
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--msp-dir",
+            msp,
+            "--msp-id",
+            ORG_A.0,
+        ]
+        .map(str::to_owned)
+    };
+    let r = run_expect(
+        &strs(&[&["node".to_owned()][..], &identity(&missing)].concat()),
+        2,
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("--msp-dir {missing}: does not exist (expected")),
+        "{}",
+        r.all()
+    );
+    let r = run_expect(
+        &strs(&[&["node".to_owned()][..], &identity(&p(&peer))].concat()),
+        2,
+    );
+    let hint = format!("hint: did you mean {}?", p(&peer.join("msp")));
+    assert!(r.stderr.contains(&hint), "{}", r.all());
+    let org = dir.path().join("peerOrganizations/b.example.com");
+    let trust = format!("{}={}", ORG_B.0, p(&org));
+    let mut args = identity(&p(&peer.join("msp"))).to_vec();
+    args.extend(["--trust".to_owned(), trust]);
+    let r = run_expect(&strs(&[&["node".to_owned()][..], &args].concat()), 2);
+    let hint = format!("hint: did you mean {}?", p(&org.join("msp")));
+    assert!(r.stderr.contains(&hint), "{}", r.all());
+    let r = run_expect(
+        &[
+            "handshake",
+            "127.0.0.1:1",
+            "--msp-dir",
+            &p(&peer.join("msp")),
+            "--msp-id",
+            ORG_A.0,
+            "--expect-pki-id",
+            "127.0.0.1:27052",
+        ],
+        2,
+    );
+    assert!(!r.stderr.contains("Odd number"), "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("an endpoint stands for the PKI-ID only under --test-identity"),
+        "{}",
+        r.all()
+    );
+}
