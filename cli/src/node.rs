@@ -1037,11 +1037,13 @@ impl State {
                         out.command_error(format!("send to {}: {e}", peer.endpoint));
                     }
                 }
+                // The shape of the node's own presumed_dead events: a peer dialled
+                // without a PKI-ID is named by its endpoint, and the cause is "reason".
                 Err(e) => out.emit(&json!({
                     "event": "presumed_dead",
-                    "peer": "",
+                    "peer": peer.endpoint,
                     "endpoint": peer.endpoint,
-                    "error": e,
+                    "reason": e,
                 })),
             }
         });

@@ -4912,3 +4912,31 @@ fn msp_folder_mistakes_are_named_as_they_are() {
         r.all()
     );
 }
+
+/// README walk-through finding 20: a send without `"pki_id"` under an MSP identity whose
+/// peer cannot be authenticated printed `presumed_dead` with `"peer":""` and `"error"`;
+/// a consumer keyed on the documented `"peer"`/`"reason"` lost it. It has the node's own
+/// shape now: the peer named by its endpoint, the cause under `"reason"`.
+#[test]
+fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
+    let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
+        .into_iter()
+        .chain(strs(&flags))
+        .collect();
+    let mut n = Daemon::start(&args, true, true, None);
+    n.wait("listening", is("listening"));
+    // Port 1: privileged and unused, so nobody answers the handshake that learns the PKI-ID.
+    n.send_line(r#"{"cmd":"send","to":"127.0.0.1:1","data":"x"}"#);
+    let dead = n.wait("presumed_dead", is("presumed_dead"));
+    assert_eq!(dead["peer"], "127.0.0.1:1", "{dead}");
+    assert_eq!(dead["endpoint"], "127.0.0.1:1", "{dead}");
+    assert!(dead.get("error").is_none(), "{dead}");
+    assert!(
+        dead["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{dead}"
+    );
+    n.stop_ok();
+}
