@@ -828,6 +828,8 @@ struct State {
     reload: Option<Reload>,
     /// When the `membership` line (the whole table) may be printed after changes.
     tables: membership::TablePacer,
+    /// The `--peer` endpoints: where a plain line goes while no peer is connected yet.
+    dials: Vec<String>,
 }
 
 /// What reloading the trust store needs: the flags it was read from, and the running
@@ -1114,8 +1116,7 @@ impl State {
             })
             .collect();
         if peers.is_empty() {
-            self.out
-                .command_error("no connected peer to send the line to (use --peer or send)");
+            self.broadcast_to_dials(text);
             return;
         }
         self.text_seq += 1;
@@ -1127,6 +1128,39 @@ impl State {
                 "to": peers.iter().map(|p| self.form.show(&p.pki_id)).collect::<Vec<_>>(),
             })),
             Err(e) => self.out.command_error(format!("send: {e}")),
+        }
+    }
+
+    /// A plain line read while no peer is connected: a script piping lines into
+    /// `node --peer X` reads them before the `--peer` connections are up, so each goes to
+    /// the `--peer` endpoints as `{"cmd":"send","to":X}` would, queued behind the dial (or
+    /// the handshake that learns the PKI-ID). A dial that fails reports the peer presumed
+    /// dead and the summary counts the line dropped. Refused only when there is no `--peer`.
+    fn broadcast_to_dials(&mut self, text: &str) {
+        if self.dials.is_empty() {
+            self.out.command_error(
+                "no connected peer to send the line to, and no --peer was given \
+                 (give --peer, or use {\"cmd\":\"send\",\"to\":ADDR,\"data\":TEXT})",
+            );
+            return;
+        }
+        self.text_seq += 1;
+        let msg = SignedMessage::noop(data_message(self.text_seq, text.as_bytes(), 0));
+        let mut to = Vec::new();
+        for d in self.dials.clone() {
+            let pki = match self.form {
+                PkiForm::Text => PkiId::from(d.as_str()),
+                PkiForm::Hex => PkiId::default(),
+            };
+            match self.send_to(msg.clone(), RemotePeer::new(d.clone(), pki)) {
+                Ok(()) => to.push(d),
+                Err(e) => self.out.command_error(format!("send to {d}: {e}")),
+            }
+        }
+        if !to.is_empty() {
+            // Named by endpoint: with an MSP identity the PKI-ID is not known yet.
+            self.out
+                .emit(&json!({"event": "sent", "seq": self.text_seq, "to": to}));
         }
     }
 
@@ -1450,6 +1484,7 @@ async fn serve(
         text_seq: 0,
         reload,
         tables: membership::TablePacer::new(tokio::time::Instant::now()),
+        dials: args.peer.clone(),
     };
     for p in &args.peer {
         let pki = match form {

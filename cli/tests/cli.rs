@@ -4940,3 +4940,44 @@ fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
     );
     n.stop_ok();
 }
+
+/// README walk-through finding 4: `printf 'hello\n' | node --peer X --exit-on-eof` read the
+/// line before the `--peer` connection was up, refused it ("use --peer", which was given)
+/// and never sent it. A plain line read while no peer is connected goes to the `--peer`
+/// endpoints, queued behind the dial as `{"cmd":"send","to":X}` is; with no `--peer` the
+/// refusal says so.
+#[test]
+fn a_piped_plain_line_waits_for_the_peer_connection() {
+    let (mut receiver, addr) = test_daemon(&[]);
+    let args = [&TEST_NODE[..], &["--peer", &addr, "--exit-on-eof"]].concat();
+    let mut sender = Daemon::start(&args, true, true, None);
+    // Written at once, as a pipe would: read before the dial to `addr` is done.
+    sender.send_line("hello");
+    drop(sender.stdin.take());
+    assert_eq!(sender.exit_within(EVENT), Some(0));
+    let got = receiver.wait("received hello", |v| {
+        is("received")(v) && v["text"] == "hello"
+    });
+    assert_eq!(got["seq"], 1, "{got}");
+    let sent = sender.wait("sent", is("sent"));
+    assert_eq!(sent["to"], serde_json::json!([addr]), "{sent}");
+    assert!(
+        !sender.seen.iter().any(is("command_error")),
+        "{:?}",
+        sender.seen
+    );
+    let log = sender.stderr();
+    assert!(log.contains("dropped 0"), "{log}");
+
+    let (mut lone, _) = test_daemon(&[]);
+    lone.send_line("anyone?");
+    let err = lone.wait("command_error", is("command_error"));
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no --peer was given")),
+        "{err}"
+    );
+    lone.stop_ok();
+    receiver.stop_ok();
+}
