@@ -177,8 +177,15 @@ with an MSP identity):
   {\"event\":\"disconnected\",\"peer\":PKI,\"conn\":C,\"reason\":TEXT,\"connections_left\":N}
                                                            N > 0: another connection to the
                                                            peer remains (crossing dials)
-  {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT}
-  {\"event\":\"presumed_dead\",\"peer\":PKI}                     a send could not get a connection
+  {\"event\":\"handshake_failed\",\"remote\":ADDR,\"error\":TEXT,\"inbound\":BOOL}
+                                                           (and \"hint\" for a dial of ours)
+  {\"event\":\"presumed_dead\",\"peer\":PKI,\"endpoint\":E,\"reason\":TEXT}
+                                                           a send could not get a connection
+                                                           (PKI: the endpoint when the PKI-ID
+                                                           was never learnt)
+  {\"event\":\"identity_switch\",\"peer\":PKI}                   a peer came back with another
+                                                           certificate (a renewal): its old
+                                                           identity is dropped
   {\"event\":\"received\",\"from\":PKI,\"nonce\":N,\"content\":NAME,\"data_hex\":HEX,\"seq\":N}
                                                            (and \"text\" when the data is UTF-8,
                                                            \"channel\" and \"tag\" unless empty;
@@ -192,7 +199,16 @@ with an MSP identity):
   {\"event\":\"command_error\",\"error\":TEXT}                   a stdin line that could not be run
   {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was queued for
                                                            these peers (one that cannot be
-                                                           written is dropped and counted)
+                                                           written is dropped and counted);
+                                                           read while no peer is connected,
+                                                           it goes to the --peer endpoints,
+                                                           queued behind their dials, and
+                                                           \"to\" names those endpoints
+  {\"event\":\"stats\",...}                                    the counters ({\"cmd\":\"stats\"})
+  {\"event\":\"members\",...}                                  the membership table
+                                                           ({\"cmd\":\"members\"})
+  {\"event\":\"trust_reloaded\",\"by\":BY,...}, {\"event\":\"trust_reload_failed\",\"by\":BY,...}
+                                                           see reload_trust under COMMANDS
   {\"event\":\"probed\",\"peer\":PKI,\"endpoint\":E}               a peer ran Fabric's Handshake on us
   {\"event\":\"identity_purged\",\"peer\":PKI,\"reason\":R}          comm let go of a peer's identity:
                                                            \"identity_unused\" (nothing used it
@@ -232,8 +248,9 @@ COMMANDS (stdin, one per line):
   {\"cmd\":\"stats\"}     print the node's counters as a \"stats\" event
   {\"cmd\":\"reload_trust\"}   read --trust and --msp-dir again (CRLs in their crls/ included),
                      then close the connections of peers now refused; so does SIGHUP.
-                     Prints {\"event\":\"trust_reloaded\",\"trust\":{...},\"refused\":N} or
-                     {\"event\":\"trust_reload_failed\",\"error\":TEXT} (the store is kept)
+                     Prints {\"event\":\"trust_reloaded\",\"by\":BY,\"trust\":{...},\"refused\":N}
+                     or {\"event\":\"trust_reload_failed\",\"by\":BY,\"error\":TEXT} (the store
+                     is kept); BY: \"command\" or \"SIGHUP\"
   {\"cmd\":\"members\"}   print the membership table as a \"members\" event (same shape as
                      \"membership\")
   {\"cmd\":\"stop\"}      stop and exit 0, once the messages already queued are written
@@ -241,7 +258,8 @@ COMMANDS (stdin, one per line):
                      stdin with --exit-on-eof.
                      SIGINT and SIGTERM stop at once (queued messages are dropped,
                      counted)
-  any other line        sent as a DataMessage to every connected peer
+  any other line        sent as a DataMessage to every connected peer (while none is, to
+                        the --peer endpoints, once their dials are done)
 
 EXAMPLE (two terminals):
   fabric-gossip node --listen 127.0.0.1:7051 --test-identity

@@ -330,7 +330,8 @@ impl IdentityArgs {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TlsArgs {
     /// Mutual TLS: this node's certificate (PEM), used as server and client certificate;
-    /// its SHA-256 is bound into the handshake. Needs --tls-key and --tls-ca.
+    /// its SHA-256 is bound into the handshake. Needs --tls-key, and --tls-ca or a
+    /// --channel-config whose organizations have TLS CAs.
     #[arg(long, value_name = "PEM_FILE", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PKCS#8, SEC1 or PKCS#1 PEM).

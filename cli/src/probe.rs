@@ -36,7 +36,7 @@ pub(crate) struct PingArgs {
     /// 500ms, 2s; more than zero. Default: Fabric's dial and connection timeouts (3 s, 2 s).
     #[arg(long, value_name = "DURATION", value_parser = crate::membership::parse_duration)]
     timeout: Option<Duration>,
-    /// Pause between probes, e.g. 1s (default: none).
+    /// Pause between probes, e.g. 1s; 0s: none.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "0s")]
     interval: Duration,
     #[command(flatten)]

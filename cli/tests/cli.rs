@@ -4981,3 +4981,35 @@ fn a_piped_plain_line_waits_for_the_peer_connection() {
     lone.stop_ok();
     receiver.stop_ok();
 }
+
+/// README walk-through finding 17: `node --help` lists every event the README documents
+/// (with presumed_dead's and handshake_failed's fields), `--tls-cert` names the
+/// --channel-config alternative, and `ping --interval` states its default once.
+#[test]
+fn the_help_lists_every_event_and_states_defaults_once() {
+    let node = run_expect(&["node", "--help"], 0).stdout;
+    for text in [
+        r#"{"event":"identity_switch","peer":PKI}"#,
+        r#"{"event":"stats","#,
+        r#"{"event":"members","#,
+        r#"{"event":"trust_reloaded","by":BY"#,
+        r#"{"event":"trust_reload_failed","by":BY"#,
+        r#""error":TEXT,"inbound":BOOL}"#,
+        r#"{"event":"presumed_dead","peer":PKI,"endpoint":E,"reason":TEXT}"#,
+        "Needs --tls-key, and --tls-ca or a --channel-config whose organizations have TLS CAs",
+    ] {
+        assert!(node.contains(text), "node --help lacks {text}\n{node}");
+    }
+    let ping = run_expect(&["ping", "--help"], 0).stdout;
+    assert!(!ping.contains("default: none"), "{ping}");
+    assert!(ping.contains("[default: 0s]"), "{ping}");
+    let handshake = run_expect(&["handshake", "--help"], 0).stdout;
+    assert!(
+        handshake.contains("--expect-pki-id <HEX|ENDPOINT>"),
+        "{handshake}"
+    );
+    assert!(
+        handshake.contains("only under --test-identity"),
+        "{handshake}"
+    );
+}
