@@ -315,6 +315,9 @@ const NOT_GRPC_HINT: &str = "\n  hint: the port answers, but neither gRPC nor TL
 /// [`DialDiagnosis`] reads it; [`failure_hint`] also looks at the port when the text cannot
 /// tell a TLS server from another service.
 pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
+    if refused_our_msp_id(error) {
+        return MSP_ID_HINT;
+    }
     match DialDiagnosis::of(error, tls) {
         Some(DialDiagnosis::PeerServesTls) => TLS_HINT,
         Some(DialDiagnosis::PeerServesPlaintext) => PLAINTEXT_HINT,
@@ -345,6 +348,19 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
         // advice in this tool's words yet.
         Some(_) | None => "",
     }
+}
+
+/// The hint for a remote's refusal of our certificate as issued by another MSP's CA than
+/// the one our `--msp-id` names: our node starts with any MSP ID (as a Fabric peer would),
+/// so a wrong `--msp-id` shows only here.
+const MSP_ID_HINT: &str = "\n  hint: the peer says a CA of another MSP issued our certificate; check \
+     --msp-id (it must name the MSP whose CA issued --msp-dir's signcerts/)";
+
+/// Whether `error` (a handshake error's text) is the remote refusing our certificate for
+/// our MSP ID: its CA belongs to another MSP. The same words without "refused by the
+/// remote" are our own verdict on the remote's certificate, for which ours is no fix.
+fn refused_our_msp_id(error: &str) -> bool {
+    error.contains("refused by the remote") && error.contains("not of the MSP it claims")
 }
 
 /// The hint `ping` and `handshake` print for a failed dial or Ping of `addr`: [`dial_hint`],
@@ -453,6 +469,7 @@ pub(crate) fn handshake_hint(e: &HandshakeError) -> Option<String> {
              trust our MSP (its channel configuration) and our TLS CA?"
                 .to_owned(),
         ),
+        e if refused_our_msp_id(&e.to_string()) => Some(MSP_ID_HINT.to_owned()),
         e if refused_our_msp(e) => Some(
             "\n  hint: the peer does not trust our MSP: a Fabric peer accepts the \
              organizations of its channels (one in no channel, only its own); use an identity \
@@ -1009,6 +1026,24 @@ mod tests {
             status: "Unavailable: shutting down".to_owned(),
         };
         assert_eq!(handshake_hint(&other).as_deref(), Some(""));
+    }
+
+    /// README walk-through finding 9: a remote refusing our certificate as issued by a CA
+    /// of another MSP than our --msp-id (the status our node answers) gets a hint to check
+    /// --msp-id, from `handshake` and in `node`'s handshake_failed; our own refusal of a
+    /// remote's certificate in those words does not.
+    #[test]
+    fn a_certificate_of_another_msp_s_ca_gets_the_msp_id_hint() {
+        let status = "Unknown: identity refused: untrusted certificate: issued by a CA of \
+                      Org1MSP, not of the MSP it claims (Org2MSP)"
+            .to_owned();
+        let e = HandshakeError::RefusedByRemote { status };
+        let hint = handshake_hint(&e).unwrap();
+        assert!(hint.contains("check --msp-id"), "{hint}");
+        assert_eq!(dial_hint(&e.to_string(), true), hint);
+        let ours = "identity refused: untrusted certificate: issued by a CA of Org1MSP, not \
+                    of the MSP it claims (Org2MSP)";
+        assert_eq!(dial_hint(ours, true), "");
     }
 
     /// A dial the other side hangs up on fails in a way that depends on when it hangs up;

@@ -5013,3 +5013,55 @@ fn the_help_lists_every_event_and_states_defaults_once() {
         "{handshake}"
     );
 }
+
+/// README walk-through finding 9: a node started with the --msp-id of another organization
+/// than the CA of its certificate starts (as a Fabric peer would); the peer it shakes hands
+/// with refuses it ("issued by a CA of X, not of the MSP it claims (Y)"), and the hint
+/// now points at --msp-id.
+#[test]
+fn a_wrong_msp_id_refused_by_the_remote_gets_a_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let a = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
+    let a: Vec<&str> = ["--listen", "127.0.0.1:0"]
+        .into_iter()
+        .chain(strs(&a))
+        .collect();
+    let mut node = Daemon::start(&a, true, true, None);
+    let addr = node.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    let peer1 = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer1.a.example.com");
+    let msp = peer1.join("msp").to_str().expect("utf-8").to_owned();
+    let org_a = dir.path().join("peerOrganizations/a.example.com/msp");
+    let trust = format!("{}={}", ORG_A.0, org_a.to_str().expect("utf-8"));
+    let mut args = vec![
+        "handshake",
+        &addr,
+        "--msp-dir",
+        &msp,
+        "--msp-id",
+        ORG_B.0,
+        "--trust",
+        &trust,
+    ];
+    let tls = tls_flags(&peer1, &peer1);
+    args.extend(strs(&tls));
+    let r = run_expect(&args, 1);
+    assert!(
+        r.stdout.contains("not of the MSP it claims")
+            || r.stderr.contains("not of the MSP it claims"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.all()
+            .contains("hint: the peer says a CA of another MSP issued our certificate"),
+        "{}",
+        r.all()
+    );
+    node.stop_ok();
+}
