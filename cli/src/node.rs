@@ -2245,7 +2245,7 @@ mod tests {
         let (_dir, file) =
             core_yaml(&yaml.replace("mspConfigPath: msp", "mspConfigPath: core.yaml"));
         let e = settings_of(&["--config", &file]).err().expect("refused");
-        assert!(e.contains("is not a directory"), "{e}");
+        assert!(e.contains("core.yaml: not a directory"), "{e}");
     }
 
     /// The file's peer TLS is taken only when enabled and no TLS flag is given; a client

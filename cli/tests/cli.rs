@@ -313,14 +313,22 @@ fn tls_flags(own: &Path, ca_of: &Path) -> Vec<String> {
     ]
 }
 
+/// A keygen layout in a new folder, and peer0.a.example.com's folder in it. The folder
+/// lives as long as the first.
+fn keygen_peer0() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let peer0 = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com");
+    (dir, peer0)
+}
+
 /// A keygen layout in a new folder, and the path of a file in peer0.a.example.com's TLS
 /// folder (`server.crt`, `server.key`, `ca.crt`). The folder lives as long as the first.
 fn keygen_with_peer0_tls() -> (tempfile::TempDir, impl Fn(&str) -> String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let tls = dir
-        .path()
-        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls");
+    let (dir, peer0) = keygen_peer0();
+    let tls = peer0.join("tls");
     (dir, move |n: &str| {
         tls.join(n).to_str().expect("utf-8").to_owned()
     })
@@ -2416,12 +2424,35 @@ const TEST_NODE: [&str; 3] = ["--listen", "127.0.0.1:0", "--test-identity"];
 /// once it is listening.
 fn test_daemon(extra: &[&str]) -> (Daemon, String) {
     let args: Vec<&str> = TEST_NODE.iter().chain(extra).copied().collect();
-    let mut d = Daemon::start(&args, true, true, None);
+    listening_daemon(&args)
+}
+
+/// A node with `args` (stdin a pipe, stdout read) and its address, once it is listening.
+fn listening_daemon(args: &[&str]) -> (Daemon, String) {
+    let mut d = Daemon::start(args, true, true, None);
     let addr = d.wait("listening", is("listening"))["addr"]
         .as_str()
         .expect("addr")
         .to_owned();
     (d, addr)
+}
+
+/// A node on a free port with `peer`'s MSP identity of organization `org` from `keygen`'s
+/// PKI in `root` (trusting `other`), `extra` flags (stdin a pipe, stdout read), and its
+/// address once it is listening.
+fn msp_daemon(
+    root: &Path,
+    peer: &str,
+    (org, other): ((&str, &str), (&str, &str)),
+    extra: &[&str],
+) -> (Daemon, String) {
+    let flags = msp_flags(root, peer, org, other);
+    let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
+        .into_iter()
+        .chain(strs(&flags))
+        .chain(extra.iter().copied())
+        .collect();
+    listening_daemon(&args)
 }
 
 /// A test-identity node serving the operations service, with `extra` flags, and the
@@ -2619,27 +2650,9 @@ fn the_last_sends_of_a_script_go_out_before_it_stops() {
 fn the_last_sends_go_out_with_real_identities_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
-    let listen = ["--listen", "127.0.0.1:0"];
-    let start_receiver = |peer: &str| {
-        let a = msp_flags(dir.path(), peer, ORG_A, ORG_B);
-        let a: Vec<&str> = listen.into_iter().chain(strs(&a)).collect();
-        let mut receiver = Daemon::start(&a, true, true, None);
-        let addr = receiver.wait("listening", is("listening"))["addr"]
-            .as_str()
-            .expect("addr")
-            .to_owned();
-        (receiver, addr)
-    };
-    let (mut receiver, addr) = start_receiver("peer0");
-    let (mut other, other_addr) = start_receiver("peer1");
-    let b = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
-    let b: Vec<&str> = listen
-        .into_iter()
-        .chain(strs(&b))
-        .chain(["--exit-on-eof"])
-        .collect();
-    let mut sender = Daemon::start(&b, true, true, None);
-    sender.wait("listening", is("listening"));
+    let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
+    let (mut other, other_addr) = msp_daemon(dir.path(), "peer1", (ORG_A, ORG_B), &[]);
+    let (mut sender, _) = msp_daemon(dir.path(), "peer0", (ORG_B, ORG_A), &["--exit-on-eof"]);
     for (to, data) in [(&addr, "last words"), (&other_addr, "other words")] {
         sender.send_line(&format!(
             "{{\"cmd\":\"send\",\"to\":\"{to}\",\"data\":\"{data}\"}}"
@@ -2754,7 +2767,8 @@ fn send_with_ack_lines_leave_in_the_order_typed() {
 }
 
 /// A plain line is a DataMessage to every connected peer, numbered in the node's own
-/// sequence, which sends without "seq" share; with no peer connected it is refused.
+/// sequence, which sends without "seq" share; with no peer connected and no `--peer` to
+/// send it to, it is refused, saying so.
 #[test]
 fn plain_lines_go_to_every_connected_peer_numbered_with_the_sends() {
     let (mut lone, _) = test_daemon(&[]);
@@ -2763,7 +2777,7 @@ fn plain_lines_go_to_every_connected_peer_numbered_with_the_sends() {
     assert!(
         err["error"]
             .as_str()
-            .is_some_and(|e| e.contains("no connected peer")),
+            .is_some_and(|e| e.contains("no connected peer") && e.contains("no --peer was given")),
         "{err}"
     );
     let (mut a, a_addr, mut b) = connected_pair(&[]);
@@ -3786,11 +3800,7 @@ fn operations_tls_flags_with_a_client_ca_require_a_client_certificate() {
 /// them all. Any client could scrape and change the log levels before.
 #[test]
 fn operations_over_tls_guard_metrics_and_logspec_as_fabric_does() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let a_dir = dir
-        .path()
-        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com");
+    let (_dir, a_dir) = keygen_peer0();
     let core = a_dir.join("core.yaml");
     std::fs::write(&core, fixture_core_yaml("OrgAMSP")).expect("write core.yaml");
     let tls = |f: &str| {
@@ -4850,11 +4860,7 @@ fn propagate_iterations_runs_and_stats_count_impostors() {
 /// from hex without the hex crate's "Odd number of digits".
 #[test]
 fn msp_folder_mistakes_are_named_as_they_are() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    keygen(dir.path());
-    let peer = dir
-        .path()
-        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com");
+    let (dir, peer) = keygen_peer0();
     let p = |x: &Path| x.to_str().expect("utf-8").to_owned();
     let missing = p(&dir.path().join("nope/msp"));
     let identity = |msp: &str| {
@@ -4921,13 +4927,7 @@ fn msp_folder_mistakes_are_named_as_they_are() {
 fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
-    let flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
-    let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
-        .into_iter()
-        .chain(strs(&flags))
-        .collect();
-    let mut n = Daemon::start(&args, true, true, None);
-    n.wait("listening", is("listening"));
+    let (mut n, _) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
     // Port 1: privileged and unused, so nobody answers the handshake that learns the PKI-ID.
     n.send_line(r#"{"cmd":"send","to":"127.0.0.1:1","data":"x"}"#);
     let dead = n.wait("presumed_dead", is("presumed_dead"));
@@ -4968,17 +4968,6 @@ fn a_piped_plain_line_waits_for_the_peer_connection() {
     );
     let log = sender.stderr();
     assert!(log.contains("dropped 0"), "{log}");
-
-    let (mut lone, _) = test_daemon(&[]);
-    lone.send_line("anyone?");
-    let err = lone.wait("command_error", is("command_error"));
-    assert!(
-        err["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("no --peer was given")),
-        "{err}"
-    );
-    lone.stop_ok();
     receiver.stop_ok();
 }
 
@@ -5022,16 +5011,7 @@ fn the_help_lists_every_event_and_states_defaults_once() {
 fn a_wrong_msp_id_refused_by_the_remote_gets_a_hint() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
-    let a = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
-    let a: Vec<&str> = ["--listen", "127.0.0.1:0"]
-        .into_iter()
-        .chain(strs(&a))
-        .collect();
-    let mut node = Daemon::start(&a, true, true, None);
-    let addr = node.wait("listening", is("listening"))["addr"]
-        .as_str()
-        .expect("addr")
-        .to_owned();
+    let (mut node, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
     let peer1 = dir
         .path()
         .join("peerOrganizations/a.example.com/peers/peer1.a.example.com");
