@@ -123,6 +123,12 @@ pub(crate) struct NodeArgs {
     /// Repeatable.
     #[arg(long, value_name = "PEM_FILE", requires = "operations_tls_cert")]
     operations_tls_client_ca: Vec<std::path::PathBuf>,
+    /// With --operations-tls-client-ca: let clients without a certificate through TLS, so
+    /// that /healthz and /version stay open to them (a health probe has none), while
+    /// /metrics and /logspec still answer 401 unless the client presented a certificate
+    /// the CAs verify (Fabric's operations.tls.clientAuthRequired: false with clientRootCAs).
+    #[arg(long, requires = "operations_tls_client_ca")]
+    operations_tls_client_cert_optional: bool,
     /// Run Fabric's membership layer (peer.gossip discovery: alive messages, membership
     /// requests, expiry) even without --bootstrap: the node then answers the requests of
     /// peers that bootstrap through it. Implied by every membership flag and by --config
@@ -453,7 +459,7 @@ fn operations_tls(
                 "--operations-tls-client-ca",
                 &args.operations_tls_client_ca[..],
             ),
-            !args.operations_tls_client_ca.is_empty(),
+            !args.operations_tls_client_ca.is_empty() && !args.operations_tls_client_cert_optional,
         )
     } else if let Some(t) = file.map(|f| &f.operations.tls).filter(|t| t.enabled) {
         let (Some(c), Some(k)) = (&t.cert, &t.key) else {

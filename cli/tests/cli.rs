@@ -3794,6 +3794,57 @@ fn operations_tls_flags_with_a_client_ca_require_a_client_certificate() {
     n.stop_ok();
 }
 
+/// `--operations-tls-client-cert-optional` with `--operations-tls-client-ca` is the flags'
+/// form of a core.yaml's `clientAuthRequired: false` with client CAs: a client without a
+/// certificate gets /healthz (a health probe has none) but 401 from /metrics; one the CA
+/// verifies gets /metrics. Without the flag TLS itself refused the first (test above), and
+/// an open health check with guarded metrics needed a core.yaml.
+#[test]
+fn operations_tls_client_certificates_can_be_optional_from_the_flags() {
+    let (_dir, f) = keygen_with_peer0_tls();
+    let (mut n, ops) = operations_daemon_over_tls(
+        &f,
+        &[
+            "--operations-tls-client-ca",
+            &f("ca.crt"),
+            "--operations-tls-client-cert-optional",
+        ],
+    );
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let metrics = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let anonymous = ops_tls_client(&f("ca.crt"), None);
+    let (raw, _) = ops_tls_request(&ops, &anonymous, healthz);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let (raw, _) = ops_tls_request(&ops, &anonymous, metrics);
+    assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
+    let verified = ops_tls_client(&f("ca.crt"), Some((&f("server.crt"), &f("server.key"))));
+    let (raw, _) = ops_tls_request(&ops, &verified, metrics);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    n.stop_ok();
+    // Without a client CA the flag means nothing: refused, naming what it needs.
+    let r = run_expect(
+        &[
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--test-identity",
+            "--operations",
+            "127.0.0.1:0",
+            "--operations-tls-cert",
+            &f("server.crt"),
+            "--operations-tls-key",
+            &f("server.key"),
+            "--operations-tls-client-cert-optional",
+        ],
+        2,
+    );
+    assert!(
+        r.stderr.contains("--operations-tls-client-ca"),
+        "{}",
+        r.all()
+    );
+}
+
 /// The operations service over TLS from a core.yaml with `clientAuthRequired: false` and
 /// client CAs, as a Fabric peer's: a client without a certificate gets /healthz and
 /// /version but 401 from /metrics and /logspec; one with a certificate the CAs verify gets
