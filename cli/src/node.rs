@@ -832,6 +832,17 @@ async fn learn_pki(node: &Node, addr: &str) -> Result<PkiId, String> {
         .map_err(|e| format!("could not authenticate {addr}: {e}"))
 }
 
+/// A peer known by its endpoint alone (`--peer`, a command without `"pki_id"`): under test
+/// identities its PKI-ID is the endpoint; under MSP identities it is unknown, and learnt
+/// before sending (see [`learn_pki`]).
+fn peer_at(form: PkiForm, endpoint: String) -> RemotePeer {
+    let pki = match form {
+        PkiForm::Text => PkiId::from(endpoint.as_str()),
+        PkiForm::Hex => PkiId::default(),
+    };
+    RemotePeer::new(endpoint, pki)
+}
+
 /// What the loop does after a command.
 #[derive(PartialEq, Eq)]
 enum Next {
@@ -852,8 +863,8 @@ struct State {
     reload: Option<Reload>,
     /// When the `membership` line (the whole table) may be printed after changes.
     tables: membership::TablePacer,
-    /// The `--peer` endpoints: where a plain line goes while no peer is connected yet.
-    dials: Vec<String>,
+    /// The `--peer` peers: where a plain line goes while no peer is connected yet.
+    dials: Vec<RemotePeer>,
 }
 
 /// What reloading the trust store needs: the flags it was read from, and the running
@@ -884,14 +895,10 @@ impl State {
     /// The destination of a `send`/`send_with_ack` command.
     fn remote(&self, v: &Value) -> Result<RemotePeer, String> {
         let to = opts::parse_endpoint(field_str(v, "to")?).map_err(|e| format!("\"to\": {e}"))?;
-        let pki = match (v.get("pki_id").and_then(Value::as_str), self.form) {
-            (Some(p), form) => form.parse(p, "\"pki_id\"")?,
-            // Test identities: the PKI-ID is the endpoint.
-            (None, PkiForm::Text) => PkiId::from(to.as_str()),
-            // MSP: unknown PKI-ID, learnt before sending (see `learn_pki`).
-            (None, PkiForm::Hex) => PkiId::default(),
-        };
-        Ok(RemotePeer::new(to, pki))
+        match v.get("pki_id").and_then(Value::as_str) {
+            Some(p) => Ok(RemotePeer::new(to, self.form.parse(p, "\"pki_id\"")?)),
+            None => Ok(peer_at(self.form, to)),
+        }
     }
 
     fn command(&mut self, line: &str) -> Next {
@@ -1158,8 +1165,9 @@ impl State {
     /// A plain line read while no peer is connected: a script piping lines into
     /// `node --peer X` reads them before the `--peer` connections are up, so each goes to
     /// the `--peer` endpoints as `{"cmd":"send","to":X}` would, queued behind the dial (or
-    /// the handshake that learns the PKI-ID). A dial that fails reports the peer presumed
-    /// dead and the summary counts the line dropped. Refused only when there is no `--peer`.
+    /// the handshake that learns the PKI-ID). A failed dial counts the line dropped; a
+    /// failed handshake under an MSP identity reports the peer presumed dead (as for such
+    /// a `send`). Refused only when there is no `--peer`.
     fn broadcast_to_dials(&mut self, text: &str) {
         if self.dials.is_empty() {
             self.out.command_error(
@@ -1171,13 +1179,10 @@ impl State {
         self.text_seq += 1;
         let msg = SignedMessage::noop(data_message(self.text_seq, text.as_bytes(), 0));
         let mut to = Vec::new();
-        for d in self.dials.clone() {
-            let pki = match self.form {
-                PkiForm::Text => PkiId::from(d.as_str()),
-                PkiForm::Hex => PkiId::default(),
-            };
-            match self.send_to(msg.clone(), RemotePeer::new(d.clone(), pki)) {
-                Ok(()) => to.push(d),
+        for peer in &self.dials {
+            let d = &peer.endpoint;
+            match self.send_to(msg.clone(), peer.clone()) {
+                Ok(()) => to.push(d.clone()),
                 Err(e) => self.out.command_error(format!("send to {d}: {e}")),
             }
         }
@@ -1508,21 +1513,17 @@ async fn serve(
         text_seq: 0,
         reload,
         tables: membership::TablePacer::new(tokio::time::Instant::now()),
-        dials: args.peer.clone(),
+        dials: args.peer.iter().map(|p| peer_at(form, p.clone())).collect(),
     };
-    for p in &args.peer {
-        let pki = match form {
-            PkiForm::Text => PkiId::from(p.as_str()),
-            PkiForm::Hex => PkiId::default(),
-        };
+    for peer in &st.dials {
         let hello = GossipMessage {
             nonce: 0,
             channel: Default::default(),
             tag: Tag::Empty as i32,
             content: Some(Content::Empty(Empty {})),
         };
-        if let Err(e) = st.send_to(SignedMessage::noop(hello), RemotePeer::new(p.clone(), pki)) {
-            tracing::warn!(target: TARGET, "--peer {p}: {e}");
+        if let Err(e) = st.send_to(SignedMessage::noop(hello), peer.clone()) {
+            tracing::warn!(target: TARGET, "--peer {}: {e}", peer.endpoint);
         }
     }
 
