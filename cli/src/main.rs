@@ -15,6 +15,7 @@ mod expiry;
 mod keygen;
 mod limits;
 mod logging;
+mod lookup;
 mod membership;
 mod node;
 mod ops;

@@ -8,6 +8,7 @@
 //! `stop`), and any other non-empty line is sent as a DataMessage to every connected peer.
 
 use crate::logging::TARGET;
+use crate::lookup::{Lookups, learn_pki};
 use crate::membership::{self, MembershipArgs};
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::{LineBuf, Measure, Out, push_json_str};
@@ -46,8 +47,6 @@ const MAX_ACKS_IN_FLIGHT: usize = 256;
 const MAX_ACKS_PER_SENDER: usize = 32;
 /// `send_with_ack` commands waiting for their acks at once; more are refused.
 const MAX_ACKS_PENDING: usize = 1024;
-/// Handshakes learning unknown PKI-IDs (MSP identities) at once; more sends are refused.
-const MAX_LOOKUPS: usize = 64;
 /// Longest stdin line accepted (a DataMessage's text must fit in it).
 const MAX_LINE: usize = 4 << 20;
 /// Lines read ahead of the command loop.
@@ -249,7 +248,10 @@ COMMANDS (stdin, one per line):
                         \"channel\":NAME, \"tag\":NAME (CHAN_AND_ORG when a channel is given,
                         else EMPTY); \"seq\" may be left out (the node numbers it)
                         (\"pki_id\" may be left out: the endpoint under --test-identity;
-                        with an MSP identity the peer is authenticated first to learn it)
+                        with an MSP identity the peer is authenticated first to learn it,
+                        one handshake for all the sends to that ADDR meanwhile, which
+                        keep their order; if it fails they are dropped and counted,
+                        dropped_unauthenticated in \"stats\")
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
   {\"cmd\":\"stats\"}     print the node's counters as a \"stats\" event
   {\"cmd\":\"reload_trust\"}   read --trust and --msp-dir again (CRLs in their crls/ included),
@@ -820,21 +822,9 @@ fn read_line(r: &mut impl BufRead) -> std::io::Result<Option<Line>> {
     }))
 }
 
-/// Fabric's Handshake with whoever serves `addr`, for its PKI-ID. With MSP identities a
-/// PKI-ID is a digest of the peer's certificate, which someone typing an address does not
-/// know; Fabric's discovery learns its bootstrap peers' PKI-IDs the same way. Sending with
-/// an empty PKI-ID instead would key every such connection attempt alike, so that two
-/// unknown peers would share one attempt and only the first would be dialled.
-async fn learn_pki(node: &Node, addr: &str) -> Result<PkiId, String> {
-    node.handshake(&RemotePeer::new(addr, PkiId::default()))
-        .await
-        .map(|info| info.id.clone())
-        .map_err(|e| format!("could not authenticate {addr}: {e}"))
-}
-
 /// A peer known by its endpoint alone (`--peer`, a command without `"pki_id"`): under test
 /// identities its PKI-ID is the endpoint; under MSP identities it is unknown, and learnt
-/// before sending (see [`learn_pki`]).
+/// before sending (see [`Lookups`]).
 fn peer_at(form: PkiForm, endpoint: String) -> RemotePeer {
     let pki = match form {
         PkiForm::Text => PkiId::from(endpoint.as_str()),
@@ -855,8 +845,8 @@ struct State {
     form: PkiForm,
     out: Out,
     acks_pending: Arc<Semaphore>,
-    /// Bounds the background handshakes that learn unknown PKI-IDs.
-    lookups: Arc<Semaphore>,
+    /// The handshakes that learn unknown PKI-IDs, and the messages waiting for them.
+    lookups: Lookups,
     /// Sequence numbers of plain-text lines.
     text_seq: u64,
     /// How to read the trust store again; `None` under the test identity.
@@ -1047,40 +1037,17 @@ impl State {
         self.send_to(SignedMessage::noop(msg), peer)
     }
 
-    /// Fabric's Send of `msg` to `peer`; when its PKI-ID is unknown, it is learnt first in
-    /// the background, and a peer that cannot be authenticated is reported presumed dead
-    /// (with an empty PKI-ID, since none is known).
+    /// Fabric's Send of `msg` to `peer`; when its PKI-ID is unknown, the message waits for
+    /// the handshake that learns it, behind the others to the same endpoint ([`Lookups`]).
     fn send_to(&self, msg: SignedMessage, peer: RemotePeer) -> Result<(), String> {
-        if !peer.pki_id.is_empty() {
+        if peer.pki_id.is_empty() {
             return self
-                .node
-                .send(&msg, &[peer])
-                .map_err(|e| format!("send: {e}"));
+                .lookups
+                .send(&self.node, &self.out, msg, &peer.endpoint);
         }
-        let permit = self.lookups.clone().try_acquire_owned().map_err(|_| {
-            format!("{MAX_LOOKUPS} peers are already being authenticated; give \"pki_id\"")
-        })?;
-        let (node, out) = (self.node.clone(), self.out.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            match learn_pki(&node, &peer.endpoint).await {
-                Ok(pki) => {
-                    if let Err(e) = node.send(&msg, &[RemotePeer::new(peer.endpoint.clone(), pki)])
-                    {
-                        out.command_error(format!("send to {}: {e}", peer.endpoint));
-                    }
-                }
-                // The shape of the node's own presumed_dead events: a peer dialled
-                // without a PKI-ID is named by its endpoint, and the cause is "reason".
-                Err(e) => out.emit(&json!({
-                    "event": "presumed_dead",
-                    "peer": peer.endpoint,
-                    "endpoint": peer.endpoint,
-                    "reason": e,
-                })),
-            }
-        });
-        Ok(())
+        self.node
+            .send(&msg, &[peer])
+            .map_err(|e| format!("send: {e}"))
     }
 
     fn send_with_ack(&mut self, v: &Value) -> Result<(), String> {
@@ -1165,9 +1132,9 @@ impl State {
     /// A plain line read while no peer is connected: a script piping lines into
     /// `node --peer X` reads them before the `--peer` connections are up, so each goes to
     /// the `--peer` endpoints as `{"cmd":"send","to":X}` would, queued behind the dial (or
-    /// the handshake that learns the PKI-ID). A failed dial counts the line dropped; a
-    /// failed handshake under an MSP identity reports the peer presumed dead (as for such
-    /// a `send`). Refused only when there is no `--peer`.
+    /// the handshake that learns the PKI-ID). A failed dial, or under an MSP identity a
+    /// failed handshake, counts the line dropped and reports the peer presumed dead (as for
+    /// such a `send`). Refused when there is no `--peer`, or past [`Lookups`]' limits.
     fn broadcast_to_dials(&mut self, text: &str) {
         if self.dials.is_empty() {
             self.out.command_error(
@@ -1195,6 +1162,9 @@ impl State {
 
     fn stats(&self) {
         let mut v = stats_json(&self.node, &self.out);
+        let lost = self.lookups.dropped();
+        v["dropped_unauthenticated"] = json!(lost.unauthenticated);
+        v["dropped_awaiting_pki"] = json!(lost.awaiting_pki);
         if let Some(m) = v.get_mut("membership").and_then(Value::as_object_mut) {
             m.extend(self.tables.counters());
         }
@@ -1459,7 +1429,8 @@ async fn serve(
         listening["certificates_expire_unix_ms"] = expires;
     }
     certificates.track();
-    health.serving(node.clone(), out.clone(), certificates);
+    let lookups = Lookups::default();
+    health.serving(node.clone(), out.clone(), lookups.clone(), certificates);
     out.emit(&listening);
     let at = if listening.get("listen").is_some() {
         format!("{bound} (advertised as {})", node.endpoint())
@@ -1509,7 +1480,7 @@ async fn serve(
         form,
         out: out.clone(),
         acks_pending: Arc::new(Semaphore::new(MAX_ACKS_PENDING)),
-        lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+        lookups,
         text_seq: 0,
         reload,
         tables: membership::TablePacer::new(tokio::time::Instant::now()),
@@ -1676,6 +1647,15 @@ async fn serve(
             }
         }
     }
+    // Messages whose PKI-ID is still being learnt: counted, not lost unseen. Before the
+    // stop, which would fail their handshakes and count them as refused by the peer.
+    let abandoned = st.lookups.abandon();
+    if abandoned > 0 {
+        tracing::warn!(
+            target: TARGET,
+            "{abandoned} messages dropped at stop: their peers' PKI-IDs were still being learnt"
+        );
+    }
     node.stop().await;
     while let Ok(ev) = tap.try_recv() {
         if let Some(v) = event_json(&ev, form, tls_on, &mut open) {
@@ -1701,7 +1681,10 @@ async fn serve(
          handshakes ok {} failed {}, presumed dead {}, events not printed {}, \
          output lines dropped {}",
         s.sent,
-        s.dropped_overflow + s.dropped_on_close + s.dropped_no_connection,
+        s.dropped_overflow
+            + s.dropped_on_close
+            + s.dropped_no_connection
+            + st.lookups.dropped().total(),
         s.received,
         s.handshakes_ok,
         s.handshake_failures_total(),
@@ -1721,7 +1704,7 @@ async fn flush(node: &Node, st: &State, acks: &Semaphore, limit: Duration) -> bo
     let deadline = tokio::time::Instant::now() + limit;
     let commands = async {
         let all = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let _lookups = st.lookups.acquire_many(all(MAX_LOOKUPS)).await;
+        let _lookups = st.lookups.idle().await;
         let _pending = st.acks_pending.acquire_many(all(MAX_ACKS_PENDING)).await;
         let _acks = acks.acquire_many(all(MAX_ACKS_IN_FLIGHT)).await;
     };

@@ -11,6 +11,7 @@
 //! find them.
 
 use crate::logging::TARGET;
+use crate::lookup::Lookups;
 use crate::out::Out;
 use bytes::Bytes;
 use fabric_gossip_core::{HandshakeError, LogBudget};
@@ -84,7 +85,7 @@ pub(crate) enum Phase {
 /// What the handlers read: the phase, and the node once it runs.
 pub(crate) struct State {
     phase: AtomicU8,
-    node: OnceLock<(Node, Out)>,
+    node: OnceLock<(Node, Out, Lookups)>,
     /// The node's own certificates, for their time left.
     certificates: OnceLock<crate::expiry::OwnCertificates>,
     /// Whether `/metrics` is served (`metrics.provider: prometheus`).
@@ -162,9 +163,10 @@ impl State {
         &self,
         node: Node,
         out: Out,
+        lookups: Lookups,
         certificates: crate::expiry::OwnCertificates,
     ) {
-        let _ = self.node.set((node, out));
+        let _ = self.node.set((node, out, lookups));
         let _ = self.certificates.set(certificates);
         self.phase.store(Phase::Serving as u8, Ordering::SeqCst);
         // The next scrape shows the node, not what was rendered before it ran.
@@ -1076,7 +1078,7 @@ fn operations_connections(r: &mut Registry, c: &ConnectionCounters) {
 }
 
 /// The metrics of `node` now (none before it runs).
-pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
+pub(crate) fn registry(node: Option<&(Node, Out, Lookups)>) -> Registry {
     use Metric::{Counter as C, Family as F, Gauge as G};
     let mut r = Registry::new();
     // The process's own figures (start time, CPU, resident memory, open and maximum file
@@ -1088,11 +1090,12 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
     )) {
         tracing::error!(target: TARGET, "process metrics not served: {e}");
     }
-    let Some((node, out)) = node else {
+    let Some((node, out, lookups)) = node else {
         return r;
     };
     let s = node.stats();
     let d = node.driver_stats();
+    let lost = lookups.dropped();
     let reasons: Vec<(&str, u64)> = HandshakeError::LABELS
         .iter()
         .copied()
@@ -1157,6 +1160,9 @@ pub(crate) fn registry(node: Option<&(Node, Out)>) -> Registry {
                     ("subscription_overflow", s.dropped_subscription_overflow),
                     ("stopped", s.dropped_on_stop),
                     ("unrouted", s.unrouted),
+                    // The CLI's own: sends to an endpoint whose PKI-ID was to be learnt.
+                    ("unauthenticated", lost.unauthenticated),
+                    ("awaiting_pki", lost.awaiting_pki),
                     ("empty", s.empty_messages),
                     // Read from a stream, not yet handed to the core when it closed.
                     ("unread_at_close", d.unread_at_close),

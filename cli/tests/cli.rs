@@ -4989,7 +4989,100 @@ fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
         dead["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{dead}"
     );
+    // The message that waited for the PKI-ID is counted, not lost unseen (it was counted
+    // nowhere before).
+    n.send_line(r#"{"cmd":"stats"}"#);
+    let st = n.wait("stats", is("stats"));
+    assert_eq!(st["dropped_unauthenticated"], 1, "{st}");
+    assert_eq!(st["dropped_awaiting_pki"], 0, "{st}");
     n.stop_ok();
+    assert!(n.stderr().contains("stopped; sent 0, dropped 1"));
+}
+
+/// Lines piped into an MSP node with `--peer` before its connection is up each ran their
+/// own handshake to learn the PKI-ID (one handshake a line), and went out in whichever
+/// order those finished. Now every message to an endpoint waits behind one handshake and
+/// goes in the order given.
+#[test]
+fn msp_lines_before_the_connection_share_one_handshake_and_keep_their_order() {
+    // Fewer than the send buffer (20) holds while the connection is being opened.
+    const LINES: u64 = 15;
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
+    let flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
+    let args: Vec<&str> = ["--listen", "127.0.0.1:0", "--peer", &addr, "--exit-on-eof"]
+        .into_iter()
+        .chain(strs(&flags))
+        .collect();
+    let mut sender = Daemon::start(&args, true, true, None);
+    // Written at once, as a pipe would: read while the PKI-ID is being learnt.
+    for i in 1..=LINES {
+        sender.send_line(&format!("line {i}"));
+    }
+    drop(sender.stdin.take());
+    assert_eq!(sender.exit_within(EVENT), Some(0));
+    let log = sender.stderr();
+    assert!(
+        log.contains(&format!("stopped; sent {}, dropped 0", LINES + 1)),
+        "{log}"
+    );
+    let last = format!("line {LINES}");
+    receiver.wait("the last line", |v| is("received")(v) && v["text"] == last);
+    receiver.stop_ok();
+    receiver.wait("stopped", is("stopped"));
+    let got: Vec<(String, u64)> = receiver
+        .seen
+        .iter()
+        .filter(|v| is("received")(v))
+        .map(|v| {
+            (
+                v["text"].as_str().unwrap_or("").to_owned(),
+                v["seq"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = (1..=LINES).map(|i| (format!("line {i}"), i)).collect();
+    assert_eq!(got, want);
+    // A handshake that only learns the PKI-ID shows on the receiver as `probed`: one for
+    // the hello and the lines read meanwhile (one a line before); a line read after it and
+    // before the connection is up may start another.
+    let probed = receiver.seen.iter().filter(|v| is("probed")(v)).count();
+    assert!(
+        (1..=3).contains(&probed),
+        "{probed} handshakes: {:?}",
+        receiver.seen
+    );
+}
+
+/// A node stopped by a signal while messages wait for their peer's PKI-ID (the handshake
+/// hangs: the listener accepts and never answers) counts them dropped at stop.
+#[test]
+fn messages_waiting_for_a_pki_id_at_a_signal_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    // Accepted by the kernel's backlog, never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let to = silent.local_addr().expect("addr").to_string();
+    let (mut n, _) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
+    for i in 0..3 {
+        n.send_line(&format!(
+            "{{\"cmd\":\"send\",\"to\":\"{to}\",\"data\":\"x{i}\"}}"
+        ));
+    }
+    n.send_line(r#"{"cmd":"stats"}"#);
+    let st = n.wait("stats", is("stats"));
+    assert_eq!(st["dropped_awaiting_pki"], 0, "{st}");
+    signal(&n.pid(), "-TERM");
+    assert_eq!(n.exit_within(EVENT), Some(0));
+    let log = n.stderr();
+    assert!(
+        log.contains("3 messages dropped at stop: their peers' PKI-IDs were still being learnt"),
+        "{log}"
+    );
+    assert!(log.contains("stopped; sent 0, dropped 3"), "{log}");
+    assert!(!n.seen.iter().any(is("command_error")), "{:?}", n.seen);
+    drop(silent);
 }
 
 /// README walk-through finding 4: `printf 'hello\n' | node --peer X --exit-on-eof` read the

@@ -1,0 +1,349 @@
+//! Messages for a peer known by its endpoint alone, waiting for the handshake that learns
+//! its PKI-ID.
+//!
+//! Under MSP identities a peer's PKI-ID is a digest of its certificate, which someone
+//! typing `--peer` or a `send` without `"pki_id"` does not know, and the node sends by
+//! PKI-ID. So a message to such an endpoint waits while a Fabric Handshake with whoever
+//! serves it tells the PKI-ID; then it is handed to the node. Every message to one endpoint
+//! waits behind the same handshake and is handed over in the order it was given (a script's
+//! piped lines arrive in order, and one handshake is paid, not one a line). A message whose
+//! handshake fails, or that still waits when the node stops, is dropped and counted
+//! (`stats`, `/metrics`, the summary line): none is lost unseen. What may wait at once is
+//! bounded; past it a message is refused, and the caller told why.
+
+use crate::out::Out;
+use fabric_gossip_core::{PkiId, RemotePeer, SignedMessage};
+use fabric_gossip_tonic::Node;
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+
+/// Endpoints whose PKI-IDs are being learnt at once; a message to one more is refused.
+pub(crate) const MAX_LOOKUPS: usize = 64;
+/// Messages waiting at once, over every endpoint.
+const MAX_WAITING: usize = 4096;
+/// Bytes of Envelopes waiting at once, over every endpoint (a line may be 4 MiB).
+const MAX_WAITING_BYTES: usize = 64 << 20;
+
+/// Fabric's Handshake with whoever serves `addr`, for its PKI-ID; Fabric's discovery learns
+/// its bootstrap peers' PKI-IDs the same way. Sending with an empty PKI-ID instead would key
+/// every such connection attempt alike, so that two unknown peers would share one attempt
+/// and only the first would be dialled.
+pub(crate) async fn learn_pki(node: &Node, addr: &str) -> Result<PkiId, String> {
+    node.handshake(&RemotePeer::new(addr, PkiId::default()))
+        .await
+        .map(|info| info.id.clone())
+        .map_err(|e| format!("could not authenticate {addr}: {e}"))
+}
+
+/// The messages waiting, by endpoint, in the order they were given. Pure bookkeeping, so
+/// that the limits and the order are tested without a network.
+#[derive(Debug, Default)]
+struct Table {
+    by_endpoint: HashMap<String, VecDeque<SignedMessage>>,
+    messages: usize,
+    bytes: usize,
+}
+
+/// What [`Table::admit`] did with a message.
+#[derive(Debug, PartialEq, Eq)]
+enum Admitted {
+    /// Queued behind a handshake already under way.
+    Joined,
+    /// The first for its endpoint: the caller starts the handshake.
+    First,
+}
+
+impl Table {
+    /// Queues `msg` for `endpoint`; `start` is asked only when no handshake is under way
+    /// for it, and says whether one may start.
+    fn admit(
+        &mut self,
+        endpoint: &str,
+        msg: SignedMessage,
+        start: impl FnOnce() -> bool,
+    ) -> Result<Admitted, String> {
+        let size = msg.envelope_bytes().len();
+        if self.messages >= MAX_WAITING || self.bytes + size > MAX_WAITING_BYTES {
+            return Err(format!(
+                "{} messages ({} bytes) already wait for their peers' PKI-IDs; give \
+                 \"pki_id\", or send once the peer is connected",
+                self.messages, self.bytes
+            ));
+        }
+        let admitted = match self.by_endpoint.get_mut(endpoint) {
+            Some(queue) => {
+                queue.push_back(msg);
+                Admitted::Joined
+            }
+            None if start() => {
+                self.by_endpoint
+                    .insert(endpoint.to_owned(), VecDeque::from([msg]));
+                Admitted::First
+            }
+            None => {
+                return Err(format!(
+                    "{MAX_LOOKUPS} peers are already being authenticated; give \"pki_id\""
+                ));
+            }
+        };
+        self.messages += 1;
+        self.bytes += size;
+        Ok(admitted)
+    }
+
+    /// The messages `endpoint` has waiting, in order; `None` once none is left, and then
+    /// its handshake is over: the next message for it starts another.
+    fn take(&mut self, endpoint: &str) -> Option<VecDeque<SignedMessage>> {
+        let queue = self.by_endpoint.get_mut(endpoint)?;
+        if queue.is_empty() {
+            self.by_endpoint.remove(endpoint);
+            return None;
+        }
+        let batch = std::mem::take(queue);
+        self.messages -= batch.len();
+        self.bytes -= batch
+            .iter()
+            .map(|m| m.envelope_bytes().len())
+            .sum::<usize>();
+        Some(batch)
+    }
+
+    /// Empties the table; how many messages it held.
+    fn clear(&mut self) -> usize {
+        let n = self.messages;
+        *self = Table::default();
+        n
+    }
+}
+
+/// The losses [`Lookups`] counts.
+#[derive(Debug, Default)]
+struct Counters {
+    /// The handshake that was to learn the PKI-ID failed.
+    unauthenticated: AtomicU64,
+    /// The node stopped, or refused the message, while it waited.
+    awaiting_pki: AtomicU64,
+}
+
+/// The handshakes under way that learn PKI-IDs, and the messages waiting for them. Cloned
+/// handles share one table.
+#[derive(Clone, Debug)]
+pub(crate) struct Lookups {
+    table: Arc<Mutex<Table>>,
+    handshakes: Arc<Semaphore>,
+    counters: Arc<Counters>,
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Lookups {
+            table: Arc::default(),
+            handshakes: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+            counters: Arc::default(),
+        }
+    }
+}
+
+/// Messages dropped while waiting for a PKI-ID, by cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dropped {
+    /// The handshake that was to learn the PKI-ID failed.
+    pub(crate) unauthenticated: u64,
+    /// The node stopped, or refused the message, while it waited.
+    pub(crate) awaiting_pki: u64,
+}
+
+impl Dropped {
+    pub(crate) fn total(self) -> u64 {
+        self.unauthenticated + self.awaiting_pki
+    }
+}
+
+impl Lookups {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `msg` for whoever serves `endpoint`, starting the handshake that learns its
+    /// PKI-ID unless one is under way. `Err` (nothing queued) past the limits. A failed
+    /// handshake is printed as `presumed_dead` (the node's own shape, the peer named by its
+    /// endpoint) and its messages counted dropped.
+    pub(crate) fn send(
+        &self,
+        node: &Node,
+        out: &Out,
+        msg: SignedMessage,
+        endpoint: &str,
+    ) -> Result<(), String> {
+        let mut permit = None;
+        let admitted = self.table().admit(endpoint, msg, || {
+            permit = self.handshakes.clone().try_acquire_owned().ok();
+            permit.is_some()
+        })?;
+        if let (Admitted::First, Some(permit)) = (admitted, permit) {
+            let (me, node, out) = (self.clone(), node.clone(), out.clone());
+            let endpoint = endpoint.to_owned();
+            tokio::spawn(async move { me.learn_then_send(node, out, endpoint, permit).await });
+        }
+        Ok(())
+    }
+
+    async fn learn_then_send(
+        self,
+        node: Node,
+        out: Out,
+        endpoint: String,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let learnt = learn_pki(&node, &endpoint).await;
+        let mut lost = 0;
+        // No await from here on: what is taken is handed over (or counted) before a stop
+        // can drop this task, and a message queued meanwhile is in the next batch.
+        loop {
+            // Its own statement, so the lock is let go before the batch is handed over.
+            let batch = self.table().take(&endpoint);
+            let Some(batch) = batch else { break };
+            let Ok(pki) = &learnt else {
+                lost += batch.len();
+                self.counters
+                    .unauthenticated
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                continue;
+            };
+            let peer = [RemotePeer::new(endpoint.clone(), pki.clone())];
+            for msg in batch {
+                if let Err(e) = node.send(&msg, &peer) {
+                    self.counters.awaiting_pki.fetch_add(1, Ordering::Relaxed);
+                    out.command_error(format!("send to {endpoint}: {e}"));
+                }
+            }
+        }
+        if let Err(reason) = learnt {
+            if lost > 0 {
+                tracing::warn!(
+                    target: crate::logging::TARGET,
+                    "{reason}; {lost} messages to it dropped"
+                );
+            }
+            out.emit(&json!({
+                "event": "presumed_dead",
+                "peer": endpoint,
+                "endpoint": endpoint,
+                "reason": reason,
+            }));
+        }
+    }
+
+    /// Resolves once no handshake is under way (every message that waited handed over or
+    /// counted); holding the guard keeps new ones from starting.
+    pub(crate) async fn idle(&self) -> Option<SemaphorePermit<'_>> {
+        let all = u32::try_from(MAX_LOOKUPS).unwrap_or(u32::MAX);
+        self.handshakes.acquire_many(all).await.ok()
+    }
+
+    /// At stop, before the node stops (which fails the handshakes under way): the messages
+    /// still waiting are dropped and counted as such.
+    pub(crate) fn abandon(&self) -> usize {
+        let n = self.table().clear();
+        self.counters
+            .awaiting_pki
+            .fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    pub(crate) fn dropped(&self) -> Dropped {
+        Dropped {
+            unauthenticated: self.counters.unauthenticated.load(Ordering::Relaxed),
+            awaiting_pki: self.counters.awaiting_pki.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabric_gossip_core::proto::gossip::gossip_message::Content;
+
+    fn msg(seq: u64, len: usize) -> SignedMessage {
+        SignedMessage::noop(crate::node::data_message(seq, &vec![7; len], 0))
+    }
+
+    fn seqs(batch: &VecDeque<SignedMessage>) -> Vec<u64> {
+        batch
+            .iter()
+            .map(|m| match &m.message().content {
+                Some(Content::DataMsg(d)) => d.payload.as_ref().map_or(0, |p| p.seq_num),
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_handshake_per_endpoint_and_its_messages_in_order() {
+        let mut t = Table::default();
+        let started = std::cell::Cell::new(0);
+        let start = || {
+            started.set(started.get() + 1);
+            true
+        };
+        assert_eq!(t.admit("a:1", msg(1, 10), start), Ok(Admitted::First));
+        assert_eq!(t.admit("b:2", msg(2, 10), start), Ok(Admitted::First));
+        assert_eq!(t.admit("a:1", msg(3, 10), start), Ok(Admitted::Joined));
+        assert_eq!(t.admit("a:1", msg(4, 10), start), Ok(Admitted::Joined));
+        assert_eq!(started.get(), 2);
+        assert_eq!(t.messages, 4);
+        let first = t.take("a:1").expect("a's messages");
+        assert_eq!(seqs(&first), [1, 3, 4]);
+        // Queued while the first batch was being handed over: the same handshake takes it.
+        assert_eq!(t.admit("a:1", msg(5, 10), start), Ok(Admitted::Joined));
+        assert_eq!(seqs(&t.take("a:1").expect("the late one")), [5]);
+        assert!(t.take("a:1").is_none(), "a's handshake is over");
+        // The next message for `a` starts another.
+        assert_eq!(t.admit("a:1", msg(6, 10), start), Ok(Admitted::First));
+        assert_eq!(started.get(), 3);
+        assert_eq!((t.messages, t.take("x:9").is_none()), (2, true));
+        assert_eq!(t.clear(), 2);
+        assert_eq!((t.messages, t.bytes, t.by_endpoint.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_new_endpoint_past_the_handshake_limit_is_refused_and_nothing_queued() {
+        let mut t = Table::default();
+        assert_eq!(t.admit("a:1", msg(1, 10), || true), Ok(Admitted::First));
+        let e = t.admit("b:2", msg(2, 10), || false).expect_err("no permit");
+        assert!(e.contains("already being authenticated"), "{e}");
+        // An endpoint with a handshake under way still takes messages.
+        assert_eq!(t.admit("a:1", msg(3, 10), || false), Ok(Admitted::Joined));
+        assert_eq!(t.messages, 2);
+        assert!(!t.by_endpoint.contains_key("b:2"));
+    }
+
+    #[test]
+    fn waiting_messages_and_bytes_are_bounded() {
+        let mut t = Table::default();
+        for i in 0..MAX_WAITING {
+            t.admit("a:1", msg(i as u64, 1), || true).expect("room");
+        }
+        let e = t.admit("a:1", msg(0, 1), || true).expect_err("full");
+        assert!(e.contains(&format!("{MAX_WAITING} messages")), "{e}");
+        assert_eq!(t.take("a:1").map(|b| b.len()), Some(MAX_WAITING));
+        assert_eq!((t.messages, t.bytes), (0, 0));
+        // Bytes: 4 MiB lines fill the budget long before the count.
+        let big = msg(1, 4 << 20);
+        let size = big.envelope_bytes().len();
+        let fit = MAX_WAITING_BYTES / size;
+        for _ in 0..fit {
+            t.admit("a:1", big.clone(), || true).expect("room");
+        }
+        let e = t.admit("b:2", big.clone(), || true).expect_err("bytes");
+        assert!(e.contains("already wait"), "{e}");
+        assert_eq!(t.bytes, fit * size);
+        assert!(
+            t.admit("b:2", msg(2, 1), || true).is_ok(),
+            "a small one fits"
+        );
+    }
+}
