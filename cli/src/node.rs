@@ -1072,9 +1072,11 @@ impl State {
                 match learn_pki(&node, &peer.endpoint).await {
                     Ok(pki) => peer.pki_id = pki,
                     Err(e) => {
+                        // Named by its endpoint, as presumed_dead names a peer whose
+                        // PKI-ID was never learnt (it printed "" before).
                         out.emit(&json!({
                             "event": "ack_result",
-                            "peer": "",
+                            "peer": peer.endpoint,
                             "seq": seq,
                             "ok": false,
                             "error": e,

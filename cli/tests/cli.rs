@@ -4978,7 +4978,16 @@ fn msp_folder_mistakes_are_named_as_they_are() {
 fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
-    let (mut n, _) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
+    let (mut n, _) = msp_daemon(
+        dir.path(),
+        "peer0",
+        (ORG_A, ORG_B),
+        &["--operations", "127.0.0.1:0"],
+    );
+    let ops = n.wait("listening", is("listening"))["operations"]
+        .as_str()
+        .expect("operations")
+        .to_owned();
     // Port 1: privileged and unused, so nobody answers the handshake that learns the PKI-ID.
     n.send_line(r#"{"cmd":"send","to":"127.0.0.1:1","data":"x"}"#);
     let dead = n.wait("presumed_dead", is("presumed_dead"));
@@ -4995,6 +5004,20 @@ fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
     let st = n.wait("stats", is("stats"));
     assert_eq!(st["dropped_unauthenticated"], 1, "{st}");
     assert_eq!(st["dropped_awaiting_pki"], 0, "{st}");
+    // A send_with_ack to it: its result names the endpoint (it printed "peer":"").
+    n.send_line(r#"{"cmd":"send_with_ack","to":"127.0.0.1:1","data":"y","timeout_ms":5000}"#);
+    let ack = n.wait("ack_result", is("ack_result"));
+    assert_eq!(
+        (&ack["peer"], &ack["ok"]),
+        (&serde_json::json!("127.0.0.1:1"), &serde_json::json!(false)),
+        "{ack}"
+    );
+    let (code, m) = http_get(&ops, "/metrics");
+    assert_eq!(code, 200, "{m}");
+    for (cause, n) in [("unauthenticated", 1), ("awaiting_pki", 0)] {
+        let metric = format!("gossip_comm_messages_dropped{{cause=\"{cause}\"}}");
+        assert_eq!(sample(&m, &metric), n, "{metric}");
+    }
     n.stop_ok();
     assert!(n.stderr().contains("stopped; sent 0, dropped 1"));
 }
