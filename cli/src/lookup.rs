@@ -24,8 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 pub(crate) const MAX_LOOKUPS: usize = 64;
 /// Messages waiting at once, over every endpoint.
 const MAX_WAITING: usize = 4096;
-/// Bytes of Envelopes waiting at once, over every endpoint (a line may be 4 MiB).
-const MAX_WAITING_BYTES: usize = 64 << 20;
+/// Bytes of Envelopes waiting at once, over every endpoint (a line may be 4 MiB). A waiting
+/// message holds its data twice, decoded and encoded: about 64 MiB of memory at most.
+const MAX_WAITING_BYTES: usize = 32 << 20;
 
 /// Fabric's Handshake with whoever serves `addr`, for its PKI-ID; Fabric's discovery learns
 /// its bootstrap peers' PKI-IDs the same way. Sending with an empty PKI-ID instead would key
