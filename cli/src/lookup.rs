@@ -2,14 +2,15 @@
 //! its PKI-ID.
 //!
 //! Under MSP identities a peer's PKI-ID is a digest of its certificate, which someone
-//! typing `--peer` or a `send` without `"pki_id"` does not know, and the node sends by
-//! PKI-ID. So a message to such an endpoint waits while a Fabric Handshake with whoever
-//! serves it tells the PKI-ID; then it is handed to the node. Every message to one endpoint
-//! waits behind the same handshake and is handed over in the order it was given (a script's
-//! piped lines arrive in order, and one handshake is paid, not one a line). A message whose
-//! handshake fails, or that still waits when the node stops, is dropped and counted
-//! (`stats`, `/metrics`, the summary line): none is lost unseen. What may wait at once is
-//! bounded; past it a message is refused, and the caller told why.
+//! typing `--peer`, or a `send` or `send_with_ack` without `"pki_id"`, does not know, and the
+//! node sends by PKI-ID. So a message to such an endpoint waits while a Fabric Handshake with
+//! whoever serves it tells the PKI-ID; then it is handed to the node. Everything for one
+//! endpoint waits behind the same handshake and is handed over in the order it was given (a
+//! script's piped lines arrive in order, and one handshake is paid, not one a line). A
+//! message whose handshake fails, or that still waits when the node stops, is dropped and
+//! counted (`stats`, `/metrics`, the summary line): none is lost unseen; a `send_with_ack`
+//! is told instead, and prints its failed `ack_result`. What may wait at once is bounded;
+//! past it a message is refused, and the caller told why.
 
 use crate::out::Out;
 use fabric_gossip_core::{PkiId, RemotePeer, SignedMessage};
@@ -39,11 +40,42 @@ pub(crate) async fn learn_pki(node: &Node, addr: &str) -> Result<PkiId, String> 
         .map_err(|e| format!("could not authenticate {addr}: {e}"))
 }
 
-/// The messages waiting, by endpoint, in the order they were given. Pure bookkeeping, so
-/// that the limits and the order are tested without a network.
+/// Work that needs a peer's PKI-ID (a `send_with_ack`): called with the peer, or with why
+/// its PKI-ID could not be learnt, in its turn among the messages to the same endpoint.
+pub(crate) type Then = Box<dyn FnOnce(Result<RemotePeer, String>) + Send>;
+
+/// What waits for a PKI-ID.
+enum Waiting {
+    /// A message for the node's Send (boxed: the other kind is a tenth of its size).
+    Send(Box<SignedMessage>),
+    /// Work that needs the peer, and the size of the message it holds.
+    Then(Then, usize),
+}
+
+impl Waiting {
+    /// The bytes it counts against [`MAX_WAITING_BYTES`].
+    fn size(&self) -> usize {
+        match self {
+            Waiting::Send(m) => m.envelope_bytes().len(),
+            Waiting::Then(_, size) => *size,
+        }
+    }
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Waiting::Send(m) => f.debug_tuple("Send").field(m).finish(),
+            Waiting::Then(_, size) => f.debug_tuple("Then").field(size).finish(),
+        }
+    }
+}
+
+/// What waits, by endpoint, in the order it was given. Pure bookkeeping, so that the limits
+/// and the order are tested without a network.
 #[derive(Debug, Default)]
 struct Table {
-    by_endpoint: HashMap<String, VecDeque<SignedMessage>>,
+    by_endpoint: HashMap<String, VecDeque<Waiting>>,
     messages: usize,
     bytes: usize,
 }
@@ -63,10 +95,10 @@ impl Table {
     fn admit(
         &mut self,
         endpoint: &str,
-        msg: SignedMessage,
+        msg: Waiting,
         start: impl FnOnce() -> bool,
     ) -> Result<Admitted, String> {
-        let size = msg.envelope_bytes().len();
+        let size = msg.size();
         if self.messages >= MAX_WAITING || self.bytes + size > MAX_WAITING_BYTES {
             return Err(format!(
                 "{} messages ({} bytes) already wait for their peers' PKI-IDs; give \
@@ -97,7 +129,7 @@ impl Table {
 
     /// The messages `endpoint` has waiting, in order; `None` once none is left, and then
     /// its handshake is over: the next message for it starts another.
-    fn take(&mut self, endpoint: &str) -> Option<VecDeque<SignedMessage>> {
+    fn take(&mut self, endpoint: &str) -> Option<VecDeque<Waiting>> {
         let queue = self.by_endpoint.get_mut(endpoint)?;
         if queue.is_empty() {
             self.by_endpoint.remove(endpoint);
@@ -105,18 +137,15 @@ impl Table {
         }
         let batch = std::mem::take(queue);
         self.messages -= batch.len();
-        self.bytes -= batch
-            .iter()
-            .map(|m| m.envelope_bytes().len())
-            .sum::<usize>();
+        self.bytes -= batch.iter().map(Waiting::size).sum::<usize>();
         Some(batch)
     }
 
-    /// Empties the table; how many messages it held.
-    fn clear(&mut self) -> usize {
-        let n = self.messages;
+    /// Empties the table; what it held.
+    fn clear(&mut self) -> Vec<Waiting> {
+        let all = std::mem::take(&mut self.by_endpoint);
         *self = Table::default();
-        n
+        all.into_values().flatten().collect()
     }
 }
 
@@ -129,8 +158,8 @@ struct Counters {
     awaiting_pki: AtomicU64,
 }
 
-/// The handshakes under way that learn PKI-IDs, and the messages waiting for them. Cloned
-/// handles share one table.
+/// The handshakes under way that learn PKI-IDs, and what waits for them. Cloned handles
+/// share one table.
 #[derive(Clone, Debug)]
 pub(crate) struct Lookups {
     table: Arc<Mutex<Table>>,
@@ -179,6 +208,24 @@ impl Lookups {
         msg: SignedMessage,
         endpoint: &str,
     ) -> Result<(), String> {
+        self.wait(node, out, Waiting::Send(Box::new(msg)), endpoint)
+    }
+
+    /// Calls `then` with whoever serves `endpoint` once its PKI-ID is learnt (or with why it
+    /// was not), in order with the messages to it; `size`, that of the message it will
+    /// send. `Err` (`then` dropped uncalled) past the limits.
+    pub(crate) fn then(
+        &self,
+        node: &Node,
+        out: &Out,
+        endpoint: &str,
+        size: usize,
+        then: Then,
+    ) -> Result<(), String> {
+        self.wait(node, out, Waiting::Then(then, size), endpoint)
+    }
+
+    fn wait(&self, node: &Node, out: &Out, msg: Waiting, endpoint: &str) -> Result<(), String> {
         let mut permit = None;
         let admitted = self.table().admit(endpoint, msg, || {
             permit = self.handshakes.clone().try_acquire_owned().ok();
@@ -207,18 +254,24 @@ impl Lookups {
             // Its own statement, so the lock is let go before the batch is handed over.
             let batch = self.table().take(&endpoint);
             let Some(batch) = batch else { break };
-            let Ok(pki) = &learnt else {
-                lost += batch.len();
-                self.counters
-                    .unauthenticated
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                continue;
-            };
-            let peer = [RemotePeer::new(endpoint.clone(), pki.clone())];
-            for msg in batch {
-                if let Err(e) = node.send(&msg, &peer) {
-                    self.counters.awaiting_pki.fetch_add(1, Ordering::Relaxed);
-                    out.command_error(format!("send to {endpoint}: {e}"));
+            let peer = learnt
+                .clone()
+                .map(|pki| RemotePeer::new(endpoint.clone(), pki));
+            for waiting in batch {
+                match (waiting, &peer) {
+                    (Waiting::Send(msg), Ok(peer)) => {
+                        if let Err(e) = node.send(&msg, std::slice::from_ref(peer)) {
+                            self.counters.awaiting_pki.fetch_add(1, Ordering::Relaxed);
+                            out.command_error(format!("send to {endpoint}: {e}"));
+                        }
+                    }
+                    (Waiting::Send(_), Err(_)) => {
+                        lost += 1;
+                        self.counters
+                            .unauthenticated
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    (Waiting::Then(then, _), peer) => then(peer.clone()),
                 }
             }
         }
@@ -247,12 +300,26 @@ impl Lookups {
 
     /// At stop, before the node stops (which fails the handshakes under way): the messages
     /// still waiting are dropped and counted as such.
+    /// A `send_with_ack` still waiting is told, and prints its failed result. How many
+    /// messages were dropped.
     pub(crate) fn abandon(&self) -> usize {
-        let n = self.table().clear();
+        // Taken under the lock, told outside it.
+        let all = self.table().clear();
+        let mut dropped = 0;
+        for waiting in all {
+            match waiting {
+                Waiting::Send(_) => dropped += 1,
+                Waiting::Then(then, _) => {
+                    then(Err(
+                        "the node stopped before the peer's PKI-ID was learnt".into()
+                    ));
+                }
+            }
+        }
         self.counters
             .awaiting_pki
-            .fetch_add(n as u64, Ordering::Relaxed);
-        n
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped
     }
 
     pub(crate) fn dropped(&self) -> Dropped {
@@ -268,16 +335,23 @@ mod tests {
     use super::*;
     use fabric_gossip_core::proto::gossip::gossip_message::Content;
 
-    fn msg(seq: u64, len: usize) -> SignedMessage {
-        SignedMessage::noop(crate::node::data_message(seq, &vec![7; len], 0))
+    fn msg(seq: u64, len: usize) -> Waiting {
+        Waiting::Send(Box::new(SignedMessage::noop(crate::node::data_message(
+            seq,
+            &vec![7; len],
+            0,
+        ))))
     }
 
-    fn seqs(batch: &VecDeque<SignedMessage>) -> Vec<u64> {
+    fn seqs(batch: &VecDeque<Waiting>) -> Vec<u64> {
         batch
             .iter()
-            .map(|m| match &m.message().content {
-                Some(Content::DataMsg(d)) => d.payload.as_ref().map_or(0, |p| p.seq_num),
-                _ => 0,
+            .map(|w| match w {
+                Waiting::Send(m) => match &m.message().content {
+                    Some(Content::DataMsg(d)) => d.payload.as_ref().map_or(0, |p| p.seq_num),
+                    _ => 0,
+                },
+                Waiting::Then(_, size) => 1000 + *size as u64,
             })
             .collect()
     }
@@ -293,11 +367,16 @@ mod tests {
         assert_eq!(t.admit("a:1", msg(1, 10), start), Ok(Admitted::First));
         assert_eq!(t.admit("b:2", msg(2, 10), start), Ok(Admitted::First));
         assert_eq!(t.admit("a:1", msg(3, 10), start), Ok(Admitted::Joined));
+        // A send_with_ack's turn, between two sends.
+        let ack = Waiting::Then(Box::new(|_| {}), 7);
+        assert_eq!(t.admit("a:1", ack, start), Ok(Admitted::Joined));
         assert_eq!(t.admit("a:1", msg(4, 10), start), Ok(Admitted::Joined));
         assert_eq!(started.get(), 2);
-        assert_eq!(t.messages, 4);
+        assert_eq!(t.messages, 5);
+        let sizes = msg(1, 10).size() * 4 + 7;
+        assert_eq!(t.bytes, sizes);
         let first = t.take("a:1").expect("a's messages");
-        assert_eq!(seqs(&first), [1, 3, 4]);
+        assert_eq!(seqs(&first), [1, 3, 1007, 4]);
         // Queued while the first batch was being handed over: the same handshake takes it.
         assert_eq!(t.admit("a:1", msg(5, 10), start), Ok(Admitted::Joined));
         assert_eq!(seqs(&t.take("a:1").expect("the late one")), [5]);
@@ -306,7 +385,7 @@ mod tests {
         assert_eq!(t.admit("a:1", msg(6, 10), start), Ok(Admitted::First));
         assert_eq!(started.get(), 3);
         assert_eq!((t.messages, t.take("x:9").is_none()), (2, true));
-        assert_eq!(t.clear(), 2);
+        assert_eq!(t.clear().len(), 2);
         assert_eq!((t.messages, t.bytes, t.by_endpoint.len()), (0, 0, 0));
     }
 
@@ -333,18 +412,67 @@ mod tests {
         assert_eq!(t.take("a:1").map(|b| b.len()), Some(MAX_WAITING));
         assert_eq!((t.messages, t.bytes), (0, 0));
         // Bytes: 4 MiB lines fill the budget long before the count.
-        let big = msg(1, 4 << 20);
-        let size = big.envelope_bytes().len();
+        let big = || msg(1, 4 << 20);
+        let size = big().size();
         let fit = MAX_WAITING_BYTES / size;
         for _ in 0..fit {
-            t.admit("a:1", big.clone(), || true).expect("room");
+            t.admit("a:1", big(), || true).expect("room");
         }
-        let e = t.admit("b:2", big.clone(), || true).expect_err("bytes");
+        let e = t.admit("b:2", big(), || true).expect_err("bytes");
         assert!(e.contains("already wait"), "{e}");
         assert_eq!(t.bytes, fit * size);
         assert!(
             t.admit("b:2", msg(2, 1), || true).is_ok(),
             "a small one fits"
         );
+        // The byte budget to the byte: full is allowed, one more is not.
+        let mut t = Table::default();
+        let sized = |n| Waiting::Then(Box::new(|_| {}), n);
+        t.admit("a:1", sized(MAX_WAITING_BYTES - 1), || true)
+            .expect("room");
+        t.admit("a:1", sized(1), || true).expect("exactly full");
+        t.admit("a:1", sized(1), || true)
+            .expect_err("one byte over");
+        assert_eq!(t.bytes, MAX_WAITING_BYTES);
+    }
+
+    /// At a stop, a waiting send is counted dropped; a waiting send_with_ack is told why,
+    /// so that it prints its result.
+    #[test]
+    fn abandoning_counts_the_sends_and_tells_the_acks() {
+        let l = Lookups::default();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let record = |told: &Arc<Mutex<Vec<Result<RemotePeer, String>>>>| -> Waiting {
+            let told = told.clone();
+            Waiting::Then(Box::new(move |r| told.lock().expect("lock").push(r)), 5)
+        };
+        for (endpoint, w) in [
+            ("a:1", msg(1, 3)),
+            ("a:1", record(&told)),
+            ("b:2", msg(2, 3)),
+            ("c:3", record(&told)),
+        ] {
+            l.table().admit(endpoint, w, || true).expect("room");
+        }
+        assert_eq!(l.abandon(), 2);
+        let told = told.lock().expect("lock");
+        assert_eq!(told.len(), 2, "{told:?}");
+        assert!(
+            told.iter()
+                .all(|r| r.as_ref().is_err_and(|e| e.contains("stopped"))),
+            "{told:?}"
+        );
+        assert_eq!(
+            l.dropped(),
+            Dropped {
+                unauthenticated: 0,
+                awaiting_pki: 2
+            }
+        );
+        assert_eq!(l.dropped().total(), 2);
+        let t = l.table();
+        assert_eq!((t.messages, t.bytes), (0, 0));
+        drop(t);
+        assert_eq!(l.abandon(), 0, "nothing left");
     }
 }

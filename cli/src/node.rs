@@ -8,7 +8,7 @@
 //! `stop`), and any other non-empty line is sent as a DataMessage to every connected peer.
 
 use crate::logging::TARGET;
-use crate::lookup::{Lookups, learn_pki};
+use crate::lookup::Lookups;
 use crate::membership::{self, MembershipArgs};
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::{LineBuf, Measure, Out, push_json_str};
@@ -253,6 +253,8 @@ COMMANDS (stdin, one per line):
                         keep their order; if it fails they are dropped and counted,
                         dropped_unauthenticated in \"stats\")
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
+                        (\"pki_id\" as for send; they wait in line with the sends, and a
+                        failed handshake is its ack_result)
   {\"cmd\":\"stats\"}     print the node's counters as a \"stats\" event
   {\"cmd\":\"reload_trust\"}   read --trust and --msp-dir again (CRLs in their crls/ included),
                      then close the connections of peers now refused; so does SIGHUP.
@@ -1062,40 +1064,46 @@ impl State {
             format!("{MAX_ACKS_PENDING} send_with_ack commands are already waiting")
         })?;
         let (node, form, out) = (self.node.clone(), self.form, self.out.clone());
-        // With the PKI-ID given (always under test identities), the message is queued in
-        // the order the commands were read; one whose PKI-ID must be learnt first is
-        // queued once the handshake that learns it is done.
-        start_in_order(async move {
-            let _permit = permit;
-            let mut peer = peer;
-            if peer.pki_id.is_empty() {
-                match learn_pki(&node, &peer.endpoint).await {
-                    Ok(pki) => peer.pki_id = pki,
-                    Err(e) => {
-                        // Named by its endpoint, as presumed_dead names a peer whose
-                        // PKI-ID was never learnt (it printed "" before).
-                        out.emit(&json!({
-                            "event": "ack_result",
-                            "peer": peer.endpoint,
-                            "seq": seq,
-                            "ok": false,
-                            "error": e,
-                        }));
-                        return;
-                    }
-                }
+        // Queued in the order the commands were read: at once with the PKI-ID given (always
+        // under test identities), else in its turn among the messages waiting for the
+        // handshake that learns it.
+        let size = fabric_gossip_core::proto::prost::Message::encoded_len(&msg);
+        let ask = move |peer: RemotePeer| {
+            start_in_order(async move {
+                let _permit = permit;
+                let shown = form.show(&peer.pki_id);
+                let (ok, error) = ack_outcome(node.send_with_ack(msg, timeout, 1, &[peer]).await);
+                out.emit(&json!({
+                    "event": "ack_result",
+                    "peer": shown,
+                    "seq": seq,
+                    "ok": ok,
+                    "error": error,
+                }));
+            });
+        };
+        if !peer.pki_id.is_empty() {
+            ask(peer);
+            return Ok(());
+        }
+        let (endpoint, out) = (peer.endpoint, self.out.clone());
+        let then = {
+            let endpoint = endpoint.clone();
+            move |learnt: Result<RemotePeer, String>| match learnt {
+                Ok(peer) => ask(peer),
+                // Named by its endpoint, as presumed_dead names a peer whose PKI-ID was
+                // never learnt (it printed "" before).
+                Err(e) => out.emit(&json!({
+                    "event": "ack_result",
+                    "peer": endpoint,
+                    "seq": seq,
+                    "ok": false,
+                    "error": e,
+                })),
             }
-            let shown = form.show(&peer.pki_id);
-            let (ok, error) = ack_outcome(node.send_with_ack(msg, timeout, 1, &[peer]).await);
-            out.emit(&json!({
-                "event": "ack_result",
-                "peer": shown,
-                "seq": seq,
-                "ok": ok,
-                "error": error,
-            }));
-        });
-        Ok(())
+        };
+        self.lookups
+            .then(&self.node, &self.out, &endpoint, size, Box::new(then))
     }
 
     /// A plain-text line: a DataMessage to every connected peer.

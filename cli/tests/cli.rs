@@ -5019,7 +5019,16 @@ fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
         assert_eq!(sample(&m, &metric), n, "{metric}");
     }
     n.stop_ok();
-    assert!(n.stderr().contains("stopped; sent 0, dropped 1"));
+    let log = n.stderr();
+    assert!(log.contains("stopped; sent 0, dropped 1"), "{log}");
+    // The send's loss is logged with its count; the send_with_ack's failure is its
+    // result, no loss.
+    assert_eq!(
+        log.matches("; 1 messages to it dropped").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("; 0 messages to it dropped"), "{log}");
 }
 
 /// Lines piped into an MSP node with `--peer` before its connection is up each ran their
@@ -5070,6 +5079,59 @@ fn msp_lines_before_the_connection_share_one_handshake_and_keep_their_order() {
     // A handshake that only learns the PKI-ID shows on the receiver as `probed`: one for
     // the hello and the lines read meanwhile (one a line before); a line read after it and
     // before the connection is up may start another.
+    let probed = receiver.seen.iter().filter(|v| is("probed")(v)).count();
+    assert!(
+        (1..=3).contains(&probed),
+        "{probed} handshakes: {:?}",
+        receiver.seen
+    );
+}
+
+/// `send` and `send_with_ack` without `"pki_id"` under an MSP identity, mixed: each
+/// `send_with_ack` ran a handshake of its own to learn the PKI-ID (a burst of them, one
+/// handshake each) and was queued whenever that ended. Now they wait in line with the
+/// sends behind one handshake, and the peer gets them in the order given.
+#[test]
+fn msp_sends_and_acks_without_pki_id_share_one_handshake_in_order() {
+    const N: u64 = 12;
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &["--auto-ack"]);
+    let (mut sender, _) = msp_daemon(dir.path(), "peer0", (ORG_B, ORG_A), &[]);
+    for i in 1..=N {
+        let cmd = if i % 2 == 0 {
+            format!(
+                "{{\"cmd\":\"send_with_ack\",\"to\":\"{addr}\",\"data\":\"m{i}\",\"timeout_ms\":5000}}"
+            )
+        } else {
+            format!("{{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"m{i}\"}}")
+        };
+        sender.send_line(&cmd);
+    }
+    let last = format!("m{N}");
+    receiver.wait("the last message", |v| {
+        is("received")(v) && v["text"] == last
+    });
+    let got: Vec<(String, u64)> = receiver
+        .seen
+        .iter()
+        .filter(|v| is("received")(v))
+        .map(|v| {
+            (
+                v["text"].as_str().unwrap_or("").to_owned(),
+                v["seq"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = (1..=N).map(|i| (format!("m{i}"), i)).collect();
+    assert_eq!(got, want);
+    for i in (2..=N).step_by(2) {
+        let r = sender.wait("ack_result", |v| is("ack_result")(v) && v["seq"] == i);
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    sender.stop_ok();
+    receiver.stop_ok();
+    receiver.wait("stopped", is("stopped"));
     let probed = receiver.seen.iter().filter(|v| is("probed")(v)).count();
     assert!(
         (1..=3).contains(&probed),
