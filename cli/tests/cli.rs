@@ -5059,8 +5059,23 @@ fn msp_lines_before_the_connection_share_one_handshake_and_keep_their_order() {
         log.contains(&format!("stopped; sent {}, dropped 0", LINES + 1)),
         "{log}"
     );
-    let last = format!("line {LINES}");
-    receiver.wait("the last line", |v| is("received")(v) && v["text"] == last);
+    in_order_after_one_handshake(&mut receiver, "line", LINES);
+}
+
+/// Stops `receiver` once it has `{prefix} {N}` (or `{prefix}{N}`), and checks that it
+/// received `{prefix} 1` to N in order, numbered 1 to N, and that few handshakes only
+/// learnt its PKI-ID: they show on it as `probed`, one for the first message and those
+/// read meanwhile (one a message before 2026-12-07); one read after it and before the
+/// connection is up may start another.
+fn in_order_after_one_handshake(receiver: &mut Daemon, prefix: &str, n: u64) {
+    let text = |i: u64| match prefix {
+        "line" => format!("line {i}"),
+        _ => format!("{prefix}{i}"),
+    };
+    let last = text(n);
+    receiver.wait("the last message", |v| {
+        is("received")(v) && v["text"] == last
+    });
     receiver.stop_ok();
     receiver.wait("stopped", is("stopped"));
     let got: Vec<(String, u64)> = receiver
@@ -5074,11 +5089,8 @@ fn msp_lines_before_the_connection_share_one_handshake_and_keep_their_order() {
             )
         })
         .collect();
-    let want: Vec<(String, u64)> = (1..=LINES).map(|i| (format!("line {i}"), i)).collect();
+    let want: Vec<(String, u64)> = (1..=n).map(|i| (text(i), i)).collect();
     assert_eq!(got, want);
-    // A handshake that only learns the PKI-ID shows on the receiver as `probed`: one for
-    // the hello and the lines read meanwhile (one a line before); a line read after it and
-    // before the connection is up may start another.
     let probed = receiver.seen.iter().filter(|v| is("probed")(v)).count();
     assert!(
         (1..=3).contains(&probed),
@@ -5108,36 +5120,12 @@ fn msp_sends_and_acks_without_pki_id_share_one_handshake_in_order() {
         };
         sender.send_line(&cmd);
     }
-    let last = format!("m{N}");
-    receiver.wait("the last message", |v| {
-        is("received")(v) && v["text"] == last
-    });
-    let got: Vec<(String, u64)> = receiver
-        .seen
-        .iter()
-        .filter(|v| is("received")(v))
-        .map(|v| {
-            (
-                v["text"].as_str().unwrap_or("").to_owned(),
-                v["seq"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect();
-    let want: Vec<(String, u64)> = (1..=N).map(|i| (format!("m{i}"), i)).collect();
-    assert_eq!(got, want);
     for i in (2..=N).step_by(2) {
         let r = sender.wait("ack_result", |v| is("ack_result")(v) && v["seq"] == i);
         assert_eq!(r["ok"], true, "{r}");
     }
     sender.stop_ok();
-    receiver.stop_ok();
-    receiver.wait("stopped", is("stopped"));
-    let probed = receiver.seen.iter().filter(|v| is("probed")(v)).count();
-    assert!(
-        (1..=3).contains(&probed),
-        "{probed} handshakes: {:?}",
-        receiver.seen
-    );
+    in_order_after_one_handshake(&mut receiver, "m", N);
 }
 
 /// A node stopped by a signal while messages wait for their peer's PKI-ID (the handshake
