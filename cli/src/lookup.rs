@@ -62,18 +62,9 @@ impl Waiting {
     }
 }
 
-impl std::fmt::Debug for Waiting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Waiting::Send(m) => f.debug_tuple("Send").field(m).finish(),
-            Waiting::Then(_, size) => f.debug_tuple("Then").field(size).finish(),
-        }
-    }
-}
-
 /// What waits, by endpoint, in the order it was given. Pure bookkeeping, so that the limits
 /// and the order are tested without a network.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Table {
     by_endpoint: HashMap<String, VecDeque<Waiting>>,
     messages: usize,
@@ -160,7 +151,7 @@ struct Counters {
 
 /// The handshakes under way that learn PKI-IDs, and what waits for them. Cloned handles
 /// share one table.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Lookups {
     table: Arc<Mutex<Table>>,
     handshakes: Arc<Semaphore>,
