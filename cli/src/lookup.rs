@@ -11,18 +11,27 @@
 //! counted (`stats`, `/metrics`, the summary line): none is lost unseen; a `send_with_ack`
 //! is told instead, and prints its failed `ack_result`. What may wait at once is bounded;
 //! past it a message is refused, and the caller told why.
+//!
+//! A PKI-ID learnt is kept for its endpoint, and later messages to it go straight to the
+//! node: were each to wait for a handshake of its own, those sent once the connection is up
+//! (by PKI-ID, as a plain line to the connected peers is) would overtake those still
+//! waiting. It is forgotten when the node presumes that peer dead or sees its identity
+//! switch, so a peer that came back with another certificate is learnt again.
 
 use crate::out::Out;
 use fabric_gossip_core::{PkiId, RemotePeer, SignedMessage};
 use fabric_gossip_tonic::Node;
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Endpoints whose PKI-IDs are being learnt at once; a message to one more is refused.
-pub(crate) const MAX_LOOKUPS: usize = 64;
+const MAX_LOOKUPS: usize = 64;
+/// Endpoints whose learnt PKI-IDs are kept; past it they are all forgotten (each costs one
+/// more handshake, no message).
+const MAX_KNOWN: usize = 4096;
 /// Messages waiting at once, over every endpoint.
 const MAX_WAITING: usize = 4096;
 /// Bytes of Envelopes waiting at once, over every endpoint (a line may be 4 MiB). A waiting
@@ -33,7 +42,7 @@ const MAX_WAITING_BYTES: usize = 32 << 20;
 /// its bootstrap peers' PKI-IDs the same way. Sending with an empty PKI-ID instead would key
 /// every such connection attempt alike, so that two unknown peers would share one attempt
 /// and only the first would be dialled.
-pub(crate) async fn learn_pki(node: &Node, addr: &str) -> Result<PkiId, String> {
+async fn learn_pki(node: &Node, addr: &str) -> Result<PkiId, String> {
     node.handshake(&RemotePeer::new(addr, PkiId::default()))
         .await
         .map(|info| info.id.clone())
@@ -69,6 +78,8 @@ struct Table {
     by_endpoint: HashMap<String, VecDeque<Waiting>>,
     messages: usize,
     bytes: usize,
+    /// PKI-IDs learnt, by endpoint: never for an endpoint with a queue.
+    known: HashMap<String, PkiId>,
 }
 
 /// What [`Table::admit`] did with a message.
@@ -118,18 +129,35 @@ impl Table {
         Ok(admitted)
     }
 
+    /// The PKI-ID learnt for `endpoint`, when no handshake for it is under way.
+    fn known(&self, endpoint: &str) -> Option<PkiId> {
+        self.known.get(endpoint).cloned()
+    }
+
     /// The messages `endpoint` has waiting, in order; `None` once none is left, and then
-    /// its handshake is over: the next message for it starts another.
-    fn take(&mut self, endpoint: &str) -> Option<VecDeque<Waiting>> {
+    /// its handshake is over: `learnt`, what it learnt, is kept for the next messages; if
+    /// it learnt nothing, the next message starts another.
+    fn take(&mut self, endpoint: &str, learnt: Option<&PkiId>) -> Option<VecDeque<Waiting>> {
         let queue = self.by_endpoint.get_mut(endpoint)?;
         if queue.is_empty() {
             self.by_endpoint.remove(endpoint);
+            if let Some(pki) = learnt {
+                if self.known.len() >= MAX_KNOWN {
+                    self.known.clear();
+                }
+                self.known.insert(endpoint.to_owned(), pki.clone());
+            }
             return None;
         }
         let batch = std::mem::take(queue);
         self.messages -= batch.len();
         self.bytes -= batch.iter().map(Waiting::size).sum::<usize>();
         Some(batch)
+    }
+
+    /// Forgets `pki`'s endpoints: the next message to one learns its PKI-ID again.
+    fn forget(&mut self, pki: &PkiId) {
+        self.known.retain(|_, known| known != pki);
     }
 
     /// Empties the table; what it held.
@@ -140,13 +168,16 @@ impl Table {
     }
 }
 
-/// The losses [`Lookups`] counts.
+/// The losses [`Lookups`] counts, and whether the node is stopping.
 #[derive(Debug, Default)]
 struct Counters {
     /// The handshake that was to learn the PKI-ID failed.
     unauthenticated: AtomicU64,
-    /// The node stopped, or refused the message, while it waited.
+    /// The node stopped while the message waited, or refused it once the PKI-ID was learnt.
     awaiting_pki: AtomicU64,
+    /// Set by [`Lookups::abandon`]: a handshake failing from then on failed because the
+    /// node stopped, and says nothing of the peer.
+    stopping: AtomicBool,
 }
 
 /// The handshakes under way that learn PKI-IDs, and what waits for them. Cloned handles
@@ -173,7 +204,7 @@ impl Default for Lookups {
 pub(crate) struct Dropped {
     /// The handshake that was to learn the PKI-ID failed.
     pub(crate) unauthenticated: u64,
-    /// The node stopped, or refused the message, while it waited.
+    /// The node stopped while the message waited, or refused it once the PKI-ID was learnt.
     pub(crate) awaiting_pki: u64,
 }
 
@@ -218,10 +249,27 @@ impl Lookups {
 
     fn wait(&self, node: &Node, out: &Out, msg: Waiting, endpoint: &str) -> Result<(), String> {
         let mut permit = None;
-        let admitted = self.table().admit(endpoint, msg, || {
-            permit = self.handshakes.clone().try_acquire_owned().ok();
-            permit.is_some()
-        })?;
+        let admitted = {
+            let mut table = self.table();
+            if let Some(pki) = table.known(endpoint) {
+                // Straight to the node, as a message to a connected peer goes.
+                drop(table);
+                let peer = RemotePeer::new(endpoint, pki);
+                return match msg {
+                    Waiting::Send(msg) => {
+                        node.send(&msg, &[peer]).map_err(|e| format!("send: {e}"))
+                    }
+                    Waiting::Then(then, _) => {
+                        then(Ok(peer));
+                        Ok(())
+                    }
+                };
+            }
+            table.admit(endpoint, msg, || {
+                permit = self.handshakes.clone().try_acquire_owned().ok();
+                permit.is_some()
+            })?
+        };
         if let (Admitted::First, Some(permit)) = (admitted, permit) {
             let (me, node, out) = (self.clone(), node.clone(), out.clone());
             let endpoint = endpoint.to_owned();
@@ -243,7 +291,7 @@ impl Lookups {
         // can drop this task, and a message queued meanwhile is in the next batch.
         loop {
             // Its own statement, so the lock is let go before the batch is handed over.
-            let batch = self.table().take(&endpoint);
+            let batch = self.table().take(&endpoint, learnt.as_ref().ok());
             let Some(batch) = batch else { break };
             let peer = learnt
                 .clone()
@@ -270,8 +318,12 @@ impl Lookups {
             if lost > 0 {
                 tracing::warn!(
                     target: crate::logging::TARGET,
-                    "{reason}; {lost} messages to it dropped"
+                    "{reason}; messages to it dropped: {lost}"
                 );
+            }
+            // Failed by our own stop, not the peer: nothing to report of it.
+            if self.counters.stopping.load(Ordering::Relaxed) {
+                return;
             }
             out.emit(&json!({
                 "event": "presumed_dead",
@@ -282,11 +334,18 @@ impl Lookups {
         }
     }
 
-    /// Resolves once no handshake is under way (every message that waited handed over or
-    /// counted); holding the guard keeps new ones from starting.
-    pub(crate) async fn idle(&self) -> Option<SemaphorePermit<'_>> {
-        let all = u32::try_from(MAX_LOOKUPS).unwrap_or(u32::MAX);
-        self.handshakes.acquire_many(all).await.ok()
+    /// Forgets the endpoints of `pki`, a peer the node presumed dead or whose identity
+    /// switched: the next message to one learns its PKI-ID again.
+    pub(crate) fn forget(&self, pki: &PkiId) {
+        self.table().forget(pki);
+    }
+
+    /// Resolves once no handshake is under way: every message that waited was handed over
+    /// or counted.
+    pub(crate) async fn idle(&self) {
+        const ALL: u32 = MAX_LOOKUPS as u32;
+        // The semaphore is never closed.
+        let _all = self.handshakes.acquire_many(ALL).await;
     }
 
     /// At stop, before the node stops (which fails the handshakes under way): the messages
@@ -294,6 +353,7 @@ impl Lookups {
     /// A `send_with_ack` still waiting is told, and prints its failed result. How many
     /// messages were dropped.
     pub(crate) fn abandon(&self) -> usize {
+        self.counters.stopping.store(true, Ordering::Relaxed);
         // Taken under the lock, told outside it.
         let all = self.table().clear();
         let mut dropped = 0;
@@ -366,18 +426,51 @@ mod tests {
         assert_eq!(t.messages, 5);
         let sizes = msg(1, 10).size() * 4 + 7;
         assert_eq!(t.bytes, sizes);
-        let first = t.take("a:1").expect("a's messages");
+        let first = t.take("a:1", None).expect("a's messages");
         assert_eq!(seqs(&first), [1, 3, 1007, 4]);
         // Queued while the first batch was being handed over: the same handshake takes it.
         assert_eq!(t.admit("a:1", msg(5, 10), start), Ok(Admitted::Joined));
-        assert_eq!(seqs(&t.take("a:1").expect("the late one")), [5]);
-        assert!(t.take("a:1").is_none(), "a's handshake is over");
+        assert_eq!(seqs(&t.take("a:1", None).expect("the late one")), [5]);
+        assert!(t.take("a:1", None).is_none(), "a's handshake is over");
         // The next message for `a` starts another.
         assert_eq!(t.admit("a:1", msg(6, 10), start), Ok(Admitted::First));
         assert_eq!(started.get(), 3);
-        assert_eq!((t.messages, t.take("x:9").is_none()), (2, true));
+        assert_eq!((t.messages, t.take("x:9", None).is_none()), (2, true));
         assert_eq!(t.clear().len(), 2);
         assert_eq!((t.messages, t.bytes, t.by_endpoint.len()), (0, 0, 0));
+    }
+
+    /// What a handshake learnt is kept for its endpoint once its queue is handed over (the
+    /// next messages go straight to the node), until the peer is forgotten; a failed one
+    /// keeps nothing.
+    #[test]
+    fn a_learnt_pki_id_is_kept_until_forgotten_and_bounded() {
+        let mut t = Table::default();
+        let (p1, p2) = (PkiId::from("p1"), PkiId::from("p2"));
+        t.admit("a:1", msg(1, 1), || true).expect("room");
+        t.admit("b:2", msg(2, 1), || true).expect("room");
+        t.admit("c:3", msg(3, 1), || true).expect("room");
+        assert!(t.take("a:1", Some(&p1)).is_some());
+        assert_eq!(
+            t.known("a:1"),
+            None,
+            "not while its queue is being handed over"
+        );
+        assert!(t.take("a:1", Some(&p1)).is_none());
+        assert_eq!(t.known("a:1"), Some(p1.clone()));
+        assert!(t.take("b:2", None).is_some() && t.take("b:2", None).is_none());
+        assert_eq!(t.known("b:2"), None, "a failed handshake keeps nothing");
+        assert!(t.take("c:3", Some(&p2)).is_some() && t.take("c:3", Some(&p2)).is_none());
+        t.forget(&p1);
+        assert_eq!((t.known("a:1"), t.known("c:3")), (None, Some(p2.clone())));
+        // Bounded: past MAX_KNOWN every endpoint is forgotten, and the new one kept.
+        for i in 0..MAX_KNOWN {
+            t.known.insert(format!("h{i}:1"), p1.clone());
+        }
+        t.admit("d:4", msg(4, 1), || true).expect("room");
+        assert!(t.take("d:4", Some(&p2)).is_some() && t.take("d:4", Some(&p2)).is_none());
+        assert_eq!(t.known.len(), 1);
+        assert_eq!(t.known("d:4"), Some(p2));
     }
 
     #[test]
@@ -400,7 +493,7 @@ mod tests {
         }
         let e = t.admit("a:1", msg(0, 1), || true).expect_err("full");
         assert!(e.contains(&format!("{MAX_WAITING} messages")), "{e}");
-        assert_eq!(t.take("a:1").map(|b| b.len()), Some(MAX_WAITING));
+        assert_eq!(t.take("a:1", None).map(|b| b.len()), Some(MAX_WAITING));
         assert_eq!((t.messages, t.bytes), (0, 0));
         // Bytes: 4 MiB lines fill the budget long before the count.
         let big = || msg(1, 4 << 20);

@@ -251,7 +251,9 @@ COMMANDS (stdin, one per line):
                         with an MSP identity the peer is authenticated first to learn it,
                         one handshake for all the sends to that ADDR meanwhile, which
                         keep their order; if it fails they are dropped and counted,
-                        dropped_unauthenticated in \"stats\")
+                        dropped_unauthenticated in \"stats\", and those still waiting at a
+                        stop as dropped_awaiting_pki; the PKI-ID learnt is kept for ADDR
+                        until the peer is presumed dead or switches identity)
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
                         (\"pki_id\" as for send; they wait in line with the sends, and a
                         failed handshake is its ack_result)
@@ -1478,11 +1480,15 @@ async fn serve(
     };
     // The PresumedDead and IdentitySwitch notifications are printed from the event tap,
     // in order with the other events; the API streams are drained so that their bounded
-    // buffers never fill and count drops.
+    // buffers never fill and count drops, and tell the PKI-IDs learnt for endpoints which
+    // to forget (the peer may come back with another certificate).
     for mut stream in [node.presumed_dead(), node.identity_switch()] {
+        let lookups = lookups.clone();
         tokio::spawn(async move {
             use tokio_stream::StreamExt;
-            while stream.next().await.is_some() {}
+            while let Some(pki) = stream.next().await {
+                lookups.forget(&pki);
+            }
         });
     }
     let mut st = State {
@@ -1532,6 +1538,8 @@ async fn serve(
         });
     if let Err(e) = reader {
         eprintln!("error: cannot read stdin: {e}");
+        // The --peer hellos waiting for PKI-IDs are counted too.
+        st.lookups.abandon();
         node.stop().await;
         return ExitCode::FAILURE;
     }
@@ -1714,7 +1722,7 @@ async fn flush(node: &Node, st: &State, acks: &Semaphore, limit: Duration) -> bo
     let deadline = tokio::time::Instant::now() + limit;
     let commands = async {
         let all = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let _lookups = st.lookups.idle().await;
+        st.lookups.idle().await;
         let _pending = st.acks_pending.acquire_many(all(MAX_ACKS_PENDING)).await;
         let _acks = acks.acquire_many(all(MAX_ACKS_IN_FLIGHT)).await;
     };

@@ -528,8 +528,18 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{s} resolves to no address"))
 }
 
+/// The longest endpoint taken: a DNS name (253) and a port, with room to spare. A `send`
+/// line may hold megabytes, and an endpoint is kept as a key while its PKI-ID is learnt.
+const MAX_ENDPOINT: usize = 300;
+
 /// Checks an endpoint to dial, HOST:PORT (not resolved: the transport does that).
 pub(crate) fn parse_endpoint(s: &str) -> Result<String, String> {
+    if s.len() > MAX_ENDPOINT {
+        return Err(format!(
+            "an endpoint of {} bytes; at most {MAX_ENDPOINT} (HOST:PORT)",
+            s.len()
+        ));
+    }
     let bad = || format!("expected HOST:PORT, e.g. 127.0.0.1:7051, got {s:?}");
     let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || host.contains(char::is_whitespace) {
@@ -725,6 +735,8 @@ mod tests {
         ] {
             assert_eq!(parse_endpoint(good).as_deref(), Ok(good));
         }
+        let longest = format!("{}:7051", "a".repeat(MAX_ENDPOINT - 5));
+        assert_eq!(parse_endpoint(&longest).as_deref(), Ok(longest.as_str()));
         for bad in [
             ":7051",
             "peer 0:7051",
@@ -732,6 +744,7 @@ mod tests {
             "peer0",
             "peer0:port",
             "peer0:70510",
+            &format!("{}:7051", "a".repeat(MAX_ENDPOINT - 4)),
         ] {
             assert!(
                 parse_endpoint(bad).unwrap_err().contains("HOST:PORT"),

@@ -5024,11 +5024,11 @@ fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
     // The send's loss is logged with its count; the send_with_ack's failure is its
     // result, no loss.
     assert_eq!(
-        log.matches("; 1 messages to it dropped").count(),
+        log.matches("messages to it dropped: 1\n").count(),
         1,
         "{log}"
     );
-    assert!(!log.contains("; 0 messages to it dropped"), "{log}");
+    assert!(!log.contains("messages to it dropped: 0"), "{log}");
 }
 
 /// Lines piped into an MSP node with `--peer` before its connection is up each ran their
@@ -5128,6 +5128,91 @@ fn msp_sends_and_acks_without_pki_id_share_one_handshake_in_order() {
     in_order_after_one_handshake(&mut receiver, "m", N);
 }
 
+/// A TCP proxy to `upstream` that passes each chunk on `delay` after reading it, both ways
+/// (order kept): a peer farther away than loopback. Its address.
+fn slow_proxy(upstream: String, delay: Duration) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let pairs = [
+                (client.try_clone(), server.try_clone()),
+                (Ok(server), Ok(client)),
+            ];
+            for pair in pairs {
+                let (Ok(mut from), Ok(mut to)) = pair else {
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    let mut buf = vec![0; 65536];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        // The latency this proxy is for.
+                        std::thread::sleep(delay);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// Found by review (2026-12-07): with a peer 20 ms away, lines piped into an MSP node with
+/// `--peer` one every 10 ms were reordered: once the handshake that learnt the PKI-ID was
+/// over and before the connection was up, a line started a second one, and the lines read
+/// once the connection was up went straight to it, overtaking those waiting (18, 30, 19, …
+/// in 4 runs of 8). The PKI-ID learnt is now kept for the endpoint, and every line after
+/// the first handshake goes straight to the node, in order. (Some may overflow the send
+/// buffer while the connection is being made: counted, and no reordering.)
+#[test]
+fn msp_lines_to_a_distant_peer_keep_their_order_as_the_connection_comes_up() {
+    const LINES: u64 = 60;
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
+    let proxy = slow_proxy(addr, Duration::from_millis(20));
+    let flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
+    let args: Vec<&str> = ["--listen", "127.0.0.1:0", "--peer", &proxy, "--exit-on-eof"]
+        .into_iter()
+        .chain(strs(&flags))
+        .collect();
+    let mut sender = Daemon::start(&args, true, true, None);
+    for i in 1..=LINES {
+        sender.send_line(&format!("line {i}"));
+        // A script writing a line every 20 ms: some read before the connection is up
+        // (about 0.4 s through the proxy), most after.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(sender.stdin.take());
+    assert_eq!(sender.exit_within(EVENT), Some(0));
+    let log = sender.stderr();
+    let dropped: u64 = log
+        .lines()
+        .find(|l| l.contains("stopped; sent"))
+        .and_then(|l| l.split("dropped ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {log}"));
+    receiver.stop_ok();
+    receiver.wait("stopped", is("stopped"));
+    let seqs: Vec<u64> = receiver
+        .seen
+        .iter()
+        .filter(|v| is("received")(v))
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(seqs.len() as u64 + dropped, LINES, "{seqs:?}\n{log}");
+    assert!(seqs.len() >= 30, "{seqs:?}\n{log}");
+}
+
 /// A node stopped by a signal while messages wait for their peer's PKI-ID (the handshake
 /// hangs: the listener accepts and never answers) counts them dropped at stop.
 #[test]
@@ -5154,7 +5239,16 @@ fn messages_waiting_for_a_pki_id_at_a_signal_are_counted() {
         "{log}"
     );
     assert!(log.contains("stopped; sent 0, dropped 3"), "{log}");
-    assert!(!n.seen.iter().any(is("command_error")), "{:?}", n.seen);
+    // The handshake our own stop failed says nothing of the peer: no presumed_dead (one
+    // was printed, "dial failed: Shutting down").
+    n.wait("stopped", is("stopped"));
+    assert!(
+        !n.seen
+            .iter()
+            .any(|v| is("command_error")(v) || is("presumed_dead")(v)),
+        "{:?}",
+        n.seen
+    );
     drop(silent);
 }
 
