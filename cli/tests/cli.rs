@@ -5042,12 +5042,7 @@ fn msp_lines_before_the_connection_share_one_handshake_and_keep_their_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
-    let flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
-    let args: Vec<&str> = ["--listen", "127.0.0.1:0", "--peer", &addr, "--exit-on-eof"]
-        .into_iter()
-        .chain(strs(&flags))
-        .collect();
-    let mut sender = Daemon::start(&args, true, true, None);
+    let mut sender = piped_msp_sender(dir.path(), &addr);
     // Written at once, as a pipe would: read while the PKI-ID is being learnt.
     for i in 1..=LINES {
         sender.send_line(&format!("line {i}"));
@@ -5060,6 +5055,17 @@ fn msp_lines_before_the_connection_share_one_handshake_and_keep_their_order() {
         "{log}"
     );
     in_order_after_one_handshake(&mut receiver, "line", LINES);
+}
+
+/// OrgB's peer0 from the keygen layout in `root`, with `--peer to --exit-on-eof`: a script
+/// piping lines into a node. Not waited for: its lines are read while it dials.
+fn piped_msp_sender(root: &Path, to: &str) -> Daemon {
+    let flags = msp_flags(root, "peer0", ORG_B, ORG_A);
+    let args: Vec<&str> = ["--listen", "127.0.0.1:0", "--peer", to, "--exit-on-eof"]
+        .into_iter()
+        .chain(strs(&flags))
+        .collect();
+    Daemon::start(&args, true, true, None)
 }
 
 /// Stops `receiver` once it has `{prefix} {N}` (or `{prefix}{N}`), and checks that it
@@ -5178,12 +5184,7 @@ fn msp_lines_to_a_distant_peer_keep_their_order_as_the_connection_comes_up() {
     keygen(dir.path());
     let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
     let proxy = slow_proxy(addr, Duration::from_millis(20));
-    let flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
-    let args: Vec<&str> = ["--listen", "127.0.0.1:0", "--peer", &proxy, "--exit-on-eof"]
-        .into_iter()
-        .chain(strs(&flags))
-        .collect();
-    let mut sender = Daemon::start(&args, true, true, None);
+    let mut sender = piped_msp_sender(dir.path(), &proxy);
     for i in 1..=LINES {
         sender.send_line(&format!("line {i}"));
         // A script writing a line every 20 ms: some read before the connection is up
@@ -5211,6 +5212,92 @@ fn msp_lines_to_a_distant_peer_keep_their_order_as_the_connection_comes_up() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert_eq!(seqs.len() as u64 + dropped, LINES, "{seqs:?}\n{log}");
     assert!(seqs.len() >= 30, "{seqs:?}\n{log}");
+}
+
+/// The PKI-ID learnt for an endpoint is forgotten when the node presumes its peer dead: a
+/// peer of another organization now serving the endpoint (OrgC's peer0 where OrgA's was)
+/// is learnt anew, and the next send reaches it. Kept for ever, every send would go on to
+/// the old PKI-ID, and the dial find the wrong peer each time. (A peer of the same
+/// organization is the old one's identity switching, which the node follows itself.)
+#[test]
+fn a_pki_id_learnt_for_an_endpoint_is_forgotten_when_its_peer_is_presumed_dead() {
+    const ORG_C: (&str, &str) = ("OrgCMSP", "c.example.com");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("utf-8");
+    let r = run(
+        &[
+            "keygen",
+            "--out",
+            out,
+            "--org",
+            "OrgAMSP:a.example.com:1",
+            "--org",
+            "OrgBMSP:b.example.com:1",
+            "--org",
+            "OrgCMSP:c.example.com:1",
+        ],
+        EVENT,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let at = |org| {
+        let flags = msp_flags(dir.path(), "peer0", org, ORG_B);
+        let args: Vec<String> = ["--listen".to_owned(), listen.clone()]
+            .into_iter()
+            .chain(flags)
+            .collect();
+        listening_daemon(&strs(&args)).0
+    };
+    // OrgB's peer0, trusting OrgA and OrgC.
+    let mut flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
+    let c = msp_flags(dir.path(), "peer0", ORG_C, ORG_B);
+    let trust_c = format!(
+        "{}={}",
+        ORG_C.0,
+        dir.path()
+            .join("peerOrganizations/c.example.com/msp")
+            .display()
+    );
+    flags.extend(["--trust".to_owned(), trust_c]);
+    let ca_c = c
+        .iter()
+        .skip_while(|f| f.as_str() != "--tls-ca")
+        .nth(1)
+        .expect("OrgC's TLS CA")
+        .clone();
+    flags.extend(["--tls-ca".to_owned(), ca_c]);
+    let mut sender = msp_daemon_with(&flags);
+    let send = |d: &mut Daemon, data: &str| {
+        d.send_line(&format!(
+            "{{\"cmd\":\"send\",\"to\":\"{listen}\",\"data\":\"{data}\"}}"
+        ));
+    };
+    let mut first = at(ORG_A);
+    send(&mut sender, "to OrgA");
+    first.wait("to OrgA", |v| is("received")(v) && v["text"] == "to OrgA");
+    first.stop_ok();
+    let mut second = at(ORG_C);
+    // Sent to OrgA's peer's PKI-ID, learnt before: the dial finds another peer, which is
+    // refused, and OrgA's peer presumed dead.
+    send(&mut sender, "lost");
+    sender.wait("presumed_dead", is("presumed_dead"));
+    send(&mut sender, "to OrgC");
+    second.wait("to OrgC", |v| is("received")(v) && v["text"] == "to OrgC");
+    sender.stop_ok();
+    second.stop_ok();
+}
+
+/// A node on a free port with these flags (stdin a pipe, stdout read), once listening.
+fn msp_daemon_with(flags: &[String]) -> Daemon {
+    let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
+        .into_iter()
+        .chain(strs(flags))
+        .collect();
+    listening_daemon(&args).0
 }
 
 /// A node stopped by a signal while messages wait for their peer's PKI-ID (the handshake
