@@ -88,6 +88,41 @@ impl Seen {
             self.first_problems.push(what);
         }
     }
+
+    /// Counts a message node `to` got from member `from` (`None`: not a member) as
+    /// delivered only when it is exactly what that member sent it in a round the demo
+    /// has; anything else is a problem, which names the sender (`stranger` for a
+    /// non-member). A judgment of its own so that a test can show it a stranger, a forged
+    /// payload or a round out of range, which the demo's nodes never send.
+    fn judge(
+        &mut self,
+        to: usize,
+        from: Option<usize>,
+        got: Option<Carried>,
+        stranger: impl FnOnce() -> String,
+    ) {
+        match (from, got) {
+            (Some(f), Some((round, n, data)))
+                if round < self.received.len() && data == payload(round, f, to, n).as_bytes() =>
+            {
+                self.received[round][to][f] += 1;
+            }
+            (f, _) => self.problem(format!(
+                "node{to} got an unexpected message from {}",
+                f.map_or_else(stranger, |f| format!("node{f}"))
+            )),
+        }
+    }
+}
+
+/// What a data message carries, as the receiver reads it: the round and the message's
+/// index in it (from the sequence number), and the payload.
+type Carried = (usize, u64, Vec<u8>);
+
+/// Splits a sequence number `round * ROUND_BASE + i` back into its round and `i`.
+fn carried(seq: u64, data: &[u8]) -> Carried {
+    let round = usize::try_from(seq / ROUND_BASE).unwrap_or(usize::MAX);
+    (round, seq % ROUND_BASE, data.to_vec())
 }
 
 /// Shared between the observer tasks and the phases.
@@ -395,28 +430,13 @@ fn observe(
         Ok(mut inbox) => tasks.push(tokio::spawn(async move {
             while let Some(r) = inbox.recv().await {
                 let from = sh.by_pki.get(r.sender()).copied();
-                let payload_of = |seq: u64, data: &[u8]| {
-                    let round = usize::try_from(seq / ROUND_BASE).unwrap_or(usize::MAX);
-                    (round, seq % ROUND_BASE, data.to_vec())
-                };
                 let got = match &r.message().content {
                     Some(fabric_gossip_core::proto::gossip::gossip_message::Content::DataMsg(
                         d,
-                    )) => d.payload.as_ref().map(|p| payload_of(p.seq_num, &p.data)),
+                    )) => d.payload.as_ref().map(|p| carried(p.seq_num, &p.data)),
                     _ => None,
                 };
-                sh.update(|s| match (from, got) {
-                    (Some(f), Some((round, n, data)))
-                        if round < s.received.len()
-                            && data == payload(round, f, i, n).as_bytes() =>
-                    {
-                        s.received[round][i][f] += 1;
-                    }
-                    (f, _) => s.problem(format!(
-                        "node{i} got an unexpected message from {}",
-                        f.map_or_else(|| sh.name(r.sender()), |f| format!("node{f}"))
-                    )),
-                });
+                sh.update(|s| s.judge(i, from, got, || sh.name(r.sender())));
             }
         })),
         Err(e) => sh.say(format!("node{i}: cannot subscribe: {e}")),
@@ -1140,5 +1160,313 @@ impl Phases<'_> {
                 .into(),
             r,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Shared` for `n` members with made-up PKI-IDs, muted so that nothing is printed.
+    fn shared(n: usize) -> Shared {
+        let grid = || vec![vec![0u32; n]; n];
+        Shared {
+            seen: Mutex::new(Seen {
+                received: (0..2).map(|_| grid()).collect(),
+                connected: grid(),
+                disconnected: grid(),
+                presumed_dead: grid(),
+                ..Seen::default()
+            }),
+            changed: Notify::new(),
+            started: Instant::now(),
+            quiet: false,
+            muted: AtomicBool::new(true),
+            stdout: Mutex::new(None),
+            gone: Notify::new(),
+            names: (0..n).map(|i| format!("node{i}")).collect(),
+            msp_ids: (0..n).map(|_| "Org1MSP".to_string()).collect(),
+            by_pki: (0..n).map(|i| (pki(i), i)).collect(),
+        }
+    }
+
+    fn pki(i: usize) -> PkiId {
+        PkiId::from(vec![
+            0xa0,
+            0xb1,
+            0xc2,
+            0xd3,
+            0xe4,
+            0xf5,
+            0x06,
+            u8::try_from(i).unwrap(),
+        ])
+    }
+
+    fn stats(base: u64) -> Stats {
+        let mut s = Stats::default();
+        s.sent = base;
+        s.received = base + 1;
+        s.dropped_overflow = base + 2;
+        s.dropped_on_close = base + 3;
+        s.dropped_no_connection = base + 4;
+        s.dropped_subscription_overflow = base + 5;
+        s.presumed_dead = base + 6;
+        s.handshakes_ok = base + 7;
+        s
+    }
+
+    fn member(restarted: bool, past: Vec<Stats>) -> Member {
+        Member {
+            org: 1,
+            peer: 0,
+            msp_id: "Org2MSP".into(),
+            pki: pki(0),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7051)),
+            tls: TlsConfig::new("", "", ""),
+            node: None,
+            tasks: Vec::new(),
+            past,
+            restarted,
+        }
+    }
+
+    #[test]
+    fn problems_are_all_counted_and_the_first_eight_kept() {
+        let mut s = Seen::default();
+        for k in 0..11 {
+            s.problem(format!("p{k}"));
+        }
+        assert_eq!(s.problems, 11);
+        let kept: Vec<String> = (0..PROBLEMS_KEPT).map(|k| format!("p{k}")).collect();
+        assert_eq!(s.first_problems, kept);
+    }
+
+    #[test]
+    fn a_member_s_message_counts_only_when_it_is_what_that_member_sent() {
+        let sh = shared(3);
+        let mut s = sh.seen();
+        // Round 1, message 4, node2 -> node0: counted.
+        let (round, i, data) = carried(ROUND_BASE + 4, payload(1, 2, 0, 4).as_bytes());
+        assert_eq!((round, i), (1, 4));
+        s.judge(0, Some(2), Some((round, i, data)), || "nobody".into());
+        assert_eq!(s.received[1][0][2], 1);
+        assert_eq!(s.problems, 0);
+        // The same payload said to come from node1, or with another index: problems.
+        s.judge(
+            0,
+            Some(1),
+            Some(carried(ROUND_BASE + 4, payload(1, 2, 0, 4).as_bytes())),
+            || "nobody".into(),
+        );
+        s.judge(
+            0,
+            Some(2),
+            Some(carried(ROUND_BASE + 5, payload(1, 2, 0, 4).as_bytes())),
+            || "nobody".into(),
+        );
+        assert_eq!(s.problems, 2);
+        assert_eq!(
+            s.first_problems[0],
+            "node0 got an unexpected message from node1"
+        );
+        assert_eq!(
+            s.first_problems[1],
+            "node0 got an unexpected message from node2"
+        );
+        assert_eq!(s.received[1][0], vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn a_stranger_a_message_without_data_or_a_round_the_demo_lacks_are_problems() {
+        let sh = shared(3);
+        let mut s = sh.seen();
+        s.judge(
+            1,
+            None,
+            Some(carried(4, payload(0, 2, 1, 4).as_bytes())),
+            || "unknown peer 0a0b".into(),
+        );
+        s.judge(1, Some(0), None, || "nobody".into());
+        // Two rounds are kept: round 2 (the first past them) and a huge one are refused,
+        // not counted out of bounds.
+        s.judge(
+            1,
+            Some(0),
+            Some(carried(2 * ROUND_BASE + 1, payload(2, 0, 1, 1).as_bytes())),
+            || "nobody".into(),
+        );
+        s.judge(1, Some(0), Some(carried(u64::MAX, b"")), || "nobody".into());
+        assert_eq!(s.problems, 4);
+        assert_eq!(
+            s.first_problems[0],
+            "node1 got an unexpected message from unknown peer 0a0b"
+        );
+        assert!(s.received.iter().flatten().flatten().all(|c| *c == 0));
+    }
+
+    #[test]
+    fn payloads_name_the_round_the_pair_and_the_index() {
+        assert_eq!(payload(3, 1, 4, 7), "round 3: node1 -> node4, message 7");
+        assert_eq!(carried(3 * ROUND_BASE + 7, b"x"), (3, 7, b"x".to_vec()));
+    }
+
+    #[test]
+    fn all_to_all_pairs_every_member_with_every_other() {
+        let plan = all_to_all(&[0, 2, 3]);
+        assert_eq!(
+            plan,
+            vec![(0, vec![2, 3]), (2, vec![0, 3]), (3, vec![0, 2])]
+        );
+        assert_eq!(
+            pairs(&plan),
+            vec![(0, 2), (0, 3), (2, 0), (2, 3), (3, 0), (3, 2)]
+        );
+    }
+
+    #[test]
+    fn members_are_named_and_strangers_shown_by_pki_id() {
+        let sh = shared(3);
+        assert_eq!(sh.name(&pki(2)), "node2");
+        let stranger = PkiId::from(vec![0xab, 0xcd]);
+        assert_eq!(sh.name(&stranger), format!("unknown peer {stranger}"));
+        assert_eq!(short(&pki(1)), "a0b1c2d3e4f5");
+        assert_eq!(short(&stranger), "abcd");
+    }
+
+    #[test]
+    fn a_failed_check_is_recorded_and_stops_the_phases() {
+        let sh = shared(2);
+        let mut checks = Checks::default();
+        assert_eq!(checks.record(&sh, "first".into(), Ok(())), Ok(()));
+        assert_eq!(
+            checks.record(&sh, "second".into(), Err("why".into())),
+            Err(())
+        );
+        assert_eq!(
+            checks.0,
+            vec![
+                ("first".to_string(), Ok(())),
+                ("second".to_string(), Err("why".to_string()))
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_gives_up_at_its_deadline_naming_the_first_six_missing() {
+        let sh = shared(2);
+        let t = Instant::now();
+        let items: Vec<usize> = (0..10).collect();
+        let r = sh
+            .wait_each(
+                t + Duration::from_secs(3),
+                &items,
+                |_, x| x == 2,
+                "missing",
+                |_, x| format!("m{x}"),
+            )
+            .await;
+        assert_eq!(r, Err("missing: m0, m1, m3, m4, m5, m6".to_string()));
+        assert_eq!(t.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_with_the_update_that_completes_it() {
+        let sh = Arc::new(shared(2));
+        let t = Instant::now();
+        let other = sh.clone();
+        let task = tokio::spawn(async move {
+            for k in 1..=2 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                other.update(|s| s.connected[0][k - 1] = 1);
+            }
+        });
+        let r = sh
+            .wait_each(
+                t + Duration::from_secs(10),
+                &[0, 1],
+                |s, j| s.connected[0][j] == 1,
+                "not connected",
+                |_, j| format!("node{j}"),
+            )
+            .await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(t.elapsed(), Duration::from_secs(2));
+        task.await.expect("updater");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delivery_is_counted_and_a_message_too_many_is_an_error() {
+        let sh = shared(3);
+        let plan = all_to_all(&[0, 1, 2]);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        sh.update(|s| s.received[1] = vec![vec![2; 3]; 3]);
+        assert_eq!(wait_delivered(&sh, 1, &plan, 2, deadline).await, Ok(12));
+        sh.update(|s| s.received[1][2][0] = 3);
+        assert_eq!(
+            wait_delivered(&sh, 1, &plan, 2, deadline).await,
+            Err("node2 received 3 messages of this round from node0, 2 were sent".into())
+        );
+        sh.update(|s| s.received[1][1][2] = 1);
+        assert_eq!(
+            wait_delivered(&sh, 1, &plan, 2, deadline).await,
+            Err("not all delivered: node1 has 1/2 from node2".into())
+        );
+    }
+
+    #[test]
+    fn the_first_organization_gets_the_extra_node() {
+        for (n, org1) in [(3, 2), (4, 2), (5, 3)] {
+            let (orgs, _, tls_cas) = make_orgs(n).expect("orgs");
+            let sizes: Vec<(&str, usize)> = orgs
+                .iter()
+                .map(|o| (o.spec.msp_id.as_str(), o.peers.len()))
+                .collect();
+            assert_eq!(sizes, vec![("Org1MSP", org1), ("Org2MSP", n - org1)]);
+            let cas = String::from_utf8(tls_cas).expect("pem");
+            assert_eq!(cas.matches("BEGIN CERTIFICATE").count(), 2);
+        }
+    }
+
+    #[test]
+    fn a_row_sums_every_incarnation_s_counters() {
+        let m = member(true, vec![stats(0), stats(100)]);
+        let r = row_json(3, &m);
+        assert_eq!(
+            r,
+            json!({
+                "node": "node3",
+                "org": "Org2MSP",
+                "address": "127.0.0.1:7051",
+                "restarted": true,
+                "connections": 0,
+                "sent": 100,
+                "received": 102,
+                "dropped": 2 + 3 + 4 + 5 + 102 + 103 + 104 + 105,
+                "presumed_dead": 112,
+                "handshakes_ok": 114,
+                "handshakes_failed": 0,
+            })
+        );
+    }
+
+    #[test]
+    fn the_table_marks_a_restarted_node_and_aligns_its_columns() {
+        let t = table(&[member(false, vec![stats(0)]), member(true, vec![stats(10)])]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(
+            lines[0].starts_with("node    org      address          conns"),
+            "{t}"
+        );
+        assert!(lines[0].ends_with("presumed-dead handshakes ok/bad"), "{t}");
+        assert_eq!(
+            lines[1],
+            "node0   Org2MSP  127.0.0.1:7051       0      0      1      14             6               7/0"
+        );
+        assert_eq!(
+            lines[2],
+            "node1*  Org2MSP  127.0.0.1:7051       0     10     11      54            16              17/0"
+        );
     }
 }
