@@ -246,6 +246,138 @@ fn demo_passes() {
     // The table has one row per node, and the stopped node is marked as restarted.
     assert!(r.stdout.contains("node4*"), "{}", r.all());
     assert!(r.stdout.contains("presumed-dead"), "{}", r.all());
+    // --quiet keeps the phases and leaves out the per-node events.
+    assert!(r.stdout.contains("] == 8. all-to-all again"), "{}", r.all());
+    assert!(
+        !r.stdout.contains("listening on") && !r.stdout.contains(": connected to"),
+        "{}",
+        r.all()
+    );
+}
+
+/// The progress lines of a whole demo without `--quiet`, timestamps cut off.
+fn demo_progress(r: &Run) -> Vec<&str> {
+    r.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix('[').and_then(|l| l.split_once("s] ")))
+        .map(|(_, line)| line.trim_start())
+        .collect()
+}
+
+/// Where `line` is among `lines` (the first one equal to it, or starting with it when it
+/// ends in `…`); fails with the whole output if it is missing.
+fn line_at(lines: &[&str], line: &str, r: &Run) -> usize {
+    let found = match line.strip_suffix('…') {
+        Some(prefix) => lines.iter().position(|l| l.starts_with(prefix)),
+        None => lines.iter().position(|l| *l == line),
+    };
+    found.unwrap_or_else(|| panic!("no line {line:?}\n{}", r.all()))
+}
+
+/// The milliseconds a line "... in N ms" reports.
+fn ms_of(line: &str) -> u64 {
+    let n = line.strip_suffix(" ms").and_then(|l| l.rsplit_once(" in "));
+    n.and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {line:?}"))
+}
+
+#[test]
+fn demo_prints_each_phase_with_its_counts_after_the_events_it_waited_for() {
+    let r = run(&["demo"], Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "demo failed\n{}", r.all());
+    let lines = demo_progress(&r);
+    let at = |line: &str| line_at(&lines, line, &r);
+    // The phases and their checks, in order, with the counts of 5 nodes and 5 messages.
+    let phases = [
+        "== 1. starting 5 nodes",
+        "node0: peer0.org1.example.com of Org1MSP listening on 127.0.0.1:…",
+        "node4: peer1.org2.example.com of Org2MSP listening on 127.0.0.1:…",
+        "ok: 5 nodes started with MSP identities of Org1MSP and Org2MSP and mutual TLS",
+        "== 2. handshakes: each node sends a first message to the nodes after it…",
+        "10 connections in …",
+        "ok: all 10 pairs connected, each side authenticated by MSP identity and TLS \
+         certificate",
+        "== 3. all-to-all: every node sends 5 messages to every other node",
+        "delivered 100 messages in …",
+        "ok: every node received exactly 5 messages from each of the other 4",
+        "== 4. stopping node4 (Org2MSP)",
+        "ok: every other node saw its connection to node4 close",
+        "== 5. the others send 5 messages to each other and to node4, which is down",
+        "ok: every other node reported node4 presumed dead after sending to it",
+        "ok: the other 4 nodes kept exchanging messages meanwhile",
+        "== 6. restarting node4 on 127.0.0.1:…",
+        "ok: node4 restarted on the same address and PKI-ID",
+        "== 7. the others send to node4 again",
+        "delivered 4 messages in …",
+        "ok: every other node reconnected to node4",
+        "== 8. all-to-all again, node4 included: every node sends 5 messages to every other \
+         node",
+        "ok: messages flow again: every node received exactly 5 messages from each of the \
+         other 4",
+        "ok: no message corrupted, misattributed or unexpected; every peer had the expected \
+         MSP ID",
+    ];
+    let places: Vec<usize> = phases.iter().map(|p| at(p)).collect();
+    assert!(
+        places.windows(2).all(|w| w[0] < w[1]),
+        "{places:?}\n{}",
+        r.all()
+    );
+    // A node is shown with the first 6 bytes of its PKI-ID.
+    let pki = lines[places[1]].rsplit_once("PKI-ID ").expect("PKI-ID").1;
+    assert!(
+        pki.len() == 15 && pki.ends_with("...") && pki[..12].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{}",
+        r.all()
+    );
+    // Each check comes after the events it waited for.
+    let ok_connected = places[6];
+    for (i, j) in [(0, 1), (1, 0), (3, 4), (4, 3)] {
+        let (org, way) = (
+            if j < 3 { 1 } else { 2 },
+            if i < j { "outbound" } else { "inbound" },
+        );
+        assert!(
+            at(&format!(
+                "node{i}: connected to node{j} (Org{org}MSP, {way}, mutual TLS)"
+            )) < ok_connected,
+            "{}",
+            r.all()
+        );
+    }
+    for i in 0..4 {
+        assert!(
+            (places[10]..places[11])
+                .contains(&at(&format!("node{i}: connection to node4 closed (…"))),
+            "{}",
+            r.all()
+        );
+        assert!(
+            (places[12]..places[13]).contains(&at(&format!(
+                "node{i}: node4 presumed dead (sending to it failed)"
+            ))),
+            "{}",
+            r.all()
+        );
+        let reconnected = format!("node{i}: connected to node4 (Org2MSP, outbound, mutual TLS)");
+        let reconnected = lines
+            .iter()
+            .rposition(|l| *l == reconnected)
+            .expect("reconnected");
+        assert!(
+            (places[17]..places[19]).contains(&reconnected),
+            "{}",
+            r.all()
+        );
+    }
+    // Times are whole milliseconds; 10 handshakes, and 4 reconnections, take at least one.
+    assert!(ms_of(lines[places[5]]) >= 1, "{}", r.all());
+    assert!(ms_of(lines[places[18]]) >= 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("\nDEMO PASSED: 10 checks in "),
+        "{}",
+        r.all()
+    );
 }
 
 /// Writes development material for organizations A (two peers) and B (one peer).
