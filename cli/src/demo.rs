@@ -684,21 +684,9 @@ fn short(p: &PkiId) -> String {
     hex::encode(&p.as_bytes()[..p.as_bytes().len().min(6)])
 }
 
-async fn demo(a: &DemoArgs) -> Result<(), Failure> {
-    let n = usize::from(a.nodes);
-    let m = u64::from(a.messages);
-    let t0 = Instant::now();
-    if !a.json {
-        out::print(
-            "progress",
-            format!(
-                "fabric-gossip demo: {n} gossip nodes of two organizations on loopback, \
-                 mutual TLS, {m} messages per pair and round\n"
-            ),
-        )
-        .map_err(Failure::Write)?;
-    }
-    let (orgs, trust, tls_cas) = make_orgs(n)?;
+/// The members of `orgs`, in order, each with its identity and TLS material, not started,
+/// their address to be chosen by their first start.
+fn members(orgs: &[DevOrg], trust: &TrustStore, tls_cas: &[u8]) -> Result<Vec<Member>, String> {
     let mut members = Vec::new();
     for (oi, org) in orgs.iter().enumerate() {
         for (pi, peer) in org.peers.iter().enumerate() {
@@ -714,7 +702,7 @@ async fn demo(a: &DemoArgs) -> Result<(), Failure> {
                 tls: TlsConfig::new(
                     peer.tls.cert_pem(),
                     peer.tls.key_pem.clone(),
-                    tls_cas.clone(),
+                    tls_cas.to_vec(),
                 )
                 .require_client_certificate(true),
                 node: None,
@@ -724,6 +712,25 @@ async fn demo(a: &DemoArgs) -> Result<(), Failure> {
             });
         }
     }
+    Ok(members)
+}
+
+async fn demo(a: &DemoArgs) -> Result<(), Failure> {
+    let n = usize::from(a.nodes);
+    let m = u64::from(a.messages);
+    let t0 = Instant::now();
+    if !a.json {
+        out::print(
+            "progress",
+            format!(
+                "fabric-gossip demo: {n} gossip nodes of two organizations on loopback, \
+                 mutual TLS, {m} messages per pair and round\n"
+            ),
+        )
+        .map_err(Failure::Write)?;
+    }
+    let (orgs, trust, tls_cas) = make_orgs(n)?;
+    let mut members = members(&orgs, &trust, &tls_cas)?;
     let rounds = 5;
     let grid = || vec![vec![0u32; n]; n];
     let shared = Arc::new(Shared {
@@ -1468,5 +1475,55 @@ mod tests {
             lines[2],
             "node1*  Org2MSP  127.0.0.1:7051       0     10     11      54            16              17/0"
         );
+    }
+
+    /// A member of a fresh 3-node demo, its node started on a port the OS chose, and
+    /// stopped: what a restart begins with.
+    async fn stopped_member() -> (Vec<DevOrg>, TrustStore, Member, Arc<Shared>) {
+        let (orgs, trust, tls_cas) = make_orgs(3).expect("orgs");
+        let mut members = members(&orgs, &trust, &tls_cas).expect("members");
+        let mut m = members.remove(0);
+        let shared = Arc::new(shared(3));
+        let deadline = Instant::now() + PHASE_LIMIT;
+        start_member(&mut m, 0, &orgs[0], &trust, &shared, deadline)
+            .await
+            .expect("first start");
+        assert_ne!(m.addr.port(), 0);
+        m.node.take().expect("node").stop().await;
+        (orgs, trust, m, shared)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_retries_its_taken_address_until_the_deadline_then_says_why() {
+        let (orgs, trust, mut m, shared) = stopped_member().await;
+        // Something else holds the address now, until the end of the test.
+        let _holder = std::net::TcpListener::bind(m.addr).expect("take the address");
+        let t = Instant::now();
+        let limit = Duration::from_millis(300);
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            start_member(&mut m, 0, &orgs[0], &trust, &shared, t + limit),
+        )
+        .await
+        .expect("gave up at its deadline");
+        let e = r.expect_err("the address is taken");
+        // It retried (the error of an earlier attempt is kept) until the deadline.
+        assert!(e.starts_with("node0: "), "{e}");
+        let before = e.split_once("(again; before: ").map(|(_, b)| b);
+        assert!(before.is_some_and(|b| b.len() > 1), "{e}");
+        assert!(t.elapsed() >= limit, "{e}");
+        assert!(m.node.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_gets_its_address_back_once_it_is_free() {
+        let (orgs, trust, mut m, shared) = stopped_member().await;
+        let addr = m.addr;
+        start_member(&mut m, 0, &orgs[0], &trust, &shared, Instant::now())
+            .await
+            .expect("restart");
+        assert_eq!(m.addr, addr);
+        assert_eq!(m.node.as_ref().map(Node::local_addr), Some(addr));
+        m.node.take().expect("node").stop().await;
     }
 }
