@@ -271,29 +271,48 @@ pub(crate) fn run(a: &DemoArgs) -> ExitCode {
     };
     let deadline = Duration::from_secs(a.deadline);
     let code = rt.block_on(async {
-        let reason = match tokio::time::timeout(deadline, demo(a)).await {
-            Ok(Ok(())) => return ExitCode::SUCCESS,
-            Ok(Err(Failure::Write(e))) => return e.exit(),
-            // With --json, demo() printed the object, reason included.
-            Ok(Err(Failure::Check(_))) if a.json => return ExitCode::FAILURE,
-            Ok(Err(Failure::Check(reason))) => reason,
-            Err(_) => format!("not finished within --deadline {}s", a.deadline),
+        let outcome = tokio::time::timeout(deadline, demo(a)).await.ok();
+        let code = match &outcome {
+            Some(Ok(())) => ExitCode::SUCCESS,
+            Some(Err(Failure::Write(e))) => return e.exit(),
+            _ => ExitCode::FAILURE,
         };
-        let text = if a.json {
-            format!(
-                "{}\n",
-                json!({"result": "failed", "ok": false, "reason": reason})
-            )
-        } else {
-            format!("\nDEMO FAILED: {reason}\n")
+        let Some(text) = failure_text(a.json, a.deadline, outcome.as_ref()) else {
+            return code;
         };
         match out::print("result", text) {
-            Ok(()) => ExitCode::FAILURE,
+            Ok(()) => code,
             Err(e) => e.exit(),
         }
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// What is left to print of a demo that did not pass, given how it ended (`None`: not
+/// within `--deadline`): its reason, as text or as the JSON object; nothing when it passed,
+/// when stdout is gone, or when `--json` already printed the object, reason included. A
+/// function of its own so that a test can show it the failures a passing machine never
+/// has.
+fn failure_text(
+    json: bool,
+    deadline: u64,
+    outcome: Option<&Result<(), Failure>>,
+) -> Option<String> {
+    let reason = match outcome {
+        Some(Ok(()) | Err(Failure::Write(_))) => return None,
+        Some(Err(Failure::Check(_))) if json => return None,
+        Some(Err(Failure::Check(reason))) => reason.clone(),
+        None => format!("not finished within --deadline {deadline}s"),
+    };
+    Some(if json {
+        format!(
+            "{}\n",
+            json!({"result": "failed", "ok": false, "reason": reason})
+        )
+    } else {
+        format!("\nDEMO FAILED: {reason}\n")
+    })
 }
 
 /// Generates both organizations in memory and returns them with the trust store.
@@ -1525,5 +1544,34 @@ mod tests {
         assert_eq!(m.addr, addr);
         assert_eq!(m.node.as_ref().map(Node::local_addr), Some(addr));
         m.node.take().expect("node").stop().await;
+    }
+
+    #[test]
+    fn a_failure_is_printed_once_as_text_or_as_json() {
+        let check = Err(Failure::Check("the reason".into()));
+        assert_eq!(
+            failure_text(false, 30, Some(&check)).as_deref(),
+            Some("\nDEMO FAILED: the reason\n")
+        );
+        // demo() printed the JSON object, reason included.
+        assert_eq!(failure_text(true, 30, Some(&check)), None);
+        assert_eq!(
+            failure_text(false, 30, None).as_deref(),
+            Some("\nDEMO FAILED: not finished within --deadline 30s\n")
+        );
+        let late: Value =
+            serde_json::from_str(&failure_text(true, 7, None).expect("json")).expect("one object");
+        assert_eq!(
+            late,
+            json!({"result": "failed", "ok": false, "reason": "not finished within --deadline 7s"})
+        );
+        let gone = Err(Failure::Write(WriteError::new(
+            "result",
+            std::io::ErrorKind::BrokenPipe.into(),
+        )));
+        for json in [false, true] {
+            assert_eq!(failure_text(json, 30, Some(&Ok(()))), None);
+            assert_eq!(failure_text(json, 30, Some(&gone)), None);
+        }
     }
 }
