@@ -1574,4 +1574,32 @@ mod tests {
             assert_eq!(failure_text(json, 30, Some(&gone)), None);
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connected_all_names_a_missing_connection_or_a_node_not_running() {
+        let (orgs, trust, tls_cas) = make_orgs(3).expect("orgs");
+        let mut members = members(&orgs, &trust, &tls_cas).expect("members");
+        let shared = Arc::new(shared(3));
+        for (i, m) in members.iter_mut().enumerate().take(2) {
+            let deadline = Instant::now() + PHASE_LIMIT;
+            start_member(m, i, &orgs[m.org], &trust, &shared, deadline)
+                .await
+                .expect("start");
+        }
+        // Started, never introduced to each other.
+        assert_eq!(connected_all(&members, &[0]), Ok(()));
+        assert_eq!(
+            connected_all(&members, &[0, 1]),
+            Err("node0 holds no connection to node1".into())
+        );
+        assert_eq!(
+            connected_all(&members, &[2, 0]),
+            Err("node2 is not running".into())
+        );
+        for m in &mut members {
+            if let Some(node) = m.node.take() {
+                node.stop().await;
+            }
+        }
+    }
 }
