@@ -286,6 +286,9 @@ impl Lookups {
         _permit: OwnedSemaphorePermit,
     ) {
         let learnt = learn_pki(&node, &endpoint).await;
+        let peer = learnt
+            .clone()
+            .map(|pki| RemotePeer::new(endpoint.clone(), pki));
         let mut lost = 0;
         // No await from here on: what is taken is handed over (or counted) before a stop
         // can drop this task, and a message queued meanwhile is in the next batch.
@@ -293,9 +296,6 @@ impl Lookups {
             // Its own statement, so the lock is let go before the batch is handed over.
             let batch = self.table().take(&endpoint, learnt.as_ref().ok());
             let Some(batch) = batch else { break };
-            let peer = learnt
-                .clone()
-                .map(|pki| RemotePeer::new(endpoint.clone(), pki));
             for waiting in batch {
                 match (waiting, &peer) {
                     (Waiting::Send(msg), Ok(peer)) => {

@@ -382,19 +382,17 @@ fn demo_prints_each_phase_with_its_counts_after_the_events_it_waited_for() {
 
 /// Writes development material for organizations A (two peers) and B (one peer).
 fn keygen(dir: &Path) -> Run {
+    keygen_orgs(dir, &["OrgAMSP:a.example.com:2", "OrgBMSP:b.example.com:1"])
+}
+
+/// `keygen --out DIR` of these organizations (`MSPID:DOMAIN:PEERS`), expected to succeed.
+fn keygen_orgs(dir: &Path, orgs: &[&str]) -> Run {
     let out = dir.to_str().expect("utf-8 temp path");
-    let r = run(
-        &[
-            "keygen",
-            "--out",
-            out,
-            "--org",
-            "OrgAMSP:a.example.com:2",
-            "--org",
-            "OrgBMSP:b.example.com:1",
-        ],
-        EVENT,
-    );
+    let mut args = vec!["keygen", "--out", out];
+    for org in orgs {
+        args.extend(["--org", org]);
+    }
+    let r = run(&args, EVENT);
     assert_eq!(r.code, Some(0), "keygen failed\n{}", r.all());
     r
 }
@@ -2579,12 +2577,13 @@ fn msp_daemon(
     extra: &[&str],
 ) -> (Daemon, String) {
     let flags = msp_flags(root, peer, org, other);
-    let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
-        .into_iter()
-        .chain(strs(&flags))
-        .chain(extra.iter().copied())
-        .collect();
-    listening_daemon(&args)
+    daemon_on_a_free_port(&[&strs(&flags), extra].concat())
+}
+
+/// A node on a free port with `flags` (stdin a pipe, stdout read) and its address, once it
+/// is listening.
+fn daemon_on_a_free_port(flags: &[&str]) -> (Daemon, String) {
+    listening_daemon(&[&["--listen", "127.0.0.1:0"], flags].concat())
 }
 
 /// A test-identity node serving the operations service, with `extra` flags, and the
@@ -5355,22 +5354,14 @@ fn msp_lines_to_a_distant_peer_keep_their_order_as_the_connection_comes_up() {
 fn a_pki_id_learnt_for_an_endpoint_is_forgotten_when_its_peer_is_presumed_dead() {
     const ORG_C: (&str, &str) = ("OrgCMSP", "c.example.com");
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().to_str().expect("utf-8");
-    let r = run(
+    keygen_orgs(
+        dir.path(),
         &[
-            "keygen",
-            "--out",
-            out,
-            "--org",
             "OrgAMSP:a.example.com:1",
-            "--org",
             "OrgBMSP:b.example.com:1",
-            "--org",
             "OrgCMSP:c.example.com:1",
         ],
-        EVENT,
     );
-    assert_eq!(r.code, Some(0), "{}", r.all());
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -5402,7 +5393,7 @@ fn a_pki_id_learnt_for_an_endpoint_is_forgotten_when_its_peer_is_presumed_dead()
         .expect("OrgC's TLS CA")
         .clone();
     flags.extend(["--tls-ca".to_owned(), ca_c]);
-    let mut sender = msp_daemon_with(&flags);
+    let (mut sender, _) = daemon_on_a_free_port(&strs(&flags));
     let send = |d: &mut Daemon, data: &str| {
         d.send_line(&format!(
             "{{\"cmd\":\"send\",\"to\":\"{listen}\",\"data\":\"{data}\"}}"
@@ -5421,15 +5412,6 @@ fn a_pki_id_learnt_for_an_endpoint_is_forgotten_when_its_peer_is_presumed_dead()
     second.wait("to OrgC", |v| is("received")(v) && v["text"] == "to OrgC");
     sender.stop_ok();
     second.stop_ok();
-}
-
-/// A node on a free port with these flags (stdin a pipe, stdout read), once listening.
-fn msp_daemon_with(flags: &[String]) -> Daemon {
-    let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
-        .into_iter()
-        .chain(strs(flags))
-        .collect();
-    listening_daemon(&args).0
 }
 
 /// A node stopped by a signal while messages wait for their peer's PKI-ID (the handshake
