@@ -16,7 +16,9 @@
 //! node: were each to wait for a handshake of its own, those sent once the connection is up
 //! (by PKI-ID, as a plain line to the connected peers is) would overtake those still
 //! waiting. It is forgotten when the node presumes that peer dead or sees its identity
-//! switch, so a peer that came back with another certificate is learnt again.
+//! switch, so a peer that came back with another certificate is learnt again. For the same
+//! reason a message naming its peer's PKI-ID, and a plain line while a `--peer`'s is being
+//! learnt, go behind what waits for that endpoint.
 
 use crate::out::Out;
 use fabric_gossip_core::{PkiId, RemotePeer, SignedMessage};
@@ -59,6 +61,12 @@ enum Waiting {
     Send(Box<SignedMessage>),
     /// Work that needs the peer, and the size of the message it holds.
     Then(Then, usize),
+    /// A message to a peer its caller named with its PKI-ID, behind those to its endpoint
+    /// that wait for the handshake: sent at once, it would overtake them. Sent to the peer
+    /// named, whatever the handshake learns.
+    SendNamed(Box<(SignedMessage, RemotePeer)>),
+    /// Work for a peer its caller named, likewise; the size of its message.
+    ThenNamed(Box<(Then, RemotePeer)>, usize),
 }
 
 impl Waiting {
@@ -66,7 +74,8 @@ impl Waiting {
     fn size(&self) -> usize {
         match self {
             Waiting::Send(m) => m.envelope_bytes().len(),
-            Waiting::Then(_, size) => *size,
+            Waiting::SendNamed(m) => m.0.envelope_bytes().len(),
+            Waiting::Then(_, size) | Waiting::ThenNamed(_, size) => *size,
         }
     }
 }
@@ -101,13 +110,7 @@ impl Table {
         start: impl FnOnce() -> bool,
     ) -> Result<Admitted, String> {
         let size = msg.size();
-        if self.messages >= MAX_WAITING || self.bytes + size > MAX_WAITING_BYTES {
-            return Err(format!(
-                "{} messages ({} bytes) already wait for their peers' PKI-IDs; give \
-                 \"pki_id\", or send once the peer is connected",
-                self.messages, self.bytes
-            ));
-        }
+        self.room(size)?;
         let admitted = match self.by_endpoint.get_mut(endpoint) {
             Some(queue) => {
                 queue.push_back(msg);
@@ -127,6 +130,40 @@ impl Table {
         self.messages += 1;
         self.bytes += size;
         Ok(admitted)
+    }
+
+    /// Queues what `wrap` makes of `item` (of `size` bytes) behind the messages to
+    /// `endpoint` that wait for its handshake; `item` back when none wait, and nothing
+    /// could be overtaken.
+    fn join<T>(
+        &mut self,
+        endpoint: &str,
+        item: T,
+        size: usize,
+        wrap: impl FnOnce(T) -> Waiting,
+    ) -> Result<Option<T>, String> {
+        if !self.by_endpoint.contains_key(endpoint) {
+            return Ok(Some(item));
+        }
+        self.room(size)?;
+        if let Some(queue) = self.by_endpoint.get_mut(endpoint) {
+            queue.push_back(wrap(item));
+            self.messages += 1;
+            self.bytes += size;
+        }
+        Ok(None)
+    }
+
+    /// Whether one more message of `size` bytes may wait.
+    fn room(&self, size: usize) -> Result<(), String> {
+        if self.messages >= MAX_WAITING || self.bytes + size > MAX_WAITING_BYTES {
+            return Err(format!(
+                "{} messages ({} bytes) already wait for their peers' PKI-IDs; give \
+                 \"pki_id\", or send once the peer is connected",
+                self.messages, self.bytes
+            ));
+        }
+        Ok(())
     }
 
     /// The PKI-ID learnt for `endpoint`, when no handshake for it is under way.
@@ -165,6 +202,39 @@ impl Table {
         let all = std::mem::take(&mut self.by_endpoint);
         *self = Table::default();
         all.into_values().flatten().collect()
+    }
+}
+
+/// What became of a message handed over.
+enum HandedOver {
+    /// Given to the node, or its work to its caller.
+    Done,
+    /// Dropped: no PKI-ID was learnt for its peer.
+    Unauthenticated,
+    /// The node refused it.
+    Refused(fabric_gossip_core::Error),
+}
+
+/// Hands `waiting` to the node with the peer its handshake learnt (or why none was), or to
+/// the peer its caller named.
+fn hand_over(node: &Node, waiting: Waiting, learnt: &Result<RemotePeer, String>) -> HandedOver {
+    let (msg, to) = match (waiting, learnt) {
+        (Waiting::Send(msg), Ok(peer)) => (*msg, peer.clone()),
+        (Waiting::SendNamed(named), _) => *named,
+        (Waiting::Send(_), Err(_)) => return HandedOver::Unauthenticated,
+        (Waiting::Then(then, _), learnt) => {
+            then(learnt.clone());
+            return HandedOver::Done;
+        }
+        (Waiting::ThenNamed(named, _), _) => {
+            let (then, to) = *named;
+            then(Ok(to));
+            return HandedOver::Done;
+        }
+    };
+    match node.send(&msg, &[to]) {
+        Ok(()) => HandedOver::Done,
+        Err(e) => HandedOver::Refused(e),
     }
 }
 
@@ -247,6 +317,53 @@ impl Lookups {
         self.wait(node, out, Waiting::Then(then, size), endpoint)
     }
 
+    /// Fabric's Send of `msg` to `peer`, named with its PKI-ID: at once, or, while messages
+    /// to its endpoint wait for the handshake that learns a PKI-ID, behind them (and to
+    /// `peer` whatever the handshake learns). `Err` (nothing sent) past the limits or when
+    /// the node refuses it.
+    pub(crate) fn send_named(
+        &self,
+        node: &Node,
+        msg: SignedMessage,
+        peer: RemotePeer,
+    ) -> Result<(), String> {
+        let size = msg.envelope_bytes().len();
+        let endpoint = peer.endpoint.clone();
+        // Its own statement: the lock is let go before the node is called.
+        let now = self.table().join(&endpoint, (msg, peer), size, |m| {
+            Waiting::SendNamed(Box::new(m))
+        })?;
+        match now {
+            Some((msg, peer)) => node.send(&msg, &[peer]).map_err(|e| format!("send: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Calls `then` with `peer`, named with its PKI-ID: at once, or behind the messages to
+    /// its endpoint that wait for a handshake (with why not, should the node stop first).
+    /// `size`, that of the message it will send. `Err` (`then` dropped uncalled) past the
+    /// limits.
+    pub(crate) fn then_named(
+        &self,
+        peer: RemotePeer,
+        size: usize,
+        then: Then,
+    ) -> Result<(), String> {
+        let endpoint = peer.endpoint.clone();
+        let now = self.table().join(&endpoint, (then, peer), size, |t| {
+            Waiting::ThenNamed(Box::new(t), size)
+        })?;
+        if let Some((then, peer)) = now {
+            then(Ok(peer));
+        }
+        Ok(())
+    }
+
+    /// Whether messages to `endpoint` wait for the handshake that learns its PKI-ID.
+    pub(crate) fn waiting(&self, endpoint: &str) -> bool {
+        self.table().by_endpoint.contains_key(endpoint)
+    }
+
     fn wait(&self, node: &Node, out: &Out, msg: Waiting, endpoint: &str) -> Result<(), String> {
         let mut permit = None;
         let admitted = {
@@ -254,15 +371,10 @@ impl Lookups {
             if let Some(pki) = table.known(endpoint) {
                 // Straight to the node, as a message to a connected peer goes.
                 drop(table);
-                let peer = RemotePeer::new(endpoint, pki);
-                return match msg {
-                    Waiting::Send(msg) => {
-                        node.send(&msg, &[peer]).map_err(|e| format!("send: {e}"))
-                    }
-                    Waiting::Then(then, _) => {
-                        then(Ok(peer));
-                        Ok(())
-                    }
+                let peer = Ok(RemotePeer::new(endpoint, pki));
+                return match hand_over(node, msg, &peer) {
+                    HandedOver::Refused(e) => Err(format!("send: {e}")),
+                    HandedOver::Done | HandedOver::Unauthenticated => Ok(()),
                 };
             }
             table.admit(endpoint, msg, || {
@@ -297,20 +409,18 @@ impl Lookups {
             let batch = self.table().take(&endpoint, learnt.as_ref().ok());
             let Some(batch) = batch else { break };
             for waiting in batch {
-                match (waiting, &peer) {
-                    (Waiting::Send(msg), Ok(peer)) => {
-                        if let Err(e) = node.send(&msg, std::slice::from_ref(peer)) {
-                            self.counters.awaiting_pki.fetch_add(1, Ordering::Relaxed);
-                            out.command_error(format!("send to {endpoint}: {e}"));
-                        }
-                    }
-                    (Waiting::Send(_), Err(_)) => {
+                match hand_over(&node, waiting, &peer) {
+                    HandedOver::Done => {}
+                    HandedOver::Unauthenticated => {
                         lost += 1;
                         self.counters
                             .unauthenticated
                             .fetch_add(1, Ordering::Relaxed);
                     }
-                    (Waiting::Then(then, _), peer) => then(peer.clone()),
+                    HandedOver::Refused(e) => {
+                        self.counters.awaiting_pki.fetch_add(1, Ordering::Relaxed);
+                        out.command_error(format!("send to {endpoint}: {e}"));
+                    }
                 }
             }
         }
@@ -358,14 +468,17 @@ impl Lookups {
         let all = self.table().clear();
         let mut dropped = 0;
         for waiting in all {
-            match waiting {
-                Waiting::Send(_) => dropped += 1,
-                Waiting::Then(then, _) => {
-                    then(Err(
-                        "the node stopped before the peer's PKI-ID was learnt".into()
-                    ));
+            let then = match waiting {
+                Waiting::Send(_) | Waiting::SendNamed(_) => {
+                    dropped += 1;
+                    continue;
                 }
-            }
+                Waiting::Then(then, _) => then,
+                Waiting::ThenNamed(named, _) => named.0,
+            };
+            then(Err(
+                "the node stopped before the peer's PKI-ID was learnt".into()
+            ));
         }
         self.counters
             .awaiting_pki
@@ -402,7 +515,11 @@ mod tests {
                     Some(Content::DataMsg(d)) => d.payload.as_ref().map_or(0, |p| p.seq_num),
                     _ => 0,
                 },
-                Waiting::Then(_, size) => 1000 + *size as u64,
+                Waiting::SendNamed(m) => match &m.0.message().content {
+                    Some(Content::DataMsg(d)) => 2000 + d.payload.as_ref().map_or(0, |p| p.seq_num),
+                    _ => 0,
+                },
+                Waiting::Then(_, size) | Waiting::ThenNamed(_, size) => 1000 + *size as u64,
             })
             .collect()
     }
@@ -473,6 +590,35 @@ mod tests {
         assert_eq!(t.known("d:4"), Some(p2));
     }
 
+    /// A message naming its peer's PKI-ID joins the queue of its endpoint, if any, so as not
+    /// to overtake it; with none it is given back, to go at once. It never starts a
+    /// handshake, and counts against the limits as the others do.
+    #[test]
+    fn a_named_message_waits_only_behind_a_queue_of_its_endpoint() {
+        let mut t = Table::default();
+        let peer = RemotePeer::new("a:1", PkiId::from("p1"));
+        let named = |seq| match msg(seq, 10) {
+            Waiting::Send(m) => (*m, peer.clone()),
+            _ => unreachable!("msg makes sends"),
+        };
+        let wrap = |m| Waiting::SendNamed(Box::new(m));
+        let size = msg(1, 10).size();
+        let back = t.join("a:1", named(1), size, wrap).expect("room");
+        assert!(back.is_some_and(|(_, p)| p == peer), "no queue: given back");
+        assert_eq!((t.messages, t.by_endpoint.len()), (0, 0));
+        t.admit("a:1", msg(2, 10), || true).expect("room");
+        assert!(t.join("a:1", named(3), size, wrap).expect("room").is_none());
+        t.admit("a:1", msg(4, 10), || true).expect("room");
+        assert_eq!((t.messages, t.bytes), (3, 3 * size));
+        assert_eq!(seqs(&t.take("a:1", None).expect("queue")), [2, 2003, 4]);
+        // Full: refused, nothing queued.
+        t.admit("b:2", msg(5, 10), || true).expect("room");
+        t.messages = MAX_WAITING;
+        let e = t.join("b:2", named(6), size, wrap).expect_err("full");
+        assert!(e.contains("already wait"), "{e}");
+        assert_eq!(t.by_endpoint["b:2"].len(), 1);
+    }
+
     #[test]
     fn a_new_endpoint_past_the_handshake_limit_is_refused_and_nothing_queued() {
         let mut t = Table::default();
@@ -538,9 +684,26 @@ mod tests {
         ] {
             l.table().admit(endpoint, w, || true).expect("room");
         }
-        assert_eq!(l.abandon(), 2);
+        // Named ones behind them: the same.
+        let peer = RemotePeer::new("a:1", PkiId::from("p1"));
+        let Waiting::Send(m) = msg(3, 3) else {
+            unreachable!("msg makes sends")
+        };
+        let named = (*m, peer.clone());
+        let queued = l
+            .table()
+            .join("a:1", named, 3, |m| Waiting::SendNamed(Box::new(m)));
+        assert!(queued.expect("room").is_none());
+        let Waiting::Then(then, _) = record(&told) else {
+            unreachable!("record makes work")
+        };
+        let queued = l.table().join("a:1", (then, peer), 5, |t| {
+            Waiting::ThenNamed(Box::new(t), 5)
+        });
+        assert!(queued.expect("room").is_none());
+        assert_eq!(l.abandon(), 3);
         let told = told.lock().expect("lock");
-        assert_eq!(told.len(), 2, "{told:?}");
+        assert_eq!(told.len(), 3, "{told:?}");
         assert!(
             told.iter()
                 .all(|r| r.as_ref().is_err_and(|e| e.contains("stopped"))),
@@ -550,10 +713,10 @@ mod tests {
             l.dropped(),
             Dropped {
                 unauthenticated: 0,
-                awaiting_pki: 2
+                awaiting_pki: 3
             }
         );
-        assert_eq!(l.dropped().total(), 2);
+        assert_eq!(l.dropped().total(), 3);
         let t = l.table();
         assert_eq!((t.messages, t.bytes), (0, 0));
         drop(t);

@@ -206,9 +206,10 @@ with an MSP identity):
                                                            these peers (one that cannot be
                                                            written is dropped and counted);
                                                            read while no peer is connected,
-                                                           it goes to the --peer endpoints,
-                                                           queued behind their dials, and
-                                                           \"to\" names those endpoints
+                                                           or while lines wait for a --peer's
+                                                           PKI-ID, it goes to the --peer
+                                                           endpoints, queued behind their
+                                                           dials, and \"to\" names them
   {\"event\":\"stats\",...}                                    the counters ({\"cmd\":\"stats\"})
   {\"event\":\"members\",...}                                  the membership table
                                                            ({\"cmd\":\"members\"})
@@ -253,7 +254,8 @@ COMMANDS (stdin, one per line):
                         keep their order; if it fails they are dropped and counted,
                         dropped_unauthenticated in \"stats\", and those still waiting at a
                         stop as dropped_awaiting_pki; the PKI-ID learnt is kept for ADDR
-                        until the peer is presumed dead or switches identity)
+                        until the peer is presumed dead or switches identity; a send
+                        naming \"pki_id\" goes behind those still waiting for that ADDR)
   {\"cmd\":\"send_with_ack\",\"to\":ADDR,\"pki_id\":PKI,\"data\":TEXT,\"seq\":N,\"timeout_ms\":N}
                         (\"pki_id\" as for send; they wait in line with the sends, and a
                         failed handshake is its ack_result)
@@ -1043,15 +1045,14 @@ impl State {
 
     /// Fabric's Send of `msg` to `peer`; when its PKI-ID is unknown, the message waits for
     /// the handshake that learns it, behind the others to the same endpoint ([`Lookups`]).
+    /// Given, the message still goes behind those, if any wait.
     fn send_to(&self, msg: SignedMessage, peer: RemotePeer) -> Result<(), String> {
         if peer.pki_id.is_empty() {
             return self
                 .lookups
                 .send(&self.node, &self.out, msg, &peer.endpoint);
         }
-        self.node
-            .send(&msg, &[peer])
-            .map_err(|e| format!("send: {e}"))
+        self.lookups.send_named(&self.node, msg, peer)
     }
 
     fn send_with_ack(&mut self, v: &Value) -> Result<(), String> {
@@ -1084,11 +1085,7 @@ impl State {
                 }));
             });
         };
-        if !peer.pki_id.is_empty() {
-            ask(peer);
-            return Ok(());
-        }
-        let (endpoint, out) = (peer.endpoint, self.out.clone());
+        let (endpoint, out) = (peer.endpoint.clone(), self.out.clone());
         let then = {
             let endpoint = endpoint.clone();
             move |learnt: Result<RemotePeer, String>| match learnt {
@@ -1104,12 +1101,27 @@ impl State {
                 })),
             }
         };
-        self.lookups
-            .then(&self.node, &self.out, &endpoint, size, Box::new(then))
+        if peer.pki_id.is_empty() {
+            self.lookups
+                .then(&self.node, &self.out, &endpoint, size, Box::new(then))
+        } else {
+            self.lookups.then_named(peer, size, Box::new(then))
+        }
     }
 
-    /// A plain-text line: a DataMessage to every connected peer.
+    /// A plain-text line: a DataMessage to every connected peer; to the `--peer` endpoints
+    /// instead while none is connected or while lines wait for a `--peer`'s PKI-ID.
     fn broadcast(&mut self, text: &str) {
+        // The peer whose PKI-ID is being learnt may have dialled us meanwhile: a line sent
+        // to the connected peers would overtake those waiting for it.
+        if self
+            .dials
+            .iter()
+            .any(|d| d.pki_id.is_empty() && self.lookups.waiting(&d.endpoint))
+        {
+            self.broadcast_to_dials(text);
+            return;
+        }
         let peers: Vec<RemotePeer> = self
             .node
             .connections()
@@ -1141,10 +1153,11 @@ impl State {
         }
     }
 
-    /// A plain line read while no peer is connected: a script piping lines into
-    /// `node --peer X` reads them before the `--peer` connections are up, so each goes to
-    /// the `--peer` endpoints as `{"cmd":"send","to":X}` would, queued behind the dial (or
-    /// the handshake that learns the PKI-ID). A failed dial, or under an MSP identity a
+    /// A plain line read while no peer is connected, or while lines wait for a `--peer`'s
+    /// PKI-ID: a script piping lines into `node --peer X` reads them before the `--peer`
+    /// connections are up, so each goes to the `--peer` endpoints as
+    /// `{"cmd":"send","to":X}` would, queued behind the dial (or the handshake that learns
+    /// the PKI-ID). A failed dial, or under an MSP identity a
     /// failed handshake, counts the line dropped and reports the peer presumed dead (as for
     /// such a `send`). Refused when there is no `--peer`, or past [`Lookups`]' limits.
     fn broadcast_to_dials(&mut self, text: &str) {
@@ -1368,8 +1381,7 @@ async fn serve(
     };
     let (tap_tx, mut tap) = mpsc::channel(EVENT_TAP);
     let mut open = OpenConnections::default();
-    // A queued message may need a dial, a Ping and a handshake before it can be written.
-    let flush_limit = FLUSH_LIMIT.max(set.core.dial_timeout + set.core.conn_timeout * 2);
+    let flush_limit = flush_limit(&set.core, form);
     let mut builder = fabric_gossip_tonic::Node::builder(set.core)
         .listen(set.listen)
         .events(tap_tx)
@@ -1713,6 +1725,19 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
+/// How long a stop waits at most for the messages already given to be written: a message
+/// may need a dial, a Ping and a handshake first, and under an MSP identity one to a peer
+/// named by its endpoint alone needs two (the handshake that learns its PKI-ID, then the
+/// connection's own).
+fn flush_limit(core: &fabric_gossip_core::Config, form: PkiForm) -> Duration {
+    let connection = core.dial_timeout + core.conn_timeout * 2;
+    let connections = match form {
+        PkiForm::Text => 1,
+        PkiForm::Hex => 2,
+    };
+    FLUSH_LIMIT.max(connection * connections)
+}
+
 /// Waits, at most `limit`, until every command already read has its messages written or
 /// dropped: first the commands' own tasks (a send whose PKI-ID is learnt by a handshake
 /// first, a `send_with_ack` waiting for its ack, an `--auto-ack` ack waiting for room:
@@ -1828,6 +1853,25 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stop waits for a connection's dial, Ping and handshake (Fabric's defaults: 3 s, and
+    /// 2 s for each of the other two), and under an MSP identity for two: the handshake
+    /// that learns a PKI-ID before the connection's own. Never less than five seconds.
+    #[test]
+    fn a_stop_waits_long_enough_for_the_connections_a_message_may_need() {
+        let mut core = fabric_gossip_core::Config::default();
+        assert_eq!(flush_limit(&core, PkiForm::Text), Duration::from_secs(7));
+        assert_eq!(flush_limit(&core, PkiForm::Hex), Duration::from_secs(14));
+        core.dial_timeout = Duration::from_millis(500);
+        core.conn_timeout = Duration::from_millis(300);
+        assert_eq!(flush_limit(&core, PkiForm::Text), FLUSH_LIMIT);
+        core.dial_timeout = Duration::from_secs(2);
+        core.conn_timeout = Duration::from_millis(250);
+        assert_eq!(flush_limit(&core, PkiForm::Text), FLUSH_LIMIT);
+        assert_eq!(flush_limit(&core, PkiForm::Hex), Duration::from_secs(5));
+        core.conn_timeout = Duration::from_millis(500);
+        assert_eq!(flush_limit(&core, PkiForm::Hex), Duration::from_secs(6));
+    }
 
     #[test]
     fn a_sender_holds_at_most_its_share_of_the_ack_slots() {

@@ -5345,6 +5345,84 @@ fn msp_lines_to_a_distant_peer_keep_their_order_as_the_connection_comes_up() {
     assert!(seqs.len() >= 30, "{seqs:?}\n{log}");
 }
 
+/// Found by review (2026-12-07): while an MSP node's lines waited for the handshake that
+/// learns its `--peer`'s PKI-ID (a peer 40 ms away), that peer dialled it directly; the
+/// lines read from then on went to the connected peer and overtook those waiting. Now lines
+/// go behind the handshake while it is under way.
+#[test]
+fn msp_lines_keep_their_order_when_the_peer_dials_us_while_its_pki_id_is_learnt() {
+    const BEFORE: u64 = 5;
+    const LINES: u64 = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
+    let proxy = slow_proxy(addr, Duration::from_millis(40));
+    let mut sender = piped_msp_sender(dir.path(), &proxy);
+    let sender_addr = sender.wait("listening", is("listening"))["addr"]
+        .as_str()
+        .expect("addr")
+        .to_owned();
+    for i in 1..=BEFORE {
+        sender.send_line(&format!("line {i}"));
+    }
+    // The receiver dials the sender on loopback, long before the sender's handshake through
+    // the proxy is over.
+    receiver.send_line(&format!(
+        "{{\"cmd\":\"send\",\"to\":\"{sender_addr}\",\"data\":\"hi\"}}"
+    ));
+    sender.wait("the receiver's connection", is("connected"));
+    for i in BEFORE + 1..=LINES {
+        sender.send_line(&format!("line {i}"));
+    }
+    drop(sender.stdin.take());
+    assert_eq!(sender.exit_within(EVENT), Some(0));
+    let log = sender.stderr();
+    assert!(
+        log.contains(&format!("stopped; sent {}, dropped 0", LINES + 1)),
+        "{log}"
+    );
+    in_order_after_one_handshake(&mut receiver, "line", LINES);
+}
+
+/// A `send` or `send_with_ack` naming the peer's PKI-ID went straight to the node, ahead
+/// of the messages to the same endpoint that waited for the handshake learning it (a peer
+/// 40 ms away). Now it takes its turn among them.
+#[test]
+fn msp_messages_with_and_without_pki_id_to_one_endpoint_keep_their_order() {
+    const N: u64 = 8;
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &["--auto-ack"]);
+    let pki = receiver.wait("listening", is("listening"))["pki_id"]
+        .as_str()
+        .expect("pki_id")
+        .to_owned();
+    let proxy = slow_proxy(addr, Duration::from_millis(40));
+    let (mut sender, _) = msp_daemon(dir.path(), "peer0", (ORG_B, ORG_A), &[]);
+    for i in 1..=N {
+        // Without, with, with, without, …; a send_with_ack every third.
+        let named = if i % 4 == 2 || i % 4 == 3 {
+            format!(",\"pki_id\":\"{pki}\"")
+        } else {
+            String::new()
+        };
+        let cmd = if i % 3 == 0 {
+            format!(
+                "{{\"cmd\":\"send_with_ack\",\"to\":\"{proxy}\"{named},\"data\":\"m{i}\",\"timeout_ms\":5000}}"
+            )
+        } else {
+            format!("{{\"cmd\":\"send\",\"to\":\"{proxy}\"{named},\"data\":\"m{i}\"}}")
+        };
+        sender.send_line(&cmd);
+    }
+    for i in (3..=N).step_by(3) {
+        let r = sender.wait("ack_result", |v| is("ack_result")(v) && v["seq"] == i);
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    sender.stop_ok();
+    in_order_after_one_handshake(&mut receiver, "m", N);
+}
+
 /// The PKI-ID learnt for an endpoint is forgotten when the node presumes its peer dead: a
 /// peer of another organization now serving the endpoint (OrgC's peer0 where OrgA's was)
 /// is learnt anew, and the next send reaches it. Kept for ever, every send would go on to
