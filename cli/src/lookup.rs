@@ -40,6 +40,31 @@ const MAX_WAITING: usize = 4096;
 /// message holds its data twice, decoded and encoded: about 64 MiB of memory at most.
 const MAX_WAITING_BYTES: usize = 32 << 20;
 
+/// Why a message was not taken: nothing of it was queued or sent, and its caller is told
+/// (a `command_error`), so none is counted dropped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    /// The waiting messages' bounds are reached.
+    #[error(
+        "{messages} messages ({bytes} bytes) already wait for their peers' PKI-IDs; give \
+         \"pki_id\", or send once the peer is connected"
+    )]
+    Full { messages: usize, bytes: usize },
+    /// [`MAX_LOOKUPS`] endpoints are being authenticated already.
+    #[error("{MAX_LOOKUPS} peers are already being authenticated; give \"pki_id\"")]
+    Busy,
+    /// The node refused it (stopped, or the message is not one it sends).
+    #[error("send: {0}")]
+    Node(#[from] fabric_gossip_core::Error),
+}
+
+impl From<Refused> for String {
+    /// For the commands' errors, which are text (`command_error`).
+    fn from(e: Refused) -> String {
+        e.to_string()
+    }
+}
+
 /// Fabric's Handshake with whoever serves `addr`, for its PKI-ID; Fabric's discovery learns
 /// its bootstrap peers' PKI-IDs the same way. Sending with an empty PKI-ID instead would key
 /// every such connection attempt alike, so that two unknown peers would share one attempt
@@ -108,7 +133,7 @@ impl Table {
         endpoint: &str,
         msg: Waiting,
         start: impl FnOnce() -> bool,
-    ) -> Result<Admitted, String> {
+    ) -> Result<Admitted, Refused> {
         let size = msg.size();
         self.room(size)?;
         let admitted = match self.by_endpoint.get_mut(endpoint) {
@@ -121,11 +146,7 @@ impl Table {
                     .insert(endpoint.to_owned(), VecDeque::from([msg]));
                 Admitted::First
             }
-            None => {
-                return Err(format!(
-                    "{MAX_LOOKUPS} peers are already being authenticated; give \"pki_id\""
-                ));
-            }
+            None => return Err(Refused::Busy),
         };
         self.messages += 1;
         self.bytes += size;
@@ -141,7 +162,7 @@ impl Table {
         item: T,
         size: usize,
         wrap: impl FnOnce(T) -> Waiting,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, Refused> {
         if !self.by_endpoint.contains_key(endpoint) {
             return Ok(Some(item));
         }
@@ -155,13 +176,12 @@ impl Table {
     }
 
     /// Whether one more message of `size` bytes may wait.
-    fn room(&self, size: usize) -> Result<(), String> {
+    fn room(&self, size: usize) -> Result<(), Refused> {
         if self.messages >= MAX_WAITING || self.bytes + size > MAX_WAITING_BYTES {
-            return Err(format!(
-                "{} messages ({} bytes) already wait for their peers' PKI-IDs; give \
-                 \"pki_id\", or send once the peer is connected",
-                self.messages, self.bytes
-            ));
+            return Err(Refused::Full {
+                messages: self.messages,
+                bytes: self.bytes,
+            });
         }
         Ok(())
     }
@@ -212,7 +232,7 @@ enum HandedOver {
     /// Dropped: no PKI-ID was learnt for its peer.
     Unauthenticated,
     /// The node refused it.
-    Refused(fabric_gossip_core::Error),
+    Refused(Refused),
 }
 
 /// Hands `waiting` to the node with the peer its handshake learnt (or why none was), or to
@@ -234,7 +254,7 @@ fn hand_over(node: &Node, waiting: Waiting, learnt: &Result<RemotePeer, String>)
     };
     match node.send(&msg, &[to]) {
         Ok(()) => HandedOver::Done,
-        Err(e) => HandedOver::Refused(e),
+        Err(e) => HandedOver::Refused(e.into()),
     }
 }
 
@@ -299,7 +319,7 @@ impl Lookups {
         out: &Out,
         msg: SignedMessage,
         endpoint: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         self.wait(node, out, Waiting::Send(Box::new(msg)), endpoint)
     }
 
@@ -313,7 +333,7 @@ impl Lookups {
         endpoint: &str,
         size: usize,
         then: Then,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         self.wait(node, out, Waiting::Then(then, size), endpoint)
     }
 
@@ -326,7 +346,7 @@ impl Lookups {
         node: &Node,
         msg: SignedMessage,
         peer: RemotePeer,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         let size = msg.envelope_bytes().len();
         let endpoint = peer.endpoint.clone();
         // Its own statement: the lock is let go before the node is called.
@@ -334,7 +354,7 @@ impl Lookups {
             Waiting::SendNamed(Box::new(m))
         })?;
         match now {
-            Some((msg, peer)) => node.send(&msg, &[peer]).map_err(|e| format!("send: {e}")),
+            Some((msg, peer)) => Ok(node.send(&msg, &[peer])?),
             None => Ok(()),
         }
     }
@@ -348,7 +368,7 @@ impl Lookups {
         peer: RemotePeer,
         size: usize,
         then: Then,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         let endpoint = peer.endpoint.clone();
         let now = self.table().join(&endpoint, (then, peer), size, |t| {
             Waiting::ThenNamed(Box::new(t), size)
@@ -364,7 +384,7 @@ impl Lookups {
         self.table().by_endpoint.contains_key(endpoint)
     }
 
-    fn wait(&self, node: &Node, out: &Out, msg: Waiting, endpoint: &str) -> Result<(), String> {
+    fn wait(&self, node: &Node, out: &Out, msg: Waiting, endpoint: &str) -> Result<(), Refused> {
         let mut permit = None;
         let admitted = {
             let mut table = self.table();
@@ -373,7 +393,7 @@ impl Lookups {
                 drop(table);
                 let peer = Ok(RemotePeer::new(endpoint, pki));
                 return match hand_over(node, msg, &peer) {
-                    HandedOver::Refused(e) => Err(format!("send: {e}")),
+                    HandedOver::Refused(e) => Err(e),
                     HandedOver::Done | HandedOver::Unauthenticated => Ok(()),
                 };
             }
@@ -532,13 +552,25 @@ mod tests {
             started.set(started.get() + 1);
             true
         };
-        assert_eq!(t.admit("a:1", msg(1, 10), start), Ok(Admitted::First));
-        assert_eq!(t.admit("b:2", msg(2, 10), start), Ok(Admitted::First));
-        assert_eq!(t.admit("a:1", msg(3, 10), start), Ok(Admitted::Joined));
+        assert_eq!(
+            t.admit("a:1", msg(1, 10), start).ok(),
+            Some(Admitted::First)
+        );
+        assert_eq!(
+            t.admit("b:2", msg(2, 10), start).ok(),
+            Some(Admitted::First)
+        );
+        assert_eq!(
+            t.admit("a:1", msg(3, 10), start).ok(),
+            Some(Admitted::Joined)
+        );
         // A send_with_ack's turn, between two sends.
         let ack = Waiting::Then(Box::new(|_| {}), 7);
-        assert_eq!(t.admit("a:1", ack, start), Ok(Admitted::Joined));
-        assert_eq!(t.admit("a:1", msg(4, 10), start), Ok(Admitted::Joined));
+        assert_eq!(t.admit("a:1", ack, start).ok(), Some(Admitted::Joined));
+        assert_eq!(
+            t.admit("a:1", msg(4, 10), start).ok(),
+            Some(Admitted::Joined)
+        );
         assert_eq!(started.get(), 2);
         assert_eq!(t.messages, 5);
         let sizes = msg(1, 10).size() * 4 + 7;
@@ -546,11 +578,17 @@ mod tests {
         let first = t.take("a:1", None).expect("a's messages");
         assert_eq!(seqs(&first), [1, 3, 1007, 4]);
         // Queued while the first batch was being handed over: the same handshake takes it.
-        assert_eq!(t.admit("a:1", msg(5, 10), start), Ok(Admitted::Joined));
+        assert_eq!(
+            t.admit("a:1", msg(5, 10), start).ok(),
+            Some(Admitted::Joined)
+        );
         assert_eq!(seqs(&t.take("a:1", None).expect("the late one")), [5]);
         assert!(t.take("a:1", None).is_none(), "a's handshake is over");
         // The next message for `a` starts another.
-        assert_eq!(t.admit("a:1", msg(6, 10), start), Ok(Admitted::First));
+        assert_eq!(
+            t.admit("a:1", msg(6, 10), start).ok(),
+            Some(Admitted::First)
+        );
         assert_eq!(started.get(), 3);
         assert_eq!((t.messages, t.take("x:9", None).is_none()), (2, true));
         assert_eq!(t.clear().len(), 2);
@@ -615,18 +653,24 @@ mod tests {
         t.admit("b:2", msg(5, 10), || true).expect("room");
         t.messages = MAX_WAITING;
         let e = t.join("b:2", named(6), size, wrap).expect_err("full");
-        assert!(e.contains("already wait"), "{e}");
+        assert!(e.to_string().contains("already wait"), "{e}");
         assert_eq!(t.by_endpoint["b:2"].len(), 1);
     }
 
     #[test]
     fn a_new_endpoint_past_the_handshake_limit_is_refused_and_nothing_queued() {
         let mut t = Table::default();
-        assert_eq!(t.admit("a:1", msg(1, 10), || true), Ok(Admitted::First));
+        assert_eq!(
+            t.admit("a:1", msg(1, 10), || true).ok(),
+            Some(Admitted::First)
+        );
         let e = t.admit("b:2", msg(2, 10), || false).expect_err("no permit");
-        assert!(e.contains("already being authenticated"), "{e}");
+        assert!(e.to_string().contains("already being authenticated"), "{e}");
         // An endpoint with a handshake under way still takes messages.
-        assert_eq!(t.admit("a:1", msg(3, 10), || false), Ok(Admitted::Joined));
+        assert_eq!(
+            t.admit("a:1", msg(3, 10), || false).ok(),
+            Some(Admitted::Joined)
+        );
         assert_eq!(t.messages, 2);
         assert!(!t.by_endpoint.contains_key("b:2"));
     }
@@ -638,7 +682,10 @@ mod tests {
             t.admit("a:1", msg(i as u64, 1), || true).expect("room");
         }
         let e = t.admit("a:1", msg(0, 1), || true).expect_err("full");
-        assert!(e.contains(&format!("{MAX_WAITING} messages")), "{e}");
+        assert!(
+            e.to_string().contains(&format!("{MAX_WAITING} messages")),
+            "{e}"
+        );
         assert_eq!(t.take("a:1", None).map(|b| b.len()), Some(MAX_WAITING));
         assert_eq!((t.messages, t.bytes), (0, 0));
         // Bytes: 4 MiB lines fill the budget long before the count.
@@ -649,7 +696,7 @@ mod tests {
             t.admit("a:1", big(), || true).expect("room");
         }
         let e = t.admit("b:2", big(), || true).expect_err("bytes");
-        assert!(e.contains("already wait"), "{e}");
+        assert!(e.to_string().contains("already wait"), "{e}");
         assert_eq!(t.bytes, fit * size);
         assert!(
             t.admit("b:2", msg(2, 1), || true).is_ok(),

@@ -8,7 +8,7 @@
 //! `stop`), and any other non-empty line is sent as a DataMessage to every connected peer.
 
 use crate::logging::TARGET;
-use crate::lookup::Lookups;
+use crate::lookup::{Lookups, Refused};
 use crate::membership::{self, MembershipArgs};
 use crate::opts::{self, ConfigError, Identity, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::{LineBuf, Measure, Out, push_json_str};
@@ -1040,13 +1040,13 @@ impl State {
         let peer = self.remote(v)?;
         let nonce = field_u64(v, "nonce", Some(0))?;
         let msg = self.message(v, nonce)?;
-        self.send_to(SignedMessage::noop(msg), peer)
+        Ok(self.send_to(SignedMessage::noop(msg), peer)?)
     }
 
     /// Fabric's Send of `msg` to `peer`; when its PKI-ID is unknown, the message waits for
     /// the handshake that learns it, behind the others to the same endpoint ([`Lookups`]).
     /// Given, the message still goes behind those, if any wait.
-    fn send_to(&self, msg: SignedMessage, peer: RemotePeer) -> Result<(), String> {
+    fn send_to(&self, msg: SignedMessage, peer: RemotePeer) -> Result<(), Refused> {
         if peer.pki_id.is_empty() {
             return self
                 .lookups
@@ -1103,10 +1103,11 @@ impl State {
         };
         if peer.pki_id.is_empty() {
             self.lookups
-                .then(&self.node, &self.out, &endpoint, size, Box::new(then))
+                .then(&self.node, &self.out, &endpoint, size, Box::new(then))?;
         } else {
-            self.lookups.then_named(peer, size, Box::new(then))
+            self.lookups.then_named(peer, size, Box::new(then))?;
         }
+        Ok(())
     }
 
     /// A plain-text line: a DataMessage to every connected peer; to the `--peer` endpoints
