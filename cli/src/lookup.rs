@@ -265,6 +265,10 @@ struct Counters {
     unauthenticated: AtomicU64,
     /// The node stopped while the message waited, or refused it once the PKI-ID was learnt.
     awaiting_pki: AtomicU64,
+    /// Handshakes that failed to learn a PKI-ID, each reported as a `presumed_dead`: the
+    /// CLI's own, added to the core's count wherever that is shown, so that the count
+    /// matches the events.
+    presumed_dead: AtomicU64,
     /// Set by [`Lookups::abandon`]: a handshake failing from then on failed because the
     /// node stopped, and says nothing of the peer.
     stopping: AtomicBool,
@@ -455,6 +459,7 @@ impl Lookups {
             if self.counters.stopping.load(Ordering::Relaxed) {
                 return;
             }
+            self.counters.presumed_dead.fetch_add(1, Ordering::Relaxed);
             out.emit(&json!({
                 "event": "presumed_dead",
                 "peer": endpoint,
@@ -504,6 +509,11 @@ impl Lookups {
             .awaiting_pki
             .fetch_add(dropped as u64, Ordering::Relaxed);
         dropped
+    }
+
+    /// The peers reported presumed dead because their PKI-IDs could not be learnt.
+    pub(crate) fn presumed_dead(&self) -> u64 {
+        self.counters.presumed_dead.load(Ordering::Relaxed)
     }
 
     pub(crate) fn dropped(&self) -> Dropped {

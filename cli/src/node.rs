@@ -1191,6 +1191,9 @@ impl State {
         let lost = self.lookups.dropped();
         v["dropped_unauthenticated"] = json!(lost.unauthenticated);
         v["dropped_awaiting_pki"] = json!(lost.awaiting_pki);
+        // The core's, and the endpoints whose PKI-IDs could not be learnt: one a
+        // `presumed_dead` line.
+        v["presumed_dead"] = json!(self.node.stats().presumed_dead + self.lookups.presumed_dead());
         if let Some(m) = v.get_mut("membership").and_then(Value::as_object_mut) {
             m.extend(self.tables.counters());
         }
@@ -1719,7 +1722,7 @@ async fn serve(
         s.received,
         s.handshakes_ok,
         s.handshake_failures_total(),
-        s.presumed_dead,
+        s.presumed_dead + st.lookups.presumed_dead(),
         d.events_dropped,
         out.dropped(),
     );

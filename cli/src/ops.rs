@@ -1194,8 +1194,8 @@ pub(crate) fn registry(node: Option<&(Node, Out, Lookups)>) -> Registry {
         ),
         (
             "gossip_comm_presumed_dead",
-            "PresumedDead notifications: sends that could not reach a peer",
-            C(s.presumed_dead),
+            "PresumedDead notifications: sends that could not reach a peer (and peers named by endpoint whose PKI-ID could not be learnt)",
+            C(s.presumed_dead + lookups.presumed_dead()),
         ),
         (
             "gossip_comm_identity_switches",

@@ -5135,6 +5135,8 @@ fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
     let st = n.wait("stats", is("stats"));
     assert_eq!(st["dropped_unauthenticated"], 1, "{st}");
     assert_eq!(st["dropped_awaiting_pki"], 0, "{st}");
+    // As many presumed dead as `presumed_dead` lines (found live against Fabric: 0 before).
+    assert_eq!(st["presumed_dead"], 1, "{st}");
     // A send_with_ack to it: its result names the endpoint (it printed "peer":"").
     n.send_line(r#"{"cmd":"send_with_ack","to":"127.0.0.1:1","data":"y","timeout_ms":5000}"#);
     let ack = n.wait("ack_result", is("ack_result"));
@@ -5143,15 +5145,25 @@ fn presumed_dead_after_a_failed_lookup_has_the_usual_shape() {
         (&serde_json::json!("127.0.0.1:1"), &serde_json::json!(false)),
         "{ack}"
     );
+    // Its handshake's presumed_dead follows the ack_result.
+    while n.seen.iter().filter(|v| is("presumed_dead")(v)).count() < 2 {
+        assert!(
+            next_line(&n.lines, &mut n.seen, EVENT).is_some(),
+            "one presumed_dead a failed handshake: {:?}",
+            n.seen
+        );
+    }
     let (code, m) = http_get(&ops, "/metrics");
     assert_eq!(code, 200, "{m}");
     for (cause, n) in [("unauthenticated", 1), ("awaiting_pki", 0)] {
         let metric = format!("gossip_comm_messages_dropped{{cause=\"{cause}\"}}");
         assert_eq!(sample(&m, &metric), n, "{metric}");
     }
+    assert_eq!(sample(&m, "gossip_comm_presumed_dead"), 2, "{m}");
     n.stop_ok();
     let log = n.stderr();
     assert!(log.contains("stopped; sent 0, dropped 1"), "{log}");
+    assert!(log.contains("presumed dead 2,"), "{log}");
     // The send's loss is logged with its count; the send_with_ack's failure is its
     // result, no loss.
     assert_eq!(
