@@ -14,7 +14,7 @@ use crate::node::Signals;
 use crate::opts::{self, ConfigError, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::escape_controls;
 use clap::Args;
-use fabric_gossip_core::HandshakeError;
+use fabric_gossip_core::{HandshakeError, SecurityError};
 use fabric_gossip_discovery::{BootstrapError, DiscoveryEvent, MemberInfo};
 use fabric_gossip_tonic::Node;
 use serde_json::{Value, json};
@@ -218,16 +218,38 @@ async fn watch(
                                 if !hint.is_empty() {
                                     eprintln!("{hint}");
                                 }
-                                // An identity we could not place: the same advice as
-                                // `handshake` gives.
-                                if let Some(BootstrapError::Handshake(
-                                    e @ (HandshakeError::InvalidIdentity(_)
-                                    | HandshakeError::UnclassifiableIdentity(_)),
-                                )) = &b.error
+                                // A peer of an MSP we were not given: trusting it
+                                // would not let it in (it is not of our organization),
+                                // unless our --msp-id is what is wrong.
+                                let unknown = match &b.error {
+                                    Some(BootstrapError::Handshake(
+                                        HandshakeError::InvalidIdentity(e)
+                                        | HandshakeError::UnclassifiableIdentity(e),
+                                    )) => match e {
+                                        SecurityError::UnknownMsp(m) => Some(m.as_str()),
+                                        _ => None,
+                                    },
+                                    _ => None,
+                                };
+                                // Another identity we could not place: the same advice
+                                // as `handshake` gives.
+                                if unknown.is_none()
+                                    && let Some(BootstrapError::Handshake(
+                                        e @ (HandshakeError::InvalidIdentity(_)
+                                        | HandshakeError::UnclassifiableIdentity(_)),
+                                    )) = &b.error
                                     && let Some(h) = crate::probe::handshake_hint(e)
                                     && !h.is_empty()
                                 {
                                     eprintln!("{}", h.trim_start());
+                                }
+                                if let Some(m) = unknown {
+                                    eprintln!(
+                                        "hint: the bootstrap peer is of {m}, an MSP this \
+                                         identity does not trust (or, if {m} is our own \
+                                         organization, our --msp-id is wrong: it is the \
+                                         peer's CORE_PEER_LOCALMSPID)"
+                                    );
                                 }
                                 let foreign = match &b.error {
                                     Some(BootstrapError::OtherOrganization(_)) => true,
@@ -235,7 +257,7 @@ async fn watch(
                                         crate::probe::refused_our_msp(e)
                                     }
                                     _ => false,
-                                };
+                                } || unknown.is_some();
                                 if foreign {
                                     eprintln!(
                                         "hint: bootstrap peers must be of this identity's \

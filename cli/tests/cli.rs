@@ -4470,6 +4470,41 @@ fn assert_cannot_join(r: &Run, addr: &str) {
     assert!(r.stderr.contains(&want), "{}", r.all());
 }
 
+/// Found live against Fabric v2.4.9 (2026-12-07): `watch` with an identity that does not
+/// trust the bootstrap peer's MSP refused it and advised `--trust` for that MSP, which can
+/// only move the failure on, since a bootstrap peer must be of the watcher's own
+/// organization. It now says that, and not `--trust`.
+#[test]
+fn watch_refusing_a_bootstrap_peer_of_an_unknown_msp_does_not_advise_trusting_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let mut a_args = vec!["--listen", "127.0.0.1:0", "--membership"];
+    let a_flags = msp_flags(dir.path(), "peer0", ORG_A, ORG_B);
+    a_args.extend(strs(&a_flags));
+    let a = NodeProc::start(&a_args);
+    let mut b_flags = msp_flags(dir.path(), "peer0", ORG_B, ORG_A);
+    let at = b_flags
+        .iter()
+        .position(|f| f == "--trust")
+        .expect("--trust");
+    b_flags.drain(at..at + 2);
+    let mut w = vec!["watch", "--bootstrap", a.addr.as_str(), "--duration", "20s"];
+    w.extend(strs(&b_flags));
+    let r = run(&w, Duration::from_secs(30));
+    assert_cannot_join(&r, &a.addr);
+    assert!(r.stderr.contains("unknown MSP: OrgAMSP"), "{}", r.all());
+    assert!(
+        r.stderr.contains(
+            "hint: the bootstrap peer is of OrgAMSP, an MSP this identity does not trust"
+        ) && r
+            .stderr
+            .contains("hint: bootstrap peers must be of this identity's organization"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stderr.contains("--trust"), "{}", r.all());
+}
+
 #[test]
 fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
