@@ -5392,6 +5392,44 @@ fn msp_lines_to_a_distant_peer_keep_their_order_as_the_connection_comes_up() {
     assert!(seqs.len() >= 30, "{seqs:?}\n{log}");
 }
 
+/// At most 64 endpoints have their PKI-IDs learnt at once: a send to a 65th while 64
+/// handshakes hang (listeners that never accept) is refused, and told so by a
+/// `command_error` that says what to do; a send to one of the 64 still joins its queue.
+/// Checked by hand until now.
+#[test]
+fn msp_sends_to_more_endpoints_than_may_be_authenticated_at_once_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    // Bound, never accepted: the kernel completes each connection, and nothing answers.
+    let silent: Vec<std::net::TcpListener> = (0..65)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let addr = |l: &std::net::TcpListener| l.local_addr().expect("addr").to_string();
+    let (mut n, _) = msp_daemon(dir.path(), "peer0", (ORG_B, ORG_A), &[]);
+    for l in &silent {
+        n.send_line(&format!(
+            "{{\"cmd\":\"send\",\"to\":\"{}\",\"data\":\"x\"}}",
+            addr(l)
+        ));
+    }
+    n.send_line(&format!(
+        "{{\"cmd\":\"send\",\"to\":\"{}\",\"data\":\"y\"}}",
+        addr(&silent[0])
+    ));
+    n.send_line(r#"{"cmd":"stats"}"#);
+    let st = n.wait("stats", is("stats"));
+    let errors: Vec<&Value> = n.seen.iter().filter(|v| is("command_error")(v)).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0]["error"], "64 peers are already being authenticated; give \"pki_id\"",
+        "{errors:?}"
+    );
+    // Nothing dropped yet: 65 messages wait (64 + the one that joined a queue).
+    assert_eq!(st["dropped_unauthenticated"], 0, "{st}");
+    assert_eq!(st["dropped_awaiting_pki"], 0, "{st}");
+    drop(silent);
+}
+
 /// Found by review (2026-12-07): while an MSP node's lines waited for the handshake that
 /// learns its `--peer`'s PKI-ID (a peer 40 ms away), that peer dialled it directly; the
 /// lines read from then on went to the connected peer and overtook those waiting. Now lines
