@@ -82,10 +82,18 @@ pub(crate) enum Phase {
     Stopping = 2,
 }
 
+/// The running node, as the metrics read it: its own counters, and the CLI's (output lines
+/// dropped, messages lost while their peers' PKI-IDs were learnt).
+pub(crate) struct Served {
+    node: Node,
+    out: Out,
+    lookups: Lookups,
+}
+
 /// What the handlers read: the phase, and the node once it runs.
 pub(crate) struct State {
     phase: AtomicU8,
-    node: OnceLock<(Node, Out, Lookups)>,
+    node: OnceLock<Served>,
     /// The node's own certificates, for their time left.
     certificates: OnceLock<crate::expiry::OwnCertificates>,
     /// Whether `/metrics` is served (`metrics.provider: prometheus`).
@@ -166,7 +174,7 @@ impl State {
         lookups: Lookups,
         certificates: crate::expiry::OwnCertificates,
     ) {
-        let _ = self.node.set((node, out, lookups));
+        let _ = self.node.set(Served { node, out, lookups });
         let _ = self.certificates.set(certificates);
         self.phase.store(Phase::Serving as u8, Ordering::SeqCst);
         // The next scrape shows the node, not what was rendered before it ran.
@@ -1078,7 +1086,7 @@ fn operations_connections(r: &mut Registry, c: &ConnectionCounters) {
 }
 
 /// The metrics of `node` now (none before it runs).
-pub(crate) fn registry(node: Option<&(Node, Out, Lookups)>) -> Registry {
+pub(crate) fn registry(served: Option<&Served>) -> Registry {
     use Metric::{Counter as C, Family as F, Gauge as G};
     let mut r = Registry::new();
     // The process's own figures (start time, CPU, resident memory, open and maximum file
@@ -1090,7 +1098,7 @@ pub(crate) fn registry(node: Option<&(Node, Out, Lookups)>) -> Registry {
     )) {
         tracing::error!(target: TARGET, "process metrics not served: {e}");
     }
-    let Some((node, out, lookups)) = node else {
+    let Some(Served { node, out, lookups }) = served else {
         return r;
     };
     let s = node.stats();
