@@ -779,4 +779,31 @@ mod tests {
         drop(t);
         assert_eq!(l.abandon(), 0, "nothing left");
     }
+
+    /// Review 67: a named message (a send that gave "pki_id") refused because the waiting
+    /// messages' bounds are reached is told to give "pki_id", which it did.
+    #[test]
+    fn review67_a_refused_named_message_is_not_told_to_give_pki_id() {
+        let mut t = Table::default();
+        t.admit("a:1", msg(1, 10), || true).expect("room");
+        t.messages = MAX_WAITING;
+        let peer = RemotePeer::new("a:1", PkiId::from("p1"));
+        let Waiting::Send(m) = msg(2, 10) else {
+            unreachable!("msg makes sends")
+        };
+        let e = t
+            .join("a:1", (*m, peer), 10, |m| Waiting::SendNamed(Box::new(m)))
+            .expect_err("full");
+        assert!(!e.to_string().contains("give \"pki_id\""), "{e}");
+    }
+
+    /// Review 67: a message the node refuses once its PKI-ID is learnt is reported as
+    /// `send to ADDR: {e}` (learn_then_send); with `Refused`'s own "send: " prefix that
+    /// reads "send to ADDR: send: …" (it read "send to ADDR: stopped" before).
+    #[test]
+    fn review67_a_refusal_after_the_handshake_reads_once_send() {
+        let e = Refused::from(fabric_gossip_core::Error::Stopped);
+        let line = format!("send to a:1: {e}");
+        assert!(!line.contains(": send: "), "{line}");
+    }
 }
