@@ -44,12 +44,21 @@ const MAX_WAITING_BYTES: usize = 32 << 20;
 /// (a `command_error`), so none is counted dropped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Refused {
-    /// The waiting messages' bounds are reached.
+    /// The waiting messages' bounds are reached; `named`: by a message that gave its peer's
+    /// PKI-ID (and waited only not to overtake others).
     #[error(
-        "{messages} messages ({bytes} bytes) already wait for their peers' PKI-IDs; give \
-         \"pki_id\", or send once the peer is connected"
+        "{messages} messages ({bytes} bytes) already wait for their peers' PKI-IDs; {}",
+        if *named {
+            "send once the handshakes under way are over"
+        } else {
+            "give \"pki_id\", or send once the peer is connected"
+        }
     )]
-    Full { messages: usize, bytes: usize },
+    Full {
+        messages: usize,
+        bytes: usize,
+        named: bool,
+    },
     /// [`MAX_LOOKUPS`] endpoints are being authenticated already.
     #[error("{MAX_LOOKUPS} peers are already being authenticated; give \"pki_id\"")]
     Busy,
@@ -135,7 +144,7 @@ impl Table {
         start: impl FnOnce() -> bool,
     ) -> Result<Admitted, Refused> {
         let size = msg.size();
-        self.room(size)?;
+        self.room(size, false)?;
         let admitted = match self.by_endpoint.get_mut(endpoint) {
             Some(queue) => {
                 queue.push_back(msg);
@@ -166,7 +175,7 @@ impl Table {
         if !self.by_endpoint.contains_key(endpoint) {
             return Ok(Some(item));
         }
-        self.room(size)?;
+        self.room(size, true)?;
         if let Some(queue) = self.by_endpoint.get_mut(endpoint) {
             queue.push_back(wrap(item));
             self.messages += 1;
@@ -176,11 +185,12 @@ impl Table {
     }
 
     /// Whether one more message of `size` bytes may wait.
-    fn room(&self, size: usize) -> Result<(), Refused> {
+    fn room(&self, size: usize, named: bool) -> Result<(), Refused> {
         if self.messages >= MAX_WAITING || self.bytes + size > MAX_WAITING_BYTES {
             return Err(Refused::Full {
                 messages: self.messages,
                 bytes: self.bytes,
+                named,
             });
         }
         Ok(())
@@ -232,7 +242,7 @@ enum HandedOver {
     /// Dropped: no PKI-ID was learnt for its peer.
     Unauthenticated,
     /// The node refused it.
-    Refused(Refused),
+    Refused(fabric_gossip_core::Error),
 }
 
 /// Hands `waiting` to the node with the peer its handshake learnt (or why none was), or to
@@ -254,7 +264,7 @@ fn hand_over(node: &Node, waiting: Waiting, learnt: &Result<RemotePeer, String>)
     };
     match node.send(&msg, &[to]) {
         Ok(()) => HandedOver::Done,
-        Err(e) => HandedOver::Refused(e.into()),
+        Err(e) => HandedOver::Refused(e),
     }
 }
 
@@ -383,6 +393,11 @@ impl Lookups {
         Ok(())
     }
 
+    /// The PKI-ID learnt for `endpoint`, kept once its handshake is over.
+    pub(crate) fn known(&self, endpoint: &str) -> Option<PkiId> {
+        self.table().known(endpoint)
+    }
+
     /// Whether messages to `endpoint` wait for the handshake that learns its PKI-ID.
     pub(crate) fn waiting(&self, endpoint: &str) -> bool {
         self.table().by_endpoint.contains_key(endpoint)
@@ -397,7 +412,7 @@ impl Lookups {
                 drop(table);
                 let peer = Ok(RemotePeer::new(endpoint, pki));
                 return match hand_over(node, msg, &peer) {
-                    HandedOver::Refused(e) => Err(e),
+                    HandedOver::Refused(e) => Err(e.into()),
                     HandedOver::Done | HandedOver::Unauthenticated => Ok(()),
                 };
             }
@@ -493,17 +508,19 @@ impl Lookups {
         let all = self.table().clear();
         let mut dropped = 0;
         for waiting in all {
-            let then = match waiting {
+            let (then, why) = match waiting {
                 Waiting::Send(_) | Waiting::SendNamed(_) => {
                     dropped += 1;
                     continue;
                 }
-                Waiting::Then(then, _) => then,
-                Waiting::ThenNamed(named, _) => named.0,
+                Waiting::Then(then, _) => (then, "before the peer's PKI-ID was learnt"),
+                // Its PKI-ID was given: it waited behind others to the same endpoint.
+                Waiting::ThenNamed(named, _) => (
+                    named.0,
+                    "while the messages before it to that endpoint waited for its handshake",
+                ),
             };
-            then(Err(
-                "the node stopped before the peer's PKI-ID was learnt".into()
-            ));
+            then(Err(format!("the node stopped {why}")));
         }
         self.counters
             .awaiting_pki
@@ -780,10 +797,10 @@ mod tests {
         assert_eq!(l.abandon(), 0, "nothing left");
     }
 
-    /// Review 67: a named message (a send that gave "pki_id") refused because the waiting
-    /// messages' bounds are reached is told to give "pki_id", which it did.
+    /// Found by review (2026-12-07): a message naming its peer's PKI-ID, refused because the
+    /// waiting messages' bounds are reached, was told to give "pki_id", which it had.
     #[test]
-    fn review67_a_refused_named_message_is_not_told_to_give_pki_id() {
+    fn a_refused_named_message_is_not_told_to_give_its_pki_id() {
         let mut t = Table::default();
         t.admit("a:1", msg(1, 10), || true).expect("room");
         t.messages = MAX_WAITING;
@@ -795,15 +812,8 @@ mod tests {
             .join("a:1", (*m, peer), 10, |m| Waiting::SendNamed(Box::new(m)))
             .expect_err("full");
         assert!(!e.to_string().contains("give \"pki_id\""), "{e}");
-    }
-
-    /// Review 67: a message the node refuses once its PKI-ID is learnt is reported as
-    /// `send to ADDR: {e}` (learn_then_send); with `Refused`'s own "send: " prefix that
-    /// reads "send to ADDR: send: …" (it read "send to ADDR: stopped" before).
-    #[test]
-    fn review67_a_refusal_after_the_handshake_reads_once_send() {
-        let e = Refused::from(fabric_gossip_core::Error::Stopped);
-        let line = format!("send to a:1: {e}");
-        assert!(!line.contains(": send: "), "{line}");
+        assert!(e.to_string().contains("once the handshake"), "{e}");
+        let e = t.admit("a:1", msg(3, 10), || true).expect_err("full");
+        assert!(e.to_string().contains("give \"pki_id\""), "{e}");
     }
 }

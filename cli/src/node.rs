@@ -204,7 +204,11 @@ with an MSP identity):
   {\"event\":\"command_error\",\"error\":TEXT}                   a stdin line that could not be run
   {\"event\":\"sent\",\"seq\":N,\"to\":[PKI...]}                   a plain line was queued for
                                                            these peers (one that cannot be
-                                                           written is dropped and counted);
+                                                           written is dropped and counted):
+                                                           the connected ones, and each
+                                                           --peer not connected whose
+                                                           PKI-ID is known, by its
+                                                           endpoint, behind its dial;
                                                            read while no peer is connected,
                                                            or while lines wait for a --peer's
                                                            PKI-ID, it goes to the --peer
@@ -1087,14 +1091,18 @@ impl State {
         };
         let (endpoint, out) = (peer.endpoint.clone(), self.out.clone());
         let then = {
-            let endpoint = endpoint.clone();
+            // Named by its PKI-ID when given, as every other result; else by its endpoint,
+            // as presumed_dead names a peer whose PKI-ID was never learnt (it printed ""
+            // before).
+            let shown = match peer.pki_id.is_empty() {
+                true => endpoint.clone(),
+                false => self.form.show(&peer.pki_id),
+            };
             move |learnt: Result<RemotePeer, String>| match learnt {
                 Ok(peer) => ask(peer),
-                // Named by its endpoint, as presumed_dead names a peer whose PKI-ID was
-                // never learnt (it printed "" before).
                 Err(e) => out.emit(&json!({
                     "event": "ack_result",
-                    "peer": endpoint,
+                    "peer": shown,
                     "seq": seq,
                     "ok": false,
                     "error": e,
@@ -1123,7 +1131,7 @@ impl State {
             self.broadcast_to_dials(text);
             return;
         }
-        let peers: Vec<RemotePeer> = self
+        let mut peers: Vec<RemotePeer> = self
             .node
             .connections()
             .into_iter()
@@ -1142,13 +1150,32 @@ impl State {
             self.broadcast_to_dials(text);
             return;
         }
+        let mut to: Vec<String> = peers.iter().map(|p| self.form.show(&p.pki_id)).collect();
+        // And each --peer whose PKI-ID is known and that is not connected (yet): queued
+        // behind its dial, so that a --peer whose connection is still coming up misses no
+        // line (it missed those read meanwhile, uncounted, when another peer was connected).
+        // One whose PKI-ID is unknown and not being learnt (its handshake failed) is left
+        // out: it may be a connected peer, which would get the line twice.
+        for dial in &self.dials {
+            let pki = match dial.pki_id.is_empty() {
+                false => dial.pki_id.clone(),
+                true => match self.lookups.known(&dial.endpoint) {
+                    Some(pki) => pki,
+                    None => continue,
+                },
+            };
+            if !peers.iter().any(|p| p.pki_id == pki) {
+                to.push(dial.endpoint.clone());
+                peers.push(RemotePeer::new(dial.endpoint.clone(), pki));
+            }
+        }
         self.text_seq += 1;
         let msg = SignedMessage::noop(data_message(self.text_seq, text.as_bytes(), 0));
         match self.node.send(&msg, &peers) {
             Ok(()) => self.out.emit(&json!({
                 "event": "sent",
                 "seq": self.text_seq,
-                "to": peers.iter().map(|p| self.form.show(&p.pki_id)).collect::<Vec<_>>(),
+                "to": to,
             })),
             Err(e) => self.out.command_error(format!("send: {e}")),
         }
@@ -1687,7 +1714,8 @@ async fn serve(
     if abandoned > 0 {
         tracing::warn!(
             target: TARGET,
-            "{abandoned} messages dropped at stop: their peers' PKI-IDs were still being learnt"
+            "{abandoned} messages dropped at stop: they waited for handshakes learning their \
+             peers' PKI-IDs"
         );
     }
     node.stop().await;
