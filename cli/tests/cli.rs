@@ -4277,9 +4277,20 @@ fn two_nodes_and_a_watch_see_each_other() {
         "500ms",
     ];
     w_args.extend(fast);
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64
+    };
+    let before = unix_ms();
     let r = run(&w_args, Duration::from_secs(30));
+    let after = unix_ms();
     assert_eq!(r.code, Some(0), "{}", r.all());
     let last = last_json_line(&r.stdout);
+    // Each table says when it was taken.
+    let at = last["time_unix_ms"].as_u64().expect("time_unix_ms");
+    assert!((before..=after).contains(&at), "{before} {at} {after}");
     let alive = member_ids(&last, true);
     assert!(
         alive.contains(&a_pki) && alive.contains(&b_pki),
