@@ -1297,6 +1297,15 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = String::new();
     let mut next = Some(e);
     while let Some(err) = next {
+        let source = err.source();
+        // A wrapper that shows its source's text as its own adds nothing, and hides what
+        // it wraps from the look below: axum's `Error` around a status, seen when a Fabric
+        // peer closed a TLS stream it had replaced (its status's whole `Display` printed).
+        let text = err.to_string();
+        if source.is_some_and(|inner| inner.to_string() == text) {
+            next = source;
+            continue;
+        }
         // Each layer cut as a remote's status is: a layer may print what the remote sent
         // (h2 prints a GOAWAY's debug data, up to a frame of 64 KiB, escaped to four
         // times that), and a status's source is such a chain. A status within the chain
@@ -1306,9 +1315,9 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
         // repeat; seen when a Fabric peer closed a stream it had replaced.
         match err.downcast_ref::<Status>() {
             Some(status) => push_remote(&mut s, status.message()),
-            None => push_remote(&mut s, &err.to_string()),
+            None => push_remote(&mut s, &text),
         }
-        next = err.source();
+        next = source;
     }
     s
 }
@@ -2172,6 +2181,51 @@ mod tests {
             status_text(&outer),
             "Unknown: h2 protocol error: error reading a body from connection: stream closed \
              because of a broken pipe"
+        );
+    }
+
+    /// The same behind a wrapper that shows its source's text as its own (axum's `Error`,
+    /// whose `Debug` a live check against Fabric v2.4.9 printed: `Error { inner: Status {
+    /// … } }`): the reason read "…: code: 'Unknown error', message: \"h2 protocol error:
+    /// …\", source: hyper::Error(Body, …): stream closed because of a broken pipe".
+    #[test]
+    fn a_status_behind_a_transparent_wrapper_reads_as_its_message() {
+        #[derive(Debug)]
+        struct Io;
+        impl std::fmt::Display for Io {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("stream closed because of a broken pipe")
+            }
+        }
+        impl std::error::Error for Io {}
+        #[derive(Debug)]
+        struct Wrapper(Box<dyn std::error::Error + Send + Sync>);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        const MSG: &str = "h2 protocol error: error reading a body from connection";
+        let mut inner = Status::unknown(MSG);
+        inner.set_source(std::sync::Arc::new(Io));
+        let mut outer = Status::unknown(MSG);
+        outer.set_source(std::sync::Arc::new(Wrapper(Box::new(inner))));
+        assert_eq!(
+            status_text(&outer),
+            "Unknown: h2 protocol error: error reading a body from connection: stream closed \
+             because of a broken pipe"
+        );
+        // A layer whose text differs from its source's is kept.
+        let mut other = Status::unknown("reset");
+        other.set_source(std::sync::Arc::new(Wrapper(Box::new(Io))));
+        assert_eq!(
+            status_text(&other),
+            "Unknown: reset: stream closed because of a broken pipe"
         );
     }
 
