@@ -207,8 +207,8 @@ with an MSP identity):
                                                            written is dropped and counted):
                                                            the connected ones, and each
                                                            --peer not connected whose
-                                                           PKI-ID is known, by its
-                                                           endpoint, behind its dial;
+                                                           PKI-ID is known, behind its
+                                                           dial;
                                                            read while no peer is connected,
                                                            or while lines wait for a --peer's
                                                            PKI-ID, it goes to the --peer
@@ -1165,7 +1165,8 @@ impl State {
                 },
             };
             if !peers.iter().any(|p| p.pki_id == pki) {
-                to.push(dial.endpoint.clone());
+                // By its PKI-ID, as once it is connected.
+                to.push(self.form.show(&pki));
                 peers.push(RemotePeer::new(dial.endpoint.clone(), pki));
             }
         }
