@@ -5305,22 +5305,38 @@ fn msp_sends_and_acks_without_pki_id_share_one_handshake_in_order() {
     keygen(dir.path());
     let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &["--auto-ack"]);
     let (mut sender, _) = msp_daemon(dir.path(), "peer0", (ORG_B, ORG_A), &[]);
-    for i in 1..=N {
-        let cmd = if i % 2 == 0 {
+    sends_and_acks(&mut sender, &addr, N, |i| (i % 2 == 0, None));
+    sender.stop_ok();
+    in_order_after_one_handshake(&mut receiver, "m", N);
+}
+
+/// `m1` to `m{n}` to `to` from `sender`: `kind(i)` says whether message i is a
+/// `send_with_ack` (else a `send`) and the `"pki_id"` it names, if any. Then every ack's
+/// result, which must be a success.
+fn sends_and_acks(
+    sender: &mut Daemon,
+    to: &str,
+    n: u64,
+    kind: impl Fn(u64) -> (bool, Option<String>),
+) {
+    let mut acks = Vec::new();
+    for i in 1..=n {
+        let (ack, pki) = kind(i);
+        let named = pki.map_or(String::new(), |p| format!(",\"pki_id\":\"{p}\""));
+        let cmd = if ack {
+            acks.push(i);
             format!(
-                "{{\"cmd\":\"send_with_ack\",\"to\":\"{addr}\",\"data\":\"m{i}\",\"timeout_ms\":5000}}"
+                "{{\"cmd\":\"send_with_ack\",\"to\":\"{to}\"{named},\"data\":\"m{i}\",\"timeout_ms\":5000}}"
             )
         } else {
-            format!("{{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"m{i}\"}}")
+            format!("{{\"cmd\":\"send\",\"to\":\"{to}\"{named},\"data\":\"m{i}\"}}")
         };
         sender.send_line(&cmd);
     }
-    for i in (2..=N).step_by(2) {
+    for i in acks {
         let r = sender.wait("ack_result", |v| is("ack_result")(v) && v["seq"] == i);
         assert_eq!(r["ok"], true, "{r}");
     }
-    sender.stop_ok();
-    in_order_after_one_handshake(&mut receiver, "m", N);
 }
 
 /// A TCP proxy to `upstream` that passes each chunk on `delay` after reading it, both ways
@@ -5495,26 +5511,10 @@ fn msp_messages_with_and_without_pki_id_to_one_endpoint_keep_their_order() {
         .to_owned();
     let proxy = slow_proxy(addr, Duration::from_millis(40));
     let (mut sender, _) = msp_daemon(dir.path(), "peer0", (ORG_B, ORG_A), &[]);
-    for i in 1..=N {
-        // Without, with, with, without, …; a send_with_ack every third.
-        let named = if i % 4 == 2 || i % 4 == 3 {
-            format!(",\"pki_id\":\"{pki}\"")
-        } else {
-            String::new()
-        };
-        let cmd = if i % 3 == 0 {
-            format!(
-                "{{\"cmd\":\"send_with_ack\",\"to\":\"{proxy}\"{named},\"data\":\"m{i}\",\"timeout_ms\":5000}}"
-            )
-        } else {
-            format!("{{\"cmd\":\"send\",\"to\":\"{proxy}\"{named},\"data\":\"m{i}\"}}")
-        };
-        sender.send_line(&cmd);
-    }
-    for i in (3..=N).step_by(3) {
-        let r = sender.wait("ack_result", |v| is("ack_result")(v) && v["seq"] == i);
-        assert_eq!(r["ok"], true, "{r}");
-    }
+    // Without, with, with, without, …; a send_with_ack every third.
+    sends_and_acks(&mut sender, &proxy, N, |i| {
+        (i % 3 == 0, (i % 4 == 2 || i % 4 == 3).then(|| pki.clone()))
+    });
     sender.stop_ok();
     in_order_after_one_handshake(&mut receiver, "m", N);
 }

@@ -2160,18 +2160,20 @@ mod tests {
         assert_eq!(late.load(Ordering::Relaxed), 3);
     }
 
+    /// The I/O error under a stream's end when a Fabric peer closed a replaced stream.
+    #[derive(Debug)]
+    struct Io;
+    impl std::fmt::Display for Io {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stream closed because of a broken pipe")
+        }
+    }
+    impl std::error::Error for Io {}
+
     /// A stream's end as a Fabric peer closing a replaced stream gave it: a status whose
     /// source is a status whose source is hyper's error over an I/O error.
     #[test]
     fn a_status_within_a_status_reads_as_its_message() {
-        #[derive(Debug)]
-        struct Io;
-        impl std::fmt::Display for Io {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("stream closed because of a broken pipe")
-            }
-        }
-        impl std::error::Error for Io {}
         const MSG: &str = "h2 protocol error: error reading a body from connection";
         let mut inner = Status::unknown(MSG);
         inner.set_source(std::sync::Arc::new(Io));
@@ -2190,14 +2192,6 @@ mod tests {
     /// …\", source: hyper::Error(Body, …): stream closed because of a broken pipe".
     #[test]
     fn a_status_behind_a_transparent_wrapper_reads_as_its_message() {
-        #[derive(Debug)]
-        struct Io;
-        impl std::fmt::Display for Io {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("stream closed because of a broken pipe")
-            }
-        }
-        impl std::error::Error for Io {}
         #[derive(Debug)]
         struct Wrapper(Box<dyn std::error::Error + Send + Sync>);
         impl std::fmt::Display for Wrapper {
