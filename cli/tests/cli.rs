@@ -3597,9 +3597,7 @@ fn ping_and_handshake_json_timeout_and_tls_hint() {
     assert!(v["error"].as_str().expect("error").contains("x:1"), "{v}");
     n.stop();
 
-    // A peer that accepts TCP and never answers: the probe gives up at --timeout.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let silent_addr = silent.local_addr().expect("addr").to_string();
+    let (silent, silent_addr) = silent_listener();
     let t0 = Instant::now();
     let r = run_expect(&["ping", &silent_addr, "--timeout", "300ms", "--json"], 1);
     // Far under a Ping's own 10 s default, with room for a loaded machine's slow process
@@ -4985,9 +4983,7 @@ fn ping_does_not_take_an_http_port_for_tls() {
 /// 300.00 ms" or "ping failed: ping timed out", whichever bound fired first.
 #[test]
 fn a_ping_timeout_reads_the_same_in_every_probe() {
-    // Takes connections (the kernel's backlog) and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = silent.local_addr().expect("addr").to_string();
+    let (silent, addr) = silent_listener();
     let args = [
         "ping",
         &addr,
@@ -5055,9 +5051,7 @@ fn ping_prints_a_line_per_probe_and_a_summary_of_several() {
 /// the core's: the probe fails at the bound given, naming its step.
 #[test]
 fn a_ping_timeout_longer_than_the_margin_is_the_one_that_cuts() {
-    // Takes connections (the kernel's backlog) and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = silent.local_addr().expect("addr").to_string();
+    let (silent, addr) = silent_listener();
     let r = run_expect(&["ping", &addr, "--timeout", "3s", "--json"], 1);
     let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
     assert!(
@@ -5231,19 +5225,26 @@ fn msp_lines_before_the_connection_share_one_handshake_and_keep_their_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
     let (mut receiver, addr) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
-    let mut sender = piped_msp_sender(dir.path(), &addr);
+    let sender = piped_msp_sender(dir.path(), &addr);
     // Written at once, as a pipe would: read while the PKI-ID is being learnt.
-    for i in 1..=LINES {
+    last_lines_arrive_in_order(sender, &mut receiver, 1, LINES);
+}
+
+/// Pipes `line {from}` to `line {last}` into `sender` (a `piped_msp_sender` that piped the
+/// ones before), ends its input, and checks that it exited having dropped nothing (its
+/// `--peer` hello and every line sent) and that `receiver` got lines 1 to `last` in order.
+fn last_lines_arrive_in_order(mut sender: Daemon, receiver: &mut Daemon, from: u64, last: u64) {
+    for i in from..=last {
         sender.send_line(&format!("line {i}"));
     }
     drop(sender.stdin.take());
     assert_eq!(sender.exit_within(EVENT), Some(0));
     let log = sender.stderr();
     assert!(
-        log.contains(&format!("stopped; sent {}, dropped 0", LINES + 1)),
+        log.contains(&format!("stopped; sent {}, dropped 0", last + 1)),
         "{log}"
     );
-    in_order_after_one_handshake(&mut receiver, "line", LINES);
+    in_order_after_one_handshake(receiver, "line", last);
 }
 
 /// OrgB's peer0 from the keygen layout in `root`, with `--peer to --exit-on-eof`: a script
@@ -5339,6 +5340,33 @@ fn sends_and_acks(
     }
 }
 
+/// A listener that takes connections (the kernel completes them into its backlog) and
+/// never answers, and its address: a peer whose every handshake or probe hangs.
+fn silent_listener() -> (std::net::TcpListener, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    (l, addr)
+}
+
+/// The messages a node's summary line on stderr counts dropped.
+fn summary_dropped(log: &str) -> u64 {
+    log.lines()
+        .find(|l| l.contains("stopped; sent"))
+        .and_then(|l| l.split("dropped ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {log}"))
+}
+
+/// The sequence numbers of what `d` printed as received so far, in order.
+fn received_seqs(d: &Daemon) -> Vec<u64> {
+    d.seen
+        .iter()
+        .filter(|v| is("received")(v))
+        .filter_map(|v| v["seq"].as_u64())
+        .collect()
+}
+
 /// A TCP proxy to `upstream` that passes each chunk on `delay` after reading it, both ways
 /// (order kept): a peer farther away than loopback. Its address.
 fn slow_proxy(upstream: String, delay: Duration) -> String {
@@ -5399,21 +5427,10 @@ fn msp_lines_to_a_distant_peer_keep_their_order_as_the_connection_comes_up() {
     drop(sender.stdin.take());
     assert_eq!(sender.exit_within(EVENT), Some(0));
     let log = sender.stderr();
-    let dropped: u64 = log
-        .lines()
-        .find(|l| l.contains("stopped; sent"))
-        .and_then(|l| l.split("dropped ").nth(1))
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary: {log}"));
+    let dropped = summary_dropped(&log);
     receiver.stop_ok();
     receiver.wait("stopped", is("stopped"));
-    let seqs: Vec<u64> = receiver
-        .seen
-        .iter()
-        .filter(|v| is("received")(v))
-        .filter_map(|v| v["seq"].as_u64())
-        .collect();
+    let seqs = received_seqs(&receiver);
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert_eq!(seqs.len() as u64 + dropped, LINES, "{seqs:?}\n{log}");
     assert!(seqs.len() >= 30, "{seqs:?}\n{log}");
@@ -5427,21 +5444,16 @@ fn msp_lines_to_a_distant_peer_keep_their_order_as_the_connection_comes_up() {
 fn msp_sends_to_more_endpoints_than_may_be_authenticated_at_once_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
-    // Bound, never accepted: the kernel completes each connection, and nothing answers.
-    let silent: Vec<std::net::TcpListener> = (0..65)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let addr = |l: &std::net::TcpListener| l.local_addr().expect("addr").to_string();
+    let silent: Vec<(std::net::TcpListener, String)> = (0..65).map(|_| silent_listener()).collect();
     let (mut n, _) = msp_daemon(dir.path(), "peer0", (ORG_B, ORG_A), &[]);
-    for l in &silent {
+    for (_, addr) in &silent {
         n.send_line(&format!(
-            "{{\"cmd\":\"send\",\"to\":\"{}\",\"data\":\"x\"}}",
-            addr(l)
+            "{{\"cmd\":\"send\",\"to\":\"{addr}\",\"data\":\"x\"}}"
         ));
     }
     n.send_line(&format!(
         "{{\"cmd\":\"send\",\"to\":\"{}\",\"data\":\"y\"}}",
-        addr(&silent[0])
+        silent[0].1
     ));
     n.send_line(r#"{"cmd":"stats"}"#);
     let st = n.wait("stats", is("stats"));
@@ -5483,17 +5495,7 @@ fn msp_lines_keep_their_order_when_the_peer_dials_us_while_its_pki_id_is_learnt(
         "{{\"cmd\":\"send\",\"to\":\"{sender_addr}\",\"data\":\"hi\"}}"
     ));
     sender.wait("the receiver's connection", is("connected"));
-    for i in BEFORE + 1..=LINES {
-        sender.send_line(&format!("line {i}"));
-    }
-    drop(sender.stdin.take());
-    assert_eq!(sender.exit_within(EVENT), Some(0));
-    let log = sender.stderr();
-    assert!(
-        log.contains(&format!("stopped; sent {}, dropped 0", LINES + 1)),
-        "{log}"
-    );
-    in_order_after_one_handshake(&mut receiver, "line", LINES);
+    last_lines_arrive_in_order(sender, &mut receiver, BEFORE + 1, LINES);
 }
 
 /// A `send` or `send_with_ack` naming the peer's PKI-ID went straight to the node, ahead
@@ -5594,9 +5596,7 @@ fn a_pki_id_learnt_for_an_endpoint_is_forgotten_when_its_peer_is_presumed_dead()
 fn messages_waiting_for_a_pki_id_at_a_signal_are_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
-    // Accepted by the kernel's backlog, never answered.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let to = silent.local_addr().expect("addr").to_string();
+    let (silent, to) = silent_listener();
     let (mut n, _) = msp_daemon(dir.path(), "peer0", (ORG_A, ORG_B), &[]);
     for i in 0..3 {
         n.send_line(&format!(
@@ -5794,22 +5794,11 @@ fn msp_peer_gets_every_piped_line_while_another_peer_is_connected() {
         is("received")(v) && v["text"] == last.as_str()
     });
     receiver.stop_ok();
-    let got: Vec<u64> = receiver
-        .seen
-        .iter()
-        .filter(|v| is("received")(v))
-        .filter_map(|v| v["seq"].as_u64())
-        .collect();
+    let got = received_seqs(&receiver);
     let missing: Vec<u64> = (1..=LINES).filter(|i| !got.contains(i)).collect();
     // Lines the --peer's send buffer could not hold while its connection came up are
     // dropped and counted (documented); none may be missed uncounted.
-    let dropped: usize = log
-        .lines()
-        .find(|l| l.contains("stopped; sent"))
-        .and_then(|l| l.split("dropped ").nth(1))
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary: {log}"));
+    let dropped = summary_dropped(&log) as usize;
     assert!(
         without_peer.is_empty() && missing.len() == dropped,
         "lines `sent` without the --peer: {without_peer:?}\nlines the --peer never got: \
@@ -5819,12 +5808,7 @@ fn msp_peer_gets_every_piped_line_while_another_peer_is_connected() {
     // those read while it was under way), in order.
     other.stop_ok();
     other.wait("stopped", is("stopped"));
-    let theirs: Vec<u64> = other
-        .seen
-        .iter()
-        .filter(|v| is("received")(v))
-        .filter_map(|v| v["seq"].as_u64())
-        .collect();
+    let theirs = received_seqs(&other);
     assert!(
         theirs.last() == Some(&LINES) && theirs.windows(2).all(|w| w[1] == w[0] + 1),
         "{theirs:?}"
@@ -5839,9 +5823,7 @@ fn msp_peer_gets_every_piped_line_while_another_peer_is_connected() {
 fn an_abandoned_send_with_ack_naming_its_peer_reports_that_pki_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     keygen(dir.path());
-    // Accepts connections (the kernel's backlog) and never answers: a handshake hangs.
-    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let ep = hole.local_addr().expect("addr").to_string();
+    let (hole, ep) = silent_listener();
     let pki = "ab".repeat(32);
     let (mut sender, _) = msp_daemon(dir.path(), "peer0", (ORG_B, ORG_A), &[]);
     sender.send_line(&format!(
