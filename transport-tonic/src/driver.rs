@@ -1296,16 +1296,10 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
 pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = String::new();
     let mut next = Some(e);
+    // `next`'s text, when the layer above it formatted it already.
+    let mut next_text = None;
     while let Some(err) = next {
         let source = err.source();
-        // A wrapper that shows its source's text as its own adds nothing, and hides what
-        // it wraps from the look below: axum's `Error` around a status, seen when a Fabric
-        // peer closed a TLS stream it had replaced (its status's whole `Display` printed).
-        let text = err.to_string();
-        if source.is_some_and(|inner| inner.to_string() == text) {
-            next = source;
-            continue;
-        }
         // Each layer cut as a remote's status is: a layer may print what the remote sent
         // (h2 prints a GOAWAY's debug data, up to a frame of 64 KiB, escaped to four
         // times that), and a status's source is such a chain. A status within the chain
@@ -1313,11 +1307,20 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
         // chain with `Debug` (`code: 'Unknown error', message: "…", source:
         // hyper::Error(Body, Error { kind: Io(…) })`), which the layers below then
         // repeat; seen when a Fabric peer closed a stream it had replaced.
-        match err.downcast_ref::<Status>() {
-            Some(status) => push_remote(&mut s, status.message()),
-            None => push_remote(&mut s, &text),
+        if let Some(status) = err.downcast_ref::<Status>() {
+            push_remote(&mut s, status.message());
+            (next, next_text) = (source, None);
+            continue;
         }
-        next = source;
+        let text = next_text.take().unwrap_or_else(|| err.to_string());
+        let source_text = source.map(ToString::to_string);
+        // A wrapper that shows its source's text as its own adds nothing, and hides what
+        // it wraps from the look above: axum's `Error` around a status, seen when a Fabric
+        // peer closed a TLS stream it had replaced (its status's whole `Display` printed).
+        if source_text.as_deref() != Some(text.as_str()) {
+            push_remote(&mut s, &text);
+        }
+        (next, next_text) = (source, source_text);
     }
     s
 }
