@@ -144,7 +144,7 @@ impl Table {
         start: impl FnOnce() -> bool,
     ) -> Result<Admitted, Refused> {
         let size = msg.size();
-        self.room(size, false)?;
+        room(self.messages, self.bytes, size, false)?;
         let admitted = match self.by_endpoint.get_mut(endpoint) {
             Some(queue) => {
                 queue.push_back(msg);
@@ -172,28 +172,14 @@ impl Table {
         size: usize,
         wrap: impl FnOnce(T) -> Waiting,
     ) -> Result<Option<T>, Refused> {
-        if !self.by_endpoint.contains_key(endpoint) {
+        let Some(queue) = self.by_endpoint.get_mut(endpoint) else {
             return Ok(Some(item));
-        }
-        self.room(size, true)?;
-        if let Some(queue) = self.by_endpoint.get_mut(endpoint) {
-            queue.push_back(wrap(item));
-            self.messages += 1;
-            self.bytes += size;
-        }
+        };
+        room(self.messages, self.bytes, size, true)?;
+        queue.push_back(wrap(item));
+        self.messages += 1;
+        self.bytes += size;
         Ok(None)
-    }
-
-    /// Whether one more message of `size` bytes may wait.
-    fn room(&self, size: usize, named: bool) -> Result<(), Refused> {
-        if self.messages >= MAX_WAITING || self.bytes + size > MAX_WAITING_BYTES {
-            return Err(Refused::Full {
-                messages: self.messages,
-                bytes: self.bytes,
-                named,
-            });
-        }
-        Ok(())
     }
 
     /// The PKI-ID learnt for `endpoint`, when no handshake for it is under way.
@@ -233,6 +219,18 @@ impl Table {
         *self = Table::default();
         all.into_values().flatten().collect()
     }
+}
+
+/// Whether one more message of `size` bytes may wait beside `messages` of `bytes`.
+fn room(messages: usize, bytes: usize, size: usize, named: bool) -> Result<(), Refused> {
+    if messages >= MAX_WAITING || bytes + size > MAX_WAITING_BYTES {
+        return Err(Refused::Full {
+            messages,
+            bytes,
+            named,
+        });
+    }
+    Ok(())
 }
 
 /// What became of a message handed over.

@@ -1094,9 +1094,10 @@ impl State {
             // Named by its PKI-ID when given, as every other result; else by its endpoint,
             // as presumed_dead names a peer whose PKI-ID was never learnt (it printed ""
             // before).
-            let shown = match peer.pki_id.is_empty() {
-                true => endpoint.clone(),
-                false => self.form.show(&peer.pki_id),
+            let shown = if peer.pki_id.is_empty() {
+                endpoint.clone()
+            } else {
+                self.form.show(&peer.pki_id)
             };
             move |learnt: Result<RemotePeer, String>| match learnt {
                 Ok(peer) => ask(peer),
@@ -1157,12 +1158,13 @@ impl State {
         // One whose PKI-ID is unknown and not being learnt (its handshake failed) is left
         // out: it may be a connected peer, which would get the line twice.
         for dial in &self.dials {
-            let pki = match dial.pki_id.is_empty() {
-                false => dial.pki_id.clone(),
-                true => match self.lookups.known(&dial.endpoint) {
+            let pki = if dial.pki_id.is_empty() {
+                match self.lookups.known(&dial.endpoint) {
                     Some(pki) => pki,
                     None => continue,
-                },
+                }
+            } else {
+                dial.pki_id.clone()
             };
             if !peers.iter().any(|p| p.pki_id == pki) {
                 // By its PKI-ID, as once it is connected.
@@ -1221,7 +1223,8 @@ impl State {
         v["dropped_awaiting_pki"] = json!(lost.awaiting_pki);
         // The core's, and the endpoints whose PKI-IDs could not be learnt: one a
         // `presumed_dead` line.
-        v["presumed_dead"] = json!(self.node.stats().presumed_dead + self.lookups.presumed_dead());
+        let core = v["presumed_dead"].as_u64().unwrap_or_default();
+        v["presumed_dead"] = json!(core + self.lookups.presumed_dead());
         if let Some(m) = v.get_mut("membership").and_then(Value::as_object_mut) {
             m.extend(self.tables.counters());
         }

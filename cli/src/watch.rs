@@ -223,26 +223,15 @@ async fn watch(
                                 // unless our --msp-id is what is wrong.
                                 let unknown = match &b.error {
                                     Some(BootstrapError::Handshake(
-                                        HandshakeError::InvalidIdentity(e)
-                                        | HandshakeError::UnclassifiableIdentity(e),
-                                    )) => match e {
-                                        SecurityError::UnknownMsp(m) => Some(m.as_str()),
-                                        _ => None,
-                                    },
+                                        HandshakeError::InvalidIdentity(
+                                            SecurityError::UnknownMsp(m),
+                                        )
+                                        | HandshakeError::UnclassifiableIdentity(
+                                            SecurityError::UnknownMsp(m),
+                                        ),
+                                    )) => Some(m.as_str()),
                                     _ => None,
                                 };
-                                // Another identity we could not place: the same advice
-                                // as `handshake` gives.
-                                if unknown.is_none()
-                                    && let Some(BootstrapError::Handshake(
-                                        e @ (HandshakeError::InvalidIdentity(_)
-                                        | HandshakeError::UnclassifiableIdentity(_)),
-                                    )) = &b.error
-                                    && let Some(h) = crate::probe::handshake_hint(e)
-                                    && !h.is_empty()
-                                {
-                                    eprintln!("{}", h.trim_start());
-                                }
                                 if let Some(m) = unknown {
                                     eprintln!(
                                         "hint: the bootstrap peer is of {m}, an MSP this \
@@ -250,6 +239,16 @@ async fn watch(
                                          organization, our --msp-id is wrong: it is the \
                                          peer's CORE_PEER_LOCALMSPID)"
                                     );
+                                } else if let Some(BootstrapError::Handshake(
+                                    e @ (HandshakeError::InvalidIdentity(_)
+                                    | HandshakeError::UnclassifiableIdentity(_)),
+                                )) = &b.error
+                                    && let Some(h) = crate::probe::handshake_hint(e)
+                                    && !h.is_empty()
+                                {
+                                    // Another identity we could not place: the same
+                                    // advice as `handshake` gives.
+                                    eprintln!("{}", h.trim_start());
                                 }
                                 let foreign = match &b.error {
                                     Some(BootstrapError::OtherOrganization(_)) => true,
