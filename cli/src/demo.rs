@@ -3,12 +3,17 @@
 //! made in memory) run on loopback with mutual TLS, exchange messages all-to-all, lose a
 //! member (the others presume it dead when sending to it fails, as Fabric's comm reports),
 //! get it back on the same address and identity (they reconnect), and exchange messages
-//! again. Live progress lines show what happens; a table and a list of checks end the run.
+//! again. Then the same peers start again as members of a gossip network, with Fabric's
+//! membership layer (`fabric-gossip-discovery`) above comm: they find each other from one
+//! bootstrap peer per organization and an anchor peer between the two, declare a stopped
+//! member dead and take it back when it returns. Live progress lines show what happens; a
+//! table and a list of checks end the run.
 //! Exit status 0 only if every check holds, 1 otherwise (with the reason), and the whole
 //! run is bounded by `--deadline`.
 
 use clap::Args;
 use fabric_gossip_core::{Event, PkiId, RemotePeer, SignedMessage, Stats};
+use fabric_gossip_discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
 use fabric_gossip_msp::TrustStore;
 use fabric_gossip_msp::dev::{self, DevOrg, OrgSpec, Validity};
 use fabric_gossip_tonic::{Node, StartError, TlsConfig};
@@ -24,6 +29,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::membership;
 use crate::node::data_message;
 use crate::opts;
 use crate::out::{self, WriteError};
@@ -36,6 +42,11 @@ const PHASE_LIMIT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Sequence numbers carry the round: `round * ROUND_BASE + i`.
 const ROUND_BASE: u64 = 1_000_000;
+/// The membership nodes' heartbeat (Fabric's `aliveTimeInterval`, 5 s by default). A member
+/// silent for five of them (1.25 s) is declared dead and dead members are redialled as
+/// often, as a Fabric peer derives both from it: Fabric's protocol, 20 times faster, so
+/// that the demo shows it within seconds.
+const ALIVE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Arguments of `fabric-gossip demo`.
 #[derive(Debug, Clone, Args)]
@@ -76,6 +87,21 @@ struct Seen {
     disconnected: Vec<Vec<u32>>,
     /// `presumed_dead[node][peer]`: PresumedDead notifications (Fabric's API stream).
     presumed_dead: Vec<Vec<u32>>,
+    /// `views[node][peer]`: what the membership node `node` knows of `peer`, from its
+    /// layer's events.
+    views: Vec<Vec<View>>,
+}
+
+/// What one membership node knows of another.
+#[derive(Clone, Copy, Debug, Default)]
+struct View {
+    /// Listed alive now.
+    alive: bool,
+    /// The incarnation of its latest alive message (its start time in Unix nanoseconds): a
+    /// restarted member comes back with a higher one.
+    inc: u64,
+    /// How many times it was declared dead.
+    deaths: u32,
 }
 
 /// Problems described in full; the rest are only counted.
@@ -111,6 +137,29 @@ impl Seen {
                 "node{to} got an unexpected message from {}",
                 f.map_or_else(stranger, |f| format!("node{f}"))
             )),
+        }
+    }
+}
+
+impl Seen {
+    /// Follows membership node `i`'s event `ev` about demo peer `j`, a member of `msp_id`,
+    /// into [`Seen::views`]; a member listed under another organization is a problem.
+    fn follow(&mut self, i: usize, j: usize, msp_id: &str, ev: &DiscoveryEvent) {
+        let (member, alive) = match ev {
+            DiscoveryEvent::MemberAlive { member, .. } => (member, true),
+            DiscoveryEvent::MemberDead { member, .. }
+            | DiscoveryEvent::MemberPurged { member, .. } => (member, false),
+            _ => return,
+        };
+        if let Some(org) = member.org.as_deref().filter(|o| *o != msp_id) {
+            self.problem(format!("node{i} listed node{j} as a member of {org:?}"));
+        }
+        let v = &mut self.views[i][j];
+        v.alive = alive;
+        if alive {
+            v.inc = member.timestamp.inc;
+        } else if matches!(ev, DiscoveryEvent::MemberDead { .. }) {
+            v.deaths += 1;
         }
     }
 }
@@ -240,6 +289,43 @@ impl Member {
     fn peer(&self) -> RemotePeer {
         RemotePeer::new(self.addr.to_string(), self.pki.clone())
     }
+
+    /// The same peer (identity and TLS material), not started, its address to be chosen by
+    /// its first start: the membership phases run each peer again as a node of its own.
+    fn fresh(&self) -> Member {
+        Member {
+            org: self.org,
+            peer: self.peer,
+            msp_id: self.msp_id.clone(),
+            pki: self.pki.clone(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: self.tls.clone(),
+            node: None,
+            tasks: Vec::new(),
+            past: Vec::new(),
+            restarted: false,
+        }
+    }
+}
+
+/// What a started node runs above comm.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Comm alone: the application sends and receives (phases 1 to 8).
+    Comm,
+    /// Fabric's membership layer, joining through `bootstrap` if given (phases 9 to 11).
+    Member { bootstrap: Option<SocketAddr> },
+}
+
+/// The membership layer's settings for a node listening on `addr`: reached there by its
+/// own organization and by the other (its external endpoint), Fabric's defaults but for
+/// the heartbeat ([`ALIVE_INTERVAL`]).
+fn membership_config(addr: SocketAddr, bootstrap: Option<SocketAddr>) -> DiscoveryConfig {
+    DiscoveryConfig::new(addr.to_string())
+        .with_external_endpoint(addr.to_string())
+        .with_bootstrap(bootstrap.map(|b| b.to_string()))
+        .with_alive_interval(ALIVE_INTERVAL)
+        .with_seed(fabric_gossip_tonic::random_seed())
 }
 
 /// The payload of message `i` of `round` from `from` to `to`; the receiver recomputes it.
@@ -335,8 +421,8 @@ fn make_orgs(n: usize) -> Result<(Vec<DevOrg>, TrustStore, Vec<u8>), String> {
     Ok((orgs, trust, tls_cas))
 }
 
-/// Starts (or restarts) member `i`'s node, on its address if it has had one, and its
-/// observer tasks.
+/// Starts (or restarts) member `i`'s node in `role`, on its address if it has had one, and
+/// its observer tasks.
 async fn start_member(
     m: &mut Member,
     i: usize,
@@ -344,6 +430,7 @@ async fn start_member(
     trust: &TrustStore,
     shared: &Arc<Shared>,
     deadline: Instant,
+    role: Role,
 ) -> Result<(), String> {
     let mut last_bind_error = String::new();
     let (node, tap) = loop {
@@ -352,12 +439,21 @@ async fn start_member(
         let security = org
             .security(&org.peers[m.peer], trust.clone())
             .map_err(|e| format!("node{i}: identity: {e}"))?;
-        let (tx, rx) = mpsc::channel(EVENT_TAP);
         let b = Node::builder(opts::config())
             .listen(m.addr)
             .tls(m.tls.clone())
-            .events(tx)
             .stop_timeout(STOP_TIMEOUT);
+        let (b, rx) = match role {
+            Role::Comm => {
+                let (tx, rx) = mpsc::channel(EVENT_TAP);
+                (b.events(tx), Some(rx))
+            }
+            // Made once the listener is bound: port 0 is only known then.
+            Role::Member { bootstrap } => (
+                b.try_layer(move |addr| Discovery::new(membership_config(addr, bootstrap))),
+                None,
+            ),
+        };
         match b.start(security).await {
             Ok(node) => break (node, rx),
             // Only a restart can race the release of its old listener; retry it briefly.
@@ -377,9 +473,81 @@ async fn start_member(
         return Err(format!("node{i} started with another PKI-ID"));
     }
     m.addr = node.local_addr();
-    m.tasks.extend(observe(i, &node, tap, shared));
+    match tap {
+        Some(tap) => m.tasks.extend(observe(i, &node, tap, shared)),
+        None => m.tasks.push(observe_membership(i, &node, shared)?),
+    }
     m.node = Some(node);
     Ok(())
+}
+
+/// Follows membership node `i`'s layer events into [`Seen::views`], and shows them. A
+/// member no demo peer is, or listed under another organization than its own, is a
+/// problem.
+fn observe_membership(
+    i: usize,
+    node: &Node,
+    shared: &Arc<Shared>,
+) -> Result<JoinHandle<()>, String> {
+    let mut events = node
+        .layer_events::<DiscoveryEvent>()
+        .ok_or_else(|| format!("node{i} hosts no membership layer"))?;
+    let sh = shared.clone();
+    Ok(tokio::spawn(async move {
+        use tokio_stream::StreamExt;
+        // The stream ends when the node stops.
+        while let Some(ev) = events.next().await {
+            let (member, how) = match &ev {
+                DiscoveryEvent::MemberAlive {
+                    member,
+                    resurrected: false,
+                } => (member, "alive".to_string()),
+                DiscoveryEvent::MemberAlive { member, .. } => (
+                    member,
+                    format!("alive again, incarnation {}", member.timestamp.inc),
+                ),
+                DiscoveryEvent::MemberDead { member, reason } => (
+                    member,
+                    format!("dead: {}", membership::dead_reason(*reason)),
+                ),
+                DiscoveryEvent::MemberPurged { member, reason } => (
+                    member,
+                    format!("purged: {}", membership::purge_reason(*reason)),
+                ),
+                DiscoveryEvent::BootstrapJoined { endpoint, pki_id } => {
+                    sh.detail(format!(
+                        "node{i}: joined through {} at {endpoint}",
+                        sh.name(pki_id)
+                    ));
+                    continue;
+                }
+                DiscoveryEvent::BootstrapFailed {
+                    endpoint, error, ..
+                } => {
+                    sh.detail(format!(
+                        "node{i}: joining through {endpoint} failed: {error}"
+                    ));
+                    continue;
+                }
+                _ => continue,
+            };
+            let org = member.org.as_deref().unwrap_or("?");
+            let Some(j) = sh.by_pki.get(&member.pki_id).copied() else {
+                sh.update(|s| {
+                    s.problem(format!(
+                        "node{i} listed a member no demo peer is: {} of {org}",
+                        member.pki_id
+                    ));
+                });
+                continue;
+            };
+            sh.detail(format!(
+                "node{i}: node{j} {how} ({org} at {})",
+                member.preferred_endpoint()
+            ));
+            sh.update(|s| s.follow(i, j, &sh.msp_ids[j], &ev));
+        }
+    }))
 }
 
 fn observe(
@@ -630,8 +798,9 @@ fn row(m: &Member) -> Row {
     }
 }
 
-/// A member's row as JSON, for `--json`.
-fn row_json(i: usize, m: &Member) -> Value {
+/// A member's row as JSON, for `--json`; `listed`: the members its membership node listed
+/// alive at the end.
+fn row_json(i: usize, m: &Member, listed: usize) -> Value {
     let r = row(m);
     json!({
         "node": format!("node{i}"),
@@ -645,14 +814,17 @@ fn row_json(i: usize, m: &Member) -> Value {
         "presumed_dead": r.presumed_dead,
         "handshakes_ok": r.handshakes_ok,
         "handshakes_failed": r.handshakes_failed,
+        "members_alive": listed,
     })
 }
 
-fn table(members: &[Member]) -> String {
+/// The final table: each member's comm counters over phases 1 to 8, and how many members
+/// its membership node listed alive at the end (`listed`).
+fn table(members: &[Member], listed: &[usize]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<7} {:<8} {:<16} {:>5} {:>6} {:>6} {:>7} {:>13} {:>17}",
+        "{:<7} {:<8} {:<16} {:>5} {:>6} {:>6} {:>7} {:>13} {:>17} {:>7}",
         "node",
         "org",
         "address",
@@ -661,14 +833,15 @@ fn table(members: &[Member]) -> String {
         "recv",
         "dropped",
         "presumed-dead",
-        "handshakes ok/bad"
+        "handshakes ok/bad",
+        "members"
     );
     for (i, m) in members.iter().enumerate() {
         let r = row(m);
         let name = format!("node{i}{}", if m.restarted { "*" } else { "" });
         let _ = writeln!(
             t,
-            "{:<7} {:<8} {:<16} {:>5} {:>6} {:>6} {:>7} {:>13} {:>17}",
+            "{:<7} {:<8} {:<16} {:>5} {:>6} {:>6} {:>7} {:>13} {:>17} {:>7}",
             name,
             m.msp_id,
             m.addr.to_string(),
@@ -678,6 +851,7 @@ fn table(members: &[Member]) -> String {
             r.dropped,
             r.presumed_dead,
             format!("{}/{}", r.handshakes_ok, r.handshakes_failed),
+            listed.get(i).copied().unwrap_or(0),
         );
     }
     t
@@ -750,6 +924,7 @@ async fn demo(a: &DemoArgs) -> Result<(), Failure> {
     }
     let (orgs, trust, tls_cas) = make_orgs(n)?;
     let mut members = members(&orgs, &trust, &tls_cas)?;
+    let mut joiners: Vec<Member> = members.iter().map(Member::fresh).collect();
     let rounds = 5;
     let grid = || vec![vec![0u32; n]; n];
     let shared = Arc::new(Shared {
@@ -760,6 +935,7 @@ async fn demo(a: &DemoArgs) -> Result<(), Failure> {
             connected: grid(),
             disconnected: grid(),
             presumed_dead: grid(),
+            views: vec![vec![View::default(); n]; n],
         }),
         changed: Notify::new(),
         started: t0,
@@ -783,19 +959,26 @@ async fn demo(a: &DemoArgs) -> Result<(), Failure> {
     let mut checks = Checks::default();
     // A reader gone away ends the run at once: the nodes are stopped below as usual.
     let result = tokio::select! {
-        r = phases(a, &mut members, &orgs, &trust, &shared, &mut checks) => r,
+        r = phases(a, &mut members, &mut joiners, &orgs, &trust, &shared, &mut checks) => r,
         () = shared.gone.notified() => Err(()),
     };
 
     let secs = t0.elapsed().as_secs_f64();
-    let table = table(&members);
+    let listed: Vec<usize> = {
+        let s = shared.seen();
+        s.views
+            .iter()
+            .map(|v| v.iter().filter(|v| v.alive).count())
+            .collect()
+    };
+    let table = table(&members, &listed);
     let rows: Vec<Value> = members
         .iter()
         .enumerate()
-        .map(|(i, m)| row_json(i, m))
+        .map(|(i, m)| row_json(i, m, listed[i]))
         .collect();
     shared.muted.store(true, Ordering::Relaxed);
-    for m in &mut members {
+    for m in members.iter_mut().chain(joiners.iter_mut()) {
         if let Some(node) = m.node.take() {
             node.stop().await;
         }
@@ -848,6 +1031,9 @@ async fn demo(a: &DemoArgs) -> Result<(), Failure> {
              was down (Fabric's Send drops them and reports the peer presumed dead).\n",
         );
     }
+    text.push_str(
+        "members = the others its membership node (phases 9 to 11) listed alive at the end.\n",
+    );
     text.push_str("\nchecks:\n");
     for (what, r) in &checks.0 {
         let _ = match r {
@@ -870,6 +1056,8 @@ async fn demo(a: &DemoArgs) -> Result<(), Failure> {
 /// failure stops the run.
 struct Phases<'a> {
     members: &'a mut [Member],
+    /// The same peers as membership nodes (phases 9 to 11).
+    joiners: &'a mut [Member],
     orgs: &'a [DevOrg],
     trust: &'a TrustStore,
     shared: &'a Arc<Shared>,
@@ -887,6 +1075,7 @@ type Phase = Result<(), ()>;
 async fn phases(
     a: &DemoArgs,
     members: &mut [Member],
+    joiners: &mut [Member],
     orgs: &[DevOrg],
     trust: &TrustStore,
     shared: &Arc<Shared>,
@@ -895,6 +1084,7 @@ async fn phases(
     let victim = members.len() - 1;
     let mut p = Phases {
         members,
+        joiners,
         orgs,
         trust,
         shared,
@@ -910,6 +1100,9 @@ async fn phases(
     p.restart_victim().await?;
     p.reconnect_to_victim().await?;
     p.all_to_all(8, 4, ", node{victim} included").await?;
+    p.membership_converges().await?;
+    p.membership_loses_victim().await?;
+    p.membership_takes_victim_back().await?;
     p.nothing_unexpected()
 }
 
@@ -940,8 +1133,178 @@ impl Phases<'_> {
             self.trust,
             self.shared,
             Instant::now() + PHASE_LIMIT,
+            Role::Comm,
         )
         .await
+    }
+
+    /// The first peer of `i`'s organization: its bootstrap peer.
+    fn first_of_org(&self, i: usize) -> usize {
+        let org = self.joiners[i].org;
+        self.joiners.iter().position(|m| m.org == org).unwrap_or(i)
+    }
+
+    /// Starts membership node `i`, joining through its organization's first peer (started
+    /// before it: the members are in order of organization) unless it is that peer; the
+    /// other organization's first peer also reaches node0 as an anchor peer.
+    async fn start_joiner(&mut self, i: usize) -> Result<(), String> {
+        let first = self.first_of_org(i);
+        let bootstrap = (first != i).then(|| self.joiners[first].addr);
+        let org = &self.orgs[self.joiners[i].org];
+        start_member(
+            &mut self.joiners[i],
+            i,
+            org,
+            self.trust,
+            self.shared,
+            Instant::now() + PHASE_LIMIT,
+            Role::Member { bootstrap },
+        )
+        .await?;
+        if first != i || first == 0 {
+            return Ok(());
+        }
+        let anchor = self.joiners[0].addr.to_string();
+        self.joiners[i]
+            .node
+            .as_ref()
+            .and_then(|node| {
+                node.with_layer_mut(|d: &mut Discovery, comm| {
+                    d.connect_anchor(comm.now(), anchor);
+                })
+            })
+            .ok_or_else(|| format!("node{i} hosts no membership layer"))
+    }
+
+    /// Every ordered pair of distinct membership nodes.
+    fn both_ways(&self) -> Vec<(usize, usize)> {
+        pairs(&all_to_all(&self.all()))
+    }
+
+    /// Phase 9: The peers start again with the membership layer and find each other: each
+    /// joins through its organization's first peer (Fabric's bootstrap, which must be of
+    /// its own organization), and the other organization's first peer reaches node0 as an
+    /// anchor peer (what a channel's configuration names); alive messages do the rest.
+    async fn membership_converges(&mut self) -> Phase {
+        let n = self.n();
+        let org2 = self.first_of_org(n - 1);
+        self.shared.say(format!(
+            "== 9. membership: the {n} peers start again as members of a gossip network \
+             (Fabric's membership layer, a heartbeat every {} ms): each joins through its \
+             organization's first peer, node{org2} reaches Org1MSP through node0 as an \
+             anchor peer",
+            ALIVE_INTERVAL.as_millis()
+        ));
+        let t = Instant::now();
+        let mut r = Ok(());
+        for i in 0..n {
+            if let Err(e) = self.start_joiner(i).await {
+                r = Err(e);
+                break;
+            }
+        }
+        let r = match r {
+            Ok(()) => {
+                self.shared
+                    .wait_each(
+                        Instant::now() + PHASE_LIMIT,
+                        &self.both_ways(),
+                        |s, (i, j)| s.views[i][j].alive,
+                        "not (yet) listed alive",
+                        |_, (i, j)| format!("node{j} by node{i}"),
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if r.is_ok() {
+            self.shared.say(format!(
+                "full membership in {:.0} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            ));
+        }
+        // The members are in order of organization: node{org2} is Org2MSP's first.
+        self.record(
+            format!(
+                "every node lists the other {} alive, {org2} of Org1MSP and {} of Org2MSP, \
+                 learnt from alive messages, requests and responses",
+                n - 1,
+                n - org2
+            ),
+            r,
+        )
+    }
+
+    /// Phase 10: The victim's membership node stops: every other member must declare it
+    /// dead (its connections close and sends to it fail, or its heartbeats stop).
+    async fn membership_loses_victim(&mut self) -> Phase {
+        let v = self.victim;
+        self.shared.say(format!(
+            "== 10. stopping node{v}'s membership node: the others must declare it dead"
+        ));
+        let base: Vec<u32> = {
+            let s = self.shared.seen();
+            (0..self.n()).map(|i| s.views[i][v].deaths).collect()
+        };
+        let m = &mut self.joiners[v];
+        if let Some(node) = m.node.take() {
+            node.stop().await;
+        }
+        // Its view ended with it: what its observer still had queued is not news.
+        for t in m.tasks.drain(..) {
+            t.abort();
+        }
+        let r = self
+            .shared
+            .wait_each(
+                Instant::now() + PHASE_LIMIT,
+                &self.others(),
+                |s, i| s.views[i][v].deaths > base[i] && !s.views[i][v].alive,
+                "still listed alive",
+                |_, i| format!("node{v} by node{i}"),
+            )
+            .await;
+        self.record(format!("every other node declared node{v} dead"), r)
+    }
+
+    /// Phase 11: The victim's membership node starts again, on the same address with the
+    /// same identity: it must list every other member, and they it, with its new
+    /// incarnation.
+    async fn membership_takes_victim_back(&mut self) -> Phase {
+        let (v, n) = (self.victim, self.n());
+        self.shared.say(format!(
+            "== 11. restarting node{v}'s membership node: it joins again, a new incarnation"
+        ));
+        let old: Vec<u64> = {
+            let mut s = self.shared.seen();
+            // The new node starts knowing nobody.
+            s.views[v] = vec![View::default(); n];
+            (0..n).map(|i| s.views[i][v].inc).collect()
+        };
+        self.joiners[v].restarted = true;
+        let mut items: Vec<(usize, usize)> = self.others().into_iter().map(|i| (i, v)).collect();
+        items.extend(self.others().into_iter().map(|j| (v, j)));
+        let r = match self.start_joiner(v).await {
+            Ok(()) => {
+                self.shared
+                    .wait_each(
+                        Instant::now() + PHASE_LIMIT,
+                        &items,
+                        |s, (i, j)| s.views[i][j].alive && (j != v || s.views[i][j].inc > old[i]),
+                        "not (yet) listed alive",
+                        |_, (i, j)| format!("node{j} by node{i}"),
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.record(
+            format!(
+                "node{v} is back: every other node lists its new incarnation alive, and it \
+                 lists them"
+            ),
+            r,
+        )
     }
 
     /// Phase 1: Every node starts with its MSP identity and mutual TLS.
@@ -1170,7 +1533,8 @@ impl Phases<'_> {
         self.record(format!("every other node reconnected to node{v}"), r)
     }
 
-    /// Phase 9: Nothing unexpected arrived and every peer had the expected MSP ID.
+    /// Last: Nothing unexpected arrived, every peer had the expected MSP ID, and every
+    /// member listed was a demo peer of its own organization.
     fn nothing_unexpected(&mut self) -> Phase {
         let (count, first) = {
             let s = self.shared.seen();
@@ -1457,7 +1821,7 @@ mod tests {
     #[test]
     fn a_row_sums_every_incarnation_s_counters() {
         let m = member(true, vec![stats(0), stats(100)]);
-        let r = row_json(3, &m);
+        let r = row_json(3, &m, 4);
         assert_eq!(
             r,
             json!({
@@ -1472,27 +1836,34 @@ mod tests {
                 "presumed_dead": 112,
                 "handshakes_ok": 114,
                 "handshakes_failed": 0,
+                "members_alive": 4,
             })
         );
     }
 
     #[test]
     fn the_table_marks_a_restarted_node_and_aligns_its_columns() {
-        let t = table(&[member(false, vec![stats(0)]), member(true, vec![stats(10)])]);
+        let t = table(
+            &[member(false, vec![stats(0)]), member(true, vec![stats(10)])],
+            &[4, 2],
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3, "{t}");
         assert!(
             lines[0].starts_with("node    org      address          conns"),
             "{t}"
         );
-        assert!(lines[0].ends_with("presumed-dead handshakes ok/bad"), "{t}");
+        assert!(
+            lines[0].ends_with("presumed-dead handshakes ok/bad members"),
+            "{t}"
+        );
         assert_eq!(
             lines[1],
-            "node0   Org2MSP  127.0.0.1:7051       0      0      1      14             6               7/0"
+            "node0   Org2MSP  127.0.0.1:7051       0      0      1      14             6               7/0       4"
         );
         assert_eq!(
             lines[2],
-            "node1*  Org2MSP  127.0.0.1:7051       0     10     11      54            16              17/0"
+            "node1*  Org2MSP  127.0.0.1:7051       0     10     11      54            16              17/0       2"
         );
     }
 
@@ -1504,7 +1875,7 @@ mod tests {
         let mut m = members.remove(0);
         let shared = Arc::new(shared(3));
         let deadline = Instant::now() + PHASE_LIMIT;
-        start_member(&mut m, 0, &orgs[0], &trust, &shared, deadline)
+        start_member(&mut m, 0, &orgs[0], &trust, &shared, deadline, Role::Comm)
             .await
             .expect("first start");
         assert_ne!(m.addr.port(), 0);
@@ -1521,7 +1892,7 @@ mod tests {
         let limit = Duration::from_millis(300);
         let r = tokio::time::timeout(
             Duration::from_secs(10),
-            start_member(&mut m, 0, &orgs[0], &trust, &shared, t + limit),
+            start_member(&mut m, 0, &orgs[0], &trust, &shared, t + limit, Role::Comm),
         )
         .await
         .expect("gave up at its deadline");
@@ -1538,12 +1909,161 @@ mod tests {
     async fn a_restart_gets_its_address_back_once_it_is_free() {
         let (orgs, trust, mut m, shared) = stopped_member().await;
         let addr = m.addr;
-        start_member(&mut m, 0, &orgs[0], &trust, &shared, Instant::now())
-            .await
-            .expect("restart");
+        start_member(
+            &mut m,
+            0,
+            &orgs[0],
+            &trust,
+            &shared,
+            Instant::now(),
+            Role::Comm,
+        )
+        .await
+        .expect("restart");
         assert_eq!(m.addr, addr);
         assert_eq!(m.node.as_ref().map(Node::local_addr), Some(addr));
         m.node.take().expect("node").stop().await;
+    }
+
+    /// A membership event about a member of Org1MSP, whose MSP ID is `org`.
+    fn member_info(org: Option<&str>, inc: u64) -> fabric_gossip_discovery::MemberInfo {
+        fabric_gossip_discovery::MemberInfo {
+            pki_id: pki(1),
+            endpoint: "127.0.0.1:7051".into(),
+            internal_endpoint: "127.0.0.1:7051".into(),
+            org: org.map(str::to_string),
+            timestamp: fabric_gossip_discovery::Timestamp { inc, seq: 1 },
+            last_seen: fabric_gossip_core::Instant::from_unix_secs(1),
+            alive: true,
+            identity_expires: None,
+        }
+    }
+
+    /// The membership phases wait on the views: alive with the latest incarnation, dead
+    /// with a count of deaths; a purge is no death; a member listed under another
+    /// organization than its own is a problem, one whose organization is not known is not.
+    #[test]
+    fn a_membership_node_s_view_follows_its_layer_s_events() {
+        use fabric_gossip_discovery::{DeadReason, PurgeReason};
+        let mut s = Seen {
+            views: vec![vec![View::default(); 2]; 2],
+            ..Seen::default()
+        };
+        let alive = |inc| DiscoveryEvent::MemberAlive {
+            member: member_info(Some("Org1MSP"), inc),
+            resurrected: false,
+        };
+        s.follow(0, 1, "Org1MSP", &alive(7));
+        let v = s.views[0][1];
+        assert!(v.alive && v.inc == 7 && v.deaths == 0, "{v:?}");
+        s.follow(
+            0,
+            1,
+            "Org1MSP",
+            &DiscoveryEvent::MemberDead {
+                member: member_info(Some("Org1MSP"), 7),
+                reason: DeadReason::Expired,
+            },
+        );
+        let v = s.views[0][1];
+        assert!(!v.alive && v.inc == 7 && v.deaths == 1, "{v:?}");
+        s.follow(0, 1, "Org1MSP", &alive(9));
+        s.follow(
+            0,
+            1,
+            "Org1MSP",
+            &DiscoveryEvent::MemberPurged {
+                member: member_info(Some("Org1MSP"), 9),
+                reason: PurgeReason::LongDead,
+            },
+        );
+        let v = s.views[0][1];
+        assert!(!v.alive && v.inc == 9 && v.deaths == 1, "{v:?}");
+        // Nothing but members' news changes a view.
+        s.follow(
+            0,
+            1,
+            "Org1MSP",
+            &DiscoveryEvent::BootstrapJoined {
+                endpoint: "127.0.0.1:7051".into(),
+                pki_id: pki(1),
+            },
+        );
+        assert!(!s.views[0][1].alive);
+        assert_eq!(s.problems, 0);
+        s.follow(
+            1,
+            0,
+            "Org1MSP",
+            &DiscoveryEvent::MemberAlive {
+                member: member_info(None, 3),
+                resurrected: false,
+            },
+        );
+        assert!(s.views[1][0].alive);
+        assert_eq!(s.problems, 0);
+        s.follow(1, 0, "Org2MSP", &alive(4));
+        assert_eq!(s.problems, 1);
+        assert_eq!(
+            s.first_problems,
+            vec!["node1 listed node0 as a member of \"Org1MSP\"".to_string()]
+        );
+    }
+
+    /// Two membership nodes of one organization, the second joining through the first, as
+    /// phase 9 starts them: each lists the other alive; the second stops and the first
+    /// declares it dead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn membership_nodes_find_each_other_and_declare_a_stopped_one_dead() {
+        let (orgs, trust, tls_cas) = make_orgs(4).expect("orgs");
+        let mut joiners: Vec<Member> = members(&orgs, &trust, &tls_cas)
+            .expect("members")
+            .iter()
+            .map(Member::fresh)
+            .take(2)
+            .collect();
+        let mut shared = shared(2);
+        shared.by_pki = joiners
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.pki.clone(), i))
+            .collect();
+        shared.seen().views = vec![vec![View::default(); 2]; 2];
+        let shared = Arc::new(shared);
+        let deadline = Instant::now() + PHASE_LIMIT;
+        for i in 0..2 {
+            let bootstrap = (i == 1).then(|| joiners[0].addr);
+            start_member(
+                &mut joiners[i],
+                i,
+                &orgs[0],
+                &trust,
+                &shared,
+                deadline,
+                Role::Member { bootstrap },
+            )
+            .await
+            .expect("start");
+        }
+        let both = [(0, 1), (1, 0)];
+        let listed = |s: &Seen, (i, j): (usize, usize)| s.views[i][j].alive;
+        let unlisted = |_: &Seen, (i, j)| format!("node{j} by node{i}");
+        shared
+            .wait_each(deadline, &both, listed, "not listed", unlisted)
+            .await
+            .expect("each lists the other");
+        joiners[1].node.take().expect("node").stop().await;
+        let dead = |s: &Seen, i: usize| s.views[i][1].deaths == 1 && !s.views[i][1].alive;
+        shared
+            .wait_each(deadline, &[0], dead, "alive", |_, i| format!("node{i}"))
+            .await
+            .expect("declared dead");
+        assert_eq!(shared.seen().problems, 0);
+        for m in &mut joiners {
+            if let Some(node) = m.node.take() {
+                node.stop().await;
+            }
+        }
     }
 
     #[test]
@@ -1582,7 +2102,7 @@ mod tests {
         let shared = Arc::new(shared(3));
         for (i, m) in members.iter_mut().enumerate().take(2) {
             let deadline = Instant::now() + PHASE_LIMIT;
-            start_member(m, i, &orgs[m.org], &trust, &shared, deadline)
+            start_member(m, i, &orgs[m.org], &trust, &shared, deadline, Role::Comm)
                 .await
                 .expect("start");
         }

@@ -474,7 +474,7 @@ pub(crate) fn member_json(m: &MemberInfo, form: PkiForm) -> Value {
     })
 }
 
-fn dead_reason(r: DeadReason) -> &'static str {
+pub(crate) fn dead_reason(r: DeadReason) -> &'static str {
     match r {
         DeadReason::Expired => "expired",
         DeadReason::PresumedDead => "presumed_dead",
@@ -484,7 +484,7 @@ fn dead_reason(r: DeadReason) -> &'static str {
     }
 }
 
-fn purge_reason(r: PurgeReason) -> &'static str {
+pub(crate) fn purge_reason(r: PurgeReason) -> &'static str {
     match r {
         PurgeReason::LongDead => "long_dead",
         PurgeReason::IdentitySwitch => "identity_switch",

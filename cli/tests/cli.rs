@@ -314,6 +314,17 @@ fn demo_prints_each_phase_with_its_counts_after_the_events_it_waited_for() {
          node",
         "ok: messages flow again: every node received exactly 5 messages from each of the \
          other 4",
+        "== 9. membership: the 5 peers start again as members of a gossip network (Fabric's \
+         membership layer, a heartbeat every 250 ms): each joins through its organization's \
+         first peer, node3 reaches Org1MSP through node0 as an anchor peer",
+        "full membership in …",
+        "ok: every node lists the other 4 alive, 3 of Org1MSP and 2 of Org2MSP, learnt from \
+         alive messages, requests and responses",
+        "== 10. stopping node4's membership node: the others must declare it dead",
+        "ok: every other node declared node4 dead",
+        "== 11. restarting node4's membership node: it joins again, a new incarnation",
+        "ok: node4 is back: every other node lists its new incarnation alive, and it lists \
+         them",
         "ok: no message corrupted, misattributed or unexpected; every peer had the expected \
          MSP ID",
     ];
@@ -370,11 +381,27 @@ fn demo_prints_each_phase_with_its_counts_after_the_events_it_waited_for() {
             r.all()
         );
     }
+    // Each membership check comes after the events it waited for: node0 learnt node4
+    // (Org2MSP, through the anchor peer), node1 joined through node0, node4 through node3;
+    // node0 declared node4 dead, then listed its new incarnation.
+    let between = |from: usize, to: usize, line: &str| {
+        let at = at(line);
+        assert!(
+            (places[from]..places[to]).contains(&at),
+            "{line}\n{}",
+            r.all()
+        );
+    };
+    between(22, 24, "node0: node4 alive (Org2MSP at 127.0.0.1:…");
+    between(22, 24, "node1: joined through node0 at 127.0.0.1:…");
+    between(22, 24, "node4: joined through node3 at 127.0.0.1:…");
+    between(25, 26, "node0: node4 dead: …");
+    between(27, 28, "node0: node4 alive again, incarnation …");
     // Times are whole milliseconds; 10 handshakes, and 4 reconnections, take at least one.
     assert!(ms_of(lines[places[5]]) >= 1, "{}", r.all());
     assert!(ms_of(lines[places[18]]) >= 1, "{}", r.all());
     assert!(
-        r.stdout.contains("\nDEMO PASSED: 10 checks in "),
+        r.stdout.contains("\nDEMO PASSED: 13 checks in "),
         "{}",
         r.all()
     );
@@ -2421,7 +2448,7 @@ fn demo_json_is_one_object() {
     assert_eq!(v["ok"], true, "{v}");
     let checks = v["checks"].as_array().expect("checks");
     assert!(
-        checks.len() >= 9 && checks.iter().all(|c| c["ok"] == true),
+        checks.len() == 13 && checks.iter().all(|c| c["ok"] == true),
         "{v}"
     );
     let nodes = v["nodes"].as_array().expect("nodes");
@@ -2431,6 +2458,8 @@ fn demo_json_is_one_object() {
         nodes.iter().all(|n| n["received"].as_u64() > Some(0)),
         "{v}"
     );
+    // Each membership node listed the other four alive at the end.
+    assert!(nodes.iter().all(|n| n["members_alive"] == 4), "{v}");
 }
 
 // ---------------------------------------------------------------------------------------
