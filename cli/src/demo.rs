@@ -139,9 +139,7 @@ impl Seen {
             )),
         }
     }
-}
 
-impl Seen {
     /// Follows membership node `i`'s event `ev` about demo peer `j`, a member of `msp_id`,
     /// into [`Seen::views`]; a member listed under another organization is a problem.
     fn follow(&mut self, i: usize, j: usize, msp_id: &str, ev: &DiscoveryEvent) {
