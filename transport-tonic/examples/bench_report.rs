@@ -1419,7 +1419,7 @@ async fn raw_round(dur: Duration) -> Res<Round> {
 // ------------------------------------------------------------------------ HTTP/2 alone
 
 /// The driver's HTTP/2 settings: its default window (`DriverLimits::flow_control_window`,
-/// per stream and per connection) and its frame size (`driver.rs`: `MAX_FRAME`, not public).
+/// per stream and per connection) and its frame size (`driver/mod.rs`: `MAX_FRAME`, not public).
 fn h2_window() -> u32 {
     DriverLimits::default().flow_control_window
 }

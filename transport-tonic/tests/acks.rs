@@ -1,5 +1,5 @@
 //! SendWithAck callers completed by one batch of acks are woken one at a time (the driver's
-//! chain, see `Locked` in `driver.rs`): every one of them must still get its result when
+//! chain, see `Locked` in `driver/lock.rs`): every one of them must still get its result when
 //! none of them ever calls the node again, and the node's other writes must still leave.
 
 use crate::common;
