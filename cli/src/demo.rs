@@ -140,6 +140,20 @@ impl Seen {
         }
     }
 
+    /// Whether membership node `i` declared `v` dead since it had declared it dead
+    /// `before` times, and lists it dead still.
+    fn declared_dead(&self, i: usize, v: usize, before: u32) -> bool {
+        let w = self.views[i][v];
+        w.deaths > before && !w.alive
+    }
+
+    /// Whether membership node `i` lists `j` alive, with an incarnation above `newer_than`
+    /// if given (a restarted member's new one).
+    fn lists_alive(&self, i: usize, j: usize, newer_than: Option<u64>) -> bool {
+        let w = self.views[i][j];
+        w.alive && newer_than.is_none_or(|old| w.inc > old)
+    }
+
     /// Follows membership node `i`'s event `ev` about demo peer `j`, a member of `msp_id`,
     /// into [`Seen::views`]; a member listed under another organization is a problem.
     fn follow(&mut self, i: usize, j: usize, msp_id: &str, ev: &DiscoveryEvent) {
@@ -1207,7 +1221,7 @@ impl Phases<'_> {
                     .wait_each(
                         Instant::now() + PHASE_LIMIT,
                         &self.both_ways(),
-                        |s, (i, j)| s.views[i][j].alive,
+                        |s, (i, j)| s.lists_alive(i, j, None),
                         "not (yet) listed alive",
                         |_, (i, j)| format!("node{j} by node{i}"),
                     )
@@ -1257,7 +1271,7 @@ impl Phases<'_> {
             .wait_each(
                 Instant::now() + PHASE_LIMIT,
                 &self.others(),
-                |s, i| s.views[i][v].deaths > base[i] && !s.views[i][v].alive,
+                |s, i| s.declared_dead(i, v, base[i]),
                 "still listed alive",
                 |_, i| format!("node{v} by node{i}"),
             )
@@ -1288,7 +1302,7 @@ impl Phases<'_> {
                     .wait_each(
                         Instant::now() + PHASE_LIMIT,
                         &items,
-                        |s, (i, j)| s.views[i][j].alive && (j != v || s.views[i][j].inc > old[i]),
+                        |s, (i, j)| s.lists_alive(i, j, (j == v).then(|| old[i])),
                         "not (yet) listed alive",
                         |_, (i, j)| format!("node{j} by node{i}"),
                     )
@@ -2006,6 +2020,32 @@ mod tests {
             s.first_problems,
             vec!["node1 listed node0 as a member of \"Org1MSP\"".to_string()]
         );
+    }
+
+    /// Phase 10 waits until each other node has declared the victim dead once more than
+    /// before it stopped, and lists it dead; phase 11 until each lists it alive with a newer
+    /// incarnation than before.
+    #[test]
+    fn the_membership_phases_wait_for_a_new_death_and_a_newer_incarnation() {
+        let mut s = Seen {
+            views: vec![vec![View::default(); 2]; 2],
+            ..Seen::default()
+        };
+        s.views[0][1] = View {
+            alive: false,
+            inc: 7,
+            deaths: 1,
+        };
+        assert!(!s.declared_dead(0, 1, 1), "no death since");
+        assert!(s.declared_dead(0, 1, 0));
+        s.views[0][1].alive = true;
+        assert!(!s.declared_dead(0, 1, 0), "alive again");
+        assert!(s.lists_alive(0, 1, None));
+        assert!(s.lists_alive(0, 1, Some(6)));
+        assert!(!s.lists_alive(0, 1, Some(7)), "the same incarnation");
+        s.views[0][1].alive = false;
+        assert!(!s.lists_alive(0, 1, None));
+        assert!(!s.lists_alive(0, 1, Some(6)));
     }
 
     /// Two membership nodes of one organization, the second joining through the first, as
