@@ -1,0 +1,317 @@
+//! `ping` and `handshake` against a node started here: test identities, `--json`,
+//! `--timeout`, `--count` and `--interval`, and the hints for a TLS port or an HTTP/1.x one
+//! (from an operator's audit of the one-shot commands).
+
+use crate::common::*;
+use crate::fixtures::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+#[test]
+fn ping_and_handshake_against_a_test_identity_node() {
+    let mut n = NodeProc::start(&["--listen", "127.0.0.1:0", "--test-identity"]);
+    assert_eq!(n.pki, n.addr, "test identity: PKI-ID = endpoint");
+    let addr = n.addr.clone();
+
+    let r = run_expect(&["ping", &addr, "--count", "2"], 0);
+    assert!(r.stdout.contains("2 of 2 answered"), "{}", r.all());
+
+    let r = run_expect(
+        &[
+            "handshake",
+            &addr,
+            "--test-identity",
+            "--expect-pki-id",
+            &addr,
+        ],
+        0,
+    );
+    assert!(
+        r.stdout.contains(&format!("PKI-ID:    {addr}")),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("identity:  {addr} ({} bytes)", addr.len())),
+        "{}",
+        r.all()
+    );
+
+    let r = run_expect(
+        &[
+            "handshake",
+            &addr,
+            "--test-identity",
+            "--expect-pki-id",
+            "127.0.0.1:1",
+        ],
+        1,
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("the peer is {addr}, not the expected 127.0.0.1:1")),
+        "{}",
+        r.all()
+    );
+
+    // A probe and a handshake operation register nothing on the node.
+    n.send_line(r#"{"cmd":"stats"}"#);
+    let st = n.wait("stats", is("stats"));
+    assert_eq!(st["connections"], 0, "{st}");
+    assert!(
+        n.seen.iter().all(|v| v["event"] != "connected"),
+        "{:?}",
+        n.seen
+    );
+    n.stop();
+
+    // Nothing listens there any more.
+    let r = run_expect(&["ping", &addr], 1);
+    assert!(
+        r.stderr.contains(&format!("ping {addr} failed")),
+        "{}",
+        r.all()
+    );
+}
+
+/// Issue 13: `ping` and `handshake` with `--json` (one object), `ping --timeout` and
+/// `--interval`, and a hint when a plaintext client meets a TLS server.
+#[test]
+fn ping_and_handshake_json_timeout_and_tls_hint() {
+    let n = NodeProc::start(&["--listen", "127.0.0.1:0", "--test-identity"]);
+    let addr = n.addr.clone();
+    let t0 = Instant::now();
+    let r = run_expect(
+        &[
+            "ping",
+            &addr,
+            "--count",
+            "3",
+            "--interval",
+            "100ms",
+            "--json",
+        ],
+        0,
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "--interval ignored"
+    );
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["answered"], 3, "{v}");
+    assert!(v["rtt_ms"]["max"].as_f64().expect("max") > 0.0, "{v}");
+    // The average lies between the fastest and the slowest probe.
+    let rtt = |k: &str| {
+        v["rtt_ms"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {v}"))
+    };
+    assert!(rtt("min") <= rtt("avg") && rtt("avg") <= rtt("max"), "{v}");
+    let r = run_expect(&["handshake", &addr, "--test-identity", "--json"], 0);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(
+        (v["ok"].clone(), v["pki_id"].clone()),
+        (Value::Bool(true), Value::from(addr.as_str()))
+    );
+    // A test identity is its text.
+    assert_eq!(v["identity"], addr.as_str(), "{v}");
+    assert!(v.get("msp_id").is_none(), "{v}");
+    let r = run_expect(
+        &[
+            "handshake",
+            &addr,
+            "--test-identity",
+            "--json",
+            "--expect-pki-id",
+            "x:1",
+        ],
+        1,
+    );
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["error"].as_str().expect("error").contains("x:1"), "{v}");
+    n.stop();
+
+    let (silent, silent_addr) = silent_listener();
+    let t0 = Instant::now();
+    let r = run_expect(&["ping", &silent_addr, "--timeout", "300ms", "--json"], 1);
+    // Far under a Ping's own 10 s default, with room for a loaded machine's slow process
+    // start and exit.
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
+    // The bound given decides, whichever step it cut (the dial, on a machine so loaded
+    // that connecting took 300 ms): a wall-clock bound on the whole run (3 s) measured the
+    // process's start and exit too, which a loaded machine stretches (kept above, looser).
+    assert!(
+        v["error"] == "ping failed: no answer within 300.00 ms"
+            || v["error"] == "dial failed: no connection within 300.00 ms",
+        "{v}"
+    );
+    drop(silent);
+
+    // Plaintext against a TLS node.
+    let (_dir, f) = keygen_with_peer0_tls();
+    let (cert, key, ca) = (f("server.crt"), f("server.key"), f("ca.crt"));
+    let mut t = NodeProc::start(&tls_node(&cert, &key, &ca)[1..]);
+    let r = run_expect(&["ping", &t.addr.clone()], 1);
+    assert!(r.stdout.contains("seems to serve TLS"), "{}", r.all());
+    t.send_line(r#"{"cmd":"stats"}"#);
+    t.wait("stats", is("stats"));
+    t.stop();
+}
+
+/// Audit finding 2: a plaintext `handshake` against a TLS node gave no hint (text or
+/// JSON), and its last stderr line no reason.
+#[test]
+fn handshake_gives_ping_s_tls_hint_and_its_reason() {
+    let (_dir, f) = keygen_with_peer0_tls();
+    let (cert, key, ca) = (f("server.crt"), f("server.key"), f("ca.crt"));
+    let t = NodeProc::start(&tls_node(&cert, &key, &ca)[1..]);
+    let addr = t.addr.clone();
+    let r = run_expect(&["handshake", &addr, "--test-identity"], 1);
+    assert!(r.stdout.contains("FAILED"), "{}", r.all());
+    assert!(
+        r.stdout.contains("\n  hint: the peer seems to serve TLS"),
+        "{}",
+        r.all()
+    );
+    let prefix = format!("error: handshake with {addr} failed: ");
+    let last = r.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&prefix) && last.len() > prefix.len(),
+        "{}",
+        r.all()
+    );
+    let r = run_expect(&["handshake", &addr, "--test-identity", "--json"], 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("the peer seems to serve TLS"),
+        "{v}"
+    );
+    assert!(
+        !v["error"].as_str().unwrap_or("hint:").contains("hint:"),
+        "{v}"
+    );
+    t.stop();
+}
+
+/// Audit finding 3: a plaintext HTTP/1.1 port (the operations service) was taken for a TLS
+/// one ("the peer seems to serve TLS").
+#[test]
+fn ping_does_not_take_an_http_port_for_tls() {
+    let (_node, ops) = operations_daemon(&[]);
+    let r = run_expect(&["ping", &ops], 1);
+    assert!(!r.stdout.contains("seems to serve TLS"), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("hint: the port answers HTTP/1.x, not gRPC: is it the operations port?"),
+        "{}",
+        r.all()
+    );
+    let r = run_expect(&["ping", &ops, "--json"], 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert!(
+        v["hint"].as_str().unwrap_or_default().contains("HTTP/1.x"),
+        "{v}"
+    );
+    let r = run_expect(&["handshake", &ops, "--test-identity", "--json"], 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert!(
+        v["hint"].as_str().unwrap_or_default().contains("HTTP/1.x"),
+        "{v}"
+    );
+}
+
+/// Audit finding 5: with `--timeout`, a probe that timed out read "no answer within
+/// 300.00 ms" or "ping failed: ping timed out", whichever bound fired first.
+#[test]
+fn a_ping_timeout_reads_the_same_in_every_probe() {
+    let (silent, addr) = silent_listener();
+    let args = [
+        "ping",
+        &addr,
+        "--count",
+        "3",
+        "--timeout",
+        "300ms",
+        "--json",
+    ];
+    let r = run_expect(&args, 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    // The Ping times out (on a machine so loaded that the connection itself took 300 ms,
+    // the dial does): either way the core's bound decides, and says which step it was.
+    let timed_out = |e: &Value| {
+        e == "ping failed: no answer within 300.00 ms"
+            || e == "dial failed: no connection within 300.00 ms"
+    };
+    assert!(timed_out(&v["error"]), "{v}");
+    let probes = v["probes"].as_array().expect("probes");
+    assert_eq!(probes.len(), 3, "{v}");
+    assert!(probes.iter().all(|p| timed_out(&p["error"])), "{v}");
+    drop(silent);
+}
+
+/// `ping` prints a line per probe, numbered when there are several, and then a summary of
+/// them; one probe's line stands alone. `--interval` is the pause between probes, not
+/// before the first.
+#[test]
+fn ping_prints_a_line_per_probe_and_a_summary_of_several() {
+    let n = NodeProc::start(&TEST_NODE);
+    let addr = n.addr.clone();
+    let prefix = format!("ping {addr} (plaintext)");
+    // A pause before the only probe would outlast the run's bound.
+    let r = run_expect(&["ping", &addr, "--interval", "1h"], 0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", r.all());
+    assert!(
+        lines[0].starts_with(&format!("{prefix}: answered in "))
+            && lines[0].ends_with(" ms (TCP, Ping)"),
+        "{}",
+        r.all()
+    );
+    let r = run_expect(&["ping", &addr, "--count", "2"], 0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.all());
+    assert!(
+        lines[0].starts_with(&format!("{prefix} 1/2: answered in ")),
+        "{}",
+        r.all()
+    );
+    assert!(
+        lines[1].starts_with(&format!("{prefix} 2/2: answered in ")),
+        "{}",
+        r.all()
+    );
+    assert!(
+        lines[2].starts_with("2 of 2 answered; round trip min "),
+        "{}",
+        r.all()
+    );
+    n.stop();
+}
+
+/// A `--timeout` longer than the margin the command adds to the core's bounds is still
+/// the core's: the probe fails at the bound given, naming its step.
+#[test]
+fn a_ping_timeout_longer_than_the_margin_is_the_one_that_cuts() {
+    let (silent, addr) = silent_listener();
+    let r = run_expect(&["ping", &addr, "--timeout", "3s", "--json"], 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert!(
+        v["error"] == "ping failed: no answer within 3000.00 ms"
+            || v["error"] == "dial failed: no connection within 3000.00 ms",
+        "{v}"
+    );
+    drop(silent);
+}
