@@ -6,7 +6,9 @@
 //! One test binary: each module is a file in `tests/cli/`, by topic; `common` (running the
 //! binary, reading a node's lines) and `fixtures` (what nodes are started with) hold the
 //! helpers the others share. Run one module's tests with
-//! `cargo test -p fabric-gossip-cli --test cli <module>::`.
+//! `cargo test -p fabric-gossip-cli --test cli <module>::`. Their files are given by
+//! `#[path]`: a crate root's `mod` looks beside it, in `tests/`, where each file would be a
+//! test binary of its own.
 
 #[path = "cli/channel.rs"]
 mod channel;
