@@ -163,6 +163,17 @@ fn demo_prints_each_phase_with_its_counts_after_the_events_it_waited_for() {
     between(22, 24, "node0: node4 alive (Org2MSP at 127.0.0.1:…");
     between(22, 24, "node1: joined through node0 at 127.0.0.1:…");
     between(22, 24, "node4: joined through node3 at 127.0.0.1:…");
+    // Only Org2MSP's first peer reaches Org1MSP through node0, as an anchor peer.
+    between(22, 24, "node3: joined through node0 at 127.0.0.1:…");
+    let anchored: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains(": joined through node0 at "))
+        .collect();
+    assert!(
+        anchored.iter().all(|l| !l.starts_with("node4:")),
+        "{anchored:?}\n{}",
+        r.all()
+    );
     between(25, 26, "node0: node4 dead: …");
     between(27, 28, "node0: node4 alive again, incarnation …");
     // Times are whole milliseconds; 10 handshakes, and 4 reconnections, take at least one.
