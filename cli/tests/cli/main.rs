@@ -6,47 +6,26 @@
 //! One test binary: each module is a file in `tests/cli/`, by topic; `common` (running the
 //! binary, reading a node's lines) and `fixtures` (what nodes are started with) hold the
 //! helpers the others share. Run one module's tests with
-//! `cargo test -p fabric-gossip-cli --test cli <module>::`. Their files are given by
-//! `#[path]`: a crate root's `mod` looks beside it, in `tests/`, where each file would be a
-//! test binary of its own.
+//! `cargo test -p fabric-gossip-cli --test cli <module>::`. This file is `tests/cli/main.rs`,
+//! which Cargo builds as the test binary `cli`, so its modules sit beside it.
 
-#[path = "cli/channel.rs"]
 mod channel;
-#[path = "cli/common.rs"]
 mod common;
-#[path = "cli/config.rs"]
 mod config;
-#[path = "cli/demo.rs"]
 mod demo;
-#[path = "cli/expiry.rs"]
 mod expiry;
-#[path = "cli/fixtures.rs"]
 mod fixtures;
-#[path = "cli/keygen.rs"]
 mod keygen;
-#[path = "cli/lifecycle.rs"]
 mod lifecycle;
-#[path = "cli/logging.rs"]
 mod logging;
-#[path = "cli/lookup.rs"]
 mod lookup;
-#[path = "cli/membership.rs"]
 mod membership;
-#[path = "cli/msp.rs"]
 mod msp;
-#[path = "cli/node.rs"]
 mod node;
-#[path = "cli/ops.rs"]
 mod ops;
-#[path = "cli/ping_handshake.rs"]
 mod ping_handshake;
-#[path = "cli/sim.rs"]
 mod sim;
-#[path = "cli/tls.rs"]
 mod tls;
-#[path = "cli/usage.rs"]
 mod usage;
-#[path = "cli/validate.rs"]
 mod validate;
-#[path = "cli/watch.rs"]
 mod watch;
