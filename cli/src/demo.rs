@@ -1965,53 +1965,41 @@ mod tests {
             member: member_info(Some("Org1MSP"), inc),
             resurrected: false,
         };
-        s.follow(0, 1, "Org1MSP", &alive(7));
-        let v = s.views[0][1];
-        assert!(v.alive && v.inc == 7 && v.deaths == 0, "{v:?}");
-        s.follow(
-            0,
-            1,
-            "Org1MSP",
-            &DiscoveryEvent::MemberDead {
-                member: member_info(Some("Org1MSP"), 7),
-                reason: DeadReason::Expired,
-            },
-        );
-        let v = s.views[0][1];
-        assert!(!v.alive && v.inc == 7 && v.deaths == 1, "{v:?}");
-        s.follow(0, 1, "Org1MSP", &alive(9));
-        s.follow(
-            0,
-            1,
-            "Org1MSP",
-            &DiscoveryEvent::MemberPurged {
-                member: member_info(Some("Org1MSP"), 9),
-                reason: PurgeReason::LongDead,
-            },
-        );
-        let v = s.views[0][1];
-        assert!(!v.alive && v.inc == 9 && v.deaths == 1, "{v:?}");
+        let dead = DiscoveryEvent::MemberDead {
+            member: member_info(Some("Org1MSP"), 7),
+            reason: DeadReason::Expired,
+        };
+        let purged = DiscoveryEvent::MemberPurged {
+            member: member_info(Some("Org1MSP"), 9),
+            reason: PurgeReason::LongDead,
+        };
         // Nothing but members' news changes a view.
-        s.follow(
-            0,
-            1,
-            "Org1MSP",
-            &DiscoveryEvent::BootstrapJoined {
-                endpoint: "127.0.0.1:7051".into(),
-                pki_id: pki(1),
-            },
-        );
-        assert!(!s.views[0][1].alive);
+        let joined = DiscoveryEvent::BootstrapJoined {
+            endpoint: "127.0.0.1:7051".into(),
+            pki_id: pki(1),
+        };
+        // (event, then alive, incarnation, deaths)
+        let steps = [
+            (alive(7), true, 7, 0),
+            (dead, false, 7, 1),
+            (alive(9), true, 9, 1),
+            (purged, false, 9, 1),
+            (joined, false, 9, 1),
+        ];
+        for (ev, alive, inc, deaths) in steps {
+            s.follow(0, 1, "Org1MSP", &ev);
+            let v = s.views[0][1];
+            assert!(
+                v.alive == alive && v.inc == inc && v.deaths == deaths,
+                "{v:?} after {ev:?}"
+            );
+        }
         assert_eq!(s.problems, 0);
-        s.follow(
-            1,
-            0,
-            "Org1MSP",
-            &DiscoveryEvent::MemberAlive {
-                member: member_info(None, 3),
-                resurrected: false,
-            },
-        );
+        let unknown_org = DiscoveryEvent::MemberAlive {
+            member: member_info(None, 3),
+            resurrected: false,
+        };
+        s.follow(1, 0, "Org1MSP", &unknown_org);
         assert!(s.views[1][0].alive);
         assert_eq!(s.problems, 0);
         s.follow(1, 0, "Org2MSP", &alive(4));
