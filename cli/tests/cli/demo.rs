@@ -86,15 +86,15 @@ fn demo_prints_each_phase_with_its_counts_after_the_events_it_waited_for() {
          membership layer, a heartbeat every 250 ms): each joins through its organization's \
          first peer, node3 reaches Org1MSP through node0 as an anchor peer",
         "full membership in …",
-        "ok: every node lists the other 4 alive, 3 of Org1MSP and 2 of Org2MSP, learnt from \
-         alive messages, requests and responses",
+        "ok: every node but node0 joined through its bootstrap or anchor peer, and every node \
+         lists the other 4 alive (of 5 peers: 3 of Org1MSP, 2 of Org2MSP)",
         "== 10. stopping node4's membership node: the others must declare it dead",
         "ok: every other node declared node4 dead",
         "== 11. restarting node4's membership node: it joins again, a new incarnation",
-        "ok: node4 is back: every other node lists its new incarnation alive, and it lists \
-         them",
+        "ok: node4 is back: every other node lists its new incarnation alive, and every node \
+         lists every other",
         "ok: no message corrupted, misattributed or unexpected; every peer had the expected \
-         MSP ID",
+         MSP ID; every member listed was a demo peer of its own organization",
     ];
     let places: Vec<usize> = phases.iter().map(|p| at(p)).collect();
     assert!(
@@ -151,14 +151,15 @@ fn demo_prints_each_phase_with_its_counts_after_the_events_it_waited_for() {
     }
     // Each membership check comes after the events it waited for: node0 learnt node4
     // (Org2MSP, through the anchor peer), node1 joined through node0, node4 through node3;
-    // node0 declared node4 dead, then listed its new incarnation.
+    // node0 declared node4 dead, then listed its new incarnation. Looked for between the
+    // two lines only: a member may also flap dead and alive earlier on a loaded machine.
     let between = |from: usize, to: usize, line: &str| {
-        let at = at(line);
-        assert!(
-            (places[from]..places[to]).contains(&at),
-            "{line}\n{}",
-            r.all()
-        );
+        let span = &lines[places[from]..places[to]];
+        let found = match line.strip_suffix('…') {
+            Some(prefix) => span.iter().any(|l| l.starts_with(prefix)),
+            None => span.contains(&line),
+        };
+        assert!(found, "no {line:?} between {from} and {to}\n{}", r.all());
     };
     between(22, 24, "node0: node4 alive (Org2MSP at 127.0.0.1:…");
     between(22, 24, "node1: joined through node0 at 127.0.0.1:…");
@@ -206,6 +207,6 @@ fn demo_json_is_one_object() {
         nodes.iter().all(|n| n["received"].as_u64() > Some(0)),
         "{v}"
     );
-    // Each membership node listed the other four alive at the end.
+    // Each membership node listed the other four alive at the end (phase 11 waits for it).
     assert!(nodes.iter().all(|n| n["members_alive"] == 4), "{v}");
 }
