@@ -2005,6 +2005,29 @@ mod tests {
         m.node.take().expect("node").stop().await;
     }
 
+    /// The end of a run stops every node and ends every observer, whatever else fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_end_stops_every_node_and_its_observers() {
+        let (orgs, trust, mut m, shared) = stopped_member().await;
+        start_member(
+            &mut m,
+            0,
+            &orgs[0],
+            &trust,
+            &shared,
+            Instant::now(),
+            Role::Comm,
+        )
+        .await
+        .expect("restart");
+        let node = m.node.clone().expect("node");
+        assert!(!node.is_stopped() && !m.tasks.is_empty());
+        let mut idle = m.fresh();
+        stop_all([&mut m, &mut idle].into_iter()).await;
+        assert!(node.is_stopped());
+        assert!(m.node.is_none() && m.tasks.is_empty());
+    }
+
     /// A membership event about a member of Org1MSP, whose MSP ID is `org`.
     fn member_info(org: Option<&str>, inc: u64) -> fabric_gossip_discovery::MemberInfo {
         fabric_gossip_discovery::MemberInfo {
