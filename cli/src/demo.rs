@@ -146,6 +146,23 @@ impl Seen {
         }
     }
 
+    /// Whether membership node `i` has joined through a bootstrap or anchor peer.
+    fn has_joined(&self, i: usize) -> bool {
+        self.joined.get(i).is_some_and(|&n| n > 0)
+    }
+
+    /// The last check's verdict: no problem seen, and no membership event dropped (`lost`)
+    /// before the observers read it, which would have left a view behind.
+    fn verdict(&self, lost: u64) -> Result<(), String> {
+        match self.first_problems.first() {
+            None if lost == 0 => Ok(()),
+            None => Err(format!(
+                "{lost} membership events dropped before the demo read them"
+            )),
+            Some(first) => Err(format!("{} problems, the first: {first}", self.problems)),
+        }
+    }
+
     /// Whether membership node `i` declared `v` dead since it had declared it dead
     /// `before` times, and lists it dead still.
     fn declared_dead(&self, i: usize, v: usize, before: u32) -> bool {
@@ -1263,7 +1280,7 @@ impl Phases<'_> {
                     .wait_each(
                         deadline,
                         &joiners,
-                        |s, i| s.joined[i] > 0,
+                        |s, i| s.has_joined(i),
                         "not joined through its bootstrap or anchor peer",
                         |_, i| format!("node{i}"),
                     )
@@ -1606,24 +1623,13 @@ impl Phases<'_> {
     /// Last: Nothing unexpected arrived, every peer had the expected MSP ID, and every
     /// member listed was a demo peer of its own organization.
     fn nothing_unexpected(&mut self) -> Phase {
-        let (count, first) = {
-            let s = self.shared.seen();
-            (s.problems, s.first_problems.first().cloned())
-        };
-        // A membership event dropped on its way to the observer would leave a view behind.
         let lost: u64 = self
             .joiners
             .iter()
             .filter_map(|m| m.node.as_ref())
             .map(|n| n.driver_stats().layer_events_dropped)
             .sum();
-        let r = match first {
-            None if lost == 0 => Ok(()),
-            None => Err(format!(
-                "{lost} membership events dropped before the demo read them"
-            )),
-            Some(first) => Err(format!("{count} problems, the first: {first}")),
-        };
+        let r = self.shared.seen().verdict(lost);
         self.record(
             "no message corrupted, misattributed or unexpected; every peer had the expected \
              MSP ID; every member listed was a demo peer of its own organization"
@@ -2099,6 +2105,28 @@ mod tests {
             s.first_problems,
             vec!["node1 listed node0 as a member of \"Org1MSP\"".to_string()]
         );
+    }
+
+    /// The last check fails on a problem, or on a membership event dropped; phase 9 waits
+    /// for each node but node0 to have joined.
+    #[test]
+    fn the_last_check_fails_on_a_problem_or_a_dropped_membership_event() {
+        let mut s = Seen {
+            joined: vec![0, 1],
+            ..Seen::default()
+        };
+        assert_eq!(s.verdict(0), Ok(()));
+        assert_eq!(
+            s.verdict(2),
+            Err("2 membership events dropped before the demo read them".into())
+        );
+        s.problem("node1 listed a stranger".into());
+        s.problem("node2 listed a stranger".into());
+        assert_eq!(
+            s.verdict(0),
+            Err("2 problems, the first: node1 listed a stranger".into())
+        );
+        assert!(!s.has_joined(0) && s.has_joined(1) && !s.has_joined(2));
     }
 
     /// Phase 10 waits until each other node has declared the victim dead once more than
