@@ -1274,34 +1274,27 @@ impl Phases<'_> {
         let deadline = Instant::now() + PHASE_LIMIT;
         // node0 joins nobody: the others come to it.
         let joiners: Vec<usize> = (1..n).collect();
-        let r = match r {
-            Ok(()) => {
-                self.shared
-                    .wait_each(
-                        deadline,
-                        &joiners,
-                        |s, i| s.has_joined(i),
-                        "not joined through its bootstrap or anchor peer",
-                        |_, i| format!("node{i}"),
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let r = match r {
-            Ok(()) => {
-                self.shared
-                    .wait_each(
-                        deadline,
-                        &self.both_ways(),
-                        |s, (i, j)| s.lists_alive(i, j, None),
-                        "not (yet) listed alive",
-                        |_, (i, j)| format!("node{j} by node{i}"),
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let (pairs, sh) = (self.both_ways(), self.shared);
+        let r = async {
+            r?;
+            sh.wait_each(
+                deadline,
+                &joiners,
+                |s, i| s.has_joined(i),
+                "not joined through its bootstrap or anchor peer",
+                |_, i| format!("node{i}"),
+            )
+            .await?;
+            sh.wait_each(
+                deadline,
+                &pairs,
+                |s, (i, j)| s.lists_alive(i, j, None),
+                "not (yet) listed alive",
+                |_, (i, j)| format!("node{j} by node{i}"),
+            )
+            .await
+        }
+        .await;
         if r.is_ok() {
             self.shared.say(format!(
                 "full membership in {:.0} ms",
@@ -1991,8 +1984,8 @@ mod tests {
         assert!(m.node.is_none());
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_restart_gets_its_address_back_once_it_is_free() {
+    /// A [`stopped_member`] started again, and the address it had before.
+    async fn restarted_member() -> (Member, SocketAddr) {
         let (orgs, trust, mut m, shared) = stopped_member().await;
         let addr = m.addr;
         start_member(
@@ -2006,6 +1999,12 @@ mod tests {
         )
         .await
         .expect("restart");
+        (m, addr)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_gets_its_address_back_once_it_is_free() {
+        let (mut m, addr) = restarted_member().await;
         assert_eq!(m.addr, addr);
         assert_eq!(m.node.as_ref().map(Node::local_addr), Some(addr));
         m.node.take().expect("node").stop().await;
@@ -2014,18 +2013,7 @@ mod tests {
     /// The end of a run stops every node and ends every observer, whatever else fails.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_end_stops_every_node_and_its_observers() {
-        let (orgs, trust, mut m, shared) = stopped_member().await;
-        start_member(
-            &mut m,
-            0,
-            &orgs[0],
-            &trust,
-            &shared,
-            Instant::now(),
-            Role::Comm,
-        )
-        .await
-        .expect("restart");
+        let (mut m, _) = restarted_member().await;
         let node = m.node.clone().expect("node");
         assert!(!node.is_stopped() && !m.tasks.is_empty());
         let mut idle = m.fresh();
