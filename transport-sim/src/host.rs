@@ -13,10 +13,21 @@ use crate::trace::{ActionFmt, EventFmt, trace};
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::{
-    Action, Comm, Config, DialId, Event, Instant, Layer, OpId, PkiId, ReceivedMessage, Stack,
-    StackOutput, Stats, StreamEnd, StreamId, SubscriptionId, TlsHashes,
+    Action, Comm, Config, DialId, Event, Instant, Layer, OpId, PkiId, ReceivedMessage, Security,
+    Stack, StackOutput, Stats, StreamEnd, StreamId, SubscriptionId, TlsHashes,
 };
 use std::collections::BTreeMap;
+
+/// Whether `security` signs one message twice with two different signatures, as ECDSA with
+/// random nonces does: such a node would make the run differ from its seed's trace. A
+/// provider that cannot sign is left to the core, which refuses it at start.
+fn signs_at_random(security: &dyn Security) -> bool {
+    const PROBE: &[u8] = b"fabric-gossip-sim: does this provider sign deterministically?";
+    matches!(
+        (security.sign(PROBE), security.sign(PROBE)),
+        (Ok(first), Ok(second)) if first != second
+    )
+}
 
 pub(crate) struct Node {
     pub(crate) endpoint: String,
@@ -83,6 +94,11 @@ impl Sim {
         }
         let generation = node.identity_gen;
         let security = node.spec.make_security(&node.endpoint, generation);
+        if !node.spec.random_signatures && signs_at_random(&*security) {
+            return Err(StartError::RandomSignatures {
+                endpoint: node.endpoint.clone(),
+            });
+        }
         let certs = (node.spec.tls != TlsMode::Off).then(|| TlsHashes {
             client_cert_hash: made_up_cert("client", &node.endpoint, generation),
             server_cert_hash: made_up_cert("server", &node.endpoint, generation),
@@ -495,8 +511,11 @@ impl Sim {
 
 #[cfg(test)]
 mod tests {
-    use crate::{NodeSpec, START, Sim, SimConfig};
+    use crate::{NodeSpec, START, Sim, SimConfig, StartError};
+    use bytes::Bytes;
+    use fabric_gossip_core::{Instant, PkiId, Security, SecurityError, TestOnlyHmacSecurity};
     use fabric_gossip_discovery::{Discovery, DiscoveryConfig};
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A node's deadline is its core's (here the retry of a refused dial); a node whose
     /// process is gone has none.
@@ -547,5 +566,92 @@ mod tests {
         sim.add_nodes(1);
         sim.restart(0, false).unwrap();
         assert!(sim.hosts_layers);
+    }
+
+    /// Fabric's test provider, but each signature carries a count of those made before, as
+    /// ECDSA with random nonces gives a new signature each time.
+    struct CountingSigner {
+        inner: TestOnlyHmacSecurity,
+        signed: AtomicU64,
+    }
+
+    impl CountingSigner {
+        fn boxed(endpoint: &str) -> Box<dyn Security> {
+            Box::new(CountingSigner {
+                inner: TestOnlyHmacSecurity::new(endpoint),
+                signed: AtomicU64::new(0),
+            })
+        }
+    }
+
+    impl Security for CountingSigner {
+        fn own_identity(&self) -> Bytes {
+            self.inner.own_identity()
+        }
+        fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
+            let mut sig = self.inner.sign(msg)?.to_vec();
+            sig.extend(self.signed.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+            Ok(sig.into())
+        }
+        fn verify(&self, identity: &[u8], sig: &[u8], msg: &[u8]) -> Result<(), SecurityError> {
+            let plain = sig.get(..sig.len().saturating_sub(8)).unwrap_or_default();
+            self.inner.verify(identity, plain, msg)
+        }
+        fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
+            self.inner.validate_identity(identity, now)
+        }
+        fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
+            self.inner.expiration(identity)
+        }
+        fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+            self.inner.pki_id_of(identity)
+        }
+        fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+            self.inner.organization_of(identity)
+        }
+    }
+
+    /// A provider that signs one message two ways would make every replay of a seed differ:
+    /// the node does not start (not added; a restart leaves it down) unless the spec allows
+    /// it, and then it runs as any other.
+    #[test]
+    fn a_provider_signing_at_random_is_refused_unless_allowed() {
+        let mut sim = Sim::new(SimConfig::seeded(1));
+        let random = NodeSpec::new().security(|ep, _| CountingSigner::boxed(ep));
+        let err = sim.add_node(random.clone()).unwrap_err();
+        assert!(
+            matches!(&err, StartError::RandomSignatures { endpoint } if endpoint == "127.0.0.1:7051"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("with_deterministic_signatures"),
+            "{err}"
+        );
+        assert!(sim.nodes.is_empty());
+
+        let allowed = random.random_signatures(true);
+        let a = sim.add_node(allowed.clone()).unwrap();
+        let b = sim.add_node(allowed).unwrap();
+        let m = fabric_gossip_core::SignedMessage::noop(crate::data_message(1, "x"));
+        sim.send_to(a, &m, &[b]).unwrap();
+        let deadline = sim.now() + core::time::Duration::from_secs(1);
+        assert!(sim.run_until(deadline, |s| !s.deliveries(b).is_empty()));
+
+        // Generation 1 signs at random, generation 0 did not: the restart is refused.
+        let c = sim
+            .add_node(NodeSpec::new().security(|ep, generation| {
+                if generation == 0 {
+                    Box::new(TestOnlyHmacSecurity::new(ep))
+                } else {
+                    CountingSigner::boxed(ep)
+                }
+            }))
+            .unwrap();
+        let err = sim.restart(c, true).unwrap_err();
+        assert!(
+            matches!(err, StartError::RandomSignatures { .. }),
+            "{err:?}"
+        );
+        assert_ne!(sim.state(c), Some(crate::NodeState::Up));
     }
 }

@@ -125,6 +125,20 @@ pub enum StartError {
     /// No node has this id ([`Sim::restart`] of a node never added).
     #[error("no node n{0}")]
     NoSuchNode(NodeId),
+    /// The node's security provider signed the same message twice and gave two different
+    /// signatures (ECDSA with random nonces), which would make the run differ from its
+    /// seed's trace on every replay. Sign deterministically (for
+    /// `fabric_gossip_msp::MspSecurity`, `with_deterministic_signatures()`), or allow it with
+    /// [`NodeSpec::random_signatures`](crate::NodeSpec::random_signatures).
+    #[error(
+        "the security provider of {endpoint} signs the same message differently each time, so \
+         the run would not replay from its seed: sign deterministically (MspSecurity::\
+         with_deterministic_signatures()), or allow it with NodeSpec::random_signatures(true)"
+    )]
+    RandomSignatures {
+        /// The node's endpoint.
+        endpoint: String,
+    },
 }
 
 /// One event of a hosted layer, its type erased. Read it back with

@@ -63,6 +63,16 @@ pub struct NodeSpec {
     /// The first envelope of each of its streams (the `ConnEstablish`) arrives with a
     /// mangled signature.
     pub bad_signature: bool,
+    /// Lets the node's security provider sign the same message differently each time
+    /// (ECDSA with random nonces: `fabric_gossip_msp::MspSecurity` as built, unless
+    /// `with_deterministic_signatures`). Off by default, and then the simulator refuses to
+    /// start such a node ([`StartError::RandomSignatures`]): signatures travel in every
+    /// handshake and alive message, so the run would differ from its seed's trace on every
+    /// replay, and a [`Sweep`](crate::Sweep) would find it only on the seeds it replays.
+    /// Turn it on for a run that needs no replay (same behaviour, a different trace).
+    ///
+    /// [`StartError::RandomSignatures`]: crate::StartError::RandomSignatures
+    pub random_signatures: bool,
     /// The layer above the core its processes run (membership, a user's protocol), made
     /// anew at every start and restart; `None`: the core alone. See the `layer` module.
     pub layer: Option<LayerFactory>,
@@ -79,6 +89,7 @@ impl Default for NodeSpec {
             hang_ping: false,
             silent: false,
             bad_signature: false,
+            random_signatures: false,
             layer: None,
         }
     }
@@ -95,6 +106,7 @@ impl fmt::Debug for NodeSpec {
             .field("hang_ping", &self.hang_ping)
             .field("silent", &self.silent)
             .field("bad_signature", &self.bad_signature)
+            .field("random_signatures", &self.random_signatures)
             .field("layer", &self.layer.is_some())
             .finish()
     }
@@ -119,7 +131,13 @@ impl NodeSpec {
         Self::default()
     }
 
-    /// Uses a custom provider factory (e.g. a real X.509 MSP).
+    /// Uses a custom provider factory (e.g. a real X.509 MSP). The factory is called with
+    /// the node's endpoint, `127.0.0.1:{7051 + node id}` (node ids count from 0 in the
+    /// order of [`Sim::add_node`](crate::Sim::add_node)), and its identity generation.
+    ///
+    /// Its provider must sign deterministically, or the node does not start (see
+    /// [`random_signatures`](Self::random_signatures)): for
+    /// `fabric_gossip_msp::MspSecurity`, call `with_deterministic_signatures()` on it.
     pub fn security(
         mut self,
         f: impl Fn(&str, u32) -> Box<dyn Security> + Send + Sync + 'static,
@@ -188,6 +206,8 @@ impl NodeSpec {
         silent: bool;
         /// Mangles the node's `ConnEstablish` signatures.
         bad_signature: bool;
+        /// Lets its security provider sign with random nonces (see the field).
+        random_signatures: bool;
     }
 
     /// The security provider of this node's process at `endpoint`, identity generation

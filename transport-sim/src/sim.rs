@@ -37,6 +37,24 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// every random choice comes from the run's RNG, so a seed reproduces a run exactly; the
 /// trace hash proves it.
 ///
+/// # Methods by task
+///
+/// * Build: [`Sim::new`], [`Sim::add_node`] (a [`NodeSpec`](crate::NodeSpec) each),
+///   [`Sim::add_nodes`], [`Sim::set_spec`].
+/// * Act as the application: [`Sim::send`], [`Sim::send_to`], [`Sim::send_with_ack`],
+///   [`Sim::send_with_ack_signed`], [`Sim::probe`], [`Sim::handshake`], [`Sim::subscribe`],
+///   [`Sim::ack`], [`Sim::close_conn`], [`Sim::with_comm`]; a layer's:
+///   [`Sim::with_layer`].
+/// * Break things: [`Sim::schedule_faults`], [`Sim::stop_node`], [`Sim::crash`],
+///   [`Sim::restart`]; random traffic: [`Sim::set_workload`].
+/// * Run: [`Sim::run_until`] (a condition and a virtual deadline), [`Sim::run_for`],
+///   [`Sim::run_until_idle`], [`Sim::step`].
+/// * Look: [`Sim::deliveries`], [`Sim::events`], [`Sim::op_result`], [`Sim::layer`],
+///   [`Sim::layer_events`], [`Sim::stats`], [`Sim::connections_between`], [`Sim::trace`];
+///   as it happens: [`Sim::set_observer`].
+/// * Judge: [`Sim::check`], [`Sim::check_quiescent`], [`Sim::violations`],
+///   [`Sim::reproduce_hint`].
+///
 /// # Bounds
 ///
 /// The queue holds what is in flight: per stream direction at most
@@ -147,12 +165,16 @@ impl Sim {
     /// Adds a node at the next endpoint (`127.0.0.1:7051`, `:7052`, …). Fails, adding
     /// nothing, if the core refuses the node's own identity ([`StartError::Identity`]) or
     /// its layer factory ([`NodeSpec::try_layer`]) refuses to make its layer
-    /// ([`StartError::Layer`]).
+    /// ([`StartError::Layer`]), or if its security provider signs one message two ways
+    /// ([`StartError::RandomSignatures`], unless [`NodeSpec::random_signatures`] allows it).
     ///
     /// Its process starts at once, at the current virtual time, layer included: a peer
-    /// it is told to reach that is added after it is not there yet. A membership layer's
-    /// bootstrap to a later node fails once and is retried only a `reconnect_interval`
-    /// (25 s) later, so let nodes join through nodes added before them.
+    /// it is told to reach that is added after it is not there yet. A dial retries a
+    /// refused connection within the core's `dial_timeout` (grpc-go's back-off: after
+    /// about 1 s, then 2.5 s, with the defaults), so a peer added within that time is
+    /// reached about a second later; one added later than that is not, and a membership
+    /// layer tries its bootstrap peer again only a `reconnect_interval` (25 s) after the
+    /// dial failed. Let nodes join through nodes added before them.
     pub fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, StartError> {
         let id = self.nodes.len();
         let endpoint = format!("127.0.0.1:{}", 7051 + id);
