@@ -462,6 +462,16 @@ mod tests {
         }
         let c = DiscoveryConfig::new("h:1").with_external_endpoint("x");
         assert!(matches!(c.validate(), Err(ConfigError::BadEndpoint(_))));
+        // An IPv6 literal is refused too, as Fabric refuses it, and the text says why.
+        for v6 in ["[::1]:7051", "::1:7051"] {
+            let e = DiscoveryConfig::new(v6).validate().unwrap_err();
+            assert_eq!(e, ConfigError::BadEndpoint(v6.to_owned()));
+            assert!(e.to_string().contains("is an IPv6 literal"), "{e}");
+        }
+        for other in ["host", "a:b:7051"] {
+            let e = ConfigError::BadEndpoint(other.into()).to_string();
+            assert_eq!(e, format!("endpoint {other:?} is not host:port"));
+        }
         let mut c = DiscoveryConfig::new("h:1");
         c.alive_interval = Duration::ZERO;
         assert_eq!(

@@ -8,7 +8,8 @@ use fabric_gossip_core::{Error as CommError, HandshakeError, IdentityRefusal, Se
 #[non_exhaustive]
 pub enum ConfigError {
     /// Not `host:port` with one colon and a 16-bit port (Fabric panics on this at start).
-    #[error("endpoint {0:?} is not host:port")]
+    /// An IPv6 literal (`[::1]:7051`) is refused so too, and its text says so.
+    #[error("{}", bad_endpoint_text(.0))]
     BadEndpoint(String),
     /// A period that must be positive is zero.
     #[error("{0} must be positive")]
@@ -48,6 +49,20 @@ pub enum ConfigError {
         /// That setting's value.
         max: Duration,
     },
+}
+
+/// `BadEndpoint`'s text: an IPv6 literal is host:port to its writer, so say why it is not.
+fn bad_endpoint_text(endpoint: &str) -> String {
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+    if unbracketed.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!(
+            "endpoint {endpoint:?} is an IPv6 literal, which Fabric refuses (an endpoint has \
+             one colon): use a host name"
+        )
+    } else {
+        format!("endpoint {endpoint:?} is not host:port")
+    }
 }
 
 /// Why an alive message (direct, or inside a membership request or response) is refused.
