@@ -50,7 +50,10 @@ pub struct Stats {
     pub malformed: u64,
     /// Handshakes that authenticated the remote.
     pub handshakes_ok: u64,
-    /// Handshake failures, by reason, indexed by [`HandshakeFailure::index`].
+    /// Handshake failures, by reason, indexed by [`HandshakeFailure::index`]. `Debug` prints
+    /// them as bare numbers: read them by label with
+    /// [`handshake_failures_for`](Self::handshake_failures_for) or all with their kinds with
+    /// [`handshake_failures_by_kind`](Self::handshake_failures_by_kind).
     pub handshake_failures: [u64; HandshakeFailure::COUNT],
     /// Inbound probes answered (remote sent `probe: true`).
     pub probed: u64,

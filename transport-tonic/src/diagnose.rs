@@ -31,7 +31,8 @@ pub enum DialDiagnosis {
     /// [`TlsConfig::with_server_name_for`]: crate::TlsConfig::with_server_name_for
     ServerNameMismatch,
     /// The peer's TLS certificate does not chain to any CA we trust: add its
-    /// organization's TLS CA (`tlscacerts/`) to ours.
+    /// organization's TLS CA (`tlscacerts/`) to ours. The usual slip is the identity CA
+    /// (`cacerts/`) in its place: a Fabric organization has one CA for each.
     UnknownIssuer,
     /// The peer refused our TLS client certificate with an alert: it must be issued by a
     /// TLS CA the peer trusts for clients (a Fabric peer's `peer.tls.clientRootCAs`).
@@ -114,7 +115,8 @@ impl core::fmt::Display for DialDiagnosis {
                 "the peer's TLS certificate is issued to another name than the one dialled"
             }
             DialDiagnosis::UnknownIssuer => {
-                "the peer's TLS certificate does not chain to any CA we trust"
+                "the peer's TLS certificate does not chain to any CA we trust (trust its \
+                 organization's TLS CA, from tlscacerts/, not its identity CA from cacerts/)"
             }
             DialDiagnosis::ClientCertificateRefused => {
                 "the peer refused our TLS client certificate"
