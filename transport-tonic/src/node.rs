@@ -300,6 +300,16 @@ impl NodeBuilder {
             None => tokio::net::TcpListener::bind(listen).await.map_err(bind)?,
         };
         let local_addr = listener.local_addr().map_err(bind)?;
+        if advertise.is_none() && layer.is_some() && local_addr.ip().is_unspecified() {
+            // Allowed (on one host, 0.0.0.0 dials the host itself), but a layer given this
+            // address tells its peers an endpoint no other host can dial: say so once.
+            tracing::warn!(
+                listen = %local_addr,
+                "the node listens on an unspecified address, hosts a layer and advertises \
+                 no endpoint: peers elsewhere cannot dial the endpoint it hands out; give \
+                 NodeBuilder::advertise and the layer the address peers reach it at"
+            );
+        }
         let clock = Clock::new();
         let security: Box<dyn Security> = Box::new(security(local_addr));
         let settings = Settings {

@@ -156,6 +156,34 @@ async fn the_driver_logs_connections_evictions_and_failures() {
         assert_eq!(warned, budget < largest, "a budget of {budget}");
         stop_all(&[&n]).await;
     }
+    // A node on an unspecified address hosting a layer, with nothing advertised, hands out
+    // an endpoint no other host can dial: warned at start; advertised, or without a
+    // layer, it is not.
+    for (layer, advertised) in [(true, false), (true, true), (false, false)] {
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind 0.0.0.0:0");
+        let listen = format!("listen=0.0.0.0:{}", listener.local_addr().unwrap().port());
+        let mut builder = Node::builder(config()).listener(listener);
+        if layer {
+            builder = builder.layer(|_| ());
+        }
+        if advertised {
+            builder = builder.advertise("localhost:7051");
+        }
+        let n = builder
+            .start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
+            .await
+            .unwrap();
+        let warned = capture.find(&["unspecified address", &listen]);
+        assert_eq!(
+            warned.is_some(),
+            layer && !advertised,
+            "layer {layer}, advertised {advertised}"
+        );
+        if let Some(line) = warned {
+            assert!(line.starts_with("level=WARN "), "{line}");
+        }
+        stop_all(&[&n]).await;
+    }
     // A stream whose bytes are not gRPC messages, and one whose message stalls: each
     // end is a warning naming its cause (at `debug`, as a plain end, it went unseen).
     let mut limits = DriverLimits::default();
