@@ -1537,6 +1537,42 @@ mod tests {
                 None,
                 Some(Code::Unimplemented),
             ),
+            // The rest of gRPC's table of HTTP statuses, each on its own.
+            (
+                Side::Response(http::StatusCode::BAD_REQUEST),
+                None,
+                Some(Code::Internal),
+            ),
+            (
+                Side::Response(http::StatusCode::UNAUTHORIZED),
+                None,
+                Some(Code::Unauthenticated),
+            ),
+            (
+                Side::Response(http::StatusCode::FORBIDDEN),
+                None,
+                Some(Code::PermissionDenied),
+            ),
+            (
+                Side::Response(http::StatusCode::TOO_MANY_REQUESTS),
+                None,
+                Some(Code::Unavailable),
+            ),
+            (
+                Side::Response(http::StatusCode::BAD_GATEWAY),
+                None,
+                Some(Code::Unavailable),
+            ),
+            (
+                Side::Response(http::StatusCode::GATEWAY_TIMEOUT),
+                None,
+                Some(Code::Unavailable),
+            ),
+            (
+                Side::Response(http::StatusCode::INTERNAL_SERVER_ERROR),
+                None,
+                Some(Code::Unknown),
+            ),
             (Side::Request, Some(with("13", None)), None),
             (Side::EmptyResponse, None, None),
         ];
