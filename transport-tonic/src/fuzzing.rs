@@ -1424,8 +1424,21 @@ mod tests {
         let open = Budget::new(600);
         assert!(would_fit(&open, &fresh, 600, false));
         assert!(!would_fit(&open, &fresh, 601, false));
-        drop((stalled, holding));
+        // A body holding 1,000 of the budget, which is spent: its whole charge would move to
+        // the reserve, so 1,500 free there leave room for 500 more, not 501.
+        let full = Budget::new(1000);
+        let m = Metering {
+            budget: full.clone(),
+            ..m
+        };
+        let spent = stall_others(&full, &m, 1500);
+        assert_eq!(spent[0].charged_parts(), (1000, 0));
+        assert_eq!(full.books().1, RESERVE - 1500);
+        assert!(would_fit(&full, &spent[0], 500, true));
+        assert!(!would_fit(&full, &spent[0], 501, true));
+        drop((stalled, holding, spent));
         assert_eq!(budget.books(), (0, 0, 0));
+        assert_eq!(full.books(), (0, 0, 0));
     }
 
     #[test]
