@@ -1441,6 +1441,15 @@ mod tests {
         assert_eq!(full.books(), (0, 0, 0));
     }
 
+    /// The fuzz target's entry point runs its input through the checks (the corpus replay
+    /// calls it, and sees nothing of them when they pass).
+    #[test]
+    fn the_entry_point_runs_the_checks() {
+        CHECKS.with_borrow_mut(Vec::clear);
+        grpc_framing(&seed("cut_short"));
+        assert_eq!(CHECKS.take(), ["end CutShort(7): Some(Internal)"]);
+    }
+
     #[test]
     fn empty_and_short_inputs_are_harmless() {
         for n in 0..10 {
