@@ -28,6 +28,13 @@ pub(crate) struct MembershipArgs {
     /// variable), so that warnings about its values name what to edit.
     #[arg(skip)]
     pub(crate) bootstrap_from: Option<String>,
+    /// A peer to reach as an anchor peer, as a Fabric peer reaches those its channels'
+    /// configuration lists (--channel-config; core.yaml has no key for them), for a network
+    /// with no channel block at hand (keygen's): MSPID=HOST:PORT, the peer's identity then
+    /// checked to be of that MSP when it is this node's own, or HOST:PORT. One of another
+    /// organization needs --external-endpoint. Repeatable.
+    #[arg(long, value_name = "[MSPID=]HOST:PORT", value_parser = parse_anchor_peer)]
+    pub(crate) anchor_peer: Vec<AnchorPeer>,
     /// The address peers of this organization reach this node at, carried in its signed
     /// alive messages (peer.gossip.endpoint). Default: the address bound by --listen.
     #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_endpoint)]
@@ -91,6 +98,57 @@ pub(crate) struct MembershipArgs {
     pub(crate) response_wait: Option<Duration>,
 }
 
+/// An anchor peer given on the command line (`--anchor-peer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AnchorPeer {
+    /// The organization it is listed under, as a channel block lists it; `None`: any.
+    pub(crate) msp_id: Option<String>,
+    /// Where it is dialled.
+    pub(crate) endpoint: String,
+}
+
+/// `--anchor-peer`'s value: `MSPID=HOST:PORT` or `HOST:PORT`.
+fn parse_anchor_peer(s: &str) -> Result<AnchorPeer, String> {
+    let (msp_id, endpoint) = match s.split_once('=') {
+        Some((msp, _)) if msp.is_empty() => {
+            return Err("an empty MSP ID before '=' (MSPID=HOST:PORT, or HOST:PORT)".into());
+        }
+        Some((msp, ep)) => (Some(msp.to_owned()), ep),
+        None => (None, s),
+    };
+    Ok(AnchorPeer {
+        msp_id,
+        endpoint: opts::parse_endpoint(endpoint)?,
+    })
+}
+
+/// Dials the `--anchor-peer`s through the running membership layer, as
+/// [`connect_anchors`] dials a channel block's: `connect_anchor_of` for one given with its
+/// MSP ID, `connect_anchor` for one without. Returns how many were dialled; none without
+/// the layer. What becomes of each is the layer's `bootstrap_joined` or `bootstrap_failed`.
+pub(crate) fn connect_anchor_peers(node: &Node, anchors: &[AnchorPeer]) -> usize {
+    if anchors.is_empty() {
+        return 0;
+    }
+    let dialled = node.with_layer_mut(|d: &mut Discovery, comm| {
+        for a in anchors {
+            tracing::info!(
+                target: crate::logging::TARGET,
+                "dialling anchor peer {}{} (--anchor-peer)",
+                a.endpoint,
+                a.msp_id.as_deref().map(|m| format!(" of {m}")).unwrap_or_default()
+            );
+            match &a.msp_id {
+                Some(m) => {
+                    d.connect_anchor_of(comm.now(), a.endpoint.clone(), m.clone().into_bytes())
+                }
+                None => d.connect_anchor(comm.now(), a.endpoint.clone()),
+            }
+        }
+    });
+    dialled.map_or(0, |()| anchors.len())
+}
+
 /// A Go duration (`5s`, `500ms`, `1m30s`), as Fabric writes them.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = crate::config::parse_duration(s)
@@ -105,6 +163,7 @@ impl MembershipArgs {
     /// Whether any membership option was given.
     pub(crate) fn any(&self) -> bool {
         !self.bootstrap.is_empty()
+            || !self.anchor_peer.is_empty()
             || self.endpoint.is_some()
             || self.external_endpoint.is_some()
             || self.alive_interval.is_some()

@@ -67,15 +67,24 @@ MSP), so watch with an identity of the bootstrap peer's organization:
       --listen 0.0.0.0:7061 --endpoint myhost:7061
 
 The bootstrap peer dials this member back at its endpoint, so --endpoint must be reachable
-from it. Exit status: 0 after --duration or on Ctrl-C/SIGTERM, 1 when no bootstrap peer
-accepted us (the peer's reason is printed) or, by the end of --duration, none had answered
-our membership request, 2 for a usage or file error.";
+from it. Watch with an identity no running peer uses (keygen makes spare peers): a second
+process with a running peer's identity and a newer incarnation makes the others list that
+peer dead once the watch ends, until they purge the watch's entry. Another organization's
+peers are reached through anchor peers: --anchor-peer MSPID=HOST:PORT with
+--external-endpoint, or a --channel-config block's.
+
+Exit status: 0 after --duration or on Ctrl-C/SIGTERM, 1 at once when every bootstrap or
+anchor peer failed its first attempt (nothing listening, TLS trouble, a refusal: the reason
+is printed) or when, by the end of --duration, none had answered our membership request, 2
+for a usage or file error.";
 
 /// Runs `fabric-gossip watch`.
 pub(crate) fn run(args: &WatchArgs) -> ExitCode {
-    if args.member.bootstrap.is_empty() {
+    if args.member.bootstrap.is_empty() && args.member.anchor_peer.is_empty() {
         return opts::config_failure(&ConfigError(
-            "--bootstrap HOST:PORT is required: a peer of your organization to join through".into(),
+            "--bootstrap HOST:PORT is required: a peer of your organization to join through \
+             (or --anchor-peer)"
+                .into(),
         ));
     }
     let loaded = args.identity.load(true).and_then(|id| {
@@ -161,9 +170,11 @@ async fn watch(
         .member
         .bootstrap
         .iter()
+        .chain(args.member.anchor_peer.iter().map(|a| &a.endpoint))
         .filter(|b| !own.contains(&b.as_str()))
         .map(|b| (b.clone(), BootstrapState::default()))
         .collect();
+    membership::connect_anchor_peers(&node, &args.member.anchor_peer);
     let view = View {
         form,
         json: args.json,

@@ -265,6 +265,10 @@ async fn serve(
     if let (Some(org), Some(r)) = (&msp_id, &reload) {
         membership::connect_anchors(&node, org, r.handle.current().channel_configs(), false);
     }
+    // And those given on the command line, with or without a channel block.
+    if let Some(m) = &set.membership {
+        membership::connect_anchor_peers(&node, &m.anchor_peer);
+    }
 
     let mut member_events = node.layer_events::<DiscoveryEvent>();
     let layer_on = member_events.is_some();

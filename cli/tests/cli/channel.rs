@@ -284,6 +284,105 @@ fn two_free_ports() -> (u16, u16) {
     (port(&a), port(&b))
 }
 
+/// A membership node of the channel fixtures' `host` and `msp`, with a fast heartbeat and
+/// debug logs, listening on `listen`, with `extra` arguments: once listening, with its
+/// PKI-ID; `Err` (its stderr) if its address was in use.
+fn member(
+    host: &str,
+    msp: &str,
+    listen: &str,
+    extra: &[String],
+) -> Result<(Daemon, String), String> {
+    let peer = ChannelPeer {
+        block: false,
+        tls: false,
+    };
+    let mut args = peer.args(host, msp, None);
+    args[1] = listen.to_owned();
+    args.extend(extra.iter().cloned());
+    let fast = [
+        "--membership",
+        "--alive-interval",
+        "500ms",
+        "--alive-expiration",
+        "5s",
+    ];
+    args.extend(fast.map(str::to_owned));
+    args.extend(["--log-spec".to_owned(), "debug".to_owned()]);
+    let mut d = Daemon::start(&strs(&args), true, true, None);
+    match next_line(&d.lines, &mut d.seen, EVENT) {
+        Some(v) if v["event"] == "listening" => {
+            let pki = v["pki_id"].as_str().expect("pki_id").to_owned();
+            Ok((d, pki))
+        }
+        first => {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+            let err = d.stderr();
+            assert!(
+                err.contains("Address already in use"),
+                "{listen}: {first:?}\n{err}"
+            );
+            Err(err)
+        }
+    }
+}
+
+/// `--anchor-peer` reaches another organization as a channel block's anchor peer does,
+/// with no block: Org1's peer0 dials Org2's peer0 as Org2MSP's anchor, and each lists the
+/// other alive; a value with an empty MSP ID is refused as usage.
+#[test]
+fn a_node_joins_another_organization_through_an_anchor_peer_flag() {
+    let r = run_expect(&["node", "--anchor-peer", "=127.0.0.1:7051"], 2);
+    assert!(
+        r.stderr.contains("an empty MSP ID before '='"),
+        "{}",
+        r.all()
+    );
+    let mut attempts = 0;
+    let (a_ep, b_ep, mut a, a_pki, mut b, b_pki) = loop {
+        attempts += 1;
+        let (pa, pb) = two_free_ports();
+        let (a_ep, b_ep) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+        // No block: each trusts the other's MSP by its folder (a peer's holds its CAs).
+        let external = |ep: &str, other: &str, host: &str| {
+            let msp = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../msp/tests/fixtures/channel/peers")
+                .join(host)
+                .join("msp");
+            let trust = format!("{other}={}", msp.to_str().expect("utf-8"));
+            vec![
+                "--external-endpoint".to_owned(),
+                ep.to_owned(),
+                "--trust".to_owned(),
+                trust,
+            ]
+        };
+        let org1 = ("Org1MSP", "peer0.org1.example.com");
+        let a_extra = external(&a_ep, org1.0, org1.1);
+        let started = member("peer0.org2.example.com", "Org2MSP", &a_ep, &a_extra).and_then(|a| {
+            let mut extra = external(&b_ep, "Org2MSP", "peer0.org2.example.com");
+            extra.extend(["--anchor-peer".to_owned(), format!("Org2MSP={a_ep}")]);
+            let b = member("peer0.org1.example.com", "Org1MSP", &b_ep, &extra)?;
+            Ok((a, b))
+        });
+        match started {
+            Ok(((a, a_pki), (b, b_pki))) => break (a_ep, b_ep, a, a_pki, b, b_pki),
+            Err(err) => assert!(attempts < 5, "{attempts} attempts, the last: {err}"),
+        }
+    };
+    let alive = |pki: String| move |v: &Value| v["event"] == "member_alive" && v["pki_id"] == pki;
+    let seen = b.wait("A alive at B", alive(a_pki.clone()));
+    assert_eq!(seen["endpoint"], a_ep.as_str(), "{seen}");
+    assert_eq!(seen["msp_id"], "Org2MSP", "{seen}");
+    let seen = a.wait("B alive at A", alive(b_pki));
+    assert_eq!(seen["endpoint"], b_ep.as_str(), "{seen}");
+    let log = stop_for_log(&mut b);
+    let dialled = format!("dialling anchor peer {a_ep} of Org2MSP (--anchor-peer)");
+    assert_eq!(log.matches(&dialled).count(), 1, "{log}");
+    a.stop_ok();
+}
+
 /// The anchor peers of a `--channel-config` block are dialled as a Fabric peer joining the
 /// channel dials them: Org1's peer0, with no `--bootstrap` and no `--peer`, joins Org2's
 /// peer0 because its block lists that peer as Org2's anchor, and each lists the other
@@ -295,45 +394,12 @@ fn a_node_joins_through_the_anchor_peers_of_its_channel_block() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/channel");
     let channel_block = std::fs::read(fixtures.join("mychannel.block")).expect("block");
     let dir = tempfile::tempdir().expect("tempdir");
-    let fast = [
-        "--membership",
-        "--alive-interval",
-        "500ms",
-        "--alive-expiration",
-        "5s",
-    ];
-    // The node, once listening, and its PKI-ID; `Err` (its stderr) if its address was in
-    // use.
     let node = |host: &str, msp: &str, listen: &str, external: bool, block: &str| {
-        let peer = ChannelPeer {
-            block: false,
-            tls: false,
-        };
-        let mut args = peer.args(host, msp, None);
-        args[1] = listen.to_owned();
-        args.extend(["--channel-config".to_owned(), block.to_owned()]);
+        let mut extra = vec!["--channel-config".to_owned(), block.to_owned()];
         if external {
-            args.extend(["--external-endpoint".to_owned(), listen.to_owned()]);
+            extra.extend(["--external-endpoint".to_owned(), listen.to_owned()]);
         }
-        args.extend(fast.map(str::to_owned));
-        args.extend(["--log-spec".to_owned(), "debug".to_owned()]);
-        let mut d = Daemon::start(&strs(&args), true, true, None);
-        match next_line(&d.lines, &mut d.seen, EVENT) {
-            Some(v) if v["event"] == "listening" => {
-                let pki = v["pki_id"].as_str().expect("pki_id").to_owned();
-                Ok((d, pki))
-            }
-            first => {
-                let _ = d.child.kill();
-                let _ = d.child.wait();
-                let err = d.stderr();
-                assert!(
-                    err.contains("Address already in use"),
-                    "{listen}: {first:?}\n{err}"
-                );
-                Err(err)
-            }
-        }
+        member(host, msp, listen, &extra)
     };
     // A: Org2's anchor peer; B: Org1's peer0, knowing of A only from the block. The two
     // ports were free when found, but may be taken before the nodes bind them (by another
