@@ -110,7 +110,7 @@ pub(crate) struct AnchorPeer {
 /// `--anchor-peer`'s value: `MSPID=HOST:PORT` or `HOST:PORT`.
 fn parse_anchor_peer(s: &str) -> Result<AnchorPeer, String> {
     let (msp_id, endpoint) = match s.split_once('=') {
-        Some((msp, _)) if msp.is_empty() => {
+        Some(("", _)) => {
             return Err("an empty MSP ID before '=' (MSPID=HOST:PORT, or HOST:PORT)".into());
         }
         Some((msp, ep)) => (Some(msp.to_owned()), ep),
