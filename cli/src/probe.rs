@@ -329,6 +329,11 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
             "\n  hint: the peer's TLS certificate does not chain to any --tls-ca; \
              pass its organization's tlscacerts/ file"
         }
+        Some(DialDiagnosis::IssuerKeyMismatch) => {
+            "\n  hint: the peer's TLS certificate names a --tls-ca as its issuer, but another \
+             key signed it: a CA of the same name from other crypto material (cryptogen or \
+             keygen run again?); give both sides the same generation's tlscacerts/"
+        }
         Some(DialDiagnosis::ClientCertificateRefused) => {
             "\n  hint: the peer refused our TLS client certificate; --tls-cert (or \
              --tls-client-cert) must be issued by a TLS CA the peer trusts for clients \
@@ -1026,6 +1031,23 @@ mod tests {
             status: "Unavailable: shutting down".to_owned(),
         };
         assert_eq!(handshake_hint(&other).as_deref(), Some(""));
+    }
+
+    /// An operator's trial: crypto material made again under the same names (a second
+    /// `keygen`) fails TLS with a bad signature on one side and a DecryptError alert on the
+    /// other; each now gets the hint that names it.
+    #[test]
+    fn a_ca_of_the_same_name_with_another_key_gets_its_hint() {
+        let ours = "dial failed: transport error: invalid peer certificate: BadSignature";
+        let hint = dial_hint(ours, true);
+        assert!(hint.contains("another key signed it"), "{hint}");
+        let theirs = "ping failed: Unknown: transport error: connection error: received fatal \
+                      alert: DecryptError";
+        let hint = dial_hint(theirs, true);
+        assert!(
+            hint.contains("refused our TLS client certificate"),
+            "{hint}"
+        );
     }
 
     /// README walk-through finding 9: a remote refusing our certificate as issued by a CA

@@ -34,6 +34,11 @@ pub enum DialDiagnosis {
     /// organization's TLS CA (`tlscacerts/`) to ours. The usual slip is the identity CA
     /// (`cacerts/`) in its place: a Fabric organization has one CA for each.
     UnknownIssuer,
+    /// The peer's TLS certificate names a CA we trust as its issuer, but that CA's key did
+    /// not sign it: two CAs of one name, most often crypto material made again
+    /// (`cryptogen`, `keygen`) with one side still holding the old: give both sides the
+    /// same generation's TLS CA.
+    IssuerKeyMismatch,
     /// The peer refused our TLS client certificate with an alert: it must be issued by a
     /// TLS CA the peer trusts for clients (a Fabric peer's `peer.tls.clientRootCAs`).
     ClientCertificateRefused,
@@ -84,11 +89,16 @@ impl DialDiagnosis {
             DialDiagnosis::ServerNameMismatch
         } else if has(&["unknownissuer", "unknown issuer"]) {
             DialDiagnosis::UnknownIssuer
+        } else if has(&["invalid peer certificate: badsignature"]) {
+            DialDiagnosis::IssuerKeyMismatch
         } else if tls
             && has(&[
                 "alert: unknownca",
                 "alert: badcertificate",
                 "alert: certificaterequired",
+                // rustls's answer to a client certificate whose signature does not verify
+                // (a CA of the same name with another key)
+                "alert: decrypterror",
             ])
         {
             DialDiagnosis::ClientCertificateRefused
@@ -118,6 +128,10 @@ impl core::fmt::Display for DialDiagnosis {
                 "the peer's TLS certificate does not chain to any CA we trust (trust its \
                  organization's TLS CA, from tlscacerts/, not its identity CA from cacerts/)"
             }
+            DialDiagnosis::IssuerKeyMismatch => {
+                "the peer's TLS certificate names a CA we trust, but another key signed it (a \
+                 CA of the same name from other crypto material: made again since?)"
+            }
             DialDiagnosis::ClientCertificateRefused => {
                 "the peer refused our TLS client certificate"
             }
@@ -139,7 +153,7 @@ mod tests {
     /// each came from), with what they mean dialled in plaintext and with TLS.
     #[test]
     fn each_text_seen_names_its_cause_in_each_mode() {
-        let seen: [(&str, Option<DialDiagnosis>, Option<DialDiagnosis>); 9] = [
+        let seen: [(&str, Option<DialDiagnosis>, Option<DialDiagnosis>); 11] = [
             (
                 "ping failed: Unknown: transport error: stream closed because of a broken pipe",
                 Some(PeerServesTls),
@@ -182,6 +196,17 @@ mod tests {
                 Some(ClientCertificateRefused),
             ),
             (
+                "dial failed: transport error: invalid peer certificate: BadSignature",
+                Some(IssuerKeyMismatch),
+                Some(IssuerKeyMismatch),
+            ),
+            (
+                "ping failed: Unknown: transport error: connection error: received fatal \
+                 alert: DecryptError",
+                None,
+                Some(ClientCertificateRefused),
+            ),
+            (
                 "tcp connect error: Connection refused (os error 111)",
                 Some(NothingListening),
                 Some(NothingListening),
@@ -202,6 +227,7 @@ mod tests {
             PeerServesPlaintext,
             ServerNameMismatch,
             UnknownIssuer,
+            IssuerKeyMismatch,
             ClientCertificateRefused,
             ClosedUnderTls,
             NothingListening,
