@@ -598,7 +598,15 @@ impl TlsIncoming {
                     let spoke = slot.stage.load(Ordering::Acquire) >= STAGE_BYTES;
                     if !cut && spoke {
                         counters.counters.count(Outcome::TlsFailed);
-                        tracing::debug!(remote = ?slot.remote, error = %e, "TLS handshake failed");
+                        // A warning, as a Fabric peer logs its own ("TLS handshake failed"),
+                        // at most as often as the table's other lines: a client whose TLS
+                        // is wrong retries, and a flood of them must not flood the log.
+                        if let Some(not_logged) = counters.log_now() {
+                            tracing::warn!(
+                                remote = ?slot.remote, error = %e, not_logged,
+                                "TLS handshake failed"
+                            );
+                        }
                     }
                     None
                 }

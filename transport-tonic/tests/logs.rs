@@ -184,6 +184,26 @@ async fn the_driver_logs_connections_evictions_and_failures() {
         }
         stop_all(&[&n]).await;
     }
+    // A client whose TLS fails (here it speaks plaintext HTTP) is a warning naming it, as
+    // a Fabric peer logs "TLS handshake failed"; it had been counted, at debug only.
+    let pki = Pki::new("test-ca");
+    let t = node(config(), Some(pki.tls("t"))).await;
+    let mut plain = tokio::net::TcpStream::connect(t.local_addr()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut plain, b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    within("the TLS failure counted", async {
+        while t.driver_stats().inbound_tls_failures == 0 {
+            tick.tick().await;
+        }
+    })
+    .await;
+    let line = capture
+        .find(&["TLS handshake failed", "remote="])
+        .unwrap_or_else(|| panic!("no TLS failure: {:?}", lock(&capture.events)));
+    assert!(line.starts_with("level=WARN "), "{line}");
+    drop(plain);
+    stop_all(&[&t]).await;
     // A stream whose bytes are not gRPC messages, and one whose message stalls: each
     // end is a warning naming its cause (at `debug`, as a plain end, it went unseen).
     let mut limits = DriverLimits::default();
