@@ -7,6 +7,7 @@ use crate::membership::MembershipArgs;
 use crate::opts::{self, ConfigError, IdentityArgs, TlsArgs};
 use clap::Args;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Arguments of `fabric-gossip node`.
@@ -24,7 +25,9 @@ pub(crate) struct NodeArgs {
     /// read and kept for the membership layer), peer.tls.*, peer.mspConfigPath,
     /// peer.localMspId, operations.listenAddress, metrics.provider. CORE_... variables
     /// override it (CORE_PEER_TLS_ENABLED=true), relative paths are relative to the file's
-    /// directory, and flags override both (the TLS flags as a set).
+    /// directory, and flags override both (the TLS flags as a set). A directory means its
+    /// core.yaml, as FABRIC_CFG_PATH names one; without --config neither FABRIC_CFG_PATH
+    /// nor CORE_ variables are read (a warning names those set).
     #[arg(long, value_name = "CORE_YAML")]
     config: Option<std::path::PathBuf>,
     /// At start-up, send an Empty message to this peer, which opens a connection (dial,
@@ -245,10 +248,59 @@ pub(super) struct Settings {
     pub(super) membership: Option<MembershipArgs>,
 }
 
+/// `--config`'s file: the path given, or `core.yaml` in it when it is a directory, as a
+/// Fabric peer reads `core.yaml` from the directory `FABRIC_CFG_PATH` names.
+fn core_yaml(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("core.yaml")
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Without `--config`, what of a Fabric peer's environment is set and not read: a Fabric
+/// container passes `FABRIC_CFG_PATH` and `CORE_` variables and no flag, and the node would
+/// otherwise ignore them without a word. `None` when none is set.
+fn unread_environment(env: &dyn Fn(&str) -> Option<String>, names: &[String]) -> Option<String> {
+    let mut vars: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with("CORE_"))
+        .collect();
+    vars.sort_unstable();
+    let more = vars.len().saturating_sub(3);
+    let mut vars = vars[..vars.len().min(3)].join(", ");
+    if more > 0 {
+        vars.push_str(&format!(" and {more} more"));
+    }
+    match env("FABRIC_CFG_PATH").filter(|p| !p.is_empty()) {
+        Some(p) if vars.is_empty() => Some(format!(
+            "FABRIC_CFG_PATH ({p}) is read only with --config: pass --config {p} to read its \
+             core.yaml"
+        )),
+        Some(p) => Some(format!(
+            "FABRIC_CFG_PATH ({p}) and CORE_ variables ({vars}) are read only with --config: \
+             pass --config {p} to read its core.yaml"
+        )),
+        None if vars.is_empty() => None,
+        None => Some(format!(
+            "CORE_ variables ({vars}) are read only with --config (a core.yaml, or its \
+             directory): ignored"
+        )),
+    }
+}
+
 pub(super) fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
+    let mut unread = None;
     let file = match &args.config {
-        Some(p) => Some(crate::config::load(p)?),
-        None => None,
+        Some(p) => Some(crate::config::load(&core_yaml(p))?),
+        None => {
+            let names: Vec<String> = std::env::vars_os()
+                .filter_map(|(k, _)| k.into_string().ok())
+                .collect();
+            unread = unread_environment(&|n| std::env::var(n).ok(), &names);
+            None
+        }
     };
     let listen = match (
         args.listen,
@@ -260,11 +312,16 @@ pub(super) fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
             ConfigError(format!("{} {l:?}: {e}", key.unwrap_or_default()))
         })?,
         (None, None) => {
-            return Err(ConfigError(
-                "--listen HOST:PORT is required (or peer.listenAddress in --config)".into(),
-            ));
+            let why = unread.map(|u| format!(" ({u})")).unwrap_or_default();
+            return Err(ConfigError(format!(
+                "--listen HOST:PORT is required (or peer.listenAddress in --config){why}"
+            )));
         }
     };
+    // The node starts all the same: say what it leaves unread.
+    if let Some(text) = &unread {
+        tracing::warn!(target: TARGET, "{text}");
+    }
     let operations = match (
         args.operations,
         file.as_ref()
@@ -661,5 +718,55 @@ mod tests {
             .err()
             .expect("refused");
         assert!(e.contains("clientAuthRequired needs"), "{e}");
+    }
+
+    /// An operator's trial: a Fabric container's environment (`FABRIC_CFG_PATH`, `CORE_`
+    /// variables, no flag) was ignored without a word. Without --config what is set is
+    /// named, up to three variables, and how to have it read.
+    #[test]
+    fn a_fabric_peers_environment_unread_without_config_is_named() {
+        let none = |_: &str| None;
+        assert_eq!(unread_environment(&none, &["PATH".into()]), None);
+        let names: Vec<String> = ["CORE_PEER_ID", "PATH", "CORE_B", "CORE_A", "CORE_PEER_X"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            unread_environment(&none, &names[..3]).as_deref(),
+            Some(
+                "CORE_ variables (CORE_B, CORE_PEER_ID) are read only with --config (a \
+                 core.yaml, or its directory): ignored"
+            )
+        );
+        let all = unread_environment(&none, &names).unwrap();
+        assert!(
+            all.contains("(CORE_A, CORE_B, CORE_PEER_ID and 1 more)"),
+            "{all}"
+        );
+        let dir = "/etc/hyperledger/fabric";
+        let cfg = |n: &str| (n == "FABRIC_CFG_PATH").then(|| dir.to_owned());
+        assert_eq!(
+            unread_environment(&cfg, &["PATH".into()]).as_deref(),
+            Some(
+                "FABRIC_CFG_PATH (/etc/hyperledger/fabric) is read only with --config: pass \
+                 --config /etc/hyperledger/fabric to read its core.yaml"
+            )
+        );
+        let both = unread_environment(&cfg, &names).unwrap();
+        assert!(
+            both.starts_with("FABRIC_CFG_PATH (/etc/hyperledger/fabric) and CORE_"),
+            "{both}"
+        );
+        let empty = |n: &str| (n == "FABRIC_CFG_PATH").then(String::new);
+        assert_eq!(unread_environment(&empty, &["PATH".into()]), None);
+    }
+
+    /// `--config` takes a directory as `FABRIC_CFG_PATH` names one: its `core.yaml`.
+    #[test]
+    fn a_config_directory_means_its_core_yaml() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(super::core_yaml(dir.path()), dir.path().join("core.yaml"));
+        let file = dir.path().join("peer.yaml");
+        std::fs::write(&file, "").expect("write");
+        assert_eq!(super::core_yaml(&file), file);
     }
 }
