@@ -917,13 +917,29 @@ fn print_summary(
             ),
         ),
         ("presumed dead", t.presumed_dead.to_string()),
-        ("identity switches", t.identity_switches.to_string()),
+        (
+            "identity switches",
+            if t.identity_switches == 0 {
+                "0".to_owned()
+            } else {
+                // Read as churn by an operator's trial: say where they come from.
+                format!(
+                    "{}  (sends to a restarted node's first identity: the workload addresses \
+                     a node so half the time, as a peer that missed the restart would)",
+                    t.identity_switches
+                )
+            },
+        ),
         (
             "virtual time",
             format!(
                 "{}{}",
                 fmt_secs(sim.elapsed()),
-                if idle { " (idle)" } else { "" }
+                if idle {
+                    " (idle: the run goes on past --duration until nothing is left to do)"
+                } else {
+                    ""
+                }
             ),
         ),
         ("wall time", fmt_secs(wall)),
