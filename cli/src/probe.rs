@@ -307,6 +307,12 @@ const PLAINTEXT_HINT: &str =
 const HTTP1_HINT: &str = "\n  hint: the port answers HTTP/1.x, not gRPC: is it the operations \
                           port? Gossip is served on the peer's peer.gossip.endpoint (usually \
                           :7051)";
+const SILENT_HINT: &str = "\n  hint: something took the connection but did not answer gRPC's \
+                           Ping in time: is it the peer's gossip port (peer.listenAddress, \
+                           usually :7051), and is the peer running, not stopped or stuck?";
+const SLOW_DIAL_HINT: &str = "\n  hint: the connection (TCP, and TLS if used) was not made in \
+                              time: is the address reachable from here, is it the peer's \
+                              gossip port, and is --timeout long enough?";
 const NOT_GRPC_HINT: &str = "\n  hint: the port answers, but neither gRPC nor TLS: is it the \
                              peer's gossip endpoint (peer.gossip.endpoint, usually :7051)?";
 
@@ -318,12 +324,20 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
     if refused_our_msp_id(error) {
         return MSP_ID_HINT;
     }
+    // The time-outs as `ping_failure` and `dial_failure` word them.
+    if error.starts_with("ping failed: no answer within") {
+        return SILENT_HINT;
+    }
+    if error.starts_with("dial failed: no connection within") {
+        return SLOW_DIAL_HINT;
+    }
     match DialDiagnosis::of(error, tls) {
         Some(DialDiagnosis::PeerServesTls) => TLS_HINT,
         Some(DialDiagnosis::PeerServesPlaintext) => PLAINTEXT_HINT,
         Some(DialDiagnosis::ServerNameMismatch) => {
-            "\n  hint: the peer's TLS certificate is issued to another name; \
-             pass --tls-server-name (e.g. peer0.org1.example.com)"
+            "\n  hint: the peer's TLS certificate is issued to another name than the one \
+             dialled (the error lists the names it holds); pass --tls-server-name with one of \
+             them (e.g. peer0.org1.example.com)"
         }
         Some(DialDiagnosis::UnknownIssuer) => {
             "\n  hint: the peer's TLS certificate does not chain to any --tls-ca; \
@@ -469,6 +483,12 @@ pub(crate) fn handshake_hint(e: &HandshakeError) -> Option<String> {
              --msp-id is wrong: it is the peer's CORE_PEER_LOCALMSPID, e.g. {m})"
         )),
         HandshakeError::Dial(_) | HandshakeError::Ping(_) => None,
+        HandshakeError::IdentityMismatch => Some(
+            "\n  hint: the peer's PKI-ID is not the one its identity gives here; with \
+             --test-identity, a peer with MSP identities (a Fabric peer) fails so: pass \
+             --msp-dir and --msp-id"
+                .to_owned(),
+        ),
         HandshakeError::StreamEnded(_) => Some(
             "\n  hint: the peer refused our handshake; does it \
              trust our MSP (its channel configuration) and our TLS CA?"
@@ -723,6 +743,18 @@ mod tests {
         assert_eq!(steps(&tls, false), "TCP, TLS, Ping");
         assert_eq!(steps(&plain, true), "TCP, Ping, ConnEstablish both ways");
         assert_eq!(steps(&tls, true), "TCP, TLS, Ping, ConnEstablish both ways");
+    }
+
+    /// An operator's trial: a port that takes the connection and never answers, a dial
+    /// cut by --timeout and a test identity against an MSP peer each get a hint.
+    #[test]
+    fn silent_ports_slow_dials_and_a_test_identity_against_msp_get_hints() {
+        let ping = ping_failure(PING_TIMED_OUT, Duration::from_secs(2));
+        assert!(dial_hint(&ping, false).contains("did not answer gRPC's Ping"));
+        let dial = dial_failure(&DialError::Timeout, Duration::from_millis(500));
+        assert!(dial_hint(&dial, true).contains("--timeout long enough"));
+        let hint = handshake_hint(&HandshakeError::IdentityMismatch).unwrap();
+        assert!(hint.contains("--test-identity"), "{hint}");
     }
 
     /// A time-out names the bound of the step it cut; any other failure keeps the
