@@ -47,7 +47,9 @@ enum Command {
     /// Run a deterministic simulation of N nodes and print a summary.
     Sim(sim::SimArgs),
     /// Run 5 nodes of two organizations with mutual TLS on loopback: messages, a node
-    /// stopped (presumed dead), restarted (reconnected); live progress and a final table.
+    /// stopped (presumed dead), restarted (reconnected); then as members of Fabric's
+    /// membership protocol: joined, one declared dead, back as a new incarnation; live
+    /// progress and a final table.
     Demo(demo::DemoArgs),
     /// Run one gossip node: received messages and events as JSON lines on stdout,
     /// commands (or plain text to send) on stdin.
