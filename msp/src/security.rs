@@ -557,11 +557,32 @@ impl Parsed {
         self.chain.clone()?;
         if now > self.not_after {
             return Err(SecurityError::Expired(format!(
-                "expired at {} (now {now})",
-                self.not_after
+                "expired on {}, {} ago",
+                shown_date(self.not_after),
+                shown_age(now.saturating_duration_since(self.not_after))
             )));
         }
         Ok(())
+    }
+}
+
+/// `at` as a UTC date and time to the second (`2026-12-07T10:57:45Z`), as an operator reads
+/// a certificate's dates (an instant holds none past 2554; the raw instant if one did).
+fn shown_date(at: Instant) -> String {
+    let since_epoch = Duration::from_secs(at.as_unix_nanos() / 1_000_000_000);
+    der::DateTime::from_unix_duration(since_epoch)
+        .map_or_else(|_| at.to_string(), |d| d.to_string())
+}
+
+/// `d` in its largest whole unit (`45 s`, `3 min`, `5 h`, `12 days`).
+fn shown_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3_600 => format!("{} min", s / 60),
+        3_600..86_400 => format!("{} h", s / 3_600),
+        86_400..172_800 => "1 day".to_owned(),
+        _ => format!("{} days", s / 86_400),
     }
 }
 
@@ -654,6 +675,25 @@ impl Security for MspSecurity {
 #[cfg(test)]
 mod tests {
     use crate::dev::{self, OrgSpec};
+
+    /// An expiry's age in its largest whole unit, each unit from its first second; a date
+    /// past what a certificate can say shows the raw instant.
+    #[test]
+    fn an_age_is_told_in_its_largest_unit_and_a_date_to_the_second() {
+        use core::time::Duration;
+        let cases = [
+            (59, "59 s"),
+            (60, "1 min"),
+            (3_599, "59 min"),
+            (3_600, "1 h"),
+        ];
+        let days = [(86_399, "23 h"), (86_400, "1 day"), (172_800, "2 days")];
+        for (secs, text) in cases.into_iter().chain(days) {
+            assert_eq!(super::shown_age(Duration::from_secs(secs)), text, "{secs}");
+        }
+        let at = super::Instant::from_unix_nanos(1_699_999_000_999_999_999);
+        assert_eq!(super::shown_date(at), "2023-11-14T21:56:40Z");
+    }
 
     /// `parsed` caches a verdict only if the store's generation it read before parsing is
     /// still current, so that a verdict reached under a store being replaced (a CRL just

@@ -349,6 +349,12 @@ fn expired_certificates_are_expired_and_not_yet_valid_ones_accepted() {
     let id = serialize_identity(ORG1, &old.identity.cert_der);
     let r = b.validate_identity(&id, now());
     assert!(matches!(r, Err(SecurityError::Expired(_))), "{r:?}");
+    // Its text gives the date, as an operator reads a certificate's, and how long ago.
+    let r = b.validate_identity(&id, Instant::from_unix_secs(1_699_999_000 + 150));
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "certificate not valid now: expired on 2023-11-14T21:56:40Z, 2 min ago"
+    );
     // It was fine while it lasted, and its expiration is just after notAfter.
     b.validate_identity(&id, Instant::from_unix_secs(1_699_999_000))
         .unwrap();
