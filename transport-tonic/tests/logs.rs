@@ -188,7 +188,9 @@ async fn the_driver_logs_connections_evictions_and_failures() {
     // a Fabric peer logs "TLS handshake failed"; it had been counted, at debug only.
     let pki = Pki::new("test-ca");
     let t = node(config(), Some(pki.tls("t"))).await;
-    let mut plain = tokio::net::TcpStream::connect(t.local_addr()).await.unwrap();
+    let mut plain = tokio::net::TcpStream::connect(t.local_addr())
+        .await
+        .unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut plain, b"GET / HTTP/1.1\r\n\r\n")
         .await
         .unwrap();
