@@ -260,11 +260,12 @@ fn core_yaml(path: &Path) -> PathBuf {
 
 /// Without `--config`, what of a Fabric peer's environment is set and not read: a Fabric
 /// container passes `FABRIC_CFG_PATH` and `CORE_` variables and no flag, and the node would
-/// otherwise ignore them without a word. `None` when none is set.
-fn unread_environment(env: &dyn Fn(&str) -> Option<String>, names: &[String]) -> Option<String> {
-    let mut vars: Vec<&str> = names
+/// otherwise ignore them without a word. `env`: the process's variables, name and value.
+/// `None` when none is set.
+fn unread_environment(env: &[(String, String)]) -> Option<String> {
+    let mut vars: Vec<&str> = env
         .iter()
-        .map(String::as_str)
+        .map(|(name, _)| name.as_str())
         .filter(|n| n.starts_with("CORE_"))
         .collect();
     vars.sort_unstable();
@@ -273,7 +274,10 @@ fn unread_environment(env: &dyn Fn(&str) -> Option<String>, names: &[String]) ->
     if more > 0 {
         vars.push_str(&format!(" and {more} more"));
     }
-    match env("FABRIC_CFG_PATH").filter(|p| !p.is_empty()) {
+    let cfg_path = env
+        .iter()
+        .find(|(name, value)| name == "FABRIC_CFG_PATH" && !value.is_empty());
+    match cfg_path.map(|(_, p)| p) {
         Some(p) if vars.is_empty() => Some(format!(
             "FABRIC_CFG_PATH ({p}) is read only with --config: pass --config {p} to read its \
              core.yaml"
@@ -295,10 +299,10 @@ pub(super) fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
     let file = match &args.config {
         Some(p) => Some(crate::config::load(&core_yaml(p))?),
         None => {
-            let names: Vec<String> = std::env::vars_os()
-                .filter_map(|(k, _)| k.into_string().ok())
+            let env: Vec<(String, String)> = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into())))
                 .collect();
-            unread = unread_environment(&|n| std::env::var(n).ok(), &names);
+            unread = unread_environment(&env);
             None
         }
     };
@@ -725,39 +729,51 @@ mod tests {
     /// named, up to three variables, and how to have it read.
     #[test]
     fn a_fabric_peers_environment_unread_without_config_is_named() {
-        let none = |_: &str| None;
-        assert_eq!(unread_environment(&none, &["PATH".into()]), None);
-        let names: Vec<String> = ["CORE_PEER_ID", "PATH", "CORE_B", "CORE_A", "CORE_PEER_X"]
-            .map(String::from)
-            .into();
+        let env = |vars: &[(&str, &str)]| -> Vec<(String, String)> {
+            vars.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let path = ("PATH", "/bin");
+        assert_eq!(unread_environment(&env(&[path])), None);
+        let names = [
+            ("CORE_PEER_ID", "p"),
+            path,
+            ("CORE_B", "b"),
+            ("CORE_A", "a"),
+            ("CORE_PEER_X", "x"),
+        ];
         assert_eq!(
-            unread_environment(&none, &names[..3]).as_deref(),
+            unread_environment(&env(&names[..3])).as_deref(),
             Some(
                 "CORE_ variables (CORE_B, CORE_PEER_ID) are read only with --config (a \
                  core.yaml, or its directory): ignored"
             )
         );
-        let all = unread_environment(&none, &names).unwrap();
+        let all = unread_environment(&env(&names)).unwrap();
         assert!(
             all.contains("(CORE_A, CORE_B, CORE_PEER_ID and 1 more)"),
             "{all}"
         );
-        let dir = "/etc/hyperledger/fabric";
-        let cfg = |n: &str| (n == "FABRIC_CFG_PATH").then(|| dir.to_owned());
+        let cfg = ("FABRIC_CFG_PATH", "/etc/hyperledger/fabric");
         assert_eq!(
-            unread_environment(&cfg, &["PATH".into()]).as_deref(),
+            unread_environment(&env(&[path, cfg])).as_deref(),
             Some(
                 "FABRIC_CFG_PATH (/etc/hyperledger/fabric) is read only with --config: pass \
                  --config /etc/hyperledger/fabric to read its core.yaml"
             )
         );
-        let both = unread_environment(&cfg, &names).unwrap();
+        let mut with_cfg = names.to_vec();
+        with_cfg.push(cfg);
+        let both = unread_environment(&env(&with_cfg)).unwrap();
         assert!(
             both.starts_with("FABRIC_CFG_PATH (/etc/hyperledger/fabric) and CORE_"),
             "{both}"
         );
-        let empty = |n: &str| (n == "FABRIC_CFG_PATH").then(String::new);
-        assert_eq!(unread_environment(&empty, &["PATH".into()]), None);
+        assert_eq!(
+            unread_environment(&env(&[path, ("FABRIC_CFG_PATH", "")])),
+            None
+        );
     }
 
     /// `--config` takes a directory as `FABRIC_CFG_PATH` names one: its `core.yaml`.
