@@ -216,14 +216,15 @@ impl Outcome {
 pub(crate) struct AdmissionCounters([AtomicU64; Outcome::COUNT]);
 
 impl AdmissionCounters {
-    /// Counts one `outcome`.
+    /// Counts one `outcome`. Release, with [`get`](Self::get)'s acquire: a reader who
+    /// sees the count also sees what its counter wrote before it (its log line).
     pub(crate) fn count(&self, outcome: Outcome) {
-        self.0[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.0[outcome as usize].fetch_add(1, Ordering::Release);
     }
 
     /// How many times `outcome` happened.
     pub(crate) fn get(&self, outcome: Outcome) -> u64 {
-        self.0[outcome as usize].load(Ordering::Relaxed)
+        self.0[outcome as usize].load(Ordering::Acquire)
     }
 }
 
@@ -284,7 +285,6 @@ impl Admission {
             match Self::victim(&t) {
                 Some(v) => {
                     if let Some(s) = t.remove(&v) {
-                        self.counters.count(Outcome::Evicted);
                         if let Some(not_logged) = self.log_now() {
                             tracing::info!(
                                 remote = ?s.remote, stage = s.stage.load(Ordering::Relaxed),
@@ -292,6 +292,7 @@ impl Admission {
                                 "inbound connection evicted: connection limit reached"
                             );
                         }
+                        self.counters.count(Outcome::Evicted);
                         kill(&s);
                     }
                 }
@@ -364,13 +365,13 @@ impl Admission {
         let mut t = self.lock();
         if let Some(s) = Self::victim(&t).and_then(|v| t.remove(&v)) {
             drop(t);
-            self.counters.count(Outcome::Evicted);
             if let Some(not_logged) = self.log_now() {
                 tracing::info!(
                     remote = ?s.remote, not_logged,
                     "inbound connection evicted: out of file descriptors"
                 );
             }
+            self.counters.count(Outcome::Evicted);
             kill(&s);
         }
     }
@@ -419,7 +420,6 @@ impl Admission {
             });
         }
         for s in expired {
-            self.counters.count(Outcome::SetupTimeout);
             if let Some(not_logged) = self.log_now() {
                 tracing::info!(
                     remote = ?s.remote, stage = s.stage.load(Ordering::Relaxed),
@@ -427,6 +427,7 @@ impl Admission {
                     "inbound connection closed: no authenticated stream within the setup timeout"
                 );
             }
+            self.counters.count(Outcome::SetupTimeout);
             kill(&s);
         }
         next.map(|ms| self.base + Duration::from_millis(ms))
@@ -597,7 +598,6 @@ impl TlsIncoming {
                     let cut = slot.killed.load(Ordering::Acquire);
                     let spoke = slot.stage.load(Ordering::Acquire) >= STAGE_BYTES;
                     if !cut && spoke {
-                        counters.counters.count(Outcome::TlsFailed);
                         // A warning, as a Fabric peer logs its own ("TLS handshake failed"),
                         // at most as often as the table's other lines: a client whose TLS
                         // is wrong retries, and a flood of them must not flood the log.
@@ -607,6 +607,10 @@ impl TlsIncoming {
                                 "TLS handshake failed"
                             );
                         }
+                        // Counted after its line is out (here and at the table's other
+                        // lines): whoever sees the count go up finds the line already
+                        // written, even with the handshake on another worker thread.
+                        counters.counters.count(Outcome::TlsFailed);
                     }
                     None
                 }

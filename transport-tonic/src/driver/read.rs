@@ -310,6 +310,20 @@ async fn feed_core(
             && let Some(ended) = end.take()
         {
             let fault = fault.as_ref().and_then(take_fault);
+            // Logged before the sender learns of it below: a sender (a test, a probe)
+            // that gets the status and then reads the log finds the line already there.
+            match &fault {
+                Some(Fault::Oversized(size)) => {
+                    tracing::warn!(size, "oversized message refused at its length prefix");
+                }
+                Some(Fault::Stalled { received }) => {
+                    tracing::warn!(received, "stream reset: message in progress stalled");
+                }
+                Some(Fault::Framing(why)) => {
+                    tracing::warn!(error = %why, "stream ended: bad gRPC framing");
+                }
+                None => {}
+            }
             // The sender of an oversized, stalled or badly framed message learns why on an
             // inbound stream, with the code grpc-go gives such a message (RESOURCE_EXHAUSTED,
             // INTERNAL; DEADLINE_EXCEEDED for a stall, which grpc-go does not time): the
@@ -328,18 +342,11 @@ async fn feed_core(
             };
             match fault {
                 Some(Fault::Oversized(size)) => {
-                    tracing::warn!(size, "oversized message refused at its length prefix");
                     let _ = st.comm.handle_oversized(now, stream, size);
                 }
                 other => {
-                    match &other {
-                        Some(Fault::Stalled { received }) => {
-                            tracing::warn!(received, "stream reset: message in progress stalled");
-                        }
-                        Some(Fault::Framing(why)) => {
-                            tracing::warn!(error = %why, "stream ended: bad gRPC framing");
-                        }
-                        _ => tracing::debug!(end = ?e, "stream ended"),
+                    if other.is_none() {
+                        tracing::debug!(end = ?e, "stream ended");
                     }
                     let _ = st.comm.handle_stream_closed(now, stream, e);
                 }
