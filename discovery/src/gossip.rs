@@ -117,13 +117,10 @@ impl Discovery {
     /// through every member that forwards it.
     pub(crate) fn about_me(&mut self, now: Instant, parsed: &ParsedAlive) {
         self.stats.alive_about_me += 1;
-        let Some(me) = &self.me else { return };
-        let other_external = parsed.endpoint != me.endpoint;
-        let other_internal = !parsed.internal_endpoint.is_empty()
-            && parsed.internal_endpoint != me.internal_endpoint;
-        if !(other_external || other_internal) {
+        if !self.is_elsewhere(parsed) {
             return;
         }
+        let Some(me) = &self.me else { return };
         self.stats.alive_impostors += 1;
         let Some(not_logged) = self.impostor_log.admit(now) else {
             return;
@@ -136,10 +133,24 @@ impl Discovery {
             internal_endpoint = %parsed.internal_endpoint,
             our_endpoint = %me.endpoint,
             our_internal_endpoint = %me.internal_endpoint,
+            // The newer incarnation wins in the others' views: with theirs newer, the
+            // others send our gossip to it, and list us dead once it stops.
+            theirs_newer = parsed.ts.inc > me.inc,
             not_logged_before = not_logged,
             "Bad configuration detected: Received AliveMessage from a peer with the same \
              PKI-ID as myself"
         );
+    }
+
+    /// Whether an alive message about us names another external endpoint than ours, or
+    /// another internal endpoint in its secret (a stripped one says nothing): sent by
+    /// another node with our identity, not ours echoed back.
+    pub(crate) fn is_elsewhere(&self, parsed: &ParsedAlive) -> bool {
+        self.me.as_ref().is_some_and(|me| {
+            parsed.endpoint != me.endpoint
+                || (!parsed.internal_endpoint.is_empty()
+                    && parsed.internal_endpoint != me.internal_endpoint)
+        })
     }
 
     /// A gossiped alive message, in Fabric's order: store de-dup (on the message comm

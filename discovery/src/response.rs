@@ -14,6 +14,12 @@ use std::collections::BTreeSet;
 enum Entry {
     /// About us: skipped (`alive_about_me`), as Fabric's `isSentByMe` drops it.
     Me,
+    /// About us, in the alive list, with another endpoint than ours: verified, and if it
+    /// verifies another node runs with our identity (`alive_impostors`, Fabric's "Bad
+    /// configuration detected"). A node that meets its impostor only here is common: once
+    /// the impostor's newer incarnation wins, the others send their gossip to its
+    /// endpoint, and we hear of it only in the responses to our requests.
+    MeElsewhere(ParsedAlive),
     /// Not newer than the message store's entry for the member.
     Duplicate,
     /// Would change nothing in membership, or find no room there (see
@@ -61,6 +67,23 @@ impl Discovery {
                 Ok(Entry::Parsed(p)) => p,
                 Ok(Entry::Me) => {
                     self.stats.alive_about_me += 1;
+                    continue;
+                }
+                Ok(Entry::MeElsewhere(parsed)) => {
+                    // One such entry a response, as for any member (a repeat would cost a
+                    // verification each); one that fails counts as any failure does.
+                    if seen.insert(parsed.pki_id.clone()) {
+                        match self.verify(comm, &parsed, env, now) {
+                            Ok(_) => self.about_me(now, &parsed),
+                            Err(_) => failures += 1,
+                        }
+                    } else {
+                        self.stats.response_entries_repeated += 1;
+                    }
+                    if failures >= MAX_RESPONSE_FAILURES {
+                        self.stats.responses_aborted += 1;
+                        return;
+                    }
                     continue;
                 }
                 Ok(Entry::Duplicate) => {
@@ -151,7 +174,20 @@ impl Discovery {
         };
         check_signed(env)?;
         if key.0 == self.pki_id {
-            return Ok(Entry::Me);
+            // Fabric's `isSentByMe` judges the alive list's entries only (its dead list
+            // skips us without a word); ours echoed back is the rule and costs no decoding.
+            if dead_list {
+                return Ok(Entry::Me);
+            }
+            let parsed = match parsed {
+                Some(p) => p,
+                None => parse()?,
+            };
+            return Ok(if self.is_elsewhere(&parsed) {
+                Entry::MeElsewhere(parsed)
+            } else {
+                Entry::Me
+            });
         }
         if !self.store.check_valid(&key.0, key.1) {
             return Ok(Entry::Duplicate);

@@ -41,8 +41,9 @@ pub struct DiscoveryStats {
     pub alive_bad_signature: u64,
     /// Alive messages about ourselves (dropped; a different endpoint means a second node
     /// runs with our identity: `alive_impostors`): direct, in requests, and entries of
-    /// responses (these unverified, so never judged impostors; a response lists us as a
-    /// rule).
+    /// responses (a response lists us as a rule; an entry there is verified, and judged,
+    /// only when it names another endpoint than ours, and only in the alive list, as
+    /// Fabric judges it).
     pub alive_about_me: u64,
     /// Of `alive_about_me`, those carrying another external endpoint than ours, or
     /// another internal endpoint in their secret: another node runs with our identity

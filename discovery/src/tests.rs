@@ -2319,6 +2319,43 @@ fn entries_about_us_in_a_response_are_dropped_and_counted() {
     assert!(d.member(&pki("a1")).is_some());
     assert!(d.member(&pki("me")).is_none());
     assert_eq!(d.stats().alive_about_me, 2);
+    assert_eq!(d.stats().alive_impostors, 0);
+    // Ours echoed back is never verified: a forgery of it goes unseen.
+    let mut echo = alive_of_me(3, "me.ext:7051", Some("me.int:7051"));
+    echo.signature = Bytes::from_static(b"not a signature");
+    d.handle_message(T0, &mut comm, response("a1", vec![echo], vec![], 0));
+    assert_eq!(d.stats().alive_about_me, 3);
+    assert_eq!(d.stats().alive_bad_signature, 0);
+}
+
+/// An operator's trial: a second node started with a running peer's identity wins the
+/// others' membership with its newer incarnation, and they send their gossip to its
+/// endpoint; the running peer hears of it only in the responses to its own requests.
+/// Fabric verifies those entries and logs "Bad configuration detected" from the alive
+/// list's (not the dead list's); so do we, once a response, and a forged one is refused.
+#[test]
+fn an_impostor_listed_in_a_response_is_verified_counted_and_logged() {
+    let (mut comm, mut d) = me();
+    let impostor = alive_of_me(7, "elsewhere:7051", Some("elsewhere:7051"));
+    let res = response(
+        "a1",
+        vec![impostor.clone(), impostor.clone()],
+        vec![alive_of_me(8, "elsewhere:7051", None)],
+        0,
+    );
+    d.handle_message(T0, &mut comm, res);
+    assert!(d.member(&pki("me")).is_none());
+    assert_eq!(d.stats().alive_about_me, 2, "the alive list's, once");
+    assert_eq!(d.stats().alive_impostors, 1);
+    assert_eq!(d.stats().response_entries_repeated, 1);
+    assert_eq!(d.impostor_lines, 1);
+    // A forgery of it (another signature) is refused, not judged.
+    let mut forged = impostor;
+    forged.signature = Bytes::from_static(b"not a signature");
+    let res = response("a1", vec![forged], vec![], 0);
+    d.handle_message(T0 + SEC, &mut comm, res);
+    assert_eq!(d.stats().alive_impostors, 1);
+    assert_eq!(d.stats().alive_bad_signature, 1);
 }
 
 /// A security provider around [`security`]'s for tests that need more of it: it counts the
