@@ -133,13 +133,48 @@ async fn the_driver_logs_connections_evictions_and_failures() {
     .await;
     assert!(capture.find(&["inbound connection evicted"]).is_some());
 
-    // A dial that fails names the endpoint and the error.
+    // A dial that fails names the endpoint and the error; the next failures to the same
+    // endpoint (retries, a departed member's reconnect rounds) are at debug, until a dial
+    // to it succeeds, which says how many failed.
     let nowhere = RemotePeer::new("127.0.0.1:1", "127.0.0.1:1");
-    let _ = within("probe", a.probe(&nowhere)).await;
+    for _ in 0..2 {
+        let _ = within("probe", a.probe(&nowhere)).await;
+    }
     let dial = capture
         .find(&["dial failed", "127.0.0.1:1"])
         .expect("a dial failure event");
     assert!(dial.contains("error="), "{dial}");
+    let failures = |level: &str| {
+        lock(&capture.events)
+            .iter()
+            .filter(|e| e.starts_with(level) && e.contains("dial failed"))
+            .filter(|e| e.contains("endpoint=127.0.0.1:1 "))
+            .count()
+    };
+    assert_eq!(failures("level=INFO"), 1);
+    assert!(failures("level=DEBUG") >= 1);
+    let late = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = late.local_addr().unwrap().port();
+    drop(late);
+    let addr = format!("127.0.0.1:{port}");
+    let later = RemotePeer::new(addr.clone(), addr.as_bytes());
+    assert!(within("probe", a.probe(&later)).await.is_err());
+    let late = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let l = Node::builder(config())
+        .listener(late)
+        .start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
+        .await
+        .unwrap();
+    within("probe", a.probe(&later)).await.unwrap();
+    let endpoint = format!("endpoint=127.0.0.1:{port} ");
+    assert!(
+        capture
+            .find(&["dial succeeded after failed dials", &endpoint, "failed="])
+            .is_some(),
+        "{:?}",
+        lock(&capture.events)
+    );
+    stop_all(&[&l]).await;
 
     // A budget for incomplete messages that cannot hold the largest message with its
     // 5-byte gRPC prefix is warned about at start (such messages would stall for good);

@@ -33,6 +33,9 @@ pub(super) async fn dial_task(inner: Arc<Inner>, dial: DialId, endpoint: String)
     let result = match result {
         Ok((channel, hash)) => {
             st.stats.dials_ok += 1;
+            if let Some(failed) = st.unreachable.answered(&endpoint) {
+                tracing::info!(%endpoint, failed, "dial succeeded after failed dials");
+            }
             if let Some(d) = st.dials.get_mut(&dial) {
                 d.channel = Some(channel);
                 d.task = None;
@@ -41,12 +44,51 @@ pub(super) async fn dial_task(inner: Arc<Inner>, dial: DialId, endpoint: String)
         }
         Err(e) => {
             st.stats.dials_failed += 1;
-            tracing::info!(%endpoint, error = %e, "dial failed");
+            // A member that left is dialled again and again until it is purged (the
+            // core's retries, membership's reconnect rounds): its first failure is news,
+            // the rest noise (an operator's trial: a line every second or two).
+            if st.unreachable.failed(&endpoint) == 0 {
+                tracing::info!(
+                    %endpoint, error = %e,
+                    "dial failed (its next failures at debug, until a dial to it succeeds)"
+                );
+            } else {
+                tracing::debug!(%endpoint, error = %e, "dial failed");
+            }
             Err(e)
         }
     };
     let _ = st.comm.handle_dial_result(now, dial, result);
     drain(&inner, &mut st);
+}
+
+/// Endpoints whose dials fail, with how many failed since one last succeeded: what
+/// decides whether a failed dial is logged at info (the first) or debug (the rest).
+#[derive(Default)]
+pub(super) struct Unreachable(super::Map<String, u64>);
+
+impl Unreachable {
+    /// Endpoints tracked at most: dialled endpoints come from members' alive messages,
+    /// and past this many the failures of endpoints not tracked are all logged at info
+    /// rather than the map growing.
+    const MAX: usize = 1024;
+
+    /// Records a failed dial to `endpoint`: how many failed before it.
+    fn failed(&mut self, endpoint: &str) -> u64 {
+        if let Some(n) = self.0.get_mut(endpoint) {
+            *n += 1;
+            return *n - 1;
+        }
+        if self.0.len() < Self::MAX {
+            self.0.insert(endpoint.to_owned(), 1);
+        }
+        0
+    }
+
+    /// Records a dial to `endpoint` that succeeded: how many failed before it, if any.
+    fn answered(&mut self, endpoint: &str) -> Option<u64> {
+        self.0.remove(endpoint)
+    }
 }
 
 /// Opens a client channel to `endpoint` (`host:port`), returning the hash of the server's

@@ -260,6 +260,8 @@ pub(crate) struct State {
     /// Streams resumed with a parked backlog ([`StreamEntry::held`]) that the drain under
     /// way hands in before it lets go of the lock.
     backlogs: VecDeque<StreamId>,
+    /// Endpoints whose dials fail (how loudly the next failure is logged).
+    unreachable: dial::Unreachable,
 }
 
 /// Settings the tasks need, fixed at start.
@@ -357,6 +359,7 @@ impl Inner {
                 later: Vec::new(),
                 links: VecDeque::new(),
                 backlogs: VecDeque::new(),
+                unreachable: dial::Unreachable::default(),
                 writes: Writes::new(settings.write_window),
             }),
             room: Notify::new(),
