@@ -47,6 +47,13 @@ pub(crate) struct WatchArgs {
     /// end (of --duration, or on Ctrl-C or SIGTERM).
     #[arg(long)]
     changes: bool,
+    /// Keep trying bootstrap and anchor peers that fail (nothing listening yet, a peer in
+    /// a rolling restart, a watch started before its network), as `node` does, instead of
+    /// exiting at once when all of them failed: each failure is printed as a warning, with
+    /// its hint, and status 1 comes only when the layer gives up on every one (its
+    /// --max-connection-attempts) or --duration ends with none joined.
+    #[arg(long)]
+    wait: bool,
     #[command(flatten)]
     member: MembershipArgs,
     #[command(flatten)]
@@ -75,8 +82,10 @@ peers are reached through anchor peers: --anchor-peer MSPID=HOST:PORT with
 
 Exit status: 0 after --duration or on Ctrl-C/SIGTERM, 1 at once when every bootstrap or
 anchor peer failed its first attempt (nothing listening, TLS trouble, a refusal: the reason
-is printed) or when, by the end of --duration, none had answered our membership request, 2
-for a usage or file error.";
+is printed; with --wait, each failure is a warning and the watch keeps trying until the
+layer gives up on all of them) or when, by the end of --duration, none had answered our
+membership request, 2 for a usage or file error. Under a supervisor, or started beside
+the network it watches, use --wait.";
 
 /// Runs `fabric-gossip watch`.
 pub(crate) fn run(args: &WatchArgs) -> ExitCode {
@@ -98,11 +107,69 @@ pub(crate) fn run(args: &WatchArgs) -> ExitCode {
     opts::run_then_leave(rt, watch(args, identity, tls))
 }
 
+/// Says why `ep` let us not in, on stderr: its error (`lead` is `error`, or `warning`
+/// while --wait retries it) and the hints that fit, the peer's own reason first.
+async fn explain(ep: &str, b: &BootstrapState, tls_on: bool, lead: &str) {
+    let e = b.error_text().unwrap_or_default();
+    let shown = escape_controls(&e);
+    let retrying = if lead == "error" {
+        String::new()
+    } else {
+        format!(" (attempt {}; retrying)", b.attempts)
+    };
+    eprintln!("{lead}: cannot join through bootstrap peer {ep}: {shown}{retrying}");
+    let hint = crate::probe::failure_hint(ep, &e, tls_on, crate::probe::SNIFF_LIMIT)
+        .await
+        .trim_start();
+    if !hint.is_empty() {
+        eprintln!("{hint}");
+    }
+    // A peer of an MSP we were not given: trusting it would not let it in (it is not of
+    // our organization), unless our --msp-id is what is wrong.
+    let unknown = match &b.error {
+        Some(BootstrapError::Handshake(
+            HandshakeError::InvalidIdentity(SecurityError::UnknownMsp(m))
+            | HandshakeError::UnclassifiableIdentity(SecurityError::UnknownMsp(m)),
+        )) => Some(m.as_str()),
+        _ => None,
+    };
+    if let Some(m) = unknown {
+        eprintln!(
+            "hint: the bootstrap peer is of {m}, an MSP this identity does not trust (or, \
+             if {m} is our own organization, our --msp-id is wrong: it is the peer's \
+             CORE_PEER_LOCALMSPID)"
+        );
+    } else if let Some(BootstrapError::Handshake(
+        e @ (HandshakeError::InvalidIdentity(_) | HandshakeError::UnclassifiableIdentity(_)),
+    )) = &b.error
+        && let Some(h) = crate::probe::handshake_hint(e)
+        && !h.is_empty()
+    {
+        // Another identity we could not place: the same advice as `handshake` gives.
+        eprintln!("{}", h.trim_start());
+    }
+    let foreign = match &b.error {
+        Some(BootstrapError::OtherOrganization(_)) => true,
+        Some(BootstrapError::Handshake(e)) => crate::probe::refused_our_msp(e),
+        _ => false,
+    } || unknown.is_some();
+    if foreign {
+        eprintln!(
+            "hint: bootstrap peers must be of this identity's organization (Fabric's rule); \
+             watch with an identity of the bootstrap peer's MSP (--msp-dir, --msp-id)"
+        );
+    }
+}
+
 /// What became of one bootstrap peer.
 #[derive(Clone, Debug, Default)]
 struct BootstrapState {
     joined: bool,
     error: Option<BootstrapError>,
+    /// Attempts that failed so far.
+    attempts: u32,
+    /// The layer will try it no more.
+    gave_up: bool,
 }
 
 impl BootstrapState {
@@ -193,6 +260,8 @@ async fn watch(
     tokio::pin!(until);
     let mut code = ExitCode::SUCCESS;
     let mut shown_at: Option<std::time::Instant> = None;
+    // With --wait, the failure last printed for each entry point.
+    let mut shown_failures: BTreeMap<String, String> = BTreeMap::new();
     loop {
         tokio::select! {
             biased;
@@ -206,78 +275,34 @@ async fn watch(
                     DiscoveryEvent::BootstrapJoined { endpoint, .. } => {
                         boot.entry(endpoint).or_default().joined = true;
                     }
-                    DiscoveryEvent::BootstrapFailed { endpoint, error, .. } => {
-                        let b = boot.entry(endpoint).or_default();
+                    DiscoveryEvent::BootstrapFailed { endpoint, error, attempt, gave_up } => {
+                        let b = boot.entry(endpoint.clone()).or_default();
+                        b.attempts = attempt;
+                        b.gave_up = gave_up;
                         if !b.joined {
                             b.error = Some(error);
                         }
+                        let failed = boot.values().all(|b| !b.joined && b.error.is_some());
                         // No way in: say why (the peer's own reason when it refused us,
-                        // or ours when we refused it) and stop, as ping and handshake do.
-                        if boot.values().all(|b| !b.joined && b.error.is_some()) {
+                        // or ours when we refused it) and stop, as ping and handshake do;
+                        // with --wait only once the layer gave up on every one.
+                        if failed && (!args.wait || boot.values().all(|b| b.gave_up)) {
                             for (ep, b) in &boot {
-                                let e = b.error_text().unwrap_or_default();
-                                let shown = escape_controls(&e);
-                                eprintln!("error: cannot join through bootstrap peer {ep}: {shown}");
-                                let hint = crate::probe::failure_hint(
-                                    ep,
-                                    &e,
-                                    tls_on,
-                                    crate::probe::SNIFF_LIMIT,
-                                )
-                                .await
-                                .trim_start();
-                                if !hint.is_empty() {
-                                    eprintln!("{hint}");
-                                }
-                                // A peer of an MSP we were not given: trusting it
-                                // would not let it in (it is not of our organization),
-                                // unless our --msp-id is what is wrong.
-                                let unknown = match &b.error {
-                                    Some(BootstrapError::Handshake(
-                                        HandshakeError::InvalidIdentity(
-                                            SecurityError::UnknownMsp(m),
-                                        )
-                                        | HandshakeError::UnclassifiableIdentity(
-                                            SecurityError::UnknownMsp(m),
-                                        ),
-                                    )) => Some(m.as_str()),
-                                    _ => None,
-                                };
-                                if let Some(m) = unknown {
-                                    eprintln!(
-                                        "hint: the bootstrap peer is of {m}, an MSP this \
-                                         identity does not trust (or, if {m} is our own \
-                                         organization, our --msp-id is wrong: it is the \
-                                         peer's CORE_PEER_LOCALMSPID)"
-                                    );
-                                } else if let Some(BootstrapError::Handshake(
-                                    e @ (HandshakeError::InvalidIdentity(_)
-                                    | HandshakeError::UnclassifiableIdentity(_)),
-                                )) = &b.error
-                                    && let Some(h) = crate::probe::handshake_hint(e)
-                                    && !h.is_empty()
-                                {
-                                    // Another identity we could not place: the same
-                                    // advice as `handshake` gives.
-                                    eprintln!("{}", h.trim_start());
-                                }
-                                let foreign = match &b.error {
-                                    Some(BootstrapError::OtherOrganization(_)) => true,
-                                    Some(BootstrapError::Handshake(e)) => {
-                                        crate::probe::refused_our_msp(e)
-                                    }
-                                    _ => false,
-                                } || unknown.is_some();
-                                if foreign {
-                                    eprintln!(
-                                        "hint: bootstrap peers must be of this identity's \
-                                         organization (Fabric's rule); watch with an identity \
-                                         of the bootstrap peer's MSP (--msp-dir, --msp-id)"
-                                    );
-                                }
+                                explain(ep, b, tls_on, "error").await;
                             }
                             code = ExitCode::FAILURE;
                             break;
+                        }
+                        // Waiting: this one's first failure, and a new reason, are worth
+                        // a line; its retries with the same reason are not.
+                        if args.wait
+                            && let Some(b) = boot.get(&endpoint)
+                            && !b.joined
+                            && !b.gave_up
+                            && shown_failures.get(&endpoint) != b.error_text().as_ref()
+                        {
+                            explain(&endpoint, b, tls_on, "warning").await;
+                            shown_failures.insert(endpoint, b.error_text().unwrap_or_default());
                         }
                     }
                     _ => {}
@@ -414,7 +439,15 @@ impl View {
             v["self"] = self.me.clone();
             v["bootstrap"] = boot
                 .iter()
-                .map(|(ep, b)| json!({"endpoint": ep, "joined": b.joined, "error": b.error_text()}))
+                .map(|(ep, b)| {
+                    json!({
+                        "endpoint": ep,
+                        "joined": b.joined,
+                        "error": b.error_text(),
+                        "failed_attempts": b.attempts,
+                        "gave_up": b.gave_up,
+                    })
+                })
                 .collect();
             v["time_unix_ms"] = json!(unix_ms_now());
             format!("{v}\n")
@@ -449,7 +482,13 @@ impl View {
         for (ep, b) in boot {
             let state = match (&b.joined, &b.error) {
                 (true, _) => "joined".to_owned(),
-                (false, Some(e)) => format!("failed: {}", escape_controls(&e.to_string())),
+                (false, Some(e)) => format!(
+                    "failed {} time{}{}: {}",
+                    b.attempts,
+                    if b.attempts == 1 { "" } else { "s" },
+                    if b.gave_up { ", gave up" } else { ", retrying" },
+                    escape_controls(&e.to_string())
+                ),
                 (false, None) => "joining...".to_owned(),
             };
             s.push_str(&format!("bootstrap {ep}: {state}\n"));
@@ -650,17 +689,39 @@ mod tests {
         );
     }
 
-    /// A bootstrap peer's failure is given in the error's own words, and none before one.
+    /// A bootstrap peer's failure is given in the error's own words, and none before one;
+    /// the table says how many attempts failed and whether the layer still tries.
     #[test]
     fn a_bootstrap_peer_s_failure_reads_in_its_own_words() {
         assert_eq!(BootstrapState::default().error_text(), None);
-        let b = BootstrapState {
+        let mut b = BootstrapState {
             joined: false,
             error: Some(BootstrapError::OtherOrganization("peer0:7051".into())),
+            attempts: 1,
+            gave_up: false,
         };
         assert_eq!(
             b.error_text().as_deref(),
             Some("peer0:7051 isn't in our organization, cannot be a bootstrap peer")
+        );
+        let line = |b: &BootstrapState| {
+            let boot = BTreeMap::from([("peer0:7051".to_owned(), b.clone())]);
+            let table = view(false, false).table(&[], &boot);
+            let line = table
+                .lines()
+                .find(|l| l.starts_with("bootstrap "))
+                .map(str::to_owned);
+            line.expect("a bootstrap line")
+        };
+        let why = "peer0:7051 isn't in our organization, cannot be a bootstrap peer";
+        assert_eq!(
+            line(&b),
+            format!("bootstrap peer0:7051: failed 1 time, retrying: {why}")
+        );
+        (b.attempts, b.gave_up) = (120, true);
+        assert_eq!(
+            line(&b),
+            format!("bootstrap peer0:7051: failed 120 times, gave up: {why}")
         );
     }
 

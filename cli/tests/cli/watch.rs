@@ -1,5 +1,5 @@
 //! `watch`: `--changes`, the plain table, and a bootstrap peer that refuses us (its MSP, its
-//! TLS), never answers, or is the watcher itself.
+//! TLS), never answers, is not up yet (`--wait`), or is the watcher itself.
 
 use crate::common::*;
 use crate::fixtures::*;
@@ -71,6 +71,86 @@ fn watch_changes_shows_the_table_once_then_each_change() {
         .find(|m| m["pki_id"] == a_pki.as_str())
         .unwrap_or_else(|| panic!("A in {last}"));
     assert_eq!(a_row["alive"], false, "{last}");
+}
+
+/// An operator's trial: a watch started before its bootstrap peer (under a supervisor,
+/// during a peer's rolling restart) exited at once. With `--wait` it warns once, with the
+/// hint, keeps trying, and joins when the peer comes up; the table counts the attempts.
+#[test]
+fn watch_wait_keeps_trying_a_bootstrap_peer_until_it_comes_up() {
+    let own_folder = ChannelPeer {
+        block: false,
+        tls: false,
+    };
+    let fast = [
+        "--alive-interval",
+        "300ms",
+        "--alive-expiration",
+        "2s",
+        "--reconnect-interval",
+        "300ms",
+    ];
+    let member = |host: &str, extra: &[&str]| {
+        let mut args = own_folder.args(host, "Org1MSP", None);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(fast.map(str::to_owned));
+        args
+    };
+    // A port nothing listens on, for now.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = free.local_addr().expect("addr").to_string();
+    drop(free);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err_path = dir.path().join("stderr");
+    let err = std::fs::File::create(&err_path).expect("stderr file");
+    let mut w_args = vec![
+        "watch".to_owned(),
+        "--wait".to_owned(),
+        "--bootstrap".to_owned(),
+        addr.clone(),
+    ];
+    w_args.extend(member(
+        "peer1.org1.example.com",
+        &["--json", "--changes", "--interval", "100ms"],
+    ));
+    let mut w = KillOnDrop(spawn(&strs(&w_args), Stdio::null(), Stdio::from(err)));
+    let lines = read_lines(w.0.stdout.take().expect("stdout"), 4096);
+    let mut seen = Vec::new();
+    // Two failures: without --wait the first had ended it.
+    wait_line(&lines, &mut seen, "a second failure", |v| {
+        v["event"] == "bootstrap_failed" && v["attempt"].as_u64() >= Some(2)
+    });
+    assert!(w.0.try_wait().expect("try_wait").is_none(), "watch exited");
+    let mut a_args = member("peer0.org1.example.com", &["--membership"]);
+    let at = a_args
+        .iter()
+        .position(|a| a == "127.0.0.1:0")
+        .expect("listen");
+    a_args[at] = addr.clone();
+    let a = NodeProc::start(&strs(&a_args));
+    wait_line(&lines, &mut seen, "joined", |v| {
+        v["event"] == "bootstrap_joined" && v["endpoint"] == addr.as_str()
+    });
+    wait_line(&lines, &mut seen, "A alive", |v| {
+        v["event"] == "member_alive" && v["pki_id"] == a.pki.as_str()
+    });
+    signal(&w.0.id().to_string(), "-TERM");
+    let status = exit_within(&mut w.0, EVENT).expect("watch exits on SIGTERM");
+    assert!(status.success(), "watch exited with {status}");
+    let last = wait_line(&lines, &mut seen, "the table at the end", |v| {
+        v["event"] == "membership" && v["bootstrap"][0]["joined"] == true
+    });
+    assert!(
+        last["bootstrap"][0]["failed_attempts"].as_u64() >= Some(2),
+        "{last}"
+    );
+    let stderr = std::fs::read_to_string(&err_path).expect("stderr");
+    let warning = format!("warning: cannot join through bootstrap peer {addr}: ");
+    assert_eq!(stderr.matches(&warning).count(), 1, "once: {stderr}");
+    assert!(stderr.contains("(attempt 1; retrying)"), "{stderr}");
+    assert!(stderr.contains("hint: nothing listens there"), "{stderr}");
+    assert!(!stderr.lines().any(|l| l.starts_with("error:")), "{stderr}");
+    a.stop();
 }
 
 /// peer0 of OrgAMSP with the membership layer, without one of its flags (`name` and its
