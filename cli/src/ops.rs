@@ -1085,6 +1085,39 @@ fn operations_connections(r: &mut Registry, c: &ConnectionCounters) {
     );
 }
 
+/// The `prometheus` crate's process metrics, with `process_cpu_seconds_total` to the
+/// kernel's tick (10 ms) as client_golang serves it on a Fabric peer: the crate rounds it
+/// down to whole seconds, so a `rate()` over an idle node's 1–2 % of a CPU read as steps of
+/// a second or nothing (an operator's trial).
+#[cfg(target_os = "linux")]
+struct ProcessMetrics(prometheus::process_collector::ProcessCollector);
+
+#[cfg(target_os = "linux")]
+impl prometheus::core::Collector for ProcessMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.0.collect();
+        let cpu = procfs::process::Process::myself()
+            .and_then(|p| p.stat())
+            .map(|s| (s.utime + s.stime) as f64 / procfs::ticks_per_second() as f64);
+        if let Ok(seconds) = cpu
+            && let Some(f) = families
+                .iter_mut()
+                .find(|f| f.name() == "process_cpu_seconds_total")
+        {
+            for m in f.mut_metric() {
+                let mut counter = prometheus::proto::Counter::default();
+                counter.set_value(seconds);
+                m.set_counter(counter);
+            }
+        }
+        families
+    }
+}
+
 /// The metrics of `node` now (none before it runs).
 pub(crate) fn registry(served: Option<&Served>) -> Registry {
     use Metric::{Counter as C, Family as F, Gauge as G};
@@ -1093,9 +1126,9 @@ pub(crate) fn registry(served: Option<&Served>) -> Registry {
     // descriptors, threads), which client_golang serves on every Fabric peer and generic
     // alerts (restarts, descriptor exhaustion) rely on; Linux only.
     #[cfg(target_os = "linux")]
-    if let Err(e) = r.register(Box::new(
+    if let Err(e) = r.register(Box::new(ProcessMetrics(
         prometheus::process_collector::ProcessCollector::for_self(),
-    )) {
+    ))) {
         tracing::error!(target: TARGET, "process metrics not served: {e}");
     }
     let Some(Served { node, out, lookups }) = served else {
@@ -1417,6 +1450,42 @@ pub(crate) fn registry(served: Option<&Served>) -> Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `process_cpu_seconds_total` to the tick: the `prometheus` crate's collector serves
+    /// whole seconds, `floor` of what `/proc` says, which is below the ticks read before it
+    /// whenever they are not whole seconds (made so here by a bounded busy loop).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_cpu_time_is_served_to_the_tick_not_in_whole_seconds() {
+        use prometheus::core::Collector;
+        let tps = procfs::ticks_per_second();
+        let ticks = || {
+            let s = procfs::process::Process::myself()
+                .and_then(|p| p.stat())
+                .expect("/proc/self/stat");
+            s.utime + s.stime
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut spin = 0u64;
+        while ticks() < 5 || ticks() % tps == 0 {
+            assert!(std::time::Instant::now() < deadline, "no CPU time to show");
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let before = ticks() as f64 / tps as f64;
+        let families =
+            ProcessMetrics(prometheus::process_collector::ProcessCollector::for_self()).collect();
+        let after = ticks() as f64 / tps as f64;
+        let served = families
+            .iter()
+            .find(|f| f.name() == "process_cpu_seconds_total")
+            .and_then(|f| f.get_metric().first())
+            .map(|m| m.get_counter().get_value())
+            .expect("process_cpu_seconds_total");
+        assert!(
+            before <= served && served <= after,
+            "{before} <= {served} <= {after}"
+        );
+    }
 
     #[test]
     fn healthz_follows_the_phase_and_metrics_follow_the_provider() {

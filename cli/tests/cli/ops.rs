@@ -107,6 +107,13 @@ fn operations_service_metrics_match_stats() {
         "{m}"
     );
     assert!(sample(&m, "process_resident_memory_bytes") > 0, "{m}");
+    // CPU time (to the tick: the unit test `process_cpu_time_is_served_to_the_tick_…`).
+    let cpu: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("process_cpu_seconds_total in {m}"));
+    assert!((0.0..30.0).contains(&cpu), "{cpu}");
     assert!(
         m.contains("# HELP gossip_comm_messages_sent Number of messages sent"),
         "{m}"
