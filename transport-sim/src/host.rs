@@ -611,6 +611,24 @@ mod tests {
         }
     }
 
+    /// A node whose own identity its provider refuses does not start, and says why once
+    /// (it had read "own identity refused: identity refused: …", an operator's trial).
+    #[test]
+    fn a_refused_own_identity_is_said_once() {
+        let mut sim = Sim::new(SimConfig::seeded(1));
+        let refused = NodeSpec::new()
+            .security(|ep, _| Box::new(TestOnlyHmacSecurity::new(ep).rejecting(ep.to_owned())));
+        let err = sim.add_node(refused).unwrap_err();
+        assert!(matches!(err, StartError::Identity(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.starts_with("own identity refused: "), "{text}");
+        assert_eq!(text.matches("refused").count(), 2, "{text}");
+        assert!(
+            !text.contains("identity refused: identity refused"),
+            "{text}"
+        );
+    }
+
     /// A provider that signs one message two ways would make every replay of a seed differ:
     /// the node does not start (not added; a restart leaves it down) unless the spec allows
     /// it, and then it runs as any other.

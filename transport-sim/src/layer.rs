@@ -115,7 +115,12 @@ pub type LayerError = Box<dyn std::error::Error + Send + Sync>;
 #[non_exhaustive]
 pub enum StartError {
     /// The node's security provider refused its own identity.
-    #[error("own identity refused: {0}")]
+    /// (A refusal's text without the `identity refused: ` it has as a remote's: the
+    /// message says whose already.)
+    #[error("own identity refused: {}", match .0 {
+        HandshakeError::InvalidIdentity(e) => e.to_string(),
+        e => e.to_string(),
+    })]
     Identity(HandshakeError),
     /// Its layer factory ([`NodeSpec::try_layer`](crate::NodeSpec::try_layer)) returned
     /// this error (downcast it to read it); the process's core was dropped unstarted,

@@ -71,7 +71,12 @@ pub enum StartError {
     #[error("TLS configuration: {0}")]
     Tls(String),
     /// The security provider refused the node's own identity.
-    #[error("own identity refused: {0}")]
+    /// (A refusal's text without the `identity refused: ` it has as a remote's: the
+    /// message says whose already.)
+    #[error("own identity refused: {}", match .0 {
+        HandshakeError::InvalidIdentity(e) => e.to_string(),
+        e => e.to_string(),
+    })]
     Identity(HandshakeError),
     /// The gRPC server could not be configured.
     #[error("gRPC server: {0}")]

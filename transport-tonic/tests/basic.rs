@@ -199,6 +199,28 @@ async fn oversized_envelope_closes_the_connection() {
     stop_all(&[&a, &b]).await;
 }
 
+/// A node whose provider refuses its own identity does not start, and says why once (it
+/// had read "own identity refused: identity refused: …", an operator's trial).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_own_identity_is_said_once() {
+    let started = fabric_gossip_tonic::Node::builder(config())
+        .start_with(|a| {
+            fabric_gossip_core::TestOnlyHmacSecurity::new(a.to_string()).rejecting(a.to_string())
+        })
+        .await;
+    let Err(e) = started else {
+        panic!("a node started with a refused identity")
+    };
+    assert!(
+        matches!(e, fabric_gossip_tonic::StartError::Identity(_)),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "own identity refused: untrusted certificate: identity refused by test provider"
+    );
+}
+
 /// A node that cannot bind its address says which: among several nodes of one process (a
 /// test harness, a lightweight peer with an operations port) "address in use" alone does
 /// not tell which of them failed.
