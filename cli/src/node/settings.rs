@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The MSP ID of Fabric's sample core.yaml (`peer.localMspId: SampleOrg`).
+const SAMPLE_MSP_ID: &str = "SampleOrg";
+
 /// Arguments of `fabric-gossip node`.
 #[derive(Debug, Clone, Args)]
 #[command(after_long_help = NODE_HELP)]
@@ -353,6 +356,19 @@ pub(super) fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
                 return Err(ConfigError(
                     "peer.mspConfigPath and peer.localMspId go together".into(),
                 ));
+            }
+            // Fabric's sample core.yaml claims the sample MSP: a node started from it as
+            // is claims an organization no real network has, and its peers refuse it or
+            // place it wrong (an operator's trial started one without a word).
+            if identity.msp_id.as_deref() == Some(SAMPLE_MSP_ID) {
+                tracing::warn!(
+                    target: TARGET,
+                    "{} is {SAMPLE_MSP_ID}, the MSP ID of Fabric's sample core.yaml: the node \
+                     claims that organization, which peers of a real network do not know; \
+                     set it to this identity's organization (CORE_PEER_LOCALMSPID, as the \
+                     peer's own is, or --msp-id)",
+                    f.named("peer.localMspId")
+                );
             }
             // Checked here, where it is known to be used, so that the error names the key
             // and where it came from rather than the flag it stands for.

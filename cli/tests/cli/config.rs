@@ -5,6 +5,31 @@ use crate::common::*;
 use crate::fixtures::*;
 use std::path::{Path, PathBuf};
 
+/// Fabric's sample core.yaml as is claims the sample MSP (`SampleOrg`): the node starts,
+/// as a Fabric peer would, but warns that no real network knows that organization, naming
+/// the key (an operator's trial started one without a word).
+#[test]
+fn a_core_yaml_claiming_the_sample_msp_is_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let a_dir = dir
+        .path()
+        .join("peerOrganizations/a.example.com/peers/peer0.a.example.com");
+    let core = a_dir.join("core.yaml");
+    for (msp_id, warned) in [("SampleOrg", true), ("OrgAMSP", false)] {
+        std::fs::write(&core, fixture_core_yaml(msp_id)).expect("write core.yaml");
+        let out = node_with_config(&core)
+            .args(["--listen", "127.0.0.1:0", "--exit-on-eof"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let warning = "peer.localMspId is SampleOrg, the MSP ID of Fabric's sample core.yaml";
+        assert_eq!(stderr.contains(warning), warned, "{msp_id}: {stderr}");
+    }
+}
+
 /// Issue 13: a node run from a Fabric peer's core.yaml (the keygen layout, the file beside
 /// the peer's msp/ and tls/ as in a Fabric peer's FABRIC_CFG_PATH), with CORE_ variables
 /// overriding it and flags overriding both.
