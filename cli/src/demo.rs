@@ -926,16 +926,24 @@ fn table(members: &[Member], listed: &[Option<usize>]) -> String {
 
 /// The checks, in order; the first failure ends the run.
 #[derive(Default)]
-struct Checks(Vec<(String, Result<(), String>)>);
+/// The checks made so far: a stable name for scripts (`--json`'s `id`), the sentence a
+/// reader gets, and the outcome.
+struct Checks(Vec<(&'static str, String, Result<(), String>)>);
 
 impl Checks {
-    fn record(&mut self, shared: &Shared, what: String, r: Result<(), String>) -> Result<(), ()> {
+    fn record(
+        &mut self,
+        shared: &Shared,
+        id: &'static str,
+        what: String,
+        r: Result<(), String>,
+    ) -> Result<(), ()> {
         match &r {
             Ok(()) => shared.say(format!("ok: {what}")),
             Err(e) => shared.say(format!("FAILED: {what}: {e}")),
         }
         let failed = r.is_err();
-        self.0.push((what, r));
+        self.0.push((id, what, r));
         if failed { Err(()) } else { Ok(()) }
     }
 }
@@ -1065,16 +1073,16 @@ async fn demo(a: &DemoArgs) -> Result<(), Failure> {
         checks
             .0
             .iter()
-            .find_map(|(w, r)| r.as_ref().err().map(|e| format!("{w}: {e}")))
+            .find_map(|(_, w, r)| r.as_ref().err().map(|e| format!("{w}: {e}")))
             .unwrap_or_else(|| "a phase failed".into())
     });
     if a.json {
         let checks: Vec<Value> = checks
             .0
             .iter()
-            .map(|(what, r)| match r {
-                Ok(()) => json!({"check": what, "ok": true}),
-                Err(e) => json!({"check": what, "ok": false, "error": e}),
+            .map(|(id, what, r)| match r {
+                Ok(()) => json!({"id": id, "check": what, "ok": true}),
+                Err(e) => json!({"id": id, "check": what, "ok": false, "error": e}),
             })
             .collect();
         let mut v = json!({
@@ -1103,7 +1111,7 @@ async fn demo(a: &DemoArgs) -> Result<(), Failure> {
          listed alive at the end.\n",
     );
     text.push_str("\nchecks:\n");
-    for (what, r) in &checks.0 {
+    for (_, what, r) in &checks.0 {
         let _ = match r {
             Ok(()) => writeln!(text, "  ok      {what}"),
             Err(e) => writeln!(text, "  FAILED  {what}: {e}"),
@@ -1188,8 +1196,8 @@ impl Phases<'_> {
         (0..self.victim).collect()
     }
 
-    fn record(&mut self, what: String, r: Result<(), String>) -> Phase {
-        self.checks.record(self.shared, what, r)
+    fn record(&mut self, id: &'static str, what: String, r: Result<(), String>) -> Phase {
+        self.checks.record(self.shared, id, what, r)
     }
 
     async fn start(&mut self, i: usize) -> Result<(), String> {
@@ -1303,6 +1311,7 @@ impl Phases<'_> {
         }
         // The members are in order of organization: node{org2} is Org2MSP's first.
         self.record(
+            "membership_joined",
             format!(
                 "every node but node0 joined through its bootstrap or anchor peer, and every \
                  node lists the other {} alive (of {n} peers: {org2} of Org1MSP, {} of Org2MSP)",
@@ -1344,7 +1353,11 @@ impl Phases<'_> {
                 |_, i| format!("node{v} by node{i}"),
             )
             .await;
-        self.record(format!("every other node declared node{v} dead"), r)
+        self.record(
+            "membership_dead_detected",
+            format!("every other node declared node{v} dead"),
+            r,
+        )
     }
 
     /// Phase 11: The victim's membership node starts again, on the same address with the
@@ -1379,6 +1392,7 @@ impl Phases<'_> {
             Err(e) => Err(e),
         };
         self.record(
+            "membership_rejoined",
             format!(
                 "node{v} is back: every other node lists its new incarnation alive, and every \
                  node lists every other"
@@ -1407,6 +1421,7 @@ impl Phases<'_> {
             ));
         }
         self.record(
+            "started",
             format!("{n} nodes started with MSP identities of Org1MSP and Org2MSP and mutual TLS"),
             started,
         )
@@ -1451,6 +1466,7 @@ impl Phases<'_> {
         }
         .and_then(|()| connected_all(self.members, &self.all()));
         self.record(
+            "connected",
             format!(
                 "all {} pairs connected, each side authenticated by MSP identity and TLS \
                  certificate",
@@ -1498,7 +1514,15 @@ impl Phases<'_> {
         let what = format!(
             "{flow}every node received exactly {m} messages from each of the other {others}"
         );
-        self.record(what, r)
+        self.record(
+            if round > 1 {
+                "messages_flow_again"
+            } else {
+                "messages_exchanged"
+            },
+            what,
+            r,
+        )
     }
 
     /// Phase 4: The victim stops; every other node must see its connection close.
@@ -1527,6 +1551,7 @@ impl Phases<'_> {
             )
             .await;
         self.record(
+            "connections_closed",
             format!("every other node saw its connection to node{v} close"),
             r,
         )
@@ -1556,6 +1581,7 @@ impl Phases<'_> {
             Err(e) => Err(e),
         };
         self.record(
+            "presumed_dead",
             format!("every other node reported node{v} presumed dead after sending to it"),
             r,
         )?;
@@ -1564,6 +1590,7 @@ impl Phases<'_> {
             .map(|_| ());
         let others = self.n() - 1;
         self.record(
+            "others_kept_exchanging",
             format!("the other {others} nodes kept exchanging messages meanwhile"),
             r,
         )
@@ -1579,6 +1606,7 @@ impl Phases<'_> {
         self.members[v].restarted = true;
         let r = self.start(v).await;
         self.record(
+            "restarted",
             format!("node{v} restarted on the same address and PKI-ID"),
             r,
         )
@@ -1610,7 +1638,11 @@ impl Phases<'_> {
             Err(e) => Err(e),
         }
         .and_then(|()| connected_all(self.members, &self.all()));
-        self.record(format!("every other node reconnected to node{v}"), r)
+        self.record(
+            "reconnected",
+            format!("every other node reconnected to node{v}"),
+            r,
+        )
     }
 
     /// Last: Nothing unexpected arrived, every peer had the expected MSP ID, and every
@@ -1624,6 +1656,7 @@ impl Phases<'_> {
             .sum();
         let r = self.shared.seen().verdict(lost);
         self.record(
+            "integrity",
             "no message corrupted, misattributed or unexpected; every peer had the expected \
              MSP ID; every member listed was a demo peer of its own organization"
                 .into(),
@@ -1807,16 +1840,16 @@ mod tests {
     fn a_failed_check_is_recorded_and_stops_the_phases() {
         let sh = shared(2);
         let mut checks = Checks::default();
-        assert_eq!(checks.record(&sh, "first".into(), Ok(())), Ok(()));
+        assert_eq!(checks.record(&sh, "a", "first".into(), Ok(())), Ok(()));
         assert_eq!(
-            checks.record(&sh, "second".into(), Err("why".into())),
+            checks.record(&sh, "b", "second".into(), Err("why".into())),
             Err(())
         );
         assert_eq!(
             checks.0,
             vec![
-                ("first".to_string(), Ok(())),
-                ("second".to_string(), Err("why".to_string()))
+                ("a", "first".to_string(), Ok(())),
+                ("b", "second".to_string(), Err("why".to_string()))
             ]
         );
     }

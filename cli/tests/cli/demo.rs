@@ -200,6 +200,27 @@ fn demo_json_is_one_object() {
         checks.len() == 13 && checks.iter().all(|c| c["ok"] == true),
         "{v}"
     );
+    // Each check has a stable name a script can test (the sentence may change), once.
+    let ids: Vec<&str> = checks.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "started",
+            "connected",
+            "messages_exchanged",
+            "connections_closed",
+            "presumed_dead",
+            "others_kept_exchanging",
+            "restarted",
+            "reconnected",
+            "messages_flow_again",
+            "membership_joined",
+            "membership_dead_detected",
+            "membership_rejoined",
+            "integrity",
+        ],
+        "{v}"
+    );
     let nodes = v["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 5, "{v}");
     assert_eq!(nodes[4]["restarted"], true, "{v}");
