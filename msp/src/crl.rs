@@ -64,7 +64,8 @@ impl Crl {
             .find(|ext| ext.extn_id == AuthorityKeyIdentifier::OID)
             .ok_or(
                 "no authorityKeyIdentifier extension (Fabric's MSP then refuses every \
-                 identity of the MSP)",
+                 identity of the MSP; with openssl ca, give -gencrl a section with \
+                 crl_extensions = authorityKeyIdentifier=keyid:always)",
             )?;
         let aki = AuthorityKeyIdentifier::from_der(aki.extn_value.as_bytes())
             .map_err(|e| format!("authorityKeyIdentifier: {e}"))?;
