@@ -393,6 +393,28 @@ impl TrustStore {
         sanitized().unwrap_or_else(|| der.to_vec())
     }
 
+    /// The MSPs one of whose root or intermediate CAs issued `der` (by issuer name and
+    /// signature; whether the chain above that CA holds is left to
+    /// [`TrustStore::validate_identity`]), in order; none when `der` does not parse. A peer
+    /// never needs it, since an identity names its MSP, but a tool judging a folder of
+    /// certificates from several organizations does, to know which MSP each one belongs
+    /// to: more than one means the same CA is trusted under several MSP IDs.
+    pub fn issuing_msps(&self, der: &[u8]) -> Vec<&str> {
+        let Ok(cert) = CertInfo::from_der(der) else {
+            return Vec::new();
+        };
+        self.msps
+            .iter()
+            .filter(|(_, cas)| {
+                cas.roots
+                    .iter()
+                    .chain(&cas.intermediates)
+                    .any(|ca| ca.subject == cert.issuer && cert.is_signed_by(ca, Arithmetic::AwsLc))
+            })
+            .map(|(id, _)| id.as_str())
+            .collect()
+    }
+
     /// The channel configuration blocks read into this store
     /// ([`TrustStore::add_channel_config`]), in the order read: each one's channel, its
     /// configuration sequence (which grows with every update, so a reload shows whether the
@@ -920,6 +942,45 @@ mod tests {
         // The same high-S form from the genuine root is sanitized.
         let genuine = high_s_twin(&issued(&root, &mut rng));
         assert_ne!(trust.sanitize_certificate(MSP, &genuine), genuine);
+    }
+
+    /// The MSPs whose CA issued a certificate are those with a root or intermediate that
+    /// signed it under the name it gives as issuer: a root of one MSP and an intermediate of
+    /// another each name their own; an impostor CA with a trusted CA's name names none, as
+    /// does a certificate that does not parse; a CA trusted under two MSP IDs names both.
+    #[test]
+    fn the_msps_that_issued_a_certificate_are_those_whose_ca_signed_it() {
+        let mut rng = ChaCha20Rng::seed_from_u64(13);
+        let v = Validity::ten_years_from(start());
+        let org1 = DevCa::root("ca.org1", "org1", Curve::P256, v, &mut rng).unwrap();
+        let org2 = DevCa::root("ca.org2", "org2", Curve::P384, v, &mut rng).unwrap();
+        let ica2 = org2.intermediate("ica.org2", v, &mut rng).unwrap();
+        let impostor = DevCa::root("ca.org1", "org1", Curve::P256, v, &mut rng).unwrap();
+        let issued = |ca: &DevCa, rng: &mut ChaCha20Rng| {
+            ca.issue("peer0", crate::dev::Usage::Identity, &[], v, rng)
+                .unwrap()
+                .cert_der
+        };
+        let mut trust = TrustStore::new();
+        trust.add_ca_pem(MSP, org1.cert_pem().as_bytes()).unwrap();
+        trust
+            .add_ca_pem("Org2MSP", org2.cert_pem().as_bytes())
+            .unwrap();
+        trust
+            .add_intermediate_pem("Org2MSP", ica2.cert_pem().as_bytes())
+            .unwrap();
+        assert_eq!(trust.issuing_msps(&issued(&org1, &mut rng)), [MSP]);
+        assert_eq!(trust.issuing_msps(&issued(&org2, &mut rng)), ["Org2MSP"]);
+        assert_eq!(trust.issuing_msps(&issued(&ica2, &mut rng)), ["Org2MSP"]);
+        assert!(trust.issuing_msps(&issued(&impostor, &mut rng)).is_empty());
+        assert!(trust.issuing_msps(b"not DER").is_empty());
+        trust
+            .add_ca_pem("Org1bisMSP", org1.cert_pem().as_bytes())
+            .unwrap();
+        assert_eq!(
+            trust.issuing_msps(&issued(&org1, &mut rng)),
+            [MSP, "Org1bisMSP"]
+        );
     }
 
     fn start() -> Instant {
