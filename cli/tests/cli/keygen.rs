@@ -6,12 +6,68 @@ use crate::fixtures::*;
 use serde_json::Value;
 use std::time::Duration;
 
-/// `keygen` prints one command line per peer for the operator to paste: ports counted up
-/// from `--base-port` to the last that exists (one more peer is refused), each peer
-/// joining those started before it, trusting the other organizations (not its own, which
-/// its `--msp-dir` is), paths quoted for the shell where they need it; certificates valid
-/// for `--days` from now (from an hour ago); without `--org`, Org1MSP and Org2MSP of two
-/// peers each, paths left bare.
+/// The `fabric-gossip node` commands in `keygen`'s output, each as the words a shell
+/// makes of it: a line ending in a backslash continued on the next, single-quoted words
+/// unquoted.
+fn printed_commands(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .replace("\\\n", "")
+        .lines()
+        .filter(|l| l.starts_with("fabric-gossip node "))
+        .map(shell_words)
+        .collect()
+}
+
+/// `line` split into words as `sh` splits it, for the quoting `keygen` uses: whitespace
+/// between words, '…' quoting, and \x for x outside quotes.
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut in_word, mut quoted) = (Vec::new(), String::new(), false, false);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => (quoted, in_word) = (!quoted, true),
+            '\\' if !quoted => {
+                word.extend(chars.next());
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    assert!(!quoted, "an unterminated quote in {line}");
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+/// The values of flag `flag` in the words of a command, in order.
+fn values<'a>(words: &'a [String], flag: &str) -> Vec<&'a str> {
+    words
+        .windows(2)
+        .filter(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+        .collect()
+}
+
+/// `keygen` prints one command per peer for the operator to paste, a flag group a line:
+/// gossip ports counted up from `--base-port` to the last that exists (one more peer is
+/// refused), operations ports from `--operations-base-port` (default --base-port + 1000,
+/// refused when they do not fit or overlap the gossip ports); each peer its own external
+/// endpoint, trusting the other organizations (not its own, which its `--msp-dir` is) and
+/// every TLS CA, each organization's first peer `--membership`, its others bootstrapping
+/// through it, every peer given the other organizations' first peers as anchor peers;
+/// paths quoted for the shell where they need it; certificates valid for `--days` from now
+/// (from an hour ago); without `--org`, Org1MSP and Org2MSP of two peers each, paths left
+/// bare.
 #[test]
 fn keygen_prints_each_peer_s_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -23,23 +79,47 @@ fn keygen_prints_each_peer_s_command_line() {
         "--org",
         "OrgBMSP:b.example.com:1",
     ];
-    let args =
-        |base: &'static str| [&["keygen", "--out", out_s, "--base-port", base][..], &orgs].concat();
-    let r = run_expect(&args("65534"), 2);
-    assert!(
-        r.stderr
-            .contains("--base-port 65534: 3 peers do not fit below port 65536"),
-        "{}",
-        r.all()
-    );
+    let args = |base: &'static str, ops: &[&'static str]| {
+        [
+            &["keygen", "--out", out_s, "--base-port", base][..],
+            ops,
+            &orgs,
+        ]
+        .concat()
+    };
+    for (base, ops, error) in [
+        (
+            "65534",
+            &["--operations-base-port", "7051"][..],
+            "--base-port 65534: 3 peers do not fit below port 65536",
+        ),
+        (
+            "65533",
+            &[],
+            "--base-port 65533: the operations ports of 3 peers do not fit below port 65536 \
+             (they start at --base-port + 1000); pass --operations-base-port",
+        ),
+        (
+            "65533",
+            &["--operations-base-port", "65531"],
+            "--operations-base-port 65531: the operations ports 65531 to 65533 overlap the \
+             gossip ports 65533 to 65535",
+        ),
+    ] {
+        let r = run_expect(&args(base, ops), 2);
+        assert!(r.stderr.contains(error), "{error}\n{}", r.all());
+    }
     let before = std::time::SystemTime::now();
-    let r = run_expect(&[&args("65533")[..], &["--days", "2"]].concat(), 0);
+    let r = run_expect(
+        &[
+            &args("65533", &["--operations-base-port", "65530"])[..],
+            &["--days", "2"],
+        ]
+        .concat(),
+        0,
+    );
     let after = std::time::SystemTime::now();
-    let commands: Vec<&str> = r
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("fabric-gossip node "))
-        .collect();
+    let commands = printed_commands(&r.stdout);
     assert_eq!(commands.len(), 3, "{}", r.all());
     let quoted = |path: &str| format!("'{}'", path.replace('\'', "'\\''"));
     let peers = [
@@ -47,36 +127,46 @@ fn keygen_prints_each_peer_s_command_line() {
         "a.example.com/peers/peer1",
         "b.example.com/peers/peer0",
     ];
+    let org_msp = |domain: &str| format!("{out_s}/peerOrganizations/{domain}/msp");
     for (i, (cmd, peer)) in commands.iter().zip(peers).enumerate() {
-        let port = 65533 + i;
+        let ep = format!("127.0.0.1:{}", 65533 + i);
         let (domain, _) = peer.split_once('/').expect("a domain");
         let msp = format!("{out_s}/peerOrganizations/{peer}.{domain}/msp");
-        let listen = format!(
-            "fabric-gossip node --listen 127.0.0.1:{port} --msp-dir {} ",
-            quoted(&msp)
+        assert_eq!(cmd[..2], ["fabric-gossip", "node"], "{cmd:?}");
+        let one = |flag: &str| match values(cmd, flag)[..] {
+            [v] => v.to_owned(),
+            ref other => panic!("{flag}: {other:?} in {cmd:?}"),
+        };
+        assert_eq!(one("--listen"), ep);
+        assert_eq!(one("--external-endpoint"), ep);
+        assert_eq!(one("--operations"), format!("127.0.0.1:{}", 65530 + i));
+        assert_eq!(one("--msp-dir"), msp);
+        assert!(r.stdout.contains(&quoted(&msp)), "{}", r.all());
+        let (own, other, other_domain, other_first) = if domain.starts_with('a') {
+            ("OrgAMSP", "OrgBMSP", "b.example.com", "127.0.0.1:65535")
+        } else {
+            ("OrgBMSP", "OrgAMSP", "a.example.com", "127.0.0.1:65533")
+        };
+        assert_eq!(one("--msp-id"), own);
+        assert_eq!(
+            values(cmd, "--trust"),
+            [format!("{other}={}", org_msp(other_domain))]
         );
-        assert!(cmd.starts_with(&listen), "{cmd}\nwanted {listen}");
-        let joins: Vec<String> = (65533..port)
-            .map(|p| format!("--peer 127.0.0.1:{p}"))
-            .collect();
-        assert_eq!(cmd.matches("--peer ").count(), joins.len(), "{cmd}");
-        assert!(joins.iter().all(|j| cmd.contains(j.as_str())), "{cmd}");
-        let (own, other) = if domain.starts_with('a') {
-            ("OrgAMSP", "OrgBMSP")
+        assert_eq!(values(cmd, "--tls-ca").len(), 2, "{cmd:?}");
+        assert_eq!(
+            values(cmd, "--anchor-peer"),
+            [format!("{other}={other_first}")]
+        );
+        let membership = cmd.iter().any(|w| w == "--membership");
+        if peer.ends_with("peer0") {
+            assert!(membership, "{cmd:?}");
+            assert!(values(cmd, "--bootstrap").is_empty(), "{cmd:?}");
         } else {
-            ("OrgBMSP", "OrgAMSP")
-        };
-        assert!(!cmd.contains(&format!("--trust {own}=")), "{cmd}");
-        assert_eq!(cmd.matches("--trust ").count(), 1, "{cmd}");
-        let other_domain = if other == "OrgAMSP" {
-            "a.example.com"
-        } else {
-            "b.example.com"
-        };
-        let other_msp = format!("{out_s}/peerOrganizations/{other_domain}/msp");
-        let trust = format!("--trust {other}={} ", quoted(&other_msp));
-        assert!(cmd.contains(&trust), "{cmd}\nwanted {trust}");
-        assert_eq!(cmd.matches("--tls-ca ").count(), 2, "{cmd}");
+            assert!(!membership, "{cmd:?}");
+            assert_eq!(values(cmd, "--bootstrap"), ["127.0.0.1:65533"]);
+        }
+        // Every word a flag and its value, but --membership.
+        assert_eq!((cmd.len() - usize::from(membership)) % 2, 0, "{cmd:?}");
     }
     let tls = out.join("peerOrganizations/a.example.com/peers/peer0.a.example.com/tls/server.crt");
     let pem = std::fs::read(&tls).expect("the TLS certificate");
@@ -93,20 +183,133 @@ fn keygen_prints_each_peer_s_command_line() {
     let plain = dir.path().join("plain");
     let plain_s = plain.to_str().expect("utf-8");
     let r = run_expect(&["keygen", "--out", plain_s], 0);
-    let commands: Vec<&str> = r
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("fabric-gossip node "))
-        .collect();
-    assert_eq!(commands.len(), 4, "{}", r.all());
-    let bare = format!(
-        "--listen 127.0.0.1:7054 --msp-dir {plain_s}/peerOrganizations/org2.example.com/peers/peer1.org2.example.com/msp --msp-id Org2MSP --trust Org1MSP={plain_s}/"
+    assert_eq!(printed_commands(&r.stdout).len(), 4, "{}", r.all());
+    let orgs = format!("{plain_s}/peerOrganizations");
+    let peer1 = format!("{orgs}/org2.example.com/peers/peer1.org2.example.com");
+    let printed = format!(
+        "\n# peer1.org2.example.com (Org2MSP)\n\
+         fabric-gossip node --listen 127.0.0.1:7054 --external-endpoint 127.0.0.1:7054 \
+         --operations 127.0.0.1:8054 \\\n    \
+         --msp-dir {peer1}/msp --msp-id Org2MSP \\\n    \
+         --trust Org1MSP={orgs}/org1.example.com/msp \\\n    \
+         --tls-cert {peer1}/tls/server.crt --tls-key {peer1}/tls/server.key \\\n    \
+         --tls-ca {orgs}/org1.example.com/msp/tlscacerts/tlsca.org1.example.com-cert.pem \\\n    \
+         --tls-ca {orgs}/org2.example.com/msp/tlscacerts/tlsca.org2.example.com-cert.pem \\\n    \
+         --bootstrap 127.0.0.1:7053 --anchor-peer Org1MSP=127.0.0.1:7051\n"
     );
     assert!(
-        commands[3].contains(&bare),
-        "{}\nwanted {bare}",
-        commands[3]
+        r.stdout.ends_with(&printed),
+        "{}\nwanted {printed}",
+        r.all()
     );
+}
+
+/// A first port `p` such that `p` to `p + n - 1`, and the `n` ports 1000 above them
+/// (keygen's default operations ports), were all free: bound at once, then let go.
+fn free_port_runs(n: u16) -> u16 {
+    for _ in 0..100 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = first.local_addr().expect("addr").port();
+        if usize::from(p) + 1000 + usize::from(n) > 65536 {
+            continue;
+        }
+        let mut held = vec![first];
+        let rest = (1..n).map(|k| p + k).chain((0..n).map(|k| p + 1000 + k));
+        let all = rest
+            .map(|q| std::net::TcpListener::bind(("127.0.0.1", q)))
+            .all(|l| l.map(|l| held.push(l)).is_ok());
+        if all {
+            return p;
+        }
+    }
+    panic!("no run of {n} free ports (and 1000 above) in 100 tries");
+}
+
+/// `keygen`'s commands, run as printed (with the membership tests' fast heartbeat), make
+/// one membership network of two organizations of two peers: each organization's peer1
+/// joins through its peer0, the organizations through their anchor peers, and within the
+/// deadline every node lists the three others alive, each under its MSP and at its
+/// external endpoint; every node serves its operations port.
+#[test]
+fn keygen_s_commands_run_as_printed_make_one_network_of_two_organizations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut attempts = 0;
+    let (commands, mut nodes) = 'found: loop {
+        attempts += 1;
+        let base = free_port_runs(4).to_string();
+        let out = dir.path().join(format!("crypto{attempts}"));
+        let r = run_expect(
+            &[
+                "keygen",
+                "--out",
+                out.to_str().expect("utf-8"),
+                "--org",
+                "Org1MSP:org1.example.com:2",
+                "--org",
+                "Org2MSP:org2.example.com:2",
+                "--base-port",
+                &base,
+            ],
+            0,
+        );
+        let commands = printed_commands(&r.stdout);
+        assert_eq!(commands.len(), 4, "{}", r.all());
+        let mut nodes = Vec::new();
+        for cmd in &commands {
+            let fast = ["--alive-interval", "500ms", "--alive-expiration", "5s"];
+            let args: Vec<&str> = cmd[2..].iter().map(String::as_str).chain(fast).collect();
+            let mut d = Daemon::start(&args, true, true, None);
+            match next_line(&d.lines, &mut d.seen, EVENT) {
+                Some(v) if v["event"] == "listening" => nodes.push((d, v)),
+                first => {
+                    let _ = d.child.kill();
+                    let _ = d.child.wait();
+                    let err = d.stderr();
+                    // A port found free was taken before the node bound it: again, with
+                    // others.
+                    assert!(
+                        err.contains("Address already in use") && attempts < 5,
+                        "attempt {attempts}: {cmd:?}: {first:?}\n{err}"
+                    );
+                    continue 'found;
+                }
+            }
+        }
+        break (commands, nodes);
+    };
+    let pkis: Vec<String> = nodes
+        .iter()
+        .map(|(_, l)| l["pki_id"].as_str().expect("pki_id").to_owned())
+        .collect();
+    let msps = ["Org1MSP", "Org1MSP", "Org2MSP", "Org2MSP"];
+    for (i, (d, listening)) in nodes.iter_mut().enumerate() {
+        let ops = values(&commands[i], "--operations")[0];
+        assert_eq!(listening["operations"], ops, "{listening}");
+        assert_eq!(http_get(ops, "/healthz").0, 200, "{ops}");
+        for j in (0..4).filter(|&j| j != i) {
+            let pki = pkis[j].clone();
+            d.wait(&format!("node {j} alive at node {i}"), move |v| {
+                v["event"] == "member_alive" && v["pki_id"] == pki.as_str()
+            });
+        }
+        d.send_line(r#"{"cmd":"members"}"#);
+        let table = d.wait("members", is("members"));
+        for j in (0..4).filter(|&j| j != i) {
+            let m = table["members"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .find(|m| m["pki_id"] == pkis[j].as_str())
+                .unwrap_or_else(|| panic!("node {j} not listed by node {i}: {table}"));
+            assert_eq!(m["alive"], true, "node {j} at node {i}: {table}");
+            assert_eq!(m["msp_id"], msps[j], "{m}");
+            let external = values(&commands[j], "--external-endpoint")[0];
+            assert_eq!(m["endpoint"], external, "{m}");
+        }
+    }
+    for (d, _) in &mut nodes {
+        d.stop_ok();
+    }
 }
 
 #[test]
@@ -116,7 +319,7 @@ fn keygen_layout_is_accepted_by_node_ping_and_handshake() {
     // It says what to run.
     assert!(
         r.stdout
-            .contains("fabric-gossip node --listen 127.0.0.1:7051 --msp-dir"),
+            .contains("fabric-gossip node --listen 127.0.0.1:7051 --external-endpoint"),
         "{}",
         r.all()
     );
