@@ -72,13 +72,18 @@ pub(crate) fn trust_store(
 ) -> Result<TrustStore, ConfigError> {
     let mut store = TrustStore::new();
     for (msp, path) in trust {
-        store.add_path(msp, path).map_err(|e| {
-            ConfigError(format!(
-                "--trust {msp}={}: {e}{}",
-                path.display(),
-                msp_subfolder_hint(path)
-            ))
-        })?;
+        let hint = msp_subfolder_hint(path);
+        // Read as a folder of root CA files, an organization or peer folder would warn of
+        // each of its sub-folders before the error, burying the hint that tells the fix.
+        let added = if !hint.is_empty() && only_folders(path) {
+            Err(fabric_gossip_msp::LoadError::Empty {
+                path: path.clone(),
+                expected: "root CA certificate",
+            })
+        } else {
+            store.add_path(msp, path)
+        };
+        added.map_err(|e| ConfigError(format!("--trust {msp}={}: {e}{hint}", path.display())))?;
     }
     add_channel_configs(&mut store, blocks)?;
     Ok(store)
@@ -97,6 +102,17 @@ pub(crate) fn msp_subfolder_hint(dir: &Path) -> String {
     } else {
         String::new()
     }
+}
+
+/// Whether every entry of `dir` that a node would list (not hidden) is a folder: nothing
+/// in it can be a CA file.
+fn only_folders(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .all(|e| e.file_name().to_string_lossy().starts_with('.') || e.path().is_dir())
 }
 
 /// Why `dir`, which is no directory, cannot be an MSP folder: a missing path and a file

@@ -27,7 +27,8 @@ pub(crate) struct ValidateArgs {
     /// for `node --channel-config`. Repeatable.
     #[arg(long, value_name = "BLOCK")]
     channel_config: Vec<PathBuf>,
-    /// The MSP the certificates claim to belong to. Default: the only MSP trusted.
+    /// The MSP the certificates claim to belong to. Default: the only MSP trusted or, with
+    /// several, each certificate's: the one whose CA issued it.
     #[arg(long, value_name = "ID")]
     msp_id: Option<String>,
     /// Certificates to judge: PEM files (the first CERTIFICATE block of each), or MSP
@@ -60,35 +61,77 @@ impl From<ConfigError> for Failure {
     }
 }
 
+/// Where a certificate's MSP ID came from, as the `msp_id_from` field says it.
+#[derive(Clone, Copy)]
+enum Claim {
+    /// `--msp-id`.
+    Flag,
+    /// The one MSP trusted.
+    OnlyTrusted,
+    /// The MSP whose CA issued the certificate.
+    Issuer,
+}
+
+impl Claim {
+    fn name(self) -> &'static str {
+        match self {
+            Claim::Flag => "flag",
+            Claim::OnlyTrusted => "only_trusted",
+            Claim::Issuer => "issuer",
+        }
+    }
+}
+
 fn judge_all(args: &ValidateArgs) -> Result<bool, Failure> {
     let trust = opts::trust_store(&args.trust, &args.channel_config)?;
     let trusted: Vec<&str> = trust.msp_ids().collect();
-    let msp_id = match (&args.msp_id, trusted.as_slice()) {
-        (Some(id), _) => id.clone(),
-        (None, [only]) => (*only).to_owned(),
-        (None, _) => {
-            return Err(ConfigError(
-                "--msp-id: several MSPs are trusted; say which one the certificates claim".into(),
-            )
-            .into());
-        }
+    // With several MSPs trusted and no --msp-id, each certificate is judged as a member of
+    // the MSP whose CA issued it, so that one run checks a whole crypto tree.
+    let claimed = match (&args.msp_id, trusted.as_slice()) {
+        (Some(id), _) => Some((id.as_str(), Claim::Flag)),
+        (None, [only]) => Some((*only, Claim::OnlyTrusted)),
+        (None, _) => None,
     };
+    let mut tls = TlsCas::default();
     let now = crate::expiry::wall_now();
     let mut all_valid = true;
     for path in &args.certs {
         for file in certificate_files(path)? {
+            let raw = first_certificate(&file)?;
+            let (msp_id, from) = match claimed {
+                Some(c) => c,
+                None => match trust.issuing_msps(&raw).as_slice() {
+                    [one] => (*one, Claim::Issuer),
+                    [] => {
+                        all_valid = false;
+                        let line = unclaimed(&file, &raw, &trusted, tls.hint(args, &raw));
+                        out::print("result", format!("{line}\n")).map_err(Failure::Write)?;
+                        continue;
+                    }
+                    several => {
+                        return Err(ConfigError(format!(
+                            "{}: issued by a CA of each of {}; --msp-id: say which one it \
+                             claims",
+                            file.display(),
+                            several.join(", ")
+                        ))
+                        .into());
+                    }
+                },
+            };
             // As a Fabric MSP presents the certificate (a high-S CA signature folded to
             // low-S), so the PKI-ID is the one its peer has on the network.
-            let der = trust.sanitize_certificate(&msp_id, &first_certificate(&file)?);
+            let der = trust.sanitize_certificate(msp_id, &raw);
             let pem = certificate_pem(&der);
-            let identity = serialize_identity_pem(&msp_id, pem.as_bytes());
+            let identity = serialize_identity_pem(msp_id, pem.as_bytes());
             let verdict = trust.validate_identity(&identity, now);
             all_valid &= verdict.is_ok();
             let mut line = serde_json::json!({
                 "event": "identity",
                 "file": file.display().to_string(),
                 "msp_id": msp_id,
-                "pki_id": hex::encode(pki_id(&msp_id, pem.as_bytes()).as_bytes()),
+                "msp_id_from": from.name(),
+                "pki_id": hex::encode(pki_id(msp_id, pem.as_bytes()).as_bytes()),
                 "valid": verdict.is_ok(),
             });
             // When it stops being valid, so that a renewal is planned before it must be.
@@ -98,11 +141,73 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, Failure> {
             if let Err(e) = &verdict {
                 line["refused"] = serde_json::json!(kind(e));
                 line["error"] = serde_json::json!(e.to_string());
+                if matches!(e, SecurityError::UntrustedCertificate(_))
+                    && let Some(hint) = tls.hint(args, &raw)
+                {
+                    line["hint"] = serde_json::json!(hint);
+                }
             }
             out::print("result", format!("{line}\n")).map_err(Failure::Write)?;
         }
     }
     Ok(all_valid)
+}
+
+/// The line of a certificate no trusted MSP's CA issued, when none was named to judge it
+/// against: refused as a node trusting these MSPs refuses it, whichever it claimed.
+fn unclaimed(file: &Path, der: &[u8], trusted: &[&str], hint: Option<String>) -> serde_json::Value {
+    let mut line = serde_json::json!({
+        "event": "identity",
+        "file": file.display().to_string(),
+        "msp_id": null,
+        "msp_id_from": null,
+        "valid": false,
+        "refused": "untrusted_certificate",
+        "error": format!("not issued by any CA of {}", trusted.join(", ")),
+    });
+    let pem = certificate_pem(der);
+    if let Some(at) = crate::expiry::pem_not_after(pem.as_bytes()) {
+        line["not_after_unix_ms"] = serde_json::json!(crate::expiry::date_unix_ms(at));
+    }
+    if let Some(hint) = hint {
+        line["hint"] = serde_json::json!(hint);
+    }
+    line
+}
+
+/// The TLS CAs of the `--trust` MSP folders (their `tlscacerts/` and
+/// `tlsintermediatecerts/`), read when a certificate is first refused as untrusted: a TLS
+/// certificate given by mistake is refused as issued by no CA of the MSP, which reads as a
+/// wrong MSP or a forged certificate rather than the wrong file.
+#[derive(Default)]
+struct TlsCas(Option<fabric_gossip_msp::TrustStore>);
+
+impl TlsCas {
+    /// The hint for a refused certificate `der` that a TLS CA of a trusted MSP issued.
+    fn hint(&mut self, args: &ValidateArgs, der: &[u8]) -> Option<String> {
+        let store = self.0.get_or_insert_with(|| {
+            let mut store = fabric_gossip_msp::TrustStore::new();
+            for (msp, dir) in &args.trust {
+                for sub in ["tlscacerts", "tlsintermediatecerts"] {
+                    // Only to name the issuer: a folder that does not load names none.
+                    if dir.join(sub).is_dir() {
+                        let _ = store.add_path(msp, dir.join(sub));
+                    }
+                }
+            }
+            store
+        });
+        let msps = store.issuing_msps(der);
+        if msps.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "a TLS certificate: issued by the TLS CA of {} (tlscacerts/); validate judges \
+             enrollment certificates, an MSP folder's signcerts/, which peers present as \
+             their identity",
+            msps.join(", ")
+        ))
+    }
 }
 
 /// `path` itself, or the files of its `signcerts/` when it is an MSP folder, listed as a
@@ -114,8 +219,9 @@ fn certificate_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let signcerts = path.join("signcerts");
     if !signcerts.is_dir() {
         return Err(ConfigError(format!(
-            "{}: a folder must be an MSP folder with signcerts/",
-            path.display()
+            "{}: a folder must be an MSP folder with signcerts/{}",
+            path.display(),
+            opts::msp_subfolder_hint(path)
         )));
     }
     let files = msp_dir_files(&signcerts).map_err(|e| ConfigError(e.to_string()))?;

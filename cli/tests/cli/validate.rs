@@ -3,6 +3,7 @@
 
 use crate::common::*;
 use crate::fixtures::*;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,7 +23,7 @@ fn org_b_trusted() -> (tempfile::TempDir, PathBuf, String) {
 /// wrong arguments are status 2.
 #[test]
 fn validate_judges_certificates_as_a_node_would() {
-    let (dir, org, trust) = org_b_trusted();
+    let (_dir, org, trust) = org_b_trusted();
     let msp = org.join("msp");
     let peer_msp = org.join(format!("peers/peer0.{}/msp", ORG_B.1));
     let args = [
@@ -31,17 +32,12 @@ fn validate_judges_certificates_as_a_node_would() {
         &trust,
         peer_msp.to_str().expect("utf-8"),
     ];
-    let lines = |r: &Run| -> Vec<serde_json::Value> {
-        r.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect()
-    };
     let ok = run_expect(&args, 0);
     let v = lines(&ok);
     assert_eq!(v.len(), 1, "{}", ok.all());
     assert_eq!(v[0]["valid"], true, "{}", ok.all());
     assert_eq!(v[0]["msp_id"], ORG_B.0);
+    assert_eq!(v[0]["msp_id_from"], "only_trusted");
     assert_eq!(v[0]["pki_id"].as_str().map(str::len), Some(64));
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -75,28 +71,6 @@ fn validate_judges_certificates_as_a_node_would() {
         refused.all()
     );
 
-    // Two trusted MSPs and no --msp-id: which one the certificates claim is ambiguous.
-    let other = format!(
-        "{}={}",
-        ORG_A.0,
-        dir.path()
-            .join("peerOrganizations")
-            .join(ORG_A.1)
-            .join("msp")
-            .display()
-    );
-    let r = run_expect(
-        &[
-            "validate",
-            "--trust",
-            &trust,
-            "--trust",
-            &other,
-            peer_msp.to_str().expect("utf-8"),
-        ],
-        2,
-    );
-    assert!(r.stderr.contains("--msp-id"), "{}", r.all());
     let r = run_expect(&["validate", "--trust", &trust, "/nonexistent.pem"], 2);
     assert!(r.stderr.contains("/nonexistent.pem"), "{}", r.all());
 }
@@ -199,4 +173,217 @@ fn validate_refuses_a_file_over_the_cap() {
         "{}",
         r.all()
     );
+}
+
+/// Each JSON line of `validate`'s output.
+fn lines(r: &Run) -> Vec<Value> {
+    r.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// With several MSPs trusted and no `--msp-id`, one run judges a whole crypto tree: each
+/// certificate as a member of the MSP whose CA issued it (`msp_id_from` "issuer"); one no
+/// trusted CA issued is refused with no MSP (status 1), the others still judged; one that
+/// CAs of two trusted MSPs issue is refused as usage, naming both (status 2). `--msp-id`
+/// still decides when given.
+#[test]
+fn validate_takes_each_certificate_s_msp_from_its_issuer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    keygen_orgs(dir.path(), &["OrgCMSP:c.example.com:1"]);
+    let orgs = dir.path().join("peerOrganizations");
+    let org_msp = |domain: &str| orgs.join(domain).join("msp").display().to_string();
+    let peer = |n: u32, domain: &str| {
+        orgs.join(domain)
+            .join(format!("peers/peer{n}.{domain}/msp"))
+            .display()
+            .to_string()
+    };
+    let trust_a = format!("{}={}", ORG_A.0, org_msp(ORG_A.1));
+    let trust_b = format!("{}={}", ORG_B.0, org_msp(ORG_B.1));
+    let (a0, a1, b0) = (peer(0, ORG_A.1), peer(1, ORG_A.1), peer(0, ORG_B.1));
+    let both = ["validate", "--trust", &trust_a, "--trust", &trust_b];
+    let r = run_expect(&[&both[..], &[&a0, &a1, &b0]].concat(), 0);
+    let v = lines(&r);
+    assert_eq!(v.len(), 3, "{}", r.all());
+    for (line, msp) in v.iter().zip([ORG_A.0, ORG_A.0, ORG_B.0]) {
+        assert_eq!(line["valid"], true, "{line}");
+        assert_eq!(line["msp_id"], msp, "{line}");
+        assert_eq!(line["msp_id_from"], "issuer", "{line}");
+    }
+    // The PKI-ID is that of the MSP inferred, as with --msp-id.
+    let named = run_expect(&[&both[..], &["--msp-id", ORG_B.0, &b0]].concat(), 0);
+    let named = lines(&named);
+    assert_eq!(named[0]["pki_id"], v[2]["pki_id"], "{}", named[0]);
+    assert_eq!(named[0]["msp_id_from"], "flag", "{}", named[0]);
+
+    // --msp-id wins: B's peer then claims OrgAMSP and is refused.
+    let r = run_expect(&[&both[..], &["--msp-id", ORG_A.0, &a0, &b0]].concat(), 1);
+    let v = lines(&r);
+    assert_eq!(v[0]["valid"], true, "{}", r.all());
+    assert_eq!(v[1]["valid"], false, "{}", r.all());
+    assert_eq!(v[1]["msp_id"], ORG_A.0, "{}", r.all());
+    assert_eq!(v[1]["refused"], "untrusted_certificate", "{}", r.all());
+
+    // C's peer: no trusted CA issued it; refused, and B's peer after it still judged.
+    let c0 = peer(0, "c.example.com");
+    let r = run_expect(&[&both[..], &[&c0, &b0]].concat(), 1);
+    let v = lines(&r);
+    assert_eq!(v.len(), 2, "{}", r.all());
+    assert_eq!(v[0]["valid"], false, "{}", r.all());
+    assert_eq!(v[0]["msp_id"], Value::Null, "{}", r.all());
+    assert_eq!(v[0]["refused"], "untrusted_certificate", "{}", r.all());
+    assert_eq!(
+        v[0]["error"],
+        "not issued by any CA of OrgAMSP, OrgBMSP",
+        "{}",
+        r.all()
+    );
+    assert!(v[0].get("hint").is_none(), "{}", r.all());
+    assert_eq!(v[1]["valid"], true, "{}", r.all());
+
+    // A's CAs trusted under a second MSP ID too: which MSP A's peer claims is for the
+    // operator to say.
+    let twice = format!("OrgA2MSP={}", org_msp(ORG_A.1));
+    let r = run_expect(&[&both[..], &["--trust", &twice, &a0]].concat(), 2);
+    assert!(
+        r.stderr.contains(&format!(
+            "{a0}/signcerts/peer0.{}-cert.pem: issued by a CA of each of OrgA2MSP, OrgAMSP; \
+             --msp-id: say which one it claims",
+            ORG_A.1
+        )),
+        "{}",
+        r.all()
+    );
+}
+
+/// `validate` points at what was meant: a peer folder given for its MSP folder gets the
+/// hint `--msp-dir` gives; an organization folder as `--trust` gets its hint without a
+/// warning for each sub-folder before it; a TLS certificate, refused as no enrollment CA
+/// of the MSP issued it, is named one, with the MSP whose TLS CA issued it.
+#[test]
+fn validate_hints_at_the_folder_or_the_certificate_meant() {
+    let (dir, org, trust) = org_b_trusted();
+    let peer_dir = org.join(format!("peers/peer0.{}", ORG_B.1));
+    let r = run_expect(
+        &[
+            "validate",
+            "--trust",
+            &trust,
+            peer_dir.to_str().expect("utf-8"),
+        ],
+        2,
+    );
+    let hint = format!(
+        "{}: a folder must be an MSP folder with signcerts/\n  hint: did you mean {}?",
+        peer_dir.display(),
+        peer_dir.join("msp").display()
+    );
+    assert!(r.stderr.contains(&hint), "{hint}\n{}", r.all());
+
+    let org_folder = format!("{}={}", ORG_B.0, org.display());
+    let r = run_expect(
+        &[
+            "validate",
+            "--trust",
+            &org_folder,
+            peer_dir.join("msp").to_str().expect("utf-8"),
+        ],
+        2,
+    );
+    let hint = format!(
+        "--trust {org_folder}: {}: no root CA certificate found\n  hint: did you mean {}?",
+        org.display(),
+        org.join("msp").display()
+    );
+    assert!(r.stderr.contains(&hint), "{hint}\n{}", r.all());
+    assert!(
+        !r.stderr.contains("WARN") && !r.stderr.contains("not a regular file"),
+        "{}",
+        r.all()
+    );
+    // A folder of CA files beside sub-folders is read as before: its sub-folders warned of.
+    std::fs::copy(
+        org.join(format!("msp/cacerts/ca.{}-cert.pem", ORG_B.1)),
+        org.join("ca.pem"),
+    )
+    .expect("copy");
+    let r = run_expect(
+        &[
+            "validate",
+            "--trust",
+            &org_folder,
+            peer_dir.join("msp").to_str().expect("utf-8"),
+        ],
+        0,
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "{}: not a regular file (a directory); skipped",
+            org.join("peers").display()
+        )),
+        "{}",
+        r.all()
+    );
+
+    let tls_cert = peer_dir.join("tls/server.crt");
+    let tls_cert = tls_cert.to_str().expect("utf-8");
+    let tls_hint = format!(
+        "a TLS certificate: issued by the TLS CA of {} (tlscacerts/); validate judges \
+         enrollment certificates, an MSP folder's signcerts/, which peers present as their \
+         identity",
+        ORG_B.0
+    );
+    let r = run_expect(&["validate", "--trust", &trust, tls_cert], 1);
+    let v = lines(&r);
+    assert_eq!(v[0]["refused"], "untrusted_certificate", "{}", r.all());
+    assert_eq!(v[0]["hint"], tls_hint.as_str(), "{}", r.all());
+    // So with two MSPs trusted, where no MSP is inferred for it.
+    let trust_a = format!(
+        "{}={}",
+        ORG_A.0,
+        dir.path()
+            .join("peerOrganizations")
+            .join(ORG_A.1)
+            .join("msp")
+            .display()
+    );
+    let r = run_expect(
+        &["validate", "--trust", &trust_a, "--trust", &trust, tls_cert],
+        1,
+    );
+    let v = lines(&r);
+    assert_eq!(v[0]["msp_id"], Value::Null, "{}", r.all());
+    assert_eq!(v[0]["hint"], tls_hint.as_str(), "{}", r.all());
+    // Claiming OrgAMSP (--msp-id), it is refused as issued by no CA of OrgAMSP; the hint
+    // names B's TLS CA all the same.
+    let r = run_expect(
+        &[
+            "validate", "--trust", &trust_a, "--trust", &trust, "--msp-id", ORG_A.0, tls_cert,
+        ],
+        1,
+    );
+    assert_eq!(lines(&r)[0]["hint"], tls_hint.as_str(), "{}", r.all());
+    // An enrollment certificate refused as untrusted gets no such hint.
+    let a_peer = dir
+        .path()
+        .join("peerOrganizations")
+        .join(ORG_A.1)
+        .join(format!("peers/peer0.{}/msp", ORG_A.1));
+    let r = run_expect(
+        &[
+            "validate",
+            "--trust",
+            &trust,
+            "--msp-id",
+            ORG_B.0,
+            a_peer.to_str().expect("utf-8"),
+        ],
+        1,
+    );
+    let v = lines(&r);
+    assert_eq!(v[0]["refused"], "untrusted_certificate", "{}", r.all());
+    assert!(v[0].get("hint").is_none(), "{}", r.all());
 }
