@@ -206,11 +206,8 @@ fn node_commands(layout: &dev::Layout, gossip: u16, operations: u16) -> String {
             for other in layout.orgs.iter().filter(|x| x.msp_id != org.msp_id) {
                 lines.push(format!("--trust {}={}", other.msp_id, sh(&other.msp_dir)));
             }
-            lines.push(format!(
-                "--tls-cert {} --tls-key {}",
-                sh(&p.tls_cert),
-                sh(&p.tls_key)
-            ));
+            lines.push(format!("--tls-cert {}", sh(&p.tls_cert)));
+            lines.push(format!("--tls-key {}", sh(&p.tls_key)));
             for ca in &tls_cas {
                 lines.push(format!("--tls-ca {}", sh(ca)));
             }

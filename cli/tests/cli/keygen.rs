@@ -192,7 +192,8 @@ fn keygen_prints_each_peer_s_command_line() {
          --operations 127.0.0.1:8054 \\\n    \
          --msp-dir {peer1}/msp --msp-id Org2MSP \\\n    \
          --trust Org1MSP={orgs}/org1.example.com/msp \\\n    \
-         --tls-cert {peer1}/tls/server.crt --tls-key {peer1}/tls/server.key \\\n    \
+         --tls-cert {peer1}/tls/server.crt \\\n    \
+         --tls-key {peer1}/tls/server.key \\\n    \
          --tls-ca {orgs}/org1.example.com/msp/tlscacerts/tlsca.org1.example.com-cert.pem \\\n    \
          --tls-ca {orgs}/org2.example.com/msp/tlscacerts/tlsca.org2.example.com-cert.pem \\\n    \
          --bootstrap 127.0.0.1:7053 --anchor-peer Org1MSP=127.0.0.1:7051\n"
