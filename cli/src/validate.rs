@@ -163,7 +163,11 @@ fn unclaimed(file: &Path, der: &[u8], trusted: &[&str], hint: Option<String>) ->
         "msp_id_from": null,
         "valid": false,
         "refused": "untrusted_certificate",
-        "error": format!("not issued by any CA of {}", trusted.join(", ")),
+        "error": SecurityError::UntrustedCertificate(format!(
+            "not issued by any CA of {}",
+            trusted.join(", ")
+        ))
+        .to_string(),
     });
     let pem = certificate_pem(der);
     if let Some(at) = crate::expiry::pem_not_after(pem.as_bytes()) {

@@ -237,7 +237,7 @@ fn validate_takes_each_certificate_s_msp_from_its_issuer() {
     assert_eq!(v[0]["refused"], "untrusted_certificate", "{}", r.all());
     assert_eq!(
         v[0]["error"],
-        "not issued by any CA of OrgAMSP, OrgBMSP",
+        "untrusted certificate: not issued by any CA of OrgAMSP, OrgBMSP",
         "{}",
         r.all()
     );
