@@ -180,36 +180,50 @@ fn unclaimed(file: &Path, der: &[u8], trusted: &[&str], hint: Option<String>) ->
 }
 
 /// The TLS CAs of the `--trust` MSP folders (their `tlscacerts/` and
-/// `tlsintermediatecerts/`), read when a certificate is first refused as untrusted: a TLS
-/// certificate given by mistake is refused as issued by no CA of the MSP, which reads as a
-/// wrong MSP or a forged certificate rather than the wrong file.
+/// `tlsintermediatecerts/`) and of the `--channel-config` blocks, read when a certificate
+/// is first refused as untrusted: a TLS certificate given by mistake is refused as issued
+/// by no CA of the MSP, which reads as a wrong MSP or a forged certificate rather than the
+/// wrong file. Each is kept under the words the hint names it by.
 #[derive(Default)]
 struct TlsCas(Option<fabric_gossip_msp::TrustStore>);
 
 impl TlsCas {
-    /// The hint for a refused certificate `der` that a TLS CA of a trusted MSP issued.
+    /// The hint for a refused certificate `der` that one of these TLS CAs issued.
     fn hint(&mut self, args: &ValidateArgs, der: &[u8]) -> Option<String> {
+        // Only to name the issuer: what does not load names none (the trust store read
+        // the same folders and blocks without error already).
         let store = self.0.get_or_insert_with(|| {
             let mut store = fabric_gossip_msp::TrustStore::new();
             for (msp, dir) in &args.trust {
                 for sub in ["tlscacerts", "tlsintermediatecerts"] {
-                    // Only to name the issuer: a folder that does not load names none.
                     if dir.join(sub).is_dir() {
-                        let _ = store.add_path(msp, dir.join(sub));
+                        let _ = store.add_path(&format!("{msp} (tlscacerts/)"), dir.join(sub));
                     }
+                }
+            }
+            for block in &args.channel_config {
+                let Ok(bytes) = fabric_gossip_msp::read_channel_config_file(block) else {
+                    continue;
+                };
+                let Ok(channel) = fabric_gossip_msp::TrustStore::new().add_channel_config(&bytes)
+                else {
+                    continue;
+                };
+                let named = format!("an organization of channel {}", channel.channel_id);
+                for pem in &channel.tls_ca_pems {
+                    let _ = store.add_ca_pem(&named, pem);
                 }
             }
             store
         });
-        let msps = store.issuing_msps(der);
-        if msps.is_empty() {
+        let issuers = store.issuing_msps(der);
+        if issuers.is_empty() {
             return None;
         }
         Some(format!(
-            "a TLS certificate: issued by the TLS CA of {} (tlscacerts/); validate judges \
-             enrollment certificates, an MSP folder's signcerts/, which peers present as \
-             their identity",
-            msps.join(", ")
+            "a TLS certificate: issued by the TLS CA of {}; validate judges enrollment \
+             certificates, an MSP folder's signcerts/, which peers present as their identity",
+            issuers.join(", ")
         ))
     }
 }

@@ -262,7 +262,7 @@ fn validate_takes_each_certificate_s_msp_from_its_issuer() {
 /// `validate` points at what was meant: a peer folder given for its MSP folder gets the
 /// hint `--msp-dir` gives; an organization folder as `--trust` gets its hint without a
 /// warning for each sub-folder before it; a TLS certificate, refused as no enrollment CA
-/// of the MSP issued it, is named one, with the MSP whose TLS CA issued it.
+/// of the MSP issued it, is named one, with the MSP (or the channel) whose TLS CA issued it.
 #[test]
 fn validate_hints_at_the_folder_or_the_certificate_meant() {
     let (dir, org, trust) = org_b_trusted();
@@ -366,6 +366,28 @@ fn validate_hints_at_the_folder_or_the_certificate_meant() {
         1,
     );
     assert_eq!(lines(&r)[0]["hint"], tls_hint.as_str(), "{}", r.all());
+    // With a channel's block as the trust, the hint names the channel.
+    let channel = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/channel");
+    let r = run_expect(
+        &[
+            "validate",
+            "--channel-config",
+            channel.join("mychannel.block").to_str().expect("utf-8"),
+            channel
+                .join("peers/peer0.org1.example.com/tls/server.crt")
+                .to_str()
+                .expect("utf-8"),
+        ],
+        1,
+    );
+    assert_eq!(
+        lines(&r)[0]["hint"],
+        "a TLS certificate: issued by the TLS CA of an organization of channel mychannel; \
+         validate judges enrollment certificates, an MSP folder's signcerts/, which peers \
+         present as their identity",
+        "{}",
+        r.all()
+    );
     // An enrollment certificate refused as untrusted gets no such hint.
     let a_peer = dir
         .path()
