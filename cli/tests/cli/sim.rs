@@ -63,7 +63,11 @@ fn sim_keeps_the_simulated_nodes_warnings_to_itself_unless_asked() {
     ];
     let r = run(&args, Duration::from_secs(60));
     assert_eq!(r.code, Some(0), "{}", r.all());
-    assert!(!r.stderr.contains("bootstrap attempt failed"), "{}", r.all());
+    assert!(
+        !r.stderr.contains("bootstrap attempt failed"),
+        "{}",
+        r.all()
+    );
     let loud = [&args[..], &["--log-spec", "warning"]].concat();
     let r = run(&loud, Duration::from_secs(60));
     assert_eq!(r.code, Some(0), "{}", r.all());
