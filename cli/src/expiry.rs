@@ -113,22 +113,41 @@ impl OwnCertificates {
     }
 
     /// Logs each certificate's expiry as a Fabric peer does at start, then warns one week
-    /// before each expires, for as long as the runtime runs.
+    /// before each expires, and says so when it expires (beyond Fabric, whose node goes on
+    /// without a word while its peers refuse it: a day-2 trial found only their
+    /// `refused_by_remote` lines), for as long as the runtime runs.
     pub(crate) fn track(&self) {
         let now = SystemTime::now();
         for &(role, at) in &self.0 {
-            if let Some(warn_in) = log_at_start(role, at, now) {
-                tokio::spawn(async move {
-                    // Far deadlines are reached a day at a time, within any timer's range.
-                    let wake = tokio::time::Instant::now() + warn_in;
-                    while tokio::time::Instant::now() < wake {
-                        let step = wake.saturating_duration_since(tokio::time::Instant::now());
-                        tokio::time::sleep(step.min(Duration::from_secs(24 * 3600))).await;
-                    }
-                    tracing::warn!(target: CERTMONITOR, "The {role} certificate will expire within one week");
-                });
+            let warn_in = log_at_start(role, at, now);
+            if at < now {
+                continue;
             }
+            // NotAfter is the last valid second.
+            let expires_in = left(at, now) + Duration::from_secs(1);
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                if let Some(warn_in) = warn_in {
+                    sleep_until(start + warn_in).await;
+                    tracing::warn!(target: CERTMONITOR, "The {role} certificate will expire within one week");
+                }
+                sleep_until(start + expires_in).await;
+                tracing::error!(
+                    target: CERTMONITOR,
+                    "The {role} certificate has expired: peers refuse this node from now on; \
+                     renew it and restart the node"
+                );
+            });
         }
+    }
+}
+
+/// Sleeps until `wake`, a day at a time, so that far deadlines stay within any timer's
+/// range.
+async fn sleep_until(wake: tokio::time::Instant) {
+    while tokio::time::Instant::now() < wake {
+        let step = wake.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(step.min(Duration::from_secs(24 * 3600))).await;
     }
 }
 
@@ -149,9 +168,15 @@ fn log_at_start(role: &str, at: SystemTime, now: SystemTime) -> Option<Duration>
     tracing::info!(target: CERTMONITOR, "The {role} certificate will expire on {}", go_date(at));
     if left < ONE_WEEK {
         let hours = left.as_secs() / 3600;
+        // Fabric's words, then the minutes when they say "0 days and 0 hours".
+        let minutes = if hours == 0 {
+            format!(" ({} min)", left.as_secs() / 60)
+        } else {
+            String::new()
+        };
         tracing::warn!(
             target: CERTMONITOR,
-            "The {role} certificate expires within {} days and {} hours",
+            "The {role} certificate expires within {} days and {} hours{minutes}",
             hours / 24,
             hours % 24
         );
@@ -332,7 +357,7 @@ mod tests {
         let expected = [
             "The enrollment certificate has expired",
             "The client TLS certificate will expire on 2001-09-09 01:46:40 +0000 UTC",
-            "The client TLS certificate expires within 0 days and 0 hours",
+            "The client TLS certificate expires within 0 days and 0 hours (0 min)",
             "The server TLS certificate will expire on 2001-09-11 06:47:39 +0000 UTC",
             "The server TLS certificate expires within 2 days and 5 hours",
         ];
@@ -363,5 +388,14 @@ mod tests {
         assert!(!warned(), "warned before a week was left");
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert!(warned(), "no warning once a week was left");
+        // And a line when it expires, not before.
+        let expired = || {
+            buf.text()
+                .contains("The enrollment certificate has expired: peers refuse this node")
+        };
+        tokio::time::sleep(ONE_WEEK - Duration::from_secs(120)).await;
+        assert!(!expired(), "said expired before it was");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(expired(), "nothing said at expiry");
     }
 }

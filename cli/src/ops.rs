@@ -319,6 +319,17 @@ impl OpsTls {
     }
 }
 
+/// The paths the operations service answers, as its start line names them: `/metrics`
+/// only with a metrics provider (a core.yaml's `metrics.provider: disabled` answers it
+/// 404, which the line had still named: a day-2 trial).
+fn served_paths(metrics: bool) -> &'static str {
+    if metrics {
+        "/metrics, /healthz, /version, /logspec"
+    } else {
+        "/healthz, /version, /logspec; /metrics off: metrics.provider is not prometheus"
+    }
+}
+
 /// Binds `addr` and serves in a background task (over TLS with `tls`); the address actually
 /// bound.
 pub(crate) async fn start(
@@ -329,11 +340,9 @@ pub(crate) async fn start(
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let paths = served_paths(state.metrics);
     tokio::spawn(accept_loop(listener, state, tls.map(TlsAcceptor::from)));
-    tracing::info!(
-        target: TARGET,
-        "operations service on {scheme}://{bound} (/metrics, /healthz, /version, /logspec)"
-    );
+    tracing::info!(target: TARGET, "operations service on {scheme}://{bound} ({paths})");
     Ok(bound)
 }
 
@@ -1450,6 +1459,19 @@ pub(crate) fn registry(served: Option<&Served>) -> Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The start line names the paths served: not `/metrics` when metrics are off, which
+    /// then answers 404.
+    #[test]
+    fn the_start_line_names_metrics_only_when_they_are_served() {
+        for metrics in [true, false] {
+            let st = State::new(metrics);
+            let status = respond(&Method::GET, "/metrics", &st).status();
+            assert_eq!(status == StatusCode::OK, metrics);
+            let named = served_paths(metrics).starts_with("/metrics");
+            assert_eq!(named, metrics, "{}", served_paths(metrics));
+        }
+    }
 
     /// `process_cpu_seconds_total` to the tick: the `prometheus` crate's collector serves
     /// whole seconds, `floor` of what `/proc` says, which is below the ticks read before it
