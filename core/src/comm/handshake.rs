@@ -38,6 +38,21 @@ pub(super) struct Handshakes {
     conn_establish: [Option<Bytes>; 4],
     /// How many "handshake failed" lines may still be logged this second.
     log: crate::time::LogBudget,
+    /// The warnings that a remote refused us after its handshake: one a second.
+    pub(super) refused_log: RefusedLog,
+}
+
+/// One warning a second that a remote refused our connection: a node whose identity was
+/// revoked or expired is refused by every peer it meets, again and again while gossip
+/// makes them alive to it (a day-2 trial counted 84 refusals in 23 s, all at `info`, no
+/// warning); the first says why, the rest go to `debug`.
+#[derive(Debug)]
+pub(super) struct RefusedLog(pub(super) crate::time::LogBudget);
+
+impl Default for RefusedLog {
+    fn default() -> Self {
+        RefusedLog(crate::time::LogBudget::per_second(1))
+    }
 }
 
 impl Handshakes {

@@ -621,14 +621,27 @@ impl<S: Security> Comm<S> {
         }
         if let Some(status) = refused {
             let err = HandshakeError::RefusedByRemote { status };
-            tracing::info!(
-                target: "fabric_gossip_core::store",
-                pki_id = %pki,
-                endpoint = %c_endpoint,
-                conn = %stream,
-                error = %err,
-                "the remote refused our connection after its handshake"
-            );
+            // A warning, as often as `RefusedLog` allows: it says why others refuse us.
+            if let Some(not_logged) = self.handshakes.refused_log.0.admit(self.now) {
+                tracing::warn!(
+                    target: "fabric_gossip_core::store",
+                    pki_id = %pki,
+                    endpoint = %c_endpoint,
+                    conn = %stream,
+                    error = %err,
+                    not_logged,
+                    "the remote refused our connection after its handshake"
+                );
+            } else {
+                tracing::debug!(
+                    target: "fabric_gossip_core::store",
+                    pki_id = %pki,
+                    endpoint = %c_endpoint,
+                    conn = %stream,
+                    error = %err,
+                    "the remote refused our connection after its handshake"
+                );
+            }
             self.stats.handshake_failed(&err);
             self.presumed_dead(pki.clone(), c_endpoint.clone(), DeadCause::Connect(err));
         }
