@@ -705,18 +705,31 @@ impl<S: Security> Layer<S> for Discovery {
             self.stats.illegal_tag += 1;
             return;
         }
-        // Each kind is counted here, then handled with its content already matched.
+        // Each kind is counted here, then handled with its content already matched; each
+        // is a `debug` line, which an operator turning on `gossip.discovery=debug` looks
+        // for (a day-2 trial found none: only member events, at info).
         match &msg.message.content {
-            Some(gossip_message::Content::AliveMsg(_)) => {
+            Some(gossip_message::Content::AliveMsg(a)) => {
                 self.stats.alive_received += 1;
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let about = a.membership.as_ref().map(|m| PkiId::new(m.pki_id.clone()));
+                    tracing::debug!(from = %msg.sender(), about = ?about, "alive message received");
+                }
                 self.handle_direct_alive(now, comm, &msg);
             }
             Some(gossip_message::Content::MemReq(req)) => {
                 self.stats.requests_received += 1;
+                tracing::debug!(from = %msg.sender(), "membership request received");
                 self.handle_request(now, comm, &msg, req);
             }
             Some(gossip_message::Content::MemRes(res)) => {
                 self.stats.responses_received += 1;
+                tracing::debug!(
+                    from = %msg.sender(),
+                    alive = res.alive.len(),
+                    dead = res.dead.len(),
+                    "membership response received"
+                );
                 self.handle_response(now, comm, &msg, res);
             }
             Some(_) => self.handle_pull(now, comm, &msg),

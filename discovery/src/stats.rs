@@ -145,6 +145,7 @@ pub struct DiscoveryStats {
 impl DiscoveryStats {
     /// Counts one refused alive message under its reason.
     pub(crate) fn count_refused(&mut self, e: &AliveError) {
+        tracing::debug!(error = %e, "alive message refused");
         match e {
             AliveError::Unsigned
             | AliveError::Undecodable(_)
