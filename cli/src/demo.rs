@@ -181,7 +181,8 @@ impl Seen {
     /// into [`Seen::views`]; a member listed under another organization is a problem.
     fn follow(&mut self, i: usize, j: usize, msp_id: &str, ev: &DiscoveryEvent) {
         let (member, alive) = match ev {
-            DiscoveryEvent::MemberAlive { member, .. } => (member, true),
+            DiscoveryEvent::MemberAlive { member, .. }
+            | DiscoveryEvent::MemberRestarted { member, .. } => (member, true),
             DiscoveryEvent::MemberDead { member, .. }
             | DiscoveryEvent::MemberPurged { member, .. } => (member, false),
             _ => return,
@@ -544,6 +545,10 @@ fn observe_membership(
                 DiscoveryEvent::MemberAlive { member, .. } => (
                     member,
                     format!("alive again, incarnation {}", member.timestamp.inc),
+                ),
+                DiscoveryEvent::MemberRestarted { member, .. } => (
+                    member,
+                    format!("restarted, incarnation {}", member.timestamp.inc),
                 ),
                 DiscoveryEvent::MemberDead { member, reason } => (
                     member,

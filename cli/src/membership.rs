@@ -570,6 +570,14 @@ pub(crate) fn event_json(ev: &DiscoveryEvent, form: PkiForm) -> Value {
             v["resurrected"] = json!(resurrected);
             v
         }
+        DiscoveryEvent::MemberRestarted {
+            member,
+            previous_incarnation,
+        } => {
+            let mut v = with_member("member_restarted", member);
+            v["previous_inc"] = json!(previous_incarnation);
+            v
+        }
         DiscoveryEvent::MemberDead { member, reason } => {
             let mut v = with_member("member_dead", member);
             v["reason"] = json!(dead_reason(*reason));

@@ -42,7 +42,7 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_name = "DURATION", value_parser = membership::parse_duration, default_value = "1s")]
     interval: Duration,
     /// The table once, then one line per change instead of the table every --interval: a
-    /// member that became alive, died or was purged, a bootstrap peer joined or failed
+    /// member that became alive, restarted, died or was purged, a bootstrap peer joined or failed
     /// (with --json, the objects `node` prints for these events); the table again at the
     /// end (of --duration, or on Ctrl-C or SIGTERM).
     #[arg(long)]
@@ -393,11 +393,13 @@ impl View {
                 ms % 1000,
                 v["event"].as_str().unwrap_or_default()
             );
-            const FIELDS: [&str; 9] = [
+            const FIELDS: [&str; 11] = [
                 "pki_id",
                 "msp_id",
                 "endpoint",
                 "internal_endpoint",
+                "inc",
+                "previous_inc",
                 "resurrected",
                 "reason",
                 "error",
@@ -648,7 +650,7 @@ mod tests {
         assert_eq!(
             text.change_line(&dead, at),
             "14:02:07.341Z member_dead pki_id=peer endpoint=p:1\\u{1} \
-             internal_endpoint=10.0.0.1:7051 reason=expired\n"
+             internal_endpoint=10.0.0.1:7051 inc=7 reason=expired\n"
         );
         let alive = DiscoveryEvent::MemberAlive {
             member: member("p:1", Some("Org1MSP")),
@@ -657,7 +659,18 @@ mod tests {
         assert_eq!(
             text.change_line(&alive, at + 1),
             "14:02:07.342Z member_alive pki_id=peer msp_id=Org1MSP endpoint=p:1 \
-             internal_endpoint=10.0.0.1:7051 resurrected=true\n"
+             internal_endpoint=10.0.0.1:7051 inc=7 resurrected=true\n"
+        );
+        // A restart within the alive expiration: no death, no resurrection, but a line
+        // with both incarnations (a rolling restart had left a day-2 trial's log empty).
+        let restarted = DiscoveryEvent::MemberRestarted {
+            member: member("p:1", Some("Org1MSP")),
+            previous_incarnation: 5,
+        };
+        assert_eq!(
+            text.change_line(&restarted, at),
+            "14:02:07.341Z member_restarted pki_id=peer msp_id=Org1MSP endpoint=p:1 \
+             internal_endpoint=10.0.0.1:7051 inc=7 previous_inc=5\n"
         );
         let purged = DiscoveryEvent::MemberPurged {
             member: member("p:1", Some("Org1MSP")),
@@ -665,7 +678,7 @@ mod tests {
         };
         assert!(text.change_line(&purged, at).ends_with(
             " member_purged pki_id=peer msp_id=Org1MSP endpoint=p:1 \
-                            internal_endpoint=10.0.0.1:7051 reason=long_dead\n"
+                            internal_endpoint=10.0.0.1:7051 inc=7 reason=long_dead\n"
         ));
         let failed = DiscoveryEvent::BootstrapFailed {
             endpoint: "b:1".into(),

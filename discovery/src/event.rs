@@ -109,6 +109,15 @@ pub enum DiscoveryEvent {
         /// True if it was known dead before.
         resurrected: bool,
     },
+    /// An alive member came back with a newer incarnation before it was declared dead: it
+    /// restarted within `alive_expiration`, which no other event shows (a rolling restart
+    /// had left a day-2 trial's change log empty).
+    MemberRestarted {
+        /// The member, with its new incarnation.
+        member: MemberInfo,
+        /// The incarnation it had before.
+        previous_incarnation: u64,
+    },
     /// A member became dead in our view: an alive member was declared dead (its connection
     /// was closed), or a member we did not know was listed dead by a peer's membership
     /// response ([`DeadReason::Reported`]).

@@ -530,6 +530,13 @@ impl Discovery {
                     resurrected,
                 });
             }
+            Change::Restarted { previous_inc } => {
+                let member = self.member(&parsed.pki_id).expect("just updated");
+                self.emit(DiscoveryEvent::MemberRestarted {
+                    member,
+                    previous_incarnation: previous_inc,
+                });
+            }
             Change::Refreshed => {}
             Change::Stale => self.stats.alive_stale += 1,
         }
@@ -784,19 +791,39 @@ fn trace_event(ev: &DiscoveryEvent) {
             resurrected,
         } => tracing::info!(
             pki_id = %member.pki_id,
+            msp_id = member.org.as_deref().unwrap_or(""),
             endpoint = %member.endpoint,
             internal_endpoint = %member.internal_endpoint,
             resurrected,
             "member alive"
         ),
+        DiscoveryEvent::MemberRestarted {
+            member,
+            previous_incarnation,
+        } => tracing::info!(
+            pki_id = %member.pki_id,
+            msp_id = member.org.as_deref().unwrap_or(""),
+            endpoint = %member.endpoint,
+            internal_endpoint = %member.internal_endpoint,
+            inc = member.timestamp.inc,
+            previous_inc = previous_incarnation,
+            "member restarted"
+        ),
+        // The external endpoint and the MSP too: another organization's member has no
+        // internal endpoint here (its secret is stripped), and a line with none named
+        // nothing an operator could find (a day-2 trial).
         DiscoveryEvent::MemberDead { member, reason } => tracing::info!(
             pki_id = %member.pki_id,
+            msp_id = member.org.as_deref().unwrap_or(""),
+            endpoint = %member.endpoint,
             internal_endpoint = %member.internal_endpoint,
             reason = ?reason,
             "member dead"
         ),
         DiscoveryEvent::MemberPurged { member, reason } => tracing::info!(
             pki_id = %member.pki_id,
+            msp_id = member.org.as_deref().unwrap_or(""),
+            endpoint = %member.endpoint,
             internal_endpoint = %member.internal_endpoint,
             reason = ?reason,
             "member purged"

@@ -77,6 +77,12 @@ pub(crate) enum Change {
     Resurrected,
     /// An alive member's data and `last_seen` moved on.
     Refreshed,
+    /// An alive member came back with a newer incarnation before it was declared dead:
+    /// it restarted within `alive_expiration`.
+    Restarted {
+        /// The incarnation it had.
+        previous_inc: u64,
+    },
     /// Not newer than what is known.
     Stale,
 }
@@ -343,6 +349,7 @@ impl Membership {
             }
             m.expires = u.expires;
         }
+        let previous_inc = m.ts.inc;
         m.ts = u.ts;
         m.last_seen = now;
         m.envelope = detached_envelope(u.envelope);
@@ -362,7 +369,11 @@ impl Membership {
             }
         }
         if was_alive {
-            return Change::Refreshed;
+            return if previous_inc < u.ts.inc {
+                Change::Restarted { previous_inc }
+            } else {
+                Change::Refreshed
+            };
         }
         self.list(slot);
         Change::Resurrected
@@ -726,7 +737,12 @@ mod tests {
             apply(&mut ms, &ids[0], ts(2, 1), "", t),
             Change::Resurrected
         );
-        assert_eq!(apply(&mut ms, &ids[1], ts(2, 1), "", t), Change::Refreshed);
+        // A newer incarnation of a member still alive: it restarted.
+        assert_eq!(
+            apply(&mut ms, &ids[1], ts(2, 1), "", t),
+            Change::Restarted { previous_inc: 1 }
+        );
+        assert_eq!(apply(&mut ms, &ids[1], ts(2, 2), "", t), Change::Refreshed);
         check_alive_list(&ms);
         assert_eq!(
             ms.alive_ids(),

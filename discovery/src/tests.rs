@@ -3168,3 +3168,27 @@ fn a_reconnect_probe_comm_refuses_is_counted_as_an_error() {
     assert_eq!(d.stats().reconnect_probes, 0);
     assert!(d.probes.is_empty());
 }
+
+/// A member that restarts within `alive_expiration` is never declared dead, so neither
+/// `MemberDead` nor a resurrection tells of it: its newer incarnation is `MemberRestarted`
+/// (a day-2 trial's rolling restart left `watch --changes` silent); a newer sequence of the
+/// same incarnation is no news.
+#[test]
+fn a_member_alive_with_a_newer_incarnation_restarted() {
+    let (mut comm, mut d) = me();
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "")));
+    events(&mut d);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 2, "")));
+    assert!(events(&mut d).is_empty(), "a heartbeat is no news");
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 2, 0, "")));
+    let ev = events(&mut d);
+    assert!(
+        matches!(
+            &ev[..],
+            [DiscoveryEvent::MemberRestarted { member, previous_incarnation: 1 }]
+                if member.pki_id == pki("a1") && member.timestamp.inc == 2 && member.alive
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(d.stats().members_resurrected, 0);
+}
