@@ -47,7 +47,7 @@ pub(super) async fn dial_task(inner: Arc<Inner>, dial: DialId, endpoint: String)
             // A member that left is dialled again and again until it is purged (the
             // core's retries, membership's reconnect rounds): its first failure is news,
             // the rest noise (an operator's trial: a line every second or two).
-            if st.unreachable.failed(&endpoint) == 0 {
+            if st.unreachable.failed(&endpoint) {
                 tracing::info!(
                     %endpoint, error = %e,
                     "dial failed (its next failures at debug, until a dial to it succeeds)"
@@ -73,16 +73,17 @@ impl Unreachable {
     /// rather than the map growing.
     const MAX: usize = 1024;
 
-    /// Records a failed dial to `endpoint`: how many failed before it.
-    fn failed(&mut self, endpoint: &str) -> u64 {
+    /// Records a failed dial to `endpoint`: whether it is the first since a dial to it last
+    /// succeeded (or since it was tracked at all).
+    fn failed(&mut self, endpoint: &str) -> bool {
         if let Some(n) = self.0.get_mut(endpoint) {
             *n += 1;
-            return *n - 1;
+            return false;
         }
         if self.0.len() < Self::MAX {
             self.0.insert(endpoint.to_owned(), 1);
         }
-        0
+        true
     }
 
     /// Records a dial to `endpoint` that succeeded: how many failed before it, if any.
@@ -270,5 +271,40 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for MeteredChannel
                 tonic::body::Body::empty(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unreachable;
+
+    /// An endpoint's first failure is news, the next are not until a dial to it succeeds,
+    /// which says how many failed; a success with none before it says nothing.
+    #[test]
+    fn an_endpoint_s_first_failure_is_news_until_it_answers() {
+        let mut u = Unreachable::default();
+        assert_eq!(u.answered("a:1"), None);
+        assert!(u.failed("a:1"));
+        assert!(!u.failed("a:1"));
+        assert!(!u.failed("a:1"));
+        assert!(u.failed("b:1"), "each endpoint on its own");
+        assert_eq!(u.answered("a:1"), Some(3));
+        assert_eq!(u.answered("a:1"), None);
+        assert!(u.failed("a:1"), "news again after it answered");
+    }
+
+    /// Past `MAX` endpoints tracked, failures of others are all news (logged at info) and
+    /// the map does not grow.
+    #[test]
+    fn at_most_max_endpoints_are_tracked() {
+        let mut u = Unreachable::default();
+        for i in 0..Unreachable::MAX {
+            assert!(u.failed(&format!("e{i}:1")));
+        }
+        assert_eq!(u.0.len(), Unreachable::MAX);
+        assert!(u.failed("late:1"));
+        assert!(u.failed("late:1"), "not tracked: every failure is news");
+        assert_eq!(u.0.len(), Unreachable::MAX);
+        assert!(!u.failed("e0:1"), "those tracked stay tracked");
     }
 }
