@@ -14,18 +14,16 @@ use std::collections::BTreeSet;
 enum Entry {
     /// About us: skipped (`alive_about_me`), as Fabric's `isSentByMe` drops it.
     Me,
-    /// About us, in the alive list, with another endpoint than ours: verified, and if it
-    /// verifies another node runs with our identity (`alive_impostors`, Fabric's "Bad
-    /// configuration detected"). A node that meets its impostor only here is common: once
-    /// the impostor's newer incarnation wins, the others send their gossip to its
-    /// endpoint, and we hear of it only in the responses to our requests.
-    MeElsewhere(ParsedAlive),
     /// Not newer than the message store's entry for the member.
     Duplicate,
     /// Would change nothing in membership, or find no room there (see
     /// `Discovery::would_change`).
     Unchanging(Fate),
-    /// To verify and learn.
+    /// To verify and learn; or, about us in the alive list with another endpoint than
+    /// ours, to verify and judge: another node runs with our identity (`alive_impostors`,
+    /// Fabric's "Bad configuration detected"). A node that meets its impostor only here is
+    /// common: once the impostor's newer incarnation wins, the others send their gossip to
+    /// its endpoint, and we hear of it only in the responses to our requests.
     Parsed(ParsedAlive),
 }
 
@@ -67,23 +65,6 @@ impl Discovery {
                 Ok(Entry::Parsed(p)) => p,
                 Ok(Entry::Me) => {
                     self.stats.alive_about_me += 1;
-                    continue;
-                }
-                Ok(Entry::MeElsewhere(parsed)) => {
-                    // One such entry a response, as for any member (a repeat would cost a
-                    // verification each); one that fails counts as any failure does.
-                    if seen.insert(parsed.pki_id.clone()) {
-                        match self.verify(comm, &parsed, env, now) {
-                            Ok(_) => self.about_me(now, &parsed),
-                            Err(_) => failures += 1,
-                        }
-                    } else {
-                        self.stats.response_entries_repeated += 1;
-                    }
-                    if failures >= MAX_RESPONSE_FAILURES {
-                        self.stats.responses_aborted += 1;
-                        return;
-                    }
                     continue;
                 }
                 Ok(Entry::Duplicate) => {
@@ -144,7 +125,11 @@ impl Discovery {
                     continue;
                 }
             };
-            self.learn(comm, &parsed, &id, env, now, dead);
+            if parsed.pki_id == self.pki_id {
+                self.about_me(now, &parsed);
+            } else {
+                self.learn(comm, &parsed, &id, env, now, dead);
+            }
         }
     }
 
@@ -184,7 +169,7 @@ impl Discovery {
                 None => parse()?,
             };
             return Ok(if self.is_elsewhere(&parsed) {
-                Entry::MeElsewhere(parsed)
+                Entry::Parsed(parsed)
             } else {
                 Entry::Me
             });
