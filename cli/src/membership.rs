@@ -779,6 +779,19 @@ pub(crate) fn counters(d: &Discovery) -> Counters {
             ("members_expired", s.members_expired),
             ("members_presumed_dead", s.members_presumed_dead),
             ("members_purged", s.members_purged),
+            ("members_purged_long_dead", s.members_purged_long_dead),
+            (
+                "members_purged_identity_switch",
+                s.members_purged_identity_switch,
+            ),
+            (
+                "members_purged_identity_expired",
+                s.members_purged_identity_expired,
+            ),
+            (
+                "members_purged_identity_refused",
+                s.members_purged_identity_refused,
+            ),
             ("members_refused_full", s.members_refused_full),
             ("members_evicted", s.members_evicted),
             ("reconnect_probes", s.reconnect_probes),

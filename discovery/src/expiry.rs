@@ -100,7 +100,7 @@ impl Discovery {
         if !self.store.tombstone(pki, state.ts, now) {
             self.stats.tombstones_store_full += 1;
         }
-        self.stats.members_purged += 1;
+        self.stats.count_purge(reason);
         self.probes.retain(|_, p| p != pki);
         let member = MemberInfo::from_state(pki, &state);
         self.emit(DiscoveryEvent::MemberPurged { member, reason });

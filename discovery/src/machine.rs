@@ -505,7 +505,6 @@ impl Discovery {
             return false;
         };
         for victim in &victims {
-            self.stats.members_evicted += 1;
             self.purge(now, comm, victim, crate::event::PurgeReason::Evicted);
         }
         self.has_room(bytes)

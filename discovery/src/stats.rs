@@ -2,6 +2,7 @@
 
 use crate::certstore::CertStoreStats;
 use crate::error::AliveError;
+use crate::event::PurgeReason;
 #[cfg(doc)]
 use crate::{
     ANSWERS_PER_INTERVAL, MAX_BOOTSTRAPS, MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES,
@@ -115,8 +116,20 @@ pub struct DiscoveryStats {
     pub members_expired: u64,
     /// Alive members declared dead because comm presumed them dead.
     pub members_presumed_dead: u64,
-    /// Members removed from every map (long dead, identity switch, identity expiry).
+    /// Members removed from every map, for any reason; the fields after it say which
+    /// (an operator alerts on expired or refused identities, not on the long dead).
     pub members_purged: u64,
+    /// Members purged after being dead longer than the alive-message TTL
+    /// ([`PurgeReason::LongDead`]).
+    pub members_purged_long_dead: u64,
+    /// Members purged because comm found a new identity at their endpoint
+    /// ([`PurgeReason::IdentitySwitch`]).
+    pub members_purged_identity_switch: u64,
+    /// Members purged because their certificate expired ([`PurgeReason::IdentityExpired`]).
+    pub members_purged_identity_expired: u64,
+    /// Members purged because their identity no longer validates: revoked, or of an MSP no
+    /// longer trusted ([`PurgeReason::IdentityRefused`]).
+    pub members_purged_identity_refused: u64,
     /// New members refused because `max_members` is reached.
     pub members_refused_full: u64,
     /// Members purged to make room in a full membership for a newcomer of ours or of an
@@ -175,6 +188,18 @@ impl DiscoveryStats {
         tracing::warn!(what, %error, "could not sign our own message; nothing sent");
     }
 
+    /// Counts one purge under `members_purged` and its reason's counter.
+    pub(crate) fn count_purge(&mut self, reason: PurgeReason) {
+        self.members_purged += 1;
+        match reason {
+            PurgeReason::LongDead => self.members_purged_long_dead += 1,
+            PurgeReason::IdentitySwitch => self.members_purged_identity_switch += 1,
+            PurgeReason::IdentityExpired => self.members_purged_identity_expired += 1,
+            PurgeReason::IdentityRefused => self.members_purged_identity_refused += 1,
+            PurgeReason::Evicted => self.members_evicted += 1,
+        }
+    }
+
     /// Every alive message refused for any reason (malformed, identity, signature).
     pub fn alive_refused(&self) -> u64 {
         self.alive_malformed
@@ -210,5 +235,26 @@ mod tests {
         assert_eq!(s.alive_bad_signature, 1);
         assert_eq!(s.alive_too_large, 1);
         assert_eq!(s.alive_refused(), 7);
+    }
+
+    #[test]
+    fn each_purge_is_counted_under_its_reason_and_in_the_total() {
+        let mut s = DiscoveryStats::default();
+        for reason in [
+            PurgeReason::LongDead,
+            PurgeReason::LongDead,
+            PurgeReason::IdentitySwitch,
+            PurgeReason::IdentityExpired,
+            PurgeReason::IdentityRefused,
+            PurgeReason::Evicted,
+        ] {
+            s.count_purge(reason);
+        }
+        assert_eq!(s.members_purged, 6);
+        assert_eq!(s.members_purged_long_dead, 2);
+        assert_eq!(s.members_purged_identity_switch, 1);
+        assert_eq!(s.members_purged_identity_expired, 1);
+        assert_eq!(s.members_purged_identity_refused, 1);
+        assert_eq!(s.members_evicted, 1);
     }
 }

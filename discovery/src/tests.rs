@@ -1018,6 +1018,16 @@ fn a_connection_closed_for_its_identity_purges_the_member() {
                 if member.pki_id == pki("a1") && *reason == why),
             "{ev:?}"
         );
+        let s = d.stats();
+        let by_reason = match why {
+            PurgeReason::IdentityExpired => s.members_purged_identity_expired,
+            _ => s.members_purged_identity_refused,
+        };
+        assert_eq!((s.members_purged, by_reason), (1, 1), "{why:?}");
+        assert_eq!(
+            s.members_purged_long_dead + s.members_purged_identity_switch,
+            0
+        );
     }
 }
 
@@ -1113,6 +1123,8 @@ fn an_identity_switch_purges_the_old_pki_id() {
             ..
         }]
     ));
+    let s = d.stats();
+    assert_eq!((s.members_purged, s.members_purged_identity_switch), (1, 1));
 }
 
 #[test]

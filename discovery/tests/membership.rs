@@ -346,6 +346,7 @@ fn a_long_dead_member_is_purged_but_not_a_bootstrap_peer() {
         "bootstrap peer kept, dead"
     );
     assert_eq!(l1.stats().members_purged, 1);
+    assert_eq!(l1.stats().members_purged_long_dead, 1);
 }
 
 /// An anchor peer (`connect_anchor`) is kept like a bootstrap peer: Fabric's store expiry

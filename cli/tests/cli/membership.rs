@@ -193,6 +193,20 @@ fn two_nodes_and_a_watch_see_each_other() {
             "{name} in {metrics}"
         );
     }
+    // Every metric the README's alert table names is served: a renamed counter would
+    // silently disarm an operator's rule. (The certificate-expiry gauge needs a node with a
+    // certificate: cli/tests/cli/expiry.rs.)
+    let alerted = alert_table_metrics();
+    assert!(alerted.len() >= 10, "{alerted:?}");
+    for name in alerted
+        .iter()
+        .filter(|n| *n != "fabric_gossip_cli_certificate_expiry_seconds")
+    {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "the alert table's {name} is not served: {metrics}"
+        );
+    }
     // Test identities never expire: no expiry to report.
     assert!(
         !metrics.contains("identity_expiry_soonest_seconds"),
@@ -408,4 +422,25 @@ fn propagate_iterations_runs_and_stats_count_impostors() {
     let st = a.wait("stats", is("stats"));
     assert_eq!(st["membership"]["alive_impostors"], 0, "{st}");
     a.stop();
+}
+
+/// The metric names in the README's "What to alert on first" table (its rows, up to the
+/// blank line that ends it).
+fn alert_table_metrics() -> Vec<String> {
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+    let table = readme
+        .split_once("What to alert on first")
+        .expect("the README's alert table")
+        .1
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'));
+    let mut names: Vec<String> = table
+        .flat_map(|row| row.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("gossip_") || w.starts_with("fabric_gossip_"))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
