@@ -29,6 +29,11 @@ pub(crate) const LOGGERS: &[(&str, &[&str])] = &[
         &["fabric_gossip_core", "fabric_gossip_tonic"],
     ),
     ("gossip.discovery", &["fabric_gossip_discovery"]),
+    // A failed bootstrap attempt's warning, which `watch` explains in its own words.
+    (
+        "gossip.discovery.bootstrap",
+        &[fabric_gossip_discovery::BOOTSTRAP_TARGET],
+    ),
     ("gossip.sim", &["fabric_gossip_sim"]),
     ("msp", &["fabric_gossip_msp"]),
     ("grpc", &["tonic", "h2", "hyper", "rustls"]),
@@ -98,26 +103,44 @@ fn targets(logger: &str) -> Vec<&str> {
         Some(l) => (l, true),
         None => (logger, false),
     };
-    let mut out: Vec<&str> = Vec::new();
-    for (name, ts) in LOGGERS {
-        let covered = *name == logger
+    let covered = LOGGERS.iter().filter(|(name, _)| {
+        *name == logger
             || !exact
                 && name
                     .strip_prefix(logger)
-                    .is_some_and(|rest| rest.starts_with('.'));
-        // A more specific Fabric name than ours (`gossip.comm.conn`) still means our logger.
-        let inside = !exact
-            && logger
-                .strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('.'));
-        if covered || inside {
-            for t in *ts {
-                if !out.contains(t) {
-                    out.push(t);
-                }
+                    .is_some_and(|rest| rest.starts_with('.'))
+    });
+    // A more specific Fabric name than any of ours (`gossip.comm.conn`) still means the
+    // most specific logger of ours it is inside.
+    let inside = LOGGERS
+        .iter()
+        .filter(|(name, _)| {
+            !exact
+                && logger
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .max_by_key(|(name, _)| name.len());
+    let mut out: Vec<&str> = Vec::new();
+    let mut chosen: Vec<_> = covered.collect();
+    if chosen.is_empty() {
+        chosen.extend(inside);
+    }
+    for (_, ts) in chosen {
+        for t in *ts {
+            if !out.contains(t) {
+                out.push(t);
             }
         }
     }
+    // A target inside another one listed (`gossip` covers the discovery crate and its
+    // bootstrap target) takes the same level from it: one directive says it.
+    let listed = out.clone();
+    out.retain(|t| {
+        !listed
+            .iter()
+            .any(|p| t.strip_prefix(p).is_some_and(|rest| rest.starts_with("::")))
+    });
     if out.is_empty() && logger.contains('_') {
         out.push(logger);
     }
@@ -785,6 +808,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_target_logs_for_the_most_specific_fabric_logger() {
+        for (target, name) in [
+            ("fabric_gossip_discovery::machine", "gossip.discovery"),
+            (
+                fabric_gossip_discovery::BOOTSTRAP_TARGET,
+                "gossip.discovery.bootstrap",
+            ),
+            (crate::expiry::CERTMONITOR, "certmonitor"),
+            ("fabric_gossip_cli", "nodeCmd"),
+            ("somebody_else", "somebody_else"),
+        ] {
+            assert_eq!(fabric_logger(target), name, "{target}");
+        }
+    }
+
+    #[test]
     fn fabric_specs_become_target_directives() {
         for (spec, want) in [
             ("info", "info"),
@@ -798,6 +837,16 @@ pub(crate) mod tests {
                 "warning:gossip=debug",
                 "warn,fabric_gossip_core=debug,fabric_gossip_tonic=debug,\
                  fabric_gossip_discovery=debug,fabric_gossip_sim=debug",
+            ),
+            // `watch`'s default: the failed bootstrap attempts alone quieter.
+            (
+                "gossip.discovery.bootstrap=error:warning",
+                "warn,fabric_gossip_discovery::bootstrap=error",
+            ),
+            // A name below two of ours means the more specific one.
+            (
+                "gossip.discovery.bootstrap.dial=debug:info",
+                "info,fabric_gossip_discovery::bootstrap=debug",
             ),
             (
                 "gossip.discovery,msp=error:debug",

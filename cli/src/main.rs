@@ -33,9 +33,11 @@ mod watch;
 struct Cli {
     /// Which logs to print on stderr, in Fabric's FABRIC_LOGGING_SPEC syntax:
     /// [LOGGER[,LOGGER...]=]LEVEL[:...], e.g. gossip.comm=debug:info. Loggers: gossip
-    /// (gossip.comm, gossip.discovery), msp, grpc, nodeCmd, certmonitor, or a crate name. Default: the
-    /// FABRIC_LOGGING_SPEC variable, else RUST_LOG, else info for node and warning for the
-    /// other commands, which print their own result or progress.
+    /// (gossip.comm, gossip.discovery, gossip.discovery.bootstrap), msp, grpc, nodeCmd,
+    /// certmonitor, or a crate name. Default: the FABRIC_LOGGING_SPEC variable, else RUST_LOG,
+    /// else info for node and warning for the other commands, which print their own result
+    /// or progress (watch: gossip.discovery.bootstrap=error:warning, as it explains each
+    /// failed bootstrap attempt itself).
     #[arg(long, global = true, value_name = "SPEC")]
     log_spec: Option<String>,
     #[command(subcommand)]
@@ -91,6 +93,9 @@ fn main() -> ExitCode {
         // time and read as real dials (an operator's trial); the summary and the trace say
         // what happened in virtual time.
         Command::Sim(_) => "gossip=error:warning",
+        // Each failed bootstrap attempt is explained on stderr by `watch` itself, with
+        // hints; the layer's own warning said it a second time (an operator's trial).
+        Command::Watch(_) => "gossip.discovery.bootstrap=error:warning",
         _ => "warning",
     };
     match logging::filter(cli.log_spec.as_deref(), default) {

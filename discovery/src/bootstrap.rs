@@ -40,6 +40,11 @@ pub(crate) enum BootState {
     GaveUp,
 }
 
+/// The tracing target of a failed bootstrap attempt's warning, apart from the layer's
+/// other lines: a tool that explains each failure itself (the CLI's `watch`) can leave
+/// this one out without losing the rest of the layer's warnings.
+pub const BOOTSTRAP_TARGET: &str = "fabric_gossip_discovery::bootstrap";
+
 /// Bootstrap and anchor endpoints the layer follows at once (see
 /// [`Discovery::connect_anchor`]).
 pub const MAX_BOOTSTRAPS: usize = 1024;

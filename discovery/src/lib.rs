@@ -122,7 +122,7 @@ mod store;
 pub mod validate;
 
 pub use alive::Timestamp;
-pub use bootstrap::MAX_BOOTSTRAPS;
+pub use bootstrap::{BOOTSTRAP_TARGET, MAX_BOOTSTRAPS};
 pub use certstore::{CertStoreConfig, CertStoreStats};
 pub use config::DiscoveryConfig;
 pub use error::{AliveError, BootstrapError, ConfigError};

@@ -835,7 +835,14 @@ fn trace_event(ev: &DiscoveryEvent) {
             error,
             attempt,
             gave_up,
-        } => tracing::warn!(%endpoint, %error, attempt, gave_up, "bootstrap attempt failed"),
+        } => tracing::warn!(
+            target: crate::BOOTSTRAP_TARGET,
+            %endpoint,
+            %error,
+            attempt,
+            gave_up,
+            "bootstrap attempt failed"
+        ),
     }
 }
 
