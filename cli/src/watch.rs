@@ -198,10 +198,11 @@ async fn watch(
         Err(e) => return opts::config_failure(&e),
     };
     let endpoint = layer.config().internal_endpoint.clone();
-    // The layer skips a bootstrap peer that is this watcher itself; with no other, it
-    // would wait out --duration for an answer that cannot come.
+    // The layer skips a bootstrap peer that is this watcher itself; with no other, and no
+    // anchor peer, it would wait out --duration for an answer that cannot come. (Until
+    // 2026-12-07 an --anchor-peer alone, with no --bootstrap at all, was refused here.)
     let own = args.member.own_bootstraps(layer.config());
-    if own.len() == args.member.bootstrap.len() {
+    if own.len() == args.member.bootstrap.len() && args.member.anchor_peer.is_empty() {
         return opts::config_failure(&ConfigError(format!(
             "--bootstrap {}: this watcher's own endpoint ({endpoint}), which is never \
              dialled; name a peer of your organization to join through",

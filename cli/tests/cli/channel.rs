@@ -5,6 +5,7 @@ use crate::common::*;
 use crate::fixtures::*;
 use serde_json::Value;
 use std::path::Path;
+use std::time::Duration;
 
 /// A `--channel-config` file larger than any message a Fabric peer accepts (a wrong path)
 /// is refused with status 2, naming it, before it is read; the real block still loads.
@@ -381,6 +382,80 @@ fn a_node_joins_another_organization_through_an_anchor_peer_flag() {
     let dialled = format!("dialling anchor peer {a_ep} of Org2MSP (--anchor-peer)");
     assert_eq!(log.matches(&dialled).count(), 1, "{log}");
     a.stop_ok();
+}
+
+/// `watch` reaches another organization's member through `--anchor-peer` alone, as `node`
+/// does (the flag is the two commands' shared code, but a watch has its own start and exit):
+/// Org1's watcher, with no bootstrap peer, lists Org2's peer0 alive and says so at exit.
+#[test]
+fn watch_joins_another_organization_through_an_anchor_peer_flag() {
+    let mut attempts = 0;
+    let (a_ep, w_ep, mut a, a_pki) = loop {
+        attempts += 1;
+        let (pa, pw) = two_free_ports();
+        let (a_ep, w_ep) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pw}"));
+        let extra = [
+            "--external-endpoint".to_owned(),
+            a_ep.clone(),
+            "--trust".to_owned(),
+            format!("Org1MSP={}", fixture_msp("peer1.org1.example.com")),
+        ];
+        match member("peer0.org2.example.com", "Org2MSP", &a_ep, &extra) {
+            Ok((a, a_pki)) => break (a_ep, w_ep, a, a_pki),
+            Err(err) => assert!(attempts < 5, "{attempts} attempts, the last: {err}"),
+        }
+    };
+    let peer = ChannelPeer {
+        block: false,
+        tls: false,
+    };
+    let mut args = vec!["watch".to_owned()];
+    args.extend(peer.args("peer1.org1.example.com", "Org1MSP", None));
+    args[2] = w_ep.clone();
+    args.extend(
+        [
+            "--external-endpoint",
+            &w_ep,
+            "--trust",
+            &format!("Org2MSP={}", fixture_msp("peer0.org2.example.com")),
+            "--anchor-peer",
+            &format!("Org2MSP={a_ep}"),
+            "--alive-interval",
+            "500ms",
+            "--alive-expiration",
+            "5s",
+            "--json",
+            "--duration",
+            "4s",
+            "--interval",
+            "500ms",
+        ]
+        .map(str::to_owned),
+    );
+    let r = run(&strs(&args), Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    let last = last_json_line(&r.stdout);
+    let listed = last["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["pki_id"] == a_pki.as_str())
+        .unwrap_or_else(|| panic!("Org2's peer0 not listed: {last}"));
+    assert_eq!(listed["alive"], true, "{last}");
+    assert_eq!(listed["msp_id"], "Org2MSP", "{last}");
+    assert_eq!(listed["endpoint"], a_ep.as_str(), "{last}");
+    a.stop_ok();
+}
+
+/// The MSP folder of fixture peer `host`, as `--trust` takes it.
+fn fixture_msp(host: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../msp/tests/fixtures/channel/peers")
+        .join(host)
+        .join("msp")
+        .to_str()
+        .expect("utf-8")
+        .to_owned()
 }
 
 /// The anchor peers of a `--channel-config` block are dialled as a Fabric peer joining the
