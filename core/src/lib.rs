@@ -186,7 +186,7 @@ pub mod testing;
 
 pub use comm::{
     Acceptor, Action, Comm, ConnectionEntry, DeadCause, DeadPeer, Event, LiveCounts, Output,
-    RemotePeer, SendOutcome, SendQueueLen, SendResult, StreamEnd, WriteKind,
+    RemotePeer, SendOutcome, SendQueueLen, SendResult, StreamEnd, SwitchedPeer, WriteKind,
 };
 pub use config::{CertHash, Config, DialBackoff, TlsHashes};
 pub use config::{

@@ -935,7 +935,7 @@ fn restart_node_1_with_a_new_identity(
     let switched = net.nodes[0]
         .events
         .iter()
-        .any(|e| matches!(e, Event::IdentitySwitch(p) if *p == old));
+        .any(|e| matches!(e, Event::IdentitySwitch(p) if p.old == old));
     let refused = net.nodes[0].events.iter().any(|e| {
         matches!(
             e,

@@ -660,9 +660,12 @@ impl<S: Security> Layer<S> for Discovery {
         }
         match event {
             Event::PresumedDead(dead) => self.presumed_dead(now, comm, &dead.pki_id),
-            Event::IdentitySwitch(old) => {
-                self.purge(now, comm, old, crate::event::PurgeReason::IdentitySwitch)
-            }
+            Event::IdentitySwitch(switched) => self.purge(
+                now,
+                comm,
+                &switched.old,
+                crate::event::PurgeReason::IdentitySwitch,
+            ),
             Event::Disconnected {
                 pki_id,
                 reason: fabric_gossip_core::CloseReason::IdentityExpired,

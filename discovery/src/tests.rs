@@ -1114,7 +1114,15 @@ fn presumed_dead_kills_an_alive_member_at_once_and_closes_nothing_else() {
 #[test]
 fn an_identity_switch_purges_the_old_pki_id() {
     let (mut comm, mut d) = me_knowing("a1", 1, 1);
-    d.handle_comm_event(T0, &mut comm, &Event::IdentitySwitch(pki("a1")));
+    d.handle_comm_event(
+        T0,
+        &mut comm,
+        &Event::IdentitySwitch(fabric_gossip_core::SwitchedPeer {
+            old: pki("a1"),
+            new: pki("a1b"),
+            endpoint: "a1:7051".into(),
+        }),
+    );
     assert!(d.member(&pki("a1")).is_none());
     assert!(matches!(
         &events(&mut d)[..],

@@ -233,11 +233,11 @@ fn identity_switch_within_the_organization_is_accepted_and_reported() {
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::IdentitySwitch(p) => Some(p.clone()),
+            Event::IdentitySwitch(p) => Some((p.old.clone(), p.new.clone())),
             _ => None,
         })
         .collect();
-    assert_eq!(switches, vec![old]);
+    assert_eq!(switches, vec![(old, new.clone())]);
     assert_eq!(net.nodes[0].comm.connections()[0].pki_id, new);
     assert_eq!(net.nodes[0].comm.stats().identity_switches, 1);
 }

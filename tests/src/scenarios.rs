@@ -382,7 +382,7 @@ impl IdentitySwitch {
         wait(h, SOON, "A sees the identity switch", |h| {
             h.events(a)
                 .iter()
-                .any(|e| matches!(e, Event::IdentitySwitch(p) if *p == old.pki_id))
+                .any(|e| matches!(e, Event::IdentitySwitch(p) if p.old == old.pki_id))
         })?;
         wait(h, SOON, "new B receives", |h| {
             h.deliveries(b).iter().any(|d| payload(&d.msg) == b"again")

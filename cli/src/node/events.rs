@@ -117,7 +117,9 @@ pub(super) fn event_json(
             json!({"event": "presumed_dead", "peer": peer, "endpoint": p.endpoint,
                    "reason": p.cause.to_string()})
         }
-        Event::IdentitySwitch(p) => json!({"event": "identity_switch", "peer": form.show(p)}),
+        // `peer` is the old PKI-ID, as Fabric's notification names it.
+        Event::IdentitySwitch(p) => json!({"event": "identity_switch", "peer": form.show(&p.old),
+                                           "new_peer": form.show(&p.new), "endpoint": p.endpoint}),
         Event::IdentityPurged { pki_id, reason } => json!({
             "event": "identity_purged",
             "peer": form.show(pki_id),
@@ -434,8 +436,18 @@ mod tests {
         assert_eq!(show(dead("p1"), PkiForm::Text), Some(want("p1")));
         assert_eq!(show(dead(""), PkiForm::Text), Some(want("peer1:7051")));
         assert_eq!(
-            show(Event::IdentitySwitch(PkiId::from("p1")), PkiForm::Hex),
-            Some(json!({"event": "identity_switch", "peer": "7031"}))
+            show(
+                Event::IdentitySwitch(fabric_gossip_core::SwitchedPeer {
+                    old: PkiId::from("p1"),
+                    new: PkiId::from("p2"),
+                    endpoint: "peer1:7051".into(),
+                }),
+                PkiForm::Hex
+            ),
+            Some(
+                json!({"event": "identity_switch", "peer": "7031", "new_peer": "7032",
+                        "endpoint": "peer1:7051"})
+            )
         );
         let unprinted = Event::DeliveryReady(SubscriptionId::from_parts(0, 0));
         assert_eq!(show(unprinted, PkiForm::Text), None);

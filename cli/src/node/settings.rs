@@ -134,9 +134,10 @@ with an MSP identity):
                                                            a send could not get a connection
                                                            (PKI: the endpoint when the PKI-ID
                                                            was never learnt)
-  {\"event\":\"identity_switch\",\"peer\":PKI}                   a peer came back with another
+  {\"event\":\"identity_switch\",\"peer\":PKI,\"new_peer\":PKI,\"endpoint\":E}
+                                                           a peer came back with another
                                                            certificate (a renewal): its old
-                                                           identity is dropped
+                                                           identity (peer) is dropped
   {\"event\":\"received\",\"from\":PKI,\"nonce\":N,\"content\":NAME,\"data_hex\":HEX,\"seq\":N}
                                                            (and \"text\" when the data is UTF-8,
                                                            \"channel\" and \"tag\" unless empty;

@@ -377,7 +377,7 @@ fn one_shot_commands_report_a_closed_stdout_instead_of_panicking() {
 fn the_help_lists_every_event_and_states_defaults_once() {
     let node = run_expect(&["node", "--help"], 0).stdout;
     for text in [
-        r#"{"event":"identity_switch","peer":PKI}"#,
+        r#"{"event":"identity_switch","peer":PKI,"new_peer":PKI,"endpoint":E}"#,
         r#"{"event":"stats","#,
         r#"{"event":"members","#,
         r#"{"event":"trust_reloaded","by":BY"#,

@@ -46,7 +46,7 @@ use rand_core::SeedableRng;
 use std::sync::Arc;
 
 pub use demux::Acceptor;
-pub use output::{Action, DeadCause, DeadPeer, Event, Output, SendResult, WriteKind};
+pub use output::{Action, DeadCause, DeadPeer, Event, Output, SendResult, SwitchedPeer, WriteKind};
 
 use acks::Acks;
 use demux::Demux;

@@ -140,6 +140,24 @@ impl core::fmt::Display for DeadPeer {
     }
 }
 
+/// A peer that answered under a new identity of its organization. Its `Display` is the old
+/// PKI-ID alone, what Fabric's notification carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchedPeer {
+    /// The PKI-ID it was dialled under, which membership and the identity store forget.
+    pub old: PkiId,
+    /// The PKI-ID it answered with, which the connection now has.
+    pub new: PkiId,
+    /// The endpoint dialled.
+    pub endpoint: String,
+}
+
+impl core::fmt::Display for SwitchedPeer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.old.fmt(f)
+    }
+}
+
 /// Why a peer is presumed dead: the two failures Fabric presumes a peer dead for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -183,9 +201,11 @@ pub enum Event {
     /// presumed dead (Fabric's `PresumedDead()` stream, which carries only the PKI-ID; here
     /// also the endpoint, which names a peer dialled without a PKI-ID, and the cause).
     PresumedDead(DeadPeer),
-    /// A peer dialled under this (old) PKI-ID answered with a new identity of the same
-    /// organization (Fabric's `IdentitySwitch()` stream).
-    IdentitySwitch(PkiId),
+    /// A peer dialled under an old PKI-ID answered with a new identity of the same
+    /// organization (Fabric's `IdentitySwitch()` stream, which carries only the old PKI-ID;
+    /// here also the new one and the endpoint, which an operator needs to tell a renewed
+    /// certificate from a stranger at a member's address).
+    IdentitySwitch(SwitchedPeer),
     /// The subscription has deliveries to poll with [`Comm::poll_delivery`].
     DeliveryReady(SubscriptionId),
     /// A `probe` finished.

@@ -38,7 +38,7 @@
 //! secondary, plus the attempts in progress. Which stream wins when two appear for one
 //! PKI-ID is [`registration`], a pure function.
 
-use super::output::{DeadCause, Event};
+use super::output::{DeadCause, Event, SwitchedPeer};
 use super::send::SendQueue;
 use super::stream::{Conn, Phase};
 use super::timers::TimerKey;
@@ -370,7 +370,11 @@ impl<S: Security> Comm<S> {
                     "identity switch"
                 );
                 self.stats.identity_switches += 1;
-                self.out.event(Event::IdentitySwitch(key.clone()));
+                self.out.event(Event::IdentitySwitch(SwitchedPeer {
+                    old: key.clone(),
+                    new: info.id.clone(),
+                    endpoint: info.endpoint.clone(),
+                }));
             } else {
                 let err = HandshakeError::UnexpectedPeer {
                     expected: key.clone(),

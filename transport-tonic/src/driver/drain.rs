@@ -366,7 +366,7 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
         }
         Event::IdentitySwitch(p) => {
             if let Some(tx) = &st.identity_switch_tx
-                && tx.try_send(p).is_err()
+                && tx.try_send(p.old).is_err()
             {
                 st.stats.identity_switch_dropped += 1;
             }
