@@ -396,10 +396,16 @@ pub(crate) fn connect_anchors(
     }
     let Some((cfg, alive)) = node.with_layer(|d: &Discovery| (d.config().clone(), d.members()))
     else {
-        tracing::debug!(
+        // At `info`, the node's default: a live check gave a Fabric channel's block alone
+        // and expected a peer of it, and nothing said the node stayed comm-only. A node
+        // given the block for its trust alone is fine as it is, so not a warning.
+        let n: usize = channels.iter().map(|c| c.anchor_peers.len()).sum();
+        tracing::info!(
             target: crate::logging::TARGET,
-            "anchor peers of the channel configuration not dialled: the membership layer is \
-             not running (--membership)"
+            "the channel configuration's {n} anchor peer(s) not dialled: the membership \
+             layer is off, so no peer lists this node; pass --membership (or \
+             --external-endpoint, --bootstrap) to join the channel's network as a Fabric \
+             peer does"
         );
         return 0;
     };

@@ -262,6 +262,23 @@ failure_kinds! {
 }
 
 impl HandshakeFailure {
+    /// Whether our checks refused the peer's identity or its TLS binding: a failure an
+    /// operator must act on (trust an MSP, renew or revoke a certificate), where a dial
+    /// that failed or a stream that ended is a member gone, mended by itself. Logged as a
+    /// warning, as Fabric warns "Identity store rejected" and "Authentication failed".
+    pub const fn is_identity_refusal(self) -> bool {
+        matches!(
+            self,
+            HandshakeFailure::NoTlsCertificate
+                | HandshakeFailure::UnclassifiableIdentity
+                | HandshakeFailure::InvalidIdentity
+                | HandshakeFailure::IdentityMismatch
+                | HandshakeFailure::IdentityExpired
+                | HandshakeFailure::TlsCertHashMismatch
+                | HandshakeFailure::BadSignature
+        )
+    }
+
     /// The kind's slot in [`Stats::handshake_failures`](crate::Stats::handshake_failures).
     pub const fn index(self) -> usize {
         self as usize

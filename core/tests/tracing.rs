@@ -130,6 +130,62 @@ fn handshake_failures_and_connections_are_traced_with_their_part_and_reason() {
     );
 }
 
+/// A handshake refused for the peer's identity is a warning, for the operator to mend (a
+/// live check against Fabric: a forgotten `--trust` refused a Fabric peer five times in
+/// 20 s, each at `info`); a malformed one stays at `info` (the test above).
+#[test]
+fn a_refused_identity_is_a_warning() {
+    let capture = Capture::default();
+    let events = capture.0.clone();
+    tracing::subscriber::with_default(capture, || {
+        let mut a = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
+        let b_sec = TestOnlyHmacSecurity::new("b:1").rejecting(&b"a:1"[..]);
+        let mut b = Comm::new(Config::default(), b_sec, now()).unwrap();
+        let sa = a.accept_stream(now(), "b:1", None).unwrap();
+        let sb = b.accept_stream(now(), "a:1", None).unwrap();
+        let hello = |c: &mut Comm<TestOnlyHmacSecurity>| loop {
+            match c.poll_output() {
+                Output::Action(Action::Write { envelope, .. }) => return envelope,
+                Output::Timeout(_) => panic!("no ConnEstablish written"),
+                _ => {}
+            }
+        };
+        let (ha, hb) = (hello(&mut a), hello(&mut b));
+        let _ = a.handle_envelope(now(), sa, hb);
+        let _ = b.handle_envelope(now(), sb, ha);
+    });
+    let events = events.lock().unwrap();
+    let failed = events
+        .iter()
+        .find(|e| e.field("message") == Some("handshake failed"))
+        .expect("a handshake failure event");
+    assert_eq!(failed.field("kind"), Some("invalid_identity"), "{failed:?}");
+    assert_eq!(failed.level, tracing::Level::WARN);
+    assert_eq!(failed.field("remote"), Some("a:1"));
+}
+
+/// Every kind an operator must act on, and none of those a member's going explains.
+#[test]
+fn identity_refusals_are_the_identity_and_tls_binding_kinds() {
+    let refusals: Vec<_> = HandshakeFailure::ALL
+        .iter()
+        .filter(|k| k.is_identity_refusal())
+        .map(|k| k.label())
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            "no_tls_certificate",
+            "unclassifiable_identity",
+            "invalid_identity",
+            "identity_mismatch",
+            "identity_expired",
+            "tls_cert_hash_mismatch",
+            "bad_signature",
+        ]
+    );
+}
+
 /// A flood of failing handshakes logs at most 20 lines a second; the first line of the next
 /// second says how many were not logged, and the counters hold every one.
 #[test]

@@ -93,6 +93,18 @@ pub(super) fn event_json(
             error,
             ..
         } => {
+            use fabric_gossip_core::{HandshakeError as H, SecurityError};
+            // A peer of an MSP not trusted, either way: a forgotten --trust (a live check
+            // against Fabric: a peer dialling us was refused five times, with no word of
+            // what to do).
+            let untrusted = matches!(
+                error,
+                H::InvalidIdentity(SecurityError::UnknownMsp(_))
+                    | H::UnclassifiableIdentity(SecurityError::UnknownMsp(_))
+            );
+            let msp_hint = untrusted
+                .then(|| crate::probe::handshake_hint(error))
+                .flatten();
             let error = error.to_string();
             let mut v = json!({
                 "event": "handshake_failed",
@@ -101,8 +113,12 @@ pub(super) fn event_json(
                 "inbound": inbound,
             });
             // Dialling with the wrong TLS setting is the usual mistake; say so.
-            let hint = crate::probe::dial_hint(&error, tls);
-            if !inbound && !hint.is_empty() {
+            let hint = match msp_hint {
+                Some(h) => h,
+                None if *inbound => String::new(),
+                None => crate::probe::dial_hint(&error, tls).to_owned(),
+            };
+            if !hint.is_empty() {
                 v["hint"] = json!(hint.trim().trim_start_matches("hint: "));
             }
             v
@@ -421,6 +437,19 @@ mod tests {
         for (inbound, error) in [(true, broken()), (false, HandshakeError::WrongType)] {
             let v = show(failed(inbound, error), PkiForm::Text).expect("printed");
             assert!(v.get("hint").is_none(), "{v}");
+        }
+        // A peer of an MSP not trusted, dialling us or dialled: what to pass.
+        for inbound in [true, false] {
+            let unknown = HandshakeError::InvalidIdentity(
+                fabric_gossip_core::SecurityError::UnknownMsp("Org2MSP".into()),
+            );
+            let v = show(failed(inbound, unknown), PkiForm::Text).expect("printed");
+            let hint = v["hint"].as_str().unwrap_or_default();
+            assert!(
+                hint.starts_with("the peer is a member of an MSP this node does not trust")
+                    && hint.contains("--trust Org2MSP=DIR"),
+                "{v}"
+            );
         }
         let dead = |pki_id: &str| {
             Event::PresumedDead(DeadPeer {

@@ -384,6 +384,24 @@ fn a_node_joins_another_organization_through_an_anchor_peer_flag() {
     a.stop_ok();
 }
 
+/// A channel block given without the membership layer leaves the node comm-only, as
+/// documented, but says so at the default level with what to pass (a live check against
+/// Fabric gave a block alone and expected a peer of the channel: nothing said otherwise).
+#[test]
+fn a_channel_block_without_membership_says_its_anchor_peers_are_not_dialled() {
+    let peer = ChannelPeer {
+        block: true,
+        tls: false,
+    };
+    let args = peer.args("peer0.org1.example.com", "Org1MSP", None);
+    let mut d = Daemon::start(&strs(&args), true, true, None);
+    d.wait("listening", |v| v["event"] == "listening");
+    let log = stop_for_log(&mut d);
+    let said = "anchor peer(s) not dialled: the membership layer is off, so no peer lists \
+                this node; pass --membership";
+    assert_eq!(log.matches(said).count(), 1, "{log}");
+}
+
 /// `watch` reaches another organization's member through `--anchor-peer` alone, as `node`
 /// does (the flag is the two commands' shared code, but a watch has its own start and exit):
 /// Org1's watcher, with no bootstrap peer, lists Org2's peer0 alive and says so at exit.

@@ -326,16 +326,28 @@ impl<S: Security> Comm<S> {
         let remote = s.remote_addr.clone();
         let inbound = s.inbound;
         if let Some(not_logged) = self.handshakes.log.admit(self.now) {
-            tracing::info!(
-                target: "fabric_gossip_core::handshake",
-                stream = %stream,
-                remote = %remote,
-                inbound,
-                kind = %err.kind(),
-                error = %err,
-                not_logged,
-                "handshake failed"
-            );
+            // tracing takes a level only as a constant.
+            macro_rules! line {
+                ($level:ident) => {
+                    tracing::$level!(
+                        target: "fabric_gossip_core::handshake",
+                        stream = %stream,
+                        remote = %remote,
+                        inbound,
+                        kind = %err.kind(),
+                        error = %err,
+                        not_logged,
+                        "handshake failed"
+                    )
+                };
+            }
+            // A refused identity is for the operator to mend (a live check, 2026-12-07: a
+            // forgotten --trust refused a Fabric peer five times in 20 s, all at info).
+            if err.kind().is_identity_refusal() {
+                line!(warn);
+            } else {
+                line!(info);
+            }
         }
         self.stats.handshake_failed(&err);
         self.handshakes.settled(stream);
