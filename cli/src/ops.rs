@@ -235,6 +235,7 @@ impl State {
             own_certificates(&mut registry, certs);
         }
         operations_connections(&mut registry, &self.connections);
+        build_info(&mut registry);
         // The classic text format, as a Fabric peer serves it (client_golang without
         // OpenMetrics): a counter's samples keep its name, `gossip_comm_messages_sent`,
         // where OpenMetrics would make Prometheus store `..._total`, and dashboards
@@ -1051,6 +1052,26 @@ fn own_certificates(r: &mut Registry, certs: &crate::expiry::OwnCertificates) {
     });
     if let Err(e) = registered {
         tracing::error!(target: TARGET, "certificate expiry metric not served: {e}");
+    }
+}
+
+/// `fabric_gossip_build_info{version}` 1, Prometheus's convention for telling which build
+/// each target runs, where a Fabric peer serves `fabric_version{version}` (not served here:
+/// dashboards counting Fabric peers by version would count this node as a Fabric release).
+fn build_info(r: &mut Registry) {
+    let registered = IntGaugeVec::new(
+        Opts::new(
+            "fabric_gossip_build_info",
+            "Always 1; its version label is this fabric-gossip build's (as /version gives it)",
+        ),
+        &["version"],
+    )
+    .and_then(|g| {
+        g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        r.register(Box::new(g))
+    });
+    if let Err(e) = registered {
+        tracing::error!(target: TARGET, "build info metric not served: {e}");
     }
 }
 

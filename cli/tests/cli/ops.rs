@@ -57,6 +57,14 @@ fn operations_service_metrics_match_stats() {
     let st = a.wait("stats", is("stats"));
     let (code, m) = http_get(&ops, "/metrics");
     assert_eq!(code, 200, "{m}");
+    // Which build runs, as /version says it.
+    let version = body_version(&ops);
+    assert!(
+        m.contains(&format!(
+            "\nfabric_gossip_build_info{{version=\"{version}\"}} 1\n"
+        )),
+        "{m}"
+    );
     assert!(st["received"].as_u64().expect("received") >= 25, "{st}");
     for (metric, key) in [
         ("gossip_comm_messages_received", "received"),
@@ -615,4 +623,12 @@ fn operations_service_evicts_idle_connections_for_a_health_check() {
         lines >= 1 && lines <= secs + 2,
         "{lines} lines in {secs} s:\n{err}"
     );
+}
+
+/// The `Version` the operations service's `/version` gives.
+fn body_version(ops: &str) -> String {
+    let (code, body) = http_get(ops, "/version");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v["Version"].as_str().expect("Version").to_owned()
 }
