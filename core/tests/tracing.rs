@@ -73,6 +73,17 @@ fn now() -> Instant {
     Instant::from_unix_secs(1_700_000_000)
 }
 
+/// The `ConnEstablish` a comm writes first on a stream it accepted.
+fn hello(c: &mut Comm<TestOnlyHmacSecurity>) -> bytes::Bytes {
+    loop {
+        match c.poll_output() {
+            Output::Action(Action::Write { envelope, .. }) => return envelope,
+            Output::Timeout(_) => panic!("no ConnEstablish written"),
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn handshake_failures_and_connections_are_traced_with_their_part_and_reason() {
     let capture = Capture::default();
@@ -87,13 +98,6 @@ fn handshake_failures_and_connections_are_traced_with_their_part_and_reason() {
         // A real handshake registers a connection on both sides; closing it is traced.
         let sa = a.accept_stream(now(), "b:1", None).unwrap();
         let sb = b.accept_stream(now(), "a:1", None).unwrap();
-        let hello = |c: &mut Comm<TestOnlyHmacSecurity>| loop {
-            match c.poll_output() {
-                Output::Action(Action::Write { envelope, .. }) => return envelope,
-                Output::Timeout(_) => panic!("no ConnEstablish written"),
-                _ => {}
-            }
-        };
         let (ha, hb) = (hello(&mut a), hello(&mut b));
         a.handle_envelope(now(), sa, hb).unwrap();
         b.handle_envelope(now(), sb, ha).unwrap();
@@ -143,13 +147,6 @@ fn a_refused_identity_is_a_warning() {
         let mut b = Comm::new(Config::default(), b_sec, now()).unwrap();
         let sa = a.accept_stream(now(), "b:1", None).unwrap();
         let sb = b.accept_stream(now(), "a:1", None).unwrap();
-        let hello = |c: &mut Comm<TestOnlyHmacSecurity>| loop {
-            match c.poll_output() {
-                Output::Action(Action::Write { envelope, .. }) => return envelope,
-                Output::Timeout(_) => panic!("no ConnEstablish written"),
-                _ => {}
-            }
-        };
         let (ha, hb) = (hello(&mut a), hello(&mut b));
         let _ = a.handle_envelope(now(), sa, hb);
         let _ = b.handle_envelope(now(), sb, ha);
