@@ -117,8 +117,13 @@ impl Discovery {
     /// endpoint: none could be evicted or purged, and our own organization's newcomers were
     /// refused for good. So a member is one here only if it is who answered our handshake
     /// at a bootstrap or anchor endpoint, or, at a configured bootstrap endpoint, a member
-    /// of our organization (a bootstrap peer must be ours): at most one member per anchor,
-    /// and none of another organization at a bootstrap peer's endpoint.
+    /// of our organization (a bootstrap peer must be ours) that we reached there
+    /// ([`MemberState::reached`]: a bootstrap peer renewed since it answered us): at most
+    /// one member per anchor, and none of another organization at a bootstrap peer's
+    /// endpoint. Without the last condition, an insider with our organization's CA made up
+    /// 298 members claiming our bootstrap peer's endpoint (and an internal one answering
+    /// nobody): none was purged, and the node dialled them 1,000 times a minute after the
+    /// purge time (an attack, 2026-12-07).
     pub(crate) fn is_bootstrap_or_anchor(&self, m: &MemberState) -> bool {
         let pki = m.pki_id();
         if self
@@ -129,7 +134,7 @@ impl Discovery {
             return true;
         }
         let at = |e: &String| *e == m.endpoint || *e == m.internal_endpoint;
-        self.is_ours(m.org.as_ref()) && self.cfg.bootstrap.iter().any(at)
+        m.reached && self.is_ours(m.org.as_ref()) && self.cfg.bootstrap.iter().any(at)
     }
 
     /// The store's periodic scan: forget de-dup entries past twice the TTL, and purge
@@ -150,32 +155,36 @@ impl Discovery {
     /// [`MAX_RECONNECT_PROBES`] of them, taking up after the last one the previous pass
     /// probed, so that every dead member is probed in turn; those that answer get a
     /// membership request.
+    ///
+    /// Bootstrap and anchor peers, and members we reached at their endpoint before
+    /// ([`MemberState::reached`](crate::store::MemberState)), come first, each pass: a
+    /// hostile organization's 3,000 made-up members, alive long enough to take every
+    /// heartbeat's three targets, had every honest member declared dead everywhere, and
+    /// then held them dead for 3.5 minutes after the attack ended, each waiting its turn
+    /// behind the made-up ones, 128 a pass (an attack, 2026-12-07). Fabric probes every
+    /// dead member every pass, so it has no such queue.
     pub(crate) fn reconnect_dead<S: Security>(&mut self, now: Instant, comm: &mut Comm<S>) {
         let probing: BTreeSet<&PkiId> = self.probes.values().collect();
-        // In PKI-ID order, which the cursor follows.
-        let dead: Vec<PkiId> = self
+        // In PKI-ID order, which the cursors follow.
+        let (first, rest): (Vec<PkiId>, Vec<PkiId>) = self
             .membership
             .select(|m| !m.alive && !m.preferred_endpoint().is_empty())
             .into_iter()
             .filter(|k| !probing.contains(k))
-            .collect();
-        let start = self
-            .reconnect_cursor
-            .as_ref()
-            .map_or(0, |c| dead.partition_point(|k| k <= c));
-        let chosen: Vec<PkiId> = dead[start..]
-            .iter()
-            .chain(&dead[..start])
-            .take(MAX_RECONNECT_PROBES)
-            .cloned()
-            .collect();
-        let deferred = dead.len() - chosen.len();
+            .partition(|k| {
+                self.membership
+                    .get(k)
+                    .is_some_and(|m| m.reached || self.is_bootstrap_or_anchor(m))
+            });
+        let mut chosen = in_turn(
+            &first,
+            &mut self.reconnect_first_cursor,
+            MAX_RECONNECT_PROBES,
+        );
+        let room = MAX_RECONNECT_PROBES - chosen.len();
+        chosen.extend(in_turn(&rest, &mut self.reconnect_cursor, room));
+        let deferred = first.len() + rest.len() - chosen.len();
         self.stats.reconnect_deferred += deferred as u64;
-        self.reconnect_cursor = if deferred > 0 {
-            chosen.last().cloned()
-        } else {
-            None
-        };
         for pki in chosen {
             let Some(endpoint) = self
                 .membership
@@ -217,6 +226,27 @@ impl Discovery {
         else {
             return;
         };
+        self.membership.mark_reached(&pki, &endpoint);
         self.send_request(now, comm, &pki, &endpoint, 0);
     }
+}
+
+/// Up to `n` of `list` (sorted), starting after `cursor`, wrapping around; `cursor`
+/// becomes the last one taken when some were left for a later turn, else `None`.
+fn in_turn(list: &[PkiId], cursor: &mut Option<PkiId>, n: usize) -> Vec<PkiId> {
+    let start = cursor
+        .as_ref()
+        .map_or(0, |c| list.partition_point(|k| k <= c));
+    let chosen: Vec<PkiId> = list[start..]
+        .iter()
+        .chain(&list[..start])
+        .take(n)
+        .cloned()
+        .collect();
+    *cursor = if chosen.len() < list.len() {
+        chosen.last().cloned().or_else(|| cursor.take())
+    } else {
+        None
+    };
+    chosen
 }

@@ -62,6 +62,9 @@ pub struct Discovery {
     /// The last dead member the previous reconnect pass probed, when it left some for the
     /// next (see `MAX_RECONNECT_PROBES`).
     pub(crate) reconnect_cursor: Option<PkiId>,
+    /// The same, among the dead members probed first (bootstrap and anchor peers, members
+    /// reached before).
+    pub(crate) reconnect_first_cursor: Option<PkiId>,
     /// The requests each recent requester had answered in its current interval (see
     /// `MIN_ANSWER_INTERVAL`).
     pub(crate) answered: BTreeMap<PkiId, Answered>,
@@ -122,6 +125,7 @@ impl Discovery {
             bootstraps: Vec::new(),
             probes: BTreeMap::new(),
             reconnect_cursor: None,
+            reconnect_first_cursor: None,
             answered: BTreeMap::new(),
             backlog: VecDeque::new(),
             asking: BTreeMap::new(),
@@ -301,9 +305,16 @@ impl Discovery {
     /// a new member when there is no room for any) are skipped unverified, as they would
     /// be dropped after. Fabric verifies them all, and 10,000 such entries resent held
     /// the node's lock 1.2 s a time.
+    ///
+    /// A dead-list entry for a member we purged (its tombstone stands) changes nothing
+    /// either, however new its timestamp: it says nothing of the member being alive, and
+    /// two nodes that saw different last rounds of a hostile organization's made-up
+    /// members taught each other 3,000 of them back after each purge, for 25 minutes (an
+    /// attack, 2026-12-07). A newer alive message (the member returning) still teaches it.
     pub(crate) fn would_change(&self, pki_id: &PkiId, ts: Timestamp, dead_list: bool) -> Fate {
         match self.membership.get(pki_id) {
             Some(_) if dead_list => Fate::Stale,
+            None if dead_list && self.store.is_tombstone(pki_id) => Fate::Stale,
             Some(m) if m.ts >= ts => Fate::Stale,
             Some(_) => Fate::Changes,
             None if self.has_room(0) => Fate::Changes,
@@ -697,6 +708,12 @@ impl<S: Security> Layer<S> for Discovery {
             Event::ProbeDone { op, result } => {
                 self.reconnect_probed(now, comm, *op, result.is_ok())
             }
+            // A member we dialled answered where we would probe it (see `reconnect_dead`).
+            Event::Connected {
+                info,
+                inbound: false,
+                ..
+            } => self.membership.mark_reached(&info.id, &info.endpoint),
             Event::Stopped => self.stopped = true,
             _ => {}
         }

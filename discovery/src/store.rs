@@ -26,6 +26,12 @@ pub(crate) struct MemberState {
     pub(crate) peer: RemotePeer,
     /// Its place in [`Membership`]'s alive list while alive.
     alive_at: usize,
+    /// We reached it at its preferred endpoint: a connection we dialled there, or a
+    /// reconnect probe, authenticated its PKI-ID. Members made up by a hostile CA, whose
+    /// endpoints answer nobody, never are; a reconnect pass probes these members first
+    /// ([`MAX_RECONNECT_PROBES`](crate::MAX_RECONNECT_PROBES)). Cleared when the endpoint
+    /// changes.
+    pub(crate) reached: bool,
 }
 
 /// What a member costs beside its own fields' sizes: the map entry, the slot, the
@@ -340,7 +346,9 @@ impl Membership {
         if !u.internal_endpoint.is_empty() && m.internal_endpoint != u.internal_endpoint {
             m.internal_endpoint = u.internal_endpoint.to_owned();
         }
+        let reached_at = m.reached.then(|| m.preferred_endpoint().to_owned());
         m.prefer_endpoint();
+        m.reached = reached_at.is_some_and(|ep| ep == m.preferred_endpoint());
         let mut moved = None;
         if m.identity.is_none() || m.identity.as_ref() != Some(u.identity) {
             m.identity = Some(Bytes::copy_from_slice(u.identity));
@@ -379,6 +387,18 @@ impl Membership {
         Change::Resurrected
     }
 
+    /// Notes that `pki_id`, if a member, answered at `endpoint` (see
+    /// [`MemberState::reached`]); an answer at another endpoint than its preferred one proves
+    /// nothing about the one we would probe.
+    pub(crate) fn mark_reached(&mut self, pki_id: &PkiId, endpoint: &str) {
+        if let Some(&slot) = self.index.get(pki_id.as_bytes())
+            && let Some(m) = self.at_mut(slot)
+            && m.preferred_endpoint() == endpoint
+        {
+            m.reached = true;
+        }
+    }
+
     /// A member from someone's dead list: learnt dead only if unknown (a known member is
     /// never killed by another peer's view).
     pub(crate) fn learn_dead(&mut self, u: &Update<'_>, now: Instant) -> bool {
@@ -403,6 +423,7 @@ impl Membership {
             envelope: detached_envelope(u.envelope),
             peer: RemotePeer::new(String::new(), PkiId(Bytes::copy_from_slice(&u.pki_id.0))),
             alive_at: 0,
+            reached: false,
         };
         m.prefer_endpoint();
         m
@@ -490,6 +511,8 @@ struct StoreEntry {
     ts: Timestamp,
     added: Instant,
     expired: bool,
+    /// A purged member's ([`MsgStore::tombstone`]).
+    tombstone: bool,
 }
 
 /// De-duplicates direct alive messages: one entry per member, the newest. An entry lives
@@ -546,6 +569,7 @@ impl MsgStore {
                 ts,
                 added: now,
                 expired: false,
+                tombstone: false,
             },
         );
         true
@@ -558,7 +582,19 @@ impl MsgStore {
             .entries
             .get(pki_id.as_bytes())
             .map_or(ts, |e| e.ts.max(ts));
-        self.add(pki_id, ts, now, || false)
+        let added = self.add(pki_id, ts, now, || false);
+        if let Some(e) = self.entries.get_mut(pki_id.as_bytes()) {
+            e.tombstone = added;
+        }
+        added
+    }
+
+    /// Whether `pki_id` was purged within the last `2 × ttl` and has sent nothing newer
+    /// since (its tombstone stands).
+    pub(crate) fn is_tombstone(&self, pki_id: &PkiId) -> bool {
+        self.entries
+            .get(pki_id.as_bytes())
+            .is_some_and(|e| e.tombstone)
     }
 
     /// Expires entries older than the TTL (returned once each, for purging) and forgets

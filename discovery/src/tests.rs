@@ -112,6 +112,24 @@ fn alive_with_metadata(
     with_identity: bool,
     metadata: Bytes,
 ) -> Envelope {
+    let internal = format!("{who}.int:1");
+    alive_signed(who, inc, seq, endpoint, with_identity, metadata, &internal)
+}
+
+/// [`alive`] whose secret names `internal` as the internal endpoint.
+fn alive_at_internal(who: &str, inc: u64, seq: u64, internal: &str) -> Envelope {
+    alive_signed(who, inc, seq, "", true, Bytes::new(), internal)
+}
+
+fn alive_signed(
+    who: &str,
+    inc: u64,
+    seq: u64,
+    endpoint: &str,
+    with_identity: bool,
+    metadata: Bytes,
+    internal: &str,
+) -> Envelope {
     let identity = if with_identity {
         Bytes::copy_from_slice(who.as_bytes())
     } else {
@@ -124,7 +142,7 @@ fn alive_with_metadata(
         Timestamp { inc, seq },
         identity,
     );
-    let secret = encode_secret(&format!("{who}.int:1"));
+    let secret = encode_secret(internal);
     envelope_of(&SignedMessage::sign_with_secret(msg, secret, &security(who)).unwrap())
 }
 
@@ -504,6 +522,95 @@ fn a_reconnect_pass_probes_a_bounded_number_of_dead_members_in_turn() {
     assert_eq!(all.len(), 300);
 }
 
+/// A member we reached before at its endpoint (a dial of ours, or a reconnect probe, that
+/// authenticated it there) is probed at every pass, ahead of members never reached: a
+/// hostile organization's made-up members, whose endpoints answer nobody, held every
+/// honest member dead for 3.5 minutes after an attack (2026-12-07), each honest one
+/// waiting its turn behind thousands. A connection the member opened, or one at another
+/// endpoint, proves nothing about the endpoint we probe.
+#[test]
+fn a_reconnect_pass_probes_members_reached_before_first() {
+    let (mut comm, mut d) = me();
+    let mut dead: Vec<Envelope> = (0..300)
+        .map(|i| alive(&format!("d{i:03}"), 1, 1, ""))
+        .collect();
+    for who in ["y1", "y2", "zz"] {
+        dead.push(alive(who, 1, 1, ""));
+    }
+    d.handle_message(T0, &mut comm, response("a1", vec![], dead, 0));
+    let at = |who: &str| {
+        d.membership
+            .get(&pki(who))
+            .map(|m| m.preferred_endpoint().to_owned())
+            .expect("a member")
+    };
+    let (zz_at, y1_at) = (at("zz"), at("y1"));
+    let connected = |who: &str, endpoint: &str, inbound: bool| Event::Connected {
+        conn: StreamId::from_parts(1, 1),
+        info: Arc::new(fabric_gossip_core::ConnectionInfo {
+            id: pki(who),
+            identity: Bytes::new(),
+            endpoint: endpoint.to_owned(),
+            signed_data: Bytes::new(),
+            signature: Bytes::new(),
+        }),
+        inbound,
+    };
+    d.handle_comm_event(T0, &mut comm, &connected("zz", &zz_at, false));
+    d.handle_comm_event(T0, &mut comm, &connected("y1", &y1_at, true));
+    d.handle_comm_event(T0, &mut comm, &connected("y2", "elsewhere:1", false));
+    let max = crate::MAX_RECONNECT_PROBES;
+    let mut probed: Vec<std::collections::BTreeSet<PkiId>> = Vec::new();
+    for _ in 0..3 {
+        d.reconnect_dead(T0, &mut comm);
+        probed.push(d.probes.values().cloned().collect());
+        let ops: Vec<_> = d.probes.keys().copied().collect();
+        for op in ops {
+            d.reconnect_probed(T0, &mut comm, op, false);
+        }
+    }
+    for (pass, p) in probed.iter().enumerate() {
+        assert_eq!(p.len(), max, "pass {pass}");
+        assert!(p.contains(&pki("zz")), "pass {pass}");
+    }
+    // The others in turn, as before: y1 and y2, last in PKI-ID order, not in the first.
+    assert!(!probed[0].contains(&pki("y1")) && !probed[0].contains(&pki("y2")));
+    let all: std::collections::BTreeSet<&PkiId> = probed.iter().flatten().collect();
+    assert_eq!(all.len(), 303);
+    assert_eq!(
+        d.stats().reconnect_deferred,
+        3 * (303 - max) as u64,
+        "every pass defers the same number"
+    );
+}
+
+/// A reconnect probe that authenticated the member marks it reached; a new endpoint in a
+/// newer alive message clears that.
+#[test]
+fn a_probe_that_answers_marks_the_member_reached_until_its_endpoint_changes() {
+    let (mut comm, mut d) = me();
+    d.handle_message(
+        T0,
+        &mut comm,
+        response("a1", vec![], vec![alive("b1", 1, 1, "")], 0),
+    );
+    d.reconnect_dead(T0, &mut comm);
+    let op = *d.probes.keys().next().expect("b1 probed");
+    assert!(!d.membership.get(&pki("b1")).expect("b1").reached);
+    d.reconnect_probed(T0, &mut comm, op, true);
+    assert!(d.membership.get(&pki("b1")).expect("b1").reached);
+    // The same endpoint, newer: still reached.
+    d.handle_message(T0, &mut comm, direct("a1", alive("b1", 1, 2, "")));
+    assert!(d.membership.get(&pki("b1")).expect("b1").reached);
+    // Another one: not any more.
+    d.handle_message(
+        T0,
+        &mut comm,
+        direct("a1", alive_at_internal("b1", 1, 3, "b1.new:2")),
+    );
+    assert!(!d.membership.get(&pki("b1")).expect("b1").reached);
+}
+
 #[test]
 fn response_entries_that_would_change_nothing_are_not_verified() {
     // a1 learnt from a response (which, as in Fabric, leaves the message store as it was).
@@ -620,7 +727,9 @@ fn another_organizations_members_claiming_our_bootstrap_endpoint_are_not_kept_as
     assert!(d.member(&pki("a1")).is_some());
     assert_eq!(d.stats().members_evicted, 1);
     assert_eq!(d.stats().members_refused_full, 0);
-    // Long dead, B's are purged; ours at the bootstrap endpoint is kept, dead.
+    // Long dead, B's are purged; ours at the bootstrap endpoint, reached there, is kept,
+    // dead.
+    d.membership.mark_reached(&pki("a2"), "a2.int:1");
     for who in ["b1", "b2", "b3", "a2"] {
         d.membership.mark_dead(&pki(who));
     }
@@ -631,6 +740,32 @@ fn another_organizations_members_claiming_our_bootstrap_endpoint_are_not_kept_as
         .collect();
     assert!(left.is_empty(), "{left:?}");
     assert!(d.member(&pki("a2")).is_some_and(|m| !m.alive));
+}
+
+/// A member of our own organization claiming our bootstrap peer's endpoint is kept as it
+/// only once we reached it at its own endpoint: an insider with our organization's CA made
+/// up 298 members claiming the endpoint, with internal endpoints answering nobody, and
+/// none was ever purged (an attack, 2026-12-07). A bootstrap peer that answered our
+/// handshake is kept as before (`bootstrap_identified`).
+#[test]
+fn our_members_claiming_our_bootstrap_endpoint_are_kept_only_once_reached() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.bootstrap = vec!["boot:7051".into()];
+    let ttl = cfg.msg_ttl();
+    let (mut comm, mut d) = node(cfg);
+    for who in ["a2", "a3"] {
+        d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "boot:7051")));
+    }
+    // a3 answered a dial at an endpoint that is not its own: proves nothing.
+    d.membership.mark_reached(&pki("a2"), "a2.int:1");
+    d.membership.mark_reached(&pki("a3"), "boot:7051");
+    for who in ["a2", "a3"] {
+        d.membership.mark_dead(&pki(who));
+    }
+    d.scan_store(T0 + ttl, &mut comm);
+    assert!(d.member(&pki("a2")).is_some_and(|m| !m.alive));
+    assert!(d.member(&pki("a3")).is_none());
+    assert_eq!(d.stats().members_purged_long_dead, 1);
 }
 
 /// A node whose membership holds at most `members` members and `bytes(w)` bytes, where
@@ -3036,6 +3171,37 @@ fn a_purged_member_is_not_taught_back_by_the_alive_message_it_was_purged_at() {
     let newer = alive("a1", 1, 6, "");
     d.handle_message(later, &mut comm, response("b1", vec![newer], vec![], 0));
     assert!(d.member(&pki("a1")).is_some());
+}
+
+/// A dead-list entry never brings a purged member back, however new its timestamp: two
+/// nodes that saw different last rounds of a hostile organization's made-up members (one
+/// at seq 3, the other at 5) taught each other 3,000 of them back after each purge, for 25
+/// minutes (an attack, 2026-12-07). The member's own newer alive message still does.
+#[test]
+fn a_purged_member_is_not_taught_back_by_a_newer_dead_list_entry() {
+    let (mut comm, mut d) = me();
+    d.handle_message(
+        T0,
+        &mut comm,
+        response("b1", vec![], vec![alive("a1", 1, 3, "")], 0),
+    );
+    assert!(d.member(&pki("a1")).is_some_and(|m| !m.alive));
+    d.purge(T0, &mut comm, &pki("a1"), PurgeReason::LongDead);
+    events(&mut d);
+    let later = T0 + SEC;
+    d.handle_message(
+        later,
+        &mut comm,
+        response("b1", vec![], vec![alive("a1", 1, 5, "")], 0),
+    );
+    assert!(d.member(&pki("a1")).is_none());
+    assert!(events(&mut d).is_empty());
+    d.handle_message(
+        later,
+        &mut comm,
+        response("b1", vec![alive("a1", 1, 6, "")], vec![], 0),
+    );
+    assert!(d.member(&pki("a1")).is_some_and(|m| m.alive));
 }
 
 /// A purged member's tombstone that finds the message store full is counted
