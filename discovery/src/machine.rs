@@ -85,6 +85,10 @@ pub struct Discovery {
     /// (see `Discovery::about_me`), and how many were logged.
     pub(crate) impostor_log: LogBudget,
     pub(crate) impostor_lines: u64,
+    /// Warnings of forged messages (a bad signature, an identity that fails its checks, a
+    /// membership request carrying another member's alive message): one a second.
+    pub(crate) forgery_log: LogBudget,
+    pub(crate) forgery_lines: u64,
 }
 
 /// What an alive message would do to membership, judged before it is verified.
@@ -134,6 +138,8 @@ impl Discovery {
             certstore: CertStore::default(),
             impostor_log: LogBudget::per_second(1),
             impostor_lines: 0,
+            forgery_log: LogBudget::per_second(1),
+            forgery_lines: 0,
         })
     }
 
@@ -276,7 +282,28 @@ impl Discovery {
                     share_identity(comm, now, &parsed.pki_id, &id.identity);
                 }
             }
-            Err(e) => self.stats.count_refused(e),
+            Err(e) => {
+                self.stats.count_refused(e);
+                // A forgery is for the operator to see, as Fabric warns "Failed
+                // verifying"; an attack (2026-12-07) forged alive messages counted in the
+                // metrics and logged nothing at the default level. One a second.
+                if matches!(
+                    e,
+                    AliveError::BadSignature(_)
+                        | AliveError::BadIdentity(_)
+                        | AliveError::IdentityMismatch
+                ) && let Some(not_logged) = self.forgery_log.admit(now)
+                {
+                    self.forgery_lines += 1;
+                    tracing::warn!(
+                        about = %parsed.pki_id,
+                        endpoint = %parsed.endpoint,
+                        error = %e,
+                        not_logged,
+                        "alive message refused: forged, or its identity fails its checks"
+                    );
+                }
+            }
         }
         r
     }

@@ -159,6 +159,17 @@ impl Discovery {
         };
         if parsed.pki_id != *msg.sender() {
             self.stats.requests_spoofed += 1;
+            // Fabric warns "Got membership request with selfInfo that doesn't match the
+            // handshake"; one a second (the forgeries' budget).
+            if let Some(not_logged) = self.forgery_log.admit(now) {
+                self.forgery_lines += 1;
+                tracing::warn!(
+                    from = %msg.sender(),
+                    claims = %parsed.pki_id,
+                    not_logged,
+                    "membership request refused: its self-information is another member's"
+                );
+            }
             return;
         }
         let nonce = msg.message.nonce;

@@ -364,6 +364,13 @@ fn a_repeated_entry_of_a_response_is_verified_once() {
     d.handle_message(T0, &mut comm, response("b1", entries, vec![], 0));
     // One verification for the thousand copies, and the rest of the response still read.
     assert_eq!(d.stats().alive_bad_signature, 1);
+    // A forgery is a warning (Fabric's "Failed verifying"), one a second.
+    assert_eq!(d.forgery_lines, 1);
+    d.handle_message(T0, &mut comm, direct("a3", forged("a3")));
+    assert_eq!(d.stats().alive_bad_signature, 2);
+    assert_eq!(d.forgery_lines, 1, "one a second");
+    d.handle_message(T0 + SEC, &mut comm, direct("a4", forged("a4")));
+    assert_eq!(d.forgery_lines, 2);
     assert_eq!(d.stats().response_entries_repeated, 999);
     assert!(d.member(&pki("a2")).is_some());
     assert!(d.member(&pki("a1")).is_none());
@@ -1388,6 +1395,8 @@ fn a_request_is_bound_to_its_connection() {
     let (mut comm, mut d) = me();
     d.handle_message(T0, &mut comm, request("a1", alive("a2", 1, 1, "")));
     assert_eq!(d.stats().requests_spoofed, 1);
+    // A warning, as Fabric's "selfInfo that doesn't match the handshake".
+    assert_eq!(d.forgery_lines, 1);
     assert!(d.members().is_empty());
     let mut unsigned = alive("a1", 1, 1, "");
     unsigned.signature = Bytes::new();
