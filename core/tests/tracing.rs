@@ -183,6 +183,43 @@ fn identity_refusals_are_the_identity_and_tls_binding_kinds() {
     );
 }
 
+/// Connection lines are logged at most 20 a second, the first of the next second saying how
+/// many were not; the counters hold every connection. (One insider's alive messages naming
+/// a live member's endpoint made every other node connect and switch identity again and
+/// again, about 7 unbounded lines a message: an attack, 2026-12-07.)
+#[test]
+fn connection_lines_are_logged_at_most_twenty_a_second() {
+    let capture = Capture::default();
+    let events = capture.0.clone();
+    let b = tracing::subscriber::with_default(capture, || {
+        let mut b = Comm::new(Config::default(), TestOnlyHmacSecurity::new("b:1"), now()).unwrap();
+        let connect = |b: &mut Comm<TestOnlyHmacSecurity>, i: usize, at: Instant| {
+            let name = format!("a{i}:1");
+            let mut a = Comm::new(Config::default(), TestOnlyHmacSecurity::new(&name), at).unwrap();
+            let sa = a.accept_stream(at, "b:1", None).unwrap();
+            let sb = b.accept_stream(at, &name, None).unwrap();
+            let (ha, hb) = (hello(&mut a), hello(b));
+            a.handle_envelope(at, sa, hb).unwrap();
+            b.handle_envelope(at, sb, ha).unwrap();
+        };
+        for i in 0..30 {
+            connect(&mut b, i, now());
+        }
+        connect(&mut b, 30, now() + std::time::Duration::from_secs(1));
+        b
+    });
+    let events = events.lock().unwrap();
+    let logged: Vec<_> = events
+        .iter()
+        .filter(|e| e.field("message") == Some("connection registered"))
+        // b's lines (each `a` logs its one connection, to b, too).
+        .filter(|e| e.field("pki_id") != Some("b:1"))
+        .collect();
+    assert_eq!(logged.len(), 21);
+    assert_eq!(logged[20].field("not_logged"), Some("10"));
+    assert_eq!(b.stats().connections_opened, 31);
+}
+
 /// A flood of failing handshakes logs at most 20 lines a second; the first line of the next
 /// second says how many were not logged, and the counters hold every one.
 #[test]

@@ -188,6 +188,12 @@ pub struct Comm<S: Security> {
     acks: Acks,
     /// Handshake state shared by all streams.
     handshakes: Handshakes,
+    /// The connection lines (registered, closed, identity switch, refused for too many):
+    /// 20 a second, each saying how many before it were not logged. One insider's alive
+    /// messages advertising a live member's endpoint made every other node dial it,
+    /// switch identity and replace its connection, about 7 lines each, unbounded (an
+    /// attack, 2026-12-07). Counters count every one.
+    conn_log: crate::time::LogBudget,
     identities: IdentityStore,
     /// When the identity store is next swept for unused identities, if it is to be.
     usage_sweep: Option<Instant>,
@@ -241,6 +247,7 @@ impl<S: Security> Comm<S> {
             ops: Slab::default(),
             demux: Demux::default(),
             handshakes: Handshakes::default(),
+            conn_log: crate::time::LogBudget::default(),
             identities,
             usage_sweep: None,
             timers: Timers::default(),

@@ -248,14 +248,17 @@ impl<S: Security> Comm<S> {
     ) -> Option<Registration> {
         if self.store.stream_count() >= self.config.max_connections {
             let err = HandshakeError::TooManyConnections;
-            tracing::info!(
-                target: "fabric_gossip_core::store",
-                pki_id = %info.id,
-                endpoint = %info.endpoint,
-                stream = %stream,
-                limit = self.config.max_connections,
-                "connection refused: too many connections"
-            );
+            if let Some(not_logged) = self.conn_log.admit(self.now) {
+                tracing::info!(
+                    target: "fabric_gossip_core::store",
+                    pki_id = %info.id,
+                    endpoint = %info.endpoint,
+                    stream = %stream,
+                    limit = self.config.max_connections,
+                    not_logged,
+                    "connection refused: too many connections"
+                );
+            }
             self.stats.handshake_failed(&err);
             let remote = info.endpoint.clone();
             self.drop_stream(stream, inbound.then(|| err.to_string()));
@@ -280,15 +283,18 @@ impl<S: Security> Comm<S> {
         let existing_inbound =
             existing.map(|reg| self.streams.get(reg.primary).is_some_and(|s| s.inbound));
         let outcome = registration(&self.own_pki, &pki, inbound, existing_inbound);
-        tracing::info!(
-            target: "fabric_gossip_core::store",
-            pki_id = %pki,
-            endpoint = %info.endpoint,
-            conn = %stream,
-            inbound,
-            registration = ?outcome,
-            "connection registered"
-        );
+        if let Some(not_logged) = self.conn_log.admit(self.now) {
+            tracing::info!(
+                target: "fabric_gossip_core::store",
+                pki_id = %pki,
+                endpoint = %info.endpoint,
+                conn = %stream,
+                inbound,
+                registration = ?outcome,
+                not_logged,
+                "connection registered"
+            );
+        }
         self.info_event(Event::Connected {
             conn: stream,
             info,
@@ -362,13 +368,16 @@ impl<S: Security> Comm<S> {
                 .get(&key)
                 .and_then(|s| s.organization.clone());
             if new_org.is_some() && new_org == old_org {
-                tracing::info!(
-                    target: "fabric_gossip_core::store",
-                    old_pki_id = %key,
-                    new_pki_id = %info.id,
-                    endpoint = %info.endpoint,
-                    "identity switch"
-                );
+                if let Some(not_logged) = self.conn_log.admit(now) {
+                    tracing::info!(
+                        target: "fabric_gossip_core::store",
+                        old_pki_id = %key,
+                        new_pki_id = %info.id,
+                        endpoint = %info.endpoint,
+                        not_logged,
+                        "identity switch"
+                    );
+                }
                 self.stats.identity_switches += 1;
                 self.out.event(Event::IdentitySwitch(SwitchedPeer {
                     old: key.clone(),
@@ -607,16 +616,19 @@ impl<S: Security> Comm<S> {
                 self.store.set(pki.clone(), reg.primary, None);
             }
         }
-        tracing::info!(
-            target: "fabric_gossip_core::store",
-            pki_id = %pki,
-            endpoint = %c_endpoint,
-            conn = %stream,
-            reason = %reason,
-            dropped = leftover,
-            unconfirmed,
-            "connection closed"
-        );
+        if let Some(not_logged) = self.conn_log.admit(self.now) {
+            tracing::info!(
+                target: "fabric_gossip_core::store",
+                pki_id = %pki,
+                endpoint = %c_endpoint,
+                conn = %stream,
+                reason = %reason,
+                dropped = leftover,
+                unconfirmed,
+                not_logged,
+                "connection closed"
+            );
+        }
         self.stats.dropped_on_close += leftover;
         self.stats.unconfirmed_on_close += unconfirmed;
         self.stats.connections_closed += 1;

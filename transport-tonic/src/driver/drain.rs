@@ -357,7 +357,9 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
         Event::PresumedDead(p) => {
             // A failed connection attempt dropped its queue (see `CloseDial`).
             inner.wake_room();
-            tracing::info!(pki_id = %p.pki_id, endpoint = %p.endpoint, "peer presumed dead");
+            if let Some(not_logged) = st.conn_log.admit(inner.now()) {
+                tracing::info!(pki_id = %p.pki_id, endpoint = %p.endpoint, not_logged, "peer presumed dead");
+            }
             if let Some(tx) = &st.presumed_dead_tx
                 && tx.try_send(p.pki_id).is_err()
             {
@@ -411,9 +413,11 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
             if let Some(e) = st.streams.get_mut(&conn) {
                 e.span.record("pki_id", tracing::field::display(&info.id));
                 e.span.record("endpoint", info.endpoint.as_str());
-                tracing::info!(
-                    parent: &e.span, endpoint = %info.endpoint, inbound, "connected"
-                );
+                if let Some(not_logged) = st.conn_log.admit(inner.now()) {
+                    tracing::info!(
+                        parent: &e.span, endpoint = %info.endpoint, inbound, not_logged, "connected"
+                    );
+                }
                 if let Some(slot) = e.conn.take() {
                     e._auth = Some(AuthGuard::new(inner.admission.clone(), slot));
                 }
@@ -424,7 +428,9 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
             pki_id,
             reason,
         } => {
-            tracing::info!(stream = %conn, pki_id = %pki_id, reason = %reason, cause = reason.label(), "disconnected");
+            if let Some(not_logged) = st.conn_log.admit(inner.now()) {
+                tracing::info!(stream = %conn, pki_id = %pki_id, reason = %reason, cause = reason.label(), not_logged, "disconnected");
+            }
         }
         Event::HandshakeFailed {
             stream,
@@ -437,7 +443,9 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
             tracing::debug!(%stream, remote = %remote, inbound, error = %error, "handshake failed");
         }
         Event::Probed { info, .. } => {
-            tracing::info!(pki_id = %info.id, endpoint = %info.endpoint, "probed us");
+            if let Some(not_logged) = st.conn_log.admit(inner.now()) {
+                tracing::info!(pki_id = %info.id, endpoint = %info.endpoint, not_logged, "probed us");
+            }
         }
         Event::IdentitiesRevalidated { refused } => {
             tracing::info!(refused, "identities revalidated");

@@ -248,6 +248,10 @@ pub(crate) struct State {
     pub(crate) subs: Map<SubscriptionId, Option<Waker>>,
     presumed_dead_tx: Option<mpsc::Sender<PkiId>>,
     identity_switch_tx: Option<mpsc::Sender<PkiId>>,
+    /// The driver's connection lines (connected, disconnected, presumed dead, probed us):
+    /// 20 a second, as the core's own (an attack made each of an insider's messages a
+    /// connection and an identity switch on every other node, 2026-12-07).
+    pub(crate) conn_log: fabric_gossip_core::LogBudget,
     timer_target: Option<Instant>,
     pub(crate) stats: DriverStats,
     /// Wake-ups decided under the lock and given once it is released (see [`Locked`]).
@@ -354,6 +358,7 @@ impl Inner {
                 subs: Map::default(),
                 presumed_dead_tx: Some(dead_tx),
                 identity_switch_tx: Some(switch_tx),
+                conn_log: fabric_gossip_core::LogBudget::default(),
                 timer_target: None,
                 stats: DriverStats::default(),
                 later: Vec::new(),
