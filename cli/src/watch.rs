@@ -117,7 +117,8 @@ async fn explain(ep: &str, b: &BootstrapState, tls_on: bool, lead: &str) {
     } else {
         format!(" (attempt {}; retrying)", b.attempts)
     };
-    eprintln!("{lead}: cannot join through bootstrap peer {ep}: {shown}{retrying}");
+    let kind = b.kind();
+    eprintln!("{lead}: cannot join through {kind} {ep}: {shown}{retrying}");
     let hint = crate::probe::failure_hint(ep, &e, tls_on, crate::probe::SNIFF_LIMIT)
         .await
         .trim_start();
@@ -170,9 +171,20 @@ struct BootstrapState {
     attempts: u32,
     /// The layer will try it no more.
     gave_up: bool,
+    /// Given as an --anchor-peer (and not as a --bootstrap).
+    anchor: bool,
 }
 
 impl BootstrapState {
+    /// What the entry point was given as, for the lines that name it.
+    fn kind(&self) -> &'static str {
+        if self.anchor {
+            "anchor peer"
+        } else {
+            "bootstrap peer"
+        }
+    }
+
     /// Why the last attempt failed, as printed.
     fn error_text(&self) -> Option<String> {
         self.error.as_ref().map(ToString::to_string)
@@ -234,13 +246,22 @@ async fn watch(
         "endpoint": endpoint,
         "identity_expires_unix_ms": own_expires.map(expiry::date_unix_ms),
     });
+    // Anchors first: an endpoint given both ways is named a bootstrap peer (the later
+    // entry of the map's collection).
     let mut boot: BTreeMap<String, BootstrapState> = args
         .member
-        .bootstrap
+        .anchor_peer
         .iter()
-        .chain(args.member.anchor_peer.iter().map(|a| &a.endpoint))
-        .filter(|b| !own.contains(&b.as_str()))
-        .map(|b| (b.clone(), BootstrapState::default()))
+        .map(|a| (&a.endpoint, true))
+        .chain(args.member.bootstrap.iter().map(|b| (b, false)))
+        .filter(|(b, _)| !own.contains(&b.as_str()))
+        .map(|(b, anchor)| {
+            let state = BootstrapState {
+                anchor,
+                ..BootstrapState::default()
+            };
+            (b.clone(), state)
+        })
         .collect();
     membership::connect_anchor_peers(&node, &args.member.anchor_peer);
     let view = View {
@@ -331,7 +352,8 @@ async fn watch(
                             )
                         });
                         let why = escape_controls(&why);
-                        eprintln!("error: cannot join through bootstrap peer {ep}: {why}");
+                        let kind = b.kind();
+                        eprintln!("error: cannot join through {kind} {ep}: {why}");
                     }
                     code = ExitCode::FAILURE;
                 }
@@ -494,7 +516,8 @@ impl View {
                 ),
                 (false, None) => "joining...".to_owned(),
             };
-            s.push_str(&format!("bootstrap {ep}: {state}\n"));
+            let kind = if b.anchor { "anchor" } else { "bootstrap" };
+            s.push_str(&format!("{kind} {ep}: {state}\n"));
         }
         let rows: Vec<[String; 9]> = members
             .iter()
@@ -713,6 +736,7 @@ mod tests {
             error: Some(BootstrapError::OtherOrganization("peer0:7051".into())),
             attempts: 1,
             gave_up: false,
+            anchor: false,
         };
         assert_eq!(
             b.error_text().as_deref(),
@@ -723,7 +747,7 @@ mod tests {
             let table = view(false, false).table(&[], &boot);
             let line = table
                 .lines()
-                .find(|l| l.starts_with("bootstrap "))
+                .find(|l| l.starts_with("bootstrap ") || l.starts_with("anchor "))
                 .map(str::to_owned);
             line.expect("a bootstrap line")
         };
@@ -736,6 +760,12 @@ mod tests {
         assert_eq!(
             line(&b),
             format!("bootstrap peer0:7051: failed 120 times, gave up: {why}")
+        );
+        // An --anchor-peer is named so.
+        b.anchor = true;
+        assert_eq!(
+            line(&b),
+            format!("anchor peer0:7051: failed 120 times, gave up: {why}")
         );
     }
 

@@ -463,6 +463,11 @@ fn watch_joins_another_organization_through_an_anchor_peer_flag() {
     assert_eq!(listed["msp_id"], "Org2MSP", "{last}");
     assert_eq!(listed["endpoint"], a_ep.as_str(), "{last}");
     a.stop_ok();
+    // Named as what it was given as, when it fails.
+    let gone = run(&strs(&args), Duration::from_secs(30));
+    assert_eq!(gone.code, Some(1), "{}", gone.all());
+    let said = format!("error: cannot join through anchor peer {a_ep}:");
+    assert!(gone.stderr.contains(&said), "{}", gone.all());
 }
 
 /// The MSP folder of fixture peer `host`, as `--trust` takes it.

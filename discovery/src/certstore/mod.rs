@@ -676,7 +676,14 @@ impl Discovery {
                 Err(e) => {
                     self.stats.certstore.count_refused(&e);
                     self.stats.certstore.updates_refused += 1;
-                    tracing::warn!(sender = %from, error = %e, "identity update refused");
+                    // The identity refused, not only who passed it on: a live check read
+                    // the sender's PKI-ID alone as the sender refused (2026-12-07).
+                    tracing::warn!(
+                        sender = %from,
+                        identity_of = %pki_id,
+                        error = %e,
+                        "identity update refused"
+                    );
                     return;
                 }
             }
