@@ -425,13 +425,18 @@ impl<S: crate::security::Security> Comm<S> {
         let (endpoint_log, cause_log) = (dead.endpoint.clone(), dead.cause.to_string());
         match self.out.presumed_dead(dead) {
             DeadNotice::Queued => {
-                tracing::info!(
-                    target: "fabric_gossip_core::store",
-                    pki_id = %pki_log,
-                    endpoint = %endpoint_log,
-                    cause = %cause_log,
-                    "peer presumed dead"
-                );
+                // A connection line, under their budget (3,000 made-up members wrote
+                // 16,896 of these in 110 s: an attack, 2026-12-07).
+                if let Some(not_logged) = self.conn_log.admit(self.now) {
+                    tracing::info!(
+                        target: "fabric_gossip_core::store",
+                        pki_id = %pki_log,
+                        endpoint = %endpoint_log,
+                        cause = %cause_log,
+                        not_logged,
+                        "peer presumed dead"
+                    );
+                }
                 self.stats.presumed_dead += 1;
             }
             DeadNotice::Dropped => {
