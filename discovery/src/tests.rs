@@ -498,6 +498,23 @@ fn a_response_is_cut_to_fit_the_message_size_limit() {
     assert_eq!(d.stats().responses_truncated, 1);
 }
 
+/// The members each of three reconnect passes probed, every probe failing.
+fn three_failed_reconnect_passes(
+    comm: &mut Comm<TestOnlyHmacSecurity>,
+    d: &mut Discovery,
+) -> Vec<std::collections::BTreeSet<PkiId>> {
+    let mut probed = Vec::new();
+    for _ in 0..3 {
+        d.reconnect_dead(T0, comm);
+        probed.push(d.probes.values().cloned().collect());
+        let ops: Vec<_> = d.probes.keys().copied().collect();
+        for op in ops {
+            d.reconnect_probed(T0, comm, op, false);
+        }
+    }
+    probed
+}
+
 #[test]
 fn a_reconnect_pass_probes_a_bounded_number_of_dead_members_in_turn() {
     let (mut comm, mut d) = me();
@@ -507,15 +524,7 @@ fn a_reconnect_pass_probes_a_bounded_number_of_dead_members_in_turn() {
     d.handle_message(T0, &mut comm, response("a1", vec![], dead, 0));
     assert_eq!(d.dead_members().len(), 300);
     let max = crate::MAX_RECONNECT_PROBES;
-    let mut probed: Vec<std::collections::BTreeSet<PkiId>> = Vec::new();
-    for _ in 0..3 {
-        d.reconnect_dead(T0, &mut comm);
-        probed.push(d.probes.values().cloned().collect());
-        let ops: Vec<_> = d.probes.keys().copied().collect();
-        for op in ops {
-            d.reconnect_probed(T0, &mut comm, op, false);
-        }
-    }
+    let probed = three_failed_reconnect_passes(&mut comm, &mut d);
     assert!(
         probed.iter().all(|p| p.len() == max),
         "{:?}",
@@ -567,15 +576,7 @@ fn a_reconnect_pass_probes_members_reached_before_first() {
     d.handle_comm_event(T0, &mut comm, &connected("y1", &y1_at, true));
     d.handle_comm_event(T0, &mut comm, &connected("y2", "elsewhere:1", false));
     let max = crate::MAX_RECONNECT_PROBES;
-    let mut probed: Vec<std::collections::BTreeSet<PkiId>> = Vec::new();
-    for _ in 0..3 {
-        d.reconnect_dead(T0, &mut comm);
-        probed.push(d.probes.values().cloned().collect());
-        let ops: Vec<_> = d.probes.keys().copied().collect();
-        for op in ops {
-            d.reconnect_probed(T0, &mut comm, op, false);
-        }
-    }
+    let probed = three_failed_reconnect_passes(&mut comm, &mut d);
     for (pass, p) in probed.iter().enumerate() {
         assert_eq!(p.len(), max, "pass {pass}");
         assert!(p.contains(&pki("zz")), "pass {pass}");
