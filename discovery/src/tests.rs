@@ -554,6 +554,8 @@ fn a_reconnect_pass_probes_members_reached_before_first() {
         dead.push(alive(who, 1, 1, ""));
     }
     d.handle_message(T0, &mut comm, response("a1", vec![], dead, 0));
+    // An alive member is never probed.
+    d.handle_message(T0, &mut comm, direct("al", alive("al", 1, 1, "")));
     let at = |who: &str| {
         d.membership
             .get(&pki(who))
@@ -585,6 +587,7 @@ fn a_reconnect_pass_probes_members_reached_before_first() {
     assert!(!probed[0].contains(&pki("y1")) && !probed[0].contains(&pki("y2")));
     let all: std::collections::BTreeSet<&PkiId> = probed.iter().flatten().collect();
     assert_eq!(all.len(), 303);
+    assert!(!all.contains(&pki("al")));
     assert_eq!(
         d.stats().reconnect_deferred,
         3 * (303 - max) as u64,
@@ -764,14 +767,19 @@ fn our_members_claiming_our_bootstrap_endpoint_are_kept_only_once_reached() {
     for who in ["a2", "a3"] {
         d.handle_message(T0, &mut comm, direct(who, alive(who, 1, 1, "boot:7051")));
     }
+    // a4 names the bootstrap endpoint as its internal one.
+    let a4 = alive_at_internal("a4", 1, 1, "boot:7051");
+    d.handle_message(T0, &mut comm, direct("a4", a4));
     // a3 answered a dial at an endpoint that is not its own: proves nothing.
     d.membership.mark_reached(&pki("a2"), "a2.int:1");
     d.membership.mark_reached(&pki("a3"), "boot:7051");
-    for who in ["a2", "a3"] {
+    d.membership.mark_reached(&pki("a4"), "boot:7051");
+    for who in ["a2", "a3", "a4"] {
         d.membership.mark_dead(&pki(who));
     }
     d.scan_store(T0 + ttl, &mut comm);
     assert!(d.member(&pki("a2")).is_some_and(|m| !m.alive));
+    assert!(d.member(&pki("a4")).is_some_and(|m| !m.alive));
     assert!(d.member(&pki("a3")).is_none());
     assert_eq!(d.stats().members_purged_long_dead, 1);
 }
