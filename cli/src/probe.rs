@@ -471,17 +471,28 @@ fn judge(answer: &[u8]) -> Answer {
     }
 }
 
+/// The MSP of a peer refused because this node does not trust it: what `--trust` would
+/// name.
+pub(crate) fn untrusted_msp(e: &HandshakeError) -> Option<&str> {
+    match e {
+        HandshakeError::InvalidIdentity(SecurityError::UnknownMsp(m))
+        | HandshakeError::UnclassifiableIdentity(SecurityError::UnknownMsp(m)) => Some(m),
+        _ => None,
+    }
+}
+
 /// The hint for a failed handshake, and whether it needs [`failure_hint`]'s look at the
 /// port (a failed dial or Ping: the same advice as `ping`'s). `watch` gives the same for
 /// a bootstrap peer it could not authenticate.
 pub(crate) fn handshake_hint(e: &HandshakeError) -> Option<String> {
-    match e {
-        HandshakeError::InvalidIdentity(SecurityError::UnknownMsp(m))
-        | HandshakeError::UnclassifiableIdentity(SecurityError::UnknownMsp(m)) => Some(format!(
+    if let Some(m) = untrusted_msp(e) {
+        return Some(format!(
             "\n  hint: the peer is a member of an MSP this node does not trust; pass --trust {m}=DIR \
              with that organization's msp/ folder (or, if {m} is our own organization, our \
              --msp-id is wrong: it is the peer's CORE_PEER_LOCALMSPID, e.g. {m})"
-        )),
+        ));
+    }
+    match e {
         HandshakeError::Dial(_) | HandshakeError::Ping(_) => None,
         HandshakeError::IdentityMismatch => Some(
             "\n  hint: the peer's PKI-ID is not the one its identity gives here; with \

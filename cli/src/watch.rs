@@ -14,7 +14,7 @@ use crate::node::Signals;
 use crate::opts::{self, ConfigError, IdentityArgs, PkiForm, TlsArgs};
 use crate::out::escape_controls;
 use clap::Args;
-use fabric_gossip_core::{HandshakeError, SecurityError};
+use fabric_gossip_core::HandshakeError;
 use fabric_gossip_discovery::{BootstrapError, DiscoveryEvent, MemberInfo};
 use fabric_gossip_tonic::Node;
 use serde_json::{Value, json};
@@ -118,7 +118,7 @@ async fn explain(ep: &str, b: &BootstrapState, tls_on: bool, lead: &str) {
         format!(" (attempt {}; retrying)", b.attempts)
     };
     let kind = b.kind();
-    eprintln!("{lead}: cannot join through {kind} {ep}: {shown}{retrying}");
+    eprintln!("{lead}: cannot join through {kind} peer {ep}: {shown}{retrying}");
     let hint = crate::probe::failure_hint(ep, &e, tls_on, crate::probe::SNIFF_LIMIT)
         .await
         .trim_start();
@@ -128,10 +128,7 @@ async fn explain(ep: &str, b: &BootstrapState, tls_on: bool, lead: &str) {
     // A peer of an MSP we were not given: trusting it would not let it in (it is not of
     // our organization), unless our --msp-id is what is wrong.
     let unknown = match &b.error {
-        Some(BootstrapError::Handshake(
-            HandshakeError::InvalidIdentity(SecurityError::UnknownMsp(m))
-            | HandshakeError::UnclassifiableIdentity(SecurityError::UnknownMsp(m)),
-        )) => Some(m.as_str()),
+        Some(BootstrapError::Handshake(e)) => crate::probe::untrusted_msp(e),
         _ => None,
     };
     if let Some(m) = unknown {
@@ -178,11 +175,7 @@ struct BootstrapState {
 impl BootstrapState {
     /// What the entry point was given as, for the lines that name it.
     fn kind(&self) -> &'static str {
-        if self.anchor {
-            "anchor peer"
-        } else {
-            "bootstrap peer"
-        }
+        if self.anchor { "anchor" } else { "bootstrap" }
     }
 
     /// Why the last attempt failed, as printed.
@@ -353,7 +346,7 @@ async fn watch(
                         });
                         let why = escape_controls(&why);
                         let kind = b.kind();
-                        eprintln!("error: cannot join through {kind} {ep}: {why}");
+                        eprintln!("error: cannot join through {kind} peer {ep}: {why}");
                     }
                     code = ExitCode::FAILURE;
                 }
@@ -516,8 +509,7 @@ impl View {
                 ),
                 (false, None) => "joining...".to_owned(),
             };
-            let kind = if b.anchor { "anchor" } else { "bootstrap" };
-            s.push_str(&format!("{kind} {ep}: {state}\n"));
+            s.push_str(&format!("{} {ep}: {state}\n", b.kind()));
         }
         let rows: Vec<[String; 9]> = members
             .iter()

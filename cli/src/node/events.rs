@@ -93,18 +93,11 @@ pub(super) fn event_json(
             error,
             ..
         } => {
-            use fabric_gossip_core::{HandshakeError as H, SecurityError};
             // A peer of an MSP not trusted, either way: a forgotten --trust (a live check
             // against Fabric: a peer dialling us was refused five times, with no word of
             // what to do).
-            let untrusted = matches!(
-                error,
-                H::InvalidIdentity(SecurityError::UnknownMsp(_))
-                    | H::UnclassifiableIdentity(SecurityError::UnknownMsp(_))
-            );
-            let msp_hint = untrusted
-                .then(|| crate::probe::handshake_hint(error))
-                .flatten();
+            let msp_hint = crate::probe::untrusted_msp(error)
+                .and_then(|_| crate::probe::handshake_hint(error));
             let error = error.to_string();
             let mut v = json!({
                 "event": "handshake_failed",

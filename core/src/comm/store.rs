@@ -637,26 +637,24 @@ impl<S: Security> Comm<S> {
         }
         if let Some(status) = refused {
             let err = HandshakeError::RefusedByRemote { status };
-            // A warning, as often as `RefusedLog` allows: it says why others refuse us.
-            if let Some(not_logged) = self.handshakes.refused_log.0.admit(self.now) {
-                tracing::warn!(
-                    target: "fabric_gossip_core::store",
-                    pki_id = %pki,
-                    endpoint = %c_endpoint,
-                    conn = %stream,
-                    error = %err,
-                    not_logged,
-                    "the remote refused our connection after its handshake"
-                );
-            } else {
-                tracing::debug!(
-                    target: "fabric_gossip_core::store",
-                    pki_id = %pki,
-                    endpoint = %c_endpoint,
-                    conn = %stream,
-                    error = %err,
-                    "the remote refused our connection after its handshake"
-                );
+            // A warning, as often as `RefusedLog` allows: it says why others refuse us. (tracing
+            // takes a level only as a constant.)
+            macro_rules! line {
+                ($level:ident $(, $field:ident)?) => {
+                    tracing::$level!(
+                        target: "fabric_gossip_core::store",
+                        pki_id = %pki,
+                        endpoint = %c_endpoint,
+                        conn = %stream,
+                        error = %err,
+                        $($field,)?
+                        "the remote refused our connection after its handshake"
+                    )
+                };
+            }
+            match self.handshakes.refused_log.0.admit(self.now) {
+                Some(not_logged) => line!(warn, not_logged),
+                None => line!(debug),
             }
             self.stats.handshake_failed(&err);
             self.presumed_dead(pki.clone(), c_endpoint.clone(), DeadCause::Connect(err));
