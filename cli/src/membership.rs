@@ -762,6 +762,8 @@ pub(crate) fn counters(d: &Discovery) -> Counters {
             ("alive_impostors", s.alive_impostors),
             ("alive_duplicate", s.alive_duplicate),
             ("alive_stale", s.alive_stale),
+            ("alive_endpoint_taken", s.alive_endpoint_taken),
+            ("endpoint_owners_full", s.endpoint_owners_full),
             ("alive_store_full", s.alive_store_full),
             ("tombstones_store_full", s.tombstones_store_full),
             ("illegal_tag", s.illegal_tag),

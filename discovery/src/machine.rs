@@ -5,6 +5,7 @@ use crate::alive::{SelfAlive, Timestamp};
 use crate::bootstrap::Bootstrap;
 use crate::certstore::CertStore;
 use crate::config::DiscoveryConfig;
+use crate::endpoint_owners::EndpointOwners;
 use crate::error::{AliveError, ConfigError};
 use crate::event::{DeadReason, DiscoveryEvent, MemberInfo};
 use crate::request::{Answered, Queued};
@@ -16,7 +17,8 @@ use crate::validate::{AliveLimits, ParsedAlive, VerifiedIdentity, verify_alive};
 use bytes::Bytes;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::{
-    Comm, Event, Instant, Layer, LogBudget, OpId, PkiId, ReceivedMessage, Security, SubscriptionId,
+    Comm, Event, HandshakeError, Instant, Layer, LogBudget, OpId, PkiId, ReceivedMessage, Security,
+    SubscriptionId,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -95,6 +97,12 @@ pub struct Discovery {
     /// 110 s (an attack, 2026-12-07). Every event is still counted and delivered.
     pub(crate) member_log: LogBudget,
     pub(crate) member_lines: u64,
+    /// Endpoints where a dial of ours reached another member than the one it was for:
+    /// no other member's alive message claiming them is taken for a while.
+    pub(crate) endpoint_owners: EndpointOwners,
+    /// Warnings of such claims refused: one a second, and how many were logged.
+    pub(crate) claim_log: LogBudget,
+    pub(crate) claim_lines: u64,
     /// The time of the latest call into the layer, for the budgets of lines written
     /// where no time is at hand.
     pub(crate) seen_now: Option<Instant>,
@@ -151,6 +159,9 @@ impl Discovery {
             forgery_lines: 0,
             member_log: LogBudget::default(),
             member_lines: 0,
+            endpoint_owners: EndpointOwners::default(),
+            claim_log: LogBudget::per_second(1),
+            claim_lines: 0,
             seen_now: None,
         })
     }
@@ -384,6 +395,9 @@ impl Discovery {
         now: Instant,
         from_dead_list: bool,
     ) -> Change {
+        if self.endpoint_taken(now, parsed) {
+            return Change::Stale;
+        }
         let update = alive_update(comm, parsed, id, env);
         if !self.membership.contains(&parsed.pki_id) {
             let weight = update.weight();
@@ -723,12 +737,23 @@ impl<S: Security> Layer<S> for Discovery {
         }
         match event {
             Event::PresumedDead(dead) => self.presumed_dead(now, comm, &dead.pki_id),
-            Event::IdentitySwitch(switched) => self.purge(
-                now,
-                comm,
-                &switched.old,
-                crate::event::PurgeReason::IdentitySwitch,
-            ),
+            Event::IdentitySwitch(switched) => {
+                self.note_endpoint_owner(now, &switched.endpoint, &switched.new, &switched.old);
+                self.purge(
+                    now,
+                    comm,
+                    &switched.old,
+                    crate::event::PurgeReason::IdentitySwitch,
+                )
+            }
+            // Another organization's peer answered where we expected this member: Fabric
+            // refuses the connection, and the member stays, to be dialled there again.
+            Event::HandshakeFailed {
+                remote,
+                inbound: false,
+                error: HandshakeError::UnexpectedPeer { expected, actual },
+                ..
+            } => self.note_endpoint_owner(now, remote, actual, expected),
             Event::Disconnected {
                 pki_id,
                 reason: fabric_gossip_core::CloseReason::IdentityExpired,
@@ -765,7 +790,12 @@ impl<S: Security> Layer<S> for Discovery {
                 info,
                 inbound: false,
                 ..
-            } => self.membership.mark_reached(&info.id, &info.endpoint),
+            } => {
+                self.membership.mark_reached(&info.id, &info.endpoint);
+                let until = now + self.cfg.alive_expiration;
+                self.endpoint_owners
+                    .reached(&info.endpoint, &info.id, until);
+            }
             Event::Stopped => self.stopped = true,
             _ => {}
         }

@@ -216,7 +216,7 @@ impl Discovery {
                     // now (a crossing dial replaced it, the requester reconnected), else
                     // by dialling the endpoint the requester's own alive message prefers.
                     let peer = RemotePeer::new(
-                        preferred_endpoint(&parsed).to_owned(),
+                        parsed.preferred_endpoint().to_owned(),
                         parsed.pki_id.clone(),
                     );
                     match comm.respond_to_peer_or_drop(now, msg.conn, &peer, resp) {
@@ -609,18 +609,6 @@ pub(crate) struct Queued {
     /// When it was closed for leaving its responses untaken: what it holds is counted
     /// for [`RESPONSE_STALL`] more, the time its connection has to go.
     pub(crate) closed: Option<Instant>,
-}
-
-/// Where a requester's own alive message says to reach it (Fabric's `PreferredEndpoint`
-/// of the member `sendMemResponse` makes from the request): the internal endpoint its
-/// secret names, if any, else its external endpoint. Both were signed by the requester
-/// and checked (`MAX_ENDPOINT`) before the request was taken.
-fn preferred_endpoint(parsed: &crate::validate::ParsedAlive) -> &str {
-    if parsed.internal_endpoint.is_empty() {
-        &parsed.endpoint
-    } else {
-        &parsed.internal_endpoint
-    }
 }
 
 /// Room left in a response for what is not its listed envelopes: the response's own

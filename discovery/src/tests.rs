@@ -1286,6 +1286,143 @@ fn an_identity_switch_purges_the_old_pki_id() {
     assert_eq!((s.members_purged, s.members_purged_identity_switch), (1, 1));
 }
 
+/// Comm's identity switch: a dial for `old` at `endpoint` reached `new`.
+fn switched(old: &str, new: &str, endpoint: &str) -> Event {
+    Event::IdentitySwitch(fabric_gossip_core::SwitchedPeer {
+        old: pki(old),
+        new: pki(new),
+        endpoint: endpoint.into(),
+    })
+}
+
+/// A member claiming, as the endpoint to dial it at, one where a dial of ours reached
+/// another member is refused for one `alive_expiration` from then, by every path, and
+/// warned of once a second; the endpoint's owner is not; a dial reaching the owner there
+/// again extends the hold. Without it an insider naming a live member's endpoint had
+/// every node dial it, switch and replace its connection for each of its alive messages.
+#[test]
+fn a_member_claiming_an_endpoint_that_answered_as_another_is_refused_for_a_while() {
+    let (mut comm, mut d) = me();
+    let hold = d.config().alive_expiration;
+    d.handle_message(T0, &mut comm, direct("v", alive("v", 1, 1, "")));
+    d.handle_message(
+        T0,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 1, "v.int:1")),
+    );
+    assert!(d.member(&pki("m")).is_some());
+    events(&mut d);
+    // Our dial for m at v.int:1 reached v.
+    d.handle_comm_event(T0, &mut comm, &switched("m", "v", "v.int:1"));
+    assert!(d.member(&pki("m")).is_none(), "purged by the switch");
+    events(&mut d);
+    // m's next alive message, direct or gossiped, no longer teaches it.
+    d.handle_message(
+        T0 + SEC,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 2, "v.int:1")),
+    );
+    d.handle_message(
+        T0 + SEC,
+        &mut comm,
+        direct("x", alive_at_internal("m", 1, 3, "v.int:1")),
+    );
+    assert!(d.member(&pki("m")).is_none());
+    assert!(events(&mut d).is_empty());
+    assert_eq!(d.stats().alive_endpoint_taken, 2);
+    assert_eq!(d.claim_lines, 1, "one warning a second");
+    // Nor a response listing it (listed dead, its tombstone refuses it before this).
+    let listed = vec![alive_at_internal("m", 1, 4, "v.int:1")];
+    d.handle_message(T0 + 2 * SEC, &mut comm, response("x", listed, vec![], 0));
+    assert!(d.member(&pki("m")).is_none());
+    assert_eq!(d.stats().alive_endpoint_taken, 3);
+    assert_eq!(d.claim_lines, 2);
+    // The owner's own messages are taken, and a member at another endpoint too.
+    d.handle_message(T0 + 2 * SEC, &mut comm, direct("v", alive("v", 1, 2, "")));
+    d.handle_message(T0 + 2 * SEC, &mut comm, direct("w", alive("w", 1, 1, "")));
+    assert!(d.member(&pki("v")).unwrap().alive);
+    assert!(d.member(&pki("w")).is_some());
+    assert_eq!(d.stats().alive_endpoint_taken, 3);
+    // A dial reaching v there again, 10 s in, holds the endpoint 10 s past the first hold.
+    let at = T0 + 10 * SEC;
+    d.handle_comm_event(at, &mut comm, &connected_out("v", "v.int:1"));
+    d.handle_message(
+        T0 + hold,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 5, "v.int:1")),
+    );
+    assert!(d.member(&pki("m")).is_none(), "held by the later dial");
+    // Once the hold is over, the claim is taken again, as Fabric takes it.
+    d.handle_message(
+        at + hold,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 6, "v.int:1")),
+    );
+    assert!(d.member(&pki("m")).unwrap().alive);
+    assert_eq!(d.stats().alive_endpoint_taken, 4);
+}
+
+/// Comm's report of an outbound connection to `who` at `endpoint`.
+fn connected_out(who: &str, endpoint: &str) -> Event {
+    Event::Connected {
+        conn: StreamId::from_parts(1, 1),
+        info: Arc::new(fabric_gossip_core::ConnectionInfo {
+            id: pki(who),
+            identity: Bytes::new(),
+            endpoint: endpoint.to_owned(),
+            signed_data: Bytes::new(),
+            signature: Bytes::new(),
+        }),
+        inbound: false,
+    }
+}
+
+/// A dial that reached another organization's peer than the member it was for (Fabric
+/// refuses the connection; no switch, no purge) notes the endpoint as that peer's too: the
+/// member stays, but its later alive messages claiming it are refused, so it goes dead
+/// and is dialled there no more than a dead member is. A peer answering with its expected
+/// identity, or an inbound handshake failing so, notes nothing.
+#[test]
+fn a_dial_reaching_another_organization_s_peer_notes_the_endpoint_as_its() {
+    let (mut comm, mut d) = me();
+    d.handle_message(
+        T0,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 1, "v.int:1")),
+    );
+    events(&mut d);
+    let failed = |inbound: bool| Event::HandshakeFailed {
+        stream: StreamId::from_parts(2, 2),
+        remote: "v.int:1".into(),
+        inbound,
+        error: fabric_gossip_core::HandshakeError::UnexpectedPeer {
+            expected: pki("m"),
+            actual: pki("v"),
+        },
+    };
+    d.handle_comm_event(T0, &mut comm, &failed(true));
+    d.handle_comm_event(T0, &mut comm, &connected_out("m", "m.int:1"));
+    d.handle_message(
+        T0 + SEC,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 2, "v.int:1")),
+    );
+    assert_eq!(d.stats().alive_endpoint_taken, 0, "nothing noted");
+    d.handle_comm_event(T0 + SEC, &mut comm, &failed(false));
+    assert!(d.member(&pki("m")).is_some(), "not purged");
+    d.handle_message(
+        T0 + 2 * SEC,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 3, "v.int:1")),
+    );
+    assert_eq!(d.stats().alive_endpoint_taken, 1);
+    assert_eq!(
+        d.member(&pki("m")).unwrap().timestamp.seq,
+        2,
+        "not refreshed"
+    );
+}
+
 #[test]
 fn an_expiring_identity_purges_its_member() {
     let mut comm = Comm::new(

@@ -28,6 +28,19 @@ pub struct ParsedAlive {
     pub tag: i32,
 }
 
+impl ParsedAlive {
+    /// Where the member's own message says to reach it (Fabric's `PreferredEndpoint`): the
+    /// internal endpoint its secret names, if any, else its external endpoint, both signed by
+    /// the member.
+    pub fn preferred_endpoint(&self) -> &str {
+        if self.internal_endpoint.is_empty() {
+            &self.endpoint
+        } else {
+            &self.internal_endpoint
+        }
+    }
+}
+
 /// Decodes an envelope as an alive message and checks that every field Fabric reads is
 /// present (quirk Q2: Fabric itself would crash on a missing `membership` or `timestamp`).
 pub fn parse_alive(env: &Envelope) -> Result<ParsedAlive, AliveError> {

@@ -6,10 +6,12 @@ use crate::common;
 use bytes::Bytes;
 use common::{Cluster, dcfg, one_joins_zero};
 use core::time::Duration;
+use fabric_gossip_core::TestOnlyHmacSecurity;
 use fabric_gossip_core::proto::gossip::{Envelope, GossipMessage, gossip_message};
 use fabric_gossip_core::testing::ep;
 use fabric_gossip_core::{PkiId, RemotePeer, SignedMessage};
-use fabric_gossip_discovery::{DeadReason, DiscoveryEvent, membership_request};
+use fabric_gossip_discovery::alive::{alive_message, encode_secret};
+use fabric_gossip_discovery::{DeadReason, DiscoveryEvent, Timestamp, membership_request};
 use prost::Message;
 
 /// Node 0 is the seed; every other node bootstraps to it.
@@ -395,4 +397,53 @@ fn twenty_nodes_reach_full_membership() {
         .run_until(Duration::from_secs(60), |c| full_view(c, &all))
         .expect("full membership");
     assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+/// A signed alive message of member `insider:7051` at `seq`, whose secret names `internal`
+/// as its internal endpoint (where the others of its organization dial it).
+fn insider_alive(seq: u64, internal: &str) -> Bytes {
+    let who = "insider:7051";
+    let security = TestOnlyHmacSecurity::new(who);
+    let msg = alive_message(
+        String::new(),
+        Bytes::from(who),
+        Bytes::new(),
+        Timestamp { inc: 1, seq },
+        Bytes::from(who),
+    );
+    SignedMessage::sign_with_secret(msg, encode_secret(internal), &security)
+        .unwrap()
+        .envelope_bytes()
+        .clone()
+}
+
+/// A member whose alive messages name a live member's endpoint (two peers behind one
+/// address, or an insider's doing), a new one every second: each node's dial for it
+/// reaches that member instead, an identity switch that purges it and replaces the
+/// victim's connection, and its next alive message taught it back, to be dialled again.
+/// Now the endpoint is the one that answered's for a while and the claim is refused
+/// meanwhile: a few switches per node in two minutes instead of one nearly every second.
+#[test]
+fn a_member_naming_a_live_members_endpoint_costs_a_switch_per_hold_not_per_message() {
+    let mut c = seeded(4);
+    c.run_until(Duration::from_secs(20), |c| full_view(c, &[0, 1, 2, 3]))
+        .expect("full membership");
+    let run = Duration::from_secs(120);
+    // Node 1 relays the insider's messages to node 2, which spreads them as gossip.
+    for seq in 1..=run.as_secs() {
+        inject(&mut c, 1, 2, insider_alive(seq, &ep(0)));
+        c.run_for(Duration::from_secs(1));
+    }
+    let hold = c.layer(2).config().alive_expiration;
+    let most = run.as_secs() / hold.as_secs() + 2;
+    let switches: Vec<u64> = (0..4)
+        .map(|i| c.net.nodes[i].comm.stats().identity_switches)
+        .collect();
+    assert!(switches[2] >= 1, "the insider was dialled: {switches:?}");
+    assert!(
+        switches.iter().all(|&n| n <= most),
+        "identity switches per node {switches:?} in {run:?}, at most {most} allowed"
+    );
+    assert!(c.layer(2).stats().alive_endpoint_taken > 10);
+    assert!(full_view(&c, &[0, 1, 2, 3]), "no honest member lost");
 }
