@@ -385,7 +385,8 @@ impl Discovery {
 
     /// Applies a validated alive message to membership (`handleAliveMessage`) and reports
     /// what changed; one from a response's dead list (`from_dead_list`) only teaches an
-    /// unknown member, as dead.
+    /// unknown member, as dead. One claiming an endpoint noted as another member's changes
+    /// nothing (see `endpoint_owners`).
     pub(crate) fn learn<S: Security>(
         &mut self,
         comm: &mut Comm<S>,
@@ -746,8 +747,9 @@ impl<S: Security> Layer<S> for Discovery {
                     crate::event::PurgeReason::IdentitySwitch,
                 )
             }
-            // Another organization's peer answered where we expected this member: Fabric
-            // refuses the connection, and the member stays, to be dialled there again.
+            // Another peer answered where we expected this member, and comm refused it (of
+            // another organization than the member's, or the member's identity unknown to
+            // comm), as Fabric does: the member stays, to be dialled there again.
             Event::HandshakeFailed {
                 remote,
                 inbound: false,
