@@ -1225,6 +1225,8 @@ pub(crate) fn registry(served: Option<&Served>) -> Registry {
                 vec![
                     ("overflow", s.dropped_overflow),
                     ("connection_closed", s.dropped_on_close),
+                    // An ack or response given after its connection closed.
+                    ("answer_after_close", s.answers_after_close),
                     // Handed to the driver, unconfirmed at the close: maybe delivered.
                     ("unconfirmed_at_close", s.unconfirmed_on_close),
                     ("no_connection", s.dropped_no_connection),

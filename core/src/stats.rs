@@ -16,6 +16,11 @@ pub struct Stats {
     pub dropped_overflow: u64,
     /// Queued messages discarded because their connection closed before they were written.
     pub dropped_on_close: u64,
+    /// Answers (`respond`, `ack` and their non-waiting forms) given for a connection that
+    /// had closed, or closed while the answer waited for room: the caller gets
+    /// `ConnectionClosed`, and the answer is lost (a peer that left before its ack, or an
+    /// `--auto-ack` node's acks waiting on a peer that stopped reading, then left).
+    pub answers_after_close: u64,
     /// Messages handed to the driver to write (inside the write window) and not yet
     /// confirmed written when their connection closed. They may or may not have reached the
     /// peer, so they are not in `dropped_on_close`; without this count they would be in no
@@ -152,7 +157,7 @@ impl Stats {
     fn fields_mut(
         &mut self,
     ) -> (
-        [(&'static str, &mut u64); 29],
+        [(&'static str, &mut u64); 30],
         &mut [u64; HandshakeFailure::COUNT],
     ) {
         let Stats {
@@ -160,6 +165,7 @@ impl Stats {
             received,
             dropped_overflow,
             dropped_on_close,
+            answers_after_close,
             unconfirmed_on_close,
             dropped_no_connection,
             dropped_subscription_overflow,
@@ -193,6 +199,7 @@ impl Stats {
                 ("received", received),
                 ("dropped_overflow", dropped_overflow),
                 ("dropped_on_close", dropped_on_close),
+                ("answers_after_close", answers_after_close),
                 ("unconfirmed_on_close", unconfirmed_on_close),
                 ("dropped_no_connection", dropped_no_connection),
                 (

@@ -1052,8 +1052,15 @@ fn caller_misuse_is_a_typed_error() {
     c.handle_stream_closed(now(), s, StreamEnd::Finished)
         .unwrap();
     let _ = drain(&mut c);
+    let lost = c.stats().answers_after_close;
     assert_eq!(c.respond(now(), s, data(1)), Err(Error::ConnectionClosed));
     assert_eq!(c.ack(now(), s, 7, None), Err(Error::ConnectionClosed));
+    assert_eq!(
+        c.ack_or_drop(now(), s, 8, None),
+        Err(Error::ConnectionClosed)
+    );
+    // Lost, and counted: not the caller's mistake, a peer that left first.
+    assert_eq!(c.stats().answers_after_close, lost + 3);
 
     // Calls after stop.
     c.stop(now());

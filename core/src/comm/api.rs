@@ -243,7 +243,12 @@ impl<S: Security> Comm<S> {
         mode: Mode,
     ) -> Result<bool, Error> {
         let bytes = self.answer_envelope(now, msg)?;
-        self.enqueue_on(conn, bytes, mode)
+        let res = self.enqueue_on(conn, bytes, mode);
+        if matches!(res, Err(Error::ConnectionClosed)) {
+            super::send::dropped(&conn, "an answer after its connection closed");
+            self.stats.answers_after_close += 1;
+        }
+        res
     }
 
     /// An answer's Envelope: `msg` noop-signed (Fabric's `NoopSign`), refused once stopped
