@@ -1366,6 +1366,19 @@ pub(crate) fn registry(served: Option<&Served>) -> Registry {
             "Inbound TCP connections open now",
             G(d.inbound_open),
         ),
+        // Fabric's gRPC server pair, which peers' dashboards chart: opened minus closed is
+        // the connections open now. Fabric counts a connection once its transport is up
+        // (after TLS); these count it from its admission, TLS failures included.
+        (
+            "grpc_comm_conn_opened",
+            "gRPC connections opened. Open minus closed is the active number of connections.",
+            C(d.inbound_accepted),
+        ),
+        (
+            "grpc_comm_conn_closed",
+            "gRPC connections closed. Open minus closed is the active number of connections.",
+            C(d.inbound_accepted.saturating_sub(d.inbound_open)),
+        ),
         (
             "gossip_comm_inbound_pending",
             "Inbound connections open now that have not yet authenticated a stream",

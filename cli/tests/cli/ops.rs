@@ -97,6 +97,15 @@ fn operations_service_metrics_match_stats() {
         assert_eq!(sample(&m, metric), want, "{metric} vs stats {key}");
     }
     assert_eq!(sample(&m, "gossip_comm_connections_open"), 1);
+    // Fabric's gRPC server pair: b's connection opened, and opened minus closed open now.
+    let opened = sample(&m, "grpc_comm_conn_opened");
+    assert!(opened >= 1, "{m}");
+    assert_eq!(
+        opened - sample(&m, "grpc_comm_conn_closed"),
+        sample(&m, "gossip_comm_inbound_open"),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "gossip_comm_inbound_open"), 1, "{m}");
     assert_eq!(sample(&m, "gossip_comm_identities_held"), 2, "ours and b's");
     // The classic text format a Fabric peer serves: a counter's samples keep its name.
     assert!(
