@@ -563,17 +563,6 @@ fn a_reconnect_pass_probes_members_reached_before_first() {
             .expect("a member")
     };
     let (zz_at, y1_at) = (at("zz"), at("y1"));
-    let connected = |who: &str, endpoint: &str, inbound: bool| Event::Connected {
-        conn: StreamId::from_parts(1, 1),
-        info: Arc::new(fabric_gossip_core::ConnectionInfo {
-            id: pki(who),
-            identity: Bytes::new(),
-            endpoint: endpoint.to_owned(),
-            signed_data: Bytes::new(),
-            signature: Bytes::new(),
-        }),
-        inbound,
-    };
     d.handle_comm_event(T0, &mut comm, &connected("zz", &zz_at, false));
     d.handle_comm_event(T0, &mut comm, &connected("y1", &y1_at, true));
     d.handle_comm_event(T0, &mut comm, &connected("y2", "elsewhere:1", false));
@@ -1345,7 +1334,7 @@ fn a_member_claiming_an_endpoint_that_answered_as_another_is_refused_for_a_while
     assert_eq!(d.stats().alive_endpoint_taken, 3);
     // A dial reaching v there again, 10 s in, holds the endpoint 10 s past the first hold.
     let at = T0 + 10 * SEC;
-    d.handle_comm_event(at, &mut comm, &connected_out("v", "v.int:1"));
+    d.handle_comm_event(at, &mut comm, &connected("v", "v.int:1", false));
     d.handle_message(
         T0 + hold,
         &mut comm,
@@ -1362,8 +1351,8 @@ fn a_member_claiming_an_endpoint_that_answered_as_another_is_refused_for_a_while
     assert_eq!(d.stats().alive_endpoint_taken, 4);
 }
 
-/// Comm's report of an outbound connection to `who` at `endpoint`.
-fn connected_out(who: &str, endpoint: &str) -> Event {
+/// Comm's report of a connection to `who` at `endpoint`, `inbound` or dialled by us.
+fn connected(who: &str, endpoint: &str, inbound: bool) -> Event {
     Event::Connected {
         conn: StreamId::from_parts(1, 1),
         info: Arc::new(fabric_gossip_core::ConnectionInfo {
@@ -1373,7 +1362,7 @@ fn connected_out(who: &str, endpoint: &str) -> Event {
             signed_data: Bytes::new(),
             signature: Bytes::new(),
         }),
-        inbound: false,
+        inbound,
     }
 }
 
@@ -1401,7 +1390,7 @@ fn a_dial_reaching_another_organization_s_peer_notes_the_endpoint_as_its() {
         },
     };
     d.handle_comm_event(T0, &mut comm, &failed(true));
-    d.handle_comm_event(T0, &mut comm, &connected_out("m", "m.int:1"));
+    d.handle_comm_event(T0, &mut comm, &connected("m", "m.int:1", false));
     d.handle_message(
         T0 + SEC,
         &mut comm,
