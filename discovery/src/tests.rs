@@ -1351,6 +1351,26 @@ fn a_member_claiming_an_endpoint_that_answered_as_another_is_refused_for_a_while
     assert_eq!(d.stats().alive_endpoint_taken, 4);
 }
 
+/// Past `MAX_ENDPOINT_OWNERS` unexpired notes, a new endpoint is not noted and that is
+/// counted (`endpoint_owners_full`); its claimants are taken as before.
+#[test]
+fn endpoint_notes_past_their_bound_are_counted_and_not_kept() {
+    let (mut comm, mut d) = me();
+    for i in 0..crate::MAX_ENDPOINT_OWNERS {
+        d.handle_comm_event(T0, &mut comm, &switched("m", "v", &format!("e{i}:1")));
+    }
+    assert_eq!(d.stats().endpoint_owners_full, 0);
+    d.handle_comm_event(T0, &mut comm, &switched("m", "v", "v.int:1"));
+    assert_eq!(d.stats().endpoint_owners_full, 1);
+    d.handle_message(
+        T0,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 1, "v.int:1")),
+    );
+    assert!(d.member(&pki("m")).is_some(), "not noted, so taken");
+    assert_eq!(d.stats().alive_endpoint_taken, 0);
+}
+
 /// Comm's report of a connection to `who` at `endpoint`, `inbound` or dialled by us.
 fn connected(who: &str, endpoint: &str, inbound: bool) -> Event {
     Event::Connected {
