@@ -210,6 +210,24 @@ impl CertInfo {
         }
     }
 
+    /// Whether the certificate is self-signed (issuer name = subject name, its own key
+    /// verifies the signature) with a high-S ECDSA signature: the root CA that Fabric's MSP
+    /// (v2.4.9, built with Go 1.19 or later) cannot name as a certifier (see
+    /// [`TrustStore::fabric_unloadable_roots`](crate::TrustStore::fabric_unloadable_roots)).
+    /// High or low by the certificate's own key's curve, as Fabric's `sanitizeCert` folds
+    /// a root's signature.
+    pub(crate) fn is_high_s_self_signed(&self) -> bool {
+        self.issuer == self.subject
+            && self.key.low_s_form(&self.signature).is_some()
+            && self.is_signed_by(self, Arithmetic::AwsLc)
+    }
+
+    /// The subject as RFC 4514 text (`CN=ca.example.com,O=example.com,...`), for messages.
+    pub(crate) fn subject_text(&self) -> String {
+        x509_cert::name::Name::from_der(&self.subject)
+            .map_or_else(|_| "(unreadable subject)".to_owned(), |n| n.to_string())
+    }
+
     /// Whether the certificate is within its validity period at `at`. Bounds are inclusive
     /// and compared to the nanosecond, as Go's `x509.Verify` does (valid unless `at` is
     /// before notBefore or after notAfter), so Fabric and this crate agree on the boundary.

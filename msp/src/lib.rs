@@ -149,5 +149,5 @@ pub use files::{
 };
 pub use identity::{certificate_pem, pki_id, serialize_identity, serialize_identity_pem};
 pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity, TrustHandle};
-pub use trust::{MAX_CHAIN_DEPTH, TrustStore};
+pub use trust::{MAX_CHAIN_DEPTH, TrustStore, UnloadableRoot};
 pub use units::{NodeOus, NodeRole};

@@ -36,10 +36,47 @@ pub struct TrustStore {
 #[derive(Clone, Debug, Default)]
 struct MspCas {
     roots: Vec<Arc<CertInfo>>,
+    /// Where each of `roots` came from (its file, or what named the PEM in memory), in the
+    /// same order: warnings about a root name it.
+    root_sources: Vec<String>,
     intermediates: Vec<Arc<CertInfo>>,
     crls: Vec<Arc<Crl>>,
     /// NodeOU roles and OU identifiers (`config.yaml`).
     units: UnitRules,
+    /// The roots the NodeOU roles name as their CA, replaced with the roles.
+    node_ou_roots: Vec<NamedRoot>,
+    /// The roots the OU identifiers name as their CA; they add up.
+    identifier_roots: Vec<NamedRoot>,
+}
+
+/// A root CA named as a certifier by an MSP's configuration: what names it (a NodeOU role
+/// or an OU identifier), where that is configured, and the root.
+#[derive(Clone, Debug)]
+struct NamedRoot {
+    what: String,
+    configured_in: String,
+    root: Arc<CertInfo>,
+}
+
+/// A root CA certificate that Fabric v2.4.9 built with Go 1.19 or later cannot set up its
+/// MSP with, found by [`TrustStore::fabric_unloadable_roots`]: self-signed with a high-S
+/// ECDSA signature, and named as a certifier by the MSP's configuration (a NodeOU role's or
+/// an OU identifier's `Certificate`). This crate accepts such an MSP; no such Fabric peer
+/// or orderer with it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnloadableRoot {
+    /// The MSP whose configuration names the root.
+    pub msp_id: String,
+    /// Where the root came from: its file in `cacerts/`, or what named the PEM.
+    pub source: String,
+    /// The root's subject, as RFC 4514 text (most specific attribute first).
+    pub subject: String,
+    /// What names it, each as `NodeOUs {role} role` or `OrganizationalUnitIdentifiers
+    /// {OU}`.
+    pub named_by: Vec<String>,
+    /// Where those are configured: the `config.yaml` files, or what named the
+    /// configuration given in code, each once.
+    pub configured_in: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -160,14 +197,15 @@ impl TrustStore {
         source: &str,
     ) -> Result<(), LoadError> {
         for (unit, pem, path) in &config.identifiers {
-            let source = path.display().to_string();
+            let cert_source = path.display().to_string();
             self.add_identifier(
                 msp_id,
                 unit,
                 Pem {
                     text: pem,
-                    source: &source,
+                    source: &cert_source,
                 },
+                source,
             )?;
         }
         if let Some(node_ous) = &config.node_ous {
@@ -207,6 +245,7 @@ impl TrustStore {
                 text: ca_pem,
                 source: &source,
             },
+            &source,
         )
     }
 
@@ -229,9 +268,31 @@ impl TrustStore {
             .map_or(0, |m| m.units.identifiers.len())
     }
 
-    fn add_identifier(&mut self, msp_id: &str, unit: &str, ca: Pem<'_>) -> Result<bool, LoadError> {
-        let id = self.certifiers(msp_id, ca)?;
-        let rules = &mut self.msps.entry(msp_id.to_owned()).or_default().units;
+    /// Adds an OU identifier whose CA is `ca`, configured in `configured_in`.
+    fn add_identifier(
+        &mut self,
+        msp_id: &str,
+        unit: &str,
+        ca: Pem<'_>,
+        configured_in: &str,
+    ) -> Result<bool, LoadError> {
+        let (id, root) = self.certifiers(msp_id, ca)?;
+        let cas = self.msps.entry(msp_id.to_owned()).or_default();
+        if let Some(root) = root {
+            let named = NamedRoot {
+                what: format!("OrganizationalUnitIdentifiers {unit}"),
+                configured_in: configured_in.to_owned(),
+                root,
+            };
+            if !cas.identifier_roots.iter().any(|n| {
+                n.what == named.what
+                    && n.configured_in == named.configured_in
+                    && n.root.der == named.root.der
+            }) {
+                cas.identifier_roots.push(named);
+            }
+        }
+        let rules = &mut cas.units;
         if rules.identifiers.iter().any(|(u, i)| u == unit && *i == id) {
             return Ok(false);
         }
@@ -246,30 +307,46 @@ impl TrustStore {
         source: &str,
     ) -> Result<(), LoadError> {
         let mut roles = Vec::with_capacity(node_ous.roles.len());
+        let mut named_roots = Vec::new();
         for (role, unit, ca) in &node_ous.roles {
             let certifiers = match ca {
                 Some(text) => {
-                    let source = format!("{source}: the {role} role's CA");
-                    Some(self.certifiers(
+                    let ca_source = format!("{source}: the {role} role's CA");
+                    let (id, root) = self.certifiers(
                         msp_id,
                         Pem {
                             text,
-                            source: &source,
+                            source: &ca_source,
                         },
-                    )?)
+                    )?;
+                    if let Some(root) = root {
+                        named_roots.push(NamedRoot {
+                            what: format!("NodeOUs {role} role"),
+                            configured_in: source.to_owned(),
+                            root,
+                        });
+                    }
+                    Some(id)
                 }
                 None => None,
             };
             roles.push((*role, unit.clone(), certifiers));
         }
-        self.msps.entry(msp_id.to_owned()).or_default().units.roles = roles;
+        let cas = self.msps.entry(msp_id.to_owned()).or_default();
+        cas.units.roles = roles;
+        cas.node_ou_roots = named_roots;
         Ok(())
     }
 
     /// Fabric's certifiers identifier of a CA named by an MSP's configuration: the chain
     /// identifier of the CA and every CA above it, which a member's CAs must match. The CA
-    /// must be a root or an intermediate of `msp_id` that chains to one of its roots.
-    fn certifiers(&self, msp_id: &str, ca: Pem<'_>) -> Result<[u8; 32], LoadError> {
+    /// must be a root or an intermediate of `msp_id` that chains to one of its roots. With
+    /// it, the root when the CA is one (for [`TrustStore::fabric_unloadable_roots`]).
+    fn certifiers(
+        &self,
+        msp_id: &str,
+        ca: Pem<'_>,
+    ) -> Result<([u8; 32], Option<Arc<CertInfo>>), LoadError> {
         // Fabric reads the first PEM block as a certificate, whatever follows it.
         let cert = ca.first_block_certificate()?;
         let refuse = |reason: String| LoadError::Config {
@@ -281,8 +358,8 @@ impl TrustStore {
                 "{msp_id} has no CA: its CAs must be added before its configuration"
             ))
         })?;
-        if cas.roots.iter().any(|c| c.der == cert.der) {
-            return Ok(chain_identifier([cert.der.as_slice()]));
+        if let Some(root) = cas.roots.iter().find(|c| c.der == cert.der) {
+            return Ok((chain_identifier([cert.der.as_slice()]), Some(root.clone())));
         }
         let Some(ca) = cas.intermediates.iter().find(|c| c.der == cert.der) else {
             return Err(refuse(format!(
@@ -298,8 +375,11 @@ impl TrustStore {
         let above = self
             .walk(msp_id, cas, ca, Arithmetic::AwsLc)
             .map_err(|e| refuse(format!("the intermediate CA does not chain to a root: {e}")))?;
-        Ok(chain_identifier(
-            core::iter::once(ca.der.as_slice()).chain(above.iter().map(|c| c.der.as_slice())),
+        Ok((
+            chain_identifier(
+                core::iter::once(ca.der.as_slice()).chain(above.iter().map(|c| c.der.as_slice())),
+            ),
+            None,
         ))
     }
 
@@ -391,6 +471,65 @@ impl TrustStore {
             crate::cert::with_signature(der, &low).ok()
         };
         sanitized().unwrap_or_else(|| der.to_vec())
+    }
+
+    /// The roots that Fabric v2.4.9 built with Go 1.19 or later cannot set up their MSP
+    /// with, though this store accepts them: a self-signed root CA whose ECDSA self-signature is high-S, named as the CA of
+    /// a NodeOU role or an OU identifier (`config.yaml`'s `Certificate`, or the same in a
+    /// channel configuration). Nothing here refuses them; this is for warnings, since no
+    /// Fabric peer or orderer with such an MSP starts (Fabric's orderer panics at start).
+    ///
+    /// Why (read in Fabric v2.4.9's `msp/` and Go's `crypto/x509`): setting up an MSP,
+    /// Fabric replaces each root of `cacerts/` by its low-S re-encoding (`setupCAs`, whose
+    /// identities go through `sanitizeCert`) and then trusts only that form. A NodeOU role
+    /// or OU identifier names its CA by file, which Fabric reads as the file's bytes and
+    /// passes to `sanitizeCert` again (`getCertifiersIdentifier`), which must first verify
+    /// it. The file's form is not among the trusted roots (Go matches a root by its bytes),
+    /// and the re-encoded root, the one certificate that could vouch for it, has its
+    /// subject and key, so Go's chain builder skips it as already in the chain
+    /// (`alreadyInChain`): "x509: certificate signed by unknown authority", and the MSP is
+    /// not set up. A low-S root re-encodes to itself and is found; an intermediate CA,
+    /// high-S or not, is verified by the root above it; with NodeOUs off in `config.yaml`
+    /// (Fabric's MSP folder reader then reads no role) and no OU identifier, nothing names
+    /// the root. cryptogen signs its CAs with the bare key, so about half of them are
+    /// high-S. Not seen here: a channel configuration's NodeOU roles when its NodeOUs are
+    /// off (Fabric still checks their certificates; this store does not read them).
+    ///
+    /// Which Fabric: Go 1.18's chain builder compared whole certificates and so found the
+    /// re-encoded root; Go 1.19 compares subject and key (`alreadyInChain`), which is what
+    /// fails (golang/go#54549). Fabric v2.5.0 and v2.2.11 sanitize a self-signed root before
+    /// verifying it (hyperledger/fabric#3774) and set such an MSP up; v2.4.9's Makefile
+    /// names Go 1.18.10, the live check built it with Go 1.19.8. No Fabric build can be
+    /// told from here, so the warning names the condition.
+    pub fn fabric_unloadable_roots(&self) -> Vec<UnloadableRoot> {
+        let mut found = Vec::new();
+        for (msp_id, cas) in &self.msps {
+            for (i, root) in cas.roots.iter().enumerate() {
+                let named: Vec<&NamedRoot> = cas
+                    .node_ou_roots
+                    .iter()
+                    .chain(&cas.identifier_roots)
+                    .filter(|n| n.root.der == root.der)
+                    .collect();
+                if named.is_empty() || !root.is_high_s_self_signed() {
+                    continue;
+                }
+                let mut configured_in: Vec<String> = Vec::new();
+                for n in &named {
+                    if !configured_in.contains(&n.configured_in) {
+                        configured_in.push(n.configured_in.clone());
+                    }
+                }
+                found.push(UnloadableRoot {
+                    msp_id: msp_id.clone(),
+                    source: cas.root_sources.get(i).cloned().unwrap_or_default(),
+                    subject: root.subject_text(),
+                    named_by: named.iter().map(|n| n.what.clone()).collect(),
+                    configured_in,
+                });
+            }
+        }
+        found
     }
 
     /// The MSPs one of whose root or intermediate CAs issued `der` (by issuer name and
@@ -488,6 +627,9 @@ impl TrustStore {
             };
             if !list.iter().any(|c| c.der == cert.der) {
                 list.push(Arc::new(cert));
+                if role == Role::Root {
+                    entry.root_sources.push(pem.source.to_owned());
+                }
                 added += 1;
             }
         }

@@ -9,6 +9,7 @@ mod fabric_capture;
 mod fuzz_corpus;
 mod handshake;
 mod high_s;
+mod high_s_root;
 mod loading;
 mod node_ous;
 mod provider;
