@@ -89,6 +89,19 @@ pub(crate) fn trust_store(
     Ok(store)
 }
 
+/// Warns, once per root, of the MSPs in `trust` that Fabric v2.4.9 cannot set up (see
+/// [`crate::validate::unloadable_root_message`]): this node accepts them, and without the
+/// warning nothing here hints why a Fabric node of that organization will not start.
+fn warn_unloadable_roots(trust: &TrustStore) {
+    for root in trust.fabric_unloadable_roots() {
+        tracing::warn!(
+            target: crate::logging::TARGET,
+            "{}",
+            crate::validate::unloadable_root_message(&root)
+        );
+    }
+}
+
 /// A hint when `dir` is an organization or peer folder (one holding its MSP folder as
 /// `msp/`, as cryptogen and keygen lay them out) instead of the MSP folder itself, the
 /// usual slip: its errors name a missing signcerts/ or root CA, not the folder meant.
@@ -294,7 +307,9 @@ impl IdentityArgs {
         handle
             .replace(trust)
             .map_err(|e| ConfigError(format!("the new trust store is not taken: {e}")))?;
-        Ok(handle.current())
+        let current = handle.current();
+        warn_unloadable_roots(&current);
+        Ok(current)
     }
 
     /// Loads the identity. `required`: fail when none is given (else the test identity is
@@ -338,6 +353,7 @@ impl IdentityArgs {
                 msp_subfolder_hint(dir)
             ))
         })?;
+        warn_unloadable_roots(&security.trust_handle().current());
         Ok(Identity::Msp(Box::new(security)))
     }
 }

@@ -9,7 +9,7 @@ use crate::out::{self, WriteError};
 use clap::Args;
 use fabric_gossip_core::SecurityError;
 use fabric_gossip_msp::{
-    certificate_pem, msp_dir_files, pki_id, read_msp_file, serialize_identity_pem,
+    UnloadableRoot, certificate_pem, msp_dir_files, pki_id, read_msp_file, serialize_identity_pem,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,7 +37,9 @@ pub(crate) struct ValidateArgs {
     certs: Vec<PathBuf>,
 }
 
-/// Runs the command: one JSON line per certificate; status 0 when every one is valid, 1
+/// Runs the command: one JSON line per certificate, after one `warning` line per root CA
+/// that Fabric cannot set its MSP up with (which leaves the status alone: the
+/// certificates are judged as this node judges them); status 0 when every one is valid, 1
 /// when any is refused, 2 when the arguments or files are wrong or stdout cannot be
 /// written (see [`WriteError`]).
 pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
@@ -92,6 +94,19 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, Failure> {
         (None, [only]) => Some((*only, Claim::OnlyTrusted)),
         (None, _) => None,
     };
+    for root in trust.fabric_unloadable_roots() {
+        let line = serde_json::json!({
+            "event": "warning",
+            "kind": "fabric_cannot_set_up_msp",
+            "msp_id": root.msp_id,
+            "certificate": root.source,
+            "subject": root.subject,
+            "named_by": root.named_by,
+            "configured_in": root.configured_in,
+            "message": unloadable_root_message(&root),
+        });
+        out::print("result", format!("{line}\n")).map_err(Failure::Write)?;
+    }
     let mut tls = TlsCas::default();
     let now = crate::expiry::wall_now();
     let mut all_valid = true;
@@ -151,6 +166,33 @@ fn judge_all(args: &ValidateArgs) -> Result<bool, Failure> {
         }
     }
     Ok(all_valid)
+}
+
+/// What to tell an operator of a root Fabric cannot set its MSP up with
+/// ([`TrustStore::fabric_unloadable_roots`](fabric_gossip_msp::TrustStore::fabric_unloadable_roots)):
+/// this node and `validate` accept the MSP, so without a word the first sign is a Fabric
+/// peer or orderer of that organization stopping at start, with an error that names no
+/// file. Only Fabric before v2.5.0 built with Go 1.19 or later fails (Go 1.18 built the
+/// chain; Fabric v2.5.0 and v2.2.11 sanitize a root before verifying it), which is how the
+/// live check's v2.4.9 was built: the text says so, since this tool cannot tell which
+/// build the network runs. Shared by `validate`'s warning line and the node's start.
+pub(crate) fn unloadable_root_message(root: &UnloadableRoot) -> String {
+    format!(
+        "{msp}: Fabric v2.4.9 cannot set up this MSP when built with Go 1.19 or later (as \
+         in our live check; Fabric v2.5.0 and v2.2.11 fixed it, hyperledger/fabric#3774): \
+         its root CA {subject} ({file}) has a high-S self-signature and is named by {named} \
+         in {configured_in}; such a Fabric trusts the root only in its low-S re-encoding, \
+         then cannot verify the file's form against it (\"sanitizeCert failed the supplied \
+         identity is not valid: x509: certificate signed by unknown authority\"), so its \
+         peers and orderers with this MSP stop at start; fabric-gossip accepts it. Fix: \
+         re-issue the CA until its self-signature is low-S (cryptogen: generate the \
+         organization again), or name no certificate for it in config.yaml",
+        msp = root.msp_id,
+        subject = root.subject,
+        file = root.source,
+        named = root.named_by.join(", "),
+        configured_in = root.configured_in.join(", "),
+    )
 }
 
 /// The line of a certificate no trusted MSP's CA issued, when none was named to judge it

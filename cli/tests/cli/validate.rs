@@ -409,3 +409,123 @@ fn validate_hints_at_the_folder_or_the_certificate_meant() {
     assert_eq!(v[0]["refused"], "untrusted_certificate", "{}", r.all());
     assert!(v[0].get("hint").is_none(), "{}", r.all());
 }
+
+/// An MSP folder as cryptogen writes an orderer organization's: `cacerts/` holding the
+/// CA `ca_file` of `msp/tests/fixtures/high_s/`, `config.yaml` (cryptogen's, NodeOUs on)
+/// with `Enable` as given, and peer1's certificate in `signcerts/`.
+fn cryptogen_msp(ca_file: &str, node_ous: bool) -> (tempfile::TempDir, PathBuf) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/high_s");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msp = dir.path().join("msp");
+    for sub in ["cacerts", "signcerts"] {
+        std::fs::create_dir_all(msp.join(sub)).expect("mkdir");
+    }
+    std::fs::copy(
+        fixtures.join(ca_file),
+        msp.join("cacerts/ca.org1.example.com-cert.pem"),
+    )
+    .expect("copy");
+    std::fs::copy(
+        fixtures.join("peer1-signcert.pem"),
+        msp.join("signcerts/peer1.pem"),
+    )
+    .expect("copy");
+    let config = std::fs::read_to_string(fixtures.join("config.yaml")).expect("config.yaml");
+    let config = if node_ous {
+        config
+    } else {
+        config.replace("Enable: true", "Enable: false")
+    };
+    std::fs::write(msp.join("config.yaml"), config).expect("write");
+    (dir, msp)
+}
+
+/// `validate` warns of an MSP Fabric v2.4.9 (built with Go 1.19 or later) cannot set up:
+/// a root CA with a high-S
+/// self-signature that NodeOUs name (the live check's orderer panicked on it), in a
+/// `warning` line before the certificates' naming the MSP, the file, the subject, the
+/// roles and what Fabric does; the certificates are judged as before and the status stays
+/// 0. With NodeOUs off, and for the low-S CA with NodeOUs on, no warning.
+#[test]
+fn validate_warns_of_a_high_s_root_fabric_cannot_set_up() {
+    let (_dir, msp) = cryptogen_msp("ca-high-s.pem", true);
+    let trust = format!("OrdererMSP={}", msp.display());
+    let args = ["validate", "--trust", &trust, msp.to_str().expect("utf-8")];
+    let r = run_expect(&args, 0);
+    let v = lines(&r);
+    assert_eq!(v.len(), 2, "{}", r.all());
+    let w = &v[0];
+    assert_eq!(w["event"], "warning", "{}", r.all());
+    assert_eq!(w["kind"], "fabric_cannot_set_up_msp");
+    assert_eq!(w["msp_id"], "OrdererMSP");
+    let ca = msp.join("cacerts/ca.org1.example.com-cert.pem");
+    assert_eq!(w["certificate"], ca.display().to_string());
+    let subject = w["subject"].as_str().expect("subject");
+    assert!(subject.starts_with("CN=ca.org1.example.com,"), "{subject}");
+    assert_eq!(
+        w["named_by"].as_array().map(Vec::len),
+        Some(4),
+        "{}",
+        r.all()
+    );
+    let config = msp.join("config.yaml").display().to_string();
+    assert_eq!(
+        w["configured_in"],
+        serde_json::json!([config]),
+        "{}",
+        r.all()
+    );
+    let message = w["message"].as_str().expect("message");
+    for part in [
+        "OrdererMSP: Fabric v2.4.9 cannot set up this MSP when built with Go 1.19 or later",
+        "hyperledger/fabric#3774",
+        subject,
+        &ca.display().to_string(),
+        "high-S self-signature",
+        "NodeOUs peer role",
+        &format!("in {config};"),
+        "certificate signed by unknown authority",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert_eq!(v[1]["event"], "identity");
+    assert_eq!(v[1]["valid"], true, "{}", r.all());
+
+    for (ca_file, node_ous) in [("ca-high-s.pem", false), ("ca.pem", true)] {
+        let (_dir, msp) = cryptogen_msp(ca_file, node_ous);
+        let trust = format!("OrdererMSP={}", msp.display());
+        let r = run_expect(
+            &["validate", "--trust", &trust, msp.to_str().expect("utf-8")],
+            0,
+        );
+        let v = lines(&r);
+        assert_eq!(v.len(), 1, "{ca_file} {node_ous}: {}", r.all());
+        assert_eq!(v[0]["event"], "identity", "{}", r.all());
+        assert_eq!(v[0]["valid"], true, "{}", r.all());
+    }
+}
+
+/// A node started with such an MSP folder as its own (`--msp-dir`) starts, and warns on
+/// stderr as `validate` does, once.
+#[test]
+fn a_node_with_a_high_s_root_fabric_cannot_set_up_warns_at_start() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../msp/tests/fixtures/high_s");
+    let (_dir, msp) = cryptogen_msp("ca-high-s.pem", true);
+    std::fs::create_dir_all(msp.join("keystore")).expect("mkdir");
+    std::fs::copy(fixtures.join("peer1-key.pem"), msp.join("keystore/priv_sk")).expect("copy");
+    let (mut d, _addr) = daemon_on_a_free_port(&[
+        "--msp-dir",
+        msp.to_str().expect("utf-8"),
+        "--msp-id",
+        "OrdererMSP",
+    ]);
+    d.stop_ok();
+    let stderr = d.stderr();
+    let warned: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Fabric v2.4.9 cannot set up this MSP"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{stderr}");
+    assert!(warned[0].contains("WARN"), "{stderr}");
+    assert!(warned[0].contains("CN=ca.org1.example.com"), "{stderr}");
+}
