@@ -64,6 +64,7 @@ struct NamedRoot {
 /// an OU identifier's `Certificate`). This crate accepts such an MSP; no such Fabric peer
 /// or orderer with it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UnloadableRoot {
     /// The MSP whose configuration names the root.
     pub msp_id: String,
