@@ -247,6 +247,21 @@ impl DiscoveryConfig {
             .max(Duration::from_millis(1))
     }
 
+    /// How often a requester's bucket of answers gains one (see
+    /// [`ANSWER_BURST`](crate::ANSWER_BURST)): half the shorter of `pull_interval` and
+    /// `reconnect_interval`, 2 s with Fabric's defaults. A peer configured as we are asks
+    /// a given member at most once a sync period (a sync picks `pull_peer_num` distinct
+    /// members), or once a reconnect period while that member is dead to it (no sync then
+    /// goes to it), so its bucket refills at least twice as fast as it asks; the headroom
+    /// is for peers of the network set a little faster than we are. A peer set more than
+    /// twice as fast as we are (a `pull_interval` under 2 s beside our 4 s) may find
+    /// some of its syncs to us dropped: it learns membership from its other syncs and
+    /// the heartbeats. Derived rather than set, so that shortening the periods (as
+    /// tests do) does not throttle honest peers.
+    pub fn answer_refill(&self) -> Duration {
+        self.pull_interval.min(self.reconnect_interval) / 2
+    }
+
     /// TTL of the alive-message store (500 s by default); entries are kept, still
     /// blocking replays, for twice that.
     pub fn msg_ttl(&self) -> Duration {

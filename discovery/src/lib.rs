@@ -135,8 +135,7 @@ pub use expiry::MAX_RECONNECT_PROBES;
 pub use fabric_gossip_core;
 pub use machine::{Discovery, takes};
 pub use request::{
-    ANSWERS_PER_INTERVAL, MIN_ANSWER_INTERVAL, RESPONSE_STALL, membership_request,
-    membership_response,
+    ANSWER_BURST, MIN_ANSWER_INTERVAL, RESPONSE_STALL, membership_request, membership_response,
 };
 pub use response::MAX_RESPONSE_FAILURES;
 pub use stats::DiscoveryStats;

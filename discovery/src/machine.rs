@@ -67,8 +67,8 @@ pub struct Discovery {
     /// The same, among the dead members probed first (bootstrap and anchor peers, members
     /// reached before).
     pub(crate) reconnect_first_cursor: Option<PkiId>,
-    /// The requests each recent requester had answered in its current interval (see
-    /// `MIN_ANSWER_INTERVAL`).
+    /// Each recent requester's bucket of answers and its nonces answered lately (see
+    /// `ANSWER_BURST` and `MIN_ANSWER_INTERVAL`).
     pub(crate) answered: BTreeMap<PkiId, Answered>,
     /// Responses queued for requesters that may not have taken them yet, oldest first
     /// (see `max_response_backlog`).

@@ -173,10 +173,11 @@ impl Discovery {
             return;
         }
         let nonce = msg.message.nonce;
+        let refill = self.cfg.answer_refill();
         if self
             .answered
             .get(msg.sender())
-            .is_some_and(|a| a.refuses(now, nonce))
+            .is_some_and(|a| a.refuses(now, nonce, refill))
         {
             self.stats.requests_throttled += 1;
             return;
@@ -420,19 +421,23 @@ impl Discovery {
         }
     }
 
-    /// Remembers that `who`'s request with `nonce` was answered at `now`, forgetting the
-    /// requesters whose interval is over once as many are remembered as members may be
-    /// known.
+    /// Remembers that `who`'s request with `nonce` was answered at `now` (one answer
+    /// drawn from its bucket), forgetting the requesters whose bucket is full again and
+    /// whose nonces may be answered again once as many are remembered as members may be
+    /// known: forgetting them loses nothing, as a requester not remembered starts full.
     fn note_answered(&mut self, now: Instant, who: &PkiId, nonce: u64) {
+        let refill = self.cfg.answer_refill();
         if let Some(a) = self.answered.get_mut(who) {
-            a.note(now, nonce);
+            a.note(now, nonce, refill);
             return;
         }
         if self.answered.len() >= self.cfg.max_members {
             self.answered.retain(|_, a| !a.is_over(now));
         }
         if self.answered.len() < self.cfg.max_members.saturating_mul(2) {
-            self.answered.insert(who.clone(), Answered::new(now, nonce));
+            let mut a = Answered::new(now);
+            a.note(now, nonce, refill);
+            self.answered.insert(who.clone(), a);
         }
     }
 
@@ -522,51 +527,101 @@ pub(crate) enum NoResponse {
 }
 
 /// How soon a peer's membership request with the same nonce is answered again: a repeat
-/// in between, or a request past [`ANSWERS_PER_INTERVAL`] different ones, is dropped
-/// unread (`requests_throttled`). A requester replaying one request without reading had
+/// in between is dropped unread (`requests_throttled`), whatever its requester's bucket
+/// holds (see [`ANSWER_BURST`]). A requester replaying one request without reading had
 /// made a node queue a response for each, however large. Beyond Fabric, which answers
 /// every request.
 pub const MIN_ANSWER_INTERVAL: core::time::Duration = core::time::Duration::from_secs(1);
 
-/// Requests with different nonces answered to one peer within [`MIN_ANSWER_INTERVAL`].
-/// A Fabric peer asks a given member at once with several nonces: its bootstrap request
-/// and one for every channel that names that member an anchor peer (`learnAnchorPeers`),
-/// each resent every 30 s until its answer comes; answering only the first left the others
-/// a 30 s wait each. A sync (every 4 s to 3 random members) and a reconnect carry nonce 0.
-pub const ANSWERS_PER_INTERVAL: usize = 4;
+/// The answers one requester may draw at once: each requester has a bucket of this many,
+/// refilled one per [`DiscoveryConfig::answer_refill`](crate::DiscoveryConfig::answer_refill)
+/// (2 s with Fabric's defaults), and a request finding it empty is dropped unread
+/// (`requests_throttled`). Beyond Fabric, whose peers answer every request.
+///
+/// Why a bucket: an answer is the whole membership the requester may see, so a request
+/// is an amplifier (an insider got 47 bytes for each byte it asked, at 453 members).
+/// Until 2026-12-07 a requester was answered up to 4 times a second (a window of
+/// [`MIN_ANSWER_INTERVAL`]), which is what that insider drew: 16 times what an honest
+/// peer asks. The bucket lets it draw 0.5 answers a second in the long run, 8 times
+/// less, and the burst below at once.
+///
+/// Why 8: what a Fabric peer (v2.4.9) asks one member at once when it starts is its
+/// bootstrap request (`Connect`), one request for every channel that names that member
+/// an anchor peer (`learnAnchorPeers`), each with a nonce of its own and resent every
+/// 30 s until answered, a sync (nonce 0) and a reconnect (nonce 0): 8 covers a bootstrap
+/// peer that is the anchor of 5 channels, with a sync and a reconnect besides. A 9th
+/// nonce at the same instant is answered at its resend, 30 s later, by when the bucket
+/// is full again. Afterwards an honest peer asks a member at most once a sync period
+/// (`pull_interval`, 4 s: a sync goes to `pull_peer_num` members, so a member is chosen at
+/// most once per sync) or once a reconnect period (25 s, only while the member is dead
+/// to it, when no sync goes to it), so its bucket refills twice as fast as it drains.
+/// Measured on the simulator (test `honest_traffic_is_never_throttled_even_in_a_mass_restart`
+/// of `fabric-gossip-sim`): 120 nodes of two organizations with Fabric's timers,
+/// running then restarting all at once, throttled nothing.
+pub const ANSWER_BURST: u32 = 8;
 
-/// The requests of one requester answered in its current interval, which began with the
-/// first of them.
+/// Recent nonces remembered per requester, at most: twice [`ANSWER_BURST`], more than the
+/// bucket lets through in [`MIN_ANSWER_INTERVAL`] unless the refill period is under
+/// 125 ms (a sync period under 250 ms), when the oldest is forgotten first.
+const MAX_RECENT_NONCES: usize = 2 * ANSWER_BURST as usize;
+
+/// One requester's bucket of answers and the nonces it had answered lately.
+///
+/// The bucket is kept as the instant it is full again (the generic cell rate
+/// algorithm): each answer moves that instant one refill period later (from now, if it
+/// was past), and a request is refused while that instant is more than
+/// `ANSWER_BURST - 1` refill periods away, when the bucket holds no whole answer. One
+/// instant, no fractions, and a requester whose bucket is full holds nothing worth
+/// remembering.
 #[derive(Debug)]
 pub(crate) struct Answered {
-    since: Instant,
-    nonces: SmallVec<[u64; ANSWERS_PER_INTERVAL]>,
+    /// When the bucket holds [`ANSWER_BURST`] answers again.
+    full_at: Instant,
+    /// The nonces answered less than [`MIN_ANSWER_INTERVAL`] ago (as far as is known: the
+    /// older ones go at the next answer), with when: at most as many as the bucket lets
+    /// through in that interval.
+    nonces: SmallVec<[(u64, Instant); 4]>,
 }
 
 impl Answered {
-    fn new(now: Instant, nonce: u64) -> Self {
-        let mut nonces = SmallVec::new();
-        nonces.push(nonce);
-        Answered { since: now, nonces }
-    }
-
-    fn is_over(&self, now: Instant) -> bool {
-        now >= self.since + MIN_ANSWER_INTERVAL
-    }
-
-    /// Whether a request with `nonce` must wait: in this interval, one with the same nonce
-    /// was answered, or as many as may be.
-    fn refuses(&self, now: Instant, nonce: u64) -> bool {
-        !self.is_over(now)
-            && (self.nonces.contains(&nonce) || self.nonces.len() >= ANSWERS_PER_INTERVAL)
-    }
-
-    fn note(&mut self, now: Instant, nonce: u64) {
-        if self.is_over(now) {
-            *self = Answered::new(now, nonce);
-        } else if self.nonces.len() < ANSWERS_PER_INTERVAL && !self.nonces.contains(&nonce) {
-            self.nonces.push(nonce);
+    /// A requester with a full bucket and no recent nonce.
+    pub(crate) fn new(now: Instant) -> Self {
+        Answered {
+            full_at: now,
+            nonces: SmallVec::new(),
         }
+    }
+
+    /// Whether it may be forgotten: its bucket is full again and no nonce of it is
+    /// recent, so that remembering it would refuse nothing.
+    pub(crate) fn is_over(&self, now: Instant) -> bool {
+        now >= self.full_at
+            && self
+                .nonces
+                .iter()
+                .all(|&(_, at)| now >= at + MIN_ANSWER_INTERVAL)
+    }
+
+    /// Whether a request with `nonce` must be dropped: one with the same nonce was
+    /// answered less than [`MIN_ANSWER_INTERVAL`] ago, or the bucket, refilled one answer
+    /// per `refill`, holds no whole answer.
+    pub(crate) fn refuses(&self, now: Instant, nonce: u64, refill: core::time::Duration) -> bool {
+        let repeat = self
+            .nonces
+            .iter()
+            .any(|&(n, at)| n == nonce && now < at + MIN_ANSWER_INTERVAL);
+        repeat || self.full_at > now + refill.saturating_mul(ANSWER_BURST - 1)
+    }
+
+    /// Draws one answer from the bucket for a request with `nonce` answered at `now`.
+    pub(crate) fn note(&mut self, now: Instant, nonce: u64, refill: core::time::Duration) {
+        self.full_at = self.full_at.max(now) + refill;
+        self.nonces
+            .retain(|&mut (n, at)| n != nonce && now < at + MIN_ANSWER_INTERVAL);
+        if self.nonces.len() >= MAX_RECENT_NONCES {
+            self.nonces.remove(0);
+        }
+        self.nonces.push((nonce, now));
     }
 }
 

@@ -5,8 +5,8 @@ use crate::error::AliveError;
 use crate::event::PurgeReason;
 #[cfg(doc)]
 use crate::{
-    ANSWERS_PER_INTERVAL, MAX_BOOTSTRAPS, MAX_ENDPOINT_OWNERS, MAX_RECONNECT_PROBES,
-    MAX_RESPONSE_FAILURES, MIN_ANSWER_INTERVAL, STORE_ENTRIES_PER_MEMBER,
+    ANSWER_BURST, MAX_BOOTSTRAPS, MAX_ENDPOINT_OWNERS, MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES,
+    MIN_ANSWER_INTERVAL, STORE_ENTRIES_PER_MEMBER,
 };
 
 /// Counters, monotonically increasing. Every refused input is counted under one reason,
@@ -74,8 +74,10 @@ pub struct DiscoveryStats {
     pub requests_invalid: u64,
     /// Requests refused by the disclosure policy (connection closed, no response).
     pub requests_refused: u64,
-    /// Requests dropped unread because their sender had the same one (its nonce), or
-    /// [`ANSWERS_PER_INTERVAL`] others, answered less than [`MIN_ANSWER_INTERVAL`] before.
+    /// Requests dropped unread because their sender had the same one (its nonce)
+    /// answered less than [`MIN_ANSWER_INTERVAL`] before, or had drawn every answer its
+    /// bucket held ([`ANSWER_BURST`], refilled one per
+    /// [`DiscoveryConfig::answer_refill`](crate::DiscoveryConfig::answer_refill)).
     pub requests_throttled: u64,
     /// Membership responses sent.
     pub responses_sent: u64,

@@ -1595,12 +1595,16 @@ fn a_repeated_request_is_answered_at_most_once_a_second() {
 
 /// A Fabric peer asks its bootstrap peer, and every anchor peer of every channel it
 /// joins, at once, each with a nonce of its own; a member that is both is asked several
-/// times in the same instant, and each request is resent every 30 s until answered.
+/// times in the same instant, and each request is resent every 30 s until answered. The
+/// burst answers them all; then the bucket gains one answer a refill period (2 s with
+/// Fabric's periods), whatever the requester asks meanwhile.
 #[test]
 fn a_requesters_different_nonces_are_each_answered_up_to_the_burst() {
     let (mut comm, mut d) = me();
     let answers = |d: &Discovery| d.stats().responses_sent + d.stats().comm_errors;
-    let burst = crate::ANSWERS_PER_INTERVAL as u64;
+    let burst = u64::from(crate::ANSWER_BURST);
+    let refill = d.config().answer_refill();
+    assert_eq!(refill, 2 * SEC, "half Fabric's sync period");
     for (seq, nonce) in (1..=burst).zip(1000..) {
         let m = request_with_nonce("a1", alive("a1", 1, seq, ""), nonce);
         d.handle_message(T0, &mut comm, m);
@@ -1611,21 +1615,120 @@ fn a_requesters_different_nonces_are_each_answered_up_to_the_burst() {
         "bootstrap and anchor requests all answered"
     );
     assert_eq!(d.stats().requests_throttled, 0);
-    // One more nonce in the same interval, or a repeat of one answered, waits.
+    // One more nonce at once, or a repeat of one answered, waits.
     let more = request_with_nonce("a1", alive("a1", 1, burst + 1, ""), 1000 + burst);
     d.handle_message(T0, &mut comm, more);
     let again = request_with_nonce("a1", alive("a1", 1, burst + 2, ""), 1000);
     d.handle_message(T0, &mut comm, again);
     assert_eq!(answers(&d), burst);
     assert_eq!(d.stats().requests_throttled, 2);
-    // The next interval starts afresh, with the repeated nonce answered again.
-    let later = T0 + crate::MIN_ANSWER_INTERVAL;
+    // A second on, the repeat's interval is over, but the bucket has gained no whole
+    // answer yet.
     let again = request_with_nonce("a1", alive("a1", 1, burst + 3, ""), 1000);
+    d.handle_message(T0 + crate::MIN_ANSWER_INTERVAL, &mut comm, again);
+    assert_eq!(answers(&d), burst);
+    assert_eq!(d.stats().requests_throttled, 3);
+    // One refill period on, one answer, and one only.
+    let later = T0 + refill;
+    let again = request_with_nonce("a1", alive("a1", 1, burst + 4, ""), 1000);
     d.handle_message(later, &mut comm, again);
     assert_eq!(answers(&d), burst + 1);
-    let more = request_with_nonce("a1", alive("a1", 1, burst + 4, ""), 1000);
+    let more = request_with_nonce("a1", alive("a1", 1, burst + 5, ""), 7);
     d.handle_message(later, &mut comm, more);
-    assert_eq!(d.stats().requests_throttled, 3);
+    assert_eq!(d.stats().requests_throttled, 4);
+    // Another requester has its own bucket.
+    d.handle_message(later, &mut comm, request("a2", alive("a2", 1, 1, "")));
+    assert_eq!(answers(&d), burst + 2);
+}
+
+/// The attack: one requester asking as fast as it can, a new nonce every 10 ms for 60 s
+/// of virtual time, draws the burst and then one answer per refill period: 8 + 29
+/// answers of 6,000 requests (the 30th refill falls at 60 s), where the window of 4 a
+/// second let through 240.
+#[test]
+fn a_requester_asking_as_fast_as_it_can_draws_one_answer_per_refill_period() {
+    let (mut comm, mut d) = me();
+    let answers = |d: &Discovery| d.stats().responses_sent + d.stats().comm_errors;
+    let refill = d.config().answer_refill();
+    let step = Duration::from_millis(10);
+    let asks = 6_000u32;
+    for i in 0..asks {
+        let m = request_with_nonce("a1", alive("a1", 1, u64::from(i) + 1, ""), u64::from(i));
+        d.handle_message(T0 + step * i, &mut comm, m);
+    }
+    let span = step * asks;
+    let last = span - step;
+    let bound = u64::from(crate::ANSWER_BURST) + (last.as_millis() / refill.as_millis()) as u64;
+    assert_eq!(bound, 37);
+    assert_eq!(answers(&d), bound, "{:?}", d.stats());
+    assert_eq!(d.stats().requests_throttled, u64::from(asks) - bound);
+    // Once it stops, its bucket fills again (it may then be forgotten as others come).
+    let a = &d.answered[&pki("a1")];
+    assert!(!a.is_over(T0 + span));
+    assert!(a.is_over(T0 + span + refill * crate::ANSWER_BURST));
+}
+
+/// The bucket as a unit: full at first, emptied by the burst, one answer back per refill
+/// period, never more than the burst however long it rests; a nonce answered is refused
+/// for `MIN_ANSWER_INTERVAL` even with answers in the bucket.
+#[test]
+fn the_answer_bucket_holds_the_burst_and_refills_one_per_period() {
+    use crate::request::Answered;
+    let refill = 2 * SEC;
+    let burst = crate::ANSWER_BURST;
+    let mut a = Answered::new(T0);
+    assert!(a.is_over(T0));
+    for n in 0..u64::from(burst) {
+        assert!(!a.refuses(T0, n, refill), "answer {n} of the burst");
+        a.note(T0, n, refill);
+    }
+    assert!(a.refuses(T0, 99, refill), "empty");
+    assert!(a.refuses(T0 + refill - Duration::from_millis(1), 99, refill));
+    assert!(!a.refuses(T0 + refill, 99, refill), "one back");
+    a.note(T0 + refill, 99, refill);
+    assert!(a.refuses(T0 + refill, 98, refill));
+    // A long rest fills it to the burst, no more.
+    let rested = T0 + refill * 100;
+    assert!(a.is_over(rested));
+    for n in 0..u64::from(burst) {
+        assert!(!a.refuses(rested, n, refill));
+        a.note(rested, n, refill);
+    }
+    assert!(a.refuses(rested, 100, refill));
+    // A repeat within MIN_ANSWER_INTERVAL is refused whatever the bucket holds.
+    let mut b = Answered::new(T0);
+    b.note(T0, 5, refill);
+    assert!(b.refuses(
+        T0 + crate::MIN_ANSWER_INTERVAL - Duration::from_millis(1),
+        5,
+        refill
+    ));
+    assert!(!b.refuses(T0 + crate::MIN_ANSWER_INTERVAL, 5, refill));
+    assert!(!b.refuses(T0, 6, refill));
+    assert!(
+        !b.is_over(T0 + crate::MIN_ANSWER_INTERVAL),
+        "bucket not full yet"
+    );
+    assert!(b.is_over(T0 + refill));
+}
+
+/// The recent nonces a requester is remembered by are bounded: with a refill period so
+/// short that more than `2 × ANSWER_BURST` are answered within `MIN_ANSWER_INTERVAL`,
+/// the oldest is forgotten (and may be answered again).
+#[test]
+fn the_recent_nonces_of_a_requester_are_bounded() {
+    use crate::request::Answered;
+    let refill = Duration::from_millis(1);
+    let mut a = Answered::new(T0);
+    let n = 2 * u64::from(crate::ANSWER_BURST);
+    for i in 0..=n {
+        let at = T0 + Duration::from_millis(10) * i as u32;
+        assert!(!a.refuses(at, i, refill));
+        a.note(at, i, refill);
+    }
+    let at = T0 + Duration::from_millis(10) * (n as u32 + 1);
+    assert!(!a.refuses(at, 0, refill), "the oldest was forgotten");
+    assert!(a.refuses(at, 1, refill), "the others are not");
 }
 
 #[test]
@@ -2965,8 +3068,9 @@ fn responses_to_a_requester_whose_send_buffer_is_full_are_dropped_and_counted() 
     let (mut comm, mut d, conn) = answering(&["a1"]);
     d.cfg.max_response_backlog = usize::MAX;
     let asks = 2 * Config::default().send_buffer_size as u64;
+    let every = d.config().answer_refill();
     for i in 0..asks {
-        let at = T0 + crate::MIN_ANSWER_INTERVAL * (i as u32 + 1);
+        let at = T0 + every * (i as u32 + 1);
         let mut m = request_with_nonce("a1", alive("a1", 1, 1, "a1.ext:1"), i);
         m.conn = conn["a1"];
         d.handle_message(at, &mut comm, m);
@@ -3057,9 +3161,9 @@ fn an_answer_to_a_requester_that_left_dials_it_and_counts_until_taken() {
 }
 
 /// The abuse bound: requests from one requester whose connection closed dial it at most
-/// once at a time. Of ten at once, the throttle lets four through (`ANSWERS_PER_INTERVAL`),
-/// and the four answers share one connection attempt: one dial. In the next interval four
-/// more join the same attempt, still one dial.
+/// once at a time. Of ten at once, the throttle lets the burst through (`ANSWER_BURST`),
+/// and its answers share one connection attempt: one dial. A refill period later one
+/// more joins the same attempt, still one dial.
 #[test]
 fn a_flood_of_requests_whose_connection_closed_dials_once() {
     let (mut comm, mut d, conn) = answering(&["a1"]);
@@ -3080,12 +3184,12 @@ fn a_flood_of_requests_whose_connection_closed_dials_once() {
     };
     let at = T0 + crate::MIN_ANSWER_INTERVAL;
     assert_eq!(flood(&mut d, &mut comm, at), ["a1.int:1"]);
-    let later = at + crate::MIN_ANSWER_INTERVAL;
+    let later = at + d.config().answer_refill();
     assert_eq!(flood(&mut d, &mut comm, later), Vec::<String>::new());
     let s = d.stats();
     assert_eq!(
         (s.requests_throttled, s.responses_sent, s.responses_rerouted),
-        (12, 8, 8)
+        (11, 9, 9)
     );
     assert_eq!(d.backlog.len(), 1, "one entry for the attempt");
 }
@@ -3113,9 +3217,10 @@ fn without_a_secret_the_answer_dials_the_requesters_external_endpoint() {
 }
 
 /// The requesters remembered for throttling are bounded (twice `max_members`), and once
-/// there are `max_members` of them only those whose interval is over are forgotten: one
-/// answered a moment ago is still throttled, and a newcomer after everyone's interval is
-/// remembered (and throttled) in place of the forgotten.
+/// there are `max_members` of them only those whose bucket is full again (and whose
+/// nonces may be answered again) are forgotten: one answered a moment ago is still
+/// throttled, and a newcomer after everyone's bucket refilled is remembered (and
+/// throttled) in place of the forgotten.
 #[test]
 fn requesters_remembered_for_throttling_are_bounded_and_current_ones_kept() {
     let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
@@ -3127,7 +3232,11 @@ fn requesters_remembered_for_throttling_are_bounded_and_current_ones_kept() {
     assert_eq!(d.answered.len(), 4, "at most twice max_members");
     ask_from_afar(&mut d, &mut comm, T0, "a1");
     assert_eq!(d.stats().requests_throttled, 1, "a1 is still remembered");
-    let later = T0 + crate::MIN_ANSWER_INTERVAL;
+    // A second on, the repeats' interval is over, but no bucket is full again yet.
+    let sooner = T0 + crate::MIN_ANSWER_INTERVAL;
+    ask_from_afar(&mut d, &mut comm, sooner, "b3");
+    assert_eq!(d.answered.len(), 4, "b3 not remembered");
+    let later = T0 + d.config().answer_refill();
     ask_from_afar(&mut d, &mut comm, later, "b1");
     ask_from_afar(&mut d, &mut comm, later, "b1");
     assert_eq!(
@@ -3558,4 +3667,112 @@ fn a_member_alive_with_a_newer_incarnation_restarted() {
         "{ev:?}"
     );
     assert_eq!(d.stats().members_resurrected, 0);
+}
+
+/// What one requester drew in [`amplification`].
+#[derive(Debug)]
+struct Drawn {
+    /// Requests sent, and their bytes.
+    asked: u64,
+    asked_bytes: u64,
+    /// Answers queued to it, and their bytes.
+    answers: u64,
+    answered_bytes: u64,
+}
+
+/// The amplification harness: `me` knowing `members` others of its organization by
+/// alive messages without their identities (past `publish_cert_period`, as in a running
+/// network), answering one requester of its organization (an insider), connected and
+/// taking every answer at once, that asks `per_second` times a second, a new nonce each
+/// time, for `secs` seconds of virtual time. Its request weighs what a Fabric peer's
+/// does (about 1.5 KB: the test identities are a few bytes, so 1,400 bytes of metadata
+/// stand for its certificate). Counted: the requests' envelopes, and what was queued on
+/// the requester's connection (the answers, framed as comm frames them).
+fn amplification(members: usize, per_second: u32, secs: u32) -> Drawn {
+    let mut sec = security("me");
+    for i in 1..members {
+        sec = sec.with_organization(Bytes::from(format!("m{i:04}")), Bytes::from("A"));
+    }
+    let (mut comm, mut d) = me_with(sec);
+    d.handle_message(T0, &mut comm, direct("a1", alive("a1", 1, 1, "a1.ext:1")));
+    let conn = BTreeMap::from([("a1", connect(&mut comm, "a1"))]);
+    d.cfg.max_response_backlog = usize::MAX;
+    for i in 1..members {
+        let who = format!("m{i:04}");
+        let ext = format!("{who}.ext:1");
+        d.handle_message(T0, &mut comm, direct(&who, alive(&who, 1, 1, &ext)));
+        let later = alive_with(&who, 1, 2, &ext, false);
+        d.handle_message(T0, &mut comm, direct(&who, later));
+    }
+    assert_eq!(d.members().len(), members);
+    events(&mut d);
+    let conn = conn["a1"];
+    let take = |comm: &mut Comm<TestOnlyHmacSecurity>, at: Instant| {
+        let n = comm.send_queue_len(conn).unwrap().in_flight;
+        if n > 0 {
+            comm.handle_sent(at, conn, n).unwrap();
+        }
+    };
+    let start = T0 + SEC;
+    take(&mut comm, start);
+    let queued = |comm: &Comm<TestOnlyHmacSecurity>| {
+        let q = comm.send_queue_len(conn).unwrap();
+        q.written + q.bytes as u64
+    };
+    let before = queued(&comm);
+    let sent = d.stats().responses_sent;
+    let certificate = Bytes::from(vec![b'c'; 1400]);
+    let info = alive_with_metadata("a1", 1, 2, "a1.ext:1", false, certificate);
+    let step = SEC / per_second;
+    let mut drawn = Drawn {
+        asked: 0,
+        asked_bytes: 0,
+        answers: 0,
+        answered_bytes: 0,
+    };
+    for i in 0..per_second * secs {
+        let at = start + step * i;
+        let mut m = request_with_nonce("a1", info.clone(), u64::from(i) + 1);
+        m.conn = conn;
+        drawn.asked += 1;
+        drawn.asked_bytes += m.envelope_bytes.len() as u64;
+        d.handle_message(at, &mut comm, m);
+        take(&mut comm, at);
+    }
+    drawn.answers = d.stats().responses_sent - sent;
+    drawn.answered_bytes = queued(&comm) - before;
+    assert_eq!(d.stats().responses_dropped, 0);
+    drawn
+}
+
+/// The attack figure (README, membership requests as an amplifier): one insider asking a
+/// node that knows 450 members, at the 4 a second the window used to allow and as fast
+/// as it can (100 a second), for 120 s. Every answer is the whole membership, so what is
+/// bounded is how many it draws: the burst, then one per refill period (2 s), 8 times
+/// fewer than 4 a second in the long run. `cargo test -p fabric-gossip-discovery --lib
+/// amplification -- --nocapture` prints the figures.
+#[test]
+fn amplification_of_one_requester_is_bounded_by_its_bucket() {
+    let secs = 120;
+    let refill = DiscoveryConfig::new("me.int:7051").answer_refill();
+    let most = u64::from(crate::ANSWER_BURST)
+        + u64::from(secs) * SEC.as_millis() as u64 / refill.as_millis() as u64;
+    for per_second in [4, 100] {
+        let d = amplification(450, per_second, secs);
+        let s = f64::from(secs);
+        println!(
+            "450 members, asking {per_second}/s for {secs} s: {} requests of {} B, {} answers \
+             of {} B; {:.0} B/s asked, {:.0} B/s answered ({:.2} answers/s), {:.1}x",
+            d.asked,
+            d.asked_bytes / d.asked,
+            d.answers,
+            d.answered_bytes / d.answers.max(1),
+            d.asked_bytes as f64 / s,
+            d.answered_bytes as f64 / s,
+            d.answers as f64 / s,
+            d.answered_bytes as f64 / d.asked_bytes as f64,
+        );
+        assert!(d.answers <= most, "{d:?}");
+        assert!(d.answers + 1 >= most, "{d:?}");
+    }
 }
