@@ -414,6 +414,24 @@ mod tests {
         assert_eq!(c.reconnect_interval, Duration::from_secs(3));
     }
 
+    /// A requester's bucket of answers gains one every half of the shorter of the sync
+    /// and the reconnect periods: 2 s with Fabric's, shorter when they are.
+    #[test]
+    fn the_answer_refill_is_half_the_shorter_of_the_sync_and_reconnect_periods() {
+        let mut c = DiscoveryConfig::new("10.0.0.1:7051");
+        assert_eq!(c.answer_refill(), Duration::from_secs(2));
+        c.pull_interval = Duration::from_secs(1);
+        assert_eq!(c.answer_refill(), Duration::from_millis(500));
+        c.pull_interval = Duration::from_secs(60);
+        assert_eq!(
+            c.answer_refill(),
+            Duration::from_millis(12_500),
+            "reconnect's"
+        );
+        c.reconnect_interval = Duration::from_secs(3);
+        assert_eq!(c.answer_refill(), Duration::from_millis(1_500));
+    }
+
     /// What Fabric takes and misbehaves with later is refused at once, each with its
     /// own reason.
     #[test]
