@@ -215,11 +215,19 @@ impl Discovery {
                     // Fabric's `SendToPeer`: to the requester's PKI-ID, on the connection
                     // the request came on while it is open, else on the one there is
                     // now (a crossing dial replaced it, the requester reconnected), else
-                    // by dialling the endpoint the requester's own alive message prefers.
-                    let peer = RemotePeer::new(
-                        parsed.preferred_endpoint().to_owned(),
-                        parsed.pki_id.clone(),
-                    );
+                    // by dialling the endpoint the requester's own alive message prefers,
+                    // unless a dial of ours found another member there (see
+                    // `endpoint_owners`): the answer is then dropped, as one with no
+                    // endpoint to dial is, and not handed to that other member.
+                    let endpoint = match self.endpoint_owners.other_owner(
+                        parsed.preferred_endpoint(),
+                        &parsed.pki_id,
+                        now,
+                    ) {
+                        Some(_) => "",
+                        None => parsed.preferred_endpoint(),
+                    };
+                    let peer = RemotePeer::new(endpoint.to_owned(), parsed.pki_id.clone());
                     match comm.respond_to_peer_or_drop(now, msg.conn, &peer, resp) {
                         Ok(SendOutcome::Dropped) => self.stats.responses_dropped += 1,
                         Ok(sent) => {

@@ -3114,6 +3114,21 @@ fn a_request_whose_connection_closed_first_is_answered_on_the_requesters_new_one
     assert_eq!(conns, [Some(again), Some(conn["a2"])]);
 }
 
+/// A requester that left, whose preferred endpoint a dial of ours found another member
+/// at, is not dialled there (the answer would go to that member): its answer is dropped
+/// and counted, as one with no endpoint to dial is.
+#[test]
+fn an_answer_is_not_dialled_to_an_endpoint_noted_as_another_members() {
+    let (mut comm, mut d, conn) = answering(&["a1"]);
+    requester_left(&mut comm, conn["a1"]);
+    d.handle_comm_event(T0, &mut comm, &switched("x", "v", "a1.int:1"));
+    let at = T0 + crate::MIN_ANSWER_INTERVAL;
+    ask(&mut d, &mut comm, at, "a1", conn["a1"]);
+    let s = d.stats();
+    assert_eq!((s.responses_sent, s.responses_dropped), (0, 1), "{s:?}");
+    assert!(!comm.is_connecting(&pki("a1")), "not dialled");
+}
+
 /// A requester that left before we answered, with no connection to it, is answered by
 /// dialling the endpoint its request's alive message prefers (its secret's internal one),
 /// as Fabric's `SendToPeer` dials `PreferredEndpoint`. While the attempt holds the answer
