@@ -267,6 +267,38 @@ async fn the_driver_logs_connections_evictions_and_failures() {
             .unwrap_or_else(|| panic!("no {cause:?}: {:?}", lock(&capture.events)));
         assert!(line.starts_with("level=WARN "), "{line}");
     }
+    // Connection lines have a budget of 20 a second (a hostile organization's made-up
+    // members, dialled and dropped over and over, had a node write 100,600 lines in 110
+    // s): 60 peers connecting to a hub at once give the hub at most 20 `connected` lines
+    // for each second the burst may have spanned (all 60 without the budget, on any
+    // machine that connects them within two seconds).
+    let hub = node(config(), None).await;
+    let mut peers = Vec::new();
+    for _ in 0..60 {
+        peers.push(node(config(), None).await);
+    }
+    let from = lock(&capture.events).len();
+    let started = std::time::Instant::now();
+    for p in &peers {
+        p.send(&data(1, 10), &[hub.as_peer()]).unwrap();
+    }
+    within("60 peers connected", async {
+        while hub.connections().len() < peers.len() {
+            tick.tick().await;
+        }
+    })
+    .await;
+    let spanned = started.elapsed().as_secs() + 1;
+    let logged = lock(&capture.events)[from..]
+        .iter()
+        .filter(|e| e.contains("message=connected ") && e.contains("inbound=true"))
+        .count() as u64;
+    assert!(
+        (1..=20 * spanned).contains(&logged),
+        "{logged} connected lines in under {spanned} s"
+    );
+    let mut all: Vec<&Node> = peers.iter().collect();
+    all.extend([&hub, &a, &b, &c]);
     drop(idle);
-    stop_all(&[&a, &b, &c]).await;
+    stop_all(&all).await;
 }
