@@ -3262,6 +3262,29 @@ fn requesters_remembered_for_throttling_are_bounded_and_current_ones_kept() {
     assert_eq!(d.answered.len(), 1);
 }
 
+/// A requester whose bucket is full again (a refill period shorter than a second) but
+/// whose nonce was answered less than a second before is not forgotten when the
+/// remembered requesters reach `max_members`: its repeat of that nonce is still dropped.
+#[test]
+fn a_requester_with_a_recent_nonce_is_not_forgotten_though_its_bucket_is_full() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
+    cfg.max_members = 2;
+    cfg.pull_interval = Duration::from_secs(1);
+    let (mut comm, mut d) = node(cfg);
+    ask_from_afar(&mut d, &mut comm, T0, "a1");
+    let full_again = T0 + d.config().answer_refill() + Duration::from_millis(100);
+    assert!(full_again < T0 + crate::MIN_ANSWER_INTERVAL);
+    for who in ["a2", "a3"] {
+        ask_from_afar(&mut d, &mut comm, full_again, who);
+    }
+    ask_from_afar(&mut d, &mut comm, full_again, "a1");
+    assert_eq!(
+        d.stats().requests_throttled,
+        1,
+        "a1's repeat, within the second"
+    );
+}
+
 /// A request from `who`, with an external endpoint (so answered whatever its organization).
 fn ask_from_afar(d: &mut Discovery, comm: &mut Comm<TestOnlyHmacSecurity>, at: Instant, who: &str) {
     let ext = format!("{who}.ext:1");
