@@ -169,6 +169,10 @@ pub struct DiscoveryConfig {
     pub certstore: CertStoreConfig,
 }
 
+/// Fabric's default `peer.gossip.pullInterval`: how often its peers sync membership, so
+/// the fastest a peer with Fabric's defaults asks one member.
+const FABRIC_PULL_INTERVAL: Duration = Duration::from_secs(4);
+
 impl DiscoveryConfig {
     /// Fabric's defaults for a node reachable by its organization at `internal_endpoint`.
     /// Nothing is checked here: [`validate`](Self::validate) (or
@@ -186,7 +190,7 @@ impl DiscoveryConfig {
             msg_expiration_factor: 20,
             ack_wait: Duration::from_secs(5),
             publish_cert_period: Duration::from_secs(10),
-            pull_interval: Duration::from_secs(4),
+            pull_interval: FABRIC_PULL_INTERVAL,
             pull_peer_num: 3,
             propagate_peer_num: 3,
             propagate_iterations: 1,
@@ -248,18 +252,22 @@ impl DiscoveryConfig {
     }
 
     /// How often a requester's bucket of answers gains one (see
-    /// [`ANSWER_BURST`](crate::ANSWER_BURST)): half the shorter of `pull_interval` and
-    /// `reconnect_interval`, 2 s with Fabric's defaults. A peer configured as we are asks
-    /// a given member at most once a sync period (a sync picks `pull_peer_num` distinct
-    /// members), or once a reconnect period while that member is dead to it (no sync then
-    /// goes to it), so its bucket refills at least twice as fast as it asks; the headroom
-    /// is for peers of the network set a little faster than we are. A peer set more than
-    /// twice as fast as we are (a `pull_interval` under 2 s beside our 4 s) may find
-    /// some of its syncs to us dropped: it learns membership from its other syncs and
-    /// the heartbeats. Derived rather than set, so that shortening the periods (as
-    /// tests do) does not throttle honest peers.
+    /// [`ANSWER_BURST`](crate::ANSWER_BURST)): half the shortest of `pull_interval`,
+    /// `reconnect_interval` and Fabric's default sync period (4 s), so 2 s with Fabric's
+    /// defaults and never more. A peer configured as we are, or with Fabric's defaults,
+    /// asks a given member at most once a sync period (a sync picks `pull_peer_num`
+    /// distinct members), or once a reconnect period while that member is dead to it (no
+    /// sync then goes to it), so its bucket refills at least twice as fast as it asks; the
+    /// headroom is for peers set a little faster. A peer set more than twice as fast as
+    /// both (a `pull_interval` under 2 s beside our 4 s) may find some of its syncs to us
+    /// dropped: it learns membership from its other syncs and the heartbeats. Derived
+    /// rather than set, so that shortening the periods (as tests do) does not throttle
+    /// honest peers, and capped so that lengthening ours does not throttle theirs.
     pub fn answer_refill(&self) -> Duration {
-        self.pull_interval.min(self.reconnect_interval) / 2
+        self.pull_interval
+            .min(self.reconnect_interval)
+            .min(FABRIC_PULL_INTERVAL)
+            / 2
     }
 
     /// TTL of the alive-message store (500 s by default); entries are kept, still
@@ -414,8 +422,9 @@ mod tests {
         assert_eq!(c.reconnect_interval, Duration::from_secs(3));
     }
 
-    /// A requester's bucket of answers gains one every half of the shorter of the sync
-    /// and the reconnect periods: 2 s with Fabric's, shorter when they are.
+    /// A requester's bucket of answers gains one every half of the shortest of the sync
+    /// and reconnect periods and Fabric's sync period: 2 s with Fabric's, shorter when
+    /// ours are, never longer.
     #[test]
     fn the_answer_refill_is_half_the_shorter_of_the_sync_and_reconnect_periods() {
         let mut c = DiscoveryConfig::new("10.0.0.1:7051");
@@ -425,11 +434,15 @@ mod tests {
         c.pull_interval = Duration::from_secs(60);
         assert_eq!(
             c.answer_refill(),
-            Duration::from_millis(12_500),
-            "reconnect's"
+            Duration::from_secs(2),
+            "never slower than for peers with Fabric's periods"
         );
         c.reconnect_interval = Duration::from_secs(3);
-        assert_eq!(c.answer_refill(), Duration::from_millis(1_500));
+        assert_eq!(
+            c.answer_refill(),
+            Duration::from_millis(1_500),
+            "reconnect's"
+        );
     }
 
     /// What Fabric takes and misbehaves with later is refused at once, each with its
