@@ -50,11 +50,17 @@ impl MemberInfo {
 
     /// Where to reach it: internal endpoint if known, else external (`PreferredEndpoint`).
     pub fn preferred_endpoint(&self) -> &str {
-        if self.internal_endpoint.is_empty() {
-            &self.endpoint
-        } else {
-            &self.internal_endpoint
-        }
+        preferred(&self.endpoint, &self.internal_endpoint)
+    }
+}
+
+/// Fabric's `PreferredEndpoint`: the internal endpoint if there is one, else the external.
+/// The one rule behind every member's and alive message's preferred endpoint here.
+pub(crate) fn preferred<'a>(endpoint: &'a str, internal_endpoint: &'a str) -> &'a str {
+    if internal_endpoint.is_empty() {
+        endpoint
+    } else {
+        internal_endpoint
     }
 }
 

@@ -63,13 +63,10 @@ impl MemberState {
 
     /// Keeps [`MemberState::peer`]'s endpoint the preferred one after an endpoint changed.
     fn prefer_endpoint(&mut self) {
-        let preferred = if self.internal_endpoint.is_empty() {
-            &self.endpoint
-        } else {
-            &self.internal_endpoint
-        };
-        if self.peer.endpoint != *preferred {
-            self.peer.endpoint.clone_from(preferred);
+        let preferred = crate::event::preferred(&self.endpoint, &self.internal_endpoint);
+        if self.peer.endpoint != preferred {
+            self.peer.endpoint.clear();
+            self.peer.endpoint.push_str(preferred);
         }
     }
 }

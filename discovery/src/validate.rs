@@ -33,11 +33,7 @@ impl ParsedAlive {
     /// internal endpoint its secret names, if any, else its external endpoint, both signed by
     /// the member.
     pub fn preferred_endpoint(&self) -> &str {
-        if self.internal_endpoint.is_empty() {
-            &self.endpoint
-        } else {
-            &self.internal_endpoint
-        }
+        crate::event::preferred(&self.endpoint, &self.internal_endpoint)
     }
 }
 
