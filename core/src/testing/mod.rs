@@ -104,6 +104,9 @@ pub struct Net {
     held: BTreeMap<(usize, StreamId), VecDeque<Bytes>>,
     /// Nodes whose dials are refused.
     pub refuse_dials: BTreeSet<usize>,
+    /// Other endpoints that reach a node besides its own ([`ep`]): as any `127.x.y.z`
+    /// reaches a server bound on `0.0.0.0`, or a second DNS name its host.
+    pub aliases: BTreeMap<String, usize>,
     /// Nodes that never answer a Ping.
     pub hang_pings: BTreeSet<usize>,
     /// Node whose outbound streams present no TLS client certificate.
@@ -172,6 +175,7 @@ impl Net {
             paused: BTreeSet::new(),
             held: BTreeMap::new(),
             refuse_dials: BTreeSet::new(),
+            aliases: BTreeMap::new(),
             hang_pings: BTreeSet::new(),
             no_client_cert: BTreeSet::new(),
             presented_hash: BTreeMap::new(),
@@ -227,7 +231,9 @@ impl Net {
     }
 
     fn node_of(&self, endpoint: &str) -> Option<usize> {
-        (0..self.nodes.len()).find(|i| ep(*i) == endpoint)
+        (0..self.nodes.len())
+            .find(|i| ep(*i) == endpoint)
+            .or_else(|| self.aliases.get(endpoint).copied())
     }
 
     fn push(&mut self, delay: Duration, w: Wire) {
