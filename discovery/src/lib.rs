@@ -126,7 +126,7 @@ pub use alive::Timestamp;
 pub use bootstrap::{BOOTSTRAP_TARGET, MAX_BOOTSTRAPS};
 pub use certstore::{CertStoreConfig, CertStoreStats};
 pub use config::DiscoveryConfig;
-pub use endpoint_owners::MAX_ENDPOINT_OWNERS;
+pub use endpoint_owners::{MAX_ENDPOINT_OWNERS, MISDIRECTED_DIALS};
 pub use error::{AliveError, BootstrapError, ConfigError};
 pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};
 pub use expiry::MAX_RECONNECT_PROBES;

@@ -216,10 +216,11 @@ impl Discovery {
                     // the request came on while it is open, else on the one there is
                     // now (a crossing dial replaced it, the requester reconnected), else
                     // by dialling the endpoint the requester's own alive message prefers,
-                    // unless a dial of ours found another member there (see
-                    // `endpoint_owners`): the answer is then dropped, as one with no
-                    // endpoint to dial is, and not handed to that other member.
-                    let endpoint = match self.endpoint_owners.other_owner(
+                    // unless a dial of ours found another member there, or our dials of
+                    // the requester keep reaching others (see `endpoint_owners`): the
+                    // answer is then dropped, as one with no endpoint to dial is, and not
+                    // handed to another member.
+                    let endpoint = match self.endpoint_owners.refusal(
                         parsed.preferred_endpoint(),
                         &parsed.pki_id,
                         now,

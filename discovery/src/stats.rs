@@ -6,7 +6,7 @@ use crate::event::PurgeReason;
 #[cfg(doc)]
 use crate::{
     ANSWER_BURST, MAX_BOOTSTRAPS, MAX_ENDPOINT_OWNERS, MAX_RECONNECT_PROBES, MAX_RESPONSE_FAILURES,
-    MIN_ANSWER_INTERVAL, STORE_ENTRIES_PER_MEMBER,
+    MIN_ANSWER_INTERVAL, MISDIRECTED_DIALS, STORE_ENTRIES_PER_MEMBER,
 };
 
 /// Counters, monotonically increasing. Every refused input is counted under one reason,
@@ -23,11 +23,13 @@ pub struct DiscoveryStats {
     /// Alive messages (any path) that were valid but not newer than what membership knows.
     pub alive_stale: u64,
     /// Alive messages (any path, valid) refused because the endpoint they would be dialled
-    /// at is, for now, another member's: a dial of ours there reached that one instead
-    /// (see `Discovery`'s endpoint owners; logged as a warning, one a second).
+    /// at is, for now, another member's: a dial of ours there reached that one instead;
+    /// or because [`MISDIRECTED_DIALS`] dials of their member reached others within a
+    /// hold, whatever endpoint they name (see `Discovery`'s endpoint owners; logged as a
+    /// warning, one a second).
     pub alive_endpoint_taken: u64,
-    /// Endpoints not noted as another member's (see `alive_endpoint_taken`): the notes
-    /// held [`MAX_ENDPOINT_OWNERS`] unexpired ones.
+    /// Dials that reached another member but whose endpoint or member was not noted (see
+    /// `alive_endpoint_taken`): the notes held [`MAX_ENDPOINT_OWNERS`] unexpired ones.
     pub endpoint_owners_full: u64,
     /// Calls of `connect_anchor` ignored: [`MAX_BOOTSTRAPS`] bootstrap and anchor
     /// endpoints were followed, none of them an anchor whose attempt had ended.

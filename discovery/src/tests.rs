@@ -1351,17 +1351,21 @@ fn a_member_claiming_an_endpoint_that_answered_as_another_is_refused_for_a_while
     assert_eq!(d.stats().alive_endpoint_taken, 4);
 }
 
-/// Past `MAX_ENDPOINT_OWNERS` unexpired notes, a new endpoint is not noted and that is
-/// counted (`endpoint_owners_full`); its claimants are taken as before.
+/// Past `MAX_ENDPOINT_OWNERS` unexpired notes, a new endpoint is not noted, nor its
+/// member's misdirected dial, and that is counted once (`endpoint_owners_full`); its
+/// claimants are taken as before.
 #[test]
 fn endpoint_notes_past_their_bound_are_counted_and_not_kept() {
     let (mut comm, mut d) = me();
     for i in 0..crate::MAX_ENDPOINT_OWNERS {
-        d.handle_comm_event(T0, &mut comm, &switched("m", "v", &format!("e{i}:1")));
+        let claimant = format!("m{i}");
+        d.handle_comm_event(T0, &mut comm, &switched(&claimant, "v", &format!("e{i}:1")));
     }
     assert_eq!(d.stats().endpoint_owners_full, 0);
     d.handle_comm_event(T0, &mut comm, &switched("m", "v", "v.int:1"));
     assert_eq!(d.stats().endpoint_owners_full, 1);
+    d.handle_comm_event(T0, &mut comm, &switched("m", "v", "v.int:2"));
+    assert_eq!(d.stats().endpoint_owners_full, 2);
     d.handle_message(
         T0,
         &mut comm,
@@ -1369,6 +1373,84 @@ fn endpoint_notes_past_their_bound_are_counted_and_not_kept() {
     );
     assert!(d.member(&pki("m")).is_some(), "not noted, so taken");
     assert_eq!(d.stats().alive_endpoint_taken, 0);
+}
+
+/// A member whose old endpoint answers as another member (it moved, and its address went
+/// to another peer) is dialled at the new endpoint its next alive message names, at
+/// once. One whose dials reach other members twice within a hold (an insider naming a
+/// live member's endpoint a new way each time: a port's leading zeros, a second address
+/// of the host) is refused whatever endpoint it names, by every path, until one
+/// `alive_expiration` after the second; its answers are not dialled either.
+#[test]
+fn a_member_whose_dials_reach_others_twice_is_refused_at_any_endpoint_for_a_while() {
+    let (mut comm, mut d) = me();
+    let hold = d.config().alive_expiration;
+    d.handle_message(T0, &mut comm, direct("v", alive("v", 1, 1, "")));
+    d.handle_message(
+        T0,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 1, "v.int:1")),
+    );
+    d.handle_comm_event(T0, &mut comm, &switched("m", "v", "v.int:1"));
+    events(&mut d);
+    // Moved: its alive message at a new endpoint teaches it again and it is dialled.
+    d.handle_message(
+        T0 + SEC,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 2, "m.int:1")),
+    );
+    assert!(
+        d.member(&pki("m")).is_some_and(|m| m.alive),
+        "taken at once"
+    );
+    assert_eq!(d.stats().alive_endpoint_taken, 0);
+    // A second dial of it within the hold reaches v again, at another way of writing
+    // v's endpoint: m is refused wherever it says it is.
+    let second = T0 + 2 * SEC;
+    d.handle_comm_event(second, &mut comm, &switched("m", "v", "v.INT:01"));
+    assert!(d.member(&pki("m")).is_none(), "purged by the switch");
+    events(&mut d);
+    for (i, endpoint) in ["m.int:1", "elsewhere:9", "v.int:1"].iter().enumerate() {
+        let seq = 3 + i as u64;
+        d.handle_message(
+            second + SEC,
+            &mut comm,
+            direct("x", alive_at_internal("m", 1, seq, endpoint)),
+        );
+    }
+    assert!(d.member(&pki("m")).is_none());
+    assert!(events(&mut d).is_empty());
+    assert_eq!(d.stats().alive_endpoint_taken, 3);
+    assert_eq!(d.claim_lines, 1, "one warning a second");
+    // Held until one hold after the second misdirected dial, then taken again.
+    d.handle_message(
+        second + hold - Duration::from_nanos(1),
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 6, "m.int:1")),
+    );
+    assert!(d.member(&pki("m")).is_none(), "still held");
+    d.handle_message(
+        second + hold,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 7, "m.int:1")),
+    );
+    assert!(d.member(&pki("m")).is_some_and(|m| m.alive), "held no more");
+    assert_eq!(d.stats().alive_endpoint_taken, 4);
+}
+
+/// A requester whose dials reached other members twice within a hold, and that left, is
+/// not dialled to be answered, whatever endpoint its request names.
+#[test]
+fn an_answer_is_not_dialled_to_a_requester_whose_dials_reach_others() {
+    let (mut comm, mut d, conn) = answering(&["a1"]);
+    requester_left(&mut comm, conn["a1"]);
+    d.handle_comm_event(T0, &mut comm, &switched("a1", "v", "x:1"));
+    d.handle_comm_event(T0, &mut comm, &switched("a1", "v", "x:2"));
+    let at = T0 + crate::MIN_ANSWER_INTERVAL;
+    ask(&mut d, &mut comm, at, "a1", conn["a1"]);
+    let s = d.stats();
+    assert_eq!((s.responses_sent, s.responses_dropped), (0, 1), "{s:?}");
+    assert!(!comm.is_connecting(&pki("a1")), "not dialled");
 }
 
 /// Comm's report of a connection to `who` at `endpoint`, `inbound` or dialled by us.

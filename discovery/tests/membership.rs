@@ -447,3 +447,37 @@ fn a_member_naming_a_live_members_endpoint_costs_a_switch_per_hold_not_per_messa
     assert!(c.layer(2).stats().alive_endpoint_taken > 10);
     assert!(full_view(&c, &[0, 1, 2, 3]), "no honest member lost");
 }
+
+/// The same insider naming the live member's endpoint a different way in each message
+/// (`127.0.0.2:7050`, `127.0.0.3:7050`, … all reach a server bound on `0.0.0.0`, as a
+/// port's leading zeros, a name's capitals or a second DNS name do): an endpoint noted
+/// as the member's own is a string, so each new way was a new dial and switch. Now a
+/// member whose dials reached another member twice within a hold is refused whatever
+/// endpoint it names: two switches per node per hold at most.
+#[test]
+fn a_member_naming_a_live_members_endpoint_a_new_way_each_time_is_held_after_two() {
+    let mut c = seeded(4);
+    c.run_until(Duration::from_secs(20), |c| full_view(c, &[0, 1, 2, 3]))
+        .expect("full membership");
+    let run = Duration::from_secs(120);
+    let way = |seq: u64| format!("127.0.0.{}:7050", seq + 1);
+    for seq in 1..=run.as_secs() {
+        c.net.aliases.insert(way(seq), 0);
+    }
+    for seq in 1..=run.as_secs() {
+        inject(&mut c, 1, 2, insider_alive(seq, &way(seq)));
+        c.run_for(Duration::from_secs(1));
+    }
+    let hold = c.layer(2).config().alive_expiration;
+    let most = 2 * (run.as_secs() / hold.as_secs() + 1);
+    let switches: Vec<u64> = (0..4)
+        .map(|i| c.net.nodes[i].comm.stats().identity_switches)
+        .collect();
+    assert!(switches[2] >= 2, "the insider was dialled: {switches:?}");
+    assert!(
+        switches.iter().all(|&n| n <= most),
+        "identity switches per node {switches:?} in {run:?}, at most {most} allowed"
+    );
+    assert!(c.layer(2).stats().alive_endpoint_taken > 10);
+    assert!(full_view(&c, &[0, 1, 2, 3]), "no honest member lost");
+}
