@@ -199,14 +199,12 @@ impl Discovery {
         if !(counted && noted) {
             self.stats.endpoint_owners_full += 1;
         }
-        if !noted {
-            return;
-        }
         tracing::debug!(
             target: "fabric_gossip_discovery::endpoint_owners",
             %endpoint,
             %owner,
             %expected,
+            noted = counted && noted,
             "an endpoint answered as another member: others' claims to it refused for now"
         );
     }

@@ -1366,6 +1366,12 @@ fn endpoint_notes_past_their_bound_are_counted_and_not_kept() {
     assert_eq!(d.stats().endpoint_owners_full, 1);
     d.handle_comm_event(T0, &mut comm, &switched("m", "v", "v.int:2"));
     assert_eq!(d.stats().endpoint_owners_full, 2);
+    // Either note not kept is counted: a member noted before at a new endpoint, a new
+    // member at an endpoint noted before.
+    d.handle_comm_event(T0, &mut comm, &switched("m7", "v", "v.int:3"));
+    assert_eq!(d.stats().endpoint_owners_full, 3);
+    d.handle_comm_event(T0, &mut comm, &switched("n", "v", "e5:1"));
+    assert_eq!(d.stats().endpoint_owners_full, 4);
     d.handle_message(
         T0,
         &mut comm,
