@@ -19,6 +19,9 @@
 //! same endpoint is no case of it: the dial expecting the old PKI-ID answers with the
 //! new, which is noted as the owner, and the old one's stale messages are refused.
 //!
+//! A dial that reached this node itself is one of them (its endpoint is ours): otherwise
+//! the victim of such a claim dialled itself for each alive message naming it.
+//!
 //! An endpoint is noted as the string dialled, and many strings reach one server: a
 //! port's leading zeros, a name's capitals or trailing dot, any `127.x.y.z` for one bound
 //! on `0.0.0.0`, an IPv4-mapped IPv6 address, a second DNS name (all tried on loopback,
@@ -223,6 +226,16 @@ impl Discovery {
         if let Some(not_logged) = self.claim_log.admit(now) {
             self.claim_lines += 1;
             match refusal {
+                Refusal::Taken(owner) if self.me.as_ref().is_some_and(|me| me.pki_id == *owner) => {
+                    tracing::warn!(
+                        target: "fabric_gossip_discovery::endpoint_owners",
+                        pki_id = %parsed.pki_id,
+                        %endpoint,
+                        not_logged,
+                        "alive message refused: its endpoint is this node's (our dial of it \
+                         reached ourselves): a claim to our endpoint"
+                    )
+                }
                 Refusal::Taken(owner) => tracing::warn!(
                     target: "fabric_gossip_discovery::endpoint_owners",
                     pki_id = %parsed.pki_id,

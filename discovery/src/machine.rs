@@ -737,7 +737,20 @@ impl<S: Security> Layer<S> for Discovery {
             return;
         }
         match event {
-            Event::PresumedDead(dead) => self.presumed_dead(now, comm, &dead.pki_id),
+            Event::PresumedDead(dead) => {
+                // Our dial for a member reached ourselves: its endpoint is ours (a member
+                // naming it: an insider, or our own identity before a renewal), noted as
+                // another member's is, or the member is dialled again for each of its
+                // alive messages.
+                if let fabric_gossip_core::DeadCause::Connect(HandshakeError::OwnPkiId) =
+                    &dead.cause
+                    && !dead.pki_id.is_empty()
+                {
+                    let me = comm.pki_id().clone();
+                    self.note_endpoint_owner(now, &dead.endpoint, &me, &dead.pki_id);
+                }
+                self.presumed_dead(now, comm, &dead.pki_id)
+            }
             Event::IdentitySwitch(switched) => {
                 self.note_endpoint_owner(now, &switched.endpoint, &switched.new, &switched.old);
                 self.purge(

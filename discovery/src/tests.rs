@@ -1444,6 +1444,80 @@ fn a_member_whose_dials_reach_others_twice_is_refused_at_any_endpoint_for_a_whil
     assert_eq!(d.stats().alive_endpoint_taken, 4);
 }
 
+/// A dial for a member that reached this node itself (comm's `OwnPkiId`, reported with
+/// the member presumed dead) notes the endpoint as ours: the member's later alive
+/// messages naming it are refused, with a warning saying it is this node's, and a second
+/// such dial within a hold refuses it anywhere. A member presumed dead for another cause,
+/// or a dial made without a PKI-ID, notes nothing.
+#[test]
+fn a_dial_for_a_member_that_reached_this_node_notes_the_endpoint_as_ours() {
+    let (mut comm, mut d) = me();
+    let dead = |who: &str, endpoint: &str, cause: fabric_gossip_core::DeadCause| {
+        Event::PresumedDead(fabric_gossip_core::DeadPeer {
+            pki_id: pki(who),
+            endpoint: endpoint.into(),
+            cause,
+        })
+    };
+    let own =
+        || fabric_gossip_core::DeadCause::Connect(fabric_gossip_core::HandshakeError::OwnPkiId);
+    d.handle_message(
+        T0,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 1, "me.int:1")),
+    );
+    d.handle_comm_event(T0, &mut comm, &dead("", "me.int:1", own()));
+    d.handle_comm_event(
+        T0,
+        &mut comm,
+        &dead(
+            "m",
+            "me.int:1",
+            fabric_gossip_core::DeadCause::Write("gone".into()),
+        ),
+    );
+    d.handle_message(
+        T0 + SEC,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 2, "me.int:1")),
+    );
+    assert!(
+        d.member(&pki("m")).is_some_and(|m| m.alive),
+        "nothing noted"
+    );
+    assert_eq!(d.stats().alive_endpoint_taken, 0);
+    d.handle_comm_event(T0 + SEC, &mut comm, &dead("m", "me.int:1", own()));
+    assert!(
+        d.member(&pki("m")).is_some_and(|m| !m.alive),
+        "presumed dead"
+    );
+    d.handle_message(
+        T0 + 2 * SEC,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 3, "me.int:1")),
+    );
+    assert!(d.member(&pki("m")).is_some_and(|m| !m.alive), "refused");
+    assert_eq!((d.stats().alive_endpoint_taken, d.claim_lines), (1, 1));
+    // Named another way, it is dialled, reaches us again, and is refused anywhere.
+    d.handle_message(
+        T0 + 3 * SEC,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 4, "ME.int:1")),
+    );
+    assert!(d.member(&pki("m")).is_some_and(|m| m.alive));
+    d.handle_comm_event(T0 + 3 * SEC, &mut comm, &dead("m", "ME.int:1", own()));
+    d.handle_message(
+        T0 + 4 * SEC,
+        &mut comm,
+        direct("m", alive_at_internal("m", 1, 5, "m.int:1")),
+    );
+    assert!(
+        d.member(&pki("m")).is_some_and(|m| !m.alive),
+        "refused anywhere"
+    );
+    assert_eq!(d.stats().alive_endpoint_taken, 2);
+}
+
 /// A requester whose dials reached other members twice within a hold, and that left, is
 /// not dialled to be answered, whatever endpoint its request names.
 #[test]
