@@ -517,8 +517,8 @@ impl View {
                 [
                     self.form.show(&m.pki_id),
                     m.org.clone().unwrap_or_default(),
-                    escape_controls(&m.endpoint).into_owned(),
-                    escape_controls(&m.internal_endpoint).into_owned(),
+                    cell(&m.endpoint),
+                    cell(&m.internal_endpoint),
                     m.timestamp.inc.to_string(),
                     m.timestamp.seq.to_string(),
                     format!("{:.1}s ago", membership::age(m.last_seen).as_secs_f64()),
@@ -574,6 +574,36 @@ impl View {
         }
         s
     }
+}
+
+/// The widest a member's endpoint is shown in the table, in characters once escaped: a
+/// `host:port` takes at most about 260, a usual one under 64. Each column is as wide as its
+/// widest cell, so one member announcing a 1 KiB endpoint of control characters (accepted,
+/// `MAX_ENDPOINT`), shown escaped as 6 KiB, had widened every row of every refresh to match:
+/// with 100 members, 637 KB a refresh (one a second by default) on the terminal or in the
+/// log instead of 24 KB; `node --external-endpoint` takes 300 bytes of DEL characters, and
+/// one such member made each row of a live watch 1,902 characters instead of 165 (an
+/// attack, 2026-12-07). `--json` and `--changes` lines still give it whole.
+const ENDPOINT_CELL: usize = 128;
+
+/// A member's endpoint as a table shows it: escaped, and cut to [`ENDPOINT_CELL`]
+/// characters with the length of the whole (`… (N bytes)`) when longer.
+fn cell(endpoint: &str) -> String {
+    let shown = escape_controls(endpoint);
+    if shown.chars().nth(ENDPOINT_CELL).is_none() {
+        return shown.into_owned();
+    }
+    // Cut between characters of the endpoint, never inside an escape.
+    let (mut cut, mut width) = (String::new(), 0);
+    for c in endpoint.chars() {
+        let one = escape_controls(c.encode_utf8(&mut [0; 4])).into_owned();
+        width += one.chars().count();
+        if width > ENDPOINT_CELL {
+            break;
+        }
+        cut.push_str(&one);
+    }
+    format!("{cut}… ({} bytes)", endpoint.len())
 }
 
 fn unix_ms_now() -> u128 {
@@ -777,7 +807,7 @@ mod tests {
 
     /// A member's endpoint of 14,000 control characters, escaped, is 70,000 characters
     /// wide: more than `format!` can pad to, which had made `watch` panic on it. The table
-    /// is drawn, its columns aligned by characters.
+    /// is drawn, its columns aligned by characters, the endpoint cut to its cell.
     #[test]
     fn a_member_with_an_endpoint_wider_than_format_can_pad_is_shown() {
         let view = View {
@@ -801,9 +831,31 @@ mod tests {
         let table = view.table(&[member(wide), member("p:1".into())], &BTreeMap::new());
         let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("peer")).collect();
         assert_eq!(rows.len(), 2);
-        assert!(rows[0].contains(&"\\u{1}".repeat(14_000)));
+        // Escaped, cut to the cell's width, with the length of the whole.
+        let cut = format!("{}… (14000 bytes)", "\\u{1}".repeat(ENDPOINT_CELL / 5));
+        assert!(rows[0].contains(&cut), "{}", rows[0]);
         // The internal endpoint column starts at the same character in both rows.
         let at = |r: &str| r.chars().position(|c| c == 'é').expect("internal endpoint");
         assert_eq!(at(rows[0]), at(rows[1]));
+    }
+
+    /// One member's long endpoint does not widen every other row: a 1 KiB endpoint of
+    /// DEL characters (the longest an alive message may carry, 6 KiB once escaped) among
+    /// 100 members had made each refresh 101 rows of 6,242 characters (637 KB); now 238 at
+    /// most (24 KB).
+    #[test]
+    fn one_members_long_endpoint_does_not_widen_every_row() {
+        let mut members: Vec<MemberInfo> = (0..100)
+            .map(|i| member(&format!("10.0.0.{i}:7051"), Some("Org1MSP")))
+            .collect();
+        members.push(member(&"\u{7f}".repeat(1024), Some("Org1MSP")));
+        let table = view(false, false).table(&members, &BTreeMap::new());
+        let widest = table.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        assert!(widest < 400, "a row of {widest} characters");
+        assert!(table.len() < 101 * 400, "a table of {} bytes", table.len());
+        assert!(table.contains("… (1024 bytes)"));
+        // An ordinary endpoint is shown whole.
+        let long_name = format!("{}:7051", "p".repeat(120));
+        assert_eq!(cell(&long_name), long_name);
     }
 }
