@@ -148,6 +148,6 @@ pub use files::{
     MAX_BLOCK_BYTES, MAX_FILE_BYTES, msp_dir_files, read_channel_config_file, read_msp_file,
 };
 pub use identity::{certificate_pem, pki_id, serialize_identity, serialize_identity_pem};
-pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity, TrustHandle};
+pub use security::{CacheStats, DEFAULT_CACHE_CAPACITY, MspSecurity, TrustHandle, WallClockOffset};
 pub use trust::{MAX_CHAIN_DEPTH, TrustStore, UnloadableRoot};
 pub use units::{NodeOus, NodeRole};

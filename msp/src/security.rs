@@ -11,7 +11,7 @@ use core::time::Duration;
 use fabric_gossip_core::{Instant, PkiId, Security, SecurityError};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Default number of parsed identities [`MspSecurity`] keeps. A Fabric channel rarely has
@@ -70,6 +70,68 @@ pub struct MspSecurity {
     shared: Arc<Mutex<IdentityCache>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// How far the wall clock is from the node's time: certificate validity is judged by
+    /// the wall clock (see [`WallClockOffset`]).
+    wall: WallClockOffset,
+}
+
+/// How far the wall clock is from the node's time, which the driver that runs the node
+/// keeps up to date ([`MspSecurity::wall_clock_offset`]); zero until it is set, and in a
+/// simulation, which has one time.
+///
+/// A node's time is the wall clock read once at start plus a monotonic clock, so that its
+/// timers never jump. A clock stepped after start (NTP correcting a VM restored with a
+/// wrong clock, a host resumed from suspend, which the monotonic clock does not count)
+/// would otherwise leave certificate expiry judged by the clock as it was at start until
+/// a restart: a node started 47 h ahead and then corrected purged an honest member as
+/// expired, and refused its handshakes, two days early; one started behind took expired
+/// identities (an attack, 2026-12-07). Fabric judges expiry by the wall clock
+/// (`time.Now()`); with the offset set, so does this provider: an identity is validated
+/// at the wall clock's time, and its expiry is given in the node's time, as far from its
+/// `NotAfter` as the clock moved. An expiry already armed from an identity accepted
+/// before the step keeps its time, as Fabric's timer does: the identity may be forgotten
+/// early, and is taken again at the peer's next handshake.
+///
+/// Cheap to clone; every clone acts on the same provider.
+#[derive(Clone, Debug, Default)]
+pub struct WallClockOffset(Arc<AtomicI64>);
+
+impl WallClockOffset {
+    /// Records that the wall clock read `wall` when the node's time was `node`.
+    pub fn set(&self, node: Instant, wall: Instant) {
+        let (w, n) = (wall.as_unix_nanos(), node.as_unix_nanos());
+        let offset = if w >= n {
+            i64::try_from(w - n).unwrap_or(i64::MAX)
+        } else {
+            i64::try_from(n - w).map_or(i64::MIN, |d| -d)
+        };
+        self.0.store(offset, Ordering::Relaxed);
+    }
+
+    /// The wall clock's time minus the node's, in nanoseconds (negative: the wall clock
+    /// is behind).
+    pub fn nanos(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The node's time `now` on the wall clock.
+    fn to_wall(&self, now: Instant) -> Instant {
+        shift(now, self.nanos())
+    }
+
+    /// The wall clock's time `wall` in the node's time.
+    fn to_node(&self, wall: Instant) -> Instant {
+        shift(wall, self.nanos().saturating_neg())
+    }
+}
+
+/// `at` moved by `nanos`, saturating; [`Instant::MAX`] (never) stays never.
+fn shift(at: Instant, nanos: i64) -> Instant {
+    if at == Instant::MAX {
+        return at;
+    }
+    let by = Duration::from_nanos(nanos.unsigned_abs());
+    if nanos >= 0 { at + by } else { at - by }
 }
 
 /// Replaces the trust store of an [`MspSecurity`] that a node already owns: see "Changing
@@ -396,6 +458,7 @@ impl MspSecurity {
             ))),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            wall: WallClockOffset::default(),
         })
     }
 
@@ -427,6 +490,13 @@ impl MspSecurity {
     pub fn with_pure_rust_ecdsa(mut self) -> Self {
         self.ecdsa = Ecdsa::PureRust;
         self
+    }
+
+    /// The handle through which the driver running the node tells this provider how far
+    /// the wall clock has moved from the node's time (see [`WallClockOffset`]); take it
+    /// before the provider moves into the node.
+    pub fn wall_clock_offset(&self) -> WallClockOffset {
+        self.wall.clone()
     }
 
     /// Whether the same message always gets the same signature from this provider (see
@@ -633,11 +703,12 @@ impl Security for MspSecurity {
     }
 
     fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
-        self.parsed(identity)?.verdict(now)
+        self.parsed(identity)?.verdict(self.wall.to_wall(now))
     }
 
     fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
-        Ok(expired_from(self.parsed(identity)?.not_after))
+        let not_after = self.parsed(identity)?.not_after;
+        Ok(expired_from(not_after).map(|at| self.wall.to_node(at)))
     }
 
     fn pki_id_of(&self, identity: &[u8]) -> PkiId {

@@ -373,6 +373,50 @@ fn expired_certificates_are_expired_and_not_yet_valid_ones_accepted() {
     b.verify(&early.own_identity(), &sig, MSG).unwrap();
 }
 
+/// With the wall clock moved from the node's time (`WallClockOffset`, which the tonic
+/// driver's host keeps), validity is judged at the wall clock's time and an expiry is
+/// given in the node's time, as far from `NotAfter` as the clock moved: a node started
+/// with its clock two days ahead, then corrected, no longer refuses a certificate valid
+/// for another day, and one started behind no longer takes an expired one. A certificate
+/// that never expires still never does.
+#[test]
+fn validity_is_judged_by_the_wall_clock_once_the_offset_is_set() {
+    let mut pki = two_orgs();
+    let b = pki.security(1, 0);
+    let wall = b.wall_clock_offset();
+    let not_after = now() + DAY;
+    let peer = pki.issue_until(0, "peer", not_after);
+    let id = serialize_identity(ORG1, &peer.identity.cert_der);
+    let expiry = not_after + Duration::from_nanos(1);
+    // The node's time runs two days ahead of the wall clock (started ahead, corrected).
+    let node_now = now() + 2 * DAY;
+    let r = b.validate_identity(&id, node_now);
+    assert!(matches!(r, Err(SecurityError::Expired(_))), "{r:?}");
+    wall.set(node_now, now());
+    assert_eq!(wall.nanos(), -2 * 86_400 * 1_000_000_000);
+    b.validate_identity(&id, node_now).unwrap();
+    assert_eq!(b.expiration(&id).unwrap(), Some(expiry + 2 * DAY));
+    // The node's time two days behind (started behind, the clock stepped forward).
+    let node_now = now() - DAY;
+    wall.set(node_now, now() + DAY + Duration::from_secs(60));
+    let r = b.validate_identity(&id, node_now);
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "certificate not valid now: expired on 2023-11-15T22:13:20Z, 1 min ago"
+    );
+    assert_eq!(
+        b.expiration(&id).unwrap(),
+        Some(expiry - 2 * DAY - Duration::from_secs(60))
+    );
+    // Never stays never.
+    let forever = pki.issue_until(0, "forever", Instant::MAX);
+    let id = serialize_identity(ORG1, &forever.identity.cert_der);
+    assert_eq!(b.expiration(&id).unwrap(), None);
+    b.validate_identity(&id, node_now).unwrap();
+    // The node's own certificate's date stays its wall-clock date.
+    assert_eq!(b.own_expiration(), pki.security(1, 0).own_expiration());
+}
+
 /// RFC 5280's "no well-defined expiration date", 99991231235959Z, lies past what the core's
 /// `Instant` holds (2554): such an identity never expires, rather than expiring in 2554, and
 /// tools read its true date.
