@@ -105,6 +105,18 @@ pub trait Security: Send {
     fn claimed_organization(&self, identity: &[u8]) -> Option<Bytes> {
         self.organization_of(identity)
     }
+
+    /// The driver's report that the wall clock read `wall` when the node's time was `now`.
+    /// A driver whose time is the wall clock at start plus a monotonic clock (the tonic
+    /// driver's, so that timers never jump) reports it every second: a clock stepped after
+    /// start (NTP correcting a wrong clock, a resume from suspend) moves the wall clock
+    /// away from the node's time, and Fabric judges certificate expiry by the wall clock.
+    /// A provider that judges dates may then judge them at `wall`'s distance from `now`
+    /// (`fabric_gossip_msp::MspSecurity` does), staying deterministic for a given sequence
+    /// of calls. A simulation never calls it. By default it is ignored.
+    fn wall_clock(&self, now: Instant, wall: Instant) {
+        let _ = (now, wall);
+    }
 }
 
 /// How an error shows text the remote side chose (an MSP ID, an organizational unit):
@@ -204,6 +216,9 @@ impl<S: Security + ?Sized> Security for Box<S> {
     }
     fn claimed_organization(&self, identity: &[u8]) -> Option<Bytes> {
         (**self).claimed_organization(identity)
+    }
+    fn wall_clock(&self, now: Instant, wall: Instant) {
+        (**self).wall_clock(now, wall);
     }
 }
 

@@ -76,8 +76,9 @@ pub struct MspSecurity {
 }
 
 /// How far the wall clock is from the node's time, which the driver that runs the node
-/// keeps up to date ([`MspSecurity::wall_clock_offset`]); zero until it is set, and in a
-/// simulation, which has one time.
+/// keeps up to date (the tonic driver calls `Security::wall_clock` every second, which
+/// sets it; [`MspSecurity::wall_clock_offset`] is the handle for other drivers); zero
+/// until it is set, and in a simulation, which has one time.
 ///
 /// A node's time is the wall clock read once at start plus a monotonic clock, so that its
 /// timers never jump. A clock stepped after start (NTP correcting a VM restored with a
@@ -704,6 +705,10 @@ impl Security for MspSecurity {
 
     fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
         self.parsed(identity)?.verdict(self.wall.to_wall(now))
+    }
+
+    fn wall_clock(&self, now: Instant, wall: Instant) {
+        self.wall.set(now, wall);
     }
 
     fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {

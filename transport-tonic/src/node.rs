@@ -524,6 +524,15 @@ impl Node {
         self.h.endpoint.clone()
     }
 
+    /// The node's time, what its core and layers are given as `now`: the wall clock read
+    /// at start plus a monotonic clock, so that timers never jump when the wall clock is
+    /// stepped. Times a layer reports (a member's last alive message) are on this scale,
+    /// and the distance of the wall clock from it is what a security provider judging
+    /// certificates by the wall clock is told (`MspSecurity::wall_clock_offset`).
+    pub fn now(&self) -> fabric_gossip_core::Instant {
+        self.h.inner.now()
+    }
+
     /// This node as a [`RemotePeer`] for others to send to, at [`Node::endpoint`].
     pub fn as_peer(&self) -> RemotePeer {
         RemotePeer::new(self.endpoint(), self.h.pki_id.clone())

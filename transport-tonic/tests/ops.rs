@@ -611,11 +611,18 @@ async fn a_learnt_identity_makes_a_renewed_peer_an_identity_switch() {
 }
 
 /// Fabric's test provider, refusing the identities in a list the test changes while the
-/// node runs (as a new revocation list changes what an MSP accepts).
+/// node runs (as a new revocation list changes what an MSP accepts), and keeping the
+/// driver's reports of the wall clock.
 struct Revocable {
     inner: TestOnlyHmacSecurity,
     refused: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    walls: WallReports,
 }
+
+/// `(node's time, wall clock)` of each `Security::wall_clock` call.
+type WallReports = std::sync::Arc<
+    std::sync::Mutex<Vec<(fabric_gossip_core::Instant, fabric_gossip_core::Instant)>>,
+>;
 
 impl fabric_gossip_core::Security for Revocable {
     fn own_identity(&self) -> bytes::Bytes {
@@ -656,6 +663,48 @@ impl fabric_gossip_core::Security for Revocable {
     fn organization_of(&self, identity: &[u8]) -> Option<bytes::Bytes> {
         self.inner.organization_of(identity)
     }
+    fn wall_clock(&self, now: fabric_gossip_core::Instant, wall: fabric_gossip_core::Instant) {
+        self.walls.lock().unwrap().push((now, wall));
+    }
+}
+
+/// The driver tells the security provider where the wall clock is, once a second (a
+/// provider judging certificates by date judges them by it: `MspSecurity` does), from the
+/// start: the node's time (`Node::now`) and the wall clock then agree within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_reports_the_wall_clock_to_the_provider_every_second() {
+    let walls = WallReports::default();
+    let a = Node::builder(config())
+        .stop_timeout(Duration::from_secs(3))
+        .start_with(|addr| Revocable {
+            inner: TestOnlyHmacSecurity::new(addr.to_string()),
+            refused: Default::default(),
+            walls: walls.clone(),
+        })
+        .await
+        .expect("node starts");
+    within("two reports", async {
+        while walls.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let reports = walls.lock().unwrap().clone();
+    let apart = |(now, wall): (fabric_gossip_core::Instant, fabric_gossip_core::Instant)| {
+        now.saturating_duration_since(wall)
+            .max(wall.saturating_duration_since(now))
+    };
+    assert!(
+        reports.iter().all(|&r| apart(r) < Duration::from_secs(1)),
+        "{reports:?}"
+    );
+    assert!(
+        reports[1].0 >= reports[0].0 + Duration::from_millis(900),
+        "{reports:?}"
+    );
+    let wall_now = fabric_gossip_core::Instant::from_system_time(std::time::SystemTime::now());
+    assert!(apart((a.now(), wall_now)) < Duration::from_secs(1));
+    stop_all(&[&a]).await;
 }
 
 /// `Node::revalidate_identities` (Fabric's `SuspectPeers`): with nothing newly refused it
@@ -670,6 +719,7 @@ async fn revalidating_counts_the_refused_identities_and_closes_their_connections
         .start_with(|addr| Revocable {
             inner: TestOnlyHmacSecurity::new(addr.to_string()),
             refused: refused.clone(),
+            walls: Default::default(),
         })
         .await
         .expect("node starts");

@@ -4,11 +4,20 @@
 
 use super::Inner;
 use super::drain::drain;
+use core::time::Duration;
+use fabric_gossip_core::Instant;
 use std::sync::Arc;
 
-/// The timer: sleeps until the core's next deadline, or until woken because it moved.
+/// How often the wall clock is compared with the node's time (see [`WallClock`]).
+const WALL_CLOCK_CHECK: Duration = Duration::from_secs(1);
+
+/// The timer: sleeps until the core's next deadline, or until woken because it moved; and
+/// every [`WALL_CLOCK_CHECK`] tells the security provider where the wall clock is.
 pub(crate) async fn timer_task(inner: Arc<Inner>) {
     let _stop_with_me = StopOnDrop(inner.clone());
+    let mut wall = WallClock::default();
+    let mut check = tokio::time::interval(WALL_CLOCK_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let woken = inner.timer.notified();
         tokio::pin!(woken);
@@ -22,20 +31,75 @@ pub(crate) async fn timer_task(inner: Arc<Inner>) {
         if stopped && deadline.is_none() {
             return;
         }
-        match deadline {
-            Some(t) => {
-                tokio::select! {
-                    _ = &mut woken => {}
-                    _ = tokio::time::sleep_until(inner.clock.to_tokio(t)) => {
-                        // The stack's: the core's deadlines, then the layer's.
-                        let mut st = inner.lock();
-                        st.comm.handle_timeout(inner.now());
-                        drain(&inner, &mut st);
-                    }
-                }
+        let due = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(inner.clock.to_tokio(t)).await,
+                None => std::future::pending().await,
             }
-            None => woken.await,
+        };
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = check.tick() => {
+                let at = Instant::from_system_time(std::time::SystemTime::now());
+                let st = inner.lock();
+                let now = inner.now();
+                st.comm.security().wall_clock(now, at);
+                drop(st);
+                wall.moved(now, at);
+            }
+            _ = due => {
+                // The stack's: the core's deadlines, then the layer's.
+                let mut st = inner.lock();
+                st.comm.handle_timeout(inner.now());
+                drain(&inner, &mut st);
+            }
         }
+    }
+}
+
+/// Where the wall clock was last seen from the node's time, to warn when it moves.
+///
+/// The node's time is the wall clock read at start plus a monotonic clock (`Clock`), so
+/// that timers never jump. A wall clock stepped after start (NTP correcting a VM restored
+/// with a wrong clock; a host resumed from suspend, which the monotonic clock does not
+/// count) leaves the two apart: the security provider is told (`Security::wall_clock`) and
+/// judges certificates by the wall clock, as Fabric does, and an operator is told here,
+/// since times the node reports (a member's last alive message, `last_alive_ms_ago`) are
+/// on the node's scale.
+#[derive(Default)]
+struct WallClock {
+    /// The wall clock's distance from the node's time when last warned of (or at start:
+    /// none), in nanoseconds, the wall clock ahead when positive.
+    warned: i128,
+}
+
+impl WallClock {
+    /// How far the wall clock may drift from the node's time unseen: the coarse
+    /// monotonic clock trails by a tick, and NTP slews a clock by at most 0.5 ms a second.
+    const QUIET: i128 = 1_000_000_000;
+
+    /// The wall clock read `wall` at the node's time `now`: a warning when it moved more
+    /// than [`Self::QUIET`] from where it was last warned of. Whether it warned.
+    fn moved(&mut self, now: Instant, wall: Instant) -> bool {
+        let offset = i128::from(wall.as_unix_nanos()) - i128::from(now.as_unix_nanos());
+        if (offset - self.warned).abs() <= Self::QUIET {
+            return false;
+        }
+        let moved = offset - self.warned;
+        self.warned = offset;
+        let by =
+            |n: i128| Duration::from_nanos(u64::try_from(n.unsigned_abs()).unwrap_or(u64::MAX));
+        tracing::warn!(
+            moved = ?by(moved),
+            direction = if moved > 0 { "forward" } else { "back" },
+            wall_clock_from_node_time = ?by(offset),
+            wall_clock_ahead = offset > 0,
+            "the wall clock moved from the node's time (a clock step, or a resume from \
+             suspend): certificates are judged by the wall clock, timers keep the node's \
+             time, and times the node reports (a member's last alive message) are on the \
+             node's time"
+        );
+        true
     }
 }
 
@@ -50,5 +114,39 @@ struct StopOnDrop(Arc<Inner>);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.with_core(|c, now| c.stop(now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wall clock drifting by a second or less from the node's time is quiet; a step
+    /// beyond it warns once, and the next warning is for a move from there, either way.
+    #[test]
+    fn a_wall_clock_step_warns_once_and_drift_does_not() {
+        let t0 = Instant::from_unix_secs(1_700_000_000);
+        let sec = Duration::from_secs(1);
+        let mut w = WallClock::default();
+        assert!(!w.moved(t0, t0));
+        assert!(!w.moved(t0 + 10 * sec, t0 + 11 * sec), "a second of drift");
+        assert!(!w.moved(t0 + 10 * sec, t0 + 9 * sec));
+        // NTP steps the clock back two days.
+        let day = 86_400 * sec;
+        assert!(w.moved(t0 + 20 * sec, t0 + 20 * sec - 2 * day));
+        assert!(
+            !w.moved(t0 + 21 * sec, t0 + 21 * sec - 2 * day),
+            "warned of"
+        );
+        assert!(
+            !w.moved(t0 + 22 * sec, t0 + 23 * sec - 2 * day),
+            "a second from the step"
+        );
+        // Then forward again, past where it started.
+        assert!(w.moved(t0 + 30 * sec, t0 + 40 * sec));
+        assert!(
+            w.moved(t0 + 31 * sec, t0 + 31 * sec),
+            "back to the node's time"
+        );
     }
 }
