@@ -491,9 +491,11 @@ fn anchors_to_dial(
     dial
 }
 
-/// How long ago `t` was, by the wall clock the node's core time follows.
+/// How long ago `t`, a time the node reported, was: on the node's time, which is the wall
+/// clock unless that was stepped since start (then a member heard a second ago read as
+/// two days ago: an attack with libfaketime, 2026-12-07).
 pub(crate) fn age(t: Instant) -> Duration {
-    crate::expiry::wall_now().saturating_duration_since(t)
+    crate::expiry::node_now().saturating_duration_since(t)
 }
 
 /// When a member's identity expires, for people: `in 41 days`, `in 5.2 h`, `in 12 min`,
@@ -503,6 +505,7 @@ pub(crate) fn expires_in(m: &MemberInfo) -> String {
     let Some(at) = m.identity_expires else {
         return "-".to_owned();
     };
+    let at = crate::expiry::on_wall_clock(at);
     until(std::time::UNIX_EPOCH + Duration::from_nanos(at.as_unix_nanos()))
 }
 
@@ -535,7 +538,7 @@ pub(crate) fn member_json(m: &MemberInfo, form: PkiForm) -> Value {
         "last_alive_ms_ago": u64::try_from(age(m.last_seen).as_millis()).unwrap_or(u64::MAX),
         "alive": m.alive,
         // The certificate's NotAfter (the layer keeps the first instant it is expired).
-        "identity_expires_unix_ms": m.identity_expires.map(|e| crate::expiry::unix_ms(crate::expiry::not_after(e))),
+        "identity_expires_unix_ms": m.identity_expires.map(|e| crate::expiry::unix_ms(crate::expiry::not_after(crate::expiry::on_wall_clock(e)))),
     })
 }
 

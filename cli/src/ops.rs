@@ -1457,7 +1457,7 @@ pub(crate) fn registry(served: Option<&Served>) -> Registry {
             }
         }
         if let Some(at) = soonest {
-            let now = crate::expiry::wall_now();
+            let now = crate::expiry::node_now();
             register(
                 &mut r,
                 "fabric_gossip_cli_membership_identity_expiry_soonest_seconds",

@@ -354,6 +354,7 @@ impl IdentityArgs {
             ))
         })?;
         warn_unloadable_roots(&security.trust_handle().current());
+        crate::expiry::follow_wall_clock(security.wall_clock_offset());
         Ok(Identity::Msp(Box::new(security)))
     }
 }
