@@ -307,6 +307,7 @@ const PLAINTEXT_HINT: &str =
 const HTTP1_HINT: &str = "\n  hint: the port answers HTTP/1.x, not gRPC: is it the operations \
                           port? Gossip is served on the peer's peer.gossip.endpoint (usually \
                           :7051)";
+const NOTHING_LISTENING_HINT: &str = "\n  hint: nothing listens there (check the address and port)";
 const SILENT_HINT: &str = "\n  hint: something took the connection but did not answer gRPC's \
                            Ping in time: is it the peer's gossip port (peer.listenAddress, \
                            usually :7051), and is the peer running, not stopped or stuck?";
@@ -357,9 +358,7 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
             "\n  hint: the peer closed the connection; does it trust the TLS CA of our \
              certificate (its peer.tls.clientRootCAs), and does it serve TLS?"
         }
-        Some(DialDiagnosis::NothingListening) => {
-            "\n  hint: nothing listens there (check the address and port)"
-        }
+        Some(DialDiagnosis::NothingListening) => NOTHING_LISTENING_HINT,
         Some(DialDiagnosis::TlsModeMismatch) => {
             "\n  hint: does the peer use TLS? (add or remove --tls-cert/--tls-key/--tls-ca)"
         }
@@ -407,6 +406,28 @@ pub(crate) async fn failure_hint(
         // The guess confirmed, a hang-up (a Go TLS server closes on plaintext without a
         // word), or no answer in time: the guess stands.
         _ => hint,
+    }
+}
+
+/// Why a peer may have given no answer at all before a short wait ended (`watch
+/// --duration`), judged by looking at its port, since a dial to a closed port, or to a port
+/// of another kind, takes up to its dial timeout (3 s) to fail: nothing listening, an
+/// HTTP/1.x port, or a port in the other TLS mode. `""` when the port took the connection
+/// and looks like a gossip server of our mode (or cannot be told): its silence is then the
+/// peer's own.
+pub(crate) async fn silent_port_hint(addr: &str, tls: bool, limit: Duration) -> &'static str {
+    let connect = tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await;
+    if let Ok(Err(e)) = &connect
+        && e.kind() == std::io::ErrorKind::ConnectionRefused
+    {
+        return NOTHING_LISTENING_HINT;
+    }
+    match sniff(addr, limit).await {
+        Some(Answer::Http1) => HTTP1_HINT,
+        Some(Answer::Tls) if !tls => TLS_HINT,
+        Some(Answer::Http2) if tls => PLAINTEXT_HINT,
+        Some(Answer::Other) => NOT_GRPC_HINT,
+        _ => "",
     }
 }
 

@@ -336,17 +336,36 @@ async fn watch(
                 if boot.values().all(|b| !b.joined) {
                     let waited = args.duration.unwrap_or_default();
                     for (ep, b) in &boot {
+                        // A --duration shorter than a dial's timeout (3 s) can end before a
+                        // dial to a closed port, or to a port of another kind, fails: look
+                        // at the port before blaming the peer's membership layer.
+                        let hint = match b.error {
+                            Some(_) => "",
+                            None => {
+                                let limit = crate::probe::SNIFF_LIMIT;
+                                crate::probe::silent_port_hint(ep, tls_on, limit).await
+                            }
+                        };
                         let why = b.error_text().unwrap_or_else(|| {
-                            format!(
-                                "no answer to our membership request within {waited:?} (a \
-                                 peer without the membership layer never answers; a \
-                                 fabric-gossip node runs it only with --membership, \
-                                 --bootstrap or --config)"
-                            )
+                            let silent = format!(
+                                "no answer to our membership request within {waited:?}"
+                            );
+                            if hint.is_empty() {
+                                format!(
+                                    "{silent} (a peer without the membership layer never \
+                                     answers; a fabric-gossip node runs it only with \
+                                     --membership, --bootstrap or --config)"
+                                )
+                            } else {
+                                silent
+                            }
                         });
                         let why = escape_controls(&why);
                         let kind = b.kind();
                         eprintln!("error: cannot join through {kind} peer {ep}: {why}");
+                        if !hint.is_empty() {
+                            eprintln!("{}", hint.trim_start());
+                        }
                     }
                     code = ExitCode::FAILURE;
                 }

@@ -341,6 +341,40 @@ fn watch_fails_when_its_bootstrap_peer_never_answers() {
     silent.stop_ok();
 }
 
+/// An operator's trial (2026-12-07): `watch --duration 2s` against a port nothing listens
+/// on ended before its dial failed (a refused dial is retried for up to the dial timeout,
+/// 3 s) and said "no answer to our membership request (a peer without the membership layer
+/// never answers …)", pointing at a peer that was not there. A bootstrap peer silent to the
+/// end now has its port looked at: nothing listening, or an HTTP/1.x port, is said so.
+#[test]
+fn watch_shorter_than_a_dial_says_when_nothing_listens_at_the_bootstrap_peer() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = free.local_addr().expect("addr").to_string();
+    drop(free);
+    let r = run(
+        &[
+            "watch",
+            "--bootstrap",
+            &addr,
+            "--test-identity",
+            "--duration",
+            "1s",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_cannot_join(&r, &addr);
+    assert!(
+        r.stderr.contains("hint: nothing listens there"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        !r.stderr.contains("a peer without the membership layer"),
+        "{}",
+        r.all()
+    );
+}
+
 /// A watcher whose only bootstrap peer is itself (by Fabric's textual check, which the
 /// layer applies) says so at once with status 2, rather than waiting out `--duration` for
 /// an answer that cannot come; one such entry beside a real peer is only warned about.
