@@ -308,6 +308,9 @@ const HTTP1_HINT: &str = "\n  hint: the port answers HTTP/1.x, not gRPC: is it t
                           port? Gossip is served on the peer's peer.gossip.endpoint (usually \
                           :7051)";
 const NOTHING_LISTENING_HINT: &str = "\n  hint: nothing listens there (check the address and port)";
+const NO_GOSSIP_HINT: &str = "\n  hint: the port serves gRPC, but not Fabric's gossip service \
+                              (gossip.Gossip): is it an orderer's or another service's port? \
+                              Gossip is served on the peer's peer.listenAddress (usually :7051)";
 const SILENT_HINT: &str = "\n  hint: something took the connection but did not answer gRPC's \
                            Ping in time: is it the peer's gossip port (peer.listenAddress, \
                            usually :7051), and is the peer running, not stopped or stuck?";
@@ -331,6 +334,11 @@ pub(crate) fn dial_hint(error: &str, tls: bool) -> &'static str {
     }
     if error.starts_with("dial failed: no connection within") {
         return SLOW_DIAL_HINT;
+    }
+    // A gRPC server without the gossip service (grpc-go: "unknown service gossip.Gossip")
+    // or an HTTP/2 server without the path (404, which gRPC reads as Unimplemented).
+    if error.starts_with("ping failed: Unimplemented") {
+        return NO_GOSSIP_HINT;
     }
     match DialDiagnosis::of(error, tls) {
         Some(DialDiagnosis::PeerServesTls) => TLS_HINT,

@@ -233,6 +233,106 @@ fn ping_does_not_take_an_http_port_for_tls() {
     );
 }
 
+/// An operator's trial (2026-12-07): `ping` at a gRPC port that is not a gossip peer's
+/// (an orderer's, 7050, answers as grpc-go does: `Unimplemented`, "unknown service
+/// gossip.Gossip") failed with that status and no hint, where an HTTP/1.x or TLS port gets
+/// one. It now says the port speaks gRPC but not Fabric's gossip service.
+#[test]
+fn ping_says_when_a_grpc_port_does_not_serve_gossip() {
+    let addr = grpc_server_without_gossip();
+    let r = run_expect(&["ping", &addr], 1);
+    assert!(r.stdout.contains("Unimplemented"), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("hint: the port serves gRPC, but not Fabric's gossip service"),
+        "{}",
+        r.all()
+    );
+    let r = run_expect(&["handshake", &addr, "--test-identity", "--json"], 1);
+    let v: Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    assert!(
+        v["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not Fabric's gossip service"),
+        "{v}"
+    );
+}
+
+/// A plaintext HTTP/2 server that answers every request as grpc-go answers a call of a
+/// service it does not have: trailers only, `grpc-status: 12` (Unimplemented), "unknown
+/// service gossip.Gossip". Written by hand (HTTP/2 frames, HPACK literals) so that the test
+/// needs no server library; it serves connections until the test process ends.
+fn grpc_server_without_gossip() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    // The answer's header block: `:status: 200` (static index 8), `content-type:
+    // application/grpc` (name at static index 31), then two literal names.
+    let mut block = vec![0x88, 0x0f, 0x10, 16];
+    block.extend_from_slice(b"application/grpc");
+    for (name, value) in [
+        ("grpc-status", "12"),
+        ("grpc-message", "unknown service gossip.Gossip"),
+    ] {
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let len = payload.len() as u32;
+        let mut f = len.to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let block = block.clone();
+            std::thread::spawn(move || {
+                // Our SETTINGS first, as a server must.
+                if c.write_all(&frame(4, 0, 0, &[])).is_err() {
+                    return;
+                }
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut at = 24; // past the client's connection preface
+                loop {
+                    match c.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while buf.len() >= at + 9 {
+                        let h = &buf[at..at + 9];
+                        let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                        if buf.len() < at + 9 + len {
+                            break;
+                        }
+                        let (kind, flags) = (h[3], h[4]);
+                        let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                        at += 9 + len;
+                        let answer = match kind {
+                            // SETTINGS without ACK: acknowledge it.
+                            4 if flags & 1 == 0 => frame(4, 1, 0, &[]),
+                            // A request's HEADERS: the trailers-only answer, stream ended.
+                            1 => frame(1, 0x05, stream, &block),
+                            _ => continue,
+                        };
+                        if c.write_all(&answer).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// Audit finding 5: with `--timeout`, a probe that timed out read "no answer within
 /// 300.00 ms" or "ping failed: ping timed out", whichever bound fired first.
 #[test]
