@@ -590,16 +590,25 @@ pub(crate) fn config() -> Config {
 }
 
 /// Starts `builder` with `identity`, explaining failures in terms of the flags.
+/// `advertised`: the endpoint the node gives as its own when it is not the address bound
+/// (`--endpoint`, `peer.gossip.endpoint`), which a test identity then is, as Fabric's
+/// test peers are the endpoint others dial (a node bound to 0.0.0.0 had been `0.0.0.0:P`,
+/// and `--peer` at its endpoint failed its handshake).
 pub(crate) async fn start(
     builder: NodeBuilder,
     identity: Identity,
     listen: &str,
     tls: &TlsArgs,
+    advertised: Option<&str>,
 ) -> Result<Node, ConfigError> {
     let r = match identity {
         Identity::Test => {
             builder
-                .start_with(|a| TestOnlyHmacSecurity::new(a.to_string()))
+                .start_with(|a| {
+                    TestOnlyHmacSecurity::new(
+                        advertised.map_or_else(|| a.to_string(), str::to_owned),
+                    )
+                })
                 .await
         }
         Identity::Msp(s) => builder.start(*s).await,

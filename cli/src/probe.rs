@@ -113,7 +113,7 @@ async fn local_node(
     if let Some(t) = tls {
         b = b.tls(t);
     }
-    opts::start(b, identity, &listen.to_string(), tls_args).await
+    opts::start(b, identity, &listen.to_string(), tls_args, None).await
 }
 
 fn ms(d: Duration) -> String {

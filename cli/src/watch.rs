@@ -222,7 +222,15 @@ async fn watch(
     if let Some(t) = tls {
         builder = builder.tls(t);
     }
-    let node = match opts::start(builder, identity, &args.listen.to_string(), &args.tls).await {
+    let node = match opts::start(
+        builder,
+        identity,
+        &args.listen.to_string(),
+        &args.tls,
+        Some(&endpoint),
+    )
+    .await
+    {
         Ok(n) => n,
         Err(e) => return opts::config_failure(&e),
     };

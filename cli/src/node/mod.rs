@@ -177,6 +177,7 @@ async fn serve(
         .stop_timeout(STOP_TIMEOUT);
     // The membership layer's endpoint is the bound address unless given: bind first.
     let mut membership_info = None;
+    let mut advertised = None;
     if let Some(m) = &set.membership {
         let (listener, layer) = match m.bind(set.listen) {
             Ok(x) => x,
@@ -193,6 +194,7 @@ async fn serve(
         }));
         // The node is known by the endpoint its alive messages carry (--endpoint,
         // peer.gossip.endpoint or peer.address), not by --listen's 0.0.0.0.
+        advertised = Some(c.internal_endpoint.clone());
         builder = builder
             .listener(listener)
             .advertise(c.internal_endpoint.clone())
@@ -203,7 +205,15 @@ async fn serve(
         builder = builder.tls(t);
     }
     let certificates = crate::expiry::OwnCertificates::read(&identity, &set.tls);
-    let node = match opts::start(builder, identity, &set.listen.to_string(), &set.tls).await {
+    let node = match opts::start(
+        builder,
+        identity,
+        &set.listen.to_string(),
+        &set.tls,
+        advertised.as_deref(),
+    )
+    .await
+    {
         Ok(n) => n,
         Err(ConfigError(e)) => {
             eprintln!("error: {e}");

@@ -19,7 +19,7 @@ const SAMPLE_MSP_ID: &str = "SampleOrg";
 pub(crate) struct NodeArgs {
     /// Address of the gossip gRPC server. Port 0 binds a free port; the address actually
     /// bound is printed in the "listening" event (and is the endpoint, identity and PKI-ID
-    /// under --test-identity).
+    /// under --test-identity, unless --endpoint names the endpoint, which they then are).
     /// (peer.listenAddress in --config.)
     #[arg(long, value_name = "HOST:PORT", value_parser = opts::parse_listen)]
     listen: Option<SocketAddr>,

@@ -57,6 +57,42 @@ fn a_node_listening_everywhere_is_known_by_its_endpoint() {
     b.stop();
 }
 
+/// An operator's trial (2026-12-07): under `--test-identity`, whose identity and PKI-ID are
+/// the endpoint (Fabric's comm test peers), a node given `--endpoint` took the address it
+/// bound as its identity: `--listen 0.0.0.0:P --endpoint localhost:P` was `0.0.0.0:P`, and
+/// a peer dialling `--peer localhost:P` failed its handshake ("expected localhost:P, remote
+/// is 0.0.0.0:P"). Its identity is now the endpoint it gives as its own.
+#[test]
+fn a_test_identity_node_given_an_endpoint_is_that_endpoint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (listen, endpoint) = (format!("0.0.0.0:{port}"), format!("localhost:{port}"));
+    let a = NodeProc::start(&[
+        "--listen",
+        &listen,
+        "--endpoint",
+        &endpoint,
+        "--test-identity",
+    ]);
+    assert_eq!(a.pki, endpoint, "{}", a.seen[0]);
+    let mut b = NodeProc::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--test-identity",
+        "--peer",
+        &endpoint,
+    ]);
+    let connected = b.wait("connected or handshake_failed", |v| {
+        v["event"] == "connected" || v["event"] == "handshake_failed"
+    });
+    assert_eq!(connected["event"], "connected", "{connected}");
+    assert_eq!(connected["peer"], endpoint.as_str(), "{connected}");
+    a.stop();
+    b.stop();
+}
+
 #[test]
 fn two_nodes_and_a_watch_see_each_other() {
     let fast = [
