@@ -44,7 +44,7 @@ pub(crate) struct WatchArgs {
     /// The table once, then one line per change instead of the table every --interval: a
     /// member that became alive, restarted, died or was purged, a bootstrap peer joined or failed
     /// (with --json, the objects `node` prints for these events); the table again at the
-    /// end (of --duration, or on Ctrl-C or SIGTERM).
+    /// end (of --duration, on Ctrl-C or SIGTERM, or when no bootstrap peer let it in).
     #[arg(long)]
     changes: bool,
     /// Keep trying bootstrap and anchor peers that fail (nothing listening yet, a peer in
@@ -310,6 +310,12 @@ async fn watch(
                         // or ours when we refused it) and stop, as ping and handshake do;
                         // with --wait only once the layer gave up on every one.
                         if failed && (!args.wait || boot.values().all(|b| b.gave_up)) {
+                            // The table's last word is the state it ended in: the one shown
+                            // before said "joining..." or, with --wait, "retrying", which a
+                            // log or a script reading the last --json object kept.
+                            if let Some(t) = membership::table(&node) {
+                                view.show(&t, &boot);
+                            }
                             for (ep, b) in &boot {
                                 explain(ep, b, tls_on, "error").await;
                             }

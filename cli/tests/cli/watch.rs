@@ -375,6 +375,38 @@ fn watch_shorter_than_a_dial_says_when_nothing_listens_at_the_bootstrap_peer() {
     );
 }
 
+/// An operator's trial (2026-12-07): `watch --wait --max-connection-attempts 2` gave up
+/// on a bootstrap peer and exited 1 with the reason on stderr, but its last table, what a
+/// log or a script reading `--json` keeps, still said "failed 1 time, retrying"
+/// (`"gave_up":false`). The table is shown once more with the state it ended in.
+#[test]
+fn watch_that_gives_up_ends_with_a_table_that_says_so() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = free.local_addr().expect("addr").to_string();
+    drop(free);
+    let r = run(
+        &[
+            "watch",
+            "--bootstrap",
+            &addr,
+            "--test-identity",
+            "--json",
+            "--wait",
+            "--reconnect-interval",
+            "500ms",
+            "--max-connection-attempts",
+            "2",
+            "--duration",
+            "60s",
+        ],
+        Duration::from_secs(40),
+    );
+    assert_cannot_join(&r, &addr);
+    let last = last_json_line(&r.stdout);
+    assert_eq!(last["bootstrap"][0]["gave_up"], true, "{}", r.all());
+    assert_eq!(last["bootstrap"][0]["failed_attempts"], 2, "{}", r.all());
+}
+
 /// A watcher whose only bootstrap peer is itself (by Fabric's textual check, which the
 /// layer applies) says so at once with status 2, rather than waiting out `--duration` for
 /// an answer that cannot come; one such entry beside a real peer is only warned about.
