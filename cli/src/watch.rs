@@ -313,6 +313,11 @@ async fn watch(
                             // The table's last word is the state it ended in: the one shown
                             // before said "joining..." or, with --wait, "retrying", which a
                             // log or a script reading the last --json object kept.
+                            // Without --wait the layer would try again, but the watch ends:
+                            // it gave up on every entry point (not "retrying").
+                            for b in boot.values_mut() {
+                                b.gave_up = true;
+                            }
                             if let Some(t) = membership::table(&node) {
                                 view.show(&t, &boot);
                             }

@@ -405,6 +405,30 @@ fn watch_that_gives_up_ends_with_a_table_that_says_so() {
     let last = last_json_line(&r.stdout);
     assert_eq!(last["bootstrap"][0]["gave_up"], true, "{}", r.all());
     assert_eq!(last["bootstrap"][0]["failed_attempts"], 2, "{}", r.all());
+    // Without --wait the watch ends at the first failure, and its table says it gave up,
+    // not that it is retrying.
+    let r = run(
+        &[
+            "watch",
+            "--bootstrap",
+            &addr,
+            "--test-identity",
+            "--duration",
+            "60s",
+        ],
+        Duration::from_secs(40),
+    );
+    assert_cannot_join(&r, &addr);
+    let last_bootstrap = r
+        .stdout
+        .lines()
+        .rfind(|l| l.starts_with("bootstrap "))
+        .unwrap_or_default();
+    assert!(
+        last_bootstrap.contains("failed 1 time, gave up:"),
+        "{}",
+        r.all()
+    );
 }
 
 /// A watcher whose only bootstrap peer is itself (by Fabric's textual check, which the
