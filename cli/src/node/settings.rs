@@ -342,6 +342,29 @@ pub(super) fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         })?),
         (None, None) => None,
     };
+    // The operations service on the gossip port fails to bind, and that failure had named
+    // --listen alone ("Address already in use"): say which two settings clash.
+    if let Some(o) = operations
+        && o.port() != 0
+        && o.port() == listen.port()
+        && (o.ip() == listen.ip() || o.ip().is_unspecified() || listen.ip().is_unspecified())
+    {
+        // As the other errors name a setting: the flag, or the key and where it came from.
+        let name = |flag: &str, given: bool, key: &str| match (given, &file) {
+            (false, Some(f)) => f.named(key),
+            _ => flag.to_owned(),
+        };
+        return Err(ConfigError(format!(
+            "{} {o}: the port of {} {listen} too; the operations service needs a port of \
+             its own (a Fabric peer's operations.listenAddress, usually :9443)",
+            name(
+                "--operations",
+                args.operations.is_some(),
+                "operations.listenAddress"
+            ),
+            name("--listen", args.listen.is_some(), "peer.listenAddress"),
+        )));
+    }
     let operations_tls = operations_tls(args, file.as_ref())?;
     let mut identity = args.identity.clone();
     let mut tls = args.tls.clone();

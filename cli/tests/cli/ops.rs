@@ -139,6 +139,37 @@ fn operations_service_metrics_match_stats() {
 }
 
 /// Fabric's `/logspec` on the operations service: read the spec, change it at run time.
+/// An operator's trial (2026-12-07): `--operations` on the gossip port (`--listen`) failed
+/// as "--listen 127.0.0.1:P: cannot listen: Address already in use", naming neither the
+/// operations service nor the clash with our own flag. It is refused before anything binds.
+#[test]
+fn operations_on_the_gossip_port_is_refused_naming_both() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    for ops in [addr.clone(), format!("0.0.0.0:{port}")] {
+        let r = run_expect(
+            &[
+                "node",
+                "--listen",
+                &addr,
+                "--operations",
+                &ops,
+                "--test-identity",
+                "--exit-on-eof",
+            ],
+            2,
+        );
+        assert!(
+            r.stderr.contains(&format!("--operations {ops}")) && r.stderr.contains("--listen"),
+            "{}",
+            r.all()
+        );
+    }
+}
+
 #[test]
 fn logspec_changes_the_log_filter_at_run_time() {
     let (mut n, ops) = operations_daemon(&["--log-spec", "info"]);
