@@ -74,7 +74,8 @@ MSP), so watch with an identity of the bootstrap peer's organization:
       --listen 0.0.0.0:7061 --endpoint myhost:7061
 
 The bootstrap peer dials this member back at its endpoint, so --endpoint must be reachable
-from it. Watch with an identity no running peer uses (keygen makes spare peers): a second
+from it. Watch with an identity no running peer uses (keygen prints a node command for
+every peer it makes: make one more, --org MSPID:DOMAIN:N, and leave its command out): a second
 process with a running peer's identity and a newer incarnation makes the others list that
 peer dead once the watch ends, until they purge the watch's entry. Another organization's
 peers are reached through anchor peers: --anchor-peer MSPID=HOST:PORT with
