@@ -153,6 +153,32 @@ async fn the_driver_logs_connections_evictions_and_failures() {
     };
     assert_eq!(failures("level=INFO"), 1);
     assert!(failures("level=DEBUG") >= 1);
+
+    // A peer presumed dead is the core's line to log (at info, with its cause); the
+    // driver's own line, which said the same without the cause, is at debug. An operator's
+    // trial (2026-12-07) found both at info: every presumed-dead peer twice in the log.
+    let before = a.stats().presumed_dead;
+    a.send(&data(2, 10), std::slice::from_ref(&nowhere))
+        .unwrap();
+    within("presumed dead", async {
+        while a.stats().presumed_dead == before {
+            tick.tick().await;
+        }
+    })
+    .await;
+    let driver_line = |level: &str| {
+        lock(&capture.events)
+            .iter()
+            .filter(|e| e.starts_with(level) && e.contains("peer presumed dead"))
+            .count()
+    };
+    within("the driver's presumed-dead line", async {
+        while driver_line("level=DEBUG") == 0 {
+            tick.tick().await;
+        }
+    })
+    .await;
+    assert_eq!(driver_line("level=INFO"), 0, "{:?}", lock(&capture.events));
     let late = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = late.local_addr().unwrap().port();
     drop(late);

@@ -357,8 +357,10 @@ fn handle_event(inner: &Arc<Inner>, st: &mut State, ev: Event) {
         Event::PresumedDead(p) => {
             // A failed connection attempt dropped its queue (see `CloseDial`).
             inner.wake_room();
+            // The core logs it at info with its cause (`fabric_gossip_core::store`): at info
+            // here too, every presumed-dead peer was in the log twice.
             if let Some(not_logged) = st.conn_log.admit(inner.now()) {
-                tracing::info!(pki_id = %p.pki_id, endpoint = %p.endpoint, not_logged, "peer presumed dead");
+                tracing::debug!(pki_id = %p.pki_id, endpoint = %p.endpoint, not_logged, "peer presumed dead");
             }
             if let Some(tx) = &st.presumed_dead_tx
                 && tx.try_send(p.pki_id).is_err()
