@@ -79,13 +79,14 @@ impl WallClock {
     const QUIET: i128 = 1_000_000_000;
 
     /// The wall clock read `wall` at the node's time `now`: a warning when it moved more
-    /// than [`Self::QUIET`] from where it was last warned of. Whether it warned.
-    fn moved(&mut self, now: Instant, wall: Instant) -> bool {
+    /// than [`Self::QUIET`] from where it was last warned of. How far it moved, in
+    /// nanoseconds (forward when positive), when it warned.
+    fn moved(&mut self, now: Instant, wall: Instant) -> Option<i128> {
         let offset = i128::from(wall.as_unix_nanos()) - i128::from(now.as_unix_nanos());
-        if (offset - self.warned).abs() <= Self::QUIET {
-            return false;
-        }
         let moved = offset - self.warned;
+        if moved.abs() <= Self::QUIET {
+            return None;
+        }
         self.warned = offset;
         let by =
             |n: i128| Duration::from_nanos(u64::try_from(n.unsigned_abs()).unwrap_or(u64::MAX));
@@ -99,7 +100,7 @@ impl WallClock {
              time, and times the node reports (a member's last alive message) are on the \
              node's time"
         );
-        true
+        Some(moved)
     }
 }
 
@@ -127,26 +128,32 @@ mod tests {
     fn a_wall_clock_step_warns_once_and_drift_does_not() {
         let t0 = Instant::from_unix_secs(1_700_000_000);
         let sec = Duration::from_secs(1);
+        let ns = |d: Duration| i128::try_from(d.as_nanos()).unwrap();
         let mut w = WallClock::default();
-        assert!(!w.moved(t0, t0));
-        assert!(!w.moved(t0 + 10 * sec, t0 + 11 * sec), "a second of drift");
-        assert!(!w.moved(t0 + 10 * sec, t0 + 9 * sec));
+        assert_eq!(w.moved(t0, t0), None);
+        assert_eq!(
+            w.moved(t0 + 10 * sec, t0 + 11 * sec),
+            None,
+            "a second of drift"
+        );
+        assert_eq!(w.moved(t0 + 10 * sec, t0 + 9 * sec), None);
         // NTP steps the clock back two days.
         let day = 86_400 * sec;
-        assert!(w.moved(t0 + 20 * sec, t0 + 20 * sec - 2 * day));
-        assert!(
-            !w.moved(t0 + 21 * sec, t0 + 21 * sec - 2 * day),
+        let back = w.moved(t0 + 20 * sec, t0 + 20 * sec - 2 * day);
+        assert_eq!(back, Some(-ns(2 * day)));
+        assert_eq!(
+            w.moved(t0 + 21 * sec, t0 + 21 * sec - 2 * day),
+            None,
             "warned of"
         );
-        assert!(
-            !w.moved(t0 + 22 * sec, t0 + 23 * sec - 2 * day),
+        assert_eq!(
+            w.moved(t0 + 22 * sec, t0 + 23 * sec - 2 * day),
+            None,
             "a second from the step"
         );
-        // Then forward again, past where it started.
-        assert!(w.moved(t0 + 30 * sec, t0 + 40 * sec));
-        assert!(
-            w.moved(t0 + 31 * sec, t0 + 31 * sec),
-            "back to the node's time"
-        );
+        // Then forward again, past where it started, and back to the node's time.
+        let forward = w.moved(t0 + 30 * sec, t0 + 40 * sec);
+        assert_eq!(forward, Some(ns(2 * day + 10 * sec)));
+        assert_eq!(w.moved(t0 + 31 * sec, t0 + 31 * sec), Some(-ns(10 * sec)));
     }
 }
