@@ -508,6 +508,12 @@ pub(crate) fn last_json_line(out: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
 }
 
+/// An address nothing listens on (a port bound and released): a peer that is not there,
+/// whose dials are refused.
+pub(crate) fn closed_addr() -> String {
+    silent_listener().1
+}
+
 /// A listener that takes connections (the kernel completes them into its backlog) and
 /// never answers, and its address: a peer whose every handshake or probe hangs.
 pub(crate) fn silent_listener() -> (std::net::TcpListener, String) {

@@ -97,9 +97,7 @@ fn watch_wait_keeps_trying_a_bootstrap_peer_until_it_comes_up() {
         args
     };
     // A port nothing listens on, for now.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = free.local_addr().expect("addr").to_string();
-    drop(free);
+    let addr = closed_addr();
     let dir = tempfile::tempdir().expect("tempdir");
     let err_path = dir.path().join("stderr");
     let err = std::fs::File::create(&err_path).expect("stderr file");
@@ -348,9 +346,7 @@ fn watch_fails_when_its_bootstrap_peer_never_answers() {
 /// end now has its port looked at: nothing listening, or an HTTP/1.x port, is said so.
 #[test]
 fn watch_shorter_than_a_dial_says_when_nothing_listens_at_the_bootstrap_peer() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = free.local_addr().expect("addr").to_string();
-    drop(free);
+    let addr = closed_addr();
     let r = run(
         &[
             "watch",
@@ -381,9 +377,7 @@ fn watch_shorter_than_a_dial_says_when_nothing_listens_at_the_bootstrap_peer() {
 /// (`"gave_up":false`). The table is shown once more with the state it ended in.
 #[test]
 fn watch_that_gives_up_ends_with_a_table_that_says_so() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = free.local_addr().expect("addr").to_string();
-    drop(free);
+    let addr = closed_addr();
     let r = run(
         &[
             "watch",
