@@ -434,6 +434,7 @@ impl Discovery {
     /// drawn from its bucket), forgetting the requesters whose bucket is full again and
     /// whose nonces may be answered again once as many are remembered as members may be
     /// known: forgetting them loses nothing, as a requester not remembered starts full.
+    /// At twice that many, the one whose bucket refills soonest is forgotten.
     fn note_answered(&mut self, now: Instant, who: &PkiId, nonce: u64) {
         let refill = self.cfg.answer_refill();
         if let Some(a) = self.answered.get_mut(who) {
@@ -443,11 +444,23 @@ impl Discovery {
         if self.answered.len() >= self.cfg.max_members {
             self.answered.retain(|_, a| !a.is_over(now));
         }
-        if self.answered.len() < self.cfg.max_members.saturating_mul(2) {
-            let mut a = Answered::new(now);
-            a.note(now, nonce, refill);
-            self.answered.insert(who.clone(), a);
+        if self.answered.len() >= self.cfg.max_members.saturating_mul(2) {
+            // Twice as many requesters as members mid-bucket: a flood of identities (a
+            // hostile organization's CA). Forget the one whose bucket refills soonest,
+            // which grants it at most a burst, rather than leave this one unremembered,
+            // each of whose requests would then be answered.
+            let soonest = self
+                .answered
+                .iter()
+                .min_by_key(|(_, a)| a.full_at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = soonest {
+                self.answered.remove(&k);
+            }
         }
+        let mut a = Answered::new(now);
+        a.note(now, nonce, refill);
+        self.answered.insert(who.clone(), a);
     }
 
     /// The response for `target` (`createMembershipResponse` + `disclosurePolicy`):

@@ -3396,8 +3396,9 @@ fn without_a_secret_the_answer_dials_the_requesters_external_endpoint() {
 /// The requesters remembered for throttling are bounded (twice `max_members`), and once
 /// there are `max_members` of them only those whose bucket is full again (and whose
 /// nonces may be answered again) are forgotten: one answered a moment ago is still
-/// throttled, and a newcomer after everyone's bucket refilled is remembered (and
-/// throttled) in place of the forgotten.
+/// throttled. At the bound a newcomer takes the place of the one whose bucket refills
+/// soonest (the first in PKI-ID order among equals); once buckets refilled, a newcomer
+/// takes the place of those forgotten.
 #[test]
 fn requesters_remembered_for_throttling_are_bounded_and_current_ones_kept() {
     let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
@@ -3407,12 +3408,14 @@ fn requesters_remembered_for_throttling_are_bounded_and_current_ones_kept() {
         ask_from_afar(&mut d, &mut comm, T0, who);
     }
     assert_eq!(d.answered.len(), 4, "at most twice max_members");
-    ask_from_afar(&mut d, &mut comm, T0, "a1");
-    assert_eq!(d.stats().requests_throttled, 1, "a1 is still remembered");
+    assert!(!d.answered.contains_key(&pki("a1")), "b2 took a1's place");
+    ask_from_afar(&mut d, &mut comm, T0, "a2");
+    assert_eq!(d.stats().requests_throttled, 1, "a2 is still remembered");
     // A second on, the repeats' interval is over, but no bucket is full again yet.
     let sooner = T0 + crate::MIN_ANSWER_INTERVAL;
     ask_from_afar(&mut d, &mut comm, sooner, "b3");
-    assert_eq!(d.answered.len(), 4, "b3 not remembered");
+    assert_eq!(d.answered.len(), 4);
+    assert!(d.answered.contains_key(&pki("b3")), "in a2's place");
     let later = T0 + d.config().answer_refill();
     ask_from_afar(&mut d, &mut comm, later, "b1");
     ask_from_afar(&mut d, &mut comm, later, "b1");
@@ -3421,7 +3424,11 @@ fn requesters_remembered_for_throttling_are_bounded_and_current_ones_kept() {
         2,
         "b1 took the forgotten's place"
     );
-    assert_eq!(d.answered.len(), 1);
+    assert_eq!(
+        d.answered.len(),
+        2,
+        "b3, whose bucket is not full yet, and b1"
+    );
 }
 
 /// A requester whose bucket is full again (a refill period shorter than a second) but
@@ -3444,6 +3451,40 @@ fn a_requester_with_a_recent_nonce_is_not_forgotten_though_its_bucket_is_full() 
         d.stats().requests_throttled,
         1,
         "a1's repeat, within the second"
+    );
+}
+
+/// With twice `max_members` requesters remembered and none of their buckets full again (a
+/// flood of identities from a hostile organization's CA), a new requester is remembered
+/// all the same, in place of the one whose bucket refills soonest: it had not been, and
+/// each of its requests was answered (an attack's reading of the code, 2026-12-07).
+#[test]
+fn a_new_requester_is_throttled_even_when_the_remembered_ones_are_full() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
+    cfg.max_members = 2;
+    let (mut comm, mut d) = node(cfg);
+    let ms = Duration::from_millis(1);
+    for (i, who) in ["a1", "a2", "a3", "a4"].iter().enumerate() {
+        ask_from_afar(&mut d, &mut comm, T0 + ms * i as u32, who);
+    }
+    assert_eq!(d.answered.len(), 4);
+    let at = T0 + 10 * ms;
+    let asks = u64::from(crate::ANSWER_BURST) + 2;
+    for nonce in 0..asks {
+        let ext = "a5.ext:1";
+        d.handle_message(
+            at,
+            &mut comm,
+            request_with_nonce("a5", alive("a5", 1, 1, ext), nonce),
+        );
+    }
+    let s = d.stats();
+    assert_eq!(s.requests_throttled, 2, "a5 past its burst: {s:?}");
+    assert_eq!(d.answered.len(), 4);
+    assert!(d.answered.contains_key(&pki("a5")));
+    assert!(
+        !d.answered.contains_key(&pki("a1")),
+        "the soonest full again"
     );
 }
 
