@@ -37,7 +37,8 @@ struct Cli {
     /// certmonitor, or a crate name. Default: the FABRIC_LOGGING_SPEC variable, else RUST_LOG,
     /// else info for node and warning for the other commands, which print their own result
     /// or progress (watch: gossip.discovery.bootstrap=error:warning, as it explains each
-    /// failed bootstrap attempt itself).
+    /// failed bootstrap attempt itself; ping and handshake: gossip.comm=error:warning, as
+    /// a failed probe is their result).
     #[arg(long, global = true, value_name = "SPEC")]
     log_spec: Option<String>,
     #[command(subcommand)]
@@ -96,6 +97,10 @@ fn main() -> ExitCode {
         // Each failed bootstrap attempt is explained on stderr by `watch` itself, with
         // hints; the layer's own warning said it a second time (an operator's trial).
         Command::Watch(_) => "gossip.discovery.bootstrap=error:warning",
+        // A probe's failure is its result, printed with hints and again as the error:
+        // comm's warning of the same failed handshake made it three times (an operator's
+        // trial, 2026-12-07).
+        Command::Ping(_) | Command::Handshake(_) => "gossip.comm=error:warning",
         _ => "warning",
     };
     match logging::filter(cli.log_spec.as_deref(), default) {

@@ -206,6 +206,36 @@ fn handshake_gives_ping_s_tls_hint_and_its_reason() {
     t.stop();
 }
 
+/// A failed handshake is said twice, as the result and as the error, and comm's own
+/// warning of it is left out unless asked for (`--log-spec warning`): an operator's trial
+/// (2026-12-07) found the same failure three times.
+#[test]
+fn a_failed_handshake_is_said_as_the_result_and_the_error_only() {
+    let (_dir, peer0) = keygen_peer0();
+    let msp = peer0.join("msp");
+    let n = NodeProc::start(&["--listen", "127.0.0.1:0", "--test-identity"]);
+    let args = |extra: &[&'static str]| {
+        let mut a = vec!["handshake".to_owned(), n.addr.clone()];
+        a.extend(["--msp-dir", msp.to_str().unwrap(), "--msp-id", "OrgAMSP"].map(String::from));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let own = args(&[]);
+    let r = run_expect(&own.iter().map(String::as_str).collect::<Vec<_>>(), 1);
+    assert!(r.stdout.contains("FAILED"), "{}", r.all());
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", r.all());
+    assert!(
+        lines[0].starts_with("error: handshake with "),
+        "{}",
+        r.all()
+    );
+    let asked = args(&["--log-spec", "warning"]);
+    let r = run_expect(&asked.iter().map(String::as_str).collect::<Vec<_>>(), 1);
+    assert!(r.stderr.contains("handshake failed"), "{}", r.all());
+    n.stop();
+}
+
 /// Audit finding 3: a plaintext HTTP/1.1 port (the operations service) was taken for a TLS
 /// one ("the peer seems to serve TLS").
 #[test]
