@@ -1275,6 +1275,22 @@ fn an_identity_switch_purges_the_old_pki_id() {
     assert_eq!((s.members_purged, s.members_purged_identity_switch), (1, 1));
 }
 
+/// Member `m`'s own alive message (incarnation 1, `seq`), naming `endpoint` as the one to
+/// dial it at, delivered at `at`: the claim the endpoint-owner tests judge.
+fn m_claims(
+    d: &mut Discovery,
+    comm: &mut Comm<TestOnlyHmacSecurity>,
+    at: Instant,
+    seq: u64,
+    endpoint: &str,
+) {
+    d.handle_message(
+        at,
+        comm,
+        direct("m", alive_at_internal("m", 1, seq, endpoint)),
+    );
+}
+
 /// Comm's identity switch: a dial for `old` at `endpoint` reached `new`.
 fn switched(old: &str, new: &str, endpoint: &str) -> Event {
     Event::IdentitySwitch(fabric_gossip_core::SwitchedPeer {
@@ -1294,11 +1310,7 @@ fn a_member_claiming_an_endpoint_that_answered_as_another_is_refused_for_a_while
     let (mut comm, mut d) = me();
     let hold = d.config().alive_expiration;
     d.handle_message(T0, &mut comm, direct("v", alive("v", 1, 1, "")));
-    d.handle_message(
-        T0,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 1, "v.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0, 1, "v.int:1");
     assert!(d.member(&pki("m")).is_some());
     events(&mut d);
     // Our dial for m at v.int:1 reached v.
@@ -1306,11 +1318,7 @@ fn a_member_claiming_an_endpoint_that_answered_as_another_is_refused_for_a_while
     assert!(d.member(&pki("m")).is_none(), "purged by the switch");
     events(&mut d);
     // m's next alive message, direct or gossiped, no longer teaches it.
-    d.handle_message(
-        T0 + SEC,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 2, "v.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0 + SEC, 2, "v.int:1");
     d.handle_message(
         T0 + SEC,
         &mut comm,
@@ -1335,18 +1343,10 @@ fn a_member_claiming_an_endpoint_that_answered_as_another_is_refused_for_a_while
     // A dial reaching v there again, 10 s in, holds the endpoint 10 s past the first hold.
     let at = T0 + 10 * SEC;
     d.handle_comm_event(at, &mut comm, &connected("v", "v.int:1", false));
-    d.handle_message(
-        T0 + hold,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 5, "v.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0 + hold, 5, "v.int:1");
     assert!(d.member(&pki("m")).is_none(), "held by the later dial");
     // Once the hold is over, the claim is taken again, as Fabric takes it.
-    d.handle_message(
-        at + hold,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 6, "v.int:1")),
-    );
+    m_claims(&mut d, &mut comm, at + hold, 6, "v.int:1");
     assert!(d.member(&pki("m")).unwrap().alive);
     assert_eq!(d.stats().alive_endpoint_taken, 4);
 }
@@ -1372,11 +1372,7 @@ fn endpoint_notes_past_their_bound_are_counted_and_not_kept() {
     assert_eq!(d.stats().endpoint_owners_full, 3);
     d.handle_comm_event(T0, &mut comm, &switched("n", "v", "e5:1"));
     assert_eq!(d.stats().endpoint_owners_full, 4);
-    d.handle_message(
-        T0,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 1, "v.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0, 1, "v.int:1");
     assert!(d.member(&pki("m")).is_some(), "not noted, so taken");
     assert_eq!(d.stats().alive_endpoint_taken, 0);
 }
@@ -1392,19 +1388,11 @@ fn a_member_whose_dials_reach_others_twice_is_refused_at_any_endpoint_for_a_whil
     let (mut comm, mut d) = me();
     let hold = d.config().alive_expiration;
     d.handle_message(T0, &mut comm, direct("v", alive("v", 1, 1, "")));
-    d.handle_message(
-        T0,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 1, "v.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0, 1, "v.int:1");
     d.handle_comm_event(T0, &mut comm, &switched("m", "v", "v.int:1"));
     events(&mut d);
     // Moved: its alive message at a new endpoint teaches it again and it is dialled.
-    d.handle_message(
-        T0 + SEC,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 2, "m.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0 + SEC, 2, "m.int:1");
     assert!(
         d.member(&pki("m")).is_some_and(|m| m.alive),
         "taken at once"
@@ -1429,17 +1417,15 @@ fn a_member_whose_dials_reach_others_twice_is_refused_at_any_endpoint_for_a_whil
     assert_eq!(d.stats().alive_endpoint_taken, 3);
     assert_eq!(d.claim_lines, 1, "one warning a second");
     // Held until one hold after the second misdirected dial, then taken again.
-    d.handle_message(
-        second + hold - Duration::from_nanos(1),
+    m_claims(
+        &mut d,
         &mut comm,
-        direct("m", alive_at_internal("m", 1, 6, "m.int:1")),
+        second + hold - Duration::from_nanos(1),
+        6,
+        "m.int:1",
     );
     assert!(d.member(&pki("m")).is_none(), "still held");
-    d.handle_message(
-        second + hold,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 7, "m.int:1")),
-    );
+    m_claims(&mut d, &mut comm, second + hold, 7, "m.int:1");
     assert!(d.member(&pki("m")).is_some_and(|m| m.alive), "held no more");
     assert_eq!(d.stats().alive_endpoint_taken, 4);
 }
@@ -1461,11 +1447,7 @@ fn a_dial_for_a_member_that_reached_this_node_notes_the_endpoint_as_ours() {
     };
     let own =
         || fabric_gossip_core::DeadCause::Connect(fabric_gossip_core::HandshakeError::OwnPkiId);
-    d.handle_message(
-        T0,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 1, "me.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0, 1, "me.int:1");
     d.handle_comm_event(T0, &mut comm, &dead("", "me.int:1", own()));
     d.handle_comm_event(
         T0,
@@ -1476,11 +1458,7 @@ fn a_dial_for_a_member_that_reached_this_node_notes_the_endpoint_as_ours() {
             fabric_gossip_core::DeadCause::Write("gone".into()),
         ),
     );
-    d.handle_message(
-        T0 + SEC,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 2, "me.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0 + SEC, 2, "me.int:1");
     assert!(
         d.member(&pki("m")).is_some_and(|m| m.alive),
         "nothing noted"
@@ -1491,26 +1469,14 @@ fn a_dial_for_a_member_that_reached_this_node_notes_the_endpoint_as_ours() {
         d.member(&pki("m")).is_some_and(|m| !m.alive),
         "presumed dead"
     );
-    d.handle_message(
-        T0 + 2 * SEC,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 3, "me.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0 + 2 * SEC, 3, "me.int:1");
     assert!(d.member(&pki("m")).is_some_and(|m| !m.alive), "refused");
     assert_eq!((d.stats().alive_endpoint_taken, d.claim_lines), (1, 1));
     // Named another way, it is dialled, reaches us again, and is refused anywhere.
-    d.handle_message(
-        T0 + 3 * SEC,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 4, "ME.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0 + 3 * SEC, 4, "ME.int:1");
     assert!(d.member(&pki("m")).is_some_and(|m| m.alive));
     d.handle_comm_event(T0 + 3 * SEC, &mut comm, &dead("m", "ME.int:1", own()));
-    d.handle_message(
-        T0 + 4 * SEC,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 5, "m.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0 + 4 * SEC, 5, "m.int:1");
     assert!(
         d.member(&pki("m")).is_some_and(|m| !m.alive),
         "refused anywhere"
@@ -1556,11 +1522,7 @@ fn connected(who: &str, endpoint: &str, inbound: bool) -> Event {
 #[test]
 fn a_dial_reaching_another_organization_s_peer_notes_the_endpoint_as_its() {
     let (mut comm, mut d) = me();
-    d.handle_message(
-        T0,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 1, "v.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0, 1, "v.int:1");
     events(&mut d);
     let failed = |inbound: bool| Event::HandshakeFailed {
         stream: StreamId::from_parts(2, 2),
@@ -1573,19 +1535,11 @@ fn a_dial_reaching_another_organization_s_peer_notes_the_endpoint_as_its() {
     };
     d.handle_comm_event(T0, &mut comm, &failed(true));
     d.handle_comm_event(T0, &mut comm, &connected("m", "m.int:1", false));
-    d.handle_message(
-        T0 + SEC,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 2, "v.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0 + SEC, 2, "v.int:1");
     assert_eq!(d.stats().alive_endpoint_taken, 0, "nothing noted");
     d.handle_comm_event(T0 + SEC, &mut comm, &failed(false));
     assert!(d.member(&pki("m")).is_some(), "not purged");
-    d.handle_message(
-        T0 + 2 * SEC,
-        &mut comm,
-        direct("m", alive_at_internal("m", 1, 3, "v.int:1")),
-    );
+    m_claims(&mut d, &mut comm, T0 + 2 * SEC, 3, "v.int:1");
     assert_eq!(d.stats().alive_endpoint_taken, 1);
     assert_eq!(
         d.member(&pki("m")).unwrap().timestamp.seq,
