@@ -36,30 +36,20 @@ pub(crate) fn follow_wall_clock(offset: fabric_gossip_msp::WallClockOffset) {
     let _ = WALL_OFFSET.set(offset);
 }
 
-fn wall_offset() -> i64 {
-    WALL_OFFSET
-        .get()
-        .map_or(0, fabric_gossip_msp::WallClockOffset::nanos)
+/// The followed node's offset, or none (zero) for a test identity.
+fn wall_offset() -> fabric_gossip_msp::WallClockOffset {
+    WALL_OFFSET.get().cloned().unwrap_or_default()
 }
 
 /// Now on the node's time, the scale of the times its layer reports (a member's last alive
 /// message, its identity's expiry): the wall clock unless it was stepped since start.
 pub(crate) fn node_now() -> Instant {
-    shifted(wall_now(), -i128::from(wall_offset()))
+    wall_offset().to_node(wall_now())
 }
 
 /// A time the node reports (its scale) on the wall clock, for dates shown to people.
 pub(crate) fn on_wall_clock(at: Instant) -> Instant {
-    shifted(at, i128::from(wall_offset()))
-}
-
-/// `at` moved by `nanos`, saturating; [`Instant::MAX`] (never) stays never.
-fn shifted(at: Instant, nanos: i128) -> Instant {
-    if at == Instant::MAX {
-        return at;
-    }
-    let moved = i128::from(at.as_unix_nanos()) + nanos;
-    Instant::from_unix_nanos(u64::try_from(moved.max(0)).unwrap_or(u64::MAX))
+    wall_offset().to_wall(at)
 }
 
 /// Unix milliseconds of `at`, for JSON.
@@ -333,19 +323,9 @@ mod tests {
         assert_eq!(not_after(Instant::from_unix_nanos(0)).as_unix_nanos(), 0);
     }
 
-    /// A time moves by a signed offset, saturating at both ends; never stays never.
+    /// With no node followed, both scales are the wall clock.
     #[test]
     fn times_move_between_the_node_s_scale_and_the_wall_clock() {
-        let t = Instant::from_unix_secs(1_000);
-        assert_eq!(shifted(t, 2_000_000_000), Instant::from_unix_secs(1_002));
-        assert_eq!(shifted(t, -2_000_000_000), Instant::from_unix_secs(998));
-        assert_eq!(shifted(t, -2_000_000_000_000), Instant::EPOCH);
-        assert_eq!(shifted(Instant::MAX, -5), Instant::MAX);
-        assert_eq!(
-            shifted(Instant::from_unix_nanos(u64::MAX - 1), 5),
-            Instant::MAX
-        );
-        // With no node followed, both scales are the wall clock.
         let at = Instant::from_unix_secs(1_700_000_000);
         assert_eq!(on_wall_clock(at), at);
     }

@@ -115,13 +115,14 @@ impl WallClockOffset {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// The node's time `now` on the wall clock.
-    fn to_wall(&self, now: Instant) -> Instant {
+    /// The node's time `now` on the wall clock (saturating; [`Instant::MAX`], never,
+    /// stays never): where a date the node reports is shown to people.
+    pub fn to_wall(&self, now: Instant) -> Instant {
         shift(now, self.nanos())
     }
 
-    /// The wall clock's time `wall` in the node's time.
-    fn to_node(&self, wall: Instant) -> Instant {
+    /// The wall clock's time `wall` in the node's time (saturating; never stays never).
+    pub fn to_node(&self, wall: Instant) -> Instant {
         shift(wall, self.nanos().saturating_neg())
     }
 }

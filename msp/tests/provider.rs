@@ -418,6 +418,28 @@ fn validity_is_judged_by_the_wall_clock_once_the_offset_is_set() {
     assert_eq!(b.own_expiration(), pki.security(1, 0).own_expiration());
 }
 
+/// A time moves between the node's scale and the wall clock by the signed offset,
+/// saturating at both ends; never stays never.
+#[test]
+fn times_move_between_the_node_s_scale_and_the_wall_clock() {
+    let o = fabric_gossip_msp::WallClockOffset::default();
+    let t = Instant::from_unix_secs(1_000);
+    // The wall clock 2 s ahead of the node's time.
+    o.set(t, t + Duration::from_secs(2));
+    assert_eq!(o.to_wall(t), Instant::from_unix_secs(1_002));
+    assert_eq!(o.to_node(t), Instant::from_unix_secs(998));
+    // 2,000 s ahead: the node's time saturates at the epoch.
+    o.set(t, t + Duration::from_secs(2_000));
+    assert_eq!(o.to_node(t), Instant::EPOCH);
+    assert_eq!(o.to_node(Instant::MAX), Instant::MAX);
+    // 5 ns ahead at the end of the scale: saturates at never.
+    o.set(t, t + Duration::from_nanos(5));
+    assert_eq!(
+        o.to_wall(Instant::from_unix_nanos(u64::MAX - 1)),
+        Instant::MAX
+    );
+}
+
 /// RFC 5280's "no well-defined expiration date", 99991231235959Z, lies past what the core's
 /// `Instant` holds (2554): such an identity never expires, rather than expiring in 2554, and
 /// tools read its true date.
