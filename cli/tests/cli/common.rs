@@ -514,6 +514,11 @@ pub(crate) fn closed_addr() -> String {
     silent_listener().1
 }
 
+/// A port free a moment ago (bound on loopback and released), for a node to bind.
+pub(crate) fn free_port() -> u16 {
+    silent_listener().0.local_addr().expect("addr").port()
+}
+
 /// A listener that takes connections (the kernel completes them into its backlog) and
 /// never answers, and its address: a peer whose every handshake or probe hangs.
 pub(crate) fn silent_listener() -> (std::net::TcpListener, String) {

@@ -24,10 +24,7 @@ fn member_ids(v: &Value, alive: bool) -> Vec<String> {
 #[test]
 fn a_node_listening_everywhere_is_known_by_its_endpoint() {
     // A free port, released for the node to bind on every interface.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let (listen, endpoint) = (format!("0.0.0.0:{port}"), format!("localhost:{port}"));
     let a = NodeProc::start(&[
         "--listen",
@@ -64,10 +61,7 @@ fn a_node_listening_everywhere_is_known_by_its_endpoint() {
 /// is 0.0.0.0:P"). Its identity is now the endpoint it gives as its own.
 #[test]
 fn a_test_identity_node_given_an_endpoint_is_that_endpoint() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let (listen, endpoint) = (format!("0.0.0.0:{port}"), format!("localhost:{port}"));
     let a = NodeProc::start(&[
         "--listen",
@@ -420,10 +414,7 @@ fn membership_settings_that_cannot_work_are_refused_naming_the_flag() {
 #[test]
 fn node_reports_a_bootstrap_peer_it_cannot_reach() {
     // A port that was free a moment ago: nothing listens there.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .to_string();
+    let free = closed_addr();
     let mut n = NodeProc::start(&[
         "--listen",
         "127.0.0.1:0",

@@ -144,10 +144,7 @@ fn operations_service_metrics_match_stats() {
 /// operations service nor the clash with our own flag. It is refused before anything binds.
 #[test]
 fn operations_on_the_gossip_port_is_refused_naming_both() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     for ops in [addr.clone(), format!("0.0.0.0:{port}")] {
         let r = run_expect(
