@@ -113,7 +113,9 @@ pub trait Security: Send {
     /// away from the node's time, and Fabric judges certificate expiry by the wall clock.
     /// A provider that judges dates may then judge them at `wall`'s distance from `now`
     /// (`fabric_gossip_msp::MspSecurity` does), staying deterministic for a given sequence
-    /// of calls. A simulation never calls it. By default it is ignored.
+    /// of calls. The simulator calls it only when a test steps a node's clock
+    /// (`fabric_gossip_sim::Fault::StepClock`), at the step and at each later start of
+    /// the node. By default it is ignored.
     fn wall_clock(&self, now: Instant, wall: Instant) {
         let _ = (now, wall);
     }

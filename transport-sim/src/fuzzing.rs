@@ -190,7 +190,8 @@ impl Case {
 
 /// Encodes a network and a fault schedule as input for [`sim_schedule`] (for seeds):
 /// `header` is nodes, seed, workload length, interval, size, fanout, acks, flags (see
-/// `Case::read`); each fault at or before the workload's end is kept.
+/// `Case::read`); each fault at or before the workload's end is kept, but clock steps,
+/// which the target never draws (its nodes' test provider ignores them).
 pub fn encode_schedule(header: [u8; HEADER], faults: &[ScheduledFault]) -> Vec<u8> {
     let nodes = 2 + usize::from(header[0] % 3);
     let mut out = header.to_vec();
@@ -198,6 +199,7 @@ pub fn encode_schedule(header: [u8; HEADER], faults: &[ScheduledFault]) -> Vec<u
     let set = |v: &[usize]| v.iter().fold(0u8, |m, n| m | 1 << node(*n));
     for f in faults {
         let (kind, a, b) = match &f.fault {
+            Fault::StepClock { .. } => continue,
             Fault::Partition { a, b } => (0, set(a), set(b)),
             Fault::OneWay { from, to } => (1, set(from), set(to)),
             Fault::Heal => (2, 0, 0),

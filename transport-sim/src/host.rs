@@ -56,6 +56,9 @@ pub(crate) struct Node {
     /// Counters of the node's earlier processes (a crashed process's are kept).
     pub(crate) retired: Stats,
     pub(crate) workload_seq: u64,
+    /// How far the node's wall clock is from the virtual clock, in nanoseconds (positive:
+    /// ahead): the sum of its [`Fault::StepClock`](crate::Fault::StepClock)s.
+    pub(crate) wall_step: i128,
 }
 
 impl Node {
@@ -67,6 +70,17 @@ impl Node {
     /// The node's core, mutably.
     pub(crate) fn core_mut(&mut self) -> Option<&mut SimComm> {
         self.stack.as_mut().map(Stack::comm_mut)
+    }
+
+    /// What the node's wall clock reads when the virtual clock reads `now`.
+    pub(crate) fn wall_clock(&self, now: Instant) -> Instant {
+        let by =
+            Duration::from_nanos(u64::try_from(self.wall_step.unsigned_abs()).unwrap_or(u64::MAX));
+        if self.wall_step >= 0 {
+            now + by
+        } else {
+            now - by
+        }
     }
 
     /// The earlier of the core's and the layer's deadlines.
@@ -111,6 +125,11 @@ impl Sim {
             }),
             (c, _) => c.clone(),
         };
+        if node.wall_step != 0 {
+            // A new process of a machine whose clock was stepped: its provider learns the
+            // wall clock before it judges anything, its own identity first.
+            security.wall_clock(now, node.wall_clock(now));
+        }
         let comm = Comm::new(config, security, now).map_err(StartError::Identity)?;
         let incarnation = node.incarnation + u32::from(node.booted);
         let has_layer = node.spec.layer.is_some();
@@ -516,6 +535,7 @@ mod tests {
     use fabric_gossip_core::{Instant, PkiId, Security, SecurityError, TestOnlyHmacSecurity};
     use fabric_gossip_discovery::{Discovery, DiscoveryConfig};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
 
     /// A node's deadline is its core's (here the retry of a refused dial); a node whose
     /// process is gone has none.
@@ -609,6 +629,96 @@ mod tests {
         fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
             self.inner.organization_of(identity)
         }
+    }
+
+    /// Fabric's test provider, keeping every report of the wall clock it is given.
+    struct WallClockRecorder {
+        inner: TestOnlyHmacSecurity,
+        told: Arc<Mutex<Vec<(Instant, Instant)>>>,
+    }
+
+    impl Security for WallClockRecorder {
+        fn own_identity(&self) -> Bytes {
+            self.inner.own_identity()
+        }
+        fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
+            self.inner.sign(msg)
+        }
+        fn verify(&self, identity: &[u8], sig: &[u8], msg: &[u8]) -> Result<(), SecurityError> {
+            self.inner.verify(identity, sig, msg)
+        }
+        fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
+            self.inner.validate_identity(identity, now)
+        }
+        fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
+            self.inner.expiration(identity)
+        }
+        fn pki_id_of(&self, identity: &[u8]) -> PkiId {
+            self.inner.pki_id_of(identity)
+        }
+        fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
+            self.inner.organization_of(identity)
+        }
+        fn wall_clock(&self, now: Instant, wall: Instant) {
+            self.told.lock().unwrap().push((now, wall));
+        }
+    }
+
+    /// A clock step tells the node's provider where the wall clock now is, the sum of the
+    /// node's steps from the virtual clock; a process started later (even one that was
+    /// down when the clock moved) is told at start, before its own identity is judged; a
+    /// node never stepped is never told, and a step of a node that does not exist is
+    /// ignored.
+    #[test]
+    fn a_clock_step_is_told_to_the_provider_and_to_each_later_process() {
+        use crate::Fault;
+        use core::time::Duration;
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let log = told.clone();
+        let mut sim = Sim::new(SimConfig {
+            trace: crate::TraceMode::Full,
+            ..SimConfig::seeded(1)
+        });
+        let n = sim
+            .add_node(NodeSpec::new().security(move |ep, _| {
+                Box::new(WallClockRecorder {
+                    inner: TestOnlyHmacSecurity::new(ep),
+                    told: log.clone(),
+                })
+            }))
+            .unwrap();
+        let hour = Duration::from_secs(3600);
+        let step = |ahead, by| Fault::StepClock { node: n, ahead, by };
+        sim.restart(n, false).unwrap();
+        assert_eq!(*told.lock().unwrap(), [], "told of a clock never stepped");
+
+        let t0 = sim.now();
+        sim.apply(step(true, 2 * hour));
+        sim.run_for(Duration::from_secs(1));
+        let t1 = sim.now();
+        sim.apply(step(false, 3 * hour));
+        sim.crash(n);
+        sim.apply(step(false, hour));
+        sim.run_for(Duration::from_secs(1));
+        let t2 = sim.now();
+        sim.restart(n, false).unwrap();
+        sim.apply(Fault::StepClock {
+            node: n + 1,
+            ahead: true,
+            by: hour,
+        });
+        assert_eq!(
+            *told.lock().unwrap(),
+            [(t0, t0 + 2 * hour), (t1, t1 - hour), (t2, t2 - 2 * hour)]
+        );
+        assert!(
+            sim.trace()
+                .lines()
+                .iter()
+                .any(|l| l.ends_with("* clock:1=+3600s ignored: no such node")),
+            "{}",
+            sim.trace().text()
+        );
     }
 
     /// A node whose own identity its provider refuses does not start, and says why once

@@ -203,6 +203,7 @@ impl Sim {
             records_dropped: 0,
             retired: Stats::default(),
             workload_seq: 0,
+            wall_step: 0,
         });
         if let Err(e) = self.boot(id, false) {
             self.nodes.pop();

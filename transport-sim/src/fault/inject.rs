@@ -107,6 +107,15 @@ impl Sim {
             Fault::Silent(n, on) => self.nodes[n].spec.silent = on,
             Fault::BadSignature(n, on) => self.nodes[n].spec.bad_signature = on,
             Fault::HangPing(n, on) => self.nodes[n].spec.hang_ping = on,
+            Fault::StepClock { node, ahead, by } => {
+                let by = i128::try_from(by.as_nanos()).unwrap_or(i128::MAX);
+                let n = &mut self.nodes[node];
+                n.wall_step = n.wall_step.saturating_add(if ahead { by } else { -by });
+                let wall = n.wall_clock(self.now);
+                if let Some(comm) = n.core() {
+                    comm.security().wall_clock(self.now, wall);
+                }
+            }
             Fault::Reader(n, mode) => {
                 self.nodes[n].spec.reader = mode;
                 match mode {

@@ -71,6 +71,21 @@ pub enum Fault {
     HangPing(usize, bool),
     /// The node's application reads its subscriptions this way from now on.
     Reader(usize, ReaderMode),
+    /// The node's wall clock is stepped (NTP correcting a wrong clock, a resume from
+    /// suspend): its time, the simulator's virtual clock, runs on, and its security
+    /// provider is told that the wall clock now reads `ahead` (or behind) of it by the sum
+    /// of the node's steps so far (`Security::wall_clock`), as the tonic driver tells it.
+    /// A provider that judges certificate dates then judges them at the stepped clock
+    /// (`fabric_gossip_msp::MspSecurity` does); the test provider ignores it. The steps
+    /// stay with the node's machine: a restarted process is told at start.
+    StepClock {
+        /// The node whose clock moves.
+        node: usize,
+        /// Forward (`true`) or back.
+        ahead: bool,
+        /// How far.
+        by: Duration,
+    },
 }
 
 /// A fault and the virtual time, since the start of the run, at which it strikes.
@@ -97,7 +112,8 @@ impl Fault {
             | Fault::Silent(n, _)
             | Fault::BadSignature(n, _)
             | Fault::HangPing(n, _)
-            | Fault::Reader(n, _) => vec![*n],
+            | Fault::Reader(n, _)
+            | Fault::StepClock { node: n, .. } => vec![*n],
             Fault::Reset(a, b) | Fault::Corrupt(a, b) => vec![*a, *b],
         }
     }
@@ -201,6 +217,7 @@ impl Fault {
             Fault::BadSignature(..) => "badsig",
             Fault::HangPing(..) => "hangping",
             Fault::Reader(..) => "reader",
+            Fault::StepClock { .. } => "clock",
         };
         f.write_str(name)?;
         if let Some(at) = at {
@@ -230,6 +247,10 @@ impl Fault {
                 write!(f, ":{n}{}", on_off(*on))
             }
             Fault::Reader(n, m) => write!(f, ":{n}={m}"),
+            Fault::StepClock { node, ahead, by } => {
+                let sign = if *ahead { '+' } else { '-' };
+                write!(f, ":{node}={sign}{}", fmt_duration(*by))
+            }
         }
     }
 }
@@ -332,10 +353,25 @@ impl core::str::FromStr for ScheduledFault {
                 };
                 Fault::Reader(parse_node(n)?, mode)
             }
+            "clock" => {
+                let usage = "clock needs N=+STEP or N=-STEP, e.g. clock@1s:0=-48h";
+                let (n, step) = need()?.split_once('=').ok_or(usage)?;
+                let (ahead, by) = match (step.strip_prefix('+'), step.strip_prefix('-')) {
+                    (Some(by), _) => (true, by),
+                    (_, Some(by)) => (false, by),
+                    _ => return Err(usage.into()),
+                };
+                Fault::StepClock {
+                    node: parse_node(n)?,
+                    ahead,
+                    by: parse_duration(by)?,
+                }
+            }
             other => {
                 return Err(format!(
                     "unknown fault {other:?}; known: partition oneway heal isolate crash \
-                     restart restart-new stop reset corrupt silent badsig hangping reader"
+                     restart restart-new stop reset corrupt silent badsig hangping reader \
+                     clock"
                 ));
             }
         };
@@ -363,7 +399,9 @@ pub fn fmt_schedule(faults: &[ScheduledFault]) -> String {
 /// Draws `count` faults for `nodes` nodes at random whole-millisecond times within `span`,
 /// then appends a recovery at `span` (heal, restart whatever is down, undo every toggle
 /// that was set) so that a run can end quiescent and be checked. Every choice comes from
-/// `rng`.
+/// `rng`. Clock steps ([`Fault::StepClock`]) are never drawn: only a provider that judges
+/// certificate dates reacts to one, and what it should then do depends on the dates the
+/// test gave its certificates, which a random schedule cannot know.
 pub fn random_schedule(
     rng: &mut SimRng,
     nodes: usize,
@@ -497,9 +535,18 @@ mod tests {
         let text = "partition@1s:0+1/2,oneway@1500ms:0/1,heal@2s,isolate@3s:1,crash@3s:2,\
                     restart@4s:2,restart-new@5s:2,stop@6s:0,reset@7us:0/1,corrupt@8ns:1/0,\
                     silent@9s:1,badsig@9s:1=off,hangping@0s:2,reader@1s:0=paused,\
-                    reader@1s:0=10ms,reader@2s:0=eager";
+                    reader@1s:0=10ms,reader@2s:0=eager,clock@3s:1=-172800s,clock@4s:0=+1500ms";
         let s = parse_schedule(text).unwrap();
-        assert_eq!(s.len(), 16);
+        assert_eq!(s.len(), 18);
+        assert_eq!(
+            s[16].fault,
+            Fault::StepClock {
+                node: 1,
+                ahead: false,
+                by: Duration::from_secs(48 * 3600)
+            }
+        );
+        assert_eq!(parse_schedule("clock@3s:1=-48h").unwrap()[..], s[16..17]);
         assert_eq!(fmt_schedule(&s), text);
         assert_eq!(parse_schedule(&fmt_schedule(&s)).unwrap(), s);
         assert_eq!(s[1].at, Duration::from_millis(1500));
@@ -517,6 +564,10 @@ mod tests {
             "silent@1s:0=maybe",
             "crash@-1s:0",
             "crash@1e30s:0",
+            "clock@1s:0",
+            "clock@1s:0=48h",
+            "clock@1s:0=+",
+            "clock@1s:x=+1s",
         ] {
             assert!(parse_schedule(bad).is_err(), "{bad}");
         }
