@@ -398,3 +398,94 @@ pub fn member_certificate_expired_then_renewed<H: Harness>(
     ensure!(!knows_old, "a still keeps b's expired PKI-ID");
     PASS
 }
+
+/// A certificate judged by a wall clock stepped after start (simulator only: it injects
+/// [`Fault::StepClock`](fabric_gossip_sim::Fault::StepClock)). Member b's certificate
+/// expires `life` after `now` (the simulator's virtual time). Node a's clock is stepped
+/// ahead past that: a refuses b's handshake as expired, and so does a's next process after
+/// a restart (the step is the machine's); stepped back, a takes b's messages again, as
+/// Fabric does, which judges expiry by the wall clock it reads at each handshake.
+pub fn msp_certificate_judged_by_a_stepped_wall_clock<H: Harness>(
+    h: &mut H,
+    now: Instant,
+    life: Duration,
+) -> Outcome {
+    use fabric_gossip_sim::Fault;
+    let org1 = &pki().orgs[0];
+    let start = Instant::from_unix_secs(1_672_531_200);
+    let expiring = org1
+        .issue_peer(
+            "peer2",
+            Validity::starting(start, (now + life) - start),
+            &mut ChaCha8Rng::seed_from_u64(0x5732),
+        )
+        .map_err(err)?;
+    let a = h.add_node(msp_node(|_| (0, 0)))?;
+    let b = h.add_node(node().security(move |_ep, _g| {
+        Box::new(
+            org1.security(&expiring, pki().trust.clone())
+                .expect("a generated identity loads")
+                .with_deterministic_signatures(),
+        )
+    }))?;
+    let pa = h.peer(a);
+    let step = life + SOON;
+    let ahead = Fault::StepClock {
+        node: a,
+        ahead: true,
+        by: step,
+    };
+    if h.inject(ahead).is_err() {
+        return Ok(crate::Pass::Skipped("fault injection"));
+    }
+    let expired = |h: &H| {
+        h.events(a)
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::HandshakeFailed {
+                        error: HandshakeError::InvalidIdentity(SecurityError::Expired(_)),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    h.send(b, &data(1, "stepped ahead"), core::slice::from_ref(&pa))
+        .map_err(err)?;
+    wait(h, SOON, "a refuses b's certificate as expired", |h| {
+        expired(h) == 1
+    })?;
+    // b learns of the refusal when its stream ends; only then does its next send dial.
+    let closed = |h: &H, times: usize| {
+        let dead = h
+            .events(b)
+            .into_iter()
+            .filter(|e| matches!(e, Event::PresumedDead(p) if p.pki_id == pa.pki_id));
+        dead.count() == times
+    };
+    wait(h, SOON, "b sees its connection to a closed", |h| {
+        closed(h, 1)
+    })?;
+    h.restart_node(a, false)?;
+    h.send(b, &data(2, "after a's restart"), core::slice::from_ref(&pa))
+        .map_err(err)?;
+    wait(h, SOON, "a's next process refuses it too", |h| {
+        expired(h) == 2
+    })?;
+    ensure!(h.delivery_count(a) == 0, "a delivered from an expired peer");
+    wait(h, SOON, "b sees that connection closed too", |h| {
+        closed(h, 2)
+    })?;
+    h.inject(Fault::StepClock {
+        node: a,
+        ahead: false,
+        by: step,
+    })?;
+    h.send(b, &data(3, "stepped back"), core::slice::from_ref(&pa))
+        .map_err(err)?;
+    wait(h, SOON, "a takes b's message", |h| h.delivery_count(a) == 1)?;
+    ensure!(expired(h) == 2, "a refused b after its clock came back");
+    PASS
+}
