@@ -152,12 +152,17 @@ fn lookup<'a>(root: &'a Yaml, key: &str) -> Option<&'a Yaml> {
 
 /// Keys whose values are checked only where they are used, since a flag may override
 /// them: their errors name them as the others' do, with the variable or file that set them.
-const NAMED_LATER: [&str; 5] = [
+const NAMED_LATER: [&str; 10] = [
     "peer.listenAddress",
     "operations.listenAddress",
     "peer.mspConfigPath",
     "peer.address",
+    "peer.tls.cert.file",
+    "peer.tls.key.file",
+    "peer.tls.rootcert.file",
     "peer.tls.clientRootCAs.files",
+    "peer.tls.clientCert.file",
+    "peer.tls.clientKey.file",
 ];
 
 impl PeerConfig {
@@ -167,6 +172,17 @@ impl PeerConfig {
             .iter()
             .find(|(k, _)| *k == key)
             .map_or_else(|| key.to_owned(), |(_, n)| n.clone())
+    }
+
+    /// The `peer.tls` files' keys as errors name them (`peer.tls.cert.file (from
+    /// CORE_PEER_TLS_CERT_FILE)`), for [`TlsArgs`](crate::opts::TlsArgs), which reads the
+    /// files later.
+    pub(crate) fn tls_names(&self) -> Vec<(&'static str, String)> {
+        self.names
+            .iter()
+            .filter(|(k, _)| k.starts_with("peer.tls."))
+            .cloned()
+            .collect()
     }
 
     /// The endpoint gossip advertises when `peer.gossip.endpoint` is not set, as a Fabric
@@ -828,6 +844,29 @@ mod tests {
         assert_eq!(
             c.gossip.external_endpoint.as_deref(),
             Some("peer0.org1.example.com:7051")
+        );
+        // The TLS files are read later, and their errors name where each was set.
+        let names = c.tls_names();
+        let named = |key: &str| names.iter().find(|(k, _)| *k == key).map(|(_, n)| n);
+        assert_eq!(
+            named("peer.tls.clientCert.file").map(String::as_str),
+            Some("peer.tls.clientCert.file (from CORE_PEER_TLS_CLIENTCERT_FILE)")
+        );
+        let cert = named("peer.tls.cert.file").expect("named");
+        assert!(
+            cert.starts_with("peer.tls.cert.file (from --config ") && cert.ends_with("core.yaml)"),
+            "{cert}"
+        );
+        assert_eq!(
+            names.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            [
+                "peer.tls.cert.file",
+                "peer.tls.key.file",
+                "peer.tls.rootcert.file",
+                "peer.tls.clientRootCAs.files",
+                "peer.tls.clientCert.file",
+                "peer.tls.clientKey.file",
+            ]
         );
     }
 

@@ -398,25 +398,38 @@ pub(crate) struct TlsArgs {
     /// from flags; peer.tls.clientAuthRequired from a core.yaml).
     #[arg(skip = true)]
     pub(crate) require_client_certificate: bool,
-    /// The values came from a core.yaml: errors name its keys instead of the flags.
+    /// The values came from a core.yaml: errors name its keys instead of the flags, each
+    /// with the variable or file that set it where known (`peer.tls.cert.file (from
+    /// CORE_PEER_TLS_CERT_FILE)`), as `PeerConfig::named` gives them.
     #[arg(skip)]
-    pub(crate) from_config: bool,
+    pub(crate) from_config: Option<Vec<(&'static str, String)>>,
 }
 
 impl TlsArgs {
-    /// How a setting is named in errors: its flag, or its core.yaml key.
-    fn name(&self, flag: &'static str) -> &'static str {
-        if !self.from_config {
-            return flag;
-        }
+    /// How a setting is named in errors: its flag, or its core.yaml key and where that was
+    /// set.
+    fn name(&self, flag: &'static str) -> String {
+        let Some(names) = &self.from_config else {
+            return flag.to_owned();
+        };
+        let named = |key: &str| {
+            names
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or_else(|| key.to_owned(), |(_, n)| n.clone())
+        };
         match flag {
-            "--tls-cert" => "peer.tls.cert.file",
-            "--tls-key" => "peer.tls.key.file",
-            "--tls-ca" => "peer.tls.rootcert.file/clientRootCAs.files",
-            "--tls-client-cert" => "peer.tls.clientCert.file",
-            "--tls-client-key" => "peer.tls.clientKey.file",
-            "--tls-client-ca" => "peer.tls.clientRootCAs.files",
-            other => other,
+            "--tls-cert" => named("peer.tls.cert.file"),
+            "--tls-key" => named("peer.tls.key.file"),
+            "--tls-ca" => format!(
+                "{}/{}",
+                named("peer.tls.rootcert.file"),
+                named("peer.tls.clientRootCAs.files").trim_start_matches("peer.tls.")
+            ),
+            "--tls-client-cert" => named("peer.tls.clientCert.file"),
+            "--tls-client-key" => named("peer.tls.clientKey.file"),
+            "--tls-client-ca" => named("peer.tls.clientRootCAs.files"),
+            other => other.to_owned(),
         }
     }
 
@@ -438,9 +451,9 @@ impl TlsArgs {
                 self.name("--tls-ca")
             )));
         }
-        let cert_pem = read_certs(self.name("--tls-cert"), cert)?;
-        let key_pem = read_key(self.name("--tls-key"), key)?;
-        let mut ca_pem = read_all_certs(self.name("--tls-ca"), &self.tls_ca)?;
+        let cert_pem = read_certs(&self.name("--tls-cert"), cert)?;
+        let key_pem = read_key(&self.name("--tls-key"), key)?;
+        let mut ca_pem = read_all_certs(&self.name("--tls-ca"), &self.tls_ca)?;
         ca_pem.extend_from_slice(channel_cas);
         // Mutual TLS as the contract states it: a client without a certificate, or with one
         // no CA here issued, is turned away in the TLS handshake, before any RPC. From a
@@ -452,13 +465,14 @@ impl TlsArgs {
             .verify_client_chain(self.require_client_certificate);
         if let (Some(c), Some(k)) = (&self.tls_client_cert, &self.tls_client_key) {
             tls = tls.with_client_identity(
-                read_certs(self.name("--tls-client-cert"), c)?,
-                read_key(self.name("--tls-client-key"), k)?,
+                read_certs(&self.name("--tls-client-cert"), c)?,
+                read_key(&self.name("--tls-client-key"), k)?,
             );
         }
         if !self.tls_client_ca.is_empty() {
             // The channels' TLS CAs verify clients too, as they do for a Fabric peer.
-            let mut client_cas = read_all_certs(self.name("--tls-client-ca"), &self.tls_client_ca)?;
+            let mut client_cas =
+                read_all_certs(&self.name("--tls-client-ca"), &self.tls_client_ca)?;
             client_cas.extend_from_slice(channel_cas);
             tls = tls.with_client_root_cas(client_cas);
         }
@@ -728,7 +742,7 @@ mod tests {
             tls_client_key: None,
             tls_client_ca: Vec::new(),
             require_client_certificate: true,
-            from_config: false,
+            from_config: None,
         }
     }
 
@@ -951,7 +965,7 @@ mod tests {
             "{e}"
         );
         let mut from_config = no_ca.clone();
-        from_config.from_config = true;
+        from_config.from_config = Some(Vec::new());
         let e = error(&from_config);
         assert!(
             e.starts_with("peer.tls.cert.file needs at least one peer.tls.rootcert.file"),
@@ -978,7 +992,7 @@ mod tests {
         client.tls_client_ca = vec![junk.clone()];
         let e = error(&client);
         assert!(e.starts_with("--tls-client-ca "), "{e}");
-        client.from_config = true;
+        client.from_config = Some(Vec::new());
         let e = error(&client);
         assert!(e.starts_with("peer.tls.clientRootCAs.files "), "{e}");
         let mut client = on.clone();
@@ -988,7 +1002,7 @@ mod tests {
         client.tls_client_cert = Some(cert.clone());
         client.tls_client_key = Some(junk.clone());
         assert!(error(&client).starts_with("--tls-client-key "));
-        client.from_config = true;
+        client.from_config = Some(Vec::new());
         assert!(error(&client).starts_with("peer.tls.clientKey.file "));
         let mut names = on.clone();
         names.tls_server_name = vec!["a.example.com".into(), "1.2.3.4:7051=b.example.com".into()];

@@ -452,7 +452,7 @@ pub(super) fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
                 tls_client_key: t.client_key.clone(),
                 tls_client_ca: Vec::new(),
                 require_client_certificate: t.client_auth_required,
-                from_config: true,
+                from_config: Some(f.tls_names()),
             };
         }
         let g = &f.gossip;
@@ -647,7 +647,7 @@ mod tests {
             .expect("settings")
             .tls;
         assert_eq!(tls.tls_cert, None);
-        assert!(!tls.from_config);
+        assert!(tls.from_config.is_none());
 
         let (dir, on) = core_yaml(&yaml(true, false, ""));
         let tls = settings_of(&["--config", &on, "--test-identity"])
@@ -655,7 +655,16 @@ mod tests {
             .tls;
         assert_eq!(tls.tls_cert, Some(dir.path().join("server.crt")));
         assert_eq!(tls.tls_ca, [dir.path().join("present.crt")]);
-        assert!(tls.from_config && !tls.require_client_certificate);
+        assert!(tls.from_config.is_some() && !tls.require_client_certificate);
+        // Its files are read when the node starts, and an error names the key and the file
+        // that set it, as the file's other errors do (it had named the key alone).
+        let Err(ConfigError(e)) = tls.load(b"") else {
+            panic!("server.crt is not there")
+        };
+        assert!(
+            e.starts_with(&format!("peer.tls.cert.file (from --config {on}) ")),
+            "{e}"
+        );
 
         let (dir, required) = core_yaml(&yaml(true, true, ""));
         let tls = settings_of(&["--config", &required, "--test-identity"])
