@@ -115,7 +115,12 @@ impl Discovery {
     /// another organization, the attempt fails with
     /// [`BootstrapError::NotOfClaimedOrganization`] and is retried like a failed
     /// handshake, rather than joining through a peer that is not what the configuration
-    /// says it is. An anchor claimed by another organization may prove any organization.
+    /// says it is. An anchor claimed by another organization may prove any organization;
+    /// when we have no external endpoint, such an anchor is not dialled at all (Fabric
+    /// skips it before its handshake), reported at once as a given-up attempt
+    /// ([`BootstrapError::AnchorWithoutExternalEndpoint`], `attempt` 0). Called before
+    /// [`Layer::start`](fabric_gossip_core::Layer::start), when our organization is not
+    /// known yet, the anchor is dialled and judged by the organization it proves.
     pub fn connect_anchor_of(
         &mut self,
         now: Instant,
@@ -127,6 +132,24 @@ impl Discovery {
 
     fn join_anchor(&mut self, now: Instant, endpoint: String, claimed_org: Option<Bytes>) {
         if self.cfg.is_my_own_endpoint(&endpoint) {
+            return;
+        }
+        // Fabric's `learnAnchorPeers` skips, before any dial, an anchor the configuration
+        // lists under another organization when we have no external endpoint, whatever
+        // the peer there would prove to be: reported as the given-up attempt the same
+        // rule makes after a handshake for an anchor of unknown organization.
+        if let Some(org) = &claimed_org
+            && self.my_org.is_some()
+            && !self.is_ours(Some(org))
+            && self.cfg.external_endpoint.is_empty()
+        {
+            self.stats.bootstrap_failures += 1;
+            self.emit(DiscoveryEvent::BootstrapFailed {
+                endpoint,
+                error: BootstrapError::AnchorWithoutExternalEndpoint,
+                attempt: 0,
+                gave_up: true,
+            });
             return;
         }
         let ended = |b: &Bootstrap| matches!(b.state, BootState::Done | BootState::GaveUp);

@@ -2325,6 +2325,60 @@ fn a_foreign_anchor_without_our_external_endpoint_is_given_up_and_counted() {
     );
 }
 
+/// Fabric's `learnAnchorPeers` decides by the organization the channel configuration lists
+/// an anchor under, before any dial: one of another organization, when we have no
+/// external endpoint, is skipped without a handshake ("isn't in our org and we have no
+/// external endpoint, skipping"), even if the peer there would prove to be ours. An anchor
+/// listed under our own organization is still dialled.
+#[test]
+fn an_anchor_listed_under_another_organization_is_not_dialled_without_our_external_endpoint() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.certstore.enabled = false;
+    let (mut comm, mut d) = node(cfg);
+    let _ = fabric_gossip_core::testing::drain(&mut comm);
+    let _ = events(&mut d);
+    // a1 is of our organization A, but the configuration lists it under B.
+    d.connect_anchor_of(T0, "a1:7051", &b"B"[..]);
+    d.handle_timeout(T0, &mut comm);
+    assert!(
+        !d.bootstraps
+            .iter()
+            .any(|b| matches!(b.state, crate::bootstrap::BootState::Identifying(_))),
+        "{:?}",
+        d.bootstraps
+    );
+    let dials: Vec<_> = fabric_gossip_core::testing::drain(&mut comm)
+        .0
+        .into_iter()
+        .filter(|a| matches!(a, fabric_gossip_core::Action::Dial { .. }))
+        .collect();
+    assert!(dials.is_empty(), "{dials:?}");
+    let ev = events(&mut d);
+    assert!(
+        matches!(
+            &ev[..],
+            [DiscoveryEvent::BootstrapFailed {
+                error: crate::BootstrapError::AnchorWithoutExternalEndpoint,
+                attempt: 0,
+                gave_up: true,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(d.stats().bootstrap_failures, 1);
+    // Listed under our organization: dialled.
+    d.connect_anchor_of(T0, "a2:7051", &b"A"[..]);
+    d.handle_timeout(T0, &mut comm);
+    assert!(
+        d.bootstraps
+            .iter()
+            .any(|b| matches!(b.state, crate::bootstrap::BootState::Identifying(_))),
+        "{:?}",
+        d.bootstraps
+    );
+}
+
 /// An authenticated inbound connection from `who` (the core's handshake, as a remote
 /// sends it), for tests whose answers must really be queued.
 fn connect(comm: &mut Comm<TestOnlyHmacSecurity>, who: &str) -> StreamId {
