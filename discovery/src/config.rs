@@ -278,8 +278,10 @@ impl DiscoveryConfig {
             .saturating_mul(self.msg_expiration_factor.max(1))
     }
 
-    /// Checks what Fabric checks at start (`validateSelfConfig`): the internal endpoint,
-    /// and the external one when set, is `host:port` with one colon and a 16-bit port; and
+    /// Checks what Fabric checks at start (`validateSelfConfig`): the internal endpoint is
+    /// `host:port` with one colon and a 16-bit port (more strictly: a non-empty host and a
+    /// port that is a u16, where Fabric takes `:7051` or `host:-1`), and beyond Fabric, which
+    /// takes any string there, the external one alike when set; and
     /// that the periods (`alive_interval`, `alive_expiration`, `reconnect_interval`,
     /// `ack_wait`, `pull_interval`, `alive_expiration_check_interval` when set, and the
     /// certstore's waits) are non-zero, since a zero period would fire its timer in a

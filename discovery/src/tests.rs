@@ -4025,3 +4025,66 @@ fn amplification_of_one_requester_is_bounded_by_its_bucket() {
         assert!(d.answers + 1 >= most, "{d:?}");
     }
 }
+
+/// The level of every event the layer logs while `f` runs, with its message.
+fn logged_levels(f: impl FnOnce()) -> Vec<(tracing::Level, String)> {
+    use std::sync::Mutex;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    #[derive(Default)]
+    struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+    struct Message(String);
+    impl Visit for Message {
+        fn record_debug(&mut self, field: &Field, value: &dyn core::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+    impl Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, e: &Event<'_>) {
+            let mut m = Message(String::new());
+            e.record(&mut m);
+            self.0.lock().unwrap().push((*e.metadata().level(), m.0));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+    let capture = Capture::default();
+    let lines = capture.0.clone();
+    tracing::subscriber::with_default(capture, f);
+    Arc::try_unwrap(lines)
+        .expect("the subscriber is gone")
+        .into_inner()
+        .unwrap()
+}
+
+/// Fabric logs a member it declares dead at WARNING, for an expiry ("Haven't heard from
+/// … for …", then "Closing connection to …") and for comm's PresumedDead alike
+/// (`expireDeadMembers`): an operator running peers at `FABRIC_LOGGING_SPEC=warning`
+/// still sees every member go. Ours logs "member dead" at info, so at that spec a node
+/// says nothing when a member dies. Left (see the conformance report): `watch`, whose
+/// default spec shows the layer's warnings, reports deaths itself, and would print each
+/// twice; the fix takes a change to the CLI's default spec too.
+#[test]
+#[ignore = "Fabric warns when it declares a member dead; ours logs it at info (conformance review, left)"]
+fn a_member_declared_dead_is_logged_at_warning_as_fabric_does() {
+    let (mut comm, mut d) = me_knowing("a1", 5, 1);
+    let lines = logged_levels(|| {
+        d.handle_timeout(T0 + Duration::from_secs(30), &mut comm);
+    });
+    assert_eq!(d.stats().members_expired, 1);
+    let dead: Vec<_> = lines.iter().filter(|(_, m)| m == "member dead").collect();
+    assert_eq!(dead.len(), 1, "{lines:?}");
+    assert_eq!(dead[0].0, tracing::Level::WARN, "{lines:?}");
+}
