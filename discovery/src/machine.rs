@@ -91,6 +91,9 @@ pub struct Discovery {
     /// membership request carrying another member's alive message): one a second.
     pub(crate) forgery_log: LogBudget,
     pub(crate) forgery_lines: u64,
+    /// Warnings of membership requests the disclosure policy refuses (Fabric's "Got a
+    /// membership request from a peer that shouldn't have sent one"): one a second.
+    pub(crate) refusal_log: LogBudget,
     /// The member lines (alive, restarted, dead, purged): 20 a second, each saying how
     /// many before it were not logged. A hostile organization's 3,000 made-up members,
     /// learnt, presumed dead and resurrected over and over, wrote 100,600 lines (26 MB) in
@@ -157,6 +160,7 @@ impl Discovery {
             impostor_lines: 0,
             forgery_log: LogBudget::per_second(1),
             forgery_lines: 0,
+            refusal_log: LogBudget::per_second(1),
             member_log: LogBudget::default(),
             member_lines: 0,
             endpoint_owners: EndpointOwners::default(),

@@ -251,6 +251,18 @@ impl Discovery {
             }
             Err(NoResponse::Refused) => {
                 self.stats.requests_refused += 1;
+                // Fabric's `sendMemResponse` warns, in these words; one a second, as any
+                // peer of another organization may ask at will.
+                if let Some(not_logged) = self.refusal_log.admit(now) {
+                    tracing::warn!(
+                        from = %msg.sender(),
+                        msp_id = %String::from_utf8_lossy(target_org.as_deref().unwrap_or_default()),
+                        endpoint = %parsed.endpoint,
+                        not_logged,
+                        "Got a membership request from a peer that shouldn't have sent one, \
+                         closing connection to the peer as a result"
+                    );
+                }
                 comm.close_conn(now, msg.sender());
             }
             // Our failure, not the requester's (counted in `comm_errors`): Fabric's

@@ -4088,3 +4088,25 @@ fn a_member_declared_dead_is_logged_at_warning_as_fabric_does() {
     assert_eq!(dead.len(), 1, "{lines:?}");
     assert_eq!(dead[0].0, tracing::Level::WARN, "{lines:?}");
 }
+
+/// Fabric warns when the disclosure policy refuses a requester ("Got a membership request
+/// from a peer that shouldn't have sent one: …, closing connection to the peer as a
+/// result."): an operator whose peer of another organization, without an external
+/// endpoint, never joins reads why in the log. Ours said nothing, counting it only. Now a
+/// warning, one a second at most (any peer of another organization may ask at will).
+#[test]
+fn a_refused_requester_is_warned_of_as_fabric_does() {
+    let (mut comm, mut d) = me();
+    let lines = logged_levels(|| {
+        for i in 0..3 {
+            let at = T0 + Duration::from_millis(10 * i);
+            d.handle_message(at, &mut comm, request("b1", alive("b1", 1, 1 + i, "")));
+        }
+    });
+    assert_eq!(d.stats().requests_refused, 3);
+    let warned: Vec<_> = lines
+        .iter()
+        .filter(|(level, m)| *level == tracing::Level::WARN && m.contains("shouldn't have sent"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one a second: {lines:?}");
+}
