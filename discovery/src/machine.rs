@@ -707,6 +707,14 @@ impl<S: Security> Layer<S> for Discovery {
             now,
             self.cfg.publish_cert_period,
         ));
+        // Fabric's `New` warns of it once, in these words.
+        if self.cfg.external_endpoint.is_empty() {
+            tracing::warn!(
+                internal_endpoint = %self.cfg.internal_endpoint,
+                "External endpoint is empty, peer will not be accessible outside of its \
+                 organization"
+            );
+        }
         let pull = self.cfg.certstore.enabled;
         let accept = move |m: &ReceivedMessage| takes(&m.message, pull);
         match comm.subscribe(Box::new(accept)) {

@@ -4110,3 +4110,26 @@ fn a_refused_requester_is_warned_of_as_fabric_does() {
         .collect();
     assert_eq!(warned.len(), 1, "one a second: {lines:?}");
 }
+
+/// A Fabric peer without `peer.gossip.externalEndpoint` warns once at start ("External
+/// endpoint is empty, peer will not be accessible outside of its organization",
+/// `gossip_impl.go`'s `New`): the operator who forgot it reads why no other organization
+/// lists the peer. Ours started silently. One with an external endpoint says nothing.
+#[test]
+fn a_node_without_external_endpoint_warns_at_start_as_fabric_does() {
+    let warned = |cfg: DiscoveryConfig| {
+        logged_levels(|| {
+            let _ = node(cfg);
+        })
+        .into_iter()
+        .filter(|(level, m)| {
+            *level == tracing::Level::WARN && m.starts_with("External endpoint is empty")
+        })
+        .count()
+    };
+    assert_eq!(warned(DiscoveryConfig::new("me.int:7051")), 1);
+    assert_eq!(
+        warned(DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051")),
+        0
+    );
+}
