@@ -22,6 +22,16 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 /// prefix of every library's target, so the CLI names itself explicitly).
 pub(crate) const TARGET: &str = "fabric_gossip_cli";
 
+/// `watch`'s default spec: warnings, but not the membership layer's for a failed
+/// bootstrap attempt or a member found dead, which `watch` reports in its own words (an
+/// operator's trial: each was said twice).
+pub(crate) const WATCH_SPEC: &str =
+    "gossip.discovery.bootstrap,gossip.discovery.members=error:warning";
+
+/// `demo`'s default spec: warnings, but not a member found dead, which the demo causes
+/// and reports itself.
+pub(crate) const DEMO_SPEC: &str = "gossip.discovery.members=error:warning";
+
 /// Fabric's logger names and the targets that do their work here.
 pub(crate) const LOGGERS: &[(&str, &[&str])] = &[
     (
@@ -33,6 +43,11 @@ pub(crate) const LOGGERS: &[(&str, &[&str])] = &[
     (
         "gossip.discovery.bootstrap",
         &[fabric_gossip_discovery::BOOTSTRAP_TARGET],
+    ),
+    // The member lines (alive, restarted, dead, purged), which `watch` reports itself.
+    (
+        "gossip.discovery.members",
+        &[fabric_gossip_discovery::MEMBERS_TARGET],
     ),
     ("gossip.sim", &["fabric_gossip_sim"]),
     ("msp", &["fabric_gossip_msp"]),
@@ -815,6 +830,10 @@ pub(crate) mod tests {
                 fabric_gossip_discovery::BOOTSTRAP_TARGET,
                 "gossip.discovery.bootstrap",
             ),
+            (
+                fabric_gossip_discovery::MEMBERS_TARGET,
+                "gossip.discovery.members",
+            ),
             (crate::expiry::CERTMONITOR, "certmonitor"),
             ("fabric_gossip_cli", "nodeCmd"),
             ("somebody_else", "somebody_else"),
@@ -838,10 +857,12 @@ pub(crate) mod tests {
                 "warn,fabric_gossip_core=debug,fabric_gossip_tonic=debug,\
                  fabric_gossip_discovery=debug,fabric_gossip_sim=debug",
             ),
-            // `watch`'s default: the failed bootstrap attempts alone quieter.
+            // `watch`'s default: the failed bootstrap attempts and the member lines alone
+            // quieter.
             (
-                "gossip.discovery.bootstrap=error:warning",
-                "warn,fabric_gossip_discovery::bootstrap=error",
+                WATCH_SPEC,
+                "warn,fabric_gossip_discovery::bootstrap=error,\
+                 fabric_gossip_discovery::members=error",
             ),
             // A name below two of ours means the more specific one.
             (

@@ -33,12 +33,14 @@ mod watch;
 struct Cli {
     /// Which logs to print on stderr, in Fabric's FABRIC_LOGGING_SPEC syntax:
     /// [LOGGER[,LOGGER...]=]LEVEL[:...], e.g. gossip.comm=debug:info. Loggers: gossip
-    /// (gossip.comm, gossip.discovery, gossip.discovery.bootstrap), msp, grpc, nodeCmd,
-    /// certmonitor, or a crate name. Default: the FABRIC_LOGGING_SPEC variable, else RUST_LOG,
-    /// else info for node and warning for the other commands, which print their own result
-    /// or progress (watch: gossip.discovery.bootstrap=error:warning, as it explains each
-    /// failed bootstrap attempt itself; ping and handshake: gossip.comm=error:warning, as
-    /// a failed probe is their result).
+    /// (gossip.comm, gossip.discovery, gossip.discovery.bootstrap,
+    /// gossip.discovery.members), msp, grpc, nodeCmd, certmonitor, or a crate name.
+    /// Default: the FABRIC_LOGGING_SPEC variable, else RUST_LOG, else info for node and
+    /// warning for the other commands, which print their own result or progress (watch:
+    /// gossip.discovery.bootstrap,gossip.discovery.members=error:warning, as it reports
+    /// each failed bootstrap attempt and member change itself; demo:
+    /// gossip.discovery.members=error:warning; ping and handshake:
+    /// gossip.comm=error:warning, as a failed probe is their result).
     #[arg(long, global = true, value_name = "SPEC")]
     log_spec: Option<String>,
     #[command(subcommand)]
@@ -96,7 +98,9 @@ fn main() -> ExitCode {
         Command::Sim(_) => "gossip=error:warning",
         // Each failed bootstrap attempt is explained on stderr by `watch` itself, with
         // hints; the layer's own warning said it a second time (an operator's trial).
-        Command::Watch(_) => "gossip.discovery.bootstrap=error:warning",
+        // Members found dead likewise: `watch` and `demo` print each change themselves.
+        Command::Watch(_) => logging::WATCH_SPEC,
+        Command::Demo(_) => logging::DEMO_SPEC,
         // A probe's failure is its result, printed with hints and again as the error:
         // comm's warning of the same failed handshake made it three times (an operator's
         // trial, 2026-12-07).

@@ -45,6 +45,12 @@ pub(crate) enum BootState {
 /// this one out without losing the rest of the layer's warnings.
 pub const BOOTSTRAP_TARGET: &str = "fabric_gossip_discovery::bootstrap";
 
+/// The tracing target of the member lines (alive, restarted, dead, purged), apart from the
+/// layer's other lines for the same reason: a tool that reports each change itself (the
+/// CLI's `watch`) can leave them out, and keep the layer's other warnings. A member found
+/// dead is a warning, as in Fabric.
+pub const MEMBERS_TARGET: &str = "fabric_gossip_discovery::members";
+
 /// Bootstrap and anchor endpoints the layer follows at once (see
 /// [`Discovery::connect_anchor`]).
 pub const MAX_BOOTSTRAPS: usize = 1024;

@@ -2,7 +2,7 @@
 //! driver hosts it above the core.
 
 use crate::alive::{SelfAlive, Timestamp};
-use crate::bootstrap::Bootstrap;
+use crate::bootstrap::{Bootstrap, MEMBERS_TARGET};
 use crate::certstore::CertStore;
 use crate::config::DiscoveryConfig;
 use crate::endpoint_owners::EndpointOwners;
@@ -912,56 +912,55 @@ impl<S: Security> Layer<S> for Discovery {
     }
 }
 
-/// Logs a membership change (target `fabric_gossip_discovery`, Fabric's `gossip.discovery`):
-/// what an operator greps a peer's log for, at the levels Fabric uses for the same news.
+/// Logs a membership change (target [`MEMBERS_TARGET`], inside Fabric's `gossip.discovery`):
+/// what an operator greps a peer's log for, at the levels Fabric uses for the same news: a
+/// member found dead is a warning there ("Haven't heard from …", "Closing connection to
+/// …"), so that a peer run at `warning` still says when members go.
 fn trace_event(ev: &DiscoveryEvent, not_logged: u64) {
+    /// One member line at `$level`, with every field an operator needs to find it: the
+    /// external endpoint and the MSP too, since another organization's member has no
+    /// internal endpoint here (its secret is stripped), and a line with none named nothing
+    /// an operator could find (a day-2 trial).
+    macro_rules! member_line {
+        ($level:ident, $member:expr, $msg:literal $(, $($field:tt)+)?) => {
+            tracing::$level!(
+                target: MEMBERS_TARGET,
+                pki_id = %$member.pki_id,
+                msp_id = $member.org.as_deref().unwrap_or(""),
+                endpoint = %$member.endpoint,
+                internal_endpoint = %$member.internal_endpoint,
+                $($($field)+,)?
+                not_logged,
+                $msg
+            )
+        };
+    }
     match ev {
         DiscoveryEvent::MemberAlive {
             member,
             resurrected,
-        } => tracing::info!(
-            pki_id = %member.pki_id,
-            msp_id = member.org.as_deref().unwrap_or(""),
-            endpoint = %member.endpoint,
-            internal_endpoint = %member.internal_endpoint,
-            resurrected,
-            not_logged,
-            "member alive"
-        ),
+        } => member_line!(info, member, "member alive", resurrected = *resurrected),
         DiscoveryEvent::MemberRestarted {
             member,
             previous_incarnation,
-        } => tracing::info!(
-            pki_id = %member.pki_id,
-            msp_id = member.org.as_deref().unwrap_or(""),
-            endpoint = %member.endpoint,
-            internal_endpoint = %member.internal_endpoint,
+        } => member_line!(
+            info,
+            member,
+            "member restarted",
             inc = member.timestamp.inc,
-            previous_inc = previous_incarnation,
-            not_logged,
-            "member restarted"
+            previous_inc = *previous_incarnation
         ),
-        // The external endpoint and the MSP too: another organization's member has no
-        // internal endpoint here (its secret is stripped), and a line with none named
-        // nothing an operator could find (a day-2 trial).
-        DiscoveryEvent::MemberDead { member, reason } => tracing::info!(
-            pki_id = %member.pki_id,
-            msp_id = member.org.as_deref().unwrap_or(""),
-            endpoint = %member.endpoint,
-            internal_endpoint = %member.internal_endpoint,
-            reason = ?reason,
-            not_logged,
-            "member dead"
-        ),
-        DiscoveryEvent::MemberPurged { member, reason } => tracing::info!(
-            pki_id = %member.pki_id,
-            msp_id = member.org.as_deref().unwrap_or(""),
-            endpoint = %member.endpoint,
-            internal_endpoint = %member.internal_endpoint,
-            reason = ?reason,
-            not_logged,
-            "member purged"
-        ),
+        // Fabric learns a member reported dead by a peer silently (its debug level).
+        DiscoveryEvent::MemberDead {
+            member,
+            reason: DeadReason::Reported,
+        } => member_line!(info, member, "member dead", reason = ?DeadReason::Reported),
+        DiscoveryEvent::MemberDead { member, reason } => {
+            member_line!(warn, member, "member dead", reason = ?reason)
+        }
+        DiscoveryEvent::MemberPurged { member, reason } => {
+            member_line!(info, member, "member purged", reason = ?reason)
+        }
         DiscoveryEvent::BootstrapJoined { endpoint, pki_id } => {
             tracing::info!(%endpoint, %pki_id, "joined through bootstrap peer")
         }

@@ -4072,12 +4072,9 @@ fn logged_levels(f: impl FnOnce()) -> Vec<(tracing::Level, String)> {
 /// Fabric logs a member it declares dead at WARNING, for an expiry ("Haven't heard from
 /// … for …", then "Closing connection to …") and for comm's PresumedDead alike
 /// (`expireDeadMembers`): an operator running peers at `FABRIC_LOGGING_SPEC=warning`
-/// still sees every member go. Ours logs "member dead" at info, so at that spec a node
-/// says nothing when a member dies. Left (see the conformance report): `watch`, whose
-/// default spec shows the layer's warnings, reports deaths itself, and would print each
-/// twice; the fix takes a change to the CLI's default spec too.
+/// still sees every member go. Ours logged "member dead" at info, so at that spec a node
+/// said nothing when a member died (a conformance review, 2026-12-07).
 #[test]
-#[ignore = "Fabric warns when it declares a member dead; ours logs it at info (conformance review, left)"]
 fn a_member_declared_dead_is_logged_at_warning_as_fabric_does() {
     let (mut comm, mut d) = me_knowing("a1", 5, 1);
     let lines = logged_levels(|| {
