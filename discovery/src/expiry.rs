@@ -226,7 +226,9 @@ impl Discovery {
         else {
             return;
         };
-        self.membership.mark_reached(&pki, &endpoint);
+        // Not reached yet: a probe is a dial and a Ping, which whoever listens there
+        // answers, whatever its identity. The request's connection authenticates the
+        // member, and its `Connected` marks it reached (`handle_comm_event`).
         self.send_request(now, comm, &pki, &endpoint, 0);
     }
 }

@@ -26,9 +26,12 @@ pub(crate) struct MemberState {
     pub(crate) peer: RemotePeer,
     /// Its place in [`Membership`]'s alive list while alive.
     alive_at: usize,
-    /// We reached it at its preferred endpoint: a connection we dialled there, or a
-    /// reconnect probe, authenticated its PKI-ID. Members made up by a hostile CA, whose
-    /// endpoints answer nobody, never are; a reconnect pass probes these members first
+    /// We reached it at its preferred endpoint: a connection we dialled there
+    /// authenticated its PKI-ID (a reconnect probe alone does not: it is a dial and a
+    /// Ping, which whoever listens there answers; until 2026-12-08 it counted, so a
+    /// made-up member claiming an honest peer's endpoint was reached by it). Members made
+    /// up by a hostile CA, whose endpoints answer nobody or another peer, never are; a
+    /// reconnect pass probes these members first
     /// ([`MAX_RECONNECT_PROBES`](crate::MAX_RECONNECT_PROBES)). Cleared when the endpoint
     /// changes.
     pub(crate) reached: bool,

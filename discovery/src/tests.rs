@@ -538,8 +538,8 @@ fn a_reconnect_pass_probes_a_bounded_number_of_dead_members_in_turn() {
     assert_eq!(all.len(), 300);
 }
 
-/// A member we reached before at its endpoint (a dial of ours, or a reconnect probe, that
-/// authenticated it there) is probed at every pass, ahead of members never reached: a
+/// A member we reached before at its endpoint (a dial of ours that authenticated it
+/// there) is probed at every pass, ahead of members never reached: a
 /// hostile organization's made-up members, whose endpoints answer nobody, held every
 /// honest member dead for 3.5 minutes after an attack (2026-12-07), each honest one
 /// waiting its turn behind thousands. A connection the member opened, or one at another
@@ -584,10 +584,13 @@ fn a_reconnect_pass_probes_members_reached_before_first() {
     );
 }
 
-/// A reconnect probe that authenticated the member marks it reached; a new endpoint in a
-/// newer alive message clears that.
+/// A connection we dialled that authenticated the member at its endpoint marks it
+/// reached; a reconnect probe's answer alone does not (a dial and a Ping, which whoever
+/// listens there answers: a made-up member claiming an honest peer's endpoint was marked
+/// reached by it, a conformance review, 2026-12-07), nor does a connection to another
+/// member there; a new endpoint in a newer alive message clears it.
 #[test]
-fn a_probe_that_answers_marks_the_member_reached_until_its_endpoint_changes() {
+fn an_authenticated_dial_marks_the_member_reached_until_its_endpoint_changes() {
     let (mut comm, mut d) = me();
     d.handle_message(
         T0,
@@ -598,6 +601,22 @@ fn a_probe_that_answers_marks_the_member_reached_until_its_endpoint_changes() {
     let op = *d.probes.keys().next().expect("b1 probed");
     assert!(!d.membership.get(&pki("b1")).expect("b1").reached);
     d.reconnect_probed(T0, &mut comm, op, true);
+    assert_eq!(d.stats().requests_sent, 1, "the probe's answer is asked");
+    assert!(!d.membership.get(&pki("b1")).expect("b1").reached);
+    let endpoint = d
+        .membership
+        .get(&pki("b1"))
+        .expect("b1")
+        .preferred_endpoint()
+        .to_owned();
+    d.handle_comm_event(T0, &mut comm, &connected("v", &endpoint, false));
+    assert!(!d.membership.get(&pki("b1")).expect("b1").reached);
+    d.handle_comm_event(T0, &mut comm, &connected("b1", &endpoint, true));
+    assert!(
+        !d.membership.get(&pki("b1")).expect("b1").reached,
+        "inbound"
+    );
+    d.handle_comm_event(T0, &mut comm, &connected("b1", &endpoint, false));
     assert!(d.membership.get(&pki("b1")).expect("b1").reached);
     // The same endpoint, newer: still reached.
     d.handle_message(T0, &mut comm, direct("a1", alive("b1", 1, 2, "")));
