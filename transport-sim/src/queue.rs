@@ -174,6 +174,23 @@ impl Sim {
         true
     }
 
+    /// Whether nothing will happen before `deadline` but a node's time-out: nothing is
+    /// queued except node wake-ups, and none of them is due by then. What
+    /// [`Sim::run_until_idle`] calls idle, asked without running anything: a driver that
+    /// runs the network in slices (to print progress, say) stops on it.
+    ///
+    /// [`Sim::is_idle`] wants an empty queue, which a network rarely reaches once its nodes
+    /// have talked: every core that holds a peer's identity keeps its identity-usage sweep
+    /// armed (every 6 minutes with the default hour), and a certificate's expiry arms a
+    /// timer years ahead.
+    pub fn is_idle_until(&self, deadline: Instant) -> bool {
+        self.queue.iter().all(|ev| matches!(ev, Ev::Wake { .. }))
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.wake_at.is_none_or(|t| t > deadline))
+    }
+
     pub(crate) fn process(&mut self, at: Instant, ev: Ev) {
         match ev {
             Ev::DialAnswer {
@@ -306,6 +323,45 @@ mod tests {
         assert!(!sim.step(), "nothing queued");
         assert_eq!(sim.now, later);
         assert_eq!(sim.counters.steps, steps + 3, "each step counted");
+    }
+
+    /// After one message the cores keep their identity-usage sweep armed an hour ahead:
+    /// the queue is never empty again, but nothing is due before that sweep, which is
+    /// what `is_idle_until` says and what `run_until_idle` stops on.
+    #[test]
+    fn a_network_quiet_but_for_far_timers_is_idle_until_them() {
+        let mut sim = Sim::new(SimConfig::seeded(1));
+        sim.add_nodes(2);
+        let msg = fabric_gossip_core::SignedMessage::noop(crate::data_message(1, "x"));
+        sim.send_to(0, &msg, &[1]).unwrap();
+        let end = sim.now() + Duration::from_secs(120);
+        assert!(!sim.is_idle_until(end), "the message is in flight");
+        assert!(!sim.is_idle_until(sim.now()), "and due now");
+        sim.run_until(end, |_| false);
+        assert_eq!(sim.deliveries(1).len(), 1);
+        assert!(!sim.is_idle(), "the sweep is queued");
+        assert!(sim.is_idle_until(end));
+        assert!(!sim.is_idle_until(end + Duration::from_secs(3600)));
+        // A pending wake-up due before the deadline is not idle: a SendWithAck's time-out.
+        let peer = sim.remote_peer(1);
+        sim.send_with_ack(
+            0,
+            crate::data_message(2, "y"),
+            Duration::from_secs(5),
+            1,
+            &[peer],
+        )
+        .unwrap();
+        let soon = sim.now() + Duration::from_secs(60);
+        assert!(!sim.is_idle_until(soon));
+        sim.run_until(sim.now() + Duration::from_millis(100), |_| false);
+        assert!(
+            sim.queue.iter().all(|ev| matches!(ev, Ev::Wake { .. })),
+            "only the time-out is left"
+        );
+        assert!(!sim.is_idle_until(soon), "the time-out is due before");
+        sim.run_until(soon, |_| false);
+        assert!(sim.is_idle_until(soon + Duration::from_secs(60)));
     }
 
     /// `run_until_idle` takes steps at one instant up to [`LIVELOCK_STEPS`] and then

@@ -372,6 +372,9 @@ impl Sim {
     }
 
     /// Whether nothing is queued: no packet in flight, no timer, no fault, no workload.
+    /// Once nodes have talked their cores keep timers armed far ahead (the identity-usage
+    /// sweep), so this stays false long after the network went quiet: ask
+    /// [`Sim::is_idle_until`] the end of the run instead, or use [`Sim::run_until_idle`].
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty()
     }
