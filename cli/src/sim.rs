@@ -302,6 +302,9 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
         sim.add_nodes(a.nodes);
         None
     };
+    // Data messages the scenario sent itself, beside the workload's (`Counters::
+    // workload_sends`): the summary's "sent" counts both, as API calls.
+    let mut scenario_sends = 0;
     match a.scenario {
         Scenario::Membership => {}
         Scenario::Traffic | Scenario::Churn => sim.set_workload(Workload {
@@ -318,7 +321,9 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
             for from in 0..a.nodes {
                 let to: Vec<usize> = (0..a.nodes).filter(|t| *t != from).collect();
                 let msg = SignedMessage::noop(data_message(from as u64, data.clone()));
-                let _ = sim.send_to(from, &msg, &to);
+                if sim.send_to(from, &msg, &to).is_ok() {
+                    scenario_sends += 1;
+                }
             }
         }
     }
@@ -413,7 +418,7 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
             .map_err(|e| format!("writing {}: {e}", path.display()))
     });
     if a.json {
-        let mut v = summary_json(&sim, wall_time, idle);
+        let mut v = summary_json(&sim, wall_time, idle, scenario_sends);
         v["seed"] = json!(seed);
         v["nodes"] = json!(a.nodes);
         v["scenario"] = json!(a.scenario.name());
@@ -438,7 +443,7 @@ fn simulate(a: &SimArgs, out: &mut dyn Write) -> Result<Verdict, String> {
         }
         writeln!(out, "{v}").map_err(io)?;
     } else {
-        print_summary(out, &sim, wall_time, idle).map_err(io)?;
+        print_summary(out, &sim, wall_time, idle, scenario_sends).map_err(io)?;
         if let Some(m) = &membership {
             m.print(out).map_err(io)?;
         }
@@ -774,9 +779,12 @@ fn open_connections(sim: &Sim) -> usize {
 }
 
 /// The summary as JSON, for `--json`.
-fn summary_json(sim: &Sim, wall: Duration, idle: bool) -> Value {
+/// The summary as one JSON object; `scenario_sends`: data messages the scenario sent
+/// itself, counted in `sent` with the workload's.
+fn summary_json(sim: &Sim, wall: Duration, idle: bool, scenario_sends: u64) -> Value {
     let t = sim.totals();
     let c = sim.counters();
+    let sent = c.workload_sends + scenario_sends;
     let open = open_connections(sim);
     let failures: BTreeMap<&str, u64> = failures_by_label(&t).collect();
     let wall_s = wall.as_secs_f64().max(1e-9);
@@ -793,7 +801,7 @@ fn summary_json(sim: &Sim, wall: Duration, idle: bool) -> Value {
             "failures": failures,
         },
         "messages": {
-            "sent": c.workload_sends,
+            "sent": sent,
             "written": t.sent,
             "delivered": c.delivered,
             "dropped": {
@@ -845,9 +853,11 @@ fn print_summary(
     sim: &Sim,
     wall: Duration,
     idle: bool,
+    scenario_sends: u64,
 ) -> std::io::Result<()> {
     let t = sim.totals();
     let c = sim.counters();
+    let sent = c.workload_sends + scenario_sends;
     let open = open_connections(sim);
     let failures: Vec<String> = failures_by_label(&t)
         .map(|(l, n)| format!("{l} {n}"))
@@ -883,12 +893,12 @@ fn print_summary(
             "messages",
             format!(
                 "sent {}  written {}  delivered {}  dropped {}{}",
-                c.workload_sends,
+                sent,
                 t.sent,
                 c.delivered,
                 dropped,
                 // Read as a failure by an operator's trial (the membership scenario).
-                if c.workload_sends == 0 {
+                if sent == 0 {
                     "  (no data messages in this run: written counts the membership layer's)"
                 } else {
                     ""
@@ -958,7 +968,7 @@ fn print_summary(
         ("wall time", fmt_secs(wall)),
         (
             "deliveries/wall s",
-            if c.workload_sends == 0 {
+            if sent == 0 {
                 "- (no data messages)".to_owned()
             } else {
                 format!("{:.0}", c.delivered as f64 / wall_s)
@@ -1036,6 +1046,24 @@ mod tests {
         assert!(row(&out, "messages").contains("delivered 12"), "{out}");
         assert!(row(&out, "invariants").ends_with("ok"), "{out}");
         assert!(row(&out, "deliveries/wall s").len() > 20, "{out}");
+    }
+
+    /// The crossing scenario's messages are data messages: counted as sent, with a rate,
+    /// not taken for the membership layer's. (It printed "sent 0 ... (no data messages in
+    /// this run: written counts the membership layer's)" and no rate.)
+    #[test]
+    fn crossing_summary_counts_its_data_messages_as_sent() {
+        let args = "--nodes 4 --seed 1 --scenario crossing --faults none";
+        let (r, out) = sim(&args.split(' ').collect::<Vec<_>>());
+        assert_eq!(r, Ok(Verdict::Held), "{out}");
+        let messages = row(&out, "messages");
+        assert!(messages.contains(" sent 4 "), "{out}");
+        assert!(!messages.contains("no data messages"), "{out}");
+        let rate = row(&out, "deliveries/wall s");
+        assert!(!rate.contains("no data messages"), "{out}");
+        let (_, json) = sim(&format!("{args} --json").split(' ').collect::<Vec<_>>());
+        let v: Value = serde_json::from_str(&json).expect("one JSON object");
+        assert_eq!(v["messages"]["sent"], 4, "{v}");
     }
 
     /// A run whose network went quiet is idle, and so checked as quiet (one connection per
