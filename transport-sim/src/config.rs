@@ -61,8 +61,12 @@ pub struct SimConfig {
     /// application would; workloads use it to exercise acks. Off by default: a test
     /// answers with [`crate::Sim::ack`], as a tonic application does.
     pub auto_ack: bool,
-    /// How to rerun this seed, with `{seed}` standing for it; printed with failures.
-    /// Default `fabric-gossip sim --seed {seed}`.
+    /// How to rerun this seed, with `{seed}` standing for it; printed with failures
+    /// ([`Sim::reproduce_hint`](crate::Sim::reproduce_hint)). Set it to the command that
+    /// reruns your test (a [`Sweep`](crate::Sweep) sets its own). The default names the
+    /// seed and says so, `seed {seed} (SimConfig::seeded({seed}); ...)`: it used to be
+    /// `fabric-gossip sim --seed {seed}`, which reruns the CLI's random workload, not the
+    /// test that failed.
     pub reproduce: String,
     /// How late, at most, a reader hands in what it held while paused after its core
     /// said `ResumeRead` (drawn per resume from `0..=resume_lag`), as a driver whose reader
@@ -100,7 +104,9 @@ impl Default for SimConfig {
             check_invariants: true,
             check_silent_loss: true,
             auto_ack: false,
-            reproduce: "fabric-gossip sim --seed {seed}".into(),
+            reproduce: "seed {seed} (SimConfig::seeded({seed}); set SimConfig::reproduce to \
+                        the command that reruns this test)"
+                .into(),
             resume_lag: Duration::ZERO,
             timer_lag: Duration::ZERO,
             confirm_lag: Duration::ZERO,

@@ -51,8 +51,10 @@
 //! connection per pair of PKI-IDs, no crossing secondary left, both ends agreeing.
 //! Whatever the settings, no message a node's API accepted may be lost without a count
 //! ([`SimConfig::check_silent_loss`], explained in the `invariants` module).
-//! [`Sim::check`] reports violations with `reproduce with: … --seed N`; a [`Sweep`] runs a
-//! test on many seeds and checks that a seed reproduces its trace.
+//! [`Sim::check`] reports violations with a `reproduce with: …` line made from
+//! [`SimConfig::reproduce`] (set it to the command that reruns your test; the default only
+//! names the seed); a [`Sweep`] runs a test on many seeds, sets that line, and checks that
+//! a seed reproduces its trace.
 //!
 //! # A test
 //!

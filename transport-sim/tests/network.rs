@@ -391,7 +391,7 @@ fn invariant_checker_flags_a_presumed_dead_the_network_did_not_cause() {
         "{err}"
     );
     assert!(
-        err.contains("reproduce with: fabric-gossip sim --seed 10"),
+        err.contains("reproduce with: seed 10 (SimConfig::seeded(10); set SimConfig::reproduce"),
         "{err}"
     );
 }
