@@ -142,10 +142,18 @@ impl Sweep {
         Ok(report)
     }
 
-    /// The failure message for a run: seed, what went wrong, the trace if kept, the
-    /// reproduce line.
+    /// The failure message for a run: seed, where the run stood (virtual time as the
+    /// trace writes it, and steps taken), what went wrong, the trace if kept, the
+    /// reproduce line: `seed 3 at +1.250000000 (step 812): why`.
     pub fn failure(&self, sim: &Sim, why: &str) -> String {
-        let mut s = format!("seed {}: {why}\n", sim.seed());
+        let at = sim.elapsed();
+        let mut s = format!(
+            "seed {} at +{}.{:09} (step {}): {why}\n",
+            sim.seed(),
+            at.as_secs(),
+            at.subsec_nanos(),
+            sim.counters().steps
+        );
         if self.full_trace {
             s.push_str("--- trace ---\n");
             s.push_str(&sim.trace().text());
@@ -231,7 +239,17 @@ mod tests {
                 )
             })
             .unwrap_err();
-        assert!(e.starts_with("seed 3: boom\n"), "{e}");
+        // Where the run stood when the verdict was given, as the trace's times read.
+        let (sim, _) = traffic(sweep.config(3));
+        let at = sim.elapsed();
+        assert!(at > Duration::ZERO && sim.counters().steps > 0);
+        let head = format!(
+            "seed 3 at +{}.{:09} (step {}): boom\n",
+            at.as_secs(),
+            at.subsec_nanos(),
+            sim.counters().steps
+        );
+        assert!(e.starts_with(&head), "{e}");
         assert!(e.contains("reproduce with: rerun --seed 3"), "{e}");
     }
 
