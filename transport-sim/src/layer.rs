@@ -221,6 +221,12 @@ impl Sim {
 
     /// Runs `f` with node `n`'s layer (as `T`) and core, then carries out what it caused:
     /// an application call into the layer. `None` if the node runs no layer of type `T`.
+    ///
+    /// Unlike [`Sim::with_comm`], `f` is not handed the time, and the core's
+    /// `comm.now()` is the time of the node's last input, which may be seconds behind
+    /// [`Sim::now`] on a quiet node. A call that takes the time gets `sim.now()`, read
+    /// before: `let now = sim.now(); sim.with_layer::<Discovery, _>(n, |d, _comm|
+    /// d.connect_anchor(now, endpoint))`.
     pub fn with_layer<T: 'static, R>(
         &mut self,
         n: NodeId,
