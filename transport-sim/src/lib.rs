@@ -8,7 +8,10 @@
 //! ([`Fault`]) are data: partitions (symmetric or one-way), isolation, crash and restart
 //! (same identity, or a new identity at the same endpoint), stream resets, corrupted
 //! bytes, silent peers, bad signatures, hanging pings, slow readers. They can be written
-//! by hand, parsed from text (`partition@1s:0+1/2,heal@3s`) or drawn at random.
+//! by hand, parsed from text (`partition@1s:0+1/2,heal@3s`: [`parse_schedule`], and
+//! [`fmt_schedule`] back) or drawn at random ([`random_schedule`]); a schedule, times
+//! counted from the start of the run, goes to [`Sim::schedule_faults`], one fault now to
+//! [`Sim::apply`].
 //!
 //! # Layout
 //!
