@@ -588,64 +588,52 @@ mod tests {
         assert!(sim.hosts_layers);
     }
 
-    /// Fabric's test provider, but each signature carries a count of those made before, as
-    /// ECDSA with random nonces gives a new signature each time.
-    struct CountingSigner {
+    /// Fabric's test provider, watched: with `counting`, each signature carries a count of
+    /// those made before, as ECDSA with random nonces gives a new signature each time; every
+    /// report of the wall clock it is given is kept in `told`.
+    struct Watched {
         inner: TestOnlyHmacSecurity,
+        counting: bool,
         signed: AtomicU64,
+        told: Arc<Mutex<Vec<(Instant, Instant)>>>,
     }
 
-    impl CountingSigner {
-        fn boxed(endpoint: &str) -> Box<dyn Security> {
-            Box::new(CountingSigner {
+    impl Watched {
+        fn new(endpoint: &str) -> Self {
+            Watched {
                 inner: TestOnlyHmacSecurity::new(endpoint),
+                counting: false,
                 signed: AtomicU64::new(0),
+                told: Arc::default(),
+            }
+        }
+
+        /// A provider that signs one message differently each time.
+        fn counting(endpoint: &str) -> Box<dyn Security> {
+            Box::new(Watched {
+                counting: true,
+                ..Watched::new(endpoint)
             })
         }
     }
 
-    impl Security for CountingSigner {
+    impl Security for Watched {
         fn own_identity(&self) -> Bytes {
             self.inner.own_identity()
         }
         fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
             let mut sig = self.inner.sign(msg)?.to_vec();
-            sig.extend(self.signed.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+            if self.counting {
+                sig.extend(self.signed.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+            }
             Ok(sig.into())
         }
         fn verify(&self, identity: &[u8], sig: &[u8], msg: &[u8]) -> Result<(), SecurityError> {
-            let plain = sig.get(..sig.len().saturating_sub(8)).unwrap_or_default();
+            let count = if self.counting { 8 } else { 0 };
+            let plain = sig
+                .get(..sig.len().saturating_sub(count))
+                .unwrap_or_default();
             self.inner.verify(identity, plain, msg)
-        }
-        fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
-            self.inner.validate_identity(identity, now)
-        }
-        fn expiration(&self, identity: &[u8]) -> Result<Option<Instant>, SecurityError> {
-            self.inner.expiration(identity)
-        }
-        fn pki_id_of(&self, identity: &[u8]) -> PkiId {
-            self.inner.pki_id_of(identity)
-        }
-        fn organization_of(&self, identity: &[u8]) -> Option<Bytes> {
-            self.inner.organization_of(identity)
-        }
-    }
-
-    /// Fabric's test provider, keeping every report of the wall clock it is given.
-    struct WallClockRecorder {
-        inner: TestOnlyHmacSecurity,
-        told: Arc<Mutex<Vec<(Instant, Instant)>>>,
-    }
-
-    impl Security for WallClockRecorder {
-        fn own_identity(&self) -> Bytes {
-            self.inner.own_identity()
-        }
-        fn sign(&self, msg: &[u8]) -> Result<Bytes, SecurityError> {
-            self.inner.sign(msg)
-        }
-        fn verify(&self, identity: &[u8], sig: &[u8], msg: &[u8]) -> Result<(), SecurityError> {
-            self.inner.verify(identity, sig, msg)
         }
         fn validate_identity(&self, identity: &[u8], now: Instant) -> Result<(), SecurityError> {
             self.inner.validate_identity(identity, now)
@@ -681,9 +669,9 @@ mod tests {
         });
         let n = sim
             .add_node(NodeSpec::new().security(move |ep, _| {
-                Box::new(WallClockRecorder {
-                    inner: TestOnlyHmacSecurity::new(ep),
+                Box::new(Watched {
                     told: log.clone(),
+                    ..Watched::new(ep)
                 })
             }))
             .unwrap();
@@ -745,7 +733,7 @@ mod tests {
     #[test]
     fn a_provider_signing_at_random_is_refused_unless_allowed() {
         let mut sim = Sim::new(SimConfig::seeded(1));
-        let random = NodeSpec::new().security(|ep, _| CountingSigner::boxed(ep));
+        let random = NodeSpec::new().security(|ep, _| Watched::counting(ep));
         let err = sim.add_node(random.clone()).unwrap_err();
         assert!(
             matches!(&err, StartError::RandomSignatures { endpoint } if endpoint == "127.0.0.1:7051"),
@@ -771,7 +759,7 @@ mod tests {
                 if generation == 0 {
                     Box::new(TestOnlyHmacSecurity::new(ep))
                 } else {
-                    CountingSigner::boxed(ep)
+                    Watched::counting(ep)
                 }
             }))
             .unwrap();
