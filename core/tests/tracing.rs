@@ -9,65 +9,8 @@
 //! callsite still being registered: its events were skipped for the rest of the run, and
 //! "connection registered" was seen 0 times instead of 2 (a CI run on 2026-12-04).
 
+use fabric_gossip_core::testing::captured_logs;
 use fabric_gossip_core::*;
-use std::sync::{Arc, Mutex};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event as TraceEvent, Metadata, Subscriber};
-
-/// One captured event: target, level and fields as text.
-#[derive(Debug, Clone)]
-struct Captured {
-    target: String,
-    level: tracing::Level,
-    fields: Vec<(String, String)>,
-}
-
-impl Captured {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Captured>>>);
-
-struct Fields<'a>(&'a mut Vec<(String, String)>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_owned(), format!("{value:?}")));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name().to_owned(), value.to_owned()));
-    }
-}
-
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &TraceEvent<'_>) {
-        let mut fields = Vec::new();
-        event.record(&mut Fields(&mut fields));
-        let m = event.metadata();
-        self.0.lock().unwrap().push(Captured {
-            target: m.target().to_owned(),
-            level: *m.level(),
-            fields,
-        });
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
 
 fn now() -> Instant {
     Instant::from_unix_secs(1_700_000_000)
@@ -86,9 +29,7 @@ fn hello(c: &mut Comm<TestOnlyHmacSecurity>) -> bytes::Bytes {
 
 #[test]
 fn handshake_failures_and_connections_are_traced_with_their_part_and_reason() {
-    let capture = Capture::default();
-    let events = capture.0.clone();
-    tracing::subscriber::with_default(capture, || {
+    let ((), events) = captured_logs(|| {
         let mut a = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
         let mut b = Comm::new(Config::default(), TestOnlyHmacSecurity::new("b:1"), now()).unwrap();
         // A stream whose first message is garbage fails its handshake.
@@ -103,7 +44,6 @@ fn handshake_failures_and_connections_are_traced_with_their_part_and_reason() {
         b.handle_envelope(now(), sb, ha).unwrap();
         a.close_conn(now(), &PkiId::from("b:1"));
     });
-    let events = events.lock().unwrap();
     let failed = events
         .iter()
         .find(|e| e.field("message") == Some("handshake failed"))
@@ -139,9 +79,7 @@ fn handshake_failures_and_connections_are_traced_with_their_part_and_reason() {
 /// 20 s, each at `info`); a malformed one stays at `info` (the test above).
 #[test]
 fn a_refused_identity_is_a_warning() {
-    let capture = Capture::default();
-    let events = capture.0.clone();
-    tracing::subscriber::with_default(capture, || {
+    let ((), events) = captured_logs(|| {
         let mut a = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
         let b_sec = TestOnlyHmacSecurity::new("b:1").rejecting(&b"a:1"[..]);
         let mut b = Comm::new(Config::default(), b_sec, now()).unwrap();
@@ -151,7 +89,6 @@ fn a_refused_identity_is_a_warning() {
         let _ = a.handle_envelope(now(), sa, hb);
         let _ = b.handle_envelope(now(), sb, ha);
     });
-    let events = events.lock().unwrap();
     let failed = events
         .iter()
         .find(|e| e.field("message") == Some("handshake failed"))
@@ -189,9 +126,7 @@ fn identity_refusals_are_the_identity_and_tls_binding_kinds() {
 /// again, about 7 unbounded lines a message: an attack, 2026-12-07.)
 #[test]
 fn connection_lines_are_logged_at_most_twenty_a_second() {
-    let capture = Capture::default();
-    let events = capture.0.clone();
-    let b = tracing::subscriber::with_default(capture, || {
+    let (b, events) = captured_logs(|| {
         let mut b = Comm::new(Config::default(), TestOnlyHmacSecurity::new("b:1"), now()).unwrap();
         let connect = |b: &mut Comm<TestOnlyHmacSecurity>, i: usize, at: Instant| {
             let name = format!("a{i}:1");
@@ -208,7 +143,6 @@ fn connection_lines_are_logged_at_most_twenty_a_second() {
         connect(&mut b, 30, now() + std::time::Duration::from_secs(1));
         b
     });
-    let events = events.lock().unwrap();
     let logged: Vec<_> = events
         .iter()
         .filter(|e| e.field("message") == Some("connection registered"))
@@ -224,11 +158,9 @@ fn connection_lines_are_logged_at_most_twenty_a_second() {
 /// second says how many were not logged, and the counters hold every one.
 #[test]
 fn handshake_failures_are_logged_at_most_twenty_a_second() {
-    let capture = Capture::default();
-    let events = capture.0.clone();
     let garbage = || bytes::Bytes::from_static(b"\xff\xff");
     // Everything the core does here runs under the subscriber (see the module's comment).
-    let c = tracing::subscriber::with_default(capture, || {
+    let (c, events) = captured_logs(|| {
         let mut c = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
         for i in 0..100 {
             let s = c.accept_stream(now(), &format!("x:{i}"), None).unwrap();
@@ -239,7 +171,6 @@ fn handshake_failures_are_logged_at_most_twenty_a_second() {
         c.handle_envelope(later, s, garbage()).unwrap();
         c
     });
-    let events = events.lock().unwrap();
     let logged: Vec<_> = events
         .iter()
         .filter(|e| e.field("message") == Some("handshake failed"))
@@ -263,9 +194,7 @@ fn handshake_failures_are_logged_at_most_twenty_a_second() {
 #[test]
 fn refusals_by_a_remote_are_warnings_one_a_second() {
     use fabric_gossip_core::testing::{Net, ep};
-    let capture = Capture::default();
-    let events = capture.0.clone();
-    let net = tracing::subscriber::with_default(capture, || {
+    let (net, events) = captured_logs(|| {
         let mut net = Net::with_security(
             2,
             |_| Config::default(),
@@ -284,7 +213,6 @@ fn refusals_by_a_remote_are_warnings_one_a_second() {
         net.settle();
         net
     });
-    let events = events.lock().unwrap();
     let refusals: Vec<_> = events
         .iter()
         .filter(|e| {

@@ -4047,45 +4047,11 @@ fn amplification_of_one_requester_is_bounded_by_its_bucket() {
 
 /// The level of every event the layer logs while `f` runs, with its message.
 fn logged_levels(f: impl FnOnce()) -> Vec<(tracing::Level, String)> {
-    use std::sync::Mutex;
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Metadata, Subscriber};
-
-    #[derive(Default)]
-    struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
-    struct Message(String);
-    impl Visit for Message {
-        fn record_debug(&mut self, field: &Field, value: &dyn core::fmt::Debug) {
-            if field.name() == "message" {
-                self.0 = format!("{value:?}");
-            }
-        }
-    }
-    impl Subscriber for Capture {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, e: &Event<'_>) {
-            let mut m = Message(String::new());
-            e.record(&mut m);
-            self.0.lock().unwrap().push((*e.metadata().level(), m.0));
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
-    let capture = Capture::default();
-    let lines = capture.0.clone();
-    tracing::subscriber::with_default(capture, f);
-    Arc::try_unwrap(lines)
-        .expect("the subscriber is gone")
-        .into_inner()
-        .unwrap()
+    let ((), logged) = fabric_gossip_core::testing::captured_logs(f);
+    logged
+        .into_iter()
+        .map(|l| (l.level, l.message().to_owned()))
+        .collect()
 }
 
 /// Fabric logs a member it declares dead at WARNING, for an expiry ("Haven't heard from

@@ -14,9 +14,11 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+mod logs;
 mod remote;
 mod wire;
 
+pub use logs::{Logged, captured_logs};
 pub use remote::{conn_establish, drain, envelope_of, open_outbound};
 
 /// One-way latency of every link.
