@@ -107,7 +107,7 @@ pub(crate) struct PeerConfig {
     pub(crate) msp_config_path: Option<PathBuf>,
     /// How errors name the keys of [`NAMED_LATER`]: the key, and the variable or file that
     /// set it ([`PeerConfig::named`]).
-    names: Vec<(&'static str, String)>,
+    names: KeyNames,
     /// `peer.localMspId`.
     pub(crate) local_msp_id: Option<String>,
     /// `operations.*`.
@@ -150,6 +150,28 @@ fn lookup<'a>(root: &'a Yaml, key: &str) -> Option<&'a Yaml> {
     Some(node)
 }
 
+/// Keys of a core.yaml as errors name them, each with the variable or file that set it
+/// (`peer.tls.cert.file (from CORE_PEER_TLS_CERT_FILE)`), for values checked where they
+/// are used rather than as the file is read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyNames(Vec<(&'static str, String)>);
+
+impl KeyNames {
+    /// `key` as errors name it; the key alone when it is not one of these.
+    pub(crate) fn named(&self, key: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(|| key.to_owned(), |(_, n)| n.clone())
+    }
+
+    /// The keys, in order.
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> Vec<&'static str> {
+        self.0.iter().map(|(k, _)| *k).collect()
+    }
+}
+
 /// Keys whose values are checked only where they are used, since a flag may override
 /// them: their errors name them as the others' do, with the variable or file that set them.
 const NAMED_LATER: [&str; 10] = [
@@ -168,21 +190,21 @@ const NAMED_LATER: [&str; 10] = [
 impl PeerConfig {
     /// `key` as errors name it: with the variable or file that set it.
     pub(crate) fn named(&self, key: &str) -> String {
-        self.names
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or_else(|| key.to_owned(), |(_, n)| n.clone())
+        self.names.named(key)
     }
 
     /// The `peer.tls` files' keys as errors name them (`peer.tls.cert.file (from
     /// CORE_PEER_TLS_CERT_FILE)`), for [`TlsArgs`](crate::opts::TlsArgs), which reads the
     /// files later.
-    pub(crate) fn tls_names(&self) -> Vec<(&'static str, String)> {
-        self.names
-            .iter()
-            .filter(|(k, _)| k.starts_with("peer.tls."))
-            .cloned()
-            .collect()
+    pub(crate) fn tls_names(&self) -> KeyNames {
+        KeyNames(
+            self.names
+                .0
+                .iter()
+                .filter(|(k, _)| k.starts_with("peer.tls."))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// The endpoint gossip advertises when `peer.gossip.endpoint` is not set, as a Fabric
@@ -657,7 +679,7 @@ pub(crate) fn load_with(
             _ => src.string("peer.address")?,
         },
         msp_config_path: src.path("peer.mspConfigPath")?,
-        names: NAMED_LATER.iter().map(|&k| (k, src.named(k))).collect(),
+        names: KeyNames(NAMED_LATER.iter().map(|&k| (k, src.named(k))).collect()),
         local_msp_id: src.string("peer.localMspId")?,
         operations: OperationsConfig {
             listen_address: src.string("operations.listenAddress")?,
@@ -847,18 +869,17 @@ mod tests {
         );
         // The TLS files are read later, and their errors name where each was set.
         let names = c.tls_names();
-        let named = |key: &str| names.iter().find(|(k, _)| *k == key).map(|(_, n)| n);
         assert_eq!(
-            named("peer.tls.clientCert.file").map(String::as_str),
-            Some("peer.tls.clientCert.file (from CORE_PEER_TLS_CLIENTCERT_FILE)")
+            names.named("peer.tls.clientCert.file"),
+            "peer.tls.clientCert.file (from CORE_PEER_TLS_CLIENTCERT_FILE)"
         );
-        let cert = named("peer.tls.cert.file").expect("named");
+        let cert = names.named("peer.tls.cert.file");
         assert!(
             cert.starts_with("peer.tls.cert.file (from --config ") && cert.ends_with("core.yaml)"),
             "{cert}"
         );
         assert_eq!(
-            names.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            names.keys(),
             [
                 "peer.tls.cert.file",
                 "peer.tls.key.file",

@@ -402,7 +402,7 @@ pub(crate) struct TlsArgs {
     /// with the variable or file that set it where known (`peer.tls.cert.file (from
     /// CORE_PEER_TLS_CERT_FILE)`), as `PeerConfig::named` gives them.
     #[arg(skip)]
-    pub(crate) from_config: Option<Vec<(&'static str, String)>>,
+    pub(crate) from_config: Option<crate::config::KeyNames>,
 }
 
 impl TlsArgs {
@@ -412,12 +412,7 @@ impl TlsArgs {
         let Some(names) = &self.from_config else {
             return flag.to_owned();
         };
-        let named = |key: &str| {
-            names
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map_or_else(|| key.to_owned(), |(_, n)| n.clone())
-        };
+        let named = |key: &str| names.named(key);
         match flag {
             "--tls-cert" => named("peer.tls.cert.file"),
             "--tls-key" => named("peer.tls.key.file"),
@@ -965,7 +960,7 @@ mod tests {
             "{e}"
         );
         let mut from_config = no_ca.clone();
-        from_config.from_config = Some(Vec::new());
+        from_config.from_config = Some(Default::default());
         let e = error(&from_config);
         assert!(
             e.starts_with("peer.tls.cert.file needs at least one peer.tls.rootcert.file"),
@@ -992,7 +987,7 @@ mod tests {
         client.tls_client_ca = vec![junk.clone()];
         let e = error(&client);
         assert!(e.starts_with("--tls-client-ca "), "{e}");
-        client.from_config = Some(Vec::new());
+        client.from_config = Some(Default::default());
         let e = error(&client);
         assert!(e.starts_with("peer.tls.clientRootCAs.files "), "{e}");
         let mut client = on.clone();
@@ -1002,7 +997,7 @@ mod tests {
         client.tls_client_cert = Some(cert.clone());
         client.tls_client_key = Some(junk.clone());
         assert!(error(&client).starts_with("--tls-client-key "));
-        client.from_config = Some(Vec::new());
+        client.from_config = Some(Default::default());
         assert!(error(&client).starts_with("peer.tls.clientKey.file "));
         let mut names = on.clone();
         names.tls_server_name = vec!["a.example.com".into(), "1.2.3.4:7051=b.example.com".into()];
