@@ -243,3 +243,47 @@ fn refusals_by_a_remote_are_warnings_one_a_second() {
     );
     assert_eq!(warned[0].target, "fabric_gossip_core::store");
 }
+
+/// A dialled endpoint answered by another peer than the one expected there, of another
+/// organization (or of one whose identity comm never held), is refused with a warning, as
+/// Fabric's `createConnection` warns "Remote endpoint claims to be a different peer,
+/// expected … but got …": an endpoint now served by someone else is the operator's to look
+/// into. Until 2026-12-07 the refusal wrote no line of its own (only the `info` line of
+/// the peer presumed dead), so a node run at `warning` said nothing of it (a conformance
+/// review beside Fabric's `gossip/comm`).
+#[test]
+fn a_dial_answered_by_another_peer_is_a_warning() {
+    use fabric_gossip_core::testing::{Net, ep};
+    let capture = Capture::default();
+    let events = capture.0.clone();
+    let net = tracing::subscriber::with_default(capture, || {
+        let mut net = Net::new(2, |_| Config::default());
+        net.subscribe_all(1);
+        net.send_expecting(0, 1, &PkiId::from("someone-else"), b"x");
+        net.settle();
+        net
+    });
+    assert_eq!(
+        net.nodes[0]
+            .comm
+            .stats()
+            .handshake_failures_for("unexpected_peer"),
+        1
+    );
+    let events = events.lock().unwrap();
+    let warned: Vec<_> = events
+        .iter()
+        .filter(|e| e.level == tracing::Level::WARN)
+        .filter(|e| e.field("kind") == Some("unexpected_peer"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{events:#?}");
+    let w = warned[0];
+    assert_eq!(w.target, "fabric_gossip_core::handshake");
+    assert_eq!(w.field("message"), Some("handshake failed"));
+    assert_eq!(w.field("remote"), Some(ep(1).as_str()));
+    assert!(
+        w.field("error")
+            .is_some_and(|e| e.contains("someone-else") && e.contains(&ep(1))),
+        "{w:?}"
+    );
+}

@@ -325,30 +325,7 @@ impl<S: Security> Comm<S> {
         let purpose = purpose.clone();
         let remote = s.remote_addr.clone();
         let inbound = s.inbound;
-        if let Some(not_logged) = self.handshakes.log.admit(self.now) {
-            // tracing takes a level only as a constant.
-            macro_rules! line {
-                ($level:ident) => {
-                    tracing::$level!(
-                        target: "fabric_gossip_core::handshake",
-                        stream = %stream,
-                        remote = %remote,
-                        inbound,
-                        kind = %err.kind(),
-                        error = %err,
-                        not_logged,
-                        "handshake failed"
-                    )
-                };
-            }
-            // A refused identity is for the operator to mend (a live check, 2026-12-07: a
-            // forgotten --trust refused a Fabric peer five times in 20 s, all at info).
-            if err.kind().is_identity_refusal() {
-                line!(warn);
-            } else {
-                line!(info);
-            }
-        }
+        self.log_handshake_failure(stream, &remote, inbound, &err);
         self.stats.handshake_failed(&err);
         self.handshakes.settled(stream);
         let status = inbound.then(|| err.to_string());
@@ -365,6 +342,47 @@ impl<S: Security> Comm<S> {
             Purpose::HandshakeOp(op) | Purpose::Verdict { op, .. } => {
                 self.finish_handshake_op(op, Err(err));
             }
+        }
+    }
+
+    /// The "handshake failed" line, at most 20 a second (hostile input can fail handshakes
+    /// as fast as it opens streams). A warning for what the operator must mend: an identity
+    /// refused (a live check, 2026-12-07: a forgotten --trust refused a Fabric peer five
+    /// times in 20 s, all at info), or a dialled endpoint answered by another peer than the
+    /// one expected there, which Fabric's `createConnection` warns of ("Remote endpoint
+    /// claims to be a different peer"). `info` otherwise: a dial that failed, a stream that
+    /// ended, a member gone.
+    pub(super) fn log_handshake_failure(
+        &mut self,
+        stream: StreamId,
+        remote: &str,
+        inbound: bool,
+        err: &HandshakeError,
+    ) {
+        let Some(not_logged) = self.handshakes.log.admit(self.now) else {
+            return;
+        };
+        // tracing takes a level only as a constant.
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "fabric_gossip_core::handshake",
+                    stream = %stream,
+                    remote = %remote,
+                    inbound,
+                    kind = %err.kind(),
+                    error = %err,
+                    not_logged,
+                    "handshake failed"
+                )
+            };
+        }
+        let warn = err.kind().is_identity_refusal()
+            || matches!(err, HandshakeError::UnexpectedPeer { .. });
+        if warn {
+            line!(warn);
+        } else {
+            line!(info);
         }
     }
 

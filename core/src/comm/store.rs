@@ -391,6 +391,7 @@ impl<S: Security> Comm<S> {
                 };
                 self.stats.handshake_failed(&err);
                 let remote = info.endpoint.clone();
+                self.log_handshake_failure(stream, &remote, false, &err);
                 self.drop_stream(stream, None);
                 self.info_event(Event::HandshakeFailed {
                     stream,
