@@ -287,3 +287,36 @@ fn a_dial_answered_by_another_peer_is_a_warning() {
         "{w:?}"
     );
 }
+
+/// An authenticated peer's message that does not decode ends its connection with a
+/// warning, as Fabric's `readFromStream` warns "Got error, aborting"; it was a `debug`
+/// line (and the `info` line of the closed connection), nothing at `warning`.
+#[test]
+fn an_undecodable_message_on_a_connection_is_a_warning() {
+    let capture = Capture::default();
+    let events = capture.0.clone();
+    let b = tracing::subscriber::with_default(capture, || {
+        let mut a = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
+        let mut b = Comm::new(Config::default(), TestOnlyHmacSecurity::new("b:1"), now()).unwrap();
+        let sa = a.accept_stream(now(), "b:1", None).unwrap();
+        let sb = b.accept_stream(now(), "a:1", None).unwrap();
+        let (ha, hb) = (hello(&mut a), hello(&mut b));
+        a.handle_envelope(now(), sa, hb).unwrap();
+        b.handle_envelope(now(), sb, ha).unwrap();
+        assert!(b.connection(&PkiId::from("a:1")).is_some());
+        b.handle_envelope(now(), sb, bytes::Bytes::from_static(b"\xff\xff"))
+            .unwrap();
+        b
+    });
+    assert_eq!(b.stats().malformed, 1);
+    assert!(b.connection(&PkiId::from("a:1")).is_none());
+    let events = events.lock().unwrap();
+    let warned: Vec<_> = events
+        .iter()
+        .filter(|e| e.level == tracing::Level::WARN)
+        .collect();
+    assert_eq!(warned.len(), 1, "{events:#?}");
+    assert_eq!(warned[0].target, "fabric_gossip_core::demux");
+    assert_eq!(warned[0].field("pki_id"), Some("a:1"));
+    assert!(warned[0].field("error").is_some(), "{:?}", warned[0]);
+}

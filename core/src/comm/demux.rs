@@ -336,12 +336,20 @@ impl<S: Security> Comm<S> {
         match decoded {
             Ok(()) => {}
             Err(e) => {
-                tracing::debug!(
-                    target: "fabric_gossip_core::demux",
-                    conn = %stream,
-                    error = %e,
-                    "malformed envelope: closing the connection"
-                );
+                // A warning, as Fabric's `readFromStream` warns "Got error, aborting" when
+                // a message does not decode; under the connection lines' budget, since
+                // each closes a connection an authenticated peer may open again.
+                if let Some(not_logged) = self.conn_log.admit(self.now) {
+                    tracing::warn!(
+                        target: "fabric_gossip_core::demux",
+                        conn = %stream,
+                        pki_id = %r.info.id,
+                        endpoint = %r.info.endpoint,
+                        error = %e,
+                        not_logged,
+                        "malformed envelope: closing the connection"
+                    );
+                }
                 self.stats.malformed += 1;
                 self.close_stream(stream, CloseReason::Malformed(e));
                 self.spare(received);
