@@ -92,6 +92,15 @@ impl<S: Security> Comm<S> {
     /// (Fabric sends to each). Name peers by PKI-ID: an ack is matched by the PKI-ID its
     /// connection proved, so a peer named without one only ever gets the time-out, in
     /// Fabric too.
+    ///
+    /// A peer's failure is reported when it is known, not at `timeout`, where Fabric's
+    /// only failure besides the remote's own error is "timed out": a peer whose
+    /// connection attempt fails gets `AckError::NoConnection` (the handshake or dial error)
+    /// at that moment, one whose wait queue is full `AckError::WouldBlock` at once (Fabric
+    /// waits for room), and at [`Comm::stop`] every peer still awaited gets
+    /// `AckError::Stopped` (Fabric's call goes on to its time-out). An ack counts if it
+    /// arrives within `timeout` of the call, as in Fabric, whose subscription to it ends
+    /// then (though its "timed out" comes later for a peer it had to dial first).
     pub fn send_with_ack(
         &mut self,
         now: Instant,
