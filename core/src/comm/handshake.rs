@@ -6,6 +6,11 @@
 //! remote's, and check it in Fabric's order: decodable, of the right type, a PKI-ID, an
 //! identity the provider accepts and that matches the PKI-ID, the TLS certificate hash of
 //! the stream, and the signature.
+//!
+//! The remote's `probe` flag is read only on a stream it opened. On a stream we opened, a
+//! `ConnEstablish` with `probe: true` is taken as any other (a connection is registered, a
+//! `handshake()` waits for the verdict), where Fabric's dialler fails with "probe": no
+//! Fabric peer sends one there, since the side that accepted a stream never probes.
 
 use super::output::{Action, Event, WriteKind};
 use super::stream::{Phase, Purpose, Stream};
