@@ -171,7 +171,9 @@ pub struct Config {
     pub max_waiting_sends: usize,
     /// Envelopes the core lets the driver have in flight per stream (written but not yet
     /// confirmed with `handle_sent`). Effective buffering per connection is
-    /// `send_buffer_size + write_window`.
+    /// `send_buffer_size + write_window`, where Fabric's is `sendBuffSize` and the one
+    /// message its writer holds: a peer that reads slowly has a few more messages queued
+    /// for it here before `send` drops (28 against 21 by default).
     pub write_window: usize,
     /// Deliveries a subscription queues before the core asks the driver to pause reading the
     /// streams that feed it (Fabric's subscription buffer, 10). The depth that suits depends
