@@ -254,9 +254,7 @@ fn refusals_by_a_remote_are_warnings_one_a_second() {
 #[test]
 fn a_dial_answered_by_another_peer_is_a_warning() {
     use fabric_gossip_core::testing::{Net, ep};
-    let capture = Capture::default();
-    let events = capture.0.clone();
-    let net = tracing::subscriber::with_default(capture, || {
+    let (net, events) = captured_logs(|| {
         let mut net = Net::new(2, |_| Config::default());
         net.subscribe_all(1);
         net.send_expecting(0, 1, &PkiId::from("someone-else"), b"x");
@@ -270,7 +268,6 @@ fn a_dial_answered_by_another_peer_is_a_warning() {
             .handshake_failures_for("unexpected_peer"),
         1
     );
-    let events = events.lock().unwrap();
     let warned: Vec<_> = events
         .iter()
         .filter(|e| e.level == tracing::Level::WARN)
@@ -293,9 +290,7 @@ fn a_dial_answered_by_another_peer_is_a_warning() {
 /// line (and the `info` line of the closed connection), nothing at `warning`.
 #[test]
 fn an_undecodable_message_on_a_connection_is_a_warning() {
-    let capture = Capture::default();
-    let events = capture.0.clone();
-    let b = tracing::subscriber::with_default(capture, || {
+    let (b, events) = captured_logs(|| {
         let mut a = Comm::new(Config::default(), TestOnlyHmacSecurity::new("a:1"), now()).unwrap();
         let mut b = Comm::new(Config::default(), TestOnlyHmacSecurity::new("b:1"), now()).unwrap();
         let sa = a.accept_stream(now(), "b:1", None).unwrap();
@@ -310,7 +305,6 @@ fn an_undecodable_message_on_a_connection_is_a_warning() {
     });
     assert_eq!(b.stats().malformed, 1);
     assert!(b.connection(&PkiId::from("a:1")).is_none());
-    let events = events.lock().unwrap();
     let warned: Vec<_> = events
         .iter()
         .filter(|e| e.level == tracing::Level::WARN)
