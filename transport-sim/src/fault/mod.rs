@@ -287,10 +287,16 @@ fn parse_toggle(s: &str) -> Result<(usize, bool), String> {
     }
 }
 
-/// Parses `A/B`, two sets of nodes (`0+1/2`); `usage` is the error otherwise.
+/// Parses `A/B`, two sets of nodes (`0+1/2`) that share none (a node cut off from itself
+/// would be a no-op the schedule's reader takes for a fault); `usage` is the error
+/// otherwise.
 fn parse_sets(s: &str, usage: &str) -> Result<(Vec<usize>, Vec<usize>), String> {
     let (a, b) = s.split_once('/').ok_or(usage)?;
-    Ok((parse_set(a)?, parse_set(b)?))
+    let (a, b) = (parse_set(a)?, parse_set(b)?);
+    match a.iter().find(|n| b.contains(n)) {
+        Some(n) => Err(format!("node {n} is on both sides of {s:?}: {usage}")),
+        None => Ok((a, b)),
+    }
 }
 
 impl core::str::FromStr for ScheduledFault {
@@ -343,13 +349,12 @@ impl core::str::FromStr for ScheduledFault {
                 make(n, on)
             }
             "reader" => {
-                let (n, m) = need()?
-                    .split_once('=')
-                    .ok_or("reader needs N=eager|paused|INTERVAL")?;
+                let usage = "reader needs N=eager|paused|INTERVAL, e.g. reader@1s:0=10ms";
+                let (n, m) = need()?.split_once('=').ok_or(usage)?;
                 let mode = match m {
                     "eager" => ReaderMode::Eager,
                     "paused" => ReaderMode::Paused,
-                    d => ReaderMode::Every(parse_duration(d)?),
+                    d => ReaderMode::Every(parse_duration(d).map_err(|e| format!("{e}; {usage}"))?),
                 };
                 Fault::Reader(parse_node(n)?, mode)
             }
@@ -568,9 +573,16 @@ mod tests {
             "clock@1s:0=48h",
             "clock@1s:0=+",
             "clock@1s:x=+1s",
+            "partition@1s:0/0",
+            "oneway@1s:0+1/1",
+            "reader@1s:0=fast",
         ] {
             assert!(parse_schedule(bad).is_err(), "{bad}");
         }
+        let e = parse_schedule("partition@1s:0+1/1").unwrap_err();
+        assert!(e.starts_with("node 1 is on both sides of \"0+1/1\""), "{e}");
+        let e = parse_schedule("reader@1s:0=fast").unwrap_err();
+        assert!(e.contains("eager|paused"), "{e}");
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
