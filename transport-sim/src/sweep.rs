@@ -36,9 +36,10 @@
 //!
 //! # Environment
 //!
-//! `SIM_SEED=N` runs seed `N` alone with the full trace kept, and prints the trace with a
-//! failure. `SIM_SEEDS=K` runs seeds `0..K`; without it a sweep runs its default for the
-//! build (debug builds are about ten times slower, so their default is smaller).
+//! Read by [`Sweep::from_env`] (a sweep made by [`Sweep::new`] runs the seeds it is
+//! given): `SIM_SEED=N` runs seed `N` alone with the full trace kept, and prints the trace
+//! with a failure. `SIM_SEEDS=K` runs seeds `0..K`; without it a sweep runs its default
+//! for the build (debug builds are about ten times slower, so their default is smaller).
 
 use crate::config::SimConfig;
 use crate::sim::Sim;
@@ -164,10 +165,21 @@ impl Sweep {
             s.push_str(&hint);
         }
         if !self.full_trace {
-            s.push_str(&format!("\n({SEED_VAR}=N alone prints the whole trace)"));
+            s.push_str(&trace_hint());
         }
         s
     }
+}
+
+/// How to see a failed seed's whole trace. A sweep made by [`Sweep::from_env`] runs the
+/// seed named by [`SEED_VAR`] alone with it; one made by [`Sweep::new`] does not read the
+/// variable (a user's trial: `SIM_SEED=0` printed the same message again), and needs
+/// [`Sweep::full_trace`].
+fn trace_hint() -> String {
+    format!(
+        "\n(the whole trace: {SEED_VAR}=N runs seed N alone and prints it, in a sweep made by \
+         Sweep::from_env; or set Sweep::full_trace)"
+    )
 }
 
 /// What a sweep did.
@@ -291,15 +303,12 @@ mod tests {
         let fail = |cfg| (traffic(cfg).0, Err("boom".to_string()));
         let e = sweep.run(fail).unwrap_err();
         assert!(!e.contains("--- trace ---"), "{e}");
-        assert!(
-            e.ends_with(&format!("\n({SEED_VAR}=N alone prints the whole trace)")),
-            "{e}"
-        );
+        assert!(e.ends_with(&trace_hint()), "{e}");
         sweep.full_trace = true;
         let e = sweep.run(fail).unwrap_err();
         assert!(e.contains("--- trace ---\n+0.000000000 "), "{e}");
         assert!(e.contains("--- end of trace ---\n"), "{e}");
-        assert!(!e.contains("alone prints the whole trace"), "{e}");
+        assert!(!e.contains(&trace_hint()), "{e}");
     }
 
     #[test]
