@@ -52,8 +52,8 @@ pub(crate) struct SimArgs {
     #[arg(long, default_value_t = 100)]
     ack_per_mille: u32,
     /// Peers each node ever sends to, drawn once (a membership view: connections made
-    /// once, then traffic); 0: a random peer per send, nearly always a new connection in
-    /// a large network.
+    /// once, then traffic; more than the other nodes means all of them); 0: a random peer
+    /// per send, nearly always a new connection in a large network.
     #[arg(long, default_value_t = 0)]
     view: usize,
     /// One-way link latency.
