@@ -117,6 +117,21 @@ pub(crate) struct PeerConfig {
     /// `peer.keepalive.client.interval` and `.timeout`: the HTTP/2 pings of connections
     /// the node dials.
     pub(crate) keepalive: (Option<Duration>, Option<Duration>),
+    /// `peer.maxRecvMsgSize` and `peer.maxSendMsgSize`: the largest gRPC message a Fabric
+    /// peer takes and sends (100 MiB by default, read as Go's `int32`).
+    pub(crate) max_msg_size: (Option<usize>, Option<usize>),
+}
+
+impl PeerConfig {
+    /// The core's single `max_message_size` for the file's two limits: the larger of the
+    /// two, each 100 MiB when unset, so that the node never refuses a message a peer
+    /// configured so would take or send (one above 100 MiB from such a peer had closed
+    /// the connection).
+    pub(crate) fn max_message_size(&self) -> usize {
+        let default = fabric_gossip_core::proto::MAX_MESSAGE_SIZE;
+        let (recv, send) = self.max_msg_size;
+        recv.unwrap_or(default).max(send.unwrap_or(default))
+    }
 }
 
 /// Where a value came from, for error messages.
@@ -690,6 +705,12 @@ pub(crate) fn load_with(
             src.interval("peer.keepalive.client.interval")?,
             src.interval("peer.keepalive.client.timeout")?,
         ),
+        max_msg_size: (
+            src.count_in::<i32>("peer.maxRecvMsgSize")?
+                .map(|n| n as usize),
+            src.count_in::<i32>("peer.maxSendMsgSize")?
+                .map(|n| n as usize),
+        ),
     })
 }
 
@@ -757,6 +778,27 @@ mod tests {
 
     /// Fabric advertises `peer.gossip.endpoint`, else `peer.address` unless that names no
     /// host (the sample's `0.0.0.0:7051`) or auto-detection is asked for.
+    /// The core's one message limit is the larger of the peer's two, each 100 MiB when
+    /// unset: a peer configured to take or send larger messages gets them through.
+    #[test]
+    fn the_message_limit_is_the_larger_of_the_peer_s_two() {
+        let limit = |env: &[(&str, &str)]| with(env).expect("loads").max_message_size();
+        assert_eq!(limit(&[]), 104_857_600);
+        assert_eq!(
+            limit(&[("CORE_PEER_MAXRECVMSGSIZE", "1048576")]),
+            104_857_600
+        );
+        assert_eq!(
+            limit(&[("CORE_PEER_MAXRECVMSGSIZE", "209715200")]),
+            209_715_200
+        );
+        assert_eq!(
+            limit(&[("CORE_PEER_MAXSENDMSGSIZE", "157286400")]),
+            157_286_400
+        );
+        assert_eq!(PeerConfig::default().max_message_size(), 104_857_600);
+    }
+
     #[test]
     fn the_gossip_endpoint_falls_back_to_the_peer_address() {
         let address = |env: &[(&str, &str)]| {
@@ -811,6 +853,7 @@ mod tests {
         ] {
             assert_eq!(read, Some(Duration::from_millis(ms)), "{key}");
         }
+        assert_eq!(c.max_msg_size, (Some(104_857_600), Some(104_857_600)));
         assert!(!c.tls.enabled);
         assert!(!c.tls.client_auth_required);
         // Relative paths are relative to the file's directory, as Fabric resolves them.
@@ -1019,6 +1062,8 @@ mod tests {
             "operations.tls.clientAuthRequired",
             "operations.tls.clientRootCAs.files",
             "metrics.provider",
+            "peer.maxRecvMsgSize",
+            "peer.maxSendMsgSize",
         ]
         .into_iter()
         .map(|key| (key, mapping))
@@ -1028,6 +1073,7 @@ mod tests {
             ("peer.gossip.pullPeerNum", "70000"),
             ("peer.gossip.sendBuffSize", "-1"),
             ("peer.gossip.maxConnectionAttempts", "5000000000"),
+            ("peer.maxRecvMsgSize", "2147483648"),
             ("peer.gossip.dialTimeout", "3"),
             ("peer.gossip.endpoint", "\"evil\\n:7051\""),
             ("peer.gossip.externalEndpoint", "nohost"),

@@ -126,6 +126,19 @@ pub struct DriverLimits {
     pub keepalive_timeout: Duration,
 }
 
+impl DriverLimits {
+    /// These limits with `max_incomplete_bytes` raised, if need be, to hold one message of
+    /// `max_message_size` whole, with its gRPC prefix: a node configured for messages
+    /// larger than the default budget holds (a Fabric peer's `peer.maxRecvMsgSize` above
+    /// 128 MiB) would otherwise let them begin and never complete.
+    #[must_use]
+    pub fn fitting(mut self, max_message_size: usize) -> Self {
+        let one = max_message_size.saturating_add(crate::metered::PREFIX);
+        self.max_incomplete_bytes = self.max_incomplete_bytes.max(one);
+        self
+    }
+}
+
 impl Default for DriverLimits {
     fn default() -> Self {
         DriverLimits {
@@ -818,6 +831,28 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_stream::StreamExt;
+
+    /// The budget grows to hold one message of a larger limit whole, never shrinks.
+    #[test]
+    fn limits_fitting_a_message_size_hold_one_message_whole() {
+        let default = DriverLimits::default();
+        assert_eq!(default.clone().fitting(1024), default);
+        let big = 200 << 20;
+        let fitted = default.clone().fitting(big);
+        assert_eq!(fitted.max_incomplete_bytes, big + crate::metered::PREFIX);
+        assert_eq!(
+            DriverLimits {
+                max_incomplete_bytes: 0,
+                ..fitted.clone()
+            },
+            DriverLimits {
+                max_incomplete_bytes: 0,
+                ..default
+            },
+            "nothing else changes"
+        );
+        assert_eq!(fitted.fitting(usize::MAX).max_incomplete_bytes, usize::MAX);
+    }
 
     fn pending(id: u64, remote: &str) -> (u64, Arc<Slot>) {
         let slot = Slot {

@@ -460,6 +460,7 @@ pub(super) fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         core.conn_timeout = g.conn_timeout.unwrap_or(core.conn_timeout);
         core.send_buffer_size = g.send_buff_size.unwrap_or(core.send_buffer_size);
         core.recv_buffer_size = g.recv_buff_size.unwrap_or(core.recv_buffer_size);
+        core.max_message_size = f.max_message_size();
         member.merge_file(g);
         // A peer advertises its peer.address when no gossip endpoint is set; with
         // --listen this node is not the peer the file describes, and keeps its own.
@@ -476,7 +477,9 @@ pub(super) fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
     // A Fabric peer always runs its membership layer; so does a node run from its
     // core.yaml. From flags it is asked for.
     let membership = (args.membership || file.is_some() || member.any()).then_some(member);
-    let mut limits = fabric_gossip_tonic::DriverLimits::default();
+    // A message limit the file raised must fit the incomplete-message budget, or such a
+    // message, spread over frames, never completes (`--max-incomplete-mib` still rules).
+    let mut limits = fabric_gossip_tonic::DriverLimits::default().fitting(core.max_message_size);
     if let Some((interval, timeout)) = file.as_ref().map(|f| f.keepalive) {
         limits.keepalive_interval = interval.unwrap_or(limits.keepalive_interval);
         limits.keepalive_timeout = timeout.unwrap_or(limits.keepalive_timeout);
@@ -684,6 +687,33 @@ mod tests {
             .err()
             .expect("refused");
         assert!(e.contains("go together"), "{e}");
+    }
+
+    /// A peer's `peer.maxRecvMsgSize` above 100 MiB raises the core's message limit, and the
+    /// incomplete-message budget with it so that such a message can complete; the flag
+    /// `--max-incomplete-mib` still sets the budget.
+    #[test]
+    fn the_core_yaml_s_message_size_raises_the_limit_and_the_budget() {
+        let yaml = "peer:\n  listenAddress: 127.0.0.1:0\n  maxRecvMsgSize: 209715200\n";
+        let (_dir, core) = core_yaml(yaml);
+        let s = settings_of(&["--config", &core, "--test-identity"]).expect("settings");
+        assert_eq!(s.core.max_message_size, 209_715_200);
+        assert!(
+            s.limits.max_incomplete_bytes > 209_715_200,
+            "{:?}",
+            s.limits
+        );
+        let flags = [
+            "--config",
+            &core,
+            "--test-identity",
+            "--max-incomplete-mib",
+            "64",
+        ];
+        let s = settings_of(&flags).expect("settings");
+        assert_eq!(s.limits.max_incomplete_bytes, 64 << 20);
+        let s = settings_of(&["--listen", "127.0.0.1:0", "--test-identity"]).expect("settings");
+        assert_eq!(s.core.max_message_size, 104_857_600);
     }
 
     /// `metrics.provider: prometheus` serves /metrics; any other provider does not; without a
