@@ -59,6 +59,10 @@ pub(crate) struct Node {
     /// How far the node's wall clock is from the virtual clock, in nanoseconds (positive:
     /// ahead): the sum of its [`Fault::StepClock`](crate::Fault::StepClock)s.
     pub(crate) wall_step: i128,
+    /// Whether the node's clock was ever stepped: a process started after steps that sum
+    /// to zero is told too, since a provider its factory shares across processes (an
+    /// `MspSecurity` clone) still holds the offset of the last step it was told.
+    pub(crate) wall_stepped: bool,
 }
 
 impl Node {
@@ -125,9 +129,10 @@ impl Sim {
             }),
             (c, _) => c.clone(),
         };
-        if node.wall_step != 0 {
+        if node.wall_stepped {
             // A new process of a machine whose clock was stepped: its provider learns the
-            // wall clock before it judges anything, its own identity first.
+            // wall clock before it judges anything, its own identity first (the virtual
+            // clock's own time when the steps cancel out while the node was down).
             security.wall_clock(now, node.wall_clock(now));
         }
         let comm = Comm::new(config, security, now).map_err(StartError::Identity)?;
@@ -690,6 +695,13 @@ mod tests {
         sim.run_for(Duration::from_secs(1));
         let t2 = sim.now();
         sim.restart(n, false).unwrap();
+        // Steps that cancel out while the node is down: its next process is still told,
+        // that the wall clock is the virtual clock again.
+        sim.crash(n);
+        sim.apply(step(true, 2 * hour));
+        sim.run_for(Duration::from_secs(1));
+        let t3 = sim.now();
+        sim.restart(n, false).unwrap();
         sim.apply(Fault::StepClock {
             node: n + 1,
             ahead: true,
@@ -697,7 +709,12 @@ mod tests {
         });
         assert_eq!(
             *told.lock().unwrap(),
-            [(t0, t0 + 2 * hour), (t1, t1 - hour), (t2, t2 - 2 * hour)]
+            [
+                (t0, t0 + 2 * hour),
+                (t1, t1 - hour),
+                (t2, t2 - 2 * hour),
+                (t3, t3)
+            ]
         );
         assert!(
             sim.trace()

@@ -204,6 +204,7 @@ impl Sim {
             retired: Stats::default(),
             workload_seq: 0,
             wall_step: 0,
+            wall_stepped: false,
         });
         if let Err(e) = self.boot(id, false) {
             self.nodes.pop();

@@ -111,6 +111,7 @@ impl Sim {
                 let by = i128::try_from(by.as_nanos()).unwrap_or(i128::MAX);
                 let n = &mut self.nodes[node];
                 n.wall_step = n.wall_step.saturating_add(if ahead { by } else { -by });
+                n.wall_stepped = true;
                 let wall = n.wall_clock(self.now);
                 if let Some(comm) = n.core() {
                     comm.security().wall_clock(self.now, wall);
