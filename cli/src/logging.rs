@@ -864,6 +864,8 @@ pub(crate) mod tests {
                 "warn,fabric_gossip_discovery::bootstrap=error,\
                  fabric_gossip_discovery::members=error",
             ),
+            // `demo`'s default: the member lines alone quieter.
+            (DEMO_SPEC, "warn,fabric_gossip_discovery::members=error"),
             // A name below two of ours means the more specific one.
             (
                 "gossip.discovery.bootstrap.dial=debug:info",

@@ -778,9 +778,8 @@ fn open_connections(sim: &Sim) -> usize {
         .sum()
 }
 
-/// The summary as JSON, for `--json`.
-/// The summary as one JSON object; `scenario_sends`: data messages the scenario sent
-/// itself, counted in `sent` with the workload's.
+/// The summary as one JSON object, for `--json`; `scenario_sends`: data messages the
+/// scenario sent itself, counted in `sent` with the workload's.
 fn summary_json(sim: &Sim, wall: Duration, idle: bool, scenario_sends: u64) -> Value {
     let t = sim.totals();
     let c = sim.counters();
