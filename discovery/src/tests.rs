@@ -4071,6 +4071,30 @@ fn a_member_declared_dead_is_logged_at_warning_as_fabric_does() {
     assert_eq!(dead[0].0, tracing::Level::WARN, "{lines:?}");
 }
 
+/// Comm's PresumedDead is a member found dead too, and warned of as Fabric's
+/// `expireDeadMembers` warns of it; a member we only learn of from another peer's dead
+/// list stays at `info`, as Fabric learns it silently (the one `member dead` line that is
+/// not a warning).
+#[test]
+fn a_member_presumed_dead_is_a_warning_and_one_reported_dead_is_not() {
+    let (mut comm, mut d) = me_knowing("a1", 1, 1);
+    let lines = logged_levels(|| {
+        d.handle_comm_event(T0, &mut comm, &presumed_dead("a1"));
+    });
+    assert_eq!(d.stats().members_presumed_dead, 1);
+    let dead: Vec<_> = lines.iter().filter(|(_, m)| m == "member dead").collect();
+    assert_eq!(dead.len(), 1, "{lines:?}");
+    assert_eq!(dead[0].0, tracing::Level::WARN, "{lines:?}");
+    let res = response("a2", vec![], vec![alive("a2", 1, 1, "")], 0);
+    let lines = logged_levels(|| {
+        d.handle_message(T0, &mut comm, res);
+    });
+    assert!(!d.member(&pki("a2")).expect("a2 learnt dead").alive);
+    let dead: Vec<_> = lines.iter().filter(|(_, m)| m == "member dead").collect();
+    assert_eq!(dead.len(), 1, "{lines:?}");
+    assert_eq!(dead[0].0, tracing::Level::INFO, "{lines:?}");
+}
+
 /// Fabric warns when the disclosure policy refuses a requester ("Got a membership request
 /// from a peer that shouldn't have sent one: …, closing connection to the peer as a
 /// result."): an operator whose peer of another organization, without an external
