@@ -539,6 +539,11 @@ impl View {
         for (ep, b) in boot {
             let state = match (&b.joined, &b.error) {
                 (true, _) => "joined".to_owned(),
+                // Given up before any attempt (attempt 0): an anchor of another
+                // organization the layer does not dial without our external endpoint.
+                (false, Some(e)) if b.attempts == 0 => {
+                    format!("not dialled: {}", escape_controls(&e.to_string()))
+                }
                 (false, Some(e)) => format!(
                     "failed {} time{}{}: {}",
                     b.attempts,
@@ -827,6 +832,15 @@ mod tests {
         assert_eq!(
             line(&b),
             format!("anchor peer0:7051: failed 120 times, gave up: {why}")
+        );
+        // One the layer gave up before dialling (attempt 0) was not tried at all: it had
+        // read "failed 0 times, gave up".
+        b.error = Some(BootstrapError::AnchorWithoutExternalEndpoint);
+        b.attempts = 0;
+        assert_eq!(
+            line(&b),
+            "anchor peer0:7051: not dialled: anchor peer of another organization and no \
+             external endpoint"
         );
     }
 
