@@ -992,7 +992,11 @@ fn print_summary(
                 "ok".to_string()
             } else if sim.violations().is_empty() {
                 // The checks of a quiet network (one connection per pair, ...) need one.
-                "ok after every step; not checked quiet (the run did not go quiet)".to_string()
+                // A --stop-at-full run ends on purpose before it is quiet: not a network
+                // that would not go quiet.
+                "ok after every step; not checked quiet (the run ended before the network \
+                 went quiet)"
+                    .to_string()
             } else {
                 format!("{} VIOLATED", sim.violations().len())
             },
@@ -1295,6 +1299,17 @@ mod tests {
             (&w["idle"], &v["idle"]),
             (&json!(false), &json!(true)),
             "{w}\n{v}"
+        );
+        // The table says the quiet checks did not run, for a run that ended before the
+        // network went quiet, not that the network would not go quiet.
+        let table: Vec<&str> = args.iter().copied().filter(|a| *a != "--json").collect();
+        let (_, out) = sim(&[&table[..], &["--stop-at-full"]].concat());
+        assert!(
+            row(&out, "invariants").ends_with(
+                " ok after every step; not checked quiet (the run ended before the network \
+                 went quiet)"
+            ),
+            "{out}"
         );
     }
 
