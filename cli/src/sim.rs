@@ -160,6 +160,18 @@ fn faults_for(a: &SimArgs, rng: &mut SimRng) -> Result<Vec<ScheduledFault>, Stri
                 a.nodes
             ));
         }
+        // Its nodes run the test provider, which judges no certificate dates: a step of
+        // their clock would change nothing, though the header counted it as a fault.
+        if let Some(step) = s
+            .iter()
+            .find(|f| matches!(f.fault, Fault::StepClock { .. }))
+        {
+            return Err(format!(
+                "fault {step}: the CLI's nodes use the test provider, which judges no \
+                 certificate dates, so a clock step would change nothing (step a clock in a \
+                 simulator test whose nodes use MspSecurity)"
+            ));
+        }
         s
     };
     if a.scenario == Scenario::Churn && a.nodes > 0 {
@@ -1166,6 +1178,8 @@ mod tests {
         refused(&["--fanout", "0"], "--fanout");
         refused(&["--interval", "0s"], "--interval");
         refused(&["--stop-at-full"], "--stop-at-full");
+        // A clock step, which the CLI's nodes (the test provider) would ignore.
+        refused(&["--faults", "clock@1s:0=-48h"], "clock@1s:0=-172800s");
         let dir = std::env::temp_dir().join(format!("no-such-dir-{}", std::process::id()));
         let path = dir.join("t.txt");
         refused(&["--trace", path.to_str().unwrap()], "no-such-dir");
