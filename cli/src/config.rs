@@ -189,7 +189,7 @@ impl KeyNames {
 
 /// Keys whose values are checked only where they are used, since a flag may override
 /// them: their errors name them as the others' do, with the variable or file that set them.
-const NAMED_LATER: [&str; 10] = [
+const NAMED_LATER: [&str; 11] = [
     "peer.listenAddress",
     "operations.listenAddress",
     "peer.mspConfigPath",
@@ -200,6 +200,7 @@ const NAMED_LATER: [&str; 10] = [
     "peer.tls.clientRootCAs.files",
     "peer.tls.clientCert.file",
     "peer.tls.clientKey.file",
+    "peer.tls.enabled",
 ];
 
 impl PeerConfig {

@@ -407,15 +407,28 @@ pub(super) fn settings(args: &NodeArgs) -> Result<Settings, ConfigError> {
         }
         if tls.tls_cert.is_none() && f.tls.enabled {
             let t = &f.tls;
+            // Named with where each was set, as the file's other errors are.
             let (Some(cert), Some(key)) = (&t.cert, &t.key) else {
-                return Err(ConfigError(
-                    "peer.tls.enabled needs peer.tls.cert.file and peer.tls.key.file".into(),
-                ));
+                let missing = if t.cert.is_none() {
+                    "peer.tls.cert.file"
+                } else {
+                    "peer.tls.key.file"
+                };
+                return Err(ConfigError(format!(
+                    "{} needs peer.tls.cert.file and peer.tls.key.file; {missing} is not set",
+                    f.named("peer.tls.enabled")
+                )));
             };
             if t.client_cert.is_some() != t.client_key.is_some() {
-                return Err(ConfigError(
-                    "peer.tls.clientCert.file and peer.tls.clientKey.file go together".into(),
-                ));
+                let (set, unset) = if t.client_cert.is_some() {
+                    ("peer.tls.clientCert.file", "peer.tls.clientKey.file")
+                } else {
+                    ("peer.tls.clientKey.file", "peer.tls.clientCert.file")
+                };
+                return Err(ConfigError(format!(
+                    "{} and {unset} go together; {unset} is not set",
+                    f.named(set)
+                )));
             }
             // rootcert is optional, as for a peer, whose channels bring the TLS CAs: with
             // none here, --channel-config's (or clientRootCAs) must give some.
@@ -686,7 +699,25 @@ mod tests {
         let e = settings_of(&["--config", &half, "--test-identity"])
             .err()
             .expect("refused");
-        assert!(e.contains("go together"), "{e}");
+        assert_eq!(
+            e,
+            format!(
+                "peer.tls.clientCert.file (from --config {half}) and peer.tls.clientKey.file \
+                 go together; peer.tls.clientKey.file is not set"
+            )
+        );
+        let (_dir, keyless) =
+            core_yaml(&yaml(true, false, "").replace("    key:\n      file: server.key\n", ""));
+        let e = settings_of(&["--config", &keyless, "--test-identity"])
+            .err()
+            .expect("refused");
+        assert_eq!(
+            e,
+            format!(
+                "peer.tls.enabled (from --config {keyless}) needs peer.tls.cert.file and \
+                 peer.tls.key.file; peer.tls.key.file is not set"
+            )
+        );
     }
 
     /// A peer's `peer.maxRecvMsgSize` above 100 MiB raises the core's message limit, and the
