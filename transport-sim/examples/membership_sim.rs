@@ -11,7 +11,7 @@
 //! not what it should be.
 
 use fabric_gossip_discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, MemberInfo};
-use fabric_gossip_sim::{NodeId, NodeSpec, START, Sim, SimConfig};
+use fabric_gossip_sim::{NodeId, NodeSpec, Sim, SimConfig};
 use std::time::Duration;
 
 fn endpoints(members: Vec<MemberInfo>) -> Vec<String> {
@@ -47,8 +47,8 @@ fn run(sim: &mut Sim, seen: &mut [usize], d: Duration) {
                 continue;
             }
             for record in &records[*seen..] {
-                // Virtual time is an instant since the Unix epoch, starting at START.
-                let at = record.at.saturating_duration_since(START).as_secs_f64();
+                // The time into the run, as the trace writes it.
+                let at = record.elapsed().as_secs_f64();
                 match record.event.downcast_ref::<DiscoveryEvent>() {
                     Some(DiscoveryEvent::MemberAlive {
                         member,

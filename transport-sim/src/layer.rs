@@ -193,6 +193,15 @@ pub struct LayerRecord {
     pub event: LayerEvent,
 }
 
+impl LayerRecord {
+    /// Time into the run when it was emitted, as the trace writes it and [`Sim::elapsed`]
+    /// reads it (`at` is an epoch instant, which every reader had to subtract
+    /// [`START`](crate::START) from: a simulation user's trial).
+    pub fn elapsed(&self) -> core::time::Duration {
+        self.at.saturating_duration_since(crate::START)
+    }
+}
+
 /// A [`Layer`] the simulator can host: any `Layer<Box<dyn Security>>` whose event is
 /// `Debug + Send + Sync`, so that its events can be traced and kept as a [`LayerEvent`].
 /// [`NodeSpec::layer`](crate::NodeSpec::layer) takes it.

@@ -145,6 +145,10 @@ fn layer_events_past_the_record_limit_are_counted_not_kept() {
     let s = *seen.lock().unwrap();
     assert!(s[2] > 1, "layer events seen: {s:?}");
     assert_eq!(sim.layer_events(b).len(), 1);
+    // Its time into the run: after the start, within the 5 s run.
+    let first = &sim.layer_events(b)[0];
+    assert_eq!(first.elapsed(), first.at - fabric_gossip_sim::START);
+    assert!(first.elapsed() <= sim.elapsed(), "{:?}", first.elapsed());
     let past_limit: u64 = s.iter().map(|k| k - k.min(&1)).sum();
     assert_eq!(sim.records_dropped(b), past_limit, "{s:?}");
 }
