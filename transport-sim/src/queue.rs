@@ -343,13 +343,12 @@ mod tests {
         assert!(sim.is_idle_until(end));
         assert!(!sim.is_idle_until(end + Duration::from_secs(3600)));
         // A pending wake-up due before the deadline is not idle: a SendWithAck's time-out.
-        let peer = sim.remote_peer(1);
-        sim.send_with_ack(
+        sim.send_with_ack_to(
             0,
             crate::data_message(2, "y"),
             Duration::from_secs(5),
             1,
-            &[peer],
+            &[1],
         )
         .unwrap();
         let soon = sim.now() + Duration::from_secs(60);

@@ -42,9 +42,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// * Build: [`Sim::new`], [`Sim::add_node`] (a [`NodeSpec`](crate::NodeSpec) each),
 ///   [`Sim::add_nodes`], [`Sim::set_spec`].
 /// * Act as the application: [`Sim::send`], [`Sim::send_to`], [`Sim::send_with_ack`],
-///   [`Sim::send_with_ack_signed`], [`Sim::probe`], [`Sim::handshake`], [`Sim::subscribe`],
-///   [`Sim::ack`], [`Sim::close_conn`], [`Sim::with_comm`]; a layer's:
-///   [`Sim::with_layer`].
+///   [`Sim::send_with_ack_to`], [`Sim::send_with_ack_signed`], [`Sim::probe`],
+///   [`Sim::handshake`], [`Sim::subscribe`], [`Sim::ack`], [`Sim::close_conn`],
+///   [`Sim::with_comm`]; a layer's: [`Sim::with_layer`].
 /// * Break things: [`Sim::schedule_faults`], [`Sim::stop_node`], [`Sim::crash`],
 ///   [`Sim::restart`]; random traffic: [`Sim::set_workload`].
 /// * Run: [`Sim::run_until`] (a condition and a virtual deadline), [`Sim::run_for`],
@@ -493,6 +493,20 @@ impl Sim {
             peers,
             |c, now| c.send_with_ack(now, msg, timeout, min_ack, peers),
         )
+    }
+
+    /// [`Sim::send_with_ack`] to nodes of this network by index, as [`Sim::send_to`] is
+    /// to [`Sim::send`] (each named by its current PKI-ID, [`Sim::remote_peer`]).
+    pub fn send_with_ack_to(
+        &mut self,
+        n: NodeId,
+        msg: GossipMessage,
+        timeout: Duration,
+        min_ack: usize,
+        to: &[NodeId],
+    ) -> Result<OpId, Error> {
+        let peers: Vec<RemotePeer> = to.iter().map(|t| self.remote_peer(*t)).collect();
+        self.send_with_ack(n, msg, timeout, min_ack, &peers)
     }
 
     /// [`Sim::send_with_ack`] for a message already encoded, as a tonic node's

@@ -539,6 +539,40 @@ fn an_encoded_message_sent_with_acks_arrives_with_its_nonce_and_is_acked() {
     );
 }
 
+/// `send_with_ack_to` names nodes by index, each at its current PKI-ID: both acks come
+/// from the nodes named.
+#[test]
+fn send_with_ack_to_nodes_by_index_is_acked_by_each() {
+    let mut cfg = SimConfig::seeded(7);
+    cfg.auto_ack = true;
+    let mut sim = Sim::new(cfg);
+    sim.add_nodes(3);
+    let op = sim
+        .send_with_ack_to(
+            0,
+            msg(6).message().clone(),
+            Duration::from_secs(2),
+            2,
+            &[1, 2],
+        )
+        .unwrap();
+    sim.run_for(Duration::from_millis(200));
+    match sim.op_result(0, op) {
+        Some(Event::SendWithAckDone { results, .. }) => {
+            let acked: Vec<_> = results
+                .iter()
+                .filter(|r| r.result.is_ok())
+                .map(|r| r.peer.clone())
+                .collect();
+            assert_eq!(acked.len(), 2, "{results:?}");
+            for n in [1, 2] {
+                assert!(acked.contains(&sim.remote_peer(n).pki_id), "{results:?}");
+            }
+        }
+        other => panic!("no result: {other:?}"),
+    }
+}
+
 /// `SimConfig::confirm_lag`: writes confirmed some time after they are made, as a real
 /// driver's writer task confirms them, so a burst of non-blocking sends to a connected
 /// peer fills the core's write window and send buffer, and what is past both is dropped
