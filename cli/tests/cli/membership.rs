@@ -17,13 +17,9 @@ fn member_ids(v: &Value, alive: bool) -> Vec<String> {
         .collect()
 }
 
-/// A node bound to every interface (`--listen 0.0.0.0:P`) is known by its `--endpoint`
-/// (Fabric's `peer.listenAddress` against `peer.gossip.endpoint`): its listening line's
-/// `addr` is that endpoint, the one its membership carries, with the address bound beside
-/// it, and a peer joins through it there.
-#[test]
-fn a_node_listening_everywhere_is_known_by_its_endpoint() {
-    // A free port, released for the node to bind on every interface.
+/// A test-identity node bound to every interface on a free port P (`--listen 0.0.0.0:P`)
+/// and known as `--endpoint localhost:P`; with the two addresses.
+fn listening_everywhere_as_localhost() -> (NodeProc, String, String) {
     let port = free_port();
     let (listen, endpoint) = (format!("0.0.0.0:{port}"), format!("localhost:{port}"));
     let a = NodeProc::start(&[
@@ -33,6 +29,16 @@ fn a_node_listening_everywhere_is_known_by_its_endpoint() {
         &endpoint,
         "--test-identity",
     ]);
+    (a, listen, endpoint)
+}
+
+/// A node bound to every interface (`--listen 0.0.0.0:P`) is known by its `--endpoint`
+/// (Fabric's `peer.listenAddress` against `peer.gossip.endpoint`): its listening line's
+/// `addr` is that endpoint, the one its membership carries, with the address bound beside
+/// it, and a peer joins through it there.
+#[test]
+fn a_node_listening_everywhere_is_known_by_its_endpoint() {
+    let (a, listen, endpoint) = listening_everywhere_as_localhost();
     let listening = a.seen[0].clone();
     assert_eq!(a.addr, endpoint, "{listening}");
     assert_eq!(listening["listen"], listen.as_str(), "{listening}");
@@ -61,15 +67,7 @@ fn a_node_listening_everywhere_is_known_by_its_endpoint() {
 /// is 0.0.0.0:P"). Its identity is now the endpoint it gives as its own.
 #[test]
 fn a_test_identity_node_given_an_endpoint_is_that_endpoint() {
-    let port = free_port();
-    let (listen, endpoint) = (format!("0.0.0.0:{port}"), format!("localhost:{port}"));
-    let a = NodeProc::start(&[
-        "--listen",
-        &listen,
-        "--endpoint",
-        &endpoint,
-        "--test-identity",
-    ]);
+    let (a, _, endpoint) = listening_everywhere_as_localhost();
     assert_eq!(a.pki, endpoint, "{}", a.seen[0]);
     let mut b = NodeProc::start(&[
         "--listen",
