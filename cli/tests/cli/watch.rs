@@ -8,6 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+/// `watch --bootstrap bootstrap --test-identity` with `rest`, run to its end within `limit`.
+fn watch_test_identity(bootstrap: &str, rest: &[&str], limit: Duration) -> Run {
+    let args = [
+        &["watch", "--bootstrap", bootstrap, "--test-identity"][..],
+        rest,
+    ]
+    .concat();
+    run(&args, limit)
+}
+
 /// `watch --changes`: the table once, then one line per change rather than the table every
 /// `--interval`: here the bootstrap peer becoming alive, and dying once it stops.
 #[test]
@@ -245,15 +255,9 @@ fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
         r.all()
     );
     // Plaintext against a TLS peer: refused, with the transport's hint.
-    let r = run(
-        &[
-            "watch",
-            "--bootstrap",
-            a.addr.as_str(),
-            "--test-identity",
-            "--duration",
-            "20s",
-        ],
+    let r = watch_test_identity(
+        a.addr.as_str(),
+        &["--duration", "20s"],
         Duration::from_secs(30),
     );
     assert_eq!(r.code, Some(1), "{}", r.all());
@@ -276,17 +280,11 @@ fn watch_reports_a_refusing_bootstrap_peer_with_its_reason() {
 #[test]
 fn a_plain_watch_prints_a_table_each_interval_and_not_twice_at_the_end() {
     let a = NodeProc::start(&[&TEST_NODE[..], &["--membership"]].concat());
-    let w_args = [
-        "watch",
-        "--bootstrap",
-        a.addr.as_str(),
-        "--test-identity",
-        "--duration",
-        "3s",
-        "--interval",
-        "3s",
-    ];
-    let r = run(&w_args, Duration::from_secs(30));
+    let r = watch_test_identity(
+        &a.addr,
+        &["--duration", "3s", "--interval", "3s"],
+        Duration::from_secs(30),
+    );
     assert_eq!(r.code, Some(0), "{}", r.all());
     assert!(!r.stdout.contains('\x1b'), "{}", r.all());
     // One table at the start, one at 3 s, when --duration ends too.
@@ -316,16 +314,9 @@ fn a_plain_watch_prints_a_table_each_interval_and_not_twice_at_the_end() {
 #[test]
 fn watch_fails_when_its_bootstrap_peer_never_answers() {
     let (mut silent, addr) = test_daemon(&[]);
-    let r = run(
-        &[
-            "watch",
-            "--bootstrap",
-            &addr,
-            "--test-identity",
-            "--json",
-            "--duration",
-            "2s",
-        ],
+    let r = watch_test_identity(
+        &addr,
+        &["--json", "--duration", "2s"],
         Duration::from_secs(30),
     );
     assert_cannot_join(&r, &addr);
@@ -347,17 +338,7 @@ fn watch_fails_when_its_bootstrap_peer_never_answers() {
 #[test]
 fn watch_shorter_than_a_dial_says_when_nothing_listens_at_the_bootstrap_peer() {
     let addr = closed_addr();
-    let r = run(
-        &[
-            "watch",
-            "--bootstrap",
-            &addr,
-            "--test-identity",
-            "--duration",
-            "1s",
-        ],
-        Duration::from_secs(30),
-    );
+    let r = watch_test_identity(&addr, &["--duration", "1s"], Duration::from_secs(30));
     assert_cannot_join(&r, &addr);
     assert!(
         r.stderr.contains("hint: nothing listens there"),
@@ -378,12 +359,9 @@ fn watch_shorter_than_a_dial_says_when_nothing_listens_at_the_bootstrap_peer() {
 #[test]
 fn watch_that_gives_up_ends_with_a_table_that_says_so() {
     let addr = closed_addr();
-    let r = run(
+    let r = watch_test_identity(
+        &addr,
         &[
-            "watch",
-            "--bootstrap",
-            &addr,
-            "--test-identity",
             "--json",
             "--wait",
             "--reconnect-interval",
@@ -401,17 +379,7 @@ fn watch_that_gives_up_ends_with_a_table_that_says_so() {
     assert_eq!(last["bootstrap"][0]["failed_attempts"], 2, "{}", r.all());
     // Without --wait the watch ends at the first failure, and its table says it gave up,
     // not that it is retrying.
-    let r = run(
-        &[
-            "watch",
-            "--bootstrap",
-            &addr,
-            "--test-identity",
-            "--duration",
-            "60s",
-        ],
-        Duration::from_secs(40),
-    );
+    let r = watch_test_identity(&addr, &["--duration", "60s"], Duration::from_secs(40));
     assert_cannot_join(&r, &addr);
     let last_bootstrap = r
         .stdout
