@@ -52,6 +52,20 @@ impl Instant {
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
+
+    /// Nanoseconds from `other` to `self`, negative when `self` is earlier: how far apart
+    /// two clocks' readings are (the wall clock from a node's time after a clock step).
+    pub fn nanos_since(self, other: Instant) -> i128 {
+        i128::from(self.0) - i128::from(other.0)
+    }
+
+    /// This instant moved by `nanos` (back when negative), saturating at the epoch and at
+    /// [`Instant::MAX`]: a time on one clock read on another, [`Instant::nanos_since`]
+    /// apart.
+    pub fn shifted(self, nanos: i128) -> Instant {
+        let by = Duration::from_nanos(u64::try_from(nanos.unsigned_abs()).unwrap_or(u64::MAX));
+        if nanos >= 0 { self + by } else { self - by }
+    }
 }
 
 /// A duration in nanoseconds, saturated to what an `Instant` can hold.
@@ -308,6 +322,24 @@ mod system_time_tests {
         assert_eq!(
             Instant::from_system_time(before),
             Instant::from_unix_secs(0)
+        );
+    }
+
+    /// Two readings' distance is signed, and shifting by it reads one on the other's
+    /// scale; a shift saturates at the epoch and at `MAX`.
+    #[test]
+    fn instants_are_apart_by_signed_nanoseconds_and_shift_by_them() {
+        let (a, b) = (Instant::from_unix_secs(100), Instant::from_unix_secs(40));
+        assert_eq!(a.nanos_since(b), 60_000_000_000);
+        assert_eq!(b.nanos_since(a), -60_000_000_000);
+        assert_eq!(b.shifted(a.nanos_since(b)), a);
+        assert_eq!(a.shifted(b.nanos_since(a)), b);
+        assert_eq!(a.shifted(0), a);
+        assert_eq!(b.shifted(-100_000_000_000), Instant::EPOCH);
+        assert_eq!(a.shifted(i128::MAX), Instant::MAX);
+        assert_eq!(
+            Instant::MAX.nanos_since(Instant::EPOCH),
+            i128::from(u64::MAX)
         );
     }
 

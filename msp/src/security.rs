@@ -100,12 +100,8 @@ pub struct WallClockOffset(Arc<AtomicI64>);
 impl WallClockOffset {
     /// Records that the wall clock read `wall` when the node's time was `node`.
     pub fn set(&self, node: Instant, wall: Instant) {
-        let (w, n) = (wall.as_unix_nanos(), node.as_unix_nanos());
-        let offset = if w >= n {
-            i64::try_from(w - n).unwrap_or(i64::MAX)
-        } else {
-            i64::try_from(n - w).map_or(i64::MIN, |d| -d)
-        };
+        let offset = wall.nanos_since(node);
+        let offset = i64::try_from(offset).unwrap_or(if offset > 0 { i64::MAX } else { i64::MIN });
         self.0.store(offset, Ordering::Relaxed);
     }
 
@@ -132,8 +128,7 @@ fn shift(at: Instant, nanos: i64) -> Instant {
     if at == Instant::MAX {
         return at;
     }
-    let by = Duration::from_nanos(nanos.unsigned_abs());
-    if nanos >= 0 { at + by } else { at - by }
+    at.shifted(i128::from(nanos))
 }
 
 /// Replaces the trust store of an [`MspSecurity`] that a node already owns: see "Changing

@@ -78,13 +78,7 @@ impl Node {
 
     /// What the node's wall clock reads when the virtual clock reads `now`.
     pub(crate) fn wall_clock(&self, now: Instant) -> Instant {
-        let by =
-            Duration::from_nanos(u64::try_from(self.wall_step.unsigned_abs()).unwrap_or(u64::MAX));
-        if self.wall_step >= 0 {
-            now + by
-        } else {
-            now - by
-        }
+        now.shifted(self.wall_step)
     }
 
     /// The earlier of the core's and the layer's deadlines.

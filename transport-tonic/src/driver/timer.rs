@@ -82,7 +82,7 @@ impl WallClock {
     /// than [`Self::QUIET`] from where it was last warned of. How far it moved, in
     /// nanoseconds (forward when positive), when it warned.
     fn moved(&mut self, now: Instant, wall: Instant) -> Option<i128> {
-        let offset = i128::from(wall.as_unix_nanos()) - i128::from(now.as_unix_nanos());
+        let offset = wall.nanos_since(now);
         let moved = offset - self.warned;
         if moved.abs() <= Self::QUIET {
             return None;
