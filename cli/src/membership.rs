@@ -8,8 +8,8 @@ use crate::opts::{self, ConfigError, PkiForm};
 use clap::Args;
 use fabric_gossip_core::Instant;
 use fabric_gossip_discovery::{
-    ConfigError as DiscoveryConfigError, DeadReason, Discovery, DiscoveryConfig, DiscoveryEvent,
-    MemberInfo, PurgeReason,
+    AnchorDial, ConfigError as DiscoveryConfigError, DeadReason, Discovery, DiscoveryConfig,
+    DiscoveryEvent, MemberInfo, PurgeReason,
 };
 use fabric_gossip_tonic::Node;
 use serde_json::{Value, json};
@@ -124,29 +124,64 @@ fn parse_anchor_peer(s: &str) -> Result<AnchorPeer, String> {
 
 /// Dials the `--anchor-peer`s through the running membership layer, as
 /// [`connect_anchors`] dials a channel block's: `connect_anchor_of` for one given with its
-/// MSP ID, `connect_anchor` for one without. Returns how many were dialled; none without
-/// the layer. What becomes of each is the layer's `bootstrap_joined` or `bootstrap_failed`.
+/// MSP ID, `connect_anchor` for one without. Returns how many the layer dials; none without
+/// the layer. What becomes of each is the layer's `bootstrap_joined` or `bootstrap_failed`;
+/// one the layer does not dial is logged as such ([`log_anchor_dial`]), never as dialled.
 pub(crate) fn connect_anchor_peers(node: &Node, anchors: &[AnchorPeer]) -> usize {
     if anchors.is_empty() {
         return 0;
     }
     let dialled = node.with_layer_mut(|d: &mut Discovery, comm| {
+        let mut dialled = 0;
         for a in anchors {
-            tracing::info!(
-                target: crate::logging::TARGET,
-                "dialling anchor peer {}{} (--anchor-peer)",
-                a.endpoint,
-                a.msp_id.as_deref().map(|m| format!(" of {m}")).unwrap_or_default()
-            );
-            match &a.msp_id {
+            let outcome = match &a.msp_id {
                 Some(m) => {
                     d.connect_anchor_of(comm.now(), a.endpoint.clone(), m.clone().into_bytes())
                 }
                 None => d.connect_anchor(comm.now(), a.endpoint.clone()),
-            }
+            };
+            let what = format!(
+                "anchor peer {}{} (--anchor-peer)",
+                a.endpoint,
+                a.msp_id
+                    .as_deref()
+                    .map(|m| format!(" of {m}"))
+                    .unwrap_or_default()
+            );
+            dialled += usize::from(log_anchor_dial("", &what, outcome));
         }
+        dialled
     });
-    dialled.map_or(0, |()| anchors.len())
+    dialled.unwrap_or(0)
+}
+
+/// Logs what the membership layer did with anchor peer `what` (a description such as
+/// "anchor peer H:P of Org2MSP", after `context`): "dialling" only when it dials. Returns
+/// whether it does.
+/// An anchor of another organization skipped for want of an external endpoint is left to
+/// the layer's `bootstrap_failed`, which says so with its hint.
+fn log_anchor_dial(context: &str, what: &str, outcome: AnchorDial) -> bool {
+    match outcome {
+        AnchorDial::Dialling => {
+            tracing::info!(target: crate::logging::TARGET, "{context}dialling {what}");
+            return true;
+        }
+        AnchorDial::InProgress => {
+            tracing::debug!(target: crate::logging::TARGET, "{context}{what}: already being dialled");
+        }
+        AnchorDial::OwnEndpoint => tracing::info!(
+            target: crate::logging::TARGET,
+            "{context}{what} not dialled: it is this node's own endpoint"
+        ),
+        AnchorDial::NotDialledWithoutExternalEndpoint => {}
+        AnchorDial::Refused => tracing::warn!(
+            target: crate::logging::TARGET,
+            "{context}{what} not dialled: the membership layer already follows {} bootstrap and \
+             anchor endpoints, none of them done (counted as anchors_refused)",
+            fabric_gossip_discovery::MAX_BOOTSTRAPS
+        ),
+    }
+    false
 }
 
 /// A Go duration (`5s`, `500ms`, `1m30s`), as Fabric writes them.
@@ -410,27 +445,32 @@ pub(crate) fn connect_anchors(
         return 0;
     };
     let dial = anchors_to_dial(my_org, channels, &cfg, &alive, skip_alive);
-    let n = dial.len();
-    if n > 0 {
-        node.with_layer_mut(|d: &mut Discovery, comm| {
-            for (endpoint, org) in dial {
-                d.connect_anchor_of(comm.now(), endpoint, org.into_bytes());
-            }
-        });
+    if dial.is_empty() {
+        return 0;
     }
-    n
+    node.with_layer_mut(|d: &mut Discovery, comm| {
+        let mut dialled = 0;
+        for (channel, endpoint, org) in dial {
+            let what = format!("anchor peer {endpoint} of {org}");
+            let outcome = d.connect_anchor_of(comm.now(), endpoint, org.into_bytes());
+            let channel = format!("channel {channel}: ");
+            dialled += usize::from(log_anchor_dial(&channel, &what, outcome));
+        }
+        dialled
+    })
+    .unwrap_or(0)
 }
 
 /// The anchor peers [`connect_anchors`] dials, each once, with the organization it is
-/// dialled as: its endpoint and MSP ID, in the blocks' order.
+/// dialled as: the channel listing it first, its endpoint and MSP ID, in the blocks' order.
 fn anchors_to_dial(
     my_org: &str,
     channels: &[fabric_gossip_msp::ChannelTrust],
     cfg: &DiscoveryConfig,
     alive: &[MemberInfo],
     skip_alive: bool,
-) -> Vec<(String, String)> {
-    let mut dial: Vec<(String, String)> = Vec::new();
+) -> Vec<(String, String, String)> {
+    let mut dial: Vec<(String, String, String)> = Vec::new();
     for c in channels {
         let ch = &c.channel_id;
         // Fabric's `updateAnchors` joins no channel its organization is not in.
@@ -474,17 +514,13 @@ fn anchors_to_dial(
                 }
                 // Listed twice (two blocks): dialled once, as our organization's if either
                 // listing says so, so that its identity is checked against ours.
-                if let Some((_, listed)) = dial.iter_mut().find(|(e, _)| *e == endpoint) {
+                if let Some((_, _, listed)) = dial.iter_mut().find(|(_, e, _)| *e == endpoint) {
                     if org == my_org {
                         *listed = org.clone();
                     }
                     continue;
                 }
-                tracing::info!(
-                    target: crate::logging::TARGET,
-                    "channel {ch}: dialling anchor peer {endpoint} of {org}"
-                );
-                dial.push((endpoint, org.clone()));
+                dial.push((ch.clone(), endpoint, org.clone()));
             }
         }
     }
@@ -939,8 +975,12 @@ mod tests {
             ],
         );
         let not_ours = channel("c", &[("Org2MSP", &[("peer5.org2", 9051)])]);
-        let dial = |channels: &[fabric_gossip_msp::ChannelTrust], alive: &[MemberInfo], skip| {
+        let listed = |channels: &[fabric_gossip_msp::ChannelTrust], alive: &[MemberInfo], skip| {
             anchors_to_dial("Org1MSP", channels, &cfg, alive, skip)
+        };
+        let dial = |channels: &[fabric_gossip_msp::ChannelTrust], alive: &[MemberInfo], skip| {
+            let dial = listed(channels, alive, skip);
+            dial.into_iter().map(|(_, e, o)| (e, o)).collect::<Vec<_>>()
         };
         let pair = |e: &str, o: &str| (e.to_owned(), o.to_owned());
         let both = vec![
@@ -951,6 +991,12 @@ mod tests {
             dial(&[mine.clone(), again.clone(), not_ours.clone()], &[], false),
             both
         );
+        // Each named with the channel that listed it first.
+        let channels: Vec<_> = listed(&[mine.clone(), again.clone()], &[], false)
+            .into_iter()
+            .map(|(c, _, _)| c)
+            .collect();
+        assert_eq!(channels, ["a", "a"]);
         let reversed = vec![
             pair("peer0.org2:9051", "Org1MSP"),
             pair("peer1.org1:7051", "Org1MSP"),

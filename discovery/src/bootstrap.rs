@@ -98,6 +98,31 @@ impl Bootstrap {
     }
 }
 
+/// What [`Discovery::connect_anchor`] or [`Discovery::connect_anchor_of`] did with an
+/// anchor peer. Only [`Dialling`](Self::Dialling) starts an attempt; the others say why
+/// none started, so that a caller's own log does not say an anchor is dialled when the
+/// layer's rules (Fabric's) skip it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnchorDial {
+    /// An attempt starts at the next `handle_timeout` (a new endpoint, or one whose last
+    /// attempt ended, joined or given up). It ends in `BootstrapJoined` or `BootstrapFailed`.
+    Dialling,
+    /// An attempt for this endpoint is under way and goes on, now judged by the
+    /// organization given in this call.
+    InProgress,
+    /// The endpoint is our own (internal or external, or 127.0.0.1 or localhost at our
+    /// port): nothing to join.
+    OwnEndpoint,
+    /// An anchor listed under another organization while we have no external endpoint:
+    /// not dialled, as Fabric skips it (no other organization could reach us back).
+    /// Reported as a given-up `BootstrapFailed` with
+    /// [`BootstrapError::AnchorWithoutExternalEndpoint`].
+    NotDialledWithoutExternalEndpoint,
+    /// The layer already follows [`MAX_BOOTSTRAPS`] endpoints, none of them ended:
+    /// counted (`anchors_refused`); call again once an attempt ends.
+    Refused,
+}
+
 impl Discovery {
     /// Joins through an anchor peer (Fabric's `Connect` from `learnAnchorPeers`): like a
     /// bootstrap peer, but it may belong to another organization, in which case our
@@ -110,9 +135,10 @@ impl Discovery {
     /// one that ended (joined or given up) starts again. The layer follows at most
     /// [`MAX_BOOTSTRAPS`] bootstrap and anchor endpoints; past that, an anchor whose
     /// attempt ended makes room, and without one the call is counted
-    /// (`anchors_refused`) and does nothing.
-    pub fn connect_anchor(&mut self, now: Instant, endpoint: impl Into<String>) {
-        self.join_anchor(now, endpoint.into(), None);
+    /// (`anchors_refused`) and does nothing. What the call did is returned, so that a
+    /// caller logging "dialling" can tell an anchor it was not dialled.
+    pub fn connect_anchor(&mut self, now: Instant, endpoint: impl Into<String>) -> AnchorDial {
+        self.join_anchor(now, endpoint.into(), None)
     }
 
     /// [`connect_anchor`](Self::connect_anchor) for an anchor peer the channel
@@ -132,13 +158,18 @@ impl Discovery {
         now: Instant,
         endpoint: impl Into<String>,
         org: impl Into<Bytes>,
-    ) {
-        self.join_anchor(now, endpoint.into(), Some(org.into()));
+    ) -> AnchorDial {
+        self.join_anchor(now, endpoint.into(), Some(org.into()))
     }
 
-    fn join_anchor(&mut self, now: Instant, endpoint: String, claimed_org: Option<Bytes>) {
+    fn join_anchor(
+        &mut self,
+        now: Instant,
+        endpoint: String,
+        claimed_org: Option<Bytes>,
+    ) -> AnchorDial {
         if self.cfg.is_my_own_endpoint(&endpoint) {
-            return;
+            return AnchorDial::OwnEndpoint;
         }
         // Fabric's `learnAnchorPeers` skips, before any dial, an anchor the configuration
         // lists under another organization when we have no external endpoint, whatever
@@ -156,7 +187,7 @@ impl Discovery {
                 attempt: 0,
                 gave_up: true,
             });
-            return;
+            return AnchorDial::NotDialledWithoutExternalEndpoint;
         }
         let ended = |b: &Bootstrap| matches!(b.state, BootState::Done | BootState::GaveUp);
         if let Some(b) = self
@@ -165,13 +196,14 @@ impl Discovery {
             .find(|b| b.any_org && b.endpoint == endpoint)
         {
             b.claimed_org = claimed_org;
-            if ended(b) {
-                // Who answered there stays an anchor while the new attempt runs.
-                b.state = BootState::Idle(now);
-                b.attempts = 0;
-                b.sends = 0;
+            if !ended(b) {
+                return AnchorDial::InProgress;
             }
-            return;
+            // Who answered there stays an anchor while the new attempt runs.
+            b.state = BootState::Idle(now);
+            b.attempts = 0;
+            b.sends = 0;
+            return AnchorDial::Dialling;
         }
         if self.bootstraps.len() >= MAX_BOOTSTRAPS {
             match self.bootstraps.iter().position(|b| b.any_org && ended(b)) {
@@ -180,7 +212,7 @@ impl Discovery {
                 }
                 None => {
                     self.stats.anchors_refused += 1;
-                    return;
+                    return AnchorDial::Refused;
                 }
             }
         }
@@ -188,6 +220,7 @@ impl Discovery {
         b.any_org = true;
         b.claimed_org = claimed_org;
         self.bootstraps.push(b);
+        AnchorDial::Dialling
     }
 
     /// Moves every bootstrap whose deadline passed.

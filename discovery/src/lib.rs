@@ -123,7 +123,7 @@ mod store;
 pub mod validate;
 
 pub use alive::Timestamp;
-pub use bootstrap::{BOOTSTRAP_TARGET, MAX_BOOTSTRAPS, MEMBERS_TARGET};
+pub use bootstrap::{AnchorDial, BOOTSTRAP_TARGET, MAX_BOOTSTRAPS, MEMBERS_TARGET};
 pub use certstore::{CertStoreConfig, CertStoreStats};
 pub use config::DiscoveryConfig;
 pub use endpoint_owners::{MAX_ENDPOINT_OWNERS, MISDIRECTED_DIALS};

@@ -1661,24 +1661,32 @@ fn the_message_store_holds_a_bounded_number_of_peers_that_are_not_members() {
 fn an_anchor_named_again_is_followed_once_and_restarted_once_its_attempt_ended() {
     use crate::bootstrap::BootState;
     let (_comm, mut d) = me();
+    use crate::AnchorDial::{Dialling, InProgress, OwnEndpoint, Refused};
     let anchors = |d: &Discovery| d.bootstraps.iter().filter(|b| b.any_org).count();
-    d.connect_anchor(T0, "x.ext:7051");
-    d.connect_anchor(T0, "x.ext:7051");
+    assert_eq!(d.connect_anchor(T0, "x.ext:7051"), Dialling);
+    assert_eq!(d.connect_anchor(T0, "x.ext:7051"), InProgress);
     assert_eq!(anchors(&d), 1, "an attempt in progress goes on");
+    assert_eq!(
+        d.connect_anchor(T0, d.config().internal_endpoint.clone()),
+        OwnEndpoint
+    );
+    assert_eq!(anchors(&d), 1, "our own endpoint is not followed");
     let x = d.bootstraps.len() - 1;
     d.bootstraps[x].state = BootState::GaveUp;
     let later = T0 + Duration::from_secs(60);
-    d.connect_anchor(later, "x.ext:7051");
+    assert_eq!(d.connect_anchor(later, "x.ext:7051"), Dialling);
     assert_eq!(anchors(&d), 1);
     assert!(matches!(d.bootstraps[x].state, BootState::Idle(t) if t == later));
     let room = crate::MAX_BOOTSTRAPS - d.bootstraps.len();
-    for i in 0..=room {
-        d.connect_anchor(later, format!("a{i}.ext:7051"));
-    }
+    let dialled: Vec<_> = (0..=room)
+        .map(|i| d.connect_anchor(later, format!("a{i}.ext:7051")))
+        .collect();
+    assert_eq!(dialled[..room], vec![Dialling; room][..]);
+    assert_eq!(dialled[room], Refused);
     assert_eq!(d.bootstraps.len(), crate::MAX_BOOTSTRAPS);
     assert_eq!(d.stats().anchors_refused, 1, "every attempt in progress");
     d.bootstraps[x].state = BootState::Done;
-    d.connect_anchor(later, "y.ext:7051");
+    assert_eq!(d.connect_anchor(later, "y.ext:7051"), Dialling);
     assert_eq!(d.stats().anchors_refused, 1, "an ended anchor made room");
     assert!(d.bootstraps.iter().any(|b| b.endpoint == "y.ext:7051"));
     assert!(!d.bootstraps.iter().any(|b| b.endpoint == "x.ext:7051"));
@@ -2357,7 +2365,10 @@ fn an_anchor_listed_under_another_organization_is_not_dialled_without_our_extern
     let _ = fabric_gossip_core::testing::drain(&mut comm);
     let _ = events(&mut d);
     // a1 is of our organization A, but the configuration lists it under B.
-    d.connect_anchor_of(T0, "a1:7051", &b"B"[..]);
+    assert_eq!(
+        d.connect_anchor_of(T0, "a1:7051", &b"B"[..]),
+        crate::AnchorDial::NotDialledWithoutExternalEndpoint
+    );
     d.handle_timeout(T0, &mut comm);
     assert!(
         !d.bootstraps
@@ -2382,7 +2393,10 @@ fn an_anchor_listed_under_another_organization_is_not_dialled_without_our_extern
     );
     assert_eq!(d.stats().bootstrap_failures, 1);
     // Listed under our organization: dialled.
-    d.connect_anchor_of(T0, "a2:7051", &b"A"[..]);
+    assert_eq!(
+        d.connect_anchor_of(T0, "a2:7051", &b"A"[..]),
+        crate::AnchorDial::Dialling
+    );
     d.handle_timeout(T0, &mut comm);
     assert!(
         d.bootstraps

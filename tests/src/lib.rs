@@ -293,7 +293,8 @@ pub trait Harness {
     fn member_envelope(&self, _n: NodeId, _pki: &PkiId) -> Option<Envelope> {
         None
     }
-    /// Makes node `n` join through node `to` as an anchor peer (any organization).
+    /// Makes node `n` join through node `to` as an anchor peer (any organization); an error
+    /// when the layer does not dial it ([`anchor_dialled`]).
     fn connect_anchor(&mut self, _n: NodeId, _to: NodeId) -> Result<(), String> {
         Err(format!(
             "{} does not host the membership layer",
@@ -415,6 +416,19 @@ pub fn saw_handshake_failure<H: Harness>(
     h.events(n)
         .iter()
         .any(|e| matches!(e, Event::HandshakeFailed { error, .. } if pred(error)))
+}
+
+/// What a harness's `connect_anchor` makes of the layer's answer: `Ok` once an attempt
+/// starts or goes on, an error saying why when the layer does not dial the anchor, so that
+/// a scenario waiting for a join fails at the call rather than at its deadline.
+pub fn anchor_dialled(outcome: fabric_gossip_discovery::AnchorDial) -> Result<(), String> {
+    use fabric_gossip_discovery::AnchorDial::{Dialling, InProgress};
+    match outcome {
+        Dialling | InProgress => Ok(()),
+        other => Err(format!(
+            "the membership layer did not dial the anchor: {other:?}"
+        )),
+    }
 }
 
 /// Whether node `n` presumed `pki` dead.

@@ -296,6 +296,7 @@ impl Harness for SimHarness {
         self.sim
             .with_layer::<Discovery, _>(n, |d, _comm| d.connect_anchor(now, endpoint))
             .ok_or_else(|| format!("node {n} runs no membership layer"))
+            .and_then(crate::anchor_dialled)
     }
 
     fn raw_open(&mut self, n: NodeId, client_cert: Option<CertHash>) -> Option<RawRef> {

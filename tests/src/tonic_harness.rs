@@ -709,6 +709,7 @@ impl Harness for TonicHarness {
         slot.node
             .with_layer_mut(|d: &mut Discovery, comm| d.connect_anchor(comm.now(), endpoint))
             .ok_or_else(|| format!("node {n} runs no membership layer"))
+            .and_then(crate::anchor_dialled)
     }
 
     /// Plaintext nodes only: a raw client cannot present a certificate by hash.

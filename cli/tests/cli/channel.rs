@@ -384,6 +384,31 @@ fn a_node_joins_another_organization_through_an_anchor_peer_flag() {
     a.stop_ok();
 }
 
+/// `--anchor-peer` of another organization, given to a node without an external endpoint,
+/// is not dialled (Fabric's rule, the layer's): the node says so through `bootstrap_failed`
+/// and never logs that it is dialling it, as it did while the log line came before the
+/// layer's rule.
+#[test]
+fn an_anchor_peer_flag_of_another_organization_without_an_external_endpoint_is_not_dialled() {
+    let (port, _) = two_free_ports();
+    let anchor = format!("127.0.0.1:{port}");
+    let extra = ["--anchor-peer".to_owned(), format!("Org2MSP={anchor}")];
+    let (mut d, _) = member("peer0.org1.example.com", "Org1MSP", "127.0.0.1:0", &extra)
+        .expect("listening on a port of its choice");
+    let failed = d.wait("bootstrap_failed", |v| v["event"] == "bootstrap_failed");
+    assert_eq!(failed["endpoint"], anchor.as_str(), "{failed}");
+    assert_eq!(failed["attempt"], 0, "{failed}");
+    assert_eq!(failed["gave_up"], true, "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no external endpoint")),
+        "{failed}"
+    );
+    let log = stop_for_log(&mut d);
+    assert!(!log.contains("dialling anchor peer"), "{log}");
+}
+
 /// A channel block given without the membership layer leaves the node comm-only, as
 /// documented, but says so at the default level with what to pass (a live check against
 /// Fabric gave a block alone and expected a peer of the channel: nothing said otherwise).
