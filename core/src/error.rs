@@ -193,6 +193,12 @@ pub enum HandshakeError {
         /// code and message).
         status: String,
     },
+    /// On a stream we opened, the remote's `ConnEstablish` carried the probe flag ("probe",
+    /// Fabric's `errProbe`, which fails its dial and its `Handshake` alike). Only the side
+    /// that opens a stream may probe; a remote that answers as a prober is not a peer to
+    /// keep a connection to.
+    #[error("probe")]
+    ProbeAnswer,
 }
 
 /// Defines [`HandshakeFailure`] from one table: the kinds, their counter index (the
@@ -259,6 +265,7 @@ failure_kinds! {
     IdentityTooLarge => "identity_too_large",
     OwnPkiId => "own_pki_id",
     RefusedByRemote => "refused_by_remote",
+    ProbeAnswer => "probe_answer",
 }
 
 impl HandshakeFailure {
@@ -329,6 +336,7 @@ impl HandshakeError {
             HandshakeError::LocalSigning(_) => K::LocalSigning,
             HandshakeError::OwnPkiId => K::OwnPkiId,
             HandshakeError::RefusedByRemote { .. } => K::RefusedByRemote,
+            HandshakeError::ProbeAnswer => K::ProbeAnswer,
         }
     }
 

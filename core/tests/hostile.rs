@@ -1669,3 +1669,58 @@ fn send_borrowed_writes_to_each_peer() {
         "{acts:?}"
     );
 }
+
+/// Only the side that opens a stream may probe. A remote that answers our dial with the
+/// probe flag fails it as Fabric's `createConnection` and `Handshake` fail ("probe",
+/// `errProbe`): no connection is registered, the waiting message is dropped and counted,
+/// and a `handshake()` reports the failure at once instead of waiting for a verdict. Until
+/// 2026-12-08 such a remote was taken as any other.
+#[test]
+fn a_remote_answering_our_dial_with_the_probe_flag_fails_it() {
+    // A connection for a message.
+    let mut c = core(Config::default());
+    let m = SignedMessage::noop(fabric_gossip_core::testing::data_msg(b"x"));
+    c.send(now(), &m, &[RemotePeer::new(REMOTE, REMOTE)])
+        .unwrap();
+    let s = open_outbound(&mut c, now());
+    c.handle_envelope(
+        now(),
+        s,
+        conn_establish(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", true, true),
+    )
+    .unwrap();
+    let (_, ev) = drain(&mut c);
+    assert_eq!(failed(&ev, s), Some(HandshakeError::ProbeAnswer), "{ev:?}");
+    assert!(c.connections().is_empty());
+    assert!(!c.is_live_stream(s));
+    let st = c.stats();
+    assert_eq!(st.handshake_failures_of(HandshakeFailure::ProbeAnswer), 1);
+    assert_eq!((st.handshakes_ok, st.dropped_no_connection), (0, 1));
+    assert_eq!(HandshakeFailure::ProbeAnswer.label(), "probe_answer");
+    assert_eq!(HandshakeError::ProbeAnswer.to_string(), "probe");
+
+    // A handshake() operation, even for another PKI-ID than it expected (Fabric fails
+    // with errProbe before it compares).
+    let mut c = core(Config::default());
+    let op = c
+        .handshake(now(), &RemotePeer::new(REMOTE, "someone-else"))
+        .unwrap();
+    let s = open_outbound(&mut c, now());
+    c.handle_envelope(
+        now(),
+        s,
+        conn_establish(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", true, true),
+    )
+    .unwrap();
+    let (_, ev) = drain(&mut c);
+    let done = ev.iter().find_map(|e| match e {
+        Event::HandshakeDone { op: o, result } if *o == op => Some(result.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        done.map(|r| r.map(|info| info.id.clone())),
+        Some(Err(HandshakeError::ProbeAnswer)),
+        "{ev:?}"
+    );
+    assert!(!c.is_live_stream(s));
+}

@@ -7,10 +7,10 @@
 //! identity the provider accepts and that matches the PKI-ID, the TLS certificate hash of
 //! the stream, and the signature.
 //!
-//! The remote's `probe` flag is read only on a stream it opened. On a stream we opened, a
-//! `ConnEstablish` with `probe: true` is taken as any other (a connection is registered, a
-//! `handshake()` waits for the verdict), where Fabric's dialler fails with "probe": no
-//! Fabric peer sends one there, since the side that accepted a stream never probes.
+//! The remote's `probe` flag: on a stream it opened, it asks to be authenticated and let
+//! go; on a stream we opened, where only we may probe, it fails the handshake once the
+//! message has passed every other check ([`HandshakeError::ProbeAnswer`], "probe", as
+//! Fabric's dialler and `Handshake` fail). No Fabric peer sends one there.
 
 use super::output::{Action, Event, WriteKind};
 use super::stream::{Phase, Purpose, Stream};
@@ -275,6 +275,12 @@ impl<S: Security> Comm<S> {
                 Err(e) => return self.fail_handshake(stream, e),
                 Ok(x) => x,
             };
+        if remote_probe && !inbound {
+            // Fabric's `authenticateRemotePeer` returns `errProbe` after its checks, which
+            // its `createConnection` and `Handshake` take as a failure: before any PKI-ID
+            // comparison, so it is this failure whoever the remote proved to be.
+            return self.fail_handshake(stream, HandshakeError::ProbeAnswer);
+        }
         tracing::debug!(
             target: "fabric_gossip_core::handshake",
             stream = %stream,

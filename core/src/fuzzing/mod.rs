@@ -921,6 +921,18 @@ mod tests {
             let connected = role == 1 && expect != 0;
             assert_eq!(established.len(), usize::from(connected), "{role} {expect}");
         }
+        // The probe flag: a prober let go on a stream it opened, a failure on ours.
+        assert_eq!(
+            handshake_checks(&case(0, false, 0, 0, [1, 1, 0, 1, 0, 0, 0])),
+            (vec!["(0, Ok((z-peer:7051, true)))".to_owned()], vec![])
+        );
+        for (role, expect) in [(1, 0), (1, 1), (2, 0), (2, 2)] {
+            assert_eq!(
+                handshake_checks(&case(role, false, 0, expect, [1, 1, 0, 1, 0, 0, 0])),
+                (vec![format!(r#"({role}, Err("probe_answer"))"#)], vec![]),
+                "{role} {expect}"
+            );
+        }
         // Every role reads the first message wrapping at three.
         assert_eq!(
             handshake_checks(&case(3, false, 0, 0, [1, 1, 0, 0, 0, 0, 0])).0,
