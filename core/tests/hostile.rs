@@ -1682,14 +1682,7 @@ fn a_remote_answering_our_dial_with_the_probe_flag_fails_it() {
     let m = SignedMessage::noop(fabric_gossip_core::testing::data_msg(b"x"));
     c.send(now(), &m, &[RemotePeer::new(REMOTE, REMOTE)])
         .unwrap();
-    let s = open_outbound(&mut c, now());
-    c.handle_envelope(
-        now(),
-        s,
-        conn_establish(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", true, true),
-    )
-    .unwrap();
-    let (_, ev) = drain(&mut c);
+    let (s, ev) = answered_with_the_probe_flag(&mut c);
     assert_eq!(failed(&ev, s), Some(HandshakeError::ProbeAnswer), "{ev:?}");
     assert!(c.connections().is_empty());
     assert!(!c.is_live_stream(s));
@@ -1705,14 +1698,7 @@ fn a_remote_answering_our_dial_with_the_probe_flag_fails_it() {
     let op = c
         .handshake(now(), &RemotePeer::new(REMOTE, "someone-else"))
         .unwrap();
-    let s = open_outbound(&mut c, now());
-    c.handle_envelope(
-        now(),
-        s,
-        conn_establish(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", true, true),
-    )
-    .unwrap();
-    let (_, ev) = drain(&mut c);
+    let (s, ev) = answered_with_the_probe_flag(&mut c);
     let done = ev.iter().find_map(|e| match e {
         Event::HandshakeDone { op: o, result } if *o == op => Some(result.clone()),
         _ => None,
@@ -1723,4 +1709,14 @@ fn a_remote_answering_our_dial_with_the_probe_flag_fails_it() {
         "{ev:?}"
     );
     assert!(!c.is_live_stream(s));
+}
+
+/// Opens the stream `c` waits to dial and answers it with the remote's `ConnEstablish`
+/// carrying the probe flag, signed; the stream and what the core reported.
+fn answered_with_the_probe_flag(c: &mut Comm<TestOnlyHmacSecurity>) -> (StreamId, Vec<Event>) {
+    let s = open_outbound(c, now());
+    let probe = conn_establish(REMOTE.as_bytes(), REMOTE.as_bytes(), b"", true, true);
+    c.handle_envelope(now(), s, probe).unwrap();
+    let (_, ev) = drain(c);
+    (s, ev)
 }
