@@ -155,10 +155,15 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
         (self.comm, self.layer)
     }
 
-    /// Advances time for both: the core's deadlines, then the layer's if it is due.
+    /// Advances time for both: the core's deadlines, then the layer's if it is due. Once
+    /// the core is stopped ([`Comm::stop`]) the layer gets no more time-outs, and its
+    /// deadline no longer counts in [`StackOutput::Timeout`]: everything it would do on a
+    /// timer fails in a stopped core (a driver that stops the core and hands the stack a
+    /// time-out before draining the core's `Stopped` made the membership layer heartbeat
+    /// into it, counted as comm errors, and declare members dead after the stop).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.comm.handle_timeout(now);
-        if self.layer.poll_timeout().is_some_and(|at| at <= now) {
+        if !self.comm.is_stopped() && self.layer.poll_timeout().is_some_and(|at| at <= now) {
             let layer = &mut self.layer;
             self.comm.as_layer(|c| layer.handle_timeout(now, c));
         }
@@ -199,7 +204,12 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
                     if let Some(e) = self.layer.poll_event() {
                         return StackOutput::Layer(e);
                     }
-                    let timeout = match (core, self.layer.poll_timeout()) {
+                    let layer = if self.comm.is_stopped() {
+                        None
+                    } else {
+                        self.layer.poll_timeout()
+                    };
+                    let timeout = match (core, layer) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };

@@ -342,6 +342,38 @@ fn the_timeout_is_the_earlier_deadline_and_ends_every_drain() {
     }
 }
 
+/// A driver that stops the core and hands the stack a time-out before it drains (a loop
+/// that takes its inputs, then the timers, then drains, as `examples/std_tcp.rs` does):
+/// the layer got the time-out and acted on a stopped core. The membership layer then
+/// heartbeated into it, each refused call counted in `comm_errors`, and declared members
+/// dead after the node's own stop (a third driver's trial, 2026-12-08). Now a stopped
+/// core ends the layer's time too, and its deadline no longer wakes the driver.
+#[test]
+fn a_stopped_core_ends_the_layers_timeouts_and_deadline() {
+    let mut p = Pair::new();
+    p.drain(0);
+    let tick = p.now + Duration::from_secs(1);
+    let now = p.now;
+    p.nodes[0].comm_mut().stop(now);
+    p.outputs[0].clear();
+    p.drain(0);
+    assert!(
+        matches!(p.outputs[0].last(), Some(StackOutput::Timeout(None))),
+        "the layer's 1 s deadline still wakes the driver: {:?}",
+        p.outputs[0].last()
+    );
+    p.nodes[0].handle_timeout(tick);
+    p.outputs[0].clear();
+    p.drain(0);
+    assert!(
+        !p.outputs[0]
+            .iter()
+            .any(|o| matches!(o, StackOutput::Layer(Seen::Tick))),
+        "{:?}",
+        p.outputs[0]
+    );
+}
+
 #[test]
 fn a_hosted_layer_is_the_boxed_layer_with_its_events_erased_and_none_is_the_core() {
     let now = Instant::from_unix_secs(1_700_000_000);
