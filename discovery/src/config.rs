@@ -4,6 +4,14 @@ use crate::certstore::CertStoreConfig;
 use crate::error::ConfigError;
 use bytes::Bytes;
 use core::time::Duration;
+use fabric_gossip_core::Instant;
+
+/// The earliest instant taken for the wall clock (2017-01-01, before Fabric 1.0): a layer
+/// started before it, with no [`DiscoveryConfig::incarnation`] set, warns that the
+/// driver's clock is not the wall clock. Its incarnation is the instant it starts, so
+/// with a clock that counts from the process's start a restarted node is no newer than
+/// the run before, and the peers that knew it refuse its alive messages as stale.
+pub const PLAUSIBLE_WALL_CLOCK: Instant = Instant::from_unix_secs(1_483_228_800);
 
 /// How one node takes part in membership. Every duration defaults to Fabric's value
 /// (`gossip/gossip/config.go`, `loadConfig`), so a node configured only with its endpoints

@@ -125,7 +125,7 @@ pub mod validate;
 pub use alive::Timestamp;
 pub use bootstrap::{AnchorDial, BOOTSTRAP_TARGET, MAX_BOOTSTRAPS, MEMBERS_TARGET};
 pub use certstore::{CertStoreConfig, CertStoreStats};
-pub use config::DiscoveryConfig;
+pub use config::{DiscoveryConfig, PLAUSIBLE_WALL_CLOCK};
 pub use endpoint_owners::{MAX_ENDPOINT_OWNERS, MISDIRECTED_DIALS};
 pub use error::{AliveError, BootstrapError, ConfigError};
 pub use event::{DeadReason, DiscoveryEvent, MemberInfo, PurgeReason};

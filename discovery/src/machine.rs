@@ -707,6 +707,17 @@ impl<S: Security> Layer<S> for Discovery {
             now,
             self.cfg.publish_cert_period,
         ));
+        // An incarnation from a clock that is not the wall clock (ticks since the process
+        // started) is no newer after a restart: the peers that knew us refuse every alive
+        // message of ours as stale, and nothing else says why (a third driver's trial).
+        if self.cfg.incarnation.is_none() && now < crate::PLAUSIBLE_WALL_CLOCK {
+            tracing::warn!(
+                %now,
+                "the driver's clock is not the wall clock (an instant before 2017): our \
+                 incarnation, the instant we start, will be no newer after a restart, and \
+                 peers that knew us will refuse our alive messages as stale"
+            );
+        }
         // Fabric's `New` warns of it once, in these words.
         if self.cfg.external_endpoint.is_empty() {
             tracing::warn!(

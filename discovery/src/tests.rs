@@ -4148,3 +4148,31 @@ fn a_node_without_external_endpoint_warns_at_start_as_fabric_does() {
         0
     );
 }
+
+/// The incarnation is the instant the layer starts, so a driver whose clock counts from
+/// the process's start (an event loop's ticks) restarts no newer than before: a third
+/// driver's bootstrap peer, restarted with such a clock, was declared dead 4 s later by
+/// both its peers and never seen again, each of its alive messages counted in
+/// `alive_stale` and nothing else saying why (2026-12-08). Now the layer warns at start
+/// when the instant is no wall clock; a wall clock, or an incarnation set, says nothing.
+#[test]
+fn a_layer_started_on_a_clock_that_is_no_wall_clock_warns() {
+    let warned = |cfg: DiscoveryConfig, at: Instant| {
+        logged_levels(|| {
+            let mut comm = Comm::new(Config::default(), security("me"), at).unwrap();
+            let mut d = Discovery::new(cfg).unwrap();
+            d.start(at, &mut comm);
+        })
+        .into_iter()
+        .filter(|(level, m)| *level == tracing::Level::WARN && m.contains("not the wall clock"))
+        .count()
+    };
+    let cfg = || DiscoveryConfig::new("me.int:7051").with_external_endpoint("me.ext:7051");
+    let ticks = Instant::from_unix_secs(1);
+    assert_eq!(warned(cfg(), ticks), 1);
+    assert_eq!(warned(cfg(), T0), 0);
+    let mut set = cfg();
+    set.incarnation = Some(7);
+    assert_eq!(warned(set, ticks), 0);
+    assert_eq!(warned(cfg(), crate::PLAUSIBLE_WALL_CLOCK), 0);
+}
