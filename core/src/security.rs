@@ -245,7 +245,23 @@ pub struct TestOnlyHmacSecurity {
 pub const TEST_HMAC_KEY: [u8; 3] = [0, 0, 0];
 
 impl TestOnlyHmacSecurity {
-    /// A provider whose own identity and PKI-ID are `endpoint`.
+    /// A provider whose own identity and PKI-ID are `endpoint`. Any string will do, not
+    /// only an endpoint: a node restarted at the same endpoint with another string is a
+    /// peer with a new identity, which its peers take as an identity switch
+    /// ([`Event::IdentitySwitch`](crate::Event::IdentitySwitch), and the membership
+    /// layer's `MemberPurged` with reason `IdentitySwitch`), as they take a Fabric peer
+    /// restarted with a renewed certificate.
+    ///
+    /// ```
+    /// use fabric_gossip_core::{Security, TestOnlyHmacSecurity};
+    ///
+    /// let before = TestOnlyHmacSecurity::new("127.0.0.1:7051");
+    /// let after = TestOnlyHmacSecurity::new("127.0.0.1:7051#2"); // same endpoint, new identity
+    /// assert_ne!(
+    ///     before.pki_id_of(&before.own_identity()),
+    ///     after.pki_id_of(&after.own_identity())
+    /// );
+    /// ```
     pub fn new(endpoint: impl AsRef<str>) -> Self {
         TestOnlyHmacSecurity {
             identity: Bytes::copy_from_slice(endpoint.as_ref().as_bytes()),
