@@ -771,6 +771,21 @@ impl<S: Security> Layer<S> for Discovery {
                 {
                     let me = comm.pki_id().clone();
                     self.note_endpoint_owner(now, &dead.endpoint, &me, &dead.pki_id);
+                    // A member of our organization there is who we were: we restarted at
+                    // this endpoint with another identity. Fabric, which lets a dial reach
+                    // itself, sees a PKI-ID change within the organization and purges the
+                    // old one (`createConnection`'s `identityChanges`); kept presumed dead,
+                    // it was probed (a dial of ourselves) each reconnect pass until the
+                    // long-dead purge, and passed on in our dead list.
+                    let org = self.org_of(comm, &dead.pki_id);
+                    if self.is_ours(org.as_ref()) {
+                        return self.purge(
+                            now,
+                            comm,
+                            &dead.pki_id,
+                            crate::event::PurgeReason::IdentitySwitch,
+                        );
+                    }
                 }
                 self.presumed_dead(now, comm, &dead.pki_id)
             }

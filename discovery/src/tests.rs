@@ -1519,6 +1519,63 @@ fn a_dial_for_a_member_that_reached_this_node_notes_the_endpoint_as_ours() {
     assert_eq!(d.stats().alive_endpoint_taken, 2);
 }
 
+/// A dial for a member of our organization that reached this node itself is who we were
+/// before a restart at this endpoint with another identity (a third driver's trial: the
+/// restarted node learnt its former identity from its bootstrap peer, reported it alive to
+/// its application, dialled itself each reconnect pass and passed it on as dead). It is
+/// purged as an identity switch, as Fabric purges a PKI-ID change within an organization,
+/// and not learnt back from a response still listing it; a member of another organization
+/// there stays presumed dead (Fabric refuses that connection).
+#[test]
+fn a_dial_for_a_member_of_our_organization_that_reached_this_node_purges_it_as_switched() {
+    let (mut comm, mut d) = me();
+    let own = |who: &str| {
+        Event::PresumedDead(fabric_gossip_core::DeadPeer {
+            pki_id: pki(who),
+            endpoint: "me.int:7051".into(),
+            cause: fabric_gossip_core::DeadCause::Connect(
+                fabric_gossip_core::HandshakeError::OwnPkiId,
+            ),
+        })
+    };
+    for who in ["a1", "b1"] {
+        d.handle_message(
+            T0,
+            &mut comm,
+            direct(who, alive_at_internal(who, 1, 1, "me.int:7051")),
+        );
+    }
+    let _ = events(&mut d);
+    d.handle_comm_event(T0, &mut comm, &own("a1"));
+    d.handle_comm_event(T0, &mut comm, &own("b1"));
+    assert!(d.member(&pki("a1")).is_none(), "purged");
+    assert!(
+        d.member(&pki("b1")).is_some_and(|m| !m.alive),
+        "presumed dead"
+    );
+    assert!(matches!(
+        &events(&mut d)[..],
+        [
+            DiscoveryEvent::MemberPurged {
+                member,
+                reason: PurgeReason::IdentitySwitch,
+            },
+            DiscoveryEvent::MemberDead {
+                reason: DeadReason::PresumedDead,
+                ..
+            },
+        ] if member.pki_id == pki("a1")
+    ));
+    assert_eq!(d.stats().members_presumed_dead, 1);
+    // A response still listing the former identity, alive, does not teach it back.
+    d.handle_message(
+        T0 + SEC,
+        &mut comm,
+        direct("a2", alive_at_internal("a1", 1, 1, "me.int:7051")),
+    );
+    assert!(d.member(&pki("a1")).is_none());
+}
+
 /// A requester whose dials reached other members twice within a hold, and that left, is
 /// not dialled to be answered, whatever endpoint its request names.
 #[test]
