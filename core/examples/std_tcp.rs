@@ -35,6 +35,8 @@ const CONSUME_PER_TURN: usize = 4;
 /// Inputs waiting for a node's loop. Bounded, so a fast remote blocks its reader thread
 /// (and then TCP) instead of growing memory.
 const INPUT_QUEUE: usize = 64;
+/// How long a closed stream's reader waits for the remote to end its side.
+const LINGER: Duration = Duration::from_secs(2);
 
 // ------------------------------------------------------------------------------- time
 
@@ -127,6 +129,9 @@ fn reader(id: StreamId, sock: TcpStream, gate: Arc<Gate>, max: usize, tx: SyncSe
             return;
         }
     }
+    // Closed by the loop: read to the remote's end (or LINGER's time-out) so that the
+    // socket closes with nothing unread, a FIN and not a reset.
+    let _ = io::copy(&mut r, &mut io::sink());
 }
 
 /// Writes what the core handed out, in order, and confirms each message written so the core
@@ -238,13 +243,17 @@ impl Node {
                     c.sync_gate();
                 }
             }
-            // Dropping the writer's sender flushes what is queued, then sends FIN; shutting
-            // down our read side ends the reader. (This framing has no way to carry
-            // `error` to the remote; gRPC would end the RPC with it as the status.)
+            // Dropping the writer's sender flushes what is queued, then sends FIN; the
+            // reader, told by its gate, reads on and discards until the remote's FIN (see
+            // `reader`), for at most LINGER. Shutting our read side down instead would close
+            // the socket with bytes unread, which makes the kernel reset the connection: the
+            // remote would see an error where we ended cleanly (a third driver's trial saw
+            // it warn that we had refused it). (This framing has no way to carry `error` to
+            // the remote; gRPC would end the RPC with it as the status.)
             Action::CloseStream { stream, error: _ } => {
                 if let Some(c) = self.conns.remove(&stream) {
                     c.gate.set(false, true);
-                    let _ = c.sock.shutdown(Shutdown::Read);
+                    let _ = c.sock.set_read_timeout(Some(LINGER));
                 }
             }
             Action::CloseDial { dial } => {
@@ -489,9 +498,37 @@ impl App {
 
 // --------------------------------------------------------------------- the loop
 
-/// One node's life. The loop has one rule: after every input, drain the core (actions,
-/// events, backlog) until a whole pass produced nothing, because each of them can queue
-/// new work for the others (polling a delivery can queue a `ResumeRead`).
+/// The loop's one rule, after every input: drain the core (actions, events, backlog) until
+/// a whole pass produced nothing, because each of them can queue new work for the others
+/// (polling a delivery can queue a `ResumeRead`). Returns whether an event came, which may
+/// give the application work (connected: start sending; acked: close).
+fn drain(n: &mut Node, app: &mut App) -> Result<bool, String> {
+    let mut events = false;
+    loop {
+        let mut progress = false;
+        // The core's one output: actions and events in order, then the next deadline.
+        loop {
+            match n.comm.poll_output() {
+                Output::Action(a) => {
+                    n.execute(a);
+                    progress = true;
+                }
+                Output::Event(e) => {
+                    app.on_event(n, e)?;
+                    (progress, events) = (true, true);
+                }
+                Output::Timeout(_) => break,
+            }
+        }
+        progress |= n.feed_backlog();
+        if !progress {
+            return Ok(events);
+        }
+    }
+}
+
+/// One node's life: the application's turn, a drain, a wait for the next input or
+/// deadline, then every input that came, each drained before the next.
 fn run(
     mut n: Node,
     mut app: App,
@@ -505,28 +542,7 @@ fn run(
     while !app.stopped {
         app.turn(&mut n, sub)?;
         // An event may give the application work (connected: start sending; acked: close).
-        let mut events = false;
-        loop {
-            let mut progress = false;
-            // The core's one output: actions and events in order, then the next deadline.
-            loop {
-                match n.comm.poll_output() {
-                    Output::Action(a) => {
-                        n.execute(a);
-                        progress = true;
-                    }
-                    Output::Event(e) => {
-                        app.on_event(&mut n, e)?;
-                        (progress, events) = (true, true);
-                    }
-                    Output::Timeout(_) => break,
-                }
-            }
-            progress |= n.feed_backlog();
-            if !progress {
-                break;
-            }
-        }
+        let events = drain(&mut n, &mut app)?;
         if app.stopped {
             break;
         }
@@ -550,13 +566,18 @@ fn run(
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err("input channel closed".into()),
         }
         // Take what else has arrived too, at most one queue's worth (a reader that keeps
-        // producing must not keep us here while the backlog grows), then the timers.
+        // producing must not keep us here while the backlog grows), each after draining
+        // what the one before caused, then the timers.
         for _ in 0..INPUT_QUEUE {
             match rx.try_recv() {
-                Ok(input) => n.handle(input),
+                Ok(input) => {
+                    drain(&mut n, &mut app)?;
+                    n.handle(input);
+                }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        drain(&mut n, &mut app)?;
         if n.comm.poll_timeout().is_some_and(|t| t <= n.clock.now()) {
             n.comm.handle_timeout(n.clock.now());
         }
