@@ -126,7 +126,10 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
         &self.comm
     }
 
-    /// The core, for network inputs and the application's own API calls.
+    /// The core, for network inputs and the application's own API calls. Not for time:
+    /// `comm_mut().handle_timeout(now)` advances the core alone and the layer never runs
+    /// its timers; hand time to [`Stack::handle_timeout`], and wait for
+    /// [`Stack::poll_timeout`], not the core's.
     pub fn comm_mut(&mut self) -> &mut Comm<S> {
         &mut self.comm
     }
@@ -169,6 +172,23 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
         }
     }
 
+    /// When the driver must next call [`Stack::handle_timeout`]: the earlier of the core's
+    /// and the layer's deadlines (the layer's not once the core is stopped), as the
+    /// [`StackOutput::Timeout`] that ends a drain says, for a driver that waits on
+    /// something else than the drain's last output (the core's own
+    /// [`Comm::poll_timeout`] leaves the layer's timers out).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let layer = if self.comm.is_stopped() {
+            None
+        } else {
+            self.layer.poll_timeout()
+        };
+        match (self.comm.poll_timeout(), layer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// A delivery of one of the application's own subscriptions (see
     /// [`Comm::poll_delivery`]); drain [`Stack::poll_output`] afterwards.
     pub fn poll_delivery(&mut self, sub: SubscriptionId) -> Option<ReceivedMessage> {
@@ -200,20 +220,11 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
                     }
                     return StackOutput::Event(e);
                 }
-                Output::Timeout(core) => {
+                Output::Timeout(_) => {
                     if let Some(e) = self.layer.poll_event() {
                         return StackOutput::Layer(e);
                     }
-                    let layer = if self.comm.is_stopped() {
-                        None
-                    } else {
-                        self.layer.poll_timeout()
-                    };
-                    let timeout = match (core, layer) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    return StackOutput::Timeout(timeout);
+                    return StackOutput::Timeout(self.poll_timeout());
                 }
             }
         }

@@ -362,6 +362,7 @@ fn a_stopped_core_ends_the_layers_timeouts_and_deadline() {
         "the layer's 1 s deadline still wakes the driver: {:?}",
         p.outputs[0].last()
     );
+    assert_eq!(p.nodes[0].poll_timeout(), None);
     p.nodes[0].handle_timeout(tick);
     p.outputs[0].clear();
     p.drain(0);
@@ -388,6 +389,9 @@ fn a_hosted_layer_is_the_boxed_layer_with_its_events_erased_and_none_is_the_core
     assert!(stack.layer().get::<()>().is_none(), "not a ()");
     let tick = now + Duration::from_secs(1);
     assert!(matches!(stack.poll_output(), StackOutput::Timeout(Some(t)) if t == tick));
+    // The layer's deadline, which the core's own leaves out.
+    assert_eq!(stack.poll_timeout(), Some(tick));
+    assert_ne!(stack.comm_mut().poll_timeout(), Some(tick));
     stack.handle_timeout(tick);
     assert!(matches!(stack.poll_output(), StackOutput::Layer(e) if e == "Tick"));
     stack.with_layer(|l, _| l.get_mut::<Echo>().unwrap().deadline = None);
