@@ -69,6 +69,19 @@ pub(crate) fn not_after(expired_from: Instant) -> Instant {
     Instant::from_unix_nanos(expired_from.as_unix_nanos().saturating_sub(1))
 }
 
+/// Unix milliseconds, for JSON, of the NotAfter of a certificate the node holds as the
+/// first instant it is expired on its own time (a member's `identity_expires`): on the
+/// wall clock, to the whole second. A certificate's dates are whole seconds (RFC 5280),
+/// and the node's time stands a few milliseconds off the wall clock, differently at each
+/// reading (its coarse monotonic clock ticks every few milliseconds, and the offset is
+/// read again every tick), so an expiry taken at one reading and shown at another came out
+/// up to 4 ms either side of the date: a live check (2026-12-08) printed one NotAfter as
+/// eight values, ...996 to ...003, across members and lines of the same member.
+pub(crate) fn not_after_unix_ms(expired_from: Instant) -> u64 {
+    let ms = unix_ms(not_after(on_wall_clock(expired_from)));
+    ms.saturating_add(500) / 1000 * 1000
+}
+
 /// The NotAfter of the first certificate of a PEM file, read as leniently as the TLS
 /// transport reads it; `None` if there is none that parses. A date, not an `Instant`, so
 /// that 9999 (RFC 5280's "no expiration") is shown as such rather than as 2554.

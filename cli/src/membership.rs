@@ -574,7 +574,7 @@ pub(crate) fn member_json(m: &MemberInfo, form: PkiForm) -> Value {
         "last_alive_ms_ago": u64::try_from(age(m.last_seen).as_millis()).unwrap_or(u64::MAX),
         "alive": m.alive,
         // The certificate's NotAfter (the layer keeps the first instant it is expired).
-        "identity_expires_unix_ms": m.identity_expires.map(|e| crate::expiry::unix_ms(crate::expiry::not_after(crate::expiry::on_wall_clock(e)))),
+        "identity_expires_unix_ms": m.identity_expires.map(crate::expiry::not_after_unix_ms),
     })
 }
 
@@ -1470,8 +1470,8 @@ mod tests {
     }
 
     /// A member's JSON object: its PKI-ID in the node's form, MSP ID, endpoints, timestamp,
-    /// how long ago it was last heard of, its state, and its certificate's NotAfter (a
-    /// millisecond before the first instant it is expired).
+    /// how long ago it was last heard of, its state, and its certificate's NotAfter (the
+    /// whole second before the first instant it is expired).
     #[test]
     fn a_member_is_shown_with_its_age_state_and_notafter() {
         let m = member(true, Duration::from_secs(10), Some(2_000_000_000));
@@ -1495,7 +1495,7 @@ mod tests {
                 "seq": 9,
                 "last_alive_ms_ago": 0,
                 "alive": true,
-                "identity_expires_unix_ms": 1_999_999_999_999u64,
+                "identity_expires_unix_ms": 2_000_000_000_000u64,
             })
         );
         let table = membership_json(
@@ -1516,6 +1516,24 @@ mod tests {
         assert_eq!(members[1]["alive"], false);
         assert_eq!(members[1]["identity_expires_unix_ms"], Value::Null);
         assert_eq!(members[0]["pki_id"], "\u{1}\u{fffd}");
+    }
+
+    /// A member's NotAfter is the certificate's whole second, however far within a few
+    /// milliseconds the node's time stood from the wall clock when the layer took the
+    /// expiry: a live check printed one certificate's NotAfter as ...996 to ...003 ms.
+    #[test]
+    fn a_member_s_notafter_is_the_certificate_s_second_whatever_the_clock_jitter() {
+        let not_after_ms = 2_112_056_640_000u64;
+        for jitter_ns in [-4_000_000i64, -1, 0, 1, 3_999_999] {
+            let expired_from = (not_after_ms * 1_000_000 + 1).saturating_add_signed(jitter_ns);
+            let mut m = member(true, Duration::ZERO, None);
+            m.identity_expires = Some(CoreInstant::from_unix_nanos(expired_from));
+            let v = member_json(&m, PkiForm::Hex);
+            assert_eq!(
+                v["identity_expires_unix_ms"], not_after_ms,
+                "{jitter_ns} ns: {v}"
+            );
+        }
     }
 
     /// When a member's certificate expires, read for people, by the wall clock.
