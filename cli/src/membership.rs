@@ -127,7 +127,13 @@ fn parse_anchor_peer(s: &str) -> Result<AnchorPeer, String> {
 /// MSP ID, `connect_anchor` for one without. Returns how many the layer dials; none without
 /// the layer. What becomes of each is the layer's `bootstrap_joined` or `bootstrap_failed`;
 /// one the layer does not dial is logged as such ([`log_anchor_dial`]), never as dialled.
-pub(crate) fn connect_anchor_peers(node: &Node, anchors: &[AnchorPeer]) -> usize {
+/// `warn_skipped`: warn of one skipped for want of an external endpoint (`node`; `watch`
+/// says so in its own view of the attempts, and would say it twice).
+pub(crate) fn connect_anchor_peers(
+    node: &Node,
+    anchors: &[AnchorPeer],
+    warn_skipped: bool,
+) -> usize {
     if anchors.is_empty() {
         return 0;
     }
@@ -148,6 +154,9 @@ pub(crate) fn connect_anchor_peers(node: &Node, anchors: &[AnchorPeer]) -> usize
                     .map(|m| format!(" of {m}"))
                     .unwrap_or_default()
             );
+            if outcome == AnchorDial::NotDialledWithoutExternalEndpoint && !warn_skipped {
+                continue;
+            }
             dialled += usize::from(log_anchor_dial("", &what, outcome));
         }
         dialled
@@ -157,9 +166,9 @@ pub(crate) fn connect_anchor_peers(node: &Node, anchors: &[AnchorPeer]) -> usize
 
 /// Logs what the membership layer did with anchor peer `what` (a description such as
 /// "anchor peer H:P of Org2MSP", after `context`): "dialling" only when it dials. Returns
-/// whether it does.
-/// An anchor of another organization skipped for want of an external endpoint is left to
-/// the layer's `bootstrap_failed`, which says so with its hint.
+/// whether it does. An anchor of another organization skipped for want of an external
+/// endpoint is a warning here (the layer logs it at info, as Fabric does for a channel
+/// block's): an operator who named it wants to know what the skip costs.
 fn log_anchor_dial(context: &str, what: &str, outcome: AnchorDial) -> bool {
     match outcome {
         AnchorDial::Dialling => {
@@ -173,7 +182,12 @@ fn log_anchor_dial(context: &str, what: &str, outcome: AnchorDial) -> bool {
             target: crate::logging::TARGET,
             "{context}{what} not dialled: it is this node's own endpoint"
         ),
-        AnchorDial::NotDialledWithoutExternalEndpoint => {}
+        AnchorDial::NotDialledWithoutExternalEndpoint => tracing::warn!(
+            target: crate::logging::TARGET,
+            "{context}{what} not dialled: it is of another organization and this node has no \
+             external endpoint (--external-endpoint, peer.gossip.externalEndpoint), so no \
+             other organization could reach it back (Fabric skips it too)"
+        ),
         AnchorDial::Refused => tracing::warn!(
             target: crate::logging::TARGET,
             "{context}{what} not dialled: the membership layer already follows {} bootstrap and \

@@ -265,7 +265,7 @@ async fn watch(
             (b.clone(), state)
         })
         .collect();
-    membership::connect_anchor_peers(&node, &args.member.anchor_peer);
+    membership::connect_anchor_peers(&node, &args.member.anchor_peer, false);
     let view = View {
         form,
         json: args.json,

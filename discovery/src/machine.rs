@@ -990,6 +990,19 @@ fn trace_event(ev: &DiscoveryEvent, not_logged: u64) {
         DiscoveryEvent::BootstrapJoined { endpoint, pki_id } => {
             tracing::info!(%endpoint, %pki_id, "joined through bootstrap peer")
         }
+        // Fabric's `learnAnchorPeers` skips such an anchor at info, in these words, at each
+        // channel configuration update: an embedder that passes every anchor of its blocks
+        // gets one line per other organization's anchor per update, not a warning. A caller
+        // that named the anchor itself knows it was skipped from `AnchorDial` and may warn.
+        DiscoveryEvent::BootstrapFailed {
+            endpoint,
+            error: crate::BootstrapError::AnchorWithoutExternalEndpoint,
+            ..
+        } => tracing::info!(
+            target: crate::BOOTSTRAP_TARGET,
+            %endpoint,
+            "anchor peer isn't in our organization and we have no external endpoint, skipping"
+        ),
         DiscoveryEvent::BootstrapFailed {
             endpoint,
             error,

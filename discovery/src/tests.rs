@@ -4161,6 +4161,30 @@ fn a_member_presumed_dead_is_a_warning_and_one_reported_dead_is_not() {
     assert_eq!(dead[0].0, tracing::Level::INFO, "{lines:?}");
 }
 
+/// Fabric's `learnAnchorPeers` skips an anchor of another organization, when it has no
+/// external endpoint, at info ("Anchor peer … isn't in our org … and we have no external
+/// endpoint, skipping"), at every channel configuration update. Ours warned "bootstrap
+/// attempt failed" each time (two live checks against Fabric, 2026-12-08, noted the
+/// difference); now info, in Fabric's words, and other failed attempts stay warnings.
+#[test]
+fn a_skipped_anchor_of_another_organization_is_logged_at_info_as_fabric_does() {
+    let mut cfg = DiscoveryConfig::new("me.int:7051");
+    cfg.certstore.enabled = false;
+    let (_comm, mut d) = node(cfg);
+    let lines = logged_levels(|| {
+        let _ = d.connect_anchor_of(T0, "b1:7051", &b"B"[..]);
+    });
+    assert_eq!(d.stats().bootstrap_failures, 1);
+    assert_eq!(
+        lines,
+        [(
+            tracing::Level::INFO,
+            "anchor peer isn't in our organization and we have no external endpoint, skipping"
+                .to_owned()
+        )]
+    );
+}
+
 /// Fabric warns when the disclosure policy refuses a requester ("Got a membership request
 /// from a peer that shouldn't have sent one: …, closing connection to the peer as a
 /// result."): an operator whose peer of another organization, without an external

@@ -277,7 +277,7 @@ async fn serve(
     }
     // And those given on the command line, with or without a channel block.
     if let Some(m) = &set.membership {
-        membership::connect_anchor_peers(&node, &m.anchor_peer);
+        membership::connect_anchor_peers(&node, &m.anchor_peer, true);
     }
 
     let mut member_events = node.layer_events::<DiscoveryEvent>();

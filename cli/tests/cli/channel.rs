@@ -407,6 +407,11 @@ fn an_anchor_peer_flag_of_another_organization_without_an_external_endpoint_is_n
     );
     let log = stop_for_log(&mut d);
     assert!(!log.contains("dialling anchor peer"), "{log}");
+    let said = format!(
+        "WARN fabric_gossip_cli: anchor peer {anchor} of Org2MSP (--anchor-peer) not dialled: \
+         it is of another organization and this node has no external endpoint"
+    );
+    assert_eq!(log.matches(&said).count(), 1, "{log}");
 }
 
 /// A channel block given without the membership layer leaves the node comm-only, as
