@@ -194,6 +194,11 @@ fn log_anchor_dial(context: &str, what: &str, outcome: AnchorDial) -> bool {
              anchor endpoints, none of them done (counted as anchors_refused)",
             fabric_gossip_discovery::MAX_BOOTSTRAPS
         ),
+        // A reason a later layer adds: said as the layer gives it, never as dialled.
+        other => tracing::info!(
+            target: crate::logging::TARGET,
+            "{context}{what} not dialled: {other:?}"
+        ),
     }
     false
 }

@@ -103,6 +103,7 @@ impl Bootstrap {
 /// none started, so that a caller's own log does not say an anchor is dialled when the
 /// layer's rules (Fabric's) skip it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AnchorDial {
     /// An attempt starts at the next `handle_timeout` (a new endpoint, or one whose last
     /// attempt ended, joined or given up). It ends in `BootstrapJoined` or `BootstrapFailed`.
