@@ -146,6 +146,9 @@ pub(crate) fn connect_anchor_peers(
                 }
                 None => d.connect_anchor(comm.now(), a.endpoint.clone()),
             };
+            if outcome == AnchorDial::NotDialledWithoutExternalEndpoint && !warn_skipped {
+                continue;
+            }
             let what = format!(
                 "anchor peer {}{} (--anchor-peer)",
                 a.endpoint,
@@ -154,9 +157,6 @@ pub(crate) fn connect_anchor_peers(
                     .map(|m| format!(" of {m}"))
                     .unwrap_or_default()
             );
-            if outcome == AnchorDial::NotDialledWithoutExternalEndpoint && !warn_skipped {
-                continue;
-            }
             dialled += usize::from(log_anchor_dial("", &what, outcome));
         }
         dialled

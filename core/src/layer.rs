@@ -178,12 +178,19 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
     /// something else than the drain's last output (the core's own
     /// [`Comm::poll_timeout`] leaves the layer's timers out).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let core = self.comm.poll_timeout();
+        self.with_layer_deadline(core)
+    }
+
+    /// The earlier of the core's deadline `core` and the layer's, the layer's not once the
+    /// core is stopped.
+    fn with_layer_deadline(&self, core: Option<Instant>) -> Option<Instant> {
         let layer = if self.comm.is_stopped() {
             None
         } else {
             self.layer.poll_timeout()
         };
-        match (self.comm.poll_timeout(), layer) {
+        match (core, layer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -220,11 +227,11 @@ impl<S: Security, L: Layer<S>> Stack<S, L> {
                     }
                     return StackOutput::Event(e);
                 }
-                Output::Timeout(_) => {
+                Output::Timeout(core) => {
                     if let Some(e) = self.layer.poll_event() {
                         return StackOutput::Layer(e);
                     }
-                    return StackOutput::Timeout(self.poll_timeout());
+                    return StackOutput::Timeout(self.with_layer_deadline(core));
                 }
             }
         }
