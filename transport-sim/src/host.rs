@@ -13,8 +13,8 @@ use crate::trace::{ActionFmt, EventFmt, trace};
 use core::time::Duration;
 use fabric_gossip_core::proto::gossip::gossip_message;
 use fabric_gossip_core::{
-    Action, Comm, Config, DialId, Event, Instant, Layer, OpId, PkiId, ReceivedMessage, Security,
-    Stack, StackOutput, Stats, StreamEnd, StreamId, SubscriptionId, TlsHashes,
+    Action, Comm, Config, DialId, Event, Instant, OpId, PkiId, ReceivedMessage, Security, Stack,
+    StackOutput, Stats, StreamEnd, StreamId, SubscriptionId, TlsHashes,
 };
 use std::collections::BTreeMap;
 
@@ -81,14 +81,9 @@ impl Node {
         now.shifted(self.wall_step)
     }
 
-    /// The earlier of the core's and the layer's deadlines.
+    /// The earlier of the core's and the layer's deadlines ([`Stack::poll_timeout`]).
     pub(crate) fn deadline(&mut self) -> Option<Instant> {
-        let stack = self.stack.as_mut()?;
-        let layer = Layer::poll_timeout(stack.layer());
-        match (stack.comm_mut().poll_timeout(), layer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.stack.as_mut()?.poll_timeout()
     }
 }
 

@@ -130,13 +130,9 @@ impl HostedCore {
         }
     }
 
-    /// The earlier of the core's and the layer's deadlines.
+    /// The earlier of the core's and the layer's deadlines ([`Stack::poll_timeout`]).
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
-        let layer = Layer::poll_timeout(self.stack.layer());
-        match (self.stack.comm_mut().poll_timeout(), layer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.stack.poll_timeout()
     }
 
     /// Time for both: the core's deadlines, then the layer's if due.
